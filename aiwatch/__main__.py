@@ -1,0 +1,5 @@
+import sys
+
+from aiwatch.cli import main
+
+sys.exit(main())

@@ -1,0 +1,274 @@
+"""The metric contract: every metric aiwatch exports, in one place.
+
+Nothing else in the package creates metrics ad hoc. Alerts, dashboards, the console and docs/metrics.md use the
+names defined here, and tests check that they agree.
+
+Two kinds of metric live here:
+
+* *direct* metrics (``collector=False``) are prometheus_client objects created by :class:`Metrics` on an
+  injectable :class:`~prometheus_client.CollectorRegistry`;
+* *collected* metrics (``collector=True``) are built fresh at scrape time by a custom collector (the GPU poller),
+  which takes their name, help and labels from the :data:`CONTRACT` entry so the contract stays the single source.
+
+Example::
+
+    >>> from prometheus_client import CollectorRegistry
+    >>> from aiwatch.metrics import Metrics
+    >>> m = Metrics(CollectorRegistry())
+    >>> m.instrumentation_errors.labels(component="docs").inc()
+    >>> m.registry.get_sample_value("aiwatch_instrumentation_errors_total", {"component": "docs"})
+    1.0
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+
+MetricKind = Literal["counter", "gauge", "histogram"]
+
+#: Inference latencies run from sub-millisecond (a cached prediction) to tens of seconds (a long generation).
+LATENCY_BUCKETS: tuple[float, ...] = (
+    0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75,
+    1.0, 1.5, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0,
+)  # fmt: skip
+#: Items per model call: powers of two up to the largest batch a GPU server typically forms.
+BATCH_SIZE_BUCKETS: tuple[float, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+#: Feature-store lookups are fast: 50 µs to 1 s.
+LOOKUP_BUCKETS: tuple[float, ...] = (
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+)  # fmt: skip
+
+GPU_LABELS: tuple[str, ...] = ("gpu", "uuid", "name", "mig_gi", "mig_ci")
+"""GPU metrics carry the device index, UUID and product name; MIG instances add their GPU- and compute-instance
+ids (empty strings on a whole, non-MIG GPU, which Prometheus treats as absent labels)."""
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One row of the contract."""
+
+    name: str
+    kind: MetricKind
+    help: str
+    labels: tuple[str, ...] = ()
+    unit: str = ""
+    buckets: tuple[float, ...] | None = None
+    collector: bool = False
+    #: How a gauge is aggregated across processes in prometheus_client multiprocess mode.
+    multiprocess_mode: str = "all"
+
+    @property
+    def exposed_name(self) -> str:
+        """The sample name as Prometheus sees it (counters gain ``_total`` if the spec omits it)."""
+        return self.name
+
+
+CONTRACT: tuple[MetricSpec, ...] = (
+    # --- requests and the latency split -------------------------------------------------------------------
+    MetricSpec("aiwatch_request_duration_seconds", "histogram",
+               "Server time per request, from the first byte in to the last byte out.",
+               ("service", "route", "method", "status"), "seconds", LATENCY_BUCKETS),
+    MetricSpec("aiwatch_phase_duration_seconds", "histogram",
+               "Time per request spent in each phase; 'inference' is the model's own latency and 'overhead' is the "
+               "request time outside every named phase.",
+               ("service", "model", "phase"), "seconds", LATENCY_BUCKETS),
+    MetricSpec("aiwatch_network_duration_seconds", "histogram",
+               "Network and transport time seen by a caller: client-observed time minus the time the server "
+               "reported back (Server-Timing header or gRPC trailing metadata).",
+               ("service", "peer"), "seconds", LATENCY_BUCKETS),
+    MetricSpec("aiwatch_client_request_duration_seconds", "histogram",
+               "Client-observed time per outgoing call, by peer, route and status (including client-side statuses "
+               "such as DEADLINE_EXCEEDED).",
+               ("service", "peer", "route", "status"), "seconds", LATENCY_BUCKETS),
+    MetricSpec("aiwatch_requests_in_flight", "gauge", "Requests being served right now.",
+               ("service",), multiprocess_mode="livesum"),
+    MetricSpec("aiwatch_rpc_messages_total", "counter",
+               "Messages sent and received by streaming RPCs.", ("service", "route", "direction")),
+    MetricSpec("aiwatch_overhead_clamped_total", "counter",
+               "Requests whose named phases added up to more than the request's total time (concurrent phases or "
+               "clock anomalies); their overhead was recorded as 0.", ("service",)),
+    # --- queues and batching ------------------------------------------------------------------------------
+    MetricSpec("aiwatch_queue_depth", "gauge", "Items waiting in a queue in front of a model.", ("queue",),
+               multiprocess_mode="livesum"),
+    MetricSpec("aiwatch_queue_wait_seconds", "histogram", "Time an item waited in a queue, enqueue to dequeue.",
+               ("queue",), "seconds", LATENCY_BUCKETS),
+    MetricSpec("aiwatch_batch_size", "histogram", "Items per model call.", ("model",), "", BATCH_SIZE_BUCKETS),
+    # --- feature cache ------------------------------------------------------------------------------------
+    MetricSpec("aiwatch_feature_cache_requests_total", "counter",
+               "Feature-store cache lookups by result (hit, miss or error).", ("cache", "result")),
+    MetricSpec("aiwatch_feature_cache_lookup_duration_seconds", "histogram",
+               "Feature-store cache lookup latency by result.", ("cache", "result"), "seconds", LOOKUP_BUCKETS),
+    # --- drift --------------------------------------------------------------------------------------------
+    MetricSpec("aiwatch_drift_score", "gauge", "Latest drift statistic of a feature against its reference.",
+               ("model", "feature", "test"), multiprocess_mode="mostrecent"),
+    MetricSpec("aiwatch_drift_pvalue", "gauge",
+               "Latest p-value of a drift test (absent for tests without one, such as PSI).",
+               ("model", "feature", "test"), multiprocess_mode="mostrecent"),
+    MetricSpec("aiwatch_drift_detected", "gauge", "1 if the latest evaluation found drift in the feature, else 0.",
+               ("model", "feature", "test"), multiprocess_mode="mostrecent"),
+    MetricSpec("aiwatch_drift_window_samples", "gauge",
+               "Live values in the window used by the latest drift evaluation.", ("model", "feature"),
+               multiprocess_mode="mostrecent"),
+    MetricSpec("aiwatch_feature_bin_total", "counter",
+               "Live values counted into the reference profile's bins (the mergeable fleet drift sketch).",
+               ("model", "feature", "bin")),
+    MetricSpec("aiwatch_feature_reference_ratio", "gauge", "The reference profile's share of each bin.",
+               ("model", "feature", "bin"), multiprocess_mode="mostrecent"),
+    MetricSpec("aiwatch_feature_missing_total", "counter",
+               "Live feature values that were missing (None, NaN or inf) and excluded from drift.",
+               ("model", "feature")),
+    MetricSpec("aiwatch_feature_invalid_total", "counter",
+               "Live feature values rejected by drift monitoring, by reason (wrong_type, missing_feature, "
+               "unknown_feature).", ("model", "feature", "reason")),
+    # --- aiwatch itself -----------------------------------------------------------------------------------
+    MetricSpec("aiwatch_instrumentation_errors_total", "counter",
+               "Failures inside aiwatch that were swallowed instead of breaking the app.", ("component",)),
+    MetricSpec("aiwatch_label_overflow_total", "counter",
+               "Label values folded into the overflow value by the cardinality guard.", ("label",)),
+    # --- GPU (built at scrape time from the NVML poller's last snapshot) -----------------------------------
+    MetricSpec("aiwatch_gpu_up", "gauge", "1 if the GPU answered the latest NVML poll, 0 if it did not.",
+               GPU_LABELS, collector=True),
+    MetricSpec("aiwatch_gpu_nvml_up", "gauge",
+               "1 if NVML is initialised and polling, 0 if no driver or GPU was found.", (), collector=True),
+    MetricSpec("aiwatch_gpu_utilization_ratio", "gauge", "Share of time a kernel was running (0-1).",
+               GPU_LABELS, collector=True),
+    MetricSpec("aiwatch_gpu_memory_utilization_ratio", "gauge",
+               "Share of time device memory was being read or written (0-1).", GPU_LABELS, collector=True),
+    MetricSpec("aiwatch_gpu_memory_used_bytes", "gauge", "Device memory in use.", GPU_LABELS, "bytes",
+               collector=True),
+    MetricSpec("aiwatch_gpu_memory_total_bytes", "gauge", "Device memory installed.", GPU_LABELS, "bytes",
+               collector=True),
+    MetricSpec("aiwatch_gpu_memory_reserved_bytes", "gauge", "Device memory reserved by the driver.", GPU_LABELS,
+               "bytes", collector=True),
+    MetricSpec("aiwatch_gpu_power_watts", "gauge", "Power draw.", GPU_LABELS, "watts", collector=True),
+    MetricSpec("aiwatch_gpu_energy_joules_total", "counter", "Energy consumed since the driver loaded.",
+               GPU_LABELS, "joules", collector=True),
+    MetricSpec("aiwatch_gpu_temperature_celsius", "gauge", "GPU core temperature.", GPU_LABELS, "celsius",
+               collector=True),
+    MetricSpec("aiwatch_gpu_sm_clock_hertz", "gauge", "Streaming-multiprocessor clock.", GPU_LABELS, "hertz",
+               collector=True),
+    MetricSpec("aiwatch_gpu_memory_clock_hertz", "gauge", "Memory clock.", GPU_LABELS, "hertz", collector=True),
+    MetricSpec("aiwatch_gpu_throttle_reason", "gauge",
+               "1 for each clock throttle reason active on the GPU.", (*GPU_LABELS, "reason"), collector=True),
+    MetricSpec("aiwatch_gpu_xid_errors_total", "counter", "XID errors reported by the driver since polling began.",
+               GPU_LABELS, collector=True),
+)  # fmt: skip
+
+SPECS: dict[str, MetricSpec] = {spec.name: spec for spec in CONTRACT}
+
+
+def metric_names() -> set[str]:
+    """Every sample-family name in the contract, as used in PromQL (histograms' base name)."""
+    return set(SPECS)
+
+
+def exposed_sample_names() -> set[str]:
+    """Every sample name Prometheus can store for the contract: histogram ``_bucket``/``_sum``/``_count``,
+    counter ``_total`` and ``_created`` variants included."""
+    names: set[str] = set()
+    for spec in CONTRACT:
+        if spec.kind == "histogram":
+            names.update(f"{spec.name}{s}" for s in ("_bucket", "_sum", "_count", "_created"))
+        elif spec.kind == "counter":
+            base = spec.name.removesuffix("_total")
+            names.update({f"{base}_total", f"{base}_created"})
+        else:
+            names.add(spec.name)
+    return names
+
+
+def _build(spec: MetricSpec, registry: CollectorRegistry) -> Any:
+    # prometheus_client appends the unit itself when unit= is given; our names already end in the unit.
+    if spec.kind == "histogram":
+        return Histogram(spec.name, spec.help, spec.labels, registry=registry,
+                         buckets=spec.buckets or LATENCY_BUCKETS)
+    if spec.kind == "counter":
+        return Counter(spec.name.removesuffix("_total"), spec.help, spec.labels, registry=registry)
+    return Gauge(spec.name, spec.help, spec.labels, registry=registry,
+                 multiprocess_mode=spec.multiprocess_mode)  # type: ignore[arg-type]
+
+
+class Metrics:
+    """The direct metrics of the contract, registered on one registry.
+
+    Attributes are named after the metric without the ``aiwatch_`` prefix and unit suffix.
+    """
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry: CollectorRegistry = registry if registry is not None else REGISTRY
+        m: dict[str, Any] = {s.name: _build(s, self.registry) for s in CONTRACT if not s.collector}
+        self.request_duration: Histogram = m["aiwatch_request_duration_seconds"]
+        self.phase_duration: Histogram = m["aiwatch_phase_duration_seconds"]
+        self.network_duration: Histogram = m["aiwatch_network_duration_seconds"]
+        self.client_request_duration: Histogram = m["aiwatch_client_request_duration_seconds"]
+        self.requests_in_flight: Gauge = m["aiwatch_requests_in_flight"]
+        self.rpc_messages: Counter = m["aiwatch_rpc_messages_total"]
+        self.overhead_clamped: Counter = m["aiwatch_overhead_clamped_total"]
+        self.queue_depth: Gauge = m["aiwatch_queue_depth"]
+        self.queue_wait: Histogram = m["aiwatch_queue_wait_seconds"]
+        self.batch_size: Histogram = m["aiwatch_batch_size"]
+        self.feature_cache_requests: Counter = m["aiwatch_feature_cache_requests_total"]
+        self.feature_cache_lookup_duration: Histogram = m["aiwatch_feature_cache_lookup_duration_seconds"]
+        self.drift_score: Gauge = m["aiwatch_drift_score"]
+        self.drift_pvalue: Gauge = m["aiwatch_drift_pvalue"]
+        self.drift_detected: Gauge = m["aiwatch_drift_detected"]
+        self.drift_window_samples: Gauge = m["aiwatch_drift_window_samples"]
+        self.feature_bin: Counter = m["aiwatch_feature_bin_total"]
+        self.feature_reference_ratio: Gauge = m["aiwatch_feature_reference_ratio"]
+        self.feature_missing: Counter = m["aiwatch_feature_missing_total"]
+        self.feature_invalid: Counter = m["aiwatch_feature_invalid_total"]
+        self.instrumentation_errors: Counter = m["aiwatch_instrumentation_errors_total"]
+        self.label_overflow: Counter = m["aiwatch_label_overflow_total"]
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+        self._children_lock = threading.Lock()
+
+    def child(self, metric: Any, labels: Sequence[str]) -> Any:
+        """``metric.labels(*labels)``, cached: the hot path skips prometheus_client's label validation and lock."""
+        key = (id(metric), tuple(labels))
+        found = self._children.get(key)
+        if found is None:
+            found = metric.labels(*labels)
+            with self._children_lock:
+                self._children[key] = found
+        return found
+
+
+_default: Metrics | None = None
+_default_lock = threading.Lock()
+
+
+def default_metrics() -> Metrics:
+    """The process-wide :class:`Metrics` on prometheus_client's global ``REGISTRY``, created on first use."""
+    global _default
+    if _default is None:
+        with _default_lock:
+            if _default is None:
+                _default = Metrics(REGISTRY)
+    return _default
+
+
+def get_metrics(registry: CollectorRegistry | None = None) -> Metrics:
+    """The :class:`Metrics` for ``registry``: the default one for ``None``/the global registry, else one cached
+    per registry so several integrations sharing a registry share metric objects."""
+    if registry is None or registry is REGISTRY:
+        return default_metrics()
+    with _default_lock:
+        found = _per_registry.get(id(registry))
+        if found is None or found.registry is not registry:
+            found = Metrics(registry)
+            _per_registry[id(registry)] = found
+        return found
+
+
+_per_registry: dict[int, Metrics] = {}
+
+
+def specs_of(kinds: Iterable[MetricKind]) -> list[MetricSpec]:
+    """The contract rows of the given kinds, in contract order."""
+    wanted = set(kinds)
+    return [s for s in CONTRACT if s.kind in wanted]

@@ -1,0 +1,165 @@
+"""Pure ASGI middleware (Starlette, FastAPI, any ASGI 3 app) that records the latency split of every HTTP request.
+
+    from fastapi import FastAPI
+    from aiwatch.middleware.asgi import AiwatchMiddleware
+
+    app = FastAPI()
+    app.add_middleware(AiwatchMiddleware, service="recommender")
+
+Per request it records ``aiwatch_request_duration_seconds`` (route template, method, status) timed to the last
+body chunk (so streaming responses count in full and Starlette background tasks, which run after it, do not), the
+request's phases and its ``overhead``, keeps ``aiwatch_requests_in_flight``, and adds a ``Server-Timing`` header
+with the phases and the total up to the moment the headers are sent. Per-request state lives in closures and
+contextvars, never on ``self``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from aiwatch.cardinality import LabelGuard
+from aiwatch.metrics import Metrics, get_metrics
+from aiwatch.safety import call_hook, record_error
+from aiwatch.servertiming import HEADER
+from aiwatch.timing import RequestRecorder, RequestTimeline
+from aiwatch.tracing import extract_context
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+UNMATCHED_ROUTE = "__unmatched__"
+"""The route label of requests that matched no route template: the raw path is never used as a label."""
+
+_SERVER_TIMING = HEADER.encode("latin-1")
+
+
+def starlette_route(scope: Scope, root_path: str = "") -> str | None:
+    """The route template Starlette's router stored in ``scope`` (``/items/{item_id}``), ``None`` if no route
+    matched. Routes under a ``Mount`` keep the mount's prefix."""
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    if not path:
+        return None
+    prefix = scope.get("root_path", "")[len(root_path):]
+    return f"{prefix}{path}" if prefix else str(path)
+
+
+class AiwatchMiddleware:
+    """ASGI middleware; see the module docstring. All arguments are keyword-only.
+
+    - ``service``: the ``service`` label (default ``$AIWATCH_SERVICE``, ``$OTEL_SERVICE_NAME`` or ``app``).
+    - ``model``: default ``model`` label of the phases (per request: ``aiwatch.set_model``).
+    - ``registry`` / ``metrics``: where the metrics go (default: prometheus_client's global registry).
+    - ``tracer_provider``: trace with this provider (default: the global one, if an SDK provider is installed).
+    - ``server_timing``: add the ``Server-Timing`` response header (default on).
+    - ``metrics_path``: serve ``/metrics`` from this path, untimed (``None`` to disable).
+    - ``exclude_paths``: paths passed through untimed (health checks).
+    - ``route_resolver``: ``scope -> route template or None`` for non-Starlette apps.
+    - ``on_request_end``: hook called with ``(scope, timeline, status)`` after each request; failures are counted.
+    - ``max_label_values``: the cardinality guard's bound per label (default 100 or ``$AIWATCH_MAX_LABEL_VALUES``).
+    """
+
+    def __init__(self, app: ASGIApp, *, service: str | None = None, model: str = "",
+                 registry: CollectorRegistry | None = None, metrics: Metrics | None = None,
+                 tracer_provider: Any = None, server_timing: bool = True, metrics_path: str | None = "/metrics",
+                 exclude_paths: Iterable[str] = (), route_resolver: Callable[[Scope], str | None] | None = None,
+                 on_request_end: Callable[[Scope, RequestTimeline, str], None] | None = None,
+                 max_label_values: int | None = None) -> None:
+        self.app = app
+        self.metrics = metrics if metrics is not None else get_metrics(registry)
+        guard = LabelGuard(max_values=max_label_values, on_overflow=self._count_overflow)
+        self.recorder = RequestRecorder(self.metrics, service, model, guard, tracer_provider)
+        self.server_timing = server_timing
+        self.metrics_path = metrics_path
+        self.exclude_paths = frozenset(exclude_paths)
+        self.route_resolver = route_resolver
+        self.on_request_end = on_request_end
+        self._metrics_app: ASGIApp | None = None
+
+    def _count_overflow(self, label: str) -> None:
+        self.metrics.child(self.metrics.label_overflow, (label,)).inc()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope.get("path", "")
+        if path == self.metrics_path:
+            await self._serve_metrics(scope, receive, send)
+            return
+        if path in self.exclude_paths:
+            await self.app(scope, receive, send)
+            return
+
+        recorder = self.recorder
+        method = scope.get("method", "GET")
+        root_path = scope.get("root_path", "")
+        parent = None
+        if recorder.tracing.tracer() is not None:
+            parent = self._parent_context(scope)
+        tl = recorder.begin(f"{method}", parent, {"http.request.method": method, "url.path": path})
+        status = "500"
+        finished = False
+        add_timing = self.server_timing
+
+        def finish(error: BaseException | None) -> None:
+            nonlocal finished
+            finished = True
+            try:
+                resolver = self.route_resolver
+                route = resolver(scope) if resolver is not None else starlette_route(scope, root_path)
+            except Exception as exc:
+                record_error("route", exc, self.metrics)
+                route = None
+            recorder.finish(tl, route or UNMATCHED_ROUTE, method, status, error)
+            if self.on_request_end is not None:
+                call_hook("hook", self.on_request_end, self.metrics, scope, tl, status)
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            kind = message["type"]
+            if kind == "http.response.start":
+                status = str(message.get("status", 500))
+                if add_timing:
+                    try:
+                        headers = list(message.get("headers") or ())
+                        headers.append((_SERVER_TIMING, tl.server_timing().encode("latin-1")))
+                        message = {**message, "headers": headers}
+                    except Exception as exc:
+                        record_error("server_timing", exc, self.metrics)
+            elif kind == "http.response.body" and not message.get("more_body", False) and not finished:
+                await send(message)
+                finish(None)
+                return
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        except BaseException as exc:
+            if not finished:
+                finish(exc)
+            raise
+        if not finished:  # the app returned without completing a response
+            finish(None)
+
+    @staticmethod
+    def _parent_context(scope: Scope) -> Any:
+        try:
+            carrier = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers") or ()
+                       if k in (b"traceparent", b"tracestate", b"baggage")}
+            return extract_context(carrier) if carrier else None
+        except Exception:
+            return None
+
+    async def _serve_metrics(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._metrics_app is None:
+            from aiwatch.exposition import make_asgi_app
+
+            self._metrics_app = make_asgi_app(self.metrics.registry)
+        await self._metrics_app(scope, receive, send)

@@ -1,0 +1,87 @@
+"""aiwatch's own failures are counted and logged, never raised into the host app.
+
+:func:`record_error` is the one place such a failure goes: it increments
+``aiwatch_instrumentation_errors_total{component}`` and logs the first failure of a burst per component (with the
+traceback), then stays quiet until ``burst_seconds`` have passed, when it logs again with how many were suppressed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
+
+if TYPE_CHECKING:
+    from aiwatch.metrics import Metrics
+
+logger = logging.getLogger("aiwatch")
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class _BurstLog:
+    def __init__(self, burst_seconds: float = 60.0) -> None:
+        self.burst_seconds = burst_seconds
+        self._last: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def should_log(self, component: str) -> tuple[bool, int]:
+        now = time.monotonic()
+        with self._lock:
+            last = self._last.get(component)
+            if last is None or now - last >= self.burst_seconds:
+                self._last[component] = now
+                return True, self._suppressed.pop(component, 0)
+            self._suppressed[component] = self._suppressed.get(component, 0) + 1
+            return False, 0
+
+
+_burst = _BurstLog()
+
+
+def set_burst_seconds(seconds: float) -> None:
+    """How long to stay quiet after logging a component's failure (default 60 s)."""
+    _burst.burst_seconds = seconds
+
+
+def record_error(component: str, exc: BaseException, metrics: Metrics | None = None) -> None:
+    """Count and (rate-limited) log a failure inside aiwatch. Never raises."""
+    try:
+        if metrics is None:
+            from aiwatch.metrics import default_metrics
+
+            metrics = default_metrics()
+        metrics.child(metrics.instrumentation_errors, (component,)).inc()
+    except Exception:  # the counter itself failed: logging is all that is left
+        pass
+    try:
+        log_now, suppressed = _burst.should_log(component)
+        if log_now:
+            extra = f" ({suppressed} more since the last report)" if suppressed else ""
+            logger.warning("aiwatch: %s failed and was skipped%s: %r", component, extra, exc, exc_info=exc)
+    except Exception:
+        pass
+
+
+@contextmanager
+def guarded(component: str, metrics: Metrics | None = None) -> Iterator[None]:
+    """Run a block of aiwatch's own work; an exception in it is recorded and swallowed."""
+    try:
+        yield
+    except Exception as exc:
+        record_error(component, exc, metrics)
+
+
+def call_hook(component: str, hook: Callable[P, R], metrics: Metrics | None, *args: P.args,
+              **kwargs: P.kwargs) -> R | None:
+    """Call a user hook; if it raises, record the failure and return ``None``."""
+    try:
+        return hook(*args, **kwargs)
+    except Exception as exc:
+        record_error(component, exc, metrics)
+        return None

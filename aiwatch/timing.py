@@ -1,0 +1,336 @@
+"""The per-request timeline and the phase API that splits a request's latency.
+
+A request's timeline lives in a :mod:`contextvars` variable, so concurrent requests (threads or asyncio tasks)
+never mix. Inside a request, code marks phases::
+
+    import aiwatch
+
+    @aiwatch.phase("features")
+    async def fetch_features(user_id): ...
+
+    with aiwatch.phase("inference", model="ranker"):
+        scores = model(batch)
+
+    aiwatch.record_phase("queue", 0.012)   # a duration measured elsewhere, in seconds
+
+Semantics:
+
+* **Nested phases** are exclusive: a phase's recorded time excludes the time of phases opened inside it, so the named
+  phases partition the request and ``overhead = total - sum(phases)`` is the time outside all of them.
+* **Repeated phases** with the same name (and model) in one request add up into one observation per request.
+* **Concurrent phases** (two tasks of one request in a phase at once, e.g. ``asyncio.gather``) each record their own
+  wall time, so the phases can add up to more than the request's total; the overhead is then clamped at 0 and
+  ``aiwatch_overhead_clamped_total`` counts it.
+* **Outside a request** (a background worker, a batch job) a phase is observed directly into
+  ``aiwatch_phase_duration_seconds`` for the default service.
+
+A phase's own failures (metrics, tracing) are counted and swallowed; exceptions of the code inside the phase pass
+through untouched.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import os
+import threading
+import time
+from collections.abc import Callable
+from contextvars import ContextVar
+from types import TracebackType
+from typing import Any, TypeVar, cast
+
+from opentelemetry import trace
+
+from aiwatch.cardinality import LabelGuard
+from aiwatch.metrics import Metrics, default_metrics
+from aiwatch.safety import record_error
+from aiwatch.servertiming import OVERHEAD, TOTAL, format_server_timing, is_token
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+RESERVED_PHASES = frozenset({OVERHEAD, TOTAL})
+
+_clock = time.perf_counter
+
+
+class RequestTimeline:
+    """What aiwatch knows about one request while it runs."""
+
+    __slots__ = ("model", "phases", "recorder", "service", "span", "start", "trace_id", "tracer")
+
+    def __init__(self, recorder: RequestRecorder, start: float, model: str) -> None:
+        self.recorder = recorder
+        self.service = recorder.service
+        self.start = start
+        self.model = model
+        self.phases: dict[tuple[str, str], float] = {}
+        self.span: Any = None
+        self.tracer: Any = None
+        self.trace_id: str | None = None
+
+    def add(self, name: str, model: str | None, seconds: float) -> None:
+        key = (name, self.model if model is None else model)
+        self.phases[key] = self.phases.get(key, 0.0) + seconds
+
+    def elapsed(self, now: float | None = None) -> float:
+        return (_clock() if now is None else now) - self.start
+
+    def server_timing(self, now: float | None = None) -> str:
+        """The Server-Timing value for the request so far."""
+        total = self.elapsed(now)
+        named = [(name, secs) for (name, _model), secs in self.phases.items()]
+        overhead = max(total - sum(secs for _, secs in named), 0.0)
+        return format_server_timing(named, overhead, total)
+
+
+_timeline: ContextVar[RequestTimeline | None] = ContextVar("aiwatch_timeline", default=None)
+_frame: ContextVar[_Frame | None] = ContextVar("aiwatch_phase_frame", default=None)
+
+
+def current_timeline() -> RequestTimeline | None:
+    """The timeline of the request being handled in this context, if any."""
+    return _timeline.get()
+
+
+def set_model(model: str) -> None:
+    """Set the model label for the current request's phases (and its overhead). No-op outside a request."""
+    tl = _timeline.get()
+    if tl is not None:
+        tl.model = tl.recorder.guard.fold("model", model)
+
+
+class _Frame:
+    __slots__ = ("child", "model", "name", "parent", "span", "start")
+
+    def __init__(self, name: str, model: str | None, parent: _Frame | None, start: float) -> None:
+        self.name = name
+        self.model = model
+        self.parent = parent
+        self.start = start
+        self.child = 0.0
+        self.span: Any = None
+
+
+_valid_names: set[str] = set()
+_valid_lock = threading.Lock()
+
+
+def _check_phase_name(name: str) -> None:
+    if name in _valid_names:
+        return
+    if not isinstance(name, str) or not is_token(name):
+        raise ValueError(f"phase name must be a non-empty token of letters, digits and !#$%&'*+-.^_`|~, "
+                         f"got {name!r}")
+    if name in RESERVED_PHASES:
+        raise ValueError(f"phase name {name!r} is reserved: aiwatch computes it")
+    with _valid_lock:
+        _valid_names.add(name)
+
+
+class phase:
+    """Time a block as a named phase of the current request.
+
+    Works as a context manager (``with`` / ``async with``) and as a decorator on sync and async functions. One
+    instance may be reused and shared between concurrent requests: its per-use state lives in the context.
+    """
+
+    __slots__ = ("model", "name")
+
+    def __init__(self, name: str, model: str | None = None) -> None:
+        _check_phase_name(name)
+        self.name = name
+        self.model = model
+
+    def __enter__(self) -> phase:
+        parent = _frame.get()
+        frame = _Frame(self.name, self.model, parent, _clock())
+        tl = _timeline.get()
+        if tl is not None and tl.tracer is not None:
+            _start_phase_span(tl, frame)
+        _frame.set(frame)
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        end = _clock()
+        frame = _frame.get()
+        if frame is None or frame.name != self.name:
+            record_error("phase", RuntimeError(f"phase {self.name!r} exited out of order"))
+            return
+        _frame.set(frame.parent)
+        elapsed = end - frame.start
+        if frame.parent is not None:
+            frame.parent.child += elapsed
+        _finish_phase(frame, max(elapsed - frame.child, 0.0), exc)
+
+    async def __aenter__(self) -> phase:
+        return self.__enter__()
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+    def __call__(self, fn: F) -> F:
+        if inspect.iscoroutinefunction(fn):
+            @functools.wraps(fn)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                with self:
+                    return await fn(*args, **kwargs)
+
+            return cast(F, async_wrapper)
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with self:
+                return fn(*args, **kwargs)
+
+        return cast(F, wrapper)
+
+
+def _start_phase_span(tl: RequestTimeline, frame: _Frame) -> None:
+    try:
+        parent_span = frame.parent.span if frame.parent is not None and frame.parent.span else tl.span
+        if parent_span is None:
+            return
+        frame.span = tl.tracer.start_span(frame.name, context=trace.set_span_in_context(parent_span))
+        if frame.model or tl.model:
+            frame.span.set_attribute("aiwatch.model", frame.model or tl.model)
+    except Exception as exc:
+        record_error("tracing", exc, tl.recorder.metrics)
+
+
+def _finish_phase(frame: _Frame, exclusive: float, exc: BaseException | None) -> None:
+    tl = _timeline.get()
+    if frame.span is not None:
+        try:
+            if exc is not None:
+                frame.span.record_exception(exc)
+                frame.span.set_status(trace.Status(trace.StatusCode.ERROR, type(exc).__name__))
+            frame.span.end()
+        except Exception as span_exc:
+            record_error("tracing", span_exc, tl.recorder.metrics if tl else None)
+    _record(tl, frame.name, frame.model, exclusive)
+
+
+def record_phase(name: str, seconds: float, model: str | None = None) -> None:
+    """Record a duration measured elsewhere (in seconds) as a phase of the current request.
+
+    Outside a request it is observed directly for the default service. A negative or non-finite duration is a bug
+    in the caller's clock arithmetic: it is counted (component ``phase``) and skipped.
+    """
+    _check_phase_name(name)
+    if not (seconds >= 0.0 and seconds != float("inf")):
+        record_error("phase", ValueError(f"phase {name!r} got an invalid duration {seconds!r}"))
+        return
+    tl = _timeline.get()
+    frame = _frame.get()
+    if frame is not None and tl is not None:
+        frame.child += seconds  # keep the enclosing phase exclusive of this one
+    _record(tl, name, model, seconds)
+
+
+def _record(tl: RequestTimeline | None, name: str, model: str | None, seconds: float) -> None:
+    if tl is not None:
+        tl.add(name, model, seconds)
+        return
+    recorder = default_recorder()
+    try:
+        m = recorder.metrics
+        model_label = recorder.guard.fold("model", model) if model else recorder.model
+        m.child(m.phase_duration, (recorder.service, model_label, name)).observe(seconds)
+    except Exception as exc:
+        record_error("metrics", exc, recorder.metrics)
+
+
+def _default_service() -> str:
+    return os.environ.get("AIWATCH_SERVICE") or os.environ.get("OTEL_SERVICE_NAME") or "app"
+
+
+class RequestRecorder:
+    """Starts and finishes request timelines and turns them into metrics; shared by every server integration.
+
+    ``begin`` and ``finish`` never raise: aiwatch's failures are counted and the request goes on.
+    """
+
+    def __init__(self, metrics: Metrics | None = None, service: str | None = None, model: str = "",
+                 guard: LabelGuard | None = None, tracer_provider: Any = None) -> None:
+        from aiwatch.tracing import TracerSource
+
+        self.metrics = metrics if metrics is not None else default_metrics()
+        self.service = service or _default_service()
+        self.guard = guard if guard is not None else LabelGuard(
+            on_overflow=lambda label: self.metrics.child(self.metrics.label_overflow, (label,)).inc())
+        self.model = self.guard.fold("model", model) if model else ""
+        self.tracing = TracerSource(tracer_provider)
+        self._in_flight = self.metrics.child(self.metrics.requests_in_flight, (self.service,))
+
+    def begin(self, span_name: str = "request", parent_context: Any = None,
+              attributes: dict[str, Any] | None = None, start: float | None = None) -> RequestTimeline:
+        """Start a request: a new timeline set as current in this context, and a SERVER span if tracing is on."""
+        tl = RequestTimeline(self, _clock() if start is None else start, self.model)
+        try:
+            self._in_flight.inc()
+        except Exception as exc:
+            record_error("metrics", exc, self.metrics)
+        tracer = self.tracing.tracer()
+        if tracer is not None:
+            try:
+                tl.span = tracer.start_span(span_name, context=parent_context, kind=trace.SpanKind.SERVER,
+                                            attributes=attributes)
+                tl.tracer = tracer
+                ctx = tl.span.get_span_context()
+                if ctx.trace_flags.sampled:
+                    tl.trace_id = format(ctx.trace_id, "032x")
+            except Exception as exc:
+                record_error("tracing", exc, self.metrics)
+        _timeline.set(tl)
+        _frame.set(None)
+        return tl
+
+    def finish(self, tl: RequestTimeline, route: str, method: str, status: str,
+               error: BaseException | None = None, end: float | None = None) -> None:
+        """Record the request's duration, its phases and its overhead, end its span and leave the context."""
+        now = _clock() if end is None else end
+        total = now - tl.start
+        m = self.metrics
+        try:
+            self._in_flight.dec()
+            route = self.guard.fold("route", route)
+            exemplar = {"trace_id": tl.trace_id} if tl.trace_id else None
+            m.child(m.request_duration, (self.service, route, method, status)).observe(total, exemplar)
+            named = 0.0
+            for (name, model), seconds in tl.phases.items():
+                m.child(m.phase_duration, (self.service, model, name)).observe(seconds, exemplar)
+                named += seconds
+            overhead = total - named
+            if overhead < 0.0:
+                overhead = 0.0
+                m.child(m.overhead_clamped, (self.service,)).inc()
+            m.child(m.phase_duration, (self.service, tl.model, OVERHEAD)).observe(overhead, exemplar)
+        except Exception as exc:
+            record_error("metrics", exc, m)
+        if tl.span is not None:
+            try:
+                self.tracing.end_server_span(tl.span, route, method, status, error)
+            except Exception as exc:
+                record_error("tracing", exc, m)
+        if _timeline.get() is tl:
+            _timeline.set(None)
+
+
+_default_recorder: RequestRecorder | None = None
+
+
+def default_recorder() -> RequestRecorder:
+    """The recorder used for phases recorded outside any request (created on first use)."""
+    global _default_recorder
+    if _default_recorder is None:
+        _default_recorder = RequestRecorder()
+    return _default_recorder
+
+
+def set_default_recorder(recorder: RequestRecorder | None) -> None:
+    """Make ``recorder`` receive phases recorded outside a request (``instrument()`` does this)."""
+    global _default_recorder
+    _default_recorder = recorder

@@ -1,0 +1,61 @@
+"""OpenTelemetry tracing for aiwatch's integrations: one SERVER span per request, one child span per phase.
+
+Tracing is on when a TracerProvider is passed to an integration, or when a real (SDK) provider is installed
+globally, e.g. by ``opentelemetry-instrument`` from the standard ``OTEL_*`` environment. It is off with
+``AIWATCH_TRACING=off`` or ``OTEL_SDK_DISABLED=true``. With tracing off, no span work is done on the request path.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.propagate import extract
+
+from aiwatch._version import __version__
+
+_OFF = {"0", "false", "off", "no"}
+
+
+def tracing_disabled_by_env() -> bool:
+    return (os.environ.get("AIWATCH_TRACING", "").strip().lower() in _OFF
+            or os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true")
+
+
+def _is_real_provider(provider: Any) -> bool:
+    return not isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider)
+
+
+class TracerSource:
+    """Finds the tracer to use, lazily: a global provider installed after the app started is picked up."""
+
+    def __init__(self, tracer_provider: Any = None) -> None:
+        self._explicit = tracer_provider
+        self._tracer: Any = None
+        self._disabled = tracing_disabled_by_env()
+        if tracer_provider is not None and not self._disabled:
+            self._tracer = tracer_provider.get_tracer("aiwatch", __version__)
+
+    def tracer(self) -> Any:
+        if self._tracer is not None or self._disabled:
+            return self._tracer
+        provider = trace.get_tracer_provider()
+        if _is_real_provider(provider):
+            self._tracer = provider.get_tracer("aiwatch", __version__)
+        return self._tracer
+
+    @staticmethod
+    def end_server_span(span: Any, route: str, method: str, status: str, error: BaseException | None) -> None:
+        span.update_name(f"{method} {route}".strip())
+        span.set_attribute("http.route", route)
+        span.set_attribute("aiwatch.status", status)
+        if error is not None:
+            span.record_exception(error)
+            span.set_status(trace.Status(trace.StatusCode.ERROR, type(error).__name__))
+        span.end()
+
+
+def extract_context(carrier: dict[str, str]) -> Any:
+    """The parent context from W3C ``traceparent``/``tracestate`` in ``carrier`` (header name -> value)."""
+    return extract(carrier)

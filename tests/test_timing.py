@@ -1,0 +1,180 @@
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+import aiwatch
+from aiwatch.metrics import Metrics
+from aiwatch.timing import RequestRecorder, current_timeline, set_default_recorder
+
+
+def sample(registry: CollectorRegistry, name: str, **labels: str) -> float | None:
+    return registry.get_sample_value(name, labels)
+
+
+@pytest.fixture
+def recorder(metrics: Metrics) -> RequestRecorder:
+    return RequestRecorder(metrics, service="svc", model="m")
+
+
+def test_phases_sum_with_overhead_to_total(recorder: RequestRecorder, registry: CollectorRegistry) -> None:
+    tl = recorder.begin()
+    with aiwatch.phase("features"):
+        time.sleep(0.01)
+    with aiwatch.phase("inference"):
+        time.sleep(0.02)
+    time.sleep(0.005)
+    recorder.finish(tl, "/p", "POST", "200")
+    total = sample(registry, "aiwatch_request_duration_seconds_sum", service="svc", route="/p", method="POST",
+                   status="200")
+    parts = [sample(registry, "aiwatch_phase_duration_seconds_sum", service="svc", model="m", phase=p)
+             for p in ("features", "inference", "overhead")]
+    assert total is not None and all(p is not None for p in parts)
+    assert sum(parts) == pytest.approx(total, abs=1e-9)  # type: ignore[arg-type]
+    assert parts[1] > parts[0] > 0  # type: ignore[operator]
+    assert parts[2] >= 0.004  # type: ignore[operator]
+
+
+def test_nested_phase_is_exclusive(recorder: RequestRecorder, registry: CollectorRegistry) -> None:
+    tl = recorder.begin()
+    with aiwatch.phase("inference"):
+        with aiwatch.phase("features"):
+            time.sleep(0.03)
+        time.sleep(0.005)
+    recorder.finish(tl, "/p", "GET", "200")
+    inference = sample(registry, "aiwatch_phase_duration_seconds_sum", service="svc", model="m", phase="inference")
+    features = sample(registry, "aiwatch_phase_duration_seconds_sum", service="svc", model="m", phase="features")
+    assert features is not None and inference is not None
+    assert features >= 0.03
+    assert inference < 0.03  # the nested features time is not counted twice
+
+
+def test_repeated_phase_adds_up_to_one_observation(recorder: RequestRecorder, registry: CollectorRegistry) -> None:
+    tl = recorder.begin()
+    for _ in range(3):
+        aiwatch.record_phase("features", 0.01)
+    recorder.finish(tl, "/p", "GET", "200")
+    labels = {"service": "svc", "model": "m", "phase": "features"}
+    assert registry.get_sample_value("aiwatch_phase_duration_seconds_count", labels) == 1
+    assert registry.get_sample_value("aiwatch_phase_duration_seconds_sum", labels) == pytest.approx(0.03)
+
+
+def test_concurrent_phases_clamp_overhead_and_count(recorder: RequestRecorder, registry: CollectorRegistry) -> None:
+    tl = recorder.begin()
+    aiwatch.record_phase("a", 5.0)  # more than the request lasted
+    recorder.finish(tl, "/p", "GET", "200")
+    assert sample(registry, "aiwatch_phase_duration_seconds_sum", service="svc", model="m", phase="overhead") == 0
+    assert sample(registry, "aiwatch_overhead_clamped_total", service="svc") == 1
+
+
+def test_decorator_sync_and_async(recorder: RequestRecorder, registry: CollectorRegistry) -> None:
+    @aiwatch.phase("sync_part")
+    def work(x: int) -> int:
+        return x + 1
+
+    @aiwatch.phase("async_part")
+    async def awork(x: int) -> int:
+        await asyncio.sleep(0)
+        return x * 2
+
+    async def handler() -> tuple[int, int]:
+        tl = recorder.begin()
+        result = (work(1), await awork(3))
+        recorder.finish(tl, "/p", "GET", "200")
+        return result
+
+    assert asyncio.run(handler()) == (2, 6)
+    for p in ("sync_part", "async_part"):
+        assert sample(registry, "aiwatch_phase_duration_seconds_count", service="svc", model="m", phase=p) == 1
+
+
+def test_concurrent_requests_never_mix(recorder: RequestRecorder, registry: CollectorRegistry) -> None:
+    async def request(i: int) -> None:
+        tl = recorder.begin()
+        async with aiwatch.phase(f"p{i}"):
+            await asyncio.sleep(0.001 * (i % 3))
+        assert set(name for name, _ in current_timeline().phases) == {f"p{i}"}  # type: ignore[union-attr]
+        recorder.finish(tl, "/p", "GET", "200")
+
+    async def main() -> None:
+        await asyncio.gather(*(asyncio.create_task(request(i)) for i in range(20)))
+
+    asyncio.run(main())
+    for i in range(20):
+        assert sample(registry, "aiwatch_phase_duration_seconds_count", service="svc", model="m", phase=f"p{i}") == 1
+    assert sample(registry, "aiwatch_phase_duration_seconds_count", service="svc", model="m",
+                  phase="overhead") == 20
+
+
+def test_threads_never_mix(recorder: RequestRecorder, registry: CollectorRegistry) -> None:
+    def request() -> None:
+        tl = recorder.begin()
+        with aiwatch.phase("inference"):
+            pass
+        assert len(current_timeline().phases) == 1  # type: ignore[union-attr]
+        recorder.finish(tl, "/p", "GET", "200")
+
+    threads = [threading.Thread(target=request) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sample(registry, "aiwatch_phase_duration_seconds_count", service="svc", model="m",
+                  phase="inference") == 16
+    assert sample(registry, "aiwatch_requests_in_flight", service="svc") == 0
+
+
+def test_app_exception_passes_through_phase(recorder: RequestRecorder, registry: CollectorRegistry) -> None:
+    tl = recorder.begin()
+    with pytest.raises(KeyError), aiwatch.phase("inference"):
+        raise KeyError("from the app")
+    recorder.finish(tl, "/p", "GET", "500")
+    assert sample(registry, "aiwatch_phase_duration_seconds_count", service="svc", model="m",
+                  phase="inference") == 1
+
+
+def test_phase_outside_request_goes_to_default_recorder(metrics: Metrics, registry: CollectorRegistry) -> None:
+    set_default_recorder(RequestRecorder(metrics, service="worker"))
+    try:
+        with aiwatch.phase("inference", model="batch"):
+            pass
+        aiwatch.record_phase("queue", 0.25)
+    finally:
+        set_default_recorder(None)
+    assert sample(registry, "aiwatch_phase_duration_seconds_count", service="worker", model="batch",
+                  phase="inference") == 1
+    assert sample(registry, "aiwatch_phase_duration_seconds_sum", service="worker", model="", phase="queue") == 0.25
+
+
+@pytest.mark.parametrize("bad", ["", "has space", "semi;colon", "total", "overhead"])
+def test_bad_phase_names_are_rejected(bad: str) -> None:
+    with pytest.raises(ValueError, match="phase name"):
+        aiwatch.phase(bad)
+
+
+def test_invalid_recorded_duration_is_counted_not_raised(metrics: Metrics, registry: CollectorRegistry) -> None:
+    recorder = RequestRecorder(metrics, service="svc")
+    tl = recorder.begin()
+    aiwatch.record_phase("queue", float("nan"))
+    aiwatch.record_phase("queue", -1.0)
+    recorder.finish(tl, "/p", "GET", "200")
+    # record_error falls back to the default metrics when none is given: the request's own metrics stay clean
+    assert sample(registry, "aiwatch_phase_duration_seconds_count", service="svc", model="", phase="queue") is None
+
+
+def test_failing_metric_never_raises(metrics: Metrics, registry: CollectorRegistry,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    recorder = RequestRecorder(metrics, service="svc")
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("injected")
+
+    monkeypatch.setattr(metrics.child(metrics.request_duration, ("svc", "/p", "GET", "200")), "observe", broken)
+    tl = recorder.begin()
+    recorder.finish(tl, "/p", "GET", "200")
+    assert sample(registry, "aiwatch_instrumentation_errors_total", component="metrics") == 1
+    assert current_timeline() is None
