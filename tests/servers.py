@@ -1,0 +1,259 @@
+"""Real servers for tests, all on loopback: Prometheus, Alertmanager, Redis, and any Python app in a subprocess.
+
+Each starts on a free port in a temporary directory, waits until it answers, and stops (terminate, then kill) on
+exit. Tests that need a binary that is not installed are skipped with the install command in the reason; CI
+installs every one through scripts/setup-system.sh.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def require_binary(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{name} is not installed: scripts/setup-system.sh should have installed it")
+        pytest.skip(f"{name} is not installed (run scripts/setup-system.sh)")
+    return path
+
+
+def wait_until(check: Callable[[], bool], timeout: float = 20.0, interval: float = 0.1, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except ProcessExited as exc:
+            raise TimeoutError(str(exc)) from exc
+        except Exception:
+            pass
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what or check}")
+
+
+def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return int(resp.status), resp.read()
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), exc.read()
+
+
+def python_env(**extra: str) -> dict[str, str]:
+    """The environment for a Python subprocess that must import this checkout's aiwatch."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH", "")]))
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
+    return env
+
+
+class ProcessExited(RuntimeError):
+    pass
+
+
+class Process:
+    """A subprocess whose output goes to a log file that failures can show."""
+
+    def __init__(self, args: Sequence[str], log: Path, env: dict[str, str] | None = None,
+                 cwd: Path | None = None) -> None:
+        self.args = list(args)
+        self.log = log
+        self._log_file = open(log, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(self.args, stdout=self._log_file, stderr=subprocess.STDOUT, env=env,
+                                     cwd=cwd, start_new_session=True)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:]
+
+    def alive(self) -> bool:
+        """True while running; raises (ending any wait at once) when the process has exited."""
+        if self.proc.poll() is not None:
+            raise ProcessExited(f"{self.args[0]} exited with {self.proc.returncode}")
+        return True
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
+        if self._log_file.closed:
+            return
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, sig)
+                self.proc.wait(timeout=timeout)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                with suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=timeout)
+        self._log_file.close()
+
+
+@contextmanager
+def python_app(module_or_args: Sequence[str], ready_url: str, timeout: float = 30.0,
+               env: dict[str, str] | None = None) -> Iterator[Process]:
+    """Run ``python ARGS`` (e.g. ``["-m", "uvicorn", "app:app", "--port", "8000"]``) until ``ready_url`` answers."""
+    with tempfile.TemporaryDirectory(prefix="aiwatch-app-") as tmp:
+        proc = Process([sys.executable, *module_or_args], Path(tmp) / "app.log", env=env or python_env())
+        try:
+            wait_until(lambda: proc.alive() and http_get(ready_url)[0] < 500, timeout, what=ready_url)
+        except TimeoutError:
+            proc.stop()
+            raise AssertionError(f"{module_or_args} did not come up:\n{proc.output()}") from None
+        try:
+            yield proc
+        finally:
+            proc.stop()
+
+
+class Prometheus:
+    """A real Prometheus with a generated config; query it with :meth:`query`."""
+
+    def __init__(self, url: str, config_path: Path, proc: Process) -> None:
+        self.url = url
+        self.config_path = config_path
+        self.proc = proc
+
+    def api(self, path: str, **params: str) -> Any:
+        status, body = http_get(f"{self.url}{path}?{urllib.parse.urlencode(params)}")
+        data = json.loads(body)
+        if status != 200 or data.get("status") != "success":
+            raise AssertionError(f"Prometheus {path} {params} failed: {status} {body[:500]!r}")
+        return data["data"]
+
+    def query(self, promql: str) -> list[dict[str, Any]]:
+        """Instant query; returns the result vector."""
+        result: list[dict[str, Any]] = self.api("/api/v1/query", query=promql)["result"]
+        return result
+
+    def value(self, promql: str) -> float | None:
+        """The single value of an instant query with at most one series (None when empty)."""
+        result = self.query(promql)
+        if not result:
+            return None
+        assert len(result) == 1, f"{promql} returned {len(result)} series"
+        return float(result[0]["value"][1])
+
+    def wait_for(self, promql: str, predicate: Callable[[list[dict[str, Any]]], bool] = bool,
+                 timeout: float = 60.0) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = []
+
+        def check() -> bool:
+            nonlocal found
+            found = self.query(promql)
+            return predicate(found)
+
+        wait_until(check, timeout, 0.5, what=f"PromQL {promql}")
+        return found
+
+    def alerts(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.api("/api/v1/alerts")["alerts"]
+        return result
+
+
+@contextmanager
+def prometheus(scrape_targets: Sequence[str] = (), rule_files: Sequence[Path] = (), scrape_interval: str = "1s",
+               evaluation_interval: str = "1s", alertmanager_url: str | None = None,
+               extra_config: str = "") -> Iterator[Prometheus]:
+    """Start a real Prometheus scraping ``scrape_targets`` (host:port) with ``rule_files`` loaded."""
+    binary = require_binary("prometheus")
+    with tempfile.TemporaryDirectory(prefix="aiwatch-prom-") as tmp:
+        tmpdir = Path(tmp)
+        port = free_port()
+        lines = ["global:", f"  scrape_interval: {scrape_interval}", f"  evaluation_interval: {evaluation_interval}"]
+        if rule_files:
+            lines.append("rule_files:")
+            lines += [f"  - {Path(p).resolve()}" for p in rule_files]
+        if alertmanager_url:
+            host = urllib.parse.urlparse(alertmanager_url).netloc
+            lines += ["alerting:", "  alertmanagers:", "    - static_configs:", f"        - targets: ['{host}']"]
+        lines += ["scrape_configs:", "  - job_name: aiwatch", "    static_configs:",
+                  f"      - targets: {json.dumps(list(scrape_targets))}"]
+        config = tmpdir / "prometheus.yml"
+        config.write_text("\n".join(lines) + "\n" + extra_config)
+        proc = Process([binary, f"--config.file={config}", f"--storage.tsdb.path={tmpdir / 'data'}",
+                        f"--web.listen-address=127.0.0.1:{port}", "--web.enable-lifecycle",
+                        "--storage.tsdb.retention.time=1h"], tmpdir / "prometheus.log")
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_until(lambda: proc.alive() and http_get(f"{url}/-/ready")[0] == 200, 30, what="prometheus ready")
+        except TimeoutError:
+            proc.stop()
+            raise AssertionError(f"Prometheus did not start:\n{proc.output()}") from None
+        try:
+            yield Prometheus(url, config, proc)
+        finally:
+            proc.stop()
+
+
+@contextmanager
+def alertmanager(config_yaml: str) -> Iterator[str]:
+    """Start a real Alertmanager with ``config_yaml``; yields its URL."""
+    binary = require_binary("prometheus-alertmanager")
+    with tempfile.TemporaryDirectory(prefix="aiwatch-am-") as tmp:
+        tmpdir = Path(tmp)
+        port = free_port()
+        config = tmpdir / "alertmanager.yml"
+        config.write_text(config_yaml)
+        proc = Process([binary, f"--config.file={config}", f"--storage.path={tmpdir / 'data'}",
+                        f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="],
+                       tmpdir / "alertmanager.log")
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_until(lambda: proc.alive() and http_get(f"{url}/-/ready")[0] == 200, 30, what="alertmanager")
+        except TimeoutError:
+            proc.stop()
+            raise AssertionError(f"Alertmanager did not start:\n{proc.output()}") from None
+        try:
+            yield url
+        finally:
+            proc.stop()
+
+
+@contextmanager
+def redis_server() -> Iterator[str]:
+    """Start a real redis-server (no persistence); yields ``redis://127.0.0.1:PORT/0``."""
+    binary = require_binary("redis-server")
+    with tempfile.TemporaryDirectory(prefix="aiwatch-redis-") as tmp:
+        port = free_port()
+        proc = Process([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                        "--dir", tmp], Path(tmp) / "redis.log")
+
+        def ready() -> bool:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                s.sendall(b"PING\r\n")
+                return s.recv(16).startswith(b"+PONG")
+
+        try:
+            wait_until(ready, 15, what="redis-server")
+        except TimeoutError:
+            proc.stop()
+            raise AssertionError(f"redis-server did not start:\n{proc.output()}") from None
+        try:
+            yield f"redis://127.0.0.1:{port}/0"
+        finally:
+            proc.stop()
