@@ -1,0 +1,64 @@
+"""PromQL for fleet-wide drift from the mergeable bin sketch (``aiwatch_feature_bin_total``).
+
+Every replica counts live values into the reference profile's bins and exports the reference's share of each bin
+(``aiwatch_feature_reference_ratio``). Counters merge by addition, so these expressions compute PSI and the
+Jensen-Shannon distance over *all* replicas for any window. The alert rules' recording rules are rendered from
+these functions, and a test runs them in a real Prometheus against the Python statistics on the same counts.
+
+Zero shares follow Evidently's PSI convention: a share that is exactly 0 is replaced by :data:`PSI_EPSILON` for PSI;
+the Jensen-Shannon distance needs no epsilon (``0 * ln 0`` is taken as 0, as scipy does).
+
+    >>> print(fleet_psi_expr("1h"))  # doctest: +ELLIPSIS
+    sum by (model, feature) (...
+"""
+
+from __future__ import annotations
+
+PSI_EPSILON = 0.0001
+"""Replaces a bin share of exactly 0 in PSI (Evidently's value), so an empty bin never makes PSI infinite."""
+
+TINY = 1e-300
+"""Keeps ``ln`` finite where a share is 0; the term it sits in is then multiplied by 0."""
+
+PSI_RECORD = "model_feature:aiwatch_feature_psi:{window}"
+JS_RECORD = "model_feature:aiwatch_feature_js_distance:{window}"
+
+
+def _selector(selector: str) -> str:
+    selector = selector.strip()
+    if selector and not (selector.startswith("{") and selector.endswith("}")):
+        raise ValueError(f"selector must look like '{{label=\"value\"}}', got {selector!r}")
+    return selector
+
+
+def live_share_expr(window: str, selector: str = "") -> str:
+    """Each bin's share of the live values counted over ``window``, summed over every replica."""
+    sel = _selector(selector)
+    live = f"sum by (model, feature, bin) (increase(aiwatch_feature_bin_total{sel}[{window}]))"
+    return f"({live} / ignoring (bin) group_left sum by (model, feature) ({live}))"
+
+
+def reference_share_expr(selector: str = "") -> str:
+    """The reference profile's share of each bin (the same on every replica, so ``max`` picks it)."""
+    return f"max by (model, feature, bin) (aiwatch_feature_reference_ratio{_selector(selector)})"
+
+
+def _no_zero(expr: str) -> str:
+    return f"({expr} + ({expr} == bool 0) * {PSI_EPSILON})"
+
+
+def fleet_psi_expr(window: str = "1h", selector: str = "") -> str:
+    """Population Stability Index per (model, feature) over ``window``: sum((p - q) * ln(p / q))."""
+    p = _no_zero(live_share_expr(window, selector))
+    q = _no_zero(reference_share_expr(selector))
+    return f"sum by (model, feature) (({p} - {q}) * ln({p} / {q}))"
+
+
+def fleet_js_expr(window: str = "1h", selector: str = "") -> str:
+    """Jensen-Shannon distance (natural log, as ``scipy.spatial.distance.jensenshannon``) per (model, feature)."""
+    p = live_share_expr(window, selector)
+    q = reference_share_expr(selector)
+    m = f"(({p} + {q}) / 2)"
+    term_p = f"{p} * ln(clamp_min({p}, {TINY}) / clamp_min({m}, {TINY}))"
+    term_q = f"{q} * ln(clamp_min({q}, {TINY}) / clamp_min({m}, {TINY}))"
+    return f"sqrt(clamp_min(sum by (model, feature) ({term_p} + {term_q}) / 2, 0))"
