@@ -22,6 +22,11 @@ def status_name(code: Any) -> str | None:
     return _NAMES.get(code) or getattr(code, "name", None) or str(code)
 
 
+def method_name(method: Any) -> str:
+    """The full method name as text (grpc.aio passes it as bytes on the client side)."""
+    return method.decode("utf-8", "replace") if isinstance(method, bytes) else str(method)
+
+
 def resolve_metrics(metrics: Metrics | None, registry: Any) -> Metrics:
     return metrics if metrics is not None else get_metrics(registry)
 

@@ -32,7 +32,7 @@ from opentelemetry.propagate import inject
 from prometheus_client import CollectorRegistry
 
 from aiwatch.cardinality import LabelGuard
-from aiwatch.grpc._common import metadata_value, resolve_metrics, status_name
+from aiwatch.grpc._common import metadata_value, method_name, resolve_metrics, status_name
 from aiwatch.metrics import Metrics
 from aiwatch.safety import record_error
 from aiwatch.servertiming import HEADER, server_total
@@ -150,7 +150,7 @@ class AiwatchClientInterceptor(
             record_error(COMPONENT, exc, core.metrics)
         call = continuation(details, request)
         try:
-            method = str(details.method)
+            method = method_name(details.method)
 
             def done(finished: Any) -> None:
                 end = _clock()
@@ -197,7 +197,7 @@ class _AioClientBase:
                                           details.credentials, details.wait_for_ready)
         except Exception as exc:
             record_error(COMPONENT, exc, core.metrics)
-        method = str(details.method)
+        method = method_name(details.method)
         try:
             call = await continuation(details, request)
         except grpc.aio.AioRpcError as error:  # another interceptor awaited the call and it failed

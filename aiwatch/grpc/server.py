@@ -38,7 +38,7 @@ from opentelemetry import trace
 from prometheus_client import CollectorRegistry
 
 from aiwatch.cardinality import LabelGuard
-from aiwatch.grpc._common import metadata_dict, resolve_metrics, status_name
+from aiwatch.grpc._common import metadata_dict, method_name, resolve_metrics, status_name
 from aiwatch.metrics import Metrics
 from aiwatch.safety import record_error
 from aiwatch.servertiming import HEADER
@@ -217,7 +217,7 @@ class AiwatchServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         if handler is None:
             return None
         try:
-            method = str(handler_call_details.method)
+            method = method_name(handler_call_details.method)
             behavior, factory = _handler_parts(handler)
             if handler.response_streaming:
                 wrapped = self._wrap_stream(behavior, method, handler.request_streaming)
@@ -304,7 +304,7 @@ class AiwatchAioServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[m
         if handler is None:
             return None
         try:
-            method = str(handler_call_details.method)
+            method = method_name(handler_call_details.method)
             behavior, factory = _handler_parts(handler)
             if not (inspect.iscoroutinefunction(behavior) or inspect.isasyncgenfunction(behavior)):
                 return handler
