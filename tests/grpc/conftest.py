@@ -47,3 +47,23 @@ def value(registry: Any, name: str, **labels: str) -> float:
 @pytest.fixture
 def labels() -> dict[str, str]:
     return {"service": "infer", "method": "grpc"}
+
+
+_FACTORIES = (("server", "grpc"), ("insecure_channel", "grpc"), ("secure_channel", "grpc"),
+              ("server", "grpc.aio"), ("insecure_channel", "grpc.aio"), ("secure_channel", "grpc.aio"))
+
+
+@pytest.fixture(autouse=True)
+def _grpc_factories_restored() -> Iterator[None]:
+    """Every test leaves grpc's factories as it found them (checked by identity), so patches cannot leak."""
+    import grpc.aio
+
+    modules = {"grpc": grpc, "grpc.aio": grpc.aio}
+    before = [getattr(modules[mod], name) for name, mod in _FACTORIES]
+    yield
+    leaked = []
+    for (name, mod), original in zip(_FACTORIES, before, strict=True):
+        if getattr(modules[mod], name) is not original:
+            leaked.append(f"{mod}.{name}")
+            setattr(modules[mod], name, original)
+    assert not leaked, f"test left {leaked} patched"
