@@ -13,8 +13,8 @@ Per RPC (see docs/grpc.md):
 * Streaming RPCs are timed to the last message; RPCs with a streaming side also count messages in
   ``aiwatch_rpc_messages_total{service, route, direction=sent|received}``.
 * The server reports its timing in trailing metadata ``server-timing`` (same format as the HTTP header, ``total`` =
-  server time), for streams when the stream ends. Not possible after a ``grpc.aio`` ``context.abort()``: that call
-  sends the status itself.
+  server time), for streams when the stream ends, on failures too. ``grpc.aio``'s ``context.abort()`` sends the
+  status itself, so there the servicer gets a context whose ``abort()`` adds the timing (up to the abort) first.
 * When a span is current when the handler starts (OpenTelemetry's server interceptor placed before this one), that
   span is the request's span and aiwatch's phase spans are its children; otherwise aiwatch starts its own SERVER
   span when tracing is on, parented by the W3C trace context in the invocation metadata.
@@ -52,6 +52,8 @@ COMPONENT = "grpc_server"
 
 _clock = time.perf_counter
 _done_lock = threading.Lock()
+# the status is already out (aio abort() sent it with the timing) or will never be sent (cancelled)
+_SENT_ALREADY = (asyncio.CancelledError, grpc.aio.AbortError)
 
 
 class _NoTracing(TracerSource):
@@ -131,7 +133,7 @@ class _ServerCore:
         try:
             tl = call.timeline
             status, report_error = _status(context, error, terminated)
-            if self.server_timing and not terminated and not isinstance(error, asyncio.CancelledError):
+            if self.server_timing and not terminated and not isinstance(error, _SENT_ALREADY):
                 try:
                     _add_trailing(context, tl.server_timing(end))
                 except Exception as exc:
@@ -183,6 +185,38 @@ def _add_trailing(context: Any, value: str) -> None:
     existing = context.trailing_metadata()
     pairs = tuple((k, v) for k, v in existing or ()) if existing else ()
     context.set_trailing_metadata((*pairs, (HEADER, value)))
+
+
+class _AioContext:
+    """The grpc.aio servicer context, with ``abort()`` adding the server timing to the trailing metadata first
+    (grpc.aio sends the status inside ``abort()``, before the interceptor sees the outcome)."""
+
+    __slots__ = ("_call", "_context")
+
+    def __init__(self, context: Any, call: _Call) -> None:
+        self._context = context
+        self._call = call
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._context, name)
+
+    async def abort(self, code: grpc.StatusCode, details: str = "", trailing_metadata: Any = ()) -> None:
+        try:
+            timing = (HEADER, self._call.timeline.server_timing())
+            if trailing_metadata:
+                trailing_metadata = (*tuple(trailing_metadata), timing)
+            else:
+                existing = self._context.trailing_metadata()
+                trailing_metadata = (*((k, v) for k, v in existing or ()), timing)
+        except Exception as exc:
+            record_error(COMPONENT, exc, self._call.recorder.metrics)
+        await self._context.abort(code, details, trailing_metadata)
+
+    async def abort_with_status(self, status: Any) -> None:
+        await self.abort(status.code, status.details, status.trailing_metadata)
+
+
+grpc.aio.ServicerContext.register(_AioContext)
 
 
 def _handler_parts(handler: Any) -> tuple[Any, Callable[..., Any]]:
@@ -322,11 +356,15 @@ class AiwatchAioServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[m
 
         async def unary(request: Any, context: Any) -> Any:
             call = core.start(method, context, request_streaming)
-            if call is not None and request_streaming and hasattr(request, "__aiter__"):
-                request = _acount_in(request, call)
-                call.sent = 1
+            inner = context
+            if call is not None:
+                if request_streaming and hasattr(request, "__aiter__"):
+                    request = _acount_in(request, call)
+                    call.sent = 1
+                if core.server_timing:
+                    inner = _AioContext(context, call)
             try:
-                response = await behavior(request, context)
+                response = await behavior(request, inner)
             except BaseException as exc:
                 core.end(call, method, context, exc)
                 raise
@@ -340,13 +378,16 @@ class AiwatchAioServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[m
 
         async def stream(request: Any, context: Any) -> AsyncIterator[Any]:
             call = core.start(method, context, True)
+            inner = context
             if call is not None:
                 if request_streaming and hasattr(request, "__aiter__"):
                     request = _acount_in(request, call)
                 elif not request_streaming:
                     call.received = 1
+                if core.server_timing:
+                    inner = _AioContext(context, call)
             try:
-                result = behavior(request, context)
+                result = behavior(request, inner)
                 if hasattr(result, "__aiter__"):
                     async for item in result:
                         if call is not None:

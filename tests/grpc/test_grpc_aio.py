@@ -115,12 +115,16 @@ async def test_aio_stream_stream_abort_and_exception(metrics: Metrics) -> None:
             with pytest.raises(grpc.aio.AioRpcError) as info:
                 await stub.Predict(req(fail="NOT_FOUND"))
             assert info.value.code() == grpc.StatusCode.NOT_FOUND
+            # grpc.aio's abort() sends the status itself; aiwatch's context adds the timing before it does
+            timing = parse_server_timing(dict(info.value.trailing_metadata())["server-timing"])
+            assert timing["total"] > 0
     finally:
         await server.stop(None)
     assert _count(metrics, CHAT, "PERMISSION_DENIED") == 1
     assert _count(metrics, PREDICT, "UNKNOWN") == 1
     assert _count(metrics, PREDICT, "NOT_FOUND") == 1
     assert value(metrics.registry, "aiwatch_requests_in_flight", service="infer") == 0
+    assert value(metrics.registry, "aiwatch_instrumentation_errors_total", component="grpc_server") == 0
 
 
 async def _requests_with_failure(code: str) -> AsyncIterator[Any]:
