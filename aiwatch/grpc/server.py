@@ -98,9 +98,9 @@ class _ServerCore:
     def start(self, method: str, context: Any, streaming: bool) -> _Call | None:
         try:
             span = trace.get_current_span()
-            tracer = self.recorder.tracing.tracer()
             if span.is_recording():
                 tl = self.borrowing.begin(method)
+                tracer = self.recorder.tracing.tracer()
                 if tracer is not None:
                     tl.span = span
                     tl.tracer = tracer
@@ -109,12 +109,15 @@ class _ServerCore:
                     tl.trace_id = format(span_context.trace_id, "032x")
                 return _Call(self.borrowing, tl, True, streaming)
             parent = None
-            attributes = None
-            if tracer is not None:
-                parent = extract_context(metadata_dict(context.invocation_metadata()))
+            metadata = context.invocation_metadata()
+            # extracting costs; only when the caller sent trace context and aiwatch traces
+            if metadata and any(item[0] == "traceparent" for item in metadata) \
+                    and self.recorder.tracing.tracer() is not None:
+                parent = extract_context(metadata_dict(metadata))
+            tl = self.recorder.begin(method.lstrip("/"), parent)
+            if tl.span is not None:
                 service, _, name = method.lstrip("/").rpartition("/")
-                attributes = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": name}
-            tl = self.recorder.begin(method.lstrip("/"), parent, attributes)
+                tl.span.set_attributes({"rpc.system": "grpc", "rpc.service": service, "rpc.method": name})
             return _Call(self.recorder, tl, False, streaming)
         except Exception as exc:
             record_error(COMPONENT, exc, self.metrics)

@@ -273,3 +273,25 @@ async def test_aio_read_write_stream_stream(metrics: Metrics, spans: Any, with_o
         await server.stop(None)
     assert value(metrics.registry, "aiwatch_request_duration_seconds_count", service="infer", route=CHAT,
                  method="grpc", status="OK") == 1
+
+
+def test_aiwatch_alone_starts_a_server_span_under_the_callers_trace(metrics: Metrics, spans: Any) -> None:
+    provider, exporter = spans
+    with sync_server([grpc_server_interceptor(service="infer", metrics=metrics, tracer_provider=provider)]) \
+            as target, stub_for(target) as stub:
+        with provider.get_tracer("app").start_as_current_span("caller") as caller:
+            from opentelemetry.propagate import inject
+
+            carrier: dict[str, str] = {}
+            inject(carrier)
+            stub.Predict(req(features=[1.0]), metadata=tuple(carrier.items()))
+        stub.Predict(req())  # no trace context: a new trace
+    finished = exporter.get_finished_spans()
+    servers = [s for s in finished if s.kind == SpanKind.SERVER]
+    assert [s.instrumentation_scope.name for s in servers] == ["aiwatch", "aiwatch"]
+    first, second = servers
+    assert first.parent.span_id == caller.get_span_context().span_id
+    assert first.attributes["rpc.system"] == "grpc" and first.attributes["rpc.method"] == "Predict"
+    assert second.parent is None
+    for phase in (s for s in finished if s.name == "inference"):
+        assert phase.parent.span_id in {first.context.span_id, second.context.span_id}
