@@ -3,8 +3,8 @@
     python bench/grpc_bench.py            # full: 15 rounds x 1000 calls per variant
     python bench/grpc_bench.py --quick    # 5 rounds x 200 calls
 
-One process runs one real grpcio thread-pool server per variant on 127.0.0.1 and a sync client; the rounds
-interleave the variants so machine load drifts hit all of them alike. Per round and variant the median call latency
+One process runs one real grpcio thread-pool server per variant on 127.0.0.1 and a sync client; the variants
+take turns call by call, so machine load drifts hit all of them alike. Per round and variant the median call latency
 is taken, then the median over rounds; "added" is that minus the bare server's. The servicer does no work (no
 phases), so the figures are the interceptors' own cost.
 
@@ -69,15 +69,75 @@ def _server(interceptors: list[Any]) -> tuple[grpc.Server, str]:
     return server, f"127.0.0.1:{port}"
 
 
-def _round(predict: Callable[..., Any], calls: int) -> float:
+def _round(predicts: dict[str, Callable[..., Any]], calls: int) -> dict[str, float]:
+    """``calls`` calls per variant, the variants taking turns call by call; the median latency of each."""
     request = pb.PredictRequest(features=[1.0])
-    samples = []
+    samples: dict[str, list[float]] = {name: [] for name in predicts}
     clock = time.perf_counter
+    items = list(predicts.items())
     for _ in range(calls):
-        start = clock()
-        predict(request)
-        samples.append(clock() - start)
-    return statistics.median(samples)
+        for name, predict in items:
+            start = clock()
+            predict(request)
+            samples[name].append(clock() - start)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+class _StubContext:
+    """Just enough of a servicer context for the interceptors' own code (the CPU-only figures)."""
+
+    def __init__(self) -> None:
+        self.trailing: Any = None
+
+    def code(self) -> Any:
+        return None
+
+    def details(self) -> Any:
+        return None
+
+    def is_active(self) -> bool:
+        return True
+
+    def time_remaining(self) -> Any:
+        return None
+
+    def trailing_metadata(self) -> Any:
+        return self.trailing
+
+    def set_trailing_metadata(self, metadata: Any) -> None:
+        self.trailing = metadata
+
+    def invocation_metadata(self) -> Any:
+        return ()
+
+    def peer(self) -> str:
+        return "ipv4:127.0.0.1:50051"
+
+
+class _Details:
+    method = "/aiwatch.example.Inference/Predict"
+    invocation_metadata = ()
+
+
+def cpu_only(interceptors: dict[str, list[Any]], calls: int, rounds: int) -> dict[str, float]:
+    """µs of CPU each interceptor chain adds per call, calling the wrapped handler in-process (no network, no
+    grpcio threads): less sensitive to a loaded machine than the loopback figures."""
+    base = grpc.unary_unary_rpc_method_handler(lambda request, context: request)
+    behaviors = {}
+    for name, chain in interceptors.items():
+        handler = base
+        for interceptor in reversed(chain):
+            handler = interceptor.intercept_service(lambda details, h=handler: h, _Details())
+        behaviors[name] = handler.unary_unary
+    medians: dict[str, list[float]] = {name: [] for name in behaviors}
+    clock = time.perf_counter
+    for _ in range(rounds):
+        for name, behavior in behaviors.items():
+            start = clock()
+            for _ in range(calls):
+                behavior(1, _StubContext())
+            medians[name].append((clock() - start) / calls)
+    return {name: statistics.median(values) * 1e6 for name, values in medians.items()}
 
 
 def main() -> int:
@@ -114,12 +174,11 @@ def main() -> int:
         channels.append(channel)
         predicts[name] = pb_grpc.InferenceStub(intercepted).Predict
     try:
-        for predict in predicts.values():  # warm up connections and code paths
-            _round(predict, max(calls // 5, 50))
+        _round(predicts, max(calls // 5, 50))  # warm up connections and code paths
         results: dict[str, list[float]] = {name: [] for name in predicts}
         for _ in range(rounds):
-            for name, predict in predicts.items():
-                results[name].append(_round(predict, calls))
+            for name, median in _round(predicts, calls).items():
+                results[name].append(median)
     finally:
         for channel in channels:
             channel.close()
@@ -138,6 +197,17 @@ def main() -> int:
         added = medians[name] - bare
         ratio = added / otel if otel > 0 else float("nan")
         print(f"{name} adds {ratio:.2f}x what OpenTelemetry's interceptor adds (target <= 0.5)")
+
+    chains = {name: server_side for name, (server_side, _) in variants.items() if not variants[name][1]}
+    cpu = cpu_only(chains, calls=calls * 5, rounds=rounds)
+    print(f"\nCPU only (wrapped handler called in-process with a stub context, {rounds} rounds x {calls * 5} calls)")
+    print(f"{'variant':32} {'us/call':>9} {'added us':>9}")
+    for name, us in cpu.items():
+        print(f"{name:32} {us:9.2f} {us - cpu['bare grpcio']:9.2f}")
+    otel_cpu = cpu["OpenTelemetry interceptor"] - cpu["bare grpcio"]
+    for name in ("aiwatch (metrics only)", "aiwatch (metrics + own span)"):
+        ratio = (cpu[name] - cpu["bare grpcio"]) / otel_cpu if otel_cpu > 0 else float("nan")
+        print(f"{name} adds {ratio:.2f}x what OpenTelemetry's interceptor adds (CPU only)")
     return 0
 
 
