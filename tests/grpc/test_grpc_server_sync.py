@@ -192,3 +192,21 @@ def test_concurrent_rpcs_keep_their_own_timelines(metrics: Metrics) -> None:
     for i in range(4):
         assert _phase_count(metrics, "inference", model=f"m{i}") == 5
     assert _count(metrics, PREDICT, "OK") == 20
+
+
+class _SetCode(pb_grpc.InferenceServicer):
+    def Predict(self, request, context):  # type: ignore[no-untyped-def]
+        context.set_code(grpc.StatusCode.NOT_FOUND)
+        context.set_details("no such model")
+        if request.fail == "raise":
+            raise LookupError("no such model")
+        return pb.PredictReply()
+
+
+@pytest.mark.parametrize("fail", ["", "raise"])
+def test_set_code_is_the_status_label(metrics: Metrics, fail: str) -> None:
+    with sync_server([grpc_server_interceptor(service="infer", metrics=metrics)], _SetCode()) as target, \
+            stub_for(target) as stub, pytest.raises(grpc.RpcError) as info:
+        stub.Predict(req(fail=fail))
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND  # what grpcio sends, with or without the exception
+    assert _count(metrics, PREDICT, "NOT_FOUND") == 1
