@@ -24,16 +24,18 @@ from aiwatch.grpc.client import AiwatchClientInterceptor, grpc_aio_client_interc
 from aiwatch.grpc.server import AiwatchAioServerInterceptor, AiwatchServerInterceptor
 from aiwatch.metrics import Metrics
 
+_Maker = Callable[[Callable[..., Any], "_Patch"], Callable[..., Any]]
+
 
 class _Patch:
     """One module attribute replaced by a wrapper; ``active`` turns the wrapper into a pass-through."""
 
-    def __init__(self, module: Any, name: str, make: Callable[[Callable[..., Any]], Callable[..., Any]]) -> None:
+    def __init__(self, module: Any, name: str, make: _Maker) -> None:
         self.module = module
         self.name = name
         self.original: Callable[..., Any] = getattr(module, name)
         self.active = True
-        self.wrapper = make(self.original)
+        self.wrapper = make(self.original, self)
 
     def apply(self) -> None:
         setattr(self.module, self.name, self.wrapper)
@@ -63,7 +65,7 @@ class _Instrumentor:
     def is_instrumented(self) -> bool:
         return bool(self._patches)
 
-    def _targets(self) -> list[tuple[Any, str, Callable[[Callable[..., Any]], Callable[..., Any]]]]:
+    def _targets(self) -> list[tuple[Any, str, _Maker]]:
         raise NotImplementedError
 
     def instrument(self) -> None:
@@ -97,22 +99,21 @@ class AiwatchGrpcInstrumentorServer(_Instrumentor):
         self.interceptor = AiwatchServerInterceptor(**options)
         self.aio_interceptor = AiwatchAioServerInterceptor(**options)
 
-    def _targets(self) -> list[tuple[Any, str, Callable[[Callable[..., Any]], Callable[..., Any]]]]:
-        return [(grpc, "server", lambda original: self._server_factory(original, self.interceptor)),
-                (grpc.aio, "server", lambda original: self._server_factory(original, self.aio_interceptor))]
+    def _targets(self) -> list[tuple[Any, str, _Maker]]:
+        return [(grpc, "server", lambda original, patch: self._server_factory(original, patch, self.interceptor)),
+                (grpc.aio, "server",
+                 lambda original, patch: self._server_factory(original, patch, self.aio_interceptor))]
 
-    def _server_factory(self, original: Callable[..., Any], interceptor: Any) -> Callable[..., Any]:
+    @staticmethod
+    def _server_factory(original: Callable[..., Any], patch: _Patch, interceptor: Any) -> Callable[..., Any]:
         @functools.wraps(original)
         def server(*args: Any, **kwargs: Any) -> Any:
-            if self._active(original):
+            if patch.active:
                 # grpc.server(thread_pool, handlers, interceptors, ...); grpc.aio.server(pool, handlers, interceptors)
                 args, kwargs = _with_interceptors(args, kwargs, 2, [interceptor])
             return original(*args, **kwargs)
 
         return server
-
-    def _active(self, original: Callable[..., Any]) -> bool:
-        return any(p.active and p.original is original for p in self._patches)
 
 
 class AiwatchGrpcInstrumentorClient(_Instrumentor):
@@ -127,29 +128,26 @@ class AiwatchGrpcInstrumentorClient(_Instrumentor):
                                          "guard": guard if guard is not None else LabelGuard(),
                                          "propagate": propagate}
 
-    def _targets(self) -> list[tuple[Any, str, Callable[[Callable[..., Any]], Callable[..., Any]]]]:
+    def _targets(self) -> list[tuple[Any, str, _Maker]]:
         return [(grpc, "insecure_channel", self._sync_factory),
                 (grpc, "secure_channel", self._sync_factory),
-                (grpc.aio, "insecure_channel", lambda original: self._aio_factory(original, 3)),
-                (grpc.aio, "secure_channel", lambda original: self._aio_factory(original, 4))]
+                (grpc.aio, "insecure_channel", lambda original, patch: self._aio_factory(original, patch, 3)),
+                (grpc.aio, "secure_channel", lambda original, patch: self._aio_factory(original, patch, 4))]
 
-    def _active(self, original: Callable[..., Any]) -> bool:
-        return any(p.active and p.original is original for p in self._patches)
-
-    def _sync_factory(self, original: Callable[..., Any]) -> Callable[..., Any]:
+    def _sync_factory(self, original: Callable[..., Any], patch: _Patch) -> Callable[..., Any]:
         @functools.wraps(original)
         def channel(target: str, *args: Any, **kwargs: Any) -> Any:
             made = original(target, *args, **kwargs)
-            if not self._active(original):
+            if not patch.active:
                 return made
             return grpc.intercept_channel(made, AiwatchClientInterceptor(peer=str(target), **self._options))
 
         return channel
 
-    def _aio_factory(self, original: Callable[..., Any], index: int) -> Callable[..., Any]:
+    def _aio_factory(self, original: Callable[..., Any], patch: _Patch, index: int) -> Callable[..., Any]:
         @functools.wraps(original)
         def channel(target: str, *args: Any, **kwargs: Any) -> Any:
-            if self._active(original):
+            if patch.active:
                 extra = grpc_aio_client_interceptors(peer=str(target), **self._options)
                 # index counts target: insecure_channel(target, options, compression, interceptors)
                 full, kwargs = _with_interceptors((target, *args), kwargs, index, extra)

@@ -169,3 +169,42 @@ async def test_aio_client_records_unavailable(metrics: Metrics) -> None:
         assert info.value.code() == grpc.StatusCode.UNAVAILABLE
         await _eventually(lambda: _client_count(metrics, target, PREDICT, "UNAVAILABLE") == 1)
     assert value(metrics.registry, "aiwatch_network_duration_seconds_count", service="gateway", peer=target) == 0
+
+
+class _EchoTraceparent(pb_grpc.InferenceServicer):
+    async def Predict(self, request: Any, context: Any) -> Any:
+        from examples.grpc_service.servicer import pb
+
+        return pb.PredictReply(model=dict(context.invocation_metadata()).get("traceparent", ""))
+
+
+async def test_aio_instrumentors_and_trace_propagation(metrics: Metrics) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from aiwatch.grpc import AiwatchGrpcInstrumentorClient, AiwatchGrpcInstrumentorServer
+
+    server_side = AiwatchGrpcInstrumentorServer(service="infer", metrics=metrics)
+    client_side = AiwatchGrpcInstrumentorClient(service="gateway", metrics=metrics)
+    server_side.instrument()
+    client_side.instrument()
+    try:
+        server = grpc.aio.server()
+        pb_grpc.add_InferenceServicer_to_server(_EchoTraceparent(), server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        target = f"127.0.0.1:{port}"
+        channel = grpc.aio.insecure_channel(target)
+    finally:
+        server_side.uninstrument()
+        client_side.uninstrument()
+    await server.start()
+    try:
+        async with channel:
+            stub = pb_grpc.InferenceStub(channel)
+            with TracerProvider().get_tracer("app").start_as_current_span("caller") as span:
+                reply = await stub.Predict(req())
+            await _eventually(lambda: _client_count(metrics, target, PREDICT, "OK") == 1)
+    finally:
+        await server.stop(None)
+    assert reply.model.split("-")[1] == format(span.get_span_context().trace_id, "032x")
+    assert _count(metrics, PREDICT, "OK") == 1
+    assert value(metrics.registry, "aiwatch_network_duration_seconds_count", service="gateway", peer=target) == 1

@@ -295,3 +295,27 @@ def test_aiwatch_alone_starts_a_server_span_under_the_callers_trace(metrics: Met
     assert second.parent is None
     for phase in (s for s in finished if s.name == "inference"):
         assert phase.parent.span_id in {first.context.span_id, second.context.span_id}
+
+
+def test_an_old_wrapper_stays_off_after_instrumenting_again(metrics: Metrics) -> None:
+    original = grpc.server
+    instrumentor = AiwatchGrpcInstrumentorServer(service="infer", metrics=metrics)
+    instrumentor.instrument()
+    stale = grpc.server  # e.g. captured by another library before uninstrument()
+    instrumentor.uninstrument()
+    instrumentor.instrument()
+    try:
+        server = stale(futures.ThreadPoolExecutor(max_workers=1))
+    finally:
+        instrumentor.uninstrument()
+    assert grpc.server is original
+    pb_grpc.add_InferenceServicer_to_server(InferenceServicer(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        with stub_for(f"127.0.0.1:{port}") as stub:
+            stub.Predict(req())
+    finally:
+        server.stop(None)
+    assert value(metrics.registry, "aiwatch_request_duration_seconds_count", service="infer", route=PREDICT,
+                 method="grpc", status="OK") == 0
