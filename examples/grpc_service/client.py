@@ -35,6 +35,7 @@ def run(target: str, calls: int) -> None:
     instrumentor.instrument()
     try:
         with grpc.insecure_channel(target) as channel:
+            grpc.channel_ready_future(channel).result(timeout=10)  # connect first: setup is not network time
             stub = pb_grpc.InferenceStub(channel)
             for _ in range(calls):
                 reply, call = stub.Predict.with_call(pb.PredictRequest(model="ranker", features=[0.2, 0.4],

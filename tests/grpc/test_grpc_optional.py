@@ -6,7 +6,11 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from tests.servers import python_env
+
+pytestmark = pytest.mark.slow  # subprocesses
 
 
 def _run(code: str) -> subprocess.CompletedProcess[str]:
