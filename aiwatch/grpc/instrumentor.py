@@ -20,6 +20,7 @@ import grpc.aio
 from prometheus_client import CollectorRegistry
 
 from aiwatch.cardinality import LabelGuard
+from aiwatch.grpc._common import resolve_metrics
 from aiwatch.grpc.client import AiwatchClientInterceptor, grpc_aio_client_interceptors
 from aiwatch.grpc.server import AiwatchAioServerInterceptor, AiwatchServerInterceptor
 from aiwatch.metrics import Metrics
@@ -124,9 +125,10 @@ class AiwatchGrpcInstrumentorClient(_Instrumentor):
     def __init__(self, *, service: str | None = None, registry: CollectorRegistry | None = None,
                  metrics: Metrics | None = None, guard: LabelGuard | None = None, propagate: bool = True) -> None:
         super().__init__()
-        self._options: dict[str, Any] = {"service": service, "registry": registry, "metrics": metrics,
-                                         "guard": guard if guard is not None else LabelGuard(),
-                                         "propagate": propagate}
+        m = resolve_metrics(metrics, registry)
+        if guard is None:  # one guard for every channel, so peers and routes are bounded across them
+            guard = LabelGuard(on_overflow=lambda label: m.child(m.label_overflow, (label,)).inc())
+        self._options: dict[str, Any] = {"service": service, "metrics": m, "guard": guard, "propagate": propagate}
 
     def _targets(self) -> list[tuple[Any, str, _Maker]]:
         return [(grpc, "insecure_channel", self._sync_factory),
