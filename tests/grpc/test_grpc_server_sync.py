@@ -210,3 +210,17 @@ def test_set_code_is_the_status_label(metrics: Metrics, fail: str) -> None:
         stub.Predict(req(fail=fail))
     assert info.value.code() == grpc.StatusCode.NOT_FOUND  # what grpcio sends, with or without the exception
     assert _count(metrics, PREDICT, "NOT_FOUND") == 1
+
+
+def test_routes_pass_the_cardinality_guard(metrics: Metrics) -> None:
+    from aiwatch.cardinality import OVERFLOW, LabelGuard
+
+    guard = LabelGuard(max_values=1)
+    with sync_server([grpc_server_interceptor(service="infer", metrics=metrics, guard=guard)]) as target, \
+            stub_for(target) as stub:
+        stub.Predict(req())
+        list(stub.PredictStream(req(features=[1.0])))
+    assert _count(metrics, PREDICT, "OK") == 1
+    assert _count(metrics, OVERFLOW, "OK") == 1
+    assert value(metrics.registry, "aiwatch_rpc_messages_total", service="infer", route=OVERFLOW,
+                 direction="sent") == 1
