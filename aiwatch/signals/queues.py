@@ -125,7 +125,7 @@ def instrument_queue(q: Q, name: str, *, metrics: Metrics | None = None,
     target: Any = q
     with _lock_of(q):
         inst = _QueueInstrumentation(name, metrics, target._put, target._get)
-        inst.depth.inc(target._qsize())
+        inst.depth.inc(len(_container(q)))
         target._put = inst.put
         target._get = inst.get
         setattr(target, _MARK, inst)
@@ -144,7 +144,7 @@ def uninstrument_queue(q: Any) -> None:
             if type(item) is _Stamped:
                 container[i] = item.item
         try:
-            inst.depth.dec(q._qsize())
+            inst.depth.dec(len(container))
         except Exception as exc:
             record_error("queue", exc, inst.metrics)
         del q._put
