@@ -106,7 +106,7 @@ def test_instrument_is_idempotent_and_uninstrument_restores(registry: CollectorR
 
 
 def test_bad_arguments_are_clear_errors(metrics: Metrics) -> None:
-    with pytest.raises(TypeError, match="needs a queue.Queue or an asyncio.Queue, got 'list'"):
+    with pytest.raises(TypeError, match=r"needs a queue\.Queue or an asyncio\.Queue, got 'list'"):
         instrument_queue([], "x", metrics=metrics)
     with pytest.raises(TypeError, match="SimpleQueue"):
         instrument_queue(queue.SimpleQueue(), "x", metrics=metrics)
