@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import signal
 import threading
 from dataclasses import asdict
@@ -39,8 +40,16 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if args.serve is not None:
         return _serve(poller, args.addr, args.serve)
-    snap = poller.poll_once()
-    poller.stop()
+    gpu_log = logging.getLogger("aiwatch.signals.gpu")
+    quiet = logging.NullHandler()  # the table says it all: no duplicate warning from the poller on stderr
+    gpu_log.addHandler(quiet)
+    gpu_log.propagate = False
+    try:
+        snap = poller.poll_once()
+        poller.stop()
+    finally:
+        gpu_log.removeHandler(quiet)
+        gpu_log.propagate = True
     if args.json:
         print(json.dumps(asdict(snap), indent=2, default=dict))
     else:

@@ -52,8 +52,8 @@ def test_fails_on_a_lost_gpu_an_implausible_value_or_a_missing_metric(monkeypatc
     assert run(nvml, monkeypatch, "--allow-missing", "aiwatch_gpu_energy_joules_total") == 0
 
 
-def test_no_gpu_exits_2(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_no_gpu_fails(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     nvml = FakeNVML.with_gpus(1)
     nvml.init_error = pynvml.NVML_ERROR_LIBRARY_NOT_FOUND
-    assert run(nvml, monkeypatch) == 2
+    assert run(nvml, monkeypatch) == 1
     assert "FAIL: NVML is down: NVMLError_LibraryNotFound" in capsys.readouterr().out
