@@ -568,6 +568,7 @@ class GpuCollector(Collector):
             metrics = get_metrics(registry)
         self.poller = poller if poller is not None else GpuPoller(interval, nvml=nvml, metrics=metrics)
         self.metrics = metrics
+        self._cached: tuple[GpuSnapshot, list[Metric]] | None = None
         self._registry = registry
         if registry is not None:
             registry.register(self)
@@ -587,11 +588,16 @@ class GpuCollector(Collector):
         snap = self.poller.snapshot
         if snap is None:
             return iter(())
+        cached = self._cached
+        if cached is not None and cached[0] is snap:
+            return iter(cached[1])  # snapshots are immutable: build a snapshot's families once
         try:
-            return iter(snapshot_families(snap))
+            families = snapshot_families(snap)
         except Exception as exc:
             record_error("gpu", exc, self.metrics)
             return iter(())
+        self._cached = (snap, families)
+        return iter(families)
 
     def close(self) -> None:
         """Stop the poller and unregister from the registry (idempotent)."""
