@@ -29,17 +29,17 @@ def run(args: argparse.Namespace) -> int:
     from aiwatch._optional import MissingExtraError
 
     try:
-        from aiwatch.signals.gpu import GpuPoller, format_table
+        from aiwatch.signals.gpu import GpuPoller, format_table, serve_gpu_metrics
 
-        poller = GpuPoller(args.interval, metrics=None)
+        if args.serve is not None:
+            return _serve(lambda: serve_gpu_metrics(args.serve, args.addr, interval=args.interval))
+        poller = GpuPoller(args.interval)
     except MissingExtraError as exc:
         print(f"no NVIDIA GPU found: {exc}")
         return 0
     except ValueError as exc:
         print(f"aiwatch gpu: {exc}")
         return 2
-    if args.serve is not None:
-        return _serve(poller, args.addr, args.serve)
     gpu_log = logging.getLogger("aiwatch.signals.gpu")
     quiet = logging.NullHandler()  # the table says it all: no duplicate warning from the poller on stderr
     gpu_log.addHandler(quiet)
@@ -57,26 +57,16 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _serve(poller: Any, addr: str, port: int) -> int:
-    from prometheus_client import CollectorRegistry, start_http_server
-
-    from aiwatch.metrics import Metrics
-    from aiwatch.signals.gpu import GpuCollector
-
-    registry = CollectorRegistry()
-    poller.metrics = Metrics(registry)
-    collector = GpuCollector(poller, registry=registry, metrics=poller.metrics)
-    server, thread = start_http_server(port, addr=addr, registry=registry)
+def _serve(start: Any) -> int:
     stop = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    print(f"serving GPU metrics on http://{addr}:{server.server_port}/metrics", flush=True)
+    served = start()
+    print(f"serving GPU metrics on http://{served.server.server_address[0]}:{served.port}/metrics", flush=True)
     try:
         stop.wait()
     except KeyboardInterrupt:
         pass
     finally:
         signal.signal(signal.SIGTERM, previous)
-        collector.close()
-        server.shutdown()
-        thread.join(5)
+        served.close()
     return 0

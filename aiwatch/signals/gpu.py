@@ -608,6 +608,52 @@ class GpuCollector(Collector):
                 registry.unregister(self)
 
 
+class _Subset(Collector):
+    def __init__(self, source: CollectorRegistry, names: set[str]) -> None:
+        self.source = source
+        self.names = names
+
+    def collect(self) -> Iterable[Metric]:
+        return [fam for fam in self.source.collect() if fam.name in self.names]
+
+
+class GpuMetricsServer:
+    """What :func:`serve_gpu_metrics` started: the collector (with its poller) and the HTTP server."""
+
+    def __init__(self, collector: GpuCollector, server: Any, thread: threading.Thread) -> None:
+        self.collector = collector
+        self.server = server
+        self.thread = thread
+
+    @property
+    def port(self) -> int:
+        return int(self.server.server_port)
+
+    def close(self) -> None:
+        """Stop serving and polling (idempotent)."""
+        self.collector.close()
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(5)
+
+
+def serve_gpu_metrics(port: int, addr: str = "127.0.0.1", *, interval: float | None = None,
+                      nvml: ModuleType | None = None) -> GpuMetricsServer:
+    """Poll the GPUs and serve only the ``aiwatch_gpu_*`` metrics on ``http://addr:port/metrics`` from daemon
+    threads (``port=0`` picks a free port: see ``.port``). This is the one-poller-per-host setup: call it once per
+    machine, e.g. in gunicorn's master (``when_ready``) or through ``aiwatch gpu --serve PORT`` as a sidecar, and
+    add the port as a second scrape target."""
+    import prometheus_client
+
+    registry = CollectorRegistry()
+    metrics = Metrics(CollectorRegistry())  # private: of the direct metrics only the error counter is served
+    registry.register(_Subset(metrics.registry, {"aiwatch_instrumentation_errors"}))
+    collector = GpuCollector(interval=interval, nvml=nvml, registry=registry, metrics=metrics, start=False)
+    server, thread = prometheus_client.start_http_server(port, addr=addr, registry=registry)
+    collector.poller.start()
+    return GpuMetricsServer(collector, server, thread)
+
+
 def format_table(snap: GpuSnapshot) -> str:
     """A human-readable table of a snapshot (what ``aiwatch gpu`` prints)."""
     if not snap.nvml_up:

@@ -97,3 +97,22 @@ def test_serve_exposes_gpu_metrics_on_http(tmp_path: object) -> None:
     finally:
         proc.stop()
     assert proc.proc.returncode == 0, proc.output()
+
+
+def test_serve_gpu_metrics_serves_gpus_and_the_error_counter_only() -> None:
+    from aiwatch.signals.gpu import serve_gpu_metrics
+
+    nvml = FakeNVML.with_gpus(2)
+    nvml.gpus[1].fail["temperature"] = pynvml.NVML_ERROR_UNKNOWN
+    served = serve_gpu_metrics(0, interval=0.01, nvml=nvml)
+    try:
+        url = f"http://127.0.0.1:{served.port}/metrics"
+        wait_until(lambda: b'aiwatch_gpu_up{gpu="1"' in http_get(url)[1], 10, 0.01, what=url)
+        body = http_get(url)[1].decode()
+        assert 'aiwatch_instrumentation_errors_total{component="gpu"} 1.0' in body
+        assert 'aiwatch_gpu_power_watts{gpu="0"' in body
+        assert "aiwatch_request_duration_seconds" not in body and "aiwatch_queue_depth" not in body
+    finally:
+        served.close()
+    assert not served.collector.poller.running
+    assert nvml.calls["nvmlShutdown"] == 1
