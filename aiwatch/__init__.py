@@ -39,6 +39,8 @@ _LAZY: dict[str, str] = {
     "FeatureCache": "aiwatch.signals.cache",
     "instrument_redis": "aiwatch.signals.cache",
     "instrument_mapping": "aiwatch.signals.cache",
+    "queue_depth_per_replica_expr": "aiwatch.signals.autoscaling",
+    "in_flight_per_replica_expr": "aiwatch.signals.autoscaling",
 }
 
 __all__ = [
@@ -55,6 +57,7 @@ __all__ = [
     "__version__",
     "current_timeline",
     "get_metrics",
+    "in_flight_per_replica_expr",
     "instrument",
     "instrument_mapping",
     "instrument_queue",
@@ -62,6 +65,7 @@ __all__ = [
     "make_asgi_app",
     "make_wsgi_app",
     "phase",
+    "queue_depth_per_replica_expr",
     "record_phase",
     "serve_gpu_metrics",
     "set_model",
