@@ -429,7 +429,9 @@ class GpuPoller:
         energy = f(unsupported, where, "energy", lambda: nvml.nvmlDeviceGetTotalEnergyConsumption(handle))
         if energy is not None:
             values[ENERGY] = float(energy) / 1000.0  # millijoules
-        temp = f(unsupported, where, "temperature", lambda: nvml.nvmlDeviceGetTemperature(handle, _TEMPERATURE_GPU))
+        temp = self._first(unsupported, where, (
+            ("temperature_v", getattr(nvml, "nvmlDeviceGetTemperatureV", None), (handle, _TEMPERATURE_GPU)),
+            ("temperature", getattr(nvml, "nvmlDeviceGetTemperature", None), (handle, _TEMPERATURE_GPU))))
         if temp is not None:
             values[TEMPERATURE] = float(temp)
         sm = f(unsupported, where, "sm_clock", lambda: nvml.nvmlDeviceGetClockInfo(handle, _CLOCK_SM))
@@ -438,14 +440,24 @@ class GpuPoller:
         memclk = f(unsupported, where, "memory_clock", lambda: nvml.nvmlDeviceGetClockInfo(handle, _CLOCK_MEM))
         if memclk is not None:
             values[MEMORY_CLOCK] = float(memclk) * 1e6
-        reasons_fn = getattr(nvml, "nvmlDeviceGetCurrentClocksEventReasons", None) or getattr(
-            nvml, "nvmlDeviceGetCurrentClocksThrottleReasons", None)
         throttle: dict[str, bool] = {}
-        if reasons_fn is not None:
-            mask = f(unsupported, where, "throttle", lambda: reasons_fn(handle))
-            if mask is not None:
-                throttle = {label: bool(int(mask) & bit) for bit, label in THROTTLE_REASONS}
+        mask = self._first(unsupported, where, (  # "clocks event reasons" since driver 535, "throttle" before
+            ("throttle", getattr(nvml, "nvmlDeviceGetCurrentClocksEventReasons", None), (handle,)),
+            ("throttle_legacy", getattr(nvml, "nvmlDeviceGetCurrentClocksThrottleReasons", None), (handle,))))
+        if mask is not None:
+            throttle = {label: bool(int(mask) & bit) for bit, label in THROTTLE_REASONS}
         return values, throttle
+
+    def _first(self, unsupported: set[str], where: str,
+               candidates: Iterable[tuple[str, Callable[..., Any] | None, tuple[Any, ...]]]) -> Any:
+        """The first of several NVML getters for one field that the bindings have and the device supports."""
+        for name, fn, args in candidates:
+            if fn is None or name in unsupported:
+                continue
+            value = self._field(unsupported, where, name, lambda fn=fn, args=args: fn(*args))  # type: ignore[misc]
+            if value is not None or name not in unsupported:
+                return value
+        return None
 
     def _read_migs(self, dev: _Device) -> list[GpuReading]:
         nvml = self.nvml

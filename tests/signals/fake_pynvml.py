@@ -219,6 +219,10 @@ class FakeNVML(types.ModuleType):
         self._call("nvmlDeviceGetCurrentClocksEventReasons")
         return self._whole_gpu_only(handle, "throttle").throttle
 
+    def nvmlDeviceGetCurrentClocksThrottleReasons(self, handle: Handle) -> int:
+        self._call("nvmlDeviceGetCurrentClocksThrottleReasons")
+        return self._whole_gpu_only(handle, "throttle_legacy").throttle
+
     def nvmlDeviceGetMigMode(self, handle: Handle) -> list[int]:
         self._call("nvmlDeviceGetMigMode")
         gpu = self._dev(handle, "mig_mode")

@@ -157,7 +157,8 @@ def test_mig_instances_reported_per_instance_without_utilization(registry: Colle
 def test_not_supported_fields_are_skipped_per_device_and_not_asked_again(registry: CollectorRegistry) -> None:
     nvml = FakeNVML.with_gpus(3)
     nvml.gpus[1].fail.update(power=pynvml.NVML_ERROR_NOT_SUPPORTED, energy=pynvml.NVML_ERROR_FUNCTION_NOT_FOUND,
-                             throttle=pynvml.NVML_ERROR_NO_PERMISSION, memory_v2=pynvml.NVML_ERROR_NOT_SUPPORTED)
+                             throttle=pynvml.NVML_ERROR_NO_PERMISSION, memory_v2=pynvml.NVML_ERROR_NOT_SUPPORTED,
+                             throttle_legacy=pynvml.NVML_ERROR_NOT_SUPPORTED)
     collector = make(nvml, registry)
     collector.poller.poll_once()
     calls = nvml.calls["nvmlDeviceGetPowerUsage"]
@@ -353,3 +354,20 @@ def test_importing_aiwatch_imports_neither_pynvml_nor_redis() -> None:
     out = subprocess.run([sys.executable, "-c", code], env=python_env(), capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "[]", out.stderr
+
+
+def test_older_drivers_fall_back_to_the_older_nvml_calls(registry: CollectorRegistry) -> None:
+    nvml = FakeNVML.with_gpus(2)
+    for gpu in nvml.gpus:  # a driver before 535: no "clocks event reasons", no memory info v2
+        gpu.fail.update(throttle=pynvml.NVML_ERROR_FUNCTION_NOT_FOUND, memory_v2=pynvml.NVML_ERROR_FUNCTION_NOT_FOUND)
+    nvml.gpus[1].throttle = 0x40 | 0x1
+    collector = make(nvml, registry)
+    collector.poller.poll_once()
+    collector.poller.poll_once()
+    v = registry.get_sample_value
+    assert v("aiwatch_gpu_throttle_reason", {**labels(1, nvml), "reason": "hw_thermal_slowdown"}) == 1.0
+    assert v("aiwatch_gpu_throttle_reason", {**labels(1, nvml), "reason": "gpu_idle"}) == 1.0
+    assert v("aiwatch_gpu_throttle_reason", {**labels(1, nvml), "reason": "sw_power_cap"}) == 0.0
+    assert v("aiwatch_gpu_memory_used_bytes", labels(0, nvml)) == 20 * GIB
+    assert nvml.calls["nvmlDeviceGetCurrentClocksEventReasons"] == 2  # asked once per GPU, then remembered
+    assert nvml.calls["nvmlDeviceGetCurrentClocksThrottleReasons"] == 4
