@@ -238,8 +238,14 @@ class GpuPoller:
             self._stop.set()
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
-        with self._poll_lock:
-            self._shutdown()
+        # a poll stuck in a hung NVML call keeps the lock: then leave NVML to the process exit rather than hang here
+        if self._poll_lock.acquire(timeout=-1 if timeout is None else timeout):
+            try:
+                self._shutdown()
+            finally:
+                self._poll_lock.release()
+        else:
+            logger.warning("aiwatch: the GPU poller is stuck in an NVML call; NVML was not shut down")
 
     @property
     def running(self) -> bool:
@@ -274,7 +280,8 @@ class GpuPoller:
     def _down(self, exc: BaseException | None, reason: str = "") -> GpuSnapshot:
         if not reason:
             reason = self._describe(exc)
-        self._report(("nvml",), None, f"no NVIDIA GPU found: {reason}", count=False)
+        bug = exc is not None and self._code(exc) is None  # not an NVML error: count it as aiwatch's failure
+        self._report(("nvml",), exc if bug else None, f"no NVIDIA GPU found: {reason}", count=bug)
         return GpuSnapshot(False, reason, timestamp=time.time())
 
     def _describe(self, exc: BaseException | None) -> str:

@@ -302,6 +302,17 @@ def test_a_failing_poll_never_escapes(registry: CollectorRegistry) -> None:
     collector = make(nvml, registry)
     snap = collector.poller.poll_once()
     assert not snap.nvml_up and "ZeroDivisionError" in snap.reason
+    assert registry.get_sample_value("aiwatch_instrumentation_errors_total", {"component": "gpu"}) == 1.0
+
+
+def test_stop_does_not_hang_on_a_poll_stuck_in_nvml(registry: CollectorRegistry) -> None:
+    nvml = FakeNVML.with_gpus(1)
+    nvml.block = threading.Event()
+    collector = GpuCollector(nvml=nvml, registry=registry, metrics=Metrics(registry), interval=0.01)
+    assert nvml.blocked.wait(10)
+    collector.poller.stop(timeout=0.05)  # returns although the poll thread is still inside NVML
+    assert nvml.calls["nvmlShutdown"] == 0
+    nvml.block.set()
 
 
 def test_xid_events_are_counted_per_gpu_and_drained_without_waiting(registry: CollectorRegistry) -> None:
