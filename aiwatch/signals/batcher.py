@@ -164,7 +164,8 @@ class MicroBatcher(Generic[T, R]):
             record_error("batcher", exc, self.metrics)
 
     def _start(self, loop: asyncio.AbstractEventLoop) -> None:
-        if self._loop is not None and self._worker is not None and not self._worker.done():
+        old = self._loop
+        if old is not None and not old.is_closed() and self._worker is not None and not self._worker.done():
             raise RuntimeError("this MicroBatcher runs on another event loop; create one batcher per loop")
         self._loop = loop
         self._wakeup = asyncio.Event()

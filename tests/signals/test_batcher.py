@@ -197,3 +197,20 @@ async def test_failing_metrics_never_break_the_callers(registry: CollectorRegist
     assert await asyncio.gather(b.submit(1), b.submit(2)) == [1, 2]
     await b.aclose()
     assert sample(registry, "aiwatch_instrumentation_errors_total", component="batcher") == 4.0
+
+
+def test_one_batcher_per_event_loop(metrics: Metrics) -> None:
+    async def fn(items: list[int]) -> list[int]:
+        return items
+
+    b = MicroBatcher(fn, max_batch_size=1, metrics=metrics)
+    assert asyncio.run(b.submit(1)) == 1  # that loop is closed now: a new loop may take the batcher over
+    assert asyncio.run(b.submit(2)) == 2
+
+    async def on_two_loops() -> None:
+        await b.submit(3)
+        with pytest.raises(RuntimeError, match="runs on another event loop"):
+            await asyncio.to_thread(lambda: asyncio.run(b.submit(4)))  # a second loop, in another thread
+        await b.aclose()
+
+    asyncio.run(on_two_loops())
