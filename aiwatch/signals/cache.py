@@ -125,16 +125,13 @@ class FeatureCache:
 
                 return cast(F, async_wrapper)
 
+            def classify(value: Any) -> tuple[int, int]:
+                return (1, 0) if check(value) else (0, 1)
+
             @functools.wraps(func)
             def wrapper(*args: Any, **kwargs: Any) -> Any:
-                start = _clock()
-                try:
-                    value = func(*args, **kwargs)
-                except Exception:
-                    self.record(_clock() - start, errors=1)
-                    raise
-                self._classified(start, value, check)
-                return value
+                # a sync function may still return an awaitable (a partial of a coroutine function): call() awaits it
+                return self.call(func, args, kwargs, classify=classify)
 
             return cast(F, wrapper)
 
@@ -149,12 +146,17 @@ class FeatureCache:
             hit = True
         self.record(seconds, hits=int(hit), misses=int(not hit))
 
-    def call(self, fn: Callable[..., Any], *args: Any, classify: Callable[[Any], tuple[int, int]],
-             keys: int = 1, **kwargs: Any) -> Any:
-        """Call ``fn(*args, **kwargs)`` as a lookup of ``keys`` keys; ``classify(result) -> (hits, misses)``.
+    def call(self, fn: Callable[..., Any], args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None, *,
+             classify: Callable[[Any], tuple[int, int]] | None = None, keys: int = 1) -> Any:
+        """Call ``fn(*args, **kwargs)`` as a lookup of ``keys`` keys; ``classify(result) -> (hits, misses)``
+        (default: one key, a hit unless ``None``).
 
         If ``fn`` returns an awaitable (an asyncio client), the returned awaitable records when it completes.
         Exceptions count ``keys`` errors and are re-raised untouched."""
+        if classify is None:
+            classify = _one
+        if kwargs is None:
+            kwargs = {}
         start = _clock()
         try:
             result = fn(*args, **kwargs)
@@ -259,10 +261,10 @@ class InstrumentedRedis:
         self.feature_cache = cache
 
     def get(self, name: Any, *args: Any, **kwargs: Any) -> Any:
-        return self.feature_cache.call(self.client.get, name, *args, classify=_one, **kwargs)
+        return self.feature_cache.call(self.client.get, (name, *args), kwargs, classify=_one)
 
     def hgetall(self, name: Any, *args: Any, **kwargs: Any) -> Any:
-        return self.feature_cache.call(self.client.hgetall, name, *args, classify=_nonempty, **kwargs)
+        return self.feature_cache.call(self.client.hgetall, (name, *args), kwargs, classify=_nonempty)
 
     def mget(self, keys: Any, *args: Any, **kwargs: Any) -> Any:
         if not isinstance(keys, (str, bytes, memoryview, int, float)):
@@ -270,7 +272,7 @@ class InstrumentedRedis:
             count = len(keys) + len(args)
         else:
             count = 1 + len(args)
-        return self.feature_cache.call(self.client.mget, keys, *args, classify=_each, keys=count, **kwargs)
+        return self.feature_cache.call(self.client.mget, (keys, *args), kwargs, classify=_each, keys=count)
 
     def __getattr__(self, name: str) -> Any:
         if name in ("client", "feature_cache"):

@@ -187,3 +187,18 @@ def test_failing_metrics_never_break_a_lookup(registry: CollectorRegistry, metri
     fc._counts = {r: Broken() for r in ("hit", "miss", "error")}
     assert m["a"] == 1
     assert registry.get_sample_value("aiwatch_instrumentation_errors_total", {"component": "cache"}) == 1.0
+
+
+async def test_sync_function_returning_an_awaitable_is_timed_when_awaited(registry: CollectorRegistry,
+                                                                         metrics: Metrics) -> None:
+    c = FeatureCache("lazy", metrics=metrics)
+
+    async def fetch(key: str) -> str | None:
+        return None if key == "nope" else key.upper()
+
+    lookup = c.wrap(lambda key: fetch(key))  # e.g. a lambda around an asyncio client call
+    pending = lookup("a")
+    assert count(registry, "lazy", "hit") == 0  # nothing is known until it is awaited
+    assert await pending == "A"
+    assert await lookup("nope") is None
+    assert (count(registry, "lazy", "hit"), count(registry, "lazy", "miss")) == (1, 1)
