@@ -59,8 +59,12 @@ def run(args: argparse.Namespace) -> int:
 
 def _serve(start: Any) -> int:
     stop = threading.Event()
+    try:
+        served = start()
+    except OSError as exc:
+        print(f"aiwatch gpu: cannot serve the GPU metrics: {exc}")
+        return 2
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    served = start()
     print(f"serving GPU metrics on http://{served.server.server_address[0]}:{served.port}/metrics", flush=True)
     try:
         stop.wait()

@@ -116,3 +116,16 @@ def test_serve_gpu_metrics_serves_gpus_and_the_error_counter_only() -> None:
         served.close()
     assert not served.collector.poller.running
     assert nvml.calls["nvmlShutdown"] == 1
+
+
+def test_serve_on_a_busy_port_is_a_clear_error(monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+
+    monkeypatch.setitem(sys.modules, "pynvml", FakeNVML.with_gpus(1))
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["gpu", "--serve", str(port)]) == 2
+    assert capsys.readouterr().out.startswith("aiwatch gpu: cannot serve the GPU metrics: [Errno")
