@@ -160,6 +160,9 @@ CONTRACT: tuple[MetricSpec, ...] = (
                "1 for each clock throttle reason active on the GPU.", (*GPU_LABELS, "reason"), collector=True),
     MetricSpec("aiwatch_gpu_xid_errors_total", "counter", "XID errors reported by the driver since polling began.",
                GPU_LABELS, collector=True),
+    MetricSpec("aiwatch_gpu_last_poll_timestamp_seconds", "gauge",
+               "Unix time of the NVML poller's latest poll (a stale value means the poller is stuck).", (),
+               "seconds", collector=True),
 )  # fmt: skip
 
 SPECS: dict[str, MetricSpec] = {spec.name: spec for spec in CONTRACT}

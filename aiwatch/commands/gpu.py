@@ -1,0 +1,76 @@
+"""``aiwatch gpu``: print the GPUs NVML sees, or serve their metrics (one poller per host)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import threading
+from dataclasses import asdict
+from typing import Any
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "gpu", help="print the NVIDIA GPUs with their current metrics, or serve them with --serve PORT",
+        description="Poll NVML once and print a table of the GPUs (or 'no NVIDIA GPU found: <reason>'; exit 0 "
+                    "either way). With --serve PORT, keep polling and serve the aiwatch_gpu_* metrics on "
+                    "http://ADDR:PORT/metrics: run it once per host as a sidecar.")
+    parser.add_argument("--json", action="store_true", help="print the snapshot as JSON")
+    parser.add_argument("--serve", type=int, metavar="PORT", help="serve /metrics on this port until stopped")
+    parser.add_argument("--addr", default="127.0.0.1", help="address to serve on (default 127.0.0.1)")
+    parser.add_argument("--interval", type=float, default=None,
+                        help="seconds between polls with --serve (default $AIWATCH_GPU_POLL_INTERVAL or 5)")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from aiwatch._optional import MissingExtraError
+
+    try:
+        from aiwatch.signals.gpu import GpuPoller, format_table, serve_gpu_metrics
+
+        if args.serve is not None:
+            return _serve(lambda: serve_gpu_metrics(args.serve, args.addr, interval=args.interval))
+        poller = GpuPoller(args.interval)
+    except MissingExtraError as exc:
+        print(f"no NVIDIA GPU found: {exc}")
+        return 0
+    except ValueError as exc:
+        print(f"aiwatch gpu: {exc}")
+        return 2
+    gpu_log = logging.getLogger("aiwatch.signals.gpu")
+    quiet = logging.NullHandler()  # the table says it all: no duplicate warning from the poller on stderr
+    gpu_log.addHandler(quiet)
+    gpu_log.propagate = False
+    try:
+        snap = poller.poll_once()
+        poller.stop()
+    finally:
+        gpu_log.removeHandler(quiet)
+        gpu_log.propagate = True
+    if args.json:
+        print(json.dumps(asdict(snap), indent=2, default=dict))
+    else:
+        print(format_table(snap))
+    return 0
+
+
+def _serve(start: Any) -> int:
+    stop = threading.Event()
+    try:
+        served = start()
+    except OSError as exc:
+        print(f"aiwatch gpu: cannot serve the GPU metrics: {exc}")
+        return 2
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    print(f"serving GPU metrics on http://{served.server.server_address[0]}:{served.port}/metrics", flush=True)
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        served.close()
+    return 0

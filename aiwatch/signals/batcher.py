@@ -1,0 +1,279 @@
+"""An instrumented async micro-batcher: many concurrent callers, one model call per batch.
+
+    import aiwatch
+
+    async def rank(batch: list[dict]) -> list[float]:      # or a plain function: it then runs in a thread
+        return model.predict(batch)
+
+    ranker = aiwatch.MicroBatcher(rank, max_batch_size=32, max_wait_seconds=0.005, model="ranker")
+
+    @app.post("/predict")
+    async def predict(body: dict) -> dict:
+        return {"score": await ranker.submit(body)}
+
+A batch is sent to the model when it is full (``max_batch_size``) or when its oldest item has waited
+``max_wait_seconds``, whichever comes first; one batch runs at a time (a GPU runs one anyway). Per batch it records:
+
+* ``aiwatch_queue_depth{queue}``: items submitted and not yet taken into a batch;
+* ``aiwatch_queue_wait_seconds{queue}``: per item, from ``submit`` to the start of its batch's model call;
+* ``aiwatch_batch_size{model}``: items per model call;
+
+and in each caller's own request (its context, after its result arrives) the ``queue`` phase (the same wait) and the
+``inference`` phase (its batch's model time), so the request's latency split shows both.
+
+Results and exceptions go to their own caller only: ``fn`` returns one result per item, in order. An exception
+raised by ``fn`` fails every caller of that batch (and no other batch). With ``return_exceptions=True`` an exception
+*instance* in the returned list is raised to that item's caller alone. A caller that is cancelled while waiting
+leaves the batch (or the model call it is in) undisturbed. :meth:`MicroBatcher.aclose` stops taking items, runs the
+batches already submitted, and waits for them.
+
+A batcher belongs to the event loop of its first ``submit``; call ``submit`` from coroutines on that loop (from a
+thread, use ``asyncio.run_coroutine_threadsafe``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import math
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import Executor
+from types import TracebackType
+from typing import Any, Generic, TypeVar, cast
+
+from prometheus_client import CollectorRegistry
+
+from aiwatch.metrics import Metrics, get_metrics
+from aiwatch.safety import record_error
+from aiwatch.timing import record_phase
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+_clock = time.perf_counter
+
+
+class BatchResultError(ValueError):
+    """The batch function broke its contract (not one result per item); raised to every caller of the batch."""
+
+
+class BatcherClosedError(RuntimeError):
+    """``submit`` after ``aclose``, or the batcher's worker stopped before the item ran."""
+
+
+class _Entry:
+    __slots__ = ("enqueued", "future", "item", "model_seconds", "started")
+
+    def __init__(self, item: Any, future: asyncio.Future[Any], enqueued: float) -> None:
+        self.item = item
+        self.future = future
+        self.enqueued = enqueued
+        self.started: float | None = None
+        self.model_seconds: float | None = None
+
+
+def _is_async(fn: Callable[..., Any]) -> bool:
+    call = type(fn).__call__ if not inspect.isroutine(fn) else None
+    return inspect.iscoroutinefunction(fn) or (call is not None and inspect.iscoroutinefunction(call))
+
+
+class MicroBatcher(Generic[T, R]):
+    """Collects concurrent ``submit(item)`` calls into batches for one model function; see the module docstring.
+
+    - ``fn``: ``async def fn(items: list[T]) -> Sequence[R]``, or a sync function (run in ``executor``, default
+      the loop's default thread pool) returning one result per item, in order.
+    - ``max_batch_size`` (>= 1) and ``max_wait_seconds`` (>= 0): when a batch is sent.
+    - ``model``: the ``model`` label of ``aiwatch_batch_size`` and of the callers' phases (default ``fn``'s name for
+      the batch size; the request's model for the phases).
+    - ``queue``: the ``queue`` label of the depth and wait metrics (default the model label).
+    - ``return_exceptions``: an exception instance in ``fn``'s result list is raised to that item's caller.
+    - ``record_phases``: record ``queue`` and ``inference`` as phases of each caller's request (default on).
+    - ``metrics`` / ``registry``: where the metrics go (default prometheus_client's global registry).
+    """
+
+    def __init__(self, fn: Callable[[list[T]], Awaitable[Sequence[R]]] | Callable[[list[T]], Sequence[R]], *,
+                 max_batch_size: int = 32, max_wait_seconds: float = 0.005, model: str | None = None,
+                 queue: str | None = None, return_exceptions: bool = False, record_phases: bool = True,
+                 executor: Executor | None = None, metrics: Metrics | None = None,
+                 registry: CollectorRegistry | None = None) -> None:
+        if not callable(fn):
+            raise TypeError(f"MicroBatcher needs a callable batch function, got {type(fn).__name__!r}")
+        if isinstance(max_batch_size, bool) or not isinstance(max_batch_size, int) or max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be an integer >= 1, got {max_batch_size!r}")
+        if not isinstance(max_wait_seconds, (int, float)) or not (0 <= max_wait_seconds < math.inf):
+            raise ValueError(f"max_wait_seconds must be a finite number >= 0, got {max_wait_seconds!r}")
+        self.fn = fn
+        self.max_batch_size = max_batch_size
+        self.max_wait_seconds = float(max_wait_seconds)
+        self.model = model
+        label = model or getattr(fn, "__name__", None) or type(fn).__name__
+        self.queue = queue or label
+        self.return_exceptions = return_exceptions
+        self.record_phases = record_phases
+        self.executor = executor
+        self.metrics = metrics if metrics is not None else get_metrics(registry)
+        m = self.metrics
+        self._depth = m.child(m.queue_depth, (self.queue,))
+        self._wait = m.child(m.queue_wait, (self.queue,))
+        self._batch_size = m.child(m.batch_size, (label,))
+        self._async = _is_async(fn)
+        self._pending: deque[_Entry] = deque()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wakeup: asyncio.Event | None = None
+        self._worker: asyncio.Task[None] | None = None
+        self._closing = False
+
+    @property
+    def pending(self) -> int:
+        """Items submitted and not yet taken into a batch."""
+        return len(self._pending)
+
+    async def submit(self, item: T) -> R:
+        """Add ``item`` to the next batch and return its result (or raise its exception)."""
+        if self._closing:
+            raise BatcherClosedError("MicroBatcher is closed: submit() after aclose()")
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            self._start(loop)
+        future: asyncio.Future[R] = loop.create_future()
+        entry = _Entry(item, future, _clock())
+        pending = self._pending
+        pending.append(entry)
+        try:
+            self._depth.inc()
+        except Exception as exc:
+            record_error("batcher", exc, self.metrics)
+        if len(pending) == 1 or len(pending) >= self.max_batch_size:
+            assert self._wakeup is not None
+            self._wakeup.set()
+        try:
+            return await future
+        finally:
+            if self.record_phases and entry.started is not None:
+                self._record_phases(entry)
+
+    def _record_phases(self, entry: _Entry) -> None:
+        try:
+            assert entry.started is not None
+            record_phase("queue", max(entry.started - entry.enqueued, 0.0), self.model)
+            if entry.model_seconds is not None:
+                record_phase("inference", entry.model_seconds, self.model)
+        except Exception as exc:
+            record_error("batcher", exc, self.metrics)
+
+    def _start(self, loop: asyncio.AbstractEventLoop) -> None:
+        old = self._loop
+        if old is not None and not old.is_closed() and self._worker is not None and not self._worker.done():
+            raise RuntimeError("this MicroBatcher runs on another event loop; create one batcher per loop")
+        self._loop = loop
+        self._wakeup = asyncio.Event()
+        self._worker = loop.create_task(self._work(), name=f"aiwatch-batcher-{self.queue}")
+
+    async def aclose(self) -> None:
+        """Stop taking items, run every batch already submitted, and wait for the worker (idempotent)."""
+        self._closing = True
+        if self._wakeup is not None:
+            self._wakeup.set()
+        worker = self._worker
+        if worker is not None and not worker.done():
+            if self._loop is asyncio.get_running_loop():
+                await worker
+            else:
+                worker.cancel()
+
+    async def __aenter__(self) -> MicroBatcher[T, R]:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.aclose()
+
+    # --- the worker ---------------------------------------------------------------------------------------
+    async def _work(self) -> None:
+        assert self._loop is not None and self._wakeup is not None
+        loop, wakeup, pending = self._loop, self._wakeup, self._pending
+        try:
+            while True:
+                if not pending:
+                    if self._closing:
+                        return
+                    wakeup.clear()
+                    await wakeup.wait()
+                    continue
+                if len(pending) < self.max_batch_size and not self._closing:
+                    remaining = pending[0].enqueued + self.max_wait_seconds - _clock()
+                    if remaining > 0:
+                        wakeup.clear()
+                        timer = loop.call_later(remaining, wakeup.set)
+                        try:
+                            await wakeup.wait()
+                        finally:
+                            timer.cancel()
+                        continue
+                batch = [pending.popleft() for _ in range(min(len(pending), self.max_batch_size))]
+                try:
+                    self._depth.dec(len(batch))
+                except Exception as exc:
+                    record_error("batcher", exc, self.metrics)
+                await self._run_batch(loop, [e for e in batch if not e.future.done()])
+        finally:
+            stopped = BatcherClosedError("the MicroBatcher's worker stopped before this item ran")
+            while pending:
+                entry = pending.popleft()
+                if not entry.future.done():
+                    entry.future.set_exception(stopped)
+
+    async def _run_batch(self, loop: asyncio.AbstractEventLoop, batch: list[_Entry]) -> None:
+        if not batch:
+            return  # every caller of this batch was cancelled while waiting
+        start = _clock()
+        try:
+            for entry in batch:
+                entry.started = start
+                self._wait.observe(start - entry.enqueued)
+            self._batch_size.observe(len(batch))
+        except Exception as exc:
+            record_error("batcher", exc, self.metrics)
+        items = [entry.item for entry in batch]
+        try:
+            if self._async:
+                results: Any = await cast(Callable[[list[T]], Awaitable[Sequence[R]]], self.fn)(items)
+            else:
+                results = await loop.run_in_executor(self.executor, self.fn, items)
+        except asyncio.CancelledError:
+            for entry in batch:
+                if not entry.future.done():
+                    entry.future.cancel()
+            raise
+        except Exception as exc:  # the model's exception: every caller of this batch gets it
+            self._resolve(batch, start, error=exc)
+            return
+        try:
+            count = len(results)
+        except TypeError:
+            count = -1
+        if count != len(batch) or isinstance(results, (str, bytes)):
+            what = f"{count} results" if count >= 0 else f"a {type(results).__name__}"
+            self._resolve(batch, start, error=BatchResultError(
+                f"MicroBatcher's batch function returned {what} for a batch of {len(batch)} items; it must return "
+                "one result per item, in order"))
+            return
+        self._resolve(batch, start, results=results)
+
+    def _resolve(self, batch: list[_Entry], start: float, results: Any = None,
+                 error: BaseException | None = None) -> None:
+        seconds = _clock() - start
+        for i, entry in enumerate(batch):
+            entry.model_seconds = seconds
+            if entry.future.done():
+                continue
+            if error is not None:
+                entry.future.set_exception(error)
+                continue
+            result = results[i]
+            if self.return_exceptions and isinstance(result, BaseException):
+                entry.future.set_exception(result)
+            else:
+                entry.future.set_result(result)

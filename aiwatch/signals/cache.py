@@ -1,0 +1,365 @@
+"""Feature-store cache hits: count every lookup as a hit, a miss or an error, and time it.
+
+Three ways to wrap a lookup, all recording ``aiwatch_feature_cache_requests_total{cache,result}`` and
+``aiwatch_feature_cache_lookup_duration_seconds{cache,result}`` and adding the lookup's time to the current
+request's ``features`` phase::
+
+    import aiwatch
+
+    users = aiwatch.FeatureCache("user_features")
+
+    @users.wrap                              # decorator (sync or async): a None result is a miss
+    def load(user_id): return store.get(user_id)
+
+    with users.lookup() as lk:               # context manager: say what happened
+        row = store.get(user_id)
+        lk.found(row)                        # hit if row is not None, else miss (or lk.hit() / lk.miss(n))
+
+    store = aiwatch.instrument_redis(redis.Redis(...), cache="user_features")   # wrapper objects
+    local = aiwatch.instrument_mapping(cachetools.LRUCache(10_000), cache="local_features")
+
+Results: ``hit`` / ``miss`` / ``error`` (the lookup raised). A batch lookup (``mget``) counts each key; its one
+duration observation is labelled ``error`` if it raised, ``miss`` if any key missed, else ``hit``. The app's own
+exceptions (a Redis connection error, a ``KeyError`` from a mapping) are counted and re-raised untouched; aiwatch's
+own recording failures are counted in ``aiwatch_instrumentation_errors_total{component="cache"}`` and swallowed.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import time
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from types import TracebackType
+from typing import Any, TypeVar, cast, overload
+
+from prometheus_client import CollectorRegistry
+
+from aiwatch.metrics import Metrics, get_metrics
+from aiwatch.safety import record_error
+from aiwatch.timing import phase as _phase
+from aiwatch.timing import record_phase
+
+HIT = "hit"
+MISS = "miss"
+ERROR = "error"
+
+F = TypeVar("F", bound=Callable[..., Any])
+_clock = time.perf_counter
+_MISSING = object()
+
+
+def _not_none(value: Any) -> bool:
+    return value is not None
+
+
+class FeatureCache:
+    """Records the lookups of one feature cache (the ``cache`` label).
+
+    - ``phase``: the request phase the lookup time goes to (default ``features``; ``None`` for none).
+    - ``model``: the ``model`` label of that phase (default: the request's model).
+    - ``metrics`` / ``registry``: where the metrics go (default prometheus_client's global registry).
+    """
+
+    def __init__(self, cache: str, *, phase: str | None = "features", model: str | None = None,
+                 metrics: Metrics | None = None, registry: CollectorRegistry | None = None) -> None:
+        if not isinstance(cache, str) or not cache:
+            raise ValueError(f"a feature cache needs a non-empty name, got {cache!r}")
+        if phase is not None:
+            _phase(phase)  # validates the name now rather than on every lookup
+        self.cache = cache
+        self.phase = phase
+        self.model = model
+        self.metrics = metrics if metrics is not None else get_metrics(registry)
+        m = self.metrics
+        self._counts = {r: m.child(m.feature_cache_requests, (cache, r)) for r in (HIT, MISS, ERROR)}
+        self._durations = {r: m.child(m.feature_cache_lookup_duration, (cache, r)) for r in (HIT, MISS, ERROR)}
+
+    def record(self, seconds: float, hits: int = 0, misses: int = 0, errors: int = 0) -> None:
+        """Record one lookup call that took ``seconds`` and found ``hits`` keys, missed ``misses`` and failed
+        ``errors`` (a single-key lookup passes a 1 in one of them). Never raises."""
+        try:
+            if hits:
+                self._counts[HIT].inc(hits)
+            if misses:
+                self._counts[MISS].inc(misses)
+            if errors:
+                self._counts[ERROR].inc(errors)
+            result = ERROR if errors else MISS if misses else HIT
+            self._durations[result].observe(seconds)
+        except Exception as exc:
+            record_error("cache", exc, self.metrics)
+        if self.phase is not None:
+            try:
+                record_phase(self.phase, seconds, self.model)
+            except Exception as exc:
+                record_error("cache", exc, self.metrics)
+
+    def lookup(self) -> Lookup:
+        """A context manager (``with`` / ``async with``) timing one lookup; see :class:`Lookup`."""
+        return Lookup(self)
+
+    @overload
+    def wrap(self, fn: F) -> F: ...
+
+    @overload
+    def wrap(self, fn: None = None, *, is_hit: Callable[[Any], bool] | None = None) -> Callable[[F], F]: ...
+
+    def wrap(self, fn: F | None = None, *, is_hit: Callable[[Any], bool] | None = None) -> F | Callable[[F], F]:
+        """Decorate a lookup function (sync or async): its return value is a hit when ``is_hit(value)`` (default:
+        not ``None``), an exception is an error (re-raised)."""
+        check = is_hit or _not_none
+
+        def decorate(func: F) -> F:
+            if inspect.iscoroutinefunction(func):
+                @functools.wraps(func)
+                async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                    start = _clock()
+                    try:
+                        value = await func(*args, **kwargs)
+                    except Exception:
+                        self.record(_clock() - start, errors=1)
+                        raise
+                    self._classified(start, value, check)
+                    return value
+
+                return cast(F, async_wrapper)
+
+            def classify(value: Any) -> tuple[int, int]:
+                return (1, 0) if check(value) else (0, 1)
+
+            @functools.wraps(func)
+            def wrapper(*args: Any, **kwargs: Any) -> Any:
+                # a sync function may still return an awaitable (a partial of a coroutine function): call() awaits it
+                return self.call(func, args, kwargs, classify=classify)
+
+            return cast(F, wrapper)
+
+        return decorate(fn) if fn is not None else decorate
+
+    def _classified(self, start: float, value: Any, check: Callable[[Any], bool]) -> None:
+        seconds = _clock() - start
+        try:
+            hit = bool(check(value))
+        except Exception as exc:  # the user's is_hit broke: count the lookup as a hit and the hook as an error
+            record_error("cache", exc, self.metrics)
+            hit = True
+        self.record(seconds, hits=int(hit), misses=int(not hit))
+
+    def call(self, fn: Callable[..., Any], args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None, *,
+             classify: Callable[[Any], tuple[int, int]] | None = None, keys: int = 1) -> Any:
+        """Call ``fn(*args, **kwargs)`` as a lookup of ``keys`` keys; ``classify(result) -> (hits, misses)``
+        (default: one key, a hit unless ``None``).
+
+        If ``fn`` returns an awaitable (an asyncio client), the returned awaitable records when it completes.
+        Exceptions count ``keys`` errors and are re-raised untouched."""
+        if classify is None:
+            classify = _one
+        if kwargs is None:
+            kwargs = {}
+        start = _clock()
+        try:
+            result = fn(*args, **kwargs)
+        except Exception:
+            self.record(_clock() - start, errors=keys)
+            raise
+        if inspect.isawaitable(result):
+            return self._await(result, start, classify, keys)
+        self._counted(start, result, classify, keys)
+        return result
+
+    async def _await(self, awaitable: Awaitable[Any], start: float, classify: Callable[[Any], tuple[int, int]],
+                     keys: int) -> Any:
+        try:
+            result = await awaitable
+        except Exception:
+            self.record(_clock() - start, errors=keys)
+            raise
+        self._counted(start, result, classify, keys)
+        return result
+
+    def _counted(self, start: float, result: Any, classify: Callable[[Any], tuple[int, int]], keys: int) -> None:
+        seconds = _clock() - start
+        try:
+            hits, misses = classify(result)
+        except Exception as exc:
+            record_error("cache", exc, self.metrics)
+            hits, misses = keys, 0
+        self.record(seconds, hits=hits, misses=misses)
+
+
+class Lookup:
+    """One timed lookup (from :meth:`FeatureCache.lookup`). Inside the block, say what happened with
+    :meth:`hit`, :meth:`miss` or :meth:`found`; an exception leaving the block is an ``error`` (and propagates);
+    a block that says nothing counts as one hit."""
+
+    __slots__ = ("_cache", "_start", "hits", "misses")
+
+    def __init__(self, cache: FeatureCache) -> None:
+        self._cache = cache
+        self._start = 0.0
+        self.hits = 0
+        self.misses = 0
+
+    def hit(self, n: int = 1) -> None:
+        self.hits += n
+
+    def miss(self, n: int = 1) -> None:
+        self.misses += n
+
+    def found(self, value: Any) -> Any:
+        """Count ``value`` as a hit unless it is ``None``; returns ``value``."""
+        if value is None:
+            self.misses += 1
+        else:
+            self.hits += 1
+        return value
+
+    def __enter__(self) -> Lookup:
+        self._start = _clock()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        seconds = _clock() - self._start
+        if exc is not None and isinstance(exc, Exception):
+            self._cache.record(seconds, errors=max(self.hits + self.misses, 1))
+        elif exc is None:
+            hits = self.hits if self.hits or self.misses else 1
+            self._cache.record(seconds, hits=hits, misses=self.misses)
+
+    async def __aenter__(self) -> Lookup:
+        return self.__enter__()
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+
+def _one(value: Any) -> tuple[int, int]:
+    return (0, 1) if value is None else (1, 0)
+
+
+def _nonempty(value: Any) -> tuple[int, int]:
+    return (1, 0) if value else (0, 1)
+
+
+def _each(values: Any) -> tuple[int, int]:
+    hits = sum(1 for v in values if v is not None)
+    return hits, len(values) - hits
+
+
+class InstrumentedRedis:
+    """A redis-py client (``redis.Redis`` or ``redis.asyncio.Redis``) whose ``get``, ``mget`` and ``hgetall`` are
+    recorded as feature-cache lookups; every other attribute is the client's own.
+
+    ``get``: ``None`` is a miss. ``mget``: each key is a hit or a miss. ``hgetall``: an empty dict is a miss.
+    Redis errors are counted as ``error`` and re-raised unchanged."""
+
+    def __init__(self, client: Any, cache: FeatureCache) -> None:
+        self.client = client
+        self.feature_cache = cache
+
+    def get(self, name: Any, *args: Any, **kwargs: Any) -> Any:
+        return self.feature_cache.call(self.client.get, (name, *args), kwargs, classify=_one)
+
+    def hgetall(self, name: Any, *args: Any, **kwargs: Any) -> Any:
+        return self.feature_cache.call(self.client.hgetall, (name, *args), kwargs, classify=_nonempty)
+
+    def mget(self, keys: Any, *args: Any, **kwargs: Any) -> Any:
+        if not isinstance(keys, (str, bytes, memoryview, int, float)):
+            keys = list(keys)  # an iterator is read once here, then handed to redis as a list
+            count = len(keys) + len(args)
+        else:
+            count = 1 + len(args)
+        return self.feature_cache.call(self.client.mget, (keys, *args), kwargs, classify=_each, keys=count)
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("client", "feature_cache"):
+            raise AttributeError(name)
+        return getattr(self.client, name)
+
+    def __repr__(self) -> str:
+        return f"InstrumentedRedis({self.client!r}, cache={self.feature_cache.cache!r})"
+
+
+class InstrumentedMapping(MutableMapping[Any, Any]):
+    """A dict, an LRU cache or any mapping whose lookups (``m[key]``, ``m.get(key)``) are recorded.
+
+    ``m[key]`` raising ``KeyError`` is a miss (the ``KeyError`` propagates as usual); ``m.get(key)`` of an absent
+    key is a miss. Any other exception is an error. Writes, ``in``, ``len`` and iteration are passed through
+    unrecorded; other attributes (``cache_info``, ``maxsize``...) are the mapping's own."""
+
+    def __init__(self, mapping: Any, cache: FeatureCache) -> None:
+        if not hasattr(mapping, "__getitem__"):
+            raise TypeError(f"instrument_mapping() needs a mapping, got {type(mapping).__name__!r}")
+        self.mapping = mapping
+        self.feature_cache = cache
+
+    def __getitem__(self, key: Any) -> Any:
+        start = _clock()
+        try:
+            value = self.mapping[key]
+        except KeyError:
+            self.feature_cache.record(_clock() - start, misses=1)
+            raise
+        except Exception:
+            self.feature_cache.record(_clock() - start, errors=1)
+            raise
+        self.feature_cache.record(_clock() - start, hits=1)
+        return value
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        start = _clock()
+        try:
+            getter = getattr(self.mapping, "get", None)
+            if getter is not None:
+                value = getter(key, _MISSING)
+            else:
+                try:
+                    value = self.mapping[key]
+                except KeyError:
+                    value = _MISSING
+        except Exception:
+            self.feature_cache.record(_clock() - start, errors=1)
+            raise
+        if value is _MISSING:
+            self.feature_cache.record(_clock() - start, misses=1)
+            return default
+        self.feature_cache.record(_clock() - start, hits=1)
+        return value
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self.mapping[key] = value
+
+    def __delitem__(self, key: Any) -> None:
+        del self.mapping[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.mapping
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.mapping)
+
+    def __len__(self) -> int:
+        return len(self.mapping)
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("mapping", "feature_cache"):
+            raise AttributeError(name)
+        return getattr(self.mapping, name)
+
+    def __repr__(self) -> str:
+        return f"InstrumentedMapping({self.mapping!r}, cache={self.feature_cache.cache!r})"
+
+
+def instrument_redis(client: Any, cache: str = "redis", **options: Any) -> InstrumentedRedis:
+    """Wrap a redis-py client (sync or asyncio); ``options`` go to :class:`FeatureCache`."""
+    if not callable(getattr(client, "get", None)) or not callable(getattr(client, "mget", None)):
+        raise TypeError(f"instrument_redis() needs a redis-py client, got {type(client).__name__!r}")
+    return InstrumentedRedis(client, FeatureCache(cache, **options))
+
+
+def instrument_mapping(mapping: Any, cache: str = "local", **options: Any) -> InstrumentedMapping:
+    """Wrap a dict / LRU cache / any mapping; ``options`` go to :class:`FeatureCache`."""
+    return InstrumentedMapping(mapping, FeatureCache(cache, **options))

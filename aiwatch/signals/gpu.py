@@ -1,0 +1,702 @@
+"""GPU metrics from NVML: a background poller and a Prometheus collector over its latest snapshot.
+
+    from aiwatch.signals.gpu import GpuCollector
+
+    collector = GpuCollector()          # registers on prometheus_client's global registry, polls every 5 s
+
+:class:`GpuPoller` initialises NVML once (through ``pynvml``, the ``nvidia-ml-py`` package) and reads every GPU on a
+daemon thread at a fixed interval into an immutable :class:`GpuSnapshot`. :class:`GpuCollector` builds the
+``aiwatch_gpu_*`` metric families of the contract from the latest snapshot at scrape time: a scrape never calls
+NVML, takes no lock and so never waits for a slow or hung NVML call.
+
+What it does when things go wrong (it never raises into the app):
+
+* no driver, no library, no GPU, or NVML failing as a whole: ``aiwatch_gpu_nvml_up 0`` and no per-GPU series;
+  NVML is initialised again on a later poll, so a driver that loads later is picked up;
+* a GPU that fell off the bus (``NVMLError_GpuIsLost``, a reset required, GPU not found): ``aiwatch_gpu_up 0`` for
+  that device (its XID counter stays), the other GPUs are still read;
+* a field the device does not support (``NOT_SUPPORTED``, no permission, a function the driver lacks): that series
+  is skipped for that device, and not asked for again;
+* anything else: the field is skipped for this poll and ``aiwatch_instrumentation_errors_total{component="gpu"}``
+  counts it.
+
+Each condition is logged once when it starts (logger ``aiwatch.signals.gpu``) and once when it clears.
+
+MIG: on a GPU in MIG mode every MIG device is reported as its own series, with labels ``mig_gi`` / ``mig_ci`` (its
+GPU- and compute-instance ids) and its own UUID; NVML reports memory per MIG device but not utilization, power,
+temperature or clocks (those stay on the parent GPU's series, where NVML has them).
+
+XID errors are counted from NVML events (``nvmlEventTypeXidCriticalError``) registered on every GPU that supports
+them; the poller drains the event set without waiting (timeout 0) on every poll.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+
+from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from aiwatch._optional import require
+from aiwatch.metrics import GPU_LABELS, SPECS, Metrics, get_metrics
+from aiwatch.safety import record_error
+
+logger = logging.getLogger("aiwatch.signals.gpu")
+
+DEFAULT_INTERVAL = 5.0
+"""Seconds between two NVML polls (``$AIWATCH_GPU_POLL_INTERVAL`` overrides it)."""
+
+MAX_EVENTS_PER_POLL = 1000
+"""Events drained from the NVML event set per poll at most (an XID storm cannot hold the poller forever)."""
+
+#: Clock throttle ("clocks event") reasons: NVML's bit and the ``reason`` label value.
+THROTTLE_REASONS: tuple[tuple[int, str], ...] = (
+    (0x0000000000000001, "gpu_idle"),
+    (0x0000000000000002, "applications_clocks_setting"),
+    (0x0000000000000004, "sw_power_cap"),
+    (0x0000000000000008, "hw_slowdown"),
+    (0x0000000000000010, "sync_boost"),
+    (0x0000000000000020, "sw_thermal_slowdown"),
+    (0x0000000000000040, "hw_thermal_slowdown"),
+    (0x0000000000000080, "hw_power_brake_slowdown"),
+    (0x0000000000000100, "display_clock_setting"),
+)
+
+_XID_EVENT = 0x0000000000000008  # nvmlEventTypeXidCriticalError
+_MIG_ENABLED = 1  # NVML_DEVICE_MIG_ENABLE
+_TEMPERATURE_GPU = 0  # NVML_TEMPERATURE_GPU
+_CLOCK_SM = 1  # NVML_CLOCK_SM
+_CLOCK_MEM = 2  # NVML_CLOCK_MEM
+
+# NVML return codes (stable across driver versions; pynvml maps each to an NVMLError_* class).
+_NOT_SUPPORTED_CODES = frozenset({3, 4, 13, 25, 26})  # not supported, no permission, function not found,
+#                                                        argument version mismatch, deprecated
+_TRANSIENT_CODES = frozenset({10, 21, 27})  # timeout, no data, not ready
+_LOST_CODES = frozenset({15, 16, 28})  # GPU is lost, reset required, GPU not found
+_NVML_DOWN_CODES = frozenset({1, 9, 12, 18})  # uninitialized, driver not loaded, library not found, RM mismatch
+_TIMEOUT = 10
+_NOT_FOUND_CODES = frozenset({2, 6})  # invalid argument, not found (an empty MIG slot)
+
+UTILIZATION = "aiwatch_gpu_utilization_ratio"
+MEMORY_UTILIZATION = "aiwatch_gpu_memory_utilization_ratio"
+MEMORY_USED = "aiwatch_gpu_memory_used_bytes"
+MEMORY_TOTAL = "aiwatch_gpu_memory_total_bytes"
+MEMORY_RESERVED = "aiwatch_gpu_memory_reserved_bytes"
+POWER = "aiwatch_gpu_power_watts"
+ENERGY = "aiwatch_gpu_energy_joules_total"
+TEMPERATURE = "aiwatch_gpu_temperature_celsius"
+SM_CLOCK = "aiwatch_gpu_sm_clock_hertz"
+MEMORY_CLOCK = "aiwatch_gpu_memory_clock_hertz"
+VALUE_METRICS: tuple[str, ...] = (UTILIZATION, MEMORY_UTILIZATION, MEMORY_USED, MEMORY_TOTAL, MEMORY_RESERVED,
+                                  POWER, ENERGY, TEMPERATURE, SM_CLOCK, MEMORY_CLOCK)
+"""The per-device value series, in exposition order."""
+
+
+@dataclass(frozen=True)
+class GpuReading:
+    """One device (a whole GPU or a MIG device) as read by one poll."""
+
+    gpu: str
+    uuid: str
+    name: str
+    mig_gi: str = ""
+    mig_ci: str = ""
+    up: bool = True
+    #: contract metric name -> value in base units, only for the fields the device reported
+    values: Mapping[str, float] = field(default_factory=dict)
+    #: reason label -> active; empty when the device does not report throttle reasons
+    throttle: Mapping[str, bool] = field(default_factory=dict)
+    #: XID errors seen since polling began; ``None`` when the device delivers no XID events
+    xid_errors: int | None = None
+
+    @property
+    def labels(self) -> tuple[str, str, str, str, str]:
+        return (self.gpu, self.uuid, self.name, self.mig_gi, self.mig_ci)
+
+
+@dataclass(frozen=True)
+class GpuSnapshot:
+    """Everything one poll saw. ``reason`` says why NVML is down (``nvml_up`` false)."""
+
+    nvml_up: bool
+    reason: str = ""
+    devices: tuple[GpuReading, ...] = ()
+    driver: str = ""
+    timestamp: float = 0.0
+
+
+class _DeviceLost(Exception):
+    pass
+
+
+class _NvmlDown(Exception):
+    pass
+
+
+@dataclass
+class _Device:
+    index: int
+    handle: Any
+    uuid: str = ""
+    name: str = ""
+    unsupported: set[str] = field(default_factory=set)
+    xid: int | None = None
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _interval(value: float | None) -> float:
+    if value is None:
+        env = os.environ.get("AIWATCH_GPU_POLL_INTERVAL")
+        if not env:
+            return DEFAULT_INTERVAL
+        try:
+            value = float(env)
+        except ValueError:
+            raise ValueError(f"AIWATCH_GPU_POLL_INTERVAL must be a number of seconds, got {env!r}") from None
+    if not (value > 0 and value != float("inf")):
+        raise ValueError(f"the GPU poll interval must be a positive number of seconds, got {value!r}")
+    return float(value)
+
+
+class GpuPoller:
+    """Reads every GPU through NVML on a background daemon thread; :attr:`snapshot` is the latest result.
+
+    - ``interval``: seconds between polls (argument > ``$AIWATCH_GPU_POLL_INTERVAL`` > 5 s).
+    - ``nvml``: the NVML bindings module (default: ``import pynvml``, from the ``gpu`` extra).
+    - ``metrics`` / ``registry``: where ``aiwatch_instrumentation_errors_total`` counts unexpected failures.
+
+    :meth:`poll_once` polls synchronously (the CLI and tests use it); :meth:`start` / :meth:`stop` run the thread.
+    No method raises because of NVML.
+    """
+
+    def __init__(self, interval: float | None = None, *, nvml: ModuleType | None = None,
+                 metrics: Metrics | None = None, registry: CollectorRegistry | None = None) -> None:
+        self.interval = _interval(interval)
+        self.nvml: Any = nvml if nvml is not None else require("pynvml", "gpu")
+        self.metrics = metrics if metrics is not None else get_metrics(registry)
+        self._error_class: type[BaseException] = getattr(self.nvml, "NVMLError", Exception)
+        self._snapshot: GpuSnapshot | None = None
+        self._poll_lock = threading.Lock()
+        self._thread_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._initialised = False
+        self._driver = ""
+        self._devices: list[_Device] = []
+        self._mig_unsupported: dict[tuple[int, str, str], set[str]] = {}
+        self._event_set: Any = None
+        self._reported: set[tuple[str, ...]] = set()
+        self._failing: set[tuple[str, ...]] = set()
+
+    # --- public -------------------------------------------------------------------------------------------
+    @property
+    def snapshot(self) -> GpuSnapshot | None:
+        """The latest poll's result (``None`` before the first poll). Reading it never blocks."""
+        return self._snapshot
+
+    def poll_once(self) -> GpuSnapshot:
+        """Poll NVML now and return (and keep) the new snapshot. Never raises."""
+        with self._poll_lock:
+            self._failing = set()
+            try:
+                snap = self._poll()
+            except Exception as exc:  # a bug in the poll itself: count it and report NVML down
+                self._report(("poll",), exc, "GPU poll failed", count=True)
+                snap = GpuSnapshot(False, f"GPU poll failed: {exc!r}", timestamp=time.time())
+            for key in self._reported - self._failing:
+                logger.info("aiwatch: GPU condition cleared: %s", " ".join(key))
+            self._reported = set(self._failing)
+            self._snapshot = snap
+            return snap
+
+    def start(self) -> GpuPoller:
+        """Start the polling thread (idempotent); the first poll runs at once."""
+        with self._thread_lock:
+            if self._thread is not None and self._thread.is_alive():
+                return self
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name="aiwatch-gpu-poller", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self, timeout: float | None = 10.0) -> None:
+        """Stop the thread and shut NVML down (idempotent; never raises)."""
+        with self._thread_lock:
+            thread, self._thread = self._thread, None
+            self._stop.set()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+        # a poll stuck in a hung NVML call keeps the lock: then leave NVML to the process exit rather than hang here
+        if self._poll_lock.acquire(timeout=-1 if timeout is None else timeout):
+            try:
+                self._shutdown()
+            finally:
+                self._poll_lock.release()
+        else:
+            logger.warning("aiwatch: the GPU poller is stuck in an NVML call; NVML was not shut down")
+
+    @property
+    def running(self) -> bool:
+        thread = self._thread
+        return thread is not None and thread.is_alive()
+
+    # --- the poll -----------------------------------------------------------------------------------------
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.poll_once()
+            self._stop.wait(self.interval)
+
+    def _poll(self) -> GpuSnapshot:
+        if not self._initialised:
+            try:
+                self._init()
+            except Exception as exc:
+                self._shutdown()
+                return self._down(exc.__cause__ if isinstance(exc, _NvmlDown) and exc.__cause__ else exc)
+        try:
+            if not self._devices:
+                return self._down(None, "NVML found no GPU")
+            self._drain_events()
+            readings: list[GpuReading] = []
+            for dev in self._devices:
+                readings.extend(self._read_device(dev))
+        except _NvmlDown as exc:
+            self._shutdown()
+            return self._down(exc.__cause__ or exc)
+        return GpuSnapshot(True, devices=tuple(readings), driver=self._driver, timestamp=time.time())
+
+    def _down(self, exc: BaseException | None, reason: str = "") -> GpuSnapshot:
+        if not reason:
+            reason = self._describe(exc)
+        bug = exc is not None and self._code(exc) is None  # not an NVML error: count it as aiwatch's failure
+        self._report(("nvml",), exc if bug else None, f"no NVIDIA GPU found: {reason}", count=bug)
+        return GpuSnapshot(False, reason, timestamp=time.time())
+
+    def _describe(self, exc: BaseException | None) -> str:
+        if exc is None:
+            return "unknown"
+        if isinstance(exc, self._error_class):
+            return f"{type(exc).__name__}: {exc}"
+        return repr(exc)
+
+    def _code(self, exc: BaseException) -> int | None:
+        if isinstance(exc, self._error_class):
+            value = getattr(exc, "value", None)
+            return value if isinstance(value, int) else None
+        return None
+
+    def _init(self) -> None:
+        nvml = self.nvml
+        nvml.nvmlInit()
+        self._initialised = True
+        try:
+            self._driver = _text(nvml.nvmlSystemGetDriverVersion())
+        except Exception:
+            self._driver = ""
+        devices: list[_Device] = []
+        for index in range(int(nvml.nvmlDeviceGetCount())):
+            dev = _Device(index, None)
+            self._open(dev)
+            devices.append(dev)
+        self._devices = devices
+        self._mig_unsupported = {}
+
+    def _open(self, dev: _Device) -> None:
+        """Get a device's handle, identity and XID event registration; a lost device keeps ``handle=None``."""
+        nvml = self.nvml
+        try:
+            dev.handle = nvml.nvmlDeviceGetHandleByIndex(dev.index)
+            dev.uuid = _text(nvml.nvmlDeviceGetUUID(dev.handle))
+            dev.name = _text(nvml.nvmlDeviceGetName(dev.handle))
+        except Exception as exc:
+            code = self._code(exc)
+            if code in _NVML_DOWN_CODES:
+                raise _NvmlDown from exc
+            dev.handle = None
+            self._report(("lost", str(dev.index)), exc, f"GPU {dev.index} cannot be opened",
+                         count=code not in _LOST_CODES)
+            return
+        self._register_events(dev)
+
+    def _register_events(self, dev: _Device) -> None:
+        nvml = self.nvml
+        try:
+            if self._event_set is None:
+                self._event_set = nvml.nvmlEventSetCreate()
+            supported = int(nvml.nvmlDeviceGetSupportedEventTypes(dev.handle))
+            if supported & _XID_EVENT:
+                nvml.nvmlDeviceRegisterEvents(dev.handle, _XID_EVENT, self._event_set)
+                if dev.xid is None:
+                    dev.xid = 0
+        except Exception as exc:
+            if self._code(exc) not in _NOT_SUPPORTED_CODES:
+                self._report(("events", str(dev.index)), exc, f"XID events of GPU {dev.index} unavailable",
+                             count=False)
+
+    def _drain_events(self) -> None:
+        if self._event_set is None:
+            return
+        nvml = self.nvml
+        for _ in range(MAX_EVENTS_PER_POLL):
+            try:
+                data = nvml.nvmlEventSetWait(self._event_set, 0)
+            except Exception as exc:
+                code = self._code(exc)
+                if code == _TIMEOUT:
+                    return
+                if code in _NVML_DOWN_CODES:
+                    raise _NvmlDown from exc
+                self._report(("events",), exc, "reading NVML events failed", count=code is None)
+                return
+            if int(data.eventType) & _XID_EVENT:
+                dev = self._event_device(data.device)
+                if dev is not None and dev.xid is not None:
+                    dev.xid += 1
+
+    def _event_device(self, handle: Any) -> _Device | None:
+        try:
+            index = int(self.nvml.nvmlDeviceGetIndex(handle))
+        except Exception:
+            index = -1
+        for dev in self._devices:
+            if dev.index == index or dev.handle is handle:
+                return dev
+        return self._devices[0] if len(self._devices) == 1 else None
+
+    def _read_device(self, dev: _Device) -> list[GpuReading]:
+        key = ("lost", str(dev.index))
+        if dev.handle is None:
+            self._open(dev)
+            if dev.handle is None:
+                return [GpuReading(str(dev.index), dev.uuid, dev.name, up=False, xid_errors=dev.xid)]
+        try:
+            values, throttle = self._read_fields(dev.handle, dev.unsupported, str(dev.index))
+            readings = [GpuReading(str(dev.index), dev.uuid, dev.name, values=values, throttle=throttle,
+                                   xid_errors=dev.xid)]
+            readings.extend(self._read_migs(dev))
+            return readings
+        except _DeviceLost as lost:
+            self._report(key, lost.__cause__, f"GPU {dev.index} ({dev.uuid}) is lost", count=False)
+            return [GpuReading(str(dev.index), dev.uuid, dev.name, up=False, xid_errors=dev.xid)]
+
+    def _field(self, unsupported: set[str], where: str, name: str, fn: Callable[[], Any]) -> Any:
+        """Call one NVML getter; ``None`` when the field is unavailable now or for good."""
+        if name in unsupported:
+            return None
+        try:
+            return fn()
+        except Exception as exc:
+            code = self._code(exc)
+            if code in _NOT_SUPPORTED_CODES:
+                unsupported.add(name)
+                return None
+            if code in _TRANSIENT_CODES:
+                return None
+            if code in _LOST_CODES:
+                raise _DeviceLost from exc
+            if code in _NVML_DOWN_CODES:
+                raise _NvmlDown from exc
+            self._report(("field", where, name), exc, f"reading {name} of GPU {where} failed", count=True)
+            return None
+
+    def _read_fields(self, handle: Any, unsupported: set[str],
+                     where: str) -> tuple[dict[str, float], dict[str, bool]]:
+        nvml = self.nvml
+        f = self._field
+        values: dict[str, float] = {}
+        util = f(unsupported, where, "utilization", lambda: nvml.nvmlDeviceGetUtilizationRates(handle))
+        if util is not None:
+            values[UTILIZATION] = float(util.gpu) / 100.0
+            values[MEMORY_UTILIZATION] = float(util.memory) / 100.0
+        mem = f(unsupported, where, "memory_v2",
+                lambda: nvml.nvmlDeviceGetMemoryInfo(handle, version=nvml.nvmlMemory_v2))
+        if mem is None:
+            mem = f(unsupported, where, "memory", lambda: nvml.nvmlDeviceGetMemoryInfo(handle))
+        if mem is not None:
+            values[MEMORY_USED] = float(mem.used)
+            values[MEMORY_TOTAL] = float(mem.total)
+            reserved = getattr(mem, "reserved", None)
+            if reserved is not None:
+                values[MEMORY_RESERVED] = float(reserved)
+        power = f(unsupported, where, "power", lambda: nvml.nvmlDeviceGetPowerUsage(handle))
+        if power is not None:
+            values[POWER] = float(power) / 1000.0  # milliwatts
+        energy = f(unsupported, where, "energy", lambda: nvml.nvmlDeviceGetTotalEnergyConsumption(handle))
+        if energy is not None:
+            values[ENERGY] = float(energy) / 1000.0  # millijoules
+        temp = self._first(unsupported, where, (
+            ("temperature_v", getattr(nvml, "nvmlDeviceGetTemperatureV", None), (handle, _TEMPERATURE_GPU)),
+            ("temperature", getattr(nvml, "nvmlDeviceGetTemperature", None), (handle, _TEMPERATURE_GPU))))
+        if temp is not None:
+            values[TEMPERATURE] = float(temp)
+        sm = f(unsupported, where, "sm_clock", lambda: nvml.nvmlDeviceGetClockInfo(handle, _CLOCK_SM))
+        if sm is not None:
+            values[SM_CLOCK] = float(sm) * 1e6  # MHz
+        memclk = f(unsupported, where, "memory_clock", lambda: nvml.nvmlDeviceGetClockInfo(handle, _CLOCK_MEM))
+        if memclk is not None:
+            values[MEMORY_CLOCK] = float(memclk) * 1e6
+        throttle: dict[str, bool] = {}
+        mask = self._first(unsupported, where, (  # "clocks event reasons" since driver 535, "throttle" before
+            ("throttle", getattr(nvml, "nvmlDeviceGetCurrentClocksEventReasons", None), (handle,)),
+            ("throttle_legacy", getattr(nvml, "nvmlDeviceGetCurrentClocksThrottleReasons", None), (handle,))))
+        if mask is not None:
+            throttle = {label: bool(int(mask) & bit) for bit, label in THROTTLE_REASONS}
+        return values, throttle
+
+    def _first(self, unsupported: set[str], where: str,
+               candidates: Iterable[tuple[str, Callable[..., Any] | None, tuple[Any, ...]]]) -> Any:
+        """The first of several NVML getters for one field that the bindings have and the device supports."""
+        for name, fn, args in candidates:
+            if fn is None or name in unsupported:
+                continue
+            value = self._field(unsupported, where, name, lambda fn=fn, args=args: fn(*args))  # type: ignore[misc]
+            if value is not None or name not in unsupported:
+                return value
+        return None
+
+    def _read_migs(self, dev: _Device) -> list[GpuReading]:
+        nvml = self.nvml
+        where = str(dev.index)
+        mode = self._field(dev.unsupported, where, "mig_mode", lambda: nvml.nvmlDeviceGetMigMode(dev.handle))
+        if mode is None or int(mode[0]) != _MIG_ENABLED:
+            return []
+        count = self._field(dev.unsupported, where, "mig_count",
+                            lambda: nvml.nvmlDeviceGetMaxMigDeviceCount(dev.handle)) or 0
+        readings: list[GpuReading] = []
+        for slot in range(int(count)):
+            try:
+                mig = nvml.nvmlDeviceGetMigDeviceHandleByIndex(dev.handle, slot)
+            except Exception as exc:
+                code = self._code(exc)
+                if code in _NOT_FOUND_CODES or code in _NOT_SUPPORTED_CODES:
+                    continue  # an empty MIG slot
+                if code in _LOST_CODES:
+                    raise _DeviceLost from exc
+                if code in _NVML_DOWN_CODES:
+                    raise _NvmlDown from exc
+                self._report(("mig", where, str(slot)), exc, f"MIG slot {slot} of GPU {where}", count=code is None)
+                continue
+            try:
+                gi = str(int(nvml.nvmlDeviceGetGpuInstanceId(mig)))
+                ci = str(int(nvml.nvmlDeviceGetComputeInstanceId(mig)))
+                uuid = _text(nvml.nvmlDeviceGetUUID(mig))
+                name = _text(nvml.nvmlDeviceGetName(mig))
+            except Exception as exc:
+                code = self._code(exc)
+                if code in _LOST_CODES:
+                    raise _DeviceLost from exc
+                if code in _NVML_DOWN_CODES:
+                    raise _NvmlDown from exc
+                if code not in _NOT_FOUND_CODES:  # the instance went away between two calls otherwise
+                    self._report(("mig", where, str(slot)), exc, f"MIG slot {slot} of GPU {where}",
+                                 count=code is None)
+                continue
+            unsupported = self._mig_unsupported.setdefault((dev.index, gi, ci), set())
+            values, throttle = self._read_fields(mig, unsupported, f"{where}/mig{gi}.{ci}")
+            readings.append(GpuReading(where, uuid, name, gi, ci, values=values, throttle=throttle))
+        return readings
+
+    def _shutdown(self) -> None:
+        nvml = self.nvml
+        if self._event_set is not None:
+            with contextlib.suppress(Exception):
+                nvml.nvmlEventSetFree(self._event_set)
+            self._event_set = None
+        if self._initialised:
+            with contextlib.suppress(Exception):
+                nvml.nvmlShutdown()
+        self._initialised = False
+        self._devices = []
+
+    def _report(self, key: tuple[str, ...], exc: BaseException | None, message: str, *, count: bool) -> None:
+        """Log a condition once when it starts; ``count`` also counts it as an aiwatch failure."""
+        self._failing.add(key)
+        if key in self._reported:
+            return
+        self._reported.add(key)
+        if count and exc is not None:
+            record_error("gpu", exc, self.metrics)
+        with contextlib.suppress(Exception):
+            logger.warning("aiwatch: %s%s", message, f" ({self._describe(exc)})" if exc is not None else "")
+
+
+def _family(name: str, labels: Iterable[str] = GPU_LABELS) -> Metric:
+    spec = SPECS[name]
+    if spec.kind == "counter":
+        return CounterMetricFamily(name, spec.help, labels=list(labels))
+    return GaugeMetricFamily(name, spec.help, labels=list(labels))
+
+
+def snapshot_families(snap: GpuSnapshot) -> list[Metric]:
+    """The contract's GPU metric families for one snapshot; families without a sample are left out."""
+    nvml_up = GaugeMetricFamily("aiwatch_gpu_nvml_up", SPECS["aiwatch_gpu_nvml_up"].help,
+                                value=1.0 if snap.nvml_up else 0.0)
+    families: list[Metric] = [nvml_up]
+    if snap.timestamp:
+        families.append(GaugeMetricFamily("aiwatch_gpu_last_poll_timestamp_seconds",
+                                          SPECS["aiwatch_gpu_last_poll_timestamp_seconds"].help,
+                                          value=snap.timestamp))
+    up = _family("aiwatch_gpu_up")
+    for dev in snap.devices:
+        up.add_metric(dev.labels, 1.0 if dev.up else 0.0)  # type: ignore[attr-defined]
+    families.append(up)
+    for name in VALUE_METRICS:
+        fam = _family(name)
+        for dev in snap.devices:
+            value = dev.values.get(name)
+            if value is not None:
+                fam.add_metric(dev.labels, value)  # type: ignore[attr-defined]
+        families.append(fam)
+    throttle = _family("aiwatch_gpu_throttle_reason", (*GPU_LABELS, "reason"))
+    for dev in snap.devices:
+        for reason, active in dev.throttle.items():
+            throttle.add_metric((*dev.labels, reason), 1.0 if active else 0.0)  # type: ignore[attr-defined]
+    families.append(throttle)
+    xid = _family("aiwatch_gpu_xid_errors_total")
+    for dev in snap.devices:
+        if dev.xid_errors is not None:
+            xid.add_metric(dev.labels, float(dev.xid_errors))  # type: ignore[attr-defined]
+    families.append(xid)
+    return [fam for fam in families if fam.samples]
+
+
+class GpuCollector(Collector):
+    """A prometheus_client collector exporting the ``aiwatch_gpu_*`` metrics of the contract.
+
+    ``GpuCollector()`` creates a :class:`GpuPoller` (``interval``, ``nvml``), starts its thread (``start=True``)
+    and registers on ``registry`` (default prometheus_client's global one; ``None`` registers nowhere). Pass an
+    existing ``poller`` to share one. Before the first poll it exports nothing.
+    """
+
+    def __init__(self, poller: GpuPoller | None = None, *, interval: float | None = None,
+                 nvml: ModuleType | None = None, registry: CollectorRegistry | None = REGISTRY,
+                 metrics: Metrics | None = None, start: bool = True) -> None:
+        if metrics is None:
+            metrics = get_metrics(registry)
+        self.poller = poller if poller is not None else GpuPoller(interval, nvml=nvml, metrics=metrics)
+        self.metrics = metrics
+        self._cached: tuple[GpuSnapshot, list[Metric]] | None = None
+        self._registry = registry
+        if registry is not None:
+            registry.register(self)
+        if start:
+            self.poller.start()
+
+    def describe(self) -> Iterable[Metric]:
+        names = ["aiwatch_gpu_up", *VALUE_METRICS, "aiwatch_gpu_xid_errors_total"]
+        yield GaugeMetricFamily("aiwatch_gpu_nvml_up", SPECS["aiwatch_gpu_nvml_up"].help)
+        yield GaugeMetricFamily("aiwatch_gpu_last_poll_timestamp_seconds",
+                                SPECS["aiwatch_gpu_last_poll_timestamp_seconds"].help)
+        yield _family("aiwatch_gpu_throttle_reason", (*GPU_LABELS, "reason"))
+        for name in names:
+            yield _family(name)
+
+    def collect(self) -> Iterator[Metric]:
+        snap = self.poller.snapshot
+        if snap is None:
+            return iter(())
+        cached = self._cached
+        if cached is not None and cached[0] is snap:
+            return iter(cached[1])  # snapshots are immutable: build a snapshot's families once
+        try:
+            families = snapshot_families(snap)
+        except Exception as exc:
+            record_error("gpu", exc, self.metrics)
+            return iter(())
+        self._cached = (snap, families)
+        return iter(families)
+
+    def close(self) -> None:
+        """Stop the poller and unregister from the registry (idempotent)."""
+        self.poller.stop()
+        registry, self._registry = self._registry, None
+        if registry is not None:
+            with contextlib.suppress(KeyError):
+                registry.unregister(self)
+
+
+class _Subset(Collector):
+    def __init__(self, source: CollectorRegistry, names: set[str]) -> None:
+        self.source = source
+        self.names = names
+
+    def collect(self) -> Iterable[Metric]:
+        return [fam for fam in self.source.collect() if fam.name in self.names]
+
+
+class GpuMetricsServer:
+    """What :func:`serve_gpu_metrics` started: the collector (with its poller) and the HTTP server."""
+
+    def __init__(self, collector: GpuCollector, server: Any, thread: threading.Thread) -> None:
+        self.collector = collector
+        self.server = server
+        self.thread = thread
+
+    @property
+    def port(self) -> int:
+        return int(self.server.server_port)
+
+    def close(self) -> None:
+        """Stop serving and polling (idempotent)."""
+        self.collector.close()
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(5)
+
+
+def serve_gpu_metrics(port: int, addr: str = "127.0.0.1", *, interval: float | None = None,
+                      nvml: ModuleType | None = None) -> GpuMetricsServer:
+    """Poll the GPUs and serve only the ``aiwatch_gpu_*`` metrics on ``http://addr:port/metrics`` from daemon
+    threads (``port=0`` picks a free port: see ``.port``). This is the one-poller-per-host setup: call it once per
+    machine, e.g. in gunicorn's master (``when_ready``) or through ``aiwatch gpu --serve PORT`` as a sidecar, and
+    add the port as a second scrape target."""
+    import prometheus_client
+
+    registry = CollectorRegistry()
+    metrics = Metrics(CollectorRegistry())  # private: of the direct metrics only the error counter is served
+    registry.register(_Subset(metrics.registry, {"aiwatch_instrumentation_errors"}))
+    collector = GpuCollector(interval=interval, nvml=nvml, registry=registry, metrics=metrics, start=False)
+    server, thread = prometheus_client.start_http_server(port, addr=addr, registry=registry)
+    collector.poller.start()
+    return GpuMetricsServer(collector, server, thread)
+
+
+def format_table(snap: GpuSnapshot) -> str:
+    """A human-readable table of a snapshot (what ``aiwatch gpu`` prints)."""
+    if not snap.nvml_up:
+        return f"no NVIDIA GPU found: {snap.reason}"
+    head = ("gpu", "mig", "name", "up", "util", "mem used/total GiB", "power W", "temp C", "sm MHz", "throttle",
+            "xid")
+    rows: list[tuple[str, ...]] = [head]
+    gib = 1024.0 ** 3
+
+    def num(dev: GpuReading, name: str, scale: float = 1.0, fmt: str = "{:.0f}") -> str:
+        value = dev.values.get(name)
+        return "-" if value is None else fmt.format(value / scale)
+
+    for dev in snap.devices:
+        mig = f"{dev.mig_gi}.{dev.mig_ci}" if dev.mig_gi else ""
+        util = dev.values.get(UTILIZATION)
+        used, total = dev.values.get(MEMORY_USED), dev.values.get(MEMORY_TOTAL)
+        mem = "-" if used is None or total is None else f"{used / gib:.1f}/{total / gib:.1f}"
+        active = ",".join(r for r, on in dev.throttle.items() if on) or ("none" if dev.throttle else "-")
+        rows.append((dev.gpu, mig, dev.name, "yes" if dev.up else "LOST",
+                     "-" if util is None else f"{util:.0%}", mem, num(dev, POWER, fmt="{:.1f}"),
+                     num(dev, TEMPERATURE), num(dev, SM_CLOCK, 1e6), active,
+                     "-" if dev.xid_errors is None else str(dev.xid_errors)))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    lines = [f"NVIDIA driver {snap.driver or 'unknown'}, {sum(1 for d in snap.devices if not d.mig_gi)} GPU(s)"]
+    lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    return "\n".join(lines)

@@ -1,0 +1,152 @@
+"""Queue depth and wait time for the queues in front of a model, without subclassing.
+
+    import asyncio, aiwatch
+
+    requests = aiwatch.instrument_queue(asyncio.Queue(), "ranker")
+    await requests.put(item)          # aiwatch_queue_depth{queue="ranker"} goes up
+    item = await requests.get()       # ... down, and aiwatch_queue_wait_seconds observes enqueue -> dequeue
+
+:func:`instrument_queue` works on ``queue.Queue``, ``queue.LifoQueue``, ``queue.PriorityQueue``, their asyncio
+counterparts and subclasses of them (not on ``queue.SimpleQueue`` or ``multiprocessing`` queues). It replaces the
+*instance's* ``_put`` and ``_get``, the two hooks every public method (``put``, ``put_nowait``, ``get``,
+``get_nowait``) goes through exactly once; for ``queue.Queue`` they run under the queue's own lock, so the depth and
+the wait are exact under any number of threads, and asyncio queues are single-threaded by design.
+
+Each item is stored with its enqueue time in a small wrapper that ``get`` removes again: consumers receive exactly
+the object that was put. (Code that reads the queue's internal container, ``q.queue`` / ``q._queue``, sees the
+wrappers; a wrapper compares like its item, so priority queues keep their order.) Items already in the queue when
+it is instrumented count in the depth but have no wait time. Recording failures are counted in
+``aiwatch_instrumentation_errors_total{component="queue"}`` and never reach the producer or consumer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue as _queue_mod
+import threading
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any, TypeVar
+
+from prometheus_client import CollectorRegistry
+
+from aiwatch.metrics import Metrics, get_metrics
+from aiwatch.safety import record_error
+
+Q = TypeVar("Q")
+
+_clock = time.perf_counter
+_MARK = "_aiwatch_queue"
+
+
+class _Stamped:
+    """An item and the time it was put. Compares like the item (priority queues order by it)."""
+
+    __slots__ = ("item", "t")
+
+    def __init__(self, item: Any, t: float) -> None:
+        self.item = item
+        self.t = t
+
+    def __lt__(self, other: Any) -> bool:
+        return bool(self.item < (other.item if isinstance(other, _Stamped) else other))
+
+    def __repr__(self) -> str:
+        return f"_Stamped({self.item!r})"
+
+
+class _QueueInstrumentation:
+    __slots__ = ("depth", "metrics", "name", "orig_get", "orig_put", "wait")
+
+    def __init__(self, name: str, metrics: Metrics, orig_put: Callable[[Any], None],
+                 orig_get: Callable[[], Any]) -> None:
+        self.name = name
+        self.metrics = metrics
+        self.depth = metrics.child(metrics.queue_depth, (name,))
+        self.wait = metrics.child(metrics.queue_wait, (name,))
+        self.orig_put = orig_put
+        self.orig_get = orig_get
+
+    def put(self, item: Any) -> None:
+        self.orig_put(_Stamped(item, _clock()))
+        try:
+            self.depth.inc()
+        except Exception as exc:
+            record_error("queue", exc, self.metrics)
+
+    def get(self) -> Any:
+        item = self.orig_get()
+        try:
+            if type(item) is _Stamped:
+                waited = _clock() - item.t
+                item = item.item
+                self.wait.observe(waited)
+            self.depth.dec()
+        except Exception as exc:
+            record_error("queue", exc, self.metrics)
+            if type(item) is _Stamped:
+                item = item.item
+        return item
+
+
+def _lock_of(q: Any) -> AbstractContextManager[Any]:
+    mutex = getattr(q, "mutex", None)
+    return mutex if isinstance(mutex, type(threading.Lock())) else nullcontext()
+
+
+def _container(q: Any) -> Any:
+    if isinstance(q, _queue_mod.Queue):
+        return q.queue
+    if isinstance(q, asyncio.Queue):
+        return q._queue  # type: ignore[attr-defined]
+    return None
+
+
+def instrument_queue(q: Q, name: str, *, metrics: Metrics | None = None,
+                     registry: CollectorRegistry | None = None) -> Q:
+    """Keep ``aiwatch_queue_depth{queue=name}`` and ``aiwatch_queue_wait_seconds{queue=name}`` for ``q``.
+
+    ``q`` is a ``queue.Queue`` or an ``asyncio.Queue`` (or a subclass); it is returned, instrumented in place.
+    Instrumenting the same queue again under the same name does nothing; under another name it is an error.
+    Several queues may share a name: the depth is then their total.
+    """
+    if not isinstance(q, (_queue_mod.Queue, asyncio.Queue)):
+        raise TypeError(f"instrument_queue() needs a queue.Queue or an asyncio.Queue, got {type(q).__name__!r}")
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"instrument_queue() needs a non-empty queue name, got {name!r}")
+    existing: _QueueInstrumentation | None = getattr(q, _MARK, None)
+    if existing is not None:
+        if existing.name != name:
+            raise ValueError(f"this queue is already instrumented as {existing.name!r}, not {name!r}")
+        return q
+    if metrics is None:
+        metrics = get_metrics(registry)
+    target: Any = q
+    with _lock_of(q):
+        inst = _QueueInstrumentation(name, metrics, target._put, target._get)
+        inst.depth.inc(len(_container(q)))
+        target._put = inst.put
+        target._get = inst.get
+        setattr(target, _MARK, inst)
+    return q
+
+
+def uninstrument_queue(q: Any) -> None:
+    """Undo :func:`instrument_queue`: the queue's own methods come back and waiting items are unwrapped."""
+    inst: _QueueInstrumentation | None = getattr(q, _MARK, None)
+    if inst is None:
+        return
+    with _lock_of(q):
+        container = _container(q)
+        for i in range(len(container)):
+            item = container[i]
+            if type(item) is _Stamped:
+                container[i] = item.item
+        try:
+            inst.depth.dec(len(container))
+        except Exception as exc:
+            record_error("queue", exc, inst.metrics)
+        del q._put
+        del q._get
+        delattr(q, _MARK)

@@ -1,0 +1,216 @@
+"""MicroBatcher: batching, per-caller results and exceptions, phases in each caller's request, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from aiwatch.metrics import Metrics
+from aiwatch.signals.batcher import BatcherClosedError, BatchResultError, MicroBatcher
+from aiwatch.timing import RequestRecorder
+
+
+def sample(registry: CollectorRegistry, name: str, **labels: str) -> float | None:
+    return registry.get_sample_value(name, labels)
+
+
+async def test_full_batches_go_at_once_and_each_caller_gets_its_own_result(registry: CollectorRegistry,
+                                                                          metrics: Metrics) -> None:
+    calls: list[list[int]] = []
+
+    async def double(items: list[int]) -> list[int]:
+        calls.append(list(items))
+        return [2 * x for x in items]
+
+    # a max wait far beyond the test: batches can only have been sent because they were full
+    async with MicroBatcher(double, max_batch_size=4, max_wait_seconds=3600, model="m", metrics=metrics) as b:
+        results = await asyncio.gather(*(b.submit(i) for i in range(8)))
+    assert results == [2 * i for i in range(8)]
+    assert calls == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    assert sample(registry, "aiwatch_batch_size_count", model="m") == 2.0
+    assert sample(registry, "aiwatch_batch_size_sum", model="m") == 8.0
+    assert sample(registry, "aiwatch_queue_wait_seconds_count", queue="m") == 8.0
+    assert sample(registry, "aiwatch_queue_depth", queue="m") == 0.0
+
+
+async def test_a_partial_batch_goes_after_max_wait(metrics: Metrics) -> None:
+    calls: list[list[str]] = []
+
+    def upper(items: list[str]) -> list[str]:  # a sync model function: runs in a thread
+        calls.append(list(items))
+        assert threading.current_thread() is not threading.main_thread()
+        return [s.upper() for s in items]
+
+    b = MicroBatcher(upper, max_batch_size=100, max_wait_seconds=0.001, metrics=metrics)
+    assert await asyncio.gather(b.submit("a"), b.submit("b")) == ["A", "B"]
+    assert calls == [["a", "b"]]
+    await b.aclose()
+
+
+async def test_batch_exception_goes_to_that_batch_only(metrics: Metrics) -> None:
+    async def fn(items: list[int]) -> list[int]:
+        if 13 in items:
+            raise RuntimeError("model crashed on this batch")
+        return items
+
+    async with MicroBatcher(fn, max_batch_size=2, max_wait_seconds=3600, metrics=metrics) as b:
+        results = await asyncio.gather(*(b.submit(i) for i in (1, 2, 13, 4, 5, 6)), return_exceptions=True)
+    assert results[0:2] == [1, 2]
+    assert all(isinstance(r, RuntimeError) and str(r) == "model crashed on this batch" for r in results[2:4])
+    assert results[4:] == [5, 6]
+
+
+async def test_per_item_exceptions_with_return_exceptions(metrics: Metrics) -> None:
+    async def fn(items: list[int]) -> list[object]:
+        return [ValueError(f"bad {x}") if x < 0 else x for x in items]
+
+    async with MicroBatcher(fn, max_batch_size=4, max_wait_seconds=3600, return_exceptions=True,
+                            metrics=metrics) as b:
+        results = await asyncio.gather(*(b.submit(i) for i in (1, -2, 3, -4)), return_exceptions=True)
+    assert results[0] == 1 and results[2] == 3
+    assert isinstance(results[1], ValueError) and str(results[1]) == "bad -2"
+    assert isinstance(results[3], ValueError) and str(results[3]) == "bad -4"
+
+
+@pytest.mark.parametrize("bad", [[1], None, "ab"])
+async def test_wrong_number_of_results_is_a_clear_error(metrics: Metrics, bad: object) -> None:
+    async def fn(items: list[int]) -> object:
+        return bad
+
+    async with MicroBatcher(fn, max_batch_size=2, max_wait_seconds=3600, metrics=metrics) as b:
+        results = await asyncio.gather(b.submit(1), b.submit(2), return_exceptions=True)
+    for r in results:
+        assert isinstance(r, BatchResultError)
+        assert "for a batch of 2 items" in str(r) and "one result per item" in str(r)
+
+
+async def test_cancelled_caller_does_not_break_the_batch(registry: CollectorRegistry, metrics: Metrics) -> None:
+    seen: list[list[int]] = []
+    release = asyncio.Event()
+
+    async def fn(items: list[int]) -> list[int]:
+        seen.append(list(items))
+        await release.wait()
+        return items
+
+    b = MicroBatcher(fn, max_batch_size=3, max_wait_seconds=3600, model="c", metrics=metrics)
+    # cancelled while waiting for its batch: the batch goes without it
+    early = asyncio.ensure_future(b.submit(0))
+    await asyncio.sleep(0)
+    early.cancel()
+    first = [asyncio.ensure_future(b.submit(i)) for i in (1, 2, 3)]
+    while not seen:
+        await asyncio.sleep(0)
+    assert seen == [[1, 2]]  # the batch of three taken from the queue held the cancelled caller
+    # cancelled while its batch is in the model: the others still get their results
+    first[0].cancel()
+    release.set()
+    closing = asyncio.ensure_future(b.aclose())  # sends item 3 without waiting out the hour
+    done = await asyncio.gather(*first, return_exceptions=True)
+    await closing
+    assert isinstance(done[0], asyncio.CancelledError)
+    assert done[1:] == [2, 3]
+    assert seen == [[1, 2], [3]]
+    assert early.cancelled()
+    assert sample(registry, "aiwatch_queue_depth", queue="c") == 0.0
+
+
+async def test_aclose_drains_submitted_items_then_refuses_new_ones(metrics: Metrics) -> None:
+    async def fn(items: list[int]) -> list[int]:
+        return [x + 1 for x in items]
+
+    b = MicroBatcher(fn, max_batch_size=2, max_wait_seconds=3600, metrics=metrics)
+    pending = [asyncio.ensure_future(b.submit(i)) for i in range(5)]
+    await asyncio.sleep(0)
+    await b.aclose()  # the odd item out would wait an hour without the drain
+    assert [p.result() for p in pending] == [1, 2, 3, 4, 5]
+    with pytest.raises(BatcherClosedError, match="submit\\(\\) after aclose\\(\\)"):
+        await b.submit(1)
+    await b.aclose()
+
+
+async def test_queue_and_inference_are_phases_of_each_callers_request(registry: CollectorRegistry,
+                                                                      metrics: Metrics) -> None:
+    recorder = RequestRecorder(metrics, service="svc", model="ranker")
+
+    async def fn(items: list[int]) -> list[int]:
+        await asyncio.sleep(0.01)
+        return items
+
+    b = MicroBatcher(fn, max_batch_size=3, max_wait_seconds=3600, model="ranker", metrics=metrics)
+    timelines = []
+
+    async def request(i: int) -> int:
+        tl = recorder.begin()
+        timelines.append(tl)
+        result = await b.submit(i)
+        phases = dict(tl.phases)
+        recorder.finish(tl, "/predict", "POST", "200")
+        assert set(phases) == {("queue", "ranker"), ("inference", "ranker")}
+        return result
+
+    assert await asyncio.gather(request(1), request(2), request(3)) == [1, 2, 3]
+    await b.aclose()
+    count = sample(registry, "aiwatch_phase_duration_seconds_count", service="svc", model="ranker",
+                   phase="inference")
+    assert count == 3.0
+    inference = sample(registry, "aiwatch_phase_duration_seconds_sum", service="svc", model="ranker",
+                       phase="inference")
+    assert inference is not None and inference >= 3 * 0.01  # each caller is charged its batch's model time
+    assert sample(registry, "aiwatch_phase_duration_seconds_count", service="svc", model="ranker",
+                  phase="queue") == 3.0
+
+
+async def test_callable_object_with_async_call_is_awaited(metrics: Metrics) -> None:
+    class Model:
+        async def __call__(self, items: list[int]) -> list[int]:
+            return [-x for x in items]
+
+    async with MicroBatcher(Model(), max_batch_size=1, metrics=metrics) as b:
+        assert await b.submit(4) == -4
+
+
+def test_bad_arguments_are_clear_errors(metrics: Metrics) -> None:
+    with pytest.raises(TypeError, match="callable"):
+        MicroBatcher(42, metrics=metrics)  # type: ignore[call-overload]
+    with pytest.raises(ValueError, match="max_batch_size must be an integer >= 1, got 0"):
+        MicroBatcher(list, max_batch_size=0, metrics=metrics)
+    with pytest.raises(ValueError, match="max_wait_seconds must be a finite number >= 0"):
+        MicroBatcher(list, max_wait_seconds=-1, metrics=metrics)
+
+
+async def test_failing_metrics_never_break_the_callers(registry: CollectorRegistry, metrics: Metrics) -> None:
+    async def fn(items: list[int]) -> list[int]:
+        return items
+
+    class Broken:
+        def inc(self, *a: object) -> None:
+            raise RuntimeError("metrics down")
+
+        dec = observe = inc
+
+    b = MicroBatcher(fn, max_batch_size=2, max_wait_seconds=3600, metrics=metrics)
+    b._depth = b._wait = b._batch_size = Broken()
+    assert await asyncio.gather(b.submit(1), b.submit(2)) == [1, 2]
+    await b.aclose()
+    assert sample(registry, "aiwatch_instrumentation_errors_total", component="batcher") == 4.0
+
+
+def test_one_batcher_per_event_loop(metrics: Metrics) -> None:
+    async def fn(items: list[int]) -> list[int]:
+        return items
+
+    b = MicroBatcher(fn, max_batch_size=1, metrics=metrics)
+    assert asyncio.run(b.submit(1)) == 1  # that loop is closed now: a new loop may take the batcher over
+    assert asyncio.run(b.submit(2)) == 2
+
+    async def on_two_loops() -> None:
+        await b.submit(3)
+        with pytest.raises(RuntimeError, match="runs on another event loop"):
+            await asyncio.to_thread(lambda: asyncio.run(b.submit(4)))  # a second loop, in another thread
+        await b.aclose()
+
+    asyncio.run(on_two_loops())

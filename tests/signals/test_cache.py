@@ -1,0 +1,204 @@
+"""FeatureCache: decorator, context manager and mapping adapter; results, durations and the features phase."""
+
+from __future__ import annotations
+
+import collections
+import functools
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from aiwatch.metrics import Metrics
+from aiwatch.signals.cache import FeatureCache, instrument_mapping
+from aiwatch.timing import RequestRecorder
+
+
+def count(registry: CollectorRegistry, cache: str, result: str) -> float:
+    return registry.get_sample_value("aiwatch_feature_cache_requests_total", {"cache": cache, "result": result}) or 0
+
+
+def timed(registry: CollectorRegistry, cache: str, result: str) -> float:
+    return registry.get_sample_value("aiwatch_feature_cache_lookup_duration_seconds_count",
+                                     {"cache": cache, "result": result}) or 0
+
+
+def test_decorator_classifies_results_and_reraises_errors(registry: CollectorRegistry, metrics: Metrics) -> None:
+    users = FeatureCache("users", metrics=metrics)
+    store = {"u1": {"age": 31}}
+
+    @users.wrap
+    def load(key: str) -> dict[str, int] | None:
+        if key == "boom":
+            raise ConnectionError("store down")
+        return store.get(key)
+
+    assert load.__name__ == "load"
+    assert load("u1") == {"age": 31}
+    assert load("u2") is None
+    with pytest.raises(ConnectionError, match="store down"):
+        load("boom")
+    assert (count(registry, "users", "hit"), count(registry, "users", "miss"), count(registry, "users", "error")) \
+        == (1, 1, 1)
+    assert (timed(registry, "users", "hit"), timed(registry, "users", "miss"), timed(registry, "users", "error")) \
+        == (1, 1, 1)
+
+
+async def test_async_decorator_with_custom_is_hit(registry: CollectorRegistry, metrics: Metrics) -> None:
+    items = FeatureCache("items", metrics=metrics)
+
+    @items.wrap(is_hit=lambda row: bool(row))
+    async def load(key: str) -> dict[str, int]:
+        if key == "bad":
+            raise KeyError(key)
+        return {"price": 3} if key == "i1" else {}
+
+    assert await load("i1") == {"price": 3}
+    assert await load("i2") == {}
+    with pytest.raises(KeyError):
+        await load("bad")
+    assert (count(registry, "items", "hit"), count(registry, "items", "miss"), count(registry, "items", "error")) \
+        == (1, 1, 1)
+
+
+def test_a_broken_is_hit_hook_never_breaks_the_lookup(registry: CollectorRegistry, metrics: Metrics) -> None:
+    c = FeatureCache("hooked", metrics=metrics)
+    wrapped = c.wrap(lambda: 5, is_hit=lambda v: 1 / 0)
+    assert wrapped() == 5
+    assert count(registry, "hooked", "hit") == 1
+    assert registry.get_sample_value("aiwatch_instrumentation_errors_total", {"component": "cache"}) == 1
+
+
+def test_context_manager(registry: CollectorRegistry, metrics: Metrics) -> None:
+    c = FeatureCache("ctx", metrics=metrics)
+    with c.lookup() as lk:
+        assert lk.found("row") == "row"
+    with c.lookup() as lk:
+        lk.found(None)
+    with c.lookup() as lk:
+        lk.hit(3)
+        lk.miss(2)
+    with c.lookup():
+        pass  # says nothing: one hit
+    with pytest.raises(TimeoutError), c.lookup():
+        raise TimeoutError("slow store")
+    assert (count(registry, "ctx", "hit"), count(registry, "ctx", "miss"), count(registry, "ctx", "error")) \
+        == (5, 3, 1)
+    # one duration per lookup: error if it raised, miss if anything missed, else hit
+    assert (timed(registry, "ctx", "hit"), timed(registry, "ctx", "miss"), timed(registry, "ctx", "error")) \
+        == (2, 2, 1)
+
+
+async def test_async_context_manager(registry: CollectorRegistry, metrics: Metrics) -> None:
+    c = FeatureCache("actx", metrics=metrics)
+    async with c.lookup() as lk:
+        lk.miss()
+    assert count(registry, "actx", "miss") == 1
+
+
+class LRU(collections.OrderedDict[str, int]):
+    """A small LRU cache of the kind services keep in front of a feature store."""
+
+    def __init__(self, maxsize: int) -> None:
+        super().__init__()
+        self.maxsize = maxsize
+
+    def __getitem__(self, key: str) -> int:
+        value = super().__getitem__(key)
+        self.move_to_end(key)
+        return value
+
+    def __setitem__(self, key: str, value: int) -> None:
+        super().__setitem__(key, value)
+        if len(self) > self.maxsize:
+            self.popitem(last=False)
+
+
+@pytest.mark.parametrize("backing", [dict, functools.partial(LRU, 2)])
+def test_mapping_adapter(registry: CollectorRegistry, metrics: Metrics, backing: type[dict[str, int]]) -> None:
+    m = instrument_mapping(backing(), cache="local", metrics=metrics)
+    m["a"] = 1
+    m["b"] = 2
+    assert m["a"] == 1
+    assert m.get("b") == 2
+    assert m.get("zz", -1) == -1
+    with pytest.raises(KeyError):
+        m["zz"]
+    assert "a" in m and len(m) == 2 and sorted(m) == ["a", "b"]  # not lookups: not counted
+    assert (count(registry, "local", "hit"), count(registry, "local", "miss")) == (2, 2)
+    if backing is not dict:
+        assert m.maxsize == 2  # the mapping's own attributes stay reachable
+        m["c"] = 3  # evicts the least recently used entry
+        assert m.get("a") is None or m.get("b") is None
+
+
+def test_mapping_errors_are_counted_and_reraised(registry: CollectorRegistry, metrics: Metrics) -> None:
+    class Failing(dict[str, int]):
+        def __getitem__(self, key: str) -> int:
+            raise OSError("disk cache unreadable")
+
+        def get(self, key: str, default: object = None) -> int:  # type: ignore[override]
+            raise OSError("disk cache unreadable")
+
+    m = instrument_mapping(Failing(), cache="disk", metrics=metrics)
+    with pytest.raises(OSError, match="unreadable"):
+        m["a"]
+    with pytest.raises(OSError, match="unreadable"):
+        m.get("a")
+    assert count(registry, "disk", "error") == 2
+
+
+def test_lookups_feed_the_features_phase_of_the_request(registry: CollectorRegistry, metrics: Metrics) -> None:
+    recorder = RequestRecorder(metrics, service="svc", model="ranker")
+    m = instrument_mapping({"k": 1}, cache="local", metrics=metrics)
+    tl = recorder.begin()
+    m.get("k")
+    m.get("missing")
+    assert list(tl.phases) == [("features", "ranker")]
+    recorder.finish(tl, "/predict", "POST", "200")
+    assert registry.get_sample_value("aiwatch_phase_duration_seconds_count",
+                                     {"service": "svc", "model": "ranker", "phase": "features"}) == 1.0
+    # a cache with phase=None records no phase
+    quiet = instrument_mapping({"k": 1}, cache="quiet", phase=None, metrics=metrics)
+    tl = recorder.begin()
+    quiet.get("k")
+    assert tl.phases == {}
+    recorder.finish(tl, "/predict", "POST", "200")
+
+
+def test_bad_arguments_are_clear_errors(metrics: Metrics) -> None:
+    with pytest.raises(ValueError, match="non-empty name"):
+        FeatureCache("", metrics=metrics)
+    with pytest.raises(ValueError, match="phase name"):
+        FeatureCache("x", phase="not a token", metrics=metrics)
+    with pytest.raises(TypeError, match="needs a mapping"):
+        instrument_mapping(42, metrics=metrics)
+
+
+def test_failing_metrics_never_break_a_lookup(registry: CollectorRegistry, metrics: Metrics) -> None:
+    m = instrument_mapping({"a": 1}, cache="broken", metrics=metrics)
+
+    class Broken:
+        def inc(self, *a: object) -> None:
+            raise RuntimeError("metrics down")
+
+        observe = inc
+
+    fc = m.feature_cache
+    fc._counts = {r: Broken() for r in ("hit", "miss", "error")}
+    assert m["a"] == 1
+    assert registry.get_sample_value("aiwatch_instrumentation_errors_total", {"component": "cache"}) == 1.0
+
+
+async def test_sync_function_returning_an_awaitable_is_timed_when_awaited(registry: CollectorRegistry,
+                                                                         metrics: Metrics) -> None:
+    c = FeatureCache("lazy", metrics=metrics)
+
+    async def fetch(key: str) -> str | None:
+        return None if key == "nope" else key.upper()
+
+    lookup = c.wrap(lambda key: fetch(key))  # e.g. a lambda around an asyncio client call
+    pending = lookup("a")
+    assert count(registry, "lazy", "hit") == 0  # nothing is known until it is awaited
+    assert await pending == "A"
+    assert await lookup("nope") is None
+    assert (count(registry, "lazy", "hit"), count(registry, "lazy", "miss")) == (1, 1)

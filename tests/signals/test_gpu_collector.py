@@ -1,0 +1,384 @@
+"""The GPU collector against a stand-in pynvml (this machine has no NVIDIA GPU) and against the real pynvml's
+no-library path. The fake lives only at the pynvml boundary and raises pynvml's own NVMLError classes."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import threading
+
+import pynvml
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+
+from aiwatch.metrics import SPECS, Metrics
+from aiwatch.signals.gpu import VALUE_METRICS, GpuCollector, GpuPoller
+from tests.servers import python_env, wait_until
+from tests.signals.fake_pynvml import FakeMig, FakeNVML
+
+GIB = 1024**3
+
+
+def make(nvml: FakeNVML, registry: CollectorRegistry) -> GpuCollector:
+    return GpuCollector(nvml=nvml, registry=registry, metrics=Metrics(registry), start=False)
+
+
+def labels(gpu: int | str, nvml: FakeNVML, mig: tuple[str, str] = ("", "")) -> dict[str, str]:
+    g = nvml.gpus[int(gpu)]
+    return {"gpu": str(gpu), "uuid": g.uuid, "name": g.name, "mig_gi": mig[0], "mig_ci": mig[1]}
+
+
+def test_eight_gpus_export_every_metric_in_base_units(registry: CollectorRegistry) -> None:
+    nvml = FakeNVML.with_gpus(8)
+    collector = make(nvml, registry)
+    collector.poller.poll_once()
+    v = registry.get_sample_value
+    assert v("aiwatch_gpu_nvml_up") == 1.0
+    assert v("aiwatch_gpu_last_poll_timestamp_seconds") is not None
+    for i in range(8):
+        lab = labels(i, nvml)
+        g = nvml.gpus[i]
+        assert v("aiwatch_gpu_up", lab) == 1.0
+        assert v("aiwatch_gpu_utilization_ratio", lab) == pytest.approx(g.util_gpu / 100)
+        assert v("aiwatch_gpu_memory_utilization_ratio", lab) == pytest.approx(0.25)
+        assert v("aiwatch_gpu_memory_used_bytes", lab) == 20 * GIB
+        assert v("aiwatch_gpu_memory_total_bytes", lab) == 80 * GIB
+        assert v("aiwatch_gpu_memory_reserved_bytes", lab) == 512 * 1024**2
+        assert v("aiwatch_gpu_power_watts", lab) == pytest.approx(g.power_mw / 1000)
+        assert v("aiwatch_gpu_energy_joules_total", lab) == pytest.approx(g.energy_mj / 1000)
+        assert v("aiwatch_gpu_temperature_celsius", lab) == 40 + i
+        assert v("aiwatch_gpu_sm_clock_hertz", lab) == 1980e6
+        assert v("aiwatch_gpu_memory_clock_hertz", lab) == 2619e6
+        assert v("aiwatch_gpu_throttle_reason", {**lab, "reason": "sw_power_cap"}) == 1.0
+        assert v("aiwatch_gpu_throttle_reason", {**lab, "reason": "hw_thermal_slowdown"}) == 0.0
+        assert v("aiwatch_gpu_xid_errors_total", lab) == 0.0
+    text = generate_latest(registry).decode()
+    for name in ("aiwatch_gpu_up", *VALUE_METRICS, "aiwatch_gpu_xid_errors_total"):
+        spec = SPECS[name]
+        assert f"# HELP {name} {spec.help}" in text
+    assert "aiwatch_instrumentation_errors_total{" not in text
+
+
+def test_scrape_never_calls_nvml(registry: CollectorRegistry) -> None:
+    nvml = FakeNVML.with_gpus(8)
+    collector = make(nvml, registry)
+    collector.poller.poll_once()
+    calls = sum(nvml.calls.values())
+    for _ in range(3):
+        generate_latest(registry)
+    assert sum(nvml.calls.values()) == calls
+
+
+def test_scrape_does_not_wait_for_a_hung_poll(registry: CollectorRegistry) -> None:
+    nvml = FakeNVML.with_gpus(2)
+    collector = make(nvml, registry)
+    collector.poller.poll_once()
+    nvml.gpus[0].temperature = 99
+    nvml.block = threading.Event()
+    poll = threading.Thread(target=collector.poller.poll_once, daemon=True)
+    poll.start()
+    assert nvml.blocked.wait(10)  # the poll is now stuck inside an NVML call
+    scraped: list[bytes] = []
+    scrape = threading.Thread(target=lambda: scraped.append(generate_latest(registry)), daemon=True)
+    scrape.start()
+    scrape.join(10)  # a hang guard, not a timing assertion: a blocking scrape would never finish
+    assert scraped, "the scrape waited for the NVML poll"
+    assert registry.get_sample_value("aiwatch_gpu_temperature_celsius", labels(0, nvml)) == 40.0  # last snapshot
+    nvml.block.set()
+    poll.join(10)
+    assert registry.get_sample_value("aiwatch_gpu_temperature_celsius", labels(0, nvml)) == 99.0
+
+
+def test_nvml_is_initialised_once_across_polls_and_shut_down_on_stop(registry: CollectorRegistry) -> None:
+    nvml = FakeNVML.with_gpus(2)
+    collector = make(nvml, registry)
+    for _ in range(5):
+        collector.poller.poll_once()
+    assert nvml.calls["nvmlInit"] == 1
+    assert nvml.calls["nvmlDeviceGetCount"] == 1
+    collector.close()
+    assert nvml.calls["nvmlShutdown"] == 1
+    assert not nvml.initialised
+    collector.close()
+    assert nvml.calls["nvmlShutdown"] == 1
+
+
+def test_background_thread_polls_at_the_configured_interval(registry: CollectorRegistry) -> None:
+    nvml = FakeNVML.with_gpus(1)
+    collector = GpuCollector(nvml=nvml, registry=registry, metrics=Metrics(registry), interval=0.01)
+    try:
+        assert collector.poller.running
+        wait_until(lambda: nvml.calls["nvmlDeviceGetPowerUsage"] >= 3, 10, 0.01, "three polls")
+        assert registry.get_sample_value("aiwatch_gpu_up", labels(0, nvml)) == 1.0
+        assert [t.name for t in threading.enumerate()].count("aiwatch-gpu-poller") == 1
+        assert next(t for t in threading.enumerate() if t.name == "aiwatch-gpu-poller").daemon
+    finally:
+        collector.close()
+    assert not collector.poller.running
+    assert "aiwatch-gpu-poller" not in [t.name for t in threading.enumerate()]
+    assert registry.get_sample_value("aiwatch_gpu_nvml_up") is None  # unregistered
+
+
+def test_nothing_is_exported_before_the_first_poll(registry: CollectorRegistry) -> None:
+    make(FakeNVML.with_gpus(1), registry)
+    assert "aiwatch_gpu" not in generate_latest(registry).decode()
+
+
+def test_mig_instances_reported_per_instance_without_utilization(registry: CollectorRegistry) -> None:
+    nvml = FakeNVML.with_gpus(2)
+    parent = nvml.gpus[1]
+    parent.mig_mode = pynvml.NVML_DEVICE_MIG_ENABLE
+    parent.fail["utilization"] = pynvml.NVML_ERROR_NOT_SUPPORTED  # as NVML answers for a GPU in MIG mode
+    parent.migs = [FakeMig(1, 0, "MIG-1111", "NVIDIA H100 80GB HBM3 MIG 3g.40gb", memory_used=3 * GIB),
+                   FakeMig(2, 0, "MIG-2222", "NVIDIA H100 80GB HBM3 MIG 3g.40gb", memory_used=5 * GIB)]
+    collector = make(nvml, registry)
+    collector.poller.poll_once()
+    v = registry.get_sample_value
+    for mig, used in ((parent.migs[0], 3), (parent.migs[1], 5)):
+        lab = {"gpu": "1", "uuid": mig.uuid, "name": mig.name, "mig_gi": str(mig.gi), "mig_ci": str(mig.ci)}
+        assert v("aiwatch_gpu_up", lab) == 1.0
+        assert v("aiwatch_gpu_memory_used_bytes", lab) == used * GIB
+        assert v("aiwatch_gpu_memory_total_bytes", lab) == 10 * GIB
+        assert v("aiwatch_gpu_utilization_ratio", lab) is None
+        assert v("aiwatch_gpu_power_watts", lab) is None
+    # the parent keeps what NVML reports for it; utilization is skipped, not an error
+    assert v("aiwatch_gpu_utilization_ratio", labels(1, nvml)) is None
+    assert v("aiwatch_gpu_power_watts", labels(1, nvml)) == 110.0
+    assert v("aiwatch_gpu_utilization_ratio", labels(0, nvml)) == 0.0
+    assert v("aiwatch_instrumentation_errors_total", {"component": "gpu"}) is None
+    # a MIG reconfiguration shows on the next poll
+    parent.migs.pop()
+    collector.poller.poll_once()
+    assert v("aiwatch_gpu_up", {"gpu": "1", "uuid": "MIG-2222", "name": parent.migs[0].name, "mig_gi": "2",
+                                "mig_ci": "0"}) is None
+
+
+def test_not_supported_fields_are_skipped_per_device_and_not_asked_again(registry: CollectorRegistry) -> None:
+    nvml = FakeNVML.with_gpus(3)
+    nvml.gpus[1].fail.update(power=pynvml.NVML_ERROR_NOT_SUPPORTED, energy=pynvml.NVML_ERROR_FUNCTION_NOT_FOUND,
+                             throttle=pynvml.NVML_ERROR_NO_PERMISSION, memory_v2=pynvml.NVML_ERROR_NOT_SUPPORTED,
+                             throttle_legacy=pynvml.NVML_ERROR_NOT_SUPPORTED)
+    collector = make(nvml, registry)
+    collector.poller.poll_once()
+    calls = nvml.calls["nvmlDeviceGetPowerUsage"]
+    collector.poller.poll_once()
+    assert nvml.calls["nvmlDeviceGetPowerUsage"] == calls + 2  # GPUs 0 and 2 only
+    v = registry.get_sample_value
+    one = labels(1, nvml)
+    assert v("aiwatch_gpu_up", one) == 1.0
+    assert v("aiwatch_gpu_power_watts", one) is None
+    assert v("aiwatch_gpu_energy_joules_total", one) is None
+    assert v("aiwatch_gpu_throttle_reason", {**one, "reason": "sw_power_cap"}) is None
+    assert v("aiwatch_gpu_memory_used_bytes", one) == 20 * GIB  # fell back to the v1 memory call
+    assert v("aiwatch_gpu_memory_reserved_bytes", one) is None
+    assert v("aiwatch_gpu_power_watts", labels(2, nvml)) == 120.0
+    assert v("aiwatch_instrumentation_errors_total", {"component": "gpu"}) is None
+
+
+def test_gpu_lost_reports_up_0_keeps_the_others_logs_once_and_recovers(
+        registry: CollectorRegistry, caplog: pytest.LogCaptureFixture) -> None:
+    nvml = FakeNVML.with_gpus(8)
+    collector = make(nvml, registry)
+    collector.poller.poll_once()
+    nvml.xid(3, 79)  # "GPU has fallen off the bus"
+    nvml.gpus[3].lost = True
+    v = registry.get_sample_value
+    with caplog.at_level(logging.INFO, logger="aiwatch"):
+        for _ in range(3):
+            collector.poller.poll_once()
+            generate_latest(registry)
+    lost = [r for r in caplog.records if "GPU 3" in r.getMessage() and "lost" in r.getMessage()]
+    assert len(lost) == 1 and "NVMLError_GpuIsLost" in lost[0].getMessage()
+    assert v("aiwatch_gpu_nvml_up") == 1.0
+    assert v("aiwatch_gpu_up", labels(3, nvml)) == 0.0
+    assert v("aiwatch_gpu_temperature_celsius", labels(3, nvml)) is None
+    assert v("aiwatch_gpu_xid_errors_total", labels(3, nvml)) == 1.0  # the XID that explains it stays
+    for i in (0, 1, 2, 4, 5, 6, 7):
+        assert v("aiwatch_gpu_up", labels(i, nvml)) == 1.0
+        assert v("aiwatch_gpu_temperature_celsius", labels(i, nvml)) == 40 + i
+    caplog.clear()
+    nvml.gpus[3].lost = False
+    with caplog.at_level(logging.INFO, logger="aiwatch"):
+        collector.poller.poll_once()
+    assert v("aiwatch_gpu_up", labels(3, nvml)) == 1.0
+    assert any("cleared" in r.getMessage() for r in caplog.records)
+
+
+def test_gpu_lost_at_startup_is_reopened_later(registry: CollectorRegistry) -> None:
+    nvml = FakeNVML.with_gpus(2)
+    nvml.gpus[0].lost = True
+    collector = make(nvml, registry)
+    collector.poller.poll_once()
+    v = registry.get_sample_value
+    assert v("aiwatch_gpu_up", {"gpu": "0", "uuid": "", "name": "", "mig_gi": "", "mig_ci": ""}) == 0.0
+    assert v("aiwatch_gpu_up", labels(1, nvml)) == 1.0
+    nvml.gpus[0].lost = False
+    collector.poller.poll_once()
+    assert v("aiwatch_gpu_up", labels(0, nvml)) == 1.0
+
+
+@pytest.mark.parametrize("code", [pynvml.NVML_ERROR_DRIVER_NOT_LOADED, pynvml.NVML_ERROR_LIBRARY_NOT_FOUND,
+                                  pynvml.NVML_ERROR_LIB_RM_VERSION_MISMATCH, pynvml.NVML_ERROR_UNKNOWN])
+def test_no_driver_reports_nvml_down_and_never_raises(registry: CollectorRegistry, code: int,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    nvml = FakeNVML.with_gpus(2)
+    nvml.init_error = code
+    collector = make(nvml, registry)
+    with caplog.at_level(logging.WARNING, logger="aiwatch"):
+        for _ in range(3):
+            snap = collector.poller.poll_once()
+    assert not snap.nvml_up
+    assert type(pynvml.NVMLError(code)).__name__ in snap.reason
+    assert registry.get_sample_value("aiwatch_gpu_nvml_up") == 0.0
+    assert "aiwatch_gpu_up{" not in generate_latest(registry).decode()
+    assert len([r for r in caplog.records if "no NVIDIA GPU found" in r.getMessage()]) == 1
+    # the driver loads later: the next poll picks it up
+    nvml.init_error = None
+    collector.poller.poll_once()
+    assert registry.get_sample_value("aiwatch_gpu_nvml_up") == 1.0
+    assert registry.get_sample_value("aiwatch_gpu_up", labels(1, nvml)) == 1.0
+
+
+def test_no_gpu_reports_nvml_down(registry: CollectorRegistry) -> None:
+    collector = make(FakeNVML([]), registry)
+    snap = collector.poller.poll_once()
+    assert snap.reason == "NVML found no GPU"
+    assert registry.get_sample_value("aiwatch_gpu_nvml_up") == 0.0
+
+
+def test_real_pynvml_without_a_driver_reports_nvml_down(registry: CollectorRegistry) -> None:
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError:
+        pass
+    else:
+        pynvml.nvmlShutdown()
+        pytest.skip("this machine has an NVIDIA driver: scripts/gpu_check.py covers it")
+    collector = GpuCollector(registry=registry, metrics=Metrics(registry), start=False)
+    snap = collector.poller.poll_once()
+    assert not snap.nvml_up and "NVMLError_" in snap.reason
+    assert registry.get_sample_value("aiwatch_gpu_nvml_up") == 0.0
+    collector.close()
+
+
+def test_nvml_failing_mid_flight_reinitialises(registry: CollectorRegistry) -> None:
+    nvml = FakeNVML.with_gpus(2)
+    collector = make(nvml, registry)
+    collector.poller.poll_once()
+    nvml.initialised = False  # the driver was unloaded under us: every call now says UNINITIALIZED
+    snap = collector.poller.poll_once()
+    assert not snap.nvml_up and "Uninitialized" in snap.reason
+    assert registry.get_sample_value("aiwatch_gpu_nvml_up") == 0.0
+    collector.poller.poll_once()
+    assert registry.get_sample_value("aiwatch_gpu_nvml_up") == 1.0
+    assert nvml.calls["nvmlInit"] == 2
+
+
+def test_unexpected_errors_skip_the_field_count_once_and_never_raise(registry: CollectorRegistry) -> None:
+    nvml = FakeNVML.with_gpus(2)
+    nvml.gpus[0].fail["temperature"] = pynvml.NVML_ERROR_UNKNOWN
+    collector = make(nvml, registry)
+    for _ in range(3):
+        collector.poller.poll_once()
+    v = registry.get_sample_value
+    assert v("aiwatch_gpu_temperature_celsius", labels(0, nvml)) is None
+    assert v("aiwatch_gpu_power_watts", labels(0, nvml)) == 100.0
+    assert v("aiwatch_instrumentation_errors_total", {"component": "gpu"}) == 1.0
+
+    def broken(handle: object) -> int:
+        raise RuntimeError("a bug in the bindings")
+
+    nvml.nvmlDeviceGetClockInfo = broken  # type: ignore[method-assign,assignment]
+    collector.poller.poll_once()
+    assert v("aiwatch_gpu_sm_clock_hertz", labels(1, nvml)) is None
+    assert v("aiwatch_gpu_up", labels(1, nvml)) == 1.0
+    assert v("aiwatch_instrumentation_errors_total", {"component": "gpu"}) == 5.0  # + sm/mem clock of 2 GPUs
+
+
+def test_a_failing_poll_never_escapes(registry: CollectorRegistry) -> None:
+    nvml = FakeNVML.with_gpus(1)
+    nvml.nvmlDeviceGetCount = lambda: 1 / 0  # type: ignore[method-assign,assignment]
+    collector = make(nvml, registry)
+    snap = collector.poller.poll_once()
+    assert not snap.nvml_up and "ZeroDivisionError" in snap.reason
+    assert registry.get_sample_value("aiwatch_instrumentation_errors_total", {"component": "gpu"}) == 1.0
+
+
+def test_stop_does_not_hang_on_a_poll_stuck_in_nvml(registry: CollectorRegistry) -> None:
+    nvml = FakeNVML.with_gpus(1)
+    nvml.block = threading.Event()
+    collector = GpuCollector(nvml=nvml, registry=registry, metrics=Metrics(registry), interval=0.01)
+    assert nvml.blocked.wait(10)
+    collector.poller.stop(timeout=0.05)  # returns although the poll thread is still inside NVML
+    assert nvml.calls["nvmlShutdown"] == 0
+    nvml.block.set()
+
+
+def test_xid_events_are_counted_per_gpu_and_drained_without_waiting(registry: CollectorRegistry) -> None:
+    nvml = FakeNVML.with_gpus(4)
+    nvml.gpus[2].events = 0  # this GPU delivers no XID events: no series rather than a misleading 0
+    collector = make(nvml, registry)
+    collector.poller.poll_once()
+    for gpu, code in ((0, 13), (0, 31), (1, 48), (3, 79)):
+        nvml.xid(gpu, code)
+    collector.poller.poll_once()
+    v = registry.get_sample_value
+    assert v("aiwatch_gpu_xid_errors_total", labels(0, nvml)) == 2.0
+    assert v("aiwatch_gpu_xid_errors_total", labels(1, nvml)) == 1.0
+    assert v("aiwatch_gpu_xid_errors_total", labels(2, nvml)) is None
+    assert v("aiwatch_gpu_xid_errors_total", labels(3, nvml)) == 1.0
+    assert nvml.calls["nvmlDeviceRegisterEvents"] == 3
+
+
+def test_event_set_unsupported_leaves_xid_out(registry: CollectorRegistry) -> None:
+    nvml = FakeNVML.with_gpus(2)
+    nvml.event_set_error = pynvml.NVML_ERROR_NOT_SUPPORTED
+    collector = make(nvml, registry)
+    collector.poller.poll_once()
+    assert registry.get_sample_value("aiwatch_gpu_xid_errors_total", labels(0, nvml)) is None
+    assert registry.get_sample_value("aiwatch_gpu_up", labels(0, nvml)) == 1.0
+
+
+def test_collector_cannot_be_registered_twice(registry: CollectorRegistry) -> None:
+    nvml = FakeNVML.with_gpus(1)
+    make(nvml, registry)
+    with pytest.raises(ValueError, match="Duplicated"):
+        make(nvml, registry)
+
+
+def test_bad_interval_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ValueError, match="positive number of seconds"):
+        GpuPoller(0, nvml=FakeNVML())
+    monkeypatch.setenv("AIWATCH_GPU_POLL_INTERVAL", "soon")
+    with pytest.raises(ValueError, match="AIWATCH_GPU_POLL_INTERVAL"):
+        GpuPoller(nvml=FakeNVML())
+    monkeypatch.setenv("AIWATCH_GPU_POLL_INTERVAL", "0.5")
+    assert GpuPoller(nvml=FakeNVML()).interval == 0.5
+    assert GpuPoller(2, nvml=FakeNVML()).interval == 2.0
+
+
+def test_importing_aiwatch_imports_neither_pynvml_nor_redis() -> None:
+    code = ("import sys, aiwatch, aiwatch.signals; import aiwatch.signals.queues, aiwatch.signals.batcher, "
+            "aiwatch.signals.cache; aiwatch.MicroBatcher; aiwatch.instrument_queue; aiwatch.FeatureCache; "
+            "print(sorted(m for m in ('pynvml', 'redis') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], env=python_env(), capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "[]", out.stderr
+
+
+def test_older_drivers_fall_back_to_the_older_nvml_calls(registry: CollectorRegistry) -> None:
+    nvml = FakeNVML.with_gpus(2)
+    for gpu in nvml.gpus:  # a driver before 535: no "clocks event reasons", no memory info v2
+        gpu.fail.update(throttle=pynvml.NVML_ERROR_FUNCTION_NOT_FOUND, memory_v2=pynvml.NVML_ERROR_FUNCTION_NOT_FOUND)
+    nvml.gpus[1].throttle = 0x40 | 0x1
+    collector = make(nvml, registry)
+    collector.poller.poll_once()
+    collector.poller.poll_once()
+    v = registry.get_sample_value
+    assert v("aiwatch_gpu_throttle_reason", {**labels(1, nvml), "reason": "hw_thermal_slowdown"}) == 1.0
+    assert v("aiwatch_gpu_throttle_reason", {**labels(1, nvml), "reason": "gpu_idle"}) == 1.0
+    assert v("aiwatch_gpu_throttle_reason", {**labels(1, nvml), "reason": "sw_power_cap"}) == 0.0
+    assert v("aiwatch_gpu_memory_used_bytes", labels(0, nvml)) == 20 * GIB
+    assert nvml.calls["nvmlDeviceGetCurrentClocksEventReasons"] == 2  # asked once per GPU, then remembered
+    assert nvml.calls["nvmlDeviceGetCurrentClocksThrottleReasons"] == 4

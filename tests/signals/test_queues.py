@@ -1,0 +1,130 @@
+"""instrument_queue on real queue.Queue / asyncio.Queue instances: depth, wait, item identity, undo."""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from aiwatch.metrics import Metrics
+from aiwatch.signals.queues import instrument_queue, uninstrument_queue
+
+
+def depth(registry: CollectorRegistry, name: str) -> float | None:
+    return registry.get_sample_value("aiwatch_queue_depth", {"queue": name})
+
+
+def waits(registry: CollectorRegistry, name: str) -> float | None:
+    return registry.get_sample_value("aiwatch_queue_wait_seconds_count", {"queue": name})
+
+
+@pytest.mark.parametrize("cls", [queue.Queue, queue.LifoQueue, queue.PriorityQueue])
+def test_thread_queue_depth_wait_and_items(cls: type[queue.Queue[object]], registry: CollectorRegistry,
+                                           metrics: Metrics) -> None:
+    q = instrument_queue(cls(), "jobs", metrics=metrics)
+    items = [(3, "c"), (1, "a"), (2, {"b": 1})]
+    q.put(items[0])
+    q.put_nowait(items[1])
+    q.put(items[2], timeout=1)
+    assert depth(registry, "jobs") == 3.0 and q.qsize() == 3
+    got = [q.get(), q.get_nowait(), q.get(timeout=1)]
+    assert depth(registry, "jobs") == 0.0
+    assert waits(registry, "jobs") == 3.0
+    assert sorted(map(id, got)) == sorted(map(id, items))  # the very objects that were put
+    if cls is queue.PriorityQueue:
+        assert got == sorted(items, key=lambda t: t[0])
+    if cls is queue.LifoQueue:
+        assert got == items[::-1]
+    with pytest.raises(queue.Empty):
+        q.get_nowait()
+    assert depth(registry, "jobs") == 0.0
+
+
+async def test_asyncio_queue_depth_wait_and_items(registry: CollectorRegistry, metrics: Metrics) -> None:
+    q: asyncio.Queue[object] = instrument_queue(asyncio.Queue(maxsize=2), "requests", metrics=metrics)
+    a, b, c = object(), object(), object()
+    await q.put(a)
+    q.put_nowait(b)
+    assert depth(registry, "requests") == 2.0
+    blocked = asyncio.ensure_future(q.put(c))  # waits for room
+    await asyncio.sleep(0)
+    assert depth(registry, "requests") == 2.0
+    assert await q.get() is a
+    await blocked
+    assert depth(registry, "requests") == 2.0
+    assert q.get_nowait() is b
+    assert await q.get() is c
+    assert depth(registry, "requests") == 0.0
+    assert waits(registry, "requests") == 3.0
+    with pytest.raises(asyncio.QueueFull):
+        q.put_nowait(1)
+        q.put_nowait(2)
+        q.put_nowait(3)
+    assert depth(registry, "requests") == 2.0  # the rejected put is not counted
+
+
+async def test_waiting_getter_gets_the_item_and_wait_is_measured(registry: CollectorRegistry,
+                                                                 metrics: Metrics) -> None:
+    q: asyncio.Queue[str] = instrument_queue(asyncio.PriorityQueue(), "p", metrics=metrics)
+    getter = asyncio.ensure_future(q.get())
+    await asyncio.sleep(0)
+    await q.put("x")
+    assert await getter == "x"
+    assert waits(registry, "p") == 1.0
+    assert registry.get_sample_value("aiwatch_queue_wait_seconds_sum", {"queue": "p"}) >= 0.0
+
+
+def test_items_already_queued_count_in_depth_without_a_wait(registry: CollectorRegistry, metrics: Metrics) -> None:
+    q: queue.Queue[int] = queue.Queue()
+    q.put(1)
+    q.put(2)
+    instrument_queue(q, "pre", metrics=metrics)
+    assert depth(registry, "pre") == 2.0
+    q.put(3)
+    assert [q.get(), q.get(), q.get()] == [1, 2, 3]
+    assert depth(registry, "pre") == 0.0
+    assert waits(registry, "pre") == 1.0
+
+
+def test_instrument_is_idempotent_and_uninstrument_restores(registry: CollectorRegistry, metrics: Metrics) -> None:
+    q: queue.Queue[str] = queue.Queue()
+    assert instrument_queue(q, "x", metrics=metrics) is q
+    instrument_queue(q, "x", metrics=metrics)
+    with pytest.raises(ValueError, match="already instrumented as 'x'"):
+        instrument_queue(q, "y", metrics=metrics)
+    q.put("kept")
+    q.put("also")
+    assert depth(registry, "x") == 2.0
+    uninstrument_queue(q)
+    assert "_put" not in vars(q) and "_get" not in vars(q)
+    assert list(q.queue) == ["kept", "also"]  # unwrapped in place
+    assert depth(registry, "x") == 0.0
+    assert q.get() == "kept"
+    uninstrument_queue(q)  # a second time does nothing
+
+
+def test_bad_arguments_are_clear_errors(metrics: Metrics) -> None:
+    with pytest.raises(TypeError, match=r"needs a queue\.Queue or an asyncio\.Queue, got 'list'"):
+        instrument_queue([], "x", metrics=metrics)
+    with pytest.raises(TypeError, match="SimpleQueue"):
+        instrument_queue(queue.SimpleQueue(), "x", metrics=metrics)
+    with pytest.raises(ValueError, match="non-empty queue name"):
+        instrument_queue(queue.Queue(), "", metrics=metrics)
+
+
+def test_a_failing_metric_never_breaks_the_queue(registry: CollectorRegistry, metrics: Metrics) -> None:
+    q: queue.Queue[str] = instrument_queue(queue.Queue(), "broken", metrics=metrics)
+
+    class Broken:
+        def inc(self, *a: object) -> None:
+            raise RuntimeError("metrics backend down")
+
+        dec = observe = inc
+
+    inst = q._aiwatch_queue  # type: ignore[attr-defined]
+    inst.depth = inst.wait = Broken()
+    q.put("a")
+    assert q.get() == "a"
+    assert registry.get_sample_value("aiwatch_instrumentation_errors_total", {"component": "queue"}) == 2.0
