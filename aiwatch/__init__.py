@@ -30,6 +30,7 @@ _LAZY: dict[str, str] = {
     "make_asgi_app": "aiwatch.exposition",
     "make_wsgi_app": "aiwatch.exposition",
     "start_http_server": "aiwatch.exposition",
+    "RulesConfig": "aiwatch.rules",
 }
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "MetricSpec",
     "Metrics",
     "RequestRecorder",
+    "RulesConfig",
     "__version__",
     "current_timeline",
     "get_metrics",

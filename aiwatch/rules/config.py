@@ -158,6 +158,9 @@ class Drift:
     windows: list[str] = field(default_factory=lambda: ["1h", "1d"], metadata=_help(
         "windows of the fleet PSI / JS recording rules"))
     psi_window: str = field(default="1h", metadata=_help("the window AiwatchFleetInputDrift reads (one of windows)"))
+    interval: str = field(default="1m", metadata=_help(
+        "evaluation interval of the fleet PSI / JS recording group: the expressions are heavy and hour-long windows "
+        "need no finer resolution"))
     psi_threshold: float = field(default=0.2, metadata=_help("PSI above this is a significant shift"))
     fleet_for: str = "15m"
     local_for: str = "15m"
@@ -193,7 +196,8 @@ class RulesConfig:
         for path, value in _walk(self):
             leaf = path.rsplit(".", 1)[-1]
             if isinstance(value, str) and (leaf in {"window", "period", "long", "short", "absent_lookback",
-                                                    "xid_window", "psi_window", "instrumentation_window"}
+                                                    "xid_window", "psi_window", "instrumentation_window",
+                                                    "interval"}
                                            or leaf.endswith("for")):
                 _check_duration(path, value)
             if path.startswith("selectors.") and not _SELECTOR.match(value):

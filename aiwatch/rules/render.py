@@ -381,7 +381,7 @@ def render(cfg: RulesConfig | None = None) -> dict[str, str]:
         {"name": "aiwatch-slo.rules", "rules": slo_records(cfg)},
         {"name": "aiwatch-latency.rules", "rules": latency_records(cfg)},
         {"name": "aiwatch-capacity.rules", "rules": capacity_records(cfg)},
-        {"name": "aiwatch-drift.rules", "rules": drift_records(cfg)},
+        {"name": "aiwatch-drift.rules", "interval": cfg.drift.interval, "rules": drift_records(cfg)},
     ]}
     groups = [
         ("aiwatch-slo.alerts", slo_alerts(cfg)),

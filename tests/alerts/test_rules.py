@@ -240,6 +240,7 @@ def test_rendering_needs_no_pyyaml(monkeypatch: pytest.MonkeyPatch) -> None:
 # --- promtool -----------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_promtool_check_rules() -> None:
     promtool = require_binary("promtool")
     files = [str(p) for p in sorted(ALERTS_DIR.glob("*.rules.yml"))]
@@ -247,6 +248,7 @@ def test_promtool_check_rules() -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+@pytest.mark.slow
 def test_promtool_unit_tests_pass() -> None:
     promtool = require_binary("promtool")
     proc = subprocess.run([promtool, "test", "rules", *map(str, PROMTOOL_TESTS)], capture_output=True, text=True)
@@ -310,6 +312,7 @@ def test_runbook_pages_have_the_sections() -> None:
     assert with_degrade >= 6
 
 
+@pytest.mark.slow
 def test_alertmanager_example_passes_amtool() -> None:
     amtool = require_binary("amtool")
     config = str(ALERTS_DIR / "alertmanager.yml")
