@@ -7,11 +7,12 @@ as something else are double-quoted with JSON escapes (a subset of YAML's); mult
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-_PLAIN = re.compile(r"^[A-Za-z_/][A-Za-z0-9_ ./:()=+-]*$")
+_PLAIN = re.compile(r"[A-Za-z_/][A-Za-z0-9_ ./:()=+-]*")
 _RESERVED = {"true", "false", "yes", "no", "on", "off", "null", "y", "n", "~"}
 
 
@@ -24,11 +25,20 @@ def scalar(value: Any) -> str:
     if isinstance(value, int):
         return str(value)
     if isinstance(value, float):
+        if not math.isfinite(value):
+            return ".nan" if math.isnan(value) else (".inf" if value > 0 else "-.inf")
         return format(value, ".12g") if value != int(value) or abs(value) >= 1e12 else f"{value:.1f}"
     text = str(value)
-    if _PLAIN.match(text) and text.lower() not in _RESERVED and not text.endswith((" ", ":")) and ": " not in text:
+    if _PLAIN.fullmatch(text) and text.lower() not in _RESERVED and not text.endswith((" ", ":")) and ": " not in text:
         return text
     return json.dumps(text, ensure_ascii=False)
+
+
+def _block_safe(text: str) -> bool:
+    """A multi-line string that a ``|-`` block keeps exactly (else it is written double-quoted)."""
+    parts = text.split("\n")
+    return (len(parts) > 1 and not text.endswith("\n") and not parts[0][:1].isspace()
+            and all(p == p.rstrip() for p in parts) and "\r" not in text)
 
 
 def dump(data: Any, comments: Mapping[str, str] | None = None) -> str:
@@ -55,9 +65,9 @@ def _emit(data: Any, indent: int, lines: list[str], comments: Mapping[str, str],
 
 def _emit_item(head: str, value: Any, indent: int, lines: list[str], comments: Mapping[str, str], path: str,
                in_list: bool = False) -> None:
-    if isinstance(value, str) and "\n" in value:
+    if isinstance(value, str) and _block_safe(value):
         lines.append(f"{head} |-")
-        lines.extend((" " * (indent + 2) + line).rstrip() for line in value.splitlines())
+        lines.extend((" " * (indent + 2) + line).rstrip() for line in value.split("\n"))
     elif isinstance(value, Mapping) and value:
         if in_list:
             # "- key: value" with the rest of the mapping aligned under the first key

@@ -323,3 +323,16 @@ def test_alertmanager_example_passes_amtool() -> None:
         proc = subprocess.run([amtool, "config", "routes", "test", f"--config.file={config}", *labels],
                               capture_output=True, text=True)
         assert proc.stdout.strip() == receiver, (labels, proc.stdout, proc.stderr)
+
+
+@pytest.mark.parametrize("value", [
+    "", "plain words", "a: b", "#not a comment", "- dash", "yes", "No", "null", "~", "1h", "0.5", "trailing ",
+    "colon:", 'say "hi"', "back\\slash", "{{ $labels.service }}", "[x]", "tab\there", "multi\nline\ntext",
+    "ünïcode ✓", "  lead\nx", "x  \ny", "end\n", "a\n\nb", "a\r\nb",
+    "@at", "%pct", "`tick`", "*star", "&anchor", "!tag", "|pipe", ">gt", "'single'",
+])
+def test_yaml_writer_round_trips_strings(value: str) -> None:
+    from aiwatch.rules.yamlout import dump
+
+    data = {"key": value, "list": [value, {"nested": value}], "n": 14.4, "i": 3, "b": True, "f": float("inf")}
+    assert yaml.safe_load(dump(data)) == data
