@@ -47,6 +47,7 @@ _LAZY: dict[str, str] = {
     "instrument_mapping": "aiwatch.signals.cache",
     "queue_depth_per_replica_expr": "aiwatch.signals.autoscaling",
     "in_flight_per_replica_expr": "aiwatch.signals.autoscaling",
+    "RulesConfig": "aiwatch.rules",
 }
 
 __all__ = [
@@ -62,6 +63,7 @@ __all__ = [
     "Metrics",
     "MicroBatcher",
     "RequestRecorder",
+    "RulesConfig",
     "__version__",
     "current_timeline",
     "get_metrics",

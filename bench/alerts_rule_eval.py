@@ -1,0 +1,126 @@
+"""How much Prometheus time aiwatch's default rules cost per evaluation, against the cost of scraping the same
+target (the baseline, measured in the same run on the same Prometheus).
+
+A synthetic exporter serves the contract's metrics for a mid-sized fleet (4 services x 3 routes x 2 statuses,
+4 phases x 2 models, 3 queues, 2 caches, 8 GPUs, and the drift sketch of 2 models x 20 features x 10 bins), with
+counters moving every second. A real Prometheus scrapes it every second and evaluates alerts/*.rules.yml every
+second; the script samples Prometheus' own ``prometheus_rule_group_last_duration_seconds`` and
+``scrape_duration_seconds`` and prints the mean per group and its ratio to the scrape.
+
+Note: with only a short run of data, the long windows (1d, 3d) hold few samples, so this measures the per-series
+cost of the expressions, not the cost of scanning days of samples.
+
+    python bench/alerts_rule_eval.py            # 30 s
+    python bench/alerts_rule_eval.py --quick    # 10 s
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import re
+import sys
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from aiwatch.metrics import GPU_LABELS, SPECS, Metrics
+from tests.servers import REPO, free_port, http_get, prometheus
+
+SERVICES = [f"svc{i}" for i in range(4)]
+MODELS = ["ranker", "retriever"]
+FEATURES = [f"f{i}" for i in range(20)]
+BINS = [str(b) for b in range(10)]
+
+
+class Gpus:
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        for name in ("aiwatch_gpu_utilization_ratio", "aiwatch_gpu_memory_used_bytes",
+                     "aiwatch_gpu_memory_total_bytes", "aiwatch_gpu_up"):
+            family = GaugeMetricFamily(name, SPECS[name].help, labels=list(GPU_LABELS))
+            for g in range(8):
+                family.add_metric([str(g), f"GPU-{g}", "H100", "", ""], random.random())
+            yield family
+        yield GaugeMetricFamily("aiwatch_gpu_nvml_up", "", value=1)
+
+
+def traffic(m: Metrics, stop: threading.Event) -> None:
+    while not stop.wait(0.2):
+        for svc in SERVICES:
+            for route in ("/predict", "/rank", "/health"):
+                for status in ("200", "500"):
+                    m.request_duration.labels(svc, route, "POST", status).observe(random.expovariate(20))
+            for model in MODELS:
+                for phase in ("queue", "features", "inference", "overhead"):
+                    m.phase_duration.labels(svc, model, phase).observe(random.expovariate(30))
+            m.network_duration.labels(svc, "gateway").observe(random.expovariate(100))
+            m.requests_in_flight.labels(svc).set(random.randint(0, 10))
+        for q in ("predict", "batch", "rerank"):
+            m.queue_depth.labels(q).set(random.randint(0, 30))
+        for cache in ("features", "embeddings"):
+            for result in ("hit", "miss", "error"):
+                m.feature_cache_requests.labels(cache, result).inc(random.randint(0, 20))
+        for model in MODELS:
+            for feature in FEATURES:
+                for b in BINS:
+                    m.feature_bin.labels(model, feature, b).inc(random.randint(0, 5))
+                    m.feature_reference_ratio.labels(model, feature, b).set(0.1)
+                m.drift_detected.labels(model, feature, "psi").set(0)
+                m.drift_score.labels(model, feature, "psi").set(random.random() / 10)
+        m.instrumentation_errors.labels("metrics").inc(0)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="10 s instead of 30 s")
+    args = parser.parse_args()
+    seconds = 10 if args.quick else 30
+
+    registry = CollectorRegistry()
+    m = Metrics(registry)
+    registry.register(Gpus())  # type: ignore[arg-type]
+    port = free_port()
+    start_http_server(port, addr="127.0.0.1", registry=registry)
+    stop = threading.Event()
+    thread = threading.Thread(target=traffic, args=(m, stop), daemon=True)
+    thread.start()
+
+    rule_files = sorted((REPO / "alerts").glob("*.rules.yml"))
+    samples: dict[str, list[float]] = defaultdict(list)
+    with prometheus([f"127.0.0.1:{port}"], rule_files) as prom:
+        time.sleep(3)  # let rate() windows get two samples
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            _, body = http_get(f"{prom.url}/metrics")
+            for group, value in re.findall(
+                    r'prometheus_rule_group_last_duration_seconds\{rule_group="[^"]*;([^"]+)"\} (\S+)', body.decode()):
+                samples[group].append(float(value))
+            scrape = prom.query('scrape_duration_seconds{job="aiwatch"}')
+            if scrape:
+                samples["(baseline) scrape of the target"].append(float(scrape[0]["value"][1]))
+            time.sleep(1)
+        series = prom.value('scrape_samples_scraped{job="aiwatch"}')
+    stop.set()
+
+    baseline = sum(samples["(baseline) scrape of the target"]) / len(samples["(baseline) scrape of the target"])
+    print(f"target: {series:.0f} samples per scrape; {seconds} s run, 1 s scrape and evaluation interval")
+    print(f"{'rule group':<34} {'mean ms':>9} {'x scrape':>9}")
+    total = 0.0
+    for group, values in sorted(samples.items()):
+        mean = sum(values) / len(values)
+        if not group.startswith("(baseline)"):
+            total += mean
+        print(f"{group:<34} {mean * 1000:9.2f} {mean / baseline:9.2f}")
+    print(f"{'all aiwatch groups':<34} {total * 1000:9.2f} {total / baseline:9.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

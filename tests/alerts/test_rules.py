@@ -1,0 +1,338 @@
+"""The rule renderer, the committed rule files, their promtool unit tests, the runbooks and the Alertmanager example."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from aiwatch.cli import main
+from aiwatch.drift.promql import JS_RECORD, PSI_RECORD, fleet_js_expr, fleet_psi_expr
+from aiwatch.metrics import exposed_sample_names
+from aiwatch.rules import (
+    ALERTING_FILE,
+    RECORDING_FILE,
+    ConfigError,
+    RulesConfig,
+    config_from_dict,
+    default_config_yaml,
+    load_config,
+    render,
+)
+from aiwatch.rules.render import duration_seconds
+from tests.servers import REPO, require_binary
+
+yaml = pytest.importorskip("yaml")
+
+ALERTS_DIR = REPO / "alerts"
+PROMTOOL_TESTS = sorted((Path(__file__).parent / "promtool").glob("*_test.yml"))
+RUNBOOKS = REPO / "docs" / "runbooks"
+PROMETHEUS_BUILTINS = {"up", "scrape_duration_seconds", "scrape_samples_scraped", "ALERTS"}
+SEVERITIES = {"critical", "warning", "info"}
+
+
+def rule_groups(text: str) -> list[dict[str, Any]]:
+    groups: list[dict[str, Any]] = yaml.safe_load(text)["groups"]
+    return groups
+
+
+def alert_rules(cfg: RulesConfig | None = None) -> list[dict[str, Any]]:
+    return [r for g in rule_groups(render(cfg)[ALERTING_FILE]) for r in g["rules"]]
+
+
+def recording_rules() -> list[dict[str, Any]]:
+    return [r for g in rule_groups(render()[RECORDING_FILE]) for r in g["rules"]]
+
+
+# --- PromQL metric names ------------------------------------------------------------------------------------------
+
+_KEYWORDS = {"and", "or", "unless", "bool", "offset", "by", "without", "on", "ignoring", "group_left", "group_right",
+             "inf", "nan"}
+
+
+def promql_metric_names(expr: str) -> set[str]:
+    """Metric names an expression reads: identifiers that are not functions, keywords, label names or strings."""
+    s = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
+    s = re.sub(r"\{[^}]*\}", "", s)
+    s = re.sub(r"\[[^\]]*\]", "", s)
+    s = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", s)
+    s = re.sub(r"(?<![\w:])\d+(ms|[smhdwy])\b", " ", s)
+    s = re.sub(r"(?<![\w:])\d+(\.\d+)?([eE][+-]?\d+)?", " ", s)
+    names = set()
+    for name, call in re.findall(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(\s*\()?", s):
+        if not call and name.lower() not in _KEYWORDS:
+            names.add(name)
+    return names
+
+
+def test_promql_metric_names_extracts_metrics_only() -> None:
+    expr = ('sum by (service, le) (rate(aiwatch_request_duration_seconds_bucket{le="0.3", status=~"5.."}[5m])) '
+            '/ on (service) group_left service:x:rate5m > 1e-3 and bogus_metric offset 1h')
+    assert promql_metric_names(expr) == {"aiwatch_request_duration_seconds_bucket", "service:x:rate5m",
+                                         "bogus_metric"}
+
+
+def check_names(exprs: list[str], where: str) -> set[str]:
+    records = {r["record"] for r in recording_rules()}
+    contract = exposed_sample_names() | PROMETHEUS_BUILTINS
+    used: set[str] = set()
+    for expr in exprs:
+        for name in promql_metric_names(expr):
+            used.add(name)
+            if ":" in name:
+                assert name in records, f"{where}: {name} is not a recording rule (in {expr!r})"
+            else:
+                assert name in contract, f"{where}: {name} is not in aiwatch/metrics.py (in {expr!r})"
+    return used
+
+
+def test_every_metric_in_alerts_exists_in_the_contract() -> None:
+    exprs = []
+    for path in sorted(ALERTS_DIR.glob("*.rules.yml")):
+        exprs += [r["expr"] for g in rule_groups(path.read_text()) for r in g["rules"]]
+    used = check_names(exprs, "alerts/")
+    # the check saw the families of every area, so it cannot pass vacuously
+    for family in ("aiwatch_request_duration_seconds_count", "aiwatch_phase_duration_seconds_bucket",
+                   "aiwatch_network_duration_seconds_bucket", "aiwatch_queue_depth", "aiwatch_gpu_utilization_ratio",
+                   "aiwatch_gpu_xid_errors_total", "aiwatch_feature_cache_requests_total", "aiwatch_drift_detected",
+                   "aiwatch_feature_bin_total", "aiwatch_instrumentation_errors_total", "up"):
+        assert family in used
+
+
+def test_every_metric_in_the_runbooks_exists() -> None:
+    exprs = []
+    for page in RUNBOOKS.glob("*.md"):
+        for block in re.findall(r"```promql\n(.*?)```", page.read_text(), re.S):
+            exprs += [line.split("#")[0] for line in block.splitlines() if line.strip()]
+    assert len(exprs) > 40
+    check_names(exprs, "docs/runbooks")
+
+
+# --- renderer and committed files ---------------------------------------------------------------------------------
+
+
+def test_committed_rule_files_are_the_default_rendering() -> None:
+    files = render(RulesConfig())
+    assert sorted(p.name for p in ALERTS_DIR.glob("*.rules.yml")) == sorted(files)
+    for name, text in files.items():
+        assert (ALERTS_DIR / name).read_text() == text, f"alerts/{name} is stale: run `aiwatch rules render`"
+
+
+def test_every_alert_is_complete() -> None:
+    rules = alert_rules()
+    names = {r["alert"] for r in rules}
+    assert len(names) == 17
+    for rule in rules:
+        assert duration_seconds(rule["for"]) > 0, rule["alert"]
+        assert rule["labels"]["severity"] in SEVERITIES
+        assert set(rule["annotations"]) == {"summary", "description", "runbook_url"}
+        assert "{{" in rule["annotations"]["description"], f"{rule['alert']}: description has no numbers"
+    assert {r["labels"]["severity"] for r in rules} == SEVERITIES
+
+
+def test_recording_rules_are_named_level_metric_operation() -> None:
+    for rule in recording_rules():
+        level, metric, operation = rule["record"].split(":")
+        assert level and metric.startswith("aiwatch_") and operation, rule["record"]
+
+
+def test_burn_rate_windows_and_slo_ratios_are_recorded() -> None:
+    records = {r["record"] for r in recording_rules()}
+    for w in ("5m", "30m", "1h", "2h", "6h", "1d", "3d"):
+        for name in ("aiwatch_requests:rate", "aiwatch_request_errors:ratio_rate", "aiwatch_request_slow:ratio_rate"):
+            assert f"service:{name}{w}" in records
+    for name in ("service_model_phase:aiwatch_phase_duration_seconds:p99", "service:aiwatch_time_outside_model:ratio",
+                 "queue:aiwatch_queue_depth:per_replica", "instance_gpu:aiwatch_gpu_utilization_ratio:avg5m",
+                 "instance_gpu:aiwatch_gpu_memory_headroom:ratio", "cache:aiwatch_feature_cache_hit:ratio_rate10m",
+                 "queue:aiwatch_desired_replicas:queue_depth", "job:aiwatch_desired_replicas:gpu"):
+        assert name in records
+
+
+def test_fleet_drift_rules_come_from_the_drift_promql() -> None:
+    exprs = {r["record"]: r["expr"] for r in recording_rules()}
+    for w in RulesConfig().drift.windows:
+        assert exprs[PSI_RECORD.format(window=w)] == fleet_psi_expr(w)
+        assert exprs[JS_RECORD.format(window=w)] == fleet_js_expr(w)
+
+
+def test_config_changes_the_rendered_rules() -> None:
+    cfg = config_from_dict({
+        "runbook_base_url": "https://runbooks.example.com/aiwatch/",
+        "selectors": {"requests": 'service="recommender"', "targets": 'job="recsys"'},
+        "slo": {"availability_objective": 0.995, "latency_threshold_seconds": 0.5,
+                "page": {"windows": [{"long": "1h", "short": "5m", "factor": 10}], "for": "1m"}},
+        "latency": {"model_phases": "inference|rerank"},
+    })
+    files = render(cfg)
+    alerting = "\n".join(r["expr"] for g in rule_groups(files[ALERTING_FILE]) for r in g["rules"])
+    recording = "\n".join(r["expr"] for g in rule_groups(files[RECORDING_FILE]) for r in g["rules"])
+    assert "service:aiwatch_request_errors:ratio_rate1h / 0.005 > 10" in alerting
+    fast = next(r["expr"] for r in alert_rules(cfg) if r["alert"] == "AiwatchAvailabilityBudgetBurnFast")
+    assert "ratio_rate6h" not in fast and "ratio_rate5m / 0.005 > 10" in fast
+    assert 'le="0.5"' in recording and 'le="0.3"' not in recording
+    assert 'aiwatch_request_duration_seconds_count{service="recommender"}' in recording
+    assert 'phase=~"inference|rerank"' in recording
+    assert 'absent(up{job="recsys"})' in alerting
+    urls = {r["annotations"]["runbook_url"] for r in alert_rules(cfg)}
+    assert "https://runbooks.example.com/aiwatch/docs/runbooks/AiwatchTargetAbsent.md" in urls
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    ({"slo": {"availabilty_objective": 0.99}}, "slo: unknown key(s) ['availabilty_objective']"),
+    ({"slo": {"availability_objective": 1.5}}, "slo.availability_objective: must be between 0 and 1"),
+    ({"slo": {"latency_threshold_seconds": 0.35}}, "slo.latency_threshold_seconds: 0.35 is not a bucket bound"),
+    ({"latency": {"window": "5 minutes"}}, "latency.window: '5 minutes' is not a Prometheus duration"),
+    ({"queue": {"for": "soon"}}, "queue.for: 'soon' is not a Prometheus duration"),
+    ({"selectors": {"requests": "service=recommender"}}, "selectors.requests: 'service=recommender' is not"),
+    ({"gpu": {"utilization_saturated": "high"}}, "gpu.utilization_saturated: expected a number"),
+    ({"slo": {"page": {"windows": [], "for": "2m"}}}, "slo.page.windows: at least one window pair"),
+    ({"drift": {"psi_window": "6h"}}, "drift.psi_window: '6h' is not one of drift.windows"),
+    ([1, 2], "config: expected a mapping"),
+])
+def test_bad_config_names_the_key(data: Any, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(data)
+    assert message in str(info.value)
+
+
+def test_defaults_round_trip_and_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["rules", "defaults"]) == 0
+    printed = capsys.readouterr().out
+    assert printed == default_config_yaml()
+    assert config_from_dict(yaml.safe_load(printed)) == RulesConfig()
+
+    config = tmp_path / "aiwatch-rules.yml"
+    config.write_text("slo:\n  latency_objective: 0.95\nqueue:\n  per_replica_warning: 7\n")
+    out = tmp_path / "alerts"
+    assert main(["rules", "render", "--config", str(config), "--out", str(out)]) == 0
+    text = (out / ALERTING_FILE).read_text()
+    assert "service:aiwatch_request_slow:ratio_rate1h / 0.05 > 14.4" in text
+    assert "queue:aiwatch_queue_depth:per_replica > 7" in text
+    assert (out / RECORDING_FILE).read_text() == render(load_config(config))[RECORDING_FILE]
+
+    assert main(["rules", "render", "--check", "--out", str(ALERTS_DIR)]) == 0
+    assert main(["rules", "render", "--check", "--out", str(out)]) == 1
+    config.write_text("slo:\n  latency_objective: 95\n")
+    assert main(["rules", "render", "--config", str(config), "--out", str(out)]) == 2
+    assert "slo.latency_objective: must be between 0 and 1" in capsys.readouterr().err
+
+
+def test_yaml_config_without_pyyaml_names_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "rules.yml"
+    config.write_text("slo: {}\n")
+    monkeypatch.setitem(sys.modules, "yaml", None)
+    with pytest.raises(ImportError, match=r'pip install "aiwatch\[all\]"'):
+        load_config(config)
+    json_config = tmp_path / "rules.json"
+    json_config.write_text('{"slo": {"availability_objective": 0.99}}')
+    assert load_config(json_config).slo.availability_objective == 0.99
+
+
+def test_rendering_needs_no_pyyaml(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "yaml", None)
+    assert render(RulesConfig()) == {p.name: p.read_text() for p in ALERTS_DIR.glob("*.rules.yml")}
+
+
+# --- promtool -----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_promtool_check_rules() -> None:
+    promtool = require_binary("promtool")
+    files = [str(p) for p in sorted(ALERTS_DIR.glob("*.rules.yml"))]
+    proc = subprocess.run([promtool, "check", "rules", *files], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+def test_promtool_unit_tests_pass() -> None:
+    promtool = require_binary("promtool")
+    proc = subprocess.run([promtool, "test", "rules", *map(str, PROMTOOL_TESTS)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.count("SUCCESS") == len(PROMTOOL_TESTS) >= 6
+
+
+def test_promtool_tests_cover_every_alert() -> None:
+    """Each (alert, severity) is expected silent before its ``for`` and firing after, with labels and all three
+    annotations, in the same test group; every test file reads recording rules in group_eval_order."""
+    covered: set[tuple[str, str]] = set()
+    for path in PROMTOOL_TESTS:
+        doc = yaml.safe_load(path.read_text())
+        order = doc["group_eval_order"]
+        assert order.index("aiwatch-slo.rules") < order.index("aiwatch-slo.alerts"), path.name
+        for group in doc["tests"]:
+            silent: dict[str, float] = {}
+            for case in group.get("alert_rule_test", []):
+                t = duration_seconds(case["eval_time"])
+                if not case["exp_alerts"]:
+                    silent[case["alertname"]] = min(t, silent.get(case["alertname"], t))
+            for case in group.get("alert_rule_test", []):
+                t = duration_seconds(case["eval_time"])
+                for exp in case["exp_alerts"]:
+                    assert set(exp["exp_annotations"]) == {"summary", "description", "runbook_url"}
+                    if silent.get(case["alertname"], float("inf")) < t:
+                        covered.add((case["alertname"], exp["exp_labels"]["severity"]))
+    wanted = {(r["alert"], r["labels"]["severity"]) for r in alert_rules()}
+    assert wanted - covered == set()
+
+
+# --- runbooks and Alertmanager ------------------------------------------------------------------------------------
+
+
+def test_runbook_urls_and_pages_match() -> None:
+    rules = alert_rules()
+    base = RulesConfig().runbook_base_url
+    for rule in rules:
+        url = rule["annotations"]["runbook_url"]
+        assert url == f"{base}/docs/runbooks/{rule['alert']}.md"
+        assert (REPO / url.removeprefix(base + "/")).is_file(), f"{url} points to no page"
+    pages = {p.stem for p in RUNBOOKS.glob("*.md")}
+    assert pages == {r["alert"] for r in rules}, "a runbook page without its alert, or an alert without a page"
+
+
+def test_runbook_pages_have_the_sections() -> None:
+    degrade = ("Serve cached predictions", "Route to a smaller model", "Shed batch traffic")
+    with_degrade = 0
+    for page in RUNBOOKS.glob("*.md"):
+        text = page.read_text()
+        assert text.startswith(f"# {page.stem}\n")
+        for section in ("## Meaning", "## Impact", "## Diagnosis", "## Mitigation"):
+            assert section in text, f"{page.name} lacks {section}"
+        assert "```promql" in text and "view" in text
+        if all(d in text for d in degrade):
+            with_degrade += 1
+    # every user-facing alert (SLO fast burns, latency, queue, cache, GPU capacity) lists the degrade options
+    for name in ("AiwatchAvailabilityBudgetBurnFast", "AiwatchLatencyBudgetBurnFast", "AiwatchModelLatencyHigh",
+                 "AiwatchNonModelLatencyHigh", "AiwatchQueueBacklog", "AiwatchGpuSaturated"):
+        assert all(d in (RUNBOOKS / f"{name}.md").read_text() for d in degrade), name
+    assert with_degrade >= 6
+
+
+@pytest.mark.slow
+def test_alertmanager_example_passes_amtool() -> None:
+    amtool = require_binary("amtool")
+    config = str(ALERTS_DIR / "alertmanager.yml")
+    proc = subprocess.run([amtool, "check-config", config], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for labels, receiver in ((["severity=critical"], "page"), (["severity=warning"], "ticket"),
+                             (["severity=info"], "info"), (["alertname=Other"], "ticket")):
+        proc = subprocess.run([amtool, "config", "routes", "test", f"--config.file={config}", *labels],
+                              capture_output=True, text=True)
+        assert proc.stdout.strip() == receiver, (labels, proc.stdout, proc.stderr)
+
+
+@pytest.mark.parametrize("value", [
+    "", "plain words", "a: b", "#not a comment", "- dash", "yes", "No", "null", "~", "1h", "0.5", "trailing ",
+    "colon:", 'say "hi"', "back\\slash", "{{ $labels.service }}", "[x]", "tab\there", "multi\nline\ntext",
+    "ünïcode ✓", "  lead\nx", "x  \ny", "end\n", "a\n\nb", "a\r\nb",
+    "@at", "%pct", "`tick`", "*star", "&anchor", "!tag", "|pipe", ">gt", "'single'",
+])
+def test_yaml_writer_round_trips_strings(value: str) -> None:
+    from aiwatch.rules.yamlout import dump
+
+    data = {"key": value, "list": [value, {"nested": value}], "n": 14.4, "i": 3, "b": True, "f": float("inf")}
+    assert yaml.safe_load(dump(data)) == data
