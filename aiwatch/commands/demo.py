@@ -27,6 +27,8 @@ def register(subparsers: Any) -> None:
                              "sale overloads it)")
     parser.add_argument("--model-ms", type=_positive, default=25.0,
                         help="model time per batch the recommender is sized to (default 25)")
+    parser.add_argument("--json", metavar="PATH", default=None,
+                        help="also write each cycle's per-stage numbers to PATH as JSON")
     parser.add_argument("--seed", type=int, default=7, help="seed of the generated traffic")
     parser.set_defaults(handler=run)
 

@@ -43,6 +43,7 @@ class DemoOptions:
     max_in_flight: int = 48
     seed: int = 7
     cycles: int | None = None
+    json_path: str | None = None
     out: TextIO = field(default_factory=lambda: sys.stdout)
 
 
@@ -189,6 +190,8 @@ def _run(options: DemoOptions, supervisor: Supervisor, out: TextIO) -> int:
         results = asyncio.run(_drive(f"{gw_url}/recommend", stages, metrics_urls, rng, options.max_in_flight,
                                      lambda line: print(line, file=out, flush=True)))
         print("\n" + summary.format_summary(results) + "\n", file=out, flush=True)
+        if options.json_path:
+            Path(options.json_path).write_text(json.dumps([s.as_dict() for s in results], indent=2) + "\n")
     return 0
 
 
@@ -222,11 +225,11 @@ async def _drive(url: str, stages: list[loadgen.Stage], metrics_urls: list[str],
             load = await loadgen.run_stage(client, url, stage, rng, max_in_flight)
             after = await asyncio.to_thread(scrape.scrape_all, metrics_urls)
             stats = summary.stage_stats(stage.name, time.monotonic() - started, before, after)
+            stats.load = {"sent": load.sent, "ok": load.ok, "failed": load.failed, "dropped": load.dropped}
             results.append(stats)
-            req = summary.ROWS[0][0]
             say(f"  done: {load.ok} ok, {load.failed} failed, {load.dropped} not sent (over {max_in_flight} in "
-                f"flight); request p99 {_fmt(stats.p(req, 99))}, model p50 {_fmt(stats.p('  model', 50))}, "
-                f"queue p99 {_fmt(stats.p('  queue', 99))}")
+                f"flight); request p99 {_fmt(stats.p('request', 99))}, model p50 {_fmt(stats.p('model', 50))}, "
+                f"queue p99 {_fmt(stats.p('queue', 99))}")
     return results
 
 
@@ -236,4 +239,5 @@ def _fmt(seconds: float | None) -> str:
 
 def options_from_args(args: Any) -> DemoOptions:
     return DemoOptions(duration=args.duration, headless=args.headless, redis=args.redis, prometheus=args.prometheus,
-                       normal_rps=args.rps, model_ms=args.model_ms, seed=args.seed, cycles=args.cycles)
+                       normal_rps=args.rps, model_ms=args.model_ms, seed=args.seed, cycles=args.cycles,
+                       json_path=args.json)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiwatch.demo import scrape
 from aiwatch.drift.promql import PSI_EPSILON
@@ -16,15 +17,19 @@ MODEL = "recommender"
 #: PSI at or above this is reported as drift (the common "significant shift" rule of thumb).
 PSI_THRESHOLD = 0.2
 
-#: (row label, histogram, label match) of every latency row in the summary, in display order.
-ROWS: tuple[tuple[str, str, dict[str, str]], ...] = (
-    ("request (gateway)", "aiwatch_request_duration_seconds", {"service": "gateway", "route": "/recommend"}),
-    ("  features", "aiwatch_phase_duration_seconds", {"service": "gateway", "phase": "features"}),
-    ("  network gw->inference", "aiwatch_network_duration_seconds", {"service": "gateway", "peer": "inference"}),
-    ("  queue", "aiwatch_phase_duration_seconds", {"service": "inference", "phase": "queue"}),
-    ("  model", "aiwatch_phase_duration_seconds", {"service": "inference", "phase": "inference"}),
-    ("  overhead gateway", "aiwatch_phase_duration_seconds", {"service": "gateway", "phase": "overhead"}),
-    ("  overhead inference", "aiwatch_phase_duration_seconds", {"service": "inference", "phase": "overhead"}),
+#: (key, display label, histogram, label match) of every latency row in the summary, in display order.
+ROWS: tuple[tuple[str, str, str, dict[str, str]], ...] = (
+    ("request", "request (gateway)", "aiwatch_request_duration_seconds",
+     {"service": "gateway", "route": "/recommend"}),
+    ("features", "  features", "aiwatch_phase_duration_seconds", {"service": "gateway", "phase": "features"}),
+    ("network", "  network gw->inference", "aiwatch_network_duration_seconds",
+     {"service": "gateway", "peer": "inference"}),
+    ("queue", "  queue", "aiwatch_phase_duration_seconds", {"service": "inference", "phase": "queue"}),
+    ("model", "  model", "aiwatch_phase_duration_seconds", {"service": "inference", "phase": "inference"}),
+    ("overhead_gateway", "  overhead gateway", "aiwatch_phase_duration_seconds",
+     {"service": "gateway", "phase": "overhead"}),
+    ("overhead_inference", "  overhead inference", "aiwatch_phase_duration_seconds",
+     {"service": "inference", "phase": "overhead"}),
 )
 
 
@@ -37,15 +42,23 @@ class StageStats:
     cache_hit_ratio: float | None = None
     psi: dict[str, float] = field(default_factory=dict)
     mean_batch: float | None = None
+    #: what the load generator did (sent, ok, failed, dropped): context only, never a latency source
+    load: dict[str, int] = field(default_factory=dict)
 
     @property
     def drifted(self) -> list[str]:
         return sorted(f for f, v in self.psi.items() if v >= PSI_THRESHOLD)
 
     def p(self, row: str, q: int) -> float | None:
-        """p50 (``q=50``) or p99 (``q=99``) of a row, in seconds."""
+        """p50 (``q=50``) or p99 (``q=99``) of a row (a key of :data:`ROWS`), in seconds."""
         p50, p99 = self.latency[row]
         return p50 if q == 50 else p99
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "seconds": self.seconds, "requests": self.requests,
+                "latency_seconds": {k: {"p50": v[0], "p99": v[1]} for k, v in self.latency.items()},
+                "cache_hit_ratio": self.cache_hit_ratio, "mean_batch": self.mean_batch, "psi": self.psi,
+                "drifted": self.drifted, "load": self.load}
 
 
 def psi(live_counts: dict[str, float], reference_share: dict[str, float]) -> float | None:
@@ -67,9 +80,9 @@ def stage_stats(name: str, seconds: float, before: scrape.Samples, after: scrape
     d = scrape.delta(after, before)
     requests = scrape.total(d, "aiwatch_request_duration_seconds_count", service="gateway", route="/recommend")
     stats = StageStats(name, seconds, requests)
-    for row, histogram, match in ROWS:
+    for key, _, histogram, match in ROWS:
         b = scrape.buckets(d, histogram, **match)
-        stats.latency[row] = (scrape.histogram_quantile(0.5, b), scrape.histogram_quantile(0.99, b))
+        stats.latency[key] = (scrape.histogram_quantile(0.5, b), scrape.histogram_quantile(0.99, b))
     results = scrape.values(d, "aiwatch_feature_cache_requests_total", "result")
     lookups = sum(results.values())
     if lookups > 0:
@@ -99,8 +112,8 @@ def format_summary(stages: list[StageStats]) -> str:
     lines = [head, sub, "-" * len(sub)]
     lines.append(f"{'requests/s':<{width}}" + "".join(
         f"| {s.requests / s.seconds if s.seconds else 0.0:>16.1f} " for s in stages))
-    for row, _, _ in ROWS:
-        lines.append(f"{row:<{width}}" + "".join(f"| {_ms(s.p(row, 50))} {_ms(s.p(row, 99))} " for s in stages))
+    for key, label, _, _ in ROWS:
+        lines.append(f"{label:<{width}}" + "".join(f"| {_ms(s.p(key, 50))} {_ms(s.p(key, 99))} " for s in stages))
     lines.append(f"{'mean batch size':<{width}}" + "".join(
         f"| {'-' if s.mean_batch is None else f'{s.mean_batch:.2f}':>16} " for s in stages))
     lines.append(f"{'feature cache hit ratio':<{width}}" + "".join(

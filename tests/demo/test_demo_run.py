@@ -1,0 +1,117 @@
+"""``aiwatch demo`` end to end: the headless summary tells the flash-sale story, and Ctrl-C leaves no process."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.servers import python_env, redis_server, wait_until
+
+pytestmark = pytest.mark.slow
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is dead; only its parent's wait() is missing.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+def test_headless_summary_shows_where_the_sale_latency_went(tmp_path: Path) -> None:
+    out = tmp_path / "stages.json"
+    proc = subprocess.run([sys.executable, "-m", "aiwatch", "demo", "--headless", "--duration", "20",
+                           "--json", str(out)], env=python_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "drifted features during flash sale: basket_value (PSI" in proc.stdout
+    stages: dict[str, Any] = {s["name"]: s for s in json.loads(out.read_text())}
+    normal, sale = stages["normal"], stages["flash sale"]
+    lat = {name: s["latency_seconds"] for name, s in stages.items()}
+    report = proc.stdout
+
+    # Every request answered; the numbers come from the services' metrics.
+    assert all(s["load"]["failed"] == 0 for s in stages.values()), report
+    assert normal["requests"] > 0 and sale["requests"] > normal["requests"], report
+    # Where the time went: queue wait and the request's p99 grew, the model's own time grew far less.
+    q_normal, q_sale = lat["normal"]["queue"]["p99"], lat["flash sale"]["queue"]["p99"]
+    m_normal, m_sale = lat["normal"]["model"]["p50"], lat["flash sale"]["model"]["p50"]
+    assert q_sale > q_normal, report
+    assert lat["flash sale"]["request"]["p99"] > lat["normal"]["request"]["p99"], report
+    assert m_sale / m_normal < q_sale / q_normal, report
+    # During the sale a request waits longer in the queue than the model takes to answer it.
+    assert lat["flash sale"]["queue"]["p50"] > m_sale, report
+    # Batches fill up under load; new users during the sale lower the cache hit ratio.
+    assert sale["mean_batch"] > normal["mean_batch"], report
+    assert sale["cache_hit_ratio"] < normal["cache_hit_ratio"], report
+    # Drift: basket_value shifted during the sale, the other features did not.
+    assert sale["drifted"] == ["basket_value"], report
+    assert sale["psi"]["basket_value"] > 0.2, report
+
+
+def test_sigint_stops_every_child_process() -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "aiwatch", "demo", "--headless", "--duration", "600"],
+                            env=python_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    try:
+        assert proc.stdout is not None
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if line.startswith("stage normal"):
+                break
+        output = "".join(lines)
+        pids = [int(p) for p in re.findall(r"pid (\d+)", output)]
+        assert len(pids) == 2, output
+        assert all(_alive(pid) for pid in pids), output
+        time.sleep(1.0)  # mid-stage, requests in flight
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 130, output + rest
+        assert "interrupted" in rest
+        for pid in pids:
+            wait_until(lambda pid=pid: not _alive(pid), 5, what=f"child {pid} gone")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_redis_feature_cache_against_a_real_redis() -> None:
+    import asyncio
+
+    from aiwatch.demo.features import FeatureStore, RedisCache
+    from aiwatch.metrics import Metrics
+    from prometheus_client import CollectorRegistry
+
+    metrics = Metrics(CollectorRegistry())
+
+    async def lookups(url: str) -> list[dict[str, float]]:
+        cache = RedisCache(url, prefix="test:")
+        store = FeatureStore(cache, metrics)
+        try:
+            return [await store.user_profile(5), await store.user_profile(5)]
+        finally:
+            await cache.close()
+
+    with redis_server() as url:
+        first, second = asyncio.run(lookups(url))
+    assert first == second
+    get = metrics.registry.get_sample_value
+    assert get("aiwatch_feature_cache_requests_total", {"cache": "user_features", "result": "miss"}) == 1.0
+    assert get("aiwatch_feature_cache_requests_total", {"cache": "user_features", "result": "hit"}) == 1.0
