@@ -95,9 +95,10 @@ def test_sigint_stops_every_child_process() -> None:
 def test_redis_feature_cache_against_a_real_redis() -> None:
     import asyncio
 
+    from prometheus_client import CollectorRegistry
+
     from aiwatch.demo.features import FeatureStore, RedisCache
     from aiwatch.metrics import Metrics
-    from prometheus_client import CollectorRegistry
 
     metrics = Metrics(CollectorRegistry())
 
