@@ -39,8 +39,8 @@ class DemoOptions:
     model_ms: float = 25.0
     max_batch: int = 2
     #: the sale offers this many times the model's measured capacity (when ``normal_rps`` is not given)
-    overload: float = 1.0
-    max_in_flight: int = 48
+    overload: float = 0.6
+    max_in_flight: int = 32
     seed: int = 7
     cycles: int | None = None
     json_path: str | None = None

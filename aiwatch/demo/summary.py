@@ -16,6 +16,8 @@ from aiwatch.drift.promql import PSI_EPSILON
 MODEL = "recommender"
 #: PSI at or above this is reported as drift (the common "significant shift" rule of thumb).
 PSI_THRESHOLD = 0.2
+#: Fewer live values than this and PSI is mostly sampling noise (about (bins - 1) / n): shown, never called drift.
+MIN_DRIFT_SAMPLES = 150
 
 #: (key, display label, histogram, label match) of every latency row in the summary, in display order.
 ROWS: tuple[tuple[str, str, str, dict[str, str]], ...] = (
@@ -41,13 +43,15 @@ class StageStats:
     latency: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
     cache_hit_ratio: float | None = None
     psi: dict[str, float] = field(default_factory=dict)
+    drift_samples: dict[str, float] = field(default_factory=dict)
     mean_batch: float | None = None
     #: what the load generator did (sent, ok, failed, dropped): context only, never a latency source
     load: dict[str, int] = field(default_factory=dict)
 
     @property
     def drifted(self) -> list[str]:
-        return sorted(f for f, v in self.psi.items() if v >= PSI_THRESHOLD)
+        return sorted(f for f, v in self.psi.items()
+                      if v >= PSI_THRESHOLD and self.drift_samples.get(f, 0) >= MIN_DRIFT_SAMPLES)
 
     def p(self, row: str, q: int) -> float | None:
         """p50 (``q=50``) or p99 (``q=99``) of a row (a key of :data:`ROWS`), in seconds."""
@@ -58,7 +62,7 @@ class StageStats:
         return {"name": self.name, "seconds": self.seconds, "requests": self.requests,
                 "latency_seconds": {k: {"p50": v[0], "p99": v[1]} for k, v in self.latency.items()},
                 "cache_hit_ratio": self.cache_hit_ratio, "mean_batch": self.mean_batch, "psi": self.psi,
-                "drifted": self.drifted, "load": self.load}
+                "drift_samples": self.drift_samples, "drifted": self.drifted, "load": self.load}
 
 
 def psi(live_counts: dict[str, float], reference_share: dict[str, float]) -> float | None:
@@ -97,6 +101,7 @@ def stage_stats(name: str, seconds: float, before: scrape.Samples, after: scrape
         value = psi(live, ref)
         if value is not None:
             stats.psi[feature] = value
+            stats.drift_samples[feature] = sum(live.values())
     return stats
 
 
@@ -122,6 +127,8 @@ def format_summary(stages: list[StageStats]) -> str:
     for feature in features:
         lines.append(f"{'PSI ' + feature:<{width}}" + "".join(
             f"| {_psi_cell(s, feature):>16} " for s in stages))
+    lines.append(f"(drift: PSI >= {PSI_THRESHOLD} against the training data's deciles, judged from "
+                 f"{MIN_DRIFT_SAMPLES} values per stage)")
     lines.append("")
     for s in stages:
         drifted = ", ".join(f"{f} (PSI {s.psi[f]:.2f})" for f in s.drifted) or "none"
@@ -133,4 +140,7 @@ def _psi_cell(stage: StageStats, feature: str) -> str:
     value = stage.psi.get(feature)
     if value is None:
         return "-"
-    return f"{value:.3f}{' DRIFT' if value >= PSI_THRESHOLD else ''}"
+    n = stage.drift_samples.get(feature, 0)
+    if n < MIN_DRIFT_SAMPLES:
+        return f"{value:.3f} (n={n:.0f})"
+    return f"{value:.3f}{' DRIFT' if feature in stage.drifted else ''}"

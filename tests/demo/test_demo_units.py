@@ -186,3 +186,26 @@ def test_recommender_pads_batches_and_rejects_oversized_ones() -> None:
     with pytest.raises(ValueError, match="batch size"):
         model.predict([known, known, known])
 
+
+
+def test_stage_stats_judge_drift_only_with_enough_values(metrics: Metrics) -> None:
+    from prometheus_client import generate_latest
+
+    ref = data.reference_features(5000)
+    sketch = BinSketch(ref, metrics, model=summary.MODEL)
+    rng = np.random.default_rng(11)
+
+    def stage(n: int) -> summary.StageStats:
+        before = scrape.parse(generate_latest(metrics.registry).decode())
+        live = data.live_features(rng, n, sale=True)
+        for i in range(n):
+            sketch.observe({k: float(v[i]) for k, v in live.items()})
+        after = scrape.parse(generate_latest(metrics.registry).decode())
+        return summary.stage_stats("sale", 1.0, before, after)
+
+    few, many = stage(summary.MIN_DRIFT_SAMPLES - 1), stage(2000)
+    assert few.drift_samples["basket_value"] == summary.MIN_DRIFT_SAMPLES - 1
+    assert few.drifted == []
+    assert many.drifted == ["basket_value"]
+    assert 0.2 < many.psi["basket_value"] < 0.45
+    assert "DRIFT" in summary.format_summary([few, many]).split("PSI basket_value")[1].splitlines()[0]
