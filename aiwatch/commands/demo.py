@@ -16,7 +16,7 @@ def register(subparsers: Any) -> None:
                         help="no console: run the stages once and print the per-stage summary")
     parser.add_argument("--duration", type=_positive, default=60.0,
                         help="seconds per cycle of normal / flash sale / recovery (default 60)")
-    parser.add_argument("--cycles", type=int, default=None,
+    parser.add_argument("--cycles", type=_count, default=None,
                         help="cycles to run (default: 1 headless, until Ctrl-C with the console)")
     parser.add_argument("--redis", metavar="URL", default=None,
                         help="keep the feature cache in Redis (redis://127.0.0.1:6379/0) instead of in-process")
@@ -27,6 +27,10 @@ def register(subparsers: Any) -> None:
                              "sale overloads it)")
     parser.add_argument("--model-ms", type=_positive, default=25.0,
                         help="model time per batch the recommender is sized to (default 25)")
+    parser.add_argument("--gateway-port", type=_port, default=0,
+                        help="gateway port on 127.0.0.1 (default: a free one), e.g. for a Prometheus scrape config")
+    parser.add_argument("--inference-port", type=_port, default=0,
+                        help="inference service port on 127.0.0.1 (default: a free one)")
     parser.add_argument("--json", metavar="PATH", default=None,
                         help="also write each cycle's per-stage numbers to PATH as JSON")
     parser.add_argument("--seed", type=int, default=7, help="seed of the generated traffic")
@@ -41,6 +45,18 @@ def _positive(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
     return value
+
+
+def _count(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
+    return int(text)
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 0 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"not a TCP port: {text!r}")
+    return int(text)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -44,6 +44,9 @@ class DemoOptions:
     seed: int = 7
     cycles: int | None = None
     json_path: str | None = None
+    #: 0 = a free port
+    gateway_port: int = 0
+    inference_port: int = 0
     out: TextIO = field(default_factory=lambda: sys.stdout)
 
 
@@ -156,7 +159,7 @@ def run(options: DemoOptions) -> int:
 
 def _run(options: DemoOptions, supervisor: Supervisor, out: TextIO) -> int:
     py = sys.executable
-    inf_port, gw_port = free_port(), free_port()
+    inf_port, gw_port = options.inference_port or free_port(), options.gateway_port or free_port()
     inf_url, gw_url = f"http://{HOST}:{inf_port}", f"http://{HOST}:{gw_port}"
     print("aiwatch demo: training the recommender and starting the services on loopback ...", file=out, flush=True)
     inference = supervisor.start("inference", [py, "-m", "aiwatch.demo.inference", "--port", str(inf_port),
@@ -240,4 +243,4 @@ def _fmt(seconds: float | None) -> str:
 def options_from_args(args: Any) -> DemoOptions:
     return DemoOptions(duration=args.duration, headless=args.headless, redis=args.redis, prometheus=args.prometheus,
                        normal_rps=args.rps, model_ms=args.model_ms, seed=args.seed, cycles=args.cycles,
-                       json_path=args.json)
+                       json_path=args.json, gateway_port=args.gateway_port, inference_port=args.inference_port)

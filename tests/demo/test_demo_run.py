@@ -116,3 +116,24 @@ def test_redis_feature_cache_against_a_real_redis() -> None:
     get = metrics.registry.get_sample_value
     assert get("aiwatch_feature_cache_requests_total", {"cache": "user_features", "result": "miss"}) == 1.0
     assert get("aiwatch_feature_cache_requests_total", {"cache": "user_features", "result": "hit"}) == 1.0
+
+
+def test_headless_demo_with_the_feature_cache_in_redis(tmp_path: Path) -> None:
+    import socket
+
+    out = tmp_path / "stages.json"
+    with redis_server() as url:
+        proc = subprocess.run([sys.executable, "-m", "aiwatch", "demo", "--headless", "--duration", "8",
+                               "--redis", url, "--json", str(out)],
+                              env=python_env(), capture_output=True, text=True, timeout=90)
+        port = int(url.rsplit(":", 1)[1].split("/")[0])
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+            s.sendall(b"DBSIZE\r\n")
+            keys = int(s.recv(64).decode().strip().lstrip(":"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"feature cache: redis {url}" in proc.stdout
+    stages = json.loads(out.read_text())
+    assert all(s["load"]["failed"] == 0 for s in stages), proc.stdout
+    # Returning users hit the Redis cache: hits are counted, and the profiles are stored there.
+    assert max(s["cache_hit_ratio"] for s in stages) > 0, proc.stdout
+    assert keys > 0
