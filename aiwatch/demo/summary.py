@@ -17,7 +17,7 @@ MODEL = "recommender"
 #: PSI at or above this is reported as drift (the common "significant shift" rule of thumb).
 PSI_THRESHOLD = 0.2
 #: Fewer live values than this and PSI is mostly sampling noise (about (bins - 1) / n): shown, never called drift.
-MIN_DRIFT_SAMPLES = 150
+MIN_DRIFT_SAMPLES = 100
 
 #: (key, display label, histogram, label match) of every latency row in the summary, in display order.
 ROWS: tuple[tuple[str, str, str, dict[str, str]], ...] = (
