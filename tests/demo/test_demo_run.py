@@ -45,14 +45,16 @@ def test_headless_summary_shows_where_the_sale_latency_went(tmp_path: Path) -> N
     # Every request answered; the numbers come from the services' metrics.
     assert all(s["load"]["failed"] == 0 for s in stages.values()), report
     assert normal["requests"] > 0 and sale["requests"] > normal["requests"], report
-    # Where the time went: queue wait and the request's p99 grew, the model's own time grew far less.
-    q_normal, q_sale = lat["normal"]["queue"]["p99"], lat["flash sale"]["queue"]["p99"]
-    m_normal, m_sale = lat["normal"]["model"]["p50"], lat["flash sale"]["model"]["p50"]
-    assert q_sale > q_normal, report
-    assert lat["flash sale"]["request"]["p99"] > lat["normal"]["request"]["p99"], report
-    assert m_sale / m_normal < q_sale / q_normal, report
+    # Where the time went (medians: a stage's p99 on a shared 2-core machine is one scheduling stall): the queue in
+    # front of the model, the gateway-to-inference network and the request grew, the model's own time far less.
+    p50 = {name: {row: v["p50"] for row, v in rows.items()} for name, rows in lat.items()}
+    normal50, sale50 = p50["normal"], p50["flash sale"]
+    assert sale50["queue"] > normal50["queue"], report
+    assert sale50["network"] > normal50["network"], report
+    assert sale50["request"] - sale50["model"] > normal50["request"] - normal50["model"], report
+    assert sale50["model"] / normal50["model"] < sale50["queue"] / normal50["queue"], report
     # During the sale a request waits longer in the queue than the model takes to answer it.
-    assert lat["flash sale"]["queue"]["p50"] > m_sale, report
+    assert sale50["queue"] > sale50["model"], report
     # Batches fill up under load; new users during the sale lower the cache hit ratio.
     assert sale["mean_batch"] > normal["mean_batch"], report
     assert sale["cache_hit_ratio"] < normal["cache_hit_ratio"], report
@@ -62,7 +64,8 @@ def test_headless_summary_shows_where_the_sale_latency_went(tmp_path: Path) -> N
 
 
 def test_sigint_stops_every_child_process() -> None:
-    proc = subprocess.Popen([sys.executable, "-m", "aiwatch", "demo", "--headless", "--duration", "600"],
+    # The interactive demo (console, cycles until Ctrl-C) is what a user interrupts.
+    proc = subprocess.Popen([sys.executable, "-m", "aiwatch", "demo", "--duration", "600"],
                             env=python_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: list[str] = []
     try:
@@ -77,7 +80,7 @@ def test_sigint_stops_every_child_process() -> None:
                 break
         output = "".join(lines)
         pids = [int(p) for p in re.findall(r"pid (\d+)", output)]
-        assert len(pids) == 2, output
+        assert len(pids) >= 2, output  # gateway, inference (and the console once it exists)
         assert all(_alive(pid) for pid in pids), output
         time.sleep(1.0)  # mid-stage, requests in flight
         proc.send_signal(signal.SIGINT)
