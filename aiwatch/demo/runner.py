@@ -140,6 +140,7 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
 def run(options: DemoOptions) -> int:
     """Run the demo; returns the exit code (130 when interrupted). Children are always stopped on the way out."""
     out = options.out
+    previous_int = signal.getsignal(signal.SIGINT)
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     supervisor = Supervisor()
     try:
@@ -153,7 +154,7 @@ def run(options: DemoOptions) -> int:
         try:
             supervisor.stop()
         finally:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
+            signal.signal(signal.SIGINT, previous_int)
             signal.signal(signal.SIGTERM, previous)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -63,25 +64,33 @@ def test_headless_summary_shows_where_the_sale_latency_went(tmp_path: Path) -> N
     assert sale["psi"]["basket_value"] > 0.2, report
 
 
+def _start_demo(*args: str) -> tuple[subprocess.Popen[str], list[int], str]:
+    """Start ``aiwatch demo ARGS`` and return it once its first stage runs, with its children's pids."""
+    proc = subprocess.Popen([sys.executable, "-m", "aiwatch", "demo", *args], env=python_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if line.startswith("stage normal"):
+            break
+    output = "".join(lines)
+    pids = [int(p) for p in re.findall(r"pid (\d+)", output)]
+    assert len(pids) >= 2, output  # gateway, inference (and the console once it exists)
+    assert all(_alive(pid) for pid in pids), output
+    return proc, pids, output
+
+
 def test_sigint_stops_every_child_process() -> None:
     # The interactive demo (console, cycles until Ctrl-C) is what a user interrupts.
-    proc = subprocess.Popen([sys.executable, "-m", "aiwatch", "demo", "--duration", "600"],
-                            env=python_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines: list[str] = []
+    proc, pids, output = _start_demo("--duration", "600")
     try:
-        assert proc.stdout is not None
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-            if line.startswith("stage normal"):
-                break
-        output = "".join(lines)
-        pids = [int(p) for p in re.findall(r"pid (\d+)", output)]
-        assert len(pids) >= 2, output  # gateway, inference (and the console once it exists)
-        assert all(_alive(pid) for pid in pids), output
+        if importlib.util.find_spec("aiwatch.commands.console") is None:
+            assert "console: not available" in output
         time.sleep(1.0)  # mid-stage, requests in flight
         proc.send_signal(signal.SIGINT)
         rest, _ = proc.communicate(timeout=30)
@@ -93,6 +102,19 @@ def test_sigint_stops_every_child_process() -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_services_exit_when_the_runner_is_killed_outright() -> None:
+    proc, pids, _ = _start_demo("--headless", "--duration", "600")
+    try:
+        proc.kill()  # SIGKILL: the runner cannot stop anything itself
+        proc.wait(10)
+        for pid in pids:
+            wait_until(lambda pid=pid: not _alive(pid), 10, what=f"child {pid} gone")
+    finally:
+        for pid in pids:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
 
 
 def test_redis_feature_cache_against_a_real_redis() -> None:
