@@ -11,7 +11,7 @@ Each part is a small module so that it can be swapped for the toolkit's own comp
 - :mod:`aiwatch.demo.batcher`: the micro-batcher in front of the model;
 - :mod:`aiwatch.demo.features`: the feature store and its cache (in-process LRU or Redis);
 - :mod:`aiwatch.demo.drift`: the drift hook (counts live values into the reference profile's bins);
-- :mod:`aiwatch.demo.inference` / :mod:`aiwatch.demo.gateway`: the two services;
+- :mod:`aiwatch.demo.inference` / :mod:`aiwatch.demo.gateway`: the two services (run by :mod:`aiwatch.demo.serve`);
 - :mod:`aiwatch.demo.loadgen`: the staged load generator;
 - :mod:`aiwatch.demo.scrape` / :mod:`aiwatch.demo.summary`: per-stage numbers from the services' ``/metrics``;
 - :mod:`aiwatch.demo.runner`: the supervisor behind ``aiwatch demo``.

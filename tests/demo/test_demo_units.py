@@ -209,3 +209,28 @@ def test_stage_stats_judge_drift_only_with_enough_values(metrics: Metrics) -> No
     assert many.drifted == ["basket_value"]
     assert 0.2 < many.psi["basket_value"] < 0.45
     assert "DRIFT" in summary.format_summary([few, many]).split("PSI basket_value")[1].splitlines()[0]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--duration", "0"], "must be > 0"),
+    (["--rps", "fast"], "not a number"),
+    (["--gateway-port", "70000"], "not a TCP port"),
+    (["--cycles", "0"], "whole number >= 1"),
+])
+def test_demo_command_rejects_bad_arguments(argv: list[str], message: str,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    from aiwatch.cli import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["demo", *argv])
+    assert message in capsys.readouterr().err
+
+
+def test_stage_plan_scales_with_the_duration() -> None:
+    from aiwatch.demo.loadgen import plan
+
+    stages = plan(100.0, 5.0)
+    assert [s.name for s in stages] == ["normal", "flash sale", "recovery"]
+    assert sum(s.seconds for s in stages) == pytest.approx(100.0)
+    assert stages[1].rps == 10 * stages[0].rps and stages[1].sale and not stages[2].sale
+    assert [s.seconds for s in plan(20.0, 5.0)] == pytest.approx([s.seconds / 5 for s in stages])
