@@ -223,13 +223,15 @@ async def _drive(url: str, stages: list[loadgen.Stage], metrics_urls: list[str],
     async with httpx.AsyncClient(timeout=30.0, limits=limits) as client:
         for stage in stages:
             before = await asyncio.to_thread(scrape.scrape_all, metrics_urls)
-            started = time.monotonic()
+            started, started_at = time.monotonic(), time.time()
             say(f"stage {stage.name}: {stage.seconds:.0f}s at {stage.rps:.0f} req/s"
                 + (" with shifted basket values and new users" if stage.sale else ""))
             load = await loadgen.run_stage(client, url, stage, rng, max_in_flight)
             after = await asyncio.to_thread(scrape.scrape_all, metrics_urls)
             stats = summary.stage_stats(stage.name, time.monotonic() - started, before, after)
-            stats.load = {"sent": load.sent, "ok": load.ok, "failed": load.failed, "dropped": load.dropped}
+            stats.started_at, stats.ended_at = started_at, time.time()
+            stats.load = {"seconds": stage.seconds, "sent": load.sent, "ok": load.ok, "failed": load.failed,
+                          "dropped": load.dropped}
             results.append(stats)
             say(f"  done: {load.ok} ok, {load.failed} failed, {load.dropped} not sent (over {max_in_flight} in "
                 f"flight); request p99 {_fmt(stats.p('request', 99))}, model p50 {_fmt(stats.p('model', 50))}, "

@@ -45,8 +45,11 @@ class StageStats:
     psi: dict[str, float] = field(default_factory=dict)
     drift_samples: dict[str, float] = field(default_factory=dict)
     mean_batch: float | None = None
+    #: wall-clock (Unix) start and end of the stage, to line it up with Prometheus' data
+    started_at: float = 0.0
+    ended_at: float = 0.0
     #: what the load generator did (sent, ok, failed, dropped): context only, never a latency source
-    load: dict[str, int] = field(default_factory=dict)
+    load: dict[str, float] = field(default_factory=dict)
 
     @property
     def drifted(self) -> list[str]:
@@ -62,7 +65,8 @@ class StageStats:
         return {"name": self.name, "seconds": self.seconds, "requests": self.requests,
                 "latency_seconds": {k: {"p50": v[0], "p99": v[1]} for k, v in self.latency.items()},
                 "cache_hit_ratio": self.cache_hit_ratio, "mean_batch": self.mean_batch, "psi": self.psi,
-                "drift_samples": self.drift_samples, "drifted": self.drifted, "load": self.load}
+                "drift_samples": self.drift_samples, "drifted": self.drifted, "load": self.load,
+                "started_at": self.started_at, "ended_at": self.ended_at}
 
 
 def psi(live_counts: dict[str, float], reference_share: dict[str, float]) -> float | None:

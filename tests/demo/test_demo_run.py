@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.servers import python_env, redis_server, wait_until
+from tests.servers import free_port, prometheus, python_env, redis_server, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -143,22 +143,39 @@ def test_redis_feature_cache_against_a_real_redis() -> None:
     assert get("aiwatch_feature_cache_requests_total", {"cache": "user_features", "result": "hit"}) == 1.0
 
 
-def test_headless_demo_with_the_feature_cache_in_redis(tmp_path: Path) -> None:
+def test_demo_with_redis_cache_scraped_by_a_real_prometheus(tmp_path: Path) -> None:
+    """The feature cache in a real Redis, and a real Prometheus scraping both services: the fleet PSI PromQL of
+    aiwatch.drift.promql over the demo's drift sketch finds the sale's basket_value shift."""
     import socket
+    import urllib.parse
+
+    from aiwatch.demo.summary import PSI_THRESHOLD
+    from aiwatch.drift.promql import fleet_psi_expr
 
     out = tmp_path / "stages.json"
-    with redis_server() as url:
-        proc = subprocess.run([sys.executable, "-m", "aiwatch", "demo", "--headless", "--duration", "8",
-                               "--redis", url, "--json", str(out)],
+    gw, inf = free_port(), free_port()
+    with redis_server() as url, prometheus([f"127.0.0.1:{gw}", f"127.0.0.1:{inf}"], scrape_interval="1s") as prom:
+        proc = subprocess.run([sys.executable, "-m", "aiwatch", "demo", "--headless", "--duration", "18",
+                               "--redis", url, "--gateway-port", str(gw), "--inference-port", str(inf),
+                               "--json", str(out)],
                               env=python_env(), capture_output=True, text=True, timeout=90)
-        port = int(url.rsplit(":", 1)[1].split("/")[0])
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        port = int(urllib.parse.urlparse(url).port or 0)
         with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
             s.sendall(b"DBSIZE\r\n")
             keys = int(s.recv(64).decode().strip().lstrip(":"))
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+        stages = {s["name"]: s for s in json.loads(out.read_text())}
+        sale = stages["flash sale"]
+        sale_end = sale["started_at"] + sale["load"]["seconds"]
+        window = f"{int(sale['load']['seconds']) - 1}s"
+        result = prom.api("/api/v1/query", query=fleet_psi_expr(window), time=f"{sale_end:.3f}")["result"]
     assert f"feature cache: redis {url}" in proc.stdout
-    stages = json.loads(out.read_text())
-    assert all(s["load"]["failed"] == 0 for s in stages), proc.stdout
+    assert all(s["load"]["failed"] == 0 for s in stages.values()), proc.stdout
     # Returning users hit the Redis cache: hits are counted, and the profiles are stored there.
-    assert max(s["cache_hit_ratio"] for s in stages) > 0, proc.stdout
+    assert max(s["cache_hit_ratio"] for s in stages.values()) > 0, proc.stdout
     assert keys > 0
+    fleet = {r["metric"]["feature"]: float(r["value"][1]) for r in result if r["metric"]["model"] == "recommender"}
+    # The same drift call as the summary's: basket_value above the threshold, the others below (a 5 s window holds
+    # ~150-200 values, so their PSI is sampling noise of about 0.05, sometimes 0.1).
+    assert fleet["basket_value"] > PSI_THRESHOLD, (fleet, proc.stdout)
+    assert fleet["items_in_cart"] < PSI_THRESHOLD and fleet["session_seconds"] < PSI_THRESHOLD, (fleet, proc.stdout)
