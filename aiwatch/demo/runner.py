@@ -88,6 +88,10 @@ class Child:
                 self.proc.wait(timeout)
 
 
+class DemoFailed(RuntimeError):
+    """A part of the demo could not start or stopped on its own; the message has its log's tail."""
+
+
 class Supervisor:
     def __init__(self) -> None:
         self.children: list[Child] = []
@@ -109,7 +113,7 @@ class Supervisor:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if child.proc.poll() is not None:
-                raise RuntimeError(f"demo {child.name} exited with {child.proc.returncode}:\n{child.tail()}")
+                raise DemoFailed(f"the {child.name} service exited with {child.proc.returncode}:\n{child.tail()}")
             try:
                 with urllib.request.urlopen(url, timeout=2) as resp:
                     if resp.status == 200:
@@ -117,7 +121,12 @@ class Supervisor:
             except OSError:
                 pass
             time.sleep(0.1)
-        raise RuntimeError(f"demo {child.name} did not answer {url} within {timeout:.0f}s:\n{child.tail()}")
+        raise DemoFailed(f"the {child.name} service did not answer {url} within {timeout:.0f}s:\n{child.tail()}")
+
+    def check_alive(self) -> None:
+        for child in self.children:
+            if child.proc.poll() is not None:
+                raise DemoFailed(f"the {child.name} service stopped (exit {child.proc.returncode}):\n{child.tail()}")
 
     def stop(self) -> None:
         for child in reversed(self.children):
@@ -148,6 +157,9 @@ def run(options: DemoOptions) -> int:
     except KeyboardInterrupt:
         print("\naiwatch demo: interrupted, stopping every service", file=out, flush=True)
         return 130
+    except DemoFailed as exc:
+        print(f"aiwatch demo: {exc}", file=sys.stderr, flush=True)
+        return 1
     finally:
         # Ctrl-C twice must not leave children behind either.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -192,7 +204,7 @@ def _run(options: DemoOptions, supervisor: Supervisor, out: TextIO) -> int:
     while cycles is None or cycle < cycles:
         cycle += 1
         results = asyncio.run(_drive(f"{gw_url}/recommend", stages, metrics_urls, rng, options.max_in_flight,
-                                     lambda line: print(line, file=out, flush=True)))
+                                     lambda line: print(line, file=out, flush=True), supervisor.check_alive))
         print("\n" + summary.format_summary(results) + "\n", file=out, flush=True)
         if options.json_path:
             Path(options.json_path).write_text(json.dumps([s.as_dict() for s in results], indent=2) + "\n")
@@ -215,18 +227,21 @@ def _open_console(supervisor: Supervisor, metrics_urls: list[str], prometheus: s
 
 
 async def _drive(url: str, stages: list[loadgen.Stage], metrics_urls: list[str], rng: np.random.Generator,
-                 max_in_flight: int, say: Callable[[str], None]) -> list[summary.StageStats]:
+                 max_in_flight: int, say: Callable[[str], None],
+                 check_alive: Callable[[], None]) -> list[summary.StageStats]:
     import httpx
 
     results: list[summary.StageStats] = []
     limits = httpx.Limits(max_connections=max_in_flight, max_keepalive_connections=max_in_flight)
     async with httpx.AsyncClient(timeout=30.0, limits=limits) as client:
         for stage in stages:
+            check_alive()
             before = await asyncio.to_thread(scrape.scrape_all, metrics_urls)
             started, started_at = time.monotonic(), time.time()
             say(f"stage {stage.name}: {stage.seconds:.0f}s at {stage.rps:.0f} req/s"
                 + (" with shifted basket values and new users" if stage.sale else ""))
             load = await loadgen.run_stage(client, url, stage, rng, max_in_flight)
+            check_alive()
             after = await asyncio.to_thread(scrape.scrape_all, metrics_urls)
             stats = summary.stage_stats(stage.name, time.monotonic() - started, before, after)
             stats.started_at, stats.ended_at = started_at, time.time()

@@ -179,3 +179,19 @@ def test_demo_with_redis_cache_scraped_by_a_real_prometheus(tmp_path: Path) -> N
     # ~150-200 values, so their PSI is sampling noise of about 0.05, sometimes 0.1).
     assert fleet["basket_value"] > PSI_THRESHOLD, (fleet, proc.stdout)
     assert fleet["items_in_cart"] < PSI_THRESHOLD and fleet["session_seconds"] < PSI_THRESHOLD, (fleet, proc.stdout)
+
+
+def test_a_service_that_cannot_start_is_a_clear_error() -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = subprocess.run([sys.executable, "-m", "aiwatch", "demo", "--headless", "--duration", "5",
+                               "--gateway-port", str(port)], env=python_env(), capture_output=True, text=True,
+                              timeout=90)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "the gateway service exited" in proc.stderr
+    assert "address already in use" in proc.stderr.lower()
+    assert "Traceback" not in proc.stderr.split("service exited", 1)[0]
