@@ -1,0 +1,70 @@
+"""``aiwatch demo``: the flash-sale demo (a recommendation API under normal traffic, a flash sale and recovery)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "demo", help="run the flash-sale demo: an instrumented recommendation API under load, on loopback",
+        description="Start a gateway API and an inference service (numpy recommender behind a micro-batcher, feature "
+                    "cache, drift sketch) on 127.0.0.1, drive normal traffic, a 10x flash sale with shifted inputs "
+                    "and recovery, and show what aiwatch measured. Ctrl-C stops every part.")
+    parser.add_argument("--headless", action="store_true",
+                        help="no console: run the stages once and print the per-stage summary")
+    parser.add_argument("--duration", type=_positive, default=60.0,
+                        help="seconds per cycle of normal / flash sale / recovery (default 60)")
+    parser.add_argument("--cycles", type=_count, default=None,
+                        help="cycles to run (default: 1 headless, until Ctrl-C with the console)")
+    parser.add_argument("--redis", metavar="URL", default=None,
+                        help="keep the feature cache in Redis (redis://127.0.0.1:6379/0) instead of in-process")
+    parser.add_argument("--prometheus", metavar="URL", default=None,
+                        help="point the console at this Prometheus instead of scraping the services directly")
+    parser.add_argument("--rps", type=_positive, default=None,
+                        help="normal request rate (default: a tenth of the model's measured capacity, so the "
+                             "sale overloads it)")
+    parser.add_argument("--model-ms", type=_positive, default=25.0,
+                        help="model time per batch the recommender is sized to (default 25)")
+    parser.add_argument("--gateway-port", type=_port, default=0,
+                        help="gateway port on 127.0.0.1 (default: a free one), e.g. for a Prometheus scrape config")
+    parser.add_argument("--inference-port", type=_port, default=0,
+                        help="inference service port on 127.0.0.1 (default: a free one)")
+    parser.add_argument("--json", metavar="PATH", default=None,
+                        help="also write each cycle's per-stage numbers to PATH as JSON")
+    parser.add_argument("--seed", type=int, default=7, help="seed of the generated traffic")
+    parser.set_defaults(handler=run)
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
+    return value
+
+
+def _count(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
+    return int(text)
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 0 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"not a TCP port: {text!r}")
+    return int(text)
+
+
+def run(args: argparse.Namespace) -> int:
+    from aiwatch._optional import require
+
+    for module in ("fastapi", "uvicorn", "httpx"):
+        require(module, "demo")
+    from aiwatch.demo.runner import options_from_args
+    from aiwatch.demo.runner import run as run_demo
+
+    return run_demo(options_from_args(args))

@@ -1,0 +1,150 @@
+"""Per-stage numbers from the services' metrics: latency quantiles per phase, cache hit ratio and drift (PSI).
+
+Everything is computed from the difference between two ``/metrics`` snapshots taken at the start and the end of a
+stage, never from the load generator's own clocks.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiwatch.demo import scrape
+from aiwatch.drift.promql import PSI_EPSILON
+
+MODEL = "recommender"
+#: PSI at or above this is reported as drift (the common "significant shift" rule of thumb).
+PSI_THRESHOLD = 0.2
+#: Fewer live values than this and PSI is mostly sampling noise (about (bins - 1) / n): shown, never called drift.
+MIN_DRIFT_SAMPLES = 100
+
+#: (key, display label, histogram, label match) of every latency row in the summary, in display order.
+ROWS: tuple[tuple[str, str, str, dict[str, str]], ...] = (
+    ("request", "request (gateway)", "aiwatch_request_duration_seconds",
+     {"service": "gateway", "route": "/recommend"}),
+    ("features", "  features", "aiwatch_phase_duration_seconds", {"service": "gateway", "phase": "features"}),
+    ("network", "  network gw->inference", "aiwatch_network_duration_seconds",
+     {"service": "gateway", "peer": "inference"}),
+    ("queue", "  queue", "aiwatch_phase_duration_seconds", {"service": "inference", "phase": "queue"}),
+    ("model", "  model", "aiwatch_phase_duration_seconds", {"service": "inference", "phase": "inference"}),
+    ("overhead_gateway", "  overhead gateway", "aiwatch_phase_duration_seconds",
+     {"service": "gateway", "phase": "overhead"}),
+    ("overhead_inference", "  overhead inference", "aiwatch_phase_duration_seconds",
+     {"service": "inference", "phase": "overhead"}),
+)
+
+
+@dataclass
+class StageStats:
+    name: str
+    seconds: float
+    requests: float
+    latency: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
+    cache_hit_ratio: float | None = None
+    psi: dict[str, float] = field(default_factory=dict)
+    drift_samples: dict[str, float] = field(default_factory=dict)
+    mean_batch: float | None = None
+    #: wall-clock (Unix) start and end of the stage, to line it up with Prometheus' data
+    started_at: float = 0.0
+    ended_at: float = 0.0
+    #: what the load generator did (sent, ok, failed, dropped): context only, never a latency source
+    load: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def drifted(self) -> list[str]:
+        return sorted(f for f, v in self.psi.items()
+                      if v >= PSI_THRESHOLD and self.drift_samples.get(f, 0) >= MIN_DRIFT_SAMPLES)
+
+    def p(self, row: str, q: int) -> float | None:
+        """p50 (``q=50``) or p99 (``q=99``) of a row (a key of :data:`ROWS`), in seconds."""
+        p50, p99 = self.latency[row]
+        return p50 if q == 50 else p99
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "seconds": self.seconds, "requests": self.requests,
+                "latency_seconds": {k: {"p50": v[0], "p99": v[1]} for k, v in self.latency.items()},
+                "cache_hit_ratio": self.cache_hit_ratio, "mean_batch": self.mean_batch, "psi": self.psi,
+                "drift_samples": self.drift_samples, "drifted": self.drifted, "load": self.load,
+                "started_at": self.started_at, "ended_at": self.ended_at}
+
+
+def psi(live_counts: dict[str, float], reference_share: dict[str, float]) -> float | None:
+    """PSI of live bin counts against the reference shares, with Evidently's epsilon for empty shares (the same
+    convention as :func:`aiwatch.drift.promql.fleet_psi_expr`). ``None`` without live values."""
+    n = sum(live_counts.values())
+    if n <= 0:
+        return None
+    result = 0.0
+    for label, q in reference_share.items():
+        p = live_counts.get(label, 0.0) / n
+        p = p if p > 0 else PSI_EPSILON
+        q = q if q > 0 else PSI_EPSILON
+        result += (p - q) * math.log(p / q)
+    return result
+
+
+def stage_stats(name: str, seconds: float, before: scrape.Samples, after: scrape.Samples) -> StageStats:
+    d = scrape.delta(after, before)
+    requests = scrape.total(d, "aiwatch_request_duration_seconds_count", service="gateway", route="/recommend")
+    stats = StageStats(name, seconds, requests)
+    for key, _, histogram, match in ROWS:
+        b = scrape.buckets(d, histogram, **match)
+        stats.latency[key] = (scrape.histogram_quantile(0.5, b), scrape.histogram_quantile(0.99, b))
+    results = scrape.values(d, "aiwatch_feature_cache_requests_total", "result")
+    lookups = sum(results.values())
+    if lookups > 0:
+        stats.cache_hit_ratio = results.get("hit", 0.0) / lookups
+    batches = scrape.total(d, "aiwatch_batch_size_count", model=MODEL)
+    if batches > 0:
+        stats.mean_batch = scrape.total(d, "aiwatch_batch_size_sum", model=MODEL) / batches
+    features = {dict(labels)["feature"] for (n, labels) in after if n == "aiwatch_feature_reference_ratio"}
+    for feature in sorted(features):
+        live = scrape.values(d, "aiwatch_feature_bin_total", "bin", model=MODEL, feature=feature)
+        ref = scrape.values(after, "aiwatch_feature_reference_ratio", "bin", model=MODEL, feature=feature)
+        value = psi(live, ref)
+        if value is not None:
+            stats.psi[feature] = value
+            stats.drift_samples[feature] = sum(live.values())
+    return stats
+
+
+def _ms(value: float | None) -> str:
+    return f"{'-':>7}" if value is None else f"{value * 1000:7.1f}"
+
+
+def format_summary(stages: list[StageStats]) -> str:
+    """A table: one column pair (p50 / p99 in ms) per stage, then cache hit ratio and drift per stage."""
+    width = 26
+    head = f"{'':<{width}}" + "".join(f"| {s.name:^17}" for s in stages)
+    sub = f"{'latency (ms)':<{width}}" + "".join(f"| {'p50':>7} {'p99':>8} " for _ in stages)
+    lines = [head, sub, "-" * len(sub)]
+    lines.append(f"{'requests/s':<{width}}" + "".join(
+        f"| {s.requests / s.seconds if s.seconds else 0.0:>16.1f} " for s in stages))
+    for key, label, _, _ in ROWS:
+        lines.append(f"{label:<{width}}" + "".join(f"| {_ms(s.p(key, 50))} {_ms(s.p(key, 99))} " for s in stages))
+    lines.append(f"{'mean batch size':<{width}}" + "".join(
+        f"| {'-' if s.mean_batch is None else f'{s.mean_batch:.2f}':>16} " for s in stages))
+    lines.append(f"{'feature cache hit ratio':<{width}}" + "".join(
+        f"| {'-' if s.cache_hit_ratio is None else f'{s.cache_hit_ratio:.0%}':>16} " for s in stages))
+    features = sorted({f for s in stages for f in s.psi})
+    for feature in features:
+        lines.append(f"{'PSI ' + feature:<{width}}" + "".join(
+            f"| {_psi_cell(s, feature):>16} " for s in stages))
+    lines.append(f"(drift: PSI >= {PSI_THRESHOLD} against the training data's deciles, judged from "
+                 f"{MIN_DRIFT_SAMPLES} values per stage)")
+    lines.append("")
+    for s in stages:
+        drifted = ", ".join(f"{f} (PSI {s.psi[f]:.2f})" for f in s.drifted) or "none"
+        lines.append(f"drifted features during {s.name}: {drifted}")
+    return "\n".join(lines)
+
+
+def _psi_cell(stage: StageStats, feature: str) -> str:
+    value = stage.psi.get(feature)
+    if value is None:
+        return "-"
+    n = stage.drift_samples.get(feature, 0)
+    if n < MIN_DRIFT_SAMPLES:
+        return f"{value:.3f} (n={n:.0f})"
+    return f"{value:.3f}{' DRIFT' if feature in stage.drifted else ''}"

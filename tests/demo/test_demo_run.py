@@ -1,0 +1,197 @@
+"""``aiwatch demo`` end to end: the headless summary tells the flash-sale story, and Ctrl-C leaves no process."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.servers import free_port, prometheus, python_env, redis_server, wait_until
+
+pytestmark = pytest.mark.slow
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is dead; only its parent's wait() is missing.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+def test_headless_summary_shows_where_the_sale_latency_went(tmp_path: Path) -> None:
+    out = tmp_path / "stages.json"
+    proc = subprocess.run([sys.executable, "-m", "aiwatch", "demo", "--headless", "--duration", "24",
+                           "--json", str(out)], env=python_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "drifted features during flash sale: basket_value (PSI" in proc.stdout
+    stages: dict[str, Any] = {s["name"]: s for s in json.loads(out.read_text())}
+    normal, sale = stages["normal"], stages["flash sale"]
+    lat = {name: s["latency_seconds"] for name, s in stages.items()}
+    report = proc.stdout
+
+    # Every request answered; the numbers come from the services' metrics.
+    assert all(s["load"]["failed"] == 0 for s in stages.values()), report
+    assert normal["requests"] > 0 and sale["requests"] > normal["requests"], report
+    # Where the time went (medians: a stage's p99 on a shared 2-core machine is one scheduling stall): the queue in
+    # front of the model, the gateway-to-inference network and the request grew, the model's own time far less.
+    p50 = {name: {row: v["p50"] for row, v in rows.items()} for name, rows in lat.items()}
+    normal50, sale50 = p50["normal"], p50["flash sale"]
+    assert sale50["queue"] > normal50["queue"], report
+    assert sale50["network"] > normal50["network"], report
+    assert sale50["request"] - sale50["model"] > normal50["request"] - normal50["model"], report
+    assert sale50["model"] / normal50["model"] < sale50["queue"] / normal50["queue"], report
+    # During the sale a request waits longer in the queue than the model takes to answer it.
+    assert sale50["queue"] > sale50["model"], report
+    # Batches fill up under load; new users during the sale lower the cache hit ratio.
+    assert sale["mean_batch"] > normal["mean_batch"], report
+    assert sale["cache_hit_ratio"] < normal["cache_hit_ratio"], report
+    # Drift: basket_value shifted during the sale, the other features did not.
+    assert sale["drifted"] == ["basket_value"], report
+    assert sale["psi"]["basket_value"] > 0.2, report
+
+
+def _start_demo(*args: str) -> tuple[subprocess.Popen[str], list[int], str]:
+    """Start ``aiwatch demo ARGS`` and return it once its first stage runs, with its children's pids."""
+    proc = subprocess.Popen([sys.executable, "-m", "aiwatch", "demo", *args], env=python_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if line.startswith("stage normal"):
+            break
+    output = "".join(lines)
+    pids = [int(p) for p in re.findall(r"pid (\d+)", output)]
+    assert len(pids) >= 2, output  # gateway, inference (and the console once it exists)
+    assert all(_alive(pid) for pid in pids), output
+    return proc, pids, output
+
+
+def test_sigint_stops_every_child_process() -> None:
+    # The interactive demo (console, cycles until Ctrl-C) is what a user interrupts.
+    proc, pids, output = _start_demo("--duration", "600")
+    try:
+        if importlib.util.find_spec("aiwatch.commands.console") is None:
+            assert "console: not available" in output
+        time.sleep(1.0)  # mid-stage, requests in flight
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 130, output + rest
+        assert "interrupted" in rest
+        for pid in pids:
+            wait_until(lambda pid=pid: not _alive(pid), 5, what=f"child {pid} gone")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_services_exit_when_the_runner_is_killed_outright() -> None:
+    proc, pids, _ = _start_demo("--headless", "--duration", "600")
+    try:
+        proc.kill()  # SIGKILL: the runner cannot stop anything itself
+        proc.wait(10)
+        for pid in pids:
+            wait_until(lambda pid=pid: not _alive(pid), 10, what=f"child {pid} gone")
+    finally:
+        for pid in pids:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_redis_feature_cache_against_a_real_redis() -> None:
+    import asyncio
+
+    from prometheus_client import CollectorRegistry
+
+    from aiwatch.demo.features import FeatureStore, RedisCache
+    from aiwatch.metrics import Metrics
+
+    metrics = Metrics(CollectorRegistry())
+
+    async def lookups(url: str) -> list[dict[str, float]]:
+        cache = RedisCache(url, prefix="test:")
+        store = FeatureStore(cache, metrics)
+        try:
+            return [await store.user_profile(5), await store.user_profile(5)]
+        finally:
+            await cache.close()
+
+    with redis_server() as url:
+        first, second = asyncio.run(lookups(url))
+    assert first == second
+    get = metrics.registry.get_sample_value
+    assert get("aiwatch_feature_cache_requests_total", {"cache": "user_features", "result": "miss"}) == 1.0
+    assert get("aiwatch_feature_cache_requests_total", {"cache": "user_features", "result": "hit"}) == 1.0
+
+
+def test_demo_with_redis_cache_scraped_by_a_real_prometheus(tmp_path: Path) -> None:
+    """The feature cache in a real Redis, and a real Prometheus scraping both services: the fleet PSI PromQL of
+    aiwatch.drift.promql over the demo's drift sketch finds the sale's basket_value shift."""
+    import socket
+    import urllib.parse
+
+    from aiwatch.demo.summary import PSI_THRESHOLD
+    from aiwatch.drift.promql import fleet_psi_expr
+
+    out = tmp_path / "stages.json"
+    gw, inf = free_port(), free_port()
+    with redis_server() as url, prometheus([f"127.0.0.1:{gw}", f"127.0.0.1:{inf}"], scrape_interval="1s") as prom:
+        proc = subprocess.run([sys.executable, "-m", "aiwatch", "demo", "--headless", "--duration", "18",
+                               "--redis", url, "--gateway-port", str(gw), "--inference-port", str(inf),
+                               "--json", str(out)],
+                              env=python_env(), capture_output=True, text=True, timeout=90)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        port = int(urllib.parse.urlparse(url).port or 0)
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+            s.sendall(b"DBSIZE\r\n")
+            keys = int(s.recv(64).decode().strip().lstrip(":"))
+        stages = {s["name"]: s for s in json.loads(out.read_text())}
+        sale = stages["flash sale"]
+        sale_end = sale["started_at"] + sale["load"]["seconds"]
+        window = f"{int(sale['load']['seconds']) - 1}s"
+        result = prom.api("/api/v1/query", query=fleet_psi_expr(window), time=f"{sale_end:.3f}")["result"]
+    assert f"feature cache: redis {url}" in proc.stdout
+    assert all(s["load"]["failed"] == 0 for s in stages.values()), proc.stdout
+    # Returning users hit the Redis cache: hits are counted, and the profiles are stored there.
+    assert max(s["cache_hit_ratio"] for s in stages.values()) > 0, proc.stdout
+    assert keys > 0
+    fleet = {r["metric"]["feature"]: float(r["value"][1]) for r in result if r["metric"]["model"] == "recommender"}
+    # The same drift call as the summary's: basket_value above the threshold, the others below (a 5 s window holds
+    # ~150-200 values, so their PSI is sampling noise of about 0.05, sometimes 0.1).
+    assert fleet["basket_value"] > PSI_THRESHOLD, (fleet, proc.stdout)
+    assert fleet["items_in_cart"] < PSI_THRESHOLD and fleet["session_seconds"] < PSI_THRESHOLD, (fleet, proc.stdout)
+
+
+def test_a_service_that_cannot_start_is_a_clear_error() -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = subprocess.run([sys.executable, "-m", "aiwatch", "demo", "--headless", "--duration", "5",
+                               "--gateway-port", str(port)], env=python_env(), capture_output=True, text=True,
+                              timeout=90)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "the gateway service exited" in proc.stderr
+    assert "address already in use" in proc.stderr.lower()
+    assert "Traceback" not in proc.stderr.split("service exited", 1)[0]

@@ -1,0 +1,236 @@
+"""The demo's parts on their own: metric arithmetic, PSI, batcher, feature store, drift sketch, model."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+import numpy as np
+import pytest
+
+from aiwatch.demo import data, scrape, summary
+from aiwatch.demo.batcher import MicroBatcher
+from aiwatch.demo.drift import BinSketch
+from aiwatch.demo.features import FeatureStore, LruCache
+from aiwatch.metrics import Metrics
+from aiwatch.timing import RequestRecorder
+
+
+def test_histogram_quantile_matches_prometheus_interpolation() -> None:
+    # 10 observations: 2 <= 0.1, 6 in (0.1, 0.2], 2 in (0.2, 0.5]
+    cumulative = [(0.1, 2.0), (0.2, 8.0), (0.5, 10.0), (math.inf, 10.0)]
+    assert scrape.histogram_quantile(0.5, cumulative) == pytest.approx(0.1 + 0.1 * (5 - 2) / 6)
+    assert scrape.histogram_quantile(0.1, cumulative) == pytest.approx(0.05)
+    assert scrape.histogram_quantile(0.99, cumulative) == pytest.approx(0.2 + 0.3 * (9.9 - 8) / 2)
+    assert scrape.histogram_quantile(0.5, [(0.1, 0.0), (math.inf, 0.0)]) is None
+    with pytest.raises(ValueError, match="quantile"):
+        scrape.histogram_quantile(1.5, cumulative)
+
+
+def test_quantiles_from_a_scrape_delta_see_only_the_stage(metrics: Metrics) -> None:
+    from prometheus_client import generate_latest
+
+    hist = metrics.child(metrics.queue_wait, ("q",))
+    for _ in range(100):
+        hist.observe(0.001)
+    before = scrape.parse(generate_latest(metrics.registry).decode())
+    for _ in range(100):
+        hist.observe(0.4)
+    after = scrape.parse(generate_latest(metrics.registry).decode())
+    d = scrape.delta(after, before)
+    stage_p50 = scrape.histogram_quantile(0.5, scrape.buckets(d, "aiwatch_queue_wait_seconds", queue="q"))
+    all_p50 = scrape.histogram_quantile(0.5, scrape.buckets(after, "aiwatch_queue_wait_seconds", queue="q"))
+    assert stage_p50 is not None and 0.3 < stage_p50 <= 0.5
+    assert all_p50 is not None and all_p50 <= 0.01
+
+
+def test_psi_uses_the_fleet_promql_epsilon_convention() -> None:
+    ref = {"a": 0.5, "b": 0.5, "c": 0.0}
+    live = {"a": 80.0, "b": 20.0}
+    eps = 0.0001
+    expected = (0.8 - 0.5) * math.log(0.8 / 0.5) + (0.2 - 0.5) * math.log(0.2 / 0.5) + 0.0 * math.log(eps / eps)
+    assert summary.psi(live, ref) == pytest.approx(expected)
+    assert summary.psi({}, ref) is None
+
+
+def test_sale_distribution_drifts_basket_value_only() -> None:
+    ref = data.reference_features(20000)
+    live = data.live_features(np.random.default_rng(3), 20000, sale=True)
+    for feature in data.DRIFT_FEATURES:
+        edges = np.quantile(ref[feature], np.linspace(0, 1, 11)[1:-1])
+        edges = np.unique(edges)
+        q = np.bincount(np.searchsorted(edges, ref[feature], side="right"), minlength=len(edges) + 1) / 20000
+        p = np.bincount(np.searchsorted(edges, live[feature], side="right"), minlength=len(edges) + 1) / 20000
+        value = summary.psi(dict(enumerate(p * 20000)), dict(enumerate(q)))  # type: ignore[arg-type]
+        assert value is not None
+        if feature == "basket_value":
+            assert 0.25 < value < 0.4, value
+        else:
+            assert value < 0.02, (feature, value)
+
+
+def test_bin_sketch_exports_reference_shares_and_counts_values(metrics: Metrics) -> None:
+    ref = {"x": np.arange(1000, dtype=float)}
+    sketch = BinSketch(ref, metrics, model="m", bins=4)
+    shares = [metrics.registry.get_sample_value("aiwatch_feature_reference_ratio", {"model": "m", "feature": "x",
+                                                                                    "bin": b})
+              for b in ["249.75", "499.5", "749.25", "+Inf"]]
+    assert shares == pytest.approx([0.25] * 4)
+    sketch.observe({"x": 10.0})
+    sketch.observe({"x": 5000.0})
+    sketch.observe({"x": float("nan")})
+    sketch.observe({})  # a missing feature is counted as an aiwatch error, never raised
+    get = metrics.registry.get_sample_value
+    assert get("aiwatch_feature_bin_total", {"model": "m", "feature": "x", "bin": "249.75"}) == 1.0
+    assert get("aiwatch_feature_bin_total", {"model": "m", "feature": "x", "bin": "+Inf"}) == 1.0
+    assert get("aiwatch_feature_missing_total", {"model": "m", "feature": "x"}) == 1.0
+    assert get("aiwatch_instrumentation_errors_total", {"component": "demo_drift"}) == 1.0
+
+
+async def test_batcher_batches_and_records_queue_and_inference_phases(metrics: Metrics) -> None:
+    calls: list[int] = []
+
+    def model(items: list[int]) -> list[int]:
+        calls.append(len(items))
+        return [i * 10 for i in items]
+
+    batcher: MicroBatcher[int, int] = MicroBatcher(model, metrics=metrics, model="m", queue="q", max_batch=4,
+                                                   max_wait=0.05)
+    await batcher.start()
+    recorder = RequestRecorder(metrics, service="svc")
+    phases: list[set[str]] = []
+
+    async def request(i: int) -> int:
+        tl = recorder.begin()
+        result = await batcher.submit(i)
+        phases.append({name for name, _ in tl.phases})
+        recorder.finish(tl, "/r", "POST", "200")
+        return result
+
+    try:
+        results = await asyncio.gather(*(request(i) for i in range(6)))
+    finally:
+        await batcher.stop()
+    assert results == [i * 10 for i in range(6)]
+    assert sorted(calls, reverse=True) == [4, 2]
+    assert all(p == {"queue", "inference"} for p in phases)
+    get = metrics.registry.get_sample_value
+    assert get("aiwatch_queue_wait_seconds_count", {"queue": "q"}) == 6.0
+    assert get("aiwatch_batch_size_count", {"model": "m"}) == 2.0
+    assert get("aiwatch_queue_depth", {"queue": "q"}) == 0.0
+    assert get("aiwatch_phase_duration_seconds_count", {"service": "svc", "model": "m", "phase": "inference"}) == 6.0
+
+
+async def test_batcher_passes_the_model_exception_to_every_request_of_the_batch(metrics: Metrics) -> None:
+    def broken(items: list[int]) -> list[int]:
+        raise RuntimeError("model crashed")
+
+    batcher: MicroBatcher[int, int] = MicroBatcher(broken, metrics=metrics, model="m", max_batch=2, max_wait=0.05)
+    await batcher.start()
+    try:
+        outcomes = await asyncio.gather(batcher.submit(1), batcher.submit(2), return_exceptions=True)
+    finally:
+        await batcher.stop()
+    assert [str(o) for o in outcomes] == ["model crashed", "model crashed"]
+
+
+async def test_lru_cache_evicts_least_recently_used() -> None:
+    cache = LruCache(capacity=2)
+    await cache.set("a", {"v": 1.0})
+    await cache.set("b", {"v": 2.0})
+    assert await cache.get("a") == {"v": 1.0}
+    await cache.set("c", {"v": 3.0})
+    assert await cache.get("b") is None
+    assert await cache.get("a") is not None
+    with pytest.raises(ValueError, match="capacity"):
+        LruCache(0)
+
+
+async def test_feature_store_counts_hits_and_misses(metrics: Metrics) -> None:
+    store = FeatureStore(LruCache(10), metrics)
+    first = await store.user_profile(42)
+    second = await store.user_profile(42)
+    assert first == second
+    get = metrics.registry.get_sample_value
+    assert get("aiwatch_feature_cache_requests_total", {"cache": "user_features", "result": "miss"}) == 1.0
+    assert get("aiwatch_feature_cache_requests_total", {"cache": "user_features", "result": "hit"}) == 1.0
+
+
+async def test_a_failing_cache_never_fails_the_lookup(metrics: Metrics) -> None:
+    class DownCache:
+        async def get(self, key: str) -> dict[str, float] | None:
+            raise ConnectionError("cache is down")
+
+        async def set(self, key: str, value: dict[str, float]) -> None:
+            raise ConnectionError("cache is down")
+
+        async def close(self) -> None:
+            return None
+
+    store = FeatureStore(DownCache(), metrics)
+    profile = await store.user_profile(7)
+    assert set(profile) == {"avg_basket_value", "days_since_last_order", "orders_last_year"}
+    get = metrics.registry.get_sample_value
+    assert get("aiwatch_feature_cache_requests_total", {"cache": "user_features", "result": "error"}) == 1.0
+    assert get("aiwatch_instrumentation_errors_total", {"component": "demo_feature_cache"}) == 1.0
+
+
+def test_recommender_pads_batches_and_rejects_oversized_ones() -> None:
+    from aiwatch.demo.model import Recommender, Request
+
+    model = Recommender(max_batch=2, candidates=200, hidden=32)
+    known, unknown = Request(3, 40.0, 2.0, 100.0), Request(10**7, 40.0, 2.0, 100.0)
+    out = model.predict([known, unknown])
+    assert len(out) == 2 and all(len(items) == 10 and len(set(items)) == 10 for items in out)
+    assert model.predict([known]) == out[:1]  # padding does not change a request's answer
+    with pytest.raises(ValueError, match="batch size"):
+        model.predict([known, known, known])
+
+
+
+def test_stage_stats_judge_drift_only_with_enough_values(metrics: Metrics) -> None:
+    from prometheus_client import generate_latest
+
+    ref = data.reference_features(5000)
+    sketch = BinSketch(ref, metrics, model=summary.MODEL)
+    rng = np.random.default_rng(11)
+
+    def stage(n: int) -> summary.StageStats:
+        before = scrape.parse(generate_latest(metrics.registry).decode())
+        live = data.live_features(rng, n, sale=True)
+        for i in range(n):
+            sketch.observe({k: float(v[i]) for k, v in live.items()})
+        after = scrape.parse(generate_latest(metrics.registry).decode())
+        return summary.stage_stats("sale", 1.0, before, after)
+
+    few, many = stage(summary.MIN_DRIFT_SAMPLES - 1), stage(2000)
+    assert few.drift_samples["basket_value"] == summary.MIN_DRIFT_SAMPLES - 1
+    assert few.drifted == []
+    assert many.drifted == ["basket_value"]
+    assert 0.2 < many.psi["basket_value"] < 0.45
+    assert "DRIFT" in summary.format_summary([few, many]).split("PSI basket_value")[1].splitlines()[0]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--duration", "0"], "must be > 0"),
+    (["--rps", "fast"], "not a number"),
+    (["--gateway-port", "70000"], "not a TCP port"),
+    (["--cycles", "0"], "whole number >= 1"),
+])
+def test_demo_command_rejects_bad_arguments(argv: list[str], message: str,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    from aiwatch.cli import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["demo", *argv])
+    assert message in capsys.readouterr().err
+
+
+def test_stage_plan_scales_with_the_duration() -> None:
+    from aiwatch.demo.loadgen import plan
+
+    stages = plan(100.0, 5.0)
+    assert [s.name for s in stages] == ["normal", "flash sale", "recovery"]
+    assert sum(s.seconds for s in stages) == pytest.approx(100.0)
+    assert stages[1].rps == 10 * stages[0].rps and stages[1].sale and not stages[2].sale
+    assert [s.seconds for s in plan(20.0, 5.0)] == pytest.approx([s.seconds / 5 for s in stages])

@@ -1,0 +1,134 @@
+"""Every example runs (Python) or parses and agrees with itself (YAML)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+from aiwatch.demo import scrape
+from tests.servers import REPO, free_port, http_get, python_app, python_env
+
+EXAMPLES = REPO / "examples"
+
+
+def _post(url: str, body: dict[str, object]) -> tuple[int, dict[str, str], bytes]:
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"content-type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return int(resp.status), {k.lower(): v for k, v in resp.headers.items()}, resp.read()
+
+
+def _check_service(port: int, service: str) -> None:
+    status, headers, body = _post(f"http://127.0.0.1:{port}/predict", {"user_id": 3, "basket_value": 42.0})
+    assert status == 200 and len(json.loads(body)["items"]) == 10
+    assert "inference;dur=" in headers["server-timing"] and "features;dur=" in headers["server-timing"]
+    status, metrics = http_get(f"http://127.0.0.1:{port}/metrics")
+    assert status == 200
+    samples = scrape.parse(metrics.decode())
+    for phase in ("features", "inference", "overhead"):
+        assert scrape.total(samples, "aiwatch_phase_duration_seconds_count", service=service, phase=phase) == 1.0
+    assert scrape.total(samples, "aiwatch_request_duration_seconds_count", service=service, route="/predict") == 1.0
+
+
+@pytest.mark.slow
+def test_fastapi_example_serves_the_latency_split() -> None:
+    port = free_port()
+    with python_app([str(EXAMPLES / "fastapi_service" / "app.py"), "--port", str(port)],
+                    f"http://127.0.0.1:{port}/healthz"):
+        _check_service(port, "recommender")
+
+
+def _flask_supported() -> bool:
+    flask = pytest.importorskip("flask")
+    import aiwatch
+
+    try:
+        aiwatch.instrument(flask.Flask("probe"))
+    except TypeError:
+        return False
+    return True
+
+
+@pytest.mark.slow
+def test_flask_example_serves_the_latency_split() -> None:
+    if not _flask_supported():
+        pytest.skip("aiwatch.instrument() does not support Flask (WSGI) yet: it lands with the WSGI middleware")
+    port = free_port()
+    with python_app([str(EXAMPLES / "flask_service" / "app.py"), "--port", str(port)],
+                    f"http://127.0.0.1:{port}/healthz"):
+        _check_service(port, "recommender-flask")
+
+
+def _run(args: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, *args], env=python_env(), capture_output=True, text=True, timeout=120,
+                          cwd=cwd)
+
+
+def test_batch_gate_data_generator_writes_both_files(tmp_path: Path) -> None:
+    proc = _run([str(EXAMPLES / "batch_drift_gate" / "make_data.py"), "--out", str(tmp_path), "--rows", "50"])
+    assert proc.returncode == 0, proc.stderr
+    for name in ("reference.csv", "tonight.csv"):
+        lines = (tmp_path / name).read_text().splitlines()
+        assert lines[0] == "basket_value,items_in_cart,session_seconds,device" and len(lines) == 51
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("aiwatch.commands.drift") is None,
+                    reason="the `aiwatch drift` command is not in this tree yet (drift engine issue)")
+def test_batch_gate_follows_the_drift_exit_code(tmp_path: Path) -> None:
+    gate = str(EXAMPLES / "batch_drift_gate" / "nightly_gate.py")
+    make = str(EXAMPLES / "batch_drift_gate" / "make_data.py")
+    same, shifted = tmp_path / "same", tmp_path / "shifted"
+    assert _run([make, "--out", str(same)]).returncode == 0
+    assert _run([make, "--out", str(shifted), "--shift"]).returncode == 0
+
+    ok = _run([gate, str(same / "reference.csv"), str(same / "tonight.csv"), "--publish-dir", str(same / "pub")])
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert (same / "pub" / "scores.csv").exists()
+
+    held = _run([gate, str(shifted / "reference.csv"), str(shifted / "tonight.csv"),
+                 "--publish-dir", str(shifted / "pub")])
+    assert held.returncode == 1, held.stdout + held.stderr
+    assert not (shifted / "pub").exists()
+
+    broken = _run([gate, str(tmp_path / "missing.csv"), str(same / "tonight.csv"),
+                   "--publish-dir", str(tmp_path / "pub")])
+    assert broken.returncode == 2, broken.stdout + broken.stderr
+    assert not (tmp_path / "pub").exists()
+
+
+def test_prometheus_example_config_loads_the_alert_rules() -> None:
+    config = yaml.safe_load((EXAMPLES / "prometheus" / "prometheus.yml").read_text())
+    assert config["rule_files"] == ["../../alerts/*.yml"]
+    assert config["scrape_configs"][0]["metrics_path"] == "/metrics"
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool is not installed (run scripts/setup-system.sh)")
+    proc = subprocess.run([promtool, "check", "config", str(EXAMPLES / "prometheus" / "prometheus.yml")],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_kubernetes_manifests_agree_on_labels_and_the_metrics_port() -> None:
+    docs = {p.name: yaml.safe_load(p.read_text()) for p in (EXAMPLES / "kubernetes").glob("*.yaml")}
+    kustomize = docs.pop("kustomization.yaml")
+    assert sorted(kustomize["resources"]) == sorted(docs)
+    by_kind = {d["kind"]: d for d in docs.values()}
+    deployment, service, monitor = by_kind["Deployment"], by_kind["Service"], by_kind["ServiceMonitor"]
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert deployment["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    container_ports = {p["name"]: p["containerPort"] for p in deployment["spec"]["template"]["spec"]["containers"][0]
+                       ["ports"]}
+    service_ports = {p["name"]: p for p in service["spec"]["ports"]}
+    endpoint = monitor["spec"]["endpoints"][0]
+    assert endpoint["path"] == "/metrics"
+    assert service_ports[endpoint["port"]]["targetPort"] in container_ports
