@@ -45,7 +45,8 @@ def instrument(app: A, **options: Any) -> A:
         _mark(app, recorder)
         return app
     if hasattr(app, "wsgi_app") and hasattr(app, "before_request_funcs"):
-        return _instrument_flask(app, recorder_options, middleware_options)
+        _instrument_flask(app, recorder_options, middleware_options)
+        return app
     if _is_asgi(app):
         from aiwatch.middleware.asgi import AiwatchMiddleware
 

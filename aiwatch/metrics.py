@@ -85,6 +85,9 @@ CONTRACT: tuple[MetricSpec, ...] = (
                "Client-observed time per outgoing call, by peer, route and status (including client-side statuses "
                "such as DEADLINE_EXCEEDED).",
                ("service", "peer", "route", "status"), "seconds", LATENCY_BUCKETS),
+    MetricSpec("aiwatch_network_clamped_total", "counter",
+               "Outgoing calls whose peer reported more server time than the caller observed (clock anomalies); "
+               "their network time was recorded as 0.", ("service", "peer")),
     MetricSpec("aiwatch_requests_in_flight", "gauge", "Requests being served right now.",
                ("service",), multiprocess_mode="livesum"),
     MetricSpec("aiwatch_rpc_messages_total", "counter",
@@ -206,6 +209,7 @@ class Metrics:
         self.phase_duration: Histogram = m["aiwatch_phase_duration_seconds"]
         self.network_duration: Histogram = m["aiwatch_network_duration_seconds"]
         self.client_request_duration: Histogram = m["aiwatch_client_request_duration_seconds"]
+        self.network_clamped: Counter = m["aiwatch_network_clamped_total"]
         self.requests_in_flight: Gauge = m["aiwatch_requests_in_flight"]
         self.rpc_messages: Counter = m["aiwatch_rpc_messages_total"]
         self.overhead_clamped: Counter = m["aiwatch_overhead_clamped_total"]
