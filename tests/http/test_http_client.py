@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 from collections.abc import Iterator
+
 import httpx
 import pytest
 import requests
@@ -142,9 +143,9 @@ def test_inside_a_server_request_the_server_span_is_propagated(base: str, metric
 
 
 def test_instrument_helpers_reject_other_objects() -> None:
-    with pytest.raises(TypeError, match="httpx.Client"):
+    with pytest.raises(TypeError, match=r"httpx\.Client"):
         aiwatch.client.instrument_httpx(object())
-    with pytest.raises(TypeError, match="requests.Session"):
+    with pytest.raises(TypeError, match=r"requests\.Session"):
         aiwatch.client.instrument_requests(object())  # type: ignore[arg-type]
 
 
