@@ -36,6 +36,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 __all__ = ["UNMATCHED_ROUTE", "AiwatchMiddleware", "starlette_route"]
 
 _SERVER_TIMING = HEADER.encode("latin-1")
+_STATUS = {code: str(code) for code in range(100, 600)}
 
 
 def starlette_route(scope: Scope, root_path: str = "") -> str | None:
@@ -100,10 +101,10 @@ class AiwatchMiddleware:
         recorder = self.recorder
         method = scope.get("method", "GET")
         root_path = scope.get("root_path", "")
-        parent = None
-        if recorder.tracing.tracer() is not None:
-            parent = self._parent_context(scope)
-        tl = recorder.begin(f"{method}", parent, {"http.request.method": method, "url.path": path})
+        if recorder.tracing.tracer() is None:
+            tl = recorder.begin(method)
+        else:
+            tl = recorder.begin(method, self._parent_context(scope), {"http.request.method": method, "url.path": path})
         status = "500"
         finished = False
         add_timing = self.server_timing
@@ -127,11 +128,12 @@ class AiwatchMiddleware:
             nonlocal status
             kind = message["type"]
             if kind == "http.response.start":
-                status = str(message.get("status", 500))
+                code = message.get("status", 500)
+                status = _STATUS.get(code) or str(code)
                 if add_timing:
                     try:
-                        headers = list(message.get("headers") or ())
-                        headers.append((_SERVER_TIMING, tl.server_timing().encode("latin-1")))
+                        headers = [*(message.get("headers") or ()),
+                                   (_SERVER_TIMING, tl.server_timing().encode("latin-1"))]
                         message = {**message, "headers": headers}
                     except Exception as exc:
                         record_error("server_timing", exc, self.metrics)
