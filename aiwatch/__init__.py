@@ -27,6 +27,9 @@ from aiwatch.timing import RequestRecorder, current_timeline, phase, record_phas
 _LAZY: dict[str, str] = {
     "instrument": "aiwatch.instrument",
     "AiwatchMiddleware": "aiwatch.middleware.asgi",
+    "AiwatchWSGIMiddleware": "aiwatch.middleware.wsgi",
+    "instrument_httpx": "aiwatch.client",
+    "instrument_requests": "aiwatch.client",
     "make_asgi_app": "aiwatch.exposition",
     "make_wsgi_app": "aiwatch.exposition",
     "start_http_server": "aiwatch.exposition",
@@ -35,6 +38,7 @@ _LAZY: dict[str, str] = {
 __all__ = [
     "CONTRACT",
     "AiwatchMiddleware",
+    "AiwatchWSGIMiddleware",
     "LabelGuard",
     "MetricSpec",
     "Metrics",
@@ -43,6 +47,8 @@ __all__ = [
     "current_timeline",
     "get_metrics",
     "instrument",
+    "instrument_httpx",
+    "instrument_requests",
     "make_asgi_app",
     "make_wsgi_app",
     "phase",
