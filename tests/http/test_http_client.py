@@ -156,3 +156,17 @@ def test_missing_dependency_names_the_extra(dependency: str, module: str, monkey
     monkeypatch.delitem(sys.modules, module, raising=False)
     with pytest.raises(MissingExtraError, match=r'pip install "aiwatch\[http\]"'):
         importlib.import_module(module)
+
+
+def test_importing_the_integrations_imports_no_optional_dependency() -> None:
+    import subprocess
+
+    from tests.servers import python_env
+
+    code = ("import sys, aiwatch, aiwatch.client, aiwatch.instrument, aiwatch.middleware.asgi, "
+            "aiwatch.middleware.wsgi, aiwatch.gunicorn, aiwatch.exposition\n"
+            "print(sorted(m for m in ('httpx', 'requests', 'flask', 'fastapi', 'starlette', 'werkzeug', "
+            "'gunicorn', 'uvicorn') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env=python_env()).stdout
+    assert out.strip() == "[]"
