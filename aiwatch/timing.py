@@ -282,6 +282,9 @@ class RequestRecorder:
         self.model = self.guard.fold("model", model) if model else ""
         self.tracing = TracerSource(tracer_provider)
         self._in_flight = adder(self.metrics.child(self.metrics.requests_in_flight, (self.service,)))
+        # Histogram children by label values, for this recorder's service (bounded: labels pass the guard).
+        self._request_children: dict[tuple[str, str, str], Any] = {}
+        self._phase_children: dict[tuple[str, str], Any] = {}
 
     def begin(self, span_name: str = "request", parent_context: Any = None,
               attributes: dict[str, Any] | None = None, start: float | None = None) -> RequestTimeline:
@@ -306,6 +309,14 @@ class RequestRecorder:
         _frame.set(None)
         return tl
 
+    def _phase_child(self, key: tuple[str, str]) -> Any:
+        child = self._phase_children.get(key)
+        if child is None:
+            name, model = key
+            child = self._phase_children[key] = self.metrics.child(self.metrics.phase_duration,
+                                                                   (self.service, model, name))
+        return child
+
     def finish(self, tl: RequestTimeline, route: str, method: str, status: str,
                error: BaseException | None = None, end: float | None = None) -> None:
         """Record the request's duration, its phases and its overhead, end its span and leave the context."""
@@ -316,18 +327,20 @@ class RequestRecorder:
             self._in_flight(-1)
             route = self.guard.fold("route", route)
             exemplar = {"trace_id": tl.trace_id} if tl.trace_id else None
-            service = self.service
-            observe(m.child(m.request_duration, (service, route, method, status)), total, exemplar)
+            key = (route, method, status)
+            child = self._request_children.get(key)
+            if child is None:
+                child = self._request_children[key] = m.child(m.request_duration, (self.service, *key))
+            observe(child, total, exemplar)
             named = 0.0
-            phase_duration = m.phase_duration
-            for (name, model), seconds in tl.phases.items():
-                observe(m.child(phase_duration, (service, model, name)), seconds, exemplar)
+            for phase_key, seconds in tl.phases.items():
+                observe(self._phase_child(phase_key), seconds, exemplar)
                 named += seconds
             overhead = total - named
             if overhead < 0.0:
                 overhead = 0.0
-                m.child(m.overhead_clamped, (service,)).inc()
-            observe(m.child(phase_duration, (service, tl.model, OVERHEAD)), overhead, exemplar)
+                m.child(m.overhead_clamped, (self.service,)).inc()
+            observe(self._phase_child((OVERHEAD, tl.model)), overhead, exemplar)
         except Exception as exc:
             record_error("metrics", exc, m)
         if tl.span is not None:

@@ -13,6 +13,11 @@ from aiwatch.timing import RequestRecorder
 UNMATCHED_ROUTE = "__unmatched__"
 """The route label of requests that matched no route template: the raw path is never used as a label."""
 
+#: HTTP methods used as the ``method`` label as they are; any other method (clients can send any token) is
+#: labelled ``_OTHER`` so that the label stays bounded.
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"})
+OTHER_METHOD = "_OTHER"
+
 #: The options that describe the recorder (where and under which labels requests are recorded).
 RECORDER_OPTIONS = frozenset({"service", "model", "registry", "metrics", "tracer_provider", "max_label_values"})
 

@@ -21,7 +21,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from aiwatch.metrics import Metrics
-from aiwatch.middleware._common import UNMATCHED_ROUTE, resolve_recorder
+from aiwatch.middleware._common import KNOWN_METHODS, OTHER_METHOD, UNMATCHED_ROUTE, resolve_recorder
 from aiwatch.safety import call_hook, record_error
 from aiwatch.servertiming import HEADER
 from aiwatch.timing import RequestRecorder, RequestTimeline
@@ -100,6 +100,8 @@ class AiwatchMiddleware:
 
         recorder = self.recorder
         method = scope.get("method", "GET")
+        if method not in KNOWN_METHODS:
+            method = OTHER_METHOD
         root_path = scope.get("root_path", "")
         if recorder.tracing.tracer() is None:
             tl = recorder.begin(method)

@@ -28,7 +28,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from aiwatch.metrics import Metrics
-from aiwatch.middleware._common import UNMATCHED_ROUTE, resolve_recorder
+from aiwatch.middleware._common import KNOWN_METHODS, OTHER_METHOD, UNMATCHED_ROUTE, resolve_recorder
 from aiwatch.safety import call_hook, record_error
 from aiwatch.servertiming import HEADER
 from aiwatch.timing import RequestRecorder, RequestTimeline
@@ -85,6 +85,8 @@ class AiwatchWSGIMiddleware:
 
         recorder = self.recorder
         method = environ.get("REQUEST_METHOD", "GET")
+        if method not in KNOWN_METHODS:
+            method = OTHER_METHOD
         parent = None
         if recorder.tracing.tracer() is not None:
             parent = self._parent_context(environ)

@@ -246,3 +246,11 @@ def test_recorder_and_recorder_options_conflict(registry: CollectorRegistry) -> 
 def test_unknown_app_type_is_a_clear_error() -> None:
     with pytest.raises(TypeError, match="does not know how to instrument 'int'"):
         aiwatch.instrument(3)
+
+
+async def test_unknown_methods_fold_into_other(registry: CollectorRegistry) -> None:
+    app = make_app(registry)
+    for i in range(3):
+        await call(app, "/items/1", method=f"BREW{i}")
+    assert count(registry, "/items/{item_id}", "405", method="_OTHER") == 3
+    assert b"BREW" not in generate_latest(registry)

@@ -165,3 +165,11 @@ def test_flask_instrument_twice_is_a_no_op(registry: CollectorRegistry) -> None:
     assert app.wsgi_app is first
     app.test_client().post("/predict/m", buffered=True)
     assert count(registry, "/predict/<model_name>", method="POST") == 1
+
+
+def test_unknown_methods_fold_into_other(registry: CollectorRegistry) -> None:
+    client = flask_app(registry).test_client()
+    for i in range(3):
+        client.open("/stream", method=f"BREW{i}", buffered=True)
+    assert count(registry, "__unmatched__", "405", method="_OTHER") == 3  # werkzeug matches no rule
+    assert b"BREW" not in generate_latest(registry)
