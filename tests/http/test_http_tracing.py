@@ -145,3 +145,12 @@ async def test_aiwatch_tracing_off_env_disables_an_explicit_provider(
     app = fastapi_app(registry, tracer_provider=provider)
     assert (await call(app, "/items/1")).status == 200
     assert exporter.get_finished_spans() == ()
+
+
+async def test_a_global_sdk_provider_is_used_without_an_argument(
+        registry: CollectorRegistry, provider: TracerProvider, exporter: InMemorySpanExporter,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(trace, "get_tracer_provider", lambda: provider)  # as opentelemetry-instrument would set it
+    app = fastapi_app(registry)
+    assert (await call(app, "/items/1", headers=[("traceparent", TRACEPARENT)])).status == 200
+    check_spans(exporter, "/items/{item_id}")
