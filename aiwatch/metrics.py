@@ -89,8 +89,8 @@ CONTRACT: tuple[MetricSpec, ...] = (
                "such as DEADLINE_EXCEEDED).",
                ("service", "peer", "route", "status"), "seconds", LATENCY_BUCKETS),
     MetricSpec("aiwatch_network_clamped_total", "counter",
-               "Outgoing calls whose peer reported more server time than the caller observed (clock anomalies); "
-               "their network time was recorded as 0.", ("service", "peer")),
+               "Calls whose server-reported time exceeded the client-observed time (clock granularity or a bogus "
+               "server report); their network time was recorded as 0.", ("service", "peer")),
     MetricSpec("aiwatch_requests_in_flight", "gauge", "Requests being served right now.",
                ("service",), multiprocess_mode="livesum"),
     MetricSpec("aiwatch_rpc_messages_total", "counter",
@@ -302,7 +302,14 @@ def observe(child: Any, amount: float, exemplar: dict[str, str] | None = None) -
 def adder(child: Any) -> Any:
     """A fast ``inc(amount)`` for a gauge or counter child from :meth:`Metrics.child` (the request path's in-flight
     gauge): prometheus_client's value object itself when it has one, else the child's ``inc``."""
-    value = getattr(child, "_value", None)
-    if value is None or not callable(getattr(value, "inc", None)) or getattr(child, "_is_most_recent", False):
-        return child.inc
-    return value.inc
+    try:
+        inc = child._value.inc
+        if callable(inc) and not getattr(child, "_is_most_recent", False):
+            return inc
+    except Exception:  # another prometheus_client layout, or a broken metric: fail (and be counted) when used
+        pass
+
+    def slow_inc(amount: float) -> None:
+        child.inc(amount)
+
+    return slow_inc

@@ -7,6 +7,7 @@ scripts/setup-system.sh
 scripts/setup-venv.sh dev
 venv="${AIWATCH_VENV:-.venv}"
 export PATH="$PWD/$venv/bin:$PATH"
-echo "== ruff"; ruff check aiwatch tests bench examples scripts
+lint_dirs=(); for d in aiwatch tests bench examples scripts; do [ -e "$d" ] && lint_dirs+=("$d"); done
+echo "== ruff"; ruff check "${lint_dirs[@]}"
 echo "== mypy"; mypy aiwatch
 echo "== pytest"; python -m pytest -q -ra "$@"

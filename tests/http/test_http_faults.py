@@ -74,13 +74,13 @@ def errors(registry: CollectorRegistry, component: str) -> float | None:
 
 
 def check_unaltered_and_counted(run: Run, registry: CollectorRegistry, component: str,
-                                caplog: pytest.LogCaptureFixture) -> None:
+                                caplog: pytest.LogCaptureFixture, per_request: int = 1) -> None:
     caplog.set_level(logging.WARNING, logger="aiwatch")
     for _ in range(REQUESTS):
         status, body, _headers = run()
         assert status == 200
         assert body.replace(b" ", b"").strip() == b'{"id":7}'
-    assert errors(registry, component) == REQUESTS
+    assert errors(registry, component) == REQUESTS * per_request
     logged = [r for r in caplog.records if r.name == "aiwatch" and f"aiwatch: {component} failed" in r.getMessage()]
     assert len(logged) == 1, [r.getMessage() for r in caplog.records]
 
@@ -165,3 +165,24 @@ def test_a_client_metric_that_raises_never_fails_the_call(metrics: Metrics, regi
     with peer() as base, aiwatch.client.instrument_httpx(httpx.Client(), metrics=metrics) as c:
         assert c.get(f"{base}/ok").status_code == 200
     assert errors(registry, "metrics") == 2
+
+
+class _Exploding:
+    def __getattr__(self, name: str) -> Any:
+        raise _Boom("metric backend down")
+
+
+class _BrokenMetrics(Metrics):
+    """Every metric explodes on any use; only the error counter works."""
+
+    def child(self, metric: Any, labels: Any) -> Any:
+        if metric is self.instrumentation_errors:
+            return super().child(metric, labels)
+        return _Exploding()
+
+
+@pytest.mark.parametrize("kind", ["asgi", "wsgi"])
+def test_every_metric_broken_from_the_start(kind: str, caplog: pytest.LogCaptureFixture) -> None:
+    broken = _BrokenMetrics(CollectorRegistry())
+    # two failures per request: the in-flight gauge at the start, the request's metrics at the end
+    check_unaltered_and_counted(build(kind, broken), broken.registry, "metrics", caplog, per_request=2)

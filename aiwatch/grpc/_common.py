@@ -1,0 +1,52 @@
+"""Helpers shared by aiwatch's gRPC server and client interceptors."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import grpc
+
+from aiwatch.metrics import Metrics, get_metrics
+
+_NAMES: dict[Any, str] = {}
+for _code in grpc.StatusCode:
+    _NAMES[_code] = _code.name
+    _NAMES[_code.value[0]] = _code.name
+
+
+def status_name(code: Any) -> str | None:
+    """``'INVALID_ARGUMENT'`` for ``grpc.StatusCode.INVALID_ARGUMENT`` (or its integer value); ``None`` for None."""
+    if code is None:
+        return None
+    return _NAMES.get(code) or getattr(code, "name", None) or str(code)
+
+
+def method_name(method: Any) -> str:
+    """The full method name as text (grpc.aio passes it as bytes on the client side)."""
+    return method.decode("utf-8", "replace") if isinstance(method, bytes) else str(method)
+
+
+def resolve_metrics(metrics: Metrics | None, registry: Any) -> Metrics:
+    return metrics if metrics is not None else get_metrics(registry)
+
+
+def metadata_value(metadata: Iterable[Any] | None, key: str) -> str | None:
+    """The first value of ``key`` in gRPC metadata (pairs or ``grpc.aio.Metadata``), decoded; ``None`` if absent."""
+    if not metadata:
+        return None
+    for item in metadata:
+        k, v = item[0], item[1]
+        if k == key:
+            return v.decode("latin-1") if isinstance(v, bytes) else str(v)
+    return None
+
+
+def metadata_dict(metadata: Iterable[Any] | None) -> dict[str, str]:
+    """Text metadata as a dict (binary ``-bin`` entries skipped), for trace-context extraction."""
+    out: dict[str, str] = {}
+    for item in metadata or ():
+        k, v = item[0], item[1]
+        if isinstance(v, str):
+            out.setdefault(k, v)
+    return out

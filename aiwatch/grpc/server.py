@@ -1,0 +1,432 @@
+"""Server interceptors for ``grpc`` (thread pool) and ``grpc.aio`` servers, covering all four RPC kinds.
+
+Per RPC (see docs/grpc.md):
+
+* ``aiwatch_request_duration_seconds{service, route, method, status}`` with ``route`` = the full method name
+  (``/pkg.Service/Method``, through the recorder's cardinality guard), ``method`` = :data:`METHOD_LABEL` (``grpc``:
+  the RPC kind is a fixed property of the route, so it would add series without adding information) and
+  ``status`` = the gRPC status code name (``OK``, ``INVALID_ARGUMENT``...). An unhandled servicer exception is
+  ``UNKNOWN``, as grpcio reports it; a call the client cancelled is ``CANCELLED``, or ``DEADLINE_EXCEEDED`` when its
+  deadline had passed.
+* ``aiwatch.phase(...)`` inside the servicer feeds ``aiwatch_phase_duration_seconds`` and the ``overhead`` phase: the
+  servicer runs inside the RPC's timeline (for the thread-pool server, in the pool thread that runs the handler).
+* Streaming RPCs are timed to the last message; RPCs with a streaming side also count messages in
+  ``aiwatch_rpc_messages_total{service, route, direction=sent|received}``.
+* The server reports its timing in trailing metadata ``server-timing`` (same format as the HTTP header, ``total`` =
+  server time), for streams when the stream ends, on failures too. ``grpc.aio``'s ``context.abort()`` sends the
+  status itself, so there the servicer gets a context whose ``abort()`` adds the timing (up to the abort) first.
+* When a span is current when the handler starts (OpenTelemetry's server interceptor placed before this one), that
+  span is the request's span and aiwatch's phase spans are its children; otherwise aiwatch starts its own SERVER
+  span when tracing is on, parented by the W3C trace context in the invocation metadata.
+
+aiwatch's own failures are counted in ``aiwatch_instrumentation_errors_total`` and never change the RPC's outcome;
+the servicer's exceptions, abort codes and trailing metadata pass through untouched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
+
+import grpc
+import grpc.aio
+from opentelemetry import trace
+from prometheus_client import CollectorRegistry
+
+from aiwatch.cardinality import LabelGuard
+from aiwatch.grpc._common import metadata_dict, method_name, resolve_metrics, status_name
+from aiwatch.metrics import Metrics
+from aiwatch.safety import record_error
+from aiwatch.servertiming import HEADER
+from aiwatch.timing import RequestRecorder, RequestTimeline
+from aiwatch.tracing import TracerSource, extract_context
+
+METHOD_LABEL = "grpc"
+"""The ``method`` label of gRPC requests in ``aiwatch_request_duration_seconds``."""
+
+COMPONENT = "grpc_server"
+
+_clock = time.perf_counter
+_done_lock = threading.Lock()
+# the status is already out (aio abort() sent it with the timing) or will never be sent (cancelled)
+_SENT_ALREADY = (asyncio.CancelledError, grpc.aio.AbortError)
+
+
+class _NoTracing(TracerSource):
+    """Tracing for a recorder whose span is borrowed from OpenTelemetry: aiwatch starts and ends no SERVER span."""
+
+    def tracer(self) -> Any:
+        return None
+
+    @staticmethod
+    def end_server_span(span: Any, route: str, method: str, status: str, error: BaseException | None) -> None:
+        return None
+
+
+class _Call:
+    """One RPC's state, kept in the wrapped behavior's closure (never on the interceptor)."""
+
+    __slots__ = ("borrowed", "done", "received", "recorder", "sent", "streaming", "timeline")
+
+    def __init__(self, recorder: RequestRecorder, timeline: RequestTimeline, borrowed: bool, streaming: bool) -> None:
+        self.recorder = recorder
+        self.timeline = timeline
+        self.borrowed = borrowed
+        self.streaming = streaming
+        self.done = False
+        self.sent = 0
+        self.received = 0
+
+
+class _ServerCore:
+    """What the sync and aio interceptors share: starting and finishing one RPC's timeline."""
+
+    def __init__(self, service: str | None, model: str, registry: CollectorRegistry | None,
+                 metrics: Metrics | None, guard: LabelGuard | None, tracer_provider: Any,
+                 server_timing: bool) -> None:
+        m = resolve_metrics(metrics, registry)
+        self.recorder = RequestRecorder(m, service, model, guard, tracer_provider)
+        self.borrowing = RequestRecorder(m, self.recorder.service, self.recorder.model, self.recorder.guard)
+        self.borrowing.tracing = _NoTracing()
+        self.metrics = m
+        self.server_timing = server_timing
+
+    def start(self, method: str, context: Any, streaming: bool) -> _Call | None:
+        try:
+            span = trace.get_current_span()
+            if span.is_recording():
+                tl = self.borrowing.begin(method)
+                tracer = self.recorder.tracing.tracer()
+                if tracer is not None:
+                    tl.span = span
+                    tl.tracer = tracer
+                span_context = span.get_span_context()
+                if span_context.trace_flags.sampled:
+                    tl.trace_id = format(span_context.trace_id, "032x")
+                return _Call(self.borrowing, tl, True, streaming)
+            parent = None
+            metadata = context.invocation_metadata()
+            # extracting costs; only when the caller sent trace context and aiwatch traces
+            if metadata and any(item[0] == "traceparent" for item in metadata) \
+                    and self.recorder.tracing.tracer() is not None:
+                parent = extract_context(metadata_dict(metadata))
+            tl = self.recorder.begin(method.lstrip("/"), parent)
+            if tl.span is not None:
+                service, _, name = method.lstrip("/").rpartition("/")
+                tl.span.set_attributes({"rpc.system": "grpc", "rpc.service": service, "rpc.method": name})
+            return _Call(self.recorder, tl, False, streaming)
+        except Exception as exc:
+            record_error(COMPONENT, exc, self.metrics)
+            return None
+
+    def end(self, call: _Call | None, method: str, context: Any, error: BaseException | None,
+            terminated: bool = False) -> None:
+        """Finish ``call`` once. ``terminated``: the RPC ended without the handler finishing (client cancel)."""
+        if call is None:
+            return
+        end = _clock()
+        with _done_lock:
+            if call.done:
+                return
+            call.done = True
+        try:
+            tl = call.timeline
+            status, report_error = _status(context, error, terminated)
+            if self.server_timing and not terminated and not isinstance(error, _SENT_ALREADY):
+                try:
+                    _add_trailing(context, tl.server_timing(end))
+                except Exception as exc:
+                    record_error(COMPONENT, exc, self.metrics)
+            if call.streaming:
+                m = self.metrics
+                route = call.recorder.guard.fold("route", method)
+                m.child(m.rpc_messages, (call.recorder.service, route, "sent")).inc(call.sent)
+                m.child(m.rpc_messages, (call.recorder.service, route, "received")).inc(call.received)
+            if call.borrowed:
+                tl.span = None  # the span belongs to whoever started it (OpenTelemetry's interceptor)
+            call.recorder.finish(tl, method, METHOD_LABEL, status, error if report_error else None, end=end)
+        except Exception as exc:
+            record_error(COMPONENT, exc, self.metrics)
+
+
+def _status(context: Any, error: BaseException | None, terminated: bool) -> tuple[str, bool]:
+    """The status name the client sees, and whether ``error`` is an unhandled servicer failure."""
+    if terminated or isinstance(error, asyncio.CancelledError | GeneratorExit):
+        return _cancel_status(context), False
+    code = None
+    try:
+        code = status_name(context.code())
+    except Exception:
+        code = None
+    if error is not None:
+        if code is not None and code != "OK":
+            return code, False  # abort(), or set_code() then raise: grpcio sends that code
+        return "UNKNOWN", True
+    if code is not None:
+        return code, False
+    try:
+        if not context.is_active():
+            return _cancel_status(context), False
+    except Exception:
+        pass
+    return "OK", False
+
+
+def _cancel_status(context: Any) -> str:
+    try:
+        remaining = context.time_remaining()
+    except Exception:
+        remaining = None
+    return "DEADLINE_EXCEEDED" if remaining is not None and remaining <= 0 else "CANCELLED"
+
+
+def _add_trailing(context: Any, value: str) -> None:
+    existing = context.trailing_metadata()
+    pairs = tuple((k, v) for k, v in existing or ()) if existing else ()
+    context.set_trailing_metadata((*pairs, (HEADER, value)))
+
+
+class _AioContext:
+    """The grpc.aio servicer context, with ``abort()`` adding the server timing to the trailing metadata first
+    (grpc.aio sends the status inside ``abort()``, before the interceptor sees the outcome)."""
+
+    __slots__ = ("_call", "_context")
+
+    def __init__(self, context: Any, call: _Call) -> None:
+        self._context = context
+        self._call = call
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._context, name)
+
+    async def abort(self, code: grpc.StatusCode, details: str = "", trailing_metadata: Any = ()) -> None:
+        try:
+            timing = (HEADER, self._call.timeline.server_timing())
+            if trailing_metadata:
+                trailing_metadata = (*tuple(trailing_metadata), timing)
+            else:
+                existing = self._context.trailing_metadata()
+                trailing_metadata = (*((k, v) for k, v in existing or ()), timing)
+        except Exception as exc:
+            record_error(COMPONENT, exc, self._call.recorder.metrics)
+        await self._context.abort(code, details, trailing_metadata)
+
+    async def abort_with_status(self, status: Any) -> None:
+        await self.abort(status.code, status.details, status.trailing_metadata)
+
+
+grpc.aio.ServicerContext.register(_AioContext)
+
+
+def _handler_parts(handler: Any) -> tuple[Any, Callable[..., Any]]:
+    if handler.request_streaming and handler.response_streaming:
+        return handler.stream_stream, grpc.stream_stream_rpc_method_handler
+    if handler.request_streaming:
+        return handler.stream_unary, grpc.stream_unary_rpc_method_handler
+    if handler.response_streaming:
+        return handler.unary_stream, grpc.unary_stream_rpc_method_handler
+    return handler.unary_unary, grpc.unary_unary_rpc_method_handler
+
+
+def _rewrap(handler: Any, behavior: Callable[..., Any], factory: Callable[..., Any]) -> Any:
+    return factory(behavior, request_deserializer=handler.request_deserializer,
+                   response_serializer=handler.response_serializer)
+
+
+class AiwatchServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
+    """Server interceptor for ``grpc.server`` (thread pool). Keyword arguments as :func:`grpc_server_interceptor`.
+
+    Place it after OpenTelemetry's interceptor (``interceptors=[otel, aiwatch]``) so OpenTelemetry's span is the
+    request's span.
+    """
+
+    def __init__(self, *, service: str | None = None, model: str = "", registry: CollectorRegistry | None = None,
+                 metrics: Metrics | None = None, guard: LabelGuard | None = None, tracer_provider: Any = None,
+                 server_timing: bool = True) -> None:
+        self._core = _ServerCore(service, model, registry, metrics, guard, tracer_provider, server_timing)
+
+    def intercept_service(self, continuation: Callable[[Any], Any], handler_call_details: Any) -> Any:
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return None
+        try:
+            method = method_name(handler_call_details.method)
+            behavior, factory = _handler_parts(handler)
+            if handler.response_streaming:
+                wrapped = self._wrap_stream(behavior, method, handler.request_streaming)
+            else:
+                wrapped = self._wrap_unary(behavior, method, handler.request_streaming)
+            return _rewrap(handler, wrapped, factory)
+        except Exception as exc:
+            record_error(COMPONENT, exc, self._core.metrics)
+            return handler
+
+    def _wrap_unary(self, behavior: Callable[..., Any], method: str, request_streaming: bool) -> Callable[..., Any]:
+        core = self._core
+
+        def unary(request: Any, context: Any) -> Any:
+            call = core.start(method, context, request_streaming)
+            if call is not None and request_streaming:
+                request = _count_in(request, call)
+                call.sent = 1
+            try:
+                response = behavior(request, context)
+            except BaseException as exc:
+                core.end(call, method, context, exc)
+                raise
+            core.end(call, method, context, None)
+            return response
+
+        return unary
+
+    def _wrap_stream(self, behavior: Callable[..., Any], method: str, request_streaming: bool) -> Callable[..., Any]:
+        core = self._core
+
+        def stream(request: Any, context: Any) -> Iterator[Any]:
+            call = core.start(method, context, True)
+            if call is not None:
+                if request_streaming:
+                    request = _count_in(request, call)
+                else:
+                    call.received = 1
+                try:
+                    # grpcio stops iterating a cancelled stream without closing it: finish it when the RPC ends.
+                    context.add_callback(lambda: core.end(call, method, context, None, terminated=True))
+                except Exception as exc:
+                    record_error(COMPONENT, exc, core.metrics)
+            try:
+                for item in behavior(request, context):
+                    if call is not None:
+                        call.sent += 1
+                    yield item
+            except BaseException as exc:
+                core.end(call, method, context, exc)
+                raise
+            core.end(call, method, context, None)
+
+        return stream
+
+
+def _count_in(requests: Iterator[Any], call: _Call) -> Iterator[Any]:
+    for item in requests:
+        call.received += 1
+        yield item
+
+
+async def _acount_in(requests: AsyncIterator[Any], call: _Call) -> AsyncIterator[Any]:
+    async for item in requests:
+        call.received += 1
+        yield item
+
+
+class AiwatchAioServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Server interceptor for ``grpc.aio.server``. Keyword arguments as :func:`grpc_server_interceptor`.
+
+    Handlers that are plain (non-async) functions, which grpc.aio runs in its migration thread pool, are passed
+    through uninstrumented.
+    """
+
+    def __init__(self, *, service: str | None = None, model: str = "", registry: CollectorRegistry | None = None,
+                 metrics: Metrics | None = None, guard: LabelGuard | None = None, tracer_provider: Any = None,
+                 server_timing: bool = True) -> None:
+        self._core = _ServerCore(service, model, registry, metrics, guard, tracer_provider, server_timing)
+
+    async def intercept_service(self, continuation: Callable[[Any], Awaitable[Any]],
+                                handler_call_details: Any) -> Any:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        try:
+            method = method_name(handler_call_details.method)
+            behavior, factory = _handler_parts(handler)
+            if not (inspect.iscoroutinefunction(behavior) or inspect.isasyncgenfunction(behavior)):
+                return handler
+            if handler.response_streaming:
+                wrapped = self._wrap_stream(behavior, method, handler.request_streaming)
+            else:
+                wrapped = self._wrap_unary(behavior, method, handler.request_streaming)
+            return _rewrap(handler, wrapped, factory)
+        except Exception as exc:
+            record_error(COMPONENT, exc, self._core.metrics)
+            return handler
+
+    def _wrap_unary(self, behavior: Callable[..., Any], method: str, request_streaming: bool) -> Callable[..., Any]:
+        core = self._core
+
+        async def unary(request: Any, context: Any) -> Any:
+            call = core.start(method, context, request_streaming)
+            inner = context
+            if call is not None:
+                if request_streaming and hasattr(request, "__aiter__"):
+                    request = _acount_in(request, call)
+                    call.sent = 1
+                if core.server_timing:
+                    inner = _AioContext(context, call)
+            try:
+                response = await behavior(request, inner)
+            except BaseException as exc:
+                core.end(call, method, context, exc)
+                raise
+            core.end(call, method, context, None)
+            return response
+
+        return unary
+
+    def _wrap_stream(self, behavior: Callable[..., Any], method: str, request_streaming: bool) -> Callable[..., Any]:
+        core = self._core
+
+        async def stream(request: Any, context: Any) -> AsyncIterator[Any]:
+            call = core.start(method, context, True)
+            inner = context
+            if call is not None:
+                if request_streaming and hasattr(request, "__aiter__"):
+                    request = _acount_in(request, call)
+                elif not request_streaming:
+                    call.received = 1
+                if core.server_timing:
+                    inner = _AioContext(context, call)
+            try:
+                result = behavior(request, inner)
+                if hasattr(result, "__aiter__"):
+                    async for item in result:
+                        if call is not None:
+                            call.sent += 1
+                        yield item
+                else:  # a coroutine that writes with context.write()
+                    await result
+            except BaseException as exc:
+                core.end(call, method, context, exc)
+                raise
+            core.end(call, method, context, None)
+
+        return stream
+
+
+def grpc_server_interceptor(*, service: str | None = None, model: str = "",
+                            registry: CollectorRegistry | None = None, metrics: Metrics | None = None,
+                            guard: LabelGuard | None = None, tracer_provider: Any = None,
+                            server_timing: bool = True) -> AiwatchServerInterceptor:
+    """An interceptor for ``grpc.server(..., interceptors=[...])``.
+
+    - ``service``: the ``service`` label (default ``$AIWATCH_SERVICE``, ``$OTEL_SERVICE_NAME`` or ``app``).
+    - ``model``: default ``model`` label of the phases (per request: ``aiwatch.set_model``).
+    - ``registry`` / ``metrics``: where the metrics go (default: prometheus_client's global registry).
+    - ``guard``: the cardinality guard for routes and models (default: a new ``LabelGuard``).
+    - ``tracer_provider``: trace with this provider (default: the global one, if an SDK provider is installed).
+    - ``server_timing``: report timing in the ``server-timing`` trailing metadata (default on).
+    """
+    return AiwatchServerInterceptor(service=service, model=model, registry=registry, metrics=metrics, guard=guard,
+                                    tracer_provider=tracer_provider, server_timing=server_timing)
+
+
+def grpc_aio_server_interceptor(*, service: str | None = None, model: str = "",
+                                registry: CollectorRegistry | None = None, metrics: Metrics | None = None,
+                                guard: LabelGuard | None = None, tracer_provider: Any = None,
+                                server_timing: bool = True) -> AiwatchAioServerInterceptor:
+    """An interceptor for ``grpc.aio.server(interceptors=[...])``; arguments as :func:`grpc_server_interceptor`."""
+    return AiwatchAioServerInterceptor(service=service, model=model, registry=registry, metrics=metrics,
+                                       guard=guard, tracer_provider=tracer_provider, server_timing=server_timing)

@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from concurrent import futures
+from contextlib import contextmanager
+from typing import Any
+
+import grpc
+import pytest
+
+from examples.grpc_service.servicer import InferenceServicer, pb, pb_grpc
+
+SERVICE = "/aiwatch.example.Inference/"
+PREDICT = SERVICE + "Predict"
+PREDICT_STREAM = SERVICE + "PredictStream"
+UPLOAD = SERVICE + "Upload"
+CHAT = SERVICE + "Chat"
+
+
+@contextmanager
+def sync_server(interceptors: Sequence[Any] = (), servicer: Any = None) -> Iterator[str]:
+    """A real grpcio thread-pool server on a loopback port; yields its target."""
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), interceptors=list(interceptors))
+    pb_grpc.add_InferenceServicer_to_server(servicer or InferenceServicer(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.stop(None)
+
+
+@contextmanager
+def stub_for(target: str, *interceptors: Any) -> Iterator[Any]:
+    with grpc.insecure_channel(target) as channel:
+        yield pb_grpc.InferenceStub(grpc.intercept_channel(channel, *interceptors) if interceptors else channel)
+
+
+def req(**kwargs: Any) -> Any:
+    return pb.PredictRequest(**kwargs)
+
+
+def value(registry: Any, name: str, **labels: str) -> float:
+    return registry.get_sample_value(name, labels) or 0.0
+
+
+@pytest.fixture
+def labels() -> dict[str, str]:
+    return {"service": "infer", "method": "grpc"}
+
+
+_FACTORIES = (("server", "grpc"), ("insecure_channel", "grpc"), ("secure_channel", "grpc"),
+              ("server", "grpc.aio"), ("insecure_channel", "grpc.aio"), ("secure_channel", "grpc.aio"))
+
+
+@pytest.fixture(autouse=True)
+def _grpc_factories_restored() -> Iterator[None]:
+    """Every test leaves grpc's factories as it found them (checked by identity), so patches cannot leak."""
+    import grpc.aio
+
+    modules = {"grpc": grpc, "grpc.aio": grpc.aio}
+    before = [getattr(modules[mod], name) for name, mod in _FACTORIES]
+    yield
+    leaked = []
+    for (name, mod), original in zip(_FACTORIES, before, strict=True):
+        if getattr(modules[mod], name) is not original:
+            leaked.append(f"{mod}.{name}")
+            setattr(modules[mod], name, original)
+    assert not leaked, f"test left {leaked} patched"

@@ -1,0 +1,210 @@
+"""aiwatch's interceptors on a real grpc.aio server and channel: the four RPC kinds, abort, exceptions,
+deadline, cancellation mid-stream, and the client's view (network time, client statuses)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import grpc.aio
+import pytest
+
+from aiwatch.grpc import grpc_aio_client_interceptors, grpc_aio_server_interceptor
+from aiwatch.metrics import Metrics
+from aiwatch.servertiming import parse_server_timing
+from examples.grpc_service.servicer import AioInferenceServicer, pb_grpc
+from tests.grpc.conftest import CHAT, PREDICT, PREDICT_STREAM, UPLOAD, req, value
+
+pytestmark = pytest.mark.slow
+
+
+async def _start(metrics: Metrics, interceptors: list[Any] | None = None) -> tuple[grpc.aio.Server, str]:
+    server = grpc.aio.server(interceptors=interceptors if interceptors is not None else [
+        grpc_aio_server_interceptor(service="infer", model="ranker", metrics=metrics)])
+    pb_grpc.add_InferenceServicer_to_server(AioInferenceServicer(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    return server, f"127.0.0.1:{port}"
+
+
+def _count(metrics: Metrics, route: str, status: str) -> float:
+    return value(metrics.registry, "aiwatch_request_duration_seconds_count", service="infer", route=route,
+                 method="grpc", status=status)
+
+
+def _client_count(metrics: Metrics, target: str, route: str, status: str) -> float:
+    return value(metrics.registry, "aiwatch_client_request_duration_seconds_count", service="gateway", peer=target,
+                 route=route, status=status)
+
+
+async def _eventually(check: Any, timeout: float = 10.0) -> None:
+    for _ in range(int(timeout / 0.02)):
+        if check():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("condition not reached")
+
+
+async def _requests(n: int) -> AsyncIterator[Any]:
+    for i in range(n):
+        yield req(features=[float(i)])
+
+
+async def test_all_four_kinds_on_aio(metrics: Metrics) -> None:
+    server, target = await _start(metrics)
+    try:
+        async with grpc.aio.insecure_channel(target, interceptors=grpc_aio_client_interceptors(
+                service="gateway", peer=target, metrics=metrics)) as channel:
+            stub = pb_grpc.InferenceStub(channel)
+            call = stub.Predict(req(features=[2.0, 4.0], delay_ms=3))
+            assert (await call).score == 3.0
+            timing = parse_server_timing(dict(await call.trailing_metadata())["server-timing"])
+            assert timing["inference"] >= 0.003
+
+            stream = stub.PredictStream(req(features=[1.0, 2.0, 3.0]))
+            assert [r.index async for r in stream] == [0, 1, 2]
+            assert "server-timing" in dict(await stream.trailing_metadata())
+
+            upload = await stub.Upload(_requests(4))
+            assert upload.count == 4
+
+            chat = stub.Chat(_requests(3))
+            assert [r.score async for r in chat] == [0.0, 1.0, 2.0]
+            assert "server-timing" in dict(await chat.trailing_metadata())
+            for route in (PREDICT, PREDICT_STREAM, UPLOAD, CHAT):
+                await _eventually(lambda route=route: _client_count(metrics, target, route, "OK") == 1)
+    finally:
+        await server.stop(None)
+    for route in (PREDICT, PREDICT_STREAM, UPLOAD, CHAT):
+        assert _count(metrics, route, "OK") == 1, route
+    assert value(metrics.registry, "aiwatch_phase_duration_seconds_count", service="infer", model="ranker",
+                 phase="inference") == 4
+    assert value(metrics.registry, "aiwatch_rpc_messages_total", service="infer", route=PREDICT_STREAM,
+                 direction="sent") == 3
+    assert value(metrics.registry, "aiwatch_rpc_messages_total", service="infer", route=UPLOAD,
+                 direction="received") == 4
+    assert value(metrics.registry, "aiwatch_rpc_messages_total", service="infer", route=CHAT,
+                 direction="received") == 3
+    assert value(metrics.registry, "aiwatch_rpc_messages_total", service="infer", route=CHAT, direction="sent") == 3
+    # the client measured network time for each call that reported its server timing
+    assert value(metrics.registry, "aiwatch_network_duration_seconds_count", service="gateway", peer=target) == 4
+    assert value(metrics.registry, "aiwatch_instrumentation_errors_total", component="grpc_server") == 0
+    assert value(metrics.registry, "aiwatch_instrumentation_errors_total", component="grpc_client") == 0
+
+
+async def test_aio_stream_stream_abort_and_exception(metrics: Metrics) -> None:
+    server, target = await _start(metrics)
+    try:
+        async with grpc.aio.insecure_channel(target) as channel:
+            stub = pb_grpc.InferenceStub(channel)
+            chat = stub.Chat(_requests_with_failure("PERMISSION_DENIED"))
+            got = []
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                async for reply in chat:
+                    got.append(reply.index)
+            assert got == [0]
+            assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+            assert info.value.details() == "asked to fail with PERMISSION_DENIED"
+
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await stub.Predict(req(fail="raise"))
+            assert info.value.code() == grpc.StatusCode.UNKNOWN
+
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await stub.Predict(req(fail="NOT_FOUND"))
+            assert info.value.code() == grpc.StatusCode.NOT_FOUND
+            # grpc.aio's abort() sends the status itself; aiwatch's context adds the timing before it does
+            timing = parse_server_timing(dict(info.value.trailing_metadata())["server-timing"])
+            assert timing["total"] > 0
+    finally:
+        await server.stop(None)
+    assert _count(metrics, CHAT, "PERMISSION_DENIED") == 1
+    assert _count(metrics, PREDICT, "UNKNOWN") == 1
+    assert _count(metrics, PREDICT, "NOT_FOUND") == 1
+    assert value(metrics.registry, "aiwatch_requests_in_flight", service="infer") == 0
+    assert value(metrics.registry, "aiwatch_instrumentation_errors_total", component="grpc_server") == 0
+
+
+async def _requests_with_failure(code: str) -> AsyncIterator[Any]:
+    yield req(features=[1.0], fail=code)
+    yield req(features=[2.0])
+
+
+async def test_aio_deadline_and_cancel_mid_stream(metrics: Metrics) -> None:
+    server, target = await _start(metrics)
+    try:
+        async with grpc.aio.insecure_channel(target, interceptors=grpc_aio_client_interceptors(
+                service="gateway", peer=target, metrics=metrics)) as channel:
+            stub = pb_grpc.InferenceStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await stub.Predict(req(delay_ms=500), timeout=0.05)
+            assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+
+            stream = stub.PredictStream(req(features=[float(i) for i in range(50)], delay_ms=20))
+            async for _reply in stream:
+                break
+            stream.cancel()
+            await _eventually(lambda: _count(metrics, PREDICT_STREAM, "CANCELLED") == 1)
+            await _eventually(lambda: _count(metrics, PREDICT, "DEADLINE_EXCEEDED") == 1)
+            await _eventually(lambda: _client_count(metrics, target, PREDICT_STREAM, "CANCELLED") == 1)
+            await _eventually(lambda: _client_count(metrics, target, PREDICT, "DEADLINE_EXCEEDED") == 1)
+    finally:
+        await server.stop(None)
+    sent = value(metrics.registry, "aiwatch_rpc_messages_total", service="infer", route=PREDICT_STREAM,
+                 direction="sent")
+    assert 1 <= sent < 50
+    assert value(metrics.registry, "aiwatch_requests_in_flight", service="infer") == 0
+
+
+async def test_aio_client_records_unavailable(metrics: Metrics) -> None:
+    from tests.servers import free_port
+
+    target = f"127.0.0.1:{free_port()}"  # nothing listens there
+    async with grpc.aio.insecure_channel(target, interceptors=grpc_aio_client_interceptors(
+            service="gateway", peer=target, metrics=metrics)) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await pb_grpc.InferenceStub(channel).Predict(req(), timeout=5)
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+        await _eventually(lambda: _client_count(metrics, target, PREDICT, "UNAVAILABLE") == 1)
+    assert value(metrics.registry, "aiwatch_network_duration_seconds_count", service="gateway", peer=target) == 0
+
+
+class _EchoTraceparent(pb_grpc.InferenceServicer):
+    async def Predict(self, request: Any, context: Any) -> Any:
+        from examples.grpc_service.servicer import pb
+
+        return pb.PredictReply(model=dict(context.invocation_metadata()).get("traceparent", ""))
+
+
+async def test_aio_instrumentors_and_trace_propagation(metrics: Metrics) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from aiwatch.grpc import AiwatchGrpcInstrumentorClient, AiwatchGrpcInstrumentorServer
+
+    server_side = AiwatchGrpcInstrumentorServer(service="infer", metrics=metrics)
+    client_side = AiwatchGrpcInstrumentorClient(service="gateway", metrics=metrics)
+    server_side.instrument()
+    client_side.instrument()
+    try:
+        server = grpc.aio.server()
+        pb_grpc.add_InferenceServicer_to_server(_EchoTraceparent(), server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        target = f"127.0.0.1:{port}"
+        channel = grpc.aio.insecure_channel(target)
+    finally:
+        server_side.uninstrument()
+        client_side.uninstrument()
+    await server.start()
+    try:
+        async with channel:
+            stub = pb_grpc.InferenceStub(channel)
+            with TracerProvider().get_tracer("app").start_as_current_span("caller") as span:
+                reply = await stub.Predict(req())
+            await _eventually(lambda: _client_count(metrics, target, PREDICT, "OK") == 1)
+    finally:
+        await server.stop(None)
+    assert reply.model.split("-")[1] == format(span.get_span_context().trace_id, "032x")
+    assert _count(metrics, PREDICT, "OK") == 1
+    assert value(metrics.registry, "aiwatch_network_duration_seconds_count", service="gateway", peer=target) == 1

@@ -1,0 +1,134 @@
+"""aiwatch's client interceptor on a real sync channel: network time from the server's trailing metadata, client
+statuses (DEADLINE_EXCEEDED, CANCELLED, UNAVAILABLE), trace-context propagation, and bad server-timing from a peer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from aiwatch.grpc import grpc_client_interceptor, grpc_server_interceptor
+from aiwatch.metrics import Metrics
+from examples.grpc_service.servicer import pb, pb_grpc
+from tests.grpc.conftest import CHAT, PREDICT, PREDICT_STREAM, UPLOAD, req, stub_for, sync_server, value
+from tests.servers import free_port, wait_until
+
+pytestmark = pytest.mark.slow
+
+
+def _client_count(metrics: Metrics, target: str, route: str, status: str) -> float:
+    return value(metrics.registry, "aiwatch_client_request_duration_seconds_count", service="gateway", peer=target,
+                 route=route, status=status)
+
+
+def test_network_time_is_client_time_minus_server_total(metrics: Metrics) -> None:
+    with sync_server([grpc_server_interceptor(service="infer", metrics=metrics)]) as target:
+        client = grpc_client_interceptor(service="gateway", peer=target, metrics=metrics)
+        with stub_for(target, client) as stub:
+            stub.Predict(req(delay_ms=10))
+            list(stub.PredictStream(req(features=[1.0, 2.0])))
+            stub.Upload(iter([req(), req()]))
+            list(stub.Chat(iter([req(), req()])))
+            future = stub.Predict.future(req())
+            assert future.result().model == "ranker"
+    for route in (PREDICT_STREAM, UPLOAD, CHAT):
+        assert _client_count(metrics, target, route, "OK") == 1
+    assert _client_count(metrics, target, PREDICT, "OK") == 2
+    reg = metrics.registry
+    client_sum = value(reg, "aiwatch_client_request_duration_seconds_sum", service="gateway", peer=target,
+                       route=PREDICT, status="OK")
+    server_sum = value(reg, "aiwatch_request_duration_seconds_sum", service="infer", route=PREDICT, method="grpc",
+                       status="OK")
+    assert server_sum >= 0.010
+    assert client_sum > server_sum
+    assert value(reg, "aiwatch_network_duration_seconds_count", service="gateway", peer=target) == 5
+    network_sum = value(reg, "aiwatch_network_duration_seconds_sum", service="gateway", peer=target)
+    all_client_sum = sum(value(reg, "aiwatch_client_request_duration_seconds_sum", service="gateway", peer=target,
+                               route=route, status="OK") for route in (PREDICT, PREDICT_STREAM, UPLOAD, CHAT))
+    assert 0 < network_sum < all_client_sum  # network time is part of each call's client time
+
+
+def test_client_statuses_deadline_cancel_unavailable(metrics: Metrics) -> None:
+    with sync_server() as target:
+        client = grpc_client_interceptor(service="gateway", peer=target, metrics=metrics)
+        with stub_for(target, client) as stub:
+            with pytest.raises(grpc.RpcError) as info:
+                stub.Predict(req(delay_ms=300), timeout=0.05)
+            assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            stream = stub.PredictStream(req(features=[float(i) for i in range(50)], delay_ms=20))
+            next(stream)
+            stream.cancel()
+            with pytest.raises(grpc.RpcError) as info:
+                list(stream)
+            assert info.value.code() == grpc.StatusCode.CANCELLED
+            wait_until(lambda: _client_count(metrics, target, PREDICT_STREAM, "CANCELLED") == 1, timeout=10)
+    assert _client_count(metrics, target, PREDICT, "DEADLINE_EXCEEDED") == 1
+    dead = f"127.0.0.1:{free_port()}"
+    client = grpc_client_interceptor(service="gateway", peer=dead, metrics=metrics)
+    with stub_for(dead, client) as stub, pytest.raises(grpc.RpcError) as info:
+        stub.Predict(req(), timeout=5)
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert _client_count(metrics, dead, PREDICT, "UNAVAILABLE") == 1
+    # no server timing came back from these calls: no network time is invented
+    assert value(metrics.registry, "aiwatch_network_duration_seconds_count", service="gateway", peer=dead) == 0
+    assert value(metrics.registry, "aiwatch_instrumentation_errors_total", component="grpc_client") == 0
+
+
+class _TimingServicer(pb_grpc.InferenceServicer):
+    """A peer that sends whatever server-timing it is told to (a bare grpcio server, no aiwatch)."""
+
+    def __init__(self, timing: str) -> None:
+        self.timing = timing
+
+    def Predict(self, request: Any, context: Any) -> Any:
+        context.set_trailing_metadata((("server-timing", self.timing),))
+        return pb.PredictReply(score=1.0)
+
+
+@pytest.mark.parametrize("timing", ["total;dur=abc", "total;dur=-5", "not a token;dur=1"])
+def test_malformed_server_timing_is_counted_and_skipped(metrics: Metrics, timing: str) -> None:
+    with sync_server(servicer=_TimingServicer(timing)) as target:
+        client = grpc_client_interceptor(service="gateway", peer=target, metrics=metrics)
+        with stub_for(target, client) as stub:
+            assert stub.Predict(req()).score == 1.0
+    assert _client_count(metrics, target, PREDICT, "OK") == 1
+    assert value(metrics.registry, "aiwatch_network_duration_seconds_count", service="gateway", peer=target) == 0
+    assert value(metrics.registry, "aiwatch_instrumentation_errors_total", component="grpc_server_timing") == 1
+
+
+def test_server_total_above_client_time_is_clamped_and_counted(metrics: Metrics) -> None:
+    with sync_server(servicer=_TimingServicer("total;dur=60000")) as target:
+        client = grpc_client_interceptor(service="gateway", peer=target, metrics=metrics)
+        with stub_for(target, client) as stub:
+            stub.Predict(req())
+    reg = metrics.registry
+    assert value(reg, "aiwatch_network_duration_seconds_count", service="gateway", peer=target) == 1
+    assert value(reg, "aiwatch_network_duration_seconds_sum", service="gateway", peer=target) == 0
+    assert value(reg, "aiwatch_network_clamped_total", service="gateway", peer=target) == 1
+
+
+class _EchoMetadata(pb_grpc.InferenceServicer):
+    def Predict(self, request: Any, context: Any) -> Any:
+        md = dict(context.invocation_metadata())
+        return pb.PredictReply(model=md.get("traceparent", ""))
+
+
+def test_trace_context_is_propagated_in_metadata(metrics: Metrics) -> None:
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(InMemorySpanExporter()))
+    tracer = provider.get_tracer("test")
+    with sync_server(servicer=_EchoMetadata()) as target:
+        client = grpc_client_interceptor(service="gateway", peer=target, metrics=metrics)
+        with stub_for(target, client) as stub:
+            assert stub.Predict(req()).model == ""  # no current span: nothing injected
+            with tracer.start_as_current_span("caller") as span:
+                traceparent = stub.Predict(req()).model
+                # a traceparent the app set itself is left alone
+                own = "00-0123456789abcdef0123456789abcdef-0123456789abcdef-01"
+                assert stub.Predict(req(), metadata=(("traceparent", own),)).model == own
+    trace_id = format(span.get_span_context().trace_id, "032x")
+    assert traceparent.split("-")[1] == trace_id

@@ -1,0 +1,127 @@
+"""Fault injection: when aiwatch's own parts fail (a metric that raises, tracing that raises), every RPC still has
+exactly the outcome it has without aiwatch, and the failures are counted."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import grpc.aio
+import pytest
+from prometheus_client import CollectorRegistry
+
+import aiwatch.grpc.server as grpc_server_module
+from aiwatch.grpc import (
+    grpc_aio_client_interceptors,
+    grpc_aio_server_interceptor,
+    grpc_client_interceptor,
+    grpc_server_interceptor,
+)
+from aiwatch.metrics import Metrics
+from examples.grpc_service.servicer import AioInferenceServicer, pb_grpc
+from tests.grpc.conftest import req, stub_for, sync_server, value
+
+pytestmark = pytest.mark.slow
+
+
+class _Exploding:
+    def __getattr__(self, name: str) -> Any:
+        raise RuntimeError("metric backend down")
+
+
+class BrokenMetrics(Metrics):
+    """Every metric raises when used; only the error counter works, so the test can see the failures counted."""
+
+    def child(self, metric: Any, labels: Any) -> Any:
+        if metric is self.instrumentation_errors:
+            return super().child(metric, labels)
+        return _Exploding()
+
+
+def _errors(metrics: Metrics) -> float:
+    return sum(s.value for m in metrics.registry.collect() if m.name == "aiwatch_instrumentation_errors"
+               for s in m.samples if s.name.endswith("_total"))
+
+
+def _exercise_sync(stub: Any) -> list[Any]:
+    """Every RPC kind, a success and the failures; returns what the caller saw."""
+    seen: list[Any] = [stub.Predict(req(features=[1.0, 3.0])).score,
+                       [r.index for r in stub.PredictStream(req(features=[1.0, 2.0]))],
+                       stub.Upload(iter([req(features=[1.0]), req(features=[3.0])])).mean,
+                       [r.score for r in stub.Chat(iter([req(features=[5.0])]))]]
+    for bad in (req(fail="INVALID_ARGUMENT"), req(fail="raise")):
+        with pytest.raises(grpc.RpcError) as info:
+            stub.Predict(bad)
+        seen.append((info.value.code(), info.value.details()))
+    with pytest.raises(grpc.RpcError) as info:
+        list(stub.Chat(iter([req(features=[1.0], fail="ABORTED"), req()])))
+    seen.append((info.value.code(), info.value.details()))
+    return seen
+
+
+def test_sync_outcomes_unchanged_when_metrics_raise() -> None:
+    with sync_server() as target, stub_for(target) as stub:
+        expected = _exercise_sync(stub)
+    broken = BrokenMetrics(CollectorRegistry())
+    with sync_server([grpc_server_interceptor(service="infer", metrics=broken)]) as target, \
+            stub_for(target, grpc_client_interceptor(service="gw", peer=target, metrics=broken)) as stub:
+        assert _exercise_sync(stub) == expected
+        # the timing still travels: it does not depend on the metrics
+        _, call = stub.Predict.with_call(req())
+        assert "server-timing" in dict(call.trailing_metadata())
+    assert _errors(broken) >= 8
+
+
+def test_sync_outcomes_unchanged_when_aiwatch_itself_raises(monkeypatch: pytest.MonkeyPatch,
+                                                             metrics: Metrics) -> None:
+    class BrokenTrace:
+        def get_current_span(self) -> Any:
+            raise RuntimeError("tracing is broken")
+
+    with sync_server() as target, stub_for(target) as stub:
+        expected = _exercise_sync(stub)
+    monkeypatch.setattr(grpc_server_module, "trace", BrokenTrace())
+    with sync_server([grpc_server_interceptor(service="infer", metrics=metrics)]) as target, \
+            stub_for(target) as stub:
+        assert _exercise_sync(stub) == expected
+    assert value(metrics.registry, "aiwatch_instrumentation_errors_total", component="grpc_server") == 7
+
+
+async def _exercise_aio(stub: Any) -> list[Any]:
+    async def two() -> AsyncIterator[Any]:
+        yield req(features=[1.0])
+        yield req(features=[3.0])
+
+    seen: list[Any] = [(await stub.Predict(req(features=[1.0, 3.0]))).score,
+                       [r.index async for r in stub.PredictStream(req(features=[1.0, 2.0]))],
+                       (await stub.Upload(two())).mean,
+                       [r.score async for r in stub.Chat(two())]]
+    for bad in (req(fail="INVALID_ARGUMENT"), req(fail="raise")):
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.Predict(bad)
+        seen.append((info.value.code(), info.value.details()))
+    return seen
+
+
+async def _aio_run(server_interceptors: list[Any], client_metrics: Metrics | None) -> list[Any]:
+    server = grpc.aio.server(interceptors=server_interceptors)
+    pb_grpc.add_InferenceServicer_to_server(AioInferenceServicer(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    target = f"127.0.0.1:{port}"
+    interceptors = grpc_aio_client_interceptors(service="gw", peer=target, metrics=client_metrics) \
+        if client_metrics is not None else None
+    try:
+        async with grpc.aio.insecure_channel(target, interceptors=interceptors) as channel:
+            return await _exercise_aio(pb_grpc.InferenceStub(channel))
+    finally:
+        await server.stop(None)
+
+
+async def test_aio_outcomes_unchanged_when_metrics_raise() -> None:
+    expected = await _aio_run([], None)
+    broken = BrokenMetrics(CollectorRegistry())
+    got = await _aio_run([grpc_aio_server_interceptor(service="infer", metrics=broken)], broken)
+    assert got == expected
+    assert _errors(broken) >= 6

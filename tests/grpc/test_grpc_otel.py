@@ -1,0 +1,321 @@
+"""aiwatch together with opentelemetry-instrumentation-grpc: OpenTelemetry's spans, aiwatch's phase spans as their
+children and aiwatch's metrics, in one trace; the instrumentors in either order, restored by uninstrument()."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from concurrent import futures
+from typing import Any
+
+import grpc
+import grpc.aio
+import pytest
+from opentelemetry.instrumentation.grpc import (
+    GrpcInstrumentorClient,
+    GrpcInstrumentorServer,
+    aio_server_interceptor,
+    server_interceptor,
+)
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+
+from aiwatch.grpc import (
+    AiwatchGrpcInstrumentorClient,
+    AiwatchGrpcInstrumentorServer,
+    grpc_aio_server_interceptor,
+    grpc_server_interceptor,
+)
+from aiwatch.metrics import Metrics
+from examples.grpc_service.servicer import AioInferenceServicer, InferenceServicer, pb, pb_grpc
+from tests.grpc.conftest import CHAT, PREDICT, req, stub_for, sync_server, value
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def spans() -> Iterator[tuple[TracerProvider, InMemorySpanExporter]]:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    yield provider, exporter
+    provider.shutdown()
+
+
+def _assert_one_trace(exporter: InMemorySpanExporter, phases: set[str]) -> Any:
+    finished = exporter.get_finished_spans()
+    servers = [s for s in finished if s.kind == SpanKind.SERVER]
+    assert len(servers) == 1, [s.name for s in finished]  # OpenTelemetry's; aiwatch started none of its own
+    server = servers[0]
+    assert server.instrumentation_scope.name.startswith("opentelemetry.instrumentation.grpc")
+    children = {s.name: s for s in finished if s.name in phases}
+    assert set(children) == phases
+    for span in children.values():
+        assert span.context.trace_id == server.context.trace_id
+        assert span.parent is not None and span.parent.span_id == server.context.span_id
+        assert span.instrumentation_scope.name == "aiwatch"
+    return server
+
+
+def test_sync_interceptors_compose_into_one_trace(metrics: Metrics, spans: Any) -> None:
+    provider, exporter = spans
+    interceptors = [server_interceptor(tracer_provider=provider),
+                    grpc_server_interceptor(service="infer", metrics=metrics, tracer_provider=provider)]
+    with sync_server(interceptors) as target, stub_for(target) as stub:
+        tracer = provider.get_tracer("client")
+        with tracer.start_as_current_span("caller", kind=SpanKind.CLIENT) as caller:
+            from opentelemetry.propagate import inject
+
+            carrier: dict[str, str] = {}
+            inject(carrier)
+            stub.Predict(req(features=[1.0]), metadata=tuple(carrier.items()))
+    server = _assert_one_trace(exporter, {"features", "inference"})
+    assert server.context.trace_id == caller.get_span_context().trace_id
+    assert value(metrics.registry, "aiwatch_request_duration_seconds_count", service="infer", route=PREDICT,
+                 method="grpc", status="OK") == 1
+    # the exemplar of the request duration links to OpenTelemetry's trace
+    samples = [s for metric in metrics.registry.collect() if metric.name == "aiwatch_request_duration_seconds"
+               for s in metric.samples if s.exemplar is not None]
+    assert samples and samples[0].exemplar.labels["trace_id"] == format(server.context.trace_id, "032x")
+
+
+async def test_aio_stream_stream_with_otel_interceptor(metrics: Metrics, spans: Any) -> None:
+    """opentelemetry-python-contrib #3066: OpenTelemetry's aio server interceptor crashed on stream-stream calls.
+    With the installed version and aiwatch's interceptor after it, a bidi call works end to end."""
+    provider, exporter = spans
+    server = grpc.aio.server(interceptors=[
+        aio_server_interceptor(tracer_provider=provider),
+        grpc_aio_server_interceptor(service="infer", metrics=metrics, tracer_provider=provider)])
+    pb_grpc.add_InferenceServicer_to_server(AioInferenceServicer(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+
+    async def requests() -> AsyncIterator[Any]:
+        for i in range(3):
+            yield req(features=[float(i)])
+
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            chat = pb_grpc.InferenceStub(channel).Chat(requests())
+            assert [r.index async for r in chat] == [0, 1, 2]
+            assert await chat.code() == grpc.StatusCode.OK
+    finally:
+        await server.stop(None)
+    _assert_one_trace(exporter, {"features", "inference"})
+    assert value(metrics.registry, "aiwatch_request_duration_seconds_count", service="infer", route=CHAT,
+                 method="grpc", status="OK") == 1
+    assert value(metrics.registry, "aiwatch_rpc_messages_total", service="infer", route=CHAT,
+                 direction="received") == 3
+
+
+@pytest.mark.parametrize("aiwatch_first", [True, False])
+def test_instrumentors_in_either_order(metrics: Metrics, spans: Any, aiwatch_first: bool) -> None:
+    provider, exporter = spans
+    originals = (grpc.server, grpc.aio.server, grpc.insecure_channel, grpc.secure_channel,
+                 grpc.aio.insecure_channel, grpc.aio.secure_channel)
+    ours_server = AiwatchGrpcInstrumentorServer(service="infer", metrics=metrics, tracer_provider=provider)
+    ours_client = AiwatchGrpcInstrumentorClient(service="gateway", metrics=metrics)
+    otel_server, otel_client = GrpcInstrumentorServer(), GrpcInstrumentorClient()
+    steps = [lambda: (ours_server.instrument(), ours_client.instrument()),
+             lambda: (otel_server.instrument(tracer_provider=provider),
+                      otel_client.instrument(tracer_provider=provider))]
+    if not aiwatch_first:
+        steps.reverse()
+    try:
+        for step in steps:
+            step()
+        ours_server.instrument()  # idempotent
+        ours_client.instrument()
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+        pb_grpc.add_InferenceServicer_to_server(InferenceServicer(), server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        server.start()
+        target = f"127.0.0.1:{port}"
+        try:
+            with grpc.insecure_channel(target) as channel, \
+                    provider.get_tracer("app").start_as_current_span("caller") as caller:
+                _, call = pb_grpc.InferenceStub(channel).Predict.with_call(req(features=[1.0]))
+        finally:
+            server.stop(None)
+    finally:
+        # last instrumented, first uninstrumented: OpenTelemetry's unwrap() replaces whatever is on top
+        undo = [lambda: (ours_client.uninstrument(), ours_server.uninstrument()),
+                lambda: (otel_client.uninstrument(), otel_server.uninstrument())]
+        for step in reversed(undo) if aiwatch_first else undo:
+            step()
+    now = (grpc.server, grpc.aio.server, grpc.insecure_channel, grpc.secure_channel, grpc.aio.insecure_channel,
+           grpc.aio.secure_channel)
+    assert all(a is b for a, b in zip(now, originals, strict=True))  # identity: wrapt proxies compare equal
+    assert "server-timing" in dict(call.trailing_metadata())
+    # one trace: the caller's span, OpenTelemetry's server span under it, aiwatch's phases under the server span.
+    # (GrpcInstrumentorClient 0.66b2 takes tracer_provider from each channel call's kwargs, not from instrument(),
+    # so with no global SDK provider its client span is non-recording and only propagates the caller's context.)
+    server_span = _assert_one_trace(exporter, {"features", "inference"})
+    assert server_span.parent.span_id == caller.get_span_context().span_id
+    reg = metrics.registry
+    assert value(reg, "aiwatch_request_duration_seconds_count", service="infer", route=PREDICT, method="grpc",
+                 status="OK") == 1
+    assert value(reg, "aiwatch_client_request_duration_seconds_count", service="gateway", peer=target,
+                 route=PREDICT, status="OK") == 1
+    assert value(reg, "aiwatch_network_duration_seconds_count", service="gateway", peer=target) == 1
+
+
+def test_uninstrument_restores_and_instrument_is_idempotent(metrics: Metrics) -> None:
+    original = grpc.server
+    instrumentor = AiwatchGrpcInstrumentorServer(service="infer", metrics=metrics)
+    instrumentor.instrument()
+    patched = grpc.server
+    instrumentor.instrument()
+    assert grpc.server is patched is not original
+    assert instrumentor.is_instrumented
+    instrumentor.uninstrument()
+    instrumentor.uninstrument()
+    assert grpc.server is original and not instrumentor.is_instrumented
+    # a server made after uninstrument() records nothing
+    with sync_server() as target, stub_for(target) as stub:
+        stub.Predict(req())
+    assert value(metrics.registry, "aiwatch_request_duration_seconds_count", service="infer", route=PREDICT,
+                 method="grpc", status="OK") == 0
+
+
+def test_uninstrument_under_another_wrapper_becomes_a_pass_through(metrics: Metrics) -> None:
+    original = grpc.server
+    instrumentor = AiwatchGrpcInstrumentorServer(service="infer", metrics=metrics)
+    instrumentor.instrument()
+    ours = grpc.server
+
+    def other(*args: Any, **kwargs: Any) -> Any:  # someone wrapped grpc.server after aiwatch
+        return ours(*args, **kwargs)
+
+    grpc.server = other
+    try:
+        instrumentor.uninstrument()
+        assert grpc.server is other
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
+        pb_grpc.add_InferenceServicer_to_server(InferenceServicer(), server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        server.start()
+        try:
+            with stub_for(f"127.0.0.1:{port}") as stub:
+                stub.Predict(req())
+        finally:
+            server.stop(None)
+    finally:
+        grpc.server = original
+    assert value(metrics.registry, "aiwatch_request_duration_seconds_count", service="infer", route=PREDICT,
+                 method="grpc", status="OK") == 0
+
+
+def test_positional_interceptors_are_kept(metrics: Metrics) -> None:
+    seen: list[str] = []
+
+    class Mine(grpc.ServerInterceptor):  # type: ignore[misc]
+        def intercept_service(self, continuation: Any, details: Any) -> Any:
+            seen.append(details.method)
+            return continuation(details)
+
+    instrumentor = AiwatchGrpcInstrumentorServer(service="infer", metrics=metrics)
+    instrumentor.instrument()
+    try:
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=1), None, [Mine()])
+    finally:
+        instrumentor.uninstrument()
+    pb_grpc.add_InferenceServicer_to_server(InferenceServicer(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        with stub_for(f"127.0.0.1:{port}") as stub:
+            stub.Predict(req())
+    finally:
+        server.stop(None)
+    assert seen == [PREDICT]
+    assert value(metrics.registry, "aiwatch_request_duration_seconds_count", service="infer", route=PREDICT,
+                 method="grpc", status="OK") == 1
+
+
+class _ReadWriteChat(pb_grpc.InferenceServicer):
+    """A bidi handler in the read()/write() style: a coroutine, not an async generator."""
+
+    async def Chat(self, request_iterator: Any, context: Any) -> None:
+        i = 0
+        while True:
+            request = await context.read()
+            if request is grpc.aio.EOF:
+                break
+            await context.write(pb.PredictReply(index=i, score=request.features[0]))
+            i += 1
+
+
+@pytest.mark.parametrize("with_otel", [False, True])
+async def test_aio_read_write_stream_stream(metrics: Metrics, spans: Any, with_otel: bool) -> None:
+    """opentelemetry-python-contrib #3066 still happens with 0.66b2: OpenTelemetry's aio server interceptor alone
+    fails such a call with INTERNAL ('async for' over a coroutine). aiwatch's interceptor turns the handler into an
+    async generator, so with aiwatch placed after OpenTelemetry's the call works."""
+    provider, _ = spans
+    interceptors: list[Any] = [aio_server_interceptor(tracer_provider=provider)] if with_otel else []
+    interceptors.append(grpc_aio_server_interceptor(service="infer", metrics=metrics, tracer_provider=provider))
+    server = grpc.aio.server(interceptors=interceptors)
+    pb_grpc.add_InferenceServicer_to_server(_ReadWriteChat(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+
+    async def requests() -> AsyncIterator[Any]:
+        for i in range(3):
+            yield req(features=[float(i)])
+
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            chat = pb_grpc.InferenceStub(channel).Chat(requests())
+            assert [r.score async for r in chat] == [0.0, 1.0, 2.0]
+            assert "server-timing" in dict(await chat.trailing_metadata())
+    finally:
+        await server.stop(None)
+    assert value(metrics.registry, "aiwatch_request_duration_seconds_count", service="infer", route=CHAT,
+                 method="grpc", status="OK") == 1
+
+
+def test_aiwatch_alone_starts_a_server_span_under_the_callers_trace(metrics: Metrics, spans: Any) -> None:
+    provider, exporter = spans
+    with sync_server([grpc_server_interceptor(service="infer", metrics=metrics, tracer_provider=provider)]) \
+            as target, stub_for(target) as stub:
+        with provider.get_tracer("app").start_as_current_span("caller") as caller:
+            from opentelemetry.propagate import inject
+
+            carrier: dict[str, str] = {}
+            inject(carrier)
+            stub.Predict(req(features=[1.0]), metadata=tuple(carrier.items()))
+        stub.Predict(req())  # no trace context: a new trace
+    finished = exporter.get_finished_spans()
+    servers = [s for s in finished if s.kind == SpanKind.SERVER]
+    assert [s.instrumentation_scope.name for s in servers] == ["aiwatch", "aiwatch"]
+    first, second = servers
+    assert first.parent.span_id == caller.get_span_context().span_id
+    assert first.attributes["rpc.system"] == "grpc" and first.attributes["rpc.method"] == "Predict"
+    assert second.parent is None
+    for phase in (s for s in finished if s.name == "inference"):
+        assert phase.parent.span_id in {first.context.span_id, second.context.span_id}
+
+
+def test_an_old_wrapper_stays_off_after_instrumenting_again(metrics: Metrics) -> None:
+    original = grpc.server
+    instrumentor = AiwatchGrpcInstrumentorServer(service="infer", metrics=metrics)
+    instrumentor.instrument()
+    stale = grpc.server  # e.g. captured by another library before uninstrument()
+    instrumentor.uninstrument()
+    instrumentor.instrument()
+    try:
+        server = stale(futures.ThreadPoolExecutor(max_workers=1))
+    finally:
+        instrumentor.uninstrument()
+    assert grpc.server is original
+    pb_grpc.add_InferenceServicer_to_server(InferenceServicer(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        with stub_for(f"127.0.0.1:{port}") as stub:
+            stub.Predict(req())
+    finally:
+        server.stop(None)
+    assert value(metrics.registry, "aiwatch_request_duration_seconds_count", service="infer", route=PREDICT,
+                 method="grpc", status="OK") == 0

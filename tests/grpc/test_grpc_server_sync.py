@@ -1,0 +1,226 @@
+"""aiwatch's server interceptor on a real thread-pool grpcio server: the four RPC kinds, statuses, trailing
+metadata, phases, message counts, deadlines and cancellation."""
+
+from __future__ import annotations
+
+import threading
+
+import grpc
+import pytest
+
+from aiwatch.grpc import grpc_server_interceptor
+from aiwatch.metrics import Metrics
+from aiwatch.servertiming import parse_server_timing
+from examples.grpc_service.servicer import pb, pb_grpc
+from tests.grpc.conftest import CHAT, PREDICT, PREDICT_STREAM, UPLOAD, req, stub_for, sync_server, value
+from tests.servers import wait_until
+
+pytestmark = pytest.mark.slow
+
+
+def _count(metrics: Metrics, route: str, status: str) -> float:
+    return value(metrics.registry, "aiwatch_request_duration_seconds_count", service="infer", route=route,
+                 method="grpc", status=status)
+
+
+def _phase_count(metrics: Metrics, phase: str, model: str = "ranker") -> float:
+    return value(metrics.registry, "aiwatch_phase_duration_seconds_count", service="infer", model=model, phase=phase)
+
+
+def test_unary_records_duration_phases_and_reports_server_timing(metrics: Metrics) -> None:
+    with sync_server([grpc_server_interceptor(service="infer", model="ranker", metrics=metrics)]) as target, \
+            stub_for(target) as stub:
+        reply, call = stub.Predict.with_call(req(features=[1.0, 3.0], delay_ms=5))
+    assert reply.score == 2.0
+    assert _count(metrics, PREDICT, "OK") == 1
+    assert _phase_count(metrics, "inference") == 1
+    assert _phase_count(metrics, "features") == 1
+    assert _phase_count(metrics, "overhead") == 1
+    # the model slept 5 ms inside the inference phase: the split puts it there
+    assert value(metrics.registry, "aiwatch_phase_duration_seconds_sum", service="infer", model="ranker",
+                 phase="inference") >= 0.005
+    timing = parse_server_timing(dict(call.trailing_metadata())["server-timing"])
+    assert set(timing) == {"features", "inference", "overhead", "total"}
+    assert timing["total"] >= timing["inference"] >= 0.005
+    server_sum = value(metrics.registry, "aiwatch_request_duration_seconds_sum", service="infer", route=PREDICT,
+                       method="grpc", status="OK")
+    # the reported total and the recorded duration are the same measurement (the header rounds to 1 µs)
+    assert timing["total"] == pytest.approx(server_sum, abs=1e-6)
+    assert value(metrics.registry, "aiwatch_requests_in_flight", service="infer") == 0
+
+
+def test_servicer_trailing_metadata_is_kept(metrics: Metrics) -> None:
+    class Servicer(pb_grpc.InferenceServicer):
+        def Predict(self, request, context):  # type: ignore[no-untyped-def]
+            context.set_trailing_metadata((("x-model-version", "7"),))
+            return pb.PredictReply(score=1.0)
+
+    with sync_server([grpc_server_interceptor(service="infer", metrics=metrics)], Servicer()) as target, \
+            stub_for(target) as stub:
+        _, call = stub.Predict.with_call(req())
+    trailing = dict(call.trailing_metadata())
+    assert trailing["x-model-version"] == "7"
+    assert "total" in parse_server_timing(trailing["server-timing"])
+
+
+def test_server_streaming_is_timed_to_the_last_message_and_counts_messages(metrics: Metrics) -> None:
+    with sync_server([grpc_server_interceptor(service="infer", model="ranker", metrics=metrics)]) as target, \
+            stub_for(target) as stub:
+        call = stub.PredictStream(req(features=[1.0, 2.0, 3.0], delay_ms=2))
+        replies = list(call)
+        trailing = dict(call.trailing_metadata())
+    assert [r.index for r in replies] == [0, 1, 2]
+    assert _count(metrics, PREDICT_STREAM, "OK") == 1
+    sent = value(metrics.registry, "aiwatch_rpc_messages_total", service="infer", route=PREDICT_STREAM,
+                 direction="sent")
+    received = value(metrics.registry, "aiwatch_rpc_messages_total", service="infer", route=PREDICT_STREAM,
+                     direction="received")
+    assert (sent, received) == (3, 1)
+    # three 2 ms inference phases, repeated phases add up into one observation
+    assert _phase_count(metrics, "inference") == 1
+    assert parse_server_timing(trailing["server-timing"])["total"] >= 0.006
+
+
+def test_client_streaming_counts_received_messages(metrics: Metrics) -> None:
+    with sync_server([grpc_server_interceptor(service="infer", model="ranker", metrics=metrics)]) as target, \
+            stub_for(target) as stub:
+        reply, call = stub.Upload.with_call(iter([req(features=[float(i)]) for i in range(5)]))
+    assert reply.count == 5
+    assert _count(metrics, UPLOAD, "OK") == 1
+    assert value(metrics.registry, "aiwatch_rpc_messages_total", service="infer", route=UPLOAD,
+                 direction="received") == 5
+    assert value(metrics.registry, "aiwatch_rpc_messages_total", service="infer", route=UPLOAD,
+                 direction="sent") == 1
+    assert "server-timing" in dict(call.trailing_metadata())
+
+
+def test_bidi_streaming(metrics: Metrics) -> None:
+    with sync_server([grpc_server_interceptor(service="infer", model="ranker", metrics=metrics)]) as target, \
+            stub_for(target) as stub:
+        call = stub.Chat(iter([req(features=[float(i)]) for i in range(4)]))
+        replies = [r.score for r in call]
+        trailing = dict(call.trailing_metadata())
+    assert replies == [0.0, 1.0, 2.0, 3.0]
+    assert _count(metrics, CHAT, "OK") == 1
+    for direction in ("sent", "received"):
+        assert value(metrics.registry, "aiwatch_rpc_messages_total", service="infer", route=CHAT,
+                     direction=direction) == 4
+    assert "server-timing" in trailing
+    assert _phase_count(metrics, "inference") == 1
+
+
+@pytest.mark.parametrize("code", ["INVALID_ARGUMENT", "RESOURCE_EXHAUSTED"])
+def test_abort_code_passes_through_and_is_the_status_label(metrics: Metrics, code: str) -> None:
+    with sync_server([grpc_server_interceptor(service="infer", metrics=metrics)]) as target, \
+            stub_for(target) as stub, pytest.raises(grpc.RpcError) as info:
+        stub.Predict(req(fail=code))
+    assert info.value.code() == grpc.StatusCode[code]
+    assert info.value.details() == f"asked to fail with {code}"
+    assert _count(metrics, PREDICT, code) == 1
+    # the timing still travels on a failed call
+    assert "server-timing" in dict(info.value.trailing_metadata())
+
+
+def test_abort_mid_stream(metrics: Metrics) -> None:
+    with sync_server([grpc_server_interceptor(service="infer", metrics=metrics)]) as target, \
+            stub_for(target) as stub:
+        call = stub.PredictStream(req(features=[1.0, 2.0, 3.0], fail="FAILED_PRECONDITION"))
+        got = []
+        with pytest.raises(grpc.RpcError) as info:
+            for reply in call:
+                got.append(reply.index)
+    assert got == [0]
+    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert _count(metrics, PREDICT_STREAM, "FAILED_PRECONDITION") == 1
+    assert value(metrics.registry, "aiwatch_rpc_messages_total", service="infer", route=PREDICT_STREAM,
+                 direction="sent") == 1
+
+
+def test_servicer_exception_is_unknown_and_unchanged(metrics: Metrics) -> None:
+    with sync_server([grpc_server_interceptor(service="infer", metrics=metrics)]) as target, \
+            stub_for(target) as stub, pytest.raises(grpc.RpcError) as info:
+        stub.Predict(req(fail="raise"))
+    assert info.value.code() == grpc.StatusCode.UNKNOWN
+    # grpcio's own message for an exception from the application, with the servicer's exception in it
+    assert "the servicer failed" in (info.value.details() or "")
+    assert _count(metrics, PREDICT, "UNKNOWN") == 1
+    assert value(metrics.registry, "aiwatch_instrumentation_errors_total", component="grpc_server") == 0
+
+
+def test_deadline_exceeded_on_the_server_side(metrics: Metrics) -> None:
+    with sync_server([grpc_server_interceptor(service="infer", metrics=metrics)]) as target, \
+            stub_for(target) as stub:
+        with pytest.raises(grpc.RpcError) as info:
+            stub.Predict(req(delay_ms=300), timeout=0.05)
+        assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        # the servicer runs to its end after the deadline; aiwatch sees the RPC is dead and says why
+        wait_until(lambda: _count(metrics, PREDICT, "DEADLINE_EXCEEDED") == 1, timeout=10, what="deadline status")
+    assert _count(metrics, PREDICT, "OK") == 0
+
+
+def test_client_cancels_mid_stream(metrics: Metrics) -> None:
+    with sync_server([grpc_server_interceptor(service="infer", metrics=metrics)]) as target, \
+            stub_for(target) as stub:
+        call = stub.PredictStream(req(features=[float(i) for i in range(50)], delay_ms=20))
+        first = next(call)
+        call.cancel()
+        assert first.index == 0
+        wait_until(lambda: _count(metrics, PREDICT_STREAM, "CANCELLED") == 1, timeout=10, what="cancel status")
+        wait_until(lambda: value(metrics.registry, "aiwatch_requests_in_flight", service="infer") == 0, timeout=10)
+    sent = value(metrics.registry, "aiwatch_rpc_messages_total", service="infer", route=PREDICT_STREAM,
+                 direction="sent")
+    assert 1 <= sent < 50
+
+
+def test_concurrent_rpcs_keep_their_own_timelines(metrics: Metrics) -> None:
+    errors: list[BaseException] = []
+    with sync_server([grpc_server_interceptor(service="infer", metrics=metrics)]) as target, \
+            stub_for(target) as stub:
+        def call(model: str) -> None:
+            try:
+                for _ in range(5):
+                    stub.Predict(req(model=model, features=[1.0]))
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=call, args=(f"m{i}",)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert not errors
+    for i in range(4):
+        assert _phase_count(metrics, "inference", model=f"m{i}") == 5
+    assert _count(metrics, PREDICT, "OK") == 20
+
+
+class _SetCode(pb_grpc.InferenceServicer):
+    def Predict(self, request, context):  # type: ignore[no-untyped-def]
+        context.set_code(grpc.StatusCode.NOT_FOUND)
+        context.set_details("no such model")
+        if request.fail == "raise":
+            raise LookupError("no such model")
+        return pb.PredictReply()
+
+
+@pytest.mark.parametrize("fail", ["", "raise"])
+def test_set_code_is_the_status_label(metrics: Metrics, fail: str) -> None:
+    with sync_server([grpc_server_interceptor(service="infer", metrics=metrics)], _SetCode()) as target, \
+            stub_for(target) as stub, pytest.raises(grpc.RpcError) as info:
+        stub.Predict(req(fail=fail))
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND  # what grpcio sends, with or without the exception
+    assert _count(metrics, PREDICT, "NOT_FOUND") == 1
+
+
+def test_routes_pass_the_cardinality_guard(metrics: Metrics) -> None:
+    from aiwatch.cardinality import OVERFLOW, LabelGuard
+
+    guard = LabelGuard(max_values=1)
+    with sync_server([grpc_server_interceptor(service="infer", metrics=metrics, guard=guard)]) as target, \
+            stub_for(target) as stub:
+        stub.Predict(req())
+        list(stub.PredictStream(req(features=[1.0])))
+    assert _count(metrics, PREDICT, "OK") == 1
+    assert _count(metrics, OVERFLOW, "OK") == 1
+    assert value(metrics.registry, "aiwatch_rpc_messages_total", service="infer", route=OVERFLOW,
+                 direction="sent") == 1
