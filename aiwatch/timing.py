@@ -52,6 +52,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 RESERVED_PHASES = frozenset({OVERHEAD, TOTAL})
 
 _clock = time.perf_counter
+_MAX_CACHED_CHILDREN = 10_000
 
 
 class RequestTimeline:
@@ -313,8 +314,11 @@ class RequestRecorder:
         child = self._phase_children.get(key)
         if child is None:
             name, model = key
-            child = self._phase_children[key] = self.metrics.child(self.metrics.phase_duration,
-                                                                   (self.service, model, name))
+            # a model named in code (phase(..., model=)) passes the cardinality guard here, once per value
+            child = self.metrics.child(self.metrics.phase_duration, (self.service, self.guard.fold("model", model)
+                                                                     if model else model, name))
+            if len(self._phase_children) < _MAX_CACHED_CHILDREN:
+                self._phase_children[key] = child
         return child
 
     def finish(self, tl: RequestTimeline, route: str, method: str, status: str,
@@ -330,7 +334,9 @@ class RequestRecorder:
             key = (route, method, status)
             child = self._request_children.get(key)
             if child is None:
-                child = self._request_children[key] = m.child(m.request_duration, (self.service, *key))
+                child = m.child(m.request_duration, (self.service, *key))
+                if len(self._request_children) < _MAX_CACHED_CHILDREN:
+                    self._request_children[key] = child
             observe(child, total, exemplar)
             named = 0.0
             for phase_key, seconds in tl.phases.items():

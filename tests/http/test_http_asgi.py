@@ -254,3 +254,20 @@ async def test_unknown_methods_fold_into_other(registry: CollectorRegistry) -> N
         await call(app, "/items/1", method=f"BREW{i}")
     assert count(registry, "/items/{item_id}", "405", method="_OTHER") == 3
     assert b"BREW" not in generate_latest(registry)
+
+
+async def test_phase_models_named_in_code_are_bounded_too(registry: CollectorRegistry) -> None:
+    app = FastAPI()
+
+    @app.get("/m/{name}")
+    async def by_model(name: str) -> dict[str, str]:
+        with aiwatch.phase("inference", model=name):
+            return {"model": name}
+
+    aiwatch.instrument(app, registry=registry, service="svc", max_label_values=2)
+    for name in ("a", "b", "c", "d"):
+        await call(app, f"/m/{name}")
+    assert phase_sum(registry, "inference", model="a") is not None
+    assert registry.get_sample_value("aiwatch_phase_duration_seconds_count",
+                                     {"service": "svc", "model": "__overflow__", "phase": "inference"}) == 2
+    assert b'model="c"' not in generate_latest(registry)
