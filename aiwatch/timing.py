@@ -84,13 +84,14 @@ class RequestTimeline:
         parts = []
         named = 0.0
         for (name, _model), secs in self.phases.items():
-            parts.append(f"{name};dur={secs * 1000.0:.3f}")
+            parts.append("%s;dur=%.3f" % (name, secs * 1000.0))  # noqa: UP031 - %-formatting is the fastest here
             named += secs
         overhead = total - named
-        parts.append(f"{OVERHEAD};dur={(overhead if overhead > 0.0 else 0.0) * 1000.0:.3f}")
-        parts.append(f"{TOTAL};dur={total * 1000.0:.3f}")
+        parts.append(_TAIL % ((overhead if overhead > 0.0 else 0.0) * 1000.0, total * 1000.0))
         return ", ".join(parts)
 
+
+_TAIL = f"{OVERHEAD};dur=%.3f, {TOTAL};dur=%.3f"
 
 _timeline: ContextVar[RequestTimeline | None] = ContextVar("aiwatch_timeline", default=None)
 _frame: ContextVar[_Frame | None] = ContextVar("aiwatch_phase_frame", default=None)

@@ -3,8 +3,8 @@
 Every variant is the same FastAPI app (one async JSON endpoint with a path parameter) called in-process through a
 minimal raw ASGI driver (no network, no client library). Many short rounds run with the variants interleaved, so
 each sees the same machine conditions; many thousand requests in all. A variant's figure is the median over rounds
-of its mean time per request, and its added cost is that minus the bare app's (the best round of each is printed
-too: on a loaded machine it is the steadier figure). Time is this thread's CPU time, so other load on the machine
+of its mean time per request; its added cost is the median over rounds of its time minus the bare app's time in the
+same round (the best round of each is printed too). Time is this thread's CPU time, so other load on the machine
 does not count directly.
 Variants:
 
@@ -164,8 +164,10 @@ def main(argv: list[str] | None = None) -> int:
     names = list(VARIANTS)
     results = asyncio.run(bench(rounds, n, names))
     median = {name: statistics.median(v) for name, v in results.items()}
-    base = median["bare"]
-    added = {name: (median[name] - base) * 1e6 for name in names}
+    # added cost: the median over rounds of (variant - bare) within the same round, which cancels slow drifts in
+    # machine load better than the difference of the two medians
+    added = {name: statistics.median(v - b for v, b in zip(results[name], results["bare"], strict=True)) * 1e6
+             for name in names}
     print(f"python {sys.version.split()[0]}, {rounds} rounds x {n} requests per variant, in-process raw ASGI driver, "
           "thread CPU time")
     best = {name: min(v) for name, v in results.items()}

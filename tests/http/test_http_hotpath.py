@@ -69,3 +69,16 @@ print(merged.get_sample_value("aiwatch_request_duration_seconds_count",
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env=python_env(PROMETHEUS_MULTIPROC_DIR=str(tmp_path))).stdout
     assert out.split() == ["1.0", "1.0"]
+
+
+def test_timeline_server_timing_matches_format_server_timing(metrics: Metrics) -> None:
+    from aiwatch.servertiming import format_server_timing
+    from aiwatch.timing import RequestRecorder
+
+    tl = RequestRecorder(metrics, service="s").begin("GET")
+    tl.phases[("inference", "")] = 0.0123
+    tl.phases[("features", "m")] = 0.002
+    assert tl.server_timing(tl.start + 0.05) == format_server_timing(
+        [("inference", 0.0123), ("features", 0.002)], 0.05 - 0.0143, 0.05)
+    tl.phases[("slow", "")] = 1.0  # more than the total: overhead clamps at 0
+    assert "overhead;dur=0.000" in tl.server_timing(tl.start + 0.05)
