@@ -8,6 +8,7 @@ same round (the best round of each is printed too). Time is this thread's CPU ti
 does not count directly.
 Variants:
 
+- ``one-histogram``: calibration, a raw ASGI wrapper observing one histogram per request;
 - ``aiwatch``: ``aiwatch.instrument`` with metrics only; the endpoint runs inside ``aiwatch.phase("inference")`` and
   the Server-Timing header is on;
 - ``aiwatch+tracing``: the same with an SDK TracerProvider whose SimpleSpanProcessor feeds an exporter that drops;
@@ -99,8 +100,25 @@ def with_otel_asgi() -> Any:
     return app
 
 
+def with_one_histogram() -> Any:
+    """Calibration: the least a metrics middleware can do, one hand-written histogram observation per request
+    (issue 2's reference machine: +5 µs/request)."""
+    from prometheus_client import Histogram
+
+    histogram = Histogram("bench_request_seconds", "Request time.", registry=CollectorRegistry())
+    inner = make_app(False)
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        start = time.perf_counter()
+        await inner(scope, receive, send)
+        histogram.observe(time.perf_counter() - start)
+
+    return app
+
+
 VARIANTS: dict[str, Callable[[], Any]] = {
     "bare": bare,
+    "one-histogram": with_one_histogram,
     "aiwatch": with_aiwatch,
     "aiwatch+tracing": with_aiwatch_tracing,
     "instrumentator": with_instrumentator,
