@@ -2,30 +2,92 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, TypeVar
 
-from aiwatch.timing import set_default_recorder
+from aiwatch.middleware._common import RECORDER_OPTIONS, make_recorder
+from aiwatch.timing import RequestRecorder, set_default_recorder
 
 A = TypeVar("A")
 
+_MARK = "_aiwatch_recorder"
+
 
 def instrument(app: A, **options: Any) -> A:
-    """Instrument ``app`` and return it.
+    """Instrument ``app`` with aiwatch's middleware and return the app to serve.
 
-    - FastAPI / Starlette: adds :class:`aiwatch.middleware.asgi.AiwatchMiddleware` (``options`` are its arguments).
+    - **FastAPI / Starlette** (anything with ``add_middleware``): adds
+      :class:`aiwatch.middleware.asgi.AiwatchMiddleware` and returns ``app`` itself.
+    - **Flask** (anything with ``wsgi_app`` and ``before_request``): wraps ``app.wsgi_app`` in
+      :class:`aiwatch.middleware.wsgi.AiwatchWSGIMiddleware`, registers a first ``before_request`` function that
+      stores the matched rule as the route label, and returns ``app`` itself.
+    - **A bare ASGI callable** (``async def app(scope, receive, send)`` or an object with such a ``__call__``):
+      returns a new :class:`~aiwatch.middleware.asgi.AiwatchMiddleware` wrapping it. Serve the returned object.
+    - **A bare WSGI callable** (``app(environ, start_response)``): returns a new
+      :class:`~aiwatch.middleware.wsgi.AiwatchWSGIMiddleware` wrapping it. Serve the returned object.
 
-    Phases recorded outside a request then go to the same registry and service.
+    ``options`` are the middleware's keyword arguments (``service``, ``model``, ``registry``/``metrics``,
+    ``tracer_provider``, ``server_timing``, ``metrics_path``, ``exclude_paths``, ``route_resolver``,
+    ``on_request_end``, ``max_label_values``); they mean the same for ASGI and WSGI. Instrumenting a FastAPI or
+    Flask app twice is a no-op the second time. Phases recorded outside any request (a background worker) go to
+    the same registry and service.
     """
+    if getattr(app, _MARK, None) is not None:
+        return app
+    recorder_options = {k: v for k, v in options.items() if k in RECORDER_OPTIONS}
+    middleware_options = {k: v for k, v in options.items() if k not in RECORDER_OPTIONS}
+
     if hasattr(app, "add_middleware") and hasattr(app, "user_middleware"):
         from aiwatch.middleware.asgi import AiwatchMiddleware
 
-        app.add_middleware(AiwatchMiddleware, **options)
-        # Starlette builds the middleware lazily; build one now to share its recorder for out-of-request phases.
-        probe = AiwatchMiddleware(_noop_app, **options)
-        set_default_recorder(probe.recorder)
+        recorder = make_recorder(**recorder_options)
+        app.add_middleware(AiwatchMiddleware, recorder=recorder, **middleware_options)
+        _mark(app, recorder)
         return app
-    raise TypeError(f"aiwatch.instrument() does not know how to instrument {type(app).__name__!r}")
+    if hasattr(app, "wsgi_app") and hasattr(app, "before_request_funcs"):
+        _instrument_flask(app, recorder_options, middleware_options)
+        return app
+    if _is_asgi(app):
+        from aiwatch.middleware.asgi import AiwatchMiddleware
+
+        recorder = make_recorder(**recorder_options)
+        set_default_recorder(recorder)
+        return AiwatchMiddleware(app, recorder=recorder, **middleware_options)  # type: ignore[arg-type,return-value]
+    if callable(app):
+        from aiwatch.middleware.wsgi import AiwatchWSGIMiddleware
+
+        recorder = make_recorder(**recorder_options)
+        set_default_recorder(recorder)
+        return AiwatchWSGIMiddleware(app, recorder=recorder, **middleware_options)  # type: ignore[return-value]
+    raise TypeError(f"aiwatch.instrument() does not know how to instrument {type(app).__name__!r}: expected a "
+                    "FastAPI/Starlette or Flask app, or an ASGI or WSGI callable")
 
 
-async def _noop_app(scope: Any, receive: Any, send: Any) -> None:  # pragma: no cover - never called
-    return None
+def _mark(app: Any, recorder: RequestRecorder) -> None:
+    setattr(app, _MARK, recorder)
+    set_default_recorder(recorder)
+
+
+def _is_asgi(app: Any) -> bool:
+    if inspect.iscoroutinefunction(app):
+        return True
+    call = getattr(app, "__call__", None)  # noqa: B004 - an object's __call__, not callable()
+    return call is not None and not inspect.isfunction(app) and inspect.iscoroutinefunction(call)
+
+
+def _instrument_flask(app: Any, recorder_options: dict[str, Any], middleware_options: dict[str, Any]) -> Any:
+    from aiwatch.middleware.wsgi import ROUTE_ENVIRON_KEY, AiwatchWSGIMiddleware
+
+    recorder = make_recorder(**recorder_options)
+
+    def store_route() -> None:
+        from flask import request
+
+        rule = request.url_rule
+        if rule is not None:
+            request.environ[ROUTE_ENVIRON_KEY] = rule.rule
+
+    app.before_request_funcs.setdefault(None, []).insert(0, store_route)
+    app.wsgi_app = AiwatchWSGIMiddleware(app.wsgi_app, recorder=recorder, **middleware_options)
+    _mark(app, recorder)
+    return app

@@ -43,15 +43,16 @@ from typing import Any, TypeVar, cast
 from opentelemetry import trace
 
 from aiwatch.cardinality import LabelGuard
-from aiwatch.metrics import Metrics, default_metrics
+from aiwatch.metrics import Metrics, adder, default_metrics, observe
 from aiwatch.safety import record_error
-from aiwatch.servertiming import OVERHEAD, TOTAL, format_server_timing, is_token
+from aiwatch.servertiming import OVERHEAD, TOTAL, is_token
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 RESERVED_PHASES = frozenset({OVERHEAD, TOTAL})
 
 _clock = time.perf_counter
+_MAX_CACHED_CHILDREN = 10_000
 
 
 class RequestTimeline:
@@ -77,12 +78,20 @@ class RequestTimeline:
         return (_clock() if now is None else now) - self.start
 
     def server_timing(self, now: float | None = None) -> str:
-        """The Server-Timing value for the request so far."""
-        total = self.elapsed(now)
-        named = [(name, secs) for (name, _model), secs in self.phases.items()]
-        overhead = max(total - sum(secs for _, secs in named), 0.0)
-        return format_server_timing(named, overhead, total)
+        """The Server-Timing value for the request so far (the format of
+        :func:`aiwatch.servertiming.format_server_timing`, written out here because it runs on every request)."""
+        total = (_clock() if now is None else now) - self.start
+        parts = []
+        named = 0.0
+        for (name, _model), secs in self.phases.items():
+            parts.append("%s;dur=%.3f" % (name, secs * 1000.0))  # noqa: UP031 - %-formatting is the fastest here
+            named += secs
+        overhead = total - named
+        parts.append(_TAIL % ((overhead if overhead > 0.0 else 0.0) * 1000.0, total * 1000.0))
+        return ", ".join(parts)
 
+
+_TAIL = f"{OVERHEAD};dur=%.3f, {TOTAL};dur=%.3f"
 
 _timeline: ContextVar[RequestTimeline | None] = ContextVar("aiwatch_timeline", default=None)
 _frame: ContextVar[_Frame | None] = ContextVar("aiwatch_phase_frame", default=None)
@@ -158,11 +167,22 @@ class phase:
         if frame is None or frame.name != self.name:
             record_error("phase", RuntimeError(f"phase {self.name!r} exited out of order"))
             return
-        _frame.set(frame.parent)
+        parent = frame.parent
+        _frame.set(parent)
         elapsed = end - frame.start
-        if frame.parent is not None:
-            frame.parent.child += elapsed
-        _finish_phase(frame, max(elapsed - frame.child, 0.0), exc)
+        if parent is not None:
+            parent.child += elapsed
+        exclusive = elapsed - frame.child
+        if exclusive < 0.0:
+            exclusive = 0.0
+        if frame.span is None:  # the common case, inlined: add to the request's timeline
+            tl = _timeline.get()
+            if tl is not None:
+                key = (self.name, tl.model if self.model is None else self.model)
+                phases = tl.phases
+                phases[key] = phases.get(key, 0.0) + exclusive
+                return
+        _finish_phase(frame, exclusive, exc)
 
     async def __aenter__(self) -> phase:
         return self.__enter__()
@@ -263,14 +283,17 @@ class RequestRecorder:
             on_overflow=lambda label: self.metrics.child(self.metrics.label_overflow, (label,)).inc())
         self.model = self.guard.fold("model", model) if model else ""
         self.tracing = TracerSource(tracer_provider)
-        self._in_flight = self.metrics.child(self.metrics.requests_in_flight, (self.service,))
+        self._in_flight = adder(self.metrics.child(self.metrics.requests_in_flight, (self.service,)))
+        # Histogram children by label values, for this recorder's service (bounded: labels pass the guard).
+        self._request_children: dict[tuple[str, str, str], Any] = {}
+        self._phase_children: dict[tuple[str, str], Any] = {}
 
     def begin(self, span_name: str = "request", parent_context: Any = None,
               attributes: dict[str, Any] | None = None, start: float | None = None) -> RequestTimeline:
         """Start a request: a new timeline set as current in this context, and a SERVER span if tracing is on."""
         tl = RequestTimeline(self, _clock() if start is None else start, self.model)
         try:
-            self._in_flight.inc()
+            self._in_flight(1)
         except Exception as exc:
             record_error("metrics", exc, self.metrics)
         tracer = self.tracing.tracer()
@@ -288,6 +311,17 @@ class RequestRecorder:
         _frame.set(None)
         return tl
 
+    def _phase_child(self, key: tuple[str, str]) -> Any:
+        child = self._phase_children.get(key)
+        if child is None:
+            name, model = key
+            # a model named in code (phase(..., model=)) passes the cardinality guard here, once per value
+            child = self.metrics.child(self.metrics.phase_duration, (self.service, self.guard.fold("model", model)
+                                                                     if model else model, name))
+            if len(self._phase_children) < _MAX_CACHED_CHILDREN:
+                self._phase_children[key] = child
+        return child
+
     def finish(self, tl: RequestTimeline, route: str, method: str, status: str,
                error: BaseException | None = None, end: float | None = None) -> None:
         """Record the request's duration, its phases and its overhead, end its span and leave the context."""
@@ -295,19 +329,25 @@ class RequestRecorder:
         total = now - tl.start
         m = self.metrics
         try:
-            self._in_flight.dec()
+            self._in_flight(-1)
             route = self.guard.fold("route", route)
             exemplar = {"trace_id": tl.trace_id} if tl.trace_id else None
-            m.child(m.request_duration, (self.service, route, method, status)).observe(total, exemplar)
+            key = (route, method, status)
+            child = self._request_children.get(key)
+            if child is None:
+                child = m.child(m.request_duration, (self.service, *key))
+                if len(self._request_children) < _MAX_CACHED_CHILDREN:
+                    self._request_children[key] = child
+            observe(child, total, exemplar)
             named = 0.0
-            for (name, model), seconds in tl.phases.items():
-                m.child(m.phase_duration, (self.service, model, name)).observe(seconds, exemplar)
+            for phase_key, seconds in tl.phases.items():
+                observe(self._phase_child(phase_key), seconds, exemplar)
                 named += seconds
             overhead = total - named
             if overhead < 0.0:
                 overhead = 0.0
                 m.child(m.overhead_clamped, (self.service,)).inc()
-            m.child(m.phase_duration, (self.service, tl.model, OVERHEAD)).observe(overhead, exemplar)
+            observe(self._phase_child((OVERHEAD, tl.model)), overhead, exemplar)
         except Exception as exc:
             record_error("metrics", exc, m)
         if tl.span is not None:

@@ -8,6 +8,7 @@ globally, e.g. by ``opentelemetry-instrument`` from the standard ``OTEL_*`` envi
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 from opentelemetry import trace
@@ -16,6 +17,7 @@ from opentelemetry.propagate import extract
 from aiwatch._version import __version__
 
 _OFF = {"0", "false", "off", "no"}
+_monotonic = time.monotonic
 
 
 def tracing_disabled_by_env() -> bool:
@@ -27,19 +29,33 @@ def _is_real_provider(provider: Any) -> bool:
     return not isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider)
 
 
+#: How often a source without a tracer looks again for a global SDK provider (seconds). Looking is not free
+#: (``get_tracer_provider`` reads ``os.environ``), so the request path does it at most this often.
+RECHECK_SECONDS = 1.0
+
+
 class TracerSource:
-    """Finds the tracer to use, lazily: a global provider installed after the app started is picked up."""
+    """Finds the tracer to use, lazily: a global provider installed after the app started is picked up (within
+    :data:`RECHECK_SECONDS`)."""
+
+    __slots__ = ("_disabled", "_explicit", "_next_check", "_tracer")
 
     def __init__(self, tracer_provider: Any = None) -> None:
         self._explicit = tracer_provider
         self._tracer: Any = None
+        self._next_check = 0.0
         self._disabled = tracing_disabled_by_env()
         if tracer_provider is not None and not self._disabled:
             self._tracer = tracer_provider.get_tracer("aiwatch", __version__)
 
     def tracer(self) -> Any:
+        """The tracer, or ``None`` when tracing is off."""
         if self._tracer is not None or self._disabled:
             return self._tracer
+        now = _monotonic()
+        if now < self._next_check:
+            return None
+        self._next_check = now + RECHECK_SECONDS
         provider = trace.get_tracer_provider()
         if _is_real_provider(provider):
             self._tracer = provider.get_tracer("aiwatch", __version__)

@@ -20,8 +20,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from aiwatch.cardinality import LabelGuard
-from aiwatch.metrics import Metrics, get_metrics
+from aiwatch.metrics import Metrics
+from aiwatch.middleware._common import KNOWN_METHODS, OTHER_METHOD, UNMATCHED_ROUTE, resolve_recorder
 from aiwatch.safety import call_hook, record_error
 from aiwatch.servertiming import HEADER
 from aiwatch.timing import RequestRecorder, RequestTimeline
@@ -33,10 +33,10 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-UNMATCHED_ROUTE = "__unmatched__"
-"""The route label of requests that matched no route template: the raw path is never used as a label."""
+__all__ = ["UNMATCHED_ROUTE", "AiwatchMiddleware", "starlette_route"]
 
 _SERVER_TIMING = HEADER.encode("latin-1")
+_STATUS = {code: str(code) for code in range(100, 600)}
 
 
 def starlette_route(scope: Scope, root_path: str = "") -> str | None:
@@ -63,6 +63,9 @@ class AiwatchMiddleware:
     - ``route_resolver``: ``scope -> route template or None`` for non-Starlette apps.
     - ``on_request_end``: hook called with ``(scope, timeline, status)`` after each request; failures are counted.
     - ``max_label_values``: the cardinality guard's bound per label (default 100 or ``$AIWATCH_MAX_LABEL_VALUES``).
+    - ``recorder``: an existing :class:`~aiwatch.timing.RequestRecorder` to record into, instead of the options
+      ``service``, ``model``, ``registry``, ``metrics``, ``tracer_provider`` and ``max_label_values``
+      (``aiwatch.instrument`` passes one so that phases outside requests share it).
     """
 
     def __init__(self, app: ASGIApp, *, service: str | None = None, model: str = "",
@@ -70,20 +73,18 @@ class AiwatchMiddleware:
                  tracer_provider: Any = None, server_timing: bool = True, metrics_path: str | None = "/metrics",
                  exclude_paths: Iterable[str] = (), route_resolver: Callable[[Scope], str | None] | None = None,
                  on_request_end: Callable[[Scope, RequestTimeline, str], None] | None = None,
-                 max_label_values: int | None = None) -> None:
+                 max_label_values: int | None = None, recorder: RequestRecorder | None = None) -> None:
         self.app = app
-        self.metrics = metrics if metrics is not None else get_metrics(registry)
-        guard = LabelGuard(max_values=max_label_values, on_overflow=self._count_overflow)
-        self.recorder = RequestRecorder(self.metrics, service, model, guard, tracer_provider)
+        self.recorder = resolve_recorder(recorder, {
+            "service": service, "model": model, "registry": registry, "metrics": metrics,
+            "tracer_provider": tracer_provider, "max_label_values": max_label_values})
+        self.metrics = self.recorder.metrics
         self.server_timing = server_timing
         self.metrics_path = metrics_path
         self.exclude_paths = frozenset(exclude_paths)
         self.route_resolver = route_resolver
         self.on_request_end = on_request_end
         self._metrics_app: ASGIApp | None = None
-
-    def _count_overflow(self, label: str) -> None:
-        self.metrics.child(self.metrics.label_overflow, (label,)).inc()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -99,18 +100,22 @@ class AiwatchMiddleware:
 
         recorder = self.recorder
         method = scope.get("method", "GET")
+        if method not in KNOWN_METHODS:
+            method = OTHER_METHOD
         root_path = scope.get("root_path", "")
-        parent = None
-        if recorder.tracing.tracer() is not None:
-            parent = self._parent_context(scope)
-        tl = recorder.begin(f"{method}", parent, {"http.request.method": method, "url.path": path})
+        if recorder.tracing.tracer() is None:
+            tl = recorder.begin(method)
+        else:
+            tl = recorder.begin(method, self._parent_context(scope), {"http.request.method": method, "url.path": path})
         status = "500"
         finished = False
         add_timing = self.server_timing
 
         def finish(error: BaseException | None) -> None:
-            nonlocal finished
+            nonlocal finished, status
             finished = True
+            if error is not None:
+                status = "500"
             try:
                 resolver = self.route_resolver
                 route = resolver(scope) if resolver is not None else starlette_route(scope, root_path)
@@ -125,11 +130,12 @@ class AiwatchMiddleware:
             nonlocal status
             kind = message["type"]
             if kind == "http.response.start":
-                status = str(message.get("status", 500))
+                code = message.get("status", 500)
+                status = _STATUS.get(code) or str(code)
                 if add_timing:
                     try:
-                        headers = list(message.get("headers") or ())
-                        headers.append((_SERVER_TIMING, tl.server_timing().encode("latin-1")))
+                        headers = [*(message.get("headers") or ()),
+                                   (_SERVER_TIMING, tl.server_timing().encode("latin-1"))]
                         message = {**message, "headers": headers}
                     except Exception as exc:
                         record_error("server_timing", exc, self.metrics)

@@ -45,7 +45,7 @@ def healthz():
     return jsonify(status="ok")
 
 
-app = aiwatch.instrument(app, service="recommender-flask")
+app = aiwatch.instrument(app, service="recommender-flask", exclude_paths=["/healthz"])
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()

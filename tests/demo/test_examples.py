@@ -106,7 +106,7 @@ def test_batch_gate_follows_the_drift_exit_code(tmp_path: Path) -> None:
 
 def test_prometheus_example_config_loads_the_alert_rules() -> None:
     config = yaml.safe_load((EXAMPLES / "prometheus" / "prometheus.yml").read_text())
-    assert config["rule_files"] == ["../../alerts/*.yml"]
+    assert config["rule_files"] == ["../../alerts/*.rules.yml"]
     assert config["scrape_configs"][0]["metrics_path"] == "/metrics"
     promtool = shutil.which("promtool")
     if promtool is None:

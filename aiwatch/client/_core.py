@@ -1,0 +1,157 @@
+"""What the HTTP client integrations share: timing a call, reading the peer's Server-Timing, trace propagation."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, MutableMapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.propagate import inject
+from prometheus_client import CollectorRegistry
+
+from aiwatch.cardinality import LabelGuard
+from aiwatch.metrics import Metrics, get_metrics
+from aiwatch.safety import record_error
+from aiwatch.servertiming import server_total
+from aiwatch.timing import _default_service, current_timeline
+from aiwatch.tracing import TracerSource
+
+UNMATCHED_ROUTE = "__unmatched__"
+"""The ``route`` label of calls made without a route template: URL paths are never used as labels."""
+
+ROUTE_EXTENSION = "aiwatch.route"
+"""httpx request extension naming the call's route template: ``client.get(url, extensions={ROUTE_EXTENSION: ...})``."""
+
+_route: ContextVar[str | None] = ContextVar("aiwatch_client_route", default=None)
+_clock = time.perf_counter
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+@contextmanager
+def route(template: str) -> Iterator[None]:
+    """Label the outgoing calls made inside the block with the route template ``template``::
+
+        with aiwatch.client.route("/users/{id}"):
+            session.get(f"{base}/users/{user_id}")
+    """
+    token = _route.set(template)
+    try:
+        yield
+    finally:
+        _route.reset(token)
+
+
+class _Call:
+    __slots__ = ("method", "peer", "route", "span", "start")
+
+    def __init__(self, method: str, peer: str, route: str, start: float) -> None:
+        self.method = method
+        self.peer = peer
+        self.route = route
+        self.start = start
+        self.span: Any = None
+
+
+class ClientRecorder:
+    """Times outgoing calls and records ``aiwatch_client_request_duration_seconds`` and
+    ``aiwatch_network_duration_seconds`` (client time minus the ``total`` the peer reported in ``Server-Timing``).
+
+    Options (all keyword-only; the same for every client integration):
+
+    - ``service``: the caller's ``service`` label (default ``$AIWATCH_SERVICE``, ``$OTEL_SERVICE_NAME`` or ``app``).
+    - ``peer``: the ``peer`` label (default: ``host:port`` of each URL, bounded by the cardinality guard).
+    - ``registry`` / ``metrics``: where the metrics go (default: prometheus_client's global registry).
+    - ``tracer_provider``: start a CLIENT span per call with this provider (default: the global SDK provider, if
+      any). W3C trace context is injected into every call either way.
+    - ``route_resolver``: ``(method, url) -> route template or None``, used when the call names no route.
+    - ``max_label_values``: the cardinality guard's bound per label.
+    """
+
+    def __init__(self, *, service: str | None = None, peer: str | None = None,
+                 registry: CollectorRegistry | None = None, metrics: Metrics | None = None,
+                 tracer_provider: Any = None, route_resolver: Callable[[str, str], str | None] | None = None,
+                 max_label_values: int | None = None) -> None:
+        self.metrics = m = metrics if metrics is not None else get_metrics(registry)
+        self.service = service or _default_service()
+        self.guard = LabelGuard(max_values=max_label_values,
+                                on_overflow=lambda label: m.child(m.label_overflow, (label,)).inc())
+        self.peer = self.guard.fold("peer", peer) if peer else None
+        self.route_resolver = route_resolver
+        self.tracing = TracerSource(tracer_provider)
+
+    def start(self, method: str, scheme: str, host: str, port: int | None, url: str,
+              headers: MutableMapping[str, str], route: str | None = None) -> _Call:
+        """Start timing a call and inject trace context into ``headers``. Never raises."""
+        start = _clock()
+        try:
+            if self.peer is not None:
+                peer = self.peer
+            else:
+                peer = self.guard.fold("peer", f"{host}:{port or _DEFAULT_PORTS.get(scheme, 0)}")
+            route = route or _route.get()
+            if route is None and self.route_resolver is not None:
+                try:
+                    route = self.route_resolver(method, url)
+                except Exception as exc:
+                    record_error("route", exc, self.metrics)
+            call = _Call(method, peer, self.guard.fold("route", route) if route else UNMATCHED_ROUTE, start)
+        except Exception as exc:
+            record_error("client", exc, self.metrics)
+            call = _Call(method, "", UNMATCHED_ROUTE, start)
+        self._propagate(call, headers)
+        return call
+
+    def _propagate(self, call: _Call, headers: MutableMapping[str, str]) -> None:
+        try:
+            context = None
+            if not trace.get_current_span().get_span_context().is_valid:
+                tl = current_timeline()  # inside an aiwatch server request: its span is the parent
+                if tl is not None and tl.span is not None:
+                    context = trace.set_span_in_context(tl.span)
+            tracer = self.tracing.tracer()
+            if tracer is not None:
+                call.span = tracer.start_span(f"{call.method} {call.route}", context=context,
+                                              kind=trace.SpanKind.CLIENT,
+                                              attributes={"http.request.method": call.method,
+                                                          "server.address": call.peer})
+                context = trace.set_span_in_context(call.span)
+            inject(headers, context=context)
+        except Exception as exc:
+            record_error("tracing", exc, self.metrics)
+
+    def finish(self, call: _Call, status: str, server_timing: str | None,
+               error: BaseException | None = None) -> None:
+        """Record a finished call: ``status`` is the HTTP status or the client error's name. Never raises."""
+        elapsed = _clock() - call.start
+        m = self.metrics
+        try:
+            m.child(m.client_request_duration, (self.service, call.peer, call.route, status)).observe(elapsed)
+        except Exception as exc:
+            record_error("metrics", exc, m)
+        if server_timing:
+            try:
+                total = server_total(server_timing)
+            except Exception as exc:
+                record_error("server_timing", exc, m)
+                total = None
+            if total is not None:
+                try:
+                    network = elapsed - total
+                    if network < 0.0:
+                        network = 0.0
+                        m.child(m.network_clamped, (self.service, call.peer)).inc()
+                    m.child(m.network_duration, (self.service, call.peer)).observe(network)
+                except Exception as exc:
+                    record_error("metrics", exc, m)
+        if call.span is not None:
+            try:
+                call.span.set_attribute("http.response.status_code", status)
+                if error is not None:
+                    call.span.record_exception(error)
+                    call.span.set_status(trace.Status(trace.StatusCode.ERROR, type(error).__name__))
+                call.span.end()
+            except Exception as exc:
+                record_error("tracing", exc, m)

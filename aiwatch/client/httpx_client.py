@@ -1,0 +1,161 @@
+"""httpx integration: transports that time each call and measure the network time to the peer.
+
+    import httpx
+    import aiwatch.client
+
+    client = aiwatch.client.instrument_httpx(httpx.Client(), service="gateway")
+    client.get("http://inference:8000/predict", extensions={aiwatch.client.ROUTE_EXTENSION: "/predict"})
+
+or build the client with the transport yourself::
+
+    client = httpx.AsyncClient(transport=aiwatch.client.AiwatchAsyncTransport(service="gateway"))
+
+A call is timed from the moment it is sent until its response body is closed (httpx closes it after reading it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from typing import Any, TypeVar
+
+from aiwatch._optional import require
+from aiwatch.client._core import ROUTE_EXTENSION, ClientRecorder, _Call
+
+require("httpx", "http")
+import httpx  # noqa: E402
+
+__all__ = ["AiwatchAsyncTransport", "AiwatchTransport", "instrument_httpx"]
+
+C = TypeVar("C")
+
+
+def _start(recorder: ClientRecorder, request: httpx.Request) -> _Call:
+    url = request.url
+    route = request.extensions.get(ROUTE_EXTENSION)
+    return recorder.start(request.method, url.scheme, url.host, url.port, str(url), request.headers,
+                          route if isinstance(route, str) else None)
+
+
+class _TimedStream(httpx.SyncByteStream):
+    def __init__(self, stream: Any, recorder: ClientRecorder, call: _Call, status: str,
+                 server_timing: str | None) -> None:
+        self._stream = stream
+        self._recorder = recorder
+        self._call: _Call | None = call
+        self._status = status
+        self._server_timing = server_timing
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            yield from self._stream
+        except GeneratorExit:
+            raise
+        except BaseException as exc:
+            self._done(type(exc).__name__, exc)
+            raise
+
+    def close(self) -> None:
+        try:
+            self._stream.close()
+        finally:
+            self._done(self._status, None)
+
+    def _done(self, status: str, error: BaseException | None) -> None:
+        call, self._call = self._call, None
+        if call is not None:
+            self._recorder.finish(call, status, self._server_timing, error)
+
+
+class _AsyncTimedStream(httpx.AsyncByteStream):
+    def __init__(self, stream: Any, recorder: ClientRecorder, call: _Call, status: str,
+                 server_timing: str | None) -> None:
+        self._stream = stream
+        self._recorder = recorder
+        self._call: _Call | None = call
+        self._status = status
+        self._server_timing = server_timing
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._stream:
+                yield chunk
+        except GeneratorExit:
+            raise
+        except BaseException as exc:
+            self._done(type(exc).__name__, exc)
+            raise
+
+    async def aclose(self) -> None:
+        try:
+            await self._stream.aclose()
+        finally:
+            self._done(self._status, None)
+
+    def _done(self, status: str, error: BaseException | None) -> None:
+        call, self._call = self._call, None
+        if call is not None:
+            self._recorder.finish(call, status, self._server_timing, error)
+
+
+class AiwatchTransport(httpx.BaseTransport):
+    """A sync httpx transport wrapping ``transport`` (default ``httpx.HTTPTransport()``); the keyword options are
+    :class:`aiwatch.client._core.ClientRecorder`'s (``service``, ``peer``, ``registry``/``metrics``,
+    ``tracer_provider``, ``route_resolver``, ``max_label_values``)."""
+
+    def __init__(self, transport: Any = None, *, recorder: ClientRecorder | None = None, **options: Any) -> None:
+        self.transport = transport if transport is not None else httpx.HTTPTransport()
+        self.recorder = recorder if recorder is not None else ClientRecorder(**options)
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        call = _start(self.recorder, request)
+        try:
+            response = self.transport.handle_request(request)
+        except BaseException as exc:
+            self.recorder.finish(call, type(exc).__name__, None, exc)
+            raise
+        response.stream = _TimedStream(response.stream, self.recorder, call, str(response.status_code),
+                                       response.headers.get("server-timing"))
+        return response
+
+    def close(self) -> None:
+        self.transport.close()
+
+
+class AiwatchAsyncTransport(httpx.AsyncBaseTransport):
+    """The async twin of :class:`AiwatchTransport` (default inner transport ``httpx.AsyncHTTPTransport()``)."""
+
+    def __init__(self, transport: Any = None, *, recorder: ClientRecorder | None = None, **options: Any) -> None:
+        self.transport = transport if transport is not None else httpx.AsyncHTTPTransport()
+        self.recorder = recorder if recorder is not None else ClientRecorder(**options)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        call = _start(self.recorder, request)
+        try:
+            response = await self.transport.handle_async_request(request)
+        except BaseException as exc:
+            self.recorder.finish(call, type(exc).__name__, None, exc)
+            raise
+        response.stream = _AsyncTimedStream(response.stream, self.recorder, call, str(response.status_code),
+                                            response.headers.get("server-timing"))
+        return response
+
+    async def aclose(self) -> None:
+        await self.transport.aclose()
+
+
+def instrument_httpx(client: C, **options: Any) -> C:
+    """Wrap every transport of an ``httpx.Client`` or ``httpx.AsyncClient`` (its default transport and its
+    mounts) so its calls are timed; returns ``client``. Calling it again on the same client is a no-op.
+    ``options`` are :class:`AiwatchTransport`'s."""
+    is_async = isinstance(client, httpx.AsyncClient)
+    if not is_async and not isinstance(client, httpx.Client):
+        raise TypeError(f"instrument_httpx() needs an httpx.Client or httpx.AsyncClient, got {type(client).__name__}")
+    wrapper: Any = AiwatchAsyncTransport if is_async else AiwatchTransport
+    recorder = ClientRecorder(**options)
+    c: Any = client
+    if not isinstance(c._transport, wrapper):
+        c._transport = wrapper(c._transport, recorder=recorder)
+    for pattern, transport in list(c._mounts.items()):
+        if transport is not None and not isinstance(transport, wrapper):
+            c._mounts[pattern] = wrapper(transport, recorder=recorder)
+    return client

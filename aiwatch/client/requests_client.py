@@ -1,0 +1,76 @@
+"""requests integration: an HTTPAdapter that times each call and measures the network time to the peer.
+
+    import requests
+    import aiwatch.client
+
+    session = aiwatch.client.instrument_requests(requests.Session(), service="gateway")
+    with aiwatch.client.route("/predict"):
+        session.post("http://inference:8000/predict", json=payload)
+
+A call is timed until its body is read; with ``stream=True`` only until the response headers arrive.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+from aiwatch._optional import require
+from aiwatch.client._core import ClientRecorder
+
+require("requests", "http")
+from requests import PreparedRequest, Response, Session  # noqa: E402
+from requests.adapters import HTTPAdapter  # noqa: E402
+
+__all__ = ["AiwatchHTTPAdapter", "instrument_requests"]
+
+
+class AiwatchHTTPAdapter(HTTPAdapter):
+    """An ``HTTPAdapter`` that records each call. Positional and non-aiwatch keyword arguments go to
+    ``HTTPAdapter`` (``max_retries``, ``pool_maxsize``...); ``recorder`` or the :class:`ClientRecorder` options
+    (``service``, ``peer``, ``registry``/``metrics``, ``tracer_provider``, ``route_resolver``,
+    ``max_label_values``) configure aiwatch."""
+
+    _OPTIONS = frozenset({"service", "peer", "registry", "metrics", "tracer_provider", "route_resolver",
+                          "max_label_values"})
+
+    def __init__(self, *args: Any, recorder: ClientRecorder | None = None, **kwargs: Any) -> None:
+        options = {k: kwargs.pop(k) for k in list(kwargs) if k in self._OPTIONS}
+        super().__init__(*args, **kwargs)
+        self.aiwatch_recorder = recorder if recorder is not None else ClientRecorder(**options)
+
+    def send(self, request: PreparedRequest, stream: bool = False, timeout: Any = None, verify: Any = True,
+             cert: Any = None, proxies: Any = None) -> Response:
+        recorder = self.aiwatch_recorder
+        url = request.url or ""
+        try:
+            parts = urlsplit(url)
+            scheme, host, port = parts.scheme, parts.hostname or "", parts.port
+        except ValueError:
+            scheme, host, port = "", "", None
+        call = recorder.start(request.method or "GET", scheme, host, port, url, request.headers)
+        try:
+            response = super().send(request, stream=stream, timeout=timeout, verify=verify, cert=cert,
+                                    proxies=proxies)
+            if not stream:
+                _ = response.content  # what Session.send does next anyway: time the body too
+        except BaseException as exc:
+            recorder.finish(call, type(exc).__name__, None, exc)
+            raise
+        recorder.finish(call, str(response.status_code), response.headers.get("server-timing"))
+        return response
+
+
+def instrument_requests(session: Session, **options: Any) -> Session:
+    """Mount an :class:`AiwatchHTTPAdapter` on ``session`` for ``http://`` and ``https://`` (keeping the
+    ``max_retries`` of the adapters it replaces); returns ``session``. A second call is a no-op."""
+    if not isinstance(session, Session):
+        raise TypeError(f"instrument_requests() needs a requests.Session, got {type(session).__name__}")
+    recorder = ClientRecorder(**options)
+    for prefix in ("https://", "http://"):
+        current = session.adapters.get(prefix)
+        if isinstance(current, AiwatchHTTPAdapter):
+            continue
+        retries = getattr(current, "max_retries", 0)
+        session.mount(prefix, AiwatchHTTPAdapter(max_retries=retries, recorder=recorder))
+    return session

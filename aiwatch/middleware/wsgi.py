@@ -1,0 +1,187 @@
+"""WSGI middleware (Flask, Django, any PEP 3333 app) that records the latency split of every HTTP request.
+
+    from flask import Flask
+    import aiwatch
+
+    app = aiwatch.instrument(Flask(__name__), service="recommender")
+
+For Flask, :func:`aiwatch.instrument` wraps ``app.wsgi_app`` and registers a ``before_request`` function that
+stores the matched rule (``/items/<int:item_id>``) for the route label. Any other WSGI app::
+
+    from aiwatch.middleware.wsgi import AiwatchWSGIMiddleware
+
+    application = AiwatchWSGIMiddleware(application, service="recommender", route_resolver=my_resolver)
+
+Per request it records ``aiwatch_request_duration_seconds`` (route template, method, status) timed until the
+server closes the response iterable (so streamed bodies count in full), the request's phases and its ``overhead``,
+keeps ``aiwatch_requests_in_flight``, and adds a ``Server-Timing`` header with the phases and the total up to the
+moment ``start_response`` is called. Requests without a route template are labelled ``__unmatched__``, never with
+the raw path. The response iterable is wrapped, so a server's ``wsgi.file_wrapper`` fast path is not used for
+instrumented responses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from aiwatch.metrics import Metrics
+from aiwatch.middleware._common import KNOWN_METHODS, OTHER_METHOD, UNMATCHED_ROUTE, resolve_recorder
+from aiwatch.safety import call_hook, record_error
+from aiwatch.servertiming import HEADER
+from aiwatch.timing import RequestRecorder, RequestTimeline
+from aiwatch.tracing import extract_context
+
+__all__ = ["ROUTE_ENVIRON_KEY", "UNMATCHED_ROUTE", "AiwatchWSGIMiddleware", "environ_route"]
+
+Environ = dict[str, Any]
+StartResponse = Callable[..., Any]
+WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
+
+ROUTE_ENVIRON_KEY = "aiwatch.route"
+"""The environ key where a framework integration stores the matched route template."""
+
+_SERVER_TIMING = "Server-Timing"
+assert _SERVER_TIMING.lower() == HEADER
+
+
+def environ_route(environ: Environ) -> str | None:
+    """The route template stored in ``environ[ROUTE_ENVIRON_KEY]`` (Flask's integration sets it), if any."""
+    route = environ.get(ROUTE_ENVIRON_KEY)
+    return str(route) if route else None
+
+
+class AiwatchWSGIMiddleware:
+    """WSGI middleware; see the module docstring. All arguments but ``app`` are keyword-only and mean the same as
+    :class:`aiwatch.middleware.asgi.AiwatchMiddleware`'s; here ``route_resolver`` and ``on_request_end`` receive
+    the WSGI ``environ`` instead of the ASGI scope."""
+
+    def __init__(self, app: WSGIApp, *, service: str | None = None, model: str = "",
+                 registry: CollectorRegistry | None = None, metrics: Metrics | None = None,
+                 tracer_provider: Any = None, server_timing: bool = True, metrics_path: str | None = "/metrics",
+                 exclude_paths: Iterable[str] = (), route_resolver: Callable[[Environ], str | None] | None = None,
+                 on_request_end: Callable[[Environ, RequestTimeline, str], None] | None = None,
+                 max_label_values: int | None = None, recorder: RequestRecorder | None = None) -> None:
+        self.app = app
+        self.recorder = resolve_recorder(recorder, {
+            "service": service, "model": model, "registry": registry, "metrics": metrics,
+            "tracer_provider": tracer_provider, "max_label_values": max_label_values})
+        self.metrics = self.recorder.metrics
+        self.server_timing = server_timing
+        self.metrics_path = metrics_path
+        self.exclude_paths = frozenset(exclude_paths)
+        self.route_resolver = route_resolver if route_resolver is not None else environ_route
+        self.on_request_end = on_request_end
+        self._metrics_app: WSGIApp | None = None
+
+    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path == self.metrics_path:
+            return self._serve_metrics(environ, start_response)
+        if path in self.exclude_paths:
+            return self.app(environ, start_response)
+
+        recorder = self.recorder
+        method = environ.get("REQUEST_METHOD", "GET")
+        if method not in KNOWN_METHODS:
+            method = OTHER_METHOD
+        parent = None
+        if recorder.tracing.tracer() is not None:
+            parent = self._parent_context(environ)
+        tl = recorder.begin(method, parent, {"http.request.method": method, "url.path": path})
+        request = _Request(self, environ, tl, method)
+
+        def start_response_wrapper(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            request.status = status.split(" ", 1)[0]
+            if self.server_timing:
+                try:
+                    headers = [*headers, (_SERVER_TIMING, tl.server_timing())]
+                except Exception as exc:
+                    record_error("server_timing", exc, self.metrics)
+            return start_response(status, headers, exc_info)
+
+        try:
+            body = self.app(environ, start_response_wrapper)
+        except BaseException as exc:
+            request.finish(exc)
+            raise
+        return _ClosingBody(body, request)
+
+    @staticmethod
+    def _parent_context(environ: Environ) -> Any:
+        try:
+            carrier = {name: environ[key] for name, key in (("traceparent", "HTTP_TRACEPARENT"),
+                                                            ("tracestate", "HTTP_TRACESTATE"),
+                                                            ("baggage", "HTTP_BAGGAGE")) if key in environ}
+            return extract_context(carrier) if carrier else None
+        except Exception:
+            return None
+
+    def _serve_metrics(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        if self._metrics_app is None:
+            from aiwatch.exposition import make_wsgi_app
+
+            self._metrics_app = make_wsgi_app(self.metrics.registry)
+        return self._metrics_app(environ, start_response)
+
+
+class _Request:
+    """One request's state: lives as long as its response body, never on the middleware."""
+
+    __slots__ = ("environ", "finished", "method", "middleware", "status", "tl")
+
+    def __init__(self, middleware: AiwatchWSGIMiddleware, environ: Environ, tl: RequestTimeline,
+                 method: str) -> None:
+        self.middleware = middleware
+        self.environ = environ
+        self.tl = tl
+        self.method = method
+        self.status = "500"
+        self.finished = False
+
+    def finish(self, error: BaseException | None) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        mw = self.middleware
+        if error is not None:
+            self.status = "500"
+        try:
+            route = mw.route_resolver(self.environ)
+        except Exception as exc:
+            record_error("route", exc, mw.metrics)
+            route = None
+        mw.recorder.finish(self.tl, route or UNMATCHED_ROUTE, self.method, self.status, error)
+        if mw.on_request_end is not None:
+            call_hook("hook", mw.on_request_end, mw.metrics, self.environ, self.tl, self.status)
+
+
+class _ClosingBody:
+    """The app's response iterable, finishing the request when the server closes it (PEP 3333)."""
+
+    __slots__ = ("_body", "_request")
+
+    def __init__(self, body: Iterable[bytes], request: _Request) -> None:
+        self._body = body
+        self._request = request
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            yield from self._body
+        except GeneratorExit:  # the iterator was dropped; close() finishes the request
+            raise
+        except BaseException as exc:
+            self._request.finish(exc)
+            raise
+
+    def close(self) -> None:
+        try:
+            close = getattr(self._body, "close", None)
+            if close is not None:
+                close()
+        except BaseException as exc:
+            self._request.finish(exc)
+            raise
+        self._request.finish(None)

@@ -1,0 +1,52 @@
+"""A minimal in-process ASGI client for unit tests: no network, every message visible."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Response:
+    status: int = 0
+    headers: dict[str, str] = field(default_factory=dict)
+    chunks: list[bytes] = field(default_factory=list)
+
+    @property
+    def body(self) -> bytes:
+        return b"".join(self.chunks)
+
+
+async def call(app: Any, path: str, method: str = "GET", headers: Sequence[tuple[str, str]] = (),
+               body: bytes = b"", root_path: str = "") -> Response:
+    """Run one HTTP request through ``app`` and collect the response."""
+    response = Response()
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
+             "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
+             "root_path": root_path, "headers": [(k.lower().encode(), v.encode()) for k, v in headers],
+             "client": ("127.0.0.1", 1234), "server": ("127.0.0.1", 80)}
+    sent = False
+    done = asyncio.Event()
+
+    async def receive() -> dict[str, Any]:
+        nonlocal sent
+        if sent:  # like a real server: the client stays connected until the response is done
+            await done.wait()
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            response.status = message["status"]
+            response.headers = {k.decode().lower(): v.decode() for k, v in message.get("headers", [])}
+        elif message["type"] == "http.response.body":
+            response.chunks.append(message.get("body", b""))
+
+    try:
+        await app(scope, receive, send)
+    finally:
+        done.set()
+    return response

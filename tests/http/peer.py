@@ -1,0 +1,50 @@
+"""A real HTTP peer on loopback (stdlib server in a thread) that answers with a chosen Server-Timing header."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+#: path -> Server-Timing value the peer sends (None: no header)
+TIMINGS: dict[str, str | None] = {
+    "/ok": "inference;dur=1.5, total;dur=2.000",
+    "/malformed": "total;dur=fast",
+    "/huge": "total;dur=600000",  # claims 10 minutes of server time: more than any client could observe
+    "/none": None,
+}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0]
+        body = json.dumps({k.lower(): v for k, v in self.headers.items()}).encode()
+        self.send_response(404 if path == "/missing" else 200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        value = TIMINGS.get(path, TIMINGS["/ok"])
+        if value is not None:
+            self.send_header("Server-Timing", value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@contextmanager
+def peer() -> Iterator[str]:
+    """Yields the peer's base URL, ``http://127.0.0.1:PORT``."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)

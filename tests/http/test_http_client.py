@@ -1,0 +1,172 @@
+"""httpx (sync, async) and requests integrations against a real loopback peer."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Iterator
+
+import httpx
+import pytest
+import requests
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+from prometheus_client import CollectorRegistry
+
+import aiwatch.client
+from aiwatch._optional import MissingExtraError
+from aiwatch.metrics import Metrics
+from aiwatch.timing import RequestRecorder
+from tests.http.peer import peer
+
+
+@pytest.fixture(scope="module")
+def base() -> Iterator[str]:
+    with peer() as url:
+        yield url
+
+
+def peer_label(base: str) -> str:
+    return base.removeprefix("http://")
+
+
+def client_count(registry: CollectorRegistry, peer: str, route: str, status: str) -> float | None:
+    return registry.get_sample_value("aiwatch_client_request_duration_seconds_count",
+                                     {"service": "gw", "peer": peer, "route": route, "status": status})
+
+
+def network(registry: CollectorRegistry, peer: str, suffix: str = "count") -> float | None:
+    return registry.get_sample_value(f"aiwatch_network_duration_seconds_{suffix}", {"service": "gw", "peer": peer})
+
+
+def test_httpx_sync_records_client_and_network_time(base: str, registry: CollectorRegistry) -> None:
+    with aiwatch.client.instrument_httpx(httpx.Client(), service="gw", registry=registry) as client:
+        resp = client.get(f"{base}/ok", extensions={aiwatch.client.ROUTE_EXTENSION: "/ok"})
+        assert resp.status_code == 200
+        client.get(f"{base}/missing")
+    p = peer_label(base)
+    assert client_count(registry, p, "/ok", "200") == 1
+    assert client_count(registry, p, "__unmatched__", "404") == 1  # no template given: never the URL path
+    assert network(registry, p) == 2
+
+
+def test_network_time_is_exactly_client_minus_server(base: str, registry: CollectorRegistry) -> None:
+    with aiwatch.client.instrument_httpx(httpx.Client(), service="gw", registry=registry, peer="inference") as c:
+        c.get(f"{base}/ok")
+    client_sum = registry.get_sample_value("aiwatch_client_request_duration_seconds_sum",
+                                           {"service": "gw", "peer": "inference", "route": "__unmatched__",
+                                            "status": "200"})
+    net = network(registry, "inference", "sum")
+    clamped = registry.get_sample_value("aiwatch_network_clamped_total", {"service": "gw", "peer": "inference"})
+    assert client_sum is not None and net is not None
+    if clamped:
+        assert net == 0.0
+    else:
+        assert net == pytest.approx(client_sum - 0.002, abs=1e-9)
+
+
+async def test_httpx_async_records_and_uses_the_route_context(base: str, registry: CollectorRegistry) -> None:
+    client = aiwatch.client.instrument_httpx(httpx.AsyncClient(), service="gw", registry=registry)
+    async with client:
+        with aiwatch.client.route("/users/{id}"):
+            assert (await client.get(f"{base}/ok")).status_code == 200
+    assert client_count(registry, peer_label(base), "/users/{id}", "200") == 1
+    assert network(registry, peer_label(base)) == 1
+
+
+def test_requests_session_records_and_keeps_retries(base: str, registry: CollectorRegistry) -> None:
+    session = requests.Session()
+    session.mount("http://", requests.adapters.HTTPAdapter(max_retries=3))
+    aiwatch.client.instrument_requests(session, service="gw", registry=registry,
+                                       route_resolver=lambda method, url: "/resolved")
+    aiwatch.client.instrument_requests(session, service="gw", registry=registry)  # no-op the second time
+    adapter = session.get_adapter(f"{base}/ok")
+    assert isinstance(adapter, aiwatch.client.AiwatchHTTPAdapter) and adapter.max_retries.total == 3
+    with session:
+        assert session.get(f"{base}/ok").json()["host"]
+    assert client_count(registry, peer_label(base), "/resolved", "200") == 1
+    assert network(registry, peer_label(base)) == 1
+
+
+def test_peer_without_server_timing_records_no_network_time(base: str, registry: CollectorRegistry) -> None:
+    with aiwatch.client.instrument_requests(requests.Session(), service="gw", registry=registry) as s:
+        s.get(f"{base}/none")
+    assert client_count(registry, peer_label(base), "__unmatched__", "200") == 1
+    assert network(registry, peer_label(base)) is None
+
+
+def test_server_time_above_client_time_is_clamped_and_counted(base: str, registry: CollectorRegistry) -> None:
+    with aiwatch.client.instrument_httpx(httpx.Client(), service="gw", registry=registry) as client:
+        client.get(f"{base}/huge")
+    p = peer_label(base)
+    assert network(registry, p, "sum") == 0.0 and network(registry, p) == 1
+    assert registry.get_sample_value("aiwatch_network_clamped_total", {"service": "gw", "peer": p}) == 1
+
+
+def test_connection_error_is_recorded_with_its_name_and_raised(registry: CollectorRegistry) -> None:
+    from tests.servers import free_port
+
+    port = free_port()  # nothing listens there
+    with aiwatch.client.instrument_httpx(httpx.Client(), service="gw", registry=registry) as client, \
+            pytest.raises(httpx.ConnectError):
+        client.get(f"http://127.0.0.1:{port}/x")
+    assert client_count(registry, f"127.0.0.1:{port}", "__unmatched__", "ConnectError") == 1
+
+
+def test_trace_context_is_injected_with_a_client_span(base: str, registry: CollectorRegistry) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    with aiwatch.client.instrument_httpx(httpx.Client(), service="gw", registry=registry,
+                                         tracer_provider=provider) as client:
+        received = client.get(f"{base}/ok").json()
+    (span,) = exporter.get_finished_spans()
+    assert span.kind is SpanKind.CLIENT
+    assert received["traceparent"].split("-")[1:3] == [f"{span.context.trace_id:032x}",
+                                                       f"{span.context.span_id:016x}"]
+
+
+def test_inside_a_server_request_the_server_span_is_propagated(base: str, metrics: Metrics) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    server = RequestRecorder(metrics, service="gw", tracer_provider=provider)
+    tl = server.begin("GET")
+    with aiwatch.client.instrument_requests(requests.Session(), service="gw", metrics=metrics) as s:
+        received = s.get(f"{base}/ok").json()
+    server.finish(tl, "/proxy", "GET", "200")
+    (server_span,) = exporter.get_finished_spans()
+    assert received["traceparent"].split("-")[1:3] == [f"{server_span.context.trace_id:032x}",
+                                                       f"{server_span.context.span_id:016x}"]
+
+
+def test_instrument_helpers_reject_other_objects() -> None:
+    with pytest.raises(TypeError, match=r"httpx\.Client"):
+        aiwatch.client.instrument_httpx(object())
+    with pytest.raises(TypeError, match=r"requests\.Session"):
+        aiwatch.client.instrument_requests(object())  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("dependency", "module"), [("httpx", "aiwatch.client.httpx_client"),
+                                                    ("requests", "aiwatch.client.requests_client")])
+def test_missing_dependency_names_the_extra(dependency: str, module: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, dependency, None)  # makes `import dependency` fail
+    monkeypatch.delitem(sys.modules, module, raising=False)
+    with pytest.raises(MissingExtraError, match=r'pip install "aiwatch\[http\]"'):
+        importlib.import_module(module)
+
+
+def test_importing_the_integrations_imports_no_optional_dependency() -> None:
+    import subprocess
+
+    from tests.servers import python_env
+
+    code = ("import sys, aiwatch, aiwatch.client, aiwatch.instrument, aiwatch.middleware.asgi, "
+            "aiwatch.middleware.wsgi, aiwatch.gunicorn, aiwatch.exposition\n"
+            "print(sorted(m for m in ('httpx', 'requests', 'flask', 'fastapi', 'starlette', 'werkzeug', "
+            "'gunicorn', 'uvicorn') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env=python_env()).stdout
+    assert out.strip() == "[]"

@@ -1,0 +1,188 @@
+"""Fault injection: aiwatch's own failures never fail or alter a request; each is counted by component and logged
+once per burst. Run against both the ASGI (FastAPI) and the WSGI (Flask) middleware."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+import requests
+from fastapi import FastAPI
+from flask import Flask
+from prometheus_client import CollectorRegistry
+
+import aiwatch
+import aiwatch.client
+from aiwatch import safety
+from aiwatch.metrics import Metrics
+from aiwatch.timing import set_default_recorder
+from tests.http.asgi_driver import call
+from tests.http.peer import peer
+
+REQUESTS = 5
+Run = Callable[[], tuple[int, bytes, dict[str, str]]]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_burst_log(monkeypatch: pytest.MonkeyPatch) -> Any:
+    monkeypatch.setattr(safety, "_burst", safety._BurstLog(burst_seconds=3600))
+    yield
+    set_default_recorder(None)
+
+
+def build(kind: str, metrics: Metrics, **options: Any) -> Run:
+    """An app with one endpoint (a phase inside), instrumented; returns a function running one request."""
+    if kind == "asgi":
+        api = FastAPI()
+
+        @api.get("/items/{item_id}")
+        async def item(item_id: int) -> dict[str, int]:
+            with aiwatch.phase("inference"):
+                return {"id": item_id}
+
+        aiwatch.instrument(api, metrics=metrics, service="svc", **options)
+
+        def run_asgi() -> tuple[int, bytes, dict[str, str]]:
+            resp = asyncio.run(call(api, "/items/7"))
+            return resp.status, resp.body, resp.headers
+
+        return run_asgi
+
+    app = Flask("faults")
+
+    @app.get("/items/<int:item_id>")
+    def item_wsgi(item_id: int) -> dict[str, int]:
+        with aiwatch.phase("inference"):
+            return {"id": item_id}
+
+    aiwatch.instrument(app, metrics=metrics, service="svc", **options)
+    client = app.test_client()
+
+    def run_wsgi() -> tuple[int, bytes, dict[str, str]]:
+        resp = client.get("/items/7", buffered=True)
+        return resp.status_code, resp.data, {k.lower(): v for k, v in resp.headers.items()}
+
+    return run_wsgi
+
+
+def errors(registry: CollectorRegistry, component: str) -> float | None:
+    return registry.get_sample_value("aiwatch_instrumentation_errors_total", {"component": component})
+
+
+def check_unaltered_and_counted(run: Run, registry: CollectorRegistry, component: str,
+                                caplog: pytest.LogCaptureFixture, per_request: int = 1) -> None:
+    caplog.set_level(logging.WARNING, logger="aiwatch")
+    for _ in range(REQUESTS):
+        status, body, _headers = run()
+        assert status == 200
+        assert body.replace(b" ", b"").strip() == b'{"id":7}'
+    assert errors(registry, component) == REQUESTS * per_request
+    logged = [r for r in caplog.records if r.name == "aiwatch" and f"aiwatch: {component} failed" in r.getMessage()]
+    assert len(logged) == 1, [r.getMessage() for r in caplog.records]
+
+
+class _Boom(Exception):
+    pass
+
+
+def _raise(*args: Any, **kwargs: Any) -> Any:
+    raise _Boom("injected")
+
+
+@pytest.mark.parametrize("kind", ["asgi", "wsgi"])
+def test_a_metric_that_raises(kind: str, metrics: Metrics, registry: CollectorRegistry,
+                              monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(metrics.phase_duration, "labels", _raise)
+    check_unaltered_and_counted(build(kind, metrics), registry, "metrics", caplog)
+    assert registry.get_sample_value("aiwatch_requests_in_flight", {"service": "svc"}) == 0
+
+
+class _BrokenTracer:
+    def start_span(self, *args: Any, **kwargs: Any) -> Any:
+        raise _Boom("tracer down")
+
+
+class _BrokenProvider:
+    def get_tracer(self, *args: Any, **kwargs: Any) -> _BrokenTracer:
+        return _BrokenTracer()
+
+
+@pytest.mark.parametrize("kind", ["asgi", "wsgi"])
+def test_a_tracer_that_raises(kind: str, metrics: Metrics, registry: CollectorRegistry,
+                              caplog: pytest.LogCaptureFixture) -> None:
+    run = build(kind, metrics, tracer_provider=_BrokenProvider())
+    check_unaltered_and_counted(run, registry, "tracing", caplog)
+    count = registry.get_sample_value("aiwatch_request_duration_seconds_count", {
+        "service": "svc", "route": "/items/{item_id}" if kind == "asgi" else "/items/<int:item_id>",
+        "method": "GET", "status": "200"})
+    assert count == REQUESTS  # metrics still recorded
+
+
+@pytest.mark.parametrize("kind", ["asgi", "wsgi"])
+def test_a_hook_that_raises(kind: str, metrics: Metrics, registry: CollectorRegistry,
+                            caplog: pytest.LogCaptureFixture) -> None:
+    check_unaltered_and_counted(build(kind, metrics, on_request_end=_raise), registry, "hook", caplog)
+
+
+@pytest.mark.parametrize("kind", ["asgi", "wsgi"])
+def test_a_route_resolver_that_raises(kind: str, metrics: Metrics, registry: CollectorRegistry,
+                                      caplog: pytest.LogCaptureFixture) -> None:
+    check_unaltered_and_counted(build(kind, metrics, route_resolver=_raise), registry, "route", caplog)
+    assert registry.get_sample_value("aiwatch_request_duration_seconds_count", {
+        "service": "svc", "route": "__unmatched__", "method": "GET", "status": "200"}) == REQUESTS
+
+
+@pytest.mark.parametrize("client_kind", ["httpx", "requests"])
+def test_a_malformed_server_timing_from_a_peer(client_kind: str, registry: CollectorRegistry,
+                                               caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="aiwatch")
+    with peer() as base:
+        if client_kind == "httpx":
+            with aiwatch.client.instrument_httpx(httpx.Client(), service="gw", registry=registry) as c:
+                responses = [c.get(f"{base}/malformed") for _ in range(REQUESTS)]
+        else:
+            with aiwatch.client.instrument_requests(requests.Session(), service="gw", registry=registry) as s:
+                responses = [s.get(f"{base}/malformed") for _ in range(REQUESTS)]  # type: ignore[misc]
+    assert all(r.status_code == 200 and r.headers["server-timing"] == "total;dur=fast" for r in responses)
+    assert all("host" in r.json() for r in responses)
+    assert errors(registry, "server_timing") == REQUESTS
+    assert registry.get_sample_value("aiwatch_network_duration_seconds_count",
+                                     {"service": "gw", "peer": base.removeprefix("http://")}) is None
+    assert registry.get_sample_value("aiwatch_client_request_duration_seconds_count", {
+        "service": "gw", "peer": base.removeprefix("http://"), "route": "__unmatched__", "status": "200"}) == REQUESTS
+    logged = [r for r in caplog.records if "server_timing failed" in r.getMessage()]
+    assert len(logged) == 1
+
+
+def test_a_client_metric_that_raises_never_fails_the_call(metrics: Metrics, registry: CollectorRegistry,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(metrics.client_request_duration, "labels", _raise)
+    monkeypatch.setattr(metrics.network_duration, "labels", _raise)
+    with peer() as base, aiwatch.client.instrument_httpx(httpx.Client(), metrics=metrics) as c:
+        assert c.get(f"{base}/ok").status_code == 200
+    assert errors(registry, "metrics") == 2
+
+
+class _Exploding:
+    def __getattr__(self, name: str) -> Any:
+        raise _Boom("metric backend down")
+
+
+class _BrokenMetrics(Metrics):
+    """Every metric explodes on any use; only the error counter works."""
+
+    def child(self, metric: Any, labels: Any) -> Any:
+        if metric is self.instrumentation_errors:
+            return super().child(metric, labels)
+        return _Exploding()
+
+
+@pytest.mark.parametrize("kind", ["asgi", "wsgi"])
+def test_every_metric_broken_from_the_start(kind: str, caplog: pytest.LogCaptureFixture) -> None:
+    broken = _BrokenMetrics(CollectorRegistry())
+    # two failures per request: the in-flight gauge at the start, the request's metrics at the end
+    check_unaltered_and_counted(build(kind, broken), broken.registry, "metrics", caplog, per_request=2)

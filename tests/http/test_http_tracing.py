@@ -1,0 +1,158 @@
+"""Tracing through the middleware: SERVER span continuing traceparent, phase child spans, exemplars, and no span
+work at all when tracing is off."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from flask import Flask
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+from prometheus_client import CollectorRegistry
+
+import aiwatch
+from aiwatch.timing import RequestTimeline, set_default_recorder
+from tests.http.asgi_driver import call
+
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+PARENT_ID = "00f067aa0ba902b7"
+TRACEPARENT = f"00-{TRACE_ID}-{PARENT_ID}-01"
+
+
+@pytest.fixture(autouse=True)
+def _reset_default_recorder() -> Any:
+    yield
+    set_default_recorder(None)
+
+
+@pytest.fixture
+def exporter() -> InMemorySpanExporter:
+    return InMemorySpanExporter()
+
+
+@pytest.fixture
+def provider(exporter: InMemorySpanExporter) -> TracerProvider:
+    p = TracerProvider()
+    p.add_span_processor(SimpleSpanProcessor(exporter))
+    return p
+
+
+def fastapi_app(registry: CollectorRegistry, **options: Any) -> FastAPI:
+    app = FastAPI()
+
+    @app.get("/items/{item_id}")
+    async def item(item_id: int) -> dict[str, int]:
+        with aiwatch.phase("inference", model="ranker"), aiwatch.phase("tokenize"):
+            pass
+        with aiwatch.phase("postprocess"):
+            pass
+        return {"id": item_id}
+
+    return aiwatch.instrument(app, registry=registry, service="svc", **options)
+
+
+def check_spans(exporter: InMemorySpanExporter, route: str) -> None:
+    # only aiwatch's spans (FastAPI's own telemetry also traces when a global provider is installed)
+    spans = {s.name: s for s in exporter.get_finished_spans()
+             if s.instrumentation_scope is not None and s.instrumentation_scope.name == "aiwatch"}
+    server = spans[f"GET {route}"]
+    assert server.kind is SpanKind.SERVER
+    assert f"{server.context.trace_id:032x}" == TRACE_ID  # continues the caller's trace
+    assert server.parent is not None and f"{server.parent.span_id:016x}" == PARENT_ID
+    assert server.attributes is not None and server.attributes["http.route"] == route
+    inference, tokenize, post = spans["inference"], spans["tokenize"], spans["postprocess"]
+    assert inference.parent.span_id == server.context.span_id  # type: ignore[union-attr]
+    assert post.parent.span_id == server.context.span_id  # type: ignore[union-attr]
+    assert tokenize.parent.span_id == inference.context.span_id  # type: ignore[union-attr]  # nested phase
+    assert inference.attributes is not None and inference.attributes["aiwatch.model"] == "ranker"
+    assert len(spans) == 4
+
+
+async def test_asgi_server_span_with_phase_children_and_exemplars(
+        registry: CollectorRegistry, provider: TracerProvider, exporter: InMemorySpanExporter) -> None:
+    app = fastapi_app(registry, tracer_provider=provider)
+    assert (await call(app, "/items/1", headers=[("traceparent", TRACEPARENT)])).status == 200
+    check_spans(exporter, "/items/{item_id}")
+
+    openmetrics = await call(app, "/metrics", headers=[("accept", "application/openmetrics-text; version=1.0.0")])
+    assert openmetrics.headers["content-type"].startswith("application/openmetrics-text")
+    text = openmetrics.body.decode()
+    assert re.search(r'aiwatch_request_duration_seconds_bucket\{[^}]*route="/items/\{item_id\}"[^}]*\} 1\.0 '
+                     rf'# \{{trace_id="{TRACE_ID}"\}}', text)
+    assert re.search(rf'aiwatch_phase_duration_seconds_bucket\{{[^}}]*phase="inference"[^}}]*\}} 1\.0 '
+                     rf'# \{{trace_id="{TRACE_ID}"\}}', text)
+    plain = await call(app, "/metrics")
+    assert plain.headers["content-type"].startswith("text/plain")
+    assert "trace_id" not in plain.body.decode()  # exemplars only in OpenMetrics
+
+
+def test_wsgi_server_span_with_phase_children(registry: CollectorRegistry, provider: TracerProvider,
+                                              exporter: InMemorySpanExporter) -> None:
+    app = Flask("traced")
+
+    @app.get("/items/<int:item_id>")
+    def item(item_id: int) -> dict[str, int]:
+        with aiwatch.phase("inference", model="ranker"), aiwatch.phase("tokenize"):
+            pass
+        with aiwatch.phase("postprocess"):
+            pass
+        return {"id": item_id}
+
+    aiwatch.instrument(app, registry=registry, service="svc", tracer_provider=provider)
+    resp = app.test_client().get("/items/1", headers={"traceparent": TRACEPARENT}, buffered=True)
+    assert resp.status_code == 200
+    check_spans(exporter, "/items/<int:item_id>")
+
+
+async def test_unsampled_trace_gets_no_exemplar(registry: CollectorRegistry, provider: TracerProvider) -> None:
+    app = fastapi_app(registry, tracer_provider=provider)
+    await call(app, "/items/1", headers=[("traceparent", f"00-{TRACE_ID}-{PARENT_ID}-00")])
+    text = (await call(app, "/metrics", headers=[("accept", "application/openmetrics-text")])).body.decode()
+    assert "trace_id" not in text
+
+
+class _SpyProvider(trace.NoOpTracerProvider):
+    """Stands in for "no SDK installed": a no-op global provider that notes any request for a tracer."""
+
+    calls = 0
+
+    def get_tracer(self, *args: Any, **kwargs: Any) -> trace.Tracer:
+        type(self).calls += 1
+        return super().get_tracer(*args, **kwargs)
+
+
+async def test_without_a_provider_no_span_work_is_done(registry: CollectorRegistry,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(trace, "get_tracer_provider", lambda: _SpyProvider())
+    started: list[Any] = []
+    monkeypatch.setattr(trace.NoOpTracer, "start_span", lambda *a, **k: started.append(a))
+    seen: list[RequestTimeline] = []
+    app = fastapi_app(registry, on_request_end=lambda scope, tl, status: seen.append(tl))
+    for _ in range(3):
+        assert (await call(app, "/items/1", headers=[("traceparent", TRACEPARENT)])).status == 200
+    assert _SpyProvider.calls == 0 and started == []
+    assert [tl.span for tl in seen] == [None, None, None] and [tl.trace_id for tl in seen] == [None] * 3
+
+
+async def test_aiwatch_tracing_off_env_disables_an_explicit_provider(
+        registry: CollectorRegistry, provider: TracerProvider, exporter: InMemorySpanExporter,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIWATCH_TRACING", "off")
+    app = fastapi_app(registry, tracer_provider=provider)
+    assert (await call(app, "/items/1")).status == 200
+    assert exporter.get_finished_spans() == ()
+
+
+async def test_a_global_sdk_provider_is_used_without_an_argument(
+        registry: CollectorRegistry, provider: TracerProvider, exporter: InMemorySpanExporter,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(trace, "get_tracer_provider", lambda: provider)  # as opentelemetry-instrument would set it
+    app = fastapi_app(registry)
+    assert (await call(app, "/items/1", headers=[("traceparent", TRACEPARENT)])).status == 200
+    check_spans(exporter, "/items/{item_id}")

@@ -1,0 +1,175 @@
+"""The WSGI middleware on Flask and bare WSGI apps (werkzeug's test client, fresh registry per test)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from flask import Flask, Response, stream_with_context
+from prometheus_client import CollectorRegistry, generate_latest
+from werkzeug.test import Client
+
+import aiwatch
+from aiwatch.middleware.wsgi import AiwatchWSGIMiddleware
+from aiwatch.servertiming import parse_server_timing
+from aiwatch.timing import set_default_recorder
+
+
+@pytest.fixture(autouse=True)
+def _reset_default_recorder() -> Any:
+    yield
+    set_default_recorder(None)
+
+
+def count(registry: CollectorRegistry, route: str, status: str = "200", method: str = "GET") -> float | None:
+    return registry.get_sample_value("aiwatch_request_duration_seconds_count",
+                                     {"service": "svc", "route": route, "method": method, "status": status})
+
+
+def flask_app(registry: CollectorRegistry, **options: Any) -> Flask:
+    app = Flask("wsgi_test")
+
+    @app.post("/predict/<model_name>")
+    def predict(model_name: str) -> dict[str, str]:
+        aiwatch.set_model(model_name)
+        with aiwatch.phase("inference"):
+            time.sleep(0.003)
+        return {"model": model_name}
+
+    @app.get("/stream")
+    def stream() -> Response:
+        def chunks() -> Iterator[bytes]:
+            for i in range(3):
+                observed.append(count(registry, "/stream"))
+                time.sleep(0.02)
+                yield f"c{i}".encode()
+
+        return Response(stream_with_context(chunks()))
+
+    @app.get("/fail")
+    def fail() -> str:
+        raise app.config["ERROR"]
+
+    observed: list[float | None] = []
+    app.config["OBSERVED"] = observed
+    return aiwatch.instrument(app, registry=registry, service="svc", **options)
+
+
+def test_flask_route_template_model_and_server_timing(registry: CollectorRegistry) -> None:
+    client = flask_app(registry).test_client()
+    resp = client.post("/predict/ranker", buffered=True)
+    assert resp.status_code == 200 and resp.json == {"model": "ranker"}
+    assert count(registry, "/predict/<model_name>", method="POST") == 1
+    timing = parse_server_timing(resp.headers["Server-Timing"])
+    assert timing["inference"] >= 0.003 and timing["total"] >= timing["inference"]
+    inference = registry.get_sample_value("aiwatch_phase_duration_seconds_count",
+                                          {"service": "svc", "model": "ranker", "phase": "inference"})
+    overhead = registry.get_sample_value("aiwatch_phase_duration_seconds_count",
+                                         {"service": "svc", "model": "ranker", "phase": "overhead"})
+    assert inference == 1 and overhead == 1
+
+
+def test_flask_unmatched_path_never_becomes_a_label(registry: CollectorRegistry) -> None:
+    client = flask_app(registry).test_client()
+    for i in range(3):
+        assert client.get(f"/nothing/{i}", buffered=True).status_code == 404
+    assert count(registry, "__unmatched__", "404") == 3
+    assert b"/nothing" not in generate_latest(registry)
+
+
+def test_flask_streaming_is_timed_until_the_body_is_closed(registry: CollectorRegistry) -> None:
+    app = flask_app(registry)
+    resp = app.test_client().get("/stream", buffered=True)
+    assert resp.data == b"c0c1c2"
+    assert app.config["OBSERVED"] == [None, None, None]
+    assert count(registry, "/stream") == 1
+    duration = registry.get_sample_value("aiwatch_request_duration_seconds_sum",
+                                         {"service": "svc", "route": "/stream", "method": "GET", "status": "200"})
+    assert duration is not None and duration >= 0.06
+
+
+def test_request_is_recorded_only_when_the_server_closes_the_body(registry: CollectorRegistry) -> None:
+    app = flask_app(registry)
+    resp = app.test_client().post("/predict/m")  # not buffered: the body is still open
+    assert count(registry, "/predict/<model_name>", method="POST") is None
+    assert registry.get_sample_value("aiwatch_requests_in_flight", {"service": "svc"}) == 1
+    resp.close()
+    assert count(registry, "/predict/<model_name>", method="POST") == 1
+    assert registry.get_sample_value("aiwatch_requests_in_flight", {"service": "svc"}) == 0
+
+
+def test_flask_handled_error_is_recorded_as_its_500(registry: CollectorRegistry) -> None:
+    app = flask_app(registry)
+    app.config["ERROR"] = ValueError("handled by Flask")
+    assert app.test_client().get("/fail", buffered=True).status_code == 500
+    assert count(registry, "/fail", "500") == 1
+
+
+def test_propagated_app_exception_passes_through_untouched(registry: CollectorRegistry) -> None:
+    app = flask_app(registry)
+    app.config["PROPAGATE_EXCEPTIONS"] = True
+    error = ValueError("the app's own")
+    app.config["ERROR"] = error
+    with pytest.raises(ValueError) as raised:
+        app.test_client().get("/fail", buffered=True)
+    assert raised.value is error
+    assert count(registry, "/fail", "500") == 1
+    assert registry.get_sample_value("aiwatch_requests_in_flight", {"service": "svc"}) == 0
+
+
+def test_exception_while_iterating_the_body_is_recorded_as_500(registry: CollectorRegistry) -> None:
+    error = OSError("disk gone")
+
+    def app(environ: dict[str, Any], start_response: Any) -> Iterator[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        yield b"first"
+        raise error
+
+    wrapped = aiwatch.instrument(app, registry=registry, service="svc", route_resolver=lambda environ: "/gen")
+    with pytest.raises(OSError) as raised:
+        Client(wrapped).get("/gen", buffered=True)
+    assert raised.value is error
+    assert count(registry, "/gen", "500") == 1
+
+
+def test_bare_wsgi_callable_is_wrapped_and_returned(registry: CollectorRegistry) -> None:
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("201 Created", [("Content-Type", "text/plain")])
+        return [b"made"]
+
+    wrapped = aiwatch.instrument(app, registry=registry, service="svc")
+    assert isinstance(wrapped, AiwatchWSGIMiddleware) and wrapped.app is app
+    resp = Client(wrapped).get("/x", buffered=True)
+    assert resp.status_code == 201 and "Server-Timing" in resp.headers
+    assert count(registry, "__unmatched__", "201") == 1
+
+
+def test_server_timing_off_metrics_path_and_excluded_paths(registry: CollectorRegistry) -> None:
+    app = flask_app(registry, server_timing=False, exclude_paths=["/stream"])
+    client = app.test_client()
+    resp = client.post("/predict/a", buffered=True)
+    assert "Server-Timing" not in resp.headers
+    client.get("/stream", buffered=True)
+    assert count(registry, "/stream") is None
+    scrape = client.get("/metrics", buffered=True)
+    assert scrape.status_code == 200
+    assert b'route="/predict/<model_name>"' in scrape.data
+
+
+def test_flask_instrument_twice_is_a_no_op(registry: CollectorRegistry) -> None:
+    app = flask_app(registry)
+    first = app.wsgi_app
+    aiwatch.instrument(app, registry=registry, service="svc")
+    assert app.wsgi_app is first
+    app.test_client().post("/predict/m", buffered=True)
+    assert count(registry, "/predict/<model_name>", method="POST") == 1
+
+
+def test_unknown_methods_fold_into_other(registry: CollectorRegistry) -> None:
+    client = flask_app(registry).test_client()
+    for i in range(3):
+        client.open("/stream", method=f"BREW{i}", buffered=True)
+    assert count(registry, "__unmatched__", "405", method="_OTHER") == 3  # werkzeug matches no rule
+    assert b"BREW" not in generate_latest(registry)
