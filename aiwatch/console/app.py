@@ -254,8 +254,10 @@ def alerts_view(src: DataSource, window: float) -> None:
 
 def _draw_alerts(rows: list[Any]) -> None:
     firing = [a for a in rows if a.state == "firing"]
-    st.error(f"{len(firing)} firing, {len(rows) - len(firing)} pending.") if firing else st.warning(
-        f"{len(rows)} pending.")
+    if firing:
+        st.error(f"{len(firing)} firing, {len(rows) - len(firing)} pending.")
+    else:
+        st.warning(f"{len(rows)} pending.")
     for a in rows:
         link = f" — [runbook]({a.runbook_url})" if a.runbook_url else " — no runbook_url annotation"
         st.markdown(f"- **{a.state.upper()}** `{a.severity or 'no severity'}` **{a.name}**: {a.summary}{link}")

@@ -87,12 +87,22 @@ def drift_gauge(metric: str, mdl: str = "", extra: str = "") -> str:
     return f"max by (model, feature, test) ({metric}{sel(mdl, extra)})"
 
 
+def reference_share_for(*matchers: str) -> str:
+    """The reference profile's share per bin of the features the matchers select."""
+    return reference_share_expr(sel(*matchers))
+
+
+def live_share_for(w: str, *matchers: str) -> str:
+    """The live share per bin over ``w`` of the features the matchers select."""
+    return live_share_expr(w, sel(*matchers))
+
+
 def feature_reference(model: str, feature: str) -> str:
-    return reference_share_expr(sel(_eq("model", model), _eq("feature", feature)))
+    return reference_share_for(_eq("model", model), _eq("feature", feature))
 
 
 def feature_live(model: str, feature: str, w: str) -> str:
-    return live_share_expr(w, sel(_eq("model", model), _eq("feature", feature)))
+    return live_share_for(w, _eq("model", model), _eq("feature", feature))
 
 
 def autoscaling(w: str) -> list[str]:

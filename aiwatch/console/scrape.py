@@ -135,6 +135,20 @@ class ScrapeSource(DataSource):
             with self._lock:
                 target.snapshots.append(snap)
 
+    def record(self, url: str, text: str | None, ts: float | None = None, error: str = "") -> None:
+        """Add one scrape result fetched elsewhere: ``text`` in Prometheus text format, or ``None`` for a failed
+        scrape (with ``error``). ``url`` must be one of the endpoints; ``ts`` defaults to now and must not go back.
+        """
+        target = next((t for t in self._targets if t.url == url), None)
+        if target is None:
+            raise ValueError(f"{url!r} is not one of this source's endpoints")
+        ts = time.time() if ts is None else ts
+        snap = Snapshot(ts, True, parse_metrics(text)) if text is not None else Snapshot(ts, False, {}, error)
+        with self._lock:
+            if target.snapshots and ts < target.snapshots[-1].ts:
+                raise ValueError(f"scrape time {ts} is older than the latest one of {url}")
+            target.snapshots.append(snap)
+
     def _scrape(self, url: str) -> Snapshot:
         now = time.time()
         try:
