@@ -61,7 +61,9 @@ def frame(series: Sequence[Series], name: Callable[[Series], str], scale: float 
     """Wide DataFrame: a time index and one column per series."""
     columns = {}
     for s in series:
-        columns[name(s)] = pd.Series({pd.Timestamp(t, unit="s"): v * scale for t, v in s.points}, dtype=float)
+        # Whole seconds: sub-second scrape times would only clutter the time axis.
+        columns[name(s)] = pd.Series({pd.Timestamp(round(t), unit="s"): v * scale for t, v in s.points},
+                                     dtype=float)
     df = pd.DataFrame(columns).sort_index()
     df.index.name = "time"
     return df
@@ -138,7 +140,6 @@ def _draw_phases(series: list[Series]) -> None:
     others = iter(NOT_MODEL_COLORS * 4)
     for column in df.columns:
         colors.append(MODEL_COLOR if column.endswith("(model)") else next(others))
-    st.area_chart(df, y_label="ms per request", color=colors, stack=True, height=300)
     latest = df.ffill().iloc[-1].fillna(0.0)
     model = float(sum(v for c, v in latest.items() if str(c).endswith("(model)")))
     total = float(latest.sum())
@@ -147,6 +148,7 @@ def _draw_phases(series: list[Series]) -> None:
     cols[0].metric("model time per request", f"{model:.1f} ms")
     cols[1].metric("not-model time per request", f"{total - model:.1f} ms")
     cols[2].metric("model share of request time", f"{share:.0%}")
+    st.area_chart(df, y_label="ms per request", color=colors, stack=True, height=300)
 
 
 def resources_view(src: DataSource, window: float) -> None:
@@ -310,6 +312,7 @@ def health_banner(src: DataSource) -> bool:
 
 def main() -> None:
     st.set_page_config(page_title="aiwatch console", page_icon="📈", layout="wide")
+    st.markdown("<style>.block-container {padding-top: 2rem;}</style>", unsafe_allow_html=True)
     try:
         config = _config()
     except ValueError as exc:
