@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,9 +86,7 @@ def run_view(source: DataSource | None, view: str, timeout: float = 60) -> Any:
     if source is not None:
         at.session_state["aiwatch_source"] = source
     at.session_state["view"] = view
-    started = time.monotonic()
     at.run()
-    at.elapsed = time.monotonic() - started
     assert not at.exception, [e.value for e in at.exception]
     return at
 

@@ -135,7 +135,7 @@ def test_one_endpoint_down_is_a_warning_and_the_others_still_draw(stack: Stack) 
 
 @pytest.mark.slow
 def test_prometheus_errors_are_named(stack: Stack, prom_source: PrometheusSource) -> None:
-    with pytest.raises(SourceError, match="Prometheus answered 400 to /api/v1/query: .*parse error"):
+    with pytest.raises(SourceError, match=r"Prometheus answered 400 to /api/v1/query: .*parse error"):
         prom_source.instant("sum(")
     not_prometheus = PrometheusSource(stack.service["url"].removesuffix("/metrics"))
     with pytest.raises(SourceError, match="did not answer with JSON; is it a Prometheus server"):

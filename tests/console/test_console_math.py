@@ -49,7 +49,7 @@ def exposition(requests_ok: float, requests_err: float, buckets: dict[str, float
     lines += [
         f'aiwatch_request_duration_seconds_count{{service="s",route="/",method="GET",status="200"}} {requests_ok}',
         f'aiwatch_request_duration_seconds_count{{service="s",route="/",method="GET",status="503"}} {requests_err}',
-        f'aiwatch_request_duration_seconds_created{{service="s",route="/",method="GET",status="200"}} 1.0',
+        'aiwatch_request_duration_seconds_created{service="s",route="/",method="GET",status="200"} 1.0',
         "# TYPE aiwatch_queue_depth gauge",
         f'aiwatch_queue_depth{{queue="q"}} {gauge}',
     ]
