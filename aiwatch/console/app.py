@@ -27,6 +27,7 @@ from aiwatch.console.source import (
 
 st: Any = require("streamlit", "console")
 pd: Any = require("pandas", "console")
+alt: Any = require("altair", "console")
 
 VIEWS = ("Latency", "Resources", "Drift", "Alerts")
 WINDOWS = (30.0, 60.0, 300.0, 900.0, 3600.0)
@@ -69,7 +70,8 @@ def frame(series: Sequence[Series], name: Callable[[Series], str], scale: float 
     return df
 
 
-def panel(title: str, fetch: Callable[[], T], draw: Callable[[T], None], empty: str) -> T | None:
+def panel(title: str, fetch: Callable[[], T], draw: Callable[[T], None], empty: str,
+          empty_is_good: bool = False) -> T | None:
     """A titled panel: fetch its data, draw it, or say clearly why there is nothing to draw."""
     st.markdown(f"**{title}**")
     try:
@@ -87,14 +89,30 @@ def panel(title: str, fetch: Callable[[], T], draw: Callable[[T], None], empty: 
         st.error(f"{title} could not be drawn: {type(exc).__name__}: {exc}")
         return None
     if not data:
-        st.info(empty)
+        (st.success if empty_is_good else st.info)(empty)
         return None
     draw(data)
     return data
 
 
+def chart(df: Any, unit: str, *, area: bool = False, colors: Sequence[str] | None = None, height: int = 260) -> None:
+    """A time chart of a wide DataFrame (one column per series): lines, or a stacked area in column order."""
+    names = [str(c) for c in df.columns]
+    long = df.reset_index().melt("time", var_name="series", value_name="value").dropna()
+    long["order"] = long["series"].map({n: i for i, n in enumerate(names)})
+    color = alt.Color("series:N", title=None, legend=alt.Legend(orient="bottom"),
+                      scale=alt.Scale(domain=names, range=list(colors)) if colors else alt.Scale(domain=names))
+    base = alt.Chart(long).encode(
+        x=alt.X("time:T", title=None, axis=alt.Axis(format="%H:%M:%S", labelOverlap=True)),
+        y=alt.Y("value:Q", title=unit, stack="zero" if area else None, axis=alt.Axis(format="~g")),
+        color=color, order=alt.Order("order:Q"),
+        tooltip=[alt.Tooltip("time:T", format="%H:%M:%S"), "series:N", alt.Tooltip("value:Q", format=".3~f")])
+    mark = base.mark_area(opacity=0.85) if area else base.mark_line()
+    st.altair_chart(mark.properties(height=height), width="stretch")
+
+
 def line(series: Sequence[Series], keys: Sequence[str], unit: str, scale: float = 1.0) -> None:
-    st.line_chart(frame(series, lambda s: s.name(*keys), scale), y_label=unit, height=260)
+    chart(frame(series, lambda s: s.name(*keys), scale), unit)
 
 
 # --- views ----------------------------------------------------------------------------------------------------
@@ -148,7 +166,7 @@ def _draw_phases(series: list[Series]) -> None:
     cols[0].metric("model time per request", f"{model:.1f} ms")
     cols[1].metric("not-model time per request", f"{total - model:.1f} ms")
     cols[2].metric("model share of request time", f"{share:.0%}")
-    st.area_chart(df, y_label="ms per request", color=colors, stack=True, height=300)
+    chart(df, "ms per request", area=True, colors=colors, height=300)
 
 
 def resources_view(src: DataSource, window: float) -> None:
@@ -249,7 +267,7 @@ def _draw_distribution(bins: list[Any]) -> None:
 
 def alerts_view(src: DataSource, window: float) -> None:
     st.header("Alerts and autoscaling")
-    panel("Firing and pending alerts", src.alerts, _draw_alerts, "No alerts firing or pending.")
+    panel("Firing and pending alerts", src.alerts, _draw_alerts, "No alerts firing or pending.", empty_is_good=True)
     panel(f"Autoscaling signals (over {_window_label(window)})", lambda: src.autoscaling_signals(window),
           _draw_signals, "No autoscaling signals.")
 
@@ -281,8 +299,9 @@ def _draw_signals(signals: list[Any]) -> None:
         elif s.unit == "seconds":
             text = f"{s.value * 1000:.1f} ms"
         else:
-            text = f"{s.value:.2f} {s.unit}"
-        col.metric(s.name, text, help=s.help + ("" if s.value is not None else " No data for it yet."))
+            text = f"{s.value:.2f}"
+        label = s.name if s.unit in ("ratio", "seconds") else f"{s.name} ({s.unit})"
+        col.metric(label, text, help=s.help + ("" if s.value is not None else " No data for it yet."))
 
 
 RENDER: dict[str, Callable[[DataSource, float], None]] = {

@@ -8,6 +8,7 @@ The screenshot goes to ``artifacts/console.png``; with ``AIWATCH_UPDATE_SCREENSH
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -47,6 +48,7 @@ def test_console_renders_in_a_real_browser() -> None:
                              "Network time seen by callers", "Resources", "Drift", "Alerts"):
                 assert expected in text, expected
             assert "Traceback" not in text and "Error" not in text.replace("Error ratio", "")
+            time.sleep(5)  # a few more scrapes, so the charts in the screenshot show a stretch of time
             path = screenshot_path()
             page.screenshot(path)
             dom = page.dom()

@@ -8,7 +8,7 @@ import time
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from aiwatch.console import GpuRow, PrometheusSource, ScrapeSource, SourceError
+from aiwatch.console import AlertRow, GpuRow, PrometheusSource, ScrapeSource, SourceError
 from aiwatch.metrics import Metrics
 from tests.console.conftest import WINDOW, Stack, run_view, texts
 from tests.console.workload import Workload
@@ -87,7 +87,7 @@ def test_no_gpu_family_keeps_the_rest_of_resources() -> None:
     assert len(at.get("vega_lite_chart")) == 4
     signals = {m.label: m.value for m in run_view(src, "Alerts").metric}
     assert signals["GPU utilization (mean)"] == "—"
-    assert signals["queue depth per replica"] != "—"
+    assert signals["queue depth per replica (items)"] != "—"
 
 
 def test_a_failing_panel_shows_an_error_and_the_others_draw() -> None:
@@ -142,3 +142,14 @@ def test_prometheus_errors_are_named(stack: Stack, prom_source: PrometheusSource
         not_prometheus.latency_quantiles(WINDOW)
     at = run_view(not_prometheus, "Drift")
     assert any("is it a Prometheus server" in t for t in texts(at.warning))
+
+
+def test_no_alerts_is_a_green_all_clear() -> None:
+    class Quiet(ScrapeSource):
+        def alerts(self) -> list[AlertRow]:
+            return []
+
+    src, _ = fed_source(cls=Quiet)
+    at = run_view(src, "Alerts")
+    assert texts(at.success) == ["No alerts firing or pending."]
+    assert not at.error and not at.info
