@@ -30,6 +30,8 @@ _LAZY: dict[str, str] = {
     "make_asgi_app": "aiwatch.exposition",
     "make_wsgi_app": "aiwatch.exposition",
     "start_http_server": "aiwatch.exposition",
+    "PrometheusSource": "aiwatch.console",
+    "ScrapeSource": "aiwatch.console",
 }
 
 __all__ = [
@@ -38,7 +40,9 @@ __all__ = [
     "LabelGuard",
     "MetricSpec",
     "Metrics",
+    "PrometheusSource",
     "RequestRecorder",
+    "ScrapeSource",
     "__version__",
     "current_timeline",
     "get_metrics",

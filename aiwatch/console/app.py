@@ -104,7 +104,7 @@ def chart(df: Any, unit: str, *, area: bool = False, colors: Sequence[str] | Non
                       scale=alt.Scale(domain=names, range=list(colors)) if colors else alt.Scale(domain=names))
     base = alt.Chart(long).encode(
         x=alt.X("time:T", title=None, axis=alt.Axis(format="%H:%M:%S", labelOverlap=True)),
-        y=alt.Y("value:Q", title=unit, stack="zero" if area else None, axis=alt.Axis(format="~g")),
+        y=alt.Y("value:Q", title=unit, stack="zero" if area else None, axis=alt.Axis(format="~r")),
         color=color, order=alt.Order("order:Q"),
         tooltip=[alt.Tooltip("time:T", format="%H:%M:%S"), "series:N", alt.Tooltip("value:Q", format=".3~f")])
     mark = base.mark_area(opacity=0.85) if area else base.mark_line()
