@@ -14,7 +14,7 @@ import pytest
 from aiwatch.console import PrometheusSource, ScrapeSource
 from aiwatch.console.source import DataSource
 from tests.console.workload import serve
-from tests.servers import Prometheus, prometheus, wait_until
+from tests.servers import Prometheus, free_port, prometheus, wait_until
 
 APP = str(Path(__file__).resolve().parents[2] / "aiwatch" / "console" / "app.py")
 WINDOW = 5.0
@@ -44,16 +44,21 @@ groups:
 class Stack:
     service: dict[str, Any]
     prom: Prometheus
+    dead_target: str
+    """A second scrape target of that Prometheus where nothing listens (an endpoint down)."""
 
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     rules = tmp_path_factory.mktemp("console-rules") / "rules.yml"
     rules.write_text(RULES)
-    with serve(features=5, gpus=2, interval=0.2) as svc, prometheus([svc["target"]], rule_files=[rules]) as prom:
+    dead = f"127.0.0.1:{free_port()}"
+    with serve(features=5, gpus=2, interval=0.2) as svc, \
+            prometheus([svc["target"], dead], rule_files=[rules]) as prom:
         prom.wait_for("sum(rate(aiwatch_request_duration_seconds_count[5s])) > 0")
         prom.wait_for('ALERTS{alertstate="firing"}')
-        yield Stack(svc, prom)
+        prom.wait_for(f'up{{instance="{dead}"}} == 0')
+        yield Stack(svc, prom, dead)
 
 
 @pytest.fixture(scope="session")
@@ -93,3 +98,12 @@ def run_view(source: DataSource | None, view: str, timeout: float = 60) -> Any:
 
 def texts(elements: Any) -> list[str]:
     return [str(e.value) for e in elements]
+
+
+def expected_warnings(source: DataSource) -> list[str]:
+    """The warnings a view shows on the shared stack: one for Prometheus' dead test target, none for the scrape
+    source (which scrapes only the live endpoint)."""
+    if not isinstance(source, PrometheusSource):
+        return []
+    return [f"Endpoint down: {t.url} ({t.error or 'no answer'}). Panels show the endpoints that answer."
+            for t in source.health() if not t.up]

@@ -9,7 +9,7 @@ import pytest
 
 from aiwatch.console import PrometheusSource, ScrapeSource
 from aiwatch.console.source import DataSource
-from tests.console.conftest import run_view, texts
+from tests.console.conftest import Stack, expected_warnings, run_view, texts
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("console_env")]
 
@@ -27,7 +27,8 @@ def metrics(at: Any) -> dict[str, str]:
 
 def test_latency_view(source: DataSource) -> None:
     at = run_view(source, "Latency")
-    assert not at.error and not at.warning, texts(at.error) + texts(at.warning)
+    assert not at.error, texts(at.error)
+    assert texts(at.warning) == expected_warnings(source)
     shown = metrics(at)
     for name in ("request p50", "request p95", "request p99", "model time per request",
                  "not-model time per request"):
@@ -53,7 +54,8 @@ def test_phase_chart_separates_model_from_not_model(source: DataSource) -> None:
 
 def test_resources_view(source: DataSource) -> None:
     at = run_view(source, "Resources")
-    assert not at.error and not at.warning and not at.info, texts(at.error) + texts(at.warning) + texts(at.info)
+    assert not at.error and not at.info, texts(at.error) + texts(at.info)
+    assert texts(at.warning) == expected_warnings(source)
     gpus = at.dataframe[0].value
     assert list(gpus["GPU"]) == ["0", "1"]
     assert gpus["utilization %"].between(0, 100).all()
@@ -130,3 +132,13 @@ def test_sources_agree_on_the_same_endpoint(prom_source: PrometheusSource, scrap
     assert [(b.bin, b.reference) for b in prom_bins] == [(b.bin, b.reference) for b in scrape_bins]
     assert sum(b.live or 0 for b in prom_bins) == pytest.approx(1.0)
     assert sum(b.live or 0 for b in scrape_bins) == pytest.approx(1.0)
+
+
+def test_prometheus_reports_its_down_target_and_the_panels_still_draw(stack: Stack,
+                                                                      prom_source: PrometheusSource) -> None:
+    down = [t for t in prom_source.health() if not t.up]
+    assert [t.url for t in down] == [f"http://{stack.dead_target}/metrics"] and down[0].error
+    at = run_view(prom_source, "Resources")
+    assert len(at.warning) == 1
+    assert at.warning[0].value.startswith(f"Endpoint down: http://{stack.dead_target}/metrics (")
+    assert len(at.dataframe[0].value) == 2
