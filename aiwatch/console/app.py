@@ -224,18 +224,27 @@ def drift_view(src: DataSource, window: float) -> None:
     features = sorted({(r.model, r.feature) for r in rows or []})
     if not features:
         return
-    top = []
+    top: list[tuple[str, str]] = []
     for r in rows or []:
         if (r.model, r.feature) not in top:
             top.append((r.model, r.feature))
-    choice = st.selectbox("Feature", top, format_func=lambda mf: f"{mf[1]} (model {mf[0]})", key="drift_feature")
+    # Options in a stable (alphabetical) order and defaults seeded once: scores move on every refresh, and
+    # options or defaults that move would reset the person's choice.
+    state = st.session_state
+    if state.get("drift_feature") not in features:
+        state["drift_feature"] = top[0]
+    if "drift_over_time" not in state:
+        state["drift_over_time"] = top[:5]
+    else:
+        state["drift_over_time"] = [f for f in state["drift_over_time"] if f in features]
+    choice = st.selectbox("Feature", features, format_func=lambda mf: f"{mf[1]} (model {mf[0]})",
+                          key="drift_feature")
     model, feature = choice if choice else top[0]
     panel(f"Reference vs live distribution of {feature} (live over {w})",
           lambda: src.feature_distribution(model, feature, window), _draw_distribution,
           f"No bin sketch for {feature}: aiwatch_feature_reference_ratio / aiwatch_feature_bin_total are absent "
           "(the fleet drift sketch is not enabled for this model).")
-    picked = st.multiselect("Drift over time for", top, default=top[:5], key="drift_over_time",
-                            format_func=lambda mf: mf[1])
+    picked = st.multiselect("Drift over time for", features, key="drift_over_time", format_func=lambda mf: mf[1])
     panel("Drift score over time", lambda: src.drift_over_time(list(picked)),
           lambda d: line(d, ["feature", "test"], "score"),
           "Pick features above to see their drift score over time." if not picked
