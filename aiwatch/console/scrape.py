@@ -23,9 +23,10 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from array import array
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -51,14 +52,50 @@ LabelKey = tuple[tuple[str, str], ...]
 Samples = list[tuple[dict[str, str], float]]
 
 
+class SeriesIndex:
+    """Every series one endpoint ever exposed, each given a slot: a snapshot then stores only a compact array of
+    values by slot (NaN where the series was absent), so the history costs 8 bytes per series per scrape instead
+    of a dict of label tuples. Slots are never reused; the cardinality guard keeps label values bounded."""
+
+    def __init__(self) -> None:
+        self.slots: dict[tuple[str, LabelKey], int] = {}
+        self.by_name: dict[str, list[tuple[LabelKey, int]]] = {}
+
+    def pack(self, data: dict[str, dict[LabelKey, float]]) -> array[float]:
+        for name, series in data.items():
+            for key in series:
+                if (name, key) not in self.slots:
+                    slot = len(self.slots)
+                    self.slots[(name, key)] = slot
+                    self.by_name.setdefault(name, []).append((key, slot))
+        values = array("d", [math.nan]) * len(self.slots)
+        for name, series in data.items():
+            for key, value in series.items():
+                values[self.slots[(name, key)]] = value
+        return values
+
+
 @dataclass(frozen=True)
 class Snapshot:
-    """One scrape of one endpoint: sample name -> label set -> value (``ok`` False and empty on failure)."""
+    """One scrape of one endpoint (``ok`` False, with ``error``, when it failed)."""
 
     ts: float
     ok: bool
-    data: dict[str, dict[LabelKey, float]]
+    values: array[float] = field(default_factory=lambda: array("d"))
+    index: SeriesIndex | None = None
     error: str = ""
+
+    def series(self, name: str) -> Iterator[tuple[LabelKey, float]]:
+        """``(sorted label items, value)`` of every sample named ``name`` in this scrape."""
+        if self.index is None:
+            return
+        values = self.values
+        for key, slot in list(self.index.by_name.get(name, ())):
+            if slot < len(values) and not math.isnan(values[slot]):
+                yield key, values[slot]
+
+    def has(self, name: str) -> bool:
+        return next(self.series(name), None) is not None
 
 
 def parse_metrics(text: str) -> dict[str, dict[LabelKey, float]]:
@@ -76,6 +113,7 @@ class _Target:
     def __init__(self, url: str, maxlen: int) -> None:
         self.url = url
         self.snapshots: deque[Snapshot] = deque(maxlen=maxlen)
+        self.index = SeriesIndex()
 
 
 class ScrapeSource(DataSource):
@@ -131,9 +169,15 @@ class ScrapeSource(DataSource):
     def scrape_once(self) -> None:
         """Scrape every endpoint once and append the results to the history."""
         for target in self._targets:
-            snap = self._scrape(target.url)
+            ts, data, error = self._scrape(target.url)
             with self._lock:
-                target.snapshots.append(snap)
+                target.snapshots.append(self._snapshot(target, ts, data, error))
+
+    @staticmethod
+    def _snapshot(target: _Target, ts: float, data: dict[str, dict[LabelKey, float]] | None, error: str) -> Snapshot:
+        if data is None:
+            return Snapshot(ts, False, error=error)
+        return Snapshot(ts, True, target.index.pack(data), target.index)
 
     def record(self, url: str, text: str | None, ts: float | None = None, error: str = "") -> None:
         """Add one scrape result fetched elsewhere: ``text`` in Prometheus text format, or ``None`` for a failed
@@ -143,25 +187,26 @@ class ScrapeSource(DataSource):
         if target is None:
             raise ValueError(f"{url!r} is not one of this source's endpoints")
         ts = time.time() if ts is None else ts
-        snap = Snapshot(ts, True, parse_metrics(text)) if text is not None else Snapshot(ts, False, {}, error)
+        data = parse_metrics(text) if text is not None else None
         with self._lock:
             if target.snapshots and ts < target.snapshots[-1].ts:
                 raise ValueError(f"scrape time {ts} is older than the latest one of {url}")
-            target.snapshots.append(snap)
+            target.snapshots.append(self._snapshot(target, ts, data, error))
 
-    def _scrape(self, url: str) -> Snapshot:
+    def _scrape(self, url: str) -> tuple[float, dict[str, dict[LabelKey, float]] | None, str]:
+        """``(time, parsed samples or None, error)`` of one scrape."""
         now = time.time()
         try:
             req = urllib.request.Request(url, headers={"Accept": "text/plain;version=0.0.4"})
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:
                 text = resp.read().decode("utf-8", errors="replace")
-            return Snapshot(now, True, parse_metrics(text))
+            return now, parse_metrics(text), ""
         except urllib.error.HTTPError as exc:
-            return Snapshot(now, False, {}, f"HTTP {exc.code} {exc.reason}")
+            return now, None, f"HTTP {exc.code} {exc.reason}"
         except (urllib.error.URLError, OSError, TimeoutError) as exc:
-            return Snapshot(now, False, {}, str(getattr(exc, "reason", exc)))
+            return now, None, str(getattr(exc, "reason", exc))
         except ValueError as exc:  # the parser's errors
-            return Snapshot(now, False, {}, f"not Prometheus text exposition: {exc}")
+            return now, None, f"not Prometheus text exposition: {exc}"
 
     def _copy(self) -> list[tuple[str, list[Snapshot]]]:
         with self._lock:
@@ -178,7 +223,7 @@ class ScrapeSource(DataSource):
         for url, snaps in data:
             snap = self._at(snaps, t)
             if snap is not None and snap.ok:
-                out.extend(({**dict(key), "instance": url}, v) for key, v in snap.data.get(name, {}).items())
+                out.extend(({**dict(key), "instance": url}, v) for key, v in snap.series(name))
         return out
 
     def _rate(self, data: list[tuple[str, list[Snapshot]]], name: str, t: float, window: float) -> Samples:
@@ -191,7 +236,7 @@ class ScrapeSource(DataSource):
             for snap in snaps[lo:hi]:
                 if not snap.ok:
                     continue
-                for key, v in snap.data.get(name, {}).items():
+                for key, v in snap.series(name):
                     found = state.get(key)
                     if found is None:
                         state[key] = [snap.ts, snap.ts, v, 0.0]
@@ -351,8 +396,7 @@ class ScrapeSource(DataSource):
         for _, snaps in data:
             snap = self._at(snaps, t)
             if snap is not None and snap.ok and any(
-                    n in snap.data for n in ("aiwatch_requests_in_flight", "aiwatch_queue_depth",
-                                             "aiwatch_gpu_nvml_up")):
+                    snap.has(n) for n in ("aiwatch_requests_in_flight", "aiwatch_queue_depth", "aiwatch_gpu_nvml_up")):
                 replicas += 1
 
         def per_replica(samples: Samples) -> float | None:

@@ -88,7 +88,7 @@ def test_history_is_bounded() -> None:
     for i in range(50):
         src.record(URL, f"aiwatch_queue_depth{{queue=\"q\"}} {i}\n", ts=t0 + i)
     snaps = src._copy()[0][1]
-    assert len(snaps) == 6 and snaps[-1].data["aiwatch_queue_depth"][(("queue", "q"),)] == 49
+    assert len(snaps) == 6 and dict(snaps[-1].series("aiwatch_queue_depth")) == {(("queue", "q"),): 49.0}
 
 
 def test_over_time_panels_are_downsampled_to_points() -> None:
@@ -119,8 +119,8 @@ def test_scrape_source_rejects_bad_input() -> None:
 
 def test_unreachable_endpoint_is_a_failed_scrape() -> None:
     src = ScrapeSource([URL], interval=1.0, start=False)
-    snap = src._scrape(URL)  # nothing listens on port 9
-    assert not snap.ok and snap.error
+    _, data, error = src._scrape(URL)  # nothing listens on port 9
+    assert data is None and error
 
 
 def test_query_helpers() -> None:
