@@ -51,6 +51,8 @@ _LAZY: dict[str, str] = {
     "queue_depth_per_replica_expr": "aiwatch.signals.autoscaling",
     "in_flight_per_replica_expr": "aiwatch.signals.autoscaling",
     "RulesConfig": "aiwatch.rules",
+    "PrometheusSource": "aiwatch.console",
+    "ScrapeSource": "aiwatch.console",
 }
 
 __all__ = [
@@ -66,8 +68,10 @@ __all__ = [
     "MetricSpec",
     "Metrics",
     "MicroBatcher",
+    "PrometheusSource",
     "RequestRecorder",
     "RulesConfig",
+    "ScrapeSource",
     "__version__",
     "current_timeline",
     "get_metrics",

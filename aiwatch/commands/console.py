@@ -1,0 +1,91 @@
+"""``aiwatch console``: run the Streamlit console (extra ``console``) on 127.0.0.1, headless.
+
+    aiwatch console                                   # scrape http://127.0.0.1:8000/metrics every 5 s
+    aiwatch console --scrape http://10.0.0.5:8000/metrics --scrape http://10.0.0.6:8000/metrics
+    aiwatch console --prometheus http://127.0.0.1:9090 --port 8501 --refresh 15
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+APP = Path(__file__).resolve().parent.parent / "console" / "app.py"
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "console", help="open the Streamlit console (latency split, GPUs, queues, drift, alerts)",
+        description="Run the aiwatch console. Without --prometheus it scrapes /metrics endpoints itself.")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--prometheus", metavar="URL", help="read from this Prometheus (http://host:9090)")
+    source.add_argument("--scrape", metavar="URL", action="append",
+                        help="a /metrics URL to scrape directly (repeatable; default http://127.0.0.1:8000/metrics)")
+    parser.add_argument("--port", type=int, default=8501, help="port to serve the console on (default 8501)")
+    parser.add_argument("--address", default="127.0.0.1",
+                        help="address to bind (default 127.0.0.1; use 0.0.0.0 only behind an authenticating proxy)")
+    parser.add_argument("--refresh", type=float, default=10.0, metavar="SECONDS",
+                        help="redraw the open view every SECONDS (0: off; default 10)")
+    parser.add_argument("--interval", type=float, default=5.0, metavar="SECONDS",
+                        help="scrape interval of the embedded scraper (default 5)")
+    parser.add_argument("--history", type=float, default=1800.0, metavar="SECONDS",
+                        help="seconds of history the embedded scraper keeps in memory (default 1800)")
+    parser.add_argument("--window", type=float, default=60.0, metavar="SECONDS",
+                        help="default rate/quantile window (default 60)")
+    parser.set_defaults(handler=run)
+
+
+def streamlit_command(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
+    """The ``streamlit run`` command line and environment for ``args`` (validated; ValueError when bad)."""
+    from aiwatch.console.config import DEFAULT_SCRAPE, ConsoleConfig
+
+    if not 0 < args.port < 65536:
+        raise ValueError(f"--port must be 1-65535, got {args.port}")
+    config = ConsoleConfig(prometheus=args.prometheus or "", scrape=tuple(args.scrape or (DEFAULT_SCRAPE,)),
+                           interval=args.interval, history=max(args.history, args.interval),
+                           refresh=args.refresh, window=args.window)
+    _check_urls(config.prometheus, config.scrape)
+    cmd = [sys.executable, "-m", "streamlit", "run", str(APP),
+           "--server.address", args.address, "--server.port", str(args.port),
+           "--server.headless", "true", "--browser.gatherUsageStats", "false",
+           "--server.fileWatcherType", "none", "--server.runOnSave", "false",
+           "--global.developmentMode", "false", "--theme.base", "light",
+           "--client.toolbarMode", "minimal"]
+    env = dict(os.environ)
+    env.update(config.to_env())
+    return cmd, env
+
+
+def _check_urls(prometheus: str, scrape: tuple[str, ...]) -> None:
+    from urllib.parse import urlparse
+
+    for url in ([prometheus] if prometheus else list(scrape)):
+        parsed = urlparse(url)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise ValueError(f"not an http(s) URL: {url!r}")
+
+
+def run(args: argparse.Namespace) -> int:
+    from aiwatch._optional import MissingExtraError, require
+
+    try:
+        require("streamlit", "console")
+        require("pandas", "console")
+    except MissingExtraError as exc:
+        print(f"aiwatch console: {exc}", file=sys.stderr)
+        return 1
+    try:
+        cmd, env = streamlit_command(args)
+    except ValueError as exc:
+        print(f"aiwatch console: {exc}", file=sys.stderr)
+        return 2
+    where = args.prometheus or ", ".join(args.scrape or ["http://127.0.0.1:8000/metrics"])
+    print(f"aiwatch console on http://{args.address}:{args.port} reading {where}", flush=True)
+    try:
+        return subprocess.call(cmd, env=env)
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,375 @@
+"""The aiwatch console, a Streamlit app: ``aiwatch console`` runs it (or ``streamlit run aiwatch/console/app.py``).
+
+Four views, picked in the sidebar: **Latency**, **Resources**, **Drift** and **Alerts**. Each panel asks one
+question of the data source (:mod:`aiwatch.console.source`) and draws the answer; a panel whose question fails or
+has no data shows a message saying why, and the other panels go on.
+
+Configuration comes from ``AIWATCH_CONSOLE_*`` environment variables (:class:`~aiwatch.console.config.ConsoleConfig`);
+a test (or an embedding app) can instead put a ready :class:`~aiwatch.console.source.DataSource` in
+``st.session_state["aiwatch_source"]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from aiwatch._optional import require
+from aiwatch.console.config import ConsoleConfig
+from aiwatch.console.source import (
+    MODEL_PHASES,
+    DataSource,
+    NotSupported,
+    Series,
+    SourceError,
+    SourceUnavailable,
+)
+
+st: Any = require("streamlit", "console")
+pd: Any = require("pandas", "console")
+alt: Any = require("altair", "console")
+
+VIEWS = ("Latency", "Resources", "Drift", "Alerts")
+WINDOWS = (30.0, 60.0, 300.0, 900.0, 3600.0)
+MODEL_COLOR = "#d62728"
+NOT_MODEL_COLORS = ("#1f77b4", "#6baed6", "#9ecae1", "#7f7f7f", "#bcbd22", "#17becf", "#c7c7c7")
+
+T = TypeVar("T")
+
+
+def _make_source(config: ConsoleConfig) -> DataSource:
+    return config.make_source()
+
+
+# One source per server process: every browser session shares the scrape thread and its history.
+_shared_source: Callable[[ConsoleConfig], DataSource] = st.cache_resource(show_spinner=False)(_make_source)
+
+
+def _config() -> ConsoleConfig:
+    return ConsoleConfig.from_env()
+
+
+def _window_label(seconds: float) -> str:
+    if seconds >= 3600 and seconds % 3600 == 0:
+        return f"{int(seconds // 3600)}h"
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{int(seconds // 60)}m"
+    return f"{seconds:g}s"
+
+
+# --- drawing helpers ------------------------------------------------------------------------------------------
+def frame(series: Sequence[Series], name: Callable[[Series], str], scale: float = 1.0) -> Any:
+    """Wide DataFrame: a time index and one column per series."""
+    columns = {}
+    for s in series:
+        # Whole seconds: sub-second scrape times would only clutter the time axis.
+        columns[name(s)] = pd.Series({pd.Timestamp(round(t), unit="s"): v * scale for t, v in s.points},
+                                     dtype=float)
+    df = pd.DataFrame(columns).sort_index()
+    df.index.name = "time"
+    return df
+
+
+def panel(title: str, fetch: Callable[[], T], draw: Callable[[T], None], empty: str,
+          empty_is_good: bool = False) -> T | None:
+    """A titled panel: fetch its data, draw it, or say clearly why there is nothing to draw."""
+    st.markdown(f"**{title}**")
+    try:
+        data = fetch()
+    except NotSupported as exc:
+        st.info(str(exc))
+        return None
+    except SourceUnavailable as exc:
+        st.error(str(exc))
+        return None
+    except SourceError as exc:
+        st.warning(f"{title}: {exc}")
+        return None
+    except Exception as exc:  # a panel must never turn into a traceback
+        st.error(f"{title} could not be drawn: {type(exc).__name__}: {exc}")
+        return None
+    if not data:
+        (st.success if empty_is_good else st.info)(empty)
+        return None
+    draw(data)
+    return data
+
+
+def chart(df: Any, unit: str, *, area: bool = False, colors: Sequence[str] | None = None, height: int = 260) -> None:
+    """A time chart of a wide DataFrame (one column per series): lines, or a stacked area in column order."""
+    names = [str(c) for c in df.columns]
+    long = df.reset_index().melt("time", var_name="series", value_name="value").dropna()
+    long["order"] = long["series"].map({n: i for i, n in enumerate(names)})
+    color = alt.Color("series:N", title=None, legend=alt.Legend(orient="bottom"),
+                      scale=alt.Scale(domain=names, range=list(colors)) if colors else alt.Scale(domain=names))
+    base = alt.Chart(long).encode(
+        x=alt.X("time:T", title=None, axis=alt.Axis(format="%H:%M:%S", labelOverlap=True)),
+        y=alt.Y("value:Q", title=unit, stack="zero" if area else None, axis=alt.Axis(format="~r")),
+        color=color, order=alt.Order("order:Q"),
+        tooltip=[alt.Tooltip("time:T", format="%H:%M:%S"), "series:N", alt.Tooltip("value:Q", format=".3~f")])
+    mark = base.mark_area(opacity=0.85) if area else base.mark_line()
+    st.altair_chart(mark.properties(height=height), width="stretch")
+
+
+def line(series: Sequence[Series], keys: Sequence[str], unit: str, scale: float = 1.0) -> None:
+    chart(frame(series, lambda s: s.name(*keys), scale), unit)
+
+
+# --- views ----------------------------------------------------------------------------------------------------
+def latency_view(src: DataSource, window: float) -> None:
+    w = _window_label(window)
+    st.header("Latency: where the time goes")
+    panel("Request latency p50 / p95 / p99 (ms)", lambda: src.latency_quantiles(window), _draw_latency,
+          f"No request latency yet: aiwatch_request_duration_seconds has no samples in the last {w}. "
+          "Send traffic to the service, or wait for the next scrape.")
+    panel(f"Time per request by phase (ms, stacked; mean over {w}): model vs not model",
+          lambda: src.phase_split(window), _draw_phases,
+          f"No phase timings yet: aiwatch_phase_duration_seconds has no samples in the last {w}.")
+    left, right = st.columns(2)
+    with left:
+        panel("Throughput (requests/s)", lambda: src.throughput(window),
+              lambda d: line(d, ["service"], "req/s"), f"No requests in the last {w}.")
+    with right:
+        panel("Error ratio (share of requests with a 5xx or failed gRPC status)", lambda: src.error_ratio(window),
+              lambda d: line(d, ["service"], "ratio"), f"No requests in the last {w}, so no error ratio.")
+    panel("Network time seen by callers (ms)", lambda: src.network_time(window),
+          lambda d: line(d, ["peer", "quantile"], "ms", 1000.0),
+          "No network timings: aiwatch_network_duration_seconds is measured by instrumented *clients* "
+          "(calls that read the server's Server-Timing); none reported in the window.")
+
+
+def _draw_latency(series: list[Series]) -> None:
+    latest = {s.labels.get("quantile", ""): s.last for s in series}
+    cols = st.columns(3)
+    for col, name in zip(cols, ("p50", "p95", "p99"), strict=True):
+        value = latest.get(name)
+        col.metric(f"request {name}", "—" if value is None else f"{value * 1000:.1f} ms")
+    line(sorted(series, key=lambda s: s.labels.get("quantile", "")), ["quantile"], "ms", 1000.0)
+
+
+def _phase_label(phase: str) -> str:
+    return f"{phase} (model)" if phase in MODEL_PHASES else f"{phase} (not model)"
+
+
+def _draw_phases(series: list[Series]) -> None:
+    ordered = sorted(series, key=lambda s: (s.labels.get("phase", "") not in MODEL_PHASES, s.labels.get("phase", "")))
+    df = frame(ordered, lambda s: _phase_label(s.labels.get("phase", "")), 1000.0)
+    colors: list[str] = []
+    others = iter(NOT_MODEL_COLORS * 4)
+    for column in df.columns:
+        colors.append(MODEL_COLOR if column.endswith("(model)") else next(others))
+    latest = df.ffill().iloc[-1].fillna(0.0)
+    model = float(sum(v for c, v in latest.items() if str(c).endswith("(model)")))
+    total = float(latest.sum())
+    share = model / total if total > 0 else 0.0
+    cols = st.columns(3)
+    cols[0].metric("model time per request", f"{model:.1f} ms")
+    cols[1].metric("not-model time per request", f"{total - model:.1f} ms")
+    cols[2].metric("model share of request time", f"{share:.0%}")
+    chart(df, "ms per request", area=True, colors=colors, height=300)
+
+
+def resources_view(src: DataSource, window: float) -> None:
+    w = _window_label(window)
+    st.header("Resources: GPUs, queues, batching, cache")
+    panel("GPUs (latest)", src.gpu_table, _draw_gpus,
+          "No GPU metrics: the source has no aiwatch_gpu_* series. This service has no GPU, or its GPU collector "
+          "(pip install \"aiwatch[gpu]\") is not running. The rest of the console works without it.")
+    panel("GPU utilization over time", src.gpu_utilization, lambda d: line(d, ["gpu"], "ratio"),
+          "No GPU utilization series (aiwatch_gpu_utilization_ratio).")
+    left, right = st.columns(2)
+    with left:
+        panel("Queue depth (items)", src.queue_depth, lambda d: line(d, ["queue"], "items"),
+              "No queue metrics: nothing exports aiwatch_queue_depth yet.")
+        panel(f"Mean batch size (items per model call, over {w})", lambda: src.batch_size(window),
+              lambda d: line(d, ["model"], "items"), f"No batches in the last {w} (aiwatch_batch_size).")
+    with right:
+        panel("Requests in flight", src.in_flight, lambda d: line(d, ["service"], "requests"),
+              "No in-flight gauge (aiwatch_requests_in_flight) yet.")
+        panel(f"Feature-cache hit ratio (over {w})", lambda: src.cache_hit_ratio(window),
+              lambda d: line(d, ["cache"], "ratio"),
+              f"No feature-cache lookups in the last {w} (aiwatch_feature_cache_requests_total).")
+
+
+def _draw_gpus(rows: list[Any]) -> None:
+    gib = 2.0**30
+    df = pd.DataFrame([{
+        "GPU": r.gpu, "name": r.name, "up": None if r.up is None else r.up >= 0.5,
+        "utilization %": None if r.utilization is None else r.utilization * 100,
+        "memory used GiB": None if r.memory_used_bytes is None else r.memory_used_bytes / gib,
+        "memory total GiB": None if r.memory_total_bytes is None else r.memory_total_bytes / gib,
+        "memory %": (r.memory_used_bytes / r.memory_total_bytes * 100
+                     if r.memory_used_bytes is not None and r.memory_total_bytes else None),
+        "power W": r.power_watts, "temperature °C": r.temperature_celsius,
+    } for r in rows])
+    busy = df["utilization %"].dropna()
+    st.caption(f"{len(rows)} GPU(s); mean utilization "
+               + (f"{busy.mean():.0f}%" if len(busy) else "unknown") + ".")
+    st.dataframe(df, hide_index=True, width="stretch", column_config={
+        "utilization %": st.column_config.ProgressColumn("utilization %", min_value=0, max_value=100, format="%.0f"),
+        "memory %": st.column_config.ProgressColumn("memory %", min_value=0, max_value=100, format="%.0f"),
+        "memory used GiB": st.column_config.NumberColumn(format="%.1f"),
+        "memory total GiB": st.column_config.NumberColumn(format="%.1f"),
+        "power W": st.column_config.NumberColumn(format="%.0f"),
+        "temperature °C": st.column_config.NumberColumn(format="%.0f"),
+    })
+
+
+def drift_view(src: DataSource, window: float) -> None:
+    w = _window_label(window)
+    st.header("Drift: which input features moved")
+    rows = panel("Per-feature drift (latest evaluation; click a column to sort)", src.drift_table, _draw_drift_table,
+                 "No drift results yet: no aiwatch_drift_score series. Drift gauges appear after the first "
+                 "DriftMonitor evaluation.")
+    features = sorted({(r.model, r.feature) for r in rows or []})
+    if not features:
+        return
+    top: list[tuple[str, str]] = []
+    for r in rows or []:
+        if (r.model, r.feature) not in top:
+            top.append((r.model, r.feature))
+    # Options in a stable (alphabetical) order and defaults seeded once: scores move on every refresh, and
+    # options or defaults that move would reset the person's choice.
+    state = st.session_state
+    if state.get("drift_feature") not in features:
+        state["drift_feature"] = top[0]
+    if "drift_over_time" not in state:
+        state["drift_over_time"] = top[:5]
+    else:
+        state["drift_over_time"] = [f for f in state["drift_over_time"] if f in features]
+    choice = st.selectbox("Feature", features, format_func=lambda mf: f"{mf[1]} (model {mf[0]})",
+                          key="drift_feature")
+    model, feature = choice if choice else top[0]
+    panel(f"Reference vs live distribution of {feature} (live over {w})",
+          lambda: src.feature_distribution(model, feature, window), _draw_distribution,
+          f"No bin sketch for {feature}: aiwatch_feature_reference_ratio / aiwatch_feature_bin_total are absent "
+          "(the fleet drift sketch is not enabled for this model).")
+    picked = st.multiselect("Drift over time for", features, key="drift_over_time", format_func=lambda mf: mf[1])
+    panel("Drift score over time", lambda: src.drift_over_time(list(picked)),
+          lambda d: line(d, ["feature", "test"], "score"),
+          "Pick features above to see their drift score over time." if not picked
+          else "No drift score history for these features yet.")
+
+
+def _draw_drift_table(rows: list[Any]) -> None:
+    detected = sorted({(r.model, r.feature) for r in rows if r.detected})
+    total = len({(r.model, r.feature) for r in rows})
+    if detected:
+        st.error(f"Drift detected in {len(detected)} of {total} features: "
+                 + ", ".join(f for _, f in detected[:10]) + ("…" if len(detected) > 10 else ""))
+    else:
+        st.success(f"No drift detected in {total} features.")
+    df = pd.DataFrame([{"feature": r.feature, "model": r.model, "test": r.test, "score": r.score,
+                        "p-value": r.pvalue, "detected": r.detected} for r in rows])
+    df = df.sort_values("score", ascending=False, na_position="last")
+    st.dataframe(df, hide_index=True, width="stretch", height=min(400, 38 + 35 * len(df)),
+                 column_config={"score": st.column_config.NumberColumn(format="%.4f"),
+                                "p-value": st.column_config.NumberColumn(format="%.4g")})
+
+
+def _draw_distribution(bins: list[Any]) -> None:
+    df = pd.DataFrame({"reference": [b.reference for b in bins], "live": [b.live for b in bins]},
+                      index=pd.Index([b.bin for b in bins], name="bin")).fillna(0.0)
+    st.bar_chart(df, y_label="share of values", stack=False, sort=False, color=["#7f7f7f", MODEL_COLOR],
+                 height=260)
+
+
+def alerts_view(src: DataSource, window: float) -> None:
+    st.header("Alerts and autoscaling")
+    panel("Firing and pending alerts", src.alerts, _draw_alerts, "No alerts firing or pending.", empty_is_good=True)
+    panel(f"Autoscaling signals (over {_window_label(window)})", lambda: src.autoscaling_signals(window),
+          _draw_signals, "No autoscaling signals.")
+
+
+def _draw_alerts(rows: list[Any]) -> None:
+    firing = [a for a in rows if a.state == "firing"]
+    if firing:
+        st.error(f"{len(firing)} firing, {len(rows) - len(firing)} pending.")
+    else:
+        st.warning(f"{len(rows)} pending.")
+    for a in rows:
+        link = f" — [runbook]({a.runbook_url})" if a.runbook_url else " — no runbook_url annotation"
+        st.markdown(f"- **{a.state.upper()}** `{a.severity or 'no severity'}` **{a.name}**: {a.summary}{link}")
+    df = pd.DataFrame([{"state": a.state, "severity": a.severity, "alert": a.name, "summary": a.summary,
+                        "runbook": a.runbook_url or None, "since": a.active_at,
+                        "labels": ", ".join(f"{k}={v}" for k, v in sorted(a.labels.items())
+                                            if k not in ("alertname", "severity"))} for a in rows])
+    st.dataframe(df, hide_index=True, width="stretch",
+                 column_config={"runbook": st.column_config.LinkColumn("runbook", display_text="open runbook")})
+
+
+def _draw_signals(signals: list[Any]) -> None:
+    cols = st.columns(len(signals))
+    for col, s in zip(cols, signals, strict=True):
+        if s.value is None:
+            text = "—"
+        elif s.unit == "ratio":
+            text = f"{s.value:.0%}"
+        elif s.unit == "seconds":
+            text = f"{s.value * 1000:.1f} ms"
+        else:
+            text = f"{s.value:.2f}"
+        label = s.name if s.unit in ("ratio", "seconds") else f"{s.name} ({s.unit})"
+        col.metric(label, text, help=s.help + ("" if s.value is not None else " No data for it yet."))
+
+
+RENDER: dict[str, Callable[[DataSource, float], None]] = {
+    "Latency": latency_view, "Resources": resources_view, "Drift": drift_view, "Alerts": alerts_view,
+}
+
+
+# --- page -----------------------------------------------------------------------------------------------------
+def health_banner(src: DataSource) -> bool:
+    """Show the source's state; False when it cannot answer at all (the views are then skipped)."""
+    try:
+        targets = src.health()
+    except SourceUnavailable as exc:
+        st.error(f"{exc}. The console keeps retrying; check the URL and that Prometheus is running.")
+        return False
+    except SourceError as exc:
+        st.warning(f"Could not read the scrape targets: {exc}")
+        return True
+    down = [t for t in targets if not t.up]
+    if targets and len(down) == len(targets) and all(t.error == "not scraped yet" for t in down):
+        st.info("No data yet: waiting for the first scrape of " + ", ".join(t.url for t in down) + ".")
+        return True
+    for t in down:
+        st.warning(f"Endpoint down: {t.url} ({t.error or 'no answer'}). Panels show the endpoints that answer.")
+    return True
+
+
+def main() -> None:
+    st.set_page_config(page_title="aiwatch console", page_icon="📈", layout="wide")
+    st.markdown("<style>.block-container {padding-top: 2rem;}</style>", unsafe_allow_html=True)
+    try:
+        config = _config()
+    except ValueError as exc:
+        st.error(f"Bad console configuration: {exc}")
+        return
+    src: DataSource | None = st.session_state.get("aiwatch_source")
+    if src is None:
+        try:
+            src = _shared_source(config)
+        except ValueError as exc:
+            st.error(f"Bad console configuration: {exc}")
+            return
+    with st.sidebar:
+        st.title("aiwatch console")
+        view = st.radio("View", VIEWS, key="view")
+        windows = sorted({*WINDOWS, config.window})
+        window = st.selectbox("Window", windows, index=windows.index(config.window), key="window",
+                              format_func=_window_label)
+        st.caption(f"Source: {src.description}")
+        st.caption(f"Refreshes every {config.refresh:g} s." if config.refresh else "Auto-refresh is off.")
+
+    def body() -> None:
+        if health_banner(src):
+            RENDER[view](src, float(window))
+
+    if config.refresh > 0:
+        st.fragment(run_every=config.refresh)(body)()
+    else:
+        body()
+
+
+main()

@@ -1,0 +1,216 @@
+"""The console's production data source: Prometheus' HTTP API (instant and range queries, alerts, targets).
+
+    >>> src = PrometheusSource("http://127.0.0.1:9090")  # doctest: +SKIP
+    >>> src.latency_quantiles(60)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Sequence
+from typing import Any
+
+from aiwatch.console import queries as Q
+from aiwatch.console.source import (
+    AUTOSCALING_SIGNALS,
+    QUANTILES,
+    AlertRow,
+    BinRow,
+    DataSource,
+    DriftRow,
+    GpuRow,
+    Series,
+    Signal,
+    SourceError,
+    SourceUnavailable,
+    TargetHealth,
+    duration,
+    finite,
+)
+
+
+class PrometheusSource(DataSource):
+    """Answers the panel questions with PromQL against ``url``.
+
+    - ``span``: seconds of history drawn by the over-time panels (ending now).
+    - ``points``: about how many points each over-time panel gets (the range query step is ``span / points``).
+    - ``timeout``: seconds per HTTP call.
+    """
+
+    def __init__(self, url: str, *, span: float = 900.0, points: int = 120, timeout: float = 5.0) -> None:
+        parsed = urllib.parse.urlparse(url)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise ValueError(f"Prometheus URL must look like http://host:9090, got {url!r}")
+        if span <= 0 or points < 2:
+            raise ValueError(f"span must be > 0 and points >= 2, got span={span} points={points}")
+        self.url = url.rstrip("/")
+        self.span = span
+        self.points = points
+        self.timeout = timeout
+        self.description = f"Prometheus at {self.url}"
+
+    # --- HTTP ---------------------------------------------------------------------------------------------
+    def _api(self, path: str, params: dict[str, str] | None = None) -> Any:
+        url = f"{self.url}{path}"
+        if params:
+            url += "?" + urllib.parse.urlencode(params)
+        try:
+            with urllib.request.urlopen(url, timeout=self.timeout) as resp:
+                body = json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            try:
+                detail = json.loads(exc.read()).get("error", "")
+            except (ValueError, OSError):
+                detail = ""
+            raise SourceError(f"Prometheus answered {exc.code} to {path}: {detail or exc.reason}") from exc
+        except (urllib.error.URLError, OSError, TimeoutError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise SourceUnavailable(f"Prometheus at {self.url} is unreachable: {reason}") from exc
+        except ValueError as exc:
+            raise SourceError(f"{url} did not answer with JSON; is it a Prometheus server?") from exc
+        if not isinstance(body, dict) or body.get("status") != "success":
+            raise SourceError(f"Prometheus query failed: {body.get('error') if isinstance(body, dict) else body}")
+        return body["data"]
+
+    def instant(self, promql: str) -> list[tuple[dict[str, str], float]]:
+        """An instant query: ``(labels, value)`` per series, NaN and infinite values dropped."""
+        data = self._api("/api/v1/query", {"query": promql})
+        out: list[tuple[dict[str, str], float]] = []
+        for item in data.get("result", []):
+            value = finite(float(item["value"][1]))
+            if value is not None:
+                out.append((dict(item["metric"]), value))
+        return out
+
+    def range(self, promql: str, extra: dict[str, str] | None = None) -> list[Series]:
+        """A range query over the last ``span`` seconds; ``extra`` labels are added to every series."""
+        end = time.time()
+        step = max(self.span / self.points, 1.0)
+        data = self._api("/api/v1/query_range", {"query": promql, "start": f"{end - self.span:.3f}",
+                                                 "end": f"{end:.3f}", "step": f"{step:.3f}"})
+        out: list[Series] = []
+        for item in data.get("result", []):
+            points = [(float(t), float(v)) for t, v in item["values"]]
+            points = [(t, v) for t, v in points if not (math.isnan(v) or math.isinf(v))]
+            if points:
+                out.append(Series({**item["metric"], **(extra or {})}, points))
+        return out
+
+    # --- the panel questions ------------------------------------------------------------------------------
+    def health(self) -> list[TargetHealth]:
+        data = self._api("/api/v1/targets", {"state": "active"})
+        return [TargetHealth(t.get("scrapeUrl", ""), t.get("health") == "up", t.get("lastError", ""))
+                for t in data.get("activeTargets", [])]
+
+    def latency_quantiles(self, window: float) -> list[Series]:
+        w = duration(window)
+        return [s for name, q in QUANTILES for s in self.range(Q.latency_quantile(q, w), {"quantile": name})]
+
+    def phase_split(self, window: float) -> list[Series]:
+        return self.range(Q.phase_split(duration(window)))
+
+    def throughput(self, window: float) -> list[Series]:
+        return self.range(Q.throughput(duration(window)))
+
+    def error_ratio(self, window: float) -> list[Series]:
+        return self.range(Q.error_ratio(duration(window)))
+
+    def network_time(self, window: float) -> list[Series]:
+        w = duration(window)
+        return [s for name, q in QUANTILES[:2] for s in self.range(Q.network_quantile(q, w), {"quantile": name})]
+
+    def gpu_table(self) -> list[GpuRow]:
+        rows: dict[str, dict[str, Any]] = {}
+        for field_name, metric in Q.GPU_GAUGES:
+            for labels, value in self.instant(Q.gpu_gauge(metric)):
+                row = rows.setdefault(labels.get("gpu", ""), {"name": labels.get("name", ""),
+                                                              "uuid": labels.get("uuid", "")})
+                row[field_name] = value
+        return [GpuRow(gpu=gpu, **fields) for gpu, fields in sorted(rows.items(), key=lambda kv: _natural(kv[0]))]
+
+    def gpu_utilization(self) -> list[Series]:
+        return self.range("max by (gpu) (aiwatch_gpu_utilization_ratio)")
+
+    def queue_depth(self) -> list[Series]:
+        return self.range(Q.queue_depth())
+
+    def in_flight(self) -> list[Series]:
+        return self.range(Q.in_flight())
+
+    def batch_size(self, window: float) -> list[Series]:
+        return self.range(Q.batch_size(duration(window)))
+
+    def cache_hit_ratio(self, window: float) -> list[Series]:
+        return self.range(Q.cache_hit_ratio(duration(window)))
+
+    def drift_table(self) -> list[DriftRow]:
+        found: dict[tuple[str, str, str], dict[str, float]] = {}
+        for key, metric in (("score", "aiwatch_drift_score"), ("pvalue", "aiwatch_drift_pvalue"),
+                            ("detected", "aiwatch_drift_detected")):
+            for labels, value in self.instant(Q.drift_gauge(metric)):
+                ident = (labels.get("model", ""), labels.get("feature", ""), labels.get("test", ""))
+                found.setdefault(ident, {})[key] = value
+        return _drift_rows(found)
+
+    def drift_over_time(self, features: Sequence[tuple[str, str]]) -> list[Series]:
+        if not features:
+            return []
+        models = Q.regex_alternatives(sorted({m for m, _ in features}))
+        names = Q.regex_alternatives(sorted({f for _, f in features}))
+        wanted = set(features)
+        series = self.range(Q.drift_gauge("aiwatch_drift_score", f'model=~"{models}"', f'feature=~"{names}"'))
+        return [s for s in series if (s.labels.get("model", ""), s.labels.get("feature", "")) in wanted]
+
+    def feature_distribution(self, model: str, feature: str, window: float) -> list[BinRow]:
+        reference = {lb.get("bin", ""): v for lb, v in self.instant(Q.feature_reference(model, feature))}
+        live = {lb.get("bin", ""): v for lb, v in self.instant(Q.feature_live(model, feature, duration(window)))}
+        return [BinRow(b, reference.get(b), live.get(b)) for b in sorted(set(reference) | set(live), key=_natural)]
+
+    def alerts(self) -> list[AlertRow]:
+        data = self._api("/api/v1/alerts")
+        rows = []
+        for alert in data.get("alerts", []):
+            labels: dict[str, str] = dict(alert.get("labels", {}))
+            notes: dict[str, str] = dict(alert.get("annotations", {}))
+            rows.append(AlertRow(
+                name=labels.get("alertname", ""), state=str(alert.get("state", "")),
+                severity=labels.get("severity", ""), summary=notes.get("summary", notes.get("description", "")),
+                runbook_url=notes.get("runbook_url", notes.get("runbook", "")),
+                active_at=str(alert.get("activeAt", "")), labels=labels))
+        return sort_alerts(rows)
+
+    def autoscaling_signals(self, window: float) -> list[Signal]:
+        out = []
+        for (name, unit, help_text), promql in zip(AUTOSCALING_SIGNALS, Q.autoscaling(duration(window)),
+                                                   strict=True):
+            result = self.instant(promql)
+            out.append(Signal(name, result[0][1] if result else None, unit, help_text))
+        return out
+
+
+SEVERITY_ORDER = {"critical": 0, "page": 0, "error": 1, "warning": 2, "ticket": 3, "info": 4}
+
+
+def sort_alerts(rows: list[AlertRow]) -> list[AlertRow]:
+    """Firing before pending, then by severity (critical first), then by name."""
+    return sorted(rows, key=lambda a: (a.state != "firing", SEVERITY_ORDER.get(a.severity, 5), a.name))
+
+
+def _drift_rows(found: dict[tuple[str, str, str], dict[str, float]]) -> list[DriftRow]:
+    rows = [DriftRow(model, feature, test, v.get("score"), v.get("pvalue"),
+                     None if "detected" not in v else v["detected"] >= 0.5)
+            for (model, feature, test), v in found.items()]
+    return sorted(rows, key=lambda r: (-(r.score if r.score is not None else -math.inf), r.model, r.feature, r.test))
+
+
+def _natural(value: str) -> tuple[int, float, str]:
+    """Sort key putting numeric strings in numeric order before the others."""
+    try:
+        return (0, float(value), value)
+    except ValueError:
+        return (1, 0.0, value)

@@ -1,0 +1,448 @@
+"""The console's embedded data source: scrape ``/metrics`` endpoints directly, no Prometheus needed.
+
+A background thread scrapes every endpoint each ``interval`` seconds into a bounded in-memory history (at most
+``history`` seconds, as a ring buffer per endpoint) and the panel questions are answered from it with the same math
+as the PromQL of :mod:`aiwatch.console.queries`: per-second rates over a window (counter resets handled), sums by
+label, ratios, and quantiles from histogram buckets (:func:`~aiwatch.console.source.histogram_quantile`).
+
+    >>> src = ScrapeSource(["http://127.0.0.1:8000/metrics"], interval=5, history=1800)  # doctest: +SKIP
+    >>> src.throughput(60)  # doctest: +SKIP
+    >>> src.close()  # doctest: +SKIP
+
+Differences from Prometheus worth knowing: rates are computed between the first and last scrape inside the window
+(no extrapolation to the window's edges), and there are no alert rules, so :meth:`ScrapeSource.alerts` raises
+:class:`~aiwatch.console.source.NotSupported`.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from array import array
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from aiwatch.console import queries as Q
+from aiwatch.console.prometheus import _drift_rows, _natural
+from aiwatch.console.source import (
+    AUTOSCALING_SIGNALS,
+    QUANTILES,
+    AlertRow,
+    BinRow,
+    DataSource,
+    DriftRow,
+    GpuRow,
+    NotSupported,
+    Series,
+    Signal,
+    TargetHealth,
+    histogram_quantile,
+    is_error_status,
+)
+
+LabelKey = tuple[tuple[str, str], ...]
+Samples = list[tuple[dict[str, str], float]]
+
+
+class SeriesIndex:
+    """Every series one endpoint ever exposed, each given a slot: a snapshot then stores only a compact array of
+    values by slot (NaN where the series was absent), so the history costs 8 bytes per series per scrape instead
+    of a dict of label tuples. Slots are never reused; the cardinality guard keeps label values bounded."""
+
+    def __init__(self) -> None:
+        self.slots: dict[tuple[str, LabelKey], int] = {}
+        self.by_name: dict[str, list[tuple[LabelKey, int]]] = {}
+
+    def pack(self, data: dict[str, dict[LabelKey, float]]) -> array[float]:
+        for name, series in data.items():
+            for key in series:
+                if (name, key) not in self.slots:
+                    slot = len(self.slots)
+                    self.slots[(name, key)] = slot
+                    self.by_name.setdefault(name, []).append((key, slot))
+        values = array("d", [math.nan]) * len(self.slots)
+        for name, series in data.items():
+            for key, value in series.items():
+                values[self.slots[(name, key)]] = value
+        return values
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One scrape of one endpoint (``ok`` False, with ``error``, when it failed)."""
+
+    ts: float
+    ok: bool
+    values: array[float] = field(default_factory=lambda: array("d"))
+    index: SeriesIndex | None = None
+    error: str = ""
+
+    def series(self, name: str) -> Iterator[tuple[LabelKey, float]]:
+        """``(sorted label items, value)`` of every sample named ``name`` in this scrape."""
+        if self.index is None:
+            return
+        values = self.values
+        for key, slot in list(self.index.by_name.get(name, ())):
+            if slot < len(values) and not math.isnan(values[slot]):
+                yield key, values[slot]
+
+    def has(self, name: str) -> bool:
+        return next(self.series(name), None) is not None
+
+
+def parse_metrics(text: str) -> dict[str, dict[LabelKey, float]]:
+    """Parse Prometheus text exposition into sample name -> sorted label items -> value (``_created`` dropped)."""
+    out: dict[str, dict[LabelKey, float]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name.endswith("_created"):
+                continue
+            out.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = float(sample.value)
+    return out
+
+
+class _Target:
+    def __init__(self, url: str, maxlen: int) -> None:
+        self.url = url
+        self.snapshots: deque[Snapshot] = deque(maxlen=maxlen)
+        self.index = SeriesIndex()
+
+
+class ScrapeSource(DataSource):
+    """Scrapes ``endpoints`` (full ``/metrics`` URLs) every ``interval`` seconds, keeping ``history`` seconds.
+
+    - ``points``: at most this many points per over-time panel.
+    - ``timeout``: seconds per scrape (default: ``min(interval, 5)``).
+    - ``start``: start the background thread now (tests may call :meth:`scrape_once` themselves instead).
+    """
+
+    def __init__(self, endpoints: Sequence[str], interval: float = 5.0, history: float = 1800.0, *,
+                 points: int = 120, timeout: float | None = None, start: bool = True) -> None:
+        if not endpoints:
+            raise ValueError("ScrapeSource needs at least one /metrics endpoint URL")
+        for url in endpoints:
+            parsed = urllib.parse.urlparse(url)
+            if parsed.scheme not in ("http", "https") or not parsed.netloc:
+                raise ValueError(f"endpoint must be a URL like http://127.0.0.1:8000/metrics, got {url!r}")
+        if interval <= 0 or history < interval:
+            raise ValueError(f"need interval > 0 and history >= interval, got interval={interval} history={history}")
+        self.interval = float(interval)
+        self.history = float(history)
+        self.points = points
+        self.timeout = timeout if timeout is not None else min(self.interval, 5.0)
+        maxlen = math.ceil(self.history / self.interval) + 1
+        self._targets = [_Target(url, maxlen) for url in dict.fromkeys(endpoints)]
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.description = "scraping " + ", ".join(t.url for t in self._targets)
+        if start:
+            self.start()
+
+    # --- scraping -----------------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the background scraping thread (idempotent)."""
+        if self._thread is None or not self._thread.is_alive():
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name="aiwatch-console-scrape", daemon=True)
+            self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=self.timeout + 1)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            began = time.monotonic()
+            self.scrape_once()
+            self._stop.wait(max(0.0, self.interval - (time.monotonic() - began)))
+
+    def scrape_once(self) -> None:
+        """Scrape every endpoint once and append the results to the history."""
+        for target in self._targets:
+            ts, data, error = self._scrape(target.url)
+            with self._lock:
+                target.snapshots.append(self._snapshot(target, ts, data, error))
+
+    @staticmethod
+    def _snapshot(target: _Target, ts: float, data: dict[str, dict[LabelKey, float]] | None, error: str) -> Snapshot:
+        if data is None:
+            return Snapshot(ts, False, error=error)
+        return Snapshot(ts, True, target.index.pack(data), target.index)
+
+    def record(self, url: str, text: str | None, ts: float | None = None, error: str = "") -> None:
+        """Add one scrape result fetched elsewhere: ``text`` in Prometheus text format, or ``None`` for a failed
+        scrape (with ``error``). ``url`` must be one of the endpoints; ``ts`` defaults to now and must not go back.
+        """
+        target = next((t for t in self._targets if t.url == url), None)
+        if target is None:
+            raise ValueError(f"{url!r} is not one of this source's endpoints")
+        ts = time.time() if ts is None else ts
+        data = parse_metrics(text) if text is not None else None
+        with self._lock:
+            if target.snapshots and ts < target.snapshots[-1].ts:
+                raise ValueError(f"scrape time {ts} is older than the latest one of {url}")
+            target.snapshots.append(self._snapshot(target, ts, data, error))
+
+    def _scrape(self, url: str) -> tuple[float, dict[str, dict[LabelKey, float]] | None, str]:
+        """``(time, parsed samples or None, error)`` of one scrape."""
+        now = time.time()
+        try:
+            req = urllib.request.Request(url, headers={"Accept": "text/plain;version=0.0.4"})
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                text = resp.read().decode("utf-8", errors="replace")
+            return now, parse_metrics(text), ""
+        except urllib.error.HTTPError as exc:
+            return now, None, f"HTTP {exc.code} {exc.reason}"
+        except (urllib.error.URLError, OSError, TimeoutError) as exc:
+            return now, None, str(getattr(exc, "reason", exc))
+        except ValueError as exc:  # the parser's errors
+            return now, None, f"not Prometheus text exposition: {exc}"
+
+    def _copy(self) -> list[tuple[str, list[Snapshot]]]:
+        with self._lock:
+            return [(t.url, list(t.snapshots)) for t in self._targets]
+
+    # --- evaluation (the PromQL functions the panels need) -------------------------------------------------
+    @staticmethod
+    def _at(snaps: list[Snapshot], t: float) -> Snapshot | None:
+        index = bisect.bisect_right([s.ts for s in snaps], t) - 1
+        return snaps[index] if index >= 0 else None
+
+    def _gauge(self, data: list[tuple[str, list[Snapshot]]], name: str, t: float) -> Samples:
+        out: Samples = []
+        for url, snaps in data:
+            snap = self._at(snaps, t)
+            if snap is not None and snap.ok:
+                out.extend(({**dict(key), "instance": url}, v) for key, v in snap.series(name))
+        return out
+
+    def _rate(self, data: list[tuple[str, list[Snapshot]]], name: str, t: float, window: float) -> Samples:
+        """Per-second rate of counter samples ``name`` over ``(t - window, t]`` per endpoint, resets handled."""
+        out: Samples = []
+        for url, snaps in data:
+            times = [s.ts for s in snaps]
+            lo, hi = bisect.bisect_right(times, t - window), bisect.bisect_right(times, t)
+            state: dict[LabelKey, list[float]] = {}  # key -> [first_ts, last_ts, last_value, increase]
+            for snap in snaps[lo:hi]:
+                if not snap.ok:
+                    continue
+                for key, v in snap.series(name):
+                    found = state.get(key)
+                    if found is None:
+                        state[key] = [snap.ts, snap.ts, v, 0.0]
+                    else:
+                        found[3] += v - found[2] if v >= found[2] else v
+                        found[1], found[2] = snap.ts, v
+            for key, (first, last, _, increase) in state.items():
+                if last > first:
+                    out.append(({**dict(key), "instance": url}, increase / (last - first)))
+        return out
+
+    def _times(self, data: list[tuple[str, list[Snapshot]]]) -> list[float]:
+        stamps = sorted({s.ts for _, snaps in data for s in snaps})
+        if len(stamps) > self.points:
+            step = len(stamps) / self.points
+            stamps = [stamps[min(len(stamps) - 1, round((i + 1) * step) - 1)] for i in range(self.points)]
+        return stamps
+
+    def _range(self, fn: Callable[[list[tuple[str, list[Snapshot]]], float], Samples]) -> list[Series]:
+        data = self._copy()
+        series: dict[LabelKey, list[tuple[float, float]]] = {}
+        for t in self._times(data):
+            for labels, value in fn(data, t):
+                if not (math.isnan(value) or math.isinf(value)):
+                    series.setdefault(tuple(sorted(labels.items())), []).append((t, value))
+        return [Series(dict(key), points) for key, points in series.items()]
+
+    def _now(self, fn: Callable[[list[tuple[str, list[Snapshot]]], float], Samples]) -> Samples:
+        return fn(self._copy(), time.time())
+
+    # --- the panel questions ------------------------------------------------------------------------------
+    def health(self) -> list[TargetHealth]:
+        out = []
+        for url, snaps in self._copy():
+            if not snaps:
+                out.append(TargetHealth(url, False, "not scraped yet"))
+            else:
+                out.append(TargetHealth(url, snaps[-1].ok, snaps[-1].error))
+        return out
+
+    def latency_quantiles(self, window: float) -> list[Series]:
+        def fn(data: list[tuple[str, list[Snapshot]]], t: float) -> Samples:
+            return _quantiles(self._rate(data, "aiwatch_request_duration_seconds_bucket", t, window), (), QUANTILES)
+        return self._range(fn)
+
+    def phase_split(self, window: float) -> list[Series]:
+        def fn(data: list[tuple[str, list[Snapshot]]], t: float) -> Samples:
+            requests = sum(v for _, v in self._rate(data, "aiwatch_request_duration_seconds_count", t, window))
+            if requests <= 0:
+                return []
+            phases = sum_by(self._rate(data, "aiwatch_phase_duration_seconds_sum", t, window), ("phase",))
+            return [({"phase": k[0]}, v / requests) for k, v in phases.items()]
+        return self._range(fn)
+
+    def throughput(self, window: float) -> list[Series]:
+        def fn(data: list[tuple[str, list[Snapshot]]], t: float) -> Samples:
+            rates = sum_by(self._rate(data, "aiwatch_request_duration_seconds_count", t, window), ("service",))
+            return [({"service": k[0]}, v) for k, v in rates.items()]
+        return self._range(fn)
+
+    def error_ratio(self, window: float) -> list[Series]:
+        def fn(data: list[tuple[str, list[Snapshot]]], t: float) -> Samples:
+            rates = self._rate(data, "aiwatch_request_duration_seconds_count", t, window)
+            total = sum_by(rates, ("service",))
+            errors = sum_by([(lb, v) for lb, v in rates if is_error_status(lb.get("status", ""))], ("service",))
+            return [({"service": k[0]}, errors.get(k, 0.0) / v) for k, v in total.items() if v > 0]
+        return self._range(fn)
+
+    def network_time(self, window: float) -> list[Series]:
+        def fn(data: list[tuple[str, list[Snapshot]]], t: float) -> Samples:
+            rates = self._rate(data, "aiwatch_network_duration_seconds_bucket", t, window)
+            return _quantiles(rates, ("peer",), QUANTILES[:2])
+        return self._range(fn)
+
+    def gpu_table(self) -> list[GpuRow]:
+        data, t = self._copy(), time.time()
+        rows: dict[str, dict[str, object]] = {}
+        for field_name, metric in Q.GPU_GAUGES:
+            for key, value in max_by(self._gauge(data, metric, t), ("gpu", "name", "uuid")).items():
+                row = rows.setdefault(key[0], {"name": key[1], "uuid": key[2]})
+                row[field_name] = value
+        return [GpuRow(gpu=gpu, **fields) for gpu, fields in  # type: ignore[arg-type]
+                sorted(rows.items(), key=lambda kv: _natural(kv[0]))]
+
+    def gpu_utilization(self) -> list[Series]:
+        def fn(data: list[tuple[str, list[Snapshot]]], t: float) -> Samples:
+            found = max_by(self._gauge(data, "aiwatch_gpu_utilization_ratio", t), ("gpu",))
+            return [({"gpu": k[0]}, v) for k, v in found.items()]
+        return self._range(fn)
+
+    def _gauge_sum(self, name: str, by: str) -> list[Series]:
+        def fn(data: list[tuple[str, list[Snapshot]]], t: float) -> Samples:
+            return [({by: k[0]}, v) for k, v in sum_by(self._gauge(data, name, t), (by,)).items()]
+        return self._range(fn)
+
+    def queue_depth(self) -> list[Series]:
+        return self._gauge_sum("aiwatch_queue_depth", "queue")
+
+    def in_flight(self) -> list[Series]:
+        return self._gauge_sum("aiwatch_requests_in_flight", "service")
+
+    def batch_size(self, window: float) -> list[Series]:
+        def fn(data: list[tuple[str, list[Snapshot]]], t: float) -> Samples:
+            sums = sum_by(self._rate(data, "aiwatch_batch_size_sum", t, window), ("model",))
+            counts = sum_by(self._rate(data, "aiwatch_batch_size_count", t, window), ("model",))
+            return [({"model": k[0]}, sums.get(k, 0.0) / c) for k, c in counts.items() if c > 0]
+        return self._range(fn)
+
+    def cache_hit_ratio(self, window: float) -> list[Series]:
+        def fn(data: list[tuple[str, list[Snapshot]]], t: float) -> Samples:
+            rates = self._rate(data, "aiwatch_feature_cache_requests_total", t, window)
+            total = sum_by(rates, ("cache",))
+            hits = sum_by([(lb, v) for lb, v in rates if lb.get("result") == "hit"], ("cache",))
+            return [({"cache": k[0]}, hits.get(k, 0.0) / v) for k, v in total.items() if v > 0]
+        return self._range(fn)
+
+    def drift_table(self) -> list[DriftRow]:
+        data, t = self._copy(), time.time()
+        found: dict[tuple[str, str, str], dict[str, float]] = {}
+        for key, metric in (("score", "aiwatch_drift_score"), ("pvalue", "aiwatch_drift_pvalue"),
+                            ("detected", "aiwatch_drift_detected")):
+            for ident, value in max_by(self._gauge(data, metric, t), ("model", "feature", "test")).items():
+                found.setdefault((ident[0], ident[1], ident[2]), {})[key] = value
+        return _drift_rows(found)
+
+    def drift_over_time(self, features: Sequence[tuple[str, str]]) -> list[Series]:
+        wanted = set(features)
+
+        def fn(data: list[tuple[str, list[Snapshot]]], t: float) -> Samples:
+            samples = [(lb, v) for lb, v in self._gauge(data, "aiwatch_drift_score", t)
+                       if (lb.get("model", ""), lb.get("feature", "")) in wanted]
+            by = ("model", "feature", "test")
+            return [(dict(zip(by, k, strict=True)), v) for k, v in max_by(samples, by).items()]
+        return self._range(fn) if wanted else []
+
+    def feature_distribution(self, model: str, feature: str, window: float) -> list[BinRow]:
+        data, t = self._copy(), time.time()
+
+        def mine(samples: Samples) -> Samples:
+            return [(lb, v) for lb, v in samples if lb.get("model") == model and lb.get("feature") == feature]
+
+        reference = {k[0]: v for k, v in
+                     max_by(mine(self._gauge(data, "aiwatch_feature_reference_ratio", t)), ("bin",)).items()}
+        counts = {k[0]: v for k, v in
+                  sum_by(mine(self._rate(data, "aiwatch_feature_bin_total", t, window)), ("bin",)).items()}
+        total = sum(counts.values())
+        live = {b: c / total for b, c in counts.items()} if total > 0 else {}
+        return [BinRow(b, reference.get(b), live.get(b)) for b in sorted(set(reference) | set(live), key=_natural)]
+
+    def alerts(self) -> list[AlertRow]:
+        raise NotSupported("Alert rules are evaluated by Prometheus: start the console with --prometheus URL to see "
+                           "firing and pending alerts. The autoscaling signals below come from the scraped metrics.")
+
+    def autoscaling_signals(self, window: float) -> list[Signal]:
+        data, t = self._copy(), time.time()
+        replicas = 0
+        for _, snaps in data:
+            snap = self._at(snaps, t)
+            if snap is not None and snap.ok and any(
+                    snap.has(n) for n in ("aiwatch_requests_in_flight", "aiwatch_queue_depth", "aiwatch_gpu_nvml_up")):
+                replicas += 1
+
+        def per_replica(samples: Samples) -> float | None:
+            return sum(v for _, v in samples) / replicas if samples and replicas else None
+
+        queue_wait = _quantiles(self._rate(data, "aiwatch_queue_wait_seconds_bucket", t, window), (),
+                                (("p95", 0.95),))
+        gpu = self._gauge(data, "aiwatch_gpu_utilization_ratio", t)
+        values = [
+            per_replica(self._gauge(data, "aiwatch_queue_depth", t)),
+            per_replica(self._gauge(data, "aiwatch_requests_in_flight", t)),
+            per_replica(self._rate(data, "aiwatch_request_duration_seconds_count", t, window)),
+            queue_wait[0][1] if queue_wait else None,
+            sum(v for _, v in gpu) / len(gpu) if gpu else None,
+        ]
+        return [Signal(name, value, unit, help_text)
+                for (name, unit, help_text), value in zip(AUTOSCALING_SIGNALS, values, strict=True)]
+
+
+def sum_by(samples: Iterable[tuple[dict[str, str], float]], by: tuple[str, ...]) -> dict[tuple[str, ...], float]:
+    """PromQL ``sum by (by)``."""
+    out: dict[tuple[str, ...], float] = {}
+    for labels, value in samples:
+        key = tuple(labels.get(b, "") for b in by)
+        out[key] = out.get(key, 0.0) + value
+    return out
+
+
+def max_by(samples: Iterable[tuple[dict[str, str], float]], by: tuple[str, ...]) -> dict[tuple[str, ...], float]:
+    """PromQL ``max by (by)``."""
+    out: dict[tuple[str, ...], float] = {}
+    for labels, value in samples:
+        key = tuple(labels.get(b, "") for b in by)
+        out[key] = max(out.get(key, -math.inf), value)
+    return out
+
+
+def _quantiles(bucket_rates: Samples, by: tuple[str, ...], quantiles: Iterable[tuple[str, float]]) -> Samples:
+    """``histogram_quantile(q, sum by (by, le) (rate(..._bucket)))`` for each named quantile."""
+    grouped: dict[tuple[str, ...], list[tuple[float, float]]] = {}
+    for key, value in sum_by(bucket_rates, (*by, "le")).items():
+        grouped.setdefault(key[:-1], []).append((float(key[-1]), value))
+    out: Samples = []
+    for name, q in quantiles:
+        for key, buckets in grouped.items():
+            found = histogram_quantile(q, buckets)
+            if found is not None:
+                out.append(({**dict(zip(by, key, strict=True)), "quantile": name}, found))
+    return out

@@ -1,0 +1,278 @@
+"""The console's data-source interface: a small set of named *panel questions* with one answer per source.
+
+Every view of the console asks only these questions, so :class:`~aiwatch.console.prometheus.PrometheusSource`
+(Prometheus' HTTP API) and :class:`~aiwatch.console.scrape.ScrapeSource` (scrapes ``/metrics`` endpoints itself)
+give the same panels. Answers are plain data (no pandas) so the sources need no optional dependency:
+
+* time series questions return a list of :class:`Series` (labels + ``(unix time, value)`` points);
+* table questions return lists of small dataclasses (:class:`GpuRow`, :class:`DriftRow`, ...).
+
+A question raises :class:`SourceUnavailable` when the source cannot be reached at all, :class:`NotSupported` when
+this kind of source cannot answer it (alerts need Prometheus' rule evaluation), and returns an empty list when the
+source answered but holds no data for it (no traffic yet, or the family is absent, e.g. no GPU).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+QUANTILES: tuple[tuple[str, float], ...] = (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))
+"""The request-latency quantiles the Latency view draws."""
+
+MODEL_PHASES: frozenset[str] = frozenset({"inference"})
+"""Phases that are the model's own time; every other phase (queue, features, overhead...) is *not model*."""
+
+ERROR_STATUS_RE = (
+    "5..|UNKNOWN|DEADLINE_EXCEEDED|RESOURCE_EXHAUSTED|INTERNAL|UNAVAILABLE|DATA_LOSS|UNIMPLEMENTED|error"
+)
+"""The ``status`` values counted as server errors: HTTP 5xx and the gRPC codes that mean the server failed."""
+
+_ERROR_STATUS = re.compile(f"^(?:{ERROR_STATUS_RE})$")
+
+
+def is_error_status(status: str) -> bool:
+    """Whether a ``status`` label value counts as an error (same regex as the PromQL ``status=~``)."""
+    return bool(_ERROR_STATUS.match(status))
+
+
+class SourceError(Exception):
+    """A question could not be answered; the message is meant for the person reading the console."""
+
+
+class SourceUnavailable(SourceError):
+    """The source cannot be reached at all (Prometheus down, every endpoint down)."""
+
+
+class NotSupported(SourceError):
+    """This kind of source cannot answer this question."""
+
+
+@dataclass(frozen=True)
+class Series:
+    """One time series: its identifying labels and ``(unix seconds, value)`` points in time order."""
+
+    labels: dict[str, str]
+    points: list[tuple[float, float]]
+
+    def name(self, *keys: str) -> str:
+        """A display name from the given label keys (all labels when none given)."""
+        keys = keys or tuple(sorted(self.labels))
+        return ", ".join(self.labels.get(k, "") for k in keys) or "all"
+
+    @property
+    def last(self) -> float | None:
+        return self.points[-1][1] if self.points else None
+
+
+@dataclass(frozen=True)
+class GpuRow:
+    """The latest state of one GPU (``None`` where the GPU collector exported no value)."""
+
+    gpu: str
+    name: str = ""
+    uuid: str = ""
+    up: float | None = None
+    utilization: float | None = None
+    memory_used_bytes: float | None = None
+    memory_total_bytes: float | None = None
+    power_watts: float | None = None
+    temperature_celsius: float | None = None
+
+
+@dataclass(frozen=True)
+class DriftRow:
+    """The latest drift evaluation of one feature by one test."""
+
+    model: str
+    feature: str
+    test: str
+    score: float | None
+    pvalue: float | None
+    detected: bool | None
+
+
+@dataclass(frozen=True)
+class BinRow:
+    """One bin of a feature: the reference profile's share and the live share over the window."""
+
+    bin: str
+    reference: float | None
+    live: float | None
+
+
+@dataclass(frozen=True)
+class AlertRow:
+    """A firing or pending alert, read generically from its labels and annotations."""
+
+    name: str
+    state: str
+    severity: str
+    summary: str
+    runbook_url: str
+    active_at: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Signal:
+    """One autoscaling signal: the value a scaler (KEDA, HPA) would act on."""
+
+    name: str
+    value: float | None
+    unit: str
+    help: str
+
+
+@dataclass(frozen=True)
+class TargetHealth:
+    """Whether one scraped endpoint answered its latest scrape."""
+
+    url: str
+    up: bool
+    error: str = ""
+
+
+AUTOSCALING_SIGNALS: tuple[tuple[str, str, str], ...] = (
+    ("queue depth per replica", "items", "Items waiting in queues, summed and divided by the replicas."),
+    ("in-flight requests per replica", "requests", "Concurrent requests per replica."),
+    ("request rate per replica", "req/s", "Requests per second per replica over the window."),
+    ("queue wait p95", "seconds", "95th percentile of queue wait over the window."),
+    ("GPU utilization (mean)", "ratio", "Mean kernel-busy share over every GPU."),
+)
+"""(name, unit, help) of the autoscaling signals, in display order."""
+
+
+class DataSource(ABC):
+    """The panel questions. ``window`` is the rate/quantile window in seconds."""
+
+    description: str = ""
+
+    @abstractmethod
+    def health(self) -> list[TargetHealth]:
+        """Per scrape target, whether it is up; raises :class:`SourceUnavailable` when the source is down."""
+
+    @abstractmethod
+    def latency_quantiles(self, window: float) -> list[Series]:
+        """Request latency p50/p95/p99 over time, labelled ``quantile``."""
+
+    @abstractmethod
+    def phase_split(self, window: float) -> list[Series]:
+        """Mean seconds per request spent in each phase over time, labelled ``phase``. Stacked, the phases add up
+        to the mean request time (``overhead`` is the rest)."""
+
+    @abstractmethod
+    def throughput(self, window: float) -> list[Series]:
+        """Requests per second by ``service``."""
+
+    @abstractmethod
+    def error_ratio(self, window: float) -> list[Series]:
+        """Share of requests with an error status, by ``service``."""
+
+    @abstractmethod
+    def network_time(self, window: float) -> list[Series]:
+        """Network time seen by callers, p50/p95 by ``peer`` and ``quantile``."""
+
+    @abstractmethod
+    def gpu_table(self) -> list[GpuRow]:
+        """The latest state of every GPU."""
+
+    @abstractmethod
+    def gpu_utilization(self) -> list[Series]:
+        """GPU utilization ratio over time, by ``gpu``."""
+
+    @abstractmethod
+    def queue_depth(self) -> list[Series]:
+        """Queue depth over time, by ``queue``."""
+
+    @abstractmethod
+    def in_flight(self) -> list[Series]:
+        """Requests in flight over time, by ``service``."""
+
+    @abstractmethod
+    def batch_size(self, window: float) -> list[Series]:
+        """Mean items per model call over time, by ``model``."""
+
+    @abstractmethod
+    def cache_hit_ratio(self, window: float) -> list[Series]:
+        """Feature-cache hit ratio over time, by ``cache``."""
+
+    @abstractmethod
+    def drift_table(self) -> list[DriftRow]:
+        """The latest drift evaluation of every (model, feature, test)."""
+
+    @abstractmethod
+    def drift_over_time(self, features: Sequence[tuple[str, str]]) -> list[Series]:
+        """Drift score over time of the given (model, feature) pairs, by ``model``, ``feature``, ``test``."""
+
+    @abstractmethod
+    def feature_distribution(self, model: str, feature: str, window: float) -> list[BinRow]:
+        """Reference share vs live share per bin of one feature (live counted over ``window``)."""
+
+    @abstractmethod
+    def alerts(self) -> list[AlertRow]:
+        """Firing and pending alerts."""
+
+    @abstractmethod
+    def autoscaling_signals(self, window: float) -> list[Signal]:
+        """The autoscaling signals of :data:`AUTOSCALING_SIGNALS`, in that order."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release background resources (threads)."""
+
+
+def histogram_quantile(q: float, buckets: Iterable[tuple[float, float]]) -> float | None:
+    """The ``q`` quantile from cumulative ``(upper bound, count)`` buckets, as PromQL's ``histogram_quantile``:
+    linear interpolation inside the bucket holding the rank, the lowest bucket starting at 0, and the highest
+    finite bound when the rank falls in ``+Inf``. ``None`` when there is no ``+Inf`` bucket or no observation.
+
+    >>> histogram_quantile(0.5, [(1.0, 0.0), (2.0, 10.0), (math.inf, 10.0)])
+    1.5
+    """
+    ordered = sorted(buckets)
+    if len(ordered) < 2 or not math.isinf(ordered[-1][0]) or math.isnan(q):
+        return None
+    if q < 0:
+        return -math.inf
+    if q > 1:
+        return math.inf
+    # Counts from rates can be slightly non-monotonic; Prometheus takes the running maximum.
+    fixed: list[tuple[float, float]] = []
+    running = 0.0
+    for le, count in ordered:
+        running = max(running, count)
+        fixed.append((le, running))
+    total = fixed[-1][1]
+    if total <= 0:
+        return None
+    rank = q * total
+    index = next(i for i, (_, count) in enumerate(fixed) if count >= rank)
+    if index == len(fixed) - 1:
+        return fixed[-2][0]
+    end, count_end = fixed[index]
+    if index == 0:
+        if end <= 0:
+            return end
+        start, count_start = 0.0, 0.0
+    else:
+        start, count_start = fixed[index - 1]
+    if count_end == count_start:
+        return end
+    return start + (end - start) * (rank - count_start) / (count_end - count_start)
+
+
+def finite(value: float | None) -> float | None:
+    """``value`` unless it is ``None``, NaN or infinite."""
+    if value is None or math.isnan(value) or math.isinf(value):
+        return None
+    return value
+
+
+def duration(seconds: float) -> str:
+    """A PromQL duration for ``seconds`` (``90`` -> ``"90s"``)."""
+    if seconds <= 0:
+        raise ValueError(f"window must be positive, got {seconds}")
+    return f"{round(seconds * 1000)}ms" if seconds < 1 or seconds != int(seconds) else f"{int(seconds)}s"

@@ -1,0 +1,109 @@
+"""Shared fixtures: one instrumented workload served on a real /metrics endpoint, a real Prometheus scraping it
+(with two test alert rules: one firing, one pending), and an embedded ScrapeSource on the same endpoint."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from aiwatch.console import PrometheusSource, ScrapeSource
+from aiwatch.console.source import DataSource
+from tests.console.workload import serve
+from tests.servers import Prometheus, free_port, prometheus, wait_until
+
+APP = str(Path(__file__).resolve().parents[2] / "aiwatch" / "console" / "app.py")
+WINDOW = 5.0
+"""Rate window of the tests: Prometheus scrapes every second, so 5 s holds several samples."""
+
+RULES = """
+groups:
+  - name: console-test
+    rules:
+      - alert: ConsoleTestQueueBacklog
+        expr: sum(aiwatch_queue_depth) > 0
+        labels: {severity: critical}
+        annotations:
+          summary: Requests are waiting in the predict queue
+          runbook_url: https://runbooks.example.test/queue-backlog
+      - alert: ConsoleTestStaysPending
+        expr: count(aiwatch_requests_in_flight) > 0
+        for: 1h
+        labels: {severity: warning}
+        annotations:
+          summary: Pending for an hour before it fires
+          runbook_url: https://runbooks.example.test/pending
+"""
+
+
+@dataclass
+class Stack:
+    service: dict[str, Any]
+    prom: Prometheus
+    dead_target: str
+    """A second scrape target of that Prometheus where nothing listens (an endpoint down)."""
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    rules = tmp_path_factory.mktemp("console-rules") / "rules.yml"
+    rules.write_text(RULES)
+    dead = f"127.0.0.1:{free_port()}"
+    with serve(features=5, gpus=2, interval=0.2) as svc, \
+            prometheus([svc["target"], dead], rule_files=[rules]) as prom:
+        prom.wait_for("sum(rate(aiwatch_request_duration_seconds_count[5s])) > 0")
+        prom.wait_for('ALERTS{alertstate="firing"}')
+        prom.wait_for(f'up{{instance="{dead}"}} == 0')
+        yield Stack(svc, prom, dead)
+
+
+@pytest.fixture(scope="session")
+def prom_source(stack: Stack) -> PrometheusSource:
+    return PrometheusSource(stack.prom.url, span=60, points=30)
+
+
+@pytest.fixture(scope="session")
+def scrape_source(stack: Stack) -> Iterator[ScrapeSource]:
+    src = ScrapeSource([stack.service["url"]], interval=0.25, history=30)
+    wait_until(lambda: bool(src.throughput(WINDOW)) and len(src.throughput(WINDOW)[0].points) >= 3, 20,
+               what="three scrapes with traffic")
+    yield src
+    src.close()
+
+
+@pytest.fixture
+def console_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The app reads its config from the environment on every run: a short window, no Prometheus default."""
+    for var in [v for v in os.environ if v.startswith("AIWATCH_CONSOLE_")]:
+        monkeypatch.delenv(var)
+    monkeypatch.setenv("AIWATCH_CONSOLE_WINDOW", str(WINDOW))
+
+
+def run_view(source: DataSource | None, view: str, timeout: float = 60) -> Any:
+    """Run the console app once with ``source`` on ``view``; returns the AppTest."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(APP, default_timeout=timeout)
+    if source is not None:
+        at.session_state["aiwatch_source"] = source
+    at.session_state["view"] = view
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def texts(elements: Any) -> list[str]:
+    return [str(e.value) for e in elements]
+
+
+def expected_warnings(source: DataSource) -> list[str]:
+    """The warnings a view shows on the shared stack: one for Prometheus' dead test target, none for the scrape
+    source (which scrapes only the live endpoint)."""
+    if not isinstance(source, PrometheusSource):
+        return []
+    return [f"Endpoint down: {t.url} ({t.error or 'no answer'}). Panels show the endpoints that answer."
+            for t in source.health() if not t.up]

@@ -1,0 +1,63 @@
+"""A real headless Chromium loads the running ``aiwatch console`` (a subprocess scraping the instrumented
+workload), checks the key elements rendered, and saves a screenshot.
+
+The screenshot goes to ``artifacts/console.png``; with ``AIWATCH_UPDATE_SCREENSHOT=1`` it replaces the README's
+``docs/images/console.png``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.console.browser import chromium
+from tests.console.workload import serve
+from tests.servers import free_port, python_app, python_env
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[2]
+METRICS = "document.querySelectorAll('[data-testid=\"stMetric\"]').length"
+CHARTS = "document.querySelectorAll('[data-testid=\"stVegaLiteChart\"] canvas, [data-testid=\"stVegaLiteChart\"] svg').length"  # noqa: E501
+TEXT = "document.body.innerText"
+
+
+def screenshot_path() -> Path:
+    if os.environ.get("AIWATCH_UPDATE_SCREENSHOT") == "1":
+        return REPO / "docs" / "images" / "console.png"
+    return REPO / "artifacts" / "console.png"
+
+
+def test_console_renders_in_a_real_browser() -> None:
+    port = free_port()
+    with serve(features=8, gpus=2, interval=0.2) as svc, python_app(
+            ["-m", "aiwatch", "console", "--scrape", svc["url"], "--port", str(port), "--interval", "0.5",
+             "--window", "30", "--refresh", "1"],
+            f"http://127.0.0.1:{port}/_stcore/health", timeout=60, env=python_env()) as console:
+        assert f"aiwatch console on http://127.0.0.1:{port}" in console.output()
+        with chromium(f"http://127.0.0.1:{port}/") as page:
+            # Latency view: p50/p95/p99 + model/not-model cards, and the charts drawn
+            page.wait_for(f"{METRICS} >= 6 && {CHARTS} >= 5", timeout=90)
+            page.wait_for(f"{TEXT}.includes('model share of request time')")
+            text = str(page.evaluate(TEXT))
+            for expected in ("aiwatch console", "Latency: where the time goes", "request p50", "request p99",
+                             "Time per request by phase", "model vs not model", "Throughput", "Error ratio",
+                             "Network time seen by callers", "Resources", "Drift", "Alerts"):
+                assert expected in text, expected
+            assert "Traceback" not in text and "Error" not in text.replace("Error ratio", "")
+            time.sleep(5)  # a few more scrapes, so the charts in the screenshot show a stretch of time
+            path = screenshot_path()
+            page.screenshot(path)
+            dom = page.dom()
+            assert 'data-testid="stSidebar"' in dom and 'data-testid="stRadio"' in dom
+            # switch to the Drift view through the sidebar, as a person would
+            page.evaluate("[...document.querySelectorAll('[data-testid=\"stRadio\"] label')]"
+                          ".find(l => l.innerText.trim() == 'Drift').click()")
+            page.wait_for(f"{TEXT}.includes('Drift detected in 1 of 8 features: basket_value')")
+            page.wait_for("document.querySelectorAll('[data-testid=\"stDataFrame\"]').length >= 1")
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    assert 20_000 < len(data) < 500_000, len(data)

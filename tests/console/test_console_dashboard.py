@@ -1,0 +1,123 @@
+"""The Grafana dashboard: importable JSON with a datasource variable and service/model variables, generated from
+the console's PromQL, every panel's PromQL answering with data from a real Prometheus that scraped the instrumented
+workload, and every metric it uses in aiwatch's metric contract."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from aiwatch.metrics import exposed_sample_names, metric_names
+from tests.console.conftest import Stack
+
+REPO = Path(__file__).resolve().parents[2]
+DASHBOARD = REPO / "dashboards" / "aiwatch.json"
+
+#: What the test substitutes for Grafana's variables (Prometheus scrapes every second in the test).
+VARIABLES = {"$__rate_interval": "5s", "$__range": "30s", "$service": ".*", "$model": ".*",
+             "$feature": "basket_value"}
+#: Series that are not aiwatch metrics but Prometheus' own.
+PROMETHEUS_BUILTINS = {"ALERTS"}
+
+
+def load() -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(DASHBOARD.read_text())
+    return data
+
+
+def targets(dashboard: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    return [(p["title"], t) for p in dashboard["panels"] for t in p.get("targets", [])]
+
+
+def substitute(expr: str) -> str:
+    for name, value in sorted(VARIABLES.items(), key=lambda kv: -len(kv[0])):
+        expr = expr.replace(name, value)
+    assert "$" not in expr, f"unsubstituted variable in {expr}"
+    return expr
+
+
+def metric_names_in(expr: str) -> set[str]:
+    """Series names a PromQL expression selects: bare ``aiwatch_*`` identifiers, ``__name__=~`` regexes
+    expanded, and any other identifier directly followed by a selector."""
+    names = set()
+    for regex in re.findall(r'__name__=~"([^"]+)"', expr):
+        found = re.fullmatch(r"(\w*)\(([\w|]+)\)(\w*)", regex)
+        assert found, f"cannot expand __name__ regex {regex!r}"
+        names |= {found[1] + alt + found[3] for alt in found[2].split("|")}
+    expr = re.sub(r'"[^"]*"', '""', expr)
+    names |= set(re.findall(r"\baiwatch_\w+", expr))
+    names |= {n for n in re.findall(r"\b([A-Za-z_:][\w:]*)\s*[{\[]", expr) if n not in ("by", "without")}
+    return names
+
+
+def test_dashboard_is_generated_from_the_console_queries() -> None:
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / "build_dashboard.py"), "--check"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+
+
+def test_dashboard_is_importable_with_datasource_service_and_model_variables() -> None:
+    dash = load()
+    assert dash["title"] == "aiwatch" and dash["uid"] and "id" not in dash
+    variables = {v["name"]: v for v in dash["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource" and variables["datasource"]["query"] == "prometheus"
+    for name in ("service", "model"):
+        assert variables[name]["type"] == "query" and variables[name]["includeAll"]
+        assert variables[name]["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
+    ids = [p["id"] for p in dash["panels"]]
+    assert len(ids) == len(set(ids))
+    for panel in dash["panels"]:
+        if panel["type"] != "row":
+            assert panel["datasource"]["uid"] == "${datasource}", panel["title"]
+            assert panel["targets"], panel["title"]
+    titles = {p["title"] for p in dash["panels"]}
+    # mirrors the console's views
+    assert {"Request latency p50 / p95 / p99", "Time per request by phase (model vs not model)", "Throughput",
+            "Error ratio", "Network time seen by callers", "GPUs", "Queue depth", "Requests in flight",
+            "Mean batch size", "Feature-cache hit ratio", "Per-feature drift (latest evaluation)",
+            "Drift score over time", "Firing and pending alerts"} <= titles
+    assert {p["title"] for p in dash["panels"] if p["type"] == "row"} == {
+        "Latency: where the time goes", "Resources: GPUs, queues, batching, cache",
+        "Drift: which input features moved", "Alerts and autoscaling"}
+
+
+def test_every_metric_the_dashboard_uses_is_in_the_contract() -> None:
+    known = metric_names() | exposed_sample_names()
+    dash = load()
+    exprs = [t["expr"] for _, t in targets(dash)]
+    exprs += [v["definition"] for v in dash["templating"]["list"] if v["type"] == "query"]
+    used: set[str] = set()
+    for expr in exprs:
+        used |= metric_names_in(expr)
+    unknown = {n for n in used if n not in known and n not in PROMETHEUS_BUILTINS and ":" not in n}
+    assert not unknown, f"metrics missing from aiwatch/metrics.py: {sorted(unknown)}"
+    assert len(used & known) >= 20
+
+
+def test_metric_name_extraction_catches_unknown_names() -> None:
+    assert metric_names_in('sum(rate(aiwatch_made_up_total{a="aiwatch_in_label"}[5m]))') == {"aiwatch_made_up_total"}
+    assert metric_names_in('count({__name__=~"aiwatch_(a|b)"}) + foo_bar{x="1"}') == {"aiwatch_a", "aiwatch_b",
+                                                                                       "foo_bar"}
+
+
+@pytest.mark.slow
+def test_every_panel_query_returns_data_from_a_real_prometheus(stack: Stack) -> None:
+    dash = load()
+    empty = []
+    for title, target in targets(dash):
+        expr = substitute(target["expr"])
+        if not stack.prom.query(expr):  # raises with Prometheus' error when the query is invalid
+            empty.append((title, expr))
+    assert not empty, empty
+    for variable in dash["templating"]["list"]:
+        if variable["type"] == "query":
+            found = re.fullmatch(r"label_values\((.+), (\w+)\)", variable["definition"])
+            assert found, variable["definition"]
+            series = stack.prom.api("/api/v1/series", **{"match[]": substitute(found[1])})
+            assert {s.get(found[2]) for s in series} - {None}, variable["name"]

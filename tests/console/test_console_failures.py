@@ -1,0 +1,155 @@
+"""Failure states are designed messages, not tracebacks: Prometheus unreachable, an endpoint down, no data yet,
+a family absent (no GPU), a panel whose question fails, a bad configuration, a URL that is not Prometheus."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+
+from aiwatch.console import AlertRow, GpuRow, PrometheusSource, ScrapeSource, SourceError
+from aiwatch.metrics import Metrics
+from tests.console.conftest import WINDOW, Stack, run_view, texts
+from tests.console.workload import Workload
+from tests.servers import free_port
+
+pytestmark = pytest.mark.usefixtures("console_env")
+
+VIEWS = ("Latency", "Resources", "Drift", "Alerts")
+DEAD = "http://127.0.0.1:{port}/metrics"
+
+
+def fed_source(gpus: int = 2, scrapes: int = 3, cls: type[ScrapeSource] = ScrapeSource) -> tuple[ScrapeSource, str]:
+    """A ScrapeSource fed ``scrapes`` real expositions of a workload (one step apart), without a thread."""
+    url = "http://127.0.0.1:9/metrics"
+    src = cls([url], interval=1.0, history=60, start=False)
+    registry = CollectorRegistry()
+    workload = Workload(Metrics(registry), features=3, gpus=gpus)
+    now = time.time()
+    for i in range(scrapes):
+        workload.step(10)
+        src.record(url, generate_latest(registry).decode(), ts=now - scrapes + i + 1)
+    return src, url
+
+
+@pytest.mark.parametrize("view", VIEWS)
+def test_unreachable_prometheus_says_so_in_every_view(view: str) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    at = run_view(PrometheusSource(url, timeout=2), view)
+    assert len(at.error) == 1
+    assert at.error[0].value.startswith(f"Prometheus at {url} is unreachable")
+    assert "keeps retrying" in at.error[0].value
+    assert not at.get("vega_lite_chart") and not at.dataframe
+    # navigation still works
+    assert at.radio(key="view").options == list(VIEWS)
+
+
+def test_no_data_yet_before_the_first_scrape() -> None:
+    src = ScrapeSource(["http://127.0.0.1:9/metrics"], interval=1.0, start=False)
+    at = run_view(src, "Latency")
+    assert texts(at.info)[0] == "No data yet: waiting for the first scrape of http://127.0.0.1:9/metrics."
+    assert any(t.startswith("No request latency yet") for t in texts(at.info))
+    assert not at.error and not at.get("vega_lite_chart")
+
+
+@pytest.mark.parametrize(("view", "expected"), [
+    ("Latency", ["No request latency yet", "No phase timings yet", "No requests in the last 5s.",
+                 "No requests in the last 5s, so no error ratio.", "No network timings"]),
+    ("Resources", ["No GPU metrics", "No GPU utilization series", "No queue metrics", "No batches in the last",
+                   "No in-flight gauge", "No feature-cache lookups"]),
+    ("Drift", ["No drift results yet"]),
+    ("Alerts", ["Alert rules are evaluated by Prometheus"]),
+])
+def test_endpoint_up_without_aiwatch_metrics_shows_no_data_messages(view: str, expected: list[str]) -> None:
+    url = "http://127.0.0.1:9/metrics"
+    src = ScrapeSource([url], interval=1.0, start=False)
+    now = time.time()
+    src.record(url, "# an app with no aiwatch metrics yet\nother_metric 1\n", ts=now - 2)
+    src.record(url, "other_metric 2\n", ts=now - 1)
+    at = run_view(src, view)
+    info = texts(at.info)
+    for prefix in expected:
+        assert any(t.startswith(prefix) for t in info), (prefix, info)
+    assert not at.error and not at.warning
+
+
+def test_no_gpu_family_keeps_the_rest_of_resources() -> None:
+    src, _ = fed_source(gpus=0)
+    at = run_view(src, "Resources")
+    info = texts(at.info)
+    assert len(info) == 2
+    assert info[0].startswith("No GPU metrics: the source has no aiwatch_gpu_* series.")
+    assert 'pip install "aiwatch[gpu]"' in info[0]
+    assert info[1].startswith("No GPU utilization series")
+    assert not at.dataframe
+    # queue depth, batch size, in-flight, cache hit ratio still draw
+    assert len(at.get("vega_lite_chart")) == 4
+    signals = {m.label: m.value for m in run_view(src, "Alerts").metric}
+    assert signals["GPU utilization (mean)"] == "—"
+    assert signals["queue depth per replica (items)"] != "—"
+
+
+def test_a_failing_panel_shows_an_error_and_the_others_draw() -> None:
+    class BrokenGpu(ScrapeSource):
+        def gpu_table(self) -> list[GpuRow]:
+            raise RuntimeError("NVML exploded")
+
+    broken, _ = fed_source(cls=BrokenGpu)
+    at = run_view(broken, "Resources")
+    assert texts(at.error) == ["GPUs (latest) could not be drawn: RuntimeError: NVML exploded"]
+    assert len(at.get("vega_lite_chart")) == 5
+
+
+def test_bad_configuration_is_a_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIWATCH_CONSOLE_REFRESH", "soon")
+    at = run_view(None, "Latency")
+    assert texts(at.error) == ["Bad console configuration: AIWATCH_CONSOLE_REFRESH must be a number of seconds, "
+                               "got 'soon'"]
+
+
+def test_scrape_failure_marks_the_endpoint_down_and_drops_its_series() -> None:
+    src, url = fed_source()
+    src.record(url, None, error="Connection refused")
+    assert [(t.up, t.error) for t in src.health()] == [(False, "Connection refused")]
+    assert src.gpu_table() == []  # gauges of a down endpoint are not served stale
+
+
+@pytest.mark.slow
+def test_one_endpoint_down_is_a_warning_and_the_others_still_draw(stack: Stack) -> None:
+    dead = DEAD.format(port=free_port())
+    src = ScrapeSource([stack.service["url"], dead], interval=0.25, history=30)
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not src.throughput(WINDOW):
+            time.sleep(0.25)
+        at = run_view(src, "Latency")
+    finally:
+        src.close()
+    warnings = texts(at.warning)
+    assert len(warnings) == 1 and warnings[0].startswith(f"Endpoint down: {dead} (")
+    assert "Panels show the endpoints that answer." in warnings[0]
+    assert {m.label for m in at.metric} >= {"request p50", "request p95", "request p99"}
+    assert not at.error
+
+
+@pytest.mark.slow
+def test_prometheus_errors_are_named(stack: Stack, prom_source: PrometheusSource) -> None:
+    with pytest.raises(SourceError, match=r"Prometheus answered 400 to /api/v1/query: .*parse error"):
+        prom_source.instant("sum(")
+    not_prometheus = PrometheusSource(stack.service["url"].removesuffix("/metrics"))
+    with pytest.raises(SourceError, match="did not answer with JSON; is it a Prometheus server"):
+        not_prometheus.latency_quantiles(WINDOW)
+    at = run_view(not_prometheus, "Drift")
+    assert any("is it a Prometheus server" in t for t in texts(at.warning))
+
+
+def test_no_alerts_is_a_green_all_clear() -> None:
+    class Quiet(ScrapeSource):
+        def alerts(self) -> list[AlertRow]:
+            return []
+
+    src, _ = fed_source(cls=Quiet)
+    at = run_view(src, "Alerts")
+    assert texts(at.success) == ["No alerts firing or pending."]
+    assert not at.error and not at.info

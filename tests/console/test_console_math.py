@@ -1,0 +1,196 @@
+"""The scrape source's PromQL-equivalent math (rates with counter resets, sums, ratios, histogram quantiles),
+configuration, the command line and optional-dependency behaviour; no servers."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+import time
+
+import pytest
+
+from aiwatch.commands.console import register, streamlit_command
+from aiwatch.console import PrometheusSource, ScrapeSource, histogram_quantile
+from aiwatch.console.config import ConsoleConfig
+from aiwatch.console.queries import regex_alternatives, sel
+from aiwatch.console.source import duration, is_error_status
+from tests.servers import python_env
+
+URL = "http://127.0.0.1:9/metrics"
+INF = math.inf
+
+
+@pytest.mark.parametrize(("q", "buckets", "expected"), [
+    (0.5, [(1.0, 0.0), (2.0, 10.0), (INF, 10.0)], 1.5),            # interpolated inside (1, 2]
+    (0.25, [(1.0, 10.0), (2.0, 20.0), (INF, 20.0)], 0.5),          # the lowest bucket starts at 0
+    (0.99, [(1.0, 10.0), (2.0, 10.0), (INF, 20.0)], 2.0),          # rank in +Inf: the highest finite bound
+    (0.5, [(1.0, 0.0), (INF, 0.0)], None),                         # no observations
+    (0.5, [(1.0, 5.0), (2.0, 10.0)], None),                        # no +Inf bucket
+    (1.5, [(1.0, 5.0), (INF, 10.0)], INF),
+    (-0.1, [(1.0, 5.0), (INF, 10.0)], -INF),
+    (0.5, [(2.0, 10.0), (1.0, 0.0), (INF, 10.0)], 1.5),            # order of the input does not matter
+    (0.5, [(1.0, 6.0), (2.0, 5.0), (INF, 10.0)], 5 / 6),           # non-monotonic counts: running maximum
+])
+def test_histogram_quantile_follows_promql(q: float, buckets: list[tuple[float, float]],
+                                           expected: float | None) -> None:
+    got = histogram_quantile(q, buckets)
+    if expected is None:
+        assert got is None
+    else:
+        assert got == pytest.approx(expected)
+
+
+def exposition(requests_ok: float, requests_err: float, buckets: dict[str, float], gauge: float) -> str:
+    lines = ["# TYPE aiwatch_request_duration_seconds histogram"]
+    for le, count in buckets.items():
+        lines.append(f'aiwatch_request_duration_seconds_bucket{{service="s",route="/",method="GET",status="200",'
+                     f'le="{le}"}} {count}')
+    lines += [
+        f'aiwatch_request_duration_seconds_count{{service="s",route="/",method="GET",status="200"}} {requests_ok}',
+        f'aiwatch_request_duration_seconds_count{{service="s",route="/",method="GET",status="503"}} {requests_err}',
+        'aiwatch_request_duration_seconds_created{service="s",route="/",method="GET",status="200"} 1.0',
+        "# TYPE aiwatch_queue_depth gauge",
+        f'aiwatch_queue_depth{{queue="q"}} {gauge}',
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def test_rates_handle_counter_resets_and_ratios() -> None:
+    src = ScrapeSource([URL], interval=1.0, history=60, start=False)
+    t0 = time.time() - 4
+    b = {"0.1": 0.0, "0.2": 0.0, "+Inf": 0.0}
+    # ok requests: 10 -> 20 -> 5 (process restarted) -> 15: increase 10 + 5 + 10 = 25 over 3 s
+    for i, (ok, err) in enumerate([(10, 0), (20, 1), (5, 0), (15, 2)]):
+        src.record(URL, exposition(ok, err, b, gauge=i), ts=t0 + i)
+    rates = src.throughput(10.0)
+    assert len(rates) == 1 and rates[0].labels == {"service": "s"}
+    # errors: 0 -> 1 -> 0 (reset) -> 2: increase 1 + 0 + 2 = 3
+    assert rates[0].last == pytest.approx((25 + 3) / 3)
+    assert src.error_ratio(10.0)[0].last == pytest.approx(3 / 28)
+    depth = src.queue_depth()[0]
+    assert depth.labels == {"queue": "q"} and [v for _, v in depth.points] == [0, 1, 2, 3]
+
+
+def test_quantiles_come_from_bucket_increases_over_the_window() -> None:
+    src = ScrapeSource([URL], interval=1.0, history=60, start=False)
+    t0 = time.time() - 3
+    src.record(URL, exposition(100, 0, {"0.1": 100, "0.2": 100, "+Inf": 100}, 0), ts=t0)
+    # the next 10 requests all fall in (0.1, 0.2]: the window's quantiles ignore the 100 earlier fast ones
+    src.record(URL, exposition(110, 0, {"0.1": 100, "0.2": 110, "+Inf": 110}, 0), ts=t0 + 1)
+    quantiles = {s.labels["quantile"]: s.last for s in src.latency_quantiles(10.0)}
+    assert quantiles == pytest.approx({"p50": 0.15, "p95": 0.195, "p99": 0.199})
+
+
+def test_history_is_bounded() -> None:
+    src = ScrapeSource([URL], interval=1.0, history=5, start=False)
+    t0 = time.time() - 100
+    for i in range(50):
+        src.record(URL, f"aiwatch_queue_depth{{queue=\"q\"}} {i}\n", ts=t0 + i)
+    snaps = src._copy()[0][1]
+    assert len(snaps) == 6 and dict(snaps[-1].series("aiwatch_queue_depth")) == {(("queue", "q"),): 49.0}
+
+
+def test_over_time_panels_are_downsampled_to_points() -> None:
+    src = ScrapeSource([URL], interval=1.0, history=600, points=10, start=False)
+    t0 = time.time() - 100
+    for i in range(100):
+        src.record(URL, f"aiwatch_queue_depth{{queue=\"q\"}} {i}\n", ts=t0 + i)
+    points = src.queue_depth()[0].points
+    assert len(points) == 10 and points[-1][1] == 99
+
+
+def test_scrape_source_rejects_bad_input() -> None:
+    with pytest.raises(ValueError, match="at least one /metrics endpoint"):
+        ScrapeSource([], start=False)
+    with pytest.raises(ValueError, match="endpoint must be a URL like"):
+        ScrapeSource(["localhost:8000"], start=False)
+    with pytest.raises(ValueError, match="interval > 0"):
+        ScrapeSource([URL], interval=0, start=False)
+    src = ScrapeSource([URL], interval=1.0, start=False)
+    with pytest.raises(ValueError, match="is not one of this source's endpoints"):
+        src.record("http://elsewhere/metrics", "")
+    src.record(URL, "", ts=100.0)
+    with pytest.raises(ValueError, match="older than the latest"):
+        src.record(URL, "", ts=50.0)
+    with pytest.raises(ValueError, match="Prometheus URL must look like"):
+        PrometheusSource("127.0.0.1:9090")
+
+
+def test_unreachable_endpoint_is_a_failed_scrape() -> None:
+    src = ScrapeSource([URL], interval=1.0, start=False)
+    _, data, error = src._scrape(URL)  # nothing listens on port 9
+    assert data is None and error
+
+
+def test_query_helpers() -> None:
+    assert sel() == "" and sel("", 'a="b"') == '{a="b"}'
+    assert regex_alternatives(["a.b", "c|d"]) == "a\\\\.b|c\\\\|d"
+    assert duration(60) == "60s" and duration(0.5) == "500ms" and duration(1.5) == "1500ms"
+    with pytest.raises(ValueError, match="window must be positive"):
+        duration(0)
+    assert is_error_status("503") and is_error_status("UNAVAILABLE")
+    assert not is_error_status("200") and not is_error_status("404") and not is_error_status("NOT_FOUND")
+
+
+def test_config_roundtrips_through_the_environment() -> None:
+    cfg = ConsoleConfig(prometheus="", scrape=("http://a:1/metrics", "http://b:2/metrics"), interval=2,
+                        history=60, refresh=0, window=30, span=120)
+    assert ConsoleConfig.from_env(cfg.to_env()) == cfg
+    assert ConsoleConfig.from_env({}) == ConsoleConfig()
+    with pytest.raises(ValueError, match="AIWATCH_CONSOLE_WINDOW must be a number of seconds, got 'x'"):
+        ConsoleConfig.from_env({"AIWATCH_CONSOLE_WINDOW": "x"})
+    with pytest.raises(ValueError, match="console interval must be > 0"):
+        ConsoleConfig(interval=0)
+
+
+def parse(*argv: str) -> object:
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    return parser.parse_args(["console", *argv])
+
+
+def test_console_command_binds_loopback_headless_by_default() -> None:
+    cmd, env = streamlit_command(parse())  # type: ignore[arg-type]
+    assert cmd[1:4] == ["-m", "streamlit", "run"] and cmd[4].endswith("aiwatch/console/app.py")
+    flags = dict(zip(cmd[5::2], cmd[6::2], strict=True))
+    assert flags["--server.address"] == "127.0.0.1"
+    assert flags["--server.headless"] == "true" and flags["--server.port"] == "8501"
+    assert flags["--browser.gatherUsageStats"] == "false"
+    assert env["AIWATCH_CONSOLE_SCRAPE"] == "http://127.0.0.1:8000/metrics"
+    assert env["AIWATCH_CONSOLE_PROMETHEUS"] == ""
+
+
+def test_console_command_passes_its_options_to_the_app() -> None:
+    cmd, env = streamlit_command(parse("--prometheus", "http://prom:9090", "--port", "9000", "--refresh", "3",  # type: ignore[arg-type]
+                                       "--address", "127.0.0.2"))
+    flags = dict(zip(cmd[5::2], cmd[6::2], strict=True))
+    assert flags["--server.port"] == "9000" and flags["--server.address"] == "127.0.0.2"
+    cfg = ConsoleConfig.from_env(env)
+    assert cfg.prometheus == "http://prom:9090" and cfg.refresh == 3.0
+    _, env = streamlit_command(parse("--scrape", "http://a:1/metrics", "--scrape", "http://b:2/metrics"))  # type: ignore[arg-type]
+    assert ConsoleConfig.from_env(env).scrape == ("http://a:1/metrics", "http://b:2/metrics")
+
+
+def test_console_command_rejects_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
+    from aiwatch.cli import main
+
+    assert main(["console", "--scrape", "localhost:8000"]) == 2
+    assert "not an http(s) URL: 'localhost:8000'" in capsys.readouterr().err
+    assert main(["console", "--port", "0"]) == 2
+    assert "--port must be 1-65535" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["console", "--prometheus", "http://a:1", "--scrape", "http://b:2/metrics"])
+
+
+def test_sources_do_not_import_streamlit_and_the_app_names_the_extra() -> None:
+    code = ("import sys; import aiwatch.console, aiwatch.commands.console; "
+            "assert 'streamlit' not in sys.modules and 'pandas' not in sys.modules; "
+            "sys.modules['streamlit'] = None\n"
+            "try:\n    import aiwatch.console.app\nexcept ImportError as exc:\n    print(exc)\n")
+    out = subprocess.run([sys.executable, "-c", code], env=python_env(), capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert 'pip install "aiwatch[console]"' in out.stdout

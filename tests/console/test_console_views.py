@@ -1,0 +1,144 @@
+"""Every console view rendered by Streamlit's AppTest against both sources: a real Prometheus that scraped the
+instrumented workload, and the embedded ScrapeSource reading the same /metrics endpoint."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from aiwatch.console import PrometheusSource, ScrapeSource
+from aiwatch.console.source import DataSource
+from tests.console.conftest import Stack, expected_warnings, run_view, texts
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("console_env")]
+
+SOURCES = ["prometheus", "scrape"]
+
+
+@pytest.fixture(params=SOURCES)
+def source(request: pytest.FixtureRequest, prom_source: PrometheusSource, scrape_source: ScrapeSource) -> DataSource:
+    return prom_source if request.param == "prometheus" else scrape_source
+
+
+def metrics(at: Any) -> dict[str, str]:
+    return {m.label: m.value for m in at.metric}
+
+
+def test_latency_view(source: DataSource) -> None:
+    at = run_view(source, "Latency")
+    assert not at.error, texts(at.error)
+    assert texts(at.warning) == expected_warnings(source)
+    shown = metrics(at)
+    for name in ("request p50", "request p95", "request p99", "model time per request",
+                 "not-model time per request"):
+        assert shown[name].endswith(" ms"), shown
+    p50, p99 = (float(shown[f"request {q}"].split()[0]) for q in ("p50", "p99"))
+    # The workload's requests take 31-102 ms: the quantiles fall inside that range and are ordered.
+    assert 25 < p50 <= p99 < 110
+    # inference (the model) is 20-40 ms of each request.
+    assert 15 < float(shown["model time per request"].split()[0]) < 45
+    assert shown["model share of request time"].endswith("%")
+    # latency, phase split (stacked), throughput, error ratio, network time
+    assert len(at.get("vega_lite_chart")) == 5
+    assert not at.info, texts(at.info)
+
+
+def test_phase_chart_separates_model_from_not_model(source: DataSource) -> None:
+    at = run_view(source, "Latency")
+    spec = str(at.get("vega_lite_chart")[1].proto.spec)
+    assert "inference (model)" in spec
+    for phase in ("queue", "features", "overhead"):
+        assert f"{phase} (not model)" in spec
+
+
+def test_resources_view(source: DataSource) -> None:
+    at = run_view(source, "Resources")
+    assert not at.error and not at.info, texts(at.error) + texts(at.info)
+    assert texts(at.warning) == expected_warnings(source)
+    gpus = at.dataframe[0].value
+    assert list(gpus["GPU"]) == ["0", "1"]
+    assert gpus["utilization %"].between(0, 100).all()
+    assert (gpus["memory total GiB"] == 80).all()
+    assert (gpus["power W"] >= 250).all() and (gpus["temperature °C"] >= 55).all()
+    # GPU utilization, queue depth, batch size, in-flight, cache hit ratio
+    assert len(at.get("vega_lite_chart")) == 5
+
+
+def test_drift_view(source: DataSource) -> None:
+    at = run_view(source, "Drift")
+    assert texts(at.error) == ["Drift detected in 1 of 5 features: basket_value"]
+    table = at.dataframe[0].value
+    assert list(table["score"]) == sorted(table["score"], reverse=True)
+    assert table.iloc[0]["feature"] == "basket_value" and bool(table.iloc[0]["detected"])
+    assert {"feature", "model", "test", "score", "p-value", "detected"} <= set(table.columns)
+    assert set(table["test"]) == {"psi", "ks"}
+    feature = at.selectbox(key="drift_feature")
+    assert feature.value == ("ranker", "basket_value")
+    # distribution of the selected feature + drift over time
+    charts = at.get("vega_lite_chart")
+    assert len(charts) == 2
+    assert "reference" in str(charts[0].proto.spec) and "live" in str(charts[0].proto.spec)
+
+
+def test_drift_view_selects_another_feature(source: DataSource) -> None:
+    at = run_view(source, "Drift")
+    at.selectbox(key="drift_feature").set_value(("ranker", "user_age")).run()
+    assert not at.exception
+    assert any("distribution of user_age" in m for m in texts(at.markdown))
+    assert len(at.get("vega_lite_chart")) == 2
+
+
+def test_alerts_view(source: DataSource) -> None:
+    at = run_view(source, "Alerts")
+    shown = metrics(at)
+    assert float(shown["queue depth per replica (items)"]) > 0
+    assert float(shown["request rate per replica (req/s)"]) > 0
+    assert float(shown["in-flight requests per replica (requests)"]) >= 0
+    assert shown["GPU utilization (mean)"].endswith("%")
+    assert shown["queue wait p95"].endswith("ms")
+    if isinstance(source, ScrapeSource):
+        assert any("Alert rules are evaluated by Prometheus" in t for t in texts(at.info))
+        return
+    assert texts(at.error) == ["1 firing, 1 pending."]
+    lines = " ".join(texts(at.markdown))
+    assert "**FIRING** `critical` **ConsoleTestQueueBacklog**: Requests are waiting in the predict queue" in lines
+    assert "[runbook](https://runbooks.example.test/queue-backlog)" in lines
+    assert "**PENDING** `warning` **ConsoleTestStaysPending**" in lines
+    table = at.dataframe[0].value
+    assert list(table["state"]) == ["firing", "pending"]
+    assert list(table["runbook"]) == ["https://runbooks.example.test/queue-backlog",
+                                      "https://runbooks.example.test/pending"]
+
+
+def test_sources_agree_on_the_same_endpoint(prom_source: PrometheusSource, scrape_source: ScrapeSource) -> None:
+    """Both sources answer the same questions with the same shape and (for gauges) the same values."""
+    prom_drift = {(r.model, r.feature, r.test): r for r in prom_source.drift_table()}
+    scrape_drift = {(r.model, r.feature, r.test): r for r in scrape_source.drift_table()}
+    assert prom_drift.keys() == scrape_drift.keys() and len(prom_drift) == 10
+    for key, row in prom_drift.items():
+        assert row.detected == scrape_drift[key].detected
+        assert row.pvalue == scrape_drift[key].pvalue
+        assert row.score == pytest.approx(scrape_drift[key].score, abs=0.005)
+    assert [(g.gpu, g.memory_total_bytes) for g in prom_source.gpu_table()] == \
+        [(g.gpu, g.memory_total_bytes) for g in scrape_source.gpu_table()]
+    for question in ("latency_quantiles", "phase_split", "throughput", "error_ratio", "network_time",
+                     "batch_size", "cache_hit_ratio"):
+        prom_labels = sorted(tuple(sorted(s.labels.items())) for s in getattr(prom_source, question)(5.0))
+        scrape_labels = sorted(tuple(sorted(s.labels.items())) for s in getattr(scrape_source, question)(5.0))
+        assert prom_labels == scrape_labels, question
+    prom_bins = prom_source.feature_distribution("ranker", "basket_value", 5.0)
+    scrape_bins = scrape_source.feature_distribution("ranker", "basket_value", 5.0)
+    assert [(b.bin, b.reference) for b in prom_bins] == [(b.bin, b.reference) for b in scrape_bins]
+    assert sum(b.live or 0 for b in prom_bins) == pytest.approx(1.0)
+    assert sum(b.live or 0 for b in scrape_bins) == pytest.approx(1.0)
+
+
+def test_prometheus_reports_its_down_target_and_the_panels_still_draw(stack: Stack,
+                                                                      prom_source: PrometheusSource) -> None:
+    down = [t for t in prom_source.health() if not t.up]
+    assert [t.url for t in down] == [f"http://{stack.dead_target}/metrics"] and down[0].error
+    at = run_view(prom_source, "Resources")
+    assert len(at.warning) == 1
+    assert at.warning[0].value.startswith(f"Endpoint down: http://{stack.dead_target}/metrics (")
+    assert len(at.dataframe[0].value) == 2

@@ -1,0 +1,145 @@
+"""Test data for the console: an instrumented "recommender" whose traffic is recorded through aiwatch's real
+:class:`~aiwatch.timing.RequestRecorder` (synthetic clock values instead of sleeps), plus queue, batch, cache and
+drift metrics written through :class:`~aiwatch.metrics.Metrics`, served on a real HTTP ``/metrics`` endpoint.
+
+GPUs: NVML cannot run here, so :class:`FakeGpuCollector` yields the contract's ``aiwatch_gpu_*`` families from fixed
+numbers; that is test data only, at the NVML boundary.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from aiwatch.exposition import start_http_server
+from aiwatch.metrics import GPU_LABELS, SPECS, Metrics
+from aiwatch.timing import RequestRecorder
+
+SERVICE = "recommender"
+MODEL = "ranker"
+
+
+class FakeGpuCollector:
+    """Yields the ``aiwatch_gpu_*`` families of the contract for ``count`` fake GPUs."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.tick = 0
+
+    def collect(self) -> Iterator[Metric]:
+        self.tick += 1
+        values = {
+            "aiwatch_gpu_up": lambda i: 1.0,
+            "aiwatch_gpu_utilization_ratio": lambda i: min(1.0, 0.35 + 0.07 * i + 0.02 * (self.tick % 5)),
+            "aiwatch_gpu_memory_used_bytes": lambda i: (20 + 5 * i) * 2**30,
+            "aiwatch_gpu_memory_total_bytes": lambda i: 80 * 2**30,
+            "aiwatch_gpu_power_watts": lambda i: 250.0 + 20 * i,
+            "aiwatch_gpu_temperature_celsius": lambda i: 55.0 + i,
+        }
+        for name, fn in values.items():
+            family = GaugeMetricFamily(name, SPECS[name].help, labels=list(GPU_LABELS))
+            for i in range(self.count):
+                family.add_metric([str(i), f"GPU-{i:08d}", "NVIDIA H100 80GB HBM3", "", ""], fn(i))
+            yield family
+        nvml = GaugeMetricFamily("aiwatch_gpu_nvml_up", SPECS["aiwatch_gpu_nvml_up"].help, value=1.0)
+        yield nvml
+        energy = CounterMetricFamily("aiwatch_gpu_energy_joules", SPECS["aiwatch_gpu_energy_joules_total"].help,
+                                     labels=list(GPU_LABELS))
+        for i in range(self.count):
+            energy.add_metric([str(i), f"GPU-{i:08d}", "NVIDIA H100 80GB HBM3", "", ""], 1000.0 * self.tick)
+        yield energy
+
+
+def feature_names(count: int) -> list[str]:
+    base = ["basket_value", "user_age", "session_length", "country", "device"]
+    return base[:count] + [f"feature_{i:03d}" for i in range(len(base), count)]
+
+
+class Workload:
+    """Records traffic into ``metrics`` one :meth:`step` at a time (deterministic given ``seed``)."""
+
+    BINS = 10
+
+    def __init__(self, metrics: Metrics, features: int = 5, gpus: int = 2, seed: int = 7) -> None:
+        self.metrics = metrics
+        self.features = feature_names(features)
+        self.gpus = gpus
+        self.rng = random.Random(seed)
+        self.recorder = RequestRecorder(metrics, SERVICE, MODEL)
+        self.steps = 0
+        self._lock = threading.Lock()
+        if gpus:
+            metrics.registry.register(FakeGpuCollector(gpus))  # type: ignore[arg-type]
+        for feature in self.features:
+            for b in range(self.BINS):
+                metrics.feature_reference_ratio.labels(MODEL, feature, str(b)).set(1.0 / self.BINS)
+
+    def request(self, status: str = "200") -> None:
+        rng, clock = self.rng, 1000.0 + self.steps
+        tl = self.recorder.begin(start=clock)
+        queue, features, inference = rng.uniform(0.005, 0.04), rng.uniform(0.004, 0.012), rng.uniform(0.02, 0.04)
+        tl.add("queue", None, queue)
+        tl.add("features", None, features)
+        tl.add("inference", None, inference)
+        overhead = rng.uniform(0.002, 0.01)
+        self.recorder.finish(tl, "/predict", "POST", status, end=clock + queue + features + inference + overhead)
+        self.metrics.network_duration.labels(SERVICE, "gateway").observe(rng.uniform(0.003, 0.02))
+        self.metrics.queue_wait.labels("predict").observe(queue)
+
+    def step(self, requests: int = 20) -> None:
+        with self._lock:
+            m, rng = self.metrics, self.rng
+            for i in range(requests):
+                self.request("500" if i == 0 and self.steps % 2 == 0 else "200")
+            m.batch_size.labels(MODEL).observe(rng.choice([4, 8, 16, 32]))
+            m.queue_depth.labels("predict").set(rng.randint(2, 12))
+            for _ in range(requests):
+                m.feature_cache_requests.labels("redis", "hit" if rng.random() < 0.85 else "miss").inc()
+            for idx, feature in enumerate(self.features):
+                shift = 3 if idx == 0 else 0  # the first feature drifted
+                for _ in range(5):
+                    b = min(self.BINS - 1, max(0, int(rng.gauss(4.5 + shift, 2.0))))
+                    m.feature_bin.labels(MODEL, feature, str(b)).inc()
+                score = 0.31 if idx == 0 else 0.01 + 0.001 * (idx % 7) + 0.002 * (self.steps % 3)
+                m.drift_score.labels(MODEL, feature, "psi").set(score)
+                m.drift_detected.labels(MODEL, feature, "psi").set(1.0 if score > 0.2 else 0.0)
+                m.drift_score.labels(MODEL, feature, "ks").set(score / 2)
+                m.drift_pvalue.labels(MODEL, feature, "ks").set(0.001 if idx == 0 else 0.4)
+                m.drift_detected.labels(MODEL, feature, "ks").set(1.0 if idx == 0 else 0.0)
+            self.steps += 1
+
+
+@contextmanager
+def serve(features: int = 5, gpus: int = 2, interval: float = 0.2, requests: int = 20) -> Iterator[dict[str, Any]]:
+    """A real ``/metrics`` endpoint on loopback with traffic recorded every ``interval`` seconds.
+
+    Yields ``{"url", "target", "workload", "registry"}``; ``target`` is ``host:port`` for Prometheus.
+    """
+    registry = CollectorRegistry()
+    workload = Workload(Metrics(registry), features=features, gpus=gpus)
+    workload.step(requests)
+    server, thread = start_http_server(0, registry=registry)
+    port = server.server_port
+    stop = threading.Event()
+
+    def traffic() -> None:
+        while not stop.wait(interval):
+            workload.step(requests)
+
+    runner = threading.Thread(target=traffic, daemon=True)
+    runner.start()
+    try:
+        yield {"url": f"http://127.0.0.1:{port}/metrics", "target": f"127.0.0.1:{port}", "workload": workload,
+               "registry": registry}
+    finally:
+        stop.set()
+        runner.join(5)
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
