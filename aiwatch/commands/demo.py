@@ -23,7 +23,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--prometheus", metavar="URL", default=None,
                         help="point the console at this Prometheus instead of scraping the services directly")
     parser.add_argument("--rps", type=_positive, default=None,
-                        help="normal request rate (default: a tenth of the model's measured capacity, so the "
+                        help="normal request rate (default: 9%% of the model's measured capacity, so the 10x "
                              "sale overloads it)")
     parser.add_argument("--model-ms", type=_positive, default=25.0,
                         help="model time per batch the recommender is sized to (default 25)")
@@ -31,6 +31,10 @@ def register(subparsers: Any) -> None:
                         help="gateway port on 127.0.0.1 (default: a free one), e.g. for a Prometheus scrape config")
     parser.add_argument("--inference-port", type=_port, default=0,
                         help="inference service port on 127.0.0.1 (default: a free one)")
+    parser.add_argument("--transport", choices=("grpc", "http"), default=None,
+                        help="the gateway -> inference hop (default: grpc when the grpc extra is installed, else http)")
+    parser.add_argument("--console-port", type=_port, default=8501,
+                        help="port of the console on 127.0.0.1 (default 8501; 0: a free one)")
     parser.add_argument("--json", metavar="PATH", default=None,
                         help="also write each cycle's per-stage numbers to PATH as JSON")
     parser.add_argument("--seed", type=int, default=7, help="seed of the generated traffic")
@@ -64,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
 
     for module in ("fastapi", "uvicorn", "httpx"):
         require(module, "demo")
+    if args.transport == "grpc":
+        require("grpc", "grpc")
     from aiwatch.demo.runner import options_from_args
     from aiwatch.demo.runner import run as run_demo
 

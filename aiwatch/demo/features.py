@@ -1,24 +1,30 @@
 """The demo's feature store: user profile features behind a cache (in-process LRU by default, or Redis).
 
-Every lookup counts ``aiwatch_feature_cache_requests_total{cache, result}`` (hit, miss or error) and observes
-``aiwatch_feature_cache_lookup_duration_seconds``. A failing cache (Redis down) is counted as ``error`` and the
-request falls through to the backing store: a cache must never fail a request. To be replaced by the feature-cache
-wrappers of ``aiwatch.signals``.
+The cache is aiwatch's own feature-cache instrumentation: :func:`aiwatch.instrument_mapping` around an in-process
+LRU, or :func:`aiwatch.instrument_redis` around a ``redis.asyncio`` client (``--redis URL``). Every lookup counts
+``aiwatch_feature_cache_requests_total{cache, result}`` (hit, miss or error) and observes
+``aiwatch_feature_cache_lookup_duration_seconds``. The wrappers re-raise the cache's own errors to the caller;
+:class:`FeatureStore` catches them and falls through to the backing store, so a failing cache (Redis down) is
+counted as ``error`` and never fails a request.
 """
 
 from __future__ import annotations
 
 import json
-import time
+import logging
 from collections import OrderedDict
+from collections.abc import Iterator, MutableMapping
 from typing import Any, Protocol
 
 import numpy as np
 
 from aiwatch.metrics import Metrics
-from aiwatch.safety import record_error
+from aiwatch.signals.cache import instrument_mapping, instrument_redis
 
 Profile = dict[str, float]
+CACHE = "user_features"
+
+log = logging.getLogger("aiwatch.demo")
 
 
 class FeatureCache(Protocol):
@@ -29,51 +35,77 @@ class FeatureCache(Protocol):
     async def close(self) -> None: ...
 
 
-class LruCache:
-    """A bounded in-process cache: the least recently used entry goes first."""
+class LruDict(MutableMapping[str, Profile]):
+    """A bounded mapping: the least recently used entry goes first when it is full."""
 
-    def __init__(self, capacity: int = 1500) -> None:
+    def __init__(self, capacity: int) -> None:
         if capacity < 1:
             raise ValueError(f"cache capacity must be >= 1, got {capacity}")
         self.capacity = capacity
         self._data: OrderedDict[str, Profile] = OrderedDict()
 
-    async def get(self, key: str) -> Profile | None:
-        value = self._data.get(key)
-        if value is not None:
-            self._data.move_to_end(key)
+    def __getitem__(self, key: str) -> Profile:
+        value = self._data[key]
+        self._data.move_to_end(key)
         return value
 
-    async def set(self, key: str, value: Profile) -> None:
+    def __setitem__(self, key: str, value: Profile) -> None:
         self._data[key] = value
         self._data.move_to_end(key)
         while len(self._data) > self.capacity:
             self._data.popitem(last=False)
 
+    def __delitem__(self, key: str) -> None:
+        del self._data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+class LruCache:
+    """The in-process cache: an :class:`LruDict` recorded by :func:`aiwatch.instrument_mapping`."""
+
+    def __init__(self, metrics: Metrics, capacity: int = 1500, cache: str = CACHE) -> None:
+        # phase=None: the gateway's own ``features`` phase already covers the lookup and the fallback.
+        self.mapping = instrument_mapping(LruDict(capacity), cache=cache, phase=None, metrics=metrics)
+
+    async def get(self, key: str) -> Profile | None:
+        value: Profile | None = self.mapping.get(key)
+        return value
+
+    async def set(self, key: str, value: Profile) -> None:
+        self.mapping[key] = value
+
     async def close(self) -> None:
-        self._data.clear()
+        self.mapping.clear()
 
 
 class RedisCache:
-    """Profiles as JSON strings in Redis under ``prefix``, expiring after ``ttl`` seconds."""
+    """Profiles as JSON strings in Redis under ``prefix``, expiring after ``ttl`` seconds; the asyncio client is
+    recorded by :func:`aiwatch.instrument_redis`."""
 
-    def __init__(self, url: str, prefix: str = "aiwatch-demo:user:", ttl: int = 300) -> None:
+    def __init__(self, url: str, metrics: Metrics, prefix: str = "aiwatch-demo:user:", ttl: int = 300,
+                 cache: str = CACHE) -> None:
         from aiwatch._optional import require
 
         redis_asyncio: Any = require("redis.asyncio", "all")
-        self._client: Any = redis_asyncio.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
+        client = redis_asyncio.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
+        self.client: Any = instrument_redis(client, cache=cache, phase=None, metrics=metrics)
         self.prefix = prefix
         self.ttl = ttl
 
     async def get(self, key: str) -> Profile | None:
-        raw = await self._client.get(self.prefix + key)
+        raw = await self.client.get(self.prefix + key)
         return None if raw is None else dict(json.loads(raw))
 
     async def set(self, key: str, value: Profile) -> None:
-        await self._client.set(self.prefix + key, json.dumps(value), ex=self.ttl)
+        await self.client.set(self.prefix + key, json.dumps(value), ex=self.ttl)
 
     async def close(self) -> None:
-        await self._client.aclose()
+        await self.client.aclose()
 
 
 def backing_profile(user_id: int) -> Profile:
@@ -85,39 +117,33 @@ def backing_profile(user_id: int) -> Profile:
 
 
 class FeatureStore:
-    """``await store.user_profile(user_id)``: from the cache when it can, else from the backing store."""
+    """``await store.user_profile(user_id)``: from the cache when it can, else from the backing store.
 
-    def __init__(self, cache: FeatureCache, metrics: Metrics, name: str = "user_features") -> None:
+    The cache's wrapper counts each lookup (hit, miss, error); a cache that raises is logged (once per burst of
+    errors) and skipped: the request gets the backing store's answer."""
+
+    def __init__(self, cache: FeatureCache) -> None:
         self.cache = cache
-        self.name = name
-        self._metrics = metrics
-        self._results = {r: metrics.child(metrics.feature_cache_requests, (name, r)) for r in ("hit", "miss", "error")}
-        self._durations = {r: metrics.child(metrics.feature_cache_lookup_duration, (name, r))
-                           for r in ("hit", "miss", "error")}
+        self._failing = False
 
     async def user_profile(self, user_id: int) -> Profile:
         key = str(user_id)
-        start = time.perf_counter()
         try:
             found = await self.cache.get(key)
-            result = "miss" if found is None else "hit"
         except Exception as exc:
-            record_error("demo_feature_cache", exc, self._metrics)
-            found, result = None, "error"
-        self._count(result, time.perf_counter() - start)
+            self._cache_failed(exc)
+            return backing_profile(user_id)
+        self._failing = False
         if found is not None:
             return found
         profile = backing_profile(user_id)
-        if result == "miss":
-            try:
-                await self.cache.set(key, profile)
-            except Exception as exc:
-                record_error("demo_feature_cache", exc, self._metrics)
+        try:
+            await self.cache.set(key, profile)
+        except Exception as exc:
+            self._cache_failed(exc)
         return profile
 
-    def _count(self, result: str, seconds: float) -> None:
-        try:
-            self._results[result].inc()
-            self._durations[result].observe(seconds)
-        except Exception as exc:
-            record_error("metrics", exc, self._metrics)
+    def _cache_failed(self, exc: Exception) -> None:
+        if not self._failing:
+            log.warning("feature cache failed (%s: %s); serving from the backing store", type(exc).__name__, exc)
+        self._failing = True

@@ -1,27 +1,29 @@
 """The gateway API: ``POST /recommend`` fetches the user's profile from the feature store (through its cache) and
-calls the inference service over HTTP.
+calls the inference service, over gRPC (``--inference-grpc HOST:PORT``) or HTTP (``--inference-url URL``).
 
-The call to the inference service is the ``inference_call`` phase; the gateway also records
+The call to the inference service is the ``inference_call`` phase. The client side is aiwatch's own: the gRPC
+client interceptors (:func:`aiwatch.grpc.grpc_aio_client_interceptors`) or the httpx integration
+(:func:`aiwatch.client.instrument_httpx`) record ``aiwatch_client_request_duration_seconds`` and
 ``aiwatch_network_duration_seconds{peer="inference"}`` = client-observed time minus the server time the inference
-service reported in its ``Server-Timing`` header, and ``aiwatch_client_request_duration_seconds``.
+service reported (``Server-Timing`` header, or ``server-timing`` trailing metadata over gRPC).
 """
 
 from __future__ import annotations
 
 import argparse
-import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
 from pydantic import BaseModel, Field
 
 import aiwatch
+from aiwatch.client import ROUTE_EXTENSION
 from aiwatch.demo.features import FeatureCache, FeatureStore, LruCache, RedisCache
 from aiwatch.metrics import Metrics, default_metrics
-from aiwatch.safety import record_error
-from aiwatch.servertiming import HEADER, server_total
 
+SERVICE = "gateway"
+#: the ``peer`` label of the gateway's client metrics (instead of the default host:port of each call)
 PEER = "inference"
 
 
@@ -32,21 +34,86 @@ class RecommendBody(BaseModel):
     session_seconds: float = Field(ge=0)
 
 
-def create_app(inference_url: str, redis_url: str | None = None, cache_capacity: int = 1500) -> Any:
+class InferenceUnavailable(Exception):
+    """The inference service could not be reached or answered with an error."""
+
+
+Predict = Callable[[dict[str, Any]], Awaitable[list[int]]]
+
+
+def http_client(inference_url: str, metrics: Metrics) -> tuple[Predict, Callable[[], Awaitable[None]]]:
+    """``POST /predict`` with an httpx client instrumented by :func:`aiwatch.client.instrument_httpx`."""
     import httpx
+
+    from aiwatch.client import instrument_httpx
+
+    client = instrument_httpx(
+        httpx.AsyncClient(base_url=inference_url, timeout=30.0,
+                          limits=httpx.Limits(max_connections=256, max_keepalive_connections=256)),
+        service=SERVICE, peer=PEER, metrics=metrics)
+
+    async def predict(payload: dict[str, Any]) -> list[int]:
+        try:
+            resp = await client.post("/predict", json=payload, extensions={ROUTE_EXTENSION: "/predict"})
+        except httpx.HTTPError as exc:
+            raise InferenceUnavailable(f"inference service unreachable: {exc}") from exc
+        if resp.status_code != 200:
+            raise InferenceUnavailable(f"inference service answered {resp.status_code}")
+        return list(resp.json()["items"])
+
+    return predict, client.aclose
+
+
+def grpc_client(target: str, metrics: Metrics) -> tuple[Predict, Callable[[], Awaitable[None]]]:
+    """The Recommend RPC on a ``grpc.aio`` channel with aiwatch's client interceptors."""
+    import grpc
+
+    from aiwatch.demo import recommender_pb2, recommender_pb2_grpc
+    from aiwatch.grpc import grpc_aio_client_interceptors
+
+    pb: Any = recommender_pb2
+    interceptors = grpc_aio_client_interceptors(service=SERVICE, peer=PEER, metrics=metrics)
+    # A grpc.aio channel belongs to the event loop it is created in: the server's, on the first call.
+    opened: list[Any] = []
+
+    async def predict(payload: dict[str, Any]) -> list[int]:
+        if not opened:
+            channel = grpc.aio.insecure_channel(target, interceptors=interceptors)
+            opened[:] = [channel, recommender_pb2_grpc.RecommenderStub(channel)]
+        request = pb.RecommendRequest(user_id=payload["user_id"], basket_value=payload["basket_value"],
+                                      items_in_cart=payload["items_in_cart"],
+                                      session_seconds=payload["session_seconds"], profile=payload["profile"])
+        try:
+            reply = await opened[1].Recommend(request, timeout=30.0)
+        except grpc.aio.AioRpcError as exc:
+            raise InferenceUnavailable(f"inference service answered {exc.code().name}: {exc.details()}") from exc
+        return list(reply.items)
+
+    async def close() -> None:
+        if opened:
+            await opened[0].close()
+
+    return predict, close
+
+
+def create_app(inference_url: str | None = None, redis_url: str | None = None, cache_capacity: int = 1500,
+               inference_grpc: str | None = None) -> Any:
+    """The gateway app; it calls the inference service at ``inference_grpc`` (gRPC target ``host:port``) if given,
+    else at ``inference_url`` (HTTP)."""
     from fastapi import FastAPI, HTTPException
 
-
+    if not inference_url and not inference_grpc:
+        raise ValueError("the gateway needs the inference service's HTTP URL or gRPC target")
     metrics = default_metrics()
-    cache: FeatureCache = RedisCache(redis_url) if redis_url else LruCache(cache_capacity)
-    store = FeatureStore(cache, metrics)
-    client = httpx.AsyncClient(base_url=inference_url, timeout=30.0,
-                               limits=httpx.Limits(max_connections=256, max_keepalive_connections=256))
+    cache: FeatureCache = RedisCache(redis_url, metrics) if redis_url else LruCache(metrics, cache_capacity)
+    store = FeatureStore(cache)
+    predict, close = grpc_client(inference_grpc, metrics) if inference_grpc else http_client(str(inference_url),
+                                                                                              metrics)
 
     @asynccontextmanager
     async def lifespan(_app: Any) -> AsyncIterator[None]:
         yield
-        await client.aclose()
+        await close()
         await cache.close()
 
     app = FastAPI(title="aiwatch demo gateway", lifespan=lifespan)
@@ -55,47 +122,33 @@ def create_app(inference_url: str, redis_url: str | None = None, cache_capacity:
     async def recommend(body: RecommendBody) -> dict[str, Any]:
         async with aiwatch.phase("features"):
             profile = await store.user_profile(body.user_id)
-        payload = {**body.model_dump(), "profile": profile}
-        async with aiwatch.phase("inference_call"):
-            start = time.perf_counter()
-            try:
-                resp = await client.post("/predict", json=payload)
-            except httpx.HTTPError as exc:
-                _observe_call(metrics, "/predict", "error", time.perf_counter() - start, None)
-                raise HTTPException(502, f"inference service unreachable: {exc}") from exc
-            _observe_call(metrics, "/predict", str(resp.status_code), time.perf_counter() - start,
-                          resp.headers.get(HEADER))
-        if resp.status_code != 200:
-            raise HTTPException(502, f"inference service answered {resp.status_code}")
-        return {"user_id": body.user_id, "items": resp.json()["items"]}
+        try:
+            async with aiwatch.phase("inference_call"):
+                items = await predict({**body.model_dump(), "profile": profile})
+        except InferenceUnavailable as exc:
+            raise HTTPException(502, str(exc)) from exc
+        return {"user_id": body.user_id, "items": items}
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    return aiwatch.instrument(app, service="gateway", exclude_paths=["/healthz"])
-
-
-def _observe_call(metrics: Metrics, route: str, status: str, seconds: float, server_timing: str | None) -> None:
-    try:
-        metrics.child(metrics.client_request_duration, ("gateway", PEER, route, status)).observe(seconds)
-        server = server_total(server_timing) if server_timing else None
-        if server is not None:
-            metrics.child(metrics.network_duration, ("gateway", PEER)).observe(max(seconds - server, 0.0))
-    except Exception as exc:
-        record_error("demo_client", exc, metrics)
+    return aiwatch.instrument(app, service=SERVICE, exclude_paths=["/healthz"])
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m aiwatch.demo.gateway")
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--inference-url", required=True)
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--inference-url", help="the inference service over HTTP: http://HOST:PORT")
+    target.add_argument("--inference-grpc", help="the inference service over gRPC: HOST:PORT")
     parser.add_argument("--redis", default=None, help="redis://HOST:PORT/DB for the feature cache")
     parser.add_argument("--cache-capacity", type=int, default=1500)
     args = parser.parse_args(argv)
     from aiwatch.demo.serve import serve
 
-    serve(create_app(args.inference_url, args.redis, args.cache_capacity), args.port)
+    serve(create_app(args.inference_url, args.redis, args.cache_capacity, args.inference_grpc), args.port,
+          loop="asyncio" if args.inference_grpc else "auto")
 
 
 if __name__ == "__main__":

@@ -1,14 +1,18 @@
-"""The inference service: ``POST /predict`` scores one user through the micro-batcher and the recommender.
+"""The inference service: scores one user through aiwatch's micro-batcher and the recommender.
 
-Run by the demo runner as ``python -m aiwatch.demo.inference --port PORT``. Its ``/metrics`` shows the latency split
-of every request (``queue``, ``inference`` = model time, ``overhead``), the queue and batch metrics, and the drift
-sketch of the request features.
+Run by the demo runner as ``python -m aiwatch.demo.inference --port PORT [--grpc-port PORT]``. The HTTP app always
+serves ``/metrics``, ``/info`` and ``/healthz``; the prediction itself is ``POST /predict`` over HTTP, or, with
+``--grpc-port``, the ``aiwatch.demo.Recommender/Recommend`` RPC of a ``grpc.aio`` server in the same event loop,
+instrumented by aiwatch's gRPC server interceptor. Either way ``/metrics`` shows the latency split of every request
+(``queue``, ``inference`` = model time, ``overhead``), the queue and batch metrics, and the drift metrics of the
+request features.
 """
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -16,12 +20,14 @@ from pydantic import BaseModel, Field
 
 import aiwatch
 from aiwatch.demo import data
-from aiwatch.demo.batcher import MicroBatcher
 from aiwatch.demo.drift import BinSketch
 from aiwatch.demo.model import Recommender, Request
-from aiwatch.metrics import default_metrics
+from aiwatch.metrics import Metrics, default_metrics
+from aiwatch.signals.batcher import MicroBatcher
 
 MODEL = "recommender"
+SERVICE = "inference"
+GRPC_METHOD = "/aiwatch.demo.Recommender/Recommend"
 
 
 class PredictBody(BaseModel):
@@ -32,55 +38,110 @@ class PredictBody(BaseModel):
     profile: dict[str, float] = Field(default_factory=dict)
 
 
-def create_app(model_seconds: float = 0.025, max_batch: int = 2, max_wait: float = 0.002) -> Any:
-    """The FastAPI app, with a recommender trained and calibrated to about ``model_seconds`` per call."""
+class InferenceCore:
+    """What both transports share: the drift hook, then the request through the batcher into the model.
+
+    The model runs on one worker thread (one "accelerator"): one batch at a time."""
+
+    def __init__(self, metrics: Metrics, model_seconds: float = 0.025, max_batch: int = 2,
+                 max_wait: float = 0.002) -> None:
+        self.model = Recommender(max_batch=max_batch)
+        self.per_call = self.model.calibrate(model_seconds)
+        self.max_batch = max_batch
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="demo-model")
+        self.batcher: MicroBatcher[Request, list[int]] = MicroBatcher(
+            self.model.predict, max_batch_size=max_batch, max_wait_seconds=max_wait, model=MODEL, queue=MODEL,
+            executor=self._executor, metrics=metrics)
+        self.drift = BinSketch(data.reference_features(), metrics, model=MODEL)
+
+    async def predict(self, request: Request) -> list[int]:
+        self.drift.observe({"basket_value": request.basket_value, "items_in_cart": request.items_in_cart,
+                            "session_seconds": request.session_seconds})
+        return await self.batcher.submit(request)
+
+    def info(self) -> dict[str, Any]:
+        return {"model_seconds": self.per_call, "max_batch": self.max_batch, "candidates": self.model.candidates,
+                "capacity_rps": self.max_batch / self.per_call}
+
+    async def aclose(self) -> None:
+        await self.batcher.aclose()
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+
+def create_app(model_seconds: float = 0.025, max_batch: int = 2, max_wait: float = 0.002,
+               grpc_port: int | None = None) -> Any:
+    """The FastAPI app, with a recommender trained and calibrated to about ``model_seconds`` per call; with
+    ``grpc_port`` it also serves the Recommend RPC on 127.0.0.1:``grpc_port`` while the app runs."""
     from fastapi import FastAPI
 
-
     metrics = default_metrics()
-    model = Recommender(max_batch=max_batch)
-    per_call = model.calibrate(model_seconds)
-    batcher: MicroBatcher[Request, list[int]] = MicroBatcher(model.predict, metrics=metrics, model=MODEL,
-                                                             queue=MODEL, max_batch=max_batch, max_wait=max_wait)
-    drift = BinSketch(data.reference_features(), metrics, model=MODEL)
+    core = InferenceCore(metrics, model_seconds, max_batch, max_wait)
 
     @asynccontextmanager
     async def lifespan(_app: Any) -> AsyncIterator[None]:
-        await batcher.start()
-        yield
-        await batcher.stop()
+        server = await start_grpc(core, grpc_port, metrics) if grpc_port is not None else None
+        try:
+            yield
+        finally:
+            if server is not None:
+                await server.stop(grace=1.0)
+            await core.aclose()
 
     app = FastAPI(title="aiwatch demo inference", lifespan=lifespan)
 
     @app.post("/predict")
     async def predict(body: PredictBody) -> dict[str, Any]:
-        drift.observe({"basket_value": body.basket_value, "items_in_cart": body.items_in_cart,
-                       "session_seconds": body.session_seconds})
-        items = await batcher.submit(Request(body.user_id, body.basket_value, body.items_in_cart,
-                                             body.session_seconds))
+        items = await core.predict(Request(body.user_id, body.basket_value, body.items_in_cart,
+                                           body.session_seconds))
         return {"items": items}
 
     @app.get("/info")
     async def info() -> dict[str, Any]:
-        return {"model_seconds": per_call, "max_batch": max_batch, "candidates": model.candidates,
-                "capacity_rps": max_batch / per_call}
+        return {**core.info(), "transport": "grpc" if grpc_port is not None else "http"}
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    return aiwatch.instrument(app, service="inference", model=MODEL, exclude_paths=["/healthz", "/info"])
+    return aiwatch.instrument(app, service=SERVICE, model=MODEL, exclude_paths=["/healthz", "/info"])
+
+
+async def start_grpc(core: InferenceCore, port: int, metrics: Metrics, host: str = "127.0.0.1") -> Any:
+    """Start a ``grpc.aio`` server for the Recommend RPC, instrumented by aiwatch's server interceptor."""
+    import grpc
+
+    from aiwatch.demo import recommender_pb2, recommender_pb2_grpc
+    from aiwatch.grpc import grpc_aio_server_interceptor
+
+    pb: Any = recommender_pb2
+    pb_grpc: Any = recommender_pb2_grpc
+
+    class Servicer(pb_grpc.RecommenderServicer):  # type: ignore[misc]
+        async def Recommend(self, request: Any, context: Any) -> Any:
+            items = await core.predict(Request(int(request.user_id), request.basket_value, request.items_in_cart,
+                                               request.session_seconds))
+            return pb.RecommendReply(items=items)
+
+    server = grpc.aio.server(interceptors=[grpc_aio_server_interceptor(service=SERVICE, model=MODEL,
+                                                                       metrics=metrics)])
+    pb_grpc.add_RecommenderServicer_to_server(Servicer(), server)
+    if server.add_insecure_port(f"{host}:{port}") == 0:
+        raise OSError(f"cannot listen on {host}:{port} for gRPC (address already in use?)")
+    await server.start()
+    return server
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m aiwatch.demo.inference")
-    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--port", type=int, required=True, help="HTTP port (/metrics, /info, POST /predict)")
+    parser.add_argument("--grpc-port", type=int, default=None, help="also serve the Recommend RPC on this port")
     parser.add_argument("--model-ms", type=float, default=25.0, help="target model time per padded batch")
     parser.add_argument("--max-batch", type=int, default=2)
     args = parser.parse_args(argv)
     from aiwatch.demo.serve import serve
 
-    serve(create_app(args.model_ms / 1000.0, args.max_batch), args.port)
+    serve(create_app(args.model_ms / 1000.0, args.max_batch, grpc_port=args.grpc_port), args.port,
+          loop="asyncio" if args.grpc_port is not None else "auto")
 
 
 if __name__ == "__main__":

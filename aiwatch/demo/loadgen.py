@@ -42,6 +42,15 @@ def plan(duration: float, normal_rps: float, sale_factor: float = 10.0) -> list[
     ]
 
 
+def warmup(duration: float, normal_rps: float, factor: float = 3.0) -> Stage:
+    """A short stage before the first cycle (``factor`` x the normal rate, returning users) that fills the feature
+    cache, so the normal stage shows a warm cache's hit ratio and the sale's new users visibly lower it. It is not
+    part of any stage's numbers."""
+    if duration <= 0 or normal_rps <= 0:
+        raise ValueError(f"duration and rate must be > 0, got {duration}, {normal_rps}")
+    return Stage("warm-up", min(max(0.15 * duration, 3.0), 10.0), normal_rps * factor)
+
+
 @dataclass
 class LoadResult:
     sent: int = 0

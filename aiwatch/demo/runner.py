@@ -39,7 +39,7 @@ class DemoOptions:
     model_ms: float = 25.0
     max_batch: int = 2
     #: the sale offers this many times the model's measured capacity (when ``normal_rps`` is not given)
-    overload: float = 0.6
+    overload: float = 0.9
     max_in_flight: int = 32
     seed: int = 7
     cycles: int | None = None
@@ -47,6 +47,11 @@ class DemoOptions:
     #: 0 = a free port
     gateway_port: int = 0
     inference_port: int = 0
+    #: the gateway -> inference hop: "grpc" or "http" (default: grpc when grpcio is installed)
+    transport: str = field(default_factory=lambda: default_transport())
+    grpc_port: int = 0
+    #: the console's port (0 = a free one)
+    console_port: int = 8501
     out: TextIO = field(default_factory=lambda: sys.stdout)
 
 
@@ -56,11 +61,19 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class Child:
-    """A child process in its own session (the terminal's Ctrl-C reaches only the runner, which stops it)."""
+def default_transport() -> str:
+    """``grpc`` when grpcio (the ``grpc`` extra) is installed, else ``http``."""
+    return "grpc" if importlib.util.find_spec("grpc") is not None else "http"
 
-    def __init__(self, name: str, args: Sequence[str], log_dir: Path, env: dict[str, str]) -> None:
+
+class Child:
+    """A child process in its own session (the terminal's Ctrl-C reaches only the runner, which stops it, with
+    every process of its group). An ``essential`` child that stops on its own stops the demo."""
+
+    def __init__(self, name: str, args: Sequence[str], log_dir: Path, env: dict[str, str],
+                 essential: bool = True) -> None:
         self.name = name
+        self.essential = essential
         self.log = log_dir / f"{name}.log"
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(list(args), stdout=log, stderr=subprocess.STDOUT, env=env,
@@ -104,8 +117,8 @@ class Supervisor:
         self.env["PYTHONUNBUFFERED"] = "1"
         self.env["PYTHONPATH"] = os.pathsep.join(filter(None, [_package_root(), self.env.get("PYTHONPATH", "")]))
 
-    def start(self, name: str, args: Sequence[str]) -> Child:
-        child = Child(name, args, self.log_dir, self.env)
+    def start(self, name: str, args: Sequence[str], essential: bool = True) -> Child:
+        child = Child(name, args, self.log_dir, self.env, essential)
         self.children.append(child)
         return child
 
@@ -125,7 +138,7 @@ class Supervisor:
 
     def check_alive(self) -> None:
         for child in self.children:
-            if child.proc.poll() is not None:
+            if child.essential and child.proc.poll() is not None:
                 raise DemoFailed(f"the {child.name} service stopped (exit {child.proc.returncode}):\n{child.tail()}")
 
     def stop(self) -> None:
@@ -139,7 +152,8 @@ def _package_root() -> str:
 
 
 def console_available() -> bool:
-    return importlib.util.find_spec("aiwatch.commands.console") is not None
+    """The console needs the ``console`` extra (streamlit, pandas)."""
+    return all(importlib.util.find_spec(m) is not None for m in ("streamlit", "pandas"))
 
 
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
@@ -174,11 +188,23 @@ def _run(options: DemoOptions, supervisor: Supervisor, out: TextIO) -> int:
     py = sys.executable
     inf_port, gw_port = options.inference_port or free_port(), options.gateway_port or free_port()
     inf_url, gw_url = f"http://{HOST}:{inf_port}", f"http://{HOST}:{gw_port}"
+    if options.transport not in ("grpc", "http"):
+        raise DemoFailed(f"unknown transport {options.transport!r} (grpc or http)")
+    if options.transport == "grpc" and importlib.util.find_spec("grpc") is None:
+        raise DemoFailed('--transport grpc needs grpcio: pip install "aiwatch[grpc]"')
     print("aiwatch demo: training the recommender and starting the services on loopback ...", file=out, flush=True)
-    inference = supervisor.start("inference", [py, "-m", "aiwatch.demo.inference", "--port", str(inf_port),
-                                               "--model-ms", str(options.model_ms),
-                                               "--max-batch", str(options.max_batch)])
-    gw_args = [py, "-m", "aiwatch.demo.gateway", "--port", str(gw_port), "--inference-url", inf_url]
+    inf_args = [py, "-m", "aiwatch.demo.inference", "--port", str(inf_port), "--model-ms", str(options.model_ms),
+                "--max-batch", str(options.max_batch)]
+    gw_args = [py, "-m", "aiwatch.demo.gateway", "--port", str(gw_port)]
+    if options.transport == "grpc":
+        grpc_port = options.grpc_port or free_port()
+        inf_args += ["--grpc-port", str(grpc_port)]
+        gw_args += ["--inference-grpc", f"{HOST}:{grpc_port}"]
+        hop = f"gRPC {HOST}:{grpc_port} (Recommend)"
+    else:
+        gw_args += ["--inference-url", inf_url]
+        hop = f"HTTP {inf_url} (POST /predict)"
+    inference = supervisor.start("inference", inf_args)
     if options.redis:
         gw_args += ["--redis", options.redis]
     gateway = supervisor.start("gateway", gw_args)
@@ -188,52 +214,66 @@ def _run(options: DemoOptions, supervisor: Supervisor, out: TextIO) -> int:
         info = json.loads(resp.read())
     normal_rps = options.normal_rps or max(1.0, options.overload * info["capacity_rps"] / 10.0)
     stages = loadgen.plan(options.duration, normal_rps)
+    warmup = loadgen.warmup(options.duration, normal_rps)
     metrics_urls = [f"{gw_url}/metrics", f"{inf_url}/metrics"]
     print(f"  gateway   {gw_url}   (POST /recommend, /metrics)  pid {gateway.pid}\n"
-          f"  inference {inf_url}   (POST /predict, /metrics)  pid {inference.pid}\n"
+          f"  inference {inf_url}   (/metrics; called over {hop})  pid {inference.pid}\n"
           f"  model: {info['model_seconds'] * 1000:.1f} ms per batch of up to {info['max_batch']} "
           f"(capacity ~{info['capacity_rps']:.0f} req/s); feature cache: "
           f"{'redis ' + options.redis if options.redis else 'in-process LRU'}\n"
-          f"  stages: " + ", ".join(f"{s.name} {s.seconds:.0f}s at {s.rps:.0f} req/s" for s in stages),
+          f"  stages: " + ", ".join(f"{s.name} {s.seconds:.0f}s at {s.rps:.0f} req/s" for s in stages)
+          + f" (after a {warmup.seconds:.0f}s cache warm-up, not counted)",
           file=out, flush=True)
     if not options.headless:
-        _open_console(supervisor, metrics_urls, options.prometheus, out)
+        _open_console(supervisor, metrics_urls, options, out)
     cycles = options.cycles if options.cycles is not None else (1 if options.headless else None)
     rng = np.random.default_rng(options.seed)
     cycle = 0
     while cycles is None or cycle < cycles:
         cycle += 1
         results = asyncio.run(_drive(f"{gw_url}/recommend", stages, metrics_urls, rng, options.max_in_flight,
-                                     lambda line: print(line, file=out, flush=True), supervisor.check_alive))
+                                     lambda line: print(line, file=out, flush=True), supervisor.check_alive,
+                                     warmup if cycle == 1 else None))
         print("\n" + summary.format_summary(results) + "\n", file=out, flush=True)
         if options.json_path:
             Path(options.json_path).write_text(json.dumps([s.as_dict() for s in results], indent=2) + "\n")
     return 0
 
 
-def _open_console(supervisor: Supervisor, metrics_urls: list[str], prometheus: str | None, out: TextIO) -> None:
+def console_args(metrics_urls: list[str], prometheus: str | None, port: int) -> list[str]:
+    """The ``aiwatch console`` command line: the embedded scraper on the services' ``/metrics`` (every second,
+    a 15 s window, so a demo stage shows up while it runs), or ``--prometheus URL``."""
+    args = [sys.executable, "-m", "aiwatch", "console", "--port", str(port), "--refresh", "3", "--window", "15"]
+    if prometheus:
+        return [*args, "--prometheus", prometheus]
+    for url in metrics_urls:
+        args += ["--scrape", url]
+    return [*args, "--interval", "1"]
+
+
+def _open_console(supervisor: Supervisor, metrics_urls: list[str], options: DemoOptions, out: TextIO) -> None:
     if not console_available():
-        print("  console: not available yet in this version of aiwatch; watch the summary below, or scrape\n"
+        print('  console: not installed (pip install "aiwatch[console]"); watch the summary below, or scrape\n'
               f"           {' and '.join(metrics_urls)} with Prometheus", file=out, flush=True)
         return
-    args = [sys.executable, "-m", "aiwatch", "console"]
-    if prometheus:
-        args += ["--prometheus", prometheus]
-    else:
-        for url in metrics_urls:
-            args += ["--scrape", url]
-    child = supervisor.start("console", args)
-    print(f"  console: started (pid {child.pid}); its log: {child.log}", file=out, flush=True)
+    port = options.console_port or free_port()
+    # Not essential: a console that cannot start (port taken) leaves the demo and its summary running.
+    child = supervisor.start("console", console_args(metrics_urls, options.prometheus, port), essential=False)
+    print(f"  console   http://{HOST}:{port}   pid {child.pid} (reading "
+          f"{options.prometheus or 'the services /metrics'}; its log: {child.log})", file=out, flush=True)
 
 
 async def _drive(url: str, stages: list[loadgen.Stage], metrics_urls: list[str], rng: np.random.Generator,
-                 max_in_flight: int, say: Callable[[str], None],
-                 check_alive: Callable[[], None]) -> list[summary.StageStats]:
+                 max_in_flight: int, say: Callable[[str], None], check_alive: Callable[[], None],
+                 warmup: loadgen.Stage | None = None) -> list[summary.StageStats]:
     import httpx
 
     results: list[summary.StageStats] = []
     limits = httpx.Limits(max_connections=max_in_flight, max_keepalive_connections=max_in_flight)
     async with httpx.AsyncClient(timeout=30.0, limits=limits) as client:
+        if warmup is not None:
+            say(f"warm-up: {warmup.seconds:.0f}s at {warmup.rps:.0f} req/s (fills the feature cache; not counted)")
+            await loadgen.run_stage(client, url, warmup, rng, max_in_flight)
         for stage in stages:
             check_alive()
             before = await asyncio.to_thread(scrape.scrape_all, metrics_urls)
@@ -261,4 +301,5 @@ def _fmt(seconds: float | None) -> str:
 def options_from_args(args: Any) -> DemoOptions:
     return DemoOptions(duration=args.duration, headless=args.headless, redis=args.redis, prometheus=args.prometheus,
                        normal_rps=args.rps, model_ms=args.model_ms, seed=args.seed, cycles=args.cycles,
-                       json_path=args.json, gateway_port=args.gateway_port, inference_port=args.inference_port)
+                       json_path=args.json, gateway_port=args.gateway_port, inference_port=args.inference_port,
+                       transport=args.transport or default_transport(), console_port=args.console_port)

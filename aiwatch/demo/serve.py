@@ -21,10 +21,11 @@ def exit_with_parent(interval: float = 0.5) -> None:
     threading.Thread(target=watch, name="aiwatch-demo-parent-watch", daemon=True).start()
 
 
-def serve(app: Any, port: int, host: str = "127.0.0.1") -> None:
-    """Serve ``app`` on ``host:port`` until SIGINT/SIGTERM (loopback only by default)."""
+def serve(app: Any, port: int, host: str = "127.0.0.1", loop: str = "auto") -> None:
+    """Serve ``app`` on ``host:port`` until SIGINT/SIGTERM (loopback only by default). ``loop="asyncio"`` for a
+    process that also runs ``grpc.aio`` (which needs the standard asyncio event loop, not uvloop)."""
     import uvicorn
 
     exit_with_parent()
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, timeout_graceful_shutdown=2,
-                lifespan="on")
+                lifespan="on", loop=loop)

@@ -1,4 +1,5 @@
-"""The demo's parts on their own: metric arithmetic, PSI, batcher, feature store, drift sketch, model."""
+"""The demo's parts on their own: metric arithmetic, PSI, the batched inference path, feature store, drift sketch,
+model."""
 
 from __future__ import annotations
 
@@ -9,9 +10,8 @@ import numpy as np
 import pytest
 
 from aiwatch.demo import data, scrape, summary
-from aiwatch.demo.batcher import MicroBatcher
 from aiwatch.demo.drift import BinSketch
-from aiwatch.demo.features import FeatureStore, LruCache
+from aiwatch.demo.features import FeatureStore, LruCache, LruDict, RedisCache, backing_profile
 from aiwatch.metrics import Metrics
 from aiwatch.timing import RequestRecorder
 
@@ -87,92 +87,77 @@ def test_bin_sketch_exports_reference_shares_and_counts_values(metrics: Metrics)
     assert get("aiwatch_instrumentation_errors_total", {"component": "demo_drift"}) == 1.0
 
 
-async def test_batcher_batches_and_records_queue_and_inference_phases(metrics: Metrics) -> None:
-    calls: list[int] = []
+async def test_inference_core_batches_through_aiwatch_micro_batcher(metrics: Metrics) -> None:
+    """The demo's inference path is aiwatch.signals.MicroBatcher in front of the recommender: each request records
+    the queue and inference (model) phases under model="recommender", and the batch metrics carry that label."""
+    from aiwatch.demo.inference import MODEL, InferenceCore
+    from aiwatch.demo.model import Request
 
-    def model(items: list[int]) -> list[int]:
-        calls.append(len(items))
-        return [i * 10 for i in items]
-
-    batcher: MicroBatcher[int, int] = MicroBatcher(model, metrics=metrics, model="m", queue="q", max_batch=4,
-                                                   max_wait=0.05)
-    await batcher.start()
-    recorder = RequestRecorder(metrics, service="svc")
+    core = InferenceCore(metrics, model_seconds=0.002, max_batch=2)
+    recorder = RequestRecorder(metrics, service="inference", model=MODEL)
     phases: list[set[str]] = []
 
-    async def request(i: int) -> int:
+    async def request(user: int) -> list[int]:
         tl = recorder.begin()
-        result = await batcher.submit(i)
+        items = await core.predict(Request(user, 40.0, 2.0, 100.0))
         phases.append({name for name, _ in tl.phases})
-        recorder.finish(tl, "/r", "POST", "200")
-        return result
+        recorder.finish(tl, "/predict", "POST", "200")
+        return items
 
     try:
-        results = await asyncio.gather(*(request(i) for i in range(6)))
+        answers = await asyncio.gather(*(request(u) for u in range(6)))
     finally:
-        await batcher.stop()
-    assert results == [i * 10 for i in range(6)]
-    assert sorted(calls, reverse=True) == [4, 2]
+        await core.aclose()
+    assert all(len(items) == 10 for items in answers)
     assert all(p == {"queue", "inference"} for p in phases)
     get = metrics.registry.get_sample_value
-    assert get("aiwatch_queue_wait_seconds_count", {"queue": "q"}) == 6.0
-    assert get("aiwatch_batch_size_count", {"model": "m"}) == 2.0
-    assert get("aiwatch_queue_depth", {"queue": "q"}) == 0.0
-    assert get("aiwatch_phase_duration_seconds_count", {"service": "svc", "model": "m", "phase": "inference"}) == 6.0
+    assert get("aiwatch_queue_wait_seconds_count", {"queue": MODEL}) == 6.0
+    batches = get("aiwatch_batch_size_count", {"model": MODEL})
+    assert batches is not None and 3.0 <= batches < 6.0  # 6 concurrent requests, at most 2 per model call
+    assert get("aiwatch_queue_depth", {"queue": MODEL}) == 0.0
+    assert get("aiwatch_phase_duration_seconds_count",
+               {"service": "inference", "model": MODEL, "phase": "inference"}) == 6.0
+    assert get("aiwatch_feature_bin_total", {"model": MODEL, "feature": "basket_value", "bin": "+Inf"}) is not None
 
 
-async def test_batcher_passes_the_model_exception_to_every_request_of_the_batch(metrics: Metrics) -> None:
-    def broken(items: list[int]) -> list[int]:
-        raise RuntimeError("model crashed")
-
-    batcher: MicroBatcher[int, int] = MicroBatcher(broken, metrics=metrics, model="m", max_batch=2, max_wait=0.05)
-    await batcher.start()
-    try:
-        outcomes = await asyncio.gather(batcher.submit(1), batcher.submit(2), return_exceptions=True)
-    finally:
-        await batcher.stop()
-    assert [str(o) for o in outcomes] == ["model crashed", "model crashed"]
-
-
-async def test_lru_cache_evicts_least_recently_used() -> None:
-    cache = LruCache(capacity=2)
-    await cache.set("a", {"v": 1.0})
-    await cache.set("b", {"v": 2.0})
-    assert await cache.get("a") == {"v": 1.0}
-    await cache.set("c", {"v": 3.0})
-    assert await cache.get("b") is None
-    assert await cache.get("a") is not None
+def test_lru_dict_evicts_least_recently_used() -> None:
+    cache = LruDict(capacity=2)
+    cache["a"] = {"v": 1.0}
+    cache["b"] = {"v": 2.0}
+    assert cache["a"] == {"v": 1.0}
+    cache["c"] = {"v": 3.0}
+    assert "b" not in cache and "a" in cache and len(cache) == 2
     with pytest.raises(ValueError, match="capacity"):
-        LruCache(0)
+        LruDict(0)
 
 
-async def test_feature_store_counts_hits_and_misses(metrics: Metrics) -> None:
-    store = FeatureStore(LruCache(10), metrics)
+async def test_feature_store_counts_hits_and_misses_through_instrument_mapping(metrics: Metrics) -> None:
+    store = FeatureStore(LruCache(metrics, capacity=10))
     first = await store.user_profile(42)
     second = await store.user_profile(42)
     assert first == second
     get = metrics.registry.get_sample_value
     assert get("aiwatch_feature_cache_requests_total", {"cache": "user_features", "result": "miss"}) == 1.0
     assert get("aiwatch_feature_cache_requests_total", {"cache": "user_features", "result": "hit"}) == 1.0
+    assert get("aiwatch_feature_cache_lookup_duration_seconds_count", {"cache": "user_features", "result": "hit"}) == 1
 
 
-async def test_a_failing_cache_never_fails_the_lookup(metrics: Metrics) -> None:
-    class DownCache:
-        async def get(self, key: str) -> dict[str, float] | None:
-            raise ConnectionError("cache is down")
+async def test_a_failing_redis_cache_never_fails_the_lookup(metrics: Metrics) -> None:
+    """Fault injection with a real redis client and nothing listening: aiwatch's instrument_redis counts the error
+    and re-raises it; the demo's feature store serves the backing store's profile."""
+    from tests.servers import free_port
 
-        async def set(self, key: str, value: dict[str, float]) -> None:
-            raise ConnectionError("cache is down")
-
-        async def close(self) -> None:
-            return None
-
-    store = FeatureStore(DownCache(), metrics)
-    profile = await store.user_profile(7)
-    assert set(profile) == {"avg_basket_value", "days_since_last_order", "orders_last_year"}
+    cache = RedisCache(f"redis://127.0.0.1:{free_port()}/0", metrics)
+    store = FeatureStore(cache)
+    try:
+        profile = await store.user_profile(7)
+        again = await store.user_profile(7)
+    finally:
+        await cache.close()
+    assert profile == again == backing_profile(7)
     get = metrics.registry.get_sample_value
-    assert get("aiwatch_feature_cache_requests_total", {"cache": "user_features", "result": "error"}) == 1.0
-    assert get("aiwatch_instrumentation_errors_total", {"component": "demo_feature_cache"}) == 1.0
+    assert get("aiwatch_feature_cache_requests_total", {"cache": "user_features", "result": "error"}) == 2.0
+    assert get("aiwatch_feature_cache_requests_total", {"cache": "user_features", "result": "hit"}) == 0.0
 
 
 def test_recommender_pads_batches_and_rejects_oversized_ones() -> None:
