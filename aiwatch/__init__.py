@@ -30,14 +30,20 @@ _LAZY: dict[str, str] = {
     "make_asgi_app": "aiwatch.exposition",
     "make_wsgi_app": "aiwatch.exposition",
     "start_http_server": "aiwatch.exposition",
+    "DriftMonitor": "aiwatch.drift",
+    "ReferenceProfile": "aiwatch.drift",
+    "ProfileError": "aiwatch.drift",
 }
 
 __all__ = [
     "CONTRACT",
     "AiwatchMiddleware",
+    "DriftMonitor",
     "LabelGuard",
     "MetricSpec",
     "Metrics",
+    "ProfileError",
+    "ReferenceProfile",
     "RequestRecorder",
     "__version__",
     "current_timeline",
