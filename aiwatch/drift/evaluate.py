@@ -147,7 +147,8 @@ class Options:
             if m in VALUE_TESTS and isinstance(feat, CategoricalFeature):
                 raise ValueError(f"test {m!r} needs numerical values; feature {name!r} is categorical")
         if self.correction not in (None, *stattests.CORRECTIONS):
-            raise ValueError(f"correction must be one of {list(stattests.CORRECTIONS)} or None, got {self.correction!r}")
+            raise ValueError(f"correction must be one of {list(stattests.CORRECTIONS)} or None, "
+                             f"got {self.correction!r}")
         if self.rule not in ("share", "any"):
             raise ValueError(f"rule must be 'share' or 'any', got {self.rule!r}")
 
@@ -214,9 +215,9 @@ def compare_features(profile: ReferenceProfile, current: Mapping[str, CurrentFea
         if cur.count < options.min_samples:
             result.status = STATUS_INSUFFICIENT
             continue
-        r = run_test(feat, cur, m, threshold)
-        result.statistic, result.pvalue, result.threshold, result.drifted = r.statistic, r.pvalue, r.threshold, \
-            r.drifted
+        t = run_test(feat, cur, m, threshold)
+        result.statistic, result.pvalue, result.threshold, result.drifted = t.statistic, t.pvalue, t.threshold, \
+            t.drifted
     if options.correction:
         tested = [r for r in results.values() if r.status == STATUS_OK and r.pvalue is not None]
         adjusted = stattests.CORRECTIONS[options.correction]([r.pvalue for r in tested if r.pvalue is not None])

@@ -22,6 +22,7 @@ Tests run in :meth:`DriftMonitor.evaluate`, on demand or every ``interval`` seco
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -111,7 +112,8 @@ class DriftMonitor:
         self._stop = threading.Event()
         m = self.metrics
         self._bin_children: dict[str, list[Any]] = {}
-        for feat in [*self._num, *self._cat]:
+        all_features: list[NumericalFeature | CategoricalFeature] = [*self._num, *self._cat]
+        for feat in all_features:
             labels = feat.bin_labels
             # Every bin's counter exists from the start (at 0) so that PromQL sees every bin.
             self._bin_children[feat.name] = [m.feature_bin.labels(model, feat.name, b) for b in labels]
@@ -226,20 +228,20 @@ class DriftMonitor:
             self._add_bins(feat.name, np.bincount(np.searchsorted(self._num_cuts[i], finite, side="left"),
                                                   minlength=len(feat.bin_counts)))
             num_block[:, i] = np.where(finite_mask, arr, np.nan)[n - keep:]
-        for j, feat in enumerate(self._cat):
-            col = columns.get(feat.name)
+        for j, cfeat in enumerate(self._cat):
+            col = columns.get(cfeat.name)
             if col is None:
-                self._count_invalid(feat.name, "missing_feature", n)
+                self._count_invalid(cfeat.name, "missing_feature", n)
                 continue
             idx = self._bucket_indices(j, col)
             missing = int(np.count_nonzero(idx == -1))
             invalid = int(np.count_nonzero(idx == -2))
             if missing:
-                m.child(m.feature_missing, (self.model, feat.name)).inc(missing)
+                m.child(m.feature_missing, (self.model, cfeat.name)).inc(missing)
             if invalid:
-                self._count_invalid(feat.name, "wrong_type", invalid)
+                self._count_invalid(cfeat.name, "wrong_type", invalid)
             valid = idx[idx >= 0]
-            self._add_bins(feat.name, np.bincount(valid, minlength=len(feat.bin_labels)))
+            self._add_bins(cfeat.name, np.bincount(valid, minlength=len(cfeat.bin_labels)))
             cat_block[:, j] = np.maximum(idx, -1)[n - keep:]
         for name in columns:
             if name not in self.profile.features and name not in self._unknown_seen:
@@ -319,9 +321,9 @@ class DriftMonitor:
             self._add_bins(feat.name, np.bincount(np.searchsorted(self._num_cuts[i], col, side="left"),
                                                   minlength=len(feat.bin_counts)))
         cblock = self._ring_cat[rows]
-        for j, feat in enumerate(self._cat):
+        for j, cfeat in enumerate(self._cat):
             col = cblock[:, j]
-            self._add_bins(feat.name, np.bincount(col[col >= 0], minlength=len(feat.bin_labels)))
+            self._add_bins(cfeat.name, np.bincount(col[col >= 0], minlength=len(cfeat.bin_labels)))
         self._pending = 0
 
     # -------------------------------------------------------------------------------------------- evaluation
@@ -356,12 +358,12 @@ class DriftMonitor:
                                minlength=len(feat.bin_counts)).astype(np.int64)
             current[feat.name] = CurrentFeature(int(finite.size), bins, finite, int(col.size - finite.size),
                                                 new_distinct=new_distinct)
-        for feat in self._cat:
-            col = columns[feat.name]
+        for cfeat in self._cat:
+            col = columns[cfeat.name]
             valid = col[col >= 0]
-            bins = np.bincount(valid, minlength=len(feat.bin_labels)).astype(np.int64)
-            unseen_used = bool(bins[-1]) if feat.unseen_bucket == len(bins) - 1 else False
-            current[feat.name] = CurrentFeature(int(valid.size), bins, None, int(col.size - valid.size),
+            bins = np.bincount(valid, minlength=len(cfeat.bin_labels)).astype(np.int64)
+            unseen_used = bool(bins[-1]) if cfeat.unseen_bucket == len(bins) - 1 else False
+            current[cfeat.name] = CurrentFeature(int(valid.size), bins, None, int(col.size - valid.size),
                                                 new_distinct=int(unseen_used))
         report = compare_features(self.profile, current, self.options)
         report.unknown_features = self.unknown_features
@@ -430,7 +432,5 @@ class DriftMonitor:
 
 
 def _remove(gauge: Any, *labels: str) -> None:
-    try:
+    with contextlib.suppress(KeyError):
         gauge.remove(*labels)
-    except KeyError:
-        pass

@@ -107,7 +107,7 @@ def _missing(v: Any) -> bool:
 def _isna(values: Any) -> npt.NDArray[np.bool_]:
     arr = np.asarray(values)
     if arr.dtype.kind == "f":
-        return ~np.isfinite(arr)
+        return np.asarray(~np.isfinite(arr), dtype=bool)
     if arr.dtype.kind == "O":
         return np.fromiter((_missing(v) for v in arr.tolist()), dtype=bool, count=arr.size)
     return np.zeros(arr.shape, dtype=bool)
@@ -353,11 +353,10 @@ class ProfileBuilder:
                     continue
                 self.kinds[name] = kind
                 self._order.append(name)
-            kind = self.kinds.get(name)
-            if kind == "numerical":
+            if self.kinds.get(name) == "numerical":
                 acc = self._num.setdefault(name, _NumAcc())
                 acc.add(_to_float(name, values), self.rng, self.sample_size)
-            elif kind == "categorical":
+            elif self.kinds.get(name) == "categorical":
                 counter = self._cat.setdefault(name, Counter())
                 missing = 0
                 raw = values if isinstance(values, list) else np.asarray(values, dtype=object).tolist()
@@ -501,7 +500,7 @@ class ReferenceProfile:
                 raise ProfileError(f"a numpy array must be 2-D (rows x features), got shape {data.shape}")
             data = {str(i): data[:, i] for i in range(data.shape[1])}
         columns = columns_of(data)
-        all_edges = dict(edges or {})
+        all_edges: dict[str, Sequence[float]] = dict(edges or {})
         if edges_from is not None:
             for name, feat in edges_from.features.items():
                 if isinstance(feat, NumericalFeature):
@@ -514,7 +513,7 @@ class ReferenceProfile:
             if kind == "numerical" and name not in all_edges:
                 arr = _to_float(name, columns[name])
                 all_edges[name] = numerical_cuts(arr[np.isfinite(arr)], n_bins)
-        builder.edges = all_edges
+        builder.edges = {k: [float(e) for e in v] for k, v in all_edges.items()}
         builder.count(columns)
         return builder.finish()
 
@@ -549,15 +548,16 @@ class ReferenceProfile:
         try:
             for name, f in data["features"].items():
                 if f["kind"] == "numerical":
-                    feat: Feature = NumericalFeature(
+                    num = NumericalFeature(
                         name, [float(c) for c in f["cuts"]], [int(c) for c in f["bin_counts"]], int(f["count"]),
                         int(f.get("missing", 0)), _float(f.get("mean")), _float(f.get("std")),
                         _float(f.get("min")), _float(f.get("max")),
                         None if f.get("distinct") is None else [float(v) for v in f["distinct"]],
                         [float(v) for v in f.get("sample", [])], [float(v) for v in f.get("sample_keys", [])])
-                    if len(feat.bin_counts) != len(feat.cuts) + 1:
-                        raise ProfileError(f"{source}: feature {name!r} has {len(feat.cuts)} cuts but "
-                                           f"{len(feat.bin_counts)} bin counts (expected cuts + 1)")
+                    if len(num.bin_counts) != len(num.cuts) + 1:
+                        raise ProfileError(f"{source}: feature {name!r} has {len(num.cuts)} cuts but "
+                                           f"{len(num.bin_counts)} bin counts (expected cuts + 1)")
+                    feat: Feature = num
                 elif f["kind"] == "categorical":
                     feat = CategoricalFeature(
                         name, [str(c) for c in f["categories"]], [int(c) for c in f["counts"]],

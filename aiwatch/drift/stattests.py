@@ -30,7 +30,6 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 from scipy import stats
-from scipy.spatial import distance
 
 from aiwatch.drift.promql import PSI_EPSILON
 
@@ -102,7 +101,7 @@ def _shares(counts: ArrayLike) -> npt.NDArray[np.float64]:
     total = arr.sum()
     if total <= 0:
         raise ValueError("counts are all zero: no data")
-    return arr / total
+    return np.asarray(arr / total, dtype=np.float64)
 
 
 # ------------------------------------------------------------------------------------------------- raw values
@@ -245,8 +244,8 @@ def default_method(kind: str, reference_count: int, n_values: int) -> str:
 
     >>> default_method("numerical", 500, 100), default_method("numerical", 5000, 100)
     ('ks', 'wasserstein')
-    >>> default_method("categorical", 500, 4), default_method("categorical", 500, 2), default_method("categorical", 5000, 2)
-    ('chisquare', 'z', 'jensenshannon')
+    >>> [default_method("categorical", n, k) for n, k in [(500, 4), (500, 2), (5000, 2)]]
+    ['chisquare', 'z', 'jensenshannon']
     """
     if reference_count <= 1000:
         if kind == "numerical" and n_values > 5:
