@@ -283,7 +283,9 @@ def categorical_current(feat: CategoricalFeature, values: Any) -> CurrentFeature
 
 def to_float_counting(values: Any) -> tuple[npt.NDArray[np.float64], int]:
     """float64 array of ``values``; wrong-typed entries (strings, bools...) become NaN and are counted."""
-    arr = np.asarray(values)
+    arr = values if isinstance(values, np.ndarray) else np.asarray(values, dtype=object)
+    if arr.dtype.kind == "O" and arr.size and all(type(v) is float or type(v) is int for v in arr.tolist()):
+        arr = arr.astype(np.float64)
     if arr.dtype.kind in "fiu":
         return arr.astype(np.float64, copy=False), 0
     out = np.empty(arr.size, dtype=np.float64)

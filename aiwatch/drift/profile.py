@@ -436,7 +436,9 @@ class ProfileBuilder:
 
 
 def _to_float(name: str, values: Any) -> FloatArray:
-    arr = np.asarray(values)
+    arr = values if isinstance(values, np.ndarray) else np.asarray(values, dtype=object)
+    if arr.dtype.kind == "O" and arr.size and all(type(v) is float or type(v) is int for v in arr.tolist()):
+        arr = arr.astype(np.float64)
     if arr.dtype.kind in "fiub":
         return arr.astype(np.float64, copy=False)
     out = np.empty(arr.size, dtype=np.float64)
