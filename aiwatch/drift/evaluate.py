@@ -33,7 +33,8 @@ from aiwatch.drift.profile import (
 )
 
 DEFAULT_MIN_SAMPLES = 30
-#: KS and Wasserstein use at most this many current values per feature (a uniform sample of larger data).
+#: KS and Wasserstein use at most this many current values per feature (a systematic sample of larger data:
+#: every k-th value from a random start). Bin and category counts always cover every value.
 DEFAULT_MAX_EXACT = 100_000
 VALUE_TESTS = ("ks", "wasserstein")
 STATUS_OK = "ok"
@@ -173,7 +174,8 @@ def run_test(feat: Feature, current: CurrentFeature, name: str, threshold: float
         sample = sorted_sample(feat)
         if name == "ks":
             return stattests.ks(sample, current.values, threshold)
-        return stattests.wasserstein(sample, current.values, threshold, reference_std=feat.std)
+        return stattests.wasserstein(sample, current.values, threshold, reference_std=feat.std,
+                                     reference_sorted=True)
     ref_counts = np.asarray(feat.bin_counts if isinstance(feat, NumericalFeature) else feat.bucket_counts())
     func = {"psi": stattests.psi, "jensenshannon": stattests.jensenshannon, "chisquare": stattests.chisquare,
             "z": stattests.z}[name]
@@ -238,13 +240,16 @@ def compare_features(profile: ReferenceProfile, current: Mapping[str, CurrentFea
 
 
 def numerical_current(feat: NumericalFeature, values: Any, max_exact: int = DEFAULT_MAX_EXACT,
-                      rng: np.random.Generator | None = None) -> CurrentFeature:
-    """Summarise a column of current values for ``feat`` (non-finite values and wrong types are missing/invalid)."""
+                      rng: np.random.Generator | None = None, bins: bool = True) -> CurrentFeature:
+    """Summarise a column of current values for ``feat`` (non-finite values and wrong types are missing/invalid).
+
+    ``bins=False`` skips the bin counts (when the test uses raw values only)."""
     arr, invalid = to_float_counting(values)
     finite_mask = np.isfinite(arr)
     finite = arr if finite_mask.all() else arr[finite_mask]
     missing = int(arr.size - finite.size) - invalid
-    bins = np.bincount(feat.bin_index(finite), minlength=len(feat.bin_counts)).astype(np.int64)
+    counts = np.bincount(feat.bin_index(finite), minlength=len(feat.bin_counts)).astype(np.int64) if bins \
+        else np.zeros(0, dtype=np.int64)
     new_distinct = 0
     if feat.distinct is not None and finite.size:
         outside = finite[~np.isin(finite, np.asarray(feat.distinct))]
@@ -252,8 +257,17 @@ def numerical_current(feat: NumericalFeature, values: Any, max_exact: int = DEFA
     sample = finite
     if finite.size > max_exact:
         rng = rng or np.random.default_rng(0)
-        sample = finite[rng.choice(finite.size, max_exact, replace=False)]
-    return CurrentFeature(int(finite.size), bins, sample, missing, invalid, new_distinct)
+        step = -(-finite.size // max_exact)
+        sample = finite[int(rng.integers(0, step))::step]
+    return CurrentFeature(int(finite.size), counts, sample, missing, invalid, new_distinct)
+
+
+def needs_bins(feat: Feature, options: Options) -> bool:
+    """Whether the test chosen for ``feat`` works on bin counts (so the counts must be computed)."""
+    if not isinstance(feat, NumericalFeature) or feat.distinct is not None:
+        return True
+    chosen = options.methods.get(feat.name) or options.method
+    return chosen is not None and chosen not in VALUE_TESTS
 
 
 def categorical_current(feat: CategoricalFeature, values: Any) -> CurrentFeature:
@@ -310,7 +324,7 @@ def summarise(profile: ReferenceProfile, data: Any, options: Options | None = No
         if name not in columns:
             continue
         if isinstance(feat, NumericalFeature):
-            out[name] = numerical_current(feat, columns[name], options.max_exact, rng)
+            out[name] = numerical_current(feat, columns[name], options.max_exact, rng, needs_bins(feat, options))
         else:
             out[name] = categorical_current(feat, columns[name])
     return out

@@ -90,12 +90,16 @@ def infer_kind(values: Any) -> str:
     if dtype_name.startswith("datetime"):
         return "datetime"
     if dtype_name in ("string", "str", "object") or dtype_name.startswith("<U"):
-        present = [v for v in np.asarray(values, dtype=object).tolist() if not _missing(v)]
-        if not present:
+        items = np.asarray(values, dtype=object).tolist()
+        first = next((v for v in items if not _missing(v)), None)
+        last = next((v for v in reversed(items) if not _missing(v)), None)
+        if first is None:
             return "unknown"
-        if isinstance(present[0], str) and isinstance(present[-1], str):
-            distinct = len(set(present))
-            return "text" if distinct > 0.5 * len(present) else "categorical"
+        if isinstance(first, str) and isinstance(last, str):
+            counts = Counter(items)
+            present = [v for v in counts if not _missing(v)]
+            n_present = sum(counts[v] for v in present)
+            return "text" if len(present) > 0.5 * n_present else "categorical"
         return "unknown"
     return "unknown"
 
@@ -260,9 +264,10 @@ def numerical_cuts(finite: FloatArray, n_bins: int) -> list[float]:
     value, then one at each value), so a constant column has the bins "below", "the value", "above"."""
     if finite.size == 0:
         return []
-    distinct = np.unique(finite)
-    if distinct.size <= DISCRETE_LIMIT:
-        return [float(np.nextafter(distinct[0], -np.inf)), *map(float, distinct)]
+    if np.unique(finite[:4096]).size <= DISCRETE_LIMIT:  # cheap probe before a full sort
+        distinct = np.unique(finite)
+        if distinct.size <= DISCRETE_LIMIT:
+            return [float(np.nextafter(distinct[0], -np.inf)), *map(float, distinct)]
     qs = np.quantile(finite, np.linspace(0, 1, n_bins + 1)[1:-1])
     return [float(c) for c in np.unique(qs)]
 
@@ -295,9 +300,12 @@ class _NumAcc:
         self.min = min(self.min, float(finite.min()))
         self.max = max(self.max, float(finite.max()))
         if self.distinct is not None:
-            self.distinct.update(np.unique(finite).tolist())
-            if len(self.distinct) > DISCRETE_LIMIT:
+            if np.unique(finite[:4096]).size > DISCRETE_LIMIT:  # cheap probe before a full sort
                 self.distinct = None
+            else:
+                self.distinct.update(np.unique(finite).tolist())
+                if len(self.distinct) > DISCRETE_LIMIT:
+                    self.distinct = None
         keys = rng.random(n)
         self.sample, self.keys = _keep_smallest(np.concatenate([self.sample, finite]),
                                                 np.concatenate([self.keys, keys]), sample_size)

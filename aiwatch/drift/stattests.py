@@ -118,11 +118,11 @@ def ks(reference: ArrayLike, current: ArrayLike, threshold: float | None = None)
 
 
 def wasserstein(reference: ArrayLike, current: ArrayLike, threshold: float | None = None,
-                reference_std: float | None = None) -> TestResult:
+                reference_std: float | None = None, reference_sorted: bool = False) -> TestResult:
     """Wasserstein-1 distance divided by ``max(std(reference), 0.001)`` (Evidently's normalised Wasserstein).
 
     ``reference_std`` (population std, ddof 0) lets a profile pass the exact std of the full reference when
-    ``reference`` is a sample of it.
+    ``reference`` is a sample of it; ``reference_sorted`` skips sorting a reference that already is.
 
     >>> round(wasserstein([0.0, 1.0], [1.0, 2.0]).statistic, 6)
     2.0
@@ -130,7 +130,8 @@ def wasserstein(reference: ArrayLike, current: ArrayLike, threshold: float | Non
     ref = np.asarray(reference, dtype=np.float64)
     std = float(np.std(ref)) if reference_std is None else float(reference_std)
     norm = max(std, WASSERSTEIN_MIN_STD)
-    value = wasserstein_distance_sorted(np.sort(ref), np.sort(np.asarray(current, dtype=np.float64))) / norm
+    u = ref if reference_sorted else np.sort(ref)
+    value = wasserstein_distance_sorted(u, np.sort(np.asarray(current, dtype=np.float64))) / norm
     return _result("wasserstein", value, None, threshold)
 
 
@@ -142,12 +143,14 @@ def wasserstein_distance_sorted(u: npt.NDArray[np.float64], v: npt.NDArray[np.fl
     """
     if u.size == 0 or v.size == 0:
         raise ValueError("Wasserstein distance needs values on both sides")
-    all_values = np.sort(np.concatenate([u, v]), kind="stable")  # two sorted runs: merged in linear time
-    deltas = np.diff(all_values)
-    points = all_values[:-1]
-    u_cdf = np.searchsorted(u, points, side="right") / u.size
-    v_cdf = np.searchsorted(v, points, side="right") / v.size
-    return float(np.sum(np.abs(u_cdf - v_cdf) * deltas))
+    both = np.concatenate([u, v])
+    order = np.argsort(both, kind="stable")  # two sorted runs: merged in linear time
+    merged = both[order]
+    # u's share of the first i+1 merged values; inside a run of ties the partial counts meet a zero delta, so
+    # only the count after the whole run (= the right-continuous CDF) contributes
+    u_count = np.cumsum(order < u.size)[:-1]
+    v_count = np.arange(1, merged.size) - u_count
+    return float(np.sum(np.abs(u_count / u.size - v_count / v.size) * np.diff(merged)))
 
 
 # -------------------------------------------------------------------------------------------- bucket counts

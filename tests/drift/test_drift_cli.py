@@ -32,7 +32,8 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return out
 
 
-def test_profile_build_then_drift_against_the_profile(files: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+def test_profile_build_then_drift_against_the_profile(files: dict[str, Path],
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["profile", "build", str(files["ref"]), "-o", str(files["profile"]), "--chunk-rows", "500"]) == 0
     assert "3 features (2 numerical, 1 categorical)" in capsys.readouterr().out
     assert main(["drift", str(files["profile"]), str(files["same"])]) == 0
