@@ -88,6 +88,7 @@ class DriftMonitor:
         self.clock = clock
         self._flush_every = max(1, min(flush_every, window_size))
         self._lock = threading.Lock()
+        self._eval_lock = threading.Lock()
         self._num: list[NumericalFeature] = [f for f in profile.features.values() if isinstance(f, NumericalFeature)]
         self._cat: list[CategoricalFeature] = [
             f for f in profile.features.values() if isinstance(f, CategoricalFeature)]
@@ -125,6 +126,8 @@ class DriftMonitor:
     def observe(self, row: Mapping[str, Any], outputs: Mapping[str, Any] | None = None) -> None:
         """Record one row (feature name -> value); ``outputs`` (the model's outputs) are monitored like inputs."""
         try:
+            if not isinstance(row, Mapping):
+                raise TypeError(f"observe() expects a mapping of feature -> value, got {type(row).__name__}")
             if outputs:
                 row = {**row, **outputs}
             with self._lock:
@@ -343,6 +346,10 @@ class DriftMonitor:
 
     def evaluate(self) -> DriftReport:
         """Run the drift tests on the current window, export the results, and return them."""
+        with self._eval_lock:
+            return self._evaluate()
+
+    def _evaluate(self) -> DriftReport:
         from aiwatch.drift.evaluate import CurrentFeature, compare_features
 
         columns = self.window()

@@ -248,7 +248,8 @@ def test_broken_internals_never_raise_into_the_caller(profile: ReferenceProfile,
     mon.observe({"x": 1.0, "color": "red", "score": 0.1})
     mon.observe_batch({"x": [1.0, 2.0], "color": ["red", "red"], "score": [0.1, 0.2]})
     mon.observe_batch({"x": [1.0, 2.0], "color": ["red"]})  # ragged columns: counted too
-    assert value(registry, "aiwatch_instrumentation_errors_total", component="drift") == 3
+    mon.observe(["not", "a", "row"])  # type: ignore[arg-type]
+    assert value(registry, "aiwatch_instrumentation_errors_total", component="drift") == 4
 
 
 def test_failing_background_evaluation_is_counted(profile: ReferenceProfile, metrics: Metrics,
