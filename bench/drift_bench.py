@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -95,9 +96,10 @@ def worker(method: str, rows: int, profile_path: str) -> dict[str, Any]:
                 if name.startswith("num"):
                     score = stats.wasserstein_distance(ref, cur) / max(float(np.std(ref)), 0.001)
                 else:
-                    keys = sorted(set(np.unique(ref)) | set(np.unique(cur)))
-                    r = np.array([np.count_nonzero(ref == k) for k in keys]) / ref.size
-                    c = np.array([np.count_nonzero(cur == k) for k in keys]) / cur.size
+                    ref_counts, cur_counts = Counter(ref.tolist()), Counter(cur.tolist())
+                    keys = sorted(set(ref_counts) | set(cur_counts))
+                    r = np.array([ref_counts[k] for k in keys]) / ref.size
+                    c = np.array([cur_counts[k] for k in keys]) / cur.size
                     score = distance.jensenshannon(r, c)
                 drifted += score >= 0.1
             return drifted

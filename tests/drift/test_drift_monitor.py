@@ -289,3 +289,16 @@ def test_profile_path_and_bad_options(profile: ReferenceProfile, tmp_path: Path,
         DriftMonitor(profile, registry=CollectorRegistry(), methods={"nope": "ks"})
     with pytest.raises(ValueError, match="test 'ks' needs numerical values; feature 'color' is categorical"):
         DriftMonitor(profile, registry=CollectorRegistry(), methods={"color": "ks"})
+
+
+def test_one_empty_column_does_not_fail_the_others() -> None:
+    """Evidently #1480: one empty column fails the whole report; here it is insufficient data and the rest run."""
+    from aiwatch.drift import compare
+
+    p = ReferenceProfile.build({"x": REF_X, "y": REF_X * 2})
+    report = compare(p, {"x": [math.nan] * 500, "y": RNG.normal(0, 2, 500)})
+    assert report.features["x"].status == STATUS_INSUFFICIENT and report.features["x"].missing == 500
+    assert report.features["y"].status == "ok" and report.tested_count == 1
+    rows = [{"x": float(v), "y": float(v) * 2, "z": 1} for v in RNG.normal(size=100)]
+    from_rows = compare(p, rows)
+    assert from_rows.unknown_features == ["z"] and from_rows.features["x"].current_count == 100

@@ -202,3 +202,31 @@ def test_unreadable_inputs_are_named(tmp_path: Path) -> None:
         ReferenceProfile.build([1, 2, 3])
     with pytest.raises(ProfileError, match="no numerical or categorical column"):
         ReferenceProfile.build({"t": [f"text {i}" for i in range(10)]})
+
+
+def test_chunked_file_comparison_equals_in_memory(tmp_path: Path) -> None:
+    pd = pytest.importorskip("pandas")
+    from aiwatch.drift.batch import compare_file
+    from aiwatch.drift.evaluate import Options, compare
+
+    profile = ReferenceProfile.build({"x": RNG.normal(size=2000), "c": RNG.choice(["a", "b", "c"], 2000)})
+    current = pd.DataFrame({"x": RNG.normal(0.2, 1, 1500), "c": RNG.choice(["a", "b", "d"], 1500)})
+    current.to_csv(tmp_path / "cur.csv", index=False)
+    options = Options(methods={"x": "psi", "c": "chisquare"})
+    chunked = compare_file(profile, tmp_path / "cur.csv", options, chunk_rows=400)
+    memory = compare(profile, current, options)
+    for name in ("x", "c"):
+        assert chunked.features[name].statistic == pytest.approx(memory.features[name].statistic, rel=1e-12)
+        assert chunked.features[name].current_count == 1500
+
+
+def test_import_aiwatch_imports_neither_scipy_nor_pandas() -> None:
+    import subprocess
+    import sys
+
+    from tests.servers import python_env
+
+    code = ("import sys, aiwatch; assert aiwatch.ReferenceProfile and aiwatch.DriftMonitor; "
+            "print(sorted(m for m in ('scipy', 'pandas', 'evidently') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=python_env(), check=True)
+    assert out.stdout.strip() == "[]"
