@@ -192,8 +192,16 @@ class DriftMonitor:
 
     def observe_batch(self, data: Any, outputs: Any = None) -> None:
         """Record many rows at once: a dict of columns (lists or numpy arrays), a pandas DataFrame or a list of row
-        dicts; ``outputs`` (same row count) are monitored like inputs. Vectorised per column."""
+        dicts; ``outputs`` (same row count) are monitored like inputs. Vectorised per column (a list of row dicts
+        goes row by row, with the same per-row accounting as :meth:`observe`)."""
         try:
+            if isinstance(data, list) and outputs is None:
+                with self._lock:
+                    for row in data:
+                        if not isinstance(row, Mapping):
+                            raise TypeError(f"observe_batch rows must be mappings, got {type(row).__name__}")
+                        self._observe_row(row)
+                return
             columns = columns_of(data)
             if outputs is not None:
                 columns.update(columns_of(outputs))

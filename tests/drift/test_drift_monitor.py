@@ -302,3 +302,12 @@ def test_one_empty_column_does_not_fail_the_others() -> None:
     rows = [{"x": float(v), "y": float(v) * 2, "z": 1} for v in RNG.normal(size=100)]
     from_rows = compare(p, rows)
     assert from_rows.unknown_features == ["z"] and from_rows.features["x"].current_count == 100
+
+
+def test_batch_of_row_dicts_counts_like_single_rows(profile: ReferenceProfile, registry: CollectorRegistry) -> None:
+    mon = DriftMonitor(profile, model="m", registry=registry)
+    mon.observe_batch([{"x": 0.1, "color": "red"}, {"x": "bad", "color": "red", "score": 0.2}])
+    assert value(registry, "aiwatch_feature_invalid_total", model="m", feature="score",
+                 reason="missing_feature") == 1
+    assert value(registry, "aiwatch_feature_invalid_total", model="m", feature="x", reason="wrong_type") == 1
+    assert mon.window()["x"].size == 2
