@@ -61,16 +61,17 @@ class DriftMonitor:
         interval: seconds between background evaluations after :meth:`start`.
         options: test selection and verdict (:class:`aiwatch.drift.evaluate.Options`); keyword arguments such as
             ``correction="bh"``, ``methods={"age": "psi"}``, ``min_samples=50`` build one.
-        flush_every: single-row observations are counted into the Prometheus bin counters every this many rows
-            (and on :meth:`flush`, :meth:`evaluate` and every background tick).
+        flush_every / flush_interval: single-row observations are counted into the Prometheus bin counters every
+            ``flush_every`` rows, on :meth:`flush` and :meth:`evaluate`, and every ``flush_interval`` seconds
+            after :meth:`start`.
         clock: time source for the time window (tests pass a fake clock).
     """
 
     def __init__(self, profile: ReferenceProfile | str | os.PathLike[str], *, model: str = "default",
                  metrics: Metrics | None = None, registry: CollectorRegistry | None = None,
                  window_size: int = 1000, window_seconds: float | None = None, interval: float = 60.0,
-                 options: Options | None = None, flush_every: int = 256, clock: Callable[[], float] = time.time,
-                 **option_kwargs: Any) -> None:
+                 options: Options | None = None, flush_every: int = 256, flush_interval: float = 5.0,
+                 clock: Callable[[], float] = time.time, **option_kwargs: Any) -> None:
         from aiwatch.drift.evaluate import Options
 
         if not isinstance(profile, ReferenceProfile):
@@ -83,6 +84,7 @@ class DriftMonitor:
         self.window_size = window_size
         self.window_seconds = window_seconds
         self.interval = interval
+        self.flush_interval = flush_interval
         self.options = options or Options(**option_kwargs)
         self.options.validate(profile)
         self.clock = clock
@@ -433,9 +435,14 @@ class DriftMonitor:
             record_error("drift", exc, self.metrics)
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval):
+        next_eval = time.monotonic() + self.interval
+        while not self._stop.wait(max(0.0, min(self.flush_interval, next_eval - time.monotonic()))):
             try:
-                self.evaluate()
+                if time.monotonic() >= next_eval:
+                    next_eval = time.monotonic() + self.interval
+                    self.evaluate()
+                else:
+                    self.flush()
             except Exception as exc:
                 record_error("drift", exc, self.metrics)
 

@@ -311,3 +311,16 @@ def test_batch_of_row_dicts_counts_like_single_rows(profile: ReferenceProfile, r
                  reason="missing_feature") == 1
     assert value(registry, "aiwatch_feature_invalid_total", model="m", feature="x", reason="wrong_type") == 1
     assert mon.window()["x"].size == 2
+
+
+def test_background_thread_flushes_single_rows_between_evaluations(profile: ReferenceProfile,
+                                                                   registry: CollectorRegistry) -> None:
+    from tests.servers import wait_until
+
+    mon = DriftMonitor(profile, model="m", registry=registry, interval=3600, flush_interval=0.01)
+    mon.observe({"x": 0.0, "color": "red", "score": 0.5})
+    assert value(registry, "aiwatch_feature_bin_total", model="m", feature="color", bin="red") == 0
+    with mon:
+        wait_until(lambda: value(registry, "aiwatch_feature_bin_total", model="m", feature="color", bin="red") == 1,
+                   timeout=10, what="background flush")
+    assert mon.last_report is None  # no evaluation yet: the interval is an hour
