@@ -28,6 +28,8 @@ not be exact).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import math
 import os
@@ -172,8 +174,8 @@ class NumericalFeature:
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "cuts": self.cuts, "bin_counts": self.bin_counts, "count": self.count,
                 "missing": self.missing, "mean": _num(self.mean), "std": _num(self.std), "min": _num(self.min),
-                "max": _num(self.max), "distinct": self.distinct, "sample": self.sample,
-                "sample_keys": self.sample_keys}
+                "max": _num(self.max), "distinct": self.distinct, "sample": _encode(self.sample),
+                "sample_keys": _encode(self.sample_keys)}
 
 
 @dataclass
@@ -243,6 +245,20 @@ def category_key(value: Any) -> str | None:
         f = float(value)
         return str(int(f)) if f.is_integer() else repr(f)
     return None
+
+
+def _encode(values: list[float]) -> str:
+    """Floats as base64 of little-endian float64: exact, and about half the size of decimal JSON numbers."""
+    return base64.b64encode(np.asarray(values, dtype="<f8").tobytes()).decode("ascii")
+
+
+def _decode(data: Any) -> list[float]:
+    if isinstance(data, str):
+        raw = base64.b64decode(data.encode("ascii"), validate=True)
+        if len(raw) % 8:
+            raise ValueError("sample: base64 data is not a whole number of float64 values")
+        return [float(v) for v in np.frombuffer(raw, dtype="<f8")]
+    return [float(v) for v in data]
 
 
 def _num(x: float) -> float | None:
@@ -555,6 +571,7 @@ class ReferenceProfile:
             raise ProfileError(f"{source} has profile version {version!r}; this aiwatch reads version {VERSION} "
                                "(rebuild it with `aiwatch profile build`)")
         features: dict[str, Feature] = {}
+        name = ""
         try:
             for name, f in data["features"].items():
                 if f["kind"] == "numerical":
@@ -563,7 +580,7 @@ class ReferenceProfile:
                         int(f.get("missing", 0)), _float(f.get("mean")), _float(f.get("std")),
                         _float(f.get("min")), _float(f.get("max")),
                         None if f.get("distinct") is None else [float(v) for v in f["distinct"]],
-                        [float(v) for v in f.get("sample", [])], [float(v) for v in f.get("sample_keys", [])])
+                        _decode(f.get("sample", [])), _decode(f.get("sample_keys", [])))
                     if len(num.bin_counts) != len(num.cuts) + 1:
                         raise ProfileError(f"{source}: feature {name!r} has {len(num.cuts)} cuts but "
                                            f"{len(num.bin_counts)} bin counts (expected cuts + 1)")
@@ -581,8 +598,12 @@ class ReferenceProfile:
                 features[name] = feat
         except ProfileError:
             raise
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise ProfileError(f"{source} is corrupt: bad or missing field {exc!s} in its features") from exc
+        except KeyError as exc:
+            where = f" in feature {name!r}" if name else ""
+            raise ProfileError(f"{source} is corrupt: missing field {exc!s}{where}") from exc
+        except (TypeError, ValueError, AttributeError, binascii.Error) as exc:
+            where = f" in feature {name!r}" if name else ""
+            raise ProfileError(f"{source} is corrupt: bad value{where}: {exc!s}") from exc
         return cls(features, n_bins=int(data.get("n_bins", DEFAULT_BINS)), top_k=int(data.get("top_k", 0)),
                    sample_size=int(data.get("sample_size", 0)), skipped=data.get("skipped") or {})
 
