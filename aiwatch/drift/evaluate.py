@@ -120,7 +120,8 @@ class Options:
     """How features are tested and how the dataset verdict is reached.
 
     ``methods`` / ``thresholds`` override Evidently's defaults per feature (``{"age": "psi"}``, ``{"age": 0.2}``);
-    ``method`` / ``threshold`` override them for every feature. ``correction`` (``"bh"`` Benjamini-Hochberg or
+    ``method`` / ``threshold`` override them for every feature (a global ``ks`` or ``wasserstein`` applies to
+    numerical features only; categorical ones keep their default). ``correction`` (``"bh"`` Benjamini-Hochberg or
     ``"bonferroni"``) adjusts the p-values of hypothesis tests before each feature's decision. The dataset drifts
     when the share of drifted features is at least ``drift_share`` (``rule="share"``, Evidently's rule, default 0.5)
     or when any feature drifts (``rule="any"``, the usual pairing with a correction). Features with fewer than
