@@ -53,6 +53,9 @@ _LAZY: dict[str, str] = {
     "RulesConfig": "aiwatch.rules",
     "PrometheusSource": "aiwatch.console",
     "ScrapeSource": "aiwatch.console",
+    "DriftMonitor": "aiwatch.drift",
+    "ReferenceProfile": "aiwatch.drift",
+    "ProfileError": "aiwatch.drift",
 }
 
 __all__ = [
@@ -61,6 +64,7 @@ __all__ = [
     "AiwatchGrpcInstrumentorServer",
     "AiwatchMiddleware",
     "AiwatchWSGIMiddleware",
+    "DriftMonitor",
     "FeatureCache",
     "GpuCollector",
     "GpuPoller",
@@ -68,7 +72,9 @@ __all__ = [
     "MetricSpec",
     "Metrics",
     "MicroBatcher",
+    "ProfileError",
     "PrometheusSource",
+    "ReferenceProfile",
     "RequestRecorder",
     "RulesConfig",
     "ScrapeSource",

@@ -21,8 +21,13 @@ NO_DRIFT, DRIFT, ERROR = 0, 1, 2
 
 
 def drift_check(reference: Path, current: Path) -> int:
-    """``aiwatch drift``'s exit code (its report goes to this job's output)."""
-    return subprocess.run([sys.executable, "-m", "aiwatch", "drift", str(reference), str(current)]).returncode
+    """``aiwatch drift``'s exit code (its report goes to this job's output).
+
+    ``--rule any``: a gate holds the batch back when any single feature drifted, not only when half of them did
+    (Evidently's dataset rule, aiwatch's default).
+    """
+    command = [sys.executable, "-m", "aiwatch", "drift", str(reference), str(current), "--rule", "any"]
+    return subprocess.run(command).returncode
 
 
 def score(current: Path, out: Path) -> int:

@@ -1,0 +1,111 @@
+"""``aiwatch drift REFERENCE CURRENT``: batch drift check usable as a CI gate.
+
+Exit codes: 0 no dataset drift, 1 dataset drift, 2 error (bad arguments, unreadable or corrupt input).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from typing import Any
+
+EXIT_OK, EXIT_DRIFT, EXIT_ERROR = 0, 1, 2
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "drift", help="compare current data with a reference (exit 0 no drift, 1 drift, 2 error)",
+        description="Compare CURRENT (.csv/.parquet) with REFERENCE (a profile .json or a .csv/.parquet file). "
+                    "Exit codes: 0 no dataset drift, 1 dataset drift, 2 error.")
+    parser.add_argument("reference", help="reference profile (.json) or reference data (.csv/.parquet)")
+    parser.add_argument("current", help="current data (.csv/.parquet)")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.add_argument("--report", metavar="HTML", help="also write Evidently's DataDriftPreset HTML report "
+                        "(needs the evidently extra and reference data, not a profile)")
+    parser.add_argument("--method", action="append", default=[], metavar="[FEATURE=]METHOD",
+                        help="test for every feature or one feature: ks, chisquare, z, psi, jensenshannon, "
+                             "wasserstein (repeatable)")
+    parser.add_argument("--threshold", action="append", default=[], metavar="[FEATURE=]VALUE",
+                        help="threshold for every feature or one feature (repeatable)")
+    parser.add_argument("--correction", choices=["bh", "bonferroni"], help="multiple-testing correction")
+    parser.add_argument("--rule", choices=["share", "any"], default="share",
+                        help="dataset drift when the drifted share >= --drift-share (default) or any feature drifts")
+    parser.add_argument("--drift-share", type=float, default=0.5, help="share of drifted features (default 0.5)")
+    parser.add_argument("--min-samples", type=int, default=30, help="fewer current values: insufficient data")
+    parser.add_argument("--chunk-rows", type=int, default=100_000, help="rows read at a time")
+    parser.set_defaults(handler=run)
+
+
+def _split(items: list[str], convert: Any) -> tuple[Any, dict[str, Any]]:
+    every, per = None, {}
+    for item in items:
+        name, sep, value = item.rpartition("=")
+        if sep:
+            per[name] = convert(value)
+        else:
+            every = convert(value)
+    return every, per
+
+
+def run(args: argparse.Namespace) -> int:
+    from aiwatch.drift.batch import compare_file, load_reference
+    from aiwatch.drift.evaluate import Options
+    from aiwatch.drift.profile import ProfileError
+
+    try:
+        method, methods = _split(args.method, str)
+        threshold, thresholds = _split(args.threshold, float)
+        options = Options(methods=methods, thresholds=thresholds, method=method, threshold=threshold,
+                          correction=args.correction, drift_share=args.drift_share, rule=args.rule,
+                          min_samples=args.min_samples)
+        profile = load_reference(args.reference, chunk_rows=args.chunk_rows)
+        report = compare_file(profile, args.current, options, chunk_rows=args.chunk_rows)
+        if args.report:
+            write_report(args.reference, args.current, args.report, list(profile.features))
+    except (ProfileError, ValueError, OSError, ImportError, KeyError) as exc:
+        print(f"aiwatch drift: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print_table(report)
+    return EXIT_DRIFT if report.drifted else EXIT_OK
+
+
+def write_report(reference: str, current: str, path: str, columns: list[str]) -> None:
+    from aiwatch.drift.batch import read_chunks
+    from aiwatch.drift.report import evidently_html
+
+    if reference.lower().endswith(".json"):
+        raise ValueError("--report needs reference data (.csv/.parquet): Evidently cannot read an aiwatch profile")
+    pd = __import__("pandas")
+    ref = pd.concat([pd.DataFrame(c) for c in read_chunks(reference)], ignore_index=True)
+    cur = pd.concat([pd.DataFrame(c) for c in read_chunks(current)], ignore_index=True)
+    evidently_html(ref, cur, path, [c for c in columns if c in ref.columns and c in cur.columns])
+
+
+def _fmt(x: float | None) -> str:
+    if x is None or not math.isfinite(x):
+        return "-"
+    return f"{x:.4g}"
+
+
+def print_table(report: Any) -> None:
+    print(f"{'feature':<24} {'kind':<12} {'test':<14} {'statistic':>10} {'p-value':>10} {'threshold':>9} "
+          f"{'n':>8}  result")
+    for r in report.features.values():
+        result = "DRIFT" if r.drifted else ("ok" if r.status == "ok" else r.status)
+        print(f"{r.feature:<24} {r.kind:<12} {r.method:<14} {_fmt(r.statistic):>10} {_fmt(r.pvalue):>10} "
+              f"{_fmt(r.threshold):>9} {r.current_count:>8}  {result}")
+    for name in report.missing_features:
+        print(f"{name:<24} missing from the current data")
+    if report.unknown_features:
+        print(f"not in the reference (ignored): {', '.join(report.unknown_features)}")
+    verdict = "DRIFT" if report.drifted else "no drift"
+    rule = (f"drifted share {report.share_drifted:.2f} >= {report.drift_share}" if report.rule == "share"
+            else "any feature drifted")
+    correction = f", correction {report.correction}" if report.correction else ""
+    print(f"dataset: {verdict} ({report.drifted_count}/{report.tested_count} features drifted; rule: {rule}"
+          f"{correction})")

@@ -1,0 +1,351 @@
+"""Compare current data with a reference profile: one test per feature, then a dataset verdict.
+
+Used by all three paths: the streaming monitor (its window), the batch CLI (chunked files) and direct calls::
+
+    >>> import numpy as np
+    >>> from aiwatch.drift.profile import ReferenceProfile
+    >>> rng = np.random.default_rng(0)
+    >>> profile = ReferenceProfile.build({"x": rng.normal(size=5000)})
+    >>> report = compare(profile, {"x": rng.normal(1.0, 1.0, size=2000)})
+    >>> report.features["x"].method, report.features["x"].drifted, report.drifted
+    ('wasserstein', True, True)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from aiwatch.drift import stattests
+from aiwatch.drift.profile import (
+    CategoricalFeature,
+    Feature,
+    NumericalFeature,
+    ReferenceProfile,
+    _missing,
+    category_key,
+    columns_of,
+)
+
+DEFAULT_MIN_SAMPLES = 30
+#: KS and Wasserstein use at most this many current values per feature (a systematic sample of larger data:
+#: every k-th value from a random start). Bin and category counts always cover every value.
+DEFAULT_MAX_EXACT = 100_000
+VALUE_TESTS = ("ks", "wasserstein")
+STATUS_OK = "ok"
+STATUS_INSUFFICIENT = "insufficient_data"
+STATUS_NO_REFERENCE = "no_reference"
+
+
+@dataclass
+class CurrentFeature:
+    """What a test needs of one feature's current data.
+
+    numerical: ``values`` (finite values, or a uniform sample of them) and ``bin_counts`` over the profile's bins
+    (exact, over every value); categorical: ``bin_counts`` over the profile's buckets (categories, other, unseen).
+    """
+
+    count: int
+    bin_counts: npt.NDArray[np.int64]
+    values: npt.NDArray[np.float64] | None = None
+    missing: int = 0
+    invalid: int = 0
+    #: Distinct current values outside the reference's distinct values (for Evidently's test selection).
+    new_distinct: int = 0
+
+
+@dataclass
+class FeatureDrift:
+    feature: str
+    kind: str
+    method: str
+    status: str
+    statistic: float = math.nan
+    pvalue: float | None = None
+    #: The p-value after the multiple-testing correction (None without one or for distance tests).
+    adjusted_pvalue: float | None = None
+    threshold: float = math.nan
+    drifted: bool = False
+    current_count: int = 0
+    reference_count: int = 0
+    missing: int = 0
+
+    @property
+    def score(self) -> float:
+        """Evidently's drift score: the p-value for hypothesis tests, the statistic for distances."""
+        return self.pvalue if self.pvalue is not None else self.statistic
+
+    def to_dict(self) -> dict[str, Any]:
+        def num(x: float | None) -> float | None:
+            return None if x is None or not math.isfinite(x) else x
+
+        return {"feature": self.feature, "kind": self.kind, "method": self.method, "status": self.status,
+                "statistic": num(self.statistic), "pvalue": num(self.pvalue),
+                "adjusted_pvalue": num(self.adjusted_pvalue), "threshold": num(self.threshold),
+                "drifted": self.drifted, "current_count": self.current_count,
+                "reference_count": self.reference_count, "missing": self.missing}
+
+
+@dataclass
+class DriftReport:
+    features: dict[str, FeatureDrift]
+    drifted: bool
+    drifted_count: int
+    tested_count: int
+    drift_share: float
+    rule: str
+    correction: str | None
+    missing_features: list[str] = field(default_factory=list)
+    unknown_features: list[str] = field(default_factory=list)
+
+    @property
+    def share_drifted(self) -> float:
+        return self.drifted_count / self.tested_count if self.tested_count else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"drifted": self.drifted, "drifted_count": self.drifted_count, "tested_count": self.tested_count,
+                "share_drifted": self.share_drifted, "drift_share": self.drift_share, "rule": self.rule,
+                "correction": self.correction, "missing_features": self.missing_features,
+                "unknown_features": self.unknown_features,
+                "features": [f.to_dict() for f in self.features.values()]}
+
+
+@dataclass
+class Options:
+    """How features are tested and how the dataset verdict is reached.
+
+    ``methods`` / ``thresholds`` override Evidently's defaults per feature (``{"age": "psi"}``, ``{"age": 0.2}``);
+    ``method`` / ``threshold`` override them for every feature (a global ``ks`` or ``wasserstein`` applies to
+    numerical features only; categorical ones keep their default). ``correction`` (``"bh"`` Benjamini-Hochberg or
+    ``"bonferroni"``) adjusts the p-values of hypothesis tests before each feature's decision. The dataset drifts
+    when the share of drifted features is at least ``drift_share`` (``rule="share"``, Evidently's rule, default 0.5)
+    or when any feature drifts (``rule="any"``, the usual pairing with a correction). Features with fewer than
+    ``min_samples`` current values are "insufficient_data": never drifted, and not counted in the share.
+    """
+
+    methods: Mapping[str, str] = field(default_factory=dict)
+    thresholds: Mapping[str, float] = field(default_factory=dict)
+    method: str | None = None
+    threshold: float | None = None
+    correction: str | None = None
+    drift_share: float = 0.5
+    rule: str = "share"
+    min_samples: int = DEFAULT_MIN_SAMPLES
+    max_exact: int = DEFAULT_MAX_EXACT
+    seed: int = 0
+
+    def validate(self, profile: ReferenceProfile) -> None:
+        for name in (*self.methods, *self.thresholds):
+            if name not in profile.features:
+                raise ValueError(f"override for unknown feature {name!r}; profile features: {list(profile.features)}")
+        for name, m in [*self.methods.items(), *([("*", self.method)] if self.method else [])]:
+            stattests.method(m)
+            feat = profile.features.get(name)
+            if m in VALUE_TESTS and isinstance(feat, CategoricalFeature):
+                raise ValueError(f"test {m!r} needs numerical values; feature {name!r} is categorical")
+        if self.correction not in (None, *stattests.CORRECTIONS):
+            raise ValueError(f"correction must be one of {list(stattests.CORRECTIONS)} or None, "
+                             f"got {self.correction!r}")
+        if self.rule not in ("share", "any"):
+            raise ValueError(f"rule must be 'share' or 'any', got {self.rule!r}")
+
+
+def select_method(feat: Feature, current: CurrentFeature, options: Options) -> str:
+    chosen = options.methods.get(feat.name) or options.method
+    if chosen and not (chosen in VALUE_TESTS and isinstance(feat, CategoricalFeature)):
+        return chosen
+    if isinstance(feat, NumericalFeature):
+        n_values = len(feat.distinct) + current.new_distinct if feat.distinct is not None else DISCRETE_MANY
+    else:
+        n_values = len(feat.categories) + len(feat.other_names) + (1 if current.new_distinct else 0)
+    return stattests.default_method(feat.kind, feat.count, n_values)
+
+
+DISCRETE_MANY = 1 << 30
+
+
+def run_test(feat: Feature, current: CurrentFeature, name: str, threshold: float | None) -> stattests.TestResult:
+    if name in VALUE_TESTS:
+        assert isinstance(feat, NumericalFeature) and current.values is not None
+        sample = sorted_sample(feat)
+        if name == "ks":
+            return stattests.ks(sample, current.values, threshold)
+        return stattests.wasserstein(sample, current.values, threshold, reference_std=feat.std,
+                                     reference_sorted=True)
+    ref_counts = np.asarray(feat.bin_counts if isinstance(feat, NumericalFeature) else feat.bucket_counts())
+    func = {"psi": stattests.psi, "jensenshannon": stattests.jensenshannon, "chisquare": stattests.chisquare,
+            "z": stattests.z}[name]
+    return func(ref_counts, current.bin_counts, threshold)
+
+
+_sorted_cache: dict[int, tuple[list[float], npt.NDArray[np.float64]]] = {}
+
+
+def sorted_sample(feat: NumericalFeature) -> npt.NDArray[np.float64]:
+    """The reference sample, sorted once per feature object."""
+    cached = _sorted_cache.get(id(feat))
+    if cached is None or cached[0] is not feat.sample:
+        cached = (feat.sample, np.sort(np.asarray(feat.sample, dtype=np.float64)))
+        if len(_sorted_cache) > 4096:
+            _sorted_cache.clear()
+        _sorted_cache[id(feat)] = cached
+    return cached[1]
+
+
+def compare_features(profile: ReferenceProfile, current: Mapping[str, CurrentFeature],
+                     options: Options | None = None) -> DriftReport:
+    """Test every profiled feature present in ``current`` and reach the dataset verdict."""
+    options = options or Options()
+    options.validate(profile)
+    results: dict[str, FeatureDrift] = {}
+    for name, feat in profile.features.items():
+        cur = current.get(name)
+        if cur is None:
+            continue
+        m = select_method(feat, cur, options)
+        threshold = options.thresholds.get(name, options.threshold)
+        result = FeatureDrift(name, feat.kind, m, STATUS_OK, current_count=cur.count, reference_count=feat.count,
+                              missing=cur.missing)
+        results[name] = result
+        if feat.count == 0:
+            result.status = STATUS_NO_REFERENCE
+            continue
+        if cur.count < options.min_samples:
+            result.status = STATUS_INSUFFICIENT
+            continue
+        t = run_test(feat, cur, m, threshold)
+        result.statistic, result.pvalue, result.threshold, result.drifted = t.statistic, t.pvalue, t.threshold, \
+            t.drifted
+    if options.correction:
+        tested = [r for r in results.values() if r.status == STATUS_OK and r.pvalue is not None]
+        adjusted = stattests.CORRECTIONS[options.correction]([r.pvalue for r in tested if r.pvalue is not None])
+        for r, adj in zip(tested, adjusted, strict=True):
+            r.adjusted_pvalue = adj
+            r.drifted = stattests.method(r.method).drifted(r.statistic, adj, r.threshold)
+    tested_count = sum(1 for r in results.values() if r.status == STATUS_OK)
+    drifted_count = sum(1 for r in results.values() if r.drifted)
+    if options.rule == "any":
+        drifted = drifted_count > 0
+    else:
+        drifted = tested_count > 0 and drifted_count / tested_count >= options.drift_share
+    return DriftReport(results, drifted, drifted_count, tested_count, options.drift_share, options.rule,
+                       options.correction, missing_features=[n for n in profile.features if n not in current])
+
+
+# ----------------------------------------------------------------------------------------- from raw columns
+
+
+def numerical_current(feat: NumericalFeature, values: Any, max_exact: int = DEFAULT_MAX_EXACT,
+                      rng: np.random.Generator | None = None, bins: bool = True) -> CurrentFeature:
+    """Summarise a column of current values for ``feat`` (non-finite values and wrong types are missing/invalid).
+
+    ``bins=False`` skips the bin counts (when the test uses raw values only)."""
+    arr, invalid = to_float_counting(values)
+    finite_mask = np.isfinite(arr)
+    finite = arr if finite_mask.all() else arr[finite_mask]
+    missing = int(arr.size - finite.size) - invalid
+    counts = np.bincount(feat.bin_index(finite), minlength=len(feat.bin_counts)).astype(np.int64) if bins \
+        else np.zeros(0, dtype=np.int64)
+    new_distinct = 0
+    if feat.distinct is not None and finite.size:
+        outside = finite[~np.isin(finite, np.asarray(feat.distinct))]
+        new_distinct = int(np.unique(outside).size) if outside.size else 0
+    sample = finite
+    if finite.size > max_exact:
+        rng = rng or np.random.default_rng(0)
+        step = -(-finite.size // max_exact)
+        sample = finite[int(rng.integers(0, step))::step]
+    return CurrentFeature(int(finite.size), counts, sample, missing, invalid, new_distinct)
+
+
+def needs_bins(feat: Feature, options: Options) -> bool:
+    """Whether the test chosen for ``feat`` works on bin counts (so the counts must be computed)."""
+    if not isinstance(feat, NumericalFeature) or feat.distinct is not None:
+        return True
+    chosen = options.methods.get(feat.name) or options.method
+    return chosen is not None and chosen not in VALUE_TESTS
+
+
+def categorical_current(feat: CategoricalFeature, values: Any) -> CurrentFeature:
+    table = feat.lookup()
+    unseen = feat.unseen_bucket
+    counts = np.zeros(len(feat.bin_labels), dtype=np.int64)
+    missing = invalid = 0
+    new: set[str] = set()
+    from collections import Counter
+
+    raw = values if isinstance(values, list) else np.asarray(values, dtype=object).tolist()
+    for v, n in Counter(raw).items():
+        if _missing(v):
+            missing += n
+            continue
+        key = category_key(v)
+        if key is None:
+            invalid += n
+            continue
+        idx = table.get(key)
+        if idx is None:
+            idx = unseen
+            new.add(key)
+        counts[idx] += n
+    return CurrentFeature(int(counts.sum()), counts, None, missing, invalid, len(new))
+
+
+def to_float_counting(values: Any) -> tuple[npt.NDArray[np.float64], int]:
+    """float64 array of ``values``; wrong-typed entries (strings, bools...) become NaN and are counted."""
+    arr = values if isinstance(values, np.ndarray) else np.asarray(values, dtype=object)
+    if arr.dtype.kind == "O" and arr.size and all(type(v) is float or type(v) is int for v in arr.tolist()):
+        arr = arr.astype(np.float64)
+    if arr.dtype.kind in "fiu":
+        return arr.astype(np.float64, copy=False), 0
+    out = np.empty(arr.size, dtype=np.float64)
+    invalid = 0
+    for i, v in enumerate(arr.ravel().tolist()):
+        if v is None:
+            out[i] = math.nan
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            out[i] = float(v)
+        else:
+            out[i] = math.nan
+            invalid += 1
+    return out, invalid
+
+
+def summarise(profile: ReferenceProfile, data: Any, options: Options | None = None) -> dict[str, CurrentFeature]:
+    options = options or Options()
+    rng = np.random.default_rng(options.seed)
+    columns = _columns(data)
+    out: dict[str, CurrentFeature] = {}
+    for name, feat in profile.features.items():
+        if name not in columns:
+            continue
+        if isinstance(feat, NumericalFeature):
+            out[name] = numerical_current(feat, columns[name], options.max_exact, rng, needs_bins(feat, options))
+        else:
+            out[name] = categorical_current(feat, columns[name])
+    return out
+
+
+def compare(profile: ReferenceProfile, data: Any, options: Options | None = None, **kwargs: Any) -> DriftReport:
+    """Drift of ``data`` (dict of columns, list of row dicts, DataFrame, 2-D array) against ``profile``.
+
+    Keyword arguments are :class:`Options` fields (``correction="bh"``, ``methods={"age": "psi"}``...)."""
+    options = options or Options(**kwargs)
+    columns = _columns(data)
+    current = summarise(profile, columns, options)
+    report = compare_features(profile, current, options)
+    report.unknown_features = sorted(set(columns) - set(profile.features))
+    return report
+
+
+def _columns(data: Any) -> dict[str, Any]:
+    if isinstance(data, np.ndarray):
+        if data.ndim != 2:
+            raise ValueError(f"a numpy array must be 2-D (rows x features), got shape {data.shape}")
+        return {str(i): data[:, i] for i in range(data.shape[1])}
+    return columns_of(data)

@@ -1,0 +1,458 @@
+"""The streaming drift monitor: cheap counting on the request path, exact tests off it.
+
+    >>> import numpy as np
+    >>> from prometheus_client import CollectorRegistry
+    >>> from aiwatch.drift import DriftMonitor, ReferenceProfile
+    >>> rng = np.random.default_rng(1)
+    >>> profile = ReferenceProfile.build({"x": rng.normal(size=2000), "color": ["red", "blue"] * 1000})
+    >>> monitor = DriftMonitor(profile, model="ranker", registry=CollectorRegistry(), window_size=500)
+    >>> monitor.observe({"x": 0.3, "color": "red"})          # one request
+    >>> monitor.observe_batch({"x": rng.normal(3, 1, 400), "color": ["red"] * 400})  # or a batch
+    >>> report = monitor.evaluate()
+    >>> report.features["x"].drifted, report.features["color"].method
+    (True, 'jensenshannon')
+
+``observe`` only validates each value, writes it into a fixed-size ring buffer (the window) and, every
+``flush_every`` rows, counts the new rows into the reference bins (``aiwatch_feature_bin_total``, the fleet sketch).
+Tests run in :meth:`DriftMonitor.evaluate`, on demand or every ``interval`` seconds on a background thread
+(:meth:`start`). Nothing in ``observe`` raises into the caller: bad input is counted
+(``aiwatch_feature_missing_total``, ``aiwatch_feature_invalid_total``) and aiwatch's own failures are counted in
+``aiwatch_instrumentation_errors_total{component="drift"}``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from aiwatch.drift.profile import CategoricalFeature, NumericalFeature, ReferenceProfile, category_key, columns_of
+from aiwatch.metrics import Metrics, get_metrics
+from aiwatch.safety import record_error
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+    from aiwatch.drift.evaluate import DriftReport, Options
+
+logger = logging.getLogger("aiwatch.drift")
+_ABSENT = object()
+_NUMBER_TYPES = (np.floating, np.integer)
+
+
+class DriftMonitor:
+    """Monitor one model's input features (and outputs) against a reference profile.
+
+    Args:
+        profile: a :class:`ReferenceProfile` or the path of a saved one.
+        model: the ``model`` label of every exported metric.
+        metrics / registry: where metrics go (default: the global registry).
+        window_size: the window holds the latest ``window_size`` rows (count window).
+        window_seconds: if set, evaluation only uses rows observed in the last ``window_seconds`` (time window,
+            within the count window).
+        interval: seconds between background evaluations after :meth:`start`.
+        options: test selection and verdict (:class:`aiwatch.drift.evaluate.Options`); keyword arguments such as
+            ``correction="bh"``, ``methods={"age": "psi"}``, ``min_samples=50`` build one.
+        flush_every / flush_interval: single-row observations are counted into the Prometheus bin counters every
+            ``flush_every`` rows, on :meth:`flush` and :meth:`evaluate`, and every ``flush_interval`` seconds
+            after :meth:`start`.
+        clock: time source for the time window (tests pass a fake clock).
+    """
+
+    def __init__(self, profile: ReferenceProfile | str | os.PathLike[str], *, model: str = "default",
+                 metrics: Metrics | None = None, registry: CollectorRegistry | None = None,
+                 window_size: int = 1000, window_seconds: float | None = None, interval: float = 60.0,
+                 options: Options | None = None, flush_every: int = 256, flush_interval: float = 5.0,
+                 clock: Callable[[], float] = time.time, **option_kwargs: Any) -> None:
+        from aiwatch.drift.evaluate import Options
+
+        if not isinstance(profile, ReferenceProfile):
+            profile = ReferenceProfile.load(profile)
+        if window_size < 1:
+            raise ValueError(f"window_size must be >= 1, got {window_size}")
+        self.profile = profile
+        self.model = model
+        self.metrics = metrics if metrics is not None else get_metrics(registry)
+        self.window_size = window_size
+        self.window_seconds = window_seconds
+        self.interval = interval
+        self.flush_interval = flush_interval
+        self.options = options or Options(**option_kwargs)
+        self.options.validate(profile)
+        self.clock = clock
+        self._flush_every = max(1, min(flush_every, window_size))
+        self._lock = threading.Lock()
+        self._eval_lock = threading.Lock()
+        self._num: list[NumericalFeature] = [f for f in profile.features.values() if isinstance(f, NumericalFeature)]
+        self._cat: list[CategoricalFeature] = [
+            f for f in profile.features.values() if isinstance(f, CategoricalFeature)]
+        self._num_names = [f.name for f in self._num]
+        self._cat_names = [f.name for f in self._cat]
+        self._num_cuts = [np.asarray(f.cuts, dtype=np.float64) for f in self._num]
+        self._cat_lookup = [f.lookup() for f in self._cat]
+        self._cat_unseen = [f.unseen_bucket for f in self._cat]
+        self._n_features = len(profile.features)
+        self._ring_num = np.full((window_size, len(self._num)), np.nan)
+        self._ring_cat = np.full((window_size, len(self._cat)), -1, dtype=np.int32)
+        self._ring_ts = np.full(window_size, -np.inf)
+        self._row_num: list[float] = [math.nan] * len(self._num)
+        self._row_cat: list[int] = [-1] * len(self._cat)
+        self._pos = 0
+        self._filled = 0
+        self._pending = 0
+        self._unknown_seen: set[str] = set()
+        self._last_method: dict[str, str] = {}
+        self.last_report: DriftReport | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        m = self.metrics
+        self._bin_children: dict[str, list[Any]] = {}
+        all_features: list[NumericalFeature | CategoricalFeature] = [*self._num, *self._cat]
+        for feat in all_features:
+            labels = feat.bin_labels
+            # Every bin's counter exists from the start (at 0) so that PromQL sees every bin.
+            self._bin_children[feat.name] = [m.feature_bin.labels(model, feat.name, b) for b in labels]
+            for b, share in zip(labels, feat.reference_shares(), strict=True):
+                m.feature_reference_ratio.labels(model, feat.name, b).set(float(share))
+            m.child(m.feature_missing, (model, feat.name))
+
+    # ------------------------------------------------------------------------------------------ request path
+    def observe(self, row: Mapping[str, Any], outputs: Mapping[str, Any] | None = None) -> None:
+        """Record one row (feature name -> value); ``outputs`` (the model's outputs) are monitored like inputs."""
+        try:
+            if not isinstance(row, Mapping):
+                raise TypeError(f"observe() expects a mapping of feature -> value, got {type(row).__name__}")
+            if outputs:
+                row = {**row, **outputs}
+            with self._lock:
+                self._observe_row(row)
+        except Exception as exc:
+            record_error("drift", exc, self.metrics)
+
+    def _observe_row(self, row: Mapping[str, Any]) -> None:
+        absent = 0
+        nums = self._row_num
+        for i, name in enumerate(self._num_names):
+            v = row.get(name, _ABSENT)
+            t = type(v)
+            if t is float or t is int:
+                if v - v == 0:  # finite
+                    nums[i] = v
+                    continue
+                self._count_missing(name)
+            elif v is _ABSENT:
+                absent += 1
+                self._count_invalid(name, "missing_feature")
+            elif v is None:
+                self._count_missing(name)
+            elif isinstance(v, _NUMBER_TYPES) and t is not np.bool_:
+                f = float(v)
+                if math.isfinite(f):
+                    nums[i] = f
+                    continue
+                self._count_missing(name)
+            else:
+                self._count_invalid(name, "wrong_type")
+            nums[i] = math.nan
+        cats = self._row_cat
+        for j, name in enumerate(self._cat_names):
+            v = row.get(name, _ABSENT)
+            if type(v) is str:
+                cats[j] = self._cat_lookup[j].get(v, self._cat_unseen[j])
+                continue
+            if v is _ABSENT:
+                absent += 1
+                self._count_invalid(name, "missing_feature")
+            elif v is None or (isinstance(v, float) and not math.isfinite(v)):
+                self._count_missing(name)
+            else:
+                key = category_key(v)
+                if key is not None:
+                    cats[j] = self._cat_lookup[j].get(key, self._cat_unseen[j])
+                    continue
+                self._count_invalid(name, "wrong_type")
+            cats[j] = -1
+        if len(row) > self._n_features - absent:
+            self._note_unknown(row)
+        pos = self._pos
+        self._ring_num[pos] = nums
+        self._ring_cat[pos] = cats
+        self._ring_ts[pos] = self.clock()
+        self._pos = (pos + 1) % self.window_size
+        self._filled = min(self._filled + 1, self.window_size)
+        self._pending += 1
+        if self._pending >= self._flush_every:
+            self._flush_locked()
+
+    def observe_batch(self, data: Any, outputs: Any = None) -> None:
+        """Record many rows at once: a dict of columns (lists or numpy arrays), a pandas DataFrame or a list of row
+        dicts; ``outputs`` (same row count) are monitored like inputs. Vectorised per column (a list of row dicts
+        goes row by row, with the same per-row accounting as :meth:`observe`)."""
+        try:
+            if isinstance(data, list) and outputs is None:
+                with self._lock:
+                    for row in data:
+                        if not isinstance(row, Mapping):
+                            raise TypeError(f"observe_batch rows must be mappings, got {type(row).__name__}")
+                        self._observe_row(row)
+                return
+            columns = columns_of(data)
+            if outputs is not None:
+                columns.update(columns_of(outputs))
+            with self._lock:
+                self._observe_columns(columns)
+        except Exception as exc:
+            record_error("drift", exc, self.metrics)
+
+    def _observe_columns(self, columns: Mapping[str, Any]) -> None:
+        from aiwatch.drift.evaluate import to_float_counting
+
+        lengths = {len(v) for v in columns.values()}
+        if len(lengths) > 1:
+            raise ValueError(f"observe_batch columns have different lengths: {sorted(lengths)}")
+        n = lengths.pop() if lengths else 0
+        if n == 0:
+            return
+        self._flush_locked()
+        keep = min(n, self.window_size)
+        num_block = np.full((keep, len(self._num)), np.nan)
+        cat_block = np.full((keep, len(self._cat)), -1, dtype=np.int32)
+        m = self.metrics
+        for i, feat in enumerate(self._num):
+            col = columns.get(feat.name)
+            if col is None:
+                self._count_invalid(feat.name, "missing_feature", n)
+                continue
+            arr, invalid = to_float_counting(col)
+            finite_mask = np.isfinite(arr)
+            finite = arr[finite_mask]
+            if invalid:
+                self._count_invalid(feat.name, "wrong_type", invalid)
+            if finite.size < n - invalid:
+                m.child(m.feature_missing, (self.model, feat.name)).inc(n - invalid - finite.size)
+            self._add_bins(feat.name, np.bincount(np.searchsorted(self._num_cuts[i], finite, side="left"),
+                                                  minlength=len(feat.bin_counts)))
+            num_block[:, i] = np.where(finite_mask, arr, np.nan)[n - keep:]
+        for j, cfeat in enumerate(self._cat):
+            col = columns.get(cfeat.name)
+            if col is None:
+                self._count_invalid(cfeat.name, "missing_feature", n)
+                continue
+            idx = self._bucket_indices(j, col)
+            missing = int(np.count_nonzero(idx == -1))
+            invalid = int(np.count_nonzero(idx == -2))
+            if missing:
+                m.child(m.feature_missing, (self.model, cfeat.name)).inc(missing)
+            if invalid:
+                self._count_invalid(cfeat.name, "wrong_type", invalid)
+            valid = idx[idx >= 0]
+            self._add_bins(cfeat.name, np.bincount(valid, minlength=len(cfeat.bin_labels)))
+            cat_block[:, j] = np.maximum(idx, -1)[n - keep:]
+        for name in columns:
+            if name not in self.profile.features and name not in self._unknown_seen:
+                self._note_unknown({name: None})
+        rows = (self._pos + np.arange(keep)) % self.window_size
+        self._ring_num[rows] = num_block
+        self._ring_cat[rows] = cat_block
+        self._ring_ts[rows] = self.clock()
+        self._pos = int((self._pos + keep) % self.window_size)
+        self._filled = min(self._filled + keep, self.window_size)
+
+    def _bucket_indices(self, j: int, col: Any) -> npt.NDArray[np.int32]:
+        """Bucket per value: >= 0 a bucket, -1 missing, -2 wrong type."""
+        table, unseen = self._cat_lookup[j], self._cat_unseen[j]
+        values = col if isinstance(col, list) else np.asarray(col, dtype=object).tolist()
+        memo: dict[Any, int] = {}
+        out = np.empty(len(values), dtype=np.int32)
+        for k, v in enumerate(values):
+            try:
+                idx = memo.get(v)
+            except TypeError:  # unhashable: a wrong type
+                out[k] = -2
+                continue
+            if idx is None:
+                if v is None or (isinstance(v, float) and not math.isfinite(v)):
+                    idx = -1
+                else:
+                    key = category_key(v)
+                    idx = -2 if key is None else table.get(key, unseen)
+                if not (isinstance(v, float) and v != v):  # NaN != NaN would never hit the memo
+                    memo[v] = idx
+            out[k] = idx
+        return out
+
+    def _count_missing(self, name: str) -> None:
+        m = self.metrics
+        m.child(m.feature_missing, (self.model, name)).inc()
+
+    def _count_invalid(self, name: str, reason: str, n: int = 1) -> None:
+        m = self.metrics
+        m.child(m.feature_invalid, (self.model, name, reason)).inc(n)
+
+    def _note_unknown(self, row: Mapping[str, Any]) -> None:
+        """Count each unknown feature once (not per row) and log it once."""
+        for name in row:
+            if name not in self.profile.features and name not in self._unknown_seen:
+                self._unknown_seen.add(str(name))
+                self._count_invalid(str(name), "unknown_feature")
+                logger.warning("aiwatch drift monitor %r: feature %r is not in the reference profile; ignored",
+                               self.model, name)
+
+    @property
+    def unknown_features(self) -> list[str]:
+        """Features seen in observed rows that the profile does not have."""
+        return sorted(self._unknown_seen)
+
+    def _add_bins(self, name: str, counts: npt.NDArray[np.intp]) -> None:
+        children = self._bin_children[name]
+        for b in np.flatnonzero(counts):
+            children[b].inc(int(counts[b]))
+
+    # ---------------------------------------------------------------------------------------------- flushing
+    def flush(self) -> None:
+        """Count the rows observed one at a time since the last flush into the Prometheus bin counters."""
+        with self._lock:
+            self._flush_locked()
+
+    def _flush_locked(self) -> None:
+        pending = self._pending
+        if not pending:
+            return
+        rows = (self._pos - pending + np.arange(pending)) % self.window_size
+        block = self._ring_num[rows]
+        for i, feat in enumerate(self._num):
+            col = block[:, i]
+            col = col[np.isfinite(col)]
+            self._add_bins(feat.name, np.bincount(np.searchsorted(self._num_cuts[i], col, side="left"),
+                                                  minlength=len(feat.bin_counts)))
+        cblock = self._ring_cat[rows]
+        for j, cfeat in enumerate(self._cat):
+            col = cblock[:, j]
+            self._add_bins(cfeat.name, np.bincount(col[col >= 0], minlength=len(cfeat.bin_labels)))
+        self._pending = 0
+
+    # -------------------------------------------------------------------------------------------- evaluation
+    def window(self) -> dict[str, Any]:
+        """The current window's rows per feature (numerical: float arrays with NaN for excluded values;
+        categorical: bucket indices with -1 for excluded values), oldest rows first."""
+        with self._lock:
+            self._flush_locked()
+            order = (self._pos - self._filled + np.arange(self._filled)) % self.window_size
+            num, cat, ts = self._ring_num[order], self._ring_cat[order], self._ring_ts[order]
+        if self.window_seconds is not None:
+            recent = ts >= self.clock() - self.window_seconds
+            num, cat = num[recent], cat[recent]
+        out: dict[str, Any] = {name: num[:, i] for i, name in enumerate(self._num_names)}
+        out.update({name: cat[:, j] for j, name in enumerate(self._cat_names)})
+        return out
+
+    def evaluate(self) -> DriftReport:
+        """Run the drift tests on the current window, export the results, and return them."""
+        with self._eval_lock:
+            return self._evaluate()
+
+    def _evaluate(self) -> DriftReport:
+        from aiwatch.drift.evaluate import CurrentFeature, compare_features
+
+        columns = self.window()
+        current: dict[str, CurrentFeature] = {}
+        for i, feat in enumerate(self._num):
+            col = columns[feat.name]
+            finite = col[np.isfinite(col)]
+            new_distinct = 0
+            if feat.distinct is not None and finite.size:
+                outside = finite[~np.isin(finite, np.asarray(feat.distinct))]
+                new_distinct = int(np.unique(outside).size)
+            bins = np.bincount(np.searchsorted(self._num_cuts[i], finite, side="left"),
+                               minlength=len(feat.bin_counts)).astype(np.int64)
+            current[feat.name] = CurrentFeature(int(finite.size), bins, finite, int(col.size - finite.size),
+                                                new_distinct=new_distinct)
+        for cfeat in self._cat:
+            col = columns[cfeat.name]
+            valid = col[col >= 0]
+            bins = np.bincount(valid, minlength=len(cfeat.bin_labels)).astype(np.int64)
+            unseen_used = bool(bins[-1]) if cfeat.unseen_bucket == len(bins) - 1 else False
+            current[cfeat.name] = CurrentFeature(int(valid.size), bins, None, int(col.size - valid.size),
+                                                new_distinct=int(unseen_used))
+        report = compare_features(self.profile, current, self.options)
+        report.unknown_features = self.unknown_features
+        self._export(report)
+        self.last_report = report
+        return report
+
+    def _export(self, report: DriftReport) -> None:
+        from aiwatch.drift.evaluate import STATUS_OK
+
+        m, model = self.metrics, self.model
+        for name, r in report.features.items():
+            m.drift_window_samples.labels(model, name).set(r.current_count)
+            previous = self._last_method.get(name)
+            if previous is not None and previous != r.method:
+                for gauge in (m.drift_score, m.drift_pvalue, m.drift_detected):
+                    _remove(gauge, model, name, previous)
+            self._last_method[name] = r.method
+            m.drift_detected.labels(model, name, r.method).set(1 if r.drifted else 0)
+            if r.status != STATUS_OK:
+                _remove(m.drift_score, model, name, r.method)
+                _remove(m.drift_pvalue, model, name, r.method)
+                continue
+            m.drift_score.labels(model, name, r.method).set(r.statistic)
+            pvalue = r.adjusted_pvalue if r.adjusted_pvalue is not None else r.pvalue
+            if pvalue is None:
+                _remove(m.drift_pvalue, model, name, r.method)
+            else:
+                m.drift_pvalue.labels(model, name, r.method).set(pvalue)
+
+    # ------------------------------------------------------------------------------------ background thread
+    def start(self, interval: float | None = None) -> DriftMonitor:
+        """Evaluate every ``interval`` seconds on a daemon thread (idempotent)."""
+        if interval is not None:
+            self.interval = interval
+        if self._thread is not None and self._thread.is_alive():
+            return self
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name=f"aiwatch-drift-{self.model}", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the background thread (idempotent) after flushing the bin counters."""
+        self._stop.set()
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join(timeout)
+        try:
+            self.flush()
+        except Exception as exc:
+            record_error("drift", exc, self.metrics)
+
+    def _run(self) -> None:
+        next_eval = time.monotonic() + self.interval
+        while not self._stop.wait(max(0.0, min(self.flush_interval, next_eval - time.monotonic()))):
+            try:
+                if time.monotonic() >= next_eval:
+                    next_eval = time.monotonic() + self.interval
+                    self.evaluate()
+                else:
+                    self.flush()
+            except Exception as exc:
+                record_error("drift", exc, self.metrics)
+
+    def __enter__(self) -> DriftMonitor:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _remove(gauge: Any, *labels: str) -> None:
+    with contextlib.suppress(KeyError):
+        gauge.remove(*labels)

@@ -1,0 +1,282 @@
+"""Drift tests: each a small function over arrays that returns a :class:`TestResult`.
+
+Names, default thresholds and the direction of each decision follow Evidently 0.7 (``evidently.legacy.calculations
+.stattests``), so a method name or threshold that works there means the same here:
+
+============== =============================== ========== ====================
+name           statistic                       threshold  drift when
+============== =============================== ========== ====================
+ks             two-sample Kolmogorov-Smirnov   0.05       p-value <= threshold
+chisquare      chi-square goodness of fit      0.05       p-value < threshold
+z              two-proportion z-test           0.05       p-value < threshold
+psi            population stability index      0.1        score >= threshold
+jensenshannon  Jensen-Shannon distance (ln)    0.1        score >= threshold
+wasserstein    Wasserstein-1 / reference std   0.1        score >= threshold
+============== =============================== ========== ====================
+
+Zero shares: PSI replaces a share that is exactly 0 by :data:`~aiwatch.drift.promql.PSI_EPSILON` (0.0001, Evidently's
+value; Evidently uses ``min share / 1e6`` instead when the smallest non-zero share is itself <= 0.0001, aiwatch
+always uses 0.0001 so that the fleet PromQL computes the same number). Chi-square gives a bucket the reference never
+saw (an unseen category) the expected share :data:`CHI2_EPSILON` instead of 0, renormalised, so an unseen category
+makes the p-value small but never exactly 0 by a division by zero (Evidently's own chi-square returns p = 0 there).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+from scipy import stats
+
+from aiwatch.drift.promql import PSI_EPSILON
+
+ArrayLike = npt.ArrayLike
+CHI2_EPSILON = PSI_EPSILON
+#: Evidently's floor for the reference standard deviation in the normalised Wasserstein distance.
+WASSERSTEIN_MIN_STD = 0.001
+
+
+@dataclass(frozen=True)
+class TestResult:
+    """One test's outcome. ``pvalue`` is None for distance tests (PSI, Jensen-Shannon, Wasserstein)."""
+
+    __test__ = False  # not a pytest test class
+
+    method: str
+    statistic: float
+    pvalue: float | None
+    threshold: float
+    drifted: bool
+
+    @property
+    def score(self) -> float:
+        """What Evidently reports as the drift score: the p-value for hypothesis tests, else the statistic."""
+        return self.pvalue if self.pvalue is not None else self.statistic
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    default_threshold: float
+    has_pvalue: bool
+    #: True when drift means "p-value <= threshold" (KS); False for "<" (chi-square, z).
+    inclusive: bool = False
+
+    def drifted(self, statistic: float, pvalue: float | None, threshold: float) -> bool:
+        if self.has_pvalue:
+            assert pvalue is not None
+            return pvalue <= threshold if self.inclusive else pvalue < threshold
+        return statistic >= threshold
+
+
+METHODS: dict[str, Method] = {
+    "ks": Method("ks", 0.05, True, inclusive=True),
+    "chisquare": Method("chisquare", 0.05, True),
+    "z": Method("z", 0.05, True),
+    "psi": Method("psi", 0.1, False),
+    "jensenshannon": Method("jensenshannon", 0.1, False),
+    "wasserstein": Method("wasserstein", 0.1, False),
+}
+
+
+def method(name: str) -> Method:
+    found = METHODS.get(name)
+    if found is None:
+        raise ValueError(f"unknown drift test {name!r}; known: {', '.join(METHODS)}")
+    return found
+
+
+def _result(name: str, statistic: float, pvalue: float | None, threshold: float | None) -> TestResult:
+    m = METHODS[name]
+    thr = m.default_threshold if threshold is None else float(threshold)
+    return TestResult(name, float(statistic), None if pvalue is None else float(pvalue), thr,
+                      bool(m.drifted(statistic, pvalue, thr)))
+
+
+def _shares(counts: ArrayLike) -> npt.NDArray[np.float64]:
+    arr = np.asarray(counts, dtype=np.float64)
+    total = arr.sum()
+    if total <= 0:
+        raise ValueError("counts are all zero: no data")
+    return np.asarray(arr / total, dtype=np.float64)
+
+
+# ------------------------------------------------------------------------------------------------- raw values
+
+
+def ks(reference: ArrayLike, current: ArrayLike, threshold: float | None = None) -> TestResult:
+    """Two-sample Kolmogorov-Smirnov (``scipy.stats.ks_2samp``, two-sided, method ``auto``).
+
+    >>> ks([1.0, 2, 3, 4, 5], [1.0, 2, 3, 4, 5]).pvalue
+    1.0
+    """
+    res = stats.ks_2samp(np.asarray(reference, dtype=np.float64), np.asarray(current, dtype=np.float64))
+    return _result("ks", float(res.statistic), float(res.pvalue), threshold)
+
+
+def wasserstein(reference: ArrayLike, current: ArrayLike, threshold: float | None = None,
+                reference_std: float | None = None, reference_sorted: bool = False) -> TestResult:
+    """Wasserstein-1 distance divided by ``max(std(reference), 0.001)`` (Evidently's normalised Wasserstein).
+
+    ``reference_std`` (population std, ddof 0) lets a profile pass the exact std of the full reference when
+    ``reference`` is a sample of it; ``reference_sorted`` skips sorting a reference that already is.
+
+    >>> round(wasserstein([0.0, 1.0], [1.0, 2.0]).statistic, 6)
+    2.0
+    """
+    ref = np.asarray(reference, dtype=np.float64)
+    std = float(np.std(ref)) if reference_std is None else float(reference_std)
+    norm = max(std, WASSERSTEIN_MIN_STD)
+    u = ref if reference_sorted else np.sort(ref)
+    value = wasserstein_distance_sorted(u, np.sort(np.asarray(current, dtype=np.float64))) / norm
+    return _result("wasserstein", value, None, threshold)
+
+
+def wasserstein_distance_sorted(u: npt.NDArray[np.float64], v: npt.NDArray[np.float64]) -> float:
+    """Wasserstein-1 distance between two *sorted* samples: ``integral |F_u(x) - F_v(x)| dx``.
+
+    The same integral as ``scipy.stats.wasserstein_distance`` (unweighted), without its argsorts: the monitor
+    keeps the reference sample sorted, so only the current values need sorting.
+    """
+    if u.size == 0 or v.size == 0:
+        raise ValueError("Wasserstein distance needs values on both sides")
+    both = np.concatenate([u, v])
+    order = np.argsort(both, kind="stable")  # two sorted runs: merged in linear time
+    merged = both[order]
+    # u's share of the first i+1 merged values; inside a run of ties the partial counts meet a zero delta, so
+    # only the count after the whole run (= the right-continuous CDF) contributes
+    u_count = np.cumsum(order < u.size)[:-1]
+    v_count = np.arange(1, merged.size) - u_count
+    return float(np.sum(np.abs(u_count / u.size - v_count / v.size) * np.diff(merged)))
+
+
+# -------------------------------------------------------------------------------------------- bucket counts
+
+
+def psi(reference_counts: ArrayLike, current_counts: ArrayLike, threshold: float | None = None) -> TestResult:
+    """Population Stability Index over the same buckets: ``sum((c - r) * ln(c / r))`` on shares, a share of
+    exactly 0 replaced by 0.0001.
+
+    >>> round(psi([50, 50], [50, 50]).statistic, 12)
+    0.0
+    """
+    r, c = _shares(reference_counts), _shares(current_counts)
+    r = np.where(r == 0, PSI_EPSILON, r)
+    c = np.where(c == 0, PSI_EPSILON, c)
+    return _result("psi", float(np.sum((c - r) * np.log(c / r))), None, threshold)
+
+
+def jensenshannon(reference_counts: ArrayLike, current_counts: ArrayLike,
+                  threshold: float | None = None) -> TestResult:
+    """Jensen-Shannon distance (natural log) between the bucket shares, as ``scipy.spatial.distance.jensenshannon``.
+
+    >>> round(jensenshannon([1, 0], [0, 1]).statistic ** 2, 12) == round(math.log(2), 12)
+    True
+    """
+    r, c = _shares(reference_counts), _shares(current_counts)
+    m = (r + c) / 2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        tr = np.where(r > 0, r * np.log(r / m), 0.0)
+        tc = np.where(c > 0, c * np.log(c / m), 0.0)
+    value = math.sqrt(max(float(np.sum(tr) + np.sum(tc)) / 2, 0.0))
+    return _result("jensenshannon", value, None, threshold)
+
+
+def chisquare(reference_counts: ArrayLike, current_counts: ArrayLike,
+              threshold: float | None = None) -> TestResult:
+    """Chi-square goodness of fit of the current counts to the reference shares (Evidently's ``chisquare``:
+    expected = reference share x current total; ``scipy.stats.chisquare(f_obs, f_exp)``; ``k - 1`` degrees of
+    freedom over the buckets that either side uses). A bucket the reference never saw gets the expected share
+    :data:`CHI2_EPSILON` (the other shares renormalised), never 0.
+
+    >>> chisquare([10, 10], [10, 10]).pvalue
+    1.0
+    """
+    ref = np.asarray(reference_counts, dtype=np.float64)
+    cur = np.asarray(current_counts, dtype=np.float64)
+    used = (ref > 0) | (cur > 0)
+    ref, cur = ref[used], cur[used]
+    f_exp = chisquare_expected(ref, cur)
+    if f_exp.size < 2:
+        return _result("chisquare", 0.0, 1.0, threshold)
+    statistic = float(np.sum((cur - f_exp) ** 2 / f_exp))
+    pvalue = float(stats.chi2.sf(statistic, f_exp.size - 1))
+    return _result("chisquare", statistic, pvalue, threshold)
+
+
+def chisquare_expected(reference_counts: ArrayLike, current_counts: ArrayLike) -> npt.NDArray[np.float64]:
+    """The expected counts :func:`chisquare` compares against (zero reference shares lifted to CHI2_EPSILON)."""
+    r = _shares(reference_counts)
+    if np.any(r == 0):
+        r = np.where(r == 0, CHI2_EPSILON, r)
+        r = r / r.sum()
+    return np.asarray(r * float(np.sum(np.asarray(current_counts, dtype=np.float64))), dtype=np.float64)
+
+
+def z(reference_counts: ArrayLike, current_counts: ArrayLike, threshold: float | None = None) -> TestResult:
+    """Two-proportion z-test on the first bucket's share (Evidently's ``z`` test for binary categories).
+
+    >>> z([30, 70], [30, 70]).pvalue
+    1.0
+    """
+    ref = np.asarray(reference_counts, dtype=np.float64)
+    cur = np.asarray(current_counts, dtype=np.float64)
+    used = (ref > 0) | (cur > 0)
+    ref, cur = ref[used], cur[used]
+    n1, n2 = ref.sum(), cur.sum()
+    if ref.size <= 1:
+        return _result("z", 0.0, 1.0, threshold)
+    p1, p2 = 1 - ref[0] / n1, 1 - cur[0] / n2
+    pooled = (p1 * n1 + p2 * n2) / (n1 + n2)
+    denom = math.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n2))
+    if denom == 0:
+        return _result("z", 0.0, 1.0, threshold)
+    statistic = (p1 - p2) / denom
+    return _result("z", statistic, float(2 * stats.norm.sf(abs(statistic))), threshold)
+
+
+# ------------------------------------------------------------------------------------ selection and verdicts
+
+
+def default_method(kind: str, reference_count: int, n_values: int) -> str:
+    """Evidently's default test for a column: ``reference_count`` non-missing reference values, ``n_values``
+    distinct values in reference and current together.
+
+    >>> default_method("numerical", 500, 100), default_method("numerical", 5000, 100)
+    ('ks', 'wasserstein')
+    >>> [default_method("categorical", n, k) for n, k in [(500, 4), (500, 2), (5000, 2)]]
+    ['chisquare', 'z', 'jensenshannon']
+    """
+    if reference_count <= 1000:
+        if kind == "numerical" and n_values > 5:
+            return "ks"
+        return "chisquare" if n_values > 2 else "z"
+    if kind == "numerical" and n_values > 5:
+        return "wasserstein"
+    return "jensenshannon"
+
+
+def bonferroni(pvalues: Sequence[float]) -> list[float]:
+    """Bonferroni-adjusted p-values: ``min(1, p * m)``."""
+    m = len(pvalues)
+    return [min(1.0, p * m) for p in pvalues]
+
+
+def benjamini_hochberg(pvalues: Sequence[float]) -> list[float]:
+    """Benjamini-Hochberg adjusted p-values (as ``scipy.stats.false_discovery_control(method="bh")``)."""
+    m = len(pvalues)
+    if m == 0:
+        return []
+    p = np.asarray(pvalues, dtype=np.float64)
+    order = np.argsort(p)
+    ranked = p[order] * m / np.arange(1, m + 1)
+    adjusted = np.minimum.accumulate(ranked[::-1])[::-1]
+    out = np.empty(m)
+    out[order] = np.minimum(adjusted, 1.0)
+    return [float(v) for v in out]
+
+
+CORRECTIONS = {"bonferroni": bonferroni, "bh": benjamini_hochberg}

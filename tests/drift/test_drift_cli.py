@@ -1,0 +1,86 @@
+"""`aiwatch profile build` and `aiwatch drift`: tables, JSON, exit codes 0 / 1 / 2, Evidently HTML."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from aiwatch.cli import main
+
+pd = pytest.importorskip("pandas")
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    rng = np.random.default_rng(5)
+    tmp = tmp_path_factory.mktemp("drift-cli")
+
+    def frame(shift: float, n: int) -> object:
+        return pd.DataFrame({"age": rng.normal(40 + shift, 10, n), "income": rng.lognormal(10, 0.5, n),
+                             "plan": rng.choice(["free", "pro", "team"], n, p=[0.6, 0.3, 0.1])})
+
+    out = {"ref": tmp / "ref.csv", "same": tmp / "same.parquet", "shifted": tmp / "shifted.csv"}
+    frame(0, 3000).to_csv(out["ref"], index=False)  # type: ignore[attr-defined]
+    frame(0, 1000).to_parquet(out["same"])  # type: ignore[attr-defined]
+    shifted = frame(15, 1000)
+    shifted["plan"] = "team"  # type: ignore[index]
+    shifted.to_csv(out["shifted"], index=False)  # type: ignore[attr-defined]
+    out["profile"] = tmp / "profile.json"
+    return out
+
+
+def test_profile_build_then_drift_against_the_profile(files: dict[str, Path],
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["profile", "build", str(files["ref"]), "-o", str(files["profile"]), "--chunk-rows", "500"]) == 0
+    assert "3 features (2 numerical, 1 categorical)" in capsys.readouterr().out
+    assert main(["drift", str(files["profile"]), str(files["same"])]) == 0
+    out = capsys.readouterr().out
+    assert "dataset: no drift" in out and "wasserstein" in out and "jensenshannon" in out
+    assert main(["drift", str(files["profile"]), str(files["shifted"])]) == 1
+    assert "dataset: DRIFT (2/3 features drifted" in capsys.readouterr().out
+
+
+def test_drift_json_with_data_reference_and_overrides(files: dict[str, Path],
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["drift", str(files["ref"]), str(files["shifted"]), "--json", "--method", "age=ks",
+                 "--threshold", "plan=0.5", "--correction", "bh", "--rule", "any"])
+    data = json.loads(capsys.readouterr().out)
+    assert code == 1 and data["drifted"] and data["correction"] == "bh" and data["rule"] == "any"
+    by_name = {f["feature"]: f for f in data["features"]}
+    assert by_name["age"]["method"] == "ks" and by_name["age"]["adjusted_pvalue"] is not None
+    assert by_name["plan"]["threshold"] == 0.5
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["drift", "{dir}/missing.json", "{same}"], "cannot read profile"),
+    (["drift", "{corrupt}", "{same}"], "not valid JSON"),
+    (["drift", "{ref}", "{same}", "--method", "age=magic"], "unknown drift test 'magic'"),
+    (["drift", "{ref}", "{dir}/nope.csv"], "does not exist"),
+    (["profile", "build", "{dir}/nope.csv", "-o", "{dir}/p.json"], "does not exist"),
+])
+def test_errors_exit_2_with_a_message(files: dict[str, Path], capsys: pytest.CaptureFixture[str],
+                                      args: list[str], message: str) -> None:
+    corrupt = files["ref"].parent / "corrupt.json"
+    corrupt.write_text('{"format": "aiwatch.reference_profile", "vers')
+    fmt = {"dir": files["ref"].parent, "same": files["same"], "ref": files["ref"], "corrupt": corrupt}
+    assert main([a.format(**fmt) for a in args]) == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_report_writes_evidently_html(files: dict[str, Path], tmp_path: Path) -> None:
+    pytest.importorskip("evidently")
+    html = tmp_path / "drift.html"
+    assert main(["drift", str(files["ref"]), str(files["shifted"]), "--report", str(html)]) == 1
+    text = html.read_text()
+    assert "<html" in text.lower() and "Drifted Columns" in text and len(text) > 10_000
+
+
+def test_report_needs_reference_data_not_a_profile(files: dict[str, Path], tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["profile", "build", str(files["ref"]), "-o", str(files["profile"])]) == 0
+    assert main(["drift", str(files["profile"]), str(files["same"]), "--report", str(tmp_path / "r.html")]) == 2
+    assert "--report needs reference data" in capsys.readouterr().err

@@ -1,0 +1,17 @@
+"""The examples in the drift modules' docstrings run and print what they say."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+
+import pytest
+
+MODULES = ["aiwatch.drift.profile", "aiwatch.drift.stattests", "aiwatch.drift.evaluate", "aiwatch.drift.monitor",
+           "aiwatch.drift.promql"]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_doctests(name: str) -> None:
+    result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0

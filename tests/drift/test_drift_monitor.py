@@ -1,0 +1,326 @@
+"""The streaming DriftMonitor: counting, bad input, windows, exports, evaluation off the request path."""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from prometheus_client import CollectorRegistry
+
+from aiwatch.drift import DriftMonitor, ReferenceProfile
+from aiwatch.drift.evaluate import STATUS_INSUFFICIENT
+from aiwatch.drift.profile import OTHER, UNSEEN, CategoricalFeature, NumericalFeature
+from aiwatch.drift.stattests import jensenshannon, psi
+from aiwatch.metrics import Metrics
+
+RNG = np.random.default_rng(3)
+REF_X = RNG.normal(0, 1, 4000)
+REF_C = list(RNG.choice(["red", "green", "blue"], 4000, p=[0.5, 0.3, 0.2]))
+
+
+@pytest.fixture(scope="module")
+def profile() -> ReferenceProfile:
+    return ReferenceProfile.build({"x": REF_X, "color": REF_C, "score": RNG.uniform(0, 1, 4000)})
+
+
+def value(registry: CollectorRegistry, name: str, **labels: str) -> float | None:
+    return registry.get_sample_value(name, labels)
+
+
+def bins(registry: CollectorRegistry, feature: str, labels: list[str]) -> list[float]:
+    return [value(registry, "aiwatch_feature_bin_total", model="m", feature=feature, bin=b) or 0.0 for b in labels]
+
+
+def test_every_bin_and_reference_ratio_exists_before_any_traffic(profile: ReferenceProfile,
+                                                                  registry: CollectorRegistry) -> None:
+    DriftMonitor(profile, model="m", registry=registry)
+    x = profile.features["x"]
+    color = profile.features["color"]
+    assert isinstance(x, NumericalFeature) and isinstance(color, CategoricalFeature)
+    assert bins(registry, "x", x.bin_labels) == [0.0] * 10
+    assert value(registry, "aiwatch_feature_bin_total", model="m", feature="color", bin=UNSEEN) == 0
+    ratios = [value(registry, "aiwatch_feature_reference_ratio", model="m", feature="x", bin=b) for b in x.bin_labels]
+    assert ratios == pytest.approx(list(x.reference_shares()))
+    assert value(registry, "aiwatch_feature_reference_ratio", model="m", feature="color", bin=OTHER) == 0
+
+
+def test_single_rows_and_batches_count_into_the_same_bins(profile: ReferenceProfile,
+                                                          registry: CollectorRegistry) -> None:
+    x = profile.features["x"]
+    assert isinstance(x, NumericalFeature)
+    mon = DriftMonitor(profile, model="m", registry=registry, flush_every=7)
+    values = RNG.normal(0.5, 1, 100)
+    for v in values[:50]:
+        mon.observe({"x": float(v), "color": "red", "score": 0.5})
+    mon.observe_batch({"x": values[50:], "color": ["blue"] * 50, "score": [0.5] * 50})
+    mon.flush()
+    expected = np.bincount(x.bin_index(values), minlength=10)
+    assert bins(registry, "x", x.bin_labels) == list(expected.astype(float))
+    assert value(registry, "aiwatch_feature_bin_total", model="m", feature="color", bin="red") == 50
+    assert value(registry, "aiwatch_feature_bin_total", model="m", feature="color", bin="blue") == 50
+
+
+def test_nan_inf_none_count_as_missing_and_are_excluded(profile: ReferenceProfile,
+                                                        registry: CollectorRegistry) -> None:
+    mon = DriftMonitor(profile, model="m", registry=registry, min_samples=1)
+    for v in (math.nan, math.inf, -math.inf, None, np.float32("nan"), 0.1):
+        mon.observe({"x": v, "color": None if v is None else "red", "score": 0.2})
+    mon.observe_batch({"x": [math.nan, 1.0, None], "color": [math.nan, "red", "red"], "score": [0.1, 0.2, 0.3]})
+    report = mon.evaluate()
+    assert value(registry, "aiwatch_feature_missing_total", model="m", feature="x") == 7
+    assert value(registry, "aiwatch_feature_missing_total", model="m", feature="color") == 2
+    assert report.features["x"].current_count == 2 and report.features["x"].missing == 7
+    assert sum(bins(registry, "x", profile.features["x"].bin_labels)) == 2
+
+
+def test_wrong_types_and_missing_features_counted_per_feature_and_reason(profile: ReferenceProfile,
+                                                                         registry: CollectorRegistry) -> None:
+    mon = DriftMonitor(profile, model="m", registry=registry)
+    mon.observe({"x": "1.5", "color": ["not", "a", "category"], "score": True})
+    mon.observe({"x": 1.0})
+    mon.observe_batch({"x": [1.0, "oops", 2.0], "color": ["red", {"a": 1}, "red"]})
+
+    def invalid(feature: str, reason: str) -> float | None:
+        return value(registry, "aiwatch_feature_invalid_total", model="m", feature=feature, reason=reason)
+
+    assert invalid("x", "wrong_type") == 2
+    assert invalid("color", "wrong_type") == 2
+    assert invalid("score", "wrong_type") == 1
+    assert invalid("color", "missing_feature") == 1
+    assert invalid("score", "missing_feature") == 1 + 3
+
+
+def test_unknown_features_are_reported_once_not_per_row(profile: ReferenceProfile, registry: CollectorRegistry,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    mon = DriftMonitor(profile, model="m", registry=registry)
+    with caplog.at_level(logging.WARNING, logger="aiwatch.drift"):
+        for _ in range(100):
+            mon.observe({"x": 0.1, "color": "red", "score": 0.3, "user_id": 42})
+        mon.observe_batch({"x": [0.1], "color": ["red"], "score": [0.3], "user_id": [1], "extra": [2]})
+    assert value(registry, "aiwatch_feature_invalid_total", model="m", feature="user_id",
+                 reason="unknown_feature") == 1
+    assert value(registry, "aiwatch_feature_invalid_total", model="m", feature="extra", reason="unknown_feature") == 1
+    assert sum("user_id" in r.getMessage() for r in caplog.records) == 1
+    assert mon.unknown_features == ["extra", "user_id"]
+    assert mon.evaluate().unknown_features == ["extra", "user_id"]
+
+
+def test_unseen_categories_get_their_own_bucket(profile: ReferenceProfile, registry: CollectorRegistry) -> None:
+    mon = DriftMonitor(profile, model="m", registry=registry, methods={"color": "chisquare"})
+    mon.observe_batch({"color": ["red"] * 150 + ["green"] * 90 + ["blue"] * 60, "x": RNG.normal(size=300),
+                       "score": RNG.uniform(size=300)})
+    mon.observe({"color": "orange", "x": 0.0, "score": 0.5})
+    report = mon.evaluate()
+    assert value(registry, "aiwatch_feature_bin_total", model="m", feature="color", bin=UNSEEN) == 1
+    r = report.features["color"]
+    # Evidently's chi-square gives p = 0 here (expected count 0); the epsilon keeps it finite and > 0.
+    assert r.pvalue is not None and 0 < r.pvalue < 0.05 and math.isfinite(r.statistic) and r.drifted
+    mon2 = DriftMonitor(profile, model="m2", registry=registry, methods={"color": "psi"})
+    mon2.observe_batch({"color": ["red"] * 150 + ["green"] * 90 + ["blue"] * 59 + ["orange"]})
+    assert math.isfinite(mon2.evaluate().features["color"].statistic)
+
+
+def test_too_few_samples_is_insufficient_data_never_drift(profile: ReferenceProfile,
+                                                          registry: CollectorRegistry) -> None:
+    mon = DriftMonitor(profile, model="m", registry=registry, min_samples=30)
+    for _ in range(10):
+        mon.observe({"x": 50.0, "color": "red", "score": 9.0})  # wildly off, but only 10 values
+    report = mon.evaluate()
+    assert all(r.status == STATUS_INSUFFICIENT and not r.drifted for r in report.features.values())
+    assert not report.drifted and report.tested_count == 0
+    assert value(registry, "aiwatch_drift_detected", model="m", feature="x", test="wasserstein") == 0
+    assert value(registry, "aiwatch_drift_score", model="m", feature="x", test="wasserstein") is None
+    assert value(registry, "aiwatch_drift_window_samples", model="m", feature="x") == 10
+
+
+def test_constant_reference_column_works(registry: CollectorRegistry) -> None:
+    p = ReferenceProfile.build({"k": [1.0] * 2000})
+    mon = DriftMonitor(p, model="m", registry=registry)
+    mon.observe_batch({"k": [1.0] * 100})
+    same = mon.evaluate().features["k"]
+    assert same.status == "ok" and not same.drifted and same.statistic == 0
+    mon.observe_batch({"k": [2.0] * 1000})
+    assert mon.evaluate().features["k"].drifted
+
+
+def test_drift_is_detected_and_exported(profile: ReferenceProfile, registry: CollectorRegistry) -> None:
+    mon = DriftMonitor(profile, model="m", registry=registry, window_size=2000)
+    mon.observe_batch({"x": RNG.normal(1.5, 1, 1000), "color": ["blue"] * 1000, "score": RNG.uniform(0, 1, 1000)})
+    report = mon.evaluate()
+    assert report.features["x"].drifted and report.features["color"].drifted and not report.features["score"].drifted
+    assert report.drifted  # 2 of 3 >= 0.5
+    assert value(registry, "aiwatch_drift_detected", model="m", feature="x", test="wasserstein") == 1
+    assert value(registry, "aiwatch_drift_score", model="m", feature="x", test="wasserstein") == pytest.approx(
+        report.features["x"].statistic)
+    assert value(registry, "aiwatch_drift_detected", model="m", feature="score", test="wasserstein") == 0
+    assert value(registry, "aiwatch_drift_window_samples", model="m", feature="x") == 1000
+
+
+def test_pvalue_exported_for_hypothesis_tests_only(profile: ReferenceProfile, registry: CollectorRegistry) -> None:
+    mon = DriftMonitor(profile, model="m", registry=registry, methods={"x": "ks", "color": "psi"})
+    mon.observe_batch({"x": RNG.normal(0, 1, 300), "color": ["red"] * 300, "score": RNG.uniform(size=300)})
+    report = mon.evaluate()
+    assert value(registry, "aiwatch_drift_pvalue", model="m", feature="x", test="ks") == pytest.approx(
+        report.features["x"].pvalue)
+    assert value(registry, "aiwatch_drift_pvalue", model="m", feature="color", test="psi") is None
+    assert value(registry, "aiwatch_drift_score", model="m", feature="color", test="psi") > 0.1
+
+
+def test_count_window_keeps_only_the_latest_rows(profile: ReferenceProfile, registry: CollectorRegistry) -> None:
+    mon = DriftMonitor(profile, model="m", registry=registry, window_size=100, methods={"x": "ks"})
+    mon.observe_batch({"x": np.full(500, 9.0), "color": ["red"] * 500, "score": [0.5] * 500})
+    for v in RNG.normal(0, 1, 150):
+        mon.observe({"x": float(v), "color": "red", "score": 0.5})
+    window = mon.window()["x"]
+    assert window.size == 100 and np.all(np.abs(window) < 9)
+    assert not mon.evaluate().features["x"].drifted
+    # the fleet counters still saw every value
+    assert sum(bins(registry, "x", profile.features["x"].bin_labels)) == 650
+
+
+def test_time_window_uses_only_recent_rows(profile: ReferenceProfile, registry: CollectorRegistry) -> None:
+    now = [1000.0]
+    mon = DriftMonitor(profile, model="m", registry=registry, window_seconds=60, clock=lambda: now[0])
+    mon.observe_batch({"x": np.full(300, 9.0), "color": ["red"] * 300, "score": [0.5] * 300})
+    now[0] += 120
+    mon.observe_batch({"x": RNG.normal(0, 1, 200), "color": ["red"] * 200, "score": [0.5] * 200})
+    assert mon.window()["x"].size == 200
+    assert mon.evaluate().features["x"].current_count == 200
+    now[0] += 120
+    assert mon.evaluate().features["x"].status == STATUS_INSUFFICIENT
+
+
+def test_outputs_are_monitored_like_inputs(registry: CollectorRegistry) -> None:
+    p = ReferenceProfile.build({"x": REF_X, "prediction": RNG.uniform(0, 1, 4000)})
+    mon = DriftMonitor(p, model="m", registry=registry)
+    for v in RNG.normal(size=200):
+        mon.observe({"x": float(v)}, outputs={"prediction": 0.99})
+    mon.observe_batch({"x": RNG.normal(size=100)}, outputs={"prediction": [0.98] * 100})
+    report = mon.evaluate()
+    assert report.features["prediction"].drifted and not report.features["x"].drifted
+    assert report.features["prediction"].current_count == 300
+
+
+def test_multiple_testing_correction_changes_the_verdict(registry: CollectorRegistry) -> None:
+    p = ReferenceProfile.build({f"f{i}": RNG.normal(size=500) for i in range(10)})
+    cur = {f"f{i}": RNG.normal(0.0, 1, 200) for i in range(10)}
+    cur["f0"] = RNG.normal(0.25, 1, 200)
+    plain = DriftMonitor(p, model="a", registry=registry, window_size=200, rule="any")
+    corrected = DriftMonitor(p, model="b", registry=registry, window_size=200, rule="any", correction="bonferroni")
+    for mon in (plain, corrected):
+        mon.observe_batch(cur)
+    r1, r2 = plain.evaluate(), corrected.evaluate()
+    raw = r1.features["f0"].pvalue
+    assert raw is not None and r2.features["f0"].adjusted_pvalue == pytest.approx(min(1.0, raw * 10))
+    assert all(r.adjusted_pvalue is None for r in r1.features.values())
+    assert r2.drifted_count <= r1.drifted_count
+
+
+def test_background_thread_evaluates_and_stops(profile: ReferenceProfile, registry: CollectorRegistry) -> None:
+    mon = DriftMonitor(profile, model="m", registry=registry, interval=0.01)
+    mon.observe_batch({"x": RNG.normal(size=100), "color": ["red"] * 100, "score": RNG.uniform(size=100)})
+    done = threading.Event()
+    original = mon.evaluate
+
+    def evaluate() -> Any:
+        result = original()
+        done.set()
+        return result
+
+    mon.evaluate = evaluate  # type: ignore[method-assign]
+    with mon:
+        assert done.wait(10)
+        assert mon.start() is mon  # idempotent
+    assert mon._thread is None and mon.last_report is not None
+    mon.stop()  # idempotent
+
+
+def test_broken_internals_never_raise_into_the_caller(profile: ReferenceProfile, registry: CollectorRegistry,
+                                                      metrics: Metrics) -> None:
+    """Fault injection: aiwatch's own failure on the request path is counted, not raised."""
+    mon = DriftMonitor(profile, model="m", metrics=metrics)
+    mon._ring_num = None  # type: ignore[assignment]
+    mon.observe({"x": 1.0, "color": "red", "score": 0.1})
+    mon.observe_batch({"x": [1.0, 2.0], "color": ["red", "red"], "score": [0.1, 0.2]})
+    mon.observe_batch({"x": [1.0, 2.0], "color": ["red"]})  # ragged columns: counted too
+    mon.observe(["not", "a", "row"])  # type: ignore[arg-type]
+    assert value(registry, "aiwatch_instrumentation_errors_total", component="drift") == 4
+
+
+def test_failing_background_evaluation_is_counted(profile: ReferenceProfile, metrics: Metrics,
+                                                  registry: CollectorRegistry) -> None:
+    mon = DriftMonitor(profile, model="m", metrics=metrics, interval=0.01)
+    failed = threading.Event()
+
+    def boom() -> Any:
+        failed.set()
+        raise RuntimeError("boom")
+
+    mon.evaluate = boom  # type: ignore[method-assign]
+    mon.start()
+    try:
+        assert failed.wait(10)
+    finally:
+        mon.stop()
+    assert (value(registry, "aiwatch_instrumentation_errors_total", component="drift") or 0) >= 1
+
+
+def test_python_psi_and_js_on_the_exported_counts(profile: ReferenceProfile, registry: CollectorRegistry) -> None:
+    """The fleet formula's inputs: exported counts + reference ratios give the same PSI / JS as the monitor."""
+    mon = DriftMonitor(profile, model="m", registry=registry, methods={"x": "psi"}, window_size=5000)
+    data = RNG.normal(0.3, 1.1, 2000)
+    mon.observe_batch({"x": data, "color": ["red"] * 2000, "score": RNG.uniform(size=2000)})
+    x = profile.features["x"]
+    counts = bins(registry, "x", x.bin_labels)
+    assert mon.evaluate().features["x"].statistic == pytest.approx(psi(x.bin_counts, counts).statistic, rel=1e-12)
+    assert jensenshannon(x.bin_counts, counts).statistic > 0
+
+
+def test_profile_path_and_bad_options(profile: ReferenceProfile, tmp_path: Path, registry: CollectorRegistry) -> None:
+    path = tmp_path / "p.json"
+    profile.save(path)
+    assert DriftMonitor(str(path), registry=registry).profile.features.keys() == profile.features.keys()
+    with pytest.raises(ValueError, match="override for unknown feature 'nope'"):
+        DriftMonitor(profile, registry=CollectorRegistry(), methods={"nope": "ks"})
+    with pytest.raises(ValueError, match="test 'ks' needs numerical values; feature 'color' is categorical"):
+        DriftMonitor(profile, registry=CollectorRegistry(), methods={"color": "ks"})
+
+
+def test_one_empty_column_does_not_fail_the_others() -> None:
+    """Evidently #1480: one empty column fails the whole report; here it is insufficient data and the rest run."""
+    from aiwatch.drift import compare
+
+    p = ReferenceProfile.build({"x": REF_X, "y": REF_X * 2})
+    report = compare(p, {"x": [math.nan] * 500, "y": RNG.normal(0, 2, 500)})
+    assert report.features["x"].status == STATUS_INSUFFICIENT and report.features["x"].missing == 500
+    assert report.features["y"].status == "ok" and report.tested_count == 1
+    rows = [{"x": float(v), "y": float(v) * 2, "z": 1} for v in RNG.normal(size=100)]
+    from_rows = compare(p, rows)
+    assert from_rows.unknown_features == ["z"] and from_rows.features["x"].current_count == 100
+
+
+def test_batch_of_row_dicts_counts_like_single_rows(profile: ReferenceProfile, registry: CollectorRegistry) -> None:
+    mon = DriftMonitor(profile, model="m", registry=registry)
+    mon.observe_batch([{"x": 0.1, "color": "red"}, {"x": "bad", "color": "red", "score": 0.2}])
+    assert value(registry, "aiwatch_feature_invalid_total", model="m", feature="score",
+                 reason="missing_feature") == 1
+    assert value(registry, "aiwatch_feature_invalid_total", model="m", feature="x", reason="wrong_type") == 1
+    assert mon.window()["x"].size == 2
+
+
+def test_background_thread_flushes_single_rows_between_evaluations(profile: ReferenceProfile,
+                                                                   registry: CollectorRegistry) -> None:
+    from tests.servers import wait_until
+
+    mon = DriftMonitor(profile, model="m", registry=registry, interval=3600, flush_interval=0.01)
+    mon.observe({"x": 0.0, "color": "red", "score": 0.5})
+    assert value(registry, "aiwatch_feature_bin_total", model="m", feature="color", bin="red") == 0
+    with mon:
+        wait_until(lambda: value(registry, "aiwatch_feature_bin_total", model="m", feature="color", bin="red") == 1,
+                   timeout=10, what="background flush")
+    assert mon.last_report is None  # no evaluation yet: the interval is an hour
