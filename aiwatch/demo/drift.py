@@ -1,57 +1,38 @@
-"""The demo's drift hook: live feature values counted into the reference profile's bins.
+"""The demo's drift monitor: :class:`aiwatch.DriftMonitor` on the request features, against a
+:class:`aiwatch.ReferenceProfile` built from the training data at start-up.
 
-The reference profile is the training data's deciles per feature. The hook exports the mergeable drift sketch of
-the metric contract (``aiwatch_feature_bin_total`` and ``aiwatch_feature_reference_ratio``), from which PSI is
-computed per stage by :mod:`aiwatch.demo.summary` and fleet-wide by the PromQL of :mod:`aiwatch.drift.promql`.
-It stands in for ``aiwatch.DriftMonitor`` and its ``ReferenceProfile``: :class:`DriftHook` is the interface the
-inference service calls.
+The inference service calls ``monitor.observe(row)`` for every request. The monitor exports both drift paths of the
+metric contract:
+
+- the local evaluation, every ``interval`` seconds on a background thread, of PSI (against the profile's reference
+  deciles, threshold :data:`PSI_THRESHOLD`) on a window of the last ``window_seconds`` of requests:
+  ``aiwatch_drift_score{test="psi"}``, ``aiwatch_drift_detected`` (never with fewer than :data:`MIN_DRIFT_SAMPLES`
+  values in the window, where PSI is mostly sampling noise);
+- the mergeable fleet sketch ``aiwatch_feature_bin_total`` / ``aiwatch_feature_reference_ratio``, from which the
+  summary computes each stage's PSI and Prometheus the fleet PSI (:mod:`aiwatch.drift.promql`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Protocol
-
-import numpy as np
-
+from aiwatch.demo import data
+from aiwatch.drift import DriftMonitor, ReferenceProfile
 from aiwatch.metrics import Metrics
-from aiwatch.safety import record_error
+
+MODEL = "recommender"
+#: PSI at or above this is drift (the common "significant shift" rule of thumb).
+PSI_THRESHOLD = 0.2
+#: Fewer live values than this and PSI is mostly sampling noise (about (bins - 1) / n): never called drift.
+MIN_DRIFT_SAMPLES = 100
 
 
-class DriftHook(Protocol):
-    def observe(self, features: Mapping[str, float]) -> None: ...
+def reference_profile() -> ReferenceProfile:
+    """The profile of the training data's request features (10 quantile bins per feature)."""
+    return ReferenceProfile.build(data.reference_features())
 
 
-def bin_labels(edges: np.ndarray) -> list[str]:
-    """One label per bin: its upper edge, ``+Inf`` for the last."""
-    return [f"{e:.6g}" for e in edges] + ["+Inf"]
-
-
-class BinSketch:
-    """Counts each observed feature value into its reference bin; never raises into the request."""
-
-    def __init__(self, reference: Mapping[str, np.ndarray], metrics: Metrics, model: str, bins: int = 10) -> None:
-        self.model = model
-        self._metrics = metrics
-        self.edges: dict[str, np.ndarray] = {}
-        self._children: dict[str, list[object]] = {}
-        for feature, values in reference.items():
-            edges = np.unique(np.quantile(np.asarray(values, dtype=np.float64), np.linspace(0, 1, bins + 1)[1:-1]))
-            self.edges[feature] = edges
-            labels = bin_labels(edges)
-            counts = np.bincount(np.searchsorted(edges, values, side="right"), minlength=len(labels))
-            for label, share in zip(labels, counts / counts.sum(), strict=True):
-                metrics.child(metrics.feature_reference_ratio, (model, feature, label)).set(float(share))
-            self._children[feature] = [metrics.child(metrics.feature_bin, (model, feature, label)) for label in labels]
-
-    def observe(self, features: Mapping[str, float]) -> None:
-        for feature, edges in self.edges.items():
-            try:
-                value = float(features[feature])
-                if value != value or value in (float("inf"), float("-inf")):
-                    self._metrics.child(self._metrics.feature_missing, (self.model, feature)).inc()
-                    continue
-                index = int(np.searchsorted(edges, value, side="right"))
-                self._children[feature][index].inc()  # type: ignore[attr-defined]
-            except Exception as exc:
-                record_error("demo_drift", exc, self._metrics)
+def drift_monitor(metrics: Metrics, window_seconds: float = 10.0, interval: float = 1.0) -> DriftMonitor:
+    """The monitor of the inference service (not started: call ``start()`` / ``stop()``). Bin counters are flushed
+    every quarter second, so that a stage's counts stay in that stage."""
+    return DriftMonitor(reference_profile(), model=MODEL, metrics=metrics, window_size=50_000,
+                        window_seconds=window_seconds, interval=interval, flush_interval=0.25, method="psi",
+                        threshold=PSI_THRESHOLD, min_samples=MIN_DRIFT_SAMPLES)

@@ -19,8 +19,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 import aiwatch
-from aiwatch.demo import data
-from aiwatch.demo.drift import BinSketch
+from aiwatch.demo.drift import drift_monitor
 from aiwatch.demo.model import Recommender, Request
 from aiwatch.metrics import Metrics, default_metrics
 from aiwatch.signals.batcher import MicroBatcher
@@ -44,7 +43,7 @@ class InferenceCore:
     The model runs on one worker thread (one "accelerator"): one batch at a time."""
 
     def __init__(self, metrics: Metrics, model_seconds: float = 0.025, max_batch: int = 2,
-                 max_wait: float = 0.002) -> None:
+                 max_wait: float = 0.002, drift_window: float = 10.0, drift_interval: float = 1.0) -> None:
         self.model = Recommender(max_batch=max_batch)
         self.per_call = self.model.calibrate(model_seconds)
         self.max_batch = max_batch
@@ -52,7 +51,10 @@ class InferenceCore:
         self.batcher: MicroBatcher[Request, list[int]] = MicroBatcher(
             self.model.predict, max_batch_size=max_batch, max_wait_seconds=max_wait, model=MODEL, queue=MODEL,
             executor=self._executor, metrics=metrics)
-        self.drift = BinSketch(data.reference_features(), metrics, model=MODEL)
+        self.drift = drift_monitor(metrics, drift_window, drift_interval)
+
+    def start(self) -> None:
+        self.drift.start()
 
     async def predict(self, request: Request) -> list[int]:
         self.drift.observe({"basket_value": request.basket_value, "items_in_cart": request.items_in_cart,
@@ -64,21 +66,23 @@ class InferenceCore:
                 "capacity_rps": self.max_batch / self.per_call}
 
     async def aclose(self) -> None:
+        self.drift.stop()
         await self.batcher.aclose()
         self._executor.shutdown(wait=True, cancel_futures=True)
 
 
 def create_app(model_seconds: float = 0.025, max_batch: int = 2, max_wait: float = 0.002,
-               grpc_port: int | None = None) -> Any:
+               grpc_port: int | None = None, drift_window: float = 10.0) -> Any:
     """The FastAPI app, with a recommender trained and calibrated to about ``model_seconds`` per call; with
     ``grpc_port`` it also serves the Recommend RPC on 127.0.0.1:``grpc_port`` while the app runs."""
     from fastapi import FastAPI
 
     metrics = default_metrics()
-    core = InferenceCore(metrics, model_seconds, max_batch, max_wait)
+    core = InferenceCore(metrics, model_seconds, max_batch, max_wait, drift_window)
 
     @asynccontextmanager
     async def lifespan(_app: Any) -> AsyncIterator[None]:
+        core.start()
         server = await start_grpc(core, grpc_port, metrics) if grpc_port is not None else None
         try:
             yield
@@ -137,10 +141,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--grpc-port", type=int, default=None, help="also serve the Recommend RPC on this port")
     parser.add_argument("--model-ms", type=float, default=25.0, help="target model time per padded batch")
     parser.add_argument("--max-batch", type=int, default=2)
+    parser.add_argument("--drift-window", type=float, default=10.0,
+                        help="seconds of requests the drift monitor's PSI evaluation looks at")
     args = parser.parse_args(argv)
     from aiwatch.demo.serve import serve
 
-    serve(create_app(args.model_ms / 1000.0, args.max_batch, grpc_port=args.grpc_port), args.port,
+    serve(create_app(args.model_ms / 1000.0, args.max_batch, grpc_port=args.grpc_port,
+                     drift_window=args.drift_window), args.port,
           loop="asyncio" if args.grpc_port is not None else "auto")
 
 

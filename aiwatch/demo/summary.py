@@ -1,7 +1,11 @@
-"""Per-stage numbers from the services' metrics: latency quantiles per phase, cache hit ratio and drift (PSI).
+"""Per-stage numbers from the services' metrics: latency quantiles per phase, cache hit ratio and drift.
 
 Everything is computed from the difference between two ``/metrics`` snapshots taken at the start and the end of a
-stage, never from the load generator's own clocks.
+stage, never from the load generator's own clocks. Drift comes from the inference service's
+:class:`aiwatch.DriftMonitor`: each stage's PSI from its fleet sketch (``aiwatch_feature_bin_total`` increase over
+the stage against ``aiwatch_feature_reference_ratio``), and the verdict, which features drifted, from its own
+evaluation at the stage's end (``aiwatch_drift_detected`` and ``aiwatch_drift_score{test="psi"}``, computed on a
+window shorter than a stage).
 """
 
 from __future__ import annotations
@@ -11,13 +15,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiwatch.demo import scrape
+from aiwatch.demo.drift import MIN_DRIFT_SAMPLES, MODEL, PSI_THRESHOLD
 from aiwatch.drift.promql import PSI_EPSILON
 
-MODEL = "recommender"
-#: PSI at or above this is reported as drift (the common "significant shift" rule of thumb).
-PSI_THRESHOLD = 0.2
-#: Fewer live values than this and PSI is mostly sampling noise (about (bins - 1) / n): shown, never called drift.
-MIN_DRIFT_SAMPLES = 100
+__all__ = ["MIN_DRIFT_SAMPLES", "MODEL", "PSI_THRESHOLD", "ROWS", "StageStats", "format_summary", "psi",
+           "stage_stats"]
 
 #: (key, display label, histogram, label match) of every latency row in the summary, in display order.
 ROWS: tuple[tuple[str, str, str, dict[str, str]], ...] = (
@@ -45,6 +47,8 @@ class StageStats:
     psi: dict[str, float] = field(default_factory=dict)
     drift_samples: dict[str, float] = field(default_factory=dict)
     mean_batch: float | None = None
+    #: feature -> PSI of the features the drift monitor reported drifted at the stage's end
+    detected: dict[str, float] = field(default_factory=dict)
     #: wall-clock (Unix) start and end of the stage, to line it up with Prometheus' data
     started_at: float = 0.0
     ended_at: float = 0.0
@@ -53,8 +57,8 @@ class StageStats:
 
     @property
     def drifted(self) -> list[str]:
-        return sorted(f for f, v in self.psi.items()
-                      if v >= PSI_THRESHOLD and self.drift_samples.get(f, 0) >= MIN_DRIFT_SAMPLES)
+        """The features aiwatch's drift monitor reported drifted at the end of the stage."""
+        return sorted(self.detected)
 
     def p(self, row: str, q: int) -> float | None:
         """p50 (``q=50``) or p99 (``q=99``) of a row (a key of :data:`ROWS`), in seconds."""
@@ -65,7 +69,8 @@ class StageStats:
         return {"name": self.name, "seconds": self.seconds, "requests": self.requests,
                 "latency_seconds": {k: {"p50": v[0], "p99": v[1]} for k, v in self.latency.items()},
                 "cache_hit_ratio": self.cache_hit_ratio, "mean_batch": self.mean_batch, "psi": self.psi,
-                "drift_samples": self.drift_samples, "drifted": self.drifted, "load": self.load,
+                "drift_samples": self.drift_samples, "drifted": self.drifted, "drift_score": self.detected,
+                "load": self.load,
                 "started_at": self.started_at, "ended_at": self.ended_at}
 
 
@@ -106,6 +111,9 @@ def stage_stats(name: str, seconds: float, before: scrape.Samples, after: scrape
         if value is not None:
             stats.psi[feature] = value
             stats.drift_samples[feature] = sum(live.values())
+    detected = scrape.values(after, "aiwatch_drift_detected", "feature", model=MODEL, test="psi")
+    scores = scrape.values(after, "aiwatch_drift_score", "feature", model=MODEL, test="psi")
+    stats.detected = {f: scores.get(f, math.nan) for f, flag in detected.items() if flag >= 1.0}
     return stats
 
 
@@ -131,11 +139,11 @@ def format_summary(stages: list[StageStats]) -> str:
     for feature in features:
         lines.append(f"{'PSI ' + feature:<{width}}" + "".join(
             f"| {_psi_cell(s, feature):>16} " for s in stages))
-    lines.append(f"(drift: PSI >= {PSI_THRESHOLD} against the training data's deciles, judged from "
-                 f"{MIN_DRIFT_SAMPLES} values per stage)")
+    lines.append(f"(PSI of each stage against the training data's deciles; drift: aiwatch's drift monitor found "
+                 f"PSI >= {PSI_THRESHOLD} in its window at the stage's end, with at least {MIN_DRIFT_SAMPLES} values)")
     lines.append("")
     for s in stages:
-        drifted = ", ".join(f"{f} (PSI {s.psi[f]:.2f})" for f in s.drifted) or "none"
+        drifted = ", ".join(f"{f} (PSI {s.detected[f]:.2f})" for f in s.drifted) or "none"
         lines.append(f"drifted features during {s.name}: {drifted}")
     return "\n".join(lines)
 
@@ -144,7 +152,9 @@ def _psi_cell(stage: StageStats, feature: str) -> str:
     value = stage.psi.get(feature)
     if value is None:
         return "-"
+    if feature in stage.detected:
+        return f"{value:.3f} DRIFT"
     n = stage.drift_samples.get(feature, 0)
     if n < MIN_DRIFT_SAMPLES:
         return f"{value:.3f} (n={n:.0f})"
-    return f"{value:.3f}{' DRIFT' if feature in stage.drifted else ''}"
+    return f"{value:.3f}"

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from aiwatch.demo import data, scrape, summary
-from aiwatch.demo.drift import BinSketch
 from aiwatch.demo.features import FeatureStore, LruCache, LruDict, RedisCache, backing_profile
 from aiwatch.metrics import Metrics
 from aiwatch.timing import RequestRecorder
@@ -69,22 +68,29 @@ def test_sale_distribution_drifts_basket_value_only() -> None:
             assert value < 0.02, (feature, value)
 
 
-def test_bin_sketch_exports_reference_shares_and_counts_values(metrics: Metrics) -> None:
-    ref = {"x": np.arange(1000, dtype=float)}
-    sketch = BinSketch(ref, metrics, model="m", bins=4)
-    shares = [metrics.registry.get_sample_value("aiwatch_feature_reference_ratio", {"model": "m", "feature": "x",
-                                                                                    "bin": b})
-              for b in ["249.75", "499.5", "749.25", "+Inf"]]
-    assert shares == pytest.approx([0.25] * 4)
-    sketch.observe({"x": 10.0})
-    sketch.observe({"x": 5000.0})
-    sketch.observe({"x": float("nan")})
-    sketch.observe({})  # a missing feature is counted as an aiwatch error, never raised
+def test_drift_monitor_exports_the_local_verdict_and_the_fleet_sketch(metrics: Metrics) -> None:
+    from aiwatch.demo.drift import MODEL, drift_monitor
+
+    monitor = drift_monitor(metrics, window_seconds=60.0)
     get = metrics.registry.get_sample_value
-    assert get("aiwatch_feature_bin_total", {"model": "m", "feature": "x", "bin": "249.75"}) == 1.0
-    assert get("aiwatch_feature_bin_total", {"model": "m", "feature": "x", "bin": "+Inf"}) == 1.0
-    assert get("aiwatch_feature_missing_total", {"model": "m", "feature": "x"}) == 1.0
-    assert get("aiwatch_instrumentation_errors_total", {"component": "demo_drift"}) == 1.0
+    shares = [get("aiwatch_feature_reference_ratio", {"model": MODEL, "feature": "basket_value", "bin": str(i)})
+              for i in range(10)]
+    assert shares == pytest.approx([0.1] * 10, abs=0.01)  # the training data's deciles
+    live = data.live_features(np.random.default_rng(5), 400, sale=True)
+    for i in range(400):
+        monitor.observe({k: float(v[i]) for k, v in live.items()})
+    monitor.observe({"basket_value": float("nan"), "items_in_cart": 1.0, "session_seconds": 10.0})
+    report = monitor.evaluate()
+    assert report.features["basket_value"].drifted and report.features["basket_value"].method == "psi"
+    counted = sum(get("aiwatch_feature_bin_total", {"model": MODEL, "feature": "basket_value", "bin": str(i)})
+                  or 0.0 for i in range(10))
+    assert counted == 400.0
+    assert get("aiwatch_feature_missing_total", {"model": MODEL, "feature": "basket_value"}) == 1.0
+    labels = {"model": MODEL, "feature": "basket_value", "test": "psi"}
+    assert get("aiwatch_drift_detected", labels) == 1.0
+    assert (get("aiwatch_drift_score", labels) or 0.0) > 0.2
+    for feature in ("items_in_cart", "session_seconds"):
+        assert get("aiwatch_drift_detected", {"model": MODEL, "feature": feature, "test": "psi"}) == 0.0
 
 
 async def test_inference_core_batches_through_aiwatch_micro_batcher(metrics: Metrics) -> None:
@@ -117,7 +123,7 @@ async def test_inference_core_batches_through_aiwatch_micro_batcher(metrics: Met
     assert get("aiwatch_queue_depth", {"queue": MODEL}) == 0.0
     assert get("aiwatch_phase_duration_seconds_count",
                {"service": "inference", "model": MODEL, "phase": "inference"}) == 6.0
-    assert get("aiwatch_feature_bin_total", {"model": MODEL, "feature": "basket_value", "bin": "+Inf"}) is not None
+    assert get("aiwatch_feature_bin_total", {"model": MODEL, "feature": "basket_value", "bin": "9"}) is not None
 
 
 def test_lru_dict_evicts_least_recently_used() -> None:
@@ -173,27 +179,31 @@ def test_recommender_pads_batches_and_rejects_oversized_ones() -> None:
 
 
 
-def test_stage_stats_judge_drift_only_with_enough_values(metrics: Metrics) -> None:
+def test_stage_stats_take_the_drift_verdict_from_the_monitor_with_enough_values(metrics: Metrics) -> None:
     from prometheus_client import generate_latest
 
-    ref = data.reference_features(5000)
-    sketch = BinSketch(ref, metrics, model=summary.MODEL)
+    from aiwatch.demo.drift import drift_monitor
+
+    monitor = drift_monitor(metrics, window_seconds=600.0)
     rng = np.random.default_rng(11)
 
     def stage(n: int) -> summary.StageStats:
         before = scrape.parse(generate_latest(metrics.registry).decode())
         live = data.live_features(rng, n, sale=True)
         for i in range(n):
-            sketch.observe({k: float(v[i]) for k, v in live.items()})
+            monitor.observe({k: float(v[i]) for k, v in live.items()})
+        monitor.evaluate()
         after = scrape.parse(generate_latest(metrics.registry).decode())
         return summary.stage_stats("sale", 1.0, before, after)
 
     few, many = stage(summary.MIN_DRIFT_SAMPLES - 1), stage(2000)
     assert few.drift_samples["basket_value"] == summary.MIN_DRIFT_SAMPLES - 1
-    assert few.drifted == []
+    assert few.drifted == []  # too few values in the monitor's window: never drift
     assert many.drifted == ["basket_value"]
     assert 0.2 < many.psi["basket_value"] < 0.45
+    assert many.detected["basket_value"] == pytest.approx(many.psi["basket_value"], abs=0.05)
     assert "DRIFT" in summary.format_summary([few, many]).split("PSI basket_value")[1].splitlines()[0]
+    assert "drifted features during sale: basket_value (PSI" in summary.format_summary([many])
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 import subprocess
@@ -80,8 +79,6 @@ def test_batch_gate_data_generator_writes_both_files(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(importlib.util.find_spec("aiwatch.commands.drift") is None,
-                    reason="the `aiwatch drift` command is not in this tree yet (drift engine issue)")
 def test_batch_gate_follows_the_drift_exit_code(tmp_path: Path) -> None:
     gate = str(EXAMPLES / "batch_drift_gate" / "nightly_gate.py")
     make = str(EXAMPLES / "batch_drift_gate" / "make_data.py")
