@@ -2,6 +2,7 @@
 
     python bench/demo_resources.py            # a 60 s cycle
     python bench/demo_resources.py --quick    # a 20 s cycle
+    python bench/demo_resources.py --transport http   # the HTTP hop instead of the default (gRPC with grpcio)
 
 Samples the demo's process tree every 0.5 s: CPU = utime + stime ticks of every process in the tree (the busiest
 1-second-ish window and the average over the run), memory = the sum of VmRSS of the tree (peak) and per process.
@@ -78,10 +79,14 @@ def tree(root: int) -> dict[int, tuple[int, str]]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a 20 s cycle instead of 60 s")
+    parser.add_argument("--transport", choices=("grpc", "http"), default=None,
+                        help="the demo's gateway -> inference hop (default: the demo's default)")
     args = parser.parse_args()
     duration = 20 if args.quick else 60
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
     cmd = [sys.executable, "-m", "aiwatch", "demo", "--headless", "--duration", str(duration)]
+    if args.transport:
+        cmd += ["--transport", args.transport]
     start = time.monotonic()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     last_ticks: dict[int, int] = {}

@@ -43,7 +43,7 @@ class InferenceCore:
     The model runs on one worker thread (one "accelerator"): one batch at a time."""
 
     def __init__(self, metrics: Metrics, model_seconds: float = 0.025, max_batch: int = 2,
-                 max_wait: float = 0.002, drift_window: float = 10.0, drift_interval: float = 1.0) -> None:
+                 max_wait: float = 0.002, drift_window: float = 10.0, drift_interval: float = 0.5) -> None:
         self.model = Recommender(max_batch=max_batch)
         self.per_call = self.model.calibrate(model_seconds)
         self.max_batch = max_batch

@@ -193,8 +193,9 @@ def _run(options: DemoOptions, supervisor: Supervisor, out: TextIO) -> int:
     if options.transport == "grpc" and importlib.util.find_spec("grpc") is None:
         raise DemoFailed('--transport grpc needs grpcio: pip install "aiwatch[grpc]"')
     print("aiwatch demo: training the recommender and starting the services on loopback ...", file=out, flush=True)
-    # The drift monitor's window is shorter than a stage, so that at a stage's end it holds that stage's requests.
-    drift_window = 0.7 * min(s.seconds for s in loadgen.plan(options.duration, 1.0))
+    # The drift monitor's window (evaluated every 0.5 s) is shorter than a stage, so that at a stage's end it holds
+    # only that stage's requests.
+    drift_window = 0.9 * min(s.seconds for s in loadgen.plan(options.duration, 1.0))
     inf_args = [py, "-m", "aiwatch.demo.inference", "--port", str(inf_port), "--model-ms", str(options.model_ms),
                 "--max-batch", str(options.max_batch), "--drift-window", f"{drift_window:.3f}"]
     gw_args = [py, "-m", "aiwatch.demo.gateway", "--port", str(gw_port)]

@@ -34,7 +34,7 @@ def _alive(pid: int) -> bool:
 
 def test_headless_summary_shows_where_the_sale_latency_went(tmp_path: Path) -> None:
     out = tmp_path / "stages.json"
-    proc = subprocess.run([sys.executable, "-m", "aiwatch", "demo", "--headless", "--duration", "24",
+    proc = subprocess.run([sys.executable, "-m", "aiwatch", "demo", "--headless", "--duration", "28",
                            "--json", str(out)], env=python_env(), capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "drifted features during flash sale: basket_value (PSI" in proc.stdout
