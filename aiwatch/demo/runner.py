@@ -5,6 +5,7 @@ prints what aiwatch measured, and stops every child on exit, Ctrl-C (SIGINT) or 
 from __future__ import annotations
 
 import asyncio
+import importlib
 import importlib.util
 import json
 import os
@@ -61,9 +62,21 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def grpc_problem() -> str | None:
+    """Why the gRPC hop cannot run here (grpcio missing, a protobuf runtime too old for the generated code), or
+    ``None`` when it can."""
+    if importlib.util.find_spec("grpc") is None:
+        return 'grpcio is not installed: pip install "aiwatch[grpc]"'
+    try:
+        importlib.import_module("aiwatch.demo.recommender_pb2_grpc")
+    except Exception as exc:  # protobuf's VersionError, an ImportError...
+        return f'the demo\'s generated gRPC code does not load ({exc}): pip install -U "aiwatch[grpc]"'
+    return None
+
+
 def default_transport() -> str:
-    """``grpc`` when grpcio (the ``grpc`` extra) is installed, else ``http``."""
-    return "grpc" if importlib.util.find_spec("grpc") is not None else "http"
+    """``grpc`` when the ``grpc`` extra is installed (and loads), else ``http``."""
+    return "http" if grpc_problem() is not None else "grpc"
 
 
 class Child:
@@ -190,8 +203,9 @@ def _run(options: DemoOptions, supervisor: Supervisor, out: TextIO) -> int:
     inf_url, gw_url = f"http://{HOST}:{inf_port}", f"http://{HOST}:{gw_port}"
     if options.transport not in ("grpc", "http"):
         raise DemoFailed(f"unknown transport {options.transport!r} (grpc or http)")
-    if options.transport == "grpc" and importlib.util.find_spec("grpc") is None:
-        raise DemoFailed('--transport grpc needs grpcio: pip install "aiwatch[grpc]"')
+    problem = grpc_problem() if options.transport == "grpc" else None
+    if problem:
+        raise DemoFailed(f"--transport grpc: {problem}")
     print("aiwatch demo: training the recommender and starting the services on loopback ...", file=out, flush=True)
     # The drift monitor's window (evaluated every 0.5 s) is shorter than a stage, so that at a stage's end it holds
     # only that stage's requests.

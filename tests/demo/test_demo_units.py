@@ -229,3 +229,16 @@ def test_stage_plan_scales_with_the_duration() -> None:
     assert sum(s.seconds for s in stages) == pytest.approx(100.0)
     assert stages[1].rps == 10 * stages[0].rps and stages[1].sale and not stages[2].sale
     assert [s.seconds for s in plan(20.0, 5.0)] == pytest.approx([s.seconds / 5 for s in stages])
+
+
+def test_without_grpcio_the_demo_falls_back_to_http_and_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    from aiwatch.demo import runner
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(runner.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "grpc" else real(name, *a))
+    assert runner.default_transport() == "http"
+    problem = runner.grpc_problem()
+    assert problem is not None and 'pip install "aiwatch[grpc]"' in problem
