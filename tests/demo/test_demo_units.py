@@ -242,3 +242,23 @@ def test_without_grpcio_the_demo_falls_back_to_http_and_says_why(monkeypatch: py
     assert runner.default_transport() == "http"
     problem = runner.grpc_problem()
     assert problem is not None and 'pip install "aiwatch[grpc]"' in problem
+
+
+@pytest.mark.parametrize("prometheus", [None, "http://127.0.0.1:9090"])
+def test_the_demo_opens_the_console_with_its_real_flags(prometheus: str | None) -> None:
+    """The demo's console command line parses with `aiwatch console`'s own parser and passes its validation."""
+    from aiwatch.cli import build_parser
+    from aiwatch.commands.console import streamlit_command
+    from aiwatch.demo.runner import console_args
+
+    urls = ["http://127.0.0.1:8000/metrics", "http://127.0.0.1:8001/metrics"]
+    argv = console_args(urls, prometheus, 8599)
+    assert argv[1:4] == ["-m", "aiwatch", "console"]
+    args = build_parser().parse_args(argv[3:])
+    assert args.port == 8599 and args.address == "127.0.0.1"
+    if prometheus:
+        assert args.prometheus == prometheus and args.scrape is None
+    else:
+        assert args.scrape == urls and args.prometheus is None
+    cmd, env = streamlit_command(args)
+    assert "--server.port" in cmd and env["AIWATCH_CONSOLE_WINDOW"] == "15.0"
