@@ -1,0 +1,48 @@
+"""The package as a user meets it: the CLI's --version/--help, a light `import aiwatch`, and a public API that
+resolves."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+import aiwatch
+from tests.servers import python_env
+
+OPTIONAL = ("grpc", "pynvml", "streamlit", "evidently", "pandas", "redis", "fastapi", "starlette", "flask", "httpx",
+            "requests", "yaml", "pyarrow", "scipy", "google.protobuf")
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "aiwatch", *args], capture_output=True, text=True, timeout=60,
+                          env=python_env())
+
+
+def test_version_and_help() -> None:
+    version = _run("--version")
+    assert version.returncode == 0
+    assert version.stdout.strip() == f"aiwatch {aiwatch.__version__}"
+    help_ = _run("--help")
+    assert help_.returncode == 0
+    for command in ("console", "demo", "drift", "gpu", "metrics", "profile", "rules"):
+        assert command in help_.stdout, f"`aiwatch --help` does not list {command}"
+
+
+def test_import_aiwatch_imports_no_optional_dependency() -> None:
+    code = ("import sys, aiwatch\n"
+            f"print(sorted(m for m in {OPTIONAL!r} if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env=python_env()).stdout
+    assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize("name", sorted(aiwatch.__all__))
+def test_every_public_name_resolves(name: str) -> None:
+    assert getattr(aiwatch, name) is not None
+
+
+def test_unknown_attribute_is_an_attribute_error() -> None:
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        aiwatch.nope  # noqa: B018
