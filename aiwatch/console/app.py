@@ -96,12 +96,14 @@ def panel(title: str, fetch: Callable[[], T], draw: Callable[[T], None], empty: 
     return data
 
 
-def chart(df: Any, unit: str, *, area: bool = False, colors: Sequence[str] | None = None, height: int = 260) -> None:
+def chart(df: Any, unit: str, *, area: bool = False, colors: Sequence[str] | None = None, height: int = 260,
+          legend_columns: int = 0) -> None:
     """A time chart of a wide DataFrame (one column per series): lines, or a stacked area in column order."""
     names = [str(c) for c in df.columns]
     long = df.reset_index().melt("time", var_name="series", value_name="value").dropna()
     long["order"] = long["series"].map({n: i for i, n in enumerate(names)})
-    color = alt.Color("series:N", title=None, legend=alt.Legend(orient="bottom"),
+    legend = alt.Legend(orient="bottom", columns=legend_columns) if legend_columns else alt.Legend(orient="bottom")
+    color = alt.Color("series:N", title=None, legend=legend,
                       scale=alt.Scale(domain=names, range=list(colors)) if colors else alt.Scale(domain=names))
     base = alt.Chart(long).encode(
         x=alt.X("time:T", title=None, axis=alt.Axis(format="%H:%M:%S", labelOverlap=True)),
@@ -150,16 +152,17 @@ def _only(series: list[Series], services: list[str] | None, *labels: str) -> lis
     return [s for s in series if any(s.labels.get(k) in services for k in labels)]
 
 
-def small_multiples(series: list[Series], order: Sequence[str], draw: Callable[[str, list[Series]], None],
-                    per_row: int = 2) -> None:
-    """One small chart per ``service``, side by side (busiest service first): never one chart summing services."""
+def small_multiples(kind: str, series: list[Series], order: Sequence[str],
+                    draw: Callable[[str, list[Series]], None], per_row: int = 2) -> None:
+    """One small chart per ``service``, side by side (busiest service first): never one chart summing services.
+    Each service's part is a container keyed ``"<kind>-<service>"``, headed by the service's name."""
     groups = by_service(series)
     names = [s for s in order if s in groups] + sorted(s for s in groups if s not in order)
     for start in range(0, len(names), per_row):
-        row = names[start:start + per_row]
-        cols = st.columns(per_row) if len(names) > 1 else [st.container()]
-        for col, service in zip(cols, row, strict=False):
-            with col:
+        cols = st.columns(per_row if len(names) > 1 else 1, gap="large")
+        for col, service in zip(cols, names[start:start + per_row], strict=False):
+            with col, st.container(key=f"{kind}-{service}"):
+                st.markdown(f"**{service or '(no service label)'}**")
                 draw(service, groups[service])
 
 
@@ -180,7 +183,7 @@ def latency_view(src: DataSource, window: float) -> None:
     shown = None if choice == ALL_SERVICES else [str(choice)]
     panel("Request latency p50 / p95 / p99 per service (ms)", lambda: _only(src.latency_quantiles(window), shown,
                                                                            "service"),
-          lambda d: small_multiples(d, order, _draw_latency),
+          lambda d: small_multiples("latency", d, order, _draw_latency),
           f"No request latency yet: aiwatch_request_duration_seconds has no samples in the last {w}. "
           "Send traffic to the service, or wait for the next scrape.")
     panel(f"Time per request by phase, per service (ms, stacked; mean over {w}): model vs not model",
@@ -207,9 +210,9 @@ def _draw_latency(service: str, series: list[Series]) -> None:
     cols = st.columns(3)
     for col, name in zip(cols, ("p50", "p95", "p99"), strict=True):
         value = latest.get(name)
-        col.metric(f"{service} {name}", "—" if value is None else f"{value * 1000:.1f} ms")
+        col.metric(f"request {name}", "—" if value is None else f"{value * 1000:.1f} ms")
     chart(frame(sorted(series, key=lambda s: s.labels.get("quantile", "")), lambda s: s.labels.get("quantile", ""),
-                1000.0), "ms", height=200)
+                1000.0), "ms", height=180)
 
 
 def _phase_label(phase: str, has_model: bool) -> str:
@@ -223,7 +226,7 @@ def _draw_phase_services(series: list[Series], order: Sequence[str]) -> None:
         st.caption("One stack per service: each splits that service's own request time. A phase that calls another "
                    "service (a gateway's inference_call) holds that service's whole time plus the network, so "
                    "services are never added up.")
-    small_multiples(series, order, _draw_phases)
+    small_multiples("phases", series, order, _draw_phases)
 
 
 def _draw_phases(service: str, series: list[Series]) -> None:
@@ -238,18 +241,19 @@ def _draw_phases(service: str, series: list[Series]) -> None:
     latest = df.ffill().iloc[-1].fillna(0.0)
     total = float(latest.sum())
     cols = st.columns(3)
-    cols[0].metric(f"{service}: time per request", f"{total:.1f} ms")
+    cols[0].metric("time per request", f"{total:.1f} ms", help=f"Mean request time of {service}: its phases stacked.")
     if has_model:
         model = float(sum(v for c, v in latest.items() if str(c).endswith("(model)")))
-        cols[1].metric(f"{service}: model time per request", f"{model:.1f} ms")
-        cols[2].metric(f"{service}: model share of request time", f"{model / total if total > 0 else 0.0:.0%}")
+        cols[1].metric("model time", f"{model:.1f} ms", help=f"Mean time of the model phase per {service} request.")
+        cols[2].metric("model share", f"{model / total if total > 0 else 0.0:.0%}",
+                       help=f"The model's share of {service}'s request time.")
     else:
-        biggest = str(latest.idxmax()) if len(latest) else "—"
-        cols[1].metric(f"{service}: largest phase", biggest,
-                       help="This service records no model phase ('inference'): its calls to other services are "
-                            "phases whose time includes theirs; see their own stacks.")
-        cols[2].metric(f"{service}: {biggest} share", f"{float(latest.max()) / total if total > 0 else 0.0:.0%}")
-    chart(df, "ms per request", area=True, colors=colors, height=240)
+        biggest = str(latest.idxmax())
+        cols[1].metric(biggest, f"{float(latest.max()):.1f} ms",
+                       help=f"{service} records no model phase ('inference'): its largest phase is shown. A phase "
+                            "that calls another service holds that service's whole time; see its own stack.")
+        cols[2].metric(f"{biggest} share", f"{float(latest.max()) / total if total > 0 else 0.0:.0%}")
+    chart(df, "ms per request", area=True, colors=colors, height=220, legend_columns=2)
 
 
 def resources_view(src: DataSource, window: float) -> None:

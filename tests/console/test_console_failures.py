@@ -129,7 +129,7 @@ def test_one_endpoint_down_is_a_warning_and_the_others_still_draw(stack: Stack) 
     warnings = texts(at.warning)
     assert len(warnings) == 1 and warnings[0].startswith(f"Endpoint down: {dead} (")
     assert "Panels show the endpoints that answer." in warnings[0]
-    assert {m.label for m in at.metric} >= {"recommender p50", "recommender p95", "recommender p99"}
+    assert {m.label for m in at.metric} >= {"request p50", "request p95", "request p99"}
     assert not at.error
 
 
