@@ -24,6 +24,7 @@ from aiwatch.console.source import (
     SourceError,
     SourceUnavailable,
     by_service,
+    service_order,
 )
 
 st: Any = require("streamlit", "console")
@@ -135,14 +136,16 @@ def _attempt(fetch: Callable[[], T]) -> Callable[[], T]:
     return lambda: answer
 
 
-def _service_order(rates: Callable[[], list[Series]]) -> list[str]:
-    """Services by request rate (busiest first, then by name); empty when the rate is unknown."""
-    try:
-        found = rates()
-    except Exception:  # the throughput panel shows why
-        return []
-    latest = {s.labels.get("service", ""): s.last or 0.0 for s in found}
-    return sorted(latest, key=lambda svc: (-latest[svc], svc))
+def _service_order(*answers: Callable[[], list[Series]]) -> list[str]:
+    """The services the answers name, callers first (see :func:`service_order`); empty when none answered."""
+    found: list[Series] = []
+    for answer in answers:
+        try:
+            found.extend(answer())
+        except Exception:  # the panel of that answer shows why
+            continue
+    callers = [s for s in found if "peer" in s.labels]
+    return service_order({s.labels.get("service", "") for s in found if "peer" not in s.labels}, callers)
 
 
 def _only(series: list[Series], services: list[str] | None, *labels: str) -> list[Series]:
@@ -154,7 +157,7 @@ def _only(series: list[Series], services: list[str] | None, *labels: str) -> lis
 
 def small_multiples(kind: str, series: list[Series], order: Sequence[str],
                     draw: Callable[[str, list[Series]], None], per_row: int = 2) -> None:
-    """One small chart per ``service``, side by side (busiest service first): never one chart summing services.
+    """One small chart per ``service``, side by side in ``order``: never one chart summing services.
     Each service's part is a container keyed ``"<kind>-<service>"``, headed by the service's name."""
     groups = by_service(series)
     names = [s for s in order if s in groups] + sorted(s for s in groups if s not in order)
@@ -170,7 +173,8 @@ def latency_view(src: DataSource, window: float) -> None:
     w = _window_label(window)
     st.header("Latency: where the time goes")
     rates = _attempt(lambda: src.throughput(window))
-    order = _service_order(rates)
+    network = _attempt(lambda: src.network_time(window))
+    order = _service_order(rates, network)
     options = [ALL_SERVICES, *sorted(order)]
     state = st.session_state
     if state.get("latency_service") not in options:
@@ -191,7 +195,7 @@ def latency_view(src: DataSource, window: float) -> None:
           lambda d: _draw_phase_services(d, order),
           f"No phase timings yet: aiwatch_phase_duration_seconds has no samples in the last {w}.")
     panel("Network time seen by callers (ms; calling service → peer)",
-          lambda: _only(src.network_time(window), shown, "service", "peer"),
+          lambda: _only(network(), shown, "service", "peer"),
           lambda d: line(d, ["service", "peer", "quantile"], "ms", 1000.0),
           "No network timings: aiwatch_network_duration_seconds is measured by instrumented *clients* "
           "(calls that read the server's Server-Timing); none reported in the window.")
