@@ -28,6 +28,7 @@ W = "$__rate_interval"
 SVC = 'service=~"$service"'
 MDL = 'model=~"$model"'
 FEATURE = 'model=~"$model", feature=~"$feature"'
+PHASE_TITLE = "Time per request by phase: $service (model vs not model)"
 
 
 class Layout:
@@ -109,23 +110,29 @@ def build() -> dict[str, Any]:
     lay = Layout()
     lay.row("Latency: where the time goes")
     lay.add(timeseries("Request latency p50 / p95 / p99",
-                       [target(Q.latency_quantile(q, W, SVC), name, chr(65 + i))
+                       [target(Q.latency_quantile(q, W, SVC), f"{{{{service}}}} {name}", chr(65 + i))
                         for i, (name, q) in enumerate(QUANTILES)], "s",
-                       "Server time per request (aiwatch_request_duration_seconds)."))
-    lay.add(timeseries("Time per request by phase (model vs not model)",
-                       [target(Q.phase_split(W, SVC, MDL), "{{phase}}")], "s",
-                       "Mean seconds per request in each phase, stacked: 'inference' (red) is the model's own "
-                       "time; every other phase is not model.", stacked=True,
-                       overrides=[{"matcher": {"id": "byName", "options": "inference"},
-                                   "properties": [{"id": "color", "value": {"mode": "fixed",
-                                                                             "fixedColor": "red"}}]}]))
-    lay.add(timeseries("Throughput", [target(Q.throughput(W, SVC), "{{service}}")], "reqps"), w=8)
-    lay.add(timeseries("Error ratio", [target(Q.error_ratio(W, SVC), "{{service}}")], "percentunit",
-                       "Share of requests with an HTTP 5xx or failed gRPC status."), w=8)
+                       "Server time per request (aiwatch_request_duration_seconds), per service: a gateway's and "
+                       "its backend's requests are never mixed in one histogram."))
     lay.add(timeseries("Network time seen by callers",
-                       [target(Q.network_quantile(q, W, SVC), f"{{{{peer}}}} {name}", chr(65 + i))
+                       [target(Q.network_quantile(q, W, SVC), f"{{{{service}}}} → {{{{peer}}}} {name}", chr(65 + i))
                         for i, (name, q) in enumerate(QUANTILES[:2])], "s",
-                       "Client-observed time minus server time (aiwatch_network_duration_seconds)."), w=8)
+                       "Client-observed time minus server time (aiwatch_network_duration_seconds), per calling "
+                       "service and the peer it called."))
+    phases = timeseries(PHASE_TITLE, [target(Q.phase_split(W, SVC, MDL), "{{phase}}")], "s",
+                        "Mean seconds per request in each phase of this service, stacked: 'inference' (red) is the "
+                        "model's own time; every other phase is not model. One panel per service (repeated over "
+                        "$service): a caller's phase that calls another service (a gateway's inference_call) "
+                        "already holds that service's whole time, so services are never stacked together.",
+                        stacked=True,
+                        overrides=[{"matcher": {"id": "byName", "options": "inference"},
+                                    "properties": [{"id": "color", "value": {"mode": "fixed",
+                                                                              "fixedColor": "red"}}]}])
+    phases.update({"repeat": "service", "repeatDirection": "h", "maxPerRow": 2})
+    lay.add(phases, w=24)
+    lay.add(timeseries("Throughput", [target(Q.throughput(W, SVC), "{{service}}")], "reqps"))
+    lay.add(timeseries("Error ratio", [target(Q.error_ratio(W, SVC), "{{service}}")], "percentunit",
+                       "Share of requests with an HTTP 5xx or failed gRPC status."))
 
     lay.row("Resources: GPUs, queues, batching, cache")
     lay.add(table("GPUs", [target(Q.gpu_gauge(metric), ref=chr(65 + i), instant=True)

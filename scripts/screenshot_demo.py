@@ -64,7 +64,7 @@ def main() -> int:
                 return 1
             time.sleep(args.into_sale)
             page.wait_for(f"{CHARTS} >= 5", timeout=60)
-            page.wait_for("document.body.innerText.includes('model share of request time')", timeout=60)
+            page.wait_for("document.body.innerText.includes('model share')", timeout=60)
             time.sleep(4.0)  # the console redraws every 3 s: let the latest redraw finish
             page.screenshot(args.out)
         size = args.out.stat().st_size

@@ -23,6 +23,8 @@ from aiwatch.console.source import (
     Series,
     SourceError,
     SourceUnavailable,
+    by_service,
+    service_order,
 )
 
 st: Any = require("streamlit", "console")
@@ -95,12 +97,14 @@ def panel(title: str, fetch: Callable[[], T], draw: Callable[[T], None], empty: 
     return data
 
 
-def chart(df: Any, unit: str, *, area: bool = False, colors: Sequence[str] | None = None, height: int = 260) -> None:
+def chart(df: Any, unit: str, *, area: bool = False, colors: Sequence[str] | None = None, height: int = 260,
+          legend_columns: int = 0) -> None:
     """A time chart of a wide DataFrame (one column per series): lines, or a stacked area in column order."""
     names = [str(c) for c in df.columns]
     long = df.reset_index().melt("time", var_name="series", value_name="value").dropna()
     long["order"] = long["series"].map({n: i for i, n in enumerate(names)})
-    color = alt.Color("series:N", title=None, legend=alt.Legend(orient="bottom"),
+    legend = alt.Legend(orient="bottom", columns=legend_columns) if legend_columns else alt.Legend(orient="bottom")
+    color = alt.Color("series:N", title=None, legend=legend,
                       scale=alt.Scale(domain=names, range=list(colors)) if colors else alt.Scale(domain=names))
     base = alt.Chart(long).encode(
         x=alt.X("time:T", title=None, axis=alt.Axis(format="%H:%M:%S", labelOverlap=True)),
@@ -116,57 +120,144 @@ def line(series: Sequence[Series], keys: Sequence[str], unit: str, scale: float 
 
 
 # --- views ----------------------------------------------------------------------------------------------------
+ALL_SERVICES = "All services"
+
+
+def _attempt(fetch: Callable[[], T]) -> Callable[[], T]:
+    """Call ``fetch`` now; the returned callable gives its answer (or raises its error) to a :func:`panel`."""
+    try:
+        answer = fetch()
+    except Exception as exc:  # handed to panel(), which shows it
+        failure = exc
+
+        def fail() -> T:
+            raise failure
+        return fail
+    return lambda: answer
+
+
+def _service_order(*answers: Callable[[], list[Series]]) -> list[str]:
+    """The services the answers name, callers first (see :func:`service_order`); empty when none answered."""
+    found: list[Series] = []
+    for answer in answers:
+        try:
+            found.extend(answer())
+        except Exception:  # the panel of that answer shows why
+            continue
+    callers = [s for s in found if "peer" in s.labels]
+    return service_order({s.labels.get("service", "") for s in found if "peer" not in s.labels}, callers)
+
+
+def _only(series: list[Series], services: list[str] | None, *labels: str) -> list[Series]:
+    """The series whose ``labels`` (any of them) name one of ``services``; all of them when ``services`` is None."""
+    if services is None:
+        return series
+    return [s for s in series if any(s.labels.get(k) in services for k in labels)]
+
+
+def small_multiples(kind: str, series: list[Series], order: Sequence[str],
+                    draw: Callable[[str, list[Series]], None], per_row: int = 2) -> None:
+    """One small chart per ``service``, side by side in ``order``: never one chart summing services.
+    Each service's part is a container keyed ``"<kind>-<service>"``, headed by the service's name."""
+    groups = by_service(series)
+    names = [s for s in order if s in groups] + sorted(s for s in groups if s not in order)
+    for start in range(0, len(names), per_row):
+        cols = st.columns(per_row if len(names) > 1 else 1, gap="large")
+        for col, service in zip(cols, names[start:start + per_row], strict=False):
+            with col, st.container(key=f"{kind}-{service}"):
+                st.markdown(f"**{service or '(no service label)'}**")
+                draw(service, groups[service])
+
+
 def latency_view(src: DataSource, window: float) -> None:
     w = _window_label(window)
     st.header("Latency: where the time goes")
-    panel("Request latency p50 / p95 / p99 (ms)", lambda: src.latency_quantiles(window), _draw_latency,
+    rates = _attempt(lambda: src.throughput(window))
+    network = _attempt(lambda: src.network_time(window))
+    order = _service_order(rates, network)
+    options = [ALL_SERVICES, *sorted(order)]
+    state = st.session_state
+    if state.get("latency_service") not in options:
+        state["latency_service"] = ALL_SERVICES
+    pick, _ = st.columns([1, 2])
+    with pick:
+        choice = st.selectbox("Service", options, key="latency_service",
+                              help="Each service's requests, phases and calls are shown apart: a caller's phase "
+                                   "that calls another service already contains that service's whole time.")
+    shown = None if choice == ALL_SERVICES else [str(choice)]
+    panel("Request latency p50 / p95 / p99 per service (ms)", lambda: _only(src.latency_quantiles(window), shown,
+                                                                           "service"),
+          lambda d: small_multiples("latency", d, order, _draw_latency),
           f"No request latency yet: aiwatch_request_duration_seconds has no samples in the last {w}. "
           "Send traffic to the service, or wait for the next scrape.")
-    panel(f"Time per request by phase (ms, stacked; mean over {w}): model vs not model",
-          lambda: src.phase_split(window), _draw_phases,
+    panel(f"Time per request by phase, per service (ms, stacked; mean over {w}): model vs not model",
+          lambda: _only(src.phase_split(window), shown, "service"),
+          lambda d: _draw_phase_services(d, order),
           f"No phase timings yet: aiwatch_phase_duration_seconds has no samples in the last {w}.")
-    left, right = st.columns(2)
-    with left:
-        panel("Throughput (requests/s)", lambda: src.throughput(window),
-              lambda d: line(d, ["service"], "req/s"), f"No requests in the last {w}.")
-    with right:
-        panel("Error ratio (share of requests with a 5xx or failed gRPC status)", lambda: src.error_ratio(window),
-              lambda d: line(d, ["service"], "ratio"), f"No requests in the last {w}, so no error ratio.")
-    panel("Network time seen by callers (ms)", lambda: src.network_time(window),
-          lambda d: line(d, ["peer", "quantile"], "ms", 1000.0),
+    panel("Network time seen by callers (ms; calling service → peer)",
+          lambda: _only(network(), shown, "service", "peer"),
+          lambda d: line(d, ["service", "peer", "quantile"], "ms", 1000.0),
           "No network timings: aiwatch_network_duration_seconds is measured by instrumented *clients* "
           "(calls that read the server's Server-Timing); none reported in the window.")
+    left, right = st.columns(2)
+    with left:
+        panel("Throughput (requests/s)", lambda: _only(rates(), shown, "service"),
+              lambda d: line(d, ["service"], "req/s"), f"No requests in the last {w}.")
+    with right:
+        panel("Error ratio (share of requests with a 5xx or failed gRPC status)",
+              lambda: _only(src.error_ratio(window), shown, "service"),
+              lambda d: line(d, ["service"], "ratio"), f"No requests in the last {w}, so no error ratio.")
 
 
-def _draw_latency(series: list[Series]) -> None:
+def _draw_latency(service: str, series: list[Series]) -> None:
     latest = {s.labels.get("quantile", ""): s.last for s in series}
     cols = st.columns(3)
     for col, name in zip(cols, ("p50", "p95", "p99"), strict=True):
         value = latest.get(name)
         col.metric(f"request {name}", "—" if value is None else f"{value * 1000:.1f} ms")
-    line(sorted(series, key=lambda s: s.labels.get("quantile", "")), ["quantile"], "ms", 1000.0)
+    chart(frame(sorted(series, key=lambda s: s.labels.get("quantile", "")), lambda s: s.labels.get("quantile", ""),
+                1000.0), "ms", height=180)
 
 
-def _phase_label(phase: str) -> str:
-    return f"{phase} (model)" if phase in MODEL_PHASES else f"{phase} (not model)"
+def _phase_label(phase: str, has_model: bool) -> str:
+    if phase in MODEL_PHASES:
+        return f"{phase} (model)"
+    return f"{phase} (not model)" if has_model else phase
 
 
-def _draw_phases(series: list[Series]) -> None:
+def _draw_phase_services(series: list[Series], order: Sequence[str]) -> None:
+    if len(by_service(series)) > 1:
+        st.caption("One stack per service: each splits that service's own request time. A phase that calls another "
+                   "service (a gateway's inference_call) holds that service's whole time plus the network, so "
+                   "services are never added up.")
+    small_multiples("phases", series, order, _draw_phases)
+
+
+def _draw_phases(service: str, series: list[Series]) -> None:
+    phases = [s.labels.get("phase", "") for s in series]
+    has_model = any(p in MODEL_PHASES for p in phases)
     ordered = sorted(series, key=lambda s: (s.labels.get("phase", "") not in MODEL_PHASES, s.labels.get("phase", "")))
-    df = frame(ordered, lambda s: _phase_label(s.labels.get("phase", "")), 1000.0)
+    df = frame(ordered, lambda s: _phase_label(s.labels.get("phase", ""), has_model), 1000.0)
     colors: list[str] = []
     others = iter(NOT_MODEL_COLORS * 4)
     for column in df.columns:
         colors.append(MODEL_COLOR if column.endswith("(model)") else next(others))
     latest = df.ffill().iloc[-1].fillna(0.0)
-    model = float(sum(v for c, v in latest.items() if str(c).endswith("(model)")))
     total = float(latest.sum())
-    share = model / total if total > 0 else 0.0
     cols = st.columns(3)
-    cols[0].metric("model time per request", f"{model:.1f} ms")
-    cols[1].metric("not-model time per request", f"{total - model:.1f} ms")
-    cols[2].metric("model share of request time", f"{share:.0%}")
-    chart(df, "ms per request", area=True, colors=colors, height=300)
+    cols[0].metric("time per request", f"{total:.1f} ms", help=f"Mean request time of {service}: its phases stacked.")
+    if has_model:
+        model = float(sum(v for c, v in latest.items() if str(c).endswith("(model)")))
+        cols[1].metric("model time", f"{model:.1f} ms", help=f"Mean time of the model phase per {service} request.")
+        cols[2].metric("model share", f"{model / total if total > 0 else 0.0:.0%}",
+                       help=f"The model's share of {service}'s request time.")
+    else:
+        biggest = str(latest.idxmax())
+        cols[1].metric(biggest, f"{float(latest.max()):.1f} ms",
+                       help=f"{service} records no model phase ('inference'): its largest phase is shown. A phase "
+                            "that calls another service holds that service's whole time; see its own stack.")
+        cols[2].metric(f"{biggest} share", f"{float(latest.max()) / total if total > 0 else 0.0:.0%}")
+    chart(df, "ms per request", area=True, colors=colors, height=220, legend_columns=2)
 
 
 def resources_view(src: DataSource, window: float) -> None:

@@ -24,12 +24,18 @@ def sel(*matchers: str) -> str:
 
 
 def latency_quantile(q: float, w: str, svc: str = "") -> str:
-    return f"histogram_quantile({q}, sum by (le) (rate(aiwatch_request_duration_seconds_bucket{sel(svc)}[{w}])))"
+    """Request latency quantile per ``service`` (a gateway's and its backend's requests never share a histogram)."""
+    return (f"histogram_quantile({q}, sum by (service, le) "
+            f"(rate(aiwatch_request_duration_seconds_bucket{sel(svc)}[{w}])))")
 
 
 def phase_split(w: str, svc: str = "", mdl: str = "") -> str:
-    return (f"sum by (phase) (rate(aiwatch_phase_duration_seconds_sum{sel(svc, mdl)}[{w}]))"
-            f" / scalar(sum(rate(aiwatch_request_duration_seconds_count{sel(svc)}[{w}])))")
+    """Mean seconds per request in each phase, per ``service``: each service's phase time divided by that
+    service's own request rate. Never summed across services: a caller's phase that calls another service (a
+    gateway's ``inference_call``) already holds that service's whole request time."""
+    return (f"sum by (service, phase) (rate(aiwatch_phase_duration_seconds_sum{sel(svc, mdl)}[{w}]))"
+            f" / on (service) group_left"
+            f" sum by (service) (rate(aiwatch_request_duration_seconds_count{sel(svc)}[{w}]))")
 
 
 def throughput(w: str, svc: str = "") -> str:
@@ -45,7 +51,8 @@ def error_ratio(w: str, svc: str = "") -> str:
 
 
 def network_quantile(q: float, w: str, svc: str = "") -> str:
-    return (f"histogram_quantile({q}, sum by (peer, le) "
+    """Network time quantile per calling ``service`` and the ``peer`` it called."""
+    return (f"histogram_quantile({q}, sum by (service, peer, le) "
             f"(rate(aiwatch_network_duration_seconds_bucket{sel(svc)}[{w}])))")
 
 

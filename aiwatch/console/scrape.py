@@ -279,16 +279,16 @@ class ScrapeSource(DataSource):
 
     def latency_quantiles(self, window: float) -> list[Series]:
         def fn(data: list[tuple[str, list[Snapshot]]], t: float) -> Samples:
-            return _quantiles(self._rate(data, "aiwatch_request_duration_seconds_bucket", t, window), (), QUANTILES)
+            rates = self._rate(data, "aiwatch_request_duration_seconds_bucket", t, window)
+            return _quantiles(rates, ("service",), QUANTILES)
         return self._range(fn)
 
     def phase_split(self, window: float) -> list[Series]:
         def fn(data: list[tuple[str, list[Snapshot]]], t: float) -> Samples:
-            requests = sum(v for _, v in self._rate(data, "aiwatch_request_duration_seconds_count", t, window))
-            if requests <= 0:
-                return []
-            phases = sum_by(self._rate(data, "aiwatch_phase_duration_seconds_sum", t, window), ("phase",))
-            return [({"phase": k[0]}, v / requests) for k, v in phases.items()]
+            requests = sum_by(self._rate(data, "aiwatch_request_duration_seconds_count", t, window), ("service",))
+            phases = sum_by(self._rate(data, "aiwatch_phase_duration_seconds_sum", t, window), ("service", "phase"))
+            return [({"service": svc, "phase": phase}, v / requests[(svc,)])
+                    for (svc, phase), v in phases.items() if requests.get((svc,), 0.0) > 0]
         return self._range(fn)
 
     def throughput(self, window: float) -> list[Series]:
@@ -308,7 +308,7 @@ class ScrapeSource(DataSource):
     def network_time(self, window: float) -> list[Series]:
         def fn(data: list[tuple[str, list[Snapshot]]], t: float) -> Samples:
             rates = self._rate(data, "aiwatch_network_duration_seconds_bucket", t, window)
-            return _quantiles(rates, ("peer",), QUANTILES[:2])
+            return _quantiles(rates, ("service", "peer"), QUANTILES[:2])
         return self._range(fn)
 
     def gpu_table(self) -> list[GpuRow]:

@@ -157,12 +157,13 @@ class DataSource(ABC):
 
     @abstractmethod
     def latency_quantiles(self, window: float) -> list[Series]:
-        """Request latency p50/p95/p99 over time, labelled ``quantile``."""
+        """Request latency p50/p95/p99 over time, per ``service`` and ``quantile``."""
 
     @abstractmethod
     def phase_split(self, window: float) -> list[Series]:
-        """Mean seconds per request spent in each phase over time, labelled ``phase``. Stacked, the phases add up
-        to the mean request time (``overhead`` is the rest)."""
+        """Mean seconds per request spent in each phase over time, per ``service`` and ``phase``. Stacked, one
+        service's phases add up to that service's mean request time (``overhead`` is the rest). Services are never
+        summed: a caller's phase that calls another service contains that service's whole time."""
 
     @abstractmethod
     def throughput(self, window: float) -> list[Series]:
@@ -174,7 +175,7 @@ class DataSource(ABC):
 
     @abstractmethod
     def network_time(self, window: float) -> list[Series]:
-        """Network time seen by callers, p50/p95 by ``peer`` and ``quantile``."""
+        """Network time seen by callers, p50/p95 by calling ``service``, ``peer`` and ``quantile``."""
 
     @abstractmethod
     def gpu_table(self) -> list[GpuRow]:
@@ -262,6 +263,37 @@ def histogram_quantile(q: float, buckets: Iterable[tuple[float, float]]) -> floa
     if count_end == count_start:
         return end
     return start + (end - start) * (rank - count_start) / (count_end - count_start)
+
+
+def by_service(series: Iterable[Series]) -> dict[str, list[Series]]:
+    """Series grouped by their ``service`` label (``""`` for none), in first-seen order."""
+    out: dict[str, list[Series]] = {}
+    for s in series:
+        out.setdefault(s.labels.get("service", ""), []).append(s)
+    return out
+
+
+def service_order(services: Iterable[str], network: Iterable[Series] = ()) -> list[str]:
+    """The order the console lays services out in: callers before the services they call (from the ``service`` ->
+    ``peer`` pairs of :meth:`DataSource.network_time`, where the peer is one of ``services``), then by name. Stable
+    from one refresh to the next, unlike an order by request rate.
+
+    >>> service_order(["inference", "gateway"], [Series({"service": "gateway", "peer": "inference"}, [])])
+    ['gateway', 'inference']
+    """
+    names = sorted(set(services))
+    calls = {(s.labels.get("service", ""), s.labels.get("peer", "")) for s in network}
+    calls = {(a, b) for a, b in calls if a in names and b in names and a != b}
+    depth = dict.fromkeys(names, 0)
+    for _ in range(len(names)):  # longest call chain above each service; bounded, so a call cycle cannot loop
+        changed = False
+        for caller, callee in calls:
+            if depth[callee] < depth[caller] + 1 <= len(names):
+                depth[callee] = depth[caller] + 1
+                changed = True
+        if not changed:
+            break
+    return sorted(names, key=lambda n: (depth[n], n))
 
 
 def finite(value: float | None) -> float | None:

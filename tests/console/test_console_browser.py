@@ -1,8 +1,9 @@
 """A real headless Chromium loads the running ``aiwatch console`` (a subprocess scraping the instrumented
 workload), checks the key elements rendered, and saves a screenshot.
 
-The screenshot goes to ``artifacts/console.png``; with ``AIWATCH_UPDATE_SCREENSHOT=1`` it replaces the README's
-``docs/images/console.png``.
+The screenshot goes to ``artifacts/console.png``; with ``AIWATCH_UPDATE_SCREENSHOT=1`` to
+``docs/images/console-test.png``. Never to ``docs/images/console.png``: that is the README's picture of the demo's
+flash sale, made by ``scripts/screenshot_demo.py``.
 """
 
 from __future__ import annotations
@@ -17,20 +18,31 @@ from tests.console.browser import chromium
 from tests.console.workload import serve
 from tests.servers import free_port, python_app, python_env
 
-pytestmark = pytest.mark.slow
-
 REPO = Path(__file__).resolve().parents[2]
 METRICS = "document.querySelectorAll('[data-testid=\"stMetric\"]').length"
 CHARTS = "document.querySelectorAll('[data-testid=\"stVegaLiteChart\"] canvas, [data-testid=\"stVegaLiteChart\"] svg').length"  # noqa: E501
 TEXT = "document.body.innerText"
 
 
+DEMO_SCREENSHOT = REPO / "docs" / "images" / "console.png"
+
+
 def screenshot_path() -> Path:
     if os.environ.get("AIWATCH_UPDATE_SCREENSHOT") == "1":
-        return REPO / "docs" / "images" / "console.png"
+        return REPO / "docs" / "images" / "console-test.png"
     return REPO / "artifacts" / "console.png"
 
 
+def test_the_browser_test_never_overwrites_the_demo_screenshot(monkeypatch: pytest.MonkeyPatch) -> None:
+    for value in ("1", "0", None):
+        if value is None:
+            monkeypatch.delenv("AIWATCH_UPDATE_SCREENSHOT", raising=False)
+        else:
+            monkeypatch.setenv("AIWATCH_UPDATE_SCREENSHOT", value)
+        assert screenshot_path().resolve() != DEMO_SCREENSHOT.resolve()
+
+
+@pytest.mark.slow
 def test_console_renders_in_a_real_browser() -> None:
     port = free_port()
     with serve(features=8, gpus=2, interval=0.2) as svc, python_app(
@@ -39,12 +51,14 @@ def test_console_renders_in_a_real_browser() -> None:
             f"http://127.0.0.1:{port}/_stcore/health", timeout=60, env=python_env()) as console:
         assert f"aiwatch console on http://127.0.0.1:{port}" in console.output()
         with chromium(f"http://127.0.0.1:{port}/") as page:
-            # Latency view: p50/p95/p99 + model/not-model cards, and the charts drawn
-            page.wait_for(f"{METRICS} >= 6 && {CHARTS} >= 5", timeout=90)
-            page.wait_for(f"{TEXT}.includes('model share of request time')")
+            # Latency view: per service (gateway, recommender) p50/p95/p99 + phase cards, and the charts drawn
+            page.wait_for(f"{METRICS} >= 12 && {CHARTS} >= 7", timeout=90)
+            page.wait_for(f"{TEXT}.includes('model share')")
             text = str(page.evaluate(TEXT))
             for expected in ("aiwatch console", "Latency: where the time goes", "request p50", "request p99",
-                             "Time per request by phase", "model vs not model", "Throughput", "Error ratio",
+                             "Time per request by phase, per service", "model vs not model", "gateway",
+                             "recommender", "model share", "inference_call share", "Throughput",
+                             "Error ratio",
                              "Network time seen by callers", "Resources", "Drift", "Alerts"):
                 assert expected in text, expected
             assert "Traceback" not in text and "Error" not in text.replace("Error ratio", "")

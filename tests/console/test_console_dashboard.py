@@ -78,13 +78,28 @@ def test_dashboard_is_importable_with_datasource_service_and_model_variables() -
             assert panel["targets"], panel["title"]
     titles = {p["title"] for p in dash["panels"]}
     # mirrors the console's views
-    assert {"Request latency p50 / p95 / p99", "Time per request by phase (model vs not model)", "Throughput",
+    assert {"Request latency p50 / p95 / p99", "Time per request by phase: $service (model vs not model)", "Throughput",
             "Error ratio", "Network time seen by callers", "GPUs", "Queue depth", "Requests in flight",
             "Mean batch size", "Feature-cache hit ratio", "Per-feature drift (latest evaluation)",
             "Drift score over time", "Firing and pending alerts"} <= titles
     assert {p["title"] for p in dash["panels"] if p["type"] == "row"} == {
         "Latency: where the time goes", "Resources: GPUs, queues, batching, cache",
         "Drift: which input features moved", "Alerts and autoscaling"}
+
+
+def test_latency_panels_never_mix_services() -> None:
+    """A gateway's inference_call holds its backend's whole time: phases stacked across services, or quantiles of
+    both services' requests in one histogram, would tell the wrong story. Every latency panel keeps services apart,
+    and the stacked phase panel is repeated per service."""
+    panels = {p["title"]: p for p in load()["panels"]}
+    phases = panels["Time per request by phase: $service (model vs not model)"]
+    assert phases["repeat"] == "service" and phases["fieldConfig"]["defaults"]["custom"]["stacking"]["mode"] == "normal"
+    for title, grouping in (("Time per request by phase: $service (model vs not model)", "sum by (service, phase)"),
+                            ("Request latency p50 / p95 / p99", "sum by (service, le)"),
+                            ("Network time seen by callers", "sum by (service, peer, le)")):
+        for t in panels[title]["targets"]:
+            assert grouping in t["expr"] and 'service=~"$service"' in t["expr"], (title, t["expr"])
+            assert "{{service}}" in t["legendFormat"] or panels[title].get("repeat") == "service", title
 
 
 def test_every_metric_the_dashboard_uses_is_in_the_contract() -> None:

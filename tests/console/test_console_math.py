@@ -14,7 +14,7 @@ from aiwatch.commands.console import register, streamlit_command
 from aiwatch.console import PrometheusSource, ScrapeSource, histogram_quantile
 from aiwatch.console.config import ConsoleConfig
 from aiwatch.console.queries import regex_alternatives, sel
-from aiwatch.console.source import duration, is_error_status
+from aiwatch.console.source import Series, duration, is_error_status, service_order
 from tests.servers import python_env
 
 URL = "http://127.0.0.1:9/metrics"
@@ -80,6 +80,52 @@ def test_quantiles_come_from_bucket_increases_over_the_window() -> None:
     src.record(URL, exposition(110, 0, {"0.1": 100, "0.2": 110, "+Inf": 110}, 0), ts=t0 + 1)
     quantiles = {s.labels["quantile"]: s.last for s in src.latency_quantiles(10.0)}
     assert quantiles == pytest.approx({"p50": 0.15, "p95": 0.195, "p99": 0.199})
+
+
+def two_tier(gateway: tuple[float, float, float, float], inference: tuple[float, float, float, float],
+             count: float) -> str:
+    """Counters of a gateway (features, inference_call, overhead; request sum) calling an inference service (queue,
+    inference, overhead; request sum), both after ``count`` requests."""
+    lines = ["# TYPE aiwatch_phase_duration_seconds histogram", "# TYPE aiwatch_request_duration_seconds histogram"]
+    for service, phases, values in (("gateway", ("features", "inference_call", "overhead"), gateway),
+                                    ("inference", ("queue", "inference", "overhead"), inference)):
+        for phase, value in zip(phases, values, strict=False):
+            lines.append(f'aiwatch_phase_duration_seconds_sum{{service="{service}",model="",phase="{phase}"}} {value}')
+            lines.append(f'aiwatch_phase_duration_seconds_count{{service="{service}",model="",phase="{phase}"}} '
+                         f"{count}")
+        labels = f'service="{service}",route="/",method="POST",status="200"'
+        lines.append(f"aiwatch_request_duration_seconds_sum{{{labels}}} {values[3]}")
+        lines.append(f"aiwatch_request_duration_seconds_count{{{labels}}} {count}")
+    return "\n".join(lines) + "\n"
+
+
+def test_phase_split_is_per_service_and_each_stack_is_that_services_request_time() -> None:
+    """10 requests: the inference service spends 0.5 s queue + 0.3 s model + 0.1 s overhead (90 ms each); the
+    gateway 0.1 s features + 1.0 s inference_call (the inference service's 0.9 s + 0.1 s network) + 0.1 s overhead
+    (120 ms each). Summed into one stack over 20 requests the model would be 15 ms of a 105 ms 'request'."""
+    src = ScrapeSource([URL], interval=1.0, history=60, start=False)
+    t0 = time.time() - 2
+    src.record(URL, two_tier((0, 0, 0, 0), (0, 0, 0, 0), 0), ts=t0)
+    src.record(URL, two_tier((0.1, 1.0, 0.1, 1.2), (0.5, 0.3, 0.1, 0.9), 10), ts=t0 + 1)
+    split = {(s.labels["service"], s.labels["phase"]): s.last for s in src.phase_split(10.0)}
+    assert split == pytest.approx({
+        ("gateway", "features"): 0.01, ("gateway", "inference_call"): 0.1, ("gateway", "overhead"): 0.01,
+        ("inference", "queue"): 0.05, ("inference", "inference"): 0.03, ("inference", "overhead"): 0.01})
+    assert sum(v for (svc, _), v in split.items() if svc == "gateway") == pytest.approx(0.12)
+    assert sum(v for (svc, _), v in split.items() if svc == "inference") == pytest.approx(0.09)
+
+
+def test_services_are_laid_out_callers_first_then_by_name() -> None:
+    def call(caller: str, peer: str) -> Series:
+        return Series({"service": caller, "peer": peer, "quantile": "p50"}, [(0.0, 0.01)])
+
+    assert service_order(["a-backend", "z-gateway"]) == ["a-backend", "z-gateway"]
+    assert service_order(["a-backend", "z-gateway"], [call("z-gateway", "a-backend")]) == ["z-gateway", "a-backend"]
+    # a chain edge -> mid -> backend; a peer that is no known service (host:port) changes nothing
+    chain = [call("mid", "backend"), call("edge", "mid"), call("edge", "10.0.0.1:443")]
+    assert service_order(["backend", "mid", "edge"], chain) == ["edge", "mid", "backend"]
+    # a call cycle still ends with every service once
+    assert sorted(service_order(["a", "b"], [call("a", "b"), call("b", "a")])) == ["a", "b"]
 
 
 def test_history_is_bounded() -> None:

@@ -8,8 +8,10 @@ from typing import Any
 import pytest
 
 from aiwatch.console import PrometheusSource, ScrapeSource
+from aiwatch.console.scrape import sum_by
 from aiwatch.console.source import DataSource
 from tests.console.conftest import Stack, expected_warnings, run_view, texts
+from tests.console.workload import GATEWAY, SERVICE
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("console_env")]
 
@@ -25,31 +27,124 @@ def metrics(at: Any) -> dict[str, str]:
     return {m.label: m.value for m in at.metric}
 
 
+def card(shown: dict[str, str], label: str) -> float:
+    """The number of a ``"12.3 ms"`` or ``"45%"`` card."""
+    return float(shown[label].split()[0].rstrip("%"))
+
+
+def per_service(at: Any, kind: str) -> dict[str, Any]:
+    """The console's per-service blocks of one panel (``"latency"`` or ``"phases"``), by service, in page order."""
+    found: dict[str, Any] = {}
+
+    def walk(node: Any) -> None:
+        key = getattr(node, "key", None)
+        if isinstance(key, str) and key.startswith(f"{kind}-"):
+            found[key.removeprefix(f"{kind}-")] = node
+        for child in getattr(node, "children", {}).values():
+            walk(child)
+    walk(at._tree)
+    return found
+
+
 def test_latency_view(source: DataSource) -> None:
     at = run_view(source, "Latency")
     assert not at.error, texts(at.error)
     assert texts(at.warning) == expected_warnings(source)
-    shown = metrics(at)
-    for name in ("request p50", "request p95", "request p99", "model time per request",
-                 "not-model time per request"):
-        assert shown[name].endswith(" ms"), shown
-    p50, p99 = (float(shown[f"request {q}"].split()[0]) for q in ("p50", "p99"))
-    # The workload's requests take 31-102 ms: the quantiles fall inside that range and are ordered.
+    latency = {svc: metrics(block) for svc, block in per_service(at, "latency").items()}
+    phases = {svc: metrics(block) for svc, block in per_service(at, "phases").items()}
+    assert latency.keys() == phases.keys() == {GATEWAY, SERVICE}
+    for shown in [*latency.values(), *phases.values()]:
+        assert all(v.endswith((" ms", "%")) for v in shown.values()), shown
+    p50, p99 = (card(latency[SERVICE], f"request {q}") for q in ("p50", "p99"))
+    # The recommender's requests take 31-102 ms: its quantiles fall inside that range and are ordered.
     assert 25 < p50 <= p99 < 110
-    # inference (the model) is 20-40 ms of each request.
-    assert 15 < float(shown["model time per request"].split()[0]) < 45
-    assert shown["model share of request time"].endswith("%")
-    # latency, phase split (stacked), throughput, error ratio, network time
-    assert len(at.get("vega_lite_chart")) == 5
+    # The gateway's requests hold the recommender's plus 6-29 ms (at most 131 ms, so at most the 150 ms bucket
+    # bound): its quantiles are its own, not a mix of both services' requests.
+    gateway = latency[GATEWAY]
+    assert p50 < card(gateway, "request p50") <= card(gateway, "request p99") <= 150
+    # inference (the model) is 20-40 ms of each recommender request; the gateway has no model phase of its own, and
+    # its largest phase is the call to the recommender.
+    assert 15 < card(phases[SERVICE], "model time") < 45
+    assert phases[SERVICE]["model share"].endswith("%")
+    assert set(phases[GATEWAY]) == {"time per request", "inference_call", "inference_call share"}
+    assert card(phases[GATEWAY], "time per request") > card(phases[SERVICE], "time per request")
+    # latency x2 services, phase split x2 services, network time, throughput, error ratio
+    assert len(at.get("vega_lite_chart")) == 7
     assert not at.info, texts(at.info)
+
+
+def phase_charts(at: Any) -> dict[str, str]:
+    """Spec of the stacked phase chart of every service, in page order."""
+    out = {}
+    for service, block in per_service(at, "phases").items():
+        charts = block.get("vega_lite_chart")
+        assert len(charts) == 1, service
+        out[service] = str(charts[0].proto.spec)
+        assert "ms per request" in out[service]
+    return out
 
 
 def test_phase_chart_separates_model_from_not_model(source: DataSource) -> None:
     at = run_view(source, "Latency")
-    spec = str(at.get("vega_lite_chart")[1].proto.spec)
+    spec = phase_charts(at)[SERVICE]
     assert "inference (model)" in spec
     for phase in ("queue", "features", "overhead"):
         assert f"{phase} (not model)" in spec
+
+
+def test_phases_are_split_per_service_never_summed_across_services(source: DataSource) -> None:
+    """The gateway's inference_call already holds the recommender's time: one stack of both would count it twice.
+    Each service gets its own stack, holding only its own phases."""
+    at = run_view(source, "Latency")
+    charts = phase_charts(at)
+    assert list(charts) == [GATEWAY, SERVICE]  # equal request rates: by name
+    assert "inference_call" in charts[GATEWAY] and "inference_call" not in charts[SERVICE]
+    for phase in ("queue", "inference (model)"):
+        assert phase in charts[SERVICE] and phase not in charts[GATEWAY]
+    series = source.phase_split(5.0)
+    assert {s.labels["service"] for s in series} == {GATEWAY, SERVICE}
+    assert {s.labels["phase"] for s in series if s.labels["service"] == GATEWAY} == {"features", "inference_call",
+                                                                                     "overhead"}
+    # The selector narrows the view to one service: its quantiles, its stack.
+    at.selectbox(key="latency_service").set_value(SERVICE).run()
+    assert not at.exception
+    assert list(phase_charts(at)) == [SERVICE] and list(per_service(at, "latency")) == [SERVICE]
+    assert len(at.get("vega_lite_chart")) == 5
+
+
+def test_each_service_stack_adds_up_to_its_own_mean_request_time(stack: Stack, source: DataSource) -> None:
+    """Per service, at the same instant, the phases stacked = that service's request time sum / request count."""
+    series = source.phase_split(5.0)
+    at_time = min(s.points[-1][0] for s in series)
+    stacked: dict[str, float] = {}
+    for s in series:
+        value = dict(s.points).get(at_time)
+        assert value is not None, s.labels
+        stacked[s.labels["service"]] = stacked.get(s.labels["service"], 0.0) + value
+    mean = mean_request_time(stack, source, at_time)
+    assert mean.keys() == stacked.keys() == {GATEWAY, SERVICE}
+    for service, total in stacked.items():
+        assert total == pytest.approx(mean[service], rel=1e-6), service
+    assert stacked[GATEWAY] > stacked[SERVICE]
+
+
+def mean_request_time(stack: Stack, source: DataSource, at_time: float) -> dict[str, float]:
+    """Each service's mean request time over the test window at ``at_time``, asked without the phase metric."""
+    if isinstance(source, PrometheusSource):
+        expr = ("sum by (service) (rate(aiwatch_request_duration_seconds_sum[5s]))"
+                " / sum by (service) (rate(aiwatch_request_duration_seconds_count[5s]))")
+        found = stack.prom.api("/api/v1/query", query=expr, time=f"{at_time:.3f}")["result"]
+        return {r["metric"]["service"]: float(r["value"][1]) for r in found}
+    assert isinstance(source, ScrapeSource)
+    data = source._copy()
+    sums = sum_by(source._rate(data, "aiwatch_request_duration_seconds_sum", at_time, 5.0), ("service",))
+    counts = sum_by(source._rate(data, "aiwatch_request_duration_seconds_count", at_time, 5.0), ("service",))
+    return {k[0]: v / counts[k] for k, v in sums.items()}
+
+
+def test_network_time_is_attributed_to_the_calling_service(source: DataSource) -> None:
+    labels = sorted(tuple(sorted(s.labels.items())) for s in source.network_time(5.0))
+    assert labels == [(("peer", SERVICE), ("quantile", q), ("service", GATEWAY)) for q in ("p50", "p95")]
 
 
 def test_resources_view(source: DataSource) -> None:

@@ -1,6 +1,7 @@
-"""Test data for the console: an instrumented "recommender" whose traffic is recorded through aiwatch's real
-:class:`~aiwatch.timing.RequestRecorder` (synthetic clock values instead of sleeps), plus queue, batch, cache and
-drift metrics written through :class:`~aiwatch.metrics.Metrics`, served on a real HTTP ``/metrics`` endpoint.
+"""Test data for the console: a two-tier deployment, a "gateway" calling an instrumented "recommender", whose
+traffic is recorded through aiwatch's real :class:`~aiwatch.timing.RequestRecorder` (synthetic clock values
+instead of sleeps), plus queue, batch, cache and drift metrics written through :class:`~aiwatch.metrics.Metrics`,
+served on a real HTTP ``/metrics`` endpoint.
 
 GPUs: NVML cannot run here, so :class:`FakeGpuCollector` yields the contract's ``aiwatch_gpu_*`` families from fixed
 numbers; that is test data only, at the NVML boundary.
@@ -22,6 +23,9 @@ from aiwatch.metrics import GPU_LABELS, SPECS, Metrics
 from aiwatch.timing import RequestRecorder
 
 SERVICE = "recommender"
+GATEWAY = "gateway"
+"""The calling tier: its phases are features / inference_call (the hop to the recommender) / overhead, so its
+``inference_call`` holds the recommender's whole request time plus the network."""
 MODEL = "ranker"
 
 
@@ -72,6 +76,7 @@ class Workload:
         self.gpus = gpus
         self.rng = random.Random(seed)
         self.recorder = RequestRecorder(metrics, SERVICE, MODEL)
+        self.gateway = RequestRecorder(metrics, GATEWAY)
         self.steps = 0
         self._lock = threading.Lock()
         if gpus:
@@ -88,9 +93,18 @@ class Workload:
         tl.add("features", None, features)
         tl.add("inference", None, inference)
         overhead = rng.uniform(0.002, 0.01)
-        self.recorder.finish(tl, "/predict", "POST", status, end=clock + queue + features + inference + overhead)
-        self.metrics.network_duration.labels(SERVICE, "gateway").observe(rng.uniform(0.003, 0.02))
+        served = queue + features + inference + overhead
+        self.recorder.finish(tl, "/predict", "POST", status, end=clock + served)
         self.metrics.queue_wait.labels("predict").observe(queue)
+        # The gateway in front: its own feature lookup, then the call (recommender time + network), then overhead.
+        network = rng.uniform(0.003, 0.02)
+        gw = self.gateway.begin(start=clock)
+        lookup = rng.uniform(0.002, 0.006)
+        gw.add("features", None, lookup)
+        gw.add("inference_call", None, served + network)
+        self.gateway.finish(gw, "/recommend", "POST", status,
+                            end=clock + lookup + served + network + rng.uniform(0.001, 0.003))
+        self.metrics.network_duration.labels(GATEWAY, SERVICE).observe(network)
 
     def step(self, requests: int = 20) -> None:
         with self._lock:
