@@ -109,16 +109,10 @@ def set_model(model: str) -> None:
         tl.model = tl.recorder.guard.fold("model", model)
 
 
-class _Frame:
-    __slots__ = ("child", "model", "name", "parent", "span", "start")
-
-    def __init__(self, name: str, model: str | None, parent: _Frame | None, start: float) -> None:
-        self.name = name
-        self.model = model
-        self.parent = parent
-        self.start = start
-        self.child = 0.0
-        self.span: Any = None
+#: An open phase: ``[name, model, parent frame, start, time of the phases inside it, span]``. A list rather than an
+#: object: built on every phase entry, a list literal costs a third of a class's ``__init__``.
+_Frame = list[Any]
+_NAME, _MODEL, _PARENT, _START, _CHILD, _SPAN = range(6)
 
 
 _valid_names: set[str] = set()
@@ -152,8 +146,7 @@ class phase:
         self.model = model
 
     def __enter__(self) -> phase:
-        parent = _frame.get()
-        frame = _Frame(self.name, self.model, parent, _clock())
+        frame = [self.name, self.model, _frame.get(), _clock(), 0.0, None]
         tl = _timeline.get()
         if tl is not None and tl.tracer is not None:
             _start_phase_span(tl, frame)
@@ -164,18 +157,18 @@ class phase:
                  tb: TracebackType | None) -> None:
         end = _clock()
         frame = _frame.get()
-        if frame is None or frame.name != self.name:
+        if frame is None or frame[0] != self.name:  # literal indexes here (_NAME...): no global look-ups
             record_error("phase", RuntimeError(f"phase {self.name!r} exited out of order"))
             return
-        parent = frame.parent
+        parent = frame[2]
         _frame.set(parent)
-        elapsed = end - frame.start
+        elapsed = end - frame[3]
         if parent is not None:
-            parent.child += elapsed
-        exclusive = elapsed - frame.child
+            parent[4] += elapsed
+        exclusive = elapsed - frame[4]
         if exclusive < 0.0:
             exclusive = 0.0
-        if frame.span is None:  # the common case, inlined: add to the request's timeline
+        if frame[5] is None:  # the common case, inlined: add to the request's timeline
             tl = _timeline.get()
             if tl is not None:
                 key = (self.name, tl.model if self.model is None else self.model)
@@ -210,27 +203,30 @@ class phase:
 
 def _start_phase_span(tl: RequestTimeline, frame: _Frame) -> None:
     try:
-        parent_span = frame.parent.span if frame.parent is not None and frame.parent.span else tl.span
+        parent = frame[_PARENT]
+        parent_span = parent[_SPAN] if parent is not None and parent[_SPAN] else tl.span
         if parent_span is None:
             return
-        frame.span = tl.tracer.start_span(frame.name, context=trace.set_span_in_context(parent_span))
-        if frame.model or tl.model:
-            frame.span.set_attribute("aiwatch.model", frame.model or tl.model)
+        span = frame[_SPAN] = tl.tracer.start_span(frame[_NAME], context=trace.set_span_in_context(parent_span))
+        model = frame[_MODEL] or tl.model
+        if model:
+            span.set_attribute("aiwatch.model", model)
     except Exception as exc:
         record_error("tracing", exc, tl.recorder.metrics)
 
 
 def _finish_phase(frame: _Frame, exclusive: float, exc: BaseException | None) -> None:
     tl = _timeline.get()
-    if frame.span is not None:
+    span = frame[_SPAN]
+    if span is not None:
         try:
             if exc is not None:
-                frame.span.record_exception(exc)
-                frame.span.set_status(trace.Status(trace.StatusCode.ERROR, type(exc).__name__))
-            frame.span.end()
+                span.record_exception(exc)
+                span.set_status(trace.Status(trace.StatusCode.ERROR, type(exc).__name__))
+            span.end()
         except Exception as span_exc:
             record_error("tracing", span_exc, tl.recorder.metrics if tl else None)
-    _record(tl, frame.name, frame.model, exclusive)
+    _record(tl, frame[_NAME], frame[_MODEL], exclusive)
 
 
 def record_phase(name: str, seconds: float, model: str | None = None) -> None:
@@ -246,7 +242,7 @@ def record_phase(name: str, seconds: float, model: str | None = None) -> None:
     tl = _timeline.get()
     frame = _frame.get()
     if frame is not None and tl is not None:
-        frame.child += seconds  # keep the enclosing phase exclusive of this one
+        frame[_CHILD] += seconds  # keep the enclosing phase exclusive of this one
     _record(tl, name, model, seconds)
 
 
