@@ -287,12 +287,16 @@ class RequestRecorder:
     def begin(self, span_name: str = "request", parent_context: Any = None,
               attributes: dict[str, Any] | None = None, start: float | None = None) -> RequestTimeline:
         """Start a request: a new timeline set as current in this context, and a SERVER span if tracing is on."""
+        return self._begin(self.tracing.tracer(), span_name, parent_context, attributes, start)
+
+    def _begin(self, tracer: Any, span_name: str = "request", parent_context: Any = None,
+               attributes: dict[str, Any] | None = None, start: float | None = None) -> RequestTimeline:
+        """:meth:`begin` with the tracer (``self.tracing.tracer()``) already looked up by the caller."""
         tl = RequestTimeline(self, _clock() if start is None else start, self.model)
         try:
             self._in_flight(1)
         except Exception as exc:
             record_error("metrics", exc, self.metrics)
-        tracer = self.tracing.tracer()
         if tracer is not None:
             try:
                 tl.span = tracer.start_span(span_name, context=parent_context, kind=trace.SpanKind.SERVER,
@@ -336,14 +340,16 @@ class RequestRecorder:
                     self._request_children[key] = child
             observe(child, total, exemplar)
             named = 0.0
+            phase_children = self._phase_children
             for phase_key, seconds in tl.phases.items():
-                observe(self._phase_child(phase_key), seconds, exemplar)
+                observe(phase_children.get(phase_key) or self._phase_child(phase_key), seconds, exemplar)
                 named += seconds
             overhead = total - named
             if overhead < 0.0:
                 overhead = 0.0
                 m.child(m.overhead_clamped, (self.service,)).inc()
-            observe(self._phase_child((OVERHEAD, tl.model)), overhead, exemplar)
+            overhead_key = (OVERHEAD, tl.model)
+            observe(phase_children.get(overhead_key) or self._phase_child(overhead_key), overhead, exemplar)
         except Exception as exc:
             record_error("metrics", exc, m)
         if tl.span is not None:

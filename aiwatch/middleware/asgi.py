@@ -103,10 +103,12 @@ class AiwatchMiddleware:
         if method not in KNOWN_METHODS:
             method = OTHER_METHOD
         root_path = scope.get("root_path", "")
-        if recorder.tracing.tracer() is None:
-            tl = recorder.begin(method)
+        tracer = recorder.tracing.tracer()
+        if tracer is None:
+            tl = recorder._begin(None, method)
         else:
-            tl = recorder.begin(method, self._parent_context(scope), {"http.request.method": method, "url.path": path})
+            tl = recorder._begin(tracer, method, self._parent_context(scope),
+                                 {"http.request.method": method, "url.path": path})
         status = "500"
         finished = False
         add_timing = self.server_timing
