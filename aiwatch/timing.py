@@ -308,7 +308,8 @@ class RequestRecorder:
             except Exception as exc:
                 record_error("tracing", exc, self.metrics)
         _timeline.set(tl)
-        _frame.set(None)
+        if _frame.get() is not None:  # a phase left open in this context: the new request starts outside it
+            _frame.set(None)
         return tl
 
     def _phase_child(self, key: tuple[str, str]) -> Any:
