@@ -81,14 +81,14 @@ class RequestTimeline:
         """The Server-Timing value for the request so far (the format of
         :func:`aiwatch.servertiming.format_server_timing`, written out here because it runs on every request)."""
         total = (_clock() if now is None else now) - self.start
-        parts = []
+        head = ""
         named = 0.0
         for (name, _model), secs in self.phases.items():
-            parts.append("%s;dur=%.3f" % (name, secs * 1000.0))  # noqa: UP031 - %-formatting is the fastest here
+            # %-formatting and += (a handful of phases): cheaper than f-strings and a list joined
+            head += "%s;dur=%.3f, " % (name, secs * 1000.0)  # noqa: UP031
             named += secs
         overhead = total - named
-        parts.append(_TAIL % ((overhead if overhead > 0.0 else 0.0) * 1000.0, total * 1000.0))
-        return ", ".join(parts)
+        return head + _TAIL % ((overhead if overhead > 0.0 else 0.0) * 1000.0, total * 1000.0)
 
 
 _TAIL = f"{OVERHEAD};dur=%.3f, {TOTAL};dur=%.3f"
