@@ -141,7 +141,8 @@ class phase:
     __slots__ = ("model", "name")
 
     def __init__(self, name: str, model: str | None = None) -> None:
-        _check_phase_name(name)
+        if name not in _valid_names:  # the common case inlined: a name already checked (one per call site)
+            _check_phase_name(name)
         self.name = name
         self.model = model
 
