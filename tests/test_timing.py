@@ -178,3 +178,16 @@ def test_failing_metric_never_raises(metrics: Metrics, registry: CollectorRegist
     recorder.finish(tl, "/p", "GET", "200")
     assert sample(registry, "aiwatch_instrumentation_errors_total", component="metrics") == 1
     assert current_timeline() is None
+
+
+def test_begin_starts_outside_a_phase_left_open(metrics: Metrics, registry: CollectorRegistry) -> None:
+    recorder = RequestRecorder(metrics, service="svc")
+    leaked = aiwatch.phase("leaked")
+    leaked.__enter__()  # never exited before the next request begins in this context
+    tl = recorder.begin()
+    with aiwatch.phase("inner"):
+        pass
+    leaked.__exit__(None, None, None)  # out of order now: counted, nothing recorded into the new request
+    assert [name for name, _model in tl.phases] == ["inner"]
+    recorder.finish(tl, "/p", "GET", "200")
+    assert sample(registry, "aiwatch_phase_duration_seconds_count", service="svc", model="", phase="leaked") is None

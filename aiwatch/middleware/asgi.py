@@ -103,10 +103,12 @@ class AiwatchMiddleware:
         if method not in KNOWN_METHODS:
             method = OTHER_METHOD
         root_path = scope.get("root_path", "")
-        if recorder.tracing.tracer() is None:
-            tl = recorder.begin(method)
+        tracer = recorder.tracing.tracer()
+        if tracer is None:
+            tl = recorder._begin(None, method)
         else:
-            tl = recorder.begin(method, self._parent_context(scope), {"http.request.method": method, "url.path": path})
+            tl = recorder._begin(tracer, method, self._parent_context(scope),
+                                 {"http.request.method": method, "url.path": path})
         status = "500"
         finished = False
         add_timing = self.server_timing
@@ -134,9 +136,10 @@ class AiwatchMiddleware:
                 status = _STATUS.get(code) or str(code)
                 if add_timing:
                     try:
-                        headers = [*(message.get("headers") or ()),
-                                   (_SERVER_TIMING, tl.server_timing().encode("latin-1"))]
-                        message = {**message, "headers": headers}
+                        entry = (_SERVER_TIMING, tl.server_timing().encode("latin-1"))
+                        message = dict(message)  # a copy: the app's message and header list stay untouched
+                        headers = message.get("headers")
+                        message["headers"] = [*headers, entry] if headers else [entry]
                     except Exception as exc:
                         record_error("server_timing", exc, self.metrics)
             elif kind == "http.response.body" and not message.get("more_body", False) and not finished:

@@ -271,3 +271,31 @@ async def test_phase_models_named_in_code_are_bounded_too(registry: CollectorReg
     assert registry.get_sample_value("aiwatch_phase_duration_seconds_count",
                                      {"service": "svc", "model": "__overflow__", "phase": "inference"}) == 2
     assert b'model="c"' not in generate_latest(registry)
+
+
+@pytest.mark.parametrize("app_headers", [[(b"content-type", b"text/plain")], [], None])
+async def test_server_timing_leaves_the_apps_message_untouched(registry: CollectorRegistry,
+                                                               app_headers: list[tuple[bytes, bytes]] | None) -> None:
+    sent: list[dict[str, Any]] = []
+    start: dict[str, Any] = {"type": "http.response.start", "status": 200}
+    if app_headers is not None:
+        start["headers"] = app_headers
+    original = {**start, "headers": list(app_headers)} if app_headers is not None else dict(start)
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send(start)
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    mw = AiwatchMiddleware(app, registry=registry, service="svc")
+    await mw({"type": "http", "method": "GET", "path": "/x", "root_path": "", "headers": []}, receive, send)
+    assert start == original  # neither the message nor its header list was changed in place
+    headers = sent[0]["headers"]
+    assert headers[:-1] == (app_headers or [])
+    name, value = headers[-1]
+    assert name == b"server-timing" and set(parse_server_timing(value.decode())) == {"overhead", "total"}
