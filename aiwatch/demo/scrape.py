@@ -1,16 +1,16 @@
 """Snapshots of services' ``/metrics`` and the arithmetic the demo's summary needs: deltas between two snapshots
-and quantiles from histogram bucket deltas (Prometheus' ``histogram_quantile`` interpolation).
+and the cumulative buckets of a histogram's delta, for :func:`aiwatch.console.source.histogram_quantile`.
 
     >>> before = {("h_bucket", (("le", "0.1"),)): 1.0, ("h_bucket", (("le", "+Inf"),)): 1.0}
     >>> after = {("h_bucket", (("le", "0.1"),)): 5.0, ("h_bucket", (("le", "+Inf"),)): 11.0}
     >>> d = delta(after, before)
+    >>> from aiwatch.console.source import histogram_quantile
     >>> round(histogram_quantile(0.5, buckets(d, "h")), 3)   # 10 new: 4 under 0.1, 6 above (in the +Inf bucket)
     0.1
 """
 
 from __future__ import annotations
 
-import math
 import urllib.request
 from collections.abc import Mapping
 
@@ -80,24 +80,3 @@ def buckets(samples: Samples, histogram: str, **match: str) -> list[tuple[float,
     """The cumulative ``(upper bound, count)`` buckets of ``histogram``, summed over the matching series."""
     per_le = values(samples, f"{histogram}_bucket", "le", **match)
     return sorted((float(le), count) for le, count in per_le.items())
-
-
-def histogram_quantile(q: float, cumulative: list[tuple[float, float]]) -> float | None:
-    """The ``q``-quantile of cumulative buckets, interpolated linearly inside the bucket as Prometheus does
-    (the +Inf bucket answers with the highest finite bound). ``None`` when there are no observations."""
-    if not 0.0 <= q <= 1.0:
-        raise ValueError(f"quantile must be in [0, 1], got {q}")
-    if not cumulative or cumulative[-1][1] <= 0:
-        return None
-    count = cumulative[-1][1]
-    rank = q * count
-    lower, below = 0.0, 0.0
-    for upper, cum in cumulative:
-        if cum >= rank:
-            if math.isinf(upper):
-                return lower
-            if cum == below:
-                return upper
-            return lower + (upper - lower) * (rank - below) / (cum - below)
-        lower, below = upper, cum
-    return lower

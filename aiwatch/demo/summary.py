@@ -14,6 +14,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from aiwatch.console.source import histogram_quantile
 from aiwatch.demo import scrape
 from aiwatch.demo.drift import MIN_DRIFT_SAMPLES, MODEL, PSI_THRESHOLD
 from aiwatch.drift.promql import PSI_EPSILON
@@ -95,7 +96,7 @@ def stage_stats(name: str, seconds: float, before: scrape.Samples, after: scrape
     stats = StageStats(name, seconds, requests)
     for key, _, histogram, match in ROWS:
         b = scrape.buckets(d, histogram, **match)
-        stats.latency[key] = (scrape.histogram_quantile(0.5, b), scrape.histogram_quantile(0.99, b))
+        stats.latency[key] = (histogram_quantile(0.5, b), histogram_quantile(0.99, b))
     results = scrape.values(d, "aiwatch_feature_cache_requests_total", "result")
     lookups = sum(results.values())
     if lookups > 0:

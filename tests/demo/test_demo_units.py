@@ -9,21 +9,11 @@ import math
 import numpy as np
 import pytest
 
+from aiwatch.console.source import histogram_quantile
 from aiwatch.demo import data, scrape, summary
 from aiwatch.demo.features import FeatureStore, LruCache, LruDict, RedisCache, backing_profile
 from aiwatch.metrics import Metrics
 from aiwatch.timing import RequestRecorder
-
-
-def test_histogram_quantile_matches_prometheus_interpolation() -> None:
-    # 10 observations: 2 <= 0.1, 6 in (0.1, 0.2], 2 in (0.2, 0.5]
-    cumulative = [(0.1, 2.0), (0.2, 8.0), (0.5, 10.0), (math.inf, 10.0)]
-    assert scrape.histogram_quantile(0.5, cumulative) == pytest.approx(0.1 + 0.1 * (5 - 2) / 6)
-    assert scrape.histogram_quantile(0.1, cumulative) == pytest.approx(0.05)
-    assert scrape.histogram_quantile(0.99, cumulative) == pytest.approx(0.2 + 0.3 * (9.9 - 8) / 2)
-    assert scrape.histogram_quantile(0.5, [(0.1, 0.0), (math.inf, 0.0)]) is None
-    with pytest.raises(ValueError, match="quantile"):
-        scrape.histogram_quantile(1.5, cumulative)
 
 
 def test_quantiles_from_a_scrape_delta_see_only_the_stage(metrics: Metrics) -> None:
@@ -37,8 +27,8 @@ def test_quantiles_from_a_scrape_delta_see_only_the_stage(metrics: Metrics) -> N
         hist.observe(0.4)
     after = scrape.parse(generate_latest(metrics.registry).decode())
     d = scrape.delta(after, before)
-    stage_p50 = scrape.histogram_quantile(0.5, scrape.buckets(d, "aiwatch_queue_wait_seconds", queue="q"))
-    all_p50 = scrape.histogram_quantile(0.5, scrape.buckets(after, "aiwatch_queue_wait_seconds", queue="q"))
+    stage_p50 = histogram_quantile(0.5, scrape.buckets(d, "aiwatch_queue_wait_seconds", queue="q"))
+    all_p50 = histogram_quantile(0.5, scrape.buckets(after, "aiwatch_queue_wait_seconds", queue="q"))
     assert stage_p50 is not None and 0.3 < stage_p50 <= 0.5
     assert all_p50 is not None and all_p50 <= 0.01
 
