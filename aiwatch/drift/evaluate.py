@@ -30,6 +30,7 @@ from aiwatch.drift.profile import (
     _missing,
     category_key,
     columns_of,
+    to_float_counting,
 )
 
 DEFAULT_MIN_SAMPLES = 30
@@ -294,26 +295,6 @@ def categorical_current(feat: CategoricalFeature, values: Any) -> CurrentFeature
             new.add(key)
         counts[idx] += n
     return CurrentFeature(int(counts.sum()), counts, None, missing, invalid, len(new))
-
-
-def to_float_counting(values: Any) -> tuple[npt.NDArray[np.float64], int]:
-    """float64 array of ``values``; wrong-typed entries (strings, bools...) become NaN and are counted."""
-    arr = values if isinstance(values, np.ndarray) else np.asarray(values, dtype=object)
-    if arr.dtype.kind == "O" and arr.size and all(type(v) is float or type(v) is int for v in arr.tolist()):
-        arr = arr.astype(np.float64)
-    if arr.dtype.kind in "fiu":
-        return arr.astype(np.float64, copy=False), 0
-    out = np.empty(arr.size, dtype=np.float64)
-    invalid = 0
-    for i, v in enumerate(arr.ravel().tolist()):
-        if v is None:
-            out[i] = math.nan
-        elif isinstance(v, (int, float)) and not isinstance(v, bool):
-            out[i] = float(v)
-        else:
-            out[i] = math.nan
-            invalid += 1
-    return out, invalid
 
 
 def summarise(profile: ReferenceProfile, data: Any, options: Options | None = None) -> dict[str, CurrentFeature]:

@@ -213,7 +213,7 @@ class DriftMonitor:
             record_error("drift", exc, self.metrics)
 
     def _observe_columns(self, columns: Mapping[str, Any]) -> None:
-        from aiwatch.drift.evaluate import to_float_counting
+        from aiwatch.drift.profile import to_float_counting
 
         lengths = {len(v) for v in columns.values()}
         if len(lengths) > 1:

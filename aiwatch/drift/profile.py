@@ -379,7 +379,7 @@ class ProfileBuilder:
                 self._order.append(name)
             if self.kinds.get(name) == "numerical":
                 acc = self._num.setdefault(name, _NumAcc())
-                acc.add(_to_float(name, values), self.rng, self.sample_size)
+                acc.add(to_float_counting(values)[0], self.rng, self.sample_size)
             elif self.kinds.get(name) == "categorical":
                 counter = self._cat.setdefault(name, Counter())
                 missing = 0
@@ -414,7 +414,7 @@ class ProfileBuilder:
             if self.kinds.get(name) != "numerical":
                 continue
             cuts = np.asarray(self._cuts_for(name))
-            arr = _to_float(name, values)
+            arr = to_float_counting(values)[0]
             arr = arr[np.isfinite(arr)]
             counts = np.bincount(np.searchsorted(cuts, arr, side="left"), minlength=cuts.size + 1)
             self._bins[name] = self._bins.get(name, np.zeros(cuts.size + 1, dtype=np.int64)) + counts
@@ -459,21 +459,24 @@ class ProfileBuilder:
             exact=len(rest) <= MAX_OTHER_NAMES)
 
 
-def _to_float(name: str, values: Any) -> FloatArray:
+def to_float_counting(values: Any) -> tuple[FloatArray, int]:
+    """float64 array of ``values``; wrong-typed entries (strings, bools...) become NaN and are counted."""
     arr = values if isinstance(values, np.ndarray) else np.asarray(values, dtype=object)
     if arr.dtype.kind == "O" and arr.size and all(type(v) is float or type(v) is int for v in arr.tolist()):
         arr = arr.astype(np.float64)
-    if arr.dtype.kind in "fiub":
-        return arr.astype(np.float64, copy=False)
+    if arr.dtype.kind in "fiu":
+        return arr.astype(np.float64, copy=False), 0
     out = np.empty(arr.size, dtype=np.float64)
+    invalid = 0
     for i, v in enumerate(arr.ravel().tolist()):
         if v is None:
             out[i] = math.nan
         elif isinstance(v, (int, float)) and not isinstance(v, bool):
             out[i] = float(v)
         else:
-            out[i] = math.nan  # a wrong-typed reference value counts as missing
-    return out
+            out[i] = math.nan
+            invalid += 1
+    return out, invalid
 
 
 def columns_of(data: Any) -> dict[str, Any]:
@@ -537,7 +540,7 @@ class ReferenceProfile:
         builder.add(columns)
         for name, kind in builder.kinds.items():
             if kind == "numerical" and name not in all_edges:
-                arr = _to_float(name, columns[name])
+                arr = to_float_counting(columns[name])[0]
                 all_edges[name] = numerical_cuts(arr[np.isfinite(arr)], n_bins)
         builder.edges = {k: [float(e) for e in v] for k, v in all_edges.items()}
         builder.count(columns)
