@@ -36,7 +36,9 @@ def _start(recorder: ClientRecorder, request: httpx.Request) -> _Call:
                           route if isinstance(route, str) else None)
 
 
-class _TimedStream(httpx.SyncByteStream):
+class _CallFinisher:
+    """A response stream's pending call: finished once, when the body is read to its end, fails or is closed."""
+
     def __init__(self, stream: Any, recorder: ClientRecorder, call: _Call, status: str,
                  server_timing: str | None) -> None:
         self._stream = stream
@@ -45,6 +47,13 @@ class _TimedStream(httpx.SyncByteStream):
         self._status = status
         self._server_timing = server_timing
 
+    def _done(self, status: str, error: BaseException | None) -> None:
+        call, self._call = self._call, None
+        if call is not None:
+            self._recorder.finish(call, status, self._server_timing, error)
+
+
+class _TimedStream(_CallFinisher, httpx.SyncByteStream):
     def __iter__(self) -> Iterator[bytes]:
         try:
             yield from self._stream
@@ -60,21 +69,8 @@ class _TimedStream(httpx.SyncByteStream):
         finally:
             self._done(self._status, None)
 
-    def _done(self, status: str, error: BaseException | None) -> None:
-        call, self._call = self._call, None
-        if call is not None:
-            self._recorder.finish(call, status, self._server_timing, error)
 
-
-class _AsyncTimedStream(httpx.AsyncByteStream):
-    def __init__(self, stream: Any, recorder: ClientRecorder, call: _Call, status: str,
-                 server_timing: str | None) -> None:
-        self._stream = stream
-        self._recorder = recorder
-        self._call: _Call | None = call
-        self._status = status
-        self._server_timing = server_timing
-
+class _AsyncTimedStream(_CallFinisher, httpx.AsyncByteStream):
     async def __aiter__(self) -> AsyncIterator[bytes]:
         try:
             async for chunk in self._stream:
@@ -90,11 +86,6 @@ class _AsyncTimedStream(httpx.AsyncByteStream):
             await self._stream.aclose()
         finally:
             self._done(self._status, None)
-
-    def _done(self, status: str, error: BaseException | None) -> None:
-        call, self._call = self._call, None
-        if call is not None:
-            self._recorder.finish(call, status, self._server_timing, error)
 
 
 class AiwatchTransport(httpx.BaseTransport):
