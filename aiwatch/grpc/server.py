@@ -237,6 +237,23 @@ def _rewrap(handler: Any, behavior: Callable[..., Any], factory: Callable[..., A
                    response_serializer=handler.response_serializer)
 
 
+def _instrument_handler(interceptor: Any, handler: Any, handler_call_details: Any, *, only_async: bool) -> Any:
+    """``handler`` with its behavior wrapped by ``interceptor._wrap_unary``/``_wrap_stream``; on any failure of
+    aiwatch's own, the handler as it was (counted). With ``only_async``, plain-function handlers pass through."""
+    if handler is None:
+        return None
+    try:
+        method = method_name(handler_call_details.method)
+        behavior, factory = _handler_parts(handler)
+        if only_async and not (inspect.iscoroutinefunction(behavior) or inspect.isasyncgenfunction(behavior)):
+            return handler
+        wrap = interceptor._wrap_stream if handler.response_streaming else interceptor._wrap_unary
+        return _rewrap(handler, wrap(behavior, method, handler.request_streaming), factory)
+    except Exception as exc:
+        record_error(COMPONENT, exc, interceptor._core.metrics)
+        return handler
+
+
 class AiwatchServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
     """Server interceptor for ``grpc.server`` (thread pool). Keyword arguments as :func:`grpc_server_interceptor`.
 
@@ -250,20 +267,7 @@ class AiwatchServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         self._core = _ServerCore(service, model, registry, metrics, guard, tracer_provider, server_timing)
 
     def intercept_service(self, continuation: Callable[[Any], Any], handler_call_details: Any) -> Any:
-        handler = continuation(handler_call_details)
-        if handler is None:
-            return None
-        try:
-            method = method_name(handler_call_details.method)
-            behavior, factory = _handler_parts(handler)
-            if handler.response_streaming:
-                wrapped = self._wrap_stream(behavior, method, handler.request_streaming)
-            else:
-                wrapped = self._wrap_unary(behavior, method, handler.request_streaming)
-            return _rewrap(handler, wrapped, factory)
-        except Exception as exc:
-            record_error(COMPONENT, exc, self._core.metrics)
-            return handler
+        return _instrument_handler(self, continuation(handler_call_details), handler_call_details, only_async=False)
 
     def _wrap_unary(self, behavior: Callable[..., Any], method: str, request_streaming: bool) -> Callable[..., Any]:
         core = self._core
@@ -338,21 +342,7 @@ class AiwatchAioServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[m
     async def intercept_service(self, continuation: Callable[[Any], Awaitable[Any]],
                                 handler_call_details: Any) -> Any:
         handler = await continuation(handler_call_details)
-        if handler is None:
-            return None
-        try:
-            method = method_name(handler_call_details.method)
-            behavior, factory = _handler_parts(handler)
-            if not (inspect.iscoroutinefunction(behavior) or inspect.isasyncgenfunction(behavior)):
-                return handler
-            if handler.response_streaming:
-                wrapped = self._wrap_stream(behavior, method, handler.request_streaming)
-            else:
-                wrapped = self._wrap_unary(behavior, method, handler.request_streaming)
-            return _rewrap(handler, wrapped, factory)
-        except Exception as exc:
-            record_error(COMPONENT, exc, self._core.metrics)
-            return handler
+        return _instrument_handler(self, handler, handler_call_details, only_async=True)
 
     def _wrap_unary(self, behavior: Callable[..., Any], method: str, request_streaming: bool) -> Callable[..., Any]:
         core = self._core
