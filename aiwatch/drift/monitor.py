@@ -34,7 +34,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from aiwatch.drift.profile import CategoricalFeature, NumericalFeature, ReferenceProfile, category_key, columns_of
+from aiwatch.drift.profile import (
+    CategoricalFeature,
+    NumericalFeature,
+    ReferenceProfile,
+    category_key,
+    columns_of,
+    to_float_counting,
+)
 from aiwatch.metrics import Metrics, get_metrics
 from aiwatch.safety import record_error
 
@@ -213,8 +220,6 @@ class DriftMonitor:
             record_error("drift", exc, self.metrics)
 
     def _observe_columns(self, columns: Mapping[str, Any]) -> None:
-        from aiwatch.drift.profile import to_float_counting
-
         lengths = {len(v) for v in columns.values()}
         if len(lengths) > 1:
             raise ValueError(f"observe_batch columns have different lengths: {sorted(lengths)}")
