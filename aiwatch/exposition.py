@@ -7,17 +7,18 @@ exemplars (trace ids on latency histograms) appear only in OpenMetrics. When ``P
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import prometheus_client
 from prometheus_client import CollectorRegistry
 from prometheus_client import multiprocess as _multiprocess
 
+from aiwatch.env import MULTIPROC_DIR
+
 
 def multiprocess_enabled() -> bool:
     """Whether prometheus_client multiprocess mode is on (``PROMETHEUS_MULTIPROC_DIR`` is set)."""
-    return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+    return bool(MULTIPROC_DIR.raw())
 
 
 def serving_registry(registry: CollectorRegistry | None = None) -> CollectorRegistry:

@@ -18,9 +18,9 @@ mode prometheus_client stores no exemplars, and the in-flight gauge is summed ov
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
+from aiwatch.exposition import multiprocess_enabled
 from aiwatch.safety import record_error
 
 __all__ = ["child_exit"]
@@ -30,7 +30,7 @@ def child_exit(server: Any, worker: Any) -> None:
     """gunicorn hook: a worker exited; drop its live gauges (in-flight requests) from the merged view.
 
     Its counters and histograms stay: the requests it served still count."""
-    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if not multiprocess_enabled():
         return
     try:
         from prometheus_client import multiprocess

@@ -7,7 +7,6 @@ globally, e.g. by ``opentelemetry-instrument`` from the standard ``OTEL_*`` envi
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
 
@@ -15,14 +14,15 @@ from opentelemetry import trace
 from opentelemetry.propagate import extract
 
 from aiwatch._version import __version__
+from aiwatch.env import OTEL_SDK_DISABLED, TRACING
 
 _OFF = {"0", "false", "off", "no"}
 _monotonic = time.monotonic
 
 
 def tracing_disabled_by_env() -> bool:
-    return (os.environ.get("AIWATCH_TRACING", "").strip().lower() in _OFF
-            or os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true")
+    """Whether ``$AIWATCH_TRACING`` or ``$OTEL_SDK_DISABLED`` turn aiwatch's spans off."""
+    return TRACING.raw().strip().lower() in _OFF or OTEL_SDK_DISABLED.raw().strip().lower() == "true"
 
 
 def _is_real_provider(provider: Any) -> bool:

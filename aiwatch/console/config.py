@@ -7,22 +7,23 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from aiwatch import env as _env
 from aiwatch.console.source import DataSource
 
-DEFAULT_SCRAPE = "http://127.0.0.1:8000/metrics"
+DEFAULT_SCRAPE = _env.CONSOLE_SCRAPE.default
 
+#: Each field's environment variable (the rows of :mod:`aiwatch.env`'s table).
 ENV = {
-    "prometheus": "AIWATCH_CONSOLE_PROMETHEUS",
-    "scrape": "AIWATCH_CONSOLE_SCRAPE",
-    "interval": "AIWATCH_CONSOLE_INTERVAL",
-    "history": "AIWATCH_CONSOLE_HISTORY",
-    "refresh": "AIWATCH_CONSOLE_REFRESH",
-    "window": "AIWATCH_CONSOLE_WINDOW",
-    "span": "AIWATCH_CONSOLE_SPAN",
+    "prometheus": _env.CONSOLE_PROMETHEUS,
+    "scrape": _env.CONSOLE_SCRAPE,
+    "interval": _env.CONSOLE_INTERVAL,
+    "history": _env.CONSOLE_HISTORY,
+    "refresh": _env.CONSOLE_REFRESH,
+    "window": _env.CONSOLE_WINDOW,
+    "span": _env.CONSOLE_SPAN,
 }
 
 
@@ -38,13 +39,13 @@ class ConsoleConfig:
     - ``span``: seconds of history the over-time charts draw from Prometheus.
     """
 
-    prometheus: str = ""
+    prometheus: str = _env.CONSOLE_PROMETHEUS.default
     scrape: tuple[str, ...] = (DEFAULT_SCRAPE,)
-    interval: float = 5.0
-    history: float = 1800.0
-    refresh: float = 10.0
-    window: float = 60.0
-    span: float = 900.0
+    interval: float = float(_env.CONSOLE_INTERVAL.default)
+    history: float = float(_env.CONSOLE_HISTORY.default)
+    refresh: float = float(_env.CONSOLE_REFRESH.default)
+    window: float = float(_env.CONSOLE_WINDOW.default)
+    span: float = float(_env.CONSOLE_SPAN.default)
 
     def __post_init__(self) -> None:
         for name in ("interval", "history", "window", "span"):
@@ -58,10 +59,9 @@ class ConsoleConfig:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ConsoleConfig:
         """Read the ``AIWATCH_CONSOLE_*`` variables (unset ones keep their defaults)."""
-        env = os.environ if env is None else env
         kwargs: dict[str, object] = {}
         for field_name, var in ENV.items():
-            raw = env.get(var, "").strip()
+            raw = var.raw(env).strip()
             if not raw:
                 continue
             if field_name == "prometheus":
@@ -72,19 +72,19 @@ class ConsoleConfig:
                 try:
                     kwargs[field_name] = float(raw)
                 except ValueError:
-                    raise ValueError(f"{var} must be a number of seconds, got {raw!r}") from None
+                    raise ValueError(f"{var.name} must be a number of seconds, got {raw!r}") from None
         return cls(**kwargs)  # type: ignore[arg-type]
 
     def to_env(self) -> dict[str, str]:
         """The environment variables that :meth:`from_env` reads back into this config."""
         return {
-            ENV["prometheus"]: self.prometheus,
-            ENV["scrape"]: ",".join(self.scrape),
-            ENV["interval"]: str(self.interval),
-            ENV["history"]: str(self.history),
-            ENV["refresh"]: str(self.refresh),
-            ENV["window"]: str(self.window),
-            ENV["span"]: str(self.span),
+            ENV["prometheus"].name: self.prometheus,
+            ENV["scrape"].name: ",".join(self.scrape),
+            ENV["interval"].name: str(self.interval),
+            ENV["history"].name: str(self.history),
+            ENV["refresh"].name: str(self.refresh),
+            ENV["window"].name: str(self.window),
+            ENV["span"].name: str(self.span),
         }
 
     def make_source(self) -> DataSource:

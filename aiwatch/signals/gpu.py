@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -47,12 +46,13 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from aiwatch._optional import require
+from aiwatch.env import GPU_POLL_INTERVAL
 from aiwatch.metrics import GPU_LABELS, SPECS, Metrics, get_metrics
 from aiwatch.safety import record_error
 
 logger = logging.getLogger("aiwatch.signals.gpu")
 
-DEFAULT_INTERVAL = 5.0
+DEFAULT_INTERVAL = float(GPU_POLL_INTERVAL.default)
 """Seconds between two NVML polls (``$AIWATCH_GPU_POLL_INTERVAL`` overrides it)."""
 
 MAX_EVENTS_PER_POLL = 1000
@@ -158,13 +158,7 @@ def _text(value: Any) -> str:
 
 def _interval(value: float | None) -> float:
     if value is None:
-        env = os.environ.get("AIWATCH_GPU_POLL_INTERVAL")
-        if not env:
-            return DEFAULT_INTERVAL
-        try:
-            value = float(env)
-        except ValueError:
-            raise ValueError(f"AIWATCH_GPU_POLL_INTERVAL must be a number of seconds, got {env!r}") from None
+        value = GPU_POLL_INTERVAL.seconds()
     if not (value > 0 and value != float("inf")):
         raise ValueError(f"the GPU poll interval must be a positive number of seconds, got {value!r}")
     return float(value)

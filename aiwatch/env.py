@@ -1,0 +1,101 @@
+"""Every environment variable aiwatch reads, with its default and meaning, in one table.
+
+Modules read a variable through its :class:`EnvVar` row (``SERVICE.text()``, ``MAX_LABEL_VALUES.integer()``), never
+``os.environ`` directly, so each name and default is written once. An argument given in code always wins over the
+variable. docs/configuration.md is generated from :data:`VARIABLES` (``aiwatch env --markdown``).
+
+    >>> MAX_LABEL_VALUES.integer({"AIWATCH_MAX_LABEL_VALUES": "20"}), MAX_LABEL_VALUES.integer({})
+    (20, 100)
+    >>> service_name({"OTEL_SERVICE_NAME": "ranker"}), service_name({})
+    ('ranker', 'app')
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class EnvVar:
+    """One environment variable: its name, the default used when it is unset or empty, and what it does."""
+
+    name: str
+    default: str
+    meaning: str
+    #: Whose variable it is: ``aiwatch``, or the library whose standard variable aiwatch honours.
+    owner: str = "aiwatch"
+
+    def raw(self, env: Mapping[str, str] | None = None) -> str:
+        """The value as set in ``env`` (default ``os.environ``); ``""`` when unset."""
+        return (os.environ if env is None else env).get(self.name, "")
+
+    def text(self, env: Mapping[str, str] | None = None) -> str:
+        """The value, or the default when the variable is unset or empty."""
+        return self.raw(env) or self.default
+
+    def integer(self, env: Mapping[str, str] | None = None) -> int:
+        value = self.text(env)
+        try:
+            return int(value)
+        except ValueError:
+            raise ValueError(f"{self.name} must be an integer, got {value!r}") from None
+
+    def seconds(self, env: Mapping[str, str] | None = None) -> float:
+        value = self.text(env)
+        try:
+            return float(value)
+        except ValueError:
+            raise ValueError(f"{self.name} must be a number of seconds, got {value!r}") from None
+
+
+# --- every integration ------------------------------------------------------------------------------------
+SERVICE = EnvVar("AIWATCH_SERVICE", "app",
+                 "The `service` label of every integration not given `service=`. When unset, `OTEL_SERVICE_NAME` "
+                 "is used if set, else `app`.")
+OTEL_SERVICE_NAME = EnvVar("OTEL_SERVICE_NAME", "",
+                           "OpenTelemetry's service name: aiwatch's `service` label when `AIWATCH_SERVICE` is unset.",
+                           owner="OpenTelemetry")
+MAX_LABEL_VALUES = EnvVar("AIWATCH_MAX_LABEL_VALUES", "100",
+                          "The cardinality guard's bound: distinct values kept per traffic label (`route`, `model`, "
+                          "`peer`) before new ones fold into `__overflow__`, for integrations not given "
+                          "`max_label_values=`.")
+TRACING = EnvVar("AIWATCH_TRACING", "on",
+                 "`off`, `false`, `0` or `no` turn aiwatch's spans off even when a TracerProvider is given or "
+                 "installed (metrics are unaffected).")
+OTEL_SDK_DISABLED = EnvVar("OTEL_SDK_DISABLED", "false",
+                           "`true` turns aiwatch's spans off, as it turns OpenTelemetry's SDK off.",
+                           owner="OpenTelemetry")
+MULTIPROC_DIR = EnvVar("PROMETHEUS_MULTIPROC_DIR", "",
+                       "prometheus_client's multiprocess mode (gunicorn with several workers): when set (before "
+                       "prometheus_client is imported), every worker writes its samples there, `/metrics` serves the "
+                       "merged view and `aiwatch.gunicorn.child_exit` drops a dead worker's live gauges.",
+                       owner="prometheus_client")
+# --- signals ----------------------------------------------------------------------------------------------
+GPU_POLL_INTERVAL = EnvVar("AIWATCH_GPU_POLL_INTERVAL", "5",
+                           "Seconds between two NVML polls of `GpuPoller` / `GpuCollector` not given `interval=`.")
+# --- console (``aiwatch console`` passes its options to the Streamlit app through these) -----------------------
+CONSOLE_PROMETHEUS = EnvVar("AIWATCH_CONSOLE_PROMETHEUS", "",
+                            "Prometheus URL the console queries; when set, `AIWATCH_CONSOLE_SCRAPE` is ignored.")
+CONSOLE_SCRAPE = EnvVar("AIWATCH_CONSOLE_SCRAPE", "http://127.0.0.1:8000/metrics",
+                        "`/metrics` URLs (comma or space separated) the console scrapes itself when no Prometheus "
+                        "URL is set.")
+CONSOLE_INTERVAL = EnvVar("AIWATCH_CONSOLE_INTERVAL", "5", "Seconds between the console's own scrapes.")
+CONSOLE_HISTORY = EnvVar("AIWATCH_CONSOLE_HISTORY", "1800", "Seconds of scraped history the console keeps.")
+CONSOLE_REFRESH = EnvVar("AIWATCH_CONSOLE_REFRESH", "10",
+                         "Seconds between automatic redraws of the open view (0 turns them off).")
+CONSOLE_WINDOW = EnvVar("AIWATCH_CONSOLE_WINDOW", "60", "The default rate and quantile window, in seconds.")
+CONSOLE_SPAN = EnvVar("AIWATCH_CONSOLE_SPAN", "900",
+                      "Seconds of history the over-time charts draw from Prometheus.")
+
+VARIABLES: tuple[EnvVar, ...] = (
+    SERVICE, OTEL_SERVICE_NAME, MAX_LABEL_VALUES, TRACING, OTEL_SDK_DISABLED, MULTIPROC_DIR, GPU_POLL_INTERVAL,
+    CONSOLE_PROMETHEUS, CONSOLE_SCRAPE, CONSOLE_INTERVAL, CONSOLE_HISTORY, CONSOLE_REFRESH, CONSOLE_WINDOW,
+    CONSOLE_SPAN,
+)
+
+
+def service_name(env: Mapping[str, str] | None = None) -> str:
+    """The default ``service`` label: ``$AIWATCH_SERVICE``, else ``$OTEL_SERVICE_NAME``, else ``app``."""
+    return SERVICE.raw(env) or OTEL_SERVICE_NAME.raw(env) or SERVICE.default
