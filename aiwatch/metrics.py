@@ -23,15 +23,11 @@ Example::
 from __future__ import annotations
 
 import threading
-import time
-from bisect import bisect_left
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.samples import Exemplar
-from prometheus_client.values import MutexValue
 
 MetricKind = Literal["counter", "gauge", "histogram"]
 
@@ -65,11 +61,6 @@ class MetricSpec:
     collector: bool = False
     #: How a gauge is aggregated across processes in prometheus_client multiprocess mode.
     multiprocess_mode: str = "all"
-
-    @property
-    def exposed_name(self) -> str:
-        """The sample name as Prometheus sees it (counters gain ``_total`` if the spec omits it)."""
-        return self.name
 
 
 CONTRACT: tuple[MetricSpec, ...] = (
@@ -277,50 +268,3 @@ def get_metrics(registry: CollectorRegistry | None = None) -> Metrics:
 
 
 _per_registry: dict[int, Metrics] = {}
-
-
-def specs_of(kinds: Iterable[MetricKind]) -> list[MetricSpec]:
-    """The contract rows of the given kinds, in contract order."""
-    wanted = set(kinds)
-    return [s for s in CONTRACT if s.kind in wanted]
-
-
-def observe(child: Any, amount: float, exemplar: dict[str, str] | None = None) -> None:
-    """``child.observe(amount, exemplar)`` for a histogram child from :meth:`Metrics.child`, without
-    prometheus_client's per-call checks (label completeness, exemplar validation): the request path's fast way to
-    observe. Exemplar labels must be valid (aiwatch only passes a 32-hex ``trace_id``)."""
-    try:
-        if "observe" in child.__dict__:  # observe() was replaced on this child (a wrapper, a test): respect it
-            raise TypeError
-        bucket = child._buckets[bisect_left(child._upper_bounds, amount)]
-        total = child._sum
-    except (AttributeError, IndexError, TypeError):  # another prometheus_client layout: the slow path
-        child.observe(amount, exemplar)
-        return
-    if total.__class__ is MutexValue and bucket.__class__ is MutexValue:
-        # MutexValue.inc() inlined (single-process mode): two Python calls fewer per observation
-        with total._lock:
-            total._value += amount
-        with bucket._lock:
-            bucket._value += 1
-    else:
-        total.inc(amount)
-        bucket.inc(1)
-    if exemplar:
-        bucket.set_exemplar(Exemplar(exemplar, amount, time.time()))
-
-
-def adder(child: Any) -> Any:
-    """A fast ``inc(amount)`` for a gauge or counter child from :meth:`Metrics.child` (the request path's in-flight
-    gauge): prometheus_client's value object itself when it has one, else the child's ``inc``."""
-    try:
-        inc = child._value.inc
-        if callable(inc) and not getattr(child, "_is_most_recent", False):
-            return inc
-    except Exception:  # another prometheus_client layout, or a broken metric: fail (and be counted) when used
-        pass
-
-    def slow_inc(amount: float) -> None:
-        child.inc(amount)
-
-    return slow_inc

@@ -43,7 +43,8 @@ from typing import Any, TypeVar, cast
 from opentelemetry import trace
 
 from aiwatch.cardinality import LabelGuard
-from aiwatch.metrics import Metrics, adder, default_metrics, observe
+from aiwatch.fastpath import adder, observe
+from aiwatch.metrics import Metrics, default_metrics
 from aiwatch.safety import record_error
 from aiwatch.servertiming import OVERHEAD, TOTAL, is_token
 

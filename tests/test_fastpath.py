@@ -1,0 +1,145 @@
+"""The request path's fast metric updates (aiwatch/fastpath.py): on the pinned prometheus_client they are on and
+record exactly what prometheus_client's own methods record; on another layout they turn themselves off."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from importlib.metadata import version
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
+
+from aiwatch import fastpath
+from aiwatch.metrics import LATENCY_BUCKETS, Metrics
+from tests.servers import python_env
+
+VALUES = [0.0, 0.0001, 0.0005, 0.00050001, 0.003, 0.1, 1.0, 59.9, 60.0, 61.0, 1e9]
+
+
+def test_the_installed_prometheus_client_has_the_expected_layout() -> None:
+    # Fails when prometheus_client changes what the fast path writes into: re-check the fast path against the new
+    # version, then widen the prometheus-client pin in pyproject.toml.
+    installed = version("prometheus-client")
+    assert fastpath.LAYOUT_PROBLEM is None, f"prometheus-client {installed}: {fastpath.LAYOUT_PROBLEM}"
+    assert fastpath.FAST
+    assert fastpath.observe is fastpath.fast_observe
+    assert fastpath.adder is fastpath.fast_adder
+
+
+def _exposition(registry: CollectorRegistry) -> tuple[list[str], list[str]]:
+    """Prometheus text and OpenMetrics without creation times; exemplars without their observation time."""
+    text = [line for line in generate_latest(registry).decode().splitlines() if "_created" not in line]
+    openmetrics = [line.rsplit(" ", 1)[0] if "trace_id" in line else line
+                   for line in generate_openmetrics(registry).decode().splitlines() if "_created" not in line]
+    return text, openmetrics
+
+
+def test_fast_and_public_observe_record_identical_samples() -> None:
+    public, fast = Metrics(CollectorRegistry()), Metrics(CollectorRegistry())
+    for i, value in enumerate(VALUES):
+        exemplar = {"trace_id": f"{i:032x}"} if i % 2 else None
+        fastpath.public_observe(public.child(public.request_duration, ("s", "/r", "GET", "200")), value, exemplar)
+        fastpath.fast_observe(fast.child(fast.request_duration, ("s", "/r", "GET", "200")), value, exemplar)
+    assert _exposition(public.registry) == _exposition(fast.registry)
+    assert any("trace_id" in line for line in _exposition(fast.registry)[1])
+    assert len(LATENCY_BUCKETS) + 1 == len(fast.child(fast.request_duration, ("s", "/r", "GET", "200"))._buckets)
+
+
+def test_fast_observe_respects_a_replaced_observe(metrics: Metrics) -> None:
+    child = metrics.child(metrics.request_duration, ("s", "/r", "GET", "200"))
+    seen: list[float] = []
+    child.observe = lambda amount, exemplar=None: seen.append(amount)
+    fastpath.fast_observe(child, 0.5)
+    assert seen == [0.5]
+
+
+@pytest.mark.parametrize("make_adder", [fastpath.fast_adder, fastpath.public_adder])
+@pytest.mark.parametrize("amount", [1, -1, 2.5])
+def test_adders_match_gauge_inc(metrics: Metrics, registry: CollectorRegistry, amount: float,
+                                make_adder: fastpath.Callable[..., fastpath.Adder]) -> None:
+    add = make_adder(metrics.child(metrics.requests_in_flight, ("s",)))
+    add(amount)
+    add(amount)
+    assert registry.get_sample_value("aiwatch_requests_in_flight", {"service": "s"}) == 2 * amount
+
+
+def _run(code: str, **env: str) -> list[str]:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                          env=python_env(**env)).stdout.split("\n")
+
+
+# A request recorded through aiwatch (histograms, phases, in-flight gauge) next to the same observations made
+# through prometheus_client's public methods: the printed exposition of both must be the same.
+_RECORD_BOTH = """
+from prometheus_client import CollectorRegistry, generate_latest
+from aiwatch import fastpath
+from aiwatch.metrics import Metrics
+from aiwatch.timing import RequestRecorder
+print(fastpath.FAST, fastpath.observe is fastpath.public_observe, fastpath.adder is fastpath.public_adder,
+      fastpath.LAYOUT_PROBLEM, sep="\\n")
+ours, theirs = Metrics(CollectorRegistry()), Metrics(CollectorRegistry())
+recorder = RequestRecorder(ours, service="s")
+tl = recorder.begin()
+tl.add("inference", None, 0.25)
+recorder.finish(tl, "/r", "GET", "200", end=tl.start + 0.5)
+theirs.request_duration.labels("s", "/r", "GET", "200").observe(0.5)
+theirs.phase_duration.labels("s", "", "inference").observe(0.25)
+theirs.phase_duration.labels("s", "", "overhead").observe(0.25)
+theirs.requests_in_flight.labels("s").inc(0)
+def text(m):
+    return [l for l in generate_latest(m.registry).decode().splitlines() if "_created" not in l]
+print(text(ours) == text(theirs), sum(l.endswith(" 1.0") for l in text(ours)) > 0, sep="\\n")
+"""
+
+
+def test_another_value_layout_turns_the_fast_path_off_and_records_the_same() -> None:
+    # A prometheus_client whose values keep their count elsewhere than MutexValue._value: writing into _value, as
+    # the fast path does, would lose every observation. The layout check must see it and fall back.
+    patch = """
+from prometheus_client import values
+class CountElsewhere(values.MutexValue):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._count = 0.0
+    def inc(self, amount):
+        with self._lock:
+            self._count += amount
+    def get(self):
+        with self._lock:
+            return self._count
+values.ValueClass = CountElsewhere
+"""
+    fast, public_observe, public_adder, problem, same, observed = _run(patch + _RECORD_BOTH)[:6]
+    assert (fast, public_observe, public_adder) == ("False", "True", "True")
+    assert "MutexValue" in problem
+    assert (same, observed) == ("True", "True")
+
+
+def test_the_fast_path_records_the_same_as_the_public_one_end_to_end() -> None:
+    fast, public_observe, public_adder, problem, same, observed = _run(_RECORD_BOTH)[:6]
+    assert (fast, public_observe, public_adder, problem) == ("True", "False", "False", "None")
+    assert (same, observed) == ("True", "True")
+
+
+def test_multiprocess_mode_uses_the_public_methods(tmp_path: Path) -> None:
+    code = """
+from prometheus_client import CollectorRegistry
+from prometheus_client.multiprocess import MultiProcessCollector
+from aiwatch import fastpath
+from aiwatch.metrics import Metrics
+m = Metrics(CollectorRegistry())
+fastpath.observe(m.child(m.request_duration, ("s", "/r", "GET", "200")), 0.003, {"trace_id": "ab" * 16})
+fastpath.adder(m.child(m.requests_in_flight, ("s",)))(1)
+merged = CollectorRegistry()
+MultiProcessCollector(merged)
+print(fastpath.LAYOUT_PROBLEM)
+print(merged.get_sample_value("aiwatch_request_duration_seconds_count",
+                              {"service": "s", "route": "/r", "method": "GET", "status": "200"}),
+      merged.get_sample_value("aiwatch_requests_in_flight", {"service": "s"}))
+"""
+    problem, counts = _run(code, PROMETHEUS_MULTIPROC_DIR=str(tmp_path))[:2]
+    assert problem == "prometheus_client is in multiprocess mode"
+    assert counts.split() == ["1.0", "1.0"]
