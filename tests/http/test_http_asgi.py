@@ -18,14 +18,7 @@ from starlette.routing import Mount, Route
 import aiwatch
 from aiwatch.middleware.asgi import AiwatchMiddleware
 from aiwatch.servertiming import parse_server_timing
-from aiwatch.timing import set_default_recorder
 from tests.http.asgi_driver import call
-
-
-@pytest.fixture(autouse=True)
-def _reset_default_recorder() -> Any:
-    yield
-    set_default_recorder(None)
 
 
 def count(registry: CollectorRegistry, route: str, status: str = "200", method: str = "GET",

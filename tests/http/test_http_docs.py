@@ -8,7 +8,6 @@ from typing import Any
 from prometheus_client import REGISTRY
 
 from aiwatch.servertiming import parse_server_timing
-from aiwatch.timing import set_default_recorder
 from tests.http.asgi_driver import call
 from tests.servers import REPO
 
@@ -20,11 +19,8 @@ async def test_fastapi_example_from_docs() -> None:
     namespace: dict[str, Any] = {}
     before = REGISTRY.get_sample_value("aiwatch_request_duration_seconds_count", {
         "service": "recommender", "route": "/predict/{user_id}", "method": "POST", "status": "200"}) or 0.0
-    try:
-        exec(compile(block.group(1), "docs/http.md", "exec"), namespace)
-        resp = await call(namespace["app"], "/predict/7", method="POST")
-    finally:
-        set_default_recorder(None)
+    exec(compile(block.group(1), "docs/http.md", "exec"), namespace)
+    resp = await call(namespace["app"], "/predict/7", method="POST")
     assert resp.status == 200
     assert set(parse_server_timing(resp.headers["server-timing"])) == {"features", "inference", "overhead", "total"}
     after = REGISTRY.get_sample_value("aiwatch_request_duration_seconds_count", {

@@ -19,7 +19,6 @@ import aiwatch
 import aiwatch.client
 from aiwatch import safety
 from aiwatch.metrics import Metrics
-from aiwatch.timing import set_default_recorder
 from tests.http.asgi_driver import call
 from tests.http.peer import peer
 
@@ -30,8 +29,6 @@ Run = Callable[[], tuple[int, bytes, dict[str, str]]]
 @pytest.fixture(autouse=True)
 def _fresh_burst_log(monkeypatch: pytest.MonkeyPatch) -> Any:
     monkeypatch.setattr(safety, "_burst", safety._BurstLog(burst_seconds=3600))
-    yield
-    set_default_recorder(None)
 
 
 def build(kind: str, metrics: Metrics, **options: Any) -> Run:

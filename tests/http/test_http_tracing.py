@@ -17,18 +17,12 @@ from opentelemetry.trace import SpanKind
 from prometheus_client import CollectorRegistry
 
 import aiwatch
-from aiwatch.timing import RequestTimeline, set_default_recorder
+from aiwatch.timing import RequestTimeline
 from tests.http.asgi_driver import call
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"
 TRACEPARENT = f"00-{TRACE_ID}-{PARENT_ID}-01"
-
-
-@pytest.fixture(autouse=True)
-def _reset_default_recorder() -> Any:
-    yield
-    set_default_recorder(None)
 
 
 @pytest.fixture

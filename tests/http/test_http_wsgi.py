@@ -14,13 +14,6 @@ from werkzeug.test import Client
 import aiwatch
 from aiwatch.middleware.wsgi import AiwatchWSGIMiddleware
 from aiwatch.servertiming import parse_server_timing
-from aiwatch.timing import set_default_recorder
-
-
-@pytest.fixture(autouse=True)
-def _reset_default_recorder() -> Any:
-    yield
-    set_default_recorder(None)
 
 
 def count(registry: CollectorRegistry, route: str, status: str = "200", method: str = "GET") -> float | None:

@@ -14,12 +14,7 @@ from prometheus_client import CollectorRegistry
 from tests.servers import REPO, Process, free_port, http_get, python_env, wait_until
 
 
-async def test_example_app_records_queue_batch_cache_and_phases(registry: CollectorRegistry,
-                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    from aiwatch import timing
-
-    # aiwatch.instrument() makes its recorder the default for out-of-request phases: undo that after the test
-    monkeypatch.setattr(timing, "_default_recorder", timing._default_recorder)
+async def test_example_app_records_queue_batch_cache_and_phases(registry: CollectorRegistry) -> None:
     from examples.signals.app import build
 
     app = build(registry)
