@@ -26,6 +26,8 @@ from aiwatch.timing import RequestRecorder, current_timeline, phase, record_phas
 # name -> module that defines it; imported on first attribute access (heavier or optional dependencies).
 _LAZY: dict[str, str] = {
     "instrument": "aiwatch.instrument",
+    "make_recorder": "aiwatch.recording",
+    "make_client_recorder": "aiwatch.recording",
     "AiwatchMiddleware": "aiwatch.middleware.asgi",
     "AiwatchWSGIMiddleware": "aiwatch.middleware.wsgi",
     "instrument_httpx": "aiwatch.client",
@@ -93,6 +95,8 @@ __all__ = [
     "instrument_redis",
     "instrument_requests",
     "make_asgi_app",
+    "make_client_recorder",
+    "make_recorder",
     "make_wsgi_app",
     "phase",
     "queue_depth_per_replica_expr",

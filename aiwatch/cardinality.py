@@ -11,27 +11,27 @@ passing through unchanged.
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from aiwatch.env import MAX_LABEL_VALUES
+
+if TYPE_CHECKING:
+    from aiwatch.metrics import Metrics
 
 OVERFLOW = "__overflow__"
-DEFAULT_MAX_VALUES = 100
-
-
-def _default_max_values() -> int:
-    raw = os.environ.get("AIWATCH_MAX_LABEL_VALUES", "")
-    try:
-        return int(raw) if raw else DEFAULT_MAX_VALUES
-    except ValueError:
-        raise ValueError(f"AIWATCH_MAX_LABEL_VALUES must be an integer, got {raw!r}") from None
+DEFAULT_MAX_VALUES = int(MAX_LABEL_VALUES.default)
 
 
 class LabelGuard:
-    """Folds label values beyond ``max_values`` distinct ones per label into :data:`OVERFLOW`."""
+    """Folds label values beyond ``max_values`` distinct ones per label into :data:`OVERFLOW`.
+
+    ``max_values`` defaults to ``$AIWATCH_MAX_LABEL_VALUES`` or 100; ``on_overflow(label)`` is called on each fold.
+    """
 
     def __init__(self, max_values: int | None = None, on_overflow: Callable[[str], None] | None = None) -> None:
-        limit = _default_max_values() if max_values is None else max_values
+        limit = MAX_LABEL_VALUES.integer() if max_values is None else max_values
         if limit < 1:
             raise ValueError(f"max_values must be at least 1, got {limit}")
         self.max_values = limit
@@ -59,3 +59,13 @@ class LabelGuard:
         """The values admitted so far for ``label``."""
         with self._lock:
             return frozenset(self._seen.get(label, ()))
+
+
+def guard_for(metrics: Metrics, max_values: int | None = None) -> LabelGuard:
+    """The guard for an integration recording into ``metrics``: each fold is counted in
+    ``aiwatch_label_overflow_total{label}``. Every recorder gets its guard here (today a new guard per recorder)."""
+
+    def count_overflow(label: str) -> None:
+        metrics.child(metrics.label_overflow, (label,)).inc()
+
+    return LabelGuard(max_values=max_values, on_overflow=count_overflow)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 from typing import Any, TypeVar
 
-from aiwatch.middleware._common import RECORDER_OPTIONS, make_recorder
+from aiwatch.recording import RECORDER_OPTIONS, resolve_recorder
 from aiwatch.timing import RequestRecorder, set_default_recorder
 
 A = TypeVar("A")
@@ -13,7 +13,7 @@ A = TypeVar("A")
 _MARK = "_aiwatch_recorder"
 
 
-def instrument(app: A, **options: Any) -> A:
+def instrument(app: A, *, recorder: RequestRecorder | None = None, **options: Any) -> A:
     """Instrument ``app`` with aiwatch's middleware and return the app to serve.
 
     - **FastAPI / Starlette** (anything with ``add_middleware``): adds
@@ -26,37 +26,35 @@ def instrument(app: A, **options: Any) -> A:
     - **A bare WSGI callable** (``app(environ, start_response)``): returns a new
       :class:`~aiwatch.middleware.wsgi.AiwatchWSGIMiddleware` wrapping it. Serve the returned object.
 
-    ``options`` are the middleware's keyword arguments (``service``, ``model``, ``registry``/``metrics``,
-    ``tracer_provider``, ``server_timing``, ``metrics_path``, ``exclude_paths``, ``route_resolver``,
-    ``on_request_end``, ``max_label_values``); they mean the same for ASGI and WSGI. Instrumenting a FastAPI or
-    Flask app twice is a no-op the second time. Phases recorded outside any request (a background worker) go to
-    the same registry and service.
+    ``recorder`` and ``options`` are the middleware's keyword arguments (``recorder`` or the recorder options
+    ``service``, ``model``, ``registry``/``metrics``, ``tracer_provider``, ``max_label_values``; and
+    ``server_timing``, ``metrics_path``, ``exclude_paths``, ``route_resolver``, ``on_request_end``); they mean the
+    same for ASGI and WSGI. Instrumenting a FastAPI or Flask app twice is a no-op the second time. Phases recorded
+    outside any request (a background worker) go to the same recorder: its registry and service.
     """
     if getattr(app, _MARK, None) is not None:
         return app
     recorder_options = {k: v for k, v in options.items() if k in RECORDER_OPTIONS}
     middleware_options = {k: v for k, v in options.items() if k not in RECORDER_OPTIONS}
+    recorder = resolve_recorder(recorder, recorder_options)
 
     if hasattr(app, "add_middleware") and hasattr(app, "user_middleware"):
         from aiwatch.middleware.asgi import AiwatchMiddleware
 
-        recorder = make_recorder(**recorder_options)
         app.add_middleware(AiwatchMiddleware, recorder=recorder, **middleware_options)
         _mark(app, recorder)
         return app
     if hasattr(app, "wsgi_app") and hasattr(app, "before_request_funcs"):
-        _instrument_flask(app, recorder_options, middleware_options)
+        _instrument_flask(app, recorder, middleware_options)
         return app
     if _is_asgi(app):
         from aiwatch.middleware.asgi import AiwatchMiddleware
 
-        recorder = make_recorder(**recorder_options)
         set_default_recorder(recorder)
         return AiwatchMiddleware(app, recorder=recorder, **middleware_options)  # type: ignore[arg-type,return-value]
     if callable(app):
         from aiwatch.middleware.wsgi import AiwatchWSGIMiddleware
 
-        recorder = make_recorder(**recorder_options)
         set_default_recorder(recorder)
         return AiwatchWSGIMiddleware(app, recorder=recorder, **middleware_options)  # type: ignore[return-value]
     raise TypeError(f"aiwatch.instrument() does not know how to instrument {type(app).__name__!r}: expected a "
@@ -75,10 +73,9 @@ def _is_asgi(app: Any) -> bool:
     return call is not None and not inspect.isfunction(app) and inspect.iscoroutinefunction(call)
 
 
-def _instrument_flask(app: Any, recorder_options: dict[str, Any], middleware_options: dict[str, Any]) -> Any:
+def _instrument_flask(app: Any, recorder: RequestRecorder, middleware_options: dict[str, Any]) -> Any:
     from aiwatch.middleware.wsgi import ROUTE_ENVIRON_KEY, AiwatchWSGIMiddleware
 
-    recorder = make_recorder(**recorder_options)
 
     def store_route() -> None:
         from flask import request

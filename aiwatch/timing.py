@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -42,7 +41,8 @@ from typing import Any, TypeVar, cast
 
 from opentelemetry import trace
 
-from aiwatch.cardinality import LabelGuard
+from aiwatch.cardinality import LabelGuard, guard_for
+from aiwatch.env import service_name
 from aiwatch.fastpath import adder, observe
 from aiwatch.metrics import Metrics, default_metrics
 from aiwatch.safety import record_error
@@ -59,7 +59,7 @@ _MAX_CACHED_CHILDREN = 10_000
 class RequestTimeline:
     """What aiwatch knows about one request while it runs."""
 
-    __slots__ = ("model", "phases", "recorder", "service", "span", "start", "trace_id", "tracer")
+    __slots__ = ("model", "owns_span", "phases", "recorder", "service", "span", "start", "trace_id", "tracer")
 
     def __init__(self, recorder: RequestRecorder, start: float, model: str) -> None:
         self.recorder = recorder
@@ -67,7 +67,11 @@ class RequestTimeline:
         self.start = start
         self.model = model
         self.phases: dict[tuple[str, str], float] = {}
+        #: The request's SERVER span; phase spans are its children.
         self.span: Any = None
+        #: Whether aiwatch started ``span`` (and so renames and ends it when the request finishes).
+        self.owns_span = False
+        #: The tracer of phase spans (``None``: no phase spans).
         self.tracer: Any = None
         self.trace_id: str | None = None
 
@@ -261,14 +265,13 @@ def _record(tl: RequestTimeline | None, name: str, model: str | None, seconds: f
         record_error("metrics", exc, recorder.metrics)
 
 
-def _default_service() -> str:
-    return os.environ.get("AIWATCH_SERVICE") or os.environ.get("OTEL_SERVICE_NAME") or "app"
-
-
 class RequestRecorder:
-    """Starts and finishes request timelines and turns them into metrics; shared by every server integration.
+    """Starts and finishes request timelines and turns them into metrics; shared by every server integration
+    (which get theirs from :func:`aiwatch.recording.make_recorder`).
 
-    ``begin`` and ``finish`` never raise: aiwatch's failures are counted and the request goes on.
+    Defaults: the global registry's metrics, ``$AIWATCH_SERVICE`` / ``$OTEL_SERVICE_NAME`` / ``app``, a new guard
+    from :func:`aiwatch.cardinality.guard_for`, and the global tracer provider (see :mod:`aiwatch.tracing`).
+    ``begin*`` and ``finish`` never raise: aiwatch's failures are counted and the request goes on.
     """
 
     def __init__(self, metrics: Metrics | None = None, service: str | None = None, model: str = "",
@@ -276,9 +279,8 @@ class RequestRecorder:
         from aiwatch.tracing import TracerSource
 
         self.metrics = metrics if metrics is not None else default_metrics()
-        self.service = service or _default_service()
-        self.guard = guard if guard is not None else LabelGuard(
-            on_overflow=lambda label: self.metrics.child(self.metrics.label_overflow, (label,)).inc())
+        self.service = service or service_name()
+        self.guard = guard if guard is not None else guard_for(self.metrics)
         self.model = self.guard.fold("model", model) if model else ""
         self.tracing = TracerSource(tracer_provider)
         self._in_flight = adder(self.metrics.child(self.metrics.requests_in_flight, (self.service,)))
@@ -289,11 +291,12 @@ class RequestRecorder:
     def begin(self, span_name: str = "request", parent_context: Any = None,
               attributes: dict[str, Any] | None = None, start: float | None = None) -> RequestTimeline:
         """Start a request: a new timeline set as current in this context, and a SERVER span if tracing is on."""
-        return self._begin(self.tracing.tracer(), span_name, parent_context, attributes, start)
+        return self.begin_with(self.tracing.tracer(), span_name, parent_context, attributes, start)
 
-    def _begin(self, tracer: Any, span_name: str = "request", parent_context: Any = None,
-               attributes: dict[str, Any] | None = None, start: float | None = None) -> RequestTimeline:
-        """:meth:`begin` with the tracer (``self.tracing.tracer()``) already looked up by the caller."""
+    def begin_with(self, tracer: Any, span_name: str = "request", parent_context: Any = None,
+                   attributes: dict[str, Any] | None = None, start: float | None = None) -> RequestTimeline:
+        """:meth:`begin` with the tracer already looked up (``self.tracing.tracer()``; ``None``: no span), for an
+        integration that builds the span's parent context and attributes only when tracing is on."""
         tl = RequestTimeline(self, _clock() if start is None else start, self.model)
         try:
             self._in_flight(1)
@@ -301,17 +304,31 @@ class RequestRecorder:
             record_error("metrics", exc, self.metrics)
         if tracer is not None:
             try:
-                tl.span = tracer.start_span(span_name, context=parent_context, kind=trace.SpanKind.SERVER,
-                                            attributes=attributes)
+                span = tl.span = tracer.start_span(span_name, context=parent_context, kind=trace.SpanKind.SERVER,
+                                                   attributes=attributes)
+                tl.owns_span = True
                 tl.tracer = tracer
-                ctx = tl.span.get_span_context()
-                if ctx.trace_flags.sampled:
-                    tl.trace_id = format(ctx.trace_id, "032x")
+                _take_trace_id(tl, span)
             except Exception as exc:
                 record_error("tracing", exc, self.metrics)
         _timeline.set(tl)
         if _frame.get() is not None:  # a phase left open in this context: the new request starts outside it
             _frame.set(None)
+        return tl
+
+    def begin_in_span(self, span: Any, start: float | None = None) -> RequestTimeline:
+        """Start a request whose SERVER span was started by someone else (OpenTelemetry's instrumentation) and is
+        ended by them: aiwatch's phase spans become its children when aiwatch traces, the exemplars carry its trace
+        id, and :meth:`finish` neither renames nor ends it."""
+        tl = self.begin_with(None, start=start)
+        try:
+            tracer = self.tracing.tracer()
+            if tracer is not None:
+                tl.span = span
+                tl.tracer = tracer
+            _take_trace_id(tl, span)
+        except Exception as exc:
+            record_error("tracing", exc, self.metrics)
         return tl
 
     def _phase_child(self, key: tuple[str, str]) -> Any:
@@ -355,13 +372,20 @@ class RequestRecorder:
             observe(phase_children.get(overhead_key) or self._phase_child(overhead_key), overhead, exemplar)
         except Exception as exc:
             record_error("metrics", exc, m)
-        if tl.span is not None:
+        if tl.span is not None and tl.owns_span:
             try:
                 self.tracing.end_server_span(tl.span, route, method, status, error)
             except Exception as exc:
                 record_error("tracing", exc, m)
         if _timeline.get() is tl:
             _timeline.set(None)
+
+
+def _take_trace_id(tl: RequestTimeline, span: Any) -> None:
+    """The exemplars' trace id: ``span``'s, when it is sampled."""
+    ctx = span.get_span_context()
+    if ctx.trace_flags.sampled:
+        tl.trace_id = format(ctx.trace_id, "032x")
 
 
 _default_recorder: RequestRecorder | None = None

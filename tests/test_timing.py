@@ -191,3 +191,27 @@ def test_begin_starts_outside_a_phase_left_open(metrics: Metrics, registry: Coll
     assert [name for name, _model in tl.phases] == ["inner"]
     recorder.finish(tl, "/p", "GET", "200")
     assert sample(registry, "aiwatch_phase_duration_seconds_count", service="svc", model="", phase="leaked") is None
+
+
+def test_begin_in_span_leaves_the_span_to_its_owner(metrics: Metrics, registry: CollectorRegistry) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    owners = provider.get_tracer("someone-else").start_span("theirs")
+    recorder = RequestRecorder(metrics, service="svc", tracer_provider=provider)
+    tl = recorder.begin_in_span(owners)
+    with aiwatch.phase("inference"):
+        pass
+    recorder.finish(tl, "/r", "GET", "200")
+    (phase_span,) = exporter.get_finished_spans()  # aiwatch ended its phase span, not the borrowed one
+    assert phase_span.name == "inference"
+    assert phase_span.parent is not None and phase_span.parent.span_id == owners.get_span_context().span_id
+    assert owners.is_recording() and owners.name == "theirs"  # neither ended nor renamed
+    assert tl.trace_id == format(owners.get_span_context().trace_id, "032x")
+    owners.end()
+    assert registry.get_sample_value("aiwatch_request_duration_seconds_count",
+                                     {"service": "svc", "route": "/r", "method": "GET", "status": "200"}) == 1

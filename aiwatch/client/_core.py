@@ -1,4 +1,5 @@
-"""What the HTTP client integrations share: timing a call, reading the peer's Server-Timing, trace propagation."""
+"""What the client integrations share: the client-side recorder (service, peer and route labels through one label
+guard), and for HTTP calls timing, reading the peer's Server-Timing and trace propagation."""
 
 from __future__ import annotations
 
@@ -12,11 +13,12 @@ from opentelemetry import trace
 from opentelemetry.propagate import inject
 from prometheus_client import CollectorRegistry
 
-from aiwatch.cardinality import LabelGuard
+from aiwatch.cardinality import guard_for
+from aiwatch.env import service_name
 from aiwatch.metrics import Metrics, get_metrics
 from aiwatch.safety import record_error
 from aiwatch.servertiming import server_total
-from aiwatch.timing import _default_service, current_timeline
+from aiwatch.timing import current_timeline
 from aiwatch.tracing import TracerSource
 
 UNMATCHED_ROUTE = "__unmatched__"
@@ -59,25 +61,23 @@ class ClientRecorder:
     """Times outgoing calls and records ``aiwatch_client_request_duration_seconds`` and
     ``aiwatch_network_duration_seconds`` (client time minus the ``total`` the peer reported in ``Server-Timing``).
 
-    Options (all keyword-only; the same for every client integration):
+    Integrations get theirs from :func:`aiwatch.recording.make_client_recorder`; one recorder can serve several
+    clients, HTTP and gRPC (they then share its label guard). Options, all keyword-only: the recorder options of
+    :mod:`aiwatch.recording` (``service``, ``registry`` / ``metrics``, ``max_label_values``, ``tracer_provider``:
+    a CLIENT span per HTTP call; W3C trace context is injected either way), and
 
-    - ``service``: the caller's ``service`` label (default ``$AIWATCH_SERVICE``, ``$OTEL_SERVICE_NAME`` or ``app``).
-    - ``peer``: the ``peer`` label (default: ``host:port`` of each URL, bounded by the cardinality guard).
-    - ``registry`` / ``metrics``: where the metrics go (default: prometheus_client's global registry).
-    - ``tracer_provider``: start a CLIENT span per call with this provider (default: the global SDK provider, if
-      any). W3C trace context is injected into every call either way.
-    - ``route_resolver``: ``(method, url) -> route template or None``, used when the call names no route.
-    - ``max_label_values``: the cardinality guard's bound per label.
+    - ``peer``: the ``peer`` label (default: ``host:port`` of each URL, or the gRPC channel's target or peer; bounded
+      by the cardinality guard).
+    - ``route_resolver``: ``(method, url) -> route template or None``, used when an HTTP call names no route.
     """
 
     def __init__(self, *, service: str | None = None, peer: str | None = None,
                  registry: CollectorRegistry | None = None, metrics: Metrics | None = None,
                  tracer_provider: Any = None, route_resolver: Callable[[str, str], str | None] | None = None,
                  max_label_values: int | None = None) -> None:
-        self.metrics = m = metrics if metrics is not None else get_metrics(registry)
-        self.service = service or _default_service()
-        self.guard = LabelGuard(max_values=max_label_values,
-                                on_overflow=lambda label: m.child(m.label_overflow, (label,)).inc())
+        self.metrics = metrics if metrics is not None else get_metrics(registry)
+        self.service = service or service_name()
+        self.guard = guard_for(self.metrics, max_label_values)
         self.peer = self.guard.fold("peer", peer) if peer else None
         self.route_resolver = route_resolver
         self.tracing = TracerSource(tracer_provider)

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 from aiwatch._optional import require
 from aiwatch.client._core import ROUTE_EXTENSION, ClientRecorder, _Call
+from aiwatch.recording import resolve_client_recorder
 
 require("httpx", "http")
 import httpx  # noqa: E402
@@ -90,12 +91,12 @@ class _AsyncTimedStream(_CallFinisher, httpx.AsyncByteStream):
 
 class AiwatchTransport(httpx.BaseTransport):
     """A sync httpx transport wrapping ``transport`` (default ``httpx.HTTPTransport()``); the keyword options are
-    :class:`aiwatch.client._core.ClientRecorder`'s (``service``, ``peer``, ``registry``/``metrics``,
-    ``tracer_provider``, ``route_resolver``, ``max_label_values``)."""
+    ``recorder`` or the client recorder options (``service``, ``peer``, ``registry``/``metrics``,
+    ``tracer_provider``, ``route_resolver``, ``max_label_values``: :class:`~aiwatch.client.ClientRecorder`)."""
 
     def __init__(self, transport: Any = None, *, recorder: ClientRecorder | None = None, **options: Any) -> None:
         self.transport = transport if transport is not None else httpx.HTTPTransport()
-        self.recorder = recorder if recorder is not None else ClientRecorder(**options)
+        self.recorder = resolve_client_recorder(recorder, options)
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         call = _start(self.recorder, request)
@@ -117,7 +118,7 @@ class AiwatchAsyncTransport(httpx.AsyncBaseTransport):
 
     def __init__(self, transport: Any = None, *, recorder: ClientRecorder | None = None, **options: Any) -> None:
         self.transport = transport if transport is not None else httpx.AsyncHTTPTransport()
-        self.recorder = recorder if recorder is not None else ClientRecorder(**options)
+        self.recorder = resolve_client_recorder(recorder, options)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         call = _start(self.recorder, request)
@@ -134,15 +135,15 @@ class AiwatchAsyncTransport(httpx.AsyncBaseTransport):
         await self.transport.aclose()
 
 
-def instrument_httpx(client: C, **options: Any) -> C:
+def instrument_httpx(client: C, *, recorder: ClientRecorder | None = None, **options: Any) -> C:
     """Wrap every transport of an ``httpx.Client`` or ``httpx.AsyncClient`` (its default transport and its
     mounts) so its calls are timed; returns ``client``. Calling it again on the same client is a no-op.
-    ``options`` are :class:`AiwatchTransport`'s."""
+    ``recorder`` and ``options`` are :class:`AiwatchTransport`'s."""
     is_async = isinstance(client, httpx.AsyncClient)
     if not is_async and not isinstance(client, httpx.Client):
         raise TypeError(f"instrument_httpx() needs an httpx.Client or httpx.AsyncClient, got {type(client).__name__}")
     wrapper: Any = AiwatchAsyncTransport if is_async else AiwatchTransport
-    recorder = ClientRecorder(**options)
+    recorder = resolve_client_recorder(recorder, options)
     c: Any = client
     if not isinstance(c._transport, wrapper):
         c._transport = wrapper(c._transport, recorder=recorder)

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 from aiwatch._optional import require
 from aiwatch.client._core import ClientRecorder
+from aiwatch.recording import CLIENT_RECORDER_OPTIONS, resolve_client_recorder
 
 require("requests", "http")
 from requests import PreparedRequest, Response, Session  # noqa: E402
@@ -27,17 +28,14 @@ __all__ = ["AiwatchHTTPAdapter", "instrument_requests"]
 
 class AiwatchHTTPAdapter(HTTPAdapter):
     """An ``HTTPAdapter`` that records each call. Positional and non-aiwatch keyword arguments go to
-    ``HTTPAdapter`` (``max_retries``, ``pool_maxsize``...); ``recorder`` or the :class:`ClientRecorder` options
+    ``HTTPAdapter`` (``max_retries``, ``pool_maxsize``...); ``recorder`` or the client recorder options
     (``service``, ``peer``, ``registry``/``metrics``, ``tracer_provider``, ``route_resolver``,
-    ``max_label_values``) configure aiwatch."""
-
-    _OPTIONS = frozenset({"service", "peer", "registry", "metrics", "tracer_provider", "route_resolver",
-                          "max_label_values"})
+    ``max_label_values``: :class:`~aiwatch.client.ClientRecorder`) configure aiwatch."""
 
     def __init__(self, *args: Any, recorder: ClientRecorder | None = None, **kwargs: Any) -> None:
-        options = {k: kwargs.pop(k) for k in list(kwargs) if k in self._OPTIONS}
+        options = {k: kwargs.pop(k) for k in list(kwargs) if k in CLIENT_RECORDER_OPTIONS}
         super().__init__(*args, **kwargs)
-        self.aiwatch_recorder = recorder if recorder is not None else ClientRecorder(**options)
+        self.aiwatch_recorder = resolve_client_recorder(recorder, options)
 
     def send(self, request: PreparedRequest, stream: bool = False, timeout: Any = None, verify: Any = True,
              cert: Any = None, proxies: Any = None) -> Response:
@@ -61,12 +59,13 @@ class AiwatchHTTPAdapter(HTTPAdapter):
         return response
 
 
-def instrument_requests(session: Session, **options: Any) -> Session:
+def instrument_requests(session: Session, *, recorder: ClientRecorder | None = None, **options: Any) -> Session:
     """Mount an :class:`AiwatchHTTPAdapter` on ``session`` for ``http://`` and ``https://`` (keeping the
-    ``max_retries`` of the adapters it replaces); returns ``session``. A second call is a no-op."""
+    ``max_retries`` of the adapters it replaces); returns ``session``. A second call is a no-op. ``recorder`` or
+    the client recorder options configure aiwatch, as for :class:`AiwatchHTTPAdapter`."""
     if not isinstance(session, Session):
         raise TypeError(f"instrument_requests() needs a requests.Session, got {type(session).__name__}")
-    recorder = ClientRecorder(**options)
+    recorder = resolve_client_recorder(recorder, options)
     for prefix in ("https://", "http://"):
         current = session.adapters.get(prefix)
         if isinstance(current, AiwatchHTTPAdapter):

@@ -7,8 +7,6 @@ from typing import Any
 
 import grpc
 
-from aiwatch.metrics import Metrics, get_metrics
-
 _NAMES: dict[Any, str] = {}
 for _code in grpc.StatusCode:
     _NAMES[_code] = _code.name
@@ -25,10 +23,6 @@ def status_name(code: Any) -> str | None:
 def method_name(method: Any) -> str:
     """The full method name as text (grpc.aio passes it as bytes on the client side)."""
     return method.decode("utf-8", "replace") if isinstance(method, bytes) else str(method)
-
-
-def resolve_metrics(metrics: Metrics | None, registry: Any) -> Metrics:
-    return metrics if metrics is not None else get_metrics(registry)
 
 
 def metadata_value(metadata: Iterable[Any] | None, key: str) -> str | None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import os
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -31,9 +30,10 @@ from opentelemetry import trace
 from opentelemetry.propagate import inject
 from prometheus_client import CollectorRegistry
 
-from aiwatch.cardinality import LabelGuard
-from aiwatch.grpc._common import metadata_value, method_name, resolve_metrics, status_name
+from aiwatch.client import ClientRecorder
+from aiwatch.grpc._common import metadata_value, method_name, status_name
 from aiwatch.metrics import Metrics
+from aiwatch.recording import resolve_client_recorder
 from aiwatch.safety import record_error
 from aiwatch.servertiming import HEADER, server_total
 
@@ -41,10 +41,6 @@ COMPONENT = "grpc_client"
 TIMING_COMPONENT = "grpc_server_timing"
 
 _clock = time.perf_counter
-
-
-def _default_service() -> str:
-    return os.environ.get("AIWATCH_SERVICE") or os.environ.get("OTEL_SERVICE_NAME") or "app"
 
 
 class _CallDetails(
@@ -64,14 +60,21 @@ class _AioCallDetails(
 
 
 class _ClientCore:
-    def __init__(self, service: str | None, peer: str | None, registry: CollectorRegistry | None,
-                 metrics: Metrics | None, guard: LabelGuard | None, propagate: bool) -> None:
-        self.metrics = resolve_metrics(metrics, registry)
-        self.service = service or _default_service()
-        self.guard = guard if guard is not None else LabelGuard(
-            on_overflow=lambda label: self.metrics.child(self.metrics.label_overflow, (label,)).inc())
-        self.peer = peer
+    """What the sync and aio client interceptors share: the recorder's labels and metrics, and one call's record."""
+
+    def __init__(self, recorder: ClientRecorder, peer: str | None, propagate: bool) -> None:
+        self.recorder = recorder
+        self.metrics = recorder.metrics
+        self.service = recorder.service
+        self.guard = recorder.guard
+        self.peer = peer or recorder.peer
         self.propagate = propagate
+
+    @classmethod
+    def of(cls, recorder: ClientRecorder | None, peer: str | None, propagate: bool, *, service: str | None,
+           registry: CollectorRegistry | None, metrics: Metrics | None, max_label_values: int | None) -> _ClientCore:
+        return cls(resolve_client_recorder(recorder, {"service": service, "registry": registry, "metrics": metrics,
+                                                      "max_label_values": max_label_values}), peer, propagate)
 
     def carrier(self, metadata: Any) -> list[tuple[str, Any]] | None:
         """Metadata with the current trace context added, or ``None`` when there is nothing to add."""
@@ -133,10 +136,16 @@ class AiwatchClientInterceptor(
     Keyword arguments as :func:`grpc_client_interceptor`.
     """
 
-    def __init__(self, *, service: str | None = None, peer: str | None = None,
-                 registry: CollectorRegistry | None = None, metrics: Metrics | None = None,
-                 guard: LabelGuard | None = None, propagate: bool = True) -> None:
-        self._core = _ClientCore(service, peer, registry, metrics, guard, propagate)
+    def __init__(self, *, recorder: ClientRecorder | None = None, service: str | None = None,
+                 peer: str | None = None, registry: CollectorRegistry | None = None, metrics: Metrics | None = None,
+                 max_label_values: int | None = None, propagate: bool = True) -> None:
+        self._core = _ClientCore.of(recorder, peer, propagate, service=service, registry=registry, metrics=metrics,
+                                    max_label_values=max_label_values)
+
+    @property
+    def recorder(self) -> ClientRecorder:
+        """The recorder calls are recorded through."""
+        return self._core.recorder
 
     def _intercept(self, continuation: Callable[[Any, Any], Any], details: Any, request: Any) -> Any:
         start = _clock()
@@ -180,11 +189,18 @@ class AiwatchClientInterceptor(
 
 
 class _AioClientBase:
-    def __init__(self, *, service: str | None = None, peer: str | None = None,
-                 registry: CollectorRegistry | None = None, metrics: Metrics | None = None,
-                 guard: LabelGuard | None = None, propagate: bool = True, core: _ClientCore | None = None) -> None:
-        self._core = core if core is not None else _ClientCore(service, peer, registry, metrics, guard, propagate)
+    def __init__(self, *, recorder: ClientRecorder | None = None, service: str | None = None,
+                 peer: str | None = None, registry: CollectorRegistry | None = None, metrics: Metrics | None = None,
+                 max_label_values: int | None = None, propagate: bool = True, core: _ClientCore | None = None) -> None:
+        self._core = core if core is not None else _ClientCore.of(
+            recorder, peer, propagate, service=service, registry=registry, metrics=metrics,
+            max_label_values=max_label_values)
         self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def recorder(self) -> ClientRecorder:
+        """The recorder calls are recorded through."""
+        return self._core.recorder
 
     async def _intercept(self, continuation: Callable[[Any, Any], Awaitable[Any]], details: Any,
                          request: Any) -> Any:
@@ -273,28 +289,31 @@ class AioStreamStreamClientInterceptor(_AioClientBase, grpc.aio.StreamStreamClie
         return await self._intercept(continuation, client_call_details, request_iterator)
 
 
-def grpc_client_interceptor(*, service: str | None = None, peer: str | None = None,
-                            registry: CollectorRegistry | None = None, metrics: Metrics | None = None,
-                            guard: LabelGuard | None = None, propagate: bool = True) -> AiwatchClientInterceptor:
+def grpc_client_interceptor(*, recorder: ClientRecorder | None = None, service: str | None = None,
+                            peer: str | None = None, registry: CollectorRegistry | None = None,
+                            metrics: Metrics | None = None, max_label_values: int | None = None,
+                            propagate: bool = True) -> AiwatchClientInterceptor:
     """An interceptor for sync channels: ``grpc.intercept_channel(channel, grpc_client_interceptor(...))``.
 
-    - ``service``: the calling service's ``service`` label (default ``$AIWATCH_SERVICE``, ``$OTEL_SERVICE_NAME``
-      or ``app``).
-    - ``peer``: the ``peer`` label, usually the channel target (default: each call's ``peer()`` address).
-    - ``registry`` / ``metrics``: where the metrics go (default: prometheus_client's global registry).
-    - ``guard``: the cardinality guard for peers and routes.
+    - ``recorder`` or the recorder options ``service`` (the calling service), ``registry`` / ``metrics`` and
+      ``max_label_values``, as for every integration (:mod:`aiwatch.recording`); a
+      :class:`~aiwatch.client.ClientRecorder` can be shared with other clients, HTTP ones included.
+    - ``peer``: the ``peer`` label, usually the channel target (default: the recorder's ``peer``, else each call's
+      ``peer()`` address).
     - ``propagate``: inject the current W3C trace context into the call's metadata (default on).
     """
-    return AiwatchClientInterceptor(service=service, peer=peer, registry=registry, metrics=metrics, guard=guard,
-                                    propagate=propagate)
+    return AiwatchClientInterceptor(recorder=recorder, service=service, peer=peer, registry=registry,
+                                    metrics=metrics, max_label_values=max_label_values, propagate=propagate)
 
 
-def grpc_aio_client_interceptors(*, service: str | None = None, peer: str | None = None,
-                                 registry: CollectorRegistry | None = None, metrics: Metrics | None = None,
-                                 guard: LabelGuard | None = None, propagate: bool = True) -> list[Any]:
+def grpc_aio_client_interceptors(*, recorder: ClientRecorder | None = None, service: str | None = None,
+                                 peer: str | None = None, registry: CollectorRegistry | None = None,
+                                 metrics: Metrics | None = None, max_label_values: int | None = None,
+                                 propagate: bool = True) -> list[Any]:
     """The four interceptors for ``grpc.aio.insecure_channel(target, interceptors=...)`` (grpc.aio files each
     interceptor under one call kind only, so there is one per kind); arguments as :func:`grpc_client_interceptor`.
     """
-    core = _ClientCore(service, peer, registry, metrics, guard, propagate)
+    core = _ClientCore.of(recorder, peer, propagate, service=service, registry=registry, metrics=metrics,
+                          max_label_values=max_label_values)
     return [cls(core=core) for cls in (AioUnaryUnaryClientInterceptor, AioUnaryStreamClientInterceptor,
                                        AioStreamUnaryClientInterceptor, AioStreamStreamClientInterceptor)]

@@ -19,11 +19,12 @@ import grpc
 import grpc.aio
 from prometheus_client import CollectorRegistry
 
-from aiwatch.cardinality import LabelGuard
-from aiwatch.grpc._common import resolve_metrics
+from aiwatch.client import ClientRecorder
 from aiwatch.grpc.client import AiwatchClientInterceptor, grpc_aio_client_interceptors
 from aiwatch.grpc.server import AiwatchAioServerInterceptor, AiwatchServerInterceptor
 from aiwatch.metrics import Metrics
+from aiwatch.recording import resolve_client_recorder, resolve_recorder
+from aiwatch.timing import RequestRecorder
 
 _Maker = Callable[[Callable[..., Any], "_Patch"], Callable[..., Any]]
 
@@ -88,17 +89,18 @@ class _Instrumentor:
 class AiwatchGrpcInstrumentorServer(_Instrumentor):
     """Adds aiwatch's server interceptor to every ``grpc.server(...)`` and ``grpc.aio.server(...)`` created while
     instrumented. Arguments as :func:`aiwatch.grpc.grpc_server_interceptor`; one interceptor per kind is shared by
-    all servers (it keeps no per-request state)."""
+    all servers (it keeps no per-request state), and both record through one recorder."""
 
-    def __init__(self, *, service: str | None = None, model: str = "", registry: CollectorRegistry | None = None,
-                 metrics: Metrics | None = None, guard: LabelGuard | None = None, tracer_provider: Any = None,
+    def __init__(self, *, recorder: RequestRecorder | None = None, service: str | None = None, model: str = "",
+                 registry: CollectorRegistry | None = None, metrics: Metrics | None = None,
+                 tracer_provider: Any = None, max_label_values: int | None = None,
                  server_timing: bool = True) -> None:
         super().__init__()
-        options: dict[str, Any] = {"service": service, "model": model, "registry": registry, "metrics": metrics,
-                                   "guard": guard, "tracer_provider": tracer_provider,
-                                   "server_timing": server_timing}
-        self.interceptor = AiwatchServerInterceptor(**options)
-        self.aio_interceptor = AiwatchAioServerInterceptor(**options)
+        recorder = resolve_recorder(recorder, {
+            "service": service, "model": model, "registry": registry, "metrics": metrics,
+            "tracer_provider": tracer_provider, "max_label_values": max_label_values})
+        self.interceptor = AiwatchServerInterceptor(recorder=recorder, server_timing=server_timing)
+        self.aio_interceptor = AiwatchAioServerInterceptor(recorder=recorder, server_timing=server_timing)
 
     def _targets(self) -> list[tuple[Any, str, _Maker]]:
         return [(grpc, "server", lambda original, patch: self._server_factory(original, patch, self.interceptor)),
@@ -120,15 +122,16 @@ class AiwatchGrpcInstrumentorServer(_Instrumentor):
 class AiwatchGrpcInstrumentorClient(_Instrumentor):
     """Adds aiwatch's client interceptors to every channel made by ``grpc.insecure_channel``,
     ``grpc.secure_channel``, ``grpc.aio.insecure_channel`` and ``grpc.aio.secure_channel`` while instrumented, with
-    the channel's target as the ``peer`` label. Arguments as :func:`aiwatch.grpc.grpc_client_interceptor`."""
+    the channel's target as the ``peer`` label. Arguments as :func:`aiwatch.grpc.grpc_client_interceptor`; every
+    channel records through one recorder, so peers and routes are bounded across them."""
 
-    def __init__(self, *, service: str | None = None, registry: CollectorRegistry | None = None,
-                 metrics: Metrics | None = None, guard: LabelGuard | None = None, propagate: bool = True) -> None:
+    def __init__(self, *, recorder: ClientRecorder | None = None, service: str | None = None,
+                 registry: CollectorRegistry | None = None, metrics: Metrics | None = None,
+                 max_label_values: int | None = None, propagate: bool = True) -> None:
         super().__init__()
-        m = resolve_metrics(metrics, registry)
-        if guard is None:  # one guard for every channel, so peers and routes are bounded across them
-            guard = LabelGuard(on_overflow=lambda label: m.child(m.label_overflow, (label,)).inc())
-        self._options: dict[str, Any] = {"service": service, "metrics": m, "guard": guard, "propagate": propagate}
+        self.recorder = resolve_client_recorder(recorder, {"service": service, "registry": registry,
+                                                            "metrics": metrics, "max_label_values": max_label_values})
+        self._propagate = propagate
 
     def _targets(self) -> list[tuple[Any, str, _Maker]]:
         return [(grpc, "insecure_channel", self._sync_factory),
@@ -142,7 +145,8 @@ class AiwatchGrpcInstrumentorClient(_Instrumentor):
             made = original(target, *args, **kwargs)
             if not patch.active:
                 return made
-            return grpc.intercept_channel(made, AiwatchClientInterceptor(peer=str(target), **self._options))
+            interceptor = AiwatchClientInterceptor(recorder=self.recorder, peer=str(target), propagate=self._propagate)
+            return grpc.intercept_channel(made, interceptor)
 
         return channel
 
@@ -150,7 +154,8 @@ class AiwatchGrpcInstrumentorClient(_Instrumentor):
         @functools.wraps(original)
         def channel(target: str, *args: Any, **kwargs: Any) -> Any:
             if patch.active:
-                extra = grpc_aio_client_interceptors(peer=str(target), **self._options)
+                extra = grpc_aio_client_interceptors(recorder=self.recorder, peer=str(target),
+                                                     propagate=self._propagate)
                 # index counts target: insecure_channel(target, options, compression, interceptors)
                 full, kwargs = _with_interceptors((target, *args), kwargs, index, extra)
                 return original(*full, **kwargs)

@@ -37,13 +37,13 @@ import grpc.aio
 from opentelemetry import trace
 from prometheus_client import CollectorRegistry
 
-from aiwatch.cardinality import LabelGuard
-from aiwatch.grpc._common import metadata_dict, method_name, resolve_metrics, status_name
+from aiwatch.grpc._common import metadata_dict, method_name, status_name
 from aiwatch.metrics import Metrics
+from aiwatch.recording import resolve_recorder
 from aiwatch.safety import record_error
 from aiwatch.servertiming import HEADER
 from aiwatch.timing import RequestRecorder, RequestTimeline
-from aiwatch.tracing import TracerSource, extract_context
+from aiwatch.tracing import extract_context
 
 METHOD_LABEL = "grpc"
 """The ``method`` label of gRPC requests in ``aiwatch_request_duration_seconds``."""
@@ -56,26 +56,13 @@ _done_lock = threading.Lock()
 _SENT_ALREADY = (asyncio.CancelledError, grpc.aio.AbortError)
 
 
-class _NoTracing(TracerSource):
-    """Tracing for a recorder whose span is borrowed from OpenTelemetry: aiwatch starts and ends no SERVER span."""
-
-    def tracer(self) -> Any:
-        return None
-
-    @staticmethod
-    def end_server_span(span: Any, route: str, method: str, status: str, error: BaseException | None) -> None:
-        return None
-
-
 class _Call:
     """One RPC's state, kept in the wrapped behavior's closure (never on the interceptor)."""
 
-    __slots__ = ("borrowed", "done", "received", "recorder", "sent", "streaming", "timeline")
+    __slots__ = ("done", "received", "sent", "streaming", "timeline")
 
-    def __init__(self, recorder: RequestRecorder, timeline: RequestTimeline, borrowed: bool, streaming: bool) -> None:
-        self.recorder = recorder
+    def __init__(self, timeline: RequestTimeline, streaming: bool) -> None:
         self.timeline = timeline
-        self.borrowed = borrowed
         self.streaming = streaming
         self.done = False
         self.sent = 0
@@ -85,40 +72,28 @@ class _Call:
 class _ServerCore:
     """What the sync and aio interceptors share: starting and finishing one RPC's timeline."""
 
-    def __init__(self, service: str | None, model: str, registry: CollectorRegistry | None,
-                 metrics: Metrics | None, guard: LabelGuard | None, tracer_provider: Any,
-                 server_timing: bool) -> None:
-        m = resolve_metrics(metrics, registry)
-        self.recorder = RequestRecorder(m, service, model, guard, tracer_provider)
-        self.borrowing = RequestRecorder(m, self.recorder.service, self.recorder.model, self.recorder.guard)
-        self.borrowing.tracing = _NoTracing()
-        self.metrics = m
+    def __init__(self, recorder: RequestRecorder, server_timing: bool) -> None:
+        self.recorder = recorder
+        self.metrics = recorder.metrics
         self.server_timing = server_timing
 
     def start(self, method: str, context: Any, streaming: bool) -> _Call | None:
+        recorder = self.recorder
         try:
             span = trace.get_current_span()
-            if span.is_recording():
-                tl = self.borrowing.begin(method)
-                tracer = self.recorder.tracing.tracer()
-                if tracer is not None:
-                    tl.span = span
-                    tl.tracer = tracer
-                span_context = span.get_span_context()
-                if span_context.trace_flags.sampled:
-                    tl.trace_id = format(span_context.trace_id, "032x")
-                return _Call(self.borrowing, tl, True, streaming)
+            if span.is_recording():  # OpenTelemetry's interceptor ran first: its span is the RPC's span
+                return _Call(recorder.begin_in_span(span), streaming)
+            name = method.lstrip("/")
+            tracer = recorder.tracing.tracer()
+            if tracer is None:
+                return _Call(recorder.begin_with(None, name), streaming)
             parent = None
             metadata = context.invocation_metadata()
-            # extracting costs; only when the caller sent trace context and aiwatch traces
-            if metadata and any(item[0] == "traceparent" for item in metadata) \
-                    and self.recorder.tracing.tracer() is not None:
+            if metadata and any(item[0] == "traceparent" for item in metadata):  # extracting costs: only then
                 parent = extract_context(metadata_dict(metadata))
-            tl = self.recorder.begin(method.lstrip("/"), parent)
-            if tl.span is not None:
-                service, _, name = method.lstrip("/").rpartition("/")
-                tl.span.set_attributes({"rpc.system": "grpc", "rpc.service": service, "rpc.method": name})
-            return _Call(self.recorder, tl, False, streaming)
+            service, _, rpc = name.rpartition("/")
+            attributes = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": rpc}
+            return _Call(recorder.begin_with(tracer, name, parent, attributes), streaming)
         except Exception as exc:
             record_error(COMPONENT, exc, self.metrics)
             return None
@@ -135,6 +110,7 @@ class _ServerCore:
             call.done = True
         try:
             tl = call.timeline
+            recorder = self.recorder
             status, report_error = _status(context, error, terminated)
             if self.server_timing and not terminated and not isinstance(error, _SENT_ALREADY):
                 try:
@@ -143,12 +119,10 @@ class _ServerCore:
                     record_error(COMPONENT, exc, self.metrics)
             if call.streaming:
                 m = self.metrics
-                route = call.recorder.guard.fold("route", method)
-                m.child(m.rpc_messages, (call.recorder.service, route, "sent")).inc(call.sent)
-                m.child(m.rpc_messages, (call.recorder.service, route, "received")).inc(call.received)
-            if call.borrowed:
-                tl.span = None  # the span belongs to whoever started it (OpenTelemetry's interceptor)
-            call.recorder.finish(tl, method, METHOD_LABEL, status, error if report_error else None, end=end)
+                route = recorder.guard.fold("route", method)
+                m.child(m.rpc_messages, (recorder.service, route, "sent")).inc(call.sent)
+                m.child(m.rpc_messages, (recorder.service, route, "received")).inc(call.received)
+            recorder.finish(tl, method, METHOD_LABEL, status, error if report_error else None, end=end)
         except Exception as exc:
             record_error(COMPONENT, exc, self.metrics)
 
@@ -212,7 +186,7 @@ class _AioContext:
                 existing = self._context.trailing_metadata()
                 trailing_metadata = (*((k, v) for k, v in existing or ()), timing)
         except Exception as exc:
-            record_error(COMPONENT, exc, self._call.recorder.metrics)
+            record_error(COMPONENT, exc, self._call.timeline.recorder.metrics)
         await self._context.abort(code, details, trailing_metadata)
 
     async def abort_with_status(self, status: Any) -> None:
@@ -261,10 +235,18 @@ class AiwatchServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
     request's span.
     """
 
-    def __init__(self, *, service: str | None = None, model: str = "", registry: CollectorRegistry | None = None,
-                 metrics: Metrics | None = None, guard: LabelGuard | None = None, tracer_provider: Any = None,
+    def __init__(self, *, recorder: RequestRecorder | None = None, service: str | None = None, model: str = "",
+                 registry: CollectorRegistry | None = None, metrics: Metrics | None = None,
+                 tracer_provider: Any = None, max_label_values: int | None = None,
                  server_timing: bool = True) -> None:
-        self._core = _ServerCore(service, model, registry, metrics, guard, tracer_provider, server_timing)
+        self._core = _ServerCore(resolve_recorder(recorder, {
+            "service": service, "model": model, "registry": registry, "metrics": metrics,
+            "tracer_provider": tracer_provider, "max_label_values": max_label_values}), server_timing)
+
+    @property
+    def recorder(self) -> RequestRecorder:
+        """The recorder RPCs are recorded into."""
+        return self._core.recorder
 
     def intercept_service(self, continuation: Callable[[Any], Any], handler_call_details: Any) -> Any:
         return _instrument_handler(self, continuation(handler_call_details), handler_call_details, only_async=False)
@@ -334,10 +316,18 @@ class AiwatchAioServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[m
     through uninstrumented.
     """
 
-    def __init__(self, *, service: str | None = None, model: str = "", registry: CollectorRegistry | None = None,
-                 metrics: Metrics | None = None, guard: LabelGuard | None = None, tracer_provider: Any = None,
+    def __init__(self, *, recorder: RequestRecorder | None = None, service: str | None = None, model: str = "",
+                 registry: CollectorRegistry | None = None, metrics: Metrics | None = None,
+                 tracer_provider: Any = None, max_label_values: int | None = None,
                  server_timing: bool = True) -> None:
-        self._core = _ServerCore(service, model, registry, metrics, guard, tracer_provider, server_timing)
+        self._core = _ServerCore(resolve_recorder(recorder, {
+            "service": service, "model": model, "registry": registry, "metrics": metrics,
+            "tracer_provider": tracer_provider, "max_label_values": max_label_values}), server_timing)
+
+    @property
+    def recorder(self) -> RequestRecorder:
+        """The recorder RPCs are recorded into."""
+        return self._core.recorder
 
     async def intercept_service(self, continuation: Callable[[Any], Awaitable[Any]],
                                 handler_call_details: Any) -> Any:
@@ -396,27 +386,29 @@ class AiwatchAioServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[m
         return stream
 
 
-def grpc_server_interceptor(*, service: str | None = None, model: str = "",
-                            registry: CollectorRegistry | None = None, metrics: Metrics | None = None,
-                            guard: LabelGuard | None = None, tracer_provider: Any = None,
+def grpc_server_interceptor(*, recorder: RequestRecorder | None = None, service: str | None = None,
+                            model: str = "", registry: CollectorRegistry | None = None,
+                            metrics: Metrics | None = None, tracer_provider: Any = None,
+                            max_label_values: int | None = None,
                             server_timing: bool = True) -> AiwatchServerInterceptor:
     """An interceptor for ``grpc.server(..., interceptors=[...])``.
 
-    - ``service``: the ``service`` label (default ``$AIWATCH_SERVICE``, ``$OTEL_SERVICE_NAME`` or ``app``).
-    - ``model``: default ``model`` label of the phases (per request: ``aiwatch.set_model``).
-    - ``registry`` / ``metrics``: where the metrics go (default: prometheus_client's global registry).
-    - ``guard``: the cardinality guard for routes and models (default: a new ``LabelGuard``).
-    - ``tracer_provider``: trace with this provider (default: the global one, if an SDK provider is installed).
+    - ``recorder`` or the recorder options ``service``, ``model``, ``registry`` / ``metrics``,
+      ``tracer_provider`` and ``max_label_values``: where and under which labels RPCs are recorded, as for every
+      integration (:mod:`aiwatch.recording`).
     - ``server_timing``: report timing in the ``server-timing`` trailing metadata (default on).
     """
-    return AiwatchServerInterceptor(service=service, model=model, registry=registry, metrics=metrics, guard=guard,
-                                    tracer_provider=tracer_provider, server_timing=server_timing)
+    return AiwatchServerInterceptor(recorder=recorder, service=service, model=model, registry=registry,
+                                    metrics=metrics, tracer_provider=tracer_provider,
+                                    max_label_values=max_label_values, server_timing=server_timing)
 
 
-def grpc_aio_server_interceptor(*, service: str | None = None, model: str = "",
-                                registry: CollectorRegistry | None = None, metrics: Metrics | None = None,
-                                guard: LabelGuard | None = None, tracer_provider: Any = None,
+def grpc_aio_server_interceptor(*, recorder: RequestRecorder | None = None, service: str | None = None,
+                                model: str = "", registry: CollectorRegistry | None = None,
+                                metrics: Metrics | None = None, tracer_provider: Any = None,
+                                max_label_values: int | None = None,
                                 server_timing: bool = True) -> AiwatchAioServerInterceptor:
     """An interceptor for ``grpc.aio.server(interceptors=[...])``; arguments as :func:`grpc_server_interceptor`."""
-    return AiwatchAioServerInterceptor(service=service, model=model, registry=registry, metrics=metrics,
-                                       guard=guard, tracer_provider=tracer_provider, server_timing=server_timing)
+    return AiwatchAioServerInterceptor(recorder=recorder, service=service, model=model, registry=registry,
+                                       metrics=metrics, tracer_provider=tracer_provider,
+                                       max_label_values=max_label_values, server_timing=server_timing)

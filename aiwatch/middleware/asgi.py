@@ -21,7 +21,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from aiwatch.metrics import Metrics
-from aiwatch.middleware._common import KNOWN_METHODS, OTHER_METHOD, UNMATCHED_ROUTE, resolve_recorder
+from aiwatch.middleware._common import KNOWN_METHODS, OTHER_METHOD, UNMATCHED_ROUTE
+from aiwatch.recording import resolve_recorder
 from aiwatch.safety import call_hook, record_error
 from aiwatch.servertiming import HEADER
 from aiwatch.timing import RequestRecorder, RequestTimeline
@@ -53,19 +54,15 @@ def starlette_route(scope: Scope, root_path: str = "") -> str | None:
 class AiwatchMiddleware:
     """ASGI middleware; see the module docstring. All arguments are keyword-only.
 
-    - ``service``: the ``service`` label (default ``$AIWATCH_SERVICE``, ``$OTEL_SERVICE_NAME`` or ``app``).
-    - ``model``: default ``model`` label of the phases (per request: ``aiwatch.set_model``).
-    - ``registry`` / ``metrics``: where the metrics go (default: prometheus_client's global registry).
-    - ``tracer_provider``: trace with this provider (default: the global one, if an SDK provider is installed).
+    - ``recorder`` or the recorder options ``service``, ``model``, ``registry`` / ``metrics``,
+      ``tracer_provider`` and ``max_label_values``: where and under which labels requests are recorded, as for
+      every integration (:mod:`aiwatch.recording`; ``aiwatch.instrument`` passes a ``recorder`` so that phases
+      outside requests share it).
     - ``server_timing``: add the ``Server-Timing`` response header (default on).
     - ``metrics_path``: serve ``/metrics`` from this path, untimed (``None`` to disable).
     - ``exclude_paths``: paths passed through untimed (health checks).
     - ``route_resolver``: ``scope -> route template or None`` for non-Starlette apps.
     - ``on_request_end``: hook called with ``(scope, timeline, status)`` after each request; failures are counted.
-    - ``max_label_values``: the cardinality guard's bound per label (default 100 or ``$AIWATCH_MAX_LABEL_VALUES``).
-    - ``recorder``: an existing :class:`~aiwatch.timing.RequestRecorder` to record into, instead of the options
-      ``service``, ``model``, ``registry``, ``metrics``, ``tracer_provider`` and ``max_label_values``
-      (``aiwatch.instrument`` passes one so that phases outside requests share it).
     """
 
     def __init__(self, app: ASGIApp, *, service: str | None = None, model: str = "",
@@ -105,10 +102,10 @@ class AiwatchMiddleware:
         root_path = scope.get("root_path", "")
         tracer = recorder.tracing.tracer()
         if tracer is None:
-            tl = recorder._begin(None, method)
+            tl = recorder.begin_with(None, method)
         else:
-            tl = recorder._begin(tracer, method, self._parent_context(scope),
-                                 {"http.request.method": method, "url.path": path})
+            tl = recorder.begin_with(tracer, method, self._parent_context(scope),
+                                     {"http.request.method": method, "url.path": path})
         status = "500"
         finished = False
         add_timing = self.server_timing

@@ -28,7 +28,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from aiwatch.metrics import Metrics
-from aiwatch.middleware._common import KNOWN_METHODS, OTHER_METHOD, UNMATCHED_ROUTE, resolve_recorder
+from aiwatch.middleware._common import KNOWN_METHODS, OTHER_METHOD, UNMATCHED_ROUTE
+from aiwatch.recording import resolve_recorder
 from aiwatch.safety import call_hook, record_error
 from aiwatch.servertiming import HEADER
 from aiwatch.timing import RequestRecorder, RequestTimeline

@@ -213,10 +213,9 @@ def test_set_code_is_the_status_label(metrics: Metrics, fail: str) -> None:
 
 
 def test_routes_pass_the_cardinality_guard(metrics: Metrics) -> None:
-    from aiwatch.cardinality import OVERFLOW, LabelGuard
+    from aiwatch.cardinality import OVERFLOW
 
-    guard = LabelGuard(max_values=1)
-    with sync_server([grpc_server_interceptor(service="infer", metrics=metrics, guard=guard)]) as target, \
+    with sync_server([grpc_server_interceptor(service="infer", metrics=metrics, max_label_values=1)]) as target, \
             stub_for(target) as stub:
         stub.Predict(req())
         list(stub.PredictStream(req(features=[1.0])))

@@ -230,7 +230,7 @@ async def test_instrument_twice_is_a_no_op_and_phases_outside_requests_share_the
 
 
 def test_recorder_and_recorder_options_conflict(registry: CollectorRegistry) -> None:
-    from aiwatch.middleware._common import make_recorder
+    from aiwatch.recording import make_recorder
 
     with pytest.raises(TypeError, match="service"):
         AiwatchMiddleware(lambda *a: None, recorder=make_recorder(registry=registry), service="x")  # type: ignore
