@@ -1,0 +1,102 @@
+"""``aiwatch env``: the environment variables aiwatch reads and their values here, or (``--markdown``) the
+configuration reference page, docs/configuration.md: the recorder options and the environment variables."""
+
+from __future__ import annotations
+
+import argparse
+import textwrap
+from typing import Any
+
+DOC_PATH = "docs/configuration.md"
+
+SERVER_INTEGRATIONS = ("aiwatch.instrument", "AiwatchMiddleware", "AiwatchWSGIMiddleware", "grpc_server_interceptor",
+                       "grpc_aio_server_interceptor", "AiwatchGrpcInstrumentorServer")
+CLIENT_INTEGRATIONS = ("instrument_httpx", "AiwatchTransport", "AiwatchAsyncTransport", "instrument_requests",
+                       "AiwatchHTTPAdapter", "grpc_client_interceptor", "grpc_aio_client_interceptors",
+                       "AiwatchGrpcInstrumentorClient")
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser("env", help="print the environment variables aiwatch reads and their values")
+    parser.add_argument("--markdown", action="store_true",
+                        help=f"print the configuration reference page ({DOC_PATH} is this output)")
+    parser.set_defaults(handler=run)
+
+
+def _wrap(text: str) -> list[str]:
+    return textwrap.wrap(text, width=116, subsequent_indent="  ", break_on_hyphens=False)
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def markdown() -> str:
+    """The configuration page, generated from :data:`aiwatch.recording.OPTIONS` and :data:`aiwatch.env.VARIABLES`."""
+    from aiwatch.env import VARIABLES
+    from aiwatch.recording import OPTIONS
+
+    def names(items: tuple[str, ...]) -> str:
+        return ", ".join(f"`{n}`" for n in items)
+
+    lines = [
+        "# Configuration",
+        "",
+        "How aiwatch is configured: the options every integration takes, and the environment variables aiwatch reads.",
+        "This page is generated from `aiwatch/recording.py` and `aiwatch/env.py`; do not edit it by hand. After",
+        "changing either, regenerate it (a test fails while they disagree):",
+        "",
+        "```bash",
+        f"python -m aiwatch env --markdown > {DOC_PATH}",
+        "```",
+        "",
+        "An argument given in code wins over an environment variable, which wins over the default.",
+        "",
+        "## Recorder options",
+        "",
+        "Every integration takes the same options for where and under which labels it records, and gets its recorder",
+        "from one factory (`aiwatch.recording`).",
+        "",
+        *_wrap(f"- server side: `recorder` is an `aiwatch.RequestRecorder` (`aiwatch.make_recorder(...)`): "
+               f"{names(SERVER_INTEGRATIONS)};"),
+        *_wrap(f"- client side: `recorder` is an `aiwatch.client.ClientRecorder` "
+               f"(`aiwatch.make_client_recorder(...)`), which HTTP and gRPC clients can share: "
+               f"{names(CLIENT_INTEGRATIONS)}."),
+        "",
+        "Each integration also has options of its own (`server_timing`, `metrics_path`, `propagate`, ...): see",
+        "[http.md](http.md) and [grpc.md](grpc.md).",
+        "",
+        "| option | side | default | meaning |",
+        "|---|---|---|---|",
+    ]
+    for option in OPTIONS:
+        lines.append(f"| `{option.name}` | {option.side} | {_cell(option.default)} | {_cell(option.meaning)} |")
+    lines += [
+        "",
+        "## Environment variables",
+        "",
+        "Every variable aiwatch reads; an unset or empty variable means its default. Variables owned by another",
+        "library are the ones aiwatch honours as that library does.",
+        "",
+        "| variable | default | meaning |",
+        "|---|---|---|",
+    ]
+    for var in VARIABLES:
+        owner = "" if var.owner == "aiwatch" else f" *({var.owner}'s variable)*"
+        default = f"`{var.default}`" if var.default else "(unset)"
+        lines.append(f"| `{var.name}` | {default} | {_cell(var.meaning)}{owner} |")
+    return "\n".join(lines) + "\n"
+
+
+def run(args: argparse.Namespace) -> int:
+    from aiwatch.env import VARIABLES
+
+    if args.markdown:
+        print(markdown(), end="")
+        return 0
+    width = max(len(var.name) for var in VARIABLES)
+    for var in VARIABLES:
+        value = var.raw()
+        shown = repr(value) if value else f"(unset: {var.default!r})" if var.default else "(unset)"
+        print(f"{var.name:<{width}}  {shown}")
+    return 0

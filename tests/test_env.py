@@ -1,0 +1,177 @@
+"""Environment variables: read in one table (aiwatch/env.py), every reader goes through it and honours it, and
+docs/configuration.md is what ``aiwatch env --markdown`` generates."""
+
+from __future__ import annotations
+
+import ast
+import re
+import subprocess
+import sys
+import types
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+
+from aiwatch import env
+from aiwatch.commands.env import markdown
+from tests.servers import REPO, python_env
+
+
+def test_docs_configuration_md_matches_the_code() -> None:
+    doc = (REPO / "docs" / "configuration.md").read_text()
+    assert doc == markdown(), "docs/configuration.md is stale: run `python -m aiwatch env --markdown > " \
+                              "docs/configuration.md`"
+
+
+def test_every_variable_and_recorder_option_has_a_row() -> None:
+    from aiwatch.recording import OPTIONS
+
+    text = markdown()
+    for var in env.VARIABLES:
+        assert f"| `{var.name}` |" in text
+    for option in OPTIONS:
+        assert f"| `{option.name}` | {option.side} |" in text
+
+
+def test_cli_prints_the_same_markdown() -> None:
+    out = subprocess.run([sys.executable, "-m", "aiwatch", "env", "--markdown"], capture_output=True, text=True,
+                         env=python_env(), check=True, cwd=REPO).stdout
+    assert out == markdown()
+
+
+def test_cli_shows_the_values_set() -> None:
+    out = subprocess.run([sys.executable, "-m", "aiwatch", "env"], capture_output=True, text=True, check=True,
+                         env=python_env(AIWATCH_SERVICE="ranker", AIWATCH_MAX_LABEL_VALUES=""), cwd=REPO).stdout
+    assert re.search(r"^AIWATCH_SERVICE +'ranker'$", out, re.M)
+    assert re.search(r"^AIWATCH_MAX_LABEL_VALUES +\(unset: '100'\)$", out, re.M)
+
+
+def _environment_reads() -> set[str]:
+    """``file:line`` of every use of ``os.environ`` / ``os.getenv`` in aiwatch/ other than copying the whole
+    environment for a child process (``dict(os.environ)``)."""
+    found = set()
+    for path in sorted((REPO / "aiwatch").rglob("*.py")):
+        tree = ast.parse(path.read_text(), filename=str(path))
+        copies = {id(node.args[0]) for node in ast.walk(tree)
+                  if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "dict"
+                  and len(node.args) == 1}
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Attribute) and node.attr in ("environ", "environb", "getenv")
+                    and isinstance(node.value, ast.Name) and node.value.id == "os" and id(node) not in copies):
+                found.add(f"{path.relative_to(REPO).as_posix()}:{node.lineno}")
+    return found
+
+
+def test_only_the_env_table_reads_the_environment() -> None:
+    reads = _environment_reads()
+    assert {r.split(":")[0] for r in reads} == {"aiwatch/env.py"}  # found there: the scan works
+
+
+_VARIABLE_NAME = re.compile(r"(AIWATCH|OTEL|PROMETHEUS)_[A-Z0-9_]+")
+
+
+def test_variable_names_are_written_only_in_the_table() -> None:
+    outside = set()
+    for path in sorted((REPO / "aiwatch").rglob("*.py")):
+        if path.name == "env.py" and path.parent.name == "aiwatch":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and _VARIABLE_NAME.fullmatch(node.value):
+                outside.add(f"{path.relative_to(REPO).as_posix()}: {node.value}")
+    assert not outside
+
+
+def _gpu_interval() -> float:
+    from aiwatch.signals.gpu import GpuPoller
+
+    return GpuPoller(nvml=types.SimpleNamespace()).interval
+
+
+def _console(field: str) -> Callable[[], Any]:
+    def read() -> Any:
+        from aiwatch.console.config import ConsoleConfig
+
+        return getattr(ConsoleConfig.from_env(), field)
+
+    return read
+
+
+def _recorder_service() -> str:
+    from prometheus_client import CollectorRegistry
+
+    from aiwatch.recording import make_recorder
+
+    return make_recorder(registry=CollectorRegistry()).service
+
+
+def _max_label_values() -> int:
+    from aiwatch.cardinality import LabelGuard
+
+    return LabelGuard().max_values
+
+
+def _traces() -> bool:
+    from aiwatch.tracing import TracerSource
+
+    return TracerSource(TracerProvider()).tracer() is not None
+
+
+def _multiprocess() -> bool:
+    from aiwatch.exposition import multiprocess_enabled
+
+    return multiprocess_enabled()
+
+
+# variable -> (what reads it, what it returns with the variable unset, a value to set, what it returns then)
+READERS: dict[str, tuple[Callable[[], Any], Any, str, Any]] = {
+    "AIWATCH_SERVICE": (_recorder_service, "app", "ranker", "ranker"),
+    "OTEL_SERVICE_NAME": (_recorder_service, "app", "otel-ranker", "otel-ranker"),
+    "AIWATCH_MAX_LABEL_VALUES": (_max_label_values, 100, "7", 7),
+    "AIWATCH_TRACING": (_traces, True, "off", False),
+    "OTEL_SDK_DISABLED": (_traces, True, "true", False),
+    "PROMETHEUS_MULTIPROC_DIR": (_multiprocess, False, "/tmp/aiwatch-multiproc", True),
+    "AIWATCH_GPU_POLL_INTERVAL": (_gpu_interval, 5.0, "0.5", 0.5),
+    "AIWATCH_CONSOLE_PROMETHEUS": (_console("prometheus"), "", "http://prom:9090", "http://prom:9090"),
+    "AIWATCH_CONSOLE_SCRAPE": (_console("scrape"), ("http://127.0.0.1:8000/metrics",), "http://a/m, http://b/m",
+                               ("http://a/m", "http://b/m")),
+    "AIWATCH_CONSOLE_INTERVAL": (_console("interval"), 5.0, "2", 2.0),
+    "AIWATCH_CONSOLE_HISTORY": (_console("history"), 1800.0, "60", 60.0),
+    "AIWATCH_CONSOLE_REFRESH": (_console("refresh"), 10.0, "0", 0.0),
+    "AIWATCH_CONSOLE_WINDOW": (_console("window"), 60.0, "30", 30.0),
+    "AIWATCH_CONSOLE_SPAN": (_console("span"), 900.0, "120", 120.0),
+}
+
+
+def test_every_variable_has_a_reader_test() -> None:
+    assert set(READERS) == {var.name for var in env.VARIABLES}
+
+
+@pytest.mark.parametrize("name", sorted(READERS))
+def test_each_variable_changes_what_its_reader_returns(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in env.VARIABLES:
+        monkeypatch.delenv(var.name, raising=False)
+    read, unset, value, expected = READERS[name]
+    assert read() == unset
+    monkeypatch.setenv(name, value)
+    assert read() == expected
+
+
+def test_defaults_in_the_table_are_the_readers_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in env.VARIABLES:
+        monkeypatch.delenv(var.name, raising=False)
+    for var in env.VARIABLES:
+        read, unset, _, _ = READERS[var.name]
+        if var.default and var.name not in ("AIWATCH_TRACING", "OTEL_SDK_DISABLED"):  # flags: "on" / "false"
+            parsed = type(unset)(var.default) if not isinstance(unset, tuple) else (var.default,)
+            assert read() == parsed, var.name
+
+
+@pytest.mark.parametrize(("var", "method", "message"), [
+    (env.MAX_LABEL_VALUES, "integer", "AIWATCH_MAX_LABEL_VALUES must be an integer, got 'many'"),
+    (env.GPU_POLL_INTERVAL, "seconds", "AIWATCH_GPU_POLL_INTERVAL must be a number of seconds, got 'many'"),
+])
+def test_a_malformed_value_names_its_variable(var: env.EnvVar, method: str, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        getattr(var, method)({var.name: "many"})
