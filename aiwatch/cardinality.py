@@ -62,8 +62,8 @@ class LabelGuard:
 
 
 def guard_for(metrics: Metrics, max_values: int | None = None) -> LabelGuard:
-    """The guard for an integration recording into ``metrics``: each fold is counted in
-    ``aiwatch_label_overflow_total{label}``. Every recorder gets its guard here (today a new guard per recorder)."""
+    """A guard whose folds are counted in ``metrics``' ``aiwatch_label_overflow_total{label}``. Every recorder gets
+    its guard here, a new one per recorder; a registry-wide bound would be decided here alone."""
 
     def count_overflow(label: str) -> None:
         metrics.child(metrics.label_overflow, (label,)).inc()
