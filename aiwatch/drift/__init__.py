@@ -12,7 +12,7 @@ The modules depend on each other in one direction, each on the ones above it::
     sampling                     bounded uniform samples of values
     builder, merge, persistence  building features from columns, merging them, the JSON format
     profile                      ReferenceProfile: build, load, save, merge
-    stattests                    the statistical tests, each a function over arrays
+    promql, stattests            the fleet PSI / JS PromQL; the statistical tests, each a function over arrays
     current                      one feature's current data summarised for a test (window, column or file)
     evaluate                     one test per feature, then the dataset verdict (Options, DriftReport, compare)
     monitor, batch, report       front ends: the streaming DriftMonitor, files, Evidently's HTML report
