@@ -51,8 +51,8 @@ def _split(items: list[str], convert: Any) -> tuple[Any, dict[str, Any]]:
 
 def run(args: argparse.Namespace) -> int:
     from aiwatch.drift.batch import compare_file, load_reference
+    from aiwatch.drift.errors import ProfileError
     from aiwatch.drift.evaluate import Options
-    from aiwatch.drift.profile import ProfileError
 
     try:
         method, methods = _split(args.method, str)
@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def write_report(reference: str, current: str, path: str, columns: list[str]) -> None:
-    from aiwatch.drift.batch import read_chunks
+    from aiwatch.drift.files import read_chunks
     from aiwatch.drift.report import evidently_html
 
     if reference.lower().endswith(".json"):

@@ -34,12 +34,13 @@ def parse_kinds(items: list[str]) -> dict[str, str]:
 
 
 def run_build(args: argparse.Namespace) -> int:
-    from aiwatch.drift.batch import profile_file
-    from aiwatch.drift.profile import ProfileError
+    from aiwatch.drift.errors import ProfileError
+    from aiwatch.drift.profile import ReferenceProfile
 
     try:
-        profile = profile_file(args.data, n_bins=args.bins, top_k=args.top_k, sample_size=args.sample_size,
-                               kinds=parse_kinds(args.kind), chunk_rows=args.chunk_rows)
+        profile = ReferenceProfile.from_file(args.data, n_bins=args.bins, top_k=args.top_k,
+                                             sample_size=args.sample_size, kinds=parse_kinds(args.kind),
+                                             chunk_rows=args.chunk_rows)
         profile.save(args.output)
     except (ProfileError, ValueError, OSError, ImportError) as exc:
         print(f"aiwatch profile build: error: {exc}", file=sys.stderr)

@@ -22,42 +22,38 @@ import numpy as np
 import numpy.typing as npt
 
 from aiwatch.drift import stattests
-from aiwatch.drift.profile import (
-    CategoricalFeature,
-    Feature,
-    NumericalFeature,
-    ReferenceProfile,
-    _missing,
-    category_key,
-    columns_of,
-    to_float_counting,
-)
+from aiwatch.drift.columns import columns_of
+from aiwatch.drift.current import DEFAULT_MAX_EXACT, CurrentFeature, categorical_current, numerical_current
+from aiwatch.drift.features import CategoricalFeature, Feature, NumericalFeature
+from aiwatch.drift.profile import ReferenceProfile
+
+__all__ = [
+    "DEFAULT_MAX_EXACT",
+    "DEFAULT_MIN_SAMPLES",
+    "STATUS_INSUFFICIENT",
+    "STATUS_NO_REFERENCE",
+    "STATUS_OK",
+    "VALUE_TESTS",
+    "CurrentFeature",
+    "DriftReport",
+    "FeatureDrift",
+    "Options",
+    "categorical_current",
+    "compare",
+    "compare_features",
+    "needs_bins",
+    "numerical_current",
+    "run_test",
+    "select_method",
+    "sorted_sample",
+    "summarise",
+]
 
 DEFAULT_MIN_SAMPLES = 30
-#: KS and Wasserstein use at most this many current values per feature (a systematic sample of larger data:
-#: every k-th value from a random start). Bin and category counts always cover every value.
-DEFAULT_MAX_EXACT = 100_000
-VALUE_TESTS = ("ks", "wasserstein")
+VALUE_TESTS = stattests.VALUE_TESTS
 STATUS_OK = "ok"
 STATUS_INSUFFICIENT = "insufficient_data"
 STATUS_NO_REFERENCE = "no_reference"
-
-
-@dataclass
-class CurrentFeature:
-    """What a test needs of one feature's current data.
-
-    numerical: ``values`` (finite values, or a uniform sample of them) and ``bin_counts`` over the profile's bins
-    (exact, over every value); categorical: ``bin_counts`` over the profile's buckets (categories, other, unseen).
-    """
-
-    count: int
-    bin_counts: npt.NDArray[np.int64]
-    values: npt.NDArray[np.float64] | None = None
-    missing: int = 0
-    invalid: int = 0
-    #: Distinct current values outside the reference's distinct values (for Evidently's test selection).
-    new_distinct: int = 0
 
 
 @dataclass
@@ -179,9 +175,7 @@ def run_test(feat: Feature, current: CurrentFeature, name: str, threshold: float
         return stattests.wasserstein(sample, current.values, threshold, reference_std=feat.std,
                                      reference_sorted=True)
     ref_counts = np.asarray(feat.bin_counts if isinstance(feat, NumericalFeature) else feat.bucket_counts())
-    func = {"psi": stattests.psi, "jensenshannon": stattests.jensenshannon, "chisquare": stattests.chisquare,
-            "z": stattests.z}[name]
-    return func(ref_counts, current.bin_counts, threshold)
+    return stattests.COUNT_TESTS[name](ref_counts, current.bin_counts, threshold)
 
 
 _sorted_cache: dict[int, tuple[list[float], npt.NDArray[np.float64]]] = {}
@@ -241,29 +235,6 @@ def compare_features(profile: ReferenceProfile, current: Mapping[str, CurrentFea
 # ----------------------------------------------------------------------------------------- from raw columns
 
 
-def numerical_current(feat: NumericalFeature, values: Any, max_exact: int = DEFAULT_MAX_EXACT,
-                      rng: np.random.Generator | None = None, bins: bool = True) -> CurrentFeature:
-    """Summarise a column of current values for ``feat`` (non-finite values and wrong types are missing/invalid).
-
-    ``bins=False`` skips the bin counts (when the test uses raw values only)."""
-    arr, invalid = to_float_counting(values)
-    finite_mask = np.isfinite(arr)
-    finite = arr if finite_mask.all() else arr[finite_mask]
-    missing = int(arr.size - finite.size) - invalid
-    counts = np.bincount(feat.bin_index(finite), minlength=len(feat.bin_counts)).astype(np.int64) if bins \
-        else np.zeros(0, dtype=np.int64)
-    new_distinct = 0
-    if feat.distinct is not None and finite.size:
-        outside = finite[~np.isin(finite, np.asarray(feat.distinct))]
-        new_distinct = int(np.unique(outside).size) if outside.size else 0
-    sample = finite
-    if finite.size > max_exact:
-        rng = rng or np.random.default_rng(0)
-        step = -(-finite.size // max_exact)
-        sample = finite[int(rng.integers(0, step))::step]
-    return CurrentFeature(int(finite.size), counts, sample, missing, invalid, new_distinct)
-
-
 def needs_bins(feat: Feature, options: Options) -> bool:
     """Whether the test chosen for ``feat`` works on bin counts (so the counts must be computed)."""
     if not isinstance(feat, NumericalFeature) or feat.distinct is not None:
@@ -272,35 +243,10 @@ def needs_bins(feat: Feature, options: Options) -> bool:
     return chosen is not None and chosen not in VALUE_TESTS
 
 
-def categorical_current(feat: CategoricalFeature, values: Any) -> CurrentFeature:
-    table = feat.lookup()
-    unseen = feat.unseen_bucket
-    counts = np.zeros(len(feat.bin_labels), dtype=np.int64)
-    missing = invalid = 0
-    new: set[str] = set()
-    from collections import Counter
-
-    raw = values if isinstance(values, list) else np.asarray(values, dtype=object).tolist()
-    for v, n in Counter(raw).items():
-        if _missing(v):
-            missing += n
-            continue
-        key = category_key(v)
-        if key is None:
-            invalid += n
-            continue
-        idx = table.get(key)
-        if idx is None:
-            idx = unseen
-            new.add(key)
-        counts[idx] += n
-    return CurrentFeature(int(counts.sum()), counts, None, missing, invalid, len(new))
-
-
 def summarise(profile: ReferenceProfile, data: Any, options: Options | None = None) -> dict[str, CurrentFeature]:
     options = options or Options()
     rng = np.random.default_rng(options.seed)
-    columns = _columns(data)
+    columns = columns_of(data)
     out: dict[str, CurrentFeature] = {}
     for name, feat in profile.features.items():
         if name not in columns:
@@ -317,16 +263,9 @@ def compare(profile: ReferenceProfile, data: Any, options: Options | None = None
 
     Keyword arguments are :class:`Options` fields (``correction="bh"``, ``methods={"age": "psi"}``...)."""
     options = options or Options(**kwargs)
-    columns = _columns(data)
+    columns = columns_of(data)
     current = summarise(profile, columns, options)
     report = compare_features(profile, current, options)
     report.unknown_features = sorted(set(columns) - set(profile.features))
     return report
 
-
-def _columns(data: Any) -> dict[str, Any]:
-    if isinstance(data, np.ndarray):
-        if data.ndim != 2:
-            raise ValueError(f"a numpy array must be 2-D (rows x features), got shape {data.shape}")
-        return {str(i): data[:, i] for i in range(data.shape[1])}
-    return columns_of(data)

@@ -34,25 +34,22 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from aiwatch.drift.profile import (
-    CategoricalFeature,
-    NumericalFeature,
-    ReferenceProfile,
-    category_key,
-    columns_of,
-    to_float_counting,
-)
+from aiwatch.drift.columns import columns_of, to_float, to_float_counting
+from aiwatch.drift.counting import INVALID, MISSING, count_bins
+from aiwatch.drift.current import CurrentFeature, categorical_current_from_codes, numerical_current
+from aiwatch.drift.evaluate import STATUS_OK, DriftReport, Options, compare_features, needs_bins
+from aiwatch.drift.features import CategoricalFeature, NumericalFeature
+from aiwatch.drift.profile import ReferenceProfile
 from aiwatch.metrics import Metrics, get_metrics
 from aiwatch.safety import record_error
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
-    from aiwatch.drift.evaluate import DriftReport, Options
-
 logger = logging.getLogger("aiwatch.drift")
 _ABSENT = object()
-_NUMBER_TYPES = (np.floating, np.integer)
+#: How the window marks a value that is not counted (missing or wrong-typed alike).
+_EXCLUDED = MISSING
 
 
 class DriftMonitor:
@@ -79,8 +76,6 @@ class DriftMonitor:
                  window_size: int = 1000, window_seconds: float | None = None, interval: float = 60.0,
                  options: Options | None = None, flush_every: int = 256, flush_interval: float = 5.0,
                  clock: Callable[[], float] = time.time, **option_kwargs: Any) -> None:
-        from aiwatch.drift.evaluate import Options
-
         if not isinstance(profile, ReferenceProfile):
             profile = ReferenceProfile.load(profile)
         if window_size < 1:
@@ -104,8 +99,10 @@ class DriftMonitor:
         self._num_names = [f.name for f in self._num]
         self._cat_names = [f.name for f in self._cat]
         self._num_cuts = [np.asarray(f.cuts, dtype=np.float64) for f in self._num]
-        self._cat_lookup = [f.lookup() for f in self._cat]
-        self._cat_unseen = [f.unseen_bucket for f in self._cat]
+        self._cat_buckets = [f.buckets() for f in self._cat]
+        self._cat_code = [b.code for b in self._cat_buckets]
+        self._cat_table = [b.table for b in self._cat_buckets]
+        self._cat_unseen = [b.unseen for b in self._cat_buckets]
         self._n_features = len(profile.features)
         self._ring_num = np.full((window_size, len(self._num)), np.nan)
         self._ring_cat = np.full((window_size, len(self._cat)), -1, dtype=np.int32)
@@ -150,7 +147,7 @@ class DriftMonitor:
         for i, name in enumerate(self._num_names):
             v = row.get(name, _ABSENT)
             t = type(v)
-            if t is float or t is int:
+            if t is float or t is int:  # to_float's common case, inlined: this runs for every value of every row
                 if v - v == 0:  # finite
                     nums[i] = v
                     continue
@@ -158,35 +155,34 @@ class DriftMonitor:
             elif v is _ABSENT:
                 absent += 1
                 self._count_invalid(name, "missing_feature")
-            elif v is None:
-                self._count_missing(name)
-            elif isinstance(v, _NUMBER_TYPES) and t is not np.bool_:
-                f = float(v)
-                if math.isfinite(f):
+            else:
+                f = to_float(v)
+                if f is None:
+                    self._count_invalid(name, "wrong_type")
+                elif math.isfinite(f):
                     nums[i] = f
                     continue
-                self._count_missing(name)
-            else:
-                self._count_invalid(name, "wrong_type")
+                else:
+                    self._count_missing(name)
             nums[i] = math.nan
         cats = self._row_cat
         for j, name in enumerate(self._cat_names):
             v = row.get(name, _ABSENT)
-            if type(v) is str:
-                cats[j] = self._cat_lookup[j].get(v, self._cat_unseen[j])
+            if type(v) is str:  # CategoryBuckets.code's common case, inlined like to_float's above
+                cats[j] = self._cat_table[j].get(v, self._cat_unseen[j])
                 continue
             if v is _ABSENT:
                 absent += 1
                 self._count_invalid(name, "missing_feature")
-            elif v is None or (isinstance(v, float) and not math.isfinite(v)):
-                self._count_missing(name)
+                code = _EXCLUDED
             else:
-                key = category_key(v)
-                if key is not None:
-                    cats[j] = self._cat_lookup[j].get(key, self._cat_unseen[j])
-                    continue
-                self._count_invalid(name, "wrong_type")
-            cats[j] = -1
+                code = self._cat_code[j](v)
+                if code == MISSING:
+                    self._count_missing(name)
+                elif code == INVALID:
+                    self._count_invalid(name, "wrong_type")
+                    code = _EXCLUDED
+            cats[j] = code
         if len(row) > self._n_features - absent:
             self._note_unknown(row)
         pos = self._pos
@@ -243,24 +239,21 @@ class DriftMonitor:
                 self._count_invalid(feat.name, "wrong_type", invalid)
             if finite.size < n - invalid:
                 m.child(m.feature_missing, (self.model, feat.name)).inc(n - invalid - finite.size)
-            self._add_bins(feat.name, np.bincount(np.searchsorted(self._num_cuts[i], finite, side="left"),
-                                                  minlength=len(feat.bin_counts)))
+            self._add_bins(feat.name, count_bins(self._num_cuts[i], finite))
             num_block[:, i] = np.where(finite_mask, arr, np.nan)[n - keep:]
         for j, cfeat in enumerate(self._cat):
             col = columns.get(cfeat.name)
             if col is None:
                 self._count_invalid(cfeat.name, "missing_feature", n)
                 continue
-            idx = self._bucket_indices(j, col)
-            missing = int(np.count_nonzero(idx == -1))
-            invalid = int(np.count_nonzero(idx == -2))
+            codes = self._cat_buckets[j].codes(col)
+            counts, missing, invalid = self._cat_buckets[j].count_codes(codes)
             if missing:
                 m.child(m.feature_missing, (self.model, cfeat.name)).inc(missing)
             if invalid:
                 self._count_invalid(cfeat.name, "wrong_type", invalid)
-            valid = idx[idx >= 0]
-            self._add_bins(cfeat.name, np.bincount(valid, minlength=len(cfeat.bin_labels)))
-            cat_block[:, j] = np.maximum(idx, -1)[n - keep:]
+            self._add_bins(cfeat.name, counts)
+            cat_block[:, j] = np.maximum(codes, _EXCLUDED)[n - keep:]
         for name in columns:
             if name not in self.profile.features and name not in self._unknown_seen:
                 self._note_unknown({name: None})
@@ -270,29 +263,6 @@ class DriftMonitor:
         self._ring_ts[rows] = self.clock()
         self._pos = int((self._pos + keep) % self.window_size)
         self._filled = min(self._filled + keep, self.window_size)
-
-    def _bucket_indices(self, j: int, col: Any) -> npt.NDArray[np.int32]:
-        """Bucket per value: >= 0 a bucket, -1 missing, -2 wrong type."""
-        table, unseen = self._cat_lookup[j], self._cat_unseen[j]
-        values = col if isinstance(col, list) else np.asarray(col, dtype=object).tolist()
-        memo: dict[Any, int] = {}
-        out = np.empty(len(values), dtype=np.int32)
-        for k, v in enumerate(values):
-            try:
-                idx = memo.get(v)
-            except TypeError:  # unhashable: a wrong type
-                out[k] = -2
-                continue
-            if idx is None:
-                if v is None or (isinstance(v, float) and not math.isfinite(v)):
-                    idx = -1
-                else:
-                    key = category_key(v)
-                    idx = -2 if key is None else table.get(key, unseen)
-                if not (isinstance(v, float) and v != v):  # NaN != NaN would never hit the memo
-                    memo[v] = idx
-            out[k] = idx
-        return out
 
     def _count_missing(self, name: str) -> None:
         m = self.metrics
@@ -316,7 +286,7 @@ class DriftMonitor:
         """Features seen in observed rows that the profile does not have."""
         return sorted(self._unknown_seen)
 
-    def _add_bins(self, name: str, counts: npt.NDArray[np.intp]) -> None:
+    def _add_bins(self, name: str, counts: npt.NDArray[np.int64]) -> None:
         children = self._bin_children[name]
         for b in np.flatnonzero(counts):
             children[b].inc(int(counts[b]))
@@ -335,13 +305,10 @@ class DriftMonitor:
         block = self._ring_num[rows]
         for i, feat in enumerate(self._num):
             col = block[:, i]
-            col = col[np.isfinite(col)]
-            self._add_bins(feat.name, np.bincount(np.searchsorted(self._num_cuts[i], col, side="left"),
-                                                  minlength=len(feat.bin_counts)))
+            self._add_bins(feat.name, count_bins(self._num_cuts[i], col[np.isfinite(col)]))
         cblock = self._ring_cat[rows]
         for j, cfeat in enumerate(self._cat):
-            col = cblock[:, j]
-            self._add_bins(cfeat.name, np.bincount(col[col >= 0], minlength=len(cfeat.bin_labels)))
+            self._add_bins(cfeat.name, self._cat_buckets[j].count_codes(cblock[:, j])[0])
         self._pending = 0
 
     # -------------------------------------------------------------------------------------------- evaluation
@@ -365,37 +332,22 @@ class DriftMonitor:
             return self._evaluate()
 
     def _evaluate(self) -> DriftReport:
-        from aiwatch.drift.evaluate import CurrentFeature, compare_features
-
         columns = self.window()
+        options = self.options
+        rng = np.random.default_rng(options.seed)  # as compare() does, so both sample large windows alike
         current: dict[str, CurrentFeature] = {}
-        for i, feat in enumerate(self._num):
-            col = columns[feat.name]
-            finite = col[np.isfinite(col)]
-            new_distinct = 0
-            if feat.distinct is not None and finite.size:
-                outside = finite[~np.isin(finite, np.asarray(feat.distinct))]
-                new_distinct = int(np.unique(outside).size)
-            bins = np.bincount(np.searchsorted(self._num_cuts[i], finite, side="left"),
-                               minlength=len(feat.bin_counts)).astype(np.int64)
-            current[feat.name] = CurrentFeature(int(finite.size), bins, finite, int(col.size - finite.size),
-                                                new_distinct=new_distinct)
+        for feat in self._num:
+            current[feat.name] = numerical_current(feat, columns[feat.name], options.max_exact, rng,
+                                                   needs_bins(feat, options))
         for cfeat in self._cat:
-            col = columns[cfeat.name]
-            valid = col[col >= 0]
-            bins = np.bincount(valid, minlength=len(cfeat.bin_labels)).astype(np.int64)
-            unseen_used = bool(bins[-1]) if cfeat.unseen_bucket == len(bins) - 1 else False
-            current[cfeat.name] = CurrentFeature(int(valid.size), bins, None, int(col.size - valid.size),
-                                                new_distinct=int(unseen_used))
-        report = compare_features(self.profile, current, self.options)
+            current[cfeat.name] = categorical_current_from_codes(cfeat, columns[cfeat.name])
+        report = compare_features(self.profile, current, options)
         report.unknown_features = self.unknown_features
         self._export(report)
         self.last_report = report
         return report
 
     def _export(self, report: DriftReport) -> None:
-        from aiwatch.drift.evaluate import STATUS_OK
-
         m, model = self.metrics, self.model
         for name, r in report.features.items():
             m.drift_window_samples.labels(model, name).set(r.current_count)

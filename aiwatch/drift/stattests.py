@@ -19,17 +19,18 @@ value; Evidently uses ``min share / 1e6`` instead when the smallest non-zero sha
 always uses 0.0001 so that the fleet PromQL computes the same number). Chi-square gives a bucket the reference never
 saw (an unseen category) the expected share :data:`CHI2_EPSILON` instead of 0, renormalised, so an unseen category
 makes the p-value small but never exactly 0 by a division by zero (Evidently's own chi-square returns p = 0 there).
+
+scipy is imported where a test calls it (KS, chi-square, z), so that importing :mod:`aiwatch.drift` does not.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from scipy import stats
 
 from aiwatch.drift.promql import PSI_EPSILON
 
@@ -113,6 +114,8 @@ def ks(reference: ArrayLike, current: ArrayLike, threshold: float | None = None)
     >>> ks([1.0, 2, 3, 4, 5], [1.0, 2, 3, 4, 5]).pvalue
     1.0
     """
+    from scipy import stats
+
     res = stats.ks_2samp(np.asarray(reference, dtype=np.float64), np.asarray(current, dtype=np.float64))
     return _result("ks", float(res.statistic), float(res.pvalue), threshold)
 
@@ -202,6 +205,8 @@ def chisquare(reference_counts: ArrayLike, current_counts: ArrayLike,
     f_exp = chisquare_expected(ref, cur)
     if f_exp.size < 2:
         return _result("chisquare", 0.0, 1.0, threshold)
+    from scipy import stats
+
     statistic = float(np.sum((cur - f_exp) ** 2 / f_exp))
     pvalue = float(stats.chi2.sf(statistic, f_exp.size - 1))
     return _result("chisquare", statistic, pvalue, threshold)
@@ -234,6 +239,8 @@ def z(reference_counts: ArrayLike, current_counts: ArrayLike, threshold: float |
     denom = math.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n2))
     if denom == 0:
         return _result("z", 0.0, 1.0, threshold)
+    from scipy import stats
+
     statistic = (p1 - p2) / denom
     return _result("z", statistic, float(2 * stats.norm.sf(abs(statistic))), threshold)
 
@@ -280,3 +287,10 @@ def benjamini_hochberg(pvalues: Sequence[float]) -> list[float]:
 
 
 CORRECTIONS = {"bonferroni": bonferroni, "bh": benjamini_hochberg}
+
+# ------------------------------------------------------------------------------------------------ registry
+#: Tests on raw values (the reference sample and the current values); the others work on bin / bucket counts.
+VALUE_TESTS = ("ks", "wasserstein")
+#: Tests on counts over the same buckets, called as ``test(reference_counts, current_counts, threshold)``.
+COUNT_TESTS: dict[str, Callable[[ArrayLike, ArrayLike, float | None], TestResult]] = {
+    "psi": psi, "jensenshannon": jensenshannon, "chisquare": chisquare, "z": z}

@@ -7,7 +7,8 @@ import importlib
 
 import pytest
 
-MODULES = ["aiwatch.drift.profile", "aiwatch.drift.stattests", "aiwatch.drift.evaluate", "aiwatch.drift.monitor",
+MODULES = ["aiwatch.drift.columns", "aiwatch.drift.counting", "aiwatch.drift.builder", "aiwatch.drift.profile",
+           "aiwatch.drift.stattests", "aiwatch.drift.current", "aiwatch.drift.evaluate", "aiwatch.drift.monitor",
            "aiwatch.drift.promql"]
 
 

@@ -1,0 +1,238 @@
+"""Building the features of a reference profile from columns, in one or two passes and bounded memory.
+
+:class:`ProfileBuilder` reads chunks of columns (a file read chunk by chunk, or one in-memory table) and produces
+the :mod:`~aiwatch.drift.features` of every numerical and categorical column;
+:class:`~aiwatch.drift.profile.ReferenceProfile` wraps them (``ReferenceProfile.build``, ``.from_file``).
+
+    >>> builder = build_in_memory({"x": np.arange(100.0), "c": ["a", "b"] * 50})
+    >>> features = builder.features()
+    >>> features["x"].bin_counts, features["c"].counts
+    ([10, 10, 10, 10, 10, 10, 10, 10, 10, 10], [50, 50])
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from aiwatch.drift.columns import FloatArray, category_key, infer_kind, is_missing, to_float_counting
+from aiwatch.drift.counting import count_bins
+from aiwatch.drift.errors import ProfileError
+from aiwatch.drift.features import (
+    DEFAULT_BINS,
+    DEFAULT_SAMPLE_SIZE,
+    DEFAULT_TOP_K,
+    DISCRETE_LIMIT,
+    MAX_OTHER_NAMES,
+    CategoricalFeature,
+    Feature,
+    NumericalFeature,
+)
+from aiwatch.drift.sampling import keep_smallest
+
+
+def numerical_cuts(finite: FloatArray, n_bins: int) -> list[float]:
+    """Interior bin edges from the quantiles of ``finite`` values.
+
+    With at most :data:`~aiwatch.drift.features.DISCRETE_LIMIT` distinct values every value gets its own bin (a cut
+    just below the smallest value, then one at each value), so a constant column has the bins "below", "the value",
+    "above"."""
+    if finite.size == 0:
+        return []
+    if np.unique(finite[:4096]).size <= DISCRETE_LIMIT:  # cheap probe before a full sort
+        distinct = np.unique(finite)
+        if distinct.size <= DISCRETE_LIMIT:
+            return [float(np.nextafter(distinct[0], -np.inf)), *map(float, distinct)]
+    qs = np.quantile(finite, np.linspace(0, 1, n_bins + 1)[1:-1])
+    return [float(c) for c in np.unique(qs)]
+
+
+@dataclass
+class _NumericalPass1:
+    """Pass 1 over one numerical column: exact statistics (Chan's merge), distinct values while few, a sample."""
+
+    count: int = 0
+    missing: int = 0
+    mean: float = 0.0
+    m2: float = 0.0
+    min: float = math.inf
+    max: float = -math.inf
+    distinct: set[float] | None = field(default_factory=set)
+    sample: FloatArray = field(default_factory=lambda: np.empty(0))
+    keys: FloatArray = field(default_factory=lambda: np.empty(0))
+
+    def add(self, values: FloatArray, rng: np.random.Generator, sample_size: int) -> None:
+        finite = values[np.isfinite(values)]
+        self.missing += int(values.size - finite.size)
+        n = int(finite.size)
+        if n == 0:
+            return
+        mean = float(finite.mean())
+        m2 = float(((finite - mean) ** 2).sum())
+        total = self.count + n
+        delta = mean - self.mean
+        self.mean += delta * n / total
+        self.m2 += m2 + delta * delta * self.count * n / total
+        self.count = total
+        self.min = min(self.min, float(finite.min()))
+        self.max = max(self.max, float(finite.max()))
+        if self.distinct is not None:
+            if np.unique(finite[:4096]).size > DISCRETE_LIMIT:  # cheap probe before a full sort
+                self.distinct = None
+            else:
+                self.distinct.update(np.unique(finite).tolist())
+                if len(self.distinct) > DISCRETE_LIMIT:
+                    self.distinct = None
+        keys = rng.random(n)
+        self.sample, self.keys = keep_smallest(np.concatenate([self.sample, finite]),
+                                               np.concatenate([self.keys, keys]), sample_size)
+
+
+class ProfileBuilder:
+    """Builds a profile's features from chunks of columns in bounded memory (used for files; arrays go through it
+    too, see :func:`build_in_memory`).
+
+    Pass 1 (:meth:`add`) keeps exact statistics, categorical counts and a bounded uniform sample per numerical
+    column. When every numerical column fit in the sample (or ``edges`` were given), :meth:`features` needs nothing
+    more; otherwise the bin edges come from the sample's quantiles and a second pass (:meth:`count`) over the same
+    chunks counts every value into the bins exactly. :attr:`needs_second_pass` says which.
+    """
+
+    def __init__(self, *, n_bins: int = DEFAULT_BINS, top_k: int = DEFAULT_TOP_K,
+                 sample_size: int = DEFAULT_SAMPLE_SIZE, kinds: Mapping[str, str] | None = None,
+                 edges: Mapping[str, Sequence[float]] | None = None, seed: int | None = 0) -> None:
+        if n_bins < 1:
+            raise ProfileError(f"n_bins must be >= 1, got {n_bins}")
+        if top_k < 1:
+            raise ProfileError(f"top_k must be >= 1, got {top_k}")
+        self.n_bins, self.top_k, self.sample_size = n_bins, top_k, sample_size
+        self.overrides = dict(kinds or {})
+        for name, kind in self.overrides.items():
+            if kind not in ("numerical", "categorical"):
+                raise ProfileError(f"kind of {name!r} must be 'numerical' or 'categorical', got {kind!r}")
+        self.edges = {k: [float(e) for e in v] for k, v in (edges or {}).items()}
+        self.rng = np.random.default_rng(seed)
+        self.kinds: dict[str, str] = {}
+        #: Columns left out, with their inferred kind (text, datetime, unknown).
+        self.skipped: dict[str, str] = {}
+        self._num: dict[str, _NumericalPass1] = {}
+        self._cat: dict[str, Counter[str]] = {}
+        self._cat_missing: dict[str, int] = {}
+        self._cuts: dict[str, list[float]] = {}
+        self._bins: dict[str, npt.NDArray[np.int64]] = {}
+        self._order: list[str] = []
+
+    def add(self, columns: Mapping[str, Any]) -> None:
+        """Pass 1 over one chunk (column name -> values). The first chunk fixes each column's kind."""
+        for name, values in columns.items():
+            name = str(name)
+            if name not in self.kinds and name not in self.skipped:
+                kind = self.overrides.get(name) or infer_kind(values)
+                if kind not in ("numerical", "categorical"):
+                    self.skipped[name] = kind
+                    continue
+                self.kinds[name] = kind
+                self._order.append(name)
+            if self.kinds.get(name) == "numerical":
+                acc = self._num.setdefault(name, _NumericalPass1())
+                acc.add(to_float_counting(values)[0], self.rng, self.sample_size)
+            elif self.kinds.get(name) == "categorical":
+                counter = self._cat.setdefault(name, Counter())
+                missing = 0
+                raw = values if isinstance(values, list) else np.asarray(values, dtype=object).tolist()
+                for v, n in Counter(raw).items():  # distinct values only: fast on long columns
+                    key = None if is_missing(v) else category_key(v)
+                    if key is None:
+                        missing += n
+                    else:
+                        counter[key] += n
+                self._cat_missing[name] = self._cat_missing.get(name, 0) + missing
+
+    @property
+    def needs_second_pass(self) -> bool:
+        return any(acc.count > self.sample_size and name not in self.edges for name, acc in self._num.items())
+
+    def _cuts_for(self, name: str) -> list[float]:
+        if name not in self._cuts:
+            acc = self._num[name]
+            if name in self.edges:
+                self._cuts[name] = self.edges[name]
+            elif acc.distinct is not None:
+                self._cuts[name] = numerical_cuts(np.asarray(sorted(acc.distinct)), self.n_bins)
+            else:
+                self._cuts[name] = numerical_cuts(acc.sample, self.n_bins)
+        return self._cuts[name]
+
+    def count(self, columns: Mapping[str, Any]) -> None:
+        """Pass 2 over one chunk: count every numerical value into its bin."""
+        for name, values in columns.items():
+            name = str(name)
+            if self.kinds.get(name) != "numerical":
+                continue
+            cuts = np.asarray(self._cuts_for(name), dtype=np.float64)
+            arr = to_float_counting(values)[0]
+            counts = count_bins(cuts, arr[np.isfinite(arr)])
+            self._bins[name] = self._bins.get(name, np.zeros(cuts.size + 1, dtype=np.int64)) + counts
+
+    def features(self) -> dict[str, Feature]:
+        """Every profiled column's feature, in column order (after pass 2 when :attr:`needs_second_pass`)."""
+        if not self.kinds:
+            detail = f" (skipped: {self.skipped})" if self.skipped else ""
+            raise ProfileError(f"no numerical or categorical column to profile{detail}")
+        features: dict[str, Feature] = {}
+        for name in self._order:
+            if self.kinds[name] == "numerical":
+                features[name] = self._numerical(name)
+            else:
+                features[name] = self._categorical(name)
+        return features
+
+    def _numerical(self, name: str) -> NumericalFeature:
+        acc = self._num[name]
+        cuts = self._cuts_for(name)
+        if name in self._bins:
+            bins = self._bins[name]
+        elif acc.count <= self.sample_size:
+            bins = count_bins(np.asarray(cuts, dtype=np.float64), acc.sample)
+        else:
+            raise ProfileError(f"column {name!r} needs a second pass (ProfileBuilder.count) over the data")
+        std = math.sqrt(acc.m2 / acc.count) if acc.count else math.nan
+        return NumericalFeature(
+            name, cuts, [int(c) for c in bins], acc.count, acc.missing, acc.mean if acc.count else math.nan, std,
+            acc.min if acc.count else math.nan, acc.max if acc.count else math.nan,
+            sorted(acc.distinct) if acc.distinct is not None else None,
+            acc.sample.tolist(), acc.keys.tolist())
+
+    def _categorical(self, name: str) -> CategoricalFeature:
+        counter = self._cat[name]
+        top = sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))
+        kept = sorted(top[: self.top_k])
+        rest = [c for c, _ in top[self.top_k:]]
+        return CategoricalFeature(
+            name, [c for c, _ in kept], [n for _, n in kept], sum(n for _, n in top[self.top_k:]),
+            sum(counter.values()), self._cat_missing.get(name, 0), sorted(rest[:MAX_OTHER_NAMES]),
+            exact=len(rest) <= MAX_OTHER_NAMES)
+
+
+def build_in_memory(columns: Mapping[str, Any], *, n_bins: int = DEFAULT_BINS, top_k: int = DEFAULT_TOP_K,
+                    sample_size: int = DEFAULT_SAMPLE_SIZE, kinds: Mapping[str, str] | None = None,
+                    edges: Mapping[str, Sequence[float]] | None = None, seed: int | None = 0) -> ProfileBuilder:
+    """Both passes over columns held in memory. Unlike a file's, the bin edges come from the exact quantiles of all
+    the data, not of the sample; ``edges`` fixes them per column."""
+    all_edges: dict[str, Sequence[float]] = dict(edges or {})
+    builder = ProfileBuilder(n_bins=n_bins, top_k=top_k, sample_size=sample_size, kinds=kinds, edges=all_edges,
+                             seed=seed)
+    builder.add(columns)
+    for name, kind in builder.kinds.items():
+        if kind == "numerical" and name not in all_edges:
+            arr = to_float_counting(columns[name])[0]
+            all_edges[name] = numerical_cuts(arr[np.isfinite(arr)], n_bins)
+    builder.edges = {k: [float(e) for e in v] for k, v in all_edges.items()}
+    builder.count(columns)
+    return builder

@@ -1,0 +1,185 @@
+"""Raw columns: how values are typed, coerced, and told apart as valid, missing or wrong-typed.
+
+Every drift path reads values through these rules, so a value that is missing for the profile builder is missing
+for the streaming monitor and for the batch comparison too:
+
+* a **numerical** value is an int or float (Python or numpy, not bool); None, NaN and ±inf are missing; anything
+  else (strings, bools, lists...) is wrong-typed (:func:`to_float`, :func:`to_float_counting`);
+* a **categorical** value is read as a string (:func:`category_key`); None and non-finite floats are missing
+  (:func:`is_missing`); values that cannot be a category (lists, dicts...) are wrong-typed.
+
+Column types are inferred with Evidently's rules (:func:`infer_kind`).
+
+    >>> to_float_counting([1, 2.5, None, "x"])
+    (array([1. , 2.5, nan, nan]), 1)
+    >>> category_key(3.0), category_key(True), category_key([1])
+    ('3', 'True', None)
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from aiwatch.drift.errors import ProfileError
+
+FloatArray = npt.NDArray[np.float64]
+#: Evidently's limit: an integer column with at most this many distinct values is categorical.
+INTEGER_CARDINALITY_LIMIT = 10
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# type inference (Evidently 0.7's evidently.core.datasets.infer_column_type, on numpy arrays and Python values)
+
+
+def infer_kind(values: Any) -> str:
+    """``numerical``, ``categorical``, ``text``, ``datetime`` or ``unknown``, with Evidently's column-type rules.
+
+    float -> numerical; integer -> categorical with at most 10 distinct values, else numerical; bool and pandas
+    category -> categorical; strings -> text when more than half of the non-missing values are distinct, else
+    categorical; datetimes -> datetime. Plain Python lists are first given the dtype pandas would give them.
+
+    >>> infer_kind([1.5, 2.0]), infer_kind([1, 2, 3]), infer_kind(list(range(50))), infer_kind(["a", "a", "a", "b"])
+    ('numerical', 'categorical', 'numerical', 'categorical')
+    """
+    dtype_name = str(getattr(values, "dtype", ""))
+    if not dtype_name:
+        values = python_column(values)
+        dtype_name = str(values.dtype)
+    if dtype_name.startswith("float"):
+        return "numerical"
+    if dtype_name.startswith(("int", "uint", "Int", "UInt")):
+        distinct = len(np.unique(np.asarray(values)[~isna(values)]))
+        return "categorical" if distinct <= INTEGER_CARDINALITY_LIMIT else "numerical"
+    if dtype_name in ("bool", "boolean", "category"):
+        return "categorical"
+    if dtype_name.startswith("datetime"):
+        return "datetime"
+    if dtype_name in ("string", "str", "object") or dtype_name.startswith("<U"):
+        items = np.asarray(values, dtype=object).tolist()
+        first = next((v for v in items if not is_missing(v)), None)
+        last = next((v for v in reversed(items) if not is_missing(v)), None)
+        if first is None:
+            return "unknown"
+        if isinstance(first, str) and isinstance(last, str):
+            counts = Counter(items)
+            present = [v for v in counts if not is_missing(v)]
+            n_present = sum(counts[v] for v in present)
+            return "text" if len(present) > 0.5 * n_present else "categorical"
+        return "unknown"
+    return "unknown"
+
+
+def python_column(values: Iterable[Any]) -> npt.NDArray[Any]:
+    """A list as pandas would type it: all ints -> int64, ints/floats/None -> float64, bools -> bool, else object."""
+    items = list(values)
+    present = [v for v in items if v is not None]
+    if present and all(isinstance(v, (bool, np.bool_)) for v in present) and len(present) == len(items):
+        return np.asarray(items, dtype=bool)
+    numeric = all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
+                  for v in present)
+    if present and numeric:
+        if len(present) == len(items) and all(isinstance(v, (int, np.integer)) for v in present):
+            return np.asarray(items, dtype=np.int64)
+        return np.asarray([math.nan if v is None else v for v in items], dtype=np.float64)
+    return np.asarray(items, dtype=object)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# missing values and coercion
+
+
+def is_missing(v: Any) -> bool:
+    """None, NaN or ±inf (a Python or numpy float64)."""
+    return v is None or (isinstance(v, float) and not math.isfinite(v))
+
+
+def isna(values: Any) -> npt.NDArray[np.bool_]:
+    """:func:`is_missing` of every value of a column."""
+    arr = np.asarray(values)
+    if arr.dtype.kind == "f":
+        return np.asarray(~np.isfinite(arr), dtype=bool)
+    if arr.dtype.kind == "O":
+        return np.fromiter((is_missing(v) for v in arr.tolist()), dtype=bool, count=arr.size)
+    return np.zeros(arr.shape, dtype=bool)
+
+
+def to_float(v: Any) -> float | None:
+    """The float of one numerical value (NaN for None; non-finite for missing), None when ``v`` is wrong-typed.
+
+    >>> to_float(2), to_float(None), to_float(True), to_float("1.5")
+    (2.0, nan, None, None)
+    """
+    if v is None:
+        return math.nan
+    if isinstance(v, (bool, np.bool_)):
+        return None
+    if isinstance(v, (int, float, np.integer, np.floating)):
+        return float(v)
+    return None
+
+
+def to_float_counting(values: Any) -> tuple[FloatArray, int]:
+    """float64 array of ``values`` (:func:`to_float` of each); wrong-typed entries become NaN and are counted."""
+    arr = values if isinstance(values, np.ndarray) else np.asarray(values, dtype=object)
+    if arr.dtype.kind == "O" and arr.size and all(type(v) is float or type(v) is int for v in arr.tolist()):
+        arr = arr.astype(np.float64)
+    if arr.dtype.kind in "fiu":
+        return arr.astype(np.float64, copy=False), 0
+    out = np.empty(arr.size, dtype=np.float64)
+    invalid = 0
+    for i, v in enumerate(arr.ravel().tolist()):
+        f = to_float(v)
+        if f is None:
+            out[i] = math.nan
+            invalid += 1
+        else:
+            out[i] = f
+    return out, invalid
+
+
+def category_key(value: Any) -> str | None:
+    """The category string of a live or reference value (None when it cannot be a category).
+
+    Integral floats read as ints (a CSV column 1, 2, NaN is float in pandas but categories "1", "2")."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (bool, np.bool_)):
+        return "True" if value else "False"
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        f = float(value)
+        return str(int(f)) if f.is_integer() else repr(f)
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# tables
+
+
+def columns_of(data: Any) -> dict[str, Any]:
+    """Column name -> values for a mapping of columns, a pandas DataFrame, a list of row dicts or a 2-D numpy array
+    (rows x features, columns named ``"0"``, ``"1"``...)."""
+    if isinstance(data, Mapping):
+        return {str(k): v for k, v in data.items()}
+    if isinstance(data, np.ndarray):
+        if data.ndim != 2:
+            raise ProfileError(f"a numpy array must be 2-D (rows x features), got shape {data.shape}")
+        return {str(i): data[:, i] for i in range(data.shape[1])}
+    if hasattr(data, "columns") and hasattr(data, "__getitem__"):  # pandas DataFrame (duck-typed)
+        return {str(c): data[c].to_numpy() if hasattr(data[c], "to_numpy") else data[c] for c in data.columns}
+    if isinstance(data, Sequence) and not isinstance(data, (str, bytes)):
+        names: dict[str, None] = {}
+        for row in data:
+            if not isinstance(row, Mapping):
+                raise ProfileError(f"rows must be dicts of feature -> value, got {type(row).__name__}")
+            names.update(dict.fromkeys(row))
+        return {str(n): python_column([row.get(n) for row in data]) for n in names}
+    raise ProfileError(f"cannot read columns from {type(data).__name__}: pass a dict of columns, a list of row "
+                       "dicts or a pandas DataFrame")

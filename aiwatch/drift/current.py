@@ -1,0 +1,124 @@
+"""One feature's current data, summarised for the drift tests the same way on every path.
+
+A :class:`CurrentFeature` is what a test needs of the current data: the counts over the profile's bins or buckets,
+the values themselves (numerical, for KS / Wasserstein), missing and wrong-typed counts, and how many values the
+reference never had. It is made from raw values (:func:`numerical_current`, :func:`categorical_current`: the
+in-memory comparison), from the monitor's window (the same functions on its numerical columns,
+:func:`categorical_current_from_codes` on its bucket codes), or summed over a file's chunks (:class:`ChunkedCurrent`).
+All of them count through :mod:`aiwatch.drift.counting`.
+
+    >>> from aiwatch.drift.features import CategoricalFeature
+    >>> color = CategoricalFeature("color", ["blue", "red"], [40, 60], count=100)
+    >>> cur = categorical_current(color, ["red", "red", "green", None, ["?"]])
+    >>> cur.bin_counts.tolist(), cur.count, cur.missing, cur.invalid, cur.new_distinct
+    ([0, 2, 0, 1], 3, 1, 1, 1)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from aiwatch.drift.columns import FloatArray, to_float_counting
+from aiwatch.drift.counting import CategoryBuckets, IntArray, count_bins, merge_new_values
+from aiwatch.drift.features import CategoricalFeature, Feature, NumericalFeature
+from aiwatch.drift.sampling import keep_smallest, systematic_sample
+
+#: KS and Wasserstein use at most this many current values per feature (a systematic sample of larger data:
+#: every k-th value from a random start). Bin and category counts always cover every value.
+DEFAULT_MAX_EXACT = 100_000
+
+
+@dataclass
+class CurrentFeature:
+    """What a test needs of one feature's current data.
+
+    numerical: ``values`` (finite values, or a uniform sample of them) and ``bin_counts`` over the profile's bins
+    (exact, over every value); categorical: ``bin_counts`` over the profile's buckets (categories, other, unseen).
+    """
+
+    count: int
+    bin_counts: npt.NDArray[np.int64]
+    values: npt.NDArray[np.float64] | None = None
+    missing: int = 0
+    invalid: int = 0
+    #: Values outside the reference's (for Evidently's test selection). numerical: the distinct current values
+    #: outside the reference's distinct values (up to :data:`~aiwatch.drift.counting.NEW_VALUES_LIMIT`);
+    #: categorical: 1 when a value fell in the unseen bucket, else 0.
+    new_distinct: int = 0
+
+
+def numerical_current(feat: NumericalFeature, values: Any, max_exact: int = DEFAULT_MAX_EXACT,
+                      rng: np.random.Generator | None = None, bins: bool = True) -> CurrentFeature:
+    """Summarise a column of current values for ``feat`` (non-finite values and wrong types are missing/invalid).
+
+    ``bins=False`` skips the bin counts (when the test uses raw values only)."""
+    finite, missing, invalid = _finite(values)
+    counts = count_bins(feat.cut_array(), finite) if bins else np.zeros(0, dtype=np.int64)
+    return CurrentFeature(int(finite.size), counts, systematic_sample(finite, max_exact, rng), missing, invalid,
+                          int(feat.new_values(finite).size))
+
+
+def categorical_current(feat: CategoricalFeature, values: Any,
+                        buckets: CategoryBuckets | None = None) -> CurrentFeature:
+    """Summarise a column of current values for ``feat`` (``buckets``: ``feat.buckets()``, when already made)."""
+    return _categorical(feat, *(buckets or feat.buckets()).count(values))
+
+
+def categorical_current_from_codes(feat: CategoricalFeature, codes: npt.NDArray[np.int32]) -> CurrentFeature:
+    """Summarise values already turned into bucket codes (:meth:`~aiwatch.drift.counting.CategoryBuckets.codes`)."""
+    return _categorical(feat, *feat.buckets().count_codes(codes))
+
+
+def _categorical(feat: CategoricalFeature, counts: IntArray, missing: int, invalid: int) -> CurrentFeature:
+    return CurrentFeature(int(counts.sum()), counts, None, missing, invalid, int(feat.has_new_values(counts)))
+
+
+def _finite(values: Any) -> tuple[FloatArray, int, int]:
+    """The finite values of a column, the missing count and the wrong-typed count."""
+    arr, invalid = to_float_counting(values)
+    finite_mask = np.isfinite(arr)
+    finite = arr if finite_mask.all() else arr[finite_mask]
+    return finite, int(arr.size - finite.size) - invalid, invalid
+
+
+class ChunkedCurrent:
+    """One feature's current data read in chunks: counts add up, new values unite, and the values stay a uniform
+    sample of at most ``max_exact`` (every value gets a random key from ``rng``; the smallest keys are kept)."""
+
+    def __init__(self, feat: Feature, max_exact: int, rng: np.random.Generator) -> None:
+        self.feat, self.max_exact, self.rng = feat, max_exact, rng
+        self._buckets = feat.buckets() if isinstance(feat, CategoricalFeature) else None
+        self._total: CurrentFeature | None = None
+        self._keys: FloatArray = np.empty(0)
+        self._new: FloatArray = np.empty(0)
+
+    def add(self, values: Any) -> None:
+        """Count one chunk of the column."""
+        feat, total = self.feat, self._total
+        if isinstance(feat, NumericalFeature):
+            chunk, missing, invalid = _finite(values)
+            pool, keys = chunk, self.rng.random(chunk.size)
+            if total is not None and total.values is not None:
+                pool, keys = np.concatenate([total.values, chunk]), np.concatenate([self._keys, keys])
+            sample, self._keys = keep_smallest(pool, keys, self.max_exact)
+            self._new = merge_new_values(self._new, feat.new_values(chunk))
+            part = CurrentFeature(int(chunk.size), count_bins(feat.cut_array(), chunk), sample, missing, invalid,
+                                  int(self._new.size))
+        else:
+            part = categorical_current(feat, values, self._buckets)
+        if total is not None:
+            part.count += total.count
+            part.bin_counts = part.bin_counts + total.bin_counts
+            part.missing += total.missing
+            part.invalid += total.invalid
+            if isinstance(feat, CategoricalFeature):
+                part.new_distinct = int(feat.has_new_values(part.bin_counts))
+        self._total = part
+
+    def result(self) -> CurrentFeature | None:
+        """The summary of every chunk added (None before the first)."""
+        return self._total

@@ -1,0 +1,135 @@
+"""The feature model: what a reference profile knows about one column.
+
+* :class:`NumericalFeature`: bin edges from the reference quantiles, the reference count in each bin, exact
+  summary statistics (count, mean, std, min, max) and a bounded uniform sample of the values (for the exact
+  KS / Wasserstein tests);
+* :class:`CategoricalFeature`: the counts of the ``top_k`` most frequent categories plus one "other" count.
+
+Live values are counted against a feature with :mod:`aiwatch.drift.counting`: numerical values into the bins,
+categorical values into buckets (a top-K category, :data:`OTHER` for a reference category outside the top-K,
+:data:`UNSEEN` for a category the reference never had).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from aiwatch.drift.columns import FloatArray
+from aiwatch.drift.counting import CategoryBuckets, bin_index, new_values
+
+DEFAULT_BINS = 10
+DEFAULT_TOP_K = 100
+DEFAULT_SAMPLE_SIZE = 20_000
+#: Reference columns with at most this many distinct values get one bin per value (see
+#: :func:`aiwatch.drift.builder.numerical_cuts`).
+DISCRETE_LIMIT = 20
+#: At most this many reference categories outside the top-K are remembered by name (to tell "other" from "unseen").
+MAX_OTHER_NAMES = 1000
+OTHER = "__other__"
+UNSEEN = "__unseen__"
+
+Kind = Literal["numerical", "categorical"]
+
+
+@dataclass
+class NumericalFeature:
+    """A numerical reference column. Bin ``i`` holds values in ``(cuts[i-1], cuts[i]]`` (open-ended at both ends)."""
+
+    name: str
+    cuts: list[float]
+    bin_counts: list[int]
+    count: int
+    missing: int = 0
+    mean: float = math.nan
+    std: float = math.nan
+    min: float = math.nan
+    max: float = math.nan
+    #: The reference's distinct values when there are at most DISCRETE_LIMIT of them, else None.
+    distinct: list[float] | None = None
+    sample: list[float] = field(default_factory=list)
+    sample_keys: list[float] = field(default_factory=list)
+    kind: Kind = "numerical"
+
+    @property
+    def bin_labels(self) -> list[str]:
+        """The ``bin`` label values of the fleet sketch: the bin index, as a string."""
+        return [str(i) for i in range(len(self.bin_counts))]
+
+    def reference_shares(self) -> FloatArray:
+        return _shares(self.bin_counts)
+
+    def cut_array(self) -> FloatArray:
+        return np.asarray(self.cuts, dtype=np.float64)
+
+    def bin_index(self, values: FloatArray) -> npt.NDArray[np.intp]:
+        """Bin of each (finite) value."""
+        return bin_index(self.cut_array(), values)
+
+    def new_values(self, finite: FloatArray) -> FloatArray:
+        """Distinct values the reference did not have (see :func:`aiwatch.drift.counting.new_values`)."""
+        return new_values(self.distinct, finite)
+
+
+@dataclass
+class CategoricalFeature:
+    """A categorical reference column: counts of the ``top_k`` most frequent categories and one "other" count.
+
+    Live values map to a bucket: a top-K category, :data:`OTHER` (a reference category outside the top-K) or
+    :data:`UNSEEN` (never in the reference)."""
+
+    name: str
+    categories: list[str]
+    counts: list[int]
+    other_count: int = 0
+    count: int = 0
+    missing: int = 0
+    other_names: list[str] = field(default_factory=list)
+    #: False when more reference categories fell outside the top-K than MAX_OTHER_NAMES (their names are
+    #: forgotten, so live values outside the top-K all count as OTHER), or after an inexact merge.
+    exact: bool = True
+    kind: Kind = "categorical"
+
+    @property
+    def bin_labels(self) -> list[str]:
+        return [*self.categories, OTHER, UNSEEN]
+
+    def bucket_counts(self) -> list[int]:
+        return [*self.counts, self.other_count, 0]
+
+    def reference_shares(self) -> FloatArray:
+        return _shares(self.bucket_counts())
+
+    def lookup(self) -> dict[str, int]:
+        """category -> bucket index, for the categories the reference saw."""
+        table = {c: i for i, c in enumerate(self.categories)}
+        other = len(self.categories)
+        for name in self.other_names:
+            table[name] = other
+        return table
+
+    @property
+    def unseen_bucket(self) -> int:
+        """Where a category the reference never saw goes (OTHER when the other names were not all kept)."""
+        return len(self.categories) + (1 if self.exact or not self.other_count else 0)
+
+    def buckets(self) -> CategoryBuckets:
+        """The bucket of every live value (see :class:`aiwatch.drift.counting.CategoryBuckets`)."""
+        return CategoryBuckets(self.lookup(), self.unseen_bucket, len(self.bin_labels))
+
+    def has_new_values(self, bucket_counts: npt.NDArray[np.int64]) -> bool:
+        """Whether live values counted into ``bucket_counts`` include a category the reference never had."""
+        return bool(bucket_counts[-1])  # the UNSEEN bucket: only ever used when the reference knows every name
+
+
+Feature = NumericalFeature | CategoricalFeature
+
+
+def _shares(counts: list[int]) -> FloatArray:
+    arr = np.asarray(counts, dtype=np.float64)
+    total = arr.sum()
+    return arr / total if total > 0 else arr

@@ -1,0 +1,30 @@
+"""Bounded samples of a column's values, for the tests that need raw values (KS, Wasserstein).
+
+* :func:`keep_smallest`: a uniform sample that merges exactly. Every value carries a random key and the ``size``
+  smallest keys are kept, so the sample of a union is the sample of the parts' samples (profiles built in parts,
+  files read in chunks).
+* :func:`systematic_sample`: every k-th value from a random start, for one column held in memory.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from aiwatch.drift.columns import FloatArray
+
+
+def keep_smallest(values: FloatArray, keys: FloatArray, size: int) -> tuple[FloatArray, FloatArray]:
+    """The ``size`` values with the smallest keys, and their keys (everything when there are at most ``size``)."""
+    if keys.size <= size:
+        return values, keys
+    idx = np.argpartition(keys, size)[:size]
+    return values[idx], keys[idx]
+
+
+def systematic_sample(values: FloatArray, size: int, rng: np.random.Generator | None = None) -> FloatArray:
+    """At most ``size`` of ``values``: every k-th from a random start (``values`` itself when it is small enough)."""
+    if values.size <= size:
+        return values
+    rng = rng or np.random.default_rng(0)
+    step = -(-values.size // size)
+    return values[int(rng.integers(0, step)):: step]
