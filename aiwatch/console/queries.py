@@ -42,14 +42,14 @@ REPLICAS = by("count", (), by("count", ("instance",), selector(matches(
     "__name__", "aiwatch_(" + "|".join(m.name.removeprefix("aiwatch_") for m in REPLICA_GAUGES) + ")"))))
 """How many replicas (scrape instances) export aiwatch's serving gauges."""
 
-GPU_GAUGES: tuple[tuple[str, str], ...] = tuple((field, metric(name).name) for field, name in (
-    ("up", "aiwatch_gpu_up"),
-    ("utilization", "aiwatch_gpu_utilization_ratio"),
-    ("memory_used_bytes", "aiwatch_gpu_memory_used_bytes"),
-    ("memory_total_bytes", "aiwatch_gpu_memory_total_bytes"),
-    ("power_watts", "aiwatch_gpu_power_watts"),
-    ("temperature_celsius", "aiwatch_gpu_temperature_celsius"),
-))
+GPU_GAUGES: tuple[tuple[str, str], ...] = (
+    ("up", metric("aiwatch_gpu_up").name),
+    ("utilization", GPU_UTILIZATION.name),
+    ("memory_used_bytes", metric("aiwatch_gpu_memory_used_bytes").name),
+    ("memory_total_bytes", metric("aiwatch_gpu_memory_total_bytes").name),
+    ("power_watts", metric("aiwatch_gpu_power_watts").name),
+    ("temperature_celsius", metric("aiwatch_gpu_temperature_celsius").name),
+)
 """(GpuRow field, metric) of the GPU table."""
 
 DRIFT_GAUGES: tuple[tuple[str, str], ...] = (
