@@ -17,6 +17,7 @@ way (so text from a config file or a Grafana variable is validated, never pasted
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -193,6 +194,7 @@ _STRING = r'"(?:[^"\\\n]|\\.)*"|' r"'(?:[^'\\\n]|\\.)*'|`[^`]*`"
 _MATCHER = re.compile(rf"\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*({_STRING})\s*(,|$)", re.S)
 
 
+@functools.lru_cache(maxsize=512)  # the same few selectors are parsed on every console refresh
 def parse_matchers(text: str) -> tuple[Matcher, ...]:
     r"""The matchers of PromQL matcher text without braces (``'service="x", phase=~"a|b"'``; a trailing comma and
     blanks are allowed). ``ValueError`` names the part that is not a matcher.
@@ -200,7 +202,6 @@ def parse_matchers(text: str) -> tuple[Matcher, ...]:
     >>> parse_matchers(r'service="a\"b", phase!~' + "'queue|overhead',")
     (Matcher(label='service', op='=', value='a"b'), Matcher(label='phase', op='!~', value='queue|overhead'))
     """
-
     found: list[Matcher] = []
     pos = 0
     while pos < len(text) and text[pos:].strip():
