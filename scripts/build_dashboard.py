@@ -21,6 +21,7 @@ sys.path.insert(0, str(REPO))
 
 from aiwatch.console import queries as Q  # noqa: E402
 from aiwatch.console.source import AUTOSCALING_SIGNALS, QUANTILES  # noqa: E402
+from aiwatch.promql import series  # noqa: E402
 
 OUT = REPO / "dashboards" / "aiwatch.json"
 DS = {"type": "prometheus", "uid": "${datasource}"}
@@ -139,13 +140,13 @@ def build() -> dict[str, Any]:
                            for i, (_, metric) in enumerate(Q.GPU_GAUGES)],
                   "Latest value per GPU; empty when the service has no GPU collector.",
                   rename={f"Value #{chr(65 + i)}": field for i, (field, _) in enumerate(Q.GPU_GAUGES)}), w=24)
-    lay.add(timeseries("GPU utilization", [target("max by (gpu) (aiwatch_gpu_utilization_ratio)", "GPU {{gpu}}")],
+    lay.add(timeseries("GPU utilization", [target(Q.per_gpu("aiwatch_gpu_utilization_ratio"), "GPU {{gpu}}")],
                        "percentunit"), w=12)
-    lay.add(timeseries("GPU power", [target("max by (gpu) (aiwatch_gpu_power_watts)", "GPU {{gpu}}")],
+    lay.add(timeseries("GPU power", [target(Q.per_gpu("aiwatch_gpu_power_watts"), "GPU {{gpu}}")],
                        "watt"), w=6)
-    lay.add(timeseries("GPU temperature", [target("max by (gpu) (aiwatch_gpu_temperature_celsius)", "GPU {{gpu}}")],
+    lay.add(timeseries("GPU temperature", [target(Q.per_gpu("aiwatch_gpu_temperature_celsius"), "GPU {{gpu}}")],
                        "celsius"), w=6)
-    lay.add(timeseries("GPU memory used", [target("max by (gpu) (aiwatch_gpu_memory_used_bytes)", "GPU {{gpu}}")],
+    lay.add(timeseries("GPU memory used", [target(Q.per_gpu("aiwatch_gpu_memory_used_bytes"), "GPU {{gpu}}")],
                        "bytes"), w=6)
     lay.add(timeseries("Queue depth", [target(Q.queue_depth(), "{{queue}}")], "short"), w=6)
     lay.add(timeseries("Requests in flight", [target(Q.in_flight(SVC), "{{service}}")], "short"), w=6)
@@ -156,8 +157,7 @@ def build() -> dict[str, Any]:
     lay.row("Drift: which input features moved")
     lay.add(table("Per-feature drift (latest evaluation)",
                   [target(Q.drift_gauge(metric, MDL), ref=chr(65 + i), instant=True)
-                   for i, metric in enumerate(("aiwatch_drift_score", "aiwatch_drift_pvalue",
-                                               "aiwatch_drift_detected"))],
+                   for i, (_, metric) in enumerate(Q.DRIFT_GAUGES)],
                   "Sorted by score; detected = 1 means the test found drift.",
                   rename={"Value #A": "score", "Value #B": "p-value", "Value #C": "detected"}, sort="score"),
             w=12, h=10)
@@ -174,7 +174,7 @@ def build() -> dict[str, Any]:
             "options": {"xField": "bin", "orientation": "vertical", "groupWidth": 0.7, "barWidth": 0.9}}
     lay.add(dist, w=12, h=10)
     lay.add(timeseries("Drift score over time",
-                       [target(Q.drift_gauge("aiwatch_drift_score", MDL, 'feature=~"$feature"'),
+                       [target(Q.drift_gauge(Q.DRIFT_SCORE.name, MDL, 'feature=~"$feature"'),
                                "{{feature}} {{test}}")], "short"), w=24)
 
     lay.row("Alerts and autoscaling")
@@ -194,9 +194,9 @@ def build() -> dict[str, Any]:
         "templating": {"list": [
             {"name": "datasource", "label": "Data source", "type": "datasource", "query": "prometheus",
              "current": {}, "refresh": 1, "hide": 0},
-            variable("service", "Service", "label_values(aiwatch_request_duration_seconds_count, service)"),
-            variable("model", "Model", "label_values(aiwatch_phase_duration_seconds_count, model)"),
-            variable("feature", "Feature", 'label_values(aiwatch_drift_score{model=~"$model"}, feature)'),
+            variable("service", "Service", f"label_values({Q.REQUESTS.count}, service)"),
+            variable("model", "Model", f"label_values({Q.PHASES.count}, model)"),
+            variable("feature", "Feature", f"label_values({series(Q.DRIFT_SCORE, MDL)}, feature)"),
         ]},
         "annotations": {"list": []},
         "panels": lay.panels,

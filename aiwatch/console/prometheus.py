@@ -29,8 +29,11 @@ from aiwatch.console.source import (
     SourceError,
     SourceUnavailable,
     TargetHealth,
+    bin_rows,
+    drift_rows,
     duration,
     finite,
+    gpu_rows,
 )
 
 
@@ -131,10 +134,10 @@ class PrometheusSource(DataSource):
                 row = rows.setdefault(labels.get("gpu", ""), {"name": labels.get("name", ""),
                                                               "uuid": labels.get("uuid", "")})
                 row[field_name] = value
-        return [GpuRow(gpu=gpu, **fields) for gpu, fields in sorted(rows.items(), key=lambda kv: _natural(kv[0]))]
+        return gpu_rows(rows)
 
     def gpu_utilization(self) -> list[Series]:
-        return self.range("max by (gpu) (aiwatch_gpu_utilization_ratio)")
+        return self.range(Q.per_gpu(Q.GPU_UTILIZATION.name))
 
     def queue_depth(self) -> list[Series]:
         return self.range(Q.queue_depth())
@@ -150,26 +153,23 @@ class PrometheusSource(DataSource):
 
     def drift_table(self) -> list[DriftRow]:
         found: dict[tuple[str, str, str], dict[str, float]] = {}
-        for key, metric in (("score", "aiwatch_drift_score"), ("pvalue", "aiwatch_drift_pvalue"),
-                            ("detected", "aiwatch_drift_detected")):
+        for key, metric in Q.DRIFT_GAUGES:
             for labels, value in self.instant(Q.drift_gauge(metric)):
                 ident = (labels.get("model", ""), labels.get("feature", ""), labels.get("test", ""))
                 found.setdefault(ident, {})[key] = value
-        return _drift_rows(found)
+        return drift_rows(found)
 
     def drift_over_time(self, features: Sequence[tuple[str, str]]) -> list[Series]:
         if not features:
             return []
-        models = Q.regex_alternatives(sorted({m for m, _ in features}))
-        names = Q.regex_alternatives(sorted({f for _, f in features}))
         wanted = set(features)
-        series = self.range(Q.drift_gauge("aiwatch_drift_score", f'model=~"{models}"', f'feature=~"{names}"'))
+        series = self.range(Q.drift_scores_of(sorted({m for m, _ in features}), sorted({f for _, f in features})))
         return [s for s in series if (s.labels.get("model", ""), s.labels.get("feature", "")) in wanted]
 
     def feature_distribution(self, model: str, feature: str, window: float) -> list[BinRow]:
         reference = {lb.get("bin", ""): v for lb, v in self.instant(Q.feature_reference(model, feature))}
         live = {lb.get("bin", ""): v for lb, v in self.instant(Q.feature_live(model, feature, duration(window)))}
-        return [BinRow(b, reference.get(b), live.get(b)) for b in sorted(set(reference) | set(live), key=_natural)]
+        return bin_rows(reference, live)
 
     def alerts(self) -> list[AlertRow]:
         data = self._api("/api/v1/alerts")
@@ -199,18 +199,3 @@ SEVERITY_ORDER = {"critical": 0, "page": 0, "error": 1, "warning": 2, "ticket": 
 def sort_alerts(rows: list[AlertRow]) -> list[AlertRow]:
     """Firing before pending, then by severity (critical first), then by name."""
     return sorted(rows, key=lambda a: (a.state != "firing", SEVERITY_ORDER.get(a.severity, 5), a.name))
-
-
-def _drift_rows(found: dict[tuple[str, str, str], dict[str, float]]) -> list[DriftRow]:
-    rows = [DriftRow(model, feature, test, v.get("score"), v.get("pvalue"),
-                     None if "detected" not in v else v["detected"] >= 0.5)
-            for (model, feature, test), v in found.items()]
-    return sorted(rows, key=lambda r: (-(r.score if r.score is not None else -math.inf), r.model, r.feature, r.test))
-
-
-def _natural(value: str) -> tuple[int, float, str]:
-    """Sort key putting numeric strings in numeric order before the others."""
-    try:
-        return (0, float(value), value)
-    except ValueError:
-        return (1, 0.0, value)

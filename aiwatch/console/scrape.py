@@ -1,9 +1,10 @@
 """The console's embedded data source: scrape ``/metrics`` endpoints directly, no Prometheus needed.
 
-A background thread scrapes every endpoint each ``interval`` seconds into a bounded in-memory history (at most
-``history`` seconds, as a ring buffer per endpoint) and the panel questions are answered from it with the same math
-as the PromQL of :mod:`aiwatch.console.queries`: per-second rates over a window (counter resets handled), sums by
-label, ratios, and quantiles from histogram buckets (:func:`~aiwatch.console.source.histogram_quantile`).
+A background thread scrapes every endpoint each ``interval`` seconds (with :mod:`aiwatch.scrape`, the one reader of
+``/metrics``) into a bounded in-memory history (at most ``history`` seconds, as a ring buffer per endpoint) and the
+panel questions are answered from it, on the metrics named in :mod:`aiwatch.console.queries` and with the same math
+as its PromQL: per-second rates over a window (counter resets handled), sums by label, ratios, and quantiles from
+histogram buckets (:func:`~aiwatch.console.source.histogram_quantile`).
 
     >>> src = ScrapeSource(["http://127.0.0.1:8000/metrics"], interval=5, history=1800)  # doctest: +SKIP
     >>> src.throughput(60)  # doctest: +SKIP
@@ -22,16 +23,12 @@ import threading
 import time
 import urllib.error
 import urllib.parse
-import urllib.request
 from array import array
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-from prometheus_client.parser import text_string_to_metric_families
-
 from aiwatch.console import queries as Q
-from aiwatch.console.prometheus import _drift_rows, _natural
 from aiwatch.console.source import (
     AUTOSCALING_SIGNALS,
     QUANTILES,
@@ -44,12 +41,17 @@ from aiwatch.console.source import (
     Series,
     Signal,
     TargetHealth,
+    bin_rows,
+    drift_rows,
+    gpu_rows,
     histogram_quantile,
     is_error_status,
 )
+from aiwatch.scrape import LabelKey, fetch_metrics, parse_metrics
+from aiwatch.scrape import Samples as Scraped
 
-LabelKey = tuple[tuple[str, str], ...]
 Samples = list[tuple[dict[str, str], float]]
+"""Labelled values, the result of one PromQL-like step (``instance`` added)."""
 
 
 class SeriesIndex:
@@ -61,7 +63,7 @@ class SeriesIndex:
         self.slots: dict[tuple[str, LabelKey], int] = {}
         self.by_name: dict[str, list[tuple[LabelKey, int]]] = {}
 
-    def pack(self, data: dict[str, dict[LabelKey, float]]) -> array[float]:
+    def pack(self, data: Scraped) -> array[float]:
         for name, series in data.items():
             for key in series:
                 if (name, key) not in self.slots:
@@ -96,17 +98,6 @@ class Snapshot:
 
     def has(self, name: str) -> bool:
         return next(self.series(name), None) is not None
-
-
-def parse_metrics(text: str) -> dict[str, dict[LabelKey, float]]:
-    """Parse Prometheus text exposition into sample name -> sorted label items -> value (``_created`` dropped)."""
-    out: dict[str, dict[LabelKey, float]] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name.endswith("_created"):
-                continue
-            out.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = float(sample.value)
-    return out
 
 
 class _Target:
@@ -174,7 +165,7 @@ class ScrapeSource(DataSource):
                 target.snapshots.append(self._snapshot(target, ts, data, error))
 
     @staticmethod
-    def _snapshot(target: _Target, ts: float, data: dict[str, dict[LabelKey, float]] | None, error: str) -> Snapshot:
+    def _snapshot(target: _Target, ts: float, data: Scraped | None, error: str) -> Snapshot:
         if data is None:
             return Snapshot(ts, False, error=error)
         return Snapshot(ts, True, target.index.pack(data), target.index)
@@ -193,14 +184,11 @@ class ScrapeSource(DataSource):
                 raise ValueError(f"scrape time {ts} is older than the latest one of {url}")
             target.snapshots.append(self._snapshot(target, ts, data, error))
 
-    def _scrape(self, url: str) -> tuple[float, dict[str, dict[LabelKey, float]] | None, str]:
+    def _scrape(self, url: str) -> tuple[float, Scraped | None, str]:
         """``(time, parsed samples or None, error)`` of one scrape."""
         now = time.time()
         try:
-            req = urllib.request.Request(url, headers={"Accept": "text/plain;version=0.0.4"})
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                text = resp.read().decode("utf-8", errors="replace")
-            return now, parse_metrics(text), ""
+            return now, fetch_metrics(url, self.timeout), ""
         except urllib.error.HTTPError as exc:
             return now, None, f"HTTP {exc.code} {exc.reason}"
         except (urllib.error.URLError, OSError, TimeoutError) as exc:
@@ -279,27 +267,27 @@ class ScrapeSource(DataSource):
 
     def latency_quantiles(self, window: float) -> list[Series]:
         def fn(data: list[tuple[str, list[Snapshot]]], t: float) -> Samples:
-            rates = self._rate(data, "aiwatch_request_duration_seconds_bucket", t, window)
+            rates = self._rate(data, Q.REQUESTS.bucket, t, window)
             return _quantiles(rates, ("service",), QUANTILES)
         return self._range(fn)
 
     def phase_split(self, window: float) -> list[Series]:
         def fn(data: list[tuple[str, list[Snapshot]]], t: float) -> Samples:
-            requests = sum_by(self._rate(data, "aiwatch_request_duration_seconds_count", t, window), ("service",))
-            phases = sum_by(self._rate(data, "aiwatch_phase_duration_seconds_sum", t, window), ("service", "phase"))
+            requests = sum_by(self._rate(data, Q.REQUESTS.count, t, window), ("service",))
+            phases = sum_by(self._rate(data, Q.PHASES.sum, t, window), ("service", "phase"))
             return [({"service": svc, "phase": phase}, v / requests[(svc,)])
                     for (svc, phase), v in phases.items() if requests.get((svc,), 0.0) > 0]
         return self._range(fn)
 
     def throughput(self, window: float) -> list[Series]:
         def fn(data: list[tuple[str, list[Snapshot]]], t: float) -> Samples:
-            rates = sum_by(self._rate(data, "aiwatch_request_duration_seconds_count", t, window), ("service",))
+            rates = sum_by(self._rate(data, Q.REQUESTS.count, t, window), ("service",))
             return [({"service": k[0]}, v) for k, v in rates.items()]
         return self._range(fn)
 
     def error_ratio(self, window: float) -> list[Series]:
         def fn(data: list[tuple[str, list[Snapshot]]], t: float) -> Samples:
-            rates = self._rate(data, "aiwatch_request_duration_seconds_count", t, window)
+            rates = self._rate(data, Q.REQUESTS.count, t, window)
             total = sum_by(rates, ("service",))
             errors = sum_by([(lb, v) for lb, v in rates if is_error_status(lb.get("status", ""))], ("service",))
             return [({"service": k[0]}, errors.get(k, 0.0) / v) for k, v in total.items() if v > 0]
@@ -307,7 +295,7 @@ class ScrapeSource(DataSource):
 
     def network_time(self, window: float) -> list[Series]:
         def fn(data: list[tuple[str, list[Snapshot]]], t: float) -> Samples:
-            rates = self._rate(data, "aiwatch_network_duration_seconds_bucket", t, window)
+            rates = self._rate(data, Q.NETWORK.bucket, t, window)
             return _quantiles(rates, ("service", "peer"), QUANTILES[:2])
         return self._range(fn)
 
@@ -318,12 +306,11 @@ class ScrapeSource(DataSource):
             for key, value in max_by(self._gauge(data, metric, t), ("gpu", "name", "uuid")).items():
                 row = rows.setdefault(key[0], {"name": key[1], "uuid": key[2]})
                 row[field_name] = value
-        return [GpuRow(gpu=gpu, **fields) for gpu, fields in  # type: ignore[arg-type]
-                sorted(rows.items(), key=lambda kv: _natural(kv[0]))]
+        return gpu_rows(rows)
 
     def gpu_utilization(self) -> list[Series]:
         def fn(data: list[tuple[str, list[Snapshot]]], t: float) -> Samples:
-            found = max_by(self._gauge(data, "aiwatch_gpu_utilization_ratio", t), ("gpu",))
+            found = max_by(self._gauge(data, Q.GPU_UTILIZATION.name, t), ("gpu",))
             return [({"gpu": k[0]}, v) for k, v in found.items()]
         return self._range(fn)
 
@@ -333,21 +320,21 @@ class ScrapeSource(DataSource):
         return self._range(fn)
 
     def queue_depth(self) -> list[Series]:
-        return self._gauge_sum("aiwatch_queue_depth", "queue")
+        return self._gauge_sum(Q.QUEUE_DEPTH.name, "queue")
 
     def in_flight(self) -> list[Series]:
-        return self._gauge_sum("aiwatch_requests_in_flight", "service")
+        return self._gauge_sum(Q.IN_FLIGHT.name, "service")
 
     def batch_size(self, window: float) -> list[Series]:
         def fn(data: list[tuple[str, list[Snapshot]]], t: float) -> Samples:
-            sums = sum_by(self._rate(data, "aiwatch_batch_size_sum", t, window), ("model",))
-            counts = sum_by(self._rate(data, "aiwatch_batch_size_count", t, window), ("model",))
+            sums = sum_by(self._rate(data, Q.BATCH_SIZE.sum, t, window), ("model",))
+            counts = sum_by(self._rate(data, Q.BATCH_SIZE.count, t, window), ("model",))
             return [({"model": k[0]}, sums.get(k, 0.0) / c) for k, c in counts.items() if c > 0]
         return self._range(fn)
 
     def cache_hit_ratio(self, window: float) -> list[Series]:
         def fn(data: list[tuple[str, list[Snapshot]]], t: float) -> Samples:
-            rates = self._rate(data, "aiwatch_feature_cache_requests_total", t, window)
+            rates = self._rate(data, Q.CACHE_REQUESTS.name, t, window)
             total = sum_by(rates, ("cache",))
             hits = sum_by([(lb, v) for lb, v in rates if lb.get("result") == "hit"], ("cache",))
             return [({"cache": k[0]}, hits.get(k, 0.0) / v) for k, v in total.items() if v > 0]
@@ -356,17 +343,16 @@ class ScrapeSource(DataSource):
     def drift_table(self) -> list[DriftRow]:
         data, t = self._copy(), time.time()
         found: dict[tuple[str, str, str], dict[str, float]] = {}
-        for key, metric in (("score", "aiwatch_drift_score"), ("pvalue", "aiwatch_drift_pvalue"),
-                            ("detected", "aiwatch_drift_detected")):
+        for key, metric in Q.DRIFT_GAUGES:
             for ident, value in max_by(self._gauge(data, metric, t), ("model", "feature", "test")).items():
                 found.setdefault((ident[0], ident[1], ident[2]), {})[key] = value
-        return _drift_rows(found)
+        return drift_rows(found)
 
     def drift_over_time(self, features: Sequence[tuple[str, str]]) -> list[Series]:
         wanted = set(features)
 
         def fn(data: list[tuple[str, list[Snapshot]]], t: float) -> Samples:
-            samples = [(lb, v) for lb, v in self._gauge(data, "aiwatch_drift_score", t)
+            samples = [(lb, v) for lb, v in self._gauge(data, Q.DRIFT_SCORE.name, t)
                        if (lb.get("model", ""), lb.get("feature", "")) in wanted]
             by = ("model", "feature", "test")
             return [(dict(zip(by, k, strict=True)), v) for k, v in max_by(samples, by).items()]
@@ -379,12 +365,12 @@ class ScrapeSource(DataSource):
             return [(lb, v) for lb, v in samples if lb.get("model") == model and lb.get("feature") == feature]
 
         reference = {k[0]: v for k, v in
-                     max_by(mine(self._gauge(data, "aiwatch_feature_reference_ratio", t)), ("bin",)).items()}
+                     max_by(mine(self._gauge(data, Q.REFERENCE_RATIO.name, t)), ("bin",)).items()}
         counts = {k[0]: v for k, v in
-                  sum_by(mine(self._rate(data, "aiwatch_feature_bin_total", t, window)), ("bin",)).items()}
+                  sum_by(mine(self._rate(data, Q.FEATURE_BINS.name, t, window)), ("bin",)).items()}
         total = sum(counts.values())
         live = {b: c / total for b, c in counts.items()} if total > 0 else {}
-        return [BinRow(b, reference.get(b), live.get(b)) for b in sorted(set(reference) | set(live), key=_natural)]
+        return bin_rows(reference, live)
 
     def alerts(self) -> list[AlertRow]:
         raise NotSupported("Alert rules are evaluated by Prometheus: start the console with --prometheus URL to see "
@@ -396,19 +382,19 @@ class ScrapeSource(DataSource):
         for _, snaps in data:
             snap = self._at(snaps, t)
             if snap is not None and snap.ok and any(
-                    snap.has(n) for n in ("aiwatch_requests_in_flight", "aiwatch_queue_depth", "aiwatch_gpu_nvml_up")):
+                    snap.has(m.name) for m in Q.REPLICA_GAUGES):
                 replicas += 1
 
         def per_replica(samples: Samples) -> float | None:
             return sum(v for _, v in samples) / replicas if samples and replicas else None
 
-        queue_wait = _quantiles(self._rate(data, "aiwatch_queue_wait_seconds_bucket", t, window), (),
+        queue_wait = _quantiles(self._rate(data, Q.QUEUE_WAIT.bucket, t, window), (),
                                 (("p95", 0.95),))
-        gpu = self._gauge(data, "aiwatch_gpu_utilization_ratio", t)
+        gpu = self._gauge(data, Q.GPU_UTILIZATION.name, t)
         values = [
-            per_replica(self._gauge(data, "aiwatch_queue_depth", t)),
-            per_replica(self._gauge(data, "aiwatch_requests_in_flight", t)),
-            per_replica(self._rate(data, "aiwatch_request_duration_seconds_count", t, window)),
+            per_replica(self._gauge(data, Q.QUEUE_DEPTH.name, t)),
+            per_replica(self._gauge(data, Q.IN_FLIGHT.name, t)),
+            per_replica(self._rate(data, Q.REQUESTS.count, t, window)),
             queue_wait[0][1] if queue_wait else None,
             sum(v for _, v in gpu) / len(gpu) if gpu else None,
         ]

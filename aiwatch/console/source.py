@@ -19,6 +19,7 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 QUANTILES: tuple[tuple[str, float], ...] = (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))
 """The request-latency quantiles the Latency view draws."""
@@ -263,6 +264,32 @@ def histogram_quantile(q: float, buckets: Iterable[tuple[float, float]]) -> floa
     if count_end == count_start:
         return end
     return start + (end - start) * (rank - count_start) / (count_end - count_start)
+
+
+def natural_key(value: str) -> tuple[int, float, str]:
+    """Sort key putting numeric strings in numeric order before the others (GPU indexes, bin labels)."""
+    try:
+        return (0, float(value), value)
+    except ValueError:
+        return (1, 0.0, value)
+
+
+def gpu_rows(found: dict[str, dict[str, Any]]) -> list[GpuRow]:
+    """The GPU table from gpu index -> :class:`GpuRow` fields, in GPU index order."""
+    return [GpuRow(gpu=gpu, **fields) for gpu, fields in sorted(found.items(), key=lambda kv: natural_key(kv[0]))]
+
+
+def drift_rows(found: dict[tuple[str, str, str], dict[str, float]]) -> list[DriftRow]:
+    """The drift table from (model, feature, test) -> {"score", "pvalue", "detected"} values, highest score first."""
+    rows = [DriftRow(model, feature, test, v.get("score"), v.get("pvalue"),
+                     None if "detected" not in v else v["detected"] >= 0.5)
+            for (model, feature, test), v in found.items()]
+    return sorted(rows, key=lambda r: (-(r.score if r.score is not None else -math.inf), r.model, r.feature, r.test))
+
+
+def bin_rows(reference: dict[str, float], live: dict[str, float]) -> list[BinRow]:
+    """One feature's bins, reference share against live share, in bin order."""
+    return [BinRow(b, reference.get(b), live.get(b)) for b in sorted(set(reference) | set(live), key=natural_key)]
 
 
 def by_service(series: Iterable[Series]) -> dict[str, list[Series]]:

@@ -1,8 +1,9 @@
-"""Snapshots of services' ``/metrics`` and the arithmetic the demo's summary needs: deltas between two snapshots
-and the cumulative buckets of a histogram's delta, for :func:`aiwatch.console.source.histogram_quantile`.
+"""The demo's arithmetic on ``/metrics`` snapshots (read with :mod:`aiwatch.scrape`): deltas between two snapshots,
+sums over matching series, and the cumulative buckets of a histogram's delta, for
+:func:`aiwatch.console.source.histogram_quantile`.
 
-    >>> before = {("h_bucket", (("le", "0.1"),)): 1.0, ("h_bucket", (("le", "+Inf"),)): 1.0}
-    >>> after = {("h_bucket", (("le", "0.1"),)): 5.0, ("h_bucket", (("le", "+Inf"),)): 11.0}
+    >>> before = {"h_bucket": {(("le", "0.1"),): 1.0, (("le", "+Inf"),): 1.0}}
+    >>> after = {"h_bucket": {(("le", "0.1"),): 5.0, (("le", "+Inf"),): 11.0}}
     >>> d = delta(after, before)
     >>> from aiwatch.console.source import histogram_quantile
     >>> round(histogram_quantile(0.5, buckets(d, "h")), 3)   # 10 new: 4 under 0.1, 6 above (in the +Inf bucket)
@@ -11,66 +12,47 @@ and the cumulative buckets of a histogram's delta, for :func:`aiwatch.console.so
 
 from __future__ import annotations
 
-import urllib.request
 from collections.abc import Mapping
 
-Key = tuple[str, tuple[tuple[str, str], ...]]
-Samples = dict[Key, float]
-
-
-def parse(text: str, instance: str = "") -> Samples:
-    """Samples of a Prometheus text exposition; ``instance`` (if given) is added as a label."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    samples: Samples = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name.endswith("_created"):
-                continue
-            labels = dict(sample.labels)
-            if instance:
-                labels["instance"] = instance
-            samples[(sample.name, tuple(sorted(labels.items())))] = float(sample.value)
-    return samples
-
-
-def scrape(url: str, timeout: float = 5.0) -> Samples:
-    """GET ``url`` (a ``/metrics`` endpoint) and parse it, labelling every sample with ``instance=url``."""
-    with urllib.request.urlopen(url, timeout=timeout) as resp:
-        return parse(resp.read().decode("utf-8"), instance=url)
+from aiwatch.scrape import LabelKey, Samples, fetch_metrics
 
 
 def scrape_all(urls: list[str], timeout: float = 5.0) -> Samples:
+    """Every endpoint's samples in one snapshot, each series labelled ``instance=<its url>``."""
     merged: Samples = {}
     for url in urls:
-        merged.update(scrape(url, timeout))
+        for name, series in fetch_metrics(url, timeout, labels={"instance": url}).items():
+            merged.setdefault(name, {}).update(series)
     return merged
 
 
 def delta(after: Samples, before: Samples) -> Samples:
-    """``after - before`` per sample (a series absent before counts from 0; a reset counts from 0 again)."""
+    """``after - before`` per series (a series absent before counts from 0; a reset counts from 0 again)."""
     out: Samples = {}
-    for key, value in after.items():
-        previous = before.get(key, 0.0)
-        out[key] = value - previous if value >= previous else value
+    for name, series in after.items():
+        earlier = before.get(name, {})
+        changed = out[name] = {}
+        for key, value in series.items():
+            previous = earlier.get(key, 0.0)
+            changed[key] = value - previous if value >= previous else value
     return out
 
 
-def _matches(labels: tuple[tuple[str, str], ...], match: Mapping[str, str]) -> bool:
+def _matches(labels: LabelKey, match: Mapping[str, str]) -> bool:
     have = dict(labels)
     return all(have.get(k) == v for k, v in match.items())
 
 
 def total(samples: Samples, name: str, **match: str) -> float:
     """Sum of the samples called ``name`` whose labels include ``match``."""
-    return sum(v for (n, labels), v in samples.items() if n == name and _matches(labels, match))
+    return sum(v for labels, v in samples.get(name, {}).items() if _matches(labels, match))
 
 
 def values(samples: Samples, name: str, by: str, **match: str) -> dict[str, float]:
     """Samples called ``name`` matching ``match``, summed per value of label ``by``."""
     out: dict[str, float] = {}
-    for (n, labels), v in samples.items():
-        if n == name and _matches(labels, match):
+    for labels, v in samples.get(name, {}).items():
+        if _matches(labels, match):
             key = dict(labels).get(by, "")
             out[key] = out.get(key, 0.0) + v
     return out

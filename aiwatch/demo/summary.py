@@ -18,6 +18,7 @@ from aiwatch.console.source import histogram_quantile
 from aiwatch.demo import scrape
 from aiwatch.demo.drift import MIN_DRIFT_SAMPLES, MODEL, PSI_THRESHOLD
 from aiwatch.drift.promql import PSI_EPSILON
+from aiwatch.scrape import Samples
 
 __all__ = ["MIN_DRIFT_SAMPLES", "MODEL", "PSI_THRESHOLD", "ROWS", "StageStats", "format_summary", "psi",
            "stage_stats"]
@@ -90,7 +91,7 @@ def psi(live_counts: dict[str, float], reference_share: dict[str, float]) -> flo
     return result
 
 
-def stage_stats(name: str, seconds: float, before: scrape.Samples, after: scrape.Samples) -> StageStats:
+def stage_stats(name: str, seconds: float, before: Samples, after: Samples) -> StageStats:
     d = scrape.delta(after, before)
     requests = scrape.total(d, "aiwatch_request_duration_seconds_count", service="gateway", route="/recommend")
     stats = StageStats(name, seconds, requests)
@@ -104,7 +105,7 @@ def stage_stats(name: str, seconds: float, before: scrape.Samples, after: scrape
     batches = scrape.total(d, "aiwatch_batch_size_count", model=MODEL)
     if batches > 0:
         stats.mean_batch = scrape.total(d, "aiwatch_batch_size_sum", model=MODEL) / batches
-    features = {dict(labels)["feature"] for (n, labels) in after if n == "aiwatch_feature_reference_ratio"}
+    features = {dict(labels)["feature"] for labels in after.get("aiwatch_feature_reference_ratio", {})}
     for feature in sorted(features):
         live = scrape.values(d, "aiwatch_feature_bin_total", "bin", model=MODEL, feature=feature)
         ref = scrape.values(after, "aiwatch_feature_reference_ratio", "bin", model=MODEL, feature=feature)

@@ -4,6 +4,7 @@ Every replica counts live values into the reference profile's bins and exports t
 (``aiwatch_feature_reference_ratio``). Counters merge by addition, so these expressions compute PSI and the
 Jensen-Shannon distance over *all* replicas for any window. The alert rules' recording rules are rendered from
 these functions, and a test runs them in a real Prometheus against the Python statistics on the same counts.
+Selectors and metric names go through :mod:`aiwatch.promql`.
 
 Zero shares follow Evidently's PSI convention: a share that is exactly 0 is replaced by :data:`PSI_EPSILON` for PSI;
 the Jensen-Shannon distance needs no epsilon (``0 * ln 0`` is taken as 0, as scipy does).
@@ -13,6 +14,11 @@ the Jensen-Shannon distance needs no epsilon (``0 * ln 0`` is taken as 0, as sci
 """
 
 from __future__ import annotations
+
+from aiwatch.promql import by, increase, metric, series
+
+FEATURE_BINS = metric("aiwatch_feature_bin_total")
+REFERENCE_RATIO = metric("aiwatch_feature_reference_ratio")
 
 PSI_EPSILON = 0.0001
 """Replaces a bin share of exactly 0 in PSI (Evidently's value), so an empty bin never makes PSI infinite."""
@@ -24,23 +30,25 @@ PSI_RECORD = "model_feature:aiwatch_feature_psi:{window}"
 JS_RECORD = "model_feature:aiwatch_feature_js_distance:{window}"
 
 
-def _selector(selector: str) -> str:
+def _matchers(selector: str) -> str:
+    """The matcher text inside a ``{...}`` selector (parsed, so validated, where it is used)."""
     selector = selector.strip()
-    if selector and not (selector.startswith("{") and selector.endswith("}")):
+    if not selector:
+        return ""
+    if not (selector.startswith("{") and selector.endswith("}")):
         raise ValueError(f"selector must look like '{{label=\"value\"}}', got {selector!r}")
-    return selector
+    return selector[1:-1]
 
 
 def live_share_expr(window: str, selector: str = "") -> str:
     """Each bin's share of the live values counted over ``window``, summed over every replica."""
-    sel = _selector(selector)
-    live = f"sum by (model, feature, bin) (increase(aiwatch_feature_bin_total{sel}[{window}]))"
-    return f"({live} / ignoring (bin) group_left sum by (model, feature) ({live}))"
+    live = by("sum", ("model", "feature", "bin"), increase(FEATURE_BINS, window, _matchers(selector)))
+    return f"({live} / ignoring (bin) group_left {by('sum', ('model', 'feature'), live)})"
 
 
 def reference_share_expr(selector: str = "") -> str:
     """The reference profile's share of each bin (the same on every replica, so ``max`` picks it)."""
-    return f"max by (model, feature, bin) (aiwatch_feature_reference_ratio{_selector(selector)})"
+    return by("max", ("model", "feature", "bin"), series(REFERENCE_RATIO, _matchers(selector)))
 
 
 def _no_zero(expr: str) -> str:

@@ -20,10 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from aiwatch.metrics import LATENCY_BUCKETS
+from aiwatch.promql import parse_matchers
 
 _DURATION = re.compile(r"^([0-9]+(ms|s|m|h|d|w|y))+$")
-_MATCHER = r'\s*[a-zA-Z_][a-zA-Z0-9_]*\s*(=|!=|=~|!~)\s*"(?:[^"\\]|\\.)*"\s*'
-_SELECTOR = re.compile(rf"^({_MATCHER}(,{_MATCHER})*,?)?$")
 
 
 class ConfigError(ValueError):
@@ -200,8 +199,8 @@ class RulesConfig:
                                                     "interval"}
                                            or leaf.endswith("for")):
                 _check_duration(path, value)
-            if path.startswith("selectors.") and not _SELECTOR.match(value):
-                raise ConfigError(f"{path}: {value!r} is not a list of PromQL label matchers like 'service=\"x\"'")
+            if path.startswith("selectors."):
+                _check_selector(path, value)
         for i, window in enumerate(self.drift.windows):
             _check_duration(f"drift.windows[{i}]", window)
         for name in ("availability_objective", "latency_objective"):
@@ -222,6 +221,14 @@ class RulesConfig:
             if getattr(getattr(self, section), attr) <= 0:
                 raise ConfigError(f"{name}: must be positive")
         return self
+
+
+def _check_selector(path: str, value: str) -> None:
+    try:
+        parse_matchers(value)
+    except ValueError as exc:
+        raise ConfigError(f"{path}: {value!r} is not a list of PromQL label matchers like 'service=\"x\"' "
+                          f"({exc})") from None
 
 
 def _check_duration(path: str, value: str) -> None:

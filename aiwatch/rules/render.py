@@ -5,8 +5,10 @@
     >>> sorted(files)
     ['aiwatch-alerts.rules.yml', 'aiwatch-recording.rules.yml']
 
-Recording rules follow Prometheus' ``level:metric:operation`` naming. Every metric name they read comes from
-:mod:`aiwatch.metrics`; the fleet drift rules come from :mod:`aiwatch.drift.promql`.
+Recording rules follow Prometheus' ``level:metric:operation`` naming; their names are defined once below. Every
+metric name the rules read is looked up in the contract (:mod:`aiwatch.metrics`) when this module is imported, and
+every selector and label value is written by :mod:`aiwatch.promql`, so a value with a quote, a backslash or a newline
+selects exactly that value. The fleet drift rules come from :mod:`aiwatch.drift.promql`.
 """
 
 from __future__ import annotations
@@ -18,12 +20,66 @@ from typing import Any
 from prometheus_client.utils import floatToGoString
 
 from aiwatch.drift.promql import JS_RECORD, PSI_RECORD, fleet_js_expr, fleet_psi_expr
+from aiwatch.promql import (
+    by,
+    eq,
+    histogram_quantile,
+    increase,
+    matches,
+    metric,
+    not_matches,
+    number,
+    quote,
+    rate,
+    selector,
+    series,
+)
 from aiwatch.rules.config import BurnAlert, RulesConfig
 from aiwatch.rules.yamlout import dump
 
 RECORDING_FILE = "aiwatch-recording.rules.yml"
 ALERTING_FILE = "aiwatch-alerts.rules.yml"
 QUANTILES = (0.5, 0.9, 0.99)
+
+# the metrics the rules read, from the contract (a name missing from it fails here, at import)
+REQUESTS = metric("aiwatch_request_duration_seconds")
+PHASES = metric("aiwatch_phase_duration_seconds")
+NETWORK = metric("aiwatch_network_duration_seconds")
+IN_FLIGHT = metric("aiwatch_requests_in_flight")
+QUEUE_DEPTH = metric("aiwatch_queue_depth")
+GPU_UP = metric("aiwatch_gpu_up")
+GPU_NVML_UP = metric("aiwatch_gpu_nvml_up")
+GPU_UTILIZATION = metric("aiwatch_gpu_utilization_ratio")
+GPU_MEMORY_USED = metric("aiwatch_gpu_memory_used_bytes")
+GPU_MEMORY_TOTAL = metric("aiwatch_gpu_memory_total_bytes")
+GPU_XID_ERRORS = metric("aiwatch_gpu_xid_errors_total")
+CACHE_REQUESTS = metric("aiwatch_feature_cache_requests_total")
+DRIFT_SCORE = metric("aiwatch_drift_score")
+DRIFT_DETECTED = metric("aiwatch_drift_detected")
+INSTRUMENTATION_ERRORS = metric("aiwatch_instrumentation_errors_total")
+UP = "up"  # Prometheus' own series per scrape target
+
+# recording rules; a {window} is filled in per window
+REQUEST_RATE = "service:aiwatch_requests:rate{window}"
+ERROR_RATIO = "service:aiwatch_request_errors:ratio_rate{window}"
+SLOW_RATIO = "service:aiwatch_request_slow:ratio_rate{window}"
+PHASE_QUANTILE = "service_model_phase:aiwatch_phase_duration_seconds:p{percent}"
+MODEL_P99 = "service_model:aiwatch_model_latency_seconds:p99"
+NON_MODEL_P99 = "service_phase:aiwatch_non_model_latency_seconds:p99"
+OUTSIDE_MODEL = "service:aiwatch_time_outside_model:ratio"
+IN_FLIGHT_SUM = "service:aiwatch_requests_in_flight:sum"
+SERVICE_REPLICAS = "service:aiwatch_replicas:count"
+QUEUE_DEPTH_SUM = "queue:aiwatch_queue_depth:sum"
+QUEUE_REPLICAS = "queue:aiwatch_queue_replicas:count"
+QUEUE_PER_REPLICA = "queue:aiwatch_queue_depth:per_replica"
+QUEUE_DESIRED_REPLICAS = "queue:aiwatch_desired_replicas:queue_depth"
+GPU_UTILIZATION_AVG = "instance_gpu:aiwatch_gpu_utilization_ratio:avg{window}"
+GPU_MEMORY_HEADROOM = "instance_gpu:aiwatch_gpu_memory_headroom:ratio"
+JOB_GPU_UTILIZATION = "job:aiwatch_gpu_utilization_ratio:avg"
+JOB_GPU_REPLICAS = "job:aiwatch_gpu_replicas:count"
+GPU_DESIRED_REPLICAS = "job:aiwatch_desired_replicas:gpu"
+CACHE_RATE = "cache:aiwatch_feature_cache_requests:rate{window}"
+CACHE_HIT_RATIO = "cache:aiwatch_feature_cache_hit:ratio_rate{window}"
 
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
 
@@ -33,21 +89,12 @@ def duration_seconds(text: str) -> float:
     return sum(float(n) * _UNITS[u] for n, u in re.findall(r"([0-9]+)(ms|s|m|h|d|w|y)", text))
 
 
-def _num(value: float) -> str:
-    return format(value, ".12g")
-
-
 def _pct(value: float) -> str:
     return format(value * 100, ".4g") + "%"
 
 
 def _ms(seconds: float) -> str:
-    return f"{_num(seconds * 1000)}ms" if seconds < 1 else f"{_num(seconds)}s"
-
-
-def _sel(*matchers: str) -> str:
-    parts = [m.strip().rstrip(",") for m in matchers if m and m.strip()]
-    return "{" + ", ".join(parts) + "}" if parts else ""
+    return f"{number(seconds * 1000)}ms" if seconds < 1 else f"{number(seconds)}s"
 
 
 @dataclass
@@ -102,16 +149,14 @@ def slo_records(cfg: RulesConfig) -> list[dict[str, Any]]:
     le = floatToGoString(cfg.slo.latency_threshold_seconds)  # type: ignore[no-untyped-call]
     rules = []
     for w in burn_windows(cfg):
-        total = f"sum by (service) (rate(aiwatch_request_duration_seconds_count{_sel(req)}[{w}]))"
-        errors = ("sum by (service) (rate(aiwatch_request_duration_seconds_count"
-                  f"{_sel(req, f'status=~{chr(34)}{cfg.slo.error_status}{chr(34)}')}[{w}]))")
-        fast = ("sum by (service) (rate(aiwatch_request_duration_seconds_bucket"
-                f"{_sel(req, f'le={chr(34)}{le}{chr(34)}')}[{w}]))")
+        total = by("sum", ("service",), rate(REQUESTS.count, w, req))
+        errors = by("sum", ("service",), rate(REQUESTS.count, w, req, matches("status", cfg.slo.error_status)))
+        fast = by("sum", ("service",), rate(REQUESTS.bucket, w, req, eq("le", le)))
         rules += [
-            _record(f"service:aiwatch_requests:rate{w}", total),
+            _record(REQUEST_RATE.format(window=w), total),
             # "or 0 * total": a service with traffic and no error series yet has an error ratio of 0, not none
-            _record(f"service:aiwatch_request_errors:ratio_rate{w}", f"({errors} or 0 * {total})\n/\n{total}"),
-            _record(f"service:aiwatch_request_slow:ratio_rate{w}", f"1 - (\n  {fast}\n/\n  {total}\n)"),
+            _record(ERROR_RATIO.format(window=w), f"({errors} or 0 * {total})\n/\n{total}"),
+            _record(SLOW_RATIO.format(window=w), f"1 - (\n  {fast}\n/\n  {total}\n)"),
         ]
     return rules
 
@@ -119,68 +164,55 @@ def slo_records(cfg: RulesConfig) -> list[dict[str, Any]]:
 def latency_records(cfg: RulesConfig) -> list[dict[str, Any]]:
     lat, req = cfg.latency, cfg.selectors.requests
     w = lat.window
-    model = f'phase=~"{lat.model_phases}"'
-    other = f'phase!~"{lat.model_phases}"'
-    rules = []
-    for q in QUANTILES:
-        rules.append(_record(
-            f"service_model_phase:aiwatch_phase_duration_seconds:p{_num(q * 100)}",
-            f"histogram_quantile({_num(q)}, sum by (service, model, phase, le) "
-            f"(rate(aiwatch_phase_duration_seconds_bucket{_sel(req)}[{w}])))"))
+    model = matches("phase", lat.model_phases)
+    other = not_matches("phase", lat.model_phases)
+    network = histogram_quantile(0.99, NETWORK, w, ("service", "peer"), cfg.selectors.network)
+    rules = [_record(PHASE_QUANTILE.format(percent=number(q * 100)),
+                     histogram_quantile(q, PHASES, w, ("service", "model", "phase"), req)) for q in QUANTILES]
     rules += [
-        _record("service_model:aiwatch_model_latency_seconds:p99",
-                f"histogram_quantile(0.99, sum by (service, model, le) "
-                f"(rate(aiwatch_phase_duration_seconds_bucket{_sel(req, model)}[{w}])))"),
+        _record(MODEL_P99, histogram_quantile(0.99, PHASES, w, ("service", "model"), req, model)),
         # the caller-side network time is one more non-model "phase" (service = the caller, peer = the callee)
-        _record("service_phase:aiwatch_non_model_latency_seconds:p99",
-                f"histogram_quantile(0.99, sum by (service, phase, le) "
-                f"(rate(aiwatch_phase_duration_seconds_bucket{_sel(req, other)}[{w}])))\nor\n"
-                f'label_replace(histogram_quantile(0.99, sum by (service, peer, le) '
-                f'(rate(aiwatch_network_duration_seconds_bucket{_sel(cfg.selectors.network)}[{w}]))), '
-                f'"phase", "network", "", "")'),
-        _record("service:aiwatch_time_outside_model:ratio",
-                f"sum by (service) (rate(aiwatch_phase_duration_seconds_sum{_sel(req, other)}[{w}]))\n/\n"
-                f"sum by (service) (rate(aiwatch_phase_duration_seconds_sum{_sel(req)}[{w}]))"),
-        _record("service:aiwatch_requests_in_flight:sum",
-                f"sum by (service) (aiwatch_requests_in_flight{_sel(req)})"),
-        _record("service:aiwatch_replicas:count",
-                f"count by (service) (aiwatch_requests_in_flight{_sel(req)})"),
+        _record(NON_MODEL_P99,
+                f"{histogram_quantile(0.99, PHASES, w, ('service', 'phase'), req, other)}\nor\n"
+                f'label_replace({network}, {quote("phase")}, {quote("network")}, "", "")'),
+        _record(OUTSIDE_MODEL,
+                f"{by('sum', ('service',), rate(PHASES.sum, w, req, other))}\n/\n"
+                f"{by('sum', ('service',), rate(PHASES.sum, w, req))}"),
+        _record(IN_FLIGHT_SUM, by("sum", ("service",), series(IN_FLIGHT, req))),
+        _record(SERVICE_REPLICAS, by("count", ("service",), series(IN_FLIGHT, req))),
     ]
     return rules
 
 
 def capacity_records(cfg: RulesConfig) -> list[dict[str, Any]]:
-    qs, gs, cs = _sel(cfg.selectors.queue), _sel(cfg.selectors.gpu), _sel(cfg.selectors.cache)
     g, c = cfg.gpu, cfg.cache
-    total = f"sum by (cache) (rate(aiwatch_feature_cache_requests_total{cs}[{c.window}]))"
+    depth = series(QUEUE_DEPTH, cfg.selectors.queue)
+    utilization = series(GPU_UTILIZATION, cfg.selectors.gpu)
+    gpu_replicas = by("count", ("job",), by("count", ("job", "instance"), utilization))
+    total = by("sum", ("cache",), rate(CACHE_REQUESTS, c.window, cfg.selectors.cache))
+    hits = by("sum", ("cache",), rate(CACHE_REQUESTS, c.window, cfg.selectors.cache, eq("result", "hit")))
     return [
-        _record("queue:aiwatch_queue_depth:sum", f"sum by (queue) (aiwatch_queue_depth{qs})"),
+        _record(QUEUE_DEPTH_SUM, by("sum", ("queue",), depth)),
         # the replicas of a queue are the scrape targets exporting its depth gauge (see docs/autoscaling.md)
-        _record("queue:aiwatch_queue_replicas:count", f"count by (queue) (aiwatch_queue_depth{qs})"),
-        _record("queue:aiwatch_queue_depth:per_replica",
-                f"sum by (queue) (aiwatch_queue_depth{qs})\n/\ncount by (queue) (aiwatch_queue_depth{qs})"),
-        _record("queue:aiwatch_desired_replicas:queue_depth",
-                f"clamp_min(ceil(sum by (queue) (aiwatch_queue_depth{qs}) / {_num(cfg.queue.target_per_replica)}), 1)"),
-        _record(f"instance_gpu:aiwatch_gpu_utilization_ratio:avg{g.window}",
-                f"avg_over_time(aiwatch_gpu_utilization_ratio{gs}[{g.window}])"),
-        _record("instance_gpu:aiwatch_gpu_memory_headroom:ratio",
-                f"1 - aiwatch_gpu_memory_used_bytes{gs} / (aiwatch_gpu_memory_total_bytes{gs} > 0)"),
-        _record("job:aiwatch_gpu_utilization_ratio:avg", f"avg by (job) (aiwatch_gpu_utilization_ratio{gs})"),
-        _record("job:aiwatch_gpu_replicas:count",
-                f"count by (job) (count by (job, instance) (aiwatch_gpu_utilization_ratio{gs}))"),
-        _record("job:aiwatch_desired_replicas:gpu",
-                f"clamp_min(ceil(\n  count by (job) (count by (job, instance) (aiwatch_gpu_utilization_ratio{gs}))\n"
-                f"  * avg by (job) (aiwatch_gpu_utilization_ratio{gs})\n  / {_num(g.target_utilization)}\n), 1)"),
-        _record(f"cache:aiwatch_feature_cache_requests:rate{c.window}", total),
-        _record(f"cache:aiwatch_feature_cache_hit:ratio_rate{c.window}",
-                f"(sum by (cache) (rate(aiwatch_feature_cache_requests_total"
-                f"{_sel(cfg.selectors.cache, 'result=' + chr(34) + 'hit' + chr(34))}[{c.window}])) or 0 * {total})"
-                f"\n/\n{total}"),
+        _record(QUEUE_REPLICAS, by("count", ("queue",), depth)),
+        _record(QUEUE_PER_REPLICA, f"{by('sum', ('queue',), depth)}\n/\n{by('count', ('queue',), depth)}"),
+        _record(QUEUE_DESIRED_REPLICAS,
+                f"clamp_min(ceil({by('sum', ('queue',), depth)} / {number(cfg.queue.target_per_replica)}), 1)"),
+        _record(GPU_UTILIZATION_AVG.format(window=g.window), f"avg_over_time({utilization}[{g.window}])"),
+        _record(GPU_MEMORY_HEADROOM, f"1 - {series(GPU_MEMORY_USED, cfg.selectors.gpu)} / "
+                                     f"({series(GPU_MEMORY_TOTAL, cfg.selectors.gpu)} > 0)"),
+        _record(JOB_GPU_UTILIZATION, by("avg", ("job",), utilization)),
+        _record(JOB_GPU_REPLICAS, gpu_replicas),
+        _record(GPU_DESIRED_REPLICAS,
+                f"clamp_min(ceil(\n  {gpu_replicas}\n  * {by('avg', ('job',), utilization)}\n"
+                f"  / {number(g.target_utilization)}\n), 1)"),
+        _record(CACHE_RATE.format(window=c.window), total),
+        _record(CACHE_HIT_RATIO.format(window=c.window), f"({hits} or 0 * {total})\n/\n{total}"),
     ]
 
 
 def drift_records(cfg: RulesConfig) -> list[dict[str, Any]]:
-    sel = _sel(cfg.selectors.drift)
+    sel = selector(cfg.selectors.drift)
     rules = []
     for w in cfg.drift.windows:
         rules.append(_record(PSI_RECORD.format(window=w), fleet_psi_expr(w, sel)))
@@ -194,8 +226,8 @@ def drift_records(cfg: RulesConfig) -> list[dict[str, Any]]:
 def _burn_expr(record: str, budget: float, alert: BurnAlert) -> str:
     pairs = []
     for p in alert.windows:
-        pairs.append(f"(\n  {record}{p.long} / {_num(budget)} > {_num(p.factor)}\nand\n"
-                     f"  {record}{p.short} / {_num(budget)} > {_num(p.factor)}\n)")
+        pairs.append(f"(\n  {record.format(window=p.long)} / {number(budget)} > {number(p.factor)}\nand\n"
+                     f"  {record.format(window=p.short)} / {number(budget)} > {number(p.factor)}\n)")
     return "\nor\n".join(pairs)
 
 
@@ -203,7 +235,7 @@ def _burn_text(alert: BurnAlert, period: str) -> str:
     parts = []
     for p in alert.windows:
         spent = p.factor * duration_seconds(p.long) / duration_seconds(period)
-        parts.append(f"{_num(p.factor)}x over both {p.long} and {p.short} ({_pct(spent)} of the {period} budget "
+        parts.append(f"{number(p.factor)}x over both {p.long} and {p.short} ({_pct(spent)} of the {period} budget "
                      f"spent in {p.long})")
     return " or ".join(parts)
 
@@ -212,8 +244,8 @@ def slo_alerts(cfg: RulesConfig) -> list[Alert]:
     s = cfg.slo
     out = []
     for slo, objective, record, what in (
-        ("availability", s.availability_objective, "service:aiwatch_request_errors:ratio_rate", "failed"),
-        ("latency", s.latency_objective, "service:aiwatch_request_slow:ratio_rate",
+        ("availability", s.availability_objective, ERROR_RATIO, "failed"),
+        ("latency", s.latency_objective, SLOW_RATIO,
          f"took longer than {_ms(s.latency_threshold_seconds)}"),
     ):
         budget = 1 - objective
@@ -236,12 +268,12 @@ def slo_alerts(cfg: RulesConfig) -> list[Alert]:
 
 def latency_alerts(cfg: RulesConfig) -> list[Alert]:
     lat = cfg.latency
-    outside = ('{{ with query (printf "service:aiwatch_time_outside_model:ratio{service=%q}" $labels.service) }}'
+    outside = ('{{ with query (printf "' + OUTSIDE_MODEL + '{service=%q}" $labels.service) }}'
                "{{ with . }} Share of request time outside the model: {{ . | first | value | humanizePercentage }}."
                "{{ end }}{{ end }}")
     return [
         Alert("AiwatchModelLatencyHigh",
-              f"service_model:aiwatch_model_latency_seconds:p99 > {_num(lat.model_p99_seconds)}",
+              f"{MODEL_P99} > {number(lat.model_p99_seconds)}",
               lat.model_for, "warning",
               "Model {{ $labels.model }} on {{ $labels.service }} is slow",
               f"p99 of the model's own time (phases {lat.model_phases}) for {{{{ $labels.model }}}} on "
@@ -249,7 +281,7 @@ def latency_alerts(cfg: RulesConfig) -> list[Alert]:
               f"{_ms(lat.model_p99_seconds)}. The time is inside the model: look at the GPU, the batch size and "
               "the model version, not at the network or the queue."),
         Alert("AiwatchNonModelLatencyHigh",
-              f"service_phase:aiwatch_non_model_latency_seconds:p99 > {_num(lat.non_model_p99_seconds)}",
+              f"{NON_MODEL_P99} > {number(lat.non_model_p99_seconds)}",
               lat.non_model_for, "warning",
               "{{ $labels.service }} is slow outside the model ({{ $labels.phase }})",
               f"p99 of the {{{{ $labels.phase }}}} time on {{{{ $labels.service }}}} is "
@@ -262,18 +294,18 @@ def latency_alerts(cfg: RulesConfig) -> list[Alert]:
 def capacity_alerts(cfg: RulesConfig) -> list[Alert]:
     q, c = cfg.queue, cfg.cache
     queue_desc = ("Queue {{ $labels.queue }} holds {{ $value | printf \"%.1f\" }} items per replica (alert above "
-                  "{limit}; the autoscaling target is " + _num(q.target_per_replica) + " per replica). If the "
+                  "{limit}; the autoscaling target is " + number(q.target_per_replica) + " per replica). If the "
                   "autoscaler is not adding replicas it is at its maximum or cannot read the metric.")
     return [
-        Alert("AiwatchQueueBacklog", f"queue:aiwatch_queue_depth:per_replica > {_num(q.per_replica_warning)}",
+        Alert("AiwatchQueueBacklog", f"{QUEUE_PER_REPLICA} > {number(q.per_replica_warning)}",
               q.for_, "warning", "Queue {{ $labels.queue }} is backing up",
-              queue_desc.replace("{limit}", _num(q.per_replica_warning))),
-        Alert("AiwatchQueueBacklog", f"queue:aiwatch_queue_depth:per_replica > {_num(q.per_replica_critical)}",
+              queue_desc.replace("{limit}", number(q.per_replica_warning))),
+        Alert("AiwatchQueueBacklog", f"{QUEUE_PER_REPLICA} > {number(q.per_replica_critical)}",
               q.for_, "critical", "Queue {{ $labels.queue }} is far behind",
-              queue_desc.replace("{limit}", _num(q.per_replica_critical))),
+              queue_desc.replace("{limit}", number(q.per_replica_critical))),
         Alert("AiwatchFeatureCacheHitRatioLow",
-              f"cache:aiwatch_feature_cache_hit:ratio_rate{c.window} < {_num(c.hit_ratio_min)}\n"
-              f"and\ncache:aiwatch_feature_cache_requests:rate{c.window} > {_num(c.min_requests_per_second)}",
+              f"{CACHE_HIT_RATIO.format(window=c.window)} < {number(c.hit_ratio_min)}\n"
+              f"and\n{CACHE_RATE.format(window=c.window)} > {number(c.min_requests_per_second)}",
               c.for_, "warning", "Feature cache {{ $labels.cache }} hit ratio dropped",
               f"Only {{{{ $value | humanizePercentage }}}} of lookups in feature cache {{{{ $labels.cache }}}} hit "
               f"over {c.window} (alert below {_pct(c.hit_ratio_min)}). Misses go to the feature store: expect "
@@ -282,28 +314,29 @@ def capacity_alerts(cfg: RulesConfig) -> list[Alert]:
 
 
 def gpu_alerts(cfg: RulesConfig) -> list[Alert]:
-    g, gs = cfg.gpu, _sel(cfg.selectors.gpu)
+    g, gs = cfg.gpu, cfg.selectors.gpu
+    nvml_up = series(GPU_NVML_UP, gs)
     memory_desc = ("GPU {{ $labels.gpu }} ({{ $labels.name }}) on {{ $labels.instance }} has only "
                    "{{ $value | humanizePercentage }} of its memory free (alert below {limit}). The next larger "
                    "batch or model load can fail with out-of-memory.")
     # "and"/"unless" bind tighter than "or": the target-up condition applies to the disappeared-metrics branch only
-    absent = (f"(aiwatch_gpu_nvml_up{gs} == 0)\nor\n(aiwatch_gpu_up{gs} == 0)\nor\n(\n"
-              f"  max by (job, instance) (max_over_time(aiwatch_gpu_nvml_up{gs}[{g.absent_lookback}]))\n"
-              f"  unless\n  max by (job, instance) (aiwatch_gpu_nvml_up{gs})\n  and on (job, instance)\n"
-              f"  (up == 1)\n)")
+    absent = (f"({nvml_up} == 0)\nor\n({series(GPU_UP, gs)} == 0)\nor\n(\n"
+              f"  {by('max', ('job', 'instance'), f'max_over_time({nvml_up}[{g.absent_lookback}])')}\n"
+              f"  unless\n  {by('max', ('job', 'instance'), nvml_up)}\n  and on (job, instance)\n"
+              f"  ({UP} == 1)\n)")
     return [
-        Alert("AiwatchGpuSaturated", f"instance_gpu:aiwatch_gpu_utilization_ratio:avg{g.window} > "
-              f"{_num(g.utilization_saturated)}", g.saturated_for, "warning",
+        Alert("AiwatchGpuSaturated", f"{GPU_UTILIZATION_AVG.format(window=g.window)} > "
+              f"{number(g.utilization_saturated)}", g.saturated_for, "warning",
               "GPU {{ $labels.gpu }} on {{ $labels.instance }} is saturated",
               f"GPU {{{{ $labels.gpu }}}} ({{{{ $labels.name }}}}) on {{{{ $labels.instance }}}} ran kernels "
               f"{{{{ $value | humanizePercentage }}}} of the time over {g.window} (alert above "
               f"{_pct(g.utilization_saturated)}). Requests queue behind the model: add replicas or shed load."),
-        Alert("AiwatchGpuMemoryNearlyFull", f"instance_gpu:aiwatch_gpu_memory_headroom:ratio < "
-              f"{_num(g.memory_headroom_warning)}", g.memory_for, "warning",
+        Alert("AiwatchGpuMemoryNearlyFull", f"{GPU_MEMORY_HEADROOM} < "
+              f"{number(g.memory_headroom_warning)}", g.memory_for, "warning",
               "GPU {{ $labels.gpu }} on {{ $labels.instance }} is nearly out of memory",
               memory_desc.replace("{limit}", _pct(g.memory_headroom_warning))),
-        Alert("AiwatchGpuMemoryNearlyFull", f"instance_gpu:aiwatch_gpu_memory_headroom:ratio < "
-              f"{_num(g.memory_headroom_critical)}", g.memory_for, "critical",
+        Alert("AiwatchGpuMemoryNearlyFull", f"{GPU_MEMORY_HEADROOM} < "
+              f"{number(g.memory_headroom_critical)}", g.memory_for, "critical",
               "GPU {{ $labels.gpu }} on {{ $labels.instance }} is about to run out of memory",
               memory_desc.replace("{limit}", _pct(g.memory_headroom_critical))),
         Alert("AiwatchGpuMetricsAbsent", absent, g.absent_for, "warning",
@@ -312,7 +345,7 @@ def gpu_alerts(cfg: RulesConfig) -> list[Alert]:
               "value 0 means NVML or the GPU did not answer the poll; value 1 means the target is up but stopped "
               f"exporting the GPU metrics it exported within the last {g.absent_lookback}. GPU alerts and the GPU "
               "autoscaling signal are blind meanwhile."),
-        Alert("AiwatchGpuXidErrors", f"increase(aiwatch_gpu_xid_errors_total{gs}[{g.xid_window}]) > 0",
+        Alert("AiwatchGpuXidErrors", f"{increase(GPU_XID_ERRORS, g.xid_window, gs)} > 0",
               g.xid_for, "warning", "GPU {{ $labels.gpu }} on {{ $labels.instance }} reported XID errors",
               f"GPU {{{{ $labels.gpu }}}} ({{{{ $labels.name }}}}, {{{{ $labels.uuid }}}}) on "
               f"{{{{ $labels.instance }}}} reported {{{{ $value | printf \"%.0f\" }}}} XID error(s) in the last "
@@ -322,46 +355,46 @@ def gpu_alerts(cfg: RulesConfig) -> list[Alert]:
 
 
 def drift_alerts(cfg: RulesConfig) -> list[Alert]:
-    d, ds = cfg.drift, _sel(cfg.selectors.drift)
+    d, ds = cfg.drift, cfg.selectors.drift
     psi = PSI_RECORD.format(window=d.psi_window)
     js = JS_RECORD.format(window=d.psi_window)
     js_text = ('{{ with query (printf "' + js + '{model=%q, feature=%q}" $labels.model $labels.feature) }}'
                '{{ with . }} Jensen-Shannon distance: {{ . | first | value | printf "%.3f" }}.{{ end }}{{ end }}')
     return [
         Alert("AiwatchLocalInputDrift",
-              f"max by (model, feature, test) (\n  aiwatch_drift_score{ds}\n  and\n"
-              f"  (aiwatch_drift_detected{ds} == 1)\n)",
+              by("max", ("model", "feature", "test"),
+                 f"\n  {series(DRIFT_SCORE, ds)}\n  and\n  ({series(DRIFT_DETECTED, ds)} == 1)\n"),
               d.local_for, "info", "Input feature {{ $labels.feature }} of {{ $labels.model }} drifted",
               "The {{ $labels.test }} test on the latest window of {{ $labels.feature }} (model {{ $labels.model }}) "
               "found drift against the reference profile on at least one replica; statistic "
               "{{ $value | printf \"%.3g\" }}. One replica's window can be unrepresentative: compare with the fleet "
               "PSI before acting."),
-        Alert("AiwatchFleetInputDrift", f"{psi} > {_num(d.psi_threshold)}", d.fleet_for, "warning",
+        Alert("AiwatchFleetInputDrift", f"{psi} > {number(d.psi_threshold)}", d.fleet_for, "warning",
               "Input feature {{ $labels.feature }} of {{ $labels.model }} shifted across the fleet",
               f"PSI of {{{{ $labels.feature }}}} (model {{{{ $labels.model }}}}) over all replicas in the last "
-              f"{d.psi_window} is {{{{ $value | printf \"%.3f\" }}}} (alert above {_num(d.psi_threshold)}; below "
+              f"{d.psi_window} is {{{{ $value | printf \"%.3f\" }}}} (alert above {number(d.psi_threshold)}; below "
               f"0.1 is stable, 0.1-0.2 moderate, above 0.2 significant).{js_text}"),
     ]
 
 
 def meta_alerts(cfg: RulesConfig) -> list[Alert]:
-    m, t = cfg.meta, _sel(cfg.selectors.targets)
+    m, up = cfg.meta, series(UP, cfg.selectors.targets)
+    errors = increase(INSTRUMENTATION_ERRORS, m.instrumentation_window, cfg.selectors.instrumentation)
     return [
         Alert("AiwatchInstrumentationErrors",
-              f"sum by (job, instance, component) (increase(aiwatch_instrumentation_errors_total"
-              f"{_sel(cfg.selectors.instrumentation)}[{m.instrumentation_window}])) > 0",
+              f"{by('sum', ('job', 'instance', 'component'), errors)} > 0",
               m.instrumentation_for, "warning", "aiwatch is swallowing its own errors on {{ $labels.instance }}",
               f"aiwatch's {{{{ $labels.component }}}} component on {{{{ $labels.instance }}}} failed "
               f"{{{{ $value | printf \"%.0f\" }}}} time(s) in the last {m.instrumentation_window}. Requests were "
               "served, but the metrics of that component are incomplete: the app's logs carry the first error of "
               "each burst."),
-        Alert("AiwatchTargetDown", f"up{t} == 0", m.target_down_for, "warning",
+        Alert("AiwatchTargetDown", f"{up} == 0", m.target_down_for, "warning",
               "Prometheus cannot scrape {{ $labels.instance }}",
               "Scrapes of {{ $labels.instance }} (job {{ $labels.job }}) have failed for "
               f"{m.target_down_for}: its metrics, alerts and autoscaling signals are stale."),
-        Alert("AiwatchTargetAbsent", f"absent(up{t})", m.target_absent_for, "critical",
+        Alert("AiwatchTargetAbsent", f"absent({up})", m.target_absent_for, "critical",
               "No aiwatch scrape target is known to Prometheus",
-              f"Prometheus has no target matching up{t} (job {{{{ $labels.job }}}}) for {m.target_absent_for}: "
+              f"Prometheus has no target matching {up} (job {{{{ $labels.job }}}}) for {m.target_absent_for}: "
               "service discovery or the scrape config lost the service, and every aiwatch alert is silent."),
     ]
 

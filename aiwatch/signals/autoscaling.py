@@ -15,28 +15,27 @@ Don't add the two: a request waiting in the batcher's queue is also in flight.
 
 from __future__ import annotations
 
-import re
+from aiwatch.promql import Metric, by, check_label_name, eq, metric, series
 
-_LABEL = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
-
-
-def _quote(value: str) -> str:
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+QUEUE_DEPTH = metric("aiwatch_queue_depth")
+IN_FLIGHT = metric("aiwatch_requests_in_flight")
 
 
-def _per_replica(metric: str, label: str, value: str | None, replica_label: str) -> str:
-    if not _LABEL.match(replica_label):
-        raise ValueError(f"replica_label must be a Prometheus label name, got {replica_label!r}")
-    selector = f"{{{label}={_quote(value)}}}" if value else ""
-    return f"avg by ({label}) (sum by ({label}, {replica_label}) ({metric}{selector}))"
+def _per_replica(gauge: Metric, label: str, value: str | None, replica_label: str) -> str:
+    try:
+        check_label_name(replica_label)
+    except ValueError:
+        raise ValueError(f"replica_label must be a Prometheus label name, got {replica_label!r}") from None
+    selected = series(gauge, eq(label, value)) if value else series(gauge)
+    return by("avg", (label,), by("sum", (label, replica_label), selected))
 
 
 def queue_depth_per_replica_expr(queue: str | None = None, replica_label: str = "instance") -> str:
     """Average queue depth per replica, per queue (all queues when ``queue`` is ``None``). ``replica_label`` is the
     target label that tells replicas apart (``instance``, or ``pod`` on Kubernetes)."""
-    return _per_replica("aiwatch_queue_depth", "queue", queue, replica_label)
+    return _per_replica(QUEUE_DEPTH, "queue", queue, replica_label)
 
 
 def in_flight_per_replica_expr(service: str | None = None, replica_label: str = "instance") -> str:
     """Average in-flight requests per replica, per service."""
-    return _per_replica("aiwatch_requests_in_flight", "service", service, replica_label)
+    return _per_replica(IN_FLIGHT, "service", service, replica_label)

@@ -13,8 +13,8 @@ import pytest
 from aiwatch.commands.console import register, streamlit_command
 from aiwatch.console import PrometheusSource, ScrapeSource, histogram_quantile
 from aiwatch.console.config import ConsoleConfig
-from aiwatch.console.queries import regex_alternatives, sel
 from aiwatch.console.source import Series, duration, is_error_status, service_order
+from aiwatch.promql import one_of, selector
 from tests.servers import python_env
 
 URL = "http://127.0.0.1:9/metrics"
@@ -170,8 +170,8 @@ def test_unreachable_endpoint_is_a_failed_scrape() -> None:
 
 
 def test_query_helpers() -> None:
-    assert sel() == "" and sel("", 'a="b"') == '{a="b"}'
-    assert regex_alternatives(["a.b", "c|d"]) == "a\\\\.b|c\\\\|d"
+    assert selector() == "" and selector("", 'a="b"') == '{a="b"}'
+    assert str(one_of("m", ["a.b", "c|d"])) == 'm=~"' + "a\\\\.b|c\\\\|d" + '"'
     assert duration(60) == "60s" and duration(0.5) == "500ms" and duration(1.5) == "1500ms"
     with pytest.raises(ValueError, match="window must be positive"):
         duration(0)

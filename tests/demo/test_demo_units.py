@@ -13,6 +13,7 @@ from aiwatch.console.source import histogram_quantile
 from aiwatch.demo import data, scrape, summary
 from aiwatch.demo.features import FeatureStore, LruCache, LruDict, RedisCache, backing_profile
 from aiwatch.metrics import Metrics
+from aiwatch.scrape import parse_metrics
 from aiwatch.timing import RequestRecorder
 
 
@@ -22,10 +23,10 @@ def test_quantiles_from_a_scrape_delta_see_only_the_stage(metrics: Metrics) -> N
     hist = metrics.child(metrics.queue_wait, ("q",))
     for _ in range(100):
         hist.observe(0.001)
-    before = scrape.parse(generate_latest(metrics.registry).decode())
+    before = parse_metrics(generate_latest(metrics.registry).decode())
     for _ in range(100):
         hist.observe(0.4)
-    after = scrape.parse(generate_latest(metrics.registry).decode())
+    after = parse_metrics(generate_latest(metrics.registry).decode())
     d = scrape.delta(after, before)
     stage_p50 = histogram_quantile(0.5, scrape.buckets(d, "aiwatch_queue_wait_seconds", queue="q"))
     all_p50 = histogram_quantile(0.5, scrape.buckets(after, "aiwatch_queue_wait_seconds", queue="q"))
@@ -178,12 +179,12 @@ def test_stage_stats_take_the_drift_verdict_from_the_monitor_with_enough_values(
     rng = np.random.default_rng(11)
 
     def stage(n: int) -> summary.StageStats:
-        before = scrape.parse(generate_latest(metrics.registry).decode())
+        before = parse_metrics(generate_latest(metrics.registry).decode())
         live = data.live_features(rng, n, sale=True)
         for i in range(n):
             monitor.observe({k: float(v[i]) for k, v in live.items()})
         monitor.evaluate()
-        after = scrape.parse(generate_latest(metrics.registry).decode())
+        after = parse_metrics(generate_latest(metrics.registry).decode())
         return summary.stage_stats("sale", 1.0, before, after)
 
     few, many = stage(summary.MIN_DRIFT_SAMPLES - 1), stage(2000)
@@ -252,3 +253,14 @@ def test_the_demo_opens_the_console_with_its_real_flags(prometheus: str | None) 
         assert args.scrape == urls and args.prometheus is None
     cmd, env = streamlit_command(args)
     assert "--server.port" in cmd and env["AIWATCH_CONSOLE_WINDOW"] == "15.0"
+
+
+def test_the_package_docstring_names_only_modules_that_exist() -> None:
+    import importlib.util
+    import re
+
+    import aiwatch.demo
+
+    named = set(re.findall(r":mod:`(aiwatch\.demo\.\w+)`", aiwatch.demo.__doc__ or ""))
+    assert len(named) >= 12
+    assert [m for m in sorted(named) if importlib.util.find_spec(m) is None] == []

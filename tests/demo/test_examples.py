@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from aiwatch.demo import scrape
+from aiwatch.scrape import parse_metrics
 from tests.servers import REPO, free_port, http_get, python_app, python_env
 
 EXAMPLES = REPO / "examples"
@@ -30,7 +31,7 @@ def _check_service(port: int, service: str) -> None:
     assert "inference;dur=" in headers["server-timing"] and "features;dur=" in headers["server-timing"]
     status, metrics = http_get(f"http://127.0.0.1:{port}/metrics")
     assert status == 200
-    samples = scrape.parse(metrics.decode())
+    samples = parse_metrics(metrics.decode())
     for phase in ("features", "inference", "overhead"):
         assert scrape.total(samples, "aiwatch_phase_duration_seconds_count", service=service, phase=phase) == 1.0
     assert scrape.total(samples, "aiwatch_request_duration_seconds_count", service=service, route="/predict") == 1.0

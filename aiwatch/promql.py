@@ -1,0 +1,304 @@
+r"""PromQL text: string literals, label matchers, selectors, contract metric names and a few expression shapes.
+
+Every PromQL expression aiwatch writes (the alert rules, the console's panels and the Grafana dashboard, the fleet
+drift expressions, the autoscaling signals) is built with this module, so label values are quoted one way and every
+metric name is checked against the contract in :mod:`aiwatch.metrics`.
+
+    >>> REQUESTS = metric("aiwatch_request_duration_seconds")
+    >>> print(series(REQUESTS.count, eq("service", 'a"b\\c}'), 'status=~"5.."'))
+    aiwatch_request_duration_seconds_count{service="a\"b\\c}", status=~"5.."}
+    >>> print(selector(one_of("model", ["v1.2", "x|y"])))
+    {model=~"v1\\.2|x\\|y"}
+
+A matcher is a :class:`Matcher` (built by :func:`eq`, :func:`ne`, :func:`matches`, :func:`not_matches`,
+:func:`one_of`) or PromQL matcher text such as ``'service=~"$service"'``, which is parsed and written back the same
+way (so text from a config file or a Grafana variable is validated, never pasted).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from aiwatch.metrics import SPECS
+
+Op = Literal["=", "!=", "=~", "!~"]
+
+LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+_OPS: tuple[Op, ...] = ("=~", "!~", "!=", "=")
+
+# --- string literals ----------------------------------------------------------------------------------------------
+
+_NAMED_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_NEEDS_ESCAPE = re.compile(r'[\\"\x00-\x1f\x7f]')
+
+
+def _escape_char(match: re.Match[str]) -> str:
+    char = match.group()
+    return _NAMED_ESCAPES.get(char) or f"\\x{ord(char):02x}"
+
+
+def quote(value: str) -> str:
+    r"""``value`` as a PromQL double-quoted string literal (Go's escaping: backslash, double quote, newline and the
+    other control characters are escaped; everything else, UTF-8 included, is written as is).
+
+    >>> print(quote('a"b\\c\n'))
+    "a\"b\\c\n"
+    """
+    return '"' + _NEEDS_ESCAPE.sub(_escape_char, value) + '"'
+
+
+_SIMPLE_UNESCAPES = {"a": 7, "b": 8, "f": 12, "n": 10, "r": 13, "t": 9, "v": 11, "\\": 92}
+
+
+def unquote(literal: str) -> str:
+    r"""The value of a PromQL string literal in double quotes, single quotes or backticks, with PromQL's (Go's)
+    escape sequences; raises ``ValueError`` for anything PromQL would reject (a raw newline, an unknown escape).
+
+    >>> unquote(r'"a\"b\n"'), unquote(r"'it\'s'"), unquote(r'`C:\dir`')
+    ('a"b\n', "it's", 'C:\\dir')
+    """
+
+    if len(literal) < 2 or literal[0] not in "\"'`" or literal[-1] != literal[0]:
+        raise ValueError(f"not a PromQL string literal: {literal!r}")
+    quote_char, body = literal[0], literal[1:-1]
+    if quote_char == "`":
+        if "`" in body:
+            raise ValueError(f"unescaped backtick in {literal!r}")
+        return body
+    if "\n" in body:
+        raise ValueError(f"raw newline in {literal!r}: write \\n")
+    out = bytearray()
+    i = 0
+    while i < len(body):
+        char = body[i]
+        if char == quote_char:
+            raise ValueError(f"unescaped {char} in {literal!r}")
+        if char != "\\":
+            out += char.encode()
+            i += 1
+            continue
+        if i + 1 >= len(body):
+            raise ValueError(f"string literal ends in a lone backslash: {literal!r}")
+        kind = body[i + 1]
+        if kind in _SIMPLE_UNESCAPES:
+            out.append(_SIMPLE_UNESCAPES[kind])
+            i += 2
+        elif kind in "'\"":
+            if kind != quote_char:
+                raise ValueError(f"\\{kind} is not an escape inside {quote_char}...{quote_char}: {literal!r}")
+            out.append(ord(kind))
+            i += 2
+        elif kind in "xuU":
+            width = {"x": 2, "u": 4, "U": 8}[kind]
+            digits = body[i + 2:i + 2 + width]
+            if len(digits) != width or not all(c in "0123456789abcdefABCDEF" for c in digits):
+                raise ValueError(f"\\{kind} needs {width} hex digits in {literal!r}")
+            code = int(digits, 16)
+            if kind == "x":
+                out.append(code)
+            elif code > 0x10FFFF or 0xD800 <= code <= 0xDFFF:
+                raise ValueError(f"\\{kind}{digits} is not a Unicode code point: {literal!r}")
+            else:
+                out += chr(code).encode()
+            i += 2 + width
+        elif kind in "01234567":
+            digits = body[i + 1:i + 4]
+            if len(digits) != 3 or not all(c in "01234567" for c in digits) or int(digits, 8) > 255:
+                raise ValueError(f"octal escape needs 3 digits up to \\377 in {literal!r}")
+            out.append(int(digits, 8))
+            i += 4
+        else:
+            raise ValueError(f"unknown escape \\{kind} in {literal!r} (a regex backslash is written \\\\)")
+    try:
+        return out.decode()
+    except UnicodeDecodeError:
+        raise ValueError(f"string literal is not valid UTF-8 once unescaped: {literal!r}") from None
+
+
+# --- regular expressions ------------------------------------------------------------------------------------------
+
+_REGEX_SPECIALS = re.compile(r"[.^$*+?()\[\]{}|\\]")
+
+
+def escape_regex(value: str) -> str:
+    r"""A regular expression (RE2, as Prometheus uses) matching exactly ``value``.
+
+    >>> escape_regex("v1.2|x")
+    'v1\\.2\\|x'
+    """
+    return _REGEX_SPECIALS.sub(lambda m: "\\" + m.group(), value)
+
+
+def alternatives(values: Iterable[str]) -> str:
+    """A regular expression matching exactly one of ``values`` (PromQL anchors ``=~`` at both ends)."""
+    return "|".join(escape_regex(v) for v in values)
+
+
+# --- matchers and selectors ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Matcher:
+    """One label matcher: ``label``, operator ``op`` and the (unquoted) ``value``, a regex for ``=~``/``!~``."""
+
+    label: str
+    op: Op
+    value: str
+
+    def __post_init__(self) -> None:
+        check_label_name(self.label)
+        if self.op not in _OPS:
+            raise ValueError(f"not a PromQL matcher operator: {self.op!r}")
+
+    def __str__(self) -> str:
+        return f"{self.label}{self.op}{quote(self.value)}"
+
+
+def check_label_name(name: str) -> str:
+    """``name`` if it is a Prometheus label name, else ``ValueError``."""
+    if not LABEL_NAME.fullmatch(name):
+        raise ValueError(f"not a Prometheus label name: {name!r}")
+    return name
+
+
+def eq(label: str, value: str) -> Matcher:
+    """``label="value"``."""
+    return Matcher(label, "=", value)
+
+
+def ne(label: str, value: str) -> Matcher:
+    """``label!="value"``."""
+    return Matcher(label, "!=", value)
+
+
+def matches(label: str, regex: str) -> Matcher:
+    """``label=~"regex"`` (``regex`` is RE2 text; it is quoted here, not escaped)."""
+    return Matcher(label, "=~", regex)
+
+
+def not_matches(label: str, regex: str) -> Matcher:
+    """``label!~"regex"``."""
+    return Matcher(label, "!~", regex)
+
+
+def one_of(label: str, values: Iterable[str]) -> Matcher:
+    """``label=~"..."`` matching exactly the given literal values."""
+    return Matcher(label, "=~", alternatives(values))
+
+
+_STRING = r'"(?:[^"\\\n]|\\.)*"|' r"'(?:[^'\\\n]|\\.)*'|`[^`]*`"
+_MATCHER = re.compile(rf"\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*({_STRING})\s*(,|$)", re.S)
+
+
+@functools.lru_cache(maxsize=512)  # the same few selectors are parsed on every console refresh
+def parse_matchers(text: str) -> tuple[Matcher, ...]:
+    r"""The matchers of PromQL matcher text without braces (``'service="x", phase=~"a|b"'``; a trailing comma and
+    blanks are allowed). ``ValueError`` names the part that is not a matcher.
+
+    >>> parse_matchers(r'service="a\"b", phase!~' + "'queue|overhead',")
+    (Matcher(label='service', op='=', value='a"b'), Matcher(label='phase', op='!~', value='queue|overhead'))
+    """
+    found: list[Matcher] = []
+    pos = 0
+    while pos < len(text) and text[pos:].strip():
+        match = _MATCHER.match(text, pos)
+        if match is None:
+            raise ValueError(f"not a PromQL label matcher at {text[pos:].strip()!r}")
+        label, op, literal, _ = match.groups()
+        found.append(Matcher(label, op, unquote(literal)))  # type: ignore[arg-type]
+        pos = match.end()
+    return tuple(found)
+
+
+def matchers_of(items: Iterable[Matcher | str]) -> tuple[Matcher, ...]:
+    """Matchers from :class:`Matcher` objects and matcher text (parsed), empty strings skipped."""
+    out: list[Matcher] = []
+    for item in items:
+        out.extend((item,) if isinstance(item, Matcher) else parse_matchers(item))
+    return tuple(out)
+
+
+def selector(*matchers: Matcher | str) -> str:
+    """``{a="x", b=~"y"}`` from the matchers, or ``""`` when there are none."""
+    found = matchers_of(matchers)
+    return "{" + ", ".join(map(str, found)) + "}" if found else ""
+
+
+def series(name: str | Metric, *matchers: Matcher | str) -> str:
+    """An instant vector selector: ``name{matchers}``."""
+    return f"{name}{selector(*matchers)}"
+
+
+# --- metric names from the contract -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A metric of the contract as PromQL names it; ``str()`` is its name, histograms add their series."""
+
+    name: str
+    kind: str
+
+    def __str__(self) -> str:
+        return self.name
+
+    def _part(self, suffix: str) -> str:
+        if self.kind != "histogram":
+            raise ValueError(f"{self.name} is a {self.kind}, it has no {suffix} series")
+        return self.name + suffix
+
+    @property
+    def bucket(self) -> str:
+        return self._part("_bucket")
+
+    @property
+    def sum(self) -> str:
+        return self._part("_sum")
+
+    @property
+    def count(self) -> str:
+        return self._part("_count")
+
+
+def metric(name: str) -> Metric:
+    """The contract's metric ``name`` (:data:`aiwatch.metrics.SPECS`); ``LookupError`` if the contract has no such
+    metric, so a module that names its metrics at import time fails at import, not at query time."""
+    spec = SPECS.get(name)
+    if spec is None:
+        raise LookupError(f"{name!r} is not a metric of the contract (aiwatch/metrics.py)")
+    return Metric(spec.name, spec.kind)
+
+
+# --- expression shapes --------------------------------------------------------------------------------------------
+
+
+def number(value: float) -> str:
+    """A float as PromQL text, shortest form (``0.5``, ``14.4``, ``1e-05``)."""
+    return format(value, ".12g")
+
+
+def by(aggregation: str, labels: Sequence[str], expr: str) -> str:
+    """``aggregation by (labels) (expr)``; without labels, ``aggregation(expr)``."""
+    if not labels:
+        return f"{aggregation}({expr})"
+    return f"{aggregation} by ({', '.join(check_label_name(label) for label in labels)}) ({expr})"
+
+
+def rate(name: str | Metric, window: str, *matchers: Matcher | str) -> str:
+    """``rate(name{matchers}[window])``."""
+    return f"rate({series(name, *matchers)}[{window}])"
+
+
+def increase(name: str | Metric, window: str, *matchers: Matcher | str) -> str:
+    """``increase(name{matchers}[window])``."""
+    return f"increase({series(name, *matchers)}[{window}])"
+
+
+def histogram_quantile(q: float, histogram: Metric, window: str, labels: Sequence[str],
+                       *matchers: Matcher | str) -> str:
+    """The ``q`` quantile of a contract histogram over ``window``, per ``labels`` (summed over everything else)."""
+    return f"histogram_quantile({number(q)}, {by('sum', [*labels, 'le'], rate(histogram.bucket, window, *matchers))})"

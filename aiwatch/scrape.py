@@ -1,0 +1,61 @@
+"""Read scraped ``/metrics``: fetch an endpoint and parse its exposition into one data shape, :data:`Samples`.
+
+The console's embedded source (:mod:`aiwatch.console.scrape`) and the demo's summary (:mod:`aiwatch.demo.scrape`)
+both read endpoints through this module. Parsing is prometheus_client's (:mod:`prometheus_client.parser` for the
+Prometheus text format, :mod:`prometheus_client.openmetrics.parser` when the server answered OpenMetrics):
+
+* sample names are as exposed: ``x_bucket`` / ``x_sum`` / ``x_count`` for histograms, ``x_total`` for counters;
+* ``_created`` samples (a counter's or histogram's creation time) are dropped: they are not values to add up;
+* exemplars and sample timestamps are dropped: a scrape is one instant, stamped by the reader;
+* ``NaN`` stays ``NaN`` (a gauge may hold it); ``+Inf`` buckets keep their ``le="+Inf"`` label.
+
+    >>> samples = parse_metrics('# TYPE x_total counter\\nx_total{b="2",a="1"} 3\\nx_created{a="1",b="2"} 1e9\\n')
+    >>> samples
+    {'x_total': {(('a', '1'), ('b', '2')): 3.0}}
+"""
+
+from __future__ import annotations
+
+import urllib.request
+from collections.abc import Mapping
+
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as _openmetrics_families
+from prometheus_client.parser import text_string_to_metric_families as _text_families
+
+LabelKey = tuple[tuple[str, str], ...]
+"""A series' labels as sorted ``(name, value)`` pairs (hashable, one per series)."""
+
+Samples = dict[str, dict[LabelKey, float]]
+"""Sample name -> series labels -> value, for one scrape (or several merged, told apart by a label)."""
+
+OPENMETRICS = "application/openmetrics-text"
+ACCEPT = "text/plain;version=0.0.4"
+"""What :func:`fetch_metrics` asks for: the text format, so servers leave out exemplars nobody here reads."""
+
+
+def parse_metrics(text: str, content_type: str = "", labels: Mapping[str, str] | None = None) -> Samples:
+    """The samples of one exposition. ``content_type`` (the response's ``Content-Type``) picks the OpenMetrics
+    parser for OpenMetrics; ``labels`` are added to every series (``instance`` to merge several targets).
+    Raises ``ValueError`` for text that is not an exposition."""
+    parse = _openmetrics_families if content_type.startswith(OPENMETRICS) else _text_families
+    extra = dict(labels or {})
+    out: Samples = {}
+    for family in parse(text):
+        for sample in family.samples:
+            if sample.name.endswith("_created"):
+                continue
+            series = {**sample.labels, **extra} if extra else sample.labels
+            out.setdefault(sample.name, {})[tuple(sorted(series.items()))] = float(sample.value)
+    return out
+
+
+def fetch_metrics(url: str, timeout: float = 5.0, labels: Mapping[str, str] | None = None,
+                  headers: Mapping[str, str] | None = None) -> Samples:
+    """GET ``url`` (a ``/metrics`` endpoint) and parse it. ``headers`` are added to the request (authorization);
+    errors are urllib's (``HTTPError``, ``URLError``, ``OSError``, ``TimeoutError``) or the parser's ``ValueError``.
+    """
+    request = urllib.request.Request(url, headers={"Accept": ACCEPT, **(headers or {})})
+    with urllib.request.urlopen(request, timeout=timeout) as resp:
+        body = resp.read().decode("utf-8", errors="replace")
+        content_type = resp.headers.get("Content-Type", "")
+    return parse_metrics(body, content_type, labels)

@@ -1,0 +1,122 @@
+"""The one reader of scraped /metrics (aiwatch.scrape): the Prometheus text format and OpenMetrics read the same,
+``_created`` and exemplars are dropped, NaN is kept, and the console and the demo read real endpoints through it."""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest, start_http_server
+from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPENMETRICS_TYPE
+from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
+
+from aiwatch.console import ScrapeSource
+from aiwatch.demo import scrape as demo_scrape
+from aiwatch.metrics import Metrics
+from aiwatch.scrape import fetch_metrics, parse_metrics
+
+AWKWARD = 'a"b\\c}\nd'
+TRACE = {"trace_id": "0af7651916cd43dd8448eb211c80319c"}
+
+
+def populated() -> Metrics:
+    m = Metrics(CollectorRegistry())
+    m.child(m.request_duration, (AWKWARD, "/p", "POST", "200")).observe(0.02, TRACE)
+    m.feature_cache_requests.labels("features", "hit").inc(3)
+    m.queue_depth.labels("predict").set(4)
+    m.drift_pvalue.labels("m", "x", "psi").set(math.nan)
+    return m
+
+
+def same(a: dict[str, dict[tuple[tuple[str, str], ...], float]],
+         b: dict[str, dict[tuple[tuple[str, str], ...], float]]) -> bool:
+    """Equal samples, NaN equal to NaN."""
+    return a.keys() == b.keys() and all(
+        a[n].keys() == b[n].keys() and all(a[n][k] == b[n][k] or (math.isnan(a[n][k]) and math.isnan(b[n][k]))
+                                           for k in a[n]) for n in a)
+
+
+def test_text_and_openmetrics_read_the_same() -> None:
+    registry = populated().registry
+    text = parse_metrics(generate_latest(registry).decode())
+    openmetrics_text = generate_openmetrics(registry).decode()
+    assert " # {trace_id=" in openmetrics_text  # the exemplar is there to be dropped
+    assert same(parse_metrics(openmetrics_text, OPENMETRICS_TYPE), text)
+    labels = (("method", "POST"), ("route", "/p"), ("service", AWKWARD), ("status", "200"))
+    assert text["aiwatch_request_duration_seconds_count"] == {labels: 1.0}
+    assert text["aiwatch_request_duration_seconds_bucket"][(("le", "0.025"), *labels)] == 1.0
+    assert text["aiwatch_feature_cache_requests_total"] == {(("cache", "features"), ("result", "hit")): 3.0}
+    assert math.isnan(text["aiwatch_drift_pvalue"][(("feature", "x"), ("model", "m"), ("test", "psi"))])
+    assert not [name for name in text if name.endswith("_created")]
+
+
+def test_labels_are_added_to_every_series_and_bad_text_is_a_value_error() -> None:
+    samples = parse_metrics('g{a="1"} 2\n', labels={"instance": "http://x/metrics"})
+    assert samples == {"g": {(("a", "1"), ("instance", "http://x/metrics")): 2.0}}
+    with pytest.raises(ValueError):
+        parse_metrics("this is { not an exposition\n")
+
+
+@contextmanager
+def openmetrics_endpoint(registry: CollectorRegistry, seen: list[dict[str, str]]) -> Iterator[str]:
+    """An endpoint that answers OpenMetrics whatever it is asked, recording each request's headers."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(dict(self.headers))
+            body = generate_openmetrics(registry)
+            self.send_response(200)
+            self.send_header("Content-Type", OPENMETRICS_TYPE)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/metrics"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+@contextmanager
+def text_endpoint(registry: CollectorRegistry) -> Iterator[str]:
+    server, thread = start_http_server(0, addr="127.0.0.1", registry=registry)
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/metrics"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def test_fetch_reads_both_formats_and_sends_headers() -> None:
+    registry = populated().registry
+    seen: list[dict[str, str]] = []
+    with text_endpoint(registry) as text_url, openmetrics_endpoint(registry, seen) as om_url:
+        from_text = fetch_metrics(text_url)
+        from_om = fetch_metrics(om_url, headers={"Authorization": "Bearer t0ken"})
+    assert same(from_om, from_text) and from_text["aiwatch_queue_depth"] == {(("queue", "predict"),): 4.0}
+    assert seen[0]["Authorization"] == "Bearer t0ken" and seen[0]["Accept"].startswith("text/plain")
+
+
+def test_the_console_and_the_demo_read_endpoints_through_the_reader() -> None:
+    registry = populated().registry
+    with text_endpoint(registry) as text_url, openmetrics_endpoint(registry, []) as om_url:
+        snapshot = demo_scrape.scrape_all([text_url, om_url])
+        src = ScrapeSource([text_url, om_url], interval=1.0, start=False)
+        src.scrape_once()
+    assert demo_scrape.total(snapshot, "aiwatch_queue_depth", queue="predict") == 8.0
+    assert demo_scrape.total(snapshot, "aiwatch_queue_depth", instance=om_url) == 4.0
+    assert [h.up for h in src.health()] == [True, True]
+    assert [s.last for s in src.queue_depth()] == [8.0]
