@@ -121,7 +121,12 @@ def test_sigint_stops_every_child_process() -> None:
             pids += _descendants(console)
         time.sleep(1.0)  # mid-stage, requests in flight
         proc.send_signal(signal.SIGINT)
-        rest, _ = proc.communicate(timeout=30)
+        try:
+            rest, _ = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            rest, _ = proc.communicate()
+            pytest.fail(f"the demo did not stop within 30 s of SIGINT; its output:\n{output}{rest}")
         assert proc.returncode == 130, output + rest
         assert "interrupted" in rest
         for pid in pids:
