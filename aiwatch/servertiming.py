@@ -1,67 +1,208 @@
-"""W3C Server-Timing: how a server reports its phases and total back to the caller.
+"""W3C Server-Timing: how a server reports its phases, its total and its name back to the caller.
 
-aiwatch writes one entry per phase plus ``overhead`` and ``total``, durations in milliseconds::
+aiwatch writes one entry per phase plus ``overhead`` and ``total``, durations in milliseconds; the ``total`` entry's
+``desc`` is the server's ``service`` name, so that the caller can label its network time with the peer's own name
+without any configuration::
 
-    >>> format_server_timing([("inference", 0.030)], overhead=0.002, total=0.045)
-    'inference;dur=30.000, overhead;dur=2.000, total;dur=45.000'
-    >>> parse_server_timing('inference;dur=30.000, total;dur=45.000')
-    {'inference': 0.03, 'total': 0.045}
+    >>> format_server_timing([("inference", 0.030)], overhead=0.002, total=0.045, service="ranker")
+    'inference;dur=30.000, overhead;dur=2.000, total;dur=45.000;desc="ranker"'
+    >>> timing = parse('inference;dur=30.000, total;dur=45.000;desc="ranker"')
+    >>> timing.total, timing.service
+    (0.045, 'ranker')
 
 The same text travels in gRPC trailing metadata under the key ``server-timing``.
+
+Parsing follows the header's grammar (https://www.w3.org/TR/server-timing/#the-server-timing-header-field)::
+
+    Server-Timing             = #server-timing-metric
+    server-timing-metric      = metric-name *( OWS ";" OWS server-timing-param )
+    metric-name               = token
+    server-timing-param       = server-timing-param-name OWS "=" OWS server-timing-param-value
+    server-timing-param-name  = token
+    server-timing-param-value = token / quoted-string
+
+so a quoted ``desc`` may hold commas, semicolons and escaped quotes without forging another entry. As the spec's
+processing model says, the first ``dur`` (and the first ``desc``) of an entry wins; aiwatch also takes the first
+entry of a repeated name. A value that does not follow the grammar raises :class:`ValueError` naming the problem.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 HEADER = "server-timing"
 TOTAL = "total"
 OVERHEAD = "overhead"
 
-_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_OWS = re.compile(r"[ \t]*")
+# qdtext and quoted-pair of RFC 9110: any visible or obs-text character but DQUOTE and backslash, or an escape
+_QUOTED = re.compile(r'"((?:[\t \x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t \x21-\x7e\x80-\xff])*)"')
+_ESCAPE = re.compile(r"\\(.)")
+_NUMBER = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 
 
 def is_token(name: str) -> bool:
-    """Whether ``name`` is a valid Server-Timing metric name (an RFC 7230 token)."""
-    return bool(_TOKEN.match(name))
+    """Whether ``name`` is a valid Server-Timing metric name (an RFC 9110 token)."""
+    return _TOKEN.fullmatch(name) is not None
 
 
-def format_server_timing(phases: Iterable[tuple[str, float]], overhead: float | None, total: float) -> str:
-    """Server-Timing header value for ``phases`` (name, seconds), the ``overhead`` and the ``total``."""
+def quote(text: str) -> str:
+    """``text`` as a quoted-string (backslash and double quote escaped; other control characters dropped)."""
+    kept = "".join(c for c in text if c == "\t" or " " <= c <= "~" or "\x80" <= c <= "\xff")
+    return '"' + kept.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One server-timing metric: its name, ``dur`` in seconds and ``desc`` (``None`` when absent)."""
+
+    name: str
+    seconds: float | None = None
+    desc: str | None = None
+
+
+@dataclass(frozen=True)
+class ServerTiming:
+    """A parsed Server-Timing value: its entries in order, the first of each name winning in lookups."""
+
+    entries: tuple[Entry, ...]
+
+    def get(self, name: str) -> Entry | None:
+        return next((e for e in self.entries if e.name == name), None)
+
+    @property
+    def total(self) -> float | None:
+        """The ``total`` entry's duration in seconds."""
+        entry = self.get(TOTAL)
+        return entry.seconds if entry is not None else None
+
+    @property
+    def service(self) -> str | None:
+        """The ``total`` entry's ``desc``: the reporting server's service name (aiwatch servers send it)."""
+        entry = self.get(TOTAL)
+        return entry.desc or None if entry is not None else None
+
+    def durations(self) -> dict[str, float]:
+        """name -> seconds for the entries with a ``dur`` (the first entry of a name wins)."""
+        out: dict[str, float] = {}
+        for entry in self.entries:
+            if entry.seconds is not None and entry.name not in out:
+                out[entry.name] = entry.seconds
+        return out
+
+
+def format_server_timing(phases: Iterable[tuple[str, float]], overhead: float | None, total: float,
+                         service: str | None = None) -> str:
+    """Server-Timing header value for ``phases`` (name, seconds), the ``overhead``, the ``total`` and the server's
+    ``service`` name."""
     parts = [f"{name};dur={seconds * 1000.0:.3f}" for name, seconds in phases]
     if overhead is not None:
         parts.append(f"{OVERHEAD};dur={overhead * 1000.0:.3f}")
-    parts.append(f"{TOTAL};dur={total * 1000.0:.3f}")
+    parts.append(f"{TOTAL};dur={total * 1000.0:.3f}" + (f";desc={quote(service)}" if service else ""))
     return ", ".join(parts)
 
 
-def parse_server_timing(value: str) -> dict[str, float]:
-    """Entries of a Server-Timing value as name -> seconds (entries without ``dur`` are skipped).
+class _Scanner:
+    __slots__ = ("pos", "text")
 
-    Raises ValueError naming the offending entry when the value is malformed. Repeated names add up.
-    """
-    result: dict[str, float] = {}
-    for raw_entry in value.split(","):
-        entry = raw_entry.strip()
-        if not entry:
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.pos = 0
+
+    def skip_ows(self) -> None:
+        self.pos = _OWS.match(self.text, self.pos).end()  # type: ignore[union-attr]  # always matches
+
+    def at(self, char: str) -> bool:
+        return self.text.startswith(char, self.pos)
+
+    def token(self) -> str | None:
+        found = _TOKEN.match(self.text, self.pos)
+        if found is None:
+            return None
+        self.pos = found.end()
+        return found.group()
+
+    def value(self) -> str | None:
+        found = _QUOTED.match(self.text, self.pos)
+        if found is not None:
+            self.pos = found.end()
+            return _ESCAPE.sub(r"\1", found.group(1))
+        return self.token()
+
+    def where(self) -> str:
+        return f"at character {self.pos + 1} of {self.text!r}"
+
+
+def parse(value: str) -> ServerTiming:
+    """Parse a Server-Timing value by the W3C grammar. Raises ValueError naming what is wrong and where."""
+    s = _Scanner(value)
+    entries: list[Entry] = []
+    while True:
+        s.skip_ows()
+        if s.pos >= len(value):
+            break
+        if s.at(","):  # empty list elements are allowed by the #rule
+            s.pos += 1
             continue
-        name, *params = (p.strip() for p in entry.split(";"))
-        if not is_token(name):
-            raise ValueError(f"malformed Server-Timing entry {entry!r}: bad metric name")
-        for param in params:
-            key, sep, raw = param.partition("=")
-            if key.strip().lower() != "dur":
-                continue
-            raw = raw.strip().strip('"')
-            try:
-                millis = float(raw)
-            except ValueError:
-                raise ValueError(f"malformed Server-Timing entry {entry!r}: dur={raw!r} is not a number") from None
-            if not sep or millis != millis or millis < 0 or millis == float("inf"):
-                raise ValueError(f"malformed Server-Timing entry {entry!r}: dur must be a finite number >= 0")
-            result[name] = result.get(name, 0.0) + millis / 1000.0
-    return result
+        entries.append(_entry(s))
+        s.skip_ows()
+        if s.pos < len(value):
+            if not s.at(","):
+                raise ValueError(f"malformed Server-Timing: expected ',' or ';' {s.where()}")
+            s.pos += 1
+    return ServerTiming(tuple(entries))
+
+
+def _entry(s: _Scanner) -> Entry:
+    name = s.token()
+    if name is None:
+        raise ValueError(f"malformed Server-Timing entry: bad metric name {s.where()}")
+    seconds: float | None = None
+    desc: str | None = None
+    has_dur = has_desc = False
+    while True:
+        s.skip_ows()
+        if not s.at(";"):
+            return Entry(name, seconds, desc)
+        s.pos += 1
+        s.skip_ows()
+        key = s.token()
+        if key is None:
+            raise ValueError(f"malformed Server-Timing entry {name!r}: bad parameter name {s.where()}")
+        s.skip_ows()
+        if not s.at("="):
+            raise ValueError(f"malformed Server-Timing entry {name!r}: parameter {key!r} has no value {s.where()}")
+        s.pos += 1
+        s.skip_ows()
+        raw = s.value()
+        if raw is None:
+            raise ValueError(f"malformed Server-Timing entry {name!r}: bad value of {key!r} {s.where()}")
+        key = key.lower()
+        if key == "dur" and not has_dur:
+            has_dur = True
+            seconds = _duration(name, raw)
+        elif key == "desc" and not has_desc:
+            has_desc = True
+            desc = raw
+
+
+def _duration(name: str, raw: str) -> float:
+    if _NUMBER.fullmatch(raw) is None:
+        raise ValueError(f"malformed Server-Timing entry {name!r}: dur={raw!r} is not a number")
+    millis = float(raw)
+    if not math.isfinite(millis):
+        raise ValueError(f"malformed Server-Timing entry {name!r}: dur must be a finite number >= 0, got {raw!r}")
+    return millis / 1000.0
+
+
+def parse_server_timing(value: str) -> dict[str, float]:
+    """Entries of a Server-Timing value as name -> seconds (entries without ``dur`` skipped, the first entry of a
+    repeated name wins). Raises ValueError when the value is malformed."""
+    return parse(value).durations()
 
 
 def server_total(value: str) -> float | None:
@@ -69,4 +210,4 @@ def server_total(value: str) -> float | None:
 
     Raises ValueError when the value is malformed.
     """
-    return parse_server_timing(value).get(TOTAL)
+    return parse(value).total

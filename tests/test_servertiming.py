@@ -1,8 +1,19 @@
 from __future__ import annotations
 
-import pytest
+import string
 
-from aiwatch.servertiming import format_server_timing, parse_server_timing, server_total
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from aiwatch.servertiming import (
+    Entry,
+    format_server_timing,
+    parse,
+    parse_server_timing,
+    quote,
+    server_total,
+)
 
 
 def test_round_trip() -> None:
@@ -17,7 +28,107 @@ def test_other_servers_entries() -> None:
     assert server_total("db;dur=53") is None
 
 
-@pytest.mark.parametrize("bad", ["total;dur=abc", "total;dur=-1", "bad name;dur=1", "total;dur=nan", "total;dur"])
+@pytest.mark.parametrize("bad", ["total;dur=abc", "total;dur=-1", "bad name;dur=1", "total;dur=nan", "total;dur",
+                                 "total;dur=1e400", 'total;dur="5', "total;dur=5 x", "total;=5", ";dur=5"])
 def test_malformed_values_raise_naming_the_entry(bad: str) -> None:
-    with pytest.raises(ValueError, match="malformed Server-Timing entry"):
+    with pytest.raises(ValueError, match="malformed Server-Timing"):
         parse_server_timing(bad)
+
+
+def test_a_quoted_desc_may_hold_commas_and_semicolons() -> None:
+    assert parse_server_timing('db;desc="a, b";dur=5, total;dur=10') == pytest.approx({"db": 0.005, "total": 0.010})
+    assert parse('db;desc="x;y=1, z"').entries == (Entry("db", None, "x;y=1, z"),)
+
+
+def test_a_desc_cannot_forge_the_total() -> None:
+    assert server_total('db;desc="x, total;dur=900000";dur=1, total;dur=10') == pytest.approx(0.010)
+    assert server_total('db;desc="x, total;dur=900000"') is None
+
+
+def test_the_first_dur_and_the_first_entry_of_a_name_win() -> None:
+    assert parse_server_timing("db;dur=5;dur=7") == pytest.approx({"db": 0.005})
+    assert server_total("total;dur=10, total;dur=20") == pytest.approx(0.010)
+
+
+def test_the_total_carries_the_service_name() -> None:
+    value = format_server_timing([], overhead=0.001, total=0.002, service='we"ird\\name')
+    assert parse(value).service == 'we"ird\\name'
+    assert parse("total;dur=2").service is None
+
+
+# --- property tests against a reference built from the spec's ABNF -------------------------------------------
+TCHAR = "!#$%&'*+-.^_`|~" + string.ascii_letters + string.digits
+tokens = st.text(alphabet=TCHAR, min_size=1, max_size=8)
+ows = st.text(alphabet=" \t", max_size=2)
+QDTEXT = "\t " + "".join(chr(c) for c in [0x21, *range(0x23, 0x5C), *range(0x5D, 0x7F), *range(0x80, 0x100)])
+quoted_content = st.text(alphabet=QDTEXT + '"\\', max_size=12)
+durations = st.floats(0, 1e9, allow_nan=False).map(lambda v: f"{v:.3f}")
+
+
+@st.composite
+def params(draw: st.DrawFn) -> tuple[str, str, str]:
+    """(name, decoded value, wire form) of one server-timing-param."""
+    name = draw(st.one_of(st.sampled_from(["dur", "DUR", "desc", "Desc"]), tokens))
+    if name.lower() == "dur":
+        value = draw(durations)
+        wire = draw(st.sampled_from([value, f'"{value}"']))
+    else:
+        value = draw(st.one_of(tokens, quoted_content))
+        wire = value if value and all(c in TCHAR for c in value) and draw(st.booleans()) else quote(value)
+    return name, value, f"{name}{draw(ows)}={draw(ows)}{wire}"
+
+
+@st.composite
+def headers(draw: st.DrawFn) -> tuple[str, list[Entry]]:
+    entries: list[Entry] = []
+    wires: list[str] = []
+    for _ in range(draw(st.integers(0, 5))):
+        name = draw(tokens)
+        wire = name
+        dur: float | None = None
+        desc: str | None = None
+        seen: set[str] = set()
+        for pname, value, pwire in draw(st.lists(params(), max_size=4)):
+            wire += f"{draw(ows)};{draw(ows)}{pwire}"
+            key = pname.lower()
+            if key == "dur" and key not in seen:
+                dur = float(value) / 1000.0
+            if key == "desc" and key not in seen:
+                desc = value
+            seen.add(key)
+        entries.append(Entry(name, dur, desc))
+        wires.append(wire)
+    separators = [draw(st.sampled_from([",", ", ", " ,", ",\t", ",,"])) for _ in wires]
+    text = draw(ows) + "".join(w + (sep if i < len(wires) - 1 else "") for i, (w, sep) in
+                               enumerate(zip(wires, separators, strict=True))) + draw(ows)
+    return text, entries
+
+
+@settings(max_examples=400, deadline=None)
+@given(headers())
+def test_every_value_the_grammar_allows_parses_to_its_entries(case: tuple[str, list[Entry]]) -> None:
+    text, expected = case
+    got = parse(text).entries
+    assert [(e.name, e.desc) for e in got] == [(e.name, e.desc) for e in expected]
+    for g, e in zip(got, expected, strict=True):
+        assert (g.seconds is None) == (e.seconds is None)
+        if g.seconds is not None and e.seconds is not None:
+            assert g.seconds == pytest.approx(e.seconds, rel=1e-12, abs=1e-12)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(max_size=60))
+def test_any_text_parses_or_raises_value_error(text: str) -> None:
+    try:
+        parse(text)
+    except ValueError as exc:
+        assert "malformed Server-Timing" in str(exc)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(tokens, st.floats(0, 1e4)), max_size=4), st.floats(0, 1e4), st.text(max_size=20))
+def test_format_then_parse_round_trips(phases: list[tuple[str, float]], total: float, service: str) -> None:
+    timing = parse(format_server_timing(phases, overhead=None, total=total, service=service))
+    assert timing.total == pytest.approx(total, abs=1e-6)
+    kept = "".join(c for c in service if c == "\t" or " " <= c <= "~" or "\x80" <= c <= "\xff")
+    assert timing.service == (kept or None)

@@ -1,0 +1,347 @@
+"""A diagnosis: which parts of a service's request time moved between a baseline and an incident window, the
+signals next to them, and a one-line verdict.
+
+    >>> from aiwatch.diagnose.window import WindowTotals
+    >>> def window(start, model, network):
+    ...     return WindowTotals(start, start + 60, {
+    ...         "requests": {("gw",): 60, ("inf",): 60}, "request_seconds": {("gw",): 60 * (model + network + .01),
+    ...         ("inf",): 60 * model}, "phase_seconds": {("gw", "call"): 60 * (model + network),
+    ...         ("gw", "overhead"): 60 * .01, ("inf", "inference"): 60 * model},
+    ...         "call_seconds": {("gw", "inf", "call"): 60 * (model + network)},
+    ...         "network_seconds": {("gw", "inf", "call"): 60 * network}})
+    >>> d = diagnose_windows(window(0, .03, .005), window(60, .03, .305), "gw")
+    >>> print(d.verdict)
+    gw mean 45 -> 345 ms at x1.0 load; 100% of the added time is network gw -> inf (+300 ms); the model's own time is flat (+0.0 ms)
+    >>> d.contributors[0].part.component, round(d.contributors[0].delta_seconds, 3)
+    ('network', 0.3)
+"""  # noqa: E501
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiwatch.diagnose.split import Part, mean_seconds, request_split, tail_split
+from aiwatch.diagnose.window import WindowTotals
+
+DEFAULT_MODEL_PHASES: tuple[str, ...] = ("inference",)
+#: The noise floor: a part whose time per request moved by less than this many seconds...
+NOISE_FLOOR_SECONDS = 0.002
+#: ...or by less than this share of the baseline's mean request time did not move.
+NOISE_FLOOR_SHARE = 0.05
+#: Load changes within this factor are "the same load" in the verdict.
+SAME_LOAD = 1.2
+
+
+class DiagnoseError(Exception):
+    """Nothing can be diagnosed; the message says why (no traffic, unknown service, unreachable source...)."""
+
+    exit_code = 4
+
+
+@dataclass(frozen=True)
+class WindowSummary:
+    """The service's traffic and latency in one window."""
+
+    start: float
+    end: float
+    requests: float
+    rate: float
+    mean_seconds: float | None
+    p99_seconds: float | None
+    error_ratio: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"start": self.start, "end": self.end, "requests": self.requests, "rate": self.rate,
+                "mean_seconds": self.mean_seconds, "p99_seconds": self.p99_seconds, "error_ratio": self.error_ratio}
+
+
+@dataclass(frozen=True)
+class Contributor:
+    """One part's time per request in both windows; ``share`` is its delta over the sum of the positive deltas
+    (the added time), negative for a part that got faster."""
+
+    part: Part
+    baseline_seconds: float
+    incident_seconds: float
+    share: float
+
+    @property
+    def delta_seconds(self) -> float:
+        return self.incident_seconds - self.baseline_seconds
+
+    def to_dict(self) -> dict[str, Any]:
+        p = self.part
+        return {"component": p.component, "service": p.service, "phase": p.phase or None, "peer": p.peer or None,
+                "baseline_seconds": self.baseline_seconds, "incident_seconds": self.incident_seconds,
+                "delta_seconds": self.delta_seconds, "share": self.share}
+
+
+@dataclass(frozen=True)
+class SignalChange:
+    """A supporting signal in both windows (``None`` where the window has no value)."""
+
+    name: str
+    labels: dict[str, str]
+    baseline: float | None
+    incident: float | None
+    unit: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "labels": self.labels, "baseline": self.baseline, "incident": self.incident,
+                "unit": self.unit}
+
+
+@dataclass(frozen=True)
+class Tail:
+    """Seconds spent in slow requests (slower than ``threshold_seconds``) per request, split the same way."""
+
+    threshold_seconds: float | None
+    baseline_seconds: float
+    incident_seconds: float
+    baseline_slow_share: float | None
+    incident_slow_share: float | None
+    contributors: list[Contributor]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"threshold_seconds": self.threshold_seconds, "baseline_seconds": self.baseline_seconds,
+                "incident_seconds": self.incident_seconds, "baseline_slow_share": self.baseline_slow_share,
+                "incident_slow_share": self.incident_slow_share,
+                "contributors": [c.to_dict() for c in self.contributors]}
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """What moved in ``service``'s request time between ``baseline`` and ``incident``."""
+
+    service: str
+    baseline: WindowSummary
+    incident: WindowSummary
+    contributors: list[Contributor]
+    noise_floor_seconds: float
+    tail: Tail | None = None
+    signals: list[SignalChange] = field(default_factory=list)
+    drifted: list[tuple[str, str]] = field(default_factory=list)
+    verdict: str = ""
+
+    @property
+    def moved(self) -> list[Contributor]:
+        """The contributors whose time per request rose by more than the noise floor, largest first."""
+        return [c for c in self.contributors if c.delta_seconds > self.noise_floor_seconds]
+
+    @property
+    def cause(self) -> str:
+        """The top cause as a short key: ``network:gw->inf``, ``model:inf/inference``, ``queue:inf``,
+        ``phase:gw/features``, ``overhead:gw``, ``peer:gw->x``, ``drift:model/feature`` or ``none``."""
+        if self.moved:
+            return cause_key(self.moved[0].part)
+        if self.drifted:
+            model, feature = self.drifted[0]
+            return f"drift:{model}/{feature}"
+        return "none"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"service": self.service, "baseline": self.baseline.to_dict(), "incident": self.incident.to_dict(),
+                "verdict": self.verdict, "cause": self.cause, "noise_floor_seconds": self.noise_floor_seconds,
+                "contributors": [c.to_dict() for c in self.contributors],
+                "tail": self.tail.to_dict() if self.tail is not None else None,
+                "signals": [s.to_dict() for s in self.signals],
+                "drifted_features": [{"model": m, "feature": f} for m, f in self.drifted]}
+
+
+def cause_key(part: Part) -> str:
+    """The short key of a part (see :attr:`Diagnosis.cause`)."""
+    if part.component in ("network", "peer"):
+        return f"{part.component}:{part.service}->{part.peer}"
+    if part.component in ("model", "phase"):
+        return f"{part.component}:{part.service}/{part.phase}"
+    return f"{part.component}:{part.service}"
+
+
+def diagnose_windows(baseline: WindowTotals, incident: WindowTotals, service: str | None = None, *,
+                     model_phases: Collection[str] = DEFAULT_MODEL_PHASES,
+                     noise_floor: float | None = None) -> Diagnosis:
+    """Diagnose ``service`` (default: the entry service, see :func:`entry_service`) between two windows.
+
+    ``noise_floor``: seconds per request below which a part did not move (default: the larger of
+    :data:`NOISE_FLOOR_SECONDS` and :data:`NOISE_FLOOR_SHARE` of the baseline's mean request time).
+    Raises :class:`DiagnoseError` when there is nothing to diagnose.
+    """
+    if service is None:
+        service = entry_service(baseline, incident)
+    known = baseline.services() | incident.services()
+    if service not in known:
+        served = ", ".join(sorted(known)) or "none"
+        raise DiagnoseError(f"no requests recorded for service {service!r} in either window "
+                            f"(services with requests: {served})")
+    for name, w in (("baseline", baseline), ("incident", incident)):
+        if w.total("requests", service) <= 0:
+            raise DiagnoseError(f"service {service!r} served no requests in the {name} window "
+                                f"({_span(w)}): nothing to compare")
+    before, after = summarise(baseline, service), summarise(incident, service)
+    floor = noise_floor if noise_floor is not None else max(
+        NOISE_FLOOR_SECONDS, NOISE_FLOOR_SHARE * (before.mean_seconds or 0.0))
+    contributors = compare(request_split(baseline, service, model_phases),
+                           request_split(incident, service, model_phases))
+    drifted = newly_drifted(baseline, incident)
+    diagnosis = Diagnosis(service, before, after, contributors, floor, _tail(baseline, incident, service,
+                                                                               model_phases),
+                          signals(baseline, incident, service), drifted)
+    return Diagnosis(**{**diagnosis.__dict__, "verdict": verdict(diagnosis)})
+
+
+def entry_service(baseline: WindowTotals, incident: WindowTotals) -> str:
+    """The service to diagnose when none is named: among services no other service calls (the entry points), the
+    one whose mean request time rose the most, then the busiest."""
+    services = baseline.services() & incident.services()
+    if not services:
+        raise DiagnoseError("no service served requests in both windows: nothing to diagnose (is the target "
+                            "instrumented with aiwatch, and is there traffic?)")
+    called = {peer for (_caller, peer, _phase) in incident.of("call_seconds")}
+    roots = sorted(services - called) or sorted(services)
+
+    def rise(name: str) -> tuple[float, float]:
+        b, i = mean_seconds(baseline, name) or 0.0, mean_seconds(incident, name) or 0.0
+        return i - b, incident.total("requests", name)
+
+    return max(roots, key=rise)
+
+
+def summarise(w: WindowTotals, service: str) -> WindowSummary:
+    requests = w.total("requests", service)
+    errors = w.total("errors", service)
+    buckets = [(float(le), count) for (le,), count in w.matching("request_buckets", service)]
+    return WindowSummary(w.start, w.end, requests, w.rate("requests", service), mean_seconds(w, service),
+                         histogram_quantile(0.99, buckets), errors / requests if requests > 0 else None)
+
+
+def compare(before: dict[Part, float], after: dict[Part, float]) -> list[Contributor]:
+    """Contributors ranked by added time (largest rise first); parts absent from a window count as 0 there."""
+    parts = set(before) | set(after)
+    added = sum(max(0.0, after.get(p, 0.0) - before.get(p, 0.0)) for p in parts)
+    rows = [Contributor(p, before.get(p, 0.0), after.get(p, 0.0),
+                        (after.get(p, 0.0) - before.get(p, 0.0)) / added if added > 0 else 0.0) for p in parts]
+    return sorted(rows, key=lambda c: (-c.delta_seconds, c.part))
+
+
+def _tail(baseline: WindowTotals, incident: WindowTotals, service: str,
+          model_phases: Collection[str]) -> Tail | None:
+    if not (baseline.of("slow_phase_seconds") or incident.of("slow_phase_seconds")):
+        return None  # the services predate the slow-request counters
+    before, after = tail_split(baseline, service, model_phases), tail_split(incident, service, model_phases)
+    thresholds = [t for w in (incident, baseline) for t in [w.total("slow_threshold", service)] if t > 0]
+
+    def share(w: WindowTotals) -> float | None:
+        requests = w.total("requests", service)
+        return w.total("slow_requests", service) / requests if requests > 0 else None
+
+    return Tail(thresholds[0] if thresholds else None, sum(before.values()), sum(after.values()), share(baseline),
+                share(incident), compare(before, after))
+
+
+def newly_drifted(baseline: WindowTotals, incident: WindowTotals) -> list[tuple[str, str]]:
+    """``(model, feature)`` pairs flagged as drifted in the incident window but not in the baseline."""
+    before = {k for k, v in baseline.of("drift_detected").items() if v >= 0.5}
+    return sorted((k[0], k[1]) for k, v in incident.of("drift_detected").items() if v >= 0.5 and k not in before)
+
+
+def signals(baseline: WindowTotals, incident: WindowTotals, service: str) -> list[SignalChange]:
+    """The supporting signals: load, errors, queues, in-flight, batching, cache, GPU and drift, in both windows."""
+    out: list[SignalChange] = []
+
+    def add(name: str, labels: dict[str, str], unit: str, before: float | None, after: float | None) -> None:
+        if before is not None or after is not None:
+            out.append(SignalChange(name, labels, before, after, unit))
+
+    def ratio(w: WindowTotals, num: float, den: float) -> float | None:
+        return num / den if den > 0 else None
+
+    add("request rate", {"service": service}, "req/s", baseline.rate("requests", service),
+        incident.rate("requests", service))
+    add("error ratio", {"service": service}, "ratio",
+        ratio(baseline, baseline.total("errors", service), baseline.total("requests", service)),
+        ratio(incident, incident.total("errors", service), incident.total("requests", service)))
+    for read, name, unit, label in (("queue_depth", "queue depth", "items", "queue"),
+                                    ("in_flight", "in-flight requests", "requests", "service"),
+                                    ("gpu_utilization", "GPU utilization", "ratio", "gpu"),
+                                    ("gpu_memory_used", "GPU memory used", "bytes", "gpu")):
+        for key in _keys(baseline, incident, read):
+            add(name, {label: key[0]}, unit, baseline.of(read).get(key), incident.of(read).get(key))
+    for (model,) in sorted({k for w in (baseline, incident) for k in w.of("batches")}):
+        add("batch size", {"model": model}, "items",
+            ratio(baseline, baseline.total("batch_items", model), baseline.total("batches", model)),
+            ratio(incident, incident.total("batch_items", model), incident.total("batches", model)))
+    for cache in sorted({k[0] for w in (baseline, incident) for k in w.of("cache_lookups")}):
+        add("cache hit ratio", {"cache": cache}, "ratio",
+            *(ratio(w, w.of("cache_lookups").get((cache, "hit"), 0.0), w.total("cache_lookups", cache))
+              for w in (baseline, incident)))
+    for key in _keys(baseline, incident, "gpu_throttle"):
+        add("GPU throttled", {"gpu": key[0], "reason": key[1]}, "0/1", baseline.of("gpu_throttle").get(key),
+            incident.of("gpu_throttle").get(key))
+    for key in _keys(baseline, incident, "drift_detected"):
+        add("drift detected", {"model": key[0], "feature": key[1]}, "0/1", baseline.of("drift_detected").get(key),
+            incident.of("drift_detected").get(key))
+    return out
+
+
+def _keys(baseline: WindowTotals, incident: WindowTotals, read: str) -> list[tuple[str, ...]]:
+    return sorted(set(baseline.of(read)) | set(incident.of(read)))
+
+
+def verdict(d: Diagnosis) -> str:
+    """One line: the latency change and the load, the part that added the most time, and the model's own time."""
+    b, i = d.baseline, d.incident
+    if b.p99_seconds is not None and i.p99_seconds is not None:
+        head = f"{d.service} p99 {ms(b.p99_seconds)} -> {ms(i.p99_seconds)} ms"
+    else:
+        head = f"{d.service} mean {ms(b.mean_seconds)} -> {ms(i.mean_seconds)} ms"
+    load = i.rate / b.rate if b.rate > 0 else math.inf
+    head += f" at x{load:.1f} load"
+    model = sum(c.delta_seconds for c in d.contributors if c.part.component == "model")
+    drift = ", ".join(f"{f} ({m})" for m, f in d.drifted)
+    moved = d.moved
+    if not moved:
+        line = f"{head}; no part moved by more than the noise floor ({ms(d.noise_floor_seconds)} ms)"
+        return f"{line}; inputs drifted: {drift}" if drift else line
+    top = moved[0]
+    line = (f"{head}; {top.share:.0%} of the added time is {top.part.describe()} "
+            f"({signed_ms(top.delta_seconds)} ms)")
+    if top.part.component != "model":
+        flat = abs(model) <= d.noise_floor_seconds
+        line += f"; the model's own time is {'flat' if flat else 'up'} ({signed_ms(model)} ms)"
+    elif len(moved) > 1:
+        line += f"; next: {moved[1].part.describe()} ({signed_ms(moved[1].delta_seconds)} ms)"
+    if drift:
+        line += f"; inputs drifted: {drift}"
+    return line
+
+
+def ms(seconds: float | None) -> str:
+    """Milliseconds with sensible precision (``'-'`` for no value)."""
+    if seconds is None:
+        return "-"
+    value = seconds * 1000.0
+    return f"{value:.1f}" if abs(value) < 10 else f"{value:.0f}"
+
+
+def signed_ms(seconds: float) -> str:
+    text = ms(abs(seconds))
+    return f"-{text}" if seconds < 0 and text.strip("0.") else f"+{text}"
+
+
+def histogram_quantile(q: float, buckets: Iterable[tuple[float, float]]) -> float | None:
+    """PromQL's ``histogram_quantile`` over cumulative ``(upper bound, count)`` buckets."""
+    from aiwatch.console.source import histogram_quantile as quantile
+
+    return quantile(q, buckets)
+
+
+def _span(w: WindowTotals) -> str:
+    import datetime as dt
+
+    def fmt(t: float) -> str:
+        return dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+    return f"{fmt(w.start)} to {fmt(w.end)} UTC"

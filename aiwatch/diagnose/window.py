@@ -1,0 +1,117 @@
+"""What ``aiwatch diagnose`` reads about one time window, whatever the source.
+
+Every question diagnose asks of a window is one row of :data:`READS`: a sample name, the labels to sum by, and
+whether the value is a counter's increase over the window or a gauge's average (or maximum) over it. A source
+(Prometheus' HTTP API, the console's embedded scrape source, two snapshots of scraped ``/metrics``) answers each row
+with ``{label values: number}``; :class:`WindowTotals` holds the answers and the arithmetic never sees the source.
+
+    >>> w = WindowTotals(0.0, 60.0, {"requests": {("gateway",): 120.0}})
+    >>> w.total("requests", "gateway"), w.rate("requests", "gateway"), w.total("requests", "nobody")
+    (120.0, 2.0, 0.0)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+Key = tuple[str, ...]
+ReadKind = Literal["increase", "avg", "max"]
+
+
+@dataclass(frozen=True)
+class Read:
+    """One question about a window: ``kind`` of ``metric`` over the window, summed by ``by``.
+
+    - ``increase``: how much the counter (or histogram ``_sum`` / ``_count`` / ``_bucket``) grew in the window, the
+      sum over every series with the same ``by`` labels;
+    - ``avg``: the gauge's average over the window, summed over series with the same ``by`` labels (queue depth
+      of every replica adds up);
+    - ``max``: the gauge's largest value in the window, the maximum over series with the same ``by`` labels.
+
+    ``errors_only`` keeps only series whose ``status`` label counts as an error.
+    """
+
+    key: str
+    metric: str
+    by: tuple[str, ...]
+    kind: ReadKind = "increase"
+    errors_only: bool = False
+
+
+READS: tuple[Read, ...] = (
+    # the latency split: requests, their phases, and the calls each phase made to other services
+    Read("requests", "aiwatch_request_duration_seconds_count", ("service",)),
+    Read("request_seconds", "aiwatch_request_duration_seconds_sum", ("service",)),
+    Read("request_buckets", "aiwatch_request_duration_seconds_bucket", ("service", "le")),
+    Read("errors", "aiwatch_request_duration_seconds_count", ("service",), errors_only=True),
+    Read("phase_seconds", "aiwatch_phase_duration_seconds_sum", ("service", "phase")),
+    Read("call_seconds", "aiwatch_client_request_duration_seconds_sum", ("service", "peer", "phase")),
+    Read("network_seconds", "aiwatch_network_duration_seconds_sum", ("service", "peer", "phase")),
+    # the tail: the same split, counted only for requests slower than the service's latency objective
+    Read("slow_requests", "aiwatch_slow_requests_total", ("service",)),
+    Read("slow_phase_seconds", "aiwatch_slow_phase_seconds_total", ("service", "phase")),
+    Read("slow_call_seconds", "aiwatch_slow_call_seconds_total", ("service", "peer", "phase")),
+    Read("slow_network_seconds", "aiwatch_slow_network_seconds_total", ("service", "peer", "phase")),
+    Read("slow_threshold", "aiwatch_slow_threshold_seconds", ("service",), "max"),
+    # supporting signals
+    Read("queue_depth", "aiwatch_queue_depth", ("queue",), "avg"),
+    Read("in_flight", "aiwatch_requests_in_flight", ("service",), "avg"),
+    Read("batch_items", "aiwatch_batch_size_sum", ("model",)),
+    Read("batches", "aiwatch_batch_size_count", ("model",)),
+    Read("cache_lookups", "aiwatch_feature_cache_requests_total", ("cache", "result")),
+    Read("gpu_utilization", "aiwatch_gpu_utilization_ratio", ("gpu",), "avg"),
+    Read("gpu_memory_used", "aiwatch_gpu_memory_used_bytes", ("gpu",), "max"),
+    Read("gpu_throttle", "aiwatch_gpu_throttle_reason", ("gpu", "reason"), "max"),
+    Read("drift_detected", "aiwatch_drift_detected", ("model", "feature"), "max"),
+)
+"""Everything diagnose reads, in one table: a source that answers these rows can be diagnosed."""
+
+READ_KEYS = frozenset(r.key for r in READS)
+
+Reader = Callable[[Read], Mapping[Key, float]]
+"""A source's answer to one :class:`Read` for one window."""
+
+
+@dataclass(frozen=True)
+class WindowTotals:
+    """The answers to :data:`READS` for the window ``[start, end]`` (unix seconds)."""
+
+    start: float
+    end: float
+    values: Mapping[str, Mapping[Key, float]] = field(default_factory=dict)
+
+    @classmethod
+    def read(cls, reader: Reader, start: float, end: float) -> WindowTotals:
+        """Ask ``reader`` every row of :data:`READS`."""
+        return cls(start, end, {r.key: dict(reader(r)) for r in READS})
+
+    @property
+    def seconds(self) -> float:
+        return self.end - self.start
+
+    def of(self, key: str) -> Mapping[Key, float]:
+        """Every answer to the read ``key``: ``{label values: number}``."""
+        if key not in READ_KEYS:
+            raise KeyError(f"{key!r} is not one of diagnose's reads")
+        return self.values.get(key, {})
+
+    def total(self, key: str, *prefix: str) -> float:
+        """The sum of the answers to ``key`` whose leading label values are ``prefix``."""
+        return float(sum(v for k, v in self.of(key).items() if k[:len(prefix)] == prefix))
+
+    def rate(self, key: str, *prefix: str) -> float:
+        """:meth:`total` per second of the window."""
+        return self.total(key, *prefix) / self.seconds if self.seconds > 0 else 0.0
+
+    def matching(self, key: str, *prefix: str) -> Iterator[tuple[Key, float]]:
+        """The answers to ``key`` whose leading label values are ``prefix``, with the rest of their labels."""
+        n = len(prefix)
+        for k, v in self.of(key).items():
+            if k[:n] == prefix:
+                yield k[n:], v
+
+    def services(self) -> set[str]:
+        """Services that served requests in the window."""
+        return {k[0] for k, v in self.of("requests").items() if v > 0}

@@ -1,0 +1,104 @@
+"""diagnose's ranking, verdict, errors and JSON on simulated windows whose injected cause is known."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from aiwatch.diagnose import DiagnoseError, diagnose_windows
+from aiwatch.diagnose.window import WindowTotals
+from tests.diagnose.simulate import Service, World
+
+
+def world(model: float = 0.03, network: float = 0.005, features: float = 0.004, queue: float = 0.002) -> World:
+    return World({
+        "gateway": Service("gateway", {"features": features, "inference_call": 0.0005, "overhead": 0.001},
+                           {"inference_call": [("inference", network, 1)]}),
+        "inference": Service("inference", {"queue": queue, "inference": model, "overhead": 0.0005}),
+    })
+
+
+def windows(**incident: float) -> tuple[WindowTotals, WindowTotals]:
+    return world().window("gateway", 3000, seed=10), world(**incident).window("gateway", 3000, seed=11, start=60)
+
+
+@pytest.mark.parametrize(("injected", "cause"), [
+    ({"network": 0.2}, "network:gateway->inference"),
+    ({"model": 0.2}, "model:inference/inference"),
+    ({"features": 0.05}, "phase:gateway/features"),
+    ({"queue": 0.05}, "queue:inference"),
+])
+def test_the_injected_part_ranks_first(injected: dict[str, float], cause: str) -> None:
+    d = diagnose_windows(*windows(**injected), "gateway")
+    assert d.cause == cause
+    top = d.contributors[0]
+    assert top.delta_seconds == pytest.approx(max(injected.values()) - 0.0, rel=0.25)
+
+
+def test_the_deltas_add_up_to_the_change_of_the_mean() -> None:
+    d = diagnose_windows(*windows(network=0.1), "gateway")
+    assert d.incident.mean_seconds is not None and d.baseline.mean_seconds is not None
+    total = d.incident.mean_seconds - d.baseline.mean_seconds
+    assert sum(c.delta_seconds for c in d.contributors) == pytest.approx(total, rel=1e-9)
+    assert sum(c.share for c in d.contributors if c.share > 0) == pytest.approx(1.0)
+
+
+def test_a_control_run_ranks_nothing_above_the_noise_floor() -> None:
+    d = diagnose_windows(*windows(), "gateway")
+    assert d.moved == []
+    assert d.cause == "none"
+    assert "no part moved" in d.verdict
+
+
+def test_the_verdict_names_the_network_and_says_the_model_is_flat() -> None:
+    d = diagnose_windows(*windows(network=0.3), "gateway")
+    assert "100% of the added time is network gateway -> inference (+2" in d.verdict
+    assert "the model's own time is flat" in d.verdict
+    assert " at x1.0 load" in d.verdict
+
+
+def test_the_verdict_reports_load() -> None:
+    before = world().window("gateway", 1000, seed=1)
+    after = world(queue=0.2).window("gateway", 10000, seed=2, start=60)
+    d = diagnose_windows(before, after, "gateway")
+    assert " at x10.0 load" in d.verdict
+    assert d.cause == "queue:inference"
+
+
+def test_drift_with_flat_latency_is_the_cause() -> None:
+    before, after = windows()
+    after = WindowTotals(after.start, after.end, {**after.values,
+                                                  "drift_detected": {("ranker", "basket_value"): 1.0}})
+    d = diagnose_windows(before, after, "gateway")
+    assert d.cause == "drift:ranker/basket_value"
+    assert "inputs drifted: basket_value (ranker)" in d.verdict
+
+
+def test_the_entry_service_is_chosen_when_none_is_named() -> None:
+    assert diagnose_windows(*windows(network=0.1)).service == "gateway"
+
+
+def test_an_unknown_service_is_a_clear_error() -> None:
+    with pytest.raises(DiagnoseError, match=r"no requests recorded for service 'nope'.*gateway, inference"):
+        diagnose_windows(*windows(), "nope")
+
+
+def test_a_window_without_traffic_is_a_clear_error() -> None:
+    before, _ = windows()
+    with pytest.raises(DiagnoseError, match="served no requests in the incident window"):
+        diagnose_windows(before, WindowTotals(60, 120, {}), "gateway")
+    with pytest.raises(DiagnoseError, match="no service served requests in both windows"):
+        diagnose_windows(WindowTotals(0, 60, {}), WindowTotals(60, 120, {}))
+
+
+def test_json_has_the_documented_shape() -> None:
+    d = diagnose_windows(*windows(network=0.2), "gateway")
+    out = json.loads(json.dumps(d.to_dict()))
+    assert set(out) >= {"service", "baseline", "incident", "verdict", "contributors", "tail", "signals"}
+    first = out["contributors"][0]
+    assert set(first) == {"component", "service", "phase", "peer", "baseline_seconds", "incident_seconds",
+                          "delta_seconds", "share"}
+    assert (first["component"], first["service"], first["peer"]) == ("network", "gateway", "inference")
+    assert out["tail"]["contributors"][0]["component"] == "network"
+    assert out["incident"]["mean_seconds"] > out["baseline"]["mean_seconds"]
