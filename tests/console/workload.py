@@ -104,7 +104,7 @@ class Workload:
         gw.add("inference_call", None, served + network)
         self.gateway.finish(gw, "/recommend", "POST", status,
                             end=clock + lookup + served + network + rng.uniform(0.001, 0.003))
-        self.metrics.network_duration.labels(GATEWAY, SERVICE).observe(network)
+        self.metrics.network_duration.labels(GATEWAY, SERVICE, "call").observe(network)
 
     def step(self, requests: int = 20) -> None:
         with self._lock:
