@@ -46,6 +46,12 @@ def live_share_expr(window: str, selector: str = "") -> str:
     return f"({live} / ignoring (bin) group_left {by('sum', ('model', 'feature'), live)})"
 
 
+def live_values_expr(window: str, selector: str = "") -> str:
+    """How many live values each (model, feature) counted over ``window``, over every replica: what a fleet PSI
+    was computed from (PSI of a few values is mostly sampling noise)."""
+    return by("sum", ("model", "feature"), increase(FEATURE_BINS, window, _matchers(selector)))
+
+
 def reference_share_expr(selector: str = "") -> str:
     """The reference profile's share of each bin (the same on every replica, so ``max`` picks it)."""
     return by("max", ("model", "feature", "bin"), series(REFERENCE_RATIO, _matchers(selector)))

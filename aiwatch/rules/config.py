@@ -24,6 +24,11 @@ from aiwatch.promql import parse_matchers
 
 _DURATION = re.compile(r"^([0-9]+(ms|s|m|h|d|w|y))+$")
 
+#: The runbook link of the default config (and so of the committed files under ``alerts/``): a placeholder that
+#: promtool accepts and that can never resolve (``.invalid`` is reserved, RFC 2606). ``aiwatch rules render`` warns
+#: when a config leaves it there.
+RUNBOOK_URL_PLACEHOLDER = "https://runbooks.invalid/aiwatch/{alert}"
+
 
 class ConfigError(ValueError):
     """A rules config value is wrong; the message names the key."""
@@ -161,6 +166,9 @@ class Drift:
         "evaluation interval of the fleet PSI / JS recording group: the expressions are heavy and hour-long windows "
         "need no finer resolution"))
     psi_threshold: float = field(default=0.2, metadata=_help("PSI above this is a significant shift"))
+    fleet_min_values: float = field(default=200.0, metadata=_help(
+        "AiwatchFleetInputDrift only for a feature with at least this many live values in psi_window: the PSI of "
+        "fewer values is mostly sampling noise (about (bins - 1) / values)"))
     fleet_for: str = "15m"
     local_for: str = "15m"
 
@@ -179,8 +187,11 @@ class Meta:
 class RulesConfig:
     """Everything the renderer reads. ``RulesConfig()`` is the default config."""
 
-    runbook_base_url: str = field(default="https://github.com/aiwatch/aiwatch/blob/main", metadata=_help(
-        "runbook_url = <runbook_base_url>/docs/runbooks/<AlertName>.md"))
+    runbook_url: str = field(default=RUNBOOK_URL_PLACEHOLDER, metadata=_help(
+        "where each alert's runbook page lives: a URL in which {alert} stands for the alert's name. Your wiki "
+        "(https://wiki.example.com/oncall/{alert}), your copy of the runbooks in a repository "
+        "(https://github.com/acme/ml/blob/main/runbooks/{alert}.md), or the aiwatch console, which serves them "
+        "(http://aiwatch-console.example.com:8501/?runbook={alert}). The default is a placeholder"))
     selectors: Selectors = field(default_factory=Selectors)
     slo: SLO = field(default_factory=SLO)
     latency: Latency = field(default_factory=Latency)
@@ -190,8 +201,16 @@ class RulesConfig:
     drift: Drift = field(default_factory=Drift)
     meta: Meta = field(default_factory=Meta)
 
+    @property
+    def runbook_url_is_placeholder(self) -> bool:
+        """True while ``runbook_url`` is still the default's placeholder (every runbook link goes nowhere)."""
+        return self.runbook_url == RUNBOOK_URL_PLACEHOLDER
+
     def validate(self) -> RulesConfig:
         """Check values that types cannot; returns ``self``."""
+        if "{alert}" not in self.runbook_url or not self.runbook_url.startswith(("http://", "https://")):
+            raise ConfigError(f"runbook_url: {self.runbook_url!r} must be an http(s) URL containing {{alert}}, "
+                              "which is replaced by each alert's name")
         for path, value in _walk(self):
             leaf = path.rsplit(".", 1)[-1]
             if isinstance(value, str) and (leaf in {"window", "period", "long", "short", "absent_lookback",
@@ -292,6 +311,9 @@ def _build(cls: type[Any], data: Any, path: str) -> Any:
 
 def config_from_dict(data: dict[str, Any] | None) -> RulesConfig:
     """A validated :class:`RulesConfig` from parsed YAML/JSON; missing keys keep their defaults."""
+    if isinstance(data, dict) and "runbook_base_url" in data:
+        raise ConfigError("runbook_base_url: replaced by runbook_url, a URL in which {alert} stands for the alert's "
+                          "name, e.g. runbook_url: 'https://github.com/acme/ml/blob/main/runbooks/{alert}.md'")
     cfg: RulesConfig = _build(RulesConfig, data or {}, "")
     return cfg.validate()
 

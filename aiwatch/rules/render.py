@@ -19,7 +19,7 @@ from typing import Any
 
 from prometheus_client.utils import floatToGoString
 
-from aiwatch.drift.promql import JS_RECORD, PSI_RECORD, fleet_js_expr, fleet_psi_expr
+from aiwatch.drift.promql import JS_RECORD, PSI_RECORD, fleet_js_expr, fleet_psi_expr, live_values_expr
 from aiwatch.promql import (
     by,
     eq,
@@ -109,7 +109,7 @@ class Alert:
     description: str
     labels: dict[str, str] = field(default_factory=dict)
 
-    def rule(self, runbook_base: str) -> dict[str, Any]:
+    def rule(self, runbook_template: str) -> dict[str, Any]:
         return {
             "alert": self.name,
             "expr": self.expr,
@@ -118,14 +118,18 @@ class Alert:
             "annotations": {
                 "summary": self.summary,
                 "description": self.description,
-                "runbook_url": runbook_url(runbook_base, self.name),
+                "runbook_url": runbook_url(runbook_template, self.name),
             },
         }
 
 
-def runbook_url(base: str, alert: str) -> str:
-    """Where an alert's runbook page lives: ``<base>/docs/runbooks/<alert>.md``."""
-    return f"{base.rstrip('/')}/docs/runbooks/{alert}.md"
+def runbook_url(template: str, alert: str) -> str:
+    """Where an alert's runbook page lives: the config's ``runbook_url`` with ``{alert}`` replaced by its name.
+
+    >>> runbook_url("http://127.0.0.1:8501/?runbook={alert}", "AiwatchQueueBacklog")
+    'http://127.0.0.1:8501/?runbook=AiwatchQueueBacklog'
+    """
+    return template.replace("{alert}", alert)
 
 
 def _record(name: str, expr: str, **labels: str) -> dict[str, Any]:
@@ -169,11 +173,16 @@ def latency_records(cfg: RulesConfig) -> list[dict[str, Any]]:
     network = histogram_quantile(0.99, NETWORK, w, ("service", "peer"), cfg.selectors.network)
     rules = [_record(PHASE_QUANTILE.format(percent=number(q * 100)),
                      histogram_quantile(q, PHASES, w, ("service", "model", "phase"), req)) for q in QUANTILES]
+    # A phase in which the service called an instrumented peer (it has network series) holds the peer's time,
+    # model included: the peer's own alerts and the network "phase" below cover it, so it is left out here rather
+    # than reported as time outside the model.
+    calling = by("group", ("service", "phase"), series(NETWORK.count, cfg.selectors.network))
     rules += [
         _record(MODEL_P99, histogram_quantile(0.99, PHASES, w, ("service", "model"), req, model)),
         # the caller-side network time is one more non-model "phase" (service = the caller, peer = the callee)
         _record(NON_MODEL_P99,
-                f"{histogram_quantile(0.99, PHASES, w, ('service', 'phase'), req, other)}\nor\n"
+                f"{histogram_quantile(0.99, PHASES, w, ('service', 'phase'), req, other)}\n"
+                f"unless on (service, phase)\n{calling}\nor\n"
                 f'label_replace({network}, {quote("phase")}, {quote("network")}, "", "")'),
         _record(OUTSIDE_MODEL,
                 f"{by('sum', ('service',), rate(PHASES.sum, w, req, other))}\n/\n"
@@ -369,11 +378,15 @@ def drift_alerts(cfg: RulesConfig) -> list[Alert]:
               "found drift against the reference profile on at least one replica; statistic "
               "{{ $value | printf \"%.3g\" }}. One replica's window can be unrepresentative: compare with the fleet "
               "PSI before acting."),
-        Alert("AiwatchFleetInputDrift", f"{psi} > {number(d.psi_threshold)}", d.fleet_for, "warning",
+        Alert("AiwatchFleetInputDrift",
+              f"{psi} > {number(d.psi_threshold)}\nand on (model, feature)\n"
+              f"{live_values_expr(d.psi_window, selector(ds))} >= {number(d.fleet_min_values)}",
+              d.fleet_for, "warning",
               "Input feature {{ $labels.feature }} of {{ $labels.model }} shifted across the fleet",
               f"PSI of {{{{ $labels.feature }}}} (model {{{{ $labels.model }}}}) over all replicas in the last "
               f"{d.psi_window} is {{{{ $value | printf \"%.3f\" }}}} (alert above {number(d.psi_threshold)}; below "
-              f"0.1 is stable, 0.1-0.2 moderate, above 0.2 significant).{js_text}"),
+              f"0.1 is stable, 0.1-0.2 moderate, above 0.2 significant; computed from at least "
+              f"{number(d.fleet_min_values)} values).{js_text}"),
     ]
 
 
@@ -424,6 +437,6 @@ def render(cfg: RulesConfig | None = None) -> dict[str, str]:
         ("aiwatch-drift.alerts", drift_alerts(cfg)),
         ("aiwatch-meta.alerts", meta_alerts(cfg)),
     ]
-    alerting = {"groups": [{"name": name, "rules": [a.rule(cfg.runbook_base_url) for a in rules]}
+    alerting = {"groups": [{"name": name, "rules": [a.rule(cfg.runbook_url) for a in rules]}
                            for name, rules in groups]}
     return {RECORDING_FILE: header + dump(recording), ALERTING_FILE: header + dump(alerting)}
