@@ -1,0 +1,119 @@
+"""The demo's child processes: each in its own session, logged to a file, stopped with its whole process group.
+
+The runner starts the services (and the console, Prometheus and Alertmanager when they are installed) through one
+:class:`Supervisor`, which stops every child on the way out.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Sequence
+from contextlib import suppress
+from pathlib import Path
+
+HOST = "127.0.0.1"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+class Child:
+    """A child process in its own session (the terminal's Ctrl-C reaches only the runner, which stops it, with
+    every process of its group). An ``essential`` child that stops on its own stops the demo."""
+
+    def __init__(self, name: str, args: Sequence[str], log_dir: Path, env: dict[str, str],
+                 essential: bool = True) -> None:
+        self.name = name
+        self.essential = essential
+        self.log = log_dir / f"{name}.log"
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen(list(args), stdout=log, stderr=subprocess.STDOUT, env=env,
+                                         start_new_session=True)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def tail(self) -> str:
+        try:
+            return self.log.read_text(errors="replace")[-3000:]
+        except OSError:
+            return ""
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self.proc.poll() is None:
+            with suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                with suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout)
+
+
+class DemoFailed(RuntimeError):
+    """A part of the demo could not start or stopped on its own; the message has its log's tail."""
+
+
+class Supervisor:
+    def __init__(self) -> None:
+        self.children: list[Child] = []
+        self._on_stop: list[Callable[[], None]] = []
+        self._tmp = tempfile.TemporaryDirectory(prefix="aiwatch-demo-")
+        self.log_dir = Path(self._tmp.name)
+        self.env = dict(os.environ)
+        # One BLAS thread: the model's time stays steady and the demo stays within one core for the model.
+        self.env.setdefault("OPENBLAS_NUM_THREADS", "1")
+        self.env.setdefault("OMP_NUM_THREADS", "1")
+        self.env["PYTHONUNBUFFERED"] = "1"
+        self.env["PYTHONPATH"] = os.pathsep.join(filter(None, [_package_root(), self.env.get("PYTHONPATH", "")]))
+
+    def start(self, name: str, args: Sequence[str], essential: bool = True) -> Child:
+        child = Child(name, args, self.log_dir, self.env, essential)
+        self.children.append(child)
+        return child
+
+    def wait_ready(self, child: Child, url: str, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if child.proc.poll() is not None:
+                raise DemoFailed(f"the {child.name} service exited with {child.proc.returncode}:\n{child.tail()}")
+            try:
+                with urllib.request.urlopen(url, timeout=2) as resp:
+                    if resp.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise DemoFailed(f"the {child.name} service did not answer {url} within {timeout:.0f}s:\n{child.tail()}")
+
+    def check_alive(self) -> None:
+        for child in self.children:
+            if child.essential and child.proc.poll() is not None:
+                raise DemoFailed(f"the {child.name} service stopped (exit {child.proc.returncode}):\n{child.tail()}")
+
+    def on_stop(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` when the supervisor stops (before the children are stopped)."""
+        self._on_stop.append(callback)
+
+    def stop(self) -> None:
+        for callback in reversed(self._on_stop):
+            with suppress(Exception):
+                callback()
+        for child in reversed(self.children):
+            child.stop()
+        self._tmp.cleanup()
+
+
+def _package_root() -> str:
+    return str(Path(__file__).resolve().parent.parent.parent)
