@@ -1,8 +1,13 @@
 """The aiwatch console, a Streamlit app: ``aiwatch console`` runs it (or ``streamlit run aiwatch/console/app.py``).
 
-Four views, picked in the sidebar: **Latency**, **Resources**, **Drift** and **Alerts**. Each panel asks one
-question of the data source (:mod:`aiwatch.console.source`) and draws the answer; a panel whose question fails or
-has no data shows a message saying why, and the other panels go on.
+Five views, picked in the sidebar: **Latency**, **Resources**, **Drift**, **Alerts** and **Runbooks**. Each panel
+asks one question of the data source (:mod:`aiwatch.console.source`) and draws the answer; a panel whose question
+fails or has no data shows a message saying why, and the other panels go on. The Runbooks view serves the runbook
+of every aiwatch alert from the package (:mod:`aiwatch.runbooks`); ``?runbook=<AlertName>`` opens one, so a rules
+config can point ``runbook_url`` at the console (``http://CONSOLE/?runbook={alert}``).
+
+Label values and annotations (alert summaries, service names) are not the console's text: they go into Markdown
+through :mod:`aiwatch.console.markdown`, so they show as text and never as links, images or formulas.
 
 Configuration comes from ``AIWATCH_CONSOLE_*`` environment variables (:class:`~aiwatch.console.config.ConsoleConfig`);
 a test (or an embedding app) can instead put a ready :class:`~aiwatch.console.source.DataSource` in
@@ -14,8 +19,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+from aiwatch import runbooks
 from aiwatch._optional import require
 from aiwatch.console.config import ConsoleConfig
+from aiwatch.console.markdown import escape, link
 from aiwatch.console.source import (
     MODEL_PHASES,
     DataSource,
@@ -31,7 +38,9 @@ st: Any = require("streamlit", "console")
 pd: Any = require("pandas", "console")
 alt: Any = require("altair", "console")
 
-VIEWS = ("Latency", "Resources", "Drift", "Alerts")
+VIEWS = ("Latency", "Resources", "Drift", "Alerts", "Runbooks")
+#: the query parameter that opens the Runbooks view on one alert's page
+RUNBOOK_PARAM = "runbook"
 WINDOWS = (30.0, 60.0, 300.0, 900.0, 3600.0)
 MODEL_COLOR = "#d62728"
 NOT_MODEL_COLORS = ("#1f77b4", "#6baed6", "#9ecae1", "#7f7f7f", "#bcbd22", "#17becf", "#c7c7c7")
@@ -165,7 +174,7 @@ def small_multiples(kind: str, series: list[Series], order: Sequence[str],
         cols = st.columns(per_row if len(names) > 1 else 1, gap="large")
         for col, service in zip(cols, names[start:start + per_row], strict=False):
             with col, st.container(key=f"{kind}-{service}"):
-                st.markdown(f"**{service or '(no service label)'}**")
+                st.markdown(f"**{escape(service) if service else '(no service label)'}**")
                 draw(service, groups[service])
 
 
@@ -372,6 +381,11 @@ def alerts_view(src: DataSource, window: float) -> None:
           _draw_signals, "No autoscaling signals.")
 
 
+def runbook_page_link(alert: str) -> str | None:
+    """The console's own page for ``alert``'s runbook (``?runbook=<alert>``), when aiwatch has one."""
+    return f"?{RUNBOOK_PARAM}={alert}" if alert in runbooks.names() else None
+
+
 def _draw_alerts(rows: list[Any]) -> None:
     firing = [a for a in rows if a.state == "firing"]
     if firing:
@@ -379,14 +393,38 @@ def _draw_alerts(rows: list[Any]) -> None:
     else:
         st.warning(f"{len(rows)} pending.")
     for a in rows:
-        link = f" — [runbook]({a.runbook_url})" if a.runbook_url else " — no runbook_url annotation"
-        st.markdown(f"- **{a.state.upper()}** `{a.severity or 'no severity'}` **{a.name}**: {a.summary}{link}")
+        page = runbook_page_link(a.name)
+        links = [link("runbook", page)] if page else []
+        if a.runbook_url:
+            links.append(link("runbook_url", a.runbook_url))
+        where = " — " + " · ".join(links) if links else " — no runbook_url annotation"
+        st.markdown(f"- **{escape(a.state.upper())}** `{escape(a.severity or 'no severity')}` **{escape(a.name)}**: "
+                    f"{escape(a.summary)}{where}")
     df = pd.DataFrame([{"state": a.state, "severity": a.severity, "alert": a.name, "summary": a.summary,
-                        "runbook": a.runbook_url or None, "since": a.active_at,
+                        "runbook": runbook_page_link(a.name), "runbook_url": a.runbook_url or None,
+                        "since": a.active_at,
                         "labels": ", ".join(f"{k}={v}" for k, v in sorted(a.labels.items())
                                             if k not in ("alertname", "severity"))} for a in rows])
     st.dataframe(df, hide_index=True, width="stretch",
-                 column_config={"runbook": st.column_config.LinkColumn("runbook", display_text="open runbook")})
+                 column_config={"runbook": st.column_config.LinkColumn("runbook", display_text="open runbook"),
+                                "runbook_url": st.column_config.LinkColumn("runbook_url")})
+
+
+def runbooks_view(src: DataSource | None = None, window: float = 0.0) -> None:
+    """Every alert's runbook, from the package; ``?runbook=<AlertName>`` picks one (the view works without data)."""
+    st.header("Runbooks")
+    names = runbooks.names()
+    wanted = st.query_params.get(RUNBOOK_PARAM)
+    if wanted is not None and wanted not in names:
+        st.warning(f"No runbook for an alert named “{escape(wanted)}”. aiwatch's alerts: pick one below.")
+    if st.session_state.get("runbook") not in names:
+        st.session_state["runbook"] = wanted if wanted in names else names[0]
+    name = st.selectbox("Alert", names, key="runbook")
+    st.query_params[RUNBOOK_PARAM] = name
+    st.caption(f"Shipped with aiwatch (aiwatch/runbooks/{name}.md). Link to this page: ?{RUNBOOK_PARAM}={name}; "
+               "point a rules config's runbook_url here with http://CONSOLE/?runbook={alert}.")
+    with st.container(key="runbook-page", border=True):
+        st.markdown(runbooks.page(name))
 
 
 def _draw_signals(signals: list[Any]) -> None:
@@ -444,6 +482,11 @@ def main() -> None:
         except ValueError as exc:
             st.error(f"Bad console configuration: {exc}")
             return
+    if "view" not in st.session_state:  # a link into the console: ?runbook=<AlertName> or ?view=<View>
+        if RUNBOOK_PARAM in st.query_params:
+            st.session_state["view"] = "Runbooks"
+        elif st.query_params.get("view") in VIEWS:
+            st.session_state["view"] = st.query_params["view"]
     with st.sidebar:
         st.title("aiwatch console")
         view = st.radio("View", VIEWS, key="view")
@@ -452,6 +495,12 @@ def main() -> None:
                               format_func=_window_label)
         st.caption(f"Source: {src.description}")
         st.caption(f"Refreshes every {config.refresh:g} s." if config.refresh else "Auto-refresh is off.")
+
+    if view == "Runbooks":  # the package's pages: no data source needed, no refresh
+        runbooks_view()
+        return
+    if RUNBOOK_PARAM in st.query_params:
+        del st.query_params[RUNBOOK_PARAM]
 
     def body() -> None:
         if health_banner(src):

@@ -195,15 +195,25 @@ def test_alerts_view(source: DataSource) -> None:
     if isinstance(source, ScrapeSource):
         assert any("Alert rules are evaluated by Prometheus" in t for t in texts(at.info))
         return
-    assert texts(at.error) == ["1 firing, 1 pending."]
-    lines = " ".join(texts(at.markdown))
-    assert "**FIRING** `critical` **ConsoleTestQueueBacklog**: Requests are waiting in the predict queue" in lines
-    assert "[runbook](https://runbooks.example.test/queue-backlog)" in lines
-    assert "**PENDING** `warning` **ConsoleTestStaysPending**" in lines
+    assert texts(at.error) == ["2 firing, 1 pending."]
+    lines = texts(at.markdown)
+    joined = " ".join(lines)
+    assert ("**FIRING** `critical` **ConsoleTestQueueBacklog**: Requests are waiting in the predict queue — "
+            "[runbook_url](https://runbooks.example.test/queue-backlog)") in joined
+    assert "**PENDING** `warning` **ConsoleTestStaysPending**" in joined
+    # an aiwatch alert links to its page in this console; its hostile label values are escaped text
+    target_down = next(line for line in lines if "AiwatchTargetDown" in line)
+    assert "[runbook](?runbook=AiwatchTargetDown)" in target_down
+    assert "[runbook_url](https://runbooks.example.test/target-down)" in target_down
+    assert r"\[log in\]\(https\:\/\/evil\.invalid\/\)" in target_down
+    assert "](https://evil" not in target_down and "$x" not in target_down and ":red[" not in target_down
     table = at.dataframe[0].value
-    assert list(table["state"]) == ["firing", "pending"]
-    assert list(table["runbook"]) == ["https://runbooks.example.test/queue-backlog",
-                                      "https://runbooks.example.test/pending"]
+    assert list(table["state"]) == ["firing", "firing", "pending"]
+    assert list(table["alert"]) == ["ConsoleTestQueueBacklog", "AiwatchTargetDown", "ConsoleTestStaysPending"]
+    assert list(table["runbook"]) == [None, "?runbook=AiwatchTargetDown", None]
+    assert list(table["runbook_url"]) == ["https://runbooks.example.test/queue-backlog",
+                                          "https://runbooks.example.test/target-down",
+                                          "https://runbooks.example.test/pending"]
 
 
 def test_sources_agree_on_the_same_endpoint(prom_source: PrometheusSource, scrape_source: ScrapeSource) -> None:
