@@ -88,8 +88,10 @@ class SlowLink:
         loop = self._loop
         if loop is None or self._thread is None:
             return
-        with contextlib.suppress(RuntimeError):  # the loop already stopped
+        with contextlib.suppress(RuntimeError, TimeoutError):  # the loop already stopped, or is stuck
             asyncio.run_coroutine_threadsafe(self._shutdown(), loop).result(timeout)
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(loop.stop)
         self._thread.join(timeout)
         self._loop = None
 
@@ -115,7 +117,6 @@ class SlowLink:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        asyncio.get_running_loop().stop()
 
     async def _accept(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
         try:
