@@ -97,6 +97,8 @@ def alertmanager_config() -> str:
 class Stack:
     prometheus_url: str
     alertmanager_url: str
+    prometheus_pid: int = 0
+    alertmanager_pid: int = 0
 
 
 Start = Callable[[str, Sequence[str]], Any]
@@ -122,7 +124,7 @@ def start_stack(start: Start, wait_ready: Callable[[Any, str], None], workdir: P
     prom = start("prometheus", [prometheus, f"--config.file={workdir / 'prometheus.yml'}",
                                 f"--storage.tsdb.path={workdir / 'prometheus-data'}",
                                 f"--web.listen-address={prom_address}", "--storage.tsdb.retention.time=2h"])
-    stack = Stack(f"http://{prom_address}", f"http://{am_address}")
+    stack = Stack(f"http://{prom_address}", f"http://{am_address}", prom.pid, am.pid)
     wait_ready(am, f"{stack.alertmanager_url}/-/ready")
     wait_ready(prom, f"{stack.prometheus_url}/-/ready")
     return stack

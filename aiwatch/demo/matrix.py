@@ -338,7 +338,8 @@ def _run(options: MatrixOptions, cells: list[Cell], supervisor: Supervisor, bina
         _start_cell(cell, supervisor, str(model_cache), drift_window, options.transport)
     groups = [alerting.ScrapeGroup([f"{HOST}:{c.gateway_port}", f"{HOST}:{c.inference_port}"], {"cell": c.key})
               for c in cells]
-    stack = alerting.start_stack(lambda name, args: supervisor.start(name, args), supervisor.wait_ready,
+    stack = alerting.start_stack(lambda name, args: supervisor.start(name, args, die_with_parent=True),
+                                 supervisor.wait_ready,
                                  supervisor.log_dir, groups, alerting.rules_config(), binaries, free_port(),
                                  free_port(), interval=options.interval)
     for cell in cells:

@@ -10,6 +10,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
@@ -26,18 +27,30 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _die_with_parent() -> None:
+    """In the child, before it runs: ask Linux for SIGTERM when the parent dies (``PR_SET_PDEATHSIG``)."""
+    import ctypes
+
+    ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+
+
 class Child:
     """A child process in its own session (the terminal's Ctrl-C reaches only the runner, which stops it, with
-    every process of its group). An ``essential`` child that stops on its own stops the demo."""
+    every process of its group). An ``essential`` child that stops on its own stops the demo.
+
+    The demo's own services exit when the runner goes away (they watch their parent); a program that cannot
+    (Prometheus, Alertmanager) is started with ``die_with_parent``: on Linux the kernel sends it SIGTERM when the
+    runner dies, even of SIGKILL."""
 
     def __init__(self, name: str, args: Sequence[str], log_dir: Path, env: dict[str, str],
-                 essential: bool = True) -> None:
+                 essential: bool = True, die_with_parent: bool = False) -> None:
         self.name = name
         self.essential = essential
         self.log = log_dir / f"{name}.log"
+        watch = _die_with_parent if die_with_parent and sys.platform.startswith("linux") else None
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(list(args), stdout=log, stderr=subprocess.STDOUT, env=env,
-                                         start_new_session=True)
+                                         start_new_session=True, preexec_fn=watch)
 
     @property
     def pid(self) -> int:
@@ -78,8 +91,8 @@ class Supervisor:
         self.env["PYTHONUNBUFFERED"] = "1"
         self.env["PYTHONPATH"] = os.pathsep.join(filter(None, [_package_root(), self.env.get("PYTHONPATH", "")]))
 
-    def start(self, name: str, args: Sequence[str], essential: bool = True) -> Child:
-        child = Child(name, args, self.log_dir, self.env, essential)
+    def start(self, name: str, args: Sequence[str], essential: bool = True, die_with_parent: bool = False) -> Child:
+        child = Child(name, args, self.log_dir, self.env, essential, die_with_parent)
         self.children.append(child)
         return child
 

@@ -217,14 +217,16 @@ def _start_alerting(supervisor: Supervisor, targets: list[str], console_port: in
     cfg = alerting.rules_config(f"http://{HOST}:{console_port}/?runbook={{alert}}")
     try:
         stack = alerting.start_stack(
-            lambda name, args: supervisor.start(name, args, essential=False), supervisor.wait_ready,
+            lambda name, args: supervisor.start(name, args, essential=False, die_with_parent=True),
+            supervisor.wait_ready,
             supervisor.log_dir, [alerting.ScrapeGroup(targets, {})], cfg, binaries, free_port(), free_port())
     except DemoFailed as exc:
         print(f"  alerts: could not start Prometheus / Alertmanager, the demo runs on without them: {exc}",
               file=out, flush=True)
         return None
     print(f"  prometheus {stack.prometheus_url}   (aiwatch's rules on the demo's time scale; alerts: "
-          f"{stack.prometheus_url}/alerts)\n  alertmanager {stack.alertmanager_url}", file=out, flush=True)
+          f"{stack.prometheus_url}/alerts)  pid {stack.prometheus_pid}\n"
+          f"  alertmanager {stack.alertmanager_url}  pid {stack.alertmanager_pid}", file=out, flush=True)
     return stack
 
 
