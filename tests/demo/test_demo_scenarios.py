@@ -367,3 +367,31 @@ def test_run_stage_honours_a_stage_bound_on_requests_in_flight() -> None:
     stage = loadgen.Stage("sale", 1.0, 100.0, max_in_flight=3)
     result = asyncio.run(loadgen.run_stage(Slow(), "http://x", stage, np.random.default_rng(1), max_in_flight=32))
     assert Slow.most == 3 and result.dropped > 0 and result.ok == result.sent
+
+
+@pytest.mark.slow
+def test_the_network_scenario_end_to_end_is_diagnosed_as_the_network(tmp_path: Path) -> None:
+    """``aiwatch demo --headless --scenario network``: the slow link on the gateway -> inference hop is switched on
+    for the middle stage only, and the summary's diagnosis of that stage names the network."""
+    import sys
+
+    from tests.servers import python_env
+
+    out = tmp_path / "stages.json"
+    proc = subprocess.run([sys.executable, "-m", "aiwatch", "demo", "--headless", "--scenario", "network",
+                           "--severity-ms", "200", "--duration", "24", "--no-alerts", "--json", str(out)],
+                          env=python_env(), capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "through the slow link on 127.0.0.1:" in proc.stdout
+    assert "stage net congested: 8s at" in proc.stdout and "link congested, +200 ms per round trip" in proc.stdout
+    stages = {s["name"]: s for s in json.loads(out.read_text())}
+    assert list(stages) == ["normal", "net congested", "recovery"]
+    assert stages["normal"]["diagnosis"] is None
+    fault = stages["net congested"]["diagnosis"]
+    assert fault["cause"] == "network:gateway->inference", proc.stdout
+    top = fault["contributors"][0]
+    assert top["component"] == "network" and top["delta_seconds"] >= 0.2
+    # switched off: the requests still on the link when the stage ended are all the recovery sees of it
+    after = {(c["component"], c["peer"]): c["delta_seconds"] for c in stages["recovery"]["diagnosis"]["contributors"]}
+    assert after[("network", "inference")] < 0.1, proc.stdout
+    assert "top contributor: network:gateway->inference +" in proc.stdout
