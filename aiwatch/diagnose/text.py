@@ -57,12 +57,16 @@ def _table(contributors: list[Contributor], floor: float, rows: int) -> list[str
     for c in contributors[:rows]:
         mark = "" if abs(c.delta_seconds) > floor else "  (within noise)"
         out.append(f"  {c.part.describe():<{width}} {ms(c.baseline_seconds):>9} {ms(c.incident_seconds):>9} "
-                   f"{signed_ms(c.delta_seconds):>9} {c.share:>6.0%}{mark}")
+                   f"{signed_ms(c.delta_seconds):>9} {_share(c.share):>6}{mark}")
     rest = contributors[rows:]
     if rest:
         largest = max(abs(c.delta_seconds) for c in rest)
         out.append(f"  ... {len(rest)} more part(s), each moved by at most {ms(largest)} ms")
     return out
+
+
+def _share(value: float) -> str:
+    return f"{value:.0%}" if abs(value) >= 0.005 else "0%"
 
 
 def _pct(value: float | None) -> str:
