@@ -216,10 +216,11 @@ def latency_view(src: DataSource, window: float) -> None:
               lambda d: line(d, ["service"], "ratio"), f"No requests in the last {w}, so no error ratio.")
 
 
+# The diagnosis' baselines: 0 is the window before the view's window (as long as it), the others are seconds.
+# (Comments, not docstrings: Streamlit would draw a bare string.)
 BASELINES: tuple[float, ...] = (0.0, 900.0, 3600.0)
-"""The diagnosis' baselines: 0 is the window before the view's window (as long as it), the others are seconds."""
+# How many of the ranked contributors the Latency view lists.
 CONTRIBUTORS = 5
-"""How many of the ranked contributors the Latency view lists."""
 
 
 def _baseline_label(baseline: float, window: float) -> str:
@@ -254,12 +255,12 @@ def diagnosis_panel(src: DataSource, window: float, baseline: float, service: st
             st.dataframe(pd.DataFrame([{
                 "part": c.part.describe(), "baseline ms": c.baseline_seconds * 1000,
                 "incident ms": c.incident_seconds * 1000, "delta ms": c.delta_seconds * 1000,
-                "share of the added time": c.share} for c in top]),
+                "share of the added time": c.share * 100} for c in top]),
                 hide_index=True, width="stretch", column_config={
                     "baseline ms": st.column_config.NumberColumn(format="%.1f"),
                     "incident ms": st.column_config.NumberColumn(format="%.1f"),
                     "delta ms": st.column_config.NumberColumn(format="%+.1f"),
-                    "share of the added time": st.column_config.NumberColumn(format="percent")})
+                    "share of the added time": st.column_config.NumberColumn(format="%.0f%%")})
         st.caption(f"Time per request of the service, split into parts that add up (down the call graph); parts "
                    f"that moved less than {d.noise_floor_seconds * 1000:.1f} ms are noise. Same as `aiwatch "
                    f"diagnose` on this source; see docs/diagnose.md.")

@@ -285,9 +285,14 @@ class ScrapeSource(DataSource):
                 out.append(({**dict(key), "instance": url}, value))
         return out
 
-    def scraped_between(self, start: float, end: float) -> bool:
-        """Whether any endpoint was scraped successfully in ``[start, end]``."""
-        return any(s.ok and start <= s.ts <= end for _, snaps in self._copy() for s in snaps)
+    def covered_from(self, start: float, end: float) -> float | None:
+        """Where the history's coverage of ``[start, end]`` begins: ``start`` when an endpoint has a good scrape at
+        or before it, else the first good scrape in the window; ``None`` without a good scrape in the window."""
+        good = [s.ts for _, snaps in self._copy() for s in snaps if s.ok and s.ts <= end]
+        if any(t <= start for t in good):
+            return start
+        inside = [t for t in good if t >= start]
+        return min(inside) if inside else None
 
     def window_totals(self, start: float, end: float) -> WindowTotals:
         from aiwatch.diagnose.sources import scrape_totals

@@ -112,11 +112,13 @@ class PrometheusWindows:
 def scrape_totals(source: ScrapeSource, start: float, end: float) -> WindowTotals:
     """Every read for ``[start, end]`` from a :class:`~aiwatch.console.scrape.ScrapeSource`'s history: counters'
     increase between its scrapes (resets handled, see :meth:`~aiwatch.console.scrape.ScrapeSource.increase`),
-    gauges' average or maximum over the scrapes in the window. Raises :class:`DiagnoseError` when the history
-    holds no good scrape in the window (it keeps ``history`` seconds)."""
+    gauges' average or maximum over the scrapes in the window. A window that starts before the history begins
+    starts at its first scrape. Raises :class:`DiagnoseError` when the history holds no good scrape in the window
+    (it keeps ``history`` seconds)."""
     if end <= start:
         raise ValueError(f"a window must end after it starts, got [{start}, {end}]")
-    if not source.scraped_between(start, end):
+    covered = source.covered_from(start, end)
+    if covered is None or covered >= end:
         raise DiagnoseError(f"the embedded scraper has no good scrape between {format_time(start)} and "
                             f"{format_time(end)} (it keeps {source.history:g} s of history, scraping every "
                             f"{source.interval:g} s): use shorter windows, or wait for more scrapes")
@@ -127,7 +129,8 @@ def scrape_totals(source: ScrapeSource, start: float, end: float) -> WindowTotal
         else:
             samples = source.over_time(read.metric, start, end, read.kind)
         values[read.key] = aggregate(read, samples)
-    return WindowTotals(start, end, values)
+    # a window that starts before the history is the part the history covers: rates are per second of that
+    return WindowTotals(covered, end, values)
 
 
 # --- two /metrics snapshots ---------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from aiwatch.diagnose import (
     diagnose,
     totals_from_snapshots,
 )
-from aiwatch.diagnose.sources import read_promql
+from aiwatch.diagnose.sources import read_promql, scrape_totals
 from aiwatch.metrics import exposed_sample_names
 from aiwatch.promql import LABEL_NAME
 from tests.diagnose.traffic import (
@@ -101,6 +101,16 @@ def test_the_scrape_source_averages_and_maxes_gauges_over_the_window() -> None:
     assert src.over_time("g", 0.0, 1.0, "max")[0][1] == 3.0
     with pytest.raises(ValueError, match="'avg' or 'max'"):
         src.over_time("g", 0.0, 1.0, "min")
+
+
+def test_a_window_starting_before_the_scrape_history_starts_at_its_first_scrape() -> None:
+    src = ScrapeSource([URL], interval=10, history=1000, start=False)
+    for i in range(7):  # scrapes at 100, 110, ... 160 s: 10 more requests each
+        src.record(URL, f'aiwatch_request_duration_seconds_count{{service="a"}} {10.0 * i}\n', ts=100.0 + 10 * i)
+    w = scrape_totals(src, 0.0, 160.0)
+    assert (w.start, w.end) == (100.0, 160.0)
+    assert w.total("requests", "a") == 60.0 and w.rate("requests", "a") == 1.0
+    assert scrape_totals(src, 120.0, 160.0).rate("requests", "a") == 1.0
 
 
 def test_a_window_outside_the_scrape_history_is_a_clear_error() -> None:
