@@ -14,13 +14,18 @@ from tests.servers import Process, Prometheus, free_port, http_get, require_bina
 
 
 @contextmanager
-def backfilled_prometheus(openmetrics: str, extra_args: tuple[str, ...] = ()) -> Iterator[Prometheus]:
-    """Start Prometheus on blocks made from ``openmetrics`` (no scrape targets); yields it once it is ready."""
+def backfilled_prometheus(openmetrics: str | Path, extra_args: tuple[str, ...] = ()) -> Iterator[Prometheus]:
+    """Start Prometheus on blocks made from ``openmetrics`` (the text, or a file holding it; no scrape targets);
+    yields it once it is ready."""
     promtool, binary = require_binary("promtool"), require_binary("prometheus")
     with tempfile.TemporaryDirectory(prefix="aiwatch-backfill-") as tmp:
         tmpdir = Path(tmp)
-        source, data = tmpdir / "history.om", tmpdir / "data"
-        source.write_text(openmetrics)
+        data = tmpdir / "data"
+        if isinstance(openmetrics, Path):
+            source = openmetrics
+        else:
+            source = tmpdir / "history.om"
+            source.write_text(openmetrics)
         made = subprocess.run([promtool, "tsdb", "create-blocks-from", "openmetrics", str(source), str(data)],
                               capture_output=True, text=True)
         if made.returncode != 0:
