@@ -58,6 +58,11 @@ _LAZY: dict[str, str] = {
     "DriftMonitor": "aiwatch.drift",
     "ReferenceProfile": "aiwatch.drift",
     "ProfileError": "aiwatch.drift",
+    # diagnose() itself is aiwatch.diagnose.diagnose: the name aiwatch.diagnose is the subpackage
+    "Diagnosis": "aiwatch.diagnose",
+    "DiagnoseError": "aiwatch.diagnose",
+    "PrometheusWindows": "aiwatch.diagnose",
+    "totals_from_snapshots": "aiwatch.diagnose",
 }
 
 __all__ = [
@@ -66,6 +71,8 @@ __all__ = [
     "AiwatchGrpcInstrumentorServer",
     "AiwatchMiddleware",
     "AiwatchWSGIMiddleware",
+    "DiagnoseError",
+    "Diagnosis",
     "DriftMonitor",
     "FeatureCache",
     "GpuCollector",
@@ -76,6 +83,7 @@ __all__ = [
     "MicroBatcher",
     "ProfileError",
     "PrometheusSource",
+    "PrometheusWindows",
     "ReferenceProfile",
     "RequestRecorder",
     "RulesConfig",
@@ -104,6 +112,7 @@ __all__ = [
     "serve_gpu_metrics",
     "set_model",
     "start_http_server",
+    "totals_from_snapshots",
     "uninstrument_queue",
 ]
 

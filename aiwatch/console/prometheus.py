@@ -6,14 +6,10 @@
 
 from __future__ import annotations
 
-import json
 import math
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiwatch.console import queries as Q
 from aiwatch.console.source import (
@@ -32,9 +28,14 @@ from aiwatch.console.source import (
     bin_rows,
     drift_rows,
     duration,
-    finite,
     gpu_rows,
 )
+from aiwatch.promapi import PrometheusAPI, PrometheusError, PrometheusUnavailable
+
+if TYPE_CHECKING:
+    from aiwatch.diagnose.window import WindowTotals
+
+T = TypeVar("T")
 
 
 class PrometheusSource(DataSource):
@@ -46,63 +47,49 @@ class PrometheusSource(DataSource):
     """
 
     def __init__(self, url: str, *, span: float = 900.0, points: int = 120, timeout: float = 5.0) -> None:
-        parsed = urllib.parse.urlparse(url)
-        if parsed.scheme not in ("http", "https") or not parsed.netloc:
-            raise ValueError(f"Prometheus URL must look like http://host:9090, got {url!r}")
         if span <= 0 or points < 2:
             raise ValueError(f"span must be > 0 and points >= 2, got span={span} points={points}")
-        self.url = url.rstrip("/")
+        self.api = PrometheusAPI(url, timeout=timeout)
+        self.url = self.api.url
         self.span = span
         self.points = points
         self.timeout = timeout
         self.description = f"Prometheus at {self.url}"
 
-    # --- HTTP ---------------------------------------------------------------------------------------------
-    def _api(self, path: str, params: dict[str, str] | None = None) -> Any:
-        url = f"{self.url}{path}"
-        if params:
-            url += "?" + urllib.parse.urlencode(params)
+    # --- HTTP (through the one Prometheus client, its errors as the console's) -------------------------------
+    @staticmethod
+    def _call(fn: Callable[[], T]) -> T:
         try:
-            with urllib.request.urlopen(url, timeout=self.timeout) as resp:
-                body = json.loads(resp.read())
-        except urllib.error.HTTPError as exc:
-            try:
-                detail = json.loads(exc.read()).get("error", "")
-            except (ValueError, OSError):
-                detail = ""
-            raise SourceError(f"Prometheus answered {exc.code} to {path}: {detail or exc.reason}") from exc
-        except (urllib.error.URLError, OSError, TimeoutError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise SourceUnavailable(f"Prometheus at {self.url} is unreachable: {reason}") from exc
-        except ValueError as exc:
-            raise SourceError(f"{url} did not answer with JSON; is it a Prometheus server?") from exc
-        if not isinstance(body, dict) or body.get("status") != "success":
-            raise SourceError(f"Prometheus query failed: {body.get('error') if isinstance(body, dict) else body}")
-        return body["data"]
+            return fn()
+        except PrometheusUnavailable as exc:
+            raise SourceUnavailable(str(exc)) from exc
+        except PrometheusError as exc:
+            raise SourceError(str(exc)) from exc
+
+    def _api(self, path: str, params: dict[str, str] | None = None) -> Any:
+        return self._call(lambda: self.api.get(path, params))
 
     def instant(self, promql: str) -> list[tuple[dict[str, str], float]]:
         """An instant query: ``(labels, value)`` per series, NaN and infinite values dropped."""
-        data = self._api("/api/v1/query", {"query": promql})
-        out: list[tuple[dict[str, str], float]] = []
-        for item in data.get("result", []):
-            value = finite(float(item["value"][1]))
-            if value is not None:
-                out.append((dict(item["metric"]), value))
-        return out
+        return self._call(lambda: self.api.query(promql))
 
     def range(self, promql: str, extra: dict[str, str] | None = None) -> list[Series]:
         """A range query over the last ``span`` seconds; ``extra`` labels are added to every series."""
         end = time.time()
         step = max(self.span / self.points, 1.0)
-        data = self._api("/api/v1/query_range", {"query": promql, "start": f"{end - self.span:.3f}",
-                                                 "end": f"{end:.3f}", "step": f"{step:.3f}"})
+        result = self._call(lambda: self.api.query_range(promql, end - self.span, end, step))
         out: list[Series] = []
-        for item in data.get("result", []):
+        for item in result:
             points = [(float(t), float(v)) for t, v in item["values"]]
             points = [(t, v) for t, v in points if not (math.isnan(v) or math.isinf(v))]
             if points:
                 out.append(Series({**item["metric"], **(extra or {})}, points))
         return out
+
+    def window_totals(self, start: float, end: float) -> WindowTotals:
+        from aiwatch.diagnose.sources import prometheus_totals
+
+        return self._call(lambda: prometheus_totals(self.api, start, end))
 
     # --- the panel questions ------------------------------------------------------------------------------
     def health(self) -> list[TargetHealth]:
