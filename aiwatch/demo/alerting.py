@@ -32,9 +32,17 @@ INSTALL_HINT = ("to see aiwatch's alerts fire during the demo, install Prometheu
 ALERT_KEYS = ("service", "phase", "peer", "model", "queue", "cache", "feature", "slo")
 
 
-def rules_config(runbook_url: str | None = None) -> RulesConfig:
+#: How long the latency alerts' condition must hold in the root-cause matrix (see :func:`rules_config`).
+HOLD_SECONDS = 20
+
+
+def rules_config(runbook_url: str | None = None, hold_seconds: int = HOLD_SECONDS) -> RulesConfig:
     """aiwatch's rules on the demo's time scale: second-long windows and ``for`` durations, and thresholds for a
-    model that answers in tens of milliseconds. ``runbook_url``: where the links point (the demo's console)."""
+    model that answers in tens of milliseconds. ``runbook_url``: where the links point (the demo's console).
+
+    The latency alerts look at the p99 over 10 s and fire when it holds for ``hold_seconds``. Held longer than
+    the window (the matrix's 20 s), requests that stalled once on a busy machine leave the window before they
+    could fire it; the interactive demo holds for a third of a stage, so that alerts fire while the stage runs."""
     cfg = RulesConfig()
     if runbook_url:
         cfg.runbook_url = runbook_url
@@ -42,11 +50,11 @@ def rules_config(runbook_url: str | None = None) -> RulesConfig:
     cfg.slo.page = BurnAlert([BurnWindow("1m", "10s", 14.4)], "10s")
     cfg.slo.ticket = BurnAlert([BurnWindow("2m", "30s", 3.0)], "30s")
     lat = cfg.latency
-    # p99 over 10 s, held for 20 s: requests that stalled once on a busy machine leave the window before it could
-    # fire. The thresholds are bucket bounds of the latency histograms (a p99 between two bounds is interpolated)
-    lat.window, lat.model_for, lat.non_model_for = "10s", "20s", "20s"
+    # The thresholds are bucket bounds of the latency histograms (a p99 between two bounds is interpolated).
+    lat.window = "10s"
+    lat.model_for = lat.non_model_for = lat.network_for = f"{hold_seconds}s"
     lat.model_p99_seconds = 0.15
-    lat.non_model_p99_seconds = 0.05
+    lat.non_model_p99_seconds = lat.network_p99_seconds = 0.05
     cfg.queue.per_replica_warning, cfg.queue.per_replica_critical, cfg.queue.for_ = 3.0, 10.0, "5s"
     cfg.cache.window, cfg.cache.hit_ratio_min, cfg.cache.for_ = "10s", 0.3, "10s"
     cfg.gpu.window, cfg.gpu.saturated_for, cfg.gpu.memory_for, cfg.gpu.absent_for = "10s", "15s", "10s", "10s"

@@ -46,6 +46,7 @@ from aiwatch.demo.processes import HOST, DemoFailed, Supervisor, free_port
 from aiwatch.demo.scenarios import AlertMatch, Scenario
 from aiwatch.demo.slowlink import SlowLink
 from aiwatch.diagnose import READS, DiagnoseError, Diagnosis, Read, WindowTotals, diagnose_windows
+from aiwatch.diagnose.sources import aggregate
 from aiwatch.diagnose.window import Key
 from aiwatch.promql import by, eq, matches, series
 
@@ -231,16 +232,13 @@ def read_promql(read: Read, seconds: float, cell: str) -> str:
 
 
 def prometheus_window(prometheus_url: str, cell: str, start: float, end: float) -> WindowTotals:
-    """Every read of :data:`aiwatch.diagnose.READS` for ``[start, end]``, one instant query each at ``end``."""
+    """Every read of :data:`aiwatch.diagnose.READS` for ``[start, end]``, one instant query each at ``end``: what
+    :func:`aiwatch.diagnose.prometheus_totals` asks, restricted to one cell's series (it has no selector)."""
 
     def answer(read: Read) -> dict[Key, float]:
-        out: dict[Key, float] = {}
-        for row in alerting.query(prometheus_url, read_promql(read, end - start, cell), at=end):
-            key = tuple(row["metric"].get(label, "") for label in read.by)
-            value = float(row["value"][1])
-            if not math.isnan(value):
-                out[key] = value
-        return out
+        rows = alerting.query(prometheus_url, read_promql(read, end - start, cell), at=end)
+        return aggregate(read, ((row["metric"], float(row["value"][1])) for row in rows
+                                if not math.isnan(float(row["value"][1]))))
 
     with ThreadPoolExecutor(max_workers=4) as pool:
         answers = list(pool.map(answer, READS))

@@ -156,8 +156,9 @@ def _run(options: DemoOptions, supervisor: Supervisor, out: TextIO) -> int:
     supervisor.wait_ready(gateway, f"{gw_url}/healthz")
     with urllib.request.urlopen(f"{inf_url}/info", timeout=5) as resp:
         info = json.loads(resp.read())
-    normal_rps = options.normal_rps or max(1.0, options.overload * info["capacity_rps"] / 10.0)
     severity_ms = options.severity_ms if options.severity_ms is not None else DEFAULT_SEVERITY_MS
+    normal_rps = options.normal_rps or default_rate(scenario.name, info["model_seconds"], info["capacity_rps"],
+                                                    severity_ms / 1000.0, options.overload)
     sale_bound = None
     if scenario.name == "flash-sale" and options.severity_ms is not None:
         sale_bound = scenarios.sale_in_flight(severity_ms / 1000.0, info["model_seconds"], info["capacity_rps"])
@@ -179,7 +180,8 @@ def _run(options: DemoOptions, supervisor: Supervisor, out: TextIO) -> int:
     console_port = options.console_port or free_port()
     prometheus = options.prometheus
     if prometheus is None and options.alerts:
-        stack = _start_alerting(supervisor, [f"{HOST}:{gw_port}", f"{HOST}:{inf_port}"], console_port, out)
+        hold = round(min(max(stages[1].seconds / 3, 5.0), alerting.HOLD_SECONDS))
+        stack = _start_alerting(supervisor, [f"{HOST}:{gw_port}", f"{HOST}:{inf_port}"], console_port, hold, out)
         prometheus = stack.prometheus_url if stack else None
     if not options.headless:
         _open_console(supervisor, metrics_urls, prometheus, console_port, out)
@@ -200,6 +202,23 @@ def _run(options: DemoOptions, supervisor: Supervisor, out: TextIO) -> int:
     return 0
 
 
+def default_rate(scenario: str, model_seconds: float, capacity_rps: float, severity_seconds: float,
+                 overload: float = 0.9) -> float:
+    """The normal stage's rate when ``--rps`` is not given: ``overload`` x a tenth of the model's capacity (the sale
+    then offers about what the model can serve). In the ``model`` scenario, lower: a slower model also makes
+    requests wait for it, so the rate is the one at which the throttled model is busy about a third of the time and
+    its own added time stays the largest (at the default rate, +200 ms per call makes the queue add more than the
+    model; docs/demo.md)."""
+    rate = max(1.0, overload * capacity_rps / 10.0)
+    if scenario == "model":
+        rate = min(rate, max(0.5, MODEL_BUSY / (model_seconds + severity_seconds)))
+    return rate
+
+
+#: The share of time the throttled model is busy at the model scenario's default rate.
+MODEL_BUSY = 0.35
+
+
 def _slow_link(supervisor: Supervisor, target_port: int) -> SlowLink:
     """The network scenario's proxy on the gateway -> inference hop (a thread of this process)."""
     link = SlowLink(HOST, target_port)
@@ -208,13 +227,13 @@ def _slow_link(supervisor: Supervisor, target_port: int) -> SlowLink:
     return link
 
 
-def _start_alerting(supervisor: Supervisor, targets: list[str], console_port: int,
+def _start_alerting(supervisor: Supervisor, targets: list[str], console_port: int, hold_seconds: int,
                     out: TextIO) -> alerting.Stack | None:
     binaries = alerting.find_binaries()
     if binaries is None:
         print(f"  alerts: Prometheus or Alertmanager not found: {alerting.INSTALL_HINT}", file=out, flush=True)
         return None
-    cfg = alerting.rules_config(f"http://{HOST}:{console_port}/?runbook={{alert}}")
+    cfg = alerting.rules_config(f"http://{HOST}:{console_port}/?runbook={{alert}}", hold_seconds)
     try:
         stack = alerting.start_stack(
             lambda name, args: supervisor.start(name, args, essential=False, die_with_parent=True),

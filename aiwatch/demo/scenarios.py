@@ -79,7 +79,8 @@ class Scenario:
         non_model = "AiwatchNonModelLatencyHigh"
         return {
             "flash-sale": [AlertMatch(non_model, {"service": names.inference, "phase": "queue"})],
-            "network": [AlertMatch(non_model, {"service": names.gateway, "phase": "network",
+            "network": [AlertMatch("AiwatchNetworkLatencyHigh", {"service": names.gateway, "peer": names.inference}),
+                        AlertMatch(non_model, {"service": names.gateway, "phase": "network",
                                                "peer": names.inference})],
             "feature-store": [AlertMatch(non_model, {"service": names.gateway, "phase": "features"}),
                               AlertMatch("AiwatchFeatureCacheHitRatioLow", {"cache": names.cache})],
@@ -92,7 +93,8 @@ class Scenario:
         """Alerts that must stay silent: the ones that would point at a part that did not change."""
         model = AlertMatch("AiwatchModelLatencyHigh", {"service": names.inference})
         non_model = "AiwatchNonModelLatencyHigh"
-        network = AlertMatch(non_model, {"service": names.gateway, "phase": "network"})
+        network = AlertMatch("AiwatchNetworkLatencyHigh", {"service": names.gateway})
+        network_phase = AlertMatch(non_model, {"service": names.gateway, "phase": "network"})
         features = AlertMatch(non_model, {"service": names.gateway, "phase": "features"})
         queue = AlertMatch(non_model, {"service": names.inference, "phase": "queue"})
         backlog = AlertMatch("AiwatchQueueBacklog", {"queue": names.model})
@@ -102,10 +104,10 @@ class Scenario:
         return {
             "flash-sale": [model],
             "network": [model, queue, backlog, features, cache, local_drift],
-            "feature-store": [model, network, queue, backlog, local_drift],
-            "model": [network, features, backlog, cache, local_drift],
-            "drift": [model, *latency, backlog, cache],
-            "none": [model, *latency, backlog, cache, local_drift],
+            "feature-store": [model, network, network_phase, queue, backlog, local_drift],
+            "model": [network, network_phase, features, backlog, cache, local_drift],
+            "drift": [model, network, *latency, backlog, cache],
+            "none": [model, network, *latency, backlog, cache, local_drift],
         }[self.name]
 
 

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from aiwatch.console.source import is_error_status
-from aiwatch.diagnose.window import READS, Key, Read, WindowTotals
 from aiwatch.scrape import LabelKey, Samples, fetch_metrics
 
 
@@ -65,21 +63,3 @@ def buckets(samples: Samples, histogram: str, **match: str) -> list[tuple[float,
     per_le = values(samples, f"{histogram}_bucket", "le", **match)
     return sorted((float(le), count) for le, count in per_le.items())
 
-
-def window_totals(before: Samples, after: Samples, start: float, end: float) -> WindowTotals:
-    """What diagnose reads about the window between two snapshots (:data:`aiwatch.diagnose.READS`): counters'
-    increase between them; gauges (``avg`` and ``max`` reads) at the window's end, the only moment two snapshots
-    see inside it."""
-    d = delta(after, before)
-    return WindowTotals(start, end, {r.key: _answer(r, d if r.kind == "increase" else after) for r in READS})
-
-
-def _answer(read: Read, samples: Samples) -> dict[Key, float]:
-    out: dict[Key, float] = {}
-    for labels, value in samples.get(read.metric, {}).items():
-        have = dict(labels)
-        if read.errors_only and not is_error_status(have.get("status", "")):
-            continue
-        key = tuple(have.get(name, "") for name in read.by)
-        out[key] = max(out.get(key, value), value) if read.kind == "max" else out.get(key, 0.0) + value
-    return out

@@ -21,7 +21,7 @@ from aiwatch.console.source import histogram_quantile
 from aiwatch.demo import scrape
 from aiwatch.demo.drift import MIN_DRIFT_SAMPLES, MODEL, PSI_THRESHOLD
 from aiwatch.demo.names import Names
-from aiwatch.diagnose import DiagnoseError, Diagnosis, WindowTotals, diagnose_windows
+from aiwatch.diagnose import DiagnoseError, Diagnosis, WindowTotals, diagnose_windows, totals_from_snapshots
 from aiwatch.drift.promql import PSI_EPSILON
 from aiwatch.scrape import Samples
 
@@ -120,7 +120,7 @@ def stage_stats(name: str, seconds: float, before: Samples, after: Samples, name
     d = scrape.delta(after, before)
     requests = scrape.total(d, "aiwatch_request_duration_seconds_count", service=names.gateway, route="/recommend")
     stats = StageStats(name, seconds, requests, started_at=started_at, ended_at=ended_at,
-                       window=scrape.window_totals(before, after, started_at, ended_at or started_at + seconds))
+                       window=totals_from_snapshots(before, after, started_at, ended_at or started_at + seconds))
     for key, _, histogram, match in rows(names):
         b = scrape.buckets(d, histogram, **match)
         stats.latency[key] = (histogram_quantile(0.5, b), histogram_quantile(0.99, b))
