@@ -137,6 +137,8 @@ def sale_in_flight(severity_seconds: float, model_seconds: float, capacity_rps: 
     """The flash sale's bound on requests in flight that makes them wait about ``severity_seconds`` in the queue.
 
     The sale offers more than the model can serve, so the in-flight bound (a client's connection pool) is what
-    the queue holds: by Little's law a request spends ``in_flight / capacity`` in the system, of which the model
-    call is ``model_seconds``, and the rest is mostly queue wait."""
-    return max(2, math.ceil((severity_seconds + model_seconds) * capacity_rps))
+    the system holds: one batch in the model, about one more on its way to or from it (the gateway, the network),
+    and the rest waiting, each batch of them for a call. By Little's law: ``2 + severity / call`` batches, where a
+    call serves ``capacity * model_seconds`` requests."""
+    per_call = max(1.0, capacity_rps * model_seconds)
+    return math.ceil((2 + math.ceil(severity_seconds / model_seconds - 1e-9)) * per_call)

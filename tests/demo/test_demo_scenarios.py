@@ -246,10 +246,12 @@ def test_expected_causes_and_alerts_name_the_demos_own_parts() -> None:
 
 
 def test_the_sale_bound_makes_requests_wait_about_the_severity() -> None:
-    # 16.7 req/s of 60 ms calls: 2 in flight wait ~60 ms for each other, 5 in flight ~240 ms
-    assert scenarios.sale_in_flight(0.05, 0.06, 1 / 0.06) == 2
-    assert scenarios.sale_in_flight(0.2, 0.06, 1 / 0.06) == 5
-    assert scenarios.sale_in_flight(0.0, 0.001, 10.0) == 2
+    # one request per 60 ms call: one in the model, one on its way, then one waiting per 60 ms of severity
+    assert scenarios.sale_in_flight(0.05, 0.06, 1 / 0.06) == 3
+    assert scenarios.sale_in_flight(0.2, 0.06, 1 / 0.06) == 6
+    assert scenarios.sale_in_flight(0.06, 0.06, 1 / 0.06) == 3
+    # two requests per 25 ms call (the demo's model): batches of two
+    assert scenarios.sale_in_flight(0.2, 0.025, 80.0) == 20
 
 
 # --- the demo's rules and the alerting stack's configs ---------------------------------------------------------------
