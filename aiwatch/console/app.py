@@ -467,7 +467,7 @@ def _draw_alerts(rows: list[Any]) -> None:
                                 "runbook_url": st.column_config.LinkColumn("runbook_url")})
 
 
-def runbooks_view(src: DataSource | None = None, window: float = 0.0) -> None:
+def runbooks_view() -> None:
     """Every alert's runbook, from the package; ``?runbook=<AlertName>`` picks one (the view works without data)."""
     st.header("Runbooks")
     names = runbooks.names()
