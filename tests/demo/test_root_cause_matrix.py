@@ -1,9 +1,9 @@
 """The root-cause matrix, end to end on a real Prometheus and Alertmanager: every demo scenario at +50 and +200 ms,
 side by side (about two minutes). For each cell: the right alerts fire and the wrong ones stay silent, and
 ``aiwatch diagnose`` (over that Prometheus) ranks the injected cause first; the control fires nothing and nothing
-moves above the noise floor. The assertions are on cause names and alert names, never on timings. When the CPU is
-so contended that tasks wait for it most of the time (matrix.DISTURBED_PRESSURE: a workstation shared with other
-work, not CI), the run is skipped with the numbers: the matrix needs the CPU its demos use."""
+moves above the noise floor. The assertions are on cause names and alert names, never on timings. The table printed
+on failure ends with how busy the machine was (other work's cores, CPU pressure): the matrix needs most of the CPU
+its demos use, and a machine saturated by other work moves every part that runs Python."""
 
 from __future__ import annotations
 
@@ -22,11 +22,6 @@ def result() -> matrix.MatrixResult:
     lines: list[str] = []
     found = matrix.run_matrix(say=lines.append)
     print("\n".join(lines) + "\n\n" + matrix.format_table(found))
-    if found.disturbed:
-        # On a machine shared with other work, waiting for a CPU adds tens of ms to every part that runs Python,
-        # more in one stage than in the other: the facts below are about aiwatch, not about that contention.
-        pytest.skip(f"tasks waited for a CPU more than {matrix.DISTURBED_PRESSURE:.0%} of a stage (the machine is "
-                    f"shared with other work): {found.others_cores}")
     return found
 
 

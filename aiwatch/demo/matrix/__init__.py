@@ -24,7 +24,6 @@ the machine was) and ``table``.
 
 from aiwatch.demo.matrix.cells import (
     CELL_PLANS,
-    DISTURBED_PRESSURE,
     NOISE_FLOOR_SECONDS,
     SEVERITIES_MS,
     Cell,
@@ -36,5 +35,5 @@ from aiwatch.demo.matrix.cells import (
 from aiwatch.demo.matrix.run import run_matrix
 from aiwatch.demo.matrix.table import format_table
 
-__all__ = ["CELL_PLANS", "DISTURBED_PRESSURE", "NOISE_FLOOR_SECONDS", "SEVERITIES_MS", "Cell", "CellPlan",
+__all__ = ["CELL_PLANS", "NOISE_FLOOR_SECONDS", "SEVERITIES_MS", "Cell", "CellPlan",
            "MatrixOptions", "MatrixResult", "cells_of", "format_table", "run_matrix"]

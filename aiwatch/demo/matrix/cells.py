@@ -22,10 +22,6 @@ SEVERITIES_MS: tuple[float, ...] = (50.0, 200.0)
 #: without a fault moved by up to 7 ms between its two windows on the 2-core VM of the published runs, with other
 #: work keeping a core busy.
 NOISE_FLOOR_SECONDS = 0.010
-#: When tasks wait for a CPU more than this share of a stage (Linux CPU pressure, "some"), the matrix's twelve demos
-#: have too little CPU: waiting for one adds tens of milliseconds to every part that runs Python, more in one stage
-#: than in the other.
-DISTURBED_PRESSURE = 0.9
 SHORT = {"flash-sale": "sale", "network": "net", "feature-store": "store", "model": "model", "drift": "drift",
          "none": "none"}
 
@@ -162,11 +158,6 @@ class MatrixResult:
     #: per stage: cores that other work on the machine kept busy on average, and the CPU pressure (the share of
     #: the time some task waited for a CPU, ``"<stage> cpu pressure"``)
     others_cores: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def disturbed(self) -> bool:
-        """Tasks waited for a CPU more than :data:`DISTURBED_PRESSURE` of a measured stage (see the test)."""
-        return any(self.others_cores.get(f"{k} cpu pressure", 0.0) > DISTURBED_PRESSURE for k in ("baseline", "fault"))
 
     @property
     def ac_at_1(self) -> float:
