@@ -43,6 +43,7 @@ def _run(options: MatrixOptions, cells: list[Cell], supervisor: Supervisor, bina
          say: Callable[[str], None], started: float) -> MatrixResult:
     from aiwatch.demo.model import Recommender
 
+    meter = CpuMeter(supervisor)
     say(f"root-cause matrix: {len(cells)} cells ({', '.join(c.key for c in cells)}), training the model once ...")
     model_cache = supervisor.log_dir / "recommender.npz"
     Recommender.cached(model_cache)
@@ -73,7 +74,6 @@ def _run(options: MatrixOptions, cells: list[Cell], supervisor: Supervisor, bina
         f"{stack.prometheus_url}, Alertmanager {stack.alertmanager_url}")
     log = AlertLog(stack.prometheus_url)
     log.start()
-    meter = CpuMeter(supervisor)
     try:
         baseline, fault, others = asyncio.run(_drive(cells, options, supervisor.check_alive, say, meter))
     finally:
