@@ -3,6 +3,7 @@
     PYTHONPATH=. python bench/root_cause_matrix.py                 # every scenario at +50 and +200 ms (~2 min)
     PYTHONPATH=. python bench/root_cause_matrix.py --runs 3        # three runs, one table each, and the totals
     PYTHONPATH=. python bench/root_cause_matrix.py --json out.json
+    PYTHONPATH=. python bench/root_cause_matrix.py --runs 3 --brief   # what docs/diagnose.md and RESULTS.md show
 
 Needs Prometheus and Alertmanager (Debian: ``prometheus``, ``prometheus-alertmanager``). The matrix itself is
 :mod:`aiwatch.demo.matrix` (``tests/demo/test_root_cause_matrix.py`` asserts it); this script adds the machine's
@@ -42,6 +43,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--json", metavar="PATH", help="every run's cells as JSON")
+    parser.add_argument("--brief", action="store_true", help="alerts in a few characters, as docs/diagnose.md shows")
     args = parser.parse_args()
     print(f"root-cause matrix: {versions()}", flush=True)
     runs: list[dict[str, Any]] = []
@@ -51,7 +53,7 @@ def main() -> int:
         started = time.strftime("%H:%M UTC", time.gmtime())
         result = matrix.run_matrix(say=lambda line: print(line, flush=True))
         print(f"\n== run {i + 1} ({started}, load average {load_before:.1f} before, "
-              f"{os.getloadavg()[0]:.1f} after)\n\n{matrix.format_table(result)}\n", flush=True)
+              f"{os.getloadavg()[0]:.1f} after)\n\n{matrix.format_table(result, args.brief)}\n", flush=True)
         runs.append(result.as_dict())
         cells += len(result.cells)
         attributed += sum(c.attributed for c in result.cells)

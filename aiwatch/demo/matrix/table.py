@@ -8,9 +8,23 @@ from aiwatch.demo import alerting
 from aiwatch.demo.matrix.cells import MatrixResult
 from aiwatch.demo.names import Names
 
+#: In the compact table, the label that tells apart the alerts of one name (``NonModelLatencyHigh(queue)``).
+_DISTINGUISH = {"AiwatchNonModelLatencyHigh": "phase", "AiwatchLatencyBudgetBurnFast": "service",
+                "AiwatchLatencyBudgetBurnSlow": "service", "AiwatchLocalInputDrift": "feature",
+                "AiwatchFleetInputDrift": "feature"}
 
-def format_table(result: MatrixResult) -> str:
-    """The matrix as a Markdown table, then AC@1 and the false-attribution rate."""
+
+def compact(labels: Mapping[str, str]) -> str:
+    """An alert in a few characters: its name without ``Aiwatch``, and the label telling it from its namesakes."""
+    name = labels.get("alertname", "?")
+    key = _DISTINGUISH.get(name)
+    short = name.removeprefix("Aiwatch")
+    return f"{short}({labels[key]})" if key and labels.get(key) else short
+
+
+def format_table(result: MatrixResult, brief: bool = False) -> str:
+    """The matrix as a Markdown table, then AC@1 and the false-attribution rate. ``brief``: alerts named by
+    :func:`compact`, as the docs publish it."""
     lines = ["| scenario | severity | expected cause | diagnose: top cause | added | share | alerts fired "
              "(fault stage) | missing | wrong | |",
              "|---|---:|---|---|---:|---:|---|---|---|---|"]
@@ -18,13 +32,14 @@ def format_table(result: MatrixResult) -> str:
         d = c.diagnosis
         top = d.moved[0] if d is not None and d.moved else None
         severity = f"+{c.severity_ms:g} ms" if c.scenario.uses_severity else "-"
-        alerts = ", ".join(sorted({alerting.describe(_strip(a, c.names)) for a in c.fired})) or "none"
+        show = compact if brief else alerting.describe
+        alerts = ", ".join(sorted({show(_strip(a, c.names)) for a in c.fired})) or "none"
         lines.append(
             f"| {c.scenario.name} | {severity} | {_short(c.expected_cause, c.names)} | "
             f"{_short(c.cause, c.names)} | {f'{top.delta_seconds * 1000:+.1f} ms' if top else '-'} | "
             f"{f'{top.share:.0%}' if top else '-'} | {alerts} | "
             f"{', '.join(str(m) for m in c.missing_alerts()) or '-'} | "
-            f"{', '.join(sorted({alerting.describe(a) for a in c.wrong_alerts()})) or '-'} | "
+            f"{', '.join(sorted({show(a) for a in c.wrong_alerts()})) or '-'} | "
             f"{'ok' if c.passed else 'FAIL'} |")
     lines.append("")
     lines.append(f"AC@1 = {result.ac_at_1:.0%} ({sum(c.attributed for c in result.cells)}/{len(result.cells)} cells "
