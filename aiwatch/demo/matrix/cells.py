@@ -43,7 +43,7 @@ class CellPlan:
 #: thresholds, and the matrix must stay light on CPU.
 #:
 #: - ``model``: a slower model also makes requests wait for it, so it runs at 2 req/s, where a request rarely finds
-#:   the model busy (at +200 ms, about one call in three: the queue adds ~50 ms to the model's +200 ms; at 5 req/s
+#:   the model busy (at +200 ms, about one call in three: the queue adds 55-80 ms to the model's +200 ms; at 5 req/s
 #:   the model would be busy most of the time and the queue would add about as much as the model). Its model takes
 #:   110 ms, so that +50 ms crosses the model-latency threshold (150 ms).
 #: - ``flash-sale``: the sale (10x 3 req/s) must exceed the model's capacity well (so that the requests the sale
