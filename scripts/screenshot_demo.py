@@ -1,8 +1,8 @@
 """Opt-in: the README screenshot of the console showing the running flash-sale demo, taken during the sale.
 
-Runs ``aiwatch demo`` with the console (its embedded scraper on the two services' ``/metrics``), waits until the
-flash sale has run for a while, opens the console in a real headless Chromium (the DevTools helper of the console's
-browser test), waits for the charts, writes the screenshot and stops the demo with SIGINT, as Ctrl-C would.
+Runs ``aiwatch demo`` with the console (reading the demo's Prometheus, or scraping the services without one), waits
+until the flash sale has run for a while, opens the console in a real headless Chromium (the DevTools helper of the
+console's browser test), waits for the charts, writes the screenshot and stops the demo with SIGINT, as Ctrl-C would.
 
     PYTHONPATH=$PWD python scripts/screenshot_demo.py                      # writes docs/images/console.png
     PYTHONPATH=$PWD python scripts/screenshot_demo.py --out /tmp/demo.png --duration 60 --into-sale 16
