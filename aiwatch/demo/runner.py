@@ -157,10 +157,11 @@ def _run(options: DemoOptions, supervisor: Supervisor, out: TextIO) -> int:
     with urllib.request.urlopen(f"{inf_url}/info", timeout=5) as resp:
         info = json.loads(resp.read())
     severity_ms = options.severity_ms if options.severity_ms is not None else DEFAULT_SEVERITY_MS
+    bounded_sale = scenario.name == "flash-sale" and options.severity_ms is not None
     normal_rps = options.normal_rps or default_rate(scenario.name, info["model_seconds"], info["capacity_rps"],
-                                                    severity_ms / 1000.0, options.overload)
+                                                    severity_ms / 1000.0, 2.0 if bounded_sale else options.overload)
     sale_bound = None
-    if scenario.name == "flash-sale" and options.severity_ms is not None:
+    if bounded_sale:
         sale_bound = scenarios.sale_in_flight(severity_ms / 1000.0, info["model_seconds"], info["capacity_rps"])
     stages = loadgen.plan(options.duration, normal_rps, scenario=scenario, sale_in_flight=sale_bound)
     warmup = loadgen.warmup(options.duration, normal_rps)
@@ -205,7 +206,8 @@ def _run(options: DemoOptions, supervisor: Supervisor, out: TextIO) -> int:
 def default_rate(scenario: str, model_seconds: float, capacity_rps: float, severity_seconds: float,
                  overload: float = 0.9) -> float:
     """The normal stage's rate when ``--rps`` is not given: ``overload`` x a tenth of the model's capacity (the sale
-    then offers about what the model can serve). In the ``model`` scenario, lower: a slower model also makes
+    then offers ``overload`` x what the model can serve; twice, when ``--severity-ms`` bounds the sale's requests in
+    flight, so that they always find the model busy). In the ``model`` scenario, lower: a slower model also makes
     requests wait for it, so the rate is the one at which the throttled model is busy about a third of the time and
     its own added time stays the largest (at the default rate, +200 ms per call makes the queue add more than the
     model; docs/demo.md)."""
