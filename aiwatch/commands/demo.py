@@ -26,8 +26,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--prometheus", metavar="URL", default=None,
                         help="point the console at this Prometheus instead of scraping the services directly")
     parser.add_argument("--rps", type=_positive, default=None,
-                        help="normal request rate (default: 9%% of the model's measured capacity, so the 10x "
-                             "sale overloads it)")
+                        help="normal request rate (default: 15%% of the model's measured capacity, so the 10x "
+                             "sale offers 1.5 times what it can serve)")
     parser.add_argument("--model-ms", type=_positive, default=25.0,
                         help="the model's time per batch (default 25): --cpu-ms of numpy work plus a simulated "
                              "accelerator's time")

@@ -36,8 +36,10 @@ class DemoOptions:
     normal_rps: float | None = None
     model_ms: float = 25.0
     max_batch: int = 2
-    #: the sale offers this many times the model's measured capacity (when ``normal_rps`` is not given)
-    overload: float = 0.9
+    #: the sale offers this many times the model's measured capacity (when ``normal_rps`` is not given): more than
+    #: it can serve, so requests queue for it (the model's time is mostly a simulated accelerator's, which a busy
+    #: CPU does not slow down)
+    overload: float = 1.5
     max_in_flight: int = 32
     seed: int = 7
     cycles: int | None = None
@@ -204,7 +206,7 @@ def _run(options: DemoOptions, supervisor: Supervisor, out: TextIO) -> int:
 
 
 def default_rate(scenario: str, model_seconds: float, capacity_rps: float, severity_seconds: float,
-                 overload: float = 0.9) -> float:
+                 overload: float = 1.5) -> float:
     """The normal stage's rate when ``--rps`` is not given: ``overload`` x a tenth of the model's capacity (the sale
     then offers ``overload`` x what the model can serve; twice, when ``--severity-ms`` bounds the sale's requests in
     flight, so that they always find the model busy). In the ``model`` scenario, lower: a slower model also makes
