@@ -74,8 +74,9 @@ class _NumericalPass1:
         n = int(finite.size)
         if n == 0:
             return
-        mean = float(finite.mean())
-        m2 = float(((finite - mean) ** 2).sum())
+        with np.errstate(over="ignore"):  # values near 1e308: the std overflows to inf, which the checks refuse
+            mean = float(finite.mean())
+            m2 = float(((finite - mean) ** 2).sum())
         total = self.count + n
         delta = mean - self.mean
         self.mean += delta * n / total
