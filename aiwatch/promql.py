@@ -153,8 +153,9 @@ MAX_REGEX_LENGTH = 4096
 def check_regex(regex: str) -> str:
     r"""``regex`` if Prometheus can compile it (RE2 syntax, as Go's regexp reads it), else ``ValueError`` saying why.
 
-    Compiled as Prometheus compiles a matcher's regex, anchored: ``^(?:regex)$`` (so ``\Q`` with no ``\E``, which
-    would quote the closing parenthesis, is refused), with the RE2 library (``google-re2``, the ``rules`` extra), minus
+    Compiled on its own (so ``a)|(b``, which would escape the anchoring group, is refused) and as Prometheus compiles a
+    matcher's regex, anchored: ``^(?:regex)$`` (so ``\Q`` with no ``\E``, which would quote the closing parenthesis,
+    is refused), with the RE2 library (``google-re2``, the ``rules`` extra), minus
     what Go's regexp does not accept.
 
     >>> check_regex("5..|UNKNOWN")
@@ -169,7 +170,7 @@ def check_regex(regex: str) -> str:
     if len(regex) > MAX_REGEX_LENGTH:
         raise ValueError(f"regular expression longer than {MAX_REGEX_LENGTH} characters")
     try:
-        encoded = f"^(?:{regex})$".encode()
+        alone, anchored = regex.encode(), f"^(?:{regex})$".encode()
     except UnicodeEncodeError:
         raise ValueError(f"not valid UTF-8: {regex!r}") from None
     go_only = _NOT_IN_GO.search(regex)
@@ -179,11 +180,13 @@ def check_regex(regex: str) -> str:
     re2 = require("re2", "rules")
     options = re2.Options()
     options.log_errors = False
-    try:
-        re2.compile(encoded, options)
-    except re2.error as exc:
-        detail = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
-        raise ValueError(f"not an RE2 regular expression: {regex!r} ({detail})") from None
+    for pattern in (alone, anchored):  # alone: "a)|(b" would escape Prometheus' anchoring group
+        try:
+            re2.compile(pattern, options)
+        except re2.error as exc:
+            detail = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) \
+                else str(exc)
+            raise ValueError(f"not an RE2 regular expression: {regex!r} ({detail})") from None
     return regex
 
 
