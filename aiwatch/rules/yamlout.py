@@ -51,9 +51,13 @@ def _dumper() -> Any:
             return super().increase_indent(flow, False)  # "- item" indented under its key
 
     def text(dumper: Any, data: str) -> Any:
-        # NEL, U+2028 and U+2029 are line breaks to YAML: raw in a block they would be read back as "\n"
-        block = "\n" in data and not _OTHER_BREAKS.search(data)
-        return dumper.represent_scalar("tag:yaml.org,2002:str", data, style="|" if block else None)
+        # NEL, U+2028 and U+2029 are line breaks to YAML: PyYAML writes them raw in a block or a single-quoted string,
+        # where a reader folds them into "\n" or " "; in a double-quoted string it escapes them (\N, \L, \P)
+        if _OTHER_BREAKS.search(data):
+            style: str | None = '"'
+        else:
+            style = "|" if "\n" in data else None
+        return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
 
     Dumper.add_representer(str, text)
     return Dumper

@@ -125,7 +125,8 @@ def test_a_config_file_reads_back_as_the_same_config(data: dict[str, Any], tmp_p
         assume(False)
         return
     path = tmp_path_factory.mktemp("fuzz-config") / "rules.yml"
-    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    # PyYAML writes a raw NEL into single-quoted strings when allow_unicode is on (then reads a space): not here
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
     assert load_config(path) == expected
 
 

@@ -340,3 +340,12 @@ def test_yaml_writer_round_trips_strings(value: str) -> None:
 
     data = {"key": value, "list": [value, {"nested": value}], "n": 14.4, "i": 3, "b": True, "f": float("inf")}
     assert yaml.safe_load(dump(data)) == data
+
+
+@pytest.mark.parametrize("value", ["\x85", "a\u2028b", "a\u2029", "line\nthen\x85", "ü\u2028"])
+def test_yaml_writer_keeps_unicode_line_breaks(value: str) -> None:
+    """PyYAML writes NEL / U+2028 / U+2029 raw in single-quoted and block scalars, where readers fold them."""
+    from aiwatch.rules.yamlout import dump, load
+
+    data = {"key": value, "list": [value]}
+    assert yaml.safe_load(dump(data)) == data and load(dump(data)) == data
