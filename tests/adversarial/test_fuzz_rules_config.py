@@ -97,7 +97,7 @@ def promtool_check(files: dict[str, str], tmp: Path) -> subprocess.CompletedProc
     return subprocess.run([require_binary("promtool"), "check", "rules", *paths], capture_output=True, text=True)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(data=one_field | configs)
 def test_a_config_is_rejected_or_renders_rules_promtool_accepts(data: dict[str, Any], tmp_path_factory:
                                                                  pytest.TempPathFactory) -> None:
@@ -114,7 +114,7 @@ def test_a_config_is_rejected_or_renders_rules_promtool_accepts(data: dict[str, 
     assert proc.returncode == 0, f"{data!r}\n{proc.stdout}{proc.stderr}"
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(data=one_field | configs)
 def test_a_config_file_reads_back_as_the_same_config(data: dict[str, Any], tmp_path_factory:
                                                      pytest.TempPathFactory) -> None:
@@ -143,7 +143,7 @@ yaml_text = st.one_of(
 )
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(text=yaml_text, suffix=st.sampled_from([".yml", ".json"]))
 def test_any_yaml_or_json_file_is_a_config_error_or_a_config(text: str, suffix: str,
                                                               tmp_path_factory: pytest.TempPathFactory) -> None:
