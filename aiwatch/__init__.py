@@ -58,6 +58,7 @@ _LAZY: dict[str, str] = {
     "DriftMonitor": "aiwatch.drift",
     "ReferenceProfile": "aiwatch.drift",
     "ProfileError": "aiwatch.drift",
+    "ProfileLimits": "aiwatch.drift",
 }
 
 __all__ = [
@@ -75,6 +76,7 @@ __all__ = [
     "Metrics",
     "MicroBatcher",
     "ProfileError",
+    "ProfileLimits",
     "PrometheusSource",
     "ReferenceProfile",
     "RequestRecorder",

@@ -122,10 +122,10 @@ def test_save_load_roundtrip(tmp_path: Path) -> None:
     ('{"hello": 1}', "not an aiwatch reference profile"),
     ('{"format": "aiwatch.reference_profile", "version": 99, "features": {}}', "profile version 99"),
     ('{"format": "aiwatch.reference_profile", "version": 1, "features": {"x": {"kind": "numerical"}}}',
-     "corrupt: missing field 'cuts' in feature 'x'"),
+     "feature 'x': missing field 'cuts'"),
     ('{"format": "aiwatch.reference_profile", "version": 1, "features": {"x": {"kind": "numerical", "cuts": [],'
-     ' "bin_counts": [1], "count": 1, "sample": "not base64!"}}}', "corrupt: bad value in feature 'x'"),
-    ('{"format": "aiwatch.reference_profile", "version": 1}', "corrupt: missing field 'features'"),
+     ' "bin_counts": [1], "count": 1, "sample": "not base64!"}}}', "feature 'x': sample is not base64"),
+    ('{"format": "aiwatch.reference_profile", "version": 1}', "missing field 'features'"),
     ('{"format": "aiwatch.reference_profile", "version": 1, "features": {"x": {"kind": "numerical", "cuts": [1],'
      ' "bin_counts": [1], "count": 1}}}', "has 1 cuts but 1 bin counts"),
     ('{"format": "aiwatch.reference_profile", "version": 1, "features": {"x": {"kind": "weird"}}}',
