@@ -133,7 +133,8 @@ def _check_phase_name(name: str) -> None:
     if name in RESERVED_PHASES:
         raise ValueError(f"phase name {name!r} is reserved: aiwatch computes it")
     with _valid_lock:
-        _valid_names.add(name)
+        if len(_valid_names) < _MAX_CACHED_CHILDREN:  # names made from data are checked again, not remembered
+            _valid_names.add(name)
 
 
 class phase:
@@ -259,8 +260,9 @@ def _record(tl: RequestTimeline | None, name: str, model: str | None, seconds: f
     recorder = default_recorder()
     try:
         m = recorder.metrics
-        model_label = recorder.guard.fold("model", model) if model else recorder.model
-        m.child(m.phase_duration, (recorder.service, model_label, name)).observe(seconds)
+        guard = recorder.guard
+        model_label = guard.fold("model", model) if model else recorder.model
+        m.child(m.phase_duration, (recorder.service, model_label, guard.fold("phase", name))).observe(seconds)
     except Exception as exc:
         record_error("metrics", exc, recorder.metrics)
 
@@ -335,10 +337,12 @@ class RequestRecorder:
         child = self._phase_children.get(key)
         if child is None:
             name, model = key
-            # a model named in code (phase(..., model=)) passes the cardinality guard here, once per value
-            child = self.metrics.child(self.metrics.phase_duration, (self.service, self.guard.fold("model", model)
-                                                                     if model else model, name))
-            if len(self._phase_children) < _MAX_CACHED_CHILDREN:
+            # phase names and models (phase(..., model=)) pass the cardinality guard here, once per admitted value;
+            # values folded into the overflow are not cached, so names made from data cannot grow the cache
+            labels = (self.guard.fold("model", model) if model else model,
+                      name if name == OVERHEAD else self.guard.fold("phase", name))
+            child = self.metrics.child(self.metrics.phase_duration, (self.service, *labels))
+            if labels == key[::-1] and len(self._phase_children) < _MAX_CACHED_CHILDREN:
                 self._phase_children[key] = child
         return child
 
