@@ -132,7 +132,8 @@ CONTRACT: tuple[MetricSpec, ...] = (
     MetricSpec("aiwatch_gpu_up", "gauge", "1 if the GPU answered the latest NVML poll, 0 if it did not.",
                GPU_LABELS, collector=True),
     MetricSpec("aiwatch_gpu_nvml_up", "gauge",
-               "1 if NVML is initialised and polling, 0 if no driver or GPU was found.", (), collector=True),
+               "1 if NVML is initialised and polling, 0 if no driver or GPU was found, the first poll has not "
+               "finished, or an NVML call hung.", (), collector=True),
     MetricSpec("aiwatch_gpu_utilization_ratio", "gauge", "Share of time a kernel was running (0-1).",
                GPU_LABELS, collector=True),
     MetricSpec("aiwatch_gpu_memory_utilization_ratio", "gauge",
