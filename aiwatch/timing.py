@@ -285,7 +285,11 @@ class RequestRecorder:
         self.guard = guard if guard is not None else guard_for(self.metrics)
         self.model = self.guard.fold("model", model) if model else ""
         self.tracing = TracerSource(tracer_provider)
-        self._in_flight = adder(self.metrics.child(self.metrics.requests_in_flight, (self.service,)))
+        try:
+            self._in_flight = adder(self.metrics.child(self.metrics.requests_in_flight, (self.service,)))
+        except Exception as exc:  # never fail the app's start-up: requests are served, in-flight goes unrecorded
+            record_error("metrics", exc, self.metrics)
+            self._in_flight = _ignore
         # Histogram children by label values, for this recorder's service (bounded: labels pass the guard).
         self._request_children: dict[tuple[str, str, str], Any] = {}
         self._phase_children: dict[tuple[str, str], Any] = {}
@@ -383,6 +387,10 @@ class RequestRecorder:
                 record_error("tracing", exc, m)
         if _timeline.get() is tl:
             _timeline.set(None)
+
+
+def _ignore(amount: float) -> None:
+    pass
 
 
 def _take_trace_id(tl: RequestTimeline, span: Any) -> None:

@@ -127,7 +127,10 @@ def instrument_queue(q: Q, name: str, *, metrics: Metrics | None = None,
     target: Any = q
     with _lock_of(q):
         inst = _QueueInstrumentation(name, metrics, target._put, target._get)
-        inst.depth.inc(len(_container(q)))
+        try:
+            inst.depth.inc(len(_container(q)))
+        except Exception as exc:
+            record_error("queue", exc, metrics)
         target._put = inst.put
         target._get = inst.get
         setattr(target, _MARK, inst)
