@@ -72,7 +72,7 @@ async def test_a_misbehaving_batch_fails_its_callers_and_the_worker_goes_on(case
             assert message in str(result)
         # the same worker serves the next batch
         worker = b._worker
-        assert await asyncio.wait_for(asyncio.gather(b.submit(3), b.submit(4)), HANG) == [3, 4]
+        assert await asyncio.wait_for(asyncio.gather(b.submit(3), b.submit(4)), HANG) == [3, 4]  # type: ignore[comparison-overlap]
         assert b._worker is worker
 
 

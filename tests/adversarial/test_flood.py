@@ -105,7 +105,7 @@ def wsgi_routes(metrics: Metrics, values: list[str]) -> None:
     for v in values:
         body = wrapped({"REQUEST_METHOD": "POST", "PATH_INFO": f"/w/{v}"}, lambda *a: None)
         list(body)
-        body.close()  # type: ignore[attr-defined]
+        body.close()
 
 
 def phases_outside_requests(metrics: Metrics, values: list[str]) -> None:
@@ -213,7 +213,7 @@ def test_a_20k_name_flood_through_every_entry_point_stays_bounded(caplog: pytest
     assert color_bins == {"red", "blue", "green", "__other__", "__unseen__"}
     # the guard warned a few times (once per label), not once per value
     overflow_lines = [r for r in caplog.records if "reached its bound" in r.getMessage()]
-    assert {r.args[0] for r in overflow_lines if isinstance(r.args, tuple)} <= set(TRAFFIC_LABELS)  # type: ignore
+    assert {r.args[0] for r in overflow_lines if isinstance(r.args, tuple)} <= set(TRAFFIC_LABELS)
     assert len(overflow_lines) <= len(TRAFFIC_LABELS)
     assert len([r for r in caplog.records if "not in the reference profile" in r.getMessage()]) == 1
     total = series(registry)
