@@ -57,6 +57,10 @@ SERVICE = EnvVar("AIWATCH_SERVICE", "app",
 OTEL_SERVICE_NAME = EnvVar("OTEL_SERVICE_NAME", "",
                            "OpenTelemetry's service name: aiwatch's `service` label when `AIWATCH_SERVICE` is unset.",
                            owner="OpenTelemetry")
+SLOW_THRESHOLD = EnvVar("AIWATCH_SLOW_THRESHOLD_SECONDS", "0.3",
+                        "Requests slower than this many seconds count in the slow-request counters "
+                        "(`aiwatch_slow_*`), the tail that `aiwatch diagnose` splits by phase. Set it to your latency "
+                        "objective (the rules config's `slo.latency_threshold_seconds`).")
 MAX_LABEL_VALUES = EnvVar("AIWATCH_MAX_LABEL_VALUES", "100",
                           "The cardinality guard's bound: distinct values kept per traffic label (`route`, `model`, "
                           "`phase`, `peer`, `feature`, `queue`, `cache`) per registry before new ones fold into "
@@ -90,7 +94,8 @@ CONSOLE_SPAN = EnvVar("AIWATCH_CONSOLE_SPAN", "900",
                       "Seconds of history the over-time charts draw from Prometheus.")
 
 VARIABLES: tuple[EnvVar, ...] = (
-    SERVICE, OTEL_SERVICE_NAME, MAX_LABEL_VALUES, TRACING, OTEL_SDK_DISABLED, MULTIPROC_DIR, GPU_POLL_INTERVAL,
+    SERVICE, OTEL_SERVICE_NAME, SLOW_THRESHOLD, MAX_LABEL_VALUES, TRACING, OTEL_SDK_DISABLED, MULTIPROC_DIR,
+    GPU_POLL_INTERVAL,
     CONSOLE_PROMETHEUS, CONSOLE_SCRAPE, CONSOLE_INTERVAL, CONSOLE_HISTORY, CONSOLE_REFRESH, CONSOLE_WINDOW,
     CONSOLE_SPAN,
 )

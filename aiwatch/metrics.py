@@ -76,15 +76,30 @@ CONTRACT: tuple[MetricSpec, ...] = (
                ("service", "model", "phase"), "seconds", LATENCY_BUCKETS),
     MetricSpec("aiwatch_network_duration_seconds", "histogram",
                "Network and transport time seen by a caller: client-observed time minus the time the server "
-               "reported back (Server-Timing header or gRPC trailing metadata).",
-               ("service", "peer"), "seconds", LATENCY_BUCKETS),
+               "reported back (Server-Timing header or gRPC trailing metadata). 'peer' is the name the server "
+               "reported (its service), else its address; 'phase' is the caller's phase the call was made in.",
+               ("service", "peer", "phase"), "seconds", LATENCY_BUCKETS),
     MetricSpec("aiwatch_client_request_duration_seconds", "histogram",
-               "Client-observed time per outgoing call, by peer, route and status (including client-side statuses "
-               "such as DEADLINE_EXCEEDED).",
-               ("service", "peer", "route", "status"), "seconds", LATENCY_BUCKETS),
+               "Client-observed time per outgoing call, by peer, route, status (including client-side statuses "
+               "such as DEADLINE_EXCEEDED) and the caller's phase the call was made in.",
+               ("service", "peer", "route", "status", "phase"), "seconds", LATENCY_BUCKETS),
     MetricSpec("aiwatch_network_clamped_total", "counter",
                "Calls whose server-reported time exceeded the client-observed time (clock granularity or a bogus "
                "server report); their network time was recorded as 0.", ("service", "peer")),
+    MetricSpec("aiwatch_slow_requests_total", "counter",
+               "Requests slower than the service's slow threshold (aiwatch_slow_threshold_seconds).", ("service",)),
+    MetricSpec("aiwatch_slow_phase_seconds_total", "counter",
+               "Seconds of each phase (overhead included) counted only in requests slower than the slow threshold: "
+               "the tail's time, split by phase so that it adds up.", ("service", "phase"), "seconds"),
+    MetricSpec("aiwatch_slow_call_seconds_total", "counter",
+               "Client-observed seconds of outgoing calls made by requests slower than the slow threshold, by peer "
+               "and the caller's phase.", ("service", "peer", "phase"), "seconds"),
+    MetricSpec("aiwatch_slow_network_seconds_total", "counter",
+               "Network seconds (client time minus the server's reported time) of outgoing calls made by requests "
+               "slower than the slow threshold.", ("service", "peer", "phase"), "seconds"),
+    MetricSpec("aiwatch_slow_threshold_seconds", "gauge",
+               "The request time above which a request counts as slow (the latency objective).", ("service",),
+               "seconds", multiprocess_mode="max"),
     MetricSpec("aiwatch_requests_in_flight", "gauge", "Requests being served right now.",
                ("service",), multiprocess_mode="livesum"),
     MetricSpec("aiwatch_rpc_messages_total", "counter",
@@ -248,6 +263,11 @@ class Metrics:
         self.client_request_duration: Histogram = m["aiwatch_client_request_duration_seconds"]
         self.network_clamped: Counter = m["aiwatch_network_clamped_total"]
         self.requests_in_flight: Gauge = m["aiwatch_requests_in_flight"]
+        self.slow_requests: Counter = m["aiwatch_slow_requests_total"]
+        self.slow_phase_seconds: Counter = m["aiwatch_slow_phase_seconds_total"]
+        self.slow_call_seconds: Counter = m["aiwatch_slow_call_seconds_total"]
+        self.slow_network_seconds: Counter = m["aiwatch_slow_network_seconds_total"]
+        self.slow_threshold: Gauge = m["aiwatch_slow_threshold_seconds"]
         self.rpc_messages: Counter = m["aiwatch_rpc_messages_total"]
         self.overhead_clamped: Counter = m["aiwatch_overhead_clamped_total"]
         self.queue_depth: Gauge = m["aiwatch_queue_depth"]

@@ -58,9 +58,14 @@ OPTIONS: tuple[RecorderOption, ...] = (
                    "clients: a CLIENT span per call). The gRPC client interceptors make no spans and do not take it."),
     RecorderOption("model", '`""`', "The default `model` label of the phases (per request: `aiwatch.set_model`, "
                    "per phase: `aiwatch.phase(name, model=)`).", "server"),
-    RecorderOption("peer", "each call's `host:port` (HTTP), the channel's target or the call's peer (gRPC)",
-                   "A fixed `peer` label. The gRPC client interceptors take it next to `recorder` (one recorder can "
-                   "serve channels to several peers).", "client"),
+    RecorderOption("slow_threshold", "`$AIWATCH_SLOW_THRESHOLD_SECONDS`, else 0.3",
+                   "Seconds above which a request counts as slow in the `aiwatch_slow_*` counters (the tail that "
+                   "`aiwatch diagnose` splits by phase): your latency objective.", "server"),
+    RecorderOption("peer", "the service name the peer reports (aiwatch servers send it in Server-Timing / the "
+                   "`server-timing` trailer), else each call's `host:port` (HTTP), the channel's target or the "
+                   "call's peer (gRPC)",
+                   "A fixed `peer` label, instead of the name the peer reports. The gRPC client interceptors take it "
+                   "next to `recorder` (one recorder can serve channels to several peers).", "client"),
     RecorderOption("route_resolver", "none: calls that name no route are `__unmatched__`",
                    "`(method, url) -> route template or None` for HTTP calls that name no route.", "client"),
 )
@@ -74,10 +79,10 @@ CLIENT_RECORDER_OPTIONS = frozenset(o.name for o in OPTIONS if o.side != "server
 
 def make_recorder(*, service: str | None = None, model: str = "", registry: CollectorRegistry | None = None,
                   metrics: Metrics | None = None, tracer_provider: Any = None,
-                  max_label_values: int | None = None) -> RequestRecorder:
+                  max_label_values: int | None = None, slow_threshold: float | None = None) -> RequestRecorder:
     """A server-side recorder for the recorder options (:data:`OPTIONS`)."""
     m = metrics if metrics is not None else get_metrics(registry)
-    return RequestRecorder(m, service, model, guard_for(m, max_label_values), tracer_provider)
+    return RequestRecorder(m, service, model, guard_for(m, max_label_values), tracer_provider, slow_threshold)
 
 
 def make_client_recorder(*, service: str | None = None, peer: str | None = None,

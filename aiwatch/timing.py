@@ -42,11 +42,11 @@ from typing import Any, TypeVar, cast
 from opentelemetry import trace
 
 from aiwatch.cardinality import LabelGuard, guard_for
-from aiwatch.env import service_name
+from aiwatch.env import SLOW_THRESHOLD, service_name
 from aiwatch.fastpath import adder, observe
 from aiwatch.metrics import Metrics, default_metrics
 from aiwatch.safety import record_error
-from aiwatch.servertiming import OVERHEAD, TOTAL, is_token
+from aiwatch.servertiming import OVERHEAD, TOTAL, is_token, quote
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -59,7 +59,8 @@ _MAX_CACHED_CHILDREN = 10_000
 class RequestTimeline:
     """What aiwatch knows about one request while it runs."""
 
-    __slots__ = ("model", "owns_span", "phases", "recorder", "service", "span", "start", "trace_id", "tracer")
+    __slots__ = ("calls", "model", "owns_span", "phases", "recorder", "service", "span", "start", "trace_id",
+                 "tracer")
 
     def __init__(self, recorder: RequestRecorder, start: float, model: str) -> None:
         self.recorder = recorder
@@ -74,10 +75,24 @@ class RequestTimeline:
         #: The tracer of phase spans (``None``: no phase spans).
         self.tracer: Any = None
         self.trace_id: str | None = None
+        #: Outgoing calls made by this request: ``(peer, caller's phase) -> [client seconds, network seconds]``,
+        #: kept for the slow-request counters (``None`` until the first call).
+        self.calls: dict[tuple[str, str], list[float]] | None = None
 
     def add(self, name: str, model: str | None, seconds: float) -> None:
         key = (name, self.model if model is None else model)
         self.phases[key] = self.phases.get(key, 0.0) + seconds
+
+    def add_call(self, peer: str, phase: str, client: float, network: float | None) -> None:
+        """Remember an outgoing call's client-observed and network time (``None``: the peer reported no time)."""
+        calls = self.calls
+        if calls is None:
+            calls = self.calls = {}
+        found = calls.get((peer, phase))
+        if found is None:
+            found = calls[(peer, phase)] = [0.0, 0.0]
+        found[0] += client
+        found[1] += network or 0.0
 
     def elapsed(self, now: float | None = None) -> float:
         return (_clock() if now is None else now) - self.start
@@ -93,10 +108,7 @@ class RequestTimeline:
             head += "%s;dur=%.3f, " % (name, secs * 1000.0)  # noqa: UP031
             named += secs
         overhead = total - named
-        return head + _TAIL % ((overhead if overhead > 0.0 else 0.0) * 1000.0, total * 1000.0)
-
-
-_TAIL = f"{OVERHEAD};dur=%.3f, {TOTAL};dur=%.3f"
+        return head + self.recorder.timing_tail % ((overhead if overhead > 0.0 else 0.0) * 1000.0, total * 1000.0)
 
 _timeline: ContextVar[RequestTimeline | None] = ContextVar("aiwatch_timeline", default=None)
 _frame: ContextVar[_Frame | None] = ContextVar("aiwatch_phase_frame", default=None)
@@ -105,6 +117,17 @@ _frame: ContextVar[_Frame | None] = ContextVar("aiwatch_phase_frame", default=No
 def current_timeline() -> RequestTimeline | None:
     """The timeline of the request being handled in this context, if any."""
     return _timeline.get()
+
+
+def call_site() -> tuple[RequestTimeline | None, str]:
+    """Where an outgoing call is made from: the current request's timeline and the innermost open phase's name
+    (``overhead`` when no phase is open; ``(None, "")`` outside a request). Client integrations label their calls
+    with it, so that ``aiwatch diagnose`` can split that phase into the network and the callee's own time."""
+    tl = _timeline.get()
+    if tl is None:
+        return None, ""
+    frame = _frame.get()
+    return tl, frame[0] if frame is not None else OVERHEAD
 
 
 def set_model(model: str) -> None:
@@ -277,11 +300,23 @@ class RequestRecorder:
     """
 
     def __init__(self, metrics: Metrics | None = None, service: str | None = None, model: str = "",
-                 guard: LabelGuard | None = None, tracer_provider: Any = None) -> None:
+                 guard: LabelGuard | None = None, tracer_provider: Any = None,
+                 slow_threshold: float | None = None) -> None:
         from aiwatch.tracing import TracerSource
 
         self.metrics = metrics if metrics is not None else default_metrics()
         self.service = service or service_name()
+        threshold = SLOW_THRESHOLD.seconds() if slow_threshold is None else slow_threshold
+        if not threshold > 0 or threshold == float("inf"):
+            raise ValueError(f"slow_threshold must be a finite number of seconds > 0, got {threshold!r}")
+        #: Requests slower than this count in the slow-request counters (the tail diagnose splits).
+        self.slow_threshold = threshold
+        #: The end of every Server-Timing value: overhead, and the total with this service's name as its ``desc``.
+        self.timing_tail = f"{OVERHEAD};dur=%.3f, {TOTAL};dur=%.3f;desc={quote(self.service).replace('%', '%%')}"
+        try:
+            self.metrics.child(self.metrics.slow_threshold, (self.service,)).set(threshold)
+        except Exception as exc:
+            record_error("metrics", exc, self.metrics)
         self.guard = guard if guard is not None else guard_for(self.metrics)
         self.model = self.guard.fold("model", model) if model else ""
         self.tracing = TracerSource(tracer_provider)
@@ -378,6 +413,8 @@ class RequestRecorder:
                 m.child(m.overhead_clamped, (self.service,)).inc()
             overhead_key = (OVERHEAD, tl.model)
             observe(phase_children.get(overhead_key) or self._phase_child(overhead_key), overhead, exemplar)
+            if total > self.slow_threshold:
+                self._count_slow(tl, overhead)
         except Exception as exc:
             record_error("metrics", exc, m)
         if tl.span is not None and tl.owns_span:
@@ -387,6 +424,20 @@ class RequestRecorder:
                 record_error("tracing", exc, m)
         if _timeline.get() is tl:
             _timeline.set(None)
+
+    def _count_slow(self, tl: RequestTimeline, overhead: float) -> None:
+        """Add a slow request's phases and calls to the slow-request counters (the tail's split)."""
+        m, service = self.metrics, self.service
+        m.child(m.slow_requests, (service,)).inc()
+        by_phase: dict[str, float] = {}
+        for (name, _model), seconds in tl.phases.items():
+            by_phase[name] = by_phase.get(name, 0.0) + seconds
+        by_phase[OVERHEAD] = overhead
+        for name, seconds in by_phase.items():
+            m.child(m.slow_phase_seconds, (service, name)).inc(seconds)
+        for (peer, phase), (client, network) in (tl.calls or {}).items():
+            m.child(m.slow_call_seconds, (service, peer, phase)).inc(client)
+            m.child(m.slow_network_seconds, (service, peer, phase)).inc(network)
 
 
 def _ignore(amount: float) -> None:

@@ -60,7 +60,7 @@ def traffic(m: Metrics, stop: threading.Event) -> None:
             for model in MODELS:
                 for phase in ("queue", "features", "inference", "overhead"):
                     m.phase_duration.labels(svc, model, phase).observe(random.expovariate(30))
-            m.network_duration.labels(svc, "gateway").observe(random.expovariate(100))
+            m.network_duration.labels(svc, "gateway", "call").observe(random.expovariate(100))
             m.requests_in_flight.labels(svc).set(random.randint(0, 10))
         for q in ("predict", "batch", "rerank"):
             m.queue_depth.labels(q).set(random.randint(0, 30))

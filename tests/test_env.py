@@ -106,6 +106,14 @@ def _recorder_service() -> str:
     return make_recorder(registry=CollectorRegistry()).service
 
 
+def _slow_threshold() -> float:
+    from prometheus_client import CollectorRegistry
+
+    from aiwatch.recording import make_recorder
+
+    return make_recorder(registry=CollectorRegistry()).slow_threshold
+
+
 def _max_label_values() -> int:
     from aiwatch.cardinality import LabelGuard
 
@@ -128,6 +136,7 @@ def _multiprocess() -> bool:
 READERS: dict[str, tuple[Callable[[], Any], Any, str, Any]] = {
     "AIWATCH_SERVICE": (_recorder_service, "app", "ranker", "ranker"),
     "OTEL_SERVICE_NAME": (_recorder_service, "app", "otel-ranker", "otel-ranker"),
+    "AIWATCH_SLOW_THRESHOLD_SECONDS": (_slow_threshold, 0.3, "0.05", 0.05),
     "AIWATCH_MAX_LABEL_VALUES": (_max_label_values, 100, "7", 7),
     "AIWATCH_TRACING": (_traces, True, "off", False),
     "OTEL_SDK_DISABLED": (_traces, True, "true", False),

@@ -89,6 +89,10 @@ theirs.request_duration.labels("s", "/r", "GET", "200").observe(0.5)
 theirs.phase_duration.labels("s", "", "inference").observe(0.25)
 theirs.phase_duration.labels("s", "", "overhead").observe(0.25)
 theirs.requests_in_flight.labels("s").inc(0)
+theirs.slow_threshold.labels("s").set(0.3)
+theirs.slow_requests.labels("s").inc()
+theirs.slow_phase_seconds.labels("s", "inference").inc(0.25)
+theirs.slow_phase_seconds.labels("s", "overhead").inc(0.25)
 def text(m):
     return [l for l in generate_latest(m.registry).decode().splitlines() if "_created" not in l]
 print(text(ours) == text(theirs), sum(l.endswith(" 1.0") for l in text(ours)) > 0, sep="\\n")

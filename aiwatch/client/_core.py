@@ -17,8 +17,8 @@ from aiwatch.cardinality import guard_for
 from aiwatch.env import service_name
 from aiwatch.metrics import Metrics, get_metrics
 from aiwatch.safety import record_error
-from aiwatch.servertiming import server_total
-from aiwatch.timing import current_timeline
+from aiwatch.servertiming import parse
+from aiwatch.timing import RequestTimeline, call_site, current_timeline
 from aiwatch.tracing import TracerSource
 
 UNMATCHED_ROUTE = "__unmatched__"
@@ -47,14 +47,15 @@ def route(template: str) -> Iterator[None]:
 
 
 class _Call:
-    __slots__ = ("method", "peer", "route", "span", "start")
+    __slots__ = ("address", "method", "phase", "route", "span", "start", "timeline")
 
-    def __init__(self, method: str, peer: str, route: str, start: float) -> None:
+    def __init__(self, method: str, address: str, route: str, start: float) -> None:
         self.method = method
-        self.peer = peer
+        self.address = address
         self.route = route
         self.start = start
         self.span: Any = None
+        self.timeline, self.phase = call_site()
 
 
 class ClientRecorder:
@@ -87,17 +88,14 @@ class ClientRecorder:
         """Start timing a call and inject trace context into ``headers``. Never raises."""
         start = _clock()
         try:
-            if self.peer is not None:
-                peer = self.peer
-            else:
-                peer = self.guard.fold("peer", f"{host}:{port or _DEFAULT_PORTS.get(scheme, 0)}")
+            address = f"{host}:{port or _DEFAULT_PORTS.get(scheme, 0)}"
             route = route or _route.get()
             if route is None and self.route_resolver is not None:
                 try:
                     route = self.route_resolver(method, url)
                 except Exception as exc:
                     record_error("route", exc, self.metrics)
-            call = _Call(method, peer, self.guard.fold("route", route) if route else UNMATCHED_ROUTE, start)
+            call = _Call(method, address, self.guard.fold("route", route) if route else UNMATCHED_ROUTE, start)
         except Exception as exc:
             record_error("client", exc, self.metrics)
             call = _Call(method, "", UNMATCHED_ROUTE, start)
@@ -116,7 +114,7 @@ class ClientRecorder:
                 call.span = tracer.start_span(f"{call.method} {call.route}", context=context,
                                               kind=trace.SpanKind.CLIENT,
                                               attributes={"http.request.method": call.method,
-                                                          "server.address": call.peer})
+                                                          "server.address": self.peer or call.address})
                 context = trace.set_span_in_context(call.span)
             inject(headers, context=context)
         except Exception as exc:
@@ -125,27 +123,9 @@ class ClientRecorder:
     def finish(self, call: _Call, status: str, server_timing: str | None,
                error: BaseException | None = None) -> None:
         """Record a finished call: ``status`` is the HTTP status or the client error's name. Never raises."""
-        elapsed = _clock() - call.start
         m = self.metrics
-        try:
-            m.child(m.client_request_duration, (self.service, call.peer, call.route, status)).observe(elapsed)
-        except Exception as exc:
-            record_error("metrics", exc, m)
-        if server_timing:
-            try:
-                total = server_total(server_timing)
-            except Exception as exc:
-                record_error("server_timing", exc, m)
-                total = None
-            if total is not None:
-                try:
-                    network = elapsed - total
-                    if network < 0.0:
-                        network = 0.0
-                        m.child(m.network_clamped, (self.service, call.peer)).inc()
-                    m.child(m.network_duration, (self.service, call.peer)).observe(network)
-                except Exception as exc:
-                    record_error("metrics", exc, m)
+        self.record(call.start, _clock(), call.address, call.route, status, server_timing, call.timeline, call.phase,
+                    "server_timing")
         if call.span is not None:
             try:
                 call.span.set_attribute("http.response.status_code", status)
@@ -155,3 +135,47 @@ class ClientRecorder:
                 call.span.end()
             except Exception as exc:
                 record_error("tracing", exc, m)
+
+    def record(self, start: float, end: float, address: str, route: str, status: str, server_timing: str | None,
+               timeline: RequestTimeline | None, phase: str, timing_component: str,
+               fixed_peer: str | None = None) -> None:
+        """Record one finished call, HTTP or gRPC: its client-observed time and, when the peer reported its time
+        (``server_timing``: the ``Server-Timing`` value or the ``server-timing`` trailer), its network time. The
+        ``peer`` label is ``fixed_peer`` or this recorder's fixed peer, else the service name the peer reported, else
+        ``address``;
+        ``timeline`` and ``phase`` are where the call was made (:func:`aiwatch.timing.call_site`). A malformed
+        ``server_timing`` is counted under ``timing_component``. Never raises."""
+        m = self.metrics
+        timing = None
+        if server_timing:
+            try:
+                timing = parse(server_timing)
+            except ValueError as exc:
+                record_error(timing_component, exc, m)
+        client = end - start
+        network = None
+        try:
+            fixed = self.guard.fold("peer", fixed_peer) if fixed_peer else self.peer
+            peer = fixed or self.guard.fold("peer", (timing.service if timing else None) or address)
+        except Exception as exc:
+            record_error("client", exc, m)
+            peer = address
+        try:
+            m.child(m.client_request_duration, (self.service, peer, route, status, phase)).observe(client)
+        except Exception as exc:
+            record_error("metrics", exc, m)
+        total = timing.total if timing is not None else None
+        if total is not None:
+            try:
+                network = client - total
+                if network < 0.0:
+                    network = 0.0
+                    m.child(m.network_clamped, (self.service, peer)).inc()
+                m.child(m.network_duration, (self.service, peer, phase)).observe(network)
+            except Exception as exc:
+                record_error("metrics", exc, m)
+        if timeline is not None:
+            try:
+                timeline.add_call(peer, phase, client, network)
+            except Exception as exc:
+                record_error("client", exc, m)

@@ -4,8 +4,10 @@ calls the inference service, over gRPC (``--inference-grpc HOST:PORT``) or HTTP 
 The call to the inference service is the ``inference_call`` phase. The client side is aiwatch's own: the gRPC
 client interceptors (:func:`aiwatch.grpc.grpc_aio_client_interceptors`) or the httpx integration
 (:func:`aiwatch.client.instrument_httpx`) record ``aiwatch_client_request_duration_seconds`` and
-``aiwatch_network_duration_seconds{peer="inference"}`` = client-observed time minus the server time the inference
-service reported (``Server-Timing`` header, or ``server-timing`` trailing metadata over gRPC).
+``aiwatch_network_duration_seconds{peer="inference", phase="inference_call"}`` = client-observed time minus the
+server time the inference service reported (``Server-Timing`` header, or ``server-timing`` trailing metadata over
+gRPC). The ``peer`` label needs no configuration: it is the service name the inference service reports with its
+time.
 """
 
 from __future__ import annotations
@@ -23,8 +25,6 @@ from aiwatch.demo.features import FeatureCache, FeatureStore, LruCache, RedisCac
 from aiwatch.metrics import Metrics, default_metrics
 
 SERVICE = "gateway"
-#: the ``peer`` label of the gateway's client metrics (instead of the default host:port of each call)
-PEER = "inference"
 
 
 class RecommendBody(BaseModel):
@@ -50,7 +50,7 @@ def http_client(inference_url: str, metrics: Metrics) -> tuple[Predict, Callable
     client = instrument_httpx(
         httpx.AsyncClient(base_url=inference_url, timeout=30.0,
                           limits=httpx.Limits(max_connections=256, max_keepalive_connections=256)),
-        service=SERVICE, peer=PEER, metrics=metrics)
+        service=SERVICE, metrics=metrics)
 
     async def predict(payload: dict[str, Any]) -> list[int]:
         try:
@@ -72,7 +72,7 @@ def grpc_client(target: str, metrics: Metrics) -> tuple[Predict, Callable[[], Aw
     from aiwatch.grpc import grpc_aio_client_interceptors
 
     pb: Any = recommender_pb2
-    interceptors = grpc_aio_client_interceptors(service=SERVICE, peer=PEER, metrics=metrics)
+    interceptors = grpc_aio_client_interceptors(service=SERVICE, metrics=metrics)
     # A grpc.aio channel belongs to the event loop it is created in: the server's, on the first call.
     opened: list[Any] = []
 

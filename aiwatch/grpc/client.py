@@ -35,7 +35,8 @@ from aiwatch.grpc._common import metadata_value, method_name, status_name
 from aiwatch.metrics import Metrics
 from aiwatch.recording import resolve_client_recorder
 from aiwatch.safety import record_error
-from aiwatch.servertiming import HEADER, server_total
+from aiwatch.servertiming import HEADER
+from aiwatch.timing import RequestTimeline, call_site
 
 COMPONENT = "grpc_client"
 TIMING_COMPONENT = "grpc_server_timing"
@@ -62,19 +63,28 @@ class _AioCallDetails(
 class _ClientCore:
     """What the sync and aio client interceptors share: the recorder's labels and metrics, and one call's record."""
 
-    def __init__(self, recorder: ClientRecorder, peer: str | None, propagate: bool) -> None:
+    def __init__(self, recorder: ClientRecorder, peer: str | None, propagate: bool,
+                 address: str | None = None) -> None:
         self.recorder = recorder
         self.metrics = recorder.metrics
-        self.service = recorder.service
         self.guard = recorder.guard
-        self.peer = peer or recorder.peer
+        #: a fixed ``peer`` label (else the name the server reports, else ``address``, else the call's peer())
+        self.peer = peer
+        self.address = address
         self.propagate = propagate
 
     @classmethod
     def of(cls, recorder: ClientRecorder | None, peer: str | None, propagate: bool, *, service: str | None,
-           registry: CollectorRegistry | None, metrics: Metrics | None, max_label_values: int | None) -> _ClientCore:
+           registry: CollectorRegistry | None, metrics: Metrics | None, max_label_values: int | None,
+           address: str | None = None) -> _ClientCore:
         return cls(resolve_client_recorder(recorder, {"service": service, "registry": registry, "metrics": metrics,
-                                                      "max_label_values": max_label_values}), peer, propagate)
+                                                      "max_label_values": max_label_values}), peer, propagate,
+                   address)
+
+    @property
+    def needs_call_peer(self) -> bool:
+        """Whether the call's own ``peer()`` may be needed as the label's fallback."""
+        return not (self.peer or self.recorder.peer or self.address)
 
     def carrier(self, metadata: Any) -> list[tuple[str, Any]] | None:
         """Metadata with the current trace context added, or ``None`` when there is nothing to add."""
@@ -91,31 +101,20 @@ class _ClientCore:
         pairs.extend(headers.items())
         return pairs
 
-    def record(self, method: str, start: float, end: float, code: Any, trailing: Any, peer: str | None) -> None:
+    def record(self, method: str, start: float, end: float, code: Any, trailing: Any, address: str | None,
+               site: tuple[RequestTimeline | None, str]) -> None:
+        """Record a finished call made from ``site`` (:func:`aiwatch.timing.call_site`); ``address`` is the call's
+        ``peer()`` when :attr:`needs_call_peer`."""
         try:
-            m = self.metrics
-            peer_label = self.guard.fold("peer", self.peer or peer or "")
             route = self.guard.fold("route", method)
             status = status_name(code) or "UNKNOWN"
-            client_time = end - start
-            m.child(m.client_request_duration, (self.service, peer_label, route, status)).observe(client_time)
             value = metadata_value(trailing, HEADER)
-            if value is None:
-                return
-            try:
-                total = server_total(value)
-            except ValueError as exc:
-                record_error(TIMING_COMPONENT, exc, m)
-                return
-            if total is None:
-                return
-            network = client_time - total
-            if network < 0.0:
-                network = 0.0
-                m.child(m.network_clamped, (self.service, peer_label)).inc()
-            m.child(m.network_duration, (self.service, peer_label)).observe(network)
         except Exception as exc:
             record_error(COMPONENT, exc, self.metrics)
+            return
+        timeline, phase = site
+        self.recorder.record(start, end, self.address or address or "", route, status, value, timeline, phase,
+                             TIMING_COMPONENT, fixed_peer=self.peer)
 
 
 def _peer_of(call: Any) -> str | None:
@@ -138,9 +137,9 @@ class AiwatchClientInterceptor(
 
     def __init__(self, *, recorder: ClientRecorder | None = None, service: str | None = None,
                  peer: str | None = None, registry: CollectorRegistry | None = None, metrics: Metrics | None = None,
-                 max_label_values: int | None = None, propagate: bool = True) -> None:
+                 max_label_values: int | None = None, propagate: bool = True, address: str | None = None) -> None:
         self._core = _ClientCore.of(recorder, peer, propagate, service=service, registry=registry, metrics=metrics,
-                                    max_label_values=max_label_values)
+                                    max_label_values=max_label_values, address=address)
 
     @property
     def recorder(self) -> ClientRecorder:
@@ -149,6 +148,7 @@ class AiwatchClientInterceptor(
 
     def _intercept(self, continuation: Callable[[Any, Any], Any], details: Any, request: Any) -> Any:
         start = _clock()
+        site = call_site()
         core = self._core
         try:
             pairs = core.carrier(details.metadata)
@@ -168,7 +168,8 @@ class AiwatchClientInterceptor(
                 except Exception as exc:
                     record_error(COMPONENT, exc, core.metrics)
                     return
-                core.record(method, start, end, code, trailing, None if core.peer else _peer_of(finished))
+                core.record(method, start, end, code, trailing,
+                            _peer_of(finished) if core.needs_call_peer else None, site)
 
             call.add_done_callback(done)
         except Exception as exc:
@@ -191,10 +192,11 @@ class AiwatchClientInterceptor(
 class _AioClientBase:
     def __init__(self, *, recorder: ClientRecorder | None = None, service: str | None = None,
                  peer: str | None = None, registry: CollectorRegistry | None = None, metrics: Metrics | None = None,
-                 max_label_values: int | None = None, propagate: bool = True, core: _ClientCore | None = None) -> None:
+                 max_label_values: int | None = None, propagate: bool = True, core: _ClientCore | None = None,
+                 address: str | None = None) -> None:
         self._core = core if core is not None else _ClientCore.of(
             recorder, peer, propagate, service=service, registry=registry, metrics=metrics,
-            max_label_values=max_label_values)
+            max_label_values=max_label_values, address=address)
         self._tasks: set[asyncio.Task[None]] = set()
 
     @property
@@ -205,6 +207,7 @@ class _AioClientBase:
     async def _intercept(self, continuation: Callable[[Any, Any], Awaitable[Any]], details: Any,
                          request: Any) -> Any:
         start = _clock()
+        site = call_site()
         core = self._core
         try:
             pairs = core.carrier(details.metadata)
@@ -217,22 +220,22 @@ class _AioClientBase:
         try:
             call = await continuation(details, request)
         except grpc.aio.AioRpcError as error:  # another interceptor awaited the call and it failed
-            core.record(method, start, _clock(), error.code(), error.trailing_metadata(), None)
+            core.record(method, start, _clock(), error.code(), error.trailing_metadata(), None, site)
             raise
         try:
-            self._watch(call, method, start)
+            self._watch(call, method, start, site)
         except Exception as exc:
             record_error(COMPONENT, exc, core.metrics)
         return call
 
-    def _watch(self, call: Any, method: str, start: float) -> None:
+    def _watch(self, call: Any, method: str, start: float, site: tuple[RequestTimeline | None, str]) -> None:
         def done(finished: Any) -> None:
-            self._spawn(self._record(finished, method, start, _clock()))
+            self._spawn(self._record(finished, method, start, _clock(), site))
 
         try:
             call.add_done_callback(done)
         except NotImplementedError:  # a response object returned by another interceptor: no callbacks
-            self._spawn(self._record(call, method, start, None))
+            self._spawn(self._record(call, method, start, None, site))
 
     def _spawn(self, coro: Any) -> None:
         try:
@@ -244,19 +247,20 @@ class _AioClientBase:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _record(self, call: Any, method: str, start: float, end: float | None) -> None:
+    async def _record(self, call: Any, method: str, start: float, end: float | None,
+                      site: tuple[RequestTimeline | None, str]) -> None:
         try:
             code = await call.code()
             if end is None:
                 end = _clock()
             trailing = await call.trailing_metadata()
-            peer = None if self._core.peer else _peer_of(call)
+            peer = _peer_of(call) if self._core.needs_call_peer else None
         except asyncio.CancelledError:
             return
         except Exception as exc:
             record_error(COMPONENT, exc, self._core.metrics)
             return
-        self._core.record(method, start, end, code, trailing, peer)
+        self._core.record(method, start, end, code, trailing, peer, site)
 
 
 class AioUnaryUnaryClientInterceptor(_AioClientBase, grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
@@ -298,8 +302,9 @@ def grpc_client_interceptor(*, recorder: ClientRecorder | None = None, service: 
     - ``recorder`` or the recorder options ``service`` (the calling service), ``registry`` / ``metrics`` and
       ``max_label_values``, as for every integration (:mod:`aiwatch.recording`); a
       :class:`~aiwatch.client.ClientRecorder` can be shared with other clients, HTTP ones included.
-    - ``peer``: the ``peer`` label, usually the channel target (default: the recorder's ``peer``, else each call's
-      ``peer()`` address).
+    - ``peer``: a fixed ``peer`` label (default: the recorder's ``peer``, else the service name the server reports in
+      its ``server-timing`` trailer, else ``address``, else each call's ``peer()`` address).
+    - ``address``: the channel's target, the label when the server reports no name (the instrumentor passes it).
     - ``propagate``: inject the current W3C trace context into the call's metadata (default on).
     """
     return AiwatchClientInterceptor(recorder=recorder, service=service, peer=peer, registry=registry,
@@ -309,11 +314,11 @@ def grpc_client_interceptor(*, recorder: ClientRecorder | None = None, service: 
 def grpc_aio_client_interceptors(*, recorder: ClientRecorder | None = None, service: str | None = None,
                                  peer: str | None = None, registry: CollectorRegistry | None = None,
                                  metrics: Metrics | None = None, max_label_values: int | None = None,
-                                 propagate: bool = True) -> list[Any]:
+                                 propagate: bool = True, address: str | None = None) -> list[Any]:
     """The four interceptors for ``grpc.aio.insecure_channel(target, interceptors=...)`` (grpc.aio files each
     interceptor under one call kind only, so there is one per kind); arguments as :func:`grpc_client_interceptor`.
     """
     core = _ClientCore.of(recorder, peer, propagate, service=service, registry=registry, metrics=metrics,
-                          max_label_values=max_label_values)
+                          max_label_values=max_label_values, address=address)
     return [cls(core=core) for cls in (AioUnaryUnaryClientInterceptor, AioUnaryStreamClientInterceptor,
                                        AioStreamUnaryClientInterceptor, AioStreamStreamClientInterceptor)]

@@ -94,11 +94,12 @@ class AiwatchGrpcInstrumentorServer(_Instrumentor):
     def __init__(self, *, recorder: RequestRecorder | None = None, service: str | None = None, model: str = "",
                  registry: CollectorRegistry | None = None, metrics: Metrics | None = None,
                  tracer_provider: Any = None, max_label_values: int | None = None,
-                 server_timing: bool = True) -> None:
+                 server_timing: bool = True, slow_threshold: float | None = None) -> None:
         super().__init__()
         recorder = resolve_recorder(recorder, {
             "service": service, "model": model, "registry": registry, "metrics": metrics,
-            "tracer_provider": tracer_provider, "max_label_values": max_label_values})
+            "tracer_provider": tracer_provider, "max_label_values": max_label_values,
+            "slow_threshold": slow_threshold})
         self.interceptor = AiwatchServerInterceptor(recorder=recorder, server_timing=server_timing)
         self.aio_interceptor = AiwatchAioServerInterceptor(recorder=recorder, server_timing=server_timing)
 
@@ -122,8 +123,9 @@ class AiwatchGrpcInstrumentorServer(_Instrumentor):
 class AiwatchGrpcInstrumentorClient(_Instrumentor):
     """Adds aiwatch's client interceptors to every channel made by ``grpc.insecure_channel``,
     ``grpc.secure_channel``, ``grpc.aio.insecure_channel`` and ``grpc.aio.secure_channel`` while instrumented, with
-    the channel's target as the ``peer`` label. Arguments as :func:`aiwatch.grpc.grpc_client_interceptor`; every
-    channel records through one recorder, so peers and routes are bounded across them."""
+    the service name the server reports (else the channel's target) as the ``peer`` label. Arguments as
+    :func:`aiwatch.grpc.grpc_client_interceptor`; every channel records through one recorder, so peers and routes are
+    bounded across them."""
 
     def __init__(self, *, recorder: ClientRecorder | None = None, service: str | None = None,
                  registry: CollectorRegistry | None = None, metrics: Metrics | None = None,
@@ -145,7 +147,8 @@ class AiwatchGrpcInstrumentorClient(_Instrumentor):
             made = original(target, *args, **kwargs)
             if not patch.active:
                 return made
-            interceptor = AiwatchClientInterceptor(recorder=self.recorder, peer=str(target), propagate=self._propagate)
+            interceptor = AiwatchClientInterceptor(recorder=self.recorder, address=str(target),
+                                                   propagate=self._propagate)
             return grpc.intercept_channel(made, interceptor)
 
         return channel
@@ -154,7 +157,7 @@ class AiwatchGrpcInstrumentorClient(_Instrumentor):
         @functools.wraps(original)
         def channel(target: str, *args: Any, **kwargs: Any) -> Any:
             if patch.active:
-                extra = grpc_aio_client_interceptors(recorder=self.recorder, peer=str(target),
+                extra = grpc_aio_client_interceptors(recorder=self.recorder, address=str(target),
                                                      propagate=self._propagate)
                 # index counts target: insecure_channel(target, options, compression, interceptors)
                 full, kwargs = _with_interceptors((target, *args), kwargs, index, extra)

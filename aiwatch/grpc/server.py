@@ -253,10 +253,11 @@ class AiwatchServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
     def __init__(self, *, recorder: RequestRecorder | None = None, service: str | None = None, model: str = "",
                  registry: CollectorRegistry | None = None, metrics: Metrics | None = None,
                  tracer_provider: Any = None, max_label_values: int | None = None,
-                 server_timing: bool = True) -> None:
+                 server_timing: bool = True, slow_threshold: float | None = None) -> None:
         self._core = _ServerCore(resolve_recorder(recorder, {
             "service": service, "model": model, "registry": registry, "metrics": metrics,
-            "tracer_provider": tracer_provider, "max_label_values": max_label_values}), server_timing)
+            "tracer_provider": tracer_provider, "max_label_values": max_label_values,
+            "slow_threshold": slow_threshold}), server_timing)
 
     @property
     def recorder(self) -> RequestRecorder:
@@ -334,10 +335,11 @@ class AiwatchAioServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[m
     def __init__(self, *, recorder: RequestRecorder | None = None, service: str | None = None, model: str = "",
                  registry: CollectorRegistry | None = None, metrics: Metrics | None = None,
                  tracer_provider: Any = None, max_label_values: int | None = None,
-                 server_timing: bool = True) -> None:
+                 server_timing: bool = True, slow_threshold: float | None = None) -> None:
         self._core = _ServerCore(resolve_recorder(recorder, {
             "service": service, "model": model, "registry": registry, "metrics": metrics,
-            "tracer_provider": tracer_provider, "max_label_values": max_label_values}), server_timing)
+            "tracer_provider": tracer_provider, "max_label_values": max_label_values,
+            "slow_threshold": slow_threshold}), server_timing)
 
     @property
     def recorder(self) -> RequestRecorder:
@@ -404,26 +406,28 @@ class AiwatchAioServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[m
 def grpc_server_interceptor(*, recorder: RequestRecorder | None = None, service: str | None = None,
                             model: str = "", registry: CollectorRegistry | None = None,
                             metrics: Metrics | None = None, tracer_provider: Any = None,
-                            max_label_values: int | None = None,
-                            server_timing: bool = True) -> AiwatchServerInterceptor:
+                            max_label_values: int | None = None, server_timing: bool = True,
+                            slow_threshold: float | None = None) -> AiwatchServerInterceptor:
     """An interceptor for ``grpc.server(..., interceptors=[...])``.
 
     - ``recorder`` or the recorder options ``service``, ``model``, ``registry`` / ``metrics``,
-      ``tracer_provider`` and ``max_label_values``: where and under which labels RPCs are recorded, as for every
-      integration (:mod:`aiwatch.recording`).
+      ``tracer_provider``, ``max_label_values`` and ``slow_threshold``: where and under which labels RPCs are
+      recorded, as for every integration (:mod:`aiwatch.recording`).
     - ``server_timing``: report timing in the ``server-timing`` trailing metadata (default on).
     """
     return AiwatchServerInterceptor(recorder=recorder, service=service, model=model, registry=registry,
                                     metrics=metrics, tracer_provider=tracer_provider,
-                                    max_label_values=max_label_values, server_timing=server_timing)
+                                    max_label_values=max_label_values, server_timing=server_timing,
+                                    slow_threshold=slow_threshold)
 
 
 def grpc_aio_server_interceptor(*, recorder: RequestRecorder | None = None, service: str | None = None,
                                 model: str = "", registry: CollectorRegistry | None = None,
                                 metrics: Metrics | None = None, tracer_provider: Any = None,
-                                max_label_values: int | None = None,
-                                server_timing: bool = True) -> AiwatchAioServerInterceptor:
+                                max_label_values: int | None = None, server_timing: bool = True,
+                                slow_threshold: float | None = None) -> AiwatchAioServerInterceptor:
     """An interceptor for ``grpc.aio.server(interceptors=[...])``; arguments as :func:`grpc_server_interceptor`."""
     return AiwatchAioServerInterceptor(recorder=recorder, service=service, model=model, registry=registry,
                                        metrics=metrics, tracer_provider=tracer_provider,
-                                       max_label_values=max_label_values, server_timing=server_timing)
+                                       max_label_values=max_label_values, server_timing=server_timing,
+                                       slow_threshold=slow_threshold)

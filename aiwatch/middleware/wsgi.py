@@ -64,11 +64,13 @@ class AiwatchWSGIMiddleware:
                  tracer_provider: Any = None, server_timing: bool = True, metrics_path: str | None = "/metrics",
                  exclude_paths: Iterable[str] = (), route_resolver: Callable[[Environ], str | None] | None = None,
                  on_request_end: Callable[[Environ, RequestTimeline, str], None] | None = None,
-                 max_label_values: int | None = None, recorder: RequestRecorder | None = None) -> None:
+                 max_label_values: int | None = None, recorder: RequestRecorder | None = None,
+                 slow_threshold: float | None = None) -> None:
         self.app = app
         self.recorder = resolve_recorder(recorder, {
             "service": service, "model": model, "registry": registry, "metrics": metrics,
-            "tracer_provider": tracer_provider, "max_label_values": max_label_values})
+            "tracer_provider": tracer_provider, "max_label_values": max_label_values,
+            "slow_threshold": slow_threshold})
         self.metrics = self.recorder.metrics
         self.server_timing = server_timing
         self.metrics_path = metrics_path

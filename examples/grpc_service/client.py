@@ -54,11 +54,17 @@ def run(target: str, calls: int) -> None:
                 print(f"Predict failed as asked: {exc.code().name}")
     finally:
         instrumentor.uninstrument()
-    count = REGISTRY.get_sample_value("aiwatch_network_duration_seconds_count",
-                                      {"service": "example-client", "peer": target}) or 0.0
-    total = REGISTRY.get_sample_value("aiwatch_network_duration_seconds_sum",
-                                      {"service": "example-client", "peer": target}) or 0.0
-    print(f"network time to {target}: {total / max(count, 1) * 1e6:.0f} us per call over {count:.0f} calls")
+    # the peer label is the name the server reported in its server-timing trailer (its aiwatch service)
+    per_peer: dict[str, list[float]] = {}
+    for family in REGISTRY.collect():
+        for sample in family.samples:
+            if sample.name in ("aiwatch_network_duration_seconds_count", "aiwatch_network_duration_seconds_sum") \
+                    and sample.labels.get("service") == "example-client":
+                found = per_peer.setdefault(sample.labels["peer"], [0.0, 0.0])
+                found[sample.name.endswith("_sum")] += sample.value
+    for peer, (count, total) in sorted(per_peer.items()):
+        print(f"network time to {peer} ({target}): {total / max(count, 1) * 1e6:.0f} us per call over {count:.0f} "
+              "calls")
 
 
 def main() -> None:

@@ -11,6 +11,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+import aiwatch
 from aiwatch.grpc import grpc_client_interceptor, grpc_server_interceptor
 from aiwatch.metrics import Metrics
 from examples.grpc_service.servicer import pb, pb_grpc
@@ -132,3 +133,20 @@ def test_trace_context_is_propagated_in_metadata(metrics: Metrics) -> None:
                 assert stub.Predict(req(), metadata=(("traceparent", own),)).model == own
     trace_id = format(span.get_span_context().trace_id, "032x")
     assert traceparent.split("-")[1] == trace_id
+
+
+def test_calls_are_labelled_with_the_callers_phase_and_the_servers_name(metrics: Metrics) -> None:
+    from aiwatch.timing import RequestRecorder
+
+    with sync_server([grpc_server_interceptor(service="infer", metrics=metrics)]) as target:
+        gateway = RequestRecorder(metrics, service="gateway")
+        client = grpc_client_interceptor(service="gateway", metrics=metrics)  # no peer: the server says who it is
+        with stub_for(target, client) as stub:
+            tl = gateway.begin("POST")
+            with aiwatch.phase("inference_call"):
+                stub.Predict(req())
+            gateway.finish(tl, "/recommend", "POST", "200")
+    assert value(metrics.registry, "aiwatch_client_request_duration_seconds_count", service="gateway", peer="infer",
+                 route=PREDICT, status="OK", phase="inference_call") == 1
+    assert value(metrics.registry, "aiwatch_network_duration_seconds_count", service="gateway", peer="infer",
+                 phase="inference_call") == 1

@@ -70,9 +70,10 @@ def test_uvicorn_and_httpx_client(registry: CollectorRegistry) -> None:
     assert value(samples, "aiwatch_requests_in_flight", service="inference") == 0
 
     assert registry.get_sample_value("aiwatch_client_request_duration_seconds_count", {
-        "service": "gateway", "peer": "inference", "route": "/predict/{model_name}", "status": "200"}) == 5
+        "service": "gateway", "peer": "inference", "route": "/predict/{model_name}", "status": "200",
+        "phase": ""}) == 5
     assert registry.get_sample_value("aiwatch_network_duration_seconds_count",
-                                     {"service": "gateway", "peer": "inference"}) == 7
+                                     {"service": "gateway", "peer": "inference", "phase": ""}) == 7
 
 
 def test_gunicorn_two_workers_count_every_request_once(tmp_path: Path, registry: CollectorRegistry) -> None:
@@ -103,4 +104,4 @@ def test_gunicorn_two_workers_count_every_request_once(tmp_path: Path, registry:
                  phase="inference") == n
     assert value(samples, "aiwatch_requests_in_flight", service="flask") == 0
     assert registry.get_sample_value("aiwatch_network_duration_seconds_count",
-                                     {"service": "caller", "peer": "flask"}) == n
+                                     {"service": "caller", "peer": "flask", "phase": ""}) == n
