@@ -430,8 +430,10 @@ class RequestRecorder:
         m, service = self.metrics, self.service
         m.child(m.slow_requests, (service,)).inc()
         by_phase: dict[str, float] = {}
+        fold = self.guard.fold  # phase names may come from data: the same bound as the phase histogram's
         for (name, _model), seconds in tl.phases.items():
-            by_phase[name] = by_phase.get(name, 0.0) + seconds
+            label = fold("phase", name)
+            by_phase[label] = by_phase.get(label, 0.0) + seconds
         by_phase[OVERHEAD] = overhead
         for name, seconds in by_phase.items():
             m.child(m.slow_phase_seconds, (service, name)).inc(seconds)
