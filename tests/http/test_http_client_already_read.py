@@ -15,13 +15,13 @@ def handler(request: httpx.Request) -> httpx.Response:
 
 
 def calls(metrics: Metrics, status: str) -> float | None:
-    return metrics.registry.get_sample_value("aiwatch_client_request_duration_seconds_count",
-                                             {"service": "gw", "peer": "model:8000", "route": "/p", "status": status})
+    return metrics.registry.get_sample_value("aiwatch_client_request_duration_seconds_count", {
+        "service": "gw", "peer": "model:8000", "route": "/p", "status": status, "phase": ""})
 
 
 def network_count(metrics: Metrics) -> float | None:
     return metrics.registry.get_sample_value("aiwatch_network_duration_seconds_count",
-                                             {"service": "gw", "peer": "model:8000"})
+                                             {"service": "gw", "peer": "model:8000", "phase": ""})
 
 
 def test_sync_mock_transport_calls_are_recorded(metrics: Metrics) -> None:
