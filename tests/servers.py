@@ -249,6 +249,13 @@ def alertmanager(config_yaml: str) -> Iterator[str]:
 @contextmanager
 def redis_server() -> Iterator[str]:
     """Start a real redis-server (no persistence); yields ``redis://127.0.0.1:PORT/0``."""
+    with redis_server_process() as (url, _proc):
+        yield url
+
+
+@contextmanager
+def redis_server_process() -> Iterator[tuple[str, Process]]:
+    """:func:`redis_server`, yielding its :class:`Process` too (fault injection stops or freezes it)."""
     binary = require_binary("redis-server")
     with tempfile.TemporaryDirectory(prefix="aiwatch-redis-") as tmp:
         port = free_port()
@@ -266,6 +273,8 @@ def redis_server() -> Iterator[str]:
             proc.stop()
             raise AssertionError(f"redis-server did not start:\n{proc.output()}") from None
         try:
-            yield f"redis://127.0.0.1:{port}/0"
+            yield f"redis://127.0.0.1:{port}/0", proc
         finally:
+            with suppress(ProcessLookupError):
+                os.killpg(proc.proc.pid, signal.SIGCONT)  # a frozen server must be able to stop
             proc.stop()
