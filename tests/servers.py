@@ -7,6 +7,7 @@ installs every one through scripts/setup-system.sh.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import shutil
@@ -42,6 +43,17 @@ def require_binary(name: str) -> str:
             pytest.fail(f"{name} is not installed: scripts/setup-system.sh should have installed it")
         pytest.skip(f"{name} is not installed (run scripts/setup-system.sh)")
     return path
+
+
+def require_module(name: str) -> Any:
+    """``pytest.importorskip(name)``, except under CI (``$CI`` set), where a module of the dev extra that cannot be
+    imported is a failure: a broken install must not turn into silent skips."""
+    if os.environ.get("CI"):
+        try:
+            return importlib.import_module(name)
+        except ImportError as exc:
+            pytest.fail(f"{name} cannot be imported ({exc}): scripts/setup-venv.sh dev should have installed it")
+    return pytest.importorskip(name)
 
 
 def wait_until(check: Callable[[], bool], timeout: float = 20.0, interval: float = 0.1, what: str = "") -> None:

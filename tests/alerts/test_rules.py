@@ -24,9 +24,9 @@ from aiwatch.rules import (
     render,
 )
 from aiwatch.rules.render import duration_seconds
-from tests.servers import REPO, require_binary
+from tests.servers import REPO, require_binary, require_module
 
-yaml = pytest.importorskip("yaml")
+yaml = require_module("yaml")
 
 ALERTS_DIR = REPO / "alerts"
 PROMTOOL_TESTS = sorted((Path(__file__).parent / "promtool").glob("*_test.yml"))
