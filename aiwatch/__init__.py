@@ -59,6 +59,11 @@ _LAZY: dict[str, str] = {
     "ReferenceProfile": "aiwatch.drift",
     "ProfileError": "aiwatch.drift",
     "ProfileLimits": "aiwatch.drift",
+    # diagnose() itself is aiwatch.diagnose.diagnose: the name aiwatch.diagnose is the subpackage
+    "Diagnosis": "aiwatch.diagnose",
+    "DiagnoseError": "aiwatch.diagnose",
+    "PrometheusWindows": "aiwatch.diagnose",
+    "totals_from_snapshots": "aiwatch.diagnose",
 }
 
 __all__ = [
@@ -67,6 +72,8 @@ __all__ = [
     "AiwatchGrpcInstrumentorServer",
     "AiwatchMiddleware",
     "AiwatchWSGIMiddleware",
+    "DiagnoseError",
+    "Diagnosis",
     "DriftMonitor",
     "FeatureCache",
     "GpuCollector",
@@ -78,6 +85,7 @@ __all__ = [
     "ProfileError",
     "ProfileLimits",
     "PrometheusSource",
+    "PrometheusWindows",
     "ReferenceProfile",
     "RequestRecorder",
     "RulesConfig",
@@ -106,6 +114,7 @@ __all__ = [
     "serve_gpu_metrics",
     "set_model",
     "start_http_server",
+    "totals_from_snapshots",
     "uninstrument_queue",
 ]
 

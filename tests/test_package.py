@@ -27,7 +27,7 @@ def test_version_and_help() -> None:
     assert version.stdout.strip() == f"aiwatch {aiwatch.__version__}"
     help_ = _run("--help")
     assert help_.returncode == 0
-    for command in ("console", "demo", "drift", "gpu", "metrics", "profile", "rules"):
+    for command in ("console", "demo", "diagnose", "drift", "gpu", "metrics", "profile", "rules"):
         assert command in help_.stdout, f"`aiwatch --help` does not list {command}"
 
 
