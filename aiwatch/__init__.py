@@ -58,6 +58,7 @@ _LAZY: dict[str, str] = {
     "DriftMonitor": "aiwatch.drift",
     "ReferenceProfile": "aiwatch.drift",
     "ProfileError": "aiwatch.drift",
+    "ProfileLimits": "aiwatch.drift",
     # diagnose() itself is aiwatch.diagnose.diagnose: the name aiwatch.diagnose is the subpackage
     "Diagnosis": "aiwatch.diagnose",
     "DiagnoseError": "aiwatch.diagnose",
@@ -82,6 +83,7 @@ __all__ = [
     "Metrics",
     "MicroBatcher",
     "ProfileError",
+    "ProfileLimits",
     "PrometheusSource",
     "PrometheusWindows",
     "ReferenceProfile",

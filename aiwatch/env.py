@@ -63,8 +63,8 @@ SLOW_THRESHOLD = EnvVar("AIWATCH_SLOW_THRESHOLD_SECONDS", "0.3",
                         "objective (the rules config's `slo.latency_threshold_seconds`).")
 MAX_LABEL_VALUES = EnvVar("AIWATCH_MAX_LABEL_VALUES", "100",
                           "The cardinality guard's bound: distinct values kept per traffic label (`route`, `model`, "
-                          "`peer`) before new ones fold into `__overflow__`, for integrations not given "
-                          "`max_label_values=`.")
+                          "`phase`, `peer`, `feature`, `queue`, `cache`) per registry before new ones fold into "
+                          "`__overflow__`, for integrations not given `max_label_values=`.")
 TRACING = EnvVar("AIWATCH_TRACING", "on",
                  "`off`, `false`, `0` or `no` turn aiwatch's spans off even when a TracerProvider is given or "
                  "installed (metrics are unaffected).")

@@ -50,7 +50,9 @@ OPTIONS: tuple[RecorderOption, ...] = (
                    "An `aiwatch.Metrics` to record into; wins over `registry`."),
     RecorderOption("max_label_values", "`$AIWATCH_MAX_LABEL_VALUES`, else 100",
                    "The cardinality guard's bound: distinct values kept per traffic label (`route`, `model`, "
-                   "`peer`); later new values fold into `__overflow__`, counted in `aiwatch_label_overflow_total`."),
+                   "`phase`, `peer`, ...); later new values fold into `__overflow__`, counted in "
+                   "`aiwatch_label_overflow_total`. One guard serves the whole registry: when integrations on one "
+                   "registry pass different values, the largest wins ([limits.md](limits.md))."),
     RecorderOption("tracer_provider", "the global provider, if an SDK provider is installed",
                    "The OpenTelemetry TracerProvider of the SERVER span per request and its phase spans (HTTP "
                    "clients: a CLIENT span per call). The gRPC client interceptors make no spans and do not take it."),

@@ -3,6 +3,7 @@ resolves."""
 
 from __future__ import annotations
 
+import importlib
 import shutil
 import subprocess
 import sys
@@ -41,9 +42,20 @@ def test_import_aiwatch_imports_no_optional_dependency() -> None:
     assert out.strip() == "[]"
 
 
-@pytest.mark.parametrize("name", sorted(aiwatch.__all__))
-def test_every_public_name_resolves(name: str) -> None:
-    assert getattr(aiwatch, name) is not None
+def test_every_public_name_is_the_object_its_module_defines_and_is_documented() -> None:
+    lazy: dict[str, str] = aiwatch._LAZY  # type: ignore[attr-defined]
+    assert set(lazy) <= set(aiwatch.__all__), "a lazy name missing from __all__"
+    assert len(set(aiwatch.__all__)) == len(aiwatch.__all__)
+    undocumented = []
+    for name in aiwatch.__all__:
+        value = getattr(aiwatch, name)
+        if name in lazy:  # imported on first use: the very object of the module named in _LAZY
+            assert value is getattr(importlib.import_module(lazy[name]), name), name
+        else:
+            assert name in vars(aiwatch), f"{name} is in __all__ but neither imported nor lazy"
+        if (callable(value) or isinstance(value, type)) and not (getattr(value, "__doc__", "") or "").strip():
+            undocumented.append(name)
+    assert undocumented == [], f"public names without a docstring: {undocumented}"
 
 
 def test_unknown_attribute_is_an_attribute_error() -> None:

@@ -17,7 +17,7 @@ from aiwatch.cardinality import guard_for
 from aiwatch.env import service_name
 from aiwatch.metrics import Metrics, get_metrics
 from aiwatch.safety import record_error
-from aiwatch.servertiming import parse
+from aiwatch.servertiming import OVERHEAD, parse
 from aiwatch.timing import RequestTimeline, call_site, current_timeline
 from aiwatch.tracing import TracerSource
 
@@ -157,6 +157,8 @@ class ClientRecorder:
         try:
             fixed = self.guard.fold("peer", fixed_peer) if fixed_peer else self.peer
             peer = fixed or self.guard.fold("peer", (timing.service if timing else None) or address)
+            if phase and phase != OVERHEAD:  # the caller's phase: its name may come from data
+                phase = self.guard.fold("phase", phase)
         except Exception as exc:
             record_error("client", exc, m)
             peer = address

@@ -10,7 +10,9 @@ or build the client with the transport yourself::
 
     client = httpx.AsyncClient(transport=aiwatch.client.AiwatchAsyncTransport(service="gateway"))
 
-A call is timed from the moment it is sent until its response body is closed (httpx closes it after reading it).
+A call is timed from the moment it is sent until its response body is closed (httpx closes it after reading it); a
+response that a transport returns already read (``httpx.Response(content=...)``, as ``httpx.MockTransport`` does)
+is recorded when the transport returns it.
 """
 
 from __future__ import annotations
@@ -35,6 +37,11 @@ def _start(recorder: ClientRecorder, request: httpx.Request) -> _Call:
     route = request.extensions.get(ROUTE_EXTENSION)
     return recorder.start(request.method, url.scheme, url.host, url.port, str(url), request.headers,
                           route if isinstance(route, str) else None)
+
+
+def _finish_read(recorder: ClientRecorder, call: _Call, response: httpx.Response) -> None:
+    """Record a call whose response came back already read and closed: httpx never closes it again."""
+    recorder.finish(call, str(response.status_code), response.headers.get("server-timing"))
 
 
 class _CallFinisher:
@@ -105,6 +112,9 @@ class AiwatchTransport(httpx.BaseTransport):
         except BaseException as exc:
             self.recorder.finish(call, type(exc).__name__, None, exc)
             raise
+        if response.is_closed:  # built already read (Response(content=...), MockTransport): no body left to time
+            _finish_read(self.recorder, call, response)
+            return response
         response.stream = _TimedStream(response.stream, self.recorder, call, str(response.status_code),
                                        response.headers.get("server-timing"))
         return response
@@ -127,6 +137,9 @@ class AiwatchAsyncTransport(httpx.AsyncBaseTransport):
         except BaseException as exc:
             self.recorder.finish(call, type(exc).__name__, None, exc)
             raise
+        if response.is_closed:
+            _finish_read(self.recorder, call, response)
+            return response
         response.stream = _AsyncTimedStream(response.stream, self.recorder, call, str(response.status_code),
                                             response.headers.get("server-timing"))
         return response

@@ -28,7 +28,7 @@ def run_render(args: argparse.Namespace) -> int:
     try:
         cfg = load_config(args.config) if args.config else RulesConfig()
         files = render(cfg)
-    except (ConfigError, OSError) as exc:
+    except (ConfigError, OSError, ImportError) as exc:
         print(f"aiwatch rules: {exc}", file=sys.stderr)
         return 2
     out = Path(args.out)
@@ -53,5 +53,9 @@ def run_render(args: argparse.Namespace) -> int:
 def run_defaults(args: argparse.Namespace) -> int:
     from aiwatch.rules import default_config_yaml
 
-    sys.stdout.write(default_config_yaml())
+    try:
+        sys.stdout.write(default_config_yaml())
+    except ImportError as exc:
+        print(f"aiwatch rules: {exc}", file=sys.stderr)
+        return 2
     return 0

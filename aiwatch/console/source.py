@@ -7,9 +7,11 @@ give the same panels. Answers are plain data (no pandas) so the sources need no 
 * time series questions return a list of :class:`Series` (labels + ``(unix time, value)`` points);
 * table questions return lists of small dataclasses (:class:`GpuRow`, :class:`DriftRow`, ...).
 
-A question raises :class:`SourceUnavailable` when the source cannot be reached at all, :class:`NotSupported` when
-this kind of source cannot answer it (alerts need Prometheus' rule evaluation), and returns an empty list when the
-source answered but holds no data for it (no traffic yet, or the family is absent, e.g. no GPU).
+A question raises :class:`SourceUnavailable` when the source cannot be reached at all, :class:`SourceSlow` when it
+did not answer in time, :class:`NotSupported` when this kind of source cannot answer it (alerts need Prometheus' rule
+evaluation), another :class:`SourceError` when the answer is unusable (garbage, the wrong shape, too large), and
+returns an empty list when the source answered but holds no data for it (no traffic yet, or the family is absent,
+e.g. no GPU). No other exception leaves a question.
 """
 
 from __future__ import annotations
@@ -49,6 +51,10 @@ class SourceError(Exception):
 
 class SourceUnavailable(SourceError):
     """The source cannot be reached at all (Prometheus down, every endpoint down)."""
+
+
+class SourceSlow(SourceError):
+    """The source is reachable but did not answer a question in time (the message names the question and the time)."""
 
 
 class NotSupported(SourceError):

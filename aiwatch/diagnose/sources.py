@@ -18,6 +18,7 @@ console's two data sources are, and :class:`PrometheusWindows` is the one ``aiwa
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Protocol
@@ -155,7 +156,7 @@ def totals_from_snapshots(before: Samples, after: Samples, start: float, end: fl
         else:
             grown = {}
             for key in set(old) | set(new):
-                seen = [v for v in (old.get(key), new.get(key)) if v is not None and v == v]
+                seen = [v for v in (old.get(key), new.get(key)) if v is not None and not math.isnan(v)]
                 if seen:
                     grown[key] = sum(seen) / len(seen) if read.kind == "avg" else max(seen)
         values[read.key] = aggregate(read, ((dict(key), value) for key, value in grown.items()))

@@ -7,7 +7,8 @@ Per RPC (see docs/grpc.md):
   the RPC kind is a fixed property of the route, so it would add series without adding information) and
   ``status`` = the gRPC status code name (``OK``, ``INVALID_ARGUMENT``...). An unhandled servicer exception is
   ``UNKNOWN``, as grpcio reports it; a call the client cancelled is ``CANCELLED``, or ``DEADLINE_EXCEEDED`` when its
-  deadline had passed.
+  deadline had passed. A call to a method the server does not implement is recorded as ``UNIMPLEMENTED`` under the
+  route ``__unmatched__`` (the client's method name never becomes a label, as a URL path never does).
 * ``aiwatch.phase(...)`` inside the servicer feeds ``aiwatch_phase_duration_seconds`` and the ``overhead`` phase: the
   servicer runs inside the RPC's timeline (for the thread-pool server, in the pool thread that runs the handler).
 * Streaming RPCs are timed to the last message; RPCs with a streaming side also count messages in
@@ -39,6 +40,7 @@ from prometheus_client import CollectorRegistry
 
 from aiwatch.grpc._common import metadata_dict, method_name, status_name
 from aiwatch.metrics import Metrics
+from aiwatch.middleware._common import UNMATCHED_ROUTE
 from aiwatch.recording import resolve_recorder
 from aiwatch.safety import record_error
 from aiwatch.servertiming import HEADER
@@ -123,6 +125,16 @@ class _ServerCore:
                 m.child(m.rpc_messages, (recorder.service, route, "sent")).inc(call.sent)
                 m.child(m.rpc_messages, (recorder.service, route, "received")).inc(call.received)
             recorder.finish(tl, method, METHOD_LABEL, status, error if report_error else None, end=end)
+        except Exception as exc:
+            record_error(COMPONENT, exc, self.metrics)
+
+    def unimplemented(self) -> None:
+        """Record a call to a method the server does not have. Its route is :data:`UNMATCHED_ROUTE`: the method
+        name comes from the client, and unknown names must not fill the route label's bound."""
+        try:
+            recorder = self.recorder
+            recorder.finish(recorder.begin_with(None, "unimplemented"), UNMATCHED_ROUTE, METHOD_LABEL,
+                            "UNIMPLEMENTED")
         except Exception as exc:
             record_error(COMPONENT, exc, self.metrics)
 
@@ -213,8 +225,11 @@ def _rewrap(handler: Any, behavior: Callable[..., Any], factory: Callable[..., A
 
 def _instrument_handler(interceptor: Any, handler: Any, handler_call_details: Any, *, only_async: bool) -> Any:
     """``handler`` with its behavior wrapped by ``interceptor._wrap_unary``/``_wrap_stream``; on any failure of
-    aiwatch's own, the handler as it was (counted). With ``only_async``, plain-function handlers pass through."""
+    aiwatch's own, the handler as it was (counted). With ``only_async``, plain-function handlers pass through.
+    No handler (a method the server does not implement): the call is recorded as ``UNIMPLEMENTED`` now, since
+    grpcio answers it without running anything aiwatch could wrap."""
     if handler is None:
+        interceptor._core.unimplemented()
         return None
     try:
         method = method_name(handler_call_details.method)

@@ -9,3 +9,8 @@ UNMATCHED_ROUTE = "__unmatched__"
 #: labelled ``_OTHER`` so that the label stays bounded.
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"})
 OTHER_METHOD = "_OTHER"
+
+CLIENT_CLOSED_STATUS = "499"
+"""The ``status`` label of a request whose response could not be delivered because the client went away (the
+server's ``send`` raised): nginx's "client closed request". It is not a 5xx, so the availability SLO's error
+selector (``slo.error_status``, default ``5..|...``) does not count it against the service."""

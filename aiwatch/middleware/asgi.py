@@ -10,7 +10,9 @@ Per request it records ``aiwatch_request_duration_seconds`` (route template, met
 body chunk (so streaming responses count in full and Starlette background tasks, which run after it, do not), the
 request's phases and its ``overhead``, keeps ``aiwatch_requests_in_flight``, and adds a ``Server-Timing`` header
 with the phases and the total up to the moment the headers are sent. Per-request state lives in closures and
-contextvars, never on ``self``.
+contextvars, never on ``self``. A request whose response the server could not send (its ``send`` raised: the client
+went away) is recorded with status ``499`` (:data:`~aiwatch.middleware._common.CLIENT_CLOSED_STATUS`), not as a
+server error; the exception goes on to the app and the server untouched.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from aiwatch.metrics import Metrics
-from aiwatch.middleware._common import KNOWN_METHODS, OTHER_METHOD, UNMATCHED_ROUTE
+from aiwatch.middleware._common import CLIENT_CLOSED_STATUS, KNOWN_METHODS, OTHER_METHOD, UNMATCHED_ROUTE
 from aiwatch.recording import resolve_recorder
 from aiwatch.safety import call_hook, record_error
 from aiwatch.servertiming import HEADER
@@ -110,12 +112,15 @@ class AiwatchMiddleware:
                                      {"http.request.method": method, "url.path": path})
         status = "500"
         finished = False
+        send_failed = False
         add_timing = self.server_timing
 
         def finish(error: BaseException | None) -> None:
             nonlocal finished, status
             finished = True
-            if error is not None:
+            if send_failed:
+                status = CLIENT_CLOSED_STATUS
+            elif error is not None:
                 status = "500"
             try:
                 resolver = self.route_resolver
@@ -128,7 +133,7 @@ class AiwatchMiddleware:
                 call_hook("hook", self.on_request_end, self.metrics, scope, tl, status)
 
         async def send_wrapper(message: Message) -> None:
-            nonlocal status
+            nonlocal status, send_failed
             kind = message["type"]
             if kind == "http.response.start":
                 code = message.get("status", 500)
@@ -142,10 +147,18 @@ class AiwatchMiddleware:
                     except Exception as exc:
                         record_error("server_timing", exc, self.metrics)
             elif kind == "http.response.body" and not message.get("more_body", False) and not finished:
-                await send(message)
+                try:
+                    await send(message)
+                except BaseException:
+                    send_failed = True
+                    raise
                 finish(None)
                 return
-            await send(message)
+            try:
+                await send(message)
+            except BaseException:  # the client is gone: whatever the app does next, it was not served
+                send_failed = True
+                raise
 
         try:
             await self.app(scope, receive, send_wrapper)

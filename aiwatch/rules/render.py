@@ -8,7 +8,10 @@
 Recording rules follow Prometheus' ``level:metric:operation`` naming; their names are defined once below. Every
 metric name the rules read is looked up in the contract (:mod:`aiwatch.metrics`) when this module is imported, and
 every selector and label value is written by :mod:`aiwatch.promql`, so a value with a quote, a backslash or a newline
-selects exactly that value. The fleet drift rules come from :mod:`aiwatch.drift.promql`.
+selects exactly that value. Config values written into annotations (which Prometheus expands as Go templates) go
+through :func:`template_text`, so a ``{{`` in a regex or a URL stays text. Numbers are written exactly
+(:func:`aiwatch.promql.number`). The files are written by PyYAML (:mod:`aiwatch.rules.yamlout`). The fleet drift rules
+come from :mod:`aiwatch.drift.promql`.
 """
 
 from __future__ import annotations
@@ -94,8 +97,27 @@ def _pct(value: float) -> str:
     return format(value * 100, ".4g") + "%"
 
 
+def _decimal(value: float) -> float:
+    """``value`` rounded to 12 significant digits: the float arithmetic noise of ``1 - 0.999`` (0.0010000000000000009)
+    removed from a number computed from config decimals, so that it is written as the decimal it stands for."""
+    return float(format(value, ".12g"))
+
+
 def _ms(seconds: float) -> str:
-    return f"{number(seconds * 1000)}ms" if seconds < 1 else f"{number(seconds)}s"
+    return f"{number(_decimal(seconds * 1000))}ms" if seconds < 1 else f"{number(seconds)}s"
+
+
+_OPENS_ACTION = re.compile(r"\{(?=\{|$)")
+
+
+def template_text(value: str) -> str:
+    """``value`` as literal text inside an annotation, which Prometheus expands as a Go template: a ``{`` that could
+    begin ``{{`` (followed by another, or last, next to the text after it) is written as the action ``{{ "{" }}``.
+
+    >>> template_text('up{job="x"}'), template_text("a{{b")
+    ('up{job="x"}', 'a{{ "{" }}{b')
+    """
+    return _OPENS_ACTION.sub('{{ "{" }}', value)
 
 
 @dataclass
@@ -119,7 +141,7 @@ class Alert:
             "annotations": {
                 "summary": self.summary,
                 "description": self.description,
-                "runbook_url": runbook_url(runbook_template, self.name),
+                "runbook_url": runbook_annotation(runbook_template, self.name),
             },
         }
 
@@ -131,6 +153,11 @@ def runbook_url(template: str, alert: str) -> str:
     'http://127.0.0.1:8501/?runbook=AiwatchQueueBacklog'
     """
     return template.replace("{alert}", alert)
+
+
+def runbook_annotation(template: str, alert: str) -> str:
+    """The ``runbook_url`` annotation: :func:`runbook_url` as template text."""
+    return template_text(runbook_url(template, alert))
 
 
 def _record(name: str, expr: str, **labels: str) -> dict[str, Any]:
@@ -174,7 +201,7 @@ def latency_records(cfg: RulesConfig) -> list[dict[str, Any]]:
     # a phase in which the service called peers that report their own time holds their whole time: the network
     # (AiwatchNetworkLatencyHigh) and the callees' own phases cover it, so it is no non-model phase of the caller
     calling = f"{by('sum', ('service', 'phase'), rate(NETWORK.count, w, cfg.selectors.network))} > 0"
-    rules = [_record(PHASE_QUANTILE.format(percent=number(q * 100)),
+    rules = [_record(PHASE_QUANTILE.format(percent=number(_decimal(q * 100))),
                      histogram_quantile(q, PHASES, w, ("service", "model", "phase"), req)) for q in QUANTILES]
     rules += [
         _record(MODEL_P99, histogram_quantile(0.99, PHASES, w, ("service", "model"), req, model)),
@@ -257,7 +284,7 @@ def slo_alerts(cfg: RulesConfig) -> list[Alert]:
         ("latency", s.latency_objective, SLOW_RATIO,
          f"took longer than {_ms(s.latency_threshold_seconds)}"),
     ):
-        budget = 1 - objective
+        budget = _decimal(1 - objective)
         title = slo.capitalize()
         for speed, alert, severity in (("Fast", s.page, "critical"), ("Slow", s.ticket, "warning")):
             out.append(Alert(
@@ -285,7 +312,7 @@ def latency_alerts(cfg: RulesConfig) -> list[Alert]:
               f"{MODEL_P99} > {number(lat.model_p99_seconds)}",
               lat.model_for, "warning",
               "Model {{ $labels.model }} on {{ $labels.service }} is slow",
-              f"p99 of the model's own time (phases {lat.model_phases}) for {{{{ $labels.model }}}} on "
+              f"p99 of the model's own time (phases {template_text(lat.model_phases)}) for {{{{ $labels.model }}}} on "
               f"{{{{ $labels.service }}}} is {{{{ $value | humanizeDuration }}}} over {lat.window}, above "
               f"{_ms(lat.model_p99_seconds)}. The time is inside the model: look at the GPU, the batch size and "
               "the model version, not at the network or the queue."),
@@ -416,7 +443,8 @@ def meta_alerts(cfg: RulesConfig) -> list[Alert]:
               f"{m.target_down_for}: its metrics, alerts and autoscaling signals are stale."),
         Alert("AiwatchTargetAbsent", f"absent({up})", m.target_absent_for, "critical",
               "No aiwatch scrape target is known to Prometheus",
-              f"Prometheus has no target matching {up} (job {{{{ $labels.job }}}}) for {m.target_absent_for}: "
+              f"Prometheus has no target matching {template_text(up)} (job {{{{ $labels.job }}}}) for "
+              f"{m.target_absent_for}: "
               "service discovery or the scrape config lost the service, and every aiwatch alert is silent."),
     ]
 
@@ -427,11 +455,13 @@ def alerts(cfg: RulesConfig) -> list[Alert]:
             *meta_alerts(cfg)]
 
 
-def render(cfg: RulesConfig | None = None) -> dict[str, str]:
-    """File name -> YAML text of the recording and alerting rule files for ``cfg`` (default config if None)."""
+HEADER = ("# Generated by `aiwatch rules render` from a RulesConfig; do not edit by hand.\n"
+          "# Change the config instead (`aiwatch rules defaults` prints the default one). See docs/alerts.md.\n")
+
+
+def rule_files(cfg: RulesConfig | None = None) -> dict[str, dict[str, Any]]:
+    """File name -> the rule file's content as data (what :func:`render` writes as YAML)."""
     cfg = (cfg or RulesConfig()).validate()
-    header = ("# Generated by `aiwatch rules render` from a RulesConfig; do not edit by hand.\n"
-              "# Change the config instead (`aiwatch rules defaults` prints the default one). See docs/alerts.md.\n")
     recording = {"groups": [
         {"name": "aiwatch-slo.rules", "rules": slo_records(cfg)},
         {"name": "aiwatch-latency.rules", "rules": latency_records(cfg)},
@@ -448,4 +478,9 @@ def render(cfg: RulesConfig | None = None) -> dict[str, str]:
     ]
     alerting = {"groups": [{"name": name, "rules": [a.rule(cfg.runbook_url) for a in rules]}
                            for name, rules in groups]}
-    return {RECORDING_FILE: header + dump(recording), ALERTING_FILE: header + dump(alerting)}
+    return {RECORDING_FILE: recording, ALERTING_FILE: alerting}
+
+
+def render(cfg: RulesConfig | None = None) -> dict[str, str]:
+    """File name -> YAML text of the recording and alerting rule files for ``cfg`` (default config if None)."""
+    return {name: HEADER + dump(content) for name, content in rule_files(cfg).items()}

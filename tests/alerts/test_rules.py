@@ -29,9 +29,9 @@ from aiwatch.rules import (
     runbook_url,
 )
 from aiwatch.rules.render import duration_seconds
-from tests.servers import REPO, require_binary
+from tests.servers import REPO, require_binary, require_module
 
-yaml = pytest.importorskip("yaml")
+yaml = require_module("yaml")
 
 ALERTS_DIR = REPO / "alerts"
 PROMTOOL_TESTS = sorted((Path(__file__).parent / "promtool").glob("*_test.yml"))
@@ -188,13 +188,13 @@ def test_config_changes_the_rendered_rules() -> None:
 
 @pytest.mark.parametrize(("data", "message"), [
     ({"slo": {"availabilty_objective": 0.99}}, "slo: unknown key(s) ['availabilty_objective']"),
-    ({"slo": {"availability_objective": 1.5}}, "slo.availability_objective: must be between 0 and 1"),
+    ({"slo": {"availability_objective": 1.5}}, "slo.availability_objective: must be a finite number in (0, 1)"),
     ({"slo": {"latency_threshold_seconds": 0.35}}, "slo.latency_threshold_seconds: 0.35 is not a bucket bound"),
     ({"latency": {"window": "5 minutes"}}, "latency.window: '5 minutes' is not a Prometheus duration"),
     ({"queue": {"for": "soon"}}, "queue.for: 'soon' is not a Prometheus duration"),
     ({"selectors": {"requests": "service=recommender"}}, "selectors.requests: 'service=recommender' is not"),
     ({"gpu": {"utilization_saturated": "high"}}, "gpu.utilization_saturated: expected a number"),
-    ({"slo": {"page": {"windows": [], "for": "2m"}}}, "slo.page.windows: at least one window pair"),
+    ({"slo": {"page": {"windows": [], "for": "2m"}}}, "slo.page.windows: between 1 and 10 window pairs are needed"),
     ({"drift": {"psi_window": "6h"}}, "drift.psi_window: '6h' is not one of drift.windows"),
     ({"runbook_url": "https://wiki.example.com/oncall"}, "runbook_url: 'https://wiki.example.com/oncall' must be"),
     ({"runbook_url": "wiki/{alert}"}, "must be an http(s) URL containing {alert}"),
@@ -226,23 +226,27 @@ def test_defaults_round_trip_and_cli(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert main(["rules", "render", "--check", "--out", str(out)]) == 1
     config.write_text("slo:\n  latency_objective: 95\n")
     assert main(["rules", "render", "--config", str(config), "--out", str(out)]) == 2
-    assert "slo.latency_objective: must be between 0 and 1" in capsys.readouterr().err
+    assert "slo.latency_objective: must be a finite number in (0, 1), got 95.0" in capsys.readouterr().err
 
 
 def test_yaml_config_without_pyyaml_names_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     config = tmp_path / "rules.yml"
     config.write_text("slo: {}\n")
     monkeypatch.setitem(sys.modules, "yaml", None)
-    with pytest.raises(ImportError, match=r'pip install "aiwatch\[all\]"'):
+    with pytest.raises(ImportError, match=r'pip install "aiwatch\[rules\]"'):
         load_config(config)
     json_config = tmp_path / "rules.json"
     json_config.write_text('{"slo": {"availability_objective": 0.99}}')
     assert load_config(json_config).slo.availability_objective == 0.99
 
 
-def test_rendering_needs_no_pyyaml(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_rendering_without_pyyaml_names_the_extra(monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setitem(sys.modules, "yaml", None)
-    assert render(RulesConfig()) == {p.name: p.read_text() for p in ALERTS_DIR.glob("*.rules.yml")}
+    with pytest.raises(ImportError, match=r'pip install "aiwatch\[rules\]"'):
+        render(RulesConfig())
+    assert main(["rules", "render", "--out", "unused"]) == 2
+    assert 'pip install "aiwatch[rules]"' in capsys.readouterr().err
 
 
 # --- promtool -----------------------------------------------------------------------------------------------------
@@ -381,3 +385,12 @@ def test_yaml_writer_round_trips_strings(value: str) -> None:
 
     data = {"key": value, "list": [value, {"nested": value}], "n": 14.4, "i": 3, "b": True, "f": float("inf")}
     assert yaml.safe_load(dump(data)) == data
+
+
+@pytest.mark.parametrize("value", ["\x85", "a\u2028b", "a\u2029", "line\nthen\x85", "ü\u2028"])
+def test_yaml_writer_keeps_unicode_line_breaks(value: str) -> None:
+    """PyYAML writes NEL / U+2028 / U+2029 raw in single-quoted and block scalars, where readers fold them."""
+    from aiwatch.rules.yamlout import dump, load
+
+    data = {"key": value, "list": [value]}
+    assert yaml.safe_load(dump(data)) == data and load(dump(data)) == data

@@ -3,6 +3,7 @@ that come from traffic as plain text, never as Markdown."""
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -47,8 +48,9 @@ def test_the_latency_view_opens_with_the_diagnosis_on_either_source(name: str, p
     block = diagnosis_block(at)
     assert texts(block.markdown)[0] == f"**Diagnosis: the last {WINDOW:g}s against the {WINDOW:g}s before**"
     (verdict,) = texts(block.text)
-    # the entry service (nobody calls the gateway) at the same load: a verdict line, not an error
-    assert verdict.startswith("gateway p99 ") and " at x1." in verdict, verdict
+    # the entry service (nobody calls the gateway): a verdict line, not an error (the load factor is whatever the
+    # workload's thread managed on this machine in the two windows)
+    assert re.match(r"gateway p99 [0-9.]+ -> [0-9.]+ ms at x[0-9.]+ load; ", verdict), verdict
     assert "of the added time is" in verdict or "no part moved by more than the noise floor" in verdict
     (table,) = block.dataframe
     assert list(table.value.columns) == ["part", "baseline ms", "incident ms", "delta ms", "share of the added time"]

@@ -156,8 +156,8 @@ def test_unreachable_prometheus_exits_3(capsys: pytest.CaptureFixture[str]) -> N
 @pytest.mark.parametrize(("status", "body", "message"), [
     (200, b"<html>hello</html>", "did not answer with JSON; is it a Prometheus server?"),
     (200, b'{"status": "success", "data": {"resultType": "vector", "result": [{"oops": 1}]}}',
-     "with a malformed result"),
-    (200, b'{"hello": "world"}', "Prometheus query failed: not a Prometheus API answer"),
+     "holds a sample that is not [time, \"value\"]"),
+    (200, b'{"hello": "world"}', "Prometheus query failed: {'hello': 'world'}"),
     (503, b'{"status": "error", "error": "overloaded"}', "Prometheus answered 503 to /api/v1/query: overloaded"),
 ])
 def test_a_garbage_answer_exits_3(capsys: pytest.CaptureFixture[str], status: int, body: bytes,
