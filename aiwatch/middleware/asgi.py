@@ -120,28 +120,10 @@ class AiwatchMiddleware:
         else:
             tl, token = self._begin_traced(tracer, scope, raw_method, method)
         code: int | None = None
-        # a borrowed span is described when the response starts: its owner may end it with the last body chunk
-        described = False
         status = "500"
         finished = False
         send_failed = False
         add_timing = self.server_timing
-
-        def route_now() -> str | None:
-            try:
-                resolver = self.route_resolver
-                return resolver(scope) if resolver is not None else starlette_route(scope, root_path)
-            except Exception as exc:
-                record_error("route", exc, self.metrics)
-                return None
-
-        def describe(route: str | None, error: BaseException | None) -> None:
-            nonlocal described
-            described = True
-            try:
-                end_http_server_span(tl.span, tl.owns_span, method, route, code, error)
-            except Exception as exc:
-                record_error("tracing", exc, self.metrics)
 
         def finish(error: BaseException | None) -> None:
             nonlocal finished, status
@@ -150,9 +132,9 @@ class AiwatchMiddleware:
                 status = CLIENT_CLOSED_STATUS
             elif error is not None:
                 status = "500"
-            route = route_now()
-            if tl.span is not None and not described:
-                describe(route, error)
+            route = self._route(scope, root_path)
+            if tl.span is not None and (tl.owns_span or code is None):  # a borrowed one: at the response's start
+                self._describe(tl, method, route, code, error)
             recorder.finish(tl, route or UNMATCHED_ROUTE, method, status, error)
             if self.on_request_end is not None:
                 call_hook("hook", self.on_request_end, self.metrics, scope, tl, status)
@@ -163,8 +145,8 @@ class AiwatchMiddleware:
             if kind == "http.response.start":
                 code = message.get("status", 500)
                 status = _STATUS.get(code) or str(code)
-                if tl.span is not None and not tl.owns_span and not described:
-                    describe(route_now(), None)
+                if tl.span is not None and not tl.owns_span:  # its owner may end it with the last body chunk
+                    self._describe(tl, method, self._route(scope, root_path), code, None)
                 if add_timing:
                     try:
                         entry = (_SERVER_TIMING, tl.server_timing().encode("latin-1"))
@@ -198,6 +180,21 @@ class AiwatchMiddleware:
                 deactivate(token)
         if not finished:  # the app returned without completing a response
             finish(None)
+
+    def _route(self, scope: Scope, root_path: str) -> str | None:
+        try:
+            resolver = self.route_resolver
+            return resolver(scope) if resolver is not None else starlette_route(scope, root_path)
+        except Exception as exc:
+            record_error("route", exc, self.metrics)
+            return None
+
+    def _describe(self, tl: RequestTimeline, method: str, route: str | None, code: int | None,
+                  error: BaseException | None) -> None:
+        try:
+            end_http_server_span(tl.span, tl.owns_span, method, route, code, error)
+        except Exception as exc:
+            record_error("tracing", exc, self.metrics)
 
     def _begin_traced(self, tracer: Any, scope: Scope, raw_method: str, method: str) -> tuple[RequestTimeline, Any]:
         """Start a traced request: on the SERVER span OpenTelemetry's middleware in front already started, else on
