@@ -91,3 +91,13 @@ def test_the_built_wheel_ships_every_runbook(tmp_path: Path) -> None:
                           timeout=60)
     assert read.returncode == 0, read.stderr
     assert read.stdout.splitlines() == [f"{name} # {name}" for name in every_alert]
+
+
+def test_aiwatch_instrument_stays_the_function_whatever_is_imported_first() -> None:
+    # the module that defines instrument() is not called aiwatch.instrument: importing it first (directly, or through
+    # an integration) must not turn the package attribute into a module
+    code = ("import aiwatch.instrument_app, aiwatch.middleware.instrumentor, aiwatch\n"
+            "print(callable(aiwatch.instrument), aiwatch.instrument.__module__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env=python_env()).stdout
+    assert out.split() == ["True", "aiwatch.instrument_app"]
