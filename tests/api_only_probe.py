@@ -39,7 +39,7 @@ def import_every_module() -> dict[str, Any]:
             "sdk_loaded": sorted(m for m in sys.modules if m.startswith("opentelemetry.sdk"))}
 
 
-async def _asgi_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+async def asgi_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     import aiwatch
 
     with aiwatch.phase("inference", model="m"):
@@ -48,7 +48,7 @@ async def _asgi_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": b"ok"})
 
 
-async def _call_asgi(app: Any, path: str) -> dict[str, Any]:
+async def call_asgi(app: Any, path: str) -> dict[str, Any]:
     started: dict[str, Any] = {}
 
     async def receive() -> dict[str, Any]:
@@ -66,7 +66,7 @@ async def _call_asgi(app: Any, path: str) -> dict[str, Any]:
     return started
 
 
-def _wsgi_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+def wsgi_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
     import aiwatch
 
     with aiwatch.phase("inference", model="m"):
@@ -75,7 +75,7 @@ def _wsgi_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
     return [b"ok"]
 
 
-def _call_wsgi(app: Any, path: str) -> dict[str, Any]:
+def call_wsgi(app: Any, path: str) -> dict[str, Any]:
     import io
 
     started: dict[str, Any] = {}
@@ -114,9 +114,9 @@ def one_request_each() -> dict[str, Any]:
             if provider is not None:
                 options["tracer_provider"] = provider
             if kind == "asgi":
-                response = asyncio.run(_call_asgi(aiwatch.instrument(_asgi_app, **options), "/predict"))
+                response = asyncio.run(call_asgi(aiwatch.instrument(asgi_app, **options), "/predict"))
             else:
-                response = _call_wsgi(aiwatch.instrument(_wsgi_app, **options), "/predict")
+                response = call_wsgi(aiwatch.instrument(wsgi_app, **options), "/predict")
             out[f"{kind}/{provider_name}"] = {
                 "status": response.get("status"),
                 "server_timing": response.get("headers", {}).get("server-timing", ""),

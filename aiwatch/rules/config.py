@@ -297,14 +297,14 @@ def config_from_dict(data: dict[str, Any] | None) -> RulesConfig:
 
 
 def load_config(path: str | Path) -> RulesConfig:
-    """Read a YAML (needs pyyaml: ``pip install "aiwatch[all]"``) or JSON rules config."""
+    """Read a YAML (needs PyYAML: ``pip install "aiwatch[rules]"``) or JSON rules config."""
     text = Path(path).read_text()
     if str(path).endswith(".json"):
         data = json.loads(text)
     else:
         from aiwatch._optional import require
 
-        yaml = require("yaml", "all")
+        yaml = require("yaml", "rules")
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
