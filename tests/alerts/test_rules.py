@@ -225,7 +225,7 @@ def test_yaml_config_without_pyyaml_names_the_extra(tmp_path: Path, monkeypatch:
     config = tmp_path / "rules.yml"
     config.write_text("slo: {}\n")
     monkeypatch.setitem(sys.modules, "yaml", None)
-    with pytest.raises(ImportError, match=r'pip install "aiwatch\[all\]"'):
+    with pytest.raises(ImportError, match=r'pip install "aiwatch\[rules\]"'):
         load_config(config)
     json_config = tmp_path / "rules.json"
     json_config.write_text('{"slo": {"availability_objective": 0.99}}')
