@@ -23,12 +23,13 @@ def register(subparsers: Any) -> None:
 
 
 def run_render(args: argparse.Namespace) -> int:
+    from aiwatch._optional import MissingExtraError
     from aiwatch.rules import ConfigError, RulesConfig, load_config, render
 
     try:
         cfg = load_config(args.config) if args.config else RulesConfig()
         files = render(cfg)
-    except (ConfigError, OSError) as exc:
+    except (ConfigError, OSError, MissingExtraError) as exc:
         print(f"aiwatch rules: {exc}", file=sys.stderr)
         return 2
     out = Path(args.out)
