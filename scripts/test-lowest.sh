@@ -37,6 +37,6 @@ grep -E '^(grpcio|protobuf|opentelemetry-instrumentation-grpc|fastapi|uvicorn|ht
 echo "== pytest on the lowest versions"
 exec "$venv/bin/python" -m pytest -q -ra -p no:cacheprovider -W ignore::DeprecationWarning:altair.utils.schemapi \
     tests/test_cardinality.py tests/test_env.py tests/test_fastpath.py tests/test_promql.py \
-    tests/test_scrape.py tests/test_servertiming.py tests/test_timing.py tests/test_otel_api_only.py \
+    tests/test_scrape.py tests/test_timing.py tests/test_otel_api_only.py \
     tests/drift tests/alerts/test_rules.py \
     tests/console/test_console_views.py tests/console/test_console_failures.py tests/console/test_console_math.py "$@"
