@@ -1,27 +1,44 @@
-"""A bound on label values that come from traffic (routes, models, peers, categories).
+"""A bound on label values that come from traffic (routes, models, phases, peers, features, queues, caches).
 
 Each guarded label keeps at most ``max_values`` distinct values; later new values fold into :data:`OVERFLOW`, and
-each fold is counted in ``aiwatch_label_overflow_total{label}``. Values seen before the limit was reached keep
-passing through unchanged.
+each fold is counted in ``aiwatch_label_overflow_total{label}`` and logged (a warning per label at most once a
+minute, saying how many folds it did not log). Values seen before the limit was reached keep passing through
+unchanged, with one dict and one set lookup and no lock.
 
     >>> guard = LabelGuard(max_values=2)
     >>> [guard.fold("route", r) for r in ("/a", "/b", "/c", "/a")]
     ['/a', '/b', '__overflow__', '/a']
+
+**One guard per registry.** :func:`guard_for` gives every integration, recorder, batcher, queue, cache and drift
+monitor that records into one :class:`~aiwatch.metrics.Metrics` (one registry) the *same* guard, so the bound holds
+for the registry's series however many instrumented clients, servers or wrappers are created (a new httpx client
+per call over a thousand hosts still gives at most ``max_values`` peers). When integrations on one registry ask for
+different bounds (``max_label_values=``), the largest wins: a bound only ever grows, so adding an integration never
+folds the values another one was promised, and the result does not depend on the order they were created in.
 """
 
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from aiwatch.env import MAX_LABEL_VALUES
+from aiwatch.safety import record_error, warn_rate_limited
 
 if TYPE_CHECKING:
     from aiwatch.metrics import Metrics
 
 OVERFLOW = "__overflow__"
 DEFAULT_MAX_VALUES = int(MAX_LABEL_VALUES.default)
+
+
+def _limit(max_values: int | None) -> int:
+    limit = MAX_LABEL_VALUES.integer() if max_values is None else max_values
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ValueError(f"max_values must be an integer of at least 1, got {limit!r}")
+    return limit
 
 
 class LabelGuard:
@@ -31,10 +48,7 @@ class LabelGuard:
     """
 
     def __init__(self, max_values: int | None = None, on_overflow: Callable[[str], None] | None = None) -> None:
-        limit = MAX_LABEL_VALUES.integer() if max_values is None else max_values
-        if limit < 1:
-            raise ValueError(f"max_values must be at least 1, got {limit}")
-        self.max_values = limit
+        self.max_values = _limit(max_values)
         self._seen: dict[str, set[str]] = {}
         self._lock = threading.Lock()
         self._on_overflow = on_overflow
@@ -55,17 +69,60 @@ class LabelGuard:
             self._on_overflow(label)
         return OVERFLOW
 
+    def widen(self, max_values: int) -> None:
+        """Raise the bound to ``max_values`` if it is lower (a bound never shrinks: values admitted stay)."""
+        limit = _limit(max_values)
+        with self._lock:
+            if limit > self.max_values:
+                self.max_values = limit
+
     def known(self, label: str) -> frozenset[str]:
         """The values admitted so far for ``label``."""
         with self._lock:
             return frozenset(self._seen.get(label, ()))
 
 
+_guards: weakref.WeakKeyDictionary[Metrics, LabelGuard] = weakref.WeakKeyDictionary()
+_guards_lock = threading.Lock()
+
+
 def guard_for(metrics: Metrics, max_values: int | None = None) -> LabelGuard:
-    """A guard whose folds are counted in ``metrics``' ``aiwatch_label_overflow_total{label}``. Every recorder gets
-    its guard here, a new one per recorder; a registry-wide bound would be decided here alone."""
+    """The label guard of ``metrics``' registry, created on first use: every recorder and signal gets its guard
+    here, and all that record into one :class:`~aiwatch.metrics.Metrics` share it. ``max_values`` (default
+    ``$AIWATCH_MAX_LABEL_VALUES`` or 100) raises the shared bound when it is larger (see the module docstring).
+    Folds are counted in ``aiwatch_label_overflow_total{label}`` and logged, rate-limited."""
+    limit = _limit(max_values)
+    with _guards_lock:
+        guard = _guards.get(metrics)
+        if guard is None:
+            guard = LabelGuard(max_values=limit)
+            guard._on_overflow = _OverflowReport(metrics, guard)
+            _guards[metrics] = guard
+            return guard
+    guard.widen(limit)
+    return guard
 
-    def count_overflow(label: str) -> None:
-        metrics.child(metrics.label_overflow, (label,)).inc()
 
-    return LabelGuard(max_values=max_values, on_overflow=count_overflow)
+class _OverflowReport:
+    """Counts a fold in the registry's ``aiwatch_label_overflow_total{label}`` and logs it, rate-limited."""
+
+    __slots__ = ("_guard", "_metrics")
+
+    def __init__(self, metrics: Metrics, guard: LabelGuard) -> None:
+        # a weak reference: the guard is kept in a WeakKeyDictionary keyed by the metrics it reports into
+        self._metrics = weakref.ref(metrics)
+        self._guard = guard
+
+    def __call__(self, label: str) -> None:
+        metrics = self._metrics()
+        if metrics is None:
+            return
+        try:
+            metrics.child(metrics.label_overflow, (label,)).inc()
+        except Exception as exc:
+            record_error("cardinality", exc, metrics)
+        warn_rate_limited(
+            f"label_overflow:{label}",
+            "aiwatch: label %r reached its bound of %d distinct values; new values are recorded as %r "
+            "(aiwatch_label_overflow_total counts them; raise max_label_values or AIWATCH_MAX_LABEL_VALUES "
+            "if they are legitimate)", label, self._guard.max_values, OVERFLOW)

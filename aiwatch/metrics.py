@@ -29,6 +29,8 @@ from typing import Any, Literal
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
+from aiwatch.safety import record_error
+
 MetricKind = Literal["counter", "gauge", "histogram"]
 
 #: Inference latencies run from sub-millisecond (a cached prediction) to tens of seconds (a long generation).
@@ -147,7 +149,8 @@ CONTRACT: tuple[MetricSpec, ...] = (
     MetricSpec("aiwatch_gpu_up", "gauge", "1 if the GPU answered the latest NVML poll, 0 if it did not.",
                GPU_LABELS, collector=True),
     MetricSpec("aiwatch_gpu_nvml_up", "gauge",
-               "1 if NVML is initialised and polling, 0 if no driver or GPU was found.", (), collector=True),
+               "1 if NVML is initialised and polling, 0 if no driver or GPU was found, the first poll has not "
+               "finished, or an NVML call hung.", (), collector=True),
     MetricSpec("aiwatch_gpu_utilization_ratio", "gauge", "Share of time a kernel was running (0-1).",
                GPU_LABELS, collector=True),
     MetricSpec("aiwatch_gpu_memory_utilization_ratio", "gauge",
@@ -209,15 +212,51 @@ def _build(spec: MetricSpec, registry: CollectorRegistry) -> Any:
                  multiprocess_mode=spec.multiprocess_mode)  # type: ignore[arg-type]
 
 
+class _Unavailable:
+    """Stands in for a metric that could not be created (its name already taken on the registry, a registry that
+    refuses it): every label set is this object, and every update does nothing."""
+
+    def labels(self, *args: Any, **kwargs: Any) -> _Unavailable:
+        return self
+
+    def remove(self, *args: Any) -> None:
+        pass
+
+    def inc(self, amount: float = 1.0, exemplar: Any = None) -> None:
+        pass
+
+    def dec(self, amount: float = 1.0) -> None:
+        pass
+
+    def set(self, value: float) -> None:
+        pass
+
+    def observe(self, amount: float, exemplar: Any = None) -> None:
+        pass
+
+
 class Metrics:
     """The direct metrics of the contract, registered on one registry.
 
-    Attributes are named after the metric without the ``aiwatch_`` prefix and unit suffix.
+    Attributes are named after the metric without the ``aiwatch_`` prefix and unit suffix. A metric that cannot be
+    created (its name already registered by someone else, a registry that raises) never fails the app at start-up:
+    it records nothing, :attr:`unavailable` says why, and the failure is counted in
+    ``aiwatch_instrumentation_errors_total{component="metrics"}`` (when that one exists) and logged.
     """
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry: CollectorRegistry = registry if registry is not None else REGISTRY
-        m: dict[str, Any] = {s.name: _build(s, self.registry) for s in CONTRACT if not s.collector}
+        #: contract name -> why that metric could not be created (it then records nothing)
+        self.unavailable: dict[str, str] = {}
+        m: dict[str, Any] = {}
+        for spec in CONTRACT:
+            if spec.collector:
+                continue
+            try:
+                m[spec.name] = _build(spec, self.registry)
+            except Exception as exc:
+                m[spec.name] = _Unavailable()
+                self.unavailable[spec.name] = repr(exc)
         self.request_duration: Histogram = m["aiwatch_request_duration_seconds"]
         self.phase_duration: Histogram = m["aiwatch_phase_duration_seconds"]
         self.network_duration: Histogram = m["aiwatch_network_duration_seconds"]
@@ -248,6 +287,10 @@ class Metrics:
         self.label_overflow: Counter = m["aiwatch_label_overflow_total"]
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self._children_lock = threading.Lock()
+        if self.unavailable:
+            listed = "; ".join(f"{name}: {reason}" for name, reason in self.unavailable.items())
+            record_error("metrics", RuntimeError(f"{len(self.unavailable)} aiwatch metric(s) could not be created "
+                                                 f"and record nothing: {listed}"), self)
 
     def child(self, metric: Any, labels: Sequence[str]) -> Any:
         """``metric.labels(*labels)``, cached: the hot path skips prometheus_client's label validation and lock."""

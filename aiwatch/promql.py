@@ -18,6 +18,7 @@ way (so text from a config file or a Grafana variable is validated, never pasted
 from __future__ import annotations
 
 import functools
+import math
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ _OPS: tuple[Op, ...] = ("=~", "!~", "!=", "=")
 
 _NAMED_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
 _NEEDS_ESCAPE = re.compile(r'[\\"\x00-\x1f\x7f]')
+_NON_ASCII = re.compile(r"[^\x00-\x7f]")
 
 
 def _escape_char(match: re.Match[str]) -> str:
@@ -41,14 +43,23 @@ def _escape_char(match: re.Match[str]) -> str:
     return _NAMED_ESCAPES.get(char) or f"\\x{ord(char):02x}"
 
 
+def _escape_unprintable(match: re.Match[str]) -> str:
+    char = match.group()
+    if char.isprintable():
+        return char
+    return f"\\u{ord(char):04x}" if ord(char) <= 0xFFFF else f"\\U{ord(char):08x}"
+
+
 def quote(value: str) -> str:
     r"""``value`` as a PromQL double-quoted string literal (Go's escaping: backslash, double quote, newline and the
-    other control characters are escaped; everything else, UTF-8 included, is written as is).
+    other control characters are escaped, and so is every character that is not printable, such as NEL or U+2028,
+    which YAML readers would take for a line break; printable UTF-8 is written as is).
 
-    >>> print(quote('a"b\\c\n'))
-    "a\"b\\c\n"
+    >>> print(quote('a"b\\c\n'), quote("x\u2028y"))
+    "a\"b\\c\n" "x\u2028y"
     """
-    return '"' + _NEEDS_ESCAPE.sub(_escape_char, value) + '"'
+    text = _NEEDS_ESCAPE.sub(_escape_char, value)
+    return '"' + _NON_ASCII.sub(_escape_unprintable, text) + '"'
 
 
 _SIMPLE_UNESCAPES = {"a": 7, "b": 8, "f": 12, "n": 10, "r": 13, "t": 9, "v": 11, "\\": 92}
@@ -131,6 +142,52 @@ def escape_regex(value: str) -> str:
     'v1\\.2\\|x'
     """
     return _REGEX_SPECIALS.sub(lambda m: "\\" + m.group(), value)
+
+
+#: RE2 constructs that Go's regexp (Prometheus' engine) rejects although the RE2 library accepts them: ``\C`` (any
+#: byte) and ``(?<name>...)`` (accepted from Go 1.22 only).
+_NOT_IN_GO = re.compile(r"(?<!\\)(?:\\\\)*(\\C|\(\?<)")
+MAX_REGEX_LENGTH = 4096
+
+
+def check_regex(regex: str) -> str:
+    r"""``regex`` if Prometheus can compile it (RE2 syntax, as Go's regexp reads it), else ``ValueError`` saying why.
+
+    Compiled on its own (so ``a)|(b``, which would escape the anchoring group, is refused) and as Prometheus compiles a
+    matcher's regex, anchored: ``^(?:regex)$`` (so ``\Q`` with no ``\E``, which would quote the closing parenthesis,
+    is refused), with the RE2 library (``google-re2``, the ``rules`` extra), minus
+    what Go's regexp does not accept.
+
+    >>> check_regex("5..|UNKNOWN")
+    '5..|UNKNOWN'
+    >>> check_regex("(?=x)")
+    Traceback (most recent call last):
+    ...
+    ValueError: not an RE2 regular expression: '(?=x)' (invalid perl operator: (?=)
+    """
+    from aiwatch._optional import require
+
+    if len(regex) > MAX_REGEX_LENGTH:
+        raise ValueError(f"regular expression longer than {MAX_REGEX_LENGTH} characters")
+    try:
+        alone, anchored = regex.encode(), f"^(?:{regex})$".encode()
+    except UnicodeEncodeError:
+        raise ValueError(f"not valid UTF-8: {regex!r}") from None
+    go_only = _NOT_IN_GO.search(regex)
+    if go_only:
+        raise ValueError(f"not an RE2 regular expression Prometheus accepts: {regex!r} ({go_only.group(1)} is not "
+                         "supported by Go's regexp)")
+    re2 = require("re2", "rules")
+    options = re2.Options()
+    options.log_errors = False
+    for pattern in (alone, anchored):  # alone: "a)|(b" would escape Prometheus' anchoring group
+        try:
+            re2.compile(pattern, options)
+        except re2.error as exc:
+            detail = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) \
+                else str(exc)
+            raise ValueError(f"not an RE2 regular expression: {regex!r} ({detail})") from None
+    return regex
 
 
 def alternatives(values: Iterable[str]) -> str:
@@ -277,8 +334,17 @@ def metric(name: str) -> Metric:
 
 
 def number(value: float) -> str:
-    """A float as PromQL text, shortest form (``0.5``, ``14.4``, ``1e-05``)."""
-    return format(value, ".12g")
+    """A finite float as PromQL text, in the shortest form that reads back as the same float (``0.5``, ``14.4``,
+    ``1e-05``, ``123456789012.5``; never rounded). ``ValueError`` for NaN and infinities, which a threshold must
+    never be.
+
+    >>> number(0.99), number(14.0), number(1e-7), number(123456789012.5)
+    ('0.99', '14', '1e-07', '123456789012.5')
+    """
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"not a finite number: {value!r}")
+    return repr(value).removesuffix(".0")
 
 
 def by(aggregation: str, labels: Sequence[str], expr: str) -> str:

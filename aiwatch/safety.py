@@ -3,6 +3,8 @@
 :func:`record_error` is the one place such a failure goes: it increments
 ``aiwatch_instrumentation_errors_total{component}`` and logs the first failure of a burst per component (with the
 traceback), then stays quiet until ``burst_seconds`` have passed, when it logs again with how many were suppressed.
+:func:`warn_rate_limited` logs other conditions that traffic can repeat (a label over its bound, an unknown drift
+feature) the same way, so no client can fill the log.
 """
 
 from __future__ import annotations
@@ -64,6 +66,18 @@ def record_error(component: str, exc: BaseException, metrics: Metrics | None = N
         if log_now:
             extra = f" ({suppressed} more since the last report)" if suppressed else ""
             logger.warning("aiwatch: %s failed and was skipped%s: %r", component, extra, exc, exc_info=exc)
+    except Exception:
+        pass
+
+
+def warn_rate_limited(key: str, message: str, *args: object) -> None:
+    """Log ``message % args`` as a warning, at most once per burst (``set_burst_seconds``) for ``key``; the next
+    one says how many were not logged. Never raises."""
+    try:
+        log_now, suppressed = _burst.should_log(key)
+        if log_now:
+            extra = f" ({suppressed} more since the last report)" if suppressed else ""
+            logger.warning(message + "%s", *args, extra)
     except Exception:
         pass
 

@@ -156,7 +156,8 @@ def _check_phase_name(name: str) -> None:
     if name in RESERVED_PHASES:
         raise ValueError(f"phase name {name!r} is reserved: aiwatch computes it")
     with _valid_lock:
-        _valid_names.add(name)
+        if len(_valid_names) < _MAX_CACHED_CHILDREN:  # names made from data are checked again, not remembered
+            _valid_names.add(name)
 
 
 class phase:
@@ -282,8 +283,9 @@ def _record(tl: RequestTimeline | None, name: str, model: str | None, seconds: f
     recorder = default_recorder()
     try:
         m = recorder.metrics
-        model_label = recorder.guard.fold("model", model) if model else recorder.model
-        m.child(m.phase_duration, (recorder.service, model_label, name)).observe(seconds)
+        guard = recorder.guard
+        model_label = guard.fold("model", model) if model else recorder.model
+        m.child(m.phase_duration, (recorder.service, model_label, guard.fold("phase", name))).observe(seconds)
     except Exception as exc:
         record_error("metrics", exc, recorder.metrics)
 
@@ -318,7 +320,11 @@ class RequestRecorder:
         self.guard = guard if guard is not None else guard_for(self.metrics)
         self.model = self.guard.fold("model", model) if model else ""
         self.tracing = TracerSource(tracer_provider)
-        self._in_flight = adder(self.metrics.child(self.metrics.requests_in_flight, (self.service,)))
+        try:
+            self._in_flight = adder(self.metrics.child(self.metrics.requests_in_flight, (self.service,)))
+        except Exception as exc:  # never fail the app's start-up: requests are served, in-flight goes unrecorded
+            record_error("metrics", exc, self.metrics)
+            self._in_flight = _ignore
         # Histogram children by label values, for this recorder's service (bounded: labels pass the guard).
         self._request_children: dict[tuple[str, str, str], Any] = {}
         self._phase_children: dict[tuple[str, str], Any] = {}
@@ -370,16 +376,20 @@ class RequestRecorder:
         child = self._phase_children.get(key)
         if child is None:
             name, model = key
-            # a model named in code (phase(..., model=)) passes the cardinality guard here, once per value
-            child = self.metrics.child(self.metrics.phase_duration, (self.service, self.guard.fold("model", model)
-                                                                     if model else model, name))
-            if len(self._phase_children) < _MAX_CACHED_CHILDREN:
+            # phase names and models (phase(..., model=)) pass the cardinality guard here, once per admitted value;
+            # values folded into the overflow are not cached, so names made from data cannot grow the cache
+            labels = (self.guard.fold("model", model) if model else model,
+                      name if name == OVERHEAD else self.guard.fold("phase", name))
+            child = self.metrics.child(self.metrics.phase_duration, (self.service, *labels))
+            if labels == key[::-1] and len(self._phase_children) < _MAX_CACHED_CHILDREN:
                 self._phase_children[key] = child
         return child
 
     def finish(self, tl: RequestTimeline, route: str, method: str, status: str,
                error: BaseException | None = None, end: float | None = None) -> None:
-        """Record the request's duration, its phases and its overhead, end its span and leave the context."""
+        """Record the request's duration, its phases and its overhead, end its span (when aiwatch started it) and
+        leave the context. The integration describes the span first (:mod:`aiwatch.semconv`); ``error`` is for the
+        metrics' caller, not recorded on the span here."""
         now = _clock() if end is None else end
         total = now - tl.start
         m = self.metrics
@@ -411,26 +421,31 @@ class RequestRecorder:
             record_error("metrics", exc, m)
         if tl.span is not None and tl.owns_span:
             try:
-                self.tracing.end_server_span(tl.span, route, method, status, error)
+                self.tracing.end_server_span(tl.span)
             except Exception as exc:
                 record_error("tracing", exc, m)
         if _timeline.get() is tl:
             _timeline.set(None)
-
 
     def _count_slow(self, tl: RequestTimeline, overhead: float) -> None:
         """Add a slow request's phases and calls to the slow-request counters (the tail's split)."""
         m, service = self.metrics, self.service
         m.child(m.slow_requests, (service,)).inc()
         by_phase: dict[str, float] = {}
+        fold = self.guard.fold  # phase names may come from data: the same bound as the phase histogram's
         for (name, _model), seconds in tl.phases.items():
-            by_phase[name] = by_phase.get(name, 0.0) + seconds
+            label = fold("phase", name)
+            by_phase[label] = by_phase.get(label, 0.0) + seconds
         by_phase[OVERHEAD] = overhead
         for name, seconds in by_phase.items():
             m.child(m.slow_phase_seconds, (service, name)).inc(seconds)
         for (peer, phase), (client, network) in (tl.calls or {}).items():
             m.child(m.slow_call_seconds, (service, peer, phase)).inc(client)
             m.child(m.slow_network_seconds, (service, peer, phase)).inc(network)
+
+
+def _ignore(amount: float) -> None:
+    pass
 
 
 def _take_trace_id(tl: RequestTimeline, span: Any) -> None:

@@ -7,6 +7,7 @@ installs every one through scripts/setup-system.sh.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import shutil
@@ -42,6 +43,17 @@ def require_binary(name: str) -> str:
             pytest.fail(f"{name} is not installed: scripts/setup-system.sh should have installed it")
         pytest.skip(f"{name} is not installed (run scripts/setup-system.sh)")
     return path
+
+
+def require_module(name: str) -> Any:
+    """``pytest.importorskip(name)``, except under CI (``$CI`` set), where a module of the dev extra that cannot be
+    imported is a failure: a broken install must not turn into silent skips."""
+    if os.environ.get("CI"):
+        try:
+            return importlib.import_module(name)
+        except ImportError as exc:
+            pytest.fail(f"{name} cannot be imported ({exc}): scripts/setup-venv.sh dev should have installed it")
+    return pytest.importorskip(name)
 
 
 def wait_until(check: Callable[[], bool], timeout: float = 20.0, interval: float = 0.1, what: str = "") -> None:
@@ -237,6 +249,13 @@ def alertmanager(config_yaml: str) -> Iterator[str]:
 @contextmanager
 def redis_server() -> Iterator[str]:
     """Start a real redis-server (no persistence); yields ``redis://127.0.0.1:PORT/0``."""
+    with redis_server_process() as (url, _proc):
+        yield url
+
+
+@contextmanager
+def redis_server_process() -> Iterator[tuple[str, Process]]:
+    """:func:`redis_server`, yielding its :class:`Process` too (fault injection stops or freezes it)."""
     binary = require_binary("redis-server")
     with tempfile.TemporaryDirectory(prefix="aiwatch-redis-") as tmp:
         port = free_port()
@@ -254,6 +273,8 @@ def redis_server() -> Iterator[str]:
             proc.stop()
             raise AssertionError(f"redis-server did not start:\n{proc.output()}") from None
         try:
-            yield f"redis://127.0.0.1:{port}/0"
+            yield f"redis://127.0.0.1:{port}/0", proc
         finally:
+            with suppress(ProcessLookupError):
+                os.killpg(proc.proc.pid, signal.SIGCONT)  # a frozen server must be able to stop
             proc.stop()

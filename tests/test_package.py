@@ -3,6 +3,7 @@ resolves."""
 
 from __future__ import annotations
 
+import importlib
 import subprocess
 import sys
 
@@ -26,7 +27,7 @@ def test_version_and_help() -> None:
     assert version.stdout.strip() == f"aiwatch {aiwatch.__version__}"
     help_ = _run("--help")
     assert help_.returncode == 0
-    for command in ("console", "demo", "drift", "gpu", "metrics", "profile", "rules"):
+    for command in ("console", "demo", "diagnose", "drift", "gpu", "metrics", "profile", "rules"):
         assert command in help_.stdout, f"`aiwatch --help` does not list {command}"
 
 
@@ -38,11 +39,32 @@ def test_import_aiwatch_imports_no_optional_dependency() -> None:
     assert out.strip() == "[]"
 
 
-@pytest.mark.parametrize("name", sorted(aiwatch.__all__))
-def test_every_public_name_resolves(name: str) -> None:
-    assert getattr(aiwatch, name) is not None
+def test_every_public_name_is_the_object_its_module_defines_and_is_documented() -> None:
+    lazy: dict[str, str] = aiwatch._LAZY  # type: ignore[attr-defined]
+    assert set(lazy) <= set(aiwatch.__all__), "a lazy name missing from __all__"
+    assert len(set(aiwatch.__all__)) == len(aiwatch.__all__)
+    undocumented = []
+    for name in aiwatch.__all__:
+        value = getattr(aiwatch, name)
+        if name in lazy:  # imported on first use: the very object of the module named in _LAZY
+            assert value is getattr(importlib.import_module(lazy[name]), name), name
+        else:
+            assert name in vars(aiwatch), f"{name} is in __all__ but neither imported nor lazy"
+        if (callable(value) or isinstance(value, type)) and not (getattr(value, "__doc__", "") or "").strip():
+            undocumented.append(name)
+    assert undocumented == [], f"public names without a docstring: {undocumented}"
 
 
 def test_unknown_attribute_is_an_attribute_error() -> None:
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         aiwatch.nope  # noqa: B018
+
+
+def test_aiwatch_instrument_stays_the_function_whatever_is_imported_first() -> None:
+    # the module that defines instrument() is not called aiwatch.instrument: importing it first (directly, or through
+    # an integration) must not turn the package attribute into a module
+    code = ("import aiwatch.instrument_app, aiwatch.middleware.instrumentor, aiwatch\n"
+            "print(callable(aiwatch.instrument), aiwatch.instrument.__module__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env=python_env()).stdout
+    assert out.split() == ["True", "aiwatch.instrument_app"]

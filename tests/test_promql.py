@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import json
+import math
 import re
 
 import pytest
@@ -161,3 +162,32 @@ def test_expression_shapes() -> None:
         '(rate(aiwatch_request_duration_seconds_bucket{service="a\\"b"}[5m])))')
     with pytest.raises(ValueError):
         promql.by("sum", ("bad label",), "x")
+
+
+def test_number_is_exact_and_refuses_non_finite() -> None:
+    assert promql.number(123456789012.5) == "123456789012.5" and promql.number(1e-07) == "1e-07"
+    assert promql.number(2.0) == "2" and float(promql.number(0.1 + 0.2)) == 0.1 + 0.2
+    for bad in (math.nan, math.inf, -math.inf):
+        with pytest.raises(ValueError, match="not a finite number"):
+            promql.number(bad)
+
+
+def test_quote_escapes_what_yaml_would_read_as_a_line_break() -> None:
+    for value in ("a\x85b", "a\u2028b", "a\u2029b", "\ufeff", "\x9f"):
+        literal = promql.quote(value)
+        assert literal.isascii() and promql.unquote(literal) == value
+    assert promql.quote("ü✓😀") == '"ü✓😀"'
+
+
+@pytest.mark.parametrize(("regex", "ok"), [
+    ("5..|UNKNOWN", True), ("(?i)inference|rerank", True), ("\\\\C", True), ("", True),
+    ("(?=x)", False), ("a{1001}", False), ("\\C", False), ("(?<n>x)", False), ("\\Q", False), ("a)|(b", False),
+    ("\\1", False), ("x" * 5000, False),
+])
+def test_check_regex_compiles_as_prometheus_does(regex: str, ok: bool) -> None:
+    pytest.importorskip("re2")
+    if ok:
+        assert promql.check_regex(regex) == regex
+    else:
+        with pytest.raises(ValueError):
+            promql.check_regex(regex)

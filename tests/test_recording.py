@@ -12,6 +12,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
 import aiwatch
+from aiwatch.cardinality import guard_for
 from aiwatch.metrics import Metrics
 from aiwatch.recording import make_client_recorder, make_recorder
 from tests.servers import REPO
@@ -35,6 +36,7 @@ def _server_integrations() -> list[tuple[str, Build]]:
         grpc_server_interceptor,
     )
     from aiwatch.middleware.asgi import AiwatchMiddleware
+    from aiwatch.middleware.instrumentor import AiwatchStarletteInstrumentor
     from aiwatch.middleware.wsgi import AiwatchWSGIMiddleware
 
     return [
@@ -44,6 +46,7 @@ def _server_integrations() -> list[tuple[str, Build]]:
         ("grpc_server", lambda **o: grpc_server_interceptor(**o).recorder),
         ("grpc_aio_server", lambda **o: grpc_aio_server_interceptor(**o).recorder),
         ("grpc_server_instrumentor", lambda **o: AiwatchGrpcInstrumentorServer(**o).interceptor.recorder),
+        ("starlette_instrumentor", lambda **o: AiwatchStarletteInstrumentor(**o).recorder),
     ]
 
 
@@ -77,8 +80,9 @@ def _client_integrations() -> list[tuple[str, Build]]:
 SERVERS = _server_integrations()
 CLIENTS = _client_integrations()
 ALL = [(name, build, "server") for name, build in SERVERS] + [(name, build, "client") for name, build in CLIENTS]
-TRACING = {"asgi", "wsgi", "instrument", "grpc_server", "grpc_aio_server", "grpc_server_instrumentor", "httpx",
-           "httpx_async", "instrument_httpx", "requests", "instrument_requests"}
+TRACING = {"asgi", "wsgi", "instrument", "grpc_server", "grpc_aio_server", "grpc_server_instrumentor",
+           "starlette_instrumentor", "httpx", "httpx_async", "instrument_httpx", "requests", "instrument_requests",
+           "grpc_client", "grpc_aio_client", "grpc_client_instrumentor"}
 IDS = [name for name, _, _ in ALL]
 
 
@@ -109,7 +113,7 @@ def test_every_integration_takes_the_default_service_from_the_environment(
     assert build(metrics=metrics).service == "from-otel"
     monkeypatch.setenv("AIWATCH_SERVICE", "from-aiwatch")
     monkeypatch.setenv("AIWATCH_MAX_LABEL_VALUES", "7")
-    recorder = build(metrics=metrics)
+    recorder = build(metrics=Metrics(CollectorRegistry()))  # a fresh registry: its guard's bound is not set yet
     assert (recorder.service, recorder.guard.max_values) == ("from-aiwatch", 7)
 
 
@@ -131,6 +135,32 @@ def test_integrations_given_one_recorder_share_its_label_guard(metrics: Metrics)
     assert http.recorder.guard.fold("route", "/a") == "/a"
     assert grpc.recorder.guard.fold("route", "/pkg.S/M") == "__overflow__"
     assert metrics.registry.get_sample_value("aiwatch_label_overflow_total", {"label": "route"}) == 1
+
+
+@pytest.mark.parametrize(("name", "build", "side"), ALL, ids=IDS)
+def test_every_integration_on_a_registry_shares_its_one_label_guard(name: str, build: Build, side: str,
+                                                                    metrics: Metrics) -> None:
+    first, second = build(metrics=metrics), build(metrics=metrics)
+    assert first is not second
+    assert first.guard is second.guard is guard_for(metrics)
+    assert build(metrics=Metrics(CollectorRegistry())).guard is not first.guard
+
+
+def test_the_largest_max_label_values_on_a_registry_wins_in_any_order() -> None:
+    for order in ((3, 50, 10), (50, 10, 3), (10, 3, 50)):
+        metrics = Metrics(CollectorRegistry())
+        recorders = [make_recorder(metrics=metrics, max_label_values=n) for n in order]
+        assert {r.guard.max_values for r in recorders} == {50}
+
+
+def test_a_bound_raised_later_admits_new_values_and_keeps_the_old_ones(metrics: Metrics) -> None:
+    small = make_recorder(metrics=metrics, max_label_values=1)
+    assert small.guard.fold("route", "/a") == "/a"
+    assert small.guard.fold("route", "/b") == "__overflow__"
+    make_client_recorder(metrics=metrics, max_label_values=2)
+    assert small.guard.fold("route", "/b") == "/b"
+    assert small.guard.fold("route", "/a") == "/a"
+    assert small.guard.fold("route", "/c") == "__overflow__"
 
 
 def _calls_in_aiwatch(name: str) -> set[str]:

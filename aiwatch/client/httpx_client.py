@@ -10,7 +10,9 @@ or build the client with the transport yourself::
 
     client = httpx.AsyncClient(transport=aiwatch.client.AiwatchAsyncTransport(service="gateway"))
 
-A call is timed from the moment it is sent until its response body is closed (httpx closes it after reading it).
+A call is timed from the moment it is sent until its response body is closed (httpx closes it after reading it); a
+response that a transport returns already read (``httpx.Response(content=...)``, as ``httpx.MockTransport`` does)
+is recorded when the transport returns it.
 """
 
 from __future__ import annotations
@@ -35,6 +37,11 @@ def _start(recorder: ClientRecorder, request: httpx.Request) -> _Call:
     route = request.extensions.get(ROUTE_EXTENSION)
     return recorder.start(request.method, url.scheme, url.host, url.port, str(url), request.headers,
                           route if isinstance(route, str) else None)
+
+
+def _finish_read(recorder: ClientRecorder, call: _Call, response: httpx.Response) -> None:
+    """Record a call whose response came back already read and closed: httpx never closes it again."""
+    recorder.finish(call, str(response.status_code), response.headers.get("server-timing"))
 
 
 class _CallFinisher:
@@ -100,11 +107,17 @@ class AiwatchTransport(httpx.BaseTransport):
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         call = _start(self.recorder, request)
+        token = self.recorder.enter(call)
         try:
             response = self.transport.handle_request(request)
         except BaseException as exc:
             self.recorder.finish(call, type(exc).__name__, None, exc)
             raise
+        finally:
+            self.recorder.leave(token)
+        if response.is_closed:  # built already read (Response(content=...), MockTransport): no body left to time
+            _finish_read(self.recorder, call, response)
+            return response
         response.stream = _TimedStream(response.stream, self.recorder, call, str(response.status_code),
                                        response.headers.get("server-timing"))
         return response
@@ -122,11 +135,17 @@ class AiwatchAsyncTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         call = _start(self.recorder, request)
+        token = self.recorder.enter(call)
         try:
             response = await self.transport.handle_async_request(request)
         except BaseException as exc:
             self.recorder.finish(call, type(exc).__name__, None, exc)
             raise
+        finally:
+            self.recorder.leave(token)
+        if response.is_closed:
+            _finish_read(self.recorder, call, response)
+            return response
         response.stream = _AsyncTimedStream(response.stream, self.recorder, call, str(response.status_code),
                                             response.headers.get("server-timing"))
         return response

@@ -1,6 +1,8 @@
 """``aiwatch drift REFERENCE CURRENT``: batch drift check usable as a CI gate.
 
-Exit codes: 0 no dataset drift, 1 dataset drift, 2 error (bad arguments, unreadable or corrupt input).
+Exit codes: 0 tested, no dataset drift; 1 tested, dataset drift; 2 everything else: nothing could be tested (no
+rows, none of the reference's columns, a profile without features, too few values everywhere), bad arguments,
+unreadable or corrupt input. Every error is one line on stderr naming the problem, never a traceback.
 """
 
 from __future__ import annotations
@@ -32,10 +34,45 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--correction", choices=["bh", "bonferroni"], help="multiple-testing correction")
     parser.add_argument("--rule", choices=["share", "any"], default="share",
                         help="dataset drift when the drifted share >= --drift-share (default) or any feature drifts")
-    parser.add_argument("--drift-share", type=float, default=0.5, help="share of drifted features (default 0.5)")
-    parser.add_argument("--min-samples", type=int, default=30, help="fewer current values: insufficient data")
-    parser.add_argument("--chunk-rows", type=int, default=100_000, help="rows read at a time")
+    parser.add_argument("--drift-share", type=share, default=0.5,
+                        help="share of drifted features, in (0, 1] (default 0.5)")
+    parser.add_argument("--min-samples", type=positive_int, default=30,
+                        help="fewer current values: insufficient data (default 30)")
+    parser.add_argument("--chunk-rows", type=positive_int, default=100_000, help="rows read at a time")
     parser.set_defaults(handler=run)
+
+
+def share(text: str) -> float:
+    """An argparse type: a number in (0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value <= 1:  # NaN fails this too
+        raise argparse.ArgumentTypeError(f"must be a number in (0, 1], got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
+    return value
+
+
+def threshold(text: str) -> float:
+    """A --threshold value: a finite number >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value < math.inf:
+        raise ValueError(f"--threshold must be a finite number >= 0, got {text!r}")
+    return value
 
 
 def _split(items: list[str], convert: Any) -> tuple[Any, dict[str, Any]]:
@@ -56,22 +93,39 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         method, methods = _split(args.method, str)
-        threshold, thresholds = _split(args.threshold, float)
-        options = Options(methods=methods, thresholds=thresholds, method=method, threshold=threshold,
+        every, thresholds = _split(args.threshold, threshold)
+        options = Options(methods=methods, thresholds=thresholds, method=method, threshold=every,
                           correction=args.correction, drift_share=args.drift_share, rule=args.rule,
                           min_samples=args.min_samples)
+        options.check_numbers()
         profile = load_reference(args.reference, chunk_rows=args.chunk_rows)
         report = compare_file(profile, args.current, options, chunk_rows=args.chunk_rows)
         if args.report:
             write_report(args.reference, args.current, args.report, list(profile.features))
     except (ProfileError, ValueError, OSError, ImportError, KeyError) as exc:
-        print(f"aiwatch drift: error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+        return fail(exc)
+    except Exception as exc:  # a CI gate must never print a traceback that could be read as a verdict
+        return fail(exc, unexpected=True)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:
         print_table(report)
+    untested = report.why_nothing_tested()
+    if untested:
+        print(f"aiwatch drift: error: nothing was tested: {untested}", file=sys.stderr)
+        return EXIT_ERROR
     return EXIT_DRIFT if report.drifted else EXIT_OK
+
+
+def fail(exc: BaseException, unexpected: bool = False, command: str = "aiwatch drift") -> int:
+    """Print one error line for ``exc`` and return exit code 2."""
+    text = str(exc) or type(exc).__name__
+    if unexpected or isinstance(exc, KeyError):
+        text = f"{type(exc).__name__}: {text}"
+    if unexpected:
+        text += " (unexpected: please report it)"
+    print(f"{command}: error: {text}", file=sys.stderr)
+    return EXIT_ERROR
 
 
 def write_report(reference: str, current: str, path: str, columns: list[str]) -> None:

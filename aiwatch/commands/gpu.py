@@ -10,6 +10,9 @@ import threading
 from dataclasses import asdict
 from typing import Any
 
+DEFAULT_TIMEOUT = 10.0
+"""Seconds ``aiwatch gpu`` waits for NVML to answer its one poll."""
+
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
@@ -22,12 +25,18 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--addr", default="127.0.0.1", help="address to serve on (default 127.0.0.1)")
     parser.add_argument("--interval", type=float, default=None,
                         help="seconds between polls with --serve (default $AIWATCH_GPU_POLL_INTERVAL or 5)")
+    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
+                        help=f"seconds to wait for NVML to answer the poll (default {DEFAULT_TIMEOUT:g}); past it, "
+                             "say so and exit 2")
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from aiwatch._optional import MissingExtraError
 
+    if not (args.timeout > 0 and args.timeout != float("inf")):
+        print(f"aiwatch gpu: --timeout must be a positive number of seconds, got {args.timeout}")
+        return 2
     try:
         from aiwatch.signals.gpu import GpuPoller, format_table, serve_gpu_metrics
 
@@ -45,16 +54,33 @@ def run(args: argparse.Namespace) -> int:
     gpu_log.addHandler(quiet)
     gpu_log.propagate = False
     try:
-        snap = poller.poll_once()
-        poller.stop()
+        snap = _poll_within(poller, args.timeout)
     finally:
         gpu_log.removeHandler(quiet)
         gpu_log.propagate = True
+    if snap is None:
+        print(f"aiwatch gpu: NVML did not answer within {args.timeout:g} s (a hung driver call); no GPU table")
+        return 2
     if args.json:
         print(json.dumps(asdict(snap), indent=2, default=dict))
     else:
         print(format_table(snap))
     return 0
+
+
+def _poll_within(poller: Any, timeout: float) -> Any:
+    """One poll on a daemon thread, waited for ``timeout`` seconds at most: the snapshot, or ``None`` when NVML
+    did not answer in time (the thread is left in the hung call; the process exits without it)."""
+    result: list[Any] = []
+
+    def poll() -> None:
+        result.append(poller.poll_once())
+        poller.stop()
+
+    thread = threading.Thread(target=poll, name="aiwatch-gpu-poll", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return result[0] if result else None
 
 
 def _serve(start: Any) -> int:

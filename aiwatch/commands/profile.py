@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
+
+from aiwatch.commands.drift import fail, positive_int
 
 
 def register(subparsers: Any) -> None:
@@ -13,12 +14,13 @@ def register(subparsers: Any) -> None:
     build = sub.add_parser("build", help="profile a CSV or Parquet file (chunked, bounded memory)")
     build.add_argument("data", help="training data: .csv or .parquet")
     build.add_argument("-o", "--output", required=True, help="where to write the profile JSON")
-    build.add_argument("--bins", type=int, default=10, help="bins per numerical feature (default 10)")
-    build.add_argument("--top-k", type=int, default=100, help="categories kept per categorical feature")
-    build.add_argument("--sample-size", type=int, default=20_000, help="reference values kept for KS/Wasserstein")
+    build.add_argument("--bins", type=positive_int, default=10, help="bins per numerical feature (default 10)")
+    build.add_argument("--top-k", type=positive_int, default=100, help="categories kept per categorical feature")
+    build.add_argument("--sample-size", type=positive_int, default=20_000,
+                       help="reference values kept for KS/Wasserstein")
     build.add_argument("--kind", action="append", default=[], metavar="FEATURE=KIND",
                        help="override an inferred type: numerical or categorical (repeatable)")
-    build.add_argument("--chunk-rows", type=int, default=100_000, help="rows read at a time")
+    build.add_argument("--chunk-rows", type=positive_int, default=100_000, help="rows read at a time")
     build.set_defaults(handler=run_build)
     parser.set_defaults(handler=lambda args: (parser.print_help(), 2)[1])
 
@@ -43,8 +45,9 @@ def run_build(args: argparse.Namespace) -> int:
                                              chunk_rows=args.chunk_rows)
         profile.save(args.output)
     except (ProfileError, ValueError, OSError, ImportError) as exc:
-        print(f"aiwatch profile build: error: {exc}", file=sys.stderr)
-        return 2
+        return fail(exc, command="aiwatch profile build")
+    except Exception as exc:  # never a traceback
+        return fail(exc, unexpected=True, command="aiwatch profile build")
     kinds = {n: f.kind for n, f in profile.features.items()}
     print(f"wrote {args.output}: {len(kinds)} features "
           f"({sum(k == 'numerical' for k in kinds.values())} numerical, "

@@ -23,13 +23,12 @@ def register(subparsers: Any) -> None:
 
 
 def run_render(args: argparse.Namespace) -> int:
-    from aiwatch._optional import MissingExtraError
     from aiwatch.rules import ConfigError, RulesConfig, load_config, render
 
     try:
         cfg = load_config(args.config) if args.config else RulesConfig()
         files = render(cfg)
-    except (ConfigError, OSError, MissingExtraError) as exc:
+    except (ConfigError, OSError, ImportError) as exc:
         print(f"aiwatch rules: {exc}", file=sys.stderr)
         return 2
     out = Path(args.out)
@@ -49,5 +48,9 @@ def run_render(args: argparse.Namespace) -> int:
 def run_defaults(args: argparse.Namespace) -> int:
     from aiwatch.rules import default_config_yaml
 
-    sys.stdout.write(default_config_yaml())
+    try:
+        sys.stdout.write(default_config_yaml())
+    except ImportError as exc:
+        print(f"aiwatch rules: {exc}", file=sys.stderr)
+        return 2
     return 0

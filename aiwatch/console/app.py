@@ -4,6 +4,10 @@ Four views, picked in the sidebar: **Latency**, **Resources**, **Drift** and **A
 question of the data source (:mod:`aiwatch.console.source`) and draws the answer; a panel whose question fails or
 has no data shows a message saying why, and the other panels go on.
 
+Label values, feature names, annotations, URLs and error messages come from traffic or from the source, so they are
+written through :func:`~aiwatch.console.text.md` wherever Streamlit would render Markdown: they show as text, never
+as links, emphasis or HTML.
+
 Configuration comes from ``AIWATCH_CONSOLE_*`` environment variables (:class:`~aiwatch.console.config.ConsoleConfig`);
 a test (or an embedding app) can instead put a ready :class:`~aiwatch.console.source.DataSource` in
 ``st.session_state["aiwatch_source"]``.
@@ -12,6 +16,7 @@ a test (or an embedding app) can instead put a ready :class:`~aiwatch.console.so
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from aiwatch._optional import require
@@ -26,6 +31,7 @@ from aiwatch.console.source import (
     by_service,
     service_order,
 )
+from aiwatch.console.text import md, md_link, safe_url
 
 st: Any = require("streamlit", "console")
 pd: Any = require("pandas", "console")
@@ -74,21 +80,22 @@ def frame(series: Sequence[Series], name: Callable[[Series], str], scale: float 
 
 def panel(title: str, fetch: Callable[[], T], draw: Callable[[T], None], empty: str,
           empty_is_good: bool = False) -> T | None:
-    """A titled panel: fetch its data, draw it, or say clearly why there is nothing to draw."""
+    """A titled panel: fetch its data, draw it, or say clearly why there is nothing to draw. ``title`` and
+    ``empty`` are Markdown: data in them must already be escaped with :func:`md`; error messages are escaped here."""
     st.markdown(f"**{title}**")
     try:
         data = fetch()
     except NotSupported as exc:
-        st.info(str(exc))
+        st.info(md(exc))
         return None
     except SourceUnavailable as exc:
-        st.error(str(exc))
+        st.error(md(exc))
         return None
     except SourceError as exc:
-        st.warning(f"{title}: {exc}")
+        st.warning(f"{title}: {md(exc)}")
         return None
     except Exception as exc:  # a panel must never turn into a traceback
-        st.error(f"{title} could not be drawn: {type(exc).__name__}: {exc}")
+        st.error(f"{title} could not be drawn: {type(exc).__name__}: {md(exc)}")
         return None
     if not data:
         (st.success if empty_is_good else st.info)(empty)
@@ -123,17 +130,23 @@ def line(series: Sequence[Series], keys: Sequence[str], unit: str, scale: float 
 ALL_SERVICES = "All services"
 
 
-def _attempt(fetch: Callable[[], T]) -> Callable[[], T]:
-    """Call ``fetch`` now; the returned callable gives its answer (or raises its error) to a :func:`panel`."""
-    try:
-        answer = fetch()
-    except Exception as exc:  # handed to panel(), which shows it
-        failure = exc
+class Prefetch:
+    """Asks a view's panel questions at once, on worker threads, when the view starts: the view then waits for its
+    slowest question (each bounded by its source's timeout), not for their sum, and a slow question holds up only
+    its own panel. ``prefetch(fetch)`` returns a callable that gives ``fetch``'s answer or raises its error, for
+    :func:`panel`. Leaving the ``with`` block waits for every question still running."""
 
-        def fail() -> T:
-            raise failure
-        return fail
-    return lambda: answer
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="aiwatch-console-panel")
+
+    def __enter__(self) -> Prefetch:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def __call__(self, fetch: Callable[[], T]) -> Callable[[], T]:
+        return self._pool.submit(fetch).result
 
 
 def _service_order(*answers: Callable[[], list[Series]]) -> list[str]:
@@ -165,33 +178,47 @@ def small_multiples(kind: str, series: list[Series], order: Sequence[str],
         cols = st.columns(per_row if len(names) > 1 else 1, gap="large")
         for col, service in zip(cols, names[start:start + per_row], strict=False):
             with col, st.container(key=f"{kind}-{service}"):
-                st.markdown(f"**{service or '(no service label)'}**")
+                st.markdown(f"**{md(service)}**" if service else "**(no service label)**")
                 draw(service, groups[service])
 
 
 def latency_view(src: DataSource, window: float) -> None:
+    with Prefetch() as prefetch:
+        _latency_view(src, window, prefetch)
+
+
+def _latency_view(src: DataSource, window: float, prefetch: Prefetch) -> None:
     w = _window_label(window)
     st.header("Latency: where the time goes")
-    rates = _attempt(lambda: src.throughput(window))
-    network = _attempt(lambda: src.network_time(window))
+    rates = prefetch(lambda: src.throughput(window))
+    network = prefetch(lambda: src.network_time(window))
+    latency = prefetch(lambda: src.latency_quantiles(window))
+    phases = prefetch(lambda: src.phase_split(window))
+    errors = prefetch(lambda: src.error_ratio(window))
     order = _service_order(rates, network)
     options = [ALL_SERVICES, *sorted(order)]
     state = st.session_state
     if state.get("latency_service") not in options:
         state["latency_service"] = ALL_SERVICES
-    pick, _ = st.columns([1, 2])
+    if state.get("latency_baseline") not in BASELINES:
+        state["latency_baseline"] = BASELINES[0]
+    pick, compare, _ = st.columns([1, 1, 1])
     with pick:
         choice = st.selectbox("Service", options, key="latency_service",
                               help="Each service's requests, phases and calls are shown apart: a caller's phase "
                                    "that calls another service already contains that service's whole time.")
+    with compare:
+        baseline = st.selectbox("Compare with", BASELINES, key="latency_baseline",
+                                format_func=lambda b: _baseline_label(b, window),
+                                help="The diagnosis compares the last window with this baseline, just before it.")
     shown = None if choice == ALL_SERVICES else [str(choice)]
-    panel("Request latency p50 / p95 / p99 per service (ms)", lambda: _only(src.latency_quantiles(window), shown,
-                                                                           "service"),
+    diagnosis_panel(src, window, baseline or window, None if shown is None else shown[0])
+    panel("Request latency p50 / p95 / p99 per service (ms)", lambda: _only(latency(), shown, "service"),
           lambda d: small_multiples("latency", d, order, _draw_latency),
           f"No request latency yet: aiwatch_request_duration_seconds has no samples in the last {w}. "
           "Send traffic to the service, or wait for the next scrape.")
     panel(f"Time per request by phase, per service (ms, stacked; mean over {w}): model vs not model",
-          lambda: _only(src.phase_split(window), shown, "service"),
+          lambda: _only(phases(), shown, "service"),
           lambda d: _draw_phase_services(d, order),
           f"No phase timings yet: aiwatch_phase_duration_seconds has no samples in the last {w}.")
     panel("Network time seen by callers (ms; calling service → peer)",
@@ -205,8 +232,58 @@ def latency_view(src: DataSource, window: float) -> None:
               lambda d: line(d, ["service"], "req/s"), f"No requests in the last {w}.")
     with right:
         panel("Error ratio (share of requests with a 5xx or failed gRPC status)",
-              lambda: _only(src.error_ratio(window), shown, "service"),
+              lambda: _only(errors(), shown, "service"),
               lambda d: line(d, ["service"], "ratio"), f"No requests in the last {w}, so no error ratio.")
+
+
+# The diagnosis' baselines: 0 is the window before the view's window (as long as it), the others are seconds.
+# (Comments, not docstrings: Streamlit would draw a bare string.)
+BASELINES: tuple[float, ...] = (0.0, 900.0, 3600.0)
+# How many of the ranked contributors the Latency view lists.
+CONTRIBUTORS = 5
+
+
+def _baseline_label(baseline: float, window: float) -> str:
+    if not baseline:
+        return f"the {_window_label(window)} before"
+    return f"the {_window_label(baseline)} before"
+
+
+def diagnosis_panel(src: DataSource, window: float, baseline: float, service: str | None) -> None:
+    """The diagnosis of ``service`` (the entry service when None): the view's window against the ``baseline``
+    seconds before it, by the same code as ``aiwatch diagnose``. Names come from traffic, so everything that
+    shows them is plain text (``st.text``, a table), never Markdown."""
+    from aiwatch.diagnose.report import DiagnoseError
+    from aiwatch.diagnose.run import diagnose
+
+    with st.container(key="diagnosis", border=True):
+        st.markdown(f"**Diagnosis: the last {_window_label(window)} against "
+                    f"{_baseline_label(baseline, window)}**")
+        try:
+            d = diagnose(src, service, incident=window, baseline=baseline or window)
+        except DiagnoseError as exc:
+            st.caption("No diagnosis:")
+            st.text(str(exc))
+            return
+        except Exception as exc:  # the view goes on without its diagnosis
+            st.caption("The diagnosis could not be made:")
+            st.text(f"{type(exc).__name__}: {exc}")
+            return
+        st.text(d.verdict)
+        top = d.contributors[:CONTRIBUTORS]
+        if top:
+            st.dataframe(pd.DataFrame([{
+                "part": c.part.describe(), "baseline ms": c.baseline_seconds * 1000,
+                "incident ms": c.incident_seconds * 1000, "delta ms": c.delta_seconds * 1000,
+                "share of the added time": c.share * 100} for c in top]),
+                hide_index=True, width="stretch", column_config={
+                    "baseline ms": st.column_config.NumberColumn(format="%.1f"),
+                    "incident ms": st.column_config.NumberColumn(format="%.1f"),
+                    "delta ms": st.column_config.NumberColumn(format="%+.1f"),
+                    "share of the added time": st.column_config.NumberColumn(format="%.0f%%")})
+        st.caption(f"Time per request of the service, split into parts that add up (down the call graph); parts "
+                   f"that moved less than {d.noise_floor_seconds * 1000:.1f} ms are noise. Same as `aiwatch "
+                   f"diagnose` on this source; see docs/diagnose.md.")
 
 
 def _draw_latency(service: str, series: list[Series]) -> None:
@@ -245,41 +322,45 @@ def _draw_phases(service: str, series: list[Series]) -> None:
     latest = df.ffill().iloc[-1].fillna(0.0)
     total = float(latest.sum())
     cols = st.columns(3)
-    cols[0].metric("time per request", f"{total:.1f} ms", help=f"Mean request time of {service}: its phases stacked.")
+    name = md(service)
+    cols[0].metric("time per request", f"{total:.1f} ms", help=f"Mean request time of {name}: its phases stacked.")
     if has_model:
         model = float(sum(v for c, v in latest.items() if str(c).endswith("(model)")))
-        cols[1].metric("model time", f"{model:.1f} ms", help=f"Mean time of the model phase per {service} request.")
+        cols[1].metric("model time", f"{model:.1f} ms", help=f"Mean time of the model phase per {name} request.")
         cols[2].metric("model share", f"{model / total if total > 0 else 0.0:.0%}",
-                       help=f"The model's share of {service}'s request time.")
+                       help=f"The model's share of {name}'s request time.")
     else:
         biggest = str(latest.idxmax())
-        cols[1].metric(biggest, f"{float(latest.max()):.1f} ms",
-                       help=f"{service} records no model phase ('inference'): its largest phase is shown. A phase "
+        cols[1].metric(md(biggest), f"{float(latest.max()):.1f} ms",
+                       help=f"{name} records no model phase ('inference'): its largest phase is shown. A phase "
                             "that calls another service holds that service's whole time; see its own stack.")
-        cols[2].metric(f"{biggest} share", f"{float(latest.max()) / total if total > 0 else 0.0:.0%}")
+        cols[2].metric(f"{md(biggest)} share", f"{float(latest.max()) / total if total > 0 else 0.0:.0%}")
     chart(df, "ms per request", area=True, colors=colors, height=220, legend_columns=2)
 
 
 def resources_view(src: DataSource, window: float) -> None:
     w = _window_label(window)
     st.header("Resources: GPUs, queues, batching, cache")
-    panel("GPUs (latest)", src.gpu_table, _draw_gpus,
-          "No GPU metrics: the source has no aiwatch_gpu_* series. This service has no GPU, or its GPU collector "
-          "(pip install \"aiwatch[gpu]\") is not running. The rest of the console works without it.")
-    panel("GPU utilization over time", src.gpu_utilization, lambda d: line(d, ["gpu"], "ratio"),
-          "No GPU utilization series (aiwatch_gpu_utilization_ratio).")
-    left, right = st.columns(2)
-    with left:
-        panel("Queue depth (items)", src.queue_depth, lambda d: line(d, ["queue"], "items"),
-              "No queue metrics: nothing exports aiwatch_queue_depth yet.")
-        panel(f"Mean batch size (items per model call, over {w})", lambda: src.batch_size(window),
-              lambda d: line(d, ["model"], "items"), f"No batches in the last {w} (aiwatch_batch_size).")
-    with right:
-        panel("Requests in flight", src.in_flight, lambda d: line(d, ["service"], "requests"),
-              "No in-flight gauge (aiwatch_requests_in_flight) yet.")
-        panel(f"Feature-cache hit ratio (over {w})", lambda: src.cache_hit_ratio(window),
-              lambda d: line(d, ["cache"], "ratio"),
-              f"No feature-cache lookups in the last {w} (aiwatch_feature_cache_requests_total).")
+    with Prefetch() as prefetch:
+        gpus, utilization, queues = prefetch(src.gpu_table), prefetch(src.gpu_utilization), prefetch(src.queue_depth)
+        batches, in_flight = prefetch(lambda: src.batch_size(window)), prefetch(src.in_flight)
+        cache = prefetch(lambda: src.cache_hit_ratio(window))
+        panel("GPUs (latest)", gpus, _draw_gpus,
+              "No GPU metrics: the source has no aiwatch_gpu_* series. This service has no GPU, or its GPU collector "
+              "(pip install \"aiwatch[gpu]\") is not running. The rest of the console works without it.")
+        panel("GPU utilization over time", utilization, lambda d: line(d, ["gpu"], "ratio"),
+              "No GPU utilization series (aiwatch_gpu_utilization_ratio).")
+        left, right = st.columns(2)
+        with left:
+            panel("Queue depth (items)", queues, lambda d: line(d, ["queue"], "items"),
+                  "No queue metrics: nothing exports aiwatch_queue_depth yet.")
+            panel(f"Mean batch size (items per model call, over {w})", batches,
+                  lambda d: line(d, ["model"], "items"), f"No batches in the last {w} (aiwatch_batch_size).")
+        with right:
+            panel("Requests in flight", in_flight, lambda d: line(d, ["service"], "requests"),
+                  "No in-flight gauge (aiwatch_requests_in_flight) yet.")
+            panel(f"Feature-cache hit ratio (over {w})", cache, lambda d: line(d, ["cache"], "ratio"),
+                  f"No feature-cache lookups in the last {w} (aiwatch_feature_cache_requests_total).")
 
 
 def _draw_gpus(rows: list[Any]) -> None:
@@ -331,15 +412,17 @@ def drift_view(src: DataSource, window: float) -> None:
     choice = st.selectbox("Feature", features, format_func=lambda mf: f"{mf[1]} (model {mf[0]})",
                           key="drift_feature")
     model, feature = choice if choice else top[0]
-    panel(f"Reference vs live distribution of {feature} (live over {w})",
-          lambda: src.feature_distribution(model, feature, window), _draw_distribution,
-          f"No bin sketch for {feature}: aiwatch_feature_reference_ratio / aiwatch_feature_bin_total are absent "
-          "(the fleet drift sketch is not enabled for this model).")
-    picked = st.multiselect("Drift over time for", features, key="drift_over_time", format_func=lambda mf: mf[1])
-    panel("Drift score over time", lambda: src.drift_over_time(list(picked)),
-          lambda d: line(d, ["feature", "test"], "score"),
-          "Pick features above to see their drift score over time." if not picked
-          else "No drift score history for these features yet.")
+    picked = list(state["drift_over_time"])
+    with Prefetch() as prefetch:
+        distribution = prefetch(lambda: src.feature_distribution(model, feature, window))
+        over_time = prefetch(lambda: src.drift_over_time(picked))
+        panel(f"Reference vs live distribution of {md(feature)} (live over {w})", distribution, _draw_distribution,
+              f"No bin sketch for {md(feature)}: aiwatch_feature_reference_ratio / aiwatch_feature_bin_total are "
+              "absent (the fleet drift sketch is not enabled for this model).")
+        st.multiselect("Drift over time for", features, key="drift_over_time", format_func=lambda mf: mf[1])
+        panel("Drift score over time", over_time, lambda d: line(d, ["feature", "test"], "score"),
+              "Pick features above to see their drift score over time." if not picked
+              else "No drift score history for these features yet.")
 
 
 def _draw_drift_table(rows: list[Any]) -> None:
@@ -347,7 +430,7 @@ def _draw_drift_table(rows: list[Any]) -> None:
     total = len({(r.model, r.feature) for r in rows})
     if detected:
         st.error(f"Drift detected in {len(detected)} of {total} features: "
-                 + ", ".join(f for _, f in detected[:10]) + ("…" if len(detected) > 10 else ""))
+                 + ", ".join(md(f) for _, f in detected[:10]) + ("…" if len(detected) > 10 else ""))
     else:
         st.success(f"No drift detected in {total} features.")
     df = pd.DataFrame([{"feature": r.feature, "model": r.model, "test": r.test, "score": r.score,
@@ -367,9 +450,11 @@ def _draw_distribution(bins: list[Any]) -> None:
 
 def alerts_view(src: DataSource, window: float) -> None:
     st.header("Alerts and autoscaling")
-    panel("Firing and pending alerts", src.alerts, _draw_alerts, "No alerts firing or pending.", empty_is_good=True)
-    panel(f"Autoscaling signals (over {_window_label(window)})", lambda: src.autoscaling_signals(window),
-          _draw_signals, "No autoscaling signals.")
+    with Prefetch() as prefetch:
+        alerts, signals = prefetch(src.alerts), prefetch(lambda: src.autoscaling_signals(window))
+        panel("Firing and pending alerts", alerts, _draw_alerts, "No alerts firing or pending.", empty_is_good=True)
+        panel(f"Autoscaling signals (over {_window_label(window)})", signals, _draw_signals,
+              "No autoscaling signals.")
 
 
 def _draw_alerts(rows: list[Any]) -> None:
@@ -379,10 +464,16 @@ def _draw_alerts(rows: list[Any]) -> None:
     else:
         st.warning(f"{len(rows)} pending.")
     for a in rows:
-        link = f" — [runbook]({a.runbook_url})" if a.runbook_url else " — no runbook_url annotation"
-        st.markdown(f"- **{a.state.upper()}** `{a.severity or 'no severity'}` **{a.name}**: {a.summary}{link}")
+        if not a.runbook_url:
+            link = " — no runbook_url annotation"
+        elif safe_url(a.runbook_url):
+            link = f" — {md_link('runbook', a.runbook_url)}"
+        else:
+            link = f" — runbook_url is not an http(s) link: {md(a.runbook_url)}"
+        st.markdown(f"- **{md(a.state.upper())}** \\[{md(a.severity or 'no severity')}\\] **{md(a.name)}**: "
+                    f"{md(a.summary)}{link}")
     df = pd.DataFrame([{"state": a.state, "severity": a.severity, "alert": a.name, "summary": a.summary,
-                        "runbook": a.runbook_url or None, "since": a.active_at,
+                        "runbook": safe_url(a.runbook_url), "since": a.active_at,
                         "labels": ", ".join(f"{k}={v}" for k, v in sorted(a.labels.items())
                                             if k not in ("alertname", "severity"))} for a in rows])
     st.dataframe(df, hide_index=True, width="stretch",
@@ -415,17 +506,18 @@ def health_banner(src: DataSource) -> bool:
     try:
         targets = src.health()
     except SourceUnavailable as exc:
-        st.error(f"{exc}. The console keeps retrying; check the URL and that Prometheus is running.")
+        st.error(f"{md(exc)}. The console keeps retrying; check the URL and that Prometheus is running.")
         return False
     except SourceError as exc:
-        st.warning(f"Could not read the scrape targets: {exc}")
+        st.warning(f"Could not read the scrape targets: {md(exc)}")
         return True
     down = [t for t in targets if not t.up]
     if targets and len(down) == len(targets) and all(t.error == "not scraped yet" for t in down):
-        st.info("No data yet: waiting for the first scrape of " + ", ".join(t.url for t in down) + ".")
+        st.info("No data yet: waiting for the first scrape of " + ", ".join(md(t.url) for t in down) + ".")
         return True
     for t in down:
-        st.warning(f"Endpoint down: {t.url} ({t.error or 'no answer'}). Panels show the endpoints that answer.")
+        st.warning(f"Endpoint down: {md(t.url)} ({md(t.error or 'no answer')}). Panels show the endpoints that "
+                   "answer.")
     return True
 
 
@@ -435,14 +527,14 @@ def main() -> None:
     try:
         config = _config()
     except ValueError as exc:
-        st.error(f"Bad console configuration: {exc}")
+        st.error(f"Bad console configuration: {md(exc)}")
         return
     src: DataSource | None = st.session_state.get("aiwatch_source")
     if src is None:
         try:
             src = _shared_source(config)
         except ValueError as exc:
-            st.error(f"Bad console configuration: {exc}")
+            st.error(f"Bad console configuration: {md(exc)}")
             return
     with st.sidebar:
         st.title("aiwatch console")
@@ -450,7 +542,7 @@ def main() -> None:
         windows = sorted({*WINDOWS, config.window})
         window = st.selectbox("Window", windows, index=windows.index(config.window), key="window",
                               format_func=_window_label)
-        st.caption(f"Source: {src.description}")
+        st.caption(f"Source: {md(src.description)}")
         st.caption(f"Refreshes every {config.refresh:g} s." if config.refresh else "Auto-refresh is off.")
 
     def body() -> None:

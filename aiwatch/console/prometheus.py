@@ -6,15 +6,13 @@
 
 from __future__ import annotations
 
-import json
-import math
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from aiwatch import promapi
 from aiwatch.console import queries as Q
 from aiwatch.console.source import (
     AUTOSCALING_SIGNALS,
@@ -27,14 +25,20 @@ from aiwatch.console.source import (
     Series,
     Signal,
     SourceError,
+    SourceSlow,
     SourceUnavailable,
     TargetHealth,
     bin_rows,
     drift_rows,
     duration,
-    finite,
     gpu_rows,
 )
+from aiwatch.promapi import PrometheusAPI, PrometheusError, PrometheusSlow, PrometheusUnavailable
+
+if TYPE_CHECKING:
+    from aiwatch.diagnose.window import WindowTotals
+
+T = TypeVar("T")
 
 
 class PrometheusSource(DataSource):
@@ -42,77 +46,84 @@ class PrometheusSource(DataSource):
 
     - ``span``: seconds of history drawn by the over-time panels (ending now).
     - ``points``: about how many points each over-time panel gets (the range query step is ``span / points``).
-    - ``timeout``: seconds per HTTP call.
+    - ``timeout``: seconds one HTTP call may take in all (also sent as the query's own ``timeout``, so Prometheus
+      stops working on it); a question not answered in time raises :class:`SourceSlow` naming the query and the
+      time, and the other panels still draw.
+    - ``max_bytes``: the largest answer read; a larger one is a :class:`SourceError`.
+
+    Whatever Prometheus (or whatever answers at ``url``) sends back, a question returns its answer or raises a
+    :class:`SourceError`: garbage, JSON of the wrong shape, NaN and infinite values, oversized answers included.
     """
 
-    def __init__(self, url: str, *, span: float = 900.0, points: int = 120, timeout: float = 5.0) -> None:
-        parsed = urllib.parse.urlparse(url)
-        if parsed.scheme not in ("http", "https") or not parsed.netloc:
-            raise ValueError(f"Prometheus URL must look like http://host:9090, got {url!r}")
-        if span <= 0 or points < 2:
+    def __init__(self, url: str, *, span: float = 900.0, points: int = 120, timeout: float = 5.0,
+                 max_bytes: int = 32 * 2**20) -> None:
+        if not span > 0 or points < 2:
             raise ValueError(f"span must be > 0 and points >= 2, got span={span} points={points}")
-        self.url = url.rstrip("/")
+        self.api = PrometheusAPI(url, timeout=timeout, max_bytes=max_bytes)
+        self.url = self.api.url
         self.span = span
         self.points = points
         self.timeout = timeout
+        self.max_bytes = max_bytes
         self.description = f"Prometheus at {self.url}"
 
-    # --- HTTP ---------------------------------------------------------------------------------------------
-    def _api(self, path: str, params: dict[str, str] | None = None) -> Any:
-        url = f"{self.url}{path}"
-        if params:
-            url += "?" + urllib.parse.urlencode(params)
+    # --- HTTP (through the one Prometheus client, its errors as the console's) -------------------------------
+    @staticmethod
+    def _call(fn: Callable[[], T]) -> T:
         try:
-            with urllib.request.urlopen(url, timeout=self.timeout) as resp:
-                body = json.loads(resp.read())
-        except urllib.error.HTTPError as exc:
-            try:
-                detail = json.loads(exc.read()).get("error", "")
-            except (ValueError, OSError):
-                detail = ""
-            raise SourceError(f"Prometheus answered {exc.code} to {path}: {detail or exc.reason}") from exc
-        except (urllib.error.URLError, OSError, TimeoutError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise SourceUnavailable(f"Prometheus at {self.url} is unreachable: {reason}") from exc
-        except ValueError as exc:
-            raise SourceError(f"{url} did not answer with JSON; is it a Prometheus server?") from exc
-        if not isinstance(body, dict) or body.get("status") != "success":
-            raise SourceError(f"Prometheus query failed: {body.get('error') if isinstance(body, dict) else body}")
-        return body["data"]
+            return fn()
+        except PrometheusUnavailable as exc:
+            raise SourceUnavailable(str(exc)) from exc
+        except PrometheusSlow as exc:
+            raise SourceSlow(str(exc)) from exc
+        except PrometheusError as exc:
+            raise SourceError(str(exc)) from exc
+
+    def _api(self, path: str, params: dict[str, str] | None = None) -> dict[str, Any]:
+        """The ``data`` object of Prometheus' answer to ``path``; :class:`SourceError` (or a subclass) otherwise."""
+        return self._call(lambda: self.api.get(path, params))
 
     def instant(self, promql: str) -> list[tuple[dict[str, str], float]]:
         """An instant query: ``(labels, value)`` per series, NaN and infinite values dropped."""
-        data = self._api("/api/v1/query", {"query": promql})
-        out: list[tuple[dict[str, str], float]] = []
-        for item in data.get("result", []):
-            value = finite(float(item["value"][1]))
-            if value is not None:
-                out.append((dict(item["metric"]), value))
-        return out
+        return self._call(lambda: self.api.query(promql))
 
     def range(self, promql: str, extra: dict[str, str] | None = None) -> list[Series]:
         """A range query over the last ``span`` seconds; ``extra`` labels are added to every series."""
         end = time.time()
         step = max(self.span / self.points, 1.0)
-        data = self._api("/api/v1/query_range", {"query": promql, "start": f"{end - self.span:.3f}",
-                                                 "end": f"{end:.3f}", "step": f"{step:.3f}"})
-        out: list[Series] = []
-        for item in data.get("result", []):
-            points = [(float(t), float(v)) for t, v in item["values"]]
-            points = [(t, v) for t, v in points if not (math.isnan(v) or math.isinf(v))]
-            if points:
-                out.append(Series({**item["metric"], **(extra or {})}, points))
-        return out
+        answer = self._call(lambda: self.api.query_range(promql, end - self.span, end, step))
+        return [Series({**found, **(extra or {})}, points) for found, points in answer]
+
+    def window_totals(self, start: float, end: float) -> WindowTotals:
+        from aiwatch.diagnose.sources import prometheus_totals
+
+        return self._call(lambda: prometheus_totals(self.api, start, end))
 
     # --- the panel questions ------------------------------------------------------------------------------
     def health(self) -> list[TargetHealth]:
         data = self._api("/api/v1/targets", {"state": "active"})
-        return [TargetHealth(t.get("scrapeUrl", ""), t.get("health") == "up", t.get("lastError", ""))
-                for t in data.get("activeTargets", [])]
+        targets = data.get("activeTargets", [])
+        if not isinstance(targets, list) or not all(isinstance(t, dict) for t in targets):
+            raise SourceError("Prometheus' list of targets has an unexpected shape")
+        return [TargetHealth(_text(t.get("scrapeUrl")), t.get("health") == "up", _text(t.get("lastError")))
+                for t in targets]
+
+    def _all(self, calls: Sequence[Callable[[], T]]) -> list[T]:
+        """The answers of several queries, asked at once: a question takes as long as its slowest query (each
+        bounded by ``timeout``), not their sum."""
+        if len(calls) < 2:
+            return [call() for call in calls]
+        with ThreadPoolExecutor(max_workers=len(calls), thread_name_prefix="aiwatch-prometheus") as pool:
+            futures = [pool.submit(call) for call in calls]
+            return [f.result() for f in futures]
+
+    def _ranges(self, queries: Sequence[tuple[str, dict[str, str]]]) -> list[Series]:
+        answers = self._all([partial(self.range, q, extra) for q, extra in queries])
+        return [s for answer in answers for s in answer]
 
     def latency_quantiles(self, window: float) -> list[Series]:
         w = duration(window)
-        return [s for name, q in QUANTILES for s in self.range(Q.latency_quantile(q, w), {"quantile": name})]
+        return self._ranges([(Q.latency_quantile(q, w), {"quantile": name}) for name, q in QUANTILES])
 
     def phase_split(self, window: float) -> list[Series]:
         return self.range(Q.phase_split(duration(window)))
@@ -125,12 +136,13 @@ class PrometheusSource(DataSource):
 
     def network_time(self, window: float) -> list[Series]:
         w = duration(window)
-        return [s for name, q in QUANTILES[:2] for s in self.range(Q.network_quantile(q, w), {"quantile": name})]
+        return self._ranges([(Q.network_quantile(q, w), {"quantile": name}) for name, q in QUANTILES[:2]])
 
     def gpu_table(self) -> list[GpuRow]:
         rows: dict[str, dict[str, Any]] = {}
-        for field_name, metric in Q.GPU_GAUGES:
-            for labels, value in self.instant(Q.gpu_gauge(metric)):
+        answers = self._all([partial(self.instant, Q.gpu_gauge(m)) for _, m in Q.GPU_GAUGES])
+        for (field_name, _), answer in zip(Q.GPU_GAUGES, answers, strict=True):
+            for labels, value in answer:
                 row = rows.setdefault(labels.get("gpu", ""), {"name": labels.get("name", ""),
                                                               "uuid": labels.get("uuid", "")})
                 row[field_name] = value
@@ -153,8 +165,9 @@ class PrometheusSource(DataSource):
 
     def drift_table(self) -> list[DriftRow]:
         found: dict[tuple[str, str, str], dict[str, float]] = {}
-        for key, metric in Q.DRIFT_GAUGES:
-            for labels, value in self.instant(Q.drift_gauge(metric)):
+        answers = self._all([partial(self.instant, Q.drift_gauge(m)) for _, m in Q.DRIFT_GAUGES])
+        for (key, _), answer in zip(Q.DRIFT_GAUGES, answers, strict=True):
+            for labels, value in answer:
                 ident = (labels.get("model", ""), labels.get("feature", ""), labels.get("test", ""))
                 found.setdefault(ident, {})[key] = value
         return drift_rows(found)
@@ -167,30 +180,41 @@ class PrometheusSource(DataSource):
         return [s for s in series if (s.labels.get("model", ""), s.labels.get("feature", "")) in wanted]
 
     def feature_distribution(self, model: str, feature: str, window: float) -> list[BinRow]:
-        reference = {lb.get("bin", ""): v for lb, v in self.instant(Q.feature_reference(model, feature))}
-        live = {lb.get("bin", ""): v for lb, v in self.instant(Q.feature_live(model, feature, duration(window)))}
-        return bin_rows(reference, live)
+        reference, live = self._all([lambda: self.instant(Q.feature_reference(model, feature)),
+                                     lambda: self.instant(Q.feature_live(model, feature, duration(window)))])
+        return bin_rows({lb.get("bin", ""): v for lb, v in reference}, {lb.get("bin", ""): v for lb, v in live})
 
     def alerts(self) -> list[AlertRow]:
         data = self._api("/api/v1/alerts")
+        found = data.get("alerts", [])
+        if not isinstance(found, list) or not all(isinstance(a, dict) for a in found):
+            raise SourceError("Prometheus' list of alerts has an unexpected shape")
         rows = []
-        for alert in data.get("alerts", []):
-            labels: dict[str, str] = dict(alert.get("labels", {}))
-            notes: dict[str, str] = dict(alert.get("annotations", {}))
+        for alert in found:
+            labels = _labels(alert.get("labels", {}), "/api/v1/alerts")
+            notes = _labels(alert.get("annotations", {}), "/api/v1/alerts")
             rows.append(AlertRow(
-                name=labels.get("alertname", ""), state=str(alert.get("state", "")),
+                name=labels.get("alertname", ""), state=_text(alert.get("state")),
                 severity=labels.get("severity", ""), summary=notes.get("summary", notes.get("description", "")),
                 runbook_url=notes.get("runbook_url", notes.get("runbook", "")),
-                active_at=str(alert.get("activeAt", "")), labels=labels))
+                active_at=_text(alert.get("activeAt")), labels=labels))
         return sort_alerts(rows)
 
     def autoscaling_signals(self, window: float) -> list[Signal]:
-        out = []
-        for (name, unit, help_text), promql in zip(AUTOSCALING_SIGNALS, Q.autoscaling(duration(window)),
-                                                   strict=True):
-            result = self.instant(promql)
-            out.append(Signal(name, result[0][1] if result else None, unit, help_text))
-        return out
+        answers = self._all([partial(self.instant, q) for q in Q.autoscaling(duration(window))])
+        return [Signal(name, result[0][1] if result else None, unit, help_text)
+                for (name, unit, help_text), result in zip(AUTOSCALING_SIGNALS, answers, strict=True)]
+
+
+def _text(value: object) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _labels(value: object, what: str) -> dict[str, str]:
+    try:
+        return promapi.labels(value, what)
+    except PrometheusError as exc:
+        raise SourceError(str(exc)) from exc
 
 
 SEVERITY_ORDER = {"critical": 0, "page": 0, "error": 1, "warning": 2, "ticket": 3, "info": 4}

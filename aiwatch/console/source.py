@@ -7,9 +7,11 @@ give the same panels. Answers are plain data (no pandas) so the sources need no 
 * time series questions return a list of :class:`Series` (labels + ``(unix time, value)`` points);
 * table questions return lists of small dataclasses (:class:`GpuRow`, :class:`DriftRow`, ...).
 
-A question raises :class:`SourceUnavailable` when the source cannot be reached at all, :class:`NotSupported` when
-this kind of source cannot answer it (alerts need Prometheus' rule evaluation), and returns an empty list when the
-source answered but holds no data for it (no traffic yet, or the family is absent, e.g. no GPU).
+A question raises :class:`SourceUnavailable` when the source cannot be reached at all, :class:`SourceSlow` when it
+did not answer in time, :class:`NotSupported` when this kind of source cannot answer it (alerts need Prometheus' rule
+evaluation), another :class:`SourceError` when the answer is unusable (garbage, the wrong shape, too large), and
+returns an empty list when the source answered but holds no data for it (no traffic yet, or the family is absent,
+e.g. no GPU). No other exception leaves a question.
 """
 
 from __future__ import annotations
@@ -19,7 +21,10 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from aiwatch.diagnose.window import WindowTotals
 
 QUANTILES: tuple[tuple[str, float], ...] = (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))
 """The request-latency quantiles the Latency view draws."""
@@ -46,6 +51,10 @@ class SourceError(Exception):
 
 class SourceUnavailable(SourceError):
     """The source cannot be reached at all (Prometheus down, every endpoint down)."""
+
+
+class SourceSlow(SourceError):
+    """The source is reachable but did not answer a question in time (the message names the question and the time)."""
 
 
 class NotSupported(SourceError):
@@ -221,6 +230,11 @@ class DataSource(ABC):
     @abstractmethod
     def autoscaling_signals(self, window: float) -> list[Signal]:
         """The autoscaling signals of :data:`AUTOSCALING_SIGNALS`, in that order."""
+
+    def window_totals(self, start: float, end: float) -> WindowTotals:
+        """The answers to every read of ``aiwatch diagnose`` (:data:`aiwatch.diagnose.window.READS`) for the window
+        ``[start, end]`` (unix seconds): what the Latency view's diagnosis compares."""
+        raise NotSupported(f"{type(self).__name__} cannot answer diagnose's window reads")
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release background resources (threads)."""

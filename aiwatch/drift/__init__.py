@@ -10,6 +10,7 @@ The modules depend on each other in one direction, each on the ones above it::
     counting                     one feature's values counted: numerical bins, categorical buckets, new values
     features                     the feature model (NumericalFeature, CategoricalFeature)
     sampling                     bounded uniform samples of values
+    validation                   what a valid feature is; ProfileLimits (the bounds on a profile's size)
     builder, merge, persistence  building features from columns, merging them, the JSON format
     profile                      ReferenceProfile: build, load, save, merge
     promql, stattests            the fleet PSI / JS PromQL; the statistical tests, each a function over arrays
@@ -21,5 +22,6 @@ The modules depend on each other in one direction, each on the ones above it::
 from aiwatch.drift.evaluate import compare
 from aiwatch.drift.monitor import DriftMonitor
 from aiwatch.drift.profile import ProfileError, ReferenceProfile
+from aiwatch.drift.validation import ProfileLimits
 
-__all__ = ["DriftMonitor", "ProfileError", "ReferenceProfile", "compare"]
+__all__ = ["DriftMonitor", "ProfileError", "ProfileLimits", "ReferenceProfile", "compare"]

@@ -37,6 +37,7 @@ def compare_file(profile: ReferenceProfile, path: str | os.PathLike[str], option
     """Drift of a CSV/Parquet file against ``profile``, chunk by chunk: bin and category counts are exact over
     every row; KS/Wasserstein use a uniform sample of at most ``options.max_exact`` values per feature."""
     options = options or Options()
+    options.validate(profile)
     rng = np.random.default_rng(options.seed)
     acc = {name: ChunkedCurrent(feat, options.max_exact, rng) for name, feat in profile.features.items()}
     columns_seen: set[str] = set()

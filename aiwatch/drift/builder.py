@@ -35,6 +35,7 @@ from aiwatch.drift.features import (
     NumericalFeature,
 )
 from aiwatch.drift.sampling import keep_smallest
+from aiwatch.drift.validation import DEFAULT_LIMITS, ProfileLimits, check_cuts
 
 
 def numerical_cuts(finite: FloatArray, n_bins: int) -> list[float]:
@@ -73,8 +74,9 @@ class _NumericalPass1:
         n = int(finite.size)
         if n == 0:
             return
-        mean = float(finite.mean())
-        m2 = float(((finite - mean) ** 2).sum())
+        with np.errstate(over="ignore"):  # values near 1e308: the std overflows to inf, which the checks refuse
+            mean = float(finite.mean())
+            m2 = float(((finite - mean) ** 2).sum())
         total = self.count + n
         delta = mean - self.mean
         self.mean += delta * n / total
@@ -106,17 +108,17 @@ class ProfileBuilder:
 
     def __init__(self, *, n_bins: int = DEFAULT_BINS, top_k: int = DEFAULT_TOP_K,
                  sample_size: int = DEFAULT_SAMPLE_SIZE, kinds: Mapping[str, str] | None = None,
-                 edges: Mapping[str, Sequence[float]] | None = None, seed: int | None = 0) -> None:
-        if n_bins < 1:
-            raise ProfileError(f"n_bins must be >= 1, got {n_bins}")
-        if top_k < 1:
-            raise ProfileError(f"top_k must be >= 1, got {top_k}")
-        self.n_bins, self.top_k, self.sample_size = n_bins, top_k, sample_size
+                 edges: Mapping[str, Sequence[float]] | None = None, seed: int | None = 0,
+                 limits: ProfileLimits = DEFAULT_LIMITS) -> None:
+        _check_size("n_bins", n_bins, limits.max_bins, "max_bins")
+        _check_size("top_k", top_k, limits.max_categories, "max_categories")
+        _check_size("sample_size", sample_size, limits.max_sample, "max_sample")
+        self.n_bins, self.top_k, self.sample_size, self.limits = n_bins, top_k, sample_size, limits
         self.overrides = dict(kinds or {})
         for name, kind in self.overrides.items():
             if kind not in ("numerical", "categorical"):
                 raise ProfileError(f"kind of {name!r} must be 'numerical' or 'categorical', got {kind!r}")
-        self.edges = {k: [float(e) for e in v] for k, v in (edges or {}).items()}
+        self.edges = checked_edges(edges or {}, limits)
         self.rng = np.random.default_rng(seed)
         self.kinds: dict[str, str] = {}
         #: Columns left out, with their inferred kind (text, datetime, unknown).
@@ -220,19 +222,37 @@ class ProfileBuilder:
             exact=len(rest) <= MAX_OTHER_NAMES)
 
 
+def _check_size(name: str, value: int, maximum: int, limit: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= maximum:
+        raise ProfileError(f"{name} must be a whole number from 1 to {maximum} (ProfileLimits.{limit}), got {value!r}")
+
+
+def checked_edges(edges: Mapping[str, Sequence[float]], limits: ProfileLimits) -> dict[str, list[float]]:
+    """Bin edges given by the caller, as floats, after :func:`~aiwatch.drift.validation.check_cuts`."""
+    out: dict[str, list[float]] = {}
+    for name, cuts in edges.items():
+        try:
+            out[name] = [float(e) for e in cuts]
+        except (TypeError, ValueError, OverflowError):
+            raise ProfileError(f"edges of {name!r} must be numbers") from None
+        check_cuts(out[name], limits, f"edges of {name!r}")
+    return out
+
+
 def build_in_memory(columns: Mapping[str, Any], *, n_bins: int = DEFAULT_BINS, top_k: int = DEFAULT_TOP_K,
                     sample_size: int = DEFAULT_SAMPLE_SIZE, kinds: Mapping[str, str] | None = None,
-                    edges: Mapping[str, Sequence[float]] | None = None, seed: int | None = 0) -> ProfileBuilder:
+                    edges: Mapping[str, Sequence[float]] | None = None, seed: int | None = 0,
+                    limits: ProfileLimits = DEFAULT_LIMITS) -> ProfileBuilder:
     """Both passes over columns held in memory. Unlike a file's, the bin edges come from the exact quantiles of all
     the data, not of the sample; ``edges`` fixes them per column."""
     all_edges: dict[str, Sequence[float]] = dict(edges or {})
     builder = ProfileBuilder(n_bins=n_bins, top_k=top_k, sample_size=sample_size, kinds=kinds, edges=all_edges,
-                             seed=seed)
+                             seed=seed, limits=limits)
     builder.add(columns)
     for name, kind in builder.kinds.items():
         if kind == "numerical" and name not in all_edges:
             arr = to_float_counting(columns[name])[0]
             all_edges[name] = numerical_cuts(arr[np.isfinite(arr)], n_bins)
-    builder.edges = {k: [float(e) for e in v] for k, v in all_edges.items()}
+    builder.edges = checked_edges(all_edges, limits)
     builder.count(columns)
     return builder

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
@@ -99,6 +100,7 @@ class DriftReport:
     correction: str | None
     missing_features: list[str] = field(default_factory=list)
     unknown_features: list[str] = field(default_factory=list)
+    min_samples: int = DEFAULT_MIN_SAMPLES
 
     @property
     def share_drifted(self) -> float:
@@ -110,6 +112,23 @@ class DriftReport:
                 "correction": self.correction, "missing_features": self.missing_features,
                 "unknown_features": self.unknown_features,
                 "features": [f.to_dict() for f in self.features.values()]}
+
+    def why_nothing_tested(self) -> str | None:
+        """None when at least one feature was tested; otherwise what kept every feature from a test (then the
+        report is no evidence either way: ``aiwatch drift`` exits 2, not 0)."""
+        if self.tested_count:
+            return None
+        if not self.features and not self.missing_features:
+            return "the reference profile has no features"
+        if not self.features:
+            found = f" (its columns: {_names(self.unknown_features)})" if self.unknown_features else ""
+            return f"the current data has none of the reference's features {_names(self.missing_features)}{found}"
+        if all(f.current_count == 0 for f in self.features.values()):
+            return "the current data has no values for the reference's features (no rows, or every value missing)"
+        if all(f.status == STATUS_NO_REFERENCE for f in self.features.values()):
+            return "the reference has no values for the features the current data has"
+        counts = ", ".join(f"{f.feature}: {f.current_count}" for f in list(self.features.values())[:20])
+        return f"no feature has enough current values to test (at least {self.min_samples}; found {counts})"
 
 
 @dataclass
@@ -150,6 +169,31 @@ class Options:
                              f"got {self.correction!r}")
         if self.rule not in ("share", "any"):
             raise ValueError(f"rule must be 'share' or 'any', got {self.rule!r}")
+        self.check_numbers()
+
+    def check_numbers(self) -> None:
+        """``ValueError`` for a numeric option out of range: NaN, infinite, negative or not a whole number."""
+        if not _real(self.drift_share) or not 0 < self.drift_share <= 1:
+            raise ValueError(f"drift_share must be a number in (0, 1], got {self.drift_share!r}")
+        for name in ("min_samples", "max_exact"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
+                raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
+        given: dict[str, float] = {f"thresholds[{k!r}]": v for k, v in self.thresholds.items()}
+        if self.threshold is not None:
+            given["threshold"] = self.threshold
+        for name, value in given.items():
+            if not _real(value) or value < 0:
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+
+
+def _real(value: object) -> bool:
+    return isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _names(names: list[str]) -> str:
+    shown = ", ".join(repr(n) for n in names[:20])
+    return shown + (f" and {len(names) - 20} more" if len(names) > 20 else "")
 
 
 def select_method(feat: Feature, current: CurrentFeature, options: Options) -> str:
@@ -229,7 +273,8 @@ def compare_features(profile: ReferenceProfile, current: Mapping[str, CurrentFea
     else:
         drifted = tested_count > 0 and drifted_count / tested_count >= options.drift_share
     return DriftReport(results, drifted, drifted_count, tested_count, options.drift_share, options.rule,
-                       options.correction, missing_features=[n for n in profile.features if n not in current])
+                       options.correction, missing_features=[n for n in profile.features if n not in current],
+                       min_samples=options.min_samples)
 
 
 # ----------------------------------------------------------------------------------------- from raw columns
@@ -263,6 +308,7 @@ def compare(profile: ReferenceProfile, data: Any, options: Options | None = None
 
     Keyword arguments are :class:`Options` fields (``correction="bh"``, ``methods={"age": "psi"}``...)."""
     options = options or Options(**kwargs)
+    options.validate(profile)
     columns = columns_of(data)
     current = summarise(profile, columns, options)
     report = compare_features(profile, current, options)

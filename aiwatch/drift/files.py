@@ -6,7 +6,7 @@ Reading files needs pandas (CSV) or pyarrow (Parquet): ``pip install "aiwatch[da
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,20 +17,35 @@ DEFAULT_CHUNK_ROWS = 100_000
 
 
 def read_chunks(path: str | os.PathLike[str], chunk_rows: int = DEFAULT_CHUNK_ROWS) -> Iterator[dict[str, Any]]:
-    """Column dicts of at most ``chunk_rows`` rows from a ``.csv`` or ``.parquet`` file."""
+    """Column dicts of at most ``chunk_rows`` rows from a ``.csv`` or ``.parquet`` file. A file that pandas or
+    pyarrow cannot read (corrupt, not CSV / Parquet, not text) raises :class:`ProfileError` naming it."""
+    if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1:
+        raise ProfileError(f"chunk_rows must be a whole number >= 1, got {chunk_rows!r}")
     p = Path(path)
     if not p.exists():
         raise ProfileError(f"data file {os.fspath(path)!r} does not exist")
     suffix = p.suffix.lower()
     if suffix in (".parquet", ".pq"):
         pq = require("pyarrow.parquet", "data")
-        for batch in pq.ParquetFile(p).iter_batches(batch_size=chunk_rows):
-            yield {name: col.to_numpy(zero_copy_only=False) for name, col in zip(batch.schema.names, batch.columns,
-                                                                                 strict=True)}
+        yield from _reading(p, lambda: ({name: col.to_numpy(zero_copy_only=False)
+                                         for name, col in zip(batch.schema.names, batch.columns, strict=True)}
+                                        for batch in pq.ParquetFile(p).iter_batches(batch_size=chunk_rows)))
     elif suffix in (".csv", ".txt", ".tsv"):
         pd = require("pandas", "data")
         sep = "\t" if suffix == ".tsv" else ","
-        for frame in pd.read_csv(p, chunksize=chunk_rows, sep=sep):
-            yield {str(c): frame[c].to_numpy() for c in frame.columns}
+        yield from _reading(p, lambda: ({str(c): frame[c].to_numpy() for c in frame.columns}
+                                        for frame in pd.read_csv(p, chunksize=chunk_rows, sep=sep)))
     else:
         raise ProfileError(f"cannot read {os.fspath(path)!r}: expected a .csv or .parquet file")
+
+
+def _reading(path: Path, chunks: Callable[[], Iterator[dict[str, Any]]]) -> Iterator[dict[str, Any]]:
+    """``chunks()``, with any error of the reading library turned into a :class:`ProfileError` naming the file
+    (pandas and pyarrow raise many kinds: ParserError, EmptyDataError, ArrowInvalid, UnicodeDecodeError...)."""
+    try:
+        yield from chunks()
+    except (ProfileError, ImportError):
+        raise
+    except Exception as exc:  # whatever the parser raises, the file is unreadable
+        detail = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        raise ProfileError(f"cannot read data file {os.fspath(path)!r}: {detail}") from exc

@@ -23,7 +23,6 @@ Tests run in :meth:`DriftMonitor.evaluate`, on demand or every ``interval`` seco
 from __future__ import annotations
 
 import contextlib
-import logging
 import math
 import os
 import threading
@@ -34,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from aiwatch.cardinality import guard_for
 from aiwatch.drift.columns import columns_of, to_float, to_float_counting
 from aiwatch.drift.counting import INVALID, MISSING, count_bins
 from aiwatch.drift.current import CurrentFeature, categorical_current_from_codes, numerical_current
@@ -41,13 +41,14 @@ from aiwatch.drift.evaluate import STATUS_OK, DriftReport, Options, compare_feat
 from aiwatch.drift.features import CategoricalFeature, NumericalFeature
 from aiwatch.drift.profile import ReferenceProfile
 from aiwatch.metrics import Metrics, get_metrics
-from aiwatch.safety import record_error
+from aiwatch.safety import record_error, warn_rate_limited
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
-logger = logging.getLogger("aiwatch.drift")
 _ABSENT = object()
+MAX_UNKNOWN_FEATURES = 1000
+"""Unknown feature names a monitor remembers (to count and report each once); see :meth:`DriftMonitor._note_unknown`."""
 #: How the window marks a value that is not counted (missing or wrong-typed alike).
 _EXCLUDED = MISSING
 
@@ -83,6 +84,7 @@ class DriftMonitor:
         self.profile = profile
         self.model = model
         self.metrics = metrics if metrics is not None else get_metrics(registry)
+        self._guard = guard_for(self.metrics)
         self.window_size = window_size
         self.window_seconds = window_seconds
         self.interval = interval
@@ -254,9 +256,9 @@ class DriftMonitor:
                 self._count_invalid(cfeat.name, "wrong_type", invalid)
             self._add_bins(cfeat.name, counts)
             cat_block[:, j] = np.maximum(codes, _EXCLUDED)[n - keep:]
-        for name in columns:
-            if name not in self.profile.features and name not in self._unknown_seen:
-                self._note_unknown({name: None})
+        unknown = [name for name in columns if name not in self.profile.features]
+        if unknown:
+            self._note_unknown(dict.fromkeys(unknown))
         rows = (self._pos + np.arange(keep)) % self.window_size
         self._ring_num[rows] = num_block
         self._ring_cat[rows] = cat_block
@@ -273,17 +275,24 @@ class DriftMonitor:
         m.child(m.feature_invalid, (self.model, name, reason)).inc(n)
 
     def _note_unknown(self, row: Mapping[str, Any]) -> None:
-        """Count each unknown feature once (not per row) and log it once."""
-        for name in row:
-            if name not in self.profile.features and name not in self._unknown_seen:
-                self._unknown_seen.add(str(name))
-                self._count_invalid(str(name), "unknown_feature")
-                logger.warning("aiwatch drift monitor %r: feature %r is not in the reference profile; ignored",
-                               self.model, name)
+        """Count each unknown feature once (not per row) and log it, rate-limited. The names come from traffic:
+        they pass the registry's label guard (``feature``), and at most :data:`MAX_UNKNOWN_FEATURES` are
+        remembered (a name beyond that is counted again each time it is seen, under its folded label)."""
+        features, seen = self.profile.features, self._unknown_seen
+        for raw in row:
+            name = str(raw)
+            if name in features or name in seen:
+                continue
+            if len(seen) < MAX_UNKNOWN_FEATURES:
+                seen.add(name)
+            self._count_invalid(self._guard.fold("feature", name), "unknown_feature")
+            warn_rate_limited(f"drift_unknown_feature:{self.model}",
+                              "aiwatch drift monitor %r: feature %r is not in the reference profile; ignored",
+                              self.model, name[:200])
 
     @property
     def unknown_features(self) -> list[str]:
-        """Features seen in observed rows that the profile does not have."""
+        """Features seen in observed rows that the profile does not have (at most :data:`MAX_UNKNOWN_FEATURES`)."""
         return sorted(self._unknown_seen)
 
     def _add_bins(self, name: str, counts: npt.NDArray[np.int64]) -> None:

@@ -59,6 +59,7 @@ from aiwatch.drift.features import (
 from aiwatch.drift.files import DEFAULT_CHUNK_ROWS, read_chunks
 from aiwatch.drift.merge import merge_features
 from aiwatch.drift.persistence import FORMAT, VERSION, StoredProfile
+from aiwatch.drift.validation import DEFAULT_LIMITS, ProfileLimits, check_feature
 
 # The names this module defined before the drift package was split by job stay importable from here.
 __all__ = [
@@ -79,6 +80,7 @@ __all__ = [
     "NumericalFeature",
     "ProfileBuilder",
     "ProfileError",
+    "ProfileLimits",
     "ReferenceProfile",
     "category_key",
     "columns_of",
@@ -92,11 +94,21 @@ class ReferenceProfile:
     """The reference distribution of every monitored feature (and model output), loaded by all three drift paths."""
 
     def __init__(self, features: Mapping[str, Feature], *, n_bins: int = DEFAULT_BINS, top_k: int = DEFAULT_TOP_K,
-                 sample_size: int = DEFAULT_SAMPLE_SIZE, skipped: Mapping[str, str] | None = None) -> None:
+                 sample_size: int = DEFAULT_SAMPLE_SIZE, skipped: Mapping[str, str] | None = None,
+                 limits: ProfileLimits = DEFAULT_LIMITS) -> None:
+        """Every feature is checked (:func:`~aiwatch.drift.validation.check_feature`): a feature built by hand
+        with unsorted edges or negative counts raises :class:`ProfileError` here, not a wrong score later."""
+        if len(features) > limits.max_features:
+            raise ProfileError(f"{len(features)} features, more than the limit ({limits.max_features})")
+        for name, feature in features.items():
+            check_feature(feature, limits)
+            if feature.name != name:
+                raise ProfileError(f"feature {feature.name!r} is stored under the name {name!r}")
         self.features: dict[str, Feature] = dict(features)
         self.n_bins, self.top_k, self.sample_size = n_bins, top_k, sample_size
         #: Columns left out, with their inferred kind (text, datetime, unknown).
         self.skipped: dict[str, str] = dict(skipped or {})
+        self.limits = limits
 
     def __repr__(self) -> str:
         kinds = Counter(f.kind for f in self.features.values())
@@ -107,7 +119,7 @@ class ReferenceProfile:
     def build(cls, data: Any, *, n_bins: int = DEFAULT_BINS, top_k: int = DEFAULT_TOP_K,
               sample_size: int = DEFAULT_SAMPLE_SIZE, kinds: Mapping[str, str] | None = None,
               edges: Mapping[str, Sequence[float]] | None = None, edges_from: ReferenceProfile | None = None,
-              seed: int | None = 0) -> ReferenceProfile:
+              seed: int | None = 0, limits: ProfileLimits = DEFAULT_LIMITS) -> ReferenceProfile:
         """Profile in-memory data: a dict of columns (lists or numpy arrays), a list of row dicts, a pandas
         DataFrame, or a 2-D numpy array (columns named ``"0"``, ``"1"``...).
 
@@ -120,7 +132,8 @@ class ReferenceProfile:
                     all_edges.setdefault(name, feat.cuts)
             kinds = {**{n: f.kind for n, f in edges_from.features.items()}, **(kinds or {})}
         return cls.from_builder(build_in_memory(columns_of(data), n_bins=n_bins, top_k=top_k,
-                                                sample_size=sample_size, kinds=kinds, edges=all_edges, seed=seed))
+                                                sample_size=sample_size, kinds=kinds, edges=all_edges, seed=seed,
+                                                limits=limits))
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str], *, chunk_rows: int = DEFAULT_CHUNK_ROWS,
@@ -139,16 +152,16 @@ class ReferenceProfile:
     def from_builder(cls, builder: ProfileBuilder) -> ReferenceProfile:
         """The profile of everything a :class:`~aiwatch.drift.builder.ProfileBuilder` has read."""
         return cls(builder.features(), n_bins=builder.n_bins, top_k=builder.top_k, sample_size=builder.sample_size,
-                   skipped=builder.skipped)
+                   skipped=builder.skipped, limits=builder.limits)
 
     # ------------------------------------------------------------------------------------------- persistence
     def _stored(self) -> StoredProfile:
         return StoredProfile(self.features, self.n_bins, self.top_k, self.sample_size, self.skipped)
 
     @classmethod
-    def _from_stored(cls, stored: StoredProfile) -> ReferenceProfile:
+    def _from_stored(cls, stored: StoredProfile, limits: ProfileLimits) -> ReferenceProfile:
         return cls(stored.features, n_bins=stored.n_bins, top_k=stored.top_k, sample_size=stored.sample_size,
-                   skipped=stored.skipped)
+                   skipped=stored.skipped, limits=limits)
 
     def to_dict(self) -> dict[str, Any]:
         return persistence.profile_to_dict(self._stored())
@@ -160,17 +173,19 @@ class ReferenceProfile:
         Path(path).write_text(self.to_json())
 
     @classmethod
-    def from_dict(cls, data: Any, source: str = "profile") -> ReferenceProfile:
-        return cls._from_stored(persistence.profile_from_dict(data, source))
+    def from_dict(cls, data: Any, source: str = "profile", limits: ProfileLimits = DEFAULT_LIMITS) -> ReferenceProfile:
+        return cls._from_stored(persistence.profile_from_dict(data, source, limits), limits)
 
     @classmethod
-    def from_json(cls, text: str, source: str = "profile") -> ReferenceProfile:
-        return cls._from_stored(persistence.profile_from_json(text, source))
+    def from_json(cls, text: str, source: str = "profile", limits: ProfileLimits = DEFAULT_LIMITS) -> ReferenceProfile:
+        return cls._from_stored(persistence.profile_from_json(text, source, limits), limits)
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> ReferenceProfile:
-        """Load a saved profile; a missing, corrupt or version-mismatched file raises :class:`ProfileError`."""
-        return cls._from_stored(persistence.read_profile(path))
+    def load(cls, path: str | os.PathLike[str], limits: ProfileLimits = DEFAULT_LIMITS) -> ReferenceProfile:
+        """Load a saved profile; a missing, corrupt, oversized or version-mismatched file, or one with an
+        inconsistent feature, raises :class:`ProfileError` (bounds: :class:`~aiwatch.drift.validation.ProfileLimits`).
+        """
+        return cls._from_stored(persistence.read_profile(path, limits), limits)
 
     # ------------------------------------------------------------------------------------------------- merge
     def merge(self, other: ReferenceProfile) -> ReferenceProfile:
@@ -178,4 +193,4 @@ class ReferenceProfile:
         top_k, sample_size = max(self.top_k, other.top_k), max(self.sample_size, other.sample_size)
         merged = merge_features(self.features, other.features, top_k=top_k, sample_size=sample_size)
         return ReferenceProfile(merged, n_bins=self.n_bins, top_k=top_k, sample_size=sample_size,
-                                skipped={**self.skipped, **other.skipped})
+                                skipped={**self.skipped, **other.skipped}, limits=self.limits)

@@ -1,8 +1,12 @@
 """The typed configuration of the rule renderer: SLOs, thresholds, selectors and ``for`` durations.
 
 Every field has a default, so an empty config renders the committed files under ``alerts/``. A config file is YAML
-(or JSON) with the same nesting as these dataclasses; ``for`` is written ``for`` in the file. Unknown keys, wrong
-types and malformed durations or selectors are rejected with the dotted path of the offending key.
+(or JSON) with the same nesting as these dataclasses; ``for`` is written ``for`` in the file. Every value that reaches
+the rules is checked, and a bad one is rejected with the dotted path of its key: unknown keys, wrong types, numbers
+that are not finite or out of their range, durations Prometheus would not parse (or zero where a range needs one),
+regular expressions RE2 would not compile (:func:`aiwatch.promql.check_regex`), selectors that are not label
+matchers, strings that are not valid UTF-8. So a config that validates renders rules that pass
+``promtool check rules`` (a property test generates configs to check it).
 
     >>> cfg = config_from_dict({"slo": {"availability_objective": 0.995}})
     >>> cfg.slo.availability_objective, cfg.slo.latency_threshold_seconds
@@ -13,24 +17,40 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 import typing
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from aiwatch.metrics import LATENCY_BUCKETS
-from aiwatch.promql import parse_matchers
+from aiwatch.promql import check_regex, parse_matchers
 
-_DURATION = re.compile(r"^([0-9]+(ms|s|m|h|d|w|y))+$")
+# Prometheus' duration syntax (prometheus/common model.ParseDuration): each unit at most once, largest first.
+_DURATION = re.compile(r"^(?:([0-9]+)y)?(?:([0-9]+)w)?(?:([0-9]+)d)?(?:([0-9]+)h)?(?:([0-9]+)m)?(?:([0-9]+)s)?"
+                       r"(?:([0-9]+)ms)?$")
+_UNIT_NS = (365 * 86400 * 10**9, 7 * 86400 * 10**9, 86400 * 10**9, 3600 * 10**9, 60 * 10**9, 10**9, 10**6)
+_MAX_DURATION_NS = 2**63 - 1  # Go's time.Duration
+MAX_CONFIG_BYTES = 1 << 20
+MAX_STRING = 4096
+MAX_WINDOWS = 10
 
 
 class ConfigError(ValueError):
     """A rules config value is wrong; the message names the key."""
 
 
-def _help(text: str) -> dict[str, str]:
-    return {"help": text}
+def _help(text: str, low: float = 0.0, high: float = math.inf, *, open_low: bool = False,
+          open_high: bool = False) -> dict[str, Any]:
+    """Field metadata: the help text, and for a number its range (``[0, inf)`` unless given)."""
+    return {"help": text, "range": (low, high, open_low, open_high)}
+
+
+def _range(low: float = 0.0, high: float = math.inf, *, open_low: bool = False,
+           open_high: bool = False) -> dict[str, Any]:
+    return {"range": (low, high, open_low, open_high)}
 
 
 @dataclass
@@ -39,7 +59,7 @@ class BurnWindow:
 
     long: str
     short: str
-    factor: float
+    factor: float = field(metadata=_range(open_low=True))
 
 
 @dataclass
@@ -81,9 +101,11 @@ class SLO:
     """Service level objectives over ``aiwatch_request_duration_seconds``, per ``service``."""
 
     availability_objective: float = field(default=0.999, metadata=_help(
-        "share of requests that must not fail (0-1); the error budget is 1 - objective"))
+        "share of requests that must not fail (0-1); the error budget is 1 - objective", 0, 1, open_low=True,
+        open_high=True))
     latency_objective: float = field(default=0.99, metadata=_help(
-        "share of requests that must be faster than latency_threshold_seconds (0-1)"))
+        "share of requests that must be faster than latency_threshold_seconds (0-1)", 0, 1, open_low=True,
+        open_high=True))
     latency_threshold_seconds: float = field(default=0.3, metadata=_help(
         "the latency SLO threshold; must be a bucket bound of aiwatch_request_duration_seconds"))
     error_status: str = field(default="5..|UNKNOWN|DEADLINE_EXCEEDED|INTERNAL|UNAVAILABLE|DATA_LOSS", metadata=_help(
@@ -101,11 +123,18 @@ class Latency:
 
     window: str = field(default="5m", metadata=_help("rate window of the phase quantiles"))
     model_phases: str = field(default="inference", metadata=_help("regex of the phases that are the model's time"))
-    model_p99_seconds: float = field(default=0.5, metadata=_help("AiwatchModelLatencyHigh: p99 of the model phases"))
+    model_p99_seconds: float = field(default=0.5, metadata=_help("AiwatchModelLatencyHigh: p99 of the model phases",
+                                                                 open_low=True))
     model_for: str = "10m"
     non_model_p99_seconds: float = field(default=0.25, metadata=_help(
-        "AiwatchNonModelLatencyHigh: p99 of any other phase (queue, features, overhead, ...) or of the network"))
+        "AiwatchNonModelLatencyHigh: p99 of any other phase (queue, features, overhead, ...; not a phase whose "
+        "calls the callee timed, whose time the network and the callee's own alerts cover) or of the network",
+        open_low=True))
     non_model_for: str = "10m"
+    network_p99_seconds: float = field(default=0.1, metadata=_help(
+        "AiwatchNetworkLatencyHigh: p99 of the network time a caller measures to one peer (client time minus the "
+        "time the peer reported)", open_low=True))
+    network_for: str = "10m"
 
 
 @dataclass
@@ -116,7 +145,7 @@ class Queue:
     per_replica_critical: float = field(default=100.0, metadata=_help("AiwatchQueueBacklog critical"))
     for_: str = "5m"
     target_per_replica: float = field(default=5.0, metadata=_help(
-        "the autoscaling target: desired replicas = ceil(total queue depth / target_per_replica)"))
+        "the autoscaling target: desired replicas = ceil(total queue depth / target_per_replica)", open_low=True))
 
 
 @dataclass
@@ -124,11 +153,12 @@ class GPU:
     """GPU saturation, memory headroom, absent metrics and XID errors."""
 
     window: str = field(default="5m", metadata=_help("window of the utilization average"))
-    utilization_saturated: float = field(default=0.95, metadata=_help("AiwatchGpuSaturated: average utilization"))
+    utilization_saturated: float = field(default=0.95, metadata=_help("AiwatchGpuSaturated: average utilization",
+                                                                      0, 1))
     saturated_for: str = "15m"
     memory_headroom_warning: float = field(default=0.10, metadata=_help(
-        "AiwatchGpuMemoryNearlyFull warning: free share of device memory"))
-    memory_headroom_critical: float = field(default=0.03, metadata=_help("AiwatchGpuMemoryNearlyFull critical"))
+        "AiwatchGpuMemoryNearlyFull warning: free share of device memory", 0, 1))
+    memory_headroom_critical: float = field(default=0.03, metadata=_help("AiwatchGpuMemoryNearlyFull critical", 0, 1))
     memory_for: str = "5m"
     absent_lookback: str = field(default="1h", metadata=_help(
         "AiwatchGpuMetricsAbsent fires for a target that exported GPU metrics within this lookback and is up, "
@@ -137,7 +167,8 @@ class GPU:
     xid_window: str = "10m"
     xid_for: str = "1m"
     target_utilization: float = field(default=0.8, metadata=_help(
-        "the autoscaling target: desired replicas = ceil(replicas x average utilization / target)"))
+        "the autoscaling target: desired replicas = ceil(replicas x average utilization / target)", 0, 1,
+        open_low=True))
 
 
 @dataclass
@@ -145,7 +176,7 @@ class Cache:
     """Feature-cache hit ratio."""
 
     window: str = "10m"
-    hit_ratio_min: float = field(default=0.5, metadata=_help("AiwatchFeatureCacheHitRatioLow below this ratio"))
+    hit_ratio_min: float = field(default=0.5, metadata=_help("AiwatchFeatureCacheHitRatioLow below this ratio", 0, 1))
     min_requests_per_second: float = field(default=1.0, metadata=_help("ignore caches with less traffic"))
     for_: str = "15m"
 
@@ -191,65 +222,123 @@ class RulesConfig:
     meta: Meta = field(default_factory=Meta)
 
     def validate(self) -> RulesConfig:
-        """Check values that types cannot; returns ``self``."""
-        for path, value in _walk(self):
-            leaf = path.rsplit(".", 1)[-1]
-            if isinstance(value, str) and (leaf in {"window", "period", "long", "short", "absent_lookback",
-                                                    "xid_window", "psi_window", "instrumentation_window",
-                                                    "interval"}
-                                           or leaf.endswith("for")):
-                _check_duration(path, value)
-            if path.startswith("selectors."):
-                _check_selector(path, value)
-        for i, window in enumerate(self.drift.windows):
-            _check_duration(f"drift.windows[{i}]", window)
-        for name in ("availability_objective", "latency_objective"):
-            value = getattr(self.slo, name)
-            if not 0.0 < value < 1.0:
-                raise ConfigError(f"slo.{name}: must be between 0 and 1 (exclusive), got {value}")
+        """Check every value (types are checked when a config is read); returns ``self``."""
+        for path, value, f in _walk(self):
+            leaf = path.rsplit(".", 1)[-1].split("[", 1)[0]
+            if isinstance(value, str):
+                _check_text(path, value)
+                if leaf in _DURATIONS or leaf.endswith("for"):
+                    _check_duration(path, value, positive=not leaf.endswith("for"))
+                if path.startswith("selectors."):
+                    _check_selector(path, value)
+                elif leaf in ("error_status", "model_phases"):
+                    _check_regex(path, value)
+            elif isinstance(value, float) or (isinstance(value, int) and not isinstance(value, bool)):
+                _check_number(path, value, f.metadata.get("range", _NON_NEGATIVE) if f else _NON_NEGATIVE)
+            else:
+                raise ConfigError(f"{path}: unexpected value {value!r}")
+        _check_url("runbook_base_url", self.runbook_base_url)
         if self.slo.latency_threshold_seconds not in LATENCY_BUCKETS:
             raise ConfigError(f"slo.latency_threshold_seconds: {self.slo.latency_threshold_seconds} is not a bucket "
                               f"bound of aiwatch_request_duration_seconds; choose one of {list(LATENCY_BUCKETS)}")
         for name in ("page", "ticket"):
-            if not getattr(self.slo, name).windows:
-                raise ConfigError(f"slo.{name}.windows: at least one window pair is needed")
+            windows = getattr(self.slo, name).windows
+            if not windows or len(windows) > MAX_WINDOWS:
+                raise ConfigError(f"slo.{name}.windows: between 1 and {MAX_WINDOWS} window pairs are needed")
+        if not self.drift.windows or len(self.drift.windows) > MAX_WINDOWS \
+                or len(set(self.drift.windows)) != len(self.drift.windows):
+            raise ConfigError(f"drift.windows: between 1 and {MAX_WINDOWS} distinct windows are needed, got "
+                              f"{self.drift.windows}")
         if self.drift.psi_window not in self.drift.windows:
             raise ConfigError(f"drift.psi_window: {self.drift.psi_window!r} is not one of drift.windows "
                               f"{self.drift.windows}")
-        for name in ("queue.target_per_replica", "gpu.target_utilization"):
-            section, attr = name.split(".")
-            if getattr(getattr(self, section), attr) <= 0:
-                raise ConfigError(f"{name}: must be positive")
         return self
+
+
+_NON_NEGATIVE = (0.0, math.inf, False, False)
+#: Durations that are range windows or periods: they must be longer than 0 (a ``for`` may be 0s).
+_DURATIONS = {"window", "windows", "period", "long", "short", "absent_lookback", "xid_window", "psi_window",
+              "instrumentation_window", "interval"}
+
+
+def _check_text(path: str, value: str) -> None:
+    if len(value) > MAX_STRING:
+        raise ConfigError(f"{path}: longer than {MAX_STRING} characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ConfigError(f"{path}: {value!r} is not valid UTF-8 text") from None
+
+
+def _check_number(path: str, value: float, bounds: tuple[float, float, bool, bool]) -> None:
+    low, high, open_low, open_high = bounds
+    inside = math.isfinite(value) and (low < value if open_low else low <= value) \
+        and (value < high if open_high else value <= high)
+    if not inside:
+        interval = f"{'(' if open_low else '['}{low:g}, {high:g}{')' if open_high or math.isinf(high) else ']'}"
+        raise ConfigError(f"{path}: must be a finite number in {interval}, got {value!r}")
+
+
+def _check_url(path: str, value: str) -> None:
+    bad = next((c for c in value if c.isspace() or unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp")), None)
+    if bad is not None:
+        raise ConfigError(f"{path}: {value!r} is not a URL (it holds {bad!r})")
+
+
+def _check_regex(path: str, value: str) -> None:
+    try:
+        check_regex(value)
+    except ValueError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
 
 
 def _check_selector(path: str, value: str) -> None:
     try:
-        parse_matchers(value)
+        matchers = parse_matchers(value)
     except ValueError as exc:
         raise ConfigError(f"{path}: {value!r} is not a list of PromQL label matchers like 'service=\"x\"' "
                           f"({exc})") from None
+    for m in matchers:
+        if m.label == "__name__":
+            raise ConfigError(f"{path}: a selector cannot match __name__: the rules name each metric themselves")
+        if m.op in ("=~", "!~"):
+            _check_regex(f"{path} ({m.label}{m.op})", m.value)
 
 
-def _check_duration(path: str, value: str) -> None:
-    if not _DURATION.match(value):
-        raise ConfigError(f"{path}: {value!r} is not a Prometheus duration such as 30s, 5m, 1h, 1d")
+def duration_ns(text: str) -> int | None:
+    """Nanoseconds in a Prometheus duration (``1h30m``), or None when Prometheus would not parse it."""
+    match = _DURATION.match(text)
+    if not text or match is None:
+        return None
+    total = sum(int(n) * unit for n, unit in zip(match.groups(), _UNIT_NS, strict=True) if n)
+    return total if total <= _MAX_DURATION_NS else None
+
+
+def _check_duration(path: str, value: str, positive: bool = True) -> None:
+    ns = duration_ns(value)
+    if ns is None:
+        raise ConfigError(f"{path}: {value!r} is not a Prometheus duration such as 30s, 5m, 1h, 1d (units largest "
+                          "first, each once, at most about 292y)")
+    if positive and ns == 0:
+        raise ConfigError(f"{path}: {value!r} must be longer than 0")
 
 
 def _key(f: dataclasses.Field[Any]) -> str:
     return f.name[:-1] if f.name.endswith("_") else f.name
 
 
-def _walk(obj: Any, prefix: str = "") -> list[tuple[str, Any]]:
-    out: list[tuple[str, Any]] = []
+def _walk(obj: Any, prefix: str = "", f: dataclasses.Field[Any] | None = None
+          ) -> list[tuple[str, Any, dataclasses.Field[Any] | None]]:
+    """(dotted path, value, the dataclass field that holds it) of every leaf value."""
+    out: list[tuple[str, Any, dataclasses.Field[Any] | None]] = []
     if dataclasses.is_dataclass(obj):
-        for f in dataclasses.fields(obj):
-            out += _walk(getattr(obj, f.name), f"{prefix}{_key(f)}" if not prefix else f"{prefix}.{_key(f)}")
+        for sub in dataclasses.fields(obj):
+            out += _walk(getattr(obj, sub.name), f"{prefix}.{_key(sub)}" if prefix else _key(sub), sub)
     elif isinstance(obj, list):
         for i, item in enumerate(obj):
-            out += _walk(item, f"{prefix}[{i}]")
+            out += _walk(item, f"{prefix}[{i}]", f)
     else:
-        out.append((prefix, obj))
+        out.append((prefix, obj, f))
     return out
 
 
@@ -264,13 +353,24 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
         return [_convert(item, v, f"{path}[{i}]") for i, v in enumerate(value)]
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{path}: expected a number, got {value!r}")
-        return float(value)
+            raise ConfigError(f"{path}: expected a number, got {_short(value)}")
+        try:
+            number = float(value)
+        except OverflowError:
+            number = math.inf
+        if not math.isfinite(number):
+            raise ConfigError(f"{path}: expected a finite number, got {_short(value)}")
+        return number
     if tp is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{path}: expected a string, got {value!r}")
+            raise ConfigError(f"{path}: expected a string, got {_short(value)}")
         return value
     raise ConfigError(f"{path}: unsupported type {tp}")  # pragma: no cover - a bug in this module
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _build(cls: type[Any], data: Any, path: str) -> Any:
@@ -278,38 +378,55 @@ def _build(cls: type[Any], data: Any, path: str) -> Any:
         raise ConfigError(f"{path or 'config'}: expected a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     fields = {_key(f): f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
+    unknown = sorted((k if isinstance(k, str) else _short(k) for k in data if k not in fields), key=str)
     if unknown:
         where = f"{path}: " if path else ""
         raise ConfigError(f"{where}unknown key(s) {unknown}; known: {sorted(fields)}")
     kwargs = {fields[k].name: _convert(hints[fields[k].name], v, f"{path}.{k}" if path else k)
               for k, v in data.items()}
-    try:
-        return cls(**kwargs)
-    except TypeError as exc:
-        raise ConfigError(f"{path or 'config'}: {exc}") from None
+    missing = [key for key, f in fields.items() if f.name not in kwargs and f.default is dataclasses.MISSING
+               and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise ConfigError(f"{path or 'config'}: missing key(s) {missing}")
+    return cls(**kwargs)
 
 
 def config_from_dict(data: dict[str, Any] | None) -> RulesConfig:
     """A validated :class:`RulesConfig` from parsed YAML/JSON; missing keys keep their defaults."""
-    cfg: RulesConfig = _build(RulesConfig, data or {}, "")
+    cfg: RulesConfig = _build(RulesConfig, {} if data is None else data, "")
     return cfg.validate()
 
 
 def load_config(path: str | Path) -> RulesConfig:
-    """Read a YAML (needs PyYAML: ``pip install "aiwatch[rules]"``) or JSON rules config."""
-    text = Path(path).read_text()
+    """Read a YAML (needs PyYAML: ``pip install "aiwatch[rules]"``) or JSON rules config. YAML numbers are read
+    as YAML 1.2 does (``1e-07`` is a number). Anything wrong raises :class:`ConfigError` naming the file."""
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES} bytes; a rules config is a few lines")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
     if str(path).endswith(".json"):
-        data = json.loads(text)
-    else:
-        from aiwatch._optional import require
-
-        yaml = require("yaml", "rules")
         try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    return config_from_dict(data)
+            data = json.loads(text)
+        except (ValueError, RecursionError) as exc:
+            raise ConfigError(f"{path}: not valid JSON: {exc}") from None
+    else:
+        from aiwatch.rules.yamlout import YAMLError, load
+
+        try:
+            data = load(text)
+        except (YAMLError, RecursionError, ValueError) as exc:
+            raise ConfigError(f"{path}: not valid YAML: {str(exc) or type(exc).__name__}") from None
+    try:
+        return config_from_dict(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
 
 
 def config_to_dict(cfg: RulesConfig) -> dict[str, Any]:

@@ -8,7 +8,10 @@
 Recording rules follow Prometheus' ``level:metric:operation`` naming; their names are defined once below. Every
 metric name the rules read is looked up in the contract (:mod:`aiwatch.metrics`) when this module is imported, and
 every selector and label value is written by :mod:`aiwatch.promql`, so a value with a quote, a backslash or a newline
-selects exactly that value. The fleet drift rules come from :mod:`aiwatch.drift.promql`.
+selects exactly that value. Config values written into annotations (which Prometheus expands as Go templates) go
+through :func:`template_text`, so a ``{{`` in a regex or a URL stays text. Numbers are written exactly
+(:func:`aiwatch.promql.number`). The files are written by PyYAML (:mod:`aiwatch.rules.yamlout`). The fleet drift rules
+come from :mod:`aiwatch.drift.promql`.
 """
 
 from __future__ import annotations
@@ -65,6 +68,7 @@ ERROR_RATIO = "service:aiwatch_request_errors:ratio_rate{window}"
 SLOW_RATIO = "service:aiwatch_request_slow:ratio_rate{window}"
 PHASE_QUANTILE = "service_model_phase:aiwatch_phase_duration_seconds:p{percent}"
 MODEL_P99 = "service_model:aiwatch_model_latency_seconds:p99"
+NETWORK_P99 = "service_peer:aiwatch_network_duration_seconds:p99"
 NON_MODEL_P99 = "service_phase:aiwatch_non_model_latency_seconds:p99"
 OUTSIDE_MODEL = "service:aiwatch_time_outside_model:ratio"
 IN_FLIGHT_SUM = "service:aiwatch_requests_in_flight:sum"
@@ -93,8 +97,27 @@ def _pct(value: float) -> str:
     return format(value * 100, ".4g") + "%"
 
 
+def _decimal(value: float) -> float:
+    """``value`` rounded to 12 significant digits: the float arithmetic noise of ``1 - 0.999`` (0.0010000000000000009)
+    removed from a number computed from config decimals, so that it is written as the decimal it stands for."""
+    return float(format(value, ".12g"))
+
+
 def _ms(seconds: float) -> str:
-    return f"{number(seconds * 1000)}ms" if seconds < 1 else f"{number(seconds)}s"
+    return f"{number(_decimal(seconds * 1000))}ms" if seconds < 1 else f"{number(seconds)}s"
+
+
+_OPENS_ACTION = re.compile(r"\{(?=\{|$)")
+
+
+def template_text(value: str) -> str:
+    """``value`` as literal text inside an annotation, which Prometheus expands as a Go template: a ``{`` that could
+    begin ``{{`` (followed by another, or last, next to the text after it) is written as the action ``{{ "{" }}``.
+
+    >>> template_text('up{job="x"}'), template_text("a{{b")
+    ('up{job="x"}', 'a{{ "{" }}{b')
+    """
+    return _OPENS_ACTION.sub('{{ "{" }}', value)
 
 
 @dataclass
@@ -118,7 +141,7 @@ class Alert:
             "annotations": {
                 "summary": self.summary,
                 "description": self.description,
-                "runbook_url": runbook_url(runbook_base, self.name),
+                "runbook_url": runbook_annotation(runbook_base, self.name),
             },
         }
 
@@ -126,6 +149,11 @@ class Alert:
 def runbook_url(base: str, alert: str) -> str:
     """Where an alert's runbook page lives: ``<base>/docs/runbooks/<alert>.md``."""
     return f"{base.rstrip('/')}/docs/runbooks/{alert}.md"
+
+
+def runbook_annotation(base: str, alert: str) -> str:
+    """The ``runbook_url`` annotation: :func:`runbook_url` as template text."""
+    return template_text(runbook_url(base, alert))
 
 
 def _record(name: str, expr: str, **labels: str) -> dict[str, Any]:
@@ -166,15 +194,19 @@ def latency_records(cfg: RulesConfig) -> list[dict[str, Any]]:
     w = lat.window
     model = matches("phase", lat.model_phases)
     other = not_matches("phase", lat.model_phases)
-    network = histogram_quantile(0.99, NETWORK, w, ("service", "peer"), cfg.selectors.network)
-    rules = [_record(PHASE_QUANTILE.format(percent=number(q * 100)),
+    # a phase in which the service called peers that report their own time holds their whole time: the network
+    # (AiwatchNetworkLatencyHigh) and the callees' own phases cover it, so it is no non-model phase of the caller
+    calling = f"{by('sum', ('service', 'phase'), rate(NETWORK.count, w, cfg.selectors.network))} > 0"
+    rules = [_record(PHASE_QUANTILE.format(percent=number(_decimal(q * 100))),
                      histogram_quantile(q, PHASES, w, ("service", "model", "phase"), req)) for q in QUANTILES]
     rules += [
         _record(MODEL_P99, histogram_quantile(0.99, PHASES, w, ("service", "model"), req, model)),
+        _record(NETWORK_P99, histogram_quantile(0.99, NETWORK, w, ("service", "peer"), cfg.selectors.network)),
         # the caller-side network time is one more non-model "phase" (service = the caller, peer = the callee)
         _record(NON_MODEL_P99,
-                f"{histogram_quantile(0.99, PHASES, w, ('service', 'phase'), req, other)}\nor\n"
-                f'label_replace({network}, {quote("phase")}, {quote("network")}, "", "")'),
+                f"(\n  {histogram_quantile(0.99, PHASES, w, ('service', 'phase'), req, other)}\n"
+                f"  unless on (service, phase)\n  {calling}\n)\nor\n"
+                f'label_replace({NETWORK_P99}, {quote("phase")}, {quote("network")}, "", "")'),
         _record(OUTSIDE_MODEL,
                 f"{by('sum', ('service',), rate(PHASES.sum, w, req, other))}\n/\n"
                 f"{by('sum', ('service',), rate(PHASES.sum, w, req))}"),
@@ -248,7 +280,7 @@ def slo_alerts(cfg: RulesConfig) -> list[Alert]:
         ("latency", s.latency_objective, SLOW_RATIO,
          f"took longer than {_ms(s.latency_threshold_seconds)}"),
     ):
-        budget = 1 - objective
+        budget = _decimal(1 - objective)
         title = slo.capitalize()
         for speed, alert, severity in (("Fast", s.page, "critical"), ("Slow", s.ticket, "warning")):
             out.append(Alert(
@@ -276,7 +308,7 @@ def latency_alerts(cfg: RulesConfig) -> list[Alert]:
               f"{MODEL_P99} > {number(lat.model_p99_seconds)}",
               lat.model_for, "warning",
               "Model {{ $labels.model }} on {{ $labels.service }} is slow",
-              f"p99 of the model's own time (phases {lat.model_phases}) for {{{{ $labels.model }}}} on "
+              f"p99 of the model's own time (phases {template_text(lat.model_phases)}) for {{{{ $labels.model }}}} on "
               f"{{{{ $labels.service }}}} is {{{{ $value | humanizeDuration }}}} over {lat.window}, above "
               f"{_ms(lat.model_p99_seconds)}. The time is inside the model: look at the GPU, the batch size and "
               "the model version, not at the network or the queue."),
@@ -288,6 +320,15 @@ def latency_alerts(cfg: RulesConfig) -> list[Alert]:
               f"{{{{ $value | humanizeDuration }}}} over {lat.window}, above {_ms(lat.non_model_p99_seconds)}. "
               f"This time is outside the model (queueing, feature fetch, network or serving overhead), so scaling "
               f"or tuning the model will not fix it.{outside}"),
+        Alert("AiwatchNetworkLatencyHigh",
+              f"{NETWORK_P99} > {number(lat.network_p99_seconds)}",
+              lat.network_for, "warning",
+              "The network from {{ $labels.service }} to {{ $labels.peer }} is slow",
+              f"p99 of the network time {{{{ $labels.service }}}} measures on its calls to {{{{ $labels.peer }}}} "
+              f"(its client time minus the server time {{{{ $labels.peer }}}} reported) is "
+              f"{{{{ $value | humanizeDuration }}}} over {lat.window}, above {_ms(lat.network_p99_seconds)}. The "
+              "time is between the two services (connections, proxies, load balancer, congestion, payload size), "
+              "not inside either: look at the path, not at the model."),
     ]
 
 
@@ -394,7 +435,8 @@ def meta_alerts(cfg: RulesConfig) -> list[Alert]:
               f"{m.target_down_for}: its metrics, alerts and autoscaling signals are stale."),
         Alert("AiwatchTargetAbsent", f"absent({up})", m.target_absent_for, "critical",
               "No aiwatch scrape target is known to Prometheus",
-              f"Prometheus has no target matching {up} (job {{{{ $labels.job }}}}) for {m.target_absent_for}: "
+              f"Prometheus has no target matching {template_text(up)} (job {{{{ $labels.job }}}}) for "
+              f"{m.target_absent_for}: "
               "service discovery or the scrape config lost the service, and every aiwatch alert is silent."),
     ]
 
@@ -405,11 +447,13 @@ def alerts(cfg: RulesConfig) -> list[Alert]:
             *meta_alerts(cfg)]
 
 
-def render(cfg: RulesConfig | None = None) -> dict[str, str]:
-    """File name -> YAML text of the recording and alerting rule files for ``cfg`` (default config if None)."""
+HEADER = ("# Generated by `aiwatch rules render` from a RulesConfig; do not edit by hand.\n"
+          "# Change the config instead (`aiwatch rules defaults` prints the default one). See docs/alerts.md.\n")
+
+
+def rule_files(cfg: RulesConfig | None = None) -> dict[str, dict[str, Any]]:
+    """File name -> the rule file's content as data (what :func:`render` writes as YAML)."""
     cfg = (cfg or RulesConfig()).validate()
-    header = ("# Generated by `aiwatch rules render` from a RulesConfig; do not edit by hand.\n"
-              "# Change the config instead (`aiwatch rules defaults` prints the default one). See docs/alerts.md.\n")
     recording = {"groups": [
         {"name": "aiwatch-slo.rules", "rules": slo_records(cfg)},
         {"name": "aiwatch-latency.rules", "rules": latency_records(cfg)},
@@ -426,4 +470,9 @@ def render(cfg: RulesConfig | None = None) -> dict[str, str]:
     ]
     alerting = {"groups": [{"name": name, "rules": [a.rule(cfg.runbook_base_url) for a in rules]}
                            for name, rules in groups]}
-    return {RECORDING_FILE: header + dump(recording), ALERTING_FILE: header + dump(alerting)}
+    return {RECORDING_FILE: recording, ALERTING_FILE: alerting}
+
+
+def render(cfg: RulesConfig | None = None) -> dict[str, str]:
+    """File name -> YAML text of the recording and alerting rule files for ``cfg`` (default config if None)."""
+    return {name: HEADER + dump(content) for name, content in rule_files(cfg).items()}

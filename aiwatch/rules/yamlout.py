@@ -1,93 +1,102 @@
-"""A small, deterministic YAML writer for the rule files and the default config (no pyyaml needed to render).
+"""YAML in and out for the rules, through PyYAML (the ``rules`` extra).
 
-It writes mappings (insertion order), lists, strings, numbers, booleans and ``None``. Strings that could be read back
-as something else are double-quoted with JSON escapes (a subset of YAML's); multi-line strings become ``|-`` blocks.
+Writing: block mappings in insertion order, sequences indented under their key, multi-line strings (the PromQL) as
+``|`` blocks when YAML can keep them exactly (else PyYAML quotes and escapes them), no line folding. Every string
+is PyYAML's to quote, so a label value or a regex with a quote, a NEL or a U+2028 reads back unchanged.
+Reading: ``safe_load`` with YAML 1.2's numbers, so ``1e-07`` is a number (YAML 1.1, PyYAML's default, reads it as
+a string). Both import PyYAML when called, so that ``import aiwatch.rules`` does not need it.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
+from functools import cache
 from typing import Any
 
-_PLAIN = re.compile(r"[A-Za-z_/][A-Za-z0-9_ ./:()=+-]*")
-_RESERVED = {"true", "false", "yes", "no", "on", "off", "null", "y", "n", "~"}
+from aiwatch._optional import require
+
+#: YAML 1.2 core schema floats that YAML 1.1 does not resolve as numbers (an exponent without a dot: ``1e-07``).
+_YAML12_FLOAT = re.compile(r"^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+$")
+_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_OTHER_BREAKS = re.compile("[\x85\u2028\u2029]")
 
 
-def scalar(value: Any) -> str:
-    """One scalar as YAML."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            return ".nan" if math.isnan(value) else (".inf" if value > 0 else "-.inf")
-        return format(value, ".12g") if value != int(value) or abs(value) >= 1e12 else f"{value:.1f}"
-    text = str(value)
-    if _PLAIN.fullmatch(text) and text.lower() not in _RESERVED and not text.endswith((" ", ":")) and ": " not in text:
-        return text
-    return json.dumps(text, ensure_ascii=False)
+class YAMLError(ValueError):
+    """The text is not YAML that :func:`load` reads; the message is PyYAML's."""
 
 
-def _block_safe(text: str) -> bool:
-    """A multi-line string that a ``|-`` block keeps exactly (else it is written double-quoted)."""
-    parts = text.split("\n")
-    return (len(parts) > 1 and not text.endswith("\n") and not parts[0][:1].isspace()
-            and all(p == p.rstrip() for p in parts) and "\r" not in text)
+def _yaml() -> Any:
+    return require("yaml", "rules")
+
+
+@cache
+def _loader() -> Any:
+    yaml = _yaml()
+
+    class Loader(yaml.SafeLoader):  # type: ignore[misc, name-defined]
+        pass
+
+    Loader.add_implicit_resolver("tag:yaml.org,2002:float", _YAML12_FLOAT, list("-+0123456789."))
+    return Loader
+
+
+@cache
+def _dumper() -> Any:
+    yaml = _yaml()
+
+    class Dumper(yaml.SafeDumper):  # type: ignore[misc, name-defined]
+        def increase_indent(self, flow: bool = False, indentless: bool = False) -> Any:
+            return super().increase_indent(flow, False)  # "- item" indented under its key
+
+    def text(dumper: Any, data: str) -> Any:
+        # NEL, U+2028 and U+2029 are line breaks to YAML: PyYAML writes them raw in a block or a single-quoted string,
+        # where a reader folds them into "\n" or " "; in a double-quoted string it escapes them (\N, \L, \P)
+        if _OTHER_BREAKS.search(data):
+            style: str | None = '"'
+        else:
+            style = "|" if "\n" in data else None
+        return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
+
+    Dumper.add_representer(str, text)
+    return Dumper
+
+
+def load(text: str) -> Any:
+    """One YAML document, safely (no Python tags), with YAML 1.2 numbers; :class:`YAMLError` when it is not."""
+    yaml = _yaml()
+    try:
+        return yaml.load(text, Loader=_loader())  # a SafeLoader subclass: no Python tags
+    except yaml.YAMLError as exc:
+        raise YAMLError(str(exc)) from None
 
 
 def dump(data: Any, comments: Mapping[str, str] | None = None) -> str:
-    """``data`` as a YAML document; ``comments`` maps dotted key paths to a comment line written above the key."""
+    """``data`` as a YAML document; ``comments`` maps dotted key paths to a comment written above the key (the
+    mappings on a commented path must have identifier keys)."""
+    if not comments:
+        return _dump(data)
     lines: list[str] = []
-    _emit(data, 0, lines, comments or {}, "")
+    _commented(data, "", 0, comments, lines)
     return "\n".join(lines) + "\n"
 
 
-def _emit(data: Any, indent: int, lines: list[str], comments: Mapping[str, str], path: str) -> None:
+def _dump(data: Any) -> str:
+    text: str = _yaml().dump(data, Dumper=_dumper(), sort_keys=False, allow_unicode=True, width=math.inf,
+                             default_flow_style=False)
+    return text
+
+
+def _commented(data: Mapping[str, Any], path: str, indent: int, comments: Mapping[str, str],
+               lines: list[str]) -> None:
     pad = " " * indent
-    if isinstance(data, Mapping):
-        for key, value in data.items():
-            keypath = f"{path}.{key}" if path else str(key)
-            if keypath in comments:
-                lines.extend(f"{pad}# {line}".rstrip() for line in comments[keypath].splitlines())
-            _emit_item(f"{pad}{scalar(key)}:", value, indent, lines, comments, keypath)
-    elif isinstance(data, Sequence) and not isinstance(data, str):
-        for value in data:
-            _emit_item(f"{pad}-", value, indent, lines, comments, path, in_list=True)
-    else:
-        lines.append(pad + scalar(data))
-
-
-def _emit_item(head: str, value: Any, indent: int, lines: list[str], comments: Mapping[str, str], path: str,
-               in_list: bool = False) -> None:
-    if isinstance(value, str) and _block_safe(value):
-        lines.append(f"{head} |-")
-        lines.extend((" " * (indent + 2) + line).rstrip() for line in value.split("\n"))
-    elif isinstance(value, Mapping) and value:
-        if in_list:
-            # "- key: value" with the rest of the mapping aligned under the first key
-            sub: list[str] = []
-            _emit(value, indent + 2, sub, comments, path)
-            first = sub[0][indent + 2:]
-            lines.append(f"{head} {first}")
-            lines.extend(sub[1:])
+    for key, value in data.items():
+        keypath = f"{path}.{key}" if path else str(key)
+        if keypath in comments:
+            lines.extend(f"{pad}# {line}".rstrip() for line in comments[keypath].splitlines())
+        if isinstance(value, Mapping) and value and _KEY.fullmatch(str(key)):
+            lines.append(f"{pad}{key}:")
+            _commented(value, keypath, indent + 2, comments, lines)
         else:
-            lines.append(head)
-            _emit(value, indent + 2, lines, comments, path)
-    elif isinstance(value, Sequence) and not isinstance(value, str) and value:
-        if all(not isinstance(v, (Mapping, Sequence)) or isinstance(v, str) for v in value):
-            lines.append(f"{head} [{', '.join(scalar(v) for v in value)}]")
-        else:
-            lines.append(head)
-            _emit(value, indent + 2, lines, comments, path)
-    elif isinstance(value, Mapping):
-        lines.append(f"{head} {{}}")
-    elif isinstance(value, Sequence) and not isinstance(value, str):
-        lines.append(f"{head} []")
-    else:
-        lines.append(f"{head} {scalar(value)}")
+            lines.extend(pad + line for line in _dump({key: value}).splitlines())

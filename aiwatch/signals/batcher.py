@@ -21,11 +21,30 @@ A batch is sent to the model when it is full (``max_batch_size``) or when its ol
 and in each caller's own request (its context, after its result arrives) the ``queue`` phase (the same wait) and the
 ``inference`` phase (its batch's model time), so the request's latency split shows both.
 
-Results and exceptions go to their own caller only: ``fn`` returns one result per item, in order. An exception
-raised by ``fn`` fails every caller of that batch (and no other batch). With ``return_exceptions=True`` an exception
-*instance* in the returned list is raised to that item's caller alone. A caller that is cancelled while waiting
-leaves the batch (or the model call it is in) undisturbed. :meth:`MicroBatcher.aclose` stops taking items, runs the
-batches already submitted, and waits for them.
+Results and exceptions go to their own caller only: ``fn`` returns one result per item, in order (a list, a tuple,
+a numpy array: anything with ``len`` and integer indexing). With ``return_exceptions=True`` an exception *instance*
+in the returned list is raised to that item's caller alone. A caller that is cancelled while waiting, or whose
+``submit(item, timeout=)`` runs out (``TimeoutError``), leaves the batch (or the model call it is in) undisturbed.
+
+When ``fn`` misbehaves, that batch's callers fail and no other batch is touched:
+
+* ``fn`` raises an ``Exception``: every caller of the batch gets that exception;
+* ``fn`` raises a ``BaseException`` that is not an ``Exception`` (``CancelledError`` from inside the model call,
+  ``SystemExit``, ``KeyboardInterrupt``, ...): every caller gets a :class:`BatchFunctionError` whose ``__cause__``
+  is the original; ``SystemExit`` and ``KeyboardInterrupt`` then go on to the event loop (they ask the process to
+  stop), the others are contained;
+* ``fn`` returns something that is not one result per item (a wrong length, a set or dict, a string, a sequence
+  whose indexing raises): every caller gets a :class:`BatchResultError` saying what came back.
+
+The worker keeps running after all of these; if it ever stops (the loop cancelled it, or ``SystemExit`` went
+through it), the items it had not run fail with :class:`BatcherClosedError` and the next ``submit`` starts a new one.
+
+Shutdown: :meth:`MicroBatcher.aclose` stops taking items (``submit`` then raises :class:`BatcherClosedError`), runs
+the batches already submitted and waits for them; with ``aclose(timeout=)`` it stops waiting after ``timeout``
+seconds, cancels the model call in progress (for an async ``fn``; a sync one runs on in its thread) and fails the
+callers still waiting with :class:`BatcherClosedError`. When the event loop shuts down without ``aclose`` (it
+cancels the worker), the callers still waiting fail with :class:`BatcherClosedError` too. No caller waits forever
+for a worker that is gone; a caller that must not wait for a slow model passes ``submit(item, timeout=)``.
 
 A batcher belongs to the event loop of its first ``submit``; call ``submit`` from coroutines on that loop (from a
 thread, use ``asyncio.run_coroutine_threadsafe``).
@@ -38,13 +57,15 @@ import inspect
 import math
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from concurrent.futures import Executor
 from types import TracebackType
 from typing import Any, Generic, TypeVar, cast
 
 from prometheus_client import CollectorRegistry
 
+from aiwatch.cardinality import guard_for
 from aiwatch.metrics import Metrics, get_metrics
 from aiwatch.safety import record_error
 from aiwatch.timing import record_phase
@@ -59,8 +80,13 @@ class BatchResultError(ValueError):
     """The batch function broke its contract (not one result per item); raised to every caller of the batch."""
 
 
+class BatchFunctionError(RuntimeError):
+    """The batch function raised a ``BaseException`` that is not an ``Exception``; raised to every caller of the
+    batch, with the original as ``__cause__``."""
+
+
 class BatcherClosedError(RuntimeError):
-    """``submit`` after ``aclose``, or the batcher's worker stopped before the item ran."""
+    """``submit`` after ``aclose``, or the batcher's worker stopped before the item's result was known."""
 
 
 class _Entry:
@@ -115,9 +141,11 @@ class MicroBatcher(Generic[T, R]):
         self.executor = executor
         self.metrics = metrics if metrics is not None else get_metrics(registry)
         m = self.metrics
-        self._depth = m.child(m.queue_depth, (self.queue,))
-        self._wait = m.child(m.queue_wait, (self.queue,))
-        self._batch_size = m.child(m.batch_size, (label,))
+        guard = guard_for(m)
+        queue_label = guard.fold("queue", self.queue)
+        self._depth = m.child(m.queue_depth, (queue_label,))
+        self._wait = m.child(m.queue_wait, (queue_label,))
+        self._batch_size = m.child(m.batch_size, (guard.fold("model", label),))
         self._async = _is_async(fn)
         self._pending: deque[_Entry] = deque()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -130,12 +158,18 @@ class MicroBatcher(Generic[T, R]):
         """Items submitted and not yet taken into a batch."""
         return len(self._pending)
 
-    async def submit(self, item: T) -> R:
-        """Add ``item`` to the next batch and return its result (or raise its exception)."""
+    async def submit(self, item: T, timeout: float | None = None) -> R:
+        """Add ``item`` to the next batch and return its result (or raise its exception).
+
+        ``timeout``: seconds to wait at most for the result (default: no limit); past it, ``TimeoutError`` is
+        raised and the item leaves its batch (or its result is dropped if the model call already started)."""
         if self._closing:
             raise BatcherClosedError("MicroBatcher is closed: submit() after aclose()")
+        if timeout is not None and not (timeout >= 0 and timeout != math.inf):
+            raise ValueError(f"timeout must be a finite number of seconds >= 0 or None, got {timeout!r}")
         loop = asyncio.get_running_loop()
-        if self._loop is not loop:
+        worker = self._worker
+        if self._loop is not loop or worker is None or worker.done():
             self._start(loop)
         future: asyncio.Future[R] = loop.create_future()
         entry = _Entry(item, future, _clock())
@@ -149,7 +183,12 @@ class MicroBatcher(Generic[T, R]):
             assert self._wakeup is not None
             self._wakeup.set()
         try:
-            return await future
+            if timeout is None:
+                return await future
+            try:
+                return await asyncio.wait_for(future, timeout)
+            except asyncio.TimeoutError:
+                raise TimeoutError(f"MicroBatcher: no result within {timeout} s") from None
         finally:
             if self.record_phases and entry.started is not None:
                 self._record_phases(entry)
@@ -171,17 +210,23 @@ class MicroBatcher(Generic[T, R]):
         self._wakeup = asyncio.Event()
         self._worker = loop.create_task(self._work(), name=f"aiwatch-batcher-{self.queue}")
 
-    async def aclose(self) -> None:
-        """Stop taking items, run every batch already submitted, and wait for the worker (idempotent)."""
+    async def aclose(self, timeout: float | None = None) -> None:
+        """Stop taking items, run every batch already submitted, and wait for the worker (idempotent). With
+        ``timeout``, stop waiting after that many seconds: the worker is cancelled and the callers still waiting
+        fail with :class:`BatcherClosedError`."""
         self._closing = True
         if self._wakeup is not None:
             self._wakeup.set()
         worker = self._worker
-        if worker is not None and not worker.done():
-            if self._loop is asyncio.get_running_loop():
-                await worker
-            else:
-                worker.cancel()
+        if worker is None or worker.done():
+            return
+        if self._loop is not asyncio.get_running_loop():
+            worker.cancel()
+            return
+        done, _ = await asyncio.wait({worker}, timeout=timeout)
+        if not done:
+            worker.cancel()
+            await asyncio.wait({worker})
 
     async def __aenter__(self) -> MicroBatcher[T, R]:
         return self
@@ -194,6 +239,7 @@ class MicroBatcher(Generic[T, R]):
     async def _work(self) -> None:
         assert self._loop is not None and self._wakeup is not None
         loop, wakeup, pending = self._loop, self._wakeup, self._pending
+        running: list[_Entry] = []
         try:
             while True:
                 if not pending:
@@ -217,13 +263,19 @@ class MicroBatcher(Generic[T, R]):
                     self._depth.dec(len(batch))
                 except Exception as exc:
                     record_error("batcher", exc, self.metrics)
-                await self._run_batch(loop, [e for e in batch if not e.future.done()])
+                running[:] = [e for e in batch if not e.future.done()]
+                await self._run_batch(loop, running)
+                running.clear()
         finally:
-            stopped = BatcherClosedError("the MicroBatcher's worker stopped before this item ran")
+            for entry in running:
+                if not entry.future.done():
+                    entry.future.set_exception(
+                        BatcherClosedError("the MicroBatcher's worker stopped while this item's batch ran"))
             while pending:
                 entry = pending.popleft()
                 if not entry.future.done():
-                    entry.future.set_exception(stopped)
+                    entry.future.set_exception(
+                        BatcherClosedError("the MicroBatcher's worker stopped before this item ran"))
 
     async def _run_batch(self, loop: asyncio.AbstractEventLoop, batch: list[_Entry]) -> None:
         if not batch:
@@ -242,27 +294,26 @@ class MicroBatcher(Generic[T, R]):
                 results: Any = await cast(Callable[[list[T]], Awaitable[Sequence[R]]], self.fn)(items)
             else:
                 results = await loop.run_in_executor(self.executor, self.fn, items)
-        except asyncio.CancelledError:
-            for entry in batch:
-                if not entry.future.done():
-                    entry.future.cancel()
-            raise
         except Exception as exc:  # the model's exception: every caller of this batch gets it
             self._resolve(batch, start, error=exc)
             return
-        try:
-            count = len(results)
-        except TypeError:
-            count = -1
-        if count != len(batch) or isinstance(results, (str, bytes)):
-            what = f"{count} results" if count >= 0 else f"a {type(results).__name__}"
-            self._resolve(batch, start, error=BatchResultError(
-                f"MicroBatcher's batch function returned {what} for a batch of {len(batch)} items; it must return "
-                "one result per item, in order"))
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError) and _worker_cancelled():
+                raise  # aclose(timeout=) or the loop's shutdown: _work fails the callers as it stops
+            error = BatchFunctionError(f"MicroBatcher's batch function raised {type(exc).__name__}: {exc}")
+            error.__cause__ = exc
+            self._resolve(batch, start, error=error)
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
             return
-        self._resolve(batch, start, results=results)
+        try:
+            values = _one_result_per_item(results, len(batch))
+        except BatchResultError as exc:
+            self._resolve(batch, start, error=exc)
+            return
+        self._resolve(batch, start, results=values)
 
-    def _resolve(self, batch: list[_Entry], start: float, results: Any = None,
+    def _resolve(self, batch: list[_Entry], start: float, results: list[Any] | None = None,
                  error: BaseException | None = None) -> None:
         seconds = _clock() - start
         for i, entry in enumerate(batch):
@@ -272,8 +323,39 @@ class MicroBatcher(Generic[T, R]):
             if error is not None:
                 entry.future.set_exception(error)
                 continue
+            assert results is not None
             result = results[i]
             if self.return_exceptions and isinstance(result, BaseException):
                 entry.future.set_exception(result)
             else:
                 entry.future.set_result(result)
+
+
+def _worker_cancelled() -> bool:
+    """Whether the running task (the worker) is being cancelled, rather than the batch function having raised a
+    ``CancelledError`` of its own. Python 3.10 cannot tell the two apart: there, both stop the worker."""
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)
+    return cancelling is None or cancelling() > 0
+
+
+def _one_result_per_item(results: Any, n: int) -> list[Any]:
+    """``results`` as a list of ``n`` results, or :class:`BatchResultError` saying why it is not one."""
+    problem = ""
+    if isinstance(results, (str, bytes, bytearray, Mapping, AbstractSet)):
+        problem = f"a {type(results).__name__}, which is not a sequence of results"
+    else:
+        try:
+            count = len(results)
+        except Exception:
+            problem = f"a {type(results).__name__}, which has no length"
+        else:
+            if count != n:
+                problem = f"{count} results"
+    if not problem:
+        try:
+            return [results[i] for i in range(n)]
+        except Exception as exc:
+            problem = f"a {type(results).__name__} whose indexing raised {exc!r}"
+    raise BatchResultError(f"MicroBatcher's batch function returned {problem} for a batch of {n} items; it must "
+                           "return one result per item, in order (a list, a tuple, an array)")

@@ -29,12 +29,13 @@ from __future__ import annotations
 import functools
 import inspect
 import time
-from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from collections.abc import Awaitable, Callable, ItemsView, Iterator, KeysView, MutableMapping, ValuesView
 from types import TracebackType
 from typing import Any, TypeVar, cast, overload
 
 from prometheus_client import CollectorRegistry
 
+from aiwatch.cardinality import guard_for
 from aiwatch.metrics import Metrics, get_metrics
 from aiwatch.safety import record_error
 from aiwatch.timing import phase as _phase
@@ -72,8 +73,9 @@ class FeatureCache:
         self.model = model
         self.metrics = metrics if metrics is not None else get_metrics(registry)
         m = self.metrics
-        self._counts = {r: m.child(m.feature_cache_requests, (cache, r)) for r in (HIT, MISS, ERROR)}
-        self._durations = {r: m.child(m.feature_cache_lookup_duration, (cache, r)) for r in (HIT, MISS, ERROR)}
+        label = guard_for(m).fold("cache", cache)
+        self._counts = {r: m.child(m.feature_cache_requests, (label, r)) for r in (HIT, MISS, ERROR)}
+        self._durations = {r: m.child(m.feature_cache_lookup_duration, (label, r)) for r in (HIT, MISS, ERROR)}
 
     def record(self, seconds: float, hits: int = 0, misses: int = 0, errors: int = 0) -> None:
         """Record one lookup call that took ``seconds`` and found ``hits`` keys, missed ``misses`` and failed
@@ -279,6 +281,22 @@ class InstrumentedRedis:
             raise AttributeError(name)
         return getattr(self.client, name)
 
+    # ``with`` and ``async with`` look these up on the type, not through __getattr__: the client's own run, and the
+    # block gets this wrapper, so lookups inside it are recorded too
+    def __enter__(self) -> InstrumentedRedis:
+        self.client.__enter__()
+        return self
+
+    def __exit__(self, *exc_info: Any) -> Any:
+        return self.client.__exit__(*exc_info)
+
+    async def __aenter__(self) -> InstrumentedRedis:
+        await self.client.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> Any:
+        return await self.client.__aexit__(*exc_info)
+
     def __repr__(self) -> str:
         return f"InstrumentedRedis({self.client!r}, cache={self.feature_cache.cache!r})"
 
@@ -287,8 +305,9 @@ class InstrumentedMapping(MutableMapping[Any, Any]):
     """A dict, an LRU cache or any mapping whose lookups (``m[key]``, ``m.get(key)``) are recorded.
 
     ``m[key]`` raising ``KeyError`` is a miss (the ``KeyError`` propagates as usual); ``m.get(key)`` of an absent
-    key is a miss. Any other exception is an error. Writes, ``in``, ``len`` and iteration are passed through
-    unrecorded; other attributes (``cache_info``, ``maxsize``...) are the mapping's own."""
+    key is a miss. Any other exception is an error. Everything else is the mapping's own and unrecorded: writes,
+    ``in``, ``len``, iteration, ``keys()`` / ``values()`` / ``items()``, ``==``, ``pop`` / ``popitem`` /
+    ``setdefault`` / ``update`` / ``clear``, and other attributes (``cache_info``, ``maxsize``...)."""
 
     def __init__(self, mapping: Any, cache: FeatureCache) -> None:
         if not hasattr(mapping, "__getitem__"):
@@ -343,6 +362,40 @@ class InstrumentedMapping(MutableMapping[Any, Any]):
 
     def __len__(self) -> int:
         return len(self.mapping)
+
+    # MutableMapping's mixins would read every value through __getitem__ and count each as a lookup: these go to
+    # the mapping itself
+    def keys(self) -> Any:
+        return self.mapping.keys() if hasattr(self.mapping, "keys") else KeysView(self.mapping)
+
+    def values(self) -> Any:
+        return self.mapping.values() if hasattr(self.mapping, "values") else ValuesView(self.mapping)
+
+    def items(self) -> Any:
+        return self.mapping.items() if hasattr(self.mapping, "items") else ItemsView(self.mapping)
+
+    def __eq__(self, other: object) -> bool:
+        return bool(self.mapping == (other.mapping if isinstance(other, InstrumentedMapping) else other))
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def pop(self, key: Any, *default: Any) -> Any:
+        return self.mapping.pop(key, *default)
+
+    def popitem(self) -> tuple[Any, Any]:
+        return self.mapping.popitem()  # type: ignore[no-any-return]
+
+    def setdefault(self, key: Any, default: Any = None) -> Any:
+        return self.mapping.setdefault(key, default)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        self.mapping.update(*args, **kwargs)
+
+    def clear(self) -> None:
+        self.mapping.clear()
 
     def __getattr__(self, name: str) -> Any:
         if name in ("mapping", "feature_cache"):

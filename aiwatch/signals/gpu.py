@@ -9,6 +9,14 @@ daemon thread at a fixed interval into an immutable :class:`GpuSnapshot`. :class
 ``aiwatch_gpu_*`` metric families of the contract from the latest snapshot at scrape time: a scrape never calls
 NVML, takes no lock and so never waits for a slow or hung NVML call.
 
+A hung NVML call never hides the GPU series: from the moment the poller exists, ``aiwatch_gpu_nvml_up`` and
+``aiwatch_gpu_last_poll_timestamp_seconds`` are exported (before the first poll finishes: ``nvml_up 0`` and the time
+the poller was created). When a poll has been stuck in NVML for ``hung_after`` seconds (default twice the interval,
+at least 10 s), the poller reports NVML down (``nvml_up 0``, no per-GPU series) with the time of the last poll that
+finished, so AiwatchGpuMetricsAbsent fires instead of stale readings looking healthy. ``stop()`` / ``close()`` never
+wait more than their ``timeout`` (default 0.5 s) for a hung call: the daemon thread shuts NVML down itself when the
+call returns.
+
 What it does when things go wrong (it never raises into the app):
 
 * no driver, no library, no GPU, or NVML failing as a whole: ``aiwatch_gpu_nvml_up 0`` and no per-GPU series;
@@ -54,6 +62,12 @@ logger = logging.getLogger("aiwatch.signals.gpu")
 
 DEFAULT_INTERVAL = float(GPU_POLL_INTERVAL.default)
 """Seconds between two NVML polls (``$AIWATCH_GPU_POLL_INTERVAL`` overrides it)."""
+
+MIN_HUNG_AFTER = 10.0
+"""A poll stuck in NVML this long (or twice the interval, if longer) makes the poller report NVML down."""
+
+STOP_TIMEOUT = 0.5
+"""Seconds :meth:`GpuPoller.stop` waits at most for a poll in progress (a hung NVML call is left to its thread)."""
 
 MAX_EVENTS_PER_POLL = 1000
 """Events drained from the NVML event set per poll at most (an XID storm cannot hold the poller forever)."""
@@ -170,14 +184,24 @@ class GpuPoller:
     - ``interval``: seconds between polls (argument > ``$AIWATCH_GPU_POLL_INTERVAL`` > 5 s).
     - ``nvml``: the NVML bindings module (default: ``import pynvml``, from the ``gpu`` extra).
     - ``metrics`` / ``registry``: where ``aiwatch_instrumentation_errors_total`` counts unexpected failures.
+    - ``hung_after``: seconds after which a poll still inside an NVML call counts as hung (default: twice the
+      interval, at least :data:`MIN_HUNG_AFTER`); :meth:`status` then reports NVML down.
 
     :meth:`poll_once` polls synchronously (the CLI and tests use it); :meth:`start` / :meth:`stop` run the thread.
-    No method raises because of NVML.
+    No method raises because of NVML, and none but :meth:`poll_once` waits for it.
     """
 
     def __init__(self, interval: float | None = None, *, nvml: ModuleType | None = None,
-                 metrics: Metrics | None = None, registry: CollectorRegistry | None = None) -> None:
+                 metrics: Metrics | None = None, registry: CollectorRegistry | None = None,
+                 hung_after: float | None = None) -> None:
         self.interval = _interval(interval)
+        if hung_after is None:
+            hung_after = max(2 * self.interval, MIN_HUNG_AFTER)
+        elif not (hung_after > 0 and hung_after != float("inf")):
+            raise ValueError(f"hung_after must be a positive number of seconds, got {hung_after!r}")
+        self.hung_after = float(hung_after)
+        self.created = time.time()
+        self._poll_began: float | None = None  # monotonic start of the poll in progress
         self.nvml: Any = nvml if nvml is not None else require("pynvml", "gpu")
         self.metrics = metrics if metrics is not None else get_metrics(registry)
         self._error_class: type[BaseException] = getattr(self.nvml, "NVMLError", Exception)
@@ -200,9 +224,25 @@ class GpuPoller:
         """The latest poll's result (``None`` before the first poll). Reading it never blocks."""
         return self._snapshot
 
+    def status(self) -> GpuSnapshot:
+        """What to export now, never ``None`` and never blocking: the latest snapshot; before the first poll has
+        finished, NVML down with the poller's creation time; while a poll has been stuck in NVML for
+        ``hung_after`` seconds, NVML down (no devices) with the time of the last poll that finished."""
+        snap = self._snapshot
+        began = self._poll_began
+        if began is not None:
+            stuck = time.monotonic() - began
+            if stuck >= self.hung_after:
+                last = snap.timestamp if snap is not None else self.created
+                return GpuSnapshot(False, f"an NVML call has not returned for {stuck:.0f} s", timestamp=last)
+        if snap is None:
+            return GpuSnapshot(False, "the first NVML poll has not finished", timestamp=self.created)
+        return snap
+
     def poll_once(self) -> GpuSnapshot:
-        """Poll NVML now and return (and keep) the new snapshot. Never raises."""
+        """Poll NVML now and return (and keep) the new snapshot. Never raises (but waits for NVML)."""
         with self._poll_lock:
+            self._poll_began = time.monotonic()
             self._failing = set()
             try:
                 snap = self._poll()
@@ -213,6 +253,7 @@ class GpuPoller:
                 logger.info("aiwatch: GPU condition cleared: %s", " ".join(key))
             self._reported = set(self._failing)
             self._snapshot = snap
+            self._poll_began = None
             return snap
 
     def start(self) -> GpuPoller:
@@ -220,26 +261,29 @@ class GpuPoller:
         with self._thread_lock:
             if self._thread is not None and self._thread.is_alive():
                 return self
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._run, name="aiwatch-gpu-poller", daemon=True)
+            self._stop = threading.Event()  # its own: a thread left in a hung call by stop() never polls again
+            self._thread = threading.Thread(target=self._run, args=(self._stop,), name="aiwatch-gpu-poller",
+                                            daemon=True)
             self._thread.start()
         return self
 
-    def stop(self, timeout: float | None = 10.0) -> None:
-        """Stop the thread and shut NVML down (idempotent; never raises)."""
+    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        """Stop the thread and shut NVML down (idempotent; never raises). Waits ``timeout`` seconds at most: a poll
+        stuck in a hung NVML call is left to its daemon thread, which shuts NVML down when the call returns."""
+        deadline = time.monotonic() + max(timeout, 0.0)
         with self._thread_lock:
             thread, self._thread = self._thread, None
             self._stop.set()
         if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout)
-        # a poll stuck in a hung NVML call keeps the lock: then leave NVML to the process exit rather than hang here
-        if self._poll_lock.acquire(timeout=-1 if timeout is None else timeout):
+            thread.join(max(deadline - time.monotonic(), 0.0))
+        if self._poll_lock.acquire(timeout=max(deadline - time.monotonic(), 0.0)):
             try:
                 self._shutdown()
             finally:
                 self._poll_lock.release()
         else:
-            logger.warning("aiwatch: the GPU poller is stuck in an NVML call; NVML was not shut down")
+            logger.warning("aiwatch: the GPU poller is stuck in an NVML call; it shuts NVML down when the call "
+                           "returns")
 
     @property
     def running(self) -> bool:
@@ -247,10 +291,13 @@ class GpuPoller:
         return thread is not None and thread.is_alive()
 
     # --- the poll -----------------------------------------------------------------------------------------
-    def _run(self) -> None:
-        while not self._stop.is_set():
+    def _run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
             self.poll_once()
-            self._stop.wait(self.interval)
+            stop.wait(self.interval)
+        with self._poll_lock:  # stop() may have given up on a hung call: NVML is shut down here once it returned
+            if self._thread is None:
+                self._shutdown()
 
     def _poll(self) -> GpuSnapshot:
         if not self._initialised:
@@ -571,7 +618,8 @@ class GpuCollector(Collector):
 
     ``GpuCollector()`` creates a :class:`GpuPoller` (``interval``, ``nvml``), starts its thread (``start=True``)
     and registers on ``registry`` (default prometheus_client's global one; ``None`` registers nowhere). Pass an
-    existing ``poller`` to share one. Before the first poll it exports nothing.
+    existing ``poller`` to share one. It exports :meth:`GpuPoller.status`: from the start, ``aiwatch_gpu_nvml_up``
+    and the last-poll timestamp are there, even while the first NVML call hangs.
     """
 
     def __init__(self, poller: GpuPoller | None = None, *, interval: float | None = None,
@@ -598,9 +646,7 @@ class GpuCollector(Collector):
             yield _family(name)
 
     def collect(self) -> Iterator[Metric]:
-        snap = self.poller.snapshot
-        if snap is None:
-            return iter(())
+        snap = self.poller.status()
         cached = self._cached
         if cached is not None and cached[0] is snap:
             return iter(cached[1])  # snapshots are immutable: build a snapshot's families once
@@ -612,9 +658,9 @@ class GpuCollector(Collector):
         self._cached = (snap, families)
         return iter(families)
 
-    def close(self) -> None:
-        """Stop the poller and unregister from the registry (idempotent)."""
-        self.poller.stop()
+    def close(self, timeout: float = STOP_TIMEOUT) -> None:
+        """Stop the poller (waiting ``timeout`` seconds at most) and unregister from the registry (idempotent)."""
+        self.poller.stop(timeout)
         registry, self._registry = self._registry, None
         if registry is not None:
             with contextlib.suppress(KeyError):
@@ -642,12 +688,15 @@ class GpuMetricsServer:
     def port(self) -> int:
         return int(self.server.server_port)
 
-    def close(self) -> None:
-        """Stop serving and polling (idempotent)."""
-        self.collector.close()
-        self.server.shutdown()
+    def close(self, timeout: float = STOP_TIMEOUT) -> None:
+        """Stop serving and polling (idempotent), in about ``timeout`` seconds at most even when NVML hangs."""
+        # the HTTP server notices a shutdown within its 0.5 s poll: stop it while the poller stops
+        shutdown = threading.Thread(target=self.server.shutdown, name="aiwatch-gpu-http-shutdown", daemon=True)
+        shutdown.start()
+        self.collector.close(timeout)
+        shutdown.join()
         self.server.server_close()
-        self.thread.join(5)
+        self.thread.join(timeout)
 
 
 def serve_gpu_metrics(port: int, addr: str = "127.0.0.1", *, interval: float | None = None,

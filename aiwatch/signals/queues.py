@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry
 
+from aiwatch.cardinality import guard_for
 from aiwatch.metrics import Metrics, get_metrics
 from aiwatch.safety import record_error
 
@@ -63,8 +64,9 @@ class _QueueInstrumentation:
                  orig_get: Callable[[], Any]) -> None:
         self.name = name
         self.metrics = metrics
-        self.depth = metrics.child(metrics.queue_depth, (name,))
-        self.wait = metrics.child(metrics.queue_wait, (name,))
+        label = guard_for(metrics).fold("queue", name)  # queue names may come from data (one per tenant...)
+        self.depth = metrics.child(metrics.queue_depth, (label,))
+        self.wait = metrics.child(metrics.queue_wait, (label,))
         self.orig_put = orig_put
         self.orig_get = orig_get
 
@@ -125,7 +127,10 @@ def instrument_queue(q: Q, name: str, *, metrics: Metrics | None = None,
     target: Any = q
     with _lock_of(q):
         inst = _QueueInstrumentation(name, metrics, target._put, target._get)
-        inst.depth.inc(len(_container(q)))
+        try:
+            inst.depth.inc(len(_container(q)))
+        except Exception as exc:
+            record_error("queue", exc, metrics)
         target._put = inst.put
         target._get = inst.get
         setattr(target, _MARK, inst)

@@ -6,7 +6,8 @@ It runs ``aiwatch drift REFERENCE TONIGHT`` and follows its exit code:
 
 - 0 (no drift): score the batch and publish the scores;
 - 1 (drift): hold the scores back and exit 1 so the scheduler marks the run and someone looks at the drift report;
-- 2 (error: unreadable file, schema mismatch, ...): exit 2 without publishing.
+- 2 (nothing tested or error: no rows, none of the reference columns, unreadable file, ...): exit 2 without
+  publishing.
 """
 
 from __future__ import annotations

@@ -19,9 +19,9 @@ import pytest
 
 from aiwatch.rules import BurnAlert, BurnWindow, RulesConfig, render, runbook_url
 from tests.alerts.support import Load, WebhookReceiver, control, demo_app
-from tests.servers import REPO, alertmanager, prometheus, wait_until
+from tests.servers import REPO, alertmanager, prometheus, require_module, wait_until
 
-yaml = pytest.importorskip("yaml")
+yaml = require_module("yaml")
 pytestmark = pytest.mark.slow
 
 FEATURES_DELAY = 0.2

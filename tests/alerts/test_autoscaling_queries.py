@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from tests.alerts.support import control, demo_app
-from tests.servers import REPO, prometheus
+from tests.servers import REPO, prometheus, require_module
 
-yaml = pytest.importorskip("yaml")
+yaml = require_module("yaml")
 
 EXAMPLES = REPO / "examples" / "autoscaling"
 

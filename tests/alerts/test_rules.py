@@ -24,9 +24,9 @@ from aiwatch.rules import (
     render,
 )
 from aiwatch.rules.render import duration_seconds
-from tests.servers import REPO, require_binary
+from tests.servers import REPO, require_binary, require_module
 
-yaml = pytest.importorskip("yaml")
+yaml = require_module("yaml")
 
 ALERTS_DIR = REPO / "alerts"
 PROMTOOL_TESTS = sorted((Path(__file__).parent / "promtool").glob("*_test.yml"))
@@ -125,7 +125,7 @@ def test_committed_rule_files_are_the_default_rendering() -> None:
 def test_every_alert_is_complete() -> None:
     rules = alert_rules()
     names = {r["alert"] for r in rules}
-    assert len(names) == 17
+    assert len(names) == 18
     for rule in rules:
         assert duration_seconds(rule["for"]) > 0, rule["alert"]
         assert rule["labels"]["severity"] in SEVERITIES
@@ -183,13 +183,13 @@ def test_config_changes_the_rendered_rules() -> None:
 
 @pytest.mark.parametrize(("data", "message"), [
     ({"slo": {"availabilty_objective": 0.99}}, "slo: unknown key(s) ['availabilty_objective']"),
-    ({"slo": {"availability_objective": 1.5}}, "slo.availability_objective: must be between 0 and 1"),
+    ({"slo": {"availability_objective": 1.5}}, "slo.availability_objective: must be a finite number in (0, 1)"),
     ({"slo": {"latency_threshold_seconds": 0.35}}, "slo.latency_threshold_seconds: 0.35 is not a bucket bound"),
     ({"latency": {"window": "5 minutes"}}, "latency.window: '5 minutes' is not a Prometheus duration"),
     ({"queue": {"for": "soon"}}, "queue.for: 'soon' is not a Prometheus duration"),
     ({"selectors": {"requests": "service=recommender"}}, "selectors.requests: 'service=recommender' is not"),
     ({"gpu": {"utilization_saturated": "high"}}, "gpu.utilization_saturated: expected a number"),
-    ({"slo": {"page": {"windows": [], "for": "2m"}}}, "slo.page.windows: at least one window pair"),
+    ({"slo": {"page": {"windows": [], "for": "2m"}}}, "slo.page.windows: between 1 and 10 window pairs are needed"),
     ({"drift": {"psi_window": "6h"}}, "drift.psi_window: '6h' is not one of drift.windows"),
     ([1, 2], "config: expected a mapping"),
 ])
@@ -218,7 +218,7 @@ def test_defaults_round_trip_and_cli(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert main(["rules", "render", "--check", "--out", str(out)]) == 1
     config.write_text("slo:\n  latency_objective: 95\n")
     assert main(["rules", "render", "--config", str(config), "--out", str(out)]) == 2
-    assert "slo.latency_objective: must be between 0 and 1" in capsys.readouterr().err
+    assert "slo.latency_objective: must be a finite number in (0, 1), got 95.0" in capsys.readouterr().err
 
 
 def test_yaml_config_without_pyyaml_names_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -242,9 +242,13 @@ def test_cli_with_a_yaml_config_without_pyyaml_says_which_extra(tmp_path: Path, 
     assert not (tmp_path / "out").exists()
 
 
-def test_rendering_needs_no_pyyaml(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_rendering_without_pyyaml_names_the_extra(monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setitem(sys.modules, "yaml", None)
-    assert render(RulesConfig()) == {p.name: p.read_text() for p in ALERTS_DIR.glob("*.rules.yml")}
+    with pytest.raises(ImportError, match=r'pip install "aiwatch\[rules\]"'):
+        render(RulesConfig())
+    assert main(["rules", "render", "--out", "unused"]) == 2
+    assert 'pip install "aiwatch[rules]"' in capsys.readouterr().err
 
 
 # --- promtool -----------------------------------------------------------------------------------------------------
@@ -322,6 +326,20 @@ def test_runbook_pages_have_the_sections() -> None:
     assert with_degrade >= 6
 
 
+def test_latency_runbooks_start_their_diagnosis_with_aiwatch_diagnose() -> None:
+    latency = ("AiwatchLatencyBudgetBurnFast", "AiwatchLatencyBudgetBurnSlow", "AiwatchModelLatencyHigh",
+               "AiwatchNonModelLatencyHigh", "AiwatchNetworkLatencyHigh", "AiwatchQueueBacklog",
+               "AiwatchGpuSaturated", "AiwatchFeatureCacheHitRatioLow")
+    for name in latency:
+        text = (RUNBOOKS / f"{name}.md").read_text()
+        diagnosis = text[text.index("## Diagnosis"):text.index("## Mitigation")]
+        command = re.search(r"```bash\n(aiwatch diagnose [^\n]*)\n```", diagnosis)
+        assert command, f"{name}: its Diagnosis gives no aiwatch diagnose command"
+        args = command.group(1).split()
+        assert args[2:4] == ["--prometheus", "http://<prometheus>:9090"] and "--service" in args, name
+        assert diagnosis.index("aiwatch diagnose") < diagnosis.index("```promql"), f"{name}: diagnose comes first"
+
+
 @pytest.mark.slow
 def test_alertmanager_example_passes_amtool() -> None:
     amtool = require_binary("amtool")
@@ -346,3 +364,12 @@ def test_yaml_writer_round_trips_strings(value: str) -> None:
 
     data = {"key": value, "list": [value, {"nested": value}], "n": 14.4, "i": 3, "b": True, "f": float("inf")}
     assert yaml.safe_load(dump(data)) == data
+
+
+@pytest.mark.parametrize("value", ["\x85", "a\u2028b", "a\u2029", "line\nthen\x85", "ü\u2028"])
+def test_yaml_writer_keeps_unicode_line_breaks(value: str) -> None:
+    """PyYAML writes NEL / U+2028 / U+2029 raw in single-quoted and block scalars, where readers fold them."""
+    from aiwatch.rules.yamlout import dump, load
+
+    data = {"key": value, "list": [value]}
+    assert yaml.safe_load(dump(data)) == data and load(dump(data)) == data

@@ -16,9 +16,9 @@ import pytest
 
 from aiwatch.promql import eq
 from aiwatch.rules import ALERTING_FILE, RECORDING_FILE, RulesConfig, Selectors, render
-from tests.servers import require_binary
+from tests.servers import require_binary, require_module
 
-yaml = pytest.importorskip("yaml")
+yaml = require_module("yaml")
 
 pytestmark = pytest.mark.slow
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 
 from aiwatch.console import PrometheusSource, ScrapeSource
 from aiwatch.console.source import DataSource
+from aiwatch.console.text import WORD_JOINER
 from tests.console.workload import serve
 from tests.servers import Prometheus, free_port, prometheus, wait_until
 
@@ -96,8 +98,15 @@ def run_view(source: DataSource | None, view: str, timeout: float = 60) -> Any:
     return at
 
 
+def plain(markdown: str) -> str:
+    """What a Markdown string written with :func:`aiwatch.console.text.md` reads as: the backslash escapes and the
+    invisible word joiners taken out."""
+    return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", markdown).replace(WORD_JOINER, "")
+
+
 def texts(elements: Any) -> list[str]:
-    return [str(e.value) for e in elements]
+    """The text of each element as the person reads it (see :func:`plain`)."""
+    return [plain(str(e.value)) for e in elements]
 
 
 def expected_warnings(source: DataSource) -> list[str]:

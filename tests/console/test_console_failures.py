@@ -38,8 +38,8 @@ def test_unreachable_prometheus_says_so_in_every_view(view: str) -> None:
     url = f"http://127.0.0.1:{free_port()}"
     at = run_view(PrometheusSource(url, timeout=2), view)
     assert len(at.error) == 1
-    assert at.error[0].value.startswith(f"Prometheus at {url} is unreachable")
-    assert "keeps retrying" in at.error[0].value
+    assert texts(at.error)[0].startswith(f"Prometheus at {url} is unreachable")
+    assert "keeps retrying" in texts(at.error)[0]
     assert not at.get("vega_lite_chart") and not at.dataframe
     # navigation still works
     assert at.radio(key="view").options == list(VIEWS)

@@ -10,7 +10,7 @@ import pytest
 from aiwatch.console import PrometheusSource, ScrapeSource
 from aiwatch.console.scrape import sum_by
 from aiwatch.console.source import DataSource
-from tests.console.conftest import Stack, expected_warnings, run_view, texts
+from tests.console.conftest import Stack, expected_warnings, plain, run_view, texts
 from tests.console.workload import GATEWAY, SERVICE
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("console_env")]
@@ -24,7 +24,7 @@ def source(request: pytest.FixtureRequest, prom_source: PrometheusSource, scrape
 
 
 def metrics(at: Any) -> dict[str, str]:
-    return {m.label: m.value for m in at.metric}
+    return {plain(m.label): m.value for m in at.metric}
 
 
 def card(shown: dict[str, str], label: str) -> float:
@@ -197,9 +197,9 @@ def test_alerts_view(source: DataSource) -> None:
         return
     assert texts(at.error) == ["1 firing, 1 pending."]
     lines = " ".join(texts(at.markdown))
-    assert "**FIRING** `critical` **ConsoleTestQueueBacklog**: Requests are waiting in the predict queue" in lines
+    assert "**FIRING** [critical] **ConsoleTestQueueBacklog**: Requests are waiting in the predict queue" in lines
     assert "[runbook](https://runbooks.example.test/queue-backlog)" in lines
-    assert "**PENDING** `warning` **ConsoleTestStaysPending**" in lines
+    assert "**PENDING** [warning] **ConsoleTestStaysPending**" in lines
     table = at.dataframe[0].value
     assert list(table["state"]) == ["firing", "pending"]
     assert list(table["runbook"]) == ["https://runbooks.example.test/queue-backlog",
@@ -235,5 +235,5 @@ def test_prometheus_reports_its_down_target_and_the_panels_still_draw(stack: Sta
     assert [t.url for t in down] == [f"http://{stack.dead_target}/metrics"] and down[0].error
     at = run_view(prom_source, "Resources")
     assert len(at.warning) == 1
-    assert at.warning[0].value.startswith(f"Endpoint down: http://{stack.dead_target}/metrics (")
+    assert texts(at.warning)[0].startswith(f"Endpoint down: http://{stack.dead_target}/metrics (")
     assert len(at.dataframe[0].value) == 2

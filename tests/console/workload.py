@@ -3,8 +3,9 @@ traffic is recorded through aiwatch's real :class:`~aiwatch.timing.RequestRecord
 instead of sleeps), plus queue, batch, cache and drift metrics written through :class:`~aiwatch.metrics.Metrics`,
 served on a real HTTP ``/metrics`` endpoint.
 
-GPUs: NVML cannot run here, so :class:`FakeGpuCollector` yields the contract's ``aiwatch_gpu_*`` families from fixed
-numbers; that is test data only, at the NVML boundary.
+GPUs: NVML cannot run here, so aiwatch's own :class:`~aiwatch.GpuCollector` polls the pynvml stand-in of
+tests/signals/fake_pynvml.py once per :meth:`Workload.step`: only the NVML boundary is fake, the ``aiwatch_gpu_*``
+families are the collector's.
 """
 
 from __future__ import annotations
@@ -16,48 +17,18 @@ from contextlib import contextmanager
 from typing import Any
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from aiwatch.exposition import start_http_server
-from aiwatch.metrics import GPU_LABELS, SPECS, Metrics
+from aiwatch.metrics import Metrics
+from aiwatch.signals.gpu import GpuCollector
 from aiwatch.timing import RequestRecorder
+from tests.signals.fake_pynvml import FakeNVML
 
 SERVICE = "recommender"
 GATEWAY = "gateway"
 """The calling tier: its phases are features / inference_call (the hop to the recommender) / overhead, so its
 ``inference_call`` holds the recommender's whole request time plus the network."""
 MODEL = "ranker"
-
-
-class FakeGpuCollector:
-    """Yields the ``aiwatch_gpu_*`` families of the contract for ``count`` fake GPUs."""
-
-    def __init__(self, count: int) -> None:
-        self.count = count
-        self.tick = 0
-
-    def collect(self) -> Iterator[Metric]:
-        self.tick += 1
-        values = {
-            "aiwatch_gpu_up": lambda i: 1.0,
-            "aiwatch_gpu_utilization_ratio": lambda i: min(1.0, 0.35 + 0.07 * i + 0.02 * (self.tick % 5)),
-            "aiwatch_gpu_memory_used_bytes": lambda i: (20 + 5 * i) * 2**30,
-            "aiwatch_gpu_memory_total_bytes": lambda i: 80 * 2**30,
-            "aiwatch_gpu_power_watts": lambda i: 250.0 + 20 * i,
-            "aiwatch_gpu_temperature_celsius": lambda i: 55.0 + i,
-        }
-        for name, fn in values.items():
-            family = GaugeMetricFamily(name, SPECS[name].help, labels=list(GPU_LABELS))
-            for i in range(self.count):
-                family.add_metric([str(i), f"GPU-{i:08d}", "NVIDIA H100 80GB HBM3", "", ""], fn(i))
-            yield family
-        nvml = GaugeMetricFamily("aiwatch_gpu_nvml_up", SPECS["aiwatch_gpu_nvml_up"].help, value=1.0)
-        yield nvml
-        energy = CounterMetricFamily("aiwatch_gpu_energy_joules", SPECS["aiwatch_gpu_energy_joules_total"].help,
-                                     labels=list(GPU_LABELS))
-        for i in range(self.count):
-            energy.add_metric([str(i), f"GPU-{i:08d}", "NVIDIA H100 80GB HBM3", "", ""], 1000.0 * self.tick)
-        yield energy
 
 
 def feature_names(count: int) -> list[str]:
@@ -79,8 +50,14 @@ class Workload:
         self.gateway = RequestRecorder(metrics, GATEWAY)
         self.steps = 0
         self._lock = threading.Lock()
-        if gpus:
-            metrics.registry.register(FakeGpuCollector(gpus))  # type: ignore[arg-type]
+        self.nvml = FakeNVML.with_gpus(gpus)
+        for i, gpu in enumerate(self.nvml.gpus):
+            gpu.memory_used = (20 + 5 * i) * 2**30
+            gpu.power_mw = (250 + 20 * i) * 1000
+            gpu.temperature = 55 + i
+        # polled by hand in step(): no thread, so a scrape right after a step sees that step's readings
+        self.gpu = GpuCollector(nvml=self.nvml, registry=metrics.registry, metrics=metrics, start=False) \
+            if gpus else None
         for feature in self.features:
             for b in range(self.BINS):
                 metrics.feature_reference_ratio.labels(MODEL, feature, str(b)).set(1.0 / self.BINS)
@@ -126,6 +103,11 @@ class Workload:
                 m.drift_score.labels(MODEL, feature, "ks").set(score / 2)
                 m.drift_pvalue.labels(MODEL, feature, "ks").set(0.001 if idx == 0 else 0.4)
                 m.drift_detected.labels(MODEL, feature, "ks").set(1.0 if idx == 0 else 0.0)
+            for i, gpu in enumerate(self.nvml.gpus):
+                gpu.util_gpu = min(100, 35 + 7 * i + 2 * (self.steps % 5))
+                gpu.energy_mj += 1_000_000
+            if self.gpu is not None:
+                self.gpu.poller.poll_once()
             self.steps += 1
 
 

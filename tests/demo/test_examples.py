@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 import urllib.request
@@ -14,7 +13,7 @@ import yaml
 
 from aiwatch.demo import scrape
 from aiwatch.scrape import parse_metrics
-from tests.servers import REPO, free_port, http_get, python_app, python_env
+from tests.servers import REPO, free_port, http_get, python_app, python_env, require_binary, require_module
 
 EXAMPLES = REPO / "examples"
 
@@ -45,21 +44,9 @@ def test_fastapi_example_serves_the_latency_split() -> None:
         _check_service(port, "recommender")
 
 
-def _flask_supported() -> bool:
-    flask = pytest.importorskip("flask")
-    import aiwatch
-
-    try:
-        aiwatch.instrument(flask.Flask("probe"))
-    except TypeError:
-        return False
-    return True
-
-
 @pytest.mark.slow
 def test_flask_example_serves_the_latency_split() -> None:
-    if not _flask_supported():
-        pytest.skip("aiwatch.instrument() does not support Flask (WSGI) yet: it lands with the WSGI middleware")
+    require_module("flask")
     port = free_port()
     with python_app([str(EXAMPLES / "flask_service" / "app.py"), "--port", str(port)],
                     f"http://127.0.0.1:{port}/healthz"):
@@ -106,9 +93,7 @@ def test_prometheus_example_config_loads_the_alert_rules() -> None:
     config = yaml.safe_load((EXAMPLES / "prometheus" / "prometheus.yml").read_text())
     assert config["rule_files"] == ["../../alerts/*.rules.yml"]
     assert config["scrape_configs"][0]["metrics_path"] == "/metrics"
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.skip("promtool is not installed (run scripts/setup-system.sh)")
+    promtool = require_binary("promtool")
     proc = subprocess.run([promtool, "check", "config", str(EXAMPLES / "prometheus" / "prometheus.yml")],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr

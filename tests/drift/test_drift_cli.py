@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from aiwatch.cli import main
+from tests.servers import require_module
 
-pd = pytest.importorskip("pandas")
+pd = require_module("pandas")
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +73,7 @@ def test_errors_exit_2_with_a_message(files: dict[str, Path], capsys: pytest.Cap
 
 @pytest.mark.slow
 def test_report_writes_evidently_html(files: dict[str, Path], tmp_path: Path) -> None:
-    pytest.importorskip("evidently")
+    require_module("evidently")
     html = tmp_path / "drift.html"
     assert main(["drift", str(files["ref"]), str(files["shifted"]), "--report", str(html)]) == 1
     text = html.read_text()

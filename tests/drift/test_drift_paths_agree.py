@@ -18,9 +18,10 @@ from prometheus_client import CollectorRegistry
 
 from aiwatch.cli import main
 from aiwatch.drift import DriftMonitor
+from tests.servers import require_module
 
-pd = pytest.importorskip("pandas")
-pytest.importorskip("pyarrow")
+pd = require_module("pandas")
+require_module("pyarrow")
 
 
 def _with_missing(values: list[Any], rng: np.random.Generator, share: float = 0.05) -> list[Any]:

@@ -14,6 +14,7 @@ TIMINGS: dict[str, str | None] = {
     "/malformed": "total;dur=fast",
     "/huge": "total;dur=600000",  # claims 10 minutes of server time: more than any client could observe
     "/none": None,
+    "/tiny": "total;dur=0.001",  # 1 µs of server time: every real call takes longer, so none is clamped
     "/named": 'inference;dur=1.5, total;dur=2.000;desc="inference"',  # an aiwatch server reports its service name
 }
 

@@ -8,6 +8,7 @@ test controls, and raises the *real* ``pynvml`` error classes (``pynvml.NVMLErro
     nvml.gpus[3].lost = True                          # GPU 3 fell off the bus
     nvml.gpus[1].fail["power"] = pynvml.NVML_ERROR_NOT_SUPPORTED
     nvml.init_error = pynvml.NVML_ERROR_DRIVER_NOT_LOADED
+    nvml.hang["nvmlInit"] = threading.Event()         # nvmlInit hangs until the test sets that event
 """
 
 from __future__ import annotations
@@ -95,6 +96,8 @@ class FakeNVML(types.ModuleType):
         self.events: collections.deque[EventData] = collections.deque()
         self.block: threading.Event | None = None  # when set, nvmlDeviceGetPowerUsage waits on it
         self.blocked = threading.Event()
+        #: NVML function name -> an event the call waits for (a hung driver call); ``blocked`` is set on entry
+        self.hang: dict[str, threading.Event] = {}
         self.driver = "550.54.15"
 
     @classmethod
@@ -110,6 +113,10 @@ class FakeNVML(types.ModuleType):
     # --- helpers --------------------------------------------------------------------------------------------
     def _call(self, name: str) -> None:
         self.calls[name] += 1
+        hang = self.hang.get(name)
+        if hang is not None:
+            self.blocked.set()
+            hang.wait()
         if not self.initialised and name not in ("nvmlInit", "nvmlShutdown"):
             raise err(pynvml.NVML_ERROR_UNINITIALIZED)
 

@@ -7,6 +7,7 @@ import logging
 import subprocess
 import sys
 import threading
+import time
 
 import pynvml
 import pytest
@@ -120,9 +121,16 @@ def test_background_thread_polls_at_the_configured_interval(registry: CollectorR
     assert registry.get_sample_value("aiwatch_gpu_nvml_up") is None  # unregistered
 
 
-def test_nothing_is_exported_before_the_first_poll(registry: CollectorRegistry) -> None:
-    make(FakeNVML.with_gpus(1), registry)
-    assert "aiwatch_gpu" not in generate_latest(registry).decode()
+def test_before_the_first_poll_nvml_is_reported_down_since_the_poller_was_created(
+        registry: CollectorRegistry) -> None:
+    before = time.time()
+    collector = make(FakeNVML.with_gpus(1), registry)
+    assert registry.get_sample_value("aiwatch_gpu_nvml_up") == 0.0
+    created = registry.get_sample_value("aiwatch_gpu_last_poll_timestamp_seconds")
+    assert created is not None and before <= created <= time.time()
+    assert registry.get_sample_value("aiwatch_gpu_up", labels(0, collector.poller.nvml)) is None
+    collector.poller.poll_once()
+    assert registry.get_sample_value("aiwatch_gpu_nvml_up") == 1.0
 
 
 def test_mig_instances_reported_per_instance_without_utilization(registry: CollectorRegistry) -> None:

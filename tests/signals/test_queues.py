@@ -9,6 +9,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from aiwatch.metrics import Metrics
+from aiwatch.signals import queues
 from aiwatch.signals.queues import instrument_queue, uninstrument_queue
 
 
@@ -65,15 +66,18 @@ async def test_asyncio_queue_depth_wait_and_items(registry: CollectorRegistry, m
     assert depth(registry, "requests") == 2.0  # the rejected put is not counted
 
 
-async def test_waiting_getter_gets_the_item_and_wait_is_measured(registry: CollectorRegistry,
-                                                                 metrics: Metrics) -> None:
+async def test_waiting_getter_gets_the_item_and_wait_is_measured(registry: CollectorRegistry, metrics: Metrics,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    # a clock that reads 10.0 when the item is put and 10.25 when it is taken: the wait must be exactly 0.25 s
+    readings = iter([10.0, 10.25])
+    monkeypatch.setattr(queues, "_clock", lambda: next(readings))
     q: asyncio.Queue[str] = instrument_queue(asyncio.PriorityQueue(), "p", metrics=metrics)
     getter = asyncio.ensure_future(q.get())
     await asyncio.sleep(0)
     await q.put("x")
     assert await getter == "x"
     assert waits(registry, "p") == 1.0
-    assert registry.get_sample_value("aiwatch_queue_wait_seconds_sum", {"queue": "p"}) >= 0.0
+    assert registry.get_sample_value("aiwatch_queue_wait_seconds_sum", {"queue": "p"}) == pytest.approx(0.25)
 
 
 def test_items_already_queued_count_in_depth_without_a_wait(registry: CollectorRegistry, metrics: Metrics) -> None:

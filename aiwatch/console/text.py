@@ -1,0 +1,57 @@
+r"""Untrusted text in the console: label values, feature names, alert annotations, error messages, URLs.
+
+Streamlit renders the body of ``st.markdown``, ``st.caption``, ``st.info`` / ``st.warning`` / ``st.error``, metric
+labels and help tooltips as Markdown (with links, images, emphasis, LaTeX ``$...$``, colour directives
+``:red[...]`` and emoji shortcodes). A label value comes from traffic, so written there as is it can become a live
+link (``[Sign in again](https://evil.example)``), and GitHub-flavoured Markdown turns a bare ``https://...``,
+``www.`` or ``name@host`` into a link even when escaped. :func:`md` makes any string render as exactly its text
+(checked in a real browser by ``tests/console/test_console_hostile_text.py``).
+
+    >>> md("[Sign in](https://evil.example) **now** $x$ :red[alarm]").replace(WORD_JOINER, "+")
+    '\\[Sign in\\]\\(https+\\:\\/\\/evil\\.example\\) \\*\\*now\\*\\* \\$x\\$ \\:red\\[alarm\\]'
+"""
+
+from __future__ import annotations
+
+import re
+import urllib.parse
+
+_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")  # every ASCII punctuation character: CommonMark lets each be escaped
+_LINE_BREAKS = re.compile(r"\r\n|[\r\n\x0b\x0c\x85\u2028\u2029]")
+_LEADING_SPACE = re.compile(r"^[ \t]+")
+#: An invisible character that breaks no line; put where a bare URL or e-mail address would be auto-linked.
+WORD_JOINER = "\u2060"
+_AUTOLINK = re.compile(r"(?i)(https?|www)(?=\\[:.])|(?=\\@)")
+
+
+def md(text: object) -> str:
+    """``text`` as Markdown that renders as exactly that text: every ASCII punctuation character backslash-escaped
+    (no link, emphasis, code, heading, list, table, HTML, math, directive or shortcode can start), an invisible
+    :data:`WORD_JOINER` after ``http``, ``https`` and ``www`` and before ``@`` (no bare URL or address is
+    auto-linked), line breaks shown as spaces, and leading blanks kept from starting a code block."""
+    escaped = _AUTOLINK.sub(lambda m: (m.group(1) or "") + WORD_JOINER, _PUNCTUATION.sub(r"\\\1", str(text)))
+    escaped = _LINE_BREAKS.sub(" ", escaped)
+    return _LEADING_SPACE.sub(lambda m: "&#32;" * len(m.group()), escaped)
+
+
+def safe_url(url: str) -> str | None:
+    """``url`` when it is an absolute http(s) URL fit for a link (no whitespace or control characters), else None:
+    a ``javascript:`` or ``data:`` runbook URL must not become a link."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return None
+    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+        return None
+    if any(c.isspace() or not c.isprintable() for c in url):
+        return None
+    return url
+
+
+def md_link(label: str, url: str) -> str:
+    """A Markdown link to ``url`` (http(s) only, with the characters Markdown would end it on percent-encoded)
+    labelled with ``label`` as text; just the label when the URL is not a safe link."""
+    target = safe_url(url)
+    if target is None:
+        return md(label)
+    return f"[{md(label)}]({urllib.parse.quote(target, safe=':/?#@!$&*+,;=%~.-_')})"

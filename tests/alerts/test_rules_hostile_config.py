@@ -1,0 +1,125 @@
+"""Rules config values that used to render rules Prometheus refuses, or to change their meaning, are rejected with
+the key's path, or rendered so that promtool accepts them and they mean what was written (issue 13, finding 6)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from aiwatch.rules import ALERTING_FILE, RECORDING_FILE, ConfigError, config_from_dict, load_config, render
+from aiwatch.rules.render import rule_files
+from tests.servers import require_binary
+
+
+def _exprs(files: dict[str, str]) -> list[str]:
+    return [r["expr"] for text in files.values() for g in yaml.safe_load(text)["groups"] for r in g["rules"]]
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    ({"slo": {"error_status": "(?=x)"}}, "slo.error_status: not an RE2 regular expression: '(?=x)' (invalid perl"),
+    ({"slo": {"error_status": "5..|\\1"}}, "slo.error_status: not an RE2 regular expression"),
+    ({"slo": {"error_status": "a{1001}"}}, "invalid repetition size"),
+    ({"slo": {"error_status": "\\Q"}}, "slo.error_status: not an RE2 regular expression"),
+    ({"latency": {"model_phases": "\\C"}}, "latency.model_phases: not an RE2 regular expression Prometheus accepts"),
+    ({"latency": {"model_phases": "(?<n>x)"}}, "is not supported by Go's regexp"),
+    ({"selectors": {"requests": 'phase=~"(?!x)"'}}, "selectors.requests (phase=~): not an RE2 regular expression"),
+    ({"selectors": {"requests": '__name__="x"'}}, "selectors.requests: a selector cannot match __name__"),
+    ({"latency": {"model_p99_seconds": float("nan")}}, "latency.model_p99_seconds: expected a finite number"),
+    ({"queue": {"per_replica_warning": float("inf")}}, "queue.per_replica_warning: expected a finite number"),
+    ({"queue": {"per_replica_warning": 10**400}}, "queue.per_replica_warning: expected a finite number"),
+    ({"queue": {"per_replica_warning": -5}}, "queue.per_replica_warning: must be a finite number in [0, inf)"),
+    ({"latency": {"model_p99_seconds": 0}}, "latency.model_p99_seconds: must be a finite number in (0, inf)"),
+    ({"gpu": {"utilization_saturated": 1.5}}, "gpu.utilization_saturated: must be a finite number in [0, 1]"),
+    ({"gpu": {"target_utilization": 0}}, "gpu.target_utilization: must be a finite number in (0, 1]"),
+    ({"slo": {"page": {"windows": [{"long": "1h", "short": "5m"}], "for": "2m"}}},
+     "slo.page.windows[0]: missing key(s) ['factor']"),
+    ({"slo": {"page": {"windows": [{"long": "1h", "short": "5m", "factor": 0}], "for": "2m"}}},
+     "slo.page.windows[0].factor: must be a finite number in (0, inf)"),
+    ({"latency": {"window": "0s"}}, "latency.window: '0s' must be longer than 0"),
+    ({"slo": {"period": "0s"}}, "slo.period: '0s' must be longer than 0"),
+    ({"latency": {"window": "30m1h"}}, "latency.window: '30m1h' is not a Prometheus duration"),
+    ({"latency": {"window": "99999999999999999999y"}}, "is not a Prometheus duration"),
+    ({"drift": {"windows": ["1h", "1h"], "psi_window": "1h"}}, "drift.windows: between 1 and 10 distinct windows"),
+    ({"runbook_base_url": "https://x/\nrunbooks"}, "runbook_base_url: 'https://x/\\nrunbooks' is not a URL"),
+    ({"latency": {"model_phases": "a\ud800"}}, "latency.model_phases: 'a\\ud800' is not valid UTF-8 text"),
+    ({"slo": {"period": 30}}, "slo.period: expected a string, got 30"),
+    ({1: 2, None: 3}, "unknown key(s) ['1', 'None']"),
+])
+def test_bad_values_are_rejected_with_the_key(data: dict[Any, Any], message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(data)
+    assert message in str(info.value)
+
+
+def test_a_regex_cannot_add_a_matcher() -> None:
+    files = render(config_from_dict({"slo": {"error_status": '5..", job!="x'}}))
+    errors = [e for e in _exprs(files) if "status=~" in e]
+    assert errors and all('status=~"5..\\", job!=\\"x"' in e and 'job!="x"' not in e for e in errors)
+
+
+def test_yaml_numbers_are_read_as_numbers_and_written_exactly(tmp_path: Path) -> None:
+    config = tmp_path / "rules.yml"
+    config.write_text("latency:\n  model_p99_seconds: 1e-07\nqueue:\n  per_replica_warning: 123456789012.5\n"
+                      "  per_replica_critical: 1.5E+3\n")
+    cfg = load_config(config)
+    assert (cfg.latency.model_p99_seconds, cfg.queue.per_replica_warning) == (1e-07, 123456789012.5)
+    alerting = render(cfg)[ALERTING_FILE]
+    assert "service_model:aiwatch_model_latency_seconds:p99 > 1e-07" in alerting
+    assert "queue:aiwatch_queue_depth:per_replica > 123456789012.5" in alerting
+    assert "queue:aiwatch_queue_depth:per_replica > 1500\n" in alerting
+
+
+@pytest.mark.parametrize("text", ["latency: {model_p99_seconds: .nan}", "latency: {model_p99_seconds: .inf}",
+                                  "latency: {model_p99_seconds: -.inf}", "queue: {per_replica_warning: 1e999}"])
+def test_yaml_nan_and_infinities_are_rejected(tmp_path: Path, text: str) -> None:
+    config = tmp_path / "rules.yml"
+    config.write_text(text + "\n")
+    with pytest.raises(ConfigError, match=r"rules\.yml: .*expected a finite number"):
+        load_config(config)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("[" * 5000, "not valid YAML"),
+    ("!!python/object/apply:os.system ['true']", "not valid YAML"),
+    ("a: 1\n---\nb: 2\n", "not valid YAML"),
+    ("- 1\n", "config: expected a mapping"),
+])
+def test_hostile_files_are_config_errors(tmp_path: Path, text: str, message: str) -> None:
+    config = tmp_path / "rules.yml"
+    config.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(config)
+
+
+ODD_BUT_VALID: list[dict[str, Any]] = [
+    {"latency": {"model_phases": "inference|x{{y"}},
+    {"latency": {"model_phases": "a{"}, "selectors": {"targets": 'job="{{x"'}},
+    {"runbook_base_url": "https://runbooks.example/{{x}}/a{"},
+    {"selectors": {"requests": 'service="a\u2028b\x85c\\"d\\\\e"', "drift": "model=~'x|\u2029'"}},
+    {"slo": {"error_status": "5..|\x85|\u2028|\"'"}},
+    {"latency": {"model_p99_seconds": 1e-07}, "queue": {"per_replica_warning": 123456789012.5}},
+    {"gpu": {"utilization_saturated": 0}, "meta": {"target_down_for": "0s"}},
+]
+
+
+def test_odd_values_that_validate_pass_promtool_and_read_back_exactly(tmp_path: Path) -> None:
+    promtool = require_binary("promtool")
+    paths = []
+    for i, data in enumerate(ODD_BUT_VALID):
+        cfg = config_from_dict(data)
+        files = render(cfg)
+        for name, content in rule_files(cfg).items():
+            assert yaml.safe_load(files[name]) == content
+            path = tmp_path / f"{i}-{name}"
+            path.write_text(files[name], encoding="utf-8")
+            paths.append(str(path))
+    proc = subprocess.run([promtool, "check", "rules", *paths], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    description = next(r["annotations"]["description"] for g in rule_files(config_from_dict(ODD_BUT_VALID[0]))[
+        ALERTING_FILE]["groups"] for r in g["rules"] if r["alert"] == "AiwatchModelLatencyHigh")
+    assert '(phases inference|x{{ "{" }}{y)' in description  # Prometheus expands it to "inference|x{{y"
+    assert RECORDING_FILE in render(config_from_dict(ODD_BUT_VALID[3]))

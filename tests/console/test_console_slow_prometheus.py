@@ -1,0 +1,96 @@
+"""A slow Prometheus is "slow", with the query and the time, not "unreachable", and one slow panel does not blank the
+others (issue 13, finding 8). The Prometheus is real: a loopback proxy in front of it holds back the answers to the
+queries a test picks."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import threading
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from aiwatch.console import PrometheusSource, SourceSlow, SourceUnavailable
+from tests.console.conftest import Stack, run_view, texts
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("console_env")]
+
+
+@contextmanager
+def delaying_proxy(upstream: str, slow: str, delay: float) -> Iterator[str]:
+    """An HTTP proxy to ``upstream`` that answers requests whose URL matches the regex ``slow`` ``delay`` seconds
+    late (as a loaded Prometheus would); yields its URL."""
+    pattern = re.compile(slow)
+    release = threading.Event()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if pattern.search(urllib.parse.unquote_plus(self.path)):
+                release.wait(delay)
+            with urllib.request.urlopen(upstream + self.path, timeout=30) as resp:
+                body, status, kind = resp.read(), resp.status, resp.headers.get("Content-Type", "")
+            self.send_response(status)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            with contextlib.suppress(OSError):  # the console may have given up on this answer
+                self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        release.set()
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def test_a_slow_query_is_slow_with_the_query_and_the_time(stack: Stack) -> None:
+    with delaying_proxy(stack.prom.url, r"histogram_quantile\(0\.99", delay=10) as url:
+        src = PrometheusSource(url, timeout=1)
+        started = time.monotonic()
+        with pytest.raises(SourceSlow) as info:
+            src.latency_quantiles(5)
+        message = str(info.value)
+        assert message.startswith(f"Prometheus at {url} is slow: /api/v1/query_range (query: histogram_quantile(0.99")
+        assert "was not answered within 1 s (gave up after " in message
+        assert not isinstance(info.value, SourceUnavailable)
+        assert time.monotonic() - started < 10  # it gave up; the proxy would have answered after 10 s
+        assert src.throughput(5)  # the same source still answers the queries that are not slow
+
+
+def test_one_slow_panel_does_not_blank_the_others(stack: Stack) -> None:
+    with delaying_proxy(stack.prom.url, r"histogram_quantile\(0\.99, sum by \(service, le\)", delay=10) as url:
+        at = run_view(PrometheusSource(url, timeout=1, span=60, points=30), "Latency")
+    warnings = texts(at.warning)
+    slow = [w for w in warnings if "is slow" in w]
+    assert len(slow) == 1, warnings
+    assert slow[0].startswith("Request latency p50 / p95 / p99 per service (ms): Prometheus at ")
+    assert "(query: histogram_quantile(0.99, sum by (service, le)" in slow[0]
+    assert not any("unreachable" in t for t in texts(at.error) + warnings)
+    # the phase split, the network time, the throughput and the error ratio still draw
+    assert len(at.get("vega_lite_chart")) >= 4
+    assert {m.label for m in at.metric} >= {"time per request"}
+
+
+def test_a_slow_prometheus_is_slow_in_every_panel_not_unreachable(stack: Stack) -> None:
+    with delaying_proxy(stack.prom.url, r"/api/v1/", delay=10) as url:
+        at = run_view(PrometheusSource(url, timeout=1), "Resources")
+    warnings = texts(at.warning)
+    assert warnings[0].startswith(f"Could not read the scrape targets: Prometheus at {url} is slow: "
+                                  "/api/v1/targets was not answered within 1 s")
+    assert len([w for w in warnings if "is slow" in w]) == 1 + 6  # the banner and every panel
+    assert not at.error and not at.get("vega_lite_chart")

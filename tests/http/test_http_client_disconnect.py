@@ -1,0 +1,93 @@
+"""A client that goes away: when the server's ``send`` raises, the request is recorded as 499 (the client closed
+the request), not as a 500 against the availability SLO, and the exception reaches the app and the server as it
+was. The committed rules' error selector does not count 499 (tests/alerts/promtool/disconnect_test.yml proves it
+with promtool)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+
+import aiwatch
+from aiwatch.metrics import Metrics
+from aiwatch.middleware._common import CLIENT_CLOSED_STATUS
+from aiwatch.rules import RulesConfig
+
+
+class ClientGone(OSError):
+    pass
+
+
+def statuses(metrics: Metrics) -> dict[str, float]:
+    out = {}
+    for family in metrics.registry.collect():
+        for s in family.samples:
+            if s.name == "aiwatch_request_duration_seconds_count":
+                out[s.labels["status"]] = s.value
+    return out
+
+
+def gone_on(message_index: int) -> Any:
+    """A server ``send`` that raises on its ``message_index``-th message, as servers do once the client left."""
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        if len(sent) == message_index:
+            raise ClientGone("connection reset by peer")
+        sent.append(message)
+
+    return send
+
+
+async def receive() -> dict[str, Any]:
+    return {"type": "http.request", "body": b"", "more_body": False}
+
+
+SCOPE = {"type": "http", "method": "GET", "path": "/stream", "headers": [], "query_string": b"", "root_path": ""}
+
+
+async def streaming_app(scope: Any, receive: Any, send: Any) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    for chunk in (b"a", b"b"):
+        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+@pytest.mark.parametrize("fails_on", [0, 1, 3], ids=["response start", "first chunk", "last chunk"])
+async def test_send_raising_is_499_and_the_exception_passes_through(metrics: Metrics, fails_on: int) -> None:
+    app = aiwatch.instrument(streaming_app, metrics=metrics, service="svc")
+    with pytest.raises(ClientGone, match="connection reset by peer"):
+        await app(dict(SCOPE), receive, gone_on(fails_on))
+    assert statuses(metrics) == {CLIENT_CLOSED_STATUS: 1.0}
+    assert metrics.registry.get_sample_value("aiwatch_requests_in_flight", {"service": "svc"}) == 0
+
+
+async def test_an_app_that_swallows_the_send_failure_is_still_499(metrics: Metrics) -> None:
+    async def careful_app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        try:
+            await send({"type": "http.response.body", "body": b"x", "more_body": False})
+        except OSError:
+            return
+
+    app = aiwatch.instrument(careful_app, metrics=metrics, service="svc")
+    await app(dict(SCOPE), receive, gone_on(1))
+    assert statuses(metrics) == {CLIENT_CLOSED_STATUS: 1.0}
+
+
+async def test_an_app_exception_without_a_disconnect_is_still_500(metrics: Metrics) -> None:
+    async def failing_app(scope: Any, receive: Any, send: Any) -> None:
+        raise RuntimeError("boom")
+
+    app = aiwatch.instrument(failing_app, metrics=metrics, service="svc")
+    with pytest.raises(RuntimeError, match="boom"):
+        await app(dict(SCOPE), receive, gone_on(99))
+    assert statuses(metrics) == {"500": 1.0}
+
+
+def test_the_default_error_selector_does_not_count_499() -> None:
+    error_status = RulesConfig().slo.error_status
+    assert not re.fullmatch(error_status, CLIENT_CLOSED_STATUS)  # PromQL's =~ is anchored at both ends
+    assert re.fullmatch(error_status, "500") and re.fullmatch(error_status, "503")
