@@ -62,7 +62,8 @@ def test_the_blocker_makes_the_sdk_unimportable(no_sdk_env: dict[str, str]) -> N
 def test_every_aiwatch_module_imports_without_the_sdk(no_sdk_env: dict[str, str]) -> None:
     out = _probe(no_sdk_env, "modules")
     assert out["failed"] == {}
-    assert not [why for why in out["missing_extra"].values() if "opentelemetry" in why]
+    # opentelemetry-instrumentation (the otel extra) may be absent too, where only the core is installed
+    assert not [why for why in out["missing_extra"].values() if "opentelemetry.sdk" in why or "-sdk" in why]
     for core in ("aiwatch", "aiwatch.tracing", "aiwatch.timing", "aiwatch.middleware.asgi",
                  "aiwatch.middleware.wsgi", "aiwatch.cli", "aiwatch.drift.monitor", "aiwatch.rules.render"):
         assert core in out["imported"]
