@@ -240,6 +240,16 @@ def test_yaml_config_without_pyyaml_names_the_extra(tmp_path: Path, monkeypatch:
     assert load_config(json_config).slo.availability_objective == 0.99
 
 
+def test_cli_with_a_yaml_config_without_pyyaml_says_which_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "rules.yml"
+    config.write_text("slo: {}\n")
+    monkeypatch.setitem(sys.modules, "yaml", None)
+    assert main(["rules", "render", "--config", str(config), "--out", str(tmp_path / "out")]) == 2
+    assert 'pip install "aiwatch[rules]"' in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 def test_rendering_without_pyyaml_names_the_extra(monkeypatch: pytest.MonkeyPatch,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setitem(sys.modules, "yaml", None)

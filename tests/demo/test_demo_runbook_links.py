@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from aiwatch import runbooks
-from tests.console.browser import chromium
+from tests.console.browser import chromium, wait_for
 from tests.servers import free_port, http_get, python_env, require_binary, wait_until
 
 pytestmark = pytest.mark.slow
@@ -94,16 +94,16 @@ def test_every_firing_alert_links_to_its_runbook_page_in_the_console() -> None:
 
         with chromium(f"{console}/?view=Alerts") as page:
             # the Alerts view lists the firing alerts with their links (the console reads the demo's Prometheus)
-            page.wait_for(f"{TEXT}.includes('firing')", timeout=90)
-            page.wait_for("[...document.querySelectorAll('a')].some(a => a.innerText.trim() == 'runbook')",
-                          timeout=60)
+            wait_for(page, f"{TEXT}.includes('firing')", timeout=90)
+            wait_for(page, "[...document.querySelectorAll('a')].some(a => a.innerText.trim() == 'runbook')",
+                     timeout=60)
             hrefs = set(page.evaluate("[...document.querySelectorAll('a')].map(a => a.href)"))
             assert any(f"?runbook={name}" in href for name in links for href in hrefs), hrefs
             # follow each firing alert's link, as the paged engineer does, and find its page
             for name, url in sorted(links.items()):
-                page.call("Page.navigate", url=url)
-                page.wait_for(f"[...document.querySelectorAll('h1')].some(h => h.innerText.trim() == {name!r})",
-                              timeout=60)
+                page.goto(url)
+                wait_for(page, f"[...document.querySelectorAll('h1')].some(h => h.innerText.trim() == {name!r})",
+                         timeout=60)
                 text = str(page.evaluate(TEXT))
                 for section in ("Meaning", "Impact", "Diagnosis", "Mitigation"):
                     assert section in text, (name, section)
