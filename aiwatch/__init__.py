@@ -25,11 +25,12 @@ from aiwatch.timing import RequestRecorder, current_timeline, phase, record_phas
 
 # name -> module that defines it; imported on first attribute access (heavier or optional dependencies).
 _LAZY: dict[str, str] = {
-    "instrument": "aiwatch.instrument",
+    "instrument": "aiwatch.instrument_app",
     "make_recorder": "aiwatch.recording",
     "make_client_recorder": "aiwatch.recording",
     "AiwatchMiddleware": "aiwatch.middleware.asgi",
     "AiwatchWSGIMiddleware": "aiwatch.middleware.wsgi",
+    "AiwatchStarletteInstrumentor": "aiwatch.middleware.instrumentor",
     "instrument_httpx": "aiwatch.client",
     "instrument_requests": "aiwatch.client",
     "make_asgi_app": "aiwatch.exposition",
@@ -72,6 +73,7 @@ __all__ = [
     "AiwatchGrpcInstrumentorClient",
     "AiwatchGrpcInstrumentorServer",
     "AiwatchMiddleware",
+    "AiwatchStarletteInstrumentor",
     "AiwatchWSGIMiddleware",
     "DiagnoseError",
     "Diagnosis",
