@@ -16,6 +16,7 @@ from aiwatch.console.queries import PanelQueries
 from aiwatch.diagnose.sources import read_promql
 from aiwatch.diagnose.window import READS
 from aiwatch.rules import RulesConfig
+from aiwatch.semconv import RpcConventions, end_grpc_span, end_http_server_span
 from aiwatch.status import ERROR_STATUS_RE, GRPC_SERVER_ERRORS, is_error_status
 from tests.servers import REPO, require_binary, require_module
 
@@ -46,6 +47,21 @@ def test_every_consumer_is_written_with_the_one_definition() -> None:
         panels = json.loads((REPO / "dashboards" / dashboard).read_text())["panels"]
         (error_panel,) = [p for p in panels if p["title"] == "Error ratio"]
         assert selector in error_panel["targets"][0]["expr"]
+
+
+def test_a_server_span_is_an_error_exactly_when_its_status_counts_as_one() -> None:
+    """The traces (OpenTelemetry's conventions, aiwatch.semconv) and the metrics agree on every status."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.trace import StatusCode
+
+    tracer = TracerProvider().get_tracer("test")
+    for status in STATUSES:
+        with tracer.start_as_current_span("call") as span:
+            if status.isdigit():
+                end_http_server_span(span, True, "GET", "/x", int(status), None)
+            else:
+                end_grpc_span(span, RpcConventions(), status, grpc.StatusCode[status].value[0], None, server=True)
+        assert (span.status.status_code is StatusCode.ERROR) == is_error_status(status), status  # type: ignore[attr-defined]
 
 
 @pytest.mark.slow
