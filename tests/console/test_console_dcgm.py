@@ -1,6 +1,6 @@
 """GPUs from NVIDIA's dcgm-exporter: a tiny exporter serves a dcgm-exporter payload (tests/fixtures), a real
-Prometheus scrapes it, and the console's Prometheus source, the DCGM Grafana dashboard and the DCGM KEDA example
-read it in aiwatch's units (utilization 0-1, memory in bytes) and labels."""
+Prometheus scrapes it, and the console's Prometheus source, the DCGM Grafana dashboard and the DCGM KEDA and
+prometheus-adapter examples read it in aiwatch's units (utilization 0-1, memory in bytes) and labels."""
 
 from __future__ import annotations
 
@@ -102,6 +102,28 @@ def test_the_dcgm_keda_query_returns_one_series_with_the_utilization_of_the_depl
     (trigger,) = scaled["spec"]["triggers"]
     result = dcgm_prometheus.query(trigger["metadata"]["query"])
     assert len(result) == 1 and float(result[0]["value"][1]) == pytest.approx(0.87)
+
+
+@pytest.mark.slow
+def test_the_dcgm_hpa_metric_reads_each_pods_gpu_utilization(dcgm_prometheus: Prometheus) -> None:
+    """prometheus-adapter's per-pod query for the HPA's Pods metric, its template filled the way the adapter fills
+    it for the Deployment's pods: the busy GPU's pod, in aiwatch's 0-1 ratio; a pod without a GPU series is absent
+    (no value, not a zero)."""
+    yaml = require_module("yaml")
+    autoscaling = REPO / "examples" / "autoscaling"
+    (rules,) = [d for d in yaml.safe_load_all((autoscaling / "prometheus-adapter-rules-dcgm.yaml").read_text()) if d]
+    (hpa,) = [d for d in yaml.safe_load_all((autoscaling / "hpa-prometheus-adapter-dcgm.yaml").read_text()) if d]
+    (rule,) = rules["rules"]["custom"]
+    (metric,) = hpa["spec"]["metrics"]
+    assert metric["type"] == "Pods" and metric["pods"]["metric"]["name"] == rule["name"]["as"]
+    assert metric["pods"]["target"]["type"] == "AverageValue"
+    assert set(rule["resources"]["overrides"]) == {"namespace", "pod"}
+    assert dcgm_prometheus.api("/api/v1/series", **{"match[]": rule["seriesQuery"]})
+    busy, gone = "recommender-6d8f7c9b5-k2xqz", "recommender-6d8f7c9b5-zzzzz"
+    query = (rule["metricsQuery"].replace("<<.Series>>", rule["seriesQuery"].split("{")[0])
+             .replace("<<.LabelMatchers>>", f'namespace="shop",pod=~"{busy}|{gone}"').replace("<<.GroupBy>>", "pod"))
+    result = dcgm_prometheus.query(query)
+    assert [(r["metric"], float(r["value"][1])) for r in result] == [({"pod": busy}, pytest.approx(0.87))]
 
 
 def test_the_dcgm_source_needs_prometheus() -> None:
