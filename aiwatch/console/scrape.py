@@ -46,10 +46,11 @@ from aiwatch.console.source import (
     drift_rows,
     gpu_rows,
     histogram_quantile,
-    is_error_status,
 )
+from aiwatch.httpconfig import HTTPConfig
 from aiwatch.scrape import LabelKey, fetch_metrics, parse_metrics
 from aiwatch.scrape import Samples as Scraped
+from aiwatch.status import is_error_status
 
 if TYPE_CHECKING:
     from aiwatch.diagnose.window import WindowTotals
@@ -117,10 +118,12 @@ class ScrapeSource(DataSource):
     - ``points``: at most this many points per over-time panel.
     - ``timeout``: seconds per scrape (default: ``min(interval, 5)``).
     - ``start``: start the background thread now (tests may call :meth:`scrape_once` themselves instead).
+    - ``http``: headers, credentials and TLS for the endpoints (:class:`~aiwatch.httpconfig.HTTPConfig`).
     """
 
     def __init__(self, endpoints: Sequence[str], interval: float = 5.0, history: float = 1800.0, *,
-                 points: int = 120, timeout: float | None = None, start: bool = True) -> None:
+                 points: int = 120, timeout: float | None = None, start: bool = True,
+                 http: HTTPConfig | None = None) -> None:
         if not endpoints:
             raise ValueError("ScrapeSource needs at least one /metrics endpoint URL")
         for url in endpoints:
@@ -132,6 +135,7 @@ class ScrapeSource(DataSource):
         self.interval = float(interval)
         self.history = float(history)
         self.points = points
+        self.http = http or HTTPConfig()
         self.timeout = timeout if timeout is not None else min(self.interval, 5.0)
         maxlen = math.ceil(self.history / self.interval) + 1
         self._targets = [_Target(url, maxlen) for url in dict.fromkeys(endpoints)]
@@ -192,7 +196,7 @@ class ScrapeSource(DataSource):
         """``(time, parsed samples or None, error)`` of one scrape."""
         now = time.time()
         try:
-            return now, fetch_metrics(url, self.timeout), ""
+            return now, fetch_metrics(url, self.timeout, http=self.http), ""
         except urllib.error.HTTPError as exc:
             return now, None, f"HTTP {exc.code} {exc.reason}"
         except (urllib.error.URLError, OSError, TimeoutError) as exc:

@@ -17,11 +17,14 @@ e.g. no GPU). No other exception leaves a question.
 from __future__ import annotations
 
 import math
-import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+# the one definition of an error lives in aiwatch.status; these names stay importable from here
+from aiwatch.status import ERROR_STATUS_RE as ERROR_STATUS_RE
+from aiwatch.status import is_error_status as is_error_status
 
 if TYPE_CHECKING:
     from aiwatch.diagnose.window import WindowTotals
@@ -31,19 +34,6 @@ QUANTILES: tuple[tuple[str, float], ...] = (("p50", 0.5), ("p95", 0.95), ("p99",
 
 MODEL_PHASES: frozenset[str] = frozenset({"inference"})
 """Phases that are the model's own time; every other phase (queue, features, overhead...) is *not model*."""
-
-ERROR_STATUS_RE = (
-    "5..|UNKNOWN|DEADLINE_EXCEEDED|RESOURCE_EXHAUSTED|INTERNAL|UNAVAILABLE|DATA_LOSS|UNIMPLEMENTED|error"
-)
-"""The ``status`` values counted as server errors: HTTP 5xx and the gRPC codes that mean the server failed."""
-
-_ERROR_STATUS = re.compile(f"^(?:{ERROR_STATUS_RE})$")
-
-
-def is_error_status(status: str) -> bool:
-    """Whether a ``status`` label value counts as an error (same regex as the PromQL ``status=~``)."""
-    return bool(_ERROR_STATUS.match(status))
-
 
 class SourceError(Exception):
     """A question could not be answered; the message is meant for the person reading the console."""
@@ -335,6 +325,38 @@ def service_order(services: Iterable[str], network: Iterable[Series] = ()) -> li
         if not changed:
             break
     return sorted(names, key=lambda n: (depth[n], n))
+
+
+NAME_LABELS = ("service", "peer", "model", "queue", "cache")
+"""Labels whose values name something the console shows by name (a service, a model, a queue, a cache)."""
+
+
+def tell_scopes_apart(found: Sequence[dict[str, str]], scope: Sequence[str]) -> list[dict[str, str]]:
+    """The label sets of one answer, where a name (:data:`NAME_LABELS`) appears in more than one scope (the
+    aggregation labels: two clusters running a service of the same name) suffixed with its scope, so that they are
+    never drawn, stacked or looked up as one. Names in one scope only are left as they are.
+
+    >>> found = [{"cluster": "eu", "service": "api"}, {"cluster": "us", "service": "api"}, {"service": "db"}]
+    >>> [s["service"] for s in tell_scopes_apart(found, ("cluster", "namespace"))]
+    ['api (eu)', 'api (us)', 'db']
+    """
+    if not scope:
+        return [dict(labels) for labels in found]
+    where: dict[tuple[str, str], set[tuple[str, ...]]] = {}
+    for labels in found:
+        place = tuple(labels.get(s, "") for s in scope)
+        for name in NAME_LABELS:
+            if name in labels:
+                where.setdefault((name, labels[name]), set()).add(place)
+    out = []
+    for labels in found:
+        labels = dict(labels)
+        place = tuple(labels.get(s, "") for s in scope)
+        for name in NAME_LABELS:
+            if name in labels and len(where[(name, labels[name])]) > 1:
+                labels[name] = f"{labels[name]} ({'/'.join(p for p in place if p) or '-'})"
+        out.append(labels)
+    return out
 
 
 def finite(value: float | None) -> float | None:

@@ -25,8 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from aiwatch.gpuseries import GPU_UTIL, SOURCES, UTILIZATION_FIELDS
 from aiwatch.metrics import LATENCY_BUCKETS
-from aiwatch.promql import check_regex, parse_matchers
+from aiwatch.promql import DEFAULT_AGGREGATION_LABELS, LABEL_NAME, check_regex, parse_matchers
+from aiwatch.status import ERROR_STATUS_RE
 
 # Prometheus' duration syntax (prometheus/common model.ParseDuration): each unit at most once, largest first.
 _DURATION = re.compile(r"^(?:([0-9]+)y)?(?:([0-9]+)w)?(?:([0-9]+)d)?(?:([0-9]+)h)?(?:([0-9]+)m)?(?:([0-9]+)s)?"
@@ -113,8 +115,9 @@ class SLO:
         open_high=True))
     latency_threshold_seconds: float = field(default=0.3, metadata=_help(
         "the latency SLO threshold; must be a bucket bound of aiwatch_request_duration_seconds"))
-    error_status: str = field(default="5..|UNKNOWN|DEADLINE_EXCEEDED|INTERNAL|UNAVAILABLE|DATA_LOSS", metadata=_help(
-        "regex of the `status` label values that count as errors (HTTP 5xx and gRPC server-side failures)"))
+    error_status: str = field(default=ERROR_STATUS_RE, metadata=_help(
+        "regex of the `status` label values that count as errors (default: aiwatch.status, HTTP 5xx and the gRPC "
+        "codes of server-side failures)"))
     period: str = field(default="30d", metadata=_help("the SLO period, used in alert texts"))
     page: BurnAlert = field(default_factory=_page, metadata=_help(
         "fast burn (critical): Google SRE workbook 1h/5m x14.4 or 6h/30m x6"))
@@ -169,11 +172,24 @@ class GPU:
         "AiwatchGpuMetricsAbsent fires for a target that exported GPU metrics within this lookback and is up, "
         "but no longer does"))
     absent_for: str = "5m"
-    xid_window: str = "10m"
+    xid_window: str = field(default="10m", metadata=_help(
+        "AiwatchGpuXidErrors fires for a GPU that reported an XID error within this window"))
     xid_for: str = "1m"
     target_utilization: float = field(default=0.8, metadata=_help(
         "the autoscaling target: desired replicas = ceil(replicas x average utilization / target)", 0, 1,
         open_low=True))
+    source: str = field(default="aiwatch", metadata=_help(
+        "where the GPU metrics come from: aiwatch (its NVML collector, aiwatch_gpu_*) or dcgm (NVIDIA's "
+        "dcgm-exporter, DCGM_FI_*; see docs/signals.md)"))
+    dcgm_utilization: str = field(default=GPU_UTIL, metadata=_help(
+        f"with source dcgm: the field read as utilization, {' or '.join(UTILIZATION_FIELDS)} (the profiling "
+        f"metrics, when dcgm-exporter collects them)"))
+    workload_labels: list[str] = field(default_factory=lambda: ["job"], metadata=_help(
+        "labels that tell one workload's GPUs apart in the per-workload utilization and desired-replicas rules "
+        "(job: the scrape job of aiwatch's collector; with dcgm-exporter's pod attribution, e.g. [container])"))
+    replica_label: str = field(default="instance", metadata=_help(
+        "the label that tells a workload's replicas apart in those rules (instance: one aiwatch collector per "
+        "replica; with dcgm-exporter's pod attribution, pod)"))
 
 
 @dataclass
@@ -223,6 +239,9 @@ class RulesConfig:
         "(https://wiki.example.com/oncall/{alert}), your copy of the runbooks in a repository "
         "(https://github.com/acme/ml/blob/main/runbooks/{alert}.md), or the aiwatch console, which serves them "
         "(http://aiwatch-console.example.com:8501/?runbook={alert}). The default is a placeholder"))
+    aggregation_labels: list[str] = field(default_factory=lambda: list(DEFAULT_AGGREGATION_LABELS), metadata=_help(
+        "labels every rule keeps when it aggregates, so that Thanos / Mimir never sum series of different clusters "
+        "or namespaces; a label the series lack is harmless ([] for none)"))
     selectors: Selectors = field(default_factory=Selectors)
     slo: SLO = field(default_factory=SLO)
     latency: Latency = field(default_factory=Latency)
@@ -257,6 +276,15 @@ class RulesConfig:
         if "{alert}" not in self.runbook_url or not self.runbook_url.startswith(("http://", "https://")):
             raise ConfigError(f"runbook_url: {self.runbook_url!r} must be an http(s) URL containing {{alert}}, "
                               "which is replaced by each alert's name")
+        for path, names in (("aggregation_labels", self.aggregation_labels),
+                            ("gpu.workload_labels", self.gpu.workload_labels),
+                            ("gpu.replica_label", [self.gpu.replica_label])):
+            _check_labels(path, names)
+        if self.gpu.source not in SOURCES:
+            raise ConfigError(f"gpu.source: must be one of {list(SOURCES)}, got {self.gpu.source!r}")
+        if self.gpu.dcgm_utilization not in UTILIZATION_FIELDS:
+            raise ConfigError(f"gpu.dcgm_utilization: must be one of {list(UTILIZATION_FIELDS)}, got "
+                              f"{self.gpu.dcgm_utilization!r}")
         if self.slo.latency_threshold_seconds not in LATENCY_BUCKETS:
             raise ConfigError(f"slo.latency_threshold_seconds: {self.slo.latency_threshold_seconds} is not a bucket "
                               f"bound of aiwatch_request_duration_seconds; choose one of {list(LATENCY_BUCKETS)}")
@@ -302,6 +330,14 @@ def _check_url(path: str, value: str) -> None:
     bad = next((c for c in value if c.isspace() or unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp")), None)
     if bad is not None:
         raise ConfigError(f"{path}: {value!r} is not a URL (it holds {bad!r})")
+
+
+def _check_labels(path: str, names: list[str]) -> None:
+    if len(names) > MAX_WINDOWS or len(set(names)) != len(names):
+        raise ConfigError(f"{path}: at most {MAX_WINDOWS} distinct label names, got {names}")
+    for name in names:
+        if not LABEL_NAME.fullmatch(name) or name.startswith("__") or name == "le":
+            raise ConfigError(f"{path}: {name!r} is not a label name a rule can aggregate by")
 
 
 def _check_regex(path: str, value: str) -> None:

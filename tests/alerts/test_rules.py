@@ -15,6 +15,7 @@ import pytest
 from aiwatch import runbooks
 from aiwatch.cli import main
 from aiwatch.drift.promql import JS_RECORD, PSI_RECORD, fleet_js_expr, fleet_psi_expr
+from aiwatch.gpuseries import DCGM_METRICS
 from aiwatch.metrics import exposed_sample_names
 from aiwatch.rules import (
     ALERTING_FILE,
@@ -83,7 +84,7 @@ def test_promql_metric_names_extracts_metrics_only() -> None:
 
 def check_names(exprs: list[str], where: str) -> set[str]:
     records = {r["record"] for r in recording_rules()}
-    contract = exposed_sample_names() | PROMETHEUS_BUILTINS
+    contract = exposed_sample_names() | PROMETHEUS_BUILTINS | DCGM_METRICS
     used: set[str] = set()
     for expr in exprs:
         for name in promql_metric_names(expr):
