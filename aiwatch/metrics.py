@@ -140,6 +140,11 @@ CONTRACT: tuple[MetricSpec, ...] = (
     MetricSpec("aiwatch_feature_invalid_total", "counter",
                "Live feature values rejected by drift monitoring, by reason (wrong_type, missing_feature, "
                "unknown_feature).", ("model", "feature", "reason")),
+    # --- the feedback path: prediction log and realised quality ----------------------------------------------
+    MetricSpec("aiwatch_prediction_log_records_total", "counter",
+               "Prediction-log records by what became of them: sampled_out (not kept by the sampling rate), queued, "
+               "dropped (the queue was full or the log closed; the request was not slowed), written (handed to the "
+               "sink), failed (the sink or the record raised).", ("log", "result")),
     # --- aiwatch itself -----------------------------------------------------------------------------------
     MetricSpec("aiwatch_instrumentation_errors_total", "counter",
                "Failures inside aiwatch that were swallowed instead of breaking the app.", ("component",)),
@@ -285,6 +290,7 @@ class Metrics:
         self.feature_invalid: Counter = m["aiwatch_feature_invalid_total"]
         self.instrumentation_errors: Counter = m["aiwatch_instrumentation_errors_total"]
         self.label_overflow: Counter = m["aiwatch_label_overflow_total"]
+        self.prediction_log_records: Counter = m["aiwatch_prediction_log_records_total"]
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self._children_lock = threading.Lock()
         if self.unavailable:
