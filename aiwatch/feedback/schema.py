@@ -28,6 +28,7 @@ from typing import Any
 LOG_COLUMNS: tuple[str, ...] = ("request_id", "timestamp", "model", "model_version", "trace_id", "latency_seconds",
                                 "error", "sample_rate")
 OUTPUT = "output"
+_OUTPUT_DOT = OUTPUT + "."
 INPUT_PREFIX = "input."
 
 
@@ -48,7 +49,12 @@ class PredictionRecord:
 
 def normalise(value: Any) -> Any:
     """A value as the log stores it: float, bool, str, None, or JSON text for anything else."""
-    if value is None or isinstance(value, bool | str):
+    kind = type(value)
+    if kind is float or kind is str or kind is bool or value is None:  # the common cases, without ABC checks
+        return value
+    if kind is int:
+        return float(value)
+    if isinstance(value, bool | str):
         return value
     if isinstance(value, numbers.Real):  # ints, floats, numpy scalars
         return float(value)
@@ -84,6 +90,7 @@ class FieldPolicy:
         if self.hash and not hash_key:
             raise ValueError("hashing fields needs hash_key (a secret kept with the service; see FieldPolicy)")
         self._key = hash_key.encode() if isinstance(hash_key, str) else hash_key
+        self._everything_plain = self.allow is None and not self.deny and not self.hash
 
     def keeps(self, field: str) -> bool:
         return field not in self.deny and (self.allow is None or field in self.allow)
@@ -108,17 +115,22 @@ class FieldPolicy:
             "error": bool(record.error),
             "sample_rate": record.sample_rate,
         }
+        plain = self._everything_plain
         for name, value in record.inputs.items():
-            field = str(name)
-            if field in row or field == OUTPUT or field.startswith(f"{OUTPUT}."):
+            field = name if type(name) is str else str(name)
+            if field in row or field == OUTPUT or field.startswith(_OUTPUT_DOT):
                 field = INPUT_PREFIX + field
-            if self.keeps(field):
+            if plain:
+                row[field] = normalise(value)
+            elif self.keeps(field):
                 row[field] = self._value(field, value)
         outputs = record.outputs
         if isinstance(outputs, Mapping):
             for name, value in outputs.items():
-                field = f"{OUTPUT}.{name}"
-                if self.keeps(field):
+                field = _OUTPUT_DOT + str(name)
+                if plain:
+                    row[field] = normalise(value)
+                elif self.keeps(field):
                     row[field] = self._value(field, value)
         elif outputs is not None and self.keeps(OUTPUT):
             row[OUTPUT] = self._value(OUTPUT, outputs)
