@@ -38,6 +38,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--json", metavar="PATH", default=None,
                         help="also write each cycle's per-stage numbers to PATH as JSON")
     parser.add_argument("--seed", type=int, default=7, help="seed of the generated traffic")
+    parser.add_argument("--prediction-log", metavar="DIR", default=None,
+                        help="the inference service logs every request into DIR (Parquet by model and hour); then "
+                             "`aiwatch drift PROFILE DIR --since TIME` tests the sale's requests")
     parser.set_defaults(handler=run)
 
 

@@ -11,6 +11,7 @@ request features.
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -43,7 +44,8 @@ class InferenceCore:
     The model runs on one worker thread (one "accelerator"): one batch at a time."""
 
     def __init__(self, metrics: Metrics, model_seconds: float = 0.025, max_batch: int = 2,
-                 max_wait: float = 0.002, drift_window: float = 10.0, drift_interval: float = 0.5) -> None:
+                 max_wait: float = 0.002, drift_window: float = 10.0, drift_interval: float = 0.5,
+                 prediction_log: aiwatch.PredictionLog | None = None) -> None:
         self.model = Recommender(max_batch=max_batch)
         self.per_call = self.model.calibrate(model_seconds)
         self.max_batch = max_batch
@@ -52,14 +54,21 @@ class InferenceCore:
             self.model.predict, max_batch_size=max_batch, max_wait_seconds=max_wait, model=MODEL, queue=MODEL,
             executor=self._executor, metrics=metrics)
         self.drift = drift_monitor(metrics, drift_window, drift_interval)
+        #: every request's features and answer, when the demo keeps a prediction log (``--prediction-log DIR``)
+        self.prediction_log = prediction_log
 
     def start(self) -> None:
         self.drift.start()
 
     async def predict(self, request: Request) -> list[int]:
-        self.drift.observe({"basket_value": request.basket_value, "items_in_cart": request.items_in_cart,
-                            "session_seconds": request.session_seconds})
-        return await self.batcher.submit(request)
+        features = {"basket_value": request.basket_value, "items_in_cart": request.items_in_cart,
+                    "session_seconds": request.session_seconds}
+        self.drift.observe(features)
+        items = await self.batcher.submit(request)
+        if self.prediction_log is not None:
+            self.prediction_log.log(MODEL, {"user_id": request.user_id, **features},
+                                    {"top_item": items[0] if items else None, "items": len(items)})
+        return items
 
     def info(self) -> dict[str, Any]:
         return {"model_seconds": self.per_call, "max_batch": self.max_batch, "candidates": self.model.candidates,
@@ -67,18 +76,26 @@ class InferenceCore:
 
     async def aclose(self) -> None:
         self.drift.stop()
+        if self.prediction_log is not None:
+            self.prediction_log.close()
         await self.batcher.aclose()
         self._executor.shutdown(wait=True, cancel_futures=True)
 
 
 def create_app(model_seconds: float = 0.025, max_batch: int = 2, max_wait: float = 0.002,
-               grpc_port: int | None = None, drift_window: float = 10.0) -> Any:
+               grpc_port: int | None = None, drift_window: float = 10.0, prediction_log: str | None = None) -> Any:
     """The FastAPI app, with a recommender trained and calibrated to about ``model_seconds`` per call; with
-    ``grpc_port`` it also serves the Recommend RPC on 127.0.0.1:``grpc_port`` while the app runs."""
+    ``grpc_port`` it also serves the Recommend RPC on 127.0.0.1:``grpc_port`` while the app runs; with
+    ``prediction_log`` (a directory) it logs every request's features and answer there as Parquet (user ids
+    HMAC-hashed), files rotated every 10 s."""
     from fastapi import FastAPI
 
     metrics = default_metrics()
-    core = InferenceCore(metrics, model_seconds, max_batch, max_wait, drift_window)
+    log = None
+    if prediction_log is not None:
+        log = aiwatch.PredictionLog(aiwatch.ParquetSink(prediction_log, max_file_seconds=10.0), metrics=metrics,
+                                    hash_fields={"user_id"}, hash_key=os.urandom(32))
+    core = InferenceCore(metrics, model_seconds, max_batch, max_wait, drift_window, prediction_log=log)
 
     @asynccontextmanager
     async def lifespan(_app: Any) -> AsyncIterator[None]:
@@ -143,11 +160,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--max-batch", type=int, default=2)
     parser.add_argument("--drift-window", type=float, default=10.0,
                         help="seconds of requests the drift monitor's PSI evaluation looks at")
+    parser.add_argument("--prediction-log", metavar="DIR", default=None,
+                        help="log every request's features and answer into DIR (Parquet, by model and hour)")
     args = parser.parse_args(argv)
     from aiwatch.demo.serve import serve
 
     serve(create_app(args.model_ms / 1000.0, args.max_batch, grpc_port=args.grpc_port,
-                     drift_window=args.drift_window), args.port,
+                     drift_window=args.drift_window, prediction_log=args.prediction_log), args.port,
           loop="asyncio" if args.grpc_port is not None else "auto")
 
 

@@ -53,6 +53,8 @@ class DemoOptions:
     grpc_port: int = 0
     #: the console's port (0 = a free one)
     console_port: int = 8501
+    #: a directory: the inference service logs every request there (aiwatch.PredictionLog, Parquet)
+    prediction_log: str | None = None
     out: TextIO = field(default_factory=lambda: sys.stdout)
 
 
@@ -212,6 +214,11 @@ def _run(options: DemoOptions, supervisor: Supervisor, out: TextIO) -> int:
     drift_window = 0.9 * min(s.seconds for s in loadgen.plan(options.duration, 1.0))
     inf_args = [py, "-m", "aiwatch.demo.inference", "--port", str(inf_port), "--model-ms", str(options.model_ms),
                 "--max-batch", str(options.max_batch), "--drift-window", f"{drift_window:.3f}"]
+    if options.prediction_log:
+        inf_args += ["--prediction-log", options.prediction_log]
+        profile = write_log_profile(Path(options.prediction_log))
+        print(f"  prediction log: {options.prediction_log} (test it: aiwatch drift {profile} "
+              f"{options.prediction_log} --since <UTC time the sale began>)", file=out, flush=True)
     gw_args = [py, "-m", "aiwatch.demo.gateway", "--port", str(gw_port)]
     if options.transport == "grpc":
         grpc_port = options.grpc_port or free_port()
@@ -255,6 +262,17 @@ def _run(options: DemoOptions, supervisor: Supervisor, out: TextIO) -> int:
         if options.json_path:
             Path(options.json_path).write_text(json.dumps([s.as_dict() for s in results], indent=2) + "\n")
     return 0
+
+
+def write_log_profile(log_dir: Path) -> Path:
+    """The demo's reference profile, saved in the prediction log's directory under a name that readers of the log
+    skip (``_``), for ``aiwatch drift PROFILE LOG_DIR``."""
+    from aiwatch.demo.drift import reference_profile
+
+    log_dir.mkdir(parents=True, exist_ok=True)
+    path = log_dir / "_reference_profile.json"
+    reference_profile().save(path)
+    return path
 
 
 def console_args(metrics_urls: list[str], prometheus: str | None, port: int) -> list[str]:
@@ -319,4 +337,5 @@ def options_from_args(args: Any) -> DemoOptions:
     return DemoOptions(duration=args.duration, headless=args.headless, redis=args.redis, prometheus=args.prometheus,
                        normal_rps=args.rps, model_ms=args.model_ms, seed=args.seed, cycles=args.cycles,
                        json_path=args.json, gateway_port=args.gateway_port, inference_port=args.inference_port,
-                       transport=args.transport or default_transport(), console_port=args.console_port)
+                       transport=args.transport or default_transport(), console_port=args.console_port,
+                       prediction_log=getattr(args, "prediction_log", None))

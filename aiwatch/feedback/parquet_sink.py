@@ -117,7 +117,7 @@ class ParquetSink:
         for name in names:
             values = [row.get(name) for row in rows]
             array = None
-            if known is not None and name in known.names:
+            if known is not None and name in known.names and name not in _FIXED_TYPES:
                 try:
                     array = pa.array(values, type=known.field(name).type)
                 except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError):

@@ -46,6 +46,16 @@ def test_rows_land_in_model_and_hour_partitions(tmp_path: Path) -> None:
     assert sorted(table.column("basket_value").to_pylist()) == [1.0, 2.0, 3.0]
 
 
+def test_batches_appended_to_an_open_file_keep_their_timestamps(tmp_path: Path) -> None:
+    sink = ParquetSink(tmp_path)
+    sink.write([row(1, ts=T0)])
+    sink.write([row(2, ts=T0 + 1.5)])
+    sink.close()
+    [path] = parquet_files(tmp_path)
+    stamps = [t.timestamp() for t in pq.read_table(path).column("timestamp").to_pylist()]
+    assert stamps == [T0, T0 + 1.5]
+
+
 def test_files_rotate_at_max_rows(tmp_path: Path) -> None:
     sink = ParquetSink(tmp_path, max_rows=4)
     sink.write([row(i) for i in range(10)])
