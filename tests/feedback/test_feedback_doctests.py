@@ -8,7 +8,7 @@ import importlib
 import pytest
 
 
-@pytest.mark.parametrize("name", ["aiwatch.feedback.schema", "aiwatch.feedback.log"])
+@pytest.mark.parametrize("name", ["aiwatch.feedback.schema", "aiwatch.feedback.log", "aiwatch.feedback.outcomes"])
 def test_doctests(name: str) -> None:
     result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
