@@ -22,6 +22,7 @@ from aiwatch.console.source import (
     DataSource,
     DriftRow,
     GpuRow,
+    QualityRow,
     Series,
     Signal,
     SourceError,
@@ -32,6 +33,7 @@ from aiwatch.console.source import (
     drift_rows,
     duration,
     gpu_rows,
+    quality_rows,
 )
 from aiwatch.promapi import PrometheusAPI, PrometheusError, PrometheusSlow, PrometheusUnavailable
 
@@ -171,6 +173,17 @@ class PrometheusSource(DataSource):
                 ident = (labels.get("model", ""), labels.get("feature", ""), labels.get("test", ""))
                 found.setdefault(ident, {})[key] = value
         return drift_rows(found)
+
+    def model_quality(self) -> list[QualityRow]:
+        values, objectives, labelled = self._all([
+            partial(self.instant, Q.quality_gauge(Q.MODEL_QUALITY.name)),
+            partial(self.instant, Q.quality_gauge(Q.MODEL_QUALITY_OBJECTIVE.name)),
+            partial(self.instant, Q.quality_gauge(Q.MODEL_QUALITY_LABELLED.name, ("model",)))])
+
+        def keyed(answer: Any) -> dict[tuple[str, str], float]:
+            return {(lb.get("model", ""), lb.get("metric", "")): v for lb, v in answer}
+
+        return quality_rows(keyed(values), keyed(objectives), {lb.get("model", ""): v for lb, v in labelled})
 
     def drift_over_time(self, features: Sequence[tuple[str, str]]) -> list[Series]:
         if not features:

@@ -32,6 +32,9 @@ DRIFT_SCORE = metric("aiwatch_drift_score")
 DRIFT_PVALUE = metric("aiwatch_drift_pvalue")
 DRIFT_DETECTED = metric("aiwatch_drift_detected")
 FEATURE_BINS = metric("aiwatch_feature_bin_total")
+MODEL_QUALITY = metric("aiwatch_model_quality")
+MODEL_QUALITY_OBJECTIVE = metric("aiwatch_model_quality_objective")
+MODEL_QUALITY_LABELLED = metric("aiwatch_model_quality_labelled")
 REFERENCE_RATIO = metric("aiwatch_feature_reference_ratio")
 
 REPLICA_GAUGES = (IN_FLIGHT, QUEUE_DEPTH, GPU_NVML_UP)
@@ -119,6 +122,11 @@ def cache_hit_ratio(w: str) -> str:
 
 def drift_gauge(gauge: str, mdl: MatcherText = "", extra: MatcherText = "") -> str:
     return by("max", ("model", "feature", "test"), series(metric(gauge), mdl, extra))
+
+
+def quality_gauge(gauge: str, labels: tuple[str, ...] = ("model", "metric")) -> str:
+    """The latest realised-quality gauge (one exporter per model is expected: max over instances)."""
+    return by("max", labels, series(metric(gauge)))
 
 
 def drift_scores_of(models: list[str], features: list[str]) -> str:

@@ -162,7 +162,10 @@ def test_resources_view(source: DataSource) -> None:
 
 def test_drift_view(source: DataSource) -> None:
     at = run_view(source, "Drift")
-    assert texts(at.error) == ["Drift detected in 1 of 5 features: basket_value"]
+    assert texts(at.error) == ["Drift detected in 1 of 5 features: basket_value",
+                               "Quality off its objective: accuracy of ranker"]
+    quality = at.dataframe[1].value  # realised quality, next to drift
+    assert list(quality["metric"]) == ["accuracy", "recall"] and list(quality["off objective"])[0]
     table = at.dataframe[0].value
     assert list(table["score"]) == sorted(table["score"], reverse=True)
     assert table.iloc[0]["feature"] == "basket_value" and bool(table.iloc[0]["detected"])
