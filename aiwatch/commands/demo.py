@@ -55,6 +55,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--no-alerts", action="store_true",
                         help="do not start Prometheus and Alertmanager (started by default when installed)")
     parser.add_argument("--seed", type=int, default=7, help="seed of the generated traffic")
+    parser.add_argument("--prediction-log", metavar="DIR", default=None,
+                        help="the inference service logs every request into DIR (Parquet by model and hour); then "
+                             "`aiwatch drift PROFILE DIR --since TIME` tests the sale's requests")
     parser.set_defaults(handler=run)
 
 

@@ -399,6 +399,10 @@ def drift_view(src: DataSource, window: float) -> None:
     rows = panel("Per-feature drift (latest evaluation; click a column to sort)", src.drift_table, _draw_drift_table,
                  "No drift results yet: no aiwatch_drift_score series. Drift gauges appear after the first "
                  "DriftMonitor evaluation.")
+    panel("Realised model quality (delayed labels joined to the prediction log)", src.model_quality,
+          _draw_quality, "No realised quality: no aiwatch_model_quality series. `aiwatch quality LOG LABELS "
+          "--textfile ...` exports them once labels arrive (docs/prediction-log.md); until then prediction drift, "
+          "the output.* features above, is the proxy.")
     features = sorted({(r.model, r.feature) for r in rows or []})
     if not features:
         return
@@ -429,6 +433,18 @@ def drift_view(src: DataSource, window: float) -> None:
         panel("Drift score over time", over_time, lambda d: line(d, ["feature", "test"], "score"),
               "Pick features above to see their drift score over time." if not picked
               else "No drift score history for these features yet.")
+
+
+def _draw_quality(rows: list[Any]) -> None:
+    off = [r for r in rows if r.off_objective]
+    if off:
+        st.error("Quality off its objective: " + ", ".join(f"{md(r.metric)} of {md(r.model)}" for r in off[:10]))
+    df = pd.DataFrame([{"model": r.model, "metric": r.metric, "value": r.value, "objective": r.objective,
+                        "off objective": r.off_objective, "labelled requests": r.labelled} for r in rows])
+    st.dataframe(df, hide_index=True, width="stretch",
+                 column_config={"value": st.column_config.NumberColumn(format="%.4g"),
+                                "objective": st.column_config.NumberColumn(format="%.4g"),
+                                "labelled requests": st.column_config.NumberColumn(format="%.0f")})
 
 
 def _draw_drift_table(rows: list[Any]) -> None:

@@ -23,6 +23,7 @@ from aiwatch.console.source import (
     DataSource,
     DriftRow,
     GpuRow,
+    QualityRow,
     Series,
     Signal,
     SourceError,
@@ -33,6 +34,7 @@ from aiwatch.console.source import (
     drift_rows,
     duration,
     natural_key,
+    quality_rows,
     tell_scopes_apart,
 )
 from aiwatch.httpconfig import HTTPConfig
@@ -184,6 +186,17 @@ class PrometheusSource(DataSource):
                 ident = (labels.get("model", ""), labels.get("feature", ""), labels.get("test", ""))
                 found.setdefault(ident, {})[key] = value
         return drift_rows(found)
+
+    def model_quality(self) -> list[QualityRow]:
+        values, objectives, labelled = self._all([
+            partial(self.instant, self.q.quality_gauge(Q.MODEL_QUALITY.name)),
+            partial(self.instant, self.q.quality_gauge(Q.MODEL_QUALITY_OBJECTIVE.name)),
+            partial(self.instant, self.q.quality_gauge(Q.MODEL_QUALITY_LABELLED.name, ("model",)))])
+
+        def keyed(answer: Any) -> dict[tuple[str, str], float]:
+            return {(lb.get("model", ""), lb.get("metric", "")): v for lb, v in answer}
+
+        return quality_rows(keyed(values), keyed(objectives), {lb.get("model", ""): v for lb, v in labelled})
 
     def drift_over_time(self, features: Sequence[tuple[str, str]]) -> list[Series]:
         if not features:

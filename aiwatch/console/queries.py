@@ -57,6 +57,9 @@ DRIFT_SCORE = metric("aiwatch_drift_score")
 DRIFT_PVALUE = metric("aiwatch_drift_pvalue")
 DRIFT_DETECTED = metric("aiwatch_drift_detected")
 FEATURE_BINS = metric("aiwatch_feature_bin_total")
+MODEL_QUALITY = metric("aiwatch_model_quality")
+MODEL_QUALITY_OBJECTIVE = metric("aiwatch_model_quality_objective")
+MODEL_QUALITY_LABELLED = metric("aiwatch_model_quality_labelled")
 REFERENCE_RATIO = metric("aiwatch_feature_reference_ratio")
 
 REPLICA_GAUGES = (IN_FLIGHT, QUEUE_DEPTH, GPU_NVML_UP)
@@ -204,3 +207,9 @@ class PanelQueries:
             histogram_quantile(0.95, QUEUE_WAIT, w, self.scope, *self._m()),
             by("avg", self.scope, self.gpu_reading("utilization")),
         ]
+
+    # --- realised model quality ---------------------------------------------------------------------------
+    def quality_gauge(self, gauge: str, labels: tuple[str, ...] = ("model", "metric")) -> str:
+        """The latest realised-quality gauge per model (one exporter per model is expected: max over instances
+        and scopes; ``match`` narrows it to one cluster)."""
+        return by("max", labels, series(metric(gauge), *self._m()))

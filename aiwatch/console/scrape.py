@@ -39,6 +39,7 @@ from aiwatch.console.source import (
     DriftRow,
     GpuRow,
     NotSupported,
+    QualityRow,
     Series,
     Signal,
     TargetHealth,
@@ -46,6 +47,7 @@ from aiwatch.console.source import (
     drift_rows,
     gpu_rows,
     histogram_quantile,
+    quality_rows,
 )
 from aiwatch.httpconfig import HTTPConfig
 from aiwatch.scrape import LabelKey, fetch_metrics, parse_metrics
@@ -414,6 +416,16 @@ class ScrapeSource(DataSource):
             for ident, value in max_by(self._gauge(data, metric, t), ("model", "feature", "test")).items():
                 found.setdefault((ident[0], ident[1], ident[2]), {})[key] = value
         return drift_rows(found)
+
+    def model_quality(self) -> list[QualityRow]:
+        data, t = self._copy(), time.time()
+
+        def keyed(name: str) -> dict[tuple[str, str], float]:
+            return {(k[0], k[1]): v for k, v in max_by(self._gauge(data, name, t), ("model", "metric")).items()}
+
+        labelled = {k[0]: v for k, v in max_by(self._gauge(data, Q.MODEL_QUALITY_LABELLED.name, t),
+                                               ("model",)).items()}
+        return quality_rows(keyed(Q.MODEL_QUALITY.name), keyed(Q.MODEL_QUALITY_OBJECTIVE.name), labelled)
 
     def drift_over_time(self, features: Sequence[tuple[str, str]]) -> list[Series]:
         wanted = set(features)

@@ -96,6 +96,27 @@ class DriftRow:
 
 
 @dataclass(frozen=True)
+class QualityRow:
+    """A model's realised quality in its latest labelled window (``aiwatch quality``: delayed labels joined to the
+    prediction log) and the objective it is held to."""
+
+    model: str
+    metric: str
+    value: float | None
+    objective: float | None
+    labelled: float | None
+
+    @property
+    def off_objective(self) -> bool | None:
+        """Below the objective (accuracy, precision, recall) or above it (MAE, RMSE); None without one."""
+        from aiwatch.feedback.outcomes import HIGHER_IS_BETTER
+
+        if self.value is None or self.objective is None:
+            return None
+        return self.value < self.objective if self.metric in HIGHER_IS_BETTER else self.value > self.objective
+
+
+@dataclass(frozen=True)
 class BinRow:
     """One bin of a feature: the reference profile's share and the live share over the window."""
 
@@ -221,6 +242,10 @@ class DataSource(ABC):
     def autoscaling_signals(self, window: float) -> list[Signal]:
         """The autoscaling signals of :data:`AUTOSCALING_SIGNALS`, in that order."""
 
+    def model_quality(self) -> list[QualityRow]:
+        """Every model's realised quality metrics with their objectives (none when nothing exports them)."""
+        return []
+
     def window_totals(self, start: float, end: float) -> WindowTotals:
         """The answers to every read of ``aiwatch diagnose`` (:data:`aiwatch.diagnose.window.READS`) for the window
         ``[start, end]`` (unix seconds): what the Latency view's diagnosis compares."""
@@ -289,6 +314,14 @@ def drift_rows(found: dict[tuple[str, str, str], dict[str, float]]) -> list[Drif
                      None if "detected" not in v else v["detected"] >= 0.5)
             for (model, feature, test), v in found.items()]
     return sorted(rows, key=lambda r: (-(r.score if r.score is not None else -math.inf), r.model, r.feature, r.test))
+
+
+def quality_rows(values: dict[tuple[str, str], float], objectives: dict[tuple[str, str], float],
+                 labelled: dict[str, float]) -> list[QualityRow]:
+    """The quality table from (model, metric) -> value / objective and model -> labelled requests."""
+    return [QualityRow(model, name, finite(value), finite(objectives.get((model, name))),
+                       finite(labelled.get(model)))
+            for (model, name), value in sorted(values.items(), key=lambda kv: (natural_key(kv[0][0]), kv[0][1]))]
 
 
 def bin_rows(reference: dict[str, float], live: dict[str, float]) -> list[BinRow]:

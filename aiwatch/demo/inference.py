@@ -16,6 +16,7 @@ throttled GPU (:mod:`aiwatch.demo.faults`).
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -53,7 +54,7 @@ class InferenceCore:
     def __init__(self, metrics: Metrics, model_seconds: float = 0.025, max_batch: int = 2,
                  max_wait: float = 0.002, drift_window: float = 10.0, drift_interval: float = 0.5,
                  model: str = MODEL, device_seconds: float = 0.0, faults: demo_faults.Faults | None = None,
-                 model_cache: str | None = None) -> None:
+                 model_cache: str | None = None, prediction_log: aiwatch.PredictionLog | None = None) -> None:
         self.model = Recommender.cached(model_cache, max_batch=max_batch) if model_cache else Recommender(
             max_batch=max_batch)
         self.per_call = self.model.calibrate(model_seconds)
@@ -65,6 +66,9 @@ class InferenceCore:
             self._call_model, max_batch_size=max_batch, max_wait_seconds=max_wait, model=model, queue=model,
             executor=self._executor, metrics=metrics)
         self.drift = drift_monitor(metrics, drift_window, drift_interval, model=model)
+        self.model_label = model
+        #: every request's features and answer, when the demo keeps a prediction log (``--prediction-log DIR``)
+        self.prediction_log = prediction_log
 
     def _call_model(self, batch: Sequence[Request]) -> list[list[int]]:
         result = self.model.predict(batch)
@@ -77,9 +81,14 @@ class InferenceCore:
         self.drift.start()
 
     async def predict(self, request: Request) -> list[int]:
-        self.drift.observe({"basket_value": request.basket_value, "items_in_cart": request.items_in_cart,
-                            "session_seconds": request.session_seconds})
-        return await self.batcher.submit(request)
+        features = {"basket_value": request.basket_value, "items_in_cart": request.items_in_cart,
+                    "session_seconds": request.session_seconds}
+        self.drift.observe(features)
+        items = await self.batcher.submit(request)
+        if self.prediction_log is not None:
+            self.prediction_log.log(self.model_label, {"user_id": request.user_id, **features},
+                                    {"top_item": items[0] if items else None, "items": len(items)})
+        return items
 
     def info(self) -> dict[str, Any]:
         seconds = self.per_call + self.device_seconds
@@ -89,22 +98,31 @@ class InferenceCore:
 
     async def aclose(self) -> None:
         self.drift.stop()
+        if self.prediction_log is not None:
+            self.prediction_log.close()
         await self.batcher.aclose()
         self._executor.shutdown(wait=True, cancel_futures=True)
 
 
 def create_app(model_seconds: float = 0.025, max_batch: int = 2, max_wait: float = 0.002,
                grpc_port: int | None = None, drift_window: float = 10.0, service: str = SERVICE,
-               model: str = MODEL, device_seconds: float = 0.0, model_cache: str | None = None) -> Any:
+               model: str = MODEL, device_seconds: float = 0.0, model_cache: str | None = None,
+               prediction_log: str | None = None) -> Any:
     """The FastAPI app, with a recommender trained and calibrated to about ``model_seconds`` per call (plus
     ``device_seconds`` of simulated accelerator time); with ``grpc_port`` it also serves the Recommend RPC on
-    127.0.0.1:``grpc_port`` while the app runs. ``service`` and ``model`` are its labels in aiwatch's metrics."""
+    127.0.0.1:``grpc_port`` while the app runs. ``service`` and ``model`` are its labels in aiwatch's metrics. With
+    ``prediction_log`` (a directory) it logs every request's features and answer there as Parquet (user ids
+    HMAC-hashed), files rotated every 10 s."""
     from fastapi import FastAPI
 
     metrics = default_metrics()
     faults = demo_faults.Faults()
+    log = None
+    if prediction_log is not None:
+        log = aiwatch.PredictionLog(aiwatch.ParquetSink(prediction_log, max_file_seconds=10.0), metrics=metrics,
+                                    hash_fields={"user_id"}, hash_key=os.urandom(32))
     core = InferenceCore(metrics, model_seconds, max_batch, max_wait, drift_window, model=model,
-                         device_seconds=device_seconds, faults=faults, model_cache=model_cache)
+                         device_seconds=device_seconds, faults=faults, model_cache=model_cache, prediction_log=log)
 
     @asynccontextmanager
     async def lifespan(_app: Any) -> AsyncIterator[None]:
@@ -179,12 +197,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--model", default=MODEL, help="the model (and queue) label")
     parser.add_argument("--model-cache", default=None,
                         help="an .npz file with the trained factors: loaded when it exists, written after training")
+    parser.add_argument("--prediction-log", metavar="DIR", default=None,
+                        help="log every request's features and answer into DIR (Parquet, by model and hour)")
     args = parser.parse_args(argv)
     from aiwatch.demo.serve import serve
 
     serve(create_app(args.model_ms / 1000.0, args.max_batch, grpc_port=args.grpc_port,
                      drift_window=args.drift_window, service=args.service, model=args.model,
-                     device_seconds=args.device_ms / 1000.0, model_cache=args.model_cache), args.port,
+                     device_seconds=args.device_ms / 1000.0, model_cache=args.model_cache,
+                     prediction_log=args.prediction_log), args.port,
           loop="asyncio" if args.grpc_port is not None else "auto")
 
 

@@ -61,6 +61,8 @@ class DemoOptions:
     cpu_ms: float = 5.0
     #: start Prometheus and Alertmanager with the demo's rules when they are installed
     alerts: bool = True
+    #: a directory: the inference service logs every request there (aiwatch.PredictionLog, Parquet)
+    prediction_log: str | None = None
     out: TextIO = field(default_factory=lambda: sys.stdout)
 
 
@@ -140,6 +142,11 @@ def _run(options: DemoOptions, supervisor: Supervisor, out: TextIO) -> int:
     inf_args = [py, "-m", "aiwatch.demo.inference", "--port", str(inf_port), "--model-ms", str(cpu_ms),
                 "--device-ms", str(options.model_ms - cpu_ms), "--max-batch", str(options.max_batch),
                 "--drift-window", f"{drift_window:.3f}"]
+    if options.prediction_log:
+        inf_args += ["--prediction-log", options.prediction_log]
+        profile = write_log_profile(Path(options.prediction_log))
+        print(f"  prediction log: {options.prediction_log} (test it: aiwatch drift {profile} "
+              f"{options.prediction_log} --since <UTC time the sale began>)", file=out, flush=True)
     gw_args = [py, "-m", "aiwatch.demo.gateway", "--port", str(gw_port)]
     grpc_port = (options.grpc_port or free_port()) if options.transport == "grpc" else 0
     link = _slow_link(supervisor, grpc_port or inf_port) if scenario.name == "network" else None
@@ -265,6 +272,17 @@ def _alerts_per_stage(prometheus_url: str, stages: list[summary.StageStats]) -> 
         stage.alerts = sorted({alerting.describe(labels) for labels in found})
 
 
+def write_log_profile(log_dir: Path) -> Path:
+    """The demo's reference profile, saved in the prediction log's directory under a name that readers of the log
+    skip (``_``), for ``aiwatch drift PROFILE LOG_DIR``."""
+    from aiwatch.demo.drift import reference_profile
+
+    log_dir.mkdir(parents=True, exist_ok=True)
+    path = log_dir / "_reference_profile.json"
+    reference_profile().save(path)
+    return path
+
+
 def console_args(metrics_urls: list[str], prometheus: str | None, port: int) -> list[str]:
     """The ``aiwatch console`` command line: the embedded scraper on the services' ``/metrics`` (every second,
     a 15 s window, so a demo stage shows up while it runs), or ``--prometheus URL``."""
@@ -339,4 +357,4 @@ def options_from_args(args: Any) -> DemoOptions:
                        json_path=args.json, gateway_port=args.gateway_port, inference_port=args.inference_port,
                        transport=args.transport or default_transport(), console_port=args.console_port,
                        scenario=args.scenario, severity_ms=args.severity_ms, cpu_ms=args.cpu_ms,
-                       alerts=not args.no_alerts)
+                       alerts=not args.no_alerts, prediction_log=getattr(args, "prediction_log", None))

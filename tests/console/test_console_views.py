@@ -162,7 +162,11 @@ def test_resources_view(source: DataSource) -> None:
 
 def test_drift_view(source: DataSource) -> None:
     at = run_view(source, "Drift")
-    assert texts(at.error) == ["Drift detected in 1 of 5 features: basket_value"]
+    assert texts(at.error) == ["Drift detected in 1 of 5 features: basket_value",
+                               "Quality off its objective: accuracy of ranker"]
+    quality = at.dataframe[1].value  # realised quality, next to drift
+    assert list(quality["metric"]) == ["accuracy", "recall"]
+    assert quality["off objective"].iloc[0] == True  # noqa: E712 - a numpy/pandas bool
     table = at.dataframe[0].value
     assert list(table["score"]) == sorted(table["score"], reverse=True)
     assert table.iloc[0]["feature"] == "basket_value" and bool(table.iloc[0]["detected"])
