@@ -92,3 +92,45 @@ def test_corrections_equal_scipy_and_formula() -> None:
 def test_unknown_method_is_named() -> None:
     with pytest.raises(ValueError, match="unknown drift test 'kss'"):
         stattests.method("kss")
+
+
+@pytest.mark.parametrize(("m", "n"), [(1, 1), (1, 7), (7, 1), (5, 5), (20, 1000), (1000, 20), (333, 1000),
+                                      (64, 64 * 3), (50, 2000)])
+def test_wasserstein_of_sorted_samples_is_scipys(m: int, n: int) -> None:
+    rng = np.random.default_rng(m * 1000 + n)
+    for u, v in ((rng.normal(size=m), rng.normal(0.3, 2.0, size=n)),
+                 (rng.integers(0, 4, m).astype(float), rng.integers(0, 4, n).astype(float)),  # ties everywhere
+                 (rng.normal(1e6, 1.0, size=m), rng.normal(1e6 + 0.5, 1.0, size=n))):  # far from 0
+        expected = stats.wasserstein_distance(u, v)
+        found = stattests.wasserstein_distance_sorted(np.sort(u), np.sort(v))
+        assert found == pytest.approx(expected, rel=1e-9, abs=1e-12)
+        assert stattests.wasserstein(u, v, current_sorted=False).statistic == pytest.approx(
+            expected / max(float(np.std(u)), 0.001), rel=1e-9, abs=1e-12)
+
+
+def test_wasserstein_needs_values_on_both_sides() -> None:
+    with pytest.raises(ValueError, match="both sides"):
+        stattests.wasserstein_distance_sorted(np.empty(0), np.array([1.0]))
+    with pytest.raises(ValueError, match="both sides"):
+        stattests.wasserstein_distance_sorted(np.array([1.0]), np.empty(0))
+
+
+def test_compare_in_exact_mode_uses_every_current_value_and_sorts_it_once() -> None:
+    from aiwatch.drift.current import numerical_current
+    from aiwatch.drift.evaluate import Options, compare
+    from aiwatch.drift.profile import ReferenceProfile
+
+    rng = np.random.default_rng(12)
+    ref, cur = rng.normal(0, 1, 5000), rng.normal(0.02, 1, 40_000)
+    profile = ReferenceProfile.build({"x": ref}, sample_size=5000)  # the sample is the whole reference
+    expected = stats.wasserstein_distance(ref, cur) / np.std(ref)
+    assert compare(profile, {"x": cur}, exact=True).features["x"].statistic == pytest.approx(expected, rel=1e-9)
+    sampled = compare(profile, {"x": cur}, max_exact=1000).features["x"].statistic
+    assert sampled != pytest.approx(expected, rel=1e-6)
+    assert Options(exact=True, max_exact=10).sample_limit() is None and Options(max_exact=10).sample_limit() == 10
+    feat = profile.features["x"]
+    exact = numerical_current(feat, cur, None, bins=True)  # type: ignore[arg-type]
+    assert exact.values_sorted and exact.values.tolist() == np.sort(cur).tolist()  # type: ignore[union-attr]
+    assert exact.bin_counts.tolist() == numerical_current(feat, cur, 10).bin_counts.tolist()  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="exact must be True or False"):
+        Options(exact="yes").check_numbers()  # type: ignore[arg-type]
