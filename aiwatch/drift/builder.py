@@ -127,7 +127,8 @@ class _NumericalPass1:
             return
         with np.errstate(over="ignore"):  # values near 1e308: the std overflows to inf, which the checks refuse
             mean = float(finite.mean())
-            m2 = float(((finite - mean) ** 2).sum())
+            deviation = finite - mean
+            m2 = float(np.dot(deviation, deviation))
         total = self.count + n
         delta = mean - self.mean
         self.mean += delta * n / total
