@@ -17,10 +17,11 @@ after). Tracing variants get an SDK TracerProvider whose SimpleSpanProcessor han
 drops it. The servicer does no work and opens no phase.
 
 Variants: bare grpcio; a no-op interceptor (grpcio's interceptor machinery by itself); ``one-histogram`` (observes
-one histogram per call); ``one-span`` (starts and ends one span per call, the floor of any tracing interceptor); aiwatch metrics only (its defaults: request histogram, the ``overhead`` phase, the
-in-flight gauge, the ``server-timing`` trailer); OpenTelemetry's interceptor (one span, no metrics: no
-MeterProvider is set); aiwatch with its own SERVER span (metrics + one span); both (OpenTelemetry's span, aiwatch's
-metrics); and on the client side a no-op and aiwatch's client interceptor, on a bare server (loopback only).
+one histogram per call); ``one-span`` (starts and ends one span per call: the floor of any tracing interceptor);
+aiwatch metrics only (its defaults: request histogram, the ``overhead`` phase, the in-flight gauge, the
+``server-timing`` trailer); OpenTelemetry's interceptor (one span, no metrics: no MeterProvider is set); aiwatch
+with its own SERVER span (metrics + one span); both (OpenTelemetry's span, aiwatch's metrics); and on the client
+side a no-op and aiwatch's client interceptor, on a bare server (loopback only).
 
 Like-for-like pairs: aiwatch metrics + span / OpenTelemetry's span (target <= 0.5); aiwatch metrics-only /
 one-histogram (target <= 2).
