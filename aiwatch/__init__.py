@@ -25,11 +25,12 @@ from aiwatch.timing import RequestRecorder, current_timeline, phase, record_phas
 
 # name -> module that defines it; imported on first attribute access (heavier or optional dependencies).
 _LAZY: dict[str, str] = {
-    "instrument": "aiwatch.instrument",
+    "instrument": "aiwatch.instrument_app",
     "make_recorder": "aiwatch.recording",
     "make_client_recorder": "aiwatch.recording",
     "AiwatchMiddleware": "aiwatch.middleware.asgi",
     "AiwatchWSGIMiddleware": "aiwatch.middleware.wsgi",
+    "AiwatchStarletteInstrumentor": "aiwatch.middleware.instrumentor",
     "instrument_httpx": "aiwatch.client",
     "instrument_requests": "aiwatch.client",
     "make_asgi_app": "aiwatch.exposition",
@@ -59,6 +60,11 @@ _LAZY: dict[str, str] = {
     "ReferenceProfile": "aiwatch.drift",
     "ProfileError": "aiwatch.drift",
     "ProfileLimits": "aiwatch.drift",
+    # diagnose() itself is aiwatch.diagnose.diagnose: the name aiwatch.diagnose is the subpackage
+    "Diagnosis": "aiwatch.diagnose",
+    "DiagnoseError": "aiwatch.diagnose",
+    "PrometheusWindows": "aiwatch.diagnose",
+    "totals_from_snapshots": "aiwatch.diagnose",
 }
 
 __all__ = [
@@ -66,7 +72,10 @@ __all__ = [
     "AiwatchGrpcInstrumentorClient",
     "AiwatchGrpcInstrumentorServer",
     "AiwatchMiddleware",
+    "AiwatchStarletteInstrumentor",
     "AiwatchWSGIMiddleware",
+    "DiagnoseError",
+    "Diagnosis",
     "DriftMonitor",
     "FeatureCache",
     "GpuCollector",
@@ -78,6 +87,7 @@ __all__ = [
     "ProfileError",
     "ProfileLimits",
     "PrometheusSource",
+    "PrometheusWindows",
     "ReferenceProfile",
     "RequestRecorder",
     "RulesConfig",
@@ -106,6 +116,7 @@ __all__ = [
     "serve_gpu_metrics",
     "set_model",
     "start_http_server",
+    "totals_from_snapshots",
     "uninstrument_queue",
 ]
 

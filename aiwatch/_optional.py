@@ -6,8 +6,10 @@ import importlib
 from types import ModuleType
 
 
-class MissingExtraError(ImportError):
-    """A feature needs an optional dependency that is not installed."""
+class MissingExtraError(ModuleNotFoundError):
+    """A feature needs an optional dependency that is not installed. A ``ModuleNotFoundError``, so that
+    ``opentelemetry-instrument`` skips an aiwatch instrumentor whose library is missing quietly, as it skips its
+    own."""
 
 
 def require(module: str, extra: str) -> ModuleType:

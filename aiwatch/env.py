@@ -71,6 +71,36 @@ TRACING = EnvVar("AIWATCH_TRACING", "on",
 OTEL_SDK_DISABLED = EnvVar("OTEL_SDK_DISABLED", "false",
                            "`true` turns aiwatch's spans off, as it turns OpenTelemetry's SDK off.",
                            owner="OpenTelemetry")
+SEMCONV_STABILITY_OPT_IN = EnvVar(
+    "OTEL_SEMCONV_STABILITY_OPT_IN", "",
+    "Comma-separated: `rpc` gives gRPC spans the stable RPC conventions (`rpc.system.name`, `rpc.method` = "
+    "`pkg.Service/Method`, `rpc.response.status_code`, `error.type`) instead of the ones "
+    "opentelemetry-instrumentation-grpc emits by default; `rpc/dup` gives them both sets.",
+    owner="OpenTelemetry")
+# --- URLs neither timed nor traced (comma-separated regexes, each searched in the request's full URL) --------
+EXCLUDED_URLS = EnvVar("AIWATCH_EXCLUDED_URLS", "",
+                       "One regular expression (Python `re`, commas allowed): requests whose full URL "
+                       "(`scheme://host/path`) it is found in are neither timed nor traced, on top of the "
+                       "`OTEL_PYTHON_*_EXCLUDED_URLS` lists.")
+OTEL_EXCLUDED_URLS = EnvVar("OTEL_PYTHON_EXCLUDED_URLS", "",
+                            "Comma-separated regexes searched in each request's full URL: matching requests are "
+                            "neither timed nor traced, for every HTTP server integration without its own variable "
+                            "below.", owner="OpenTelemetry")
+OTEL_ASGI_EXCLUDED_URLS = EnvVar("OTEL_PYTHON_ASGI_EXCLUDED_URLS", "",
+                                 "`OTEL_PYTHON_EXCLUDED_URLS` for a bare ASGI app's `AiwatchMiddleware` "
+                                 "(when set, instead of it).", owner="OpenTelemetry")
+OTEL_WSGI_EXCLUDED_URLS = EnvVar("OTEL_PYTHON_WSGI_EXCLUDED_URLS", "",
+                                 "`OTEL_PYTHON_EXCLUDED_URLS` for a bare WSGI app's `AiwatchWSGIMiddleware` "
+                                 "(when set, instead of it).", owner="OpenTelemetry")
+OTEL_FASTAPI_EXCLUDED_URLS = EnvVar("OTEL_PYTHON_FASTAPI_EXCLUDED_URLS", "",
+                                    "`OTEL_PYTHON_EXCLUDED_URLS` for FastAPI apps given to `aiwatch.instrument` "
+                                    "(when set, instead of it).", owner="OpenTelemetry")
+OTEL_STARLETTE_EXCLUDED_URLS = EnvVar("OTEL_PYTHON_STARLETTE_EXCLUDED_URLS", "",
+                                      "`OTEL_PYTHON_EXCLUDED_URLS` for Starlette apps given to "
+                                      "`aiwatch.instrument` (when set, instead of it).", owner="OpenTelemetry")
+OTEL_FLASK_EXCLUDED_URLS = EnvVar("OTEL_PYTHON_FLASK_EXCLUDED_URLS", "",
+                                  "`OTEL_PYTHON_EXCLUDED_URLS` for Flask apps given to `aiwatch.instrument` "
+                                  "(when set, instead of it).", owner="OpenTelemetry")
 MULTIPROC_DIR = EnvVar("PROMETHEUS_MULTIPROC_DIR", "",
                        "prometheus_client's multiprocess mode (gunicorn with several workers): when set (before "
                        "prometheus_client is imported), every worker writes its samples there, `/metrics` serves the "
@@ -94,7 +124,9 @@ CONSOLE_SPAN = EnvVar("AIWATCH_CONSOLE_SPAN", "900",
                       "Seconds of history the over-time charts draw from Prometheus.")
 
 VARIABLES: tuple[EnvVar, ...] = (
-    SERVICE, OTEL_SERVICE_NAME, SLOW_THRESHOLD, MAX_LABEL_VALUES, TRACING, OTEL_SDK_DISABLED, MULTIPROC_DIR,
+    SERVICE, OTEL_SERVICE_NAME, SLOW_THRESHOLD, MAX_LABEL_VALUES, TRACING, OTEL_SDK_DISABLED,
+    SEMCONV_STABILITY_OPT_IN, EXCLUDED_URLS, OTEL_EXCLUDED_URLS, OTEL_ASGI_EXCLUDED_URLS, OTEL_WSGI_EXCLUDED_URLS,
+    OTEL_FASTAPI_EXCLUDED_URLS, OTEL_STARLETTE_EXCLUDED_URLS, OTEL_FLASK_EXCLUDED_URLS, MULTIPROC_DIR,
     GPU_POLL_INTERVAL,
     CONSOLE_PROMETHEUS, CONSOLE_SCRAPE, CONSOLE_INTERVAL, CONSOLE_HISTORY, CONSOLE_REFRESH, CONSOLE_WINDOW,
     CONSOLE_SPAN,
@@ -104,3 +136,23 @@ VARIABLES: tuple[EnvVar, ...] = (
 def service_name(env: Mapping[str, str] | None = None) -> str:
     """The default ``service`` label: ``$AIWATCH_SERVICE``, else ``$OTEL_SERVICE_NAME``, else ``app``."""
     return SERVICE.raw(env) or OTEL_SERVICE_NAME.raw(env) or SERVICE.default
+
+
+#: The OpenTelemetry instrumentation names whose ``OTEL_PYTHON_{NAME}_EXCLUDED_URLS`` aiwatch honours.
+_EXCLUDED_URLS_BY_INSTRUMENTATION = {
+    "ASGI": OTEL_ASGI_EXCLUDED_URLS, "WSGI": OTEL_WSGI_EXCLUDED_URLS, "FASTAPI": OTEL_FASTAPI_EXCLUDED_URLS,
+    "STARLETTE": OTEL_STARLETTE_EXCLUDED_URLS, "FLASK": OTEL_FLASK_EXCLUDED_URLS,
+}
+
+
+def otel_excluded_urls(instrumentation: str, env: Mapping[str, str] | None = None) -> str:
+    """OpenTelemetry's excluded-URL list for ``instrumentation`` (``ASGI``, ``WSGI``, ``FASTAPI``, ``STARLETTE``,
+    ``FLASK``): its own ``OTEL_PYTHON_{NAME}_EXCLUDED_URLS`` when set, else ``OTEL_PYTHON_EXCLUDED_URLS``, as
+    ``opentelemetry.util.http.get_excluded_urls`` reads them.
+
+        >>> otel_excluded_urls("ASGI", {"OTEL_PYTHON_EXCLUDED_URLS": "a", "OTEL_PYTHON_ASGI_EXCLUDED_URLS": "b"})
+        'b'
+        >>> otel_excluded_urls("FLASK", {"OTEL_PYTHON_EXCLUDED_URLS": "a", "OTEL_PYTHON_ASGI_EXCLUDED_URLS": "b"})
+        'a'
+    """
+    return _EXCLUDED_URLS_BY_INSTRUMENTATION[instrumentation].raw(env) or OTEL_EXCLUDED_URLS.raw(env)

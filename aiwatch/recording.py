@@ -54,8 +54,9 @@ OPTIONS: tuple[RecorderOption, ...] = (
                    "`aiwatch_label_overflow_total`. One guard serves the whole registry: when integrations on one "
                    "registry pass different values, the largest wins ([limits.md](limits.md))."),
     RecorderOption("tracer_provider", "the global provider, if an SDK provider is installed",
-                   "The OpenTelemetry TracerProvider of the SERVER span per request and its phase spans (HTTP "
-                   "clients: a CLIENT span per call). The gRPC client interceptors make no spans and do not take it."),
+                   "The OpenTelemetry TracerProvider of the SERVER span per request and its phase spans (clients: "
+                   "a CLIENT span per call). A span OpenTelemetry's own instrumentation already opened for the "
+                   "request or call is used instead of a second one."),
     RecorderOption("model", '`""`', "The default `model` label of the phases (per request: `aiwatch.set_model`, "
                    "per phase: `aiwatch.phase(name, model=)`).", "server"),
     RecorderOption("slow_threshold", "`$AIWATCH_SLOW_THRESHOLD_SECONDS`, else 0.3",

@@ -387,7 +387,9 @@ class RequestRecorder:
 
     def finish(self, tl: RequestTimeline, route: str, method: str, status: str,
                error: BaseException | None = None, end: float | None = None) -> None:
-        """Record the request's duration, its phases and its overhead, end its span and leave the context."""
+        """Record the request's duration, its phases and its overhead, end its span (when aiwatch started it) and
+        leave the context. The integration describes the span first (:mod:`aiwatch.semconv`); ``error`` is for the
+        metrics' caller, not recorded on the span here."""
         now = _clock() if end is None else end
         total = now - tl.start
         m = self.metrics
@@ -419,7 +421,7 @@ class RequestRecorder:
             record_error("metrics", exc, m)
         if tl.span is not None and tl.owns_span:
             try:
-                self.tracing.end_server_span(tl.span, route, method, status, error)
+                self.tracing.end_server_span(tl.span)
             except Exception as exc:
                 record_error("tracing", exc, m)
         if _timeline.get() is tl:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from opentelemetry import trace
+from opentelemetry import context, trace
 from opentelemetry.propagate import extract
 
 from aiwatch._version import __version__
@@ -62,14 +62,34 @@ class TracerSource:
         return self._tracer
 
     @staticmethod
-    def end_server_span(span: Any, route: str, method: str, status: str, error: BaseException | None) -> None:
-        span.update_name(f"{method} {route}".strip())
-        span.set_attribute("http.route", route)
-        span.set_attribute("aiwatch.status", status)
-        if error is not None:
-            span.record_exception(error)
-            span.set_status(trace.Status(trace.StatusCode.ERROR, type(error).__name__))
+    def end_server_span(span: Any) -> None:
+        """End a server span aiwatch started (the integration described it first: :mod:`aiwatch.semconv`)."""
         span.end()
+
+
+def span_in_progress(kind: trace.SpanKind) -> Any:
+    """The current span when it is a recording span of ``kind`` that another instrumentation started for this
+    request or call (OpenTelemetry's middleware or interceptor in front of aiwatch's), else ``None``. A span whose
+    kind cannot be read (not the SDK's) counts as one of ``kind``."""
+    span = trace.get_current_span()
+    if span.is_recording() and getattr(span, "kind", kind) is kind:
+        return span
+    return None
+
+
+def activate(span: Any, parent_context: Any = None, suppress: Any = None) -> object:
+    """Make ``span`` current (in ``parent_context``, e.g. one carrying the caller's baggage) until
+    :func:`deactivate`, so that spans the app starts meanwhile are its children. ``suppress``: a context key set to
+    true meanwhile (OpenTelemetry's keys that tell its instrumentations not to trace a call aiwatch already traces)."""
+    ctx = trace.set_span_in_context(span, parent_context)
+    if suppress is not None:
+        ctx = context.set_value(suppress, True, ctx)
+    return context.attach(ctx)
+
+
+def deactivate(token: object) -> None:
+    """Undo :func:`activate` (in the same context it was called in)."""
+    context.detach(token)  # type: ignore[arg-type]
 
 
 def extract_context(carrier: dict[str, str]) -> Any:

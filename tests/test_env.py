@@ -132,6 +132,22 @@ def _multiprocess() -> bool:
     return multiprocess_enabled()
 
 
+def _rpc_conventions() -> tuple[bool, bool]:
+    from aiwatch.semconv import rpc_conventions
+
+    conventions = rpc_conventions()
+    return conventions.old, conventions.new
+
+
+def _excludes(instrumentation: str) -> Callable[[], bool]:
+    def read() -> bool:
+        from aiwatch.exclusion import ExcludedUrls
+
+        return ExcludedUrls.from_env(instrumentation).excludes("http://svc:8000/healthz")
+
+    return read
+
+
 # variable -> (what reads it, what it returns with the variable unset, a value to set, what it returns then)
 READERS: dict[str, tuple[Callable[[], Any], Any, str, Any]] = {
     "AIWATCH_SERVICE": (_recorder_service, "app", "ranker", "ranker"),
@@ -141,6 +157,14 @@ READERS: dict[str, tuple[Callable[[], Any], Any, str, Any]] = {
     "AIWATCH_TRACING": (_traces, True, "off", False),
     "OTEL_SDK_DISABLED": (_traces, True, "true", False),
     "PROMETHEUS_MULTIPROC_DIR": (_multiprocess, False, "/tmp/aiwatch-multiproc", True),
+    "OTEL_SEMCONV_STABILITY_OPT_IN": (_rpc_conventions, (True, False), "http,rpc", (False, True)),
+    "AIWATCH_EXCLUDED_URLS": (_excludes("ASGI"), False, r"/health[z]{1,3}$", True),
+    "OTEL_PYTHON_EXCLUDED_URLS": (_excludes("WSGI"), False, "nothing,healthz", True),
+    "OTEL_PYTHON_ASGI_EXCLUDED_URLS": (_excludes("ASGI"), False, "healthz", True),
+    "OTEL_PYTHON_WSGI_EXCLUDED_URLS": (_excludes("WSGI"), False, "healthz", True),
+    "OTEL_PYTHON_FASTAPI_EXCLUDED_URLS": (_excludes("FASTAPI"), False, "healthz", True),
+    "OTEL_PYTHON_STARLETTE_EXCLUDED_URLS": (_excludes("STARLETTE"), False, "healthz", True),
+    "OTEL_PYTHON_FLASK_EXCLUDED_URLS": (_excludes("FLASK"), False, "healthz", True),
     "AIWATCH_GPU_POLL_INTERVAL": (_gpu_interval, 5.0, "0.5", 0.5),
     "AIWATCH_CONSOLE_PROMETHEUS": (_console("prometheus"), "", "http://prom:9090", "http://prom:9090"),
     "AIWATCH_CONSOLE_SCRAPE": (_console("scrape"), ("http://127.0.0.1:8000/metrics",), "http://a/m, http://b/m",

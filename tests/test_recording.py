@@ -36,6 +36,7 @@ def _server_integrations() -> list[tuple[str, Build]]:
         grpc_server_interceptor,
     )
     from aiwatch.middleware.asgi import AiwatchMiddleware
+    from aiwatch.middleware.instrumentor import AiwatchStarletteInstrumentor
     from aiwatch.middleware.wsgi import AiwatchWSGIMiddleware
 
     return [
@@ -45,6 +46,7 @@ def _server_integrations() -> list[tuple[str, Build]]:
         ("grpc_server", lambda **o: grpc_server_interceptor(**o).recorder),
         ("grpc_aio_server", lambda **o: grpc_aio_server_interceptor(**o).recorder),
         ("grpc_server_instrumentor", lambda **o: AiwatchGrpcInstrumentorServer(**o).interceptor.recorder),
+        ("starlette_instrumentor", lambda **o: AiwatchStarletteInstrumentor(**o).recorder),
     ]
 
 
@@ -78,8 +80,9 @@ def _client_integrations() -> list[tuple[str, Build]]:
 SERVERS = _server_integrations()
 CLIENTS = _client_integrations()
 ALL = [(name, build, "server") for name, build in SERVERS] + [(name, build, "client") for name, build in CLIENTS]
-TRACING = {"asgi", "wsgi", "instrument", "grpc_server", "grpc_aio_server", "grpc_server_instrumentor", "httpx",
-           "httpx_async", "instrument_httpx", "requests", "instrument_requests"}
+TRACING = {"asgi", "wsgi", "instrument", "grpc_server", "grpc_aio_server", "grpc_server_instrumentor",
+           "starlette_instrumentor", "httpx", "httpx_async", "instrument_httpx", "requests", "instrument_requests",
+           "grpc_client", "grpc_aio_client", "grpc_client_instrumentor"}
 IDS = [name for name, _, _ in ALL]
 
 

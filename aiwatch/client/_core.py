@@ -10,16 +10,22 @@ from contextvars import ContextVar
 from typing import Any
 
 from opentelemetry import trace
+
+# OpenTelemetry's HTTP client instrumentations (httpx, urllib3...) make no span of their own while this key is set:
+# how contrib's instrumentations keep one CLIENT span per call when one HTTP client wraps another.
+from opentelemetry.context import _SUPPRESS_HTTP_INSTRUMENTATION_KEY
 from opentelemetry.propagate import inject
+from opentelemetry.trace import SpanKind
 from prometheus_client import CollectorRegistry
 
 from aiwatch.cardinality import guard_for
 from aiwatch.env import service_name
 from aiwatch.metrics import Metrics, get_metrics
 from aiwatch.safety import record_error
+from aiwatch.semconv import end_http_client_span, http_client_attributes
 from aiwatch.servertiming import OVERHEAD, parse
 from aiwatch.timing import RequestTimeline, call_site, current_timeline
-from aiwatch.tracing import TracerSource
+from aiwatch.tracing import TracerSource, activate, deactivate
 
 UNMATCHED_ROUTE = "__unmatched__"
 """The ``route`` label of calls made without a route template: URL paths are never used as labels."""
@@ -85,7 +91,9 @@ class ClientRecorder:
 
     def start(self, method: str, scheme: str, host: str, port: int | None, url: str,
               headers: MutableMapping[str, str], route: str | None = None) -> _Call:
-        """Start timing a call and inject trace context into ``headers``. Never raises."""
+        """Start timing a call, start its CLIENT span when tracing is on (unless another instrumentation's CLIENT
+        span for it is current: OpenTelemetry's requests instrumentation in front) and inject trace context into
+        ``headers``. Never raises."""
         start = _clock()
         try:
             address = f"{host}:{port or _DEFAULT_PORTS.get(scheme, 0)}"
@@ -99,26 +107,49 @@ class ClientRecorder:
         except Exception as exc:
             record_error("client", exc, self.metrics)
             call = _Call(method, "", UNMATCHED_ROUTE, start)
-        self._propagate(call, headers)
+        self._propagate(call, headers, scheme, host, port, url)
         return call
 
-    def _propagate(self, call: _Call, headers: MutableMapping[str, str]) -> None:
+    def _propagate(self, call: _Call, headers: MutableMapping[str, str], scheme: str, host: str,
+                   port: int | None, url: str) -> None:
         try:
             context = None
-            if not trace.get_current_span().get_span_context().is_valid:
+            current = trace.get_current_span()
+            # another instrumentation's CLIENT span is this call's span (OpenTelemetry's requests instrumentation
+            # wraps Session.send, in front of the adapter): aiwatch makes no second one
+            ours = not (current.is_recording() and getattr(current, "kind", None) is SpanKind.CLIENT)
+            tracer = self.tracing.tracer() if ours else None
+            if not current.get_span_context().is_valid:
                 tl = current_timeline()  # inside an aiwatch server request: its span is the parent
                 if tl is not None and tl.span is not None:
                     context = trace.set_span_in_context(tl.span)
-            tracer = self.tracing.tracer()
             if tracer is not None:
-                call.span = tracer.start_span(f"{call.method} {call.route}", context=context,
-                                              kind=trace.SpanKind.CLIENT,
-                                              attributes={"http.request.method": call.method,
-                                                          "server.address": self.peer or call.address})
-                context = trace.set_span_in_context(call.span)
+                route = call.route if not call.route.startswith("__") else None  # unmatched, overflow: no route
+                name, attributes = http_client_attributes(call.method, url, scheme, host, port, route)
+                call.span = tracer.start_span(name, context=context, kind=SpanKind.CLIENT, attributes=attributes)
+                context = trace.set_span_in_context(call.span, context)
             inject(headers, context=context)
         except Exception as exc:
             record_error("tracing", exc, self.metrics)
+
+    def enter(self, call: _Call) -> object | None:
+        """Make ``call``'s span current while the wrapped client sends it, with OpenTelemetry's HTTP client
+        instrumentations told to stay out (one CLIENT span per call); ``None`` when it has no span."""
+        if call.span is None:
+            return None
+        try:
+            return activate(call.span, None, _SUPPRESS_HTTP_INSTRUMENTATION_KEY)
+        except Exception as exc:
+            record_error("tracing", exc, self.metrics)
+            return None
+
+    def leave(self, token: object | None) -> None:
+        """Undo :meth:`enter`."""
+        if token is not None:
+            try:
+                deactivate(token)
+            except Exception as exc:
+                record_error("tracing", exc, self.metrics)
 
     def finish(self, call: _Call, status: str, server_timing: str | None,
                error: BaseException | None = None) -> None:
@@ -128,11 +159,7 @@ class ClientRecorder:
                     "server_timing")
         if call.span is not None:
             try:
-                call.span.set_attribute("http.response.status_code", status)
-                if error is not None:
-                    call.span.record_exception(error)
-                    call.span.set_status(trace.Status(trace.StatusCode.ERROR, type(error).__name__))
-                call.span.end()
+                end_http_client_span(call.span, status, error)
             except Exception as exc:
                 record_error("tracing", exc, m)
 

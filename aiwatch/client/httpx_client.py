@@ -107,11 +107,14 @@ class AiwatchTransport(httpx.BaseTransport):
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         call = _start(self.recorder, request)
+        token = self.recorder.enter(call)
         try:
             response = self.transport.handle_request(request)
         except BaseException as exc:
             self.recorder.finish(call, type(exc).__name__, None, exc)
             raise
+        finally:
+            self.recorder.leave(token)
         if response.is_closed:  # built already read (Response(content=...), MockTransport): no body left to time
             _finish_read(self.recorder, call, response)
             return response
@@ -132,11 +135,14 @@ class AiwatchAsyncTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         call = _start(self.recorder, request)
+        token = self.recorder.enter(call)
         try:
             response = await self.transport.handle_async_request(request)
         except BaseException as exc:
             self.recorder.finish(call, type(exc).__name__, None, exc)
             raise
+        finally:
+            self.recorder.leave(token)
         if response.is_closed:
             _finish_read(self.recorder, call, response)
             return response

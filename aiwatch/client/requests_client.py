@@ -47,6 +47,7 @@ class AiwatchHTTPAdapter(HTTPAdapter):
         except ValueError:
             scheme, host, port = "", "", None
         call = recorder.start(request.method or "GET", scheme, host, port, url, request.headers)
+        token = recorder.enter(call)
         try:
             response = super().send(request, stream=stream, timeout=timeout, verify=verify, cert=cert,
                                     proxies=proxies)
@@ -55,6 +56,8 @@ class AiwatchHTTPAdapter(HTTPAdapter):
         except BaseException as exc:
             recorder.finish(call, type(exc).__name__, None, exc)
             raise
+        finally:
+            recorder.leave(token)
         recorder.finish(call, str(response.status_code), response.headers.get("server-timing"))
         return response
 

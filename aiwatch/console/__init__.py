@@ -10,8 +10,9 @@ The sources need no optional dependency; only :mod:`aiwatch.console.app` imports
 
 from __future__ import annotations
 
-from aiwatch.console.prometheus import PrometheusSource
-from aiwatch.console.scrape import ScrapeSource
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from aiwatch.console.source import (
     AlertRow,
     BinRow,
@@ -27,6 +28,14 @@ from aiwatch.console.source import (
     TargetHealth,
     histogram_quantile,
 )
+
+if TYPE_CHECKING:
+    from aiwatch.console.prometheus import PrometheusSource
+    from aiwatch.console.scrape import ScrapeSource
+
+# The two sources are imported on first use: `aiwatch diagnose` imports the console's source module only, and the
+# sources' PromQL pulls in the drift package (numpy, scipy) it does not need.
+_LAZY = {"PrometheusSource": "aiwatch.console.prometheus", "ScrapeSource": "aiwatch.console.scrape"}
 
 __all__ = [
     "AlertRow",
@@ -45,3 +54,12 @@ __all__ = [
     "TargetHealth",
     "histogram_quantile",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'aiwatch.console' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

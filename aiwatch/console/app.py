@@ -200,12 +200,19 @@ def _latency_view(src: DataSource, window: float, prefetch: Prefetch) -> None:
     state = st.session_state
     if state.get("latency_service") not in options:
         state["latency_service"] = ALL_SERVICES
-    pick, _ = st.columns([1, 2])
+    if state.get("latency_baseline") not in BASELINES:
+        state["latency_baseline"] = BASELINES[0]
+    pick, compare, _ = st.columns([1, 1, 1])
     with pick:
         choice = st.selectbox("Service", options, key="latency_service",
                               help="Each service's requests, phases and calls are shown apart: a caller's phase "
                                    "that calls another service already contains that service's whole time.")
+    with compare:
+        baseline = st.selectbox("Compare with", BASELINES, key="latency_baseline",
+                                format_func=lambda b: _baseline_label(b, window),
+                                help="The diagnosis compares the last window with this baseline, just before it.")
     shown = None if choice == ALL_SERVICES else [str(choice)]
+    diagnosis_panel(src, window, baseline or window, None if shown is None else shown[0])
     panel("Request latency p50 / p95 / p99 per service (ms)", lambda: _only(latency(), shown, "service"),
           lambda d: small_multiples("latency", d, order, _draw_latency),
           f"No request latency yet: aiwatch_request_duration_seconds has no samples in the last {w}. "
@@ -227,6 +234,56 @@ def _latency_view(src: DataSource, window: float, prefetch: Prefetch) -> None:
         panel("Error ratio (share of requests with a 5xx or failed gRPC status)",
               lambda: _only(errors(), shown, "service"),
               lambda d: line(d, ["service"], "ratio"), f"No requests in the last {w}, so no error ratio.")
+
+
+# The diagnosis' baselines: 0 is the window before the view's window (as long as it), the others are seconds.
+# (Comments, not docstrings: Streamlit would draw a bare string.)
+BASELINES: tuple[float, ...] = (0.0, 900.0, 3600.0)
+# How many of the ranked contributors the Latency view lists.
+CONTRIBUTORS = 5
+
+
+def _baseline_label(baseline: float, window: float) -> str:
+    if not baseline:
+        return f"the {_window_label(window)} before"
+    return f"the {_window_label(baseline)} before"
+
+
+def diagnosis_panel(src: DataSource, window: float, baseline: float, service: str | None) -> None:
+    """The diagnosis of ``service`` (the entry service when None): the view's window against the ``baseline``
+    seconds before it, by the same code as ``aiwatch diagnose``. Names come from traffic, so everything that
+    shows them is plain text (``st.text``, a table), never Markdown."""
+    from aiwatch.diagnose.report import DiagnoseError
+    from aiwatch.diagnose.run import diagnose
+
+    with st.container(key="diagnosis", border=True):
+        st.markdown(f"**Diagnosis: the last {_window_label(window)} against "
+                    f"{_baseline_label(baseline, window)}**")
+        try:
+            d = diagnose(src, service, incident=window, baseline=baseline or window)
+        except DiagnoseError as exc:
+            st.caption("No diagnosis:")
+            st.text(str(exc))
+            return
+        except Exception as exc:  # the view goes on without its diagnosis
+            st.caption("The diagnosis could not be made:")
+            st.text(f"{type(exc).__name__}: {exc}")
+            return
+        st.text(d.verdict)
+        top = d.contributors[:CONTRIBUTORS]
+        if top:
+            st.dataframe(pd.DataFrame([{
+                "part": c.part.describe(), "baseline ms": c.baseline_seconds * 1000,
+                "incident ms": c.incident_seconds * 1000, "delta ms": c.delta_seconds * 1000,
+                "share of the added time": c.share * 100} for c in top]),
+                hide_index=True, width="stretch", column_config={
+                    "baseline ms": st.column_config.NumberColumn(format="%.1f"),
+                    "incident ms": st.column_config.NumberColumn(format="%.1f"),
+                    "delta ms": st.column_config.NumberColumn(format="%+.1f"),
+                    "share of the added time": st.column_config.NumberColumn(format="%.0f%%")})
+        st.caption(f"Time per request of the service, split into parts that add up (down the call graph); parts "
+                   f"that moved less than {d.noise_floor_seconds * 1000:.1f} ms are noise. Same as `aiwatch "
+                   f"diagnose` on this source; see docs/diagnose.md.")
 
 
 def _draw_latency(service: str, series: list[Series]) -> None:

@@ -6,18 +6,13 @@
 
 from __future__ import annotations
 
-import http.client
-import json
-import math
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from aiwatch import promapi
 from aiwatch.console import queries as Q
 from aiwatch.console.source import (
     AUTOSCALING_SIGNALS,
@@ -36,9 +31,12 @@ from aiwatch.console.source import (
     bin_rows,
     drift_rows,
     duration,
-    finite,
     gpu_rows,
 )
+from aiwatch.promapi import PrometheusAPI, PrometheusError, PrometheusSlow, PrometheusUnavailable
+
+if TYPE_CHECKING:
+    from aiwatch.diagnose.window import WindowTotals
 
 T = TypeVar("T")
 
@@ -59,113 +57,47 @@ class PrometheusSource(DataSource):
 
     def __init__(self, url: str, *, span: float = 900.0, points: int = 120, timeout: float = 5.0,
                  max_bytes: int = 32 * 2**20) -> None:
-        parsed = urllib.parse.urlparse(url)
-        if parsed.scheme not in ("http", "https") or not parsed.netloc:
-            raise ValueError(f"Prometheus URL must look like http://host:9090, got {url!r}")
-        if not span > 0 or points < 2 or not 0 < timeout < math.inf or max_bytes < 1:
-            raise ValueError(f"span and timeout must be > 0, points >= 2 and max_bytes >= 1, got span={span} "
-                             f"points={points} timeout={timeout} max_bytes={max_bytes}")
-        self.url = url.rstrip("/")
+        if not span > 0 or points < 2:
+            raise ValueError(f"span must be > 0 and points >= 2, got span={span} points={points}")
+        self.api = PrometheusAPI(url, timeout=timeout, max_bytes=max_bytes)
+        self.url = self.api.url
         self.span = span
         self.points = points
         self.timeout = timeout
         self.max_bytes = max_bytes
         self.description = f"Prometheus at {self.url}"
 
-    # --- HTTP ---------------------------------------------------------------------------------------------
+    # --- HTTP (through the one Prometheus client, its errors as the console's) -------------------------------
+    @staticmethod
+    def _call(fn: Callable[[], T]) -> T:
+        try:
+            return fn()
+        except PrometheusUnavailable as exc:
+            raise SourceUnavailable(str(exc)) from exc
+        except PrometheusSlow as exc:
+            raise SourceSlow(str(exc)) from exc
+        except PrometheusError as exc:
+            raise SourceError(str(exc)) from exc
+
     def _api(self, path: str, params: dict[str, str] | None = None) -> dict[str, Any]:
         """The ``data`` object of Prometheus' answer to ``path``; :class:`SourceError` (or a subclass) otherwise."""
-        query = (params or {}).get("query")
-        if query is not None:
-            params = {**(params or {}), "timeout": f"{self.timeout:g}s"}
-        url = f"{self.url}{path}"
-        if params:
-            url += "?" + urllib.parse.urlencode(params)
-        started = time.monotonic()
-        what = f"{path} (query: {_short(query)})" if query is not None else path
-        try:
-            with urllib.request.urlopen(url, timeout=self.timeout) as resp:
-                raw = self._read(resp, started, what)
-        except urllib.error.HTTPError as exc:
-            raise self._http_error(exc, path, what, started) from exc
-        except urllib.error.URLError as exc:
-            if isinstance(exc.reason, TimeoutError):
-                raise self._slow(what, started) from exc
-            raise SourceUnavailable(f"Prometheus at {self.url} is unreachable: {exc.reason}") from exc
-        except TimeoutError as exc:  # socket.timeout: connected, but no answer in time
-            raise self._slow(what, started) from exc
-        except OSError as exc:
-            raise SourceUnavailable(f"Prometheus at {self.url} is unreachable: {exc}") from exc
-        except http.client.HTTPException as exc:
-            raise SourceError(f"{self.url}{path} sent a broken HTTP answer ({type(exc).__name__})") from exc
-        try:
-            body = json.loads(raw)
-        except (ValueError, RecursionError) as exc:
-            raise SourceError(f"{self.url}{path} did not answer with JSON; is it a Prometheus server?") from exc
-        if not isinstance(body, dict) or body.get("status") != "success":
-            error = body.get("error") if isinstance(body, dict) else None
-            raise SourceError(f"Prometheus query failed: {_short(error if isinstance(error, str) else body)}")
-        data = body.get("data")
-        if not isinstance(data, dict):
-            raise SourceError(f"Prometheus answered {path} without a data object")
-        return data
-
-    def _read(self, resp: Any, started: float, what: str) -> bytes:
-        """The body, read in chunks against the deadline (a server dripping bytes cannot hold a panel forever)."""
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            if time.monotonic() - started > self.timeout:
-                raise self._slow(what, started)
-            chunk = resp.read(min(1 << 16, self.max_bytes + 1 - size))
-            if not chunk:
-                return b"".join(chunks)
-            chunks.append(chunk)
-            size += len(chunk)
-            if size > self.max_bytes:
-                raise SourceError(f"Prometheus' answer to {what} is larger than {self.max_bytes} bytes")
-
-    def _slow(self, what: str, started: float) -> SourceSlow:
-        return SourceSlow(f"Prometheus at {self.url} is slow: {what} was not answered within {self.timeout:g} s "
-                          f"(gave up after {time.monotonic() - started:.1f} s)")
-
-    def _http_error(self, exc: urllib.error.HTTPError, path: str, what: str, started: float) -> SourceError:
-        try:
-            answer = json.loads(exc.read(1 << 16))
-        except (ValueError, OSError, RecursionError, http.client.HTTPException):
-            answer = None
-        detail = answer.get("error", "") if isinstance(answer, dict) else ""
-        if isinstance(answer, dict) and answer.get("errorType") == "timeout":
-            return self._slow(what, started)
-        return SourceError(f"Prometheus answered {exc.code} to {path}: {_short(detail or exc.reason)}")
+        return self._call(lambda: self.api.get(path, params))
 
     def instant(self, promql: str) -> list[tuple[dict[str, str], float]]:
         """An instant query: ``(labels, value)`` per series, NaN and infinite values dropped."""
-        data = self._api("/api/v1/query", {"query": promql})
-        out: list[tuple[dict[str, str], float]] = []
-        for item in _results(data, "vector", promql):
-            value = finite(_sample(item.get("value"), promql)[1])
-            if value is not None:
-                out.append((_labels(item.get("metric"), promql), value))
-        return out
+        return self._call(lambda: self.api.query(promql))
 
     def range(self, promql: str, extra: dict[str, str] | None = None) -> list[Series]:
         """A range query over the last ``span`` seconds; ``extra`` labels are added to every series."""
         end = time.time()
         step = max(self.span / self.points, 1.0)
-        data = self._api("/api/v1/query_range", {"query": promql, "start": f"{end - self.span:.3f}",
-                                                 "end": f"{end:.3f}", "step": f"{step:.3f}"})
-        out: list[Series] = []
-        for item in _results(data, "matrix", promql):
-            values = item.get("values")
-            if not isinstance(values, list):
-                raise SourceError(f"Prometheus' answer to {_short(promql)} has a series without values")
-            points = [_sample(v, promql) for v in values]
-            points = [(t, v) for t, v in points if finite(v) is not None and _PLAUSIBLE_TIME[0] <= t
-                      < _PLAUSIBLE_TIME[1]]
-            if points:
-                out.append(Series({**_labels(item.get("metric"), promql), **(extra or {})}, points))
-        return out
+        answer = self._call(lambda: self.api.query_range(promql, end - self.span, end, step))
+        return [Series({**found, **(extra or {})}, points) for found, points in answer]
+
+    def window_totals(self, start: float, end: float) -> WindowTotals:
+        from aiwatch.diagnose.sources import prometheus_totals
+
+        return self._call(lambda: prometheus_totals(self.api, start, end))
 
     # --- the panel questions ------------------------------------------------------------------------------
     def health(self) -> list[TargetHealth]:
@@ -274,49 +206,15 @@ class PrometheusSource(DataSource):
                 for (name, unit, help_text), result in zip(AUTOSCALING_SIGNALS, answers, strict=True)]
 
 
-#: Sample timestamps outside these Unix seconds are dropped (a chart cannot place year 10^300).
-_PLAUSIBLE_TIME = (0.0, 1e11)
-
-
-def _short(value: object, limit: int = 300) -> str:
-    text = value if isinstance(value, str) else repr(value)
-    return text if len(text) <= limit else text[:limit] + "…"
-
-
 def _text(value: object) -> str:
     return value if isinstance(value, str) else ""
 
 
-def _results(data: dict[str, Any], kind: str, promql: str) -> list[dict[str, Any]]:
-    """The result list of a query answer of ``kind`` (vector / matrix); SourceError for any other shape."""
-    if data.get("resultType") != kind:
-        raise SourceError(f"Prometheus answered {_short(promql)} with a {_short(data.get('resultType'))} result, "
-                          f"not a {kind}")
-    result = data.get("result")
-    if not isinstance(result, list) or not all(isinstance(item, dict) for item in result):
-        raise SourceError(f"Prometheus' answer to {_short(promql)} has an unexpected shape")
-    return result
-
-
-def _labels(value: object, promql: str) -> dict[str, str]:
-    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
-        raise SourceError(f"Prometheus' answer to {_short(promql)} has labels that are not strings")
-    return dict(value)
-
-
-def _sample(value: object, promql: str) -> tuple[float, float]:
-    """``[unix seconds, "value"]`` as two floats (the value may be NaN or infinite; callers drop those)."""
+def _labels(value: object, what: str) -> dict[str, str]:
     try:
-        if not isinstance(value, list) or len(value) != 2 or not isinstance(value[1], str) \
-                or isinstance(value[0], bool):
-            raise ValueError
-        t, v = float(value[0]), float(value[1])
-    except (ValueError, TypeError, OverflowError):
-        raise SourceError(f"Prometheus' answer to {_short(promql)} holds a sample that is not [time, \"value\"]: "
-                          f"{_short(value, 80)}") from None
-    if not math.isfinite(t):
-        raise SourceError(f"Prometheus' answer to {_short(promql)} holds a sample time that is not finite")
-    return t, v
+        return promapi.labels(value, what)
+    except PrometheusError as exc:
+        raise SourceError(str(exc)) from exc
 
 
 SEVERITY_ORDER = {"critical": 0, "page": 0, "error": 1, "warning": 2, "ticket": 3, "info": 4}

@@ -27,6 +27,7 @@ from array import array
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from aiwatch.console import queries as Q
 from aiwatch.console.source import (
@@ -49,6 +50,9 @@ from aiwatch.console.source import (
 )
 from aiwatch.scrape import LabelKey, fetch_metrics, parse_metrics
 from aiwatch.scrape import Samples as Scraped
+
+if TYPE_CHECKING:
+    from aiwatch.diagnose.window import WindowTotals
 
 Samples = list[tuple[dict[str, str], float]]
 """Labelled values, the result of one PromQL-like step (``instance`` added)."""
@@ -235,6 +239,65 @@ class ScrapeSource(DataSource):
                 if last > first:
                     out.append(({**dict(key), "instance": url}, increase / (last - first)))
         return out
+
+    # --- windows (what ``aiwatch diagnose`` reads) ------------------------------------------------------------
+    def increase(self, name: str, start: float, end: float) -> Samples:
+        """How much each counter sample ``name`` grew between ``start`` and ``end``, per endpoint (``instance``
+        added), resets handled. Counted from the last good scrape at or before ``start`` (a series absent from it
+        was created since, so it counts from 0) to the last good scrape at or before ``end``; without a scrape
+        before ``start``, from the first one in the window. No extrapolation: it is what the scrapes saw."""
+        out: Samples = []
+        for url, snaps in self._copy():
+            good = [s for s in snaps if s.ok and s.ts <= end]
+            times = [s.ts for s in good]
+            first = bisect.bisect_right(times, start) - 1
+            anchored = first >= 0
+            window = good[max(first, 0):]
+            if len(window) < 2:
+                continue
+            last: dict[LabelKey, float] = dict(window[0].series(name))
+            grown = dict.fromkeys(last, 0.0)
+            for snap in window[1:]:
+                for key, value in snap.series(name):
+                    previous = last.get(key)
+                    if previous is None:
+                        grown[key] = value if anchored else 0.0
+                    else:
+                        grown[key] = grown.get(key, 0.0) + (value - previous if value >= previous else value)
+                    last[key] = value
+            out.extend(({**dict(key), "instance": url}, value) for key, value in grown.items())
+        return out
+
+    def over_time(self, name: str, start: float, end: float, how: str = "avg") -> Samples:
+        """Each gauge sample ``name``'s average (``how="avg"``) or maximum (``"max"``) over the good scrapes in
+        ``[start, end]``, per endpoint (``instance`` added): PromQL's ``avg_over_time`` / ``max_over_time``."""
+        if how not in ("avg", "max"):
+            raise ValueError(f"how must be 'avg' or 'max', got {how!r}")
+        out: Samples = []
+        for url, snaps in self._copy():
+            seen: dict[LabelKey, list[float]] = {}
+            for snap in snaps:
+                if snap.ok and start <= snap.ts <= end:
+                    for key, value in snap.series(name):
+                        seen.setdefault(key, []).append(value)
+            for key, values in seen.items():
+                value = sum(values) / len(values) if how == "avg" else max(values)
+                out.append(({**dict(key), "instance": url}, value))
+        return out
+
+    def covered_from(self, start: float, end: float) -> float | None:
+        """Where the history's coverage of ``[start, end]`` begins: ``start`` when an endpoint has a good scrape at
+        or before it, else the first good scrape in the window; ``None`` without a good scrape in the window."""
+        good = [s.ts for _, snaps in self._copy() for s in snaps if s.ok and s.ts <= end]
+        if any(t <= start for t in good):
+            return start
+        inside = [t for t in good if t >= start]
+        return min(inside) if inside else None
+
+    def window_totals(self, start: float, end: float) -> WindowTotals:
+        from aiwatch.diagnose.sources import scrape_totals
+
+        return scrape_totals(self, start, end)
 
     def _times(self, data: list[tuple[str, list[Snapshot]]]) -> list[float]:
         stamps = sorted({s.ts for _, snaps in data for s in snaps})

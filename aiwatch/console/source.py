@@ -21,7 +21,10 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from aiwatch.diagnose.window import WindowTotals
 
 QUANTILES: tuple[tuple[str, float], ...] = (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))
 """The request-latency quantiles the Latency view draws."""
@@ -227,6 +230,11 @@ class DataSource(ABC):
     @abstractmethod
     def autoscaling_signals(self, window: float) -> list[Signal]:
         """The autoscaling signals of :data:`AUTOSCALING_SIGNALS`, in that order."""
+
+    def window_totals(self, start: float, end: float) -> WindowTotals:
+        """The answers to every read of ``aiwatch diagnose`` (:data:`aiwatch.diagnose.window.READS`) for the window
+        ``[start, end]`` (unix seconds): what the Latency view's diagnosis compares."""
+        raise NotSupported(f"{type(self).__name__} cannot answer diagnose's window reads")
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release background resources (threads)."""

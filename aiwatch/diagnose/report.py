@@ -199,7 +199,7 @@ def entry_service(baseline: WindowTotals, incident: WindowTotals) -> str:
     if not services:
         raise DiagnoseError("no service served requests in both windows: nothing to diagnose (is the target "
                             "instrumented with aiwatch, and is there traffic?)")
-    called = {peer for (_caller, peer, _phase) in incident.of("call_seconds")}
+    called = {peer for read in ("call_seconds", "network_seconds") for (_caller, peer, _phase) in incident.of(read)}
     roots = sorted(services - called) or sorted(services)
 
     def rise(name: str) -> tuple[float, float]:

@@ -8,9 +8,16 @@ from typing import Any
 import grpc
 
 _NAMES: dict[Any, str] = {}
+_VALUES: dict[str, int] = {}
 for _code in grpc.StatusCode:
     _NAMES[_code] = _code.name
     _NAMES[_code.value[0]] = _code.name
+    _VALUES[_code.name] = _code.value[0]
+
+
+def status_value(name: str) -> int | None:
+    """The number of the gRPC status ``name`` (``2`` for ``UNKNOWN``); ``None`` for a name grpcio does not know."""
+    return _VALUES.get(name)
 
 
 def status_name(code: Any) -> str | None:

@@ -10,6 +10,12 @@ Per call (see docs/grpc.md):
   and counted in ``aiwatch_network_clamped_total``; malformed ``server-timing`` from a peer is counted in
   ``aiwatch_instrumentation_errors_total{component="grpc_server_timing"}`` and skipped.
 * The current W3C trace context is injected into the call's metadata (unless a ``traceparent`` is already there).
+* With tracing on (``tracer_provider=`` or a global SDK provider) each call gets a CLIENT span named and described
+  as opentelemetry-instrumentation-grpc describes its own (:mod:`aiwatch.semconv`: ``pkg.Service/Method``,
+  ``rpc.*``, ERROR for any status but ``OK``; the stable RPC set under ``OTEL_SEMCONV_STABILITY_OPT_IN=rpc``),
+  unless a CLIENT span is already current (OpenTelemetry's client interceptor in front: its span is the call's).
+  While aiwatch's span is current, OpenTelemetry's instrumentations behind aiwatch's interceptor stay out, so a call
+  has one CLIENT span in either order.
 
 ``service`` is the calling service's name; ``peer`` is the channel target given to the interceptor (the
 instrumentor passes the target of each channel it creates), else the call's ``peer()``. The interceptors never
@@ -27,16 +33,22 @@ from typing import Any
 import grpc
 import grpc.aio
 from opentelemetry import trace
+
+# contrib's gRPC client interceptor makes no span while this key is set (its is_instrumentation_enabled())
+from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
 from opentelemetry.propagate import inject
+from opentelemetry.trace import SpanKind
 from prometheus_client import CollectorRegistry
 
 from aiwatch.client import ClientRecorder
-from aiwatch.grpc._common import metadata_value, method_name, status_name
+from aiwatch.grpc._common import metadata_value, method_name, status_name, status_value
 from aiwatch.metrics import Metrics
 from aiwatch.recording import resolve_client_recorder
 from aiwatch.safety import record_error
+from aiwatch.semconv import end_grpc_span, grpc_span_start, rpc_conventions
 from aiwatch.servertiming import HEADER
-from aiwatch.timing import RequestTimeline, call_site
+from aiwatch.timing import RequestTimeline, call_site, current_timeline
+from aiwatch.tracing import activate, deactivate
 
 COMPONENT = "grpc_client"
 TIMING_COMPONENT = "grpc_server_timing"
@@ -72,32 +84,85 @@ class _ClientCore:
         self.peer = peer
         self.address = address
         self.propagate = propagate
+        self.conventions = rpc_conventions()
 
     @classmethod
     def of(cls, recorder: ClientRecorder | None, peer: str | None, propagate: bool, *, service: str | None,
            registry: CollectorRegistry | None, metrics: Metrics | None, max_label_values: int | None,
-           address: str | None = None) -> _ClientCore:
+           address: str | None = None, tracer_provider: Any = None) -> _ClientCore:
         return cls(resolve_client_recorder(recorder, {"service": service, "registry": registry, "metrics": metrics,
-                                                      "max_label_values": max_label_values}), peer, propagate,
+                                                      "max_label_values": max_label_values,
+                                                      "tracer_provider": tracer_provider}), peer, propagate,
                    address)
+
+    def start_span(self, method: str) -> Any:
+        """The call's CLIENT span, or ``None``: tracing is off, or another instrumentation's CLIENT span is
+        current (it is the call's span). Never raises."""
+        try:
+            current = trace.get_current_span()
+            if current.is_recording() and getattr(current, "kind", None) is SpanKind.CLIENT:
+                return None
+            tracer = self.recorder.tracing.tracer()
+            if tracer is None:
+                return None
+            context = None
+            if not current.get_span_context().is_valid:
+                tl = current_timeline()  # inside an aiwatch server request: its span is the parent
+                if tl is not None and tl.span is not None:
+                    context = trace.set_span_in_context(tl.span)
+            name, attributes = grpc_span_start(method, self.conventions, self.address)
+            return tracer.start_span(name, context=context, kind=SpanKind.CLIENT, attributes=attributes)
+        except Exception as exc:
+            record_error("tracing", exc, self.metrics)
+            return None
+
+    def end_span(self, span: Any, code: Any) -> None:
+        """Describe and end ``span`` (``None``: nothing to do) with the call's status ``code``."""
+        if span is None:
+            return
+        try:
+            status = status_name(code) or "UNKNOWN"
+            end_grpc_span(span, self.conventions, status, status_value(status), None, server=False)
+            span.end()
+        except Exception as exc:
+            record_error("tracing", exc, self.metrics)
+
+    def enter(self, span: Any) -> object | None:
+        """Make ``span`` current while the call is handed on, with OpenTelemetry's instrumentations told to stay
+        out (its client interceptor behind aiwatch's would make a second CLIENT span)."""
+        if span is None:
+            return None
+        try:
+            return activate(span, None, _SUPPRESS_INSTRUMENTATION_KEY)
+        except Exception as exc:
+            record_error("tracing", exc, self.metrics)
+            return None
+
+    def leave(self, token: object | None) -> None:
+        if token is not None:
+            try:
+                deactivate(token)
+            except Exception as exc:
+                record_error("tracing", exc, self.metrics)
 
     @property
     def needs_call_peer(self) -> bool:
         """Whether the call's own ``peer()`` may be needed as the label's fallback."""
         return not (self.peer or self.recorder.peer or self.address)
 
-    def carrier(self, metadata: Any) -> list[tuple[str, Any]] | None:
-        """Metadata with the current trace context added, or ``None`` when there is nothing to add."""
+    def carrier(self, metadata: Any, span: Any = None) -> list[tuple[str, Any]] | None:
+        """Metadata with the trace context added (``span``'s, else the current one), or ``None`` when there is
+        nothing to add."""
         if not self.propagate:
             return None
-        span_context = trace.get_current_span().get_span_context()
-        if not span_context.is_valid:
+        context = trace.set_span_in_context(span) if span is not None else None
+        if span is None and not trace.get_current_span().get_span_context().is_valid:
             return None
         pairs = [(item[0], item[1]) for item in metadata or ()]
         if any(k == "traceparent" for k, _ in pairs):
             return None
         headers: dict[str, str] = {}
-        inject(headers)
+        inject(headers, context=context)
         pairs.extend(headers.items())
         return pairs
 
@@ -137,9 +202,11 @@ class AiwatchClientInterceptor(
 
     def __init__(self, *, recorder: ClientRecorder | None = None, service: str | None = None,
                  peer: str | None = None, registry: CollectorRegistry | None = None, metrics: Metrics | None = None,
-                 max_label_values: int | None = None, propagate: bool = True, address: str | None = None) -> None:
+                 max_label_values: int | None = None, propagate: bool = True, address: str | None = None,
+                 tracer_provider: Any = None) -> None:
         self._core = _ClientCore.of(recorder, peer, propagate, service=service, registry=registry, metrics=metrics,
-                                    max_label_values=max_label_values, address=address)
+                                    max_label_values=max_label_values, address=address,
+                                    tracer_provider=tracer_provider)
 
     @property
     def recorder(self) -> ClientRecorder:
@@ -150,16 +217,24 @@ class AiwatchClientInterceptor(
         start = _clock()
         site = call_site()
         core = self._core
+        method = method_name(details.method)
+        span = core.start_span(method)
         try:
-            pairs = core.carrier(details.metadata)
+            pairs = core.carrier(details.metadata, span)
             if pairs is not None:
                 details = _CallDetails(details.method, details.timeout, pairs, details.credentials,
                                        details.wait_for_ready, getattr(details, "compression", None))
         except Exception as exc:
             record_error(COMPONENT, exc, core.metrics)
-        call = continuation(details, request)
+        token = core.enter(span)
         try:
-            method = method_name(details.method)
+            call = continuation(details, request)
+        except BaseException:
+            core.end_span(span, grpc.StatusCode.UNKNOWN)
+            raise
+        finally:
+            core.leave(token)
+        try:
 
             def done(finished: Any) -> None:
                 end = _clock()
@@ -167,7 +242,9 @@ class AiwatchClientInterceptor(
                     code, trailing = finished.code(), finished.trailing_metadata()
                 except Exception as exc:
                     record_error(COMPONENT, exc, core.metrics)
+                    core.end_span(span, None)
                     return
+                core.end_span(span, code)
                 core.record(method, start, end, code, trailing,
                             _peer_of(finished) if core.needs_call_peer else None, site)
 
@@ -193,10 +270,10 @@ class _AioClientBase:
     def __init__(self, *, recorder: ClientRecorder | None = None, service: str | None = None,
                  peer: str | None = None, registry: CollectorRegistry | None = None, metrics: Metrics | None = None,
                  max_label_values: int | None = None, propagate: bool = True, core: _ClientCore | None = None,
-                 address: str | None = None) -> None:
+                 address: str | None = None, tracer_provider: Any = None) -> None:
         self._core = core if core is not None else _ClientCore.of(
             recorder, peer, propagate, service=service, registry=registry, metrics=metrics,
-            max_label_values=max_label_values, address=address)
+            max_label_values=max_label_values, address=address, tracer_provider=tracer_provider)
         self._tasks: set[asyncio.Task[None]] = set()
 
     @property
@@ -209,33 +286,43 @@ class _AioClientBase:
         start = _clock()
         site = call_site()
         core = self._core
+        method = method_name(details.method)
+        span = core.start_span(method)
         try:
-            pairs = core.carrier(details.metadata)
+            pairs = core.carrier(details.metadata, span)
             if pairs is not None:
                 details = _AioCallDetails(details.method, details.timeout, grpc.aio.Metadata(*pairs),
                                           details.credentials, details.wait_for_ready)
         except Exception as exc:
             record_error(COMPONENT, exc, core.metrics)
-        method = method_name(details.method)
+        token = core.enter(span)
         try:
             call = await continuation(details, request)
         except grpc.aio.AioRpcError as error:  # another interceptor awaited the call and it failed
+            core.end_span(span, error.code())
             core.record(method, start, _clock(), error.code(), error.trailing_metadata(), None, site)
             raise
+        except BaseException:
+            core.end_span(span, grpc.StatusCode.UNKNOWN)
+            raise
+        finally:
+            core.leave(token)
         try:
-            self._watch(call, method, start, site)
+            self._watch(call, method, start, site, span)
         except Exception as exc:
             record_error(COMPONENT, exc, core.metrics)
+            core.end_span(span, None)
         return call
 
-    def _watch(self, call: Any, method: str, start: float, site: tuple[RequestTimeline | None, str]) -> None:
+    def _watch(self, call: Any, method: str, start: float, site: tuple[RequestTimeline | None, str],
+               span: Any) -> None:
         def done(finished: Any) -> None:
-            self._spawn(self._record(finished, method, start, _clock(), site))
+            self._spawn(self._record(finished, method, start, _clock(), site, span))
 
         try:
             call.add_done_callback(done)
         except NotImplementedError:  # a response object returned by another interceptor: no callbacks
-            self._spawn(self._record(call, method, start, None, site))
+            self._spawn(self._record(call, method, start, None, site, span))
 
     def _spawn(self, coro: Any) -> None:
         try:
@@ -248,7 +335,7 @@ class _AioClientBase:
         task.add_done_callback(self._tasks.discard)
 
     async def _record(self, call: Any, method: str, start: float, end: float | None,
-                      site: tuple[RequestTimeline | None, str]) -> None:
+                      site: tuple[RequestTimeline | None, str], span: Any) -> None:
         try:
             code = await call.code()
             if end is None:
@@ -256,10 +343,13 @@ class _AioClientBase:
             trailing = await call.trailing_metadata()
             peer = _peer_of(call) if self._core.needs_call_peer else None
         except asyncio.CancelledError:
+            self._core.end_span(span, grpc.StatusCode.CANCELLED)
             return
         except Exception as exc:
             record_error(COMPONENT, exc, self._core.metrics)
+            self._core.end_span(span, None)
             return
+        self._core.end_span(span, code)
         self._core.record(method, start, end, code, trailing, peer, site)
 
 
@@ -296,7 +386,8 @@ class AioStreamStreamClientInterceptor(_AioClientBase, grpc.aio.StreamStreamClie
 def grpc_client_interceptor(*, recorder: ClientRecorder | None = None, service: str | None = None,
                             peer: str | None = None, registry: CollectorRegistry | None = None,
                             metrics: Metrics | None = None, max_label_values: int | None = None,
-                            propagate: bool = True) -> AiwatchClientInterceptor:
+                            propagate: bool = True, tracer_provider: Any = None,
+                            address: str | None = None) -> AiwatchClientInterceptor:
     """An interceptor for sync channels: ``grpc.intercept_channel(channel, grpc_client_interceptor(...))``.
 
     - ``recorder`` or the recorder options ``service`` (the calling service), ``registry`` / ``metrics`` and
@@ -306,19 +397,23 @@ def grpc_client_interceptor(*, recorder: ClientRecorder | None = None, service: 
       its ``server-timing`` trailer, else ``address``, else each call's ``peer()`` address).
     - ``address``: the channel's target, the label when the server reports no name (the instrumentor passes it).
     - ``propagate``: inject the current W3C trace context into the call's metadata (default on).
+    - ``tracer_provider``: the provider of the calls' CLIENT spans (default: the global one, if an SDK provider is
+      installed); ``address`` also gives them ``server.address`` / ``server.port`` in the stable RPC set.
     """
     return AiwatchClientInterceptor(recorder=recorder, service=service, peer=peer, registry=registry,
-                                    metrics=metrics, max_label_values=max_label_values, propagate=propagate)
+                                    metrics=metrics, max_label_values=max_label_values, propagate=propagate,
+                                    tracer_provider=tracer_provider, address=address)
 
 
 def grpc_aio_client_interceptors(*, recorder: ClientRecorder | None = None, service: str | None = None,
                                  peer: str | None = None, registry: CollectorRegistry | None = None,
                                  metrics: Metrics | None = None, max_label_values: int | None = None,
-                                 propagate: bool = True, address: str | None = None) -> list[Any]:
+                                 propagate: bool = True, address: str | None = None,
+                                 tracer_provider: Any = None) -> list[Any]:
     """The four interceptors for ``grpc.aio.insecure_channel(target, interceptors=...)`` (grpc.aio files each
     interceptor under one call kind only, so there is one per kind); arguments as :func:`grpc_client_interceptor`.
     """
     core = _ClientCore.of(recorder, peer, propagate, service=service, registry=registry, metrics=metrics,
-                          max_label_values=max_label_values, address=address)
+                          max_label_values=max_label_values, address=address, tracer_provider=tracer_provider)
     return [cls(core=core) for cls in (AioUnaryUnaryClientInterceptor, AioUnaryStreamClientInterceptor,
                                        AioStreamUnaryClientInterceptor, AioStreamStreamClientInterceptor)]

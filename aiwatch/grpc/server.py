@@ -16,9 +16,11 @@ Per RPC (see docs/grpc.md):
 * The server reports its timing in trailing metadata ``server-timing`` (same format as the HTTP header, ``total`` =
   server time), for streams when the stream ends, on failures too. ``grpc.aio``'s ``context.abort()`` sends the
   status itself, so there the servicer gets a context whose ``abort()`` adds the timing (up to the abort) first.
-* When a span is current when the handler starts (OpenTelemetry's server interceptor placed before this one), that
-  span is the request's span and aiwatch's phase spans are its children; otherwise aiwatch starts its own SERVER
-  span when tracing is on, parented by the W3C trace context in the invocation metadata.
+* When a SERVER span is current when the handler starts (OpenTelemetry's server interceptor placed before this
+  one), that span is the request's span and aiwatch's phase spans are its children; otherwise aiwatch starts its own
+  SERVER span when tracing is on, parented by the W3C trace context in the invocation metadata, named and described
+  as opentelemetry-instrumentation-grpc describes its own (:mod:`aiwatch.semconv`: ``pkg.Service/Method``,
+  ``rpc.*``, ERROR for the server-error codes; the stable RPC set under ``OTEL_SEMCONV_STABILITY_OPT_IN=rpc``).
 
 aiwatch's own failures are counted in ``aiwatch_instrumentation_errors_total`` and never change the RPC's outcome;
 the servicer's exceptions, abort codes and trailing metadata pass through untouched.
@@ -35,17 +37,18 @@ from typing import Any
 
 import grpc
 import grpc.aio
-from opentelemetry import trace
+from opentelemetry.trace import SpanKind
 from prometheus_client import CollectorRegistry
 
-from aiwatch.grpc._common import metadata_dict, method_name, status_name
+from aiwatch.grpc._common import metadata_dict, method_name, status_name, status_value
 from aiwatch.metrics import Metrics
 from aiwatch.middleware._common import UNMATCHED_ROUTE
 from aiwatch.recording import resolve_recorder
 from aiwatch.safety import record_error
+from aiwatch.semconv import end_grpc_span, grpc_span_start, rpc_conventions
 from aiwatch.servertiming import HEADER
 from aiwatch.timing import RequestRecorder, RequestTimeline
-from aiwatch.tracing import extract_context
+from aiwatch.tracing import extract_context, span_in_progress
 
 METHOD_LABEL = "grpc"
 """The ``method`` label of gRPC requests in ``aiwatch_request_duration_seconds``."""
@@ -78,23 +81,22 @@ class _ServerCore:
         self.recorder = recorder
         self.metrics = recorder.metrics
         self.server_timing = server_timing
+        self.conventions = rpc_conventions()
 
     def start(self, method: str, context: Any, streaming: bool) -> _Call | None:
         recorder = self.recorder
         try:
-            span = trace.get_current_span()
-            if span.is_recording():  # OpenTelemetry's interceptor ran first: its span is the RPC's span
+            span = span_in_progress(SpanKind.SERVER)
+            if span is not None:  # OpenTelemetry's interceptor ran first: its span is the RPC's span
                 return _Call(recorder.begin_in_span(span), streaming)
-            name = method.lstrip("/")
             tracer = recorder.tracing.tracer()
             if tracer is None:
-                return _Call(recorder.begin_with(None, name), streaming)
+                return _Call(recorder.begin_with(None, method), streaming)
             parent = None
             metadata = context.invocation_metadata()
             if metadata and any(item[0] == "traceparent" for item in metadata):  # extracting costs: only then
                 parent = extract_context(metadata_dict(metadata))
-            service, _, rpc = name.rpartition("/")
-            attributes = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": rpc}
+            name, attributes = grpc_span_start(method, self.conventions)
             return _Call(recorder.begin_with(tracer, name, parent, attributes), streaming)
         except Exception as exc:
             record_error(COMPONENT, exc, self.metrics)
@@ -124,6 +126,12 @@ class _ServerCore:
                 route = recorder.guard.fold("route", method)
                 m.child(m.rpc_messages, (recorder.service, route, "sent")).inc(call.sent)
                 m.child(m.rpc_messages, (recorder.service, route, "received")).inc(call.received)
+            if tl.span is not None and tl.owns_span:
+                try:
+                    end_grpc_span(tl.span, self.conventions, status, status_value(status),
+                                  error if report_error else None, server=True)
+                except Exception as exc:
+                    record_error("tracing", exc, self.metrics)
             recorder.finish(tl, method, METHOD_LABEL, status, error if report_error else None, end=end)
         except Exception as exc:
             record_error(COMPONENT, exc, self.metrics)

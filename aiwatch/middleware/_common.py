@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from aiwatch.semconv import KNOWN_HTTP_METHODS, OTHER_METHOD
+
+__all__ = ["CLIENT_CLOSED_STATUS", "KNOWN_METHODS", "OTHER_METHOD", "UNMATCHED_ROUTE"]
+
 UNMATCHED_ROUTE = "__unmatched__"
 """The route label of requests that matched no route template: the raw path is never used as a label."""
 
 #: HTTP methods used as the ``method`` label as they are; any other method (clients can send any token) is
-#: labelled ``_OTHER`` so that the label stays bounded.
-KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"})
-OTHER_METHOD = "_OTHER"
+#: labelled ``_OTHER`` so that the label stays bounded (the same rule as the spans' ``http.request.method``).
+KNOWN_METHODS = KNOWN_HTTP_METHODS
 
 CLIENT_CLOSED_STATUS = "499"
 """The ``status`` label of a request whose response could not be delivered because the client went away (the

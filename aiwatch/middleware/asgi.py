@@ -20,15 +20,18 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
+from opentelemetry.trace import SpanKind
 from prometheus_client import CollectorRegistry
 
+from aiwatch.exclusion import ExcludedUrls, asgi_url
 from aiwatch.metrics import Metrics
 from aiwatch.middleware._common import CLIENT_CLOSED_STATUS, KNOWN_METHODS, OTHER_METHOD, UNMATCHED_ROUTE
 from aiwatch.recording import resolve_recorder
 from aiwatch.safety import call_hook, record_error
+from aiwatch.semconv import end_http_server_span, http_server_attributes, http_span_name
 from aiwatch.servertiming import HEADER
 from aiwatch.timing import RequestRecorder, RequestTimeline
-from aiwatch.tracing import extract_context
+from aiwatch.tracing import activate, deactivate, extract_context, span_in_progress
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -63,6 +66,10 @@ class AiwatchMiddleware:
     - ``server_timing``: add the ``Server-Timing`` response header (default on).
     - ``metrics_path``: serve ``/metrics`` from this path, untimed (``None`` to disable).
     - ``exclude_paths``: paths passed through untimed (health checks).
+    - ``excluded_urls``: comma-separated regexes, each searched in the request's full URL (``scheme://host/path``),
+      as OpenTelemetry's ``excluded_urls``: matching requests are neither timed nor traced. Default: the
+      environment, ``OTEL_PYTHON_ASGI_EXCLUDED_URLS`` or else ``OTEL_PYTHON_EXCLUDED_URLS``, plus the regex in
+      ``AIWATCH_EXCLUDED_URLS`` (:mod:`aiwatch.exclusion`).
     - ``route_resolver``: ``scope -> route template or None`` for non-Starlette apps.
     - ``on_request_end``: hook called with ``(scope, timeline, status)`` after each request; failures are counted.
     """
@@ -73,7 +80,7 @@ class AiwatchMiddleware:
                  exclude_paths: Iterable[str] = (), route_resolver: Callable[[Scope], str | None] | None = None,
                  on_request_end: Callable[[Scope, RequestTimeline, str], None] | None = None,
                  max_label_values: int | None = None, recorder: RequestRecorder | None = None,
-                 slow_threshold: float | None = None) -> None:
+                 slow_threshold: float | None = None, excluded_urls: str | ExcludedUrls | None = None) -> None:
         self.app = app
         self.recorder = resolve_recorder(recorder, {
             "service": service, "model": model, "registry": registry, "metrics": metrics,
@@ -83,6 +90,9 @@ class AiwatchMiddleware:
         self.server_timing = server_timing
         self.metrics_path = metrics_path
         self.exclude_paths = frozenset(exclude_paths)
+        self.excluded_urls = (excluded_urls if isinstance(excluded_urls, ExcludedUrls)
+                              else ExcludedUrls.from_env("ASGI") if excluded_urls is None
+                              else ExcludedUrls.parse(excluded_urls))
         self.route_resolver = route_resolver
         self.on_request_end = on_request_end
         self._metrics_app: ASGIApp | None = None
@@ -95,21 +105,21 @@ class AiwatchMiddleware:
         if path == self.metrics_path:
             await self._serve_metrics(scope, receive, send)
             return
-        if path in self.exclude_paths:
+        if path in self.exclude_paths or (self.excluded_urls.active and self._excluded(scope)):
             await self.app(scope, receive, send)
             return
 
         recorder = self.recorder
-        method = scope.get("method", "GET")
-        if method not in KNOWN_METHODS:
-            method = OTHER_METHOD
+        raw_method = scope.get("method", "GET")
+        method = raw_method if raw_method in KNOWN_METHODS else OTHER_METHOD
         root_path = scope.get("root_path", "")
         tracer = recorder.tracing.tracer()
+        token = None
         if tracer is None:
             tl = recorder.begin_with(None, method)
         else:
-            tl = recorder.begin_with(tracer, method, self._parent_context(scope),
-                                     {"http.request.method": method, "url.path": path})
+            tl, token = self._begin_traced(tracer, scope, raw_method, method)
+        code: int | None = None
         status = "500"
         finished = False
         send_failed = False
@@ -122,22 +132,21 @@ class AiwatchMiddleware:
                 status = CLIENT_CLOSED_STATUS
             elif error is not None:
                 status = "500"
-            try:
-                resolver = self.route_resolver
-                route = resolver(scope) if resolver is not None else starlette_route(scope, root_path)
-            except Exception as exc:
-                record_error("route", exc, self.metrics)
-                route = None
+            route = self._route(scope, root_path)
+            if tl.span is not None and (tl.owns_span or code is None):  # a borrowed one: at the response's start
+                self._describe(tl, method, route, code, error)
             recorder.finish(tl, route or UNMATCHED_ROUTE, method, status, error)
             if self.on_request_end is not None:
                 call_hook("hook", self.on_request_end, self.metrics, scope, tl, status)
 
         async def send_wrapper(message: Message) -> None:
-            nonlocal status, send_failed
+            nonlocal status, send_failed, code
             kind = message["type"]
             if kind == "http.response.start":
                 code = message.get("status", 500)
                 status = _STATUS.get(code) or str(code)
+                if tl.span is not None and not tl.owns_span:  # its owner may end it with the last body chunk
+                    self._describe(tl, method, self._route(scope, root_path), code, None)
                 if add_timing:
                     try:
                         entry = (_SERVER_TIMING, tl.server_timing().encode("latin-1"))
@@ -166,8 +175,65 @@ class AiwatchMiddleware:
             if not finished:
                 finish(exc)
             raise
+        finally:
+            if token is not None:
+                deactivate(token)
         if not finished:  # the app returned without completing a response
             finish(None)
+
+    def _route(self, scope: Scope, root_path: str) -> str | None:
+        try:
+            resolver = self.route_resolver
+            return resolver(scope) if resolver is not None else starlette_route(scope, root_path)
+        except Exception as exc:
+            record_error("route", exc, self.metrics)
+            return None
+
+    def _describe(self, tl: RequestTimeline, method: str, route: str | None, code: int | None,
+                  error: BaseException | None) -> None:
+        try:
+            end_http_server_span(tl.span, tl.owns_span, method, route, code, error)
+        except Exception as exc:
+            record_error("tracing", exc, self.metrics)
+
+    def _begin_traced(self, tracer: Any, scope: Scope, raw_method: str, method: str) -> tuple[RequestTimeline, Any]:
+        """Start a traced request: on the SERVER span OpenTelemetry's middleware in front already started, else on
+        a new one (continuing the caller's ``traceparent``) made current while the app runs. Returns the timeline
+        and the token that :func:`~aiwatch.tracing.deactivate` takes (``None``: nothing was made current)."""
+        recorder = self.recorder
+        try:
+            current = span_in_progress(SpanKind.SERVER)
+            if current is not None:
+                return recorder.begin_in_span(current), None
+            parent = self._parent_context(scope)
+            server = scope.get("server")
+            host = None
+            for name, value in scope.get("headers") or ():
+                if name == b"host":
+                    host = value.decode("latin-1")
+                    break
+            attributes = http_server_attributes(
+                raw_method, scope.get("scheme", "http"), scope.get("path", ""),
+                (scope.get("query_string") or b"").decode("latin-1"), host,
+                (server[0], server[1]) if server else None, scope.get("http_version"))
+        except Exception as exc:
+            record_error("tracing", exc, self.metrics)
+            return recorder.begin_with(None, method), None
+        tl = recorder.begin_with(tracer, http_span_name(method), parent, attributes)
+        if tl.span is None:
+            return tl, None
+        try:
+            return tl, activate(tl.span, parent)
+        except Exception as exc:
+            record_error("tracing", exc, self.metrics)
+            return tl, None
+
+    def _excluded(self, scope: Scope) -> bool:
+        try:
+            return self.excluded_urls.excludes(asgi_url(scope))
+        except Exception as exc:
+            record_error("route", exc, self.metrics)
+            return False
 
     @staticmethod
     def _parent_context(scope: Scope) -> Any:

@@ -25,15 +25,18 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from opentelemetry.trace import SpanKind
 from prometheus_client import CollectorRegistry
 
+from aiwatch.exclusion import ExcludedUrls, wsgi_url
 from aiwatch.metrics import Metrics
 from aiwatch.middleware._common import KNOWN_METHODS, OTHER_METHOD, UNMATCHED_ROUTE
 from aiwatch.recording import resolve_recorder
 from aiwatch.safety import call_hook, record_error
+from aiwatch.semconv import end_http_server_span, http_server_attributes, http_span_name
 from aiwatch.servertiming import HEADER
 from aiwatch.timing import RequestRecorder, RequestTimeline
-from aiwatch.tracing import extract_context
+from aiwatch.tracing import activate, deactivate, extract_context, span_in_progress
 
 __all__ = ["ROUTE_ENVIRON_KEY", "UNMATCHED_ROUTE", "AiwatchWSGIMiddleware", "environ_route"]
 
@@ -57,7 +60,8 @@ def environ_route(environ: Environ) -> str | None:
 class AiwatchWSGIMiddleware:
     """WSGI middleware; see the module docstring. All arguments but ``app`` are keyword-only and mean the same as
     :class:`aiwatch.middleware.asgi.AiwatchMiddleware`'s; here ``route_resolver`` and ``on_request_end`` receive
-    the WSGI ``environ`` instead of the ASGI scope."""
+    the WSGI ``environ`` instead of the ASGI scope, and ``excluded_urls`` defaults to
+    ``OTEL_PYTHON_WSGI_EXCLUDED_URLS`` or else ``OTEL_PYTHON_EXCLUDED_URLS``, plus ``AIWATCH_EXCLUDED_URLS``."""
 
     def __init__(self, app: WSGIApp, *, service: str | None = None, model: str = "",
                  registry: CollectorRegistry | None = None, metrics: Metrics | None = None,
@@ -65,7 +69,7 @@ class AiwatchWSGIMiddleware:
                  exclude_paths: Iterable[str] = (), route_resolver: Callable[[Environ], str | None] | None = None,
                  on_request_end: Callable[[Environ, RequestTimeline, str], None] | None = None,
                  max_label_values: int | None = None, recorder: RequestRecorder | None = None,
-                 slow_threshold: float | None = None) -> None:
+                 slow_threshold: float | None = None, excluded_urls: str | ExcludedUrls | None = None) -> None:
         self.app = app
         self.recorder = resolve_recorder(recorder, {
             "service": service, "model": model, "registry": registry, "metrics": metrics,
@@ -75,6 +79,9 @@ class AiwatchWSGIMiddleware:
         self.server_timing = server_timing
         self.metrics_path = metrics_path
         self.exclude_paths = frozenset(exclude_paths)
+        self.excluded_urls = (excluded_urls if isinstance(excluded_urls, ExcludedUrls)
+                              else ExcludedUrls.from_env("WSGI") if excluded_urls is None
+                              else ExcludedUrls.parse(excluded_urls))
         self.route_resolver = route_resolver if route_resolver is not None else environ_route
         self.on_request_end = on_request_end
         self._metrics_app: WSGIApp | None = None
@@ -83,21 +90,22 @@ class AiwatchWSGIMiddleware:
         path = environ.get("PATH_INFO", "")
         if path == self.metrics_path:
             return self._serve_metrics(environ, start_response)
-        if path in self.exclude_paths:
+        if path in self.exclude_paths or (self.excluded_urls.active and self._excluded(environ)):
             return self.app(environ, start_response)
 
         recorder = self.recorder
-        method = environ.get("REQUEST_METHOD", "GET")
-        if method not in KNOWN_METHODS:
-            method = OTHER_METHOD
-        parent = None
-        if recorder.tracing.tracer() is not None:
-            parent = self._parent_context(environ)
-        tl = recorder.begin(method, parent, {"http.request.method": method, "url.path": path})
+        raw_method = environ.get("REQUEST_METHOD", "GET")
+        method = raw_method if raw_method in KNOWN_METHODS else OTHER_METHOD
+        tracer = recorder.tracing.tracer()
+        token = None
+        if tracer is None:
+            tl = recorder.begin_with(None, method)
+        else:
+            tl, token = self._begin_traced(tracer, environ, raw_method, method)
         request = _Request(self, environ, tl, method)
 
         def start_response_wrapper(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-            request.status = status.split(" ", 1)[0]
+            request.status = request.code = status.split(" ", 1)[0]
             if self.server_timing:
                 try:
                     headers = [*headers, (_SERVER_TIMING, tl.server_timing())]
@@ -110,7 +118,47 @@ class AiwatchWSGIMiddleware:
         except BaseException as exc:
             request.finish(exc)
             raise
+        finally:
+            if token is not None:
+                deactivate(token)
         return _ClosingBody(body, request)
+
+    def _begin_traced(self, tracer: Any, environ: Environ, raw_method: str, method: str) -> tuple[
+            RequestTimeline, Any]:
+        """As the ASGI middleware's: on OpenTelemetry's SERVER span when its middleware is in front, else on a new
+        one made current while the app is called (not while the server iterates the body)."""
+        recorder = self.recorder
+        try:
+            current = span_in_progress(SpanKind.SERVER)
+            if current is not None:
+                return recorder.begin_in_span(current), None
+            parent = self._parent_context(environ)
+            protocol = str(environ.get("SERVER_PROTOCOL", ""))
+            port = str(environ.get("SERVER_PORT", ""))
+            attributes = http_server_attributes(
+                raw_method, str(environ.get("wsgi.url_scheme", "http")),
+                f"{environ.get('SCRIPT_NAME', '')}{environ.get('PATH_INFO', '')}",
+                str(environ.get("QUERY_STRING", "")), environ.get("HTTP_HOST"),
+                (str(environ.get("SERVER_NAME", "")), int(port) if port.isdigit() else None),
+                protocol.partition("/")[2] if protocol.startswith("HTTP/") else None)
+        except Exception as exc:
+            record_error("tracing", exc, self.metrics)
+            return recorder.begin_with(None, method), None
+        tl = recorder.begin_with(tracer, http_span_name(method), parent, attributes)
+        if tl.span is None:
+            return tl, None
+        try:
+            return tl, activate(tl.span, parent)
+        except Exception as exc:
+            record_error("tracing", exc, self.metrics)
+            return tl, None
+
+    def _excluded(self, environ: Environ) -> bool:
+        try:
+            return self.excluded_urls.excludes(wsgi_url(environ))
+        except Exception as exc:
+            record_error("route", exc, self.metrics)
+            return False
 
     @staticmethod
     def _parent_context(environ: Environ) -> Any:
@@ -133,7 +181,7 @@ class AiwatchWSGIMiddleware:
 class _Request:
     """One request's state: lives as long as its response body, never on the middleware."""
 
-    __slots__ = ("environ", "finished", "method", "middleware", "status", "tl")
+    __slots__ = ("code", "environ", "finished", "method", "middleware", "status", "tl")
 
     def __init__(self, middleware: AiwatchWSGIMiddleware, environ: Environ, tl: RequestTimeline,
                  method: str) -> None:
@@ -142,6 +190,8 @@ class _Request:
         self.tl = tl
         self.method = method
         self.status = "500"
+        #: the status line's code as the app sent it ("" until start_response), for the span
+        self.code = ""
         self.finished = False
 
     def finish(self, error: BaseException | None) -> None:
@@ -156,7 +206,14 @@ class _Request:
         except Exception as exc:
             record_error("route", exc, mw.metrics)
             route = None
-        mw.recorder.finish(self.tl, route or UNMATCHED_ROUTE, self.method, self.status, error)
+        tl = self.tl
+        if tl.span is not None:
+            try:
+                code = int(self.code) if self.code.isdigit() else None
+                end_http_server_span(tl.span, tl.owns_span, self.method, route, code, error)
+            except Exception as exc:
+                record_error("tracing", exc, mw.metrics)
+        mw.recorder.finish(tl, route or UNMATCHED_ROUTE, self.method, self.status, error)
         if mw.on_request_end is not None:
             call_hook("hook", mw.on_request_end, mw.metrics, self.environ, self.tl, self.status)
 

@@ -127,9 +127,14 @@ class Latency:
                                                                  open_low=True))
     model_for: str = "10m"
     non_model_p99_seconds: float = field(default=0.25, metadata=_help(
-        "AiwatchNonModelLatencyHigh: p99 of any other phase (queue, features, overhead, ...) or of the network",
+        "AiwatchNonModelLatencyHigh: p99 of any other phase (queue, features, overhead, ...; not a phase whose "
+        "calls the callee timed, whose time the network and the callee's own alerts cover) or of the network",
         open_low=True))
     non_model_for: str = "10m"
+    network_p99_seconds: float = field(default=0.1, metadata=_help(
+        "AiwatchNetworkLatencyHigh: p99 of the network time a caller measures to one peer (client time minus the "
+        "time the peer reported)", open_low=True))
+    network_for: str = "10m"
 
 
 @dataclass

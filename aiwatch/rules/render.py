@@ -68,6 +68,7 @@ ERROR_RATIO = "service:aiwatch_request_errors:ratio_rate{window}"
 SLOW_RATIO = "service:aiwatch_request_slow:ratio_rate{window}"
 PHASE_QUANTILE = "service_model_phase:aiwatch_phase_duration_seconds:p{percent}"
 MODEL_P99 = "service_model:aiwatch_model_latency_seconds:p99"
+NETWORK_P99 = "service_peer:aiwatch_network_duration_seconds:p99"
 NON_MODEL_P99 = "service_phase:aiwatch_non_model_latency_seconds:p99"
 OUTSIDE_MODEL = "service:aiwatch_time_outside_model:ratio"
 IN_FLIGHT_SUM = "service:aiwatch_requests_in_flight:sum"
@@ -193,15 +194,19 @@ def latency_records(cfg: RulesConfig) -> list[dict[str, Any]]:
     w = lat.window
     model = matches("phase", lat.model_phases)
     other = not_matches("phase", lat.model_phases)
-    network = histogram_quantile(0.99, NETWORK, w, ("service", "peer"), cfg.selectors.network)
+    # a phase in which the service called peers that report their own time holds their whole time: the network
+    # (AiwatchNetworkLatencyHigh) and the callees' own phases cover it, so it is no non-model phase of the caller
+    calling = f"{by('sum', ('service', 'phase'), rate(NETWORK.count, w, cfg.selectors.network))} > 0"
     rules = [_record(PHASE_QUANTILE.format(percent=number(_decimal(q * 100))),
                      histogram_quantile(q, PHASES, w, ("service", "model", "phase"), req)) for q in QUANTILES]
     rules += [
         _record(MODEL_P99, histogram_quantile(0.99, PHASES, w, ("service", "model"), req, model)),
+        _record(NETWORK_P99, histogram_quantile(0.99, NETWORK, w, ("service", "peer"), cfg.selectors.network)),
         # the caller-side network time is one more non-model "phase" (service = the caller, peer = the callee)
         _record(NON_MODEL_P99,
-                f"{histogram_quantile(0.99, PHASES, w, ('service', 'phase'), req, other)}\nor\n"
-                f'label_replace({network}, {quote("phase")}, {quote("network")}, "", "")'),
+                f"(\n  {histogram_quantile(0.99, PHASES, w, ('service', 'phase'), req, other)}\n"
+                f"  unless on (service, phase)\n  {calling}\n)\nor\n"
+                f'label_replace({NETWORK_P99}, {quote("phase")}, {quote("network")}, "", "")'),
         _record(OUTSIDE_MODEL,
                 f"{by('sum', ('service',), rate(PHASES.sum, w, req, other))}\n/\n"
                 f"{by('sum', ('service',), rate(PHASES.sum, w, req))}"),
@@ -315,6 +320,15 @@ def latency_alerts(cfg: RulesConfig) -> list[Alert]:
               f"{{{{ $value | humanizeDuration }}}} over {lat.window}, above {_ms(lat.non_model_p99_seconds)}. "
               f"This time is outside the model (queueing, feature fetch, network or serving overhead), so scaling "
               f"or tuning the model will not fix it.{outside}"),
+        Alert("AiwatchNetworkLatencyHigh",
+              f"{NETWORK_P99} > {number(lat.network_p99_seconds)}",
+              lat.network_for, "warning",
+              "The network from {{ $labels.service }} to {{ $labels.peer }} is slow",
+              f"p99 of the network time {{{{ $labels.service }}}} measures on its calls to {{{{ $labels.peer }}}} "
+              f"(its client time minus the server time {{{{ $labels.peer }}}} reported) is "
+              f"{{{{ $value | humanizeDuration }}}} over {lat.window}, above {_ms(lat.network_p99_seconds)}. The "
+              "time is between the two services (connections, proxies, load balancer, congestion, payload size), "
+              "not inside either: look at the path, not at the model."),
     ]
 
 

@@ -125,7 +125,7 @@ def test_committed_rule_files_are_the_default_rendering() -> None:
 def test_every_alert_is_complete() -> None:
     rules = alert_rules()
     names = {r["alert"] for r in rules}
-    assert len(names) == 17
+    assert len(names) == 18
     for rule in rules:
         assert duration_seconds(rule["for"]) > 0, rule["alert"]
         assert rule["labels"]["severity"] in SEVERITIES
@@ -314,6 +314,20 @@ def test_runbook_pages_have_the_sections() -> None:
                  "AiwatchNonModelLatencyHigh", "AiwatchQueueBacklog", "AiwatchGpuSaturated"):
         assert all(d in (RUNBOOKS / f"{name}.md").read_text() for d in degrade), name
     assert with_degrade >= 6
+
+
+def test_latency_runbooks_start_their_diagnosis_with_aiwatch_diagnose() -> None:
+    latency = ("AiwatchLatencyBudgetBurnFast", "AiwatchLatencyBudgetBurnSlow", "AiwatchModelLatencyHigh",
+               "AiwatchNonModelLatencyHigh", "AiwatchNetworkLatencyHigh", "AiwatchQueueBacklog",
+               "AiwatchGpuSaturated", "AiwatchFeatureCacheHitRatioLow")
+    for name in latency:
+        text = (RUNBOOKS / f"{name}.md").read_text()
+        diagnosis = text[text.index("## Diagnosis"):text.index("## Mitigation")]
+        command = re.search(r"```bash\n(aiwatch diagnose [^\n]*)\n```", diagnosis)
+        assert command, f"{name}: its Diagnosis gives no aiwatch diagnose command"
+        args = command.group(1).split()
+        assert args[2:4] == ["--prometheus", "http://<prometheus>:9090"] and "--service" in args, name
+        assert diagnosis.index("aiwatch diagnose") < diagnosis.index("```promql"), f"{name}: diagnose comes first"
 
 
 @pytest.mark.slow

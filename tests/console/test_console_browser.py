@@ -54,6 +54,9 @@ def test_console_renders_in_a_real_browser() -> None:
             # Latency view: per service (gateway, recommender) p50/p95/p99 + phase cards, and the charts drawn
             page.wait_for(f"{METRICS} >= 12 && {CHARTS} >= 7", timeout=90)
             page.wait_for(f"{TEXT}.includes('model share')")
+            # the diagnosis opens the view: its heading and the verdict line of the entry service (the gateway)
+            page.wait_for(f"{TEXT}.includes('Diagnosis: the last 30s against the 30s before')")
+            page.wait_for(f"/gateway (p99|mean) [0-9.]+ -> [0-9.]+ ms at x[0-9.]+ load; /.test({TEXT})", timeout=60)
             text = str(page.evaluate(TEXT))
             for expected in ("aiwatch console", "Latency: where the time goes", "request p50", "request p99",
                              "Time per request by phase, per service", "model vs not model", "gateway",

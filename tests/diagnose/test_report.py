@@ -102,3 +102,13 @@ def test_json_has_the_documented_shape() -> None:
     assert (first["component"], first["service"], first["peer"]) == ("network", "gateway", "inference")
     assert out["tail"]["contributors"][0]["component"] == "network"
     assert out["incident"]["mean_seconds"] > out["baseline"]["mean_seconds"]
+
+
+def test_a_callee_known_only_from_network_time_is_not_the_entry_service() -> None:
+    # a caller whose client integration measured network time but recorded no client-time histogram (or one the
+    # source does not hold): its peer is still a callee, never the entry service, even when its time rose most
+    before, after = windows(model=0.3)
+    strip = {"call_seconds": {}}
+    before = WindowTotals(before.start, before.end, {**before.values, **strip})
+    after = WindowTotals(after.start, after.end, {**after.values, **strip})
+    assert diagnose_windows(before, after).service == "gateway"

@@ -75,13 +75,12 @@ def test_sync_outcomes_unchanged_when_metrics_raise() -> None:
 
 def test_sync_outcomes_unchanged_when_aiwatch_itself_raises(monkeypatch: pytest.MonkeyPatch,
                                                              metrics: Metrics) -> None:
-    class BrokenTrace:
-        def get_current_span(self) -> Any:
-            raise RuntimeError("tracing is broken")
+    def broken_tracing(kind: Any) -> Any:
+        raise RuntimeError("tracing is broken")
 
     with sync_server() as target, stub_for(target) as stub:
         expected = _exercise_sync(stub)
-    monkeypatch.setattr(grpc_server_module, "trace", BrokenTrace())
+    monkeypatch.setattr(grpc_server_module, "span_in_progress", broken_tracing)
     with sync_server([grpc_server_interceptor(service="infer", metrics=metrics)]) as target, \
             stub_for(target) as stub:
         assert _exercise_sync(stub) == expected

@@ -20,11 +20,11 @@ class Response:
 
 
 async def call(app: Any, path: str, method: str = "GET", headers: Sequence[tuple[str, str]] = (),
-               body: bytes = b"", root_path: str = "") -> Response:
+               body: bytes = b"", root_path: str = "", query: str = "") -> Response:
     """Run one HTTP request through ``app`` and collect the response."""
     response = Response()
     scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
-             "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
+             "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": query.encode(),
              "root_path": root_path, "headers": [(k.lower().encode(), v.encode()) for k, v in headers],
              "client": ("127.0.0.1", 1234), "server": ("127.0.0.1", 80)}
     sent = False

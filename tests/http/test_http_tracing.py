@@ -15,6 +15,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 from prometheus_client import CollectorRegistry
+from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
 
 import aiwatch
 from aiwatch.timing import RequestTimeline
@@ -149,6 +152,32 @@ async def test_a_global_sdk_provider_is_used_without_an_argument(
         registry: CollectorRegistry, provider: TracerProvider, exporter: InMemorySpanExporter,
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(trace, "get_tracer_provider", lambda: provider)  # as opentelemetry-instrument would set it
-    app = fastapi_app(registry)
+
+    async def item(request: Any) -> PlainTextResponse:
+        with aiwatch.phase("inference", model="ranker"), aiwatch.phase("tokenize"):
+            pass
+        with aiwatch.phase("postprocess"):
+            pass
+        return PlainTextResponse("ok")
+
+    app = aiwatch.instrument(Starlette(routes=[Route("/items/{item_id}", item)]), registry=registry, service="svc")
     assert (await call(app, "/items/1", headers=[("traceparent", TRACEPARENT)])).status == 200
     check_spans(exporter, "/items/{item_id}")
+
+
+async def test_fastapis_own_server_span_is_used_under_a_global_provider(
+        registry: CollectorRegistry, provider: TracerProvider, exporter: InMemorySpanExporter,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """FastAPI (0.136+) traces requests itself when a global SDK provider is installed: aiwatch adds its phase spans
+    to FastAPI's SERVER span instead of opening a second one."""
+    monkeypatch.setattr(trace, "get_tracer_provider", lambda: provider)
+    app = fastapi_app(registry)
+    assert (await call(app, "/items/1", headers=[("traceparent", TRACEPARENT)])).status == 200
+    finished = [s for s in exporter.get_finished_spans() if f"{s.context.trace_id:032x}" == TRACE_ID]
+    servers = [s for s in finished if s.kind is SpanKind.SERVER]
+    assert len(servers) == 1 and servers[0].instrumentation_scope is not None
+    assert servers[0].instrumentation_scope.name != "aiwatch"
+    assert servers[0].name == "GET /items/{item_id}"
+    phases = {s.name: s for s in finished if s.instrumentation_scope and s.instrumentation_scope.name == "aiwatch"}
+    assert set(phases) == {"inference", "tokenize", "postprocess"}
+    assert phases["inference"].parent.span_id == servers[0].context.span_id  # type: ignore[union-attr]

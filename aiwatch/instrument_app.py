@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 from typing import Any, TypeVar
 
+from aiwatch.exclusion import ExcludedUrls
 from aiwatch.recording import RECORDER_OPTIONS, resolve_recorder
 from aiwatch.timing import RequestRecorder, set_default_recorder
 
@@ -31,6 +32,12 @@ def instrument(app: A, *, recorder: RequestRecorder | None = None, **options: An
     ``server_timing``, ``metrics_path``, ``exclude_paths``, ``route_resolver``, ``on_request_end``); they mean the
     same for ASGI and WSGI. Instrumenting a FastAPI or Flask app twice is a no-op the second time. Phases recorded
     outside any request (a background worker) go to the same recorder: its registry and service.
+
+    ``excluded_urls`` (comma-separated regexes searched in each request's full URL) defaults to the environment as
+    OpenTelemetry's instrumentation of the same framework reads it: ``OTEL_PYTHON_FASTAPI_EXCLUDED_URLS``,
+    ``..._STARLETTE_...``, ``..._FLASK_...``, ``..._ASGI_...`` or ``..._WSGI_...`` (bare apps), else
+    ``OTEL_PYTHON_EXCLUDED_URLS``; plus the regex in ``AIWATCH_EXCLUDED_URLS``. Matching requests are neither timed
+    nor traced.
     """
     if getattr(app, _MARK, None) is not None:
         return app
@@ -41,10 +48,13 @@ def instrument(app: A, *, recorder: RequestRecorder | None = None, **options: An
     if hasattr(app, "add_middleware") and hasattr(app, "user_middleware"):
         from aiwatch.middleware.asgi import AiwatchMiddleware
 
+        framework = "FASTAPI" if _is_fastapi(app) else "STARLETTE"
+        middleware_options.setdefault("excluded_urls", ExcludedUrls.from_env(framework))
         app.add_middleware(AiwatchMiddleware, recorder=recorder, **middleware_options)
         _mark(app, recorder)
         return app
     if hasattr(app, "wsgi_app") and hasattr(app, "before_request_funcs"):
+        middleware_options.setdefault("excluded_urls", ExcludedUrls.from_env("FLASK"))
         _instrument_flask(app, recorder, middleware_options)
         return app
     if _is_asgi(app):
@@ -59,6 +69,10 @@ def instrument(app: A, *, recorder: RequestRecorder | None = None, **options: An
         return AiwatchWSGIMiddleware(app, recorder=recorder, **middleware_options)  # type: ignore[return-value]
     raise TypeError(f"aiwatch.instrument() does not know how to instrument {type(app).__name__!r}: expected a "
                     "FastAPI/Starlette or Flask app, or an ASGI or WSGI callable")
+
+
+def _is_fastapi(app: Any) -> bool:
+    return any(cls.__module__.split(".")[0] == "fastapi" for cls in type(app).__mro__)
 
 
 def _mark(app: Any, recorder: RequestRecorder) -> None:

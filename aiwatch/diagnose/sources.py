@@ -1,0 +1,164 @@
+"""The sources diagnose reads a window from: each answers every row of :data:`~aiwatch.diagnose.window.READS` for
+``[start, end]`` (unix seconds) and returns a :class:`~aiwatch.diagnose.window.WindowTotals`.
+
+- :func:`prometheus_totals`: Prometheus' HTTP API, one instant query per read at ``time=end`` (``increase``,
+  ``avg_over_time``, ``max_over_time`` over the window, summed by the read's labels), sent a few at a time;
+- :func:`scrape_totals`: the console's embedded :class:`~aiwatch.console.scrape.ScrapeSource`, from its history;
+- :func:`totals_from_snapshots`: two ``/metrics`` snapshots in :mod:`aiwatch.scrape`'s shape, taken at ``start``
+  and ``end`` (the demo's per-stage ``before`` and ``after``).
+
+Anything with a ``window_totals(start, end)`` method and a ``description`` is a :class:`WindowSource`: the
+console's two data sources are, and :class:`PrometheusWindows` is the one ``aiwatch diagnose --prometheus`` uses.
+
+    >>> before = {"aiwatch_request_duration_seconds_count": {(("service", "gw"), ("status", "200")): 10.0}}
+    >>> after = {"aiwatch_request_duration_seconds_count": {(("service", "gw"), ("status", "200")): 70.0}}
+    >>> totals_from_snapshots(before, after, 0.0, 60.0).of("requests")
+    {('gw',): 60.0}
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Protocol
+
+from aiwatch.console.source import ERROR_STATUS_RE, duration, is_error_status
+from aiwatch.diagnose.report import DiagnoseError
+from aiwatch.diagnose.timeargs import format_time
+from aiwatch.diagnose.window import READS, Key, Read, WindowTotals
+from aiwatch.promapi import PrometheusAPI
+from aiwatch.promql import by, matches, series
+from aiwatch.scrape import Samples
+
+if TYPE_CHECKING:
+    from aiwatch.console.scrape import ScrapeSource
+
+#: How many of a window's queries are in flight at once (Prometheus evaluates them in parallel).
+PARALLEL_QUERIES = 8
+
+
+class WindowSource(Protocol):
+    """Something diagnose can read windows from."""
+
+    description: str
+
+    def window_totals(self, start: float, end: float) -> WindowTotals:
+        """The answers to every read for ``[start, end]``."""
+        ...  # pragma: no cover - a protocol
+
+
+def aggregate(read: Read, samples: Iterable[tuple[Mapping[str, str], float]]) -> dict[Key, float]:
+    """``sum by`` (``max by`` for a ``max`` read) the read's labels, keeping only error statuses when the read
+    asks for them: what the PromQL of :func:`read_promql` does, for sources that hold raw series."""
+    out: dict[Key, float] = {}
+    for labels, value in samples:
+        if read.errors_only and not is_error_status(labels.get("status", "")):
+            continue
+        key = tuple(labels.get(label, "") for label in read.by)
+        if read.kind == "max":
+            out[key] = max(out[key], value) if key in out else value
+        else:
+            out[key] = out.get(key, 0.0) + value
+    return out
+
+
+# --- Prometheus ---------------------------------------------------------------------------------------------------
+
+
+def read_promql(read: Read, seconds: float) -> str:
+    """The instant query answering ``read`` for the window of ``seconds`` ending at the query's time.
+
+    >>> print(read_promql(READS[3], 300))
+    sum by (service) (increase(aiwatch_request_duration_seconds_count{status=~"5..|UNKNOWN|DEADLINE_EXCEEDED|RESOURCE_EXHAUSTED|INTERNAL|UNAVAILABLE|DATA_LOSS|UNIMPLEMENTED|error"}[300s]))
+    """  # noqa: E501
+    selected = series(read.metric, *([matches("status", ERROR_STATUS_RE)] if read.errors_only else []))
+    w = duration(seconds)
+    if read.kind == "increase":
+        return by("sum", read.by, f"increase({selected}[{w}])")
+    if read.kind == "avg":
+        return by("sum", read.by, f"avg_over_time({selected}[{w}])")
+    return by("max", read.by, f"max_over_time({selected}[{w}])")
+
+
+def prometheus_totals(api: PrometheusAPI, start: float, end: float) -> WindowTotals:
+    """Every read for ``[start, end]`` from Prometheus: one instant query per read at ``time=end``, at most
+    :data:`PARALLEL_QUERIES` at a time. Raises :class:`~aiwatch.promapi.PrometheusError` (or its subclass
+    ``PrometheusUnavailable``) when Prometheus fails."""
+    if end <= start:
+        raise ValueError(f"a window must end after it starts, got [{start}, {end}]")
+
+    def answer(read: Read) -> dict[Key, float]:
+        return aggregate(read, api.query(read_promql(read, end - start), time=end))
+
+    with ThreadPoolExecutor(max_workers=PARALLEL_QUERIES, thread_name_prefix="aiwatch-diagnose") as pool:
+        answers = list(pool.map(answer, READS))
+    return WindowTotals(start, end, {read.key: found for read, found in zip(READS, answers, strict=True)})
+
+
+class PrometheusWindows:
+    """A :class:`WindowSource` reading Prometheus at ``url`` (``timeout`` seconds per query)."""
+
+    def __init__(self, url: str, *, timeout: float = 10.0) -> None:
+        self.api = PrometheusAPI(url, timeout=timeout)
+        self.description = f"Prometheus at {self.api.url}"
+
+    def window_totals(self, start: float, end: float) -> WindowTotals:
+        return prometheus_totals(self.api, start, end)
+
+
+# --- the console's embedded scrape source -------------------------------------------------------------------------
+
+
+def scrape_totals(source: ScrapeSource, start: float, end: float) -> WindowTotals:
+    """Every read for ``[start, end]`` from a :class:`~aiwatch.console.scrape.ScrapeSource`'s history: counters'
+    increase between its scrapes (resets handled, see :meth:`~aiwatch.console.scrape.ScrapeSource.increase`),
+    gauges' average or maximum over the scrapes in the window. A window that starts before the history begins
+    starts at its first scrape. Raises :class:`DiagnoseError` when the history holds no good scrape in the window
+    (it keeps ``history`` seconds)."""
+    if end <= start:
+        raise ValueError(f"a window must end after it starts, got [{start}, {end}]")
+    covered = source.covered_from(start, end)
+    if covered is None or covered >= end:
+        raise DiagnoseError(f"the embedded scraper has no good scrape between {format_time(start)} and "
+                            f"{format_time(end)} (it keeps {source.history:g} s of history, scraping every "
+                            f"{source.interval:g} s): use shorter windows, or wait for more scrapes")
+    values: dict[str, dict[Key, float]] = {}
+    for read in READS:
+        if read.kind == "increase":
+            samples = source.increase(read.metric, start, end)
+        else:
+            samples = source.over_time(read.metric, start, end, read.kind)
+        values[read.key] = aggregate(read, samples)
+    # a window that starts before the history is the part the history covers: rates are per second of that
+    return WindowTotals(covered, end, values)
+
+
+# --- two /metrics snapshots ---------------------------------------------------------------------------------------
+
+
+def totals_from_snapshots(before: Samples, after: Samples, start: float, end: float) -> WindowTotals:
+    """Every read for the window between two scrapes of the same endpoints (``before`` taken at ``start``,
+    ``after`` at ``end``, in :mod:`aiwatch.scrape`'s shape; merged endpoints told apart by an ``instance`` label):
+
+    - counters: ``after - before`` per series; a series absent before counts from 0, one that went down (a
+      restart) counts from 0 again;
+    - gauges: the average (``avg`` reads) or the larger (``max`` reads) of the two snapshots' values, per series.
+    """
+    if end <= start:
+        raise ValueError(f"a window must end after it starts, got [{start}, {end}]")
+    values: dict[str, dict[Key, float]] = {}
+    for read in READS:
+        old, new = before.get(read.metric, {}), after.get(read.metric, {})
+        if read.kind == "increase":
+            grown = {key: value - old.get(key, 0.0) if value >= old.get(key, 0.0) else value
+                     for key, value in new.items()}
+        else:
+            grown = {}
+            for key in set(old) | set(new):
+                seen = [v for v in (old.get(key), new.get(key)) if v is not None and not math.isnan(v)]
+                if seen:
+                    grown[key] = sum(seen) / len(seen) if read.kind == "avg" else max(seen)
+        values[read.key] = aggregate(read, ((dict(key), value) for key, value in grown.items()))
+    return WindowTotals(start, end, values)
+

@@ -1,0 +1,90 @@
+"""A :class:`~aiwatch.diagnose.report.Diagnosis` as plain text for a terminal: the verdict, the two windows, the
+ranked contributors, the tail and the signals.
+
+Label values come from traffic (service, phase and peer names), so every control character is shown escaped: a
+name cannot move the cursor, clear the screen or forge a line of the report.
+"""
+
+from __future__ import annotations
+
+from aiwatch.diagnose.report import Contributor, Diagnosis, SignalChange, WindowSummary, ms, signed_ms
+from aiwatch.diagnose.timeargs import format_time
+
+#: Contributors listed before the rest are summarised in one line.
+ROWS = 12
+
+
+def printable(text: str) -> str:
+    r"""``text`` with every non-printable character escaped.
+
+    >>> printable("gw\x1b[2J\nx")
+    'gw\\x1b[2J\\nx'
+    """
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
+def format_diagnosis(d: Diagnosis, rows: int = ROWS) -> str:
+    """The human-readable report of ``d``."""
+    lines = [d.verdict, "", _window("baseline", d.baseline), _window("incident", d.incident), ""]
+    lines.append(f"Time per request of {d.service}, by part (ms; ranked by added time; noise floor "
+                 f"{ms(d.noise_floor_seconds)} ms)")
+    lines += _table(d.contributors, d.noise_floor_seconds, rows)
+    if d.tail is not None:
+        t = d.tail
+        threshold = f"{ms(t.threshold_seconds)} ms" if t.threshold_seconds is not None else "the slow threshold"
+        lines += ["", f"Tail: seconds spent in requests slower than {threshold}, per request (ms); slow requests "
+                      f"{_pct(t.baseline_slow_share)} -> {_pct(t.incident_slow_share)} of all"]
+        lines += _table(t.contributors, d.noise_floor_seconds, rows)
+    if d.signals:
+        lines += ["", "Signals (baseline -> incident)"]
+        lines += [f"  {_signal(s)}" for s in d.signals]
+    if d.drifted:
+        lines += ["", "Newly drifted input features: " + ", ".join(f"{f} (model {m})" for m, f in d.drifted)]
+    return "\n".join(printable(line) for line in lines) + "\n"
+
+
+def _window(name: str, w: WindowSummary) -> str:
+    errors = "-" if w.error_ratio is None else f"{w.error_ratio:.2%}"
+    return (f"{name:<9} {format_time(w.start)} to {format_time(w.end)}: {w.requests:.0f} requests "
+            f"({w.rate:.3g}/s), mean {ms(w.mean_seconds)} ms, p99 {ms(w.p99_seconds)} ms, errors {errors}")
+
+
+def _table(contributors: list[Contributor], floor: float, rows: int) -> list[str]:
+    if not contributors:
+        return ["  (no parts recorded)"]
+    width = max(40, *(len(c.part.describe()) for c in contributors[:rows]))
+    out = [f"  {'part':<{width}} {'baseline':>9} {'incident':>9} {'delta':>9} {'share':>6}"]
+    for c in contributors[:rows]:
+        mark = "" if abs(c.delta_seconds) > floor else "  (within noise)"
+        out.append(f"  {c.part.describe():<{width}} {ms(c.baseline_seconds):>9} {ms(c.incident_seconds):>9} "
+                   f"{signed_ms(c.delta_seconds):>9} {_share(c.share):>6}{mark}")
+    rest = contributors[rows:]
+    if rest:
+        largest = max(abs(c.delta_seconds) for c in rest)
+        out.append(f"  ... {len(rest)} more part(s), each moved by at most {ms(largest)} ms")
+    return out
+
+
+def _share(value: float) -> str:
+    return f"{value:.0%}" if abs(value) >= 0.005 else "0%"
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def _value(value: float | None, unit: str) -> str:
+    if value is None:
+        return "-"
+    if unit == "ratio":
+        return f"{value:.1%}"
+    if unit == "bytes":
+        return f"{value / 2**30:.2f} GiB"
+    if unit == "0/1":
+        return "yes" if value >= 0.5 else "no"
+    return f"{value:.3g} {unit}"
+
+
+def _signal(s: SignalChange) -> str:
+    labels = ", ".join(f"{k}={v}" for k, v in s.labels.items())
+    return f"{s.name} ({labels}): {_value(s.baseline, s.unit)} -> {_value(s.incident, s.unit)}"

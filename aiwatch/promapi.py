@@ -1,0 +1,208 @@
+"""A small client of Prometheus' HTTP API, the one every reader of Prometheus uses (the console's
+:class:`~aiwatch.console.prometheus.PrometheusSource` and ``aiwatch diagnose``).
+
+It knows the API's envelope (``{"status": "success", "data": ...}``) and turns every way a call can fail into one
+of three errors with a message meant for a person: :class:`PrometheusUnavailable` when nothing answers,
+:class:`PrometheusSlow` when Prometheus is reachable but did not answer in time (the message names the query and the
+time), :class:`PrometheusError` when something answered but not with a usable result (an HTTP error with
+Prometheus' ``error`` text, a body that is not JSON, a failed query, an answer of the wrong shape or too large).
+
+Whatever answers at the URL, a call returns a usable answer or raises one of these: garbage, JSON of the wrong
+shape, NaN and infinite values, answers larger than ``max_bytes`` and servers that drip bytes included.
+
+    >>> api = PrometheusAPI("http://127.0.0.1:9090")  # doctest: +SKIP
+    >>> api.query("sum(up)", time=1700000000)  # doctest: +SKIP
+    [({}, 3.0)]
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import math
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any
+
+Sample = tuple[dict[str, str], float]
+"""One series of an instant vector: its labels and its value."""
+
+Points = list[tuple[float, float]]
+
+#: Sample timestamps outside these Unix seconds are dropped (a chart cannot place year 10^300).
+PLAUSIBLE_TIME = (0.0, 1e11)
+
+
+class PrometheusError(Exception):
+    """Prometheus answered, but not with a usable result; the message says what it answered."""
+
+
+class PrometheusUnavailable(PrometheusError):
+    """Nothing answered at the URL (connection refused, DNS, a refused connection)."""
+
+
+class PrometheusSlow(PrometheusError):
+    """Prometheus is reachable but did not answer in time; the message names the query and the time."""
+
+
+class PrometheusAPI:
+    """Prometheus' HTTP API at ``url`` (``http://host:9090``).
+
+    - ``timeout``: seconds one call may take in all, reading the answer included (also sent as the query's own
+      ``timeout``, so that Prometheus stops working on it);
+    - ``max_bytes``: the largest answer read.
+    """
+
+    def __init__(self, url: str, *, timeout: float = 5.0, max_bytes: int = 32 * 2**20) -> None:
+        parsed = urllib.parse.urlparse(url)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise ValueError(f"Prometheus URL must look like http://host:9090, got {url!r}")
+        if not 0 < timeout < math.inf or max_bytes < 1:
+            raise ValueError(f"timeout must be > 0 seconds and max_bytes >= 1, got timeout={timeout} "
+                             f"max_bytes={max_bytes}")
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+        self.max_bytes = max_bytes
+
+    # --- transport ------------------------------------------------------------------------------------------
+    def get(self, path: str, params: dict[str, str] | None = None) -> dict[str, Any]:
+        """GET ``path`` (``/api/v1/...``) and return the ``data`` object of a successful answer."""
+        query = (params or {}).get("query")
+        if query is not None:
+            params = {**(params or {}), "timeout": f"{self.timeout:g}s"}
+        url = f"{self.url}{path}"
+        if params:
+            url += "?" + urllib.parse.urlencode(params)
+        started = time.monotonic()
+        what = f"{path} (query: {short(query)})" if query is not None else path
+        try:
+            with urllib.request.urlopen(url, timeout=self.timeout) as resp:
+                raw = self._read(resp, started, what)
+        except urllib.error.HTTPError as exc:
+            raise self._http_error(exc, path, what, started) from exc
+        except urllib.error.URLError as exc:
+            if isinstance(exc.reason, TimeoutError):
+                raise self._slow(what, started) from exc
+            raise PrometheusUnavailable(f"Prometheus at {self.url} is unreachable: {exc.reason}") from exc
+        except TimeoutError as exc:  # socket.timeout: connected, but no answer in time
+            raise self._slow(what, started) from exc
+        except OSError as exc:
+            raise PrometheusUnavailable(f"Prometheus at {self.url} is unreachable: {exc}") from exc
+        except http.client.HTTPException as exc:
+            raise PrometheusError(f"{self.url}{path} sent a broken HTTP answer ({type(exc).__name__})") from exc
+        try:
+            body = json.loads(raw)
+        except (ValueError, RecursionError) as exc:
+            raise PrometheusError(f"{self.url}{path} did not answer with JSON; is it a Prometheus server?") from exc
+        if not isinstance(body, dict) or body.get("status") != "success":
+            error = body.get("error") if isinstance(body, dict) else None
+            raise PrometheusError(f"Prometheus query failed: {short(error if isinstance(error, str) else body)}")
+        data = body.get("data")
+        if not isinstance(data, dict):
+            raise PrometheusError(f"Prometheus answered {path} without a data object")
+        return data
+
+    def _read(self, resp: Any, started: float, what: str) -> bytes:
+        """The body, read in chunks against the deadline (a server dripping bytes cannot hold a caller forever)."""
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            if time.monotonic() - started > self.timeout:
+                raise self._slow(what, started)
+            chunk = resp.read(min(1 << 16, self.max_bytes + 1 - size))
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > self.max_bytes:
+                raise PrometheusError(f"Prometheus' answer to {what} is larger than {self.max_bytes} bytes")
+
+    def _slow(self, what: str, started: float) -> PrometheusSlow:
+        return PrometheusSlow(f"Prometheus at {self.url} is slow: {what} was not answered within {self.timeout:g} s "
+                              f"(gave up after {time.monotonic() - started:.1f} s)")
+
+    def _http_error(self, exc: urllib.error.HTTPError, path: str, what: str, started: float) -> PrometheusError:
+        try:
+            answer = json.loads(exc.read(1 << 16))
+        except (ValueError, OSError, RecursionError, http.client.HTTPException):
+            answer = None
+        detail = answer.get("error", "") if isinstance(answer, dict) else ""
+        if isinstance(answer, dict) and answer.get("errorType") == "timeout":
+            return self._slow(what, started)
+        return PrometheusError(f"Prometheus answered {exc.code} to {path}: {short(detail or exc.reason)}")
+
+    # --- queries --------------------------------------------------------------------------------------------
+    def query(self, promql: str, time: float | None = None) -> list[Sample]:
+        """An instant query (at ``time``, unix seconds, default now): ``(labels, value)`` per series of the
+        resulting vector, NaN and infinite values dropped. A scalar answer is one sample without labels."""
+        params = {"query": promql}
+        if time is not None:
+            params["time"] = f"{time:.3f}"
+        data = self.get("/api/v1/query", params)
+        if data.get("resultType") == "scalar":
+            items: list[dict[str, Any]] = [{"metric": {}, "value": data.get("result")}]
+        else:
+            items = results(data, "vector", promql)
+        out: list[Sample] = []
+        for item in items:
+            value = sample(item.get("value"), promql)[1]
+            if math.isfinite(value):
+                out.append((labels(item.get("metric"), promql), value))
+        return out
+
+    def query_range(self, promql: str, start: float, end: float, step: float) -> list[tuple[dict[str, str], Points]]:
+        """A range query: ``(labels, [(unix seconds, value), ...])`` per series, NaN, infinite values and
+        implausible times dropped; series left without points are left out."""
+        data = self.get("/api/v1/query_range", {"query": promql, "start": f"{start:.3f}", "end": f"{end:.3f}",
+                                                "step": f"{step:.3f}"})
+        out: list[tuple[dict[str, str], Points]] = []
+        for item in results(data, "matrix", promql):
+            values = item.get("values")
+            if not isinstance(values, list):
+                raise PrometheusError(f"Prometheus' answer to {short(promql)} has a series without values")
+            points = [sample(v, promql) for v in values]
+            points = [(t, v) for t, v in points if math.isfinite(v) and PLAUSIBLE_TIME[0] <= t < PLAUSIBLE_TIME[1]]
+            if points:
+                out.append((labels(item.get("metric"), promql), points))
+        return out
+
+
+def short(value: object, limit: int = 300) -> str:
+    """``value`` as text for a message, cut at ``limit`` characters."""
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def results(data: dict[str, Any], kind: str, promql: str) -> list[dict[str, Any]]:
+    """The result list of a query answer of ``kind`` (vector / matrix); PrometheusError for any other shape."""
+    if data.get("resultType") != kind:
+        raise PrometheusError(f"Prometheus answered {short(promql)} with a {short(data.get('resultType'))} result, "
+                              f"not a {kind}")
+    result = data.get("result")
+    if not isinstance(result, list) or not all(isinstance(item, dict) for item in result):
+        raise PrometheusError(f"Prometheus' answer to {short(promql)} has an unexpected shape")
+    return result
+
+
+def labels(value: object, what: str) -> dict[str, str]:
+    """A label set of an answer to ``what``; PrometheusError unless every name and value is a string."""
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise PrometheusError(f"Prometheus' answer to {short(what)} has labels that are not strings")
+    return dict(value)
+
+
+def sample(value: object, promql: str) -> tuple[float, float]:
+    """``[unix seconds, "value"]`` as two floats (the value may be NaN or infinite; callers drop those)."""
+    try:
+        if not isinstance(value, list) or len(value) != 2 or not isinstance(value[1], str) \
+                or isinstance(value[0], bool):
+            raise ValueError
+        t, v = float(value[0]), float(value[1])
+    except (ValueError, TypeError, OverflowError):
+        raise PrometheusError(f"Prometheus' answer to {short(promql)} holds a sample that is not "
+                              f"[time, \"value\"]: {short(value, 80)}") from None
+    if not math.isfinite(t):
+        raise PrometheusError(f"Prometheus' answer to {short(promql)} holds a sample time that is not finite")
+    return t, v

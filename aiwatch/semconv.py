@@ -1,0 +1,265 @@
+"""What OpenTelemetry's semantic conventions say aiwatch's spans carry: names, attributes and statuses.
+
+- HTTP server and client spans follow the stable HTTP conventions (``http.request.method``, ``http.route``,
+  ``http.response.status_code``, ``url.*``, ``server.*``, ``network.protocol.version``, ``error.type``; ERROR for
+  5xx on servers, 4xx and 5xx on clients).
+- gRPC spans carry what opentelemetry-instrumentation-grpc emits by default (``rpc.system``, ``rpc.service``,
+  ``rpc.method``, ``rpc.grpc.status_code``; ERROR for the codes it treats as server errors, for any code but ``OK``
+  on clients), or under ``OTEL_SEMCONV_STABILITY_OPT_IN=rpc`` the stable RPC set (``rpc.system.name``, ``rpc.method``
+  = ``pkg.Service/Method``, ``rpc.response.status_code``, ``error.type``, ``server.address`` / ``server.port``),
+  and with ``rpc/dup`` both, the way opentelemetry-instrumentation's ``_semconv`` reads its opt-in values.
+
+The integrations call these only when a span exists, so with tracing off none of this runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from opentelemetry.semconv._incubating.attributes import rpc_attributes as _rpc
+from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
+from opentelemetry.semconv.attributes.http_attributes import (
+    HTTP_REQUEST_METHOD,
+    HTTP_REQUEST_METHOD_ORIGINAL,
+    HTTP_RESPONSE_STATUS_CODE,
+    HTTP_ROUTE,
+)
+from opentelemetry.semconv.attributes.network_attributes import NETWORK_PROTOCOL_VERSION
+from opentelemetry.semconv.attributes.server_attributes import SERVER_ADDRESS, SERVER_PORT
+from opentelemetry.semconv.attributes.url_attributes import URL_FULL, URL_PATH, URL_QUERY, URL_SCHEME
+from opentelemetry.trace import Status, StatusCode
+
+from aiwatch.env import SEMCONV_STABILITY_OPT_IN
+
+RPC_SYSTEM = _rpc.RPC_SYSTEM
+RPC_SERVICE = _rpc.RPC_SERVICE
+RPC_METHOD = _rpc.RPC_METHOD
+RPC_GRPC_STATUS_CODE = _rpc.RPC_GRPC_STATUS_CODE
+# The stable RPC set is in opentelemetry-semantic-conventions from 0.61b0; the names as written there, for older
+# installs (tests/test_semconv.py checks them against the installed package).
+RPC_SYSTEM_NAME: str = getattr(_rpc, "RPC_SYSTEM_NAME", "rpc.system.name")
+RPC_METHOD_ORIGINAL: str = getattr(_rpc, "RPC_METHOD_ORIGINAL", "rpc.method_original")
+RPC_RESPONSE_STATUS_CODE: str = getattr(_rpc, "RPC_RESPONSE_STATUS_CODE", "rpc.response.status_code")
+
+#: Methods reported as they are; any other is ``_OTHER`` (the original in ``http.request.method_original``).
+KNOWN_HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"})
+OTHER_METHOD = "_OTHER"
+
+#: The gRPC codes opentelemetry-instrumentation-grpc (and the stable gRPC conventions) count as server errors.
+GRPC_SERVER_ERRORS = frozenset({"UNKNOWN", "DEADLINE_EXCEEDED", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE",
+                                "DATA_LOSS"})
+
+#: Query parameters whose values the HTTP conventions say to redact from ``url.full``.
+_REDACTED_PARAMS = ("AWSAccessKeyId", "Signature", "sig", "X-Goog-Signature")
+_ERROR = Status(StatusCode.ERROR)
+
+
+# --- HTTP ----------------------------------------------------------------------------------------------------
+def http_method(raw: str) -> str:
+    """``http.request.method``: the method when it is a known one, else ``_OTHER``."""
+    return raw if raw in KNOWN_HTTP_METHODS else OTHER_METHOD
+
+
+def http_span_name(method: str, route: str | None = None) -> str:
+    """``{method} {route}``, or ``{method}`` without a route; ``HTTP`` stands for an ``_OTHER`` method."""
+    name = "HTTP" if method == OTHER_METHOD else method
+    return f"{name} {route}" if route else name
+
+
+def _method_attributes(raw: str) -> dict[str, Any]:
+    method = http_method(raw)
+    attributes: dict[str, Any] = {HTTP_REQUEST_METHOD: method}
+    if method != raw:
+        attributes[HTTP_REQUEST_METHOD_ORIGINAL] = raw
+    return attributes
+
+
+def split_host(host: str) -> tuple[str, int | None]:
+    """``("example.com", 8080)`` for ``example.com:8080``; brackets of an IPv6 literal removed; ``None`` port when
+    there is none."""
+    if host.startswith("["):
+        end = host.find("]")
+        address, rest = host[1:end], host[end + 1:]
+        port = rest[1:] if rest.startswith(":") else ""
+    else:
+        address, sep, port = host.rpartition(":")
+        if not sep:
+            address, port = host, ""
+    return address, int(port) if port.isdigit() else None
+
+
+def http_server_attributes(raw_method: str, scheme: str, path: str, query: str, host: str | None,
+                           server: tuple[str, int | None] | None, protocol_version: str | None) -> dict[str, Any]:
+    """A server span's attributes known when the request starts. ``host`` is the ``Host`` header (``server.*``
+    come from it, else from ``server``, the address the request arrived on)."""
+    attributes = _method_attributes(raw_method)
+    attributes[URL_SCHEME] = scheme
+    attributes[URL_PATH] = path
+    if query:
+        attributes[URL_QUERY] = query
+    address, port = split_host(host) if host else server or (None, None)
+    if address:
+        attributes[SERVER_ADDRESS] = address
+        if port is not None:
+            attributes[SERVER_PORT] = int(port)
+    if protocol_version:
+        attributes[NETWORK_PROTOCOL_VERSION] = protocol_version
+    return attributes
+
+
+def end_http_server_span(span: Any, owned: bool, method: str, route: str | None, status_code: int | None,
+                         error: BaseException | None) -> None:
+    """Describe a finished request on its server span. On a span another instrumentation owns (``owned`` false:
+    OpenTelemetry's middleware in front of aiwatch) only the route is added, and the name made ``{method} {route}``;
+    that instrumentation sets the rest and ends it."""
+    if route:
+        span.set_attribute(HTTP_ROUTE, route)
+        span.update_name(http_span_name(method, route))
+    if not owned:
+        return
+    if status_code is not None:
+        span.set_attribute(HTTP_RESPONSE_STATUS_CODE, status_code)
+    if error is not None:
+        span.record_exception(error)
+        span.set_attribute(ERROR_TYPE, type(error).__qualname__)
+        span.set_status(Status(StatusCode.ERROR, type(error).__qualname__))
+    elif status_code is not None and status_code >= 500:
+        span.set_attribute(ERROR_TYPE, str(status_code))
+        span.set_status(_ERROR)
+
+
+def redact_url(url: str) -> str:
+    """``url.full`` as the conventions want it: credentials and signature query parameters replaced by
+    ``REDACTED``."""
+    if "@" not in url and not any(f"{p}=" in url for p in _REDACTED_PARAMS):
+        return url
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = "REDACTED:REDACTED@" + netloc.rpartition("@")[2]
+    query = "&".join(f"{k}=REDACTED" if (k := item.partition("=")[0]) in _REDACTED_PARAMS else item
+                     for item in parts.query.split("&")) if parts.query else ""
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def http_client_attributes(raw_method: str, url: str, scheme: str, host: str, port: int | None,
+                           route: str | None) -> tuple[str, dict[str, Any]]:
+    """A client span's name (``{method}``, or ``{method} {route}`` when the call names its route template) and its
+    attributes known when the call starts."""
+    attributes = _method_attributes(raw_method)
+    attributes[URL_FULL] = redact_url(url)
+    if scheme:
+        attributes[URL_SCHEME] = scheme
+    if host:
+        attributes[SERVER_ADDRESS] = host
+        attributes[SERVER_PORT] = port if port is not None else {"http": 80, "https": 443}.get(scheme, 0)
+    return http_span_name(attributes[HTTP_REQUEST_METHOD], route), attributes
+
+
+def end_http_client_span(span: Any, status: str, error: BaseException | None,
+                         protocol_version: str | None = None) -> None:
+    """Describe a finished call (``status``: the HTTP status, or the client error's name) and end its span."""
+    code = int(status) if status.isdigit() else None
+    if code is not None:
+        span.set_attribute(HTTP_RESPONSE_STATUS_CODE, code)
+    if protocol_version:
+        span.set_attribute(NETWORK_PROTOCOL_VERSION, protocol_version)
+    if error is not None:
+        span.record_exception(error)
+        span.set_attribute(ERROR_TYPE, type(error).__qualname__)
+        span.set_status(Status(StatusCode.ERROR, type(error).__qualname__))
+    elif code is not None and code >= 400:
+        span.set_attribute(ERROR_TYPE, str(code))
+        span.set_status(_ERROR)
+    span.end()
+
+
+# --- gRPC ----------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RpcConventions:
+    """Which RPC attribute sets a gRPC span carries: ``old`` (opentelemetry-instrumentation-grpc's default) and/or
+    ``new`` (the stable RPC conventions)."""
+
+    old: bool = True
+    new: bool = False
+
+
+def rpc_conventions(env: Mapping[str, str] | None = None) -> RpcConventions:
+    """The sets ``OTEL_SEMCONV_STABILITY_OPT_IN`` asks for: ``rpc/dup`` both (it wins over ``rpc``), ``rpc`` the
+    stable set only, else the default set only (values comma-separated, spaces ignored, as contrib reads them).
+
+        >>> rpc_conventions({"OTEL_SEMCONV_STABILITY_OPT_IN": "http, rpc"})
+        RpcConventions(old=False, new=True)
+        >>> rpc_conventions({"OTEL_SEMCONV_STABILITY_OPT_IN": "rpc,rpc/dup"})
+        RpcConventions(old=True, new=True)
+    """
+    values = {item.strip() for item in SEMCONV_STABILITY_OPT_IN.raw(env).split(",")}
+    if "rpc/dup" in values:
+        return RpcConventions(old=True, new=True)
+    if "rpc" in values:
+        return RpcConventions(old=False, new=True)
+    return RpcConventions()
+
+
+def grpc_target_address(target: str) -> tuple[str, int | None]:
+    """``server.address`` / ``server.port`` from a channel target, as the gRPC conventions parse it: ``host:port``
+    and ``dns:[//authority/]host:port`` give the host and port, ``unix:`` the socket path, anything else (a list of
+    addresses, another resolver) the whole target and no port."""
+    rest = target
+    if rest.startswith("dns:"):
+        rest = rest[4:]
+        if rest.startswith("//"):
+            rest = rest[2:].partition("/")[2]
+    elif rest.startswith("unix:"):
+        path = rest[5:]
+        return (path[2:] if path.startswith("//") else path), None
+    if "," in rest or ("://" in rest) or rest.startswith(("ipv4:", "ipv6:", "unix-abstract:", "vsock:")):
+        return target, None
+    address, port = split_host(rest)
+    return (address, port) if port is not None else (target, None)
+
+
+def grpc_span_start(full_method: str, conventions: RpcConventions, target: str | None = None) -> tuple[
+        str, dict[str, Any]]:
+    """A gRPC span's name (``pkg.Service/Method``) and its attributes known when the call starts; ``target`` (the
+    channel's, client side) gives ``server.address`` / ``server.port`` in the stable set."""
+    name = full_method.lstrip("/")
+    service, _, method = name.rpartition("/")
+    attributes: dict[str, Any] = {}
+    if conventions.old:
+        attributes[RPC_SYSTEM] = "grpc"
+        attributes[RPC_SERVICE] = service
+        attributes[RPC_METHOD] = method
+    if conventions.new:
+        attributes[RPC_SYSTEM_NAME] = "grpc"
+        attributes[RPC_METHOD] = name  # the stable set's rpc.method is fully qualified (it wins under rpc/dup)
+        if target:
+            address, port = grpc_target_address(target)
+            attributes[SERVER_ADDRESS] = address
+            if port is not None:
+                attributes[SERVER_PORT] = port
+    return name, attributes
+
+
+def end_grpc_span(span: Any, conventions: RpcConventions, status: str, code: int | None,
+                  error: BaseException | None, server: bool) -> None:
+    """Describe a finished RPC (``status``: the gRPC status name, ``code`` its number) on its span. ERROR is set
+    for :data:`GRPC_SERVER_ERRORS` on a server, for any status but ``OK`` on a client; an unhandled exception is
+    recorded on the span."""
+    failed = status in GRPC_SERVER_ERRORS if server else status != "OK"
+    if conventions.old and code is not None:
+        span.set_attribute(RPC_GRPC_STATUS_CODE, code)
+    if conventions.new:
+        span.set_attribute(RPC_RESPONSE_STATUS_CODE, status)
+        if failed:
+            span.set_attribute(ERROR_TYPE, status)
+    if error is not None:
+        span.record_exception(error)
+    if failed:
+        span.set_status(Status(StatusCode.ERROR, status))

@@ -1,0 +1,48 @@
+"""A real Prometheus serving history written beforehand: ``promtool tsdb create-blocks-from openmetrics`` turns an
+OpenMetrics text with timestamps into TSDB blocks, and Prometheus starts on that data directory. Queries at a
+known time then answer from known data, deterministically (no scrape timing)."""
+
+from __future__ import annotations
+
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from tests.servers import Process, Prometheus, free_port, http_get, require_binary, wait_until
+
+
+@contextmanager
+def backfilled_prometheus(openmetrics: str | Path, extra_args: tuple[str, ...] = ()) -> Iterator[Prometheus]:
+    """Start Prometheus on blocks made from ``openmetrics`` (the text, or a file holding it; no scrape targets);
+    yields it once it is ready."""
+    promtool, binary = require_binary("promtool"), require_binary("prometheus")
+    with tempfile.TemporaryDirectory(prefix="aiwatch-backfill-") as tmp:
+        tmpdir = Path(tmp)
+        data = tmpdir / "data"
+        if isinstance(openmetrics, Path):
+            source = openmetrics
+        else:
+            source = tmpdir / "history.om"
+            source.write_text(openmetrics)
+        made = subprocess.run([promtool, "tsdb", "create-blocks-from", "openmetrics", str(source), str(data)],
+                              capture_output=True, text=True)
+        if made.returncode != 0:
+            raise AssertionError(f"promtool could not backfill:\n{made.stdout}\n{made.stderr}")
+        config = tmpdir / "prometheus.yml"
+        config.write_text("global:\n  scrape_interval: 15s\n")
+        port = free_port()
+        proc = Process([binary, f"--config.file={config}", f"--storage.tsdb.path={data}",
+                        f"--web.listen-address=127.0.0.1:{port}", "--storage.tsdb.retention.time=30d",
+                        *extra_args], tmpdir / "prometheus.log")
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_until(lambda: proc.alive() and http_get(f"{url}/-/ready")[0] == 200, 60, what="prometheus ready")
+        except TimeoutError:
+            proc.stop()
+            raise AssertionError(f"Prometheus did not start:\n{proc.output()}") from None
+        try:
+            yield Prometheus(url, config, proc)
+        finally:
+            proc.stop()

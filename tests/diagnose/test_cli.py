@@ -1,0 +1,220 @@
+"""``aiwatch diagnose`` as a person runs it: the report and --json on a real Prometheus, and every failure as one
+clear line on stderr with its documented exit code, never a traceback."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry, Gauge
+
+from aiwatch.cli import main
+from aiwatch.diagnose import PrometheusWindows, diagnose
+from aiwatch.exposition import start_http_server
+from tests.console.workload import serve
+from tests.diagnose.traffic import BASELINE, INCIDENT, History
+from tests.servers import free_port, prometheus
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(["diagnose", *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_clear_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("aiwatch diagnose: "), err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def at_incident(h: History) -> list[str]:
+    return ["--incident", f"{INCIDENT:g}s", "--baseline", f"{BASELINE:g}s", "--at", f"{h.incident_end:.0f}"]
+
+
+@contextmanager
+def answering(status: int, body: bytes, content_type: str = "application/json") -> Iterator[str]:
+    """An HTTP server answering every GET with ``body``: something at the URL that is not Prometheus."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+# --- a diagnosis ----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_the_report_opens_with_the_verdict_then_the_tables(capsys: pytest.CaptureFixture[str],
+                                                           network_history: History, prometheus_url: str) -> None:
+    code, out, err = run(capsys, "--prometheus", prometheus_url, "--service", "gateway", *at_incident(network_history))
+    assert code == 0, err
+    expected = diagnose(PrometheusWindows(prometheus_url), "gateway", INCIDENT, BASELINE, network_history.incident_end)
+    lines = out.splitlines()
+    assert lines[0] == expected.verdict
+    assert lines[2].startswith("baseline ") and lines[3].startswith("incident ")
+    table = out.index("Time per request of gateway, by part")
+    first_row = out[table:].splitlines()[2]
+    assert first_row.split()[:4] == ["network", "gateway", "->", "inference"]
+    assert re.search(r" \+(19[0-9]|20[0-9]) +100%$", first_row), first_row  # the 200 ms injected, all of the added time
+    assert "Tail: seconds spent in requests slower than 100 ms" in out
+    assert "Signals (baseline -> incident)" in out and "request rate (service=gateway)" in out
+
+
+@pytest.mark.slow
+def test_json_is_the_diagnosis_object_and_rfc3339_means_the_same_time(capsys: pytest.CaptureFixture[str],
+                                                                      network_history: History,
+                                                                      prometheus_url: str) -> None:
+    h = network_history
+    code, out, _ = run(capsys, "--prometheus", prometheus_url, *at_incident(h), "--json")
+    assert code == 0
+    found = json.loads(out)
+    assert found["service"] == "gateway"  # the entry service, chosen when none is named
+    assert found["cause"] == "network:gateway->inference"
+    top = found["contributors"][0]
+    assert (top["component"], top["service"], top["peer"], top["phase"]) == ("network", "gateway", "inference",
+                                                                             "inference_call")
+    assert top["delta_seconds"] == pytest.approx(top["incident_seconds"] - top["baseline_seconds"])
+    assert found["incident"]["end"] == pytest.approx(h.incident_end)
+    assert found["baseline"]["end"] == pytest.approx(h.incident_start)
+    rfc3339 = dt.datetime.fromtimestamp(h.incident_end, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    args = ["--prometheus", prometheus_url, "--incident", "5m", "--baseline", "20m", "--at", rfc3339, "--json"]
+    assert run(capsys, *args)[1] == out
+
+
+@pytest.mark.slow
+def test_the_noise_floor_and_model_phases_are_options(capsys: pytest.CaptureFixture[str], network_history: History,
+                                                      prometheus_url: str) -> None:
+    base = ["--prometheus", prometheus_url, *at_incident(network_history), "--json"]
+    found = json.loads(run(capsys, *base, "--noise-floor", "1s")[1])
+    assert found["noise_floor_seconds"] == 1.0 and found["cause"] == "none"
+    found = json.loads(run(capsys, *base, "--model-phase", "queue")[1])
+    components = {(c["component"], c["phase"]) for c in found["contributors"]}
+    assert ("model", "queue") in components and ("model", "inference") not in components
+
+
+# --- failures -------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--incident", "5 minutes"], "--incident: not a duration: '5 minutes'"),
+    (["--baseline=-1h"], "--baseline: not a duration"),
+    (["--baseline", "0"], "--baseline: a duration must be positive"),
+    (["--at", "yesterday"], "--at: not a time: 'yesterday'"),
+    (["--noise-floor", "lots"], "--noise-floor: not a duration"),
+])
+def test_invalid_arguments_exit_2(capsys: pytest.CaptureFixture[str], args: list[str], message: str) -> None:
+    code, out, err = run(capsys, "--prometheus", "http://127.0.0.1:9", *args)
+    assert code == 2 and out == ""
+    assert message in one_clear_line(err)
+
+
+def test_a_url_that_is_not_http_and_at_with_scrape_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "--prometheus", "ftp://prom:9090")
+    assert code == 2 and "Prometheus URL must look like http://host:9090" in one_clear_line(err)
+    code, _, err = run(capsys, "--scrape", "http://127.0.0.1:9/metrics", "--at", "1700000000")
+    assert code == 2 and "--at needs --prometheus" in one_clear_line(err)
+
+
+def test_a_source_is_required(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["diagnose", "--service", "gateway"])
+    assert info.value.code == 2
+    assert "one of the arguments --prometheus --scrape is required" in capsys.readouterr().err
+
+
+def test_unreachable_prometheus_exits_3(capsys: pytest.CaptureFixture[str]) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    code, out, err = run(capsys, "--prometheus", url, "--timeout", "2s")
+    assert code == 3 and out == ""
+    assert f"Prometheus at {url} is unreachable" in one_clear_line(err)
+
+
+@pytest.mark.parametrize(("status", "body", "message"), [
+    (200, b"<html>hello</html>", "did not answer with JSON; is it a Prometheus server?"),
+    (200, b'{"status": "success", "data": {"resultType": "vector", "result": [{"oops": 1}]}}',
+     "holds a sample that is not [time, \"value\"]"),
+    (200, b'{"hello": "world"}', "Prometheus query failed: {'hello': 'world'}"),
+    (503, b'{"status": "error", "error": "overloaded"}', "Prometheus answered 503 to /api/v1/query: overloaded"),
+])
+def test_a_garbage_answer_exits_3(capsys: pytest.CaptureFixture[str], status: int, body: bytes,
+                                  message: str) -> None:
+    with answering(status, body) as url:
+        code, out, err = run(capsys, "--prometheus", url)
+    assert code == 3 and out == ""
+    assert message in one_clear_line(err)
+
+
+def test_an_unreachable_endpoint_to_scrape_exits_3_at_once(capsys: pytest.CaptureFixture[str]) -> None:
+    url = f"http://127.0.0.1:{free_port()}/metrics"
+    code, out, err = run(capsys, "--scrape", url, "--baseline", "1h", "--incident", "5m", "--interval", "1s")
+    assert code == 3 and out == ""
+    assert f"no /metrics endpoint answered: {url}" in one_clear_line(err)
+
+
+@pytest.mark.slow
+def test_no_traffic_and_an_unknown_service_exit_4(capsys: pytest.CaptureFixture[str], network_history: History,
+                                                  prometheus_url: str) -> None:
+    h = network_history
+    code, _, err = run(capsys, "--prometheus", prometheus_url, "--service", "gateway", "--incident", "5m",
+                       "--baseline", "30m", "--at", f"{h.idle_end:.0f}")
+    assert code == 4
+    assert "service 'gateway' served no requests in the incident window" in one_clear_line(err)
+    code, _, err = run(capsys, "--prometheus", prometheus_url, "--service", "checkout", *at_incident(h))
+    assert code == 4
+    assert ("no requests recorded for service 'checkout' in either window (services with requests: gateway, "
+            "inference)") in one_clear_line(err)
+
+
+@pytest.mark.slow
+def test_an_uninstrumented_target_exits_4(capsys: pytest.CaptureFixture[str]) -> None:
+    registry = CollectorRegistry()
+    Gauge("some_other_app_up", "An app without aiwatch.", registry=registry).set(1)
+    server, thread = start_http_server(0, registry=registry)
+    try:
+        target = f"127.0.0.1:{server.server_port}"
+        with prometheus([target]) as prom:
+            prom.wait_for("some_other_app_up == 1")
+            code, out, err = run(capsys, "--prometheus", prom.url, "--incident", "10s", "--baseline", "10s")
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+    assert code == 4 and out == ""
+    line = one_clear_line(err)
+    assert f"Prometheus at {prom.url} holds no aiwatch request metrics" in line
+    assert "is the target instrumented with aiwatch, and is it scraped?" in line
+
+
+@pytest.mark.slow
+def test_scrape_mode_watches_both_windows_then_diagnoses(capsys: pytest.CaptureFixture[str]) -> None:
+    with serve(features=2, gpus=0, interval=0.1) as svc:
+        code, out, err = run(capsys, "--scrape", svc["url"], "--baseline", "2s", "--incident", "2s", "--interval",
+                             "0.5s", "--json")
+    assert code == 0, err
+    found = json.loads(out)
+    assert found["service"] == "gateway" and found["incident"]["requests"] > 0
+    assert "every 0.5 s for 4 s (the baseline, then the incident window)" in err

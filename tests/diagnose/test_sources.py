@@ -1,0 +1,188 @@
+"""diagnose's sources on one recorded history: a real Prometheus serving it (backfilled with promtool), the
+console's ScrapeSource fed its scrapes, and two of its snapshots. Each must find the injected cause, and the scrape
+source and the snapshots must agree exactly."""
+
+from __future__ import annotations
+
+import pytest
+
+from aiwatch.console.scrape import ScrapeSource
+from aiwatch.diagnose import (
+    READS,
+    Contributor,
+    DiagnoseError,
+    PrometheusWindows,
+    diagnose,
+    totals_from_snapshots,
+)
+from aiwatch.diagnose.sources import read_promql, scrape_totals
+from aiwatch.metrics import exposed_sample_names
+from aiwatch.promql import LABEL_NAME
+from tests.diagnose.traffic import (
+    BASELINE,
+    INCIDENT,
+    INTERVAL,
+    PER_SCRAPE,
+    History,
+    Means,
+    from_snapshots,
+    history,
+    slower,
+)
+
+URL = "http://traffic.test/metrics"
+
+
+def scrape_source(h: History) -> ScrapeSource:
+    src = ScrapeSource([URL], interval=INTERVAL, history=4000, start=False)
+    for t, text in h.traffic.scrapes:
+        src.record(URL, text, ts=t)
+    return src
+
+
+INJECTIONS = [
+    (slower(network=0.2), "network:gateway->inference", 0.2),
+    (slower(model=0.1), "model:inference/inference", 0.1),
+    (slower(features=0.05), "phase:gateway/features", 0.05),
+    (slower(queue=0.08), "queue:inference", 0.08),
+]
+
+
+def deltas(contributors: list[Contributor]) -> dict[str, float]:
+    return {f"{c.part}": c.delta_seconds for c in contributors}
+
+
+# --- snapshots and the embedded scrape source ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("injected", "cause", "added"), INJECTIONS)
+def test_snapshots_find_the_injected_part(injected: Means, cause: str, added: float) -> None:
+    d = from_snapshots(history(injected))
+    assert d.cause == cause
+    # each draw is uniform in [0.5, 1.5] x mean: 600 requests per window keep the sample means within a few percent
+    assert d.moved[0].delta_seconds == pytest.approx(added, rel=0.1)
+    assert d.incident.mean_seconds is not None and d.baseline.mean_seconds is not None
+    assert sum(c.delta_seconds for c in d.contributors) == pytest.approx(
+        d.incident.mean_seconds - d.baseline.mean_seconds, rel=1e-9)
+
+
+@pytest.mark.parametrize(("injected", "cause", "added"), INJECTIONS)
+def test_the_scrape_source_gives_the_snapshots_answer(injected: Means, cause: str, added: float) -> None:
+    h = history(injected)
+    src = scrape_source(h)
+    d = diagnose(src, "gateway", incident=INCIDENT, baseline=BASELINE, at=h.incident_end)
+    expected = from_snapshots(h)
+    assert d.cause == cause == expected.cause
+    assert deltas(d.contributors) == pytest.approx(deltas(expected.contributors), abs=1e-12)
+    assert d.tail is not None and expected.tail is not None
+    assert deltas(d.tail.contributors) == pytest.approx(deltas(expected.tail.contributors), abs=1e-12)
+    assert d.incident.requests == expected.incident.requests == 600
+
+
+def test_the_scrape_source_handles_resets_and_series_born_in_the_window() -> None:
+    src = ScrapeSource([URL], interval=1, history=100, start=False)
+    texts = ["", 'x_total{a="1"} 5\n', 'x_total{a="1"} 10\nx_total{a="2"} 3\n', 'x_total{a="1"} 2\nx_total{a="2"} 4\n',
+             'x_total{a="1"} 4\nx_total{a="2"} 6\n']
+    for t, body in enumerate(texts):
+        src.record(URL, "# TYPE x_total counter\n" + body, ts=float(t))
+    grown = {s[0]["a"]: s[1] for s in src.increase("x_total", 0.0, 4.0)}
+    # a=1: 0 -> 5 (born after the scrape at the window's start) -> 10 -> 2 (reset: +2) -> 4; a=2: 0 -> 3 -> 4 -> 6
+    assert grown == {"1": 5 + 5 + 2 + 2, "2": 6}
+    # a window starting before the history: the first value seen is the base, not counted
+    assert {s[0]["a"]: s[1] for s in src.increase("x_total", -10.0, 2.0)} == {"1": 5, "2": 0}
+    assert {s[0]["a"]: s[1] for s in src.increase("x_total", 2.0, 3.0)} == {"1": 2, "2": 1}
+
+
+def test_the_scrape_source_averages_and_maxes_gauges_over_the_window() -> None:
+    src = ScrapeSource([URL], interval=1, history=100, start=False)
+    for t, value in enumerate([1.0, 3.0, 8.0, 2.0]):
+        src.record(URL, f'# TYPE g gauge\ng{{q="a"}} {value}\n', ts=float(t))
+    assert src.over_time("g", 1.0, 3.0, "avg")[0][1] == pytest.approx((3 + 8 + 2) / 3)
+    assert src.over_time("g", 0.0, 1.0, "max")[0][1] == 3.0
+    with pytest.raises(ValueError, match="'avg' or 'max'"):
+        src.over_time("g", 0.0, 1.0, "min")
+
+
+def test_a_window_starting_before_the_scrape_history_starts_at_its_first_scrape() -> None:
+    src = ScrapeSource([URL], interval=10, history=1000, start=False)
+    for i in range(7):  # scrapes at 100, 110, ... 160 s: 10 more requests each
+        src.record(URL, f'aiwatch_request_duration_seconds_count{{service="a"}} {10.0 * i}\n', ts=100.0 + 10 * i)
+    w = scrape_totals(src, 0.0, 160.0)
+    assert (w.start, w.end) == (100.0, 160.0)
+    assert w.total("requests", "a") == 60.0 and w.rate("requests", "a") == 1.0
+    assert scrape_totals(src, 120.0, 160.0).rate("requests", "a") == 1.0
+
+
+def test_a_window_outside_the_scrape_history_is_a_clear_error() -> None:
+    h = history(Means())
+    with pytest.raises(DiagnoseError, match="the embedded scraper has no good scrape between"):
+        diagnose(scrape_source(h), "gateway", incident=60, baseline=60, at=h.start - 3600)
+
+
+def test_snapshots_count_resets_and_new_series_from_zero_and_keep_error_statuses() -> None:
+    name = "aiwatch_request_duration_seconds_count"
+    before = {name: {(("service", "a"), ("status", "200")): 100.0, (("service", "a"), ("status", "500")): 9.0},
+              "aiwatch_queue_depth": {(("queue", "q"),): 4.0}}
+    after = {name: {(("service", "a"), ("status", "200")): 30.0, (("service", "a"), ("status", "500")): 10.0,
+                    (("service", "a"), ("status", "UNAVAILABLE")): 2.0},
+             "aiwatch_queue_depth": {(("queue", "q"),): 8.0}}
+    w = totals_from_snapshots(before, after, 0.0, 60.0)
+    assert w.of("requests") == {("a",): 30.0 + 1.0 + 2.0}  # 100 -> 30 is a restart: 30 new requests
+    assert w.of("errors") == {("a",): 1.0 + 2.0}
+    assert w.of("queue_depth") == {("q",): 6.0}
+    with pytest.raises(ValueError, match="must end after it starts"):
+        totals_from_snapshots(before, after, 60.0, 60.0)
+
+
+def test_every_read_names_a_sample_of_the_contract_and_a_valid_query() -> None:
+    samples = exposed_sample_names()
+    for read in READS:
+        assert read.metric in samples, read
+        assert all(LABEL_NAME.fullmatch(label) for label in read.by)
+        query = read_promql(read, 300)
+        assert f"{read.metric}" in query and "[300s]" in query
+        assert query.startswith("max by" if read.kind == "max" else "sum by")
+
+
+# --- a real Prometheus --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_prometheus_finds_the_injected_network_like_the_snapshots(network_history: History,
+                                                                  prometheus_url: str) -> None:
+    h = network_history
+    d = diagnose(PrometheusWindows(prometheus_url), "gateway", incident=INCIDENT, baseline=BASELINE,
+                 at=h.incident_end)
+    expected = from_snapshots(h)
+    assert d.cause == expected.cause == "network:gateway->inference"
+    assert "the model's own time is flat" in d.verdict
+    # Prometheus' increase() drops the value a series is born with and extrapolates over the baseline's first scrape
+    # interval (the series are born after the first scrape): the per-request parts stay within half a millisecond
+    got, want = deltas(d.contributors), deltas(expected.contributors)
+    assert set(got) == set(want)
+    for part, value in want.items():
+        assert got[part] == pytest.approx(value, abs=5e-4), part
+    assert d.incident.requests == pytest.approx(600, rel=0.01)
+    assert d.tail is not None and d.tail.contributors[0].part.component == "network"
+    signals = {(s.name, tuple(s.labels.values())): s for s in d.signals}
+    assert signals[("request rate", ("gateway",))].incident == pytest.approx(PER_SCRAPE / INTERVAL, rel=0.01)
+    assert signals[("queue depth", ("predict",))].baseline == pytest.approx(3.0, rel=0.1)
+
+
+@pytest.mark.slow
+def test_prometheus_window_without_traffic_and_unknown_service(network_history: History,
+                                                               prometheus_url: str) -> None:
+    h, src = network_history, PrometheusWindows(prometheus_url)
+    with pytest.raises(DiagnoseError, match="served no requests in the incident window") as info:
+        diagnose(src, "gateway", incident=300, baseline=1800, at=h.idle_end)
+    assert info.value.exit_code == 4
+    with pytest.raises(DiagnoseError, match=r"no requests recorded for service 'nope'.*gateway, inference"):
+        diagnose(src, "nope", incident=INCIDENT, baseline=BASELINE, at=h.incident_end)
+    with pytest.raises(DiagnoseError, match=r"holds no aiwatch request metrics .* is the target instrumented"):
+        diagnose(src, None, incident=300, baseline=300, at=h.start - 3600)
+
+
+def test_prometheus_windows_of_no_length_are_refused() -> None:
+    src = PrometheusWindows("http://127.0.0.1:9")
+    with pytest.raises(ValueError, match="windows must be positive"):
+        diagnose(src, incident=0)

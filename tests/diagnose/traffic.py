@@ -1,0 +1,186 @@
+"""Synthetic traffic recorded through aiwatch's real recorders, scraped on a synthetic clock: a ``gateway`` whose
+``inference_call`` phase calls an ``inference`` service over a network (the call recorded by a real
+:class:`~aiwatch.client._core.ClientRecorder` from the callee's Server-Timing), with the exposition of every
+"scrape" kept, so that one history can be fed to every source diagnose reads:
+
+- :meth:`Traffic.openmetrics`: one OpenMetrics file with timestamps, for ``promtool tsdb create-blocks-from
+  openmetrics`` (a real Prometheus then serves it);
+- :attr:`Traffic.scrapes`: ``(time, Prometheus text)`` per scrape, for :meth:`ScrapeSource.record`;
+- :meth:`Traffic.samples`: the parsed scrape at a time, for :func:`totals_from_snapshots`.
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+import time
+from dataclasses import dataclass, replace
+
+from prometheus_client import CollectorRegistry, generate_latest
+
+from aiwatch.client._core import ClientRecorder
+from aiwatch.diagnose import Diagnosis, diagnose_windows, totals_from_snapshots
+from aiwatch.metrics import Metrics
+from aiwatch.scrape import Samples, parse_metrics
+from aiwatch.servertiming import format_server_timing
+from aiwatch.timing import RequestRecorder
+
+
+@dataclass(frozen=True)
+class Means:
+    """Mean seconds of each part of one gateway request (each drawn uniformly in [0.5, 1.5] x mean)."""
+
+    features: float = 0.004
+    call_own: float = 0.0005
+    network: float = 0.005
+    queue: float = 0.003
+    model: float = 0.030
+    inference_overhead: float = 0.001
+    gateway_overhead: float = 0.001
+    queue_depth: float = 3.0
+
+
+class Traffic:
+    """Records requests at a synthetic clock and keeps a scrape every ``interval`` seconds."""
+
+    def __init__(self, start: float, interval: float = 15.0, seed: int = 3, slow_threshold: float = 0.1,
+                 gateway: str = "gateway", inference: str = "inference") -> None:
+        self.registry = CollectorRegistry()
+        self.metrics = Metrics(self.registry)
+        self.gateway = RequestRecorder(self.metrics, gateway, slow_threshold=slow_threshold)
+        self.inference = RequestRecorder(self.metrics, inference, "ranker", slow_threshold=slow_threshold)
+        self.client = ClientRecorder(service=gateway, metrics=self.metrics)
+        self.rng = random.Random(seed)
+        self.clock = start
+        self.interval = interval
+        self.scrapes: list[tuple[float, str]] = []
+        self._parsed: dict[float, Samples] = {}
+        self.scrape()
+
+    def _draw(self, mean: float) -> float:
+        return mean * self.rng.uniform(0.5, 1.5)
+
+    def request(self, m: Means) -> None:
+        t = self.clock
+        gw = self.gateway.begin(start=t)
+        features = self._draw(m.features)
+        gw.add("features", None, features)
+        call_start = t + features + self._draw(m.call_own)
+        served = self.inference.begin(start=call_start)
+        parts = [("queue", self._draw(m.queue)), ("inference", self._draw(m.model))]
+        for name, seconds in parts:
+            served.add(name, None, seconds)
+        total = sum(s for _, s in parts) + self._draw(m.inference_overhead)
+        self.inference.finish(served, "/predict", "POST", "200", end=call_start + total)
+        call_end = call_start + total + self._draw(m.network)
+        timing = format_server_timing(parts, overhead=0.0, total=total, service=self.inference.service)
+        self.client.record(call_start, call_end, "10.0.0.2:8001", "/predict", "200", timing, gw, "inference_call",
+                           "server_timing")
+        gw.add("inference_call", None, call_end - t - features)
+        self.gateway.finish(gw, "/recommend", "POST", "200", end=call_end + self._draw(m.gateway_overhead))
+
+    def run(self, seconds: float, per_scrape: int, means: Means) -> None:
+        """``seconds`` of traffic: ``per_scrape`` requests then a scrape, every ``interval`` seconds."""
+        for _ in range(round(seconds / self.interval)):
+            for _ in range(per_scrape):
+                self.request(means)
+            self.metrics.queue_depth.labels("predict").set(self._draw(means.queue_depth))
+            self.clock += self.interval
+            self.scrape()
+
+    def scrape(self) -> None:
+        self.scrapes.append((self.clock, generate_latest(self.registry).decode()))
+
+    def samples(self, at: float) -> Samples:
+        """The scrape taken at ``at``, parsed."""
+        if at not in self._parsed:
+            self._parsed[at] = parse_metrics(next(text for t, text in self.scrapes if t == at))
+        return self._parsed[at]
+
+    def openmetrics(self) -> str:
+        """Every scrape as one OpenMetrics text with timestamps (families grouped, each series' points in time
+        order), the input of ``promtool tsdb create-blocks-from openmetrics``."""
+        types: dict[str, str] = {}
+        points: dict[str, dict[tuple[tuple[str, str], ...], list[tuple[float, float]]]] = {}
+        family_of: dict[str, tuple[str, str]] = {}
+        for t, text in self.scrapes:
+            for line in text.splitlines():
+                if line.startswith("# TYPE "):
+                    _, _, name, kind = line.split()
+                    types[name] = kind
+            for name, series in self.samples(t).items():
+                family = _family(name, types)
+                family_of[name] = family
+                for key, value in series.items():
+                    points.setdefault(name, {}).setdefault(key, []).append((t, value))
+        out: list[str] = []
+        for family, kind in sorted(set(family_of.values())):
+            out.append(f"# TYPE {family} {kind}")
+            for name in sorted(n for n, f in family_of.items() if f == (family, kind)):
+                for key, values in sorted(points[name].items()):
+                    labels = ",".join(f'{k}="{_escape(v)}"' for k, v in key)
+                    for t, value in values:
+                        out.append(f"{name}{{{labels}}} {value!r} {t:.3f}")
+        return "\n".join(out) + "\n# EOF\n"
+
+
+def _family(name: str, types: dict[str, str]) -> tuple[str, str]:
+    """The OpenMetrics family and type of a sample of the text format (where a counter's TYPE line names the
+    sample, ``x_total``, and OpenMetrics' names the family, ``x``)."""
+    kind = types.get(name)
+    if kind == "counter":
+        return name.removesuffix("_total"), "counter"
+    if kind is not None:
+        return name, "unknown" if kind == "untyped" else kind
+    for suffix in ("_bucket", "_sum", "_count"):
+        base = name.removesuffix(suffix)
+        if base != name and types.get(base) == "histogram":
+            return base, "histogram"
+    return name, "unknown"
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+BASELINE, INCIDENT, IDLE = 1200.0, 300.0, 300.0
+INTERVAL, PER_SCRAPE = 30.0, 60
+
+
+@dataclass
+class History:
+    """A recorded history and its windows' edges: baseline ``[start, incident_start]``, incident
+    ``[incident_start, incident_end]``, then no traffic until ``idle_end``."""
+
+    traffic: Traffic
+    start: float
+    incident_start: float
+    incident_end: float
+    idle_end: float
+
+
+@functools.lru_cache(maxsize=8)
+def history(injected: Means, seed: int = 3) -> History:
+    """A baseline at the default means, an incident with ``injected`` at the same load, then no traffic at all
+    (the services stay up: their counters stop growing). Starts 3 hours ago, on the scrape interval's grid."""
+    start = float(int(time.time() - 3 * 3600) // INTERVAL * INTERVAL)
+    traffic = Traffic(start, INTERVAL, seed=seed)
+    traffic.run(BASELINE, PER_SCRAPE, Means())
+    traffic.run(INCIDENT, PER_SCRAPE, injected)
+    incident_end = traffic.clock
+    traffic.run(IDLE, 0, Means())
+    return History(traffic, start, start + BASELINE, incident_end, traffic.clock)
+
+
+def from_snapshots(h: History, service: str = "gateway") -> Diagnosis:
+    """The diagnosis of ``h``'s two windows from their edges' snapshots."""
+    s = h.traffic.samples
+    return diagnose_windows(totals_from_snapshots(s(h.start), s(h.incident_start), h.start, h.incident_start),
+                            totals_from_snapshots(s(h.incident_start), s(h.incident_end), h.incident_start,
+                                                  h.incident_end), service)
+
+
+def slower(**parts: float) -> Means:
+    """The default means with some parts slower by the given seconds."""
+    base = Means()
+    return replace(base, **{k: getattr(base, k) + v for k, v in parts.items()})

@@ -1,0 +1,225 @@
+"""gRPC spans carry what opentelemetry-instrumentation-grpc emits by default, or the stable RPC set under
+OTEL_SEMCONV_STABILITY_OPT_IN: every attribute checked with the SDK's in-memory exporter, on real grpcio servers and
+channels (sync and aio), alone and with OpenTelemetry's interceptors in front."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+import grpc.aio
+import pytest
+from opentelemetry.instrumentation.grpc import (
+    aio_client_interceptors,
+    aio_server_interceptor,
+    client_interceptor,
+    grpcext,
+    server_interceptor,
+)
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
+
+from aiwatch.grpc import (
+    grpc_aio_client_interceptors,
+    grpc_aio_server_interceptor,
+    grpc_client_interceptor,
+    grpc_server_interceptor,
+)
+from aiwatch.metrics import Metrics
+from examples.grpc_service.servicer import AioInferenceServicer, pb_grpc
+from tests.grpc.conftest import req, sync_server
+
+pytestmark = pytest.mark.slow
+
+NAME = "aiwatch.example.Inference/Predict"
+DEFAULT_SERVER = {"rpc.system": "grpc", "rpc.service": "aiwatch.example.Inference", "rpc.method": "Predict"}
+
+
+@pytest.fixture
+def spans() -> Iterator[tuple[TracerProvider, InMemorySpanExporter]]:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    yield provider, exporter
+    provider.shutdown()
+
+
+def of_kind(exporter: InMemorySpanExporter, kind: SpanKind) -> list[ReadableSpan]:
+    return [s for s in exporter.get_finished_spans() if s.kind is kind]
+
+
+def attributes(span: ReadableSpan) -> dict[str, Any]:
+    return dict(span.attributes or {})
+
+
+def scope(span: ReadableSpan) -> str:
+    return span.instrumentation_scope.name if span.instrumentation_scope else ""
+
+
+def _sync_calls(target: str, client: list[Any], otel: Any = None, otel_in_front: bool = True) -> None:
+    """The four calls of :data:`OUTCOMES` through ``client`` interceptors, and OpenTelemetry's (``otel``, a
+    grpcext interceptor) in front of them or behind them."""
+    with grpc.insecure_channel(target) as channel:
+        wrapped: Any = channel
+        if otel is not None and not otel_in_front:
+            wrapped = grpcext.intercept_channel(wrapped, otel)
+        if client:
+            wrapped = grpc.intercept_channel(wrapped, *client)
+        if otel is not None and otel_in_front:
+            wrapped = grpcext.intercept_channel(wrapped, otel)
+        stub = pb_grpc.InferenceStub(wrapped)
+        stub.Predict(req(features=[1.0]))
+        for fail in ("INVALID_ARGUMENT", "UNAVAILABLE", "raise"):
+            with pytest.raises(grpc.RpcError):
+                stub.Predict(req(fail=fail))
+
+
+# the four calls of _sync_calls / _aio_calls: status name, number, error on the server, error on the client
+OUTCOMES = [("OK", 0, False, False), ("INVALID_ARGUMENT", 3, False, True), ("UNAVAILABLE", 14, True, True),
+            ("UNKNOWN", 2, True, True)]
+
+
+def check_default(span: ReadableSpan, kind: SpanKind, outcome: tuple[str, int, bool, bool]) -> None:
+    _, code, server_error, client_error = outcome
+    failed = server_error if kind is SpanKind.SERVER else client_error
+    assert span.name == NAME
+    assert attributes(span) == {**DEFAULT_SERVER, "rpc.grpc.status_code": code}
+    assert span.status.status_code is (StatusCode.ERROR if failed else StatusCode.UNSET)
+
+
+def test_sync_server_and_client_spans_by_default(metrics: Metrics, spans: Any) -> None:
+    provider, exporter = spans
+    server_side = [grpc_server_interceptor(service="infer", metrics=metrics, tracer_provider=provider)]
+    with sync_server(server_side) as target:
+        _sync_calls(target, [grpc_client_interceptor(service="gw", metrics=metrics, tracer_provider=provider)])
+    servers, clients = of_kind(exporter, SpanKind.SERVER), of_kind(exporter, SpanKind.CLIENT)
+    assert len(servers) == len(clients) == 4
+    for server, client, outcome in zip(servers, clients, OUTCOMES, strict=True):
+        assert scope(server) == scope(client) == "aiwatch"
+        check_default(server, SpanKind.SERVER, outcome)
+        check_default(client, SpanKind.CLIENT, outcome)
+        assert server.parent is not None and server.parent.span_id == client.context.span_id  # one trace
+    assert [e.name for e in servers[3].events] == ["exception"]  # the servicer's own exception
+
+
+async def _aio_calls(target: str, interceptors: list[Any]) -> None:
+    async with grpc.aio.insecure_channel(target, interceptors=interceptors) as channel:
+        stub = pb_grpc.InferenceStub(channel)
+        await stub.Predict(req(features=[1.0]))
+        for fail in ("INVALID_ARGUMENT", "UNAVAILABLE", "raise"):
+            with pytest.raises(grpc.aio.AioRpcError):
+                await stub.Predict(req(fail=fail))
+
+
+async def _aio_server(interceptors: list[Any]) -> tuple[Any, str]:
+    server = grpc.aio.server(interceptors=interceptors)
+    pb_grpc.add_InferenceServicer_to_server(AioInferenceServicer(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    return server, f"127.0.0.1:{port}"
+
+
+async def test_aio_server_and_client_spans_by_default(metrics: Metrics, spans: Any) -> None:
+    provider, exporter = spans
+    server, target = await _aio_server([grpc_aio_server_interceptor(service="infer", metrics=metrics,
+                                                                    tracer_provider=provider)])
+    try:
+        await _aio_calls(target, grpc_aio_client_interceptors(service="gw", metrics=metrics,
+                                                              tracer_provider=provider))
+    finally:
+        await server.stop(None)
+    await _settled(exporter, 8)
+    servers, clients = of_kind(exporter, SpanKind.SERVER), of_kind(exporter, SpanKind.CLIENT)
+    for server_span, client_span, outcome in zip(servers, clients, OUTCOMES, strict=True):
+        check_default(server_span, SpanKind.SERVER, outcome)
+        check_default(client_span, SpanKind.CLIENT, outcome)
+
+
+async def _settled(exporter: InMemorySpanExporter, count: int) -> None:
+    """aio client spans end in a task after the call: wait until ``count`` spans have ended (no time bound)."""
+    import asyncio
+
+    while len(exporter.get_finished_spans()) < count:
+        await asyncio.sleep(0.01)
+
+
+@pytest.mark.parametrize(("opt_in", "old"), [("rpc", False), ("http,rpc/dup", True)])
+def test_stable_rpc_set_under_opt_in(metrics: Metrics, spans: Any, monkeypatch: pytest.MonkeyPatch, opt_in: str,
+                                     old: bool) -> None:
+    monkeypatch.setenv("OTEL_SEMCONV_STABILITY_OPT_IN", opt_in)
+    provider, exporter = spans
+    server_side = [grpc_server_interceptor(service="infer", metrics=metrics, tracer_provider=provider)]
+    with sync_server(server_side) as target:
+        port = int(target.rsplit(":", 1)[1])
+        client = grpc_client_interceptor(service="gw", metrics=metrics, tracer_provider=provider,
+                                         address=f"dns:///localhost:{port}")
+        _sync_calls(target, [client])
+    servers, clients = of_kind(exporter, SpanKind.SERVER), of_kind(exporter, SpanKind.CLIENT)
+    for server, client_span, (status, code, server_error, client_error) in zip(servers, clients, OUTCOMES,
+                                                                               strict=True):
+        for span, failed, extra in ((server, server_error, {}),
+                                    (client_span, client_error, {"server.address": "localhost",
+                                                                 "server.port": port})):
+            expected: dict[str, Any] = {"rpc.system.name": "grpc", "rpc.method": NAME,
+                                        "rpc.response.status_code": status, **extra}
+            if old:  # rpc/dup: the default set too (its rpc.method is the stable one: the same key)
+                expected.update({"rpc.system": "grpc", "rpc.service": "aiwatch.example.Inference",
+                                 "rpc.grpc.status_code": code})
+            if failed:
+                expected["error.type"] = status
+            assert span.name == NAME
+            assert attributes(span) == expected
+            assert span.status.status_code is (StatusCode.ERROR if failed else StatusCode.UNSET)
+
+
+def test_sync_with_otel_interceptors_in_front_one_server_and_one_client_span(metrics: Metrics,
+                                                                             spans: Any) -> None:
+    provider, exporter = spans
+    server_side = [server_interceptor(tracer_provider=provider),
+                   grpc_server_interceptor(service="infer", metrics=metrics, tracer_provider=provider)]
+    with sync_server(server_side) as target:
+        _sync_calls(target, [grpc_client_interceptor(service="gw", metrics=metrics, tracer_provider=provider)],
+                    client_interceptor(tracer_provider=provider), otel_in_front=True)
+    servers, clients = of_kind(exporter, SpanKind.SERVER), of_kind(exporter, SpanKind.CLIENT)
+    assert len(servers) == len(clients) == 4
+    assert {scope(s) for s in servers + clients} == {"opentelemetry.instrumentation.grpc"}
+    assert value_of(metrics, "aiwatch_client_request_duration_seconds_count", service="gw",
+                    peer="infer", route="/" + NAME, status="UNAVAILABLE", phase="") == 1
+
+
+def test_sync_aiwatch_client_in_front_of_otels_makes_the_only_client_span(metrics: Metrics, spans: Any) -> None:
+    """aiwatch's interceptor outermost: its CLIENT span is current and OpenTelemetry's instrumentation suppressed
+    while the call is handed on, so OpenTelemetry's interceptor behind it adds no second CLIENT span."""
+    provider, exporter = spans
+    with sync_server([grpc_server_interceptor(service="infer", metrics=metrics, tracer_provider=provider)]) \
+            as target:
+        _sync_calls(target, [grpc_client_interceptor(service="gw", metrics=metrics, tracer_provider=provider)],
+                    client_interceptor(tracer_provider=provider), otel_in_front=False)
+    clients = of_kind(exporter, SpanKind.CLIENT)
+    assert [scope(c) for c in clients] == ["aiwatch"] * 4
+    for server, client in zip(of_kind(exporter, SpanKind.SERVER), clients, strict=True):
+        assert server.parent is not None and server.parent.span_id == client.context.span_id
+
+
+async def test_aio_with_otel_interceptors_in_front(metrics: Metrics, spans: Any) -> None:
+    provider, exporter = spans
+    server, target = await _aio_server([
+        aio_server_interceptor(tracer_provider=provider),
+        grpc_aio_server_interceptor(service="infer", metrics=metrics, tracer_provider=provider)])
+    try:
+        await _aio_calls(target, [*aio_client_interceptors(tracer_provider=provider),
+                                  *grpc_aio_client_interceptors(service="gw", metrics=metrics,
+                                                                tracer_provider=provider)])
+    finally:
+        await server.stop(None)
+    await _settled(exporter, 8)
+    servers, clients = of_kind(exporter, SpanKind.SERVER), of_kind(exporter, SpanKind.CLIENT)
+    assert len(servers) == len(clients) == 4
+    assert {scope(s) for s in servers + clients} == {"opentelemetry.instrumentation.grpc"}
+
+
+def value_of(metrics: Metrics, name: str, **labels: str) -> float:
+    return metrics.registry.get_sample_value(name, labels) or 0.0

@@ -1,0 +1,441 @@
+"""HTTP spans follow OpenTelemetry's stable HTTP conventions, alone and with OpenTelemetry's own instrumentation in
+front: every attribute checked with the SDK's in-memory exporter, for ASGI (FastAPI, Starlette), WSGI (Flask),
+httpx and requests."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+import requests
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from flask import Flask
+from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+from opentelemetry.instrumentation.requests import RequestsInstrumentor
+from opentelemetry.instrumentation.wsgi import OpenTelemetryMiddleware as OpenTelemetryWSGIMiddleware
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
+from prometheus_client import CollectorRegistry
+from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+
+import aiwatch
+import aiwatch.client
+from tests.http.asgi_driver import call
+from tests.http.peer import peer
+
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+TRACEPARENT = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
+
+
+@pytest.fixture
+def exporter() -> InMemorySpanExporter:
+    return InMemorySpanExporter()
+
+
+@pytest.fixture
+def provider(exporter: InMemorySpanExporter) -> Iterator[TracerProvider]:
+    p = TracerProvider()
+    p.add_span_processor(SimpleSpanProcessor(exporter))
+    yield p
+    p.shutdown()
+
+
+@pytest.fixture(scope="module")
+def base() -> Iterator[str]:
+    with peer() as url:
+        yield url
+
+
+class Boom(Exception):
+    pass
+
+
+def fastapi_app() -> FastAPI:
+    app = FastAPI()
+
+    @app.api_route("/items/{item_id}", methods=["GET", "POST"])
+    async def item(item_id: int) -> dict[str, int]:
+        with aiwatch.phase("inference"):
+            pass
+        return {"id": item_id}
+
+    @app.get("/missing/{name}")
+    async def missing(name: str) -> JSONResponse:
+        return JSONResponse({"missing": name}, status_code=404)
+
+    @app.get("/broken")
+    async def broken() -> JSONResponse:
+        return JSONResponse({}, status_code=503)
+
+    @app.get("/boom")
+    async def boom() -> None:
+        raise Boom("no")
+
+    return app
+
+
+def spans_of(exporter: InMemorySpanExporter, kind: SpanKind) -> list[ReadableSpan]:
+    return [s for s in exporter.get_finished_spans() if s.kind is kind]
+
+
+def only(exporter: InMemorySpanExporter, kind: SpanKind) -> ReadableSpan:
+    found = spans_of(exporter, kind)
+    assert len(found) == 1, [(s.name, s.instrumentation_scope.name if s.instrumentation_scope else None)
+                             for s in exporter.get_finished_spans()]
+    return found[0]
+
+
+def attributes(span: ReadableSpan) -> dict[str, Any]:
+    return dict(span.attributes or {})
+
+
+# --- servers ---------------------------------------------------------------------------------------------------
+async def test_asgi_server_span_has_every_stable_http_attribute(registry: CollectorRegistry, provider: TracerProvider,
+                                                                exporter: InMemorySpanExporter) -> None:
+    app = aiwatch.instrument(fastapi_app(), registry=registry, tracer_provider=provider)
+    resp = await call(app, "/items/7", headers=[("host", "api.example:8443"), ("traceparent", TRACEPARENT)],
+                      query="q=1&x=2")
+    assert resp.status == 200
+    server = only(exporter, SpanKind.SERVER)
+    assert server.name == "GET /items/{item_id}"
+    assert server.instrumentation_scope is not None and server.instrumentation_scope.name == "aiwatch"
+    assert attributes(server) == {
+        "http.request.method": "GET", "http.route": "/items/{item_id}", "http.response.status_code": 200,
+        "url.scheme": "http", "url.path": "/items/7", "url.query": "q=1&x=2",
+        "server.address": "api.example", "server.port": 8443, "network.protocol.version": "1.1"}
+    assert server.status.status_code is StatusCode.UNSET
+    assert f"{server.context.trace_id:032x}" == TRACE_ID
+    phase = next(s for s in exporter.get_finished_spans() if s.name == "inference")
+    assert phase.parent is not None and phase.parent.span_id == server.context.span_id
+
+
+@pytest.mark.parametrize(("path", "status", "error_type", "span_status"), [
+    ("/missing/x", 404, None, StatusCode.UNSET),  # a 4xx is the client's error, not the server's
+    ("/broken", 503, "503", StatusCode.ERROR),
+])
+async def test_asgi_server_status(registry: CollectorRegistry, provider: TracerProvider,
+                                  exporter: InMemorySpanExporter, path: str, status: int, error_type: str | None,
+                                  span_status: StatusCode) -> None:
+    app = aiwatch.instrument(fastapi_app(), registry=registry, tracer_provider=provider)
+    assert (await call(app, path)).status == status
+    server = only(exporter, SpanKind.SERVER)
+    assert attributes(server)["http.response.status_code"] == status
+    assert attributes(server).get("error.type") == error_type
+    assert server.status.status_code is span_status
+
+
+async def test_asgi_server_exception_is_its_error_type(registry: CollectorRegistry, provider: TracerProvider,
+                                                       exporter: InMemorySpanExporter) -> None:
+    app = aiwatch.instrument(fastapi_app(), registry=registry, tracer_provider=provider)
+    with pytest.raises(Boom):
+        await call(app, "/boom")
+    server = only(exporter, SpanKind.SERVER)
+    assert server.name == "GET /boom"
+    assert attributes(server)["error.type"] == "Boom"
+    assert "http.response.status_code" not in attributes(server)  # no response was started
+    assert server.status.status_code is StatusCode.ERROR
+    assert [e.name for e in server.events] == ["exception"]
+
+
+async def test_unknown_method_is_other_with_the_original(registry: CollectorRegistry, provider: TracerProvider,
+                                                         exporter: InMemorySpanExporter) -> None:
+    async def raw(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    app = aiwatch.instrument(raw, registry=registry, tracer_provider=provider,
+                             route_resolver=lambda scope: "/things")
+    assert (await call(app, "/things", method="PURGE")).status == 204
+    server = only(exporter, SpanKind.SERVER)
+    assert server.name == "HTTP /things"
+    assert attributes(server)["http.request.method"] == "_OTHER"
+    assert attributes(server)["http.request.method_original"] == "PURGE"
+
+
+async def test_unmatched_route_names_the_span_by_method_only(registry: CollectorRegistry,
+                                                              provider: TracerProvider,
+                                                              exporter: InMemorySpanExporter) -> None:
+    app = aiwatch.instrument(fastapi_app(), registry=registry, tracer_provider=provider)
+    assert (await call(app, "/no/such/path")).status == 404
+    server = only(exporter, SpanKind.SERVER)
+    assert server.name == "GET"
+    assert "http.route" not in attributes(server)
+
+
+def test_wsgi_server_span_has_every_stable_http_attribute(registry: CollectorRegistry, provider: TracerProvider,
+                                                          exporter: InMemorySpanExporter) -> None:
+    app = Flask("semconv")
+
+    @app.get("/items/<int:item_id>")
+    def item(item_id: int) -> Any:
+        with aiwatch.phase("inference"):
+            pass
+        return ({"id": item_id}, 500) if item_id == 0 else {"id": item_id}
+
+    aiwatch.instrument(app, registry=registry, tracer_provider=provider)
+    client = app.test_client()
+    assert client.get("/items/3?q=1", headers={"traceparent": TRACEPARENT}, buffered=True,
+                      base_url="https://api.example:8443").status_code == 200
+    assert client.get("/items/0", buffered=True).status_code == 500
+    ok, failed = spans_of(exporter, SpanKind.SERVER)
+    assert ok.name == "GET /items/<int:item_id>"
+    assert attributes(ok) == {
+        "http.request.method": "GET", "http.route": "/items/<int:item_id>", "http.response.status_code": 200,
+        "url.scheme": "https", "url.path": "/items/3", "url.query": "q=1", "server.address": "api.example",
+        "server.port": 8443, "network.protocol.version": "1.1"}
+    assert f"{ok.context.trace_id:032x}" == TRACE_ID
+    assert ok.status.status_code is StatusCode.UNSET
+    assert attributes(failed)["http.response.status_code"] == 500 and attributes(failed)["error.type"] == "500"
+    assert failed.status.status_code is StatusCode.ERROR
+
+
+async def test_app_spans_are_children_of_aiwatchs_server_span(registry: CollectorRegistry,
+                                                              provider: TracerProvider,
+                                                              exporter: InMemorySpanExporter) -> None:
+    """aiwatch's SERVER span is current while the app runs: a span the app starts is its child, and OpenTelemetry's
+    ASGI middleware placed behind aiwatch's makes an INTERNAL span, not a second SERVER span."""
+    tracer = provider.get_tracer("app")
+
+    async def endpoint(request: Any) -> PlainTextResponse:
+        with tracer.start_as_current_span("db"):
+            pass
+        return PlainTextResponse("ok")
+
+    inner = OpenTelemetryMiddleware(Starlette(routes=[Route("/q/{n}", endpoint)]), tracer_provider=provider)
+    app = aiwatch.instrument(inner, registry=registry, tracer_provider=provider,
+                             route_resolver=lambda scope: "/q/{n}")
+    assert (await call(app, "/q/1")).status == 200
+    server = only(exporter, SpanKind.SERVER)
+    assert server.instrumentation_scope is not None and server.instrumentation_scope.name == "aiwatch"
+    db = next(s for s in exporter.get_finished_spans() if s.name == "db")
+    otel = next(s for s in exporter.get_finished_spans() if s.kind is SpanKind.INTERNAL and s.name != "db"
+                and s.instrumentation_scope is not None
+                and s.instrumentation_scope.name.startswith("opentelemetry.instrumentation.asgi")
+                and s.parent is not None and s.parent.span_id == server.context.span_id)
+    assert db.context.trace_id == server.context.trace_id == otel.context.trace_id
+
+
+# --- servers with OpenTelemetry's instrumentation in front ----------------------------------------------------------
+async def test_otel_asgi_middleware_in_front_owns_the_only_server_span(
+        registry: CollectorRegistry, provider: TracerProvider, exporter: InMemorySpanExporter) -> None:
+    app = OpenTelemetryMiddleware(aiwatch.instrument(fastapi_app(), registry=registry, tracer_provider=provider),
+                                  tracer_provider=provider)
+    assert (await call(app, "/items/7", headers=[("traceparent", TRACEPARENT)])).status == 200
+    server = only(exporter, SpanKind.SERVER)
+    assert server.instrumentation_scope is not None
+    assert server.instrumentation_scope.name == "opentelemetry.instrumentation.asgi"
+    # aiwatch added the route OpenTelemetry's bare middleware cannot know, and named the span after it
+    assert server.name == "GET /items/{item_id}"
+    assert attributes(server)["http.route"] == "/items/{item_id}"
+    phase = next(s for s in exporter.get_finished_spans() if s.name == "inference")
+    assert phase.parent is not None and phase.parent.span_id == server.context.span_id
+    # the exemplar carries OpenTelemetry's trace id
+    samples = [s for m in registry.collect() if m.name == "aiwatch_request_duration_seconds" for s in m.samples
+               if s.exemplar is not None]
+    assert samples and samples[0].exemplar is not None
+    assert samples[0].exemplar.labels["trace_id"] == f"{server.context.trace_id:032x}" == TRACE_ID
+
+
+async def test_fastapi_instrumentor_in_front_owns_the_only_server_span(
+        registry: CollectorRegistry, provider: TracerProvider, exporter: InMemorySpanExporter) -> None:
+    app = aiwatch.instrument(fastapi_app(), registry=registry, tracer_provider=provider)
+    FastAPIInstrumentor.instrument_app(app, tracer_provider=provider)
+    try:
+        assert (await call(app, "/broken")).status == 503
+        assert (await call(app, "/items/2")).status == 200
+    finally:
+        FastAPIInstrumentor.uninstrument_app(app)
+    broken, ok = spans_of(exporter, SpanKind.SERVER)
+    for span in (broken, ok):
+        assert span.instrumentation_scope is not None
+        assert span.instrumentation_scope.name == "opentelemetry.instrumentation.fastapi"
+    assert ok.name == "GET /items/{item_id}" and attributes(ok)["http.route"] == "/items/{item_id}"
+    assert broken.status.status_code is StatusCode.ERROR  # OpenTelemetry's own status, untouched
+    phase = next(s for s in exporter.get_finished_spans() if s.name == "inference")
+    assert phase.parent is not None and phase.parent.span_id == ok.context.span_id
+    assert registry.get_sample_value("aiwatch_request_duration_seconds_count", {
+        "service": "app", "route": "/items/{item_id}", "method": "GET", "status": "200"}) == 1
+
+
+def test_otel_wsgi_middleware_in_front_owns_the_only_server_span(
+        registry: CollectorRegistry, provider: TracerProvider, exporter: InMemorySpanExporter) -> None:
+    app = Flask("otel-in-front")
+
+    @app.get("/items/<int:item_id>")
+    def item(item_id: int) -> Any:
+        with aiwatch.phase("inference"):
+            pass
+        return {"id": item_id}
+
+    aiwatch.instrument(app, registry=registry, tracer_provider=provider)
+    app.wsgi_app = OpenTelemetryWSGIMiddleware(app.wsgi_app, tracer_provider=provider)  # type: ignore[method-assign]
+    assert app.test_client().get("/items/1", buffered=True).status_code == 200
+    server = only(exporter, SpanKind.SERVER)
+    assert server.instrumentation_scope is not None
+    assert server.instrumentation_scope.name == "opentelemetry.instrumentation.wsgi"
+    assert server.name == "GET /items/<int:item_id>" and attributes(server)["http.route"] == "/items/<int:item_id>"
+    phase = next(s for s in exporter.get_finished_spans() if s.name == "inference")
+    assert phase.parent is not None and phase.parent.span_id == server.context.span_id
+
+
+# --- clients ---------------------------------------------------------------------------------------------------
+def client_expected(base: str, path: str, status: int) -> dict[str, Any]:
+    port = int(base.rsplit(":", 1)[1])
+    return {"http.request.method": "GET", "url.full": f"{base}{path}", "url.scheme": "http",
+            "server.address": "127.0.0.1", "server.port": port, "http.response.status_code": status}
+
+
+@pytest.mark.parametrize("kind", ["httpx", "httpx-async", "requests"])
+async def test_client_span_has_every_stable_http_attribute(registry: CollectorRegistry, provider: TracerProvider,
+                                                           exporter: InMemorySpanExporter, base: str,
+                                                           kind: str) -> None:
+    with aiwatch.client.route("/ok"):
+        await _get(kind, registry, provider, f"{base}/ok")
+    await _get(kind, registry, provider, f"{base}/missing")
+    ok, missing = spans_of(exporter, SpanKind.CLIENT)
+    assert ok.name == "GET /ok" and missing.name == "GET"  # {method} {route} when the call names its route
+    assert attributes(ok) == client_expected(base, "/ok", 200)
+    assert ok.status.status_code is StatusCode.UNSET
+    assert attributes(missing) == {**client_expected(base, "/missing", 404), "error.type": "404"}
+    assert missing.status.status_code is StatusCode.ERROR  # 4xx is an error on a client
+
+
+async def _get(kind: str, registry: CollectorRegistry, provider: TracerProvider, url: str) -> None:
+    if kind == "httpx":
+        with aiwatch.client.instrument_httpx(httpx.Client(), registry=registry, tracer_provider=provider) as c:
+            c.get(url)
+    elif kind == "httpx-async":
+        async with aiwatch.client.instrument_httpx(httpx.AsyncClient(), registry=registry,
+                                                   tracer_provider=provider) as ac:
+            await ac.get(url)
+    else:
+        with aiwatch.client.instrument_requests(requests.Session(), registry=registry,
+                                                tracer_provider=provider) as s:
+            s.get(url)
+
+
+def test_client_connection_error_is_its_error_type(registry: CollectorRegistry, provider: TracerProvider,
+                                                   exporter: InMemorySpanExporter) -> None:
+    with peer() as gone:
+        pass  # the port is closed now
+    with aiwatch.client.instrument_httpx(httpx.Client(), registry=registry, tracer_provider=provider) as c, \
+            pytest.raises(httpx.ConnectError):
+        c.get(f"{gone}/ok")
+    span = only(exporter, SpanKind.CLIENT)
+    assert attributes(span)["error.type"] == "ConnectError"
+    assert "http.response.status_code" not in attributes(span)
+    assert span.status.status_code is StatusCode.ERROR
+
+
+def test_client_url_full_hides_credentials_and_signatures(registry: CollectorRegistry, provider: TracerProvider,
+                                                          exporter: InMemorySpanExporter, base: str) -> None:
+    with aiwatch.client.instrument_httpx(httpx.Client(), registry=registry, tracer_provider=provider) as c:
+        c.get(base.replace("http://", "http://user:secret@") + "/ok?sig=abc&page=2")
+    url = attributes(only(exporter, SpanKind.CLIENT))["url.full"]
+    assert url == base.replace("http://", "http://REDACTED:REDACTED@") + "/ok?sig=REDACTED&page=2"
+
+
+def test_httpx_with_otel_instrumentation_has_one_client_span(registry: CollectorRegistry, provider: TracerProvider,
+                                                             exporter: InMemorySpanExporter, base: str) -> None:
+    """OpenTelemetry's httpx instrumentation patches the transport aiwatch wraps: aiwatch's span is current and HTTP
+    instrumentation suppressed meanwhile, so there is one CLIENT span, and the peer sees its trace context."""
+    instrumentor = HTTPXClientInstrumentor()
+    instrumentor.instrument(tracer_provider=provider)
+    try:
+        with aiwatch.client.instrument_httpx(httpx.Client(), registry=registry, tracer_provider=provider) as c:
+            echoed = c.get(f"{base}/ok").json()
+    finally:
+        instrumentor.uninstrument()
+    span = only(exporter, SpanKind.CLIENT)
+    assert span.instrumentation_scope is not None and span.instrumentation_scope.name == "aiwatch"
+    assert attributes(span) == client_expected(base, "/ok", 200)
+    assert echoed["traceparent"].split("-")[2] == f"{span.context.span_id:016x}"
+
+
+def test_requests_with_otel_instrumentation_in_front_has_one_client_span(
+        registry: CollectorRegistry, provider: TracerProvider, exporter: InMemorySpanExporter, base: str) -> None:
+    """OpenTelemetry's requests instrumentation wraps Session.send, in front of aiwatch's adapter: its CLIENT span is
+    the call's, aiwatch makes none, and still records the call's metrics."""
+    instrumentor = RequestsInstrumentor()
+    instrumentor.instrument(tracer_provider=provider)
+    try:
+        with aiwatch.client.instrument_requests(requests.Session(), registry=registry, service="gw",
+                                                tracer_provider=provider) as s:
+            echoed = s.get(f"{base}/ok").json()
+    finally:
+        instrumentor.uninstrument()
+    span = only(exporter, SpanKind.CLIENT)
+    assert span.instrumentation_scope is not None
+    assert span.instrumentation_scope.name == "opentelemetry.instrumentation.requests"
+    assert echoed["traceparent"].split("-")[2] == f"{span.context.span_id:016x}"
+    assert registry.get_sample_value("aiwatch_client_request_duration_seconds_count", {
+        "service": "gw", "peer": base.removeprefix("http://"), "route": "__unmatched__", "status": "200",
+        "phase": ""}) == 1
+
+
+# --- excluded URLs ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("variable", "value"), [
+    ("OTEL_PYTHON_EXCLUDED_URLS", "healthz,/other"),
+    ("OTEL_PYTHON_FASTAPI_EXCLUDED_URLS", "/other, healthz"),
+    ("AIWATCH_EXCLUDED_URLS", r"/health[z]{1,2}$"),
+])
+async def test_excluded_urls_are_neither_timed_nor_traced(registry: CollectorRegistry, provider: TracerProvider,
+                                                          exporter: InMemorySpanExporter,
+                                                          monkeypatch: pytest.MonkeyPatch, variable: str,
+                                                          value: str) -> None:
+    monkeypatch.setenv(variable, value)
+    app = fastapi_app()
+
+    @app.get("/healthz")
+    async def health() -> str:
+        return "ok"
+
+    aiwatch.instrument(app, registry=registry, tracer_provider=provider)
+    assert (await call(app, "/healthz")).status == 200
+    assert (await call(app, "/items/1")).status == 200
+    assert [s.name for s in spans_of(exporter, SpanKind.SERVER)] == ["GET /items/{item_id}"]
+    count = registry.get_sample_value
+    assert count("aiwatch_request_duration_seconds_count", {"service": "app", "route": "/healthz", "method": "GET",
+                                                            "status": "200"}) is None
+    assert count("aiwatch_request_duration_seconds_count", {"service": "app", "route": "/items/{item_id}",
+                                                            "method": "GET", "status": "200"}) == 1
+
+
+async def test_another_instrumentations_variable_does_not_apply(registry: CollectorRegistry,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """``OTEL_PYTHON_FLASK_EXCLUDED_URLS`` is Flask's: a FastAPI app reads the FastAPI or generic one."""
+    monkeypatch.setenv("OTEL_PYTHON_FLASK_EXCLUDED_URLS", "items")
+    app = aiwatch.instrument(fastapi_app(), registry=registry)
+    assert (await call(app, "/items/1")).status == 200
+    assert registry.get_sample_value("aiwatch_request_duration_seconds_count", {
+        "service": "app", "route": "/items/{item_id}", "method": "GET", "status": "200"}) == 1
+
+
+def test_wsgi_excluded_urls_from_its_variable(registry: CollectorRegistry, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_PYTHON_WSGI_EXCLUDED_URLS", "/skip")
+
+    def wsgi(environ: Any, start_response: Any) -> list[bytes]:
+        start_response("200 OK", [])
+        return [b"ok"]
+
+    app = aiwatch.instrument(wsgi, registry=registry, route_resolver=lambda environ: environ["PATH_INFO"])
+    for path in ("/skip", "/keep"):
+        environ = {"REQUEST_METHOD": "GET", "PATH_INFO": path, "SERVER_NAME": "h", "SERVER_PORT": "80",
+                   "wsgi.url_scheme": "http"}
+        body = app(environ, lambda status, headers, exc_info=None: None)
+        list(body)
+        getattr(body, "close", lambda: None)()
+    value = registry.get_sample_value
+    assert value("aiwatch_request_duration_seconds_count", {"service": "app", "route": "/skip", "method": "GET",
+                                                            "status": "200"}) is None
+    assert value("aiwatch_request_duration_seconds_count", {"service": "app", "route": "/keep", "method": "GET",
+                                                            "status": "200"}) == 1

@@ -1,0 +1,64 @@
+"""``opentelemetry-instrument python app.py`` picks aiwatch up with no code change: a real FastAPI app served by
+uvicorn and a real gRPC server, in a subprocess, with the OpenTelemetry SDK configured from the environment and
+OpenTelemetry's own instrumentations loaded next to aiwatch's."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.servers import REPO
+
+pytestmark = pytest.mark.slow
+
+APP = Path(__file__).with_name("uninstrumented_app.py")
+
+
+def _spans(stdout: str) -> list[dict[str, Any]]:
+    """The spans the console exporter printed (JSON objects one after another)."""
+    decoder = json.JSONDecoder()
+    spans, i = [], 0
+    while (start := stdout.find("{", i)) != -1:
+        try:
+            obj, i = decoder.raw_decode(stdout, start)
+        except ValueError:
+            i = start + 1
+            continue
+        if isinstance(obj, dict) and "context" in obj and "kind" in obj:
+            spans.append(obj)
+    return spans
+
+
+def test_opentelemetry_instrument_picks_aiwatch_up(tmp_path: Path) -> None:
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "OTEL_SERVICE_NAME": "auto", "OTEL_TRACES_EXPORTER": "console",
+           "OTEL_METRICS_EXPORTER": "none", "OTEL_LOGS_EXPORTER": "none", "PYTHONPATH": str(REPO)}
+    env.pop("AIWATCH_SERVICE", None)
+    done = subprocess.run([str(bin_dir / "opentelemetry-instrument"), sys.executable, str(APP)], env=env,
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    line = next(x for x in done.stdout.splitlines() if x.startswith("RESULT "))
+    result = json.loads(line.removeprefix("RESULT "))
+    # HTTP: aiwatch's middleware is on the app (Server-Timing, /metrics with the route template)
+    assert result["http_server_timing"] and "total;dur=" in result["http_server_timing"]
+    assert any('route="/items/{item_id}"' in m and 'service="auto"' in m and m.endswith(" 1.0")
+               for m in result["http_metrics"] if m.startswith("aiwatch_request_duration_seconds_count"))
+    # gRPC: aiwatch's server interceptor sent its timing back
+    assert result["grpc_trailer"] and "total;dur=" in result["grpc_trailer"]
+    spans = _spans(done.stdout)
+    servers = [s for s in spans if s["kind"] == "SpanKind.SERVER"]
+    clients = [s for s in spans if s["kind"] == "SpanKind.CLIENT"]
+    http = [s for s in servers if s["attributes"].get("http.route") == "/items/{item_id}"]
+    rpc = [s for s in servers if s["attributes"].get("rpc.method") == "Predict"]
+    # one SERVER span per request: OpenTelemetry's (FastAPI's instrumentation, gRPC's interceptor), none of aiwatch's
+    assert len(http) == 1 and len(rpc) == 1, [(s["name"], s["attributes"]) for s in servers]
+    assert len([c for c in clients if c["attributes"].get("rpc.method") == "Predict"]) == 1
+    # and the scrape of /metrics (served by aiwatch's middleware, no route); contrib names its gRPC span with a slash
+    assert sorted(s["name"] for s in servers) == ["/aiwatch.example.Inference/Predict", "GET",
+                                                  "GET /items/{item_id}"]

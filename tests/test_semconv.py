@@ -1,0 +1,73 @@
+"""aiwatch.semconv's helpers and names: the parsing the conventions describe, and the attribute names checked against
+the installed opentelemetry-semantic-conventions."""
+
+from __future__ import annotations
+
+import pytest
+from opentelemetry.semconv._incubating.attributes import rpc_attributes
+
+from aiwatch import semconv
+from aiwatch.exclusion import ExcludedUrls, asgi_url, wsgi_url
+
+
+def test_stable_rpc_names_are_the_packages() -> None:
+    assert semconv.RPC_SYSTEM_NAME == rpc_attributes.RPC_SYSTEM_NAME
+    assert semconv.RPC_METHOD_ORIGINAL == rpc_attributes.RPC_METHOD_ORIGINAL
+    assert semconv.RPC_RESPONSE_STATUS_CODE == rpc_attributes.RPC_RESPONSE_STATUS_CODE
+
+
+@pytest.mark.parametrize(("target", "expected"), [
+    ("grpc.io:50051", ("grpc.io", 50051)),
+    ("dns://1.2.3.4/grpc.io:50051", ("grpc.io", 50051)),
+    ("dns:///grpc.io:443", ("grpc.io", 443)),
+    ("[::1]:50051", ("::1", 50051)),
+    ("unix:///run/containerd/containerd.sock", ("/run/containerd/containerd.sock", None)),
+    ("zk://zookeeper:2181/my-server", ("zk://zookeeper:2181/my-server", None)),
+    ("ipv4:198.51.100.123:50051,198.51.100.124:50051", ("ipv4:198.51.100.123:50051,198.51.100.124:50051", None)),
+    ("inference", ("inference", None)),
+])
+def test_grpc_target_address_as_the_grpc_conventions_parse_it(target: str, expected: tuple[str, int | None]) -> None:
+    assert semconv.grpc_target_address(target) == expected
+
+
+@pytest.mark.parametrize(("value", "old", "new"), [
+    ("", True, False), ("http", True, False), ("rpc", False, True), (" rpc ,http", False, True),
+    ("rpc/dup", True, True), ("rpc,rpc/dup", True, True), ("rpcx", True, False),
+])
+def test_opt_in_values_as_contrib_reads_them(value: str, old: bool, new: bool) -> None:
+    conventions = semconv.rpc_conventions({"OTEL_SEMCONV_STABILITY_OPT_IN": value})
+    assert (conventions.old, conventions.new) == (old, new)
+
+
+@pytest.mark.parametrize(("url", "expected"), [
+    ("http://a.b/x?y=1", "http://a.b/x?y=1"),
+    ("https://u:p@a.b:8443/x", "https://REDACTED:REDACTED@a.b:8443/x"),
+    ("https://a.b/x?AWSAccessKeyId=k&Signature=s&keep=1", "https://a.b/x?AWSAccessKeyId=REDACTED&Signature=REDACTED&keep=1"),
+])
+def test_url_full_redaction(url: str, expected: str) -> None:
+    assert semconv.redact_url(url) == expected
+
+
+def test_http_span_names() -> None:
+    assert semconv.http_span_name("GET", "/items/{id}") == "GET /items/{id}"
+    assert semconv.http_span_name("GET") == "GET"
+    assert semconv.http_span_name("_OTHER", "/x") == "HTTP /x"
+
+
+def test_excluded_urls_semantics() -> None:
+    # OpenTelemetry's list: comma-separated, stripped, searched anywhere in the URL
+    rule = ExcludedUrls.parse(" healthz , ^https://internal")
+    assert rule.excludes("http://svc/api/healthz") and rule.excludes("https://internal/x")
+    assert not rule.excludes("http://svc/api/items")
+    # aiwatch's own: one regex, commas allowed
+    assert ExcludedUrls.parse("", r"/v\d{1,2}/ping$").excludes("http://svc/v12/ping")
+    assert not ExcludedUrls.parse("", "").active and not ExcludedUrls.parse(" , ").active
+
+
+def test_urls_matched_as_opentelemetry_builds_them() -> None:
+    scope = {"scheme": "https", "path": "/a/b", "headers": [(b"host", b"api:8443")], "server": ("10.0.0.1", 80)}
+    assert asgi_url(scope) == "https://api:8443/a/b"
+    assert asgi_url({"path": "/x", "server": ("10.0.0.1", 8000)}) == "http://10.0.0.1:8000/x"
+    assert wsgi_url({"wsgi.url_scheme": "http", "SERVER_NAME": "h", "SERVER_PORT": "8080", "SCRIPT_NAME": "/app",
+                     "PATH_INFO": "/x"}) == "http://h:8080/app/x"
+    assert wsgi_url({"wsgi.url_scheme": "https", "HTTP_HOST": "api", "PATH_INFO": "/x"}) == "https://api/x"
