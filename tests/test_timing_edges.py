@@ -332,3 +332,51 @@ def test_a_phase_span_that_fails_to_end_is_counted_and_the_phase_still_recorded(
     recorder.finish(tl, "/p", "GET", "200")
     assert metrics.registry.get_sample_value("aiwatch_phase_duration_seconds_count",
                                              {"service": "svc", "model": "", "phase": "features"}) == 1.0
+
+
+# ------------------------------------------------------------------------------------------ the recorder's set-up
+
+
+def test_a_recorder_given_no_metrics_records_into_the_process_default() -> None:
+    assert RequestRecorder(service="svc").metrics is default_metrics()
+
+
+@pytest.mark.parametrize("threshold", [0.0, -1.0, float("inf"), float("nan")])
+def test_slow_threshold_must_be_a_finite_positive_number_of_seconds(metrics: Metrics, threshold: float) -> None:
+    with pytest.raises(ValueError, match="slow_threshold must be a finite number of seconds > 0"):
+        RequestRecorder(metrics, service="svc", slow_threshold=threshold)
+
+
+def test_the_smallest_positive_slow_threshold_is_accepted_and_exported(metrics: Metrics) -> None:
+    recorder = RequestRecorder(metrics, service="svc", slow_threshold=1e-9)
+    assert recorder.slow_threshold == 1e-9
+    assert metrics.registry.get_sample_value("aiwatch_slow_threshold_seconds", {"service": "svc"}) == 1e-9
+
+
+def test_server_timing_names_a_service_with_spaces_and_a_percent_sign_quoted(metrics: Metrics,
+                                                                              clock: ManualClock) -> None:
+    recorder = RequestRecorder(metrics, service="my svc 100%")
+    tl = recorder.begin()
+    clock.advance(0.002)
+    assert tl.server_timing() == "overhead;dur=2.000, total;dur=2.000;desc=\"my svc 100%\""
+    recorder.finish(tl, "/", "GET", "200")
+
+
+def test_metrics_failing_at_start_up_are_counted_under_metrics_and_requests_still_recorded(
+        metrics: Metrics, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_child = metrics.child
+
+    def child(metric: Any, labels: Any) -> Any:
+        if metric is metrics.requests_in_flight or metric is metrics.slow_threshold:
+            raise RuntimeError("broken family")
+        return real_child(metric, labels)
+
+    monkeypatch.setattr(metrics, "child", child)
+    recorder = RequestRecorder(metrics, service="svc")
+    assert errors(metrics, "metrics") == 2  # the threshold gauge and the in-flight gauge
+    tl = recorder.begin()  # the in-flight gauge is skipped, not failed again per request
+    recorder.finish(tl, "/", "GET", "200")
+    assert errors(metrics, "metrics") == 2
+    assert metrics.registry.get_sample_value(
+        "aiwatch_request_duration_seconds_count",
+        {"service": "svc", "route": "/", "method": "GET", "status": "200"}) == 1
