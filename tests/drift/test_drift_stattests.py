@@ -209,3 +209,9 @@ def test_benjamini_hochberg_of_one_p_value_is_itself_and_adjusted_values_stop_at
     adjusted = stattests.benjamini_hochberg([0.6, 0.7, 0.9, 0.99])
     assert max(adjusted) <= 1.0 and adjusted == pytest.approx(list(stats.false_discovery_control([0.6, 0.7, 0.9,
                                                                                                      0.99])))
+
+
+@pytest.mark.parametrize("u, v", [(np.array([]), np.array([1.0])), (np.array([1.0]), np.array([]))])
+def test_wasserstein_of_sorted_samples_refuses_an_empty_side_by_name(u: np.ndarray, v: np.ndarray) -> None:
+    with pytest.raises(ValueError, match=r"^Wasserstein distance needs values on both sides$"):
+        stattests.wasserstein_distance_sorted(u, v)
