@@ -380,3 +380,21 @@ def test_metrics_failing_at_start_up_are_counted_under_metrics_and_requests_stil
     assert metrics.registry.get_sample_value(
         "aiwatch_request_duration_seconds_count",
         {"service": "svc", "route": "/", "method": "GET", "status": "200"}) == 1
+
+
+def test_every_histogram_of_a_traced_request_carries_its_trace_id_as_exemplar(
+        metrics: Metrics, clock: ManualClock, traced: tuple[TracerProvider, InMemorySpanExporter]) -> None:
+    provider, exporter = traced
+    recorder = RequestRecorder(metrics, service="svc", tracer_provider=provider)
+    tl = recorder.begin()
+    with aiwatch.phase("inference"):
+        clock.advance(0.004)
+    clock.advance(0.001)
+    recorder.finish(tl, "/", "GET", "200")
+    (trace_id_int,) = {s.context.trace_id for s in exporter.get_finished_spans() if s.context is not None}
+    trace_id = f"{trace_id_int:032x}"  # the request's span and its phase's child share it
+    exemplars = {(m.name, s.labels.get("phase", "")): s.exemplar.labels for m in metrics.registry.collect()
+                 for s in m.samples if s.exemplar is not None}
+    assert exemplars == {("aiwatch_request_duration_seconds", ""): {"trace_id": trace_id},
+                         ("aiwatch_phase_duration_seconds", "inference"): {"trace_id": trace_id},
+                         ("aiwatch_phase_duration_seconds", "overhead"): {"trace_id": trace_id}}
