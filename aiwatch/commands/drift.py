@@ -42,6 +42,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--min-samples", type=positive_int, default=30,
                         help="fewer current values: insufficient data (default 30)")
     parser.add_argument("--chunk-rows", type=positive_int, default=100_000, help="rows read at a time")
+    parser.add_argument("--exact", action="store_true",
+                        help="KS / Wasserstein on every current value instead of a uniform sample of 100 000 per "
+                             "feature (holds the numerical columns in memory)")
     parser.set_defaults(handler=run)
 
 
@@ -120,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
         every, thresholds = _split(args.threshold, threshold)
         options = Options(methods=methods, thresholds=thresholds, method=method, threshold=every,
                           correction=args.correction, drift_share=args.drift_share, rule=args.rule,
-                          min_samples=args.min_samples)
+                          min_samples=args.min_samples, exact=args.exact)
         options.check_numbers()
         window = time_range(args)
         profile = load_reference(args.reference, chunk_rows=args.chunk_rows)

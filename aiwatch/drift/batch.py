@@ -48,7 +48,8 @@ def load_reference(source: str | os.PathLike[str], **options: Any) -> ReferenceP
 def compare_file(profile: ReferenceProfile, path: str | os.PathLike[str], options: Options | None = None,
                  chunk_rows: int = DEFAULT_CHUNK_ROWS) -> DriftReport:
     """Drift of a CSV/Parquet file against ``profile``, chunk by chunk: bin and category counts are exact over
-    every row; KS/Wasserstein use a uniform sample of at most ``options.max_exact`` values per feature."""
+    every row; KS/Wasserstein use a uniform sample of at most ``options.max_exact`` values per feature, or every
+    value with ``options.exact`` (then the numerical columns' values are held in memory)."""
     return _compare_chunks(profile, read_chunks(path, chunk_rows), options, set())
 
 
@@ -57,7 +58,7 @@ def _compare_chunks(profile: ReferenceProfile, chunks: Iterable[dict[str, Any]],
     options = options or Options()
     options.validate(profile)
     rng = np.random.default_rng(options.seed)
-    acc = {name: ChunkedCurrent(feat, options.max_exact, rng) for name, feat in profile.features.items()}
+    acc = {name: ChunkedCurrent(feat, options.sample_limit(), rng) for name, feat in profile.features.items()}
     for chunk in chunks:
         columns_seen.update(chunk)
         for name in profile.features:
