@@ -10,13 +10,13 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from typing import Any
 
 import pytest
 
 from aiwatch import runbooks
 from tests.console.browser import chromium, wait_for
+from tests.demo.process import lines_until_load
 from tests.servers import free_port, http_get, python_env, require_binary, wait_until
 
 pytestmark = pytest.mark.slow
@@ -120,15 +120,7 @@ def test_without_prometheus_the_demo_says_how_to_get_it(tmp_path: Any) -> None:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: list[str] = []
     try:
-        assert proc.stdout is not None
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-            if line.startswith(("warm-up", "stage normal")):
-                break
+        lines = lines_until_load(proc, 120)
     finally:
         proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=30)
