@@ -7,6 +7,7 @@ The runner starts the services (and the console, Prometheus and Alertmanager whe
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -22,9 +23,34 @@ HOST = "127.0.0.1"
 
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
+    """A port free on :data:`HOST` now, below the kernel's ephemeral range and not handed out before by this
+    process. Port 0 would pick one *in* the ephemeral range, which every outgoing connection also draws from: with a
+    dozen services and their load running, a connection could take the port before the service bound it."""
+    low = _ephemeral_low()
+    while True:
+        port = random.randrange(_LOWEST_PORT, low)
+        if port in _handed_out:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((HOST, port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+
+
+_LOWEST_PORT = 10000
+_handed_out: set[int] = set()
+
+
+def _ephemeral_low() -> int:
+    """The first port of the kernel's ephemeral range (Linux's default 32768 where it cannot be read)."""
+    with suppress(OSError, ValueError, IndexError):
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+        if low > _LOWEST_PORT + 1000:
+            return low
+    return 32768
 
 
 def _die_with_parent() -> None:
