@@ -61,12 +61,13 @@ def numerical_cuts(finite: FloatArray, n_bins: int) -> list[float]:
     return [float(c) for c in np.unique(qs)]
 
 
-def numerical_cuts_sorted(ordered: FloatArray, n_bins: int) -> list[float]:
+def numerical_cuts_sorted(ordered: FloatArray, n_bins: int, unordered: FloatArray | None = None) -> list[float]:
     """:func:`numerical_cuts` of values already sorted: the distinct values and the quantiles are read off the
-    sorted array (``np.quantile``'s linear interpolation, without its partition)."""
+    sorted array (``np.quantile``'s linear interpolation, without its partition); ``unordered`` as in
+    :func:`distinct_sorted`."""
     if ordered.size == 0:
         return []
-    distinct = distinct_sorted(ordered, DISCRETE_LIMIT)
+    distinct = distinct_sorted(ordered, DISCRETE_LIMIT, unordered)
     if distinct is not None:
         return _discrete_cuts(distinct)
     return [float(c) for c in np.unique(quantiles_sorted(ordered, np.linspace(0, 1, n_bins + 1)[1:-1]))]
@@ -76,10 +77,14 @@ def _discrete_cuts(distinct: FloatArray) -> list[float]:
     return [float(np.nextafter(distinct[0], -np.inf)), *map(float, distinct)]
 
 
-def distinct_sorted(ordered: FloatArray, limit: int) -> FloatArray | None:
-    """The distinct values of a sorted array, or ``None`` when there are more than ``limit``."""
+def distinct_sorted(ordered: FloatArray, limit: int, unordered: FloatArray | None = None) -> FloatArray | None:
+    """The distinct values of a sorted array, or ``None`` when there are more than ``limit``. ``unordered``: the
+    same values before sorting, whose first few thousand are probed first (more than ``limit`` distinct among them
+    answers ``None`` without a pass over the whole array)."""
     if ordered.size == 0:
         return ordered
+    if unordered is not None and np.unique(unordered[:4096]).size > limit:
+        return None
     starts = np.empty(ordered.size, dtype=bool)
     starts[0] = True
     np.not_equal(ordered[1:], ordered[:-1], out=starts[1:])
@@ -117,9 +122,10 @@ class _NumericalPass1:
     keys: FloatArray = field(default_factory=lambda: np.empty(0))
 
     def add(self, values: FloatArray, rng: np.random.Generator, sample_size: int,
-            ordered: FloatArray | None = None) -> None:
+            ordered: FloatArray | None = None, scratch: FloatArray | None = None) -> None:
         """Add one chunk of a column; ``ordered``: its finite values already sorted (then ``values`` holds only
-        finite values), which gives the extremes and the distinct values without another pass."""
+        finite values), which gives the extremes and the distinct values without another pass; ``scratch``: a
+        buffer of at least as many floats for the deviations (otherwise a new array)."""
         finite = values if ordered is not None else values[np.isfinite(values)]
         self.missing += int(values.size - finite.size)
         n = int(finite.size)
@@ -129,7 +135,7 @@ class _NumericalPass1:
             mean = float(finite.mean())
             # squared in place and summed pairwise; not np.dot: BLAS wakes its thread pool, which on a busy machine
             # cost more CPU than the whole rest of a 100k-value column's build
-            deviation = finite - mean
+            deviation = finite - mean if scratch is None else np.subtract(finite, mean, out=scratch[:n])
             m2 = float(np.square(deviation, out=deviation).sum())
         total = self.count + n
         delta = mean - self.mean
@@ -141,7 +147,7 @@ class _NumericalPass1:
         self.max = max(self.max, float(high))
         if self.distinct is not None:
             if ordered is not None:
-                distinct = distinct_sorted(ordered, DISCRETE_LIMIT)
+                distinct = distinct_sorted(ordered, DISCRETE_LIMIT, finite)
             elif np.unique(finite[:4096]).size > DISCRETE_LIMIT:  # cheap probe before a full sort
                 distinct = None
             else:
@@ -157,6 +163,26 @@ class _NumericalPass1:
             sample, keys = keep_smallest(np.concatenate([self.sample, sample]), np.concatenate([self.keys, keys]),
                                          sample_size)
         self.sample, self.keys = sample, keys
+
+
+class _Scratch:
+    """Two float buffers reused from one column to the next by :meth:`ProfileBuilder.add_whole`: the sorted copy
+    and the deviations from the mean. A new 8 MB array per column and use costs more in page faults (the allocator
+    returns large blocks to the system on free) than the arithmetic done in it."""
+
+    def __init__(self) -> None:
+        self._sorted = np.empty(0)
+        self.deviations = np.empty(0)
+
+    def sorted_copy(self, values: FloatArray) -> FloatArray:
+        """``np.sort(values)``, in the reused buffer (valid until the next call); the deviation buffer is grown to
+        the same size."""
+        if self._sorted.size < values.size:
+            self._sorted, self.deviations = np.empty(values.size), np.empty(values.size)
+        ordered = self._sorted[: values.size]
+        np.copyto(ordered, values)
+        ordered.sort()
+        return ordered
 
 
 class ProfileBuilder:
@@ -234,6 +260,7 @@ class ProfileBuilder:
         """Both passes at once over columns held whole in memory (:func:`build_in_memory`): each numerical column
         is sorted once, and its cuts (the exact quantiles of all its values, unless ``edges`` fixes them), bin
         counts, extremes and distinct values are read off the sorted values."""
+        scratch = _Scratch()
         for name, values in columns.items():
             name = str(name)
             kind, counts = self._kind(name, values)
@@ -245,14 +272,14 @@ class ProfileBuilder:
                 arr = to_float_counting(values)[0]
                 finite_mask = np.isfinite(arr)
                 finite = arr if finite_mask.all() else arr[finite_mask]
-                ordered = np.sort(finite)
+                ordered = scratch.sorted_copy(finite)
                 acc = self._num[name] = _NumericalPass1()
                 acc.missing = int(arr.size - finite.size)
-                acc.add(finite, self.rng, self.sample_size, ordered=ordered)
+                acc.add(finite, self.rng, self.sample_size, ordered=ordered, scratch=scratch.deviations)
                 if name in self.edges:
                     cuts = self.edges[name]
                 else:
-                    cuts = numerical_cuts_sorted(ordered, self.n_bins)
+                    cuts = numerical_cuts_sorted(ordered, self.n_bins, finite)
                     check_cuts(cuts, self.limits, f"edges of {name!r}")
                 self._cuts[name] = cuts
                 self._bins[name] = count_bins_sorted(np.asarray(cuts, dtype=np.float64), ordered)

@@ -133,8 +133,7 @@ def _count_by_reference(values: npt.NDArray[Any]) -> Counter[Any] | None:
         return None
     if references.size != values.size:
         return None
-    order = np.argsort(references)
-    grouped = references[order]
+    grouped = np.sort(references)
     first = np.empty(grouped.size, dtype=bool)
     first[0] = True
     np.not_equal(grouped[1:], grouped[:-1], out=first[1:])
@@ -143,13 +142,28 @@ def _count_by_reference(values: npt.NDArray[Any]) -> Counter[Any] | None:
         return None
     # in the order of each object's first occurrence, as a Counter of the values would meet them: of equal keys
     # (1, 1.0, True) the first one met is the one kept
-    first_seen = np.minimum.reduceat(order, starts)
+    first_seen = _first_occurrences(references, grouped[starts])
     by_first = np.argsort(first_seen)
     sizes = np.diff(starts, append=grouped.size)
     out: Counter[Any] = Counter()
     for obj, n in zip(values[first_seen[by_first]].tolist(), sizes[by_first].tolist(), strict=True):
         out[obj] += n  # equal objects that are not the same object meet here
     return out
+
+
+def _first_occurrences(references: npt.NDArray[np.intp], distinct: npt.NDArray[np.intp]) -> npt.NDArray[np.intp]:
+    """Index of the first occurrence of each of the (sorted) ``distinct`` references. Usually every distinct
+    object turns up within the first few thousand values, so growing prefixes are searched before the whole
+    column (an argsort, several times the cost of the plain sort that found ``distinct``)."""
+    size = 4096
+    while size < references.size:
+        found, index = np.unique(references[:size], return_index=True)
+        if found.size == distinct.size:  # the same sorted set: the prefix holds every distinct reference
+            return index
+        size *= 8
+    order = np.argsort(references)
+    starts = np.searchsorted(references[order], distinct)
+    return np.minimum.reduceat(order, starts)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -124,6 +125,9 @@ def test_distinct_counts_merges_equal_objects_that_are_not_the_same_object() -> 
     np.array([3, 1, 3, 2] * 500),
     np.array([0.5, np.nan, 0.5, -0.0, 0.0] * 500),
     np.array([True, False, True]),
+    # equal keys first met past the first 4096 values (a longer prefix finds them), and past every prefix
+    np.asarray(["a"] * 10_000 + [True, 1.0, 1, "b"] * 50, dtype=object),
+    np.asarray(["a"] * 40_000 + [1.0, True, 1] * 10 + ["late"], dtype=object),
 ])
 def test_distinct_counts_is_a_counter_of_the_values(values: object) -> None:
     expected = Counter(values.tolist() if isinstance(values, np.ndarray) else values)
@@ -178,6 +182,23 @@ def test_the_one_sort_build_matches_counting_every_value(values: np.ndarray) -> 
     distinct = np.unique(finite)
     assert f.distinct == (distinct.tolist() if distinct.size <= 20 else None)
     assert len(f.sample) == min(1000, finite.size) and set(f.sample) <= set(finite.tolist())
+
+
+def test_columns_built_together_are_each_built_as_alone() -> None:
+    # add_whole reuses its sort and deviation buffers from one column to the next, whatever their sizes
+    columns = {"big": RNG.normal(size=60_000), "small": RNG.exponential(size=300),
+               "ties": RNG.integers(0, 7, size=20_000).astype(float),
+               "holes": np.concatenate([RNG.normal(size=40_000), [np.nan, np.inf] * 5]),
+               "rounded": np.round(RNG.normal(size=30_000), 1)}
+    together = build_in_memory(columns, sample_size=1000).features()
+    for name, values in columns.items():
+        alone = build_in_memory({name: values}, sample_size=1000).features()[name]
+        # the same, but for the sample: one random generator draws every column's in turn
+        assert replace(together[name], sample=[], sample_keys=[]) == replace(alone, sample=[], sample_keys=[])
+        assert len(together[name].sample) == len(alone.sample)
+        finite = values[np.isfinite(values)]
+        assert together[name].cuts == numerical_cuts(finite, 10)
+        assert together[name].bin_counts == count_bins(np.asarray(together[name].cuts), finite).tolist()
 
 
 def test_the_one_sort_build_keeps_fixed_edges_and_refuses_a_column_twice() -> None:
