@@ -5,6 +5,7 @@ counts under their own component, and phase spans (their parent, model attribute
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import Iterator
 from typing import Any
 
@@ -398,3 +399,181 @@ def test_every_histogram_of_a_traced_request_carries_its_trace_id_as_exemplar(
     assert exemplars == {("aiwatch_request_duration_seconds", ""): {"trace_id": trace_id},
                          ("aiwatch_phase_duration_seconds", "inference"): {"trace_id": trace_id},
                          ("aiwatch_phase_duration_seconds", "overhead"): {"trace_id": trace_id}}
+
+
+# ---------------------------------------------------------------- names, label budgets and counted failures
+
+
+def counted_once_and_logged(metrics: Metrics, component: str, message: str, caplog: pytest.LogCaptureFixture,
+                            times: int = 1) -> None:
+    """``times`` failures counted under ``component`` in ``metrics`` (not another registry), each logged with the
+    exception that caused it."""
+    assert errors(metrics, component) == times
+    assert caplog.text.count(message) == times
+
+
+def test_begin_names_its_span_request_unless_told_otherwise(
+        metrics: Metrics, traced: tuple[TracerProvider, InMemorySpanExporter]) -> None:
+    provider, exporter = traced
+    recorder = RequestRecorder(metrics, service="svc", tracer_provider=provider)
+    recorder.finish(recorder.begin(), "/p", "GET", "200")
+    recorder.finish(recorder.begin_with(recorder.tracing.tracer()), "/p", "GET", "200")
+    recorder.finish(recorder.begin("GET /p"), "/p", "GET", "200")
+    assert [s.name for s in exporter.get_finished_spans()] == ["request", "request", "GET /p"]
+
+
+class _SpanWithoutContext:
+    def get_span_context(self) -> Any:
+        raise RuntimeError("no span context")
+
+
+def test_a_foreign_span_that_fails_is_counted_under_tracing_and_the_request_goes_on(
+        metrics: Metrics, traced: tuple[TracerProvider, InMemorySpanExporter], caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("aiwatch.safety._burst.burst_seconds", 0.0)
+    provider, _ = traced
+    recorder = RequestRecorder(metrics, service="svc", tracer_provider=provider)
+    tl = recorder.begin_in_span(_SpanWithoutContext())
+    counted_once_and_logged(metrics, "tracing", "RuntimeError('no span context')", caplog)
+    assert tl.trace_id is None
+    tl.span = tl.tracer = None
+    recorder.finish(tl, "/p", "GET", "200")
+    assert metrics.registry.get_sample_value(
+        "aiwatch_request_duration_seconds_count",
+        {"service": "svc", "route": "/p", "method": "GET", "status": "200"}) == 1
+
+
+def test_an_in_flight_gauge_that_fails_per_request_is_counted_under_metrics(
+        metrics: Metrics, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("aiwatch.safety._burst.burst_seconds", 0.0)
+    recorder = RequestRecorder(metrics, service="svc")
+
+    def broken(amount: float) -> None:
+        raise RuntimeError(f"gauge down {amount:+g}")
+
+    monkeypatch.setattr(recorder, "_in_flight", broken)
+    tl = recorder.begin()
+    counted_once_and_logged(metrics, "metrics", "RuntimeError('gauge down +1')", caplog)
+    recorder.finish(tl, "/p", "GET", "200")  # the metrics of finish are one block: it stops at the gauge
+    assert errors(metrics, "metrics") == 2 and "RuntimeError('gauge down -1')" in caplog.text
+
+
+def test_a_server_span_that_fails_to_end_is_counted_under_tracing(
+        metrics: Metrics, traced: tuple[TracerProvider, InMemorySpanExporter], caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("aiwatch.safety._burst.burst_seconds", 0.0)
+    provider, _ = traced
+    recorder = RequestRecorder(metrics, service="svc", tracer_provider=provider)
+    tl = recorder.begin()
+    assert tl.owns_span
+    started, tl.span = tl.span, _SpanThatFailsToEnd()
+    recorder.finish(tl, "/p", "GET", "200")
+    counted_once_and_logged(metrics, "tracing", "RuntimeError('exporter down')", caplog)
+    assert timing.current_timeline() is None
+    started.end()
+
+
+def test_start_up_metric_failures_are_logged_with_their_cause(
+        metrics: Metrics, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("aiwatch.safety._burst.burst_seconds", 0.0)
+    real_child = metrics.child
+
+    def child(metric: Any, labels: Any) -> Any:
+        if metric is metrics.requests_in_flight:
+            raise RuntimeError("no in-flight family")
+        if metric is metrics.slow_threshold:
+            raise RuntimeError("no threshold family")
+        return real_child(metric, labels)
+
+    monkeypatch.setattr(metrics, "child", child)
+    RequestRecorder(metrics, service="svc")
+    assert errors(metrics, "metrics") == 2
+    assert "RuntimeError('no in-flight family')" in caplog.text
+    assert "RuntimeError('no threshold family')" in caplog.text
+
+
+def test_the_model_label_has_one_budget_for_the_recorder_set_model_and_phases(metrics: Metrics) -> None:
+    recorder = make_recorder(service="svc", metrics=metrics, model="base", max_label_values=1)
+    assert recorder.model == "base"
+    tl = recorder.begin()
+    set_model("other")  # "base" took the only place
+    assert tl.model == OVERFLOW
+    with aiwatch.phase("inference", model="third"):
+        pass
+    recorder.finish(tl, "/p", "GET", "200")
+    assert phase_sum(metrics.registry, "inference", model=OVERFLOW) is not None
+    assert phase_sum(metrics.registry, "inference", model="third") is None
+
+
+def test_a_phase_model_admitted_first_leaves_no_room_for_set_model(metrics: Metrics) -> None:
+    recorder = make_recorder(service="svc", metrics=metrics, max_label_values=1)
+    tl = recorder.begin()
+    with aiwatch.phase("inference", model="first"):
+        pass
+    recorder.finish(tl, "/p", "GET", "200")
+    tl = recorder.begin()
+    set_model("second")
+    assert tl.model == OVERFLOW
+    recorder.finish(tl, "/p", "GET", "200")
+
+
+def test_phase_names_share_one_budget_and_overhead_is_never_folded(metrics: Metrics) -> None:
+    recorder = make_recorder(service="svc", metrics=metrics, max_label_values=1)
+    timing.set_default_recorder(recorder)
+    try:
+        record_phase("queue", 0.25)  # outside a request: admitted through the same guard
+    finally:
+        timing.set_default_recorder(None)
+    tl = recorder.begin()
+    with aiwatch.phase("inference"):
+        pass
+    recorder.finish(tl, "/p", "GET", "200")
+    assert phase_sum(metrics.registry, "queue") == 0.25
+    assert phase_sum(metrics.registry, "inference") is None
+    assert phase_sum(metrics.registry, OVERFLOW) is not None
+    assert phase_sum(metrics.registry, "overhead") is not None
+
+
+def test_only_admitted_phase_labels_are_cached(metrics: Metrics) -> None:
+    # a name folded into the overflow is folded again next time: names made from data cannot grow the cache
+    recorder = make_recorder(service="svc", metrics=metrics, max_label_values=1)
+    for name in ("kept", "data-1", "data-2"):
+        tl = recorder.begin()
+        with aiwatch.phase(name):
+            pass
+        recorder.finish(tl, "/p", "GET", "200")
+    assert set(recorder._phase_children) == {("kept", ""), ("overhead", "")}
+
+
+def test_an_async_phase_records_the_error_that_left_it_on_its_span(
+        metrics: Metrics, traced: tuple[TracerProvider, InMemorySpanExporter]) -> None:
+    provider, exporter = traced
+    recorder = RequestRecorder(metrics, service="svc", tracer_provider=provider)
+
+    async def failing() -> None:
+        tl = recorder.begin()
+        try:
+            async with aiwatch.phase("inference"):
+                raise KeyError("missing feature")
+        except KeyError:
+            pass
+        recorder.finish(tl, "/p", "GET", "500")
+
+    asyncio.run(failing())
+    (span,) = [s for s in exporter.get_finished_spans() if s.name == "inference"]
+    assert span.status.status_code is trace.StatusCode.ERROR and span.status.description == "KeyError"
+    assert [e.attributes["exception.message"] for e in span.events if e.attributes] == ["'missing feature'"]
+
+
+def test_a_decorated_coroutine_function_is_timed_while_it_runs(recorder: RequestRecorder,
+                                                              clock: ManualClock) -> None:
+    @aiwatch.phase("inference")
+    async def infer() -> str:
+        clock.advance(0.5)
+        return "done"
+
+    assert inspect.iscoroutinefunction(infer)
+    tl = recorder.begin()
+    assert asyncio.run(infer()) == "done"
+    assert tl.phases == {("inference", recorder.model): 0.5}
+    recorder.finish(tl, "/p", "GET", "200")
