@@ -90,6 +90,7 @@ def test_codes_are_in_order_and_unhashable_values_are_invalid() -> None:
 @pytest.mark.parametrize("values", [
     ["red", "blue", "red", "green", None, math.nan, 3],
     ["red", ["x"], "blue", None],  # an unhashable value: counted through the codes
+    ["red", b"raw", b"raw", (1, 2), "blue"],  # hashable values that cannot be categories, two distinct ones
     np.asarray(["red", "blue"] * 2000 + ["green", None] * 10, dtype=object),
 ])
 def test_bucket_counts_missing_and_invalid_add_up_as_the_codes_say(values: object) -> None:
@@ -99,6 +100,13 @@ def test_bucket_counts_missing_and_invalid_add_up_as_the_codes_say(values: objec
     assert counts.tolist() == [int(np.count_nonzero(codes == i)) for i in range(4)]
     assert (missing, invalid) == (int(np.count_nonzero(codes == MISSING)), int(np.count_nonzero(codes == INVALID)))
     assert b.count_codes(codes)[0].tolist() == counts.tolist()
+    assert counts.dtype == b.count_codes(codes)[0].dtype == np.int64  # whole numbers, exported as such
+
+
+def test_codes_of_a_tuple_keep_each_value_as_it_is() -> None:
+    # not through a numpy array of strings, where NaN would become the category "nan" and 3 the string "3"
+    assert _buckets().codes((math.nan, "red", 3, 3.0)).tolist() == _buckets().codes([math.nan, "red", 3, 3.0]).tolist()
+    assert _buckets().codes((math.nan, "red"))[0] == MISSING
 
 
 # --------------------------------------------------------------------------------------- distinct values
