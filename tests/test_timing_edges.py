@@ -577,3 +577,149 @@ def test_a_decorated_coroutine_function_is_timed_while_it_runs(recorder: Request
     assert asyncio.run(infer()) == "done"
     assert tl.phases == {("inference", recorder.model): 0.5}
     recorder.finish(tl, "/p", "GET", "200")
+
+
+def test_phase_names_are_checked_and_only_valid_ones_remembered(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(timing, "_valid_names", set())
+    monkeypatch.setattr(timing, "_MAX_CACHED_CHILDREN", 2)
+    for name in ("first", "second", "third"):
+        aiwatch.phase(name)
+    assert timing._valid_names == {"first", "second"}  # the cache is bounded: the third is checked every time
+    for bad in (42, "", "two words"):
+        with pytest.raises(ValueError, match="phase name must be a non-empty token"):
+            aiwatch.phase(bad)  # type: ignore[arg-type]
+
+
+def test_an_outer_phase_is_exclusive_of_every_phase_inside_it(recorder: RequestRecorder, clock: ManualClock) -> None:
+    tl = recorder.begin()
+    with aiwatch.phase("outer"):
+        clock.advance(0.25)
+        for seconds in (0.5, 1.0):
+            with aiwatch.phase("inner"):
+                clock.advance(seconds)
+    assert tl.phases == {("outer", recorder.model): 0.25, ("inner", recorder.model): 1.5}
+    recorder.finish(tl, "/p", "GET", "200")
+
+
+def test_an_outer_phase_shorter_than_what_was_recorded_inside_it_is_zero(recorder: RequestRecorder,
+                                                                         clock: ManualClock) -> None:
+    tl = recorder.begin()
+    with aiwatch.phase("outer"):
+        clock.advance(1.0)
+        record_phase("remote", 5.0)  # measured elsewhere, longer than the phase around it
+    assert tl.phases == {("remote", recorder.model): 5.0, ("outer", recorder.model): 0.0}
+    recorder.finish(tl, "/p", "GET", "200")
+
+
+def test_record_phase_inside_a_request_keeps_its_model(recorder: RequestRecorder) -> None:
+    tl = recorder.begin()
+    record_phase("inference", 0.5, model="ranker")
+    assert tl.phases == {("inference", "ranker"): 0.5}
+    recorder.finish(tl, "/p", "GET", "200")
+
+
+def test_overhead_of_exactly_zero_is_not_a_clamp_and_a_negative_one_is(metrics: Metrics, clock: ManualClock) -> None:
+    recorder = RequestRecorder(metrics, service="svc")
+
+    def clamped() -> float:
+        return metrics.registry.get_sample_value("aiwatch_overhead_clamped_total", {"service": "svc"}) or 0.0
+
+    tl = recorder.begin()
+    with aiwatch.phase("inference"):
+        clock.advance(0.5)
+    recorder.finish(tl, "/p", "GET", "200")
+    assert clamped() == 0.0 and phase_sum(metrics.registry, "overhead") == 0.0
+    tl = recorder.begin()
+    record_phase("remote", 5.0)
+    clock.advance(1.0)
+    recorder.finish(tl, "/p", "GET", "200")
+    assert clamped() == 1.0 and phase_sum(metrics.registry, "overhead") == 0.0
+    assert errors(metrics, "metrics") == 0.0
+
+
+def test_an_untraced_request_has_no_exemplars(metrics: Metrics) -> None:
+    recorder = RequestRecorder(metrics, service="svc")
+    tl = recorder.begin()
+    with aiwatch.phase("inference"):
+        pass
+    recorder.finish(tl, "/p", "GET", "200")
+    assert [s for m in metrics.registry.collect() for s in m.samples if s.exemplar is not None] == []
+
+
+def test_slow_counters_add_a_phase_over_models_and_share_the_phase_budget(metrics: Metrics,
+                                                                          clock: ManualClock) -> None:
+    recorder = make_recorder(service="svc", metrics=metrics, max_label_values=1, slow_threshold=1.0)
+
+    def slow_seconds(phase: str) -> float | None:
+        return metrics.registry.get_sample_value("aiwatch_slow_phase_seconds_total",
+                                                 {"service": "svc", "phase": phase})
+
+    tl = recorder.begin()  # fast: admits "kept", the only phase name there is room for
+    with aiwatch.phase("kept"):
+        pass
+    recorder.finish(tl, "/p", "GET", "200")
+    tl = recorder.begin()
+    record_phase("kept", 1.0, model="a")
+    record_phase("kept", 2.0, model="b")
+    record_phase("other", 0.5)
+    clock.advance(4.0)
+    recorder.finish(tl, "/p", "GET", "200")
+    assert slow_seconds("kept") == 3.0
+    assert slow_seconds("other") is None and slow_seconds(OVERFLOW) == 0.5
+
+
+def test_a_phase_span_failing_after_its_request_finished_is_counted_in_the_default_metrics(
+        metrics: Metrics, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("aiwatch.safety._burst.burst_seconds", 0.0)
+    recorder = RequestRecorder(metrics, service="svc")
+    tl = recorder.begin_with(None, "GET")
+    tl.tracer, tl.span = _TracerOfFailingSpans(), object()
+    before = errors(default_metrics(), "tracing")
+    open_phase = aiwatch.phase("features")
+    open_phase.__enter__()
+    tl.tracer = tl.span = None
+    recorder.finish(tl, "/p", "GET", "200")  # the request ends with the phase still open
+    open_phase.__exit__(None, None, None)
+    assert errors(default_metrics(), "tracing") == before + 1
+    assert "RuntimeError('exporter down')" in caplog.text
+
+
+def test_failures_of_phase_spans_and_phase_metrics_are_logged_with_their_cause(
+        metrics: Metrics, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("aiwatch.safety._burst.burst_seconds", 0.0)
+    recorder = RequestRecorder(metrics, service="svc")
+    tl = recorder.begin_with(None, "GET")
+    tl.tracer, tl.span = _BrokenTracer(), object()
+    with aiwatch.phase("features"):
+        pass
+    tl.tracer, tl.span = _TracerOfFailingSpans(), object()
+    with aiwatch.phase("features"):
+        pass
+    tl.tracer = tl.span = None
+    recorder.finish(tl, "/p", "GET", "200")
+    assert errors(metrics, "tracing") == 2
+    assert "RuntimeError('tracer down')" in caplog.text and "RuntimeError('exporter down')" in caplog.text
+
+
+def test_a_failing_phase_metric_outside_a_request_is_logged_with_its_cause(
+        metrics: Metrics, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("aiwatch.safety._burst.burst_seconds", 0.0)
+    recorder = RequestRecorder(metrics, service="worker")
+    timing.set_default_recorder(recorder)
+
+    class Broken:
+        def labels(self, *args: Any) -> Any:
+            raise RuntimeError("no histogram")
+
+    monkeypatch.setattr(metrics, "phase_duration", Broken())
+    try:
+        record_phase("queue", 0.5)
+    finally:
+        timing.set_default_recorder(None)
+    assert "RuntimeError('no histogram')" in caplog.text
+
+
+def test_the_default_recorder_is_made_once_on_first_use() -> None:
+    timing.set_default_recorder(None)
+    first = timing.default_recorder()
+    assert isinstance(first, RequestRecorder) and timing.default_recorder() is first
