@@ -723,3 +723,9 @@ def test_the_default_recorder_is_made_once_on_first_use() -> None:
     timing.set_default_recorder(None)
     first = timing.default_recorder()
     assert isinstance(first, RequestRecorder) and timing.default_recorder() is first
+
+
+def test_a_timeline_names_its_recorders_service(recorder: RequestRecorder) -> None:
+    tl = recorder.begin()
+    assert tl.service == recorder.service == "svc" and timing.current_timeline() is tl
+    recorder.finish(tl, "/p", "GET", "200")
