@@ -132,3 +132,15 @@ def test_format_then_parse_round_trips(phases: list[tuple[str, float]], total: f
     assert timing.total == pytest.approx(total, abs=1e-6)
     kept = "".join(c for c in service if c == "\t" or " " <= c <= "~" or "\x80" <= c <= "\xff")
     assert timing.service == (kept or None)
+
+
+@pytest.mark.parametrize(("value", "position", "char"), [("db;dur=1 x", 10, "x"), ("db;=1", 4, "=")])
+def test_a_parse_error_points_at_the_offending_character_counted_from_one(value: str, position: int,
+                                                                          char: str) -> None:
+    assert value[position - 1] == char
+    with pytest.raises(ValueError, match=f"at character {position} of "):
+        parse(value)
+
+
+def test_quote_keeps_tabs_and_drops_other_control_characters() -> None:
+    assert quote("a\tb\x01c\x7f") == '"a\tbc"'
