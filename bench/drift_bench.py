@@ -17,8 +17,9 @@ Evidently's defaults pick at these sizes (Wasserstein normalised by the referenc
 shares) and nothing else. The profile build of the reference alone is timed too.
 
 Module imports are not timed on any side: Evidently's (which imports scipy) and pandas' happen before its timer, and
-so do the scipy modules aiwatch imports on its first test (``import_cpu_s`` in a worker's output: 0.1-0.5 s of CPU,
-once per process, about the cost of the whole one-off comparison at 100k rows).
+so do the scipy modules aiwatch imports on its first test (``import_cpu_s`` in a worker's output, both modules:
+0.9 s of CPU at load 6; ``scipy.spatial`` alone, which the one-off comparison needs, added about 0.4 s to it at
+100k rows, more than the comparison itself).
 
 Each measurement is a fresh subprocess: wall and CPU time (this process, all threads) of the work only, and its
 extra peak memory = the process' peak RSS during the work (VmHWM reset through /proc/self/clear_refs just before)
