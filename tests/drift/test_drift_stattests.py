@@ -215,3 +215,21 @@ def test_benjamini_hochberg_of_one_p_value_is_itself_and_adjusted_values_stop_at
 def test_wasserstein_of_sorted_samples_refuses_an_empty_side_by_name(u: np.ndarray, v: np.ndarray) -> None:
     with pytest.raises(ValueError, match=r"^Wasserstein distance needs values on both sides$"):
         stattests.wasserstein_distance_sorted(u, v)
+
+
+def test_a_p_value_equal_to_the_threshold_is_drift_only_for_ks() -> None:
+    # KS drifts at p <= threshold (Evidently's rule); chi-square and z at p < threshold
+    assert stattests.method("ks").drifted(0.3, 0.05, 0.05) is True
+    assert stattests.method("chisquare").drifted(9.0, 0.05, 0.05) is False
+    assert stattests.method("z").drifted(2.0, 0.05, 0.05) is False
+    assert stattests.method("chisquare").drifted(9.0, 0.049, 0.05) is True
+
+
+def test_a_distance_equal_to_the_threshold_is_drift() -> None:
+    assert stattests.method("psi").drifted(0.1, None, 0.1) is True
+    assert stattests.method("wasserstein").drifted(0.0999, None, 0.1) is False
+
+
+def test_an_unknown_test_name_lists_the_known_ones() -> None:
+    with pytest.raises(ValueError, match=r"known: ks, chisquare, z, psi, jensenshannon, wasserstein$"):
+        stattests.method("t-test")
