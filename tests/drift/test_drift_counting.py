@@ -49,7 +49,8 @@ def test_count_bins_has_a_bin_for_every_cut_plus_one_even_when_empty() -> None:
 def test_counting_sorted_values_is_counting_them(values: np.ndarray) -> None:
     for cuts in (np.array([0.0, 1.0]), np.array([-0.5, 0.0, 0.5]), np.array([], dtype=np.float64),
                  np.array([1.0])):
-        assert count_bins_sorted(cuts, np.sort(values)).tolist() == count_bins(cuts, values).tolist()
+        counts = count_bins_sorted(cuts, np.sort(values))
+        assert counts.tolist() == count_bins(cuts, values).tolist() and counts.dtype == np.int64
 
 
 def test_new_values_are_the_distinct_values_outside_the_reference_smallest_first() -> None:
