@@ -141,7 +141,8 @@ merged = CollectorRegistry()
 MultiProcessCollector(merged)
 print(fastpath.LAYOUT_PROBLEM)
 print(merged.get_sample_value("aiwatch_request_duration_seconds_count",
-                              {"service": "s", "route": "/r", "method": "GET", "status": "200"}),
+                              {"traffic_class": "realtime",
+                               "service": "s", "route": "/r", "method": "GET", "status": "200"}),
       merged.get_sample_value("aiwatch_requests_in_flight", {"service": "s"}))
 """
     problem, counts = _run(code, PROMETHEUS_MULTIPROC_DIR=str(tmp_path))[:2]

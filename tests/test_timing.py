@@ -11,10 +11,11 @@ import aiwatch
 from aiwatch import timing
 from aiwatch.metrics import Metrics
 from aiwatch.timing import RequestRecorder, current_timeline, set_default_recorder
+from tests.labels import with_defaults
 
 
 def sample(registry: CollectorRegistry, name: str, **labels: str) -> float | None:
-    return registry.get_sample_value(name, labels)
+    return registry.get_sample_value(name, with_defaults(name, labels))
 
 
 @pytest.fixture
@@ -248,4 +249,5 @@ def test_begin_in_span_leaves_the_span_to_its_owner(metrics: Metrics, registry: 
     assert tl.trace_id == format(owners.get_span_context().trace_id, "032x")
     owners.end()
     assert registry.get_sample_value("aiwatch_request_duration_seconds_count",
-                                     {"service": "svc", "route": "/r", "method": "GET", "status": "200"}) == 1
+                                     {"traffic_class": "realtime",
+                                      "service": "svc", "route": "/r", "method": "GET", "status": "200"}) == 1
