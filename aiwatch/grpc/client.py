@@ -167,7 +167,8 @@ class _ClientCore:
         return pairs
 
     def record(self, method: str, start: float, end: float, code: Any, trailing: Any, address: str | None,
-               site: tuple[RequestTimeline | None, str]) -> None:
+               site: tuple[RequestTimeline | None, str], sent: int | None = None,
+               received: int | None = None) -> None:
         """Record a finished call made from ``site`` (:func:`aiwatch.timing.call_site`); ``address`` is the call's
         ``peer()`` when :attr:`needs_call_peer`."""
         try:
@@ -179,7 +180,18 @@ class _ClientCore:
             return
         timeline, phase = site
         self.recorder.record(start, end, self.address or address or "", route, status, value, timeline, phase,
-                             TIMING_COMPONENT, fixed_peer=self.peer)
+                             TIMING_COMPONENT, fixed_peer=self.peer, sent=sent, received=received)
+
+
+def message_size(message: Any) -> int | None:
+    """A protobuf message's serialized size (``None`` for anything else: a request iterator, raw bytes' absence)."""
+    try:
+        if isinstance(message, bytes):
+            return len(message)
+        size = getattr(message, "ByteSize", None)
+        return int(size()) if size is not None else None
+    except Exception:
+        return None
 
 
 def _peer_of(call: Any) -> str | None:
@@ -213,8 +225,10 @@ class AiwatchClientInterceptor(
         """The recorder calls are recorded through."""
         return self._core.recorder
 
-    def _intercept(self, continuation: Callable[[Any, Any], Any], details: Any, request: Any) -> Any:
+    def _intercept(self, continuation: Callable[[Any, Any], Any], details: Any, request: Any,
+                   unary_response: bool = False, unary_request: bool = False) -> Any:
         start = _clock()
+        sent = message_size(request) if unary_request else None
         site = call_site()
         core = self._core
         method = method_name(details.method)
@@ -245,8 +259,14 @@ class AiwatchClientInterceptor(
                     core.end_span(span, None)
                     return
                 core.end_span(span, code)
+                received = None
+                if unary_response and code == grpc.StatusCode.OK:
+                    try:
+                        received = message_size(finished.result())
+                    except Exception:
+                        received = None
                 core.record(method, start, end, code, trailing,
-                            _peer_of(finished) if core.needs_call_peer else None, site)
+                            _peer_of(finished) if core.needs_call_peer else None, site, sent, received)
 
             call.add_done_callback(done)
         except Exception as exc:
@@ -254,13 +274,13 @@ class AiwatchClientInterceptor(
         return call
 
     def intercept_unary_unary(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
-        return self._intercept(continuation, client_call_details, request)
+        return self._intercept(continuation, client_call_details, request, unary_response=True, unary_request=True)
 
     def intercept_unary_stream(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
-        return self._intercept(continuation, client_call_details, request)
+        return self._intercept(continuation, client_call_details, request, unary_request=True)
 
     def intercept_stream_unary(self, continuation: Any, client_call_details: Any, request_iterator: Any) -> Any:
-        return self._intercept(continuation, client_call_details, request_iterator)
+        return self._intercept(continuation, client_call_details, request_iterator, unary_response=True)
 
     def intercept_stream_stream(self, continuation: Any, client_call_details: Any, request_iterator: Any) -> Any:
         return self._intercept(continuation, client_call_details, request_iterator)
