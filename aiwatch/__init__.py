@@ -25,7 +25,7 @@ from aiwatch.timing import RequestRecorder, current_timeline, phase, record_phas
 
 # name -> module that defines it; imported on first attribute access (heavier or optional dependencies).
 _LAZY: dict[str, str] = {
-    "instrument": "aiwatch.instrument",
+    "instrument": "aiwatch.instrument_app",
     "make_recorder": "aiwatch.recording",
     "record_tokens": "aiwatch.genai",
     "degraded": "aiwatch.degradation",

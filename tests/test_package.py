@@ -58,3 +58,13 @@ def test_every_public_name_is_the_object_its_module_defines_and_is_documented() 
 def test_unknown_attribute_is_an_attribute_error() -> None:
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         aiwatch.nope  # noqa: B018
+
+
+def test_aiwatch_instrument_stays_the_function_whatever_is_imported_first() -> None:
+    # the module that defines instrument() is not called aiwatch.instrument: importing it first (directly, or through
+    # an integration) must not turn the package attribute into a module
+    code = ("import aiwatch.instrument_app, aiwatch.middleware.instrumentor, aiwatch\n"
+            "print(callable(aiwatch.instrument), aiwatch.instrument.__module__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env=python_env()).stdout
+    assert out.split() == ["True", "aiwatch.instrument_app"]

@@ -19,19 +19,15 @@ from __future__ import annotations
 import functools
 import importlib.util
 from collections.abc import Callable, Collection
-from typing import Any, cast
+from typing import Any
 
-# Through the package's lazy attribute: a first `import aiwatch.instrument` would make `aiwatch.instrument` the module
-# (mypy takes the name for the module: hence the cast).
-from aiwatch import instrument as _instrument
+from aiwatch.instrument_app import instrument
 from aiwatch.instrumentor import PatchingInstrumentor
 from aiwatch.patching import Maker, Patch
 from aiwatch.recording import RECORDER_OPTIONS, resolve_recorder
 from aiwatch.safety import record_error
 
 __all__ = ["AiwatchStarletteInstrumentor"]
-
-instrument = cast(Callable[..., Any], _instrument)
 
 
 class AiwatchStarletteInstrumentor(PatchingInstrumentor):

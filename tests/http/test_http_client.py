@@ -162,7 +162,7 @@ def test_importing_the_integrations_imports_no_optional_dependency() -> None:
 
     from tests.servers import python_env
 
-    code = ("import sys, aiwatch, aiwatch.client, aiwatch.instrument, aiwatch.middleware.asgi, "
+    code = ("import sys, aiwatch, aiwatch.client, aiwatch.instrument_app, aiwatch.middleware.asgi, "
             "aiwatch.middleware.wsgi, aiwatch.gunicorn, aiwatch.exposition\n"
             "print(sorted(m for m in ('httpx', 'requests', 'flask', 'fastapi', 'starlette', 'werkzeug', "
             "'gunicorn', 'uvicorn') if m in sys.modules))")
