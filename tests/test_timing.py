@@ -93,7 +93,7 @@ def test_repeated_phase_adds_up_to_one_observation(recorder: RequestRecorder, re
     for _ in range(3):
         aiwatch.record_phase("features", 0.01)
     recorder.finish(tl, "/p", "GET", "200")
-    labels = {"service": "svc", "model": "m", "phase": "features"}
+    labels = {"service": "svc", "model": "m", "model_version": "", "phase": "features"}
     assert registry.get_sample_value("aiwatch_phase_duration_seconds_count", labels) == 1
     assert registry.get_sample_value("aiwatch_phase_duration_seconds_sum", labels) == pytest.approx(0.03)
 
@@ -208,7 +208,8 @@ def test_failing_metric_never_raises(metrics: Metrics, registry: CollectorRegist
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("injected")
 
-    monkeypatch.setattr(metrics.child(metrics.request_duration, ("svc", "/p", "GET", "200")), "observe", broken)
+    child = metrics.child(metrics.request_duration, ("svc", "/p", "GET", "200", "realtime"))
+    monkeypatch.setattr(child, "observe", broken)
     tl = recorder.begin()
     recorder.finish(tl, "/p", "GET", "200")
     assert sample(registry, "aiwatch_instrumentation_errors_total", component="metrics") == 1
