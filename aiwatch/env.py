@@ -26,6 +26,8 @@ class EnvVar:
     meaning: str
     #: Whose variable it is: ``aiwatch``, or the library whose standard variable aiwatch honours.
     owner: str = "aiwatch"
+    #: A secret (a token, a password): ``aiwatch env`` says whether it is set, never its value.
+    secret: bool = False
 
     def raw(self, env: Mapping[str, str] | None = None) -> str:
         """The value as set in ``env`` (default ``os.environ``); ``""`` when unset."""
@@ -130,6 +132,44 @@ CONSOLE_REFRESH = EnvVar("AIWATCH_CONSOLE_REFRESH", "10",
 CONSOLE_WINDOW = EnvVar("AIWATCH_CONSOLE_WINDOW", "60", "The default rate and quantile window, in seconds.")
 CONSOLE_SPAN = EnvVar("AIWATCH_CONSOLE_SPAN", "900",
                       "Seconds of history the over-time charts draw from Prometheus.")
+CONSOLE_TIMEOUT = EnvVar("AIWATCH_CONSOLE_TIMEOUT", "5",
+                         "Seconds one request to Prometheus may take, its answer read (a panel not answered in time "
+                         "says so; the others still draw).")
+CONSOLE_AGGREGATION_LABELS = EnvVar(
+    "AIWATCH_CONSOLE_AGGREGATION_LABELS", "cluster,namespace",
+    "Labels the console's Prometheus queries always keep apart (comma separated; `none` for none): series of "
+    "different clusters or namespaces are never summed. Absent labels are harmless.")
+CONSOLE_MATCH = EnvVar("AIWATCH_CONSOLE_MATCH", "",
+                       "PromQL label matchers added to every console query, e.g. `cluster=\"eu-1\"`: one cluster "
+                       "of a Thanos or Mimir holding several.")
+CONSOLE_GPU_SOURCE = EnvVar("AIWATCH_CONSOLE_GPU_SOURCE", "aiwatch",
+                            "Where the console's GPU panels read from: `aiwatch` (aiwatch's NVML collector) or "
+                            "`dcgm` (NVIDIA's dcgm-exporter).")
+CONSOLE_DCGM_UTILIZATION = EnvVar("AIWATCH_CONSOLE_DCGM_UTILIZATION", "DCGM_FI_DEV_GPU_UTIL",
+                                  "With `dcgm`: the field that is GPU utilization, `DCGM_FI_DEV_GPU_UTIL` or, with "
+                                  "profiling metrics on, `DCGM_FI_PROF_SM_ACTIVE`.")
+# --- reading Prometheus (the console, ``aiwatch diagnose``; also sent to the /metrics URLs they scrape) ------
+PROMETHEUS_HEADERS = EnvVar("AIWATCH_PROMETHEUS_HEADERS", "",
+                            "Extra headers for every request, `name=value` pairs separated by commas, values "
+                            "percent-encoded (as `OTEL_EXPORTER_OTLP_HEADERS`).")
+PROMETHEUS_BEARER_TOKEN = EnvVar("AIWATCH_PROMETHEUS_BEARER_TOKEN", "",
+                                 "A bearer token sent as `Authorization: Bearer ...`.", secret=True)
+PROMETHEUS_BEARER_TOKEN_FILE = EnvVar("AIWATCH_PROMETHEUS_BEARER_TOKEN_FILE", "",
+                                      "A file holding the bearer token, read on every request (a rotated token is "
+                                      "picked up).")
+PROMETHEUS_BASIC_AUTH_USER = EnvVar("AIWATCH_PROMETHEUS_BASIC_AUTH_USER", "", "The basic-auth username.")
+PROMETHEUS_BASIC_AUTH_PASSWORD = EnvVar("AIWATCH_PROMETHEUS_BASIC_AUTH_PASSWORD", "", "The basic-auth password.",
+                                        secret=True)
+PROMETHEUS_BASIC_AUTH_PASSWORD_FILE = EnvVar("AIWATCH_PROMETHEUS_BASIC_AUTH_PASSWORD_FILE", "",
+                                             "A file holding the basic-auth password, read on every request.")
+PROMETHEUS_TENANT = EnvVar("AIWATCH_PROMETHEUS_TENANT", "",
+                           "The tenant, sent as `X-Scope-OrgID` (Mimir, Cortex).")
+PROMETHEUS_CA_FILE = EnvVar("AIWATCH_PROMETHEUS_CA_FILE", "",
+                            "A PEM bundle of the CAs that verify the server's certificate (default: the system's).")
+PROMETHEUS_CERT_FILE = EnvVar("AIWATCH_PROMETHEUS_CERT_FILE", "",
+                              "A PEM client certificate (mutual TLS); its key too unless "
+                              "`AIWATCH_PROMETHEUS_KEY_FILE` is set.")
+PROMETHEUS_KEY_FILE = EnvVar("AIWATCH_PROMETHEUS_KEY_FILE", "", "The client certificate's PEM key.")
 
 VARIABLES: tuple[EnvVar, ...] = (
     SERVICE, OTEL_SERVICE_NAME, SLOW_THRESHOLD, MAX_LABEL_VALUES, TRAFFIC_CLASSES, TRAFFIC_CLASS_ROUTES, TRACING,
@@ -138,13 +178,23 @@ VARIABLES: tuple[EnvVar, ...] = (
     OTEL_FASTAPI_EXCLUDED_URLS, OTEL_STARLETTE_EXCLUDED_URLS, OTEL_FLASK_EXCLUDED_URLS, MULTIPROC_DIR,
     GPU_POLL_INTERVAL,
     CONSOLE_PROMETHEUS, CONSOLE_SCRAPE, CONSOLE_INTERVAL, CONSOLE_HISTORY, CONSOLE_REFRESH, CONSOLE_WINDOW,
-    CONSOLE_SPAN,
+    CONSOLE_SPAN, CONSOLE_TIMEOUT, CONSOLE_AGGREGATION_LABELS, CONSOLE_MATCH, CONSOLE_GPU_SOURCE,
+    CONSOLE_DCGM_UTILIZATION,
+    PROMETHEUS_HEADERS, PROMETHEUS_BEARER_TOKEN, PROMETHEUS_BEARER_TOKEN_FILE, PROMETHEUS_BASIC_AUTH_USER,
+    PROMETHEUS_BASIC_AUTH_PASSWORD, PROMETHEUS_BASIC_AUTH_PASSWORD_FILE, PROMETHEUS_TENANT, PROMETHEUS_CA_FILE,
+    PROMETHEUS_CERT_FILE, PROMETHEUS_KEY_FILE,
 )
 
 
 def service_name(env: Mapping[str, str] | None = None) -> str:
     """The default ``service`` label: ``$AIWATCH_SERVICE``, else ``$OTEL_SERVICE_NAME``, else ``app``."""
     return SERVICE.raw(env) or OTEL_SERVICE_NAME.raw(env) or SERVICE.default
+
+
+def named_variable(name: str, env: Mapping[str, str] | None = None) -> str:
+    """The value of an environment variable the user named (``--bearer-token-env NAME``), not one of the table's;
+    ``""`` when unset."""
+    return (os.environ if env is None else env).get(name, "")
 
 
 #: The OpenTelemetry instrumentation names whose ``OTEL_PYTHON_{NAME}_EXCLUDED_URLS`` aiwatch honours.

@@ -190,6 +190,22 @@ CONTRACT: tuple[MetricSpec, ...] = (
     MetricSpec("aiwatch_feature_invalid_total", "counter",
                "Live feature values rejected by drift monitoring, by reason (wrong_type, missing_feature, "
                "unknown_feature).", ("model", "feature", "reason")),
+    # --- the feedback path: prediction log and realised quality ----------------------------------------------
+    MetricSpec("aiwatch_prediction_log_records_total", "counter",
+               "Prediction-log records by what became of them: sampled_out (not kept by the sampling rate), queued, "
+               "dropped (the queue was full or the log closed; the request was not slowed), written (handed to the "
+               "sink), failed (the sink or the record raised).", ("log", "result")),
+    MetricSpec("aiwatch_model_quality", "gauge",
+               "Realised quality of a model in its latest labelled window: delayed labels joined to the prediction "
+               "log (accuracy, precision, recall for a classifier; mae, rmse for a regressor).", ("model", "metric"),
+               multiprocess_mode="mostrecent"),
+    MetricSpec("aiwatch_model_quality_objective", "gauge",
+               "The bound aiwatch_model_quality is held to: a floor for accuracy, precision and recall, a ceiling for "
+               "mae and rmse (AiwatchModelQualityLow fires on the wrong side).", ("model", "metric"),
+               multiprocess_mode="mostrecent"),
+    MetricSpec("aiwatch_model_quality_labelled", "gauge",
+               "Logged requests with a label in the window aiwatch_model_quality was computed on.", ("model",),
+               multiprocess_mode="mostrecent"),
     # --- aiwatch itself -----------------------------------------------------------------------------------
     MetricSpec("aiwatch_instrumentation_errors_total", "counter",
                "Failures inside aiwatch that were swallowed instead of breaking the app.", ("component",)),
@@ -345,6 +361,10 @@ class Metrics:
         self.feature_invalid: Counter = m["aiwatch_feature_invalid_total"]
         self.instrumentation_errors: Counter = m["aiwatch_instrumentation_errors_total"]
         self.label_overflow: Counter = m["aiwatch_label_overflow_total"]
+        self.prediction_log_records: Counter = m["aiwatch_prediction_log_records_total"]
+        self.model_quality: Gauge = m["aiwatch_model_quality"]
+        self.model_quality_objective: Gauge = m["aiwatch_model_quality_objective"]
+        self.model_quality_labelled: Gauge = m["aiwatch_model_quality_labelled"]
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self._children_lock = threading.Lock()
         if self.unavailable:

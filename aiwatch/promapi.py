@@ -10,6 +10,10 @@ Prometheus' ``error`` text, a body that is not JSON, a failed query, an answer o
 Whatever answers at the URL, a call returns a usable answer or raises one of these: garbage, JSON of the wrong
 shape, NaN and infinite values, answers larger than ``max_bytes`` and servers that drip bytes included.
 
+Authentication, a tenant, extra headers and TLS (a CA bundle, a client certificate) are an
+:class:`~aiwatch.httpconfig.HTTPConfig`, given once here for every caller: a Prometheus behind an authenticating
+proxy, Thanos, or a multi-tenant Mimir (``HTTPConfig(tenant="team-a")`` sends ``X-Scope-OrgID``).
+
     >>> api = PrometheusAPI("http://127.0.0.1:9090")  # doctest: +SKIP
     >>> api.query("sum(up)", time=1700000000)  # doctest: +SKIP
     [({}, 3.0)]
@@ -20,11 +24,13 @@ from __future__ import annotations
 import http.client
 import json
 import math
+import ssl
 import time
 import urllib.error
 import urllib.parse
-import urllib.request
 from typing import Any
+
+from aiwatch.httpconfig import CredentialsError, HTTPConfig
 
 Sample = tuple[dict[str, str], float]
 """One series of an instant vector: its labels and its value."""
@@ -52,19 +58,27 @@ class PrometheusAPI:
 
     - ``timeout``: seconds one call may take in all, reading the answer included (also sent as the query's own
       ``timeout``, so that Prometheus stops working on it);
-    - ``max_bytes``: the largest answer read.
+    - ``max_bytes``: the largest answer read;
+    - ``http``: headers, credentials and TLS (:class:`~aiwatch.httpconfig.HTTPConfig`).
+
+    Credentials go in ``http``, never in the URL (``http://user:secret@host`` is refused: messages print the URL).
     """
 
-    def __init__(self, url: str, *, timeout: float = 5.0, max_bytes: int = 32 * 2**20) -> None:
+    def __init__(self, url: str, *, timeout: float = 5.0, max_bytes: int = 32 * 2**20,
+                 http: HTTPConfig | None = None) -> None:
         parsed = urllib.parse.urlparse(url)
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
             raise ValueError(f"Prometheus URL must look like http://host:9090, got {url!r}")
+        if "@" in parsed.netloc:
+            raise ValueError("the Prometheus URL holds credentials (user:password@): give them as basic auth or a "
+                             "token file instead, so that no message prints them")
         if not 0 < timeout < math.inf or max_bytes < 1:
             raise ValueError(f"timeout must be > 0 seconds and max_bytes >= 1, got timeout={timeout} "
                              f"max_bytes={max_bytes}")
         self.url = url.rstrip("/")
         self.timeout = timeout
         self.max_bytes = max_bytes
+        self.http = http or HTTPConfig()
 
     # --- transport ------------------------------------------------------------------------------------------
     def get(self, path: str, params: dict[str, str] | None = None) -> dict[str, Any]:
@@ -78,16 +92,22 @@ class PrometheusAPI:
         started = time.monotonic()
         what = f"{path} (query: {short(query)})" if query is not None else path
         try:
-            with urllib.request.urlopen(url, timeout=self.timeout) as resp:
+            with self.http.open(url, self.timeout) as resp:
                 raw = self._read(resp, started, what)
+        except CredentialsError as exc:
+            raise PrometheusError(f"cannot ask Prometheus at {self.url}: {exc}") from exc
         except urllib.error.HTTPError as exc:
             raise self._http_error(exc, path, what, started) from exc
         except urllib.error.URLError as exc:
             if isinstance(exc.reason, TimeoutError):
                 raise self._slow(what, started) from exc
+            if isinstance(exc.reason, ssl.SSLError):
+                raise self._tls(exc.reason) from exc
             raise PrometheusUnavailable(f"Prometheus at {self.url} is unreachable: {exc.reason}") from exc
         except TimeoutError as exc:  # socket.timeout: connected, but no answer in time
             raise self._slow(what, started) from exc
+        except ssl.SSLError as exc:  # TLS 1.3: a refused client certificate shows on the first read
+            raise self._tls(exc) from exc
         except OSError as exc:
             raise PrometheusUnavailable(f"Prometheus at {self.url} is unreachable: {exc}") from exc
         except http.client.HTTPException as exc:
@@ -119,6 +139,10 @@ class PrometheusAPI:
             if size > self.max_bytes:
                 raise PrometheusError(f"Prometheus' answer to {what} is larger than {self.max_bytes} bytes")
 
+    def _tls(self, exc: ssl.SSLError) -> PrometheusError:
+        return PrometheusError(f"TLS with Prometheus at {self.url} failed: {exc.reason or exc} (the CA file must "
+                               "hold the CA of its certificate; a client certificate may be required)")
+
     def _slow(self, what: str, started: float) -> PrometheusSlow:
         return PrometheusSlow(f"Prometheus at {self.url} is slow: {what} was not answered within {self.timeout:g} s "
                               f"(gave up after {time.monotonic() - started:.1f} s)")
@@ -131,7 +155,8 @@ class PrometheusAPI:
         detail = answer.get("error", "") if isinstance(answer, dict) else ""
         if isinstance(answer, dict) and answer.get("errorType") == "timeout":
             return self._slow(what, started)
-        return PrometheusError(f"Prometheus answered {exc.code} to {path}: {short(detail or exc.reason)}")
+        hint = _AUTH_HINTS.get(exc.code, "")
+        return PrometheusError(f"Prometheus answered {exc.code} to {path}: {short(detail or exc.reason)}{hint}")
 
     # --- queries --------------------------------------------------------------------------------------------
     def query(self, promql: str, time: float | None = None) -> list[Sample]:
@@ -167,6 +192,12 @@ class PrometheusAPI:
             if points:
                 out.append((labels(item.get("metric"), promql), points))
         return out
+
+
+_AUTH_HINTS = {
+    401: " (it wants credentials: a bearer token file, basic auth, or a client certificate)",
+    403: " (the credentials or the tenant given are not allowed to read it)",
+}
 
 
 def short(value: object, limit: int = 300) -> str:

@@ -347,6 +347,39 @@ def number(value: float) -> str:
     return repr(value).removesuffix(".0")
 
 
+# --- aggregation labels -------------------------------------------------------------------------------------------
+
+DEFAULT_AGGREGATION_LABELS: tuple[str, ...] = ("cluster", "namespace")
+"""The labels every aggregation keeps by default, so that Prometheus federations (Thanos, Mimir) never sum series of
+different clusters or namespaces. A label a series lacks groups as empty, so a single cluster without a ``cluster``
+label gives the same answers as before."""
+
+
+def scoped(scope: Sequence[str], labels: Sequence[str]) -> tuple[str, ...]:
+    """``scope`` then ``labels``, each label once.
+
+    >>> scoped(("cluster", "namespace"), ("service", "cluster"))
+    ('cluster', 'namespace', 'service')
+    """
+    return tuple(dict.fromkeys((*scope, *labels)))
+
+
+def label_list(text: str, what: str = "labels") -> tuple[str, ...]:
+    """Label names written ``a, b`` or ``a b`` (``none`` or nothing for none); ``ValueError`` for a name that is no
+    Prometheus label name (or a reserved ``__`` one).
+
+    >>> label_list("cluster, namespace"), label_list("none")
+    (('cluster', 'namespace'), ())
+    """
+    names = [n for n in text.replace(",", " ").split() if n]
+    if names == ["none"]:
+        return ()
+    for name in names:
+        if not LABEL_NAME.fullmatch(name) or name.startswith("__"):
+            raise ValueError(f"{what}: {name!r} is not a label name")
+    return tuple(dict.fromkeys(names))
+
+
 def by(aggregation: str, labels: Sequence[str], expr: str) -> str:
     """``aggregation by (labels) (expr)``; without labels, ``aggregation(expr)``."""
     if not labels:

@@ -16,11 +16,12 @@ Prometheus text format, :mod:`prometheus_client.openmetrics.parser` when the ser
 
 from __future__ import annotations
 
-import urllib.request
 from collections.abc import Mapping
 
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as _openmetrics_families
 from prometheus_client.parser import text_string_to_metric_families as _text_families
+
+from aiwatch.httpconfig import HTTPConfig
 
 LabelKey = tuple[tuple[str, str], ...]
 """A series' labels as sorted ``(name, value)`` pairs (hashable, one per series)."""
@@ -50,12 +51,13 @@ def parse_metrics(text: str, content_type: str = "", labels: Mapping[str, str] |
 
 
 def fetch_metrics(url: str, timeout: float = 5.0, labels: Mapping[str, str] | None = None,
-                  headers: Mapping[str, str] | None = None) -> Samples:
-    """GET ``url`` (a ``/metrics`` endpoint) and parse it. ``headers`` are added to the request (authorization);
-    errors are urllib's (``HTTPError``, ``URLError``, ``OSError``, ``TimeoutError``) or the parser's ``ValueError``.
+                  headers: Mapping[str, str] | None = None, http: HTTPConfig | None = None) -> Samples:
+    """GET ``url`` (a ``/metrics`` endpoint) and parse it. ``headers`` are added to the request; ``http`` brings
+    credentials, a tenant and TLS (:class:`~aiwatch.httpconfig.HTTPConfig`). Errors are urllib's (``HTTPError``,
+    ``URLError``, ``OSError``, ``TimeoutError``; :class:`~aiwatch.httpconfig.CredentialsError` for a secret file
+    that cannot be read) or the parser's ``ValueError``.
     """
-    request = urllib.request.Request(url, headers={"Accept": ACCEPT, **(headers or {})})
-    with urllib.request.urlopen(request, timeout=timeout) as resp:
+    with (http or HTTPConfig()).open(url, timeout, {"Accept": ACCEPT, **(headers or {})}) as resp:
         body = resp.read().decode("utf-8", errors="replace")
         content_type = resp.headers.get("Content-Type", "")
     return parse_metrics(body, content_type, labels)

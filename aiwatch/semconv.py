@@ -33,6 +33,7 @@ from opentelemetry.semconv.attributes.url_attributes import URL_FULL, URL_PATH, 
 from opentelemetry.trace import Status, StatusCode
 
 from aiwatch.env import SEMCONV_STABILITY_OPT_IN
+from aiwatch.status import GRPC_SERVER_ERRORS as _GRPC_SERVER_ERROR_CODES
 
 RPC_SYSTEM = _rpc.RPC_SYSTEM
 RPC_SERVICE = _rpc.RPC_SERVICE
@@ -48,9 +49,9 @@ RPC_RESPONSE_STATUS_CODE: str = getattr(_rpc, "RPC_RESPONSE_STATUS_CODE", "rpc.r
 KNOWN_HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"})
 OTHER_METHOD = "_OTHER"
 
-#: The gRPC codes opentelemetry-instrumentation-grpc (and the stable gRPC conventions) count as server errors.
-GRPC_SERVER_ERRORS = frozenset({"UNKNOWN", "DEADLINE_EXCEEDED", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE",
-                                "DATA_LOSS"})
+#: The gRPC codes opentelemetry-instrumentation-grpc (and the stable gRPC conventions) count as server errors: the
+#: same codes the metrics count as errors (aiwatch.status, the one definition).
+GRPC_SERVER_ERRORS = frozenset(_GRPC_SERVER_ERROR_CODES)
 
 #: Query parameters whose values the HTTP conventions say to redact from ``url.full``.
 _REDACTED_PARAMS = ("AWSAccessKeyId", "Signature", "sig", "X-Goog-Signature")

@@ -1,17 +1,30 @@
-"""Microseconds added per unary gRPC call by aiwatch's and OpenTelemetry's server interceptors.
+"""Microseconds added per unary gRPC call by server interceptors, like for like: aiwatch's, OpenTelemetry's, and a
+hand-written one-histogram interceptor (the floor of any metrics interceptor).
 
     python bench/grpc_bench.py            # full: 15 rounds x 1000 calls per variant
     python bench/grpc_bench.py --quick    # 5 rounds x 200 calls
 
-One process runs one real grpcio thread-pool server per variant on 127.0.0.1 and a sync client; the variants
-take turns call by call, so machine load drifts hit all of them alike. Per round and variant the median call latency
-is taken, then the median over rounds; "added" is that minus the bare server's. The servicer does no work (no
-phases), so the figures are the interceptors' own cost.
+Two measurements, each with the variants interleaved so that machine load hits all of them alike:
 
-Variants: bare grpcio; a no-op server interceptor (grpcio's interceptor machinery by itself); aiwatch metrics
-only (no tracer provider); OpenTelemetry's server interceptor with an SDK TracerProvider (spans created and ended,
-no exporter); aiwatch with the same provider (its own SERVER span); both (OpenTelemetry's span, aiwatch's metrics);
-a no-op client interceptor and aiwatch's client interceptor, on a bare server.
+* **CPU** (the headline on a shared machine): each interceptor chain's wrapped handler called in-process with a stub
+  servicer context, this thread's CPU time per call minus the bare handler's (no network, no grpcio threads);
+* **loopback**: one real grpcio thread-pool server per variant on 127.0.0.1 and a sync client, the variants taking
+  turns call by call; the median call latency per round, then the median over rounds, minus the bare server's.
+
+What each variant records per call is counted and printed: spans (an in-memory span exporter behind the same kind of
+provider), metric families, series and exposition samples changed by one call (its own registry scraped before and
+after). Tracing variants get an SDK TracerProvider whose SimpleSpanProcessor hands each span to an exporter that
+drops it. The servicer does no work and opens no phase.
+
+Variants: bare grpcio; a no-op interceptor (grpcio's interceptor machinery by itself); ``one-histogram`` (observes
+one histogram per call); ``one-span`` (starts and ends one span per call: the floor of any tracing interceptor);
+aiwatch metrics only (its defaults: request histogram, the ``overhead`` phase, the in-flight gauge, the
+``server-timing`` trailer); OpenTelemetry's interceptor (one span, no metrics: no MeterProvider is set); aiwatch
+with its own SERVER span (metrics + one span); both (OpenTelemetry's span, aiwatch's metrics); and on the client
+side a no-op and aiwatch's client interceptor, on a bare server (loopback only).
+
+Like-for-like pairs: aiwatch metrics + span / OpenTelemetry's span (target <= 0.5); aiwatch metrics-only /
+one-histogram (target <= 2).
 """
 
 from __future__ import annotations
@@ -30,11 +43,11 @@ import grpc
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from opentelemetry.instrumentation.grpc import server_interceptor as otel_server_interceptor
-from opentelemetry.sdk.trace import TracerProvider
-from prometheus_client import CollectorRegistry
+from opentelemetry.trace import SpanKind
+from prometheus_client import CollectorRegistry, Histogram
 
 from aiwatch.grpc import grpc_client_interceptor, grpc_server_interceptor
-from aiwatch.metrics import Metrics
+from bench.counting import Work, count_work, discarding_provider, recording_provider
 from examples.grpc_service.servicer import pb, pb_grpc
 
 
@@ -52,6 +65,47 @@ class NoopServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
 
         def unary(request: Any, context: Any) -> Any:
             return behavior(request, context)
+
+        return grpc.unary_unary_rpc_method_handler(unary, handler.request_deserializer, handler.response_serializer)
+
+
+class OneHistogramInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
+    """The floor of a metrics interceptor: one histogram observation of each call's time, nothing else."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.histogram = Histogram("bench_rpc_seconds", "RPC time.", registry=registry)
+
+    def intercept_service(self, continuation: Any, details: Any) -> Any:
+        handler = continuation(details)
+        behavior, observe, clock = handler.unary_unary, self.histogram.observe, time.perf_counter
+
+        def unary(request: Any, context: Any) -> Any:
+            start = clock()
+            try:
+                return behavior(request, context)
+            finally:
+                observe(clock() - start)
+
+        return grpc.unary_unary_rpc_method_handler(unary, handler.request_deserializer, handler.response_serializer)
+
+
+class OneSpanInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
+    """The floor of a tracing interceptor: one SERVER span started and ended per call through the provider, named
+    after the method, with no attributes and nothing else."""
+
+    def __init__(self, provider: Any) -> None:
+        self.tracer = provider.get_tracer("bench")
+
+    def intercept_service(self, continuation: Any, details: Any) -> Any:
+        handler = continuation(details)
+        behavior, tracer, name = handler.unary_unary, self.tracer, details.method
+
+        def unary(request: Any, context: Any) -> Any:
+            span = tracer.start_span(name, kind=SpanKind.SERVER)
+            try:
+                return behavior(request, context)
+            finally:
+                span.end()
 
         return grpc.unary_unary_rpc_method_handler(unary, handler.request_deserializer, handler.response_serializer)
 
@@ -119,54 +173,71 @@ class _Details:
     invocation_metadata = ()
 
 
-def cpu_only(interceptors: dict[str, list[Any]], calls: int, rounds: int) -> dict[str, float]:
-    """µs of CPU each interceptor chain adds per call, calling the wrapped handler in-process (no network, no
-    grpcio threads): less sensitive to a loaded machine than the loopback figures."""
-    base = grpc.unary_unary_rpc_method_handler(lambda request, context: request)
-    behaviors = {}
-    for name, chain in interceptors.items():
-        handler = base
-        for interceptor in reversed(chain):
-            handler = interceptor.intercept_service(lambda details, h=handler: h, _Details())
-        behaviors[name] = handler.unary_unary
-    medians: dict[str, list[float]] = {name: [] for name in behaviors}
-    clock = time.perf_counter
-    for _ in range(rounds):
-        for name, behavior in behaviors.items():
+def _wrapped(chain: list[Any]) -> Any:
+    """The behavior grpcio would call for ``chain`` around a bare unary handler."""
+    handler = grpc.unary_unary_rpc_method_handler(lambda request, context: request)
+    for interceptor in reversed(chain):
+        handler = interceptor.intercept_service(lambda details, h=handler: h, _Details())
+    return handler.unary_unary
+
+
+def cpu_only(chains: dict[str, list[Any]], calls: int, rounds: int) -> dict[str, float]:
+    """µs of this thread's CPU per call of each chain's wrapped handler, in-process (no network, no grpcio
+    threads): the median over rounds, the chains interleaved round by round."""
+    behaviors = {name: _wrapped(chain) for name, chain in chains.items()}
+    per_call: dict[str, list[float]] = {name: [] for name in behaviors}
+    clock = time.thread_time
+    for r in range(rounds):
+        names = list(behaviors)
+        names = names[r % len(names):] + names[:r % len(names)]
+        for name in names:
+            behavior = behaviors[name]
             start = clock()
             for _ in range(calls):
                 behavior(1, _StubContext())
-            medians[name].append((clock() - start) / calls)
-    return {name: statistics.median(values) * 1e6 for name, values in medians.items()}
+            per_call[name].append((clock() - start) / calls)
+    return {name: statistics.median(values) * 1e6 for name, values in per_call.items()}
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="5 rounds x 200 calls (smoke run)")
-    parser.add_argument("--rounds", type=int)
-    parser.add_argument("--calls", type=int)
-    args = parser.parse_args()
-    rounds = args.rounds or (5 if args.quick else 15)
-    calls = args.calls or (200 if args.quick else 1000)
+#: name -> (server interceptors, client interceptors), built on a registry and a tracer provider
+Factory = Callable[[CollectorRegistry, Any], tuple[list[Any], list[Any]]]
+VARIANTS: dict[str, Factory] = {
+    "bare grpcio": lambda reg, prov: ([], []),
+    "no-op interceptor": lambda reg, prov: ([NoopServerInterceptor()], []),
+    "one-histogram": lambda reg, prov: ([OneHistogramInterceptor(reg)], []),
+    "aiwatch (metrics only)": lambda reg, prov: ([grpc_server_interceptor(service="bench", registry=reg)], []),
+    "one-span": lambda reg, prov: ([OneSpanInterceptor(prov)], []),
+    "OpenTelemetry (span)": lambda reg, prov: ([otel_server_interceptor(tracer_provider=prov)], []),
+    "aiwatch (metrics + span)": lambda reg, prov: (
+        [grpc_server_interceptor(service="bench", registry=reg, tracer_provider=prov)], []),
+    "OpenTelemetry + aiwatch": lambda reg, prov: (
+        [otel_server_interceptor(tracer_provider=prov), grpc_server_interceptor(service="bench", registry=reg,
+                                                                                tracer_provider=prov)], []),
+    "no-op client interceptor": lambda reg, prov: ([], [NoopClientInterceptor()]),
+    "aiwatch client interceptor": lambda reg, prov: ([], [grpc_client_interceptor(service="client",
+                                                                                    registry=reg)]),
+}
+SERVER_SIDE = [name for name in VARIANTS if "client" not in name]
+#: (numerator, denominator, target ratio, what the pair compares)
+PAIRS = [("aiwatch (metrics + span)", "OpenTelemetry (span)", 0.5, "tracing: one span each, aiwatch's metrics too"),
+         ("aiwatch (metrics only)", "one-histogram", 2.0, "metrics-only against the one-histogram floor")]
 
-    provider = TracerProvider()
-    registry = CollectorRegistry()
-    metrics = Metrics(registry)
-    variants: dict[str, tuple[list[Any], list[Any]]] = {
-        "bare grpcio": ([], []),
-        "no-op server interceptor": ([NoopServerInterceptor()], []),
-        "aiwatch (metrics only)": ([grpc_server_interceptor(service="bench", metrics=metrics)], []),
-        "OpenTelemetry interceptor": ([otel_server_interceptor(tracer_provider=provider)], []),
-        "aiwatch (metrics + own span)": ([grpc_server_interceptor(service="bench", metrics=metrics,
-                                                                  tracer_provider=provider)], []),
-        "OpenTelemetry + aiwatch": ([otel_server_interceptor(tracer_provider=provider),
-                                     grpc_server_interceptor(service="bench", metrics=metrics,
-                                                             tracer_provider=provider)], []),
-        "no-op client interceptor": ([], [NoopClientInterceptor()]),
-        "aiwatch client interceptor": ([], [grpc_client_interceptor(service="client", metrics=metrics)]),
-    }
+
+def count(names: list[str]) -> dict[str, Work]:
+    """What one call of each server-side chain records, through the in-process wrapped handler."""
+    out = {}
+    for name in names:
+        registry = CollectorRegistry()
+        provider, exporter = recording_provider()
+        behavior = _wrapped(VARIANTS[name](registry, provider)[0])
+        out[name] = count_work(lambda b=behavior: b(1, _StubContext()), registry, exporter)
+    return out
+
+
+def loopback(rounds: int, calls: int) -> dict[str, float]:
     servers, channels, predicts = [], [], {}
-    for name, (server_side, client_side) in variants.items():
+    for name, factory in VARIANTS.items():
+        server_side, client_side = factory(CollectorRegistry(), discarding_provider())
         server, target = _server(server_side)
         channel = grpc.insecure_channel(target)
         intercepted = grpc.intercept_channel(channel, *client_side) if client_side else channel
@@ -184,30 +255,50 @@ def main() -> int:
             channel.close()
         for server in servers:
             server.stop(None)
+    return {name: statistics.median(values) * 1e6 for name, values in results.items()}
 
-    medians = {name: statistics.median(values) * 1e6 for name, values in results.items()}
-    bare = medians["bare grpcio"]
-    print(f"gRPC unary call, sync server + client on loopback; {rounds} rounds x {calls} calls, "
-          f"median of per-round medians (python {sys.version.split()[0]}, grpcio {grpc.__version__})")
-    print(f"{'variant':32} {'us/call':>9} {'added us':>9}")
-    for name, us in medians.items():
-        print(f"{name:32} {us:9.1f} {us - bare:9.1f}")
-    otel = medians["OpenTelemetry interceptor"] - bare
-    for name in ("aiwatch (metrics only)", "aiwatch (metrics + own span)"):
-        added = medians[name] - bare
-        ratio = added / otel if otel > 0 else float("nan")
-        print(f"{name} adds {ratio:.2f}x what OpenTelemetry's interceptor adds (target <= 0.5)")
 
-    chains = {name: server_side for name, (server_side, _) in variants.items() if not variants[name][1]}
+def _ratios(label: str, added: dict[str, float]) -> None:
+    for num, den, target, what in PAIRS:
+        ratio = added[num] / added[den] if added[den] > 0 else float("nan")
+        print(f"{label}: {num} / {den} added = {ratio:.2f} (target <= {target}: "
+              f"{'met' if ratio <= target else 'missed'}); {what}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="5 rounds x 200 calls (smoke run)")
+    parser.add_argument("--rounds", type=int)
+    parser.add_argument("--calls", type=int)
+    args = parser.parse_args()
+    rounds = args.rounds or (5 if args.quick else 15)
+    calls = args.calls or (200 if args.quick else 1000)
+
+    work = count(SERVER_SIDE)
+    load_before = os.getloadavg()[0]
+    chains = {name: VARIANTS[name](CollectorRegistry(), discarding_provider())[0] for name in SERVER_SIDE}
     cpu = cpu_only(chains, calls=calls * 5, rounds=rounds)
-    print(f"\nCPU only (wrapped handler called in-process with a stub context, {rounds} rounds x {calls * 5} calls)")
-    print(f"{'variant':32} {'us/call':>9} {'added us':>9}")
+    cpu_added = {name: us - cpu["bare grpcio"] for name, us in cpu.items()}
+    print(f"gRPC unary call (python {sys.version.split()[0]}, grpcio {grpc.__version__}); load average "
+          f"{load_before:.2f} at the start")
+    print(f"\nCPU: wrapped handler called in-process with a stub context, {rounds} rounds x {calls * 5} calls, "
+          "median of rounds, thread CPU time")
+    print(f"{'variant':28} {'us/call':>9} {'added us':>9}   per call")
     for name, us in cpu.items():
-        print(f"{name:32} {us:9.2f} {us - cpu['bare grpcio']:9.2f}")
-    otel_cpu = cpu["OpenTelemetry interceptor"] - cpu["bare grpcio"]
-    for name in ("aiwatch (metrics only)", "aiwatch (metrics + own span)"):
-        ratio = (cpu[name] - cpu["bare grpcio"]) / otel_cpu if otel_cpu > 0 else float("nan")
-        print(f"{name} adds {ratio:.2f}x what OpenTelemetry's interceptor adds (CPU only)")
+        print(f"{name:28} {us:9.2f} {cpu_added[name]:9.2f}   {work[name].describe()}")
+    print(f"families recorded by aiwatch: {', '.join(work['aiwatch (metrics only)'].family_names)}")
+    print("(a gauge moved up and back within the call, aiwatch_requests_in_flight, shows no change in a scrape)")
+    _ratios("CPU", cpu_added)
+
+    medians = loopback(rounds, calls)
+    bare = medians["bare grpcio"]
+    print(f"\nloopback: sync server + client on 127.0.0.1, {rounds} rounds x {calls} calls, median of per-round "
+          f"medians (wall time, so the machine's load is in it)")
+    print(f"{'variant':28} {'us/call':>9} {'added us':>9}")
+    for name, us in medians.items():
+        print(f"{name:28} {us:9.1f} {us - bare:9.1f}")
+    _ratios("loopback", {name: us - bare for name, us in medians.items()})
+    print(f"load average at the end {os.getloadavg()[0]:.2f}")
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Added cost per request of HTTP instrumentation over a bare FastAPI app, measured in one process.
+"""Added cost per request of HTTP instrumentation over a bare FastAPI app, like for like, measured in one process.
 
 Every variant is the same FastAPI app (one async JSON endpoint with a path parameter) called in-process through a
 minimal raw ASGI driver (no network, no client library). Many short rounds run with the variants interleaved, so
@@ -6,21 +6,34 @@ each sees the same machine conditions; many thousand requests in all. A variant'
 of its mean time per request; its added cost is the median over rounds of its time minus the bare app's time in the
 same round (the best round of each is printed too). Time is this thread's CPU time, so other load on the machine
 does not count directly.
-Variants:
 
-- ``one-histogram``: calibration, a raw ASGI wrapper observing one histogram per request;
-- ``aiwatch``: ``aiwatch.instrument`` with metrics only; the endpoint runs inside ``aiwatch.phase("inference")`` and
-  the Server-Timing header is on;
-- ``aiwatch-all-slow``: the same with ``slow_threshold`` below every request: each request is also counted in the
-  slow-request counters (the tail ``aiwatch diagnose`` splits), their worst case;
-- ``aiwatch-plain``: ``aiwatch.instrument`` doing what the instrumentator does (no phase in the endpoint, no
-  Server-Timing header): the like-for-like comparison;
-- ``aiwatch+tracing``: the same with an SDK TracerProvider whose SimpleSpanProcessor feeds an exporter that drops;
-- ``instrumentator``: prometheus-fastapi-instrumentator's default instrumentation;
-- ``otel-asgi``: OpenTelemetry's ASGI middleware (``OpenTelemetryMiddleware``) with the same kind of provider.
+What each variant does per request is counted, not assumed, and printed: spans (an in-memory span exporter behind
+the same kind of provider), metric families, series and exposition samples changed by one request (its registry
+scraped before and after). Tracing variants get an SDK TracerProvider whose SimpleSpanProcessor hands each span to
+an exporter that drops it.
+
+Variants (the endpoint opens no phase unless the name says so):
+
+- ``one-histogram``: the floor of any metrics middleware, a raw ASGI wrapper observing one histogram;
+- ``one-span``: the floor of any tracing middleware, a raw ASGI wrapper starting and ending one span;
+- ``aiwatch``: ``aiwatch.instrument`` with its defaults (request histogram, the ``overhead`` phase histogram, the
+  in-flight gauge, the Server-Timing header with the service name);
+- ``aiwatch+phase``: the same, the endpoint inside ``aiwatch.phase("inference")`` (one more histogram series);
+- ``aiwatch-all-slow``: ``aiwatch+phase`` with ``slow_threshold`` below every request: each request is also counted
+  in the slow-request counters (the tail ``aiwatch diagnose`` splits), their worst case;
+- ``aiwatch+tracing``: the defaults plus its SERVER span (one span);
+- ``aiwatch+tracing+phase``: plus the phase's child span (two spans);
+- ``instrumentator``: prometheus-fastapi-instrumentator's defaults;
+- ``otel-asgi``: OpenTelemetry's ASGI middleware at its defaults (a server span and a span per send / receive);
+- ``otel-asgi-server``: the same with ``exclude_spans=["send", "receive"]`` (the server span only).
+
+Like-for-like pairs: ``aiwatch+tracing`` / ``otel-asgi-server`` (one span each; aiwatch also records its metrics,
+OpenTelemetry records none: no MeterProvider is set, so its metric calls are no-ops); ``aiwatch`` /
+``instrumentator`` (each tool's defaults, with the families each records printed); ``aiwatch`` / ``one-histogram``
+(the floor).
 
     python bench/http_bench.py            # full run
-    python bench/http_bench.py --quick    # a smaller run (about 20 s)
+    python bench/http_bench.py --quick    # a smaller run
 """
 
 from __future__ import annotations
@@ -28,37 +41,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import os
 import statistics
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from fastapi import FastAPI
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
 from prometheus_client import CollectorRegistry
 
 import aiwatch
-
-
-class DropExporter(SpanExporter):
-    """Accepts spans and throws them away: measures span work, not export I/O."""
-
-    def export(self, spans: Sequence[Any]) -> SpanExportResult:
-        return SpanExportResult.SUCCESS
-
-    def shutdown(self) -> None:
-        pass
-
-
-def discarding_provider() -> TracerProvider:
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(DropExporter()))
-    return provider
+from bench.counting import Work, count_work, discarding_provider, recording_provider
 
 
 def make_app(with_phase: bool) -> FastAPI:
@@ -75,54 +72,19 @@ def make_app(with_phase: bool) -> FastAPI:
     return app
 
 
-def bare() -> Any:
+#: A variant builds its app from a registry (its metrics) and a tracer provider (its spans, when it traces).
+Factory = Callable[[CollectorRegistry, Any], Any]
+
+
+def bare(registry: CollectorRegistry, provider: Any) -> Any:
     return make_app(False)
 
 
-def with_aiwatch() -> Any:
-    return aiwatch.instrument(make_app(True), registry=CollectorRegistry(), service="bench")
-
-
-def with_aiwatch_all_slow() -> Any:
-    """``aiwatch`` with a slow threshold below every request's time: each request also adds its phases to the
-    slow-request counters (the tail diagnose splits), the worst case of their cost. With the default threshold
-    (0.3 s, as in ``aiwatch``) a request below it costs one comparison."""
-    return aiwatch.instrument(make_app(True), registry=CollectorRegistry(), service="bench", slow_threshold=1e-9)
-
-
-def with_aiwatch_plain() -> Any:
-    """aiwatch doing what the instrumentator does: the request histogram (plus overhead phase and in-flight gauge),
-    no phase in the endpoint, no Server-Timing header."""
-    return aiwatch.instrument(make_app(False), registry=CollectorRegistry(), service="bench", server_timing=False)
-
-
-def with_aiwatch_tracing() -> Any:
-    return aiwatch.instrument(make_app(True), registry=CollectorRegistry(), service="bench",
-                              tracer_provider=discarding_provider())
-
-
-def with_instrumentator() -> Any:
-    from prometheus_fastapi_instrumentator import Instrumentator
-
-    app = make_app(False)
-    Instrumentator(registry=CollectorRegistry()).instrument(app)
-    return app
-
-
-def with_otel_asgi() -> Any:
-    from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
-
-    app = make_app(False)
-    app.add_middleware(OpenTelemetryMiddleware, tracer_provider=discarding_provider())
-    return app
-
-
-def with_one_histogram() -> Any:
-    """Calibration: the least a metrics middleware can do, one hand-written histogram observation per request
-    (issue 2's reference machine: +5 µs/request)."""
+def with_one_histogram(registry: CollectorRegistry, provider: Any) -> Any:
+    """The floor: one hand-written histogram observation per request (issue 2's reference: +5 µs/request)."""
     from prometheus_client import Histogram
 
-    histogram = Histogram("bench_request_seconds", "Request time.", registry=CollectorRegistry())
+    histogram = Histogram("bench_request_seconds", "Request time.", registry=registry)
     inner = make_app(False)
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
@@ -133,16 +95,92 @@ def with_one_histogram() -> Any:
     return app
 
 
-VARIANTS: dict[str, Callable[[], Any]] = {
+def with_one_span(registry: CollectorRegistry, provider: Any) -> Any:
+    """The floor of tracing middleware: one SERVER span started and ended per request, nothing else."""
+    from opentelemetry.trace import SpanKind
+
+    tracer = provider.get_tracer("bench")
+    inner = make_app(False)
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        span = tracer.start_span("GET", kind=SpanKind.SERVER)
+        try:
+            await inner(scope, receive, send)
+        finally:
+            span.end()
+
+    return app
+
+
+def with_aiwatch(registry: CollectorRegistry, provider: Any) -> Any:
+    return aiwatch.instrument(make_app(False), registry=registry, service="bench")
+
+
+def with_aiwatch_phase(registry: CollectorRegistry, provider: Any) -> Any:
+    return aiwatch.instrument(make_app(True), registry=registry, service="bench")
+
+
+def with_aiwatch_all_slow(registry: CollectorRegistry, provider: Any) -> Any:
+    """``aiwatch+phase`` with a slow threshold below every request's time: each request also adds its phases to the
+    slow-request counters, the worst case of their cost. With the default threshold (0.3 s, as in ``aiwatch``) a
+    request below it costs one comparison."""
+    return aiwatch.instrument(make_app(True), registry=registry, service="bench", slow_threshold=1e-9)
+
+
+def with_aiwatch_tracing(registry: CollectorRegistry, provider: Any) -> Any:
+    return aiwatch.instrument(make_app(False), registry=registry, service="bench", tracer_provider=provider)
+
+
+def with_aiwatch_tracing_phase(registry: CollectorRegistry, provider: Any) -> Any:
+    return aiwatch.instrument(make_app(True), registry=registry, service="bench", tracer_provider=provider)
+
+
+def with_instrumentator(registry: CollectorRegistry, provider: Any) -> Any:
+    from prometheus_fastapi_instrumentator import Instrumentator
+
+    app = make_app(False)
+    Instrumentator(registry=registry).instrument(app)
+    return app
+
+
+def with_otel_asgi(registry: CollectorRegistry, provider: Any) -> Any:
+    from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+
+    app = make_app(False)
+    app.add_middleware(OpenTelemetryMiddleware, tracer_provider=provider)
+    return app
+
+
+def with_otel_asgi_server(registry: CollectorRegistry, provider: Any) -> Any:
+    from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+
+    app = make_app(False)
+    app.add_middleware(OpenTelemetryMiddleware, tracer_provider=provider, exclude_spans=["send", "receive"])
+    return app
+
+
+VARIANTS: dict[str, Factory] = {
     "bare": bare,
     "one-histogram": with_one_histogram,
+    "one-span": with_one_span,
     "aiwatch": with_aiwatch,
+    "aiwatch+phase": with_aiwatch_phase,
     "aiwatch-all-slow": with_aiwatch_all_slow,
-    "aiwatch-plain": with_aiwatch_plain,
     "aiwatch+tracing": with_aiwatch_tracing,
+    "aiwatch+tracing+phase": with_aiwatch_tracing_phase,
     "instrumentator": with_instrumentator,
     "otel-asgi": with_otel_asgi,
+    "otel-asgi-server": with_otel_asgi_server,
 }
+
+#: (numerator, denominator, target ratio or None, what the pair compares)
+PAIRS: list[tuple[str, str, float | None, str]] = [
+    ("aiwatch+tracing", "otel-asgi-server", 0.5, "tracing, one span each"),
+    ("aiwatch+tracing+phase", "otel-asgi", None, "tracing at each side's defaults"),
+    ("aiwatch", "one-histogram", 2.0, "metrics-only against the one-histogram floor"),
+    ("aiwatch", "instrumentator", None, "each tool's default metrics"),
+]
+
 
 SCOPE: dict[str, Any] = {
     "type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}, "http_version": "1.1", "method": "GET",
@@ -178,7 +216,7 @@ async def run_requests(app: Any, n: int) -> float:
 
 
 async def bench(rounds: int, n: int, names: list[str]) -> dict[str, list[float]]:
-    apps = {name: VARIANTS[name]() for name in names}
+    apps = {name: VARIANTS[name](CollectorRegistry(), discarding_provider()) for name in names}
     for app in apps.values():  # warm up: lazy middleware stacks, caches, label children
         await run_requests(app, max(n // 10, 200))
     results: dict[str, list[float]] = {name: [] for name in names}
@@ -190,6 +228,17 @@ async def bench(rounds: int, n: int, names: list[str]) -> dict[str, list[float]]
     return results
 
 
+def count(names: list[str]) -> dict[str, Work]:
+    """What one request of each variant records (a fresh app on a fresh registry and a span-keeping provider)."""
+    out = {}
+    for name in names:
+        registry = CollectorRegistry()
+        provider, exporter = recording_provider()
+        app = VARIANTS[name](registry, provider)
+        out[name] = count_work(lambda app=app: asyncio.run(run_requests(app, 1)), registry, exporter)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds and requests")
@@ -199,6 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     rounds = args.rounds or (15 if args.quick else 41)
     n = args.requests or (500 if args.quick else 1000)
     names = list(VARIANTS)
+    work = count(names)
+    load_before = os.getloadavg()[0]
     results = asyncio.run(bench(rounds, n, names))
     median = {name: statistics.median(v) for name, v in results.items()}
     # added cost: the median over rounds of (variant - bare) within the same round, which cancels slow drifts in
@@ -206,22 +257,22 @@ def main(argv: list[str] | None = None) -> int:
     added = {name: statistics.median(v - b for v, b in zip(results[name], results["bare"], strict=True)) * 1e6
              for name in names}
     print(f"python {sys.version.split()[0]}, {rounds} rounds x {n} requests per variant, in-process raw ASGI driver, "
-          "thread CPU time")
+          f"thread CPU time; load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after")
     best = {name: min(v) for name, v in results.items()}
     best_added = {name: (best[name] - best["bare"]) * 1e6 for name in names}
-    print(f"{'variant':<18}{'µs/request':>12}{'added µs':>11}{'best round':>12}{'best added':>12}")
+    print(f"{'variant':<23}{'µs/request':>11}{'added µs':>10}{'best round':>11}{'best added':>11}   per request")
     for name in names:
-        print(f"{name:<18}{median[name] * 1e6:>12.1f}{added[name]:>11.1f}{best[name] * 1e6:>12.1f}"
-              f"{best_added[name]:>12.1f}")
+        print(f"{name:<23}{median[name] * 1e6:>11.1f}{added[name]:>10.1f}{best[name] * 1e6:>11.1f}"
+              f"{best_added[name]:>11.1f}   {work[name].describe()}")
+    for name in ("aiwatch", "instrumentator"):
+        print(f"families recorded by {name}: {', '.join(work[name].family_names)}")
     for label, figures in (("median", added), ("best round", best_added)):
-        metrics_ratio = figures["aiwatch"] / figures["instrumentator"]
-        plain_ratio = figures["aiwatch-plain"] / figures["instrumentator"]
-        tracing_ratio = figures["aiwatch+tracing"] / figures["otel-asgi"]
-        print(f"{label}: aiwatch / instrumentator added = {metrics_ratio:.2f} (target <= 0.33); "
-              f"aiwatch-plain / instrumentator = {plain_ratio:.2f}; "
-              f"aiwatch+tracing / otel-asgi added = {tracing_ratio:.2f} (target <= 0.50)")
-    tail = statistics.median(a - b for a, b in zip(results["aiwatch-all-slow"], results["aiwatch"], strict=True))
-    print(f"slow-request counters, every request slow (aiwatch-all-slow - aiwatch, median of the rounds' "
+        for num, den, target, what in PAIRS:
+            ratio = figures[num] / figures[den] if figures[den] > 0 else float("nan")
+            verdict = "" if target is None else f" (target <= {target}: {'met' if ratio <= target else 'missed'})"
+            print(f"{label}: {num} / {den} added = {ratio:.2f}{verdict}; {what}")
+    tail = statistics.median(a - b for a, b in zip(results["aiwatch-all-slow"], results["aiwatch+phase"], strict=True))
+    print(f"slow-request counters, every request slow (aiwatch-all-slow - aiwatch+phase, median of the rounds' "
           f"differences): {tail * 1e6:+.1f} µs/request")
     return 0
 

@@ -1,11 +1,15 @@
 #!/usr/bin/env python3
-"""Render ``dashboards/aiwatch.json`` (an importable Grafana dashboard) from the console's PromQL.
+"""Render the importable Grafana dashboards from the console's PromQL: ``dashboards/aiwatch.json`` (GPUs from
+aiwatch's collector) and ``dashboards/aiwatch-dcgm.json`` (GPUs from NVIDIA's dcgm-exporter).
 
 The panels mirror the console's views (Latency, Resources, Drift, Alerts) and take their PromQL from
-:mod:`aiwatch.console.queries`, so the console and the dashboard cannot drift apart. Run it after changing a query:
+:class:`aiwatch.console.queries.PanelQueries`, so the console and the dashboards cannot drift apart. Every query
+keeps the aggregation labels (``cluster``, ``namespace``) apart, and each has a template variable, so a Thanos or
+Mimir holding several clusters shows them side by side or one at a time, never summed. Run it after changing a
+query:
 
-    python scripts/build_dashboard.py            # rewrite dashboards/aiwatch.json
-    python scripts/build_dashboard.py --check    # exit 1 if the committed file is stale
+    python scripts/build_dashboard.py            # rewrite dashboards/*.json
+    python scripts/build_dashboard.py --check    # exit 1 if a committed file is stale
 """
 
 from __future__ import annotations
@@ -20,16 +24,24 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from aiwatch.console import queries as Q  # noqa: E402
+from aiwatch.console.queries import PanelQueries  # noqa: E402
 from aiwatch.console.source import AUTOSCALING_SIGNALS, QUANTILES  # noqa: E402
-from aiwatch.promql import series  # noqa: E402
+from aiwatch.gpuseries import GpuSeries  # noqa: E402
+from aiwatch.promql import DEFAULT_AGGREGATION_LABELS, series  # noqa: E402
 
-OUT = REPO / "dashboards" / "aiwatch.json"
+#: GPU source -> the dashboard file rendered for it
+OUT = {"aiwatch": REPO / "dashboards" / "aiwatch.json", "dcgm": REPO / "dashboards" / "aiwatch-dcgm.json"}
 DS = {"type": "prometheus", "uid": "${datasource}"}
 W = "$__rate_interval"
 SVC = 'service=~"$service"'
 MDL = 'model=~"$model"'
 FEATURE = 'model=~"$model", feature=~"$feature"'
 PHASE_TITLE = "Time per request by phase: $service (model vs not model)"
+SCOPE = DEFAULT_AGGREGATION_LABELS
+#: every query selects the scope the template variables chose (All: any value, none included)
+SCOPE_MATCH = ", ".join(f'{label}=~"${label}"' for label in SCOPE)
+#: after a series' name in a legend: its place, so two clusters' series of one service are told apart
+AT = "".join(f" {{{{{label}}}}}" for label in SCOPE)
 
 
 class Layout:
@@ -107,20 +119,22 @@ def variable(name: str, label: str, query: str) -> dict[str, Any]:
             "allValue": ".*", "current": {"selected": True, "text": ["All"], "value": ["$__all"]}, "sort": 1}
 
 
-def build() -> dict[str, Any]:
+def build(gpu_source: str = "aiwatch") -> dict[str, Any]:
+    q = PanelQueries(scope=SCOPE, match=SCOPE_MATCH, gpu=GpuSeries(gpu_source))
+    dcgm = gpu_source == "dcgm"
     lay = Layout()
     lay.row("Latency: where the time goes")
     lay.add(timeseries("Request latency p50 / p95 / p99",
-                       [target(Q.latency_quantile(q, W, SVC), f"{{{{service}}}} {name}", chr(65 + i))
-                        for i, (name, q) in enumerate(QUANTILES)], "s",
+                       [target(q.latency_quantile(quantile, W, SVC), f"{{{{service}}}} {name}{AT}", chr(65 + i))
+                        for i, (name, quantile) in enumerate(QUANTILES)], "s",
                        "Server time per request (aiwatch_request_duration_seconds), per service: a gateway's and "
                        "its backend's requests are never mixed in one histogram."))
     lay.add(timeseries("Network time seen by callers",
-                       [target(Q.network_quantile(q, W, SVC), f"{{{{service}}}} → {{{{peer}}}} {name}", chr(65 + i))
-                        for i, (name, q) in enumerate(QUANTILES[:2])], "s",
+                       [target(q.network_quantile(quantile, W, SVC), f"{{{{service}}}} → {{{{peer}}}} {name}{AT}",
+                               chr(65 + i)) for i, (name, quantile) in enumerate(QUANTILES[:2])], "s",
                        "Client-observed time minus server time (aiwatch_network_duration_seconds), per calling "
                        "service and the peer it called."))
-    phases = timeseries(PHASE_TITLE, [target(Q.phase_split(W, SVC, MDL), "{{phase}}")], "s",
+    phases = timeseries(PHASE_TITLE, [target(q.phase_split(W, SVC, MDL), "{{phase}}" + AT)], "s",
                         "Mean seconds per request in each phase of this service, stacked: 'inference' (red) is the "
                         "model's own time; every other phase is not model. One panel per service (repeated over "
                         "$service): a caller's phase that calls another service (a gateway's inference_call) "
@@ -131,40 +145,41 @@ def build() -> dict[str, Any]:
                                                                               "fixedColor": "red"}}]}])
     phases.update({"repeat": "service", "repeatDirection": "h", "maxPerRow": 2})
     lay.add(phases, w=24)
-    lay.add(timeseries("Throughput", [target(Q.throughput(W, SVC), "{{service}}")], "reqps"))
-    lay.add(timeseries("Error ratio", [target(Q.error_ratio(W, SVC), "{{service}}")], "percentunit",
+    lay.add(timeseries("Throughput", [target(q.throughput(W, SVC), "{{service}}" + AT)], "reqps"))
+    lay.add(timeseries("Error ratio", [target(q.error_ratio(W, SVC), "{{service}}" + AT)], "percentunit",
                        "Share of requests with an HTTP 5xx or failed gRPC status."))
 
     lay.row("Resources: GPUs, queues, batching, cache")
-    lay.add(table("GPUs", [target(Q.gpu_gauge(metric), ref=chr(65 + i), instant=True)
-                           for i, (_, metric) in enumerate(Q.GPU_GAUGES)],
+    lay.add(table("GPUs", [target(q.gpu_gauge(reading), ref=chr(65 + i), instant=True)
+                           for i, (reading, _) in enumerate(Q.GPU_GAUGES)],
+                  "Latest value per GPU, from dcgm-exporter (DCGM_FI_*)." if dcgm else
                   "Latest value per GPU; empty when the service has no GPU collector.",
                   rename={f"Value #{chr(65 + i)}": field for i, (field, _) in enumerate(Q.GPU_GAUGES)}), w=24)
-    lay.add(timeseries("GPU utilization", [target(Q.per_gpu("aiwatch_gpu_utilization_ratio"), "GPU {{gpu}}")],
+    lay.add(timeseries("GPU utilization", [target(q.per_gpu("utilization"), "GPU {{gpu}}" + AT)],
                        "percentunit"), w=12)
-    lay.add(timeseries("GPU power", [target(Q.per_gpu("aiwatch_gpu_power_watts"), "GPU {{gpu}}")],
+    lay.add(timeseries("GPU power", [target(q.per_gpu("power_watts"), "GPU {{gpu}}" + AT)],
                        "watt"), w=6)
-    lay.add(timeseries("GPU temperature", [target(Q.per_gpu("aiwatch_gpu_temperature_celsius"), "GPU {{gpu}}")],
+    lay.add(timeseries("GPU temperature", [target(q.per_gpu("temperature_celsius"), "GPU {{gpu}}" + AT)],
                        "celsius"), w=6)
-    lay.add(timeseries("GPU memory used", [target(Q.per_gpu("aiwatch_gpu_memory_used_bytes"), "GPU {{gpu}}")],
+    lay.add(timeseries("GPU memory used", [target(q.per_gpu("memory_used_bytes"), "GPU {{gpu}}" + AT)],
                        "bytes"), w=6)
-    lay.add(timeseries("Queue depth", [target(Q.queue_depth(), "{{queue}}")], "short"), w=6)
-    lay.add(timeseries("Requests in flight", [target(Q.in_flight(SVC), "{{service}}")], "short"), w=6)
-    lay.add(timeseries("Mean batch size", [target(Q.batch_size(W, MDL), "{{model}}")], "short"), w=6)
-    lay.add(timeseries("Feature-cache hit ratio", [target(Q.cache_hit_ratio(W), "{{cache}}")], "percentunit"),
+    lay.add(timeseries("Queue depth", [target(q.queue_depth(), "{{queue}}" + AT)], "short"), w=6)
+    lay.add(timeseries("Requests in flight", [target(q.in_flight(SVC), "{{service}}" + AT)], "short"), w=6)
+    lay.add(timeseries("Mean batch size", [target(q.batch_size(W, MDL), "{{model}}" + AT)], "short"), w=6)
+    lay.add(timeseries("Feature-cache hit ratio", [target(q.cache_hit_ratio(W), "{{cache}}" + AT)], "percentunit"),
             w=24, h=6)
 
     lay.row("Drift: which input features moved")
     lay.add(table("Per-feature drift (latest evaluation)",
-                  [target(Q.drift_gauge(metric, MDL), ref=chr(65 + i), instant=True)
+                  [target(q.drift_gauge(metric, MDL), ref=chr(65 + i), instant=True)
                    for i, (_, metric) in enumerate(Q.DRIFT_GAUGES)],
                   "Sorted by score; detected = 1 means the test found drift.",
                   rename={"Value #A": "score", "Value #B": "p-value", "Value #C": "detected"}, sort="score"),
             w=12, h=10)
     dist = {"type": "barchart", "title": "Reference vs live distribution of $feature",
             "description": "The reference profile's share of each bin vs the live share over the range.",
-            "targets": [target(Q.reference_share_for(FEATURE), ref="A", instant=True),
-                        target(Q.live_share_for("$__range", FEATURE), ref="B", instant=True)],
+            "targets": [target(q.reference_share_for(FEATURE), ref="A", instant=True),
+                        target(q.live_share_for("$__range", FEATURE), ref="B", instant=True)],
             "transformations": [{"id": "merge", "options": {}},
                                 {"id": "organize", "options": {"excludeByName": {"Time": True, "model": True,
                                                                                  "feature": True},
@@ -174,53 +189,59 @@ def build() -> dict[str, Any]:
             "options": {"xField": "bin", "orientation": "vertical", "groupWidth": 0.7, "barWidth": 0.9}}
     lay.add(dist, w=12, h=10)
     lay.add(timeseries("Drift score over time",
-                       [target(Q.drift_gauge(Q.DRIFT_SCORE.name, MDL, 'feature=~"$feature"'),
-                               "{{feature}} {{test}}")], "short"), w=24)
+                       [target(q.drift_gauge(Q.DRIFT_SCORE.name, MDL, 'feature=~"$feature"'),
+                               "{{feature}} {{test}}" + AT)], "short"), w=24)
 
     lay.row("Alerts and autoscaling")
-    lay.add(table("Firing and pending alerts", [target('ALERTS{alertstate=~"firing|pending"}', instant=True)],
+    firing = series("ALERTS", 'alertstate=~"firing|pending"', SCOPE_MATCH)
+    lay.add(table("Firing and pending alerts", [target(firing, instant=True)],
                   "Alerts from the aiwatch rules; their runbook_url annotation is in Alertmanager and the console."),
             w=24, h=6)
-    for (name, unit, help_text), expr in zip(AUTOSCALING_SIGNALS, Q.autoscaling(W), strict=True):
+    for (name, unit, help_text), expr in zip(AUTOSCALING_SIGNALS, q.autoscaling(W), strict=True):
         grafana_unit = {"ratio": "percentunit", "seconds": "s", "req/s": "reqps"}.get(unit, "short")
         lay.add(stat(name, expr, grafana_unit, help_text), w=24 // len(AUTOSCALING_SIGNALS) + 0, h=5)
 
     return {
-        "title": "aiwatch", "uid": "aiwatch-console", "tags": ["aiwatch"], "editable": True,
+        "title": "aiwatch (GPUs from DCGM)" if dcgm else "aiwatch",
+        "uid": "aiwatch-console-dcgm" if dcgm else "aiwatch-console", "tags": ["aiwatch"], "editable": True,
         "schemaVersion": 39, "version": 1, "timezone": "browser", "refresh": "30s", "graphTooltip": 1,
         "time": {"from": "now-1h", "to": "now"},
         "description": "aiwatch: where inference latency goes, GPUs, queues, cache, drift and alerts "
+                       f"{'(GPUs from dcgm-exporter) ' if dcgm else ''}"
                        "(generated by scripts/build_dashboard.py from aiwatch.console.queries).",
         "templating": {"list": [
             {"name": "datasource", "label": "Data source", "type": "datasource", "query": "prometheus",
              "current": {}, "refresh": 1, "hide": 0},
-            variable("service", "Service", f"label_values({Q.REQUESTS.count}, service)"),
-            variable("model", "Model", f"label_values({Q.PHASES.count}, model)"),
-            variable("feature", "Feature", f"label_values({series(Q.DRIFT_SCORE, MDL)}, feature)"),
+            *[variable(label, label.capitalize(), f"label_values({Q.REQUESTS.count}, {label})") for label in SCOPE],
+            variable("service", "Service", f"label_values({series(Q.REQUESTS.count, SCOPE_MATCH)}, service)"),
+            variable("model", "Model", f"label_values({series(Q.PHASES.count, SCOPE_MATCH)}, model)"),
+            variable("feature", "Feature", f"label_values({series(Q.DRIFT_SCORE, MDL, SCOPE_MATCH)}, feature)"),
         ]},
         "annotations": {"list": []},
         "panels": lay.panels,
     }
 
 
-def render() -> str:
-    return json.dumps(build(), indent=2) + "\n"
+def render(gpu_source: str = "aiwatch") -> str:
+    return json.dumps(build(gpu_source), indent=2) + "\n"
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
-    parser.add_argument("--check", action="store_true", help="fail if dashboards/aiwatch.json is stale")
+    parser.add_argument("--check", action="store_true", help="fail if a committed dashboard is stale")
     args = parser.parse_args()
-    text = render()
-    if args.check:
-        if not OUT.exists() or OUT.read_text() != text:
-            print(f"{OUT} is stale: run python scripts/build_dashboard.py", file=sys.stderr)
-            return 1
-        return 0
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(text)
-    print(f"wrote {OUT}")
-    return 0
+    stale = 0
+    for gpu_source, out in OUT.items():
+        text = render(gpu_source)
+        if args.check:
+            if not out.exists() or out.read_text() != text:
+                print(f"{out} is stale: run python scripts/build_dashboard.py", file=sys.stderr)
+                stale = 1
+            continue
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+        print(f"wrote {out}")
+    return stale
 
 
 if __name__ == "__main__":

@@ -1,14 +1,14 @@
 """Opt-in: the README screenshot of the console showing the running flash-sale demo, taken during the sale.
 
-Runs ``aiwatch demo`` with the console (its embedded scraper on the two services' ``/metrics``), waits until the
-flash sale has run for a while, opens the console in a real headless Chromium (the DevTools helper of the console's
-browser test), waits for the charts, writes the screenshot and stops the demo with SIGINT, as Ctrl-C would.
+Runs ``aiwatch demo`` with the console (reading the demo's Prometheus, or scraping the services without one), waits
+until the flash sale has run for a while, opens the console in a real headless Chromium (Playwright, as in the
+console's browser test), waits for the charts, writes the screenshot and stops the demo with SIGINT, as Ctrl-C would.
 
     PYTHONPATH=$PWD python scripts/screenshot_demo.py                      # writes docs/images/console.png
     PYTHONPATH=$PWD python scripts/screenshot_demo.py --out /tmp/demo.png --duration 60 --into-sale 16
 
-Needs the console extra, websockets and chromium (scripts/setup-system.sh). About ``0.35 * duration + into-sale``
-seconds plus start-up; not part of the test suite.
+Needs the console extra, playwright (the dev extra) and chromium (scripts/setup-system.sh). About
+``0.35 * duration + into-sale`` seconds plus start-up; not part of the test suite.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.console.browser import chromium  # noqa: E402
+from tests.console.browser import chromium, wait_for  # noqa: E402
 from tests.servers import free_port, python_env  # noqa: E402
 
 CHARTS = ("document.querySelectorAll('[data-testid=\"stVegaLiteChart\"] canvas, "
@@ -59,14 +59,15 @@ def main() -> int:
         if not read_until("stage normal"):
             return 1
         with chromium(f"http://127.0.0.1:{port}/", width=1400, height=1600) as page:
-            page.wait_for("document.body.innerText.includes('Latency: where the time goes')", timeout=90)
+            wait_for(page, "document.body.innerText.includes('Latency: where the time goes')", timeout=90)
             if not read_until("stage flash sale"):
                 return 1
             time.sleep(args.into_sale)
-            page.wait_for(f"{CHARTS} >= 5", timeout=60)
-            page.wait_for("document.body.innerText.includes('model share')", timeout=60)
+            wait_for(page, f"{CHARTS} >= 5", timeout=60)
+            wait_for(page, "document.body.innerText.includes('model share')", timeout=60)
             time.sleep(4.0)  # the console redraws every 3 s: let the latest redraw finish
-            page.screenshot(args.out)
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=args.out)
         size = args.out.stat().st_size
         print(f"wrote {args.out} ({size / 1000:.0f} KB)")
         return 0 if size < 500_000 else 2

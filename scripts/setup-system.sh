@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs the Debian packages aiwatch's tests and demo talk to for real: Prometheus (+ promtool), Alertmanager
-# (+ amtool), Redis and headless Chromium. Skips what is already there; needs root (or sudo) otherwise.
+# (+ amtool), Redis, headless Chromium and openssl (the TLS tests make their certificates with it). Skips what is
+# already there; needs root (or sudo) otherwise.
 set -euo pipefail
 need=()
 command -v prometheus >/dev/null && command -v promtool >/dev/null || need+=(prometheus)
 command -v prometheus-alertmanager >/dev/null && command -v amtool >/dev/null || need+=(prometheus-alertmanager)
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v chromium >/dev/null || need+=(chromium)
+command -v openssl >/dev/null || need+=(openssl)   # the TLS tests make their certificates with it
 if [ ${#need[@]} -eq 0 ]; then
   echo "system packages: all present"
   exit 0

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The whole test suite from a fresh machine: system packages, a venv with every extra, ruff, mypy, pytest.
-# Extra arguments go to pytest (e.g. scripts/test.sh -m "not slow").
+# The whole test suite from a fresh machine: system packages, a venv with every extra, ruff, mypy, pytest; then a
+# subset of the tests on the lowest allowed dependency versions (scripts/test-lowest.sh).
+# Extra arguments go to the first pytest (e.g. scripts/test.sh -m "not slow").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup-system.sh
@@ -11,3 +12,4 @@ lint_dirs=(); for d in aiwatch tests bench examples scripts; do [ -e "$d" ] && l
 echo "== ruff"; ruff check "${lint_dirs[@]}"
 echo "== mypy"; mypy aiwatch
 echo "== pytest"; python -m pytest -q -ra "$@"
+echo "== lowest versions"; scripts/test-lowest.sh

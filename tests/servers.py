@@ -27,13 +27,12 @@ from typing import Any
 
 import pytest
 
+# one picker of free ports for the demo and every test server: below the ephemeral range (see its docstring)
+from aiwatch.demo.processes import free_port
+
 REPO = Path(__file__).resolve().parent.parent
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def require_binary(name: str) -> str:

@@ -1,10 +1,15 @@
 from __future__ import annotations
 
+import logging
 import threading
+from collections.abc import Iterator
 
 import pytest
+from prometheus_client import CollectorRegistry
 
-from aiwatch.cardinality import OVERFLOW, LabelGuard
+from aiwatch import safety
+from aiwatch.cardinality import OVERFLOW, LabelGuard, guard_for
+from aiwatch.metrics import Metrics
 
 
 def test_values_beyond_the_bound_fold_and_are_counted() -> None:
@@ -38,3 +43,60 @@ def test_invalid_bound_is_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AIWATCH_MAX_LABEL_VALUES", "lots")
     with pytest.raises(ValueError, match="AIWATCH_MAX_LABEL_VALUES"):
         LabelGuard()
+
+
+def test_known_values_of_a_label_never_seen_are_none() -> None:
+    guard = LabelGuard(max_values=2)
+    assert guard.known("never") == frozenset()
+    guard.fold("route", "/a")
+    assert guard.known("route") == frozenset({"/a"})
+
+
+def test_a_bound_only_grows() -> None:
+    guard = LabelGuard(max_values=2)
+    guard.widen(1)
+    assert guard.max_values == 2
+    guard.widen(5)
+    assert guard.max_values == 5
+    with pytest.raises(ValueError, match="max_values"):
+        guard.widen(0)
+
+
+@pytest.fixture
+def every_warning_logged() -> Iterator[None]:
+    safety.set_burst_seconds(0.0)  # rate limiting off: each fold's warning is logged
+    yield
+    safety.set_burst_seconds(60.0)
+
+
+def test_a_fold_is_counted_and_logged_with_the_label_and_its_bound(
+        every_warning_logged: None, caplog: pytest.LogCaptureFixture) -> None:
+    metrics = Metrics(CollectorRegistry())
+    guard = guard_for(metrics, 1)
+    guard.fold("fold_logged_route", "/a")
+    with caplog.at_level(logging.WARNING, logger="aiwatch"):
+        assert guard.fold("fold_logged_route", "/b") == OVERFLOW
+    assert metrics.registry.get_sample_value("aiwatch_label_overflow_total", {"label": "fold_logged_route"}) == 1.0
+    assert [r.getMessage() for r in caplog.records] == [
+        "aiwatch: label 'fold_logged_route' reached its bound of 1 distinct values; new values are recorded as "
+        "'__overflow__' (aiwatch_label_overflow_total counts them; raise max_label_values or "
+        "AIWATCH_MAX_LABEL_VALUES if they are legitimate)"]
+
+
+def test_an_overflow_counter_that_fails_is_counted_as_an_instrumentation_error(
+        every_warning_logged: None, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    metrics = Metrics(CollectorRegistry())
+    guard = guard_for(metrics, 1)
+    guard.fold("broken_counter", "/a")
+
+    def broken(*labels: str) -> None:
+        raise RuntimeError("counter gone")
+
+    monkeypatch.setattr(metrics.label_overflow, "labels", broken)
+    with caplog.at_level(logging.WARNING, logger="aiwatch"):
+        assert guard.fold("broken_counter", "/b") == OVERFLOW  # the fold still happens
+    assert metrics.registry.get_sample_value("aiwatch_instrumentation_errors_total",
+                                             {"component": "cardinality"}) == 1.0
+    failure = next(r for r in caplog.records if "failed and was skipped" in r.getMessage())
+    assert failure.getMessage() == "aiwatch: cardinality failed and was skipped: RuntimeError('counter gone')"
+    assert any("reached its bound of 1" in r.getMessage() for r in caplog.records)

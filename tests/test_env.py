@@ -4,11 +4,18 @@ docs/configuration.md is what ``aiwatch env --markdown`` generates."""
 from __future__ import annotations
 
 import ast
+import atexit
+import base64
+import functools
+import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import types
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -160,6 +167,60 @@ def _excludes(instrumentation: str) -> Callable[[], bool]:
     return read
 
 
+def _console_on_prometheus(field: str) -> Callable[[], Any]:
+    """A console field that needs a Prometheus URL (the dcgm GPU source)."""
+    def read() -> Any:
+        from aiwatch.console.config import ConsoleConfig
+
+        return getattr(ConsoleConfig(**{**ConsoleConfig.env_values(), "prometheus": "http://prom:9090"}), field)
+
+    return read
+
+
+_FILES = Path(tempfile.mkdtemp(prefix="aiwatch-test-env-"))
+atexit.register(shutil.rmtree, _FILES, True)
+(_FILES / "token").write_text("from-file\n")
+(_FILES / "password").write_text("pw-from-file\n")
+
+
+def _http_header(name: str, **env: str) -> Callable[[], Any]:
+    """The ``name`` header HTTPConfig.from_env sends (``env``: variables set for the read too)."""
+    def read() -> Any:
+        from aiwatch.httpconfig import HTTPConfig
+
+        return HTTPConfig.from_env({**os.environ, **env}).request_headers().get(name)
+
+    return read
+
+
+@functools.lru_cache(maxsize=1)
+def _certificates() -> Any:
+    from tests.tls import make_certificates
+
+    return make_certificates(_FILES)
+
+
+def _tls_context() -> bool:
+    from aiwatch.httpconfig import HTTPConfig
+
+    _certificates()
+    return HTTPConfig.from_env().ssl_context is not None
+
+
+def _client_key() -> str:
+    from aiwatch.httpconfig import HTTPConfig
+
+    try:
+        HTTPConfig.from_env({**os.environ, "AIWATCH_PROMETHEUS_CERT_FILE": str(_certificates().client_cert)})
+    except ValueError:
+        return "certificate without its key"
+    return "certificate and key"
+
+
+def _basic(credentials: str) -> str:
+    return "Basic " + base64.b64encode(credentials.encode()).decode()
+
+
 # variable -> (what reads it, what it returns with the variable unset, a value to set, what it returns then)
 READERS: dict[str, tuple[Callable[[], Any], Any, str, Any]] = {
     "AIWATCH_SERVICE": (_recorder_service, "app", "ranker", "ranker"),
@@ -188,6 +249,29 @@ READERS: dict[str, tuple[Callable[[], Any], Any, str, Any]] = {
     "AIWATCH_CONSOLE_REFRESH": (_console("refresh"), 10.0, "0", 0.0),
     "AIWATCH_CONSOLE_WINDOW": (_console("window"), 60.0, "30", 30.0),
     "AIWATCH_CONSOLE_SPAN": (_console("span"), 900.0, "120", 120.0),
+    "AIWATCH_CONSOLE_TIMEOUT": (_console("timeout"), 5.0, "2", 2.0),
+    "AIWATCH_CONSOLE_AGGREGATION_LABELS": (_console("aggregation_labels"), ("cluster", "namespace"), "cluster",
+                                           ("cluster",)),
+    "AIWATCH_CONSOLE_MATCH": (_console("match"), "", 'cluster="eu"', 'cluster="eu"'),
+    "AIWATCH_CONSOLE_GPU_SOURCE": (_console_on_prometheus("gpu_source"), "aiwatch", "dcgm", "dcgm"),
+    "AIWATCH_CONSOLE_DCGM_UTILIZATION": (_console_on_prometheus("dcgm_utilization"), "DCGM_FI_DEV_GPU_UTIL",
+                                         "DCGM_FI_PROF_SM_ACTIVE", "DCGM_FI_PROF_SM_ACTIVE"),
+    "AIWATCH_PROMETHEUS_HEADERS": (_http_header("X-A"), None, "X-A=b%2Cc", "b,c"),
+    "AIWATCH_PROMETHEUS_BEARER_TOKEN": (_http_header("Authorization"), None, "t0k3n", "Bearer t0k3n"),
+    "AIWATCH_PROMETHEUS_BEARER_TOKEN_FILE": (_http_header("Authorization"), None, str(_FILES / "token"),
+                                             "Bearer from-file"),
+    "AIWATCH_PROMETHEUS_BASIC_AUTH_USER": (_http_header("Authorization"), None, "ops", _basic("ops:")),
+    "AIWATCH_PROMETHEUS_BASIC_AUTH_PASSWORD": (
+        _http_header("Authorization", AIWATCH_PROMETHEUS_BASIC_AUTH_USER="ops"), _basic("ops:"), "pw",
+        _basic("ops:pw")),
+    "AIWATCH_PROMETHEUS_BASIC_AUTH_PASSWORD_FILE": (
+        _http_header("Authorization", AIWATCH_PROMETHEUS_BASIC_AUTH_USER="ops"), _basic("ops:"),
+        str(_FILES / "password"), _basic("ops:pw-from-file")),
+    "AIWATCH_PROMETHEUS_TENANT": (_http_header("X-Scope-OrgID"), None, "team-a", "team-a"),
+    "AIWATCH_PROMETHEUS_CA_FILE": (_tls_context, False, str(_FILES / "ca.crt"), True),
+    "AIWATCH_PROMETHEUS_CERT_FILE": (_tls_context, False, str(_FILES / "client.pem"), True),
+    "AIWATCH_PROMETHEUS_KEY_FILE": (_client_key, "certificate without its key", str(_FILES / "client.key"),
+                                    "certificate and key"),
 }
 
 
@@ -211,7 +295,8 @@ def test_defaults_in_the_table_are_the_readers_defaults(monkeypatch: pytest.Monk
     for var in env.VARIABLES:
         read, unset, _, _ = READERS[var.name]
         if var.default and var.name not in ("AIWATCH_TRACING", "OTEL_SDK_DISABLED"):  # flags: "on" / "false"
-            parsed = type(unset)(var.default) if not isinstance(unset, tuple) else (var.default,)
+            parsed = type(unset)(var.default) if not isinstance(unset, tuple) \
+                else tuple(var.default.replace(",", " ").split())
             assert read() == parsed, var.name
 
 

@@ -4,13 +4,16 @@ resolves."""
 from __future__ import annotations
 
 import importlib
+import shutil
 import subprocess
 import sys
+import zipfile
+from pathlib import Path
 
 import pytest
 
 import aiwatch
-from tests.servers import python_env
+from tests.servers import REPO, python_env
 
 OPTIONAL = ("grpc", "pynvml", "streamlit", "evidently", "pandas", "redis", "fastapi", "starlette", "flask", "httpx",
             "requests", "yaml", "pyarrow", "scipy", "google.protobuf")
@@ -58,6 +61,36 @@ def test_every_public_name_is_the_object_its_module_defines_and_is_documented() 
 def test_unknown_attribute_is_an_attribute_error() -> None:
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         aiwatch.nope  # noqa: B018
+
+
+@pytest.mark.slow
+def test_the_built_wheel_ships_every_runbook(tmp_path: Path) -> None:
+    """``pip install aiwatch`` users get the runbooks: build the wheel from a copy of the sources (so no stale
+    build/ of the checkout can leak into it) and read every alert's page from the wheel itself."""
+    from aiwatch.rules import alerts, config_from_dict
+
+    source = tmp_path / "src"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, source / name)
+    shutil.copytree(REPO / "aiwatch", source / "aiwatch", ignore=shutil.ignore_patterns("__pycache__"))
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation",
+                            "-q", "-w", str(tmp_path / "dist")], capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stdout + built.stderr
+    (wheel,) = (tmp_path / "dist").glob("aiwatch-*.whl")
+    every_alert = sorted({a.name for a in alerts(config_from_dict({}))})
+    with zipfile.ZipFile(wheel) as zf:
+        shipped = sorted(n.removeprefix("aiwatch/runbooks/").removesuffix(".md") for n in zf.namelist()
+                         if n.startswith("aiwatch/runbooks/") and n.endswith(".md"))
+    assert shipped == every_alert
+    # imported from the wheel (not from this checkout), aiwatch.runbooks finds and reads every page
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import aiwatch.runbooks as r; "
+            "assert r.__file__.startswith(sys.argv[1]), r.__file__; "
+            "print('\\n'.join(n + ' ' + r.page(n).splitlines()[0] for n in r.names()))")
+    read = subprocess.run([sys.executable, "-I", "-c", code, str(wheel)], capture_output=True, text=True,
+                          timeout=60)
+    assert read.returncode == 0, read.stderr
+    assert read.stdout.splitlines() == [f"{name} # {name}" for name in every_alert]
 
 
 def test_aiwatch_instrument_stays_the_function_whatever_is_imported_first() -> None:

@@ -13,6 +13,7 @@ import pytest
 from aiwatch import promql
 from aiwatch.metrics import CONTRACT
 from aiwatch.promql import Matcher, eq, metric, one_of, parse_matchers, quote, selector, series, unquote
+from tests.servers import require_module
 
 AWKWARD = ['a"b\\c}', "first\nsecond", "tab\there\r", "ctl\x01\x7f", 'a\\"},x="y', "ünïcode ✓", "", "'single'",
            "`tick`", "{{ $labels.x }}", "\\n literally"]
@@ -185,7 +186,7 @@ def test_quote_escapes_what_yaml_would_read_as_a_line_break() -> None:
     ("\\1", False), ("x" * 5000, False),
 ])
 def test_check_regex_compiles_as_prometheus_does(regex: str, ok: bool) -> None:
-    pytest.importorskip("re2")
+    require_module("re2")
     if ok:
         assert promql.check_regex(regex) == regex
     else:

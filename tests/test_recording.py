@@ -186,3 +186,15 @@ def test_recorders_are_built_only_by_the_factory() -> None:
     # RequestRecorder() in timing.py is the default recorder for phases outside requests
     assert _calls_in_aiwatch("RequestRecorder") == {"aiwatch/recording.py", "aiwatch/timing.py"}
     assert _calls_in_aiwatch("ClientRecorder") == {"aiwatch/recording.py"}
+
+
+def test_make_recorder_passes_every_server_option(metrics: Metrics) -> None:
+    provider = TracerProvider()
+    recorder = make_recorder(service="svc", model="ranker", metrics=metrics, tracer_provider=provider,
+                             max_label_values=7, slow_threshold=0.25)
+    assert (recorder.service, recorder.model, recorder.slow_threshold) == ("svc", "ranker", 0.25)
+    assert recorder.metrics is metrics and recorder.guard is guard_for(metrics) and recorder.guard.max_values >= 7
+    assert recorder.tracing.tracer() is not None
+    assert metrics.registry.get_sample_value("aiwatch_slow_threshold_seconds", {"service": "svc"}) == 0.25
+    default = make_recorder(service="other", metrics=metrics)
+    assert default.model == "" and default.slow_threshold == 0.3

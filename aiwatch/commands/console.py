@@ -3,6 +3,8 @@
     aiwatch console                                   # scrape http://127.0.0.1:8000/metrics every 5 s
     aiwatch console --scrape http://10.0.0.5:8000/metrics --scrape http://10.0.0.6:8000/metrics
     aiwatch console --prometheus http://127.0.0.1:9090 --port 8501 --refresh 15
+    aiwatch console --prometheus https://mimir.example.com/prometheus --tenant team-a \
+        --bearer-token-file /var/run/secrets/token --match 'cluster="eu-1"' --gpu-source dcgm
 """
 
 from __future__ import annotations
@@ -13,6 +15,9 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+
+from aiwatch.commands._connection import add_connection_options, connection_from_args
+from aiwatch.gpuseries import SOURCES, UTILIZATION_FIELDS
 
 APP = Path(__file__).resolve().parent.parent / "console" / "app.py"
 
@@ -36,18 +41,39 @@ def register(subparsers: Any) -> None:
                         help="seconds of history the embedded scraper keeps in memory (default 1800)")
     parser.add_argument("--window", type=float, default=60.0, metavar="SECONDS",
                         help="default rate/quantile window (default 60)")
+    parser.add_argument("--timeout", type=float, metavar="SECONDS",
+                        help="seconds one request to Prometheus (or one scrape) may take (default 5)")
+    parser.add_argument("--aggregation-labels", metavar="LABELS",
+                        help="labels the Prometheus queries keep apart, comma separated, or 'none' (default "
+                             "cluster,namespace)")
+    parser.add_argument("--match", metavar="MATCHERS",
+                        help="PromQL matchers added to every Prometheus query, e.g. 'cluster=\"eu-1\"'")
+    parser.add_argument("--gpu-source", choices=SOURCES,
+                        help="read GPUs from aiwatch's collector or NVIDIA's dcgm-exporter (default aiwatch; dcgm "
+                             "needs --prometheus)")
+    parser.add_argument("--dcgm-utilization", choices=tuple(UTILIZATION_FIELDS),
+                        help="with --gpu-source dcgm: the field that is utilization (default DCGM_FI_DEV_GPU_UTIL)")
+    add_connection_options(parser)
     parser.set_defaults(handler=run)
 
 
 def streamlit_command(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
     """The ``streamlit run`` command line and environment for ``args`` (validated; ValueError when bad)."""
     from aiwatch.console.config import DEFAULT_SCRAPE, ConsoleConfig
+    from aiwatch.promql import label_list
 
     if not 0 < args.port < 65536:
         raise ValueError(f"--port must be 1-65535, got {args.port}")
-    config = ConsoleConfig(prometheus=args.prometheus or "", scrape=tuple(args.scrape or (DEFAULT_SCRAPE,)),
-                           interval=args.interval, history=max(args.history, args.interval),
-                           refresh=args.refresh, window=args.window)
+    # the flags not given keep their AIWATCH_CONSOLE_* variables (or the defaults)
+    given = {"timeout": args.timeout, "match": args.match, "gpu_source": args.gpu_source,
+             "dcgm_utilization": args.dcgm_utilization,
+             "aggregation_labels": None if args.aggregation_labels is None
+             else label_list(args.aggregation_labels, "--aggregation-labels")}
+    config = ConsoleConfig(**{
+        **ConsoleConfig.env_values(), "prometheus": args.prometheus or "",
+        "scrape": tuple(args.scrape or (DEFAULT_SCRAPE,)), "interval": args.interval,
+        "history": max(args.history, args.interval), "refresh": args.refresh, "window": args.window,
+        "http": connection_from_args(args), **{k: v for k, v in given.items() if v is not None}})
     _check_urls(config.prometheus, config.scrape)
     cmd = [sys.executable, "-m", "streamlit", "run", str(APP),
            "--server.address", args.address, "--server.port", str(args.port),

@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+#: kept here so that `aiwatch --help` does not import the demo (aiwatch.demo.scenarios.SCENARIOS, checked by a test)
+SCENARIO_NAMES = ("flash-sale", "network", "feature-store", "model", "drift", "none")
+
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
@@ -23,10 +26,11 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--prometheus", metavar="URL", default=None,
                         help="point the console at this Prometheus instead of scraping the services directly")
     parser.add_argument("--rps", type=_positive, default=None,
-                        help="normal request rate (default: 9%% of the model's measured capacity, so the 10x "
-                             "sale overloads it)")
+                        help="normal request rate (default: 15%% of the model's measured capacity, so the 10x "
+                             "sale offers 1.5 times what it can serve)")
     parser.add_argument("--model-ms", type=_positive, default=25.0,
-                        help="model time per batch the recommender is sized to (default 25)")
+                        help="the model's time per batch (default 25): --cpu-ms of numpy work plus a simulated "
+                             "accelerator's time")
     parser.add_argument("--gateway-port", type=_port, default=0,
                         help="gateway port on 127.0.0.1 (default: a free one), e.g. for a Prometheus scrape config")
     parser.add_argument("--inference-port", type=_port, default=0,
@@ -37,7 +41,23 @@ def register(subparsers: Any) -> None:
                         help="port of the console on 127.0.0.1 (default 8501; 0: a free one)")
     parser.add_argument("--json", metavar="PATH", default=None,
                         help="also write each cycle's per-stage numbers to PATH as JSON")
+    parser.add_argument("--scenario", choices=list(SCENARIO_NAMES), default="flash-sale",
+                        help="what goes wrong in the middle stage: flash-sale (default: 10x traffic, the queue "
+                             "grows), network (the gateway -> inference link is congested), feature-store (the "
+                             "store slows, the cache misses), model (the model slows, a GPU throttle), drift (inputs "
+                             "shift, latency stays flat), none (the control)")
+    parser.add_argument("--severity-ms", type=_positive, default=None,
+                        help="time the fault adds to the part it slows (default 200; for flash-sale: the queue "
+                             "wait the sale causes, by bounding its requests in flight; no bound by default)")
+    parser.add_argument("--cpu-ms", type=_positive, default=5.0,
+                        help="of --model-ms, the part that is the numpy recommender's CPU work; the rest is a "
+                             "simulated accelerator's time, which holds no CPU (default 5)")
+    parser.add_argument("--no-alerts", action="store_true",
+                        help="do not start Prometheus and Alertmanager (started by default when installed)")
     parser.add_argument("--seed", type=int, default=7, help="seed of the generated traffic")
+    parser.add_argument("--prediction-log", metavar="DIR", default=None,
+                        help="the inference service logs every request into DIR (Parquet by model and hour); then "
+                             "`aiwatch drift PROFILE DIR --since TIME` tests the sale's requests")
     parser.set_defaults(handler=run)
 
 

@@ -3,6 +3,7 @@
     aiwatch diagnose --prometheus http://127.0.0.1:9090 --service gateway
     aiwatch diagnose --prometheus http://127.0.0.1:9090 --incident 10m --baseline 2h --at 2025-03-01T12:00:00Z --json
     aiwatch diagnose --scrape http://127.0.0.1:8000/metrics --scrape http://127.0.0.1:8001/metrics --incident 30s
+    aiwatch diagnose --prometheus https://thanos.example.com --bearer-token-file token --match 'cluster="eu-1"'
 
 Exit codes: 0 a diagnosis was made, 2 invalid arguments, 3 the source is unreachable or answered with an error,
 4 nothing to diagnose (no aiwatch metrics, no traffic in a window, an unknown service). See docs/diagnose.md.
@@ -15,6 +16,9 @@ import json
 import sys
 import time
 from typing import Any
+
+from aiwatch.commands._connection import add_connection_options, connection_from_args
+from aiwatch.promql import DEFAULT_AGGREGATION_LABELS
 
 EXIT_OK, EXIT_USAGE, EXIT_SOURCE, EXIT_NOTHING = 0, 2, 3, 4
 
@@ -49,6 +53,13 @@ def register(subparsers: Any) -> None:
                         help="with --scrape: seconds between scrapes (default 5s)")
     parser.add_argument("--timeout", default="10s", metavar="DURATION", help="per query or scrape (default 10s)")
     parser.add_argument("--json", action="store_true", help="print the diagnosis as one JSON object")
+    parser.add_argument("--match", metavar="MATCHERS", default="",
+                        help="with --prometheus: PromQL matchers selecting the series to read, e.g. "
+                             "'cluster=\"eu-1\"' (one cluster of a Thanos or Mimir holding several)")
+    parser.add_argument("--aggregation-labels", metavar="LABELS", default=",".join(DEFAULT_AGGREGATION_LABELS),
+                        help="with --prometheus: labels whose values are never added together; a service found "
+                             "under two of them must be narrowed with --match (default %(default)s; 'none')")
+    add_connection_options(parser)
     parser.set_defaults(handler=run)
 
 
@@ -112,10 +123,15 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _source(args: argparse.Namespace, options: dict[str, Any]) -> Any:
+    http = connection_from_args(args)
     if args.prometheus:
         from aiwatch.diagnose.sources import PrometheusWindows
+        from aiwatch.promql import label_list
 
-        return PrometheusWindows(args.prometheus, timeout=options["timeout"])
+        return PrometheusWindows(args.prometheus, timeout=options["timeout"], http=http, match=args.match,
+                                 scope=label_list(args.aggregation_labels, "--aggregation-labels"))
+    if args.match:
+        raise ValueError("--match needs --prometheus: a scrape reads the endpoints it is given")
     from aiwatch.console.scrape import ScrapeSource
 
     span = options["incident"] + options["baseline"]
@@ -124,7 +140,7 @@ def _source(args: argparse.Namespace, options: dict[str, Any]) -> Any:
         raise ValueError(f"--scrape needs windows longer than two scrapes ({interval:g} s each), got "
                          f"--incident plus --baseline = {span:g} s")
     return ScrapeSource(args.scrape, interval=interval, history=span + 2 * interval,
-                        timeout=min(options["timeout"], interval), start=False)
+                        timeout=min(options["timeout"], interval), start=False, http=http)
 
 
 def _wait_for_windows(source: Any, options: dict[str, Any]) -> None:

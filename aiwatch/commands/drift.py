@@ -19,10 +19,13 @@ EXIT_OK, EXIT_DRIFT, EXIT_ERROR = 0, 1, 2
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "drift", help="compare current data with a reference (exit 0 no drift, 1 drift, 2 error)",
-        description="Compare CURRENT (.csv/.parquet) with REFERENCE (a profile .json or a .csv/.parquet file). "
-                    "Exit codes: 0 no dataset drift, 1 dataset drift, 2 error.")
-    parser.add_argument("reference", help="reference profile (.json) or reference data (.csv/.parquet)")
-    parser.add_argument("current", help="current data (.csv/.parquet)")
+        description="Compare CURRENT (.csv/.parquet, or a directory or glob of Parquet files such as a prediction "
+                    "log) with REFERENCE (a profile .json or data). Exit codes: 0 no dataset drift, 1 dataset "
+                    "drift, 2 error.")
+    parser.add_argument("reference", help="reference profile (.json) or reference data (.csv/.parquet, a directory "
+                                          "or a glob of Parquet files)")
+    parser.add_argument("current", help="current data: .csv/.parquet, or a directory or glob of Parquet files")
+    add_time_range(parser)
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.add_argument("--report", metavar="HTML", help="also write Evidently's DataDriftPreset HTML report "
                         "(needs the evidently extra and reference data, not a profile)")
@@ -39,7 +42,30 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--min-samples", type=positive_int, default=30,
                         help="fewer current values: insufficient data (default 30)")
     parser.add_argument("--chunk-rows", type=positive_int, default=100_000, help="rows read at a time")
+    parser.add_argument("--exact", action="store_true",
+                        help="KS / Wasserstein on every current value instead of a uniform sample of 100 000 per "
+                             "feature (holds the numerical columns in memory)")
     parser.set_defaults(handler=run)
+
+
+def add_time_range(parser: Any) -> None:
+    """``--since``/``--until``/``--time-column``: the rows of a Parquet dataset in a time range."""
+    parser.add_argument("--since", metavar="TIME", help="only rows at or after TIME (ISO 8601, UTC unless a zone is "
+                                                        "given; Parquet only)")
+    parser.add_argument("--until", metavar="TIME", help="only rows before TIME (ISO 8601)")
+    parser.add_argument("--time-column", default="timestamp",
+                        help="the timestamp column --since/--until apply to (default: timestamp)")
+
+
+def time_range(args: argparse.Namespace) -> dict[str, Any]:
+    """The keyword arguments of --since/--until/--time-column."""
+    from aiwatch.drift.datasets import parse_time
+
+    since = parse_time(args.since) if args.since else None
+    until = parse_time(args.until) if args.until else None
+    if since is not None and until is not None and since >= until:
+        raise ValueError(f"--since ({args.since}) must be before --until ({args.until})")
+    return {"since": since, "until": until, "time_column": args.time_column}
 
 
 def share(text: str) -> float:
@@ -87,19 +113,22 @@ def _split(items: list[str], convert: Any) -> tuple[Any, dict[str, Any]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from aiwatch.drift.batch import compare_file, load_reference
+    from aiwatch.drift.batch import compare_source, load_reference
     from aiwatch.drift.errors import ProfileError
     from aiwatch.drift.evaluate import Options
+    from aiwatch.feedback.schema import LOG_COLUMNS
 
     try:
         method, methods = _split(args.method, str)
         every, thresholds = _split(args.threshold, threshold)
         options = Options(methods=methods, thresholds=thresholds, method=method, threshold=every,
                           correction=args.correction, drift_share=args.drift_share, rule=args.rule,
-                          min_samples=args.min_samples)
+                          min_samples=args.min_samples, exact=args.exact)
         options.check_numbers()
+        window = time_range(args)
         profile = load_reference(args.reference, chunk_rows=args.chunk_rows)
-        report = compare_file(profile, args.current, options, chunk_rows=args.chunk_rows)
+        report = compare_source(profile, args.current, options, chunk_rows=args.chunk_rows, ignore=LOG_COLUMNS,
+                                **window)
         if args.report:
             write_report(args.reference, args.current, args.report, list(profile.features))
     except (ProfileError, ValueError, OSError, ImportError, KeyError) as exc:

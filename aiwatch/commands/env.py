@@ -83,6 +83,7 @@ def markdown() -> str:
     ]
     for var in VARIABLES:
         owner = "" if var.owner == "aiwatch" else f" *({var.owner}'s variable)*"
+        owner += " *(a secret: `aiwatch env` says only whether it is set)*" if var.secret else ""
         default = f"`{var.default}`" if var.default else "(unset)"
         lines.append(f"| `{var.name}` | {default} | {_cell(var.meaning)}{owner} |")
     return "\n".join(lines) + "\n"
@@ -97,6 +98,9 @@ def run(args: argparse.Namespace) -> int:
     width = max(len(var.name) for var in VARIABLES)
     for var in VARIABLES:
         value = var.raw()
-        shown = repr(value) if value else f"(unset: {var.default!r})" if var.default else "(unset)"
+        if value and var.secret:
+            shown = "(set, not shown)"
+        else:
+            shown = repr(value) if value else f"(unset: {var.default!r})" if var.default else "(unset)"
         print(f"{var.name:<{width}}  {shown}")
     return 0

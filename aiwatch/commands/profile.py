@@ -5,14 +5,16 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from aiwatch.commands.drift import fail, positive_int
+from aiwatch.commands.drift import add_time_range, fail, positive_int, time_range
 
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("profile", help="build reference profiles for drift detection")
     sub = parser.add_subparsers(dest="profile_command", metavar="ACTION")
-    build = sub.add_parser("build", help="profile a CSV or Parquet file (chunked, bounded memory)")
-    build.add_argument("data", help="training data: .csv or .parquet")
+    build = sub.add_parser("build", help="profile a CSV or Parquet file, or a directory or glob of Parquet files "
+                                         "(chunked, bounded memory)")
+    build.add_argument("data", help="training data: .csv or .parquet, or a directory or glob of Parquet files")
+    add_time_range(build)
     build.add_argument("-o", "--output", required=True, help="where to write the profile JSON")
     build.add_argument("--bins", type=positive_int, default=10, help="bins per numerical feature (default 10)")
     build.add_argument("--top-k", type=positive_int, default=100, help="categories kept per categorical feature")
@@ -35,14 +37,29 @@ def parse_kinds(items: list[str]) -> dict[str, str]:
     return kinds
 
 
+def log_feature_columns(source: str, time_column: str, log_columns: tuple[str, ...]) -> list[str]:
+    """The columns of a Parquet dataset minus the prediction log's own columns and the partition keys."""
+    from aiwatch.drift.datasets import open_dataset, partition_columns
+
+    dataset = open_dataset(source)
+    skip = {*log_columns, time_column, *partition_columns(dataset)}
+    return [name for name in dataset.schema.names if name not in skip]
+
+
 def run_build(args: argparse.Namespace) -> int:
+    from aiwatch.drift.batch import profile_source
+    from aiwatch.drift.datasets import is_dataset
     from aiwatch.drift.errors import ProfileError
-    from aiwatch.drift.profile import ReferenceProfile
+    from aiwatch.feedback.schema import LOG_COLUMNS
 
     try:
-        profile = ReferenceProfile.from_file(args.data, n_bins=args.bins, top_k=args.top_k,
-                                             sample_size=args.sample_size, kinds=parse_kinds(args.kind),
-                                             chunk_rows=args.chunk_rows)
+        window = time_range(args)
+        columns = None
+        if is_dataset(args.data):  # maybe a prediction log: profile the inputs and outputs, not the log's columns
+            columns = log_feature_columns(args.data, window["time_column"], LOG_COLUMNS)
+        profile = profile_source(args.data, n_bins=args.bins, top_k=args.top_k, sample_size=args.sample_size,
+                                 kinds=parse_kinds(args.kind), chunk_rows=args.chunk_rows, columns=columns,
+                                 **window)
         profile.save(args.output)
     except (ProfileError, ValueError, OSError, ImportError) as exc:
         return fail(exc, command="aiwatch profile build")

@@ -38,6 +38,11 @@ def run_render(args: argparse.Namespace) -> int:
         for name in stale:
             print(f"{out / name} is out of date; run: aiwatch rules render --out {out}", file=sys.stderr)
         return 1 if stale else 0
+    if cfg.runbook_url_is_placeholder:
+        print("aiwatch rules: warning: runbook_url is still the placeholder "
+              f"{cfg.runbook_url!r}, so every alert's runbook link leads nowhere. Set runbook_url in the config to "
+              "where your runbooks live: your wiki, your repository, or the aiwatch console "
+              "(http://HOST:8501/?runbook={alert}). See docs/alerts.md.", file=sys.stderr)
     out.mkdir(parents=True, exist_ok=True)
     for name, text in files.items():
         (out / name).write_text(text)

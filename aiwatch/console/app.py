@@ -1,8 +1,11 @@
 """The aiwatch console, a Streamlit app: ``aiwatch console`` runs it (or ``streamlit run aiwatch/console/app.py``).
 
-Four views, picked in the sidebar: **Latency**, **Resources**, **Drift** and **Alerts**. Each panel asks one
-question of the data source (:mod:`aiwatch.console.source`) and draws the answer; a panel whose question fails or
-has no data shows a message saying why, and the other panels go on.
+Five views, picked in the sidebar: **Latency**, **Resources**, **Drift**, **Alerts** and **Runbooks**. Each panel
+asks one question of the data source (:mod:`aiwatch.console.source`) and draws the answer; a panel whose question
+fails or has no data shows a message saying why, and the other panels go on. The Runbooks view serves the runbook
+of every aiwatch alert from the package (:mod:`aiwatch.runbooks`); ``?runbook=<AlertName>`` opens one, so a rules
+config can point ``runbook_url`` at the console (``http://CONSOLE/?runbook={alert}``).
+
 
 Label values, feature names, annotations, URLs and error messages come from traffic or from the source, so they are
 written through :func:`~aiwatch.console.text.md` wherever Streamlit would render Markdown: they show as text, never
@@ -19,6 +22,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from aiwatch import runbooks
 from aiwatch._optional import require
 from aiwatch.console.config import ConsoleConfig
 from aiwatch.console.source import (
@@ -37,7 +41,9 @@ st: Any = require("streamlit", "console")
 pd: Any = require("pandas", "console")
 alt: Any = require("altair", "console")
 
-VIEWS = ("Latency", "Resources", "Drift", "Alerts")
+VIEWS = ("Latency", "Resources", "Drift", "Alerts", "Runbooks")
+#: the query parameter that opens the Runbooks view on one alert's page
+RUNBOOK_PARAM = "runbook"
 WINDOWS = (30.0, 60.0, 300.0, 900.0, 3600.0)
 MODEL_COLOR = "#d62728"
 NOT_MODEL_COLORS = ("#1f77b4", "#6baed6", "#9ecae1", "#7f7f7f", "#bcbd22", "#17becf", "#c7c7c7")
@@ -393,6 +399,10 @@ def drift_view(src: DataSource, window: float) -> None:
     rows = panel("Per-feature drift (latest evaluation; click a column to sort)", src.drift_table, _draw_drift_table,
                  "No drift results yet: no aiwatch_drift_score series. Drift gauges appear after the first "
                  "DriftMonitor evaluation.")
+    panel("Realised model quality (delayed labels joined to the prediction log)", src.model_quality,
+          _draw_quality, "No realised quality: no aiwatch_model_quality series. `aiwatch quality LOG LABELS "
+          "--textfile ...` exports them once labels arrive (docs/prediction-log.md); until then prediction drift, "
+          "the output.* features above, is the proxy.")
     features = sorted({(r.model, r.feature) for r in rows or []})
     if not features:
         return
@@ -423,6 +433,18 @@ def drift_view(src: DataSource, window: float) -> None:
         panel("Drift score over time", over_time, lambda d: line(d, ["feature", "test"], "score"),
               "Pick features above to see their drift score over time." if not picked
               else "No drift score history for these features yet.")
+
+
+def _draw_quality(rows: list[Any]) -> None:
+    off = [r for r in rows if r.off_objective]
+    if off:
+        st.error("Quality off its objective: " + ", ".join(f"{md(r.metric)} of {md(r.model)}" for r in off[:10]))
+    df = pd.DataFrame([{"model": r.model, "metric": r.metric, "value": r.value, "objective": r.objective,
+                        "off objective": r.off_objective, "labelled requests": r.labelled} for r in rows])
+    st.dataframe(df, hide_index=True, width="stretch",
+                 column_config={"value": st.column_config.NumberColumn(format="%.4g"),
+                                "objective": st.column_config.NumberColumn(format="%.4g"),
+                                "labelled requests": st.column_config.NumberColumn(format="%.0f")})
 
 
 def _draw_drift_table(rows: list[Any]) -> None:
@@ -457,6 +479,12 @@ def alerts_view(src: DataSource, window: float) -> None:
               "No autoscaling signals.")
 
 
+def runbook_page_link(alert: str) -> str | None:
+    """The console's own page for ``alert``'s runbook (``?runbook=<alert>``), when aiwatch has one (its name is then
+    one of the package's: letters and digits, safe in a link as it is)."""
+    return f"?{RUNBOOK_PARAM}={alert}" if alert in runbooks.names() else None
+
+
 def _draw_alerts(rows: list[Any]) -> None:
     firing = [a for a in rows if a.state == "firing"]
     if firing:
@@ -464,20 +492,41 @@ def _draw_alerts(rows: list[Any]) -> None:
     else:
         st.warning(f"{len(rows)} pending.")
     for a in rows:
+        page = runbook_page_link(a.name)
+        links = [f"[runbook]({page})"] if page else []
         if not a.runbook_url:
-            link = " — no runbook_url annotation"
+            links.append("no runbook_url annotation")
         elif safe_url(a.runbook_url):
-            link = f" — {md_link('runbook', a.runbook_url)}"
+            links.append(md_link("runbook_url", a.runbook_url))
         else:
-            link = f" — runbook_url is not an http(s) link: {md(a.runbook_url)}"
+            links.append(f"runbook_url is not an http(s) link: {md(a.runbook_url)}")
         st.markdown(f"- **{md(a.state.upper())}** \\[{md(a.severity or 'no severity')}\\] **{md(a.name)}**: "
-                    f"{md(a.summary)}{link}")
+                    f"{md(a.summary)} — {' · '.join(links)}")
     df = pd.DataFrame([{"state": a.state, "severity": a.severity, "alert": a.name, "summary": a.summary,
-                        "runbook": safe_url(a.runbook_url), "since": a.active_at,
+                        "runbook": runbook_page_link(a.name), "runbook_url": safe_url(a.runbook_url),
+                        "since": a.active_at,
                         "labels": ", ".join(f"{k}={v}" for k, v in sorted(a.labels.items())
                                             if k not in ("alertname", "severity"))} for a in rows])
     st.dataframe(df, hide_index=True, width="stretch",
-                 column_config={"runbook": st.column_config.LinkColumn("runbook", display_text="open runbook")})
+                 column_config={"runbook": st.column_config.LinkColumn("runbook", display_text="open runbook"),
+                                "runbook_url": st.column_config.LinkColumn("runbook_url")})
+
+
+def runbooks_view() -> None:
+    """Every alert's runbook, from the package; ``?runbook=<AlertName>`` picks one (the view works without data)."""
+    st.header("Runbooks")
+    names = runbooks.names()
+    wanted = st.query_params.get(RUNBOOK_PARAM)
+    if wanted is not None and wanted not in names:
+        st.warning(f"No runbook for an alert named “{md(wanted)}”. aiwatch's alerts: pick one below.")
+    if st.session_state.get("runbook") not in names:
+        st.session_state["runbook"] = wanted if wanted in names else names[0]
+    name = st.selectbox("Alert", names, key="runbook")
+    st.query_params[RUNBOOK_PARAM] = name
+    st.caption(f"Shipped with aiwatch (aiwatch/runbooks/{name}.md). Link to this page: ?{RUNBOOK_PARAM}={name}; "
+               "point a rules config's runbook_url here with http://CONSOLE/?runbook={alert}.")
+    with st.container(key="runbook-page", border=True):
+        st.markdown(runbooks.page(name))
 
 
 def _draw_signals(signals: list[Any]) -> None:
@@ -536,6 +585,11 @@ def main() -> None:
         except ValueError as exc:
             st.error(f"Bad console configuration: {md(exc)}")
             return
+    if "view" not in st.session_state:  # a link into the console: ?runbook=<AlertName> or ?view=<View>
+        if RUNBOOK_PARAM in st.query_params:
+            st.session_state["view"] = "Runbooks"
+        elif st.query_params.get("view") in VIEWS:
+            st.session_state["view"] = st.query_params["view"]
     with st.sidebar:
         st.title("aiwatch console")
         view = st.radio("View", VIEWS, key="view")
@@ -544,6 +598,12 @@ def main() -> None:
                               format_func=_window_label)
         st.caption(f"Source: {md(src.description)}")
         st.caption(f"Refreshes every {config.refresh:g} s." if config.refresh else "Auto-refresh is off.")
+
+    if view == "Runbooks":  # the package's pages: no data source needed, no refresh
+        runbooks_view()
+        return
+    if RUNBOOK_PARAM in st.query_params:
+        del st.query_params[RUNBOOK_PARAM]
 
     def body() -> None:
         if health_banner(src):

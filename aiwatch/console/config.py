@@ -1,21 +1,25 @@
 """The console's configuration: passed from ``aiwatch console`` to the Streamlit app through environment variables.
 
     >>> cfg = ConsoleConfig.from_env({"AIWATCH_CONSOLE_SCRAPE": "http://127.0.0.1:8000/metrics", "AIWATCH_CONSOLE_REFRESH": "5"})
-    >>> cfg.scrape, cfg.refresh
-    (('http://127.0.0.1:8000/metrics',), 5.0)
+    >>> cfg.scrape, cfg.refresh, cfg.aggregation_labels
+    (('http://127.0.0.1:8000/metrics',), 5.0, ('cluster', 'namespace'))
 """  # noqa: E501
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiwatch import env as _env
 from aiwatch.console.source import DataSource
+from aiwatch.gpuseries import GpuSeries
+from aiwatch.httpconfig import HTTPConfig
+from aiwatch.promql import label_list, matchers_of
 
 DEFAULT_SCRAPE = _env.CONSOLE_SCRAPE.default
 
-#: Each field's environment variable (the rows of :mod:`aiwatch.env`'s table).
+#: Each field's environment variable (the rows of :mod:`aiwatch.env`'s table); ``http`` has its own
+#: (:data:`aiwatch.httpconfig.ENV`).
 ENV = {
     "prometheus": _env.CONSOLE_PROMETHEUS,
     "scrape": _env.CONSOLE_SCRAPE,
@@ -24,7 +28,14 @@ ENV = {
     "refresh": _env.CONSOLE_REFRESH,
     "window": _env.CONSOLE_WINDOW,
     "span": _env.CONSOLE_SPAN,
+    "timeout": _env.CONSOLE_TIMEOUT,
+    "aggregation_labels": _env.CONSOLE_AGGREGATION_LABELS,
+    "match": _env.CONSOLE_MATCH,
+    "gpu_source": _env.CONSOLE_GPU_SOURCE,
+    "dcgm_utilization": _env.CONSOLE_DCGM_UTILIZATION,
 }
+_SECONDS = ("interval", "history", "refresh", "window", "span", "timeout")
+_TEXT = ("prometheus", "match", "gpu_source", "dcgm_utilization")
 
 
 @dataclass(frozen=True)
@@ -37,6 +48,11 @@ class ConsoleConfig:
     - ``refresh``: seconds between automatic redraws of the open view (0 turns it off).
     - ``window``: the default rate / quantile window in seconds.
     - ``span``: seconds of history the over-time charts draw from Prometheus.
+    - ``timeout``: seconds one request to Prometheus (or one scrape) may take.
+    - ``aggregation_labels``: the labels Prometheus queries keep apart (clusters, namespaces).
+    - ``match``: PromQL matchers added to every Prometheus query (``cluster="eu-1"``).
+    - ``gpu_source`` / ``dcgm_utilization``: where the GPU panels read from (:mod:`aiwatch.gpuseries`).
+    - ``http``: headers, credentials, a tenant and TLS for Prometheus and the scraped URLs.
     """
 
     prometheus: str = _env.CONSOLE_PROMETHEUS.default
@@ -46,53 +62,77 @@ class ConsoleConfig:
     refresh: float = float(_env.CONSOLE_REFRESH.default)
     window: float = float(_env.CONSOLE_WINDOW.default)
     span: float = float(_env.CONSOLE_SPAN.default)
+    timeout: float = float(_env.CONSOLE_TIMEOUT.default)
+    aggregation_labels: tuple[str, ...] = label_list(_env.CONSOLE_AGGREGATION_LABELS.default)
+    match: str = _env.CONSOLE_MATCH.default
+    gpu_source: str = _env.CONSOLE_GPU_SOURCE.default
+    dcgm_utilization: str = _env.CONSOLE_DCGM_UTILIZATION.default
+    http: HTTPConfig = field(default_factory=HTTPConfig)
 
     def __post_init__(self) -> None:
-        for name in ("interval", "history", "window", "span"):
+        for name in ("interval", "history", "window", "span", "timeout"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"console {name} must be > 0 seconds, got {getattr(self, name)}")
         if self.refresh < 0:
             raise ValueError(f"console refresh must be >= 0 seconds, got {self.refresh}")
         if not self.prometheus and not self.scrape:
             raise ValueError("the console needs a Prometheus URL or at least one /metrics URL to scrape")
+        try:
+            matchers_of([self.match])
+        except ValueError as exc:
+            raise ValueError(f"console match: {self.match!r} is not PromQL label matchers ({exc})") from None
+        if self.gpu.dcgm and not self.prometheus:
+            raise ValueError("the dcgm GPU source needs a Prometheus URL: the embedded scraper reads aiwatch's own "
+                             "metrics only")
+
+    @property
+    def gpu(self) -> GpuSeries:
+        return GpuSeries(self.gpu_source, self.dcgm_utilization)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ConsoleConfig:
-        """Read the ``AIWATCH_CONSOLE_*`` variables (unset ones keep their defaults)."""
-        kwargs: dict[str, object] = {}
+        """Read the ``AIWATCH_CONSOLE_*`` and ``AIWATCH_PROMETHEUS_*`` variables (unset ones keep their
+        defaults)."""
+        return cls(**cls.env_values(env))  # type: ignore[arg-type]
+
+    @staticmethod
+    def env_values(env: Mapping[str, str] | None = None) -> dict[str, object]:
+        """The fields the variables set, parsed (``ValueError`` naming a variable that is malformed)."""
+        kwargs: dict[str, object] = {"http": HTTPConfig.from_env(env)}
         for field_name, var in ENV.items():
             raw = var.raw(env).strip()
             if not raw:
                 continue
-            if field_name == "prometheus":
+            if field_name in _TEXT:
                 kwargs[field_name] = raw
             elif field_name == "scrape":
                 kwargs[field_name] = tuple(u for u in raw.replace(",", " ").split() if u)
+            elif field_name == "aggregation_labels":
+                kwargs[field_name] = label_list(raw, var.name)
             else:
                 try:
                     kwargs[field_name] = float(raw)
                 except ValueError:
                     raise ValueError(f"{var.name} must be a number of seconds, got {raw!r}") from None
-        return cls(**kwargs)  # type: ignore[arg-type]
+        return kwargs
 
     def to_env(self) -> dict[str, str]:
         """The environment variables that :meth:`from_env` reads back into this config."""
-        return {
-            ENV["prometheus"].name: self.prometheus,
-            ENV["scrape"].name: ",".join(self.scrape),
-            ENV["interval"].name: str(self.interval),
-            ENV["history"].name: str(self.history),
-            ENV["refresh"].name: str(self.refresh),
-            ENV["window"].name: str(self.window),
-            ENV["span"].name: str(self.span),
-        }
+        out = {ENV[name].name: str(getattr(self, name)) for name in (*_TEXT, *_SECONDS)}
+        out[ENV["scrape"].name] = ",".join(self.scrape)
+        out[ENV["aggregation_labels"].name] = ",".join(self.aggregation_labels) or "none"
+        out.update(self.http.to_env())
+        return out
 
     def make_source(self) -> DataSource:
         """The data source this config names (a started :class:`ScrapeSource` unless ``prometheus`` is set)."""
         if self.prometheus:
             from aiwatch.console.prometheus import PrometheusSource
+            from aiwatch.console.queries import PanelQueries
 
-            return PrometheusSource(self.prometheus, span=self.span)
+            return PrometheusSource(self.prometheus, span=self.span, timeout=self.timeout, http=self.http,
+                                    queries=PanelQueries(self.aggregation_labels, self.match, self.gpu))
         from aiwatch.console.scrape import ScrapeSource
 
-        return ScrapeSource(self.scrape, interval=self.interval, history=self.history)
+        return ScrapeSource(self.scrape, interval=self.interval, history=self.history,
+                            timeout=min(self.timeout, self.interval), http=self.http)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiwatch import promapi
 from aiwatch.console import queries as Q
+from aiwatch.console.queries import PanelQueries
 from aiwatch.console.source import (
     AUTOSCALING_SIGNALS,
     QUANTILES,
@@ -22,6 +23,7 @@ from aiwatch.console.source import (
     DataSource,
     DriftRow,
     GpuRow,
+    QualityRow,
     Series,
     Signal,
     SourceError,
@@ -31,8 +33,11 @@ from aiwatch.console.source import (
     bin_rows,
     drift_rows,
     duration,
-    gpu_rows,
+    natural_key,
+    quality_rows,
+    tell_scopes_apart,
 )
+from aiwatch.httpconfig import HTTPConfig
 from aiwatch.promapi import PrometheusAPI, PrometheusError, PrometheusSlow, PrometheusUnavailable
 
 if TYPE_CHECKING:
@@ -50,22 +55,28 @@ class PrometheusSource(DataSource):
       stops working on it); a question not answered in time raises :class:`SourceSlow` naming the query and the
       time, and the other panels still draw.
     - ``max_bytes``: the largest answer read; a larger one is a :class:`SourceError`.
+    - ``http``: headers, credentials, a tenant and TLS (:class:`~aiwatch.httpconfig.HTTPConfig`).
+    - ``queries``: the panels' PromQL (:class:`~aiwatch.console.queries.PanelQueries`): the aggregation labels kept
+      apart (default ``cluster``, ``namespace``), matchers on every query (one cluster of several), the GPU source.
+      A name found in several scopes (the same service in two clusters) is shown with its scope: ``api (eu)``.
 
     Whatever Prometheus (or whatever answers at ``url``) sends back, a question returns its answer or raises a
     :class:`SourceError`: garbage, JSON of the wrong shape, NaN and infinite values, oversized answers included.
     """
 
     def __init__(self, url: str, *, span: float = 900.0, points: int = 120, timeout: float = 5.0,
-                 max_bytes: int = 32 * 2**20) -> None:
+                 max_bytes: int = 32 * 2**20, http: HTTPConfig | None = None,
+                 queries: PanelQueries | None = None) -> None:
         if not span > 0 or points < 2:
             raise ValueError(f"span must be > 0 and points >= 2, got span={span} points={points}")
-        self.api = PrometheusAPI(url, timeout=timeout, max_bytes=max_bytes)
+        self.api = PrometheusAPI(url, timeout=timeout, max_bytes=max_bytes, http=http)
         self.url = self.api.url
         self.span = span
         self.points = points
         self.timeout = timeout
         self.max_bytes = max_bytes
-        self.description = f"Prometheus at {self.url}"
+        self.q = queries or PanelQueries()
+        self.description = f"Prometheus at {self.url}" + (f" ({self.q.match})" if self.q.match else "")
 
     # --- HTTP (through the one Prometheus client, its errors as the console's) -------------------------------
     @staticmethod
@@ -85,19 +96,22 @@ class PrometheusSource(DataSource):
 
     def instant(self, promql: str) -> list[tuple[dict[str, str], float]]:
         """An instant query: ``(labels, value)`` per series, NaN and infinite values dropped."""
-        return self._call(lambda: self.api.query(promql))
+        answer = self._call(lambda: self.api.query(promql))
+        names = tell_scopes_apart([labels for labels, _ in answer], self.q.scope)
+        return [(labels, value) for labels, (_, value) in zip(names, answer, strict=True)]
 
     def range(self, promql: str, extra: dict[str, str] | None = None) -> list[Series]:
         """A range query over the last ``span`` seconds; ``extra`` labels are added to every series."""
         end = time.time()
         step = max(self.span / self.points, 1.0)
         answer = self._call(lambda: self.api.query_range(promql, end - self.span, end, step))
-        return [Series({**found, **(extra or {})}, points) for found, points in answer]
+        names = tell_scopes_apart([found for found, _ in answer], self.q.scope)
+        return [Series({**found, **(extra or {})}, points) for found, (_, points) in zip(names, answer, strict=True)]
 
     def window_totals(self, start: float, end: float) -> WindowTotals:
         from aiwatch.diagnose.sources import prometheus_totals
 
-        return self._call(lambda: prometheus_totals(self.api, start, end))
+        return self._call(lambda: prometheus_totals(self.api, start, end, match=self.q.match, scope=self.q.scope))
 
     # --- the panel questions ------------------------------------------------------------------------------
     def health(self) -> list[TargetHealth]:
@@ -123,65 +137,77 @@ class PrometheusSource(DataSource):
 
     def latency_quantiles(self, window: float) -> list[Series]:
         w = duration(window)
-        return self._ranges([(Q.latency_quantile(q, w), {"quantile": name}) for name, q in QUANTILES])
+        return self._ranges([(self.q.latency_quantile(q, w), {"quantile": name}) for name, q in QUANTILES])
 
     def phase_split(self, window: float) -> list[Series]:
-        return self.range(Q.phase_split(duration(window)))
+        return self.range(self.q.phase_split(duration(window)))
 
     def throughput(self, window: float) -> list[Series]:
-        return self.range(Q.throughput(duration(window)))
+        return self.range(self.q.throughput(duration(window)))
 
     def error_ratio(self, window: float) -> list[Series]:
-        return self.range(Q.error_ratio(duration(window)))
+        return self.range(self.q.error_ratio(duration(window)))
 
     def network_time(self, window: float) -> list[Series]:
         w = duration(window)
-        return self._ranges([(Q.network_quantile(q, w), {"quantile": name}) for name, q in QUANTILES[:2]])
+        return self._ranges([(self.q.network_quantile(q, w), {"quantile": name}) for name, q in QUANTILES[:2]])
 
     def gpu_table(self) -> list[GpuRow]:
-        rows: dict[str, dict[str, Any]] = {}
-        answers = self._all([partial(self.instant, Q.gpu_gauge(m)) for _, m in Q.GPU_GAUGES])
+        rows: dict[tuple[str, str], dict[str, Any]] = {}
+        answers = self._all([partial(self.instant, self.q.gpu_gauge(field)) for field, _ in Q.GPU_GAUGES])
         for (field_name, _), answer in zip(Q.GPU_GAUGES, answers, strict=True):
             for labels, value in answer:
-                row = rows.setdefault(labels.get("gpu", ""), {"name": labels.get("name", ""),
-                                                              "uuid": labels.get("uuid", "")})
+                # a GPU is its UUID: GPU 0 of every host is another one
+                key = (labels.get("gpu", ""), labels.get("uuid", ""))
+                row = rows.setdefault(key, {"gpu": key[0], "name": labels.get("name", ""), "uuid": key[1]})
                 row[field_name] = value
-        return gpu_rows(rows)
+        return [GpuRow(**row) for _, row in sorted(rows.items(), key=lambda kv: (natural_key(kv[0][0]), kv[0][1]))]
 
     def gpu_utilization(self) -> list[Series]:
-        return self.range(Q.per_gpu(Q.GPU_UTILIZATION.name))
+        return self.range(self.q.per_gpu("utilization"))
 
     def queue_depth(self) -> list[Series]:
-        return self.range(Q.queue_depth())
+        return self.range(self.q.queue_depth())
 
     def in_flight(self) -> list[Series]:
-        return self.range(Q.in_flight())
+        return self.range(self.q.in_flight())
 
     def batch_size(self, window: float) -> list[Series]:
-        return self.range(Q.batch_size(duration(window)))
+        return self.range(self.q.batch_size(duration(window)))
 
     def cache_hit_ratio(self, window: float) -> list[Series]:
-        return self.range(Q.cache_hit_ratio(duration(window)))
+        return self.range(self.q.cache_hit_ratio(duration(window)))
 
     def drift_table(self) -> list[DriftRow]:
         found: dict[tuple[str, str, str], dict[str, float]] = {}
-        answers = self._all([partial(self.instant, Q.drift_gauge(m)) for _, m in Q.DRIFT_GAUGES])
+        answers = self._all([partial(self.instant, self.q.drift_gauge(m)) for _, m in Q.DRIFT_GAUGES])
         for (key, _), answer in zip(Q.DRIFT_GAUGES, answers, strict=True):
             for labels, value in answer:
                 ident = (labels.get("model", ""), labels.get("feature", ""), labels.get("test", ""))
                 found.setdefault(ident, {})[key] = value
         return drift_rows(found)
 
+    def model_quality(self) -> list[QualityRow]:
+        values, objectives, labelled = self._all([
+            partial(self.instant, self.q.quality_gauge(Q.MODEL_QUALITY.name)),
+            partial(self.instant, self.q.quality_gauge(Q.MODEL_QUALITY_OBJECTIVE.name)),
+            partial(self.instant, self.q.quality_gauge(Q.MODEL_QUALITY_LABELLED.name, ("model",)))])
+
+        def keyed(answer: Any) -> dict[tuple[str, str], float]:
+            return {(lb.get("model", ""), lb.get("metric", "")): v for lb, v in answer}
+
+        return quality_rows(keyed(values), keyed(objectives), {lb.get("model", ""): v for lb, v in labelled})
+
     def drift_over_time(self, features: Sequence[tuple[str, str]]) -> list[Series]:
         if not features:
             return []
         wanted = set(features)
-        series = self.range(Q.drift_scores_of(sorted({m for m, _ in features}), sorted({f for _, f in features})))
+        series = self.range(self.q.drift_scores_of(sorted({m for m, _ in features}), sorted({f for _, f in features})))
         return [s for s in series if (s.labels.get("model", ""), s.labels.get("feature", "")) in wanted]
 
     def feature_distribution(self, model: str, feature: str, window: float) -> list[BinRow]:
-        reference, live = self._all([lambda: self.instant(Q.feature_reference(model, feature)),
-                                     lambda: self.instant(Q.feature_live(model, feature, duration(window)))])
+        reference, live = self._all([lambda: self.instant(self.q.feature_reference(model, feature)),
+                                     lambda: self.instant(self.q.feature_live(model, feature, duration(window)))])
         return bin_rows({lb.get("bin", ""): v for lb, v in reference}, {lb.get("bin", ""): v for lb, v in live})
 
     def alerts(self) -> list[AlertRow]:
@@ -201,9 +227,14 @@ class PrometheusSource(DataSource):
         return sort_alerts(rows)
 
     def autoscaling_signals(self, window: float) -> list[Signal]:
-        answers = self._all([partial(self.instant, q) for q in Q.autoscaling(duration(window))])
-        return [Signal(name, result[0][1] if result else None, unit, help_text)
-                for (name, unit, help_text), result in zip(AUTOSCALING_SIGNALS, answers, strict=True)]
+        answers = self._all([partial(self.instant, q) for q in self.q.autoscaling(duration(window))])
+        signals = []
+        for (name, unit, help_text), result in zip(AUTOSCALING_SIGNALS, answers, strict=True):
+            if len(result) > 1:  # one value per cluster / namespace: the busiest is the one to act on
+                help_text += (f" The largest of {len(result)} ({', '.join(self.q.scope)}); narrow the console to "
+                              "one with --match.")
+            signals.append(Signal(name, max((v for _, v in result), default=None), unit, help_text))
+        return signals
 
 
 def _text(value: object) -> str:

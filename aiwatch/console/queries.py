@@ -1,22 +1,47 @@
 """The PromQL of every console panel, shared by :class:`~aiwatch.console.prometheus.PrometheusSource` and the
-Grafana dashboard (``scripts/build_dashboard.py`` renders ``dashboards/aiwatch.json`` from these functions).
+Grafana dashboards (``scripts/build_dashboard.py`` renders ``dashboards/*.json`` from :class:`PanelQueries`).
 
 ``w`` is a PromQL duration (``"1m"``, or ``"$__rate_interval"`` in Grafana); ``svc`` / ``mdl`` are optional label
 matchers (``'service=~"$service"'`` or an :class:`aiwatch.promql.Matcher`) that narrow service- and model-labelled
 metrics. Selectors, quoting and metric names come from :mod:`aiwatch.promql`; the metric constants below are also
 the names :class:`~aiwatch.console.scrape.ScrapeSource` reads.
 
-    >>> throughput("1m")
+A :class:`PanelQueries` carries what a deployment decides once for every panel:
+
+- ``scope``: the aggregation labels every panel keeps (default ``cluster`` and ``namespace``), so that a Thanos or
+  Mimir holding several clusters never has their series summed; a label the series lack groups as empty;
+- ``match``: matchers added to every selector (``cluster="eu-1"``; the dashboards' ``cluster=~"$cluster"``);
+- ``gpu``: where the GPU panels read from, aiwatch's collector or dcgm-exporter (:mod:`aiwatch.gpuseries`).
+
+    >>> PanelQueries(scope=()).throughput("1m")
     'sum by (service) (rate(aiwatch_request_duration_seconds_count[1m]))'
+    >>> PanelQueries(match='cluster="eu"').throughput("1m")
+    'sum by (cluster, namespace, service) (rate(aiwatch_request_duration_seconds_count{cluster="eu"}[1m]))'
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import TypeAlias
 
-from aiwatch.console.source import ERROR_STATUS_RE
 from aiwatch.drift.promql import live_share_expr, reference_share_expr
-from aiwatch.promql import Matcher, by, eq, histogram_quantile, matches, metric, one_of, rate, selector, series
+from aiwatch.gpuseries import GpuSeries
+from aiwatch.promql import (
+    DEFAULT_AGGREGATION_LABELS,
+    Matcher,
+    by,
+    eq,
+    histogram_quantile,
+    matchers_of,
+    matches,
+    metric,
+    one_of,
+    rate,
+    scoped,
+    selector,
+    series,
+)
+from aiwatch.status import ERROR_STATUS_RE
 
 REQUESTS = metric("aiwatch_request_duration_seconds")
 PHASES = metric("aiwatch_phase_duration_seconds")
@@ -32,15 +57,16 @@ DRIFT_SCORE = metric("aiwatch_drift_score")
 DRIFT_PVALUE = metric("aiwatch_drift_pvalue")
 DRIFT_DETECTED = metric("aiwatch_drift_detected")
 FEATURE_BINS = metric("aiwatch_feature_bin_total")
+MODEL_QUALITY = metric("aiwatch_model_quality")
+MODEL_QUALITY_OBJECTIVE = metric("aiwatch_model_quality_objective")
+MODEL_QUALITY_LABELLED = metric("aiwatch_model_quality_labelled")
 REFERENCE_RATIO = metric("aiwatch_feature_reference_ratio")
 
 REPLICA_GAUGES = (IN_FLIGHT, QUEUE_DEPTH, GPU_NVML_UP)
 """The serving gauges whose exporters count as replicas."""
 
 # factored as aiwatch_(a|b|c): the committed dashboard's text
-REPLICAS = by("count", (), by("count", ("instance",), selector(matches(
-    "__name__", "aiwatch_(" + "|".join(m.name.removeprefix("aiwatch_") for m in REPLICA_GAUGES) + ")"))))
-"""How many replicas (scrape instances) export aiwatch's serving gauges."""
+_REPLICA_NAMES = "aiwatch_(" + "|".join(m.name.removeprefix("aiwatch_") for m in REPLICA_GAUGES) + ")"
 
 GPU_GAUGES: tuple[tuple[str, str], ...] = (
     ("up", metric("aiwatch_gpu_up").name),
@@ -50,7 +76,8 @@ GPU_GAUGES: tuple[tuple[str, str], ...] = (
     ("power_watts", metric("aiwatch_gpu_power_watts").name),
     ("temperature_celsius", metric("aiwatch_gpu_temperature_celsius").name),
 )
-"""(GpuRow field, metric) of the GPU table."""
+"""(GpuRow field, aiwatch metric) of the GPU table (:meth:`PanelQueries.gpu_reading` reads each from either
+source)."""
 
 DRIFT_GAUGES: tuple[tuple[str, str], ...] = (
     ("score", DRIFT_SCORE.name), ("pvalue", DRIFT_PVALUE.name), ("detected", DRIFT_DETECTED.name))
@@ -59,97 +86,130 @@ DRIFT_GAUGES: tuple[tuple[str, str], ...] = (
 MatcherText: TypeAlias = Matcher | str
 
 
-def latency_quantile(q: float, w: str, svc: MatcherText = "") -> str:
-    """Request latency quantile per ``service`` (a gateway's and its backend's requests never share a histogram)."""
-    return histogram_quantile(q, REQUESTS, w, ("service",), svc)
+@dataclass(frozen=True)
+class PanelQueries:
+    """The panels' PromQL for one deployment: aggregation ``scope``, ``match`` on every selector, ``gpu`` source."""
 
+    scope: tuple[str, ...] = DEFAULT_AGGREGATION_LABELS
+    match: str = ""
+    gpu: GpuSeries = field(default_factory=GpuSeries)
 
-def phase_split(w: str, svc: MatcherText = "", mdl: MatcherText = "") -> str:
-    """Mean seconds per request in each phase, per ``service``: each service's phase time divided by that
-    service's own request rate. Never summed across services: a caller's phase that calls another service (a
-    gateway's ``inference_call``) already holds that service's whole request time."""
-    return (f"{by('sum', ('service', 'phase'), rate(PHASES.sum, w, svc, mdl))}"
-            f" / on (service) group_left {throughput(w, svc)}")
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "scope", tuple(self.scope))
+        matchers_of([self.match])  # ValueError now for text that is no matchers
 
+    def _by(self, *labels: str) -> tuple[str, ...]:
+        return scoped(self.scope, labels)
 
-def throughput(w: str, svc: MatcherText = "") -> str:
-    return by("sum", ("service",), rate(REQUESTS.count, w, svc))
+    def _m(self, *matchers: MatcherText) -> tuple[MatcherText, ...]:
+        return (*matchers, self.match)
 
+    # --- latency ------------------------------------------------------------------------------------------
+    def latency_quantile(self, q: float, w: str, svc: MatcherText = "") -> str:
+        """Request latency quantile per ``service`` (a gateway's and its backend's requests never share a
+        histogram)."""
+        return histogram_quantile(q, REQUESTS, w, self._by("service"), *self._m(svc))
 
-def error_ratio(w: str, svc: MatcherText = "") -> str:
-    errors = by("sum", ("service",), rate(REQUESTS.count, w, svc, matches("status", ERROR_STATUS_RE)))
-    total = throughput(w, svc)
-    # "or ... * 0" keeps services without errors at 0 instead of dropping them.
-    return f"({errors} or {total} * 0) / {total}"
+    def phase_split(self, w: str, svc: MatcherText = "", mdl: MatcherText = "") -> str:
+        """Mean seconds per request in each phase, per ``service``: each service's phase time divided by that
+        service's own request rate. Never summed across services: a caller's phase that calls another service (a
+        gateway's ``inference_call``) already holds that service's whole request time."""
+        return (f"{by('sum', self._by('service', 'phase'), rate(PHASES.sum, w, *self._m(svc, mdl)))}"
+                f" / on ({', '.join(self._by('service'))}) group_left {self.throughput(w, svc)}")
 
+    def throughput(self, w: str, svc: MatcherText = "") -> str:
+        return by("sum", self._by("service"), rate(REQUESTS.count, w, *self._m(svc)))
 
-def network_quantile(q: float, w: str, svc: MatcherText = "") -> str:
-    """Network time quantile per calling ``service`` and the ``peer`` it called."""
-    return histogram_quantile(q, NETWORK, w, ("service", "peer"), svc)
+    def error_ratio(self, w: str, svc: MatcherText = "") -> str:
+        """Share of requests whose status is an error (:data:`aiwatch.status.ERROR_STATUS_RE`)."""
+        errors = by("sum", self._by("service"),
+                    rate(REQUESTS.count, w, *self._m(svc, matches("status", ERROR_STATUS_RE))))
+        total = self.throughput(w, svc)
+        # "or ... * 0" keeps services without errors at 0 instead of dropping them.
+        return f"({errors} or {total} * 0) / {total}"
 
+    def network_quantile(self, q: float, w: str, svc: MatcherText = "") -> str:
+        """Network time quantile per calling ``service`` and the ``peer`` it called."""
+        return histogram_quantile(q, NETWORK, w, self._by("service", "peer"), *self._m(svc))
 
-def gpu_gauge(gauge: str) -> str:
-    """The latest value of a GPU gauge per GPU, for the GPU table."""
-    return by("max", ("gpu", "name", "uuid"), series(metric(gauge)))
+    # --- GPUs ---------------------------------------------------------------------------------------------
+    def gpu_reading(self, reading: str) -> str:
+        """One GPU reading (a field of :data:`GPU_GAUGES`: ``utilization``, ``power_watts``, ...) per GPU, in
+        aiwatch's units, whichever the source."""
+        gpu = self.gpu
+        readings = {"up": gpu.up, "utilization": gpu.utilization, "memory_used_bytes": gpu.memory_used_bytes,
+                    "memory_total_bytes": gpu.memory_total_bytes, "power_watts": gpu.power_watts,
+                    "temperature_celsius": gpu.temperature_celsius}
+        if reading not in readings:
+            raise ValueError(f"no GPU reading {reading!r}; known: {', '.join(readings)}")
+        return readings[reading](self.match)
 
+    def gpu_gauge(self, reading: str) -> str:
+        """The latest value of a GPU reading per GPU, for the GPU table (labelled ``gpu``, ``name``, ``uuid``
+        whichever the source)."""
+        return by("max", self._by("gpu", "name", "uuid"), self.gpu.with_aiwatch_labels(self.gpu_reading(reading)))
 
-def per_gpu(gauge: str) -> str:
-    """A GPU gauge per ``gpu`` index, for the over-time charts."""
-    return by("max", ("gpu",), series(metric(gauge)))
+    def per_gpu(self, reading: str) -> str:
+        """A GPU reading per ``gpu`` index, for the over-time charts."""
+        return by("max", self._by("gpu"), self.gpu_reading(reading))
 
+    # --- queues, batching, cache --------------------------------------------------------------------------
+    def queue_depth(self) -> str:
+        return by("sum", self._by("queue"), series(QUEUE_DEPTH, *self._m()))
 
-def queue_depth() -> str:
-    return by("sum", ("queue",), series(QUEUE_DEPTH))
+    def in_flight(self, svc: MatcherText = "") -> str:
+        return by("sum", self._by("service"), series(IN_FLIGHT, *self._m(svc)))
 
+    def batch_size(self, w: str, mdl: MatcherText = "") -> str:
+        items = by("sum", self._by("model"), rate(BATCH_SIZE.sum, w, *self._m(mdl)))
+        return f"{items} / {by('sum', self._by('model'), rate(BATCH_SIZE.count, w, *self._m(mdl)))}"
 
-def in_flight(svc: MatcherText = "") -> str:
-    return by("sum", ("service",), series(IN_FLIGHT, svc))
+    def cache_hit_ratio(self, w: str) -> str:
+        total = by("sum", self._by("cache"), rate(CACHE_REQUESTS, w, *self._m()))
+        hits = by("sum", self._by("cache"), rate(CACHE_REQUESTS, w, *self._m(eq("result", "hit"))))
+        return f"({hits} or {total} * 0) / {total}"
 
+    # --- drift --------------------------------------------------------------------------------------------
+    def drift_gauge(self, gauge: str, mdl: MatcherText = "", extra: MatcherText = "") -> str:
+        return by("max", self._by("model", "feature", "test"), series(metric(gauge), *self._m(mdl, extra)))
 
-def batch_size(w: str, mdl: MatcherText = "") -> str:
-    items = by("sum", ("model",), rate(BATCH_SIZE.sum, w, mdl))
-    return f"{items} / {by('sum', ('model',), rate(BATCH_SIZE.count, w, mdl))}"
+    def drift_scores_of(self, models: list[str], features: list[str]) -> str:
+        """The drift score of exactly these models' and features' series (literal values, regex-escaped)."""
+        return self.drift_gauge(DRIFT_SCORE.name, one_of("model", models), one_of("feature", features))
 
+    def reference_share_for(self, *matchers: MatcherText) -> str:
+        """The reference profile's share per bin of the features the matchers select."""
+        return reference_share_expr(selector(*self._m(*matchers)), self.scope)
 
-def cache_hit_ratio(w: str) -> str:
-    total = by("sum", ("cache",), rate(CACHE_REQUESTS, w))
-    hits = by("sum", ("cache",), rate(CACHE_REQUESTS, w, eq("result", "hit")))
-    return f"({hits} or {total} * 0) / {total}"
+    def live_share_for(self, w: str, *matchers: MatcherText) -> str:
+        """The live share per bin over ``w`` of the features the matchers select."""
+        return live_share_expr(w, selector(*self._m(*matchers)), self.scope)
 
+    def feature_reference(self, model: str, feature: str) -> str:
+        return self.reference_share_for(eq("model", model), eq("feature", feature))
 
-def drift_gauge(gauge: str, mdl: MatcherText = "", extra: MatcherText = "") -> str:
-    return by("max", ("model", "feature", "test"), series(metric(gauge), mdl, extra))
+    def feature_live(self, model: str, feature: str, w: str) -> str:
+        return self.live_share_for(w, eq("model", model), eq("feature", feature))
 
+    # --- autoscaling --------------------------------------------------------------------------------------
+    def replicas(self) -> str:
+        """How many replicas (scrape instances) export aiwatch's serving gauges, per scope."""
+        exporting = series("", *self._m(matches("__name__", _REPLICA_NAMES)))
+        return by("count", self.scope, by("count", self._by("instance"), exporting))
 
-def drift_scores_of(models: list[str], features: list[str]) -> str:
-    """The drift score of exactly these models' and features' series (literal values, regex-escaped)."""
-    return drift_gauge(DRIFT_SCORE.name, one_of("model", models), one_of("feature", features))
+    def autoscaling(self, w: str) -> list[str]:
+        """The PromQL of :data:`~aiwatch.console.source.AUTOSCALING_SIGNALS`, in the same order (per scope)."""
+        per_replica = f" / {self.replicas()}"
+        return [
+            by("sum", self.scope, series(QUEUE_DEPTH, *self._m())) + per_replica,
+            by("sum", self.scope, series(IN_FLIGHT, *self._m())) + per_replica,
+            by("sum", self.scope, rate(REQUESTS.count, w, *self._m())) + per_replica,
+            histogram_quantile(0.95, QUEUE_WAIT, w, self.scope, *self._m()),
+            by("avg", self.scope, self.gpu_reading("utilization")),
+        ]
 
-
-def reference_share_for(*matchers: MatcherText) -> str:
-    """The reference profile's share per bin of the features the matchers select."""
-    return reference_share_expr(selector(*matchers))
-
-
-def live_share_for(w: str, *matchers: MatcherText) -> str:
-    """The live share per bin over ``w`` of the features the matchers select."""
-    return live_share_expr(w, selector(*matchers))
-
-
-def feature_reference(model: str, feature: str) -> str:
-    return reference_share_for(eq("model", model), eq("feature", feature))
-
-
-def feature_live(model: str, feature: str, w: str) -> str:
-    return live_share_for(w, eq("model", model), eq("feature", feature))
-
-
-def autoscaling(w: str) -> list[str]:
-    """The PromQL of :data:`~aiwatch.console.source.AUTOSCALING_SIGNALS`, in the same order."""
-    return [
-        f"{by('sum', (), series(QUEUE_DEPTH))} / {REPLICAS}",
-        f"{by('sum', (), series(IN_FLIGHT))} / {REPLICAS}",
-        f"{by('sum', (), rate(REQUESTS.count, w))} / {REPLICAS}",
-        histogram_quantile(0.95, QUEUE_WAIT, w, ()),
-        by("avg", (), series(GPU_UTILIZATION)),
-    ]
+    # --- realised model quality ---------------------------------------------------------------------------
+    def quality_gauge(self, gauge: str, labels: tuple[str, ...] = ("model", "metric")) -> str:
+        """The latest realised-quality gauge per model (one exporter per model is expected: max over instances
+        and scopes; ``match`` narrows it to one cluster)."""
+        return by("max", labels, series(metric(gauge), *self._m()))

@@ -39,6 +39,7 @@ from aiwatch.console.source import (
     DriftRow,
     GpuRow,
     NotSupported,
+    QualityRow,
     Series,
     Signal,
     TargetHealth,
@@ -46,10 +47,12 @@ from aiwatch.console.source import (
     drift_rows,
     gpu_rows,
     histogram_quantile,
-    is_error_status,
+    quality_rows,
 )
+from aiwatch.httpconfig import HTTPConfig
 from aiwatch.scrape import LabelKey, fetch_metrics, parse_metrics
 from aiwatch.scrape import Samples as Scraped
+from aiwatch.status import is_error_status
 
 if TYPE_CHECKING:
     from aiwatch.diagnose.window import WindowTotals
@@ -117,10 +120,12 @@ class ScrapeSource(DataSource):
     - ``points``: at most this many points per over-time panel.
     - ``timeout``: seconds per scrape (default: ``min(interval, 5)``).
     - ``start``: start the background thread now (tests may call :meth:`scrape_once` themselves instead).
+    - ``http``: headers, credentials and TLS for the endpoints (:class:`~aiwatch.httpconfig.HTTPConfig`).
     """
 
     def __init__(self, endpoints: Sequence[str], interval: float = 5.0, history: float = 1800.0, *,
-                 points: int = 120, timeout: float | None = None, start: bool = True) -> None:
+                 points: int = 120, timeout: float | None = None, start: bool = True,
+                 http: HTTPConfig | None = None) -> None:
         if not endpoints:
             raise ValueError("ScrapeSource needs at least one /metrics endpoint URL")
         for url in endpoints:
@@ -132,6 +137,7 @@ class ScrapeSource(DataSource):
         self.interval = float(interval)
         self.history = float(history)
         self.points = points
+        self.http = http or HTTPConfig()
         self.timeout = timeout if timeout is not None else min(self.interval, 5.0)
         maxlen = math.ceil(self.history / self.interval) + 1
         self._targets = [_Target(url, maxlen) for url in dict.fromkeys(endpoints)]
@@ -192,7 +198,7 @@ class ScrapeSource(DataSource):
         """``(time, parsed samples or None, error)`` of one scrape."""
         now = time.time()
         try:
-            return now, fetch_metrics(url, self.timeout), ""
+            return now, fetch_metrics(url, self.timeout, http=self.http), ""
         except urllib.error.HTTPError as exc:
             return now, None, f"HTTP {exc.code} {exc.reason}"
         except (urllib.error.URLError, OSError, TimeoutError) as exc:
@@ -410,6 +416,16 @@ class ScrapeSource(DataSource):
             for ident, value in max_by(self._gauge(data, metric, t), ("model", "feature", "test")).items():
                 found.setdefault((ident[0], ident[1], ident[2]), {})[key] = value
         return drift_rows(found)
+
+    def model_quality(self) -> list[QualityRow]:
+        data, t = self._copy(), time.time()
+
+        def keyed(name: str) -> dict[tuple[str, str], float]:
+            return {(k[0], k[1]): v for k, v in max_by(self._gauge(data, name, t), ("model", "metric")).items()}
+
+        labelled = {k[0]: v for k, v in max_by(self._gauge(data, Q.MODEL_QUALITY_LABELLED.name, t),
+                                               ("model",)).items()}
+        return quality_rows(keyed(Q.MODEL_QUALITY.name), keyed(Q.MODEL_QUALITY_OBJECTIVE.name), labelled)
 
     def drift_over_time(self, features: Sequence[tuple[str, str]]) -> list[Series]:
         wanted = set(features)

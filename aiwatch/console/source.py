@@ -17,11 +17,14 @@ e.g. no GPU). No other exception leaves a question.
 from __future__ import annotations
 
 import math
-import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+# the one definition of an error lives in aiwatch.status; these names stay importable from here
+from aiwatch.status import ERROR_STATUS_RE as ERROR_STATUS_RE
+from aiwatch.status import is_error_status as is_error_status
 
 if TYPE_CHECKING:
     from aiwatch.diagnose.window import WindowTotals
@@ -31,19 +34,6 @@ QUANTILES: tuple[tuple[str, float], ...] = (("p50", 0.5), ("p95", 0.95), ("p99",
 
 MODEL_PHASES: frozenset[str] = frozenset({"inference"})
 """Phases that are the model's own time; every other phase (queue, features, overhead...) is *not model*."""
-
-ERROR_STATUS_RE = (
-    "5..|UNKNOWN|DEADLINE_EXCEEDED|RESOURCE_EXHAUSTED|INTERNAL|UNAVAILABLE|DATA_LOSS|UNIMPLEMENTED|error"
-)
-"""The ``status`` values counted as server errors: HTTP 5xx and the gRPC codes that mean the server failed."""
-
-_ERROR_STATUS = re.compile(f"^(?:{ERROR_STATUS_RE})$")
-
-
-def is_error_status(status: str) -> bool:
-    """Whether a ``status`` label value counts as an error (same regex as the PromQL ``status=~``)."""
-    return bool(_ERROR_STATUS.match(status))
-
 
 class SourceError(Exception):
     """A question could not be answered; the message is meant for the person reading the console."""
@@ -103,6 +93,27 @@ class DriftRow:
     score: float | None
     pvalue: float | None
     detected: bool | None
+
+
+@dataclass(frozen=True)
+class QualityRow:
+    """A model's realised quality in its latest labelled window (``aiwatch quality``: delayed labels joined to the
+    prediction log) and the objective it is held to."""
+
+    model: str
+    metric: str
+    value: float | None
+    objective: float | None
+    labelled: float | None
+
+    @property
+    def off_objective(self) -> bool | None:
+        """Below the objective (accuracy, precision, recall) or above it (MAE, RMSE); None without one."""
+        from aiwatch.feedback.outcomes import HIGHER_IS_BETTER
+
+        if self.value is None or self.objective is None:
+            return None
+        return self.value < self.objective if self.metric in HIGHER_IS_BETTER else self.value > self.objective
 
 
 @dataclass(frozen=True)
@@ -231,6 +242,10 @@ class DataSource(ABC):
     def autoscaling_signals(self, window: float) -> list[Signal]:
         """The autoscaling signals of :data:`AUTOSCALING_SIGNALS`, in that order."""
 
+    def model_quality(self) -> list[QualityRow]:
+        """Every model's realised quality metrics with their objectives (none when nothing exports them)."""
+        return []
+
     def window_totals(self, start: float, end: float) -> WindowTotals:
         """The answers to every read of ``aiwatch diagnose`` (:data:`aiwatch.diagnose.window.READS`) for the window
         ``[start, end]`` (unix seconds): what the Latency view's diagnosis compares."""
@@ -301,6 +316,14 @@ def drift_rows(found: dict[tuple[str, str, str], dict[str, float]]) -> list[Drif
     return sorted(rows, key=lambda r: (-(r.score if r.score is not None else -math.inf), r.model, r.feature, r.test))
 
 
+def quality_rows(values: dict[tuple[str, str], float], objectives: dict[tuple[str, str], float],
+                 labelled: dict[str, float]) -> list[QualityRow]:
+    """The quality table from (model, metric) -> value / objective and model -> labelled requests."""
+    return [QualityRow(model, name, finite(value), finite(objectives.get((model, name))),
+                       finite(labelled.get(model)))
+            for (model, name), value in sorted(values.items(), key=lambda kv: (natural_key(kv[0][0]), kv[0][1]))]
+
+
 def bin_rows(reference: dict[str, float], live: dict[str, float]) -> list[BinRow]:
     """One feature's bins, reference share against live share, in bin order."""
     return [BinRow(b, reference.get(b), live.get(b)) for b in sorted(set(reference) | set(live), key=natural_key)]
@@ -335,6 +358,38 @@ def service_order(services: Iterable[str], network: Iterable[Series] = ()) -> li
         if not changed:
             break
     return sorted(names, key=lambda n: (depth[n], n))
+
+
+NAME_LABELS = ("service", "peer", "model", "queue", "cache")
+"""Labels whose values name something the console shows by name (a service, a model, a queue, a cache)."""
+
+
+def tell_scopes_apart(found: Sequence[dict[str, str]], scope: Sequence[str]) -> list[dict[str, str]]:
+    """The label sets of one answer, where a name (:data:`NAME_LABELS`) appears in more than one scope (the
+    aggregation labels: two clusters running a service of the same name) suffixed with its scope, so that they are
+    never drawn, stacked or looked up as one. Names in one scope only are left as they are.
+
+    >>> found = [{"cluster": "eu", "service": "api"}, {"cluster": "us", "service": "api"}, {"service": "db"}]
+    >>> [s["service"] for s in tell_scopes_apart(found, ("cluster", "namespace"))]
+    ['api (eu)', 'api (us)', 'db']
+    """
+    if not scope:
+        return [dict(labels) for labels in found]
+    where: dict[tuple[str, str], set[tuple[str, ...]]] = {}
+    for labels in found:
+        place = tuple(labels.get(s, "") for s in scope)
+        for name in NAME_LABELS:
+            if name in labels:
+                where.setdefault((name, labels[name]), set()).add(place)
+    out = []
+    for labels in found:
+        labels = dict(labels)
+        place = tuple(labels.get(s, "") for s in scope)
+        for name in NAME_LABELS:
+            if name in labels and len(where[(name, labels[name])]) > 1:
+                labels[name] = f"{labels[name]} ({'/'.join(p for p in place if p) or '-'})"
+        out.append(labels)
+    return out
 
 
 def finite(value: float | None) -> float | None:

@@ -51,9 +51,10 @@ def reference_features(n: int = 5000, seed: int = SEED + 1) -> dict[str, np.ndar
     return live_features(np.random.default_rng(seed), n, sale=False)
 
 
-def live_features(rng: np.random.Generator, n: int, sale: bool) -> dict[str, np.ndarray]:
-    """``n`` requests' context features; ``sale`` draws from the flash-sale distribution."""
-    mu = BASKET_MU + (SALE_BASKET_SHIFT if sale else 0.0)
+def live_features(rng: np.random.Generator, n: int, sale: bool, shift: float = 1.0) -> dict[str, np.ndarray]:
+    """``n`` requests' context features; ``sale`` draws from the flash-sale distribution, whose basket values are
+    shifted ``shift`` times :data:`SALE_BASKET_SHIFT`."""
+    mu = BASKET_MU + (SALE_BASKET_SHIFT * shift if sale else 0.0)
     return {
         "basket_value": np.round(rng.lognormal(mu, BASKET_SIGMA, n), 2),
         "items_in_cart": rng.poisson(3.0, n).astype(np.float64),

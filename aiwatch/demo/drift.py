@@ -15,10 +15,11 @@ metric contract:
 from __future__ import annotations
 
 from aiwatch.demo import data
+from aiwatch.demo.names import Names
 from aiwatch.drift import DriftMonitor, ReferenceProfile
 from aiwatch.metrics import Metrics
 
-MODEL = "recommender"
+MODEL = Names().model
 #: PSI at or above this is drift (the common "significant shift" rule of thumb).
 PSI_THRESHOLD = 0.2
 #: Fewer live values than this and PSI is mostly sampling noise (about (bins - 1) / n, with a tail: at 120 values a
@@ -31,9 +32,10 @@ def reference_profile() -> ReferenceProfile:
     return ReferenceProfile.build(data.reference_features())
 
 
-def drift_monitor(metrics: Metrics, window_seconds: float = 10.0, interval: float = 0.5) -> DriftMonitor:
+def drift_monitor(metrics: Metrics, window_seconds: float = 10.0, interval: float = 0.5,
+                  model: str = MODEL) -> DriftMonitor:
     """The monitor of the inference service (not started: call ``start()`` / ``stop()``). Bin counters are flushed
     every quarter second, so that a stage's counts stay in that stage."""
-    return DriftMonitor(reference_profile(), model=MODEL, metrics=metrics, window_size=50_000,
+    return DriftMonitor(reference_profile(), model=model, metrics=metrics, window_size=50_000,
                         window_seconds=window_seconds, interval=interval, flush_interval=0.25, method="psi",
                         threshold=PSI_THRESHOLD, min_samples=MIN_DRIFT_SAMPLES)

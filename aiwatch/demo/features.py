@@ -6,10 +6,15 @@ LRU, or :func:`aiwatch.instrument_redis` around a ``redis.asyncio`` client (``--
 ``aiwatch_feature_cache_lookup_duration_seconds``. The wrappers re-raise the cache's own errors to the caller;
 :class:`FeatureStore` catches them and falls through to the backing store, so a failing cache (Redis down) is
 counted as ``error`` and never fails a request.
+
+A scenario's feature-store fault (:class:`aiwatch.demo.faults.Faults`) slows every backing-store fetch and can flush
+the cache: lookups then use a new key generation and nothing is written back while the fault lasts, so every lookup
+is a real, counted miss.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections import OrderedDict
@@ -18,6 +23,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from aiwatch.demo.faults import Faults
 from aiwatch.metrics import Metrics
 from aiwatch.signals.cache import instrument_mapping, instrument_redis
 
@@ -122,26 +128,36 @@ class FeatureStore:
     The cache's wrapper counts each lookup (hit, miss, error); a cache that raises is logged (once per burst of
     errors) and skipped: the request gets the backing store's answer."""
 
-    def __init__(self, cache: FeatureCache) -> None:
+    def __init__(self, cache: FeatureCache, faults: Faults | None = None) -> None:
         self.cache = cache
+        self.faults = faults or Faults()
         self._failing = False
 
     async def user_profile(self, user_id: int) -> Profile:
-        key = str(user_id)
+        faults = self.faults
+        key = f"{faults.cache_generation}:{user_id}" if faults.cache_generation else str(user_id)
         try:
             found = await self.cache.get(key)
         except Exception as exc:
             self._cache_failed(exc)
-            return backing_profile(user_id)
+            return await self._backing(user_id)
         self._failing = False
         if found is not None:
             return found
-        profile = backing_profile(user_id)
+        profile = await self._backing(user_id)
+        if faults.cold_cache:
+            return profile
         try:
             await self.cache.set(key, profile)
         except Exception as exc:
             self._cache_failed(exc)
         return profile
+
+    async def _backing(self, user_id: int) -> Profile:
+        delay = self.faults.features_delay
+        if delay > 0:
+            await asyncio.sleep(delay)
+        return backing_profile(user_id)
 
     def _cache_failed(self, exc: Exception) -> None:
         if not self._failing:

@@ -8,6 +8,8 @@ client interceptors (:func:`aiwatch.grpc.grpc_aio_client_interceptors`) or the h
 server time the inference service reported (``Server-Timing`` header, or ``server-timing`` trailing metadata over
 gRPC). The ``peer`` label needs no configuration: it is the service name the inference service reports with its
 time.
+
+``/demo/faults`` switches the feature-store fault of a demo scenario (:mod:`aiwatch.demo.faults`).
 """
 
 from __future__ import annotations
@@ -21,10 +23,12 @@ from pydantic import BaseModel, Field
 
 import aiwatch
 from aiwatch.client import ROUTE_EXTENSION
-from aiwatch.demo.features import FeatureCache, FeatureStore, LruCache, RedisCache
+from aiwatch.demo import faults as demo_faults
+from aiwatch.demo.features import CACHE, FeatureCache, FeatureStore, LruCache, RedisCache
+from aiwatch.demo.names import Names
 from aiwatch.metrics import Metrics, default_metrics
 
-SERVICE = "gateway"
+SERVICE = Names().gateway
 
 
 class RecommendBody(BaseModel):
@@ -41,7 +45,8 @@ class InferenceUnavailable(Exception):
 Predict = Callable[[dict[str, Any]], Awaitable[list[int]]]
 
 
-def http_client(inference_url: str, metrics: Metrics) -> tuple[Predict, Callable[[], Awaitable[None]]]:
+def http_client(inference_url: str, metrics: Metrics,
+                service: str = SERVICE) -> tuple[Predict, Callable[[], Awaitable[None]]]:
     """``POST /predict`` with an httpx client instrumented by :func:`aiwatch.client.instrument_httpx`."""
     import httpx
 
@@ -50,7 +55,7 @@ def http_client(inference_url: str, metrics: Metrics) -> tuple[Predict, Callable
     client = instrument_httpx(
         httpx.AsyncClient(base_url=inference_url, timeout=30.0,
                           limits=httpx.Limits(max_connections=256, max_keepalive_connections=256)),
-        service=SERVICE, metrics=metrics)
+        service=service, metrics=metrics)
 
     async def predict(payload: dict[str, Any]) -> list[int]:
         try:
@@ -64,7 +69,8 @@ def http_client(inference_url: str, metrics: Metrics) -> tuple[Predict, Callable
     return predict, client.aclose
 
 
-def grpc_client(target: str, metrics: Metrics) -> tuple[Predict, Callable[[], Awaitable[None]]]:
+def grpc_client(target: str, metrics: Metrics,
+                service: str = SERVICE) -> tuple[Predict, Callable[[], Awaitable[None]]]:
     """The Recommend RPC on a ``grpc.aio`` channel with aiwatch's client interceptors."""
     import grpc
 
@@ -72,7 +78,7 @@ def grpc_client(target: str, metrics: Metrics) -> tuple[Predict, Callable[[], Aw
     from aiwatch.grpc import grpc_aio_client_interceptors
 
     pb: Any = recommender_pb2
-    interceptors = grpc_aio_client_interceptors(service=SERVICE, metrics=metrics)
+    interceptors = grpc_aio_client_interceptors(service=service, metrics=metrics)
     # A grpc.aio channel belongs to the event loop it is created in: the server's, on the first call.
     opened: list[Any] = []
 
@@ -97,18 +103,20 @@ def grpc_client(target: str, metrics: Metrics) -> tuple[Predict, Callable[[], Aw
 
 
 def create_app(inference_url: str | None = None, redis_url: str | None = None, cache_capacity: int = 1500,
-               inference_grpc: str | None = None) -> Any:
+               inference_grpc: str | None = None, service: str = SERVICE, cache_name: str = CACHE) -> Any:
     """The gateway app; it calls the inference service at ``inference_grpc`` (gRPC target ``host:port``) if given,
-    else at ``inference_url`` (HTTP)."""
+    else at ``inference_url`` (HTTP). ``service`` and ``cache_name`` are its labels in aiwatch's metrics."""
     from fastapi import FastAPI, HTTPException
 
     if not inference_url and not inference_grpc:
         raise ValueError("the gateway needs the inference service's HTTP URL or gRPC target")
     metrics = default_metrics()
-    cache: FeatureCache = RedisCache(redis_url, metrics) if redis_url else LruCache(metrics, cache_capacity)
-    store = FeatureStore(cache)
-    predict, close = grpc_client(inference_grpc, metrics) if inference_grpc else http_client(str(inference_url),
-                                                                                              metrics)
+    cache: FeatureCache = (RedisCache(redis_url, metrics, cache=cache_name) if redis_url
+                           else LruCache(metrics, cache_capacity, cache=cache_name))
+    faults = demo_faults.Faults()
+    store = FeatureStore(cache, faults)
+    predict, close = (grpc_client(inference_grpc, metrics, service) if inference_grpc
+                      else http_client(str(inference_url), metrics, service))
 
     @asynccontextmanager
     async def lifespan(_app: Any) -> AsyncIterator[None]:
@@ -133,7 +141,8 @@ def create_app(inference_url: str | None = None, redis_url: str | None = None, c
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    return aiwatch.instrument(app, service=SERVICE, exclude_paths=["/healthz"])
+    demo_faults.add_routes(app, faults)
+    return aiwatch.instrument(app, service=service, exclude_paths=["/healthz", demo_faults.PATH])
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -144,10 +153,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     target.add_argument("--inference-grpc", help="the inference service over gRPC: HOST:PORT")
     parser.add_argument("--redis", default=None, help="redis://HOST:PORT/DB for the feature cache")
     parser.add_argument("--cache-capacity", type=int, default=1500)
+    parser.add_argument("--service", default=SERVICE, help="the gateway's service label")
+    parser.add_argument("--cache-name", default=CACHE, help="the feature cache's cache label")
     args = parser.parse_args(argv)
     from aiwatch.demo.serve import serve
 
-    serve(create_app(args.inference_url, args.redis, args.cache_capacity, args.inference_grpc), args.port,
+    serve(create_app(args.inference_url, args.redis, args.cache_capacity, args.inference_grpc, args.service,
+                     args.cache_name), args.port,
           loop="asyncio" if args.inference_grpc else "auto")
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from aiwatch.demo import data
+from aiwatch.demo.scenarios import SCENARIOS, Scenario
 
 
 @dataclass(frozen=True)
@@ -22,23 +23,36 @@ class Stage:
     name: str
     seconds: float
     rps: float
+    #: the inputs come from the shifted (sale) distribution, basket values shifted ``shift`` times the sale's
     sale: bool = False
+    shift: float = 1.0
     new_user_share: float = 0.05
+    #: the scenario's fault is switched on for this stage
+    fault: bool = False
+    #: a tighter bound on requests in flight than the run's (the flash sale's, with a severity)
+    max_in_flight: int | None = None
 
 
-#: Share of ``--duration`` per stage.
-STAGE_SHARES = {"normal": 0.35, "flash sale": 0.35, "recovery": 0.30}
+#: Share of ``--duration`` per stage: normal, the scenario's middle stage, recovery.
+STAGE_SHARES = (0.35, 0.35, 0.30)
 
 
-def plan(duration: float, normal_rps: float, sale_factor: float = 10.0) -> list[Stage]:
-    """Normal traffic, a flash sale (``sale_factor`` x the rate, shifted features, many new users), recovery."""
+def plan(duration: float, normal_rps: float, sale_factor: float = 10.0, scenario: Scenario | None = None,
+         sale_in_flight: int | None = None) -> list[Stage]:
+    """Normal traffic, the scenario's middle stage, recovery. The default scenario is the flash sale
+    (``sale_factor`` x the rate, shifted features, many new users); ``sale_in_flight`` bounds its requests in
+    flight."""
     if duration <= 0 or normal_rps <= 0:
         raise ValueError(f"duration and rate must be > 0, got {duration}, {normal_rps}")
+    scenario = scenario or SCENARIOS["flash-sale"]
+    factor = sale_factor if scenario.name == "flash-sale" else scenario.rate_factor
+    first, middle, last = (duration * share for share in STAGE_SHARES)
     return [
-        Stage("normal", duration * STAGE_SHARES["normal"], normal_rps),
-        Stage("flash sale", duration * STAGE_SHARES["flash sale"], normal_rps * sale_factor, sale=True,
-              new_user_share=0.5),
-        Stage("recovery", duration * STAGE_SHARES["recovery"], normal_rps),
+        Stage("normal", first, normal_rps),
+        Stage(scenario.stage, middle, normal_rps * factor, sale=scenario.shifted_inputs, shift=scenario.shift,
+              new_user_share=scenario.new_user_share, fault=True,
+              max_in_flight=sale_in_flight if scenario.name == "flash-sale" else None),
+        Stage("recovery", last, normal_rps),
     ]
 
 
@@ -62,8 +76,10 @@ class LoadResult:
 async def run_stage(client: Any, url: str, stage: Stage, rng: np.random.Generator,
                     max_in_flight: int = 64) -> LoadResult:
     """Send ``stage``'s traffic to ``url`` (POST JSON) with ``client`` (an ``httpx.AsyncClient``)."""
+    if stage.max_in_flight is not None:
+        max_in_flight = min(max_in_flight, stage.max_in_flight)
     n = max(1, math.ceil(stage.rps * stage.seconds * 1.5) + 10)
-    feats = data.live_features(rng, n, stage.sale)
+    feats = data.live_features(rng, n, stage.sale, stage.shift)
     users = data.user_ids(rng, n, stage.new_user_share)
     gaps = rng.exponential(1.0 / stage.rps, n)
     result = LoadResult()

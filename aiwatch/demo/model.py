@@ -8,9 +8,11 @@ problem during the flash sale.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -51,6 +53,28 @@ class Recommender:
         self.w1 = rng.normal(scale=0.2, size=(factors + 3, hidden)).astype(np.float32)
         self.w2 = rng.normal(scale=0.01, size=(hidden, 1)).astype(np.float32)
 
+    @classmethod
+    def cached(cls, path: str | Path, max_batch: int = 2) -> Recommender:
+        """A recommender whose trained factors come from ``path`` (an ``.npz`` written by an earlier call) or, when
+        it does not exist yet, are trained and written there: several demo services on one machine train once."""
+        path = Path(path)
+        if path.is_file():
+            model = cls.__new__(cls)
+            with np.load(path) as saved:
+                model._restore(max_batch, {k: saved[k] for k in saved.files})
+            return model
+        model = cls(max_batch=max_batch)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.npz")
+        np.savez(tmp, user_factors=model.user_factors, item_factors=model.item_factors, w1=model.w1, w2=model.w2)
+        tmp.replace(path)  # atomic: a concurrent reader sees the whole file or none
+        return model
+
+    def _restore(self, max_batch: int, arrays: dict[str, np.ndarray]) -> None:
+        self.max_batch, self.candidates, self.top_k = max_batch, 1000, 10
+        self.user_factors, self.item_factors = arrays["user_factors"], arrays["item_factors"]
+        self.w1, self.w2 = arrays["w1"], arrays["w2"]
+        self.cold_start = self.user_factors.mean(axis=0)
+
     def predict(self, batch: Sequence[Request]) -> list[list[int]]:
         """Top-k item ids per request. The batch is padded to ``max_batch`` so its cost does not depend on its size."""
         if not 0 < len(batch) <= self.max_batch:
@@ -83,11 +107,14 @@ class Recommender:
         return per_call
 
     def time_per_call(self, calls: int = 15) -> float:
-        """Median seconds per padded call, measured now (warms the model up too)."""
+        """Seconds per padded call, measured now (warms the model up too): the fastest of ``calls``, the model's own
+        cost. The demo calibrates while its other processes start on the same cores; a median taken then can be half
+        as much again as the model's time once they are up, and the capacity derived from it too low for the flash
+        sale to overload the model."""
         req = [Request(1, 40.0, 3.0, 120.0)]
         times = []
         for _ in range(calls):
             start = time.perf_counter()
             self.predict(req)
             times.append(time.perf_counter() - start)
-        return float(np.median(times))
+        return min(times)

@@ -62,3 +62,4 @@ def buckets(samples: Samples, histogram: str, **match: str) -> list[tuple[float,
     """The cumulative ``(upper bound, count)`` buckets of ``histogram``, summed over the matching series."""
     per_le = values(samples, f"{histogram}_bucket", "le", **match)
     return sorted((float(le), count) for le, count in per_le.items())
+

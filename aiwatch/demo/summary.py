@@ -6,6 +6,9 @@ stage, never from the load generator's own clocks. Drift comes from the inferenc
 the stage against ``aiwatch_feature_reference_ratio``), and the verdict, which features drifted, from its own
 evaluation at the stage's end (``aiwatch_drift_detected`` and ``aiwatch_drift_score{test="psi"}``, computed on a
 window shorter than a stage).
+
+Each stage after the first is also diagnosed against the first (:func:`aiwatch.diagnose.diagnose_windows` on the
+gateway, from the same two snapshots): the verdict and the part that added the most time.
 """
 
 from __future__ import annotations
@@ -17,26 +20,35 @@ from typing import Any
 from aiwatch.console.source import histogram_quantile
 from aiwatch.demo import scrape
 from aiwatch.demo.drift import MIN_DRIFT_SAMPLES, MODEL, PSI_THRESHOLD
+from aiwatch.demo.names import Names
+from aiwatch.diagnose import DiagnoseError, Diagnosis, WindowTotals, diagnose_windows, totals_from_snapshots
 from aiwatch.drift.promql import PSI_EPSILON
 from aiwatch.scrape import Samples
 
-__all__ = ["MIN_DRIFT_SAMPLES", "MODEL", "PSI_THRESHOLD", "ROWS", "StageStats", "format_summary", "psi",
-           "stage_stats"]
+__all__ = ["MIN_DRIFT_SAMPLES", "MODEL", "PSI_THRESHOLD", "ROWS", "StageStats", "diagnose_stages",
+           "format_summary", "psi", "rows", "stage_stats"]
 
-#: (key, display label, histogram, label match) of every latency row in the summary, in display order.
-ROWS: tuple[tuple[str, str, str, dict[str, str]], ...] = (
-    ("request", "request (gateway)", "aiwatch_request_duration_seconds",
-     {"service": "gateway", "route": "/recommend"}),
-    ("features", "  features", "aiwatch_phase_duration_seconds", {"service": "gateway", "phase": "features"}),
-    ("network", "  network gw->inference", "aiwatch_network_duration_seconds",
-     {"service": "gateway", "peer": "inference"}),
-    ("queue", "  queue", "aiwatch_phase_duration_seconds", {"service": "inference", "phase": "queue"}),
-    ("model", "  model", "aiwatch_phase_duration_seconds", {"service": "inference", "phase": "inference"}),
-    ("overhead_gateway", "  overhead gateway", "aiwatch_phase_duration_seconds",
-     {"service": "gateway", "phase": "overhead"}),
-    ("overhead_inference", "  overhead inference", "aiwatch_phase_duration_seconds",
-     {"service": "inference", "phase": "overhead"}),
-)
+Row = tuple[str, str, str, dict[str, str]]
+
+
+def rows(names: Names) -> tuple[Row, ...]:
+    """(key, display label, histogram, label match) of every latency row in the summary, in display order."""
+    gw, inf = names.gateway, names.inference
+    return (
+        ("request", "request (gateway)", "aiwatch_request_duration_seconds", {"service": gw, "route": "/recommend"}),
+        ("features", "  features", "aiwatch_phase_duration_seconds", {"service": gw, "phase": "features"}),
+        ("network", "  network gw->inference", "aiwatch_network_duration_seconds", {"service": gw, "peer": inf}),
+        ("queue", "  queue", "aiwatch_phase_duration_seconds", {"service": inf, "phase": "queue"}),
+        ("model", "  model", "aiwatch_phase_duration_seconds", {"service": inf, "phase": "inference"}),
+        ("overhead_gateway", "  overhead gateway", "aiwatch_phase_duration_seconds",
+         {"service": gw, "phase": "overhead"}),
+        ("overhead_inference", "  overhead inference", "aiwatch_phase_duration_seconds",
+         {"service": inf, "phase": "overhead"}),
+    )
+
+
+#: The rows of the demo's default names.
+ROWS: tuple[Row, ...] = rows(Names())
 
 
 @dataclass
@@ -56,6 +68,14 @@ class StageStats:
     ended_at: float = 0.0
     #: what the load generator did (sent, ok, failed, dropped): context only, never a latency source
     load: dict[str, float] = field(default_factory=dict)
+    #: what diagnose reads about the stage (from the same two snapshots)
+    window: WindowTotals | None = None
+    #: this stage diagnosed against the first stage (none for the first stage itself)
+    diagnosis: Diagnosis | None = None
+    #: why there is no diagnosis (no traffic in a stage...)
+    diagnosis_error: str | None = None
+    #: the alerts Prometheus had firing during the stage, when the demo runs one ("name{labels}")
+    alerts: list[str] | None = None
 
     @property
     def drifted(self) -> list[str]:
@@ -73,7 +93,9 @@ class StageStats:
                 "cache_hit_ratio": self.cache_hit_ratio, "mean_batch": self.mean_batch, "psi": self.psi,
                 "drift_samples": self.drift_samples, "drifted": self.drifted, "drift_score": self.detected,
                 "load": self.load,
-                "started_at": self.started_at, "ended_at": self.ended_at}
+                "started_at": self.started_at, "ended_at": self.ended_at,
+                "diagnosis": self.diagnosis.to_dict() if self.diagnosis is not None else None,
+                "diagnosis_error": self.diagnosis_error, "alerts": self.alerts}
 
 
 def psi(live_counts: dict[str, float], reference_share: dict[str, float]) -> float | None:
@@ -91,47 +113,66 @@ def psi(live_counts: dict[str, float], reference_share: dict[str, float]) -> flo
     return result
 
 
-def stage_stats(name: str, seconds: float, before: Samples, after: Samples) -> StageStats:
+def stage_stats(name: str, seconds: float, before: Samples, after: Samples, names: Names | None = None,
+                started_at: float = 0.0, ended_at: float = 0.0) -> StageStats:
+    names = names or Names()
+    model = names.model
     d = scrape.delta(after, before)
-    requests = scrape.total(d, "aiwatch_request_duration_seconds_count", service="gateway", route="/recommend")
-    stats = StageStats(name, seconds, requests)
-    for key, _, histogram, match in ROWS:
+    requests = scrape.total(d, "aiwatch_request_duration_seconds_count", service=names.gateway, route="/recommend")
+    stats = StageStats(name, seconds, requests, started_at=started_at, ended_at=ended_at,
+                       window=totals_from_snapshots(before, after, started_at, ended_at or started_at + seconds))
+    for key, _, histogram, match in rows(names):
         b = scrape.buckets(d, histogram, **match)
         stats.latency[key] = (histogram_quantile(0.5, b), histogram_quantile(0.99, b))
     results = scrape.values(d, "aiwatch_feature_cache_requests_total", "result")
     lookups = sum(results.values())
     if lookups > 0:
         stats.cache_hit_ratio = results.get("hit", 0.0) / lookups
-    batches = scrape.total(d, "aiwatch_batch_size_count", model=MODEL)
+    batches = scrape.total(d, "aiwatch_batch_size_count", model=model)
     if batches > 0:
-        stats.mean_batch = scrape.total(d, "aiwatch_batch_size_sum", model=MODEL) / batches
-    features = {dict(labels)["feature"] for labels in after.get("aiwatch_feature_reference_ratio", {})}
+        stats.mean_batch = scrape.total(d, "aiwatch_batch_size_sum", model=model) / batches
+    features = {dict(labels)["feature"] for labels in after.get("aiwatch_feature_reference_ratio", {})
+                if dict(labels).get("model") == model}
     for feature in sorted(features):
-        live = scrape.values(d, "aiwatch_feature_bin_total", "bin", model=MODEL, feature=feature)
-        ref = scrape.values(after, "aiwatch_feature_reference_ratio", "bin", model=MODEL, feature=feature)
+        live = scrape.values(d, "aiwatch_feature_bin_total", "bin", model=model, feature=feature)
+        ref = scrape.values(after, "aiwatch_feature_reference_ratio", "bin", model=model, feature=feature)
         value = psi(live, ref)
         if value is not None:
             stats.psi[feature] = value
             stats.drift_samples[feature] = sum(live.values())
-    detected = scrape.values(after, "aiwatch_drift_detected", "feature", model=MODEL, test="psi")
-    scores = scrape.values(after, "aiwatch_drift_score", "feature", model=MODEL, test="psi")
+    detected = scrape.values(after, "aiwatch_drift_detected", "feature", model=model, test="psi")
+    scores = scrape.values(after, "aiwatch_drift_score", "feature", model=model, test="psi")
     stats.detected = {f: scores.get(f, math.nan) for f, flag in detected.items() if flag >= 1.0}
     return stats
+
+
+def diagnose_stages(stages: list[StageStats], service: str) -> None:
+    """Diagnose every stage after the first against the first (``service``: the entry service, the gateway)."""
+    if not stages or stages[0].window is None:
+        return
+    for stage in stages[1:]:
+        if stage.window is None:
+            continue
+        try:
+            stage.diagnosis = diagnose_windows(stages[0].window, stage.window, service)
+        except DiagnoseError as exc:
+            stage.diagnosis_error = str(exc)
 
 
 def _ms(value: float | None) -> str:
     return f"{'-':>7}" if value is None else f"{value * 1000:7.1f}"
 
 
-def format_summary(stages: list[StageStats]) -> str:
-    """A table: one column pair (p50 / p99 in ms) per stage, then cache hit ratio and drift per stage."""
+def format_summary(stages: list[StageStats], names: Names | None = None) -> str:
+    """A table: one column pair (p50 / p99 in ms) per stage, then cache hit ratio and drift per stage; then each
+    stage's diagnosis against the first and, with Prometheus, the alerts that fired."""
     width = 26
     head = f"{'':<{width}}" + "".join(f"| {s.name:^17}" for s in stages)
     sub = f"{'latency (ms)':<{width}}" + "".join(f"| {'p50':>7} {'p99':>8} " for _ in stages)
     lines = [head, sub, "-" * len(sub)]
     lines.append(f"{'requests/s':<{width}}" + "".join(
         f"| {s.requests / s.seconds if s.seconds else 0.0:>16.1f} " for s in stages))
-    for key, label, _, _ in ROWS:
+    for key, label, _, _ in rows(names or Names()):
         lines.append(f"{label:<{width}}" + "".join(f"| {_ms(s.p(key, 50))} {_ms(s.p(key, 99))} " for s in stages))
     lines.append(f"{'mean batch size':<{width}}" + "".join(
         f"| {'-' if s.mean_batch is None else f'{s.mean_batch:.2f}':>16} " for s in stages))
@@ -147,7 +188,34 @@ def format_summary(stages: list[StageStats]) -> str:
     for s in stages:
         drifted = ", ".join(f"{f} (PSI {s.detected[f]:.2f})" for f in s.drifted) or "none"
         lines.append(f"drifted features during {s.name}: {drifted}")
+    lines += _diagnosis_lines(stages)
+    if any(s.alerts is not None for s in stages):
+        lines += ["", "alerts firing in Prometheus (the demo's rules):"]
+        lines += [f"  {s.name + ':':<15} {', '.join(s.alerts) or 'none'}" for s in stages if s.alerts is not None]
     return "\n".join(lines)
+
+
+def _diagnosis_lines(stages: list[StageStats]) -> list[str]:
+    later = stages[1:]
+    if not later or all(s.diagnosis is None and s.diagnosis_error is None for s in later):
+        return []
+    lines = ["", f"diagnosis (aiwatch diagnose, each stage against {stages[0].name}):"]
+    for s in later:
+        head = f"  {s.name + ':':<15} "
+        if s.diagnosis is None:
+            lines.append(head + f"no diagnosis: {s.diagnosis_error or 'no data'}")
+            continue
+        d = s.diagnosis
+        lines.append(head + d.verdict)
+        moved = d.moved
+        if moved:
+            top = moved[0]
+            lines.append(f"  {'':<15} top contributor: {d.cause} {top.delta_seconds * 1000:+.1f} ms "
+                         f"({top.share:.0%} of the added time)")
+        else:
+            lines.append(f"  {'':<15} top contributor: {d.cause} (nothing moved by more than "
+                         f"{d.noise_floor_seconds * 1000:.1f} ms)")
+    return lines
 
 
 def _psi_cell(stage: StageStats, feature: str) -> str:

@@ -309,8 +309,8 @@ def verdict(d: Diagnosis) -> str:
     line = (f"{head}; {top.share:.0%} of the added time is {top.part.describe()} "
             f"({signed_ms(top.delta_seconds)} ms)")
     if top.part.component != "model":
-        flat = abs(model) <= d.noise_floor_seconds
-        line += f"; the model's own time is {'flat' if flat else 'up'} ({signed_ms(model)} ms)"
+        trend = "flat" if abs(model) <= d.noise_floor_seconds else ("up" if model > 0 else "down")
+        line += f"; the model's own time is {trend} ({signed_ms(model)} ms)"
     elif len(moved) > 1:
         line += f"; next: {moved[1].part.describe()} ({signed_ms(moved[1].delta_seconds)} ms)"
     if drift:

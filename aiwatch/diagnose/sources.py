@@ -19,17 +19,19 @@ console's two data sources are, and :class:`PrometheusWindows` is the one ``aiwa
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Protocol
 
-from aiwatch.console.source import ERROR_STATUS_RE, duration, is_error_status
+from aiwatch.console.source import NAME_LABELS, duration
 from aiwatch.diagnose.report import DiagnoseError
 from aiwatch.diagnose.timeargs import format_time
 from aiwatch.diagnose.window import READS, Key, Read, WindowTotals
+from aiwatch.httpconfig import HTTPConfig
 from aiwatch.promapi import PrometheusAPI
-from aiwatch.promql import by, matches, series
+from aiwatch.promql import DEFAULT_AGGREGATION_LABELS, by, matchers_of, matches, scoped, series
 from aiwatch.scrape import Samples
+from aiwatch.status import ERROR_STATUS_RE, is_error_status
 
 if TYPE_CHECKING:
     from aiwatch.console.scrape import ScrapeSource
@@ -66,45 +68,69 @@ def aggregate(read: Read, samples: Iterable[tuple[Mapping[str, str], float]]) ->
 # --- Prometheus ---------------------------------------------------------------------------------------------------
 
 
-def read_promql(read: Read, seconds: float) -> str:
-    """The instant query answering ``read`` for the window of ``seconds`` ending at the query's time.
+def read_promql(read: Read, seconds: float, match: str = "", scope: Sequence[str] = ()) -> str:
+    """The instant query answering ``read`` for the window of ``seconds`` ending at the query's time, over the
+    series ``match`` selects, kept apart by the ``scope`` labels.
 
     >>> print(read_promql(READS[3], 300))
-    sum by (service) (increase(aiwatch_request_duration_seconds_count{status=~"5..|UNKNOWN|DEADLINE_EXCEEDED|RESOURCE_EXHAUSTED|INTERNAL|UNAVAILABLE|DATA_LOSS|UNIMPLEMENTED|error"}[300s]))
+    sum by (service) (increase(aiwatch_request_duration_seconds_count{status=~"5..|UNKNOWN|DEADLINE_EXCEEDED|UNIMPLEMENTED|INTERNAL|UNAVAILABLE|DATA_LOSS"}[300s]))
     """  # noqa: E501
-    selected = series(read.metric, *([matches("status", ERROR_STATUS_RE)] if read.errors_only else []))
-    w = duration(seconds)
+    selected = series(read.metric, *([matches("status", ERROR_STATUS_RE)] if read.errors_only else []), match)
+    w, labels = duration(seconds), scoped(scope, read.by)
     if read.kind == "increase":
-        return by("sum", read.by, f"increase({selected}[{w}])")
+        return by("sum", labels, f"increase({selected}[{w}])")
     if read.kind == "avg":
-        return by("sum", read.by, f"avg_over_time({selected}[{w}])")
-    return by("max", read.by, f"max_over_time({selected}[{w}])")
+        return by("sum", labels, f"avg_over_time({selected}[{w}])")
+    return by("max", labels, f"max_over_time({selected}[{w}])")
 
 
-def prometheus_totals(api: PrometheusAPI, start: float, end: float) -> WindowTotals:
-    """Every read for ``[start, end]`` from Prometheus: one instant query per read at ``time=end``, at most
-    :data:`PARALLEL_QUERIES` at a time. Raises :class:`~aiwatch.promapi.PrometheusError` (or its subclass
-    ``PrometheusUnavailable``) when Prometheus fails."""
+def prometheus_totals(api: PrometheusAPI, start: float, end: float, *, match: str = "",
+                      scope: Sequence[str] = DEFAULT_AGGREGATION_LABELS) -> WindowTotals:
+    """Every read for ``[start, end]`` from Prometheus (the series ``match`` selects): one instant query per read
+    at ``time=end``, at most :data:`PARALLEL_QUERIES` at a time. Raises :class:`~aiwatch.promapi.PrometheusError`
+    (or its subclass ``PrometheusUnavailable``) when Prometheus fails, and ``ValueError`` when a service, model,
+    queue or cache is found in more than one ``scope`` (two clusters): its parts are never added across them."""
     if end <= start:
         raise ValueError(f"a window must end after it starts, got [{start}, {end}]")
 
-    def answer(read: Read) -> dict[Key, float]:
-        return aggregate(read, api.query(read_promql(read, end - start), time=end))
+    def answer(read: Read) -> list[tuple[dict[str, str], float]]:
+        return api.query(read_promql(read, end - start, match, scope), time=end)
 
     with ThreadPoolExecutor(max_workers=PARALLEL_QUERIES, thread_name_prefix="aiwatch-diagnose") as pool:
         answers = list(pool.map(answer, READS))
-    return WindowTotals(start, end, {read.key: found for read, found in zip(READS, answers, strict=True)})
+    _one_scope_each([labels for found in answers for labels, _ in found], scope)
+    return WindowTotals(start, end, {read.key: aggregate(read, found)
+                                     for read, found in zip(READS, answers, strict=True)})
+
+
+def _one_scope_each(found: Iterable[Mapping[str, str]], scope: Sequence[str]) -> None:
+    places: dict[tuple[str, str], set[tuple[str, ...]]] = {}
+    for labels in found:
+        for name in NAME_LABELS:
+            if name in labels:
+                places.setdefault((name, labels[name]), set()).add(tuple(labels.get(s, "") for s in scope))
+    for (name, value), seen in sorted(places.items(), key=lambda kv: (NAME_LABELS.index(kv[0][0]), kv[0][1])):
+        if len(seen) > 1:
+            where = "; ".join(", ".join(f"{s}={v!r}" for s, v in zip(scope, place, strict=True) if v) or "none"
+                              for place in sorted(seen))
+            raise ValueError(f"{name} {value!r} is in {len(seen)} places ({where}): diagnose one at a time, "
+                             f"narrowed with --match (e.g. --match '{scope[0]}=\"...\"')")
 
 
 class PrometheusWindows:
-    """A :class:`WindowSource` reading Prometheus at ``url`` (``timeout`` seconds per query)."""
+    """A :class:`WindowSource` reading Prometheus at ``url`` (``timeout`` seconds per query; ``http``: headers,
+    credentials, a tenant and TLS, :class:`~aiwatch.httpconfig.HTTPConfig`); ``match``: matchers selecting the
+    series to read (one cluster of several); ``scope``: the labels whose places are never added together."""
 
-    def __init__(self, url: str, *, timeout: float = 10.0) -> None:
-        self.api = PrometheusAPI(url, timeout=timeout)
-        self.description = f"Prometheus at {self.api.url}"
+    def __init__(self, url: str, *, timeout: float = 10.0, http: HTTPConfig | None = None, match: str = "",
+                 scope: Sequence[str] = DEFAULT_AGGREGATION_LABELS) -> None:
+        matchers_of([match])  # ValueError now for text that is no matchers
+        self.api = PrometheusAPI(url, timeout=timeout, http=http)
+        self.match, self.scope = match, tuple(scope)
+        self.description = f"Prometheus at {self.api.url}" + (f" ({match})" if match else "")
 
     def window_totals(self, start: float, end: float) -> WindowTotals:
-        return prometheus_totals(self.api, start, end)
+        return prometheus_totals(self.api, start, end, match=self.match, scope=self.scope)
 
 
 # --- the console's embedded scrape source -------------------------------------------------------------------------

@@ -6,17 +6,29 @@ Reading files needs pandas (CSV) or pyarrow (Parquet): ``pip install "aiwatch[da
 from __future__ import annotations
 
 import os
+from collections.abc import Collection, Iterable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from aiwatch.drift.builder import ProfileBuilder
 from aiwatch.drift.current import ChunkedCurrent, CurrentFeature
+from aiwatch.drift.datasets import (
+    DEFAULT_TIME_COLUMN,
+    is_dataset,
+    open_dataset,
+    partition_columns,
+    scan_chunks,
+    time_filter,
+)
 from aiwatch.drift.evaluate import DriftReport, Options, compare_features
 from aiwatch.drift.files import DEFAULT_CHUNK_ROWS, read_chunks
 from aiwatch.drift.profile import ReferenceProfile
 
-__all__ = ["DEFAULT_CHUNK_ROWS", "compare_file", "load_reference", "profile_file", "read_chunks"]
+__all__ = ["DEFAULT_CHUNK_ROWS", "compare_file", "compare_source", "load_reference", "profile_file",
+           "profile_source", "read_chunks"]
 
 
 def profile_file(path: str | os.PathLike[str], *, chunk_rows: int = DEFAULT_CHUNK_ROWS,
@@ -26,22 +38,28 @@ def profile_file(path: str | os.PathLike[str], *, chunk_rows: int = DEFAULT_CHUN
 
 
 def load_reference(source: str | os.PathLike[str], **options: Any) -> ReferenceProfile:
-    """A saved profile (``.json``) or a data file profiled on the fly."""
+    """A saved profile (``.json``), or data (a file, a directory or a glob of Parquet files) profiled on the
+    fly."""
     if Path(source).suffix.lower() == ".json":
         return ReferenceProfile.load(source)
-    return profile_file(source, **options)
+    return profile_source(source, **options)
 
 
 def compare_file(profile: ReferenceProfile, path: str | os.PathLike[str], options: Options | None = None,
                  chunk_rows: int = DEFAULT_CHUNK_ROWS) -> DriftReport:
     """Drift of a CSV/Parquet file against ``profile``, chunk by chunk: bin and category counts are exact over
-    every row; KS/Wasserstein use a uniform sample of at most ``options.max_exact`` values per feature."""
+    every row; KS/Wasserstein use a uniform sample of at most ``options.max_exact`` values per feature, or every
+    value with ``options.exact`` (then the numerical columns' values are held in memory)."""
+    return _compare_chunks(profile, read_chunks(path, chunk_rows), options, set())
+
+
+def _compare_chunks(profile: ReferenceProfile, chunks: Iterable[dict[str, Any]], options: Options | None,
+                    columns_seen: set[str]) -> DriftReport:
     options = options or Options()
     options.validate(profile)
     rng = np.random.default_rng(options.seed)
-    acc = {name: ChunkedCurrent(feat, options.max_exact, rng) for name, feat in profile.features.items()}
-    columns_seen: set[str] = set()
-    for chunk in read_chunks(path, chunk_rows):
+    acc = {name: ChunkedCurrent(feat, options.sample_limit(), rng) for name, feat in profile.features.items()}
+    for chunk in chunks:
         columns_seen.update(chunk)
         for name in profile.features:
             if name in chunk:
@@ -54,3 +72,42 @@ def compare_file(profile: ReferenceProfile, path: str | os.PathLike[str], option
     report = compare_features(profile, current, options)
     report.unknown_features = sorted(columns_seen - set(profile.features))
     return report
+
+
+def compare_source(profile: ReferenceProfile, source: str | os.PathLike[str], options: Options | None = None,
+                   chunk_rows: int = DEFAULT_CHUNK_ROWS, *, since: datetime | None = None,
+                   until: datetime | None = None, time_column: str = DEFAULT_TIME_COLUMN,
+                   ignore: Collection[str] = ()) -> DriftReport:
+    """:func:`compare_file` for a file, a directory or a glob of Parquet files (:mod:`~aiwatch.drift.datasets`):
+    only the profile's columns are read, rows outside ``[since, until)`` of ``time_column`` are skipped, files are
+    decoded in parallel. ``ignore``: columns not reported as unknown (a prediction log's own columns)."""
+    if not is_dataset(source) and since is None and until is None:
+        return compare_file(profile, source, options, chunk_rows)
+    dataset = open_dataset(source)
+    predicate = time_filter(dataset, since, until, time_column)
+    chunks = scan_chunks(dataset, list(profile.features), predicate=predicate, chunk_rows=chunk_rows)
+    report = _compare_chunks(profile, chunks, options, set())
+    other = set(dataset.schema.names) - set(profile.features) - partition_columns(dataset) - set(ignore)
+    report.unknown_features = sorted(other - {time_column})
+    return report
+
+
+def profile_source(source: str | os.PathLike[str], *, chunk_rows: int = DEFAULT_CHUNK_ROWS,
+                   since: datetime | None = None, until: datetime | None = None,
+                   time_column: str = DEFAULT_TIME_COLUMN, columns: Collection[str] | None = None,
+                   **options: Any) -> ReferenceProfile:
+    """:func:`profile_file` for a file, a directory or a glob of Parquet files, optionally limited to
+    ``[since, until)`` and to ``columns`` (default: every column but the partition keys and ``time_column``)."""
+    if not is_dataset(source) and since is None and until is None and columns is None:
+        return profile_file(source, chunk_rows=chunk_rows, **options)
+    dataset = open_dataset(source)
+    predicate = time_filter(dataset, since, until, time_column)
+    wanted = list(columns) if columns is not None else [
+        n for n in dataset.schema.names if n not in partition_columns(dataset) and n != time_column]
+    builder = ProfileBuilder(**options)
+    for chunk in scan_chunks(dataset, wanted, predicate=predicate, chunk_rows=chunk_rows):
+        builder.add(chunk)
+    if builder.needs_second_pass:
+        for chunk in scan_chunks(dataset, list(builder.kinds), predicate=predicate, chunk_rows=chunk_rows):
+            builder.count(chunk)
+    return ReferenceProfile.from_builder(builder)

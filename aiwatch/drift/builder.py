@@ -21,8 +21,15 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from aiwatch.drift.columns import FloatArray, category_key, infer_kind, is_missing, to_float_counting
-from aiwatch.drift.counting import count_bins
+from aiwatch.drift.columns import (
+    FloatArray,
+    category_key,
+    distinct_counts,
+    infer_kind_counting,
+    is_missing,
+    to_float_counting,
+)
+from aiwatch.drift.counting import count_bins, count_bins_sorted
 from aiwatch.drift.errors import ProfileError
 from aiwatch.drift.features import (
     DEFAULT_BINS,
@@ -34,7 +41,7 @@ from aiwatch.drift.features import (
     Feature,
     NumericalFeature,
 )
-from aiwatch.drift.sampling import keep_smallest
+from aiwatch.drift.sampling import keep_smallest, smallest_keys_sample
 from aiwatch.drift.validation import DEFAULT_LIMITS, ProfileLimits, check_cuts
 
 
@@ -49,9 +56,50 @@ def numerical_cuts(finite: FloatArray, n_bins: int) -> list[float]:
     if np.unique(finite[:4096]).size <= DISCRETE_LIMIT:  # cheap probe before a full sort
         distinct = np.unique(finite)
         if distinct.size <= DISCRETE_LIMIT:
-            return [float(np.nextafter(distinct[0], -np.inf)), *map(float, distinct)]
+            return _discrete_cuts(distinct)
     qs = np.quantile(finite, np.linspace(0, 1, n_bins + 1)[1:-1])
     return [float(c) for c in np.unique(qs)]
+
+
+def numerical_cuts_sorted(ordered: FloatArray, n_bins: int) -> list[float]:
+    """:func:`numerical_cuts` of values already sorted: the distinct values and the quantiles are read off the
+    sorted array (``np.quantile``'s linear interpolation, without its partition)."""
+    if ordered.size == 0:
+        return []
+    distinct = distinct_sorted(ordered, DISCRETE_LIMIT)
+    if distinct is not None:
+        return _discrete_cuts(distinct)
+    return [float(c) for c in np.unique(quantiles_sorted(ordered, np.linspace(0, 1, n_bins + 1)[1:-1]))]
+
+
+def _discrete_cuts(distinct: FloatArray) -> list[float]:
+    return [float(np.nextafter(distinct[0], -np.inf)), *map(float, distinct)]
+
+
+def distinct_sorted(ordered: FloatArray, limit: int) -> FloatArray | None:
+    """The distinct values of a sorted array, or ``None`` when there are more than ``limit``."""
+    if ordered.size == 0:
+        return ordered
+    starts = np.empty(ordered.size, dtype=bool)
+    starts[0] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=starts[1:])
+    if int(np.count_nonzero(starts)) > limit:
+        return None
+    return ordered[starts]
+
+
+def quantiles_sorted(ordered: FloatArray, qs: FloatArray) -> FloatArray:
+    """``np.quantile(ordered, qs)`` (method ``linear``) of a sorted, non-empty array, by the same arithmetic."""
+    n = ordered.size
+    virtual = (n - 1) * qs
+    below = np.floor(virtual).astype(np.intp)
+    above = np.minimum(below + 1, n - 1)
+    gamma = virtual - below
+    a, b = ordered[below], ordered[above]
+    diff = b - a
+    out = a + diff * gamma
+    np.subtract(b, diff * (1 - gamma), out=out, where=gamma >= 0.5)  # numpy's _lerp: exact at both ends
+    return np.asarray(out, dtype=np.float64)
 
 
 @dataclass
@@ -68,32 +116,47 @@ class _NumericalPass1:
     sample: FloatArray = field(default_factory=lambda: np.empty(0))
     keys: FloatArray = field(default_factory=lambda: np.empty(0))
 
-    def add(self, values: FloatArray, rng: np.random.Generator, sample_size: int) -> None:
-        finite = values[np.isfinite(values)]
+    def add(self, values: FloatArray, rng: np.random.Generator, sample_size: int,
+            ordered: FloatArray | None = None) -> None:
+        """Add one chunk of a column; ``ordered``: its finite values already sorted (then ``values`` holds only
+        finite values), which gives the extremes and the distinct values without another pass."""
+        finite = values if ordered is not None else values[np.isfinite(values)]
         self.missing += int(values.size - finite.size)
         n = int(finite.size)
         if n == 0:
             return
         with np.errstate(over="ignore"):  # values near 1e308: the std overflows to inf, which the checks refuse
             mean = float(finite.mean())
-            m2 = float(((finite - mean) ** 2).sum())
+            # squared in place and summed pairwise; not np.dot: BLAS wakes its thread pool, which on a busy machine
+            # cost more CPU than the whole rest of a 100k-value column's build
+            deviation = finite - mean
+            m2 = float(np.square(deviation, out=deviation).sum())
         total = self.count + n
         delta = mean - self.mean
         self.mean += delta * n / total
         self.m2 += m2 + delta * delta * self.count * n / total
         self.count = total
-        self.min = min(self.min, float(finite.min()))
-        self.max = max(self.max, float(finite.max()))
+        low, high = (ordered[0], ordered[-1]) if ordered is not None else (finite.min(), finite.max())
+        self.min = min(self.min, float(low))
+        self.max = max(self.max, float(high))
         if self.distinct is not None:
-            if np.unique(finite[:4096]).size > DISCRETE_LIMIT:  # cheap probe before a full sort
+            if ordered is not None:
+                distinct = distinct_sorted(ordered, DISCRETE_LIMIT)
+            elif np.unique(finite[:4096]).size > DISCRETE_LIMIT:  # cheap probe before a full sort
+                distinct = None
+            else:
+                distinct = np.unique(finite)
+            if distinct is None:
                 self.distinct = None
             else:
-                self.distinct.update(np.unique(finite).tolist())
+                self.distinct.update(distinct.tolist())
                 if len(self.distinct) > DISCRETE_LIMIT:
                     self.distinct = None
-        keys = rng.random(n)
-        self.sample, self.keys = keep_smallest(np.concatenate([self.sample, finite]),
-                                               np.concatenate([self.keys, keys]), sample_size)
+        sample, keys = smallest_keys_sample(finite, sample_size, rng)
+        if self.sample.size:
+            sample, keys = keep_smallest(np.concatenate([self.sample, sample]), np.concatenate([self.keys, keys]),
+                                         sample_size)
+        self.sample, self.keys = sample, keys
 
 
 class ProfileBuilder:
@@ -134,27 +197,65 @@ class ProfileBuilder:
         """Pass 1 over one chunk (column name -> values). The first chunk fixes each column's kind."""
         for name, values in columns.items():
             name = str(name)
-            if name not in self.kinds and name not in self.skipped:
-                kind = self.overrides.get(name) or infer_kind(values)
-                if kind not in ("numerical", "categorical"):
-                    self.skipped[name] = kind
-                    continue
-                self.kinds[name] = kind
-                self._order.append(name)
-            if self.kinds.get(name) == "numerical":
+            kind, counts = self._kind(name, values)
+            if kind == "numerical":
                 acc = self._num.setdefault(name, _NumericalPass1())
                 acc.add(to_float_counting(values)[0], self.rng, self.sample_size)
-            elif self.kinds.get(name) == "categorical":
-                counter = self._cat.setdefault(name, Counter())
-                missing = 0
-                raw = values if isinstance(values, list) else np.asarray(values, dtype=object).tolist()
-                for v, n in Counter(raw).items():  # distinct values only: fast on long columns
-                    key = None if is_missing(v) else category_key(v)
-                    if key is None:
-                        missing += n
-                    else:
-                        counter[key] += n
-                self._cat_missing[name] = self._cat_missing.get(name, 0) + missing
+            elif kind == "categorical":
+                self._add_categorical(name, values, counts)
+
+    def _kind(self, name: str, values: Any) -> tuple[str | None, Counter[Any] | None]:
+        """The kind of column ``name`` (decided by its first chunk; ``None`` for a column left out), and the
+        chunk's distinct counts when inferring the kind counted them."""
+        counts = None
+        if name not in self.kinds and name not in self.skipped:
+            kind = self.overrides.get(name)
+            if kind is None:
+                kind, counts = infer_kind_counting(values)
+            if kind not in ("numerical", "categorical"):
+                self.skipped[name] = kind
+                return None, None
+            self.kinds[name] = kind
+            self._order.append(name)
+        return self.kinds.get(name), counts
+
+    def _add_categorical(self, name: str, values: Any, counts: Counter[Any] | None = None) -> None:
+        counter = self._cat.setdefault(name, Counter())
+        missing = 0
+        for v, n in (counts or distinct_counts(values)).items():  # distinct values only: fast on long columns
+            key = None if is_missing(v) else category_key(v)
+            if key is None:
+                missing += n
+            else:
+                counter[key] += n
+        self._cat_missing[name] = self._cat_missing.get(name, 0) + missing
+
+    def add_whole(self, columns: Mapping[str, Any]) -> None:
+        """Both passes at once over columns held whole in memory (:func:`build_in_memory`): each numerical column
+        is sorted once, and its cuts (the exact quantiles of all its values, unless ``edges`` fixes them), bin
+        counts, extremes and distinct values are read off the sorted values."""
+        for name, values in columns.items():
+            name = str(name)
+            kind, counts = self._kind(name, values)
+            if kind == "categorical":
+                self._add_categorical(name, values, counts)
+            elif kind == "numerical":
+                if name in self._num:
+                    raise ProfileError(f"column {name!r} was already added: add_whole takes each column once")
+                arr = to_float_counting(values)[0]
+                finite_mask = np.isfinite(arr)
+                finite = arr if finite_mask.all() else arr[finite_mask]
+                ordered = np.sort(finite)
+                acc = self._num[name] = _NumericalPass1()
+                acc.missing = int(arr.size - finite.size)
+                acc.add(finite, self.rng, self.sample_size, ordered=ordered)
+                if name in self.edges:
+                    cuts = self.edges[name]
+                else:
+                    cuts = numerical_cuts_sorted(ordered, self.n_bins)
+                    check_cuts(cuts, self.limits, f"edges of {name!r}")
+                self._cuts[name] = cuts
+                self._bins[name] = count_bins_sorted(np.asarray(cuts, dtype=np.float64), ordered)
 
     @property
     def needs_second_pass(self) -> bool:
@@ -245,14 +346,7 @@ def build_in_memory(columns: Mapping[str, Any], *, n_bins: int = DEFAULT_BINS, t
                     limits: ProfileLimits = DEFAULT_LIMITS) -> ProfileBuilder:
     """Both passes over columns held in memory. Unlike a file's, the bin edges come from the exact quantiles of all
     the data, not of the sample; ``edges`` fixes them per column."""
-    all_edges: dict[str, Sequence[float]] = dict(edges or {})
-    builder = ProfileBuilder(n_bins=n_bins, top_k=top_k, sample_size=sample_size, kinds=kinds, edges=all_edges,
+    builder = ProfileBuilder(n_bins=n_bins, top_k=top_k, sample_size=sample_size, kinds=kinds, edges=edges,
                              seed=seed, limits=limits)
-    builder.add(columns)
-    for name, kind in builder.kinds.items():
-        if kind == "numerical" and name not in all_edges:
-            arr = to_float_counting(columns[name])[0]
-            all_edges[name] = numerical_cuts(arr[np.isfinite(arr)], n_bins)
-    builder.edges = checked_edges(all_edges, limits)
-    builder.count(columns)
+    builder.add_whole(columns)
     return builder

@@ -8,7 +8,8 @@ for the streaming monitor and for the batch comparison too:
 * a **categorical** value is read as a string (:func:`category_key`); None and non-finite floats are missing
   (:func:`is_missing`); values that cannot be a category (lists, dicts...) are wrong-typed.
 
-Column types are inferred with Evidently's rules (:func:`infer_kind`).
+Column types are inferred with Evidently's rules (:func:`infer_kind`); :func:`distinct_counts` counts a column's
+distinct values.
 
     >>> to_float_counting([1, 2.5, None, "x"])
     (array([1. , 2.5, nan, nan]), 1)
@@ -47,32 +48,38 @@ def infer_kind(values: Any) -> str:
     >>> infer_kind([1.5, 2.0]), infer_kind([1, 2, 3]), infer_kind(list(range(50))), infer_kind(["a", "a", "a", "b"])
     ('numerical', 'categorical', 'numerical', 'categorical')
     """
+    return infer_kind_counting(values)[0]
+
+
+def infer_kind_counting(values: Any) -> tuple[str, Counter[Any] | None]:
+    """:func:`infer_kind`, and the column's :func:`distinct_counts` when telling text from categories counted them
+    (``None`` otherwise), so that a builder does not count the column twice."""
     dtype_name = str(getattr(values, "dtype", ""))
     if not dtype_name:
         values = python_column(values)
         dtype_name = str(values.dtype)
     if dtype_name.startswith("float"):
-        return "numerical"
+        return "numerical", None
     if dtype_name.startswith(("int", "uint", "Int", "UInt")):
         distinct = len(np.unique(np.asarray(values)[~isna(values)]))
-        return "categorical" if distinct <= INTEGER_CARDINALITY_LIMIT else "numerical"
+        return ("categorical" if distinct <= INTEGER_CARDINALITY_LIMIT else "numerical"), None
     if dtype_name in ("bool", "boolean", "category"):
-        return "categorical"
+        return "categorical", None
     if dtype_name.startswith("datetime"):
-        return "datetime"
+        return "datetime", None
     if dtype_name in ("string", "str", "object") or dtype_name.startswith("<U"):
-        items = np.asarray(values, dtype=object).tolist()
+        items = np.asarray(values, dtype=object)
         first = next((v for v in items if not is_missing(v)), None)
-        last = next((v for v in reversed(items) if not is_missing(v)), None)
+        last = next((v for v in items[::-1] if not is_missing(v)), None)
         if first is None:
-            return "unknown"
+            return "unknown", None
         if isinstance(first, str) and isinstance(last, str):
-            counts = Counter(items)
+            counts = distinct_counts(items)
             present = [v for v in counts if not is_missing(v)]
             n_present = sum(counts[v] for v in present)
-            return "text" if len(present) > 0.5 * n_present else "categorical"
-        return "unknown"
-    return "unknown"
+            return ("text" if len(present) > 0.5 * n_present else "categorical"), counts
+        return "unknown", None
+    return "unknown", None
 
 
 def python_column(values: Iterable[Any]) -> npt.NDArray[Any]:
@@ -88,6 +95,61 @@ def python_column(values: Iterable[Any]) -> npt.NDArray[Any]:
             return np.asarray(items, dtype=np.int64)
         return np.asarray([math.nan if v is None else v for v in items], dtype=np.float64)
     return np.asarray(items, dtype=object)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# distinct values
+
+def distinct_counts(values: Any) -> Counter[Any]:
+    """How many times each distinct value occurs in a column (an unhashable value raises ``TypeError``, as a
+    ``Counter`` of the values does).
+
+    A numpy object array holds references, and one object is one value: its references are grouped first, as
+    integers (one sort), and only the distinct objects are then counted by value. Columns read from files hold one
+    object per distinct string (pandas and pyarrow deduplicate them), so this is several times faster than hashing
+    every value; a column of mostly distinct objects is counted value by value. Numeric arrays (an integer column
+    with few values is categorical) are counted by ``np.unique``."""
+    if isinstance(values, np.ndarray) and values.ndim == 1 and values.size:
+        if values.dtype.kind == "O" and values.size >= _BY_REFERENCE_MIN:
+            found = _count_by_reference(values)
+            if found is not None:
+                return found
+        elif values.dtype.kind in "biuf":
+            distinct, counts = np.unique(values, return_counts=True)
+            return Counter(dict(zip(distinct.tolist(), counts.tolist(), strict=True)))
+    items = values if isinstance(values, list) else np.asarray(values, dtype=object).tolist()
+    return Counter(items)
+
+
+#: Below this many values a Counter of the values is as fast as grouping references.
+_BY_REFERENCE_MIN = 1024
+
+
+def _count_by_reference(values: npt.NDArray[Any]) -> Counter[Any] | None:
+    """:func:`distinct_counts` of an object array through its references; ``None`` when most objects are distinct."""
+    try:  # an object array's bytes are its references (CPython: the objects' addresses)
+        references = np.frombuffer(np.ascontiguousarray(values).tobytes(), dtype=np.intp)
+    except (TypeError, ValueError):  # a numpy that refuses: count by value
+        return None
+    if references.size != values.size:
+        return None
+    order = np.argsort(references)
+    grouped = references[order]
+    first = np.empty(grouped.size, dtype=bool)
+    first[0] = True
+    np.not_equal(grouped[1:], grouped[:-1], out=first[1:])
+    starts = np.flatnonzero(first)
+    if starts.size > values.size // 4:
+        return None
+    # in the order of each object's first occurrence, as a Counter of the values would meet them: of equal keys
+    # (1, 1.0, True) the first one met is the one kept
+    first_seen = np.minimum.reduceat(order, starts)
+    by_first = np.argsort(first_seen)
+    sizes = np.diff(starts, append=grouped.size)
+    out: Counter[Any] = Counter()
+    for obj, n in zip(values[first_seen[by_first]].tolist(), sizes[by_first].tolist(), strict=True):
+        out[obj] += n  # equal objects that are not the same object meet here
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -16,14 +16,13 @@ all count through these functions, so every path puts a value in the same bin an
 from __future__ import annotations
 
 import math
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from aiwatch.drift.columns import FloatArray, category_key, is_missing
+from aiwatch.drift.columns import FloatArray, category_key, distinct_counts, is_missing
 
 IntArray = npt.NDArray[np.int64]
 #: Codes of values that are counted in no bucket.
@@ -44,6 +43,12 @@ def bin_index(cuts: FloatArray, values: FloatArray) -> npt.NDArray[np.intp]:
 def count_bins(cuts: FloatArray, finite: FloatArray) -> IntArray:
     """How many of the ``finite`` values fall in each of the ``len(cuts) + 1`` bins."""
     return np.bincount(bin_index(cuts, finite), minlength=cuts.size + 1).astype(np.int64, copy=False)
+
+
+def count_bins_sorted(cuts: FloatArray, ordered: FloatArray) -> IntArray:
+    """:func:`count_bins` of values already sorted: where each cut falls among them, no pass over the values."""
+    at_or_below = np.searchsorted(ordered, cuts, side="right")  # values <= each cut
+    return np.diff(at_or_below, prepend=0, append=ordered.size).astype(np.int64, copy=False)
 
 
 def new_values(reference_distinct: Sequence[float] | None, finite: FloatArray) -> FloatArray:
@@ -103,11 +108,10 @@ class CategoryBuckets:
 
     def count(self, values: Any) -> tuple[IntArray, int, int]:
         """Bucket counts, missing count and wrong-typed count of a column of raw values."""
-        items = values if isinstance(values, list) else np.asarray(values, dtype=object).tolist()
         try:
-            distinct = Counter(items)  # look up distinct values only: fast on long columns
+            distinct = distinct_counts(values)  # look up distinct values only: fast on long columns
         except TypeError:  # an unhashable value
-            return self.count_codes(self.codes(items))
+            return self.count_codes(self.codes(values))
         counts = np.zeros(self.size, dtype=np.int64)
         missing = invalid = 0
         for v, n in distinct.items():

@@ -23,12 +23,13 @@ import numpy as np
 import numpy.typing as npt
 
 from aiwatch.drift.columns import FloatArray, to_float_counting
-from aiwatch.drift.counting import CategoryBuckets, IntArray, count_bins, merge_new_values
+from aiwatch.drift.counting import CategoryBuckets, IntArray, count_bins, count_bins_sorted, merge_new_values
 from aiwatch.drift.features import CategoricalFeature, Feature, NumericalFeature
 from aiwatch.drift.sampling import keep_smallest, systematic_sample
 
 #: KS and Wasserstein use at most this many current values per feature (a systematic sample of larger data:
-#: every k-th value from a random start). Bin and category counts always cover every value.
+#: every k-th value from a random start), unless the exact mode asks for all of them (``max_exact=None``). Bin and
+#: category counts always cover every value.
 DEFAULT_MAX_EXACT = 100_000
 
 
@@ -49,17 +50,25 @@ class CurrentFeature:
     #: outside the reference's distinct values (up to :data:`~aiwatch.drift.counting.NEW_VALUES_LIMIT`);
     #: categorical: 1 when a value fell in the unseen bucket, else 0.
     new_distinct: int = 0
+    #: Whether ``values`` is sorted (the tests then do not sort it again).
+    values_sorted: bool = False
 
 
-def numerical_current(feat: NumericalFeature, values: Any, max_exact: int = DEFAULT_MAX_EXACT,
+def numerical_current(feat: NumericalFeature, values: Any, max_exact: int | None = DEFAULT_MAX_EXACT,
                       rng: np.random.Generator | None = None, bins: bool = True) -> CurrentFeature:
     """Summarise a column of current values for ``feat`` (non-finite values and wrong types are missing/invalid).
 
-    ``bins=False`` skips the bin counts (when the test uses raw values only)."""
+    ``max_exact``: the values kept for KS / Wasserstein (a systematic sample past it; ``None``: every value, sorted
+    once, the bin counts read off the sorted values). ``bins=False`` skips the bin counts (when the test uses raw
+    values only)."""
     finite, missing, invalid = _finite(values)
+    new = int(feat.new_values(finite).size)
+    if max_exact is None:
+        ordered = np.sort(finite)
+        counts = count_bins_sorted(feat.cut_array(), ordered) if bins else np.zeros(0, dtype=np.int64)
+        return CurrentFeature(int(finite.size), counts, ordered, missing, invalid, new, values_sorted=True)
     counts = count_bins(feat.cut_array(), finite) if bins else np.zeros(0, dtype=np.int64)
-    return CurrentFeature(int(finite.size), counts, systematic_sample(finite, max_exact, rng), missing, invalid,
-                          int(feat.new_values(finite).size))
+    return CurrentFeature(int(finite.size), counts, systematic_sample(finite, max_exact, rng), missing, invalid, new)
 
 
 def categorical_current(feat: CategoricalFeature, values: Any,
@@ -87,24 +96,30 @@ def _finite(values: Any) -> tuple[FloatArray, int, int]:
 
 class ChunkedCurrent:
     """One feature's current data read in chunks: counts add up, new values unite, and the values stay a uniform
-    sample of at most ``max_exact`` (every value gets a random key from ``rng``; the smallest keys are kept)."""
+    sample of at most ``max_exact`` (every value gets a random key from ``rng``; the smallest keys are kept), or,
+    with ``max_exact=None`` (the exact mode), are all kept (memory grows with the data)."""
 
-    def __init__(self, feat: Feature, max_exact: int, rng: np.random.Generator) -> None:
+    def __init__(self, feat: Feature, max_exact: int | None, rng: np.random.Generator) -> None:
         self.feat, self.max_exact, self.rng = feat, max_exact, rng
         self._buckets = feat.buckets() if isinstance(feat, CategoricalFeature) else None
         self._total: CurrentFeature | None = None
         self._keys: FloatArray = np.empty(0)
         self._new: FloatArray = np.empty(0)
+        self._parts: list[FloatArray] = []
 
     def add(self, values: Any) -> None:
         """Count one chunk of the column."""
         feat, total = self.feat, self._total
         if isinstance(feat, NumericalFeature):
             chunk, missing, invalid = _finite(values)
-            pool, keys = chunk, self.rng.random(chunk.size)
-            if total is not None and total.values is not None:
-                pool, keys = np.concatenate([total.values, chunk]), np.concatenate([self._keys, keys])
-            sample, self._keys = keep_smallest(pool, keys, self.max_exact)
+            if self.max_exact is None:
+                self._parts.append(chunk)
+                sample = None
+            else:
+                pool, keys = chunk, self.rng.random(chunk.size)
+                if total is not None and total.values is not None:
+                    pool, keys = np.concatenate([total.values, chunk]), np.concatenate([self._keys, keys])
+                sample, self._keys = keep_smallest(pool, keys, self.max_exact)
             self._new = merge_new_values(self._new, feat.new_values(chunk))
             part = CurrentFeature(int(chunk.size), count_bins(feat.cut_array(), chunk), sample, missing, invalid,
                                   int(self._new.size))
@@ -121,4 +136,9 @@ class ChunkedCurrent:
 
     def result(self) -> CurrentFeature | None:
         """The summary of every chunk added (None before the first)."""
-        return self._total
+        total = self._total
+        if total is not None and self._parts:
+            total.values = np.sort(np.concatenate(self._parts))
+            total.values_sorted = True
+            self._parts = [total.values]
+        return total

@@ -141,7 +141,10 @@ class Options:
     ``"bonferroni"``) adjusts the p-values of hypothesis tests before each feature's decision. The dataset drifts
     when the share of drifted features is at least ``drift_share`` (``rule="share"``, Evidently's rule, default 0.5)
     or when any feature drifts (``rule="any"``, the usual pairing with a correction). Features with fewer than
-    ``min_samples`` current values are "insufficient_data": never drifted, and not counted in the share.
+    ``min_samples`` current values are "insufficient_data": never drifted, and not counted in the share. KS and
+    Wasserstein use at most ``max_exact`` current values per feature (a systematic sample of more, see
+    :mod:`aiwatch.drift.current`); ``exact=True`` uses every value (slower and, for files, memory that grows with
+    the data).
     """
 
     methods: Mapping[str, str] = field(default_factory=dict)
@@ -153,7 +156,12 @@ class Options:
     rule: str = "share"
     min_samples: int = DEFAULT_MIN_SAMPLES
     max_exact: int = DEFAULT_MAX_EXACT
+    exact: bool = False
     seed: int = 0
+
+    def sample_limit(self) -> int | None:
+        """The current values kept per feature for KS / Wasserstein: ``max_exact``, or ``None`` (all) when exact."""
+        return None if self.exact else self.max_exact
 
     def validate(self, profile: ReferenceProfile) -> None:
         for name in (*self.methods, *self.thresholds):
@@ -173,6 +181,8 @@ class Options:
 
     def check_numbers(self) -> None:
         """``ValueError`` for a numeric option out of range: NaN, infinite, negative or not a whole number."""
+        if not isinstance(self.exact, bool):
+            raise ValueError(f"exact must be True or False, got {self.exact!r}")
         if not _real(self.drift_share) or not 0 < self.drift_share <= 1:
             raise ValueError(f"drift_share must be a number in (0, 1], got {self.drift_share!r}")
         for name in ("min_samples", "max_exact"):
@@ -217,7 +227,7 @@ def run_test(feat: Feature, current: CurrentFeature, name: str, threshold: float
         if name == "ks":
             return stattests.ks(sample, current.values, threshold)
         return stattests.wasserstein(sample, current.values, threshold, reference_std=feat.std,
-                                     reference_sorted=True)
+                                     reference_sorted=True, current_sorted=current.values_sorted)
     ref_counts = np.asarray(feat.bin_counts if isinstance(feat, NumericalFeature) else feat.bucket_counts())
     return stattests.COUNT_TESTS[name](ref_counts, current.bin_counts, threshold)
 
@@ -297,7 +307,8 @@ def summarise(profile: ReferenceProfile, data: Any, options: Options | None = No
         if name not in columns:
             continue
         if isinstance(feat, NumericalFeature):
-            out[name] = numerical_current(feat, columns[name], options.max_exact, rng, needs_bins(feat, options))
+            out[name] = numerical_current(feat, columns[name], options.sample_limit(), rng,
+                                          needs_bins(feat, options))
         else:
             out[name] = categorical_current(feat, columns[name])
     return out

@@ -346,7 +346,7 @@ class DriftMonitor:
         rng = np.random.default_rng(options.seed)  # as compare() does, so both sample large windows alike
         current: dict[str, CurrentFeature] = {}
         for feat in self._num:
-            current[feat.name] = numerical_current(feat, columns[feat.name], options.max_exact, rng,
+            current[feat.name] = numerical_current(feat, columns[feat.name], options.sample_limit(), rng,
                                                    needs_bins(feat, options))
         for cfeat in self._cat:
             current[cfeat.name] = categorical_current_from_codes(cfeat, columns[cfeat.name])

@@ -218,7 +218,7 @@ def decode_floats(data: Any, limit: int = DEFAULT_LIMITS.max_sample) -> list[flo
             raise ProfileError(f"sample is not base64: {exc}") from None
         if len(raw) % 8:
             raise ProfileError("sample: base64 data is not a whole number of float64 values")
-        return [float(v) for v in np.frombuffer(raw, dtype="<f8")]
+        return np.frombuffer(raw, dtype="<f8").astype(np.float64).tolist()  # type: ignore[no-any-return]
     if isinstance(data, list) and len(data) > limit:
         raise ProfileError(f"sample holds more than {limit} values (ProfileLimits.max_sample)")
     return _floats(data, "sample")

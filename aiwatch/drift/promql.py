@@ -6,16 +6,21 @@ Jensen-Shannon distance over *all* replicas for any window. The alert rules' rec
 these functions, and a test runs them in a real Prometheus against the Python statistics on the same counts.
 Selectors and metric names go through :mod:`aiwatch.promql`.
 
+Every aggregation keeps the ``scope`` labels (default :data:`~aiwatch.promql.DEFAULT_AGGREGATION_LABELS`), so the
+fleet of one cluster is never mixed with another's.
+
 Zero shares follow Evidently's PSI convention: a share that is exactly 0 is replaced by :data:`PSI_EPSILON` for PSI;
 the Jensen-Shannon distance needs no epsilon (``0 * ln 0`` is taken as 0, as scipy does).
 
     >>> print(fleet_psi_expr("1h"))  # doctest: +ELLIPSIS
-    sum by (model, feature) (...
+    sum by (cluster, namespace, model, feature) (...
 """
 
 from __future__ import annotations
 
-from aiwatch.promql import by, increase, metric, series
+from collections.abc import Sequence
+
+from aiwatch.promql import DEFAULT_AGGREGATION_LABELS, by, increase, metric, scoped, series
 
 FEATURE_BINS = metric("aiwatch_feature_bin_total")
 REFERENCE_RATIO = metric("aiwatch_feature_reference_ratio")
@@ -40,33 +45,42 @@ def _matchers(selector: str) -> str:
     return selector[1:-1]
 
 
-def live_share_expr(window: str, selector: str = "") -> str:
+Scope = Sequence[str]
+
+
+def live_share_expr(window: str, selector: str = "", scope: Scope = DEFAULT_AGGREGATION_LABELS) -> str:
     """Each bin's share of the live values counted over ``window``, summed over every replica."""
-    live = by("sum", ("model", "feature", "bin"), increase(FEATURE_BINS, window, _matchers(selector)))
-    return f"({live} / ignoring (bin) group_left {by('sum', ('model', 'feature'), live)})"
+    live = by("sum", scoped(scope, ("model", "feature", "bin")), increase(FEATURE_BINS, window, _matchers(selector)))
+    return f"({live} / ignoring (bin) group_left {by('sum', scoped(scope, ('model', 'feature')), live)})"
 
 
-def reference_share_expr(selector: str = "") -> str:
+def live_values_expr(window: str, selector: str = "", scope: Scope = DEFAULT_AGGREGATION_LABELS) -> str:
+    """How many live values each (model, feature) counted over ``window``, over every replica: what a fleet PSI
+    was computed from (PSI of a few values is mostly sampling noise)."""
+    return by("sum", scoped(scope, ("model", "feature")), increase(FEATURE_BINS, window, _matchers(selector)))
+
+
+def reference_share_expr(selector: str = "", scope: Scope = DEFAULT_AGGREGATION_LABELS) -> str:
     """The reference profile's share of each bin (the same on every replica, so ``max`` picks it)."""
-    return by("max", ("model", "feature", "bin"), series(REFERENCE_RATIO, _matchers(selector)))
+    return by("max", scoped(scope, ("model", "feature", "bin")), series(REFERENCE_RATIO, _matchers(selector)))
 
 
 def _no_zero(expr: str) -> str:
     return f"({expr} + ({expr} == bool 0) * {PSI_EPSILON})"
 
 
-def fleet_psi_expr(window: str = "1h", selector: str = "") -> str:
+def fleet_psi_expr(window: str = "1h", selector: str = "", scope: Scope = DEFAULT_AGGREGATION_LABELS) -> str:
     """Population Stability Index per (model, feature) over ``window``: sum((p - q) * ln(p / q))."""
-    p = _no_zero(live_share_expr(window, selector))
-    q = _no_zero(reference_share_expr(selector))
-    return f"sum by (model, feature) (({p} - {q}) * ln({p} / {q}))"
+    p = _no_zero(live_share_expr(window, selector, scope))
+    q = _no_zero(reference_share_expr(selector, scope))
+    return by("sum", scoped(scope, ("model", "feature")), f"({p} - {q}) * ln({p} / {q})")
 
 
-def fleet_js_expr(window: str = "1h", selector: str = "") -> str:
+def fleet_js_expr(window: str = "1h", selector: str = "", scope: Scope = DEFAULT_AGGREGATION_LABELS) -> str:
     """Jensen-Shannon distance (natural log, as ``scipy.spatial.distance.jensenshannon``) per (model, feature)."""
-    p = live_share_expr(window, selector)
-    q = reference_share_expr(selector)
+    p = live_share_expr(window, selector, scope)
+    q = reference_share_expr(selector, scope)
     m = f"(({p} + {q}) / 2)"
     term_p = f"{p} * ln(clamp_min({p}, {TINY}) / clamp_min({m}, {TINY}))"
     term_q = f"{q} * ln(clamp_min({q}, {TINY}) / clamp_min({m}, {TINY}))"
-    return f"sqrt(clamp_min(sum by (model, feature) ({term_p} + {term_q}) / 2, 0))"
+    return f"sqrt(clamp_min({by('sum', scoped(scope, ('model', 'feature')), f'{term_p} + {term_q}')} / 2, 0))"

@@ -3,6 +3,7 @@
 * :func:`keep_smallest`: a uniform sample that merges exactly. Every value carries a random key and the ``size``
   smallest keys are kept, so the sample of a union is the sample of the parts' samples (profiles built in parts,
   files read in chunks).
+* :func:`smallest_keys_sample`: the same sample of one column, drawn without a key per value.
 * :func:`systematic_sample`: every k-th value from a random start, for one column held in memory.
 """
 
@@ -28,3 +29,19 @@ def systematic_sample(values: FloatArray, size: int, rng: np.random.Generator | 
     rng = rng or np.random.default_rng(0)
     step = -(-values.size // size)
     return values[int(rng.integers(0, step)):: step]
+
+
+def smallest_keys_sample(values: FloatArray, size: int, rng: np.random.Generator) -> tuple[FloatArray, FloatArray]:
+    """What ``keep_smallest(values, rng.random(values.size), size)`` keeps, drawn in ``O(size)`` instead of a key
+    per value: the same distribution, so the sample merges with :func:`keep_smallest` as if every value had a key.
+
+    A uniformly chosen ``size`` of the values (in random order) carry the ``size`` smallest of ``values.size``
+    uniform keys: the ``i``-th smallest of ``n`` uniforms is the sum of ``i`` exponential spacings over the sum of
+    ``n + 1``, and the ``n + 1 - size`` spacings past the kept ones add up to one gamma variate."""
+    n = values.size
+    if n <= size:
+        return values, rng.random(n)
+    chosen = rng.choice(n, size, replace=False)
+    partial = np.cumsum(rng.standard_exponential(size))
+    keys = partial / (partial[-1] + rng.standard_gamma(n + 1 - size))
+    return values[chosen], keys

@@ -13,6 +13,7 @@ The command line does the same: ``aiwatch rules render --config aiwatch-rules.ym
 from __future__ import annotations
 
 from aiwatch.rules.config import (
+    RUNBOOK_URL_PLACEHOLDER,
     SLO,
     BurnAlert,
     BurnWindow,
@@ -28,6 +29,7 @@ from aiwatch.rules.render import ALERTING_FILE, RECORDING_FILE, Alert, alerts, r
 __all__ = [
     "ALERTING_FILE",
     "RECORDING_FILE",
+    "RUNBOOK_URL_PLACEHOLDER",
     "SLO",
     "Alert",
     "BurnAlert",

@@ -25,8 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from aiwatch.gpuseries import GPU_UTIL, SOURCES, UTILIZATION_FIELDS
 from aiwatch.metrics import LATENCY_BUCKETS, TIME_TO_FIRST_TOKEN_BUCKETS
-from aiwatch.promql import check_regex, parse_matchers
+from aiwatch.promql import DEFAULT_AGGREGATION_LABELS, LABEL_NAME, check_regex, parse_matchers
+from aiwatch.status import ERROR_STATUS_RE
 
 # Prometheus' duration syntax (prometheus/common model.ParseDuration): each unit at most once, largest first.
 _DURATION = re.compile(r"^(?:([0-9]+)y)?(?:([0-9]+)w)?(?:([0-9]+)d)?(?:([0-9]+)h)?(?:([0-9]+)m)?(?:([0-9]+)s)?"
@@ -36,6 +38,11 @@ _MAX_DURATION_NS = 2**63 - 1  # Go's time.Duration
 MAX_CONFIG_BYTES = 1 << 20
 MAX_STRING = 4096
 MAX_WINDOWS = 10
+
+#: The runbook link of the default config (and so of the committed files under ``alerts/``): a placeholder that
+#: promtool accepts and that can never resolve (``.invalid`` is reserved, RFC 2606). ``aiwatch rules render`` warns
+#: when a config leaves it there.
+RUNBOOK_URL_PLACEHOLDER = "https://runbooks.invalid/aiwatch/{alert}"
 
 
 class ConfigError(ValueError):
@@ -108,8 +115,9 @@ class SLO:
         open_high=True))
     latency_threshold_seconds: float = field(default=0.3, metadata=_help(
         "the latency SLO threshold; must be a bucket bound of aiwatch_request_duration_seconds"))
-    error_status: str = field(default="5..|UNKNOWN|DEADLINE_EXCEEDED|INTERNAL|UNAVAILABLE|DATA_LOSS", metadata=_help(
-        "regex of the `status` label values that count as errors (HTTP 5xx and gRPC server-side failures)"))
+    error_status: str = field(default=ERROR_STATUS_RE, metadata=_help(
+        "regex of the `status` label values that count as errors (default: aiwatch.status, HTTP 5xx and the gRPC "
+        "codes of server-side failures)"))
     period: str = field(default="30d", metadata=_help("the SLO period, used in alert texts"))
     traffic_class: str = field(default="realtime", metadata=_help(
         "regex of the traffic_class label values the SLOs are about (batch traffic has no latency objective); "
@@ -183,11 +191,24 @@ class GPU:
         "AiwatchGpuMetricsAbsent fires for a target that exported GPU metrics within this lookback and is up, "
         "but no longer does"))
     absent_for: str = "5m"
-    xid_window: str = "10m"
+    xid_window: str = field(default="10m", metadata=_help(
+        "AiwatchGpuXidErrors fires for a GPU that reported an XID error within this window"))
     xid_for: str = "1m"
     target_utilization: float = field(default=0.8, metadata=_help(
         "the autoscaling target: desired replicas = ceil(replicas x average utilization / target)", 0, 1,
         open_low=True))
+    source: str = field(default="aiwatch", metadata=_help(
+        "where the GPU metrics come from: aiwatch (its NVML collector, aiwatch_gpu_*) or dcgm (NVIDIA's "
+        "dcgm-exporter, DCGM_FI_*; see docs/signals.md)"))
+    dcgm_utilization: str = field(default=GPU_UTIL, metadata=_help(
+        f"with source dcgm: the field read as utilization, {' or '.join(UTILIZATION_FIELDS)} (the profiling "
+        f"metrics, when dcgm-exporter collects them)"))
+    workload_labels: list[str] = field(default_factory=lambda: ["job"], metadata=_help(
+        "labels that tell one workload's GPUs apart in the per-workload utilization and desired-replicas rules "
+        "(job: the scrape job of aiwatch's collector; with dcgm-exporter's pod attribution, e.g. [container])"))
+    replica_label: str = field(default="instance", metadata=_help(
+        "the label that tells a workload's replicas apart in those rules (instance: one aiwatch collector per "
+        "replica; with dcgm-exporter's pod attribution, pod)"))
 
 
 @dataclass
@@ -211,6 +232,9 @@ class Drift:
         "evaluation interval of the fleet PSI / JS recording group: the expressions are heavy and hour-long windows "
         "need no finer resolution"))
     psi_threshold: float = field(default=0.2, metadata=_help("PSI above this is a significant shift"))
+    fleet_min_values: float = field(default=200.0, metadata=_help(
+        "AiwatchFleetInputDrift only for a feature with at least this many live values in psi_window: the PSI of "
+        "fewer values is mostly sampling noise (about (bins - 1) / values)"))
     fleet_for: str = "15m"
     local_for: str = "15m"
 
@@ -229,8 +253,14 @@ class Meta:
 class RulesConfig:
     """Everything the renderer reads. ``RulesConfig()`` is the default config."""
 
-    runbook_base_url: str = field(default="https://github.com/aiwatch/aiwatch/blob/main", metadata=_help(
-        "runbook_url = <runbook_base_url>/docs/runbooks/<AlertName>.md"))
+    runbook_url: str = field(default=RUNBOOK_URL_PLACEHOLDER, metadata=_help(
+        "where each alert's runbook page lives: a URL in which {alert} stands for the alert's name. Your wiki "
+        "(https://wiki.example.com/oncall/{alert}), your copy of the runbooks in a repository "
+        "(https://github.com/acme/ml/blob/main/runbooks/{alert}.md), or the aiwatch console, which serves them "
+        "(http://aiwatch-console.example.com:8501/?runbook={alert}). The default is a placeholder"))
+    aggregation_labels: list[str] = field(default_factory=lambda: list(DEFAULT_AGGREGATION_LABELS), metadata=_help(
+        "labels every rule keeps when it aggregates, so that Thanos / Mimir never sum series of different clusters "
+        "or namespaces; a label the series lack is harmless ([] for none)"))
     selectors: Selectors = field(default_factory=Selectors)
     slo: SLO = field(default_factory=SLO)
     latency: Latency = field(default_factory=Latency)
@@ -240,6 +270,11 @@ class RulesConfig:
     cache: Cache = field(default_factory=Cache)
     drift: Drift = field(default_factory=Drift)
     meta: Meta = field(default_factory=Meta)
+
+    @property
+    def runbook_url_is_placeholder(self) -> bool:
+        """True while ``runbook_url`` is still the default's placeholder (every runbook link goes nowhere)."""
+        return self.runbook_url == RUNBOOK_URL_PLACEHOLDER
 
     def validate(self) -> RulesConfig:
         """Check every value (types are checked when a config is read); returns ``self``."""
@@ -257,11 +292,23 @@ class RulesConfig:
                 _check_number(path, value, f.metadata.get("range", _NON_NEGATIVE) if f else _NON_NEGATIVE)
             else:
                 raise ConfigError(f"{path}: unexpected value {value!r}")
-        _check_url("runbook_base_url", self.runbook_base_url)
         if self.streaming.ttft_threshold_seconds not in TIME_TO_FIRST_TOKEN_BUCKETS:
             raise ConfigError(f"streaming.ttft_threshold_seconds: {self.streaming.ttft_threshold_seconds} is not a "
                               "bucket bound of aiwatch_gen_ai_time_to_first_token_seconds; choose one of "
                               f"{list(TIME_TO_FIRST_TOKEN_BUCKETS)}")
+        _check_url("runbook_url", self.runbook_url)
+        if "{alert}" not in self.runbook_url or not self.runbook_url.startswith(("http://", "https://")):
+            raise ConfigError(f"runbook_url: {self.runbook_url!r} must be an http(s) URL containing {{alert}}, "
+                              "which is replaced by each alert's name")
+        for path, names in (("aggregation_labels", self.aggregation_labels),
+                            ("gpu.workload_labels", self.gpu.workload_labels),
+                            ("gpu.replica_label", [self.gpu.replica_label])):
+            _check_labels(path, names)
+        if self.gpu.source not in SOURCES:
+            raise ConfigError(f"gpu.source: must be one of {list(SOURCES)}, got {self.gpu.source!r}")
+        if self.gpu.dcgm_utilization not in UTILIZATION_FIELDS:
+            raise ConfigError(f"gpu.dcgm_utilization: must be one of {list(UTILIZATION_FIELDS)}, got "
+                              f"{self.gpu.dcgm_utilization!r}")
         if self.slo.latency_threshold_seconds not in LATENCY_BUCKETS:
             raise ConfigError(f"slo.latency_threshold_seconds: {self.slo.latency_threshold_seconds} is not a bucket "
                               f"bound of aiwatch_request_duration_seconds; choose one of {list(LATENCY_BUCKETS)}")
@@ -307,6 +354,14 @@ def _check_url(path: str, value: str) -> None:
     bad = next((c for c in value if c.isspace() or unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp")), None)
     if bad is not None:
         raise ConfigError(f"{path}: {value!r} is not a URL (it holds {bad!r})")
+
+
+def _check_labels(path: str, names: list[str]) -> None:
+    if len(names) > MAX_WINDOWS or len(set(names)) != len(names):
+        raise ConfigError(f"{path}: at most {MAX_WINDOWS} distinct label names, got {names}")
+    for name in names:
+        if not LABEL_NAME.fullmatch(name) or name.startswith("__") or name == "le":
+            raise ConfigError(f"{path}: {name!r} is not a label name a rule can aggregate by")
 
 
 def _check_regex(path: str, value: str) -> None:
@@ -417,6 +472,9 @@ def _build(cls: type[Any], data: Any, path: str) -> Any:
 
 def config_from_dict(data: dict[str, Any] | None) -> RulesConfig:
     """A validated :class:`RulesConfig` from parsed YAML/JSON; missing keys keep their defaults."""
+    if isinstance(data, dict) and "runbook_base_url" in data:
+        raise ConfigError("runbook_base_url: replaced by runbook_url, a URL in which {alert} stands for the alert's "
+                          "name, e.g. runbook_url: 'https://github.com/acme/ml/blob/main/runbooks/{alert}.md'")
     cfg: RulesConfig = _build(RulesConfig, {} if data is None else data, "")
     return cfg.validate()
 

@@ -22,7 +22,8 @@ from typing import Any
 
 from prometheus_client.utils import floatToGoString
 
-from aiwatch.drift.promql import JS_RECORD, PSI_RECORD, fleet_js_expr, fleet_psi_expr
+from aiwatch.drift.promql import JS_RECORD, PSI_RECORD, fleet_js_expr, fleet_psi_expr, live_values_expr
+from aiwatch.gpuseries import POD_LABELS, GpuSeries
 from aiwatch.promql import (
     by,
     eq,
@@ -34,6 +35,7 @@ from aiwatch.promql import (
     number,
     quote,
     rate,
+    scoped,
     selector,
     series,
 )
@@ -52,16 +54,17 @@ IN_FLIGHT = metric("aiwatch_requests_in_flight")
 QUEUE_DEPTH = metric("aiwatch_queue_depth")
 GPU_UP = metric("aiwatch_gpu_up")
 GPU_NVML_UP = metric("aiwatch_gpu_nvml_up")
-GPU_UTILIZATION = metric("aiwatch_gpu_utilization_ratio")
-GPU_MEMORY_USED = metric("aiwatch_gpu_memory_used_bytes")
-GPU_MEMORY_TOTAL = metric("aiwatch_gpu_memory_total_bytes")
-GPU_XID_ERRORS = metric("aiwatch_gpu_xid_errors_total")
 CACHE_REQUESTS = metric("aiwatch_feature_cache_requests_total")
 DRIFT_SCORE = metric("aiwatch_drift_score")
 DRIFT_DETECTED = metric("aiwatch_drift_detected")
 INSTRUMENTATION_ERRORS = metric("aiwatch_instrumentation_errors_total")
 TIME_TO_FIRST_TOKEN = metric("aiwatch_gen_ai_time_to_first_token_seconds")
 DEGRADED = metric("aiwatch_degraded_responses_total")
+MODEL_QUALITY = metric("aiwatch_model_quality")
+MODEL_QUALITY_OBJECTIVE = metric("aiwatch_model_quality_objective")
+MODEL_QUALITY_LABELLED = metric("aiwatch_model_quality_labelled")
+#: Realised quality comes from hourly (or slower) windows of delayed labels: 10 min only rides out a missed push.
+QUALITY_FOR = "10m"
 UP = "up"  # Prometheus' own series per scrape target
 
 # recording rules; a {window} is filled in per window
@@ -136,7 +139,7 @@ class Alert:
     description: str
     labels: dict[str, str] = field(default_factory=dict)
 
-    def rule(self, runbook_base: str) -> dict[str, Any]:
+    def rule(self, runbook_template: str) -> dict[str, Any]:
         return {
             "alert": self.name,
             "expr": self.expr,
@@ -145,19 +148,37 @@ class Alert:
             "annotations": {
                 "summary": self.summary,
                 "description": self.description,
-                "runbook_url": runbook_annotation(runbook_base, self.name),
+                "runbook_url": runbook_annotation(runbook_template, self.name),
             },
         }
 
 
-def runbook_url(base: str, alert: str) -> str:
-    """Where an alert's runbook page lives: ``<base>/docs/runbooks/<alert>.md``."""
-    return f"{base.rstrip('/')}/docs/runbooks/{alert}.md"
+def runbook_url(template: str, alert: str) -> str:
+    """Where an alert's runbook page lives: the config's ``runbook_url`` with ``{alert}`` replaced by its name.
+
+    >>> runbook_url("http://127.0.0.1:8501/?runbook={alert}", "AiwatchQueueBacklog")
+    'http://127.0.0.1:8501/?runbook=AiwatchQueueBacklog'
+    """
+    return template.replace("{alert}", alert)
 
 
-def runbook_annotation(base: str, alert: str) -> str:
+def runbook_annotation(template: str, alert: str) -> str:
     """The ``runbook_url`` annotation: :func:`runbook_url` as template text."""
-    return template_text(runbook_url(base, alert))
+    return template_text(runbook_url(template, alert))
+
+
+def _scope(cfg: RulesConfig, *labels: str) -> tuple[str, ...]:
+    """The config's aggregation labels, then ``labels``: what every ``by`` and ``on`` of the rules keeps."""
+    return scoped(cfg.aggregation_labels, labels)
+
+
+def _same_scope_matchers(cfg: RulesConfig, *labels: str) -> tuple[str, str]:
+    """For an annotation's ``query``: matcher text ``a=%q, b=%q`` over the aggregation labels and ``labels``, and
+    the Go template arguments filling it from the alert's labels (``index`` gives "" for a label the alert lacks,
+    and ``a=""`` matches series without it)."""
+    names = _scope(cfg, *labels)
+    return (", ".join(f"{n}=%q" for n in names),
+            " ".join(f'(index $labels "{n}")' if n in cfg.aggregation_labels else f"$labels.{n}" for n in names))
 
 
 def _record(name: str, expr: str, **labels: str) -> dict[str, Any]:
@@ -187,13 +208,13 @@ def slo_records(cfg: RulesConfig) -> list[dict[str, Any]]:
     le = floatToGoString(cfg.slo.latency_threshold_seconds)  # type: ignore[no-untyped-call]
     ttft_le = floatToGoString(cfg.streaming.ttft_threshold_seconds)  # type: ignore[no-untyped-call]
     rules = []
+    svc = _scope(cfg, "service")
     for w in burn_windows(cfg):
-        total = by("sum", ("service",), rate(REQUESTS.count, w, req, *cls))
-        errors = by("sum", ("service",), rate(REQUESTS.count, w, req, *cls,
-                                              matches("status", cfg.slo.error_status)))
-        fast = by("sum", ("service",), rate(REQUESTS.bucket, w, req, *cls, eq("le", le)))
-        streams = by("sum", ("service",), rate(TIME_TO_FIRST_TOKEN.count, w, req, *cls))
-        first_fast = by("sum", ("service",), rate(TIME_TO_FIRST_TOKEN.bucket, w, req, *cls, eq("le", ttft_le)))
+        total = by("sum", svc, rate(REQUESTS.count, w, req, *cls))
+        errors = by("sum", svc, rate(REQUESTS.count, w, req, *cls, matches("status", cfg.slo.error_status)))
+        fast = by("sum", svc, rate(REQUESTS.bucket, w, req, *cls, eq("le", le)))
+        streams = by("sum", svc, rate(TIME_TO_FIRST_TOKEN.count, w, req, *cls))
+        first_fast = by("sum", svc, rate(TIME_TO_FIRST_TOKEN.bucket, w, req, *cls, eq("le", ttft_le)))
         rules += [
             _record(REQUEST_RATE.format(window=w), total),
             # "or 0 * total": a service with traffic and no error series yet has an error ratio of 0, not none
@@ -207,8 +228,9 @@ def slo_records(cfg: RulesConfig) -> list[dict[str, Any]]:
 def streaming_records(cfg: RulesConfig) -> list[dict[str, Any]]:
     w = cfg.streaming.degraded_window
     req = cfg.selectors.requests
-    total = by("sum", ("service",), rate(REQUESTS.count, w, req))
-    degraded = by("sum", ("service",), rate(DEGRADED, w, req))
+    svc = _scope(cfg, "service")
+    total = by("sum", svc, rate(REQUESTS.count, w, req))
+    degraded = by("sum", svc, rate(DEGRADED, w, req))
     # every response counts in the denominator, batch ones too: a fallback serves whoever asked
     return [_record(DEGRADED_RATIO.format(window=w), f"({degraded} or 0 * {total})\n/\n{total}")]
 
@@ -220,47 +242,57 @@ def latency_records(cfg: RulesConfig) -> list[dict[str, Any]]:
     other = not_matches("phase", lat.model_phases)
     # a phase in which the service called peers that report their own time holds their whole time: the network
     # (AiwatchNetworkLatencyHigh) and the callees' own phases cover it, so it is no non-model phase of the caller
-    calling = f"{by('sum', ('service', 'phase'), rate(NETWORK.count, w, cfg.selectors.network))} > 0"
+    service_phase = _scope(cfg, "service", "phase")
+    calling = f"{by('sum', service_phase, rate(NETWORK.count, w, cfg.selectors.network))} > 0"
     rules = [_record(PHASE_QUANTILE.format(percent=number(_decimal(q * 100))),
-                     histogram_quantile(q, PHASES, w, ("service", "model", "phase"), req)) for q in QUANTILES]
+                     histogram_quantile(q, PHASES, w, _scope(cfg, "service", "model", "phase"), req))
+             for q in QUANTILES]
     rules += [
-        _record(MODEL_P99, histogram_quantile(0.99, PHASES, w, ("service", "model"), req, model)),
-        _record(NETWORK_P99, histogram_quantile(0.99, NETWORK, w, ("service", "peer"), cfg.selectors.network)),
+        _record(MODEL_P99, histogram_quantile(0.99, PHASES, w, _scope(cfg, "service", "model"), req, model)),
+        _record(NETWORK_P99, histogram_quantile(0.99, NETWORK, w, _scope(cfg, "service", "peer"),
+                                                cfg.selectors.network)),
         # the caller-side network time is one more non-model "phase" (service = the caller, peer = the callee)
         _record(NON_MODEL_P99,
-                f"(\n  {histogram_quantile(0.99, PHASES, w, ('service', 'phase'), req, other)}\n"
-                f"  unless on (service, phase)\n  {calling}\n)\nor\n"
+                f"(\n  {histogram_quantile(0.99, PHASES, w, service_phase, req, other)}\n"
+                f"  unless on ({', '.join(service_phase)})\n  {calling}\n)\nor\n"
                 f'label_replace({NETWORK_P99}, {quote("phase")}, {quote("network")}, "", "")'),
         _record(OUTSIDE_MODEL,
-                f"{by('sum', ('service',), rate(PHASES.sum, w, req, other))}\n/\n"
-                f"{by('sum', ('service',), rate(PHASES.sum, w, req))}"),
-        _record(IN_FLIGHT_SUM, by("sum", ("service",), series(IN_FLIGHT, req))),
-        _record(SERVICE_REPLICAS, by("count", ("service",), series(IN_FLIGHT, req))),
+                f"{by('sum', _scope(cfg, 'service'), rate(PHASES.sum, w, req, other))}\n/\n"
+                f"{by('sum', _scope(cfg, 'service'), rate(PHASES.sum, w, req))}"),
+        _record(IN_FLIGHT_SUM, by("sum", _scope(cfg, "service"), series(IN_FLIGHT, req))),
+        _record(SERVICE_REPLICAS, by("count", _scope(cfg, "service"), series(IN_FLIGHT, req))),
     ]
     return rules
 
 
+def gpu_series(cfg: RulesConfig) -> GpuSeries:
+    """The GPU readings of the config's ``gpu.source``."""
+    return GpuSeries(cfg.gpu.source, cfg.gpu.dcgm_utilization)
+
+
 def capacity_records(cfg: RulesConfig) -> list[dict[str, Any]]:
-    g, c = cfg.gpu, cfg.cache
+    g, c, gpus = cfg.gpu, cfg.cache, gpu_series(cfg)
     depth = series(QUEUE_DEPTH, cfg.selectors.queue)
-    utilization = series(GPU_UTILIZATION, cfg.selectors.gpu)
-    gpu_replicas = by("count", ("job",), by("count", ("job", "instance"), utilization))
-    total = by("sum", ("cache",), rate(CACHE_REQUESTS, c.window, cfg.selectors.cache))
-    hits = by("sum", ("cache",), rate(CACHE_REQUESTS, c.window, cfg.selectors.cache, eq("result", "hit")))
+    queue = _scope(cfg, "queue")
+    utilization = gpus.utilization(cfg.selectors.gpu)
+    workload = _scope(cfg, *g.workload_labels)
+    gpu_replicas = by("count", workload, by("count", scoped(workload, (g.replica_label,)), utilization))
+    total = by("sum", _scope(cfg, "cache"), rate(CACHE_REQUESTS, c.window, cfg.selectors.cache))
+    hits = by("sum", _scope(cfg, "cache"),
+              rate(CACHE_REQUESTS, c.window, cfg.selectors.cache, eq("result", "hit")))
     return [
-        _record(QUEUE_DEPTH_SUM, by("sum", ("queue",), depth)),
+        _record(QUEUE_DEPTH_SUM, by("sum", queue, depth)),
         # the replicas of a queue are the scrape targets exporting its depth gauge (see docs/autoscaling.md)
-        _record(QUEUE_REPLICAS, by("count", ("queue",), depth)),
-        _record(QUEUE_PER_REPLICA, f"{by('sum', ('queue',), depth)}\n/\n{by('count', ('queue',), depth)}"),
+        _record(QUEUE_REPLICAS, by("count", queue, depth)),
+        _record(QUEUE_PER_REPLICA, f"{by('sum', queue, depth)}\n/\n{by('count', queue, depth)}"),
         _record(QUEUE_DESIRED_REPLICAS,
-                f"clamp_min(ceil({by('sum', ('queue',), depth)} / {number(cfg.queue.target_per_replica)}), 1)"),
-        _record(GPU_UTILIZATION_AVG.format(window=g.window), f"avg_over_time({utilization}[{g.window}])"),
-        _record(GPU_MEMORY_HEADROOM, f"1 - {series(GPU_MEMORY_USED, cfg.selectors.gpu)} / "
-                                     f"({series(GPU_MEMORY_TOTAL, cfg.selectors.gpu)} > 0)"),
-        _record(JOB_GPU_UTILIZATION, by("avg", ("job",), utilization)),
+                f"clamp_min(ceil({by('sum', queue, depth)} / {number(cfg.queue.target_per_replica)}), 1)"),
+        _record(GPU_UTILIZATION_AVG.format(window=g.window), gpus.utilization_avg(g.window, cfg.selectors.gpu)),
+        _record(GPU_MEMORY_HEADROOM, gpus.memory_headroom(cfg.selectors.gpu)),
+        _record(JOB_GPU_UTILIZATION, by("avg", workload, utilization)),
         _record(JOB_GPU_REPLICAS, gpu_replicas),
         _record(GPU_DESIRED_REPLICAS,
-                f"clamp_min(ceil(\n  {gpu_replicas}\n  * {by('avg', ('job',), utilization)}\n"
+                f"clamp_min(ceil(\n  {gpu_replicas}\n  * {by('avg', workload, utilization)}\n"
                 f"  / {number(g.target_utilization)}\n), 1)"),
         _record(CACHE_RATE.format(window=c.window), total),
         _record(CACHE_HIT_RATIO.format(window=c.window), f"({hits} or 0 * {total})\n/\n{total}"),
@@ -271,8 +303,8 @@ def drift_records(cfg: RulesConfig) -> list[dict[str, Any]]:
     sel = selector(cfg.selectors.drift)
     rules = []
     for w in cfg.drift.windows:
-        rules.append(_record(PSI_RECORD.format(window=w), fleet_psi_expr(w, sel)))
-        rules.append(_record(JS_RECORD.format(window=w), fleet_js_expr(w, sel)))
+        rules.append(_record(PSI_RECORD.format(window=w), fleet_psi_expr(w, sel, cfg.aggregation_labels)))
+        rules.append(_record(JS_RECORD.format(window=w), fleet_js_expr(w, sel, cfg.aggregation_labels)))
     return rules
 
 
@@ -355,7 +387,8 @@ def streaming_alerts(cfg: RulesConfig) -> list[Alert]:
 
 def latency_alerts(cfg: RulesConfig) -> list[Alert]:
     lat = cfg.latency
-    outside = ('{{ with query (printf "' + OUTSIDE_MODEL + '{service=%q}" $labels.service) }}'
+    matchers, args = _same_scope_matchers(cfg, "service")
+    outside = ('{{ with query (printf "' + OUTSIDE_MODEL + '{' + matchers + '}" ' + args + ') }}'
                "{{ with . }} Share of request time outside the model: {{ . | first | value | humanizePercentage }}."
                "{{ end }}{{ end }}")
     return [
@@ -410,43 +443,60 @@ def capacity_alerts(cfg: RulesConfig) -> list[Alert]:
 
 
 def gpu_alerts(cfg: RulesConfig) -> list[Alert]:
-    g, gs = cfg.gpu, cfg.selectors.gpu
-    nvml_up = series(GPU_NVML_UP, gs)
-    memory_desc = ("GPU {{ $labels.gpu }} ({{ $labels.name }}) on {{ $labels.instance }} has only "
+    g, gs, gpus = cfg.gpu, cfg.selectors.gpu, gpu_series(cfg)
+    lb = gpus.labels
+    gpu, name, uuid, host = (f"{{{{ $labels.{n} }}}}" for n in (lb.gpu, lb.name, lb.uuid, lb.host))
+    target = _scope(cfg, "job", "instance")
+    if gpus.dcgm:  # a GPU's pod labels come and go with the pods using it: not part of the exporter's identity
+        target = tuple(label for label in target if label not in POD_LABELS)
+    memory_desc = (f"GPU {gpu} ({name}) on {host} has only "
                    "{{ $value | humanizePercentage }} of its memory free (alert below {limit}). The next larger "
                    "batch or model load can fail with out-of-memory.")
+    presence = series(gpus.presence, gs)
     # "and"/"unless" bind tighter than "or": the target-up condition applies to the disappeared-metrics branch only
-    absent = (f"({nvml_up} == 0)\nor\n({series(GPU_UP, gs)} == 0)\nor\n(\n"
-              f"  {by('max', ('job', 'instance'), f'max_over_time({nvml_up}[{g.absent_lookback}])')}\n"
-              f"  unless\n  {by('max', ('job', 'instance'), nvml_up)}\n  and on (job, instance)\n"
-              f"  ({UP} == 1)\n)")
+    vanished = (f"(\n  {by('max', target, f'max_over_time({presence}[{g.absent_lookback}])')}\n"
+                f"  unless\n  {by('max', target, presence)}\n  and on ({', '.join(target)})\n"
+                f"  ({UP} == 1)\n)")
+    if gpus.dcgm:
+        absent = f"{by('group', target, vanished)}"
+        absent_desc = ("{{ $labels.instance }} (dcgm-exporter) is up but stopped exporting the GPU metrics it "
+                       f"exported within the last {g.absent_lookback} (a GPU fell off the bus, DCGM lost the "
+                       "device, or the exporter's counters changed). GPU alerts and the GPU autoscaling signal "
+                       "are blind meanwhile.")
+    else:
+        absent = (f"({series(GPU_NVML_UP, gs)} == 0)\nor\n({series(GPU_UP, gs)} == 0)\nor\n{vanished}")
+        absent_desc = ("{{ $labels.instance }} reports no usable GPU metrics{{ with $labels.gpu }} for GPU {{ . }}"
+                       "{{ end }}: value 0 means NVML or the GPU did not answer the poll; value 1 means the target "
+                       f"is up but stopped exporting the GPU metrics it exported within the last {g.absent_lookback}."
+                       " GPU alerts and the GPU autoscaling signal are blind meanwhile.")
+    if gpus.dcgm:
+        xid_desc = (f"GPU {gpu} ({name}, {uuid}) on {host} reported XID {{{{ $value | printf \"%.0f\" }}}} within "
+                    f"the last {g.xid_window} (dcgm-exporter keeps the latest XID code, so a repeat of the same "
+                    "code shows once). XIDs are driver-reported GPU faults (ECC, fallen off the bus, illegal memory "
+                    "access); the node's kernel log lists every one.")
+    else:
+        xid_desc = (f"GPU {gpu} ({name}, {uuid}) on {host} reported {{{{ $value | printf \"%.0f\" }}}} XID "
+                    f"error(s) in the last {g.xid_window}. XIDs are driver-reported GPU faults (ECC, fallen off the "
+                    "bus, illegal memory access); the node's kernel log names the XID code.")
     return [
         Alert("AiwatchGpuSaturated", f"{GPU_UTILIZATION_AVG.format(window=g.window)} > "
               f"{number(g.utilization_saturated)}", g.saturated_for, "warning",
-              "GPU {{ $labels.gpu }} on {{ $labels.instance }} is saturated",
-              f"GPU {{{{ $labels.gpu }}}} ({{{{ $labels.name }}}}) on {{{{ $labels.instance }}}} ran kernels "
+              f"GPU {gpu} on {host} is saturated",
+              f"GPU {gpu} ({name}) on {host} ran kernels "
               f"{{{{ $value | humanizePercentage }}}} of the time over {g.window} (alert above "
               f"{_pct(g.utilization_saturated)}). Requests queue behind the model: add replicas or shed load."),
         Alert("AiwatchGpuMemoryNearlyFull", f"{GPU_MEMORY_HEADROOM} < "
               f"{number(g.memory_headroom_warning)}", g.memory_for, "warning",
-              "GPU {{ $labels.gpu }} on {{ $labels.instance }} is nearly out of memory",
+              f"GPU {gpu} on {host} is nearly out of memory",
               memory_desc.replace("{limit}", _pct(g.memory_headroom_warning))),
         Alert("AiwatchGpuMemoryNearlyFull", f"{GPU_MEMORY_HEADROOM} < "
               f"{number(g.memory_headroom_critical)}", g.memory_for, "critical",
-              "GPU {{ $labels.gpu }} on {{ $labels.instance }} is about to run out of memory",
+              f"GPU {gpu} on {host} is about to run out of memory",
               memory_desc.replace("{limit}", _pct(g.memory_headroom_critical))),
         Alert("AiwatchGpuMetricsAbsent", absent, g.absent_for, "warning",
-              "GPU metrics of {{ $labels.instance }} are missing",
-              "{{ $labels.instance }} reports no usable GPU metrics{{ with $labels.gpu }} for GPU {{ . }}{{ end }}: "
-              "value 0 means NVML or the GPU did not answer the poll; value 1 means the target is up but stopped "
-              f"exporting the GPU metrics it exported within the last {g.absent_lookback}. GPU alerts and the GPU "
-              "autoscaling signal are blind meanwhile."),
-        Alert("AiwatchGpuXidErrors", f"{increase(GPU_XID_ERRORS, g.xid_window, gs)} > 0",
-              g.xid_for, "warning", "GPU {{ $labels.gpu }} on {{ $labels.instance }} reported XID errors",
-              f"GPU {{{{ $labels.gpu }}}} ({{{{ $labels.name }}}}, {{{{ $labels.uuid }}}}) on "
-              f"{{{{ $labels.instance }}}} reported {{{{ $value | printf \"%.0f\" }}}} XID error(s) in the last "
-              f"{g.xid_window}. XIDs are driver-reported GPU faults (ECC, fallen off the bus, illegal memory "
-              "access); the node's kernel log names the XID code."),
+              "GPU metrics of {{ $labels.instance }} are missing", absent_desc),
+        Alert("AiwatchGpuXidErrors", gpus.new_xid(g.xid_window, gs),
+              g.xid_for, "warning", f"GPU {gpu} on {host} reported XID errors", xid_desc),
     ]
 
 
@@ -454,22 +504,50 @@ def drift_alerts(cfg: RulesConfig) -> list[Alert]:
     d, ds = cfg.drift, cfg.selectors.drift
     psi = PSI_RECORD.format(window=d.psi_window)
     js = JS_RECORD.format(window=d.psi_window)
-    js_text = ('{{ with query (printf "' + js + '{model=%q, feature=%q}" $labels.model $labels.feature) }}'
+    matchers, args = _same_scope_matchers(cfg, "model", "feature")
+    js_text = ('{{ with query (printf "' + js + '{' + matchers + '}" ' + args + ') }}'
                '{{ with . }} Jensen-Shannon distance: {{ . | first | value | printf "%.3f" }}.{{ end }}{{ end }}')
     return [
         Alert("AiwatchLocalInputDrift",
-              by("max", ("model", "feature", "test"),
+              by("max", _scope(cfg, "model", "feature", "test"),
                  f"\n  {series(DRIFT_SCORE, ds)}\n  and\n  ({series(DRIFT_DETECTED, ds)} == 1)\n"),
               d.local_for, "info", "Input feature {{ $labels.feature }} of {{ $labels.model }} drifted",
               "The {{ $labels.test }} test on the latest window of {{ $labels.feature }} (model {{ $labels.model }}) "
               "found drift against the reference profile on at least one replica; statistic "
               "{{ $value | printf \"%.3g\" }}. One replica's window can be unrepresentative: compare with the fleet "
               "PSI before acting."),
-        Alert("AiwatchFleetInputDrift", f"{psi} > {number(d.psi_threshold)}", d.fleet_for, "warning",
+        Alert("AiwatchFleetInputDrift",
+              f"{psi} > {number(d.psi_threshold)}\nand on ({', '.join(_scope(cfg, 'model', 'feature'))})\n"
+              f"{live_values_expr(d.psi_window, selector(ds), cfg.aggregation_labels)} >= "
+              f"{number(d.fleet_min_values)}",
+              d.fleet_for, "warning",
               "Input feature {{ $labels.feature }} of {{ $labels.model }} shifted across the fleet",
               f"PSI of {{{{ $labels.feature }}}} (model {{{{ $labels.model }}}}) over all replicas in the last "
               f"{d.psi_window} is {{{{ $value | printf \"%.3f\" }}}} (alert above {number(d.psi_threshold)}; below "
-              f"0.1 is stable, 0.1-0.2 moderate, above 0.2 significant).{js_text}"),
+              f"0.1 is stable, 0.1-0.2 moderate, above 0.2 significant; computed from at least "
+              f"{number(d.fleet_min_values)} values).{js_text}"),
+    ]
+
+
+def quality_alerts(cfg: RulesConfig) -> list[Alert]:
+    """Realised quality (``aiwatch quality``: delayed labels joined to the prediction log) on the wrong side of the
+    objective exported with it: below it for accuracy / precision / recall, above it for MAE / RMSE."""
+    def side(metrics: str, op: str, agg: str, bound_agg: str) -> str:
+        keep = _scope(cfg, "model", "metric")
+        return (f"{by(agg, keep, series(MODEL_QUALITY, matches('metric', metrics)))}\n"
+                f"  {op} on ({', '.join(keep)})\n"
+                f"{by(bound_agg, keep, str(MODEL_QUALITY_OBJECTIVE))}")
+
+    labelled = ('{{ with query (printf "max(' + str(MODEL_QUALITY_LABELLED) + '{model=%q})" $labels.model) }}'
+                '{{ with . }} ({{ . | first | value | printf "%.0f" }} labelled requests){{ end }}{{ end }}')
+    return [
+        Alert("AiwatchModelQualityLow",
+              f"(\n{side('accuracy|precision|recall', '<', 'max', 'min')}\n)\nor\n(\n"
+              f"{side('mae|rmse', '>', 'min', 'max')}\n)\n",
+              QUALITY_FOR, "warning", "Realised {{ $labels.metric }} of {{ $labels.model }} is off its objective",
+              "The {{ $labels.metric }} of {{ $labels.model }} over its latest labelled window is "
+              "{{ $value | printf \"%.4g\" }}" + labelled + ", on the wrong side of its objective: delayed labels "
+              "joined to the prediction log say the model's answers got worse."),
     ]
 
 
@@ -478,7 +556,7 @@ def meta_alerts(cfg: RulesConfig) -> list[Alert]:
     errors = increase(INSTRUMENTATION_ERRORS, m.instrumentation_window, cfg.selectors.instrumentation)
     return [
         Alert("AiwatchInstrumentationErrors",
-              f"{by('sum', ('job', 'instance', 'component'), errors)} > 0",
+              f"{by('sum', _scope(cfg, 'job', 'instance', 'component'), errors)} > 0",
               m.instrumentation_for, "warning", "aiwatch is swallowing its own errors on {{ $labels.instance }}",
               f"aiwatch's {{{{ $labels.component }}}} component on {{{{ $labels.instance }}}} failed "
               f"{{{{ $value | printf \"%.0f\" }}}} time(s) in the last {m.instrumentation_window}. Requests were "
@@ -499,7 +577,7 @@ def meta_alerts(cfg: RulesConfig) -> list[Alert]:
 def alerts(cfg: RulesConfig) -> list[Alert]:
     """Every alerting rule, in file order."""
     return [*slo_alerts(cfg), *streaming_alerts(cfg), *latency_alerts(cfg), *capacity_alerts(cfg), *gpu_alerts(cfg),
-            *drift_alerts(cfg), *meta_alerts(cfg)]
+            *drift_alerts(cfg), *quality_alerts(cfg), *meta_alerts(cfg)]
 
 
 HEADER = ("# Generated by `aiwatch rules render` from a RulesConfig; do not edit by hand.\n"
@@ -523,9 +601,10 @@ def rule_files(cfg: RulesConfig | None = None) -> dict[str, dict[str, Any]]:
         ("aiwatch-capacity.alerts", capacity_alerts(cfg)),
         ("aiwatch-gpu.alerts", gpu_alerts(cfg)),
         ("aiwatch-drift.alerts", drift_alerts(cfg)),
+        ("aiwatch-quality.alerts", quality_alerts(cfg)),
         ("aiwatch-meta.alerts", meta_alerts(cfg)),
     ]
-    alerting = {"groups": [{"name": name, "rules": [a.rule(cfg.runbook_base_url) for a in rules]}
+    alerting = {"groups": [{"name": name, "rules": [a.rule(cfg.runbook_url) for a in rules]}
                            for name, rules in groups]}
     return {RECORDING_FILE: recording, ALERTING_FILE: alerting}
 

@@ -17,10 +17,11 @@ from hypothesis import strategies as st
 
 from aiwatch.cli import main
 from aiwatch.drift import ReferenceProfile
+from tests.servers import require_module
 
-pd = pytest.importorskip("pandas")
-pa = pytest.importorskip("pyarrow")
-pq = pytest.importorskip("pyarrow.parquet")
+pd = require_module("pandas")
+pa = require_module("pyarrow")
+pq = require_module("pyarrow.parquet")
 
 RNG = np.random.default_rng(11)
 PROFILE = ReferenceProfile.build({"age": RNG.normal(40, 10, 500), "plan": RNG.choice(["free", "pro"], 500),

@@ -53,7 +53,8 @@ def section(**fields: st.SearchStrategy[Any]) -> st.SearchStrategy[dict[str, Any
 
 
 configs = section(
-    runbook_base_url=st.sampled_from(["https://runbooks.example/x", "https://x/{{", "https://x/a{", ""]) | odd_text,
+    runbook_url=st.sampled_from(["https://runbooks.example/{alert}", "https://x/{{{alert}", "https://x/a{/{alert}",
+                                 "https://x/no-alert", ""]) | odd_text,
     selectors=section(**{k: selectors for k in ("requests", "network", "queue", "gpu", "cache", "drift",
                                                 "instrumentation", "targets")}),
     slo=section(availability_objective=numbers, latency_objective=numbers, error_status=regexes, period=durations,
@@ -74,7 +75,7 @@ configs = section(
 
 #: One field at a time (every other at its default), so that odd values that are valid reach promtool often.
 one_field = st.one_of(
-    st.builds(lambda k, v: {k: v}, st.just("runbook_base_url"), odd_text),
+    st.builds(lambda k, v: {k: v}, st.just("runbook_url"), odd_text.map(lambda t: f"https://x/{t}/{{alert}}")),
     st.builds(lambda k, v: {"selectors": {k: v}}, st.sampled_from(["requests", "targets", "drift", "gpu"]), selectors),
     st.builds(lambda k, v: {"slo": {k: v}}, st.just("error_status"), regexes),
     st.builds(lambda k, v: {"latency": {k: v}}, st.just("model_phases"), regexes),

@@ -68,6 +68,30 @@ def test_examples_are_written_to_fail_safe() -> None:
     assert all(m["target"]["type"] == "AverageValue" for m in hpa_metrics())
 
 
+#: What KEDA's Prometheus scaler reads from a TriggerAuthentication for each of its authModes.
+AUTH_PARAMETERS = {"bearer": {"bearerToken"}, "basic": {"username", "password"}, "tls": {"cert", "key"}}
+
+
+def test_every_keda_trigger_authenticates_through_the_trigger_authentication() -> None:
+    """Credentials live in a Secret that a TriggerAuthentication maps to the parameters each trigger's authModes
+    needs; no trigger carries a credential of its own."""
+    docs = {d["kind"]: d for d in _docs(EXAMPLES / "keda-triggerauthentication.yaml")}
+    secret, auth = docs["Secret"], docs["TriggerAuthentication"]
+    refs = auth["spec"]["secretTargetRef"]
+    assert all(r["name"] == secret["metadata"]["name"] and r["key"] in secret["stringData"] for r in refs)
+    given = {r["parameter"] for r in refs}
+    triggers = [t for name in ("keda-scaledobject.yaml", "keda-scaledobject-dcgm.yaml")
+                for d in _docs(EXAMPLES / name) for t in d["spec"]["triggers"]]
+    assert len(triggers) == 3
+    for trigger in triggers:
+        assert trigger["authenticationRef"]["name"] == auth["metadata"]["name"]
+        modes = set(trigger["metadata"]["authModes"].split(","))
+        assert modes <= set(AUTH_PARAMETERS) and not {"bearer", "basic"} <= modes
+        assert set().union(*(AUTH_PARAMETERS[m] for m in modes)) <= given, trigger["name"]
+        assert not {"bearerToken", "password", "username", "key"} & set(trigger["metadata"])
+        assert trigger["metadata"]["serverAddress"].startswith("https://")
+
+
 @pytest.mark.slow
 def test_every_autoscaling_query_returns_one_series() -> None:
     with demo_app(fake_gpu=True) as target, prometheus([target]) as prom:

@@ -2,26 +2,32 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import pytest
 
+from aiwatch import runbooks
 from aiwatch.cli import main
 from aiwatch.drift.promql import JS_RECORD, PSI_RECORD, fleet_js_expr, fleet_psi_expr
+from aiwatch.gpuseries import DCGM_METRICS
 from aiwatch.metrics import exposed_sample_names
 from aiwatch.rules import (
     ALERTING_FILE,
     RECORDING_FILE,
+    RUNBOOK_URL_PLACEHOLDER,
     ConfigError,
     RulesConfig,
     config_from_dict,
     default_config_yaml,
     load_config,
     render,
+    runbook_url,
 )
 from aiwatch.rules.render import duration_seconds
 from tests.servers import REPO, require_binary, require_module
@@ -30,7 +36,7 @@ yaml = require_module("yaml")
 
 ALERTS_DIR = REPO / "alerts"
 PROMTOOL_TESTS = sorted((Path(__file__).parent / "promtool").glob("*_test.yml"))
-RUNBOOKS = REPO / "docs" / "runbooks"
+RUNBOOKS = REPO / "aiwatch" / "runbooks"
 PROMETHEUS_BUILTINS = {"up", "scrape_duration_seconds", "scrape_samples_scraped", "ALERTS"}
 SEVERITIES = {"critical", "warning", "info"}
 
@@ -78,7 +84,7 @@ def test_promql_metric_names_extracts_metrics_only() -> None:
 
 def check_names(exprs: list[str], where: str) -> set[str]:
     records = {r["record"] for r in recording_rules()}
-    contract = exposed_sample_names() | PROMETHEUS_BUILTINS
+    contract = exposed_sample_names() | PROMETHEUS_BUILTINS | DCGM_METRICS
     used: set[str] = set()
     for expr in exprs:
         for name in promql_metric_names(expr):
@@ -125,7 +131,7 @@ def test_committed_rule_files_are_the_default_rendering() -> None:
 def test_every_alert_is_complete() -> None:
     rules = alert_rules()
     names = {r["alert"] for r in rules}
-    assert len(names) == 21
+    assert len(names) == 22
     for rule in rules:
         assert duration_seconds(rule["for"]) > 0, rule["alert"]
         assert rule["labels"]["severity"] in SEVERITIES
@@ -161,7 +167,7 @@ def test_fleet_drift_rules_come_from_the_drift_promql() -> None:
 
 def test_config_changes_the_rendered_rules() -> None:
     cfg = config_from_dict({
-        "runbook_base_url": "https://runbooks.example.com/aiwatch/",
+        "runbook_url": "https://wiki.example.com/oncall/aiwatch/{alert}",
         "selectors": {"requests": 'service="recommender"', "targets": 'job="recsys"'},
         "slo": {"availability_objective": 0.995, "latency_threshold_seconds": 0.5,
                 "page": {"windows": [{"long": "1h", "short": "5m", "factor": 10}], "for": "1m"}},
@@ -178,7 +184,7 @@ def test_config_changes_the_rendered_rules() -> None:
     assert 'phase=~"inference|rerank"' in recording
     assert 'absent(up{job="recsys"})' in alerting
     urls = {r["annotations"]["runbook_url"] for r in alert_rules(cfg)}
-    assert "https://runbooks.example.com/aiwatch/docs/runbooks/AiwatchTargetAbsent.md" in urls
+    assert "https://wiki.example.com/oncall/aiwatch/AiwatchTargetAbsent" in urls
 
 
 @pytest.mark.parametrize(("data", "message"), [
@@ -194,6 +200,9 @@ def test_config_changes_the_rendered_rules() -> None:
     ({"streaming": {"ttft_threshold_seconds": 0.3}}, "streaming.ttft_threshold_seconds: 0.3 is not a bucket bound"),
     ({"streaming": {"degraded_share_max": 2}}, "streaming.degraded_share_max: must be a finite number in [0, 1]"),
     ({"slo": {"traffic_class": "real(time"}}, "slo.traffic_class"),
+    ({"runbook_url": "https://wiki.example.com/oncall"}, "runbook_url: 'https://wiki.example.com/oncall' must be"),
+    ({"runbook_url": "wiki/{alert}"}, "must be an http(s) URL containing {alert}"),
+    ({"runbook_base_url": "https://github.com/acme/ml/blob/main"}, "runbook_base_url: replaced by runbook_url"),
     ([1, 2], "config: expected a mapping"),
 ])
 def test_bad_config_names_the_key(data: Any, message: str) -> None:
@@ -233,6 +242,16 @@ def test_yaml_config_without_pyyaml_names_the_extra(tmp_path: Path, monkeypatch:
     json_config = tmp_path / "rules.json"
     json_config.write_text('{"slo": {"availability_objective": 0.99}}')
     assert load_config(json_config).slo.availability_objective == 0.99
+
+
+def test_cli_with_a_yaml_config_without_pyyaml_says_which_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "rules.yml"
+    config.write_text("slo: {}\n")
+    monkeypatch.setitem(sys.modules, "yaml", None)
+    assert main(["rules", "render", "--config", str(config), "--out", str(tmp_path / "out")]) == 2
+    assert 'pip install "aiwatch[rules]"' in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 def test_rendering_without_pyyaml_names_the_extra(monkeypatch: pytest.MonkeyPatch,
@@ -291,14 +310,37 @@ def test_promtool_tests_cover_every_alert() -> None:
 
 
 def test_runbook_urls_and_pages_match() -> None:
-    rules = alert_rules()
-    base = RulesConfig().runbook_base_url
+    rules = alert_rules(config_from_dict({"runbook_url": "https://wiki.example.com/oncall/{alert}.md"}))
     for rule in rules:
-        url = rule["annotations"]["runbook_url"]
-        assert url == f"{base}/docs/runbooks/{rule['alert']}.md"
-        assert (REPO / url.removeprefix(base + "/")).is_file(), f"{url} points to no page"
+        assert rule["annotations"]["runbook_url"] == f"https://wiki.example.com/oncall/{rule['alert']}.md"
     pages = {p.stem for p in RUNBOOKS.glob("*.md")}
     assert pages == {r["alert"] for r in rules}, "a runbook page without its alert, or an alert without a page"
+    assert set(runbooks.names()) == pages
+    # the one copy is the package's: docs/runbooks/ only says where they went
+    assert sorted(p.name for p in (REPO / "docs" / "runbooks").iterdir()) == ["README.md"], \
+        "runbooks belong in aiwatch/runbooks/ (package data, served by the console), not in docs/runbooks/"
+
+
+def test_the_default_runbook_url_is_a_placeholder_that_resolves_nowhere() -> None:
+    cfg = RulesConfig()
+    assert cfg.runbook_url == RUNBOOK_URL_PLACEHOLDER and cfg.runbook_url_is_placeholder
+    host = urlparse(runbook_url(cfg.runbook_url, "AiwatchTargetDown")).hostname
+    assert host is not None and host.endswith(".invalid")  # RFC 2606: never resolves, never anyone's repository
+    committed = (ALERTS_DIR / ALERTING_FILE).read_text()
+    assert "github.com" not in committed
+    assert committed.count(RUNBOOK_URL_PLACEHOLDER.split("{")[0]) == len(alert_rules())
+
+
+def test_rendering_warns_while_the_runbook_url_is_the_placeholder(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["rules", "render", "--out", str(tmp_path / "default")]) == 0
+    assert "warning: runbook_url is still the placeholder" in capsys.readouterr().err
+    config = tmp_path / "rules.json"
+    config.write_text(json.dumps({"runbook_url": "https://wiki.example.com/oncall/{alert}"}))
+    assert main(["rules", "render", "--config", str(config), "--out", str(tmp_path / "configured")]) == 0
+    assert "warning" not in capsys.readouterr().err
+    text = (tmp_path / "configured" / ALERTING_FILE).read_text()
+    assert "runbook_url: https://wiki.example.com/oncall/AiwatchTargetDown" in text
 
 
 def test_runbook_pages_have_the_sections() -> None:

@@ -44,7 +44,7 @@ def _exprs(files: dict[str, str]) -> list[str]:
     ({"latency": {"window": "30m1h"}}, "latency.window: '30m1h' is not a Prometheus duration"),
     ({"latency": {"window": "99999999999999999999y"}}, "is not a Prometheus duration"),
     ({"drift": {"windows": ["1h", "1h"], "psi_window": "1h"}}, "drift.windows: between 1 and 10 distinct windows"),
-    ({"runbook_base_url": "https://x/\nrunbooks"}, "runbook_base_url: 'https://x/\\nrunbooks' is not a URL"),
+    ({"runbook_url": "https://x/\nrunbooks/{alert}"}, "runbook_url: 'https://x/\\nrunbooks/{alert}' is not a URL"),
     ({"latency": {"model_phases": "a\ud800"}}, "latency.model_phases: 'a\\ud800' is not valid UTF-8 text"),
     ({"slo": {"period": 30}}, "slo.period: expected a string, got 30"),
     ({1: 2, None: 3}, "unknown key(s) ['1', 'None']"),
@@ -98,7 +98,7 @@ def test_hostile_files_are_config_errors(tmp_path: Path, text: str, message: str
 ODD_BUT_VALID: list[dict[str, Any]] = [
     {"latency": {"model_phases": "inference|x{{y"}},
     {"latency": {"model_phases": "a{"}, "selectors": {"targets": 'job="{{x"'}},
-    {"runbook_base_url": "https://runbooks.example/{{x}}/a{"},
+    {"runbook_url": "https://runbooks.example/{{x}}/a{/{alert}"},
     {"selectors": {"requests": 'service="a\u2028b\x85c\\"d\\\\e"', "drift": "model=~'x|\u2029'"}},
     {"slo": {"error_status": "5..|\x85|\u2028|\"'"}},
     {"latency": {"model_p99_seconds": 1e-07}, "queue": {"per_replica_warning": 123456789012.5}},

@@ -22,6 +22,9 @@ APP = str(Path(__file__).resolve().parents[2] / "aiwatch" / "console" / "app.py"
 WINDOW = 5.0
 """Rate window of the tests: Prometheus scrapes every second, so 5 s holds several samples."""
 
+#: a service label value written as Markdown that would link, embed an image, colour, bold and emphasise (no "$":
+#: label_replace reads it as a group reference)
+HOSTILE_SERVICE = "[log in](https://evil.invalid/) ![x](https://evil.invalid/p.png) :red[red] <b>b</b> *em*"
 RULES = """
 groups:
   - name: console-test
@@ -39,7 +42,14 @@ groups:
         annotations:
           summary: Pending for an hour before it fires
           runbook_url: https://runbooks.example.test/pending
-"""
+      # an aiwatch alert (the console links it to its runbook page) whose label values are hostile Markdown
+      - alert: AiwatchTargetDown
+        expr: label_replace(vector(1), "service", "HOSTILE", "", "")
+        labels: {severity: warning}
+        annotations:
+          summary: "{{ $labels.service }} cannot be scraped"
+          runbook_url: https://runbooks.example.test/target-down
+""".replace("HOSTILE", HOSTILE_SERVICE)
 
 
 @dataclass
@@ -58,7 +68,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     with serve(features=5, gpus=2, interval=0.2) as svc, \
             prometheus([svc["target"], dead], rule_files=[rules]) as prom:
         prom.wait_for("sum(rate(aiwatch_request_duration_seconds_count[5s])) > 0")
-        prom.wait_for('ALERTS{alertstate="firing"}')
+        prom.wait_for('count(ALERTS{alertstate="firing"}) >= 2')
         prom.wait_for(f'up{{instance="{dead}"}} == 0')
         yield Stack(svc, prom, dead)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.console.browser import chromium
+from tests.console.browser import chromium, open_view, wait_for
 from tests.console.workload import serve
 from tests.servers import free_port, python_app, python_env
 
@@ -52,11 +52,11 @@ def test_console_renders_in_a_real_browser() -> None:
         assert f"aiwatch console on http://127.0.0.1:{port}" in console.output()
         with chromium(f"http://127.0.0.1:{port}/") as page:
             # Latency view: per service (gateway, recommender) p50/p95/p99 + phase cards, and the charts drawn
-            page.wait_for(f"{METRICS} >= 12 && {CHARTS} >= 7", timeout=90)
-            page.wait_for(f"{TEXT}.includes('model share')")
+            wait_for(page, f"{METRICS} >= 12 && {CHARTS} >= 7", timeout=90)
+            wait_for(page, f"{TEXT}.includes('model share')")
             # the diagnosis opens the view: its heading and the verdict line of the entry service (the gateway)
-            page.wait_for(f"{TEXT}.includes('Diagnosis: the last 30s against the 30s before')")
-            page.wait_for(f"/gateway (p99|mean) [0-9.]+ -> [0-9.]+ ms at x[0-9.]+ load; /.test({TEXT})", timeout=60)
+            wait_for(page, f"{TEXT}.includes('Diagnosis: the last 30s against the 30s before')")
+            wait_for(page, f"/gateway (p99|mean) [0-9.]+ -> [0-9.]+ ms at x[0-9.]+ load; /.test({TEXT})", timeout=60)
             text = str(page.evaluate(TEXT))
             for expected in ("aiwatch console", "Latency: where the time goes", "request p50", "request p99",
                              "Time per request by phase, per service", "model vs not model", "gateway",
@@ -67,14 +67,14 @@ def test_console_renders_in_a_real_browser() -> None:
             assert "Traceback" not in text and "Error" not in text.replace("Error ratio", "")
             time.sleep(5)  # a few more scrapes, so the charts in the screenshot show a stretch of time
             path = screenshot_path()
-            page.screenshot(path)
-            dom = page.dom()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=path)
+            dom = page.content()
             assert 'data-testid="stSidebar"' in dom and 'data-testid="stRadio"' in dom
             # switch to the Drift view through the sidebar, as a person would
-            page.evaluate("[...document.querySelectorAll('[data-testid=\"stRadio\"] label')]"
-                          ".find(l => l.innerText.trim() == 'Drift').click()")
-            page.wait_for(f"{TEXT}.includes('Drift detected in 1 of 8 features: basket_value')")
-            page.wait_for("document.querySelectorAll('[data-testid=\"stDataFrame\"]').length >= 1")
+            open_view(page, "Drift")
+            wait_for(page, f"{TEXT}.includes('Drift detected in 1 of 8 features: basket_value')")
+            wait_for(page, "document.querySelectorAll('[data-testid=\"stDataFrame\"]').length >= 1")
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     assert 20_000 < len(data) < 500_000, len(data)

@@ -13,21 +13,23 @@ from typing import Any
 
 import pytest
 
+from aiwatch.gpuseries import DCGM_METRICS
 from aiwatch.metrics import exposed_sample_names, metric_names
 from tests.console.conftest import Stack
 
 REPO = Path(__file__).resolve().parents[2]
 DASHBOARD = REPO / "dashboards" / "aiwatch.json"
+DCGM_DASHBOARD = REPO / "dashboards" / "aiwatch-dcgm.json"
 
 #: What the test substitutes for Grafana's variables (Prometheus scrapes every second in the test).
 VARIABLES = {"$__rate_interval": "5s", "$__range": "30s", "$service": ".*", "$model": ".*",
-             "$feature": "basket_value"}
+             "$feature": "basket_value", "$cluster": ".*", "$namespace": ".*"}
 #: Series that are not aiwatch metrics but Prometheus' own.
 PROMETHEUS_BUILTINS = {"ALERTS"}
 
 
-def load() -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(DASHBOARD.read_text())
+def load(path: Path = DASHBOARD) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(path.read_text())
     return data
 
 
@@ -38,7 +40,8 @@ def targets(dashboard: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
 def substitute(expr: str) -> str:
     for name, value in sorted(VARIABLES.items(), key=lambda kv: -len(kv[0])):
         expr = expr.replace(name, value)
-    assert "$" not in expr, f"unsubstituted variable in {expr}"
+    # "$1" is label_replace's capture group, no Grafana variable
+    assert not re.search(r"\$(?!\d)", expr), f"unsubstituted variable in {expr}"
     return expr
 
 
@@ -94,17 +97,46 @@ def test_latency_panels_never_mix_services() -> None:
     panels = {p["title"]: p for p in load()["panels"]}
     phases = panels["Time per request by phase: $service (model vs not model)"]
     assert phases["repeat"] == "service" and phases["fieldConfig"]["defaults"]["custom"]["stacking"]["mode"] == "normal"
-    for title, grouping in (("Time per request by phase: $service (model vs not model)", "sum by (service, phase)"),
-                            ("Request latency p50 / p95 / p99", "sum by (service, le)"),
-                            ("Network time seen by callers", "sum by (service, peer, le)")):
+    for title, grouping in (("Time per request by phase: $service (model vs not model)",
+                             "sum by (cluster, namespace, service, phase)"),
+                            ("Request latency p50 / p95 / p99", "sum by (cluster, namespace, service, le)"),
+                            ("Network time seen by callers", "sum by (cluster, namespace, service, peer, le)")):
         for t in panels[title]["targets"]:
             assert grouping in t["expr"] and 'service=~"$service"' in t["expr"], (title, t["expr"])
             assert "{{service}}" in t["legendFormat"] or panels[title].get("repeat") == "service", title
 
 
-def test_every_metric_the_dashboard_uses_is_in_the_contract() -> None:
-    known = metric_names() | exposed_sample_names()
-    dash = load()
+@pytest.mark.parametrize("path", [DASHBOARD, DCGM_DASHBOARD], ids=["aiwatch", "dcgm"])
+def test_every_panel_keeps_clusters_and_namespaces_apart_and_selects_them_by_variable(path: Path) -> None:
+    """Thanos and Mimir hold several clusters: no panel sums across them, and the cluster and namespace variables
+    narrow every query (``.*`` as All also matches series without the label: a single cluster)."""
+    dash = load(path)
+    variables = {v["name"]: v for v in dash["templating"]["list"]}
+    for label in ("cluster", "namespace"):
+        assert variables[label]["definition"] == f"label_values(aiwatch_request_duration_seconds_count, {label})"
+        assert variables[label]["includeAll"] and variables[label]["allValue"] == ".*"
+    exprs = [t["expr"] for _, t in targets(dash)]
+    assert len(exprs) > 30
+    for expr in exprs:
+        assert expr.count('cluster=~"$cluster"') == expr.count('namespace=~"$namespace"') >= 1, expr
+        for grouping in re.findall(r"\b(?:sum|max|avg|count|min|group) by \(([^)]*)\)", expr):
+            assert grouping.startswith("cluster, namespace"), (grouping, expr)
+        for joined in re.findall(r"\bon \(([^)]*)\)", expr):
+            assert joined.startswith("cluster, namespace"), (joined, expr)
+
+
+def test_the_dcgm_dashboard_reads_gpus_from_dcgm_exporter_only() -> None:
+    gpu_panels = [(title, t["expr"]) for title, t in targets(load(DCGM_DASHBOARD)) if title.startswith("GPU")]
+    assert len(gpu_panels) >= 10
+    for title, expr in gpu_panels:
+        assert "aiwatch_gpu_" not in expr and "DCGM_FI_" in expr, (title, expr)
+    assert all("DCGM_FI_" not in t["expr"] for _, t in targets(load()))
+
+
+@pytest.mark.parametrize("path", [DASHBOARD, DCGM_DASHBOARD], ids=["aiwatch", "dcgm"])
+def test_every_metric_the_dashboard_uses_is_in_the_contract(path: Path) -> None:
+    known = metric_names() | exposed_sample_names() | DCGM_METRICS
+    dash = load(path)
     exprs = [t["expr"] for _, t in targets(dash)]
     exprs += [v["definition"] for v in dash["templating"]["list"] if v["type"] == "query"]
     used: set[str] = set()
@@ -131,7 +163,9 @@ def test_every_panel_query_returns_data_from_a_real_prometheus(stack: Stack) -> 
             empty.append((title, expr))
     assert not empty, empty
     for variable in dash["templating"]["list"]:
-        if variable["type"] == "query":
+        # one Prometheus, no cluster or namespace labels: those variables are empty, and their All (".*", or ""
+        # with no value at all) matches the series without the label, as the panels above showed
+        if variable["type"] == "query" and variable["name"] not in ("cluster", "namespace"):
             found = re.fullmatch(r"label_values\((.+), (\w+)\)", variable["definition"])
             assert found, variable["definition"]
             series = stack.prom.api("/api/v1/series", **{"match[]": substitute(found[1])})

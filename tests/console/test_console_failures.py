@@ -42,7 +42,7 @@ def test_unreachable_prometheus_says_so_in_every_view(view: str) -> None:
     assert "keeps retrying" in texts(at.error)[0]
     assert not at.get("vega_lite_chart") and not at.dataframe
     # navigation still works
-    assert at.radio(key="view").options == list(VIEWS)
+    assert at.radio(key="view").options == [*VIEWS, "Runbooks"]
 
 
 def test_no_data_yet_before_the_first_scrape() -> None:

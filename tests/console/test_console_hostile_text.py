@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 
 from aiwatch.console.text import WORD_JOINER, md
 from aiwatch.metrics import Metrics
-from tests.console.browser import chromium
+from tests.console.browser import chromium, open_view, wait_for
 from tests.servers import free_port, prometheus, python_app, python_env
 
 pytestmark = pytest.mark.slow
@@ -57,11 +57,6 @@ def _traffic(m: Metrics, stop: threading.Event) -> None:
             m.feature_bin.labels(MODEL, FEATURE, b).inc()
 
 
-def _open_view(page: object, name: str) -> None:
-    page.evaluate("[...document.querySelectorAll('[data-testid=\"stRadio\"] label')]"  # type: ignore[attr-defined]
-                  f".find(l => l.innerText.trim() == '{name}').click()")
-
-
 def test_hostile_names_render_as_text_in_every_view(tmp_path: Path) -> None:
     m = Metrics(CollectorRegistry())
     stop = threading.Event()
@@ -79,19 +74,19 @@ def test_hostile_names_render_as_text_in_every_view(tmp_path: Path) -> None:
                              "--window", "5", "--refresh", "0"],
                             f"http://127.0.0.1:{port}/_stcore/health", timeout=60, env=python_env()) as console, \
                     chromium(f"http://127.0.0.1:{port}/") as page:
-                page.wait_for(f"{TEXT}.includes('{PHASE} share')", timeout=90)
+                wait_for(page, f"{TEXT}.includes('{PHASE} share')", timeout=90)
                 latency = str(page.evaluate(TEXT))
                 assert SERVICE in latency and PHASE in latency, latency[:2000]
                 assert page.evaluate(DANGER) == [], "a label became a link or an image in the Latency view"
 
-                _open_view(page, "Drift")
-                page.wait_for(f"{TEXT}.includes('Drift detected in 1 of 1 features: {FEATURE}')", timeout=60)
-                page.wait_for(f"{TEXT}.includes('Reference vs live distribution of {FEATURE}')", timeout=60)
+                open_view(page, "Drift")
+                wait_for(page, f"{TEXT}.includes('Drift detected in 1 of 1 features: {FEATURE}')", timeout=60)
+                wait_for(page, f"{TEXT}.includes('Reference vs live distribution of {FEATURE}')", timeout=60)
                 assert page.evaluate(DANGER) == [], "a feature name became a link or an image in the Drift view"
 
-                _open_view(page, "Alerts")
+                open_view(page, "Alerts")
                 summary = f"Queue {QUEUE} is stuck; write to admin@evil.example"
-                page.wait_for(f"{TEXT}.includes({summary!r})", timeout=60)
+                wait_for(page, f"{TEXT}.includes({summary!r})", timeout=60)
                 text = str(page.evaluate(TEXT))
                 assert "runbook_url is not an http(s) link: javascript:alert(document.domain)" in text
                 assert page.evaluate(DANGER) == [], "an annotation became a link in the Alerts view"

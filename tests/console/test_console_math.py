@@ -13,8 +13,9 @@ import pytest
 from aiwatch.commands.console import register, streamlit_command
 from aiwatch.console import PrometheusSource, ScrapeSource, histogram_quantile
 from aiwatch.console.config import ConsoleConfig
-from aiwatch.console.source import Series, duration, is_error_status, service_order
+from aiwatch.console.source import Series, duration, service_order
 from aiwatch.promql import one_of, selector
+from aiwatch.status import is_error_status
 from tests.servers import python_env
 
 URL = "http://127.0.0.1:9/metrics"

@@ -10,7 +10,7 @@ import pytest
 from aiwatch.console import PrometheusSource, ScrapeSource
 from aiwatch.console.scrape import sum_by
 from aiwatch.console.source import DataSource
-from tests.console.conftest import Stack, expected_warnings, plain, run_view, texts
+from tests.console.conftest import HOSTILE_SERVICE, Stack, expected_warnings, plain, run_view, texts
 from tests.console.workload import GATEWAY, SERVICE
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("console_env")]
@@ -162,7 +162,11 @@ def test_resources_view(source: DataSource) -> None:
 
 def test_drift_view(source: DataSource) -> None:
     at = run_view(source, "Drift")
-    assert texts(at.error) == ["Drift detected in 1 of 5 features: basket_value"]
+    assert texts(at.error) == ["Drift detected in 1 of 5 features: basket_value",
+                               "Quality off its objective: accuracy of ranker"]
+    quality = at.dataframe[1].value  # realised quality, next to drift
+    assert list(quality["metric"]) == ["accuracy", "recall"]
+    assert quality["off objective"].iloc[0] == True  # noqa: E712 - a numpy/pandas bool
     table = at.dataframe[0].value
     assert list(table["score"]) == sorted(table["score"], reverse=True)
     assert table.iloc[0]["feature"] == "basket_value" and bool(table.iloc[0]["detected"])
@@ -195,15 +199,24 @@ def test_alerts_view(source: DataSource) -> None:
     if isinstance(source, ScrapeSource):
         assert any("Alert rules are evaluated by Prometheus" in t for t in texts(at.info))
         return
-    assert texts(at.error) == ["1 firing, 1 pending."]
-    lines = " ".join(texts(at.markdown))
-    assert "**FIRING** [critical] **ConsoleTestQueueBacklog**: Requests are waiting in the predict queue" in lines
-    assert "[runbook](https://runbooks.example.test/queue-backlog)" in lines
-    assert "**PENDING** [warning] **ConsoleTestStaysPending**" in lines
+    assert texts(at.error) == ["2 firing, 1 pending."]
+    lines = texts(at.markdown)
+    joined = " ".join(lines)
+    assert "**FIRING** [critical] **ConsoleTestQueueBacklog**: Requests are waiting in the predict queue" in joined
+    assert "runbook_url](https://runbooks.example.test/queue-backlog)" in joined
+    assert "**PENDING** [warning] **ConsoleTestStaysPending**" in joined
+    # an aiwatch alert links to its page in this console; its hostile label values stay text
+    raw = next(str(m.value) for m in at.markdown if "AiwatchTargetDown" in str(m.value))
+    assert "[runbook](?runbook=AiwatchTargetDown)" in raw
+    assert "](https://evil" not in raw and "$x" not in raw and ":red[" not in raw
+    assert HOSTILE_SERVICE in plain(raw)
     table = at.dataframe[0].value
-    assert list(table["state"]) == ["firing", "pending"]
-    assert list(table["runbook"]) == ["https://runbooks.example.test/queue-backlog",
-                                      "https://runbooks.example.test/pending"]
+    assert list(table["state"]) == ["firing", "firing", "pending"]
+    assert list(table["alert"]) == ["ConsoleTestQueueBacklog", "AiwatchTargetDown", "ConsoleTestStaysPending"]
+    assert list(table["runbook"]) == [None, "?runbook=AiwatchTargetDown", None]
+    assert list(table["runbook_url"]) == ["https://runbooks.example.test/queue-backlog",
+                                          "https://runbooks.example.test/target-down",
+                                          "https://runbooks.example.test/pending"]
 
 
 def test_sources_agree_on_the_same_endpoint(prom_source: PrometheusSource, scrape_source: ScrapeSource) -> None:

@@ -103,6 +103,11 @@ class Workload:
                 m.drift_score.labels(MODEL, feature, "ks").set(score / 2)
                 m.drift_pvalue.labels(MODEL, feature, "ks").set(0.001 if idx == 0 else 0.4)
                 m.drift_detected.labels(MODEL, feature, "ks").set(1.0 if idx == 0 else 0.0)
+            # realised quality, as `aiwatch quality --textfile` exports it: accuracy below its objective
+            m.model_quality.labels(MODEL, "accuracy").set(0.62)
+            m.model_quality_objective.labels(MODEL, "accuracy").set(0.85)
+            m.model_quality.labels(MODEL, "recall").set(0.8)
+            m.model_quality_labelled.labels(MODEL).set(1800)
             for i, gpu in enumerate(self.nvml.gpus):
                 gpu.util_gpu = min(100, 35 + 7 * i + 2 * (self.steps % 5))
                 gpu.energy_mj += 1_000_000

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from tests.demo.process import lines_until_load
 from tests.servers import free_port, prometheus, python_env, redis_server, wait_until
 
 pytestmark = pytest.mark.slow
@@ -71,17 +72,7 @@ def _start_demo(*args: str) -> tuple[subprocess.Popen[str], list[int], str]:
     """Start ``aiwatch demo ARGS`` and return it once its load runs, with its children's pids."""
     proc = subprocess.Popen([sys.executable, "-m", "aiwatch", "demo", *args], env=python_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines: list[str] = []
-    assert proc.stdout is not None
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        if line.startswith(("warm-up", "stage normal")):
-            break
-    output = "".join(lines)
+    output = "".join(lines_until_load(proc, 60))
     pids = [int(p) for p in re.findall(r"pid (\d+)", output)]
     assert len(pids) >= 2, output  # gateway, inference (and the console with the console extra)
     assert all(_alive(pid) for pid in pids), output

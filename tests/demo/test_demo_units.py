@@ -264,3 +264,18 @@ def test_the_package_docstring_names_only_modules_that_exist() -> None:
     named = set(re.findall(r":mod:`(aiwatch\.demo\.\w+)`", aiwatch.demo.__doc__ or ""))
     assert len(named) >= 12
     assert [m for m in sorted(named) if importlib.util.find_spec(m) is None] == []
+
+
+def test_free_ports_lie_below_the_ephemeral_range_and_are_never_handed_out_twice() -> None:
+    """Outgoing connections draw their local ports from the ephemeral range; a service's port picked there could be
+    taken by one of them before the service binds it (the root-cause matrix once lost a run that way)."""
+    import socket
+
+    from aiwatch.demo import processes
+
+    low = processes._ephemeral_low()
+    ports = [processes.free_port() for _ in range(200)]
+    assert len(set(ports)) == len(ports)
+    assert all(processes._LOWEST_PORT <= p < low for p in ports)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((processes.HOST, ports[-1]))  # free when handed out

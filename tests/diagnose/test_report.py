@@ -58,6 +58,13 @@ def test_the_verdict_names_the_network_and_says_the_model_is_flat() -> None:
     assert " at x1.0 load" in d.verdict
 
 
+@pytest.mark.parametrize(("model", "trend"), [(0.06, "up (+30"), (0.005, "down (-25")])
+def test_the_verdict_says_which_way_the_model_moved(model: float, trend: str) -> None:
+    d = diagnose_windows(*windows(network=0.3, model=model), "gateway")
+    assert d.cause == "network:gateway->inference"
+    assert f"the model's own time is {trend}" in d.verdict
+
+
 def test_the_verdict_reports_load() -> None:
     before = world().window("gateway", 1000, seed=1)
     after = world(queue=0.2).window("gateway", 10000, seed=2, start=60)

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 
 from aiwatch.cli import main
+from aiwatch.drift.batch import compare_file, load_reference
+from aiwatch.drift.evaluate import DEFAULT_MAX_EXACT, Options
 from tests.servers import require_module
 
 pd = require_module("pandas")
@@ -85,3 +87,26 @@ def test_report_needs_reference_data_not_a_profile(files: dict[str, Path], tmp_p
     assert main(["profile", "build", str(files["ref"]), "-o", str(files["profile"])]) == 0
     assert main(["drift", str(files["profile"]), str(files["same"]), "--report", str(tmp_path / "r.html")]) == 2
     assert "--report needs reference data" in capsys.readouterr().err
+
+
+def test_exact_mode_tests_every_current_value(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--exact: Wasserstein over all 3000 current values (the whole reference is the profile's sample here too), so
+    the statistic is scipy's on the raw data; a sample of max_exact values gives another one."""
+    from scipy import stats
+
+    rng = np.random.default_rng(11)
+    ref, cur = rng.normal(0, 1, 2000), rng.normal(0.05, 1, 3000)
+    pd.DataFrame({"x": ref}).to_csv(tmp_path / "ref.csv", index=False)
+    pd.DataFrame({"x": cur}).to_csv(tmp_path / "cur.csv", index=False)
+    expected = stats.wasserstein_distance(ref, cur) / np.std(ref)
+
+    def statistic(*extra: str) -> float:
+        main(["drift", str(tmp_path / "ref.csv"), str(tmp_path / "cur.csv"), "--json", "--chunk-rows", "700",
+              *extra])
+        return float(json.loads(capsys.readouterr().out)["features"][0]["statistic"])
+
+    assert statistic("--exact") == pytest.approx(expected, rel=1e-9)
+    sampled = compare_file(load_reference(tmp_path / "ref.csv"), tmp_path / "cur.csv", Options(max_exact=500),
+                           chunk_rows=700)
+    assert sampled.features["x"].statistic != pytest.approx(expected, rel=1e-6)  # a sample of 500: not the same
+    assert DEFAULT_MAX_EXACT > 3000 and statistic() == pytest.approx(expected, rel=1e-9)

@@ -15,8 +15,9 @@ from aiwatch.cli import main
 from aiwatch.drift import ProfileError, ReferenceProfile, compare
 from aiwatch.drift.features import CategoricalFeature, NumericalFeature
 from aiwatch.drift.validation import ProfileLimits
+from tests.servers import require_module
 
-pd = pytest.importorskip("pandas")
+pd = require_module("pandas")
 RNG = np.random.default_rng(13)
 
 

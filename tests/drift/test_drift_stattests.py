@@ -92,3 +92,126 @@ def test_corrections_equal_scipy_and_formula() -> None:
 def test_unknown_method_is_named() -> None:
     with pytest.raises(ValueError, match="unknown drift test 'kss'"):
         stattests.method("kss")
+
+
+@pytest.mark.parametrize(("m", "n"), [(1, 1), (1, 7), (7, 1), (5, 5), (20, 1000), (1000, 20), (333, 1000),
+                                      (64, 64 * 3), (50, 2000)])
+def test_wasserstein_of_sorted_samples_is_scipys(m: int, n: int) -> None:
+    rng = np.random.default_rng(m * 1000 + n)
+    for u, v in ((rng.normal(size=m), rng.normal(0.3, 2.0, size=n)),
+                 (rng.integers(0, 4, m).astype(float), rng.integers(0, 4, n).astype(float)),  # ties everywhere
+                 (rng.normal(1e6, 1.0, size=m), rng.normal(1e6 + 0.5, 1.0, size=n))):  # far from 0
+        expected = stats.wasserstein_distance(u, v)
+        found = stattests.wasserstein_distance_sorted(np.sort(u), np.sort(v))
+        assert found == pytest.approx(expected, rel=1e-9, abs=1e-12)
+        assert stattests.wasserstein(u, v, current_sorted=False).statistic == pytest.approx(
+            expected / max(float(np.std(u)), 0.001), rel=1e-9, abs=1e-12)
+
+
+def test_wasserstein_needs_values_on_both_sides() -> None:
+    with pytest.raises(ValueError, match="both sides"):
+        stattests.wasserstein_distance_sorted(np.empty(0), np.array([1.0]))
+    with pytest.raises(ValueError, match="both sides"):
+        stattests.wasserstein_distance_sorted(np.array([1.0]), np.empty(0))
+
+
+def test_compare_in_exact_mode_uses_every_current_value_and_sorts_it_once() -> None:
+    from aiwatch.drift.current import numerical_current
+    from aiwatch.drift.evaluate import Options, compare
+    from aiwatch.drift.profile import ReferenceProfile
+
+    rng = np.random.default_rng(12)
+    ref, cur = rng.normal(0, 1, 5000), rng.normal(0.02, 1, 40_000)
+    profile = ReferenceProfile.build({"x": ref}, sample_size=5000)  # the sample is the whole reference
+    expected = stats.wasserstein_distance(ref, cur) / np.std(ref)
+    assert compare(profile, {"x": cur}, exact=True).features["x"].statistic == pytest.approx(expected, rel=1e-9)
+    sampled = compare(profile, {"x": cur}, max_exact=1000).features["x"].statistic
+    assert sampled != pytest.approx(expected, rel=1e-6)
+    assert Options(exact=True, max_exact=10).sample_limit() is None and Options(max_exact=10).sample_limit() == 10
+    feat = profile.features["x"]
+    exact = numerical_current(feat, cur, None, bins=True)  # type: ignore[arg-type]
+    assert exact.values_sorted and exact.values.tolist() == np.sort(cur).tolist()  # type: ignore[union-attr]
+    assert exact.bin_counts.tolist() == numerical_current(feat, cur, 10).bin_counts.tolist()  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="exact must be True or False"):
+        Options(exact="yes").check_numbers()  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------ thresholds, degenerate buckets, corrections
+
+
+@pytest.mark.parametrize(("name", "ref", "cur"), [
+    ("ks", SAMPLES["shifted"][0], SAMPLES["shifted"][1]),
+    ("wasserstein", SAMPLES["shifted"][0], SAMPLES["shifted"][1]),
+])
+def test_a_value_test_uses_the_threshold_it_is_given(name: str, ref: object, cur: object) -> None:
+    test = stattests.ks if name == "ks" else stattests.wasserstein
+    default = test(ref, cur)  # type: ignore[arg-type]
+    for threshold in (0.0, 0.5, 1e9):
+        result = test(ref, cur, threshold)  # type: ignore[arg-type]
+        assert result.threshold == threshold and result.statistic == default.statistic
+        assert result.drifted == stattests.method(name).drifted(result.statistic, result.pvalue, threshold)
+    assert default.threshold == stattests.METHODS[name].default_threshold
+
+
+@pytest.mark.parametrize("name", ["psi", "jensenshannon", "chisquare", "z"])
+def test_a_count_test_uses_the_threshold_it_is_given(name: str) -> None:
+    ref, cur = [40, 60], [55, 45]
+    test = stattests.COUNT_TESTS[name]
+    default = test(ref, cur, None)
+    assert default.threshold == stattests.METHODS[name].default_threshold
+    for threshold in (0.0, 0.999, 10.0):
+        result = test(ref, cur, threshold)
+        assert (result.method, result.statistic, result.pvalue) == (default.method, default.statistic,
+                                                                     default.pvalue)
+        assert result.threshold == threshold
+        assert result.drifted == stattests.method(name).drifted(result.statistic, result.pvalue, threshold)
+
+
+def test_chisquare_leaves_out_buckets_empty_on_both_sides_and_keeps_the_others() -> None:
+    # bucket 2 is empty on both sides (not a degree of freedom); bucket 3 has 1 reference value and no current one
+    ref, cur = [50, 30, 0, 1, 19], [40, 45, 0, 0, 15]
+    used_ref, used_cur = np.array([50, 30, 1, 19.0]), np.array([40, 45, 0, 15.0])
+    expected = stats.chisquare(used_cur, used_ref / used_ref.sum() * used_cur.sum())
+    result = stattests.chisquare(ref, cur)
+    assert result.statistic == pytest.approx(expected.statistic, rel=1e-12)
+    assert result.pvalue == pytest.approx(expected.pvalue, rel=1e-9)
+
+
+def test_chisquare_over_two_buckets_is_a_real_test_and_over_one_is_no_evidence() -> None:
+    two = stattests.chisquare([50, 50], [80, 20])
+    expected = stats.chisquare([80, 20], [50, 50])
+    assert two.statistic == pytest.approx(expected.statistic) and two.pvalue == pytest.approx(expected.pvalue)
+    assert two.pvalue < 0.05 and two.drifted
+    assert stattests.chisquare([5, 0], [7, 0], 0.2) == stattests.TestResult("chisquare", 0.0, 1.0, 0.2, False)
+
+
+def test_z_compares_the_first_bucket_share_and_degenerate_counts_are_no_evidence() -> None:
+    result = stattests.z([30, 70], [50, 50])
+    p1, p2, n1, n2 = 0.7, 0.5, 100, 100
+    pooled = (p1 * n1 + p2 * n2) / (n1 + n2)
+    z_value = (p1 - p2) / math.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n2))
+    assert result.statistic == pytest.approx(z_value) and result.pvalue == pytest.approx(2 * stats.norm.sf(z_value))
+    # empty buckets on both sides do not count: the same as the two-bucket test
+    assert stattests.z([30, 0, 70], [50, 0, 50]).statistic == pytest.approx(z_value)
+    # a bucket with one reference value and no current one still counts
+    assert stattests.z([1, 30, 70], [0, 50, 50]).statistic != pytest.approx(0.0)
+    assert stattests.z([1, 30], [0, 50]).pvalue < 1.0
+    # one bucket used, or every value in the same bucket on both sides: no evidence either way
+    assert stattests.z([5, 0], [7, 0], 0.2) == stattests.TestResult("z", 0.0, 1.0, 0.2, False)
+    assert stattests.z([0, 5], [0, 7], 0.2) == stattests.TestResult("z", 0.0, 1.0, 0.2, False)
+    assert stattests.z([4, 0], [0, 0]) == stattests.TestResult("z", 0.0, 1.0, 0.05, False)
+
+
+def test_benjamini_hochberg_of_one_p_value_is_itself_and_adjusted_values_stop_at_one() -> None:
+    assert stattests.benjamini_hochberg([0.03]) == [0.03]
+    assert stattests.benjamini_hochberg([]) == []
+    assert stattests.benjamini_hochberg([0.9, 0.8, 0.95]) == pytest.approx([0.95, 0.95, 0.95])
+    adjusted = stattests.benjamini_hochberg([0.6, 0.7, 0.9, 0.99])
+    assert max(adjusted) <= 1.0 and adjusted == pytest.approx(list(stats.false_discovery_control([0.6, 0.7, 0.9,
+                                                                                                     0.99])))
+
+
+@pytest.mark.parametrize("u, v", [(np.array([]), np.array([1.0])), (np.array([1.0]), np.array([]))])
+def test_wasserstein_of_sorted_samples_refuses_an_empty_side_by_name(u: np.ndarray, v: np.ndarray) -> None:
+    with pytest.raises(ValueError, match=r"^Wasserstein distance needs values on both sides$"):
+        stattests.wasserstein_distance_sorted(u, v)

@@ -1,0 +1,118 @@
+"""``aiwatch quality LOG LABELS``: realised model quality per window, from delayed labels joined to the prediction
+log. Exit codes: 0 every model's latest window meets its objectives (or none given); 1 one is below; 2 anything
+else (bad arguments, unreadable input, no labelled request)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import time
+from typing import Any
+
+from aiwatch.commands.drift import EXIT_DRIFT, EXIT_ERROR, EXIT_OK, add_time_range, fail, positive_int, time_range
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+_UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def duration(text: str) -> float:
+    """An argparse type: ``90``, ``15m``, ``1h``, ``1d`` -> seconds (> 0)."""
+    found = _DURATION.match(text)
+    seconds = float(found.group(1)) * _UNITS[found.group(2)] if found else 0.0
+    if not seconds > 0:
+        raise argparse.ArgumentTypeError(f"must be a duration such as 900, 15m, 1h or 1d, got {text!r}")
+    return seconds
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "quality", help="realised model quality from delayed labels joined to the prediction log "
+                        "(exit 0 ok, 1 below objective, 2 error)",
+        description="Join LABELS (a .csv/.parquet of request_id -> outcome) to the prediction LOG (a directory or "
+                    "glob of Parquet files written by aiwatch.PredictionLog) and print the realised quality per "
+                    "model and window. Exit codes: 0 every model's latest window meets its objectives, 1 one does "
+                    "not, 2 error.")
+    parser.add_argument("log", help="the prediction log: a directory or glob of Parquet files")
+    parser.add_argument("labels", help="delayed labels: .csv or .parquet with request_id and outcome columns")
+    parser.add_argument("--kind", choices=("classifier", "regressor"), default="classifier")
+    parser.add_argument("--prediction", default="output",
+                        help="the log's column holding the prediction (default: output; e.g. output.label)")
+    parser.add_argument("--positive", default="1", help="a classifier's positive class (default 1)")
+    parser.add_argument("--id-column", default="request_id", help="the labels' request id column")
+    parser.add_argument("--outcome-column", default="outcome", help="the labels' outcome column")
+    parser.add_argument("--window", type=duration, default=3600.0, help="window length (default 1h)")
+    parser.add_argument("--objective", action="append", default=[], metavar="METRIC=BOUND",
+                        help="a floor for accuracy/precision/recall, a ceiling for mae/rmse (repeatable)")
+    parser.add_argument("--min-labelled", type=positive_int, default=30,
+                        help="fewer labelled requests in a window: not used for the verdict (default 30)")
+    parser.add_argument("--textfile", metavar="PATH", help="also write the gauges in Prometheus text format (for "
+                                                           "node_exporter's textfile collector)")
+    parser.add_argument("--json", action="store_true", help="print the windows as JSON")
+    add_time_range(parser)
+    parser.set_defaults(handler=run)
+
+
+def objectives(items: list[str], kind: str) -> dict[str, float]:
+    from aiwatch.feedback.outcomes import METRICS
+
+    out: dict[str, float] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        try:
+            bound = float(value)
+        except ValueError:
+            bound = math.nan
+        if not sep or not math.isfinite(bound):
+            raise ValueError(f"--objective expects METRIC=NUMBER, got {item!r}")
+        if name not in METRICS[kind]:
+            raise ValueError(f"--objective {name!r}: a {kind} has {', '.join(METRICS[kind])}")
+        out[name] = bound
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    from prometheus_client import CollectorRegistry, write_to_textfile
+
+    from aiwatch.drift.errors import ProfileError
+    from aiwatch.feedback.outcomes import below_objective, export_quality, read_labels, realised_quality
+    from aiwatch.metrics import Metrics
+
+    try:
+        bounds = objectives(args.objective, args.kind)
+        labels = read_labels(args.labels, args.id_column, args.outcome_column)
+        results = realised_quality(args.log, labels, kind=args.kind, prediction=args.prediction,
+                                   positive=args.positive, window_seconds=args.window, **time_range(args))
+        metrics = Metrics(CollectorRegistry())
+        latest = export_quality(results, metrics, bounds, args.min_labelled)
+        if not latest:
+            raise ValueError(f"no window has {args.min_labelled} labelled requests or more "
+                             f"({sum(q.labelled for q in results)} labelled of {sum(q.logged for q in results)} "
+                             "logged): labels not arrived yet, or request ids that do not match the log's")
+        if args.textfile:
+            write_to_textfile(args.textfile, metrics.registry)
+    except (ProfileError, ValueError, OSError, ImportError, KeyError) as exc:
+        return fail(exc, command="aiwatch quality")
+    except Exception as exc:  # never a traceback
+        return fail(exc, unexpected=True, command="aiwatch quality")
+    failing = {model: below_objective(q, bounds) for model, q in latest.items()}
+    if args.json:
+        print(json.dumps({"windows": [q.to_dict() for q in results],
+                          "below_objective": {m: f for m, f in failing.items() if f}}, indent=2))
+    else:
+        names = sorted({name for q in results for name in q.metrics})
+        print(f"{'model':<16} {'window (UTC)':<17} {'logged':>8} {'labelled':>8}  "
+              + "  ".join(f"{n:>9}" for n in names))
+        for q in results:
+            start = time.strftime("%Y-%m-%d %H:%M", time.gmtime(q.start))
+            print(f"{q.model:<16} {start:<17} {q.logged:>8} {q.labelled:>8}  "
+                  + "  ".join(f"{q.metrics.get(n, math.nan):>9.4g}" for n in names))
+        for model, worse in failing.items():
+            if worse:
+                print(f"{model}: below objective: " + ", ".join(
+                    f"{n} {latest[model].metrics[n]:.4g} (objective {bounds[n]:g})" for n in worse))
+    return EXIT_DRIFT if any(failing.values()) else EXIT_OK
+
+
+__all__ = ["EXIT_ERROR", "duration", "objectives", "register", "run"]

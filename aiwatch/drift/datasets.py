@@ -1,0 +1,155 @@
+"""Columns from many Parquet files: a directory (Hive-partitioned or not) or a glob, read with ``pyarrow.dataset``.
+
+Only the columns asked for are read (projection), a time range is pushed down as a predicate (``since`` /
+``until`` on a timestamp column: Parquet row-group statistics skip what is outside, and an ``hour=`` partition
+prunes whole directories), and pyarrow decodes files on its thread pool, one per core. Memory is bounded by the
+chunk size times the read-ahead, not by the data: batches of at most ``chunk_rows`` rows, a few at a time.
+
+Reading needs pyarrow: ``pip install "aiwatch[data]"``.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Collection, Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from aiwatch._optional import require
+from aiwatch.drift.errors import ProfileError
+from aiwatch.drift.files import DEFAULT_CHUNK_ROWS
+
+DEFAULT_TIME_COLUMN = "timestamp"
+_GLOB_CHARS = frozenset("*?[")
+
+
+def is_dataset(source: str | os.PathLike[str]) -> bool:
+    """Whether ``source`` names many files: a directory or a glob pattern."""
+    text = os.fspath(source)
+    return Path(text).is_dir() or any(c in _GLOB_CHARS for c in text)
+
+
+def parse_time(text: str) -> datetime:
+    """An ISO 8601 date or time (``2026-11-30``, ``2026-11-30T10:15``, ``...Z``, ``...+01:00``); without a time
+    zone it is UTC."""
+    try:
+        value = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"not an ISO 8601 date or time: {text!r} (e.g. 2026-11-30T10:00Z)") from None
+    return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
+
+
+def _files(source: str) -> tuple[list[str] | str, str | None]:
+    """What to hand pyarrow: a directory as is, a glob as its sorted matches (and the directory above the first
+    wildcard, so that Hive partitions under it are still recognised)."""
+    if Path(source).is_dir() or not any(c in _GLOB_CHARS for c in source):
+        return source, None
+    matches = sorted(p for p in glob.glob(source, recursive=True)
+                     if Path(p).is_file() and not Path(p).name.startswith((".", "_")))
+    if not matches:
+        raise ProfileError(f"no file matches {source!r}")
+    head = source[: min(source.index(c) for c in _GLOB_CHARS if c in source)]
+    base = head if head.endswith(os.sep) else os.path.dirname(head)
+    return matches, base or "."
+
+
+def open_dataset(source: str | os.PathLike[str]) -> Any:
+    """The Parquet dataset of a directory, glob or file, with Hive partitions (``key=value`` directories) as
+    columns and every file's columns (a column added later in the log is still found)."""
+    ds = require("pyarrow.dataset", "data")
+    pa = require("pyarrow", "data")
+    text = os.fspath(source)
+    files, base = _files(text)
+    if isinstance(files, str) and not Path(files).exists():
+        raise ProfileError(f"data {text!r} does not exist")
+    try:
+        partitioning = ds.HivePartitioning.discover(infer_dictionary=False)
+        dataset = ds.dataset(files, format="parquet", partitioning=partitioning, partition_base_dir=base)
+        fragments = list(dataset.get_fragments())
+        if not fragments:
+            raise ProfileError(f"no Parquet file in {text!r}")
+        schemas = [f.physical_schema for f in fragments]
+        if any(not s.equals(schemas[0]) for s in schemas[1:]):
+            unified = pa.unify_schemas(schemas)
+            for field in dataset.schema:  # the partition columns
+                if unified.get_field_index(field.name) < 0:
+                    unified = unified.append(field)
+            dataset = ds.dataset(files, format="parquet", partitioning=partitioning, partition_base_dir=base,
+                                 schema=unified)
+        return dataset
+    except ProfileError:
+        raise
+    except Exception as exc:  # ArrowInvalid (not Parquet, incompatible schemas), OSError...
+        detail = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        raise ProfileError(f"cannot read Parquet data {text!r}: {detail}") from exc
+
+
+def time_filter(dataset: Any, since: datetime | None, until: datetime | None,
+                time_column: str = DEFAULT_TIME_COLUMN) -> Any:
+    """The predicate ``since <= time_column < until`` (``None`` when neither is given), plus the same range on
+    an ``hour=YYYY-MM-DDTHH`` partition when the dataset has one (whole directories skipped)."""
+    if since is None and until is None:
+        return None
+    pa = require("pyarrow", "data")
+    pc = require("pyarrow.compute", "data")
+    index = dataset.schema.get_field_index(time_column)
+    if index < 0:
+        raise ProfileError(f"--since/--until need a {time_column!r} column; the data has: "
+                           f"{', '.join(dataset.schema.names)}")
+    kind = dataset.schema.field(index).type
+    field = pc.field(time_column)
+
+    def bound(t: datetime) -> Any:
+        if pa.types.is_timestamp(kind):
+            return pa.scalar(t, type=pa.timestamp("us", tz="UTC")).cast(kind)
+        if pa.types.is_integer(kind) or pa.types.is_floating(kind):
+            return pa.scalar(t.timestamp(), type=pa.float64()).cast(kind, safe=False)
+        raise ProfileError(f"column {time_column!r} is {kind}, not a timestamp or Unix time: --since/--until "
+                           "cannot compare it")
+
+    expr = None
+    hour = pc.field("hour") if "hour" in dataset.schema.names and pa.types.is_string(
+        dataset.schema.field("hour").type) else None
+    for t, upper in ((since, False), (until, True)):
+        if t is None:
+            continue
+        part = field < bound(t) if upper else field >= bound(t)
+        if hour is not None:
+            key = t.astimezone(timezone.utc).strftime("%Y-%m-%dT%H")
+            part = part & (hour <= key if upper else hour >= key)
+        expr = part if expr is None else expr & part
+    return expr
+
+
+def scan_chunks(dataset: Any, columns: Collection[str], *, predicate: Any = None,
+                chunk_rows: int = DEFAULT_CHUNK_ROWS, threads: bool = True) -> Iterator[dict[str, Any]]:
+    """Column dicts of at most ``chunk_rows`` rows of ``columns`` (those the dataset has), matching ``predicate``,
+    decoded in parallel. A batch is converted to numpy only on the consumer's thread."""
+    if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1:
+        raise ProfileError(f"chunk_rows must be a whole number >= 1, got {chunk_rows!r}")
+    wanted = [c for c in columns if dataset.schema.get_field_index(c) >= 0]
+    if not wanted:
+        return
+    cores = os.cpu_count() or 1
+    try:
+        batches = dataset.to_batches(columns=wanted, filter=predicate, batch_size=chunk_rows, use_threads=threads,
+                                     batch_readahead=2, fragment_readahead=max(2, cores))
+        for batch in batches:
+            if batch.num_rows:
+                yield {name: col.to_numpy(zero_copy_only=False)
+                       for name, col in zip(batch.schema.names, batch.columns, strict=True)}
+    except ProfileError:
+        raise
+    except Exception as exc:  # a corrupt file, a column whose type changed between files...
+        detail = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        raise ProfileError(f"cannot read Parquet data: {detail}") from exc
+
+
+def partition_columns(dataset: Any) -> set[str]:
+    """Columns that come from ``key=value`` directory names rather than from the files."""
+    try:
+        return set(dataset.partitioning.schema.names) if dataset.partitioning is not None else set()
+    except Exception:
+        return set()

@@ -1,0 +1,221 @@
+"""``PredictionLog``: sample requests, queue them without blocking, write them on a background thread.
+
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from prometheus_client import CollectorRegistry
+    >>> from aiwatch.feedback import ParquetSink
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     with PredictionLog(ParquetSink(tmp), registry=CollectorRegistry()) as log:
+    ...         request_id = log.log("ranker", {"basket_value": 42.0}, {"score": 0.9}, version="v3")
+    ...     len(list(Path(tmp).rglob("*.parquet")))
+    1
+
+The request path does a random draw, builds one small object and appends it to a bounded deque (no lock, no I/O).
+When the deque is full the record is dropped and counted (``aiwatch_prediction_log_records_total{result="dropped"}``)
+and the request goes on. The writer thread turns records into rows (:class:`~aiwatch.feedback.schema.FieldPolicy`:
+allow/deny lists, hashing) and hands them to the sink in batches.
+"""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import itertools
+import os
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from opentelemetry import trace
+from prometheus_client import CollectorRegistry
+
+from aiwatch.fastpath import adder
+from aiwatch.feedback.sampling import SamplingPolicy
+from aiwatch.feedback.schema import FieldPolicy, PredictionRecord
+from aiwatch.feedback.sink import PredictionSink
+from aiwatch.metrics import Metrics, get_metrics
+from aiwatch.safety import record_error
+from aiwatch.timing import current_timeline
+
+COMPONENT = "prediction_log"
+
+
+def _current_trace_id() -> str | None:
+    """The trace id of the request being served: aiwatch's timeline, else the current OpenTelemetry span."""
+    tl = current_timeline()
+    if tl is not None and tl.trace_id:
+        return tl.trace_id
+    ctx = trace.get_current_span().get_span_context()
+    return format(ctx.trace_id, "032x") if ctx.is_valid else None
+
+
+class PredictionLog:
+    """Records model inputs and outputs per request into ``sink``, off the request path.
+
+    ``sampling`` (or ``sample_rate``/``slow_seconds``/``slow_rate``/``error_rate``) picks the requests kept;
+    ``fields`` (or ``allow``/``deny``/``hash_fields``/``hash_key``) picks and hashes the fields written.
+    ``queue_size`` bounds the records waiting for the writer; ``batch_size`` rows go to the sink at a time, at least
+    every ``flush_seconds``. ``name`` is the ``log`` label of ``aiwatch_prediction_log_records_total``.
+    Close the log (or use it as a context manager) to write out what is queued; it is closed at interpreter exit.
+    """
+
+    def __init__(self, sink: PredictionSink, *, sampling: SamplingPolicy | None = None, sample_rate: float = 1.0,
+                 slow_seconds: float | None = None, slow_rate: float = 1.0, error_rate: float = 1.0,
+                 fields: FieldPolicy | None = None, allow: Any = None, deny: Any = (), hash_fields: Any = (),
+                 hash_key: bytes | str | None = None, queue_size: int = 10_000, batch_size: int = 1_000,
+                 flush_seconds: float = 1.0, name: str = "predictions", metrics: Metrics | None = None,
+                 registry: CollectorRegistry | None = None) -> None:
+        for label, number in (("queue_size", queue_size), ("batch_size", batch_size)):
+            if isinstance(number, bool) or not isinstance(number, int) or number < 1:
+                raise ValueError(f"{label} must be a whole number >= 1, got {number!r}")
+        if not flush_seconds > 0:
+            raise ValueError(f"flush_seconds must be > 0, got {flush_seconds!r}")
+        self.sink = sink
+        self.sampling = sampling or SamplingPolicy(sample_rate, slow_seconds, slow_rate, error_rate)
+        self.fields = fields or FieldPolicy(allow, deny, hash_fields, hash_key)
+        self.queue_size, self.batch_size, self.flush_seconds, self.name = queue_size, batch_size, flush_seconds, name
+        self.metrics = metrics or get_metrics(registry)
+        counter = self.metrics.prediction_log_records
+        # the request path's counters: fastpath adders, one Python call per update
+        self._queued = adder(self.metrics.child(counter, (name, "queued")))
+        self._sampled_out = adder(self.metrics.child(counter, (name, "sampled_out")))
+        self._dropped = adder(self.metrics.child(counter, (name, "dropped")))
+        self._written = self.metrics.child(counter, (name, "written"))
+        self._failed = self.metrics.child(counter, (name, "failed"))
+        # request ids: a random prefix per log and a counter, unique without building a uuid4 per request
+        self._id_prefix = os.urandom(8).hex()
+        self._ids = itertools.count()
+        self._pending: collections.deque[PredictionRecord] = collections.deque()
+        self._wake = threading.Event()
+        self._idle = threading.Condition()
+        self._in_hand = 0  # records taken off the deque and not yet handed to the sink
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name=f"aiwatch-prediction-log-{name}", daemon=True)
+        self._thread.start()
+        atexit.register(self.close)
+
+    # --- the request path ---------------------------------------------------------------------------------
+    def log(self, model: str, inputs: Mapping[str, Any], outputs: Any = None, *, version: str = "",
+            latency: float | None = None, error: bool = False, trace_id: str | None = None,
+            request_id: str | None = None, timestamp: float | None = None) -> str | None:
+        """Record one prediction, if sampled. Returns the record's ``request_id`` (the join key for delayed labels:
+        pass your own, or keep the one returned), or ``None`` when the request was not kept. ``latency`` defaults
+        to the time the current aiwatch request has taken so far, ``trace_id`` to the current trace's. Never raises
+        into the caller."""
+        try:
+            if latency is None:
+                tl = current_timeline()
+                if tl is not None:
+                    latency = tl.elapsed()
+            rate = self.sampling.rate_for(latency, error)
+            if not self.sampling.keep(rate):
+                self._sampled_out(1.0)
+                return None
+            if self._closed or len(self._pending) >= self.queue_size:
+                self._dropped(1.0)
+                return None
+            rid = request_id or f"{self._id_prefix}{next(self._ids):012x}"
+            self._pending.append(PredictionRecord(
+                rid, time.time() if timestamp is None else timestamp, model, version,
+                trace_id if trace_id is not None else _current_trace_id(), latency, error, rate, inputs, outputs))
+            self._queued(1.0)
+            if len(self._pending) >= self.batch_size:
+                self._wake.set()
+            return rid
+        except Exception as exc:
+            record_error(COMPONENT, exc, self.metrics)
+            return None
+
+    # --- the writer thread --------------------------------------------------------------------------------
+    def _run(self) -> None:
+        next_flush = time.monotonic() + self.flush_seconds
+        while True:
+            self._wake.wait(self.flush_seconds)
+            self._wake.clear()
+            closing = self._closed
+            self._drain()
+            now = time.monotonic()
+            if closing:
+                self._call("close")
+                return
+            if now >= next_flush:
+                self._call("flush")
+                next_flush = now + self.flush_seconds
+
+    def _drain(self) -> None:
+        while self._pending:
+            batch: list[PredictionRecord] = []
+            with self._idle:
+                while self._pending and len(batch) < self.batch_size:
+                    batch.append(self._pending.popleft())
+                self._in_hand = len(batch)
+            try:
+                self._write(batch)
+            finally:
+                with self._idle:
+                    self._in_hand = 0
+                    self._idle.notify_all()
+
+    def _write(self, batch: list[PredictionRecord]) -> None:
+        rows: list[dict[str, Any]] = []
+        for record in batch:
+            try:
+                rows.append(self.fields.row(record))
+            except Exception as exc:  # one unusable record (a mapping that raises) must not lose the batch
+                record_error(COMPONENT, exc, self.metrics)
+                self._failed.inc()
+        if not rows:
+            return
+        try:
+            self.sink.write(rows)
+        except Exception as exc:
+            record_error(COMPONENT, exc, self.metrics)
+            self._failed.inc(len(rows))
+        else:
+            self._written.inc(len(rows))
+
+    def _call(self, method: str) -> None:
+        try:
+            getattr(self.sink, method)()
+        except Exception as exc:
+            record_error(COMPONENT, exc, self.metrics)
+
+    # --- control ------------------------------------------------------------------------------------------
+    def pending(self) -> int:
+        """Records queued or in the writer's hands, not yet given to the sink."""
+        return len(self._pending) + self._in_hand
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until every record queued so far has been given to the sink; ``False`` on timeout."""
+        deadline = time.monotonic() + timeout
+        self._wake.set()
+        with self._idle:
+            while self.pending():
+                left = deadline - time.monotonic()
+                if left <= 0 or not self._thread.is_alive():
+                    return False
+                self._wake.set()
+                self._idle.wait(min(left, 0.05))
+        return True
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Write out what is queued, close the sink and stop the writer. Idempotent; never raises."""
+        if self._closed:
+            return
+        self._closed = True
+        atexit.unregister(self.close)
+        self._wake.set()
+        self._thread.join(timeout)
+        if self._pending and not self._thread.is_alive():  # appended while the writer was finishing
+            self._dropped(float(len(self._pending)))
+            self._pending.clear()
+        if self._thread.is_alive():
+            record_error(COMPONENT, TimeoutError(f"prediction log writer did not stop within {timeout}s"),
+                         self.metrics)
+
+    def __enter__(self) -> PredictionLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,208 @@
+"""Realised model quality: delayed labels joined to the prediction log, per time window.
+
+Labels arrive late (a purchase, a chargeback, a human review): a CSV or Parquet file of ``request_id -> actual
+outcome``. Joined on ``request_id`` to the log's predictions, they give each window's realised quality:
+accuracy, precision and recall for a classifier (binary: ``positive`` is the positive class), MAE and RMSE for a
+regressor. :func:`export_quality` sets ``aiwatch_model_quality{model, metric}`` (the latest window per model) and
+``aiwatch_model_quality_objective`` (the bound an alert compares it with); ``aiwatch quality`` does the same from
+the command line and writes them to a node_exporter textfile.
+
+Only the log's ``request_id``, ``timestamp``, ``model`` and prediction columns are read (``--since/--until`` pushed
+down); the join runs in Arrow. Requests that were logged but not (yet) labelled are left out of the window's quality
+and counted apart (``labelled`` / ``logged``).
+
+    >>> import numpy as np
+    >>> classifier_metrics(np.array([1., 1., 0., 0.]), np.array([1., 0., 0., 1.]), positive=1.0)
+    {'accuracy': 0.5, 'precision': 0.5, 'recall': 0.5}
+    >>> regressor_metrics(np.array([1., 2.]), np.array([2., 4.]))
+    {'mae': 1.5, 'rmse': 1.5811388300841898}
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from aiwatch._optional import require
+from aiwatch.drift.datasets import open_dataset, time_filter
+from aiwatch.metrics import Metrics
+
+Kind = Literal["classifier", "regressor"]
+#: Metrics where higher is better (an alert fires below the objective); the others fire above it.
+HIGHER_IS_BETTER = frozenset({"accuracy", "precision", "recall"})
+METRICS: dict[str, tuple[str, ...]] = {"classifier": ("accuracy", "precision", "recall"),
+                                       "regressor": ("mae", "rmse")}
+
+
+@dataclass
+class WindowQuality:
+    """One model's realised quality over ``[start, end)`` (Unix seconds)."""
+
+    model: str
+    start: float
+    end: float
+    logged: int
+    labelled: int
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "start": self.start, "end": self.end, "logged": self.logged,
+                "labelled": self.labelled,
+                "metrics": {k: (v if math.isfinite(v) else None) for k, v in self.metrics.items()}}
+
+
+def classifier_metrics(predicted: npt.NDArray[Any], actual: npt.NDArray[Any], positive: Any) -> dict[str, float]:
+    """Accuracy, and precision / recall of the ``positive`` class (NaN when undefined: nothing predicted or
+    actually positive)."""
+    hit = predicted == actual
+    predicted_pos, actual_pos = predicted == positive, actual == positive
+    true_pos = float(np.sum(predicted_pos & actual_pos))
+    n_pred, n_act = float(np.sum(predicted_pos)), float(np.sum(actual_pos))
+    return {"accuracy": float(np.mean(hit)) if hit.size else math.nan,
+            "precision": true_pos / n_pred if n_pred else math.nan,
+            "recall": true_pos / n_act if n_act else math.nan}
+
+
+def regressor_metrics(predicted: npt.NDArray[np.float64], actual: npt.NDArray[np.float64]) -> dict[str, float]:
+    """Mean absolute error and root mean squared error."""
+    if predicted.size == 0:
+        return {"mae": math.nan, "rmse": math.nan}
+    error = predicted.astype(np.float64) - actual.astype(np.float64)
+    return {"mae": float(np.mean(np.abs(error))), "rmse": float(np.sqrt(np.mean(error * error)))}
+
+
+def read_labels(path: str | os.PathLike[str], id_column: str = "request_id", outcome_column: str = "outcome") -> Any:
+    """The labels file (``.csv`` or ``.parquet``) as an Arrow table of ``request_id`` and ``outcome``; a request
+    labelled twice keeps its last label."""
+    pa = require("pyarrow", "data")
+    p = Path(path)
+    if not p.exists():
+        raise ValueError(f"labels file {os.fspath(path)!r} does not exist")
+    if p.suffix.lower() in (".parquet", ".pq"):
+        table = require("pyarrow.parquet", "data").read_table(p, columns=[id_column, outcome_column])
+    elif p.suffix.lower() == ".csv":
+        table = require("pyarrow.csv", "data").read_csv(p, convert_options=require(
+            "pyarrow.csv", "data").ConvertOptions(include_columns=[id_column, outcome_column],
+                                                  column_types={id_column: pa.string()}))
+    else:
+        raise ValueError(f"cannot read labels {os.fspath(path)!r}: expected a .csv or .parquet file")
+    table = table.rename_columns(["request_id", "outcome"]) if table.column_names == [id_column, outcome_column] \
+        else table.select([id_column, outcome_column]).rename_columns(["request_id", "outcome"])
+    ids = table.column("request_id").to_pylist()
+    last = {rid: i for i, rid in enumerate(ids)}  # the last label of each request
+    if len(last) != len(ids):
+        table = table.take(sorted(last.values()))
+    return table.cast(pa.schema([("request_id", pa.string()), ("outcome", table.schema.field("outcome").type)]))
+
+
+def realised_quality(log: str | os.PathLike[str], labels: Any, *, kind: Kind = "classifier",
+                     prediction: str = "output", positive: Any = 1, window_seconds: float = 3600.0,
+                     since: datetime | None = None, until: datetime | None = None,
+                     time_column: str = "timestamp") -> list[WindowQuality]:
+    """Quality per model and window of the prediction log ``log`` (a directory or glob of Parquet files) against
+    ``labels`` (a path, or the table of :func:`read_labels`), oldest window first."""
+    if kind not in METRICS:
+        raise ValueError(f"kind must be 'classifier' or 'regressor', got {kind!r}")
+    if not window_seconds > 0:
+        raise ValueError(f"window_seconds must be > 0, got {window_seconds!r}")
+    pa = require("pyarrow", "data")
+    pc = require("pyarrow.compute", "data")
+    table_labels = labels if isinstance(labels, pa.Table) else read_labels(labels)
+    dataset = open_dataset(log)
+    missing = [c for c in ("request_id", time_column, prediction) if dataset.schema.get_field_index(c) < 0]
+    if missing:
+        raise ValueError(f"the log has no {', '.join(map(repr, missing))} column (its columns: "
+                         f"{', '.join(dataset.schema.names)}); set the prediction column with --prediction")
+    columns = ["request_id", time_column, prediction] + (["model"] if "model" in dataset.schema.names else [])
+    logged = dataset.to_table(columns=columns, filter=time_filter(dataset, since, until, time_column))
+    stamps = logged.column(time_column)
+    if pa.types.is_timestamp(stamps.type):
+        stamps = pc.divide(pc.cast(pc.cast(stamps, pa.timestamp("us", tz="UTC")), pa.int64()), 1_000_000.0)
+    seconds = stamps.cast(pa.float64()).to_numpy(zero_copy_only=False)
+    window = np.floor(seconds / window_seconds) * window_seconds
+    models = (logged.column("model").cast(pa.string()).to_numpy(zero_copy_only=False)
+              if "model" in logged.column_names else np.full(len(seconds), "", dtype=object))
+    keyed = pa.table({"request_id": logged.column("request_id").cast(pa.string()),
+                      "_row": pa.array(np.arange(logged.num_rows))})
+    joined = keyed.join(table_labels, "request_id", join_type="inner")
+    rows = joined.column("_row").to_numpy()
+    outcome = joined.column("outcome")
+    predicted_all = logged.column(prediction)
+    predicted = predicted_all.take(pa.array(rows))
+    if kind == "regressor" or pa.types.is_floating(predicted.type) or pa.types.is_integer(predicted.type):
+        try:  # numbers on both sides compare as floats (the log stores ints as doubles)
+            pred_np = predicted.cast(pa.float64()).to_numpy(zero_copy_only=False)
+            act_np = outcome.cast(pa.float64()).to_numpy(zero_copy_only=False)
+            positive_value: Any = float(positive)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, TypeError, ValueError):
+            if kind == "regressor":
+                raise ValueError("a regressor's predictions and outcomes must be numbers") from None
+            pred_np, act_np, positive_value = _as_text(predicted), _as_text(outcome), str(positive)
+    else:
+        pred_np, act_np, positive_value = _as_text(predicted), _as_text(outcome), str(positive)
+    results: list[WindowQuality] = []
+    labelled_windows, labelled_models = window[rows], models[rows]
+    for model in sorted(set(models.tolist())):
+        for start in sorted(set(window[models == model].tolist())):
+            mask = (labelled_windows == start) & (labelled_models == model)
+            n_logged = int(np.sum((window == start) & (models == model)))
+            if kind == "classifier":
+                values = classifier_metrics(pred_np[mask], act_np[mask], positive_value)
+            else:
+                values = regressor_metrics(pred_np[mask], act_np[mask])
+            results.append(WindowQuality(str(model), start, start + window_seconds, n_logged, int(mask.sum()),
+                                         values))
+    return sorted(results, key=lambda q: (q.start, q.model))
+
+
+def _as_text(array: Any) -> npt.NDArray[Any]:
+    """Values compared as text: ``1.0`` and ``1`` are the same class."""
+    out = []
+    for v in array.to_pylist():
+        if isinstance(v, float) and v.is_integer():
+            v = int(v)
+        out.append(None if v is None else str(v))
+    return np.asarray(out, dtype=object)
+
+
+def latest_per_model(results: list[WindowQuality], min_labelled: int = 1) -> dict[str, WindowQuality]:
+    """Each model's latest window with at least ``min_labelled`` labelled requests."""
+    latest: dict[str, WindowQuality] = {}
+    for q in results:
+        if q.labelled >= min_labelled and (q.model not in latest or q.start > latest[q.model].start):
+            latest[q.model] = q
+    return latest
+
+
+def export_quality(results: list[WindowQuality], metrics: Metrics, objectives: Mapping[str, float] | None = None,
+                   min_labelled: int = 1) -> dict[str, WindowQuality]:
+    """Set ``aiwatch_model_quality`` (and ``_labelled``) from each model's latest window with at least
+    ``min_labelled`` labels, and ``aiwatch_model_quality_objective`` from ``objectives`` (metric -> bound: a floor
+    for accuracy / precision / recall, a ceiling for MAE / RMSE). Returns the windows exported."""
+    latest = latest_per_model(results, min_labelled)
+    for model, q in latest.items():
+        metrics.child(metrics.model_quality_labelled, (model,)).set(q.labelled)
+        for name, value in q.metrics.items():
+            if math.isfinite(value):
+                metrics.child(metrics.model_quality, (model, name)).set(value)
+        for name, bound in (objectives or {}).items():
+            metrics.child(metrics.model_quality_objective, (model, name)).set(bound)
+    return latest
+
+
+def below_objective(q: WindowQuality, objectives: Mapping[str, float]) -> list[str]:
+    """The metrics of ``q`` on the wrong side of their objective."""
+    worse = []
+    for name, bound in objectives.items():
+        value = q.metrics.get(name, math.nan)
+        if math.isfinite(value) and (value < bound if name in HIGHER_IS_BETTER else value > bound):
+            worse.append(name)
+    return worse

@@ -1,0 +1,172 @@
+"""``ParquetSink``: prediction rows into rotated Parquet files, partitioned by model and hour.
+
+Layout (Hive-style, which ``pyarrow.dataset`` and ``aiwatch drift DIR`` read back)::
+
+    DIR/model=ranker/hour=2026-11-30T10/part-20261130T101502-4242-000003.parquet
+
+A file is written under a hidden temporary name (``.part-....parquet.inprogress``: readers skip names that
+start with a dot) and renamed to its final name only after its footer is written and flushed to disk, so a file
+with a final name is always complete, and a crash loses at most the rows of the files still open. A file is rotated
+when it holds ``max_rows`` rows, when it is ``max_file_seconds`` old, when its hour ends, and when the log closes.
+Each batch the writer hands over becomes one or more row groups.
+
+The ``model`` value lives in the directory name, not in the file (``pyarrow.dataset`` with Hive partitioning
+gives it back as a column). Reading a single file gives every other column.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from aiwatch._optional import require
+
+#: The types of the log's own columns; every other column's type is inferred from its first values.
+_FIXED_TYPES = {"request_id": "string", "timestamp": "timestamp", "model_version": "string", "trace_id": "string",
+                "latency_seconds": "float64", "error": "bool_", "sample_rate": "float64"}
+TEMP_PREFIX = "."
+TEMP_SUFFIX = ".inprogress"
+
+
+@dataclass
+class _OpenFile:
+    writer: Any
+    schema: Any
+    temp: Path
+    final: Path
+    opened: float
+    rows: int = 0
+
+
+def hour_key(timestamp: float) -> str:
+    """The ``hour`` partition value of a Unix time (UTC): ``2026-11-30T10``."""
+    return time.strftime("%Y-%m-%dT%H", time.gmtime(timestamp))
+
+
+class ParquetSink:
+    """Writes prediction rows into ``directory`` (see the module docstring). ``compression`` is Parquet's
+    (zstd by default)."""
+
+    def __init__(self, directory: str | os.PathLike[str], *, max_rows: int = 100_000,
+                 max_file_seconds: float = 300.0, compression: str = "zstd", fsync: bool = True) -> None:
+        self.pa = require("pyarrow", "data")
+        self.pq = require("pyarrow.parquet", "data")
+        if isinstance(max_rows, bool) or not isinstance(max_rows, int) or max_rows < 1:
+            raise ValueError(f"max_rows must be a whole number >= 1, got {max_rows!r}")
+        if not max_file_seconds > 0:
+            raise ValueError(f"max_file_seconds must be > 0, got {max_file_seconds!r}")
+        self.directory = Path(directory)
+        self.max_rows, self.max_file_seconds = max_rows, max_file_seconds
+        self.compression, self.fsync = compression, fsync
+        self._open: dict[tuple[str, str], _OpenFile] = {}
+        self._seq = 0
+        #: Final paths of the files rotated so far, oldest first.
+        self.completed: list[Path] = []
+
+    # --- PredictionSink -----------------------------------------------------------------------------------
+    def write(self, rows: Sequence[dict[str, Any]]) -> None:
+        groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for row in rows:
+            groups.setdefault((str(row["model"]), hour_key(float(row["timestamp"]))), []).append(row)
+        for key, group in groups.items():
+            self._write_group(key, group)
+
+    def flush(self) -> None:
+        """Rotate the files that are ``max_file_seconds`` old or whose hour is over."""
+        now, current_hour = time.monotonic(), hour_key(time.time())
+        for key, f in list(self._open.items()):
+            if now - f.opened >= self.max_file_seconds or key[1] < current_hour:
+                self._rotate(key)
+
+    def close(self) -> None:
+        for key in list(self._open):
+            self._rotate(key)
+
+    # --- files --------------------------------------------------------------------------------------------
+    def _write_group(self, key: tuple[str, str], rows: list[dict[str, Any]]) -> None:
+        while rows:
+            f = self._open.get(key)
+            room = self.max_rows - f.rows if f is not None else self.max_rows
+            part, rows = rows[:room], rows[room:]
+            table = self._table(part, f.schema if f is not None else None)
+            if f is not None and not table.schema.equals(f.schema):  # a new field, or a type that changed
+                self._rotate(key)
+                f = None
+            if f is None:
+                f = self._start(key, table.schema)
+            f.writer.write_table(table)
+            f.rows += table.num_rows
+            if f.rows >= self.max_rows:
+                self._rotate(key)
+
+    def _table(self, rows: list[dict[str, Any]], known: Any) -> Any:
+        """The rows as an Arrow table without ``model``: the open file's column types where they fit, new columns
+        after them; a value that does not fit its column's type gives that column a freshly inferred type."""
+        pa = self.pa
+        names: dict[str, None] = {}
+        if known is not None:
+            names.update((name, None) for name in known.names)
+        for row in rows:
+            names.update((name, None) for name in row if name != "model")
+        arrays, fields = [], []
+        for name in names:
+            values = [row.get(name) for row in rows]
+            array = None
+            if known is not None and name in known.names and name not in _FIXED_TYPES:
+                try:
+                    array = pa.array(values, type=known.field(name).type)
+                except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError):
+                    array = None
+            if array is None:
+                array = self._array(name, values)
+            arrays.append(array)
+            fields.append(pa.field(name, array.type))
+        return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+
+    def _array(self, name: str, values: list[Any]) -> Any:
+        pa = self.pa
+        fixed = _FIXED_TYPES.get(name)
+        if fixed == "timestamp":
+            return pa.array([None if v is None else round(float(v) * 1e6) for v in values],
+                            type=pa.int64()).cast(pa.timestamp("us", tz="UTC"))
+        if fixed is not None:
+            return pa.array(values, type=getattr(pa, fixed)())
+        present = [v for v in values if v is not None]
+        if not present:
+            return pa.array(values, type=pa.float64())  # an all-null column: a float one is the likeliest later
+        if all(isinstance(v, bool) for v in present):
+            return pa.array(values, type=pa.bool_())
+        if all(isinstance(v, float) for v in present):
+            return pa.array(values, type=pa.float64())
+        return pa.array([None if v is None else v if isinstance(v, str) else str(v) for v in values],
+                        type=pa.string())
+
+    def _start(self, key: tuple[str, str], schema: Any) -> _OpenFile:
+        model, hour = key
+        folder = self.directory / f"model={quote(model, safe='')}" / f"hour={hour}"
+        folder.mkdir(parents=True, exist_ok=True)
+        self._seq += 1
+        name = f"part-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{os.getpid()}-{self._seq:06d}.parquet"
+        final = folder / name
+        temp = folder / f"{TEMP_PREFIX}{name}{TEMP_SUFFIX}"
+        writer = self.pq.ParquetWriter(str(temp), schema, compression=self.compression)
+        f = _OpenFile(writer, schema, temp, final, time.monotonic())
+        self._open[key] = f
+        return f
+
+    def _rotate(self, key: tuple[str, str]) -> None:
+        f = self._open.pop(key)
+        f.writer.close()
+        if self.fsync:
+            fd = os.open(f.temp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        os.replace(f.temp, f.final)
+        self.completed.append(f.final)

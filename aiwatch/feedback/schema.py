@@ -1,0 +1,137 @@
+"""The prediction log's schema: one flat row per logged request, and the field policy that keeps PII out.
+
+A row holds the log's own columns (:data:`LOG_COLUMNS`), then one column per model input under the input's own
+name (so a reference profile built from training data matches the log's columns), then the outputs: ``output``
+for a single value, ``output.<name>`` for each value of a mapping. An input named like a log column is written as
+``input.<name>``. Values are normalised so that a column keeps one type: numbers (ints included) become floats,
+booleans stay booleans, strings stay strings, ``None`` is a null, anything else is written as JSON text.
+
+    >>> policy = FieldPolicy(deny={"email"}, hash={"user_id"}, hash_key=b"k")
+    >>> rec = PredictionRecord("r1", 0.0, "ranker", "v1", None, 0.1, False, 1.0,
+    ...                        {"user_id": 7, "email": "a@b", "basket_value": 3}, {"score": 0.5})
+    >>> row = policy.row(rec)
+    >>> row["basket_value"], row["output.score"], "email" in row, len(row["user_id"])
+    (3.0, 0.5, False, 64)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import math
+import numbers
+from collections.abc import Collection, Mapping
+from typing import Any
+
+#: The log's own columns, in order. ``model`` is also the first partition key of the Parquet sink.
+LOG_COLUMNS: tuple[str, ...] = ("request_id", "timestamp", "model", "model_version", "trace_id", "latency_seconds",
+                                "error", "sample_rate")
+OUTPUT = "output"
+_OUTPUT_DOT = OUTPUT + "."
+INPUT_PREFIX = "input."
+
+
+class PredictionRecord:
+    """What the request path queues: references to the caller's values, no work. :meth:`FieldPolicy.row` turns
+    it into a row on the writer thread."""
+
+    __slots__ = ("error", "inputs", "latency_seconds", "model", "model_version", "outputs", "request_id",
+                 "sample_rate", "timestamp", "trace_id")
+
+    def __init__(self, request_id: str, timestamp: float, model: str, model_version: str, trace_id: str | None,
+                 latency_seconds: float | None, error: bool, sample_rate: float, inputs: Mapping[str, Any],
+                 outputs: Any) -> None:
+        self.request_id, self.timestamp, self.model = request_id, timestamp, model
+        self.model_version, self.trace_id, self.latency_seconds = model_version, trace_id, latency_seconds
+        self.error, self.sample_rate, self.inputs, self.outputs = error, sample_rate, inputs, outputs
+
+
+def normalise(value: Any) -> Any:
+    """A value as the log stores it: float, bool, str, None, or JSON text for anything else."""
+    kind = type(value)
+    if kind is float or kind is str or kind is bool or value is None:  # the common cases, without ABC checks
+        return value
+    if kind is int:
+        return float(value)
+    if isinstance(value, bool | str):
+        return value
+    if isinstance(value, numbers.Real):  # ints, floats, numpy scalars
+        return float(value)
+    if hasattr(value, "item") and callable(value.item):  # numpy 0-d arrays, numpy bool_
+        return normalise(value.item())
+    try:
+        return json.dumps(value, default=str, sort_keys=True)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+class FieldPolicy:
+    """Which input/output fields reach the log, and which are hashed.
+
+    Field names are the row's column names: an input's name, ``output`` or ``output.<name>``. ``allow``
+    (``None``: every field) keeps only the fields listed; ``deny`` removes fields; ``hash`` replaces a field's
+    value with the hex HMAC-SHA256 of its text under ``hash_key``. The log's own columns are always written.
+
+    Why a keyed hash and not plain SHA-256: the values worth hashing (user ids, emails, phone numbers) are few
+    enough to enumerate, so anyone holding the log could hash every candidate and read the unsalted SHA-256 back.
+    With HMAC, that needs the key, which stays with the service; the same value still hashes to the same text, so
+    joins and distinct counts on the hashed column keep working. Rotating the key breaks those joins on purpose.
+    """
+
+    def __init__(self, allow: Collection[str] | None = None, deny: Collection[str] = (),
+                 hash: Collection[str] = (), hash_key: bytes | str | None = None) -> None:
+        for name, fields in (("allow", allow or ()), ("deny", deny), ("hash", hash)):
+            if isinstance(fields, str):
+                raise TypeError(f"{name} must be a collection of field names, not the string {fields!r}")
+        self.allow = frozenset(allow) if allow is not None else None
+        self.deny = frozenset(deny)
+        self.hash = frozenset(hash)
+        if self.hash and not hash_key:
+            raise ValueError("hashing fields needs hash_key (a secret kept with the service; see FieldPolicy)")
+        self._key = hash_key.encode() if isinstance(hash_key, str) else hash_key
+        self._everything_plain = self.allow is None and not self.deny and not self.hash
+
+    def keeps(self, field: str) -> bool:
+        return field not in self.deny and (self.allow is None or field in self.allow)
+
+    def _value(self, field: str, value: Any) -> Any:
+        value = normalise(value)
+        if field in self.hash and value is not None and self._key is not None:
+            text = value if isinstance(value, str) else json.dumps(value)
+            return hmac.new(self._key, text.encode(), hashlib.sha256).hexdigest()
+        return value
+
+    def row(self, record: PredictionRecord) -> dict[str, Any]:
+        """The row written for ``record``."""
+        latency = record.latency_seconds
+        row: dict[str, Any] = {
+            "request_id": record.request_id,
+            "timestamp": record.timestamp,
+            "model": record.model,
+            "model_version": record.model_version,
+            "trace_id": record.trace_id,
+            "latency_seconds": float(latency) if latency is not None and math.isfinite(latency) else None,
+            "error": bool(record.error),
+            "sample_rate": record.sample_rate,
+        }
+        plain = self._everything_plain
+        for name, value in record.inputs.items():
+            field = name if type(name) is str else str(name)
+            if field in row or field == OUTPUT or field.startswith(_OUTPUT_DOT):
+                field = INPUT_PREFIX + field
+            if plain:
+                row[field] = normalise(value)
+            elif self.keeps(field):
+                row[field] = self._value(field, value)
+        outputs = record.outputs
+        if isinstance(outputs, Mapping):
+            for name, value in outputs.items():
+                field = _OUTPUT_DOT + str(name)
+                if plain:
+                    row[field] = normalise(value)
+                elif self.keeps(field):
+                    row[field] = self._value(field, value)
+        elif outputs is not None and self.keeps(OUTPUT):
+            row[OUTPUT] = self._value(OUTPUT, outputs)
+        return row

@@ -1,0 +1,313 @@
+"""How aiwatch authenticates to the HTTP endpoints it reads: Prometheus' HTTP API (the console, ``aiwatch
+diagnose``; through Thanos, Mimir or Cortex too) and ``/metrics`` endpoints (the console's scrape source).
+
+One :class:`HTTPConfig` holds what a real deployment asks for, as Prometheus' own ``http_config`` does: extra
+headers, a bearer token or basic auth, a tenant (Mimir's and Cortex's ``X-Scope-OrgID``), a CA bundle and a client
+certificate. Secrets are kept off command lines and out of messages:
+
+- a token or a password comes from a file, read again on every request (so a rotated Kubernetes service-account
+  token is picked up), or from the environment; the ``aiwatch`` commands take file paths and variable names only;
+- ``repr()`` and every error message name files and header names, never a secret or a header's value;
+- a redirect to another host does not take the configured headers with it.
+
+    >>> cfg = HTTPConfig(tenant="team-a", headers=(("X-Source", "aiwatch"),))
+    >>> cfg.request_headers()
+    {'X-Source': 'aiwatch', 'X-Scope-OrgID': 'team-a'}
+    >>> HTTPConfig(username="ops", password="s3cret")
+    HTTPConfig(username='ops', password=<hidden>)
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import ssl
+import urllib.parse
+import urllib.request
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, fields
+from functools import cached_property
+from typing import Any
+
+from aiwatch import env as _env
+
+TENANT_HEADER = "X-Scope-OrgID"
+"""The header naming the tenant of a multi-tenant Prometheus (Mimir, Cortex, Thanos' receive/query-frontend)."""
+
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 token: what a header name may be
+_BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # control characters other than tab: header injection
+_SECRETS = ("bearer_token", "password")
+_BEARER = ("bearer_token", "bearer_token_file")
+_BASIC = ("username", "password", "password_file")
+#: The fields an overriding field clears (from_env): each way of authenticating replaces the others.
+_REPLACES = {
+    "bearer_token": ("bearer_token_file", *_BASIC),
+    "bearer_token_file": ("bearer_token", *_BASIC),
+    "username": _BEARER,
+    "password": ("password_file", *_BEARER),
+    "password_file": ("password", *_BEARER),
+}
+#: The environment variable of each field (aiwatch/env.py's table).
+ENV: dict[str, _env.EnvVar] = {
+    "headers": _env.PROMETHEUS_HEADERS,
+    "bearer_token": _env.PROMETHEUS_BEARER_TOKEN,
+    "bearer_token_file": _env.PROMETHEUS_BEARER_TOKEN_FILE,
+    "username": _env.PROMETHEUS_BASIC_AUTH_USER,
+    "password": _env.PROMETHEUS_BASIC_AUTH_PASSWORD,
+    "password_file": _env.PROMETHEUS_BASIC_AUTH_PASSWORD_FILE,
+    "tenant": _env.PROMETHEUS_TENANT,
+    "ca_file": _env.PROMETHEUS_CA_FILE,
+    "cert_file": _env.PROMETHEUS_CERT_FILE,
+    "key_file": _env.PROMETHEUS_KEY_FILE,
+}
+
+
+class CredentialsError(OSError):
+    """A token or password file could not be read when a request was about to be sent (the message names the
+    file, never its content)."""
+
+
+@dataclass(frozen=True)
+class HTTPConfig:
+    """Headers, credentials and TLS for the requests aiwatch sends to one kind of endpoint.
+
+    - ``headers``: extra ``(name, value)`` headers sent with every request;
+    - ``bearer_token`` / ``bearer_token_file``: ``Authorization: Bearer <token>`` (the file is read on every
+      request and stripped of surrounding whitespace);
+    - ``username`` with ``password`` / ``password_file``: basic auth (not with a bearer token);
+    - ``tenant``: sent as ``X-Scope-OrgID``;
+    - ``ca_file``: the CA bundle that verifies the server's certificate (default: the system's);
+    - ``cert_file`` / ``key_file``: a client certificate and its key (the key may be in ``cert_file``).
+
+    Invalid combinations, header names or values, and files that cannot be read raise ``ValueError`` here, so a
+    command fails on its arguments before its first request.
+    """
+
+    headers: tuple[tuple[str, str], ...] = ()
+    bearer_token: str = ""
+    bearer_token_file: str = ""
+    username: str = ""
+    password: str = ""
+    password_file: str = ""
+    tenant: str = ""
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "headers", tuple((str(k), str(v)) for k, v in self.headers))
+        for name, value in self.headers:
+            _check_header(name, value)
+        if self.tenant:
+            _check_header(TENANT_HEADER, self.tenant, "the tenant")
+        if self.bearer_token and self.bearer_token_file:
+            raise ValueError("give a bearer token or a bearer token file, not both")
+        if self.password and self.password_file:
+            raise ValueError("give a basic-auth password or a password file, not both")
+        if (self.password or self.password_file) and not self.username:
+            raise ValueError("a basic-auth password needs a username")
+        if self.username and (self.bearer_token or self.bearer_token_file):
+            raise ValueError("use basic auth or a bearer token, not both")
+        if ":" in self.username:
+            raise ValueError("a basic-auth username cannot hold ':'")
+        if self.key_file and not self.cert_file:
+            raise ValueError("a client key file needs its certificate file")
+        authorizes = bool(self.username or self.bearer_token or self.bearer_token_file)
+        for name, _ in self.headers:
+            if authorizes and name.lower() == "authorization":
+                raise ValueError("an Authorization header and a bearer token or basic auth cannot both be given")
+        for secret in _SECRETS:
+            if _BAD_VALUE.search(getattr(self, secret)):
+                raise ValueError(f"the {secret.replace('_', ' ')} holds a control character")
+        for path_field in ("bearer_token_file", "password_file", "ca_file", "cert_file", "key_file"):
+            path = getattr(self, path_field)
+            if path and not os.access(path, os.R_OK):
+                raise ValueError(f"{path_field.replace('_', ' ')} {path!r} cannot be read")
+        if self.ca_file or self.cert_file:
+            self.ssl_context  # noqa: B018 - load the files now: a bad one fails here, not on the first request
+
+    def __repr__(self) -> str:
+        shown = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value:
+                text = "<hidden>" if f.name in _SECRETS else repr(_redacted_headers(value) if f.name == "headers"
+                                                                   else value)
+                shown.append(f"{f.name}={text}")
+        return f"HTTPConfig({', '.join(shown)})"
+
+    __str__ = __repr__
+
+    # --- what a request carries -----------------------------------------------------------------------------
+    def request_headers(self) -> dict[str, str]:
+        """The headers to send: the extra headers, the tenant and ``Authorization``. Files are read now; one that
+        cannot be read raises :class:`CredentialsError` naming it."""
+        out = dict(self.headers)
+        if self.tenant:
+            out[TENANT_HEADER] = self.tenant
+        token = self.bearer_token or (_read_secret(self.bearer_token_file, "bearer token file")
+                                      if self.bearer_token_file else "")
+        if token:
+            out["Authorization"] = f"Bearer {token}"
+        elif self.username:
+            password = self.password or (_read_secret(self.password_file, "basic-auth password file")
+                                         if self.password_file else "")
+            basic = base64.b64encode(f"{self.username}:{password}".encode()).decode("ascii")
+            out["Authorization"] = f"Basic {basic}"
+        return out
+
+    def header_names(self) -> frozenset[str]:
+        """The names (lower case) of every header this config may send: never carried to another host."""
+        names = {name.lower() for name, _ in self.headers}
+        if self.tenant:
+            names.add(TENANT_HEADER.lower())
+        if self.username or self.bearer_token or self.bearer_token_file:
+            names.add("authorization")
+        return frozenset(names)
+
+    @cached_property
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context with ``ca_file`` and the client certificate; ``None`` when neither is given (the
+        system's defaults apply). ``ValueError`` naming the file when one is not what it should be."""
+        if not (self.ca_file or self.cert_file):
+            return None
+        try:
+            context = ssl.create_default_context(cafile=self.ca_file or None)
+        except (ssl.SSLError, OSError) as exc:
+            raise ValueError(f"CA file {self.ca_file!r} is not a PEM bundle of certificates: {_reason(exc)}") from None
+        if self.cert_file:
+            try:
+                context.load_cert_chain(self.cert_file, self.key_file or None)
+            except (ssl.SSLError, OSError) as exc:
+                raise ValueError(f"client certificate {self.cert_file!r}"
+                                 f"{f' with key {self.key_file!r}' if self.key_file else ''} cannot be loaded: "
+                                 f"{_reason(exc)}") from None
+        return context
+
+    @cached_property
+    def opener(self) -> urllib.request.OpenerDirector:
+        """A urllib opener with this TLS context that drops this config's headers on a redirect to another host."""
+        handlers: list[urllib.request.BaseHandler] = [_SameOriginRedirects(self.header_names())]
+        if self.ssl_context is not None:
+            handlers.append(urllib.request.HTTPSHandler(context=self.ssl_context))
+        return urllib.request.build_opener(*handlers)
+
+    def open(self, url: str, timeout: float, headers: Mapping[str, str] | None = None) -> Any:
+        """GET ``url`` with this config's headers (plus ``headers``); urllib's response, or urllib's errors
+        (:class:`CredentialsError` when a secret file cannot be read)."""
+        request = urllib.request.Request(url, headers={**(headers or {}), **self.request_headers()})
+        return self.opener.open(request, timeout=timeout)
+
+    # --- the environment ------------------------------------------------------------------------------------
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> HTTPConfig:
+        """The config of the ``AIWATCH_PROMETHEUS_*`` variables, each replaced by a non-empty ``overrides`` entry
+        (the command line wins over the environment)."""
+        values: dict[str, Any] = {name: var.raw(env).strip() if name != "headers" else var.raw(env)
+                                  for name, var in ENV.items()}
+        values["headers"] = parse_headers_env(values["headers"])
+        for name, value in overrides.items():
+            if name not in ENV:
+                raise TypeError(f"HTTPConfig has no field {name!r}")
+            if value:
+                values[name] = value
+                for other in _REPLACES.get(name, ()):  # a token on the command line replaces basic auth from the
+                    if not overrides.get(other):       # environment, and the other way round
+                        values[other] = ""
+        return cls(**values)
+
+    def to_env(self) -> dict[str, str]:
+        """The variables :meth:`from_env` reads back into this config (for a child process's environment, which
+        no other user can read, unlike its command line)."""
+        out = {var.name: getattr(self, name) for name, var in ENV.items() if name != "headers"}
+        out[ENV["headers"].name] = ",".join(f"{k}={urllib.parse.quote(v, safe='')}" for k, v in self.headers)
+        return out
+
+
+def parse_header(text: str) -> tuple[str, str]:
+    """One header as written on a command line: ``Name: value`` (curl's way) or ``Name=value``.
+
+    >>> parse_header("X-Scope-OrgID: team-a"), parse_header("X-Key=a=b")
+    (('X-Scope-OrgID', 'team-a'), ('X-Key', 'a=b'))
+    """
+    found = re.match(r"\s*([^:=\s]+)\s*[:=]\s?(.*)$", text, re.S)
+    if found is None:
+        raise ValueError(f"a header is written 'Name: value', got {_redacted(text)!r}")
+    _check_header(found[1], found[2])
+    return found[1], found[2]
+
+
+def parse_headers_env(text: str) -> tuple[tuple[str, str], ...]:
+    """Headers as OpenTelemetry's ``OTEL_EXPORTER_OTLP_HEADERS`` writes them: ``name=value`` pairs separated by
+    commas, values percent-encoded.
+
+    >>> parse_headers_env("X-Scope-OrgID=team-a, X-Note=a%2Cb")
+    (('X-Scope-OrgID', 'team-a'), ('X-Note', 'a,b'))
+    """
+    out = []
+    for item in text.split(","):
+        if not item.strip():
+            continue
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"{ENV['headers'].name}: each header is written name=value, got {name.strip()!r}")
+        header = (name.strip(), urllib.parse.unquote(value.strip()))
+        _check_header(*header)
+        out.append(header)
+    return tuple(out)
+
+
+def _check_header(name: str, value: str, what: str = "") -> None:
+    if not _TOKEN.fullmatch(name):
+        raise ValueError(f"{name!r} is not an HTTP header name")
+    if _BAD_VALUE.search(value):
+        raise ValueError(f"{what or f'header {name}'} holds a control character (a line break would start "
+                         "another header)")
+
+
+def _redacted(text: str) -> str:
+    """A header as written, its value left out (it may be a secret)."""
+    name = re.split(r"[:=\s]", text.strip(), maxsplit=1)[0]
+    return f"{name}..." if name != text.strip() else name
+
+
+def _redacted_headers(headers: Iterable[tuple[str, str]]) -> tuple[str, ...]:
+    return tuple(name for name, _ in headers)
+
+
+def _read_secret(path: str, what: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            secret = fh.read(1 << 16).strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CredentialsError(f"cannot read the {what} {path!r}: {_reason(exc)}") from None
+    if not secret or _BAD_VALUE.search(secret):
+        raise CredentialsError(f"the {what} {path!r} is empty or holds a control character")
+    return secret
+
+
+def _reason(exc: BaseException) -> str:
+    return getattr(exc, "strerror", None) or getattr(exc, "reason", None) or type(exc).__name__
+
+
+class _SameOriginRedirects(urllib.request.HTTPRedirectHandler):
+    """Follows redirects, but leaves out the configured headers (credentials) when one leads to another scheme,
+    host or port, as curl and requests do."""
+
+    def __init__(self, sensitive: frozenset[str]) -> None:
+        self.sensitive = sensitive
+
+    def redirect_request(self, req: urllib.request.Request, fp: Any, code: int, msg: str, headers: Any,
+                         newurl: str) -> urllib.request.Request | None:
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None and _origin(new.full_url) != _origin(req.full_url):
+            for store in (new.headers, new.unredirected_hdrs):
+                for name in [n for n in store if n.lower() in self.sensitive]:
+                    del store[name]
+        return new
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urllib.parse.urlsplit(url)
+    return parts.scheme, (parts.hostname or "").lower(), parts.port

@@ -1,0 +1,91 @@
+"""What an instrumented request does, counted rather than assumed: spans and metric updates per request.
+
+The benches print these next to their timings, so a ratio is read against what each side records:
+
+* spans per request, from an OpenTelemetry ``InMemorySpanExporter`` behind the variant's tracer provider;
+* metric families, series and exposition samples changed by one request, from the variant's registry scraped before
+  and after it (``_created`` samples left out; a histogram observation changes its ``_count``, its ``_sum`` and every
+  cumulative bucket at or above the value, which is what a scrape reads).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from prometheus_client import CollectorRegistry
+
+
+class DropExporter(SpanExporter):
+    """Accepts spans and throws them away: the timed runs measure span work, not export I/O."""
+
+    def export(self, spans: Any) -> SpanExportResult:
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        pass
+
+
+def discarding_provider() -> TracerProvider:
+    """An SDK provider whose SimpleSpanProcessor hands each ended span to an exporter that drops it."""
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(DropExporter()))
+    return provider
+
+
+def recording_provider() -> tuple[TracerProvider, InMemorySpanExporter]:
+    """The same provider shape, keeping the spans so that they can be counted."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return provider, exporter
+
+
+@dataclass(frozen=True)
+class Work:
+    """What one request (or call) recorded."""
+
+    spans: float
+    families: int
+    series: int
+    samples: int
+    family_names: tuple[str, ...]
+
+    def describe(self) -> str:
+        return f"{self.spans:g} spans, {self.families} families, {self.series} series, {self.samples} samples"
+
+
+def _samples(registry: CollectorRegistry | None) -> dict[tuple[str, str, tuple[tuple[str, str], ...]], float]:
+    out: dict[tuple[str, str, tuple[tuple[str, str], ...]], float] = {}
+    if registry is None:
+        return out
+    for family in registry.collect():
+        for s in family.samples:
+            if s.name.endswith("_created"):
+                continue
+            out[(family.name, s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def count_work(run_once: Callable[[], None], registry: CollectorRegistry | None,
+               exporter: InMemorySpanExporter | None, spans_over: int = 20) -> Work:
+    """Spans per request over ``spans_over`` requests, and what one request changed in ``registry`` (after one
+    warm-up request, so that label children already exist, as in a running service)."""
+    run_once()
+    before = _samples(registry)
+    run_once()
+    after = _samples(registry)
+    changed = [key for key, value in after.items() if before.get(key) != value]
+    families = sorted({family for family, _, _ in changed})
+    series = {(family, tuple(kv for kv in labels if kv[0] not in ("le", "quantile"))) for family, _, labels in changed}
+    spans = 0.0
+    if exporter is not None:
+        exporter.clear()
+        for _ in range(spans_over):
+            run_once()
+        spans = len(exporter.get_finished_spans()) / spans_over
+    return Work(spans, len(families), len(series), len(changed), tuple(families))

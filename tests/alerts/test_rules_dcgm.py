@@ -1,0 +1,100 @@
+"""The rules with ``gpu.source: dcgm`` (examples/dcgm/aiwatch-rules.yaml): rendered, checked and unit-tested by
+promtool on series shaped as dcgm-exporter exports them (tests/alerts/promtool_dcgm/), reading no aiwatch_gpu_*
+series, and every other rule unchanged."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from aiwatch.gpuseries import DCGM_METRICS, SM_ACTIVE
+from aiwatch.rules import ALERTING_FILE, RECORDING_FILE, ConfigError, config_from_dict, load_config, render
+from tests.alerts.test_rules import PROMETHEUS_BUILTINS, promql_metric_names, rule_groups
+from tests.servers import REPO, require_binary, require_module
+
+yaml = require_module("yaml")
+
+CONFIG = REPO / "examples" / "dcgm" / "aiwatch-rules.yaml"
+PROMTOOL_TEST = Path(__file__).parent / "promtool_dcgm" / "dcgm_test.yml"
+GPU_GROUP = "aiwatch-gpu.alerts"
+
+
+def rendered(tmp_path: Path, config: dict[str, object] | None = None) -> Path:
+    cfg = load_config(CONFIG) if config is None else config_from_dict(config)
+    for name, text in render(cfg).items():
+        (tmp_path / name).write_text(text)
+    return tmp_path
+
+
+def exprs(files: dict[str, str], gpu_only: bool = False) -> list[str]:
+    out = []
+    for text in files.values():
+        for group in rule_groups(text):
+            for rule in group["rules"]:
+                if not gpu_only or group["name"] == GPU_GROUP or "gpu" in rule.get("record", ""):
+                    out.append(rule["expr"])
+    return out
+
+
+def test_dcgm_rules_read_dcgm_exporter_and_nothing_of_aiwatchs_collector() -> None:
+    files = render(load_config(CONFIG))
+    used = {name for expr in exprs(files, gpu_only=True) for name in promql_metric_names(expr)}
+    assert {n for n in used if n.startswith("DCGM_")} == {"DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_FB_USED",
+                                                          "DCGM_FI_DEV_FB_FREE", "DCGM_FI_DEV_XID_ERRORS"}
+    assert not {n for n in used if n.startswith("aiwatch_gpu")}
+    assert used <= DCGM_METRICS | PROMETHEUS_BUILTINS | {n for n in used if ":" in n}
+    # everything else renders exactly as with aiwatch's collector
+    default = render()
+    for name in (RECORDING_FILE, ALERTING_FILE):
+        ours = [r for g in rule_groups(files[name]) if g["name"] != GPU_GROUP for r in g["rules"]
+                if "gpu" not in r.get("record", "")]
+        theirs = [r for g in rule_groups(default[name]) if g["name"] != GPU_GROUP for r in g["rules"]
+                  if "gpu" not in r.get("record", "")]
+        assert ours == theirs
+
+
+@pytest.mark.slow
+def test_promtool_checks_and_unit_tests_the_dcgm_rules(tmp_path: Path) -> None:
+    promtool = require_binary("promtool")
+    out = rendered(tmp_path)
+    check = subprocess.run([promtool, "check", "rules", str(out / RECORDING_FILE), str(out / ALERTING_FILE)],
+                           capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    shutil.copy(PROMTOOL_TEST, out)
+    proc = subprocess.run([promtool, "test", "rules", str(out / PROMTOOL_TEST.name)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+def test_sm_active_is_read_as_the_ratio_it_is(tmp_path: Path) -> None:
+    """DCGM_FI_PROF_SM_ACTIVE is already 0-1: not divided by 100 as the percent of DCGM_FI_DEV_GPU_UTIL is."""
+    promtool = require_binary("promtool")
+    out = rendered(tmp_path, {"gpu": {"source": "dcgm", "dcgm_utilization": SM_ACTIVE}})
+    labels = 'gpu="0", UUID="GPU-1", modelName="L4", Hostname="n1", instance="n1:9400", job="dcgm"'
+    record = "instance_gpu:aiwatch_gpu_utilization_ratio:avg5m"
+    expected = {"eval_time": "6m", "expr": record, "exp_samples": [{"labels": f"{record}{{{labels}}}", "value": 0.5}]}
+    test = {"rule_files": [RECORDING_FILE], "evaluation_interval": "1m",
+            "tests": [{"interval": "1m",
+                       "input_series": [{"series": f"{SM_ACTIVE}{{{labels}}}", "values": "0.5x10"},
+                                        {"series": f'DCGM_FI_DEV_GPU_UTIL{{{labels}}}', "values": "99x10"}],
+                       "promql_expr_test": [expected]}]}
+    (out / "sm_test.yml").write_text(yaml.safe_dump(test))
+    proc = subprocess.run([promtool, "test", "rules", str(out / "sm_test.yml")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    ({"gpu": {"source": "nvml"}}, "gpu.source: must be one of ['aiwatch', 'dcgm'], got 'nvml'"),
+    ({"gpu": {"dcgm_utilization": "DCGM_FI_DEV_FB_USED"}}, "gpu.dcgm_utilization: must be one of"),
+    ({"gpu": {"workload_labels": ["container", "container"]}}, "gpu.workload_labels: at most 10 distinct"),
+    ({"gpu": {"replica_label": "not a label"}}, "gpu.replica_label: 'not a label' is not a label name"),
+    ({"aggregation_labels": ["cluster", "__name__"]}, "aggregation_labels: '__name__' is not a label name"),
+    ({"aggregation_labels": ["le"]}, "aggregation_labels: 'le' is not a label name"),
+])
+def test_bad_gpu_and_aggregation_settings_name_their_key(data: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(data)
+    assert message in str(info.value)

@@ -1,0 +1,239 @@
+"""Counting one feature's values (aiwatch.drift.counting), a column's distinct values, the one-sort profile build
+and the sample drawn without a key per value: each checked against the plain computation it replaces."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from aiwatch.drift.builder import ProfileBuilder, build_in_memory, numerical_cuts, quantiles_sorted
+from aiwatch.drift.columns import distinct_counts, infer_kind, infer_kind_counting
+from aiwatch.drift.counting import (
+    INVALID,
+    MISSING,
+    NEW_VALUES_LIMIT,
+    CategoryBuckets,
+    bin_index,
+    count_bins,
+    count_bins_sorted,
+    merge_new_values,
+    new_values,
+)
+from aiwatch.drift.sampling import keep_smallest, smallest_keys_sample, systematic_sample
+
+RNG = np.random.default_rng(7)
+
+
+# ------------------------------------------------------------------------------------------------ bins
+
+
+def test_a_value_on_a_cut_falls_in_the_bin_below_it() -> None:
+    cuts = np.array([0.0, 1.0, 2.0])
+    assert bin_index(cuts, np.array([-1.0, 0.0, 0.5, 1.0, 1.5, 2.0, 3.0])).tolist() == [0, 0, 1, 1, 2, 2, 3]
+    assert count_bins(cuts, np.array([0.0, 0.0, 2.0, 9.0])).tolist() == [2, 0, 1, 1]
+
+
+def test_count_bins_has_a_bin_for_every_cut_plus_one_even_when_empty() -> None:
+    assert count_bins(np.array([0.0, 1.0]), np.empty(0)).tolist() == [0, 0, 0]
+    assert count_bins(np.array([], dtype=np.float64), np.array([5.0, -5.0])).tolist() == [2]
+
+
+@pytest.mark.parametrize("values", [
+    RNG.normal(size=1000), RNG.integers(0, 5, 1000).astype(float), np.array([1.0]), np.empty(0),
+    np.array([0.0, 0.0, 1.0, 1.0, 2.0]),
+])
+def test_counting_sorted_values_is_counting_them(values: np.ndarray) -> None:
+    for cuts in (np.array([0.0, 1.0]), np.array([-0.5, 0.0, 0.5]), np.array([], dtype=np.float64),
+                 np.array([1.0])):
+        assert count_bins_sorted(cuts, np.sort(values)).tolist() == count_bins(cuts, values).tolist()
+
+
+def test_new_values_are_the_distinct_values_outside_the_reference_smallest_first() -> None:
+    assert new_values([1.0, 2.0], np.array([5.0, 1.0, 3.0, 3.0, 2.0])).tolist() == [3.0, 5.0]
+    assert new_values(None, np.array([5.0])).size == 0  # unknown reference values: nothing is "new"
+    assert new_values([1.0], np.empty(0)).size == 0
+    many = np.arange(NEW_VALUES_LIMIT + 10, dtype=float)
+    assert new_values([], many).tolist() == many[:NEW_VALUES_LIMIT].tolist()
+
+
+def test_merged_new_values_are_the_smallest_of_both_parts() -> None:
+    assert merge_new_values(np.array([1.0, 4.0]), np.array([2.0, 4.0])).tolist() == [1.0, 2.0, 4.0]
+    a, b = np.arange(0.0, NEW_VALUES_LIMIT), np.arange(0.5, NEW_VALUES_LIMIT)
+    merged = merge_new_values(a, b)
+    assert merged.size == NEW_VALUES_LIMIT and merged.tolist() == np.union1d(a, b)[:NEW_VALUES_LIMIT].tolist()
+
+
+# ------------------------------------------------------------------------------------------- categories
+
+
+def _buckets() -> CategoryBuckets:
+    return CategoryBuckets({"red": 0, "blue": 1, "3": 2}, unseen=3, size=4)
+
+
+def test_each_kind_of_value_gets_its_code() -> None:
+    b = _buckets()
+    assert [b.code(v) for v in ("red", "blue", "green", None, math.nan, math.inf, 3, 3.0, ["x"], {"a": 1})] == \
+        [0, 1, 3, MISSING, MISSING, MISSING, 2, 2, INVALID, INVALID]
+
+
+def test_codes_are_in_order_and_unhashable_values_are_invalid() -> None:
+    b = _buckets()
+    values = ["red", ["x"], "red", None, "green", math.nan, float("nan"), 3]
+    assert b.codes(values).tolist() == [0, INVALID, 0, MISSING, 3, MISSING, MISSING, 2]
+    assert b.codes(np.asarray(values, dtype=object)).tolist() == b.codes(values).tolist()
+
+
+@pytest.mark.parametrize("values", [
+    ["red", "blue", "red", "green", None, math.nan, 3],
+    ["red", ["x"], "blue", None],  # an unhashable value: counted through the codes
+    np.asarray(["red", "blue"] * 2000 + ["green", None] * 10, dtype=object),
+])
+def test_bucket_counts_missing_and_invalid_add_up_as_the_codes_say(values: object) -> None:
+    b = _buckets()
+    counts, missing, invalid = b.count(values)
+    codes = b.codes(values)
+    assert counts.tolist() == [int(np.count_nonzero(codes == i)) for i in range(4)]
+    assert (missing, invalid) == (int(np.count_nonzero(codes == MISSING)), int(np.count_nonzero(codes == INVALID)))
+    assert b.count_codes(codes)[0].tolist() == counts.tolist()
+
+
+# --------------------------------------------------------------------------------------- distinct values
+
+
+def _fresh(text: str) -> str:
+    """An equal string that is not the same object."""
+    return "".join(list(text))
+
+
+def test_distinct_counts_merges_equal_objects_that_are_not_the_same_object() -> None:
+    a1, a2 = _fresh("alpha"), _fresh("alpha")
+    assert a1 == a2 and a1 is not a2
+    values = np.asarray([a1] * 3000 + [a2] * 2000 + ["b"] * 500, dtype=object)
+    assert distinct_counts(values) == Counter({"alpha": 5000, "b": 500})
+
+
+@pytest.mark.parametrize("values", [
+    np.asarray(["x", "y", None, math.nan, 1, 1.0, True] * 400, dtype=object),  # 1, 1.0 and True are equal keys
+    np.asarray([_fresh("v") for _ in range(3000)], dtype=object),  # every object distinct: counted by value
+    np.asarray(["a", "b", "c"] * 1000, dtype=object)[::3],  # a strided view
+    np.asarray(["short", "list"], dtype=object),
+    ["p", "q", "p"],
+    np.array([3, 1, 3, 2] * 500),
+    np.array([0.5, np.nan, 0.5, -0.0, 0.0] * 500),
+    np.array([True, False, True]),
+])
+def test_distinct_counts_is_a_counter_of_the_values(values: object) -> None:
+    expected = Counter(values.tolist() if isinstance(values, np.ndarray) else values)
+    found = distinct_counts(values)
+    if isinstance(values, np.ndarray) and values.dtype.kind != "O":  # np.unique: sorted, one key for every NaN
+        assert sum(n for k, n in found.items() if k != k) == int(np.count_nonzero(values != values))
+        assert {k: n for k, n in found.items() if k == k} == {k: n for k, n in expected.items() if k == k}
+    else:  # the same keys (of equal keys such as 1, 1.0 and True, the first met), the same counts, in order
+        assert [(repr(k), n) for k, n in found.items()] == [(repr(k), n) for k, n in expected.items()]
+
+
+def test_distinct_counts_of_an_unhashable_value_is_a_type_error() -> None:
+    with pytest.raises(TypeError):
+        distinct_counts(np.asarray([["x"]] * 2000 + ["y"], dtype=object))
+
+
+def test_inferring_the_kind_of_a_string_column_returns_its_counts() -> None:
+    values = np.asarray(["a", "b", "a", None] * 500, dtype=object)
+    kind, counts = infer_kind_counting(values)
+    assert kind == infer_kind(values) == "categorical"
+    assert counts == Counter({"a": 1000, "b": 500, None: 500})
+    assert infer_kind_counting(np.arange(50.0)) == ("numerical", None)
+
+
+# ------------------------------------------------------------------------------ the one-sort profile build
+
+
+@pytest.mark.parametrize("values", [
+    RNG.normal(size=10_001), RNG.exponential(size=7), np.array([1.0, 2.0]), np.array([3.0]),
+    np.repeat([1.0, 2.0, 5.0], 40), np.concatenate([np.zeros(500), RNG.normal(size=3)]),
+])
+def test_quantiles_of_sorted_values_are_numpys_to_the_bit(values: np.ndarray) -> None:
+    qs = np.linspace(0, 1, 11)[1:-1]
+    assert quantiles_sorted(np.sort(values), qs).tolist() == np.quantile(values, qs).tolist()
+
+
+@pytest.mark.parametrize("values", [
+    RNG.normal(3.0, 2.0, size=50_000),  # more than the sample: edges, counts and stats from the sorted values
+    RNG.integers(0, 12, size=5000).astype(float),  # discrete: a bin per value
+    np.concatenate([RNG.normal(size=3000), [np.nan, np.inf, -np.inf] * 10]),  # non-finite values are missing
+    np.full(100, 4.0),
+])
+def test_the_one_sort_build_matches_counting_every_value(values: np.ndarray) -> None:
+    f = build_in_memory({"x": values}, sample_size=1000).features()["x"]
+    finite = values[np.isfinite(values)]
+    assert f.cuts == numerical_cuts(finite, 10)
+    assert f.bin_counts == count_bins(np.asarray(f.cuts), finite).tolist()
+    assert (f.count, f.missing) == (finite.size, values.size - finite.size)
+    assert (f.min, f.max) == (float(finite.min()), float(finite.max()))
+    assert f.mean == pytest.approx(float(finite.mean()), rel=1e-12)
+    assert f.std == pytest.approx(float(finite.std()), rel=1e-9)
+    distinct = np.unique(finite)
+    assert f.distinct == (distinct.tolist() if distinct.size <= 20 else None)
+    assert len(f.sample) == min(1000, finite.size) and set(f.sample) <= set(finite.tolist())
+
+
+def test_the_one_sort_build_keeps_fixed_edges_and_refuses_a_column_twice() -> None:
+    values = RNG.normal(size=2000)
+    f = build_in_memory({"x": values}, edges={"x": [-1.0, 0.0, 1.0]}).features()["x"]
+    assert f.cuts == [-1.0, 0.0, 1.0] and f.bin_counts == count_bins(np.array([-1.0, 0.0, 1.0]), values).tolist()
+    builder = ProfileBuilder()
+    builder.add_whole({"x": values})
+    with pytest.raises(Exception, match="already added"):
+        builder.add_whole({"x": values})
+
+
+def test_the_one_sort_build_equals_the_two_pass_build_of_chunks() -> None:
+    values = RNG.gamma(2.0, size=30_000)
+    whole = build_in_memory({"x": values}, sample_size=500).features()["x"]
+    chunked = ProfileBuilder(sample_size=500, edges={"x": whole.cuts})
+    for part in np.array_split(values, 7):
+        chunked.add({"x": part})
+    for part in np.array_split(values, 3):
+        chunked.count({"x": part})
+    f = chunked.features()["x"]
+    assert (f.bin_counts, f.count, f.min, f.max) == (whole.bin_counts, whole.count, whole.min, whole.max)
+    assert f.mean == pytest.approx(whole.mean, rel=1e-12) and f.std == pytest.approx(whole.std, rel=1e-9)
+
+
+# ---------------------------------------------------------------------------------------------- sampling
+
+
+def test_a_small_column_is_its_own_sample_with_a_key_each() -> None:
+    values = np.arange(10.0)
+    sample, keys = smallest_keys_sample(values, 10, np.random.default_rng(0))
+    assert sample.tolist() == values.tolist() and keys.size == 10 and ((keys >= 0) & (keys < 1)).all()
+
+
+def test_the_sample_without_a_key_per_value_is_distributed_like_the_smallest_keys() -> None:
+    n, size = 200_000, 2_000
+    sample, keys = smallest_keys_sample(np.arange(n, dtype=float), size, np.random.default_rng(3))
+    assert sample.size == size and np.unique(sample).size == size  # distinct positions
+    # the kept keys are the smallest of n uniforms: in (0, 1), increasing, the largest near size / (n + 1)
+    assert (keys > 0).all() and (np.diff(keys) > 0).all()
+    assert keys[-1] == pytest.approx(size / (n + 1), rel=5 / math.sqrt(size))
+    # the kept positions are uniform over the column: mean n / 2, standard error n / sqrt(12 size)
+    assert float(sample.mean()) == pytest.approx(n / 2, abs=5 * n / math.sqrt(12 * size))
+
+
+def test_samples_drawn_in_parts_merge_like_keys_drawn_per_value() -> None:
+    rng = np.random.default_rng(5)
+    parts = [smallest_keys_sample(np.full(50_000, float(i)), 1000, rng) for i in range(2)]
+    sample, keys = keep_smallest(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), 1000)
+    assert sample.size == 1000 and keys.max() < min(p[1].max() for p in parts) + 1e-12
+    # two equal halves: each holds about half of the merged sample (binomial, sd ~ 16)
+    assert abs(int(np.count_nonzero(sample == 0.0)) - 500) < 80
+
+
+def test_systematic_sample_takes_every_kth_value() -> None:
+    values = np.arange(100.0)
+    assert systematic_sample(values, 200) is values
+    picked = systematic_sample(values, 10, np.random.default_rng(1))
+    assert picked.size == 10 and set(np.diff(picked).tolist()) == {10.0}

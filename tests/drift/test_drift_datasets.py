@@ -1,0 +1,158 @@
+"""`aiwatch drift` and `aiwatch profile build` over a directory or glob of Parquet files (a prediction log): the
+time range pushed down (--since/--until), only the profile's columns read, the log's own columns not reported as
+unknown, batches no larger than the chunk size, half-written files skipped, errors as exit code 2."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from aiwatch.cli import main
+from aiwatch.drift.batch import compare_file, compare_source
+from aiwatch.drift.datasets import open_dataset, parse_time, scan_chunks
+from aiwatch.drift.profile import ReferenceProfile
+from aiwatch.feedback import ParquetSink
+
+HOUR = 3600.0
+T0 = 1_790_002_800.0  # 2026-09-21T15:00:00Z
+SALE = "2026-09-21T17:00Z"  # the third hour
+PER_HOUR = 1500
+
+
+def log_rows(rng: np.random.Generator, start: float, n: int, sale: bool) -> list[dict[str, object]]:
+    basket = rng.normal(80 if sale else 50, 10, n)
+    country = rng.choice(["FR", "DE", "ES"], n, p=[0.2, 0.2, 0.6] if sale else [0.5, 0.3, 0.2])
+    return [{"request_id": f"{start}-{i}", "timestamp": start + i * HOUR / n, "model": "ranker",
+             "model_version": "v1", "trace_id": None, "latency_seconds": 0.03, "error": False, "sample_rate": 1.0,
+             "basket_value": float(b), "country": str(c), "user_segment": "new", "output.score": float(b) / 100}
+            for i, (b, c) in enumerate(zip(basket, country, strict=True))]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    rng = np.random.default_rng(16)
+    tmp = tmp_path_factory.mktemp("drift-datasets")
+    training = tmp / "training.parquet"
+    pq.write_table(pa.table({"basket_value": rng.normal(50, 10, 4000),
+                             "country": rng.choice(["FR", "DE", "ES"], 4000, p=[0.5, 0.3, 0.2])}), training)
+    log = tmp / "log"
+    sink = ParquetSink(log, max_rows=500)
+    for hour in range(3):
+        sink.write(log_rows(rng, T0 + hour * HOUR, PER_HOUR, sale=hour == 2))
+    sink.close()
+    profile = tmp / "profile.json"
+    assert main(["profile", "build", str(training), "-o", str(profile)]) == 0
+    return {"training": training, "log": log, "profile": profile, "tmp": tmp}
+
+
+def drift_json(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict[str, object]]:
+    code = main(["drift", *args, "--json"])
+    return code, json.loads(capsys.readouterr().out)
+
+
+def counts(report: dict[str, object]) -> dict[str, int]:
+    return {f["feature"]: f["current_count"] for f in report["features"]}  # type: ignore[attr-defined, index]
+
+
+def test_the_sale_hour_drifts_and_the_hours_before_do_not(data: dict[str, Path],
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    code, before = drift_json(capsys, str(data["profile"]), str(data["log"]), "--until", SALE)
+    assert code == 0 and counts(before) == {"basket_value": 2 * PER_HOUR, "country": 2 * PER_HOUR}
+    code, sale = drift_json(capsys, str(data["profile"]), str(data["log"]), "--since", SALE)
+    assert code == 1 and counts(sale) == {"basket_value": PER_HOUR, "country": PER_HOUR}
+    assert {f["feature"] for f in sale["features"] if f["drifted"]} == {"basket_value", "country"}  # type: ignore
+
+
+def test_a_window_inside_an_hour_is_exact(data: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    # 15:30 to 16:15: the second half of hour 0 and the first quarter of hour 1
+    code, report = drift_json(capsys, str(data["profile"]), str(data["log"]), "--since", "2026-09-21T15:30",
+                              "--until", "2026-09-21T16:15:00+00:00")
+    assert code == 0 and counts(report)["basket_value"] == PER_HOUR // 2 + PER_HOUR // 4
+
+
+def test_only_inputs_outside_the_profile_are_reported_unknown(data: dict[str, Path],
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    _, report = drift_json(capsys, str(data["profile"]), str(data["log"]))
+    assert report["unknown_features"] == ["output.score", "user_segment"]
+
+
+def test_a_glob_reads_the_same_rows_as_the_directory(data: dict[str, Path],
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    pattern = str(data["log"] / "model=ranker" / "*" / "*.parquet")
+    code, report = drift_json(capsys, str(data["profile"]), pattern, "--since", SALE)
+    assert code == 1 and counts(report)["basket_value"] == PER_HOUR
+
+
+def test_the_dataset_path_counts_what_the_single_file_path_counts(data: dict[str, Path]) -> None:
+    profile = ReferenceProfile.load(data["profile"])
+    whole = data["tmp"] / "whole.parquet"
+    pq.write_table(open_dataset(data["log"]).to_table(columns=["basket_value", "country"]), whole)
+    by_file = compare_file(profile, whole)
+    by_dataset = compare_source(profile, data["log"])
+    for name in profile.features:
+        assert by_dataset.features[name].current_count == by_file.features[name].current_count == 3 * PER_HOUR
+        if name == "country":  # bin-based: exactly the same statistic
+            assert by_dataset.features[name].statistic == pytest.approx(by_file.features[name].statistic)
+
+
+def test_batches_are_no_larger_than_the_chunk_size(data: dict[str, Path]) -> None:
+    dataset = open_dataset(data["log"])
+    sizes = [len(c["basket_value"]) for c in scan_chunks(dataset, ["basket_value", "nope"], chunk_rows=128)]
+    assert sum(sizes) == 3 * PER_HOUR and max(sizes) <= 128
+    assert set(next(iter(scan_chunks(dataset, ["basket_value", "nope"], chunk_rows=128)))) == {"basket_value"}
+
+
+def test_profile_build_from_the_log_then_drift(data: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    profile = data["tmp"] / "from-log.json"
+    assert main(["profile", "build", str(data["log"]), "-o", str(profile), "--until", SALE]) == 0
+    assert "4 features (2 numerical, 2 categorical)" in capsys.readouterr().out  # not the log's own columns
+    assert set(ReferenceProfile.load(profile).features) == {"basket_value", "country", "user_segment",
+                                                            "output.score"}
+    code, report = drift_json(capsys, str(profile), str(data["log"]), "--since", SALE)
+    assert code == 1 and counts(report)["output.score"] == PER_HOUR  # prediction drift: outputs vs reference
+
+
+def test_files_still_being_written_are_skipped(tmp_path: Path, data: dict[str, Path],
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    sink = ParquetSink(tmp_path)
+    sink.write(log_rows(np.random.default_rng(1), T0, 200, sale=False))
+    sink.close()
+    open_sink = ParquetSink(tmp_path)
+    open_sink.write(log_rows(np.random.default_rng(2), T0, 300, sale=True))  # not rotated: a hidden temp file
+    _, report = drift_json(capsys, str(data["profile"]), str(tmp_path))
+    assert counts(report)["basket_value"] == 200, report
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--since", "yesterday"], "not an ISO 8601"),
+    (["--since", "2026-09-21T18:00", "--until", "2026-09-21T17:00"], "must be before --until"),
+    (["--since", "2026-09-21", "--time-column", "country"], "not a timestamp"),
+    (["--since", "2026-09-21", "--time-column", "ts"], "need a 'ts' column"),
+])
+def test_bad_time_ranges_exit_2(data: dict[str, Path], capsys: pytest.CaptureFixture[str], args: list[str],
+                                message: str) -> None:
+    assert main(["drift", str(data["profile"]), str(data["log"]), *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_unreadable_datasets_exit_2(tmp_path: Path, data: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "empty").mkdir()
+    assert main(["drift", str(data["profile"]), str(tmp_path / "empty")]) == 2
+    assert "no Parquet file" in capsys.readouterr().err
+    assert main(["drift", str(data["profile"]), str(tmp_path / "nothing-*.parquet")]) == 2
+    assert "no file matches" in capsys.readouterr().err
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "x.parquet").write_bytes(b"not parquet at all")
+    assert main(["drift", str(data["profile"]), str(tmp_path / "bad")]) == 2
+    assert "cannot read Parquet data" in capsys.readouterr().err
+
+
+def test_parse_time_defaults_to_utc() -> None:
+    assert parse_time("2026-09-21T17:00").isoformat() == "2026-09-21T17:00:00+00:00"
+    assert parse_time("2026-09-21T19:00+02:00").timestamp() == parse_time("2026-09-21T17:00Z").timestamp()

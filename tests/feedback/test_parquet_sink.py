@@ -1,0 +1,150 @@
+"""ParquetSink: Hive partitions by model and hour, rotation by rows / age / close, temp-and-rename (a file with its
+final name is always complete; a crash leaves only hidden temp files that readers skip), and what pyarrow reads
+back."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+import pytest
+from prometheus_client import CollectorRegistry
+
+from aiwatch.feedback import ParquetSink, PredictionLog
+from aiwatch.feedback.parquet_sink import hour_key
+from tests.servers import REPO, python_env
+
+T0 = 1_790_000_000.0  # 2026-09-21T14:13:20Z
+
+
+def row(i: int, model: str = "ranker", ts: float = T0, **extra: object) -> dict[str, object]:
+    return {"request_id": f"r{i}", "timestamp": ts, "model": model, "model_version": "v1", "trace_id": None,
+            "latency_seconds": 0.01 * i, "error": False, "sample_rate": 1.0, "basket_value": float(i),
+            "country": "FR", **extra}
+
+
+def parquet_files(root: Path) -> list[Path]:
+    return sorted(root.rglob("*.parquet"))
+
+
+def test_rows_land_in_model_and_hour_partitions(tmp_path: Path) -> None:
+    sink = ParquetSink(tmp_path)
+    sink.write([row(1), row(2, model="fraud/v2"), row(3, ts=T0 + 3600)])
+    sink.close()
+    dirs = sorted(p.parent.relative_to(tmp_path).as_posix() for p in parquet_files(tmp_path))
+    assert dirs == ["model=fraud%2Fv2/hour=2026-09-21T14", "model=ranker/hour=2026-09-21T14",
+                    "model=ranker/hour=2026-09-21T15"]
+    table = ds.dataset(tmp_path, format="parquet", partitioning="hive").to_table()
+    assert sorted(table.column("model").to_pylist()) == ["fraud/v2", "ranker", "ranker"]
+    assert table.schema.field("timestamp").type == pa.timestamp("us", tz="UTC")
+    assert sorted(table.column("basket_value").to_pylist()) == [1.0, 2.0, 3.0]
+
+
+def test_batches_appended_to_an_open_file_keep_their_timestamps(tmp_path: Path) -> None:
+    sink = ParquetSink(tmp_path)
+    sink.write([row(1, ts=T0)])
+    sink.write([row(2, ts=T0 + 1.5)])
+    sink.close()
+    [path] = parquet_files(tmp_path)
+    stamps = [t.timestamp() for t in pq.read_table(path).column("timestamp").to_pylist()]
+    assert stamps == [T0, T0 + 1.5]
+
+
+def test_files_rotate_at_max_rows(tmp_path: Path) -> None:
+    sink = ParquetSink(tmp_path, max_rows=4)
+    sink.write([row(i) for i in range(10)])
+    assert len(sink.completed) == 2  # two full files rotated, 2 rows still open
+    sink.close()
+    assert [pq.read_metadata(p).num_rows for p in sink.completed] == [4, 4, 2]
+
+
+def test_an_open_file_is_hidden_until_rotated(tmp_path: Path) -> None:
+    sink = ParquetSink(tmp_path)
+    sink.write([row(1), row(2)])
+    assert parquet_files(tmp_path) == []
+    [temp] = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert temp.name.startswith(".") and temp.name.endswith(".inprogress")
+    assert ds.dataset(tmp_path, format="parquet", partitioning="hive").count_rows() == 0
+    sink.close()
+    assert [p.name.startswith("part-") for p in parquet_files(tmp_path)] == [True]
+
+
+def test_flush_rotates_files_older_than_max_file_seconds(tmp_path: Path) -> None:
+    sink = ParquetSink(tmp_path, max_file_seconds=1e-9)
+    sink.write([row(1)])
+    sink.flush()
+    assert len(parquet_files(tmp_path)) == 1
+
+
+def test_flush_rotates_a_file_whose_hour_is_over(tmp_path: Path) -> None:
+    sink = ParquetSink(tmp_path, max_file_seconds=3600)
+    sink.write([row(1, ts=T0)])  # September 2026: an hour long over
+    sink.flush()
+    assert len(parquet_files(tmp_path)) == 1
+    assert hour_key(T0) == "2026-09-21T14"
+
+
+def test_a_new_field_starts_a_new_file_and_the_dataset_reads_both(tmp_path: Path) -> None:
+    from aiwatch.drift.datasets import open_dataset
+
+    sink = ParquetSink(tmp_path)
+    sink.write([row(1)])
+    sink.write([row(2, discount=0.5)])
+    sink.close()
+    assert len(parquet_files(tmp_path)) == 2
+    table = open_dataset(tmp_path).to_table(columns=["basket_value", "discount"])
+    assert sorted(table.column("discount").to_pylist(), key=str) == [0.5, None]
+
+
+def test_a_value_of_another_type_in_an_open_file_starts_a_new_file(tmp_path: Path) -> None:
+    sink = ParquetSink(tmp_path)
+    sink.write([row(1, code=1.0)])
+    sink.write([row(2, code="A7")])
+    sink.close()
+    types = sorted(str(pq.read_schema(p).field("code").type) for p in parquet_files(tmp_path))
+    assert types == ["double", "string"]
+
+
+def test_a_crash_keeps_every_rotated_file_and_nothing_half_written(tmp_path: Path) -> None:
+    script = textwrap.dedent(f"""
+        import os
+        from aiwatch.feedback import ParquetSink
+        sink = ParquetSink({str(tmp_path)!r}, max_rows=3)
+        rows = [{{"request_id": str(i), "timestamp": {T0}, "model": "m", "x": float(i)}} for i in range(8)]
+        sink.write(rows)
+        os._exit(9)  # no close, no atexit, no flush
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], env=python_env(), cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 9, proc.stderr
+    table = ds.dataset(tmp_path, format="parquet", partitioning="hive").to_table()
+    assert sorted(table.column("x").to_pylist()) == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]  # two rotated files of 3
+    leftovers = [p.name for p in tmp_path.rglob(".*") if p.is_file()]
+    assert len(leftovers) == 1 and leftovers[0].endswith(".inprogress")
+
+
+def test_through_the_log_end_to_end(tmp_path: Path) -> None:
+    with PredictionLog(ParquetSink(tmp_path), registry=CollectorRegistry()) as log:
+        for i in range(50):
+            log.log("ranker", {"basket_value": i, "country": "FR" if i % 2 else "DE"}, {"score": i / 50},
+                    version="v2")
+    table = ds.dataset(tmp_path, format="parquet", partitioning="hive").to_table()
+    assert table.num_rows == 50
+    assert set(table.column("model_version").to_pylist()) == {"v2"}
+    assert sorted(table.column("basket_value").to_pylist()) == [float(i) for i in range(50)]
+    assert {"request_id", "timestamp", "trace_id", "latency_seconds", "error", "sample_rate",
+            "output.score", "country"} <= set(table.schema.names)
+
+
+def test_bad_settings_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError):
+        ParquetSink(tmp_path, max_rows=0)
+    with pytest.raises(ValueError):
+        ParquetSink(tmp_path, max_file_seconds=0)
+    assert not os.listdir(tmp_path)

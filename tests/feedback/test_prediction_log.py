@@ -1,0 +1,224 @@
+"""PredictionLog: sampling (raised for slow and failed requests), the bounded queue that drops and counts instead of
+blocking, the field policy (allow/deny, keyed hashing), and what reaches the sink."""
+
+from __future__ import annotations
+
+import contextvars
+import hashlib
+import hmac
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+import aiwatch
+from aiwatch.feedback import FieldPolicy, PredictionLog, PredictionSink, SamplingPolicy
+from aiwatch.metrics import Metrics
+
+
+class ListSink:
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+        self.flushes = 0
+        self.closed = False
+
+    def write(self, rows: Sequence[dict[str, Any]]) -> None:
+        self.rows.extend(rows)
+
+    def flush(self) -> None:
+        self.flushes += 1
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class BlockedSink(ListSink):
+    """A sink stuck on its first batch until released: the queue behind it fills up."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def write(self, rows: Sequence[dict[str, Any]]) -> None:
+        self.entered.set()
+        self.release.wait(30)
+        super().write(rows)
+
+
+class FailingSink(ListSink):
+    def write(self, rows: Sequence[dict[str, Any]]) -> None:
+        raise OSError("disk full")
+
+
+def records(registry: CollectorRegistry, result: str, log: str = "predictions") -> float:
+    return registry.get_sample_value("aiwatch_prediction_log_records_total", {"log": log, "result": result}) or 0.0
+
+
+def test_public_names_and_the_sink_protocol() -> None:
+    assert aiwatch.PredictionLog is PredictionLog
+    assert isinstance(ListSink(), PredictionSink)
+    assert isinstance(aiwatch.ParquetSink.__new__(aiwatch.ParquetSink), PredictionSink)
+
+
+def test_a_logged_request_reaches_the_sink_with_the_schema_columns(registry: CollectorRegistry) -> None:
+    sink = ListSink()
+    with PredictionLog(sink, registry=registry) as log:
+        rid = log.log("ranker", {"basket_value": 3, "country": "FR"}, {"score": 0.25, "label": 1}, version="v7",
+                      latency=0.031, trace_id="ab" * 16)
+    assert sink.closed
+    [row] = sink.rows
+    assert row["request_id"] == rid and isinstance(rid, str)
+    assert row["model"] == "ranker" and row["model_version"] == "v7" and row["trace_id"] == "ab" * 16
+    assert row["latency_seconds"] == 0.031 and row["error"] is False and row["sample_rate"] == 1.0
+    assert row["basket_value"] == 3.0 and row["country"] == "FR"
+    assert row["output.score"] == 0.25 and row["output.label"] == 1.0
+    assert records(registry, "queued") == 1 and records(registry, "written") == 1
+
+
+def test_an_input_named_like_a_log_column_is_prefixed(registry: CollectorRegistry) -> None:
+    sink = ListSink()
+    with PredictionLog(sink, registry=registry) as log:
+        log.log("m", {"model": "user-supplied", "error": 0.5}, 1.0, request_id="r1")
+    [row] = sink.rows
+    assert row["model"] == "m" and row["input.model"] == "user-supplied" and row["input.error"] == 0.5
+    assert row["output"] == 1.0 and row["request_id"] == "r1"
+
+
+def test_sample_rate_zero_keeps_nothing_but_failed_and_slow_requests(registry: CollectorRegistry) -> None:
+    sink = ListSink()
+    with PredictionLog(sink, sample_rate=0.0, slow_seconds=0.5, registry=registry) as log:
+        assert log.log("m", {"x": 1}, latency=0.1) is None
+        slow = log.log("m", {"x": 2}, latency=0.9)
+        failed = log.log("m", {"x": 3}, latency=0.1, error=True)
+    assert slow and failed
+    assert [r["x"] for r in sink.rows] == [2.0, 3.0]
+    assert [r["sample_rate"] for r in sink.rows] == [1.0, 1.0]
+    assert records(registry, "sampled_out") == 1
+
+
+def test_the_base_rate_keeps_about_that_share() -> None:
+    policy = SamplingPolicy(rate=0.2)
+    kept = sum(policy.keep(policy.rate_for(0.01, False)) for _ in range(20_000))
+    assert 3_600 < kept < 4_400  # 4000 expected; sd ~57
+
+
+def test_rates_outside_0_1_are_refused() -> None:
+    for bad in (-0.1, 1.5, float("nan"), True):
+        with pytest.raises(ValueError):
+            SamplingPolicy(rate=bad)
+    with pytest.raises(ValueError):
+        SamplingPolicy(slow_seconds=float("inf"))
+
+
+def test_a_full_queue_drops_and_counts_without_blocking(registry: CollectorRegistry) -> None:
+    sink = BlockedSink()
+    log = PredictionLog(sink, queue_size=5, batch_size=1, flush_seconds=0.05, registry=registry)
+    try:
+        log.log("m", {"x": 0})
+        assert sink.entered.wait(10), "the writer never took the first record"
+        kept = [log.log("m", {"x": i}) for i in range(1, 21)]
+        assert sum(k is not None for k in kept) == 5
+        assert records(registry, "dropped") == 15
+        assert records(registry, "queued") == 6
+    finally:
+        sink.release.set()
+        log.close()
+    assert len(sink.rows) == 6 and records(registry, "written") == 6
+
+
+def test_a_failing_sink_is_counted_and_never_raises_into_the_caller(registry: CollectorRegistry) -> None:
+    with PredictionLog(FailingSink(), registry=registry) as log:
+        assert log.log("m", {"x": 1}) is not None
+        assert log.flush()
+    assert records(registry, "failed") == 1
+    assert registry.get_sample_value("aiwatch_instrumentation_errors_total", {"component": "prediction_log"}) == 1
+
+
+def test_a_record_that_cannot_be_read_fails_alone(registry: CollectorRegistry) -> None:
+    class Hostile(dict[str, Any]):
+        def items(self) -> Any:
+            raise RuntimeError("boom")
+
+    sink = ListSink()
+    with PredictionLog(sink, registry=registry) as log:
+        log.log("m", Hostile(x=1))
+        log.log("m", {"x": 2})
+    assert [r["x"] for r in sink.rows] == [2.0]
+    assert records(registry, "failed") == 1 and records(registry, "written") == 1
+
+
+def test_logging_after_close_is_dropped_and_counted(registry: CollectorRegistry) -> None:
+    log = PredictionLog(ListSink(), registry=registry)
+    log.close()
+    assert log.log("m", {"x": 1}) is None
+    assert records(registry, "dropped") == 1
+
+
+def test_flush_hands_everything_queued_to_the_sink(registry: CollectorRegistry) -> None:
+    sink = ListSink()
+    log = PredictionLog(sink, flush_seconds=60, batch_size=1000, registry=registry)
+    try:
+        for i in range(10):
+            log.log("m", {"x": i})
+        assert log.flush()
+        assert len(sink.rows) == 10 and log.pending() == 0
+    finally:
+        log.close()
+
+
+def test_allow_and_deny_lists_keep_pii_out() -> None:
+    sink = ListSink()
+    fields = FieldPolicy(allow={"basket_value", "email", "output.score"}, deny={"email"})
+    with PredictionLog(sink, fields=fields, registry=CollectorRegistry()) as log:
+        log.log("m", {"basket_value": 1, "email": "a@b.c", "phone": "555"}, {"score": 0.1, "debug": "x"})
+    [row] = sink.rows
+    assert row["basket_value"] == 1.0 and row["output.score"] == 0.1
+    assert "email" not in row and "phone" not in row and "output.debug" not in row
+    assert row["model"] == "m"  # the log's own columns are always written
+
+
+def test_hashed_fields_are_hmac_sha256_under_the_key() -> None:
+    sink = ListSink()
+    with PredictionLog(sink, hash_fields={"user_id", "email"}, hash_key="s3cret",
+                       registry=CollectorRegistry()) as log:
+        log.log("m", {"user_id": 42, "email": "a@b.c", "basket_value": 5})
+        log.log("m", {"user_id": 42, "email": None})
+    first, second = sink.rows
+    assert first["email"] == hmac.new(b"s3cret", b"a@b.c", hashlib.sha256).hexdigest()
+    assert first["email"] != hashlib.sha256(b"a@b.c").hexdigest()
+    assert first["user_id"] == second["user_id"] != 42  # the same value hashes the same: joins still work
+    assert second["email"] is None and first["basket_value"] == 5.0
+
+
+def test_hashing_without_a_key_is_refused() -> None:
+    with pytest.raises(ValueError, match="hash_key"):
+        FieldPolicy(hash={"user_id"})
+    with pytest.raises(TypeError):
+        FieldPolicy(deny="email")
+
+
+def test_latency_and_trace_id_come_from_the_current_request(metrics: Metrics) -> None:
+    from aiwatch.timing import RequestRecorder
+
+    sink = ListSink()
+    recorder = RequestRecorder(metrics, service="svc")
+
+    def in_a_request(log: PredictionLog) -> None:
+        tl = recorder.begin()
+        tl.trace_id = "cd" * 16
+        log.log("m", {"x": 1})
+
+    with PredictionLog(sink, metrics=metrics) as log:
+        contextvars.copy_context().run(in_a_request, log)
+    [row] = sink.rows
+    assert row["trace_id"] == "cd" * 16
+    assert row["latency_seconds"] is not None and row["latency_seconds"] >= 0
+
+
+def test_bad_sizes_are_refused() -> None:
+    for kwargs in ({"queue_size": 0}, {"batch_size": True}, {"flush_seconds": 0}):
+        with pytest.raises(ValueError):
+            PredictionLog(ListSink(), registry=CollectorRegistry(), **kwargs)

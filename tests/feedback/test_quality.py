@@ -1,0 +1,123 @@
+"""Realised quality: delayed labels joined to the prediction log per window (accuracy / precision / recall, MAE /
+RMSE), the gauges, and `aiwatch quality`'s exit codes 0 / 1 / 2."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import pytest
+from prometheus_client import CollectorRegistry
+
+from aiwatch.cli import main
+from aiwatch.feedback import ParquetSink
+from aiwatch.feedback.outcomes import export_quality, realised_quality
+from aiwatch.metrics import Metrics
+
+T0 = 1_790_002_800.0  # 2026-09-21T15:00:00Z, on the hour
+
+
+@pytest.fixture(scope="module")
+def log(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    """Two hours of a binary classifier: right 90% of the time in the first hour, 60% in the second; the last 20
+    requests of each hour have no label yet."""
+    rng = np.random.default_rng(4)
+    tmp = tmp_path_factory.mktemp("quality")
+    sink = ParquetSink(tmp / "log")
+    ids, outcomes, truth = [], [], []
+    for hour, right in ((0, 0.9), (1, 0.6)):
+        actual = rng.integers(0, 2, 200)
+        predicted = np.where(rng.random(200) < right, actual, 1 - actual)
+        rows = [{"request_id": f"h{hour}-{i}", "timestamp": T0 + hour * 3600 + i, "model": "churn",
+                 "output.label": float(predicted[i]), "output.score": float(predicted[i]) * 0.8 + 0.1}
+                for i in range(200)]
+        sink.write(rows)
+        ids += [r["request_id"] for r in rows[:180]]
+        outcomes += actual[:180].tolist()
+        truth.append((predicted[:180], actual[:180]))
+    sink.close()
+    labels = tmp / "labels.csv"
+    pacsv.write_csv(pa.table({"request_id": ids, "outcome": outcomes}), labels)
+    return {"log": tmp / "log", "labels": labels, "truth": truth, "tmp": tmp}
+
+
+def expected(predicted: np.ndarray, actual: np.ndarray) -> dict[str, float]:
+    tp = int(((predicted == 1) & (actual == 1)).sum())
+    return {"accuracy": float((predicted == actual).mean()), "precision": tp / int((predicted == 1).sum()),
+            "recall": tp / int((actual == 1).sum())}
+
+
+def test_classifier_quality_per_hour(log: dict[str, object]) -> None:
+    windows = realised_quality(log["log"], log["labels"], prediction="output.label")  # type: ignore[arg-type]
+    assert [(w.model, w.start, w.logged, w.labelled) for w in windows] == [("churn", T0, 200, 180),
+                                                                            ("churn", T0 + 3600, 200, 180)]
+    for window, (predicted, actual) in zip(windows, log["truth"], strict=True):  # type: ignore[call-overload]
+        assert window.metrics == pytest.approx(expected(predicted, actual))
+    assert windows[0].metrics["accuracy"] > 0.8 > windows[1].metrics["accuracy"]
+
+
+def test_regressor_quality(log: dict[str, object]) -> None:
+    tmp = log["tmp"]
+    assert isinstance(tmp, Path)
+    labels = tmp / "scores.parquet"
+    pq.write_table(pa.table({"request_id": ["h0-0", "h0-1", "h1-0"], "outcome": [0.5, 1.0, 0.0]}), labels)
+    windows = realised_quality(log["log"], labels, kind="regressor", prediction="output.score")  # type: ignore
+    scores = pq.read_table(str(log["log"]), columns=["request_id", "output.score"]).to_pydict()  # type: ignore
+    by_id = dict(zip(scores["request_id"], scores["output.score"], strict=True))
+    first = np.array([by_id["h0-0"] - 0.5, by_id["h0-1"] - 1.0])
+    assert windows[0].metrics["mae"] == pytest.approx(np.abs(first).mean())
+    assert windows[0].metrics["rmse"] == pytest.approx(math.sqrt((first ** 2).mean()))
+    assert windows[1].labelled == 1 and windows[1].metrics["mae"] == pytest.approx(by_id["h1-0"])
+
+
+def test_the_latest_labelled_window_becomes_gauges(log: dict[str, object]) -> None:
+    windows = realised_quality(log["log"], log["labels"], prediction="output.label")  # type: ignore[arg-type]
+    metrics = Metrics(CollectorRegistry())
+    export_quality(windows, metrics, {"accuracy": 0.8})
+    get = metrics.registry.get_sample_value
+    assert get("aiwatch_model_quality", {"model": "churn", "metric": "accuracy"}) == pytest.approx(
+        windows[1].metrics["accuracy"])
+    assert get("aiwatch_model_quality_objective", {"model": "churn", "metric": "accuracy"}) == 0.8
+    assert get("aiwatch_model_quality_labelled", {"model": "churn"}) == 180
+
+
+def test_cli_exit_codes_and_textfile(log: dict[str, object], capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["quality", str(log["log"]), str(log["labels"]), "--prediction", "output.label"]
+    assert main([*args, "--objective", "accuracy=0.5"]) == 0
+    assert "churn" in capsys.readouterr().out
+    textfile = Path(str(log["tmp"])) / "quality.prom"
+    assert main([*args, "--objective", "accuracy=0.8", "--textfile", str(textfile), "--json"]) == 1
+    out = json.loads(capsys.readouterr().out)
+    assert out["below_objective"] == {"churn": ["accuracy"]} and len(out["windows"]) == 2
+    text = textfile.read_text()
+    assert 'aiwatch_model_quality{metric="accuracy",model="churn"}' in text
+    assert 'aiwatch_model_quality_objective{metric="accuracy",model="churn"} 0.8' in text
+    # only the first hour: above the objective
+    assert main([*args, "--objective", "accuracy=0.8", "--until", "2026-09-21T16:00Z"]) == 0
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--objective", "mae=1"], "a classifier has accuracy"),
+    (["--objective", "accuracy=high"], "METRIC=NUMBER"),
+    (["--prediction", "output.nope"], "no 'output.nope' column"),
+    (["--min-labelled", "1000"], "no window has 1000 labelled"),
+])
+def test_cli_errors_exit_2(log: dict[str, object], capsys: pytest.CaptureFixture[str], extra: list[str],
+                           message: str) -> None:
+    assert main(["quality", str(log["log"]), str(log["labels"]), "--prediction", "output.label", *extra]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_labels_for_other_requests_are_an_error(log: dict[str, object], tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    labels = tmp_path / "other.csv"
+    labels.write_text("request_id,outcome\nnot-logged,1\n")
+    assert main(["quality", str(log["log"]), str(labels), "--prediction", "output.label"]) == 2
+    assert "0 labelled of 400 logged" in capsys.readouterr().err

@@ -1,0 +1,221 @@
+"""HTTPConfig, the headers, credentials and TLS of every request aiwatch sends to Prometheus or a /metrics endpoint:
+what reaches a real HTTP server (headers, the tenant, a token file read on every request, nothing carried to
+another host on a redirect), how the command line and the environment build it, and that no secret is printed."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from aiwatch.cli import main
+from aiwatch.commands._connection import add_connection_options, connection_from_args
+from aiwatch.httpconfig import CredentialsError, HTTPConfig, parse_header, parse_headers_env
+from aiwatch.promapi import PrometheusAPI, PrometheusError
+from aiwatch.scrape import fetch_metrics
+
+EMPTY_VECTOR = b'{"status": "success", "data": {"resultType": "vector", "result": []}}'
+
+
+class Recorder:
+    """A real HTTP server on loopback that keeps the path and headers of every request; ``redirect_to`` makes it
+    answer every request outside ``/moved/`` with a 302 to ``redirect_to`` + ``/moved`` + the path (``"self"``: its
+    own URL)."""
+
+    def __init__(self, redirect_to: str = "") -> None:
+        self.seen: list[dict[str, str]] = []
+        recorder = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                recorder.seen.append({"path": self.path, **{k.lower(): v for k, v in self.headers.items()}})
+                if redirect_to and not self.path.startswith("/moved/"):
+                    self.send_response(302)
+                    self.send_header("Location", (recorder.url if redirect_to == "self" else redirect_to)
+                                     + "/moved" + self.path)
+                    self.end_headers()
+                    return
+                metrics = self.path.removeprefix("/moved").startswith("/metrics")
+                body = b"# TYPE up gauge\nup 1\n" if metrics else EMPTY_VECTOR
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain" if metrics else "application/json")
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@contextmanager
+def recording(redirect_to: str = "") -> Iterator[Recorder]:
+    recorder = Recorder(redirect_to)
+    try:
+        yield recorder
+    finally:
+        recorder.close()
+
+
+def test_prometheus_gets_the_tenant_the_headers_and_the_bearer_token() -> None:
+    cfg = HTTPConfig(headers=(("X-Source", "aiwatch"),), tenant="team-a", bearer_token="t0k3n")
+    with recording() as server:
+        assert PrometheusAPI(server.url, http=cfg).query("up") == []
+    (seen,) = server.seen
+    assert seen["x-scope-orgid"] == "team-a" and seen["x-source"] == "aiwatch"
+    assert seen["authorization"] == "Bearer t0k3n"
+
+
+def test_basic_auth_is_the_username_and_the_password_read_from_its_file(tmp_path: Path) -> None:
+    password = tmp_path / "password"
+    password.write_text("s3cret\n")
+    with recording() as server:
+        PrometheusAPI(server.url, http=HTTPConfig(username="ops", password_file=str(password))).query("up")
+    assert server.seen[0]["authorization"] == "Basic " + base64.b64encode(b"ops:s3cret").decode()
+
+
+def test_a_token_file_is_read_again_on_every_request(tmp_path: Path) -> None:
+    """Kubernetes rotates projected service-account tokens in place: the next request sends the new one."""
+    token = tmp_path / "token"
+    token.write_text("first\n")
+    api = PrometheusAPI("http://127.0.0.1:1", http=HTTPConfig(bearer_token_file=str(token)))
+    with recording() as server:
+        api.url = server.url
+        api.query("up")
+        token.write_text("second")
+        api.query("up")
+    assert [s["authorization"] for s in server.seen] == ["Bearer first", "Bearer second"]
+
+
+def test_a_token_file_gone_at_request_time_is_an_error_naming_the_file(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("first")
+    cfg = HTTPConfig(bearer_token_file=str(token))
+    token.unlink()
+    with recording() as server:
+        with pytest.raises(PrometheusError, match=r"cannot read the bearer token file .*token"):
+            PrometheusAPI(server.url, http=cfg).query("up")
+        with pytest.raises(CredentialsError):
+            fetch_metrics(f"{server.url}/metrics", http=cfg)
+    assert server.seen == []  # nothing was sent without the credentials
+
+
+def test_the_scrape_reader_sends_the_same_headers() -> None:
+    with recording() as server:
+        assert fetch_metrics(f"{server.url}/metrics", http=HTTPConfig(tenant="t", bearer_token="x")) == {
+            "up": {(): 1.0}}
+    assert server.seen[0]["authorization"] == "Bearer x" and server.seen[0]["x-scope-orgid"] == "t"
+    assert server.seen[0]["accept"].startswith("text/plain")
+
+
+def test_credentials_follow_a_redirect_on_the_same_host_only() -> None:
+    cfg = HTTPConfig(bearer_token="t0k3n", tenant="team-a", headers=(("X-Key", "k"),))
+    configured = {"authorization", "x-scope-orgid", "x-key"}
+    with recording() as target, recording(redirect_to=target.url) as elsewhere:
+        PrometheusAPI(elsewhere.url, http=cfg).query("up")
+    # another port is another origin: the redirected request carries none of the configured headers
+    assert configured <= set(elsewhere.seen[0]) and not configured & set(target.seen[0])
+    assert target.seen[0]["path"].startswith("/moved/api/v1/query")
+    with recording(redirect_to="self") as same:
+        PrometheusAPI(same.url, http=cfg).query("up")
+    _first, moved = same.seen
+    assert moved["path"].startswith("/moved/") and configured <= set(moved)
+
+
+def test_repr_and_messages_never_show_a_secret(tmp_path: Path) -> None:
+    cfg = HTTPConfig(username="ops", password="pa55word", headers=(("X-Api-Key", "k3y-value"),))
+    text = repr(cfg) + str(cfg)
+    assert "pa55word" not in text and "k3y-value" not in text
+    assert "ops" in text and "X-Api-Key" in text
+    with pytest.raises(ValueError) as info:
+        parse_header("X-Api-Key k3y-value")
+    assert "k3y-value" not in str(info.value)
+
+
+def test_a_url_holding_credentials_is_refused() -> None:
+    with pytest.raises(ValueError, match="holds credentials"):
+        PrometheusAPI("http://ops:pa55word@127.0.0.1:9090")
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"bearer_token": "a", "username": "ops"}, "basic auth or a bearer token, not both"),
+    ({"bearer_token": "a", "bearer_token_file": "/etc/hostname"}, "not both"),
+    ({"password": "p"}, "needs a username"),
+    ({"key_file": "/etc/hostname"}, "needs its certificate file"),
+    ({"bearer_token_file": "/nonexistent/token"}, "cannot be read"),
+    ({"ca_file": "/etc/hostname"}, "is not a PEM bundle"),
+    ({"tenant": "a\r\nX-Injected: 1"}, "control character"),
+    ({"headers": (("Bad Name", "v"),)}, "not an HTTP header name"),
+    ({"headers": (("Authorization", "Basic x"),), "bearer_token": "t"}, "cannot both be given"),
+])
+def test_invalid_configs_fail_before_any_request(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        HTTPConfig(**kwargs)
+
+
+def test_headers_are_written_like_curl_on_the_command_line_and_like_otel_in_the_environment() -> None:
+    assert parse_header("X-Scope-OrgID: team-a") == ("X-Scope-OrgID", "team-a")
+    assert parse_header("X-Key=a=b:c") == ("X-Key", "a=b:c")
+    assert parse_headers_env("A=1, B=x%2Cy,") == (("A", "1"), ("B", "x,y"))
+    with pytest.raises(ValueError, match="name=value"):
+        parse_headers_env("justaname")
+
+
+def _args(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_connection_options(parser)
+    return parser.parse_args(argv)
+
+
+def test_the_command_line_wins_over_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("from-file")
+    monkeypatch.setenv("AIWATCH_PROMETHEUS_TENANT", "env-tenant")
+    monkeypatch.setenv("AIWATCH_PROMETHEUS_BASIC_AUTH_USER", "env-user")
+    monkeypatch.setenv("AIWATCH_PROMETHEUS_BASIC_AUTH_PASSWORD", "env-password")
+    assert connection_from_args(_args()).request_headers()["X-Scope-OrgID"] == "env-tenant"
+    cfg = connection_from_args(_args("--tenant", "cli-tenant", "--bearer-token-file", str(token),
+                                     "--header", "X-A: 1"))
+    # a token on the command line replaces the basic auth of the environment instead of clashing with it
+    assert cfg.request_headers() == {"X-A": "1", "X-Scope-OrgID": "cli-tenant", "Authorization": "Bearer from-file"}
+    monkeypatch.setenv("MY_TOKEN", "from-variable")
+    assert connection_from_args(_args("--bearer-token-env", "MY_TOKEN")).request_headers()["Authorization"] == \
+        "Bearer from-variable"
+    with pytest.raises(ValueError, match="MY_UNSET_TOKEN: that environment variable is not set"):
+        connection_from_args(_args("--bearer-token-env", "MY_UNSET_TOKEN"))
+
+
+def test_to_env_and_from_env_round_trip(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("x")
+    cfg = HTTPConfig(headers=(("X-A", "a,b=c"),), bearer_token_file=str(token), tenant="t")
+    assert HTTPConfig.from_env(cfg.to_env()) == cfg
+
+
+def test_aiwatch_env_shows_that_a_secret_is_set_not_its_value(monkeypatch: pytest.MonkeyPatch,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("AIWATCH_PROMETHEUS_BEARER_TOKEN", "t0p-s3cret")
+    monkeypatch.setenv("AIWATCH_PROMETHEUS_TENANT", "team-a")
+    assert main(["env"]) == 0
+    out = capsys.readouterr().out
+    assert "t0p-s3cret" not in out and "(set, not shown)" in out and "'team-a'" in out
+
+
+def test_bad_connection_options_are_a_usage_error_of_diagnose(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["diagnose", "--prometheus", "http://127.0.0.1:1", "--bearer-token-file", "/nonexistent/token"])
+    assert code == 2
+    assert "bearer token file '/nonexistent/token' cannot be read" in capsys.readouterr().err

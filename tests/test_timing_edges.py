@@ -1,0 +1,400 @@
+"""The timeline's less travelled paths, each checked for its exact effect: the model label set mid-request, calls
+remembered for the slow-request split, phases recorded by hand inside and outside a request, the errors aiwatch
+counts under their own component, and phase spans (their parent, model attribute and error status)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from prometheus_client import CollectorRegistry
+
+import aiwatch
+from aiwatch import timing
+from aiwatch.cardinality import OVERFLOW
+from aiwatch.metrics import Metrics, default_metrics
+from aiwatch.recording import make_recorder
+from aiwatch.timing import RequestRecorder, call_site, record_phase, set_model
+from tests.test_timing import ManualClock
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> ManualClock:
+    manual = ManualClock()
+    monkeypatch.setattr(timing, "_clock", manual)
+    return manual
+
+
+@pytest.fixture
+def traced() -> Iterator[tuple[TracerProvider, InMemorySpanExporter]]:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    yield provider, exporter
+
+
+def phase_sum(registry: CollectorRegistry, phase: str, model: str = "", service: str = "svc") -> float | None:
+    return registry.get_sample_value("aiwatch_phase_duration_seconds_sum",
+                                     {"service": service, "model": model, "phase": phase})
+
+
+def errors(metrics: Metrics, component: str) -> float:
+    return metrics.registry.get_sample_value("aiwatch_instrumentation_errors_total", {"component": component}) or 0.0
+
+
+# ------------------------------------------------------------------------------------------ the model label
+
+
+def test_set_model_labels_the_rest_of_the_request_through_the_guard(metrics: Metrics) -> None:
+    recorder = make_recorder(service="svc", metrics=metrics, max_label_values=1)
+    set_model("ignored")  # outside a request: nothing to label
+    tl = recorder.begin()
+    set_model("ranker")
+    assert tl.model == "ranker"
+    with aiwatch.phase("inference"):
+        pass
+    recorder.finish(tl, "/p", "GET", "200")
+    assert metrics.registry.get_sample_value("aiwatch_phase_duration_seconds_count",
+                                             {"service": "svc", "model": "ranker", "phase": "inference"}) == 1.0
+    tl = recorder.begin()
+    set_model("second-model")  # past the bound of 1: folded
+    assert tl.model == OVERFLOW
+    recorder.finish(tl, "/p", "GET", "200")
+
+
+def test_a_phase_names_its_own_model_and_otherwise_takes_the_requests(recorder: RequestRecorder,
+                                                                    registry: CollectorRegistry,
+                                                                    clock: ManualClock) -> None:
+    tl = recorder.begin()
+    tl.add("features", "embedder", 0.25)
+    tl.add("features", None, 0.5)
+    recorder.finish(tl, "/p", "GET", "200")
+    assert phase_sum(registry, "features", "embedder") == 0.25
+    assert phase_sum(registry, "features", "m") == 0.5
+
+
+@pytest.fixture
+def recorder(metrics: Metrics) -> RequestRecorder:
+    return RequestRecorder(metrics, service="svc", model="m")
+
+
+def test_elapsed_is_measured_from_the_start(recorder: RequestRecorder, clock: ManualClock) -> None:
+    tl = recorder.begin()
+    clock.advance(0.125)
+    assert tl.elapsed() == 0.125
+    assert tl.elapsed(clock.now + 1.0) == 1.125
+    recorder.finish(tl, "/p", "GET", "200")
+
+
+# ---------------------------------------------------------------------------------- calls and their phase
+
+
+def test_call_site_is_the_innermost_open_phase(recorder: RequestRecorder) -> None:
+    assert call_site() == (None, "")
+    tl = recorder.begin()
+    assert call_site() == (tl, "overhead")
+    with aiwatch.phase("features"):
+        assert call_site() == (tl, "features")
+        with aiwatch.phase("lookup", model="cache"):
+            assert call_site() == (tl, "lookup")
+    recorder.finish(tl, "/p", "GET", "200")
+
+
+def test_calls_add_up_per_peer_and_phase(recorder: RequestRecorder) -> None:
+    tl = recorder.begin()
+    assert tl.calls is None
+    tl.add_call("ranker", "inference", 0.5, 0.125)
+    tl.add_call("ranker", "inference", 0.25, None)  # the peer reported no time: no network time known
+    tl.add_call("ranker", "features", 0.0625, 0.03125)
+    assert tl.calls == {("ranker", "inference"): [0.75, 0.125], ("ranker", "features"): [0.0625, 0.03125]}
+    recorder.finish(tl, "/p", "GET", "200")
+
+
+def test_a_slow_request_adds_its_phases_and_calls_to_the_tail_counters(metrics: Metrics,
+                                                                       clock: ManualClock) -> None:
+    recorder = RequestRecorder(metrics, service="gw", slow_threshold=0.5, guard=None)
+    tl = recorder.begin()
+    with aiwatch.phase("features"):
+        clock.advance(0.25)
+    with aiwatch.phase("inference"):
+        clock.advance(0.5)
+        tl.add_call("ranker", "inference", 0.375, 0.125)
+    clock.advance(0.125)
+    recorder.finish(tl, "/p", "GET", "200")
+    r = metrics.registry
+    assert r.get_sample_value("aiwatch_slow_requests_total", {"service": "gw"}) == 1.0
+    assert {p: r.get_sample_value("aiwatch_slow_phase_seconds_total", {"service": "gw", "phase": p})
+            for p in ("features", "inference", "overhead")} == {"features": 0.25, "inference": 0.5,
+                                                                 "overhead": 0.125}
+    labels = {"service": "gw", "peer": "ranker", "phase": "inference"}
+    assert r.get_sample_value("aiwatch_slow_call_seconds_total", labels) == 0.375
+    assert r.get_sample_value("aiwatch_slow_network_seconds_total", labels) == 0.125
+    fast = recorder.begin()
+    clock.advance(0.5)  # at the threshold, not above it: not slow
+    recorder.finish(fast, "/p", "GET", "200")
+    assert r.get_sample_value("aiwatch_slow_requests_total", {"service": "gw"}) == 1.0
+
+
+# --------------------------------------------------------------------------------- phases recorded by hand
+
+
+def test_a_phase_recorded_inside_a_phase_keeps_the_outer_one_exclusive(recorder: RequestRecorder,
+                                                                       registry: CollectorRegistry,
+                                                                       clock: ManualClock) -> None:
+    tl = recorder.begin()
+    with aiwatch.phase("batch"):
+        clock.advance(1.0)
+        record_phase("queue", 0.25)
+        record_phase("queue", 0.0)  # zero is a duration too
+    recorder.finish(tl, "/p", "GET", "200")
+    assert phase_sum(registry, "batch", "m") == 0.75
+    assert phase_sum(registry, "queue", "m") == 0.25
+
+
+def test_a_phase_recorded_outside_a_request_goes_to_the_default_recorder(metrics: Metrics) -> None:
+    recorder = RequestRecorder(metrics, service="worker", model="base", guard=None)
+    timing.set_default_recorder(recorder)
+    record_phase("queue", 0.5)
+    record_phase("inference", 0.25, model="ranker")
+    record_phase("idle", 0.0)
+    r = metrics.registry
+    assert phase_sum(r, "queue", "base", "worker") == 0.5
+    assert phase_sum(r, "inference", "ranker", "worker") == 0.25
+    assert r.get_sample_value("aiwatch_phase_duration_seconds_count",
+                              {"service": "worker", "model": "base", "phase": "idle"}) == 1.0
+
+
+def test_names_recorded_outside_a_request_pass_the_guard(metrics: Metrics) -> None:
+    recorder = make_recorder(service="worker", metrics=metrics, max_label_values=1)
+    timing.set_default_recorder(recorder)
+    record_phase("a", 0.5, model="m1")
+    record_phase("b", 0.25, model="m2")
+    assert phase_sum(metrics.registry, OVERFLOW, OVERFLOW, "worker") == 0.25
+    assert metrics.registry.get_sample_value("aiwatch_label_overflow_total", {"label": "phase"}) == 1.0
+    assert metrics.registry.get_sample_value("aiwatch_label_overflow_total", {"label": "model"}) == 1.0
+
+
+@pytest.mark.parametrize("bad", [-0.001, float("inf"), float("nan")])
+def test_an_invalid_duration_is_counted_under_phase_with_its_value(bad: float, caplog: pytest.LogCaptureFixture,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("aiwatch.safety._burst.burst_seconds", 0.0)
+    before = errors(default_metrics(), "phase")
+    record_phase("queue", bad)
+    assert errors(default_metrics(), "phase") == before + 1
+    assert f"ValueError(\"phase 'queue' got an invalid duration {bad!r}\")" in caplog.text
+
+
+def test_a_phase_exited_out_of_order_is_counted_under_phase(recorder: RequestRecorder,
+                                                            caplog: pytest.LogCaptureFixture,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("aiwatch.safety._burst.burst_seconds", 0.0)
+    before = errors(default_metrics(), "phase")
+    tl = recorder.begin()
+    outer, inner = aiwatch.phase("outer"), aiwatch.phase("inner")
+    outer.__enter__()
+    inner.__enter__()
+    outer.__exit__(None, None, None)
+    assert errors(default_metrics(), "phase") == before + 1
+    assert "RuntimeError(\"phase 'outer' exited out of order\")" in caplog.text
+    inner.__exit__(None, None, None)
+    outer.__exit__(None, None, None)
+    recorder.finish(tl, "/p", "GET", "200")
+
+
+def test_a_failing_phase_metric_outside_a_request_is_counted_under_metrics(metrics: Metrics,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    recorder = RequestRecorder(metrics, service="worker", guard=None)
+    timing.set_default_recorder(recorder)
+
+    class Broken:
+        def labels(self, *args: Any) -> Any:
+            raise RuntimeError("no histogram")
+
+    monkeypatch.setattr(metrics, "phase_duration", Broken())
+    record_phase("queue", 0.5)
+    assert errors(metrics, "metrics") == 1.0
+
+
+# -------------------------------------------------------------------------------------------- phase spans
+
+
+def test_phase_spans_are_children_with_their_model_and_error_status(
+        metrics: Metrics, traced: tuple[TracerProvider, InMemorySpanExporter]) -> None:
+    provider, exporter = traced
+    recorder = RequestRecorder(metrics, service="svc", model="base", tracer_provider=provider)
+
+    async def handler() -> None:
+        async with aiwatch.phase("features"):
+            with aiwatch.phase("lookup", model="cache"):
+                pass
+        with pytest.raises(KeyError), aiwatch.phase("inference"):
+            raise KeyError("user")
+
+    tl = recorder.begin("GET")
+    asyncio.run(handler())
+    recorder.finish(tl, "/p", "GET", "200")
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    server = next(s for s in spans.values() if s.kind == trace.SpanKind.SERVER)
+    features, lookup, inference = spans["features"], spans["lookup"], spans["inference"]
+    assert features.parent is not None and features.parent.span_id == server.context.span_id
+    assert lookup.parent is not None and lookup.parent.span_id == features.context.span_id
+    assert inference.parent is not None and inference.parent.span_id == server.context.span_id
+    assert (features.attributes or {})["aiwatch.model"] == "base"
+    assert (lookup.attributes or {})["aiwatch.model"] == "cache"
+    assert inference.status.status_code == trace.StatusCode.ERROR and inference.status.description == "KeyError"
+    assert [e.name for e in inference.events] == ["exception"]
+    assert features.status.status_code == trace.StatusCode.UNSET and not features.events
+
+
+def test_begin_passes_its_span_arguments_and_start_time(metrics: Metrics,
+                                                        traced: tuple[TracerProvider, InMemorySpanExporter]) -> None:
+    provider, exporter = traced
+    recorder = RequestRecorder(metrics, service="svc", tracer_provider=provider)
+    parent = trace.SpanContext(trace_id=0xABC, span_id=0xDEF, is_remote=True,
+                               trace_flags=trace.TraceFlags(trace.TraceFlags.SAMPLED))
+    context = trace.set_span_in_context(trace.NonRecordingSpan(parent))
+    tl = recorder.begin("first-name", context, {"k": "v"}, start=12.5)
+    assert tl.start == 12.5 and tl.trace_id == format(0xABC, "032x")
+    recorder.finish(tl, "/p", "GET", "200", end=13.0)
+    (span,) = exporter.get_finished_spans()
+    assert span.context.trace_id == 0xABC and span.parent is not None and span.parent.span_id == 0xDEF
+    assert (span.attributes or {})["k"] == "v" and span.kind == trace.SpanKind.SERVER
+    assert metrics.registry.get_sample_value("aiwatch_request_duration_seconds_sum",
+                                             {"service": "svc", "route": "/p", "method": "GET",
+                                              "status": "200"}) == 0.5
+
+
+def test_begin_in_span_takes_the_start_time(metrics: Metrics,
+                                            traced: tuple[TracerProvider, InMemorySpanExporter]) -> None:
+    provider, _ = traced
+    recorder = RequestRecorder(metrics, service="svc", tracer_provider=provider)
+    span = provider.get_tracer("owner").start_span("owner's")
+    tl = recorder.begin_in_span(span, start=7.0)
+    assert tl.start == 7.0 and tl.span is span and not tl.owns_span
+    recorder.finish(tl, "/p", "GET", "200", end=7.25)
+    span.end()
+
+
+class _BrokenTracer:
+    def start_span(self, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("tracer down")
+
+
+def test_a_failing_tracer_is_counted_under_tracing_and_the_request_goes_on(metrics: Metrics,
+                                                                          caplog: pytest.LogCaptureFixture,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("aiwatch.safety._burst.burst_seconds", 0.0)
+    recorder = RequestRecorder(metrics, service="svc")
+    tl = recorder.begin_with(_BrokenTracer(), "GET")
+    assert errors(metrics, "tracing") == 1.0 and tl.span is None
+    tl.tracer, tl.span = _BrokenTracer(), object()  # phase spans fail too
+    with aiwatch.phase("features"):
+        pass
+    assert errors(metrics, "tracing") == 2.0
+    tl.span = None
+    recorder.finish(tl, "/p", "GET", "200")
+    assert "RuntimeError('tracer down')" in caplog.text
+    assert metrics.registry.get_sample_value("aiwatch_phase_duration_seconds_count",
+                                             {"service": "svc", "model": "", "phase": "features"}) == 1.0
+
+
+class _SpanThatFailsToEnd:
+    def __init__(self) -> None:
+        self.ended = 0
+
+    def set_attribute(self, *args: Any) -> None:
+        pass
+
+    def end(self) -> None:
+        self.ended += 1
+        raise RuntimeError("exporter down")
+
+
+class _TracerOfFailingSpans:
+    def start_span(self, *args: Any, **kwargs: Any) -> Any:
+        return _SpanThatFailsToEnd()
+
+
+def test_a_phase_span_that_fails_to_end_is_counted_and_the_phase_still_recorded(metrics: Metrics) -> None:
+    recorder = RequestRecorder(metrics, service="svc")
+    tl = recorder.begin_with(None, "GET")
+    tl.tracer, tl.span = _TracerOfFailingSpans(), object()
+    with aiwatch.phase("features"):
+        pass
+    assert errors(metrics, "tracing") == 1.0
+    tl.tracer = tl.span = None
+    recorder.finish(tl, "/p", "GET", "200")
+    assert metrics.registry.get_sample_value("aiwatch_phase_duration_seconds_count",
+                                             {"service": "svc", "model": "", "phase": "features"}) == 1.0
+
+
+# ------------------------------------------------------------------------------------------ the recorder's set-up
+
+
+def test_a_recorder_given_no_metrics_records_into_the_process_default() -> None:
+    assert RequestRecorder(service="svc").metrics is default_metrics()
+
+
+@pytest.mark.parametrize("threshold", [0.0, -1.0, float("inf"), float("nan")])
+def test_slow_threshold_must_be_a_finite_positive_number_of_seconds(metrics: Metrics, threshold: float) -> None:
+    with pytest.raises(ValueError, match="slow_threshold must be a finite number of seconds > 0"):
+        RequestRecorder(metrics, service="svc", slow_threshold=threshold)
+
+
+def test_the_smallest_positive_slow_threshold_is_accepted_and_exported(metrics: Metrics) -> None:
+    recorder = RequestRecorder(metrics, service="svc", slow_threshold=1e-9)
+    assert recorder.slow_threshold == 1e-9
+    assert metrics.registry.get_sample_value("aiwatch_slow_threshold_seconds", {"service": "svc"}) == 1e-9
+
+
+def test_server_timing_names_a_service_with_spaces_and_a_percent_sign_quoted(metrics: Metrics,
+                                                                              clock: ManualClock) -> None:
+    recorder = RequestRecorder(metrics, service="my svc 100%")
+    tl = recorder.begin()
+    clock.advance(0.002)
+    assert tl.server_timing() == "overhead;dur=2.000, total;dur=2.000;desc=\"my svc 100%\""
+    recorder.finish(tl, "/", "GET", "200")
+
+
+def test_metrics_failing_at_start_up_are_counted_under_metrics_and_requests_still_recorded(
+        metrics: Metrics, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_child = metrics.child
+
+    def child(metric: Any, labels: Any) -> Any:
+        if metric is metrics.requests_in_flight or metric is metrics.slow_threshold:
+            raise RuntimeError("broken family")
+        return real_child(metric, labels)
+
+    monkeypatch.setattr(metrics, "child", child)
+    recorder = RequestRecorder(metrics, service="svc")
+    assert errors(metrics, "metrics") == 2  # the threshold gauge and the in-flight gauge
+    tl = recorder.begin()  # the in-flight gauge is skipped, not failed again per request
+    recorder.finish(tl, "/", "GET", "200")
+    assert errors(metrics, "metrics") == 2
+    assert metrics.registry.get_sample_value(
+        "aiwatch_request_duration_seconds_count",
+        {"service": "svc", "route": "/", "method": "GET", "status": "200"}) == 1
+
+
+def test_every_histogram_of_a_traced_request_carries_its_trace_id_as_exemplar(
+        metrics: Metrics, clock: ManualClock, traced: tuple[TracerProvider, InMemorySpanExporter]) -> None:
+    provider, exporter = traced
+    recorder = RequestRecorder(metrics, service="svc", tracer_provider=provider)
+    tl = recorder.begin()
+    with aiwatch.phase("inference"):
+        clock.advance(0.004)
+    clock.advance(0.001)
+    recorder.finish(tl, "/", "GET", "200")
+    (trace_id_int,) = {s.context.trace_id for s in exporter.get_finished_spans() if s.context is not None}
+    trace_id = f"{trace_id_int:032x}"  # the request's span and its phase's child share it
+    exemplars = {(m.name, s.labels.get("phase", "")): s.exemplar.labels for m in metrics.registry.collect()
+                 for s in m.samples if s.exemplar is not None}
+    assert exemplars == {("aiwatch_request_duration_seconds", ""): {"trace_id": trace_id},
+                         ("aiwatch_phase_duration_seconds", "inference"): {"trace_id": trace_id},
+                         ("aiwatch_phase_duration_seconds", "overhead"): {"trace_id": trace_id}}
