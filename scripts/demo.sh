@@ -5,6 +5,6 @@
 #   scripts/demo.sh --headless --duration 60 # one cycle, then the per-stage summary
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup-venv.sh "${AIWATCH_EXTRAS:-demo,console,grpc}"
+scripts/setup-venv.sh "${AIWATCH_EXTRAS:-demo,console,grpc,rules}"  # rules: the demo renders aiwatch's alert rules for its Prometheus
 venv="${AIWATCH_VENV:-.venv}"
 exec "$venv/bin/aiwatch" demo "$@"

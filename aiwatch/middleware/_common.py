@@ -1,10 +1,17 @@
-"""What the ASGI and WSGI middleware share: the bounded ``route`` and ``method`` labels of HTTP requests."""
+"""What the ASGI and WSGI middleware share: the bounded ``route`` and ``method`` labels of HTTP requests, and
+starting a request on a new SERVER span."""
 
 from __future__ import annotations
 
-from aiwatch.semconv import KNOWN_HTTP_METHODS, OTHER_METHOD
+from typing import Any
 
-__all__ = ["CLIENT_CLOSED_STATUS", "KNOWN_METHODS", "OTHER_METHOD", "UNMATCHED_ROUTE"]
+from aiwatch.metrics import Metrics
+from aiwatch.safety import record_error
+from aiwatch.semconv import KNOWN_HTTP_METHODS, OTHER_METHOD, http_span_name
+from aiwatch.timing import RequestRecorder, RequestTimeline
+from aiwatch.tracing import activate
+
+__all__ = ["CLIENT_CLOSED_STATUS", "KNOWN_METHODS", "OTHER_METHOD", "UNMATCHED_ROUTE", "begin_on_new_span"]
 
 UNMATCHED_ROUTE = "__unmatched__"
 """The route label of requests that matched no route template: the raw path is never used as a label."""
@@ -17,3 +24,18 @@ CLIENT_CLOSED_STATUS = "499"
 """The ``status`` label of a request whose response could not be delivered because the client went away (the
 server's ``send`` raised): nginx's "client closed request". It is not a 5xx, so the availability SLO's error
 selector (``slo.error_status``, default ``5..|...``) does not count it against the service."""
+
+
+def begin_on_new_span(recorder: RequestRecorder, tracer: Any, method: str, parent: Any,
+                      attributes: dict[str, Any], metrics: Metrics | None) -> tuple[RequestTimeline, Any]:
+    """Start a request on a new SERVER span named after ``method``, continuing ``parent``, and make the span current.
+    Returns the timeline and the token :func:`~aiwatch.tracing.deactivate` takes (``None``: nothing was made
+    current); a failure to make it current is counted, and the request is still recorded."""
+    tl = recorder.begin_with(tracer, http_span_name(method), parent, attributes)
+    if tl.span is None:
+        return tl, None
+    try:
+        return tl, activate(tl.span, parent)
+    except Exception as exc:
+        record_error("tracing", exc, metrics)
+        return tl, None

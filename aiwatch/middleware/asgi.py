@@ -26,14 +26,20 @@ from prometheus_client import CollectorRegistry
 
 from aiwatch.exclusion import ExcludedUrls, asgi_url
 from aiwatch.metrics import Metrics
-from aiwatch.middleware._common import CLIENT_CLOSED_STATUS, KNOWN_METHODS, OTHER_METHOD, UNMATCHED_ROUTE
+from aiwatch.middleware._common import (
+    CLIENT_CLOSED_STATUS,
+    KNOWN_METHODS,
+    OTHER_METHOD,
+    UNMATCHED_ROUTE,
+    begin_on_new_span,
+)
 from aiwatch.recording import resolve_recorder
 from aiwatch.safety import call_hook, record_error
-from aiwatch.semconv import end_http_server_span, http_server_attributes, http_span_name
+from aiwatch.semconv import end_http_server_span, http_server_attributes
 from aiwatch.servertiming import HEADER
 from aiwatch.streaming import ChunkTimer
 from aiwatch.timing import RequestRecorder, RequestTimeline
-from aiwatch.tracing import activate, deactivate, extract_context, span_in_progress
+from aiwatch.tracing import deactivate, extract_context, span_in_progress
 from aiwatch.traffic import TrafficClasses
 
 Scope = MutableMapping[str, Any]
@@ -286,14 +292,7 @@ class AiwatchMiddleware:
         except Exception as exc:
             record_error("tracing", exc, self.metrics)
             return recorder.begin_with(None, method), None
-        tl = recorder.begin_with(tracer, http_span_name(method), parent, attributes)
-        if tl.span is None:
-            return tl, None
-        try:
-            return tl, activate(tl.span, parent)
-        except Exception as exc:
-            record_error("tracing", exc, self.metrics)
-            return tl, None
+        return begin_on_new_span(recorder, tracer, method, parent, attributes, self.metrics)
 
     def _excluded(self, scope: Scope) -> bool:
         try:

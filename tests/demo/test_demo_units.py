@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -279,3 +280,25 @@ def test_free_ports_lie_below_the_ephemeral_range_and_are_never_handed_out_twice
     assert all(processes._LOWEST_PORT <= p < low for p in ports)
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((processes.HOST, ports[-1]))  # free when handed out
+
+
+def test_without_the_rules_extra_the_demo_runs_on_without_its_alerts(monkeypatch: Any) -> None:
+    """The demo's Prometheus needs aiwatch's rules, which need aiwatch[rules] (RE2): without it the demo says so and
+    goes on without Prometheus instead of dying with a traceback (scripts/demo.sh once installed no rules extra)."""
+    import io
+    import sys
+
+    from aiwatch.demo import alerting, runner
+    from aiwatch.demo.processes import Supervisor
+
+    monkeypatch.setitem(sys.modules, "re2", None)  # import re2 -> ImportError, as when the extra is not installed
+    monkeypatch.setattr(alerting, "find_binaries", lambda: ("prometheus", "alertmanager"))
+    supervisor = Supervisor()
+    out = io.StringIO()
+    try:
+        assert runner._start_alerting(supervisor, ["127.0.0.1:1"], 8501, 20, out) is None
+    finally:
+        supervisor.stop()
+    assert 'the demo runs on without Prometheus' in out.getvalue()
+    assert 'pip install "aiwatch[rules]"' in out.getvalue()
+    assert supervisor.children == []

