@@ -154,6 +154,10 @@ CONTRACT: tuple[MetricSpec, ...] = (
     MetricSpec("aiwatch_degraded_responses_total", "counter",
                "Responses served by a fallback (aiwatch.degraded: a cached prediction, a smaller model, a default "
                "answer), by the model and the reason.", ("service", "model", "reason")),
+    MetricSpec("aiwatch_model_version_errors_total", "counter",
+               "Requests with an error status whose model had a version (set_model(model, version)); divided by "
+               "the rate of that version's overhead phase (one per request), the version's error share, to compare "
+               "a canary with the stable version.", ("service", "model", "model_version")),
     MetricSpec("aiwatch_overhead_clamped_total", "counter",
                "Requests whose named phases added up to more than the request's total time (concurrent phases or "
                "clock anomalies); their overhead was recorded as 0.", ("service",)),
@@ -346,6 +350,7 @@ class Metrics:
         self.time_per_output_token: Histogram = m["aiwatch_gen_ai_time_per_output_token_seconds"]
         self.token_usage: Histogram = m["aiwatch_gen_ai_token_usage_tokens"]
         self.degraded_responses: Counter = m["aiwatch_degraded_responses_total"]
+        self.model_version_errors: Counter = m["aiwatch_model_version_errors_total"]
         self.queue_depth: Gauge = m["aiwatch_queue_depth"]
         self.queue_wait: Histogram = m["aiwatch_queue_wait_seconds"]
         self.batch_size: Histogram = m["aiwatch_batch_size"]

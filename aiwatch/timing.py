@@ -47,6 +47,7 @@ from aiwatch.fastpath import adder, observe
 from aiwatch.metrics import Metrics, default_metrics
 from aiwatch.safety import record_error
 from aiwatch.servertiming import OVERHEAD, TOTAL, is_token, quote
+from aiwatch.status import is_error_status
 from aiwatch.traffic import TrafficClasses
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -517,6 +518,8 @@ class RequestRecorder:
                 self._observe_sizes(route, method, request_bytes, response_bytes)
             if tl.tokens is not None:
                 tl.tokens.observe(self, tl, status)
+            if tl.version and is_error_status(status):
+                m.child(m.model_version_errors, (self.service, tl.model, tl.version)).inc()
             if tl.degraded:
                 for reason, model in tl.degraded:
                     m.child(m.degraded_responses, (self.service, model, reason)).inc()
