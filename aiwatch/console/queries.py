@@ -43,6 +43,7 @@ from aiwatch.promql import (
     series,
 )
 from aiwatch.status import ERROR_STATUS_RE
+from aiwatch.traffic import REALTIME
 
 REQUESTS = metric("aiwatch_request_duration_seconds")
 PHASES = metric("aiwatch_phase_duration_seconds")
@@ -261,7 +262,7 @@ class PanelQueries:
         return [
             by("sum", self.scope, series(QUEUE_DEPTH, *self._m())) + per_replica,
             by("sum", self.scope, series(IN_FLIGHT, *self._m())) + per_replica,
-            by("sum", self.scope, rate(REQUESTS.count, w, *self._m())) + per_replica,
+            by("sum", self.scope, rate(REQUESTS.count, w, *self._m(eq("traffic_class", REALTIME)))) + per_replica,
             histogram_quantile(0.95, QUEUE_WAIT, w, self.scope, *self._m()),
             by("avg", self.scope, self.gpu_reading("utilization")),
         ]

@@ -53,6 +53,7 @@ from aiwatch.httpconfig import HTTPConfig
 from aiwatch.scrape import LabelKey, fetch_metrics, parse_metrics
 from aiwatch.scrape import Samples as Scraped
 from aiwatch.status import is_error_status
+from aiwatch.traffic import REALTIME
 
 if TYPE_CHECKING:
     from aiwatch.diagnose.window import WindowTotals
@@ -526,7 +527,8 @@ class ScrapeSource(DataSource):
         values = [
             per_replica(self._gauge(data, Q.QUEUE_DEPTH.name, t)),
             per_replica(self._gauge(data, Q.IN_FLIGHT.name, t)),
-            per_replica(self._rate(data, Q.REQUESTS.count, t, window)),
+            per_replica([(lb, v) for lb, v in self._rate(data, Q.REQUESTS.count, t, window)
+                         if lb.get("traffic_class") == REALTIME]),
             queue_wait[0][1] if queue_wait else None,
             sum(v for _, v in gpu) / len(gpu) if gpu else None,
         ]

@@ -160,7 +160,9 @@ class TargetHealth:
 AUTOSCALING_SIGNALS: tuple[tuple[str, str, str], ...] = (
     ("queue depth per replica", "items", "Items waiting in queues, summed and divided by the replicas."),
     ("in-flight requests per replica", "requests", "Concurrent requests per replica."),
-    ("request rate per replica", "req/s", "Requests per second per replica over the window."),
+    ("real-time request rate per replica", "req/s",
+     "Real-time requests per second per replica over the window: batch traffic (traffic_class) is no demand to "
+     "scale for; it shows as real-time latency in the AI traffic view."),
     ("queue wait p95", "seconds", "95th percentile of queue wait over the window."),
     ("GPU utilization (mean)", "ratio", "Mean kernel-busy share over every GPU."),
 )

@@ -78,6 +78,7 @@ NON_MODEL_P99 = "service_phase:aiwatch_non_model_latency_seconds:p99"
 OUTSIDE_MODEL = "service:aiwatch_time_outside_model:ratio"
 IN_FLIGHT_SUM = "service:aiwatch_requests_in_flight:sum"
 SERVICE_REPLICAS = "service:aiwatch_replicas:count"
+REQUESTS_PER_REPLICA = "service:aiwatch_requests_per_replica:rate{window}"
 QUEUE_DEPTH_SUM = "queue:aiwatch_queue_depth:sum"
 QUEUE_REPLICAS = "queue:aiwatch_queue_replicas:count"
 QUEUE_PER_REPLICA = "queue:aiwatch_queue_depth:per_replica"
@@ -262,6 +263,12 @@ def latency_records(cfg: RulesConfig) -> list[dict[str, Any]]:
         _record(IN_FLIGHT_SUM, by("sum", _scope(cfg, "service"), series(IN_FLIGHT, req))),
         _record(SERVICE_REPLICAS, by("count", _scope(cfg, "service"), series(IN_FLIGHT, req))),
     ]
+    # the autoscaling signal of demand: the SLOs' traffic class only (real-time by default), so that a batch job
+    # sharing the replicas does not read as demand to scale for (its load shows as real-time latency instead)
+    shortest = burn_windows(cfg)[0]
+    realtime = by("sum", _scope(cfg, "service"), rate(REQUESTS.count, shortest, req, *_traffic(cfg)))
+    replicas = by("count", _scope(cfg, "service"), series(IN_FLIGHT, req))
+    rules.append(_record(REQUESTS_PER_REPLICA.format(window=shortest), f"{realtime}\n/\n{replicas}"))
     return rules
 
 

@@ -232,7 +232,7 @@ def test_alerts_view(source: DataSource) -> None:
     at = run_view(source, "Alerts")
     shown = metrics(at)
     assert float(shown["queue depth per replica (items)"]) > 0
-    assert float(shown["request rate per replica (req/s)"]) > 0
+    assert float(shown["real-time request rate per replica (req/s)"]) > 0
     assert float(shown["in-flight requests per replica (requests)"]) >= 0
     assert shown["GPU utilization (mean)"].endswith("%")
     assert shown["queue wait p95"].endswith("ms")
