@@ -166,14 +166,15 @@ class ClientRecorder:
 
     def record(self, start: float, end: float, address: str, route: str, status: str, server_timing: str | None,
                timeline: RequestTimeline | None, phase: str, timing_component: str,
-               fixed_peer: str | None = None, sent: int | None = None, received: int | None = None) -> None:
+               fixed_peer: str | None = None, sent: int | None = None, received: int | None = None) -> str:
         """Record one finished call, HTTP or gRPC: its client-observed time and, when the peer reported its time
         (``server_timing``: the ``Server-Timing`` value or the ``server-timing`` trailer), its network time. The
         ``peer`` label is ``fixed_peer`` or this recorder's fixed peer, else the service name the peer reported, else
         ``address``;
         ``timeline`` and ``phase`` are where the call was made (:func:`aiwatch.timing.call_site`); ``sent`` and
         ``received`` are bytes moved (``aiwatch_client_bytes_total``), when known. A malformed
-        ``server_timing`` is counted under ``timing_component``. Never raises."""
+        ``server_timing`` is counted under ``timing_component``. Returns the ``peer`` label it used. Never
+        raises."""
         m = self.metrics
         timing = None
         if server_timing:
@@ -214,6 +215,7 @@ class ClientRecorder:
                 timeline.add_call(peer, phase, client, network)
             except Exception as exc:
                 record_error("client", exc, m)
+        return peer
 
 
 def body_length(body: Any, headers: Any) -> int | None:

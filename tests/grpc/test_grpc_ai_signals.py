@@ -1,5 +1,6 @@
 """The AI-traffic signals of the gRPC server interceptors on real grpcio servers: message sizes, (de)serialization
-phases from the handlers' own (de)serializers, the traffic class from metadata, server-streaming chunk times."""
+phases from the handlers' own (de)serializers, the traffic class from metadata, server-streaming chunk times, and
+the bytes the sync and aio clients move per peer for every call kind."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from aiwatch.grpc import grpc_aio_server_interceptor, grpc_server_interceptor
 from aiwatch.metrics import Metrics
 from aiwatch.servertiming import parse_server_timing
 from examples.grpc_service.servicer import AioInferenceServicer, pb, pb_grpc
-from tests.grpc.conftest import PREDICT, PREDICT_STREAM, req, stub_for, sync_server, value
+from tests.grpc.conftest import CHAT, PREDICT, PREDICT_STREAM, UPLOAD, req, stub_for, sync_server, value
+from tests.servers import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -137,3 +139,103 @@ def test_the_client_records_bytes_moved_per_peer(metrics: Metrics) -> None:
         "service": "gateway", "peer": "infer", "direction": "sent"}) == request.ByteSize()
     assert registry.get_sample_value("aiwatch_client_bytes_total", {
         "service": "gateway", "peer": "infer", "direction": "received"}) == reply.ByteSize()
+
+
+def client_bytes(metrics: Metrics, direction: str) -> float:
+    return metrics.registry.get_sample_value("aiwatch_client_bytes_total", {
+        "service": "gateway", "peer": "infer", "direction": direction}) or 0.0
+
+
+def wait_for_bytes(metrics: Metrics, sent: int, received: int) -> None:
+    """The client's counters reach ``sent`` / ``received`` (a call is recorded by grpcio's done callback, on its
+    own thread or task, just after the application saw the call end)."""
+    wait_until(lambda: (client_bytes(metrics, "sent"), client_bytes(metrics, "received")) == (sent, received), 10,
+               what=f"sent {sent} and received {received} bytes, have {client_bytes(metrics, 'sent')} and "
+                    f"{client_bytes(metrics, 'received')}")
+
+
+def test_the_sync_client_counts_the_bytes_of_every_streamed_call_kind(metrics: Metrics) -> None:
+    from aiwatch.grpc import grpc_client_interceptor
+
+    requests = [req(features=[float(i)] * (50 * (i + 1))) for i in range(3)]
+    client = grpc_client_interceptor(service="gateway", metrics=metrics, peer="infer")
+    sent = received = 0
+    with sync_server([grpc_server_interceptor(service="infer", metrics=metrics)]) as target, \
+            stub_for(target, client) as stub:
+        # server stream: the request is one message, the replies are counted as the application reads them
+        replies = list(stub.PredictStream(requests[2]))
+        sent += requests[2].ByteSize()
+        received += sum(r.ByteSize() for r in replies)
+        wait_for_bytes(metrics, sent, received)
+        # client stream: the request iterator's messages as grpcio sends them
+        upload = stub.Upload(iter(requests))
+        sent += sum(r.ByteSize() for r in requests)
+        received += upload.ByteSize()
+        wait_for_bytes(metrics, sent, received)
+        # both: the call is still the application's (its methods answer), its messages counted both ways
+        chat = stub.Chat(iter(requests))
+        replies = list(chat)
+        assert chat.code() == grpc.StatusCode.OK and len(replies) == 3
+        sent += sum(r.ByteSize() for r in requests)
+        received += sum(r.ByteSize() for r in replies)
+        wait_for_bytes(metrics, sent, received)
+    # the server sized the same streamed messages, one observation per message
+    assert size(metrics, UPLOAD, "request") == sum(r.ByteSize() for r in requests)
+    assert size(metrics, UPLOAD, "request", "count") == 3
+    assert size(metrics, CHAT, "request", "count") == size(metrics, CHAT, "response", "count") == 3
+    assert size(metrics, CHAT, "response") == sum(r.ByteSize() for r in replies)
+
+
+async def test_the_aio_client_counts_the_bytes_of_every_call_kind(metrics: Metrics) -> None:
+    from aiwatch.grpc import grpc_aio_client_interceptors
+
+    server = grpc.aio.server(interceptors=[grpc_aio_server_interceptor(service="infer", metrics=metrics)])
+    pb_grpc.add_InferenceServicer_to_server(AioInferenceServicer(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    requests = [req(features=[float(i)] * (40 * (i + 1))) for i in range(3)]
+
+    async def stream() -> Any:
+        for r in requests:
+            yield r
+
+    sent = received = 0
+    try:
+        async with grpc.aio.insecure_channel(
+                f"127.0.0.1:{port}", interceptors=grpc_aio_client_interceptors(
+                    service="gateway", metrics=metrics, peer="infer")) as channel:
+            stub = pb_grpc.InferenceStub(channel)
+            reply = await stub.Predict(requests[0])
+            sent, received = sent + requests[0].ByteSize(), received + reply.ByteSize()
+            await async_wait_for_bytes(metrics, sent, received)
+            replies = [r async for r in stub.PredictStream(requests[1])]
+            sent, received = sent + requests[1].ByteSize(), received + sum(r.ByteSize() for r in replies)
+            await async_wait_for_bytes(metrics, sent, received)
+            upload = await stub.Upload(stream())
+            sent, received = sent + sum(r.ByteSize() for r in requests), received + upload.ByteSize()
+            await async_wait_for_bytes(metrics, sent, received)
+            # the write/read API: grpc.aio hands the interceptor an iterator of the writes
+            chat = stub.Chat()
+            replies = []
+            for r in requests:
+                await chat.write(r)
+                replies.append(await chat.read())
+            await chat.done_writing()
+            assert await chat.read() is grpc.aio.EOF and await chat.code() == grpc.StatusCode.OK
+            sent, received = sent + sum(r.ByteSize() for r in requests), received + sum(r.ByteSize() for r in replies)
+            await async_wait_for_bytes(metrics, sent, received)
+    finally:
+        await server.stop(None)
+    assert size(metrics, UPLOAD, "request") == sum(r.ByteSize() for r in requests)
+    assert size(metrics, PREDICT_STREAM, "response", "count") == len(requests[1].features)
+
+
+async def async_wait_for_bytes(metrics: Metrics, sent: int, received: int) -> None:
+    """:func:`wait_for_bytes` without blocking the event loop the record runs on."""
+    import asyncio
+
+    for _ in range(200):
+        if (client_bytes(metrics, "sent"), client_bytes(metrics, "received")) == (sent, received):
+            return
+        await asyncio.sleep(0.05)
+    assert (client_bytes(metrics, "sent"), client_bytes(metrics, "received")) == (sent, received)
