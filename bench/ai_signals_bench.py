@@ -14,6 +14,10 @@ against ``aiwatch`` (the default: a phase, Server-Timing, payload sizes on):
 Per chunk: a ``StreamingResponse`` of 1 and of 21 chunks, bare and instrumented; the per-chunk cost is
 ``((aiwatch21 - bare21) - (aiwatch1 - bare1)) / 20``, and again with ``record_tokens(output_tokens=1)`` per chunk.
 
+Per streamed gRPC message on the client: reading a response stream through aiwatch's counting wrapper
+(``aiwatch.grpc.streambytes``: the message's ``ByteSize()`` added to the call's tally) against reading the same
+messages bare, over the example service's ``PredictReply`` messages (no network: the wrapper's own cost).
+
     python bench/ai_signals_bench.py --quick
 """
 
@@ -144,6 +148,28 @@ async def bench(rounds: int, n: int) -> dict[str, list[float]]:
     return results
 
 
+def grpc_stream_message_cost(rounds: int, n: int) -> float:
+    """Median over rounds of the µs a counted response stream adds per message (see the module's docstring)."""
+    from aiwatch.grpc.streambytes import CountedResponses, StreamBytes
+    from aiwatch.metrics import Metrics
+    from examples.grpc_service.servicer import pb
+
+    messages = [pb.PredictReply(score=i / 7, model="ranker", index=i) for i in range(n)]
+    tally = StreamBytes(Metrics(CollectorRegistry()))
+    added = []
+    for _ in range(rounds):
+        gc.collect()
+        start = _cpu()
+        for _message in iter(messages):
+            pass
+        bare = _cpu() - start
+        start = _cpu()
+        for _message in CountedResponses(iter(messages), tally):
+            pass
+        added.append((_cpu() - start - bare) / n)
+    return statistics.median(added) * 1e6
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds and requests")
@@ -169,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{(many - one) / (CHUNKS - 1):+.2f} µs per chunk")
     tokens = diff(f"stream{CHUNKS}-tokens", f"stream{CHUNKS}") - diff("stream1-tokens", "stream1")
     print(f"record_tokens(output_tokens=1) per chunk: {tokens / (CHUNKS - 1):+.2f} µs")
+    print(f"gRPC client, bytes of a streamed message: {grpc_stream_message_cost(rounds, n * 10):+.2f} µs per message")
     return 0
 
 
