@@ -194,6 +194,33 @@ async def test_model_versions_label_the_models_phases(registry: CollectorRegistr
     assert sample(registry, phases, model="", model_version="", phase="overhead") == 1
 
 
+async def test_a_versioned_models_failed_requests_are_counted_per_version(registry: CollectorRegistry) -> None:
+    app = FastAPI()
+
+    @app.get("/v/{version}/{status}")
+    async def versioned(version: str, status: int) -> StarletteResponse:
+        aiwatch.set_model("ranker", version)
+        return StarletteResponse(status_code=status)
+
+    @app.get("/unversioned")
+    async def unversioned() -> StarletteResponse:
+        aiwatch.set_model("ranker")
+        return StarletteResponse(status_code=503)
+
+    aiwatch.instrument(app, registry=registry, service="svc")
+    for path in ("/v/v1/200", "/v/v2/500", "/v/v2/200", "/v/v2/404", "/unversioned"):
+        await call(app, path)
+    errors = "aiwatch_model_version_errors_total"
+    # 5xx only (a 404 is the client's), per version; a model without a version has its errors in the request
+    # histogram alone
+    assert sample(registry, errors, model="ranker", model_version="v2") == 1
+    assert sample(registry, errors, model="ranker", model_version="v1") is None
+    assert sample(registry, errors, model="ranker", model_version="") is None
+    # the denominator of the version's error share: its requests, one overhead phase each
+    assert sample(registry, "aiwatch_phase_duration_seconds_count", model="ranker", model_version="v2",
+                  phase="overhead") == 3
+
+
 async def test_model_versions_are_bounded_like_every_traffic_label(registry: CollectorRegistry) -> None:
     app = FastAPI()
 
