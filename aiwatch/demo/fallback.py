@@ -2,7 +2,7 @@
 inference service cannot answer within it.
 
 A real-time request has ``budget`` seconds at the gateway. Before it calls the inference service, the gateway
-compares the time left with what the call would take (:class:`CallEstimate`, from its calls in flight). When the
+compares the time left with what the call would take (:class:`CallEstimate`, from its recent calls). When the
 call would not return in time, it does not make it: it answers from :class:`RecentAnswers`, the user's own last
 recommendations if it still holds them (``cached_prediction``), else the most recent answer it gave anyone
 (``default_answer``), and marks the response with :func:`aiwatch.degraded`. A call once made is waited for: cancelling
@@ -29,18 +29,22 @@ MIN_CALL_SHARE = 0.1
 
 
 class CallEstimate:
-    """How long the next call to the inference service would take, from the calls the gateway has in flight.
+    """How long the next call to the inference service would take, from the calls the gateway made and has in flight.
 
-    Little's law on the gateway's side: a call that started with ``n`` calls in flight (itself included) and took
-    ``t`` seconds says the service answers about one call per ``t / n`` seconds; a moving average of that
-    (exponentially weighted, ``weight`` per finished call) times the calls in flight gives the next call's time.
-    When the gateway stops calling, its calls in flight finish and the estimate falls with them, so calls resume
-    as the queue drains.
+    The recent calls' time (a moving average, exponentially weighted, ``weight`` per finished call), scaled down
+    when fewer calls are in flight than the recent calls had (Little's law: with fewer ahead of it in the service's
+    queue, a call waits less). When the gateway stops calling, its calls in flight finish and the estimate falls with
+    them, so calls resume as the queue drains; with as many in flight as usual, it is what calls took (a slow link
+    or a slow model, which no queue explains, is not multiplied).
 
     >>> est = CallEstimate(weight=1.0)
-    >>> first, second = est.start(), est.start()      # two calls in flight
-    >>> est.finish(second, 0.2)                         # took 0.2 s with 2 in flight: 0.1 s per call
-    >>> round(est.expected(), 3)                        # one still in flight, and the next
+    >>> calls = [est.start() for _ in range(4)]       # four calls in flight
+    >>> est.finish(calls[-1], 0.4)                    # the fourth (4 in flight when it started) took 0.4 s
+    >>> round(est.expected(), 3)                      # 3 in flight and the next: as many as it had
+    0.4
+    >>> for c in calls[:2]:
+    ...     est.finish(c, float("nan"))               # two fail: they say nothing about the time, but leave
+    >>> round(est.expected(), 3)                      # 1 in flight and the next: half as many ahead
     0.2
     """
 
@@ -49,11 +53,14 @@ class CallEstimate:
             raise ValueError(f"weight must be in (0, 1], got {weight}")
         self.weight = weight
         self.in_flight = 0
-        self._per_call: float | None = None
+        self._seconds: float | None = None
+        self._concurrency = 1.0
 
     def expected(self) -> float:
         """The next call's expected time in seconds (0 before any call finished)."""
-        return 0.0 if self._per_call is None else (self.in_flight + 1) * self._per_call
+        if self._seconds is None:
+            return 0.0
+        return self._seconds * min(1.0, (self.in_flight + 1) / self._concurrency)
 
     def start(self) -> int:
         """A call starts; returns the calls in flight with it, for :meth:`finish`."""
@@ -66,9 +73,11 @@ class CallEstimate:
         self.in_flight = max(self.in_flight - 1, 0)
         if seconds != seconds:  # nan
             return
-        per_call = seconds / max(in_flight_at_start, 1)
-        self._per_call = per_call if self._per_call is None else self._per_call + self.weight * (
-            per_call - self._per_call)
+        if self._seconds is None:
+            self._seconds, self._concurrency = seconds, float(max(in_flight_at_start, 1))
+            return
+        self._seconds += self.weight * (seconds - self._seconds)
+        self._concurrency += self.weight * (max(in_flight_at_start, 1) - self._concurrency)
 
 
 class RecentAnswers:

@@ -46,15 +46,21 @@ def test_recent_answers_serve_the_users_own_answer_else_the_latest_and_stay_boun
         RecentAnswers(0)
 
 
-def test_the_call_estimate_grows_with_the_calls_in_flight_and_falls_as_they_finish() -> None:
+def test_the_call_estimate_is_what_calls_took_and_falls_as_the_calls_in_flight_drain() -> None:
     est = CallEstimate(weight=1.0)
     assert est.expected() == 0.0  # no call finished yet: nothing to go by
+    # a slow link: one call at a time, each 250 ms; the next call is expected to take as long, not twice as long
+    est.finish(est.start(), 0.25)
+    assert est.expected() == pytest.approx(0.25)
+    # a queue: ten in flight, the last to start took 0.5 s
     tickets = [est.start() for _ in range(10)]
-    est.finish(tickets[-1], 0.5)  # the 10th call took 0.5 s: 50 ms per call
-    assert est.expected() == pytest.approx(10 * 0.05)  # 9 in flight and the next
+    est.finish(tickets[-1], 0.5)
+    assert est.expected() == pytest.approx(0.5)  # nine in flight and the next: as many as it had
     for ticket in tickets[:-1]:
         est.finish(ticket, float("nan"))  # failed calls say nothing about the time, but leave
-    assert est.in_flight == 0 and est.expected() == pytest.approx(0.05)
+    assert est.in_flight == 0 and est.expected() == pytest.approx(0.05)  # one of ten: a tenth of the wait
+    with pytest.raises(ValueError):
+        CallEstimate(weight=0)
 
 
 def test_the_deadline_is_near_when_the_call_would_not_return_in_time() -> None:
