@@ -228,7 +228,8 @@ def test_expected_causes_and_alerts_name_the_demos_own_parts() -> None:
     causes = {name: s.expected_cause(names) for name, s in scenarios.SCENARIOS.items()}
     assert causes == {"flash-sale": "queue:x1-inference", "network": "network:x1-gateway->x1-inference",
                       "feature-store": "phase:x1-gateway/features", "model": "model:x1-inference/inference",
-                      "drift": "drift:x1-recommender/basket_value", "none": "none"}
+                      "drift": "drift:x1-recommender/basket_value", "none": "none",
+                      "batch-backfill": "queue:x1-inference"}
     for scenario in scenarios.SCENARIOS.values():
         required, forbidden = scenario.required_alerts(names), scenario.forbidden_alerts(names)
         # an alert cannot be both required and forbidden
