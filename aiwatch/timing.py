@@ -129,6 +129,16 @@ def current_timeline() -> RequestTimeline | None:
     return _timeline.get()
 
 
+def traffic_class_to_forward() -> str | None:
+    """The traffic class an outgoing call made now carries to the service it calls (the ``aiwatch-traffic-class``
+    header or gRPC metadata): the current request's, when it is not its service's default class; ``None`` outside a
+    request or for default-class requests, which need no header."""
+    tl = _timeline.get()
+    if tl is None or tl.traffic_class == tl.recorder.traffic.default:
+        return None
+    return tl.traffic_class
+
+
 def call_site() -> tuple[RequestTimeline | None, str]:
     """Where an outgoing call is made from: the current request's timeline and the innermost open phase's name
     (``overhead`` when no phase is open; ``(None, "")`` outside a request). Client integrations label their calls

@@ -24,8 +24,9 @@ from aiwatch.metrics import Metrics, get_metrics
 from aiwatch.safety import record_error
 from aiwatch.semconv import end_http_client_span, http_client_attributes
 from aiwatch.servertiming import OVERHEAD, parse
-from aiwatch.timing import RequestTimeline, call_site, current_timeline
+from aiwatch.timing import RequestTimeline, call_site, current_timeline, traffic_class_to_forward
 from aiwatch.tracing import TracerSource, activate_counted, deactivate_counted
+from aiwatch.traffic import HEADER as TRAFFIC_CLASS_HEADER
 
 UNMATCHED_ROUTE = "__unmatched__"
 """The ``route`` label of calls made without a route template: URL paths are never used as labels."""
@@ -108,6 +109,12 @@ class ClientRecorder:
             record_error("client", exc, self.metrics)
             call = _Call(method, "", UNMATCHED_ROUTE, start)
         self._propagate(call, headers, scheme, host, port, url)
+        try:
+            traffic_class = traffic_class_to_forward()
+            if traffic_class is not None and TRAFFIC_CLASS_HEADER not in headers:
+                headers[TRAFFIC_CLASS_HEADER] = traffic_class
+        except Exception as exc:
+            record_error("client", exc, self.metrics)
         return call
 
     def _propagate(self, call: _Call, headers: MutableMapping[str, str], scheme: str, host: str,

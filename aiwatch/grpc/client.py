@@ -54,8 +54,9 @@ from aiwatch.recording import resolve_client_recorder
 from aiwatch.safety import record_error
 from aiwatch.semconv import end_grpc_span, grpc_span_start, rpc_conventions
 from aiwatch.servertiming import HEADER
-from aiwatch.timing import RequestTimeline, call_site, current_timeline
+from aiwatch.timing import RequestTimeline, call_site, current_timeline, traffic_class_to_forward
 from aiwatch.tracing import activate_counted, deactivate_counted
+from aiwatch.traffic import HEADER as TRAFFIC_CLASS_HEADER
 
 COMPONENT = "grpc_client"
 TIMING_COMPONENT = "grpc_server_timing"
@@ -149,20 +150,21 @@ class _ClientCore:
         return not (self.peer or self.recorder.peer or self.address)
 
     def carrier(self, metadata: Any, span: Any = None) -> list[tuple[str, Any]] | None:
-        """Metadata with the trace context added (``span``'s, else the current one), or ``None`` when there is
-        nothing to add."""
-        if not self.propagate:
-            return None
-        context = trace.set_span_in_context(span) if span is not None else None
-        if span is None and not trace.get_current_span().get_span_context().is_valid:
-            return None
+        """Metadata with the trace context added (``span``'s, else the current one) and the current request's
+        traffic class when it is not the default one, or ``None`` when there is nothing to add."""
         pairs = [(item[0], item[1]) for item in metadata or ()]
-        if any(k == "traceparent" for k, _ in pairs):
-            return None
-        headers: dict[str, str] = {}
-        inject(headers, context=context)
-        pairs.extend(headers.items())
-        return pairs
+        added = False
+        if self.propagate and (span is not None or trace.get_current_span().get_span_context().is_valid) \
+                and not any(k == "traceparent" for k, _ in pairs):
+            headers: dict[str, str] = {}
+            inject(headers, context=trace.set_span_in_context(span) if span is not None else None)
+            pairs.extend(headers.items())
+            added = bool(headers)
+        traffic_class = traffic_class_to_forward()
+        if traffic_class is not None and not any(k == TRAFFIC_CLASS_HEADER for k, _ in pairs):
+            pairs.append((TRAFFIC_CLASS_HEADER, traffic_class))
+            added = True
+        return pairs if added else None
 
     def record(self, method: str, start: float, end: float, code: Any, trailing: Any, address: str | None,
                site: tuple[RequestTimeline | None, str], sent: int | None = None,
