@@ -79,6 +79,14 @@ SEMCONV_STABILITY_OPT_IN = EnvVar(
     "`pkg.Service/Method`, `rpc.response.status_code`, `error.type`) instead of the ones "
     "opentelemetry-instrumentation-grpc emits by default; `rpc/dup` gives them both sets.",
     owner="OpenTelemetry")
+TRAFFIC_CLASSES = EnvVar("AIWATCH_TRAFFIC_CLASSES", "realtime,batch",
+                         "The traffic classes servers tell apart (the `traffic_class` label), comma-separated; the "
+                         "first is the default, given to requests that name no class (or one not listed) in their "
+                         "`aiwatch-traffic-class` header and match no route rule.")
+TRAFFIC_CLASS_ROUTES = EnvVar("AIWATCH_TRAFFIC_CLASS_ROUTES", "",
+                              "Route rules `ROUTE=CLASS`, comma-separated (`/v1/bulk/*=batch,/train=batch`): a "
+                              "request whose route template matches (exactly, or as a `*` glob) is of that class "
+                              "whatever its header says.")
 # --- URLs neither timed nor traced (comma-separated regexes, each searched in the request's full URL) --------
 EXCLUDED_URLS = EnvVar("AIWATCH_EXCLUDED_URLS", "",
                        "One regular expression (Python `re`, commas allowed): requests whose full URL "
@@ -164,7 +172,8 @@ PROMETHEUS_CERT_FILE = EnvVar("AIWATCH_PROMETHEUS_CERT_FILE", "",
 PROMETHEUS_KEY_FILE = EnvVar("AIWATCH_PROMETHEUS_KEY_FILE", "", "The client certificate's PEM key.")
 
 VARIABLES: tuple[EnvVar, ...] = (
-    SERVICE, OTEL_SERVICE_NAME, SLOW_THRESHOLD, MAX_LABEL_VALUES, TRACING, OTEL_SDK_DISABLED,
+    SERVICE, OTEL_SERVICE_NAME, SLOW_THRESHOLD, MAX_LABEL_VALUES, TRAFFIC_CLASSES, TRAFFIC_CLASS_ROUTES, TRACING,
+    OTEL_SDK_DISABLED,
     SEMCONV_STABILITY_OPT_IN, EXCLUDED_URLS, OTEL_EXCLUDED_URLS, OTEL_ASGI_EXCLUDED_URLS, OTEL_WSGI_EXCLUDED_URLS,
     OTEL_FASTAPI_EXCLUDED_URLS, OTEL_STARLETTE_EXCLUDED_URLS, OTEL_FLASK_EXCLUDED_URLS, MULTIPROC_DIR,
     GPU_POLL_INTERVAL,

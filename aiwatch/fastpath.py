@@ -91,7 +91,7 @@ def check_layout() -> str | None:
         return f"prometheus_client's values are {value_class!r}, not MutexValue objects"
     try:
         fast_m, public_m = Metrics(CollectorRegistry()), Metrics(CollectorRegistry())
-        labels = ("probe", "/probe", "GET", "200")
+        labels = ("probe", "/probe", "GET", "200", "realtime")
         fast, public = fast_m.request_duration.labels(*labels), public_m.request_duration.labels(*labels)
         held = (fast._sum, *fast._buckets)
         if not (fast._upper_bounds == [*LATENCY_BUCKETS, float("inf")] and len(fast._buckets) == len(held) - 1

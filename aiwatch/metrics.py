@@ -45,6 +45,19 @@ LOOKUP_BUCKETS: tuple[float, ...] = (
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
 )  # fmt: skip
 
+#: Payload sizes: powers of four from 64 bytes to 1 GiB (a feature vector, an embedding batch, an image tensor).
+BYTES_BUCKETS: tuple[float, ...] = tuple(float(64 * 4**i) for i in range(13))
+#: OpenTelemetry's recommended buckets for ``gen_ai.server.time_to_first_token`` (seconds).
+TIME_TO_FIRST_TOKEN_BUCKETS: tuple[float, ...] = (
+    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+)  # fmt: skip
+#: OpenTelemetry's recommended buckets for ``gen_ai.server.time_per_output_token`` (seconds).
+TIME_PER_OUTPUT_TOKEN_BUCKETS: tuple[float, ...] = (
+    0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5,
+)  # fmt: skip
+#: OpenTelemetry's recommended buckets for ``gen_ai.client.token.usage`` (tokens per request and type).
+TOKEN_USAGE_BUCKETS: tuple[float, ...] = tuple(float(4**i) for i in range(14))
+
 GPU_LABELS: tuple[str, ...] = ("gpu", "uuid", "name", "mig_gi", "mig_ci")
 """GPU metrics carry the device index, UUID and product name; MIG instances add their GPU- and compute-instance
 ids (empty strings on a whole, non-MIG GPU, which Prometheus treats as absent labels)."""
@@ -68,12 +81,14 @@ class MetricSpec:
 CONTRACT: tuple[MetricSpec, ...] = (
     # --- requests and the latency split -------------------------------------------------------------------
     MetricSpec("aiwatch_request_duration_seconds", "histogram",
-               "Server time per request, from the first byte in to the last byte out.",
-               ("service", "route", "method", "status"), "seconds", LATENCY_BUCKETS),
+               "Server time per request, from the first byte in to the last byte out. 'traffic_class' is the "
+               "request's class (realtime, batch...: its aiwatch-traffic-class header or a route rule).",
+               ("service", "route", "method", "status", "traffic_class"), "seconds", LATENCY_BUCKETS),
     MetricSpec("aiwatch_phase_duration_seconds", "histogram",
                "Time per request spent in each phase; 'inference' is the model's own latency and 'overhead' is the "
-               "request time outside every named phase.",
-               ("service", "model", "phase"), "seconds", LATENCY_BUCKETS),
+               "request time outside every named phase. 'model_version' is the version set_model() gave the "
+               "request's model (empty when none).",
+               ("service", "model", "model_version", "phase"), "seconds", LATENCY_BUCKETS),
     MetricSpec("aiwatch_network_duration_seconds", "histogram",
                "Network and transport time seen by a caller: client-observed time minus the time the server "
                "reported back (Server-Timing header or gRPC trailing metadata). 'peer' is the name the server "
@@ -104,6 +119,45 @@ CONTRACT: tuple[MetricSpec, ...] = (
                ("service",), multiprocess_mode="livesum"),
     MetricSpec("aiwatch_rpc_messages_total", "counter",
                "Messages sent and received by streaming RPCs.", ("service", "route", "direction")),
+    # --- payloads and bandwidth --------------------------------------------------------------------------
+    MetricSpec("aiwatch_request_size_bytes", "histogram",
+               "HTTP request body size per request (Content-Length, else the bytes received).",
+               ("service", "route", "method"), "bytes", BYTES_BUCKETS),
+    MetricSpec("aiwatch_response_size_bytes", "histogram", "HTTP response body size per request (bytes sent).",
+               ("service", "route", "method"), "bytes", BYTES_BUCKETS),
+    MetricSpec("aiwatch_rpc_message_size_bytes", "histogram",
+               "Serialized size of each gRPC message a server received (request) or sent (response).",
+               ("service", "route", "direction"), "bytes", BYTES_BUCKETS),
+    MetricSpec("aiwatch_client_bytes_total", "counter",
+               "Bytes outgoing calls sent to and received from each peer (bodies, or serialized gRPC messages); "
+               "divided by the network seconds to the peer it is the link's effective throughput.",
+               ("service", "peer", "direction"), "bytes"),
+    # --- streamed responses and generative AI -------------------------------------------------------------
+    MetricSpec("aiwatch_time_to_first_chunk_seconds", "histogram",
+               "Streamed responses (two body chunks or gRPC messages or more): time from the request's start to "
+               "the first chunk of the body, not the headers.", ("service", "route"), "seconds", LATENCY_BUCKETS),
+    MetricSpec("aiwatch_time_between_chunks_seconds", "histogram",
+               "Streamed responses: time between one body chunk (or gRPC message) and the next.",
+               ("service", "route"), "seconds", LATENCY_BUCKETS),
+    MetricSpec("aiwatch_gen_ai_time_to_first_token_seconds", "histogram",
+               "OpenTelemetry's gen_ai.server.time_to_first_token: time from the request's start to its first "
+               "output token (aiwatch.record_tokens), for successful responses.",
+               ("service", "model", "traffic_class"), "seconds", TIME_TO_FIRST_TOKEN_BUCKETS),
+    MetricSpec("aiwatch_gen_ai_time_per_output_token_seconds", "histogram",
+               "OpenTelemetry's gen_ai.server.time_per_output_token: time per output token generated after the "
+               "first one, per successful response.",
+               ("service", "model", "traffic_class"), "seconds", TIME_PER_OUTPUT_TOKEN_BUCKETS),
+    MetricSpec("aiwatch_gen_ai_token_usage_tokens", "histogram",
+               "OpenTelemetry's gen_ai.client.token.usage, recorded by the server: tokens per request by "
+               "token_type (gen_ai.token.type: input or output).",
+               ("service", "model", "token_type"), "tokens", TOKEN_USAGE_BUCKETS),
+    MetricSpec("aiwatch_degraded_responses_total", "counter",
+               "Responses served by a fallback (aiwatch.degraded: a cached prediction, a smaller model, a default "
+               "answer), by the model and the reason.", ("service", "model", "reason")),
+    MetricSpec("aiwatch_model_version_errors_total", "counter",
+               "Requests with an error status whose model had a version (set_model(model, version)); divided by "
+               "the rate of that version's overhead phase (one per request), the version's error share, to compare "
+               "a canary with the stable version.", ("service", "model", "model_version")),
     MetricSpec("aiwatch_overhead_clamped_total", "counter",
                "Requests whose named phases added up to more than the request's total time (concurrent phases or "
                "clock anomalies); their overhead was recorded as 0.", ("service",)),
@@ -286,6 +340,17 @@ class Metrics:
         self.slow_threshold: Gauge = m["aiwatch_slow_threshold_seconds"]
         self.rpc_messages: Counter = m["aiwatch_rpc_messages_total"]
         self.overhead_clamped: Counter = m["aiwatch_overhead_clamped_total"]
+        self.request_size: Histogram = m["aiwatch_request_size_bytes"]
+        self.response_size: Histogram = m["aiwatch_response_size_bytes"]
+        self.rpc_message_size: Histogram = m["aiwatch_rpc_message_size_bytes"]
+        self.client_bytes: Counter = m["aiwatch_client_bytes_total"]
+        self.time_to_first_chunk: Histogram = m["aiwatch_time_to_first_chunk_seconds"]
+        self.time_between_chunks: Histogram = m["aiwatch_time_between_chunks_seconds"]
+        self.time_to_first_token: Histogram = m["aiwatch_gen_ai_time_to_first_token_seconds"]
+        self.time_per_output_token: Histogram = m["aiwatch_gen_ai_time_per_output_token_seconds"]
+        self.token_usage: Histogram = m["aiwatch_gen_ai_token_usage_tokens"]
+        self.degraded_responses: Counter = m["aiwatch_degraded_responses_total"]
+        self.model_version_errors: Counter = m["aiwatch_model_version_errors_total"]
         self.queue_depth: Gauge = m["aiwatch_queue_depth"]
         self.queue_wait: Histogram = m["aiwatch_queue_wait_seconds"]
         self.batch_size: Histogram = m["aiwatch_batch_size"]

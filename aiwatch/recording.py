@@ -23,6 +23,7 @@ from aiwatch.cardinality import guard_for
 from aiwatch.client import ClientRecorder
 from aiwatch.metrics import Metrics, get_metrics
 from aiwatch.timing import RequestRecorder
+from aiwatch.traffic import TrafficClasses
 
 R = TypeVar("R")
 
@@ -59,6 +60,13 @@ OPTIONS: tuple[RecorderOption, ...] = (
                    "request or call is used instead of a second one."),
     RecorderOption("model", '`""`', "The default `model` label of the phases (per request: `aiwatch.set_model`, "
                    "per phase: `aiwatch.phase(name, model=)`).", "server"),
+    RecorderOption("model_version", '`""`', "The default `model_version` label of the phases of the default model "
+                   "(per request: `aiwatch.set_model(model, version)`).", "server"),
+    RecorderOption("traffic_classes", "`$AIWATCH_TRAFFIC_CLASSES` and `$AIWATCH_TRAFFIC_CLASS_ROUTES`, else "
+                   "`realtime` (the default) and `batch`, no route rules",
+                   "An `aiwatch.TrafficClasses`: the classes of the `traffic_class` label, the route rules that "
+                   "set it and the request header that names it (`aiwatch-traffic-class`; see "
+                   "[http.md](http.md#traffic-classes-real-time-and-batch)).", "server"),
     RecorderOption("slow_threshold", "`$AIWATCH_SLOW_THRESHOLD_SECONDS`, else 0.3",
                    "Seconds above which a request counts as slow in the `aiwatch_slow_*` counters (the tail that "
                    "`aiwatch diagnose` splits by phase): your latency objective.", "server"),
@@ -80,10 +88,12 @@ CLIENT_RECORDER_OPTIONS = frozenset(o.name for o in OPTIONS if o.side != "server
 
 def make_recorder(*, service: str | None = None, model: str = "", registry: CollectorRegistry | None = None,
                   metrics: Metrics | None = None, tracer_provider: Any = None,
-                  max_label_values: int | None = None, slow_threshold: float | None = None) -> RequestRecorder:
+                  max_label_values: int | None = None, slow_threshold: float | None = None,
+                  model_version: str = "", traffic_classes: TrafficClasses | None = None) -> RequestRecorder:
     """A server-side recorder for the recorder options (:data:`OPTIONS`)."""
     m = metrics if metrics is not None else get_metrics(registry)
-    return RequestRecorder(m, service, model, guard_for(m, max_label_values), tracer_provider, slow_threshold)
+    return RequestRecorder(m, service, model, guard_for(m, max_label_values), tracer_provider, slow_threshold,
+                           model_version, traffic_classes)
 
 
 def make_client_recorder(*, service: str | None = None, peer: str | None = None,

@@ -47,6 +47,8 @@ from aiwatch.fastpath import adder, observe
 from aiwatch.metrics import Metrics, default_metrics
 from aiwatch.safety import record_error
 from aiwatch.servertiming import OVERHEAD, TOTAL, is_token, quote
+from aiwatch.status import is_error_status
+from aiwatch.traffic import TrafficClasses
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -59,15 +61,23 @@ _MAX_CACHED_CHILDREN = 10_000
 class RequestTimeline:
     """What aiwatch knows about one request while it runs."""
 
-    __slots__ = ("calls", "model", "owns_span", "phases", "recorder", "service", "span", "start", "trace_id",
-                 "tracer")
+    __slots__ = ("calls", "degraded", "model", "owns_span", "phases", "recorder", "service", "span", "start",
+                 "tokens", "trace_id", "tracer", "traffic_class", "version")
 
     def __init__(self, recorder: RequestRecorder, start: float, model: str) -> None:
         self.recorder = recorder
         self.service = recorder.service
         self.start = start
         self.model = model
+        #: The version of ``model`` (``set_model(model, version)``; ``""``: none).
+        self.version = recorder.model_version
+        #: The request's traffic class: from its header when the integration read one, else the default.
+        self.traffic_class = recorder.traffic.default
         self.phases: dict[tuple[str, str], float] = {}
+        #: Token usage and timing (:class:`aiwatch.genai.TokenUsage`), once ``aiwatch.record_tokens`` is called.
+        self.tokens: Any = None
+        #: ``(reason, model)`` of each fallback that served the response (``aiwatch.degraded``), or ``None``.
+        self.degraded: list[tuple[str, str]] | None = None
         #: The request's SERVER span; phase spans are its children.
         self.span: Any = None
         #: Whether aiwatch started ``span`` (and so renames and ends it when the request finishes).
@@ -119,6 +129,16 @@ def current_timeline() -> RequestTimeline | None:
     return _timeline.get()
 
 
+def traffic_class_to_forward() -> str | None:
+    """The traffic class an outgoing call made now carries to the service it calls (the ``aiwatch-traffic-class``
+    header or gRPC metadata): the current request's, when it is not its service's default class; ``None`` outside a
+    request or for default-class requests, which need no header."""
+    tl = _timeline.get()
+    if tl is None or tl.traffic_class == tl.recorder.traffic.default:
+        return None
+    return tl.traffic_class
+
+
 def call_site() -> tuple[RequestTimeline | None, str]:
     """Where an outgoing call is made from: the current request's timeline and the innermost open phase's name
     (``overhead`` when no phase is open; ``(None, "")`` outside a request). Client integrations label their calls
@@ -130,11 +150,16 @@ def call_site() -> tuple[RequestTimeline | None, str]:
     return tl, frame[0] if frame is not None else OVERHEAD
 
 
-def set_model(model: str) -> None:
-    """Set the model label for the current request's phases (and its overhead). No-op outside a request."""
+def set_model(model: str, version: str = "") -> None:
+    """Set the model label for the current request's phases (and its overhead), and that model's ``version`` (the
+    ``model_version`` label of those phases, ``""`` for none), so that two versions serving side by side (a canary)
+    can be told apart. Both pass the cardinality guard like every label that comes from traffic. Phases that name
+    another model (``phase(name, model=...)``) get no version. No-op outside a request."""
     tl = _timeline.get()
     if tl is not None:
-        tl.model = tl.recorder.guard.fold("model", model)
+        guard = tl.recorder.guard
+        tl.model = guard.fold("model", model)
+        tl.version = guard.fold("model_version", version) if version else ""
 
 
 #: An open phase: ``[name, model, parent frame, start, time of the phases inside it, span]``. A list rather than an
@@ -285,7 +310,7 @@ def _record(tl: RequestTimeline | None, name: str, model: str | None, seconds: f
         m = recorder.metrics
         guard = recorder.guard
         model_label = guard.fold("model", model) if model else recorder.model
-        m.child(m.phase_duration, (recorder.service, model_label, guard.fold("phase", name))).observe(seconds)
+        m.child(m.phase_duration, (recorder.service, model_label, "", guard.fold("phase", name))).observe(seconds)
     except Exception as exc:
         record_error("metrics", exc, recorder.metrics)
 
@@ -301,7 +326,8 @@ class RequestRecorder:
 
     def __init__(self, metrics: Metrics | None = None, service: str | None = None, model: str = "",
                  guard: LabelGuard | None = None, tracer_provider: Any = None,
-                 slow_threshold: float | None = None) -> None:
+                 slow_threshold: float | None = None, model_version: str = "",
+                 traffic_classes: TrafficClasses | None = None) -> None:
         from aiwatch.tracing import TracerSource
 
         self.metrics = metrics if metrics is not None else default_metrics()
@@ -319,6 +345,9 @@ class RequestRecorder:
             record_error("metrics", exc, self.metrics)
         self.guard = guard if guard is not None else guard_for(self.metrics)
         self.model = self.guard.fold("model", model) if model else ""
+        self.model_version = self.guard.fold("model_version", model_version) if model_version else ""
+        #: The traffic classes requests are told apart by (the ``traffic_class`` label).
+        self.traffic = traffic_classes if traffic_classes is not None else TrafficClasses()
         self.tracing = TracerSource(tracer_provider)
         try:
             self._in_flight = adder(self.metrics.child(self.metrics.requests_in_flight, (self.service,)))
@@ -326,8 +355,12 @@ class RequestRecorder:
             record_error("metrics", exc, self.metrics)
             self._in_flight = _ignore
         # Histogram children by label values, for this recorder's service (bounded: labels pass the guard).
-        self._request_children: dict[tuple[str, str, str], Any] = {}
+        self._request_children: dict[tuple[str, str, str, str], Any] = {}
         self._phase_children: dict[tuple[str, str], Any] = {}
+        #: (model version, the request's model) -> that version's phase children (only while versions are set)
+        self._versioned_children: dict[tuple[str, str], dict[tuple[str, str], Any]] = {}
+        self._size_children: dict[tuple[str, str], tuple[Any, Any]] = {}
+        self._stream_children: dict[str, tuple[Any, Any]] = {}
 
     def begin(self, span_name: str = "request", parent_context: Any = None,
               attributes: dict[str, Any] | None = None, start: float | None = None) -> RequestTimeline:
@@ -372,24 +405,91 @@ class RequestRecorder:
             record_error("tracing", exc, self.metrics)
         return tl
 
-    def _phase_child(self, key: tuple[str, str]) -> Any:
-        child = self._phase_children.get(key)
+    def _phase_child(self, key: tuple[str, str], version: str = "",
+                     children: dict[tuple[str, str], Any] | None = None) -> Any:
+        """The phase histogram's child of ``key`` (phase name, model) with the ``model_version`` label ``version``,
+        cached in ``children`` (default: the unversioned children)."""
+        if children is None:
+            children = self._phase_children
+        child = children.get(key)
         if child is None:
             name, model = key
             # phase names and models (phase(..., model=)) pass the cardinality guard here, once per admitted value;
             # values folded into the overflow are not cached, so names made from data cannot grow the cache
             labels = (self.guard.fold("model", model) if model else model,
                       name if name == OVERHEAD else self.guard.fold("phase", name))
-            child = self.metrics.child(self.metrics.phase_duration, (self.service, *labels))
-            if labels == key[::-1] and len(self._phase_children) < _MAX_CACHED_CHILDREN:
-                self._phase_children[key] = child
+            child = self.metrics.child(self.metrics.phase_duration, (self.service, labels[0], version, labels[1]))
+            if labels == key[::-1] and len(children) < _MAX_CACHED_CHILDREN:
+                children[key] = child
         return child
 
+    def _observe_versioned(self, tl: RequestTimeline, overhead_key: tuple[str, str],
+                           exemplar: dict[str, str] | None) -> tuple[float, Any]:
+        """Observe the phases of a request whose model has a version (the version labels the phases of the request's
+        own model only); returns their sum and the overhead's child."""
+        found = self._versioned_children.get((tl.version, tl.model))
+        if found is None:
+            found = {}
+            if len(self._versioned_children) < _MAX_CACHED_CHILDREN:
+                self._versioned_children[(tl.version, tl.model)] = found
+        named = 0.0
+        for phase_key, seconds in tl.phases.items():
+            if phase_key[1] == tl.model:
+                child = found.get(phase_key) or self._phase_child(phase_key, tl.version, found)
+            else:
+                child = self._phase_children.get(phase_key) or self._phase_child(phase_key)
+            observe(child, seconds, exemplar)
+            named += seconds
+        return named, found.get(overhead_key) or self._phase_child(overhead_key, tl.version, found)
+
+    def observe_late_phase(self, tl: RequestTimeline, name: str, seconds: float) -> None:
+        """Record a phase of the request's model that ran after ``tl`` finished (a unary gRPC response's
+        serialization): in the phase histogram only, outside the request's total and overhead."""
+        try:
+            key = (name, tl.model)
+            if tl.version:
+                children = self._versioned_children.get((tl.version, tl.model))
+                child = self._phase_child(key, tl.version, children if children is not None else {})
+            else:
+                child = self._phase_children.get(key) or self._phase_child(key)
+            observe(child, seconds)
+        except Exception as exc:
+            record_error("metrics", exc, self.metrics)
+
+    def stream_children(self, route: str) -> tuple[Any, Any]:
+        """The time-to-first-chunk and time-between-chunks children of ``route``, for
+        :class:`aiwatch.streaming.ChunkTimer`."""
+        label = self.guard.fold("route", route)
+        found = self._stream_children.get(label)
+        if found is None:
+            m = self.metrics
+            found = (m.child(m.time_to_first_chunk, (self.service, label)),
+                     m.child(m.time_between_chunks, (self.service, label)))
+            if len(self._stream_children) < _MAX_CACHED_CHILDREN:
+                self._stream_children[label] = found
+        return found
+
+    def _observe_sizes(self, route: str, method: str, request_bytes: int | None,
+                       response_bytes: int | None) -> None:
+        children = self._size_children.get((route, method))
+        if children is None:
+            m = self.metrics
+            children = (m.child(m.request_size, (self.service, route, method)),
+                        m.child(m.response_size, (self.service, route, method)))
+            if len(self._size_children) < _MAX_CACHED_CHILDREN:
+                self._size_children[(route, method)] = children
+        if request_bytes is not None:
+            observe(children[0], request_bytes)
+        if response_bytes is not None:
+            observe(children[1], response_bytes)
+
     def finish(self, tl: RequestTimeline, route: str, method: str, status: str,
-               error: BaseException | None = None, end: float | None = None) -> None:
+               error: BaseException | None = None, end: float | None = None, request_bytes: int | None = None,
+               response_bytes: int | None = None) -> None:
         """Record the request's duration, its phases and its overhead, end its span (when aiwatch started it) and
         leave the context. The integration describes the span first (:mod:`aiwatch.semconv`); ``error`` is for the
-        metrics' caller, not recorded on the span here."""
+        metrics' caller, not recorded on the span here. ``request_bytes`` / ``response_bytes``: the HTTP bodies'
+        sizes, when the integration measured them."""
         now = _clock() if end is None else end
         total = now - tl.start
         m = self.metrics
@@ -397,28 +497,47 @@ class RequestRecorder:
             self._in_flight(-1)
             route = self.guard.fold("route", route)
             exemplar = {"trace_id": tl.trace_id} if tl.trace_id else None
-            key = (route, method, status)
+            traffic_class = tl.traffic_class
+            if self.traffic.has_routes:
+                traffic_class = tl.traffic_class = self.traffic.for_route(route, traffic_class)
+            key = (route, method, status, traffic_class)
             child = self._request_children.get(key)
             if child is None:
                 child = m.child(m.request_duration, (self.service, *key))
                 if len(self._request_children) < _MAX_CACHED_CHILDREN:
                     self._request_children[key] = child
             observe(child, total, exemplar)
-            named = 0.0
-            phase_children = self._phase_children
-            for phase_key, seconds in tl.phases.items():
-                observe(phase_children.get(phase_key) or self._phase_child(phase_key), seconds, exemplar)
-                named += seconds
+            overhead_key = (OVERHEAD, tl.model)
+            if not tl.version:
+                named = 0.0
+                phase_children = self._phase_children
+                for phase_key, seconds in tl.phases.items():
+                    observe(phase_children.get(phase_key) or self._phase_child(phase_key), seconds, exemplar)
+                    named += seconds
+                overhead_child = phase_children.get(overhead_key) or self._phase_child(overhead_key)
+            else:
+                named, overhead_child = self._observe_versioned(tl, overhead_key, exemplar)
             overhead = total - named
             if overhead < 0.0:
                 overhead = 0.0
                 m.child(m.overhead_clamped, (self.service,)).inc()
-            overhead_key = (OVERHEAD, tl.model)
-            observe(phase_children.get(overhead_key) or self._phase_child(overhead_key), overhead, exemplar)
+            observe(overhead_child, overhead, exemplar)
             if total > self.slow_threshold:
                 self._count_slow(tl, overhead)
+            if request_bytes is not None or response_bytes is not None:
+                self._observe_sizes(route, method, request_bytes, response_bytes)
+            if tl.tokens is not None:
+                tl.tokens.observe(self, tl, status)
+            if tl.version and is_error_status(status):
+                m.child(m.model_version_errors, (self.service, tl.model, tl.version)).inc()
+            if tl.degraded:
+                for reason, model in tl.degraded:
+                    m.child(m.degraded_responses, (self.service, model, reason)).inc()
         except Exception as exc:
             record_error("metrics", exc, m)
+        if tl.span is not None and (tl.tokens is not None or tl.degraded or tl.version
+                                    or tl.traffic_class != self.traffic.default):
+            self._describe_extras(tl)
         if tl.span is not None and tl.owns_span:
             try:
                 self.tracing.end_server_span(tl.span)
@@ -426,6 +545,24 @@ class RequestRecorder:
                 record_error("tracing", exc, m)
         if _timeline.get() is tl:
             _timeline.set(None)
+
+    def _describe_extras(self, tl: RequestTimeline) -> None:
+        """Give the request's span what aiwatch knows beyond the transport's conventions: a traffic class other
+        than the default, the model version, fallbacks (``aiwatch.degraded``) and GenAI usage."""
+        span = tl.span
+        try:
+            if not span.is_recording():
+                return
+            if tl.traffic_class != self.traffic.default:
+                span.set_attribute("aiwatch.traffic_class", tl.traffic_class)
+            if tl.version:
+                span.set_attribute("aiwatch.model.version", tl.version)
+            if tl.degraded:
+                span.set_attribute("aiwatch.degraded.reason", [reason for reason, _ in tl.degraded])
+            if tl.tokens is not None:
+                tl.tokens.describe(span, tl)
+        except Exception as exc:
+            record_error("tracing", exc, self.metrics)
 
     def _count_slow(self, tl: RequestTimeline, overhead: float) -> None:
         """Add a slow request's phases and calls to the slow-request counters (the tail's split)."""

@@ -2,7 +2,7 @@
 """Render the importable Grafana dashboards from the console's PromQL: ``dashboards/aiwatch.json`` (GPUs from
 aiwatch's collector) and ``dashboards/aiwatch-dcgm.json`` (GPUs from NVIDIA's dcgm-exporter).
 
-The panels mirror the console's views (Latency, Resources, Drift, Alerts) and take their PromQL from
+The panels mirror the console's views (Latency, AI traffic, Resources, Drift, Alerts) and take their PromQL from
 :class:`aiwatch.console.queries.PanelQueries`, so the console and the dashboards cannot drift apart. Every query
 keeps the aggregation labels (``cluster``, ``namespace``) apart, and each has a template variable, so a Thanos or
 Mimir holding several clusters shows them side by side or one at a time, never summed. Run it after changing a
@@ -148,6 +148,47 @@ def build(gpu_source: str = "aiwatch") -> dict[str, Any]:
     lay.add(timeseries("Throughput", [target(q.throughput(W, SVC), "{{service}}" + AT)], "reqps"))
     lay.add(timeseries("Error ratio", [target(q.error_ratio(W, SVC), "{{service}}" + AT)], "percentunit",
                        "Share of requests with an HTTP 5xx or failed gRPC status."))
+
+    lay.row("AI traffic: real-time vs batch, streams, fallbacks, model versions")
+    p95 = dict(QUANTILES)["p95"]
+    lay.add(timeseries("Request latency p95: real-time vs batch",
+                       [target(q.latency_by_class(p95, W, SVC), f"{{{{service}}}} {{{{traffic_class}}}} p95{AT}")],
+                       "s", "Request latency p95 per service and traffic_class (the aiwatch-traffic-class header or "
+                            "a route rule), side by side: batch traffic raising real-time latency on the same "
+                            "replicas shows as the realtime line climbing with the batch rate (next panel). SLOs and "
+                            "autoscaling signals count real-time traffic only."))
+    lay.add(timeseries("Throughput per traffic class",
+                       [target(q.throughput_by_class(W, SVC), f"{{{{service}}}} {{{{traffic_class}}}}{AT}")],
+                       "reqps"))
+    lay.add(timeseries("Time to first chunk (streamed responses)",
+                       [target(q.first_chunk_quantile(quantile, W, SVC), f"{{{{service}}}} {{{{route}}}} {name}{AT}",
+                               chr(65 + i)) for i, (name, quantile) in enumerate(QUANTILES[:2])], "s",
+                       "Time from the request's start to the first body chunk (not the headers) of responses "
+                       "streamed in two chunks or more, and of gRPC server streams."), w=8)
+    lay.add(timeseries("Time to first token",
+                       [target(q.first_token_quantile(quantile, W, SVC, MDL),
+                               f"{{{{model}}}} {{{{traffic_class}}}} {name}{AT}", chr(65 + i))
+                        for i, (name, quantile) in enumerate(QUANTILES[:2])], "s",
+                       "OpenTelemetry's gen_ai.server.time_to_first_token (aiwatch.record_tokens)."), w=8)
+    lay.add(timeseries("Time per output token",
+                       [target(q.per_output_token_quantile(quantile, W, SVC, MDL),
+                               f"{{{{model}}}} {{{{traffic_class}}}} {name}{AT}", chr(65 + i))
+                        for i, (name, quantile) in enumerate(QUANTILES[:2])], "s",
+                       "OpenTelemetry's gen_ai.server.time_per_output_token."), w=8)
+    lay.add(timeseries("Token usage", [target(q.token_rate(W, SVC, MDL), "{{model}} {{token_type}}" + AT)],
+                       "short", "Tokens per second by model and gen_ai.token.type (input, output)."), w=8)
+    lay.add(timeseries("Degraded share", [target(q.degraded_share(W, SVC, MDL), "{{model}} {{reason}}" + AT)],
+                       "percentunit", "Share of each service's responses served by a fallback (aiwatch.degraded: "
+                                      "a cached prediction, a smaller model, a default answer), by model and "
+                                      "reason. A scale-out signal: the service is answering, but not with its "
+                                      "model."), w=8)
+    lay.add(timeseries("Model versions: error share",
+                       [target(q.version_error_ratio(W, SVC, MDL), "{{model}} {{model_version}}" + AT)],
+                       "percentunit", "Share of each model version's requests with an error status "
+                                      "(set_model(model, version)): a canary against the stable version."), w=8)
+    lay.add(timeseries("Model versions: model time p95",
+                       [target(q.version_latency(p95, W, SVC, MDL), "{{model}} {{model_version}}" + AT)], "s",
+                       "The inference phase's p95 per model version."), w=24)
 
     lay.row("Resources: GPUs, queues, batching, cache")
     lay.add(table("GPUs", [target(q.gpu_gauge(reading), ref=chr(65 + i), instant=True)

@@ -9,8 +9,8 @@ cd "$(dirname "$0")/.."
 venv="${AIWATCH_LOWEST_VENV:-.venv-lowest}"
 uv="${AIWATCH_VENV:-.venv}/bin/uv"
 python="${PYTHON:-python3}"
-# grpc and demo stay out: the grpc extra's protobuf 7.35 lifts streamlit and the demo's fastapi lifts starlette past
-# their floors, which this environment is for (their own floors are checked by resolving and importing, below)
+# grpc and demo stay out: the grpc extra's protobuf 7.35 lifts streamlit past its floor, which this environment is
+# for (the grpc and demo floors are checked by resolving and importing, below)
 extras=(console data rules otel evidently http gpu test)
 
 [ -x "$venv/bin/python" ] || "$uv" venv -q --python "$python" "$venv"
@@ -30,9 +30,9 @@ grpc_venv="$venv-grpc"
     --extra demo pyproject.toml -o "$grpc_venv/lowest-requirements.txt"
 "$uv" pip sync -q --python "$grpc_venv/bin/python" "$grpc_venv/lowest-requirements.txt"
 "$uv" pip install -q --python "$grpc_venv/bin/python" --no-deps -e .
-grep -E '^(grpcio|protobuf|opentelemetry-instrumentation-grpc|fastapi|uvicorn|httpx|pydantic)==' \
+grep -E '^(grpcio|protobuf|opentelemetry-instrumentation-grpc|fastapi|starlette|uvicorn|httpx|pydantic)==' \
     "$grpc_venv/lowest-requirements.txt" | tr '\n' ' '; echo
-"$grpc_venv/bin/python" -c "import aiwatch.grpc, aiwatch.demo.recommender_pb2_grpc, aiwatch.demo.runner, fastapi"
+"$grpc_venv/bin/python" -c "import aiwatch.grpc, aiwatch.demo.recommender_pb2_grpc, aiwatch.demo.runner, aiwatch.middleware.rendering, fastapi"
 
 echo "== the core at its floors (the otel extra's opentelemetry-instrumentation lifts the API above, so alone)"
 core_venv="$venv-core"

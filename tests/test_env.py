@@ -96,6 +96,18 @@ def _gpu_interval() -> float:
     return GpuPoller(nvml=types.SimpleNamespace()).interval
 
 
+def _traffic_classes() -> str:
+    from aiwatch.traffic import TrafficClasses
+
+    return ",".join(TrafficClasses().classes)
+
+
+def _traffic_route_class() -> str:
+    from aiwatch.traffic import TrafficClasses
+
+    return TrafficClasses().for_route("/v1/bulk/embed", "realtime")
+
+
 def _console(field: str) -> Callable[[], Any]:
     def read() -> Any:
         from aiwatch.console.config import ConsoleConfig
@@ -227,6 +239,8 @@ READERS: dict[str, tuple[Callable[[], Any], Any, str, Any]] = {
     "OTEL_PYTHON_STARLETTE_EXCLUDED_URLS": (_excludes("STARLETTE"), False, "healthz", True),
     "OTEL_PYTHON_FLASK_EXCLUDED_URLS": (_excludes("FLASK"), False, "healthz", True),
     "AIWATCH_GPU_POLL_INTERVAL": (_gpu_interval, 5.0, "0.5", 0.5),
+    "AIWATCH_TRAFFIC_CLASSES": (_traffic_classes, "realtime,batch", "Interactive, offline", "interactive,offline"),
+    "AIWATCH_TRAFFIC_CLASS_ROUTES": (_traffic_route_class, "realtime", "/v1/bulk/*=batch", "batch"),
     "AIWATCH_CONSOLE_PROMETHEUS": (_console("prometheus"), "", "http://prom:9090", "http://prom:9090"),
     "AIWATCH_CONSOLE_SCRAPE": (_console("scrape"), ("http://127.0.0.1:8000/metrics",), "http://a/m, http://b/m",
                                ("http://a/m", "http://b/m")),

@@ -41,15 +41,17 @@ def test_fast_and_public_observe_record_identical_samples() -> None:
     public, fast = Metrics(CollectorRegistry()), Metrics(CollectorRegistry())
     for i, value in enumerate(VALUES):
         exemplar = {"trace_id": f"{i:032x}"} if i % 2 else None
-        fastpath.public_observe(public.child(public.request_duration, ("s", "/r", "GET", "200")), value, exemplar)
-        fastpath.fast_observe(fast.child(fast.request_duration, ("s", "/r", "GET", "200")), value, exemplar)
+        labels = ("s", "/r", "GET", "200", "realtime")
+        fastpath.public_observe(public.child(public.request_duration, labels), value, exemplar)
+        fastpath.fast_observe(fast.child(fast.request_duration, labels), value, exemplar)
     assert _exposition(public.registry) == _exposition(fast.registry)
     assert any("trace_id" in line for line in _exposition(fast.registry)[1])
-    assert len(LATENCY_BUCKETS) + 1 == len(fast.child(fast.request_duration, ("s", "/r", "GET", "200"))._buckets)
+    labels = ("s", "/r", "GET", "200", "realtime")
+    assert len(LATENCY_BUCKETS) + 1 == len(fast.child(fast.request_duration, labels)._buckets)
 
 
 def test_fast_observe_respects_a_replaced_observe(metrics: Metrics) -> None:
-    child = metrics.child(metrics.request_duration, ("s", "/r", "GET", "200"))
+    child = metrics.child(metrics.request_duration, ("s", "/r", "GET", "200", "realtime"))
     seen: list[float] = []
     child.observe = lambda amount, exemplar=None: seen.append(amount)
     fastpath.fast_observe(child, 0.5)
@@ -85,9 +87,9 @@ recorder = RequestRecorder(ours, service="s")
 tl = recorder.begin()
 tl.add("inference", None, 0.25)
 recorder.finish(tl, "/r", "GET", "200", end=tl.start + 0.5)
-theirs.request_duration.labels("s", "/r", "GET", "200").observe(0.5)
-theirs.phase_duration.labels("s", "", "inference").observe(0.25)
-theirs.phase_duration.labels("s", "", "overhead").observe(0.25)
+theirs.request_duration.labels("s", "/r", "GET", "200", "realtime").observe(0.5)
+theirs.phase_duration.labels("s", "", "", "inference").observe(0.25)
+theirs.phase_duration.labels("s", "", "", "overhead").observe(0.25)
 theirs.requests_in_flight.labels("s").inc(0)
 theirs.slow_threshold.labels("s").set(0.3)
 theirs.slow_requests.labels("s").inc()
@@ -135,13 +137,14 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from aiwatch import fastpath
 from aiwatch.metrics import Metrics
 m = Metrics(CollectorRegistry())
-fastpath.observe(m.child(m.request_duration, ("s", "/r", "GET", "200")), 0.003, {"trace_id": "ab" * 16})
+fastpath.observe(m.child(m.request_duration, ("s", "/r", "GET", "200", "realtime")), 0.003, {"trace_id": "ab" * 16})
 fastpath.adder(m.child(m.requests_in_flight, ("s",)))(1)
 merged = CollectorRegistry()
 MultiProcessCollector(merged)
 print(fastpath.LAYOUT_PROBLEM)
 print(merged.get_sample_value("aiwatch_request_duration_seconds_count",
-                              {"service": "s", "route": "/r", "method": "GET", "status": "200"}),
+                              {"traffic_class": "realtime",
+                               "service": "s", "route": "/r", "method": "GET", "status": "200"}),
       merged.get_sample_value("aiwatch_requests_in_flight", {"service": "s"}))
 """
     problem, counts = _run(code, PROMETHEUS_MULTIPROC_DIR=str(tmp_path))[:2]

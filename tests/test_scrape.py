@@ -25,7 +25,7 @@ TRACE = {"trace_id": "0af7651916cd43dd8448eb211c80319c"}
 
 def populated() -> Metrics:
     m = Metrics(CollectorRegistry())
-    m.child(m.request_duration, (AWKWARD, "/p", "POST", "200")).observe(0.02, TRACE)
+    m.child(m.request_duration, (AWKWARD, "/p", "POST", "200", "realtime")).observe(0.02, TRACE)
     m.feature_cache_requests.labels("features", "hit").inc(3)
     m.queue_depth.labels("predict").set(4)
     m.drift_pvalue.labels("m", "x", "psi").set(math.nan)
@@ -46,7 +46,8 @@ def test_text_and_openmetrics_read_the_same() -> None:
     openmetrics_text = generate_openmetrics(registry).decode()
     assert " # {trace_id=" in openmetrics_text  # the exemplar is there to be dropped
     assert same(parse_metrics(openmetrics_text, OPENMETRICS_TYPE), text)
-    labels = (("method", "POST"), ("route", "/p"), ("service", AWKWARD), ("status", "200"))
+    labels = (("method", "POST"), ("route", "/p"), ("service", AWKWARD), ("status", "200"),
+              ("traffic_class", "realtime"))
     assert text["aiwatch_request_duration_seconds_count"] == {labels: 1.0}
     assert text["aiwatch_request_duration_seconds_bucket"][(("le", "0.025"), *labels)] == 1.0
     assert text["aiwatch_feature_cache_requests_total"] == {(("cache", "features"), ("result", "hit")): 3.0}

@@ -70,7 +70,9 @@ def test_prometheus_counts_the_same_statuses_in_the_rules_the_console_and_diagno
     ``is_error_status`` says so, in the recording rule, the console's query and diagnose's read."""
     promtool = require_binary("promtool")
     services = {status: f"s{i}" for i, status in enumerate(STATUSES)}
-    series = [{"series": f'aiwatch_request_duration_seconds_count{{service="{svc}", status="{status}"}}',
+    # traffic_class="realtime": the SLO rules count real-time traffic (slo.traffic_class)
+    series = [{"series": f'aiwatch_request_duration_seconds_count{{service="{svc}", traffic_class="realtime", '
+                         f'status="{status}"}}',
                "values": "0+60x20"} for status, svc in services.items()]
 
     ratio = [{"labels": f'{{service="{svc}"}}', "value": 1 if is_error_status(status) else 0}

@@ -11,10 +11,11 @@ import aiwatch
 from aiwatch import timing
 from aiwatch.metrics import Metrics
 from aiwatch.timing import RequestRecorder, current_timeline, set_default_recorder
+from tests.labels import with_defaults
 
 
 def sample(registry: CollectorRegistry, name: str, **labels: str) -> float | None:
-    return registry.get_sample_value(name, labels)
+    return registry.get_sample_value(name, with_defaults(name, labels))
 
 
 @pytest.fixture
@@ -92,7 +93,7 @@ def test_repeated_phase_adds_up_to_one_observation(recorder: RequestRecorder, re
     for _ in range(3):
         aiwatch.record_phase("features", 0.01)
     recorder.finish(tl, "/p", "GET", "200")
-    labels = {"service": "svc", "model": "m", "phase": "features"}
+    labels = {"service": "svc", "model": "m", "model_version": "", "phase": "features"}
     assert registry.get_sample_value("aiwatch_phase_duration_seconds_count", labels) == 1
     assert registry.get_sample_value("aiwatch_phase_duration_seconds_sum", labels) == pytest.approx(0.03)
 
@@ -207,7 +208,8 @@ def test_failing_metric_never_raises(metrics: Metrics, registry: CollectorRegist
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("injected")
 
-    monkeypatch.setattr(metrics.child(metrics.request_duration, ("svc", "/p", "GET", "200")), "observe", broken)
+    child = metrics.child(metrics.request_duration, ("svc", "/p", "GET", "200", "realtime"))
+    monkeypatch.setattr(child, "observe", broken)
     tl = recorder.begin()
     recorder.finish(tl, "/p", "GET", "200")
     assert sample(registry, "aiwatch_instrumentation_errors_total", component="metrics") == 1
@@ -248,4 +250,5 @@ def test_begin_in_span_leaves_the_span_to_its_owner(metrics: Metrics, registry: 
     assert tl.trace_id == format(owners.get_span_context().trace_id, "032x")
     owners.end()
     assert registry.get_sample_value("aiwatch_request_duration_seconds_count",
-                                     {"service": "svc", "route": "/r", "method": "GET", "status": "200"}) == 1
+                                     {"traffic_class": "realtime",
+                                      "service": "svc", "route": "/r", "method": "GET", "status": "200"}) == 1

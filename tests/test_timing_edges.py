@@ -42,7 +42,7 @@ def traced() -> Iterator[tuple[TracerProvider, InMemorySpanExporter]]:
 
 def phase_sum(registry: CollectorRegistry, phase: str, model: str = "", service: str = "svc") -> float | None:
     return registry.get_sample_value("aiwatch_phase_duration_seconds_sum",
-                                     {"service": service, "model": model, "phase": phase})
+                                     {"service": service, "model": model, "model_version": "", "phase": phase})
 
 
 def errors(metrics: Metrics, component: str) -> float:
@@ -61,8 +61,9 @@ def test_set_model_labels_the_rest_of_the_request_through_the_guard(metrics: Met
     with aiwatch.phase("inference"):
         pass
     recorder.finish(tl, "/p", "GET", "200")
-    assert metrics.registry.get_sample_value("aiwatch_phase_duration_seconds_count",
-                                             {"service": "svc", "model": "ranker", "phase": "inference"}) == 1.0
+    assert metrics.registry.get_sample_value(
+        "aiwatch_phase_duration_seconds_count",
+        {"service": "svc", "model": "ranker", "model_version": "", "phase": "inference"}) == 1.0
     tl = recorder.begin()
     set_model("second-model")  # past the bound of 1: folded
     assert tl.model == OVERFLOW
@@ -168,7 +169,7 @@ def test_a_phase_recorded_outside_a_request_goes_to_the_default_recorder(metrics
     assert phase_sum(r, "queue", "base", "worker") == 0.5
     assert phase_sum(r, "inference", "ranker", "worker") == 0.25
     assert r.get_sample_value("aiwatch_phase_duration_seconds_count",
-                              {"service": "worker", "model": "base", "phase": "idle"}) == 1.0
+                              {"service": "worker", "model": "base", "model_version": "", "phase": "idle"}) == 1.0
 
 
 def test_names_recorded_outside_a_request_pass_the_guard(metrics: Metrics) -> None:
@@ -268,7 +269,7 @@ def test_begin_passes_its_span_arguments_and_start_time(metrics: Metrics,
     assert (span.attributes or {})["k"] == "v" and span.kind == trace.SpanKind.SERVER
     assert metrics.registry.get_sample_value("aiwatch_request_duration_seconds_sum",
                                              {"service": "svc", "route": "/p", "method": "GET",
-                                              "status": "200"}) == 0.5
+                                              "status": "200", "traffic_class": "realtime"}) == 0.5
 
 
 def test_begin_in_span_takes_the_start_time(metrics: Metrics,
@@ -301,8 +302,9 @@ def test_a_failing_tracer_is_counted_under_tracing_and_the_request_goes_on(metri
     tl.span = None
     recorder.finish(tl, "/p", "GET", "200")
     assert "RuntimeError('tracer down')" in caplog.text
-    assert metrics.registry.get_sample_value("aiwatch_phase_duration_seconds_count",
-                                             {"service": "svc", "model": "", "phase": "features"}) == 1.0
+    assert metrics.registry.get_sample_value(
+        "aiwatch_phase_duration_seconds_count",
+        {"service": "svc", "model": "", "model_version": "", "phase": "features"}) == 1.0
 
 
 class _SpanThatFailsToEnd:
@@ -331,8 +333,9 @@ def test_a_phase_span_that_fails_to_end_is_counted_and_the_phase_still_recorded(
     assert errors(metrics, "tracing") == 1.0
     tl.tracer = tl.span = None
     recorder.finish(tl, "/p", "GET", "200")
-    assert metrics.registry.get_sample_value("aiwatch_phase_duration_seconds_count",
-                                             {"service": "svc", "model": "", "phase": "features"}) == 1.0
+    assert metrics.registry.get_sample_value(
+        "aiwatch_phase_duration_seconds_count",
+        {"service": "svc", "model": "", "model_version": "", "phase": "features"}) == 1.0
 
 
 # ------------------------------------------------------------------------------------------ the recorder's set-up
@@ -380,7 +383,7 @@ def test_metrics_failing_at_start_up_are_counted_under_metrics_and_requests_stil
     assert errors(metrics, "metrics") == 2
     assert metrics.registry.get_sample_value(
         "aiwatch_request_duration_seconds_count",
-        {"service": "svc", "route": "/", "method": "GET", "status": "200"}) == 1
+        {"service": "svc", "route": "/", "method": "GET", "status": "200", "traffic_class": "realtime"}) == 1
 
 
 def test_every_histogram_of_a_traced_request_carries_its_trace_id_as_exemplar(

@@ -24,8 +24,9 @@ from aiwatch.metrics import Metrics, get_metrics
 from aiwatch.safety import record_error
 from aiwatch.semconv import end_http_client_span, http_client_attributes
 from aiwatch.servertiming import OVERHEAD, parse
-from aiwatch.timing import RequestTimeline, call_site, current_timeline
+from aiwatch.timing import RequestTimeline, call_site, current_timeline, traffic_class_to_forward
 from aiwatch.tracing import TracerSource, activate_counted, deactivate_counted
+from aiwatch.traffic import HEADER as TRAFFIC_CLASS_HEADER
 
 UNMATCHED_ROUTE = "__unmatched__"
 """The ``route`` label of calls made without a route template: URL paths are never used as labels."""
@@ -108,6 +109,12 @@ class ClientRecorder:
             record_error("client", exc, self.metrics)
             call = _Call(method, "", UNMATCHED_ROUTE, start)
         self._propagate(call, headers, scheme, host, port, url)
+        try:
+            traffic_class = traffic_class_to_forward()
+            if traffic_class is not None and TRAFFIC_CLASS_HEADER not in headers:
+                headers[TRAFFIC_CLASS_HEADER] = traffic_class
+        except Exception as exc:
+            record_error("client", exc, self.metrics)
         return call
 
     def _propagate(self, call: _Call, headers: MutableMapping[str, str], scheme: str, host: str,
@@ -142,11 +149,12 @@ class ClientRecorder:
         deactivate_counted(token, self.metrics)
 
     def finish(self, call: _Call, status: str, server_timing: str | None,
-               error: BaseException | None = None) -> None:
-        """Record a finished call: ``status`` is the HTTP status or the client error's name. Never raises."""
+               error: BaseException | None = None, sent: int | None = None, received: int | None = None) -> None:
+        """Record a finished call: ``status`` is the HTTP status or the client error's name; ``sent`` /
+        ``received``: the request and response bodies' bytes, when known. Never raises."""
         m = self.metrics
         self.record(call.start, _clock(), call.address, call.route, status, server_timing, call.timeline, call.phase,
-                    "server_timing")
+                    "server_timing", sent=sent, received=received)
         if call.span is not None:
             try:
                 end_http_client_span(call.span, status, error)
@@ -155,13 +163,15 @@ class ClientRecorder:
 
     def record(self, start: float, end: float, address: str, route: str, status: str, server_timing: str | None,
                timeline: RequestTimeline | None, phase: str, timing_component: str,
-               fixed_peer: str | None = None) -> None:
+               fixed_peer: str | None = None, sent: int | None = None, received: int | None = None) -> str:
         """Record one finished call, HTTP or gRPC: its client-observed time and, when the peer reported its time
         (``server_timing``: the ``Server-Timing`` value or the ``server-timing`` trailer), its network time. The
         ``peer`` label is ``fixed_peer`` or this recorder's fixed peer, else the service name the peer reported, else
         ``address``;
-        ``timeline`` and ``phase`` are where the call was made (:func:`aiwatch.timing.call_site`). A malformed
-        ``server_timing`` is counted under ``timing_component``. Never raises."""
+        ``timeline`` and ``phase`` are where the call was made (:func:`aiwatch.timing.call_site`); ``sent`` and
+        ``received`` are bytes moved (``aiwatch_client_bytes_total``), when known. A malformed
+        ``server_timing`` is counted under ``timing_component``. Returns the ``peer`` label it used. Never
+        raises."""
         m = self.metrics
         timing = None
         if server_timing:
@@ -181,6 +191,10 @@ class ClientRecorder:
             peer = address
         try:
             m.child(m.client_request_duration, (self.service, peer, route, status, phase)).observe(client)
+            if sent:
+                m.child(m.client_bytes, (self.service, peer, "sent")).inc(sent)
+            if received:
+                m.child(m.client_bytes, (self.service, peer, "received")).inc(received)
         except Exception as exc:
             record_error("metrics", exc, m)
         total = timing.total if timing is not None else None
@@ -198,3 +212,18 @@ class ClientRecorder:
                 timeline.add_call(peer, phase, client, network)
             except Exception as exc:
                 record_error("client", exc, m)
+        return peer
+
+
+def body_length(body: Any, headers: Any) -> int | None:
+    """A body's size in bytes: ``len(body)`` for bytes or text, else its declared ``Content-Length`` (``None``:
+    unknown, a stream of unknown size)."""
+    if isinstance(body, bytes | bytearray | memoryview):
+        return len(body)
+    if isinstance(body, str):
+        return len(body.encode("utf-8"))
+    try:
+        value = headers.get("content-length") if headers is not None else None
+        return int(value) if value else None
+    except (TypeError, ValueError):
+        return None

@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any, TypeVar
 
 from aiwatch._optional import require
-from aiwatch.client._core import ROUTE_EXTENSION, ClientRecorder, _Call
+from aiwatch.client._core import ROUTE_EXTENSION, ClientRecorder, _Call, body_length
 from aiwatch.recording import resolve_client_recorder
 
 require("httpx", "http")
@@ -39,32 +39,51 @@ def _start(recorder: ClientRecorder, request: httpx.Request) -> _Call:
                           route if isinstance(route, str) else None)
 
 
-def _finish_read(recorder: ClientRecorder, call: _Call, response: httpx.Response) -> None:
+def _finish_read(recorder: ClientRecorder, call: _Call, response: httpx.Response, request: httpx.Request) -> None:
     """Record a call whose response came back already read and closed: httpx never closes it again."""
-    recorder.finish(call, str(response.status_code), response.headers.get("server-timing"))
+    recorder.finish(call, str(response.status_code), response.headers.get("server-timing"),
+                    sent=_sent(request), received=_read_length(response))
+
+
+def _read_length(response: httpx.Response) -> int | None:
+    try:
+        return len(response.content)
+    except Exception:  # closed without being read
+        return None
+
+
+def _sent(request: httpx.Request) -> int | None:
+    try:
+        return body_length(None, request.headers)
+    except Exception:
+        return None
 
 
 class _CallFinisher:
     """A response stream's pending call: finished once, when the body is read to its end, fails or is closed."""
 
     def __init__(self, stream: Any, recorder: ClientRecorder, call: _Call, status: str,
-                 server_timing: str | None) -> None:
+                 server_timing: str | None, sent: int | None = None) -> None:
         self._stream = stream
         self._recorder = recorder
         self._call: _Call | None = call
         self._status = status
         self._server_timing = server_timing
+        self._sent = sent
+        self._received = 0
 
     def _done(self, status: str, error: BaseException | None) -> None:
         call, self._call = self._call, None
         if call is not None:
-            self._recorder.finish(call, status, self._server_timing, error)
+            self._recorder.finish(call, status, self._server_timing, error, self._sent, self._received)
 
 
 class _TimedStream(_CallFinisher, httpx.SyncByteStream):
     def __iter__(self) -> Iterator[bytes]:
         try:
-            yield from self._stream
+            for chunk in self._stream:
+                self._received += len(chunk)
+                yield chunk
         except GeneratorExit:
             raise
         except BaseException as exc:
@@ -82,6 +101,7 @@ class _AsyncTimedStream(_CallFinisher, httpx.AsyncByteStream):
     async def __aiter__(self) -> AsyncIterator[bytes]:
         try:
             async for chunk in self._stream:
+                self._received += len(chunk)
                 yield chunk
         except GeneratorExit:
             raise
@@ -116,10 +136,10 @@ class AiwatchTransport(httpx.BaseTransport):
         finally:
             self.recorder.leave(token)
         if response.is_closed:  # built already read (Response(content=...), MockTransport): no body left to time
-            _finish_read(self.recorder, call, response)
+            _finish_read(self.recorder, call, response, request)
             return response
         response.stream = _TimedStream(response.stream, self.recorder, call, str(response.status_code),
-                                       response.headers.get("server-timing"))
+                                       response.headers.get("server-timing"), _sent(request))
         return response
 
     def close(self) -> None:
@@ -144,10 +164,10 @@ class AiwatchAsyncTransport(httpx.AsyncBaseTransport):
         finally:
             self.recorder.leave(token)
         if response.is_closed:
-            _finish_read(self.recorder, call, response)
+            _finish_read(self.recorder, call, response, request)
             return response
         response.stream = _AsyncTimedStream(response.stream, self.recorder, call, str(response.status_code),
-                                            response.headers.get("server-timing"))
+                                            response.headers.get("server-timing"), _sent(request))
         return response
 
     async def aclose(self) -> None:

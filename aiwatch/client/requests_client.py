@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from aiwatch._optional import require
-from aiwatch.client._core import ClientRecorder
+from aiwatch.client._core import ClientRecorder, body_length
 from aiwatch.recording import CLIENT_RECORDER_OPTIONS, resolve_client_recorder
 
 require("requests", "http")
@@ -58,7 +58,9 @@ class AiwatchHTTPAdapter(HTTPAdapter):
             raise
         finally:
             recorder.leave(token)
-        recorder.finish(call, str(response.status_code), response.headers.get("server-timing"))
+        recorder.finish(call, str(response.status_code), response.headers.get("server-timing"),
+                        sent=body_length(request.body, request.headers),
+                        received=body_length(None if stream else response.content, response.headers))
         return response
 
 

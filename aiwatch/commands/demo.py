@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 #: kept here so that `aiwatch --help` does not import the demo (aiwatch.demo.scenarios.SCENARIOS, checked by a test)
-SCENARIO_NAMES = ("flash-sale", "network", "feature-store", "model", "drift", "none")
+SCENARIO_NAMES = ("flash-sale", "network", "feature-store", "model", "drift", "none", "batch-backfill")
 
 
 def register(subparsers: Any) -> None:
@@ -45,13 +45,18 @@ def register(subparsers: Any) -> None:
                         help="what goes wrong in the middle stage: flash-sale (default: 10x traffic, the queue "
                              "grows), network (the gateway -> inference link is congested), feature-store (the "
                              "store slows, the cache misses), model (the model slows, a GPU throttle), drift (inputs "
-                             "shift, latency stays flat), none (the control)")
+                             "shift, latency stays flat), none (the control), batch-backfill (a batch client "
+                             "shares the replicas with the real-time traffic)")
     parser.add_argument("--severity-ms", type=_positive, default=None,
                         help="time the fault adds to the part it slows (default 200; for flash-sale: the queue "
                              "wait the sale causes, by bounding its requests in flight; no bound by default)")
     parser.add_argument("--cpu-ms", type=_positive, default=5.0,
                         help="of --model-ms, the part that is the numpy recommender's CPU work; the rest is a "
                              "simulated accelerator's time, which holds no CPU (default 5)")
+    parser.add_argument("--deadline-ms", type=_positive, default=400.0,
+                        help="the gateway's time budget per real-time request (default 400): when too little of it "
+                             "is left for the inference call, the gateway answers from its cache of recent answers "
+                             "and counts the response as degraded")
     parser.add_argument("--no-alerts", action="store_true",
                         help="do not start Prometheus and Alertmanager (started by default when installed)")
     parser.add_argument("--seed", type=int, default=7, help="seed of the generated traffic")

@@ -1,6 +1,7 @@
 """The aiwatch console, a Streamlit app: ``aiwatch console`` runs it (or ``streamlit run aiwatch/console/app.py``).
 
-Five views, picked in the sidebar: **Latency**, **Resources**, **Drift**, **Alerts** and **Runbooks**. Each panel
+Six views, picked in the sidebar: **Latency**, **AI traffic** (real-time vs batch, streams and tokens, fallbacks,
+model versions), **Resources**, **Drift**, **Alerts** and **Runbooks**. Each panel
 asks one question of the data source (:mod:`aiwatch.console.source`) and draws the answer; a panel whose question
 fails or has no data shows a message saying why, and the other panels go on. The Runbooks view serves the runbook
 of every aiwatch alert from the package (:mod:`aiwatch.runbooks`); ``?runbook=<AlertName>`` opens one, so a rules
@@ -36,12 +37,13 @@ from aiwatch.console.source import (
     service_order,
 )
 from aiwatch.console.text import md, md_link, safe_url
+from aiwatch.traffic import REALTIME
 
 st: Any = require("streamlit", "console")
 pd: Any = require("pandas", "console")
 alt: Any = require("altair", "console")
 
-VIEWS = ("Latency", "Resources", "Drift", "Alerts", "Runbooks")
+VIEWS = ("Latency", "AI traffic", "Resources", "Drift", "Alerts", "Runbooks")
 #: the query parameter that opens the Runbooks view on one alert's page
 RUNBOOK_PARAM = "runbook"
 WINDOWS = (30.0, 60.0, 300.0, 900.0, 3600.0)
@@ -344,6 +346,86 @@ def _draw_phases(service: str, series: list[Series]) -> None:
     chart(df, "ms per request", area=True, colors=colors, height=220, legend_columns=2)
 
 
+
+
+def ai_traffic_view(src: DataSource, window: float) -> None:
+    w = _window_label(window)
+    st.header("AI traffic: real-time vs batch, streams, fallbacks, model versions")
+    with Prefetch() as prefetch:
+        classes, class_rates = prefetch(lambda: src.latency_by_class(window)), \
+            prefetch(lambda: src.throughput_by_class(window))
+        first_chunk, first_token = prefetch(lambda: src.first_chunk(window)), prefetch(lambda: src.first_token(window))
+        per_token, tokens = prefetch(lambda: src.per_output_token(window)), prefetch(lambda: src.token_rate(window))
+        degraded = prefetch(lambda: src.degraded_share(window))
+        versions, version_errors = prefetch(lambda: src.version_latency(window)), \
+            prefetch(lambda: src.version_error_ratio(window))
+        order = _service_order(class_rates)
+        panel(f"Real-time vs batch: request latency p95 per traffic class, per service (ms; over {w})", classes,
+              lambda d: _draw_classes(d, _answer(class_rates), order),
+              f"No requests in the last {w} (aiwatch_request_duration_seconds).")
+        left, right = st.columns(2)
+        with left:
+            panel("Streams: time to the first body chunk (ms; service, route)", first_chunk,
+                  lambda d: line(d, ["service", "route", "quantile"], "ms", 1000.0),
+                  f"No streamed responses in the last {w} (aiwatch_time_to_first_chunk_seconds): responses of "
+                  "two body chunks or more, or gRPC server streams.")
+            panel("Time per output token (ms; service, model, traffic class)", per_token,
+                  lambda d: line(d, ["service", "model", "traffic_class", "quantile"], "ms", 1000.0),
+                  f"No time per output token in the last {w}: the service calls aiwatch.record_tokens with two "
+                  "output tokens or more.")
+            panel(f"Degraded share: responses served by a fallback, by model and reason (over {w})", degraded,
+                  lambda d: line(d, ["service", "model", "reason"], "ratio"),
+                  f"No fallback answers in the last {w} (aiwatch.degraded), or no requests.", empty_is_good=True)
+        with right:
+            panel("Time to first token (ms; service, model, traffic class)", first_token,
+                  lambda d: line(d, ["service", "model", "traffic_class", "quantile"], "ms", 1000.0),
+                  f"No time to first token in the last {w}: the service does not call aiwatch.record_tokens.")
+            panel("Token usage (tokens/s; service, model, token type)", tokens,
+                  lambda d: line(d, ["service", "model", "token_type"], "tokens/s"),
+                  f"No token usage in the last {w} (aiwatch.record_tokens).")
+            panel(f"Model versions: error share per version (over {w})", version_errors,
+                  lambda d: line(d, ["service", "model", "model_version"], "ratio"),
+                  f"No versioned model served in the last {w}: set_model(model, version) tells a canary apart.")
+        panel("Model versions: the model's own time (inference phase) per version (ms)", versions,
+              lambda d: line(d, ["service", "model", "model_version", "quantile"], "ms", 1000.0),
+              f"No versioned inference phase in the last {w}: set_model(model, version) labels it.")
+
+
+def _answer(fetch: Callable[[], list[Series]]) -> list[Series]:
+    """``fetch``'s answer, or none when it failed (the panel drawing it goes on without it)."""
+    try:
+        return fetch()
+    except Exception:
+        return []
+
+
+def _draw_classes(series: list[Series], rates: list[Series], order: Sequence[str]) -> None:
+    st.caption(f"Each service's {REALTIME} and batch requests side by side, on the same replicas: batch traffic "
+               f"that raises {REALTIME} latency shows as the {REALTIME} line climbing with the batch share. The SLOs "
+               f"and autoscaling signals count {REALTIME} traffic only.")
+    share: dict[str, tuple[float, float]] = {}
+    for s in rates:
+        svc, cls = s.labels.get("service", ""), s.labels.get("traffic_class", "")
+        total, batch = share.get(svc, (0.0, 0.0))
+        value = s.last or 0.0
+        share[svc] = (total + value, batch + (value if cls != REALTIME else 0.0))
+
+    def draw(service: str, found: list[Series]) -> None:
+        p95 = [s for s in found if s.labels.get("quantile") == "p95"]
+        latest = {s.labels.get("traffic_class", ""): s.last for s in p95}
+        total, batch = share.get(service, (0.0, 0.0))
+        cols = st.columns(3)
+        real = latest.get(REALTIME)
+        cols[0].metric(f"{REALTIME} p95", "—" if real is None else f"{real * 1000:.1f} ms")
+        others = [v for c, v in latest.items() if c != REALTIME and v is not None]
+        cols[1].metric("other classes p95", f"{max(others) * 1000:.1f} ms" if others else "—")
+        cols[2].metric(f"not-{REALTIME} share of requests", f"{batch / total:.0%}" if total > 0 else "—")
+        chart(frame(sorted(p95, key=lambda s: s.labels.get("traffic_class", "")),
+                    lambda s: s.labels.get("traffic_class", "") or "(none)", 1000.0), "ms p95", height=180)
+
+    small_multiples("classes", series, order, draw)
+
+
 def resources_view(src: DataSource, window: float) -> None:
     w = _window_label(window)
     st.header("Resources: GPUs, queues, batching, cache")
@@ -545,7 +627,8 @@ def _draw_signals(signals: list[Any]) -> None:
 
 
 RENDER: dict[str, Callable[[DataSource, float], None]] = {
-    "Latency": latency_view, "Resources": resources_view, "Drift": drift_view, "Alerts": alerts_view,
+    "Latency": latency_view, "AI traffic": ai_traffic_view, "Resources": resources_view, "Drift": drift_view,
+    "Alerts": alerts_view,
 }
 
 

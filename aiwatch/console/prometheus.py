@@ -152,6 +152,37 @@ class PrometheusSource(DataSource):
         w = duration(window)
         return self._ranges([(self.q.network_quantile(q, w), {"quantile": name}) for name, q in QUANTILES[:2]])
 
+    def _quantile_ranges(self, query: Callable[[float, str], str], window: float) -> list[Series]:
+        w = duration(window)
+        return self._ranges([(query(q, w), {"quantile": name}) for name, q in QUANTILES[:2]])
+
+    def latency_by_class(self, window: float) -> list[Series]:
+        return self._quantile_ranges(self.q.latency_by_class, window)
+
+    def throughput_by_class(self, window: float) -> list[Series]:
+        return self.range(self.q.throughput_by_class(duration(window)))
+
+    def first_chunk(self, window: float) -> list[Series]:
+        return self._quantile_ranges(self.q.first_chunk_quantile, window)
+
+    def first_token(self, window: float) -> list[Series]:
+        return self._quantile_ranges(self.q.first_token_quantile, window)
+
+    def per_output_token(self, window: float) -> list[Series]:
+        return self._quantile_ranges(self.q.per_output_token_quantile, window)
+
+    def token_rate(self, window: float) -> list[Series]:
+        return self.range(self.q.token_rate(duration(window)))
+
+    def degraded_share(self, window: float) -> list[Series]:
+        return self.range(self.q.degraded_share(duration(window)))
+
+    def version_latency(self, window: float) -> list[Series]:
+        return self._quantile_ranges(self.q.version_latency, window)
+
+    def version_error_ratio(self, window: float) -> list[Series]:
+        return self.range(self.q.version_error_ratio(duration(window)))
+
     def gpu_table(self) -> list[GpuRow]:
         rows: dict[tuple[str, str], dict[str, Any]] = {}
         answers = self._all([partial(self.instant, self.q.gpu_gauge(field)) for field, _ in Q.GPU_GAUGES])

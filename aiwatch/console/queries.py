@@ -35,6 +35,7 @@ from aiwatch.promql import (
     matchers_of,
     matches,
     metric,
+    ne,
     one_of,
     rate,
     scoped,
@@ -42,6 +43,7 @@ from aiwatch.promql import (
     series,
 )
 from aiwatch.status import ERROR_STATUS_RE
+from aiwatch.traffic import REALTIME
 
 REQUESTS = metric("aiwatch_request_duration_seconds")
 PHASES = metric("aiwatch_phase_duration_seconds")
@@ -61,6 +63,13 @@ MODEL_QUALITY = metric("aiwatch_model_quality")
 MODEL_QUALITY_OBJECTIVE = metric("aiwatch_model_quality_objective")
 MODEL_QUALITY_LABELLED = metric("aiwatch_model_quality_labelled")
 REFERENCE_RATIO = metric("aiwatch_feature_reference_ratio")
+TIME_TO_FIRST_CHUNK = metric("aiwatch_time_to_first_chunk_seconds")
+TIME_BETWEEN_CHUNKS = metric("aiwatch_time_between_chunks_seconds")
+TIME_TO_FIRST_TOKEN = metric("aiwatch_gen_ai_time_to_first_token_seconds")
+TIME_PER_OUTPUT_TOKEN = metric("aiwatch_gen_ai_time_per_output_token_seconds")
+TOKEN_USAGE = metric("aiwatch_gen_ai_token_usage_tokens")
+DEGRADED = metric("aiwatch_degraded_responses_total")
+VERSION_ERRORS = metric("aiwatch_model_version_errors_total")
 
 REPLICA_GAUGES = (IN_FLIGHT, QUEUE_DEPTH, GPU_NVML_UP)
 """The serving gauges whose exporters count as replicas."""
@@ -131,6 +140,56 @@ class PanelQueries:
     def network_quantile(self, q: float, w: str, svc: MatcherText = "") -> str:
         """Network time quantile per calling ``service`` and the ``peer`` it called."""
         return histogram_quantile(q, NETWORK, w, self._by("service", "peer"), *self._m(svc))
+
+    # --- AI traffic: traffic classes, streams, tokens, fallbacks, model versions ---------------------------------
+    def latency_by_class(self, q: float, w: str, svc: MatcherText = "") -> str:
+        """Request latency quantile per ``service`` and ``traffic_class``: real-time and batch side by side, so that
+        batch traffic raising real-time latency on the same replicas shows."""
+        return histogram_quantile(q, REQUESTS, w, self._by("service", "traffic_class"), *self._m(svc))
+
+    def throughput_by_class(self, w: str, svc: MatcherText = "") -> str:
+        return by("sum", self._by("service", "traffic_class"), rate(REQUESTS.count, w, *self._m(svc)))
+
+    def first_chunk_quantile(self, q: float, w: str, svc: MatcherText = "") -> str:
+        """Time to the first body chunk of streamed responses, per ``service`` and ``route``."""
+        return histogram_quantile(q, TIME_TO_FIRST_CHUNK, w, self._by("service", "route"), *self._m(svc))
+
+    def between_chunks_quantile(self, q: float, w: str, svc: MatcherText = "") -> str:
+        return histogram_quantile(q, TIME_BETWEEN_CHUNKS, w, self._by("service", "route"), *self._m(svc))
+
+    def first_token_quantile(self, q: float, w: str, svc: MatcherText = "", mdl: MatcherText = "") -> str:
+        """Time to first token (OpenTelemetry GenAI), per ``service``, ``model`` and ``traffic_class``."""
+        return histogram_quantile(q, TIME_TO_FIRST_TOKEN, w, self._by("service", "model", "traffic_class"),
+                                  *self._m(svc, mdl))
+
+    def per_output_token_quantile(self, q: float, w: str, svc: MatcherText = "", mdl: MatcherText = "") -> str:
+        return histogram_quantile(q, TIME_PER_OUTPUT_TOKEN, w, self._by("service", "model", "traffic_class"),
+                                  *self._m(svc, mdl))
+
+    def token_rate(self, w: str, svc: MatcherText = "", mdl: MatcherText = "") -> str:
+        """Tokens per second per ``service``, ``model`` and ``token_type`` (input, output)."""
+        return by("sum", self._by("service", "model", "token_type"), rate(TOKEN_USAGE.sum, w, *self._m(svc, mdl)))
+
+    def degraded_share(self, w: str, svc: MatcherText = "", mdl: MatcherText = "") -> str:
+        """Share of a service's responses served by a fallback, per ``model`` and ``reason`` (the denominator is
+        every response of the service, as in the ``AiwatchDegradedShareHigh`` rule)."""
+        degraded = by("sum", self._by("service", "model", "reason"), rate(DEGRADED, w, *self._m(svc, mdl)))
+        return f"{degraded} / on ({', '.join(self._by('service'))}) group_left {self.throughput(w, svc)}"
+
+    def version_latency(self, q: float, w: str, svc: MatcherText = "", mdl: MatcherText = "") -> str:
+        """The model's own time (the ``inference`` phase) quantile per ``service``, ``model`` and
+        ``model_version``: a canary against the stable version."""
+        return histogram_quantile(q, PHASES, w, self._by("service", "model", "model_version"),
+                                  *self._m(svc, mdl, eq("phase", "inference"), ne("model_version", "")))
+
+    def version_error_ratio(self, w: str, svc: MatcherText = "", mdl: MatcherText = "") -> str:
+        """Share of each model version's requests with an error status. Every request observes its ``overhead``
+        phase once, labelled with its model and version, so that phase's count is the version's request rate."""
+        labels = self._by("service", "model", "model_version")
+        total = by("sum", labels, rate(PHASES.count, w, *self._m(svc, mdl, eq("phase", "overhead"),
+                                                                 ne("model_version", ""))))
+        errors = by("sum", labels, rate(VERSION_ERRORS, w, *self._m(svc, mdl)))
+        return f"({errors} or {total} * 0) / {total}"
 
     # --- GPUs ---------------------------------------------------------------------------------------------
     def gpu_reading(self, reading: str) -> str:
@@ -203,7 +262,7 @@ class PanelQueries:
         return [
             by("sum", self.scope, series(QUEUE_DEPTH, *self._m())) + per_replica,
             by("sum", self.scope, series(IN_FLIGHT, *self._m())) + per_replica,
-            by("sum", self.scope, rate(REQUESTS.count, w, *self._m())) + per_replica,
+            by("sum", self.scope, rate(REQUESTS.count, w, *self._m(eq("traffic_class", REALTIME)))) + per_replica,
             histogram_quantile(0.95, QUEUE_WAIT, w, self.scope, *self._m()),
             by("avg", self.scope, self.gpu_reading("utilization")),
         ]

@@ -53,6 +53,7 @@ from aiwatch.httpconfig import HTTPConfig
 from aiwatch.scrape import LabelKey, fetch_metrics, parse_metrics
 from aiwatch.scrape import Samples as Scraped
 from aiwatch.status import is_error_status
+from aiwatch.traffic import REALTIME
 
 if TYPE_CHECKING:
     from aiwatch.diagnose.window import WindowTotals
@@ -368,6 +369,59 @@ class ScrapeSource(DataSource):
             return _quantiles(rates, ("service", "peer"), QUANTILES[:2])
         return self._range(fn)
 
+    def _quantile_range(self, bucket: str, by: tuple[str, ...], window: float,
+                        keep: Callable[[dict[str, str]], bool] | None = None) -> list[Series]:
+        def fn(data: list[tuple[str, list[Snapshot]]], t: float) -> Samples:
+            rates = self._rate(data, bucket, t, window)
+            return _quantiles([r for r in rates if keep is None or keep(r[0])], by, QUANTILES[:2])
+        return self._range(fn)
+
+    def _rate_by(self, name: str, by: tuple[str, ...], window: float) -> list[Series]:
+        def fn(data: list[tuple[str, list[Snapshot]]], t: float) -> Samples:
+            return [(dict(zip(by, k, strict=True)), v)
+                    for k, v in sum_by(self._rate(data, name, t, window), by).items()]
+        return self._range(fn)
+
+    def latency_by_class(self, window: float) -> list[Series]:
+        return self._quantile_range(Q.REQUESTS.bucket, ("service", "traffic_class"), window)
+
+    def throughput_by_class(self, window: float) -> list[Series]:
+        return self._rate_by(Q.REQUESTS.count, ("service", "traffic_class"), window)
+
+    def first_chunk(self, window: float) -> list[Series]:
+        return self._quantile_range(Q.TIME_TO_FIRST_CHUNK.bucket, ("service", "route"), window)
+
+    def first_token(self, window: float) -> list[Series]:
+        return self._quantile_range(Q.TIME_TO_FIRST_TOKEN.bucket, ("service", "model", "traffic_class"), window)
+
+    def per_output_token(self, window: float) -> list[Series]:
+        return self._quantile_range(Q.TIME_PER_OUTPUT_TOKEN.bucket, ("service", "model", "traffic_class"), window)
+
+    def token_rate(self, window: float) -> list[Series]:
+        return self._rate_by(Q.TOKEN_USAGE.sum, ("service", "model", "token_type"), window)
+
+    def degraded_share(self, window: float) -> list[Series]:
+        def fn(data: list[tuple[str, list[Snapshot]]], t: float) -> Samples:
+            requests = sum_by(self._rate(data, Q.REQUESTS.count, t, window), ("service",))
+            degraded = sum_by(self._rate(data, Q.DEGRADED.name, t, window), ("service", "model", "reason"))
+            return [({"service": svc, "model": model, "reason": reason}, v / requests[(svc,)])
+                    for (svc, model, reason), v in degraded.items() if requests.get((svc,), 0.0) > 0]
+        return self._range(fn)
+
+    def version_latency(self, window: float) -> list[Series]:
+        return self._quantile_range(Q.PHASES.bucket, ("service", "model", "model_version"), window,
+                                    lambda lb: lb.get("phase") == "inference" and lb.get("model_version", "") != "")
+
+    def version_error_ratio(self, window: float) -> list[Series]:
+        by = ("service", "model", "model_version")
+
+        def fn(data: list[tuple[str, list[Snapshot]]], t: float) -> Samples:
+            total = sum_by([(lb, v) for lb, v in self._rate(data, Q.PHASES.count, t, window)
+                            if lb.get("phase") == "overhead" and lb.get("model_version", "") != ""], by)
+            errors = sum_by(self._rate(data, Q.VERSION_ERRORS.name, t, window), by)
+            return [(dict(zip(by, k, strict=True)), errors.get(k, 0.0) / v) for k, v in total.items() if v > 0]
+        return self._range(fn)
+
     def gpu_table(self) -> list[GpuRow]:
         data, t = self._copy(), time.time()
         rows: dict[str, dict[str, object]] = {}
@@ -473,7 +527,8 @@ class ScrapeSource(DataSource):
         values = [
             per_replica(self._gauge(data, Q.QUEUE_DEPTH.name, t)),
             per_replica(self._gauge(data, Q.IN_FLIGHT.name, t)),
-            per_replica(self._rate(data, Q.REQUESTS.count, t, window)),
+            per_replica([(lb, v) for lb, v in self._rate(data, Q.REQUESTS.count, t, window)
+                         if lb.get("traffic_class") == REALTIME]),
             queue_wait[0][1] if queue_wait else None,
             sum(v for _, v in gpu) / len(gpu) if gpu else None,
         ]

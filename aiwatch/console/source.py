@@ -160,7 +160,9 @@ class TargetHealth:
 AUTOSCALING_SIGNALS: tuple[tuple[str, str, str], ...] = (
     ("queue depth per replica", "items", "Items waiting in queues, summed and divided by the replicas."),
     ("in-flight requests per replica", "requests", "Concurrent requests per replica."),
-    ("request rate per replica", "req/s", "Requests per second per replica over the window."),
+    ("real-time request rate per replica", "req/s",
+     "Real-time requests per second per replica over the window: batch traffic (traffic_class) is no demand to "
+     "scale for; it shows as real-time latency in the AI traffic view."),
     ("queue wait p95", "seconds", "95th percentile of queue wait over the window."),
     ("GPU utilization (mean)", "ratio", "Mean kernel-busy share over every GPU."),
 )
@@ -197,6 +199,44 @@ class DataSource(ABC):
     @abstractmethod
     def network_time(self, window: float) -> list[Series]:
         """Network time seen by callers, p50/p95 by calling ``service``, ``peer`` and ``quantile``."""
+
+    # --- AI traffic ---------------------------------------------------------------------------------------
+    @abstractmethod
+    def latency_by_class(self, window: float) -> list[Series]:
+        """Request latency p50/p95 per ``service``, ``traffic_class`` and ``quantile``: real-time and batch apart."""
+
+    @abstractmethod
+    def throughput_by_class(self, window: float) -> list[Series]:
+        """Requests per second per ``service`` and ``traffic_class``."""
+
+    @abstractmethod
+    def first_chunk(self, window: float) -> list[Series]:
+        """Time to the first body chunk of streamed responses, p50/p95 per ``service``, ``route``, ``quantile``."""
+
+    @abstractmethod
+    def first_token(self, window: float) -> list[Series]:
+        """Time to first token, p50/p95 per ``service``, ``model``, ``traffic_class`` and ``quantile``."""
+
+    @abstractmethod
+    def per_output_token(self, window: float) -> list[Series]:
+        """Time per output token, p50/p95 per ``service``, ``model``, ``traffic_class`` and ``quantile``."""
+
+    @abstractmethod
+    def token_rate(self, window: float) -> list[Series]:
+        """Tokens per second per ``service``, ``model`` and ``token_type``."""
+
+    @abstractmethod
+    def degraded_share(self, window: float) -> list[Series]:
+        """Share of each service's responses served by a fallback, per ``service``, ``model`` and ``reason``."""
+
+    @abstractmethod
+    def version_latency(self, window: float) -> list[Series]:
+        """The ``inference`` phase p50/p95 per ``service``, ``model``, ``model_version`` and ``quantile``
+        (versioned models only)."""
+
+    @abstractmethod
+    def version_error_ratio(self, window: float) -> list[Series]:
+        """Share of requests with an error status per ``service``, ``model`` and ``model_version``."""
 
     @abstractmethod
     def gpu_table(self) -> list[GpuRow]:

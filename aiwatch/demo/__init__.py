@@ -10,11 +10,13 @@ Each part is a small module so that it can be swapped for the toolkit's own comp
 - :mod:`aiwatch.demo.model`: the recommender (trained at start-up, constant-time padded batches), called through
   the toolkit's own micro-batcher (:class:`aiwatch.MicroBatcher`);
 - :mod:`aiwatch.demo.features`: the feature store and its cache (in-process LRU or Redis);
+- :mod:`aiwatch.demo.fallback`: the gateway's graceful degradation (its deadline per real-time request, its recent
+  answers, counted with :func:`aiwatch.degraded`);
 - :mod:`aiwatch.demo.drift`: the drift hook (counts live values into the reference profile's bins);
 - :mod:`aiwatch.demo.inference` / :mod:`aiwatch.demo.gateway`: the two services (run by :mod:`aiwatch.demo.serve`;
   the gRPC transport's stubs :mod:`aiwatch.demo.recommender_pb2` and :mod:`aiwatch.demo.recommender_pb2_grpc` are
   generated from ``recommender.proto``);
-- :mod:`aiwatch.demo.loadgen`: the staged load generator;
+- :mod:`aiwatch.demo.loadgen`: the staged load generator (and the ``batch-backfill`` scenario's batch client);
 - :mod:`aiwatch.demo.scrape` / :mod:`aiwatch.demo.summary`: per-stage numbers from the services' ``/metrics`` (read
   with :mod:`aiwatch.scrape`);
 - :mod:`aiwatch.demo.runner`: the supervisor behind ``aiwatch demo``.

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from aiwatch.demo.summary import SLO_LATENCY_SECONDS
 from aiwatch.rules import BurnAlert, BurnWindow, RulesConfig, render
 
 PROMETHEUS_BINARIES = ("prometheus",)
@@ -46,7 +47,7 @@ def rules_config(runbook_url: str | None = None, hold_seconds: int = HOLD_SECOND
     cfg = RulesConfig()
     if runbook_url:
         cfg.runbook_url = runbook_url
-    cfg.slo.latency_threshold_seconds = 0.2
+    cfg.slo.latency_threshold_seconds = SLO_LATENCY_SECONDS
     cfg.slo.page = BurnAlert([BurnWindow("1m", "10s", 14.4)], "10s")
     cfg.slo.ticket = BurnAlert([BurnWindow("2m", "30s", 3.0)], "30s")
     lat = cfg.latency
@@ -56,6 +57,8 @@ def rules_config(runbook_url: str | None = None, hold_seconds: int = HOLD_SECOND
     lat.model_p99_seconds = 0.15
     lat.non_model_p99_seconds = lat.network_p99_seconds = 0.05
     cfg.queue.per_replica_warning, cfg.queue.per_replica_critical, cfg.queue.for_ = 3.0, 10.0, "5s"
+    # the degraded share over a stage's time scale (the shipped rule's 10m would never fire in a demo)
+    cfg.streaming.degraded_window, cfg.streaming.degraded_for = "10s", f"{max(hold_seconds // 2, 5)}s"
     cfg.cache.window, cfg.cache.hit_ratio_min, cfg.cache.for_ = "10s", 0.3, "10s"
     cfg.gpu.window, cfg.gpu.saturated_for, cfg.gpu.memory_for, cfg.gpu.absent_for = "10s", "15s", "10s", "10s"
     cfg.drift.windows, cfg.drift.psi_window, cfg.drift.interval = ["1m"], "1m", "5s"

@@ -9,12 +9,18 @@ server time the inference service reported (``Server-Timing`` header, or ``serve
 gRPC). The ``peer`` label needs no configuration: it is the service name the inference service reports with its
 time.
 
+A request's traffic class (the ``aiwatch-traffic-class`` header, :mod:`aiwatch.traffic`) goes on to the inference
+service with the call, so that a batch request is batch on both services. With ``--deadline-ms`` a real-time request
+has a time budget: when less of it is left than the inference call would take, the gateway answers from its recent
+answers and marks the response degraded (:mod:`aiwatch.demo.fallback`, :func:`aiwatch.degraded`).
+
 ``/demo/faults`` switches the feature-store fault of a demo scenario (:mod:`aiwatch.demo.faults`).
 """
 
 from __future__ import annotations
 
 import argparse
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -24,9 +30,12 @@ from pydantic import BaseModel, Field
 import aiwatch
 from aiwatch.client import ROUTE_EXTENSION
 from aiwatch.demo import faults as demo_faults
+from aiwatch.demo.fallback import CallEstimate, Deadline, RecentAnswers
 from aiwatch.demo.features import CACHE, FeatureCache, FeatureStore, LruCache, RedisCache
 from aiwatch.demo.names import Names
 from aiwatch.metrics import Metrics, default_metrics
+from aiwatch.traffic import HEADER as TRAFFIC_CLASS_HEADER
+from aiwatch.traffic import TrafficClasses
 
 SERVICE = Names().gateway
 
@@ -42,7 +51,8 @@ class InferenceUnavailable(Exception):
     """The inference service could not be reached or answered with an error."""
 
 
-Predict = Callable[[dict[str, Any]], Awaitable[list[int]]]
+#: ``predict(payload, traffic_class)``: the class is forwarded to the inference service unless it is the default.
+Predict = Callable[[dict[str, Any], str | None], Awaitable[list[int]]]
 
 
 def http_client(inference_url: str, metrics: Metrics,
@@ -57,9 +67,11 @@ def http_client(inference_url: str, metrics: Metrics,
                           limits=httpx.Limits(max_connections=256, max_keepalive_connections=256)),
         service=service, metrics=metrics)
 
-    async def predict(payload: dict[str, Any]) -> list[int]:
+    async def predict(payload: dict[str, Any], traffic_class: str | None = None) -> list[int]:
+        headers = {TRAFFIC_CLASS_HEADER: traffic_class} if traffic_class else None
         try:
-            resp = await client.post("/predict", json=payload, extensions={ROUTE_EXTENSION: "/predict"})
+            resp = await client.post("/predict", json=payload, headers=headers,
+                                     extensions={ROUTE_EXTENSION: "/predict"})
         except httpx.HTTPError as exc:
             raise InferenceUnavailable(f"inference service unreachable: {exc}") from exc
         if resp.status_code != 200:
@@ -82,7 +94,7 @@ def grpc_client(target: str, metrics: Metrics,
     # A grpc.aio channel belongs to the event loop it is created in: the server's, on the first call.
     opened: list[Any] = []
 
-    async def predict(payload: dict[str, Any]) -> list[int]:
+    async def predict(payload: dict[str, Any], traffic_class: str | None = None) -> list[int]:
         if not opened:
             channel = grpc.aio.insecure_channel(target, interceptors=interceptors)
             opened[:] = [channel, recommender_pb2_grpc.RecommenderStub(channel)]
@@ -90,7 +102,8 @@ def grpc_client(target: str, metrics: Metrics,
                                       items_in_cart=payload["items_in_cart"],
                                       session_seconds=payload["session_seconds"], profile=payload["profile"])
         try:
-            reply = await opened[1].Recommend(request, timeout=30.0)
+            reply = await opened[1].Recommend(
+                request, timeout=30.0, metadata=((TRAFFIC_CLASS_HEADER, traffic_class),) if traffic_class else None)
         except grpc.aio.AioRpcError as exc:
             raise InferenceUnavailable(f"inference service answered {exc.code().name}: {exc.details()}") from exc
         return list(reply.items)
@@ -103,10 +116,13 @@ def grpc_client(target: str, metrics: Metrics,
 
 
 def create_app(inference_url: str | None = None, redis_url: str | None = None, cache_capacity: int = 1500,
-               inference_grpc: str | None = None, service: str = SERVICE, cache_name: str = CACHE) -> Any:
+               inference_grpc: str | None = None, service: str = SERVICE, cache_name: str = CACHE,
+               deadline_seconds: float | None = None, model: str = Names().model) -> Any:
     """The gateway app; it calls the inference service at ``inference_grpc`` (gRPC target ``host:port``) if given,
-    else at ``inference_url`` (HTTP). ``service`` and ``cache_name`` are its labels in aiwatch's metrics."""
-    from fastapi import FastAPI, HTTPException
+    else at ``inference_url`` (HTTP). ``service`` and ``cache_name`` are its labels in aiwatch's metrics.
+    ``deadline_seconds``: the time budget of a real-time request (none by default), after which it is answered from
+    recent answers, counted as degraded for ``model``."""
+    from fastapi import FastAPI, Header, HTTPException
 
     if not inference_url and not inference_grpc:
         raise ValueError("the gateway needs the inference service's HTTP URL or gRPC target")
@@ -115,6 +131,9 @@ def create_app(inference_url: str | None = None, redis_url: str | None = None, c
                            else LruCache(metrics, cache_capacity, cache=cache_name))
     faults = demo_faults.Faults()
     store = FeatureStore(cache, faults)
+    traffic = TrafficClasses()
+    answers = RecentAnswers()
+    calls = CallEstimate()
     predict, close = (grpc_client(inference_grpc, metrics, service) if inference_grpc
                       else http_client(str(inference_url), metrics, service))
 
@@ -127,14 +146,28 @@ def create_app(inference_url: str | None = None, redis_url: str | None = None, c
     app = FastAPI(title="aiwatch demo gateway", lifespan=lifespan)
 
     @app.post("/recommend")
-    async def recommend(body: RecommendBody) -> dict[str, Any]:
+    async def recommend(body: RecommendBody, traffic_class_header: str | None = Header(
+            None, alias=TRAFFIC_CLASS_HEADER)) -> dict[str, Any]:
+        traffic_class = traffic.from_header(traffic_class_header)
+        deadline = Deadline(deadline_seconds if traffic_class == traffic.default else None)
         async with aiwatch.phase("features"):
             profile = await store.user_profile(body.user_id)
+        if deadline.too_near(calls.expected()):
+            items, reason = answers.fallback(body.user_id)
+            aiwatch.degraded(reason, model=model)
+            return {"user_id": body.user_id, "items": items, "degraded": reason}
+        forwarded = traffic_class if traffic_class != traffic.default else None
+        started, in_flight = time.monotonic(), calls.start()
+        took = float("nan")
         try:
             async with aiwatch.phase("inference_call"):
-                items = await predict({**body.model_dump(), "profile": profile})
+                items = await predict({**body.model_dump(), "profile": profile}, forwarded)
+            took = time.monotonic() - started
         except InferenceUnavailable as exc:
             raise HTTPException(502, str(exc)) from exc
+        finally:
+            calls.finish(in_flight, took)
+        answers.remember(body.user_id, items)
         return {"user_id": body.user_id, "items": items}
 
     @app.get("/healthz")
@@ -155,11 +188,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--cache-capacity", type=int, default=1500)
     parser.add_argument("--service", default=SERVICE, help="the gateway's service label")
     parser.add_argument("--cache-name", default=CACHE, help="the feature cache's cache label")
+    parser.add_argument("--deadline-ms", type=float, default=None,
+                        help="time budget of a real-time request; past it, answer from recent answers (degraded)")
+    parser.add_argument("--model", default=Names().model, help="the model label of degraded responses")
     args = parser.parse_args(argv)
     from aiwatch.demo.serve import serve
 
     serve(create_app(args.inference_url, args.redis, args.cache_capacity, args.inference_grpc, args.service,
-                     args.cache_name), args.port,
+                     args.cache_name, args.deadline_ms / 1000.0 if args.deadline_ms else None, args.model),
+          args.port,
           loop="asyncio" if args.inference_grpc else "auto")
 
 

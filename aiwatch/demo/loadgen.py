@@ -2,6 +2,10 @@
 
 Requests that would exceed ``max_in_flight`` are not sent and are counted as dropped, so an overloaded service can
 never make the generator pile up unbounded work.
+
+A stage with ``batch_workers`` also runs a batch client beside the real-time traffic: that many workers, each sending
+its next request (with ``aiwatch-traffic-class: batch``) as soon as the last one is answered, as a backfill job's
+worker pool does. Closed-loop, so it is bounded by its workers and takes whatever capacity the service has left.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ import numpy as np
 
 from aiwatch.demo import data
 from aiwatch.demo.scenarios import SCENARIOS, Scenario
+from aiwatch.traffic import BATCH
+from aiwatch.traffic import HEADER as TRAFFIC_CLASS_HEADER
 
 
 @dataclass(frozen=True)
@@ -31,6 +37,8 @@ class Stage:
     fault: bool = False
     #: a tighter bound on requests in flight than the run's (the flash sale's, with a severity)
     max_in_flight: int | None = None
+    #: workers of a batch client sending beside the real-time traffic (0: none)
+    batch_workers: int = 0
 
 
 #: Share of ``--duration`` per stage: normal, the scenario's middle stage, recovery.
@@ -51,7 +59,8 @@ def plan(duration: float, normal_rps: float, sale_factor: float = 10.0, scenario
         Stage("normal", first, normal_rps),
         Stage(scenario.stage, middle, normal_rps * factor, sale=scenario.shifted_inputs, shift=scenario.shift,
               new_user_share=scenario.new_user_share, fault=True,
-              max_in_flight=sale_in_flight if scenario.name == "flash-sale" else None),
+              max_in_flight=sale_in_flight if scenario.name == "flash-sale" else None,
+              batch_workers=scenario.batch_workers),
         Stage("recovery", last, normal_rps),
     ]
 
@@ -71,6 +80,9 @@ class LoadResult:
     ok: int = 0
     failed: int = 0
     dropped: int = 0
+    #: the batch client's requests answered and failed (the fields above are the real-time traffic's)
+    batch_ok: int = 0
+    batch_failed: int = 0
 
 
 async def run_stage(client: Any, url: str, stage: Stage, rng: np.random.Generator,
@@ -99,6 +111,8 @@ async def run_stage(client: Any, url: str, stage: Stage, rng: np.random.Generato
     start = time.monotonic()
     next_at = start
     i = 0
+    batch = [asyncio.create_task(_batch_worker(client, url, start + stage.seconds, int(rng.integers(2**32)), result))
+             for _ in range(stage.batch_workers)]
     try:
         while i < n:
             next_at += gaps[i]
@@ -118,9 +132,28 @@ async def run_stage(client: Any, url: str, stage: Stage, rng: np.random.Generato
         remaining = stage.seconds - (time.monotonic() - start)
         if remaining > 0:
             await asyncio.sleep(remaining)
-        if in_flight:
-            await asyncio.wait(set(in_flight), timeout=30)
+        if in_flight or batch:
+            await asyncio.wait(set(in_flight) | set(batch), timeout=30)
     finally:
-        for task in list(in_flight):
+        for task in [*in_flight, *batch]:
             task.cancel()
     return result
+
+
+async def _batch_worker(client: Any, url: str, until: float, seed: int, result: LoadResult) -> None:
+    """One worker of the batch client: returning users' requests, one after the other, until ``until``."""
+    rng = np.random.default_rng(seed)
+    headers = {TRAFFIC_CLASS_HEADER: BATCH}
+    while time.monotonic() < until:
+        feats = data.live_features(rng, 1, False)
+        body = {"user_id": int(data.user_ids(rng, 1, 0.0)[0]), **{k: float(v[0]) for k, v in feats.items()}}
+        try:
+            resp = await client.post(url, json=body, headers=headers)
+            ok = resp.status_code == 200
+        except Exception:
+            ok = False
+        if ok:
+            result.batch_ok += 1
+        else:
+            result.batch_failed += 1
+            await asyncio.sleep(0.05)  # a failing service is not hammered in a tight loop

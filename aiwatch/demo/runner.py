@@ -64,6 +64,8 @@ class DemoOptions:
     alerts: bool = True
     #: a directory: the inference service logs every request there (aiwatch.PredictionLog, Parquet)
     prediction_log: str | None = None
+    #: the gateway's time budget per real-time request; past it, the answer comes from its recent answers (degraded)
+    deadline_ms: float | None = 400.0
     out: TextIO = field(default_factory=lambda: sys.stdout)
 
 
@@ -149,6 +151,8 @@ def _run(options: DemoOptions, supervisor: Supervisor, out: TextIO) -> int:
         print(f"  prediction log: {options.prediction_log} (test it: aiwatch drift {profile} "
               f"{options.prediction_log} --since <UTC time the sale began>)", file=out, flush=True)
     gw_args = [py, "-m", "aiwatch.demo.gateway", "--port", str(gw_port)]
+    if options.deadline_ms:
+        gw_args += ["--deadline-ms", f"{options.deadline_ms:g}"]
     grpc_port = (options.grpc_port or free_port()) if options.transport == "grpc" else 0
     link = _slow_link(supervisor, grpc_port or inf_port) if scenario.name == "network" else None
     hop_port = link.port if link is not None else (grpc_port or inf_port)
@@ -185,7 +189,9 @@ def _run(options: DemoOptions, supervisor: Supervisor, out: TextIO) -> int:
           f"  model: {info['model_seconds'] * 1000:.1f} ms per batch of up to {info['max_batch']} "
           f"(capacity ~{info['capacity_rps']:.0f} req/s); feature cache: "
           f"{'redis ' + options.redis if options.redis else 'in-process LRU'}\n"
-          f"  scenario {scenario.name}: {scenario.story}"
+          + (f"  deadline: {options.deadline_ms:g} ms per real-time request at the gateway, then a cached answer "
+             "(degraded)\n" if options.deadline_ms else "")
+          + f"  scenario {scenario.name}: {scenario.story}"
           + (f" (+{severity_ms:g} ms)" if scenario.uses_severity and scenario.name != "flash-sale" else "")
           + (f" (at most {sale_bound} requests in flight)" if sale_bound else "") + "\n"
           "  stages: " + ", ".join(f"{s.name} {s.seconds:.0f}s at {s.rps:.0f} req/s" for s in stages)
@@ -331,6 +337,8 @@ async def _drive(url: str, stages: list[loadgen.Stage], metrics_urls: list[str],
             say(f"stage {stage.name}: {stage.seconds:.0f}s at {stage.rps:.0f} req/s"
                 + (" with shifted basket values" if stage.sale else "")
                 + (" and new users" if stage.new_user_share >= 0.5 else "")
+                + (f" plus a batch client ({stage.batch_workers} workers, aiwatch-traffic-class: batch)"
+                   if stage.batch_workers else "")
                 + (f" ({injector.describe()})" if stage.fault and injector is not None and injector.describe()
                    else ""))
             if stage.fault and injector is not None:
@@ -345,10 +353,11 @@ async def _drive(url: str, stages: list[loadgen.Stage], metrics_urls: list[str],
             stats = summary.stage_stats(stage.name, time.monotonic() - started, before, after, names, started_at,
                                         time.time())
             stats.load = {"seconds": stage.seconds, "sent": load.sent, "ok": load.ok, "failed": load.failed,
-                          "dropped": load.dropped}
+                          "dropped": load.dropped, "batch_ok": load.batch_ok, "batch_failed": load.batch_failed}
             results.append(stats)
             say(f"  done: {load.ok} ok, {load.failed} failed, {load.dropped} not sent (over {max_in_flight} in "
-                f"flight); request p99 {_fmt(stats.p('request', 99))}, model p50 {_fmt(stats.p('model', 50))}, "
+                f"flight)" + (f", batch {load.batch_ok} ok, {load.batch_failed} failed" if stage.batch_workers else "")
+                + f"; request p99 {_fmt(stats.p('request', 99))}, model p50 {_fmt(stats.p('model', 50))}, "
                 f"queue p99 {_fmt(stats.p('queue', 99))}")
     return results
 
@@ -363,4 +372,5 @@ def options_from_args(args: Any) -> DemoOptions:
                        json_path=args.json, gateway_port=args.gateway_port, inference_port=args.inference_port,
                        transport=args.transport or default_transport(), console_port=args.console_port,
                        scenario=args.scenario, severity_ms=args.severity_ms, cpu_ms=args.cpu_ms,
-                       alerts=not args.no_alerts, prediction_log=getattr(args, "prediction_log", None))
+                       alerts=not args.no_alerts, prediction_log=getattr(args, "prediction_log", None),
+                       deadline_ms=args.deadline_ms)

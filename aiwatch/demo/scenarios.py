@@ -14,7 +14,13 @@ Every scenario runs the same three stages, ``normal`` / the fault / ``recovery``
 ``model``               the model itself is ``severity`` slower per call, as a GPU that throttles its clocks
 ``drift``               the inputs shift (basket values up) at the same traffic; latency stays flat
 ``none``                the control: nothing changes
+``batch-backfill``      a batch job (requests marked ``aiwatch-traffic-class: batch``) shares the replicas with
+                        the same real-time traffic: its requests fill the model's queue and real-time requests
+                        wait behind them
 ======================  ======================================================================================
+
+``batch-backfill`` is not a fault of one part and is not in the root-cause matrix (:data:`FAULTS`): what it shows is
+the traffic class, real-time latency raised by batch traffic that the real-time SLO does not count.
 
 ``severity`` (``--severity-ms``) is the time the fault adds to the part it slows. It does not apply to ``drift`` and
 ``none``, which add no time; for ``flash-sale`` it sets how much waiting the sale causes in the model's queue (see
@@ -30,6 +36,8 @@ from dataclasses import dataclass, field
 from aiwatch.demo.names import Names
 
 DEFAULT = "flash-sale"
+#: The batch client's workers in ``batch-backfill``: enough to keep the model's queue a few batches deep.
+BATCH_WORKERS = 8
 
 
 @dataclass(frozen=True)
@@ -61,6 +69,9 @@ class Scenario:
     #: share of the middle stage's requests from users new to the model and the cache
     new_user_share: float = 0.05
     uses_severity: bool = True
+    #: concurrent workers of a batch client in the middle stage, each sending its next request when the last one is
+    #: answered (a backfill job's worker pool), on top of the real-time traffic
+    batch_workers: int = 0
 
     def expected_cause(self, names: Names) -> str:
         """The cause (:attr:`aiwatch.diagnose.Diagnosis.cause`) diagnose should name for the middle stage against
@@ -72,6 +83,7 @@ class Scenario:
             "model": f"model:{names.inference}/inference",
             "drift": f"drift:{names.model}/basket_value",
             "none": "none",
+            "batch-backfill": f"queue:{names.inference}",
         }[self.name]
 
     def required_alerts(self, names: Names) -> list[AlertMatch]:
@@ -87,6 +99,7 @@ class Scenario:
             "model": [AlertMatch("AiwatchModelLatencyHigh", {"service": names.inference})],
             "drift": [AlertMatch("AiwatchLocalInputDrift", {"model": names.model, "feature": "basket_value"})],
             "none": [],
+            "batch-backfill": [AlertMatch(non_model, {"service": names.inference, "phase": "queue"})],
         }[self.name]
 
     def forbidden_alerts(self, names: Names) -> list[AlertMatch]:
@@ -108,6 +121,7 @@ class Scenario:
             "model": [network, network_phase, features, backlog, cache, local_drift],
             "drift": [model, network, *latency, backlog, cache],
             "none": [model, network, *latency, backlog, cache, local_drift],
+            "batch-backfill": [model, local_drift],
         }[self.name]
 
 
@@ -123,7 +137,13 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario("drift", "input drift", "the inputs shift (basket values up, twice as far as in the sale) at the "
              "same traffic; latency stays flat", shifted_inputs=True, shift=2.0, uses_severity=False),
     Scenario("none", "no fault", "the control: nothing changes", uses_severity=False),
+    Scenario("batch-backfill", "batch backfill", "a batch job shares the replicas with the same real-time traffic: "
+             "its requests fill the model's queue, real-time requests wait behind them", uses_severity=False,
+             batch_workers=BATCH_WORKERS),
 )}
+
+#: The scenarios that inject a fault into one part: the root-cause matrix's.
+FAULTS: tuple[str, ...] = tuple(name for name in SCENARIOS if name != "batch-backfill")
 
 
 def get(name: str) -> Scenario:

@@ -28,7 +28,7 @@ import asyncio
 import collections
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import grpc
 import grpc.aio
@@ -42,13 +42,21 @@ from prometheus_client import CollectorRegistry
 
 from aiwatch.client import ClientRecorder
 from aiwatch.grpc._common import metadata_value, method_name, status_name, status_value
+from aiwatch.grpc.streambytes import (
+    CountedResponses,
+    StreamBytes,
+    counted_aio_responses,
+    counted_requests,
+    message_size,
+)
 from aiwatch.metrics import Metrics
 from aiwatch.recording import resolve_client_recorder
 from aiwatch.safety import record_error
 from aiwatch.semconv import end_grpc_span, grpc_span_start, rpc_conventions
 from aiwatch.servertiming import HEADER
-from aiwatch.timing import RequestTimeline, call_site, current_timeline
+from aiwatch.timing import RequestTimeline, call_site, current_timeline, traffic_class_to_forward
 from aiwatch.tracing import activate_counted, deactivate_counted
+from aiwatch.traffic import HEADER as TRAFFIC_CLASS_HEADER
 
 COMPONENT = "grpc_client"
 TIMING_COMPONENT = "grpc_server_timing"
@@ -142,35 +150,43 @@ class _ClientCore:
         return not (self.peer or self.recorder.peer or self.address)
 
     def carrier(self, metadata: Any, span: Any = None) -> list[tuple[str, Any]] | None:
-        """Metadata with the trace context added (``span``'s, else the current one), or ``None`` when there is
-        nothing to add."""
-        if not self.propagate:
-            return None
-        context = trace.set_span_in_context(span) if span is not None else None
-        if span is None and not trace.get_current_span().get_span_context().is_valid:
-            return None
+        """Metadata with the trace context added (``span``'s, else the current one) and the current request's
+        traffic class when it is not the default one, or ``None`` when there is nothing to add."""
         pairs = [(item[0], item[1]) for item in metadata or ()]
-        if any(k == "traceparent" for k, _ in pairs):
-            return None
-        headers: dict[str, str] = {}
-        inject(headers, context=context)
-        pairs.extend(headers.items())
-        return pairs
+        added = False
+        if self.propagate and (span is not None or trace.get_current_span().get_span_context().is_valid) \
+                and not any(k == "traceparent" for k, _ in pairs):
+            headers: dict[str, str] = {}
+            inject(headers, context=trace.set_span_in_context(span) if span is not None else None)
+            pairs.extend(headers.items())
+            added = bool(headers)
+        traffic_class = traffic_class_to_forward()
+        if traffic_class is not None and not any(k == TRAFFIC_CLASS_HEADER for k, _ in pairs):
+            pairs.append((TRAFFIC_CLASS_HEADER, traffic_class))
+            added = True
+        return pairs if added else None
 
     def record(self, method: str, start: float, end: float, code: Any, trailing: Any, address: str | None,
-               site: tuple[RequestTimeline | None, str]) -> None:
+               site: tuple[RequestTimeline | None, str], sent: int | None = None,
+               received: int | None = None, streamed: StreamBytes | None = None) -> None:
         """Record a finished call made from ``site`` (:func:`aiwatch.timing.call_site`); ``address`` is the call's
-        ``peer()`` when :attr:`needs_call_peer`."""
+        ``peer()`` when :attr:`needs_call_peer`. ``sent`` / ``received``: the unary messages' sizes; ``streamed``:
+        the tally of the call's streamed messages."""
         try:
             route = self.guard.fold("route", method)
             status = status_name(code) or "UNKNOWN"
             value = metadata_value(trailing, HEADER)
+            if streamed is not None:
+                streamed_sent, streamed_received = streamed.take()
+                sent, received = sent or streamed_sent, received or streamed_received
         except Exception as exc:
             record_error(COMPONENT, exc, self.metrics)
             return
         timeline, phase = site
-        self.recorder.record(start, end, self.address or address or "", route, status, value, timeline, phase,
-                             TIMING_COMPONENT, fixed_peer=self.peer)
+        peer = self.recorder.record(start, end, self.address or address or "", route, status, value, timeline,
+                                    phase, TIMING_COMPONENT, fixed_peer=self.peer, sent=sent, received=received)
+        if streamed is not None:
+            streamed.settle(self.recorder.service, peer)
 
 
 def _peer_of(call: Any) -> str | None:
@@ -204,10 +220,20 @@ class AiwatchClientInterceptor(
         """The recorder calls are recorded through."""
         return self._core.recorder
 
-    def _intercept(self, continuation: Callable[[Any, Any], Any], details: Any, request: Any) -> Any:
+    def _intercept(self, continuation: Callable[[Any, Any], Any], details: Any, request: Any,
+                   unary_response: bool = False, unary_request: bool = False) -> Any:
         start = _clock()
+        sent = message_size(request) if unary_request else None
         site = call_site()
         core = self._core
+        streamed = None
+        if not (unary_request and unary_response):
+            try:
+                streamed = StreamBytes(core.metrics)
+                if not unary_request:
+                    request = counted_requests(request, streamed)
+            except Exception as exc:
+                record_error(COMPONENT, exc, core.metrics)
         method = method_name(details.method)
         span = core.start_span(method)
         try:
@@ -236,25 +262,41 @@ class AiwatchClientInterceptor(
                     core.end_span(span, None)
                     return
                 core.end_span(span, code)
+                received = None
+                if unary_response and code == grpc.StatusCode.OK:
+                    try:
+                        received = message_size(finished.result())
+                    except Exception:
+                        received = None
                 core.record(method, start, end, code, trailing,
-                            _peer_of(finished) if core.needs_call_peer else None, site)
+                            _peer_of(finished) if core.needs_call_peer else None, site, sent, received, streamed)
 
             call.add_done_callback(done)
+            if streamed is not None and not unary_response and hasattr(call, "__next__"):
+                return CountedResponses(call, streamed)
         except Exception as exc:
             record_error(COMPONENT, exc, core.metrics)
         return call
 
     def intercept_unary_unary(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
-        return self._intercept(continuation, client_call_details, request)
+        return self._intercept(continuation, client_call_details, request, unary_response=True, unary_request=True)
 
     def intercept_unary_stream(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
-        return self._intercept(continuation, client_call_details, request)
+        return self._intercept(continuation, client_call_details, request, unary_request=True)
 
     def intercept_stream_unary(self, continuation: Any, client_call_details: Any, request_iterator: Any) -> Any:
-        return self._intercept(continuation, client_call_details, request_iterator)
+        return self._intercept(continuation, client_call_details, request_iterator, unary_response=True)
 
     def intercept_stream_stream(self, continuation: Any, client_call_details: Any, request_iterator: Any) -> Any:
         return self._intercept(continuation, client_call_details, request_iterator)
+
+
+class _Sizes(NamedTuple):
+    """What a ``grpc.aio`` call's record needs to size its messages."""
+
+    sent: int | None
+    unary_response: bool
+    streamed: StreamBytes | None
 
 
 class _AioClientBase:
@@ -273,10 +315,20 @@ class _AioClientBase:
         return self._core.recorder
 
     async def _intercept(self, continuation: Callable[[Any, Any], Awaitable[Any]], details: Any,
-                         request: Any) -> Any:
+                         request: Any, unary_request: bool, unary_response: bool) -> Any:
         start = _clock()
         site = call_site()
         core = self._core
+        sent, streamed = None, None
+        try:
+            if unary_request:
+                sent = message_size(request)
+            if not (unary_request and unary_response):
+                streamed = StreamBytes(core.metrics)
+                if not unary_request:
+                    request = counted_requests(request, streamed)
+        except Exception as exc:
+            record_error(COMPONENT, exc, core.metrics)
         method = method_name(details.method)
         span = core.start_span(method)
         try:
@@ -299,21 +351,23 @@ class _AioClientBase:
         finally:
             core.leave(token)
         try:
-            self._watch(call, method, start, site, span)
+            self._watch(call, method, start, site, span, _Sizes(sent, unary_response, streamed))
+            if streamed is not None and not unary_response:
+                return counted_aio_responses(call, streamed)
         except Exception as exc:
             record_error(COMPONENT, exc, core.metrics)
             core.end_span(span, None)
         return call
 
     def _watch(self, call: Any, method: str, start: float, site: tuple[RequestTimeline | None, str],
-               span: Any) -> None:
+               span: Any, sizes: _Sizes) -> None:
         def done(finished: Any) -> None:
-            self._spawn(self._record(finished, method, start, _clock(), site, span))
+            self._spawn(self._record(finished, method, start, _clock(), site, span, sizes))
 
         try:
             call.add_done_callback(done)
         except NotImplementedError:  # a response object returned by another interceptor: no callbacks
-            self._spawn(self._record(call, method, start, None, site, span))
+            self._spawn(self._record(call, method, start, None, site, span, sizes))
 
     def _spawn(self, coro: Any) -> None:
         try:
@@ -326,7 +380,7 @@ class _AioClientBase:
         task.add_done_callback(self._tasks.discard)
 
     async def _record(self, call: Any, method: str, start: float, end: float | None,
-                      site: tuple[RequestTimeline | None, str], span: Any) -> None:
+                      site: tuple[RequestTimeline | None, str], span: Any, sizes: _Sizes) -> None:
         try:
             code = await call.code()
             if end is None:
@@ -341,21 +395,27 @@ class _AioClientBase:
             self._core.end_span(span, None)
             return
         self._core.end_span(span, code)
-        self._core.record(method, start, end, code, trailing, peer, site)
+        received = None
+        if sizes.unary_response and code == grpc.StatusCode.OK:
+            try:
+                received = message_size(await call)  # the call is done: its response, not a wait
+            except Exception:
+                received = None
+        self._core.record(method, start, end, code, trailing, peer, site, sizes.sent, received, sizes.streamed)
 
 
 class AioUnaryUnaryClientInterceptor(_AioClientBase, grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
     """aiwatch's interceptor for unary-unary calls on a ``grpc.aio`` channel."""
 
     async def intercept_unary_unary(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
-        return await self._intercept(continuation, client_call_details, request)
+        return await self._intercept(continuation, client_call_details, request, True, True)
 
 
 class AioUnaryStreamClientInterceptor(_AioClientBase, grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
     """aiwatch's interceptor for unary-stream calls on a ``grpc.aio`` channel."""
 
     async def intercept_unary_stream(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
-        return await self._intercept(continuation, client_call_details, request)
+        return await self._intercept(continuation, client_call_details, request, True, False)
 
 
 class AioStreamUnaryClientInterceptor(_AioClientBase, grpc.aio.StreamUnaryClientInterceptor):  # type: ignore[misc]
@@ -363,7 +423,7 @@ class AioStreamUnaryClientInterceptor(_AioClientBase, grpc.aio.StreamUnaryClient
 
     async def intercept_stream_unary(self, continuation: Any, client_call_details: Any,
                                      request_iterator: Any) -> Any:
-        return await self._intercept(continuation, client_call_details, request_iterator)
+        return await self._intercept(continuation, client_call_details, request_iterator, False, True)
 
 
 class AioStreamStreamClientInterceptor(_AioClientBase, grpc.aio.StreamStreamClientInterceptor):  # type: ignore[misc]
@@ -371,7 +431,7 @@ class AioStreamStreamClientInterceptor(_AioClientBase, grpc.aio.StreamStreamClie
 
     async def intercept_stream_stream(self, continuation: Any, client_call_details: Any,
                                       request_iterator: Any) -> Any:
-        return await self._intercept(continuation, client_call_details, request_iterator)
+        return await self._intercept(continuation, client_call_details, request_iterator, False, False)
 
 
 def grpc_client_interceptor(*, recorder: ClientRecorder | None = None, service: str | None = None,

@@ -30,7 +30,7 @@ from aiwatch.recording import resolve_client_recorder, resolve_recorder
 __all__ = ["AiwatchGrpcInstrumentorClient", "AiwatchGrpcInstrumentorServer"]
 
 _SERVER_OPTIONS = ("service", "model", "registry", "metrics", "tracer_provider", "max_label_values",
-                   "slow_threshold")
+                   "slow_threshold", "model_version", "traffic_classes")
 _CLIENT_OPTIONS = ("service", "registry", "metrics", "tracer_provider", "max_label_values")
 
 

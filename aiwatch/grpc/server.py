@@ -41,14 +41,17 @@ from opentelemetry.trace import SpanKind
 from prometheus_client import CollectorRegistry
 
 from aiwatch.grpc._common import metadata_dict, method_name, status_name, status_value
+from aiwatch.grpc.serialization import MessageTimer, ended, take_pending, take_streamed
 from aiwatch.metrics import Metrics
 from aiwatch.middleware._common import UNMATCHED_ROUTE
 from aiwatch.recording import resolve_recorder
 from aiwatch.safety import record_error
 from aiwatch.semconv import end_grpc_span, grpc_span_start, rpc_conventions
 from aiwatch.servertiming import HEADER
+from aiwatch.streaming import ChunkTimer
 from aiwatch.timing import RequestRecorder, RequestTimeline
 from aiwatch.tracing import extract_context, span_in_progress
+from aiwatch.traffic import TrafficClasses
 
 METHOD_LABEL = "grpc"
 """The ``method`` label of gRPC requests in ``aiwatch_request_duration_seconds``."""
@@ -64,10 +67,11 @@ _SENT_ALREADY = (asyncio.CancelledError, grpc.aio.AbortError)
 class _Call:
     """One RPC's state, kept in the wrapped behavior's closure (never on the interceptor)."""
 
-    __slots__ = ("done", "received", "sent", "streaming", "timeline")
+    __slots__ = ("chunks", "done", "received", "sent", "streaming", "timeline")
 
     def __init__(self, timeline: RequestTimeline, streaming: bool) -> None:
         self.timeline = timeline
+        self.chunks: ChunkTimer | None = None
         self.streaming = streaming
         self.done = False
         self.sent = 0
@@ -77,30 +81,64 @@ class _Call:
 class _ServerCore:
     """What the sync and aio interceptors share: starting and finishing one RPC's timeline."""
 
-    def __init__(self, recorder: RequestRecorder, server_timing: bool) -> None:
+    def __init__(self, recorder: RequestRecorder, server_timing: bool, serialization: bool = True) -> None:
         self.recorder = recorder
         self.metrics = recorder.metrics
         self.server_timing = server_timing
+        self.serialization = serialization
         self.conventions = rpc_conventions()
+        self._messages: dict[str, MessageTimer] = {}
 
-    def start(self, method: str, context: Any, streaming: bool) -> _Call | None:
+    def messages(self, method: str) -> MessageTimer:
+        """The (de)serializer timer of ``method`` (one per method: grpcio asks for the handler per call)."""
+        timer = self._messages.get(method)
+        if timer is None:
+            timer = MessageTimer(self.recorder, method)
+            if len(self._messages) < 10_000:
+                self._messages[method] = timer
+        return timer
+
+    def start(self, method: str, context: Any, streaming: bool, request: Any = None) -> _Call | None:
         recorder = self.recorder
         try:
+            metadata = context.invocation_metadata()
             span = span_in_progress(SpanKind.SERVER)
             if span is not None:  # OpenTelemetry's interceptor ran first: its span is the RPC's span
-                return _Call(recorder.begin_in_span(span), streaming)
-            tracer = recorder.tracing.tracer()
-            if tracer is None:
-                return _Call(recorder.begin_with(None, method), streaming)
-            parent = None
-            metadata = context.invocation_metadata()
-            if metadata and any(item[0] == "traceparent" for item in metadata):  # extracting costs: only then
-                parent = extract_context(metadata_dict(metadata))
-            name, attributes = grpc_span_start(method, self.conventions)
-            return _Call(recorder.begin_with(tracer, name, parent, attributes), streaming)
+                tl = recorder.begin_in_span(span)
+            else:
+                tracer = recorder.tracing.tracer()
+                if tracer is None:
+                    tl = recorder.begin_with(None, method)
+                else:
+                    parent = None
+                    if metadata and any(item[0] == "traceparent" for item in metadata):  # extracting costs
+                        parent = extract_context(metadata_dict(metadata))
+                    name, attributes = grpc_span_start(method, self.conventions)
+                    tl = recorder.begin_with(tracer, name, parent, attributes)
+            if metadata:
+                wanted = recorder.traffic.header
+                for item in metadata:
+                    if item[0] == wanted:
+                        tl.traffic_class = recorder.traffic.from_header(item[1])
+            if request is not None:
+                take_pending(tl, request)
+            return _Call(tl, streaming)
         except Exception as exc:
             record_error(COMPONENT, exc, self.metrics)
             return None
+
+    def sent(self, call: _Call | None, method: str) -> None:
+        """A server stream sent a message: count it and time it as a chunk of the stream."""
+        if call is None:
+            return
+        call.sent += 1
+        try:
+            chunks = call.chunks
+            if chunks is None:
+                chunks = call.chunks = ChunkTimer(self.recorder, call.timeline.start, method)
+            chunks.chunk(_clock())
+        except Exception as exc:
+            record_error(COMPONENT, exc, self.metrics)
 
     def end(self, call: _Call | None, method: str, context: Any, error: BaseException | None,
             terminated: bool = False) -> None:
@@ -226,9 +264,13 @@ def _handler_parts(handler: Any) -> tuple[Any, Callable[..., Any]]:
     return handler.unary_unary, grpc.unary_unary_rpc_method_handler
 
 
-def _rewrap(handler: Any, behavior: Callable[..., Any], factory: Callable[..., Any]) -> Any:
-    return factory(behavior, request_deserializer=handler.request_deserializer,
-                   response_serializer=handler.response_serializer)
+def _rewrap(handler: Any, behavior: Callable[..., Any], factory: Callable[..., Any],
+            messages: MessageTimer | None = None) -> Any:
+    deserializer, serializer = handler.request_deserializer, handler.response_serializer
+    if messages is not None:
+        deserializer = messages.deserializer(deserializer, _clock)
+        serializer = messages.serializer(serializer, _clock)
+    return factory(behavior, request_deserializer=deserializer, response_serializer=serializer)
 
 
 def _instrument_handler(interceptor: Any, handler: Any, handler_call_details: Any, *, only_async: bool) -> Any:
@@ -245,7 +287,8 @@ def _instrument_handler(interceptor: Any, handler: Any, handler_call_details: An
         if only_async and not (inspect.iscoroutinefunction(behavior) or inspect.isasyncgenfunction(behavior)):
             return handler
         wrap = interceptor._wrap_stream if handler.response_streaming else interceptor._wrap_unary
-        return _rewrap(handler, wrap(behavior, method, handler.request_streaming), factory)
+        messages = interceptor._core.messages(method) if interceptor._core.serialization else None
+        return _rewrap(handler, wrap(behavior, method, handler.request_streaming), factory, messages)
     except Exception as exc:
         record_error(COMPONENT, exc, interceptor._core.metrics)
         return handler
@@ -261,11 +304,13 @@ class AiwatchServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
     def __init__(self, *, recorder: RequestRecorder | None = None, service: str | None = None, model: str = "",
                  registry: CollectorRegistry | None = None, metrics: Metrics | None = None,
                  tracer_provider: Any = None, max_label_values: int | None = None,
-                 server_timing: bool = True, slow_threshold: float | None = None) -> None:
+                 server_timing: bool = True, slow_threshold: float | None = None, model_version: str = "",
+                 traffic_classes: TrafficClasses | None = None) -> None:
         self._core = _ServerCore(resolve_recorder(recorder, {
             "service": service, "model": model, "registry": registry, "metrics": metrics,
             "tracer_provider": tracer_provider, "max_label_values": max_label_values,
-            "slow_threshold": slow_threshold}), server_timing)
+            "slow_threshold": slow_threshold, "model_version": model_version,
+            "traffic_classes": traffic_classes}), server_timing)
 
     @property
     def recorder(self) -> RequestRecorder:
@@ -279,7 +324,7 @@ class AiwatchServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         core = self._core
 
         def unary(request: Any, context: Any) -> Any:
-            call = core.start(method, context, request_streaming)
+            call = core.start(method, context, request_streaming, None if request_streaming else request)
             if call is not None and request_streaming:
                 request = _count_in(request, call)
                 call.sent = 1
@@ -289,6 +334,8 @@ class AiwatchServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
                 core.end(call, method, context, exc)
                 raise
             core.end(call, method, context, None)
+            if call is not None:
+                ended(call.timeline)
             return response
 
         return unary
@@ -297,7 +344,7 @@ class AiwatchServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         core = self._core
 
         def stream(request: Any, context: Any) -> Iterator[Any]:
-            call = core.start(method, context, True)
+            call = core.start(method, context, True, None if request_streaming else request)
             if call is not None:
                 if request_streaming:
                     request = _count_in(request, call)
@@ -310,8 +357,7 @@ class AiwatchServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
                     record_error(COMPONENT, exc, core.metrics)
             try:
                 for item in behavior(request, context):
-                    if call is not None:
-                        call.sent += 1
+                    core.sent(call, method)
                     yield item
             except BaseException as exc:
                 core.end(call, method, context, exc)
@@ -324,12 +370,14 @@ class AiwatchServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
 def _count_in(requests: Iterator[Any], call: _Call) -> Iterator[Any]:
     for item in requests:
         call.received += 1
+        take_streamed(item)
         yield item
 
 
 async def _acount_in(requests: AsyncIterator[Any], call: _Call) -> AsyncIterator[Any]:
     async for item in requests:
         call.received += 1
+        take_streamed(item)
         yield item
 
 
@@ -343,11 +391,13 @@ class AiwatchAioServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[m
     def __init__(self, *, recorder: RequestRecorder | None = None, service: str | None = None, model: str = "",
                  registry: CollectorRegistry | None = None, metrics: Metrics | None = None,
                  tracer_provider: Any = None, max_label_values: int | None = None,
-                 server_timing: bool = True, slow_threshold: float | None = None) -> None:
+                 server_timing: bool = True, slow_threshold: float | None = None, model_version: str = "",
+                 traffic_classes: TrafficClasses | None = None) -> None:
         self._core = _ServerCore(resolve_recorder(recorder, {
             "service": service, "model": model, "registry": registry, "metrics": metrics,
             "tracer_provider": tracer_provider, "max_label_values": max_label_values,
-            "slow_threshold": slow_threshold}), server_timing)
+            "slow_threshold": slow_threshold, "model_version": model_version,
+            "traffic_classes": traffic_classes}), server_timing)
 
     @property
     def recorder(self) -> RequestRecorder:
@@ -363,7 +413,7 @@ class AiwatchAioServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[m
         core = self._core
 
         async def unary(request: Any, context: Any) -> Any:
-            call = core.start(method, context, request_streaming)
+            call = core.start(method, context, request_streaming, None if request_streaming else request)
             inner = context
             if call is not None:
                 if request_streaming and hasattr(request, "__aiter__"):
@@ -377,6 +427,8 @@ class AiwatchAioServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[m
                 core.end(call, method, context, exc)
                 raise
             core.end(call, method, context, None)
+            if call is not None:
+                ended(call.timeline)
             return response
 
         return unary
@@ -385,7 +437,7 @@ class AiwatchAioServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[m
         core = self._core
 
         async def stream(request: Any, context: Any) -> AsyncIterator[Any]:
-            call = core.start(method, context, True)
+            call = core.start(method, context, True, None if request_streaming else request)
             inner = context
             if call is not None:
                 if request_streaming and hasattr(request, "__aiter__"):
@@ -398,8 +450,7 @@ class AiwatchAioServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[m
                 result = behavior(request, inner)
                 if hasattr(result, "__aiter__"):
                     async for item in result:
-                        if call is not None:
-                            call.sent += 1
+                        core.sent(call, method)
                         yield item
                 else:  # a coroutine that writes with context.write()
                     await result
@@ -415,27 +466,31 @@ def grpc_server_interceptor(*, recorder: RequestRecorder | None = None, service:
                             model: str = "", registry: CollectorRegistry | None = None,
                             metrics: Metrics | None = None, tracer_provider: Any = None,
                             max_label_values: int | None = None, server_timing: bool = True,
-                            slow_threshold: float | None = None) -> AiwatchServerInterceptor:
+                            slow_threshold: float | None = None, model_version: str = "",
+                            traffic_classes: TrafficClasses | None = None) -> AiwatchServerInterceptor:
     """An interceptor for ``grpc.server(..., interceptors=[...])``.
 
     - ``recorder`` or the recorder options ``service``, ``model``, ``registry`` / ``metrics``,
-      ``tracer_provider``, ``max_label_values`` and ``slow_threshold``: where and under which labels RPCs are
-      recorded, as for every integration (:mod:`aiwatch.recording`).
+      ``tracer_provider``, ``max_label_values``, ``slow_threshold``, ``model_version`` and ``traffic_classes``:
+      where and under which labels RPCs are recorded, as for every integration (:mod:`aiwatch.recording`).
     - ``server_timing``: report timing in the ``server-timing`` trailing metadata (default on).
     """
     return AiwatchServerInterceptor(recorder=recorder, service=service, model=model, registry=registry,
                                     metrics=metrics, tracer_provider=tracer_provider,
                                     max_label_values=max_label_values, server_timing=server_timing,
-                                    slow_threshold=slow_threshold)
+                                    slow_threshold=slow_threshold, model_version=model_version,
+                                    traffic_classes=traffic_classes)
 
 
 def grpc_aio_server_interceptor(*, recorder: RequestRecorder | None = None, service: str | None = None,
                                 model: str = "", registry: CollectorRegistry | None = None,
                                 metrics: Metrics | None = None, tracer_provider: Any = None,
                                 max_label_values: int | None = None, server_timing: bool = True,
-                                slow_threshold: float | None = None) -> AiwatchAioServerInterceptor:
+                                slow_threshold: float | None = None, model_version: str = "",
+                                traffic_classes: TrafficClasses | None = None) -> AiwatchAioServerInterceptor:
     """An interceptor for ``grpc.aio.server(interceptors=[...])``; arguments as :func:`grpc_server_interceptor`."""
     return AiwatchAioServerInterceptor(recorder=recorder, service=service, model=model, registry=registry,
                                        metrics=metrics, tracer_provider=tracer_provider,
                                        max_label_values=max_label_values, server_timing=server_timing,
-                                       slow_threshold=slow_threshold)
+                                       slow_threshold=slow_threshold, model_version=model_version,
+                                       traffic_classes=traffic_classes)

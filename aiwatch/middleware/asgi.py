@@ -17,6 +17,7 @@ server error; the exception goes on to the app and the server untouched.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
@@ -36,8 +37,10 @@ from aiwatch.recording import resolve_recorder
 from aiwatch.safety import call_hook, record_error
 from aiwatch.semconv import end_http_server_span, http_server_attributes
 from aiwatch.servertiming import HEADER
+from aiwatch.streaming import ChunkTimer
 from aiwatch.timing import RequestRecorder, RequestTimeline
 from aiwatch.tracing import deactivate, extract_context, span_in_progress
+from aiwatch.traffic import TrafficClasses
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -49,6 +52,30 @@ __all__ = ["UNMATCHED_ROUTE", "AiwatchMiddleware", "starlette_route"]
 
 _SERVER_TIMING = HEADER.encode("latin-1")
 _STATUS = {code: str(code) for code in range(100, 600)}
+_clock = time.perf_counter
+
+
+def _length(value: bytes | None) -> int:
+    """A ``Content-Length`` value as a number of bytes (0 when absent or not a number: no body)."""
+    if value is None:
+        return 0
+    try:
+        return max(int(value), 0)
+    except ValueError:
+        return 0
+
+
+def _counting(receive: Receive, received: list[int]) -> Receive:
+    """``receive``, adding the bytes of each request body message to ``received[0]``."""
+
+    async def counted() -> Message:
+        message = await receive()
+        body = message.get("body")
+        if body:
+            received[0] += len(body)
+        return message
+
+    return counted
 
 
 def starlette_route(scope: Scope, root_path: str = "") -> str | None:
@@ -86,12 +113,15 @@ class AiwatchMiddleware:
                  exclude_paths: Iterable[str] = (), route_resolver: Callable[[Scope], str | None] | None = None,
                  on_request_end: Callable[[Scope, RequestTimeline, str], None] | None = None,
                  max_label_values: int | None = None, recorder: RequestRecorder | None = None,
-                 slow_threshold: float | None = None, excluded_urls: str | ExcludedUrls | None = None) -> None:
+                 slow_threshold: float | None = None, excluded_urls: str | ExcludedUrls | None = None,
+                 model_version: str = "", traffic_classes: TrafficClasses | None = None,
+                 payload_sizes: bool = True) -> None:
         self.app = app
         self.recorder = resolve_recorder(recorder, {
             "service": service, "model": model, "registry": registry, "metrics": metrics,
             "tracer_provider": tracer_provider, "max_label_values": max_label_values,
-            "slow_threshold": slow_threshold})
+            "slow_threshold": slow_threshold, "model_version": model_version,
+            "traffic_classes": traffic_classes})
         self.metrics = self.recorder.metrics
         self.server_timing = server_timing
         self.metrics_path = metrics_path
@@ -101,6 +131,7 @@ class AiwatchMiddleware:
                               else ExcludedUrls.parse(excluded_urls))
         self.route_resolver = route_resolver
         self.on_request_end = on_request_end
+        self.payload_sizes = payload_sizes
         self._metrics_app: ASGIApp | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -130,6 +161,25 @@ class AiwatchMiddleware:
         finished = False
         send_failed = False
         add_timing = self.server_timing
+        sizes = self.payload_sizes
+        # one pass over the request headers: the traffic class, and the body's size when it is declared
+        traffic = recorder.traffic
+        wanted = traffic.header_bytes
+        length: bytes | None = None
+        chunked = False
+        for name, value in scope.get("headers") or ():
+            if name == wanted:
+                tl.traffic_class = traffic.from_header(value)
+            elif sizes and name == b"content-length":
+                length = value
+            elif sizes and name == b"transfer-encoding":
+                chunked = True
+        received: list[int] | None = None
+        if sizes and length is None and chunked:  # a body of unknown size: count what the app reads
+            received = [0]
+            receive = _counting(receive, received)
+        sent = 0
+        chunks: ChunkTimer | None = None
 
         def finish(error: BaseException | None) -> None:
             nonlocal finished, status
@@ -141,12 +191,17 @@ class AiwatchMiddleware:
             route = self._route(scope, root_path)
             if tl.span is not None and (tl.owns_span or code is None):  # a borrowed one: at the response's start
                 self._describe(tl, method, route, code, error)
-            recorder.finish(tl, route or UNMATCHED_ROUTE, method, status, error)
+            if sizes:
+                recorder.finish(tl, route or UNMATCHED_ROUTE, method, status, error,
+                                request_bytes=received[0] if received is not None else _length(length),
+                                response_bytes=sent)
+            else:
+                recorder.finish(tl, route or UNMATCHED_ROUTE, method, status, error)
             if self.on_request_end is not None:
                 call_hook("hook", self.on_request_end, self.metrics, scope, tl, status)
 
         async def send_wrapper(message: Message) -> None:
-            nonlocal status, send_failed, code
+            nonlocal status, send_failed, code, sent, chunks
             kind = message["type"]
             if kind == "http.response.start":
                 code = message.get("status", 500)
@@ -161,14 +216,26 @@ class AiwatchMiddleware:
                         message["headers"] = [*headers, entry] if headers else [entry]
                     except Exception as exc:
                         record_error("server_timing", exc, self.metrics)
-            elif kind == "http.response.body" and not message.get("more_body", False) and not finished:
-                try:
-                    await send(message)
-                except BaseException:
-                    send_failed = True
-                    raise
-                finish(None)
-                return
+            elif kind == "http.response.body":
+                body = message.get("body")
+                if sizes and body:
+                    sent += len(body)
+                if message.get("more_body", False):
+                    if body:  # a stream's chunk (its headers went before: this is the body's own first byte)
+                        if chunks is None:
+                            chunks = ChunkTimer(recorder, tl.start, lambda: self._route(scope, root_path)
+                                                or UNMATCHED_ROUTE)
+                        chunks.chunk(_clock())
+                elif not finished:
+                    if chunks is not None and body:
+                        chunks.chunk(_clock())
+                    try:
+                        await send(message)
+                    except BaseException:
+                        send_failed = True
+                        raise
+                    finish(None)
+                    return
             try:
                 await send(message)
             except BaseException:  # the client is gone: whatever the app does next, it was not served

@@ -22,6 +22,7 @@ instrumented responses.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -35,8 +36,10 @@ from aiwatch.recording import resolve_recorder
 from aiwatch.safety import call_hook, record_error
 from aiwatch.semconv import end_http_server_span, http_server_attributes
 from aiwatch.servertiming import HEADER
+from aiwatch.streaming import ChunkTimer
 from aiwatch.timing import RequestRecorder, RequestTimeline
 from aiwatch.tracing import deactivate, extract_context, span_in_progress
+from aiwatch.traffic import TrafficClasses
 
 __all__ = ["ROUTE_ENVIRON_KEY", "UNMATCHED_ROUTE", "AiwatchWSGIMiddleware", "environ_route"]
 
@@ -48,6 +51,7 @@ ROUTE_ENVIRON_KEY = "aiwatch.route"
 """The environ key where a framework integration stores the matched route template."""
 
 _SERVER_TIMING = "Server-Timing"
+_clock = time.perf_counter
 assert _SERVER_TIMING.lower() == HEADER
 
 
@@ -69,12 +73,15 @@ class AiwatchWSGIMiddleware:
                  exclude_paths: Iterable[str] = (), route_resolver: Callable[[Environ], str | None] | None = None,
                  on_request_end: Callable[[Environ, RequestTimeline, str], None] | None = None,
                  max_label_values: int | None = None, recorder: RequestRecorder | None = None,
-                 slow_threshold: float | None = None, excluded_urls: str | ExcludedUrls | None = None) -> None:
+                 slow_threshold: float | None = None, excluded_urls: str | ExcludedUrls | None = None,
+                 model_version: str = "", traffic_classes: TrafficClasses | None = None,
+                 payload_sizes: bool = True) -> None:
         self.app = app
         self.recorder = resolve_recorder(recorder, {
             "service": service, "model": model, "registry": registry, "metrics": metrics,
             "tracer_provider": tracer_provider, "max_label_values": max_label_values,
-            "slow_threshold": slow_threshold})
+            "slow_threshold": slow_threshold, "model_version": model_version,
+            "traffic_classes": traffic_classes})
         self.metrics = self.recorder.metrics
         self.server_timing = server_timing
         self.metrics_path = metrics_path
@@ -84,6 +91,7 @@ class AiwatchWSGIMiddleware:
                               else ExcludedUrls.parse(excluded_urls))
         self.route_resolver = route_resolver if route_resolver is not None else environ_route
         self.on_request_end = on_request_end
+        self.payload_sizes = payload_sizes
         self._metrics_app: WSGIApp | None = None
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
@@ -102,7 +110,14 @@ class AiwatchWSGIMiddleware:
             tl = recorder.begin_with(None, method)
         else:
             tl, token = self._begin_traced(tracer, environ, raw_method, method)
+        traffic = recorder.traffic
+        value = environ.get(traffic.environ_key)
+        if value is not None:
+            tl.traffic_class = traffic.from_header(value)
         request = _Request(self, environ, tl, method)
+        if self.payload_sizes:
+            request.received = _length(environ.get("CONTENT_LENGTH"))
+            request.sent = 0
 
         def start_response_wrapper(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
             request.status = request.code = status.split(" ", 1)[0]
@@ -171,10 +186,18 @@ class AiwatchWSGIMiddleware:
         return self._metrics_app(environ, start_response)
 
 
+def _length(value: Any) -> int:
+    """``CONTENT_LENGTH`` as a number of bytes (0 when absent, empty or not a number: no body)."""
+    try:
+        return max(int(value), 0) if value else 0
+    except (TypeError, ValueError):
+        return 0
+
+
 class _Request:
     """One request's state: lives as long as its response body, never on the middleware."""
 
-    __slots__ = ("code", "environ", "finished", "method", "middleware", "status", "tl")
+    __slots__ = ("chunks", "code", "environ", "finished", "method", "middleware", "received", "sent", "status", "tl")
 
     def __init__(self, middleware: AiwatchWSGIMiddleware, environ: Environ, tl: RequestTimeline,
                  method: str) -> None:
@@ -186,6 +209,18 @@ class _Request:
         #: the status line's code as the app sent it ("" until start_response), for the span
         self.code = ""
         self.finished = False
+        #: request and response body bytes (``None``: payload sizes are off)
+        self.received: int | None = None
+        self.sent: int | None = None
+        self.chunks: ChunkTimer | None = None
+
+    def route(self) -> str:
+        """The route label (for a streamed body's chunk timer)."""
+        try:
+            return self.middleware.route_resolver(self.environ) or UNMATCHED_ROUTE
+        except Exception as exc:
+            record_error("route", exc, self.middleware.metrics)
+            return UNMATCHED_ROUTE
 
     def finish(self, error: BaseException | None) -> None:
         if self.finished:
@@ -206,7 +241,8 @@ class _Request:
                 end_http_server_span(tl.span, tl.owns_span, self.method, route, code, error)
             except Exception as exc:
                 record_error("tracing", exc, mw.metrics)
-        mw.recorder.finish(tl, route or UNMATCHED_ROUTE, self.method, self.status, error)
+        mw.recorder.finish(tl, route or UNMATCHED_ROUTE, self.method, self.status, error,
+                           request_bytes=self.received, response_bytes=self.sent)
         if mw.on_request_end is not None:
             call_hook("hook", mw.on_request_end, mw.metrics, self.environ, self.tl, self.status)
 
@@ -221,12 +257,23 @@ class _ClosingBody:
         self._request = request
 
     def __iter__(self) -> Iterator[bytes]:
+        request = self._request
+        counting = request.sent is not None
         try:
-            yield from self._body
+            for chunk in self._body:
+                if chunk:
+                    if counting:
+                        request.sent += len(chunk)  # type: ignore[operator]
+                    chunks = request.chunks
+                    if chunks is None:
+                        chunks = request.chunks = ChunkTimer(request.middleware.recorder, request.tl.start,
+                                                             request.route)
+                    chunks.chunk(_clock())
+                yield chunk
         except GeneratorExit:  # the iterator was dropped; close() finishes the request
             raise
         except BaseException as exc:
-            self._request.finish(exc)
+            request.finish(exc)
             raise
 
     def close(self) -> None:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from aiwatch.gpuseries import GPU_UTIL, SOURCES, UTILIZATION_FIELDS
-from aiwatch.metrics import LATENCY_BUCKETS
+from aiwatch.metrics import LATENCY_BUCKETS, TIME_TO_FIRST_TOKEN_BUCKETS
 from aiwatch.promql import DEFAULT_AGGREGATION_LABELS, LABEL_NAME, check_regex, parse_matchers
 from aiwatch.status import ERROR_STATUS_RE
 
@@ -119,6 +119,9 @@ class SLO:
         "regex of the `status` label values that count as errors (default: aiwatch.status, HTTP 5xx and the gRPC "
         "codes of server-side failures)"))
     period: str = field(default="30d", metadata=_help("the SLO period, used in alert texts"))
+    traffic_class: str = field(default="realtime", metadata=_help(
+        "regex of the traffic_class label values the SLOs are about (batch traffic has no latency objective); "
+        "empty: every class"))
     page: BurnAlert = field(default_factory=_page, metadata=_help(
         "fast burn (critical): Google SRE workbook 1h/5m x14.4 or 6h/30m x6"))
     ticket: BurnAlert = field(default_factory=_ticket, metadata=_help(
@@ -143,6 +146,22 @@ class Latency:
         "AiwatchNetworkLatencyHigh: p99 of the network time a caller measures to one peer (client time minus the "
         "time the peer reported)", open_low=True))
     network_for: str = "10m"
+
+
+@dataclass
+class Streaming:
+    """Generative AI: the time-to-first-token SLO (aiwatch_gen_ai_time_to_first_token_seconds, real-time traffic)
+    and the share of responses served by a fallback (aiwatch.degraded)."""
+
+    ttft_objective: float = field(default=0.99, metadata=_help(
+        "share of successful streamed responses whose first token must come within ttft_threshold_seconds (0-1)",
+        0, 1, open_low=True, open_high=True))
+    ttft_threshold_seconds: float = field(default=1.0, metadata=_help(
+        "the time-to-first-token threshold; must be a bucket bound of aiwatch_gen_ai_time_to_first_token_seconds"))
+    degraded_window: str = field(default="10m", metadata=_help("rate window of the degraded share"))
+    degraded_share_max: float = field(default=0.05, metadata=_help(
+        "AiwatchDegradedShareHigh above this share of responses served by a fallback (0-1)", 0, 1))
+    degraded_for: str = "10m"
 
 
 @dataclass
@@ -245,6 +264,7 @@ class RulesConfig:
     selectors: Selectors = field(default_factory=Selectors)
     slo: SLO = field(default_factory=SLO)
     latency: Latency = field(default_factory=Latency)
+    streaming: Streaming = field(default_factory=Streaming)
     queue: Queue = field(default_factory=Queue)
     gpu: GPU = field(default_factory=GPU)
     cache: Cache = field(default_factory=Cache)
@@ -266,12 +286,16 @@ class RulesConfig:
                     _check_duration(path, value, positive=not leaf.endswith("for"))
                 if path.startswith("selectors."):
                     _check_selector(path, value)
-                elif leaf in ("error_status", "model_phases"):
+                elif leaf in ("error_status", "model_phases", "traffic_class"):
                     _check_regex(path, value)
             elif isinstance(value, float) or (isinstance(value, int) and not isinstance(value, bool)):
                 _check_number(path, value, f.metadata.get("range", _NON_NEGATIVE) if f else _NON_NEGATIVE)
             else:
                 raise ConfigError(f"{path}: unexpected value {value!r}")
+        if self.streaming.ttft_threshold_seconds not in TIME_TO_FIRST_TOKEN_BUCKETS:
+            raise ConfigError(f"streaming.ttft_threshold_seconds: {self.streaming.ttft_threshold_seconds} is not a "
+                              "bucket bound of aiwatch_gen_ai_time_to_first_token_seconds; choose one of "
+                              f"{list(TIME_TO_FIRST_TOKEN_BUCKETS)}")
         _check_url("runbook_url", self.runbook_url)
         if "{alert}" not in self.runbook_url or not self.runbook_url.startswith(("http://", "https://")):
             raise ConfigError(f"runbook_url: {self.runbook_url!r} must be an http(s) URL containing {{alert}}, "
@@ -304,8 +328,8 @@ class RulesConfig:
 
 _NON_NEGATIVE = (0.0, math.inf, False, False)
 #: Durations that are range windows or periods: they must be longer than 0 (a ``for`` may be 0s).
-_DURATIONS = {"window", "windows", "period", "long", "short", "absent_lookback", "xid_window", "psi_window",
-              "instrumentation_window", "interval"}
+_DURATIONS = {"window", "windows", "degraded_window", "period", "long", "short", "absent_lookback", "xid_window",
+              "psi_window", "instrumentation_window", "interval"}
 
 
 def _check_text(path: str, value: str) -> None:

@@ -58,6 +58,8 @@ CACHE_REQUESTS = metric("aiwatch_feature_cache_requests_total")
 DRIFT_SCORE = metric("aiwatch_drift_score")
 DRIFT_DETECTED = metric("aiwatch_drift_detected")
 INSTRUMENTATION_ERRORS = metric("aiwatch_instrumentation_errors_total")
+TIME_TO_FIRST_TOKEN = metric("aiwatch_gen_ai_time_to_first_token_seconds")
+DEGRADED = metric("aiwatch_degraded_responses_total")
 MODEL_QUALITY = metric("aiwatch_model_quality")
 MODEL_QUALITY_OBJECTIVE = metric("aiwatch_model_quality_objective")
 MODEL_QUALITY_LABELLED = metric("aiwatch_model_quality_labelled")
@@ -76,6 +78,7 @@ NON_MODEL_P99 = "service_phase:aiwatch_non_model_latency_seconds:p99"
 OUTSIDE_MODEL = "service:aiwatch_time_outside_model:ratio"
 IN_FLIGHT_SUM = "service:aiwatch_requests_in_flight:sum"
 SERVICE_REPLICAS = "service:aiwatch_replicas:count"
+REQUESTS_PER_REPLICA = "service:aiwatch_requests_per_replica:rate{window}"
 QUEUE_DEPTH_SUM = "queue:aiwatch_queue_depth:sum"
 QUEUE_REPLICAS = "queue:aiwatch_queue_replicas:count"
 QUEUE_PER_REPLICA = "queue:aiwatch_queue_depth:per_replica"
@@ -85,6 +88,8 @@ GPU_MEMORY_HEADROOM = "instance_gpu:aiwatch_gpu_memory_headroom:ratio"
 JOB_GPU_UTILIZATION = "job:aiwatch_gpu_utilization_ratio:avg"
 JOB_GPU_REPLICAS = "job:aiwatch_gpu_replicas:count"
 GPU_DESIRED_REPLICAS = "job:aiwatch_desired_replicas:gpu"
+TTFT_SLOW_RATIO = "service:aiwatch_gen_ai_ttft_slow:ratio_rate{window}"
+DEGRADED_RATIO = "service:aiwatch_degraded:ratio_rate{window}"
 CACHE_RATE = "cache:aiwatch_feature_cache_requests:rate{window}"
 CACHE_HIT_RATIO = "cache:aiwatch_feature_cache_hit:ratio_rate{window}"
 
@@ -193,22 +198,42 @@ def burn_windows(cfg: RulesConfig) -> list[str]:
 # --- recording rules ----------------------------------------------------------------------------------------------
 
 
+def _traffic(cfg: RulesConfig) -> list[Any]:
+    """The traffic-class matcher of the SLOs (real-time traffic by default), or none for every class."""
+    return [matches("traffic_class", cfg.slo.traffic_class)] if cfg.slo.traffic_class else []
+
+
 def slo_records(cfg: RulesConfig) -> list[dict[str, Any]]:
     req = cfg.selectors.requests
+    cls = _traffic(cfg)
     le = floatToGoString(cfg.slo.latency_threshold_seconds)  # type: ignore[no-untyped-call]
+    ttft_le = floatToGoString(cfg.streaming.ttft_threshold_seconds)  # type: ignore[no-untyped-call]
     rules = []
     svc = _scope(cfg, "service")
     for w in burn_windows(cfg):
-        total = by("sum", svc, rate(REQUESTS.count, w, req))
-        errors = by("sum", svc, rate(REQUESTS.count, w, req, matches("status", cfg.slo.error_status)))
-        fast = by("sum", svc, rate(REQUESTS.bucket, w, req, eq("le", le)))
+        total = by("sum", svc, rate(REQUESTS.count, w, req, *cls))
+        errors = by("sum", svc, rate(REQUESTS.count, w, req, *cls, matches("status", cfg.slo.error_status)))
+        fast = by("sum", svc, rate(REQUESTS.bucket, w, req, *cls, eq("le", le)))
+        streams = by("sum", svc, rate(TIME_TO_FIRST_TOKEN.count, w, req, *cls))
+        first_fast = by("sum", svc, rate(TIME_TO_FIRST_TOKEN.bucket, w, req, *cls, eq("le", ttft_le)))
         rules += [
             _record(REQUEST_RATE.format(window=w), total),
             # "or 0 * total": a service with traffic and no error series yet has an error ratio of 0, not none
             _record(ERROR_RATIO.format(window=w), f"({errors} or 0 * {total})\n/\n{total}"),
             _record(SLOW_RATIO.format(window=w), f"1 - (\n  {fast}\n/\n  {total}\n)"),
+            _record(TTFT_SLOW_RATIO.format(window=w), f"1 - (\n  {first_fast}\n/\n  {streams}\n)"),
         ]
     return rules
+
+
+def streaming_records(cfg: RulesConfig) -> list[dict[str, Any]]:
+    w = cfg.streaming.degraded_window
+    req = cfg.selectors.requests
+    svc = _scope(cfg, "service")
+    total = by("sum", svc, rate(REQUESTS.count, w, req))
+    degraded = by("sum", svc, rate(DEGRADED, w, req))
+    # every response counts in the denominator, batch ones too: a fallback serves whoever asked
+    return [_record(DEGRADED_RATIO.format(window=w), f"({degraded} or 0 * {total})\n/\n{total}")]
 
 
 def latency_records(cfg: RulesConfig) -> list[dict[str, Any]]:
@@ -238,6 +263,12 @@ def latency_records(cfg: RulesConfig) -> list[dict[str, Any]]:
         _record(IN_FLIGHT_SUM, by("sum", _scope(cfg, "service"), series(IN_FLIGHT, req))),
         _record(SERVICE_REPLICAS, by("count", _scope(cfg, "service"), series(IN_FLIGHT, req))),
     ]
+    # the autoscaling signal of demand: the SLOs' traffic class only (real-time by default), so that a batch job
+    # sharing the replicas does not read as demand to scale for (its load shows as real-time latency instead)
+    shortest = burn_windows(cfg)[0]
+    realtime = by("sum", _scope(cfg, "service"), rate(REQUESTS.count, shortest, req, *_traffic(cfg)))
+    replicas = by("count", _scope(cfg, "service"), series(IN_FLIGHT, req))
+    rules.append(_record(REQUESTS_PER_REPLICA.format(window=shortest), f"{realtime}\n/\n{replicas}"))
     return rules
 
 
@@ -327,6 +358,37 @@ def slo_alerts(cfg: RulesConfig) -> list[Alert]:
                 f"This alert fires at {_burn_text(alert, s.period)}.",
                 {"slo": slo},
             ))
+    return out
+
+
+def streaming_alerts(cfg: RulesConfig) -> list[Alert]:
+    s, st = cfg.slo, cfg.streaming
+    budget = _decimal(1 - st.ttft_objective)
+    out = []
+    for speed, alert, severity in (("Fast", s.page, "critical"), ("Slow", s.ticket, "warning")):
+        out.append(Alert(
+            f"AiwatchTimeToFirstTokenBudgetBurn{speed}",
+            _burn_expr(TTFT_SLOW_RATIO, budget, alert), alert.for_, severity,
+            f"{{{{ $labels.service }}}} is burning its time-to-first-token error budget "
+            f"{'fast (page)' if speed == 'Fast' else 'steadily (ticket)'}",
+            f"{{{{ $labels.service }}}}: burn rate {{{{ $value | printf \"%.1f\" }}}}x over the longest window that "
+            f"tripped: the share of streamed responses whose first token took longer than "
+            f"{_ms(st.ttft_threshold_seconds)} is that many times the error budget. Objective "
+            f"{_pct(st.ttft_objective)} over {s.period} ({_pct(budget)} budget). This alert fires at "
+            f"{_burn_text(alert, s.period)}. Users wait for the first token: look at the queue in front of the "
+            "model and at batch traffic on the same replicas before the model itself.",
+            {"slo": "time_to_first_token"},
+        ))
+    out.append(Alert(
+        "AiwatchDegradedShareHigh",
+        f"{DEGRADED_RATIO.format(window=st.degraded_window)} > {number(st.degraded_share_max)}",
+        st.degraded_for, "warning",
+        "{{ $labels.service }} serves {{ $value | humanizePercentage }} of its responses from a fallback",
+        f"{{{{ $value | humanizePercentage }}}} of the responses of {{{{ $labels.service }}}} over "
+        f"{st.degraded_window} were served by a fallback (aiwatch.degraded: a cached prediction, a smaller model, "
+        f"a default answer), above {_pct(st.degraded_share_max)}. The service still answers, but not with its "
+        "model: it lacks capacity (scale out) or a dependency is too slow for its deadline.",
+    ))
     return out
 
 
@@ -521,8 +583,8 @@ def meta_alerts(cfg: RulesConfig) -> list[Alert]:
 
 def alerts(cfg: RulesConfig) -> list[Alert]:
     """Every alerting rule, in file order."""
-    return [*slo_alerts(cfg), *latency_alerts(cfg), *capacity_alerts(cfg), *gpu_alerts(cfg), *drift_alerts(cfg),
-            *quality_alerts(cfg), *meta_alerts(cfg)]
+    return [*slo_alerts(cfg), *streaming_alerts(cfg), *latency_alerts(cfg), *capacity_alerts(cfg), *gpu_alerts(cfg),
+            *drift_alerts(cfg), *quality_alerts(cfg), *meta_alerts(cfg)]
 
 
 HEADER = ("# Generated by `aiwatch rules render` from a RulesConfig; do not edit by hand.\n"
@@ -535,11 +597,13 @@ def rule_files(cfg: RulesConfig | None = None) -> dict[str, dict[str, Any]]:
     recording = {"groups": [
         {"name": "aiwatch-slo.rules", "rules": slo_records(cfg)},
         {"name": "aiwatch-latency.rules", "rules": latency_records(cfg)},
+        {"name": "aiwatch-streaming.rules", "rules": streaming_records(cfg)},
         {"name": "aiwatch-capacity.rules", "rules": capacity_records(cfg)},
         {"name": "aiwatch-drift.rules", "interval": cfg.drift.interval, "rules": drift_records(cfg)},
     ]}
     groups = [
         ("aiwatch-slo.alerts", slo_alerts(cfg)),
+        ("aiwatch-streaming.alerts", streaming_alerts(cfg)),
         ("aiwatch-latency.alerts", latency_alerts(cfg)),
         ("aiwatch-capacity.alerts", capacity_alerts(cfg)),
         ("aiwatch-gpu.alerts", gpu_alerts(cfg)),

@@ -76,7 +76,7 @@ def test_instrument_on_a_registry_where_a_metric_name_is_taken_still_serves(
     assert serve_one(app) == (200, b'{"id":7}')
     # the rest of aiwatch still records
     assert registry.get_sample_value("aiwatch_phase_duration_seconds_count",
-                                     {"service": "svc", "model": "", "phase": "inference"}) == 1.0
+                                     {"model_version": "", "service": "svc", "model": "", "phase": "inference"}) == 1.0
     assert errors(registry, "metrics") == 1.0
     logged = [r.getMessage() for r in caplog.records if "metrics failed" in r.getMessage()]
     assert len(logged) == 1 and "aiwatch_request_duration_seconds" in logged[0]

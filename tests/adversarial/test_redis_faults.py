@@ -124,6 +124,7 @@ def test_a_frozen_redis_inside_a_request_shows_in_its_features_phase(server: tup
         thaw(proc)
     assert (response.status, response.body) == (200, b'{"age":null}')
     features = metrics.registry.get_sample_value("aiwatch_phase_duration_seconds_sum",
-                                                 {"service": "svc", "model": "", "phase": "features"})
+                                                 {"model_version": "",
+                                                  "service": "svc", "model": "", "phase": "features"})
     assert features is not None and features >= SOCKET_TIMEOUT * 0.9
     assert results(metrics, "users")["error"] == 1

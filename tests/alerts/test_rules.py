@@ -131,7 +131,7 @@ def test_committed_rule_files_are_the_default_rendering() -> None:
 def test_every_alert_is_complete() -> None:
     rules = alert_rules()
     names = {r["alert"] for r in rules}
-    assert len(names) == 19
+    assert len(names) == 22
     for rule in rules:
         assert duration_seconds(rule["for"]) > 0, rule["alert"]
         assert rule["labels"]["severity"] in SEVERITIES
@@ -197,6 +197,9 @@ def test_config_changes_the_rendered_rules() -> None:
     ({"gpu": {"utilization_saturated": "high"}}, "gpu.utilization_saturated: expected a number"),
     ({"slo": {"page": {"windows": [], "for": "2m"}}}, "slo.page.windows: between 1 and 10 window pairs are needed"),
     ({"drift": {"psi_window": "6h"}}, "drift.psi_window: '6h' is not one of drift.windows"),
+    ({"streaming": {"ttft_threshold_seconds": 0.3}}, "streaming.ttft_threshold_seconds: 0.3 is not a bucket bound"),
+    ({"streaming": {"degraded_share_max": 2}}, "streaming.degraded_share_max: must be a finite number in [0, 1]"),
+    ({"slo": {"traffic_class": "real(time"}}, "slo.traffic_class"),
     ({"runbook_url": "https://wiki.example.com/oncall"}, "runbook_url: 'https://wiki.example.com/oncall' must be"),
     ({"runbook_url": "wiki/{alert}"}, "must be an http(s) URL containing {alert}"),
     ({"runbook_base_url": "https://github.com/acme/ml/blob/main"}, "runbook_base_url: replaced by runbook_url"),

@@ -55,15 +55,18 @@ def unit_test(rules: Path, service: str, decoys: list[str]) -> dict[str, object]
     requests = "aiwatch_request_duration_seconds_count"
     phases = "aiwatch_phase_duration_seconds_sum"
     inputs = [
-        {"series": series(requests, service=service, route="/", method="GET", status="200"), "values": "0+90x10"},
-        {"series": series(requests, service=service, route="/", method="GET", status='bad "quote"'),
+        {"series": series(requests, service=service, route="/", method="GET", status="200",
+                          traffic_class="realtime"), "values": "0+90x10"},
+        {"series": series(requests, service=service, route="/", method="GET", status='bad "quote"',
+                                traffic_class="realtime"),
          "values": "0+30x10"},
         {"series": series(phases, service=service, model="m", phase="re.rank"), "values": "0+15x10"},
         {"series": series(phases, service=service, model="m", phase="reXrank"), "values": "0+45x10"},
     ]
     for decoy in decoys:
         inputs += [
-            {"series": series(requests, service=decoy, route="/", method="GET", status="503"), "values": "0+600x10"},
+            {"series": series(requests, service=decoy, route="/", method="GET", status="503",
+                                   traffic_class="realtime"), "values": "0+600x10"},
             {"series": series(phases, service=decoy, model="m", phase="re.rank"), "values": "0+600x10"},
         ]
 

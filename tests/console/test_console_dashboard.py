@@ -84,9 +84,12 @@ def test_dashboard_is_importable_with_datasource_service_and_model_variables() -
     assert {"Request latency p50 / p95 / p99", "Time per request by phase: $service (model vs not model)", "Throughput",
             "Error ratio", "Network time seen by callers", "GPUs", "Queue depth", "Requests in flight",
             "Mean batch size", "Feature-cache hit ratio", "Per-feature drift (latest evaluation)",
-            "Drift score over time", "Firing and pending alerts"} <= titles
+            "Drift score over time", "Firing and pending alerts", "Request latency p95: real-time vs batch",
+            "Time to first chunk (streamed responses)", "Time to first token", "Time per output token",
+            "Token usage", "Degraded share", "Model versions: error share", "Model versions: model time p95"} <= titles
     assert {p["title"] for p in dash["panels"] if p["type"] == "row"} == {
-        "Latency: where the time goes", "Resources: GPUs, queues, batching, cache",
+        "Latency: where the time goes", "AI traffic: real-time vs batch, streams, fallbacks, model versions",
+        "Resources: GPUs, queues, batching, cache",
         "Drift: which input features moved", "Alerts and autoscaling"}
 
 
@@ -104,6 +107,22 @@ def test_latency_panels_never_mix_services() -> None:
         for t in panels[title]["targets"]:
             assert grouping in t["expr"] and 'service=~"$service"' in t["expr"], (title, t["expr"])
             assert "{{service}}" in t["legendFormat"] or panels[title].get("repeat") == "service", title
+
+
+def test_ai_traffic_panels_keep_traffic_classes_and_model_versions_apart() -> None:
+    """Real-time and batch requests are drawn side by side, never in one histogram (batch raising real-time latency
+    must show), and a canary's version is never summed with the stable one."""
+    panels = {p["title"]: p for p in load()["panels"]}
+    for title, grouping in (("Request latency p95: real-time vs batch",
+                             "sum by (cluster, namespace, service, traffic_class, le)"),
+                            ("Throughput per traffic class", "sum by (cluster, namespace, service, traffic_class)"),
+                            ("Model versions: model time p95",
+                             "sum by (cluster, namespace, service, model, model_version, le)"),
+                            ("Model versions: error share",
+                             "sum by (cluster, namespace, service, model, model_version)"),
+                            ("Degraded share", "sum by (cluster, namespace, service, model, reason)")):
+        for t in panels[title]["targets"]:
+            assert grouping in t["expr"] and 'service=~"$service"' in t["expr"], (title, t["expr"])
 
 
 @pytest.mark.parametrize("path", [DASHBOARD, DCGM_DASHBOARD], ids=["aiwatch", "dcgm"])

@@ -16,7 +16,7 @@ from tests.servers import free_port
 
 pytestmark = pytest.mark.usefixtures("console_env")
 
-VIEWS = ("Latency", "Resources", "Drift", "Alerts")
+VIEWS = ("Latency", "AI traffic", "Resources", "Drift", "Alerts")
 DEAD = "http://127.0.0.1:{port}/metrics"
 
 
@@ -56,6 +56,9 @@ def test_no_data_yet_before_the_first_scrape() -> None:
 @pytest.mark.parametrize(("view", "expected"), [
     ("Latency", ["No request latency yet", "No phase timings yet", "No requests in the last 5s.",
                  "No requests in the last 5s, so no error ratio.", "No network timings"]),
+    ("AI traffic", ["No requests in the last 5s (aiwatch_request_duration_seconds)", "No streamed responses",
+                    "No time per output token", "No time to first token", "No token usage",
+                    "No versioned model served", "No versioned inference phase"]),
     ("Resources", ["No GPU metrics", "No GPU utilization series", "No queue metrics", "No batches in the last",
                    "No in-flight gauge", "No feature-cache lookups"]),
     ("Drift", ["No drift results yet"]),

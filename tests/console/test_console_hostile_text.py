@@ -47,8 +47,8 @@ TEXT = f"document.body.innerText.replaceAll('{WORD_JOINER}', '')"
 def _traffic(m: Metrics, stop: threading.Event) -> None:
     while not stop.wait(0.2):
         for _ in range(5):
-            m.request_duration.labels(SERVICE, "/predict", "POST", "200").observe(0.05)
-            m.phase_duration.labels(SERVICE, "", PHASE).observe(0.04)
+            m.request_duration.labels(SERVICE, "/predict", "POST", "200", "realtime").observe(0.05)
+            m.phase_duration.labels(SERVICE, "", "", PHASE).observe(0.04)
         m.queue_depth.labels(QUEUE).set(3)
         m.drift_score.labels(MODEL, FEATURE, "psi").set(0.5)
         m.drift_detected.labels(MODEL, FEATURE, "psi").set(1)

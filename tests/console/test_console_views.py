@@ -11,7 +11,7 @@ from aiwatch.console import PrometheusSource, ScrapeSource
 from aiwatch.console.scrape import sum_by
 from aiwatch.console.source import DataSource
 from tests.console.conftest import HOSTILE_SERVICE, Stack, expected_warnings, plain, run_view, texts
-from tests.console.workload import GATEWAY, SERVICE
+from tests.console.workload import CANARY, DEGRADED_REASON, GATEWAY, MODEL, SERVICE, STABLE
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("console_env")]
 
@@ -147,6 +147,46 @@ def test_network_time_is_attributed_to_the_calling_service(source: DataSource) -
     assert labels == [(("peer", SERVICE), ("quantile", q), ("service", GATEWAY)) for q in ("p50", "p95")]
 
 
+def test_ai_traffic_view(source: DataSource) -> None:
+    at = run_view(source, "AI traffic")
+    assert not at.error and not at.info, texts(at.error) + texts(at.info)
+    assert texts(at.warning) == expected_warnings(source)
+    classes = {svc: metrics(block) for svc, block in per_service(at, "classes").items()}
+    assert classes.keys() == {GATEWAY, SERVICE}
+    # a fifth of the recommender's requests are batch ones, drawn next to its real-time ones; the gateway's are all
+    # real-time
+    assert 25 < card(classes[SERVICE], "realtime p95") < 110
+    assert 25 < card(classes[SERVICE], "other classes p95") < 110
+    assert 10 <= card(classes[SERVICE], "not-realtime share of requests") <= 30
+    assert classes[GATEWAY]["other classes p95"] == "—"
+    assert card(classes[GATEWAY], "not-realtime share of requests") == 0
+    # traffic classes x2 services; first chunk, time per output token, degraded share, time to first token,
+    # token usage, version error share, version latency
+    assert len(at.get("vega_lite_chart")) == 9
+    assert not at.success  # the degraded panel has data: it does not say "no fallback answers"
+
+
+def test_ai_traffic_answers(source: DataSource) -> None:
+    """The numbers behind the AI traffic view: the workload's fallback, version and token figures."""
+    degraded = {(s.labels["service"], s.labels["model"], s.labels["reason"]): s.last
+                for s in source.degraded_share(5.0)}
+    # one cached answer per step of 20 recommender requests
+    assert degraded.keys() == {(SERVICE, MODEL, DEGRADED_REASON)}
+    assert 0.02 < (degraded[(SERVICE, MODEL, DEGRADED_REASON)] or 0) < 0.1
+    errors = {s.labels["model_version"]: s.last for s in source.version_error_ratio(5.0)}
+    # the canary serves the failed requests (one per two steps), the stable version none
+    assert errors.keys() == {STABLE, CANARY}
+    assert errors[STABLE] == 0 and (errors[CANARY] or 0) > 0
+    versions = {(s.labels["model_version"], s.labels["quantile"]) for s in source.version_latency(5.0)}
+    assert versions == {(v, q) for v in (STABLE, CANARY) for q in ("p50", "p95")}
+    tokens = {s.labels["token_type"]: s.last or 0 for s in source.token_rate(5.0)}
+    assert tokens.keys() == {"input", "output"} and tokens["input"] > tokens["output"] > 0
+    first = [s.last or 0 for s in source.first_token(5.0) if s.labels["quantile"] == "p95"]
+    assert len(first) == 1 and 0.05 <= first[0] <= 0.25
+    chunks = {(s.labels["service"], s.labels["route"]) for s in source.first_chunk(5.0)}
+    assert chunks == {(SERVICE, "/generate")}
+
+
 def test_resources_view(source: DataSource) -> None:
     at = run_view(source, "Resources")
     assert not at.error and not at.info, texts(at.error) + texts(at.info)
@@ -192,7 +232,7 @@ def test_alerts_view(source: DataSource) -> None:
     at = run_view(source, "Alerts")
     shown = metrics(at)
     assert float(shown["queue depth per replica (items)"]) > 0
-    assert float(shown["request rate per replica (req/s)"]) > 0
+    assert float(shown["real-time request rate per replica (req/s)"]) > 0
     assert float(shown["in-flight requests per replica (requests)"]) >= 0
     assert shown["GPU utilization (mean)"].endswith("%")
     assert shown["queue wait p95"].endswith("ms")
@@ -231,7 +271,9 @@ def test_sources_agree_on_the_same_endpoint(prom_source: PrometheusSource, scrap
     assert [(g.gpu, g.memory_total_bytes) for g in prom_source.gpu_table()] == \
         [(g.gpu, g.memory_total_bytes) for g in scrape_source.gpu_table()]
     for question in ("latency_quantiles", "phase_split", "throughput", "error_ratio", "network_time",
-                     "batch_size", "cache_hit_ratio"):
+                     "batch_size", "cache_hit_ratio", "latency_by_class", "throughput_by_class", "first_chunk",
+                     "first_token", "per_output_token", "token_rate", "degraded_share", "version_latency",
+                     "version_error_ratio"):
         prom_labels = sorted(tuple(sorted(s.labels.items())) for s in getattr(prom_source, question)(5.0))
         scrape_labels = sorted(tuple(sorted(s.labels.items())) for s in getattr(scrape_source, question)(5.0))
         assert prom_labels == scrape_labels, question

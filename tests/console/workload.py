@@ -29,6 +29,10 @@ GATEWAY = "gateway"
 """The calling tier: its phases are features / inference_call (the hop to the recommender) / overhead, so its
 ``inference_call`` holds the recommender's whole request time plus the network."""
 MODEL = "ranker"
+STABLE, CANARY = "v1", "v2"
+"""The ranker's two versions (``set_model(model, version)``): a quarter of the requests go to the canary."""
+BATCH = "batch"
+DEGRADED_REASON = "cached_prediction"
 
 
 def feature_names(count: int) -> list[str]:
@@ -62,9 +66,10 @@ class Workload:
             for b in range(self.BINS):
                 metrics.feature_reference_ratio.labels(MODEL, feature, str(b)).set(1.0 / self.BINS)
 
-    def request(self, status: str = "200") -> None:
+    def request(self, status: str = "200", traffic_class: str = "realtime", version: str = STABLE) -> None:
         rng, clock = self.rng, 1000.0 + self.steps
         tl = self.recorder.begin(start=clock)
+        tl.traffic_class, tl.version = traffic_class, version
         queue, features, inference = rng.uniform(0.005, 0.04), rng.uniform(0.004, 0.012), rng.uniform(0.02, 0.04)
         tl.add("queue", None, queue)
         tl.add("features", None, features)
@@ -83,11 +88,28 @@ class Workload:
                             end=clock + lookup + served + network + rng.uniform(0.001, 0.003))
         self.metrics.network_duration.labels(GATEWAY, SERVICE, "call").observe(network)
 
+    def stream(self, requests: int) -> None:
+        """Streamed answers of the ``/generate`` route: chunk times, tokens, and a few served from a cache."""
+        m, rng = self.metrics, self.rng
+        for i in range(max(1, requests // 4)):
+            first = rng.uniform(0.05, 0.15)
+            m.time_to_first_chunk.labels(SERVICE, "/generate").observe(first)
+            m.time_to_first_token.labels(SERVICE, MODEL, "realtime").observe(first)
+            m.time_between_chunks.labels(SERVICE, "/generate").observe(rng.uniform(0.01, 0.03))
+            m.time_per_output_token.labels(SERVICE, MODEL, "realtime").observe(rng.uniform(0.02, 0.04))
+            m.token_usage.labels(SERVICE, MODEL, "input").observe(rng.randint(100, 400))
+            m.token_usage.labels(SERVICE, MODEL, "output").observe(rng.randint(20, 80))
+            if i == 0:
+                m.degraded_responses.labels(SERVICE, MODEL, DEGRADED_REASON).inc()
+
     def step(self, requests: int = 20) -> None:
         with self._lock:
             m, rng = self.metrics, self.rng
             for i in range(requests):
-                self.request("500" if i == 0 and self.steps % 2 == 0 else "200")
+                # every fifth request is a batch one, every fourth is served by the canary
+                self.request("500" if i == 0 and self.steps % 2 == 0 else "200",
+                             BATCH if i % 5 == 4 else "realtime", CANARY if i % 4 == 0 else STABLE)
+            self.stream(requests)
             m.batch_size.labels(MODEL).observe(rng.choice([4, 8, 16, 32]))
             m.queue_depth.labels("predict").set(rng.randint(2, 12))
             for _ in range(requests):

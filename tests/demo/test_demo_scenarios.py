@@ -181,7 +181,7 @@ async def test_a_throttled_model_takes_the_delay_longer_per_call(metrics: Metric
     finally:
         await core.aclose()
     hist = "aiwatch_phase_duration_seconds"
-    labels = {"service": "inference", "model": "recommender", "phase": "inference"}
+    labels = {"service": "inference", "model": "recommender", "model_version": "", "phase": "inference"}
     get = metrics.registry.get_sample_value
     assert get(f"{hist}_count", labels) == 2.0
     assert get(f"{hist}_sum", labels) >= 2 * 0.01 + 0.06  # two calls' device time, and one call's throttle
@@ -228,7 +228,8 @@ def test_expected_causes_and_alerts_name_the_demos_own_parts() -> None:
     causes = {name: s.expected_cause(names) for name, s in scenarios.SCENARIOS.items()}
     assert causes == {"flash-sale": "queue:x1-inference", "network": "network:x1-gateway->x1-inference",
                       "feature-store": "phase:x1-gateway/features", "model": "model:x1-inference/inference",
-                      "drift": "drift:x1-recommender/basket_value", "none": "none"}
+                      "drift": "drift:x1-recommender/basket_value", "none": "none",
+                      "batch-backfill": "queue:x1-inference"}
     for scenario in scenarios.SCENARIOS.values():
         required, forbidden = scenario.required_alerts(names), scenario.forbidden_alerts(names)
         # an alert cannot be both required and forbidden
@@ -313,9 +314,10 @@ def serve_requests(metrics: Metrics, n: int, features: float, model: float, netw
     for _ in range(n):
         for recorder, route, phases in ((inf, "/predict", {"inference": model}),
                                         (gw, "/recommend", {"features": features, "inference_call": model + network})):
-            m.child(m.request_duration, (recorder.service, route, "POST", "200")).observe(sum(phases.values()))
+            m.child(m.request_duration, (recorder.service, route, "POST", "200", "realtime")).observe(
+                sum(phases.values()))
             for phase, seconds in phases.items():
-                m.child(m.phase_duration, (recorder.service, recorder.model or "", phase)).observe(seconds)
+                m.child(m.phase_duration, (recorder.service, recorder.model or "", "", phase)).observe(seconds)
         m.child(m.client_request_duration, ("gateway", "inference", "/predict", "200", "inference_call")).observe(
             model + network)
         m.child(m.network_duration, ("gateway", "inference", "inference_call")).observe(network)

@@ -114,7 +114,7 @@ async def test_inference_core_batches_through_aiwatch_micro_batcher(metrics: Met
     assert batches is not None and 3.0 <= batches < 6.0  # 6 concurrent requests, at most 2 per model call
     assert get("aiwatch_queue_depth", {"queue": MODEL}) == 0.0
     assert get("aiwatch_phase_duration_seconds_count",
-               {"service": "inference", "model": MODEL, "phase": "inference"}) == 6.0
+               {"service": "inference", "model": MODEL, "model_version": "", "phase": "inference"}) == 6.0
     assert get("aiwatch_feature_bin_total", {"model": MODEL, "feature": "basket_value", "bin": "9"}) is not None
 
 

@@ -115,3 +115,44 @@ def test_kubernetes_manifests_agree_on_labels_and_the_metrics_port() -> None:
     endpoint = monitor["spec"]["endpoints"][0]
     assert endpoint["path"] == "/metrics"
     assert service_ports[endpoint["port"]]["targetPort"] in container_ports
+
+
+def _stream(url: str, body: dict[str, object], headers: dict[str, str]) -> list[str]:
+    req = urllib.request.Request(url, data=json.dumps(body).encode(),
+                                 headers={"content-type": "application/json", **headers})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        assert resp.headers["content-type"].startswith("text/event-stream")
+        return [line.removeprefix("data: ") for line in resp.read().decode().split("\n\n") if line]
+
+
+@pytest.mark.slow
+def test_token_streaming_example_records_genai_signals() -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/v1/completions"
+    with python_app([str(EXAMPLES / "token_streaming" / "app.py"), "--port", str(port)],
+                    f"http://127.0.0.1:{port}/healthz"):
+        events = _stream(url, {"prompt": "one two three", "max_tokens": 4, "prefill_ms": 30}, {})
+        assert [json.loads(e)["token"] for e in events[:-1]] == ["three", "two", "one", "three"]
+        assert events[-1] == "[DONE]"
+        _stream(url, {"prompt": "word " * 100, "max_tokens": 2}, {"aiwatch-traffic-class": "batch"})
+        status, metrics = http_get(f"http://127.0.0.1:{port}/metrics")
+    assert status == 200
+    samples = parse_metrics(metrics.decode())
+    service = "completions"
+    ttft = scrape.total(samples, "aiwatch_gen_ai_time_to_first_token_seconds_sum", service=service,
+                        model="tiny-llm", traffic_class="realtime")
+    assert ttft >= 0.03  # the prefill is before the first token
+    assert scrape.total(samples, "aiwatch_gen_ai_time_per_output_token_seconds_count", service=service,
+                        model="tiny-llm") == 1.0
+    assert scrape.total(samples, "aiwatch_gen_ai_token_usage_tokens_sum", service=service, model="tiny-llm",
+                        token_type="output") == 4.0
+    assert scrape.total(samples, "aiwatch_gen_ai_token_usage_tokens_sum", service=service, model="tinier-llm",
+                        token_type="input") == 100.0
+    assert scrape.total(samples, "aiwatch_time_to_first_chunk_seconds_count", service=service,
+                        route="/v1/completions") == 2.0
+    assert scrape.total(samples, "aiwatch_degraded_responses_total", service=service, model="tinier-llm",
+                        reason="smaller_model") == 1.0
+    assert scrape.total(samples, "aiwatch_request_duration_seconds_count", service=service,
+                        traffic_class="batch") == 1.0
+    assert scrape.total(samples, "aiwatch_phase_duration_seconds_count", service=service, model="tiny-llm",
+                        model_version="v1", phase="prefill") == 1.0

@@ -9,6 +9,7 @@ import grpc
 import pytest
 
 from examples.grpc_service.servicer import InferenceServicer, pb, pb_grpc
+from tests.labels import with_defaults
 
 SERVICE = "/aiwatch.example.Inference/"
 PREDICT = SERVICE + "Predict"
@@ -47,7 +48,7 @@ _PHASED = ("aiwatch_client_request_duration_seconds", "aiwatch_network_duration_
 def value(registry: Any, name: str, **labels: str) -> float:
     if name.startswith(_PHASED):
         labels.setdefault("phase", "")
-    return registry.get_sample_value(name, labels) or 0.0
+    return registry.get_sample_value(name, with_defaults(name, labels)) or 0.0
 
 
 @pytest.fixture

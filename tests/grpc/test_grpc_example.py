@@ -28,9 +28,10 @@ def test_example_server_and_client(aio: bool) -> None:
     assert status == 200
     route = "/aiwatch.example.Inference/"
     assert (f'aiwatch_request_duration_seconds_count{{method="grpc",route="{route}Predict",'
-            f'service="inference-example",status="OK"}} 3.0') in text
-    assert f'route="{route}Predict",service="inference-example",status="INVALID_ARGUMENT"}} 1.0' in text
+            f'service="inference-example",status="OK",traffic_class="realtime"}} 3.0') in text
+    assert (f'route="{route}Predict",service="inference-example",status="INVALID_ARGUMENT",'
+            f'traffic_class="realtime"}} 1.0') in text
     for method in ("PredictStream", "Upload", "Chat"):
-        assert f'route="{route}{method}",service="inference-example",status="OK"}} 1.0' in text
-    assert 'aiwatch_phase_duration_seconds_count{model="ranker",phase="inference",service="inference-example"}' \
-        in text
+        assert f'route="{route}{method}",service="inference-example",status="OK",traffic_class="realtime"}} 1.0' in text
+    assert ('aiwatch_phase_duration_seconds_count{model="ranker",model_version="",phase="inference",'
+            'service="inference-example"}') in text

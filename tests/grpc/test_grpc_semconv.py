@@ -31,6 +31,7 @@ from aiwatch.grpc import (
 from aiwatch.metrics import Metrics
 from examples.grpc_service.servicer import AioInferenceServicer, pb_grpc
 from tests.grpc.conftest import req, sync_server
+from tests.labels import with_defaults
 
 pytestmark = pytest.mark.slow
 
@@ -222,4 +223,4 @@ async def test_aio_with_otel_interceptors_in_front(metrics: Metrics, spans: Any)
 
 
 def value_of(metrics: Metrics, name: str, **labels: str) -> float:
-    return metrics.registry.get_sample_value(name, labels) or 0.0
+    return metrics.registry.get_sample_value(name, with_defaults(name, labels)) or 0.0

@@ -23,13 +23,13 @@ from tests.http.asgi_driver import call
 
 def count(registry: CollectorRegistry, route: str, status: str = "200", method: str = "GET",
           service: str = "svc") -> float | None:
-    return registry.get_sample_value("aiwatch_request_duration_seconds_count",
-                                     {"service": service, "route": route, "method": method, "status": status})
+    return registry.get_sample_value("aiwatch_request_duration_seconds_count", {
+        "service": service, "route": route, "method": method, "status": status, "traffic_class": "realtime"})
 
 
 def phase_sum(registry: CollectorRegistry, phase: str, model: str = "", service: str = "svc") -> float | None:
     return registry.get_sample_value("aiwatch_phase_duration_seconds_sum",
-                                     {"service": service, "model": model, "phase": phase})
+                                     {"model_version": "", "service": service, "model": model, "phase": phase})
 
 
 def make_app(registry: CollectorRegistry, **options: Any) -> FastAPI:
@@ -62,7 +62,7 @@ async def test_route_template_status_phases_and_server_timing(registry: Collecto
     # the phases carry their own model label; overhead has the request's default model ("")
     assert phase_sum(registry, "inference", model="ranker") == pytest.approx(timing["inference"], abs=1e-3)
     assert phase_sum(registry, "features") is not None and phase_sum(registry, "overhead") is not None
-    total = registry.get_sample_value("aiwatch_request_duration_seconds_sum", {
+    total = registry.get_sample_value("aiwatch_request_duration_seconds_sum", {"traffic_class": "realtime",
         "service": "svc", "route": "/items/{item_id}", "method": "GET", "status": "200"})
     parts = sum(phase_sum(registry, p, m) or 0.0 for p, m in
                 (("features", ""), ("inference", "ranker"), ("overhead", "")))
@@ -107,7 +107,7 @@ async def test_streaming_response_is_timed_to_the_last_chunk(registry: Collector
     assert resp.body == b"chunk0chunk1chunk2"
     assert observed == [None, None, None]  # not recorded while chunks were still being produced
     assert count(registry, "/stream") == 1
-    duration = registry.get_sample_value("aiwatch_request_duration_seconds_sum", {
+    duration = registry.get_sample_value("aiwatch_request_duration_seconds_sum", {"traffic_class": "realtime",
         "service": "svc", "route": "/stream", "method": "GET", "status": "200"})
     assert duration is not None and duration >= 0.06  # includes every chunk's production time
 
@@ -262,7 +262,8 @@ async def test_phase_models_named_in_code_are_bounded_too(registry: CollectorReg
         await call(app, f"/m/{name}")
     assert phase_sum(registry, "inference", model="a") is not None
     assert registry.get_sample_value("aiwatch_phase_duration_seconds_count",
-                                     {"service": "svc", "model": "__overflow__", "phase": "inference"}) == 2
+                                     {"model_version": "",
+                                      "service": "svc", "model": "__overflow__", "phase": "inference"}) == 2
     assert b'model="c"' not in generate_latest(registry)
 
 

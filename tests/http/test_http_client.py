@@ -169,3 +169,24 @@ def test_importing_the_integrations_imports_no_optional_dependency() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env=python_env()).stdout
     assert out.strip() == "[]"
+
+
+def client_bytes(registry: CollectorRegistry, peer: str, direction: str) -> float | None:
+    return registry.get_sample_value("aiwatch_client_bytes_total",
+                                     {"service": "gw", "peer": peer, "direction": direction})
+
+
+def test_bytes_moved_per_peer_requests_and_httpx(base: str) -> None:
+    payload = b"p" * 3000
+    for kind in ("requests", "httpx"):
+        registry = CollectorRegistry()
+        if kind == "requests":
+            session = aiwatch.client.instrument_requests(requests.Session(), service="gw", registry=registry,
+                                                         peer="ranker")
+            received = len(session.post(f"{base}/ok", data=payload).content)
+        else:
+            with aiwatch.client.instrument_httpx(httpx.Client(), service="gw", registry=registry,
+                                                 peer="ranker") as client:
+                received = len(client.post(f"{base}/ok", content=payload).content)
+        assert client_bytes(registry, "ranker", "sent") == 3000, kind
+        assert client_bytes(registry, "ranker", "received") == received > 0, kind

@@ -17,14 +17,15 @@ async def test_fastapi_example_from_docs() -> None:
     block = re.search(r"```python\n(# app\.py.*?)```", text, re.S)
     assert block is not None
     namespace: dict[str, Any] = {}
-    before = REGISTRY.get_sample_value("aiwatch_request_duration_seconds_count", {
+    before = REGISTRY.get_sample_value("aiwatch_request_duration_seconds_count", {"traffic_class": "realtime",
         "service": "recommender", "route": "/predict/{user_id}", "method": "POST", "status": "200"}) or 0.0
     exec(compile(block.group(1), "docs/http.md", "exec"), namespace)
     resp = await call(namespace["app"], "/predict/7", method="POST")
     assert resp.status == 200
     assert set(parse_server_timing(resp.headers["server-timing"])) == {"features", "inference", "overhead", "total"}
-    after = REGISTRY.get_sample_value("aiwatch_request_duration_seconds_count", {
+    after = REGISTRY.get_sample_value("aiwatch_request_duration_seconds_count", {"traffic_class": "realtime",
         "service": "recommender", "route": "/predict/{user_id}", "method": "POST", "status": "200"})
     assert after == before + 1
     assert REGISTRY.get_sample_value("aiwatch_phase_duration_seconds_count",
-                                     {"service": "recommender", "model": "ranker", "phase": "inference"})
+                                     {"model_version": "",
+                                      "service": "recommender", "model": "ranker", "phase": "inference"})

@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import aiwatch.client
 from aiwatch.servertiming import parse_server_timing
+from tests.labels import with_defaults
 from tests.servers import free_port, http_get, python_app, python_env
 
 pytestmark = pytest.mark.slow
@@ -31,7 +32,7 @@ def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 
 def value(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str) -> float | None:
-    return samples.get((name, tuple(sorted(labels.items()))))
+    return samples.get((name, tuple(sorted(with_defaults(name, labels).items()))))
 
 
 def test_uvicorn_and_httpx_client(registry: CollectorRegistry) -> None:

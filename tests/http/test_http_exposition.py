@@ -16,13 +16,14 @@ OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 
 
 def populate(metrics: Metrics) -> None:
-    h = metrics.child(metrics.request_duration, ("svc", "/p", "GET", "200"))
+    h = metrics.child(metrics.request_duration, ("svc", "/p", "GET", "200", "realtime"))
     h.observe(0.01, {"trace_id": "ab" * 16})
 
 
 def check(content_type: str, body: bytes, openmetrics: bool) -> None:
     text = body.decode()
-    assert 'aiwatch_request_duration_seconds_count{method="GET",route="/p",service="svc",status="200"} 1' in text
+    assert ('aiwatch_request_duration_seconds_count{method="GET",route="/p",service="svc",status="200",'
+            'traffic_class="realtime"} 1') in text
     if openmetrics:
         assert content_type.startswith("application/openmetrics-text")
         assert text.endswith("# EOF\n")

@@ -118,7 +118,7 @@ def test_a_tracer_that_raises(kind: str, metrics: Metrics, registry: CollectorRe
                               caplog: pytest.LogCaptureFixture) -> None:
     run = build(kind, metrics, tracer_provider=_BrokenProvider())
     check_unaltered_and_counted(run, registry, "tracing", caplog)
-    count = registry.get_sample_value("aiwatch_request_duration_seconds_count", {
+    count = registry.get_sample_value("aiwatch_request_duration_seconds_count", {"traffic_class": "realtime",
         "service": "svc", "route": "/items/{item_id}" if kind == "asgi" else "/items/<int:item_id>",
         "method": "GET", "status": "200"})
     assert count == REQUESTS  # metrics still recorded
@@ -171,7 +171,7 @@ def test_a_hook_that_raises(kind: str, metrics: Metrics, registry: CollectorRegi
 def test_a_route_resolver_that_raises(kind: str, metrics: Metrics, registry: CollectorRegistry,
                                       caplog: pytest.LogCaptureFixture) -> None:
     check_unaltered_and_counted(build(kind, metrics, route_resolver=_raise), registry, "route", caplog)
-    assert registry.get_sample_value("aiwatch_request_duration_seconds_count", {
+    assert registry.get_sample_value("aiwatch_request_duration_seconds_count", {"traffic_class": "realtime",
         "service": "svc", "route": "__unmatched__", "method": "GET", "status": "200"}) == REQUESTS
 
 

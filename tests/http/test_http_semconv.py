@@ -31,6 +31,7 @@ import aiwatch
 import aiwatch.client
 from tests.http.asgi_driver import call
 from tests.http.peer import peer
+from tests.labels import with_defaults
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 TRACEPARENT = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
@@ -262,7 +263,7 @@ async def test_fastapi_instrumentor_in_front_owns_the_only_server_span(
     assert broken.status.status_code is StatusCode.ERROR  # OpenTelemetry's own status, untouched
     phase = next(s for s in exporter.get_finished_spans() if s.name == "inference")
     assert phase.parent is not None and phase.parent.span_id == ok.context.span_id
-    assert registry.get_sample_value("aiwatch_request_duration_seconds_count", {
+    assert registry.get_sample_value("aiwatch_request_duration_seconds_count", {"traffic_class": "realtime",
         "service": "app", "route": "/items/{item_id}", "method": "GET", "status": "200"}) == 1
 
 
@@ -403,7 +404,9 @@ async def test_excluded_urls_are_neither_timed_nor_traced(registry: CollectorReg
     assert (await call(app, "/healthz")).status == 200
     assert (await call(app, "/items/1")).status == 200
     assert [s.name for s in spans_of(exporter, SpanKind.SERVER)] == ["GET /items/{item_id}"]
-    count = registry.get_sample_value
+    def count(name: str, labels: dict[str, str]) -> float | None:
+        return registry.get_sample_value(name, with_defaults(name, labels))
+
     assert count("aiwatch_request_duration_seconds_count", {"service": "app", "route": "/healthz", "method": "GET",
                                                             "status": "200"}) is None
     assert count("aiwatch_request_duration_seconds_count", {"service": "app", "route": "/items/{item_id}",
@@ -416,7 +419,7 @@ async def test_another_instrumentations_variable_does_not_apply(registry: Collec
     monkeypatch.setenv("OTEL_PYTHON_FLASK_EXCLUDED_URLS", "items")
     app = aiwatch.instrument(fastapi_app(), registry=registry)
     assert (await call(app, "/items/1")).status == 200
-    assert registry.get_sample_value("aiwatch_request_duration_seconds_count", {
+    assert registry.get_sample_value("aiwatch_request_duration_seconds_count", {"traffic_class": "realtime",
         "service": "app", "route": "/items/{item_id}", "method": "GET", "status": "200"}) == 1
 
 
@@ -434,7 +437,9 @@ def test_wsgi_excluded_urls_from_its_variable(registry: CollectorRegistry, monke
         body = app(environ, lambda status, headers, exc_info=None: None)
         list(body)
         getattr(body, "close", lambda: None)()
-    value = registry.get_sample_value
+    def value(name: str, labels: dict[str, str]) -> float | None:
+        return registry.get_sample_value(name, with_defaults(name, labels))
+
     assert value("aiwatch_request_duration_seconds_count", {"service": "app", "route": "/skip", "method": "GET",
                                                             "status": "200"}) is None
     assert value("aiwatch_request_duration_seconds_count", {"service": "app", "route": "/keep", "method": "GET",

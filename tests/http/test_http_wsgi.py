@@ -17,8 +17,8 @@ from aiwatch.servertiming import parse_server_timing
 
 
 def count(registry: CollectorRegistry, route: str, status: str = "200", method: str = "GET") -> float | None:
-    return registry.get_sample_value("aiwatch_request_duration_seconds_count",
-                                     {"service": "svc", "route": route, "method": method, "status": status})
+    return registry.get_sample_value("aiwatch_request_duration_seconds_count", {
+        "service": "svc", "route": route, "method": method, "status": status, "traffic_class": "realtime"})
 
 
 def flask_app(registry: CollectorRegistry, **options: Any) -> Flask:
@@ -58,9 +58,11 @@ def test_flask_route_template_model_and_server_timing(registry: CollectorRegistr
     timing = parse_server_timing(resp.headers["Server-Timing"])
     assert timing["inference"] >= 0.003 and timing["total"] >= timing["inference"]
     inference = registry.get_sample_value("aiwatch_phase_duration_seconds_count",
-                                          {"service": "svc", "model": "ranker", "phase": "inference"})
+                                          {"model_version": "",
+                                           "service": "svc", "model": "ranker", "phase": "inference"})
     overhead = registry.get_sample_value("aiwatch_phase_duration_seconds_count",
-                                         {"service": "svc", "model": "ranker", "phase": "overhead"})
+                                         {"model_version": "",
+                                          "service": "svc", "model": "ranker", "phase": "overhead"})
     assert inference == 1 and overhead == 1
 
 
@@ -79,7 +81,8 @@ def test_flask_streaming_is_timed_until_the_body_is_closed(registry: CollectorRe
     assert app.config["OBSERVED"] == [None, None, None]
     assert count(registry, "/stream") == 1
     duration = registry.get_sample_value("aiwatch_request_duration_seconds_sum",
-                                         {"service": "svc", "route": "/stream", "method": "GET", "status": "200"})
+                                         {"traffic_class": "realtime",
+                                          "service": "svc", "route": "/stream", "method": "GET", "status": "200"})
     assert duration is not None and duration >= 0.06
 
 

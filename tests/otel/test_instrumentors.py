@@ -17,6 +17,7 @@ import aiwatch
 from aiwatch.grpc import AiwatchGrpcInstrumentorClient, AiwatchGrpcInstrumentorServer
 from aiwatch.middleware.instrumentor import AiwatchStarletteInstrumentor
 from tests.http.asgi_driver import call
+from tests.labels import with_defaults
 
 
 def test_entry_points_name_the_instrumentors() -> None:
@@ -56,7 +57,9 @@ async def test_starlette_instrumentor_instruments_apps_made_meanwhile(registry: 
     after = FastAPI()
     for app, path in ((starlette_app, "/hello/x"), (fastapi_app, "/items/1"), (before, "/x"), (after, "/x")):
         await call(app, path)
-    count = registry.get_sample_value
+    def count(name: str, labels: dict[str, str]) -> float | None:
+        return registry.get_sample_value(name, with_defaults(name, labels))
+
     assert count("aiwatch_request_duration_seconds_count", {"service": "auto", "route": "/hello/{name}",
                                                             "method": "GET", "status": "200"}) == 1
     assert count("aiwatch_request_duration_seconds_count", {"service": "auto", "route": "/items/{item_id}",

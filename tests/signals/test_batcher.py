@@ -11,10 +11,11 @@ from prometheus_client import CollectorRegistry
 from aiwatch.metrics import Metrics
 from aiwatch.signals.batcher import BatcherClosedError, BatchResultError, MicroBatcher
 from aiwatch.timing import RequestRecorder
+from tests.labels import with_defaults
 
 
 def sample(registry: CollectorRegistry, name: str, **labels: str) -> float | None:
-    return registry.get_sample_value(name, labels)
+    return registry.get_sample_value(name, with_defaults(name, labels))
 
 
 async def test_full_batches_go_at_once_and_each_caller_gets_its_own_result(registry: CollectorRegistry,

@@ -156,7 +156,8 @@ def test_lookups_feed_the_features_phase_of_the_request(registry: CollectorRegis
     assert list(tl.phases) == [("features", "ranker")]
     recorder.finish(tl, "/predict", "POST", "200")
     assert registry.get_sample_value("aiwatch_phase_duration_seconds_count",
-                                     {"service": "svc", "model": "ranker", "phase": "features"}) == 1.0
+                                     {"model_version": "",
+                                      "service": "svc", "model": "ranker", "phase": "features"}) == 1.0
     # a cache with phase=None records no phase
     quiet = instrument_mapping({"k": 1}, cache="quiet", phase=None, metrics=metrics)
     tl = recorder.begin()

@@ -14,6 +14,7 @@ from aiwatch.signals.batcher import MicroBatcher
 from aiwatch.signals.cache import FeatureCache, instrument_mapping
 from aiwatch.signals.gpu import GpuCollector
 from aiwatch.signals.queues import instrument_queue
+from tests.labels import with_defaults
 from tests.signals.fake_pynvml import FakeNVML
 
 THREADS = 8
@@ -21,7 +22,7 @@ PER_THREAD = 400
 
 
 def value(registry: CollectorRegistry, name: str, **labels: str) -> float | None:
-    return registry.get_sample_value(name, labels)
+    return registry.get_sample_value(name, with_defaults(name, labels))
 
 
 def run_threads(target: object, n: int = THREADS) -> None:

@@ -37,7 +37,7 @@ async def test_example_app_records_queue_batch_cache_and_phases(registry: Collec
     assert v("aiwatch_feature_cache_requests_total", {"cache": "user_features", "result": "miss"}) == 20
     for phase in ("queue", "inference", "features", "overhead"):
         assert v("aiwatch_phase_duration_seconds_count",
-                 {"service": "recommender", "model": "ranker", "phase": phase}) == 40, phase
+                 {"service": "recommender", "model": "ranker", "model_version": "", "phase": phase}) == 40, phase
 
 
 @pytest.mark.slow

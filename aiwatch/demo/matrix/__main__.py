@@ -21,10 +21,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m aiwatch.demo.matrix",
                                      description="Run the root-cause matrix and print its table.")
     parser.add_argument("--json", metavar="PATH", help="also write every cell's result as JSON")
-    parser.add_argument("--scenario", action="append", choices=list(scenarios.SCENARIOS),
+    parser.add_argument("--scenario", action="append", choices=list(scenarios.FAULTS),
                         help="only these scenarios (repeatable; default: all)")
     args = parser.parse_args(argv)
-    options = MatrixOptions(scenarios=tuple(args.scenario) if args.scenario else tuple(scenarios.SCENARIOS))
+    options = MatrixOptions(scenarios=tuple(args.scenario) if args.scenario else scenarios.FAULTS)
     try:
         result = run_matrix(options, say=lambda line: print(line, flush=True))
     except DemoFailed as exc:

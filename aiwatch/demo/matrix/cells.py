@@ -64,7 +64,7 @@ CELL_PLANS: dict[str, CellPlan] = {
 
 @dataclass(frozen=True)
 class MatrixOptions:
-    scenarios: tuple[str, ...] = tuple(scenarios.SCENARIOS)
+    scenarios: tuple[str, ...] = scenarios.FAULTS
     severities_ms: tuple[float, ...] = SEVERITIES_MS
     warmup_seconds: float = 8.0
     baseline_seconds: float = 30.0

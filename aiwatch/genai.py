@@ -1,0 +1,140 @@
+"""Token usage and token timing of generative-AI requests, after OpenTelemetry's GenAI semantic conventions.
+
+Inside a request, say how many tokens the model read and, as it produces them, how many it wrote::
+
+    @app.post("/v1/completions")
+    async def complete(body: dict) -> StreamingResponse:
+        aiwatch.record_tokens(input_tokens=len(tokenize(body["prompt"])))
+
+        async def stream():
+            async for token in model.generate(body["prompt"]):
+                aiwatch.record_tokens(output_tokens=1)      # as each token (or chunk of tokens) is produced
+                yield token
+        return StreamingResponse(stream())
+
+When the request finishes, aiwatch records (OpenTelemetry's name, then the contract's Prometheus name):
+
+============================================  ================================================  =====================
+``gen_ai.server.time_to_first_token``          ``aiwatch_gen_ai_time_to_first_token_seconds``    request start to the
+                                                                                                 first output tokens
+``gen_ai.server.time_per_output_token``        ``aiwatch_gen_ai_time_per_output_token_seconds``  time after the first
+                                                                                                 output / tokens after
+                                                                                                 the first record
+``gen_ai.client.token.usage``                  ``aiwatch_gen_ai_token_usage_tokens``             tokens per request
+(``gen_ai.token.type``)                        (``token_type`` = ``input`` / ``output``)
+============================================  ================================================  =====================
+
+with OpenTelemetry's recommended buckets. The two timings are recorded for successful responses only (HTTP 1xx-3xx,
+gRPC ``OK``), as the conventions define them; token usage for every response. The request's span gets
+``gen_ai.usage.input_tokens``, ``gen_ai.usage.output_tokens`` and ``gen_ai.request.model``. The ``model`` label is the
+request's model (``aiwatch.set_model``) unless ``record_tokens(model=...)`` names one.
+
+Outside a request (a batch job) only the token usage is recorded, for the default service.
+"""
+
+from __future__ import annotations
+
+import operator
+import time
+from typing import TYPE_CHECKING, Any
+
+from aiwatch.fastpath import observe
+from aiwatch.safety import record_error
+from aiwatch.timing import current_timeline, default_recorder
+
+if TYPE_CHECKING:
+    from aiwatch.timing import RequestRecorder, RequestTimeline
+
+INPUT = "input"
+OUTPUT = "output"
+
+_clock = time.perf_counter
+
+
+def _count(value: Any, what: str) -> int:
+    count = operator.index(value)  # ints, numpy integers; not floats or bools' look-alikes
+    if isinstance(value, bool) or count < 0:
+        raise ValueError(f"{what} must be a non-negative integer, got {value!r}")
+    return count
+
+
+def successful(status: str) -> bool:
+    """Whether a response with this ``status`` label succeeded: HTTP 1xx-3xx or gRPC ``OK``."""
+    return status == "OK" or (len(status) == 3 and status[0] in "123")
+
+
+class TokenUsage:
+    """One request's tokens: how many in and out, and when the first and the latest output tokens came."""
+
+    __slots__ = ("first", "first_output", "input", "last", "model", "output")
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+        self.input = 0
+        self.output = 0
+        #: When output was first recorded, and how many tokens that first record counted.
+        self.first: float | None = None
+        self.first_output = 0
+        self.last = 0.0
+
+    def add(self, input_tokens: int, output_tokens: int, now: float) -> None:
+        self.input += input_tokens
+        if output_tokens:
+            if self.first is None:
+                self.first = now
+                self.first_output = output_tokens
+            self.output += output_tokens
+            self.last = now
+
+    def observe(self, recorder: RequestRecorder, tl: RequestTimeline, status: str) -> None:
+        """Record the finished request's usage and, if it succeeded, its token timing."""
+        m, service = recorder.metrics, recorder.service
+        observe(m.child(m.token_usage, (service, self.model, INPUT)), self.input)
+        observe(m.child(m.token_usage, (service, self.model, OUTPUT)), self.output)
+        if self.first is None or not successful(status):
+            return
+        labels = (service, self.model, tl.traffic_class)
+        observe(m.child(m.time_to_first_token, labels), max(self.first - tl.start, 0.0))
+        after_first = self.output - self.first_output
+        if after_first > 0:
+            observe(m.child(m.time_per_output_token, labels), (self.last - self.first) / after_first)
+
+    def describe(self, span: Any, tl: RequestTimeline) -> None:
+        """The GenAI usage attributes on the request's span."""
+        span.set_attribute("gen_ai.usage.input_tokens", self.input)
+        span.set_attribute("gen_ai.usage.output_tokens", self.output)
+        if self.model:
+            span.set_attribute("gen_ai.request.model", self.model)
+
+
+def record_tokens(input_tokens: int = 0, output_tokens: int = 0, model: str | None = None) -> None:
+    """Count tokens the current request's model read (``input_tokens``) or wrote (``output_tokens``). Call it with
+    the output as it is produced (per token or per chunk): the first call with output marks the time to the first
+    token, the later ones the time per output token. Counts add up over the request. Outside a request the usage is
+    recorded for the default service at once. A negative or non-integer count is counted as aiwatch's error
+    (component ``genai``) and ignored; nothing is raised."""
+    now = _clock()
+    tl = current_timeline()
+    recorder = tl.recorder if tl is not None else default_recorder()
+    try:
+        counts = (_count(input_tokens, "input_tokens"), _count(output_tokens, "output_tokens"))
+    except (TypeError, ValueError) as exc:
+        record_error("genai", exc, recorder.metrics)
+        return
+    if tl is not None:
+        try:
+            usage = tl.tokens
+            if usage is None:
+                usage = tl.tokens = TokenUsage(tl.recorder.guard.fold("model", model) if model else tl.model)
+            usage.add(counts[0], counts[1], now)
+        except Exception as exc:
+            record_error("genai", exc, tl.recorder.metrics)
+        return
+    try:
+        m = recorder.metrics
+        label = recorder.guard.fold("model", model) if model else recorder.model
+        for token_type, count in ((INPUT, counts[0]), (OUTPUT, counts[1])):
+            if count:
+                observe(m.child(m.token_usage, (recorder.service, label, token_type)), count)
+    except Exception as exc:
+        record_error("genai", exc, recorder.metrics)

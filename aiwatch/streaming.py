@@ -1,0 +1,57 @@
+"""Timing streamed responses: the first chunk of the body and the gaps between chunks.
+
+A streamed response (an LLM's tokens over SSE, a ``StreamingResponse``, a gRPC server stream) is judged by how soon
+its first chunk arrives and how steadily the rest follow, which a request histogram timed to the last byte cannot
+show. :class:`ChunkTimer` is handed each chunk's time by the integration as the chunk leaves the app (for HTTP the
+body's chunks, never the headers, which Starlette sends before it reads the body):
+
+* ``aiwatch_time_to_first_chunk_seconds{service, route}``: from the request's start to the first non-empty chunk;
+* ``aiwatch_time_between_chunks_seconds{service, route}``: from each chunk to the next.
+
+A response whose body comes in one chunk is no stream (its first byte is its last: the request histogram has it),
+so nothing is recorded until a second chunk comes; then the first chunk's time is recorded too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from aiwatch.fastpath import observe
+from aiwatch.safety import record_error
+
+if TYPE_CHECKING:
+    from aiwatch.timing import RequestRecorder
+
+
+class ChunkTimer:
+    """One streamed response's chunk times. ``route`` is the route label, or a callable that returns it (called at
+    the second chunk, when a router has matched the request)."""
+
+    __slots__ = ("_first", "_gap", "_last", "_recorder", "_route", "_start")
+
+    def __init__(self, recorder: RequestRecorder, start: float, route: str | Callable[[], str]) -> None:
+        self._recorder = recorder
+        self._start = start
+        self._route = route
+        self._first = 0.0
+        self._last: float | None = None
+        self._gap: Any = None
+
+    def chunk(self, now: float) -> None:
+        """A non-empty chunk left the app at ``now`` (the request's clock)."""
+        last = self._last
+        self._last = now
+        if last is None:
+            self._first = now
+            return
+        try:
+            gap = self._gap
+            if gap is None:  # the second chunk: this response is a stream
+                route = self._route if isinstance(self._route, str) else self._route()
+                first, gap = self._recorder.stream_children(route)
+                self._gap = gap
+                observe(first, self._first - self._start)
+            observe(gap, now - last)
+        except Exception as exc:
+            record_error("metrics", exc, self._recorder.metrics)

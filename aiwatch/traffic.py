@@ -1,0 +1,132 @@
+"""Traffic classes: telling real-time requests from batch ones that share the same replicas.
+
+Every request carries one ``traffic_class`` label value from a bounded set (default ``realtime`` and ``batch``; the
+first one is the default). It comes from, in order:
+
+1. a **route rule** of the configuration: the route template (``/v1/embed/bulk``, or a ``*`` glob) names its class,
+   so an endpoint that only batch jobs call is batch whatever its callers send;
+2. the **``aiwatch-traffic-class`` request header** (gRPC: the metadata key of the same name), sent by the caller:
+   a batch job's client sets it once, and aiwatch's client integrations forward the class of the request they are
+   called in, so the whole call graph under a batch request is batch;
+3. else the **default class** (the first one).
+
+A header value outside the configured classes counts as the default class: callers cannot add label values.
+
+    >>> t = TrafficClasses(routes={"/v1/bulk/*": "batch"})
+    >>> t.from_header(b"batch"), t.from_header("BULK"), t.for_route("/v1/bulk/{id}", "realtime")
+    ('batch', 'realtime', 'batch')
+
+Why a header of aiwatch's own: RFC 9218's ``Priority`` header says in which order a client would like responses
+*delivered*, and browsers and proxies set it on every request for their own reasons, so it would classify all
+browser traffic; W3C ``baggage`` reaches the next service only where OpenTelemetry's propagator runs on every hop,
+and its keys are everyone's. ``aiwatch-traffic-class`` means one thing, is read in one place, and is valid both as an
+HTTP header and as gRPC metadata (lowercase).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Iterable, Mapping
+
+from aiwatch.env import TRAFFIC_CLASS_ROUTES, TRAFFIC_CLASSES
+
+HEADER = "aiwatch-traffic-class"
+"""The request header (and gRPC metadata key) naming a request's traffic class."""
+HEADER_BYTES = HEADER.encode("latin-1")
+#: The header as a WSGI environ key.
+ENVIRON_KEY = "HTTP_" + HEADER.upper().replace("-", "_")
+
+REALTIME = "realtime"
+BATCH = "batch"
+DEFAULT_CLASSES: tuple[str, ...] = (REALTIME, BATCH)
+MAX_CLASSES = 16
+
+
+def _valid_class(name: str) -> str:
+    if not isinstance(name, str) or not name or len(name) > 64 or not all(c.isalnum() or c in "_-." for c in name):
+        raise ValueError(f"a traffic class is 1-64 letters, digits, '_', '-' or '.', got {name!r}")
+    return name
+
+
+class TrafficClasses:
+    """The traffic classes a server tells apart (see the module docstring).
+
+    - ``classes``: the allowed classes, the first one the default (default ``realtime, batch``, or
+      ``$AIWATCH_TRAFFIC_CLASSES``).
+    - ``routes``: route template or ``*`` glob -> class (default: ``$AIWATCH_TRAFFIC_CLASS_ROUTES``,
+      ``"/v1/bulk/*=batch, /train=batch"``). A rule naming a class outside ``classes`` is a ``ValueError``.
+    - ``header``: the request header to read (default ``aiwatch-traffic-class``).
+    """
+
+    def __init__(self, classes: Iterable[str] | None = None, routes: Mapping[str, str] | None = None,
+                 header: str = HEADER) -> None:
+        names = tuple(dict.fromkeys(_valid_class(c.strip().lower()) for c in (
+            classes if classes is not None else parse_classes(TRAFFIC_CLASSES.text()))))
+        if not names or len(names) > MAX_CLASSES:
+            raise ValueError(f"between 1 and {MAX_CLASSES} traffic classes are needed, got {names!r}")
+        self.classes = names
+        self.default = names[0]
+        rules = dict(routes) if routes is not None else parse_routes(TRAFFIC_CLASS_ROUTES.text())
+        for pattern, name in rules.items():
+            if name not in names:
+                raise ValueError(f"route rule {pattern!r} names traffic class {name!r}, not one of {names}")
+        self._exact = {p: c for p, c in rules.items() if not _is_glob(p)}
+        self._globs = tuple((p, c) for p, c in rules.items() if _is_glob(p))
+        self.has_routes = bool(rules)
+        self.header = header.lower()
+        self.header_bytes = self.header.encode("latin-1")
+        self.environ_key = "HTTP_" + self.header.upper().replace("-", "_")
+        self._known = {c.encode("latin-1"): c for c in names} | {c: c for c in names}
+        self._routes: dict[str, str | None] = {}
+
+    def from_header(self, value: str | bytes | None) -> str:
+        """The class a request header's value names; the default class for none or a value not configured."""
+        if value is None:
+            return self.default
+        found = self._known.get(value)
+        if found is not None:
+            return found
+        try:
+            text = value.decode("latin-1") if isinstance(value, bytes) else str(value)
+        except Exception:
+            return self.default
+        return self._known.get(text.strip().lower(), self.default)
+
+    def for_route(self, route: str, current: str) -> str:
+        """The class of a request to ``route`` that its header made ``current``: a route rule's class wins."""
+        if not self.has_routes:
+            return current
+        found = self._routes.get(route, "")
+        if found == "":
+            found = self._exact.get(route)
+            if found is None:
+                found = next((c for p, c in self._globs if fnmatch.fnmatchcase(route, p)), None)
+            if len(self._routes) < 10_000:  # routes are bounded by the label guard; stay bounded regardless
+                self._routes[route] = found
+        return found or current
+
+    def __repr__(self) -> str:
+        return f"TrafficClasses(classes={self.classes!r}, header={self.header!r})"
+
+
+def _is_glob(pattern: str) -> bool:
+    return any(c in pattern for c in "*?[")
+
+
+def parse_classes(text: str) -> list[str]:
+    """``"realtime, batch"`` -> ``["realtime", "batch"]``."""
+    return [c.strip() for c in text.replace(";", ",").split(",") if c.strip()]
+
+
+def parse_routes(text: str) -> dict[str, str]:
+    """``"/v1/bulk/*=batch, /train=batch"`` -> ``{"/v1/bulk/*": "batch", "/train": "batch"}``."""
+    rules: dict[str, str] = {}
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        pattern, sep, name = part.rpartition("=")
+        if not sep or not pattern.strip() or not name.strip():
+            raise ValueError(f"{TRAFFIC_CLASS_ROUTES.name}: {part!r} is not ROUTE=CLASS")
+        rules[pattern.strip()] = name.strip().lower()
+    return rules

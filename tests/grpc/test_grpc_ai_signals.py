@@ -1,0 +1,241 @@
+"""The AI-traffic signals of the gRPC server interceptors on real grpcio servers: message sizes, (de)serialization
+phases from the handlers' own (de)serializers, the traffic class from metadata, server-streaming chunk times, and
+the bytes the sync and aio clients move per peer for every call kind."""
+
+from __future__ import annotations
+
+import time
+from concurrent import futures
+from typing import Any
+
+import grpc
+import grpc.aio
+import pytest
+
+from aiwatch.grpc import grpc_aio_server_interceptor, grpc_server_interceptor
+from aiwatch.metrics import Metrics
+from aiwatch.servertiming import parse_server_timing
+from examples.grpc_service.servicer import AioInferenceServicer, pb, pb_grpc
+from tests.grpc.conftest import CHAT, PREDICT, PREDICT_STREAM, UPLOAD, req, stub_for, sync_server, value
+from tests.servers import wait_until
+
+pytestmark = pytest.mark.slow
+
+SLOW = 0.03
+
+
+def phase(metrics: Metrics, name: str, stat: str = "count") -> float:
+    return value(metrics.registry, f"aiwatch_phase_duration_seconds_{stat}", service="infer", model="ranker",
+                 phase=name)
+
+
+def size(metrics: Metrics, route: str, direction: str, stat: str = "sum") -> float:
+    return value(metrics.registry, f"aiwatch_rpc_message_size_bytes_{stat}", service="infer", route=route,
+                 direction=direction)
+
+
+def test_unary_messages_are_sized_and_their_serialization_is_a_phase(metrics: Metrics) -> None:
+    interceptor = grpc_server_interceptor(service="infer", model="ranker", metrics=metrics)
+    request = req(features=[0.5] * 1000)
+    with sync_server([interceptor]) as target, stub_for(target) as stub:
+        reply = stub.Predict(request)
+    assert size(metrics, PREDICT, "request") == request.ByteSize()
+    assert size(metrics, PREDICT, "response") == reply.ByteSize()
+    assert phase(metrics, "deserialize") == 1 and phase(metrics, "serialize") == 1
+    assert phase(metrics, "inference") == 1
+
+
+def _slow_server(metrics: Metrics) -> tuple[grpc.Server, str]:
+    """A generic handler whose (de)serializers each take SLOW seconds."""
+
+    def slow_deserialize(data: bytes) -> Any:
+        time.sleep(SLOW)
+        return pb.PredictRequest.FromString(data)
+
+    def slow_serialize(message: Any) -> bytes:
+        time.sleep(SLOW)
+        return bytes(message.SerializeToString())
+
+    handler = grpc.unary_unary_rpc_method_handler(
+        lambda request, context: pb.PredictReply(score=1.0), request_deserializer=slow_deserialize,
+        response_serializer=slow_serialize)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2),
+                         interceptors=[grpc_server_interceptor(service="infer", model="ranker", metrics=metrics)])
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("aiwatch.example.Inference",
+                                                                          {"Predict": handler}),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    return server, f"127.0.0.1:{port}"
+
+
+def test_deserialization_is_inside_the_total_and_unary_serialization_after_it(metrics: Metrics) -> None:
+    server, target = _slow_server(metrics)
+    try:
+        with stub_for(target) as stub:
+            _, call = stub.Predict.with_call(req(features=[1.0]))
+    finally:
+        server.stop(None)
+    timing = parse_server_timing(dict(call.trailing_metadata())["server-timing"])
+    # grpcio deserializes before the handler: the RPC's start moves back to include it
+    assert timing["deserialize"] >= SLOW and timing["total"] >= SLOW
+    total = value(metrics.registry, "aiwatch_request_duration_seconds_sum", service="infer", route=PREDICT,
+                  method="grpc", status="OK")
+    assert total >= phase(metrics, "deserialize", "sum") >= SLOW
+    # a unary response is serialized after the interceptor ended the RPC: a phase of its own, not in the trailer
+    assert "serialize" not in timing
+    assert phase(metrics, "serialize", "sum") >= SLOW
+
+
+def test_the_traffic_class_comes_from_the_metadata(metrics: Metrics) -> None:
+    interceptor = grpc_server_interceptor(service="infer", model="ranker", metrics=metrics)
+    with sync_server([interceptor]) as target, stub_for(target) as stub:
+        stub.Predict(req(), metadata=(("aiwatch-traffic-class", "batch"),))
+        stub.Predict(req())
+    for traffic_class in ("batch", "realtime"):
+        assert value(metrics.registry, "aiwatch_request_duration_seconds_count", service="infer", route=PREDICT,
+                     method="grpc", status="OK", traffic_class=traffic_class) == 1
+
+
+def test_a_server_stream_records_its_first_message_and_the_gaps(metrics: Metrics) -> None:
+    interceptor = grpc_server_interceptor(service="infer", model="ranker", metrics=metrics)
+    with sync_server([interceptor]) as target, stub_for(target) as stub:
+        replies = list(stub.PredictStream(req(features=[1.0, 2.0, 3.0], delay_ms=10)))
+    assert len(replies) == 3
+    first = value(metrics.registry, "aiwatch_time_to_first_chunk_seconds_sum", service="infer", route=PREDICT_STREAM)
+    assert first >= 0.01
+    assert value(metrics.registry, "aiwatch_time_between_chunks_seconds_count", service="infer",
+                 route=PREDICT_STREAM) == 2
+    assert size(metrics, PREDICT_STREAM, "response", "count") == 3
+    assert phase(metrics, "serialize") == 1  # the stream's three serializations, inside its one request
+
+
+async def test_aio_messages_are_sized_and_timed(metrics: Metrics) -> None:
+    server = grpc.aio.server(interceptors=[grpc_aio_server_interceptor(service="infer", model="ranker",
+                                                                       metrics=metrics)])
+    pb_grpc.add_InferenceServicer_to_server(AioInferenceServicer(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    request = req(features=[0.25] * 100)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            reply = await pb_grpc.InferenceStub(channel).Predict(request)
+    finally:
+        await server.stop(None)
+    assert size(metrics, PREDICT, "request") == request.ByteSize()
+    assert size(metrics, PREDICT, "response") == reply.ByteSize()
+    assert phase(metrics, "deserialize") == 1 and phase(metrics, "serialize") == 1
+
+
+def test_the_client_records_bytes_moved_per_peer(metrics: Metrics) -> None:
+    from aiwatch.grpc import grpc_client_interceptor
+
+    request = req(features=[0.5] * 200)
+    client = grpc_client_interceptor(service="gateway", metrics=metrics, peer="infer")
+    with sync_server([grpc_server_interceptor(service="infer", metrics=metrics)]) as target, \
+            stub_for(target, client) as stub:
+        reply = stub.Predict(request)
+    registry = metrics.registry
+    assert registry.get_sample_value("aiwatch_client_bytes_total", {
+        "service": "gateway", "peer": "infer", "direction": "sent"}) == request.ByteSize()
+    assert registry.get_sample_value("aiwatch_client_bytes_total", {
+        "service": "gateway", "peer": "infer", "direction": "received"}) == reply.ByteSize()
+
+
+def client_bytes(metrics: Metrics, direction: str) -> float:
+    return metrics.registry.get_sample_value("aiwatch_client_bytes_total", {
+        "service": "gateway", "peer": "infer", "direction": direction}) or 0.0
+
+
+def wait_for_bytes(metrics: Metrics, sent: int, received: int) -> None:
+    """The client's counters reach ``sent`` / ``received`` (a call is recorded by grpcio's done callback, on its
+    own thread or task, just after the application saw the call end)."""
+    wait_until(lambda: (client_bytes(metrics, "sent"), client_bytes(metrics, "received")) == (sent, received), 10,
+               what=f"sent {sent} and received {received} bytes, have {client_bytes(metrics, 'sent')} and "
+                    f"{client_bytes(metrics, 'received')}")
+
+
+def test_the_sync_client_counts_the_bytes_of_every_streamed_call_kind(metrics: Metrics) -> None:
+    from aiwatch.grpc import grpc_client_interceptor
+
+    requests = [req(features=[float(i)] * (50 * (i + 1))) for i in range(3)]
+    client = grpc_client_interceptor(service="gateway", metrics=metrics, peer="infer")
+    sent = received = 0
+    with sync_server([grpc_server_interceptor(service="infer", metrics=metrics)]) as target, \
+            stub_for(target, client) as stub:
+        # server stream: the request is one message, the replies are counted as the application reads them
+        replies = list(stub.PredictStream(requests[2]))
+        sent += requests[2].ByteSize()
+        received += sum(r.ByteSize() for r in replies)
+        wait_for_bytes(metrics, sent, received)
+        # client stream: the request iterator's messages as grpcio sends them
+        upload = stub.Upload(iter(requests))
+        sent += sum(r.ByteSize() for r in requests)
+        received += upload.ByteSize()
+        wait_for_bytes(metrics, sent, received)
+        # both: the call is still the application's (its methods answer), its messages counted both ways
+        chat = stub.Chat(iter(requests))
+        replies = list(chat)
+        assert chat.code() == grpc.StatusCode.OK and len(replies) == 3
+        sent += sum(r.ByteSize() for r in requests)
+        received += sum(r.ByteSize() for r in replies)
+        wait_for_bytes(metrics, sent, received)
+    # the server sized the same streamed messages, one observation per message
+    assert size(metrics, UPLOAD, "request") == sum(r.ByteSize() for r in requests)
+    assert size(metrics, UPLOAD, "request", "count") == 3
+    assert size(metrics, CHAT, "request", "count") == size(metrics, CHAT, "response", "count") == 3
+    assert size(metrics, CHAT, "response") == sum(r.ByteSize() for r in replies)
+
+
+async def test_the_aio_client_counts_the_bytes_of_every_call_kind(metrics: Metrics) -> None:
+    from aiwatch.grpc import grpc_aio_client_interceptors
+
+    server = grpc.aio.server(interceptors=[grpc_aio_server_interceptor(service="infer", metrics=metrics)])
+    pb_grpc.add_InferenceServicer_to_server(AioInferenceServicer(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    requests = [req(features=[float(i)] * (40 * (i + 1))) for i in range(3)]
+
+    async def stream() -> Any:
+        for r in requests:
+            yield r
+
+    sent = received = 0
+    try:
+        async with grpc.aio.insecure_channel(
+                f"127.0.0.1:{port}", interceptors=grpc_aio_client_interceptors(
+                    service="gateway", metrics=metrics, peer="infer")) as channel:
+            stub = pb_grpc.InferenceStub(channel)
+            reply = await stub.Predict(requests[0])
+            sent, received = sent + requests[0].ByteSize(), received + reply.ByteSize()
+            await async_wait_for_bytes(metrics, sent, received)
+            replies = [r async for r in stub.PredictStream(requests[1])]
+            sent, received = sent + requests[1].ByteSize(), received + sum(r.ByteSize() for r in replies)
+            await async_wait_for_bytes(metrics, sent, received)
+            upload = await stub.Upload(stream())
+            sent, received = sent + sum(r.ByteSize() for r in requests), received + upload.ByteSize()
+            await async_wait_for_bytes(metrics, sent, received)
+            # the write/read API: grpc.aio hands the interceptor an iterator of the writes
+            chat = stub.Chat()
+            replies = []
+            for r in requests:
+                await chat.write(r)
+                replies.append(await chat.read())
+            await chat.done_writing()
+            assert await chat.read() is grpc.aio.EOF and await chat.code() == grpc.StatusCode.OK
+            sent, received = sent + sum(r.ByteSize() for r in requests), received + sum(r.ByteSize() for r in replies)
+            await async_wait_for_bytes(metrics, sent, received)
+    finally:
+        await server.stop(None)
+    assert size(metrics, UPLOAD, "request") == sum(r.ByteSize() for r in requests)
+    assert size(metrics, PREDICT_STREAM, "response", "count") == len(requests[1].features)
+
+
+async def async_wait_for_bytes(metrics: Metrics, sent: int, received: int) -> None:
+    """:func:`wait_for_bytes` without blocking the event loop the record runs on."""
+    import asyncio
+
+    for _ in range(200):
+        if (client_bytes(metrics, "sent"), client_bytes(metrics, "received")) == (sent, received):
+            return
+        await asyncio.sleep(0.05)
+    assert (client_bytes(metrics, "sent"), client_bytes(metrics, "received")) == (sent, received)

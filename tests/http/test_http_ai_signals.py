@@ -1,0 +1,287 @@
+"""The AI-traffic signals of the HTTP middlewares: traffic classes, payload sizes, streamed chunks, token usage and
+timing, degraded responses and model versions."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+from fastapi import FastAPI, Request
+from fastapi.responses import StreamingResponse
+from flask import Flask, Response, stream_with_context
+from prometheus_client import CollectorRegistry
+from starlette.responses import Response as StarletteResponse
+
+import aiwatch
+from aiwatch.traffic import TrafficClasses
+from tests.http.asgi_driver import call
+
+
+def sample(registry: CollectorRegistry, name: str, **labels: str) -> float | None:
+    return registry.get_sample_value(name, {"service": "svc", **labels})
+
+
+def requests_of(registry: CollectorRegistry, route: str, traffic_class: str, method: str = "GET") -> float | None:
+    return sample(registry, "aiwatch_request_duration_seconds_count", route=route, method=method, status="200",
+                  traffic_class=traffic_class)
+
+
+def fastapi_app(registry: CollectorRegistry, **options: Any) -> FastAPI:
+    app = FastAPI()
+
+    @app.get("/items/{item_id}")
+    async def item(item_id: int) -> dict[str, int]:
+        return {"id": item_id}
+
+    @app.post("/v1/bulk/embed")
+    async def bulk(request: Request) -> dict[str, int]:
+        return {"bytes": len(await request.body())}
+
+    @app.get("/stream")
+    async def stream() -> StreamingResponse:
+        async def chunks() -> AsyncIterator[bytes]:
+            await asyncio.sleep(0.03)  # the headers are out already: the first chunk's time must include this
+            for i in range(3):
+                aiwatch.record_tokens(output_tokens=2)
+                yield f"token{i} ".encode()
+                await asyncio.sleep(0.01)
+
+        aiwatch.record_tokens(input_tokens=5)
+        return StreamingResponse(chunks())
+
+    @app.get("/fallback")
+    async def fallback() -> dict[str, str]:
+        aiwatch.set_model("ranker", "v2")
+        aiwatch.degraded("cached_prediction")
+        aiwatch.degraded("cached_prediction")  # counted once per response
+        return {"answer": "cached"}
+
+    return aiwatch.instrument(app, registry=registry, service="svc", **options)
+
+
+async def test_traffic_class_comes_from_the_header_within_the_configured_classes(registry: CollectorRegistry) -> None:
+    app = fastapi_app(registry)
+    await call(app, "/items/1")
+    await call(app, "/items/2", headers=[("aiwatch-traffic-class", "batch")])
+    await call(app, "/items/3", headers=[("aiwatch-traffic-class", "BATCH")])
+    await call(app, "/items/4", headers=[("aiwatch-traffic-class", "made-up")])  # not a class: the default
+    assert requests_of(registry, "/items/{item_id}", "realtime") == 2
+    assert requests_of(registry, "/items/{item_id}", "batch") == 2
+    assert sample(registry, "aiwatch_request_duration_seconds_count", route="/items/{item_id}", method="GET",
+                  status="200", traffic_class="made-up") is None
+
+
+async def test_a_route_rule_sets_the_class_whatever_the_header_says(registry: CollectorRegistry) -> None:
+    app = fastapi_app(registry, traffic_classes=TrafficClasses(routes={"/v1/bulk/*": "batch"}))
+    await call(app, "/v1/bulk/embed", method="POST", body=b"x" * 10,
+               headers=[("aiwatch-traffic-class", "realtime")])
+    await call(app, "/items/1")
+    assert requests_of(registry, "/v1/bulk/embed", "batch", method="POST") == 1
+    assert requests_of(registry, "/v1/bulk/embed", "realtime", method="POST") is None
+    assert requests_of(registry, "/items/{item_id}", "realtime") == 1
+
+
+def test_route_rules_and_classes_are_validated() -> None:
+    with pytest.raises(ValueError, match="not one of"):
+        TrafficClasses(routes={"/x": "bulk"})
+    with pytest.raises(ValueError, match="traffic class"):
+        TrafficClasses(classes=["real time"])
+    assert TrafficClasses(classes=["interactive", "offline"]).default == "interactive"
+
+
+async def test_request_and_response_body_sizes_per_route(registry: CollectorRegistry) -> None:
+    app = fastapi_app(registry)
+    payload = b"f" * 5000
+    resp = await call(app, "/v1/bulk/embed", method="POST", body=payload,
+                      headers=[("content-length", str(len(payload)))])
+    assert resp.body == b'{"bytes":5000}'
+    labels = {"route": "/v1/bulk/embed", "method": "POST"}
+    assert sample(registry, "aiwatch_request_size_bytes_sum", **labels) == 5000
+    assert sample(registry, "aiwatch_response_size_bytes_sum", **labels) == len(resp.body)
+    assert sample(registry, "aiwatch_request_size_bytes_bucket", **labels, le="4096.0") == 0
+    assert sample(registry, "aiwatch_request_size_bytes_bucket", **labels, le="16384.0") == 1
+
+
+async def test_chunked_request_bodies_are_counted_as_the_app_reads_them(registry: CollectorRegistry) -> None:
+    app = fastapi_app(registry)
+    await call(app, "/v1/bulk/embed", method="POST", body=b"z" * 300, headers=[("transfer-encoding", "chunked")])
+    assert sample(registry, "aiwatch_request_size_bytes_sum", route="/v1/bulk/embed", method="POST") == 300
+
+
+async def test_payload_sizes_can_be_turned_off(registry: CollectorRegistry) -> None:
+    app = fastapi_app(registry, payload_sizes=False)
+    await call(app, "/items/1")
+    assert requests_of(registry, "/items/{item_id}", "realtime") == 1
+    assert sample(registry, "aiwatch_response_size_bytes_count", route="/items/{item_id}", method="GET") is None
+
+
+async def test_a_stream_records_its_first_body_chunk_and_the_gaps_between_chunks(registry: CollectorRegistry) -> None:
+    app = fastapi_app(registry)
+    resp = await call(app, "/stream")
+    assert resp.body == b"token0 token1 token2 "
+    first = sample(registry, "aiwatch_time_to_first_chunk_seconds_sum", route="/stream")
+    assert first is not None and first >= 0.03  # the body's first byte, not the headers sent before the sleep
+    assert sample(registry, "aiwatch_time_to_first_chunk_seconds_count", route="/stream") == 1
+    gaps = sample(registry, "aiwatch_time_between_chunks_seconds_count", route="/stream")
+    assert gaps is not None and gaps >= 2
+    total = sample(registry, "aiwatch_request_duration_seconds_sum", route="/stream", method="GET", status="200",
+                   traffic_class="realtime")
+    assert total is not None and total >= first
+
+
+async def test_a_one_chunk_response_is_no_stream(registry: CollectorRegistry) -> None:
+    app = fastapi_app(registry)
+    await call(app, "/items/1")
+    assert sample(registry, "aiwatch_time_to_first_chunk_seconds_count", route="/items/{item_id}") is None
+
+
+async def test_tokens_give_usage_time_to_first_token_and_time_per_output_token(registry: CollectorRegistry) -> None:
+    app = fastapi_app(registry)
+    await call(app, "/stream")
+    usage = "aiwatch_gen_ai_token_usage_tokens_sum"
+    assert sample(registry, usage, model="", token_type="input") == 5
+    assert sample(registry, usage, model="", token_type="output") == 6
+    ttft = sample(registry, "aiwatch_gen_ai_time_to_first_token_seconds_sum", model="", traffic_class="realtime")
+    assert ttft is not None and ttft >= 0.03
+    # 4 tokens after the first record, which came 2 gaps of >= 10 ms before the last one
+    tpot = sample(registry, "aiwatch_gen_ai_time_per_output_token_seconds_sum", model="", traffic_class="realtime")
+    assert tpot is not None and tpot >= 0.02 / 4
+
+
+async def test_token_timing_is_only_for_successful_responses(registry: CollectorRegistry) -> None:
+    app = FastAPI()
+
+    @app.get("/fail")
+    async def fail() -> StarletteResponse:
+        aiwatch.record_tokens(input_tokens=3, output_tokens=1)
+        return StarletteResponse(b"overloaded", status_code=503)
+
+    aiwatch.instrument(app, registry=registry, service="svc")
+    await call(app, "/fail")
+    assert sample(registry, "aiwatch_gen_ai_token_usage_tokens_sum", model="", token_type="input") == 3
+    assert sample(registry, "aiwatch_gen_ai_time_to_first_token_seconds_count", model="",
+                  traffic_class="realtime") is None
+
+
+def test_bad_token_counts_are_counted_as_aiwatch_errors_not_raised(registry: CollectorRegistry) -> None:
+    recorder = aiwatch.make_recorder(registry=registry, service="svc")
+    aiwatch.timing.set_default_recorder(recorder)
+    aiwatch.record_tokens(input_tokens=-1)
+    aiwatch.record_tokens(output_tokens=1.5)  # type: ignore[arg-type]
+    aiwatch.record_tokens(input_tokens=7)  # outside a request: recorded at once
+    assert registry.get_sample_value("aiwatch_instrumentation_errors_total", {"component": "genai"}) == 2
+    assert sample(registry, "aiwatch_gen_ai_token_usage_tokens_sum", model="", token_type="input") == 7
+
+
+async def test_degraded_responses_are_counted_by_reason_and_model(registry: CollectorRegistry) -> None:
+    app = fastapi_app(registry)
+    for _ in range(3):
+        await call(app, "/fallback")
+    aiwatch.degraded("")  # not a reason: aiwatch's error, nothing raised
+    assert sample(registry, "aiwatch_degraded_responses_total", model="ranker", reason="cached_prediction") == 3
+    assert registry.get_sample_value("aiwatch_instrumentation_errors_total", {"component": "degraded"}) == 1
+
+
+async def test_model_versions_label_the_models_phases(registry: CollectorRegistry) -> None:
+    app = fastapi_app(registry)
+    await call(app, "/fallback")
+    await call(app, "/items/1")
+    phases = "aiwatch_phase_duration_seconds_count"
+    assert sample(registry, phases, model="ranker", model_version="v2", phase="overhead") == 1
+    assert sample(registry, phases, model="", model_version="", phase="overhead") == 1
+
+
+async def test_a_versioned_models_failed_requests_are_counted_per_version(registry: CollectorRegistry) -> None:
+    app = FastAPI()
+
+    @app.get("/v/{version}/{status}")
+    async def versioned(version: str, status: int) -> StarletteResponse:
+        aiwatch.set_model("ranker", version)
+        return StarletteResponse(status_code=status)
+
+    @app.get("/unversioned")
+    async def unversioned() -> StarletteResponse:
+        aiwatch.set_model("ranker")
+        return StarletteResponse(status_code=503)
+
+    aiwatch.instrument(app, registry=registry, service="svc")
+    for path in ("/v/v1/200", "/v/v2/500", "/v/v2/200", "/v/v2/404", "/unversioned"):
+        await call(app, path)
+    errors = "aiwatch_model_version_errors_total"
+    # 5xx only (a 404 is the client's), per version; a model without a version has its errors in the request
+    # histogram alone
+    assert sample(registry, errors, model="ranker", model_version="v2") == 1
+    assert sample(registry, errors, model="ranker", model_version="v1") is None
+    assert sample(registry, errors, model="ranker", model_version="") is None
+    # the denominator of the version's error share: its requests, one overhead phase each
+    assert sample(registry, "aiwatch_phase_duration_seconds_count", model="ranker", model_version="v2",
+                  phase="overhead") == 3
+
+
+async def test_model_versions_are_bounded_like_every_traffic_label(registry: CollectorRegistry) -> None:
+    app = FastAPI()
+
+    @app.get("/v/{version}")
+    async def versioned(version: str) -> dict[str, str]:
+        aiwatch.set_model("ranker", version)
+        return {}
+
+    aiwatch.instrument(app, registry=registry, service="svc", max_label_values=2)
+    for version in ("a", "b", "c", "d"):
+        await call(app, f"/v/{version}")
+    phases = "aiwatch_phase_duration_seconds_count"
+    assert sample(registry, phases, model="ranker", model_version="a", phase="overhead") == 1
+    assert sample(registry, phases, model="ranker", model_version="__overflow__", phase="overhead") == 2
+
+
+def flask_app(registry: CollectorRegistry) -> Flask:
+    app = Flask("ai_signals")
+
+    @app.post("/echo")
+    def echo() -> bytes:
+        from flask import request
+        return request.get_data()
+
+    @app.get("/stream")
+    def stream() -> Response:
+        def chunks() -> Iterator[bytes]:
+            for i in range(3):
+                time.sleep(0.01)
+                yield f"c{i}".encode()
+
+        return Response(stream_with_context(chunks()))
+
+    return aiwatch.instrument(app, registry=registry, service="svc")
+
+
+def test_wsgi_traffic_class_sizes_and_chunks(registry: CollectorRegistry) -> None:
+    client = flask_app(registry).test_client()
+    resp = client.post("/echo", data=b"q" * 1000, headers={"aiwatch-traffic-class": "batch"}, buffered=True)
+    assert resp.data == b"q" * 1000
+    assert requests_of(registry, "/echo", "batch", method="POST") == 1
+    assert sample(registry, "aiwatch_request_size_bytes_sum", route="/echo", method="POST") == 1000
+    assert sample(registry, "aiwatch_response_size_bytes_sum", route="/echo", method="POST") == 1000
+    resp = client.get("/stream", buffered=True)
+    assert resp.data == b"c0c1c2"
+    first = sample(registry, "aiwatch_time_to_first_chunk_seconds_sum", route="/stream")
+    assert first is not None and first >= 0.01
+    assert sample(registry, "aiwatch_time_between_chunks_seconds_count", route="/stream") == 2
+
+
+async def test_a_timed_response_class_makes_rendering_a_phase(registry: CollectorRegistry) -> None:
+    from aiwatch.servertiming import parse_server_timing
+
+    app = FastAPI(default_response_class=aiwatch.TimedJSONResponse)
+
+    @app.get("/scores")
+    async def scores() -> dict[str, list[float]]:
+        return {"scores": [0.5] * 10_000}
+
+    aiwatch.instrument(app, registry=registry, service="svc")
+    resp = await call(app, "/scores")
+    assert resp.status == 200 and resp.body.startswith(b'{"scores":[0.5,')
+    assert "render" in parse_server_timing(resp.headers["server-timing"])
+    assert sample(registry, "aiwatch_phase_duration_seconds_count", model="", model_version="", phase="render") == 1
