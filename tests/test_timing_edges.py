@@ -443,7 +443,7 @@ def test_a_foreign_span_that_fails_is_counted_under_tracing_and_the_request_goes
     recorder.finish(tl, "/p", "GET", "200")
     assert metrics.registry.get_sample_value(
         "aiwatch_request_duration_seconds_count",
-        {"service": "svc", "route": "/p", "method": "GET", "status": "200"}) == 1
+        {"service": "svc", "route": "/p", "method": "GET", "status": "200", "traffic_class": "realtime"}) == 1
 
 
 def test_an_in_flight_gauge_that_fails_per_request_is_counted_under_metrics(
