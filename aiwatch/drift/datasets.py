@@ -148,8 +148,11 @@ def scan_chunks(dataset: Any, columns: Collection[str], *, predicate: Any = None
 
 
 def partition_columns(dataset: Any) -> set[str]:
-    """Columns that come from ``key=value`` directory names rather than from the files."""
+    """Columns that come from ``key=value`` directory names rather than from the files (none for a flat directory:
+    the discovered partitioning's schema is then the files' own)."""
+    ds = require("pyarrow.dataset", "data")
     try:
-        return set(dataset.partitioning.schema.names) if dataset.partitioning is not None else set()
+        first = next(iter(dataset.get_fragments()), None)
+        return set(ds.get_partition_keys(first.partition_expression)) if first is not None else set()
     except Exception:
         return set()
