@@ -96,49 +96,72 @@ def _finite(values: Any) -> tuple[FloatArray, int, int]:
 
 class ChunkedCurrent:
     """One feature's current data read in chunks: counts add up, new values unite, and the values stay a uniform
-    sample of at most ``max_exact`` (every value gets a random key from ``rng``; the smallest keys are kept), or,
-    with ``max_exact=None`` (the exact mode), are all kept (memory grows with the data)."""
+    sample of at most ``max_exact`` (the values whose rows have the smallest keys, see
+    :func:`~aiwatch.drift.sampling.row_keys`), or, with ``max_exact=None`` (the exact mode), are all kept (memory
+    grows with the data). Two of them over different rows of the same feature :meth:`merge` into the summary of
+    both, exactly: that is how chunks add up, and how a cluster's partitions do."""
 
-    def __init__(self, feat: Feature, max_exact: int | None, rng: np.random.Generator) -> None:
-        self.feat, self.max_exact, self.rng = feat, max_exact, rng
+    def __init__(self, feat: Feature, max_exact: int | None) -> None:
+        self.feat, self.max_exact = feat, max_exact
         self._buckets = feat.buckets() if isinstance(feat, CategoricalFeature) else None
         self._total: CurrentFeature | None = None
         self._keys: FloatArray = np.empty(0)
         self._new: FloatArray = np.empty(0)
         self._parts: list[FloatArray] = []
 
-    def add(self, values: Any) -> None:
-        """Count one chunk of the column."""
-        feat, total = self.feat, self._total
+    def add(self, values: Any, keys: FloatArray) -> None:
+        """Count one chunk of the column; ``keys``: its rows' sample keys (one per value)."""
+        part = ChunkedCurrent(self.feat, self.max_exact)
+        feat = self.feat
         if isinstance(feat, NumericalFeature):
-            chunk, missing, invalid = _finite(values)
+            arr, invalid = to_float_counting(values)
+            finite_mask = np.isfinite(arr)
+            every = bool(finite_mask.all())
+            chunk = arr if every else arr[finite_mask]
+            sample = None
             if self.max_exact is None:
-                self._parts.append(chunk)
-                sample = None
+                part._parts.append(chunk)
             else:
-                pool, keys = chunk, self.rng.random(chunk.size)
-                if total is not None and total.values is not None:
-                    pool, keys = np.concatenate([total.values, chunk]), np.concatenate([self._keys, keys])
-                sample, self._keys = keep_smallest(pool, keys, self.max_exact)
-            self._new = merge_new_values(self._new, feat.new_values(chunk))
-            part = CurrentFeature(int(chunk.size), count_bins(feat.cut_array(), chunk), sample, missing, invalid,
-                                  int(self._new.size))
+                sample, part._keys = keep_smallest(chunk, keys if every else keys[finite_mask], self.max_exact)
+            part._new = feat.new_values(chunk)
+            part._total = CurrentFeature(int(chunk.size), count_bins(feat.cut_array(), chunk), sample,
+                                         int(arr.size - chunk.size) - invalid, invalid)
         else:
-            part = categorical_current(feat, values, self._buckets)
-        if total is not None:
-            part.count += total.count
-            part.bin_counts = part.bin_counts + total.bin_counts
-            part.missing += total.missing
-            part.invalid += total.invalid
-            if isinstance(feat, CategoricalFeature):
-                part.new_distinct = int(feat.has_new_values(part.bin_counts))
-        self._total = part
+            part._total = categorical_current(feat, values, self._buckets)
+        self.merge(part)
+
+    def merge(self, other: ChunkedCurrent) -> None:
+        """Add ``other``'s rows (the same feature, other rows) to this summary."""
+        part, total = other._total, self._total
+        if part is None:
+            return
+        if total is None:
+            self._total, self._keys, self._new, self._parts = part, other._keys, other._new, list(other._parts)
+            return
+        total.count += part.count
+        total.bin_counts = total.bin_counts + part.bin_counts
+        total.missing += part.missing
+        total.invalid += part.invalid
+        if isinstance(self.feat, CategoricalFeature):
+            total.new_distinct = int(self.feat.has_new_values(total.bin_counts))
+            return
+        self._new = merge_new_values(self._new, other._new)
+        self._parts.extend(other._parts)
+        if self.max_exact is not None and part.values is not None:
+            pool = part.values if total.values is None else np.concatenate([total.values, part.values])
+            total.values, self._keys = keep_smallest(pool, np.concatenate([self._keys, other._keys]), self.max_exact)
 
     def result(self) -> CurrentFeature | None:
-        """The summary of every chunk added (None before the first)."""
+        """The summary of every chunk added (None before the first); the values sorted."""
         total = self._total
-        if total is not None and self._parts:
-            total.values = np.sort(np.concatenate(self._parts))
-            total.values_sorted = True
-            self._parts = [total.values]
+        if total is None:
+            return None
+        if isinstance(self.feat, NumericalFeature):
+            total.new_distinct = int(self._new.size)
+            if self._parts:
+                total.values = np.concatenate(self._parts)
+                self._parts = [total.values]
+            if total.values is not None:
+                total.values = np.sort(total.values)
+                total.values_sorted = True
         return total
