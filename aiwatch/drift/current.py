@@ -16,7 +16,7 @@ All of them count through :mod:`aiwatch.drift.counting`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -94,25 +94,32 @@ def _finite(values: Any) -> tuple[FloatArray, int, int]:
     return finite, int(arr.size - finite.size) - invalid, invalid
 
 
+@dataclass
+class CurrentPart:
+    """What :class:`ChunkedCurrent` knows of some rows of one feature, without the feature: what a cluster's
+    partition sends back to merge."""
+
+    total: CurrentFeature | None = None
+    keys: FloatArray = field(default_factory=lambda: np.empty(0))
+    new: FloatArray = field(default_factory=lambda: np.empty(0))
+    values: list[FloatArray] = field(default_factory=list)  # the exact mode: every value
+
+
 class ChunkedCurrent:
     """One feature's current data read in chunks: counts add up, new values unite, and the values stay a uniform
     sample of at most ``max_exact`` (the values whose rows have the smallest keys, see
     :func:`~aiwatch.drift.sampling.row_keys`), or, with ``max_exact=None`` (the exact mode), are all kept (memory
-    grows with the data). Two of them over different rows of the same feature :meth:`merge` into the summary of
-    both, exactly: that is how chunks add up, and how a cluster's partitions do."""
+    grows with the data). The summaries of different rows of the same feature (:attr:`part`) :meth:`merge` exactly:
+    that is how chunks add up, and how a cluster's partitions do."""
 
     def __init__(self, feat: Feature, max_exact: int | None) -> None:
         self.feat, self.max_exact = feat, max_exact
         self._buckets = feat.buckets() if isinstance(feat, CategoricalFeature) else None
-        self._total: CurrentFeature | None = None
-        self._keys: FloatArray = np.empty(0)
-        self._new: FloatArray = np.empty(0)
-        self._parts: list[FloatArray] = []
+        self.part = CurrentPart()
 
     def add(self, values: Any, keys: FloatArray) -> None:
         """Count one chunk of the column; ``keys``: its rows' sample keys (one per value)."""
-        part = ChunkedCurrent(self.feat, self.max_exact)
-        feat = self.feat
+        feat, part = self.feat, CurrentPart()
         if isinstance(feat, NumericalFeature):
             arr, invalid = to_float_counting(values)
             finite_mask = np.isfinite(arr)
@@ -120,47 +127,49 @@ class ChunkedCurrent:
             chunk = arr if every else arr[finite_mask]
             sample = None
             if self.max_exact is None:
-                part._parts.append(chunk)
+                part.values.append(chunk)
             else:
-                sample, part._keys = keep_smallest(chunk, keys if every else keys[finite_mask], self.max_exact)
-            part._new = feat.new_values(chunk)
-            part._total = CurrentFeature(int(chunk.size), count_bins(feat.cut_array(), chunk), sample,
-                                         int(arr.size - chunk.size) - invalid, invalid)
+                sample, part.keys = keep_smallest(chunk, keys if every else keys[finite_mask], self.max_exact)
+            part.new = feat.new_values(chunk)
+            part.total = CurrentFeature(int(chunk.size), count_bins(feat.cut_array(), chunk), sample,
+                                        int(arr.size - chunk.size) - invalid, invalid)
         else:
-            part._total = categorical_current(feat, values, self._buckets)
+            part.total = categorical_current(feat, values, self._buckets)
         self.merge(part)
 
-    def merge(self, other: ChunkedCurrent) -> None:
-        """Add ``other``'s rows (the same feature, other rows) to this summary."""
-        part, total = other._total, self._total
-        if part is None:
+    def merge(self, other: CurrentPart) -> None:
+        """Add the summary of other rows of this feature."""
+        mine, theirs = self.part, other.total
+        total = mine.total
+        if theirs is None:
             return
         if total is None:
-            self._total, self._keys, self._new, self._parts = part, other._keys, other._new, list(other._parts)
+            self.part = CurrentPart(theirs, other.keys, other.new, list(other.values))
             return
-        total.count += part.count
-        total.bin_counts = total.bin_counts + part.bin_counts
-        total.missing += part.missing
-        total.invalid += part.invalid
+        total.count += theirs.count
+        total.bin_counts = total.bin_counts + theirs.bin_counts
+        total.missing += theirs.missing
+        total.invalid += theirs.invalid
         if isinstance(self.feat, CategoricalFeature):
             total.new_distinct = int(self.feat.has_new_values(total.bin_counts))
             return
-        self._new = merge_new_values(self._new, other._new)
-        self._parts.extend(other._parts)
-        if self.max_exact is not None and part.values is not None:
-            pool = part.values if total.values is None else np.concatenate([total.values, part.values])
-            total.values, self._keys = keep_smallest(pool, np.concatenate([self._keys, other._keys]), self.max_exact)
+        mine.new = merge_new_values(mine.new, other.new)
+        mine.values.extend(other.values)
+        if self.max_exact is not None and theirs.values is not None:
+            pool = theirs.values if total.values is None else np.concatenate([total.values, theirs.values])
+            total.values, mine.keys = keep_smallest(pool, np.concatenate([mine.keys, other.keys]), self.max_exact)
 
     def result(self) -> CurrentFeature | None:
         """The summary of every chunk added (None before the first); the values sorted."""
-        total = self._total
+        part = self.part
+        total = part.total
         if total is None:
             return None
         if isinstance(self.feat, NumericalFeature):
-            total.new_distinct = int(self._new.size)
-            if self._parts:
-                total.values = np.concatenate(self._parts)
-                self._parts = [total.values]
+            total.new_distinct = int(part.new.size)
+            if part.values:
+                total.values = np.concatenate(part.values)
+                part.values = [total.values]
             if total.values is not None:
                 total.values = np.sort(total.values)
                 total.values_sorted = True

@@ -32,7 +32,7 @@ import numpy as np
 from aiwatch._optional import require
 from aiwatch.drift.batch import count_current
 from aiwatch.drift.builder import ProfileBuilder, count_finite
-from aiwatch.drift.current import ChunkedCurrent, CurrentFeature
+from aiwatch.drift.current import ChunkedCurrent, CurrentFeature, CurrentPart
 from aiwatch.drift.datasets import DEFAULT_TIME_COLUMN, is_dataset
 from aiwatch.drift.errors import ProfileError
 from aiwatch.drift.evaluate import DriftReport, Options, compare_features
@@ -100,8 +100,10 @@ def compare_dask(profile: ReferenceProfile, frame: Any, options: Options | None 
     if present:
         parts = frame[present].to_delayed()
         offsets = _offsets(dask, frame[present[:1]])
-        count = functools.partial(_partial_current, profile=profile, options=options, chunk_rows=chunk_rows)
-        for partial in _each(dask, [dask.delayed(count)(p, offset) for p, offset in zip(parts, offsets, strict=True)]):
+        shared = dask.delayed(profile, traverse=False)  # one copy in the graph, not one per partition
+        count = functools.partial(_partial_current, options=options, chunk_rows=chunk_rows)
+        for partial in _each(dask, [dask.delayed(count)(p, offset, shared)
+                                    for p, offset in zip(parts, offsets, strict=True)]):
             for name, part in partial.items():
                 acc[name].merge(part)
     current: dict[str, CurrentFeature] = {}
@@ -192,10 +194,11 @@ def _bin_counts(frame: Any, *, cuts: dict[str, list[float]], chunk_rows: int) ->
     return out
 
 
-def _partial_current(frame: Any, offset: int, *, profile: ReferenceProfile, options: Options,
-                     chunk_rows: int) -> dict[str, ChunkedCurrent]:
+def _partial_current(frame: Any, offset: int, profile: ReferenceProfile, *, options: Options,
+                     chunk_rows: int) -> dict[str, CurrentPart]:
     """The current-side summary of one partition whose first row is row ``offset`` of the data."""
-    return count_current(profile, _chunks(frame, chunk_rows), options, row_offset=offset)
+    counted = count_current(profile, _chunks(frame, chunk_rows), options, row_offset=offset)
+    return {name: acc.part for name, acc in counted.items()}
 
 
 def _in_range(frame: Any, *, time_column: str, since: datetime | None, until: datetime | None) -> Any:
