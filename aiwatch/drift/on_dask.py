@@ -22,7 +22,7 @@ from __future__ import annotations
 import functools
 import os
 import warnings
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -44,8 +44,6 @@ from aiwatch.drift.validation import DEFAULT_LIMITS, ProfileLimits
 
 __all__ = ["compare_dask", "connect", "profile_dask", "read_frame"]
 
-#: Partitions computed at once: their summaries are the client's memory (a sample per numerical column each).
-PARTITIONS_AT_ONCE = 32
 
 
 def profile_dask(frame: Any, *, n_bins: int = DEFAULT_BINS, top_k: int = DEFAULT_TOP_K,
@@ -70,11 +68,8 @@ def profile_dask(frame: Any, *, n_bins: int = DEFAULT_BINS, top_k: int = DEFAULT
     offsets = _offsets(dask, frame[names[:1]])
     pass1 = functools.partial(_partial_profile, kinds=dict(final.kinds), sample_size=sample_size, seed=seed,
                               limits=limits, chunk_rows=chunk_rows)
-    merged: dict[str, Feature] | None = None
-    for partial in _each(dask, [dask.delayed(pass1)(p, offset) for p, offset in zip(parts, offsets, strict=True)]):
-        if partial:
-            merged = partial if merged is None else merge_features(merged, partial, top_k=None,
-                                                                   sample_size=sample_size)
+    merge1 = functools.partial(_merge_partial_profiles, sample_size=sample_size)
+    merged = _tree(dask, [dask.delayed(pass1)(p, offset) for p, offset in zip(parts, offsets, strict=True)], merge1)
     if merged is None:
         raise ProfileError("no rows to profile")
     builder = ProfileBuilder(n_bins=n_bins, top_k=top_k, sample_size=sample_size, kinds=kinds, edges=edges,
@@ -83,8 +78,7 @@ def profile_dask(frame: Any, *, n_bins: int = DEFAULT_BINS, top_k: int = DEFAULT
     builder.skipped = dict(final.skipped)
     if builder.needs_second_pass:
         pass2 = functools.partial(_bin_counts, cuts=builder.cuts(), chunk_rows=chunk_rows)
-        for counts in _each(dask, [dask.delayed(pass2)(p) for p in parts]):
-            builder.add_bin_counts(counts)
+        builder.add_bin_counts(_tree(dask, [dask.delayed(pass2)(p) for p in parts], _add_bin_counts))
     return ReferenceProfile.from_builder(builder)
 
 
@@ -102,10 +96,11 @@ def compare_dask(profile: ReferenceProfile, frame: Any, options: Options | None 
         offsets = _offsets(dask, frame[present[:1]])
         shared = dask.delayed(profile, traverse=False)  # one copy in the graph, not one per partition
         count = functools.partial(_partial_current, options=options, chunk_rows=chunk_rows)
-        for partial in _each(dask, [dask.delayed(count)(p, offset, shared)
-                                    for p, offset in zip(parts, offsets, strict=True)]):
-            for name, part in partial.items():
-                acc[name].merge(part)
+        merge = functools.partial(_merge_current, max_exact=options.sample_limit())
+        merged = _tree(dask, [dask.delayed(count)(p, offset, shared) for p, offset in zip(parts, offsets, strict=True)],
+                       merge, shared)
+        for name, part in merged.items():
+            acc[name].merge(part)
     current: dict[str, CurrentFeature] = {}
     for name, chunked in acc.items():
         summary = chunked.result()
@@ -230,7 +225,35 @@ def _offsets(dask: Any, one_column: Any) -> list[int]:
     return [int(x) for x in np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)[:-1]])]
 
 
-def _each(dask: Any, tasks: list[Any], at_once: int = PARTITIONS_AT_ONCE) -> Iterator[Any]:
-    """The results of ``tasks``, in order, computed ``at_once`` at a time (the client holds no more than that)."""
-    for start in range(0, len(tasks), at_once):
-        yield from dask.compute(*tasks[start:start + at_once])
+def _tree(dask: Any, tasks: list[Any], merge: Callable[..., Any], *shared: Any) -> Any:
+    """The partitions' results merged pairwise on the cluster, level by level, so that the client receives one
+    (``merge(a, b, *shared)``)."""
+    level = tasks
+    while len(level) > 1:
+        level = [dask.delayed(merge)(level[i], level[i + 1], *shared) if i + 1 < len(level) else level[i]
+                 for i in range(0, len(level), 2)]
+    return dask.compute(level[0])[0]
+
+
+def _merge_partial_profiles(a: dict[str, Feature] | None, b: dict[str, Feature] | None, *,
+                            sample_size: int) -> dict[str, Feature] | None:
+    if a is None or b is None:
+        return a if b is None else b
+    return merge_features(a, b, top_k=None, sample_size=sample_size)
+
+
+def _add_bin_counts(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    return {name: a[name] + b[name] if name in a and name in b else a.get(name, b.get(name)) for name in {*a, *b}}
+
+
+def _merge_current(a: dict[str, CurrentPart], b: dict[str, CurrentPart], profile: ReferenceProfile, *,
+                   max_exact: int | None) -> dict[str, CurrentPart]:
+    """Two partitions' current-side summaries merged."""
+    out: dict[str, CurrentPart] = {}
+    for name in {*a, *b}:
+        acc = ChunkedCurrent(profile.features[name], max_exact)
+        for part in (a.get(name), b.get(name)):
+            if part is not None:
+                acc.merge(part)
+        out[name] = acc.part
+    return out
