@@ -8,13 +8,17 @@ globally, e.g. by ``opentelemetry-instrument`` from the standard ``OTEL_*`` envi
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context, trace
 from opentelemetry.propagate import extract
 
 from aiwatch._version import __version__
 from aiwatch.env import OTEL_SDK_DISABLED, TRACING
+from aiwatch.safety import record_error
+
+if TYPE_CHECKING:
+    from aiwatch.metrics import Metrics
 
 _OFF = {"0", "false", "off", "no"}
 _monotonic = time.monotonic
@@ -90,6 +94,28 @@ def activate(span: Any, parent_context: Any = None, suppress: Any = None) -> obj
 def deactivate(token: object) -> None:
     """Undo :func:`activate` (in the same context it was called in)."""
     context.detach(token)  # type: ignore[arg-type]
+
+
+def activate_counted(span: Any, parent_context: Any, suppress: Any, metrics: Metrics | None) -> object | None:
+    """:func:`activate` on the request path: a failure is counted (``aiwatch_instrumentation_errors_total``,
+    component ``tracing``) and logged instead of raised. Returns the token :func:`deactivate_counted` takes, or
+    ``None`` when nothing was made current (``span`` is ``None``, or activating failed)."""
+    if span is None:
+        return None
+    try:
+        return activate(span, parent_context, suppress)
+    except Exception as exc:
+        record_error("tracing", exc, metrics)
+        return None
+
+
+def deactivate_counted(token: object | None, metrics: Metrics | None) -> None:
+    """Undo :func:`activate_counted` (nothing when it returned ``None``), counting a failure instead of raising."""
+    if token is not None:
+        try:
+            deactivate(token)
+        except Exception as exc:
+            record_error("tracing", exc, metrics)
 
 
 def extract_context(carrier: dict[str, str]) -> Any:

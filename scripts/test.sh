@@ -11,5 +11,5 @@ export PATH="$PWD/$venv/bin:$PATH"
 lint_dirs=(); for d in aiwatch tests bench examples scripts; do [ -e "$d" ] && lint_dirs+=("$d"); done
 echo "== ruff"; ruff check "${lint_dirs[@]}"
 echo "== mypy"; mypy aiwatch
-echo "== pytest"; python -m pytest -q -ra "$@"
+echo "== pytest"; python -m pytest -q -ra --durations=20 "$@"  # the 20 slowest: the suite's time budget is ~10 min
 echo "== lowest versions"; scripts/test-lowest.sh

@@ -25,7 +25,7 @@ from aiwatch.safety import record_error
 from aiwatch.semconv import end_http_client_span, http_client_attributes
 from aiwatch.servertiming import OVERHEAD, parse
 from aiwatch.timing import RequestTimeline, call_site, current_timeline
-from aiwatch.tracing import TracerSource, activate, deactivate
+from aiwatch.tracing import TracerSource, activate_counted, deactivate_counted
 
 UNMATCHED_ROUTE = "__unmatched__"
 """The ``route`` label of calls made without a route template: URL paths are never used as labels."""
@@ -135,21 +135,11 @@ class ClientRecorder:
     def enter(self, call: _Call) -> object | None:
         """Make ``call``'s span current while the wrapped client sends it, with OpenTelemetry's HTTP client
         instrumentations told to stay out (one CLIENT span per call); ``None`` when it has no span."""
-        if call.span is None:
-            return None
-        try:
-            return activate(call.span, None, _SUPPRESS_HTTP_INSTRUMENTATION_KEY)
-        except Exception as exc:
-            record_error("tracing", exc, self.metrics)
-            return None
+        return activate_counted(call.span, None, _SUPPRESS_HTTP_INSTRUMENTATION_KEY, self.metrics)
 
     def leave(self, token: object | None) -> None:
         """Undo :meth:`enter`."""
-        if token is not None:
-            try:
-                deactivate(token)
-            except Exception as exc:
-                record_error("tracing", exc, self.metrics)
+        deactivate_counted(token, self.metrics)
 
     def finish(self, call: _Call, status: str, server_timing: str | None,
                error: BaseException | None = None) -> None:

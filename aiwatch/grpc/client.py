@@ -48,7 +48,7 @@ from aiwatch.safety import record_error
 from aiwatch.semconv import end_grpc_span, grpc_span_start, rpc_conventions
 from aiwatch.servertiming import HEADER
 from aiwatch.timing import RequestTimeline, call_site, current_timeline
-from aiwatch.tracing import activate, deactivate
+from aiwatch.tracing import activate_counted, deactivate_counted
 
 COMPONENT = "grpc_client"
 TIMING_COMPONENT = "grpc_server_timing"
@@ -130,20 +130,11 @@ class _ClientCore:
     def enter(self, span: Any) -> object | None:
         """Make ``span`` current while the call is handed on, with OpenTelemetry's instrumentations told to stay
         out (its client interceptor behind aiwatch's would make a second CLIENT span)."""
-        if span is None:
-            return None
-        try:
-            return activate(span, None, _SUPPRESS_INSTRUMENTATION_KEY)
-        except Exception as exc:
-            record_error("tracing", exc, self.metrics)
-            return None
+        return activate_counted(span, None, _SUPPRESS_INSTRUMENTATION_KEY, self.metrics)
 
     def leave(self, token: object | None) -> None:
-        if token is not None:
-            try:
-                deactivate(token)
-            except Exception as exc:
-                record_error("tracing", exc, self.metrics)
+        """Undo :meth:`enter`."""
+        deactivate_counted(token, self.metrics)
 
     @property
     def needs_call_peer(self) -> bool:

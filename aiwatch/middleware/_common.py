@@ -6,10 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 from aiwatch.metrics import Metrics
-from aiwatch.safety import record_error
 from aiwatch.semconv import KNOWN_HTTP_METHODS, OTHER_METHOD, http_span_name
 from aiwatch.timing import RequestRecorder, RequestTimeline
-from aiwatch.tracing import activate
+from aiwatch.tracing import activate_counted
 
 __all__ = ["CLIENT_CLOSED_STATUS", "KNOWN_METHODS", "OTHER_METHOD", "UNMATCHED_ROUTE", "begin_on_new_span"]
 
@@ -32,10 +31,4 @@ def begin_on_new_span(recorder: RequestRecorder, tracer: Any, method: str, paren
     Returns the timeline and the token :func:`~aiwatch.tracing.deactivate` takes (``None``: nothing was made
     current); a failure to make it current is counted, and the request is still recorded."""
     tl = recorder.begin_with(tracer, http_span_name(method), parent, attributes)
-    if tl.span is None:
-        return tl, None
-    try:
-        return tl, activate(tl.span, parent)
-    except Exception as exc:
-        record_error("tracing", exc, metrics)
-        return tl, None
+    return tl, activate_counted(tl.span, parent, None, metrics)

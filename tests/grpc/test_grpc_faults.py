@@ -9,9 +9,11 @@ from typing import Any
 import grpc
 import grpc.aio
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
 import aiwatch.grpc.server as grpc_server_module
+import aiwatch.tracing
 from aiwatch.grpc import (
     grpc_aio_client_interceptors,
     grpc_aio_server_interceptor,
@@ -85,6 +87,21 @@ def test_sync_outcomes_unchanged_when_aiwatch_itself_raises(monkeypatch: pytest.
             stub_for(target) as stub:
         assert _exercise_sync(stub) == expected
     assert value(metrics.registry, "aiwatch_instrumentation_errors_total", component="grpc_server") == 7
+
+
+def test_sync_client_outcomes_unchanged_when_its_span_cannot_be_made_current(
+        monkeypatch: pytest.MonkeyPatch, metrics: Metrics) -> None:
+    def broken_context(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("context is broken")
+
+    with sync_server() as target, stub_for(target) as stub:
+        expected = _exercise_sync(stub)
+    monkeypatch.setattr(aiwatch.tracing, "activate", broken_context)
+    client = grpc_client_interceptor(service="gw", peer="infer", metrics=metrics, tracer_provider=TracerProvider())
+    with sync_server() as target, stub_for(target, client) as stub:
+        assert _exercise_sync(stub) == expected
+    # one per call: the four RPC kinds, the two failing unary calls and the failing stream
+    assert value(metrics.registry, "aiwatch_instrumentation_errors_total", component="tracing") == 7
 
 
 async def _exercise_aio(stub: Any) -> list[Any]:

@@ -13,10 +13,15 @@ import pytest
 import requests
 from fastapi import FastAPI
 from flask import Flask
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
 from prometheus_client import CollectorRegistry
 
 import aiwatch
 import aiwatch.client
+import aiwatch.tracing
 from aiwatch import safety
 from aiwatch.metrics import Metrics
 from tests.http.asgi_driver import call
@@ -117,6 +122,43 @@ def test_a_tracer_that_raises(kind: str, metrics: Metrics, registry: CollectorRe
         "service": "svc", "route": "/items/{item_id}" if kind == "asgi" else "/items/<int:item_id>",
         "method": "GET", "status": "200"})
     assert count == REQUESTS  # metrics still recorded
+
+
+def _recording_provider() -> tuple[TracerProvider, InMemorySpanExporter]:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return provider, exporter
+
+
+@pytest.mark.parametrize("kind", ["asgi", "wsgi"])
+def test_a_span_that_cannot_be_made_current(kind: str, metrics: Metrics, registry: CollectorRegistry,
+                                            monkeypatch: pytest.MonkeyPatch,
+                                            caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(aiwatch.tracing, "activate", _raise)  # e.g. a broken context implementation
+    provider, exporter = _recording_provider()
+    check_unaltered_and_counted(build(kind, metrics, tracer_provider=provider), registry, "tracing", caplog)
+    # each request's SERVER span still ends and is exported (the phase spans are its children by explicit parent)
+    server_spans = [span for span in exporter.get_finished_spans() if span.kind is SpanKind.SERVER]
+    assert len(server_spans) == REQUESTS
+
+
+@pytest.mark.parametrize("client_kind", ["httpx", "requests"])
+def test_a_client_span_that_cannot_be_made_current_never_fails_the_call(
+        client_kind: str, registry: CollectorRegistry, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(aiwatch.tracing, "activate", _raise)
+    provider, exporter = _recording_provider()
+    options: dict[str, Any] = {"service": "gw", "registry": registry, "tracer_provider": provider}
+    with peer() as base:
+        if client_kind == "httpx":
+            with aiwatch.client.instrument_httpx(httpx.Client(), **options) as c:
+                statuses = [c.get(f"{base}/ok").status_code for _ in range(REQUESTS)]
+        else:
+            with aiwatch.client.instrument_requests(requests.Session(), **options) as s:
+                statuses = [s.get(f"{base}/ok").status_code for _ in range(REQUESTS)]
+    assert statuses == [200] * REQUESTS
+    assert errors(registry, "tracing") == REQUESTS
+    assert len(exporter.get_finished_spans()) == REQUESTS
 
 
 @pytest.mark.parametrize("kind", ["asgi", "wsgi"])
