@@ -129,7 +129,11 @@ class ChunkedCurrent:
             if self.max_exact is None:
                 part.values.append(chunk)
             else:
-                sample, part.keys = keep_smallest(chunk, keys if every else keys[finite_mask], self.max_exact)
+                sample, chunk_keys = chunk, keys if every else keys[finite_mask]
+                if self.part.keys.size >= self.max_exact:  # full: only keys below the largest kept one can enter
+                    below = chunk_keys < self.part.keys.max()
+                    sample, chunk_keys = sample[below], chunk_keys[below]
+                sample, part.keys = keep_smallest(sample, chunk_keys, self.max_exact)
             part.new = feat.new_values(chunk)
             part.total = CurrentFeature(int(chunk.size), count_bins(feat.cut_array(), chunk), sample,
                                         int(arr.size - chunk.size) - invalid, invalid)
