@@ -20,6 +20,7 @@ Needs ``pip install "aiwatch[dask]"``.
 from __future__ import annotations
 
 import functools
+import operator
 import os
 import warnings
 from collections.abc import Callable, Collection, Iterator, Sequence
@@ -65,7 +66,7 @@ def profile_dask(frame: Any, *, n_bins: int = DEFAULT_BINS, top_k: int = DEFAULT
     if not names:
         final.features()  # raises: nothing to profile
     parts = frame[names].to_delayed()
-    offsets = _offsets(dask, frame[names[:1]])
+    offsets = _offsets(dask, parts)
     pass1 = functools.partial(_partial_profile, kinds=dict(final.kinds), sample_size=sample_size, seed=seed,
                               limits=limits, chunk_rows=chunk_rows)
     merge1 = functools.partial(_merge_partial_profiles, sample_size=sample_size)
@@ -93,7 +94,7 @@ def compare_dask(profile: ReferenceProfile, frame: Any, options: Options | None 
     acc = {name: ChunkedCurrent(feat, options.sample_limit()) for name, feat in profile.features.items()}
     if present:
         parts = frame[present].to_delayed()
-        offsets = _offsets(dask, frame[present[:1]])
+        offsets = _offsets(dask, parts)
         shared = dask.delayed(profile, traverse=False)  # one copy in the graph, not one per partition
         count = functools.partial(_partial_current, options=options, chunk_rows=chunk_rows)
         merge = functools.partial(_merge_current, max_exact=options.sample_limit())
@@ -219,10 +220,13 @@ def _in_range(frame: Any, *, time_column: str, since: datetime | None, until: da
 # ----------------------------------------------------------------------------------------------- scheduling
 
 
-def _offsets(dask: Any, one_column: Any) -> list[int]:
-    """Where each partition's rows start in the whole (a pass over one column that only counts rows)."""
-    lengths = dask.compute(*[dask.delayed(len)(p) for p in one_column.to_delayed()])
-    return [int(x) for x in np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)[:-1]])]
+def _offsets(dask: Any, parts: list[Any]) -> list[Any]:
+    """Where each partition's rows start in the whole, as tasks: the running sum of the partitions' lengths, which
+    each partition's summary waits for (the partition is read once; no pass only to count rows)."""
+    offsets: list[Any] = [0]
+    for part in parts[:-1]:
+        offsets.append(dask.delayed(operator.add)(offsets[-1], dask.delayed(len)(part)))
+    return offsets
 
 
 def _tree(dask: Any, tasks: list[Any], merge: Callable[..., Any], *shared: Any) -> Any:
