@@ -90,7 +90,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000])
     parser.add_argument("--files", type=int, default=8)
-    parser.add_argument("--dir", default=None, help="where to write the data (default: a temporary directory)")
+    parser.add_argument("--dir", default=None, help="where to write the data, kept and reused by the next run "
+                                                     "(default: a temporary directory, deleted)")
     parser.add_argument("--dask-workers", type=int, default=0, help="also run with --dask on this many workers")
     args = parser.parse_args()
     base = Path(args.dir or tempfile.mkdtemp(prefix="aiwatch-drift-bench-"))
@@ -111,7 +112,8 @@ def main() -> None:
         for rows in args.rows:
             data = base / f"current-{rows}"
             data.mkdir(exist_ok=True)
-            write_data(data, rows, args.files)
+            if not any(data.glob("*.parquet")):  # --dir: data written by an earlier run is reused
+                write_data(data, rows, args.files)
             floor_s, floor_mb = measure([sys.executable, "-c", READ_FLOOR.format(columns=COLUMNS), str(data)])
             ours_s, ours_mb = measure([sys.executable, "-m", "aiwatch", "drift", str(profile), str(data), "--json"])
             on_dask = ""
@@ -120,7 +122,8 @@ def main() -> None:
                 on_dask = f" {dask_s:>7.2f} {dask_s / floor_s:>6.2f} {client_mb:>10.0f} {worker_mb:>10.0f}"
             print(f"{rows:>11} {floor_s:>10.2f} {ours_s:>10.2f} {ours_s / floor_s:>6.2f} {floor_mb:>12.0f} "
                   f"{ours_mb:>12.0f}{on_dask}  {os.getloadavg()[0]:.1f}", flush=True)
-            shutil.rmtree(data)
+            if args.dir is None:
+                shutil.rmtree(data)
     finally:
         if args.dir is None:
             shutil.rmtree(base, ignore_errors=True)
