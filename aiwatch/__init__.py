@@ -72,6 +72,8 @@ _LAZY: dict[str, str] = {
     "RedisStreamSink": "aiwatch.feedback",
     "FieldPolicy": "aiwatch.feedback",
     "SamplingPolicy": "aiwatch.feedback",
+    "profile_dask": "aiwatch.drift.on_dask",
+    "compare_dask": "aiwatch.drift.on_dask",
 }
 
 __all__ = [
@@ -132,6 +134,8 @@ __all__ = [
     "start_http_server",
     "totals_from_snapshots",
     "uninstrument_queue",
+    "compare_dask",
+    "profile_dask",
 ]
 
 
