@@ -109,6 +109,7 @@ __all__ = [
     "SamplingPolicy",
     "ScrapeSource",
     "__version__",
+    "compare_dask",
     "current_timeline",
     "get_metrics",
     "grpc_aio_client_interceptors",
@@ -127,6 +128,7 @@ __all__ = [
     "make_recorder",
     "make_wsgi_app",
     "phase",
+    "profile_dask",
     "queue_depth_per_replica_expr",
     "record_phase",
     "serve_gpu_metrics",
@@ -134,8 +136,6 @@ __all__ = [
     "start_http_server",
     "totals_from_snapshots",
     "uninstrument_queue",
-    "compare_dask",
-    "profile_dask",
 ]
 
 

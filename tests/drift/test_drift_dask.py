@@ -5,6 +5,7 @@ standard deviations to the last bits; the CLI's --dask gives the same report as 
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterator
 from dataclasses import asdict
@@ -104,7 +105,7 @@ def test_per_partition_samples_merge_into_the_whole_datas_sample() -> None:
     keys = row_keys(7, 0, values.size)
     whole = keep_smallest(values, keys, 300)[0]
     cuts = [0, 1234, 1235, 6000, 10_000]
-    parts = [keep_smallest(values[a:b], row_keys(7, a, b - a), 300) for a, b in zip(cuts, cuts[1:], strict=False)]
+    parts = [keep_smallest(values[a:b], row_keys(7, a, b - a), 300) for a, b in itertools.pairwise(cuts)]
     merged = keep_smallest(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), 300)[0]
     assert sorted(merged.tolist()) == sorted(whole.tolist())
 
