@@ -77,6 +77,8 @@ _LAZY: dict[str, str] = {
     "RedisStreamSink": "aiwatch.feedback",
     "FieldPolicy": "aiwatch.feedback",
     "SamplingPolicy": "aiwatch.feedback",
+    "profile_dask": "aiwatch.drift.on_dask",
+    "compare_dask": "aiwatch.drift.on_dask",
 }
 
 __all__ = [
@@ -114,6 +116,7 @@ __all__ = [
     "TimedJSONResponse",
     "TrafficClasses",
     "__version__",
+    "compare_dask",
     "current_timeline",
     "degraded",
     "get_metrics",
@@ -133,6 +136,7 @@ __all__ = [
     "make_recorder",
     "make_wsgi_app",
     "phase",
+    "profile_dask",
     "queue_depth_per_replica_expr",
     "record_phase",
     "record_tokens",

@@ -6,9 +6,13 @@ row groups of 128k rows under ``--dir`` (default: a temporary directory under /t
 profile from 200k reference rows, then runs each measurement in a fresh subprocess (so ``ru_maxrss`` is its own):
 
 - ``pyarrow``: ``pyarrow.dataset`` reading the 25 columns batch by batch, threads on (the floor);
-- ``aiwatch``: ``aiwatch drift PROFILE DIR --json`` (the same read, plus the bins, new values and samples).
+- ``aiwatch``: ``aiwatch drift PROFILE DIR --json`` (the same read, plus the bins, new values and samples);
+- with ``--dask-workers N``: the same command with ``--dask`` on a LocalCluster of N worker processes started for
+  each size (the command's own peak, and the largest worker's).
 
-    PYTHONPATH=. python bench/drift_dataset_bench.py --rows 1000000 10000000
+The load average (1 min) is printed after each size: on a shared machine it says how far to trust the figures.
+
+    PYTHONPATH=. python bench/drift_dataset_bench.py --rows 1000000 10000000 --dask-workers 2
 """
 
 from __future__ import annotations
@@ -68,11 +72,27 @@ def measure(args: list[str]) -> tuple[float, float]:
     return seconds, int(proc.stderr.strip().splitlines()[-1]) / 1024
 
 
+def dask_run(profile: Path, data: Path, workers: int) -> tuple[float, float, float]:
+    """``aiwatch drift --dask`` on a fresh LocalCluster: wall seconds, the command's peak MiB, the largest worker's."""
+    import resource
+
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        seconds, client_mb = measure([sys.executable, "-m", "aiwatch", "drift", str(profile), str(data), "--json",
+                                      "--dask", cluster.scheduler_address])
+        peaks = client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    return seconds, client_mb, max(peaks.values()) / 1024
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000])
     parser.add_argument("--files", type=int, default=8)
-    parser.add_argument("--dir", default=None, help="where to write the data (default: a temporary directory)")
+    parser.add_argument("--dir", default=None, help="where to write the data, kept and reused by the next run "
+                                                     "(default: a temporary directory, deleted)")
+    parser.add_argument("--dask-workers", type=int, default=0, help="also run with --dask on this many workers")
     args = parser.parse_args()
     base = Path(args.dir or tempfile.mkdtemp(prefix="aiwatch-drift-bench-"))
     try:
@@ -86,17 +106,24 @@ def main() -> None:
         profile = base / "profile.json"
         subprocess.run([sys.executable, "-m", "aiwatch", "profile", "build", str(ref / "ref.parquet"), "-o",
                         str(profile)], check=True, capture_output=True)
+        dask_head = f" {'dask s':>7} {'ratio':>6} {'client MiB':>10} {'worker MiB':>10}" if args.dask_workers else ""
         print(f"{'rows':>11} {'pyarrow s':>10} {'aiwatch s':>10} {'ratio':>6} {'pyarrow MiB':>12} "
-              f"{'aiwatch MiB':>12}  load")
+              f"{'aiwatch MiB':>12}{dask_head}  load")
         for rows in args.rows:
             data = base / f"current-{rows}"
             data.mkdir(exist_ok=True)
-            write_data(data, rows, args.files)
+            if not any(data.glob("*.parquet")):  # --dir: data written by an earlier run is reused
+                write_data(data, rows, args.files)
             floor_s, floor_mb = measure([sys.executable, "-c", READ_FLOOR.format(columns=COLUMNS), str(data)])
             ours_s, ours_mb = measure([sys.executable, "-m", "aiwatch", "drift", str(profile), str(data), "--json"])
+            on_dask = ""
+            if args.dask_workers:
+                dask_s, client_mb, worker_mb = dask_run(profile, data, args.dask_workers)
+                on_dask = f" {dask_s:>7.2f} {dask_s / floor_s:>6.2f} {client_mb:>10.0f} {worker_mb:>10.0f}"
             print(f"{rows:>11} {floor_s:>10.2f} {ours_s:>10.2f} {ours_s / floor_s:>6.2f} {floor_mb:>12.0f} "
-                  f"{ours_mb:>12.0f}  {os.getloadavg()[0]:.1f}", flush=True)
-            shutil.rmtree(data)
+                  f"{ours_mb:>12.0f}{on_dask}  {os.getloadavg()[0]:.1f}", flush=True)
+            if args.dir is None:
+                shutil.rmtree(data)
     finally:
         if args.dir is None:
             shutil.rmtree(base, ignore_errors=True)

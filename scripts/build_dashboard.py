@@ -232,6 +232,15 @@ def build(gpu_source: str = "aiwatch") -> dict[str, Any]:
     lay.add(timeseries("Drift score over time",
                        [target(q.drift_gauge(Q.DRIFT_SCORE.name, MDL, 'feature=~"$feature"'),
                                "{{feature}} {{test}}" + AT)], "short"), w=24)
+    quality = (*SCOPE, "model", "metric")
+    lay.add(timeseries("Realised model quality vs objective",
+                       [target(q.quality_gauge(Q.MODEL_QUALITY.name, quality), "{{model}} {{metric}}" + AT, "A"),
+                        target(q.quality_gauge(Q.MODEL_QUALITY_OBJECTIVE.name, quality),
+                               "{{model}} {{metric}} objective" + AT, "B")], "short",
+                       "Delayed labels joined to the prediction log (aiwatch quality): each model's latest labelled "
+                       "window, against the objective AiwatchModelQualityLow compares it with (a floor for accuracy "
+                       "/ precision / recall, a ceiling for MAE / RMSE). Next to drift: the inputs moved, did the "
+                       "quality?"), w=24)
 
     lay.row("Alerts and autoscaling")
     firing = series("ALERTS", 'alertstate=~"firing|pending"', SCOPE_MATCH)

@@ -9,9 +9,9 @@ cd "$(dirname "$0")/.."
 venv="${AIWATCH_LOWEST_VENV:-.venv-lowest}"
 uv="${AIWATCH_VENV:-.venv}/bin/uv"
 python="${PYTHON:-python3}"
-# grpc and demo stay out: the grpc extra's protobuf 7.35 lifts streamlit past its floor, which this environment is
-# for (the grpc and demo floors are checked by resolving and importing, below)
-extras=(console data rules otel evidently http gpu test)
+# grpc and demo stay out: the grpc extra's protobuf 7.35 lifts streamlit and the demo's fastapi lifts starlette past
+# their floors, which this environment is for (their own floors are checked by resolving and importing, below)
+extras=(console data rules otel evidently http gpu dask test)
 
 [ -x "$venv/bin/python" ] || "$uv" venv -q --python "$python" "$venv"
 pinned="$venv/lowest-requirements.txt"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from aiwatch.commands.drift import add_time_range, fail, positive_int, time_range
+from aiwatch.commands.drift import add_dask, add_time_range, fail, positive_int, time_range
 
 
 def register(subparsers: Any) -> None:
@@ -15,6 +15,7 @@ def register(subparsers: Any) -> None:
                                          "(chunked, bounded memory)")
     build.add_argument("data", help="training data: .csv or .parquet, or a directory or glob of Parquet files")
     add_time_range(build)
+    add_dask(build)
     build.add_argument("-o", "--output", required=True, help="where to write the profile JSON")
     build.add_argument("--bins", type=positive_int, default=10, help="bins per numerical feature (default 10)")
     build.add_argument("--top-k", type=positive_int, default=100, help="categories kept per categorical feature")
@@ -57,9 +58,15 @@ def run_build(args: argparse.Namespace) -> int:
         columns = None
         if is_dataset(args.data):  # maybe a prediction log: profile the inputs and outputs, not the log's columns
             columns = log_feature_columns(args.data, window["time_column"], LOG_COLUMNS)
-        profile = profile_source(args.data, n_bins=args.bins, top_k=args.top_k, sample_size=args.sample_size,
-                                 kinds=parse_kinds(args.kind), chunk_rows=args.chunk_rows, columns=columns,
-                                 **window)
+        options: dict[str, Any] = {"n_bins": args.bins, "top_k": args.top_k, "sample_size": args.sample_size,
+                                   "kinds": parse_kinds(args.kind), "chunk_rows": args.chunk_rows}
+        if args.dask:
+            from aiwatch.drift.on_dask import connect, profile_dask, read_frame
+
+            with connect(args.dask):
+                profile = profile_dask(read_frame(args.data, columns=columns, **window), **options)
+        else:
+            profile = profile_source(args.data, columns=columns, **options, **window)
         profile.save(args.output)
     except (ProfileError, ValueError, OSError, ImportError) as exc:
         return fail(exc, command="aiwatch profile build")

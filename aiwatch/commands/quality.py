@@ -8,6 +8,7 @@ import argparse
 import json
 import math
 import re
+import sys
 import time
 from typing import Any
 
@@ -76,12 +77,18 @@ def run(args: argparse.Namespace) -> int:
     from prometheus_client import CollectorRegistry, write_to_textfile
 
     from aiwatch.drift.errors import ProfileError
-    from aiwatch.feedback.outcomes import below_objective, export_quality, read_labels, realised_quality
+    from aiwatch.feedback.outcomes import (
+        below_objective,
+        drop_unusable,
+        export_quality,
+        read_labels,
+        realised_quality,
+    )
     from aiwatch.metrics import Metrics
 
     try:
         bounds = objectives(args.objective, args.kind)
-        labels = read_labels(args.labels, args.id_column, args.outcome_column)
+        labels, unusable = drop_unusable(read_labels(args.labels, args.id_column, args.outcome_column))
         results = realised_quality(args.log, labels, kind=args.kind, prediction=args.prediction,
                                    positive=args.positive, window_seconds=args.window, **time_range(args))
         metrics = Metrics(CollectorRegistry())
@@ -96,6 +103,9 @@ def run(args: argparse.Namespace) -> int:
         return fail(exc, command="aiwatch quality")
     except Exception as exc:  # never a traceback
         return fail(exc, unexpected=True, command="aiwatch quality")
+    if unusable:
+        print(f"aiwatch quality: {unusable} labels left out: no request id, or a missing, NaN or infinite outcome",
+              file=sys.stderr)
     failing = {model: below_objective(q, bounds) for model, q in latest.items()}
     if args.json:
         print(json.dumps({"windows": [q.to_dict() for q in results],

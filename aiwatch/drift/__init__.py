@@ -17,6 +17,7 @@ The modules depend on each other in one direction, each on the ones above it::
     current                      one feature's current data summarised for a test (window, column or file)
     evaluate                     one test per feature, then the dataset verdict (Options, DriftReport, compare)
     monitor, batch, report       front ends: the streaming DriftMonitor, files, Evidently's HTML report
+    on_dask                      the batch front end on a Dask cluster (partitions summarised there, merged here)
 """
 
 from aiwatch.drift.evaluate import compare

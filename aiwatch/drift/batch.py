@@ -11,8 +11,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from aiwatch.drift.builder import ProfileBuilder
 from aiwatch.drift.current import ChunkedCurrent, CurrentFeature
 from aiwatch.drift.datasets import (
@@ -26,6 +24,7 @@ from aiwatch.drift.datasets import (
 from aiwatch.drift.evaluate import DriftReport, Options, compare_features
 from aiwatch.drift.files import DEFAULT_CHUNK_ROWS, read_chunks
 from aiwatch.drift.profile import ReferenceProfile
+from aiwatch.drift.sampling import key_seed, row_keys
 
 __all__ = ["DEFAULT_CHUNK_ROWS", "compare_file", "compare_source", "load_reference", "profile_file",
            "profile_source", "read_chunks"]
@@ -57,13 +56,7 @@ def _compare_chunks(profile: ReferenceProfile, chunks: Iterable[dict[str, Any]],
                     columns_seen: set[str]) -> DriftReport:
     options = options or Options()
     options.validate(profile)
-    rng = np.random.default_rng(options.seed)
-    acc = {name: ChunkedCurrent(feat, options.sample_limit(), rng) for name, feat in profile.features.items()}
-    for chunk in chunks:
-        columns_seen.update(chunk)
-        for name in profile.features:
-            if name in chunk:
-                acc[name].add(chunk[name])
+    acc = count_current(profile, chunks, options, columns_seen)
     current: dict[str, CurrentFeature] = {}
     for name, chunked in acc.items():
         summary = chunked.result()
@@ -72,6 +65,27 @@ def _compare_chunks(profile: ReferenceProfile, chunks: Iterable[dict[str, Any]],
     report = compare_features(profile, current, options)
     report.unknown_features = sorted(columns_seen - set(profile.features))
     return report
+
+
+def count_current(profile: ReferenceProfile, chunks: Iterable[dict[str, Any]], options: Options,
+                  columns_seen: set[str] | None = None, row_offset: int = 0) -> dict[str, ChunkedCurrent]:
+    """Every profiled feature's current data, summed over ``chunks`` (rows numbered from ``row_offset`` for their
+    sample keys: see :func:`~aiwatch.drift.sampling.row_keys`)."""
+    seed = key_seed(options.seed)
+    acc = {name: ChunkedCurrent(feat, options.sample_limit()) for name, feat in profile.features.items()}
+    rows = row_offset
+    for chunk in chunks:
+        if columns_seen is not None:
+            columns_seen.update(chunk)
+        present = [name for name in profile.features if name in chunk]
+        if not present:
+            continue
+        n = len(chunk[present[0]])
+        keys = row_keys(seed, rows, n)
+        rows += n
+        for name in present:
+            acc[name].add(chunk[name], keys)
+    return acc
 
 
 def compare_source(profile: ReferenceProfile, source: str | os.PathLike[str], options: Options | None = None,

@@ -41,7 +41,7 @@ from aiwatch.drift.features import (
     Feature,
     NumericalFeature,
 )
-from aiwatch.drift.sampling import keep_smallest, smallest_keys_sample
+from aiwatch.drift.sampling import keep_smallest, key_seed, row_keys, smallest_keys_sample
 from aiwatch.drift.validation import DEFAULT_LIMITS, ProfileLimits, check_cuts
 
 
@@ -121,13 +121,10 @@ class _NumericalPass1:
     sample: FloatArray = field(default_factory=lambda: np.empty(0))
     keys: FloatArray = field(default_factory=lambda: np.empty(0))
 
-    def add(self, values: FloatArray, rng: np.random.Generator, sample_size: int,
-            ordered: FloatArray | None = None, scratch: FloatArray | None = None) -> None:
-        """Add one chunk of a column; ``ordered``: its finite values already sorted (then ``values`` holds only
-        finite values), which gives the extremes and the distinct values without another pass; ``scratch``: a
-        buffer of at least as many floats for the deviations (otherwise a new array)."""
-        finite = values if ordered is not None else values[np.isfinite(values)]
-        self.missing += int(values.size - finite.size)
+    def add(self, finite: FloatArray, ordered: FloatArray | None = None, scratch: FloatArray | None = None) -> None:
+        """Add the finite values of one chunk of a column to the statistics; ``ordered``: the same values sorted,
+        which gives the extremes and the distinct values without another pass; ``scratch``: a buffer of at least as
+        many floats for the deviations (otherwise a new array)."""
         n = int(finite.size)
         if n == 0:
             return
@@ -158,11 +155,15 @@ class _NumericalPass1:
                 self.distinct.update(distinct.tolist())
                 if len(self.distinct) > DISCRETE_LIMIT:
                     self.distinct = None
-        sample, keys = smallest_keys_sample(finite, sample_size, rng)
+
+    def keep(self, values: FloatArray, keys: FloatArray, sample_size: int) -> None:
+        """Offer values with their keys to the sample (the ``sample_size`` smallest keys are kept)."""
+        if self.keys.size >= sample_size:  # only keys below the largest kept one can enter: skip the rest cheaply
+            below = keys < self.keys.max()
+            values, keys = values[below], keys[below]
         if self.sample.size:
-            sample, keys = keep_smallest(np.concatenate([self.sample, sample]), np.concatenate([self.keys, keys]),
-                                         sample_size)
-        self.sample, self.keys = sample, keys
+            values, keys = np.concatenate([self.sample, values]), np.concatenate([self.keys, keys])
+        self.sample, self.keys = keep_smallest(values, keys, sample_size)
 
 
 class _Scratch:
@@ -198,7 +199,7 @@ class ProfileBuilder:
     def __init__(self, *, n_bins: int = DEFAULT_BINS, top_k: int = DEFAULT_TOP_K,
                  sample_size: int = DEFAULT_SAMPLE_SIZE, kinds: Mapping[str, str] | None = None,
                  edges: Mapping[str, Sequence[float]] | None = None, seed: int | None = 0,
-                 limits: ProfileLimits = DEFAULT_LIMITS) -> None:
+                 limits: ProfileLimits = DEFAULT_LIMITS, row_offset: int = 0) -> None:
         _check_size("n_bins", n_bins, limits.max_bins, "max_bins")
         _check_size("top_k", top_k, limits.max_categories, "max_categories")
         _check_size("sample_size", sample_size, limits.max_sample, "max_sample")
@@ -209,6 +210,9 @@ class ProfileBuilder:
                 raise ProfileError(f"kind of {name!r} must be 'numerical' or 'categorical', got {kind!r}")
         self.edges = checked_edges(edges or {}, limits)
         self.rng = np.random.default_rng(seed)
+        self.key_seed = key_seed(seed)
+        #: The position of the next row :meth:`add` reads (its sample keys come from it).
+        self.rows = row_offset
         self.kinds: dict[str, str] = {}
         #: Columns left out, with their inferred kind (text, datetime, unknown).
         self.skipped: dict[str, str] = {}
@@ -220,15 +224,36 @@ class ProfileBuilder:
         self._order: list[str] = []
 
     def add(self, columns: Mapping[str, Any]) -> None:
-        """Pass 1 over one chunk (column name -> values). The first chunk fixes each column's kind."""
+        """Pass 1 over one chunk (column name -> values, all of one length). The first chunk fixes each column's
+        kind."""
+        keys: FloatArray | None = None
+        rows = 0
         for name, values in columns.items():
             name = str(name)
             kind, counts = self._kind(name, values)
             if kind == "numerical":
+                arr = to_float_counting(values)[0]
+                if keys is None:
+                    rows = arr.size
+                    keys = row_keys(self.key_seed, self.rows, rows)
+                finite_mask = np.isfinite(arr)
+                every = bool(finite_mask.all())
+                finite = arr if every else arr[finite_mask]
                 acc = self._num.setdefault(name, _NumericalPass1())
-                acc.add(to_float_counting(values)[0], self.rng, self.sample_size)
-            elif kind == "categorical":
-                self._add_categorical(name, values, counts)
+                acc.missing += int(arr.size - finite.size)
+                acc.add(finite)
+                acc.keep(finite, keys if every else keys[finite_mask], self.sample_size)
+            elif kind == "categorical" or kind is None:
+                if kind == "categorical":
+                    self._add_categorical(name, values, counts)
+                rows = rows or len(values)
+        self.rows += rows
+
+    def decide_kinds(self, columns: Mapping[str, Any]) -> None:
+        """Fix each column's kind from a first chunk without adding it (then :attr:`kinds` and :attr:`skipped`):
+        what :meth:`add` does with its first chunk, for builders whose parts must all agree on the kinds."""
+        for name, values in columns.items():
+            self._kind(str(name), values)
 
     def _kind(self, name: str, values: Any) -> tuple[str | None, Counter[Any] | None]:
         """The kind of column ``name`` (decided by its first chunk; ``None`` for a column left out), and the
@@ -275,7 +300,8 @@ class ProfileBuilder:
                 ordered = scratch.sorted_copy(finite)
                 acc = self._num[name] = _NumericalPass1()
                 acc.missing = int(arr.size - finite.size)
-                acc.add(finite, self.rng, self.sample_size, ordered=ordered, scratch=scratch.deviations)
+                acc.add(finite, ordered=ordered, scratch=scratch.deviations)
+                acc.sample, acc.keys = smallest_keys_sample(finite, self.sample_size, self.rng)
                 if name in self.edges:
                     cuts = self.edges[name]
                 else:
@@ -305,10 +331,54 @@ class ProfileBuilder:
             name = str(name)
             if self.kinds.get(name) != "numerical":
                 continue
-            cuts = np.asarray(self._cuts_for(name), dtype=np.float64)
-            arr = to_float_counting(values)[0]
-            counts = count_bins(cuts, arr[np.isfinite(arr)])
-            self._bins[name] = self._bins.get(name, np.zeros(cuts.size + 1, dtype=np.int64)) + counts
+            self.add_bin_counts({name: count_finite(self._cuts_for(name), values)})
+
+    def cuts(self) -> dict[str, list[float]]:
+        """Every numerical column's bin edges (known after pass 1)."""
+        return {name: self._cuts_for(name) for name in self._num}
+
+    def add_bin_counts(self, counts: Mapping[str, npt.NDArray[np.int64]]) -> None:
+        """Add pass-2 bin counts made elsewhere (another builder's part of the data, counted with :meth:`cuts`)."""
+        for name, part in counts.items():
+            self._bins[name] = self._bins[name] + part if name in self._bins else np.asarray(part, dtype=np.int64)
+
+    def partial_features(self) -> dict[str, Feature]:
+        """What pass 1 has learnt, as features that :func:`~aiwatch.drift.merge.merge_features` merges exactly with
+        other parts' (``top_k=None`` there): numerical ones without bin edges (one bin), categorical ones with every
+        category counted (none folded into "other")."""
+        features: dict[str, Feature] = {}
+        for name in self._order:
+            if self.kinds[name] == "numerical":
+                acc = self._num[name]
+                features[name] = NumericalFeature(
+                    name, [], [acc.count], acc.count, acc.missing, acc.mean, math.sqrt(acc.m2 / acc.count)
+                    if acc.count else 0.0, acc.min, acc.max,
+                    sorted(acc.distinct) if acc.distinct is not None else None, acc.sample.tolist(),
+                    acc.keys.tolist())
+            else:
+                counter = self._cat.get(name, Counter())
+                features[name] = CategoricalFeature(name, sorted(counter), [counter[c] for c in sorted(counter)], 0,
+                                                    sum(counter.values()), self._cat_missing.get(name, 0))
+        return features
+
+    def absorb(self, partial: Mapping[str, Feature]) -> None:
+        """Take over pass 1 from :meth:`partial_features` (merged over the parts of the data), in their order; this
+        builder has read nothing itself. Then :meth:`cuts`, :meth:`add_bin_counts` and :meth:`features`."""
+        if self.kinds:
+            raise ProfileError("absorb() needs a builder that has read nothing")
+        for name, feat in partial.items():
+            self.kinds[name] = feat.kind
+            self._order.append(name)
+            if isinstance(feat, NumericalFeature):
+                acc = self._num[name] = _NumericalPass1(
+                    feat.count, feat.missing, feat.mean if feat.count else 0.0,
+                    feat.std**2 * feat.count if feat.count else 0.0, feat.min, feat.max,
+                    set(feat.distinct) if feat.distinct is not None else None)
+                acc.keep(np.asarray(feat.sample, dtype=np.float64), np.asarray(feat.sample_keys, dtype=np.float64),
+                         self.sample_size)
+            else:
+                self._cat[name] = Counter(dict(zip(feat.categories, feat.counts, strict=True)))
+                self._cat_missing[name] = feat.missing
 
     def features(self) -> dict[str, Feature]:
         """Every profiled column's feature, in column order (after pass 2 when :attr:`needs_second_pass`)."""
@@ -333,11 +403,12 @@ class ProfileBuilder:
         else:
             raise ProfileError(f"column {name!r} needs a second pass (ProfileBuilder.count) over the data")
         std = math.sqrt(acc.m2 / acc.count) if acc.count else math.nan
+        order = np.argsort(acc.keys, kind="stable")  # the sample in key order: the same however it was gathered
         return NumericalFeature(
             name, cuts, [int(c) for c in bins], acc.count, acc.missing, acc.mean if acc.count else math.nan, std,
             acc.min if acc.count else math.nan, acc.max if acc.count else math.nan,
             sorted(acc.distinct) if acc.distinct is not None else None,
-            acc.sample.tolist(), acc.keys.tolist())
+            acc.sample[order].tolist(), acc.keys[order].tolist())
 
     def _categorical(self, name: str) -> CategoricalFeature:
         counter = self._cat[name]
@@ -348,6 +419,12 @@ class ProfileBuilder:
             name, [c for c, _ in kept], [n for _, n in kept], sum(n for _, n in top[self.top_k:]),
             sum(counter.values()), self._cat_missing.get(name, 0), sorted(rest[:MAX_OTHER_NAMES]),
             exact=len(rest) <= MAX_OTHER_NAMES)
+
+
+def count_finite(cuts: Sequence[float], values: Any) -> npt.NDArray[np.int64]:
+    """The bin counts of a chunk of a numerical column's finite values (pass 2)."""
+    arr = to_float_counting(values)[0]
+    return count_bins(np.asarray(cuts, dtype=np.float64), arr[np.isfinite(arr)])
 
 
 def _check_size(name: str, value: int, maximum: int, limit: str) -> None:

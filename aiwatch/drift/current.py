@@ -16,7 +16,7 @@ All of them count through :mod:`aiwatch.drift.counting`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -94,51 +94,87 @@ def _finite(values: Any) -> tuple[FloatArray, int, int]:
     return finite, int(arr.size - finite.size) - invalid, invalid
 
 
+@dataclass
+class CurrentPart:
+    """What :class:`ChunkedCurrent` knows of some rows of one feature, without the feature: what a cluster's
+    partition sends back to merge."""
+
+    total: CurrentFeature | None = None
+    keys: FloatArray = field(default_factory=lambda: np.empty(0))
+    new: FloatArray = field(default_factory=lambda: np.empty(0))
+    values: list[FloatArray] = field(default_factory=list)  # the exact mode: every value
+
+
 class ChunkedCurrent:
     """One feature's current data read in chunks: counts add up, new values unite, and the values stay a uniform
-    sample of at most ``max_exact`` (every value gets a random key from ``rng``; the smallest keys are kept), or,
-    with ``max_exact=None`` (the exact mode), are all kept (memory grows with the data)."""
+    sample of at most ``max_exact`` (the values whose rows have the smallest keys, see
+    :func:`~aiwatch.drift.sampling.row_keys`), or, with ``max_exact=None`` (the exact mode), are all kept (memory
+    grows with the data). The summaries of different rows of the same feature (:attr:`part`) :meth:`merge` exactly:
+    that is how chunks add up, and how a cluster's partitions do."""
 
-    def __init__(self, feat: Feature, max_exact: int | None, rng: np.random.Generator) -> None:
-        self.feat, self.max_exact, self.rng = feat, max_exact, rng
+    def __init__(self, feat: Feature, max_exact: int | None) -> None:
+        self.feat, self.max_exact = feat, max_exact
         self._buckets = feat.buckets() if isinstance(feat, CategoricalFeature) else None
-        self._total: CurrentFeature | None = None
-        self._keys: FloatArray = np.empty(0)
-        self._new: FloatArray = np.empty(0)
-        self._parts: list[FloatArray] = []
+        self.part = CurrentPart()
 
-    def add(self, values: Any) -> None:
-        """Count one chunk of the column."""
-        feat, total = self.feat, self._total
+    def add(self, values: Any, keys: FloatArray) -> None:
+        """Count one chunk of the column; ``keys``: its rows' sample keys (one per value)."""
+        feat, part = self.feat, CurrentPart()
         if isinstance(feat, NumericalFeature):
-            chunk, missing, invalid = _finite(values)
+            arr, invalid = to_float_counting(values)
+            finite_mask = np.isfinite(arr)
+            every = bool(finite_mask.all())
+            chunk = arr if every else arr[finite_mask]
+            sample = None
             if self.max_exact is None:
-                self._parts.append(chunk)
-                sample = None
+                part.values.append(chunk)
             else:
-                pool, keys = chunk, self.rng.random(chunk.size)
-                if total is not None and total.values is not None:
-                    pool, keys = np.concatenate([total.values, chunk]), np.concatenate([self._keys, keys])
-                sample, self._keys = keep_smallest(pool, keys, self.max_exact)
-            self._new = merge_new_values(self._new, feat.new_values(chunk))
-            part = CurrentFeature(int(chunk.size), count_bins(feat.cut_array(), chunk), sample, missing, invalid,
-                                  int(self._new.size))
+                sample, chunk_keys = chunk, keys if every else keys[finite_mask]
+                if self.part.keys.size >= self.max_exact:  # full: only keys below the largest kept one can enter
+                    below = chunk_keys < self.part.keys.max()
+                    sample, chunk_keys = sample[below], chunk_keys[below]
+                sample, part.keys = keep_smallest(sample, chunk_keys, self.max_exact)
+            part.new = feat.new_values(chunk)
+            part.total = CurrentFeature(int(chunk.size), count_bins(feat.cut_array(), chunk), sample,
+                                        int(arr.size - chunk.size) - invalid, invalid)
         else:
-            part = categorical_current(feat, values, self._buckets)
-        if total is not None:
-            part.count += total.count
-            part.bin_counts = part.bin_counts + total.bin_counts
-            part.missing += total.missing
-            part.invalid += total.invalid
-            if isinstance(feat, CategoricalFeature):
-                part.new_distinct = int(feat.has_new_values(part.bin_counts))
-        self._total = part
+            part.total = categorical_current(feat, values, self._buckets)
+        self.merge(part)
+
+    def merge(self, other: CurrentPart) -> None:
+        """Add the summary of other rows of this feature."""
+        mine, theirs = self.part, other.total
+        total = mine.total
+        if theirs is None:
+            return
+        if total is None:
+            self.part = CurrentPart(theirs, other.keys, other.new, list(other.values))
+            return
+        total.count += theirs.count
+        total.bin_counts = total.bin_counts + theirs.bin_counts
+        total.missing += theirs.missing
+        total.invalid += theirs.invalid
+        if isinstance(self.feat, CategoricalFeature):
+            total.new_distinct = int(self.feat.has_new_values(total.bin_counts))
+            return
+        mine.new = merge_new_values(mine.new, other.new)
+        mine.values.extend(other.values)
+        if self.max_exact is not None and theirs.values is not None:
+            pool = theirs.values if total.values is None else np.concatenate([total.values, theirs.values])
+            total.values, mine.keys = keep_smallest(pool, np.concatenate([mine.keys, other.keys]), self.max_exact)
 
     def result(self) -> CurrentFeature | None:
-        """The summary of every chunk added (None before the first)."""
-        total = self._total
-        if total is not None and self._parts:
-            total.values = np.sort(np.concatenate(self._parts))
-            total.values_sorted = True
-            self._parts = [total.values]
+        """The summary of every chunk added (None before the first); the values sorted."""
+        part = self.part
+        total = part.total
+        if total is None:
+            return None
+        if isinstance(self.feat, NumericalFeature):
+            total.new_distinct = int(part.new.size)
+            if part.values:
+                total.values = np.concatenate(part.values)
+                part.values = [total.values]
+            if total.values is not None:
+                total.values = np.sort(total.values)
+                total.values_sorted = True
         return total

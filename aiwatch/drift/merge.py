@@ -21,9 +21,10 @@ from aiwatch.drift.features import DISCRETE_LIMIT, MAX_OTHER_NAMES, CategoricalF
 from aiwatch.drift.sampling import keep_smallest
 
 
-def merge_features(a: Mapping[str, Feature], b: Mapping[str, Feature], *, top_k: int,
+def merge_features(a: Mapping[str, Feature], b: Mapping[str, Feature], *, top_k: int | None,
                    sample_size: int) -> dict[str, Feature]:
-    """Feature-by-feature merge; both sides must have the same features, of the same kinds."""
+    """Feature-by-feature merge; both sides must have the same features, of the same kinds (``top_k=None``: keep
+    every category, as the parts of a profile built on a cluster do until the last merge)."""
     if set(a) != set(b):
         raise ProfileError(f"cannot merge profiles with different features: {sorted(set(a) ^ set(b))}")
     merged: dict[str, Feature] = {}
@@ -61,9 +62,10 @@ def merge_numerical(a: NumericalFeature, b: NumericalFeature, sample_size: int) 
                             a.missing + b.missing, mean, std, lo, hi, distinct, values.tolist(), keys.tolist())
 
 
-def merge_categorical(a: CategoricalFeature, b: CategoricalFeature, top_k: int) -> CategoricalFeature:
+def merge_categorical(a: CategoricalFeature, b: CategoricalFeature, top_k: int | None) -> CategoricalFeature:
     counts: Counter[str] = Counter(dict(zip(a.categories, a.counts, strict=True)))
     counts.update(dict(zip(b.categories, b.counts, strict=True)))
+    top_k = len(counts) if top_k is None else top_k
     exact = a.exact and b.exact and not (set(a.categories) & set(b.other_names)) \
         and not (set(b.categories) & set(a.other_names))
     top = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))

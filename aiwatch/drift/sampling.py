@@ -3,6 +3,8 @@
 * :func:`keep_smallest`: a uniform sample that merges exactly. Every value carries a random key and the ``size``
   smallest keys are kept, so the sample of a union is the sample of the parts' samples (profiles built in parts,
   files read in chunks).
+* :func:`row_keys`: the random key of each row, a function of the seed and the row's position in the data only, so
+  that data read in chunks on one machine or in partitions on a cluster keeps the very same sample.
 * :func:`smallest_keys_sample`: the same sample of one column, drawn without a key per value.
 * :func:`systematic_sample`: every k-th value from a random start, for one column held in memory.
 """
@@ -20,6 +22,37 @@ def keep_smallest(values: FloatArray, keys: FloatArray, size: int) -> tuple[Floa
         return values, keys
     idx = np.argpartition(keys, size)[:size]
     return values[idx], keys[idx]
+
+
+_GOLDEN, _MIX1, _MIX2 = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+
+
+def key_seed(seed: int | None) -> int:
+    """The seed of :func:`row_keys` (``None``: a random one)."""
+    if seed is None:
+        return int(np.random.default_rng().integers(0, 2**63))
+    return int(seed) % 2**64
+
+
+def row_keys(seed: int, start: int, n: int) -> FloatArray:
+    """Uniform keys in ``[0, 1)`` of rows ``start .. start + n - 1``: SplitMix64 of the seed and the row number.
+
+    A key depends on nothing but its row's position, not on how the rows were split into chunks or partitions, so
+    :func:`keep_smallest` over any split keeps the same rows.
+
+    >>> bool((row_keys(0, 3, 2) == row_keys(0, 0, 5)[3:]).all())
+    True
+    """
+    with np.errstate(over="ignore"):
+        z = np.arange(start + 1, start + n + 1, dtype=np.uint64)
+        z *= _GOLDEN
+        z += np.uint64(seed % 2**64)
+        z ^= z >> np.uint64(30)
+        z *= _MIX1
+        z ^= z >> np.uint64(27)
+        z *= _MIX2
+        z ^= z >> np.uint64(31)
+    return (z >> np.uint64(11)).astype(np.float64) * 2.0**-53
 
 
 def systematic_sample(values: FloatArray, size: int, rng: np.random.Generator | None = None) -> FloatArray:

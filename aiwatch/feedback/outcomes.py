@@ -103,6 +103,19 @@ def read_labels(path: str | os.PathLike[str], id_column: str = "request_id", out
     return table.cast(pa.schema([("request_id", pa.string()), ("outcome", table.schema.field("outcome").type)]))
 
 
+def drop_unusable(labels: Any) -> tuple[Any, int]:
+    """The labels (:func:`read_labels`' table) without those that cannot be scored: no request id, or an outcome
+    that is missing, NaN or infinite; and how many were left out."""
+    pa = require("pyarrow", "data")
+    pc = require("pyarrow.compute", "data")
+    keep = pc.and_(pc.is_valid(labels.column("request_id")), pc.is_valid(labels.column("outcome")))
+    outcome_type = labels.schema.field("outcome").type
+    if pa.types.is_floating(outcome_type):
+        keep = pc.and_(keep, pc.fill_null(pc.is_finite(labels.column("outcome")), False))
+    kept = labels.filter(keep)
+    return kept, labels.num_rows - kept.num_rows
+
+
 def realised_quality(log: str | os.PathLike[str], labels: Any, *, kind: Kind = "classifier",
                      prediction: str = "output", positive: Any = 1, window_seconds: float = 3600.0,
                      since: datetime | None = None, until: datetime | None = None,
@@ -115,7 +128,7 @@ def realised_quality(log: str | os.PathLike[str], labels: Any, *, kind: Kind = "
         raise ValueError(f"window_seconds must be > 0, got {window_seconds!r}")
     pa = require("pyarrow", "data")
     pc = require("pyarrow.compute", "data")
-    table_labels = labels if isinstance(labels, pa.Table) else read_labels(labels)
+    table_labels = drop_unusable(labels if isinstance(labels, pa.Table) else read_labels(labels))[0]
     dataset = open_dataset(log)
     missing = [c for c in ("request_id", time_column, prediction) if dataset.schema.get_field_index(c) < 0]
     if missing:

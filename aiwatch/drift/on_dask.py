@@ -1,0 +1,263 @@
+"""Profiles and drift on a Dask cluster: each partition is summarised where it lies, the summaries merge on the client.
+
+* :func:`profile_dask` builds a :class:`~aiwatch.drift.profile.ReferenceProfile` from a ``dask.dataframe``: pass 1
+  (statistics, categories, the bounded sample) per partition, merged by :func:`~aiwatch.drift.merge.merge_features`;
+  bin edges from the merged sample; pass 2 (bin counts) per partition, added up.
+* :func:`compare_dask` tests a ``dask.dataframe`` against a profile: each partition's current-side counts and
+  sample (:class:`~aiwatch.drift.current.ChunkedCurrent`) merge on the client, then the tests run there.
+* :func:`read_frame` opens a CSV file or Parquet data (a file, a directory, a glob) as a ``dask.dataframe``, with a
+  time range.
+
+The result is the single-machine result: a row's sample key depends only on the seed and its position
+(:func:`~aiwatch.drift.sampling.row_keys`), and each partition is told where its rows start, so the samples are the
+same rows, the bin edges the same, the counts the same. Only means and standard deviations may differ in the last
+bits (floating-point sums in another order). The computation runs on the current Dask scheduler: a
+``distributed.Client`` made before the call, as ``--dask ADDRESS`` does. Workers need aiwatch installed.
+
+Needs ``pip install "aiwatch[dask]"``.
+"""
+
+from __future__ import annotations
+
+import functools
+import operator
+import os
+import warnings
+from collections.abc import Callable, Collection, Iterator, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from aiwatch._optional import require
+from aiwatch.drift.batch import count_current
+from aiwatch.drift.builder import ProfileBuilder, count_finite
+from aiwatch.drift.current import ChunkedCurrent, CurrentFeature, CurrentPart
+from aiwatch.drift.datasets import DEFAULT_TIME_COLUMN, is_dataset
+from aiwatch.drift.errors import ProfileError
+from aiwatch.drift.evaluate import DriftReport, Options, compare_features
+from aiwatch.drift.features import DEFAULT_BINS, DEFAULT_SAMPLE_SIZE, DEFAULT_TOP_K, Feature
+from aiwatch.drift.files import DEFAULT_CHUNK_ROWS
+from aiwatch.drift.merge import merge_features
+from aiwatch.drift.profile import ReferenceProfile
+from aiwatch.drift.validation import DEFAULT_LIMITS, ProfileLimits
+
+__all__ = ["compare_dask", "connect", "profile_dask", "read_frame"]
+
+
+
+def profile_dask(frame: Any, *, n_bins: int = DEFAULT_BINS, top_k: int = DEFAULT_TOP_K,
+                 sample_size: int = DEFAULT_SAMPLE_SIZE, kinds: dict[str, str] | None = None,
+                 edges: dict[str, Sequence[float]] | None = None, seed: int | None = 0,
+                 limits: ProfileLimits = DEFAULT_LIMITS, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> ReferenceProfile:
+    """The profile of a ``dask.dataframe``, built on its partitions (the same as
+    :meth:`ReferenceProfile.from_file <aiwatch.drift.profile.ReferenceProfile.from_file>` on the same rows).
+    Column kinds are decided on the first ``chunk_rows`` rows, as a file's are by its first chunk."""
+    dask = require("dask", "dask")
+    if seed is None:  # one seed for every partition
+        seed = int(np.random.default_rng().integers(0, 2**63))
+    final = ProfileBuilder(n_bins=n_bins, top_k=top_k, sample_size=sample_size, kinds=kinds, edges=edges, seed=seed,
+                           limits=limits)
+    with warnings.catch_warnings():  # "fewer rows than asked for": a short first partition is fine
+        warnings.simplefilter("ignore", UserWarning)
+        final.decide_kinds(frame_columns(frame.head(chunk_rows, compute=True)))
+    names = list(final.kinds)
+    if not names:
+        final.features()  # raises: nothing to profile
+    parts = frame[names].to_delayed()
+    offsets = _offsets(dask, parts)
+    pass1 = functools.partial(_partial_profile, kinds=dict(final.kinds), sample_size=sample_size, seed=seed,
+                              limits=limits, chunk_rows=chunk_rows)
+    merge1 = functools.partial(_merge_partial_profiles, sample_size=sample_size)
+    merged = _tree(dask, [dask.delayed(pass1)(p, offset) for p, offset in zip(parts, offsets, strict=True)], merge1)
+    if merged is None:
+        raise ProfileError("no rows to profile")
+    builder = ProfileBuilder(n_bins=n_bins, top_k=top_k, sample_size=sample_size, kinds=kinds, edges=edges,
+                             seed=seed, limits=limits)
+    builder.absorb(merged)
+    builder.skipped = dict(final.skipped)
+    if builder.needs_second_pass:
+        pass2 = functools.partial(_bin_counts, cuts=builder.cuts(), chunk_rows=chunk_rows)
+        builder.add_bin_counts(_tree(dask, [dask.delayed(pass2)(p) for p in parts], _add_bin_counts))
+    return ReferenceProfile.from_builder(builder)
+
+
+def compare_dask(profile: ReferenceProfile, frame: Any, options: Options | None = None, *,
+                 chunk_rows: int = DEFAULT_CHUNK_ROWS, ignore: Collection[str] = ()) -> DriftReport:
+    """Drift of a ``dask.dataframe`` against ``profile`` (the same report as
+    :func:`~aiwatch.drift.batch.compare_source` on the same rows). ``ignore``: columns not reported as unknown."""
+    dask = require("dask", "dask")
+    options = options or Options()
+    options.validate(profile)
+    present = [name for name in profile.features if name in frame.columns]
+    acc = {name: ChunkedCurrent(feat, options.sample_limit()) for name, feat in profile.features.items()}
+    if present:
+        parts = frame[present].to_delayed()
+        offsets = _offsets(dask, parts)
+        shared = dask.delayed(profile, traverse=False)  # one copy in the graph, not one per partition
+        count = functools.partial(_partial_current, options=options, chunk_rows=chunk_rows)
+        merge = functools.partial(_merge_current, max_exact=options.sample_limit())
+        merged = _tree(dask, [dask.delayed(count)(p, offset, shared) for p, offset in zip(parts, offsets, strict=True)],
+                       merge, shared)
+        for name, part in merged.items():
+            acc[name].merge(part)
+    current: dict[str, CurrentFeature] = {}
+    for name, chunked in acc.items():
+        summary = chunked.result()
+        if summary is not None:
+            current[name] = summary
+    report = compare_features(profile, current, options)
+    report.unknown_features = sorted({str(c) for c in frame.columns} - set(profile.features) - set(ignore))
+    return report
+
+
+def read_frame(source: str | os.PathLike[str], *, columns: Sequence[str] | None = None,
+               since: datetime | None = None, until: datetime | None = None,
+               time_column: str = DEFAULT_TIME_COLUMN) -> Any:
+    """A CSV file, or Parquet data (a file, a directory with or without ``key=value`` partitions, a glob), as a
+    ``dask.dataframe`` of ``columns`` (default: all), keeping the rows in ``[since, until)`` of ``time_column``
+    (which is then left out unless ``columns`` names it)."""
+    dd = require("dask.dataframe", "dask")
+    text = os.fspath(source)
+    wanted = None if columns is None else list(dict.fromkeys([*columns, *([time_column] if since or until else [])]))
+    try:
+        if is_dataset(text) or Path(text).suffix.lower() in (".parquet", ".pq"):
+            frame = dd.read_parquet(text, columns=wanted)
+        else:
+            frame = dd.read_csv(text, usecols=wanted)
+    except Exception as exc:  # a missing path, not Parquet...
+        detail = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        raise ProfileError(f"cannot read {text!r} with Dask: {detail}") from exc
+    if since is None and until is None:
+        return frame
+    if time_column not in frame.columns:
+        raise ProfileError(f"--since/--until need a {time_column!r} column; the data has: "
+                           f"{', '.join(map(str, frame.columns))}")
+    frame = frame.map_partitions(_in_range, time_column=time_column, since=since, until=until)
+    return frame if columns is not None and time_column in columns else frame.drop(columns=[time_column])
+
+
+def connect(address: str) -> Any:
+    """A ``distributed.Client`` of the scheduler at ``address`` (``tcp://host:8786``), the default scheduler until
+    it is closed (use it as a context manager). It waits ``distributed.comm.timeouts.connect`` (Dask's setting)."""
+    distributed = require("distributed", "dask")
+    return distributed.Client(address)
+
+
+def frame_columns(frame: Any) -> dict[str, Any]:
+    """The columns of a pandas DataFrame as the chunk readers give them: numpy arrays, missing values None or NaN
+    (pandas' nullable and Arrow-backed columns, which Dask makes of strings, hold ``pd.NA``)."""
+    pd = require("pandas", "dask")
+    out: dict[str, Any] = {}
+    for name in frame.columns:
+        column = frame[name]
+        if isinstance(column.dtype, np.dtype):
+            out[str(name)] = column.to_numpy()
+        elif pd.api.types.is_numeric_dtype(column.dtype) and not pd.api.types.is_bool_dtype(column.dtype):
+            out[str(name)] = column.to_numpy(dtype=np.float64, na_value=np.nan)
+        else:
+            out[str(name)] = column.astype(object).where(column.notna(), None).to_numpy()
+    return out
+
+
+# ------------------------------------------------------------------------------------- run on the workers
+
+
+def _chunks(frame: Any, chunk_rows: int) -> Iterator[dict[str, Any]]:
+    for start in range(0, len(frame), chunk_rows):
+        yield frame_columns(frame.iloc[start:start + chunk_rows])
+
+
+def _partial_profile(frame: Any, offset: int, *, kinds: dict[str, str], sample_size: int, seed: int,
+                     limits: ProfileLimits, chunk_rows: int) -> dict[str, Feature] | None:
+    """Pass 1 over one partition whose first row is row ``offset`` of the data (None when it has no rows)."""
+    if not len(frame):
+        return None
+    builder = ProfileBuilder(sample_size=sample_size, kinds=kinds, seed=seed, row_offset=offset, limits=limits)
+    for chunk in _chunks(frame, chunk_rows):
+        builder.add(chunk)
+    return builder.partial_features()
+
+
+def _bin_counts(frame: Any, *, cuts: dict[str, list[float]], chunk_rows: int) -> dict[str, Any]:
+    """Pass 2 over one partition: the bin counts of every numerical column."""
+    out: dict[str, Any] = {}
+    for chunk in _chunks(frame, chunk_rows):
+        for name, edges in cuts.items():
+            counts = count_finite(edges, chunk[name])
+            out[name] = out[name] + counts if name in out else counts
+    return out
+
+
+def _partial_current(frame: Any, offset: int, profile: ReferenceProfile, *, options: Options,
+                     chunk_rows: int) -> dict[str, CurrentPart]:
+    """The current-side summary of one partition whose first row is row ``offset`` of the data."""
+    counted = count_current(profile, _chunks(frame, chunk_rows), options, row_offset=offset)
+    return {name: acc.part for name, acc in counted.items()}
+
+
+def _in_range(frame: Any, *, time_column: str, since: datetime | None, until: datetime | None) -> Any:
+    pd = require("pandas", "dask")
+    column = frame[time_column]
+    keep = np.ones(len(frame), dtype=bool)
+    for bound, upper in ((since, False), (until, True)):
+        if bound is None:
+            continue
+        if pd.api.types.is_datetime64_any_dtype(column.dtype):
+            value: Any = pd.Timestamp(bound)
+            if getattr(column.dtype, "tz", None) is None:
+                value = value.tz_convert("UTC").tz_localize(None)
+        elif pd.api.types.is_numeric_dtype(column.dtype):
+            value = bound.timestamp()
+        else:
+            raise ProfileError(f"column {time_column!r} is {column.dtype}, not a timestamp or Unix time: "
+                               "--since/--until cannot compare it")
+        keep &= (column < value if upper else column >= value).to_numpy(dtype=bool, na_value=False)
+    return frame[keep]
+
+
+# ----------------------------------------------------------------------------------------------- scheduling
+
+
+def _offsets(dask: Any, parts: list[Any]) -> list[Any]:
+    """Where each partition's rows start in the whole, as tasks: the running sum of the partitions' lengths, which
+    each partition's summary waits for (the partition is read once; no pass only to count rows)."""
+    offsets: list[Any] = [0]
+    for part in parts[:-1]:
+        offsets.append(dask.delayed(operator.add)(offsets[-1], dask.delayed(len)(part)))
+    return offsets
+
+
+def _tree(dask: Any, tasks: list[Any], merge: Callable[..., Any], *shared: Any) -> Any:
+    """The partitions' results merged pairwise on the cluster, level by level, so that the client receives one
+    (``merge(a, b, *shared)``)."""
+    level = tasks
+    while len(level) > 1:
+        level = [dask.delayed(merge)(level[i], level[i + 1], *shared) if i + 1 < len(level) else level[i]
+                 for i in range(0, len(level), 2)]
+    return dask.compute(level[0])[0]
+
+
+def _merge_partial_profiles(a: dict[str, Feature] | None, b: dict[str, Feature] | None, *,
+                            sample_size: int) -> dict[str, Feature] | None:
+    if a is None or b is None:
+        return a if b is None else b
+    return merge_features(a, b, top_k=None, sample_size=sample_size)
+
+
+def _add_bin_counts(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    return {name: a[name] + b[name] if name in a and name in b else a.get(name, b.get(name)) for name in {*a, *b}}
+
+
+def _merge_current(a: dict[str, CurrentPart], b: dict[str, CurrentPart], profile: ReferenceProfile, *,
+                   max_exact: int | None) -> dict[str, CurrentPart]:
+    """Two partitions' current-side summaries merged."""
+    out: dict[str, CurrentPart] = {}
+    for name in {*a, *b}:
+        acc = ChunkedCurrent(profile.features[name], max_exact)
+        for part in (a.get(name), b.get(name)):
+            if part is not None:
+                acc.merge(part)
+        out[name] = acc.part
+    return out

@@ -1,0 +1,156 @@
+"""Profiles and drift on a real dask.distributed cluster (a LocalCluster of several workers, threads in this process)
+equal the single-machine results on the same rows: counts, bins, categories and the bounded samples exactly (every
+row's sample key comes from its position, so per-partition samples merge into the very same sample), means and
+standard deviations to the last bits; the CLI's --dask gives the same report as without."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Iterator
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("dask.dataframe")
+distributed = pytest.importorskip("distributed")
+pa = pytest.importorskip("pyarrow")
+pq = pytest.importorskip("pyarrow.parquet")
+
+from aiwatch.cli import main  # noqa: E402
+from aiwatch.drift.batch import compare_source, profile_source  # noqa: E402
+from aiwatch.drift.evaluate import Options  # noqa: E402
+from aiwatch.drift.on_dask import compare_dask, profile_dask, read_frame  # noqa: E402
+from aiwatch.drift.profile import ReferenceProfile  # noqa: E402
+from aiwatch.drift.sampling import keep_smallest, row_keys  # noqa: E402
+from tests.drift.test_drift_datasets import HOUR, PER_HOUR, SALE, T0, log_rows  # noqa: E402
+
+CHUNK = 3000
+SAMPLE = 4000
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Any]:
+    with distributed.LocalCluster(n_workers=3, threads_per_worker=1, processes=False, dashboard_address=None,
+                                  protocol="tcp") as local, distributed.Client(local) as client:
+        yield client
+
+
+def write_parts(folder: Path, seed: int, shift: float = 0.0) -> Path:
+    """Five files of uneven length (several row groups each): floats with NaN and inf, float32, text categories with
+    None, a small-integer category."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir()
+    for i in range(5):
+        n = 5000 + 1700 * i
+        x = rng.normal(shift, 1, n)
+        x[rng.random(n) < 0.02] = np.nan
+        x[:3] = [np.inf, -np.inf, np.nan]
+        pq.write_table(pa.table({
+            "x": x,
+            "y": rng.exponential(1 + shift, n).astype("float32"),
+            "city": pa.array(rng.choice(["paris", "lyon", "nice", None], n, p=[0.5, 0.3, 0.15, 0.05]).tolist()),
+            "tier": rng.integers(0, 4 + int(shift > 0), n),
+        }), folder / f"part-{i}.parquet", row_group_size=2500)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    tmp = tmp_path_factory.mktemp("drift-dask")
+    return {"reference": write_parts(tmp / "reference", 1), "current": write_parts(tmp / "current", 2, 0.3),
+            "tmp": tmp}
+
+
+def features_apart(a: ReferenceProfile, b: ReferenceProfile) -> dict[str, dict[str, Any]]:
+    """Every field of every feature that differs, means and standard deviations compared to 1e-12."""
+    apart: dict[str, dict[str, Any]] = {}
+    assert list(a.features) == list(b.features)
+    for name in a.features:
+        fa, fb = asdict(a.features[name]), asdict(b.features[name])
+        for key in fa:
+            same = fa[key] == pytest.approx(fb[key], rel=1e-12) if key in ("mean", "std") else fa[key] == fb[key]
+            if not same:
+                apart.setdefault(name, {})[key] = (fa[key], fb[key])
+    return apart
+
+
+def test_a_profile_built_on_the_cluster_equals_the_single_machine_profile(cluster: Any,
+                                                                          data: dict[str, Path]) -> None:
+    local = profile_source(data["reference"], chunk_rows=CHUNK, sample_size=SAMPLE)
+    frame = read_frame(data["reference"])
+    assert frame.npartitions >= 5
+    on_cluster = profile_dask(frame, chunk_rows=CHUNK, sample_size=SAMPLE)
+    assert features_apart(local, on_cluster) == {}
+    x = on_cluster.features["x"]
+    assert x.kind == "numerical" and len(x.sample) == SAMPLE < x.count  # the sample and pass 2 were exercised
+    assert on_cluster.features["tier"].kind == "categorical"
+    assert on_cluster.features["city"].missing > 0
+
+
+def test_drift_on_the_cluster_reports_what_the_single_machine_reports(cluster: Any, data: dict[str, Path]) -> None:
+    profile = profile_source(data["reference"], chunk_rows=CHUNK, sample_size=SAMPLE)
+    frame = read_frame(data["current"])
+    for options in (Options(max_exact=2000), Options(exact=True), Options(method="wasserstein", max_exact=500)):
+        local = compare_source(profile, data["current"], options, chunk_rows=CHUNK)
+        assert compare_dask(profile, frame, options, chunk_rows=CHUNK).to_dict() == local.to_dict()
+        assert local.drifted
+
+
+def test_per_partition_samples_merge_into_the_whole_datas_sample() -> None:
+    values = np.random.default_rng(3).normal(size=10_000)
+    keys = row_keys(7, 0, values.size)
+    whole = keep_smallest(values, keys, 300)[0]
+    cuts = [0, 1234, 1235, 6000, 10_000]
+    parts = [keep_smallest(values[a:b], row_keys(7, a, b - a), 300) for a, b in itertools.pairwise(cuts)]
+    merged = keep_smallest(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), 300)[0]
+    assert sorted(merged.tolist()) == sorted(whole.tolist())
+
+
+def write_log(folder: Path) -> Path:
+    from aiwatch.feedback import ParquetSink
+
+    rng = np.random.default_rng(16)
+    sink = ParquetSink(folder, max_rows=700)
+    for hour in range(3):
+        sink.write(log_rows(rng, T0 + hour * HOUR, PER_HOUR, sale=hour == 2))
+    sink.close()
+    return folder
+
+
+def cli_json(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, Any]:
+    code = main([*args, "--json"])
+    return code, json.loads(capsys.readouterr().out)
+
+
+def test_the_cli_with_dask_gives_the_report_it_gives_without(cluster: Any, data: dict[str, Path],
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    log = write_log(data["tmp"] / "log")
+    address = cluster.scheduler.address
+    profiles = {}
+    for how, extra in (("local", []), ("dask", ["--dask", address])):
+        profiles[how] = data["tmp"] / f"profile-{how}.json"
+        assert main(["profile", "build", str(log), "--until", SALE, "--sample-size", "1000", "--chunk-rows", "800",
+                     "-o", str(profiles[how]), *extra]) == 0
+    assert features_apart(ReferenceProfile.load(profiles["local"]), ReferenceProfile.load(profiles["dask"])) == {}
+    capsys.readouterr()
+    for window in (["--since", SALE], ["--until", SALE]):
+        args = ["drift", str(profiles["local"]), str(log), *window, "--chunk-rows", "800"]
+        local, on_cluster = cli_json(capsys, *args), cli_json(capsys, *args, "--dask", address)
+        assert on_cluster == local
+    assert local[0] == 0 and cli_json(capsys, *args[:3], "--since", SALE)[0] == 1  # the sale hour drifts
+    args = ["drift", str(data["reference"]), str(data["current"]), "--chunk-rows", str(CHUNK)]
+    assert cli_json(capsys, *args, "--dask", address) == cli_json(capsys, *args)
+
+
+def test_an_unreachable_scheduler_is_one_error_line(data: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    import dask
+
+    with dask.config.set({"distributed.comm.timeouts.connect": "2s"}):
+        code = main(["profile", "build", str(data["reference"]), "-o", str(data["tmp"] / "never.json"),
+                     "--dask", "tcp://127.0.0.1:9"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("aiwatch profile build: error:") and "Traceback" not in err

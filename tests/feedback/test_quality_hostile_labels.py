@@ -1,0 +1,116 @@
+"""`aiwatch quality` against hostile delayed-labels files (Hypothesis): missing or duplicate request ids, ids the log
+never had, huge or empty ids, wrong types, NaN / inf / missing outcomes, empty files, missing columns. Every file
+ends in exit code 0 or 1 with the unusable labels left out and counted, or in exit code 2 with one clear error line;
+never a traceback, never the "unexpected" error."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from aiwatch.cli import main
+from aiwatch.feedback import ParquetSink
+
+T0 = 1_790_002_800.0
+LOG_IDS = [f"r{i}" for i in range(40)]
+
+
+@pytest.fixture(scope="module")
+def log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    rng = np.random.default_rng(5)
+    folder = tmp_path_factory.mktemp("hostile-labels") / "log"
+    sink = ParquetSink(folder)
+    sink.write([{"request_id": rid, "timestamp": T0 + i, "model": "churn", "output.label": float(rng.integers(0, 2)),
+                 "output.score": float(rng.random())} for i, rid in enumerate(LOG_IDS)])
+    sink.close()
+    return folder
+
+
+ids = st.one_of(st.sampled_from(LOG_IDS), st.text(max_size=12), st.just(""), st.none(),
+                st.integers(min_value=-(10**30), max_value=10**30).map(str), st.just("x" * 5000))
+outcomes = st.one_of(st.integers(0, 1), st.integers(min_value=-(2**70), max_value=2**70),
+                     st.floats(allow_nan=True, allow_infinity=True), st.none(), st.booleans(),
+                     st.text(max_size=6), st.sampled_from(["nan", "inf", "-inf", "1", "0", "yes"]))
+rows = st.lists(st.tuples(ids, outcomes), max_size=30)
+
+
+def csv_text(pairs: list[tuple[Any, Any]], header: str) -> str:
+    def cell(v: Any) -> str:
+        if v is None:
+            return ""
+        text = str(v)
+        return '"' + text.replace('"', '""') + '"' if any(c in text for c in ',"\n\r') else text
+    return header + "".join(f"{cell(i)},{cell(o)}\n" for i, o in pairs)
+
+
+def parquet_table(pairs: list[tuple[Any, Any]]) -> Any:
+    columns = {"request_id": [i for i, _ in pairs], "outcome": [o for _, o in pairs]}
+    try:
+        return pa.table(columns)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):  # mixed types: as text, as a careless export does
+        return pa.table({k: [None if v is None else str(v) for v in vs] for k, vs in columns.items()})
+
+
+def run_quality(capsys: pytest.CaptureFixture[str], log: Path, labels: Path, kind: str) -> tuple[int, str, str]:
+    prediction = "output.label" if kind == "classifier" else "output.score"
+    code = main(["quality", str(log), str(labels), "--kind", kind, "--prediction", prediction, "--json",
+                 "--min-labelled", "1"])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def check(code: int, out: str, err: str) -> None:
+    assert code in (0, 1, 2), (code, err)
+    assert "Traceback" not in err and "unexpected" not in err, err
+    if code == 2:
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("aiwatch quality: error: "), err
+        return
+    report = json.loads(out)
+    for window in report["windows"]:
+        assert 0 <= window["labelled"] <= window["logged"] == len(LOG_IDS)
+        for value in window["metrics"].values():
+            assert value is None or math.isfinite(value)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(pairs=rows, kind=st.sampled_from(["classifier", "regressor"]),
+       header=st.sampled_from(["request_id,outcome\n", "outcome,request_id\n", "request_id\n", "id,outcome\n", ""]))
+def test_a_hostile_csv_of_labels_is_a_result_or_one_error_line(log: Path, tmp_path_factory: pytest.TempPathFactory,
+                                                                capsys: pytest.CaptureFixture[str],
+                                                                pairs: list[tuple[Any, Any]], kind: str,
+                                                                header: str) -> None:
+    labels = tmp_path_factory.mktemp("csv") / "labels.csv"
+    labels.write_text(csv_text(pairs, header))
+    check(*run_quality(capsys, log, labels, kind))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(pairs=rows, kind=st.sampled_from(["classifier", "regressor"]))
+def test_a_hostile_parquet_of_labels_is_a_result_or_one_error_line(log: Path,
+                                                                    tmp_path_factory: pytest.TempPathFactory,
+                                                                    capsys: pytest.CaptureFixture[str],
+                                                                    pairs: list[tuple[Any, Any]], kind: str) -> None:
+    labels = tmp_path_factory.mktemp("parquet") / "labels.parquet"
+    pq.write_table(parquet_table(pairs), labels)
+    check(*run_quality(capsys, log, labels, kind))
+
+
+def test_nan_and_missing_outcomes_are_left_out_and_counted(log: Path, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    labels = tmp_path / "labels.parquet"
+    pq.write_table(pa.table({"request_id": LOG_IDS[:4], "outcome": [0.5, math.nan, None, math.inf]}), labels)
+    code, out, err = run_quality(capsys, log, labels, "regressor")
+    assert code == 0, err
+    window = json.loads(out)["windows"][0]
+    assert window["labelled"] == 1 and window["metrics"]["mae"] is not None
+    assert "3 labels left out" in err
