@@ -118,7 +118,8 @@ def test_phases_are_split_per_service_never_summed_across_services(source: DataS
     at.selectbox(key="latency_service").set_value(SERVICE).run()
     assert not at.exception
     assert list(phase_charts(at)) == [SERVICE] and list(per_service(at, "latency")) == [SERVICE]
-    assert len(at.get("vega_lite_chart")) == 5
+    # its latency and phases, the network time and link throughput of the calls to it, throughput, error ratio
+    assert len(at.get("vega_lite_chart")) == 6
 
 
 def test_each_service_stack_adds_up_to_its_own_mean_request_time(stack: Stack, source: DataSource) -> None:
