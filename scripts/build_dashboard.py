@@ -37,6 +37,7 @@ SVC = 'service=~"$service"'
 MDL = 'model=~"$model"'
 FEATURE = 'model=~"$model", feature=~"$feature"'
 PHASE_TITLE = "Time per request by phase: $service (model vs not model)"
+LINK_TITLE = "Effective throughput per link (bytes per network second)"
 SCOPE = DEFAULT_AGGREGATION_LABELS
 #: every query selects the scope the template variables chose (All: any value, none included)
 SCOPE_MATCH = ", ".join(f'{label}=~"${label}"' for label in SCOPE)
@@ -145,9 +146,14 @@ def build(gpu_source: str = "aiwatch") -> dict[str, Any]:
                                                                               "fixedColor": "red"}}]}])
     phases.update({"repeat": "service", "repeatDirection": "h", "maxPerRow": 2})
     lay.add(phases, w=24)
-    lay.add(timeseries("Throughput", [target(q.throughput(W, SVC), "{{service}}" + AT)], "reqps"))
+    lay.add(timeseries("Throughput", [target(q.throughput(W, SVC), "{{service}}" + AT)], "reqps"), w=8)
     lay.add(timeseries("Error ratio", [target(q.error_ratio(W, SVC), "{{service}}" + AT)], "percentunit",
-                       "Share of requests with an HTTP 5xx or failed gRPC status."))
+                       "Share of requests with an HTTP 5xx or failed gRPC status."), w=8)
+    lay.add(timeseries(LINK_TITLE, [target(q.link_throughput(W, SVC), "{{service}} → {{peer}}" + AT)], "Bps",
+                       "Bytes instrumented clients sent to and received from each peer (aiwatch_client_bytes_total, "
+                       "both directions) per second of network time to it (aiwatch_network_duration_seconds), not "
+                       "of wall time. Small calls are latency-bound: the figure means most for large payloads."),
+            w=8)
 
     lay.row("AI traffic: real-time vs batch, streams, fallbacks, model versions")
     p95 = dict(QUANTILES)["p95"]

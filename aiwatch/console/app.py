@@ -200,6 +200,7 @@ def _latency_view(src: DataSource, window: float, prefetch: Prefetch) -> None:
     st.header("Latency: where the time goes")
     rates = prefetch(lambda: src.throughput(window))
     network = prefetch(lambda: src.network_time(window))
+    links = prefetch(lambda: src.link_throughput(window))
     latency = prefetch(lambda: src.latency_quantiles(window))
     phases = prefetch(lambda: src.phase_split(window))
     errors = prefetch(lambda: src.error_ratio(window))
@@ -234,6 +235,11 @@ def _latency_view(src: DataSource, window: float, prefetch: Prefetch) -> None:
           lambda d: line(d, ["service", "peer", "quantile"], "ms", 1000.0),
           "No network timings: aiwatch_network_duration_seconds is measured by instrumented *clients* "
           "(calls that read the server's Server-Timing); none reported in the window.")
+    panel("Effective throughput per link (MB per second of network time; calling service → peer)",
+          lambda: _only(links(), shown, "service", "peer"),
+          lambda d: line(d, ["service", "peer"], "MB/s", 1e-6),
+          "No link throughput: it needs both the bytes instrumented clients moved (aiwatch_client_bytes_total) "
+          f"and their network time to the peer in the last {w}.")
     left, right = st.columns(2)
     with left:
         panel("Throughput (requests/s)", lambda: _only(rates(), shown, "service"),

@@ -152,6 +152,9 @@ class PrometheusSource(DataSource):
         w = duration(window)
         return self._ranges([(self.q.network_quantile(q, w), {"quantile": name}) for name, q in QUANTILES[:2]])
 
+    def link_throughput(self, window: float) -> list[Series]:
+        return self.range(self.q.link_throughput(duration(window)))
+
     def _quantile_ranges(self, query: Callable[[float, str], str], window: float) -> list[Series]:
         w = duration(window)
         return self._ranges([(query(q, w), {"quantile": name}) for name, q in QUANTILES[:2]])

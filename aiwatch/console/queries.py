@@ -48,6 +48,7 @@ from aiwatch.traffic import REALTIME
 REQUESTS = metric("aiwatch_request_duration_seconds")
 PHASES = metric("aiwatch_phase_duration_seconds")
 NETWORK = metric("aiwatch_network_duration_seconds")
+CLIENT_BYTES = metric("aiwatch_client_bytes_total")
 IN_FLIGHT = metric("aiwatch_requests_in_flight")
 QUEUE_DEPTH = metric("aiwatch_queue_depth")
 QUEUE_WAIT = metric("aiwatch_queue_wait_seconds")
@@ -140,6 +141,14 @@ class PanelQueries:
     def network_quantile(self, q: float, w: str, svc: MatcherText = "") -> str:
         """Network time quantile per calling ``service`` and the ``peer`` it called."""
         return histogram_quantile(q, NETWORK, w, self._by("service", "peer"), *self._m(svc))
+
+    def link_throughput(self, w: str, svc: MatcherText = "") -> str:
+        """Each link's effective throughput: bytes the calling ``service`` sent to and received from ``peer`` per
+        second of network time (not of wall time), as in the ``service_peer:aiwatch_client_throughput_bytes_per_
+        second`` rule; no sample for a link without network time."""
+        labels = self._by("service", "peer")
+        moved = by("sum", labels, rate(CLIENT_BYTES, w, *self._m(svc)))
+        return f"{moved} / ({by('sum', labels, rate(NETWORK.sum, w, *self._m(svc)))} > 0)"
 
     # --- AI traffic: traffic classes, streams, tokens, fallbacks, model versions ---------------------------------
     def latency_by_class(self, q: float, w: str, svc: MatcherText = "") -> str:

@@ -369,6 +369,14 @@ class ScrapeSource(DataSource):
             return _quantiles(rates, ("service", "peer"), QUANTILES[:2])
         return self._range(fn)
 
+    def link_throughput(self, window: float) -> list[Series]:
+        def fn(data: list[tuple[str, list[Snapshot]]], t: float) -> Samples:
+            moved = sum_by(self._rate(data, Q.CLIENT_BYTES.name, t, window), ("service", "peer"))
+            network = sum_by(self._rate(data, Q.NETWORK.sum, t, window), ("service", "peer"))
+            return [({"service": svc, "peer": peer}, v / network[(svc, peer)])
+                    for (svc, peer), v in moved.items() if network.get((svc, peer), 0.0) > 0]
+        return self._range(fn)
+
     def _quantile_range(self, bucket: str, by: tuple[str, ...], window: float,
                         keep: Callable[[dict[str, str]], bool] | None = None) -> list[Series]:
         def fn(data: list[tuple[str, list[Snapshot]]], t: float) -> Samples:

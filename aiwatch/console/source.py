@@ -200,6 +200,11 @@ class DataSource(ABC):
     def network_time(self, window: float) -> list[Series]:
         """Network time seen by callers, p50/p95 by calling ``service``, ``peer`` and ``quantile``."""
 
+    @abstractmethod
+    def link_throughput(self, window: float) -> list[Series]:
+        """Bytes moved (both directions) per second of network time, by calling ``service`` and ``peer``; links
+        without network time have no series."""
+
     # --- AI traffic ---------------------------------------------------------------------------------------
     @abstractmethod
     def latency_by_class(self, window: float) -> list[Series]:

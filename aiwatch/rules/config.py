@@ -84,7 +84,8 @@ class Selectors:
     requests: str = field(default="", metadata=_help(
         "matchers on aiwatch_request_duration_seconds and aiwatch_phase_duration_seconds, "
         "e.g. service=\"recommender\""))
-    network: str = field(default="", metadata=_help("matchers on aiwatch_network_duration_seconds"))
+    network: str = field(default="", metadata=_help(
+        "matchers on aiwatch_network_duration_seconds and aiwatch_client_bytes_total"))
     queue: str = field(default="", metadata=_help("matchers on aiwatch_queue_depth"))
     gpu: str = field(default="", metadata=_help("matchers on aiwatch_gpu_* series"))
     cache: str = field(default="", metadata=_help("matchers on aiwatch_feature_cache_requests_total"))

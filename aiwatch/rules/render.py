@@ -50,6 +50,7 @@ QUANTILES = (0.5, 0.9, 0.99)
 REQUESTS = metric("aiwatch_request_duration_seconds")
 PHASES = metric("aiwatch_phase_duration_seconds")
 NETWORK = metric("aiwatch_network_duration_seconds")
+CLIENT_BYTES = metric("aiwatch_client_bytes_total")
 IN_FLIGHT = metric("aiwatch_requests_in_flight")
 QUEUE_DEPTH = metric("aiwatch_queue_depth")
 GPU_UP = metric("aiwatch_gpu_up")
@@ -74,6 +75,7 @@ SLOW_RATIO = "service:aiwatch_request_slow:ratio_rate{window}"
 PHASE_QUANTILE = "service_model_phase:aiwatch_phase_duration_seconds:p{percent}"
 MODEL_P99 = "service_model:aiwatch_model_latency_seconds:p99"
 NETWORK_P99 = "service_peer:aiwatch_network_duration_seconds:p99"
+LINK_THROUGHPUT = "service_peer:aiwatch_client_throughput_bytes_per_second:rate{window}"
 NON_MODEL_P99 = "service_phase:aiwatch_non_model_latency_seconds:p99"
 OUTSIDE_MODEL = "service:aiwatch_time_outside_model:ratio"
 IN_FLIGHT_SUM = "service:aiwatch_requests_in_flight:sum"
@@ -257,6 +259,12 @@ def latency_records(cfg: RulesConfig) -> list[dict[str, Any]]:
                 f"(\n  {histogram_quantile(0.99, PHASES, w, service_phase, req, other)}\n"
                 f"  unless on ({', '.join(service_phase)})\n  {calling}\n)\nor\n"
                 f'label_replace({NETWORK_P99}, {quote("phase")}, {quote("network")}, "", "")'),
+        # bytes both ways over network seconds: a call's network time covers its request and its response
+        # together, so it cannot be split by direction; "> 0": no network time (a peer that reports no
+        # Server-Timing, or no calls) gives no sample rather than a division by zero
+        _record(LINK_THROUGHPUT.format(window=w),
+                f"{by('sum', _scope(cfg, 'service', 'peer'), rate(CLIENT_BYTES, w, cfg.selectors.network))}\n/\n"
+                f"({by('sum', _scope(cfg, 'service', 'peer'), rate(NETWORK.sum, w, cfg.selectors.network))} > 0)"),
         _record(OUTSIDE_MODEL,
                 f"{by('sum', _scope(cfg, 'service'), rate(PHASES.sum, w, req, other))}\n/\n"
                 f"{by('sum', _scope(cfg, 'service'), rate(PHASES.sum, w, req))}"),

@@ -100,6 +100,7 @@ QUESTIONS: dict[str, Callable[[PrometheusSource], Any]] = {
     "throughput": lambda s: s.throughput(60),
     "error_ratio": lambda s: s.error_ratio(60),
     "network_time": lambda s: s.network_time(60),
+    "link_throughput": lambda s: s.link_throughput(60),
     "latency_by_class": lambda s: s.latency_by_class(60),
     "throughput_by_class": lambda s: s.throughput_by_class(60),
     "first_chunk": lambda s: s.first_chunk(60),

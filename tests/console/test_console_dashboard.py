@@ -82,7 +82,8 @@ def test_dashboard_is_importable_with_datasource_service_and_model_variables() -
     titles = {p["title"] for p in dash["panels"]}
     # mirrors the console's views
     assert {"Request latency p50 / p95 / p99", "Time per request by phase: $service (model vs not model)", "Throughput",
-            "Error ratio", "Network time seen by callers", "GPUs", "Queue depth", "Requests in flight",
+            "Error ratio", "Network time seen by callers", "Effective throughput per link (bytes per network second)",
+            "GPUs", "Queue depth", "Requests in flight",
             "Mean batch size", "Feature-cache hit ratio", "Per-feature drift (latest evaluation)",
             "Drift score over time", "Firing and pending alerts", "Request latency p95: real-time vs batch",
             "Time to first chunk (streamed responses)", "Time to first token", "Time per output token",
@@ -103,7 +104,9 @@ def test_latency_panels_never_mix_services() -> None:
     for title, grouping in (("Time per request by phase: $service (model vs not model)",
                              "sum by (cluster, namespace, service, phase)"),
                             ("Request latency p50 / p95 / p99", "sum by (cluster, namespace, service, le)"),
-                            ("Network time seen by callers", "sum by (cluster, namespace, service, peer, le)")):
+                            ("Network time seen by callers", "sum by (cluster, namespace, service, peer, le)"),
+                            ("Effective throughput per link (bytes per network second)",
+                             "sum by (cluster, namespace, service, peer)")):
         for t in panels[title]["targets"]:
             assert grouping in t["expr"] and 'service=~"$service"' in t["expr"], (title, t["expr"])
             assert "{{service}}" in t["legendFormat"] or panels[title].get("repeat") == "service", title

@@ -11,7 +11,16 @@ from aiwatch.console import PrometheusSource, ScrapeSource
 from aiwatch.console.scrape import sum_by
 from aiwatch.console.source import DataSource
 from tests.console.conftest import HOSTILE_SERVICE, Stack, expected_warnings, plain, run_view, texts
-from tests.console.workload import CANARY, DEGRADED_REASON, GATEWAY, MODEL, SERVICE, STABLE
+from tests.console.workload import (
+    CANARY,
+    DEGRADED_REASON,
+    GATEWAY,
+    MODEL,
+    REQUEST_BYTES,
+    RESPONSE_BYTES,
+    SERVICE,
+    STABLE,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("console_env")]
 
@@ -68,8 +77,8 @@ def test_latency_view(source: DataSource) -> None:
     assert phases[SERVICE]["model share"].endswith("%")
     assert set(phases[GATEWAY]) == {"time per request", "inference_call", "inference_call share"}
     assert card(phases[GATEWAY], "time per request") > card(phases[SERVICE], "time per request")
-    # latency x2 services, phase split x2 services, network time, throughput, error ratio
-    assert len(at.get("vega_lite_chart")) == 7
+    # latency x2 services, phase split x2 services, network time, link throughput, throughput, error ratio
+    assert len(at.get("vega_lite_chart")) == 8
     assert not at.info, texts(at.info)
 
 
@@ -109,7 +118,8 @@ def test_phases_are_split_per_service_never_summed_across_services(source: DataS
     at.selectbox(key="latency_service").set_value(SERVICE).run()
     assert not at.exception
     assert list(phase_charts(at)) == [SERVICE] and list(per_service(at, "latency")) == [SERVICE]
-    assert len(at.get("vega_lite_chart")) == 5
+    # its latency and phases, the network time and link throughput of the calls to it, throughput, error ratio
+    assert len(at.get("vega_lite_chart")) == 6
 
 
 def test_each_service_stack_adds_up_to_its_own_mean_request_time(stack: Stack, source: DataSource) -> None:
@@ -145,6 +155,15 @@ def mean_request_time(stack: Stack, source: DataSource, at_time: float) -> dict[
 def test_network_time_is_attributed_to_the_calling_service(source: DataSource) -> None:
     labels = sorted(tuple(sorted(s.labels.items())) for s in source.network_time(5.0))
     assert labels == [(("peer", SERVICE), ("quantile", q), ("service", GATEWAY)) for q in ("p50", "p95")]
+
+
+def test_link_throughput_is_bytes_per_second_of_network_time(source: DataSource) -> None:
+    links = {(s.labels["service"], s.labels["peer"]): s.last for s in source.link_throughput(5.0)}
+    assert links.keys() == {(GATEWAY, SERVICE)}
+    # every call moves 50,000 bytes (both directions) in 3-20 ms of network time: 2.5-16.7 MB per network second,
+    # however many calls the workload's steps made
+    per_call = REQUEST_BYTES + RESPONSE_BYTES
+    assert per_call / 0.02 <= (links[(GATEWAY, SERVICE)] or 0) <= per_call / 0.003
 
 
 def test_ai_traffic_view(source: DataSource) -> None:
@@ -270,7 +289,7 @@ def test_sources_agree_on_the_same_endpoint(prom_source: PrometheusSource, scrap
         assert row.score == pytest.approx(scrape_drift[key].score, abs=0.005)
     assert [(g.gpu, g.memory_total_bytes) for g in prom_source.gpu_table()] == \
         [(g.gpu, g.memory_total_bytes) for g in scrape_source.gpu_table()]
-    for question in ("latency_quantiles", "phase_split", "throughput", "error_ratio", "network_time",
+    for question in ("latency_quantiles", "phase_split", "throughput", "error_ratio", "network_time", "link_throughput",
                      "batch_size", "cache_hit_ratio", "latency_by_class", "throughput_by_class", "first_chunk",
                      "first_token", "per_output_token", "token_rate", "degraded_share", "version_latency",
                      "version_error_ratio"):

@@ -32,6 +32,8 @@ MODEL = "ranker"
 STABLE, CANARY = "v1", "v2"
 """The ranker's two versions (``set_model(model, version)``): a quarter of the requests go to the canary."""
 BATCH = "batch"
+REQUEST_BYTES, RESPONSE_BYTES = 2_000, 48_000
+"""What each gateway call to the recommender sends and receives (aiwatch_client_bytes_total)."""
 DEGRADED_REASON = "cached_prediction"
 
 
@@ -87,6 +89,8 @@ class Workload:
         self.gateway.finish(gw, "/recommend", "POST", status,
                             end=clock + lookup + served + network + rng.uniform(0.001, 0.003))
         self.metrics.network_duration.labels(GATEWAY, SERVICE, "call").observe(network)
+        self.metrics.client_bytes.labels(GATEWAY, SERVICE, "sent").inc(REQUEST_BYTES)
+        self.metrics.client_bytes.labels(GATEWAY, SERVICE, "received").inc(RESPONSE_BYTES)
 
     def stream(self, requests: int) -> None:
         """Streamed answers of the ``/generate`` route: chunk times, tokens, and a few served from a cache."""
