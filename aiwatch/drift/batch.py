@@ -57,13 +57,20 @@ def _compare_chunks(profile: ReferenceProfile, chunks: Iterable[dict[str, Any]],
     options = options or Options()
     options.validate(profile)
     acc = count_current(profile, chunks, options, columns_seen)
+    return report_counted(profile, acc, options, columns_seen)
+
+
+def report_counted(profile: ReferenceProfile, counted: dict[str, ChunkedCurrent], options: Options,
+                   columns_seen: Collection[str]) -> DriftReport:
+    """The drift report of the current side's per-feature counts (of a file's chunks or a cluster's partitions):
+    each feature's test, and the columns seen that the profile does not know."""
     current: dict[str, CurrentFeature] = {}
-    for name, chunked in acc.items():
+    for name, chunked in counted.items():
         summary = chunked.result()
         if summary is not None:
             current[name] = summary
     report = compare_features(profile, current, options)
-    report.unknown_features = sorted(columns_seen - set(profile.features))
+    report.unknown_features = sorted({str(c) for c in columns_seen} - set(profile.features))
     return report
 
 

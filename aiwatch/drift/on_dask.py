@@ -31,12 +31,12 @@ from typing import Any
 import numpy as np
 
 from aiwatch._optional import require
-from aiwatch.drift.batch import count_current
+from aiwatch.drift.batch import count_current, report_counted
 from aiwatch.drift.builder import ProfileBuilder, count_finite
-from aiwatch.drift.current import ChunkedCurrent, CurrentFeature, CurrentPart
+from aiwatch.drift.current import ChunkedCurrent, CurrentPart
 from aiwatch.drift.datasets import DEFAULT_TIME_COLUMN, is_dataset
 from aiwatch.drift.errors import ProfileError
-from aiwatch.drift.evaluate import DriftReport, Options, compare_features
+from aiwatch.drift.evaluate import DriftReport, Options
 from aiwatch.drift.features import DEFAULT_BINS, DEFAULT_SAMPLE_SIZE, DEFAULT_TOP_K, Feature
 from aiwatch.drift.files import DEFAULT_CHUNK_ROWS
 from aiwatch.drift.merge import merge_features
@@ -102,14 +102,7 @@ def compare_dask(profile: ReferenceProfile, frame: Any, options: Options | None 
                        merge, shared)
         for name, part in merged.items():
             acc[name].merge(part)
-    current: dict[str, CurrentFeature] = {}
-    for name, chunked in acc.items():
-        summary = chunked.result()
-        if summary is not None:
-            current[name] = summary
-    report = compare_features(profile, current, options)
-    report.unknown_features = sorted({str(c) for c in frame.columns} - set(profile.features) - set(ignore))
-    return report
+    return report_counted(profile, acc, options, {str(c) for c in frame.columns} - set(ignore))
 
 
 def read_frame(source: str | os.PathLike[str], *, columns: Sequence[str] | None = None,
