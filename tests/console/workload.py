@@ -142,6 +142,23 @@ class Workload:
             self.steps += 1
 
 
+class _BetweenSteps:
+    """What ``/metrics`` serves: the registry as it stands between two workload steps, never in the middle of one.
+    Tests compare series of different metrics at one instant (e.g. the phases stacked against the request time),
+    which only add up when every scrape sees whole requests; a real app's scrape can split one, the test's must not."""
+
+    def __init__(self, registry: CollectorRegistry, workload: Workload) -> None:
+        self._registry, self._workload = registry, workload
+
+    def collect(self) -> Iterator[Any]:
+        with self._workload._lock:
+            families = list(self._registry.collect())
+        return iter(families)
+
+    def restricted_registry(self, names: Any) -> Any:
+        return self._registry.restricted_registry(names)
+
+
 @contextmanager
 def serve(features: int = 5, gpus: int = 2, interval: float = 0.2, requests: int = 20) -> Iterator[dict[str, Any]]:
     """A real ``/metrics`` endpoint on loopback with traffic recorded every ``interval`` seconds.
@@ -151,7 +168,7 @@ def serve(features: int = 5, gpus: int = 2, interval: float = 0.2, requests: int
     registry = CollectorRegistry()
     workload = Workload(Metrics(registry), features=features, gpus=gpus)
     workload.step(requests)
-    server, thread = start_http_server(0, registry=registry)
+    server, thread = start_http_server(0, registry=_BetweenSteps(registry, workload))  # type: ignore[arg-type]
     port = server.server_port
     stop = threading.Event()
 
