@@ -186,6 +186,18 @@ class _Scratch:
         return ordered
 
 
+def _finite_sorted(arr: FloatArray, scratch: _Scratch) -> tuple[FloatArray, FloatArray]:
+    """The finite values of ``arr``, and the same sorted (in ``scratch``). The sort puts -inf first and +inf then
+    NaN last, so its two ends tell whether every value is finite (then ``arr`` itself, no mask), and otherwise the
+    finite values are the middle of the sorted array."""
+    ordered = scratch.sorted_copy(arr)
+    if arr.size == 0 or (ordered[0] > -np.inf and ordered[-1] < np.inf):
+        return arr, ordered
+    start = int(np.searchsorted(ordered, -np.inf, side="right"))
+    stop = int(np.searchsorted(ordered, np.inf, side="left"))  # NaN sorts after +inf
+    return arr[np.isfinite(arr)], ordered[start:stop]
+
+
 class ProfileBuilder:
     """Builds a profile's features from chunks of columns in bounded memory (used for files; arrays go through it
     too, see :func:`build_in_memory`).
@@ -295,9 +307,7 @@ class ProfileBuilder:
                 if name in self._num:
                     raise ProfileError(f"column {name!r} was already added: add_whole takes each column once")
                 arr = to_float_counting(values)[0]
-                finite_mask = np.isfinite(arr)
-                finite = arr if finite_mask.all() else arr[finite_mask]
-                ordered = scratch.sorted_copy(finite)
+                finite, ordered = _finite_sorted(arr, scratch)
                 acc = self._num[name] = _NumericalPass1()
                 acc.missing = int(arr.size - finite.size)
                 acc.add(finite, ordered=ordered, scratch=scratch.deviations)
@@ -407,8 +417,7 @@ class ProfileBuilder:
         return NumericalFeature(
             name, cuts, [int(c) for c in bins], acc.count, acc.missing, acc.mean if acc.count else math.nan, std,
             acc.min if acc.count else math.nan, acc.max if acc.count else math.nan,
-            sorted(acc.distinct) if acc.distinct is not None else None,
-            acc.sample[order].tolist(), acc.keys[order].tolist())
+            sorted(acc.distinct) if acc.distinct is not None else None, acc.sample[order], acc.keys[order])
 
     def _categorical(self, name: str) -> CategoricalFeature:
         counter = self._cat[name]

@@ -25,7 +25,7 @@ import numpy.typing as npt
 from aiwatch.drift import stattests
 from aiwatch.drift.columns import columns_of
 from aiwatch.drift.current import DEFAULT_MAX_EXACT, CurrentFeature, categorical_current, numerical_current
-from aiwatch.drift.features import CategoricalFeature, Feature, NumericalFeature
+from aiwatch.drift.features import CategoricalFeature, Feature, Floats, NumericalFeature
 from aiwatch.drift.profile import ReferenceProfile
 
 __all__ = [
@@ -232,7 +232,7 @@ def run_test(feat: Feature, current: CurrentFeature, name: str, threshold: float
     return stattests.COUNT_TESTS[name](ref_counts, current.bin_counts, threshold)
 
 
-_sorted_cache: dict[int, tuple[list[float], npt.NDArray[np.float64]]] = {}
+_sorted_cache: dict[int, tuple[Floats, npt.NDArray[np.float64]]] = {}
 
 
 def sorted_sample(feat: NumericalFeature) -> npt.NDArray[np.float64]:
