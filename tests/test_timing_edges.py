@@ -22,6 +22,7 @@ from aiwatch.cardinality import OVERFLOW
 from aiwatch.metrics import Metrics, default_metrics
 from aiwatch.recording import make_recorder
 from aiwatch.timing import RequestRecorder, call_site, record_phase, set_model
+from aiwatch.traffic import TrafficClasses
 from tests.test_timing import ManualClock
 
 
@@ -732,3 +733,162 @@ def test_a_timeline_names_its_recorders_service(recorder: RequestRecorder) -> No
     tl = recorder.begin()
     assert tl.service == recorder.service == "svc" and timing.current_timeline() is tl
     recorder.finish(tl, "/p", "GET", "200")
+
+
+# ------------------------------------------------------------------- what the request's span is told besides
+
+
+def aiwatch_attributes(span: Any) -> dict[str, Any]:
+    return {k: v for k, v in (span.attributes or {}).items() if k.startswith("aiwatch.")}
+
+
+def test_a_traced_requests_span_names_its_traffic_class_model_version_and_fallbacks(
+        metrics: Metrics, traced: tuple[TracerProvider, InMemorySpanExporter]) -> None:
+    provider, exporter = traced
+    recorder = RequestRecorder(metrics, service="svc", tracer_provider=provider,
+                               traffic_classes=TrafficClasses(["realtime", "batch"], routes={}))
+    tl = recorder.begin()
+    set_model("ranker", "v2")
+    tl.traffic_class = "batch"
+    aiwatch.degraded("cached_prediction")
+    aiwatch.degraded("smaller_model", "tiny")
+    recorder.finish(tl, "/p", "GET", "200")
+    recorder.finish(recorder.begin(), "/p", "GET", "200")  # default class, no version, no fallback: nothing to add
+    tl = recorder.begin()
+    tl.traffic_class = "batch"  # only the class differs from the defaults
+    recorder.finish(tl, "/p", "GET", "200")
+    tl = recorder.begin()
+    set_model("ranker", "v3")  # only the version
+    recorder.finish(tl, "/p", "GET", "200")
+    tl = recorder.begin()
+    aiwatch.degraded("default_answer")  # only a fallback
+    recorder.finish(tl, "/p", "GET", "200")
+    assert [aiwatch_attributes(s) for s in exporter.get_finished_spans()] == [
+        {"aiwatch.traffic_class": "batch", "aiwatch.model.version": "v2",
+         "aiwatch.degraded.reason": ("cached_prediction", "smaller_model")},
+        {},
+        {"aiwatch.traffic_class": "batch"},
+        {"aiwatch.model.version": "v3"},
+        {"aiwatch.degraded.reason": ("default_answer",)},
+    ]
+    assert errors(metrics, "tracing") == 0
+
+
+class _SpanRefusingAttributes:
+    def __init__(self) -> None:
+        self.ended = False
+
+    def is_recording(self) -> bool:
+        return True
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        raise RuntimeError("attribute refused")
+
+    def get_span_context(self) -> Any:
+        return trace.INVALID_SPAN_CONTEXT
+
+    def end(self, end_time: int | None = None) -> None:
+        self.ended = True
+
+
+def test_a_span_refusing_the_extra_attributes_is_counted_under_tracing_and_the_request_recorded(
+        metrics: Metrics, traced: tuple[TracerProvider, InMemorySpanExporter], caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("aiwatch.safety._burst.burst_seconds", 0.0)
+    provider, _ = traced
+    recorder = RequestRecorder(metrics, service="svc", tracer_provider=provider)
+    span = _SpanRefusingAttributes()
+    tl = recorder.begin_in_span(span)
+    set_model("ranker", "v2")
+    recorder.finish(tl, "/p", "GET", "200")
+    counted_once_and_logged(metrics, "tracing", "RuntimeError('attribute refused')", caplog)
+    assert not span.ended  # a span aiwatch did not start is not aiwatch's to end
+    assert metrics.registry.get_sample_value(
+        "aiwatch_request_duration_seconds_count",
+        {"service": "svc", "route": "/p", "method": "GET", "status": "200", "traffic_class": "realtime"}) == 1.0
+
+
+# ------------------------------------------------------------------------------- model versions and late phases
+
+
+def versioned_sum(registry: CollectorRegistry, phase: str, model: str, version: str) -> float | None:
+    return registry.get_sample_value("aiwatch_phase_duration_seconds_sum",
+                                     {"service": "svc", "model": model, "model_version": version, "phase": phase})
+
+
+def test_a_versioned_request_labels_its_own_models_phases_overhead_and_late_phases_only(
+        metrics: Metrics, clock: ManualClock, traced: tuple[TracerProvider, InMemorySpanExporter]) -> None:
+    provider, exporter = traced
+    registry = metrics.registry
+    recorder = RequestRecorder(metrics, service="svc", tracer_provider=provider)
+    for _ in range(2):  # the second request reads the children the first one cached
+        tl = recorder.begin()
+        set_model("ranker", "v2")
+        tl.add("inference", None, 0.25)
+        tl.add("features", "embedder", 0.125)
+        clock.advance(0.5)
+        recorder.finish(tl, "/p", "GET", "200")
+        recorder.observe_late_phase(tl, "serialize", 0.0625)
+    assert versioned_sum(registry, "inference", "ranker", "v2") == 0.5
+    assert versioned_sum(registry, "features", "embedder", "") == 0.25  # another model's phase: no version
+    assert versioned_sum(registry, "overhead", "ranker", "v2") == 0.25  # 2 x (0.5 - 0.25 - 0.125)
+    assert versioned_sum(registry, "serialize", "ranker", "v2") == 0.125
+    for phase in ("inference", "overhead", "serialize"):
+        assert versioned_sum(registry, phase, "ranker", "") is None
+    assert versioned_sum(registry, "features", "embedder", "v2") is None
+    trace_ids = {f"{s.context.trace_id:032x}" for s in exporter.get_finished_spans() if s.context is not None}
+    exemplars = {(s.labels["phase"], s.labels["model_version"], s.exemplar.labels["trace_id"])
+                 for m in registry.collect() if m.name == "aiwatch_phase_duration_seconds"
+                 for s in m.samples if s.exemplar is not None}
+    assert {(phase, version) for phase, version, _ in exemplars} == {
+        ("inference", "v2"), ("features", ""), ("overhead", "v2")}  # a late phase has no exemplar
+    assert {trace_id for _, _, trace_id in exemplars} <= trace_ids
+
+    # the same phases of the same model without a version afterwards: not counted under v2
+    tl = recorder.begin()
+    set_model("ranker")
+    tl.add("inference", None, 0.25)
+    clock.advance(0.25)
+    recorder.finish(tl, "/p", "GET", "200")
+    recorder.observe_late_phase(tl, "serialize", 0.0625)
+    assert versioned_sum(registry, "inference", "ranker", "") == 0.25
+    assert versioned_sum(registry, "serialize", "ranker", "") == 0.0625
+    assert versioned_sum(registry, "inference", "ranker", "v2") == 0.5
+    assert versioned_sum(registry, "serialize", "ranker", "v2") == 0.125
+
+
+def test_a_late_phase_of_a_version_seen_first_after_the_request_is_labelled_with_it(
+        metrics: Metrics, clock: ManualClock) -> None:
+    recorder = RequestRecorder(metrics, service="svc")
+    tl = recorder.begin()
+    set_model("ranker", "v3")
+    recorder._versioned_children.clear()  # as when the cache was full: no children for this version
+    recorder.observe_late_phase(tl, "serialize", 0.5)
+    recorder.observe_late_phase(tl, "serialize", 0.25)
+    assert versioned_sum(metrics.registry, "serialize", "ranker", "v3") == 0.75
+    assert versioned_sum(metrics.registry, "serialize", "ranker", "") is None
+
+
+def test_a_late_phase_that_fails_to_record_is_counted_under_metrics_and_logged(
+        metrics: Metrics, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("aiwatch.safety._burst.burst_seconds", 0.0)
+    recorder = RequestRecorder(metrics, service="svc")
+    tl = recorder.begin()
+    recorder.finish(tl, "/p", "GET", "200")
+
+    def refuse(child: Any, seconds: float, exemplar: Any = None) -> None:
+        raise RuntimeError("histogram refused")
+
+    monkeypatch.setattr(timing, "observe", refuse)
+    recorder.observe_late_phase(tl, "serialize", 0.5)
+    counted_once_and_logged(metrics, "metrics", "RuntimeError('histogram refused')", caplog)
+
+
+def test_a_request_size_alone_is_recorded_without_a_response_size(metrics: Metrics) -> None:
+    recorder = RequestRecorder(metrics, service="svc")
+    recorder.finish(recorder.begin(), "/p", "POST", "200", request_bytes=100)
+    recorder.finish(recorder.begin(), "/p", "POST", "200", response_bytes=40)
+    labels = {"service": "svc", "route": "/p", "method": "POST"}
+    assert metrics.registry.get_sample_value("aiwatch_request_size_bytes_sum", labels) == 100
+    assert metrics.registry.get_sample_value("aiwatch_response_size_bytes_sum", labels) == 40
+    assert metrics.registry.get_sample_value("aiwatch_request_size_bytes_count", labels) == 1
