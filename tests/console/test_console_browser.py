@@ -43,7 +43,6 @@ def test_the_browser_test_never_overwrites_the_demo_screenshot(monkeypatch: pyte
 
 
 @pytest.mark.slow
-@pytest.mark.alone
 def test_console_renders_in_a_real_browser() -> None:
     port = free_port()
     with serve(features=8, gpus=2, interval=0.2) as svc, python_app(
