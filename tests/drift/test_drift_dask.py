@@ -21,9 +21,9 @@ pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
 
 from aiwatch.cli import main  # noqa: E402
+from aiwatch.drift import on_dask  # noqa: E402
 from aiwatch.drift.batch import compare_source, profile_source  # noqa: E402
 from aiwatch.drift.evaluate import Options  # noqa: E402
-from aiwatch.drift import on_dask  # noqa: E402
 from aiwatch.drift.on_dask import compare_dask, profile_dask, read_frame  # noqa: E402
 from aiwatch.drift.profile import ReferenceProfile  # noqa: E402
 from aiwatch.drift.sampling import keep_smallest, row_keys  # noqa: E402
