@@ -9,6 +9,8 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from aiwatch.drift.builder import ProfileBuilder, build_in_memory, numerical_cuts, quantiles_sorted
 from aiwatch.drift.columns import distinct_counts, infer_kind, infer_kind_counting
@@ -51,6 +53,22 @@ def test_counting_sorted_values_is_counting_them(values: np.ndarray) -> None:
                  np.array([1.0])):
         counts = count_bins_sorted(cuts, np.sort(values))
         assert counts.tolist() == count_bins(cuts, values).tolist() and counts.dtype == np.int64
+
+
+@settings(max_examples=60, deadline=None)
+@given(cuts=st.lists(st.integers(-4, 4).map(float), max_size=40).map(sorted),
+       picks=st.lists(st.sampled_from([-5.0, -4.0, -2.5, -1.0, 0.0, 0.5, 1.0, 3.0, 4.0, 9.0, math.inf, -math.inf]),
+                      min_size=1, max_size=8),
+       size=st.sampled_from([1, 1023, 1024, 5000]))
+def test_counting_by_comparisons_is_counting_by_binary_search(cuts: list[float], picks: list[float],
+                                                               size: int) -> None:
+    """Large arrays with few cuts are counted by one comparison per cut; every array, with values on the cuts and
+    infinities, gets the counts of the binary search (small arrays and many cuts still use it)."""
+    values = np.resize(np.array(picks), size)
+    edges = np.array(cuts, dtype=np.float64)
+    searched = np.bincount(bin_index(edges, values), minlength=edges.size + 1)
+    counted = count_bins(edges, values)
+    assert counted.tolist() == searched.tolist() and counted.dtype == np.int64
 
 
 def test_new_values_are_the_distinct_values_outside_the_reference_smallest_first() -> None:
