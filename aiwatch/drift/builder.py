@@ -23,8 +23,10 @@ import numpy.typing as npt
 
 from aiwatch.drift.columns import (
     FloatArray,
+    SortBuffer,
     category_key,
     distinct_counts,
+    finite_of_sorted,
     infer_kind_counting,
     is_missing,
     to_float_counting,
@@ -166,24 +168,25 @@ class _NumericalPass1:
         self.sample, self.keys = keep_smallest(values, keys, sample_size)
 
 
-class _Scratch:
-    """Two float buffers reused from one column to the next by :meth:`ProfileBuilder.add_whole`: the sorted copy
-    and the deviations from the mean. A new 8 MB array per column and use costs more in page faults (the allocator
-    returns large blocks to the system on free) than the arithmetic done in it."""
+class _Scratch(SortBuffer):
+    """What :meth:`ProfileBuilder.add_whole` reuses from one column to the next: the buffer of the sorted copy,
+    and one for the deviations from the mean (grown with it)."""
 
     def __init__(self) -> None:
-        self._sorted = np.empty(0)
+        super().__init__()
         self.deviations = np.empty(0)
 
     def sorted_copy(self, values: FloatArray) -> FloatArray:
-        """``np.sort(values)``, in the reused buffer (valid until the next call); the deviation buffer is grown to
-        the same size."""
-        if self._sorted.size < values.size:
-            self._sorted, self.deviations = np.empty(values.size), np.empty(values.size)
-        ordered = self._sorted[: values.size]
-        np.copyto(ordered, values)
-        ordered.sort()
-        return ordered
+        if self.deviations.size < values.size:
+            self.deviations = np.empty(values.size)
+        return super().sorted_copy(values)
+
+
+def _finite_sorted(arr: FloatArray, scratch: _Scratch) -> tuple[FloatArray, FloatArray]:
+    """The finite values of ``arr``, and the same sorted (in ``scratch``); ``arr`` itself when every value is
+    finite, which the sorted copy's ends tell without a mask (:func:`~aiwatch.drift.columns.finite_of_sorted`)."""
+    ordered = finite_of_sorted(scratch.sorted_copy(arr))
+    return (arr if ordered.size == arr.size else arr[np.isfinite(arr)]), ordered
 
 
 class ProfileBuilder:
@@ -295,9 +298,7 @@ class ProfileBuilder:
                 if name in self._num:
                     raise ProfileError(f"column {name!r} was already added: add_whole takes each column once")
                 arr = to_float_counting(values)[0]
-                finite_mask = np.isfinite(arr)
-                finite = arr if finite_mask.all() else arr[finite_mask]
-                ordered = scratch.sorted_copy(finite)
+                finite, ordered = _finite_sorted(arr, scratch)
                 acc = self._num[name] = _NumericalPass1()
                 acc.missing = int(arr.size - finite.size)
                 acc.add(finite, ordered=ordered, scratch=scratch.deviations)
@@ -407,8 +408,7 @@ class ProfileBuilder:
         return NumericalFeature(
             name, cuts, [int(c) for c in bins], acc.count, acc.missing, acc.mean if acc.count else math.nan, std,
             acc.min if acc.count else math.nan, acc.max if acc.count else math.nan,
-            sorted(acc.distinct) if acc.distinct is not None else None,
-            acc.sample[order].tolist(), acc.keys[order].tolist())
+            sorted(acc.distinct) if acc.distinct is not None else None, acc.sample[order], acc.keys[order])
 
     def _categorical(self, name: str) -> CategoricalFeature:
         counter = self._cat[name]

@@ -127,28 +127,60 @@ _BY_REFERENCE_MIN = 1024
 
 def _count_by_reference(values: npt.NDArray[Any]) -> Counter[Any] | None:
     """:func:`distinct_counts` of an object array through its references; ``None`` when most objects are distinct."""
-    try:  # an object array's bytes are its references (CPython: the objects' addresses)
-        references = np.frombuffer(np.ascontiguousarray(values).tobytes(), dtype=np.intp)
-    except (TypeError, ValueError):  # a numpy that refuses: count by value
+    try:  # an object array's buffer holds its references (CPython: the objects' addresses), read without a copy
+        references = np.frombuffer(np.ascontiguousarray(values), dtype=np.intp)
+    except (TypeError, ValueError, BufferError):  # a numpy that refuses: count by value
         return None
     if references.size != values.size:
         return None
+    found = _count_few_references(references)
+    if found is None:
+        found = _count_references_sorted(references)
+        if found is None:
+            return None
+    first_seen, sizes = found
+    # in the order of each object's first occurrence, as a Counter of the values would meet them: of equal keys
+    # (1, 1.0, True) the first one met is the one kept
+    by_first = np.argsort(first_seen)
+    out: Counter[Any] = Counter()
+    for obj, n in zip(values[first_seen[by_first]].tolist(), sizes[by_first].tolist(), strict=True):
+        out[obj] += n  # equal objects that are not the same object meet here
+    return out
+
+
+#: Up to this many distinct references in a column's first values, each is counted by one comparison pass over the
+#: column (cheaper than sorting the references while there are few).
+_FEW_REFERENCES = 16
+_PROBE = 4096
+
+
+def _count_few_references(references: npt.NDArray[np.intp]) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]] \
+        | None:
+    """Each distinct reference's first occurrence and count, when the first values hold at most
+    :data:`_FEW_REFERENCES` distinct ones and the rest of the column holds no other; ``None`` otherwise."""
+    distinct, first_seen = np.unique(references[:_PROBE], return_index=True)
+    if distinct.size > _FEW_REFERENCES:
+        return None
+    equal = np.empty(references.size, dtype=bool)
+    sizes = np.array([np.count_nonzero(np.equal(references, r, out=equal)) for r in distinct.tolist()],
+                     dtype=np.intp)
+    if int(sizes.sum()) != references.size:  # a reference past the probe that is none of these
+        return None
+    return first_seen.astype(np.intp, copy=False), sizes
+
+
+def _count_references_sorted(references: npt.NDArray[np.intp]) -> tuple[npt.NDArray[np.intp],
+                                                                        npt.NDArray[np.intp]] | None:
+    """Each distinct reference's first occurrence and count, by one sort of the references; ``None`` when more than
+    a quarter of them are distinct."""
     grouped = np.sort(references)
     first = np.empty(grouped.size, dtype=bool)
     first[0] = True
     np.not_equal(grouped[1:], grouped[:-1], out=first[1:])
     starts = np.flatnonzero(first)
-    if starts.size > values.size // 4:
+    if starts.size > references.size // 4:
         return None
-    # in the order of each object's first occurrence, as a Counter of the values would meet them: of equal keys
-    # (1, 1.0, True) the first one met is the one kept
-    first_seen = _first_occurrences(references, grouped[starts])
-    by_first = np.argsort(first_seen)
-    sizes = np.diff(starts, append=grouped.size)
-    out: Counter[Any] = Counter()
-    for obj, n in zip(values[first_seen[by_first]].tolist(), sizes[by_first].tolist(), strict=True):
-        out[obj] += n  # equal objects that are not the same object meet here
-    return out
+    return _first_occurrences(references, grouped[starts]), np.diff(starts, append=grouped.size)
 
 
 def _first_occurrences(references: npt.NDArray[np.intp], distinct: npt.NDArray[np.intp]) -> npt.NDArray[np.intp]:
@@ -183,6 +215,38 @@ def isna(values: Any) -> npt.NDArray[np.bool_]:
     if arr.dtype.kind == "O":
         return np.fromiter((is_missing(v) for v in arr.tolist()), dtype=bool, count=arr.size)
     return np.zeros(arr.shape, dtype=bool)
+
+
+def finite_of_sorted(ordered: FloatArray) -> FloatArray:
+    """The finite values of a sorted float array, a view of it: a sort puts -inf first and +inf then NaN last, so
+    its two ends tell whether every value is finite (``ordered`` itself), and otherwise the finite values are its
+    middle.
+
+    >>> finite_of_sorted(np.sort(np.array([2.0, np.nan, -np.inf, 1.0, np.inf]))).tolist()
+    [1.0, 2.0]
+    """
+    if ordered.size == 0 or (ordered[0] > -np.inf and ordered[-1] < np.inf):
+        return ordered
+    start = int(np.searchsorted(ordered, -np.inf, side="right"))
+    stop = int(np.searchsorted(ordered, np.inf, side="left"))  # NaN sorts after +inf
+    return ordered[start:stop]
+
+
+class SortBuffer:
+    """Sorted copies of columns made one after the other in one reused buffer: a new 8 MB array per 1M-value
+    column costs more in page faults than its sort (the allocator returns such blocks to the system on free)."""
+
+    def __init__(self) -> None:
+        self._buffer = np.empty(0)
+
+    def sorted_copy(self, values: FloatArray) -> FloatArray:
+        """``np.sort(values)``, in the buffer: valid until the next call."""
+        if self._buffer.size < values.size:
+            self._buffer = np.empty(values.size)
+        ordered = self._buffer[: values.size]
+        np.copyto(ordered, values)
+        ordered.sort()
+        return ordered
 
 
 def to_float(v: Any) -> float | None:

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from aiwatch.drift.columns import FloatArray, to_float_counting
+from aiwatch.drift.columns import FloatArray, SortBuffer, finite_of_sorted, to_float_counting
 from aiwatch.drift.counting import CategoryBuckets, IntArray, count_bins, count_bins_sorted, merge_new_values
 from aiwatch.drift.features import CategoricalFeature, Feature, NumericalFeature
 from aiwatch.drift.sampling import keep_smallest, systematic_sample
@@ -55,18 +55,21 @@ class CurrentFeature:
 
 
 def numerical_current(feat: NumericalFeature, values: Any, max_exact: int | None = DEFAULT_MAX_EXACT,
-                      rng: np.random.Generator | None = None, bins: bool = True) -> CurrentFeature:
+                      rng: np.random.Generator | None = None, bins: bool = True,
+                      buffer: SortBuffer | None = None) -> CurrentFeature:
     """Summarise a column of current values for ``feat`` (non-finite values and wrong types are missing/invalid).
 
     ``max_exact``: the values kept for KS / Wasserstein (a systematic sample past it; ``None``: every value, sorted
-    once, the bin counts read off the sorted values). ``bins=False`` skips the bin counts (when the test uses raw
-    values only)."""
+    once, the bin counts read off the sorted values; ``buffer``: where to sort them, then the result's values are
+    valid until the buffer's next use). ``bins=False`` skips the bin counts (when the test uses raw values only)."""
+    if max_exact is None:
+        arr, invalid = to_float_counting(values)
+        ordered = finite_of_sorted(np.sort(arr) if buffer is None else buffer.sorted_copy(arr))
+        counts = count_bins_sorted(feat.cut_array(), ordered) if bins else np.zeros(0, dtype=np.int64)
+        return CurrentFeature(int(ordered.size), counts, ordered, int(arr.size - ordered.size) - invalid, invalid,
+                              int(feat.new_values(ordered).size), values_sorted=True)
     finite, missing, invalid = _finite(values)
     new = int(feat.new_values(finite).size)
-    if max_exact is None:
-        ordered = np.sort(finite)
-        counts = count_bins_sorted(feat.cut_array(), ordered) if bins else np.zeros(0, dtype=np.int64)
-        return CurrentFeature(int(finite.size), counts, ordered, missing, invalid, new, values_sorted=True)
     counts = count_bins(feat.cut_array(), finite) if bins else np.zeros(0, dtype=np.int64)
     return CurrentFeature(int(finite.size), counts, systematic_sample(finite, max_exact, rng), missing, invalid, new)
 

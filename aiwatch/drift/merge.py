@@ -16,8 +16,16 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from aiwatch.drift.columns import FloatArray
 from aiwatch.drift.errors import ProfileError
-from aiwatch.drift.features import DISCRETE_LIMIT, MAX_OTHER_NAMES, CategoricalFeature, Feature, NumericalFeature
+from aiwatch.drift.features import (
+    DISCRETE_LIMIT,
+    MAX_OTHER_NAMES,
+    CategoricalFeature,
+    Feature,
+    Floats,
+    NumericalFeature,
+)
 from aiwatch.drift.sampling import keep_smallest
 
 
@@ -56,10 +64,14 @@ def merge_numerical(a: NumericalFeature, b: NumericalFeature, sample_size: int) 
     if a.distinct is not None and b.distinct is not None:
         union = sorted(set(a.distinct) | set(b.distinct))
         distinct = union if len(union) <= DISCRETE_LIMIT else None
-    values, keys = keep_smallest(np.asarray(a.sample + b.sample), np.asarray(a.sample_keys + b.sample_keys),
-                                 sample_size)
+    values, keys = keep_smallest(_joined(a.sample, b.sample), _joined(a.sample_keys, b.sample_keys), sample_size)
     return NumericalFeature(a.name, a.cuts, [x + y for x, y in zip(a.bin_counts, b.bin_counts, strict=True)], n,
-                            a.missing + b.missing, mean, std, lo, hi, distinct, values.tolist(), keys.tolist())
+                            a.missing + b.missing, mean, std, lo, hi, distinct, values, keys)
+
+
+def _joined(a: Floats, b: Floats) -> FloatArray:
+    """Two samples (arrays or lists) end to end, as one float64 array."""
+    return np.concatenate([np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)])
 
 
 def merge_categorical(a: CategoricalFeature, b: CategoricalFeature, top_k: int | None) -> CategoricalFeature:

@@ -23,7 +23,14 @@ from typing import Any
 import numpy as np
 
 from aiwatch.drift.errors import ProfileError
-from aiwatch.drift.features import DEFAULT_BINS, MAX_OTHER_NAMES, CategoricalFeature, Feature, NumericalFeature
+from aiwatch.drift.features import (
+    DEFAULT_BINS,
+    MAX_OTHER_NAMES,
+    CategoricalFeature,
+    Feature,
+    Floats,
+    NumericalFeature,
+)
 from aiwatch.drift.validation import DEFAULT_LIMITS, MAX_COUNT, ProfileLimits, check_feature
 
 FORMAT = "aiwatch.reference_profile"
@@ -64,7 +71,7 @@ def feature_to_dict(f: Feature) -> dict[str, Any]:
             "count": f.count, "missing": f.missing, "other_names": f.other_names, "exact": f.exact}
 
 
-def encode_floats(values: list[float]) -> str:
+def encode_floats(values: Floats) -> str:
     """Floats as base64 of little-endian float64."""
     return base64.b64encode(np.asarray(values, dtype="<f8").tobytes()).decode("ascii")
 

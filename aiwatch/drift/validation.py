@@ -93,7 +93,7 @@ def check_numerical(f: NumericalFeature, limits: ProfileLimits = DEFAULT_LIMITS)
     if len(f.sample) > min(f.count, limits.max_sample):
         raise ProfileError(f"{where}: the sample holds {len(f.sample)} values, more than count ({f.count}) or "
                            f"the limit ({limits.max_sample})")
-    if f.count and not f.sample:
+    if f.count and len(f.sample) == 0:
         raise ProfileError(f"{where}: the sample is empty but count is {f.count}")
     _finite_array(f.sample, f"{where}: sample")
     if len(f.sample_keys) != len(f.sample):
@@ -153,14 +153,19 @@ def _increasing(values: Sequence[float], what: str) -> None:
 _PLAIN_NUMBERS = frozenset({float, int})
 
 
-def _finite_array(values: Sequence[float], what: str) -> FloatArray:
-    if not set(map(type, values)) <= _PLAIN_NUMBERS and not all(
-            isinstance(v, Real) and not isinstance(v, bool) for v in values):
-        raise ProfileError(f"{what} must be numbers")
-    try:
-        arr = np.asarray(values, dtype=np.float64)
-    except (OverflowError, ValueError, TypeError):
-        raise ProfileError(f"{what} must be finite numbers") from None
+def _finite_array(values: Sequence[float] | FloatArray, what: str) -> FloatArray:
+    if isinstance(values, np.ndarray) and values.dtype == np.float64:  # numbers by their type (a built sample)
+        arr: FloatArray = values
+    else:
+        if not set(map(type, values)) <= _PLAIN_NUMBERS and not all(
+                isinstance(v, Real) and not isinstance(v, bool) for v in values):
+            raise ProfileError(f"{what} must be numbers")
+        try:
+            arr = np.asarray(values, dtype=np.float64)
+        except (OverflowError, ValueError, TypeError):
+            raise ProfileError(f"{what} must be finite numbers") from None
+    if arr.ndim != 1:
+        raise ProfileError(f"{what} must be a flat list of numbers")
     if not np.isfinite(arr).all():
         raise ProfileError(f"{what} must be finite numbers (found {float(arr[~np.isfinite(arr)][0])!r})")
     return arr

@@ -156,6 +156,9 @@ def test_distinct_counts_merges_equal_objects_that_are_not_the_same_object() -> 
     # equal keys first met past the first 4096 values (a longer prefix finds them), and past every prefix
     np.asarray(["a"] * 10_000 + [True, 1.0, 1, "b"] * 50, dtype=object),
     np.asarray(["a"] * 40_000 + [1.0, True, 1] * 10 + ["late"], dtype=object),
+    # a few objects, each counted by a comparison pass; more than 16 in the first values: one sort of references
+    np.asarray(["x", "y", None] * 5000, dtype=object),
+    np.asarray([f"k{i}" for i in range(40)], dtype=object)[RNG.integers(0, 40, 8000)],
 ])
 def test_distinct_counts_is_a_counter_of_the_values(values: object) -> None:
     expected = Counter(values.tolist() if isinstance(values, np.ndarray) else values)
@@ -196,6 +199,7 @@ def test_quantiles_of_sorted_values_are_numpys_to_the_bit(values: np.ndarray) ->
     RNG.normal(3.0, 2.0, size=50_000),  # more than the sample: edges, counts and stats from the sorted values
     RNG.integers(0, 12, size=5000).astype(float),  # discrete: a bin per value
     np.concatenate([RNG.normal(size=3000), [np.nan, np.inf, -np.inf] * 10]),  # non-finite values are missing
+    np.concatenate([[-np.inf, np.nan] * 5, RNG.normal(size=3000), [np.inf, -np.inf]]),  # at both ends sorted
     np.full(100, 4.0),
 ])
 def test_the_one_sort_build_matches_counting_every_value(values: np.ndarray) -> None:

@@ -140,6 +140,22 @@ def test_features_built_by_hand_are_checked_too() -> None:
         ReferenceProfile.build({"x": RNG.normal(size=100)}, n_bins=10**6)
 
 
+@pytest.mark.parametrize(("sample", "message"), [
+    (np.array([0.0, np.nan]), r"sample must be finite numbers \(found nan\)"),
+    (np.array([[0.0], [1.0]]), "sample must be a flat list of numbers"),
+    (np.array([0.0, 1.0], dtype=object), None),  # an object array is checked value by value: these are numbers
+    (np.array(["0.5", "1"]), "sample must be numbers"),
+])
+def test_a_sample_given_as_an_array_is_checked_like_a_list(sample: np.ndarray, message: str | None) -> None:
+    feature = NumericalFeature("x", [0.5], [1, 1], 2, mean=0.5, std=0.5, min=0.0, max=1.0, sample=sample,
+                               sample_keys=np.array([0.25, 0.75]))
+    if message is None:
+        ReferenceProfile({"x": feature})
+    else:
+        with pytest.raises(ProfileError, match=message):
+            ReferenceProfile({"x": feature})
+
+
 @pytest.mark.parametrize(("option", "value"), [
     ("drift_share", float("nan")), ("drift_share", 0.0), ("drift_share", 1.5), ("min_samples", -5),
     ("min_samples", 0), ("threshold", float("nan")), ("threshold", float("inf")), ("threshold", -0.1),

@@ -234,3 +234,15 @@ def test_import_aiwatch_imports_neither_scipy_nor_pandas() -> None:
             "print(sorted(m for m in ('scipy', 'pandas', 'evidently') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=python_env(), check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_built_sample_is_an_array_and_equals_the_loaded_list() -> None:
+    built = ReferenceProfile.build({"x": np.random.default_rng(4).normal(size=5000)}, sample_size=300)
+    loaded = ReferenceProfile.from_json(built.to_json())
+    b, lo = built.features["x"], loaded.features["x"]
+    assert isinstance(b, NumericalFeature) and isinstance(lo, NumericalFeature)
+    assert isinstance(b.sample, np.ndarray) and b.sample.dtype == np.float64 and isinstance(lo.sample, list)
+    assert b == lo and lo == b
+    changed = NumericalFeature(**{**vars(lo), "sample": [*lo.sample[:-1], lo.sample[-1] + 1.0]})
+    assert b != changed
+    assert b != NumericalFeature(**{**vars(lo), "count": lo.count + 1})

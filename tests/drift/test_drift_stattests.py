@@ -6,6 +6,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import stats
 from scipy.spatial import distance
 
@@ -233,3 +235,70 @@ def test_a_distance_equal_to_the_threshold_is_drift() -> None:
 def test_an_unknown_test_name_lists_the_known_ones() -> None:
     with pytest.raises(ValueError, match=r"known: ks, chisquare, z, psi, jensenshannon, wasserstein$"):
         stattests.method("t-test")
+
+
+# ----------------------------------------------------------------- Wasserstein by runs, and the exact mode, vs scipy
+
+_values = st.lists(st.one_of(st.floats(-1e3, 1e3, allow_subnormal=False), st.sampled_from([0.0, 1.0, 2.5])),
+                   min_size=1, max_size=300)  # the sampled values: ties
+
+
+@settings(max_examples=300, deadline=None)
+@given(u=_values, v=_values, offset=st.sampled_from([0.0, 1e6, -1e9]))
+def test_wasserstein_of_sorted_samples_is_scipys_for_any_values(u: list[float], v: list[float],
+                                                                 offset: float) -> None:
+    ref, cur = np.asarray(u) + offset, np.asarray(v) + offset  # far from 0: summed from the median
+    expected = stats.wasserstein_distance(ref, cur)
+    found = stattests.wasserstein_distance_sorted(np.sort(ref), np.sort(cur))
+    assert found == pytest.approx(expected, rel=1e-9, abs=1e-9)
+
+
+@pytest.mark.parametrize("loc", [0.0, 190.0, 1e6, 1e9, -1e9])
+def test_wasserstein_of_a_long_sample_far_from_zero_keeps_its_precision(loc: float) -> None:
+    rng = np.random.default_rng(21)
+    ref, cur = rng.normal(loc, 1.0, 500), rng.normal(loc + 0.05, 1.0, 200_000)  # 400 current values a block
+    expected = stats.wasserstein_distance(ref, cur)
+    assert stattests.wasserstein_distance_sorted(np.sort(ref), np.sort(cur)) == pytest.approx(expected, rel=1e-9)
+
+
+@settings(max_examples=60, deadline=None)
+@given(ref=st.lists(st.floats(-50, 50, allow_subnormal=False), min_size=40, max_size=400),
+       cur=st.lists(st.one_of(st.floats(-60, 60, allow_subnormal=False),
+                              st.sampled_from([math.nan, math.inf, -math.inf, 0.0])), min_size=40, max_size=2000))
+def test_the_exact_mode_is_scipy_on_every_finite_current_value(ref: list[float], cur: list[float]) -> None:
+    from aiwatch.drift.evaluate import Options, compare, compare_features, summarise
+    from aiwatch.drift.profile import ReferenceProfile
+
+    reference = np.asarray(ref)
+    profile = ReferenceProfile.build({"x": reference, "y": reference[::-1].copy()}, sample_size=400)
+    current = np.asarray(cur)
+    finite = current[np.isfinite(current)]
+    data = {"x": current, "y": current[::-1].copy()}
+    report = compare(profile, data, exact=True, method="wasserstein", min_samples=1)
+    for name in ("x", "y"):
+        found = report.features[name]
+        assert (found.current_count, found.missing) == (finite.size, current.size - finite.size)
+        if finite.size:
+            expected = stats.wasserstein_distance(reference, finite) / max(float(np.std(reference)), 0.001)
+            assert found.statistic == pytest.approx(expected, rel=1e-9, abs=1e-12)
+    # one feature at a time in one reused buffer: the same report as every feature summarised and kept
+    options = Options(exact=True, method="wasserstein", min_samples=1)
+    assert compare_features(profile, summarise(profile, data, options), options).to_dict() == report.to_dict()
+    assert np.array_equal(current, np.asarray(cur), equal_nan=True)  # the caller's column is left as it was
+
+
+def test_the_exact_mode_drops_a_features_sorted_values_when_the_next_is_summarised() -> None:
+    from aiwatch.drift.evaluate import Options, _SortedOneByOne
+    from aiwatch.drift.profile import ReferenceProfile
+
+    rng = np.random.default_rng(8)
+    profile = ReferenceProfile.build({"a": rng.normal(size=500), "b": rng.normal(size=500)})
+    lazy = _SortedOneByOne(profile, {"a": rng.normal(size=300), "b": rng.normal(size=200), "z": [1.0]},
+                           Options(exact=True))
+    assert list(lazy) == ["a", "b"] and "a" in lazy and "z" not in lazy and len(lazy) == 2
+    first = lazy["a"]
+    assert first.values is not None and first.values.size == 300 and first.values_sorted
+    second = lazy["b"]
+    assert first.values is None and second.values is not None and second.values.size == 200
+    with pytest.raises(KeyError):
+        lazy["z"]
