@@ -5,7 +5,9 @@ Writes ``--rows`` rows x 25 float64 columns (20 shifted in the current data) as 
 row groups of 128k rows under ``--dir`` (default: a temporary directory under /tmp, deleted afterwards), builds a
 profile from 200k reference rows, then runs each measurement in a fresh subprocess (so ``ru_maxrss`` is its own):
 
-- ``pyarrow``: ``pyarrow.dataset`` reading the 25 columns batch by batch, threads on (the floor);
+- ``pyarrow``: ``pyarrow.dataset`` reading the 25 columns batch by batch, threads on (the floor the issue names);
+- ``row-groups``: pyarrow reading them as aiwatch's reader does (a row group at a time, no pre-buffering) into
+  numpy arrays, nothing counted (the floor of aiwatch's own reading; "ratio rg" is aiwatch against it);
 - ``aiwatch``: ``aiwatch drift PROFILE DIR --json`` (the same read, plus the bins, new values and samples);
 - with ``--dask-workers N``: the same command with ``--dask`` on a LocalCluster of N worker processes started for
   each size (the command's own peak, and the largest worker's).
@@ -37,6 +39,20 @@ d = ds.dataset(sys.argv[1], format="parquet")
 n = 0
 for b in d.to_batches(columns={columns!r}, batch_size=100_000):
     n += b.num_rows
+print(n)
+"""
+
+#: The same columns read the way aiwatch reads them (one row group at a time, every core decoding it, no
+#: pre-buffering) and turned into numpy arrays, with nothing counted: the floor of aiwatch's own reader.
+READ_ROW_GROUPS = """
+import sys, pyarrow.dataset as ds
+d = ds.dataset(sys.argv[1], format="parquet")
+options = ds.ParquetFragmentScanOptions(pre_buffer=False)
+n = 0
+for fragment in d.get_fragments():
+    for piece in fragment.split_by_row_group(schema=d.schema):
+        table = piece.to_table(schema=d.schema, columns={columns!r}, use_threads=True, fragment_scan_options=options)
+        n += sum(col.to_numpy().size for col in table.columns) // len(table.columns)
 print(n)
 """
 
@@ -107,21 +123,23 @@ def main() -> None:
         subprocess.run([sys.executable, "-m", "aiwatch", "profile", "build", str(ref / "ref.parquet"), "-o",
                         str(profile)], check=True, capture_output=True)
         dask_head = f" {'dask s':>7} {'ratio':>6} {'client MiB':>10} {'worker MiB':>10}" if args.dask_workers else ""
-        print(f"{'rows':>11} {'pyarrow s':>10} {'aiwatch s':>10} {'ratio':>6} {'pyarrow MiB':>12} "
-              f"{'aiwatch MiB':>12}{dask_head}  load")
+        print(f"{'rows':>11} {'pyarrow s':>10} {'row-groups s':>12} {'aiwatch s':>10} {'ratio':>6} {'ratio rg':>8} "
+              f"{'pyarrow MiB':>12} {'aiwatch MiB':>12}{dask_head}  load")
         for rows in args.rows:
             data = base / f"current-{rows}"
             data.mkdir(exist_ok=True)
             if not any(data.glob("*.parquet")):  # --dir: data written by an earlier run is reused
                 write_data(data, rows, args.files)
             floor_s, floor_mb = measure([sys.executable, "-c", READ_FLOOR.format(columns=COLUMNS), str(data)])
+            groups_s, _ = measure([sys.executable, "-c", READ_ROW_GROUPS.format(columns=COLUMNS), str(data)])
             ours_s, ours_mb = measure([sys.executable, "-m", "aiwatch", "drift", str(profile), str(data), "--json"])
             on_dask = ""
             if args.dask_workers:
                 dask_s, client_mb, worker_mb = dask_run(profile, data, args.dask_workers)
                 on_dask = f" {dask_s:>7.2f} {dask_s / floor_s:>6.2f} {client_mb:>10.0f} {worker_mb:>10.0f}"
-            print(f"{rows:>11} {floor_s:>10.2f} {ours_s:>10.2f} {ours_s / floor_s:>6.2f} {floor_mb:>12.0f} "
-                  f"{ours_mb:>12.0f}{on_dask}  {os.getloadavg()[0]:.1f}", flush=True)
+            print(f"{rows:>11} {floor_s:>10.2f} {groups_s:>12.2f} {ours_s:>10.2f} {ours_s / floor_s:>6.2f} "
+                  f"{ours_s / groups_s:>8.2f} {floor_mb:>12.0f} {ours_mb:>12.0f}{on_dask}  {os.getloadavg()[0]:.1f}",
+                  flush=True)
             if args.dir is None:
                 shutil.rmtree(data)
     finally:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -27,3 +28,22 @@ def registry() -> CollectorRegistry:
 @pytest.fixture
 def metrics(registry: CollectorRegistry) -> Metrics:
     return Metrics(registry)
+
+
+#: directories whose tests share one session-scoped stack (a Prometheus and a service under load): under
+#: pytest-xdist, their tests stay on one worker so that the stack starts once per suite, not once per worker
+_SHARED_STACK_DIRS = ("console", "diagnose")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist's ``--dist loadgroup`` (scripts/test.sh), a module's tests run on one worker (module-scoped
+    fixtures start once), and so do the tests of each directory in :data:`_SHARED_STACK_DIRS`."""
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    tests_dir = Path(__file__).parent
+    for item in items:
+        if not item.path.is_relative_to(tests_dir):
+            continue
+        relative = item.path.relative_to(tests_dir)
+        group = relative.parts[0] if relative.parts[0] in _SHARED_STACK_DIRS else relative.as_posix()
+        item.add_marker(pytest.mark.xdist_group(group))

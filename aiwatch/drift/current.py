@@ -118,7 +118,20 @@ class ChunkedCurrent:
     def __init__(self, feat: Feature, max_exact: int | None) -> None:
         self.feat, self.max_exact = feat, max_exact
         self._buckets = feat.buckets() if isinstance(feat, CategoricalFeature) else None
-        self.part = CurrentPart()
+        self._part = CurrentPart()
+        # The sample is kept lazily: candidates (values and keys) pile up in these lists until they are more than
+        # twice the sample's size, then the smallest keys are kept; a key at or above ``_below`` (the largest kept
+        # at the last cut) can never enter. One selection per sample's worth of candidates, not one per chunk.
+        self._pending_values: list[FloatArray] = []
+        self._pending_keys: list[FloatArray] = []
+        self._pending = 0
+        self._below = np.inf
+
+    @property
+    def part(self) -> CurrentPart:
+        """The summary of the rows counted so far (its sample cut to ``max_exact``)."""
+        self._settle(self.max_exact)
+        return self._part
 
     def add(self, values: Any, keys: FloatArray) -> None:
         """Count one chunk of the column; ``keys``: its rows' sample keys (one per value)."""
@@ -133,8 +146,8 @@ class ChunkedCurrent:
                 part.values.append(chunk)
             else:
                 sample, chunk_keys = chunk, keys if every else keys[finite_mask]
-                if self.part.keys.size >= self.max_exact:  # full: only keys below the largest kept one can enter
-                    below = chunk_keys < self.part.keys.max()
+                if self._below < np.inf:  # a full sample: only keys below the largest kept one can enter
+                    below = chunk_keys < self._below
                     sample, chunk_keys = sample[below], chunk_keys[below]
                 sample, part.keys = keep_smallest(sample, chunk_keys, self.max_exact)
             part.new = feat.new_values(chunk)
@@ -146,12 +159,12 @@ class ChunkedCurrent:
 
     def merge(self, other: CurrentPart) -> None:
         """Add the summary of other rows of this feature."""
-        mine, theirs = self.part, other.total
+        mine, theirs = self._part, other.total
         total = mine.total
         if theirs is None:
             return
         if total is None:
-            self.part = CurrentPart(theirs, other.keys, other.new, list(other.values))
+            self._part = CurrentPart(theirs, other.keys, other.new, list(other.values))
             return
         total.count += theirs.count
         total.bin_counts = total.bin_counts + theirs.bin_counts
@@ -162,9 +175,25 @@ class ChunkedCurrent:
             return
         mine.new = merge_new_values(mine.new, other.new)
         mine.values.extend(other.values)
-        if self.max_exact is not None and theirs.values is not None:
-            pool = theirs.values if total.values is None else np.concatenate([total.values, theirs.values])
-            total.values, mine.keys = keep_smallest(pool, np.concatenate([mine.keys, other.keys]), self.max_exact)
+        if self.max_exact is not None and theirs.values is not None and other.keys.size:
+            self._pending_values.append(theirs.values)
+            self._pending_keys.append(other.keys)
+            self._pending += other.keys.size
+            if self._pending + mine.keys.size > 2 * self.max_exact:
+                self._settle(self.max_exact)
+
+    def _settle(self, size: int | None) -> None:
+        """Move the pending candidates into the sample, cut to the ``size`` smallest keys."""
+        total = self._part.total
+        if not self._pending or size is None or total is None:
+            return
+        kept = [] if total.values is None else [total.values]
+        values = np.concatenate([*kept, *self._pending_values])
+        keys = np.concatenate([self._part.keys, *self._pending_keys])
+        self._pending_values, self._pending_keys, self._pending = [], [], 0
+        total.values, self._part.keys = keep_smallest(values, keys, size)
+        if self._part.keys.size >= size:
+            self._below = float(self._part.keys.max())
 
     def result(self) -> CurrentFeature | None:
         """The summary of every chunk added (None before the first); the values sorted."""

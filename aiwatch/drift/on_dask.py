@@ -20,6 +20,7 @@ Needs ``pip install "aiwatch[dask]"``.
 from __future__ import annotations
 
 import functools
+import itertools
 import operator
 import os
 import warnings
@@ -65,12 +66,10 @@ def profile_dask(frame: Any, *, n_bins: int = DEFAULT_BINS, top_k: int = DEFAULT
     names = list(final.kinds)
     if not names:
         final.features()  # raises: nothing to profile
-    parts = frame[names].to_delayed()
-    offsets = _offsets(dask, parts)
     pass1 = functools.partial(_partial_profile, kinds=dict(final.kinds), sample_size=sample_size, seed=seed,
                               limits=limits, chunk_rows=chunk_rows)
     merge1 = functools.partial(_merge_partial_profiles, sample_size=sample_size)
-    merged = _tree(dask, [dask.delayed(pass1)(p, offset) for p, offset in zip(parts, offsets, strict=True)], merge1)
+    merged = _tree_checked(dask, frame[names], lambda p, offset: dask.delayed(pass1)(p, offset), merge1)
     if merged is None:
         raise ProfileError("no rows to profile")
     builder = ProfileBuilder(n_bins=n_bins, top_k=top_k, sample_size=sample_size, kinds=kinds, edges=edges,
@@ -79,6 +78,7 @@ def profile_dask(frame: Any, *, n_bins: int = DEFAULT_BINS, top_k: int = DEFAULT
     builder.skipped = dict(final.skipped)
     if builder.needs_second_pass:
         pass2 = functools.partial(_bin_counts, cuts=builder.cuts(), chunk_rows=chunk_rows)
+        parts = frame[names].to_delayed()
         builder.add_bin_counts(_tree(dask, [dask.delayed(pass2)(p) for p in parts], _add_bin_counts))
     return ReferenceProfile.from_builder(builder)
 
@@ -93,13 +93,11 @@ def compare_dask(profile: ReferenceProfile, frame: Any, options: Options | None 
     present = [name for name in profile.features if name in frame.columns]
     acc = {name: ChunkedCurrent(feat, options.sample_limit()) for name, feat in profile.features.items()}
     if present:
-        parts = frame[present].to_delayed()
-        offsets = _offsets(dask, parts)
         shared = dask.delayed(profile, traverse=False)  # one copy in the graph, not one per partition
         count = functools.partial(_partial_current, options=options, chunk_rows=chunk_rows)
         merge = functools.partial(_merge_current, max_exact=options.sample_limit())
-        merged = _tree(dask, [dask.delayed(count)(p, offset, shared) for p, offset in zip(parts, offsets, strict=True)],
-                       merge, shared)
+        merged = _tree_checked(dask, frame[present], lambda p, offset: dask.delayed(count)(p, offset, shared),
+                               merge, shared)
         for name, part in merged.items():
             acc[name].merge(part)
     return report_counted(profile, acc, options, {str(c) for c in frame.columns} - set(ignore))
@@ -213,13 +211,51 @@ def _in_range(frame: Any, *, time_column: str, since: datetime | None, until: da
 # ----------------------------------------------------------------------------------------------- scheduling
 
 
-def _offsets(dask: Any, parts: list[Any]) -> list[Any]:
-    """Where each partition's rows start in the whole, as tasks: the running sum of the partitions' lengths, which
-    each partition's summary waits for (the partition is read once; no pass only to count rows)."""
-    offsets: list[Any] = [0]
+class _LengthsDiffer(Exception):
+    """A partition's row count is not the one Dask's metadata gave (raised on a worker, caught on the client)."""
+
+
+def _tree_checked(dask: Any, frame: Any, summarise: Callable[[Any, Any], Any], merge: Callable[..., Any],
+                  *shared: Any) -> Any:
+    """:func:`_tree` over ``summarise(partition, offset)`` of each partition, ``offset`` being where its rows start
+    in the whole. When Dask knows the partitions' row counts from the data's metadata (Parquet footers, a pandas
+    frame), the offsets are plain numbers and the partitions independent: each worker reads and summarises one
+    partition after another. Otherwise (or when a partition's count turns out different from its metadata's) the
+    offsets are tasks, the running sum of the partitions' lengths, and a partition's summary waits for every
+    partition before it to be read, so a worker may hold several partitions at once."""
+    optimized = frame.optimize()
+    parts = optimized.to_delayed()
+    lengths = _known_lengths(optimized, len(parts))
+    if lengths is not None:
+        offsets = itertools.accumulate(lengths[:-1], initial=0)
+        try:
+            return _tree(dask, [summarise(dask.delayed(_checked)(p, n), offset)
+                                for p, n, offset in zip(parts, lengths, offsets, strict=True)], merge, *shared)
+        except _LengthsDiffer:
+            pass
+    offsets_as_tasks: list[Any] = [0]
     for part in parts[:-1]:
-        offsets.append(dask.delayed(operator.add)(offsets[-1], dask.delayed(len)(part)))
-    return offsets
+        offsets_as_tasks.append(dask.delayed(operator.add)(offsets_as_tasks[-1], dask.delayed(len)(part)))
+    return _tree(dask, [summarise(p, offset) for p, offset in zip(parts, offsets_as_tasks, strict=True)], merge,
+                 *shared)
+
+
+def _known_lengths(frame: Any, partitions: int) -> list[int] | None:
+    """The row count of each partition of an optimized ``frame`` when Dask knows them without reading the data
+    (dask-expr's ``_get_lengths``: Parquet footers, a pandas frame's lengths), else None."""
+    try:
+        lengths = frame.expr._get_lengths()
+    except Exception:  # not dask-expr, an expression that cannot know, a Dask without the method
+        return None
+    if lengths is None or len(lengths) != partitions:
+        return None
+    return [int(n) for n in lengths]
+
+
+def _checked(frame: Any, expected: int) -> Any:
+    if len(frame) != expected:
+        raise _LengthsDiffer(f"a partition has {len(frame)} rows, its metadata said {expected}")
+    return frame
 
 
 def _tree(dask: Any, tasks: list[Any], merge: Callable[..., Any], *shared: Any) -> Any:

@@ -173,6 +173,7 @@ def test_without_batch_traffic_the_summary_shows_no_traffic_class_rows(metrics: 
 
 
 @pytest.mark.slow
+@pytest.mark.alone
 def test_batch_backfill_raises_real_time_latency_that_the_slo_counts_alone(tmp_path: Path) -> None:
     """``aiwatch demo --headless --scenario batch-backfill``, scraped by a real Prometheus with the demo's rules: the
     batch client's requests reach both services as batch, real-time latency rises, and the SLO's request rate is the

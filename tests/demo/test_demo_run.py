@@ -18,7 +18,7 @@ import pytest
 from tests.demo.process import lines_until_load
 from tests.servers import free_port, prometheus, python_env, redis_server, wait_until
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.alone]
 
 
 def _alive(pid: int) -> bool:

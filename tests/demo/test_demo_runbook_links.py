@@ -19,7 +19,7 @@ from tests.console.browser import chromium, wait_for
 from tests.demo.process import lines_until_load
 from tests.servers import free_port, http_get, python_env, require_binary, wait_until
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.alone]
 
 TEXT = "document.body.innerText"
 

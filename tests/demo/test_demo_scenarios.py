@@ -365,6 +365,7 @@ def test_run_stage_honours_a_stage_bound_on_requests_in_flight() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.alone
 def test_the_network_scenario_end_to_end_is_diagnosed_as_the_network(tmp_path: Path) -> None:
     """``aiwatch demo --headless --scenario network``: the slow link on the gateway -> inference hop is switched on
     for the middle stage only, and the summary's diagnosis of that stage names the network."""

@@ -12,7 +12,7 @@ import pytest
 from aiwatch.demo import matrix
 from tests.servers import require_binary
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.alone]
 
 
 @pytest.fixture(scope="module")

@@ -3,12 +3,15 @@ and the sample drawn without a key per value: each checked against the plain com
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import Counter
 from dataclasses import replace
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from aiwatch.drift.builder import ProfileBuilder, build_in_memory, numerical_cuts, quantiles_sorted
 from aiwatch.drift.columns import distinct_counts, infer_kind, infer_kind_counting
@@ -51,6 +54,22 @@ def test_counting_sorted_values_is_counting_them(values: np.ndarray) -> None:
                  np.array([1.0])):
         counts = count_bins_sorted(cuts, np.sort(values))
         assert counts.tolist() == count_bins(cuts, values).tolist() and counts.dtype == np.int64
+
+
+@settings(max_examples=60, deadline=None)
+@given(cuts=st.lists(st.integers(-4, 4).map(float), max_size=40).map(sorted),
+       picks=st.lists(st.sampled_from([-5.0, -4.0, -2.5, -1.0, 0.0, 0.5, 1.0, 3.0, 4.0, 9.0, math.inf, -math.inf]),
+                      min_size=1, max_size=8),
+       size=st.sampled_from([1, 1023, 1024, 5000]))
+def test_counting_by_comparisons_is_counting_by_binary_search(cuts: list[float], picks: list[float],
+                                                               size: int) -> None:
+    """Large arrays with few cuts are counted by one comparison per cut; every array, with values on the cuts and
+    infinities, gets the counts of the binary search (small arrays and many cuts still use it)."""
+    values = np.resize(np.array(picks), size)
+    edges = np.array(cuts, dtype=np.float64)
+    searched = np.bincount(bin_index(edges, values), minlength=edges.size + 1)
+    counted = count_bins(edges, values)
+    assert counted.tolist() == searched.tolist() and counted.dtype == np.int64
 
 
 def test_new_values_are_the_distinct_values_outside_the_reference_smallest_first() -> None:
@@ -271,3 +290,38 @@ def test_systematic_sample_takes_every_kth_value() -> None:
     assert systematic_sample(values, 200) is values
     picked = systematic_sample(values, 10, np.random.default_rng(1))
     assert picked.size == 10 and set(np.diff(picked).tolist()) == {10.0}
+
+
+@settings(max_examples=25, deadline=None)
+@given(cuts=st.lists(st.integers(1, 19_999), max_size=12, unique=True).map(sorted),
+       size=st.sampled_from([1, 50, 300, 2000]), split=st.integers(0, 20_000))
+def test_a_chunked_sample_is_the_rows_with_the_smallest_keys(cuts: list[int], size: int, split: int) -> None:
+    """However the rows arrive (chunks of any length, two halves counted apart then merged), the sample is the values
+    of the ``size`` finite rows with the smallest keys: the sample is cut lazily, never wrongly."""
+    from aiwatch.drift.current import ChunkedCurrent
+    from aiwatch.drift.features import NumericalFeature
+    from aiwatch.drift.sampling import row_keys
+
+    values = np.random.default_rng(len(cuts) + size).normal(size=20_000)
+    values[::37] = np.nan
+    keys = row_keys(5, 0, values.size)
+    finite = np.isfinite(values)
+    expected = np.sort(keep_smallest(values[finite], keys[finite], size)[0])
+    feat = NumericalFeature("x", [0.0], [1, 1], 2)
+
+    def counted(start: int, stop: int) -> ChunkedCurrent:
+        acc = ChunkedCurrent(feat, size)
+        bounds = [start, *[c for c in cuts if start < c < stop], stop]
+        for a, b in itertools.pairwise(bounds):
+            acc.add(values[a:b], keys[a:b])
+        return acc
+
+    whole = counted(0, values.size).result()
+    assert whole is not None and whole.values is not None
+    assert whole.values.tolist() == expected.tolist()
+    halves = counted(0, split)
+    halves.merge(counted(split, values.size).part)
+    merged = halves.result()
+    assert merged is not None and merged.values is not None
+    assert merged.values.tolist() == expected.tolist()
+    assert merged.count == whole.count == int(finite.sum())

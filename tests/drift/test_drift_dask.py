@@ -21,6 +21,7 @@ pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
 
 from aiwatch.cli import main  # noqa: E402
+from aiwatch.drift import on_dask  # noqa: E402
 from aiwatch.drift.batch import compare_source, profile_source  # noqa: E402
 from aiwatch.drift.evaluate import Options  # noqa: E402
 from aiwatch.drift.on_dask import compare_dask, profile_dask, read_frame  # noqa: E402
@@ -103,6 +104,38 @@ def test_drift_on_the_cluster_reports_what_the_single_machine_reports(cluster: A
         local = compare_source(profile, data["current"], options, chunk_rows=CHUNK)
         assert compare_dask(profile, frame, options, chunk_rows=CHUNK).to_dict() == local.to_dict()
         assert local.drifted
+
+
+def test_parquet_partitions_start_where_their_footers_say_and_run_independently(data: dict[str, Path]) -> None:
+    """Dask knows a Parquet frame's row counts from the footers: each partition's offset is a number, and no
+    partition waits for those before it to be read (which made a worker hold several partitions at once)."""
+    frame = read_frame(data["reference"]).optimize()
+    lengths = on_dask._known_lengths(frame, frame.npartitions)
+    assert lengths is not None and lengths == frame.map_partitions(len).compute().tolist()
+    unknown = read_frame(data["reference"]).map_partitions(lambda part: part[part["x"] > 0]).optimize()
+    assert on_dask._known_lengths(unknown, unknown.npartitions) is None
+
+
+def test_frames_of_unknown_or_wrong_lengths_give_the_single_machine_report(cluster: Any, data: dict[str, Path],
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without row counts from metadata (a frame made by map_partitions), and when the metadata's counts are wrong
+    (one row moved between two partitions), the offsets come from the partitions' real lengths: same report."""
+    profile = profile_source(data["reference"], chunk_rows=CHUNK, sample_size=SAMPLE)
+    options = Options(max_exact=2000)
+    local = compare_source(profile, data["current"], options, chunk_rows=CHUNK).to_dict()
+    same_rows = read_frame(data["current"]).map_partitions(lambda part: part)
+    assert compare_dask(profile, same_rows, options, chunk_rows=CHUNK).to_dict() == local
+    known = on_dask._known_lengths
+
+    def one_row_moved(frame: Any, partitions: int) -> list[int] | None:
+        lengths = known(frame, partitions)
+        assert lengths is not None and len(lengths) >= 2
+        return [lengths[0] + 1, lengths[1] - 1, *lengths[2:]]
+
+    monkeypatch.setattr(on_dask, "_known_lengths", one_row_moved)
+    assert compare_dask(profile, read_frame(data["current"]), options, chunk_rows=CHUNK).to_dict() == local
+    assert profile_dask(read_frame(data["reference"]), chunk_rows=CHUNK, sample_size=SAMPLE).features.keys() == \
+        profile.features.keys()
 
 
 def test_per_partition_samples_merge_into_the_whole_datas_sample() -> None:

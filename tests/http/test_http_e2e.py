@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 import aiwatch.client
 from aiwatch.servertiming import parse_server_timing
 from tests.labels import with_defaults
-from tests.servers import free_port, http_get, python_app, python_env
+from tests.servers import free_port, http_get, python_app, python_env, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -96,11 +96,19 @@ def test_gunicorn_two_workers_count_every_request_once(tmp_path: Path, registry:
 
         with ThreadPoolExecutor(4) as pool:
             pids = set(pool.map(one, range(n)))
-        samples = scrape(f"{base}/metrics")
+        # A WSGI request is recorded when the server closes its response, which can come after the client has read
+        # the body: the last requests may reach the metrics a moment after their responses.
+        samples: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+
+        def all_counted() -> bool:
+            samples.clear()
+            samples.update(scrape(f"{base}/metrics"))
+            return value(samples, "aiwatch_request_duration_seconds_count", service="flask", route="/work/<int:n>",
+                         method="GET", status="200") == n
+
+        wait_until(all_counted, 10, what=f"{n} requests counted")
 
     assert len(pids) == 2, f"expected both workers to serve requests, got pids {pids}"
-    assert value(samples, "aiwatch_request_duration_seconds_count", service="flask", route="/work/<int:n>",
-                 method="GET", status="200") == n
     assert value(samples, "aiwatch_phase_duration_seconds_count", service="flask", model="",
                  phase="inference") == n
     assert value(samples, "aiwatch_requests_in_flight", service="flask") == 0
