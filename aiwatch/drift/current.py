@@ -130,7 +130,7 @@ class ChunkedCurrent:
     @property
     def part(self) -> CurrentPart:
         """The summary of the rows counted so far (its sample cut to ``max_exact``)."""
-        self._settle(self.max_exact)
+        self._settle()
         return self._part
 
     def add(self, values: Any, keys: FloatArray) -> None:
@@ -180,11 +180,11 @@ class ChunkedCurrent:
             self._pending_keys.append(other.keys)
             self._pending += other.keys.size
             if self._pending + mine.keys.size > 2 * self.max_exact:
-                self._settle(self.max_exact)
+                self._settle()
 
-    def _settle(self, size: int | None) -> None:
-        """Move the pending candidates into the sample, cut to the ``size`` smallest keys."""
-        total = self._part.total
+    def _settle(self) -> None:
+        """Move the pending candidates into the sample, cut to the ``max_exact`` smallest keys."""
+        total, size = self._part.total, self.max_exact
         if not self._pending or size is None or total is None:
             return
         kept = [] if total.values is None else [total.values]
