@@ -45,6 +45,12 @@ def test_invalid_bound_is_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
         LabelGuard()
 
 
+@pytest.mark.parametrize("bad", [True, 2.5, "10"])
+def test_a_bound_that_is_not_an_integer_is_rejected(bad: object) -> None:
+    with pytest.raises(ValueError, match=r"^max_values must be an integer of at least 1, got "):
+        LabelGuard(max_values=bad)  # type: ignore[arg-type]
+
+
 def test_known_values_of_a_label_never_seen_are_none() -> None:
     guard = LabelGuard(max_values=2)
     assert guard.known("never") == frozenset()

@@ -191,10 +191,31 @@ def test_recorders_are_built_only_by_the_factory() -> None:
 def test_make_recorder_passes_every_server_option(metrics: Metrics) -> None:
     provider = TracerProvider()
     recorder = make_recorder(service="svc", model="ranker", metrics=metrics, tracer_provider=provider,
-                             max_label_values=7, slow_threshold=0.25)
+                             max_label_values=7, slow_threshold=0.25, model_version="v2")
     assert (recorder.service, recorder.model, recorder.slow_threshold) == ("svc", "ranker", 0.25)
+    assert recorder.model_version == "v2"
     assert recorder.metrics is metrics and recorder.guard is guard_for(metrics) and recorder.guard.max_values >= 7
     assert recorder.tracing.tracer() is not None
     assert metrics.registry.get_sample_value("aiwatch_slow_threshold_seconds", {"service": "svc"}) == 0.25
     default = make_recorder(service="other", metrics=metrics)
     assert default.model == "" and default.slow_threshold == 0.3
+
+
+def test_make_client_recorder_passes_every_client_option(metrics: Metrics) -> None:
+    def resolver(method: str, url: str) -> str | None:
+        return "/items/{id}"
+
+    recorder = make_client_recorder(service="svc", peer="ranker", metrics=metrics, route_resolver=resolver,
+                                    max_label_values=7)
+    assert (recorder.service, recorder.peer, recorder.route_resolver) == ("svc", "ranker", resolver)
+    assert recorder.metrics is metrics and recorder.guard is guard_for(metrics) and recorder.guard.max_values >= 7
+    default = make_client_recorder(service="other", metrics=metrics)
+    assert default.peer is None and default.route_resolver is None
+
+
+def test_a_recorder_given_with_options_names_the_options_that_were_set(metrics: Metrics) -> None:
+    from aiwatch.recording import resolve_recorder
+
+    given = make_recorder(metrics=metrics)
+    with pytest.raises(TypeError, match=r"\(got model, service\)$"):
+        resolve_recorder(given, {"service": "svc", "model": "ranker", "registry": None, "model_version": ""})

@@ -35,6 +35,12 @@ def test_malformed_values_raise_naming_the_entry(bad: str) -> None:
         parse_server_timing(bad)
 
 
+@pytest.mark.parametrize("bad", ["db;dur=abc", "db;dur=-1", "db;dur=nan", "db;dur=1e400", "db;desc=x;dur=5ms"])
+def test_a_bad_duration_is_refused_naming_its_entry(bad: str) -> None:
+    with pytest.raises(ValueError, match=r"^malformed Server-Timing entry 'db': dur"):
+        parse_server_timing(bad)
+
+
 def test_a_quoted_desc_may_hold_commas_and_semicolons() -> None:
     assert parse_server_timing('db;desc="a, b";dur=5, total;dur=10') == pytest.approx({"db": 0.005, "total": 0.010})
     assert parse('db;desc="x;y=1, z"').entries == (Entry("db", None, "x;y=1, z"),)

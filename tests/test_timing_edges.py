@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry
 
 import aiwatch
 from aiwatch import timing
-from aiwatch.cardinality import OVERFLOW
+from aiwatch.cardinality import OVERFLOW, guard_for
 from aiwatch.metrics import Metrics, default_metrics
 from aiwatch.recording import make_recorder
 from aiwatch.timing import RequestRecorder, call_site, record_phase, set_model
@@ -892,3 +892,108 @@ def test_a_request_size_alone_is_recorded_without_a_response_size(metrics: Metri
     assert metrics.registry.get_sample_value("aiwatch_request_size_bytes_sum", labels) == 100
     assert metrics.registry.get_sample_value("aiwatch_response_size_bytes_sum", labels) == 40
     assert metrics.registry.get_sample_value("aiwatch_request_size_bytes_count", labels) == 1
+
+
+def test_a_late_phase_of_an_uncached_version_leaves_the_unversioned_phases_alone(
+        metrics: Metrics, clock: ManualClock) -> None:
+    recorder = RequestRecorder(metrics, service="svc")
+    tl = recorder.begin()
+    set_model("ranker", "v3")
+    recorder.finish(tl, "/p", "GET", "200")
+    recorder._versioned_children.clear()  # as when the cache was full: no children for this version
+    recorder.observe_late_phase(tl, "serialize", 0.5)
+    tl = recorder.begin()
+    set_model("ranker")  # the same model and late phase, without a version
+    recorder.finish(tl, "/p", "GET", "200")
+    recorder.observe_late_phase(tl, "serialize", 0.25)
+    assert versioned_sum(metrics.registry, "serialize", "ranker", "v3") == 0.5
+    assert versioned_sum(metrics.registry, "serialize", "ranker", "") == 0.25
+
+
+def overflows(metrics: Metrics, label: str) -> float:
+    return metrics.registry.get_sample_value("aiwatch_label_overflow_total", {"label": label}) or 0.0
+
+
+def test_a_recorders_model_version_labels_its_requests_and_passes_the_version_bound(
+        metrics: Metrics, clock: ManualClock) -> None:
+    guard = guard_for(metrics, 1)
+    recorder = RequestRecorder(metrics, service="svc", model="ranker", guard=guard, model_version="v1")
+    tl = recorder.begin()
+    tl.add("inference", None, 0.25)
+    clock.advance(0.5)
+    recorder.finish(tl, "/p", "GET", "200")
+    assert versioned_sum(metrics.registry, "inference", "ranker", "v1") == 0.25
+    assert versioned_sum(metrics.registry, "overhead", "ranker", "v1") == 0.25
+    assert versioned_sum(metrics.registry, "inference", "ranker", "") is None
+    # another recorder on the registry with another version: past the bound of one model_version value
+    other = RequestRecorder(metrics, service="svc", model="ranker", guard=guard, model_version="v2")
+    assert other.model_version == OVERFLOW
+    assert overflows(metrics, "model_version") == 1 and overflows(metrics, "model") == 0
+
+
+def test_set_model_versions_have_their_own_bound_and_a_request_without_one_takes_none_of_it(
+        metrics: Metrics) -> None:
+    recorder = make_recorder(service="svc", metrics=metrics, max_label_values=1)
+    for version in ("", "v1", "v2"):
+        tl = recorder.begin()
+        set_model("ranker", version)
+        tl.add("inference", None, 0.25)
+        recorder.finish(tl, "/p", "GET", "200")
+    assert versioned_sum(metrics.registry, "inference", "ranker", "") == 0.25
+    assert versioned_sum(metrics.registry, "inference", "ranker", "v1") == 0.25
+    assert versioned_sum(metrics.registry, "inference", "ranker", "v2") is None
+    assert versioned_sum(metrics.registry, "inference", "ranker", OVERFLOW) == 0.25
+    assert overflows(metrics, "model_version") == 1 and overflows(metrics, "model") == 0
+
+
+def test_stream_histograms_fold_routes_past_the_bound_the_request_histograms_share(metrics: Metrics) -> None:
+    recorder = make_recorder(service="svc", metrics=metrics, max_label_values=1)
+    recorder.finish(recorder.begin(), "/a", "GET", "200")  # "/a" takes the only place
+    first_chunk, between_chunks = recorder.stream_children("/b")
+    first_chunk.observe(0.5)
+    between_chunks.observe(0.25)
+    recorder.stream_children("/a")[0].observe(0.125)
+
+    def chunk_sum(name: str, route: str) -> float | None:
+        return metrics.registry.get_sample_value(f"aiwatch_{name}_seconds_sum", {"service": "svc", "route": route})
+
+    assert chunk_sum("time_to_first_chunk", OVERFLOW) == 0.5
+    assert chunk_sum("time_between_chunks", OVERFLOW) == 0.25
+    assert chunk_sum("time_to_first_chunk", "/a") == 0.125
+    assert chunk_sum("time_to_first_chunk", "/b") is None
+    assert overflows(metrics, "route") == 1
+
+
+class _TracerThatFails:
+    def start_span(self, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("tracer down")
+
+
+def test_a_server_span_that_fails_to_start_is_logged_with_its_cause_and_the_request_recorded(
+        metrics: Metrics, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("aiwatch.safety._burst.burst_seconds", 0.0)
+    recorder = RequestRecorder(metrics, service="svc")
+    tl = recorder.begin_with(_TracerThatFails())
+    counted_once_and_logged(metrics, "tracing", "RuntimeError('tracer down')", caplog)
+    with aiwatch.phase("inference"):  # no server span: no phase span, and no second failure
+        pass
+    recorder.finish(tl, "/p", "GET", "200")
+    assert errors(metrics, "tracing") == 1
+    assert phase_sum(metrics.registry, "inference") is not None
+    assert metrics.registry.get_sample_value(
+        "aiwatch_request_duration_seconds_count",
+        {"service": "svc", "route": "/p", "method": "GET", "status": "200", "traffic_class": "realtime"}) == 1.0
+
+
+def test_a_traced_requests_span_carries_its_token_usage(
+        metrics: Metrics, traced: tuple[TracerProvider, InMemorySpanExporter]) -> None:
+    provider, exporter = traced
+    recorder = RequestRecorder(metrics, service="svc", tracer_provider=provider)
+    tl = recorder.begin()
+    aiwatch.record_tokens(input_tokens=12, model="chat-small")
+    aiwatch.record_tokens(output_tokens=3)
+    recorder.finish(tl, "/p", "POST", "200")
+    (span,) = exporter.get_finished_spans()
+    assert {k: v for k, v in (span.attributes or {}).items() if k.startswith("gen_ai.")} == {
+        "gen_ai.usage.input_tokens": 12, "gen_ai.usage.output_tokens": 3, "gen_ai.request.model": "chat-small"}
+    assert errors(metrics, "tracing") == 0
