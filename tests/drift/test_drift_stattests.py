@@ -363,3 +363,23 @@ def test_z_over_counts_so_large_that_both_shares_round_to_one_is_no_evidence() -
 def test_default_method_follows_evidentlys_boundaries(kind: str, reference_count: int, n_values: int,
                                                       expected: str) -> None:
     assert stattests.default_method(kind, reference_count, n_values) == expected
+
+
+def test_float32_values_and_counts_are_tested_as_the_same_numbers_in_float64() -> None:
+    # a float32 column (pandas, a model's features) or float32 counts: the result must not depend on the dtype the
+    # numbers came in; counts below 2**24 are exact in float32, their sums are not
+    rng = np.random.default_rng(17)
+    ref = rng.normal(size=200).astype(np.float32)
+    cur = rng.normal(0.2, 1.3, size=20_000).astype(np.float32)
+    for value_test in (stattests.ks, stattests.wasserstein):
+        assert value_test(ref, cur) == value_test(ref.astype(np.float64), cur.astype(np.float64))
+    ref_counts = rng.integers(10**6, 2**24, size=8).astype(np.float32)
+    cur_counts = rng.integers(10**6, 2**24, size=8).astype(np.float32)
+    for count_test in (stattests.psi, stattests.jensenshannon, stattests.chisquare, stattests.z):
+        assert count_test(ref_counts, cur_counts) == count_test(ref_counts.astype(np.float64),
+                                                                cur_counts.astype(np.float64))
+
+
+def test_benjamini_hochberg_adjusts_p_values_given_as_integers() -> None:
+    assert stattests.benjamini_hochberg([1, 0, 1]) == [1.0, 0.0, 1.0]
+    assert stattests.benjamini_hochberg([0, 0]) == [0.0, 0.0]
