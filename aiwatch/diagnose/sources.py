@@ -169,7 +169,11 @@ def totals_from_snapshots(before: Samples, after: Samples, start: float, end: fl
 
     - counters: ``after - before`` per series; a series absent before counts from 0, one that went down (a
       restart) counts from 0 again;
-    - gauges: the average (``avg`` reads) or the larger (``max`` reads) of the two snapshots' values, per series.
+    - gauges read as an average (``avg``): the average of the two snapshots' values, per series;
+    - gauges read as a maximum (``max``: states such as ``aiwatch_drift_detected``): the value at ``end``, per series
+      (the value at ``start`` only for a series gone by ``end``). With two snapshots there is no peak to take, and
+      the value at ``start`` is the state the previous window left: a feature that drifted in the window before and
+      is back to normal by ``end`` is not reported for this one.
     """
     if end <= start:
         raise ValueError(f"a window must end after it starts, got [{start}, {end}]")
@@ -184,7 +188,7 @@ def totals_from_snapshots(before: Samples, after: Samples, start: float, end: fl
             for key in set(old) | set(new):
                 seen = [v for v in (old.get(key), new.get(key)) if v is not None and not math.isnan(v)]
                 if seen:
-                    grown[key] = sum(seen) / len(seen) if read.kind == "avg" else max(seen)
+                    grown[key] = sum(seen) / len(seen) if read.kind == "avg" else seen[-1]
         values[read.key] = aggregate(read, ((dict(key), value) for key, value in grown.items()))
     return WindowTotals(start, end, values)
 

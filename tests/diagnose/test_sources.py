@@ -134,6 +134,16 @@ def test_snapshots_count_resets_and_new_series_from_zero_and_keep_error_statuses
         totals_from_snapshots(before, after, 60.0, 60.0)
 
 
+def test_snapshots_read_a_state_gauge_at_the_window_end_not_what_the_window_before_left() -> None:
+    name = "aiwatch_drift_detected"
+    basket, age = (("feature", "basket_value"), ("model", "m")), (("feature", "age"), ("model", "m"))
+    gone = (("feature", "gone"), ("model", "m"))
+    before = {name: {basket: 1.0, age: 0.0, gone: 1.0}}  # the sale left basket_value drifted
+    after = {name: {basket: 0.0, age: 1.0}}  # by the recovery's end it is back; age drifted meanwhile
+    w = totals_from_snapshots(before, after, 60.0, 120.0)
+    assert w.of("drift_detected") == {("m", "basket_value"): 0.0, ("m", "age"): 1.0, ("m", "gone"): 1.0}
+
+
 def test_every_read_names_a_sample_of_the_contract_and_a_valid_query() -> None:
     samples = exposed_sample_names()
     for read in READS:
