@@ -97,6 +97,14 @@ def _result(name: str, statistic: float, pvalue: float | None, threshold: float 
                       bool(m.drifted(statistic, pvalue, thr)))
 
 
+def _refuse_no_data(ref: npt.NDArray[np.float64], cur: npt.NDArray[np.float64]) -> tuple[float, float]:
+    """Both sides' totals; an empty side is refused as :func:`_shares` refuses it (a share of nothing is NaN)."""
+    n_ref, n_cur = float(ref.sum()), float(cur.sum())
+    if n_ref <= 0 or n_cur <= 0:
+        raise ValueError("counts are all zero: no data")
+    return n_ref, n_cur
+
+
 def _shares(counts: ArrayLike) -> npt.NDArray[np.float64]:
     arr = np.asarray(counts, dtype=np.float64)
     total = arr.sum()
@@ -239,6 +247,7 @@ def chisquare(reference_counts: ArrayLike, current_counts: ArrayLike,
     cur = np.asarray(current_counts, dtype=np.float64)
     used = (ref > 0) | (cur > 0)
     ref, cur = ref[used], cur[used]
+    _refuse_no_data(ref, cur)
     f_exp = chisquare_expected(ref, cur)
     if f_exp.size < 2:
         return _result("chisquare", 0.0, 1.0, threshold)
@@ -267,7 +276,7 @@ def z(reference_counts: ArrayLike, current_counts: ArrayLike, threshold: float |
     cur = np.asarray(current_counts, dtype=np.float64)
     used = (ref > 0) | (cur > 0)
     ref, cur = ref[used], cur[used]
-    n1, n2 = ref.sum(), cur.sum()
+    n1, n2 = _refuse_no_data(ref, cur)
     if ref.size <= 1:
         return _result("z", 0.0, 1.0, threshold)
     p1, p2 = 1 - ref[0] / n1, 1 - cur[0] / n2
