@@ -76,7 +76,14 @@ def regressor_metrics(predicted: npt.NDArray[np.float64], actual: npt.NDArray[np
     if predicted.size == 0:
         return {"mae": math.nan, "rmse": math.nan}
     error = predicted.astype(np.float64) - actual.astype(np.float64)
-    return {"mae": float(np.mean(np.abs(error))), "rmse": float(np.sqrt(np.mean(error * error)))}
+    magnitude = np.abs(error)
+    # Squares overflow from ~1e154 and sums near 1e308: errors scaled by the largest keep both means finite
+    # wherever the true value is.
+    scale = float(np.max(magnitude))
+    if scale == 0.0 or not math.isfinite(scale):
+        return {"mae": scale, "rmse": scale}
+    relative = magnitude / scale
+    return {"mae": scale * float(np.mean(relative)), "rmse": scale * math.sqrt(float(np.mean(relative * relative)))}
 
 
 def read_labels(path: str | os.PathLike[str], id_column: str = "request_id", outcome_column: str = "outcome") -> Any:

@@ -121,3 +121,20 @@ def test_labels_for_other_requests_are_an_error(log: dict[str, object], tmp_path
     labels.write_text("request_id,outcome\nnot-logged,1\n")
     assert main(["quality", str(log["log"]), str(labels), "--prediction", "output.label"]) == 2
     assert "0 labelled of 400 logged" in capsys.readouterr().err
+
+
+def test_regressor_errors_near_the_float_limit_give_their_finite_mae_and_rmse_without_overflow() -> None:
+    import warnings
+
+    from aiwatch.feedback.outcomes import regressor_metrics
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # squares of 1e200 and sums of 1.7e308 overflowed, with a RuntimeWarning
+        huge = regressor_metrics(np.array([1e200, -1e200]), np.array([0.0, 0.0]))
+        edge = regressor_metrics(np.array([1.7e308, 1.7e308]), np.array([0.0, 0.0]))
+    assert huge["mae"] == pytest.approx(1e200) and huge["rmse"] == pytest.approx(1e200)
+    assert edge["mae"] == pytest.approx(1.7e308) and edge["rmse"] == pytest.approx(1.7e308)
+    ordinary = regressor_metrics(np.array([1.0, 2.0, 3.0]), np.array([2.0, 4.0, 3.0]))
+    assert ordinary["mae"] == pytest.approx(1.0) and ordinary["rmse"] == pytest.approx(math.sqrt(5 / 3))
+    assert regressor_metrics(np.array([1.0]), np.array([1.0])) == {"mae": 0.0, "rmse": 0.0}
+    assert math.isnan(regressor_metrics(np.array([np.nan]), np.array([1.0]))["rmse"])
