@@ -80,7 +80,9 @@ def prom_source(stack: Stack) -> PrometheusSource:
 
 @pytest.fixture(scope="session")
 def scrape_source(stack: Stack) -> Iterator[ScrapeSource]:
-    src = ScrapeSource([stack.service["url"]], interval=0.25, history=30)
+    # a scrape slower than its timeout is a failed one and the views show "—" for it: the default timeout (the
+    # interval, 0.25 s) is too short for a loaded CI machine, and these tests are not about timeouts
+    src = ScrapeSource([stack.service["url"]], interval=0.25, history=30, timeout=5.0)
     wait_until(lambda: bool(src.throughput(WINDOW)) and len(src.throughput(WINDOW)[0].points) >= 3, 20,
                what="three scrapes with traffic")
     yield src
