@@ -178,12 +178,28 @@ def wasserstein_distance_sorted(u: npt.NDArray[np.float64], v: npt.NDArray[np.fl
     # neighbouring values: exact to a few ulps, where differences of running sums over the whole of v were not)
     a = first + 1
     b = np.maximum(last, a)
-    split = np.clip(np.searchsorted(v, u), a, b)
+    split = _splits(v, u, a, b)
     below_sum, above_sum = _run_sums(v, np.stack([a, split, b], axis=1).ravel())
     below = (split - a) * u - below_sum
     above = above_sum - (b - split) * u
     total += m * float(np.sum(below + above))
     return total / (m * n)
+
+
+def _splits(v: npt.NDArray[np.float64], u: npt.NDArray[np.float64], a: npt.NDArray[np.int64],
+            b: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """``np.clip(np.searchsorted(v, u), a, b)``: where each ``u[k]`` splits the run ``v[a[k]:b[k]]``. A ``u[k]`` at
+    or before its run's first value splits it at ``a[k]``, one past its last at ``b[k]``; only the rest (few: a run
+    is ~n/m values, and ``u[k]`` lands in its own one only where the two quantile functions cross) are searched for
+    in ``v``. A binary search of 20 000 values in 1M costs about as much as the rest of the distance."""
+    n = v.size
+    first = v[np.minimum(a, n - 1)]
+    last = v[b - 1]
+    split = np.where(u <= first, a, b)
+    inside = (u > first) & (u <= last) & (b > a)
+    if inside.any():
+        split[inside] = np.clip(np.searchsorted(v, u[inside]), a[inside], b[inside])
+    return split
 
 
 def _run_sums(v: npt.NDArray[np.float64], bounds: npt.NDArray[np.int64]) -> tuple[npt.NDArray[np.float64],

@@ -316,6 +316,21 @@ def test_a_count_test_refuses_a_side_without_data_and_says_why(
         test(reference, current)
 
 
+@pytest.mark.parametrize("test", [stattests.chisquare, stattests.z])
+def test_a_count_test_takes_a_side_of_one_value(
+        test: Callable[[list[int], list[int]], stattests.TestResult]) -> None:
+    # one value is data: only a total of zero is refused
+    for reference, current in (([1, 0], [30, 70]), ([30, 70], [0, 1])):
+        result = test(reference, current)
+        assert result.pvalue is not None and 0.0 <= result.pvalue < 1.0, (reference, current)
+
+
+def test_z_skips_a_first_bucket_empty_on_both_sides() -> None:
+    # the share compared is the first *used* bucket's: an empty one on both sides would make both shares 0
+    assert stattests.z([0, 30, 70], [0, 50, 50]).statistic == pytest.approx(stattests.z([30, 70], [50, 50]).statistic)
+    assert stattests.z([0, 30, 70], [0, 50, 50]).pvalue < 0.01
+
+
 def test_wasserstein_is_normalised_by_the_reference_std_it_is_given() -> None:
     # W([0, 1], [1, 2]) = 1; the sample's own std is 0.5, a profile's full reference can have another
     assert stattests.wasserstein([0.0, 1.0], [1.0, 2.0]).statistic == pytest.approx(2.0)
