@@ -192,13 +192,12 @@ def _splits(v: npt.NDArray[np.float64], u: npt.NDArray[np.float64], a: npt.NDArr
     or before its run's first value splits it at ``a[k]``, one past its last at ``b[k]``; only the rest (few: a run
     is ~n/m values, and ``u[k]`` lands in its own one only where the two quantile functions cross) are searched for
     in ``v``. A binary search of 20 000 values in 1M costs about as much as the rest of the distance."""
-    n = v.size
-    first = v[np.minimum(a, n - 1)]
+    first = v[np.minimum(a, v.size - 1)]
     last = v[b - 1]
     split = np.where(u <= first, a, b)
-    inside = (u > first) & (u <= last) & (b > a)
-    if inside.any():
-        split[inside] = np.clip(np.searchsorted(v, u[inside]), a[inside], b[inside])
+    inside = (u > first) & (u <= last)  # never for an empty run: there first >= last
+    if inside.any():  # v[a] < u <= v[b - 1]: the search lands in (a, b) without a clip
+        split[inside] = np.searchsorted(v, u[inside])
     return split
 
 

@@ -112,6 +112,23 @@ def test_wasserstein_of_sorted_samples_is_scipys(m: int, n: int) -> None:
             expected / max(float(np.std(u)), 0.001), rel=1e-9, abs=1e-12)
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(-3, 3) | st.floats(-5, 5), min_size=1, max_size=60),
+       st.lists(st.integers(-3, 3) | st.floats(-5, 5), min_size=1, max_size=300))
+def test_the_exact_wasserstein_splits_each_run_where_a_binary_search_does(short: list[float],
+                                                                         long: list[float]) -> None:
+    # _splits skips the search for a reference value at or outside its run of current values: ties at either
+    # end of a run, empty runs and one-value runs included, it must agree with the search it replaces
+    u, v = np.sort(np.asarray(short, dtype=np.float64)), np.sort(np.asarray(long, dtype=np.float64))
+    if u.size > v.size:
+        u, v = v, u
+    m, n = u.size, v.size
+    k = np.arange(m, dtype=np.int64)
+    a = (k * n) // m + 1
+    b = np.maximum(((k + 1) * n - 1) // m, a)
+    assert stattests._splits(v, u, a, b).tolist() == np.clip(np.searchsorted(v, u), a, b).tolist()
+
+
 def test_wasserstein_needs_values_on_both_sides() -> None:
     with pytest.raises(ValueError, match="both sides"):
         stattests.wasserstein_distance_sorted(np.empty(0), np.array([1.0]))
