@@ -97,20 +97,17 @@ def _result(name: str, statistic: float, pvalue: float | None, threshold: float 
                       bool(m.drifted(statistic, pvalue, thr)))
 
 
-def _refuse_no_data(ref: npt.NDArray[np.float64], cur: npt.NDArray[np.float64]) -> tuple[float, float]:
-    """Both sides' totals; an empty side is refused as :func:`_shares` refuses it (a share of nothing is NaN)."""
-    n_ref, n_cur = float(ref.sum()), float(cur.sum())
-    if n_ref <= 0 or n_cur <= 0:
+def _total(counts: npt.NDArray[np.float64]) -> float:
+    """The sum of one side's counts; a side with none is refused (its shares would be NaN, a test of it meaningless)."""
+    total = float(counts.sum())
+    if total <= 0:
         raise ValueError("counts are all zero: no data")
-    return n_ref, n_cur
+    return total
 
 
 def _shares(counts: ArrayLike) -> npt.NDArray[np.float64]:
     arr = np.asarray(counts, dtype=np.float64)
-    total = arr.sum()
-    if total <= 0:
-        raise ValueError("counts are all zero: no data")
-    return np.asarray(arr / total, dtype=np.float64)
+    return np.asarray(arr / _total(arr), dtype=np.float64)
 
 
 # ------------------------------------------------------------------------------------------------- raw values
@@ -262,7 +259,7 @@ def chisquare(reference_counts: ArrayLike, current_counts: ArrayLike,
     cur = np.asarray(current_counts, dtype=np.float64)
     used = (ref > 0) | (cur > 0)
     ref, cur = ref[used], cur[used]
-    _refuse_no_data(ref, cur)
+    _total(cur)  # chisquare_expected refuses an empty reference
     f_exp = chisquare_expected(ref, cur)
     if f_exp.size < 2:
         return _result("chisquare", 0.0, 1.0, threshold)
@@ -291,7 +288,7 @@ def z(reference_counts: ArrayLike, current_counts: ArrayLike, threshold: float |
     cur = np.asarray(current_counts, dtype=np.float64)
     used = (ref > 0) | (cur > 0)
     ref, cur = ref[used], cur[used]
-    n1, n2 = _refuse_no_data(ref, cur)
+    n1, n2 = _total(ref), _total(cur)
     if ref.size <= 1:
         return _result("z", 0.0, 1.0, threshold)
     p1, p2 = 1 - ref[0] / n1, 1 - cur[0] / n2
