@@ -7,6 +7,7 @@ import contextvars
 import hashlib
 import hmac
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -206,16 +207,22 @@ def test_latency_and_trace_id_come_from_the_current_request(metrics: Metrics) ->
     sink = ListSink()
     recorder = RequestRecorder(metrics, service="svc")
 
+    outer: list[float] = []
+
     def in_a_request(log: PredictionLog) -> None:
+        before = time.perf_counter()
         tl = recorder.begin()
         tl.trace_id = "cd" * 16
+        time.sleep(0.005)  # sleeps at least this long: a lower bound that load cannot break
         log.log("m", {"x": 1})
+        outer.append(time.perf_counter() - before)
 
     with PredictionLog(sink, metrics=metrics) as log:
         contextvars.copy_context().run(in_a_request, log)
     [row] = sink.rows
     assert row["trace_id"] == "cd" * 16
-    assert row["latency_seconds"] is not None and row["latency_seconds"] >= 0
+    # the request's time so far: at least the sleep, at most the time measured around the whole request
+    assert 0.005 <= row["latency_seconds"] <= outer[0]
 
 
 def test_bad_sizes_are_refused() -> None:
