@@ -35,7 +35,8 @@ SAMPLE = 4000
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Any]:
-    with distributed.LocalCluster(n_workers=3, threads_per_worker=1, processes=False, dashboard_address=None,
+    # ":0", a free port: with None the scheduler still serves HTTP on 8787, and warns when something else holds it
+    with distributed.LocalCluster(n_workers=3, threads_per_worker=1, processes=False, dashboard_address=":0",
                                   protocol="tcp") as local, distributed.Client(local) as client:
         yield client
 
