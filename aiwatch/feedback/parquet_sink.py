@@ -16,6 +16,7 @@ gives it back as a column). Reading a single file gives every other column.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Sequence
@@ -41,6 +42,18 @@ class _OpenFile:
     final: Path
     opened: float
     rows: int = 0
+
+
+def microseconds(timestamp: float) -> int:
+    """Unix time in seconds to whole microseconds, rounded as ``datetime.fromtimestamp`` rounds it (the fraction
+    on its own, half to even), so that a row stored at ``t`` falls on the side of ``--since`` / ``--until`` that the
+    datetime of ``t`` does. ``round(t * 1e6)`` was 1 µs off for about one float in eight: the product's rounding.
+
+    >>> microseconds(1790000000.123456), microseconds(-1.5)
+    (1790000000123456, -1500000)
+    """
+    fraction, whole = math.modf(timestamp)
+    return int(whole) * 1_000_000 + round(fraction * 1e6)
 
 
 def hour_key(timestamp: float) -> str:
@@ -132,7 +145,7 @@ class ParquetSink:
         pa = self.pa
         fixed = _FIXED_TYPES.get(name)
         if fixed == "timestamp":
-            return pa.array([None if v is None else round(float(v) * 1e6) for v in values],
+            return pa.array([None if v is None else microseconds(float(v)) for v in values],
                             type=pa.int64()).cast(pa.timestamp("us", tz="UTC"))
         if fixed is not None:
             return pa.array(values, type=getattr(pa, fixed)())

@@ -8,16 +8,19 @@ import os
 import subprocess
 import sys
 import textwrap
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from aiwatch.feedback import ParquetSink, PredictionLog
-from aiwatch.feedback.parquet_sink import hour_key
+from aiwatch.feedback.parquet_sink import hour_key, microseconds
 from tests.servers import REPO, python_env
 
 T0 = 1_790_000_000.0  # 2026-09-21T14:13:20Z
@@ -54,6 +57,24 @@ def test_batches_appended_to_an_open_file_keep_their_timestamps(tmp_path: Path) 
     [path] = parquet_files(tmp_path)
     stamps = [t.timestamp() for t in pq.read_table(path).column("timestamp").to_pylist()]
     assert stamps == [T0, T0 + 1.5]
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.floats(min_value=-2e9, max_value=4e9, allow_nan=False))
+def test_a_timestamp_is_stored_at_the_microsecond_its_datetime_has(ts: float) -> None:
+    # --since / --until are datetimes: a row logged at ts must compare with datetime.fromtimestamp(ts) as equal
+    since_epoch = datetime.fromtimestamp(ts, timezone.utc) - datetime(1970, 1, 1, tzinfo=timezone.utc)
+    assert microseconds(ts) == since_epoch // timedelta(microseconds=1)
+
+
+def test_a_row_at_the_boundary_is_on_the_since_side(tmp_path: Path) -> None:
+    # 1790000000.7887235 * 1e6 rounds to ...788724 µs, its datetime to ...788723: the row fell 1 µs after its time
+    ts = 1790000000.7887235
+    sink = ParquetSink(tmp_path)
+    sink.write([row(1, ts=ts)])
+    sink.close()
+    stored = pq.read_table(parquet_files(tmp_path)[0]).column("timestamp").to_pylist()
+    assert stored == [datetime.fromtimestamp(ts, timezone.utc)]
 
 
 def test_files_rotate_at_max_rows(tmp_path: Path) -> None:
