@@ -101,8 +101,9 @@ class PredictionLog:
             request_id: str | None = None, timestamp: float | None = None) -> str | None:
         """Record one prediction, if sampled. Returns the record's ``request_id`` (the join key for delayed labels:
         pass your own, or keep the one returned), or ``None`` when the request was not kept. ``latency`` defaults
-        to the time the current aiwatch request has taken so far, ``trace_id`` to the current trace's. Never raises
-        into the caller."""
+        to the time the current aiwatch request has taken so far, ``trace_id`` to the current trace's, ``timestamp``
+        (Unix seconds) to now; a record whose ``timestamp`` is no time between the years 1 and 9999 is counted as
+        failed on its own. Never raises into the caller."""
         try:
             if latency is None:
                 tl = current_timeline()

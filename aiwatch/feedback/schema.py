@@ -31,6 +31,25 @@ OUTPUT = "output"
 _OUTPUT_DOT = OUTPUT + "."
 INPUT_PREFIX = "input."
 
+#: Unix seconds of 0001-01-01 and of 9999-12-31T23:59:59 UTC: the timestamps a datetime (and so a sink) can hold.
+_FIRST_SECOND, _LAST_SECOND = -62_135_596_800.0, 253_402_300_799.0
+
+
+def unix_seconds(timestamp: Any) -> float:
+    """A record's ``timestamp`` as the float the sinks store; one that is not a finite time between the years 1 and
+    9999 is refused here, so that it fails its own record and not the batch the sink writes it in.
+
+    >>> unix_seconds(1790000000)
+    1790000000.0
+    """
+    try:
+        seconds = float(timestamp)
+    except (TypeError, ValueError):
+        seconds = math.nan
+    if not _FIRST_SECOND <= seconds <= _LAST_SECOND:  # NaN fails both comparisons
+        raise ValueError(f"timestamp must be Unix seconds between the years 1 and 9999, got {timestamp!r}")
+    return seconds
+
 
 class PredictionRecord:
     """What the request path queues: references to the caller's values, no work. :meth:`FieldPolicy.row` turns
@@ -107,7 +126,7 @@ class FieldPolicy:
         latency = record.latency_seconds
         row: dict[str, Any] = {
             "request_id": record.request_id,
-            "timestamp": record.timestamp,
+            "timestamp": unix_seconds(record.timestamp),
             "model": record.model,
             "model_version": record.model_version,
             "trace_id": record.trace_id,

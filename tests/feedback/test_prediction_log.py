@@ -6,16 +6,24 @@ from __future__ import annotations
 import contextvars
 import hashlib
 import hmac
+import math
+import re
 import threading
 import time
 from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
+import pyarrow.dataset as ds
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 import aiwatch
-from aiwatch.feedback import FieldPolicy, PredictionLog, PredictionSink, SamplingPolicy
+from aiwatch.feedback import FieldPolicy, ParquetSink, PredictionLog, PredictionSink, SamplingPolicy
+from aiwatch.feedback.schema import unix_seconds
 from aiwatch.metrics import Metrics
 
 
@@ -149,6 +157,41 @@ def test_a_record_that_cannot_be_read_fails_alone(registry: CollectorRegistry) -
         log.log("m", {"x": 2})
     assert [r["x"] for r in sink.rows] == [2.0]
     assert records(registry, "failed") == 1 and records(registry, "written") == 1
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -1e300, "soon", [1]])
+def test_a_record_with_an_unusable_timestamp_fails_alone_in_a_real_sink(
+        bad: object, tmp_path: Path, registry: CollectorRegistry) -> None:
+    # the Parquet sink writes a batch at once: before the check, one such timestamp lost every record beside it
+    with PredictionLog(ParquetSink(tmp_path), registry=registry) as log:
+        log.log("m", {"x": 1.0}, timestamp=1_790_000_000)
+        log.log("m", {"x": 2.0}, timestamp=bad)  # type: ignore[arg-type]
+        log.log("m", {"x": 3.0}, timestamp=1_790_000_001.5)
+    table = ds.dataset(tmp_path, format="parquet", partitioning="hive").to_table()
+    assert sorted(table.column("x").to_pylist()) == [1.0, 3.0]
+    assert records(registry, "failed") == 1 and records(registry, "written") == 2
+    # what the (rate-limited) log line says about it
+    with pytest.raises(ValueError, match=re.escape(f"between the years 1 and 9999, got {bad!r}")):
+        unix_seconds(bad)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.floats() | st.integers() | st.text(max_size=12) | st.none() | st.booleans() | st.decimals())
+def test_a_timestamp_is_a_time_a_datetime_holds_or_refused_by_name(value: object) -> None:
+    try:
+        seconds = unix_seconds(value)
+    except ValueError as exc:
+        assert str(exc).startswith("timestamp must be Unix seconds between the years 1 and 9999, got ")
+    else:
+        assert type(seconds) is float
+        assert datetime.fromtimestamp(seconds, timezone.utc).year in range(1, 10000)
+
+
+def test_a_timestamp_reaches_the_sink_as_float_seconds(registry: CollectorRegistry) -> None:
+    sink = ListSink()
+    with PredictionLog(sink, registry=registry) as log:
+        log.log("m", {"x": 1.0}, timestamp=1_790_000_000)
+    assert [type(r["timestamp"]) for r in sink.rows] == [float]
 
 
 def test_logging_after_close_is_dropped_and_counted(registry: CollectorRegistry) -> None:
