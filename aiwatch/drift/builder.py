@@ -46,6 +46,8 @@ from aiwatch.drift.features import (
 from aiwatch.drift.sampling import keep_smallest, key_seed, row_keys, smallest_keys_sample
 from aiwatch.drift.validation import DEFAULT_LIMITS, ProfileLimits, check_cuts
 
+_MAX_FLOAT = float(np.finfo(np.float64).max)
+
 
 def numerical_cuts(finite: FloatArray, n_bins: int) -> list[float]:
     """Interior bin edges from the quantiles of ``finite`` values.
@@ -76,7 +78,12 @@ def numerical_cuts_sorted(ordered: FloatArray, n_bins: int, unordered: FloatArra
 
 
 def _discrete_cuts(distinct: FloatArray) -> list[float]:
-    return [float(np.nextafter(distinct[0], -np.inf)), *map(float, distinct)]
+    """A cut at each distinct value, after one just below the smallest (bin 0: values below them all). Below the
+    most negative float no finite value exists (and its ``nextafter`` is -inf, which a profile refuses), so a column
+    holding it has no "below" bin: bin 0 is that value."""
+    smallest = float(distinct[0])
+    below = [float(np.nextafter(smallest, -np.inf))] if smallest > -_MAX_FLOAT else []
+    return [*below, *map(float, distinct)]
 
 
 def distinct_sorted(ordered: FloatArray, limit: int, unordered: FloatArray | None = None) -> FloatArray | None:
@@ -130,17 +137,20 @@ class _NumericalPass1:
         n = int(finite.size)
         if n == 0:
             return
-        with np.errstate(over="ignore"):  # values near 1e308: the std overflows to inf, which the checks refuse
+        with np.errstate(over="ignore", invalid="ignore"):  # huge values: mean or std not finite, refused in _numerical
             mean = float(finite.mean())
             # squared in place and summed pairwise; not np.dot: BLAS wakes its thread pool, which on a busy machine
             # cost more CPU than the whole rest of a 100k-value column's build
             deviation = finite - mean if scratch is None else np.subtract(finite, mean, out=scratch[:n])
             m2 = float(np.square(deviation, out=deviation).sum())
-        total = self.count + n
-        delta = mean - self.mean
-        self.mean += delta * n / total
-        self.m2 += m2 + delta * delta * self.count * n / total
-        self.count = total
+        if self.count:
+            total = self.count + n
+            delta = mean - self.mean
+            self.mean += delta * n / total
+            self.m2 += m2 + delta * delta * self.count * n / total
+            self.count = total
+        else:  # taken as they are: delta**2 * 0 is nan when delta**2 overflows
+            self.count, self.mean, self.m2 = n, mean, m2
         low, high = (ordered[0], ordered[-1]) if ordered is not None else (finite.min(), finite.max())
         self.min = min(self.min, float(low))
         self.max = max(self.max, float(high))
@@ -404,6 +414,11 @@ class ProfileBuilder:
         else:
             raise ProfileError(f"column {name!r} needs a second pass (ProfileBuilder.count) over the data")
         std = math.sqrt(acc.m2 / acc.count) if acc.count else math.nan
+        if acc.count and not (math.isfinite(acc.mean) and math.isfinite(std)):
+            largest = max(abs(acc.min), abs(acc.max))
+            raise ProfileError(f"column {name!r}: values as large as {largest:.4g} overflow float64 (largest "
+                               f"{_MAX_FLOAT:.4g}) when its mean and standard deviation are summed; rescale the "
+                               f"column or leave it out of the data")
         order = np.argsort(acc.keys, kind="stable")  # the sample in key order: the same however it was gathered
         return NumericalFeature(
             name, cuts, [int(c) for c in bins], acc.count, acc.missing, acc.mean if acc.count else math.nan, std,

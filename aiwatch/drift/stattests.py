@@ -160,6 +160,23 @@ def wasserstein_distance_sorted(u: npt.NDArray[np.float64], v: npt.NDArray[np.fl
     if u.size > v.size:
         u, v = v, u
     m, n = u.size, v.size
+    largest = max(abs(float(u[0])), abs(float(u[-1])), abs(float(v[0])), abs(float(v[-1])))
+    if 2.0 * m * n * largest > _SUMS_FIT:  # the sums below would overflow: work in units of a power of two
+        exponent = math.frexp(largest)[1]
+        u, v = np.ldexp(u, -exponent), np.ldexp(v, -exponent)
+        with np.errstate(over="ignore"):  # a distance past the largest float is inf
+            return float(np.ldexp(_sorted_distance(u, v), exponent))
+    return _sorted_distance(u, v)
+
+
+#: The largest partial sum :func:`_sorted_distance` may reach without losing it: twice the largest magnitude times
+#: ``m n`` (its unit is ``1 / (m n)``) stays below this, or the values are scaled by a power of two first.
+_SUMS_FIT = 2.0**1000
+
+
+def _sorted_distance(u: npt.NDArray[np.float64], v: npt.NDArray[np.float64]) -> float:
+    """:func:`wasserstein_distance_sorted` of ``u`` no longer than ``v``, whose sums fit in a float."""
+    m, n = u.size, v.size
     center = float(v[n // 2])
     if abs(center) > float(v[-1] - v[0]):  # far from 0 for its spread: sums of the values would lose the distances
         u, v = u - center, v - center

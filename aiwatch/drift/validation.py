@@ -141,7 +141,7 @@ def check_cuts(cuts: Sequence[float], limits: ProfileLimits = DEFAULT_LIMITS, wh
 
 def _increasing(values: Sequence[float], what: str) -> None:
     arr = _finite_array(values, what)
-    bad = np.flatnonzero(np.diff(arr) <= 0)
+    bad = np.flatnonzero(arr[1:] <= arr[:-1])  # not np.diff: -1e308 to 1e308 overflows it
     if bad.size:
         i = int(bad[0]) + 1
         raise ProfileError(f"{what} must be strictly increasing ({what.rpartition(': ')[2]}[{i}] = "

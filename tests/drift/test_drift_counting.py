@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
+import warnings
 from collections import Counter
 from dataclasses import replace
 
@@ -26,6 +28,7 @@ from aiwatch.drift.counting import (
     merge_new_values,
     new_values,
 )
+from aiwatch.drift.errors import ProfileError
 from aiwatch.drift.sampling import keep_smallest, smallest_keys_sample, systematic_sample
 
 RNG = np.random.default_rng(7)
@@ -254,6 +257,42 @@ def test_the_one_sort_build_equals_the_two_pass_build_of_chunks() -> None:
     f = chunked.features()["x"]
     assert (f.bin_counts, f.count, f.min, f.max) == (whole.bin_counts, whole.count, whole.min, whole.max)
     assert f.mean == pytest.approx(whole.mean, rel=1e-12) and f.std == pytest.approx(whole.std, rel=1e-9)
+
+
+MAX_FLOAT = float(np.finfo(np.float64).max)
+
+
+def test_a_discrete_column_gets_a_below_bin_unless_it_holds_the_most_negative_float() -> None:
+    assert numerical_cuts(np.array([-1.0, 0.0, 0.0]), 10) == [float(np.nextafter(-1.0, -np.inf)), -1.0, 0.0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nextafter of it overflowed to -inf, which a profile refuses
+        # no finite value is below it: bin 0 holds the value itself
+        assert numerical_cuts(np.array([-MAX_FLOAT, 0.0, 1.0]), 10) == [-MAX_FLOAT, 0.0, 1.0]
+        f = build_in_memory({"x": np.array([-MAX_FLOAT])}).features()["x"]
+    assert (f.cuts, f.bin_counts, f.mean, f.std) == ([-MAX_FLOAT], [1, 0], -MAX_FLOAT, 0.0)
+
+
+@pytest.mark.parametrize("values", [
+    np.array([1e200, 0.0, 5.0] * 100),  # the squared deviations overflow
+    np.full(300, -MAX_FLOAT),  # the sum overflows
+    np.array([MAX_FLOAT, -MAX_FLOAT] * 3),  # the sum does not, the deviations do
+    np.array([-MAX_FLOAT] * 99 + [np.nextafter(-MAX_FLOAT, 0.0)]),  # one ulp there is 2e292: its square is not
+    np.append(RNG.normal(size=999), MAX_FLOAT),  # one value among ordinary ones
+], ids=["squares", "sum", "both-limits", "one-ulp-apart", "one-value"])
+def test_a_column_too_large_for_float64_statistics_is_refused_by_name(values: np.ndarray) -> None:
+    largest = f"{float(np.abs(values).max()):.4g}"
+    message = rf"column 'big': values as large as {re.escape(largest)} overflow float64"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ProfileError, match=message):
+            build_in_memory({"ok": RNG.normal(size=values.size), "big": values}).features()
+        chunked = ProfileBuilder(sample_size=100)  # chunk by chunk, with a second pass over them
+        for part in np.array_split(values, 3):
+            chunked.add({"big": part})
+        for part in np.array_split(values, 3):
+            chunked.count({"big": part})
+        with pytest.raises(ProfileError, match=message):
+            chunked.features()
 
 
 # ---------------------------------------------------------------------------------------------- sampling

@@ -279,6 +279,49 @@ def test_wasserstein_of_a_long_sample_far_from_zero_keeps_its_precision(loc: flo
     assert stattests.wasserstein_distance_sorted(np.sort(ref), np.sort(cur)) == pytest.approx(expected, rel=1e-9)
 
 
+MAX_FLOAT = float(np.finfo(np.float64).max)
+
+
+@settings(max_examples=100, deadline=None)
+@given(u=_values, v=_values, exponent=st.sampled_from([960, 990, 1000, 1010, 1013]))
+def test_wasserstein_of_values_near_the_float_limit_is_scipys_scaled(u: list[float], v: list[float],
+                                                                      exponent: int) -> None:
+    # W1(c u, c v) = c W1(u, v): scipy's distance of the values as they are, times 2**exponent (|u|, |v| <= 1e3 <
+    # 2**10, so the scaled values stay finite); unscaled, the sums of values this large overflowed to inf
+    ref, cur = np.sort(np.asarray(u)), np.sort(np.asarray(v))
+    expected = stats.wasserstein_distance(ref, cur) * 2.0**exponent
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow on the way
+        found = stattests.wasserstein_distance_sorted(np.ldexp(ref, exponent), np.ldexp(cur, exponent))
+    assert math.isfinite(found)
+    assert found == pytest.approx(expected, rel=1e-9, abs=1e-9 * 2.0**exponent)
+
+
+def test_a_wasserstein_distance_past_the_largest_float_is_inf_without_a_warning() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert stattests.wasserstein_distance_sorted(np.full(3, -MAX_FLOAT), np.full(5, MAX_FLOAT)) == math.inf
+        assert stattests.wasserstein_distance_sorted(np.array([-MAX_FLOAT]), np.array([0.0])) == MAX_FLOAT
+
+
+@pytest.mark.parametrize("exact", [False, True])
+def test_one_current_value_at_the_float_limit_is_drift_with_a_finite_statistic(exact: bool) -> None:
+    from aiwatch.drift.evaluate import compare
+    from aiwatch.drift.profile import ReferenceProfile
+
+    rng = np.random.default_rng(5)
+    reference = rng.normal(size=4000)
+    profile = ReferenceProfile.build({"x": reference}, sample_size=4000)
+    current = np.append(rng.normal(size=2999), MAX_FLOAT)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        found = compare(profile, {"x": current}, exact=exact, method="wasserstein").features["x"]
+    # the one value alone moves the mean by MAX_FLOAT / 3000: the rest of the distance is noise next to it
+    expected = MAX_FLOAT / current.size / float(np.std(reference))
+    assert found.statistic == pytest.approx(expected, rel=1e-6)
+    assert found.drifted
+
+
 @settings(max_examples=60, deadline=None)
 @given(ref=st.lists(st.floats(-50, 50, allow_subnormal=False), min_size=40, max_size=400),
        cur=st.lists(st.one_of(st.floats(-60, 60, allow_subnormal=False),
