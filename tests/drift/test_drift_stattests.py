@@ -304,6 +304,25 @@ def test_a_wasserstein_distance_past_the_largest_float_is_inf_without_a_warning(
         assert stattests.wasserstein_distance_sorted(np.array([-MAX_FLOAT]), np.array([0.0])) == MAX_FLOAT
 
 
+@pytest.mark.parametrize(("u", "v", "expected"), [
+    # the largest magnitude at each end of either sample (the other values 0: v[1] is no stand-in for v[0])
+    ([-MAX_FLOAT, 0.0], [0.0] * 4, MAX_FLOAT / 2),
+    ([0.0, MAX_FLOAT], [0.0] * 4, MAX_FLOAT / 2),
+    ([0.0] * 2, [-MAX_FLOAT, 0.0, 0.0, 0.0], MAX_FLOAT / 4),
+    ([0.0] * 2, [0.0, 0.0, 0.0, MAX_FLOAT], MAX_FLOAT / 4),
+    # just past the bound 2 m n |value| > 2**1000, either way round: one run of 4096 values of 2**1012 sums to 2**1024
+    ([0.0], [-(2.0**1012)] * 4096 + [2.0**1012] * 4096, 2.0**1012),
+    # m = n = 4096: 4096 blocks of width n at distance 2**1000 sum to 2**1024 (in units of 1 / (m n))
+    ([-(2.0**999)] * 4096, [2.0**999] * 4096, 2.0**1000),
+], ids=["u-first", "u-last", "v-first", "v-last", "long-v", "equal-sizes"])
+def test_wasserstein_scales_the_values_wherever_its_sums_would_overflow(u: list[float], v: list[float],
+                                                                        expected: float) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert stattests.wasserstein_distance_sorted(np.array(u), np.array(v)) == pytest.approx(expected, rel=1e-15)
+        assert stattests.wasserstein_distance_sorted(np.array(v), np.array(u)) == pytest.approx(expected, rel=1e-15)
+
+
 @pytest.mark.parametrize("exact", [False, True])
 def test_one_current_value_at_the_float_limit_is_drift_with_a_finite_statistic(exact: bool) -> None:
     from aiwatch.drift.evaluate import compare
