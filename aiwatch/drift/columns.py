@@ -19,6 +19,7 @@ distinct values.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -92,8 +93,14 @@ def python_column(values: Iterable[Any]) -> npt.NDArray[Any]:
                   for v in present)
     if present and numeric:
         if len(present) == len(items) and all(isinstance(v, (int, np.integer)) for v in present):
-            return np.asarray(items, dtype=np.int64)
-        return np.asarray([math.nan if v is None else v for v in items], dtype=np.float64)
+            try:
+                return np.asarray(items, dtype=np.int64)
+            except OverflowError:  # an int past int64: floats, as ints mixed with floats are
+                pass
+        try:
+            return np.asarray([math.nan if v is None else v for v in items], dtype=np.float64)
+        except OverflowError:  # an int past float64 too: infinite there (a missing value)
+            return np.asarray([math.nan if v is None else to_float(v) for v in items], dtype=np.float64)
     return np.asarray(items, dtype=object)
 
 
@@ -260,7 +267,10 @@ def to_float(v: Any) -> float | None:
     if isinstance(v, (bool, np.bool_)):
         return None
     if isinstance(v, (int, float, np.integer, np.floating)):
-        return float(v)
+        try:
+            return float(v)
+        except OverflowError:  # an int past float64's range: infinite there, as Decimal("1e400") converts
+            return math.inf if v > 0 else -math.inf
     return None
 
 
@@ -268,7 +278,8 @@ def to_float_counting(values: Any) -> tuple[FloatArray, int]:
     """float64 array of ``values`` (:func:`to_float` of each); wrong-typed entries become NaN and are counted."""
     arr = values if isinstance(values, np.ndarray) else np.asarray(values, dtype=object)
     if arr.dtype.kind == "O" and arr.size and all(type(v) is float or type(v) is int for v in arr.tolist()):
-        arr = arr.astype(np.float64)
+        with contextlib.suppress(OverflowError):  # an int past float64: converted one by one below
+            arr = arr.astype(np.float64)
     if arr.dtype.kind in "fiu":
         return arr.astype(np.float64, copy=False), 0
     out = np.empty(arr.size, dtype=np.float64)

@@ -188,7 +188,10 @@ class DriftMonitor:
         if len(row) > self._n_features - absent:
             self._note_unknown(row)
         pos = self._pos
-        self._ring_num[pos] = nums
+        try:
+            self._ring_num[pos] = nums
+        except OverflowError:  # an int past float64, kept as it is by the common case above
+            self._ring_num[pos] = self._huge_ints_as_missing(nums)
         self._ring_cat[pos] = cats
         self._ring_ts[pos] = self.clock()
         self._pos = (pos + 1) % self.window_size
@@ -196,6 +199,15 @@ class DriftMonitor:
         self._pending += 1
         if self._pending >= self._flush_every:
             self._flush_locked()
+
+    def _huge_ints_as_missing(self, nums: list[float]) -> list[float]:
+        """``nums`` with each int too large for a float (infinite there, like any non-finite value: missing) made
+        NaN and counted as missing."""
+        for i, v in enumerate(nums):
+            if type(v) is int and not math.isfinite(to_float(v) or 0.0):
+                nums[i] = math.nan
+                self._count_missing(self._num_names[i])
+        return nums
 
     def observe_batch(self, data: Any, outputs: Any = None) -> None:
         """Record many rows at once: a dict of columns (lists or numpy arrays), a pandas DataFrame or a list of row

@@ -3,8 +3,9 @@
 A row holds the log's own columns (:data:`LOG_COLUMNS`), then one column per model input under the input's own
 name (so a reference profile built from training data matches the log's columns), then the outputs: ``output``
 for a single value, ``output.<name>`` for each value of a mapping. An input named like a log column is written as
-``input.<name>``. Values are normalised so that a column keeps one type: numbers (ints included) become floats,
-booleans stay booleans, strings stay strings, ``None`` is a null, anything else is written as JSON text.
+``input.<name>``. Values are normalised so that a column keeps one type: numbers (ints included) become floats
+(±inf past float64's range), booleans stay booleans, strings stay strings, ``None`` is a null, anything else is
+written as JSON text.
 
     >>> policy = FieldPolicy(deny={"email"}, hash={"user_id"}, hash_key=b"k")
     >>> rec = PredictionRecord("r1", 0.0, "ranker", "v1", None, 0.1, False, 1.0,
@@ -72,17 +73,25 @@ def normalise(value: Any) -> Any:
     if kind is float or kind is str or kind is bool or value is None:  # the common cases, without ABC checks
         return value
     if kind is int:
-        return float(value)
+        return _as_float(value)
     if isinstance(value, bool | str):
         return value
     if isinstance(value, numbers.Real):  # ints, floats, numpy scalars
-        return float(value)
+        return _as_float(value)
     if hasattr(value, "item") and callable(value.item):  # numpy 0-d arrays, numpy bool_
         return normalise(value.item())
     try:
         return json.dumps(value, default=str, sort_keys=True)
     except (TypeError, ValueError):
         return str(value)
+
+
+def _as_float(value: Any) -> float:
+    """``float(value)``; an int (or fraction) past float64's range is infinite there, as the drift tests read it."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
 
 
 class FieldPolicy:

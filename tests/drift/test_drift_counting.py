@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aiwatch.drift.builder import ProfileBuilder, build_in_memory, numerical_cuts, quantiles_sorted
-from aiwatch.drift.columns import distinct_counts, infer_kind, infer_kind_counting
+from aiwatch.drift.columns import distinct_counts, infer_kind, infer_kind_counting, to_float
 from aiwatch.drift.counting import (
     INVALID,
     MISSING,
@@ -293,6 +293,25 @@ def test_a_column_too_large_for_float64_statistics_is_refused_by_name(values: np
             chunked.count({"big": part})
         with pytest.raises(ProfileError, match=message):
             chunked.features()
+
+
+@pytest.mark.parametrize("exact", [False, True])
+def test_an_int_past_float64_is_a_missing_value_in_a_build_and_in_a_check(exact: bool) -> None:
+    from aiwatch.drift.evaluate import compare
+    from aiwatch.drift.profile import ReferenceProfile
+
+    assert (to_float(10**400), to_float(-(10**400)), to_float(2**70)) == (math.inf, -math.inf, 2.0**70)
+    floats = RNG.normal(size=300).tolist()
+    ints = [int(v) for v in RNG.integers(-1000, 1000, 300)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for column in ([*floats, 10**400], [*ints, -(10**400)], [*ints[:-1], 2**70]):
+            f = ReferenceProfile.build({"x": column}).features["x"]
+            huge = abs(column[-1]) > 2**1024
+            assert (f.kind, f.count, f.missing) == ("numerical", 300, int(huge))
+        profile = ReferenceProfile.build({"x": floats})
+        report = compare(profile, {"x": [*floats[:50], 10**400, -(10**400)]}, exact=exact)
+    assert (report.features["x"].current_count, report.features["x"].missing) == (50, 2)
 
 
 # ---------------------------------------------------------------------------------------------- sampling

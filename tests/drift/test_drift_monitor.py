@@ -78,6 +78,24 @@ def test_nan_inf_none_count_as_missing_and_are_excluded(profile: ReferenceProfil
     assert sum(bins(registry, "x", profile.features["x"].bin_labels)) == 2
 
 
+def test_an_int_past_float64_is_missing_and_the_rest_of_its_row_is_kept(profile: ReferenceProfile,
+                                                                       registry: CollectorRegistry) -> None:
+    # infinite as a float, like Decimal("1e400"): a row holding one was skipped whole (OverflowError), and a batch or
+    # a profile build raised
+    mon = DriftMonitor(profile, model="m", registry=registry, min_samples=1)
+    mon.observe({"x": 10**400, "color": "red", "score": 0.2})
+    mon.observe({"x": -(10**400), "color": "red", "score": 0.4})
+    mon.observe({"x": 0.5, "color": "blue", "score": 2**70})  # past int64, within float64: a number
+    mon.observe_batch({"x": [10**400, 1.0], "color": ["red", "red"], "score": [0.1, -(10**400)]})
+    report = mon.evaluate()
+    assert value(registry, "aiwatch_feature_missing_total", model="m", feature="x") == 3
+    assert value(registry, "aiwatch_feature_missing_total", model="m", feature="score") == 1
+    assert value(registry, "aiwatch_instrumentation_errors_total", component="drift") is None
+    assert report.features["x"].current_count == 2 and report.features["color"].current_count == 5
+    assert report.features["score"].current_count == 4
+    assert value(registry, "aiwatch_feature_bin_total", model="m", feature="color", bin="red") == 4
+
+
 def test_wrong_types_and_missing_features_counted_per_feature_and_reason(profile: ReferenceProfile,
                                                                          registry: CollectorRegistry) -> None:
     mon = DriftMonitor(profile, model="m", registry=registry)

@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Sequence
 from datetime import datetime, timezone
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from prometheus_client import CollectorRegistry
 
 import aiwatch
 from aiwatch.feedback import FieldPolicy, ParquetSink, PredictionLog, PredictionSink, SamplingPolicy
-from aiwatch.feedback.schema import unix_seconds
+from aiwatch.feedback.schema import normalise, unix_seconds
 from aiwatch.metrics import Metrics
 
 
@@ -173,6 +174,32 @@ def test_a_record_with_an_unusable_timestamp_fails_alone_in_a_real_sink(
     # what the (rate-limited) log line says about it
     with pytest.raises(ValueError, match=re.escape(f"between the years 1 and 9999, got {bad!r}")):
         unix_seconds(bad)
+
+
+def test_an_int_past_float64_is_logged_as_infinite_with_the_rest_of_its_record(
+        tmp_path: Path, registry: CollectorRegistry) -> None:
+    # float(10**400) raises: the record failed whole; as a float it is infinite (drift reads that as missing)
+    with PredictionLog(ParquetSink(tmp_path), registry=registry) as log:
+        log.log("m", {"x": 10**400, "y": 1}, {"score": -(10**400)})
+        log.log("m", {"x": 2.0, "y": Fraction(-(10**400), 3)}, {"score": 0.5})
+    table = ds.dataset(tmp_path, format="parquet", partitioning="hive").to_table()
+    rows = sorted(table.select(["x", "y", "output.score"]).to_pylist(), key=lambda r: r["x"])
+    assert rows == [{"x": 2.0, "y": -math.inf, "output.score": 0.5},
+                    {"x": math.inf, "y": 1.0, "output.score": -math.inf}]
+    assert records(registry, "failed") == 0 and records(registry, "written") == 2
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(min_value=-(10**400), max_value=10**400) | st.fractions()
+       | st.sampled_from([2**1024 - 2**970 - 1, 2**1024 - 2**970, -(2**1024) + 2**970 + 1, -(2**1024) + 2**970]))
+def test_every_int_and_fraction_is_logged_as_a_float(value: int | Fraction) -> None:
+    logged = normalise(value)
+    assert type(logged) is float
+    # below 2**1024 - 2**970 (half an ulp past the largest float) it rounds to a finite float, from there on to inf
+    if abs(value) < 2**1024 - 2**970:
+        assert logged == float(value)
+    else:
+        assert math.isinf(logged) and (logged > 0) == (value > 0)
 
 
 @settings(max_examples=300, deadline=None)
