@@ -24,8 +24,8 @@ import numpy.typing as npt
 from aiwatch.drift.columns import (
     FloatArray,
     SortBuffer,
+    category_counts,
     category_key,
-    distinct_counts,
     finite_of_sorted,
     infer_kind_counting,
     is_missing,
@@ -286,7 +286,7 @@ class ProfileBuilder:
     def _add_categorical(self, name: str, values: Any, counts: Counter[Any] | None = None) -> None:
         counter = self._cat.setdefault(name, Counter())
         missing = 0
-        for v, n in (counts or distinct_counts(values)).items():  # distinct values only: fast on long columns
+        for v, n in category_counts(values, counts).items():  # distinct values only: fast on long columns
             key = None if is_missing(v) else category_key(v)
             if key is None:
                 missing += n

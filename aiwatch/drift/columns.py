@@ -69,7 +69,7 @@ def infer_kind_counting(values: Any) -> tuple[str, Counter[Any] | None]:
     if dtype_name.startswith("datetime"):
         return "datetime", None
     if dtype_name in ("string", "str", "object") or dtype_name.startswith("<U"):
-        items = np.asarray(values, dtype=object)
+        items = object_column(values)
         first = next((v for v in items if not is_missing(v)), None)
         last = next((v for v in items[::-1] if not is_missing(v)), None)
         if first is None:
@@ -101,7 +101,16 @@ def python_column(values: Iterable[Any]) -> npt.NDArray[Any]:
             return np.asarray([math.nan if v is None else v for v in items], dtype=np.float64)
         except OverflowError:  # an int past float64 too: infinite there (a missing value)
             return np.asarray([math.nan if v is None else to_float(v) for v in items], dtype=np.float64)
-    return np.asarray(items, dtype=object)
+    return object_column(items)
+
+
+def object_column(values: Any) -> npt.NDArray[Any]:
+    """``values`` as a 1-D object array, one element per value: ``np.asarray(values, dtype=object)`` reads a list or
+    tuple among them as one more dimension (a column ``[[]]`` has no element at all) or refuses unequal ones."""
+    if isinstance(values, np.ndarray) and values.ndim == 1:
+        return values if values.dtype == object else values.astype(object)
+    items = values if isinstance(values, list) else list(values)
+    return np.fromiter(items, dtype=object, count=len(items))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -124,8 +133,51 @@ def distinct_counts(values: Any) -> Counter[Any]:
         elif values.dtype.kind in "biuf":
             distinct, counts = np.unique(values, return_counts=True)
             return Counter(dict(zip(distinct.tolist(), counts.tolist(), strict=True)))
-    items = values if isinstance(values, list) else np.asarray(values, dtype=object).tolist()
+    items = values if isinstance(values, list) else object_column(values).tolist()
     return Counter(items)
+
+
+def category_counts(values: Any, counts: Counter[Any] | None = None) -> Counter[Any]:
+    """:func:`distinct_counts` (or ``counts``, already that) for reading each key's category: equal values of
+    different types whose categories differ (``False == 0``, ``True == Decimal(1)``) are counted apart. A Counter
+    keeps the first of them met, so ``[False, 0]`` counted both as ``False``, while one at a time they are the
+    categories "False" and "0". Only a column holding such types (bools, or numbers other than int and float) is
+    read again: its values are counted by category, as their category string, ``None`` when missing, or
+    :data:`NO_CATEGORY`."""
+    counted = distinct_counts(values) if counts is None else counts
+    if isinstance(values, np.ndarray) and values.dtype.kind != "O":  # one dtype: no two types to mix up
+        return counted
+    if all(type(k) is str or is_missing(k) for k in counted):  # a string equals strings only; None, NaN nothing
+        return counted
+    items = values if isinstance(values, list) else object_column(values).tolist()
+    if all(t in _SAME_CATEGORY_WHEN_EQUAL or issubclass(t, (np.integer, np.floating)) for t in set(map(type, items))):
+        return counted
+    return Counter(map(_category_or_marker, items))
+
+
+def _category_or_marker(value: Any) -> Any:
+    if is_missing(value):
+        return None
+    key = category_key(value)
+    return NO_CATEGORY if key is None else key
+
+
+#: Types whose equal values have one category (1 and 1.0 are both "1"), where :func:`category_counts` need not
+#: tell them apart.
+_SAME_CATEGORY_WHEN_EQUAL = frozenset({str, int, float, type(None)})
+
+
+class _NoCategory:
+    """A value that has no category (:func:`category_key` is None) and is not missing."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "NO_CATEGORY"
+
+
+#: What :func:`category_counts` counts a value with no category under.
+NO_CATEGORY = _NoCategory()
 
 
 #: Below this many values a Counter of the values is as fast as grouping references.
@@ -276,7 +328,7 @@ def to_float(v: Any) -> float | None:
 
 def to_float_counting(values: Any) -> tuple[FloatArray, int]:
     """float64 array of ``values`` (:func:`to_float` of each); wrong-typed entries become NaN and are counted."""
-    arr = values if isinstance(values, np.ndarray) else np.asarray(values, dtype=object)
+    arr = values if isinstance(values, np.ndarray) else object_column(values)
     if arr.dtype.kind == "O" and arr.size and all(type(v) is float or type(v) is int for v in arr.tolist()):
         with contextlib.suppress(OverflowError):  # an int past float64: converted one by one below
             arr = arr.astype(np.float64)

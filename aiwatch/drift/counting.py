@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from aiwatch.drift.columns import FloatArray, category_key, distinct_counts, is_missing
+from aiwatch.drift.columns import FloatArray, category_counts, category_key, is_missing, object_column
 
 IntArray = npt.NDArray[np.int64]
 #: Codes of values that are counted in no bucket.
@@ -101,26 +101,27 @@ class CategoryBuckets:
 
     def codes(self, values: Any) -> npt.NDArray[np.int32]:
         """The code of every value, in order (each distinct value is looked up once)."""
-        items = values if isinstance(values, list) else np.asarray(values, dtype=object).tolist()
+        items = values if isinstance(values, list) else object_column(values).tolist()
         memo: dict[Any, int] = {}
         out = np.empty(len(items), dtype=np.int32)
         for k, v in enumerate(items):
+            key = v if type(v) is str else (type(v), v)  # False == 0, yet their categories differ
             try:
-                code = memo.get(v)
+                code = memo.get(key)
             except TypeError:  # unhashable: cannot be a category
                 out[k] = INVALID
                 continue
             if code is None:
                 code = self.code(v)
                 if not (isinstance(v, float) and math.isnan(v)):  # NaN != NaN would never hit the memo
-                    memo[v] = code
+                    memo[key] = code
             out[k] = code
         return out
 
     def count(self, values: Any) -> tuple[IntArray, int, int]:
         """Bucket counts, missing count and wrong-typed count of a column of raw values."""
         try:
-            distinct = distinct_counts(values)  # look up distinct values only: fast on long columns
+            distinct = category_counts(values)  # look up distinct values only: fast on long columns
         except TypeError:  # an unhashable value
             return self.count_codes(self.codes(values))
         counts = np.zeros(self.size, dtype=np.int64)

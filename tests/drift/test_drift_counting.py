@@ -9,6 +9,9 @@ import re
 import warnings
 from collections import Counter
 from dataclasses import replace
+from decimal import Decimal
+from fractions import Fraction
+from typing import Any
 
 import numpy as np
 import pytest
@@ -16,7 +19,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aiwatch.drift.builder import ProfileBuilder, build_in_memory, numerical_cuts, quantiles_sorted
-from aiwatch.drift.columns import distinct_counts, infer_kind, infer_kind_counting, to_float
+from aiwatch.drift.columns import (
+    category_key,
+    distinct_counts,
+    infer_kind,
+    infer_kind_counting,
+    to_float,
+    to_float_counting,
+)
 from aiwatch.drift.counting import (
     INVALID,
     MISSING,
@@ -124,6 +134,40 @@ def test_bucket_counts_missing_and_invalid_add_up_as_the_codes_say(values: objec
     assert (missing, invalid) == (int(np.count_nonzero(codes == MISSING)), int(np.count_nonzero(codes == INVALID)))
     assert b.count_codes(codes)[0].tolist() == counts.tolist()
     assert counts.dtype == b.count_codes(codes)[0].dtype == np.int64  # whole numbers, exported as such
+
+
+# equal values of different types, each with its own category (or none): False == 0 == 0.0 == Decimal(0), True == 1
+MIXED = [False, 0, 0.0, np.bool_(False), True, 1, 1.0, Decimal(1), Fraction(1), Decimal("0"), "red", "3", 3, None]
+
+
+@pytest.mark.parametrize("values", [MIXED, MIXED[::-1], np.asarray(MIXED * 300, dtype=object), [[], (1,), [0], "red"]],
+                         ids=["in-order", "reversed", "long-array", "sequences"])
+def test_each_value_is_counted_in_its_own_category_as_one_at_a_time(values: Any) -> None:
+    # a Counter keeps the first of equal keys met: [False, 0] counted as two False, where one at a time they are
+    # the categories "False" and "0"; a list among the values made a column of no values at all
+    b = CategoryBuckets({"False": 0, "0": 1, "True": 2, "1": 3, "red": 4, "3": 5}, unseen=6, size=7)
+    one_at_a_time = [b.code(v) for v in values]
+    assert b.codes(values).tolist() == one_at_a_time
+    counts, missing, invalid = b.count(values)
+    assert counts.tolist() == [one_at_a_time.count(i) for i in range(7)]
+    assert (missing, invalid) == (one_at_a_time.count(MISSING), one_at_a_time.count(INVALID))
+
+
+@pytest.mark.parametrize("values", [[[]], [[1.0]], [[0], [1]], [(1, 2), (3, 4), 2.0], [[], 2.0]])
+def test_a_list_among_numerical_values_is_one_wrong_typed_value(values: list[Any]) -> None:
+    # np.asarray read [[]] as a column of no values at all (a monitor's batch failed on it), [[1.0]] as one 1.0 and
+    # [[0], [1]] as two numbers; only sequences of unequal lengths were kept whole
+    floats, invalid = to_float_counting(values)
+    sequences = sum(isinstance(v, list | tuple) for v in values)
+    assert floats.shape == (len(values),) and invalid == sequences
+    assert np.isnan(floats[:sequences]).all()
+
+
+def test_a_reference_column_counts_each_value_in_its_own_category() -> None:
+    f = build_in_memory({"c": MIXED * 3}, kinds={"c": "categorical"}).features()["c"]
+    expected = Counter(category_key(v) for v in MIXED * 3 if v is not None and category_key(v) is not None)
+    assert dict(zip(f.categories, f.counts, strict=True)) == expected
+    assert (set(expected), f.missing) == ({"False", "0", "True", "1", "red", "3"}, 3 * 4)  # None, 2 Decimals, Fraction
 
 
 def test_codes_of_a_tuple_keep_each_value_as_it_is() -> None:
