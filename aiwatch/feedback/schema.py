@@ -68,22 +68,47 @@ class PredictionRecord:
 
 
 def normalise(value: Any) -> Any:
-    """A value as the log stores it: float, bool, str, None, or JSON text for anything else."""
+    """A value as the log stores it: float, bool, str (UTF-8: see :func:`utf8_text`), None, or JSON text for
+    anything else."""
     kind = type(value)
-    if kind is float or kind is str or kind is bool or value is None:  # the common cases, without ABC checks
+    if kind is float or kind is bool or value is None:  # the common cases, without ABC checks
         return value
+    if kind is str:
+        return value if value.isascii() else utf8_text(value)
     if kind is int:
         return _as_float(value)
-    if isinstance(value, bool | str):
+    if isinstance(value, bool):
         return value
+    if isinstance(value, str):
+        return utf8_text(str(value))
     if isinstance(value, numbers.Real):  # ints, floats, numpy scalars
         return _as_float(value)
-    if hasattr(value, "item") and callable(value.item):  # numpy 0-d arrays, numpy bool_
-        return normalise(value.item())
+    if hasattr(value, "item") and callable(value.item):  # numpy scalars and 0-d arrays, numpy bool_, tensors
+        try:
+            item = value.item()
+        except (ValueError, RuntimeError):  # more than one value (an embedding): JSON text, as a list is
+            if not callable(getattr(value, "tolist", None)):
+                raise
+            item = value.tolist()
+        return normalise(item)
     try:
         return json.dumps(value, default=str, sort_keys=True)
     except (TypeError, ValueError):
         return str(value)
+
+
+def utf8_text(text: str) -> str:
+    """``text`` if UTF-8 can encode it, else with each lone surrogate written out as ``\\udXXX``. JSON may carry one
+    (``"\\ud800"`` decodes to a str holding it), and Parquet, which stores UTF-8, refused the whole batch around it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
+def _utf8_if_text(value: Any) -> Any:
+    return utf8_text(value) if isinstance(value, str) and not value.isascii() else value
 
 
 def _as_float(value: Any) -> float:
@@ -134,18 +159,18 @@ class FieldPolicy:
         """The row written for ``record``."""
         latency = record.latency_seconds
         row: dict[str, Any] = {
-            "request_id": record.request_id,
+            "request_id": _utf8_if_text(record.request_id),
             "timestamp": unix_seconds(record.timestamp),
-            "model": record.model,
-            "model_version": record.model_version,
-            "trace_id": record.trace_id,
+            "model": _utf8_if_text(record.model),
+            "model_version": _utf8_if_text(record.model_version),
+            "trace_id": _utf8_if_text(record.trace_id),
             "latency_seconds": float(latency) if latency is not None and math.isfinite(latency) else None,
             "error": bool(record.error),
             "sample_rate": record.sample_rate,
         }
         plain = self._everything_plain
         for name, value in record.inputs.items():
-            field = name if type(name) is str else str(name)
+            field = utf8_text(name if type(name) is str else str(name))
             if field in row or field == OUTPUT or field.startswith(_OUTPUT_DOT):
                 field = INPUT_PREFIX + field
             if plain:
@@ -155,7 +180,7 @@ class FieldPolicy:
         outputs = record.outputs
         if isinstance(outputs, Mapping):
             for name, value in outputs.items():
-                field = _OUTPUT_DOT + str(name)
+                field = utf8_text(_OUTPUT_DOT + str(name))
                 if plain:
                     row[field] = normalise(value)
                 elif self.keeps(field):

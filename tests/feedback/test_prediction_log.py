@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextvars
 import hashlib
 import hmac
+import json
 import math
 import re
 import threading
@@ -16,6 +17,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow.dataset as ds
 import pytest
 from hypothesis import given, settings
@@ -200,6 +202,50 @@ def test_every_int_and_fraction_is_logged_as_a_float(value: int | Fraction) -> N
         assert logged == float(value)
     else:
         assert math.isinf(logged) and (logged > 0) == (value > 0)
+
+
+def test_a_lone_surrogate_is_written_out_and_the_batch_around_it_kept(tmp_path: Path,
+                                                                      registry: CollectorRegistry) -> None:
+    # json.loads('"\\ud800"') gives a str Parquet (UTF-8) cannot store: the whole batch around it was lost
+    bad = json.loads('"a\\ud800b"')
+    with PredictionLog(ParquetSink(tmp_path), registry=registry) as log:
+        log.log("m", {"x": 1.0, "text": "fine"}, request_id="r1")
+        log.log("m", {"x": 2.0, "text": bad, bad: 5}, {bad: bad}, request_id=bad, version=bad)
+        log.log("m", {"x": 3.0, "text": "é"}, request_id="r3")
+    table = ds.dataset(tmp_path, format="parquet", partitioning="hive").to_table()
+    rows = sorted(table.to_pylist(), key=lambda r: r["x"])
+    written = "a\\ud800b"  # the surrogate as the six characters of its escape
+    assert [r["text"] for r in rows] == ["fine", written, "é"]
+    assert (rows[1]["request_id"], rows[1]["model_version"], rows[1][written], rows[1]["output." + written]) == \
+        (written, written, 5.0, written)
+    assert records(registry, "failed") == 0 and records(registry, "written") == 3
+
+
+def test_an_array_input_is_logged_as_json_text(tmp_path: Path, registry: CollectorRegistry) -> None:
+    # .item() of an embedding raised, and the record failed
+    with PredictionLog(ParquetSink(tmp_path), registry=registry) as log:
+        log.log("m", {"embedding": np.array([0.5, -1.0]), "one": np.array([7]), "scalar": np.float32(2.5)})
+    [row] = ds.dataset(tmp_path, format="parquet", partitioning="hive").to_table().to_pylist()
+    assert (row["embedding"], row["one"], row["scalar"]) == ("[0.5, -1.0]", 7.0, 2.5)
+    assert records(registry, "failed") == 0
+
+
+any_text = st.text(st.characters(categories=["Cs", "Ll", "Lo", "Nd", "Zs", "So", "Cc"]), max_size=6)
+
+
+@settings(max_examples=100, deadline=None)
+@given(texts=st.lists(any_text, min_size=1, max_size=6))
+def test_any_text_is_written_to_parquet_as_utf8(texts: list[str], tmp_path_factory: pytest.TempPathFactory) -> None:
+    directory = tmp_path_factory.mktemp("log")
+    registry = CollectorRegistry()
+    with PredictionLog(ParquetSink(directory), registry=registry) as log:
+        for i, text in enumerate(texts):
+            log.log("m", {"i": i, "text": text, f"name {text}": 1})
+    rows = sorted(ds.dataset(directory, format="parquet", partitioning="hive").to_table().to_pylist(),
+                  key=lambda r: r["i"])
+    assert records(registry, "written") == len(texts) and records(registry, "failed") == 0
+    # unchanged where UTF-8 can encode it, the escapes of lone surrogates otherwise
+    assert [r["text"] for r in rows] == [t.encode("utf-8", "backslashreplace").decode("utf-8") for t in texts]
 
 
 @settings(max_examples=300, deadline=None)
