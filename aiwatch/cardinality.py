@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 from aiwatch.env import MAX_LABEL_VALUES
 from aiwatch.safety import record_error, warn_rate_limited
+from aiwatch.utf8 import utf8_text
 
 if TYPE_CHECKING:
     from aiwatch.metrics import Metrics
@@ -54,10 +55,13 @@ class LabelGuard:
         self._on_overflow = on_overflow
 
     def fold(self, label: str, value: str) -> str:
-        """``value`` if it is already known or there is room for it, else :data:`OVERFLOW`."""
+        """``value`` if it is already known or there is room for it, else :data:`OVERFLOW`. A value UTF-8 cannot
+        encode (a lone surrogate) is kept with that character escaped (:func:`~aiwatch.utf8.utf8_text`): as it
+        is, it made every later scrape of the registry fail."""
         seen = self._seen.get(label)
         if seen is not None and value in seen:
             return value
+        value = utf8_text(value)
         with self._lock:
             seen = self._seen.setdefault(label, set())
             if value in seen:

@@ -30,6 +30,7 @@ from typing import Any, Literal
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
 from aiwatch.safety import record_error
+from aiwatch.utf8 import utf8_text
 
 MetricKind = Literal["counter", "gauge", "histogram"]
 
@@ -378,11 +379,13 @@ class Metrics:
                                                  f"and record nothing: {listed}"), self)
 
     def child(self, metric: Any, labels: Sequence[str]) -> Any:
-        """``metric.labels(*labels)``, cached: the hot path skips prometheus_client's label validation and lock."""
+        """``metric.labels(*labels)``, cached: the hot path skips prometheus_client's label validation and lock. A
+        label value UTF-8 cannot encode (a lone surrogate) is written out as its escape: as it is, it made every
+        later scrape of the registry fail."""
         key = (id(metric), tuple(labels))
         found = self._children.get(key)
         if found is None:
-            found = metric.labels(*labels)
+            found = metric.labels(*[utf8_text(v) if isinstance(v, str) else v for v in labels])
             with self._children_lock:
                 self._children[key] = found
         return found

@@ -42,6 +42,7 @@ from aiwatch.drift.features import CategoricalFeature, NumericalFeature
 from aiwatch.drift.profile import ReferenceProfile
 from aiwatch.metrics import Metrics, get_metrics
 from aiwatch.safety import record_error, warn_rate_limited
+from aiwatch.utf8 import utf8_text
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -122,12 +123,14 @@ class DriftMonitor:
         m = self.metrics
         self._bin_children: dict[str, list[Any]] = {}
         all_features: list[NumericalFeature | CategoricalFeature] = [*self._num, *self._cat]
+        model_label = utf8_text(model)  # label values UTF-8 can encode: see aiwatch.utf8
         for feat in all_features:
-            labels = feat.bin_labels
+            labels = [utf8_text(b) for b in feat.bin_labels]
+            name = utf8_text(feat.name)
             # Every bin's counter exists from the start (at 0) so that PromQL sees every bin.
-            self._bin_children[feat.name] = [m.feature_bin.labels(model, feat.name, b) for b in labels]
+            self._bin_children[feat.name] = [m.feature_bin.labels(model_label, name, b) for b in labels]
             for b, share in zip(labels, feat.reference_shares(), strict=True):
-                m.feature_reference_ratio.labels(model, feat.name, b).set(float(share))
+                m.feature_reference_ratio.labels(model_label, name, b).set(float(share))
             m.child(m.feature_missing, (model, feat.name))
 
     # ------------------------------------------------------------------------------------------ request path
@@ -369,8 +372,9 @@ class DriftMonitor:
         return report
 
     def _export(self, report: DriftReport) -> None:
-        m, model = self.metrics, self.model
-        for name, r in report.features.items():
+        m, model = self.metrics, utf8_text(self.model)
+        for feature, r in report.features.items():
+            name = utf8_text(feature)
             m.drift_window_samples.labels(model, name).set(r.current_count)
             previous = self._last_method.get(name)
             if previous is not None and previous != r.method:

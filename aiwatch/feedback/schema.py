@@ -25,6 +25,8 @@ import numbers
 from collections.abc import Collection, Mapping
 from typing import Any
 
+from aiwatch.utf8 import utf8_text
+
 #: The log's own columns, in order. ``model`` is also the first partition key of the Parquet sink.
 LOG_COLUMNS: tuple[str, ...] = ("request_id", "timestamp", "model", "model_version", "trace_id", "latency_seconds",
                                 "error", "sample_rate")
@@ -68,13 +70,13 @@ class PredictionRecord:
 
 
 def normalise(value: Any) -> Any:
-    """A value as the log stores it: float, bool, str (UTF-8: see :func:`utf8_text`), None, or JSON text for
-    anything else."""
+    """A value as the log stores it: float, bool, str (one UTF-8 can encode: :func:`~aiwatch.utf8.utf8_text`),
+    None, or JSON text for anything else."""
     kind = type(value)
     if kind is float or kind is bool or value is None:  # the common cases, without ABC checks
         return value
     if kind is str:
-        return value if value.isascii() else utf8_text(value)
+        return utf8_text(value)
     if kind is int:
         return _as_float(value)
     if isinstance(value, bool):
@@ -97,18 +99,8 @@ def normalise(value: Any) -> Any:
         return str(value)
 
 
-def utf8_text(text: str) -> str:
-    """``text`` if UTF-8 can encode it, else with each lone surrogate written out as ``\\udXXX``. JSON may carry one
-    (``"\\ud800"`` decodes to a str holding it), and Parquet, which stores UTF-8, refused the whole batch around it."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "backslashreplace").decode("utf-8")
-    return text
-
-
 def _utf8_if_text(value: Any) -> Any:
-    return utf8_text(value) if isinstance(value, str) and not value.isascii() else value
+    return utf8_text(value) if isinstance(value, str) else value
 
 
 def _as_float(value: Any) -> float:

@@ -239,3 +239,32 @@ def test_a_20k_name_flood_through_every_entry_point_stays_bounded(caplog: pytest
     assert total == small_series, grew  # names past the bound add no series at all
     assert total <= MAX_SERIES
     assert grown <= MAX_RSS_GROWTH
+
+
+#: Names a JSON body can carry (``json.loads('"\\ud800"')``) but UTF-8 cannot encode: lone surrogates.
+UNENCODABLE = ["a\ud800b", "\udfff", "x\ud83dy"]
+
+
+def test_names_utf8_cannot_encode_leave_the_registry_scrapable() -> None:
+    # one such label value made every later scrape fail (UnicodeEncodeError in the exposition), for good: the
+    # guard now writes the surrogate out as its escape, in every entry point above that takes a name from traffic
+    from prometheus_client import generate_latest
+
+    metrics = Metrics(CollectorRegistry())
+    wsgi_routes(metrics, UNENCODABLE)
+    aiwatch.instrument(lambda e, s: [], metrics=metrics, service="worker")  # the default recorder
+    for name in UNENCODABLE:  # a phase name is a token (refused otherwise); its model is any text
+        aiwatch.record_phase("p", 0.001, model=name)
+    httpx_client_per_call(metrics, UNENCODABLE)
+    drift_features_and_categories(metrics, UNENCODABLE)
+    queues_caches_batchers(metrics, UNENCODABLE)
+    for name in UNENCODABLE:
+        aiwatch.record_tokens(3, 4, model=name)
+    text = generate_latest(metrics.registry).decode("utf-8")
+    escaped = [name.encode("utf-8", "backslashreplace").decode("utf-8") for name in UNENCODABLE]
+    for label in ("route", "model", "feature", "queue", "cache"):
+        values = label_values(metrics.registry, label)
+        for value in values:
+            value.encode("utf-8")  # raises on a surrogate
+        assert any(e in value for e in escaped for value in values), (label, values)
+    assert "a\\\\ud800b" in text  # the escape's backslash, escaped again by the exposition format

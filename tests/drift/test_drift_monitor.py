@@ -96,6 +96,27 @@ def test_an_int_past_float64_is_missing_and_the_rest_of_its_row_is_kept(profile:
     assert value(registry, "aiwatch_feature_bin_total", model="m", feature="color", bin="red") == 4
 
 
+def test_names_utf8_cannot_encode_are_escaped_in_labels_and_matched_as_they_are() -> None:
+    # a profile whose feature or category holds a lone surrogate (json.loads('"\\ud800"') makes one) made every
+    # scrape of the registry fail; the values still match the category as it is, only the label is escaped
+    from prometheus_client import generate_latest
+
+    category, feature = "a\ud800", "x\udfff"
+    registry = CollectorRegistry()
+    built = ReferenceProfile.build({"c": [category] * 50 + ["b"] * 50, feature: [1.0, 2.0] * 50})
+    mon = DriftMonitor(built, model="m\ud800", registry=registry, min_samples=1)
+    mon.observe({"c": category, feature: 1.0})
+    mon.observe({"c": "b", feature: "bad"})
+    report = mon.evaluate()
+    text = generate_latest(registry).decode("utf-8")
+    assert report.features["c"].current_count == 2 and report.features[feature].current_count == 1
+    labels = {"model": "m\\ud800", "feature": "c", "bin": "a\\ud800"}
+    assert registry.get_sample_value("aiwatch_feature_bin_total", labels) == 1
+    assert registry.get_sample_value("aiwatch_feature_invalid_total", {"model": "m\\ud800", "feature": "x\\udfff",
+                                                                        "reason": "wrong_type"}) == 1
+    assert 'feature="x\\\\udfff"' in text  # the escape's backslash, escaped again by the exposition format
+
+
 def test_wrong_types_and_missing_features_counted_per_feature_and_reason(profile: ReferenceProfile,
                                                                          registry: CollectorRegistry) -> None:
     mon = DriftMonitor(profile, model="m", registry=registry)
