@@ -366,16 +366,36 @@ def category_key(value: Any) -> str | None:
 # tables
 
 
+def _one_column_per_name(pairs: list[tuple[Any, Any]]) -> dict[str, Any]:
+    """The (key, column) pairs as a dict by ``str(key)``, refusing a name given twice and a numpy column that is
+    not 1-D."""
+    out: dict[str, Any] = {}
+    keys: dict[str, Any] = {}
+    for key, column in pairs:
+        name = str(key)
+        if name in keys:
+            first = keys[name]
+            raise ProfileError(f"column {name!r} is given twice" if first == key else
+                               f"columns {first!r} and {key!r} are both named {name!r} (names are read as text)")
+        if isinstance(column, np.ndarray) and column.ndim != 1:
+            raise ProfileError(f"column {name!r} has shape {column.shape}: a column holds one value per row "
+                               "(one dimension)")
+        keys[name], out[name] = key, column
+    return out
+
+
 def columns_of(data: Any) -> dict[str, Any]:
     """Column name -> values for a mapping of columns, a pandas DataFrame, a list of row dicts or a 2-D numpy array
-    (rows x features, columns named ``"0"``, ``"1"``...)."""
+    (rows x features, columns named ``"0"``, ``"1"``...). Two columns with one name (``1`` and ``"1"``, a
+    DataFrame's repeated label) and a numpy column of more than one dimension are refused by name."""
     if isinstance(data, Mapping):
-        return {str(k): v for k, v in data.items()}
+        return _one_column_per_name(list(data.items()))
     if isinstance(data, np.ndarray):
         if data.ndim != 2:
             raise ProfileError(f"a numpy array must be 2-D (rows x features), got shape {data.shape}")
         return {str(i): data[:, i] for i in range(data.shape[1])}
     if hasattr(data, "columns") and hasattr(data, "__getitem__"):  # pandas DataFrame (duck-typed)
+        _one_column_per_name([(c, None) for c in data.columns])  # first: data[c] of a repeated label is a frame
         return {str(c): data[c].to_numpy() if hasattr(data[c], "to_numpy") else data[c] for c in data.columns}
     if isinstance(data, Sequence) and not isinstance(data, (str, bytes)):
         names: dict[str, None] = {}

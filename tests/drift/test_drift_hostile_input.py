@@ -167,6 +167,22 @@ def test_library_options_out_of_range_are_value_errors(option: str, value: Any) 
         compare(profile, {"x": RNG.normal(size=500)}, **{option: value})
 
 
+@pytest.mark.parametrize(("data", "message"), [
+    # a DataFrame's repeated label: data["x"] is a frame of both, which failed deep in numpy ("Array shapes are
+    # incompatible for broadcasting") or was read as one column of twice the rows
+    (pd.DataFrame(np.ones((50, 2)), columns=["x", "x"]), "column 'x' is given twice"),
+    ({1: [1.0] * 50, "1": [2.0] * 50}, "columns 1 and '1' are both named '1'"),  # the second replaced the first
+    (pd.DataFrame({1: [1.0] * 50, "1": [2.0] * 50}), "columns 1 and '1' are both named '1'"),
+    ({"x": np.ones((25, 2))}, r"column 'x' has shape \(25, 2\): a column holds one value per row"),  # was 50 values
+])
+def test_columns_that_are_not_one_per_name_and_one_dimensional_are_refused(data: Any, message: str) -> None:
+    profile = ReferenceProfile.build({"x": RNG.normal(size=500)})
+    with pytest.raises(ProfileError, match=message):
+        compare(profile, data)
+    with pytest.raises(ProfileError, match=message):
+        ReferenceProfile.build(data)
+
+
 # --------------------------------------------------------------------------------------------- the CLI gate
 
 
