@@ -61,7 +61,8 @@ class LabelGuard:
         seen = self._seen.get(label)
         if seen is not None and value in seen:
             return value
-        value = utf8_text(value)
+        if isinstance(value, str):  # (a caller's int passes as before: prometheus_client writes str() of it)
+            value = utf8_text(value)
         with self._lock:
             seen = self._seen.setdefault(label, set())
             if value in seen:

@@ -106,3 +106,12 @@ def test_an_overflow_counter_that_fails_is_counted_as_an_instrumentation_error(
     failure = next(r for r in caplog.records if "failed and was skipped" in r.getMessage())
     assert failure.getMessage() == "aiwatch: cardinality failed and was skipped: RuntimeError('counter gone')"
     assert any("reached its bound of 1" in r.getMessage() for r in caplog.records)
+
+
+def test_a_value_utf8_cannot_encode_is_escaped_once_and_then_known() -> None:
+    guard = LabelGuard(max_values=2)
+    assert guard.fold("model", "a\ud800") == "a\\ud800"  # the exposition cannot write the surrogate itself
+    assert guard.fold("model", "a\ud800") == "a\\ud800" and guard.known("model") == {"a\\ud800"}
+    assert guard.fold("model", "b") == "b"
+    assert guard.fold("model", "c\udfff") == OVERFLOW  # escaped, it still takes a place under the bound
+    assert guard.fold("queue", 7) == 7  # type: ignore[arg-type]  # not text: passed on as before
