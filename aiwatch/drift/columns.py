@@ -109,8 +109,12 @@ def object_column(values: Any) -> npt.NDArray[Any]:
     tuple among them as one more dimension (a column ``[[]]`` has no element at all) or refuses unequal ones."""
     if isinstance(values, np.ndarray) and values.ndim == 1:
         return values if values.dtype == object else values.astype(object)
-    items = values if isinstance(values, list) else list(values)
-    return np.fromiter(items, dtype=object, count=len(items))
+    if not isinstance(values, list):
+        arr = np.asarray(values, dtype=object)  # a Series or an Arrow array: its own conversion to Python values
+        if arr.ndim == 1:
+            return arr
+        values = list(values)
+    return np.fromiter(values, dtype=object, count=len(values))
 
 
 # ---------------------------------------------------------------------------------------------------------------
