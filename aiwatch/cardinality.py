@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 from aiwatch.env import MAX_LABEL_VALUES
 from aiwatch.safety import record_error, warn_rate_limited
-from aiwatch.utf8 import utf8_text
+from aiwatch.utf8 import text_or_value
 
 if TYPE_CHECKING:
     from aiwatch.metrics import Metrics
@@ -61,8 +61,7 @@ class LabelGuard:
         seen = self._seen.get(label)
         if seen is not None and value in seen:
             return value
-        if isinstance(value, str):  # (a caller's int passes as before: prometheus_client writes str() of it)
-            value = utf8_text(value)
+        value = text_or_value(value)  # (a caller's int passes as before: prometheus_client writes str() of it)
         with self._lock:
             seen = self._seen.setdefault(label, set())
             if value in seen:

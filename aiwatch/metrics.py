@@ -30,7 +30,7 @@ from typing import Any, Literal
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
 from aiwatch.safety import record_error
-from aiwatch.utf8 import utf8_text
+from aiwatch.utf8 import text_or_value
 
 MetricKind = Literal["counter", "gauge", "histogram"]
 
@@ -385,7 +385,7 @@ class Metrics:
         key = (id(metric), tuple(labels))
         found = self._children.get(key)
         if found is None:
-            found = metric.labels(*[utf8_text(v) if isinstance(v, str) else v for v in labels])
+            found = metric.labels(*map(text_or_value, labels))
             with self._children_lock:
                 self._children[key] = found
         return found

@@ -10,7 +10,9 @@ fail, and one such log value lost the Parquet batch around it.
 
 from __future__ import annotations
 
-__all__ = ["utf8_text"]
+from typing import Any
+
+__all__ = ["text_or_value", "utf8_text"]
 
 
 def utf8_text(text: str) -> str:
@@ -22,3 +24,8 @@ def utf8_text(text: str) -> str:
     except UnicodeEncodeError:
         return text.encode("utf-8", "backslashreplace").decode("utf-8")
     return text
+
+
+def text_or_value(value: Any) -> Any:
+    """:func:`utf8_text` of a str; any other value (an int label, None) as it is."""
+    return utf8_text(value) if isinstance(value, str) else value

@@ -25,7 +25,7 @@ import numbers
 from collections.abc import Collection, Mapping
 from typing import Any
 
-from aiwatch.utf8 import utf8_text
+from aiwatch.utf8 import text_or_value, utf8_text
 
 #: The log's own columns, in order. ``model`` is also the first partition key of the Parquet sink.
 LOG_COLUMNS: tuple[str, ...] = ("request_id", "timestamp", "model", "model_version", "trace_id", "latency_seconds",
@@ -99,10 +99,6 @@ def normalise(value: Any) -> Any:
         return str(value)
 
 
-def _utf8_if_text(value: Any) -> Any:
-    return utf8_text(value) if isinstance(value, str) else value
-
-
 def _as_float(value: Any) -> float:
     """``float(value)``; an int (or fraction) past float64's range is infinite there, as the drift tests read it."""
     try:
@@ -151,11 +147,11 @@ class FieldPolicy:
         """The row written for ``record``."""
         latency = record.latency_seconds
         row: dict[str, Any] = {
-            "request_id": _utf8_if_text(record.request_id),
+            "request_id": text_or_value(record.request_id),
             "timestamp": unix_seconds(record.timestamp),
-            "model": _utf8_if_text(record.model),
-            "model_version": _utf8_if_text(record.model_version),
-            "trace_id": _utf8_if_text(record.trace_id),
+            "model": text_or_value(record.model),
+            "model_version": text_or_value(record.model_version),
+            "trace_id": text_or_value(record.trace_id),
             "latency_seconds": float(latency) if latency is not None and math.isfinite(latency) else None,
             "error": bool(record.error),
             "sample_rate": record.sample_rate,
