@@ -217,6 +217,9 @@ def print_table(report: Any) -> None:
         result = "DRIFT" if r.drifted else ("ok" if r.status == "ok" else r.status)
         print(f"{r.feature:<24} {r.kind:<12} {r.method:<14} {_fmt(r.statistic):>10} {_fmt(r.pvalue):>10} "
               f"{_fmt(r.threshold):>9} {r.current_count:>8}  {result}")
+    for r in report.features.values():
+        if r.missing or r.invalid:
+            print(f"{r.feature:<24} left out of n: {r.missing} missing (None, NaN, inf), {r.invalid} wrong-typed")
     for name in report.missing_features:
         print(f"{name:<24} missing from the current data")
     if report.unknown_features:

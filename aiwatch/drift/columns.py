@@ -332,22 +332,31 @@ def to_float(v: Any) -> float | None:
 
 def to_float_counting(values: Any) -> tuple[FloatArray, int]:
     """float64 array of ``values`` (:func:`to_float` of each); wrong-typed entries become NaN and are counted."""
+    arr, wrong_typed = to_float_flagging(values)
+    return arr, 0 if wrong_typed is None else int(np.count_nonzero(wrong_typed))
+
+
+def to_float_flagging(values: Any) -> tuple[FloatArray, npt.NDArray[np.bool_] | None]:
+    """:func:`to_float_counting`, with where the wrong-typed entries are (``None`` when there are none), for a
+    caller that keeps the values and must tell a wrong-typed value from a missing one."""
     arr = values if isinstance(values, np.ndarray) else object_column(values)
     if arr.dtype.kind == "O" and arr.size and all(type(v) is float or type(v) is int for v in arr.tolist()):
         with contextlib.suppress(OverflowError):  # an int past float64: converted one by one below
             arr = arr.astype(np.float64)
     if arr.dtype.kind in "fiu":
-        return arr.astype(np.float64, copy=False), 0
+        return arr.astype(np.float64, copy=False), None
     out = np.empty(arr.size, dtype=np.float64)
-    invalid = 0
+    wrong_typed: npt.NDArray[np.bool_] | None = None
     for i, v in enumerate(arr.ravel().tolist()):
         f = to_float(v)
         if f is None:
             out[i] = math.nan
-            invalid += 1
+            if wrong_typed is None:
+                wrong_typed = np.zeros(arr.size, dtype=np.bool_)
+            wrong_typed[i] = True
         else:
             out[i] = f
-    return out, invalid
+    return out, wrong_typed
 
 
 def category_key(value: Any) -> str | None:

@@ -71,7 +71,11 @@ class FeatureDrift:
     drifted: bool = False
     current_count: int = 0
     reference_count: int = 0
+    #: Current values left out as missing (None, NaN, ±inf).
     missing: int = 0
+    #: Current values left out for another reason: of the wrong type (text in a numerical feature), or, in a
+    #: :class:`~aiwatch.drift.monitor.DriftMonitor`'s window, absent from their row.
+    invalid: int = 0
 
     @property
     def score(self) -> float:
@@ -86,7 +90,8 @@ class FeatureDrift:
                 "statistic": num(self.statistic), "pvalue": num(self.pvalue),
                 "adjusted_pvalue": num(self.adjusted_pvalue), "threshold": num(self.threshold),
                 "drifted": self.drifted, "current_count": self.current_count,
-                "reference_count": self.reference_count, "missing": self.missing}
+                "reference_count": self.reference_count, "missing": self.missing,
+                "invalid": self.invalid}
 
 
 @dataclass
@@ -259,7 +264,7 @@ def compare_features(profile: ReferenceProfile, current: Mapping[str, CurrentFea
         m = select_method(feat, cur, options)
         threshold = options.thresholds.get(name, options.threshold)
         result = FeatureDrift(name, feat.kind, m, STATUS_OK, current_count=cur.count, reference_count=feat.count,
-                              missing=cur.missing)
+                              missing=cur.missing, invalid=cur.invalid)
         results[name] = result
         if feat.count == 0:
             result.status = STATUS_NO_REFERENCE

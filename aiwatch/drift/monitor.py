@@ -34,7 +34,7 @@ import numpy as np
 import numpy.typing as npt
 
 from aiwatch.cardinality import guard_for
-from aiwatch.drift.columns import columns_of, to_float, to_float_counting
+from aiwatch.drift.columns import columns_of, to_float, to_float_flagging
 from aiwatch.drift.counting import INVALID, MISSING, count_bins
 from aiwatch.drift.current import CurrentFeature, categorical_current_from_codes, numerical_current
 from aiwatch.drift.evaluate import STATUS_OK, DriftReport, Options, compare_features, needs_bins
@@ -50,8 +50,10 @@ if TYPE_CHECKING:
 _ABSENT = object()
 MAX_UNKNOWN_FEATURES = 1000
 """Unknown feature names a monitor remembers (to count and report each once); see :meth:`DriftMonitor._note_unknown`."""
-#: How the window marks a value that is not counted (missing or wrong-typed alike).
-_EXCLUDED = MISSING
+#: How the numerical window marks a value excluded for another reason than being missing (wrong-typed, or absent
+#: from its row): a missing value is NaN there, so +inf (which a value never is: a non-finite value is missing) is
+#: free. The categorical window marks them INVALID, and a missing value MISSING. The report tells them apart.
+_NOT_A_VALUE = math.inf
 
 
 class DriftMonitor:
@@ -160,15 +162,18 @@ class DriftMonitor:
             elif v is _ABSENT:
                 absent += 1
                 self._count_invalid(name, "missing_feature")
+                nums[i] = _NOT_A_VALUE
+                continue
             else:
                 f = to_float(v)
                 if f is None:
                     self._count_invalid(name, "wrong_type")
-                elif math.isfinite(f):
+                    nums[i] = _NOT_A_VALUE
+                    continue
+                if math.isfinite(f):
                     nums[i] = f
                     continue
-                else:
-                    self._count_missing(name)
+                self._count_missing(name)
             nums[i] = math.nan
         cats = self._row_cat
         for j, name in enumerate(self._cat_names):
@@ -179,14 +184,13 @@ class DriftMonitor:
             if v is _ABSENT:
                 absent += 1
                 self._count_invalid(name, "missing_feature")
-                code = _EXCLUDED
+                code = INVALID
             else:
                 code = self._cat_code[j](v)
                 if code == MISSING:
                     self._count_missing(name)
                 elif code == INVALID:
                     self._count_invalid(name, "wrong_type")
-                    code = _EXCLUDED
             cats[j] = code
         if len(row) > self._n_features - absent:
             self._note_unknown(row)
@@ -248,8 +252,10 @@ class DriftMonitor:
             col = columns.get(feat.name)
             if col is None:
                 self._count_invalid(feat.name, "missing_feature", n)
+                num_block[:, i] = _NOT_A_VALUE
                 continue
-            arr, invalid = to_float_counting(col)
+            arr, wrong_typed = to_float_flagging(col)
+            invalid = 0 if wrong_typed is None else int(np.count_nonzero(wrong_typed))
             finite_mask = np.isfinite(arr)
             finite = arr[finite_mask]
             if invalid:
@@ -257,11 +263,15 @@ class DriftMonitor:
             if finite.size < n - invalid:
                 m.child(m.feature_missing, (self.model, feat.name)).inc(n - invalid - finite.size)
             self._add_bins(feat.name, count_bins(self._num_cuts[i], finite))
-            num_block[:, i] = np.where(finite_mask, arr, np.nan)[n - keep:]
+            kept = np.where(finite_mask, arr, np.nan)
+            if wrong_typed is not None:
+                kept[wrong_typed] = _NOT_A_VALUE
+            num_block[:, i] = kept[n - keep:]
         for j, cfeat in enumerate(self._cat):
             col = columns.get(cfeat.name)
             if col is None:
                 self._count_invalid(cfeat.name, "missing_feature", n)
+                cat_block[:, j] = INVALID
                 continue
             codes = self._cat_buckets[j].codes(col)
             counts, missing, invalid = self._cat_buckets[j].count_codes(codes)
@@ -270,7 +280,7 @@ class DriftMonitor:
             if invalid:
                 self._count_invalid(cfeat.name, "wrong_type", invalid)
             self._add_bins(cfeat.name, counts)
-            cat_block[:, j] = np.maximum(codes, _EXCLUDED)[n - keep:]
+            cat_block[:, j] = codes[n - keep:]
         unknown = [name for name in columns if name not in self.profile.features]
         if unknown:
             self._note_unknown(dict.fromkeys(unknown))
@@ -339,6 +349,13 @@ class DriftMonitor:
     def window(self) -> dict[str, Any]:
         """The current window's rows per feature (numerical: float arrays with NaN for excluded values;
         categorical: bucket indices with -1 for excluded values), oldest rows first."""
+        num, cat = self._window_marked()
+        num[num == _NOT_A_VALUE] = np.nan
+        np.maximum(cat, MISSING, out=cat)
+        return self._by_name(num, cat)
+
+    def _window_marked(self) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int32]]:
+        """The current window's rows (copies), each excluded value marked with why (see :data:`_NOT_A_VALUE`)."""
         with self._lock:
             self._flush_locked()
             order = (self._pos - self._filled + np.arange(self._filled)) % self.window_size
@@ -346,6 +363,9 @@ class DriftMonitor:
         if self.window_seconds is not None:
             recent = ts >= self.clock() - self.window_seconds
             num, cat = num[recent], cat[recent]
+        return num, cat
+
+    def _by_name(self, num: npt.NDArray[np.float64], cat: npt.NDArray[np.int32]) -> dict[str, Any]:
         out: dict[str, Any] = {name: num[:, i] for i, name in enumerate(self._num_names)}
         out.update({name: cat[:, j] for j, name in enumerate(self._cat_names)})
         return out
@@ -356,13 +376,17 @@ class DriftMonitor:
             return self._evaluate()
 
     def _evaluate(self) -> DriftReport:
-        columns = self.window()
+        columns = self._by_name(*self._window_marked())
         options = self.options
         rng = np.random.default_rng(options.seed)  # as compare() does, so both sample large windows alike
         current: dict[str, CurrentFeature] = {}
         for feat in self._num:
-            current[feat.name] = numerical_current(feat, columns[feat.name], options.sample_limit(), rng,
-                                                   needs_bins(feat, options))
+            column = columns[feat.name]
+            cur = numerical_current(feat, column, options.sample_limit(), rng, needs_bins(feat, options))
+            not_values = int(np.count_nonzero(column == _NOT_A_VALUE))  # counted as missing there: non-finite
+            cur.missing -= not_values
+            cur.invalid += not_values
+            current[feat.name] = cur
         for cfeat in self._cat:
             current[cfeat.name] = categorical_current_from_codes(cfeat, columns[cfeat.name])
         report = compare_features(self.profile, current, options)

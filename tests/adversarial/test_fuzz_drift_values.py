@@ -61,6 +61,11 @@ def test_every_value_is_counted_once_and_nothing_fails(rows: list[dict[str, Any]
         missing = counted(by_row, "aiwatch_feature_missing_total", feature=name)
         assert row_report.features[name].current_count + missing + wrong_type + absent == len(rows)
         assert absent == sum(name not in row for row in rows)
+        # the report says why each value was left out, as the metrics do
+        assert (row_report.features[name].missing, row_report.features[name].invalid) == (missing,
+                                                                                          wrong_type + absent)
+        assert (batch_report.features[name].missing, batch_report.features[name].invalid) == (missing + absent,
+                                                                                              wrong_type)
         # the batch: the same values, in the same buckets
         assert bin_counts(by_batch, name) == bin_counts(by_row, name)
         assert batch_report.features[name].current_count == row_report.features[name].current_count
@@ -68,5 +73,5 @@ def test_every_value_is_counted_once_and_nothing_fails(rows: list[dict[str, Any]
         assert counted(by_batch, "aiwatch_feature_missing_total", feature=name) == missing + absent
         if one_off is not None:  # and checked once
             checked = one_off.features[name]
-            assert (checked.current_count, checked.missing) == (row_report.features[name].current_count,
-                                                                missing + absent)
+            assert (checked.current_count, checked.missing, checked.invalid) == (
+                row_report.features[name].current_count, missing + absent, wrong_type)

@@ -110,3 +110,16 @@ def test_exact_mode_tests_every_current_value(tmp_path: Path, capsys: pytest.Cap
                            chunk_rows=700)
     assert sampled.features["x"].statistic != pytest.approx(expected, rel=1e-6)  # a sample of 500: not the same
     assert DEFAULT_MAX_EXACT > 3000 and statistic() == pytest.approx(expected, rel=1e-9)
+
+
+def test_the_table_says_how_many_values_were_left_out_and_why(files: dict[str, Path], tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    rng = np.random.default_rng(9)
+    age: list[object] = list(rng.normal(40, 10, 500))
+    age[:3] = [None, "unknown", "?"]
+    pd.DataFrame({"age": age, "plan": ["free"] * 500}).to_csv(tmp_path / "cur.csv", index=False)
+    main(["drift", str(files["ref"]), str(tmp_path / "cur.csv")])
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split() for line in lines if "left out" in line] == [
+        ["age", "left", "out", "of", "n:", "1", "missing", "(None,", "NaN,", "inf),", "2", "wrong-typed"]]
+    assert any(line.split()[:1] == ["age"] and line.split()[-2:] == ["497", "ok"] for line in lines)

@@ -78,6 +78,35 @@ def test_nan_inf_none_count_as_missing_and_are_excluded(profile: ReferenceProfil
     assert sum(bins(registry, "x", profile.features["x"].bin_labels)) == 2
 
 
+def test_the_report_tells_missing_values_from_wrong_typed_and_absent_ones(profile: ReferenceProfile,
+                                                                          registry: CollectorRegistry) -> None:
+    # the window used to mark all three NaN / -1, so the report's `missing` counted every excluded value, where
+    # compare's leaves wrong-typed ones out of it
+    mon = DriftMonitor(profile, model="m", registry=registry, min_samples=1)
+    for row in ({"x": None, "color": None}, {"x": "abc", "color": ["red"]}, {"score": 0.5}, {"x": 0.1, "color": "red"}):
+        mon.observe(row)
+    mon.observe_batch({"x": [math.nan, "abc", b"1", 0.2], "color": [math.nan, {}, b"x", "red"]})  # no score column
+    mon.observe_batch({"score": [0.1, 0.2]})  # no x or color column
+    report = mon.evaluate()
+    x, color, score = (report.features[name] for name in ("x", "color", "score"))
+    assert (x.current_count, x.missing, x.invalid) == (2, 2, 1 + 1 + 2 + 2)
+    assert (color.current_count, color.missing, color.invalid) == (2, 2, 1 + 1 + 2 + 2)
+    assert (score.current_count, score.missing, score.invalid) == (3, 0, 3 + 4)
+    assert x.to_dict()["missing"] == 2 and x.to_dict()["invalid"] == 6
+    # the metrics say the same
+    assert value(registry, "aiwatch_feature_missing_total", model="m", feature="x") == 2
+    assert value(registry, "aiwatch_feature_invalid_total", model="m", feature="x", reason="wrong_type") == 3
+    assert value(registry, "aiwatch_feature_invalid_total", model="m", feature="x", reason="missing_feature") == 3
+    # and the one-off check of the same values counts them as the monitor does
+    from aiwatch.drift import compare
+
+    checked = compare(profile, {"x": [None, "abc", math.nan, "abc", b"1", 0.1, 0.2]}, min_samples=1)
+    assert (checked.features["x"].missing, checked.features["x"].invalid) == (2, 3)
+    # window() still shows every excluded value as NaN / -1
+    window = mon.window()
+    assert np.isnan(window["x"]).sum() == 8 and (window["color"] == -1).sum() == 8
+
+
 def test_an_int_past_float64_is_missing_and_the_rest_of_its_row_is_kept(profile: ReferenceProfile,
                                                                        registry: CollectorRegistry) -> None:
     # infinite as a float, like Decimal("1e400"): a row holding one was skipped whole (OverflowError), and a batch or
