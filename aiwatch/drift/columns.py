@@ -79,8 +79,22 @@ def infer_kind_counting(values: Any) -> tuple[str, Counter[Any] | None]:
             present = [v for v in counts if not is_missing(v)]
             n_present = sum(counts[v] for v in present)
             return ("text" if len(present) > 0.5 * n_present else "categorical"), counts
-        return "unknown", None
+        return _numbers_among_text(items), None
     return "unknown", None
+
+
+def _numbers_among_text(items: npt.NDArray[Any]) -> str:
+    """The kind of a column that holds numbers and something else (a CSV column of numbers with an "unknown" in
+    it, as :func:`~aiwatch.drift.files.csv_column` reads it): the kind its numbers would have alone (ints: by their
+    distinct count; any float: numerical), when more than half of its present values are numbers; else
+    ``unknown``."""
+    present = [v for v in items.tolist() if not is_missing(v)]
+    numbers = [v for v in present if type(v) is float or type(v) is int]
+    if not numbers or len(numbers) <= 0.5 * len(present):
+        return "unknown"
+    if all(type(v) is int for v in numbers):
+        return "categorical" if len(set(numbers)) <= INTEGER_CARDINALITY_LIMIT else "numerical"
+    return "numerical"
 
 
 def python_column(values: Iterable[Any]) -> npt.NDArray[Any]:

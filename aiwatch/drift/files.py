@@ -5,14 +5,10 @@ Reading files needs pandas (CSV) or pyarrow (Parquet): ``pip install "aiwatch[da
 
 from __future__ import annotations
 
-import contextlib
-import math
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from aiwatch._optional import require
 from aiwatch.drift.errors import ProfileError
@@ -52,32 +48,23 @@ def csv_column(column: Any) -> Any:
 
     pandas types a CSV column per chunk: one field that is not a number ("unknown", "-") makes that chunk's whole
     column text, and each number in it a string, which a numerical feature would count as wrong-typed (a profile
-    lost the whole chunk). Here such a column keeps its numbers, as a chunk without that field does; only the
-    other fields stay text. A column none of whose first :data:`NUMBER_PROBE` values is a number is text and is
-    left as it is (converting costs about 1 µs per distinct value that is not a number)."""
+    lost the whole chunk). Here such a column keeps its numbers, typed as pandas types a column of them alone
+    (ints when every one is written as an int, else floats); only the other fields stay text. A column none of
+    whose first :data:`NUMBER_PROBE` values is a number is text and is left as it is (parsing costs about 1 µs per
+    field that is not a number)."""
     values = column.to_numpy()
     if values.dtype != object:
         return values
     pd = require("pandas", "data")
-    probe = column.dropna().iloc[:NUMBER_PROBE]
-    if not pd.to_numeric(probe, errors="coerce").notna().any():
+    if not pd.to_numeric(column.dropna().iloc[:NUMBER_PROBE], errors="coerce").notna().any():
         return values
-    codes, distinct = pd.factorize(column)  # parse each distinct field once
-    numbers = pd.to_numeric(pd.Series(distinct, dtype=object), errors="coerce").to_numpy()
-    parsed = np.array([_number(v, n) for v, n in zip(distinct, numbers, strict=True)] + [None], dtype=object)
-    return parsed[codes]  # code -1 (a missing field) takes the None at the end
-
-
-def _number(field: Any, parsed: float) -> Any:
-    """A CSV field as :func:`csv_column` keeps it: ``parsed``, ``field`` itself when it is not a number, or the
-    exact int of an integer past float64's 2**53 (a category "12345678901234567" stays that, as pandas reads it)."""
-    number = float(parsed)
-    if math.isnan(number):
-        return field
-    if abs(number) >= 2**53 and number.is_integer():
-        with contextlib.suppress(ValueError):
-            return int(field)
-    return number
+    numbers = pd.to_numeric(column, errors="coerce")
+    is_number = numbers.notna().to_numpy()
+    if is_number.sum() == column.notna().sum():  # numbers and missing fields only
+        return numbers.to_numpy()
+    out = values.copy()
+    out[is_number] = pd.to_numeric(column[is_number], errors="coerce").tolist()
+    return out
 
 
 def _reading(path: Path, chunks: Callable[[], Iterator[dict[str, Any]]]) -> Iterator[dict[str, Any]]:

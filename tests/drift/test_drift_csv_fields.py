@@ -51,14 +51,33 @@ def test_one_text_field_leaves_the_numbers_of_its_chunk_counted(tmp_path: Path) 
     assert checked.status == "ok" and not checked.drifted
 
 
-def test_numbers_keep_their_category_and_large_integers_stay_exact() -> None:
-    column = pd.Series(["7", "unknown", "12345678901234567", "2.50", None, "99999999999999999999999"], dtype=object)
-    assert list(csv_column(column)) == [7.0, "unknown", 12345678901234567, 2.5, None, 99999999999999999999999]
-    # the categories pandas gives those fields in a chunk of numbers only
+@pytest.mark.parametrize("row", [0, 1500])
+def test_a_column_of_numbers_with_text_in_its_first_chunk_keeps_its_kind(tmp_path: Path, row: int) -> None:
+    # its kind is decided on the first chunk: a text field there made the column text, and the profile left it out
+    rng = np.random.default_rng(row)
+    age = [f"{v:.3f}" for v in rng.normal(40, 10, 2000)]
+    rooms = [str(v) for v in rng.integers(1, 6, 2000)]
+    age[row] = rooms[row] = "-"
+    profile = ReferenceProfile.from_file(write_csv(tmp_path / "ref.csv", {"age": age, "rooms": rooms}),
+                                         chunk_rows=1000)
+    assert {name: (f.kind, f.count, f.missing) for name, f in profile.features.items()} == {
+        "age": ("numerical", 1999, 1), "rooms": ("categorical", 2000, 0)}  # "-" is a category of its own there
+    assert set(profile.skipped) == set()
+
+
+def test_numbers_are_typed_as_pandas_types_them_and_keep_their_category() -> None:
     from aiwatch.drift.columns import category_key
 
-    assert [category_key(v) for v in csv_column(column)] == ["7", "unknown", "12345678901234567", "2.5", None,
-                                                             "99999999999999999999999"]
+    ints = csv_column(pd.Series(["7", "unknown", "12345678901234567", None, "-0"], dtype=object))
+    assert list(ints) == [7, "unknown", 12345678901234567, None, 0]
+    assert [type(v) for v in ints] == [int, str, int, type(None), int]  # ints, exact, as pandas reads them alone
+    mixed = csv_column(pd.Series(["7", "unknown", "2.50", None], dtype=object))
+    assert list(mixed) == [7.0, "unknown", 2.5, None] and type(mixed[0]) is float  # a float field: floats
+    # the categories pandas gives those fields in a chunk of numbers only
+    assert [category_key(v) for v in [*ints, *mixed]] == ["7", "unknown", "12345678901234567", None, "0",
+                                                          "7", "unknown", "2.5", None]
+    typed = csv_column(pd.Series(["1.5", None, "2"], dtype=object))  # numbers only (Dask reads fields as text)
+    assert typed.dtype == np.float64 and np.isnan(typed[1])
 
 
 def test_a_text_column_is_left_as_it_is() -> None:
