@@ -162,7 +162,7 @@ def compare_on_dask(args: argparse.Namespace, options: Any, window: dict[str, An
     """``--dask``: the reference profiled (unless it is a .json profile) and the current data compared on the
     cluster; the columns reported unknown are those the single-machine run reports."""
     from aiwatch.drift.datasets import is_dataset, open_dataset, partition_columns
-    from aiwatch.drift.on_dask import compare_dask, connect, profile_dask, read_frame
+    from aiwatch.drift.on_dask import compare_dask, connect, profile_dask, read_frame, retrying_csv_as_text
     from aiwatch.drift.profile import ReferenceProfile
     from aiwatch.feedback.schema import LOG_COLUMNS
 
@@ -170,10 +170,13 @@ def compare_on_dask(args: argparse.Namespace, options: Any, window: dict[str, An
         if args.reference.lower().endswith(".json"):
             profile = ReferenceProfile.load(args.reference)
         else:
-            profile = profile_dask(read_frame(args.reference), chunk_rows=args.chunk_rows)
+            profile = retrying_csv_as_text(lambda as_text: profile_dask(
+                read_frame(args.reference, csv_as_text=as_text), chunk_rows=args.chunk_rows))
         every = [str(c) for c in read_frame(args.current).columns]
-        frame = read_frame(args.current, columns=[c for c in profile.features if c in every], **window)
-        report = compare_dask(profile, frame, options, chunk_rows=args.chunk_rows)
+        wanted = [c for c in profile.features if c in every]
+        report = retrying_csv_as_text(lambda as_text: compare_dask(
+            profile, read_frame(args.current, columns=wanted, csv_as_text=as_text, **window), options,
+            chunk_rows=args.chunk_rows))
     skip = set(profile.features)
     if is_dataset(args.current) or window["since"] is not None or window["until"] is not None:
         skip |= {*LOG_COLUMNS, window["time_column"], *partition_columns(open_dataset(args.current))}

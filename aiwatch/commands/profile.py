@@ -61,10 +61,11 @@ def run_build(args: argparse.Namespace) -> int:
         options: dict[str, Any] = {"n_bins": args.bins, "top_k": args.top_k, "sample_size": args.sample_size,
                                    "kinds": parse_kinds(args.kind), "chunk_rows": args.chunk_rows}
         if args.dask:
-            from aiwatch.drift.on_dask import connect, profile_dask, read_frame
+            from aiwatch.drift.on_dask import connect, profile_dask, read_frame, retrying_csv_as_text
 
             with connect(args.dask):
-                profile = profile_dask(read_frame(args.data, columns=columns, **window), **options)
+                profile = retrying_csv_as_text(lambda as_text: profile_dask(
+                    read_frame(args.data, columns=columns, csv_as_text=as_text, **window), **options))
         else:
             profile = profile_source(args.data, columns=columns, **options, **window)
         profile.save(args.output)

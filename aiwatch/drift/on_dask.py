@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import functools
 import itertools
+import logging
 import operator
 import os
 import warnings
 from collections.abc import Callable, Collection, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -39,12 +40,15 @@ from aiwatch.drift.datasets import DEFAULT_TIME_COLUMN, is_dataset
 from aiwatch.drift.errors import ProfileError
 from aiwatch.drift.evaluate import DriftReport, Options
 from aiwatch.drift.features import DEFAULT_BINS, DEFAULT_SAMPLE_SIZE, DEFAULT_TOP_K, Feature
-from aiwatch.drift.files import DEFAULT_CHUNK_ROWS
+from aiwatch.drift.files import DEFAULT_CHUNK_ROWS, csv_column
 from aiwatch.drift.merge import merge_features
 from aiwatch.drift.profile import ReferenceProfile
 from aiwatch.drift.validation import DEFAULT_LIMITS, ProfileLimits
 
-__all__ = ["compare_dask", "connect", "profile_dask", "read_frame"]
+__all__ = ["compare_dask", "connect", "profile_dask", "read_frame", "retrying_csv_as_text"]
+
+log = logging.getLogger("aiwatch.drift")
+T = TypeVar("T")
 
 
 
@@ -105,16 +109,23 @@ def compare_dask(profile: ReferenceProfile, frame: Any, options: Options | None 
 
 def read_frame(source: str | os.PathLike[str], *, columns: Sequence[str] | None = None,
                since: datetime | None = None, until: datetime | None = None,
-               time_column: str = DEFAULT_TIME_COLUMN) -> Any:
+               time_column: str = DEFAULT_TIME_COLUMN, csv_as_text: bool = False) -> Any:
     """A CSV file, or Parquet data (a file, a directory with or without ``key=value`` partitions, a glob), as a
     ``dask.dataframe`` of ``columns`` (default: all), keeping the rows in ``[since, until)`` of ``time_column``
-    (which is then left out unless ``columns`` names it)."""
+    (which is then left out unless ``columns`` names it).
+
+    Dask types a CSV's columns once, from the file's first bytes, and fails the job on a later field that does not
+    fit ("unknown" in a column of numbers). ``csv_as_text`` reads the fields as text and types each partition's
+    columns as :func:`~aiwatch.drift.files.csv_column` does on one machine (about 4x the CPU of Dask's typed
+    read); :func:`retrying_csv_as_text` does that only when Dask's typing failed."""
     dd = require("dask.dataframe", "dask")
     text = os.fspath(source)
     wanted = None if columns is None else list(dict.fromkeys([*columns, *([time_column] if since or until else [])]))
     try:
         if is_dataset(text) or Path(text).suffix.lower() in (".parquet", ".pq"):
             frame = dd.read_parquet(text, columns=wanted)
+        elif csv_as_text:
+            frame = dd.read_csv(text, usecols=wanted, dtype=object).map_partitions(_typed_csv_fields)
         else:
             frame = dd.read_csv(text, usecols=wanted)
     except Exception as exc:  # a missing path, not Parquet...
@@ -127,6 +138,43 @@ def read_frame(source: str | os.PathLike[str], *, columns: Sequence[str] | None 
                            f"{', '.join(map(str, frame.columns))}")
     frame = frame.map_partitions(_in_range, time_column=time_column, since=since, until=until)
     return frame if columns is not None and time_column in columns else frame.drop(columns=[time_column])
+
+
+def retrying_csv_as_text(run: Callable[[bool], T]) -> T:
+    """``run(False)``, or ``run(True)`` when that failed because Dask's typing of a CSV did not fit a later field
+    (``run(csv_as_text)`` reads its data with :func:`read_frame`)."""
+    try:
+        return run(False)
+    except ValueError as exc:
+        if _DASK_CSV_TYPES_FAILED not in str(exc):
+            raise
+        columns = _mismatched_columns(str(exc))
+        log.warning("aiwatch: Dask typed the CSV's columns from the start of the file, and a later field does not "
+                    "fit%s; reading its fields as text, each typed as on one machine", columns)
+        return run(True)
+
+
+#: What Dask's CSV reader says when a partition's field does not fit the dtype it inferred from the first bytes.
+_DASK_CSV_TYPES_FAILED = "Mismatched dtypes found in `pd.read_csv`"
+
+
+def _mismatched_columns(message: str) -> str:
+    """`` (age: object, typed float64)`` from Dask's table of mismatched columns, or ``""``."""
+    found = []
+    for line in message.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 3 and cells[0] not in ("Column", "") and not set(cells[0]) <= set("-+"):
+            found.append(f"{cells[0]}: {cells[1]}, typed {cells[2]}")
+    return f" ({'; '.join(found)})" if found else ""
+
+
+def _typed_csv_fields(frame: Any) -> Any:
+    """A partition of a CSV read as text, each column typed as pandas types a column of such fields (float64,
+    int64, object where text remains), each field read as :func:`~aiwatch.drift.files.csv_column` reads it on one
+    machine. Dask's own typing fails the whole job on one text field ("unknown") in a column it typed as numbers
+    from the file's first bytes."""
+    pd = require("pandas", "dask")
+    return pd.DataFrame({name: csv_column(frame[name]) for name in frame.columns}, index=frame.index).infer_objects()
 
 
 def connect(address: str) -> Any:

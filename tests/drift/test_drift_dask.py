@@ -193,3 +193,37 @@ def test_an_unreachable_scheduler_is_one_error_line(data: dict[str, Path], capsy
                      "--dask", "tcp://127.0.0.1:9"])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("aiwatch profile build: error:") and "Traceback" not in err
+
+
+def test_a_csv_field_that_does_not_fit_dasks_typing_gives_the_single_machine_result(
+        cluster: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> None:
+    # Dask types a CSV's columns from its first 256 kB: "unknown" after them failed the whole job ("Mismatched
+    # dtypes"); it is now read again as text, each field typed as read_chunks types it on one machine
+    import pandas as pd
+
+    rng = np.random.default_rng(31)
+    n = 60_000
+    age: list[object] = list(np.round(rng.normal(40, 10, n), 3))
+    rooms: list[object] = list(rng.integers(1, 6, n))
+    age[50_000], rooms[55_000] = "unknown", "-"
+    pd.DataFrame({"age": age, "rooms": rooms, "plan": rng.choice(["free", "pro"], n)}).to_csv(
+        tmp_path / "dirty.csv", index=False)
+    assert (tmp_path / "dirty.csv").stat().st_size > 2 * 256_000
+    address = cluster.scheduler.address
+    for how, extra in (("local", []), ("dask", ["--dask", address])):
+        assert main(["profile", "build", str(tmp_path / "dirty.csv"), "-o", str(tmp_path / f"{how}.json"),
+                     "--chunk-rows", "20000", *extra]) == 0
+    local, on_cluster = (ReferenceProfile.load(tmp_path / f"{how}.json") for how in ("local", "dask"))
+    assert features_apart(local, on_cluster) == {}
+    assert {name: (f.kind, f.count) for name, f in on_cluster.features.items()} == {
+        "age": ("numerical", n - 1), "rooms": ("categorical", n), "plan": ("categorical", n)}
+    assert "a later field does not fit (age: object, typed float64; rooms: object, typed int64)" in caplog.text
+    capsys.readouterr()
+    args = ["drift", str(tmp_path / "local.json"), str(tmp_path / "dirty.csv"), "--chunk-rows", "20000"]
+    assert cli_json(capsys, *args, "--dask", address) == cli_json(capsys, *args)
+    # a clean CSV keeps Dask's own typed read
+    caplog.clear()
+    pd.DataFrame({"age": rng.normal(40, 10, 1000)}).to_csv(tmp_path / "clean.csv", index=False)
+    assert main(["profile", "build", str(tmp_path / "clean.csv"), "-o", str(tmp_path / "clean.json"),
+                 "--dask", address]) == 0
+    assert "does not fit" not in caplog.text
