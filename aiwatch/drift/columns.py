@@ -29,6 +29,7 @@ import numpy as np
 import numpy.typing as npt
 
 from aiwatch.drift.errors import ProfileError
+from aiwatch.floats import finite_or_infinite
 
 FloatArray = npt.NDArray[np.float64]
 #: Evidently's limit: an integer column with at most this many distinct values is categorical.
@@ -337,10 +338,7 @@ def to_float(v: Any) -> float | None:
     if isinstance(v, (bool, np.bool_)):
         return None
     if isinstance(v, (int, float, np.integer, np.floating)):
-        try:
-            return float(v)
-        except OverflowError:  # an int past float64's range: infinite there, as Decimal("1e400") converts
-            return math.inf if v > 0 else -math.inf
+        return finite_or_infinite(v)
     return None
 
 

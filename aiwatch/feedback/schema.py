@@ -25,6 +25,7 @@ import numbers
 from collections.abc import Collection, Mapping
 from typing import Any
 
+from aiwatch.floats import finite_or_infinite
 from aiwatch.utf8 import text_or_value, utf8_text
 
 #: The log's own columns, in order. ``model`` is also the first partition key of the Parquet sink.
@@ -78,13 +79,13 @@ def normalise(value: Any) -> Any:
     if kind is str:
         return utf8_text(value)
     if kind is int:
-        return _as_float(value)
+        return finite_or_infinite(value)
     if isinstance(value, bool):
         return value
     if isinstance(value, str):
         return utf8_text(str(value))
     if isinstance(value, numbers.Real):  # ints, floats, numpy scalars
-        return _as_float(value)
+        return finite_or_infinite(value)
     if hasattr(value, "item") and callable(value.item):  # numpy scalars and 0-d arrays, numpy bool_, tensors
         try:
             item = value.item()
@@ -97,14 +98,6 @@ def normalise(value: Any) -> Any:
         return json.dumps(value, default=str, sort_keys=True)
     except (TypeError, ValueError):
         return str(value)
-
-
-def _as_float(value: Any) -> float:
-    """``float(value)``; an int (or fraction) past float64's range is infinite there, as the drift tests read it."""
-    try:
-        return float(value)
-    except OverflowError:
-        return math.inf if value > 0 else -math.inf
 
 
 class FieldPolicy:
