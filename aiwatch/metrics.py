@@ -22,6 +22,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -385,10 +386,22 @@ class Metrics:
         key = (id(metric), tuple(labels))
         found = self._children.get(key)
         if found is None:
-            found = metric.labels(*map(text_or_value, labels))
+            found = self.labels(metric, labels)
             with self._children_lock:
                 self._children[key] = found
         return found
+
+    @staticmethod
+    def labels(metric: Any, labels: Sequence[str]) -> Any:
+        """``metric.labels(*labels)``, not cached (for a child that :meth:`remove` may take away again), each value
+        one UTF-8 can encode, as :meth:`child` writes it."""
+        return metric.labels(*map(text_or_value, labels))
+
+    @staticmethod
+    def remove(metric: Any, labels: Sequence[str]) -> None:
+        """Remove the child :meth:`labels` gives for ``labels``, if there is one."""
+        with contextlib.suppress(KeyError):
+            metric.remove(*map(text_or_value, labels))
 
 
 _default: Metrics | None = None

@@ -27,3 +27,22 @@ def test_the_text_is_encodable_and_unchanged_where_it_was(text: str) -> None:
         assert out is text
     else:  # each lone surrogate is its escape, the rest as it was
         assert out == "".join(f"\\u{ord(c):04x}" if c in surrogates else c for c in text)
+
+
+def test_metrics_labels_and_remove_write_a_value_alike() -> None:
+    # the drift monitor sets and removes its score gauges by feature name: both must escape it the same way, or a
+    # removed series would stay behind (and one unescaped would break the scrape)
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from aiwatch.metrics import Metrics
+
+    registry = CollectorRegistry()
+    m = Metrics(registry)
+    labels = ("m\ud800", "feature\udfff", "ks")
+    m.labels(m.drift_score, labels).set(0.5)
+    assert registry.get_sample_value("aiwatch_drift_score", dict(zip(("model", "feature", "test"),
+                                                                     map(utf8_text, labels), strict=True))) == 0.5
+    generate_latest(registry)
+    m.remove(m.drift_score, labels)
+    m.remove(m.drift_score, labels)  # a child that is not there: nothing to do
+    assert b"aiwatch_drift_score{" not in generate_latest(registry)

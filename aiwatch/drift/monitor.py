@@ -22,7 +22,6 @@ Tests run in :meth:`DriftMonitor.evaluate`, on demand or every ``interval`` seco
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import threading
@@ -42,7 +41,6 @@ from aiwatch.drift.features import CategoricalFeature, NumericalFeature
 from aiwatch.drift.profile import ReferenceProfile
 from aiwatch.metrics import Metrics, get_metrics
 from aiwatch.safety import record_error, warn_rate_limited
-from aiwatch.utf8 import utf8_text
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -125,14 +123,11 @@ class DriftMonitor:
         m = self.metrics
         self._bin_children: dict[str, list[Any]] = {}
         all_features: list[NumericalFeature | CategoricalFeature] = [*self._num, *self._cat]
-        model_label = utf8_text(model)  # label values UTF-8 can encode: see aiwatch.utf8
         for feat in all_features:
-            labels = [utf8_text(b) for b in feat.bin_labels]
-            name = utf8_text(feat.name)
             # Every bin's counter exists from the start (at 0) so that PromQL sees every bin.
-            self._bin_children[feat.name] = [m.feature_bin.labels(model_label, name, b) for b in labels]
-            for b, share in zip(labels, feat.reference_shares(), strict=True):
-                m.feature_reference_ratio.labels(model_label, name, b).set(float(share))
+            self._bin_children[feat.name] = [m.labels(m.feature_bin, (model, feat.name, b)) for b in feat.bin_labels]
+            for b, share in zip(feat.bin_labels, feat.reference_shares(), strict=True):
+                m.labels(m.feature_reference_ratio, (model, feat.name, b)).set(float(share))
             m.child(m.feature_missing, (model, feat.name))
 
     # ------------------------------------------------------------------------------------------ request path
@@ -396,26 +391,25 @@ class DriftMonitor:
         return report
 
     def _export(self, report: DriftReport) -> None:
-        m, model = self.metrics, utf8_text(self.model)
-        for feature, r in report.features.items():
-            name = utf8_text(feature)
-            m.drift_window_samples.labels(model, name).set(r.current_count)
+        m, model = self.metrics, self.model
+        for name, r in report.features.items():
+            m.labels(m.drift_window_samples, (model, name)).set(r.current_count)
             previous = self._last_method.get(name)
             if previous is not None and previous != r.method:
                 for gauge in (m.drift_score, m.drift_pvalue, m.drift_detected):
-                    _remove(gauge, model, name, previous)
+                    m.remove(gauge, (model, name, previous))
             self._last_method[name] = r.method
-            m.drift_detected.labels(model, name, r.method).set(1 if r.drifted else 0)
+            m.labels(m.drift_detected, (model, name, r.method)).set(1 if r.drifted else 0)
             if r.status != STATUS_OK:
-                _remove(m.drift_score, model, name, r.method)
-                _remove(m.drift_pvalue, model, name, r.method)
+                m.remove(m.drift_score, (model, name, r.method))
+                m.remove(m.drift_pvalue, (model, name, r.method))
                 continue
-            m.drift_score.labels(model, name, r.method).set(r.statistic)
+            m.labels(m.drift_score, (model, name, r.method)).set(r.statistic)
             pvalue = r.adjusted_pvalue if r.adjusted_pvalue is not None else r.pvalue
             if pvalue is None:
-                _remove(m.drift_pvalue, model, name, r.method)
+                m.remove(m.drift_pvalue, (model, name, r.method))
             else:
-                m.drift_pvalue.labels(model, name, r.method).set(pvalue)
+                m.labels(m.drift_pvalue, (model, name, r.method)).set(pvalue)
 
     # ------------------------------------------------------------------------------------ background thread
     def start(self, interval: float | None = None) -> DriftMonitor:
@@ -458,7 +452,3 @@ class DriftMonitor:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-
-def _remove(gauge: Any, *labels: str) -> None:
-    with contextlib.suppress(KeyError):
-        gauge.remove(*labels)
