@@ -356,7 +356,8 @@ def to_float_flagging(values: Any) -> tuple[FloatArray, npt.NDArray[np.bool_] | 
         with contextlib.suppress(OverflowError):  # an int past float64: converted one by one below
             arr = arr.astype(np.float64)
     if arr.dtype.kind in "fiu":
-        return arr.astype(np.float64, copy=False), None
+        with np.errstate(over="ignore"):  # a longdouble past float64's range: infinite, so missing, as 10**400 is
+            return arr.astype(np.float64, copy=False), None
     out = np.empty(arr.size, dtype=np.float64)
     wrong_typed: npt.NDArray[np.bool_] | None = None
     for i, v in enumerate(arr.ravel().tolist()):

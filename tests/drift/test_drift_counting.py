@@ -358,6 +358,31 @@ def test_an_int_past_float64_is_a_missing_value_in_a_build_and_in_a_check(exact:
     assert (report.features["x"].current_count, report.features["x"].missing) == (50, 2)
 
 
+
+@pytest.mark.skipif(np.finfo(np.longdouble).max <= np.finfo(np.float64).max, reason="longdouble is float64 here")
+@pytest.mark.parametrize("exact", [False, True])
+def test_a_longdouble_past_float64_is_a_missing_value_without_a_warning(exact: bool) -> None:
+    # numpy warned "overflow encountered in cast" where such an array became float64 (its values infinite: missing)
+    from prometheus_client import CollectorRegistry
+
+    from aiwatch.drift.evaluate import compare
+    from aiwatch.drift.monitor import DriftMonitor
+    from aiwatch.drift.profile import ReferenceProfile
+
+    column = np.array(["1e4000", "-1e4000", *map(str, RNG.normal(size=60))], dtype=np.longdouble)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        f = ReferenceProfile.build({"x": column}).features["x"]
+        checked = compare(ReferenceProfile.build({"x": RNG.normal(size=300)}), {"x": column}, exact=exact)
+        monitor = DriftMonitor(ReferenceProfile.build({"x": RNG.normal(size=300)}), registry=CollectorRegistry(),
+                               min_samples=1)
+        monitor.observe_batch({"x": column})
+        watched = monitor.evaluate().features["x"]
+    assert (f.count, f.missing) == (60, 2)
+    assert (checked.features["x"].current_count, checked.features["x"].missing) == (60, 2)
+    assert (watched.current_count, watched.missing) == (60, 2)
+
+
 # ---------------------------------------------------------------------------------------------- sampling
 
 
