@@ -85,18 +85,22 @@ def _poll_within(poller: Any, timeout: float) -> Any:
 
 def _serve(start: Any) -> int:
     stop = threading.Event()
-    try:
-        served = start()
-    except OSError as exc:
-        print(f"aiwatch gpu: cannot serve the GPU metrics: {exc}")
-        return 2
+    # before start(): the metrics answer as soon as it has begun, and a SIGTERM between that and a handler
+    # installed after it killed the process without closing the server (exit -15)
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    print(f"serving GPU metrics on http://{served.server.server_address[0]}:{served.port}/metrics", flush=True)
     try:
-        stop.wait()
-    except KeyboardInterrupt:
-        pass
+        try:
+            served = start()
+        except OSError as exc:
+            print(f"aiwatch gpu: cannot serve the GPU metrics: {exc}")
+            return 2
+        print(f"serving GPU metrics on http://{served.server.server_address[0]}:{served.port}/metrics", flush=True)
+        try:
+            stop.wait()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            served.close()
     finally:
         signal.signal(signal.SIGTERM, previous)
-        served.close()
     return 0

@@ -170,3 +170,28 @@ def test_serve_stops_on_sigterm_while_nvml_hangs(tmp_path: Path) -> None:
         proc.stop()
     assert returncode == 0, proc.output()
     print(f"aiwatch gpu --serve stopped {took:.2f} s after SIGTERM with NVML hung")
+
+
+SIGTERM_AS_IT_STARTS = """
+import os, signal, sys
+from tests.signals.fake_pynvml import FakeNVML
+from aiwatch.commands import gpu
+from aiwatch.signals.gpu import serve_gpu_metrics
+
+def start():
+    served = serve_gpu_metrics(0, interval=0.1, nvml=FakeNVML.with_gpus(1))  # the metrics answer from here on
+    os.kill(os.getpid(), signal.SIGTERM)  # a process manager's SIGTERM, before the command's next line
+    return served
+
+sys.exit(gpu._serve(start))
+"""
+
+
+def test_serve_stops_cleanly_on_a_sigterm_that_comes_as_it_starts(tmp_path: Path) -> None:
+    # CI caught the window: the handler was installed after the server answered, so a SIGTERM in between killed
+    # the process (exit -15) without closing the server
+    proc = subprocess.run([sys.executable, "-c", SIGTERM_AS_IT_STARTS], env=python_env(), capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "serving GPU metrics on http://127.0.0.1:" in proc.stdout
+
