@@ -10,6 +10,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from aiwatch._optional import require
 from aiwatch.drift.errors import ProfileError
 
@@ -61,12 +63,16 @@ def csv_column(column: Any) -> Any:
         probe = column.dropna()
     if not pd.to_numeric(probe.iloc[:NUMBER_PROBE], errors="coerce").notna().any():
         return values
-    numbers = pd.to_numeric(column, errors="coerce")
-    is_number = numbers.notna().to_numpy()
-    if is_number.sum() == column.notna().sum():  # numbers and missing fields only
-        return numbers.to_numpy()
+    parsed = pd.to_numeric(column, errors="coerce").to_numpy()  # float64 with NaN where not a number, or int64
+    is_number = ~np.isnan(parsed) if parsed.dtype.kind == "f" else np.ones(parsed.size, dtype=np.bool_)
+    if np.array_equal(is_number, column.notna().to_numpy()):  # numbers and missing fields only
+        return parsed
+    numbers = parsed[is_number]
     out = values.copy()
-    out[is_number] = pd.to_numeric(column[is_number], errors="coerce").tolist()
+    if numbers.size and np.all(numbers == np.floor(numbers)):  # maybe ints: parsed again alone, as pandas would
+        out[is_number] = pd.to_numeric(pd.Series(values[is_number]), errors="coerce").tolist()
+    else:
+        out[is_number] = numbers.tolist()
     return out
 
 

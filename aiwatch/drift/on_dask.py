@@ -116,8 +116,8 @@ def read_frame(source: str | os.PathLike[str], *, columns: Sequence[str] | None 
 
     Dask types a CSV's columns once, from the file's first bytes, and fails the job on a later field that does not
     fit ("unknown" in a column of numbers). ``csv_as_text`` reads the fields as text and types each partition's
-    columns as :func:`~aiwatch.drift.files.csv_column` does on one machine (about 4x the CPU of Dask's typed
-    read); :func:`retrying_csv_as_text` does that only when Dask's typing failed."""
+    columns as :func:`~aiwatch.drift.files.csv_column` does on one machine (about 8x the CPU of Dask's typed
+    read: ``bench/csv_read_bench.py``); :func:`retrying_csv_as_text` does that only when Dask's typing failed."""
     dd = require("dask.dataframe", "dask")
     text = os.fspath(source)
     wanted = None if columns is None else list(dict.fromkeys([*columns, *([time_column] if since or until else [])]))
