@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         bounds = objectives(args.objective, args.kind)
-        labels, unusable = drop_unusable(read_labels(args.labels, args.id_column, args.outcome_column))
+        labels, unusable = drop_unusable(read_labels(args.labels, args.id_column, args.outcome_column), args.kind)
         results = realised_quality(args.log, labels, kind=args.kind, prediction=args.prediction,
                                    positive=args.positive, window_seconds=args.window, **time_range(args))
         metrics = Metrics(CollectorRegistry())
@@ -104,8 +104,8 @@ def run(args: argparse.Namespace) -> int:
     except Exception as exc:  # never a traceback
         return fail(exc, unexpected=True, command="aiwatch quality")
     if unusable:
-        print(f"aiwatch quality: {unusable} labels left out: no request id, or a missing, NaN or infinite outcome",
-              file=sys.stderr)
+        print(f"aiwatch quality: {unusable} labels left out: no request id, or a missing, NaN or infinite outcome"
+              + (" or one that is not a number" if args.kind == "regressor" else ""), file=sys.stderr)
     failing = {model: below_objective(q, bounds) for model, q in latest.items()}
     if args.json:
         print(json.dumps({"windows": [q.to_dict() for q in results],

@@ -110,17 +110,34 @@ def read_labels(path: str | os.PathLike[str], id_column: str = "request_id", out
     return table.cast(pa.schema([("request_id", pa.string()), ("outcome", table.schema.field("outcome").type)]))
 
 
-def drop_unusable(labels: Any) -> tuple[Any, int]:
+def drop_unusable(labels: Any, kind: Kind | None = None) -> tuple[Any, int]:
     """The labels (:func:`read_labels`' table) without those that cannot be scored: no request id, or an outcome
-    that is missing, NaN or infinite; and how many were left out."""
+    that is missing, NaN or infinite, or for a ``regressor`` not a number; and how many were left out.
+
+    A regressor's outcomes written as text (one "unknown" makes a CSV reader type the whole column as text, and a
+    careless export writes text) are read as numbers, each that is one: that one outcome is left out, not the run."""
     pa = require("pyarrow", "data")
     pc = require("pyarrow.compute", "data")
+    if kind == "regressor":
+        labels = _outcomes_as_numbers(labels)
     keep = pc.and_(pc.is_valid(labels.column("request_id")), pc.is_valid(labels.column("outcome")))
     outcome_type = labels.schema.field("outcome").type
     if pa.types.is_floating(outcome_type):
         keep = pc.and_(keep, pc.fill_null(pc.is_finite(labels.column("outcome")), False))
     kept = labels.filter(keep)
     return kept, labels.num_rows - kept.num_rows
+
+
+def _outcomes_as_numbers(labels: Any) -> Any:
+    """``labels`` with a text ``outcome`` column as float64, null where a value is not a number."""
+    pa = require("pyarrow", "data")
+    outcome = labels.column("outcome")
+    if not (pa.types.is_string(outcome.type) or pa.types.is_large_string(outcome.type)):
+        return labels
+    pd = require("pandas", "data")
+    numbers = pd.to_numeric(pd.Series(outcome.to_pylist(), dtype=object), errors="coerce").astype("float64")
+    return labels.set_column(labels.schema.get_field_index("outcome"), "outcome",
+                             pa.array(numbers.to_numpy(), type=pa.float64(), from_pandas=True))
 
 
 def realised_quality(log: str | os.PathLike[str], labels: Any, *, kind: Kind = "classifier",
@@ -135,7 +152,7 @@ def realised_quality(log: str | os.PathLike[str], labels: Any, *, kind: Kind = "
         raise ValueError(f"window_seconds must be > 0, got {window_seconds!r}")
     pa = require("pyarrow", "data")
     pc = require("pyarrow.compute", "data")
-    table_labels = drop_unusable(labels if isinstance(labels, pa.Table) else read_labels(labels))[0]
+    table_labels = drop_unusable(labels if isinstance(labels, pa.Table) else read_labels(labels), kind)[0]
     dataset = open_dataset(log)
     missing = [c for c in ("request_id", time_column, prediction) if dataset.schema.get_field_index(c) < 0]
     if missing:

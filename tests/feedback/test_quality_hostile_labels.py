@@ -114,3 +114,22 @@ def test_nan_and_missing_outcomes_are_left_out_and_counted(log: Path, tmp_path: 
     window = json.loads(out)["windows"][0]
     assert window["labelled"] == 1 and window["metrics"]["mae"] is not None
     assert "3 labels left out" in err
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_a_regressors_outcome_that_is_not_a_number_is_left_out_and_counted(log: Path, tmp_path: Path, suffix: str,
+                                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    # one such outcome made the whole column text (a CSV reader types a column as a whole; a careless export writes
+    # text), and the whole run failed: "a regressor's predictions and outcomes must be numbers"
+    outcomes = ["0.25", "unknown", "0.75", "n/a", "-", "1e400", "0.5"]
+    labels = tmp_path / f"labels{suffix}"
+    if suffix == ".csv":
+        labels.write_text("request_id,outcome\n" + "".join(f"{rid},{o}\n" for rid, o in zip(LOG_IDS, outcomes,
+                                                                                           strict=False)))
+    else:
+        pq.write_table(pa.table({"request_id": LOG_IDS[:len(outcomes)], "outcome": outcomes}), labels)
+    code, out, err = run_quality(capsys, log, labels, "regressor")
+    assert code == 0, err
+    window = json.loads(out)["windows"][0]
+    assert window["labelled"] == 3  # 0.25, 0.75 and 0.5; "n/a" is a missing value to the CSV reader
+    assert "4 labels left out" in err and "not a number" in err
