@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import glob
+import json
 import os
 from collections import deque
 from collections.abc import Callable, Collection, Iterator
@@ -22,7 +23,7 @@ from typing import Any, TypeVar
 
 from aiwatch._optional import require
 from aiwatch.drift.errors import ProfileError
-from aiwatch.drift.files import DEFAULT_CHUNK_ROWS
+from aiwatch.drift.files import DEFAULT_CHUNK_ROWS, numbers_in_text
 
 T = TypeVar("T")
 DEFAULT_TIME_COLUMN = "timestamp"
@@ -76,10 +77,12 @@ def open_dataset(source: str | os.PathLike[str]) -> Any:
             raise ProfileError(f"no Parquet file in {text!r}")
         schemas = [f.physical_schema for f in fragments]
         if any(not s.equals(schemas[0]) for s in schemas[1:]):
-            unified = pa.unify_schemas(schemas)
+            unified, as_text = _unified(pa, schemas)
             for field in dataset.schema:  # the partition columns
                 if unified.get_field_index(field.name) < 0:
                     unified = unified.append(field)
+            if as_text:
+                unified = unified.with_metadata({_AS_TEXT: json.dumps(as_text)})
             dataset = ds.dataset(files, format="parquet", partitioning=partitioning, partition_base_dir=base,
                                  schema=unified)
         return dataset
@@ -88,6 +91,53 @@ def open_dataset(source: str | os.PathLike[str]) -> Any:
     except Exception as exc:  # ArrowInvalid (not Parquet, incompatible schemas), OSError...
         detail = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
         raise ProfileError(f"cannot read Parquet data {text!r}: {detail}") from exc
+
+
+#: The schema metadata key listing the columns :func:`open_dataset` reads as text (their files disagree on the type).
+_AS_TEXT = b"aiwatch.columns_read_as_text"
+
+
+def _unified(pa: Any, schemas: list[Any]) -> tuple[Any, list[str]]:
+    """One schema for files whose columns differ, and the columns it reads as text.
+
+    A column that is a number in some files and text in others (a prediction log's input that a client once sent
+    as "unknown": the sink writes that batch's column as text) cannot be unified by Arrow; it is read as text, and
+    :func:`scan_chunks` turns each value that reads as a number back into that number. Other conflicts (a struct
+    and a number) are a :class:`ProfileError` naming the column and its types."""
+    try:
+        return pa.unify_schemas(schemas, promote_options="permissive"), []
+    except (pa.ArrowTypeError, pa.ArrowInvalid):
+        pass
+    types: dict[str, list[Any]] = {}
+    for schema in schemas:
+        for field in schema:
+            seen = types.setdefault(field.name, [])
+            if not any(field.type.equals(t) for t in seen):
+                seen.append(field.type)
+    fields, as_text = [], []
+    for name, seen in types.items():
+        try:
+            fields.append(pa.unify_schemas([pa.schema([pa.field(name, t)]) for t in seen],
+                                           promote_options="permissive").field(0))
+        except (pa.ArrowTypeError, pa.ArrowInvalid):
+            if not all(_castable_to_text(pa, t) for t in seen):
+                raise ProfileError(f"column {name!r} has the types {', '.join(map(str, seen))} in different files, "
+                                   "which cannot be read as one") from None
+            fields.append(pa.field(name, pa.string()))
+            as_text.append(name)
+    return pa.schema(fields), as_text
+
+
+def _castable_to_text(pa: Any, kind: Any) -> bool:
+    types = pa.types
+    return bool(types.is_null(kind) or types.is_boolean(kind) or types.is_integer(kind) or types.is_floating(kind)
+                or types.is_string(kind) or types.is_large_string(kind))
+
+
+def read_as_text(dataset: Any) -> set[str]:
+    """The columns :func:`open_dataset` reads as text because their files disagree on the type."""
+    metadata = dataset.schema.metadata or {}
+    return set(json.loads(metadata[_AS_TEXT])) if _AS_TEXT in metadata else set()
 
 
 def time_filter(dataset: Any, since: datetime | None, until: datetime | None,
@@ -144,17 +194,23 @@ def scan_chunks(dataset: Any, columns: Collection[str], *, predicate: Any = None
     wanted = [c for c in columns if dataset.schema.get_field_index(c) >= 0]
     if not wanted:
         return
+    as_text = read_as_text(dataset)
     try:
         for table in _prefetched(_row_group_reads(dataset, wanted, predicate, threads), ROW_GROUPS_AHEAD):
             for batch in table.to_batches(max_chunksize=chunk_rows):
                 if batch.num_rows:
-                    yield {name: col.to_numpy(zero_copy_only=False)
+                    yield {name: _values(col, name in as_text)
                            for name, col in zip(batch.schema.names, batch.columns, strict=True)}
     except ProfileError:
         raise
     except Exception as exc:  # a corrupt file, a column whose type changed between files...
         detail = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
         raise ProfileError(f"cannot read Parquet data: {detail}") from exc
+
+
+def _values(column: Any, numbers_in_text_too: bool) -> Any:
+    values = column.to_numpy(zero_copy_only=False)
+    return numbers_in_text(values) if numbers_in_text_too else values
 
 
 def _row_group_reads(dataset: Any, wanted: list[str], predicate: Any, threads: bool) -> Iterator[Callable[[], Any]]:

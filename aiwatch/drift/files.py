@@ -50,13 +50,18 @@ def csv_column(column: Any) -> Any:
 
     pandas types a CSV column per chunk: one field that is not a number ("unknown", "-") makes that chunk's whole
     column text, and each number in it a string, which a numerical feature would count as wrong-typed (a profile
-    lost the whole chunk). Here such a column keeps its numbers, typed as pandas types a column of them alone
-    (ints when every one is written as an int, else floats); only the other fields stay text. A column none of
-    whose first :data:`NUMBER_PROBE` values is a number is text and is left as it is (parsing costs about 1 µs per
-    field that is not a number)."""
+    lost the whole chunk). Here such a column keeps its numbers: :func:`numbers_in_text`."""
     values = column.to_numpy()
-    if values.dtype != object:
-        return values
+    return values if values.dtype != object else numbers_in_text(values)
+
+
+def numbers_in_text(values: Any) -> Any:
+    """A numpy object array of text (and None) with each value that reads as a number made that number, typed as
+    pandas types a CSV column of them alone (ints when every one is written as an int, else floats); the other
+    values stay as they are. An array none of whose first :data:`NUMBER_PROBE` present values is a number is text
+    and is returned as it is (parsing costs about 1 µs per value that is not a number)."""
+    pd = require("pandas", "data")
+    column = pd.Series(values, dtype=object, copy=False)
     pd = require("pandas", "data")
     probe = column.iloc[:4 * NUMBER_PROBE].dropna()  # not the whole column's dropna: that cost 5 ms per 100k rows
     if len(probe) < NUMBER_PROBE < len(column):

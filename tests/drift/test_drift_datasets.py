@@ -156,3 +156,46 @@ def test_unreadable_datasets_exit_2(tmp_path: Path, data: dict[str, Path], capsy
 def test_parse_time_defaults_to_utc() -> None:
     assert parse_time("2026-09-21T17:00").isoformat() == "2026-09-21T17:00:00+00:00"
     assert parse_time("2026-09-21T19:00+02:00").timestamp() == parse_time("2026-09-21T17:00Z").timestamp()
+
+
+def test_a_log_whose_files_disagree_on_a_columns_type_is_read_with_its_numbers(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # one client sent "unknown" for a number: the sink wrote that batch's column as text (a file of its own), and
+    # every later read of the log failed: "Unable to merge: Field age has incompatible types: double vs string"
+    rng = np.random.default_rng(41)
+    ages = rng.normal(40, 10, 600)
+    rows = [{"request_id": f"r{i}", "timestamp": 1_790_000_000.0 + i, "model": "m", "age": float(a),
+             "plan": str(rng.choice(["free", "pro"]))} for i, a in enumerate(ages)]
+    rows[301]["age"] = "unknown"
+    sink = ParquetSink(tmp_path / "log")
+    for start in range(0, 600, 100):
+        sink.write(rows[start:start + 100])
+    sink.close()
+    types = {str(pq.read_schema(f).field("age").type) for f in (tmp_path / "log").rglob("*.parquet")}
+    assert types == {"double", "string"}
+    assert main(["profile", "build", str(tmp_path / "log"), "-o", str(tmp_path / "p.json")]) == 0
+    age = ReferenceProfile.load(tmp_path / "p.json").features["age"]
+    kept = np.delete(ages, 301)
+    assert (age.kind, age.count, age.missing) == ("numerical", 599, 1)
+    assert age.mean == pytest.approx(kept.mean(), rel=1e-12)  # each number read back exactly
+    capsys.readouterr()
+    assert main(["drift", str(tmp_path / "p.json"), str(tmp_path / "log"), "--json"]) == 0
+    checked = {f["feature"]: f for f in json.loads(capsys.readouterr().out)["features"]}["age"]
+    assert (checked["current_count"], checked["missing"], checked["invalid"]) == (599, 0, 1)
+
+
+def test_files_whose_column_types_cannot_be_read_as_one_are_refused_by_name(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    pq.write_table(pa.table({"x": [1.0, 2.0]}), tmp_path / "data" / "a.parquet")
+    pq.write_table(pa.table({"x": [[1], [2]]}), tmp_path / "data" / "b.parquet")
+    from aiwatch.drift.errors import ProfileError
+
+    refused = r"column 'x' has the types double, list<.*> in different files, which cannot be read as one"
+    with pytest.raises(ProfileError, match=refused):
+        open_dataset(tmp_path / "data")
+    # numbers that only widen (an int column, then a float one) are read as the wider type, not as text
+    pq.write_table(pa.table({"y": [1, 2]}), tmp_path / "a.parquet")
+    pq.write_table(pa.table({"y": [0.5]}), tmp_path / "b.parquet")
+    widened = open_dataset(str(tmp_path / "*.parquet"))
+    assert str(widened.schema.field("y").type) == "double"
+    assert [v for chunk in scan_chunks(widened, ["y"]) for v in chunk["y"].tolist()] == [1.0, 2.0, 0.5]
