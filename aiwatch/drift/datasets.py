@@ -210,7 +210,7 @@ def scan_chunks(dataset: Any, columns: Collection[str], *, predicate: Any = None
 
 def _values(column: Any, numbers_in_text_too: bool) -> Any:
     values = column.to_numpy(zero_copy_only=False)
-    return numbers_in_text(values) if numbers_in_text_too else values
+    return numbers_in_text(values, exact=True) if numbers_in_text_too else values
 
 
 def _row_group_reads(dataset: Any, wanted: list[str], predicate: Any, threads: bool) -> Iterator[Callable[[], Any]]:

@@ -20,6 +20,7 @@ Needs ``pip install "aiwatch[dask]"``.
 from __future__ import annotations
 
 import functools
+import glob
 import itertools
 import logging
 import operator
@@ -36,11 +37,11 @@ from aiwatch._optional import require
 from aiwatch.drift.batch import count_current, report_counted
 from aiwatch.drift.builder import ProfileBuilder, count_finite
 from aiwatch.drift.current import ChunkedCurrent, CurrentPart
-from aiwatch.drift.datasets import DEFAULT_TIME_COLUMN, is_dataset
+from aiwatch.drift.datasets import DEFAULT_TIME_COLUMN, is_dataset, open_dataset, partition_columns, read_as_text
 from aiwatch.drift.errors import ProfileError
 from aiwatch.drift.evaluate import DriftReport, Options
 from aiwatch.drift.features import DEFAULT_BINS, DEFAULT_SAMPLE_SIZE, DEFAULT_TOP_K, Feature
-from aiwatch.drift.files import DEFAULT_CHUNK_ROWS, csv_column
+from aiwatch.drift.files import DEFAULT_CHUNK_ROWS, csv_column, numbers_in_text
 from aiwatch.drift.merge import merge_features
 from aiwatch.drift.profile import ReferenceProfile
 from aiwatch.drift.validation import DEFAULT_LIMITS, ProfileLimits
@@ -117,13 +118,23 @@ def read_frame(source: str | os.PathLike[str], *, columns: Sequence[str] | None 
     Dask types a CSV's columns once, from the file's first bytes, and fails the job on a later field that does not
     fit ("unknown" in a column of numbers). ``csv_as_text`` reads the fields as text and types each partition's
     columns as :func:`~aiwatch.drift.files.csv_column` does on one machine (about 8x the CPU of Dask's typed
-    read: ``bench/csv_read_bench.py``); :func:`retrying_csv_as_text` does that only when Dask's typing failed."""
+    read: ``bench/csv_read_bench.py``); :func:`retrying_csv_as_text` does that only when Dask's typing failed.
+
+    Local Parquet files that disagree on a column's type (a number in some, text in others: a prediction log's
+    input that a client once sent as "unknown") are read as :func:`~aiwatch.drift.datasets.open_dataset` reads
+    them on one machine: that column as text, each value that reads as a number that number. Dask takes the first
+    file's type, and failed on the first text value (or, text first, read every number as text)."""
     dd = require("dask.dataframe", "dask")
     text = os.fspath(source)
     wanted = None if columns is None else list(dict.fromkeys([*columns, *([time_column] if since or until else [])]))
     try:
         if is_dataset(text) or Path(text).suffix.lower() in (".parquet", ".pq"):
-            frame = dd.read_parquet(text, columns=wanted)
+            physical, as_text = _parquet_read_as_text(text)
+            if as_text:
+                frame = dd.read_parquet(text, columns=wanted, dataset={"schema": physical}).map_partitions(
+                    _numbers_in_columns, columns=as_text)
+            else:
+                frame = dd.read_parquet(text, columns=wanted)
         elif csv_as_text:
             frame = dd.read_csv(text, usecols=wanted, dtype=object).map_partitions(_typed_csv_fields)
         else:
@@ -166,6 +177,32 @@ def _mismatched_columns(message: str) -> str:
         if len(cells) == 3 and cells[0] not in ("Column", "") and not set(cells[0]) <= set("-+"):
             found.append(f"{cells[0]}: {cells[1]}, typed {cells[2]}")
     return f" ({'; '.join(found)})" if found else ""
+
+
+def _parquet_read_as_text(text: str) -> tuple[Any, list[str]]:
+    """For local Parquet data whose files disagree on a column's type: the files' columns unified (without the
+    partition columns, which Dask adds itself) and the columns read as text; else ``(None, [])``. A path that is
+    not local (``s3://...``) is left to Dask."""
+    local = Path(text).exists() or (is_dataset(text) and bool(glob.glob(text, recursive=True)))
+    if not local:
+        return None, []
+    dataset = open_dataset(text)
+    as_text = sorted(read_as_text(dataset))
+    if not as_text:
+        return None, []
+    pa = require("pyarrow", "dask")
+    partitions = partition_columns(dataset)
+    return pa.schema([f for f in dataset.schema if f.name not in partitions]), as_text
+
+
+def _numbers_in_columns(frame: Any, columns: list[str]) -> Any:
+    """A partition with each of ``columns`` (text) as an object column, each value that reads as a number that
+    number."""
+    present = [c for c in columns if c in frame.columns]
+    if not present:
+        return frame
+    return frame.assign(**{c: numbers_in_text(frame[c].astype(object).where(frame[c].notna(), None).to_numpy(),
+                                              exact=True) for c in present})
 
 
 def _typed_csv_fields(frame: Any) -> Any:

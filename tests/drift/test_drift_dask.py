@@ -227,3 +227,26 @@ def test_a_csv_field_that_does_not_fit_dasks_typing_gives_the_single_machine_res
     assert main(["profile", "build", str(tmp_path / "clean.csv"), "-o", str(tmp_path / "clean.json"),
                  "--dask", address]) == 0
     assert "does not fit" not in caplog.text
+
+
+@pytest.mark.parametrize("text_at", [0, 301])
+def test_log_files_that_disagree_on_a_columns_type_give_the_single_machine_profile(cluster: Any, tmp_path: Path,
+                                                                                   text_at: int) -> None:
+    # one "unknown" made a batch of the log's age column text: Dask took the first file's type and failed on that
+    # value (text_at=301), or read every number as text when that file came first (text_at=0)
+    from aiwatch.feedback import ParquetSink
+
+    rng = np.random.default_rng(43)
+    rows = [{"request_id": f"r{i}", "timestamp": 1_790_000_000.0 + i, "model": "m", "age": float(v),
+             "plan": str(rng.choice(["free", "pro"]))} for i, v in enumerate(rng.normal(40, 10, 600))]
+    rows[text_at]["age"] = "unknown"
+    sink = ParquetSink(tmp_path / "log")
+    for start in range(0, 600, 100):
+        sink.write(rows[start:start + 100])
+    sink.close()
+    address = cluster.scheduler.address
+    for how, extra in (("local", []), ("dask", ["--dask", address])):
+        assert main(["profile", "build", str(tmp_path / "log"), "-o", str(tmp_path / f"{how}.json"), *extra]) == 0
+    local, on_cluster = (ReferenceProfile.load(tmp_path / f"{how}.json") for how in ("local", "dask"))
+    assert features_apart(local, on_cluster) == {}
+    assert (on_cluster.features["age"].kind, on_cluster.features["age"].count) == ("numerical", 599)
