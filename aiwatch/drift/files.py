@@ -62,9 +62,9 @@ def numbers_in_text(values: Any, *, exact: bool = False) -> Any:
     and is returned as it is (parsing costs about 1 µs per value that is not a number).
 
     pandas parses a decimal to the nearest double or one next to it (14 % of random doubles' shortest text come
-    back 1 ulp off), as its CSV reader does, which is what a CSV's other chunks get. ``exact=True`` parses each
-    number to the nearest double, so that a double written as text (a Parquet column read as text) comes back bit
-    for bit."""
+    back 1 ulp off), as its CSV reader does, which is what a CSV's other chunks get. ``exact=True`` is for doubles
+    written as text (a Parquet column read as text because other files hold it as doubles): each number becomes
+    the nearest double, a float even when it is written as an int ("-0" is -0.0), so it comes back bit for bit."""
     pd = require("pandas", "data")
     column = pd.Series(values, dtype=object, copy=False)
     probe = column.iloc[:4 * NUMBER_PROBE].dropna()  # not the whole column's dropna: that cost 5 ms per 100k rows
@@ -74,13 +74,14 @@ def numbers_in_text(values: Any, *, exact: bool = False) -> Any:
         return values
     parsed = pd.to_numeric(column, errors="coerce").to_numpy()  # float64 with NaN where not a number, or int64
     is_number = ~np.isnan(parsed) if parsed.dtype.kind == "f" else np.ones(parsed.size, dtype=np.bool_)
-    if exact and parsed.dtype.kind == "f":
+    if exact:
+        parsed = np.full(parsed.size, np.nan)
         parsed[is_number] = np.asarray(values)[is_number].astype(np.float64)  # Python's float(): correctly rounded
     if np.array_equal(is_number, column.notna().to_numpy()):  # numbers and missing fields only
         return parsed
     numbers = parsed[is_number]
     out = values.copy()
-    if numbers.size and np.all(numbers == np.floor(numbers)):  # maybe ints: parsed again alone, as pandas would
+    if not exact and numbers.size and np.all(numbers == np.floor(numbers)):  # maybe ints: parsed again alone
         again = pd.to_numeric(pd.Series(values[is_number]), errors="coerce")
         out[is_number] = (again if again.dtype.kind in "iu" else numbers).tolist()
     else:
