@@ -201,8 +201,7 @@ def _numbers_in_columns(frame: Any, columns: list[str]) -> Any:
     present = [c for c in columns if c in frame.columns]
     if not present:
         return frame
-    return frame.assign(**{c: numbers_in_text(frame[c].astype(object).where(frame[c].notna(), None).to_numpy(),
-                                              exact=True) for c in present})
+    return frame.assign(**{c: numbers_in_text(_as_objects(frame[c]), exact=True) for c in present})
 
 
 def _typed_csv_fields(frame: Any) -> Any:
@@ -233,8 +232,14 @@ def frame_columns(frame: Any) -> dict[str, Any]:
         elif pd.api.types.is_numeric_dtype(column.dtype) and not pd.api.types.is_bool_dtype(column.dtype):
             out[str(name)] = column.to_numpy(dtype=np.float64, na_value=np.nan)
         else:
-            out[str(name)] = column.astype(object).where(column.notna(), None).to_numpy()
+            out[str(name)] = _as_objects(column)
     return out
+
+
+def _as_objects(column: Any) -> Any:
+    """A pandas column as a numpy object array, each missing value (``pd.NA`` of a nullable or Arrow-backed
+    column) None."""
+    return column.astype(object).where(column.notna(), None).to_numpy()
 
 
 # ------------------------------------------------------------------------------------- run on the workers
