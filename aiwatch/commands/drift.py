@@ -66,14 +66,18 @@ def add_dask(parser: Any) -> None:
                              "extra, and aiwatch on the workers)")
 
 
-def time_range(args: argparse.Namespace) -> dict[str, Any]:
-    """The keyword arguments of --since/--until/--time-column."""
+def time_range(args: argparse.Namespace, data: str) -> dict[str, Any]:
+    """The keyword arguments of --since/--until/--time-column, which select rows of the Parquet data ``data``."""
     from aiwatch.drift.datasets import parse_time
+    from aiwatch.drift.files import TEXT_SUFFIXES
 
     since = parse_time(args.since) if args.since else None
     until = parse_time(args.until) if args.until else None
     if since is not None and until is not None and since >= until:
         raise ValueError(f"--since ({args.since}) must be before --until ({args.until})")
+    if (since is not None or until is not None) and data.lower().endswith(TEXT_SUFFIXES):
+        raise ValueError(f"--since/--until select rows of Parquet data (a prediction log, a dataset); {data!r} is a "
+                         f"text file: filter its rows first, or leave them out")
     return {"since": since, "until": until, "time_column": args.time_column}
 
 
@@ -134,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
                           correction=args.correction, drift_share=args.drift_share, rule=args.rule,
                           min_samples=args.min_samples, exact=args.exact)
         options.check_numbers()
-        window = time_range(args)
+        window = time_range(args, args.current)
         if args.dask:
             report, profile = compare_on_dask(args, options, window)
         else:
@@ -160,9 +164,10 @@ def run(args: argparse.Namespace) -> int:
 
 def compare_on_dask(args: argparse.Namespace, options: Any, window: dict[str, Any]) -> tuple[Any, Any]:
     """``--dask``: the reference profiled (unless it is a .json profile) and the current data compared on the
-    cluster; the columns reported unknown are those the single-machine run reports."""
-    from aiwatch.drift.datasets import is_dataset, open_dataset, partition_columns
-    from aiwatch.drift.on_dask import compare_dask, connect, profile_dask, read_frame, retrying_csv_as_text
+    cluster; the columns reported unknown are those the single-machine run reports. Each local Parquet dataset is
+    opened (every file's footer read) once."""
+    from aiwatch.drift.datasets import is_dataset, partition_columns
+    from aiwatch.drift.on_dask import compare_dask, connect, open_local, profile_dask, read_frame, retrying_csv_as_text
     from aiwatch.drift.profile import ReferenceProfile
     from aiwatch.feedback.schema import LOG_COLUMNS
 
@@ -170,16 +175,19 @@ def compare_on_dask(args: argparse.Namespace, options: Any, window: dict[str, An
         if args.reference.lower().endswith(".json"):
             profile = ReferenceProfile.load(args.reference)
         else:
+            reference = open_local(args.reference)
             profile = retrying_csv_as_text(lambda as_text: profile_dask(
-                read_frame(args.reference, csv_as_text=as_text), chunk_rows=args.chunk_rows))
-        every = [str(c) for c in read_frame(args.current).columns]
+                read_frame(args.reference, csv_as_text=as_text, dataset=reference), chunk_rows=args.chunk_rows))
+        current = open_local(args.current)
+        every = [str(c) for c in read_frame(args.current, dataset=current).columns]
         wanted = [c for c in profile.features if c in every]
         report = retrying_csv_as_text(lambda as_text: compare_dask(
-            profile, read_frame(args.current, columns=wanted, csv_as_text=as_text, **window), options,
-            chunk_rows=args.chunk_rows))
+            profile, read_frame(args.current, columns=wanted, csv_as_text=as_text, dataset=current, **window),
+            options, chunk_rows=args.chunk_rows))
     skip = set(profile.features)
     if is_dataset(args.current) or window["since"] is not None or window["until"] is not None:
-        skip |= {*LOG_COLUMNS, window["time_column"], *partition_columns(open_dataset(args.current))}
+        # Dask adds the partition columns of a path that is not local too, and those are reported unknown
+        skip |= {*LOG_COLUMNS, window["time_column"], *(partition_columns(current) if current is not None else ())}
     report.unknown_features = sorted(set(every) - skip)
     return report, profile
 

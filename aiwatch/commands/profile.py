@@ -38,15 +38,6 @@ def parse_kinds(items: list[str]) -> dict[str, str]:
     return kinds
 
 
-def log_feature_columns(source: str, time_column: str, log_columns: tuple[str, ...]) -> list[str]:
-    """The columns of a Parquet dataset minus the prediction log's own columns and the partition keys."""
-    from aiwatch.drift.datasets import open_dataset, partition_columns
-
-    dataset = open_dataset(source)
-    skip = {*log_columns, time_column, *partition_columns(dataset)}
-    return [name for name in dataset.schema.names if name not in skip]
-
-
 def run_build(args: argparse.Namespace) -> int:
     from aiwatch.drift.batch import profile_source
     from aiwatch.drift.datasets import is_dataset
@@ -54,20 +45,15 @@ def run_build(args: argparse.Namespace) -> int:
     from aiwatch.feedback.schema import LOG_COLUMNS
 
     try:
-        window = time_range(args)
-        columns = None
-        if is_dataset(args.data):  # maybe a prediction log: profile the inputs and outputs, not the log's columns
-            columns = log_feature_columns(args.data, window["time_column"], LOG_COLUMNS)
+        window = time_range(args, args.data)
+        # a directory or glob may be a prediction log: profile the inputs and outputs, not the log's own columns
+        ignore = LOG_COLUMNS if is_dataset(args.data) else ()
         options: dict[str, Any] = {"n_bins": args.bins, "top_k": args.top_k, "sample_size": args.sample_size,
                                    "kinds": parse_kinds(args.kind), "chunk_rows": args.chunk_rows}
         if args.dask:
-            from aiwatch.drift.on_dask import connect, profile_dask, read_frame, retrying_csv_as_text
-
-            with connect(args.dask):
-                profile = retrying_csv_as_text(lambda as_text: profile_dask(
-                    read_frame(args.data, columns=columns, csv_as_text=as_text, **window), **options))
+            profile = _profile_on_dask(args, options, window, ignore)
         else:
-            profile = profile_source(args.data, columns=columns, **options, **window)
+            profile = profile_source(args.data, ignore=ignore, **options, **window)
         profile.save(args.output)
     except (ProfileError, ValueError, OSError, ImportError) as exc:
         return fail(exc, command="aiwatch profile build")
@@ -80,3 +66,20 @@ def run_build(args: argparse.Namespace) -> int:
     for name, kind in profile.skipped.items():
         print(f"  skipped {name!r}: inferred {kind} (override with --kind {name}=categorical)")
     return 0
+
+
+def _profile_on_dask(args: argparse.Namespace, options: dict[str, Any], window: dict[str, Any],
+                     ignore: tuple[str, ...]) -> Any:
+    """``--dask``: the profile built on the cluster, a local Parquet dataset opened (every footer read) once."""
+    from aiwatch.drift.datasets import partition_columns
+    from aiwatch.drift.on_dask import connect, open_local, profile_dask, read_frame, retrying_csv_as_text
+
+    with connect(args.dask):
+        dataset = open_local(args.data)
+        columns = None
+        if ignore:
+            names = dataset.schema.names if dataset is not None else read_frame(args.data).columns
+            skip = {*ignore, window["time_column"], *(partition_columns(dataset) if dataset is not None else ())}
+            columns = [str(name) for name in names if name not in skip]
+        return retrying_csv_as_text(lambda as_text: profile_dask(
+            read_frame(args.data, columns=columns, csv_as_text=as_text, dataset=dataset, **window), **options))

@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
         bounds = objectives(args.objective, args.kind)
         labels, unusable = drop_unusable(read_labels(args.labels, args.id_column, args.outcome_column), args.kind)
         results = realised_quality(args.log, labels, kind=args.kind, prediction=args.prediction,
-                                   positive=args.positive, window_seconds=args.window, **time_range(args))
+                                   positive=args.positive, window_seconds=args.window, **time_range(args, args.log))
         metrics = Metrics(CollectorRegistry())
         latest = export_quality(results, metrics, bounds, args.min_labelled)
         if not latest:

@@ -116,15 +116,16 @@ def compare_source(profile: ReferenceProfile, source: str | os.PathLike[str], op
 def profile_source(source: str | os.PathLike[str], *, chunk_rows: int = DEFAULT_CHUNK_ROWS,
                    since: datetime | None = None, until: datetime | None = None,
                    time_column: str = DEFAULT_TIME_COLUMN, columns: Collection[str] | None = None,
-                   **options: Any) -> ReferenceProfile:
+                   ignore: Collection[str] = (), **options: Any) -> ReferenceProfile:
     """:func:`profile_file` for a file, a directory or a glob of Parquet files, optionally limited to
-    ``[since, until)`` and to ``columns`` (default: every column but the partition keys and ``time_column``)."""
-    if not is_dataset(source) and since is None and until is None and columns is None:
+    ``[since, until)`` and to ``columns`` (default: every column but the partition keys, ``time_column`` and
+    ``ignore``, such as a prediction log's own columns)."""
+    if not is_dataset(source) and since is None and until is None and columns is None and not ignore:
         return profile_file(source, chunk_rows=chunk_rows, **options)
     dataset = open_dataset(source)
     predicate = time_filter(dataset, since, until, time_column)
-    wanted = list(columns) if columns is not None else [
-        n for n in dataset.schema.names if n not in partition_columns(dataset) and n != time_column]
+    skip = {*partition_columns(dataset), time_column, *ignore}
+    wanted = list(columns) if columns is not None else [n for n in dataset.schema.names if n not in skip]
     builder = ProfileBuilder(**options)
     for chunk in scan_chunks(dataset, wanted, predicate=predicate, chunk_rows=chunk_rows):
         builder.add(chunk)

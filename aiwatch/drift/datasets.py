@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 from aiwatch._optional import require
 from aiwatch.drift.errors import ProfileError
-from aiwatch.drift.files import DEFAULT_CHUNK_ROWS, numbers_in_text
+from aiwatch.drift.files import DEFAULT_CHUNK_ROWS, TEXT_SUFFIXES, numbers_in_text
 
 T = TypeVar("T")
 DEFAULT_TIME_COLUMN = "timestamp"
@@ -69,6 +69,9 @@ def open_dataset(source: str | os.PathLike[str]) -> Any:
     files, base = _files(text)
     if isinstance(files, str) and not Path(files).exists():
         raise ProfileError(f"data {text!r} does not exist")
+    if isinstance(files, str) and Path(files).suffix.lower() in TEXT_SUFFIXES:
+        raise ProfileError(f"{text!r} is a text file; a time range (--since/--until), a choice of columns and a "
+                           f"prediction log need Parquet data")
     try:
         partitioning = ds.HivePartitioning.discover(infer_dictionary=False)
         dataset = ds.dataset(files, format="parquet", partitioning=partitioning, partition_base_dir=base)

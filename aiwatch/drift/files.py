@@ -32,7 +32,7 @@ def read_chunks(path: str | os.PathLike[str], chunk_rows: int = DEFAULT_CHUNK_RO
         yield from _reading(p, lambda: ({name: col.to_numpy(zero_copy_only=False)
                                          for name, col in zip(batch.schema.names, batch.columns, strict=True)}
                                         for batch in pq.ParquetFile(p).iter_batches(batch_size=chunk_rows)))
-    elif suffix in (".csv", ".txt", ".tsv"):
+    elif suffix in TEXT_SUFFIXES:
         pd = require("pandas", "data")
         sep = "\t" if suffix == ".tsv" else ","
         yield from _reading(p, lambda: ({str(c): csv_column(frame[c]) for c in frame.columns}
@@ -40,6 +40,9 @@ def read_chunks(path: str | os.PathLike[str], chunk_rows: int = DEFAULT_CHUNK_RO
     else:
         raise ProfileError(f"cannot read {os.fspath(path)!r}: expected a .csv or .parquet file")
 
+
+#: The suffixes of the text files :func:`read_chunks` reads with pandas' CSV reader (tab-separated for ``.tsv``).
+TEXT_SUFFIXES = (".csv", ".txt", ".tsv")
 
 #: How many of a text column's first values :func:`csv_column` tries as numbers before it leaves the column as text.
 NUMBER_PROBE = 100

@@ -46,7 +46,7 @@ from aiwatch.drift.merge import merge_features
 from aiwatch.drift.profile import ReferenceProfile
 from aiwatch.drift.validation import DEFAULT_LIMITS, ProfileLimits
 
-__all__ = ["compare_dask", "connect", "profile_dask", "read_frame", "retrying_csv_as_text"]
+__all__ = ["compare_dask", "connect", "open_local", "profile_dask", "read_frame", "retrying_csv_as_text"]
 
 log = logging.getLogger("aiwatch.drift")
 T = TypeVar("T")
@@ -110,7 +110,7 @@ def compare_dask(profile: ReferenceProfile, frame: Any, options: Options | None 
 
 def read_frame(source: str | os.PathLike[str], *, columns: Sequence[str] | None = None,
                since: datetime | None = None, until: datetime | None = None,
-               time_column: str = DEFAULT_TIME_COLUMN, csv_as_text: bool = False) -> Any:
+               time_column: str = DEFAULT_TIME_COLUMN, csv_as_text: bool = False, dataset: Any = None) -> Any:
     """A CSV file, or Parquet data (a file, a directory with or without ``key=value`` partitions, a glob), as a
     ``dask.dataframe`` of ``columns`` (default: all), keeping the rows in ``[since, until)`` of ``time_column``
     (which is then left out unless ``columns`` names it).
@@ -123,13 +123,15 @@ def read_frame(source: str | os.PathLike[str], *, columns: Sequence[str] | None 
     Local Parquet files that disagree on a column's type (a number in some, text in others: a prediction log's
     input that a client once sent as "unknown") are read as :func:`~aiwatch.drift.datasets.open_dataset` reads
     them on one machine: that column as text, each value that reads as a number that number. Dask takes the first
-    file's type, and failed on the first text value (or, text first, read every number as text)."""
+    file's type, and failed on the first text value (or, text first, read every number as text). Finding those
+    columns reads every file's footer: ``dataset``, :func:`open_local`'s dataset of ``source``, saves reading them
+    again when the caller has it."""
     dd = require("dask.dataframe", "dask")
     text = os.fspath(source)
     wanted = None if columns is None else list(dict.fromkeys([*columns, *([time_column] if since or until else [])]))
     try:
         if is_dataset(text) or Path(text).suffix.lower() in (".parquet", ".pq"):
-            physical, as_text = _parquet_read_as_text(text)
+            physical, as_text = _parquet_read_as_text(open_local(text) if dataset is None else dataset)
             if as_text:
                 frame = dd.read_parquet(text, columns=wanted, dataset={"schema": physical}).map_partitions(
                     _numbers_in_columns, columns=as_text)
@@ -179,14 +181,20 @@ def _mismatched_columns(message: str) -> str:
     return f" ({'; '.join(found)})" if found else ""
 
 
-def _parquet_read_as_text(text: str) -> tuple[Any, list[str]]:
-    """For local Parquet data whose files disagree on a column's type: the files' columns unified (without the
-    partition columns, which Dask adds itself) and the columns read as text; else ``(None, [])``. A path that is
-    not local (``s3://...``) is left to Dask."""
+def open_local(source: str | os.PathLike[str]) -> Any:
+    """:func:`~aiwatch.drift.datasets.open_dataset` of local Parquet data (a file, a directory, a glob of files
+    here), else None: a CSV file, or a path that is not local (``s3://...``), which is left to Dask."""
+    text = os.fspath(source)
+    parquet = is_dataset(text) or Path(text).suffix.lower() in (".parquet", ".pq")
     local = Path(text).exists() or (is_dataset(text) and bool(glob.glob(text, recursive=True)))
-    if not local:
+    return open_dataset(text) if parquet and local else None
+
+
+def _parquet_read_as_text(dataset: Any) -> tuple[Any, list[str]]:
+    """For a dataset (or None: not local) whose files disagree on a column's type: the files' columns unified
+    (without the partition columns, which Dask adds itself) and the columns read as text; else ``(None, [])``."""
+    if dataset is None:
         return None, []
-    dataset = open_dataset(text)
     as_text = sorted(read_as_text(dataset))
     if not as_text:
         return None, []

@@ -27,7 +27,7 @@ from aiwatch.drift.evaluate import Options  # noqa: E402
 from aiwatch.drift.on_dask import compare_dask, profile_dask, read_frame  # noqa: E402
 from aiwatch.drift.profile import ReferenceProfile  # noqa: E402
 from aiwatch.drift.sampling import keep_smallest, row_keys  # noqa: E402
-from tests.drift.test_drift_datasets import HOUR, PER_HOUR, SALE, T0, log_rows  # noqa: E402
+from tests.drift.test_drift_datasets import HOUR, PER_HOUR, SALE, T0, count_opens, log_rows  # noqa: E402
 
 CHUNK = 3000
 SAMPLE = 4000
@@ -183,6 +183,25 @@ def test_the_cli_with_dask_gives_the_report_it_gives_without(cluster: Any, data:
     assert local[0] == 0 and cli_json(capsys, *args[:3], "--since", SALE)[0] == 1  # the sale hour drifts
     args = ["drift", str(data["reference"]), str(data["current"]), "--chunk-rows", str(CHUNK)]
     assert cli_json(capsys, *args, "--dask", address) == cli_json(capsys, *args)
+
+
+def test_each_local_dataset_is_opened_once_per_command(cluster: Any, data: dict[str, Path], tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    # opening a dataset reads every file's footer; drift --dask opened the current data three times (its column
+    # names, the columns read as text, its partition keys), and a profile build twice
+    log = write_log(tmp_path / "log")
+    address = cluster.scheduler.address
+    opened = count_opens(monkeypatch)
+    assert main(["profile", "build", str(log), "--until", SALE, "-o", str(tmp_path / "p.json"), "--dask", address]) == 0
+    assert opened == [str(log)]
+    opened.clear()
+    capsys.readouterr()
+    code, report = cli_json(capsys, "drift", str(tmp_path / "p.json"), str(log), "--since", SALE, "--dask", address)
+    assert code == 1 and report["unknown_features"] == [] and opened == [str(log)]
+    opened.clear()
+    assert cli_json(capsys, "drift", str(data["reference"]), str(data["current"]), "--dask", address)[0] == 1
+    assert sorted(opened) == sorted([str(data["reference"]), str(data["current"])])
 
 
 def test_an_unreachable_scheduler_is_one_error_line(data: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:

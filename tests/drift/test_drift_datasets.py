@@ -5,6 +5,7 @@ unknown, batches no larger than the chunk size, half-written files skipped, erro
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +14,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from aiwatch.cli import main
-from aiwatch.drift.batch import compare_file, compare_source
+from aiwatch.drift.batch import compare_file, compare_source, profile_source
 from aiwatch.drift.datasets import open_dataset, parse_time, scan_chunks
+from aiwatch.drift.errors import ProfileError
 from aiwatch.drift.profile import NumericalFeature, ReferenceProfile
 from aiwatch.feedback import ParquetSink
 
@@ -151,6 +153,50 @@ def test_unreadable_datasets_exit_2(tmp_path: Path, data: dict[str, Path], capsy
     (tmp_path / "bad" / "x.parquet").write_bytes(b"not parquet at all")
     assert main(["drift", str(data["profile"]), str(tmp_path / "bad")]) == 2
     assert "cannot read Parquet data" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["drift", "profile"])
+@pytest.mark.parametrize("suffix", [".csv", ".tsv"])
+def test_a_time_range_on_a_text_file_is_refused_by_name(tmp_path: Path, data: dict[str, Path],
+                                                        capsys: pytest.CaptureFixture[str], command: str,
+                                                        suffix: str) -> None:
+    # it was "cannot read Parquet data 'x.csv': ... Parquet magic bytes not found in footer"; with --dask it was
+    # filtered on the cluster, so the same command gave an answer or an error by where it ran
+    text = tmp_path / f"rows{suffix}"
+    text.write_text("basket_value,timestamp\n50.0,1790002800\n")
+    args = (["drift", str(data["profile"]), str(text)] if command == "drift"
+            else ["profile", "build", str(text), "-o", str(tmp_path / "p.json")])
+    for where in ([], ["--dask", "tcp://127.0.0.1:9"]):  # refused before a scheduler is asked
+        assert main([*args, "--since", "2026-09-21T17:00Z", *where]) == 2
+        err = capsys.readouterr().err
+        assert f"--since/--until select rows of Parquet data (a prediction log, a dataset); {str(text)!r} is a " \
+               "text file" in err and "Traceback" not in err
+    with pytest.raises(ProfileError, match=r"is a text file; a time range .* need Parquet data"):
+        profile_source(text, columns=["basket_value"])
+
+
+def test_profile_build_opens_the_log_once(data: dict[str, Path], tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    # it read every file's footer twice: once to list the log's feature columns, once to profile them
+    opened = count_opens(monkeypatch)
+    assert main(["profile", "build", str(data["log"]), "-o", str(tmp_path / "p.json")]) == 0
+    assert opened == [str(data["log"])]
+    assert set(ReferenceProfile.load(tmp_path / "p.json").features) == {
+        "basket_value", "country", "user_segment", "output.score"}
+
+
+def count_opens(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The sources :func:`open_dataset` is called with from now on, under every name a module of aiwatch holds it."""
+    opened: list[str] = []
+
+    def counting(source: object) -> object:
+        opened.append(str(source))
+        return open_dataset(source)  # type: ignore[arg-type]
+
+    for module in [m for name, m in sys.modules.items() if name.startswith("aiwatch")]:
+        if getattr(module, "open_dataset", None) is open_dataset:
+            monkeypatch.setattr(module, "open_dataset", counting)
+    return opened
 
 
 def test_parse_time_defaults_to_utc() -> None:
