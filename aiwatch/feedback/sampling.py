@@ -12,6 +12,11 @@ def _check_rate(name: str, value: float) -> None:
         raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
 
 
+#: aiwatch's own random stream: the module-level functions share one state with the host app, whose
+#: ``random.seed(...)`` sequence each kept-or-not draw would otherwise move on by one.
+_draws = random.Random()
+
+
 @dataclass(frozen=True)
 class SamplingPolicy:
     """Keep a request with probability ``rate``; ``error_rate`` for failed requests; ``slow_rate`` for requests
@@ -48,4 +53,4 @@ class SamplingPolicy:
             return True
         if rate <= 0.0:
             return False
-        return (random.random() if draw is None else draw) < rate
+        return (_draws.random() if draw is None else draw) < rate

@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import json
 import math
+import random
 import re
 import threading
 import time
@@ -115,6 +116,18 @@ def test_the_base_rate_keeps_about_that_share() -> None:
     policy = SamplingPolicy(rate=0.2)
     kept = sum(policy.keep(policy.rate_for(0.01, False)) for _ in range(20_000))
     assert 3_600 < kept < 4_400  # 4000 expected; sd ~57
+
+
+def test_sampling_leaves_the_apps_random_sequence_alone() -> None:
+    # the draws used the random module's shared state: an app that seeds it for a reproducible sequence got
+    # another sequence as soon as the log sampled a request
+    policy = SamplingPolicy(rate=0.5)
+    random.seed(17)
+    expected = [random.random() for _ in range(3)]
+    random.seed(17)
+    kept = [policy.keep(policy.rate) for _ in range(200)]
+    assert [random.random() for _ in range(3)] == expected
+    assert 0 < sum(kept) < 200  # and it did draw
 
 
 def test_rates_outside_0_1_are_refused() -> None:
