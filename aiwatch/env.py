@@ -114,7 +114,8 @@ OTEL_FLASK_EXCLUDED_URLS = EnvVar("OTEL_PYTHON_FLASK_EXCLUDED_URLS", "",
 MULTIPROC_DIR = EnvVar("PROMETHEUS_MULTIPROC_DIR", "",
                        "prometheus_client's multiprocess mode (gunicorn with several workers): when set (before "
                        "prometheus_client is imported), every worker writes its samples there, `/metrics` serves the "
-                       "merged view and `aiwatch.gunicorn.child_exit` drops a dead worker's live gauges.",
+                       "merged view, `aiwatch.gunicorn.on_starting` removes the files a previous run's processes left "
+                       "there and `aiwatch.gunicorn.child_exit` drops a dead worker's live gauges.",
                        owner="prometheus_client")
 # --- signals ----------------------------------------------------------------------------------------------
 GPU_POLL_INTERVAL = EnvVar("AIWATCH_GPU_POLL_INTERVAL", "5",

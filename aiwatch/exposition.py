@@ -7,6 +7,9 @@ exemplars (trace ids on latency histograms) appear only in OpenMetrics. When ``P
 
 from __future__ import annotations
 
+import os
+import re
+from pathlib import Path
 from typing import Any
 
 import prometheus_client
@@ -19,6 +22,41 @@ from aiwatch.env import MULTIPROC_DIR
 def multiprocess_enabled() -> bool:
     """Whether prometheus_client multiprocess mode is on (``PROMETHEUS_MULTIPROC_DIR`` is set)."""
     return bool(MULTIPROC_DIR.raw())
+
+
+#: prometheus_client's sample files in multiprocess mode: ``counter_<pid>.db``, ``gauge_livesum_<pid>.db``...
+_SAMPLE_FILE = re.compile(r"(?:counter|histogram|summary|gauge_[a-z]+)_([0-9]+)\.db")
+
+
+def remove_dead_process_files() -> int:
+    """Remove the sample files that processes no longer running left in ``PROMETHEUS_MULTIPROC_DIR`` (creating the
+    directory when it is missing); returns how many. A run killed with its workers, or one that ended before
+    :func:`aiwatch.gunicorn.child_exit` ran, leaves them: merged into ``/metrics`` they show its requests as still
+    in flight, and a new worker given a dead one's pid (pids restart at 1 in a container) adds to its old counts.
+    Files of running processes (another server's workers during gunicorn's USR2 upgrade) are kept."""
+    directory = Path(MULTIPROC_DIR.raw())
+    directory.mkdir(parents=True, exist_ok=True)
+    removed = 0
+    for path in directory.iterdir():
+        match = _SAMPLE_FILE.fullmatch(path.name)
+        if match and not _running(int(match.group(1))):
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def _running(pid: int) -> bool:
+    if pid <= 0:  # 0 would signal our own process group
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    except (OverflowError, OSError):
+        return False
+    return True
 
 
 def serving_registry(registry: CollectorRegistry | None = None) -> CollectorRegistry:

@@ -2,28 +2,45 @@
 
 With several workers each process has its own metrics, so prometheus_client's multiprocess mode must be on:
 every worker writes its samples to files in ``PROMETHEUS_MULTIPROC_DIR`` and ``/metrics`` (served by any worker)
-merges them, so every request is counted exactly once whichever worker served it. Set the variable to an empty
-directory before gunicorn starts (prometheus_client reads it at import), and load this module as the config::
+merges them, so every request is counted exactly once whichever worker served it. Set the variable before gunicorn
+starts (prometheus_client reads it at import), and load this module as the config::
 
-    rm -rf /tmp/aiwatch-metrics && mkdir /tmp/aiwatch-metrics
     PROMETHEUS_MULTIPROC_DIR=/tmp/aiwatch-metrics gunicorn -w 4 -c python:aiwatch.gunicorn app:app
 
 or, in your own ``gunicorn.conf.py``::
 
-    from aiwatch.gunicorn import child_exit  # noqa: F401  (gunicorn looks hooks up by name)
+    from aiwatch.gunicorn import child_exit, on_starting  # noqa: F401  (gunicorn looks hooks up by name)
 
-For FastAPI, add ``-k uvicorn.workers.UvicornWorker`` (or ``uvicorn_worker.UvicornWorker``). In multiprocess
-mode prometheus_client stores no exemplars, and the in-flight gauge is summed over live workers.
+``on_starting`` clears what a previous run left in the directory (prometheus_client asks for it to be wiped before
+each start), ``child_exit`` drops an exited worker's live gauges. For FastAPI, add
+``-k uvicorn.workers.UvicornWorker`` (or ``uvicorn_worker.UvicornWorker``). In multiprocess mode prometheus_client
+stores no exemplars, and the in-flight gauge is summed over live workers.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from aiwatch.exposition import multiprocess_enabled
+from aiwatch.exposition import multiprocess_enabled, remove_dead_process_files
 from aiwatch.safety import record_error
 
-__all__ = ["child_exit"]
+__all__ = ["child_exit", "on_starting"]
+
+
+def on_starting(server: Any) -> None:
+    """gunicorn hook, in the master before any worker starts: remove the samples that processes no longer running
+    left in ``PROMETHEUS_MULTIPROC_DIR`` (:func:`~aiwatch.exposition.remove_dead_process_files`), so that a restart
+    after a crash does not serve the dead run's requests as still in flight."""
+    if not multiprocess_enabled():
+        return
+    try:
+        removed = remove_dead_process_files()
+    except Exception as exc:
+        record_error("multiprocess", exc)
+        return
+    if removed:
+        server.log.info("aiwatch: removed %d sample files of processes no longer running from "
+                        "PROMETHEUS_MULTIPROC_DIR", removed)
 
 
 def child_exit(server: Any, worker: Any) -> None:

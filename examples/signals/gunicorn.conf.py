@@ -13,6 +13,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from aiwatch.gunicorn import child_exit, on_starting  # noqa: F401  (the workers' multiprocess files, see docs/http.md)
+
 _gpu: Any = None
 
 

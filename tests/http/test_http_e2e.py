@@ -4,6 +4,8 @@ workers in prometheus_client multiprocess mode (every request counted exactly on
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -75,6 +77,24 @@ def test_uvicorn_and_httpx_client(registry: CollectorRegistry) -> None:
         "phase": ""}) == 5
     assert registry.get_sample_value("aiwatch_network_duration_seconds_count",
                                      {"service": "gateway", "peer": "inference", "phase": ""}) == 7
+
+
+def test_gunicorn_does_not_serve_a_killed_runs_requests_as_in_flight(tmp_path: Path) -> None:
+    # a run killed with its master mid-request never ran child_exit: its workers' files said 3 requests were in
+    # flight, and /metrics summed them in after every restart until someone wiped the directory
+    multiproc = tmp_path / "multiproc"
+    multiproc.mkdir()
+    env = python_env(PROMETHEUS_MULTIPROC_DIR=str(multiproc))
+    killed = subprocess.run([sys.executable, "-c", "from aiwatch.metrics import get_metrics; m = get_metrics(); "
+                             "m.child(m.requests_in_flight, ('flask',)).inc(3)"], env=env, check=True)
+    assert killed.returncode == 0 and next(p.name for p in multiproc.iterdir()).startswith("gauge_livesum_")
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    with python_app(["-m", "gunicorn", "-w", "2", "-b", f"127.0.0.1:{port}", "-c", "python:aiwatch.gunicorn",
+                     "tests.http.e2e_apps:flask_app"], f"{base}/metrics", env=env):
+        assert requests.get(f"{base}/work/1", timeout=10).status_code == 200
+        in_flight = value(scrape(f"{base}/metrics"), "aiwatch_requests_in_flight", service="flask")
+    assert in_flight == 0
 
 
 def test_gunicorn_two_workers_count_every_request_once(tmp_path: Path, registry: CollectorRegistry) -> None:

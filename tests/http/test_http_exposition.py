@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import urllib.request
+from pathlib import Path
+from types import SimpleNamespace
 
+import pytest
 from prometheus_client import CollectorRegistry
 from werkzeug.test import Client
 
-from aiwatch.exposition import make_asgi_app, make_wsgi_app, start_http_server
+from aiwatch.exposition import make_asgi_app, make_wsgi_app, remove_dead_process_files, start_http_server
+from aiwatch.gunicorn import on_starting
 from aiwatch.metrics import Metrics
 from tests.http.asgi_driver import call
 from tests.servers import free_port
@@ -66,3 +73,37 @@ def test_standalone_server_negotiates(metrics: Metrics, registry: CollectorRegis
         server.shutdown()
         server.server_close()
         thread.join(5)
+
+
+def dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_only_the_files_of_processes_no_longer_running_are_removed(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    directory = tmp_path / "multiproc" / "not-yet-made"
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(directory))
+    assert remove_dead_process_files() == 0 and directory.is_dir()
+    gone, alive = dead_pid(), os.getpid()
+    stale = [f"counter_{gone}.db", f"histogram_{gone}.db", f"gauge_livesum_{gone}.db", f"gauge_max_{gone}.db"]
+    kept = [f"counter_{alive}.db", f"gauge_livesum_{alive}.db", "counter_worker-a.db", f"notes-{gone}.txt",
+            f"counter_{gone}.db.bak"]
+    for name in stale + kept:
+        (directory / name).write_bytes(b"x")
+    assert remove_dead_process_files() == len(stale)
+    assert sorted(p.name for p in directory.iterdir()) == sorted(kept)
+
+
+def test_the_starting_hook_logs_what_it_removed_and_does_nothing_without_multiprocess_mode(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    logged: list[tuple[object, ...]] = []
+    server = SimpleNamespace(log=SimpleNamespace(info=lambda *args: logged.append(args)))
+    (tmp_path / f"counter_{dead_pid()}.db").write_bytes(b"x")
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    on_starting(server)
+    assert len(list(tmp_path.iterdir())) == 1 and logged == []
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    on_starting(server)
+    assert list(tmp_path.iterdir()) == [] and logged[0][1] == 1
