@@ -33,6 +33,7 @@ import numpy.typing as npt
 
 from aiwatch._optional import require
 from aiwatch.drift.datasets import open_dataset, time_filter
+from aiwatch.drift.files import numbers_in_text
 from aiwatch.metrics import Metrics
 
 Kind = Literal["classifier", "regressor"]
@@ -134,10 +135,19 @@ def _outcomes_as_numbers(labels: Any) -> Any:
     outcome = labels.column("outcome")
     if not (pa.types.is_string(outcome.type) or pa.types.is_large_string(outcome.type)):
         return labels
-    pd = require("pandas", "data")
-    numbers = pd.to_numeric(pd.Series(outcome.to_pylist(), dtype=object), errors="coerce").astype("float64")
     return labels.set_column(labels.schema.get_field_index("outcome"), "outcome",
-                             pa.array(numbers.to_numpy(), type=pa.float64(), from_pandas=True))
+                             pa.array(_text_as_numbers(outcome), type=pa.float64(), from_pandas=True))
+
+
+def _text_as_numbers(text: Any) -> npt.NDArray[np.float64]:
+    """An Arrow column of text as float64: each value that is a number the nearest double (Python's ``float()``:
+    a double written with ``repr`` comes back bit for bit), NaN for the others ("unknown"; "1e400", which overflows)
+    and for missing values."""
+    # probe=False: the column is meant to hold numbers, so numbers after a run of text are numbers too
+    parsed = numbers_in_text(text.to_numpy(zero_copy_only=False), exact=True, probe=False)
+    if parsed.dtype == np.float64:  # numbers and missing values only
+        return np.asarray(parsed, dtype=np.float64)
+    return np.array([v if isinstance(v, float) else math.nan for v in parsed], dtype=np.float64)
 
 
 def realised_quality(log: str | os.PathLike[str], labels: Any, *, kind: Kind = "classifier",
