@@ -47,7 +47,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--objective", action="append", default=[], metavar="METRIC=BOUND",
                         help="a floor for accuracy/precision/recall, a ceiling for mae/rmse (repeatable)")
     parser.add_argument("--min-labelled", type=positive_int, default=30,
-                        help="fewer labelled requests in a window: not used for the verdict (default 30)")
+                        help="fewer labelled requests whose prediction could be scored in a window: not used for "
+                             "the verdict (default 30)")
     parser.add_argument("--textfile", metavar="PATH", help="also write the gauges in Prometheus text format (for "
                                                            "node_exporter's textfile collector)")
     parser.add_argument("--json", action="store_true", help="print the windows as JSON")
@@ -93,10 +94,15 @@ def run(args: argparse.Namespace) -> int:
                                    positive=args.positive, window_seconds=args.window, **time_range(args, args.log))
         metrics = Metrics(CollectorRegistry())
         latest = export_quality(results, metrics, bounds, args.min_labelled)
+        unscored = sum(q.unscored for q in results)
         if not latest:
-            raise ValueError(f"no window has {args.min_labelled} labelled requests or more "
-                             f"({sum(q.labelled for q in results)} labelled of {sum(q.logged for q in results)} "
-                             "logged): labels not arrived yet, or request ids that do not match the log's")
+            counts = f"{sum(q.labelled for q in results)} labelled of {sum(q.logged for q in results)} logged"
+            raise ValueError(
+                f"no window has {args.min_labelled} labelled requests or more ({counts}): labels not arrived yet, "
+                "or request ids that do not match the log's" if not unscored else
+                f"no window has {args.min_labelled} labelled requests or more with a prediction that can be scored "
+                f"({counts}, {unscored} not scored): labels not arrived yet, request ids that do not match the "
+                "log's, or predictions that are missing or not numbers")
         if args.textfile:
             write_to_textfile(args.textfile, metrics.registry)
     except (ProfileError, ValueError, OSError, ImportError, KeyError) as exc:
@@ -106,17 +112,21 @@ def run(args: argparse.Namespace) -> int:
     if unusable:
         print(f"aiwatch quality: {unusable} labels left out: no request id, or a missing, NaN or infinite outcome"
               + (" or one that is not a number" if args.kind == "regressor" else ""), file=sys.stderr)
+    if unscored:
+        print(f"aiwatch quality: {unscored} labelled request{'s' * (unscored != 1)} not scored: a prediction that "
+              "is missing" + (", NaN, infinite or not a number" if args.kind == "regressor" else " or NaN"),
+              file=sys.stderr)
     failing = {model: below_objective(q, bounds) for model, q in latest.items()}
     if args.json:
         print(json.dumps({"windows": [q.to_dict() for q in results],
                           "below_objective": {m: f for m, f in failing.items() if f}}, indent=2))
     else:
         names = sorted({name for q in results for name in q.metrics})
-        print(f"{'model':<16} {'window (UTC)':<17} {'logged':>8} {'labelled':>8}  "
+        print(f"{'model':<16} {'window (UTC)':<17} {'logged':>8} {'labelled':>8} {'unscored':>8}  "
               + "  ".join(f"{n:>9}" for n in names))
         for q in results:
             start = time.strftime("%Y-%m-%d %H:%M", time.gmtime(q.start))
-            print(f"{q.model:<16} {start:<17} {q.logged:>8} {q.labelled:>8}  "
+            print(f"{q.model:<16} {start:<17} {q.logged:>8} {q.labelled:>8} {q.unscored:>8}  "
                   + "  ".join(f"{q.metrics.get(n, math.nan):>9.4g}" for n in names))
         for model, worse in failing.items():
             if worse:

@@ -58,7 +58,7 @@ def csv_column(column: Any) -> Any:
     return values if values.dtype != object else numbers_in_text(values)
 
 
-def numbers_in_text(values: Any, *, exact: bool = False) -> Any:
+def numbers_in_text(values: Any, *, exact: bool = False, probe: bool = True) -> Any:
     """A numpy object array of text (and None) with each value that reads as a number made that number, typed as
     pandas types a CSV column of them alone (ints when every one is written as an int, else floats); the other
     values stay as they are. An array none of whose first :data:`NUMBER_PROBE` present values is a number is text
@@ -67,14 +67,17 @@ def numbers_in_text(values: Any, *, exact: bool = False) -> Any:
     pandas parses a decimal to the nearest double or one next to it (14 % of random doubles' shortest text come
     back 1 ulp off), as its CSV reader does, which is what a CSV's other chunks get. ``exact=True`` is for doubles
     written as text (a Parquet column read as text because other files hold it as doubles): each number becomes
-    the nearest double, a float even when it is written as an int ("-0" is -0.0), so it comes back bit for bit."""
+    the nearest double, a float even when it is written as an int ("-0" is -0.0), so it comes back bit for bit.
+    ``probe=False`` parses every value of a column known to hold numbers (a regressor's predictions or outcomes), so
+    numbers after a run of text are kept."""
     pd = require("pandas", "data")
     column = pd.Series(values, dtype=object, copy=False)
-    probe = column.iloc[:4 * NUMBER_PROBE].dropna()  # not the whole column's dropna: that cost 5 ms per 100k rows
-    if len(probe) < NUMBER_PROBE < len(column):
-        probe = column.dropna()
-    if not pd.to_numeric(probe.iloc[:NUMBER_PROBE], errors="coerce").notna().any():
-        return values
+    if probe:
+        head = column.iloc[:4 * NUMBER_PROBE].dropna()  # not the whole column's dropna: that cost 5 ms per 100k rows
+        if len(head) < NUMBER_PROBE < len(column):
+            head = column.dropna()
+        if not pd.to_numeric(head.iloc[:NUMBER_PROBE], errors="coerce").notna().any():
+            return values
     parsed = pd.to_numeric(column, errors="coerce").to_numpy()  # float64 with NaN where not a number, or int64
     is_number = ~np.isnan(parsed) if parsed.dtype.kind == "f" else np.ones(parsed.size, dtype=np.bool_)
     if exact:

@@ -9,7 +9,10 @@ the command line and writes them to a node_exporter textfile.
 
 Only the log's ``request_id``, ``timestamp``, ``model`` and prediction columns are read (``--since/--until`` pushed
 down); the join runs in Arrow. Requests that were logged but not (yet) labelled are left out of the window's quality
-and counted apart (``labelled`` / ``logged``).
+and counted apart (``labelled`` / ``logged``), and so are labelled requests whose prediction cannot be scored
+(``unscored``): a missing prediction, or a NaN one, and for a regressor one that is infinite or not a number. A
+regressor's predictions or outcomes held as text (a log whose files disagree on the column's type is read as text)
+are read as numbers, each that is one, as Python's ``float()`` reads it, so a double comes back bit for bit.
 
     >>> import numpy as np
     >>> classifier_metrics(np.array([1., 1., 0., 0.]), np.array([1., 0., 0., 1.]), positive=1.0)
@@ -33,6 +36,7 @@ import numpy.typing as npt
 
 from aiwatch._optional import require
 from aiwatch.drift.datasets import open_dataset, time_filter
+from aiwatch.drift.files import numbers_in_text
 from aiwatch.metrics import Metrics
 
 Kind = Literal["classifier", "regressor"]
@@ -44,7 +48,8 @@ METRICS: dict[str, tuple[str, ...]] = {"classifier": ("accuracy", "precision", "
 
 @dataclass
 class WindowQuality:
-    """One model's realised quality over ``[start, end)`` (Unix seconds)."""
+    """One model's realised quality over ``[start, end)`` (Unix seconds): ``labelled`` of the ``logged`` requests
+    have a label, and ``unscored`` of those a prediction that cannot be scored (left out of the metrics)."""
 
     model: str
     start: float
@@ -52,10 +57,16 @@ class WindowQuality:
     logged: int
     labelled: int
     metrics: dict[str, float] = field(default_factory=dict)
+    unscored: int = 0
+
+    @property
+    def scored(self) -> int:
+        """The labelled requests the metrics rest on."""
+        return self.labelled - self.unscored
 
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.model, "start": self.start, "end": self.end, "logged": self.logged,
-                "labelled": self.labelled,
+                "labelled": self.labelled, "unscored": self.unscored,
                 "metrics": {k: (v if math.isfinite(v) else None) for k, v in self.metrics.items()}}
 
 
@@ -132,12 +143,42 @@ def _outcomes_as_numbers(labels: Any) -> Any:
     """``labels`` with a text ``outcome`` column as float64, null where a value is not a number."""
     pa = require("pyarrow", "data")
     outcome = labels.column("outcome")
-    if not (pa.types.is_string(outcome.type) or pa.types.is_large_string(outcome.type)):
+    if not _is_text(outcome.type):
         return labels
-    pd = require("pandas", "data")
-    numbers = pd.to_numeric(pd.Series(outcome.to_pylist(), dtype=object), errors="coerce").astype("float64")
     return labels.set_column(labels.schema.get_field_index("outcome"), "outcome",
-                             pa.array(numbers.to_numpy(), type=pa.float64(), from_pandas=True))
+                             pa.array(_text_as_numbers(outcome), type=pa.float64(), from_pandas=True))
+
+
+def _is_text(kind: Any) -> bool:
+    types = require("pyarrow", "data").types
+    return bool(types.is_string(kind) or types.is_large_string(kind))
+
+
+def _text_as_numbers(text: Any) -> npt.NDArray[np.float64]:
+    """An Arrow column of text as float64: each value that is a number the nearest double (Python's ``float()``:
+    a double written with ``repr`` comes back bit for bit), NaN for the others ("unknown"; "1e400", which overflows)
+    and for missing values."""
+    # probe=False: the column is meant to hold numbers, so numbers after a run of text are numbers too
+    parsed = numbers_in_text(text.to_numpy(zero_copy_only=False), exact=True, probe=False)
+    if parsed.dtype == np.float64:  # numbers and missing values only
+        return np.asarray(parsed, dtype=np.float64)
+    return np.array([v if isinstance(v, float) else math.nan for v in parsed], dtype=np.float64)
+
+
+def _as_numbers(values: Any, what: str) -> npt.NDArray[np.float64]:
+    """A regressor's predictions or outcomes (an Arrow column) as float64, NaN where a value is missing or not a
+    number; ``what`` names them in the error for a column that holds neither numbers nor text."""
+    pa = require("pyarrow", "data")
+    if pa.types.is_dictionary(values.type):
+        values = values.cast(values.type.value_type)
+    if _is_text(values.type):
+        return _text_as_numbers(values)
+    kind = values.type
+    if not (pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind)
+            or pa.types.is_decimal(kind) or pa.types.is_null(kind)):
+        raise ValueError(f"a regressor's {what} must be numbers, not {kind}")
+    # safe=False: an int past 2**53 becomes the nearest double rather than an error
+    return np.asarray(values.cast(pa.float64(), safe=False).to_numpy(zero_copy_only=False), dtype=np.float64)
 
 
 def realised_quality(log: str | os.PathLike[str], labels: Any, *, kind: Kind = "classifier",
@@ -172,32 +213,42 @@ def realised_quality(log: str | os.PathLike[str], labels: Any, *, kind: Kind = "
     joined = keyed.join(table_labels, "request_id", join_type="inner")
     rows = joined.column("_row").to_numpy()
     outcome = joined.column("outcome")
-    predicted_all = logged.column(prediction)
-    predicted = predicted_all.take(pa.array(rows))
-    if kind == "regressor" or pa.types.is_floating(predicted.type) or pa.types.is_integer(predicted.type):
-        try:  # numbers on both sides compare as floats (the log stores ints as doubles)
-            pred_np = predicted.cast(pa.float64()).to_numpy(zero_copy_only=False)
-            act_np = outcome.cast(pa.float64()).to_numpy(zero_copy_only=False)
-            positive_value: Any = float(positive)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, TypeError, ValueError):
-            if kind == "regressor":
-                raise ValueError("a regressor's predictions and outcomes must be numbers") from None
-            pred_np, act_np, positive_value = _as_text(predicted), _as_text(outcome), str(positive)
+    predicted = logged.column(prediction).take(pa.array(rows))
+    if kind == "regressor":
+        pred_np = _as_numbers(predicted, f"predictions (the log's {prediction!r} column)")
+        act_np = _as_numbers(outcome, "outcomes")
+        scored = np.isfinite(pred_np)
     else:
-        pred_np, act_np, positive_value = _as_text(predicted), _as_text(outcome), str(positive)
+        # a missing or NaN prediction is no class: not a miss, not a match for any outcome
+        scored = ~np.asarray(pc.is_null(predicted, nan_is_null=True).to_numpy(zero_copy_only=False), dtype=np.bool_)
+        pred_np, act_np, positive_value = _as_classes(predicted, outcome, positive)
     results: list[WindowQuality] = []
     labelled_windows, labelled_models = window[rows], models[rows]
     for model in sorted(set(models.tolist())):
         for start in sorted(set(window[models == model].tolist())):
             mask = (labelled_windows == start) & (labelled_models == model)
+            used = mask & scored
             n_logged = int(np.sum((window == start) & (models == model)))
             if kind == "classifier":
-                values = classifier_metrics(pred_np[mask], act_np[mask], positive_value)
+                values = classifier_metrics(pred_np[used], act_np[used], positive_value)
             else:
-                values = regressor_metrics(pred_np[mask], act_np[mask])
+                values = regressor_metrics(pred_np[used], act_np[used])
             results.append(WindowQuality(str(model), start, start + window_seconds, n_logged, int(mask.sum()),
-                                         values))
+                                         values, int(np.sum(mask & ~scored))))
     return sorted(results, key=lambda q: (q.start, q.model))
+
+
+def _as_classes(predicted: Any, outcome: Any, positive: Any) -> tuple[npt.NDArray[Any], npt.NDArray[Any], Any]:
+    """A classifier's predictions, outcomes and positive class, compared as floats when both sides are numbers
+    (the log stores ints as doubles), else as text."""
+    pa = require("pyarrow", "data")
+    if pa.types.is_floating(predicted.type) or pa.types.is_integer(predicted.type):
+        try:
+            return (predicted.cast(pa.float64()).to_numpy(zero_copy_only=False),
+                    outcome.cast(pa.float64()).to_numpy(zero_copy_only=False), float(positive))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, TypeError, ValueError):
+            pass
+    return _as_text(predicted), _as_text(outcome), str(positive)
 
 
 def _as_text(array: Any) -> npt.NDArray[Any]:
@@ -211,10 +262,11 @@ def _as_text(array: Any) -> npt.NDArray[Any]:
 
 
 def latest_per_model(results: list[WindowQuality], min_labelled: int = 1) -> dict[str, WindowQuality]:
-    """Each model's latest window with at least ``min_labelled`` labelled requests."""
+    """Each model's latest window with at least ``min_labelled`` labelled requests whose prediction was scored
+    (:attr:`WindowQuality.scored`: what its metrics rest on)."""
     latest: dict[str, WindowQuality] = {}
     for q in results:
-        if q.labelled >= min_labelled and (q.model not in latest or q.start > latest[q.model].start):
+        if q.scored >= min_labelled and (q.model not in latest or q.start > latest[q.model].start):
             latest[q.model] = q
     return latest
 
@@ -222,8 +274,9 @@ def latest_per_model(results: list[WindowQuality], min_labelled: int = 1) -> dic
 def export_quality(results: list[WindowQuality], metrics: Metrics, objectives: Mapping[str, float] | None = None,
                    min_labelled: int = 1) -> dict[str, WindowQuality]:
     """Set ``aiwatch_model_quality`` (and ``_labelled``) from each model's latest window with at least
-    ``min_labelled`` labels, and ``aiwatch_model_quality_objective`` from ``objectives`` (metric -> bound: a floor
-    for accuracy / precision / recall, a ceiling for MAE / RMSE). Returns the windows exported."""
+    ``min_labelled`` scored labels (:func:`latest_per_model`), and ``aiwatch_model_quality_objective`` from
+    ``objectives`` (metric -> bound: a floor for accuracy / precision / recall, a ceiling for MAE / RMSE). Returns
+    the windows exported."""
     latest = latest_per_model(results, min_labelled)
     for model, q in latest.items():
         metrics.child(metrics.model_quality_labelled, (model,)).set(q.labelled)

@@ -89,6 +89,15 @@ def test_a_text_column_is_left_as_it_is() -> None:
     assert csv_column(numbers).dtype == np.float64
 
 
+def test_without_the_probe_numbers_after_a_run_of_text_are_numbers() -> None:
+    # a column known to hold numbers (a regressor's predictions): the probe would leave the "1.5" as text
+    text = np.array(["unknown"] * NUMBER_PROBE + ["1.5", None], dtype=object)
+    assert numbers_in_text(text, exact=True)[-2] == "1.5"
+    read = numbers_in_text(text, exact=True, probe=False)
+    assert list(read) == ["unknown"] * NUMBER_PROBE + [1.5, None] and type(read[-2]) is float
+    assert numbers_in_text(np.array(["unknown", None], dtype=object), probe=False).tolist() == ["unknown", None]
+
+
 fields = st.one_of(st.floats(-1e6, 1e6, allow_nan=False).map(lambda v: f"{v:.4g}"), st.integers(-50, 50).map(str),
                    st.sampled_from(NOT_NUMBERS), st.just(""))
 

@@ -1,7 +1,7 @@
 """`aiwatch quality` against hostile delayed-labels files (Hypothesis): missing or duplicate request ids, ids the log
 never had, huge or empty ids, wrong types, NaN / inf / missing outcomes, empty files, missing columns. Every file
 ends in exit code 0 or 1 with the unusable labels left out and counted, or in exit code 2 with one clear error line;
-never a traceback, never the "unexpected" error."""
+never a traceback, never the "unexpected" error. A regressor's outcome written as text is read bit for bit."""
 
 from __future__ import annotations
 
@@ -14,14 +14,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from aiwatch.cli import main
 from aiwatch.feedback import ParquetSink
+from aiwatch.feedback.outcomes import drop_unusable, realised_quality
 
 T0 = 1_790_002_800.0
 LOG_IDS = [f"r{i}" for i in range(40)]
+OFF_BY_ONE_ULP = 0.000345584192064786  # pandas.to_numeric reads its repr() one ulp off
 
 
 @pytest.fixture(scope="module")
@@ -133,3 +135,35 @@ def test_a_regressors_outcome_that_is_not_a_number_is_left_out_and_counted(log: 
     window = json.loads(out)["windows"][0]
     assert window["labelled"] == 3  # 0.25, 0.75 and 0.5; "n/a" is a missing value to the CSV reader
     assert "4 labels left out" in err and "not a number" in err
+
+
+@pytest.fixture(scope="module")
+def zero_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("zero") / "log"
+    sink = ParquetSink(folder)
+    sink.write([{"request_id": rid, "timestamp": T0 + i, "model": "eta", "output": 0.0} for i, rid in
+                enumerate(["a", "b"])])
+    sink.close()
+    return folder
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@example(y=OFF_BY_ONE_ULP)
+@given(y=st.floats(allow_nan=False, allow_infinity=False))
+def test_any_double_written_as_text_comes_back_bit_for_bit_as_an_outcome(zero_log: Path, y: float) -> None:
+    labels = pa.table({"request_id": ["a", "b"], "outcome": [repr(y), "unknown"]})  # a careless export: text
+    kept, left_out = drop_unusable(labels, "regressor")
+    assert left_out == 1
+    assert np.float64(kept.column("outcome")[0].as_py()).tobytes() == np.float64(y).tobytes()
+    [window] = realised_quality(zero_log, labels, kind="regressor")
+    assert window.labelled == 1
+    assert np.float64(window.metrics["mae"]).tobytes() == np.float64(abs(y)).tobytes()  # the mean of |0 - y|
+
+
+def test_text_outcomes_after_a_run_of_text_are_read_and_1e400_is_left_out() -> None:
+    outcomes = ["unknown"] * 120 + [repr(OFF_BY_ONE_ULP), "1e400", None, "-0"]
+    kept, left_out = drop_unusable(pa.table({"request_id": [f"r{i}" for i in range(len(outcomes))],
+                                             "outcome": outcomes}), "regressor")
+    assert left_out == 122
+    read = kept.column("outcome").to_pylist()
+    assert read == [OFF_BY_ONE_ULP, -0.0] and math.copysign(1.0, read[1]) == -1.0
