@@ -210,7 +210,8 @@ CONTRACT: tuple[MetricSpec, ...] = (
                "mae and rmse (AiwatchModelQualityLow fires on the wrong side).", ("model", "metric"),
                multiprocess_mode="mostrecent"),
     MetricSpec("aiwatch_model_quality_labelled", "gauge",
-               "Logged requests with a label in the window aiwatch_model_quality was computed on.", ("model",),
+               "Labelled requests aiwatch_model_quality was computed on, in its window: those logged with a label "
+               "and a prediction that could be scored.", ("model",),
                multiprocess_mode="mostrecent"),
     # --- aiwatch itself -----------------------------------------------------------------------------------
     MetricSpec("aiwatch_instrumentation_errors_total", "counter",

@@ -273,13 +273,14 @@ def latest_per_model(results: list[WindowQuality], min_labelled: int = 1) -> dic
 
 def export_quality(results: list[WindowQuality], metrics: Metrics, objectives: Mapping[str, float] | None = None,
                    min_labelled: int = 1) -> dict[str, WindowQuality]:
-    """Set ``aiwatch_model_quality`` (and ``_labelled``) from each model's latest window with at least
+    """Set ``aiwatch_model_quality`` (and ``_labelled``: the scored labels it rests on) from each model's latest
+    window with at least
     ``min_labelled`` scored labels (:func:`latest_per_model`), and ``aiwatch_model_quality_objective`` from
     ``objectives`` (metric -> bound: a floor for accuracy / precision / recall, a ceiling for MAE / RMSE). Returns
     the windows exported."""
     latest = latest_per_model(results, min_labelled)
     for model, q in latest.items():
-        metrics.child(metrics.model_quality_labelled, (model,)).set(q.labelled)
+        metrics.child(metrics.model_quality_labelled, (model,)).set(q.scored)
         for name, value in q.metrics.items():
             if math.isfinite(value):
                 metrics.child(metrics.model_quality, (model, name)).set(value)

@@ -15,15 +15,18 @@ import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry
 
 from aiwatch.cli import main
 from aiwatch.feedback import ParquetSink
 from aiwatch.feedback.outcomes import (
     WindowQuality,
+    export_quality,
     latest_per_model,
     realised_quality,
     regressor_metrics,
 )
+from aiwatch.metrics import Metrics
 
 T0 = 1_790_002_800.0  # 2026-09-21T15:00:00Z, on the hour
 OFF_BY_ONE_ULP = 0.000345584192064786  # pandas.to_numeric reads its repr() one ulp off
@@ -145,6 +148,14 @@ def test_min_labelled_counts_the_requests_the_metrics_rest_on() -> None:
     mostly_unscored = WindowQuality("eta", T0 + 3600, T0 + 7200, 40, 30, {"mae": 9.0}, unscored=25)
     assert latest_per_model([scored, mostly_unscored], min_labelled=30) == {"eta": scored}
     assert latest_per_model([scored, mostly_unscored], min_labelled=5) == {"eta": mostly_unscored}
+
+
+def test_the_labelled_gauge_is_the_number_the_quality_rests_on(tmp_path: Path) -> None:
+    # the alert's description reads it as "(N labelled requests)" next to the quality it computed
+    metrics = Metrics(CollectorRegistry())
+    window = WindowQuality("eta", T0, T0 + 3600, 40, 30, {"mae": 1.0}, unscored=4)
+    assert export_quality([window], metrics) == {"eta": window}
+    assert metrics.registry.get_sample_value("aiwatch_model_quality_labelled", {"model": "eta"}) == 26
 
 
 def test_cli_shows_the_unscored_requests(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
