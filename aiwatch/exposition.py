@@ -39,7 +39,7 @@ def remove_dead_process_files() -> int:
     removed = 0
     for path in directory.iterdir():
         match = _SAMPLE_FILE.fullmatch(path.name)
-        if match and not _running(int(match.group(1))):
+        if match and not _running(int(match.group(1))) and path.is_file():
             path.unlink(missing_ok=True)
             removed += 1
     return removed

@@ -92,6 +92,8 @@ def test_only_the_files_of_processes_no_longer_running_are_removed(tmp_path: Pat
             f"counter_{gone}.db.bak"]
     for name in stale + kept:
         (directory / name).write_bytes(b"x")
+    (directory / f"summary_{gone}.db").mkdir()  # not prometheus_client's: left alone, and no error
+    kept.append(f"summary_{gone}.db")
     assert remove_dead_process_files() == len(stale)
     assert sorted(p.name for p in directory.iterdir()) == sorted(kept)
 
