@@ -51,10 +51,17 @@ OUTPUT = "output"
 _clock = time.perf_counter
 
 
+#: Counts above it are refused: a histogram sums in float64, which holds every integer only up to 2**53, and one
+#: past float64's range failed the whole request's remaining metrics when it was observed.
+MAX_TOKENS = 2**53
+
+
 def _count(value: Any, what: str) -> int:
     count = operator.index(value)  # ints, numpy integers; not floats or bools' look-alikes
     if isinstance(value, bool) or count < 0:
         raise ValueError(f"{what} must be a non-negative integer, got {value!r}")
+    if count > MAX_TOKENS:  # not its repr: past 4300 digits that raises too
+        raise ValueError(f"{what} must be at most 2**53, got an integer of {count.bit_length()} bits")
     return count
 
 
@@ -111,8 +118,8 @@ def record_tokens(input_tokens: int = 0, output_tokens: int = 0, model: str | No
     """Count tokens the current request's model read (``input_tokens``) or wrote (``output_tokens``). Call it with
     the output as it is produced (per token or per chunk): the first call with output marks the time to the first
     token, the later ones the time per output token. Counts add up over the request. Outside a request the usage is
-    recorded for the default service at once. A negative or non-integer count is counted as aiwatch's error
-    (component ``genai``) and ignored; nothing is raised."""
+    recorded for the default service at once. A negative, non-integer or absurd (past 2**53) count is counted as
+    aiwatch's error (component ``genai``) and ignored; nothing is raised."""
     now = _clock()
     tl = current_timeline()
     recorder = tl.recorder if tl is not None else default_recorder()

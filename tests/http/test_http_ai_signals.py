@@ -176,6 +176,29 @@ def test_bad_token_counts_are_counted_as_aiwatch_errors_not_raised(registry: Col
     assert sample(registry, "aiwatch_gen_ai_token_usage_tokens_sum", model="", token_type="input") == 7
 
 
+async def test_an_absurd_token_count_is_refused_and_the_requests_other_signals_kept(
+        registry: CollectorRegistry) -> None:
+    # 10**400 tokens passed the checks and failed at the request's end, converting to float: the request's
+    # token usage and its degraded-response count were lost with it
+    app = FastAPI()
+
+    @app.get("/huge")
+    async def huge() -> dict[str, int]:
+        aiwatch.record_tokens(input_tokens=10**400)
+        aiwatch.record_tokens(output_tokens=2**53 + 1)
+        aiwatch.record_tokens(input_tokens=5, output_tokens=2)
+        aiwatch.degraded("fallback")
+        return {"ok": 1}
+
+    aiwatch.instrument(app, registry=registry, service="svc")
+    await call(app, "/huge")
+    assert registry.get_sample_value("aiwatch_instrumentation_errors_total", {"component": "genai"}) == 2
+    assert registry.get_sample_value("aiwatch_instrumentation_errors_total", {"component": "metrics"}) is None
+    assert sample(registry, "aiwatch_gen_ai_token_usage_tokens_sum", model="", token_type="input") == 5
+    assert sample(registry, "aiwatch_gen_ai_token_usage_tokens_sum", model="", token_type="output") == 2
+    assert sample(registry, "aiwatch_degraded_responses_total", model="", reason="fallback") == 1
+
+
 async def test_degraded_responses_are_counted_by_reason_and_model(registry: CollectorRegistry) -> None:
     app = fastapi_app(registry)
     for _ in range(3):
