@@ -200,7 +200,8 @@ CONTRACT: tuple[MetricSpec, ...] = (
     MetricSpec("aiwatch_prediction_log_records_total", "counter",
                "Prediction-log records by what became of them: sampled_out (not kept by the sampling rate), queued, "
                "dropped (the queue was full or the log closed; the request was not slowed), written (handed to the "
-               "sink), failed (the sink or the record raised).", ("log", "result")),
+               "sink), failed (the sink or the record raised), lost (written, then lost by the sink: a Parquet file "
+               "that could not be completed, as when the disk filled).", ("log", "result")),
     MetricSpec("aiwatch_model_quality", "gauge",
                "Realised quality of a model in its latest labelled window: delayed labels joined to the prediction "
                "log (accuracy, precision, recall for a classifier; mae, rmse for a regressor).", ("model", "metric"),

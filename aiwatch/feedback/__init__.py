@@ -13,7 +13,7 @@ from aiwatch.feedback.parquet_sink import ParquetSink
 from aiwatch.feedback.redis_sink import RedisStreamSink
 from aiwatch.feedback.sampling import SamplingPolicy
 from aiwatch.feedback.schema import LOG_COLUMNS, FieldPolicy, PredictionRecord
-from aiwatch.feedback.sink import PredictionSink
+from aiwatch.feedback.sink import PredictionSink, RowsLost
 
 __all__ = [
     "LOG_COLUMNS",
@@ -23,5 +23,6 @@ __all__ = [
     "PredictionRecord",
     "PredictionSink",
     "RedisStreamSink",
+    "RowsLost",
     "SamplingPolicy",
 ]

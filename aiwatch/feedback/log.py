@@ -33,7 +33,7 @@ from prometheus_client import CollectorRegistry
 from aiwatch.fastpath import adder
 from aiwatch.feedback.sampling import SamplingPolicy
 from aiwatch.feedback.schema import FieldPolicy, PredictionRecord
-from aiwatch.feedback.sink import PredictionSink
+from aiwatch.feedback.sink import PredictionSink, RowsLost
 from aiwatch.metrics import Metrics, get_metrics
 from aiwatch.safety import record_error
 from aiwatch.timing import current_timeline
@@ -83,6 +83,7 @@ class PredictionLog:
         self._dropped = adder(self.metrics.child(counter, (name, "dropped")))
         self._written = self.metrics.child(counter, (name, "written"))
         self._failed = self.metrics.child(counter, (name, "failed"))
+        self._lost = self.metrics.child(counter, (name, "lost"))
         # request ids: a random prefix per log and a counter, unique without building a uuid4 per request
         self._id_prefix = os.urandom(8).hex()
         self._ids = itertools.count()
@@ -172,7 +173,10 @@ class PredictionLog:
             self.sink.write(rows)
         except Exception as exc:
             record_error(COMPONENT, exc, self.metrics)
-            self._failed.inc(len(rows))
+            failed = exc.failed if isinstance(exc, RowsLost) else len(rows)
+            self._failed.inc(failed)
+            self._written.inc(len(rows) - failed)
+            self._count_lost(exc)
         else:
             self._written.inc(len(rows))
 
@@ -181,6 +185,11 @@ class PredictionLog:
             getattr(self.sink, method)()
         except Exception as exc:
             record_error(COMPONENT, exc, self.metrics)
+            self._count_lost(exc)
+
+    def _count_lost(self, exc: Exception) -> None:
+        if isinstance(exc, RowsLost):
+            self._lost.inc(exc.lost)
 
     # --- control ------------------------------------------------------------------------------------------
     def pending(self) -> int:

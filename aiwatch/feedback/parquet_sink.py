@@ -12,6 +12,11 @@ Each batch the writer hands over becomes one or more row groups.
 
 The ``model`` value lives in the directory name, not in the file (``pyarrow.dataset`` with Hive partitioning
 gives it back as a column). Reading a single file gives every other column.
+
+A write that fails (the disk is full, an I/O error) leaves pyarrow's writer unusable and its file without a footer:
+that file is removed at once, never renamed, and the next batch starts a new one. ``write``, ``flush`` and
+``close`` then raise :class:`~aiwatch.feedback.sink.RowsLost` with the rows of the batch not stored and the rows of
+the removed files written before.
 """
 
 from __future__ import annotations
@@ -20,12 +25,14 @@ import math
 import os
 import time
 from collections.abc import Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 from aiwatch._optional import require
+from aiwatch.feedback.sink import RowsLost
 
 #: The types of the log's own columns; every other column's type is inferred from its first values.
 _FIXED_TYPES = {"request_id": "string", "timestamp": "timestamp", "model_version": "string", "trace_id": "string",
@@ -42,6 +49,27 @@ class _OpenFile:
     final: Path
     opened: float
     rows: int = 0
+    #: of ``rows``, those of earlier ``write`` calls, which the caller has counted as written
+    earlier: int = 0
+
+
+@dataclass
+class _Tally:
+    """What one call to the sink did: rows of its batch stored (in a completed file or in a sound open one), rows of
+    earlier batches lost with a file that failed, and its first failure."""
+
+    stored: int = 0
+    lost: int = 0
+    error: Exception | None = None
+
+    def file_failed(self, f: _OpenFile, exc: Exception) -> None:
+        self.stored -= f.rows - f.earlier
+        self.lost += f.earlier
+        self.error = self.error or exc
+
+    def raise_if_failed(self, failed: int) -> None:
+        if self.error is not None:
+            raise RowsLost(failed, self.lost, self.error) from self.error
 
 
 def microseconds(timestamp: float) -> int:
@@ -86,36 +114,46 @@ class ParquetSink:
         groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
         for row in rows:
             groups.setdefault((str(row["model"]), hour_key(float(row["timestamp"]))), []).append(row)
+        tally = _Tally()
         for key, group in groups.items():
-            self._write_group(key, group)
+            try:
+                self._write_group(key, group, tally)
+            except Exception as exc:  # the other partitions' files may still work (EIO on one file)
+                tally.error = tally.error or exc
+        for f in self._open.values():
+            f.earlier = f.rows
+        tally.raise_if_failed(len(rows) - tally.stored)
 
     def flush(self) -> None:
         """Rotate the files that are ``max_file_seconds`` old or whose hour is over."""
         now, current_hour = time.monotonic(), hour_key(time.time())
-        for key, f in list(self._open.items()):
-            if now - f.opened >= self.max_file_seconds or key[1] < current_hour:
-                self._rotate(key)
+        self._rotate_all([key for key, f in self._open.items()
+                          if now - f.opened >= self.max_file_seconds or key[1] < current_hour])
 
     def close(self) -> None:
-        for key in list(self._open):
-            self._rotate(key)
+        self._rotate_all(list(self._open))
 
     # --- files --------------------------------------------------------------------------------------------
-    def _write_group(self, key: tuple[str, str], rows: list[dict[str, Any]]) -> None:
+    def _write_group(self, key: tuple[str, str], rows: list[dict[str, Any]], tally: _Tally) -> None:
         while rows:
             f = self._open.get(key)
             room = self.max_rows - f.rows if f is not None else self.max_rows
             part, rows = rows[:room], rows[room:]
             table = self._table(part, f.schema if f is not None else None)
             if f is not None and not table.schema.equals(f.schema):  # a new field, or a type that changed
-                self._rotate(key)
+                self._rotate(key, tally)
                 f = None
             if f is None:
                 f = self._start(key, table.schema)
-            f.writer.write_table(table)
+            try:
+                f.writer.write_table(table)
+            except Exception as exc:
+                self._discard(key, tally, exc)
+                raise
             f.rows += table.num_rows
+            tally.stored += table.num_rows
             if f.rows >= self.max_rows:
-                self._rotate(key)
+                self._rotate(key, tally)
 
     def _table(self, rows: list[dict[str, Any]], known: Any) -> Any:
         """The rows as an Arrow table without ``model``: the open file's column types where they fit, new columns
@@ -167,19 +205,49 @@ class ParquetSink:
         name = f"part-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{os.getpid()}-{self._seq:06d}.parquet"
         final = folder / name
         temp = folder / f"{TEMP_PREFIX}{name}{TEMP_SUFFIX}"
-        writer = self.pq.ParquetWriter(str(temp), schema, compression=self.compression)
+        try:
+            writer = self.pq.ParquetWriter(str(temp), schema, compression=self.compression)
+        except Exception:  # it could not even write the file's header
+            with suppress(OSError):
+                temp.unlink(missing_ok=True)
+            raise
         f = _OpenFile(writer, schema, temp, final, time.monotonic())
         self._open[key] = f
         return f
 
-    def _rotate(self, key: tuple[str, str]) -> None:
+    def _rotate_all(self, keys: list[tuple[str, str]]) -> None:
+        tally = _Tally()
+        for key in keys:
+            with suppress(Exception):  # counted in the tally; the other files are still rotated
+                self._rotate(key, tally)
+        tally.raise_if_failed(0)
+
+    def _rotate(self, key: tuple[str, str], tally: _Tally) -> None:
         f = self._open.pop(key)
-        f.writer.close()
-        if self.fsync:
-            fd = os.open(f.temp, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        os.replace(f.temp, f.final)
+        try:
+            f.writer.close()
+            if self.fsync:
+                fd = os.open(f.temp, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            os.replace(f.temp, f.final)
+        except Exception as exc:
+            self._remove(f, tally, exc)
+            raise
         self.completed.append(f.final)
+
+    def _discard(self, key: tuple[str, str], tally: _Tally, exc: Exception) -> None:
+        """Remove the file of a writer whose write failed: the writer is done for (every later write: "Operation on
+        closed file"), and its file has no footer (closing the writer may still write one, over data not all there)."""
+        self._remove(self._open.pop(key), tally, exc)
+
+    @staticmethod
+    def _remove(f: _OpenFile, tally: _Tally, exc: Exception) -> None:
+        for _ in range(2):  # a close that raised keeps the file open; pyarrow's next close releases it
+            with suppress(Exception):
+                f.writer.close()
+        with suppress(OSError):
+            f.temp.unlink(missing_ok=True)
+        tally.file_failed(f, exc)

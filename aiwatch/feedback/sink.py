@@ -14,7 +14,8 @@ class PredictionSink(Protocol):
 
     Every method is called from one background thread, never from a request. A method that raises is counted in
     ``aiwatch_instrumentation_errors_total{component="prediction_log"}`` and its rows in
-    ``aiwatch_prediction_log_records_total{result="failed"}``; the writer goes on with the next batch.
+    ``aiwatch_prediction_log_records_total{result="failed"}``; the writer goes on with the next batch. A sink that
+    stored some rows and not others raises :class:`RowsLost` to have them counted exactly.
     """
 
     def write(self, rows: Sequence[dict[str, Any]]) -> None:
@@ -26,3 +27,15 @@ class PredictionSink(Protocol):
 
     def close(self) -> None:
         """Called once, when the log closes: make everything durable and release resources."""
+
+
+class RowsLost(Exception):
+    """Raised by a sink's ``write``, ``flush`` or ``close`` that kept some rows and not others (raise it ``from``
+    the cause): ``failed`` rows of the batch being written were not stored, the rest were; ``lost`` rows of earlier
+    batches, which the log counted as written, are gone too (a Parquet file that could not be completed). The log
+    counts them as ``result="failed"`` and ``result="lost"``; ``why`` (the cause) ends the message."""
+
+    def __init__(self, failed: int, lost: int, why: object = None) -> None:
+        because = "" if why is None else f": {why}"
+        super().__init__(f"{failed} rows of this batch not stored, {lost} rows written before lost{because}")
+        self.failed, self.lost = failed, lost

@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 import aiwatch
-from aiwatch.feedback import FieldPolicy, ParquetSink, PredictionLog, PredictionSink, SamplingPolicy
+from aiwatch.feedback import FieldPolicy, ParquetSink, PredictionLog, PredictionSink, RowsLost, SamplingPolicy
 from aiwatch.feedback.schema import normalise, unix_seconds
 from aiwatch.metrics import Metrics
 
@@ -160,6 +160,24 @@ def test_a_failing_sink_is_counted_and_never_raises_into_the_caller(registry: Co
         assert log.flush()
     assert records(registry, "failed") == 1
     assert registry.get_sample_value("aiwatch_instrumentation_errors_total", {"component": "prediction_log"}) == 1
+
+
+class PartlyFailingSink(ListSink):
+    """Says it stored all but 2 rows of a batch and lost 7 rows written before; loses 3 more when closed."""
+
+    def write(self, rows: Sequence[dict[str, Any]]) -> None:
+        raise RowsLost(2, 7) from OSError(28, "No space left on device")
+
+    def close(self) -> None:
+        raise RowsLost(0, 3)
+
+
+def test_a_sink_that_raises_rows_lost_has_its_rows_counted_exactly(registry: CollectorRegistry) -> None:
+    with PredictionLog(PartlyFailingSink(), registry=registry, flush_seconds=3600) as log:
+        for i in range(5):
+            log.log("ranker", {"basket_value": i})
+        assert log.flush()
+    assert (records(registry, "written"), records(registry, "failed"), records(registry, "lost")) == (3, 2, 10)
 
 
 def test_a_record_that_cannot_be_read_fails_alone(registry: CollectorRegistry) -> None:

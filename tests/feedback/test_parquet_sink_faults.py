@@ -1,0 +1,329 @@
+"""ParquetSink when a write fails (the disk is full: ENOSPC; or EIO) and then works again: the file being written is
+discarded, never renamed into view half-written; its rows and the batch's are counted; the files rotated before stay
+intact; the next batch starts a new file by itself.
+
+Two kinds of fault. A real one: a 256 KiB tmpfs, filled and then freed (mounting needs root). And one injected into
+the stream pyarrow writes to (no root needed), which pyarrow treats as it treats a failed write(2): the writer is done
+for (every later write: "Operation on closed file")."""
+
+from __future__ import annotations
+
+import errno
+import io
+import logging
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+from prometheus_client import CollectorRegistry
+
+from aiwatch import safety
+from aiwatch.cli import main
+from aiwatch.drift.datasets import open_dataset
+from aiwatch.feedback import ParquetSink, PredictionLog, RowsLost
+from tests.feedback.test_parquet_sink import T0, row
+
+
+class Disk:
+    """What the injected streams write to: while ``full``, every write raises ``OSError(error)``; ``fail_next``
+    fails that many writes, then writing works again."""
+
+    def __init__(self) -> None:
+        self.full = False
+        self.fail_next = 0
+        self.error = errno.ENOSPC
+        self.streams: list[_Stream] = []
+
+
+class _Stream(io.RawIOBase):
+    def __init__(self, path: str, disk: Disk) -> None:
+        self._file = open(path, "wb", buffering=0)  # noqa: SIM115 (closed by the fixture: pyarrow never closes it)
+        self._disk = disk
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        if self._disk.full or self._disk.fail_next:
+            self._disk.fail_next = max(0, self._disk.fail_next - 1)
+            raise OSError(self._disk.error, os.strerror(self._disk.error))
+        view = memoryview(data)
+        while view:
+            view = view[self._file.write(view):]
+        return len(data)
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
+
+
+@pytest.fixture
+def disk(monkeypatch: pytest.MonkeyPatch) -> Iterator[Disk]:
+    """Every ParquetWriter the sink opens writes through a :class:`_Stream` on the file it names."""
+    disk = Disk()
+    real = pq.ParquetWriter
+
+    def writer(where: str, schema: Any, **kwargs: Any) -> Any:
+        stream = _Stream(where, disk)
+        disk.streams.append(stream)
+        return real(stream, schema, **kwargs)
+
+    monkeypatch.setattr(pq, "ParquetWriter", writer)
+    yield disk
+    for stream in disk.streams:
+        stream.close()
+
+
+@pytest.fixture
+def quiet_burst(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fresh burst log that stays quiet for an hour after its first warning: what one streak logs is countable."""
+    monkeypatch.setattr(safety, "_burst", safety._BurstLog(burst_seconds=3600))
+
+
+def files(root: Path) -> tuple[list[str], list[str]]:
+    """The names of the visible ``.parquet`` files and of the hidden ones under ``root``."""
+    every = [p for p in root.rglob("*") if p.is_file()]
+    return (sorted(p.name for p in every if p.suffix == ".parquet" and not p.name.startswith(".")),
+            sorted(p.name for p in every if p.name.startswith(".")))
+
+
+def unreadable(root: Path) -> list[str]:
+    bad = []
+    for path in root.rglob("*.parquet"):
+        try:
+            pq.read_table(path)
+        except Exception:
+            bad.append(path.name)
+    return bad
+
+
+def values(root: Path) -> list[float]:
+    return sorted(open_dataset(root).to_table(columns=["basket_value"]).column("basket_value").to_pylist())
+
+
+def rows(start: int, stop: int) -> list[dict[str, object]]:
+    return [row(i) for i in range(start, stop)]
+
+
+def records(registry: CollectorRegistry, result: str) -> float:
+    return registry.get_sample_value("aiwatch_prediction_log_records_total",
+                                     {"log": "predictions", "result": result}) or 0.0
+
+
+# --- injected faults: the sink ------------------------------------------------------------------------------------
+def test_after_a_failed_write_the_next_batch_goes_to_a_new_file(tmp_path: Path, disk: Disk) -> None:
+    sink = ParquetSink(tmp_path)
+    sink.write(rows(0, 3))
+    disk.full = True
+    with pytest.raises(RowsLost):
+        sink.write(rows(3, 5))
+    disk.full = False
+    sink.write(rows(5, 9))
+    sink.close()
+    assert values(tmp_path) == [5.0, 6.0, 7.0, 8.0]
+
+
+@pytest.mark.parametrize("error", [errno.ENOSPC, errno.EIO])
+def test_a_file_whose_write_failed_is_removed_at_once(tmp_path: Path, disk: Disk, error: int) -> None:
+    disk.error = error
+    sink = ParquetSink(tmp_path)
+    sink.write(rows(0, 3))
+    disk.full = True
+    with pytest.raises(RowsLost):
+        sink.write(rows(3, 5))
+    assert files(tmp_path) == ([], [])
+
+
+def test_a_file_whose_write_failed_is_never_renamed_into_view(tmp_path: Path, disk: Disk) -> None:
+    sink = ParquetSink(tmp_path)
+    sink.write(rows(0, 3))
+    disk.full = True
+    with pytest.raises(RowsLost):
+        sink.write(rows(3, 5))
+    disk.full = False
+    sink.close()
+    assert files(tmp_path) == ([], [])
+
+
+def test_a_file_that_cannot_start_leaves_nothing_behind(tmp_path: Path, disk: Disk) -> None:
+    sink = ParquetSink(tmp_path)
+    disk.full = True
+    for start in range(0, 6, 2):
+        with pytest.raises(RowsLost):
+            sink.write(rows(start, start + 2))
+    assert files(tmp_path) == ([], [])
+
+
+def test_a_footer_that_cannot_be_written_loses_that_file_counted(tmp_path: Path, disk: Disk) -> None:
+    sink = ParquetSink(tmp_path)
+    sink.write(rows(0, 3))
+    disk.full = True
+    with pytest.raises(RowsLost) as lost:
+        sink.close()
+    assert (lost.value.failed, lost.value.lost) == (0, 3)
+    assert files(tmp_path) == ([], [])
+
+
+def test_a_failed_write_counts_the_batch_failed_and_the_open_file_lost(tmp_path: Path, disk: Disk) -> None:
+    sink = ParquetSink(tmp_path, max_rows=4)
+    sink.write(rows(0, 6))  # one file of 4 rotated, 2 rows open
+    disk.full = True
+    with pytest.raises(RowsLost) as lost:
+        sink.write(rows(6, 9))
+    assert (lost.value.failed, lost.value.lost) == (3, 2)
+
+
+def test_a_batch_that_fails_in_one_partition_is_kept_in_the_others(tmp_path: Path, disk: Disk) -> None:
+    sink = ParquetSink(tmp_path)
+    disk.fail_next = 1  # the first file's first write: EIO on one file, the next one works
+    disk.error = errno.EIO
+    with pytest.raises(RowsLost) as lost:
+        sink.write([row(1, model="a"), row(2, model="a"), row(3, model="b")])
+    assert (lost.value.failed, lost.value.lost) == (2, 0)
+    sink.close()
+    assert values(tmp_path) == [3.0]
+
+
+def test_close_completes_every_other_file_when_one_footer_fails(tmp_path: Path, disk: Disk) -> None:
+    sink = ParquetSink(tmp_path)
+    sink.write([row(1, model="a"), row(2, model="b"), row(3, model="c")])
+    disk.fail_next = 1  # the first footer
+    with pytest.raises(RowsLost):
+        sink.close()
+    visible, hidden = files(tmp_path)
+    assert (len(visible), hidden) == (2, [])
+    assert values(tmp_path) == [2.0, 3.0]
+
+
+def test_files_rotated_before_the_fault_stay_complete(tmp_path: Path, disk: Disk) -> None:
+    sink = ParquetSink(tmp_path, max_rows=3)
+    sink.write(rows(0, 7))  # two files rotated, one row open
+    rotated = list(sink.completed)
+    disk.full = True
+    for start in (7, 9):
+        with pytest.raises(RowsLost):
+            sink.write(rows(start, start + 2))
+    disk.full = False
+    sink.close()
+    assert [pq.read_table(p).column("basket_value").to_pylist() for p in rotated] == [[0, 1, 2], [3, 4, 5]]
+
+
+# --- injected faults: through the log -----------------------------------------------------------------------------
+def test_the_log_counts_a_disk_full_episode_and_resumes_by_itself(tmp_path: Path, disk: Disk,
+                                                                  registry: CollectorRegistry) -> None:
+    log = PredictionLog(ParquetSink(tmp_path), registry=registry, flush_seconds=3600)
+    try:
+        for i in range(5):
+            log.log("ranker", {"basket_value": i}, timestamp=T0)
+        assert log.flush()
+        disk.full = True
+        for i in range(5, 8):
+            log.log("ranker", {"basket_value": i}, timestamp=T0)
+        assert log.flush()
+        disk.full = False
+        for i in range(8, 12):
+            log.log("ranker", {"basket_value": i}, timestamp=T0)
+        assert log.flush()
+    finally:
+        log.close()
+    assert values(tmp_path) == [8.0, 9.0, 10.0, 11.0]
+    assert (records(registry, "written"), records(registry, "failed"), records(registry, "lost")) == (9, 3, 5)
+
+
+def test_a_footer_that_fails_at_close_is_counted_lost_by_the_log(tmp_path: Path, disk: Disk,
+                                                                 registry: CollectorRegistry) -> None:
+    with PredictionLog(ParquetSink(tmp_path), registry=registry, flush_seconds=3600) as log:
+        for i in range(4):
+            log.log("ranker", {"basket_value": i}, timestamp=T0)
+        assert log.flush()
+        disk.full = True
+    assert (records(registry, "written"), records(registry, "lost")) == (4, 4)
+    assert files(tmp_path) == ([], [])
+
+
+def test_a_failure_streak_is_logged_once_with_its_cause_not_per_batch_or_row(
+        tmp_path: Path, disk: Disk, quiet_burst: None, registry: CollectorRegistry,
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="aiwatch")
+    disk.full = True
+    with PredictionLog(ParquetSink(tmp_path), registry=registry, flush_seconds=3600) as log:
+        for i in range(10):
+            log.log("ranker", {"basket_value": i}, timestamp=T0)
+            assert log.flush()  # one batch each
+    assert records(registry, "failed") == 10
+    assert registry.get_sample_value("aiwatch_instrumentation_errors_total", {"component": "prediction_log"}) == 10
+    [record] = [r for r in caplog.records if r.name == "aiwatch"]
+    assert "No space left on device" in record.getMessage()
+
+
+# --- a real disk that fills and frees -----------------------------------------------------------------------------
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 256 KiB tmpfs: writes past it fail with ENOSPC, as on a full disk. Unmounted afterwards."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mountpoint = tmp_path / "disk"
+    mountpoint.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mountpoint)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield mountpoint
+    finally:
+        subprocess.run(["umount", "--lazy", str(mountpoint)], check=True)
+
+
+def fill(directory: Path) -> Path:
+    """Write a ballast file until the disk is full; deleting it frees the disk."""
+    ballast = directory / "ballast"
+    fd = os.open(ballast, os.O_WRONLY | os.O_CREAT)
+    try:
+        while True:
+            os.write(fd, b"\0" * 1024)
+    except OSError as exc:
+        assert exc.errno == errno.ENOSPC
+    finally:
+        os.close(fd)
+    return ballast
+
+
+def test_a_real_disk_that_fills_and_frees(small_disk: Path, tmp_path: Path, registry: CollectorRegistry) -> None:
+    data = small_disk / "log"
+    sink = ParquetSink(data, max_rows=5)
+    log = PredictionLog(sink, registry=registry, flush_seconds=3600)
+    try:
+        for i in range(8):  # one file of 5 rotated, 3 rows open
+            log.log("ranker", {"basket_value": i, "blob": os.urandom(2048).hex()}, timestamp=T0)
+        assert log.flush()
+        ballast = fill(small_disk)
+        for i in range(8, 12):
+            log.log("ranker", {"basket_value": i, "blob": os.urandom(2048).hex()}, timestamp=T0)
+        assert log.flush()
+        assert files(data)[1] == []  # the half-written file is gone at once
+        ballast.unlink()
+        for i in range(12, 15):
+            log.log("ranker", {"basket_value": i, "blob": os.urandom(2048).hex()}, timestamp=T0)
+        assert log.flush()
+    finally:
+        log.close()
+    assert values(data) == [0.0, 1.0, 2.0, 3.0, 4.0, 12.0, 13.0, 14.0]
+    assert unreadable(data) == [] and files(data)[1] == []
+    assert (records(registry, "written"), records(registry, "failed"), records(registry, "lost")) == (11, 4, 3)
+    assert main(["profile", "build", str(data), "-o", str(tmp_path / "profile.json")]) == 0
+
+
+def test_a_real_disk_full_at_close_leaves_no_file_behind(small_disk: Path) -> None:
+    sink = ParquetSink(small_disk / "log", max_rows=4)
+    sink.write([row(i, blob=os.urandom(2048).hex()) for i in range(6)])  # one file of 4 rotated, 2 rows open
+    ballast = fill(small_disk)
+    with pytest.raises(RowsLost) as lost:
+        sink.close()
+    ballast.unlink()
+    assert lost.value.lost == 2
+    assert values(small_disk / "log") == [0.0, 1.0, 2.0, 3.0]
+    assert files(small_disk / "log")[1] == []
