@@ -41,6 +41,7 @@ from typing import Any, TypeVar, cast
 
 from opentelemetry import trace
 
+from aiwatch.amounts import MAX_SECONDS, as_seconds, shown
 from aiwatch.cardinality import LabelGuard, guard_for
 from aiwatch.env import SLOW_THRESHOLD, service_name
 from aiwatch.fastpath import adder, observe
@@ -287,14 +288,21 @@ def _finish_phase(frame: _Frame, exclusive: float, exc: BaseException | None) ->
 def record_phase(name: str, seconds: float, model: str | None = None) -> None:
     """Record a duration measured elsewhere (in seconds) as a phase of the current request.
 
-    Outside a request it is observed directly for the default service. A negative or non-finite duration is a bug
-    in the caller's clock arithmetic: it is counted (component ``phase``) and skipped.
+    Outside a request it is observed directly for the default service. ``seconds`` is a real number (``float``,
+    ``int``, a numpy number, ``Decimal``, ``Fraction``) from 0 to 1e9 (about 32 years: a Unix timestamp is not a
+    duration). Anything else (negative, NaN, infinite, past 1e9, a ``bool``, a string, ``None``) is a bug in the
+    caller's clock arithmetic: it is counted as aiwatch's error (component ``phase``, in the request's metrics) and
+    skipped; nothing is raised, and the request's other signals are kept. A bad ``name`` raises ValueError.
     """
     _check_phase_name(name)
-    if not (seconds >= 0.0 and seconds != float("inf")):
-        record_error("phase", ValueError(f"phase {name!r} got an invalid duration {seconds!r}"))
-        return
     tl = _timeline.get()
+    if seconds.__class__ is not float or not 0.0 <= seconds <= MAX_SECONDS:  # the common case: one test
+        checked = as_seconds(seconds)
+        if checked is None:
+            record_error("phase", ValueError(f"phase {name!r} got an invalid duration {shown(seconds)}"),
+                         (tl.recorder if tl is not None else default_recorder()).metrics)
+            return
+        seconds = checked
     frame = _frame.get()
     if frame is not None and tl is not None:
         frame[_CHILD] += seconds  # keep the enclosing phase exclusive of this one

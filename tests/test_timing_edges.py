@@ -23,6 +23,7 @@ from aiwatch.metrics import Metrics, default_metrics
 from aiwatch.recording import make_recorder
 from aiwatch.timing import RequestRecorder, call_site, record_phase, set_model
 from aiwatch.traffic import TrafficClasses
+from tests.hostile_numbers import BAD_SECONDS, OTHER_SECONDS, exact_float
 from tests.test_timing import ManualClock
 
 
@@ -191,6 +192,45 @@ def test_an_invalid_duration_is_counted_under_phase_with_its_value(bad: float, c
     record_phase("queue", bad)
     assert errors(default_metrics(), "phase") == before + 1
     assert f"ValueError(\"phase 'queue' got an invalid duration {bad!r}\")" in caplog.text
+
+
+@pytest.mark.parametrize("bad", BAD_SECONDS)
+@pytest.mark.parametrize("in_request", [True, False], ids=["in-a-request", "outside"])
+def test_a_duration_that_is_no_number_of_seconds_is_counted_in_the_requests_metrics_and_skipped(
+        metrics: Metrics, bad: Any, in_request: bool) -> None:
+    # before: 10**400, a Decimal NaN, a str and None raised into the caller (OverflowError, TypeError), 2**53+1 and a
+    # Unix timestamp were recorded (swamping the sum), True was a second, and a refused value was counted in the
+    # process's default registry instead of the request's
+    recorder = RequestRecorder(metrics, service="svc", model="m")
+    timing.set_default_recorder(recorder)
+    tl = recorder.begin() if in_request else None
+    record_phase("queue", bad)
+    record_phase("queue", 0.25)
+    aiwatch.degraded("fallback")
+    if tl is not None:
+        recorder.finish(tl, "/p", "GET", "200")
+    assert errors(metrics, "phase") == 1
+    assert phase_sum(metrics.registry, "queue", "m") == 0.25  # the bad value left the series as it was
+    assert metrics.registry.get_sample_value("aiwatch_degraded_responses_total",
+                                             {"service": "svc", "model": "m", "reason": "fallback"}) == 1
+
+
+@pytest.mark.parametrize("other", OTHER_SECONDS)
+@pytest.mark.parametrize("in_request", [True, False], ids=["in-a-request", "outside"])
+def test_a_duration_of_another_numeric_type_is_recorded_as_a_float(metrics: Metrics, other: Any,
+                                                                    in_request: bool) -> None:
+    # before: a Decimal raised TypeError in a request (and was lost as a metrics error outside one); a numpy float32
+    # turned the histogram's sum into a float32 for good
+    recorder = RequestRecorder(metrics, service="svc", model="m")
+    timing.set_default_recorder(recorder)
+    tl = recorder.begin() if in_request else None
+    record_phase("queue", other)
+    record_phase("queue", 0.25)
+    if tl is not None:
+        recorder.finish(tl, "/p", "GET", "200")
+    total = phase_sum(metrics.registry, "queue", "m")
+    assert total == float(other) + 0.25 and exact_float(total)
+    assert errors(metrics, "phase") == errors(metrics, "metrics") == 0
 
 
 def test_a_phase_exited_out_of_order_is_counted_under_phase(recorder: RequestRecorder,
