@@ -41,7 +41,7 @@ from typing import Any, TypeVar, cast
 
 from opentelemetry import trace
 
-from aiwatch.amounts import MAX_SECONDS, as_seconds, shown
+from aiwatch.amounts import MAX_COUNT, MAX_SECONDS, as_count, as_seconds, shown
 from aiwatch.cardinality import LabelGuard, guard_for
 from aiwatch.env import SLOW_THRESHOLD, service_name
 from aiwatch.fastpath import adder, observe
@@ -486,10 +486,26 @@ class RequestRecorder:
                         m.child(m.response_size, (self.service, route, method)))
             if len(self._size_children) < _MAX_CACHED_CHILDREN:
                 self._size_children[(route, method)] = children
+        # a size is an int from 0 to 2**53: a Content-Length of 400 digits failed the request's other metrics
         if request_bytes is not None:
-            observe(children[0], request_bytes)
+            if request_bytes.__class__ is not int or not 0 <= request_bytes <= MAX_COUNT:
+                request_bytes = self._size(request_bytes, "request_bytes")
+            if request_bytes is not None:
+                observe(children[0], request_bytes)
         if response_bytes is not None:
-            observe(children[1], response_bytes)
+            if response_bytes.__class__ is not int or not 0 <= response_bytes <= MAX_COUNT:
+                response_bytes = self._size(response_bytes, "response_bytes")
+            if response_bytes is not None:
+                observe(children[1], response_bytes)
+
+    def _size(self, size: Any, what: str) -> int | None:
+        """A body size that is not a plain int within 0 to 2**53 as a count of bytes (a numpy integer), or
+        ``None`` and aiwatch's error (component ``metrics``) when it is none."""
+        number = as_count(size)
+        if number is None:
+            record_error("metrics", ValueError(f"{what} must be an integer from 0 to 2**53, got {shown(size)}"),
+                         self.metrics)
+        return number
 
     def finish(self, tl: RequestTimeline, route: str, method: str, status: str,
                error: BaseException | None = None, end: float | None = None, request_bytes: int | None = None,
@@ -497,7 +513,8 @@ class RequestRecorder:
         """Record the request's duration, its phases and its overhead, end its span (when aiwatch started it) and
         leave the context. The integration describes the span first (:mod:`aiwatch.semconv`); ``error`` is for the
         metrics' caller, not recorded on the span here. ``request_bytes`` / ``response_bytes``: the HTTP bodies'
-        sizes, when the integration measured them."""
+        sizes, when the integration measured them: a size that is not an integer from 0 to 2**53 (a client's
+        ``Content-Length`` of 400 digits) is counted as aiwatch's error (component ``metrics``) and left out."""
         now = _clock() if end is None else end
         total = now - tl.start
         m = self.metrics
