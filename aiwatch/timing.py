@@ -340,9 +340,11 @@ class RequestRecorder:
 
         self.metrics = metrics if metrics is not None else default_metrics()
         self.service = service or service_name()
-        threshold = SLOW_THRESHOLD.seconds() if slow_threshold is None else slow_threshold
-        if not threshold > 0 or threshold == float("inf"):
-            raise ValueError(f"slow_threshold must be a finite number of seconds > 0, got {threshold!r}")
+        given = SLOW_THRESHOLD.seconds() if slow_threshold is None else slow_threshold
+        threshold = as_seconds(given)  # a float: compared with every request's duration
+        if threshold is None or threshold == 0.0:
+            raise ValueError(f"{'slow_threshold' if slow_threshold is not None else SLOW_THRESHOLD.name} must be a "
+                             f"finite number of seconds > 0 (at most 1e9), got {shown(given)}")
         #: Requests slower than this count in the slow-request counters (the tail diagnose splits).
         self.slow_threshold = threshold
         #: The end of every Server-Timing value: overhead, and the total with this service's name as its ``desc``.

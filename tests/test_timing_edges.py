@@ -392,6 +392,30 @@ def test_slow_threshold_must_be_a_finite_positive_number_of_seconds(metrics: Met
         RequestRecorder(metrics, service="svc", slow_threshold=threshold)
 
 
+@pytest.mark.parametrize("threshold", [*(p for p in BAD_SECONDS if p.id != "None"), pytest.param(0, id="zero")])
+def test_a_slow_threshold_that_is_no_number_of_seconds_is_a_value_error_naming_it(metrics: Metrics,
+                                                                                   threshold: Any) -> None:
+    # before: 10**400 was accepted and the exported threshold failed (a metrics error, the gauge left at 0); 2**53+1,
+    # a Unix timestamp and True were accepted; a string or None raised TypeError, a Decimal NaN InvalidOperation
+    with pytest.raises(ValueError, match=r"^slow_threshold must be a finite number of seconds > 0"):
+        RequestRecorder(metrics, service="svc", slow_threshold=threshold)
+    assert errors(metrics, "metrics") == 0
+
+
+@pytest.mark.parametrize("threshold", OTHER_SECONDS)
+def test_a_slow_threshold_of_another_numeric_type_is_kept_as_a_float(metrics: Metrics, threshold: Any) -> None:
+    # before: kept as given, and compared with every request's duration as a Decimal or a Fraction
+    recorder = RequestRecorder(metrics, service="svc", slow_threshold=threshold)
+    assert type(recorder.slow_threshold) is float and recorder.slow_threshold == float(threshold)
+
+
+def test_a_slow_threshold_from_the_environment_names_the_variable(metrics: Metrics,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIWATCH_SLOW_THRESHOLD_SECONDS", "1e400")
+    with pytest.raises(ValueError, match=r"^AIWATCH_SLOW_THRESHOLD_SECONDS must be a finite number of seconds > 0"):
+        RequestRecorder(metrics, service="svc")
+
+
 def test_the_smallest_positive_slow_threshold_is_accepted_and_exported(metrics: Metrics) -> None:
     recorder = RequestRecorder(metrics, service="svc", slow_threshold=1e-9)
     assert recorder.slow_threshold == 1e-9
