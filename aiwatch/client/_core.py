@@ -18,6 +18,7 @@ from opentelemetry.propagate import inject
 from opentelemetry.trace import SpanKind
 from prometheus_client import CollectorRegistry
 
+from aiwatch.amounts import MAX_COUNT, as_count, shown
 from aiwatch.cardinality import guard_for
 from aiwatch.env import service_name
 from aiwatch.metrics import Metrics, get_metrics
@@ -169,9 +170,10 @@ class ClientRecorder:
         ``peer`` label is ``fixed_peer`` or this recorder's fixed peer, else the service name the peer reported, else
         ``address``;
         ``timeline`` and ``phase`` are where the call was made (:func:`aiwatch.timing.call_site`); ``sent`` and
-        ``received`` are bytes moved (``aiwatch_client_bytes_total``), when known. A malformed
-        ``server_timing`` is counted under ``timing_component``. Returns the ``peer`` label it used. Never
-        raises."""
+        ``received`` are bytes moved (``aiwatch_client_bytes_total``), when known: an integer from 0 to 2**53, else
+        (a ``Content-Length`` of ``-5`` the app set) counted as aiwatch's error (component ``client``) and left out.
+        A malformed ``server_timing`` is counted under ``timing_component``. Returns the ``peer`` label it used.
+        Never raises."""
         m = self.metrics
         timing = None
         if server_timing:
@@ -189,6 +191,11 @@ class ClientRecorder:
         except Exception as exc:
             record_error("client", exc, m)
             peer = address
+        # bytes moved are ints from 0 to 2**53: a Content-Length of -5 or of 400 digits failed the other direction
+        if sent and (sent.__class__ is not int or not 0 < sent <= MAX_COUNT):
+            sent = self._bytes(sent, "sent")
+        if received and (received.__class__ is not int or not 0 < received <= MAX_COUNT):
+            received = self._bytes(received, "received")
         try:
             m.child(m.client_request_duration, (self.service, peer, route, status, phase)).observe(client)
             if sent:
@@ -213,6 +220,15 @@ class ClientRecorder:
             except Exception as exc:
                 record_error("client", exc, m)
         return peer
+
+    def _bytes(self, moved: Any, direction: str) -> int | None:
+        """A number of bytes sent or received that is not a plain int in range: as a count (a numpy integer), or
+        ``None`` and aiwatch's error (component ``client``)."""
+        number = as_count(moved)
+        if number is None:
+            record_error("client", ValueError(f"bytes {direction} must be an integer from 0 to 2**53, got "
+                                              f"{shown(moved)}"), self.metrics)
+        return number
 
 
 def body_length(body: Any, headers: Any) -> int | None:

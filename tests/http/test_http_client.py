@@ -190,3 +190,22 @@ def test_bytes_moved_per_peer_requests_and_httpx(base: str) -> None:
                 received = len(client.post(f"{base}/ok", content=payload).content)
         assert client_bytes(registry, "ranker", "sent") == 3000, kind
         assert client_bytes(registry, "ranker", "received") == received > 0, kind
+
+
+@pytest.mark.parametrize("length", ["-5", "9" * 400, str(2**53 + 1)])
+def test_a_content_length_that_is_no_count_of_bytes_is_refused_and_the_received_bytes_kept(
+        length: str, registry: CollectorRegistry) -> None:
+    # before: the app's Content-Length of -5 made the sent counter raise and 400 digits overflow (each a metrics
+    # error) and the call's received bytes were lost with it; 2**53 + 1 was counted
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=b"12345")
+
+    client = aiwatch.client.instrument_httpx(httpx.Client(transport=httpx.MockTransport(answer)), service="gw",
+                                             registry=registry, peer="ranker")
+    with client:
+        client.post("http://ranker/p", content=b"abc", headers={"content-length": length})
+        client.post("http://ranker/p", content=b"abc")
+    assert client_bytes(registry, "ranker", "sent") == 3
+    assert client_bytes(registry, "ranker", "received") == 10
+    assert registry.get_sample_value("aiwatch_instrumentation_errors_total", {"component": "client"}) == 1
+    assert registry.get_sample_value("aiwatch_instrumentation_errors_total", {"component": "metrics"}) is None
