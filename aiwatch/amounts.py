@@ -34,7 +34,7 @@ from __future__ import annotations
 import operator
 from typing import Any
 
-__all__ = ["MAX_COUNT", "MAX_SECONDS", "as_count", "as_seconds", "count", "seconds", "shown"]
+__all__ = ["MAX_COUNT", "MAX_SECONDS", "as_count", "as_seconds", "as_timeout", "count", "seconds", "shown"]
 
 MAX_COUNT = 2**53
 """The largest count accepted: float64 holds every integer only up to 2**53."""
@@ -98,4 +98,17 @@ def seconds(value: Any, what: str) -> float:
     number = as_seconds(value)
     if number is None:
         raise ValueError(f"{what} must be a number of seconds from 0 to 1e9, got {shown(value)}")
+    return number
+
+
+def as_timeout(value: Any) -> float | None:
+    """A timeout in seconds to wait at most: a negative number waits not at all (0.0); ``None`` when it is no number
+    of seconds (NaN, infinite, past :data:`MAX_SECONDS`, a ``bool``, a string, ``None``)."""
+    number = as_seconds(value)
+    if number is None and not isinstance(value, _NOT_NUMBERS):
+        try:
+            if value < 0:  # -inf and -(10**400) too
+                return 0.0
+        except Exception:
+            pass
     return number

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import aiwatch.amounts
-from aiwatch.amounts import MAX_COUNT, MAX_SECONDS, as_count, as_seconds, count, seconds, shown
+from aiwatch.amounts import MAX_COUNT, MAX_SECONDS, as_count, as_seconds, as_timeout, count, seconds, shown
 from tests.hostile_numbers import BAD_COUNTS, BAD_SECONDS, OTHER_COUNTS, OTHER_SECONDS
 
 
@@ -67,3 +67,10 @@ def test_huge_integers_are_shown_by_their_size_not_their_digits() -> None:
         seconds(10**5000, "seconds")
     assert shown("x" * 200).endswith("...") and len(shown("x" * 200)) == 80
     assert shown(math.nan) == "nan"
+
+
+@pytest.mark.parametrize(("timeout", "expected"), [
+    (0.5, 0.5), (2, 2.0), (-1, 0.0), (-math.inf, 0.0), (math.inf, None), (math.nan, None), (10**400, None),
+    (-(10**400), 0.0), (True, None), ("1", None), (None, None)])
+def test_a_timeout_is_seconds_a_negative_one_none_at_all(timeout: Any, expected: float | None) -> None:
+    assert as_timeout(timeout) == expected
