@@ -42,6 +42,7 @@ from typing import Any, TypeVar, cast
 from opentelemetry import trace
 
 from aiwatch.amounts import MAX_COUNT, MAX_SECONDS, as_count, as_seconds, shown
+from aiwatch.amounts import seconds as seconds_of
 from aiwatch.cardinality import LabelGuard, guard_for
 from aiwatch.env import SLOW_THRESHOLD, service_name
 from aiwatch.fastpath import adder, observe
@@ -462,6 +463,8 @@ class RequestRecorder:
                 child = self._phase_child(key, tl.version, children if children is not None else {})
             else:
                 child = self._phase_children.get(key) or self._phase_child(key)
+            if seconds.__class__ is not float or not 0.0 <= seconds <= MAX_SECONDS:
+                seconds = seconds_of(seconds, f"phase {name!r}'s duration")  # ValueError: counted below
             observe(child, seconds)
         except Exception as exc:
             record_error("metrics", exc, self.metrics)
@@ -509,6 +512,18 @@ class RequestRecorder:
                          self.metrics)
         return number
 
+    def _duration(self, start: Any, end: Any) -> float | None:
+        """A request's duration that is not a plain float from 0 to 1e9 s: as seconds (from numpy clock readings),
+        or ``None`` and aiwatch's error (component ``metrics``) when ``end - start`` is none."""
+        try:
+            total = as_seconds(end - start)
+        except Exception:
+            total = None
+        if total is None:
+            record_error("metrics", ValueError(f"a request's duration must be 0 to 1e9 seconds; it started at "
+                                               f"{shown(start)} and ended at {shown(end)}"), self.metrics)
+        return total
+
     def finish(self, tl: RequestTimeline, route: str, method: str, status: str,
                error: BaseException | None = None, end: float | None = None, request_bytes: int | None = None,
                response_bytes: int | None = None) -> None:
@@ -516,12 +531,20 @@ class RequestRecorder:
         leave the context. The integration describes the span first (:mod:`aiwatch.semconv`); ``error`` is for the
         metrics' caller, not recorded on the span here. ``request_bytes`` / ``response_bytes``: the HTTP bodies'
         sizes, when the integration measured them: a size that is not an integer from 0 to 2**53 (a client's
-        ``Content-Length`` of 400 digits) is counted as aiwatch's error (component ``metrics``) and left out."""
+        ``Content-Length`` of 400 digits) is counted as aiwatch's error (component ``metrics``) and left out. So is
+        a duration (``end``, default now, minus the start) that is no number of seconds from 0 to 1e9 (a NaN, an
+        ``end`` from another clock): the request's duration and overhead are left out, its phases and other signals
+        recorded."""
         now = _clock() if end is None else end
-        total = now - tl.start
         m = self.metrics
         try:
             self._in_flight(-1)
+            try:
+                total: float | None = now - tl.start
+            except Exception:  # a start or an end that is no number (TypeError), or past float64 (OverflowError)
+                total = None
+            if total.__class__ is not float or not 0.0 <= total <= MAX_SECONDS:
+                total = self._duration(tl.start, now)  # rare: NaN, numpy, a start and an end from two clocks
             route = self.guard.fold("route", route)
             exemplar = {"trace_id": tl.trace_id} if tl.trace_id else None
             traffic_class = tl.traffic_class
@@ -533,7 +556,8 @@ class RequestRecorder:
                 child = m.child(m.request_duration, (self.service, *key))
                 if len(self._request_children) < _MAX_CACHED_CHILDREN:
                     self._request_children[key] = child
-            observe(child, total, exemplar)
+            if total is not None:
+                observe(child, total, exemplar)
             overhead_key = (OVERHEAD, tl.model)
             if not tl.version:
                 named = 0.0
@@ -544,13 +568,14 @@ class RequestRecorder:
                 overhead_child = phase_children.get(overhead_key) or self._phase_child(overhead_key)
             else:
                 named, overhead_child = self._observe_versioned(tl, overhead_key, exemplar)
-            overhead = total - named
-            if overhead < 0.0:
-                overhead = 0.0
-                m.child(m.overhead_clamped, (self.service,)).inc()
-            observe(overhead_child, overhead, exemplar)
-            if total > self.slow_threshold:
-                self._count_slow(tl, overhead)
+            if total is not None:
+                overhead = total - named
+                if overhead < 0.0:
+                    overhead = 0.0
+                    m.child(m.overhead_clamped, (self.service,)).inc()
+                observe(overhead_child, overhead, exemplar)
+                if total > self.slow_threshold:
+                    self._count_slow(tl, overhead)
             if request_bytes is not None or response_bytes is not None:
                 self._observe_sizes(route, method, request_bytes, response_bytes)
             if tl.tokens is not None:

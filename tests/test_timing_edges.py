@@ -21,6 +21,7 @@ from aiwatch import timing
 from aiwatch.cardinality import OVERFLOW, guard_for
 from aiwatch.metrics import Metrics, default_metrics
 from aiwatch.recording import make_recorder
+from aiwatch.streaming import ChunkTimer
 from aiwatch.timing import RequestRecorder, call_site, record_phase, set_model
 from aiwatch.traffic import TrafficClasses
 from tests.hostile_numbers import BAD_SECONDS, OTHER_SECONDS, exact_float
@@ -946,6 +947,65 @@ def test_a_late_phase_that_fails_to_record_is_counted_under_metrics_and_logged(
     monkeypatch.setattr(timing, "observe", refuse)
     recorder.observe_late_phase(tl, "serialize", 0.5)
     counted_once_and_logged(metrics, "metrics", "RuntimeError('histogram refused')", caplog)
+
+
+#: Clock readings an integration could hand over by mistake (None is "now", True is 1 s after a start at 0)
+BAD_ENDS = [p for p in BAD_SECONDS if p.id not in ("None", "True")]
+
+
+@pytest.mark.parametrize("bad", BAD_ENDS)
+def test_a_request_whose_end_is_no_time_after_its_start_keeps_its_other_signals(metrics: Metrics, bad: Any) -> None:
+    # before: a NaN, infinite or negative duration went into the request and overhead histograms (their _sum NaN or
+    # infinite for good, a negative in the lowest bucket); 10**400, a Decimal or a str raised out of finish(),
+    # documented never to raise, leaving aiwatch_requests_in_flight at 1 and the request's phases unrecorded
+    recorder = RequestRecorder(metrics, service="svc", model="m")
+    tl = recorder.begin(start=0.0)
+    tl.add("inference", None, 0.25)
+    aiwatch.degraded("fallback")
+    recorder.finish(tl, "/p", "GET", "200", end=bad)
+    tl = recorder.begin(start=0.0)
+    recorder.finish(tl, "/p", "GET", "200", end=0.5)
+    r = metrics.registry
+    labels = {"service": "svc", "route": "/p", "method": "GET", "status": "200", "traffic_class": "realtime"}
+    assert (r.get_sample_value("aiwatch_request_duration_seconds_sum", labels),
+            r.get_sample_value("aiwatch_request_duration_seconds_count", labels)) == (0.5, 1)
+    assert phase_sum(r, "overhead", "m") == 0.5
+    assert phase_sum(r, "inference", "m") == 0.25
+    assert r.get_sample_value("aiwatch_degraded_responses_total",
+                              {"service": "svc", "model": "m", "reason": "fallback"}) == 1
+    assert r.get_sample_value("aiwatch_requests_in_flight", {"service": "svc"}) == 0
+    assert errors(metrics, "metrics") == 1
+
+
+@pytest.mark.parametrize("bad", BAD_SECONDS)
+def test_a_late_phase_that_is_no_number_of_seconds_is_counted_and_left_out(metrics: Metrics, bad: Any) -> None:
+    # before: NaN made the phase's _sum NaN for good; a negative, 2**53+1 or a timestamp went in as given
+    recorder = RequestRecorder(metrics, service="svc", model="m")
+    tl = recorder.begin()
+    recorder.finish(tl, "/p", "GET", "200")
+    recorder.observe_late_phase(tl, "serialize", bad)
+    recorder.observe_late_phase(tl, "serialize", 0.25)
+    assert phase_sum(metrics.registry, "serialize", "m") == 0.25
+    assert errors(metrics, "metrics") == 1
+
+
+@pytest.mark.parametrize("bad", BAD_ENDS)
+def test_a_chunk_whose_time_is_no_time_after_the_last_is_counted_and_left_out(metrics: Metrics, bad: Any) -> None:
+    # before: a NaN or infinite chunk time made the gap histogram's _sum NaN for good (the next gap from it too)
+    # and a negative gap went in as given; 10**400, a Decimal or a str were counted but also lost the next gap
+    recorder = RequestRecorder(metrics, service="svc")
+    chunks = ChunkTimer(recorder, 0.0, "/stream")
+    chunks.chunk(0.125)
+    chunks.chunk(0.25)
+    chunks.chunk(bad)
+    chunks.chunk(0.5)
+    r = metrics.registry
+    assert r.get_sample_value("aiwatch_time_to_first_chunk_seconds_sum", {"service": "svc", "route": "/stream"}) \
+        == 0.125
+    assert (r.get_sample_value("aiwatch_time_between_chunks_seconds_sum", {"service": "svc", "route": "/stream"}),
+            r.get_sample_value("aiwatch_time_between_chunks_seconds_count", {"service": "svc", "route": "/stream"})) \
+        == (0.375, 2)
+    assert errors(metrics, "metrics") == 1
 
 
 def test_a_request_size_alone_is_recorded_without_a_response_size(metrics: Metrics) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -19,6 +20,7 @@ import aiwatch.client
 from aiwatch._optional import MissingExtraError
 from aiwatch.metrics import Metrics
 from aiwatch.timing import RequestRecorder
+from tests.hostile_numbers import BAD_SECONDS
 from tests.http.peer import peer
 
 
@@ -209,3 +211,23 @@ def test_a_content_length_that_is_no_count_of_bytes_is_refused_and_the_received_
     assert client_bytes(registry, "ranker", "received") == 10
     assert registry.get_sample_value("aiwatch_instrumentation_errors_total", {"component": "client"}) == 1
     assert registry.get_sample_value("aiwatch_instrumentation_errors_total", {"component": "metrics"}) is None
+
+
+@pytest.mark.parametrize("bad", [p for p in BAD_SECONDS if p.id not in ("None", "True")])
+def test_a_call_whose_end_is_no_time_after_its_start_keeps_its_bytes(registry: CollectorRegistry, bad: Any) -> None:
+    # before: a NaN, infinite or negative duration went into the client and network histograms (their _sum NaN or
+    # infinite for good) and the request's slow-call split; 10**400, a Decimal or a str raised out of record(),
+    # documented never to raise
+    recorder = aiwatch.client.ClientRecorder(service="gw", registry=registry, peer="ranker")
+    server = RequestRecorder(Metrics(registry), service="gw")
+    tl = server.begin()
+    recorder.record(0.0, bad, "ranker:80", "/p", "200", "total;dur=100", tl, "inference", "server_timing", sent=3)
+    recorder.record(0.0, 0.5, "ranker:80", "/p", "200", "total;dur=100", tl, "inference", "server_timing", sent=3)
+    labels = {"service": "gw", "peer": "ranker", "phase": "inference"}
+    assert registry.get_sample_value("aiwatch_client_request_duration_seconds_sum",
+                                     {**labels, "route": "/p", "status": "200"}) == 0.5
+    assert registry.get_sample_value("aiwatch_network_duration_seconds_sum", labels) == 0.4
+    assert tl.calls == {("ranker", "inference"): [0.5, 0.4]}
+    assert client_bytes(registry, "ranker", "sent") == 6
+    assert registry.get_sample_value("aiwatch_instrumentation_errors_total", {"component": "client"}) == 1
+    server.finish(tl, "/q", "GET", "200")
