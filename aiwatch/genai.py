@@ -34,10 +34,10 @@ Outside a request (a batch job) only the token usage is recorded, for the defaul
 
 from __future__ import annotations
 
-import operator
 import time
 from typing import TYPE_CHECKING, Any
 
+from aiwatch.amounts import MAX_COUNT, count
 from aiwatch.fastpath import observe
 from aiwatch.safety import record_error
 from aiwatch.timing import current_timeline, default_recorder
@@ -51,18 +51,9 @@ OUTPUT = "output"
 _clock = time.perf_counter
 
 
-#: Counts above it are refused: a histogram sums in float64, which holds every integer only up to 2**53, and one
-#: past float64's range failed the whole request's remaining metrics when it was observed.
-MAX_TOKENS = 2**53
-
-
-def _count(value: Any, what: str) -> int:
-    count = operator.index(value)  # ints, numpy integers; not floats or bools' look-alikes
-    if isinstance(value, bool) or count < 0:
-        raise ValueError(f"{what} must be a non-negative integer, got {value!r}")
-    if count > MAX_TOKENS:  # not its repr: past 4300 digits that raises too
-        raise ValueError(f"{what} must be at most 2**53, got an integer of {count.bit_length()} bits")
-    return count
+#: Counts above it are refused (:data:`aiwatch.amounts.MAX_COUNT`): a histogram sums in float64, which holds every
+#: integer only up to 2**53, and one past float64's range failed the whole request's remaining metrics when observed.
+MAX_TOKENS = MAX_COUNT
 
 
 def successful(status: str) -> bool:
@@ -124,7 +115,7 @@ def record_tokens(input_tokens: int = 0, output_tokens: int = 0, model: str | No
     tl = current_timeline()
     recorder = tl.recorder if tl is not None else default_recorder()
     try:
-        counts = (_count(input_tokens, "input_tokens"), _count(output_tokens, "output_tokens"))
+        counts = (count(input_tokens, "input_tokens"), count(output_tokens, "output_tokens"))
     except (TypeError, ValueError) as exc:
         record_error("genai", exc, recorder.metrics)
         return
@@ -140,8 +131,8 @@ def record_tokens(input_tokens: int = 0, output_tokens: int = 0, model: str | No
     try:
         m = recorder.metrics
         label = recorder.guard.fold("model", model) if model else recorder.model
-        for token_type, count in ((INPUT, counts[0]), (OUTPUT, counts[1])):
-            if count:
-                observe(m.child(m.token_usage, (recorder.service, label, token_type)), count)
+        for token_type, tokens in ((INPUT, counts[0]), (OUTPUT, counts[1])):
+            if tokens:
+                observe(m.child(m.token_usage, (recorder.service, label, token_type)), tokens)
     except Exception as exc:
         record_error("genai", exc, recorder.metrics)

@@ -69,7 +69,8 @@ OPTIONS: tuple[RecorderOption, ...] = (
                    "[http.md](http.md#traffic-classes-real-time-and-batch)).", "server"),
     RecorderOption("slow_threshold", "`$AIWATCH_SLOW_THRESHOLD_SECONDS`, else 0.3",
                    "Seconds above which a request counts as slow in the `aiwatch_slow_*` counters (the tail that "
-                   "`aiwatch diagnose` splits by phase): your latency objective.", "server"),
+                   "`aiwatch diagnose` splits by phase): your latency objective. A number above 0 and at most 1e9; "
+                   "anything else is a `ValueError`.", "server"),
     RecorderOption("peer", "the service name the peer reports (aiwatch servers send it in Server-Timing / the "
                    "`server-timing` trailer), else each call's `host:port` (HTTP), the channel's target or the "
                    "call's peer (gRPC)",

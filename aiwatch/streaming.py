@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from aiwatch.amounts import MAX_SECONDS, as_seconds, shown
 from aiwatch.fastpath import observe
 from aiwatch.safety import record_error
 
@@ -34,16 +35,29 @@ class ChunkTimer:
         self._recorder = recorder
         self._start = start
         self._route = route
-        self._first = 0.0
+        self._first = 0.0  # the first chunk's time after the request's start
         self._last: float | None = None
         self._gap: Any = None
 
     def chunk(self, now: float) -> None:
-        """A non-empty chunk left the app at ``now`` (the request's clock)."""
+        """A non-empty chunk left the app at ``now`` (the request's clock). A ``now`` that is no time from 0 to 1e9
+        seconds after the request's start or the previous chunk (NaN, another clock's reading) is counted as
+        aiwatch's error (component ``metrics``) and that chunk is left out."""
         last = self._last
+        try:
+            since = now - (self._start if last is None else last)
+        except Exception:  # no number (TypeError), past float64 (OverflowError)
+            since = None
+        if since.__class__ is not float or not 0.0 <= since <= MAX_SECONDS:  # the common case: one test
+            checked = as_seconds(since)
+            if checked is None:
+                record_error("metrics", ValueError(f"a chunk's time must be 0 to 1e9 seconds after the previous "
+                                                   f"one's, got {shown(now)}"), self._recorder.metrics)
+                return
+            since = checked
         self._last = now
         if last is None:
-            self._first = now
+            self._first = since
             return
         try:
             gap = self._gap
@@ -51,7 +65,7 @@ class ChunkTimer:
                 route = self._route if isinstance(self._route, str) else self._route()
                 first, gap = self._recorder.stream_children(route)
                 self._gap = gap
-                observe(first, self._first - self._start)
-            observe(gap, now - last)
+                observe(first, self._first)
+            observe(gap, since)
         except Exception as exc:
             record_error("metrics", exc, self._recorder.metrics)

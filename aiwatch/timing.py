@@ -41,6 +41,8 @@ from typing import Any, TypeVar, cast
 
 from opentelemetry import trace
 
+from aiwatch.amounts import MAX_COUNT, MAX_SECONDS, as_count, as_seconds, shown
+from aiwatch.amounts import seconds as seconds_of
 from aiwatch.cardinality import LabelGuard, guard_for
 from aiwatch.env import SLOW_THRESHOLD, service_name
 from aiwatch.fastpath import adder, observe
@@ -287,14 +289,21 @@ def _finish_phase(frame: _Frame, exclusive: float, exc: BaseException | None) ->
 def record_phase(name: str, seconds: float, model: str | None = None) -> None:
     """Record a duration measured elsewhere (in seconds) as a phase of the current request.
 
-    Outside a request it is observed directly for the default service. A negative or non-finite duration is a bug
-    in the caller's clock arithmetic: it is counted (component ``phase``) and skipped.
+    Outside a request it is observed directly for the default service. ``seconds`` is a real number (``float``,
+    ``int``, a numpy number, ``Decimal``, ``Fraction``) from 0 to 1e9 (about 32 years: a Unix timestamp is not a
+    duration). Anything else (negative, NaN, infinite, past 1e9, a ``bool``, a string, ``None``) is a bug in the
+    caller's clock arithmetic: it is counted as aiwatch's error (component ``phase``, in the request's metrics) and
+    skipped; nothing is raised, and the request's other signals are kept. A bad ``name`` raises ValueError.
     """
     _check_phase_name(name)
-    if not (seconds >= 0.0 and seconds != float("inf")):
-        record_error("phase", ValueError(f"phase {name!r} got an invalid duration {seconds!r}"))
-        return
     tl = _timeline.get()
+    if seconds.__class__ is not float or not 0.0 <= seconds <= MAX_SECONDS:  # the common case: one test
+        checked = as_seconds(seconds)
+        if checked is None:
+            record_error("phase", ValueError(f"phase {name!r} got an invalid duration {shown(seconds)}"),
+                         (tl.recorder if tl is not None else default_recorder()).metrics)
+            return
+        seconds = checked
     frame = _frame.get()
     if frame is not None and tl is not None:
         frame[_CHILD] += seconds  # keep the enclosing phase exclusive of this one
@@ -332,9 +341,11 @@ class RequestRecorder:
 
         self.metrics = metrics if metrics is not None else default_metrics()
         self.service = service or service_name()
-        threshold = SLOW_THRESHOLD.seconds() if slow_threshold is None else slow_threshold
-        if not threshold > 0 or threshold == float("inf"):
-            raise ValueError(f"slow_threshold must be a finite number of seconds > 0, got {threshold!r}")
+        given = SLOW_THRESHOLD.seconds() if slow_threshold is None else slow_threshold
+        threshold = as_seconds(given)  # a float: compared with every request's duration
+        if threshold is None or threshold == 0.0:
+            raise ValueError(f"{'slow_threshold' if slow_threshold is not None else SLOW_THRESHOLD.name} must be a "
+                             f"finite number of seconds > 0 (at most 1e9), got {shown(given)}")
         #: Requests slower than this count in the slow-request counters (the tail diagnose splits).
         self.slow_threshold = threshold
         #: The end of every Server-Timing value: overhead, and the total with this service's name as its ``desc``.
@@ -452,6 +463,8 @@ class RequestRecorder:
                 child = self._phase_child(key, tl.version, children if children is not None else {})
             else:
                 child = self._phase_children.get(key) or self._phase_child(key)
+            if seconds.__class__ is not float or not 0.0 <= seconds <= MAX_SECONDS:
+                seconds = seconds_of(seconds, f"phase {name!r}'s duration")  # ValueError: counted below
             observe(child, seconds)
         except Exception as exc:
             record_error("metrics", exc, self.metrics)
@@ -478,10 +491,38 @@ class RequestRecorder:
                         m.child(m.response_size, (self.service, route, method)))
             if len(self._size_children) < _MAX_CACHED_CHILDREN:
                 self._size_children[(route, method)] = children
+        # a size is an int from 0 to 2**53: a Content-Length of 400 digits failed the request's other metrics
         if request_bytes is not None:
-            observe(children[0], request_bytes)
+            if request_bytes.__class__ is not int or not 0 <= request_bytes <= MAX_COUNT:
+                request_bytes = self._size(request_bytes, "request_bytes")
+            if request_bytes is not None:
+                observe(children[0], request_bytes)
         if response_bytes is not None:
-            observe(children[1], response_bytes)
+            if response_bytes.__class__ is not int or not 0 <= response_bytes <= MAX_COUNT:
+                response_bytes = self._size(response_bytes, "response_bytes")
+            if response_bytes is not None:
+                observe(children[1], response_bytes)
+
+    def _size(self, size: Any, what: str) -> int | None:
+        """A body size that is not a plain int within 0 to 2**53 as a count of bytes (a numpy integer), or
+        ``None`` and aiwatch's error (component ``metrics``) when it is none."""
+        number = as_count(size)
+        if number is None:
+            record_error("metrics", ValueError(f"{what} must be an integer from 0 to 2**53, got {shown(size)}"),
+                         self.metrics)
+        return number
+
+    def _duration(self, start: Any, end: Any) -> float | None:
+        """A request's duration that is not a plain float from 0 to 1e9 s: as seconds (from numpy clock readings),
+        or ``None`` and aiwatch's error (component ``metrics``) when ``end - start`` is none."""
+        try:
+            total = as_seconds(end - start)
+        except Exception:
+            total = None
+        if total is None:
+            record_error("metrics", ValueError(f"a request's duration must be 0 to 1e9 seconds; it started at "
+                                               f"{shown(start)} and ended at {shown(end)}"), self.metrics)
+        return total
 
     def finish(self, tl: RequestTimeline, route: str, method: str, status: str,
                error: BaseException | None = None, end: float | None = None, request_bytes: int | None = None,
@@ -489,12 +530,21 @@ class RequestRecorder:
         """Record the request's duration, its phases and its overhead, end its span (when aiwatch started it) and
         leave the context. The integration describes the span first (:mod:`aiwatch.semconv`); ``error`` is for the
         metrics' caller, not recorded on the span here. ``request_bytes`` / ``response_bytes``: the HTTP bodies'
-        sizes, when the integration measured them."""
+        sizes, when the integration measured them: a size that is not an integer from 0 to 2**53 (a client's
+        ``Content-Length`` of 400 digits) is counted as aiwatch's error (component ``metrics``) and left out. So is
+        a duration (``end``, default now, minus the start) that is no number of seconds from 0 to 1e9 (a NaN, an
+        ``end`` from another clock): the request's duration and overhead are left out, its phases and other signals
+        recorded."""
         now = _clock() if end is None else end
-        total = now - tl.start
         m = self.metrics
         try:
             self._in_flight(-1)
+            try:
+                total: float | None = now - tl.start
+            except Exception:  # a start or an end that is no number (TypeError), or past float64 (OverflowError)
+                total = None
+            if total.__class__ is not float or not 0.0 <= total <= MAX_SECONDS:
+                total = self._duration(tl.start, now)  # rare: NaN, numpy, a start and an end from two clocks
             route = self.guard.fold("route", route)
             exemplar = {"trace_id": tl.trace_id} if tl.trace_id else None
             traffic_class = tl.traffic_class
@@ -506,7 +556,8 @@ class RequestRecorder:
                 child = m.child(m.request_duration, (self.service, *key))
                 if len(self._request_children) < _MAX_CACHED_CHILDREN:
                     self._request_children[key] = child
-            observe(child, total, exemplar)
+            if total is not None:
+                observe(child, total, exemplar)
             overhead_key = (OVERHEAD, tl.model)
             if not tl.version:
                 named = 0.0
@@ -517,13 +568,14 @@ class RequestRecorder:
                 overhead_child = phase_children.get(overhead_key) or self._phase_child(overhead_key)
             else:
                 named, overhead_child = self._observe_versioned(tl, overhead_key, exemplar)
-            overhead = total - named
-            if overhead < 0.0:
-                overhead = 0.0
-                m.child(m.overhead_clamped, (self.service,)).inc()
-            observe(overhead_child, overhead, exemplar)
-            if total > self.slow_threshold:
-                self._count_slow(tl, overhead)
+            if total is not None:
+                overhead = total - named
+                if overhead < 0.0:
+                    overhead = 0.0
+                    m.child(m.overhead_clamped, (self.service,)).inc()
+                observe(overhead_child, overhead, exemplar)
+                if total > self.slow_threshold:
+                    self._count_slow(tl, overhead)
             if request_bytes is not None or response_bytes is not None:
                 self._observe_sizes(route, method, request_bytes, response_bytes)
             if tl.tokens is not None:

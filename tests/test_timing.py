@@ -197,7 +197,8 @@ def test_invalid_recorded_duration_is_counted_not_raised(metrics: Metrics, regis
     aiwatch.record_phase("queue", float("nan"))
     aiwatch.record_phase("queue", -1.0)
     recorder.finish(tl, "/p", "GET", "200")
-    # record_error falls back to the default metrics when none is given: the request's own metrics stay clean
+    # counted in the request's own metrics, and nothing recorded
+    assert sample(registry, "aiwatch_instrumentation_errors_total", component="phase") == 2
     assert sample(registry, "aiwatch_phase_duration_seconds_count", service="svc", model="", phase="queue") is None
 
 

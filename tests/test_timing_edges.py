@@ -21,8 +21,10 @@ from aiwatch import timing
 from aiwatch.cardinality import OVERFLOW, guard_for
 from aiwatch.metrics import Metrics, default_metrics
 from aiwatch.recording import make_recorder
+from aiwatch.streaming import ChunkTimer
 from aiwatch.timing import RequestRecorder, call_site, record_phase, set_model
 from aiwatch.traffic import TrafficClasses
+from tests.hostile_numbers import BAD_SECONDS, OTHER_SECONDS, exact_float
 from tests.test_timing import ManualClock
 
 
@@ -193,6 +195,45 @@ def test_an_invalid_duration_is_counted_under_phase_with_its_value(bad: float, c
     assert f"ValueError(\"phase 'queue' got an invalid duration {bad!r}\")" in caplog.text
 
 
+@pytest.mark.parametrize("bad", BAD_SECONDS)
+@pytest.mark.parametrize("in_request", [True, False], ids=["in-a-request", "outside"])
+def test_a_duration_that_is_no_number_of_seconds_is_counted_in_the_requests_metrics_and_skipped(
+        metrics: Metrics, bad: Any, in_request: bool) -> None:
+    # before: 10**400, a Decimal NaN, a str and None raised into the caller (OverflowError, TypeError), 2**53+1 and a
+    # Unix timestamp were recorded (swamping the sum), True was a second, and a refused value was counted in the
+    # process's default registry instead of the request's
+    recorder = RequestRecorder(metrics, service="svc", model="m")
+    timing.set_default_recorder(recorder)
+    tl = recorder.begin() if in_request else None
+    record_phase("queue", bad)
+    record_phase("queue", 0.25)
+    aiwatch.degraded("fallback")
+    if tl is not None:
+        recorder.finish(tl, "/p", "GET", "200")
+    assert errors(metrics, "phase") == 1
+    assert phase_sum(metrics.registry, "queue", "m") == 0.25  # the bad value left the series as it was
+    assert metrics.registry.get_sample_value("aiwatch_degraded_responses_total",
+                                             {"service": "svc", "model": "m", "reason": "fallback"}) == 1
+
+
+@pytest.mark.parametrize("other", OTHER_SECONDS)
+@pytest.mark.parametrize("in_request", [True, False], ids=["in-a-request", "outside"])
+def test_a_duration_of_another_numeric_type_is_recorded_as_a_float(metrics: Metrics, other: Any,
+                                                                    in_request: bool) -> None:
+    # before: a Decimal raised TypeError in a request (and was lost as a metrics error outside one); a numpy float32
+    # turned the histogram's sum into a float32 for good
+    recorder = RequestRecorder(metrics, service="svc", model="m")
+    timing.set_default_recorder(recorder)
+    tl = recorder.begin() if in_request else None
+    record_phase("queue", other)
+    record_phase("queue", 0.25)
+    if tl is not None:
+        recorder.finish(tl, "/p", "GET", "200")
+    total = phase_sum(metrics.registry, "queue", "m")
+    assert total == float(other) + 0.25 and exact_float(total)
+    assert errors(metrics, "phase") == errors(metrics, "metrics") == 0
+
+
 def test_a_phase_exited_out_of_order_is_counted_under_phase(recorder: RequestRecorder,
                                                             caplog: pytest.LogCaptureFixture,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
@@ -350,6 +391,30 @@ def test_a_recorder_given_no_metrics_records_into_the_process_default() -> None:
 def test_slow_threshold_must_be_a_finite_positive_number_of_seconds(metrics: Metrics, threshold: float) -> None:
     with pytest.raises(ValueError, match="slow_threshold must be a finite number of seconds > 0"):
         RequestRecorder(metrics, service="svc", slow_threshold=threshold)
+
+
+@pytest.mark.parametrize("threshold", [*(p for p in BAD_SECONDS if p.id != "None"), pytest.param(0, id="zero")])
+def test_a_slow_threshold_that_is_no_number_of_seconds_is_a_value_error_naming_it(metrics: Metrics,
+                                                                                   threshold: Any) -> None:
+    # before: 10**400 was accepted and the exported threshold failed (a metrics error, the gauge left at 0); 2**53+1,
+    # a Unix timestamp and True were accepted; a string or None raised TypeError, a Decimal NaN InvalidOperation
+    with pytest.raises(ValueError, match=r"^slow_threshold must be a finite number of seconds > 0"):
+        RequestRecorder(metrics, service="svc", slow_threshold=threshold)
+    assert errors(metrics, "metrics") == 0
+
+
+@pytest.mark.parametrize("threshold", OTHER_SECONDS)
+def test_a_slow_threshold_of_another_numeric_type_is_kept_as_a_float(metrics: Metrics, threshold: Any) -> None:
+    # before: kept as given, and compared with every request's duration as a Decimal or a Fraction
+    recorder = RequestRecorder(metrics, service="svc", slow_threshold=threshold)
+    assert type(recorder.slow_threshold) is float and recorder.slow_threshold == float(threshold)
+
+
+def test_a_slow_threshold_from_the_environment_names_the_variable(metrics: Metrics,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIWATCH_SLOW_THRESHOLD_SECONDS", "1e400")
+    with pytest.raises(ValueError, match=r"^AIWATCH_SLOW_THRESHOLD_SECONDS must be a finite number of seconds > 0"):
+        RequestRecorder(metrics, service="svc")
 
 
 def test_the_smallest_positive_slow_threshold_is_accepted_and_exported(metrics: Metrics) -> None:
@@ -882,6 +947,65 @@ def test_a_late_phase_that_fails_to_record_is_counted_under_metrics_and_logged(
     monkeypatch.setattr(timing, "observe", refuse)
     recorder.observe_late_phase(tl, "serialize", 0.5)
     counted_once_and_logged(metrics, "metrics", "RuntimeError('histogram refused')", caplog)
+
+
+#: Clock readings an integration could hand over by mistake (None is "now", True is 1 s after a start at 0)
+BAD_ENDS = [p for p in BAD_SECONDS if p.id not in ("None", "True")]
+
+
+@pytest.mark.parametrize("bad", BAD_ENDS)
+def test_a_request_whose_end_is_no_time_after_its_start_keeps_its_other_signals(metrics: Metrics, bad: Any) -> None:
+    # before: a NaN, infinite or negative duration went into the request and overhead histograms (their _sum NaN or
+    # infinite for good, a negative in the lowest bucket); 10**400, a Decimal or a str raised out of finish(),
+    # documented never to raise, leaving aiwatch_requests_in_flight at 1 and the request's phases unrecorded
+    recorder = RequestRecorder(metrics, service="svc", model="m")
+    tl = recorder.begin(start=0.0)
+    tl.add("inference", None, 0.25)
+    aiwatch.degraded("fallback")
+    recorder.finish(tl, "/p", "GET", "200", end=bad)
+    tl = recorder.begin(start=0.0)
+    recorder.finish(tl, "/p", "GET", "200", end=0.5)
+    r = metrics.registry
+    labels = {"service": "svc", "route": "/p", "method": "GET", "status": "200", "traffic_class": "realtime"}
+    assert (r.get_sample_value("aiwatch_request_duration_seconds_sum", labels),
+            r.get_sample_value("aiwatch_request_duration_seconds_count", labels)) == (0.5, 1)
+    assert phase_sum(r, "overhead", "m") == 0.5
+    assert phase_sum(r, "inference", "m") == 0.25
+    assert r.get_sample_value("aiwatch_degraded_responses_total",
+                              {"service": "svc", "model": "m", "reason": "fallback"}) == 1
+    assert r.get_sample_value("aiwatch_requests_in_flight", {"service": "svc"}) == 0
+    assert errors(metrics, "metrics") == 1
+
+
+@pytest.mark.parametrize("bad", BAD_SECONDS)
+def test_a_late_phase_that_is_no_number_of_seconds_is_counted_and_left_out(metrics: Metrics, bad: Any) -> None:
+    # before: NaN made the phase's _sum NaN for good; a negative, 2**53+1 or a timestamp went in as given
+    recorder = RequestRecorder(metrics, service="svc", model="m")
+    tl = recorder.begin()
+    recorder.finish(tl, "/p", "GET", "200")
+    recorder.observe_late_phase(tl, "serialize", bad)
+    recorder.observe_late_phase(tl, "serialize", 0.25)
+    assert phase_sum(metrics.registry, "serialize", "m") == 0.25
+    assert errors(metrics, "metrics") == 1
+
+
+@pytest.mark.parametrize("bad", BAD_ENDS)
+def test_a_chunk_whose_time_is_no_time_after_the_last_is_counted_and_left_out(metrics: Metrics, bad: Any) -> None:
+    # before: a NaN or infinite chunk time made the gap histogram's _sum NaN for good (the next gap from it too)
+    # and a negative gap went in as given; 10**400, a Decimal or a str were counted but also lost the next gap
+    recorder = RequestRecorder(metrics, service="svc")
+    chunks = ChunkTimer(recorder, 0.0, "/stream")
+    chunks.chunk(0.125)
+    chunks.chunk(0.25)
+    chunks.chunk(bad)
+    chunks.chunk(0.5)
+    r = metrics.registry
+    assert r.get_sample_value("aiwatch_time_to_first_chunk_seconds_sum", {"service": "svc", "route": "/stream"}) \
+        == 0.125
+    assert (r.get_sample_value("aiwatch_time_between_chunks_seconds_sum", {"service": "svc", "route": "/stream"}),
+            r.get_sample_value("aiwatch_time_between_chunks_seconds_count", {"service": "svc", "route": "/stream"})) \
+        == (0.375, 2)
+    assert errors(metrics, "metrics") == 1
 
 
 def test_a_request_size_alone_is_recorded_without_a_response_size(metrics: Metrics) -> None:

@@ -18,6 +18,7 @@ from opentelemetry.propagate import inject
 from opentelemetry.trace import SpanKind
 from prometheus_client import CollectorRegistry
 
+from aiwatch.amounts import MAX_COUNT, MAX_SECONDS, as_count, as_seconds, shown
 from aiwatch.cardinality import guard_for
 from aiwatch.env import service_name
 from aiwatch.metrics import Metrics, get_metrics
@@ -169,9 +170,11 @@ class ClientRecorder:
         ``peer`` label is ``fixed_peer`` or this recorder's fixed peer, else the service name the peer reported, else
         ``address``;
         ``timeline`` and ``phase`` are where the call was made (:func:`aiwatch.timing.call_site`); ``sent`` and
-        ``received`` are bytes moved (``aiwatch_client_bytes_total``), when known. A malformed
-        ``server_timing`` is counted under ``timing_component``. Returns the ``peer`` label it used. Never
-        raises."""
+        ``received`` are bytes moved (``aiwatch_client_bytes_total``), when known: an integer from 0 to 2**53, else
+        (a ``Content-Length`` of ``-5`` the app set) counted as aiwatch's error (component ``client``) and left out.
+        A malformed ``server_timing`` is counted under ``timing_component``. A duration (``end - start``) that is
+        no number of seconds from 0 to 1e9 (a NaN, an ``end`` from another clock) is counted (component
+        ``client``) and the call's times are left out. Returns the ``peer`` label it used. Never raises."""
         m = self.metrics
         timing = None
         if server_timing:
@@ -179,7 +182,12 @@ class ClientRecorder:
                 timing = parse(server_timing)
             except ValueError as exc:
                 record_error(timing_component, exc, m)
-        client = end - start
+        try:
+            client: float | None = end - start
+        except Exception:  # a start or an end that is no number (TypeError), or past float64 (OverflowError)
+            client = None
+        if client.__class__ is not float or not 0.0 <= client <= MAX_SECONDS:  # the common case: one test
+            client = self._seconds(start, end)  # rare: NaN, numpy, a start and an end from two clocks
         network = None
         try:
             fixed = self.guard.fold("peer", fixed_peer) if fixed_peer else self.peer
@@ -189,8 +197,14 @@ class ClientRecorder:
         except Exception as exc:
             record_error("client", exc, m)
             peer = address
+        # bytes moved are ints from 0 to 2**53: a Content-Length of -5 or of 400 digits failed the other direction
+        if sent and (sent.__class__ is not int or not 0 < sent <= MAX_COUNT):
+            sent = self._bytes(sent, "sent")
+        if received and (received.__class__ is not int or not 0 < received <= MAX_COUNT):
+            received = self._bytes(received, "received")
         try:
-            m.child(m.client_request_duration, (self.service, peer, route, status, phase)).observe(client)
+            if client is not None:
+                m.child(m.client_request_duration, (self.service, peer, route, status, phase)).observe(client)
             if sent:
                 m.child(m.client_bytes, (self.service, peer, "sent")).inc(sent)
             if received:
@@ -198,7 +212,7 @@ class ClientRecorder:
         except Exception as exc:
             record_error("metrics", exc, m)
         total = timing.total if timing is not None else None
-        if total is not None:
+        if total is not None and client is not None:
             try:
                 network = client - total
                 if network < 0.0:
@@ -207,12 +221,33 @@ class ClientRecorder:
                 m.child(m.network_duration, (self.service, peer, phase)).observe(network)
             except Exception as exc:
                 record_error("metrics", exc, m)
-        if timeline is not None:
+        if timeline is not None and client is not None:
             try:
                 timeline.add_call(peer, phase, client, network)
             except Exception as exc:
                 record_error("client", exc, m)
         return peer
+
+    def _seconds(self, start: Any, end: Any) -> float | None:
+        """A call's duration that is not a plain float from 0 to 1e9 s: as seconds (from numpy clock readings), or
+        ``None`` and aiwatch's error (component ``client``) when ``end - start`` is none."""
+        try:
+            client = as_seconds(end - start)
+        except Exception:
+            client = None
+        if client is None:
+            record_error("client", ValueError(f"a call's duration must be 0 to 1e9 seconds; it started at "
+                                              f"{shown(start)} and ended at {shown(end)}"), self.metrics)
+        return client
+
+    def _bytes(self, moved: Any, direction: str) -> int | None:
+        """A number of bytes sent or received that is not a plain int in range: as a count (a numpy integer), or
+        ``None`` and aiwatch's error (component ``client``)."""
+        number = as_count(moved)
+        if number is None:
+            record_error("client", ValueError(f"bytes {direction} must be an integer from 0 to 2**53, got "
+                                              f"{shown(moved)}"), self.metrics)
+        return number
 
 
 def body_length(body: Any, headers: Any) -> int | None:

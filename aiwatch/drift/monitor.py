@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from aiwatch.amounts import as_count, as_seconds, shown
 from aiwatch.cardinality import guard_for
 from aiwatch.drift.columns import columns_of, to_float, to_float_flagging
 from aiwatch.drift.counting import INVALID, MISSING, count_bins
@@ -54,6 +55,15 @@ MAX_UNKNOWN_FEATURES = 1000
 _NOT_A_VALUE = math.inf
 
 
+def _seconds(value: Any, what: str) -> float:
+    """A duration setting as a float number of seconds above 0 and at most 1e9: the background thread waits on it
+    (NaN or 0 would make it spin, inf or 10**400 would stop it), so anything else is a ValueError naming it."""
+    seconds = as_seconds(value)
+    if not seconds:
+        raise ValueError(f"{what} must be a number of seconds above 0 (at most 1e9), got {shown(value)}")
+    return seconds
+
+
 class DriftMonitor:
     """Monitor one model's input features (and outputs) against a reference profile.
 
@@ -61,10 +71,12 @@ class DriftMonitor:
         profile: a :class:`ReferenceProfile` or the path of a saved one.
         model: the ``model`` label of every exported metric.
         metrics / registry: where metrics go (default: the global registry).
-        window_size: the window holds the latest ``window_size`` rows (count window).
+        window_size: the window holds the latest ``window_size`` rows (count window): an integer >= 1.
         window_seconds: if set, evaluation only uses rows observed in the last ``window_seconds`` (time window,
             within the count window).
-        interval: seconds between background evaluations after :meth:`start`.
+        interval: seconds between background evaluations after :meth:`start`. It, ``window_seconds`` and
+            ``flush_interval`` are numbers of seconds above 0 and at most 1e9 (kept as floats), ``flush_every`` an
+            integer >= 1; anything else is a ValueError naming it.
         options: test selection and verdict (:class:`aiwatch.drift.evaluate.Options`); keyword arguments such as
             ``correction="bh"``, ``methods={"age": "psi"}``, ``min_samples=50`` build one.
         flush_every / flush_interval: single-row observations are counted into the Prometheus bin counters every
@@ -80,20 +92,24 @@ class DriftMonitor:
                  clock: Callable[[], float] = time.time, **option_kwargs: Any) -> None:
         if not isinstance(profile, ReferenceProfile):
             profile = ReferenceProfile.load(profile)
-        if window_size < 1:
-            raise ValueError(f"window_size must be >= 1, got {window_size}")
+        size, every = as_count(window_size), as_count(flush_every)  # before numpy allocates the window
+        if not size:
+            raise ValueError(f"window_size must be an integer >= 1 (at most 2**53), got {shown(window_size)}")
+        if not every:
+            raise ValueError(f"flush_every must be an integer >= 1, got {shown(flush_every)}")
+        window_size = size
         self.profile = profile
         self.model = model
         self.metrics = metrics if metrics is not None else get_metrics(registry)
         self._guard = guard_for(self.metrics)
         self.window_size = window_size
-        self.window_seconds = window_seconds
-        self.interval = interval
-        self.flush_interval = flush_interval
+        self.window_seconds = None if window_seconds is None else _seconds(window_seconds, "window_seconds")
+        self.interval = _seconds(interval, "interval")
+        self.flush_interval = _seconds(flush_interval, "flush_interval")
         self.options = options or Options(**option_kwargs)
         self.options.validate(profile)
         self.clock = clock
-        self._flush_every = max(1, min(flush_every, window_size))
+        self._flush_every = min(every, window_size)
         self._lock = threading.Lock()
         self._eval_lock = threading.Lock()
         self._num: list[NumericalFeature] = [f for f in profile.features.values() if isinstance(f, NumericalFeature)]
@@ -413,9 +429,10 @@ class DriftMonitor:
 
     # ------------------------------------------------------------------------------------ background thread
     def start(self, interval: float | None = None) -> DriftMonitor:
-        """Evaluate every ``interval`` seconds on a daemon thread (idempotent)."""
+        """Evaluate every ``interval`` seconds on a daemon thread (idempotent). ``interval`` is a number of seconds
+        above 0 and at most 1e9, else a ValueError naming it."""
         if interval is not None:
-            self.interval = interval
+            self.interval = _seconds(interval, "interval")
         if self._thread is not None and self._thread.is_alive():
             return self
         self._stop.clear()

@@ -30,6 +30,7 @@ from typing import Any
 from opentelemetry import trace
 from prometheus_client import CollectorRegistry
 
+from aiwatch.amounts import as_seconds, as_timeout, shown
 from aiwatch.fastpath import adder
 from aiwatch.feedback.sampling import SamplingPolicy
 from aiwatch.feedback.schema import FieldPolicy, PredictionRecord
@@ -69,12 +70,13 @@ class PredictionLog:
         for label, number in (("queue_size", queue_size), ("batch_size", batch_size)):
             if isinstance(number, bool) or not isinstance(number, int) or number < 1:
                 raise ValueError(f"{label} must be a whole number >= 1, got {number!r}")
-        if not flush_seconds > 0:
-            raise ValueError(f"flush_seconds must be > 0, got {flush_seconds!r}")
+        every = as_seconds(flush_seconds)  # the writer thread waits on it: one it cannot wait on would stop it
+        if not every:
+            raise ValueError(f"flush_seconds must be > 0 (at most 1e9), got {shown(flush_seconds)}")
         self.sink = sink
         self.sampling = sampling or SamplingPolicy(sample_rate, slow_seconds, slow_rate, error_rate)
         self.fields = fields or FieldPolicy(allow, deny, hash_fields, hash_key)
-        self.queue_size, self.batch_size, self.flush_seconds, self.name = queue_size, batch_size, flush_seconds, name
+        self.queue_size, self.batch_size, self.flush_seconds, self.name = queue_size, batch_size, every, name
         self.metrics = metrics or get_metrics(registry)
         counter = self.metrics.prediction_log_records
         # the request path's counters: fastpath adders, one Python call per update
@@ -197,8 +199,12 @@ class PredictionLog:
         return len(self._pending) + self._in_hand
 
     def flush(self, timeout: float = 10.0) -> bool:
-        """Wait until every record queued so far has been given to the sink; ``False`` on timeout."""
-        deadline = time.monotonic() + timeout
+        """Wait until every record queued so far has been given to the sink; ``False`` on timeout. A ``timeout``
+        that is no number of seconds (NaN, infinite, past 1e9, a string) is a ValueError naming it."""
+        wait = as_timeout(timeout)
+        if wait is None:
+            raise ValueError(f"timeout must be a number of seconds (at most 1e9), got {shown(timeout)}")
+        deadline = time.monotonic() + wait
         self._wake.set()
         with self._idle:
             while self.pending():
@@ -210,18 +216,25 @@ class PredictionLog:
         return True
 
     def close(self, timeout: float = 10.0) -> None:
-        """Write out what is queued, close the sink and stop the writer. Idempotent; never raises."""
+        """Write out what is queued, close the sink and stop the writer, waiting ``timeout`` seconds at most.
+        Idempotent; never raises: a ``timeout`` that is no number of seconds (NaN, infinite, a string) is counted as
+        aiwatch's error (component ``prediction_log``) and 10 s are waited instead."""
         if self._closed:
             return
+        wait = as_timeout(timeout)
+        if wait is None:
+            record_error(COMPONENT, ValueError(f"a close timeout must be a number of seconds, got {shown(timeout)}"),
+                         self.metrics)
+            wait = 10.0
         self._closed = True
         atexit.unregister(self.close)
         self._wake.set()
-        self._thread.join(timeout)
+        self._thread.join(wait)
         if self._pending and not self._thread.is_alive():  # appended while the writer was finishing
             self._dropped(float(len(self._pending)))
             self._pending.clear()
         if self._thread.is_alive():
-            record_error(COMPONENT, TimeoutError(f"prediction log writer did not stop within {timeout}s"),
+            record_error(COMPONENT, TimeoutError(f"prediction log writer did not stop within {wait}s"),
                          self.metrics)
 
     def __enter__(self) -> PredictionLog:

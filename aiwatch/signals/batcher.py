@@ -54,7 +54,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import math
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -65,6 +64,7 @@ from typing import Any, Generic, TypeVar, cast
 
 from prometheus_client import CollectorRegistry
 
+from aiwatch.amounts import MAX_SECONDS, as_seconds, shown
 from aiwatch.cardinality import guard_for
 from aiwatch.metrics import Metrics, get_metrics
 from aiwatch.safety import record_error
@@ -110,7 +110,8 @@ class MicroBatcher(Generic[T, R]):
 
     - ``fn``: ``async def fn(items: list[T]) -> Sequence[R]``, or a sync function (run in ``executor``, default
       the loop's default thread pool) returning one result per item, in order.
-    - ``max_batch_size`` (>= 1) and ``max_wait_seconds`` (>= 0): when a batch is sent.
+    - ``max_batch_size`` (an integer >= 1) and ``max_wait_seconds`` (a number of seconds from 0 to 1e9): when a
+      batch is sent.
     - ``model``: the ``model`` label of ``aiwatch_batch_size`` and of the callers' phases (default ``fn``'s name for
       the batch size; the request's model for the phases).
     - ``queue``: the ``queue`` label of the depth and wait metrics (default the model label).
@@ -128,11 +129,13 @@ class MicroBatcher(Generic[T, R]):
             raise TypeError(f"MicroBatcher needs a callable batch function, got {type(fn).__name__!r}")
         if isinstance(max_batch_size, bool) or not isinstance(max_batch_size, int) or max_batch_size < 1:
             raise ValueError(f"max_batch_size must be an integer >= 1, got {max_batch_size!r}")
-        if not isinstance(max_wait_seconds, (int, float)) or not (0 <= max_wait_seconds < math.inf):
-            raise ValueError(f"max_wait_seconds must be a finite number >= 0, got {max_wait_seconds!r}")
+        wait = as_seconds(max_wait_seconds)
+        if wait is None:
+            raise ValueError(f"max_wait_seconds must be a finite number >= 0 (at most 1e9), got "
+                             f"{shown(max_wait_seconds)}")
         self.fn = fn
         self.max_batch_size = max_batch_size
-        self.max_wait_seconds = float(max_wait_seconds)
+        self.max_wait_seconds = wait
         self.model = model
         label = model or getattr(fn, "__name__", None) or type(fn).__name__
         self.queue = queue or label
@@ -162,11 +165,17 @@ class MicroBatcher(Generic[T, R]):
         """Add ``item`` to the next batch and return its result (or raise its exception).
 
         ``timeout``: seconds to wait at most for the result (default: no limit); past it, ``TimeoutError`` is
-        raised and the item leaves its batch (or its result is dropped if the model call already started)."""
+        raised and the item leaves its batch (or its result is dropped if the model call already started). A
+        ``timeout`` that is no number of seconds from 0 to 1e9 (NaN, infinite, a ``bool``, a string) is a
+        ValueError, raised before the item is taken."""
         if self._closing:
             raise BatcherClosedError("MicroBatcher is closed: submit() after aclose()")
-        if timeout is not None and not (timeout >= 0 and timeout != math.inf):
-            raise ValueError(f"timeout must be a finite number of seconds >= 0 or None, got {timeout!r}")
+        if timeout is not None and (timeout.__class__ is not float or not 0.0 <= timeout <= MAX_SECONDS):
+            seconds = as_seconds(timeout)
+            if seconds is None:
+                raise ValueError(f"timeout must be a finite number of seconds >= 0 or None (at most 1e9), got "
+                                 f"{shown(timeout)}")
+            timeout = seconds
         loop = asyncio.get_running_loop()
         worker = self._worker
         if self._loop is not loop or worker is None or worker.done():

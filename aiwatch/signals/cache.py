@@ -35,6 +35,7 @@ from typing import Any, TypeVar, cast, overload
 
 from prometheus_client import CollectorRegistry
 
+from aiwatch.amounts import MAX_COUNT, MAX_SECONDS, as_seconds, count, shown
 from aiwatch.cardinality import guard_for
 from aiwatch.metrics import Metrics, get_metrics
 from aiwatch.safety import record_error
@@ -79,19 +80,41 @@ class FeatureCache:
 
     def record(self, seconds: float, hits: int = 0, misses: int = 0, errors: int = 0) -> None:
         """Record one lookup call that took ``seconds`` and found ``hits`` keys, missed ``misses`` and failed
-        ``errors`` (a single-key lookup passes a 1 in one of them). Never raises."""
-        try:
-            if hits:
-                self._counts[HIT].inc(hits)
-            if misses:
-                self._counts[MISS].inc(misses)
-            if errors:
-                self._counts[ERROR].inc(errors)
-            result = ERROR if errors else MISS if misses else HIT
-            self._durations[result].observe(seconds)
-        except Exception as exc:
-            record_error("cache", exc, self.metrics)
-        if self.phase is not None:
+        ``errors`` (a single-key lookup passes a 1 in one of them). Never raises.
+
+        The counts are integers from 0 to 2**53 (``int`` or numpy integers) and ``seconds`` a number of seconds
+        from 0 to 1e9 (:mod:`aiwatch.amounts`). A bad number is counted as aiwatch's error (component ``cache``)
+        and what depends on it is left out: bad counts leave out the lookup's counts and duration, bad seconds its
+        duration and its phase time."""
+        counted = timed = True
+        if not (hits.__class__ is misses.__class__ is errors.__class__ is int  # the common case: ints in range
+                and 0 <= hits <= MAX_COUNT and 0 <= misses <= MAX_COUNT and 0 <= errors <= MAX_COUNT):
+            try:
+                hits, misses, errors = count(hits, "hits"), count(misses, "misses"), count(errors, "errors")
+            except (TypeError, ValueError) as exc:
+                record_error("cache", exc, self.metrics)
+                counted = False
+        if seconds.__class__ is not float or not 0.0 <= seconds <= MAX_SECONDS:
+            checked = as_seconds(seconds)
+            if checked is None:
+                record_error("cache", ValueError(f"a lookup's seconds must be a number of seconds from 0 to 1e9, "
+                                                 f"got {shown(seconds)}"), self.metrics)
+                timed = False
+            else:
+                seconds = checked
+        if counted:
+            try:
+                if hits:
+                    self._counts[HIT].inc(hits)
+                if misses:
+                    self._counts[MISS].inc(misses)
+                if errors:
+                    self._counts[ERROR].inc(errors)
+                if timed:
+                    self._durations[ERROR if errors else MISS if misses else HIT].observe(seconds)
+            except Exception as exc:
+                record_error("cache", exc, self.metrics)
+        if timed and self.phase is not None:
             try:
                 record_phase(self.phase, seconds, self.model)
             except Exception as exc:
@@ -204,10 +227,24 @@ class Lookup:
         self.misses = 0
 
     def hit(self, n: int = 1) -> None:
+        """Count ``n`` keys found. ``n`` is an integer from 0 to 2**53; anything else is counted as aiwatch's error
+        (component ``cache``) and ignored, never raised."""
+        if n.__class__ is not int or not 0 <= n <= MAX_COUNT:
+            n = self._count(n, "hit")
         self.hits += n
 
     def miss(self, n: int = 1) -> None:
+        """Count ``n`` keys missed; ``n`` as for :meth:`hit`."""
+        if n.__class__ is not int or not 0 <= n <= MAX_COUNT:
+            n = self._count(n, "miss")
         self.misses += n
+
+    def _count(self, n: Any, method: str) -> int:
+        try:
+            return count(n, f"Lookup.{method}(n)")
+        except (TypeError, ValueError) as exc:
+            record_error("cache", exc, self._cache.metrics)
+            return 0
 
     def found(self, value: Any) -> Any:
         """Count ``value`` as a hit unless it is ``None``; returns ``value``."""

@@ -54,6 +54,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from aiwatch._optional import require
+from aiwatch.amounts import MAX_SECONDS, as_seconds, as_timeout, shown
 from aiwatch.env import GPU_POLL_INTERVAL
 from aiwatch.metrics import GPU_LABELS, SPECS, Metrics, get_metrics
 from aiwatch.safety import record_error
@@ -171,11 +172,24 @@ def _text(value: Any) -> str:
 
 
 def _interval(value: float | None) -> float:
-    if value is None:
-        value = GPU_POLL_INTERVAL.seconds()
-    if not (value > 0 and value != float("inf")):
-        raise ValueError(f"the GPU poll interval must be a positive number of seconds, got {value!r}")
-    return float(value)
+    given = GPU_POLL_INTERVAL.seconds() if value is None else value
+    seconds = as_seconds(given)
+    if not seconds:  # None or 0
+        what = "the GPU poll interval" if value is not None else GPU_POLL_INTERVAL.name
+        raise ValueError(f"{what} must be a positive number of seconds (at most 1e9), got {shown(given)}")
+    return seconds
+
+
+def _stop_timeout(timeout: Any, metrics: Metrics) -> float:
+    """``timeout`` as seconds to wait (a negative one: none), or :data:`STOP_TIMEOUT` and aiwatch's error when it is
+    no number of seconds: stopping never raises."""
+    if timeout.__class__ is float and 0.0 <= timeout <= MAX_SECONDS:
+        return float(timeout)
+    seconds = as_timeout(timeout)
+    if seconds is None:
+        record_error("gpu", ValueError(f"a stop timeout must be a number of seconds, got {shown(timeout)}"), metrics)
+        return STOP_TIMEOUT
+    return seconds
 
 
 class GpuPoller:
@@ -196,10 +210,13 @@ class GpuPoller:
                  hung_after: float | None = None) -> None:
         self.interval = _interval(interval)
         if hung_after is None:
-            hung_after = max(2 * self.interval, MIN_HUNG_AFTER)
-        elif not (hung_after > 0 and hung_after != float("inf")):
-            raise ValueError(f"hung_after must be a positive number of seconds, got {hung_after!r}")
-        self.hung_after = float(hung_after)
+            self.hung_after = max(2 * self.interval, MIN_HUNG_AFTER)
+        else:
+            seconds = as_seconds(hung_after)
+            if not seconds:
+                raise ValueError(f"hung_after must be a positive number of seconds (at most 1e9), got "
+                                 f"{shown(hung_after)}")
+            self.hung_after = seconds
         self.created = time.time()
         self._poll_began: float | None = None  # monotonic start of the poll in progress
         self.nvml: Any = nvml if nvml is not None else require("pynvml", "gpu")
@@ -269,8 +286,10 @@ class GpuPoller:
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:
         """Stop the thread and shut NVML down (idempotent; never raises). Waits ``timeout`` seconds at most: a poll
-        stuck in a hung NVML call is left to its daemon thread, which shuts NVML down when the call returns."""
-        deadline = time.monotonic() + max(timeout, 0.0)
+        stuck in a hung NVML call is left to its daemon thread, which shuts NVML down when the call returns. A
+        ``timeout`` that is no number of seconds (NaN, infinite, a string) is counted as aiwatch's error (component
+        ``gpu``) and :data:`STOP_TIMEOUT` is waited instead."""
+        deadline = time.monotonic() + _stop_timeout(timeout, self.metrics)
         with self._thread_lock:
             thread, self._thread = self._thread, None
             self._stop.set()
@@ -659,7 +678,8 @@ class GpuCollector(Collector):
         return iter(families)
 
     def close(self, timeout: float = STOP_TIMEOUT) -> None:
-        """Stop the poller (waiting ``timeout`` seconds at most) and unregister from the registry (idempotent)."""
+        """Stop the poller (waiting ``timeout`` seconds at most, as for :meth:`GpuPoller.stop`) and unregister from
+        the registry (idempotent; never raises)."""
         self.poller.stop(timeout)
         registry, self._registry = self._registry, None
         if registry is not None:
@@ -689,7 +709,9 @@ class GpuMetricsServer:
         return int(self.server.server_port)
 
     def close(self, timeout: float = STOP_TIMEOUT) -> None:
-        """Stop serving and polling (idempotent), in about ``timeout`` seconds at most even when NVML hangs."""
+        """Stop serving and polling (idempotent; never raises), in about ``timeout`` seconds at most even when NVML
+        hangs (a ``timeout`` that is no number of seconds: as for :meth:`GpuPoller.stop`)."""
+        timeout = _stop_timeout(timeout, self.collector.metrics)
         # the HTTP server notices a shutdown within its 0.5 s poll: stop it while the poller stops
         shutdown = threading.Thread(target=self.server.shutdown, name="aiwatch-gpu-http-shutdown", daemon=True)
         shutdown.start()

@@ -12,6 +12,7 @@ import pytest
 
 from aiwatch.metrics import Metrics
 from aiwatch.signals.batcher import BatcherClosedError, BatchFunctionError, BatchResultError, MicroBatcher
+from tests.hostile_numbers import BAD_SECONDS, OTHER_SECONDS
 
 #: No test here should wait anywhere near this long: it only turns a hang (the bug) into a failure.
 HANG = 30.0
@@ -144,6 +145,33 @@ async def test_bad_timeout_is_a_clear_error(metrics: Metrics) -> None:
     for bad in (-1, float("nan"), float("inf")):
         with pytest.raises(ValueError, match="timeout must be a finite number"):
             await b.submit(1, timeout=bad)
+
+
+def waits(metrics: Metrics) -> float:
+    return metrics.registry.get_sample_value("aiwatch_queue_wait_seconds_count", {"queue": "<lambda>"}) or 0
+
+
+@pytest.mark.parametrize("bad", [p for p in BAD_SECONDS if p.id != "None"])
+async def test_a_timeout_that_is_no_number_of_seconds_is_a_value_error_before_the_item_is_taken(
+        metrics: Metrics, bad: Any) -> None:
+    # before: 10**400 raised OverflowError and Decimal("1e400") TypeError from asyncio.wait_for after the item was
+    # queued (it then ran and its result was dropped); a string raised TypeError, a Decimal NaN
+    # decimal.InvalidOperation; True, 2**53+1 and a Unix timestamp were accepted
+    b = MicroBatcher(lambda items: items, max_wait_seconds=0, metrics=metrics)
+    with pytest.raises(ValueError, match="timeout must be a finite number of seconds >= 0 or None"):
+        await b.submit(1, timeout=bad)
+    assert (b.pending, waits(metrics)) == (0, 0)
+    assert await b.submit(2, timeout=HANG) == 2
+    assert waits(metrics) == 1
+    await b.aclose()
+
+
+@pytest.mark.parametrize("other", OTHER_SECONDS)
+async def test_a_timeout_of_another_numeric_type_is_used_as_seconds(metrics: Metrics, other: Any) -> None:
+    # before: a Decimal raised TypeError from asyncio.wait_for, after the item was queued
+    b = MicroBatcher(lambda items: items, max_wait_seconds=0, metrics=metrics)
+    assert await b.submit(1, timeout=other) == 1
+    await b.aclose()
 
 
 async def test_aclose_timeout_fails_the_callers_of_a_hung_model(metrics: Metrics) -> None:

@@ -17,6 +17,7 @@ from aiwatch.drift.evaluate import STATUS_INSUFFICIENT
 from aiwatch.drift.profile import OTHER, UNSEEN, CategoricalFeature, NumericalFeature
 from aiwatch.drift.stattests import jensenshannon, psi
 from aiwatch.metrics import Metrics
+from tests.hostile_numbers import BAD_COUNTS, BAD_SECONDS, OTHER_SECONDS
 
 RNG = np.random.default_rng(3)
 REF_X = RNG.normal(0, 1, 4000)
@@ -366,6 +367,55 @@ def test_profile_path_and_bad_options(profile: ReferenceProfile, tmp_path: Path,
         DriftMonitor(profile, registry=CollectorRegistry(), methods={"nope": "ks"})
     with pytest.raises(ValueError, match="test 'ks' needs numerical values; feature 'color' is categorical"):
         DriftMonitor(profile, registry=CollectorRegistry(), methods={"color": "ks"})
+
+
+BAD_SIZES = [*BAD_COUNTS, pytest.param(0, id="zero")]
+
+
+@pytest.mark.parametrize("bad", BAD_SIZES)
+@pytest.mark.parametrize("setting", ["window_size", "flush_every"])
+def test_a_window_size_or_flush_every_that_is_no_count_is_a_value_error_naming_it(
+        profile: ReferenceProfile, setting: str, bad: Any) -> None:
+    # before (window_size): NaN and inf raised TypeError from numpy, 10**400 numpy's "Maximum allowed dimension
+    # exceeded", 2**53+1 a MemoryError, True and a string or None a TypeError; (flush_every) NaN, inf, floats, a
+    # Decimal, True were silently clamped into 1..window_size, a string or None raised TypeError
+    with pytest.raises(ValueError, match=f"^{setting} must be an integer >= 1"):
+        DriftMonitor(profile, registry=CollectorRegistry(), **{setting: bad})
+
+
+#: (setting, bad value): None is no time window for window_seconds and "keep the interval" for start(interval)
+BAD_INTERVALS = [pytest.param(setting, p.values[0], id=f"{setting}-{p.id}")
+                 for setting in ("interval", "flush_interval", "window_seconds", "start")
+                 for p in [*BAD_SECONDS, pytest.param(0, id="zero")]
+                 if not (p.id == "None" and setting in ("window_seconds", "start"))]
+
+
+@pytest.mark.parametrize(("setting", "bad"), BAD_INTERVALS)
+def test_an_interval_that_is_no_number_of_seconds_is_a_value_error_naming_it(profile: ReferenceProfile,
+                                                                             setting: str, bad: Any) -> None:
+    # before: every one was accepted. A NaN interval made the background thread never evaluate, 0 or a negative one
+    # (or a NaN flush_interval) spin without waiting; inf, 10**400, None, a Decimal or a string stopped the thread on
+    # its first wait (uncounted OverflowError or TypeError); a NaN or negative window_seconds left no row in the
+    # window, and 10**400 or a Decimal made evaluate() raise OverflowError or TypeError
+    name = "interval" if setting == "start" else setting
+    with pytest.raises(ValueError, match=f"^{name} must be a number of seconds above 0"):
+        if setting == "start":
+            mon = DriftMonitor(profile, registry=CollectorRegistry())
+            try:
+                mon.start(bad)
+            finally:
+                assert mon._thread is None and mon.interval == 60.0  # not started, the interval unchanged
+        else:
+            DriftMonitor(profile, registry=CollectorRegistry(), **{setting: bad})
+
+
+@pytest.mark.parametrize("other", OTHER_SECONDS)
+def test_intervals_of_another_numeric_type_are_kept_as_floats(profile: ReferenceProfile, other: Any) -> None:
+    mon = DriftMonitor(profile, registry=CollectorRegistry(), interval=other, flush_interval=other,
+                       window_seconds=other, window_size=np.int64(10), flush_every=np.int64(3))
+    assert all(type(v) is float and v == float(other) for v in (mon.interval, mon.flush_interval,
+                                                                mon.window_seconds))
+    assert (mon.window_size, mon._flush_every) == (10, 3)
 
 
 def test_one_empty_column_does_not_fail_the_others() -> None:

@@ -29,6 +29,10 @@ import aiwatch
 from aiwatch.feedback import FieldPolicy, ParquetSink, PredictionLog, PredictionSink, RowsLost, SamplingPolicy
 from aiwatch.feedback.schema import normalise, unix_seconds
 from aiwatch.metrics import Metrics
+from tests.hostile_numbers import BAD_SECONDS, OTHER_SECONDS
+
+#: No test here should wait anywhere near this long: it only turns a hang (the bug) into a failure.
+HANG = 30.0
 
 
 class ListSink:
@@ -376,3 +380,42 @@ def test_bad_sizes_are_refused() -> None:
     for kwargs in ({"queue_size": 0}, {"batch_size": True}, {"flush_seconds": 0}):
         with pytest.raises(ValueError):
             PredictionLog(ListSink(), registry=CollectorRegistry(), **kwargs)
+
+
+@pytest.mark.parametrize("bad", BAD_SECONDS)
+def test_a_flush_interval_that_is_no_number_of_seconds_is_a_value_error_naming_it(bad: Any) -> None:
+    # before: inf, 10**400, 2**53+1 and Decimal("1e400") were accepted and the writer thread died on its first wait
+    # (OverflowError in Event.wait, counted nowhere): every record stayed queued, flush() returned False, the queue
+    # filled and dropped; True and a Unix timestamp were accepted; a string or None raised TypeError, a Decimal NaN
+    # decimal.InvalidOperation
+    with pytest.raises(ValueError, match="flush_seconds must be > 0"):
+        PredictionLog(ListSink(), registry=CollectorRegistry(), flush_seconds=bad)
+
+
+@pytest.mark.parametrize("other", OTHER_SECONDS)
+def test_a_flush_interval_of_another_numeric_type_keeps_the_writer_running(registry: CollectorRegistry,
+                                                                          other: Any) -> None:
+    # before: a numpy float32, a Decimal or a Fraction killed the writer thread (TypeError in Event.wait)
+    sink = ListSink()
+    log = PredictionLog(sink, registry=registry, flush_seconds=other)
+    try:
+        log.log("m", {"x": 1})
+        assert log.flush(HANG)
+        assert len(sink.rows) == 1 and records(registry, "written") == 1
+    finally:
+        log.close()
+
+
+@pytest.mark.parametrize("bad", [pytest.param(math.nan, id="nan"), pytest.param(math.inf, id="inf"),
+                                 pytest.param(10**400, id="10**400"), pytest.param("1", id="str"),
+                                 pytest.param(None, id="None")])
+def test_close_with_a_timeout_that_is_no_number_never_raises(registry: CollectorRegistry, bad: Any) -> None:
+    # before: close(), documented never to raise, raised ValueError (NaN), OverflowError (inf, 10**400) or TypeError
+    sink = ListSink()
+    log = PredictionLog(sink, registry=registry)
+    log.log("m", {"x": 1})
+    log.close(bad)
+    assert sink.closed and len(sink.rows) == 1
+    assert registry.get_sample_value("aiwatch_instrumentation_errors_total", {"component": "prediction_log"}) == 1
+    with pytest.raises(ValueError, match="timeout must be a number of seconds"):
+        log.flush(bad)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -19,6 +20,7 @@ import aiwatch.client
 from aiwatch._optional import MissingExtraError
 from aiwatch.metrics import Metrics
 from aiwatch.timing import RequestRecorder
+from tests.hostile_numbers import BAD_SECONDS
 from tests.http.peer import peer
 
 
@@ -190,3 +192,43 @@ def test_bytes_moved_per_peer_requests_and_httpx(base: str) -> None:
                 received = len(client.post(f"{base}/ok", content=payload).content)
         assert client_bytes(registry, "ranker", "sent") == 3000, kind
         assert client_bytes(registry, "ranker", "received") == received > 0, kind
+
+
+@pytest.mark.parametrize("length", [pytest.param("-5", id="-5"), pytest.param("9" * 400, id="400-digits"),
+                                    pytest.param(str(2**53 + 1), id="2**53+1")])
+def test_a_content_length_that_is_no_count_of_bytes_is_refused_and_the_received_bytes_kept(
+        length: str, registry: CollectorRegistry) -> None:
+    # before: the app's Content-Length of -5 made the sent counter raise and 400 digits overflow (each a metrics
+    # error) and the call's received bytes were lost with it; 2**53 + 1 was counted
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=b"12345")
+
+    client = aiwatch.client.instrument_httpx(httpx.Client(transport=httpx.MockTransport(answer)), service="gw",
+                                             registry=registry, peer="ranker")
+    with client:
+        client.post("http://ranker/p", content=b"abc", headers={"content-length": length})
+        client.post("http://ranker/p", content=b"abc")
+    assert client_bytes(registry, "ranker", "sent") == 3
+    assert client_bytes(registry, "ranker", "received") == 10
+    assert registry.get_sample_value("aiwatch_instrumentation_errors_total", {"component": "client"}) == 1
+    assert registry.get_sample_value("aiwatch_instrumentation_errors_total", {"component": "metrics"}) is None
+
+
+@pytest.mark.parametrize("bad", [p for p in BAD_SECONDS if p.id not in ("None", "True")])
+def test_a_call_whose_end_is_no_time_after_its_start_keeps_its_bytes(registry: CollectorRegistry, bad: Any) -> None:
+    # before: a NaN, infinite or negative duration went into the client and network histograms (their _sum NaN or
+    # infinite for good) and the request's slow-call split; 10**400, a Decimal or a str raised out of record(),
+    # documented never to raise
+    recorder = aiwatch.client.ClientRecorder(service="gw", registry=registry, peer="ranker")
+    server = RequestRecorder(Metrics(registry), service="gw")
+    tl = server.begin()
+    recorder.record(0.0, bad, "ranker:80", "/p", "200", "total;dur=100", tl, "inference", "server_timing", sent=3)
+    recorder.record(0.0, 0.5, "ranker:80", "/p", "200", "total;dur=100", tl, "inference", "server_timing", sent=3)
+    labels = {"service": "gw", "peer": "ranker", "phase": "inference"}
+    assert registry.get_sample_value("aiwatch_client_request_duration_seconds_sum",
+                                     {**labels, "route": "/p", "status": "200"}) == 0.5
+    assert registry.get_sample_value("aiwatch_network_duration_seconds_sum", labels) == 0.4
+    assert tl.calls == {("ranker", "inference"): [0.5, 0.4]}
+    assert client_bytes(registry, "ranker", "sent") == 6
+    assert registry.get_sample_value("aiwatch_instrumentation_errors_total", {"component": "client"}) == 1
+    server.finish(tl, "/q", "GET", "200")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -11,6 +12,7 @@ from prometheus_client import CollectorRegistry
 from aiwatch.metrics import Metrics
 from aiwatch.signals.batcher import BatcherClosedError, BatchResultError, MicroBatcher
 from aiwatch.timing import RequestRecorder
+from tests.hostile_numbers import BAD_SECONDS, OTHER_SECONDS
 from tests.labels import with_defaults
 
 
@@ -181,6 +183,20 @@ def test_bad_arguments_are_clear_errors(metrics: Metrics) -> None:
         MicroBatcher(list, max_batch_size=0, metrics=metrics)
     with pytest.raises(ValueError, match="max_wait_seconds must be a finite number >= 0"):
         MicroBatcher(list, max_wait_seconds=-1, metrics=metrics)
+
+
+@pytest.mark.parametrize("bad", BAD_SECONDS)
+def test_a_max_wait_that_is_no_number_of_seconds_is_a_value_error_naming_it(metrics: Metrics, bad: Any) -> None:
+    # before: 10**400 raised OverflowError; True was a second; 2**53+1 and a Unix timestamp were accepted
+    with pytest.raises(ValueError, match="max_wait_seconds must be a finite number >= 0"):
+        MicroBatcher(list, max_wait_seconds=bad, metrics=metrics)
+
+
+@pytest.mark.parametrize("other", OTHER_SECONDS)
+def test_a_max_wait_of_another_numeric_type_is_kept_as_a_float(metrics: Metrics, other: Any) -> None:
+    # before: a numpy float32 or int64, a Decimal or a Fraction was a ValueError
+    wait = MicroBatcher(list, max_wait_seconds=other, metrics=metrics).max_wait_seconds
+    assert type(wait) is float and wait == float(other)
 
 
 async def test_failing_metrics_never_break_the_callers(registry: CollectorRegistry, metrics: Metrics) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import functools
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -11,6 +12,7 @@ from prometheus_client import CollectorRegistry
 from aiwatch.metrics import Metrics
 from aiwatch.signals.cache import FeatureCache, instrument_mapping
 from aiwatch.timing import RequestRecorder
+from tests.hostile_numbers import BAD_COUNTS, BAD_SECONDS, OTHER_COUNTS, OTHER_SECONDS, exact_float
 
 
 def count(registry: CollectorRegistry, cache: str, result: str) -> float:
@@ -188,6 +190,92 @@ def test_failing_metrics_never_break_a_lookup(registry: CollectorRegistry, metri
     fc._counts = {r: Broken() for r in ("hit", "miss", "error")}
     assert m["a"] == 1
     assert registry.get_sample_value("aiwatch_instrumentation_errors_total", {"component": "cache"}) == 1.0
+
+
+def duration_sum(registry: CollectorRegistry, cache: str, result: str) -> float | None:
+    return registry.get_sample_value("aiwatch_feature_cache_lookup_duration_seconds_sum",
+                                     {"cache": cache, "result": result})
+
+
+def features_phase(registry: CollectorRegistry) -> float | None:
+    return registry.get_sample_value("aiwatch_phase_duration_seconds_sum",
+                                     {"service": "svc", "model": "", "model_version": "", "phase": "features"})
+
+
+def cache_errors(registry: CollectorRegistry) -> float:
+    return registry.get_sample_value("aiwatch_instrumentation_errors_total", {"component": "cache"}) or 0
+
+
+@pytest.mark.parametrize("bad", BAD_SECONDS)
+def test_a_lookup_time_that_is_no_number_of_seconds_is_refused_and_its_counts_kept(
+        registry: CollectorRegistry, metrics: Metrics, bad: Any) -> None:
+    # before: NaN made the duration histogram's _sum NaN for good (and inf, -inf, a negative, 2**53+1 or a Unix
+    # timestamp went into it as they were); 10**400 and a Decimal were lost as cache and metrics errors
+    recorder = RequestRecorder(metrics, service="svc")
+    users = FeatureCache("users", metrics=metrics)
+    tl = recorder.begin()
+    users.record(bad, hits=1)
+    users.record(0.25, hits=1)
+    recorder.finish(tl, "/p", "GET", "200")
+    assert cache_errors(registry) == 1
+    assert count(registry, "users", "hit") == 2
+    assert (duration_sum(registry, "users", "hit"), timed(registry, "users", "hit")) == (0.25, 1)
+    assert features_phase(registry) == 0.25
+
+
+@pytest.mark.parametrize("bad", BAD_COUNTS)
+def test_a_count_that_is_no_count_is_refused_and_the_lookups_time_kept(registry: CollectorRegistry,
+                                                                         metrics: Metrics, bad: Any) -> None:
+    # before: NaN or inf made the hit counter NaN or inf for good; 1.5, 2**53+1 and numpy floats were counted as
+    # they were, True as one hit; a negative, 10**400, a Decimal or a str failed the rest of the lookup's counts
+    recorder = RequestRecorder(metrics, service="svc")
+    users = FeatureCache("users", metrics=metrics)
+    tl = recorder.begin()
+    users.record(0.5, hits=bad, misses=1)
+    users.record(0.25, hits=1)
+    recorder.finish(tl, "/p", "GET", "200")
+    assert cache_errors(registry) == 1
+    assert (count(registry, "users", "hit"), count(registry, "users", "miss")) == (1, 0)
+    assert (duration_sum(registry, "users", "hit"), timed(registry, "users", "hit"), timed(registry, "users", "miss")) \
+        == (0.25, 1, 0)
+    assert features_phase(registry) == 0.75  # the refused lookup's time is still the request's
+
+
+@pytest.mark.parametrize("bad", BAD_COUNTS)
+def test_a_lookup_told_a_bad_number_of_keys_counts_an_error_and_raises_nothing(registry: CollectorRegistry,
+                                                                                metrics: Metrics, bad: Any) -> None:
+    # before: a str or None raised TypeError out of the app's with-block; NaN poisoned the hit counter
+    users = FeatureCache("users", metrics=metrics)
+    with users.lookup() as lk:
+        lk.hit(bad)
+        lk.miss(bad)
+        lk.miss()
+    with users.lookup() as lk:
+        lk.hit(2)
+    assert cache_errors(registry) == 2
+    assert (count(registry, "users", "hit"), count(registry, "users", "miss")) == (2, 1)
+
+
+@pytest.mark.parametrize("other", OTHER_SECONDS)
+def test_a_lookup_time_of_another_numeric_type_is_recorded_as_a_float(registry: CollectorRegistry,
+                                                                       metrics: Metrics, other: Any) -> None:
+    # before: a numpy float32 made the duration's _sum a float32 for good, a Decimal was lost as an error
+    users = FeatureCache("users", metrics=metrics, phase=None)
+    users.record(other, hits=1)
+    users.record(0.25, misses=1)
+    total = duration_sum(registry, "users", "hit")
+    assert total == float(other) and exact_float(total)
+    assert cache_errors(registry) == 0
+
+
+@pytest.mark.parametrize("other", OTHER_COUNTS)
+def test_numpy_integer_counts_are_counted(registry: CollectorRegistry, metrics: Metrics, other: Any) -> None:
+    users = FeatureCache("users", metrics=metrics, phase=None)
+    users.record(0.5, hits=other)
+    with users.lookup() as lk:
+        lk.miss(other)
+    assert (count(registry, "users", "hit"), count(registry, "users", "miss")) == (2, 2)
+    assert cache_errors(registry) == 0
 
 
 async def test_sync_function_returning_an_awaitable_is_timed_when_awaited(registry: CollectorRegistry,

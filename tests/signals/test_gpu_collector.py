@@ -4,10 +4,13 @@ no-library path. The fake lives only at the pynvml boundary and raises pynvml's 
 from __future__ import annotations
 
 import logging
+import math
 import subprocess
 import sys
 import threading
 import time
+from decimal import Decimal
+from typing import Any
 
 import pynvml
 import pytest
@@ -15,6 +18,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from aiwatch.metrics import SPECS, Metrics
 from aiwatch.signals.gpu import VALUE_METRICS, GpuCollector, GpuPoller
+from tests.hostile_numbers import BAD_SECONDS
 from tests.servers import python_env, wait_until
 from tests.signals.fake_pynvml import FakeMig, FakeNVML
 
@@ -364,6 +368,45 @@ def test_bad_interval_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AIWATCH_GPU_POLL_INTERVAL", "0.5")
     assert GpuPoller(nvml=FakeNVML()).interval == 0.5
     assert GpuPoller(2, nvml=FakeNVML()).interval == 2.0
+
+
+@pytest.mark.parametrize("bad", [*(p for p in BAD_SECONDS if p.id != "None"), pytest.param(0, id="zero")])
+@pytest.mark.parametrize("setting", ["interval", "hung_after"])
+def test_an_interval_that_is_no_number_of_seconds_is_a_value_error_naming_it(setting: str, bad: Any) -> None:
+    # before: 10**400 raised OverflowError, a string TypeError, a Decimal NaN decimal.InvalidOperation; True, 2**53+1
+    # and a Unix timestamp were accepted, and Decimal("1e400") became an infinite interval (the poll thread then dies
+    # in Event.wait with OverflowError)
+    with pytest.raises(ValueError, match="poll interval" if setting == "interval" else "hung_after"):
+        GpuPoller(nvml=FakeNVML(), **{setting: bad})
+
+
+STOP_TIMEOUTS = [pytest.param(math.nan, id="nan"), pytest.param(math.inf, id="inf"),
+                 pytest.param(10**400, id="10**400"), pytest.param(Decimal("NaN"), id="Decimal-NaN"),
+                 pytest.param(True, id="True"), pytest.param("0.5", id="str"), pytest.param(None, id="None")]
+
+
+@pytest.mark.parametrize("bad", STOP_TIMEOUTS)
+def test_stopping_with_a_timeout_that_is_no_number_never_raises(registry: CollectorRegistry, bad: Any) -> None:
+    # before: stop() and close(), documented never to raise, raised ValueError (NaN), OverflowError (inf, 10**400),
+    # TypeError (a string, None) or decimal.InvalidOperation, leaving NVML initialised
+    nvml = FakeNVML.with_gpus(1)
+    collector = make(nvml, registry)
+    collector.poller.start()
+    wait_until(lambda: collector.poller.snapshot is not None, 10, what="a first poll")
+    collector.close(bad)
+    assert not collector.poller.running
+    assert nvml.calls["nvmlShutdown"] == 1
+    assert registry.get_sample_value("aiwatch_instrumentation_errors_total", {"component": "gpu"}) == 1
+    assert collector.poller.poll_once().nvml_up  # the poller still works: a later poll reads the GPU again
+
+
+def test_a_negative_stop_timeout_waits_not_at_all_and_is_no_error(registry: CollectorRegistry) -> None:
+    nvml = FakeNVML.with_gpus(1)
+    collector = make(nvml, registry)
+    collector.poller.poll_once()
+    collector.close(-1)
+    assert nvml.calls["nvmlShutdown"] == 1
+    assert registry.get_sample_value("aiwatch_instrumentation_errors_total", {"component": "gpu"}) is None
 
 
 def test_importing_aiwatch_imports_neither_pynvml_nor_redis() -> None:

@@ -1,0 +1,114 @@
+"""The two rules every number the app hands aiwatch for a metric is checked by: a count and a number of seconds.
+
+A histogram or a counter sums in float64. One NaN or infinity makes its ``_sum`` NaN or infinite for good (and
+``rate(_sum) / rate(_count)`` with it); a negative count makes a counter raise and lands in a histogram's lowest
+bucket; an integer past float64's range raises OverflowError when it is added; and one huge finite value swamps the
+sum, so that the ordinary values added after it no longer change it. So:
+
+* a **count** (tokens, bytes, cache keys) is an integer, ``int`` or a numpy integer (not a ``bool``, a float, a
+  ``Decimal`` or a string), from 0 to :data:`MAX_COUNT`;
+* a **number of seconds** (a phase's duration, a lookup's time) is a real number, ``int``, ``float``, a numpy
+  number, a ``Decimal`` or a ``Fraction`` (not a ``bool`` or a string), from 0 to :data:`MAX_SECONDS`, and is used
+  as a ``float``.
+
+On the request path a number that breaks its rule is aiwatch's error (counted and logged by
+:func:`aiwatch.safety.record_error`) and is skipped, with the rest of the request's signals kept; a setting given at
+construction raises a ValueError naming it. The request path tests the common case inline (a ``float`` or an ``int``
+within the bounds: one type test and one chained comparison) and calls these functions only when that fails:
+:func:`as_count` / :func:`as_seconds` give the value or ``None``, :func:`count` / :func:`seconds` raise naming it.
+
+    >>> count(3, "hits"), seconds(1, "seconds")
+    (3, 1.0)
+    >>> seconds(float("nan"), "seconds")
+    Traceback (most recent call last):
+    ...
+    ValueError: seconds must be a number of seconds from 0 to 1e9, got nan
+    >>> count(10**400, "input_tokens")
+    Traceback (most recent call last):
+    ...
+    ValueError: input_tokens must be at most 2**53, got an integer of 1329 bits
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Any
+
+__all__ = ["MAX_COUNT", "MAX_SECONDS", "as_count", "as_seconds", "as_timeout", "count", "seconds", "shown"]
+
+MAX_COUNT = 2**53
+"""The largest count accepted: float64 holds every integer only up to 2**53."""
+
+MAX_SECONDS = 1e9
+"""The largest number of seconds accepted (about 32 years). Longer than any duration; shorter than any Unix time
+since 2001, so a timestamp passed where a duration was meant is refused rather than recorded."""
+
+_NOT_NUMBERS = (bool, str, bytes, bytearray)  # float() takes the last three, and True is 1
+
+
+def shown(value: Any) -> str:
+    """``repr(value)`` for an error message, short for a huge integer (whose ``repr`` past 4300 digits raises)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        return f"an integer of {value.bit_length()} bits"
+    try:
+        text = repr(value)
+    except Exception:
+        return f"a {type(value).__name__}"
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def as_count(value: Any) -> int | None:
+    """``value`` as a count (see the module docstring), or ``None`` when it is not one."""
+    try:
+        number = operator.index(value)  # ints and numpy integers; not floats, Decimals or strings
+    except Exception:  # TypeError, or whatever an object's own __index__ raises
+        return None
+    if isinstance(value, bool) or not 0 <= number <= MAX_COUNT:
+        return None
+    return number
+
+
+def count(value: Any, what: str) -> int:
+    """``value`` as a count; a TypeError (not an integer) or ValueError (out of range) naming ``what``."""
+    number = as_count(value)
+    if number is not None:
+        return number
+    try:
+        number = operator.index(value)
+    except Exception:
+        raise TypeError(f"{what} must be a non-negative integer, got {shown(value)}") from None
+    if isinstance(value, bool) or number < 0:
+        raise ValueError(f"{what} must be a non-negative integer, got {shown(value)}")
+    raise ValueError(f"{what} must be at most 2**53, got {shown(number)}")
+
+
+def as_seconds(value: Any) -> float | None:
+    """``value`` as a float number of seconds from 0 to :data:`MAX_SECONDS`, or ``None`` when it is not one."""
+    if isinstance(value, _NOT_NUMBERS):
+        return None
+    try:
+        number = float(value)
+    except Exception:  # not a number, a signalling NaN, past float64's range, an object's own __float__ failing
+        return None
+    return number if 0.0 <= number <= MAX_SECONDS else None
+
+
+def seconds(value: Any, what: str) -> float:
+    """``value`` as a float number of seconds from 0 to :data:`MAX_SECONDS`; a ValueError naming ``what``."""
+    number = as_seconds(value)
+    if number is None:
+        raise ValueError(f"{what} must be a number of seconds from 0 to 1e9, got {shown(value)}")
+    return number
+
+
+def as_timeout(value: Any) -> float | None:
+    """A timeout in seconds to wait at most: a negative number waits not at all (0.0); ``None`` when it is no number
+    of seconds (NaN, infinite, past :data:`MAX_SECONDS`, a ``bool``, a string, ``None``)."""
+    number = as_seconds(value)
+    if number is None and not isinstance(value, _NOT_NUMBERS):
+        try:
+            if value < 0:  # -inf and -(10**400) too
+                return 0.0
+        except Exception:
+            pass
+    return number

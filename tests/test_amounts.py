@@ -1,0 +1,76 @@
+"""aiwatch.amounts: the rules every count and number of seconds from the app is checked by."""
+
+from __future__ import annotations
+
+import doctest
+import math
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import aiwatch.amounts
+from aiwatch.amounts import MAX_COUNT, MAX_SECONDS, as_count, as_seconds, as_timeout, count, seconds, shown
+from tests.hostile_numbers import BAD_COUNTS, BAD_SECONDS, OTHER_COUNTS, OTHER_SECONDS
+
+
+def test_doctest() -> None:
+    assert doctest.testmod(aiwatch.amounts).failed == 0
+
+
+@pytest.mark.parametrize("bad", BAD_SECONDS)
+def test_what_is_no_number_of_seconds_is_none_or_a_value_error_naming_it(bad: Any) -> None:
+    assert as_seconds(bad) is None
+    with pytest.raises(ValueError, match=r"^lookup seconds must be a number of seconds from 0 to 1e9, got "):
+        seconds(bad, "lookup seconds")
+
+
+@pytest.mark.parametrize("other", OTHER_SECONDS)
+def test_other_numbers_of_seconds_are_their_float(other: Any) -> None:
+    assert type(as_seconds(other)) is float and as_seconds(other) == float(other)
+
+
+@given(st.floats(allow_nan=True, allow_infinity=True) | st.integers(-(2**1100), 2**1100))
+def test_a_number_of_seconds_is_a_float_within_the_bounds_or_none(number: float | int) -> None:
+    got = as_seconds(number)
+    if isinstance(number, int) and abs(number) >= 2**1024:
+        assert got is None
+    elif 0.0 <= float(number) <= MAX_SECONDS:
+        assert got == float(number) and type(got) is float
+    else:
+        assert got is None
+
+
+@pytest.mark.parametrize("bad", BAD_COUNTS)
+def test_what_is_no_count_is_none_or_an_error_naming_it(bad: Any) -> None:
+    assert as_count(bad) is None
+    with pytest.raises((TypeError, ValueError), match=r"^hits must be (a non-negative integer|at most 2\*\*53), got "):
+        count(bad, "hits")
+
+
+@pytest.mark.parametrize("other", OTHER_COUNTS)
+def test_numpy_integers_are_counts(other: Any) -> None:
+    assert as_count(other) == int(other) and type(as_count(other)) is int
+
+
+@given(st.integers(-(2**60), 2**60))
+def test_a_count_is_an_integer_from_0_to_2_to_the_53(number: int) -> None:
+    assert as_count(number) == (number if 0 <= number <= MAX_COUNT else None)
+
+
+def test_huge_integers_are_shown_by_their_size_not_their_digits() -> None:
+    # repr() of an integer past 4300 digits raises ValueError: the message must not
+    assert shown(10**5000) == "an integer of 16610 bits"
+    assert shown(2**64 - 1) == repr(2**64 - 1)
+    with pytest.raises(ValueError, match="an integer of 16610 bits"):
+        seconds(10**5000, "seconds")
+    assert shown("x" * 200).endswith("...") and len(shown("x" * 200)) == 80
+    assert shown(math.nan) == "nan"
+
+
+@pytest.mark.parametrize(("timeout", "expected"), [
+    (0.5, 0.5), (2, 2.0), (-1, 0.0), (-math.inf, 0.0), (math.inf, None), (math.nan, None), (10**400, None),
+    (-(10**400), 0.0), (True, None), ("1", None), (None, None)])
+def test_a_timeout_is_seconds_a_negative_one_none_at_all(timeout: Any, expected: float | None) -> None:
+    assert as_timeout(timeout) == expected
