@@ -33,8 +33,9 @@ class SamplingPolicy:
         _check_rate("rate", self.rate)
         _check_rate("slow_rate", self.slow_rate)
         _check_rate("error_rate", self.error_rate)
-        if self.slow_seconds is not None and not (isinstance(self.slow_seconds, int | float)
-                                                  and 0 <= self.slow_seconds < math.inf):
+        if self.slow_seconds is not None and (isinstance(self.slow_seconds, bool)
+                                              or not (isinstance(self.slow_seconds, int | float)
+                                                      and 0 <= self.slow_seconds < math.inf)):
             raise ValueError(f"slow_seconds must be a finite number >= 0 or None, got {self.slow_seconds!r}")
 
     def rate_for(self, latency: float | None, error: bool) -> float:

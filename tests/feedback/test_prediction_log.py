@@ -138,8 +138,9 @@ def test_rates_outside_0_1_are_refused() -> None:
     for bad in (-0.1, 1.5, float("nan"), True):
         with pytest.raises(ValueError):
             SamplingPolicy(rate=bad)
-    with pytest.raises(ValueError):
-        SamplingPolicy(slow_seconds=float("inf"))
+    for bad_seconds in (float("inf"), -1.0, True, "1"):  # True was accepted as 1 s
+        with pytest.raises(ValueError, match="slow_seconds must be"):
+            SamplingPolicy(slow_seconds=bad_seconds)  # type: ignore[arg-type]
 
 
 def test_a_full_queue_drops_and_counts_without_blocking(registry: CollectorRegistry) -> None:
@@ -293,6 +294,14 @@ def test_a_timestamp_is_a_time_a_datetime_holds_or_refused_by_name(value: object
     else:
         assert type(seconds) is float
         assert datetime.fromtimestamp(seconds, timezone.utc).year in range(1, 10000)
+
+
+@pytest.mark.parametrize("value", [True, False, "1790000000", b"1790000000", 10**400, -(10**400)],
+                         ids=["True", "False", "text", "bytes", "10**400", "-10**400"])
+def test_a_timestamp_that_is_no_number_of_seconds_is_refused_by_name(value: object) -> None:
+    # True was 1 s past 1970 and the text "1790000000" a time; 10**400 raised OverflowError, not the named error
+    with pytest.raises(ValueError, match=r"^timestamp must be Unix seconds between the years 1 and 9999, got "):
+        unix_seconds(value)
 
 
 def test_a_timestamp_reaches_the_sink_as_float_seconds(registry: CollectorRegistry) -> None:
