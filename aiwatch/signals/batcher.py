@@ -64,7 +64,7 @@ from typing import Any, Generic, TypeVar, cast
 
 from prometheus_client import CollectorRegistry
 
-from aiwatch.amounts import MAX_SECONDS, as_seconds, shown
+from aiwatch.amounts import MAX_SECONDS, as_seconds, as_timeout, shown
 from aiwatch.cardinality import guard_for
 from aiwatch.metrics import Metrics, get_metrics
 from aiwatch.safety import record_error
@@ -222,7 +222,11 @@ class MicroBatcher(Generic[T, R]):
     async def aclose(self, timeout: float | None = None) -> None:
         """Stop taking items, run every batch already submitted, and wait for the worker (idempotent). With
         ``timeout``, stop waiting after that many seconds: the worker is cancelled and the callers still waiting
-        fail with :class:`BatcherClosedError`."""
+        fail with :class:`BatcherClosedError`. A ``timeout`` that is no number of seconds (NaN, a string) is a
+        ValueError naming it, before anything is closed."""
+        wait = None if timeout is None else as_timeout(timeout)
+        if timeout is not None and wait is None:
+            raise ValueError(f"timeout must be a number of seconds (at most 1e9) or None, got {shown(timeout)}")
         self._closing = True
         if self._wakeup is not None:
             self._wakeup.set()
@@ -232,7 +236,7 @@ class MicroBatcher(Generic[T, R]):
         if self._loop is not asyncio.get_running_loop():
             worker.cancel()
             return
-        done, _ = await asyncio.wait({worker}, timeout=timeout)
+        done, _ = await asyncio.wait({worker}, timeout=wait)
         if not done:
             worker.cancel()
             await asyncio.wait({worker})

@@ -299,6 +299,19 @@ def test_multiple_testing_correction_changes_the_verdict(registry: CollectorRegi
     assert not r2.features["f0"].drifted and not r2.drifted
 
 
+@pytest.mark.parametrize("timeout", [float("nan"), float("inf"), "5", True, 10**400],
+                         ids=["nan", "inf", "text", "True", "10**400"])
+def test_stop_refuses_a_timeout_that_is_no_number_of_seconds_and_stops_nothing(
+        profile: ReferenceProfile, registry: CollectorRegistry, timeout: object) -> None:
+    # thread.join(NaN) raised an error that named no timeout, after the stop was already signalled; True waited 1 s
+    mon = DriftMonitor(profile, model="m", registry=registry, interval=3600).start()
+    with pytest.raises(ValueError, match=r"^timeout must be a number of seconds \(at most 1e9\), got "):
+        mon.stop(timeout)  # type: ignore[arg-type]
+    assert mon._thread is not None and mon._thread.is_alive() and not mon._stop.is_set()
+    mon.stop()
+    assert mon._thread is None
+
+
 def test_background_thread_evaluates_and_stops(profile: ReferenceProfile, registry: CollectorRegistry) -> None:
     mon = DriftMonitor(profile, model="m", registry=registry, interval=0.01)
     mon.observe_batch({"x": RNG.normal(size=100), "color": ["red"] * 100, "score": RNG.uniform(size=100)})

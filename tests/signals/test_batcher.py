@@ -121,6 +121,20 @@ async def test_cancelled_caller_does_not_break_the_batch(registry: CollectorRegi
     assert sample(registry, "aiwatch_queue_depth", queue="c") == 0.0
 
 
+@pytest.mark.parametrize("timeout", [float("nan"), "1", True, 10**400], ids=["nan", "text", "True", "10**400"])
+async def test_aclose_refuses_a_timeout_that_is_no_number_of_seconds_and_closes_nothing(
+        metrics: Metrics, timeout: object) -> None:
+    # NaN, True or 10**400 reached asyncio.wait, which raised its own error (or waited 1 s for True) mid-close
+    async def fn(items: list[int]) -> list[int]:
+        return items
+
+    b = MicroBatcher(fn, max_batch_size=2, max_wait_seconds=0.01, metrics=metrics)
+    with pytest.raises(ValueError, match=r"^timeout must be a number of seconds \(at most 1e9\) or None, got "):
+        await b.aclose(timeout)  # type: ignore[arg-type]
+    assert await b.submit(7) == 7  # still open
+    await b.aclose(5)
+
+
 async def test_aclose_drains_submitted_items_then_refuses_new_ones(metrics: Metrics) -> None:
     async def fn(items: list[int]) -> list[int]:
         return [x + 1 for x in items]
