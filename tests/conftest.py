@@ -20,6 +20,15 @@ def _default_recorder_restored() -> Iterator[None]:
 
 
 @pytest.fixture(autouse=True)
+def _no_request_left_current() -> Iterator[None]:
+    """A test that begins a request and never finishes it leaves it current in this thread's context: the next
+    test's phases outside a request would land in it (and its failures in its recorder's metrics)."""
+    yield
+    timing._timeline.set(None)
+    timing._frame.set(None)
+
+
+@pytest.fixture(autouse=True)
 def _fresh_warning_bursts(monkeypatch: pytest.MonkeyPatch) -> None:
     """aiwatch logs each failure once per burst and key (60 s): every test starts with no burst open, so a test
     that counts warnings does not depend on which tests ran before it in the same process (a flood test's warning
