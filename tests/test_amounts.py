@@ -74,3 +74,32 @@ def test_huge_integers_are_shown_by_their_size_not_their_digits() -> None:
     (-(10**400), 0.0), (True, None), ("1", None), (None, None)])
 def test_a_timeout_is_seconds_a_negative_one_none_at_all(timeout: Any, expected: float | None) -> None:
     assert as_timeout(timeout) == expected
+
+
+def test_the_bounds_themselves_are_accepted() -> None:
+    assert as_count(MAX_COUNT) == MAX_COUNT and as_count(MAX_COUNT + 1) is None
+    assert as_seconds(MAX_SECONDS) == MAX_SECONDS and as_seconds(math.nextafter(MAX_SECONDS, math.inf)) is None
+
+
+def test_each_refusal_names_the_value_and_why() -> None:
+    with pytest.raises(TypeError, match=r"^n must be a non-negative integer, got 'x'$"):
+        count("x", "n")
+    with pytest.raises(ValueError, match=r"^n must be a non-negative integer, got -1$"):
+        count(-1, "n")
+    with pytest.raises(ValueError, match=r"^n must be a non-negative integer, got True$"):  # not "at most 2**53"
+        count(True, "n")
+    with pytest.raises(ValueError, match=r"^n must be at most 2\*\*53, got 9007199254740993$"):
+        count(MAX_COUNT + 1, "n")
+
+
+class _Unprintable:
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+
+def test_shown_switches_to_a_size_past_64_bits_and_cuts_at_80_characters() -> None:
+    assert shown(2**64) == "an integer of 65 bits"  # the first integer past 64 bits
+    assert shown(_Unprintable()) == "a _Unprintable"
+    exactly_80 = "x" * 78  # its repr has the two quotes
+    assert shown(exactly_80) == repr(exactly_80)
+    assert shown(exactly_80 + "x") == repr(exactly_80 + "x")[:77] + "..."

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import math
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
@@ -1006,6 +1008,40 @@ def test_a_chunk_whose_time_is_no_time_after_the_last_is_counted_and_left_out(me
             r.get_sample_value("aiwatch_time_between_chunks_seconds_count", {"service": "svc", "route": "/stream"})) \
         == (0.375, 2)
     assert errors(metrics, "metrics") == 1
+
+
+def test_numpy_clock_readings_and_sizes_are_recorded_as_the_numbers_they_are(metrics: Metrics) -> None:
+    # the checks' slow path: readings and sizes that are not a plain float or int but are good numbers
+    recorder = RequestRecorder(metrics, service="svc", model="m")
+    recorder.finish(recorder.begin(start=np.float64(1.0)), "/p", "POST", "200", end=np.float64(1.75),
+                    request_bytes=np.int64(12), response_bytes=np.uint16(30))
+    r = metrics.registry
+    labels = {"service": "svc", "route": "/p", "method": "POST", "status": "200", "traffic_class": "realtime"}
+    assert r.get_sample_value("aiwatch_request_duration_seconds_sum", labels) == 0.75
+    sizes = {"service": "svc", "route": "/p", "method": "POST"}
+    assert (r.get_sample_value("aiwatch_request_size_bytes_sum", sizes),
+            r.get_sample_value("aiwatch_response_size_bytes_sum", sizes)) == (12, 30)
+    assert errors(metrics, "metrics") == 0
+
+
+def test_a_refused_duration_or_size_is_logged_with_what_it_was(metrics: Metrics, caplog: pytest.LogCaptureFixture,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("aiwatch.safety._burst.burst_seconds", 0.0)  # both logged, though in one burst
+    recorder = RequestRecorder(metrics, service="svc")
+    tl = recorder.begin(start=1.0)
+    recorder.finish(tl, "/p", "GET", "200", end=math.nan, request_bytes=-5, response_bytes=-7)
+    assert "a request's duration must be 0 to 1e9 seconds; it started at 1.0 and ended at nan" in caplog.text
+    assert "request_bytes must be an integer from 0 to 2**53, got -5" in caplog.text
+    assert "response_bytes must be an integer from 0 to 2**53, got -7" in caplog.text
+    recorder.observe_late_phase(tl, "serialize", -1)
+    assert "phase 'serialize''s duration must be a number of seconds from 0 to 1e9, got -1" in caplog.text
+    sizes = {"service": "svc", "route": "/p", "method": "GET"}
+    assert metrics.registry.get_sample_value("aiwatch_response_size_bytes_count", sizes) == 0  # its child made, empty
+    recorder.observe_late_phase(tl, "serialize", 2)  # an int: a good number of seconds, on the checks' slow path
+    assert phase_sum(metrics.registry, "serialize", "") == 2.0
+    with pytest.raises(ValueError, match=r"slow_threshold must be a finite number of seconds > 0 \(at most 1e9\), "
+                                         r"got nan$"):
+        RequestRecorder(metrics, slow_threshold=math.nan)
 
 
 def test_a_request_size_alone_is_recorded_without_a_response_size(metrics: Metrics) -> None:
