@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Mutation testing of aiwatch's core: timing (the timeline and RequestRecorder), the Server-Timing parser, the label
-# guard, the recorder factory, the drift statistics and counting. Which files are mutated and which tests run
+# Mutation testing of aiwatch's core: timing (the timeline and RequestRecorder), the checks of the numbers the app
+# hands it (amounts), the Server-Timing parser, the label guard, the recorder factory, the drift statistics and
+# counting. Which files are mutated and which tests run
 # against each mutant are in pyproject.toml ([tool.mutmut]); mutmut runs only the tests that reach the mutated
 # function. Prints the kill rate per module (scripts/mutation_report.py; survivors judged equivalent to the original
 # code are listed, with why, in scripts/mutation_equivalent.txt).
