@@ -34,7 +34,8 @@ from __future__ import annotations
 import operator
 from typing import Any
 
-__all__ = ["MAX_COUNT", "MAX_SECONDS", "as_count", "as_seconds", "as_timeout", "count", "seconds", "shown"]
+__all__ = ["MAX_COUNT", "MAX_SECONDS", "as_count", "as_elapsed", "as_seconds", "as_timeout", "count", "seconds",
+           "shown"]
 
 MAX_COUNT = 2**53
 """The largest count accepted: float64 holds every integer only up to 2**53."""
@@ -91,6 +92,15 @@ def as_seconds(value: Any) -> float | None:
     except Exception:  # not a number, a signalling NaN, past float64's range, an object's own __float__ failing
         return None
     return number if 0.0 <= number <= MAX_SECONDS else None
+
+
+def as_elapsed(start: Any, end: Any) -> float | None:
+    """``end - start`` as a number of seconds (:func:`as_seconds`), or ``None`` when it is none or cannot be taken
+    (a reading that is no number, or past float64's range)."""
+    try:
+        return as_seconds(end - start)
+    except Exception:  # TypeError, OverflowError, whatever an object's own __sub__ raises
+        return None
 
 
 def seconds(value: Any, what: str) -> float:

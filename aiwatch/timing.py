@@ -41,7 +41,7 @@ from typing import Any, TypeVar, cast
 
 from opentelemetry import trace
 
-from aiwatch.amounts import MAX_COUNT, MAX_SECONDS, as_count, as_seconds, shown
+from aiwatch.amounts import MAX_COUNT, MAX_SECONDS, as_count, as_elapsed, as_seconds, shown
 from aiwatch.amounts import seconds as seconds_of
 from aiwatch.cardinality import LabelGuard, guard_for
 from aiwatch.env import SLOW_THRESHOLD, service_name
@@ -515,10 +515,7 @@ class RequestRecorder:
     def _duration(self, start: Any, end: Any) -> float | None:
         """A request's duration that is not a plain float from 0 to 1e9 s: as seconds (from numpy clock readings),
         or ``None`` and aiwatch's error (component ``metrics``) when ``end - start`` is none."""
-        try:
-            total = as_seconds(end - start)
-        except Exception:
-            total = None
+        total = as_elapsed(start, end)
         if total is None:
             record_error("metrics", ValueError(f"a request's duration must be 0 to 1e9 seconds; it started at "
                                                f"{shown(start)} and ended at {shown(end)}"), self.metrics)

@@ -6,12 +6,23 @@ import doctest
 import math
 from typing import Any
 
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 import aiwatch.amounts
-from aiwatch.amounts import MAX_COUNT, MAX_SECONDS, as_count, as_seconds, as_timeout, count, seconds, shown
+from aiwatch.amounts import (
+    MAX_COUNT,
+    MAX_SECONDS,
+    as_count,
+    as_elapsed,
+    as_seconds,
+    as_timeout,
+    count,
+    seconds,
+    shown,
+)
 from tests.hostile_numbers import BAD_COUNTS, BAD_SECONDS, OTHER_COUNTS, OTHER_SECONDS
 
 
@@ -103,3 +114,10 @@ def test_shown_switches_to_a_size_past_64_bits_and_cuts_at_80_characters() -> No
     exactly_80 = "x" * 78  # its repr has the two quotes
     assert shown(exactly_80) == repr(exactly_80)
     assert shown(exactly_80 + "x") == repr(exactly_80 + "x")[:77] + "..."
+
+
+def test_an_elapsed_time_is_a_number_of_seconds_or_none() -> None:
+    assert as_elapsed(1.0, 1.5) == 0.5
+    assert as_elapsed(np.float64(1.0), np.float64(3.0)) == 2.0 and type(as_elapsed(np.float64(1.0), 3.0)) is float
+    assert as_elapsed(2.0, 1.0) is None  # ended before it started
+    assert as_elapsed(0, 10**400) is None and as_elapsed(None, 1.0) is None and as_elapsed("1", 2) is None

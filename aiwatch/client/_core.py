@@ -18,7 +18,7 @@ from opentelemetry.propagate import inject
 from opentelemetry.trace import SpanKind
 from prometheus_client import CollectorRegistry
 
-from aiwatch.amounts import MAX_COUNT, MAX_SECONDS, as_count, as_seconds, shown
+from aiwatch.amounts import MAX_COUNT, MAX_SECONDS, as_count, as_elapsed, shown
 from aiwatch.cardinality import guard_for
 from aiwatch.env import service_name
 from aiwatch.metrics import Metrics, get_metrics
@@ -231,10 +231,7 @@ class ClientRecorder:
     def _seconds(self, start: Any, end: Any) -> float | None:
         """A call's duration that is not a plain float from 0 to 1e9 s: as seconds (from numpy clock readings), or
         ``None`` and aiwatch's error (component ``client``) when ``end - start`` is none."""
-        try:
-            client = as_seconds(end - start)
-        except Exception:
-            client = None
+        client = as_elapsed(start, end)
         if client is None:
             record_error("client", ValueError(f"a call's duration must be 0 to 1e9 seconds; it started at "
                                               f"{shown(start)} and ended at {shown(end)}"), self.metrics)
