@@ -156,12 +156,19 @@ def set_model(model: str, version: str = "") -> None:
     """Set the model label for the current request's phases (and its overhead), and that model's ``version`` (the
     ``model_version`` label of those phases, ``""`` for none), so that two versions serving side by side (a canary)
     can be told apart. Both pass the cardinality guard like every label that comes from traffic. Phases that name
-    another model (``phase(name, model=...)``) get no version. No-op outside a request."""
+    another model (``phase(name, model=...)``) get no version. No-op outside a request. Never raises: a value the
+    guard cannot take (a list) is counted as aiwatch's error (component ``metrics``) and the labels stay as they
+    were."""
     tl = _timeline.get()
     if tl is not None:
         guard = tl.recorder.guard
-        tl.model = guard.fold("model", model)
-        tl.version = guard.fold("model_version", version) if version else ""
+        try:
+            model_label = guard.fold("model", model)
+            version_label = guard.fold("model_version", version) if version else ""
+        except Exception as exc:  # TypeError: unhashable
+            record_error("metrics", exc, tl.recorder.metrics)
+            return
+        tl.model, tl.version = model_label, version_label
 
 
 #: An open phase: ``[name, model, parent frame, start, time of the phases inside it, span]``. A list rather than an

@@ -1010,6 +1010,20 @@ def test_a_chunk_whose_time_is_no_time_after_the_last_is_counted_and_left_out(me
     assert errors(metrics, "metrics") == 1
 
 
+@pytest.mark.parametrize(("model", "version"), [(["a"], ""), ("m2", ["v"]), ({}, "v2")],
+                         ids=["model", "version", "model-with-a-version"])
+def test_set_model_with_a_label_the_guard_cannot_take_is_counted_and_changes_nothing(
+        metrics: Metrics, model: Any, version: Any) -> None:
+    # a list raised TypeError (unhashable) into the app's handler
+    recorder = RequestRecorder(metrics, service="svc", model="m")
+    tl = recorder.begin()
+    set_model("m1", "v1")
+    set_model(model, version)
+    assert (tl.model, tl.version) == ("m1", "v1")
+    recorder.finish(tl, "/p", "GET", "200")
+    assert errors(metrics, "metrics") == 1
+
+
 def test_numpy_clock_readings_and_sizes_are_recorded_as_the_numbers_they_are(metrics: Metrics) -> None:
     # the checks' slow path: readings and sizes that are not a plain float or int but are good numbers
     recorder = RequestRecorder(metrics, service="svc", model="m")
