@@ -207,7 +207,7 @@ class phase:
         if name not in _valid_names:  # the common case inlined: a name already checked (one per call site)
             _check_phase_name(name)
         self.name = name
-        self.model = model
+        self.model = model if model is None or model.__class__ is str else _label_or_none(name, model)
 
     def __enter__(self) -> phase:
         frame = [self.name, self.model, _frame.get(), _clock(), 0.0, None]
@@ -311,10 +311,25 @@ def record_phase(name: str, seconds: float, model: str | None = None) -> None:
                          (tl.recorder if tl is not None else default_recorder()).metrics)
             return
         seconds = checked
+    if model is not None and model.__class__ is not str:
+        model = _label_or_none(name, model)
     frame = _frame.get()
     if frame is not None and tl is not None:
         frame[_CHILD] += seconds  # keep the enclosing phase exclusive of this one
     _record(tl, name, model, seconds)
+
+
+def _label_or_none(name: str, model: Any) -> Any:
+    """A phase's ``model`` that is not a str: itself when a label can be made of it (an int), else ``None`` (the
+    request's model) and aiwatch's error (component ``phase``): a list raised TypeError (unhashable) into the app."""
+    try:
+        hash(model)
+    except Exception:
+        tl = _timeline.get()
+        record_error("phase", TypeError(f"phase {name!r} got a model that is no label: {shown(model)}"),
+                     (tl.recorder if tl is not None else default_recorder()).metrics)
+        return None
+    return model
 
 
 def _record(tl: RequestTimeline | None, name: str, model: str | None, seconds: float) -> None:

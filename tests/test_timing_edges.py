@@ -1024,6 +1024,25 @@ def test_set_model_with_a_label_the_guard_cannot_take_is_counted_and_changes_not
     assert errors(metrics, "metrics") == 1
 
 
+@pytest.mark.parametrize("how", ["with", "decorator", "record_phase"])
+def test_a_phase_whose_model_is_no_label_is_counted_and_recorded_for_the_requests_model(metrics: Metrics,
+                                                                                        how: str) -> None:
+    # a list as the model raised TypeError (unhashable) into the app: at the phase's end, or from record_phase
+    recorder = RequestRecorder(metrics, service="svc", model="m")
+    tl = recorder.begin()
+    if how == "with":
+        with aiwatch.phase("features", model=["a"]):  # type: ignore[arg-type]
+            pass
+    elif how == "decorator":
+        aiwatch.phase("features", model={})(lambda: None)()  # type: ignore[arg-type]
+    else:
+        record_phase("features", 0.25, model=["a"])  # type: ignore[arg-type]
+    recorder.finish(tl, "/p", "GET", "200")
+    assert errors(metrics, "phase") == 1
+    assert metrics.registry.get_sample_value("aiwatch_phase_duration_seconds_count", {
+        "service": "svc", "model": "m", "model_version": "", "phase": "features"}) == 1
+
+
 def test_numpy_clock_readings_and_sizes_are_recorded_as_the_numbers_they_are(metrics: Metrics) -> None:
     # the checks' slow path: readings and sizes that are not a plain float or int but are good numbers
     recorder = RequestRecorder(metrics, service="svc", model="m")
