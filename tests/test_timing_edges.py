@@ -1013,7 +1013,7 @@ def test_a_chunk_whose_time_is_no_time_after_the_last_is_counted_and_left_out(me
 @pytest.mark.parametrize(("model", "version"), [(["a"], ""), ("m2", ["v"]), ({}, "v2")],
                          ids=["model", "version", "model-with-a-version"])
 def test_set_model_with_a_label_the_guard_cannot_take_is_counted_and_changes_nothing(
-        metrics: Metrics, model: Any, version: Any) -> None:
+        metrics: Metrics, model: Any, version: Any, caplog: pytest.LogCaptureFixture) -> None:
     # a list raised TypeError (unhashable) into the app's handler
     recorder = RequestRecorder(metrics, service="svc", model="m")
     tl = recorder.begin()
@@ -1022,11 +1022,12 @@ def test_set_model_with_a_label_the_guard_cannot_take_is_counted_and_changes_not
     assert (tl.model, tl.version) == ("m1", "v1")
     recorder.finish(tl, "/p", "GET", "200")
     assert errors(metrics, "metrics") == 1
+    assert "TypeError(\"unhashable type:" in caplog.text
 
 
 @pytest.mark.parametrize("how", ["with", "decorator", "record_phase"])
-def test_a_phase_whose_model_is_no_label_is_counted_and_recorded_for_the_requests_model(metrics: Metrics,
-                                                                                        how: str) -> None:
+def test_a_phase_whose_model_is_no_label_is_counted_and_recorded_for_the_requests_model(
+        metrics: Metrics, how: str, caplog: pytest.LogCaptureFixture) -> None:
     # a list as the model raised TypeError (unhashable) into the app: at the phase's end, or from record_phase
     recorder = RequestRecorder(metrics, service="svc", model="m")
     tl = recorder.begin()
@@ -1039,8 +1040,19 @@ def test_a_phase_whose_model_is_no_label_is_counted_and_recorded_for_the_request
         record_phase("features", 0.25, model=["a"])  # type: ignore[arg-type]
     recorder.finish(tl, "/p", "GET", "200")
     assert errors(metrics, "phase") == 1
+    assert f"TypeError(\"phase 'features' got a model that is no label: {['a'] if how != 'decorator' else {}}\")" \
+        in caplog.text
     assert metrics.registry.get_sample_value("aiwatch_phase_duration_seconds_count", {
         "service": "svc", "model": "m", "model_version": "", "phase": "features"}) == 1
+
+
+def test_a_phase_made_outside_a_request_with_a_model_that_is_no_label_is_counted_in_the_default_metrics(
+        metrics: Metrics) -> None:
+    # a decorator is made at import, outside any request
+    timing.set_default_recorder(RequestRecorder(metrics, service="svc", model="m"))
+    decorated = aiwatch.phase("features", model=["a"])(lambda: 7)  # type: ignore[arg-type]
+    assert errors(metrics, "phase") == 1
+    assert decorated() == 7
 
 
 def test_numpy_clock_readings_and_sizes_are_recorded_as_the_numbers_they_are(metrics: Metrics) -> None:
