@@ -34,8 +34,8 @@ from __future__ import annotations
 import operator
 from typing import Any
 
-__all__ = ["MAX_COUNT", "MAX_SECONDS", "as_count", "as_elapsed", "as_seconds", "as_timeout", "count", "seconds",
-           "shown"]
+__all__ = ["MAX_COUNT", "MAX_SECONDS", "as_count", "as_elapsed", "as_real", "as_seconds", "as_timeout", "count",
+           "seconds", "shown", "timeout"]
 
 MAX_COUNT = 2**53
 """The largest count accepted: float64 holds every integer only up to 2**53."""
@@ -83,15 +83,21 @@ def count(value: Any, what: str) -> int:
     raise ValueError(f"{what} must be at most 2**53, got {shown(number)}")
 
 
-def as_seconds(value: Any) -> float | None:
-    """``value`` as a float number of seconds from 0 to :data:`MAX_SECONDS`, or ``None`` when it is not one."""
+def as_real(value: Any) -> float | None:
+    """``value`` as a float when it is a real number (NaN and infinities included), else ``None``: a ``bool`` or
+    text (which ``float()`` reads too), or a value ``float()`` cannot take."""
     if isinstance(value, _NOT_NUMBERS):
         return None
     try:
-        number = float(value)
+        return float(value)
     except Exception:  # not a number, a signalling NaN, past float64's range, an object's own __float__ failing
         return None
-    return number if 0.0 <= number <= MAX_SECONDS else None
+
+
+def as_seconds(value: Any) -> float | None:
+    """``value`` as a float number of seconds from 0 to :data:`MAX_SECONDS`, or ``None`` when it is not one."""
+    number = as_real(value)
+    return number if number is not None and 0.0 <= number <= MAX_SECONDS else None
 
 
 def as_elapsed(start: Any, end: Any) -> float | None:
@@ -109,6 +115,14 @@ def seconds(value: Any, what: str) -> float:
     if number is None:
         raise ValueError(f"{what} must be a number of seconds from 0 to 1e9, got {shown(value)}")
     return number
+
+
+def timeout(value: Any, what: str) -> float:
+    """:func:`as_timeout` of ``value``; a ValueError naming ``what`` when it is no number of seconds."""
+    wait = as_timeout(value)
+    if wait is None:
+        raise ValueError(f"{what} must be a number of seconds (at most 1e9), got {shown(value)}")
+    return wait
 
 
 def as_timeout(value: Any) -> float | None:

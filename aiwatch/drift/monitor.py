@@ -32,7 +32,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from aiwatch.amounts import as_count, as_seconds, as_timeout, shown
+from aiwatch.amounts import as_count, as_seconds, shown
+from aiwatch.amounts import timeout as seconds_to_wait
 from aiwatch.cardinality import guard_for
 from aiwatch.drift.columns import columns_of, to_float, to_float_flagging
 from aiwatch.drift.counting import INVALID, MISSING, count_bins
@@ -443,9 +444,7 @@ class DriftMonitor:
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the background thread (idempotent) after flushing the bin counters, waiting at most ``timeout``
         seconds for it (a ``timeout`` that is no number of seconds, such as NaN, is a ValueError naming it)."""
-        wait = as_timeout(timeout)
-        if wait is None:
-            raise ValueError(f"timeout must be a number of seconds (at most 1e9), got {shown(timeout)}")
+        wait = seconds_to_wait(timeout, "timeout")
         self._stop.set()
         thread, self._thread = self._thread, None
         if thread is not None:

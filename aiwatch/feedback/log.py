@@ -31,6 +31,7 @@ from opentelemetry import trace
 from prometheus_client import CollectorRegistry
 
 from aiwatch.amounts import as_seconds, as_timeout, shown
+from aiwatch.amounts import timeout as seconds_to_wait
 from aiwatch.fastpath import adder
 from aiwatch.feedback.sampling import SamplingPolicy
 from aiwatch.feedback.schema import FieldPolicy, PredictionRecord
@@ -201,10 +202,7 @@ class PredictionLog:
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until every record queued so far has been given to the sink; ``False`` on timeout. A ``timeout``
         that is no number of seconds (NaN, infinite, past 1e9, a string) is a ValueError naming it."""
-        wait = as_timeout(timeout)
-        if wait is None:
-            raise ValueError(f"timeout must be a number of seconds (at most 1e9), got {shown(timeout)}")
-        deadline = time.monotonic() + wait
+        deadline = time.monotonic() + seconds_to_wait(timeout, "timeout")
         self._wake.set()
         with self._idle:
             while self.pending():

@@ -25,7 +25,7 @@ import numbers
 from collections.abc import Collection, Mapping
 from typing import Any
 
-from aiwatch.amounts import shown
+from aiwatch.amounts import as_real, shown
 from aiwatch.floats import finite_or_infinite
 from aiwatch.utf8 import text_or_value, utf8_text
 
@@ -47,11 +47,8 @@ def unix_seconds(timestamp: Any) -> float:
     >>> unix_seconds(1790000000)
     1790000000.0
     """
-    try:  # float() reads "1790000000" and True too: neither is a time
-        seconds = math.nan if isinstance(timestamp, (bool, str, bytes, bytearray)) else float(timestamp)
-    except (TypeError, ValueError, OverflowError):
-        seconds = math.nan
-    if not _FIRST_SECOND <= seconds <= _LAST_SECOND:  # NaN fails both comparisons
+    seconds = as_real(timestamp)  # not float(): it reads "1790000000" and True too, and neither is a time
+    if seconds is None or not _FIRST_SECOND <= seconds <= _LAST_SECOND:  # NaN fails both comparisons
         raise ValueError(f"timestamp must be Unix seconds between the years 1 and 9999, got {shown(timestamp)}")
     return seconds
 
