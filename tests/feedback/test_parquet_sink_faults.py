@@ -115,12 +115,18 @@ def records(registry: CollectorRegistry, result: str) -> float:
 
 
 # --- injected faults: the sink ------------------------------------------------------------------------------------
-def test_after_a_failed_write_the_next_batch_goes_to_a_new_file(tmp_path: Path, disk: Disk) -> None:
-    sink = ParquetSink(tmp_path)
+def sink_whose_second_write_failed(folder: Path, disk: Disk) -> ParquetSink:
+    """A sink that wrote rows 0-2 to a file, then failed to write rows 3-4 to it (the disk full, and left so)."""
+    sink = ParquetSink(folder)
     sink.write(rows(0, 3))
     disk.full = True
     with pytest.raises(RowsLost):
         sink.write(rows(3, 5))
+    return sink
+
+
+def test_after_a_failed_write_the_next_batch_goes_to_a_new_file(tmp_path: Path, disk: Disk) -> None:
+    sink = sink_whose_second_write_failed(tmp_path, disk)
     disk.full = False
     sink.write(rows(5, 9))
     sink.close()
@@ -130,20 +136,12 @@ def test_after_a_failed_write_the_next_batch_goes_to_a_new_file(tmp_path: Path, 
 @pytest.mark.parametrize("error", [errno.ENOSPC, errno.EIO])
 def test_a_file_whose_write_failed_is_removed_at_once(tmp_path: Path, disk: Disk, error: int) -> None:
     disk.error = error
-    sink = ParquetSink(tmp_path)
-    sink.write(rows(0, 3))
-    disk.full = True
-    with pytest.raises(RowsLost):
-        sink.write(rows(3, 5))
+    sink_whose_second_write_failed(tmp_path, disk)
     assert files(tmp_path) == ([], [])
 
 
 def test_a_file_whose_write_failed_is_never_renamed_into_view(tmp_path: Path, disk: Disk) -> None:
-    sink = ParquetSink(tmp_path)
-    sink.write(rows(0, 3))
-    disk.full = True
-    with pytest.raises(RowsLost):
-        sink.write(rows(3, 5))
+    sink = sink_whose_second_write_failed(tmp_path, disk)
     disk.full = False
     sink.close()
     assert files(tmp_path) == ([], [])
