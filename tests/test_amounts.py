@@ -22,6 +22,7 @@ from aiwatch.amounts import (
     count,
     seconds,
     shown,
+    timeout,
 )
 from tests.hostile_numbers import BAD_COUNTS, BAD_SECONDS, OTHER_COUNTS, OTHER_SECONDS
 
@@ -121,3 +122,9 @@ def test_an_elapsed_time_is_a_number_of_seconds_or_none() -> None:
     assert as_elapsed(np.float64(1.0), np.float64(3.0)) == 2.0 and type(as_elapsed(np.float64(1.0), 3.0)) is float
     assert as_elapsed(2.0, 1.0) is None  # ended before it started
     assert as_elapsed(0, 10**400) is None and as_elapsed(None, 1.0) is None and as_elapsed("1", 2) is None
+
+
+def test_timeout_is_as_timeout_or_a_value_error_naming_it() -> None:
+    assert timeout(0.5, "t") == 0.5 and timeout(-1, "t") == 0.0 and type(timeout(2, "t")) is float
+    with pytest.raises(ValueError, match=r"^stop timeout must be a number of seconds \(at most 1e9\), got nan$"):
+        timeout(math.nan, "stop timeout")
