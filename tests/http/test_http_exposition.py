@@ -87,7 +87,8 @@ def test_only_the_files_of_processes_no_longer_running_are_removed(tmp_path: Pat
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(directory))
     assert remove_dead_process_files() == 0 and directory.is_dir()
     gone, alive = dead_pid(), os.getpid()
-    stale = [f"counter_{gone}.db", f"histogram_{gone}.db", f"gauge_livesum_{gone}.db", f"gauge_max_{gone}.db"]
+    stale = [f"counter_{gone}.db", f"histogram_{gone}.db", f"gauge_livesum_{gone}.db", f"gauge_max_{gone}.db",
+             f"counter_{2**70}.db", "gauge_all_0.db"]  # no pid can be these (os.kill: OverflowError; 0 is our group)
     kept = [f"counter_{alive}.db", f"gauge_livesum_{alive}.db", "counter_worker-a.db", f"notes-{gone}.txt",
             f"counter_{gone}.db.bak"]
     for name in stale + kept:
