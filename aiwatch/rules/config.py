@@ -91,6 +91,7 @@ class Selectors:
     cache: str = field(default="", metadata=_help("matchers on aiwatch_feature_cache_requests_total"))
     drift: str = field(default="", metadata=_help("matchers on the drift gauges and the bin sketch"))
     instrumentation: str = field(default="", metadata=_help("matchers on aiwatch_instrumentation_errors_total"))
+    prediction_log: str = field(default="", metadata=_help("matchers on aiwatch_prediction_log_records_total"))
     targets: str = field(default='job="aiwatch"', metadata=_help(
         "matchers on `up` naming the scrape job(s) of the instrumented services (equality matchers give "
         "absent() its labels)"))
@@ -246,6 +247,12 @@ class Meta:
 
     instrumentation_window: str = "10m"
     instrumentation_for: str = "10m"
+    prediction_log_window: str = field(default="10m", metadata=_help(
+        "window of AiwatchPredictionLogLosingRecords' share of records that never reached storage"))
+    prediction_log_loss_max: float = field(default=0.01, metadata=_help(
+        "AiwatchPredictionLogLosingRecords above this share of a prediction log's records that never reached "
+        "storage (dropped, failed or lost by the sink): drift on the log and joined labels miss them", 0, 1))
+    prediction_log_for: str = "5m"
     target_down_for: str = "5m"
     target_absent_for: str = "5m"
 
@@ -330,7 +337,7 @@ class RulesConfig:
 _NON_NEGATIVE = (0.0, math.inf, False, False)
 #: Durations that are range windows or periods: they must be longer than 0 (a ``for`` may be 0s).
 _DURATIONS = {"window", "windows", "degraded_window", "period", "long", "short", "absent_lookback", "xid_window",
-              "psi_window", "instrumentation_window", "interval"}
+              "psi_window", "instrumentation_window", "prediction_log_window", "interval"}
 
 
 def _check_text(path: str, value: str) -> None:

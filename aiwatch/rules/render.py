@@ -33,6 +33,7 @@ from aiwatch.promql import (
     metric,
     not_matches,
     number,
+    one_of,
     quote,
     rate,
     scoped,
@@ -59,6 +60,12 @@ CACHE_REQUESTS = metric("aiwatch_feature_cache_requests_total")
 DRIFT_SCORE = metric("aiwatch_drift_score")
 DRIFT_DETECTED = metric("aiwatch_drift_detected")
 INSTRUMENTATION_ERRORS = metric("aiwatch_instrumentation_errors_total")
+PREDICTION_LOG_RECORDS = metric("aiwatch_prediction_log_records_total")
+#: The prediction log's ``result`` values of the records that never reached storage (dropped by a full queue, failed
+#: by the sink, or lost by it after they were written), and of every record it dealt with: each kept record once
+#: (queued or dropped), and a lost one again, as it may have been kept before the window (so the share stays <= 1).
+UNSTORED_RESULTS = ("dropped", "failed", "lost")
+HANDLED_RESULTS = ("queued", "dropped", "lost")
 TIME_TO_FIRST_TOKEN = metric("aiwatch_gen_ai_time_to_first_token_seconds")
 DEGRADED = metric("aiwatch_degraded_responses_total")
 MODEL_QUALITY = metric("aiwatch_model_quality")
@@ -569,6 +576,10 @@ def quality_alerts(cfg: RulesConfig) -> list[Alert]:
 def meta_alerts(cfg: RulesConfig) -> list[Alert]:
     m, up = cfg.meta, series(UP, cfg.selectors.targets)
     errors = increase(INSTRUMENTATION_ERRORS, m.instrumentation_window, cfg.selectors.instrumentation)
+    log_scope = _scope(cfg, "job", "instance", "log")
+    unstored, handled = (by("sum", log_scope, increase(PREDICTION_LOG_RECORDS, m.prediction_log_window,
+                                                    one_of("result", results), cfg.selectors.prediction_log))
+                      for results in (UNSTORED_RESULTS, HANDLED_RESULTS))
     return [
         Alert("AiwatchInstrumentationErrors",
               f"{by('sum', _scope(cfg, 'job', 'instance', 'component'), errors)} > 0",
@@ -577,6 +588,15 @@ def meta_alerts(cfg: RulesConfig) -> list[Alert]:
               f"{{{{ $value | printf \"%.0f\" }}}} time(s) in the last {m.instrumentation_window}. Requests were "
               "served, but the metrics of that component are incomplete: the app's logs carry the first error of "
               "each burst."),
+        Alert("AiwatchPredictionLogLosingRecords",
+              f"(\n  {unstored}\n/\n  {handled}\n) > {number(m.prediction_log_loss_max)}\n",
+              m.prediction_log_for, "warning",
+              "Prediction log {{ $labels.log }} on {{ $labels.instance }} is losing records",
+              f"{{{{ $value | humanizePercentage }}}} of the records prediction log {{{{ $labels.log }}}} on "
+              f"{{{{ $labels.instance }}}} dealt with in the last {m.prediction_log_window} never reached storage "
+              f"(dropped by a full queue, failed by the sink, or lost from a file it could not finish), above "
+              f"{_pct(m.prediction_log_loss_max)}. Requests were served; drift checks and label joins on the log "
+              "miss these records."),
         Alert("AiwatchTargetDown", f"{up} == 0", m.target_down_for, "warning",
               "Prometheus cannot scrape {{ $labels.instance }}",
               "Scrapes of {{ $labels.instance }} (job {{ $labels.job }}) have failed for "

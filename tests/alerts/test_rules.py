@@ -29,7 +29,7 @@ from aiwatch.rules import (
     render,
     runbook_url,
 )
-from aiwatch.rules.render import duration_seconds
+from aiwatch.rules.render import HANDLED_RESULTS, UNSTORED_RESULTS, duration_seconds
 from tests.servers import REPO, require_binary, require_module
 
 yaml = require_module("yaml")
@@ -109,6 +109,25 @@ def test_every_metric_in_alerts_exists_in_the_contract() -> None:
         assert family in used
 
 
+def test_the_prediction_log_alert_reads_every_result_the_log_counts() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from aiwatch import PredictionLog
+
+    class Sink:
+        def write(self, rows: Any) -> None: ...
+        def flush(self) -> None: ...
+        def close(self) -> None: ...
+
+    registry = CollectorRegistry()
+    with PredictionLog(Sink(), registry=registry):
+        counted = {s.labels["result"] for f in registry.collect() if f.name == "aiwatch_prediction_log_records"
+                   for s in f.samples if s.name.endswith("_total")}
+    # a new way of losing records (or of dealing with one) must be placed in the rule
+    assert set(UNSTORED_RESULTS) | set(HANDLED_RESULTS) == counted - {"sampled_out", "written"}
+    assert set(UNSTORED_RESULTS) == counted - {"sampled_out", "written", "queued"}
+
+
 def test_every_metric_in_the_runbooks_exists() -> None:
     exprs = []
     for page in RUNBOOKS.glob("*.md"):
@@ -131,7 +150,7 @@ def test_committed_rule_files_are_the_default_rendering() -> None:
 def test_every_alert_is_complete() -> None:
     rules = alert_rules()
     names = {r["alert"] for r in rules}
-    assert len(names) == 22
+    assert len(names) == 23
     for rule in rules:
         assert duration_seconds(rule["for"]) > 0, rule["alert"]
         assert rule["labels"]["severity"] in SEVERITIES
