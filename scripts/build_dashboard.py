@@ -246,7 +246,16 @@ def build(gpu_source: str = "aiwatch") -> dict[str, Any]:
                        "Delayed labels joined to the prediction log (aiwatch quality): each model's latest labelled "
                        "window, against the objective AiwatchModelQualityLow compares it with (a floor for accuracy "
                        "/ precision / recall, a ceiling for MAE / RMSE). Next to drift: the inputs moved, did the "
-                       "quality?"), w=24)
+                       "quality?"), w=12)
+    lay.add(timeseries("Prediction log: what became of kept records",
+                       [target(q.prediction_log_records(W), "{{log}} {{result}}" + AT)], "cps",
+                       "Records per second of each prediction log (aiwatch.PredictionLog) by result: queued, then "
+                       "written to the sink; or dropped (the queue was full), failed (the sink raised) or lost (a "
+                       "Parquet file that could not be finished). Drift checks and label joins on the log miss "
+                       "every record that was not written; AiwatchPredictionLogLosingRecords fires on their share.",
+                       overrides=[{"matcher": {"id": "byRegexp", "options": f".*{result}.*"},
+                                   "properties": [{"id": "color", "value": {"mode": "fixed", "fixedColor": "red"}}]}
+                                  for result in ("dropped", "failed", "lost")]), w=12)
 
     lay.row("Alerts and autoscaling")
     firing = series("ALERTS", 'alertstate=~"firing|pending"', SCOPE_MATCH)

@@ -63,6 +63,7 @@ FEATURE_BINS = metric("aiwatch_feature_bin_total")
 MODEL_QUALITY = metric("aiwatch_model_quality")
 MODEL_QUALITY_OBJECTIVE = metric("aiwatch_model_quality_objective")
 MODEL_QUALITY_LABELLED = metric("aiwatch_model_quality_labelled")
+PREDICTION_LOG_RECORDS = metric("aiwatch_prediction_log_records_total")
 REFERENCE_RATIO = metric("aiwatch_feature_reference_ratio")
 TIME_TO_FIRST_CHUNK = metric("aiwatch_time_to_first_chunk_seconds")
 TIME_BETWEEN_CHUNKS = metric("aiwatch_time_between_chunks_seconds")
@@ -275,6 +276,13 @@ class PanelQueries:
             histogram_quantile(0.95, QUEUE_WAIT, w, self.scope, *self._m()),
             by("avg", self.scope, self.gpu_reading("utilization")),
         ]
+
+    # --- the prediction log ------------------------------------------------------------------------------
+    def prediction_log_records(self, w: str) -> str:
+        """Records per second per prediction ``log`` and ``result``, the requests it did not sample left out: what
+        became of the records it kept (queued, then written; or dropped, failed, lost)."""
+        return by("sum", self._by("log", "result"),
+                  rate(PREDICTION_LOG_RECORDS, w, *self._m(ne("result", "sampled_out"))))
 
     # --- realised model quality ---------------------------------------------------------------------------
     def quality_gauge(self, gauge: str, labels: tuple[str, ...] = ("model", "metric")) -> str:

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import random
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 from prometheus_client import CollectorRegistry
 
 from aiwatch.exposition import start_http_server
+from aiwatch.feedback import PredictionLog
 from aiwatch.metrics import Metrics
 from aiwatch.signals.gpu import GpuCollector
 from aiwatch.timing import RequestRecorder
@@ -35,6 +36,28 @@ BATCH = "batch"
 REQUEST_BYTES, RESPONSE_BYTES = 2_000, 48_000
 """What each gateway call to the recommender sends and receives (aiwatch_client_bytes_total)."""
 DEGRADED_REASON = "cached_prediction"
+FAILING_BATCH = 3
+"""The prediction log's sink fails every third batch (a fault at the sink boundary), so its records show as both
+written and failed."""
+
+
+class FlakySink:
+    """A prediction-log sink that counts the rows it keeps and raises on every :data:`FAILING_BATCH`-th batch."""
+
+    def __init__(self) -> None:
+        self.batches = self.rows = 0
+
+    def write(self, rows: Sequence[dict[str, Any]]) -> None:
+        self.batches += 1
+        if self.batches % FAILING_BATCH == 0:
+            raise OSError(28, "No space left on device")
+        self.rows += len(rows)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 def feature_names(count: int) -> list[str]:
@@ -64,6 +87,8 @@ class Workload:
         # polled by hand in step(): no thread, so a scrape right after a step sees that step's readings
         self.gpu = GpuCollector(nvml=self.nvml, registry=metrics.registry, metrics=metrics, start=False) \
             if gpus else None
+        # the real log and its writer thread; only the sink's storage is a stand-in
+        self.prediction_log = PredictionLog(FlakySink(), batch_size=8, flush_seconds=0.05, metrics=metrics)
         for feature in self.features:
             for b in range(self.BINS):
                 metrics.feature_reference_ratio.labels(MODEL, feature, str(b)).set(1.0 / self.BINS)
@@ -89,6 +114,8 @@ class Workload:
         self.gateway.finish(gw, "/recommend", "POST", status,
                             end=clock + lookup + served + network + rng.uniform(0.001, 0.003))
         self.metrics.network_duration.labels(GATEWAY, SERVICE, "call").observe(network)
+        self.prediction_log.log(MODEL, {"basket_value": rng.uniform(5, 120)}, {"score": rng.random()},
+                                version=version)
         self.metrics.client_bytes.labels(GATEWAY, SERVICE, "sent").inc(REQUEST_BYTES)
         self.metrics.client_bytes.labels(GATEWAY, SERVICE, "received").inc(RESPONSE_BYTES)
 
@@ -187,3 +214,4 @@ def serve(features: int = 5, gpus: int = 2, interval: float = 0.2, requests: int
         server.shutdown()
         server.server_close()
         thread.join(5)
+        workload.prediction_log.close()

@@ -1,0 +1,49 @@
+"""AiwatchPredictionLogLosingRecords on real counters: the console stack's workload logs every request through a real
+:class:`~aiwatch.PredictionLog` whose sink fails every third batch (tests/console/workload.py), a real Prometheus
+scrapes it, and the alert's expression, its window shortened through the rules config, reads the share of the
+log's records that never reached storage."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from aiwatch.rules import RulesConfig
+from aiwatch.rules.render import ALERTING_FILE, rule_files
+from tests.console.conftest import Stack
+
+ALERT = "AiwatchPredictionLogLosingRecords"
+
+
+def alert_expr(cfg: RulesConfig) -> str:
+    rules: list[dict[str, Any]] = [r for g in rule_files(cfg)[ALERTING_FILE]["groups"] for r in g["rules"]]
+    expr: str = next(r["expr"] for r in rules if r.get("alert") == ALERT)
+    return expr
+
+
+def log_counts(stack: Stack) -> dict[str, float]:
+    """The workload's prediction-log counter by result, read from its registry."""
+    return {s.labels["result"]: s.value for family in stack.service["registry"].collect()
+            if family.name == "aiwatch_prediction_log_records" for s in family.samples if s.name.endswith("_total")}
+
+
+@pytest.mark.slow
+def test_the_alert_reads_the_share_of_records_the_sink_failed(stack: Stack) -> None:
+    cfg = RulesConfig()
+    cfg.meta.prediction_log_window = "10s"
+    (found,) = stack.prom.wait_for(alert_expr(cfg))
+    assert found["metric"]["log"] == "predictions" and found["metric"]["instance"] == stack.service["target"]
+    share = float(found["value"][1])
+    counts = log_counts(stack)
+    assert counts["failed"] > 0 and counts["dropped"] == counts["lost"] == 0
+    # the log's own share since it started; the rule's is over the last 10 s of a steady pattern
+    assert share == pytest.approx(counts["failed"] / counts["queued"], abs=0.1)
+
+
+@pytest.mark.slow
+def test_a_threshold_above_the_share_keeps_the_alert_quiet(stack: Stack) -> None:
+    cfg = RulesConfig()
+    cfg.meta.prediction_log_window = "10s"
+    cfg.meta.prediction_log_loss_max = 0.9
+    assert stack.prom.query(alert_expr(cfg)) == []
