@@ -5,9 +5,10 @@ Layout (Hive-style, which ``pyarrow.dataset`` and ``aiwatch drift DIR`` read bac
     DIR/model=ranker/hour=2026-11-30T10/part-20261130T101502-4242-000003.parquet
 
 A file is written under a hidden temporary name (``.part-....parquet.inprogress``: readers skip names that
-start with a dot) and renamed to its final name only after its footer is written and flushed to disk, so a file
-with a final name is always complete, and a crash loses at most the rows of the files still open. A file is rotated
-when it holds ``max_rows`` rows, when it is ``max_file_seconds`` old, when its hour ends, and when the log closes.
+start with a dot) and renamed to its final name only after its footer is written and flushed to disk (then the
+directory is synced too, so that the rename survives a power cut), so a file with a final name is always complete,
+and a crash loses at most the rows of the files still open. A file is rotated when it holds ``max_rows`` rows, when
+it is ``max_file_seconds`` old, when its hour ends, and when the log closes.
 Each batch the writer hands over becomes one or more row groups.
 
 The ``model`` value lives in the directory name, not in the file (``pyarrow.dataset`` with Hive partitioning
@@ -236,6 +237,8 @@ class ParquetSink:
         except Exception as exc:
             self._remove(f, tally, exc)
             raise
+        if self.fsync:
+            _sync_directory(f.final.parent)
         self.completed.append(f.final)
 
     def _discard(self, key: tuple[str, str], tally: _Tally, exc: Exception) -> None:
@@ -251,3 +254,15 @@ class ParquetSink:
         with suppress(OSError):
             f.temp.unlink(missing_ok=True)
         tally.file_failed(f, exc)
+
+
+def _sync_directory(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (a renamed file's new name lives in its directory, which ``fsync`` of the
+    file does not write). The file is complete and readable either way, so a failure is not the rows' loss: it is
+    ignored, as on a platform whose directories cannot be opened."""
+    with suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

@@ -96,6 +96,54 @@ def test_an_open_file_is_hidden_until_rotated(tmp_path: Path) -> None:
     assert [p.name.startswith("part-") for p in parquet_files(tmp_path)] == [True]
 
 
+def synced(monkeypatch: pytest.MonkeyPatch, failing_directory: bool = False) -> list[tuple[Path, set[str]]]:
+    """Each ``os.fsync`` call: the path synced, and the names its directory held then (or, for a file, the file's
+    directory). With ``failing_directory``, syncing a directory raises EIO."""
+    calls: list[tuple[Path, set[str]]] = []
+    real = os.fsync
+
+    def fsync(fd: int) -> None:
+        path = Path(os.readlink(f"/proc/self/fd/{fd}"))
+        calls.append((path, set(os.listdir(path if path.is_dir() else path.parent))))
+        if failing_directory and path.is_dir():
+            raise OSError(5, "Input/output error")
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    return calls
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="reads which file a descriptor is from /proc")
+def test_the_rename_is_synced_to_its_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = synced(monkeypatch)
+    sink = ParquetSink(tmp_path)
+    sink.write([row(1)])
+    sink.close()
+    [final] = parquet_files(tmp_path)
+    (file_synced, _), (directory_synced, names_then) = calls
+    assert file_synced.name.startswith(".") and file_synced.parent == final.parent
+    assert directory_synced == final.parent and final.name in names_then  # after the rename
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="reads which file a descriptor is from /proc")
+def test_a_directory_that_cannot_be_synced_loses_no_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = synced(monkeypatch, failing_directory=True)
+    sink = ParquetSink(tmp_path)
+    sink.write([row(1), row(2)])
+    sink.close()  # raises nothing: the file is complete and in view
+    assert [p for p, _ in calls if p.is_dir()] == [parquet_files(tmp_path)[0].parent]
+    assert pq.read_table(parquet_files(tmp_path)[0]).num_rows == 2 and sink.completed == parquet_files(tmp_path)
+
+
+def test_without_fsync_nothing_is_synced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    monkeypatch.setattr(os, "fsync", calls.append)
+    sink = ParquetSink(tmp_path, fsync=False)
+    sink.write([row(1)])
+    sink.close()
+    assert calls == [] and len(parquet_files(tmp_path)) == 1
+
+
 def test_flush_rotates_files_older_than_max_file_seconds(tmp_path: Path) -> None:
     sink = ParquetSink(tmp_path, max_file_seconds=1e-9)
     sink.write([row(1)])
