@@ -513,7 +513,7 @@ class RequestRecorder:
                         m.child(m.response_size, (self.service, route, method)))
             if len(self._size_children) < _MAX_CACHED_CHILDREN:
                 self._size_children[(route, method)] = children
-        # a size is an int from 0 to 2**53: a Content-Length of 400 digits failed the request's other metrics
+        # a size is an int from 0 to 2**53: one past float64's range failed the request's other metrics
         if request_bytes is not None:
             if request_bytes.__class__ is not int or not 0 <= request_bytes <= MAX_COUNT:
                 request_bytes = self._size(request_bytes, "request_bytes")
@@ -549,8 +549,8 @@ class RequestRecorder:
         """Record the request's duration, its phases and its overhead, end its span (when aiwatch started it) and
         leave the context. The integration describes the span first (:mod:`aiwatch.semconv`); ``error`` is for the
         metrics' caller, not recorded on the span here. ``request_bytes`` / ``response_bytes``: the HTTP bodies'
-        sizes, when the integration measured them: a size that is not an integer from 0 to 2**53 (a client's
-        ``Content-Length`` of 400 digits) is counted as aiwatch's error (component ``metrics``) and left out. So is
+        sizes, when the integration measured them: a size that is not an integer from 0 to 2**53 (a negative one,
+        a float: the integration's mistake) is counted as aiwatch's error (component ``metrics``) and left out. So is
         a duration (``end``, default now, minus the start) that is no number of seconds from 0 to 1e9 (a NaN, an
         ``end`` from another clock): the request's duration and overhead are left out, its phases and other signals
         recorded."""

@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry
 
 from aiwatch.amounts import MAX_COUNT, MAX_SECONDS, as_count, as_elapsed, shown
 from aiwatch.cardinality import guard_for
+from aiwatch.contentlength import content_length
 from aiwatch.env import service_name
 from aiwatch.metrics import Metrics, get_metrics
 from aiwatch.safety import record_error
@@ -171,7 +172,8 @@ class ClientRecorder:
         ``address``;
         ``timeline`` and ``phase`` are where the call was made (:func:`aiwatch.timing.call_site`); ``sent`` and
         ``received`` are bytes moved (``aiwatch_client_bytes_total``), when known: an integer from 0 to 2**53, else
-        (a ``Content-Length`` of ``-5`` the app set) counted as aiwatch's error (component ``client``) and left out.
+        (a negative number, a float: the integration's mistake) counted as aiwatch's error (component ``client``)
+        and left out. :func:`body_length` gives no such number: a ``Content-Length`` that is no count is unknown.
         A malformed ``server_timing`` is counted under ``timing_component``. A duration (``end - start``) that is
         no number of seconds from 0 to 1e9 (a NaN, an ``end`` from another clock) is counted (component
         ``client``) and the call's times are left out. Returns the ``peer`` label it used. Never raises."""
@@ -197,7 +199,7 @@ class ClientRecorder:
         except Exception as exc:
             record_error("client", exc, m)
             peer = address
-        # bytes moved are ints from 0 to 2**53: a Content-Length of -5 or of 400 digits failed the other direction
+        # bytes moved are ints from 0 to 2**53: a negative one failed the other direction, one past 2**53 overflowed
         if sent and (sent.__class__ is not int or not 0 < sent <= MAX_COUNT):
             sent = self._bytes(sent, "sent")
         if received and (received.__class__ is not int or not 0 < received <= MAX_COUNT):
@@ -249,13 +251,12 @@ class ClientRecorder:
 
 def body_length(body: Any, headers: Any) -> int | None:
     """A body's size in bytes: ``len(body)`` for bytes or text, else its declared ``Content-Length`` (``None``:
-    unknown, a stream of unknown size)."""
+    unknown: a stream of unknown size, or a ``Content-Length`` that is no count of bytes, such as ``+7``)."""
     if isinstance(body, bytes | bytearray | memoryview):
         return len(body)
     if isinstance(body, str):
         return len(body.encode("utf-8"))
     try:
-        value = headers.get("content-length") if headers is not None else None
-        return int(value) if value else None
+        return content_length(headers.get("content-length")) if headers is not None else None
     except (TypeError, ValueError):
         return None

@@ -24,6 +24,7 @@ from typing import Any
 from opentelemetry.trace import SpanKind
 from prometheus_client import CollectorRegistry
 
+from aiwatch.contentlength import content_length
 from aiwatch.exclusion import ExcludedUrls, asgi_url
 from aiwatch.metrics import Metrics
 from aiwatch.middleware._common import (
@@ -53,16 +54,6 @@ __all__ = ["UNMATCHED_ROUTE", "AiwatchMiddleware", "starlette_route"]
 _SERVER_TIMING = HEADER.encode("latin-1")
 _STATUS = {code: str(code) for code in range(100, 600)}
 _clock = time.perf_counter
-
-
-def _length(value: bytes | None) -> int:
-    """A ``Content-Length`` value as a number of bytes (0 when absent or not a number: no body)."""
-    if value is None:
-        return 0
-    try:
-        return max(int(value), 0)
-    except ValueError:
-        return 0
 
 
 def _counting(receive: Receive, received: list[int]) -> Receive:
@@ -174,8 +165,11 @@ class AiwatchMiddleware:
                 length = value
             elif sizes and name == b"transfer-encoding":
                 chunked = True
+        declared = content_length(length) if length is not None else None
         received: list[int] | None = None
-        if sizes and length is None and chunked:  # a body of unknown size: count what the app reads
+        if declared is None and (chunked or length is not None):
+            # a body of unknown size, or a Content-Length that is no count of bytes (+7, 1_000): count what the
+            # app reads
             received = [0]
             receive = _counting(receive, received)
         sent = 0
@@ -193,7 +187,7 @@ class AiwatchMiddleware:
                 self._describe(tl, method, route, code, error)
             if sizes:
                 recorder.finish(tl, route or UNMATCHED_ROUTE, method, status, error,
-                                request_bytes=received[0] if received is not None else _length(length),
+                                request_bytes=received[0] if received is not None else declared or 0,
                                 response_bytes=sent)
             else:
                 recorder.finish(tl, route or UNMATCHED_ROUTE, method, status, error)

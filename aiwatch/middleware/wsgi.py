@@ -29,6 +29,7 @@ from typing import Any
 from opentelemetry.trace import SpanKind
 from prometheus_client import CollectorRegistry
 
+from aiwatch.contentlength import content_length
 from aiwatch.exclusion import ExcludedUrls, wsgi_url
 from aiwatch.metrics import Metrics
 from aiwatch.middleware._common import KNOWN_METHODS, OTHER_METHOD, UNMATCHED_ROUTE, begin_on_new_span
@@ -116,7 +117,8 @@ class AiwatchWSGIMiddleware:
             tl.traffic_class = traffic.from_header(value)
         request = _Request(self, environ, tl, method)
         if self.payload_sizes:
-            request.received = _length(environ.get("CONTENT_LENGTH"))
+            # absent, or no count of bytes (+7, 1_000, past 2**53): no body declared
+            request.received = content_length(environ.get("CONTENT_LENGTH")) or 0
             request.sent = 0
 
         def start_response_wrapper(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
@@ -184,14 +186,6 @@ class AiwatchWSGIMiddleware:
 
             self._metrics_app = make_wsgi_app(self.metrics.registry)
         return self._metrics_app(environ, start_response)
-
-
-def _length(value: Any) -> int:
-    """``CONTENT_LENGTH`` as a number of bytes (0 when absent, empty or not a number: no body)."""
-    try:
-        return max(int(value), 0) if value else 0
-    except (TypeError, ValueError):
-        return 0
 
 
 class _Request:
