@@ -3,6 +3,15 @@
 Each entry's fields are the row's columns with JSON-encoded values (``json.loads`` gives the value back, typed);
 null values are left out. The stream is capped near ``maxlen`` entries (``MAXLEN ~``), so Redis memory stays
 bounded when no consumer keeps up. Consumers read it with ``XREAD`` or a consumer group (``XREADGROUP``).
+
+What the log counts (``aiwatch_prediction_log_records_total``) follows Redis' replies, one per ``XADD``: a batch
+whose replies are all entry ids is ``written``; one where Redis refused some entries and not others (``OOM`` at
+``maxmemory`` under ``noeviction`` refuses every ``XADD`` from the moment memory crosses the limit, part-way through
+a batch) raises :class:`~aiwatch.feedback.sink.RowsLost` with the refused ones, so the rest are ``written``; one
+where Redis refused every entry (a ``WRONGTYPE`` key) is ``failed``. A batch that got no replies at all (the
+connection failed or timed out) is counted ``failed`` too, though Redis may have stored some or all of its entries:
+a command sent before the connection broke may have been applied, and one sent to a Redis that is frozen or only
+slow is applied when it resumes.
 """
 
 from __future__ import annotations
@@ -12,6 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from aiwatch._optional import require
+from aiwatch.feedback.sink import RowsLost
 
 
 def entry_fields(row: dict[str, Any]) -> dict[str, str]:
@@ -21,7 +31,7 @@ def entry_fields(row: dict[str, Any]) -> dict[str, str]:
 
 class RedisStreamSink:
     """Appends rows to the stream ``stream`` of ``client`` (a ``redis.Redis``, or a ``redis://`` URL), in one
-    pipelined round trip per batch."""
+    pipelined round trip per batch. See the module docstring for how each batch is counted."""
 
     def __init__(self, client: Any, stream: str = "aiwatch:predictions", *, maxlen: int | None = 1_000_000) -> None:
         self._owns_client = isinstance(client, str)
@@ -30,10 +40,19 @@ class RedisStreamSink:
         self.client, self.stream, self.maxlen = client, stream, maxlen
 
     def write(self, rows: Sequence[dict[str, Any]]) -> None:
+        """``XADD`` each row, pipelined. Raises :class:`~aiwatch.feedback.sink.RowsLost` when Redis refused some
+        of the entries and not others, Redis' first error when it refused every one, and the connection's error
+        when there was no reply (see the module docstring)."""
         pipe = self.client.pipeline(transaction=False)
         for row in rows:
             pipe.xadd(self.stream, entry_fields(row), maxlen=self.maxlen, approximate=True)
-        pipe.execute()
+        replies = pipe.execute(raise_on_error=False)  # an error reply per XADD refused, the others applied
+        errors = [reply for reply in replies if isinstance(reply, Exception)]
+        if not errors:
+            return
+        if len(errors) >= len(rows):
+            raise errors[0]
+        raise RowsLost(len(errors), 0, f"{len(errors)} of {len(rows)} XADDs refused: {errors[0]}") from errors[0]
 
     def flush(self) -> None:
         """Nothing to do: every batch is written when it arrives."""
