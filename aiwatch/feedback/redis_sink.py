@@ -23,6 +23,11 @@ from typing import Any
 from aiwatch._optional import require
 from aiwatch.feedback.sink import RowsLost
 
+#: Seconds the client the sink makes from a URL waits to connect, and for a reply, unless the URL's query sets
+#: ``socket_connect_timeout`` / ``socket_timeout``: without one, a Redis that stops answering (frozen, or cut off by
+#: a partition without a reset) held the writer thread in a socket read for ever under redis-py 5.
+DEFAULT_TIMEOUT = 5.0
+
 
 def entry_fields(row: dict[str, Any]) -> dict[str, str]:
     """A row as the fields of a stream entry."""
@@ -31,12 +36,25 @@ def entry_fields(row: dict[str, Any]) -> dict[str, str]:
 
 class RedisStreamSink:
     """Appends rows to the stream ``stream`` of ``client`` (a ``redis.Redis``, or a ``redis://`` URL), in one
-    pipelined round trip per batch. See the module docstring for how each batch is counted."""
+    pipelined round trip per batch.
+
+    A client made from a URL gets socket timeouts of :data:`DEFAULT_TIMEOUT` seconds; the URL's own
+    ``socket_timeout`` / ``socket_connect_timeout`` query options win (``redis://host:6379/0?socket_timeout=2``).
+    It makes no retries (redis-py's ``from_url`` default, unless the URL sets ``retry_on_timeout``).
+    A client passed in belongs to the caller and is used as it is: give it a ``socket_timeout`` (a Redis that stops
+    answering otherwise blocks the log's writer, and every record after is dropped), and no retries on timeouts
+    (``retry=Retry(NoBackoff(), 0)``): redis-py re-sends a whole pipeline that timed out, so a batch that reached a
+    Redis that was only slow is appended again.
+
+    See the module docstring for how each batch is counted.
+    """
 
     def __init__(self, client: Any, stream: str = "aiwatch:predictions", *, maxlen: int | None = 1_000_000) -> None:
         self._owns_client = isinstance(client, str)
         if isinstance(client, str):
-            client = require("redis", "redis").Redis.from_url(client)
+            # keyword arguments are defaults: redis-py lets the URL's query options win over them
+            client = require("redis", "redis").Redis.from_url(
+                client, socket_timeout=DEFAULT_TIMEOUT, socket_connect_timeout=DEFAULT_TIMEOUT)
         self.client, self.stream, self.maxlen = client, stream, maxlen
 
     def write(self, rows: Sequence[dict[str, Any]]) -> None:
