@@ -16,17 +16,21 @@ slow is applied when it resumes.
 
 from __future__ import annotations
 
+import inspect
 import json
 from collections.abc import Sequence
 from typing import Any
 
 from aiwatch._optional import require
+from aiwatch.amounts import shown
 from aiwatch.feedback.sink import RowsLost
 
 #: Seconds the client the sink makes from a URL waits to connect, and for a reply, unless the URL's query sets
 #: ``socket_connect_timeout`` / ``socket_timeout``: without one, a Redis that stops answering (frozen, or cut off by
 #: a partition without a reset) held the writer thread in a socket read for ever under redis-py 5.
 DEFAULT_TIMEOUT = 5.0
+
+_MAX_MAXLEN = 2**63 - 1  # Redis reads MAXLEN as a signed 64-bit integer
 
 
 def entry_fields(row: dict[str, Any]) -> dict[str, str]:
@@ -46,15 +50,30 @@ class RedisStreamSink:
     (``retry=Retry(NoBackoff(), 0)``): redis-py re-sends a whole pipeline that timed out, so a batch that reached a
     Redis that was only slow is appended again.
 
-    See the module docstring for how each batch is counted.
+    ``maxlen`` (a whole number >= 1, or ``None`` for no cap) bounds the stream; ``stream`` is a non-empty str or
+    bytes. See the module docstring for how each batch is counted.
     """
 
-    def __init__(self, client: Any, stream: str = "aiwatch:predictions", *, maxlen: int | None = 1_000_000) -> None:
+    def __init__(self, client: Any, stream: str | bytes = "aiwatch:predictions", *,
+                 maxlen: int | None = 1_000_000) -> None:
+        if maxlen is not None and (isinstance(maxlen, bool) or not isinstance(maxlen, int)
+                                   or not 1 <= maxlen <= _MAX_MAXLEN):
+            raise ValueError(f"maxlen must be a whole number of entries from 1 to 2**63-1, or None for no cap, "
+                             f"got {shown(maxlen)}")
+        if not isinstance(stream, (str, bytes)) or not stream:
+            raise ValueError(f"stream must be a non-empty str or bytes (a Redis key), got {shown(stream)}")
         self._owns_client = isinstance(client, str)
         if isinstance(client, str):
             # keyword arguments are defaults: redis-py lets the URL's query options win over them
             client = require("redis", "redis").Redis.from_url(
                 client, socket_timeout=DEFAULT_TIMEOUT, socket_connect_timeout=DEFAULT_TIMEOUT)
+        elif not callable(getattr(client, "pipeline", None)):
+            raise TypeError(f"RedisStreamSink needs a redis.Redis client or a redis:// URL, "
+                            f"got {type(client).__name__!r}")
+        elif inspect.iscoroutinefunction(getattr(client, "execute_command", None)):
+            # its pipeline's execute() is a coroutine that the writer thread would never run: nothing stored
+            raise TypeError("RedisStreamSink needs a synchronous client (redis.Redis), not an asyncio one: it writes "
+                            "from the log's writer thread")
         self.client, self.stream, self.maxlen = client, stream, maxlen
 
     def write(self, rows: Sequence[dict[str, Any]]) -> None:

@@ -1,11 +1,13 @@
-"""RedisStreamSink under real Redis faults: every record ends up counted once, as what became of
+"""RedisStreamSink under real Redis faults, and hostile settings: every record ends up counted once, as what became of
 it (when Redis answered, ``written`` is the stream's ``XLEN``; a batch without a reply is ``failed``, though Redis
 may apply it later), and the writer goes on.
 
 - a frozen Redis (SIGSTOP): the batch times out and is counted ``failed``, the next ones are written after SIGCONT;
 - Redis at ``maxmemory`` (``noeviction``) part-way through a batch: it stores the first entries and refuses the rest
   (``OOM``), and the log counts each row as Redis answered it;
-- the stream's key holding another type (``WRONGTYPE``): every row ``failed``.
+- the stream's key holding another type (``WRONGTYPE``): every row ``failed``;
+- settings that made every batch fail, or counted rows ``written`` that Redis never kept (``maxlen=0``, an asyncio
+  client), are refused when the sink is made.
 """
 
 from __future__ import annotations
@@ -17,9 +19,12 @@ from typing import Any
 
 import pytest
 import redis
+import redis.asyncio
 from prometheus_client import CollectorRegistry
 
+import aiwatch
 from aiwatch.feedback import PredictionLog, RedisStreamSink, redis_sink
+from aiwatch.metrics import Metrics
 from tests.servers import Process, redis_server_process, wait_until
 
 RESULTS = ("queued", "dropped", "written", "failed", "lost")
@@ -160,3 +165,39 @@ def test_a_key_of_another_type_fails_every_row_and_the_writer_goes_on(server: tu
     assert (got["written"], got["failed"]) == (10, 10) and plain.xlen("preds") == 10
     assert errors(registry) == 1
     plain.close()
+
+
+# --- hostile settings -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("maxlen", [0, -1, True, False, 1.5, 1e6, "100", 2**63, 2**64])
+def test_a_maxlen_that_is_no_count_of_entries_is_refused(maxlen: Any) -> None:
+    # 0 was the worst: MAXLEN ~ 0 trims every entry as it is added, while the log counted each one written
+    with pytest.raises(ValueError, match="maxlen"):
+        RedisStreamSink("redis://127.0.0.1:1/0", maxlen=maxlen)
+
+
+@pytest.mark.parametrize("maxlen", [None, 1, 2**63 - 1])
+def test_a_maxlen_in_range_or_none_is_kept(maxlen: int | None) -> None:
+    assert RedisStreamSink("redis://127.0.0.1:1/0", maxlen=maxlen).maxlen == maxlen
+
+
+@pytest.mark.parametrize("stream", [None, 5, "", b"", ["preds"], 1.5])
+def test_a_stream_name_that_is_no_key_is_refused(stream: Any) -> None:
+    with pytest.raises(ValueError, match="stream"):
+        RedisStreamSink("redis://127.0.0.1:1/0", stream)
+
+
+@pytest.mark.parametrize("client", [None, 6379, b"redis://127.0.0.1:1/0", object()])
+def test_something_that_is_no_client_is_refused(client: Any) -> None:
+    with pytest.raises(TypeError, match="redis"):
+        RedisStreamSink(client)
+
+
+def test_an_asyncio_client_is_refused(metrics: Metrics) -> None:
+    # its pipeline's execute() is a coroutine: never awaited on the writer thread, so nothing was stored while every
+    # row was counted written
+    client = redis.asyncio.Redis.from_url("redis://127.0.0.1:1/0")
+    for wrapped in (client, aiwatch.instrument_redis(client, cache="users", metrics=metrics)):
+        with pytest.raises(TypeError, match="asyncio"):
+            RedisStreamSink(wrapped)
