@@ -98,7 +98,8 @@ class AlertWatcher:
 
 def check_inhibition(am_url: str, receiver: WebhookReceiver) -> None:
     """The example config's inhibit rules, on the real Alertmanager: critical silences the warning of the same
-    alert and queue; the fast burn silences the slow burn of the same SLO and service."""
+    alert and queue; the fast burn silences the slow burn of the same SLO and service; a prediction log losing
+    records silences aiwatch's errors of the prediction_log component on the same replica."""
     post_alerts(am_url, [
         {"labels": {"alertname": "AiwatchQueueBacklog", "severity": "critical", "queue": "inhibit-check"}},
         {"labels": {"alertname": "AiwatchQueueBacklog", "severity": "warning", "queue": "inhibit-check"}},
@@ -108,6 +109,13 @@ def check_inhibition(am_url: str, receiver: WebhookReceiver) -> None:
                     "slo": "latency"}},
         # a different queue's warning is not inhibited
         {"labels": {"alertname": "AiwatchQueueBacklog", "severity": "warning", "queue": "other-queue"}},
+        # the prediction log's alert silences aiwatch's errors of its component on that replica, and no other's
+        {"labels": {"alertname": "AiwatchPredictionLogLosingRecords", "severity": "warning", "job": "aiwatch",
+                    "instance": "inhibit-check", "log": "predictions"}},
+        *({"labels": {"alertname": "AiwatchInstrumentationErrors", "severity": "warning", "job": "aiwatch",
+                      "instance": instance, "component": component}}
+          for instance, component in (("inhibit-check", "prediction_log"), ("inhibit-check", "drift"),
+                                      ("other-replica", "prediction_log"))),
     ])
 
     def states() -> dict[tuple[str, str, str], str]:
@@ -115,6 +123,11 @@ def check_inhibition(am_url: str, receiver: WebhookReceiver) -> None:
                 for a in am_alerts(am_url)
                 if "inhibit-check" in (a["labels"].get("queue"), a["labels"].get("service"))
                 or a["labels"].get("queue") == "other-queue"}
+
+    def replica_states() -> dict[tuple[str, str, str], str]:
+        return {(a["labels"]["alertname"], a["labels"]["instance"], a["labels"].get("component", "")):
+                a["status"]["state"] for a in am_alerts(am_url)
+                if a["labels"].get("instance") in ("inhibit-check", "other-replica")}
 
     expected = {
         ("AiwatchQueueBacklog", "critical", "inhibit-check"): "active",
@@ -124,6 +137,13 @@ def check_inhibition(am_url: str, receiver: WebhookReceiver) -> None:
         ("AiwatchQueueBacklog", "warning", "other-queue"): "active",
     }
     wait_until(lambda: states() == expected, 15, 0.2, what=f"inhibition states {expected}")
+    per_replica = {
+        ("AiwatchPredictionLogLosingRecords", "inhibit-check", ""): "active",
+        ("AiwatchInstrumentationErrors", "inhibit-check", "prediction_log"): "suppressed",
+        ("AiwatchInstrumentationErrors", "inhibit-check", "drift"): "active",
+        ("AiwatchInstrumentationErrors", "other-replica", "prediction_log"): "active",
+    }
+    wait_until(lambda: replica_states() == per_replica, 15, 0.2, what=f"inhibition states {per_replica}")
     # routing by severity: the critical went to the page receiver, the uninhibited warning to the ticket receiver
     wait_until(lambda: any(p == "/page" for p, _ in receiver.alerts("AiwatchQueueBacklog")), 15,
                what="critical delivered to /page")
