@@ -35,6 +35,7 @@ import numpy as np
 import numpy.typing as npt
 
 from aiwatch._optional import require
+from aiwatch.amounts import period
 from aiwatch.drift.datasets import open_dataset, time_filter
 from aiwatch.drift.files import numbers_in_text
 from aiwatch.metrics import Metrics
@@ -189,8 +190,7 @@ def realised_quality(log: str | os.PathLike[str], labels: Any, *, kind: Kind = "
     ``labels`` (a path, or the table of :func:`read_labels`), oldest window first."""
     if kind not in METRICS:
         raise ValueError(f"kind must be 'classifier' or 'regressor', got {kind!r}")
-    if not window_seconds > 0:
-        raise ValueError(f"window_seconds must be > 0, got {window_seconds!r}")
+    window_seconds = period(window_seconds, "window_seconds")
     pa = require("pyarrow", "data")
     pc = require("pyarrow.compute", "data")
     table_labels = drop_unusable(labels if isinstance(labels, pa.Table) else read_labels(labels), kind)[0]
