@@ -13,7 +13,8 @@ sum, so that the ordinary values added after it no longer change it. So:
 
 On the request path a number that breaks its rule is aiwatch's error (counted and logged by
 :func:`aiwatch.safety.record_error`) and is skipped, with the rest of the request's signals kept; a setting given at
-construction raises a ValueError naming it. The request path tests the common case inline (a ``float`` or an ``int``
+construction raises a ValueError naming it (:func:`period` for one that must also be above 0: an interval a thread
+waits on, a window's length). The request path tests the common case inline (a ``float`` or an ``int``
 within the bounds: one type test and one chained comparison) and calls these functions only when that fails:
 :func:`as_count` / :func:`as_seconds` give the value or ``None``, :func:`count` / :func:`seconds` raise naming it.
 
@@ -35,7 +36,7 @@ import operator
 from typing import Any
 
 __all__ = ["MAX_COUNT", "MAX_SECONDS", "as_count", "as_elapsed", "as_real", "as_seconds", "as_timeout", "count",
-           "seconds", "shown", "timeout"]
+           "period", "seconds", "shown", "timeout"]
 
 MAX_COUNT = 2**53
 """The largest count accepted: float64 holds every integer only up to 2**53."""
@@ -114,6 +115,25 @@ def seconds(value: Any, what: str) -> float:
     number = as_seconds(value)
     if number is None:
         raise ValueError(f"{what} must be a number of seconds from 0 to 1e9, got {shown(value)}")
+    return number
+
+
+def period(value: Any, what: str) -> float:
+    """``value`` as a float number of seconds above 0 and at most :data:`MAX_SECONDS`: a setting such as an interval
+    a thread waits on, where 0 or NaN would make it spin and infinity stop it. A ValueError naming ``what``
+    otherwise, for a value of the wrong type too (as :func:`seconds`); a positive number so small that its float is
+    0 (``Decimal("1e-400")``) is refused with 0.
+
+    >>> period(0.5, "interval"), period(60, "interval")
+    (0.5, 60.0)
+    >>> period(0, "interval")
+    Traceback (most recent call last):
+    ...
+    ValueError: interval must be a number of seconds above 0 and at most 1e9, got 0
+    """
+    number = as_seconds(value)
+    if not number:  # None, 0.0 or -0.0
+        raise ValueError(f"{what} must be a number of seconds above 0 and at most 1e9, got {shown(value)}")
     return number
 
 

@@ -30,6 +30,7 @@ import urllib.error
 import urllib.parse
 from typing import Any
 
+from aiwatch.amounts import period
 from aiwatch.httpconfig import CredentialsError, HTTPConfig
 
 Sample = tuple[dict[str, str], float]
@@ -72,9 +73,9 @@ class PrometheusAPI:
         if "@" in parsed.netloc:
             raise ValueError("the Prometheus URL holds credentials (user:password@): give them as basic auth or a "
                              "token file instead, so that no message prints them")
-        if not 0 < timeout < math.inf or max_bytes < 1:
-            raise ValueError(f"timeout must be > 0 seconds and max_bytes >= 1, got timeout={timeout} "
-                             f"max_bytes={max_bytes}")
+        timeout = period(timeout, "timeout")
+        if max_bytes < 1:
+            raise ValueError(f"max_bytes must be >= 1, got {max_bytes}")
         self.url = url.rstrip("/")
         self.timeout = timeout
         self.max_bytes = max_bytes

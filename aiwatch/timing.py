@@ -41,7 +41,7 @@ from typing import Any, TypeVar, cast
 
 from opentelemetry import trace
 
-from aiwatch.amounts import MAX_COUNT, MAX_SECONDS, as_count, as_elapsed, as_seconds, shown
+from aiwatch.amounts import MAX_COUNT, MAX_SECONDS, as_count, as_elapsed, as_seconds, period, shown
 from aiwatch.amounts import seconds as seconds_of
 from aiwatch.cardinality import LabelGuard, guard_for
 from aiwatch.env import SLOW_THRESHOLD, service_name
@@ -364,10 +364,8 @@ class RequestRecorder:
         self.metrics = metrics if metrics is not None else default_metrics()
         self.service = service or service_name()
         given = SLOW_THRESHOLD.seconds() if slow_threshold is None else slow_threshold
-        threshold = as_seconds(given)  # a float: compared with every request's duration
-        if threshold is None or threshold == 0.0:
-            raise ValueError(f"{'slow_threshold' if slow_threshold is not None else SLOW_THRESHOLD.name} must be a "
-                             f"finite number of seconds > 0 (at most 1e9), got {shown(given)}")
+        # a float: compared with every request's duration
+        threshold = period(given, "slow_threshold" if slow_threshold is not None else SLOW_THRESHOLD.name)
         #: Requests slower than this count in the slow-request counters (the tail diagnose splits).
         self.slow_threshold = threshold
         #: The end of every Server-Timing value: overhead, and the total with this service's name as its ``desc``.

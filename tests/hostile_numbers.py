@@ -39,6 +39,9 @@ OTHER_SECONDS: list[Any] = [
     pytest.param(2, id="int"),
 ]
 
+#: What :func:`aiwatch.amounts.period` says after the setting's name when it refuses a value, before the value.
+NOT_A_PERIOD = "must be a number of seconds above 0 and at most 1e9, got "
+
 #: Not a count from 0 to 2**53: refused.
 BAD_COUNTS: list[Any] = [
     pytest.param(math.nan, id="nan"),

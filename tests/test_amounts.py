@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import doctest
 import math
+import re
+from decimal import Decimal
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -20,6 +23,7 @@ from aiwatch.amounts import (
     as_seconds,
     as_timeout,
     count,
+    period,
     seconds,
     shown,
     timeout,
@@ -128,3 +132,59 @@ def test_timeout_is_as_timeout_or_a_value_error_naming_it() -> None:
     assert timeout(0.5, "t") == 0.5 and timeout(-1, "t") == 0.0 and type(timeout(2, "t")) is float
     with pytest.raises(ValueError, match=r"^stop timeout must be a number of seconds \(at most 1e9\), got nan$"):
         timeout(math.nan, "stop timeout")
+
+
+PERIOD_REFUSED = r"^interval must be a number of seconds above 0 and at most 1e9, got "
+
+
+@pytest.mark.parametrize("bad", [*BAD_SECONDS, pytest.param(0, id="zero"), pytest.param(0.0, id="0.0"),
+                                 pytest.param(-0.0, id="-0.0"), pytest.param(math.nextafter(MAX_SECONDS, math.inf),
+                                                                             id="just-past-1e9"),
+                                 pytest.param(Decimal("1e-400"), id="Decimal-whose-float-is-0"),
+                                 pytest.param(Fraction(1, 10**400), id="Fraction-whose-float-is-0"),
+                                 pytest.param(np.float64(0.0), id="numpy-zero"), pytest.param(b"1", id="bytes")])
+def test_a_period_refuses_what_is_no_number_of_seconds_above_0_with_a_value_error_naming_it(bad: Any) -> None:
+    # a ValueError for every kind of refusal, a string or None included, as seconds() does
+    with pytest.raises(ValueError, match=PERIOD_REFUSED + re.escape(shown(bad)) + "$"):
+        period(bad, "interval")
+
+
+@pytest.mark.parametrize("other", OTHER_SECONDS)
+def test_a_period_of_another_numeric_type_is_its_float(other: Any) -> None:
+    assert type(period(other, "interval")) is float and period(other, "interval") == float(other)
+
+
+def test_a_period_is_above_0_and_at_most_1e9_the_bounds_included() -> None:
+    tiny = math.nextafter(0.0, math.inf)  # 5e-324: the smallest positive float
+    assert period(tiny, "interval") == tiny and period(1e-9, "interval") == 1e-9
+    assert period(MAX_SECONDS, "interval") == MAX_SECONDS and period(10**9, "interval") == 1e9
+    assert type(period(10**9, "interval")) is float
+    with pytest.raises(ValueError, match=PERIOD_REFUSED + r"1000000000\.0000002$"):
+        period(MAX_SECONDS * (1 + 2**-52), "interval")
+    with pytest.raises(ValueError, match=PERIOD_REFUSED + r"1000000001$"):
+        period(10**9 + 1, "interval")
+    with pytest.raises(ValueError, match=PERIOD_REFUSED + r"an integer of 1329 bits$"):  # not its 401 digits
+        period(10**400, "interval")
+
+
+def test_a_period_names_what_was_given() -> None:
+    with pytest.raises(ValueError, match=r"^flush_seconds must be a number of seconds above 0 and at most 1e9, "
+                                         r"got nan$"):
+        period(math.nan, "flush_seconds")
+    with pytest.raises(ValueError, match=r"^AIWATCH_X must be a number of seconds above 0 and at most 1e9, got "
+                                         r"-inf$"):
+        period(-math.inf, "AIWATCH_X")
+    with pytest.raises(ValueError, match=r" got True$"):  # not the 1.0 float() makes of it
+        period(True, "interval")
+    with pytest.raises(ValueError, match=r" got '60'$"):
+        period("60", "interval")
+
+
+@given(st.floats(allow_nan=True, allow_infinity=True) | st.integers(-(2**1100), 2**1100))
+def test_a_period_is_a_number_of_seconds_that_is_not_0(number: float | int) -> None:
+    expected = as_seconds(number)
+    if expected:
+        assert period(number, "p") == expected and type(period(number, "p")) is float
+    else:
+        with pytest.raises(ValueError, match=r"^p must be a number of seconds above 0 and at most 1e9, got "):
+            period(number, "p")

@@ -26,7 +26,7 @@ from aiwatch.recording import make_recorder
 from aiwatch.streaming import ChunkTimer
 from aiwatch.timing import RequestRecorder, call_site, record_phase, set_model
 from aiwatch.traffic import TrafficClasses
-from tests.hostile_numbers import BAD_SECONDS, OTHER_SECONDS, exact_float
+from tests.hostile_numbers import BAD_SECONDS, NOT_A_PERIOD, OTHER_SECONDS, exact_float
 from tests.test_timing import ManualClock
 
 
@@ -391,7 +391,7 @@ def test_a_recorder_given_no_metrics_records_into_the_process_default() -> None:
 
 @pytest.mark.parametrize("threshold", [0.0, -1.0, float("inf"), float("nan")])
 def test_slow_threshold_must_be_a_finite_positive_number_of_seconds(metrics: Metrics, threshold: float) -> None:
-    with pytest.raises(ValueError, match="slow_threshold must be a finite number of seconds > 0"):
+    with pytest.raises(ValueError, match=f"^slow_threshold {NOT_A_PERIOD}"):
         RequestRecorder(metrics, service="svc", slow_threshold=threshold)
 
 
@@ -400,7 +400,7 @@ def test_a_slow_threshold_that_is_no_number_of_seconds_is_a_value_error_naming_i
                                                                                    threshold: Any) -> None:
     # before: 10**400 was accepted and the exported threshold failed (a metrics error, the gauge left at 0); 2**53+1,
     # a Unix timestamp and True were accepted; a string or None raised TypeError, a Decimal NaN InvalidOperation
-    with pytest.raises(ValueError, match=r"^slow_threshold must be a finite number of seconds > 0"):
+    with pytest.raises(ValueError, match=f"^slow_threshold {NOT_A_PERIOD}"):
         RequestRecorder(metrics, service="svc", slow_threshold=threshold)
     assert errors(metrics, "metrics") == 0
 
@@ -415,7 +415,7 @@ def test_a_slow_threshold_of_another_numeric_type_is_kept_as_a_float(metrics: Me
 def test_a_slow_threshold_from_the_environment_names_the_variable(metrics: Metrics,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AIWATCH_SLOW_THRESHOLD_SECONDS", "1e400")
-    with pytest.raises(ValueError, match=r"^AIWATCH_SLOW_THRESHOLD_SECONDS must be a finite number of seconds > 0"):
+    with pytest.raises(ValueError, match=f"^AIWATCH_SLOW_THRESHOLD_SECONDS {NOT_A_PERIOD}"):
         RequestRecorder(metrics, service="svc")
 
 
@@ -1084,8 +1084,7 @@ def test_a_refused_duration_or_size_is_logged_with_what_it_was(metrics: Metrics,
     assert metrics.registry.get_sample_value("aiwatch_response_size_bytes_count", sizes) == 0  # its child made, empty
     recorder.observe_late_phase(tl, "serialize", 2)  # an int: a good number of seconds, on the checks' slow path
     assert phase_sum(metrics.registry, "serialize", "") == 2.0
-    with pytest.raises(ValueError, match=r"slow_threshold must be a finite number of seconds > 0 \(at most 1e9\), "
-                                         r"got nan$"):
+    with pytest.raises(ValueError, match=f"^slow_threshold {NOT_A_PERIOD}nan$"):
         RequestRecorder(metrics, slow_threshold=math.nan)
 
 

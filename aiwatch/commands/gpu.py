@@ -33,9 +33,12 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from aiwatch._optional import MissingExtraError
+    from aiwatch.amounts import period
 
-    if not (args.timeout > 0 and args.timeout != float("inf")):
-        print(f"aiwatch gpu: --timeout must be a positive number of seconds, got {args.timeout}")
+    try:
+        period(args.timeout, "--timeout")  # past 1e9, thread.join() would raise OverflowError
+    except ValueError as exc:
+        print(f"aiwatch gpu: {exc}")
         return 2
     try:
         from aiwatch.signals.gpu import GpuPoller, format_table, serve_gpu_metrics

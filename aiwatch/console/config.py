@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from aiwatch import env as _env
+from aiwatch.amounts import period
 from aiwatch.console.source import DataSource
 from aiwatch.gpuseries import GpuSeries
 from aiwatch.httpconfig import HTTPConfig
@@ -71,8 +72,7 @@ class ConsoleConfig:
 
     def __post_init__(self) -> None:
         for name in ("interval", "history", "window", "span", "timeout"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"console {name} must be > 0 seconds, got {getattr(self, name)}")
+            period(getattr(self, name), f"console {name}")
         if self.refresh < 0:
             raise ValueError(f"console refresh must be >= 0 seconds, got {self.refresh}")
         if not self.prometheus and not self.scrape:

@@ -13,6 +13,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiwatch import promapi
+from aiwatch.amounts import period
 from aiwatch.console import queries as Q
 from aiwatch.console.queries import PanelQueries
 from aiwatch.console.source import (
@@ -67,8 +68,9 @@ class PrometheusSource(DataSource):
     def __init__(self, url: str, *, span: float = 900.0, points: int = 120, timeout: float = 5.0,
                  max_bytes: int = 32 * 2**20, http: HTTPConfig | None = None,
                  queries: PanelQueries | None = None) -> None:
-        if not span > 0 or points < 2:
-            raise ValueError(f"span must be > 0 and points >= 2, got span={span} points={points}")
+        span = period(span, "span")
+        if points < 2:
+            raise ValueError(f"points must be >= 2, got {points}")
         self.api = PrometheusAPI(url, timeout=timeout, max_bytes=max_bytes, http=http)
         self.url = self.api.url
         self.span = span

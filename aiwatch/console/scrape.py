@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from aiwatch.amounts import period
 from aiwatch.console import queries as Q
 from aiwatch.console.source import (
     AUTOSCALING_SIGNALS,
@@ -133,10 +134,10 @@ class ScrapeSource(DataSource):
             parsed = urllib.parse.urlparse(url)
             if parsed.scheme not in ("http", "https") or not parsed.netloc:
                 raise ValueError(f"endpoint must be a URL like http://127.0.0.1:8000/metrics, got {url!r}")
-        if interval <= 0 or history < interval:
-            raise ValueError(f"need interval > 0 and history >= interval, got interval={interval} history={history}")
-        self.interval = float(interval)
-        self.history = float(history)
+        self.interval = period(interval, "interval")
+        self.history = period(history, "history")
+        if self.history < self.interval:
+            raise ValueError(f"need history >= interval, got interval={interval} history={history}")
         self.points = points
         self.http = http or HTTPConfig()
         self.timeout = timeout if timeout is not None else min(self.interval, 5.0)

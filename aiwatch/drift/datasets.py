@@ -105,8 +105,10 @@ def _unified(pa: Any, schemas: list[Any]) -> tuple[Any, list[str]]:
 
     A column that is a number in some files and text in others (a prediction log's input that a client once sent
     as "unknown": the sink writes that batch's column as text) cannot be unified by Arrow; it is read as text, and
-    :func:`scan_chunks` turns each value that reads as a number back into that number. Other conflicts (a struct
-    and a number) are a :class:`ProfileError` naming the column and its types."""
+    :func:`scan_chunks` turns each value that reads as a number back into that number. A column that is text in
+    every file but ``string`` in some and ``string_view`` in others (Arrow merges neither into the other) is read as
+    ``string``, its values as they are. Other conflicts (a struct and a number) are a :class:`ProfileError` naming
+    the column and its types."""
     try:
         return pa.unify_schemas(schemas, promote_options="permissive"), []
     except (pa.ArrowTypeError, pa.ArrowInvalid):
@@ -127,14 +129,24 @@ def _unified(pa: Any, schemas: list[Any]) -> tuple[Any, list[str]]:
                 raise ProfileError(f"column {name!r} has the types {', '.join(map(str, seen))} in different files, "
                                    "which cannot be read as one") from None
             fields.append(pa.field(name, pa.string()))
-            as_text.append(name)
+            if not all(is_text_type(t) or pa.types.is_null(t) for t in seen):
+                as_text.append(name)
     return pa.schema(fields), as_text
 
 
 def _castable_to_text(pa: Any, kind: Any) -> bool:
     types = pa.types
     return bool(types.is_null(kind) or types.is_boolean(kind) or types.is_integer(kind) or types.is_floating(kind)
-                or types.is_string(kind) or types.is_large_string(kind))
+                or is_text_type(kind))
+
+
+def is_text_type(kind: Any) -> bool:
+    """Whether an Arrow type is text: ``string``, ``large_string`` or ``string_view``. Parquet has one text type;
+    a file written from a ``string_view`` column (Polars' strings, pyarrow's ``string_view()``) keeps that in its
+    Arrow schema, and pyarrow (16 and later) reads it back as ``string_view``."""
+    types = require("pyarrow", "data").types
+    is_view = getattr(types, "is_string_view", None)  # pyarrow >= 16; the data extra allows 14
+    return bool(types.is_string(kind) or types.is_large_string(kind) or (is_view is not None and is_view(kind)))
 
 
 def read_as_text(dataset: Any) -> set[str]:

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from aiwatch.amounts import as_count, as_seconds, shown
+from aiwatch.amounts import as_count, period, shown
 from aiwatch.amounts import timeout as seconds_to_wait
 from aiwatch.cardinality import guard_for
 from aiwatch.drift.columns import columns_of, to_float, to_float_flagging
@@ -54,15 +54,6 @@ MAX_UNKNOWN_FEATURES = 1000
 #: from its row): a missing value is NaN there, so +inf (which a value never is: a non-finite value is missing) is
 #: free. The categorical window marks them INVALID, and a missing value MISSING. The report tells them apart.
 _NOT_A_VALUE = math.inf
-
-
-def _seconds(value: Any, what: str) -> float:
-    """A duration setting as a float number of seconds above 0 and at most 1e9: the background thread waits on it
-    (NaN or 0 would make it spin, inf or 10**400 would stop it), so anything else is a ValueError naming it."""
-    seconds = as_seconds(value)
-    if not seconds:
-        raise ValueError(f"{what} must be a number of seconds above 0 (at most 1e9), got {shown(value)}")
-    return seconds
 
 
 class DriftMonitor:
@@ -104,9 +95,9 @@ class DriftMonitor:
         self.metrics = metrics if metrics is not None else get_metrics(registry)
         self._guard = guard_for(self.metrics)
         self.window_size = window_size
-        self.window_seconds = None if window_seconds is None else _seconds(window_seconds, "window_seconds")
-        self.interval = _seconds(interval, "interval")
-        self.flush_interval = _seconds(flush_interval, "flush_interval")
+        self.window_seconds = None if window_seconds is None else period(window_seconds, "window_seconds")
+        self.interval = period(interval, "interval")
+        self.flush_interval = period(flush_interval, "flush_interval")
         self.options = options or Options(**option_kwargs)
         self.options.validate(profile)
         self.clock = clock
@@ -433,7 +424,7 @@ class DriftMonitor:
         """Evaluate every ``interval`` seconds on a daemon thread (idempotent). ``interval`` is a number of seconds
         above 0 and at most 1e9, else a ValueError naming it."""
         if interval is not None:
-            self.interval = _seconds(interval, "interval")
+            self.interval = period(interval, "interval")
         if self._thread is not None and self._thread.is_alive():
             return self
         self._stop.clear()

@@ -30,7 +30,7 @@ from typing import Any
 from opentelemetry import trace
 from prometheus_client import CollectorRegistry
 
-from aiwatch.amounts import as_seconds, as_timeout, shown
+from aiwatch.amounts import as_timeout, period, shown
 from aiwatch.amounts import timeout as seconds_to_wait
 from aiwatch.fastpath import adder
 from aiwatch.feedback.sampling import SamplingPolicy
@@ -71,9 +71,7 @@ class PredictionLog:
         for label, number in (("queue_size", queue_size), ("batch_size", batch_size)):
             if isinstance(number, bool) or not isinstance(number, int) or number < 1:
                 raise ValueError(f"{label} must be a whole number >= 1, got {number!r}")
-        every = as_seconds(flush_seconds)  # the writer thread waits on it: one it cannot wait on would stop it
-        if not every:
-            raise ValueError(f"flush_seconds must be > 0 (at most 1e9), got {shown(flush_seconds)}")
+        every = period(flush_seconds, "flush_seconds")  # the writer thread waits on it: 0 or NaN would spin it
         self.sink = sink
         self.sampling = sampling or SamplingPolicy(sample_rate, slow_seconds, slow_rate, error_rate)
         self.fields = fields or FieldPolicy(allow, deny, hash_fields, hash_key)

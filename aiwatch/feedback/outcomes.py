@@ -35,7 +35,8 @@ import numpy as np
 import numpy.typing as npt
 
 from aiwatch._optional import require
-from aiwatch.drift.datasets import open_dataset, time_filter
+from aiwatch.amounts import period
+from aiwatch.drift.datasets import is_text_type, open_dataset, time_filter
 from aiwatch.drift.files import numbers_in_text
 from aiwatch.metrics import Metrics
 
@@ -143,15 +144,10 @@ def _outcomes_as_numbers(labels: Any) -> Any:
     """``labels`` with a text ``outcome`` column as float64, null where a value is not a number."""
     pa = require("pyarrow", "data")
     outcome = labels.column("outcome")
-    if not _is_text(outcome.type):
+    if not is_text_type(outcome.type):
         return labels
     return labels.set_column(labels.schema.get_field_index("outcome"), "outcome",
                              pa.array(_text_as_numbers(outcome), type=pa.float64(), from_pandas=True))
-
-
-def _is_text(kind: Any) -> bool:
-    types = require("pyarrow", "data").types
-    return bool(types.is_string(kind) or types.is_large_string(kind))
 
 
 def _text_as_numbers(text: Any) -> npt.NDArray[np.float64]:
@@ -171,7 +167,7 @@ def _as_numbers(values: Any, what: str) -> npt.NDArray[np.float64]:
     pa = require("pyarrow", "data")
     if pa.types.is_dictionary(values.type):
         values = values.cast(values.type.value_type)
-    if _is_text(values.type):
+    if is_text_type(values.type):
         return _text_as_numbers(values)
     kind = values.type
     if not (pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind)
@@ -189,8 +185,7 @@ def realised_quality(log: str | os.PathLike[str], labels: Any, *, kind: Kind = "
     ``labels`` (a path, or the table of :func:`read_labels`), oldest window first."""
     if kind not in METRICS:
         raise ValueError(f"kind must be 'classifier' or 'regressor', got {kind!r}")
-    if not window_seconds > 0:
-        raise ValueError(f"window_seconds must be > 0, got {window_seconds!r}")
+    window_seconds = period(window_seconds, "window_seconds")
     pa = require("pyarrow", "data")
     pc = require("pyarrow.compute", "data")
     table_labels = drop_unusable(labels if isinstance(labels, pa.Table) else read_labels(labels), kind)[0]

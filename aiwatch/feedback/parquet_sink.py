@@ -33,6 +33,7 @@ from typing import Any
 from urllib.parse import quote
 
 from aiwatch._optional import require
+from aiwatch.amounts import period
 from aiwatch.feedback.sink import RowsLost
 
 #: The types of the log's own columns; every other column's type is inferred from its first values.
@@ -100,10 +101,8 @@ class ParquetSink:
         self.pq = require("pyarrow.parquet", "data")
         if isinstance(max_rows, bool) or not isinstance(max_rows, int) or max_rows < 1:
             raise ValueError(f"max_rows must be a whole number >= 1, got {max_rows!r}")
-        if not max_file_seconds > 0:
-            raise ValueError(f"max_file_seconds must be > 0, got {max_file_seconds!r}")
         self.directory = Path(directory)
-        self.max_rows, self.max_file_seconds = max_rows, max_file_seconds
+        self.max_rows, self.max_file_seconds = max_rows, period(max_file_seconds, "max_file_seconds")
         self.compression, self.fsync = compression, fsync
         self._open: dict[tuple[str, str], _OpenFile] = {}
         self._seq = 0

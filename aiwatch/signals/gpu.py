@@ -54,7 +54,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from aiwatch._optional import require
-from aiwatch.amounts import MAX_SECONDS, as_seconds, as_timeout, shown
+from aiwatch.amounts import MAX_SECONDS, as_timeout, period, shown
 from aiwatch.env import GPU_POLL_INTERVAL
 from aiwatch.metrics import GPU_LABELS, SPECS, Metrics, get_metrics
 from aiwatch.safety import record_error
@@ -172,12 +172,9 @@ def _text(value: Any) -> str:
 
 
 def _interval(value: float | None) -> float:
-    given = GPU_POLL_INTERVAL.seconds() if value is None else value
-    seconds = as_seconds(given)
-    if not seconds:  # None or 0
-        what = "the GPU poll interval" if value is not None else GPU_POLL_INTERVAL.name
-        raise ValueError(f"{what} must be a positive number of seconds (at most 1e9), got {shown(given)}")
-    return seconds
+    if value is None:
+        return period(GPU_POLL_INTERVAL.seconds(), GPU_POLL_INTERVAL.name)
+    return period(value, "the GPU poll interval")
 
 
 def _stop_timeout(timeout: Any, metrics: Metrics) -> float:
@@ -212,11 +209,7 @@ class GpuPoller:
         if hung_after is None:
             self.hung_after = max(2 * self.interval, MIN_HUNG_AFTER)
         else:
-            seconds = as_seconds(hung_after)
-            if not seconds:
-                raise ValueError(f"hung_after must be a positive number of seconds (at most 1e9), got "
-                                 f"{shown(hung_after)}")
-            self.hung_after = seconds
+            self.hung_after = period(hung_after, "hung_after")
         self.created = time.time()
         self._poll_began: float | None = None  # monotonic start of the poll in progress
         self.nvml: Any = nvml if nvml is not None else require("pynvml", "gpu")

@@ -137,7 +137,8 @@ def test_aiwatch_gpu_gives_up_on_a_hung_nvml(monkeypatch: pytest.MonkeyPatch,
 
 def test_aiwatch_gpu_rejects_a_bad_timeout(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["gpu", "--timeout", "0"]) == 2
-    assert "--timeout must be a positive number of seconds" in capsys.readouterr().out
+    assert capsys.readouterr().out == ("aiwatch gpu: --timeout must be a number of seconds above 0 and at most 1e9, "
+                                       "got 0.0\n")
 
 
 HUNG_SERVE = """

@@ -16,6 +16,7 @@ from aiwatch.console.config import ConsoleConfig
 from aiwatch.console.source import Series, duration, service_order
 from aiwatch.promql import one_of, selector
 from aiwatch.status import is_error_status
+from tests.hostile_numbers import NOT_A_PERIOD
 from tests.servers import python_env
 
 URL = "http://127.0.0.1:9/metrics"
@@ -152,7 +153,7 @@ def test_scrape_source_rejects_bad_input() -> None:
         ScrapeSource([], start=False)
     with pytest.raises(ValueError, match="endpoint must be a URL like"):
         ScrapeSource(["localhost:8000"], start=False)
-    with pytest.raises(ValueError, match="interval > 0"):
+    with pytest.raises(ValueError, match=r"^interval must be a number of seconds above 0 and at most 1e9, got 0$"):
         ScrapeSource([URL], interval=0, start=False)
     src = ScrapeSource([URL], interval=1.0, start=False)
     with pytest.raises(ValueError, match="is not one of this source's endpoints"):
@@ -162,6 +163,34 @@ def test_scrape_source_rejects_bad_input() -> None:
         src.record(URL, "", ts=50.0)
     with pytest.raises(ValueError, match="Prometheus URL must look like"):
         PrometheusSource("127.0.0.1:9090")
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, math.nan, math.inf, 10**400, 2e9])
+def test_every_console_duration_setting_is_a_number_of_seconds_above_0(bad: object) -> None:
+    # before: NaN and infinity passed the `<= 0` tests of ConsoleConfig and ScrapeSource (and the span's `> 0`)
+    for name in ("interval", "history", "window", "span", "timeout"):
+        with pytest.raises(ValueError, match=f"^console {name} {NOT_A_PERIOD}"):
+            ConsoleConfig(**{name: bad})  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=f"^interval {NOT_A_PERIOD}"):
+        ScrapeSource([URL], interval=bad, start=False)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=f"^history {NOT_A_PERIOD}"):
+        ScrapeSource([URL], interval=1.0, history=bad, start=False)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=f"^span {NOT_A_PERIOD}"):
+        PrometheusSource("http://127.0.0.1:9090", span=bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=f"^timeout {NOT_A_PERIOD}"):
+        PrometheusSource("http://127.0.0.1:9090", timeout=bad)  # type: ignore[arg-type]
+
+
+def test_the_checks_beside_the_console_durations_name_their_own_setting() -> None:
+    with pytest.raises(ValueError, match=r"^need history >= interval, got interval=10 history=5$"):
+        ScrapeSource([URL], interval=10, history=5, start=False)
+    with pytest.raises(ValueError, match=r"^points must be >= 2, got 1$"):
+        PrometheusSource("http://127.0.0.1:9090", points=1)
+    with pytest.raises(ValueError, match=r"^max_bytes must be >= 1, got 0$"):
+        PrometheusSource("http://127.0.0.1:9090", max_bytes=0)
+    source = ScrapeSource([URL], interval=2, history=60, start=False)
+    assert (source.interval, source.history) == (2.0, 60.0)
+    assert PrometheusSource("http://127.0.0.1:9090", timeout=3).api.timeout == 3.0
 
 
 def test_unreachable_endpoint_is_a_failed_scrape() -> None:
@@ -187,7 +216,7 @@ def test_config_roundtrips_through_the_environment() -> None:
     assert ConsoleConfig.from_env({}) == ConsoleConfig()
     with pytest.raises(ValueError, match="AIWATCH_CONSOLE_WINDOW must be a number of seconds, got 'x'"):
         ConsoleConfig.from_env({"AIWATCH_CONSOLE_WINDOW": "x"})
-    with pytest.raises(ValueError, match="console interval must be > 0"):
+    with pytest.raises(ValueError, match=f"^console interval {NOT_A_PERIOD}0$"):
         ConsoleConfig(interval=0)
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from aiwatch.cli import main
 from aiwatch.drift.batch import compare_file, compare_source, profile_source
-from aiwatch.drift.datasets import open_dataset, parse_time, scan_chunks
+from aiwatch.drift.datasets import is_text_type, open_dataset, parse_time, read_as_text, scan_chunks
 from aiwatch.drift.errors import ProfileError
 from aiwatch.drift.profile import NumericalFeature, ReferenceProfile
 from aiwatch.feedback import ParquetSink
@@ -229,6 +229,35 @@ def test_a_log_whose_files_disagree_on_a_columns_type_is_read_with_its_numbers(
     assert main(["drift", str(tmp_path / "p.json"), str(tmp_path / "log"), "--json"]) == 0
     checked = {f["feature"]: f for f in json.loads(capsys.readouterr().out)["features"]}["age"]
     assert (checked["current_count"], checked["missing"], checked["invalid"]) == (599, 0, 1)
+
+
+NO_STRING_VIEW = pytest.mark.skipif(not hasattr(pa, "string_view"), reason="pyarrow < 16 has no string_view")
+
+
+@NO_STRING_VIEW
+def test_every_arrow_string_type_is_text() -> None:
+    assert all(is_text_type(t) for t in (pa.string(), pa.large_string(), pa.string_view()))
+    assert not any(is_text_type(t) for t in (pa.binary(), pa.binary_view(), pa.null(), pa.int64(), pa.float64(),
+                                             pa.dictionary(pa.int32(), pa.string()), pa.list_(pa.string())))
+
+
+@NO_STRING_VIEW
+def test_a_column_that_is_text_in_every_file_is_read_as_it_is_whichever_string_type_holds_it(tmp_path: Path) -> None:
+    # a file written from a string_view column (Polars' strings) keeps it in its Arrow schema, and Arrow merges no
+    # string with a string_view: such a log was refused ("the types string, string_view ... cannot be read as one")
+    (tmp_path / "log").mkdir()
+    pq.write_table(pa.table({"plan": pa.array(["1", "pro"], type=pa.string_view()), "age": [30.0, 40.0]}),
+                   tmp_path / "log" / "a.parquet")
+    pq.write_table(pa.table({"plan": pa.array(["free", None]), "age": pa.array(["41", "unknown"],
+                                                                               type=pa.string_view())}),
+                   tmp_path / "log" / "b.parquet")
+    assert str(pq.read_schema(tmp_path / "log" / "a.parquet").field("plan").type) == "string_view"
+    dataset = open_dataset(tmp_path / "log")
+    assert str(dataset.schema.field("plan").type) == "string"
+    assert read_as_text(dataset) == {"age"}  # text in one file, numbers in the other: its numbers read as numbers
+    chunks = list(scan_chunks(dataset, ["plan", "age"]))
+    assert [v for c in chunks for v in c["plan"].tolist()] == ["1", "pro", "free", None]  # "1" stays text
+    assert [v for c in chunks for v in c["age"].tolist()] == [30.0, 40.0, 41.0, "unknown"]
 
 
 def test_files_whose_column_types_cannot_be_read_as_one_are_refused_by_name(tmp_path: Path) -> None:

@@ -214,6 +214,7 @@ def test_through_the_log_end_to_end(tmp_path: Path) -> None:
 def test_bad_settings_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         ParquetSink(tmp_path, max_rows=0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^max_file_seconds must be a number of seconds above 0 and at most 1e9, "
+                                         r"got 0$"):
         ParquetSink(tmp_path, max_file_seconds=0)
     assert not os.listdir(tmp_path)

@@ -9,6 +9,7 @@ for (every later write: "Operation on closed file")."""
 from __future__ import annotations
 
 import errno
+import gc
 import io
 import logging
 import os
@@ -74,6 +75,12 @@ def disk(monkeypatch: pytest.MonkeyPatch) -> Iterator[Disk]:
 
     monkeypatch.setattr(pq, "ParquetWriter", writer)
     yield disk
+    # the writers only the garbage collector frees (reference cycles) go first, while their streams are open.
+    # Collected after, each found its stream closed ("I/O operation on closed file"), and pyarrow formatted that
+    # ValueError's traceback (an ast.parse in Python 3.11) wherever the collection happened: inside pytest's
+    # ast.parse of a module imported late (hypothesis' flatmapped, in test_prediction_log), CPython 3.11.7's AST
+    # converter, which is not reentrant, raised "SystemError: AST constructor recursion depth mismatch"
+    gc.collect()
     for stream in disk.streams:
         stream.close()
 

@@ -138,3 +138,11 @@ def test_regressor_errors_near_the_float_limit_give_their_finite_mae_and_rmse_wi
     assert ordinary["mae"] == pytest.approx(1.0) and ordinary["rmse"] == pytest.approx(math.sqrt(5 / 3))
     assert regressor_metrics(np.array([1.0]), np.array([1.0])) == {"mae": 0.0, "rmse": 0.0}
     assert math.isnan(regressor_metrics(np.array([np.nan]), np.array([1.0]))["rmse"])
+
+
+@pytest.mark.parametrize("window", [0, -3600, math.inf, math.nan, 10**400, "3600"])
+def test_a_window_that_is_no_number_of_seconds_above_0_is_a_value_error_naming_it(log: dict[str, object],
+                                                                                  window: object) -> None:
+    # before: inf was accepted and made every window start at NaN (floor(t / inf) * inf), a string a TypeError
+    with pytest.raises(ValueError, match=r"^window_seconds must be a number of seconds above 0 and at most 1e9, "):
+        realised_quality(log["log"], log["labels"], prediction="output.label", window_seconds=window)  # type: ignore[arg-type]

@@ -360,7 +360,8 @@ def test_collector_cannot_be_registered_twice(registry: CollectorRegistry) -> No
 
 
 def test_bad_interval_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    with pytest.raises(ValueError, match="positive number of seconds"):
+    with pytest.raises(ValueError, match=r"^the GPU poll interval must be a number of seconds above 0 and at most "
+                                         r"1e9, got 0$"):
         GpuPoller(0, nvml=FakeNVML())
     monkeypatch.setenv("AIWATCH_GPU_POLL_INTERVAL", "soon")
     with pytest.raises(ValueError, match="AIWATCH_GPU_POLL_INTERVAL"):
@@ -376,7 +377,8 @@ def test_an_interval_that_is_no_number_of_seconds_is_a_value_error_naming_it(set
     # before: 10**400 raised OverflowError, a string TypeError, a Decimal NaN decimal.InvalidOperation; True, 2**53+1
     # and a Unix timestamp were accepted, and Decimal("1e400") became an infinite interval (the poll thread then dies
     # in Event.wait with OverflowError)
-    with pytest.raises(ValueError, match="poll interval" if setting == "interval" else "hung_after"):
+    what = "the GPU poll interval" if setting == "interval" else "hung_after"
+    with pytest.raises(ValueError, match=f"^{what} must be a number of seconds above 0 and at most 1e9, got "):
         GpuPoller(nvml=FakeNVML(), **{setting: bad})
 
 
