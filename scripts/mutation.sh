@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Mutation testing of aiwatch's core: timing (the timeline and RequestRecorder), the checks of the numbers the app
-# hands it (amounts), the Server-Timing parser, the label guard, the recorder factory, the drift statistics and
-# counting. Which files are mutated and which tests run
-# against each mutant are in pyproject.toml ([tool.mutmut]); mutmut runs only the tests that reach the mutated
-# function. Prints the kill rate per module (scripts/mutation_report.py; survivors judged equivalent to the original
-# code are listed, with why, in scripts/mutation_equivalent.txt).
+# hands it (amounts), the Content-Length and Server-Timing parsers, the label guard, the recorder factory, the drift
+# statistics and counting. Which files are mutated and which tests run against each mutant are in pyproject.toml
+# ([tool.mutmut]); mutmut runs only the tests that reach the mutated function. Prints the kill rate per module
+# (scripts/mutation_report.py; survivors judged equivalent to the original code are listed, with why, in
+# scripts/mutation_equivalent.txt).
 #
 # Not part of CI: a run from scratch (1717 mutants) is CPU-heavy: 10-20 mutants a minute with one worker on the
 # shared 2-core development machine, 1.5-3 hours (bench/RESULTS.md). Results are cached in mutants/: a second
