@@ -1,10 +1,13 @@
-"""The prediction-log question: both sources read the console workload's real PredictionLog counters (its sink fails
-every third batch, tests/console/workload.py), and the share of records not stored is the one
-AiwatchPredictionLogLosingRecords computes."""
+"""The Drift view's prediction-log panel: both sources read the console workload's real PredictionLog counters (its
+sink fails every third batch, tests/console/workload.py), the share of records not stored is the one
+AiwatchPredictionLogLosingRecords computes, and the view draws the log with its losses marked."""
 
 from __future__ import annotations
 
+import json
+import re
 import time
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
@@ -14,11 +17,14 @@ from aiwatch.console.queries import SAMPLED_OUT
 from aiwatch.console.source import DataSource, unstored_share
 from aiwatch.metrics import Metrics
 from aiwatch.rules.render import HANDLED_RESULTS, UNSTORED_RESULTS
-from tests.console.conftest import WINDOW, Stack, log_counts, log_growth
+from tests.console.conftest import WINDOW, Stack, log_counts, log_growth, run_view, texts
 from tests.console.workload import SERVICE
 from tests.servers import wait_until
 
+pytestmark = pytest.mark.usefixtures("console_env")
+
 URL = "http://127.0.0.1:9/metrics"
+BANNER = "Prediction log losing records: "
 
 
 @pytest.fixture(params=["prometheus", "scrape"])
@@ -73,6 +79,40 @@ def test_the_sources_agree(stack: Stack, prom_source: PrometheusSource, scrape_s
     assert prom_share == pytest.approx(scrape_share, abs=0.05)
 
 
+def losses_shown(at: Any) -> list[str]:
+    return [t for t in texts(at.error) if t.startswith(BANNER)]
+
+
+def records_chart(at: Any) -> dict[str, Any]:
+    (spec,) = [json.loads(c.proto.spec) for c in at.get("vega_lite_chart") if "records/s" in c.proto.spec]
+    found: dict[str, Any] = spec
+    return found
+
+
+@pytest.mark.slow
+def test_the_drift_view_shows_the_log_and_marks_its_losses(stack: Stack, source: DataSource) -> None:
+    answer(source)
+    log = log_name(stack)
+    at = run_view(source, "Drift")
+    (banner,) = losses_shown(at)
+    found = re.fullmatch(re.escape(f"{BANNER}{log} ") + r"([0-9.]+)% not stored", banner)
+    assert found, banner
+    assert all("reached storage" not in t for t in texts(at.success))
+    (table,) = [df.value for df in at.dataframe if "not stored %" in df.value.columns]
+    assert list(table["log"]) == [log]
+    # the sink fails every third batch: a share well inside (0, 100) %, the same in the banner and the table
+    assert 5 < table["not stored %"].iloc[0] < 60
+    assert float(found.group(1)) == round(table["not stored %"].iloc[0], 1)
+    assert table["written/s"].iloc[0] > 0 and table["failed/s"].iloc[0] > 0
+    assert f"{SAMPLED_OUT}/s" not in table.columns
+    # the chart: one line per result, the losses labelled and drawn in the loss colours
+    scale = records_chart(at)["encoding"]["color"]["scale"]
+    colors = dict(zip(scale["domain"], scale["range"], strict=True))
+    assert set(colors) == {f"{log} queued", f"{log} written", *(f"{log} {r} (not stored)" for r in UNSTORED_RESULTS)}
+    lost = {c for name, c in colors.items() if name.endswith("(not stored)")}
+    assert len(lost) == len(UNSTORED_RESULTS) and not lost & {c for c in colors.values() if c not in lost}
+
+
 # --- the share and the scrape source's rates, on counters written by hand ------------------------------------------
 def test_the_share_is_the_alerts() -> None:
     def series(log: str, **rates: float) -> list[Series]:
@@ -114,6 +154,25 @@ def test_the_scrape_source_leaves_out_the_requests_not_sampled() -> None:
         "queued": 95, "written": 90, "dropped": 5, "failed": 5, "lost": 0}
     assert {s.labels["log"] for s in series} == {"p"}
     assert unstored_share(series) == {"p": pytest.approx(10 / 100)}
+
+
+def test_a_log_that_stores_everything_is_an_all_clear() -> None:
+    first = {"p": dict.fromkeys(("queued", "written", "dropped", "failed", "lost"), 0.0)}
+    src = fed(first, {"p": {"queued": 40, "written": 40}}, {"p": {"queued": 40, "written": 40}})
+    at = run_view(src, "Drift")
+    assert texts(at.success) == ["Every record the prediction log kept in the last 5s reached storage."]
+    assert not at.error
+    (table,) = [df.value for df in at.dataframe if "not stored %" in df.value.columns]
+    assert list(table["log"]) == ["p"] and table["not stored %"].iloc[0] == 0
+    assert table["queued/s"].iloc[0] == pytest.approx(40)
+
+
+def test_no_prediction_log_says_what_to_do() -> None:
+    src = fed({}, {})
+    at = run_view(src, "Drift")
+    (message,) = [t for t in texts(at.info) if t.startswith("No prediction log")]
+    assert "aiwatch.PredictionLog" in message and "docs/prediction-log.md" in message
+    assert not at.error and not at.success
 
 
 def test_a_log_of_the_same_name_in_two_clusters_is_two_logs() -> None:
