@@ -49,7 +49,9 @@ def render(source: DataSource | None, view: str, script: str = APP) -> float:
     elapsed = time.perf_counter() - started
     if at.exception:
         raise RuntimeError(f"{view}: {[e.value for e in at.exception]}")
-    errors = [e.value for e in at.error if not str(e.value).startswith(("Drift detected", "1 firing"))]
+    # the workload's drift, low quality, alerts and its prediction log's failing sink are on purpose
+    errors = [e.value for e in at.error if not str(e.value).startswith((
+        "Drift detected", "Quality off its objective", "1 firing", "Prediction log losing records"))]
     if errors:
         raise RuntimeError(f"{view}: {errors}")
     return elapsed

@@ -35,6 +35,7 @@ from aiwatch.console.source import (
     SourceUnavailable,
     by_service,
     service_order,
+    unstored_share,
 )
 from aiwatch.console.text import md, md_link, safe_url
 from aiwatch.traffic import REALTIME
@@ -491,6 +492,11 @@ def drift_view(src: DataSource, window: float) -> None:
           _draw_quality, "No realised quality: no aiwatch_model_quality series. `aiwatch quality LOG LABELS "
           "--textfile ...` exports them once labels arrive (docs/prediction-log.md); until then prediction drift, "
           "the output.* features above, is the proxy.")
+    panel(f"Prediction log: what became of kept records (records/s, over {w})", lambda: src.prediction_log(window),
+          lambda d: _draw_prediction_log(d, w),
+          "No prediction log: no aiwatch_prediction_log_records_total series. Log each prediction with "
+          "`aiwatch.PredictionLog` (docs/prediction-log.md): drift checks on what was served and delayed labels "
+          "(`aiwatch quality`) read that log, and this panel shows whether its records reach storage.")
     features = sorted({(r.model, r.feature) for r in rows or []})
     if not features:
         return
@@ -533,6 +539,55 @@ def _draw_quality(rows: list[Any]) -> None:
                  column_config={"value": st.column_config.NumberColumn(format="%.4g"),
                                 "objective": st.column_config.NumberColumn(format="%.4g"),
                                 "labelled requests": st.column_config.NumberColumn(format="%.0f")})
+
+
+# Colours of the prediction log's results: reds for the records it lost, blues and greens for the others.
+LOSS_COLORS = ("#d62728", "#ff7f0e", "#8c564b", "#e377c2")
+KEPT_COLORS = ("#1f77b4", "#2ca02c", "#9ecae1", "#98df8a", "#7f7f7f")
+
+
+def _draw_prediction_log(series: list[Series], w: str) -> None:
+    from aiwatch.rules.render import HANDLED_RESULTS, UNSTORED_RESULTS
+
+    def lost(result: str) -> bool:
+        return result in UNSTORED_RESULTS
+
+    def order(s: Series) -> tuple[str, bool, int, str]:
+        result = s.labels.get("result", "")
+        return (s.labels.get("log", ""), lost(result), UNSTORED_RESULTS.index(result) if lost(result) else 0, result)
+
+    shares = unstored_share(series)
+    losing = sorted(((log, share) for log, share in shares.items() if share), key=lambda ls: (-ls[1], ls[0]))
+    if losing:
+        st.error("Prediction log losing records: " + ", ".join(f"{md(log)} {share:.1%} not stored"
+                                                               for log, share in losing[:10]))
+    elif any(share is not None for share in shares.values()):
+        st.success(f"Every record the prediction log kept in the last {w} reached storage.")
+    st.caption(f"Not stored: the share of the records a log dealt with that were dropped (its queue was full), failed "
+               f"or lost by its sink, ({' + '.join(UNSTORED_RESULTS)}) / ({' + '.join(HANDLED_RESULTS)}), over {w} "
+               "and summed over replicas; AiwatchPredictionLogLosingRecords fires on the same share per replica, "
+               "over meta.prediction_log_window. Drift checks and label joins on the log miss every record not "
+               "written.")
+    ordered = sorted(series, key=order)
+    rows: dict[str, dict[str, Any]] = {}
+    for s in ordered:
+        log = s.labels.get("log", "")
+        share = shares.get(log)
+        row = rows.setdefault(log, {"log": log, "not stored %": None if share is None else share * 100})
+        row[f"{s.labels.get('result', '')}/s"] = s.last
+    df = pd.DataFrame(list(rows.values()))
+    st.dataframe(df, hide_index=True, width="stretch", column_config={
+        "not stored %": st.column_config.NumberColumn(format="%.1f%%"),
+        **{c: st.column_config.NumberColumn(format="%.2f") for c in df.columns if str(c).endswith("/s")}})
+
+    def name(s: Series) -> str:
+        result = s.labels.get("result", "")
+        return f"{s.labels.get('log', '')} {result}" + (" (not stored)" if lost(result) else "")
+
+    wide = frame(ordered, name)
+    losses, kept = iter(LOSS_COLORS * len(wide.columns)), iter(KEPT_COLORS * len(wide.columns))
+    chart(wide, "records/s", colors=[next(losses) if str(c).endswith("(not stored)") else next(kept)
+                                     for c in wide.columns])
 
 
 def _draw_drift_table(rows: list[Any]) -> None:

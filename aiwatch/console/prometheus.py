@@ -214,6 +214,9 @@ class PrometheusSource(DataSource):
     def cache_hit_ratio(self, window: float) -> list[Series]:
         return self.range(self.q.cache_hit_ratio(duration(window)))
 
+    def prediction_log(self, window: float) -> list[Series]:
+        return self.range(self.q.prediction_log_records(duration(window)))
+
     def drift_table(self) -> list[DriftRow]:
         found: dict[tuple[str, str, str], dict[str, float]] = {}
         answers = self._all([partial(self.instant, self.q.drift_gauge(m)) for _, m in Q.DRIFT_GAUGES])

@@ -64,6 +64,9 @@ MODEL_QUALITY = metric("aiwatch_model_quality")
 MODEL_QUALITY_OBJECTIVE = metric("aiwatch_model_quality_objective")
 MODEL_QUALITY_LABELLED = metric("aiwatch_model_quality_labelled")
 PREDICTION_LOG_RECORDS = metric("aiwatch_prediction_log_records_total")
+SAMPLED_OUT = "sampled_out"
+"""The prediction log's ``result`` of the requests it did not sample: left out of the prediction-log panels, which
+show what became of the records it kept."""
 REFERENCE_RATIO = metric("aiwatch_feature_reference_ratio")
 TIME_TO_FIRST_CHUNK = metric("aiwatch_time_to_first_chunk_seconds")
 TIME_BETWEEN_CHUNKS = metric("aiwatch_time_between_chunks_seconds")
@@ -282,7 +285,7 @@ class PanelQueries:
         """Records per second per prediction ``log`` and ``result``, the requests it did not sample left out: what
         became of the records it kept (queued, then written; or dropped, failed, lost)."""
         return by("sum", self._by("log", "result"),
-                  rate(PREDICTION_LOG_RECORDS, w, *self._m(ne("result", "sampled_out"))))
+                  rate(PREDICTION_LOG_RECORDS, w, *self._m(ne("result", SAMPLED_OUT))))
 
     # --- realised model quality ---------------------------------------------------------------------------
     def quality_gauge(self, gauge: str, labels: tuple[str, ...] = ("model", "metric")) -> str:

@@ -385,10 +385,11 @@ class ScrapeSource(DataSource):
             return _quantiles([r for r in rates if keep is None or keep(r[0])], by, QUANTILES[:2])
         return self._range(fn)
 
-    def _rate_by(self, name: str, by: tuple[str, ...], window: float) -> list[Series]:
+    def _rate_by(self, name: str, by: tuple[str, ...], window: float,
+                 keep: Callable[[dict[str, str]], bool] | None = None) -> list[Series]:
         def fn(data: list[tuple[str, list[Snapshot]]], t: float) -> Samples:
-            return [(dict(zip(by, k, strict=True)), v)
-                    for k, v in sum_by(self._rate(data, name, t, window), by).items()]
+            rates = [r for r in self._rate(data, name, t, window) if keep is None or keep(r[0])]
+            return [(dict(zip(by, k, strict=True)), v) for k, v in sum_by(rates, by).items()]
         return self._range(fn)
 
     def latency_by_class(self, window: float) -> list[Series]:
@@ -471,6 +472,10 @@ class ScrapeSource(DataSource):
             hits = sum_by([(lb, v) for lb, v in rates if lb.get("result") == "hit"], ("cache",))
             return [({"cache": k[0]}, hits.get(k, 0.0) / v) for k, v in total.items() if v > 0]
         return self._range(fn)
+
+    def prediction_log(self, window: float) -> list[Series]:
+        return self._rate_by(Q.PREDICTION_LOG_RECORDS.name, ("log", "result"), window,
+                             lambda lb: lb.get("result") != Q.SAMPLED_OUT)
 
     def drift_table(self) -> list[DriftRow]:
         data, t = self._copy(), time.time()

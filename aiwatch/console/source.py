@@ -268,6 +268,12 @@ class DataSource(ABC):
         """Feature-cache hit ratio over time, by ``cache``."""
 
     @abstractmethod
+    def prediction_log(self, window: float) -> list[Series]:
+        """Records per second of each prediction log (:class:`aiwatch.PredictionLog`) per ``log`` and ``result``:
+        what became of the records it kept (``queued``, then ``written``; or ``dropped``, ``failed``, ``lost``), its
+        ``sampled_out`` requests left out. :func:`unstored_share` reads each log's share of losses from it."""
+
+    @abstractmethod
     def drift_table(self) -> list[DriftRow]:
         """The latest drift evaluation of every (model, feature, test)."""
 
@@ -369,6 +375,36 @@ def quality_rows(values: dict[tuple[str, str], float], objectives: dict[tuple[st
             for (model, name), value in sorted(values.items(), key=lambda kv: (natural_key(kv[0][0]), kv[0][1]))]
 
 
+def unstored_share(series: Iterable[Series]) -> dict[str, float | None]:
+    """Per ``log`` of a :meth:`DataSource.prediction_log` answer, the share of the records it dealt with that never
+    reached storage, as AiwatchPredictionLogLosingRecords computes it (:data:`aiwatch.rules.render.UNSTORED_RESULTS`
+    over :data:`~aiwatch.rules.render.HANDLED_RESULTS`: (dropped + failed + lost) / (queued + dropped + lost)), from
+    the rates at the latest time any of the log's series has; ``None`` for a log that dealt with no record then.
+
+    >>> unstored_share([Series({"log": "p", "result": r}, [(1.0, v)])
+    ...                 for r, v in (("queued", 10.0), ("written", 8.0), ("failed", 2.0))])
+    {'p': 0.2}
+    """
+    from aiwatch.rules.render import HANDLED_RESULTS, UNSTORED_RESULTS
+
+    logs: dict[str, list[Series]] = {}
+    for s in series:
+        if s.points:
+            logs.setdefault(s.labels.get("log", ""), []).append(s)
+    out: dict[str, float | None] = {}
+    for log, found in logs.items():
+        at = max(s.points[-1][0] for s in found)
+        rates: dict[str, float] = {}
+        for s in found:
+            value = dict(s.points).get(at)
+            if value is not None:
+                result = s.labels.get("result", "")
+                rates[result] = rates.get(result, 0.0) + value
+        handled = sum(rates.get(r, 0.0) for r in HANDLED_RESULTS)
+        out[log] = sum(rates.get(r, 0.0) for r in UNSTORED_RESULTS) / handled if handled > 0 else None
+    return out
+
+
 def bin_rows(reference: dict[str, float], live: dict[str, float]) -> list[BinRow]:
     """One feature's bins, reference share against live share, in bin order."""
     return [BinRow(b, reference.get(b), live.get(b)) for b in sorted(set(reference) | set(live), key=natural_key)]
@@ -405,8 +441,9 @@ def service_order(services: Iterable[str], network: Iterable[Series] = ()) -> li
     return sorted(names, key=lambda n: (depth[n], n))
 
 
-NAME_LABELS = ("service", "peer", "model", "queue", "cache")
-"""Labels whose values name something the console shows by name (a service, a model, a queue, a cache)."""
+NAME_LABELS = ("service", "peer", "model", "queue", "cache", "log")
+"""Labels whose values name something the console shows by name (a service, a model, a queue, a cache, a prediction
+log)."""
 
 
 def tell_scopes_apart(found: Sequence[dict[str, str]], scope: Sequence[str]) -> list[dict[str, str]]:

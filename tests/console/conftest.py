@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,6 +96,21 @@ def console_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for var in [v for v in os.environ if v.startswith("AIWATCH_CONSOLE_")]:
         monkeypatch.delenv(var)
     monkeypatch.setenv("AIWATCH_CONSOLE_WINDOW", str(WINDOW))
+
+
+def log_counts(stack: Stack) -> dict[str, float]:
+    """The workload's prediction-log counter by result, read from its registry."""
+    return {s.labels["result"]: s.value for family in stack.service["registry"].collect()
+            if family.name == "aiwatch_prediction_log_records" for s in family.samples if s.name.endswith("_total")}
+
+
+def log_growth(stack: Stack, seconds: float) -> dict[str, float]:
+    """How much the workload's prediction-log counter grows by result over the next ``seconds``: the log's own
+    counts over the window a source asked right after reads. Over the whole run they would not do: how the writer
+    thread batches the records (so how many of them the sink's failing batches hold) depends on the machine's load."""
+    before = log_counts(stack)
+    time.sleep(seconds)
+    return {result: value - before.get(result, 0.0) for result, value in log_counts(stack).items()}
 
 
 def run_view(source: DataSource | None, view: str, timeout: float = 60) -> Any:

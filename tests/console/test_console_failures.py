@@ -61,7 +61,7 @@ def test_no_data_yet_before_the_first_scrape() -> None:
                     "No versioned model served", "No versioned inference phase"]),
     ("Resources", ["No GPU metrics", "No GPU utilization series", "No queue metrics", "No batches in the last",
                    "No in-flight gauge", "No feature-cache lookups"]),
-    ("Drift", ["No drift results yet"]),
+    ("Drift", ["No drift results yet", "No realised quality", "No prediction log"]),
     ("Alerts", ["Alert rules are evaluated by Prometheus"]),
 ])
 def test_endpoint_up_without_aiwatch_metrics_shows_no_data_messages(view: str, expected: list[str]) -> None:

@@ -1,0 +1,186 @@
+"""The Drift view's prediction-log panel: both sources read the console workload's real PredictionLog counters (its
+sink fails every third batch, tests/console/workload.py), the share of records not stored is the one
+AiwatchPredictionLogLosingRecords computes, and the view draws the log with its losses marked."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+
+from aiwatch.console import PrometheusSource, ScrapeSource, Series
+from aiwatch.console.queries import SAMPLED_OUT
+from aiwatch.console.source import DataSource, unstored_share
+from aiwatch.metrics import Metrics
+from aiwatch.rules.render import HANDLED_RESULTS, UNSTORED_RESULTS
+from tests.console.conftest import WINDOW, Stack, log_counts, log_growth, run_view, texts
+from tests.console.workload import SERVICE
+from tests.servers import wait_until
+
+pytestmark = pytest.mark.usefixtures("console_env")
+
+URL = "http://127.0.0.1:9/metrics"
+BANNER = "Prediction log losing records: "
+
+
+@pytest.fixture(params=["prometheus", "scrape"])
+def source(request: pytest.FixtureRequest, prom_source: PrometheusSource, scrape_source: ScrapeSource) -> DataSource:
+    return prom_source if request.param == "prometheus" else scrape_source
+
+
+def log_name(stack: Stack) -> str:
+    name: str = stack.service["workload"].prediction_log.name
+    return name
+
+
+def answer(source: DataSource) -> list[Series]:
+    wait_until(lambda: bool(source.prediction_log(WINDOW)), 20, what="prediction-log rates")
+    return source.prediction_log(WINDOW)
+
+
+# --- the workload's real log, through a real Prometheus and through the scrape source ------------------------------
+@pytest.mark.slow
+def test_both_sources_read_the_logs_records(stack: Stack, source: DataSource) -> None:
+    series = answer(source)
+    counts, log = log_counts(stack), log_name(stack)
+    # one series per result the log counts, the requests it did not sample left out
+    assert sorted((s.labels["log"], s.labels["result"]) for s in series) == \
+        sorted((log, result) for result in counts if result != SAMPLED_OUT)
+    rates = {s.labels["result"]: s.last or 0.0 for s in series}
+    assert rates["written"] > 0 and rates["failed"] > 0
+    assert rates["dropped"] == rates["lost"] == counts["dropped"] == counts["lost"] == 0
+    # every recommender request logs one record, and the log samples them all: it queues as many as it serves
+    served = {s.labels["service"]: s.last or 0.0 for s in source.throughput(WINDOW)}[SERVICE]
+    assert rates["queued"] == pytest.approx(served, rel=0.2)
+    # the sink fails every third batch: the window's share of records not stored is the log's own over that window
+    grown = log_growth(stack, WINDOW)
+    share = unstored_share(source.prediction_log(WINDOW))
+    own = sum(grown[r] for r in UNSTORED_RESULTS) / sum(grown[r] for r in HANDLED_RESULTS)
+    assert 0 < own < 1 and share == {log: pytest.approx(own, abs=0.05)}
+
+
+@pytest.mark.slow
+def test_the_sources_agree(stack: Stack, prom_source: PrometheusSource, scrape_source: ScrapeSource) -> None:
+    # Prometheus extrapolates a rate to the window's edges only as far as its samples reach: until it holds a whole
+    # window of them (the session's first seconds), its rates read low; the scrape source's do not
+    stack.prom.wait_for(f'count_over_time(aiwatch_prediction_log_records_total{{result="queued"}}[{WINDOW:g}s]) >= 5')
+    prom, scrape = answer(prom_source), answer(scrape_source)
+    assert sorted(tuple(sorted(s.labels.items())) for s in prom) == \
+        sorted(tuple(sorted(s.labels.items())) for s in scrape)
+    prom_rates = {s.labels["result"]: s.last or 0.0 for s in prom}
+    scrape_rates = {s.labels["result"]: s.last or 0.0 for s in scrape}
+    assert prom_rates == pytest.approx(scrape_rates, rel=0.2)
+    # Prometheus extrapolates each rate to the window's edges, the scrape source does not; their ratio is the same
+    (prom_share,), (scrape_share,) = unstored_share(prom).values(), unstored_share(scrape).values()
+    assert prom_share == pytest.approx(scrape_share, abs=0.05)
+
+
+def losses_shown(at: Any) -> list[str]:
+    return [t for t in texts(at.error) if t.startswith(BANNER)]
+
+
+def records_chart(at: Any) -> dict[str, Any]:
+    (spec,) = [json.loads(c.proto.spec) for c in at.get("vega_lite_chart") if "records/s" in c.proto.spec]
+    found: dict[str, Any] = spec
+    return found
+
+
+@pytest.mark.slow
+def test_the_drift_view_shows_the_log_and_marks_its_losses(stack: Stack, source: DataSource) -> None:
+    answer(source)
+    log = log_name(stack)
+    at = run_view(source, "Drift")
+    (banner,) = losses_shown(at)
+    found = re.fullmatch(re.escape(f"{BANNER}{log} ") + r"([0-9.]+)% not stored", banner)
+    assert found, banner
+    assert all("reached storage" not in t for t in texts(at.success))
+    (table,) = [df.value for df in at.dataframe if "not stored %" in df.value.columns]
+    assert list(table["log"]) == [log]
+    # the sink fails every third batch: a share well inside (0, 100) %, the same in the banner and the table
+    assert 5 < table["not stored %"].iloc[0] < 60
+    assert float(found.group(1)) == round(table["not stored %"].iloc[0], 1)
+    assert table["written/s"].iloc[0] > 0 and table["failed/s"].iloc[0] > 0
+    assert f"{SAMPLED_OUT}/s" not in table.columns
+    # the chart: one line per result, the losses labelled and drawn in the loss colours
+    scale = records_chart(at)["encoding"]["color"]["scale"]
+    colors = dict(zip(scale["domain"], scale["range"], strict=True))
+    assert set(colors) == {f"{log} queued", f"{log} written", *(f"{log} {r} (not stored)" for r in UNSTORED_RESULTS)}
+    lost = {c for name, c in colors.items() if name.endswith("(not stored)")}
+    assert len(lost) == len(UNSTORED_RESULTS) and not lost & {c for c in colors.values() if c not in lost}
+
+
+# --- the share and the scrape source's rates, on counters written by hand ------------------------------------------
+def test_the_share_is_the_alerts() -> None:
+    def series(log: str, **rates: float) -> list[Series]:
+        return [Series({"log": log, "result": r}, [(1.0, 0.0), (2.0, v)]) for r, v in rates.items()]
+
+    assert unstored_share([
+        *series("busy", queued=100, written=90, dropped=5, failed=4, lost=1),
+        *series("fine", queued=10, written=10, dropped=0, failed=0, lost=0),
+        # idle, then a Parquet file of rows written before the window is lost: all it dealt with
+        *series("idle", queued=0, written=0, dropped=0, failed=0, lost=3),
+        *series("quiet", queued=0, written=0, dropped=0, failed=0, lost=0),
+    ]) == {"busy": pytest.approx(10 / 106), "fine": 0.0, "idle": 1.0, "quiet": None}
+    # the rates at the latest time the log's series have: an earlier point of another series does not count
+    late = [Series({"log": "p", "result": "queued"}, [(1.0, 10.0), (2.0, 10.0)]),
+            Series({"log": "p", "result": "failed"}, [(1.0, 5.0)])]
+    assert unstored_share(late) == {"p": 0.0}
+
+
+def fed(*steps: dict[str, dict[str, float]]) -> ScrapeSource:
+    """A ScrapeSource fed one real exposition per step (1 s apart) of prediction-log counters grown by
+    ``{log: {result: increase}}``."""
+    src = ScrapeSource([URL], interval=1.0, history=60, start=False)
+    registry = CollectorRegistry()
+    counter = Metrics(registry).prediction_log_records
+    start = time.time() - len(steps)
+    for i, step in enumerate(steps):
+        for log, grown in step.items():
+            for result, value in grown.items():
+                counter.labels(log, result).inc(value)
+        src.record(URL, generate_latest(registry).decode(), ts=start + i)
+    return src
+
+
+def test_the_scrape_source_leaves_out_the_requests_not_sampled() -> None:
+    first = {"p": dict.fromkeys(("sampled_out", "queued", "written", "dropped", "failed", "lost"), 0.0)}
+    src = fed(first, {"p": {"sampled_out": 900, "queued": 95, "written": 90, "dropped": 5, "failed": 5}})
+    series = src.prediction_log(10.0)
+    assert {s.labels["result"]: s.last for s in series} == {
+        "queued": 95, "written": 90, "dropped": 5, "failed": 5, "lost": 0}
+    assert {s.labels["log"] for s in series} == {"p"}
+    assert unstored_share(series) == {"p": pytest.approx(10 / 100)}
+
+
+def test_a_log_that_stores_everything_is_an_all_clear() -> None:
+    first = {"p": dict.fromkeys(("queued", "written", "dropped", "failed", "lost"), 0.0)}
+    src = fed(first, {"p": {"queued": 40, "written": 40}}, {"p": {"queued": 40, "written": 40}})
+    at = run_view(src, "Drift")
+    assert texts(at.success) == ["Every record the prediction log kept in the last 5s reached storage."]
+    assert not at.error
+    (table,) = [df.value for df in at.dataframe if "not stored %" in df.value.columns]
+    assert list(table["log"]) == ["p"] and table["not stored %"].iloc[0] == 0
+    assert table["queued/s"].iloc[0] == pytest.approx(40)
+
+
+def test_no_prediction_log_says_what_to_do() -> None:
+    src = fed({}, {})
+    at = run_view(src, "Drift")
+    (message,) = [t for t in texts(at.info) if t.startswith("No prediction log")]
+    assert "aiwatch.PredictionLog" in message and "docs/prediction-log.md" in message
+    assert not at.error and not at.success
+
+
+def test_a_log_of_the_same_name_in_two_clusters_is_two_logs() -> None:
+    from aiwatch.console.source import tell_scopes_apart
+
+    found = [{"cluster": c, "log": "predictions", "result": r} for c in ("eu", "us") for r in ("queued", "failed")]
+    named = tell_scopes_apart(found, ("cluster", "namespace"))
+    values = {("eu", "queued"): 10.0, ("eu", "failed"): 1.0, ("us", "queued"): 10.0, ("us", "failed"): 0.0}
+    series = [Series(labels, [(1.0, values[(raw["cluster"], raw["result"])])])
+              for raw, labels in zip(found, named, strict=True)]
+    assert unstored_share(series) == {"predictions (eu)": 0.1, "predictions (us)": 0.0}
