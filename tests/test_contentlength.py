@@ -92,6 +92,8 @@ def test_every_count_up_to_2_53_is_its_int(digits: str) -> None:
     pytest.param("", id="empty"),
     pytest.param(b"", id="empty-bytes"),
     pytest.param(" \t", id="whitespace-only"),
+    pytest.param("X12X", id="letters-around"),  # only spaces and tabs are stripped
+    pytest.param(b" X12", id="space-and-letter"),
     pytest.param(None, id="None"),
     pytest.param(12, id="an-int-not-text"),
 ])
@@ -108,6 +110,8 @@ def test_hostile_values_are_no_length(value: Any) -> None:
     (b"5 ", 5),  # uvicorn with httptools hands the app the trailing whitespace the client sent
     (str(2**53), 2**53),
     ("0" * 5000 + "7", 7),
+    ("0" * 16, 0),  # all zeros, past the common case's 15 digits
+    (" 0", 0),
     (bytearray(b"42"), 42),
 ])
 def test_ascii_digits_are_their_number(value: Any, number: int) -> None:
