@@ -1088,6 +1088,16 @@ def test_a_refused_duration_or_size_is_logged_with_what_it_was(metrics: Metrics,
         RequestRecorder(metrics, slow_threshold=math.nan)
 
 
+@pytest.mark.parametrize("sizes", [{"request_bytes": -5}, {"response_bytes": 10**400}, {"request_bytes": 1.5}])
+def test_a_refused_size_is_counted_as_a_metrics_error_on_the_recorders_own_metrics(metrics: Metrics,
+                                                                                     sizes: dict[str, Any]) -> None:
+    recorder = RequestRecorder(metrics, service="svc")
+    recorder.finish(recorder.begin(), "/p", "POST", "200", **sizes)
+    assert errors(metrics, "metrics") == 1
+    assert metrics.registry.get_sample_value("aiwatch_request_duration_seconds_count", {
+        "service": "svc", "route": "/p", "method": "POST", "status": "200", "traffic_class": "realtime"}) == 1
+
+
 def test_a_request_size_alone_is_recorded_without_a_response_size(metrics: Metrics) -> None:
     recorder = RequestRecorder(metrics, service="svc")
     recorder.finish(recorder.begin(), "/p", "POST", "200", request_bytes=100)
