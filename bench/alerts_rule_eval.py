@@ -2,10 +2,11 @@
 target (the baseline, measured in the same run on the same Prometheus).
 
 A synthetic exporter serves the contract's metrics for a mid-sized fleet (4 services x 3 routes x 2 statuses,
-4 phases x 2 models, 3 queues, 2 caches, 8 GPUs, and the drift sketch of 2 models x 20 features x 10 bins), with
-counters moving every second. A real Prometheus scrapes it every second and evaluates alerts/*.rules.yml every
-second; the script samples Prometheus' own ``prometheus_rule_group_last_duration_seconds`` and
-``scrape_duration_seconds`` and prints the mean per group and its ratio to the scrape.
+4 phases x 2 models, 3 queues, 2 caches, 8 GPUs, the drift sketch of 2 models x 20 features x 10 bins, and 2
+prediction logs losing a fifth of their records), with counters moving every second. A real Prometheus scrapes it
+every second and evaluates alerts/*.rules.yml every second; the script samples Prometheus' own
+``prometheus_rule_group_last_duration_seconds`` and ``scrape_duration_seconds`` and prints the mean per group and
+its ratio to the scrape.
 
 Note: with only a short run of data, the long windows (1d, 3d) hold few samples, so this measures the per-series
 cost of the expressions, not the cost of scanning days of samples.
@@ -74,6 +75,10 @@ def traffic(m: Metrics, stop: threading.Event) -> None:
                     m.feature_reference_ratio.labels(model, feature, b).set(0.1)
                 m.drift_detected.labels(model, feature, "psi").set(0)
                 m.drift_score.labels(model, feature, "psi").set(random.random() / 10)
+        for log in ("predictions", "shadow"):
+            for result, records in (("sampled_out", 90), ("queued", 9), ("written", 8), ("dropped", 1),
+                                    ("failed", 1), ("lost", 0)):
+                m.prediction_log_records.labels(log, result).inc(records)
         m.instrumentation_errors.labels("metrics").inc(0)
 
 
