@@ -44,9 +44,10 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 @contextmanager
-def peer() -> Iterator[str]:
-    """Yields the peer's base URL, ``http://127.0.0.1:PORT``."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+def peer(handler: type[BaseHTTPRequestHandler] = _Handler) -> Iterator[str]:
+    """Yields the peer's base URL, ``http://127.0.0.1:PORT``; ``handler`` answers its requests (default: the
+    Server-Timing peer above)."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -195,12 +195,14 @@ def test_bytes_moved_per_peer_requests_and_httpx(base: str) -> None:
 
 
 @pytest.mark.parametrize("length", [pytest.param("-5", id="-5"), pytest.param("9" * 400, id="400-digits"),
-                                    pytest.param(str(2**53 + 1), id="2**53+1")])
+                                    pytest.param(str(2**53 + 1), id="2**53+1"), pytest.param("+7", id="plus"),
+                                    pytest.param("1_000", id="underscore")])
 def test_a_content_length_that_is_no_count_of_bytes_is_refused_and_the_received_bytes_kept(
         length: str, registry: CollectorRegistry) -> None:
     # before: the app's Content-Length of -5 made the sent counter raise and 400 digits overflow (each a metrics
-    # error) and the call's received bytes were lost with it; 2**53 + 1 was counted. Then each was refused as
-    # aiwatch's error; it is no count of bytes, so the bytes sent are unknown, as for a stream of unknown size
+    # error) and the call's received bytes were lost with it; 2**53 + 1 was counted, and int() read +7 as 7 and
+    # 1_000 as 1000. Then each was refused as aiwatch's error; it is no count of bytes, so the bytes sent are
+    # unknown, as for a stream of unknown size
     def answer(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, content=b"12345")
 

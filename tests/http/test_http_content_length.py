@@ -4,11 +4,9 @@ not aiwatch's: no aiwatch error is counted for it."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import BaseHTTPRequestHandler
 
-import httpx
 import pytest
 import requests
 from fastapi import FastAPI, Request
@@ -18,6 +16,7 @@ from prometheus_client import CollectorRegistry
 import aiwatch
 import aiwatch.client
 from tests.http.asgi_driver import call
+from tests.http.peer import peer
 
 HOSTILE = [pytest.param("+7", id="plus"), pytest.param("1_000", id="underscore")]
 
@@ -87,22 +86,6 @@ def test_wsgi_records_no_body_when_the_content_length_is_no_count(registry: Coll
     assert errors(registry) == 0
 
 
-@pytest.mark.parametrize("length", HOSTILE)
-def test_httpx_counts_no_sent_bytes_for_a_content_length_that_is_no_count(registry: CollectorRegistry,
-                                                                          length: str) -> None:
-    # before: int() read the request's +7 as 7 and 1_000 as 1000 bytes sent
-    def answer(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, content=b"12345")
-
-    client = aiwatch.client.instrument_httpx(httpx.Client(transport=httpx.MockTransport(answer)), service="gw",
-                                             registry=registry, peer="ranker")
-    with client:
-        client.post("http://ranker/p", content=b"abc", headers={"content-length": length})
-    assert client_bytes(registry, "sent") is None
-    assert client_bytes(registry, "received") == 5
-    assert errors(registry) == 0
-
-
 class _HostilePeer(BaseHTTPRequestHandler):
     """Answers with 3 bytes under the Content-Length its path names (``/+7``), then closes the connection."""
 
@@ -115,15 +98,8 @@ class _HostilePeer(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def hostile_peer() -> Iterator[str]:
-    server = HTTPServer(("127.0.0.1", 0), _HostilePeer)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    with peer(_HostilePeer) as url:
+        yield url
 
 
 @pytest.mark.parametrize("length", [pytest.param("+7", id="plus"), pytest.param("1_000", id="underscore")])
