@@ -1,7 +1,8 @@
-"""aiwatch's own errors on the console's sources: both sources read the console workload's real failures (its
+"""The Alerts view's panel of aiwatch's own errors: both sources read the console workload's real failures (its
 prediction log's sink fails every third batch, counted by aiwatch as component ``prediction_log``) and the label
 values its real cardinality guard folds (a raw path per step on a registry bounded at
-:data:`~tests.console.workload.LABEL_VALUES` values per label), against the workload's own counters."""
+:data:`~tests.console.workload.LABEL_VALUES` values per label), against the workload's own counters; the view names
+the failing component and the folded label, and says all is clear when nothing grew."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from aiwatch.console import PrometheusSource, ScrapeSource, Series
 from aiwatch.console.scrape import instance_names
 from aiwatch.console.source import DataSource
 from aiwatch.metrics import Metrics
-from tests.console.conftest import WINDOW, Stack, growth
+from tests.console.conftest import WINDOW, Stack, growth, run_view, texts
 from tests.servers import wait_until
 
 pytestmark = pytest.mark.usefixtures("console_env")
@@ -83,6 +84,26 @@ def test_the_sources_agree(stack: Stack, prom_source: PrometheusSource, scrape_s
         assert rates(prom, *labels) == pytest.approx(rates(scrape, *labels), rel=0.35), question
 
 
+@pytest.mark.slow
+def test_the_alerts_view_names_the_failing_component_and_the_folded_label(stack: Stack, source: DataSource) -> None:
+    growing(source)
+    at = run_view(source, "Alerts")
+    warnings = texts(at.warning)
+    (swallowed,) = [t for t in warnings if t.startswith(SWALLOWED)]
+    assert swallowed.startswith(f"{SWALLOWED}{FAILING} ") and "/s" in swallowed
+    (folded,) = [t for t in warnings if t.startswith(FOLDED)]
+    assert folded.startswith(f"{FOLDED}route ")
+    assert not any(t.startswith(ALL_CLEAR) for t in texts(at.success))
+    (table,) = [df.value for df in at.dataframe if "component / label" in df.value.columns]
+    assert list(table["component / label"]) == [FAILING, "route"]
+    assert list(table["what"]) == ["swallowed errors", "label values folded"]
+    assert (table["per second"] > 0).all()
+    # the replica that failed (folds are counted per label, over every replica)
+    assert list(table["instance"]) == [stack.service["target"], ""]
+    assert any("per second" in c.proto.spec and f"{FAILING} errors" in c.proto.spec
+               for c in at.get("vega_lite_chart"))
+
+
 # --- counters written by hand: the all-clear, replicas, the scrape source's math -----------------------------------
 def fed(*steps: dict[tuple[str, str], float], urls: tuple[str, ...] = (URL,)) -> ScrapeSource:
     """A ScrapeSource fed one real exposition per step (1 s apart) and per endpoint of aiwatch's own counters,
@@ -99,6 +120,27 @@ def fed(*steps: dict[tuple[str, str], float], urls: tuple[str, ...] = (URL,)) ->
     return src
 
 
+def test_no_errors_is_a_green_all_clear() -> None:
+    # counters at zero (a component that failed before this history, say) and no family at all read the same
+    for src in (fed({("component", "metrics"): 0, ("label", "route"): 0}, {}, {}), fed({}, {})):
+        at = run_view(src, "Alerts")
+        assert f"{ALL_CLEAR}, and its cardinality guard folded no label values." in texts(at.success)
+        assert not at.warning and not at.error
+        assert not [df for df in at.dataframe if "component / label" in df.value.columns]
+
+
+def test_errors_that_stopped_are_drawn_under_an_all_clear() -> None:
+    # errors 8 s ago, none in the last 5 s (the view's window): the chart shows them, the banner says all is clear
+    src = fed({("component", "drift"): 0}, {("component", "drift"): 4}, *[{}] * 7)
+    assert [s.last for s in src.instrumentation_errors(WINDOW)] == [0.0]
+    at = run_view(src, "Alerts")
+    assert texts(at.success) == [f"{ALL_CLEAR}."]
+    assert not at.warning
+    (table,) = [df.value for df in at.dataframe if "component / label" in df.value.columns]
+    assert list(table["component / label"]) == ["drift"] and list(table["per second"]) == [0.0]
+    assert any("drift errors" in c.proto.spec for c in at.get("vega_lite_chart"))
+
+
 def test_replicas_are_told_apart_by_instance() -> None:
     urls = ("http://10.0.0.1:8000/metrics", "http://10.0.0.2:8000/metrics")
     src = fed({("component", "tracing"): 0, ("label", "peer"): 0}, {("component", "tracing"): 3, ("label", "peer"): 2},
@@ -107,6 +149,12 @@ def test_replicas_are_told_apart_by_instance() -> None:
     assert rates(errors, "instance", "component") == {("10.0.0.1:8000", "tracing"): 3.0,
                                                       ("10.0.0.2:8000", "tracing"): 3.0}
     assert rates(src.label_overflow(10.0), "label") == {("peer",): 4.0}  # summed over replicas
+    at = run_view(src, "Alerts")
+    (swallowed,) = [t for t in texts(at.warning) if t.startswith("aiwatch swallowed errors in the last 5s: ")]
+    assert swallowed.startswith("aiwatch swallowed errors in the last 5s: tracing 6/s")
+    (table,) = [df.value for df in at.dataframe if "component / label" in df.value.columns]
+    assert list(table["instance"]) == ["10.0.0.1:8000", "10.0.0.2:8000", ""]
+
 
 def test_instance_names_are_prometheus_targets() -> None:
     assert instance_names(["http://a:1/metrics", "https://user:secret@b:2/x"]) == {
@@ -122,3 +170,12 @@ def test_a_component_in_two_clusters_is_two() -> None:
     found = [{"cluster": c, "instance": "10.0.0.1:8000", "component": "drift"} for c in ("eu", "us")]
     named = tell_scopes_apart([*found, {"cluster": "eu", "label": "route"}], ("cluster", "namespace"))
     assert [n.get("component") for n in named] == ["drift (eu)", "drift (us)", None]
+
+
+def test_the_query_is_the_runbooks() -> None:
+    from aiwatch import runbooks
+    from aiwatch.console.queries import PanelQueries
+
+    page, q = runbooks.page("AiwatchInstrumentationErrors"), PanelQueries(scope=())
+    assert q.instrumentation_errors("10m") in page and q.label_overflow("10m") in page
+    assert "Alerts view" in page and "aiwatch's own errors" in page
