@@ -614,12 +614,71 @@ def _draw_distribution(bins: list[Any]) -> None:
 
 
 def alerts_view(src: DataSource, window: float) -> None:
+    w = _window_label(window)
     st.header("Alerts and autoscaling")
     with Prefetch() as prefetch:
         alerts, signals = prefetch(src.alerts), prefetch(lambda: src.autoscaling_signals(window))
+        errors, overflow = prefetch(lambda: src.instrumentation_errors(window)), \
+            prefetch(lambda: src.label_overflow(window))
         panel("Firing and pending alerts", alerts, _draw_alerts, "No alerts firing or pending.", empty_is_good=True)
-        panel(f"Autoscaling signals (over {_window_label(window)})", signals, _draw_signals,
-              "No autoscaling signals.")
+        panel(f"Autoscaling signals (over {w})", signals, _draw_signals, "No autoscaling signals.")
+        panel(f"aiwatch's own errors (per second, over {w})", lambda: _grown([*errors(), *overflow()]),
+              lambda d: _draw_own_errors(d, w),
+              f"aiwatch swallowed no errors in the last {w}, and its cardinality guard folded no label values.",
+              empty_is_good=True)
+
+
+def _grown(series: list[Series]) -> list[Series]:
+    """The series of a counter's rate that were above zero at some time: a counter that did not grow is no news."""
+    return [s for s in series if any(v > 0 for _, v in s.points)]
+
+
+def _per_name(series: list[Series], label: str) -> list[tuple[str, float]]:
+    """The latest rate of each ``label`` value (summed over instances) that is above zero, highest first."""
+    now: dict[str, float] = {}
+    for s in series:
+        name = s.labels.get(label, "")
+        now[name] = now.get(name, 0.0) + (s.last or 0.0)
+    return sorted(((n, v) for n, v in now.items() if v > 0), key=lambda nv: (-nv[1], nv[0]))
+
+
+def _draw_own_errors(series: list[Series], w: str) -> None:
+    from aiwatch.cardinality import OVERFLOW
+
+    errors = [s for s in series if "component" in s.labels]
+    folded = [s for s in series if "component" not in s.labels]
+    failing, folding = _per_name(errors, "component"), _per_name(folded, "label")
+    if failing:
+        st.warning(f"aiwatch swallowed errors in the last {w}: "
+                   + ", ".join(f"{md(name)} {rate:.3g}/s" for name, rate in failing[:10])
+                   + ". Requests were served; those components' observations were skipped (the app's log has the "
+                   "first traceback of each burst; runbook AiwatchInstrumentationErrors).")
+    else:
+        st.success(f"aiwatch swallowed no errors in the last {w}.")
+    if folding:
+        st.warning(f"Label values folded into {OVERFLOW} in the last {w}: "
+                   + ", ".join(f"{md(name)} {rate:.3g}/s" for name, rate in folding[:10])
+                   + ". The cardinality guard keeps max_label_values distinct values per label; raise it "
+                   "(AIWATCH_MAX_LABEL_VALUES) if the values are legitimate, else template them (a route, not a path).")
+    instances = {s.labels.get("instance", "") for s in errors}
+
+    def name(s: Series) -> str:
+        if "component" not in s.labels:
+            return f"{s.labels.get('label', '')} values folded"
+        where = s.labels.get("instance", "")
+        return f"{s.labels['component']} errors" + (f" ({where})" if len(instances) > 1 and where else "")
+
+    ordered = sorted(errors, key=lambda s: (s.labels.get("component", ""), s.labels.get("instance", ""))) + \
+        sorted(folded, key=lambda s: s.labels.get("label", ""))
+    rows = [{"what": "swallowed errors" if "component" in s.labels else "label values folded",
+             "component / label": s.labels.get("component", s.labels.get("label", "")),
+             "instance": s.labels.get("instance", ""), "per second": s.last} for s in ordered]
+    df = pd.DataFrame(rows)
+    if not instances - {""}:
+        df = df.drop(columns="instance")
+    st.dataframe(df, hide_index=True, width="stretch",
+                 column_config={"per second": st.column_config.NumberColumn(format="%.3g")})
+    chart(frame(ordered, name), "per second")
 
 
 def runbook_page_link(alert: str) -> str | None:

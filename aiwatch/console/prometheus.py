@@ -217,6 +217,12 @@ class PrometheusSource(DataSource):
     def prediction_log(self, window: float) -> list[Series]:
         return self.range(self.q.prediction_log_records(duration(window)))
 
+    def instrumentation_errors(self, window: float) -> list[Series]:
+        return self.range(self.q.instrumentation_errors(duration(window)))
+
+    def label_overflow(self, window: float) -> list[Series]:
+        return self.range(self.q.label_overflow(duration(window)))
+
     def drift_table(self) -> list[DriftRow]:
         found: dict[tuple[str, str, str], dict[str, float]] = {}
         answers = self._all([partial(self.instant, self.q.drift_gauge(m)) for _, m in Q.DRIFT_GAUGES])

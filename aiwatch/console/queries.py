@@ -75,6 +75,8 @@ TIME_PER_OUTPUT_TOKEN = metric("aiwatch_gen_ai_time_per_output_token_seconds")
 TOKEN_USAGE = metric("aiwatch_gen_ai_token_usage_tokens")
 DEGRADED = metric("aiwatch_degraded_responses_total")
 VERSION_ERRORS = metric("aiwatch_model_version_errors_total")
+INSTRUMENTATION_ERRORS = metric("aiwatch_instrumentation_errors_total")
+LABEL_OVERFLOW = metric("aiwatch_label_overflow_total")
 
 REPLICA_GAUGES = (IN_FLIGHT, QUEUE_DEPTH, GPU_NVML_UP)
 """The serving gauges whose exporters count as replicas."""
@@ -286,6 +288,16 @@ class PanelQueries:
         became of the records it kept (queued, then written; or dropped, failed, lost)."""
         return by("sum", self._by("log", "result"),
                   rate(PREDICTION_LOG_RECORDS, w, *self._m(ne("result", SAMPLED_OUT))))
+
+    # --- aiwatch's own errors ----------------------------------------------------------------------------
+    def instrumentation_errors(self, w: str) -> str:
+        """Failures aiwatch swallowed per second, per ``instance`` and ``component`` (metrics, tracing, drift,
+        prediction_log, ...): what AiwatchInstrumentationErrors alerts on."""
+        return by("sum", self._by("instance", "component"), rate(INSTRUMENTATION_ERRORS, w, *self._m()))
+
+    def label_overflow(self, w: str) -> str:
+        """Label values the cardinality guard folded into ``__overflow__`` per second, per ``label``."""
+        return by("sum", self._by("label"), rate(LABEL_OVERFLOW, w, *self._m()))
 
     # --- realised model quality ---------------------------------------------------------------------------
     def quality_gauge(self, gauge: str, labels: tuple[str, ...] = ("model", "metric")) -> str:

@@ -143,6 +143,7 @@ class ScrapeSource(DataSource):
         self.timeout = timeout if timeout is not None else min(self.interval, 5.0)
         maxlen = math.ceil(self.history / self.interval) + 1
         self._targets = [_Target(url, maxlen) for url in dict.fromkeys(endpoints)]
+        self._instances = instance_names([t.url for t in self._targets])
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -477,6 +478,18 @@ class ScrapeSource(DataSource):
         return self._rate_by(Q.PREDICTION_LOG_RECORDS.name, ("log", "result"), window,
                              lambda lb: lb.get("result") != Q.SAMPLED_OUT)
 
+    def instrumentation_errors(self, window: float) -> list[Series]:
+        by = ("instance", "component")
+
+        def fn(data: list[tuple[str, list[Snapshot]]], t: float) -> Samples:
+            rates = [({**lb, "instance": self._instances.get(lb["instance"], lb["instance"])}, v)
+                     for lb, v in self._rate(data, Q.INSTRUMENTATION_ERRORS.name, t, window)]
+            return [(dict(zip(by, k, strict=True)), v) for k, v in sum_by(rates, by).items()]
+        return self._range(fn)
+
+    def label_overflow(self, window: float) -> list[Series]:
+        return self._rate_by(Q.LABEL_OVERFLOW.name, ("label",), window)
+
     def drift_table(self) -> list[DriftRow]:
         data, t = self._copy(), time.time()
         found: dict[tuple[str, str, str], dict[str, float]] = {}
@@ -548,6 +561,19 @@ class ScrapeSource(DataSource):
         ]
         return [Signal(name, value, unit, help_text)
                 for (name, unit, help_text), value in zip(AUTOSCALING_SIGNALS, values, strict=True)]
+
+
+def instance_names(urls: Sequence[str]) -> dict[str, str]:
+    """Each endpoint URL's ``instance`` as Prometheus names a scrape target by default: its ``host:port`` (any
+    credentials in the URL left out), so both sources label a replica alike; the whole URL where two endpoints share
+    a ``host:port``.
+
+    >>> instance_names(["http://10.0.0.1:8000/metrics", "http://u:p@10.0.0.2:8000/metrics"])
+    {'http://10.0.0.1:8000/metrics': '10.0.0.1:8000', 'http://u:p@10.0.0.2:8000/metrics': '10.0.0.2:8000'}
+    """
+    hosts = {url: urllib.parse.urlsplit(url).netloc.rpartition("@")[2] for url in urls}
+    shared = {h for h in hosts.values() if list(hosts.values()).count(h) > 1}
+    return {url: url if host in shared or not host else host for url, host in hosts.items()}
 
 
 def sum_by(samples: Iterable[tuple[dict[str, str], float]], by: tuple[str, ...]) -> dict[tuple[str, ...], float]:

@@ -274,6 +274,17 @@ class DataSource(ABC):
         ``sampled_out`` requests left out. :func:`unstored_share` reads each log's share of losses from it."""
 
     @abstractmethod
+    def instrumentation_errors(self, window: float) -> list[Series]:
+        """Failures aiwatch swallowed per second (``aiwatch_instrumentation_errors_total``), per ``instance`` (the
+        scrape target, ``host:port``, where the source has one) and ``component`` (``metrics``, ``tracing``,
+        ``drift``, ``prediction_log``, ...): the requests were served, that component's observations skipped."""
+
+    @abstractmethod
+    def label_overflow(self, window: float) -> list[Series]:
+        """Label values the cardinality guard folded into ``__overflow__`` per second
+        (``aiwatch_label_overflow_total``), per ``label`` (``route``, ``model``, ``peer``, ...)."""
+
+    @abstractmethod
     def drift_table(self) -> list[DriftRow]:
         """The latest drift evaluation of every (model, feature, test)."""
 
@@ -441,9 +452,9 @@ def service_order(services: Iterable[str], network: Iterable[Series] = ()) -> li
     return sorted(names, key=lambda n: (depth[n], n))
 
 
-NAME_LABELS = ("service", "peer", "model", "queue", "cache", "log")
+NAME_LABELS = ("service", "peer", "model", "queue", "cache", "log", "component", "label")
 """Labels whose values name something the console shows by name (a service, a model, a queue, a cache, a prediction
-log)."""
+log, one of aiwatch's own components, a label the cardinality guard folds)."""
 
 
 def tell_scopes_apart(found: Sequence[dict[str, str]], scope: Sequence[str]) -> list[dict[str, str]]:

@@ -64,7 +64,8 @@ json_values = st.recursive(
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
     max_leaves=25)
 labels = st.dictionaries(st.sampled_from(["service", "quantile", "gpu", "model", "feature", "bin", "alertname",
-                                          "severity", "queue", "phase", "peer", "le", "test", "log", "result"])
+                                          "severity", "queue", "phase", "peer", "le", "test", "log", "result",
+                                          "component", "label", "instance"])
                          | st.text(max_size=4),
                          st.text(max_size=10) | json_values, max_size=4)
 sample = st.tuples(st.floats() | st.integers() | st.sampled_from([1e300, -1.0, 1.7e9]) | json_values,
@@ -118,6 +119,8 @@ QUESTIONS: dict[str, Callable[[PrometheusSource], Any]] = {
     "batch_size": lambda s: s.batch_size(60),
     "cache_hit_ratio": lambda s: s.cache_hit_ratio(60),
     "prediction_log": lambda s: s.prediction_log(60),
+    "instrumentation_errors": lambda s: s.instrumentation_errors(60),
+    "label_overflow": lambda s: s.label_overflow(60),
     "drift_table": lambda s: s.drift_table(),
     "drift_over_time": lambda s: s.drift_over_time([("m", "f")]),
     "feature_distribution": lambda s: s.feature_distribution("m", "f", 60),

@@ -98,19 +98,30 @@ def console_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AIWATCH_CONSOLE_WINDOW", str(WINDOW))
 
 
+def counts(stack: Stack, family: str, label: str) -> dict[str, float]:
+    """The workload's counter ``family`` (its name without ``_total``) by ``label``, read from its registry."""
+    return {s.labels[label]: s.value for found in stack.service["registry"].collect()
+            if found.name == family for s in found.samples if s.name.endswith("_total")}
+
+
+def growth(stack: Stack, family: str, label: str, seconds: float) -> dict[str, float]:
+    """How much the workload's counter ``family`` grows by ``label`` over the next ``seconds``: its own counts over
+    the window a source asked right after reads."""
+    before = counts(stack, family, label)
+    time.sleep(seconds)
+    return {value: count - before.get(value, 0.0) for value, count in counts(stack, family, label).items()}
+
+
 def log_counts(stack: Stack) -> dict[str, float]:
     """The workload's prediction-log counter by result, read from its registry."""
-    return {s.labels["result"]: s.value for family in stack.service["registry"].collect()
-            if family.name == "aiwatch_prediction_log_records" for s in family.samples if s.name.endswith("_total")}
+    return counts(stack, "aiwatch_prediction_log_records", "result")
 
 
 def log_growth(stack: Stack, seconds: float) -> dict[str, float]:
     """How much the workload's prediction-log counter grows by result over the next ``seconds``: the log's own
     counts over the window a source asked right after reads. Over the whole run they would not do: how the writer
     thread batches the records (so how many of them the sink's failing batches hold) depends on the machine's load."""
-    before = log_counts(stack)
-    time.sleep(seconds)
-    return {result: value - before.get(result, 0.0) for result, value in log_counts(stack).items()}
+    return growth(stack, "aiwatch_prediction_log_records", "result", seconds)
 
 
 def run_view(source: DataSource | None, view: str, timeout: float = 60) -> Any:

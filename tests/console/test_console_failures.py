@@ -154,5 +154,6 @@ def test_no_alerts_is_a_green_all_clear() -> None:
 
     src, _ = fed_source(cls=Quiet)
     at = run_view(src, "Alerts")
-    assert texts(at.success) == ["No alerts firing or pending."]
+    # first: the alerts panel's all-clear (aiwatch's own errors come below it: tests/console/test_console_own_errors.py)
+    assert texts(at.success)[0] == "No alerts firing or pending."
     assert not at.error and not at.info

@@ -308,7 +308,7 @@ def test_sources_agree_on_the_same_endpoint(prom_source: PrometheusSource, scrap
     for question in ("latency_quantiles", "phase_split", "throughput", "error_ratio", "network_time", "link_throughput",
                      "batch_size", "cache_hit_ratio", "latency_by_class", "throughput_by_class", "first_chunk",
                      "first_token", "per_output_token", "token_rate", "degraded_share", "version_latency",
-                     "version_error_ratio", "prediction_log"):
+                     "version_error_ratio", "prediction_log", "instrumentation_errors", "label_overflow"):
         prom_labels = sorted(tuple(sorted(s.labels.items())) for s in getattr(prom_source, question)(5.0))
         scrape_labels = sorted(tuple(sorted(s.labels.items())) for s in getattr(scrape_source, question)(5.0))
         assert prom_labels == scrape_labels, question

@@ -18,6 +18,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from aiwatch.cardinality import guard_for
 from aiwatch.exposition import start_http_server
 from aiwatch.feedback import PredictionLog
 from aiwatch.metrics import Metrics
@@ -38,7 +39,14 @@ REQUEST_BYTES, RESPONSE_BYTES = 2_000, 48_000
 DEGRADED_REASON = "cached_prediction"
 FAILING_BATCH = 3
 """The prediction log's sink fails every third batch (a fault at the sink boundary), so its records show as both
-written and failed."""
+written and failed, and each failed batch is one of aiwatch's own errors (component ``prediction_log``)."""
+LABEL_VALUES = 8
+"""The bound of the registry's label guard (``max_label_values``): the workload's models, versions, phases and its
+two routes fit, the raw paths of :data:`RAW_PATH` soon do not."""
+RAW_PATH = "/items/{}"
+"""A route the recommender records un-templated, a new value per step (the cardinality mistake the label guard is
+for): once the guard is full, each one is folded into ``__overflow__`` and counted in ``aiwatch_label_overflow_total``.
+Only the route changes: the request is one of the step's own, every answer by service stays the same."""
 
 
 class FlakySink:
@@ -75,8 +83,11 @@ class Workload:
         self.features = feature_names(features)
         self.gpus = gpus
         self.rng = random.Random(seed)
-        self.recorder = RequestRecorder(metrics, SERVICE, MODEL)
-        self.gateway = RequestRecorder(metrics, GATEWAY)
+        # the registry's one label guard (guard_for), created with a small bound: a recorder created with the
+        # default would raise it to 100 (a bound only grows), so both are given this one
+        guard = guard_for(metrics, LABEL_VALUES)
+        self.recorder = RequestRecorder(metrics, SERVICE, MODEL, guard=guard)
+        self.gateway = RequestRecorder(metrics, GATEWAY, guard=guard)
         self.steps = 0
         self._lock = threading.Lock()
         self.nvml = FakeNVML.with_gpus(gpus)
@@ -93,7 +104,8 @@ class Workload:
             for b in range(self.BINS):
                 metrics.feature_reference_ratio.labels(MODEL, feature, str(b)).set(1.0 / self.BINS)
 
-    def request(self, status: str = "200", traffic_class: str = "realtime", version: str = STABLE) -> None:
+    def request(self, status: str = "200", traffic_class: str = "realtime", version: str = STABLE,
+                route: str = "/predict") -> None:
         rng, clock = self.rng, 1000.0 + self.steps
         tl = self.recorder.begin(start=clock)
         tl.traffic_class, tl.version = traffic_class, version
@@ -103,7 +115,7 @@ class Workload:
         tl.add("inference", None, inference)
         overhead = rng.uniform(0.002, 0.01)
         served = queue + features + inference + overhead
-        self.recorder.finish(tl, "/predict", "POST", status, end=clock + served)
+        self.recorder.finish(tl, route, "POST", status, end=clock + served)
         self.metrics.queue_wait.labels("predict").observe(queue)
         # The gateway in front: its own feature lookup, then the call (recommender time + network), then overhead.
         network = rng.uniform(0.003, 0.02)
@@ -139,7 +151,8 @@ class Workload:
             for i in range(requests):
                 # every fifth request is a batch one, every fourth is served by the canary
                 self.request("500" if i == 0 and self.steps % 2 == 0 else "200",
-                             BATCH if i % 5 == 4 else "realtime", CANARY if i % 4 == 0 else STABLE)
+                             BATCH if i % 5 == 4 else "realtime", CANARY if i % 4 == 0 else STABLE,
+                             RAW_PATH.format(self.steps) if i == 1 else "/predict")
             self.stream(requests)
             m.batch_size.labels(MODEL).observe(rng.choice([4, 8, 16, 32]))
             m.queue_depth.labels("predict").set(rng.randint(2, 12))
