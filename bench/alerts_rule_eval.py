@@ -1,10 +1,11 @@
 """How much Prometheus time aiwatch's default rules cost per evaluation, against the cost of scraping the same
 target (the baseline, measured in the same run on the same Prometheus).
 
-A synthetic exporter serves the contract's metrics for a mid-sized fleet (4 services x 3 routes x 2 statuses,
-4 phases x 2 models, 3 queues, 2 caches, 8 GPUs, the drift sketch of 2 models x 20 features x 10 bins, and 2
-prediction logs losing a fifth of their records), with counters moving every second. A real Prometheus scrapes it
-every second and evaluates alerts/*.rules.yml every second; the script samples Prometheus' own
+A synthetic exporter serves the contract's metrics for a mid-sized fleet (4 services x 3 routes x 2 statuses x 2
+traffic classes, 4 phases x 2 models, 3 queues, 2 caches, 8 GPUs, the drift sketch of 2 models x 20 features x 10
+bins, and 2 prediction logs losing a fifth of their records), with counters moving every second. A real Prometheus
+scrapes it every second and evaluates the default rules (alerts/*.rules.yml) every second, the drift recording group
+included (by default it runs once a minute); the script samples Prometheus' own
 ``prometheus_rule_group_last_duration_seconds`` and ``scrape_duration_seconds`` and prints the mean per group and
 its ratio to the scrape.
 
@@ -21,6 +22,7 @@ import argparse
 import random
 import re
 import sys
+import tempfile
 import threading
 import time
 from collections import defaultdict
@@ -33,7 +35,8 @@ from prometheus_client.core import GaugeMetricFamily
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from aiwatch.metrics import GPU_LABELS, SPECS, Metrics
-from tests.servers import REPO, free_port, http_get, prometheus
+from aiwatch.rules import RulesConfig, render
+from tests.servers import free_port, http_get, prometheus
 
 SERVICES = [f"svc{i}" for i in range(4)]
 MODELS = ["ranker", "retriever"]
@@ -57,10 +60,12 @@ def traffic(m: Metrics, stop: threading.Event) -> None:
         for svc in SERVICES:
             for route in ("/predict", "/rank", "/health"):
                 for status in ("200", "500"):
-                    m.request_duration.labels(svc, route, "POST", status).observe(random.expovariate(20))
+                    for traffic_class in ("realtime", "batch"):
+                        m.request_duration.labels(svc, route, "POST", status, traffic_class).observe(
+                            random.expovariate(20))
             for model in MODELS:
                 for phase in ("queue", "features", "inference", "overhead"):
-                    m.phase_duration.labels(svc, model, phase).observe(random.expovariate(30))
+                    m.phase_duration.labels(svc, model, "v1", phase).observe(random.expovariate(30))
             m.network_duration.labels(svc, "gateway", "call").observe(random.expovariate(100))
             m.requests_in_flight.labels(svc).set(random.randint(0, 10))
         for q in ("predict", "batch", "rerank"):
@@ -96,8 +101,19 @@ def main() -> int:
     stop = threading.Event()
     thread = threading.Thread(target=traffic, args=(m, stop), daemon=True)
     thread.start()
+    time.sleep(0.5)
+    if not thread.is_alive():  # the labels no longer match the contract: no traffic, nothing measured
+        print("the traffic thread failed (above); nothing was measured", file=sys.stderr)
+        return 1
 
-    rule_files = sorted((REPO / "alerts").glob("*.rules.yml"))
+    # the default rules, but the drift recording group evaluated at every interval like the others (its default
+    # `drift.interval` of 1m would give it one evaluation or none in the run): its cost per evaluation is measured
+    cfg = RulesConfig()
+    cfg.drift.interval = "1s"
+    rules_dir = Path(tempfile.mkdtemp(prefix="aiwatch-rules-bench-"))
+    for name, text in render(cfg).items():
+        (rules_dir / name).write_text(text)
+    rule_files = sorted(rules_dir.glob("*.rules.yml"))
     samples: dict[str, list[float]] = defaultdict(list)
     with prometheus([f"127.0.0.1:{port}"], rule_files) as prom:
         time.sleep(3)  # let rate() windows get two samples
@@ -113,6 +129,9 @@ def main() -> int:
             time.sleep(1)
         series = prom.value('scrape_samples_scraped{job="aiwatch"}')
     stop.set()
+    if not thread.is_alive():
+        print("the traffic thread failed during the run (above); the figures are not valid", file=sys.stderr)
+        return 1
 
     baseline = sum(samples["(baseline) scrape of the target"]) / len(samples["(baseline) scrape of the target"])
     print(f"target: {series:.0f} samples per scrape; {seconds} s run, 1 s scrape and evaluation interval")
