@@ -81,9 +81,9 @@ def bench_scrape(rounds: int, scrapes: int) -> tuple[float, float, int, int]:
         m = Metrics(reg)
         for route in ("/predict", "/health", "/batch"):
             for status in ("200", "500"):
-                m.request_duration.labels("svc", route, "POST", status).observe(0.05)
+                m.request_duration.labels("svc", route, "POST", status, "realtime").observe(0.05)
         for phase in ("queue", "features", "inference", "overhead"):
-            m.phase_duration.labels("svc", "ranker", phase).observe(0.01)
+            m.phase_duration.labels("svc", "ranker", "v1", phase).observe(0.01)
         return reg
 
     bare = registry_with_traffic()
