@@ -12,12 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from aiwatch.console import PrometheusSource, ScrapeSource
 from aiwatch.console.source import DataSource
 from aiwatch.console.text import WORD_JOINER
 from tests.console.workload import serve
-from tests.servers import Prometheus, free_port, prometheus, wait_until
+from tests.servers import Prometheus, free_port, http_get, prometheus, wait_until
 
 APP = str(Path(__file__).resolve().parents[2] / "aiwatch" / "console" / "app.py")
 WINDOW = 5.0
@@ -99,8 +100,10 @@ def console_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def counts(stack: Stack, family: str, label: str) -> dict[str, float]:
-    """The workload's counter ``family`` (its name without ``_total``) by ``label``, read from its registry."""
-    return {s.labels[label]: s.value for found in stack.service["registry"].collect()
+    """The workload's counter ``family`` (its name without ``_total``) by ``label``, read from its endpoint."""
+    status, body = http_get(stack.service["url"])
+    assert status == 200, status
+    return {s.labels[label]: s.value for found in text_string_to_metric_families(body.decode())
             if found.name == family for s in found.samples if s.name.endswith("_total")}
 
 

@@ -18,7 +18,7 @@ from aiwatch.console.source import DataSource, unstored_share
 from aiwatch.metrics import Metrics
 from aiwatch.rules.render import HANDLED_RESULTS, UNSTORED_RESULTS
 from tests.console.conftest import WINDOW, Stack, log_counts, log_growth, run_view, texts
-from tests.console.workload import SERVICE
+from tests.console.workload import LOG_NAME, SERVICE
 from tests.servers import wait_until
 
 pytestmark = pytest.mark.usefixtures("console_env")
@@ -33,8 +33,7 @@ def source(request: pytest.FixtureRequest, prom_source: PrometheusSource, scrape
 
 
 def log_name(stack: Stack) -> str:
-    name: str = stack.service["workload"].prediction_log.name
-    return name
+    return LOG_NAME
 
 
 def answer(source: DataSource) -> list[Series]:

@@ -10,7 +10,10 @@ families are the collector's.
 
 from __future__ import annotations
 
+import argparse
 import random
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -24,6 +27,7 @@ from aiwatch.feedback import PredictionLog
 from aiwatch.metrics import Metrics
 from aiwatch.signals.gpu import GpuCollector
 from aiwatch.timing import RequestRecorder
+from tests.servers import REPO, python_env
 from tests.signals.fake_pynvml import FakeNVML
 
 SERVICE = "recommender"
@@ -37,6 +41,8 @@ BATCH = "batch"
 REQUEST_BYTES, RESPONSE_BYTES = 2_000, 48_000
 """What each gateway call to the recommender sends and receives (aiwatch_client_bytes_total)."""
 DEGRADED_REASON = "cached_prediction"
+LOG_NAME = "predictions"
+"""The ``log`` label of the workload's prediction log."""
 FAILING_BATCH = 3
 """The prediction log's sink fails every third batch (a fault at the sink boundary), so its records show as both
 written and failed, and each failed batch is one of aiwatch's own errors (component ``prediction_log``)."""
@@ -99,7 +105,8 @@ class Workload:
         self.gpu = GpuCollector(nvml=self.nvml, registry=metrics.registry, metrics=metrics, start=False) \
             if gpus else None
         # the real log and its writer thread; only the sink's storage is a stand-in
-        self.prediction_log = PredictionLog(FlakySink(), batch_size=8, flush_seconds=0.05, metrics=metrics)
+        self.prediction_log = PredictionLog(FlakySink(), batch_size=8, flush_seconds=0.05, name=LOG_NAME,
+                                            metrics=metrics)
         for feature in self.features:
             for b in range(self.BINS):
                 metrics.feature_reference_ratio.labels(MODEL, feature, str(b)).set(1.0 / self.BINS)
@@ -201,15 +208,40 @@ class _BetweenSteps:
 
 @contextmanager
 def serve(features: int = 5, gpus: int = 2, interval: float = 0.2, requests: int = 20) -> Iterator[dict[str, Any]]:
-    """A real ``/metrics`` endpoint on loopback with traffic recorded every ``interval`` seconds.
+    """A real ``/metrics`` endpoint on loopback with traffic recorded every ``interval`` seconds, served by the
+    workload in a process of its own, as a service would be: its prediction log's failing sink and its label folds
+    are counted and logged through aiwatch's process-wide error limiter (:mod:`aiwatch.safety`), which must never
+    see them in the tests that share this pytest process.
 
-    Yields ``{"url", "target", "workload", "registry"}``; ``target`` is ``host:port`` for Prometheus.
+    Yields ``{"url", "target", "process"}``; ``target`` is ``host:port`` for Prometheus.
     """
+    args = [sys.executable, "-m", "tests.console.workload", "--features", str(features), "--gpus", str(gpus),
+            "--interval", str(interval), "--requests", str(requests)]
+    proc = subprocess.Popen(args, cwd=REPO, env=python_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()  # "port N" once it serves, or "" when it died
+        if not line.startswith("port "):
+            raise AssertionError(f"the console workload did not start (exit {proc.wait(10)})")
+        port = int(line.split()[1])
+        yield {"url": f"http://127.0.0.1:{port}/metrics", "target": f"127.0.0.1:{port}", "process": proc}
+    finally:
+        if proc.stdin is not None:
+            proc.stdin.close()  # the workload stops when its stdin closes (also when this process dies)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def _run(features: int, gpus: int, interval: float, requests: int) -> None:
+    """:func:`serve`'s process: the workload on a ``/metrics`` endpoint until its stdin closes."""
     registry = CollectorRegistry()
     workload = Workload(Metrics(registry), features=features, gpus=gpus)
     workload.step(requests)
     server, thread = start_http_server(0, registry=_BetweenSteps(registry, workload))  # type: ignore[arg-type]
-    port = server.server_port
     stop = threading.Event()
 
     def traffic() -> None:
@@ -218,13 +250,21 @@ def serve(features: int = 5, gpus: int = 2, interval: float = 0.2, requests: int
 
     runner = threading.Thread(target=traffic, daemon=True)
     runner.start()
-    try:
-        yield {"url": f"http://127.0.0.1:{port}/metrics", "target": f"127.0.0.1:{port}", "workload": workload,
-               "registry": registry}
-    finally:
-        stop.set()
-        runner.join(5)
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
-        workload.prediction_log.close()
+    print(f"port {server.server_port}", flush=True)
+    sys.stdin.read()
+    stop.set()
+    runner.join(5)
+    server.shutdown()
+    server.server_close()
+    thread.join(5)
+    workload.prediction_log.close()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=_run.__doc__)
+    parser.add_argument("--features", type=int, default=5)
+    parser.add_argument("--gpus", type=int, default=2)
+    parser.add_argument("--interval", type=float, default=0.2)
+    parser.add_argument("--requests", type=int, default=20)
+    options = parser.parse_args()
+    _run(options.features, options.gpus, options.interval, options.requests)
