@@ -214,6 +214,11 @@ class ScrapeSource(DataSource):
             return [(t.url, list(t.snapshots)) for t in self._targets]
 
     # --- evaluation (the PromQL functions the panels need) -------------------------------------------------
+    def _labels(self, key: LabelKey, url: str) -> dict[str, str]:
+        """A sample's labels with its endpoint's ``instance``, named as Prometheus names the target
+        (:func:`instance_names`), so that both sources label a replica alike."""
+        return {**dict(key), "instance": self._instances.get(url, url)}
+
     @staticmethod
     def _at(snaps: list[Snapshot], t: float) -> Snapshot | None:
         index = bisect.bisect_right([s.ts for s in snaps], t) - 1
@@ -224,7 +229,7 @@ class ScrapeSource(DataSource):
         for url, snaps in data:
             snap = self._at(snaps, t)
             if snap is not None and snap.ok:
-                out.extend(({**dict(key), "instance": url}, v) for key, v in snap.series(name))
+                out.extend((self._labels(key, url), v) for key, v in snap.series(name))
         return out
 
     def _rate(self, data: list[tuple[str, list[Snapshot]]], name: str, t: float, window: float) -> Samples:
@@ -246,7 +251,7 @@ class ScrapeSource(DataSource):
                         found[1], found[2] = snap.ts, v
             for key, (first, last, _, increase) in state.items():
                 if last > first:
-                    out.append(({**dict(key), "instance": url}, increase / (last - first)))
+                    out.append((self._labels(key, url), increase / (last - first)))
         return out
 
     # --- windows (what ``aiwatch diagnose`` reads) ------------------------------------------------------------
@@ -274,7 +279,7 @@ class ScrapeSource(DataSource):
                     else:
                         grown[key] = grown.get(key, 0.0) + (value - previous if value >= previous else value)
                     last[key] = value
-            out.extend(({**dict(key), "instance": url}, value) for key, value in grown.items())
+            out.extend((self._labels(key, url), value) for key, value in grown.items())
         return out
 
     def over_time(self, name: str, start: float, end: float, how: str = "avg") -> Samples:
@@ -291,7 +296,7 @@ class ScrapeSource(DataSource):
                         seen.setdefault(key, []).append(value)
             for key, values in seen.items():
                 value = sum(values) / len(values) if how == "avg" else max(values)
-                out.append(({**dict(key), "instance": url}, value))
+                out.append((self._labels(key, url), value))
         return out
 
     def covered_from(self, start: float, end: float) -> float | None:
@@ -479,13 +484,7 @@ class ScrapeSource(DataSource):
                              lambda lb: lb.get("result") != Q.SAMPLED_OUT)
 
     def instrumentation_errors(self, window: float) -> list[Series]:
-        by = ("instance", "component")
-
-        def fn(data: list[tuple[str, list[Snapshot]]], t: float) -> Samples:
-            rates = [({**lb, "instance": self._instances.get(lb["instance"], lb["instance"])}, v)
-                     for lb, v in self._rate(data, Q.INSTRUMENTATION_ERRORS.name, t, window)]
-            return [(dict(zip(by, k, strict=True)), v) for k, v in sum_by(rates, by).items()]
-        return self._range(fn)
+        return self._rate_by(Q.INSTRUMENTATION_ERRORS.name, ("instance", "component"), window)
 
     def label_overflow(self, window: float) -> list[Series]:
         return self._rate_by(Q.LABEL_OVERFLOW.name, ("label",), window)
