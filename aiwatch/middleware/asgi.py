@@ -165,7 +165,7 @@ class AiwatchMiddleware:
                 length = value
             elif sizes and name == b"transfer-encoding":
                 chunked = True
-        declared = content_length(length) if length is not None else None
+        declared = content_length(length)
         received: list[int] | None = None
         if declared is None and (chunked or length is not None):
             # a body of unknown size, or a Content-Length that is no count of bytes (+7, 1_000): count what the
