@@ -116,7 +116,7 @@ def growth(stack: Stack, family: str, label: str, seconds: float) -> dict[str, f
 
 
 def log_counts(stack: Stack) -> dict[str, float]:
-    """The workload's prediction-log counter by result, read from its registry."""
+    """The workload's prediction-log counter by result, read from its endpoint."""
     return counts(stack, "aiwatch_prediction_log_records", "result")
 
 

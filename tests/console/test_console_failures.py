@@ -30,6 +30,7 @@ def fed_source(gpus: int = 2, scrapes: int = 3, cls: type[ScrapeSource] = Scrape
     for i in range(scrapes):
         workload.step(10)
         src.record(url, generate_latest(registry).decode(), ts=now - scrapes + i + 1)
+    workload.prediction_log.close()  # its writer thread would outlive the test
     return src, url
 
 

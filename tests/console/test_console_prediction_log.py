@@ -32,10 +32,6 @@ def source(request: pytest.FixtureRequest, prom_source: PrometheusSource, scrape
     return prom_source if request.param == "prometheus" else scrape_source
 
 
-def log_name(stack: Stack) -> str:
-    return LOG_NAME
-
-
 def answer(source: DataSource) -> list[Series]:
     wait_until(lambda: bool(source.prediction_log(WINDOW)), 20, what="prediction-log rates")
     return source.prediction_log(WINDOW)
@@ -45,7 +41,7 @@ def answer(source: DataSource) -> list[Series]:
 @pytest.mark.slow
 def test_both_sources_read_the_logs_records(stack: Stack, source: DataSource) -> None:
     series = answer(source)
-    counts, log = log_counts(stack), log_name(stack)
+    counts, log = log_counts(stack), LOG_NAME
     # one series per result the log counts, the requests it did not sample left out
     assert sorted((s.labels["log"], s.labels["result"]) for s in series) == \
         sorted((log, result) for result in counts if result != SAMPLED_OUT)
@@ -91,7 +87,7 @@ def records_chart(at: Any) -> dict[str, Any]:
 @pytest.mark.slow
 def test_the_drift_view_shows_the_log_and_marks_its_losses(stack: Stack, source: DataSource) -> None:
     answer(source)
-    log = log_name(stack)
+    log = LOG_NAME
     at = run_view(source, "Drift")
     (banner,) = losses_shown(at)
     found = re.fullmatch(re.escape(f"{BANNER}{log} ") + r"([0-9.]+)% not stored", banner)
