@@ -27,7 +27,10 @@ When the request finishes, aiwatch records (OpenTelemetry's name, then the contr
 with OpenTelemetry's recommended buckets. The two timings are recorded for successful responses only (HTTP 1xx-3xx,
 gRPC ``OK``), as the conventions define them; token usage for every response. The request's span gets
 ``gen_ai.usage.input_tokens``, ``gen_ai.usage.output_tokens`` and ``gen_ai.request.model``. The ``model`` label is the
-request's model (``aiwatch.set_model``) unless ``record_tokens(model=...)`` names one.
+request's model (``aiwatch.set_model``, as it is when the request finishes, so tokens counted before the model is
+picked are the picked model's) unless ``record_tokens(model=...)`` names one; each named model's usage is its own, a
+call that names none after one that did counts for the model named last, and the two timings are labelled with the
+model of the first output.
 
 Outside a request (a batch job) only the token usage is recorded, for the default service.
 """
@@ -62,47 +65,79 @@ def successful(status: str) -> bool:
 
 
 class TokenUsage:
-    """One request's tokens: how many in and out, and when the first and the latest output tokens came."""
+    """One request's tokens: how many in and out per model, and when the first and the latest output tokens came.
 
-    __slots__ = ("first", "first_output", "input", "last", "model", "output")
+    A model named in ``record_tokens(model=...)`` keeps its own counts, so a request that calls two models (an
+    embedder, then a generator) records each one's usage under its name, and a later call that names none counts
+    for the model named last (a stream's per-token calls need not repeat it). Before any call names one, tokens are
+    the request's model's, read when the request finishes: a gateway that counts the prompt's tokens before it
+    picks a model (``aiwatch.set_model``) gets them under the model it picked."""
 
-    def __init__(self, model: str) -> None:
-        self.model = model
-        self.input = 0
-        self.output = 0
-        #: When output was first recorded, and how many tokens that first record counted.
+    __slots__ = ("counts", "first", "first_model", "first_output", "last", "named")
+
+    def __init__(self) -> None:
+        #: ``[input, output]`` per named model; ``None`` for the request's model.
+        self.counts: dict[str | None, list[int]] = {}
+        #: When output was first recorded, how many tokens that first record counted, and for which model.
         self.first: float | None = None
         self.first_output = 0
+        self.first_model: str | None = None
         self.last = 0.0
+        #: The model the latest call named.
+        self.named: str | None = None
 
-    def add(self, input_tokens: int, output_tokens: int, now: float) -> None:
-        self.input += input_tokens
+    def add(self, model: str | None, input_tokens: int, output_tokens: int, now: float) -> None:
+        if model is None:
+            model = self.named
+        else:
+            self.named = model
+        counts = self.counts.get(model)
+        if counts is None:
+            counts = self.counts[model] = [0, 0]
+        counts[0] += input_tokens
         if output_tokens:
             if self.first is None:
                 self.first = now
                 self.first_output = output_tokens
-            self.output += output_tokens
+                self.first_model = model
+            counts[1] += output_tokens
             self.last = now
 
+    def by_model(self, request_model: str) -> dict[str, list[int]]:
+        """``[input, output]`` per ``model`` label, the request's own tokens under ``request_model``."""
+        totals: dict[str, list[int]] = {}
+        for model, (input_tokens, output_tokens) in self.counts.items():
+            label = request_model if model is None else model
+            total = totals.setdefault(label, [0, 0])
+            total[0] += input_tokens
+            total[1] += output_tokens
+        return totals
+
     def observe(self, recorder: RequestRecorder, tl: RequestTimeline, status: str) -> None:
-        """Record the finished request's usage and, if it succeeded, its token timing."""
+        """Record the finished request's usage and, if it succeeded, its token timing (under the model of the first
+        output)."""
         m, service = recorder.metrics, recorder.service
-        observe(m.child(m.token_usage, (service, self.model, INPUT)), self.input)
-        observe(m.child(m.token_usage, (service, self.model, OUTPUT)), self.output)
+        for model, (input_tokens, output_tokens) in self.by_model(tl.model).items():
+            observe(m.child(m.token_usage, (service, model, INPUT)), input_tokens)
+            observe(m.child(m.token_usage, (service, model, OUTPUT)), output_tokens)
         if self.first is None or not successful(status):
             return
-        labels = (service, self.model, tl.traffic_class)
+        labels = (service, tl.model if self.first_model is None else self.first_model, tl.traffic_class)
         observe(m.child(m.time_to_first_token, labels), max(self.first - tl.start, 0.0))
-        after_first = self.output - self.first_output
+        after_first = sum(counts[1] for counts in self.counts.values()) - self.first_output
         if after_first > 0:
             observe(m.child(m.time_per_output_token, labels), (self.last - self.first) / after_first)
 
     def describe(self, span: Any, tl: RequestTimeline) -> None:
-        """The GenAI usage attributes on the request's span."""
-        span.set_attribute("gen_ai.usage.input_tokens", self.input)
-        span.set_attribute("gen_ai.usage.output_tokens", self.output)
-        if self.model:
-            span.set_attribute("gen_ai.request.model", self.model)
+        """The GenAI usage attributes on the request's span: the request's totals, and the model that produced the
+        first output (else the first model named)."""
+        span.set_attribute("gen_ai.usage.input_tokens", sum(counts[0] for counts in self.counts.values()))
+        span.set_attribute("gen_ai.usage.output_tokens", sum(counts[1] for counts in self.counts.values()))
+        model = self.first_model if self.first is not None else next(iter(self.counts), None)
+        if model is None:
+            model = tl.model
+        if model:
+            span.set_attribute("gen_ai.request.model", model)
 
 
 def record_tokens(input_tokens: int = 0, output_tokens: int = 0, model: str | None = None) -> None:
@@ -123,8 +158,8 @@ def record_tokens(input_tokens: int = 0, output_tokens: int = 0, model: str | No
         try:
             usage = tl.tokens
             if usage is None:
-                usage = tl.tokens = TokenUsage(tl.recorder.guard.fold("model", model) if model else tl.model)
-            usage.add(counts[0], counts[1], now)
+                usage = tl.tokens = TokenUsage()
+            usage.add(tl.recorder.guard.fold("model", model) if model else None, counts[0], counts[1], now)
         except Exception as exc:
             record_error("genai", exc, tl.recorder.metrics)
         return

@@ -219,6 +219,72 @@ async def test_an_absurd_token_count_is_refused_and_the_requests_other_signals_k
     assert sample(registry, "aiwatch_degraded_responses_total", model="", reason="fallback") == 1
 
 
+def usage_of(registry: CollectorRegistry, model: str) -> tuple[float | None, float | None, float | None]:
+    """(input tokens, output tokens, requests) in the token-usage histogram of ``model``."""
+    name = "aiwatch_gen_ai_token_usage_tokens"
+    return (sample(registry, f"{name}_sum", model=model, token_type="input"),
+            sample(registry, f"{name}_sum", model=model, token_type="output"),
+            sample(registry, f"{name}_count", model=model, token_type="input"))
+
+
+async def test_tokens_counted_before_the_model_is_picked_are_the_picked_models(registry: CollectorRegistry) -> None:
+    # a gateway counts the prompt's tokens, then routes by its length: the usage was filed under the model that was
+    # current at the first record_tokens (the default, ""), not the one that served the request
+    app = FastAPI()
+
+    @app.post("/v1/completions")
+    async def complete() -> dict[str, str]:
+        aiwatch.record_tokens(input_tokens=900)
+        aiwatch.set_model("long-context")
+        aiwatch.record_tokens(output_tokens=3)
+        return {"text": "abc"}
+
+    aiwatch.instrument(app, registry=registry, service="svc")
+    await call(app, "/v1/completions", method="POST")
+    assert usage_of(registry, "long-context") == (900, 3, 1)
+    assert usage_of(registry, "") == (None, None, None)
+    assert sample(registry, "aiwatch_gen_ai_time_to_first_token_seconds_count", model="long-context",
+                  traffic_class="realtime") == 1
+
+
+async def test_each_named_model_of_a_request_gets_its_own_usage(registry: CollectorRegistry) -> None:
+    # an embedder then a generator in one request: the generator's tokens were filed under the embedder's name
+    app = FastAPI()
+
+    @app.get("/rag")
+    async def rag() -> dict[str, str]:
+        aiwatch.record_tokens(input_tokens=2)  # before any call names a model: the request's own, ""
+        aiwatch.record_tokens(input_tokens=40, model="embedder")
+        aiwatch.record_tokens(input_tokens=700, model="generator")
+        aiwatch.record_tokens(output_tokens=1)  # the model named last
+        aiwatch.record_tokens(output_tokens=4, model="generator")
+        return {"answer": "..."}
+
+    aiwatch.instrument(app, registry=registry, service="svc")
+    await call(app, "/rag")
+    assert usage_of(registry, "embedder") == (40, 0, 1)
+    assert usage_of(registry, "generator") == (700, 5, 1)
+    assert usage_of(registry, "") == (2, 0, 1)
+    timing = "aiwatch_gen_ai_time_per_output_token_seconds_count"
+    assert sample(registry, timing, model="generator", traffic_class="realtime") == 1
+    assert sample(registry, timing, model="embedder", traffic_class="realtime") is None
+
+
+async def test_a_named_model_that_is_the_requests_own_is_one_usage(registry: CollectorRegistry) -> None:
+    app = FastAPI()
+
+    @app.get("/same")
+    async def same() -> dict[str, str]:
+        aiwatch.set_model("m")
+        aiwatch.record_tokens(input_tokens=3)
+        aiwatch.record_tokens(input_tokens=4, output_tokens=1, model="m")
+        return {"ok": "1"}
+
+    aiwatch.instrument(app, registry=registry, service="svc")
+    await call(app, "/same")
+    assert usage_of(registry, "m") == (7, 1, 1)
+
+
 async def test_degraded_responses_are_counted_by_reason_and_model(registry: CollectorRegistry) -> None:
     app = fastapi_app(registry)
     for _ in range(3):
