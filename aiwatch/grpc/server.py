@@ -7,7 +7,8 @@ Per RPC (see docs/grpc.md):
   the RPC kind is a fixed property of the route, so it would add series without adding information) and
   ``status`` = the gRPC status code name (``OK``, ``INVALID_ARGUMENT``...). An unhandled servicer exception is
   ``UNKNOWN``, as grpcio reports it; a call the client cancelled is ``CANCELLED``, or ``DEADLINE_EXCEEDED`` when its
-  deadline had passed. A call to a method the server does not implement is recorded as ``UNIMPLEMENTED`` under the
+  deadline had passed (also when the handler fails with the ``RpcError`` grpcio raises from such a call's request
+  stream). A call to a method the server does not implement is recorded as ``UNIMPLEMENTED`` under the
   route ``__unmatched__`` (the client's method name never becomes a label, as a URL path never does).
 * ``aiwatch.phase(...)`` inside the servicer feeds ``aiwatch_phase_duration_seconds`` and the ``overhead`` phase: the
   servicer runs inside the RPC's timeline (for the thread-pool server, in the pool thread that runs the handler).
@@ -197,15 +198,21 @@ def _status(context: Any, error: BaseException | None, terminated: bool) -> tupl
     if error is not None:
         if code is not None and code != "OK":
             return code, False  # abort(), or set_code() then raise: grpcio sends that code
+        if isinstance(error, grpc.RpcError) and not _active(context):
+            return _cancel_status(context), False  # the request stream ended with the call (cancel, deadline)
         return "UNKNOWN", True
     if code is not None:
         return code, False
-    try:
-        if not context.is_active():
-            return _cancel_status(context), False
-    except Exception:
-        pass
+    if not _active(context):
+        return _cancel_status(context), False
     return "OK", False
+
+
+def _active(context: Any) -> bool:
+    try:
+        return bool(context.is_active())
+    except Exception:
+        return True
 
 
 def _cancel_status(context: Any) -> str:
