@@ -272,3 +272,25 @@ def test_a_request_stream_that_ends_with_its_call_is_the_calls_status(metrics: M
     finally:
         stop.set()
     assert _count(metrics, UPLOAD, expected) == 1
+
+
+#: not a PredictRequest: a truncated varint
+UNDECODABLE = b"\xff\xff\xff\xff"
+
+
+def test_an_undecodable_unary_request_is_recorded_internal(metrics: Metrics) -> None:
+    """grpcio answers a request message it cannot deserialize with INTERNAL and never runs the handler: aiwatch
+    records that RPC (it used to vanish from the metrics)."""
+    with sync_server([grpc_server_interceptor(service="infer", metrics=metrics)]) as target, \
+            grpc.insecure_channel(target) as channel:
+        with pytest.raises(grpc.RpcError) as info:
+            channel.unary_unary(PREDICT)(UNDECODABLE)
+        assert (info.value.code(), info.value.details()) == (grpc.StatusCode.INTERNAL,
+                                                             "Exception deserializing request!")
+        with pytest.raises(grpc.RpcError) as info:
+            list(channel.unary_stream(PREDICT_STREAM)(UNDECODABLE))
+        assert info.value.code() == grpc.StatusCode.INTERNAL
+    assert _count(metrics, PREDICT, "INTERNAL") == 1
+    assert _count(metrics, PREDICT_STREAM, "INTERNAL") == 1
+    assert value(metrics.registry, "aiwatch_requests_in_flight", service="infer") == 0
+    assert value(metrics.registry, "aiwatch_instrumentation_errors_total", component="grpc_server") == 0
