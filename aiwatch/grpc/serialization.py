@@ -91,14 +91,20 @@ class MessageTimer:
         self._sizes = (m.child(m.rpc_message_size, (recorder.service, label, REQUEST)),
                        m.child(m.rpc_message_size, (recorder.service, label, RESPONSE)))
 
-    def deserializer(self, deserialize: Callable[[bytes], Any] | None, clock: Callable[[], float]
-                     ) -> Callable[[bytes], Any]:
+    def deserializer(self, deserialize: Callable[[bytes], Any] | None, clock: Callable[[], float],
+                     failed: Callable[[float], None] | None = None) -> Callable[[bytes], Any]:
+        """``deserialize``, timed; ``failed(start)`` is told when it raises (which grpcio then answers)."""
         size = self._sizes[0]
         recorder = self._recorder
 
         def timed(data: bytes) -> Any:
             start = clock()
-            message = deserialize(data) if deserialize is not None else data
+            try:
+                message = deserialize(data) if deserialize is not None else data
+            except Exception:
+                if failed is not None:
+                    failed(start)
+                raise
             seconds = clock() - start
             try:
                 observe(size, len(data))

@@ -7,8 +7,11 @@ Per RPC (see docs/grpc.md):
   the RPC kind is a fixed property of the route, so it would add series without adding information) and
   ``status`` = the gRPC status code name (``OK``, ``INVALID_ARGUMENT``...). An unhandled servicer exception is
   ``UNKNOWN``, as grpcio reports it; a call the client cancelled is ``CANCELLED``, or ``DEADLINE_EXCEEDED`` when its
-  deadline had passed. A call to a method the server does not implement is recorded as ``UNIMPLEMENTED`` under the
+  deadline had passed (also when the handler fails with the ``RpcError`` grpcio raises from such a call's request
+  stream). A call to a method the server does not implement is recorded as ``UNIMPLEMENTED`` under the
   route ``__unmatched__`` (the client's method name never becomes a label, as a URL path never does).
+  A unary request grpcio cannot deserialize (the handler never runs) is recorded with the status grpcio answers:
+  ``INTERNAL`` (grpc.aio: ``UNKNOWN``).
 * ``aiwatch.phase(...)`` inside the servicer feeds ``aiwatch_phase_duration_seconds`` and the ``overhead`` phase: the
   servicer runs inside the RPC's timeline (for the thread-pool server, in the pool thread that runs the handler).
 * Streaming RPCs are timed to the last message; RPCs with a streaming side also count messages in
@@ -29,6 +32,7 @@ the servicer's exceptions, abort codes and trailing metadata pass through untouc
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import threading
 import time
@@ -81,8 +85,11 @@ class _Call:
 class _ServerCore:
     """What the sync and aio interceptors share: starting and finishing one RPC's timeline."""
 
-    def __init__(self, recorder: RequestRecorder, server_timing: bool, serialization: bool = True) -> None:
+    def __init__(self, recorder: RequestRecorder, server_timing: bool, serialization: bool = True,
+                 undecodable_status: str = "INTERNAL") -> None:
         self.recorder = recorder
+        #: what the server answers a request it cannot deserialize (grpc.aio: UNKNOWN)
+        self.undecodable_status = undecodable_status
         self.metrics = recorder.metrics
         self.server_timing = server_timing
         self.serialization = serialization
@@ -174,6 +181,17 @@ class _ServerCore:
         except Exception as exc:
             record_error(COMPONENT, exc, self.metrics)
 
+    def undecodable(self, method: str, start: float) -> None:
+        """Record a unary-request RPC whose request grpcio failed to deserialize (from ``start``): grpcio answers it
+        without running the handler, so the interceptor never sees it."""
+        try:
+            recorder = self.recorder
+            tl = recorder.begin_with(None, "undecodable")
+            tl.start = start
+            recorder.finish(tl, method, METHOD_LABEL, self.undecodable_status)
+        except Exception as exc:
+            record_error(COMPONENT, exc, self.metrics)
+
     def unimplemented(self) -> None:
         """Record a call to a method the server does not have. Its route is :data:`UNMATCHED_ROUTE`: the method
         name comes from the client, and unknown names must not fill the route label's bound."""
@@ -197,15 +215,21 @@ def _status(context: Any, error: BaseException | None, terminated: bool) -> tupl
     if error is not None:
         if code is not None and code != "OK":
             return code, False  # abort(), or set_code() then raise: grpcio sends that code
+        if isinstance(error, grpc.RpcError) and not _active(context):
+            return _cancel_status(context), False  # the request stream ended with the call (cancel, deadline)
         return "UNKNOWN", True
     if code is not None:
         return code, False
-    try:
-        if not context.is_active():
-            return _cancel_status(context), False
-    except Exception:
-        pass
+    if not _active(context):
+        return _cancel_status(context), False
     return "OK", False
+
+
+def _active(context: Any) -> bool:
+    try:
+        return bool(context.is_active())
+    except Exception:
+        return True
 
 
 def _cancel_status(context: Any) -> str:
@@ -265,10 +289,10 @@ def _handler_parts(handler: Any) -> tuple[Any, Callable[..., Any]]:
 
 
 def _rewrap(handler: Any, behavior: Callable[..., Any], factory: Callable[..., Any],
-            messages: MessageTimer | None = None) -> Any:
+            messages: MessageTimer | None = None, failed: Callable[[float], None] | None = None) -> Any:
     deserializer, serializer = handler.request_deserializer, handler.response_serializer
     if messages is not None:
-        deserializer = messages.deserializer(deserializer, _clock)
+        deserializer = messages.deserializer(deserializer, _clock, failed)
         serializer = messages.serializer(serializer, _clock)
     return factory(behavior, request_deserializer=deserializer, response_serializer=serializer)
 
@@ -287,8 +311,10 @@ def _instrument_handler(interceptor: Any, handler: Any, handler_call_details: An
         if only_async and not (inspect.iscoroutinefunction(behavior) or inspect.isasyncgenfunction(behavior)):
             return handler
         wrap = interceptor._wrap_stream if handler.response_streaming else interceptor._wrap_unary
-        messages = interceptor._core.messages(method) if interceptor._core.serialization else None
-        return _rewrap(handler, wrap(behavior, method, handler.request_streaming), factory, messages)
+        core = interceptor._core
+        messages = core.messages(method) if core.serialization else None
+        failed = None if handler.request_streaming else functools.partial(core.undecodable, method)
+        return _rewrap(handler, wrap(behavior, method, handler.request_streaming), factory, messages, failed)
     except Exception as exc:
         record_error(COMPONENT, exc, interceptor._core.metrics)
         return handler
@@ -397,7 +423,7 @@ class AiwatchAioServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[m
             "service": service, "model": model, "registry": registry, "metrics": metrics,
             "tracer_provider": tracer_provider, "max_label_values": max_label_values,
             "slow_threshold": slow_threshold, "model_version": model_version,
-            "traffic_classes": traffic_classes}), server_timing)
+            "traffic_classes": traffic_classes}), server_timing, undecodable_status="UNKNOWN")
 
     @property
     def recorder(self) -> RequestRecorder:

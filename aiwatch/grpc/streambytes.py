@@ -10,7 +10,8 @@ it, or after it, goes straight to the ``peer``'s counters once the record has sa
 
 The wrappers never change what the application sees: the request iterator's messages and errors pass through as
 they are, and a response stream's messages, errors (grpcio raises the call itself, an ``RpcError``) and call methods
-are the call's own.
+are the call's own. A response stream the application drops unread is cancelled, as grpcio cancels its own
+(aiwatch's done callback holds the call, which would otherwise keep it running until the channel closes).
 """
 
 from __future__ import annotations
@@ -126,6 +127,17 @@ class CountedResponses(grpc.Call, grpc.Future):  # type: ignore[misc]
     def __init__(self, call: Any, tally: StreamBytes) -> None:
         self._call = call
         self._tally = tally
+        self._kept = False
+
+    def __del__(self) -> None:
+        # grpcio cancels a call its application dropped (its __del__), unless a done callback (which holds the
+        # call) keeps it alive; aiwatch's own done callback does that, so the wrapper cancels in grpcio's place
+        # unless the application added one of its own
+        try:
+            if not self.__dict__.get("_kept", True):
+                self._call.cancel()
+        except Exception:
+            pass
 
     def __iter__(self) -> CountedResponses:
         return self
@@ -186,4 +198,5 @@ class CountedResponses(grpc.Call, grpc.Future):  # type: ignore[misc]
         return self._call.traceback(timeout)
 
     def add_done_callback(self, fn: Any) -> Any:
+        self._kept = True
         return self._call.add_done_callback(fn)

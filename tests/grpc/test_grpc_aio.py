@@ -209,3 +209,19 @@ async def test_aio_instrumentors_and_trace_propagation(metrics: Metrics) -> None
     assert _count(metrics, PREDICT, "OK") == 1
     # no peer given: the label is the service name the server reported in its server-timing trailer
     assert value(metrics.registry, "aiwatch_network_duration_seconds_count", service="gateway", peer="infer") == 1
+
+
+async def test_aio_undecodable_unary_request_is_recorded_with_its_status(metrics: Metrics) -> None:
+    """grpc.aio answers a request it cannot deserialize with UNKNOWN (the thread-pool server: INTERNAL) and never
+    runs the handler: aiwatch records that RPC."""
+    server, target = await _start(metrics)
+    try:
+        async with grpc.aio.insecure_channel(target) as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await channel.unary_unary(PREDICT)(b"\xff\xff\xff\xff")
+            assert info.value.code() == grpc.StatusCode.UNKNOWN
+            assert "DecodeError" in (info.value.details() or "")
+    finally:
+        await server.stop(None)
+    assert _count(metrics, PREDICT, "UNKNOWN") == 1
+    assert value(metrics.registry, "aiwatch_requests_in_flight", service="infer") == 0

@@ -150,3 +150,45 @@ def test_calls_are_labelled_with_the_callers_phase_and_the_servers_name(metrics:
                  route=PREDICT, status="OK", phase="inference_call") == 1
     assert value(metrics.registry, "aiwatch_network_duration_seconds_count", service="gateway", peer="infer",
                  phase="inference_call") == 1
+
+
+def test_a_response_stream_the_application_drops_is_cancelled_as_without_aiwatch(metrics: Metrics) -> None:
+    """grpcio cancels a call whose response iterator the application dropped unread; aiwatch's done callback holds
+    the call, so without the wrapper cancelling it, the server would stream on (and the call go unrecorded) until
+    the channel closes."""
+    import gc
+
+    endless = req(features=[1.0] * 5000, delay_ms=10)
+    with sync_server([grpc_server_interceptor(service="infer", metrics=metrics)]) as target, \
+            stub_for(target, grpc_client_interceptor(service="gateway", metrics=metrics, peer=target)) as stub:
+        replies = stub.PredictStream(endless)
+        first = next(replies)
+        del replies
+        gc.collect()
+        wait_until(lambda: value(metrics.registry, "aiwatch_request_duration_seconds_count", service="infer",
+                                 route=PREDICT_STREAM, method="grpc", status="CANCELLED") == 1,
+                   timeout=20, what="the server sees the dropped stream cancelled")
+        wait_until(lambda: _client_count(metrics, target, PREDICT_STREAM, "CANCELLED") == 1, timeout=20,
+                   what="the client records the dropped stream")
+        wait_until(lambda: value(metrics.registry, "aiwatch_client_bytes_total", service="gateway", peer=target,
+                                 direction="received") == first.ByteSize(), timeout=20, what="the bytes read")
+        assert value(metrics.registry, "aiwatch_requests_in_flight", service="infer") == 0
+
+
+def test_a_dropped_response_stream_with_a_done_callback_runs_on_as_without_aiwatch(metrics: Metrics) -> None:
+    """A done callback the application added keeps grpcio's call alive: the call is not cancelled when the
+    application drops it, with or without aiwatch."""
+    import gc
+
+    with sync_server([grpc_server_interceptor(service="infer", metrics=metrics)]) as target, \
+            stub_for(target, grpc_client_interceptor(service="gateway", metrics=metrics, peer=target)) as stub:
+        replies = stub.PredictStream(req(features=[1.0, 2.0, 3.0], delay_ms=50))
+        replies.add_done_callback(lambda call: None)
+        next(replies)
+        del replies
+        gc.collect()
+        wait_until(lambda: value(metrics.registry, "aiwatch_request_duration_seconds_count", service="infer",
+                                 route=PREDICT_STREAM, method="grpc", status="OK") == 1,
+                   timeout=20, what="the server's stream ends")
+    assert value(metrics.registry, "aiwatch_request_duration_seconds_count", service="infer", route=PREDICT_STREAM,
+                 method="grpc", status="CANCELLED") == 0

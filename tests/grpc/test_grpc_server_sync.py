@@ -224,3 +224,73 @@ def test_routes_pass_the_cardinality_guard(metrics: Metrics) -> None:
     assert _count(metrics, OVERFLOW, "OK") == 1
     assert value(metrics.registry, "aiwatch_rpc_messages_total", service="infer", route=OVERFLOW,
                  direction="sent") == 1
+
+
+class _ReadsOnAfterTheCallEnded(pb_grpc.InferenceServicer):
+    """Reads one request, works until its caller is gone, then reads on: grpcio raises ``RpcError`` from the
+    request iterator (the client stream's next message will never come)."""
+
+    def __init__(self) -> None:
+        self.reading = threading.Event()
+
+    def Upload(self, request_iterator, context):  # type: ignore[no-untyped-def]
+        gone = threading.Event()
+        context.add_callback(gone.set)
+        next(request_iterator)
+        self.reading.set()
+        gone.wait(20)
+        for _ in request_iterator:
+            pass
+        return pb.UploadReply()
+
+
+@pytest.mark.parametrize("ending", ["deadline", "cancel"])
+def test_a_request_stream_that_ends_with_its_call_is_the_calls_status(metrics: Metrics, ending: str) -> None:
+    stop = threading.Event()
+
+    def requests():  # type: ignore[no-untyped-def]
+        yield req(features=[1.0])
+        stop.wait(20)
+
+    servicer = _ReadsOnAfterTheCallEnded()
+    try:
+        with sync_server([grpc_server_interceptor(service="infer", metrics=metrics)],
+                         servicer) as target, stub_for(target) as stub:
+            if ending == "deadline":
+                with pytest.raises(grpc.RpcError) as info:
+                    stub.Upload(requests(), timeout=0.3)
+                assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+                expected = "DEADLINE_EXCEEDED"
+            else:
+                future = stub.Upload.future(requests())
+                assert servicer.reading.wait(20)
+                future.cancel()
+                expected = "CANCELLED"
+            wait_until(lambda: value(metrics.registry, "aiwatch_requests_in_flight", service="infer") == 0
+                       and sum(_count(metrics, UPLOAD, s) for s in (expected, "UNKNOWN", "OK")) == 1, timeout=20,
+                       what="the RPC recorded")
+    finally:
+        stop.set()
+    assert _count(metrics, UPLOAD, expected) == 1
+
+
+#: not a PredictRequest: a truncated varint
+UNDECODABLE = b"\xff\xff\xff\xff"
+
+
+def test_an_undecodable_unary_request_is_recorded_internal(metrics: Metrics) -> None:
+    """grpcio answers a request message it cannot deserialize with INTERNAL and never runs the handler: aiwatch
+    records that RPC (it used to vanish from the metrics)."""
+    with sync_server([grpc_server_interceptor(service="infer", metrics=metrics)]) as target, \
+            grpc.insecure_channel(target) as channel:
+        with pytest.raises(grpc.RpcError) as info:
+            channel.unary_unary(PREDICT)(UNDECODABLE)
+        assert (info.value.code(), info.value.details()) == (grpc.StatusCode.INTERNAL,
+                                                             "Exception deserializing request!")
+        with pytest.raises(grpc.RpcError) as info:
+            list(channel.unary_stream(PREDICT_STREAM)(UNDECODABLE))
+        assert info.value.code() == grpc.StatusCode.INTERNAL
+    assert _count(metrics, PREDICT, "INTERNAL") == 1
+    assert _count(metrics, PREDICT_STREAM, "INTERNAL") == 1
+    assert value(metrics.registry, "aiwatch_requests_in_flight", service="infer") == 0
+    assert value(metrics.registry, "aiwatch_instrumentation_errors_total", component="grpc_server") == 0
