@@ -15,9 +15,9 @@ stores the matched rule (``/items/<int:item_id>``) for the route label. Any othe
 Per request it records ``aiwatch_request_duration_seconds`` (route template, method, status) timed until the
 server closes the response iterable (so streamed bodies count in full), the request's phases and its ``overhead``,
 keeps ``aiwatch_requests_in_flight``, and adds a ``Server-Timing`` header with the phases and the total up to the
-moment ``start_response`` is called. Requests without a route template are labelled ``__unmatched__``, never with
-the raw path. The response iterable is wrapped, so a server's ``wsgi.file_wrapper`` fast path is not used for
-instrumented responses.
+moment ``start_response`` is called. Bytes the app sends through ``start_response``'s ``write()`` count in the
+response size. Requests without a route template are labelled ``__unmatched__``, never with the raw path. The
+response iterable is wrapped, so a server's ``wsgi.file_wrapper`` fast path is not used for instrumented responses.
 """
 
 from __future__ import annotations
@@ -128,7 +128,17 @@ class AiwatchWSGIMiddleware:
                     headers = [*headers, (_SERVER_TIMING, tl.server_timing())]
                 except Exception as exc:
                     record_error("server_timing", exc, self.metrics)
-            return start_response(status, headers, exc_info)
+            write = start_response(status, headers, exc_info)
+            if request.sent is None or not callable(write):
+                return write
+
+            def counted_write(data: bytes) -> Any:  # PEP 3333's write(): body bytes outside the iterable
+                result = write(data)
+                if data:
+                    request.sent += len(data)  # type: ignore[operator]
+                return result
+
+            return counted_write
 
         try:
             body = self.app(environ, start_response_wrapper)
