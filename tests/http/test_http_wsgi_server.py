@@ -51,3 +51,23 @@ def test_bytes_written_through_write_count_as_the_response(registry: CollectorRe
         assert (response.status, response.read()) == (200, b"hello world!!")
     wait_until(lambda: size(registry, "response")[0] == 1, what="the request recorded")  # at close(), after the body
     assert size(registry, "response") == (1.0, 13.0)
+
+
+def test_a_chunked_request_body_counts_as_the_app_reads_it(registry: CollectorRegistry) -> None:
+    """A chunked upload declares no size (no ``CONTENT_LENGTH``; werkzeug's server dechunks it and sets
+    ``wsgi.input_terminated``). docs/http.md says such a body is counted as the app reads it; before, the WSGI
+    middleware recorded it as 0 bytes."""
+    def upload(environ: Any, start_response: Any) -> list[bytes]:
+        stream = environ["wsgi.input"]
+        data = stream.readline() + stream.read(3) + b"".join(stream)
+        start_response("200 OK", [("Content-Length", str(len(data)))])
+        return [data]
+
+    body = b"first line\n" + b"x" * 5000
+    with serving(aiwatch.instrument(upload, registry=registry, service="svc")) as conn:
+        conn.request("POST", "/upload", body=iter([body[:7], body[7:]]), encode_chunked=True,
+                     headers={"Transfer-Encoding": "chunked"})
+        response = conn.getresponse()
+        assert (response.status, response.read()) == (200, body)
+    wait_until(lambda: size(registry, "request", "POST")[0] == 1, what="the request recorded")
+    assert size(registry, "request", "POST") == (1.0, float(len(body)))
