@@ -215,4 +215,11 @@ def otel_excluded_urls(instrumentation: str, env: Mapping[str, str] | None = Non
         >>> otel_excluded_urls("FLASK", {"OTEL_PYTHON_EXCLUDED_URLS": "a", "OTEL_PYTHON_ASGI_EXCLUDED_URLS": "b"})
         'a'
     """
-    return _EXCLUDED_URLS_BY_INSTRUMENTATION[instrumentation].raw(env) or OTEL_EXCLUDED_URLS.raw(env)
+    return otel_excluded_urls_variable(instrumentation, env).raw(env)
+
+
+def otel_excluded_urls_variable(instrumentation: str, env: Mapping[str, str] | None = None) -> EnvVar:
+    """The variable :func:`otel_excluded_urls` reads for ``instrumentation``: its own when set, else
+    ``OTEL_PYTHON_EXCLUDED_URLS``."""
+    own = _EXCLUDED_URLS_BY_INSTRUMENTATION[instrumentation]
+    return own if own.raw(env) else OTEL_EXCLUDED_URLS

@@ -20,35 +20,47 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from aiwatch.env import EXCLUDED_URLS, otel_excluded_urls
+from aiwatch.env import EXCLUDED_URLS, otel_excluded_urls_variable
 
 
 class ExcludedUrls:
     """A compiled exclusion rule; :attr:`active` is false when nothing is excluded (then no URL is built)."""
 
-    __slots__ = ("_regex", "active")
+    __slots__ = ("_own", "_regex", "active")
 
-    def __init__(self, regex: re.Pattern[str] | None) -> None:
+    def __init__(self, regex: re.Pattern[str] | None, own: re.Pattern[str] | None = None) -> None:
         self._regex = regex
-        self.active = regex is not None
+        self._own = own
+        self.active = regex is not None or own is not None
 
     @classmethod
-    def parse(cls, otel_list: str, own_regex: str = "") -> ExcludedUrls:
-        """The rule of an OpenTelemetry comma-separated list and aiwatch's single regex (either may be empty)."""
-        parts = [item.strip() for item in otel_list.split(",")] if otel_list else []
-        if own_regex:
-            parts.append(f"(?:{own_regex})")
-        parts = [p for p in parts if p]
-        return cls(re.compile("|".join(parts)) if parts else None)
+    def parse(cls, otel_list: str, own_regex: str = "", *, otel_name: str = "excluded_urls",
+              own_name: str = EXCLUDED_URLS.name) -> ExcludedUrls:
+        """The rule of an OpenTelemetry comma-separated list and aiwatch's single regex (either may be empty). The
+        single regex is compiled on its own, so that it may start with inline flags (``(?i)``). One that is no
+        regular expression is a ``ValueError`` naming where it came from (``otel_name``, ``own_name``)."""
+        parts = [p for p in (item.strip() for item in otel_list.split(",")) if p] if otel_list else []
+        return cls(_compile(otel_name, "|".join(parts)) if parts else None,
+                   _compile(own_name, own_regex) if own_regex else None)
 
     @classmethod
     def from_env(cls, instrumentation: str, env: Mapping[str, str] | None = None) -> ExcludedUrls:
         """The rule the environment sets for ``instrumentation`` (``ASGI``, ``WSGI``, ``FASTAPI``, ``STARLETTE``,
         ``FLASK``): :func:`aiwatch.env.otel_excluded_urls` plus ``AIWATCH_EXCLUDED_URLS``."""
-        return cls.parse(otel_excluded_urls(instrumentation, env), EXCLUDED_URLS.raw(env))
+        variable = otel_excluded_urls_variable(instrumentation, env)
+        return cls.parse(variable.raw(env), EXCLUDED_URLS.raw(env), otel_name=variable.name)
 
     def excludes(self, url: str) -> bool:
-        return self._regex is not None and self._regex.search(url) is not None
+        regex, own = self._regex, self._own
+        return ((regex is not None and regex.search(url) is not None)
+                or (own is not None and own.search(url) is not None))
+
+
+def _compile(name: str, pattern: str) -> re.Pattern[str]:
+    try:
+        return re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"{name}: {pattern!r} is not a valid regular expression: {exc}") from None
 
 
 def asgi_url(scope: Mapping[str, Any]) -> str:

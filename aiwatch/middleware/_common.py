@@ -21,8 +21,9 @@ KNOWN_METHODS = KNOWN_HTTP_METHODS
 
 CLIENT_CLOSED_STATUS = "499"
 """The ``status`` label of a request whose response could not be delivered because the client went away (the
-server's ``send`` raised): nginx's "client closed request". It is not a 5xx, so the availability SLO's error
-selector (``slo.error_status``, default ``5..|...``) does not count it against the service."""
+server's ``send`` raised an ``OSError`` or was cancelled): nginx's "client closed request". It is not a 5xx, so the
+availability SLO's error selector (``slo.error_status``, default ``5..|...``) does not count it against the
+service."""
 
 
 def begin_on_new_span(recorder: RequestRecorder, tracer: Any, method: str, parent: Any,

@@ -10,9 +10,11 @@ Per request it records ``aiwatch_request_duration_seconds`` (route template, met
 body chunk (so streaming responses count in full and Starlette background tasks, which run after it, do not), the
 request's phases and its ``overhead``, keeps ``aiwatch_requests_in_flight``, and adds a ``Server-Timing`` header
 with the phases and the total up to the moment the headers are sent. Per-request state lives in closures and
-contextvars, never on ``self``. A request whose response the server could not send (its ``send`` raised: the client
-went away) is recorded with status ``499`` (:data:`~aiwatch.middleware._common.CLIENT_CLOSED_STATUS`), not as a
-server error; the exception goes on to the app and the server untouched.
+contextvars, never on ``self``. A request whose response the server could not send because the client went away
+(its ``send`` raised an ``OSError``, as the ASGI spec has servers do, or was cancelled) is recorded with status
+``499`` (:data:`~aiwatch.middleware._common.CLIENT_CLOSED_STATUS`), not as a server error; one whose message the
+server refused (any other exception from ``send``) is a ``500``. Either way the exception goes on to the app and
+the server untouched.
 """
 
 from __future__ import annotations
@@ -67,6 +69,14 @@ def _counting(receive: Receive, received: list[int]) -> Receive:
         return message
 
     return counted
+
+
+def _client_gone(exc: BaseException) -> bool:
+    """Whether ``send`` raising ``exc`` means the client went away: the ASGI spec has servers raise an ``OSError``
+    then (uvicorn's ``ClientDisconnected``), and a cancelled send is the server dropping the request. Any other
+    exception is the server refusing the app's message (a body before its start, more bytes than the
+    Content-Length): a server failure, which the client sees as a 500 or a cut-short response."""
+    return isinstance(exc, OSError) or not isinstance(exc, Exception)
 
 
 def starlette_route(scope: Scope, root_path: str = "") -> str | None:
@@ -225,15 +235,15 @@ class AiwatchMiddleware:
                         chunks.chunk(_clock())
                     try:
                         await send(message)
-                    except BaseException:
-                        send_failed = True
+                    except BaseException as exc:
+                        send_failed = _client_gone(exc)
                         raise
                     finish(None)
                     return
             try:
                 await send(message)
-            except BaseException:  # the client is gone: whatever the app does next, it was not served
-                send_failed = True
+            except BaseException as exc:
+                send_failed = _client_gone(exc)
                 raise
 
         try:

@@ -15,9 +15,10 @@ stores the matched rule (``/items/<int:item_id>``) for the route label. Any othe
 Per request it records ``aiwatch_request_duration_seconds`` (route template, method, status) timed until the
 server closes the response iterable (so streamed bodies count in full), the request's phases and its ``overhead``,
 keeps ``aiwatch_requests_in_flight``, and adds a ``Server-Timing`` header with the phases and the total up to the
-moment ``start_response`` is called. Requests without a route template are labelled ``__unmatched__``, never with
-the raw path. The response iterable is wrapped, so a server's ``wsgi.file_wrapper`` fast path is not used for
-instrumented responses.
+moment ``start_response`` is called. Bytes the app sends through ``start_response``'s ``write()`` count in the
+response size; a chunked request body (no ``CONTENT_LENGTH``) counts as the app reads it from ``wsgi.input``, which
+is wrapped for that. Requests without a route template are labelled ``__unmatched__``, never with the raw path. The
+response iterable is wrapped, so a server's ``wsgi.file_wrapper`` fast path is not used for instrumented responses.
 """
 
 from __future__ import annotations
@@ -118,8 +119,13 @@ class AiwatchWSGIMiddleware:
         request = _Request(self, environ, tl, method)
         if self.payload_sizes:
             # absent, or no count of bytes (+7, 1_000, past 2**53): no body declared
-            request.received = content_length(environ.get("CONTENT_LENGTH")) or 0
+            declared = content_length(environ.get("CONTENT_LENGTH"))
+            request.received = declared or 0
             request.sent = 0
+            if declared is None and "chunked" in str(environ.get("HTTP_TRANSFER_ENCODING", "")).lower():
+                stream = environ.get("wsgi.input")
+                if stream is not None:  # a body of unknown size: count what the app reads
+                    environ["wsgi.input"] = _CountingInput(stream, request)
 
         def start_response_wrapper(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
             request.status = request.code = status.split(" ", 1)[0]
@@ -128,7 +134,17 @@ class AiwatchWSGIMiddleware:
                     headers = [*headers, (_SERVER_TIMING, tl.server_timing())]
                 except Exception as exc:
                     record_error("server_timing", exc, self.metrics)
-            return start_response(status, headers, exc_info)
+            write = start_response(status, headers, exc_info)
+            if request.sent is None or not callable(write):
+                return write
+
+            def counted_write(data: bytes) -> Any:  # PEP 3333's write(): body bytes outside the iterable
+                result = write(data)
+                if data:
+                    request.sent += len(data)  # type: ignore[operator]
+                return result
+
+            return counted_write
 
         try:
             body = self.app(environ, start_response_wrapper)
@@ -239,6 +255,43 @@ class _Request:
                            request_bytes=self.received, response_bytes=self.sent)
         if mw.on_request_end is not None:
             call_hook("hook", mw.on_request_end, mw.metrics, self.environ, self.tl, self.status)
+
+
+class _CountingInput:
+    """``wsgi.input``, adding the bytes the app reads to its request's ``received``."""
+
+    __slots__ = ("_request", "_stream")
+
+    def __init__(self, stream: Any, request: _Request) -> None:
+        self._stream = stream
+        self._request = request
+
+    def _count(self, data: bytes) -> bytes:
+        if data:
+            self._request.received += len(data)  # type: ignore[operator]
+        return data
+
+    def read(self, *args: Any) -> bytes:
+        return self._count(self._stream.read(*args))
+
+    def readline(self, *args: Any) -> bytes:
+        return self._count(self._stream.readline(*args))
+
+    def readlines(self, *args: Any) -> list[bytes]:
+        return [self._count(line) for line in self._stream.readlines(*args)]
+
+    def readinto(self, buffer: Any) -> int | None:
+        n: int | None = self._stream.readinto(buffer)
+        if n:
+            self._request.received += n  # type: ignore[operator]
+        return n
+
+    def __iter__(self) -> Iterator[bytes]:
+        for line in self._stream:
+            yield self._count(line)
+
+    def __getattr__(self, name: str) -> Any:  # the server's own extras (close, ...)
+        return getattr(self._stream, name)
 
 
 class _ClosingBody:

@@ -5,7 +5,12 @@ with promtool)."""
 
 from __future__ import annotations
 
+import http.client
 import re
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -14,6 +19,7 @@ import aiwatch
 from aiwatch.metrics import Metrics
 from aiwatch.middleware._common import CLIENT_CLOSED_STATUS
 from aiwatch.rules import RulesConfig
+from tests.servers import wait_until
 
 
 class ClientGone(OSError):
@@ -91,3 +97,52 @@ def test_the_default_error_selector_does_not_count_499() -> None:
     error_status = RulesConfig().slo.error_status
     assert not re.fullmatch(error_status, CLIENT_CLOSED_STATUS)  # PromQL's =~ is anchored at both ends
     assert re.fullmatch(error_status, "500") and re.fullmatch(error_status, "503")
+
+
+@contextmanager
+def uvicorn_serving(app: Any) -> Iterator[int]:
+    """Serve ``app`` with uvicorn (h11) on a loopback port in a thread; yields the port."""
+    import uvicorn
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    server = uvicorn.Server(uvicorn.Config(app, http="h11", lifespan="off", log_level="critical"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    wait_until(lambda: server.started, what="uvicorn started")
+    try:
+        yield sock.getsockname()[1]
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+async def body_before_start(scope: Any, receive: Any, send: Any) -> None:
+    await send({"type": "http.response.body", "body": b"x", "more_body": False})
+
+
+async def more_than_its_content_length(scope: Any, receive: Any, send: Any) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+    await send({"type": "http.response.body", "body": b"hello", "more_body": False})
+
+
+@pytest.mark.parametrize("app", [body_before_start, more_than_its_content_length])
+def test_a_message_the_server_refuses_is_500_not_499(metrics: Metrics, app: Any) -> None:
+    """uvicorn refuses the app's message (RuntimeError, h11's LocalProtocolError) with the client still there: it
+    answers 500 or cuts the response short. Before, every exception from ``send`` was recorded as 499, the client's
+    doing, so the availability SLO never saw these server failures; the ASGI spec has servers raise an OSError
+    when the client is gone, and only that is 499 now."""
+    with uvicorn_serving(aiwatch.instrument(app, metrics=metrics, service="svc")) as port:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("GET", "/")
+        response = conn.getresponse()
+        if app is body_before_start:
+            assert (response.status, response.read()) == (500, b"Internal Server Error")
+        else:
+            with pytest.raises(http.client.IncompleteRead):
+                response.read()
+        conn.close()
+        wait_until(lambda: bool(statuses(metrics)), what="the request recorded")
+    assert statuses(metrics) == {"500": 1.0}

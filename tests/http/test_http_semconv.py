@@ -29,6 +29,8 @@ from starlette.routing import Route
 
 import aiwatch
 import aiwatch.client
+from aiwatch.middleware.asgi import AiwatchMiddleware
+from aiwatch.middleware.wsgi import AiwatchWSGIMiddleware
 from tests.http.asgi_driver import call
 from tests.http.peer import peer
 from tests.labels import with_defaults
@@ -444,3 +446,44 @@ def test_wsgi_excluded_urls_from_its_variable(registry: CollectorRegistry, monke
                                                             "status": "200"}) is None
     assert value("aiwatch_request_duration_seconds_count", {"service": "app", "route": "/keep", "method": "GET",
                                                             "status": "200"}) == 1
+
+
+async def test_the_aiwatch_regex_may_start_with_inline_flags(registry: CollectorRegistry,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """``(?i)/healthz$`` is one valid regular expression; before, it was wrapped in ``(?:...)`` and Python refused
+    the flags there, so instrumenting the app failed with re.error (global flags not at the start)."""
+    monkeypatch.setenv("AIWATCH_EXCLUDED_URLS", "(?i)/healthz$")
+    app = fastapi_app()
+
+    @app.get("/HEALTHZ")
+    async def health() -> str:
+        return "ok"
+
+    aiwatch.instrument(app, registry=registry)
+    assert (await call(app, "/HEALTHZ")).status == 200
+    assert (await call(app, "/items/1")).status == 200
+    routes = {s.labels["route"] for m in registry.collect() for s in m.samples
+              if s.name == "aiwatch_request_duration_seconds_count"}
+    assert routes == {"/items/{item_id}"}
+
+
+@pytest.mark.parametrize(("variable", "value", "kind"), [
+    ("OTEL_PYTHON_EXCLUDED_URLS", "healthz, /api/(v1", "fastapi"),
+    ("OTEL_PYTHON_FASTAPI_EXCLUDED_URLS", "[", "fastapi"),
+    ("OTEL_PYTHON_FLASK_EXCLUDED_URLS", "*ping", "flask"),
+    ("AIWATCH_EXCLUDED_URLS", "/health(z", "fastapi"),
+])
+def test_a_bad_excluded_urls_regex_is_an_error_naming_its_variable(monkeypatch: pytest.MonkeyPatch, variable: str,
+                                                                   value: str, kind: str) -> None:
+    """Before, the operator got a bare re.error ("missing ), unterminated subpattern at position 5") that named
+    neither the variable nor the value."""
+    monkeypatch.setenv(variable, value)
+    app = fastapi_app() if kind == "fastapi" else Flask("bad_regex")
+    with pytest.raises(ValueError, match=f"^{variable}: .* is not a valid regular expression"):
+        aiwatch.instrument(app, registry=CollectorRegistry())
+
+
+@pytest.mark.parametrize("middleware", [AiwatchMiddleware, AiwatchWSGIMiddleware])
+def test_a_bad_excluded_urls_argument_is_an_error_naming_it(middleware: Any) -> None:
+    with pytest.raises(ValueError, match=r"^excluded_urls: '\(' is not a valid regular expression"):
+        middleware(lambda *args: None, registry=CollectorRegistry(), excluded_urls="(")
