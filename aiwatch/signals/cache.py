@@ -283,6 +283,14 @@ def _nonempty(value: Any) -> tuple[int, int]:
     return (1, 0) if value else (0, 1)
 
 
+def _iterable(value: Any) -> bool:
+    try:
+        iter(value)
+    except TypeError:
+        return False
+    return True
+
+
 def _each(values: Any) -> tuple[int, int]:
     hits = sum(1 for v in values if v is not None)
     return hits, len(values) - hits
@@ -306,11 +314,13 @@ class InstrumentedRedis:
         return self.feature_cache.call(self.client.hgetall, (name, *args), kwargs, classify=_nonempty)
 
     def mget(self, keys: Any, *args: Any, **kwargs: Any) -> Any:
-        if not isinstance(keys, (str, bytes, memoryview, int, float)):
-            keys = list(keys)  # an iterator is read once here, then handed to redis as a list
-            count = len(keys) + len(args)
-        else:
+        # what redis-py's list_or_args() takes for one key or for a list of them; an iterator is read once here,
+        # then handed to redis as a list
+        if isinstance(keys, (str, bytes, bytearray, memoryview)) or not _iterable(keys):
             count = 1 + len(args)
+        else:
+            keys = list(keys)
+            count = len(keys) + len(args)
         return self.feature_cache.call(self.client.mget, (keys, *args), kwargs, classify=_each, keys=count)
 
     def __getattr__(self, name: str) -> Any:
