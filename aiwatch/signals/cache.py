@@ -18,8 +18,10 @@ request's ``features`` phase::
     store = aiwatch.instrument_redis(redis.Redis(...), cache="user_features")   # wrapper objects
     local = aiwatch.instrument_mapping(cachetools.LRUCache(10_000), cache="local_features")
 
-Results: ``hit`` / ``miss`` / ``error`` (the lookup raised). A batch lookup (``mget``) counts each key; its one
-duration observation is labelled ``error`` if it raised, ``miss`` if any key missed, else ``hit``. The app's own
+Results: ``hit`` / ``miss`` / ``error`` (the lookup raised, or was cancelled or interrupted: an
+``asyncio.CancelledError`` from a timeout, a ``KeyboardInterrupt``, which propagate as usual). A batch lookup
+(``mget``) counts each key; its one duration observation is labelled ``error`` if it raised, ``miss`` if any key
+missed, else ``hit``. The app's own
 exceptions (a Redis connection error, a ``KeyError`` from a mapping) are counted and re-raised untouched; aiwatch's
 own recording failures are counted in ``aiwatch_instrumentation_errors_total{component="cache"}`` and swallowed.
 """
@@ -142,7 +144,7 @@ class FeatureCache:
                     start = _clock()
                     try:
                         value = await func(*args, **kwargs)
-                    except Exception:
+                    except BaseException:  # a cancelled lookup (a timeout) is a failed one too
                         self.record(_clock() - start, errors=1)
                         raise
                     self._classified(start, value, check)
@@ -177,7 +179,7 @@ class FeatureCache:
         (default: one key, a hit unless ``None``).
 
         If ``fn`` returns an awaitable (an asyncio client), the returned awaitable records when it completes.
-        Exceptions count ``keys`` errors and are re-raised untouched."""
+        Exceptions (``BaseException`` too: a cancelled lookup) count ``keys`` errors and are re-raised untouched."""
         if classify is None:
             classify = _one
         if kwargs is None:
@@ -185,7 +187,7 @@ class FeatureCache:
         start = _clock()
         try:
             result = fn(*args, **kwargs)
-        except Exception:
+        except BaseException:
             self.record(_clock() - start, errors=keys)
             raise
         if inspect.isawaitable(result):
@@ -197,7 +199,7 @@ class FeatureCache:
                      keys: int) -> Any:
         try:
             result = await awaitable
-        except Exception:
+        except BaseException:  # a cancelled lookup (a timeout) is a failed one too
             self.record(_clock() - start, errors=keys)
             raise
         self._counted(start, result, classify, keys)
@@ -216,7 +218,10 @@ class FeatureCache:
 class Lookup:
     """One timed lookup (from :meth:`FeatureCache.lookup`). Inside the block, say what happened with
     :meth:`hit`, :meth:`miss` or :meth:`found`; an exception leaving the block is an ``error`` (and propagates);
-    a block that says nothing counts as one hit."""
+    a block that says nothing counts as one hit. A ``BaseException`` that is not an ``Exception`` (a cancelled
+    task, ``KeyboardInterrupt``, ``GeneratorExit``) is one ``error`` too, unless the block had already said what
+    it found: that is then counted, as the lookup itself was done. Each block counts once: a ``Lookup`` used in
+    several ``with`` blocks starts each from nothing."""
 
     __slots__ = ("_cache", "_start", "hits", "misses")
 
@@ -261,11 +266,12 @@ class Lookup:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         seconds = _clock() - self._start
-        if exc is not None and isinstance(exc, Exception):
-            self._cache.record(seconds, errors=max(self.hits + self.misses, 1))
-        elif exc is None:
-            hits = self.hits if self.hits or self.misses else 1
-            self._cache.record(seconds, hits=hits, misses=self.misses)
+        hits, misses = self.hits, self.misses
+        self.hits = self.misses = 0
+        if exc is None or (not isinstance(exc, Exception) and (hits or misses)):
+            self._cache.record(seconds, hits=hits if hits or misses else 1, misses=misses)
+        else:
+            self._cache.record(seconds, errors=max(hits + misses, 1))
 
     async def __aenter__(self) -> Lookup:
         return self.__enter__()
@@ -369,7 +375,7 @@ class InstrumentedMapping(MutableMapping[Any, Any]):
         except KeyError:
             self.feature_cache.record(_clock() - start, misses=1)
             raise
-        except Exception:
+        except BaseException:
             self.feature_cache.record(_clock() - start, errors=1)
             raise
         self.feature_cache.record(_clock() - start, hits=1)
@@ -386,7 +392,7 @@ class InstrumentedMapping(MutableMapping[Any, Any]):
                     value = self.mapping[key]
                 except KeyError:
                     value = _MISSING
-        except Exception:
+        except BaseException:
             self.feature_cache.record(_clock() - start, errors=1)
             raise
         if value is _MISSING:
