@@ -28,6 +28,7 @@ own recording failures are counted in ``aiwatch_instrumentation_errors_total{com
 
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
 import time
@@ -360,7 +361,8 @@ class InstrumentedMapping(MutableMapping[Any, Any]):
     ``m[key]`` raising ``KeyError`` is a miss (the ``KeyError`` propagates as usual); ``m.get(key)`` of an absent
     key is a miss. Any other exception is an error. Everything else is the mapping's own and unrecorded: writes,
     ``in``, ``len``, iteration, ``keys()`` / ``values()`` / ``items()``, ``==``, ``pop`` / ``popitem`` /
-    ``setdefault`` / ``update`` / ``clear``, and other attributes (``cache_info``, ``maxsize``...)."""
+    ``setdefault`` / ``update`` / ``clear``, ``reversed()``, ``|`` / ``|=``, and other attributes (``cache_info``,
+    ``maxsize``...). ``copy.copy`` / ``copy.deepcopy`` copy the mapping into a new wrapper of the same cache."""
 
     def __init__(self, mapping: Any, cache: FeatureCache) -> None:
         if not hasattr(mapping, "__getitem__"):
@@ -449,6 +451,27 @@ class InstrumentedMapping(MutableMapping[Any, Any]):
 
     def clear(self) -> None:
         self.mapping.clear()
+
+    # special methods are looked up on the type, not through __getattr__: these are the mapping's own (a dict's
+    # reversed() and |), and a copy copies the mapping (into a wrapper of the same cache), not just the wrapper
+    def __reversed__(self) -> Iterator[Any]:
+        return cast(Iterator[Any], reversed(self.mapping))
+
+    def __or__(self, other: Any) -> Any:
+        return self.mapping | (other.mapping if isinstance(other, InstrumentedMapping) else other)
+
+    def __ror__(self, other: Any) -> Any:
+        return other | self.mapping
+
+    def __ior__(self, other: Any) -> InstrumentedMapping:
+        self.mapping |= other.mapping if isinstance(other, InstrumentedMapping) else other
+        return self
+
+    def __copy__(self) -> InstrumentedMapping:
+        return InstrumentedMapping(copy.copy(self.mapping), self.feature_cache)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> InstrumentedMapping:
+        return InstrumentedMapping(copy.deepcopy(self.mapping, memo), self.feature_cache)
 
     def __getattr__(self, name: str) -> Any:
         if name in ("mapping", "feature_cache"):
