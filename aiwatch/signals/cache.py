@@ -358,8 +358,9 @@ class InstrumentedRedis:
 class InstrumentedMapping(MutableMapping[Any, Any]):
     """A dict, an LRU cache or any mapping whose lookups (``m[key]``, ``m.get(key)``) are recorded.
 
-    ``m[key]`` raising ``KeyError`` is a miss (the ``KeyError`` propagates as usual); ``m.get(key)`` of an absent
-    key is a miss. Any other exception is an error. Everything else is the mapping's own and unrecorded: writes,
+    ``m[key]`` raising ``KeyError`` is a miss (the ``KeyError`` propagates as usual), and so is ``m[key]`` of a key
+    that was absent from a mapping with ``__missing__`` (a ``defaultdict``, a loading cache); ``m.get(key)`` of an
+    absent key is a miss. Any other exception is an error. Everything else is the mapping's own and unrecorded: writes,
     ``in``, ``len``, iteration, ``keys()`` / ``values()`` / ``items()``, ``==``, ``pop`` / ``popitem`` /
     ``setdefault`` / ``update`` / ``clear``, ``reversed()``, ``|`` / ``|=``, and other attributes (``cache_info``,
     ``maxsize``...). ``copy.copy`` / ``copy.deepcopy`` copy the mapping into a new wrapper of the same cache."""
@@ -372,15 +373,19 @@ class InstrumentedMapping(MutableMapping[Any, Any]):
 
     def __getitem__(self, key: Any) -> Any:
         start = _clock()
+        mapping = self.mapping
         try:
-            value = self.mapping[key]
+            # a mapping with __missing__ (a defaultdict, a dict that loads what it lacks) answers an absent key
+            # instead of raising KeyError: whether the key was there is asked first
+            present = key in mapping if hasattr(type(mapping), "__missing__") else True
+            value = mapping[key]
         except KeyError:
             self.feature_cache.record(_clock() - start, misses=1)
             raise
         except BaseException:
             self.feature_cache.record(_clock() - start, errors=1)
             raise
-        self.feature_cache.record(_clock() - start, hits=1)
+        self.feature_cache.record(_clock() - start, hits=int(present), misses=int(not present))
         return value
 
     def get(self, key: Any, default: Any = None) -> Any:

@@ -150,6 +150,33 @@ def test_mapping_errors_are_counted_and_reraised(registry: CollectorRegistry, me
     assert count(registry, "disk", "error") == 2
 
 
+def test_a_mapping_that_fills_an_absent_key_through_missing_counts_a_miss(registry: CollectorRegistry,
+                                                                        metrics: Metrics) -> None:
+    # before: m[key] on a loading cache (a dict whose __missing__ fetches and stores the value) or a defaultdict never
+    # raised KeyError, so every first lookup of a key was counted as a hit: a hit ratio of 100 %
+    fetched: list[str] = []
+
+    class Loading(dict[str, str]):
+        def __missing__(self, key: str) -> str:
+            fetched.append(key)
+            self[key] = value = key.upper()
+            return value
+
+    loading = instrument_mapping(Loading(), cache="loading", metrics=metrics)
+    assert [loading["a"], loading["a"], loading["b"]] == ["A", "A", "B"]
+    assert fetched == ["a", "b"]
+    assert results(registry, "loading") == (1, 2, 0)
+    assert (timed(registry, "loading", "hit"), timed(registry, "loading", "miss")) == (1, 2)
+    groups = instrument_mapping(collections.defaultdict(list), cache="groups", metrics=metrics)
+    groups["x"].append(1)
+    groups["x"].append(2)
+    assert groups.mapping == {"x": [1, 2]}
+    assert results(registry, "groups") == (1, 1, 0)
+    with pytest.raises(TypeError, match="unhashable"):
+        groups[["not", "hashable"]]
+    assert results(registry, "groups") == (1, 1, 1)
+
+
 def test_lookups_feed_the_features_phase_of_the_request(registry: CollectorRegistry, metrics: Metrics) -> None:
     recorder = RequestRecorder(metrics, service="svc", model="ranker")
     m = instrument_mapping({"k": 1}, cache="local", metrics=metrics)
