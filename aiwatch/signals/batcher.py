@@ -284,11 +284,17 @@ class MicroBatcher(Generic[T, R]):
                 if not entry.future.done():
                     entry.future.set_exception(
                         BatcherClosedError("the MicroBatcher's worker stopped while this item's batch ran"))
+            left = len(pending)
             while pending:
                 entry = pending.popleft()
                 if not entry.future.done():
                     entry.future.set_exception(
                         BatcherClosedError("the MicroBatcher's worker stopped before this item ran"))
+            if left:
+                try:
+                    self._depth.dec(left)
+                except Exception as exc:
+                    record_error("batcher", exc, self.metrics)
 
     async def _run_batch(self, loop: asyncio.AbstractEventLoop, batch: list[_Entry]) -> None:
         if not batch:

@@ -18,14 +18,17 @@ request's ``features`` phase::
     store = aiwatch.instrument_redis(redis.Redis(...), cache="user_features")   # wrapper objects
     local = aiwatch.instrument_mapping(cachetools.LRUCache(10_000), cache="local_features")
 
-Results: ``hit`` / ``miss`` / ``error`` (the lookup raised). A batch lookup (``mget``) counts each key; its one
-duration observation is labelled ``error`` if it raised, ``miss`` if any key missed, else ``hit``. The app's own
+Results: ``hit`` / ``miss`` / ``error`` (the lookup raised, or was cancelled or interrupted: an
+``asyncio.CancelledError`` from a timeout, a ``KeyboardInterrupt``, which propagate as usual). A batch lookup
+(``mget``) counts each key; its one duration observation is labelled ``error`` if it raised, ``miss`` if any key
+missed, else ``hit``. The app's own
 exceptions (a Redis connection error, a ``KeyError`` from a mapping) are counted and re-raised untouched; aiwatch's
 own recording failures are counted in ``aiwatch_instrumentation_errors_total{component="cache"}`` and swallowed.
 """
 
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
 import time
@@ -142,7 +145,7 @@ class FeatureCache:
                     start = _clock()
                     try:
                         value = await func(*args, **kwargs)
-                    except Exception:
+                    except BaseException:  # a cancelled lookup (a timeout) is a failed one too
                         self.record(_clock() - start, errors=1)
                         raise
                     self._classified(start, value, check)
@@ -177,7 +180,7 @@ class FeatureCache:
         (default: one key, a hit unless ``None``).
 
         If ``fn`` returns an awaitable (an asyncio client), the returned awaitable records when it completes.
-        Exceptions count ``keys`` errors and are re-raised untouched."""
+        Exceptions (``BaseException`` too: a cancelled lookup) count ``keys`` errors and are re-raised untouched."""
         if classify is None:
             classify = _one
         if kwargs is None:
@@ -185,7 +188,7 @@ class FeatureCache:
         start = _clock()
         try:
             result = fn(*args, **kwargs)
-        except Exception:
+        except BaseException:
             self.record(_clock() - start, errors=keys)
             raise
         if inspect.isawaitable(result):
@@ -197,7 +200,7 @@ class FeatureCache:
                      keys: int) -> Any:
         try:
             result = await awaitable
-        except Exception:
+        except BaseException:  # a cancelled lookup (a timeout) is a failed one too
             self.record(_clock() - start, errors=keys)
             raise
         self._counted(start, result, classify, keys)
@@ -216,7 +219,10 @@ class FeatureCache:
 class Lookup:
     """One timed lookup (from :meth:`FeatureCache.lookup`). Inside the block, say what happened with
     :meth:`hit`, :meth:`miss` or :meth:`found`; an exception leaving the block is an ``error`` (and propagates);
-    a block that says nothing counts as one hit."""
+    a block that says nothing counts as one hit. A ``BaseException`` that is not an ``Exception`` (a cancelled
+    task, ``KeyboardInterrupt``, ``GeneratorExit``) is one ``error`` too, unless the block had already said what
+    it found: that is then counted, as the lookup itself was done. Each block counts once: a ``Lookup`` used in
+    several ``with`` blocks starts each from nothing."""
 
     __slots__ = ("_cache", "_start", "hits", "misses")
 
@@ -261,11 +267,12 @@ class Lookup:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         seconds = _clock() - self._start
-        if exc is not None and isinstance(exc, Exception):
-            self._cache.record(seconds, errors=max(self.hits + self.misses, 1))
-        elif exc is None:
-            hits = self.hits if self.hits or self.misses else 1
-            self._cache.record(seconds, hits=hits, misses=self.misses)
+        hits, misses = self.hits, self.misses
+        self.hits = self.misses = 0
+        if exc is None or (not isinstance(exc, Exception) and (hits or misses)):
+            self._cache.record(seconds, hits=hits if hits or misses else 1, misses=misses)
+        else:
+            self._cache.record(seconds, errors=max(hits + misses, 1))
 
     async def __aenter__(self) -> Lookup:
         return self.__enter__()
@@ -281,6 +288,14 @@ def _one(value: Any) -> tuple[int, int]:
 
 def _nonempty(value: Any) -> tuple[int, int]:
     return (1, 0) if value else (0, 1)
+
+
+def _iterable(value: Any) -> bool:
+    try:
+        iter(value)
+    except TypeError:
+        return False
+    return True
 
 
 def _each(values: Any) -> tuple[int, int]:
@@ -306,11 +321,13 @@ class InstrumentedRedis:
         return self.feature_cache.call(self.client.hgetall, (name, *args), kwargs, classify=_nonempty)
 
     def mget(self, keys: Any, *args: Any, **kwargs: Any) -> Any:
-        if not isinstance(keys, (str, bytes, memoryview, int, float)):
-            keys = list(keys)  # an iterator is read once here, then handed to redis as a list
-            count = len(keys) + len(args)
-        else:
+        # what redis-py's list_or_args() takes for one key or for a list of them; an iterator is read once here,
+        # then handed to redis as a list
+        if isinstance(keys, (str, bytes, bytearray, memoryview)) or not _iterable(keys):
             count = 1 + len(args)
+        else:
+            keys = list(keys)
+            count = len(keys) + len(args)
         return self.feature_cache.call(self.client.mget, (keys, *args), kwargs, classify=_each, keys=count)
 
     def __getattr__(self, name: str) -> Any:
@@ -341,10 +358,12 @@ class InstrumentedRedis:
 class InstrumentedMapping(MutableMapping[Any, Any]):
     """A dict, an LRU cache or any mapping whose lookups (``m[key]``, ``m.get(key)``) are recorded.
 
-    ``m[key]`` raising ``KeyError`` is a miss (the ``KeyError`` propagates as usual); ``m.get(key)`` of an absent
-    key is a miss. Any other exception is an error. Everything else is the mapping's own and unrecorded: writes,
+    ``m[key]`` raising ``KeyError`` is a miss (the ``KeyError`` propagates as usual), and so is ``m[key]`` of a key
+    that was absent from a mapping with ``__missing__`` (a ``defaultdict``, a loading cache); ``m.get(key)`` of an
+    absent key is a miss. Any other exception is an error. Everything else is the mapping's own and unrecorded: writes,
     ``in``, ``len``, iteration, ``keys()`` / ``values()`` / ``items()``, ``==``, ``pop`` / ``popitem`` /
-    ``setdefault`` / ``update`` / ``clear``, and other attributes (``cache_info``, ``maxsize``...)."""
+    ``setdefault`` / ``update`` / ``clear``, ``reversed()``, ``|`` / ``|=``, and other attributes (``cache_info``,
+    ``maxsize``...). ``copy.copy`` / ``copy.deepcopy`` copy the mapping into a new wrapper of the same cache."""
 
     def __init__(self, mapping: Any, cache: FeatureCache) -> None:
         if not hasattr(mapping, "__getitem__"):
@@ -354,15 +373,19 @@ class InstrumentedMapping(MutableMapping[Any, Any]):
 
     def __getitem__(self, key: Any) -> Any:
         start = _clock()
+        mapping = self.mapping
         try:
-            value = self.mapping[key]
+            # a mapping with __missing__ (a defaultdict, a dict that loads what it lacks) answers an absent key
+            # instead of raising KeyError: whether the key was there is asked first
+            present = key in mapping if hasattr(type(mapping), "__missing__") else True
+            value = mapping[key]
         except KeyError:
             self.feature_cache.record(_clock() - start, misses=1)
             raise
-        except Exception:
+        except BaseException:
             self.feature_cache.record(_clock() - start, errors=1)
             raise
-        self.feature_cache.record(_clock() - start, hits=1)
+        self.feature_cache.record(_clock() - start, hits=int(present), misses=int(not present))
         return value
 
     def get(self, key: Any, default: Any = None) -> Any:
@@ -376,7 +399,7 @@ class InstrumentedMapping(MutableMapping[Any, Any]):
                     value = self.mapping[key]
                 except KeyError:
                     value = _MISSING
-        except Exception:
+        except BaseException:
             self.feature_cache.record(_clock() - start, errors=1)
             raise
         if value is _MISSING:
@@ -433,6 +456,27 @@ class InstrumentedMapping(MutableMapping[Any, Any]):
 
     def clear(self) -> None:
         self.mapping.clear()
+
+    # special methods are looked up on the type, not through __getattr__: these are the mapping's own (a dict's
+    # reversed() and |), and a copy copies the mapping (into a wrapper of the same cache), not just the wrapper
+    def __reversed__(self) -> Iterator[Any]:
+        return cast(Iterator[Any], reversed(self.mapping))
+
+    def __or__(self, other: Any) -> Any:
+        return self.mapping | (other.mapping if isinstance(other, InstrumentedMapping) else other)
+
+    def __ror__(self, other: Any) -> Any:
+        return other | self.mapping
+
+    def __ior__(self, other: Any) -> InstrumentedMapping:
+        self.mapping |= other.mapping if isinstance(other, InstrumentedMapping) else other
+        return self
+
+    def __copy__(self) -> InstrumentedMapping:
+        return InstrumentedMapping(copy.copy(self.mapping), self.feature_cache)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> InstrumentedMapping:
+        return InstrumentedMapping(copy.deepcopy(self.mapping, memo), self.feature_cache)
 
     def __getattr__(self, name: str) -> Any:
         if name in ("mapping", "feature_cache"):

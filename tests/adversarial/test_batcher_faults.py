@@ -193,6 +193,26 @@ async def test_aclose_timeout_fails_the_callers_of_a_hung_model(metrics: Metrics
     assert "before this item ran" in str(results[1])
 
 
+async def test_items_failed_by_aclose_timeout_leave_the_queue_depth(metrics: Metrics) -> None:
+    # before: the items still pending when aclose(timeout=) cancelled the worker were failed but never taken out of
+    # aiwatch_queue_depth, which then showed them queued forever
+    started = asyncio.Event()
+
+    async def hung(items: list[int]) -> list[int]:
+        started.set()
+        await asyncio.Event().wait()  # never returns
+        return items
+
+    b = MicroBatcher(hung, max_batch_size=1, max_wait_seconds=0, queue="closing", metrics=metrics)
+    callers = [asyncio.ensure_future(b.submit(i)) for i in range(3)]
+    await asyncio.wait_for(started.wait(), HANG)
+    assert metrics.registry.get_sample_value("aiwatch_queue_depth", {"queue": "closing"}) == 2
+    await asyncio.wait_for(b.aclose(timeout=0.05), HANG)
+    results = await asyncio.wait_for(asyncio.gather(*callers, return_exceptions=True), HANG)
+    assert [type(r) for r in results] == [BatcherClosedError] * 3
+    assert metrics.registry.get_sample_value("aiwatch_queue_depth", {"queue": "closing"}) == 0
+
+
 async def test_a_worker_cancelled_by_the_loop_fails_its_callers_and_the_next_submit_restarts_it(
         metrics: Metrics) -> None:
     started = asyncio.Event()

@@ -128,3 +128,23 @@ def test_a_frozen_redis_inside_a_request_shows_in_its_features_phase(server: tup
                                                   "service": "svc", "model": "", "phase": "features"})
     assert features is not None and features >= SOCKET_TIMEOUT * 0.9
     assert results(metrics, "users")["error"] == 1
+
+
+async def test_an_asyncio_lookup_the_app_times_out_on_a_frozen_redis_is_an_error(server: tuple[str, Process],
+                                                                                  metrics: Metrics) -> None:
+    # before: asyncio.wait_for cancels the lookup (CancelledError, not an Exception) and it was not counted at all
+    url, proc = server
+    store = aiwatch.instrument_redis(redis.asyncio.Redis.from_url(url, **{**options(), "socket_timeout": None}),
+                                     cache="users", metrics=metrics)
+    assert await store.get("user:1") == "31"
+    freeze(proc)
+    try:
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(store.mget(["user:1", "user:2"]), SOCKET_TIMEOUT)
+    finally:
+        thaw(proc)
+    assert results(metrics, "users") == {"hit": 1, "miss": 0, "error": 2}
+    slow = metrics.registry.get_sample_value("aiwatch_feature_cache_lookup_duration_seconds_sum",
+                                             {"cache": "users", "result": "error"})
+    assert slow is not None and slow >= SOCKET_TIMEOUT * 0.9
+    await store.aclose()

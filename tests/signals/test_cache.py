@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import functools
 from typing import Any
@@ -149,6 +150,33 @@ def test_mapping_errors_are_counted_and_reraised(registry: CollectorRegistry, me
     assert count(registry, "disk", "error") == 2
 
 
+def test_a_mapping_that_fills_an_absent_key_through_missing_counts_a_miss(registry: CollectorRegistry,
+                                                                        metrics: Metrics) -> None:
+    # before: m[key] on a loading cache (a dict whose __missing__ fetches and stores the value) or a defaultdict never
+    # raised KeyError, so every first lookup of a key was counted as a hit: a hit ratio of 100 %
+    fetched: list[str] = []
+
+    class Loading(dict[str, str]):
+        def __missing__(self, key: str) -> str:
+            fetched.append(key)
+            self[key] = value = key.upper()
+            return value
+
+    loading = instrument_mapping(Loading(), cache="loading", metrics=metrics)
+    assert [loading["a"], loading["a"], loading["b"]] == ["A", "A", "B"]
+    assert fetched == ["a", "b"]
+    assert results(registry, "loading") == (1, 2, 0)
+    assert (timed(registry, "loading", "hit"), timed(registry, "loading", "miss")) == (1, 2)
+    groups = instrument_mapping(collections.defaultdict(list), cache="groups", metrics=metrics)
+    groups["x"].append(1)
+    groups["x"].append(2)
+    assert groups.mapping == {"x": [1, 2]}
+    assert results(registry, "groups") == (1, 1, 0)
+    with pytest.raises(TypeError, match="unhashable"):
+        groups[["not", "hashable"]]
+    assert results(registry, "groups") == (1, 1, 1)
+
+
 def test_lookups_feed_the_features_phase_of_the_request(registry: CollectorRegistry, metrics: Metrics) -> None:
     recorder = RequestRecorder(metrics, service="svc", model="ranker")
     m = instrument_mapping({"k": 1}, cache="local", metrics=metrics)
@@ -291,3 +319,67 @@ async def test_sync_function_returning_an_awaitable_is_timed_when_awaited(regist
     assert await pending == "A"
     assert await lookup("nope") is None
     assert (count(registry, "lazy", "hit"), count(registry, "lazy", "miss")) == (1, 1)
+
+
+def results(registry: CollectorRegistry, cache: str) -> tuple[float, float, float]:
+    return count(registry, cache, "hit"), count(registry, cache, "miss"), count(registry, cache, "error")
+
+
+def test_a_lookup_used_in_several_blocks_counts_each_block_once(registry: CollectorRegistry,
+                                                                metrics: Metrics) -> None:
+    # before: the hits and misses of every earlier block were counted again at the end of each later one (6 hits)
+    c = FeatureCache("reused", metrics=metrics)
+    lk = c.lookup()
+    for row in ("a", None, "b"):
+        with lk:
+            lk.found(row)
+    assert results(registry, "reused") == (2, 1, 0)
+    assert (timed(registry, "reused", "hit"), timed(registry, "reused", "miss")) == (2, 1)
+
+
+async def test_a_lookup_cancelled_by_a_timeout_is_an_error(registry: CollectorRegistry, metrics: Metrics) -> None:
+    # before: a lookup cancelled by asyncio.wait_for (a CancelledError, no Exception) was not counted at all, so the
+    # slowest lookups vanished from the counts, the durations and the features phase
+    c = FeatureCache("cancelled", metrics=metrics)
+    never = asyncio.Event()
+
+    @c.wrap
+    async def load(key: str) -> str:
+        await never.wait()
+        return key
+
+    async def load_in_block(key: str) -> str:
+        async with c.lookup() as lk:
+            await never.wait()
+            return str(lk.found(key))
+
+    lazy = c.wrap(lambda key: load.__wrapped__(key))  # type: ignore[attr-defined]  # a sync lambda, awaited later
+    for lookup in (load, load_in_block, lazy):
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(lookup("k"), 0.01)
+    assert results(registry, "cancelled") == (0, 0, 3)
+    assert timed(registry, "cancelled", "error") == 3
+
+
+def test_a_lookup_interrupted_by_a_base_exception_passes_it_on_and_counts_sensibly(registry: CollectorRegistry,
+                                                                                   metrics: Metrics) -> None:
+    c = FeatureCache("interrupted", metrics=metrics)
+
+    @c.wrap
+    def load(key: str) -> str:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        load("k")
+    with pytest.raises(KeyboardInterrupt), c.lookup():
+        raise KeyboardInterrupt
+    assert results(registry, "interrupted") == (0, 0, 2)
+
+    def rows() -> Any:
+        with c.lookup() as lk:
+            yield lk.found("row")  # the lookup is done; the consumer then stops early
+
+    consumer = rows()
+    assert next(consumer) == "row"
+    consumer.close()  # GeneratorExit leaves the block: the hit stands
+    assert results(registry, "interrupted") == (1, 0, 2)

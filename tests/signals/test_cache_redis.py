@@ -86,3 +86,23 @@ async def test_asyncio_client(redis_url: str, registry: CollectorRegistry, metri
 def test_not_a_redis_client_is_a_clear_error(metrics: Metrics) -> None:
     with pytest.raises(TypeError, match="needs a redis-py client, got 'dict'"):
         instrument_redis({}, metrics=metrics)
+
+
+def test_mget_passes_its_keys_on_as_redis_reads_them(redis_url: str, registry: CollectorRegistry,
+                                                     metrics: Metrics) -> None:
+    # before: a bytearray key was turned into a list of its byte values (mget(bytearray(b"user:1")) asked for six
+    # keys "117", "115"...), and a key redis takes as one (None, an object) raised aiwatch's own TypeError
+    raw = redis.Redis.from_url(redis_url, decode_responses=True)
+    client = instrument_redis(redis.Redis.from_url(redis_url, decode_responses=True), cache="keys",
+                              metrics=metrics)
+    assert client.mget(bytearray(b"user:1")) == raw.mget(bytearray(b"user:1")) == ["31"]
+    assert client.mget(bytearray(b"user:1"), "user:404") == ["31", None]
+    assert counts(registry, "keys") == (2, 1, 0)
+    with pytest.raises(redis.DataError) as raised:
+        client.mget(None)
+    with pytest.raises(redis.DataError) as expected:
+        raw.mget(None)
+    assert str(raised.value) == str(expected.value)
+    assert counts(registry, "keys") == (2, 1, 1)
+    client.close()
+    raw.close()

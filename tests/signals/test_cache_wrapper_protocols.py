@@ -4,6 +4,7 @@ redis-server), and ``instrument_mapping`` counts only lookups (``m[key]``, ``m.g
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 
 import pytest
@@ -38,6 +39,28 @@ def test_mapping_views_equality_and_dict_methods_are_not_lookups(registry: Colle
     assert m["a"] == 1 and m.get("zz") is None  # the lookups are
     assert lookups(registry, "local") == {"hit": 1, "miss": 1, "error": 0}
     m.clear()
+
+
+def test_copies_reversed_and_union_of_a_mapping_behave_as_the_mappings_own(registry: CollectorRegistry,
+                                                                          metrics: Metrics) -> None:
+    # before: copy.copy() returned a wrapper around the same dict (clearing the original emptied the "copy"),
+    # copy.deepcopy() raised "cannot pickle '_thread.lock' object", and reversed(m), m | d, d | m and m |= d raised
+    # TypeError where the dict answers
+    m = instrument_mapping({"a": [1], "b": [2]}, cache="local", metrics=metrics)
+    shallow, deep = copy.copy(m), copy.deepcopy(m)
+    m["a"].append(10)
+    m.clear()
+    assert shallow == {"a": [1, 10], "b": [2]} and deep == {"a": [1], "b": [2]}
+    assert type(shallow) is type(deep) is type(m)
+    assert shallow["a"] == [1, 10] and deep.get("zz") is None  # a copy is the same cache's: its lookups count there
+    assert lookups(registry, "local") == {"hit": 2, "miss": 1, "error": 0}  # m["a"] too
+    assert list(reversed(shallow)) == ["b", "a"]
+    assert shallow | {"c": [3]} == {"a": [1, 10], "b": [2], "c": [3]}
+    assert {"c": [3]} | shallow == {"c": [3], "a": [1, 10], "b": [2]}
+    before = shallow
+    shallow |= {"d": [4]}
+    assert shallow is before and shallow.mapping == {"a": [1, 10], "b": [2], "d": [4]}
+    assert lookups(registry, "local") == {"hit": 2, "miss": 1, "error": 0}
     assert len(m) == 0
 
 
