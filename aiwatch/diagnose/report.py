@@ -23,7 +23,7 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiwatch.diagnose.split import Part, mean_seconds, request_split, tail_split
+from aiwatch.diagnose.split import Part, mean_seconds, request_split, splittable_in, tail_split
 from aiwatch.diagnose.window import WindowTotals
 
 DEFAULT_MODEL_PHASES: tuple[str, ...] = ("inference",)
@@ -183,11 +183,13 @@ def diagnose_windows(baseline: WindowTotals, incident: WindowTotals, service: st
     before, after = summarise(baseline, service), summarise(incident, service)
     floor = noise_floor if noise_floor is not None else max(
         NOISE_FLOOR_SECONDS, NOISE_FLOOR_SHARE * (before.mean_seconds or 0.0))
-    contributors = compare(request_split(baseline, service, model_phases),
-                           request_split(incident, service, model_phases))
+    # a callee is split in both windows or in neither: its parts cannot move between windows it is missing from
+    splittable = splittable_in(baseline, incident)
+    contributors = compare(request_split(baseline, service, model_phases, splittable=splittable),
+                           request_split(incident, service, model_phases, splittable=splittable))
     drifted = newly_drifted(baseline, incident)
     diagnosis = Diagnosis(service, before, after, contributors, floor, _tail(baseline, incident, service,
-                                                                               model_phases),
+                                                                               model_phases, splittable),
                           signals(baseline, incident, service), drifted)
     return Diagnosis(**{**diagnosis.__dict__, "verdict": verdict(diagnosis)})
 
@@ -226,11 +228,12 @@ def compare(before: dict[Part, float], after: dict[Part, float]) -> list[Contrib
     return sorted(rows, key=lambda c: (-c.delta_seconds, c.part))
 
 
-def _tail(baseline: WindowTotals, incident: WindowTotals, service: str,
-          model_phases: Collection[str]) -> Tail | None:
+def _tail(baseline: WindowTotals, incident: WindowTotals, service: str, model_phases: Collection[str],
+          splittable: Collection[str]) -> Tail | None:
     if not (baseline.of("slow_phase_seconds") or incident.of("slow_phase_seconds")):
         return None  # the services predate the slow-request counters
-    before, after = tail_split(baseline, service, model_phases), tail_split(incident, service, model_phases)
+    before = tail_split(baseline, service, model_phases, splittable=splittable)
+    after = tail_split(incident, service, model_phases, splittable=splittable)
     thresholds = [t for w in (incident, baseline) for t in [w.total("slow_threshold", service)] if t > 0]
 
     def share(w: WindowTotals) -> float | None:

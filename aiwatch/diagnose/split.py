@@ -49,7 +49,9 @@ class Part:
     - ``overhead``: request time outside every named phase;
     - ``phase``: any other named phase (``features``...), or what is left of a phase after its calls;
     - ``network``: the time between ``service`` and ``peer``, measured by ``service``;
-    - ``peer``: the server time of a peer that is not instrumented with aiwatch (it cannot be split);
+    - ``peer``: the server time of a peer that is not split into its own parts: it is not instrumented with
+      aiwatch, or diagnose cannot split it the same way in both windows (no requests of it recorded in one), or
+      splitting it would go round a call cycle or deeper than :data:`MAX_DEPTH`;
     - ``unaccounted``: the difference between the request time and its phases (normally 0).
     """
 
@@ -63,7 +65,7 @@ class Part:
         if self.component == "network":
             return f"network {self.service} -> {self.peer}"
         if self.component == "peer":
-            return f"{self.peer}'s server time (not instrumented), called by {self.service}"
+            return f"{self.peer}'s server time (not split into its parts), called by {self.service}"
         if self.component == "model":
             return f"the model's own time in {self.service} ({self.phase})"
         if self.component == "queue":
@@ -92,26 +94,38 @@ def mean_seconds(w: WindowTotals, service: str) -> float | None:
     return w.total("request_seconds", service) / requests if requests > 0 else None
 
 
-def request_split(w: WindowTotals, service: str, model_phases: Collection[str] = ("inference",)) -> dict[Part, float]:
+def request_split(w: WindowTotals, service: str, model_phases: Collection[str] = ("inference",), *,
+                  splittable: Collection[str] | None = None) -> dict[Part, float]:
     """The service's mean request time in ``w``, split into parts (seconds per request) that add up to it.
 
-    Empty when the service served no request in the window.
+    Empty when the service served no request in the window. ``splittable``: the callees that may be split into
+    their own parts (default: every one with requests in ``w``); any other callee's server time is one ``peer``
+    part. Two windows compared must be split alike, or a callee's parts would seem to vanish from one of them.
     """
     out: dict[Part, float] = {}
-    _split(w, service, 1.0, False, model_phases, (service,), out)
+    _split(w, service, 1.0, False, model_phases, (service,), out, splittable)
     return out
 
 
-def tail_split(w: WindowTotals, service: str, model_phases: Collection[str] = ("inference",)) -> dict[Part, float]:
+def tail_split(w: WindowTotals, service: str, model_phases: Collection[str] = ("inference",), *,
+               splittable: Collection[str] | None = None) -> dict[Part, float]:
     """Seconds spent in the service's *slow* requests (slower than its latency objective), per request of the
-    service, split into parts that add up to it. Empty without requests or without the slow-request counters."""
+    service, split into parts that add up to it. Empty without requests or without the slow-request counters.
+    ``splittable`` as in :func:`request_split`."""
     out: dict[Part, float] = {}
-    _split(w, service, 1.0, True, model_phases, (service,), out)
+    _split(w, service, 1.0, True, model_phases, (service,), out, splittable)
     return out
+
+
+def splittable_in(*windows: WindowTotals) -> set[str]:
+    """The services that can be split into their parts in every one of ``windows`` (a positive mean request time
+    in each)."""
+    found = [{s for s in w.services() if (mean_seconds(w, s) or 0.0) > 0} for w in windows]
+    return set.intersection(*found) if found else set()
 
 
 def _split(w: WindowTotals, service: str, scale: float, slow: bool, model_phases: Collection[str],
-           path: tuple[str, ...], out: dict[Part, float]) -> None:
+           path: tuple[str, ...], out: dict[Part, float], splittable: Collection[str] | None) -> None:
     requests = w.total("requests", service)
     if requests <= 0:
         return
@@ -132,20 +146,22 @@ def _split(w: WindowTotals, service: str, scale: float, slow: bool, model_phases
         for peer, (client, network) in calls.get(phase, {}).items():
             own -= client
             _add(out, Part("network", service, phase, peer), scale * network)
-            _callee(w, peer, service, phase, scale * (client - network), model_phases, path, out)
+            _callee(w, peer, service, phase, scale * (client - network), model_phases, path, out, splittable)
         _add(out, Part(classify(phase, model_phases), service, phase), scale * own)
     if not slow:
         _add(out, Part("unaccounted", service), scale * (whole - accounted))
 
 
 def _callee(w: WindowTotals, peer: str, caller: str, phase: str, server_seconds: float,
-            model_phases: Collection[str], path: tuple[str, ...], out: dict[Part, float]) -> None:
+            model_phases: Collection[str], path: tuple[str, ...], out: dict[Part, float],
+            splittable: Collection[str] | None) -> None:
     """Split the server time a caller saw from ``peer`` among the peer's own parts (proportionally)."""
     peer_mean = mean_seconds(w, peer)
-    if peer_mean is None or peer_mean <= 0 or peer in path or len(path) >= MAX_DEPTH:
+    if (peer_mean is None or peer_mean <= 0 or peer in path or len(path) >= MAX_DEPTH
+            or (splittable is not None and peer not in splittable)):
         _add(out, Part("peer", caller, phase, peer), server_seconds)
         return
-    _split(w, peer, server_seconds / peer_mean, False, model_phases, (*path, peer), out)
+    _split(w, peer, server_seconds / peer_mean, False, model_phases, (*path, peer), out, splittable)
 
 
 def _add(out: dict[Part, float], part: Part, seconds: float) -> None:

@@ -119,3 +119,27 @@ def test_a_callee_known_only_from_network_time_is_not_the_entry_service() -> Non
     before = WindowTotals(before.start, before.end, {**before.values, **strip})
     after = WindowTotals(after.start, after.end, {**after.values, **strip})
     assert diagnose_windows(before, after).service == "gateway"
+
+
+def without(w: WindowTotals, service: str) -> WindowTotals:
+    """``w`` as Prometheus answers it when ``service``'s own metrics are missing (its target down or not scraped)."""
+    return WindowTotals(w.start, w.end, {key: {k: v for k, v in found.items() if k[0] != service}
+                                         for key, found in w.values.items()})
+
+
+@pytest.mark.parametrize("missing_in", ["baseline", "incident"])
+def test_a_callee_whose_metrics_are_missing_in_one_window_is_not_split_in_either(missing_in: str) -> None:
+    before, after = windows(network=0.105)
+    if missing_in == "baseline":
+        before = without(before, "inference")
+    else:
+        after = without(after, "inference")
+    d = diagnose_windows(before, after, "gateway")
+    # the model's time is unknown in one window: no part of inference may be said to have moved
+    assert not [c for c in d.contributors if c.part.service == "inference"]
+    server = next(c for c in d.contributors if c.part.component == "peer")
+    assert server.delta_seconds == pytest.approx(0.0, abs=0.002)
+    assert d.cause == "network:gateway->inference"
+    assert d.moved[0].share == pytest.approx(1.0, abs=0.03)
+    assert "model's own time is down" not in d.verdict
+    assert "not instrumented" not in d.verdict
