@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _options(args: argparse.Namespace) -> dict[str, Any]:
     from aiwatch.diagnose.report import DEFAULT_MODEL_PHASES
-    from aiwatch.diagnose.timeargs import parse_duration, parse_time
+    from aiwatch.diagnose.timeargs import not_in_future, parse_duration, parse_time
 
     def duration(flag: str, value: str) -> float:
         try:
@@ -116,7 +116,7 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
         if args.scrape:
             raise ValueError("--at needs --prometheus: --scrape can only look at the windows it scrapes from now on")
         try:
-            options["at"] = parse_time(args.at)
+            options["at"] = not_in_future(parse_time(args.at), time.time())
         except ValueError as exc:
             raise ValueError(f"--at: {exc}") from None
     return options

@@ -14,7 +14,7 @@ from collections.abc import Collection
 from aiwatch.console.source import SourceError
 from aiwatch.diagnose.report import DEFAULT_MODEL_PHASES, DiagnoseError, Diagnosis, diagnose_windows
 from aiwatch.diagnose.sources import WindowSource
-from aiwatch.diagnose.timeargs import format_time
+from aiwatch.diagnose.timeargs import format_time, not_in_future
 from aiwatch.diagnose.window import WindowTotals
 from aiwatch.promapi import PrometheusError
 
@@ -33,14 +33,16 @@ class DiagnoseSourceError(DiagnoseError):
 def windows(incident: float = DEFAULT_INCIDENT, baseline: float = DEFAULT_BASELINE,
             at: float | None = None) -> tuple[tuple[float, float], tuple[float, float]]:
     """``((baseline start, end), (incident start, end))``: the incident window is the ``incident`` seconds
-    ending at ``at`` (default now), the baseline the ``baseline`` seconds just before it.
+    ending at ``at`` (default now; ``ValueError`` for a time in the future), the baseline the ``baseline`` seconds
+    just before it.
 
     >>> windows(300, 3600, at=10_000)
     ((6100, 9700), (9700, 10000))
     """
     if not incident > 0 or not baseline > 0:
         raise ValueError(f"windows must be positive, got incident={incident} baseline={baseline}")
-    end = time.time() if at is None else at
+    now = time.time()
+    end = now if at is None else not_in_future(at, now)
     return (end - incident - baseline, end - incident), (end - incident, end)
 
 

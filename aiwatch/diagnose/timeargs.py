@@ -54,6 +54,24 @@ def parse_time(text: str) -> float:
     return seconds
 
 
+def not_in_future(at: float, now: float) -> float:
+    """``at``, the end of an incident window, unless it is later than ``now``: Prometheus has no samples there, so
+    the window's counts would cover only its past part (a load that looks lower than it is) or nothing at all.
+    ``ValueError`` saying by how much, with the usual mistakes (milliseconds, a local time without its offset)."""
+    if at > now:
+        raise ValueError(f"the incident window must end by now, but it ends at {_or_number(at)}, "
+                         f"{at - now:.0f} s after now ({format_time(now)}): unix milliseconds instead of seconds, "
+                         "or a local time written without its offset (a time without one is UTC)?")
+    return at
+
+
+def _or_number(t: float) -> str:
+    try:
+        return format_time(t)
+    except (ValueError, OverflowError, OSError):  # past the year 9999
+        return f"{t:.0f}"
+
+
 def format_time(t: float) -> str:
     """``t`` (unix seconds) as ``YYYY-MM-DD HH:MM:SS UTC``.
 

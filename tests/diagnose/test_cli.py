@@ -190,6 +190,18 @@ def test_no_traffic_and_an_unknown_service_exit_4(capsys: pytest.CaptureFixture[
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("at", [
+    "1700000000000",  # unix milliseconds (as in a Grafana URL), not seconds
+    (dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M:%S"),  # local time, no offset
+])
+def test_an_incident_window_ending_in_the_future_exits_2(capsys: pytest.CaptureFixture[str], prometheus_url: str,
+                                                         at: str) -> None:
+    code, out, err = run(capsys, "--prometheus", prometheus_url, "--at", at)
+    assert code == 2 and out == ""
+    assert "--at: the incident window must end by now" in one_clear_line(err)
+
+
+@pytest.mark.slow
 def test_an_uninstrumented_target_exits_4(capsys: pytest.CaptureFixture[str]) -> None:
     registry = CollectorRegistry()
     Gauge("some_other_app_up", "An app without aiwatch.", registry=registry).set(1)

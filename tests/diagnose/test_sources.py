@@ -4,6 +4,8 @@ source and the snapshots must agree exactly."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from aiwatch.console.scrape import ScrapeSource
@@ -196,3 +198,9 @@ def test_prometheus_windows_of_no_length_are_refused() -> None:
     src = PrometheusWindows("http://127.0.0.1:9")
     with pytest.raises(ValueError, match="windows must be positive"):
         diagnose(src, incident=0)
+
+
+def test_an_incident_window_ending_in_the_future_is_refused_before_any_query() -> None:
+    src = PrometheusWindows("http://127.0.0.1:9")  # unreachable: a query would be exit 3, not this
+    with pytest.raises(ValueError, match="the incident window must end by now"):
+        diagnose(src, at=time.time() + 120)
