@@ -257,15 +257,15 @@ class ScrapeSource(DataSource):
     # --- windows (what ``aiwatch diagnose`` reads) ------------------------------------------------------------
     def increase(self, name: str, start: float, end: float) -> Samples:
         """How much each counter sample ``name`` grew between ``start`` and ``end``, per endpoint (``instance``
-        added), resets handled. Counted from the last good scrape at or before ``start`` (a series absent from it
-        was created since, so it counts from 0) to the last good scrape at or before ``end``; without a scrape
-        before ``start``, from the first one in the window. No extrapolation: it is what the scrapes saw."""
+        added), resets handled. Counted from the last good scrape at or before ``start`` to the last good scrape at
+        or before ``end``; without a scrape before ``start``, from the first one in the window. A series absent from
+        that first scrape was created since, so it counts from 0: a new error status or route in the window is
+        counted in full. No extrapolation: it is what the scrapes saw."""
         out: Samples = []
         for url, snaps in self._copy():
             good = [s for s in snaps if s.ok and s.ts <= end]
             times = [s.ts for s in good]
             first = bisect.bisect_right(times, start) - 1
-            anchored = first >= 0
             window = good[max(first, 0):]
             if len(window) < 2:
                 continue
@@ -274,8 +274,8 @@ class ScrapeSource(DataSource):
             for snap in window[1:]:
                 for key, value in snap.series(name):
                     previous = last.get(key)
-                    if previous is None:
-                        grown[key] = value if anchored else 0.0
+                    if previous is None:  # created since the first scrape, which was good and did not have it
+                        grown[key] = value
                     else:
                         grown[key] = grown.get(key, 0.0) + (value - previous if value >= previous else value)
                     last[key] = value

@@ -90,8 +90,12 @@ def test_the_scrape_source_handles_resets_and_series_born_in_the_window() -> Non
     grown = {s[0]["a"]: s[1] for s in src.increase("x_total", 0.0, 4.0)}
     # a=1: 0 -> 5 (born after the scrape at the window's start) -> 10 -> 2 (reset: +2) -> 4; a=2: 0 -> 3 -> 4 -> 6
     assert grown == {"1": 5 + 5 + 2 + 2, "2": 6}
-    # a window starting before the history: the first value seen is the base, not counted
-    assert {s[0]["a"]: s[1] for s in src.increase("x_total", -10.0, 2.0)} == {"1": 5, "2": 0}
+    # a window starting before the history starts at its first scrape (t=0): a series it lacked was created since and
+    # counts from 0, as in an anchored window (it used to count from its first value: a=1 5, a=2 0)
+    assert src.covered_from(-10.0, 2.0) == 0.0
+    assert {s[0]["a"]: s[1] for s in src.increase("x_total", -10.0, 2.0)} == {"1": 10, "2": 3}
+    # a series present in the window's first scrape has that value as its base
+    assert {s[0]["a"]: s[1] for s in src.increase("x_total", 1.0, 2.0)} == {"1": 5, "2": 3}
     assert {s[0]["a"]: s[1] for s in src.increase("x_total", 2.0, 3.0)} == {"1": 2, "2": 1}
 
 
