@@ -166,15 +166,21 @@ class AiwatchMiddleware:
         # one pass over the request headers: the traffic class, and the body's size when it is declared
         traffic = recorder.traffic
         wanted = traffic.header_bytes
+        named: list[bytes] | None = None
         length: bytes | None = None
         chunked = False
         for name, value in scope.get("headers") or ():
             if name == wanted:
-                tl.traffic_class = traffic.from_header(value)
+                if named is None:
+                    named = [value]
+                else:
+                    named.append(value)
             elif sizes and name == b"content-length":
                 length = value
             elif sizes and name == b"transfer-encoding":
                 chunked = True
+        if named is not None:
+            tl.traffic_class = traffic.from_headers(named)
         declared = content_length(length)
         received: list[int] | None = None
         if declared is None and (chunked or length is not None):
