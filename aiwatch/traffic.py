@@ -10,11 +10,15 @@ first one is the default). It comes from, in order:
    called in, so the whole call graph under a batch request is batch;
 3. else the **default class** (the first one).
 
-A header value outside the configured classes counts as the default class: callers cannot add label values.
+A header value outside the configured classes counts as the default class: callers cannot add label values. A
+repeated header (or a comma-separated list in one) names a class only when every item names that same class, however
+the server hands it over (ASGI and gRPC: one value each; WSGI: joined with commas).
 
     >>> t = TrafficClasses(routes={"/v1/bulk/*": "batch"})
     >>> t.from_header(b"batch"), t.from_header("BULK"), t.for_route("/v1/bulk/{id}", "realtime")
     ('batch', 'realtime', 'batch')
+    >>> t.from_header("batch, batch"), t.from_headers([b"batch", b"realtime"])
+    ('batch', 'realtime')
 
 Why a header of aiwatch's own: RFC 9218's ``Priority`` header says in which order a client would like responses
 *delivered*, and browsers and proxies set it on every request for their own reasons, so it would classify all
@@ -26,7 +30,7 @@ HTTP header and as gRPC metadata (lowercase).
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 from aiwatch.env import TRAFFIC_CLASS_ROUTES, TRAFFIC_CLASSES
 
@@ -80,7 +84,10 @@ class TrafficClasses:
         self._routes: dict[str, str | None] = {}
 
     def from_header(self, value: str | bytes | None) -> str:
-        """The class a request header's value names; the default class for none or a value not configured."""
+        """The class a request header's value names; the default class for none or a value not configured.
+
+        A comma-separated list (a repeated header as a WSGI server or a proxy joins it, ``"batch, batch"``) names a
+        class only when every non-empty item names that same class; else it is the default class."""
         if value is None:
             return self.default
         found = self._known.get(value)
@@ -90,7 +97,22 @@ class TrafficClasses:
             text = value.decode("latin-1") if isinstance(value, bytes) else str(value)
         except Exception:
             return self.default
-        return self._known.get(text.strip().lower(), self.default)
+        found = self._known.get(text.strip().lower())
+        if found is not None or "," not in text:
+            return found or self.default
+        names = {item.strip().lower() for item in text.split(",")} - {""}
+        return self._known.get(names.pop(), self.default) if len(names) == 1 else self.default
+
+    def from_headers(self, values: Sequence[str | bytes]) -> str:
+        """The class a header sent ``len(values)`` times names: read as one comma-separated list (RFC 9110's
+        reading of a repeated header), as :meth:`from_header` reads it."""
+        if len(values) == 1:
+            return self.from_header(values[0])
+        try:
+            return self.from_header(",".join(v.decode("latin-1") if isinstance(v, bytes) else str(v)
+                                             for v in values))
+        except Exception:
+            return self.default
 
     def for_route(self, route: str, current: str) -> str:
         """The class of a request to ``route`` that its header made ``current``: a route rule's class wins."""

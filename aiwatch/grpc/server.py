@@ -124,9 +124,9 @@ class _ServerCore:
                     tl = recorder.begin_with(tracer, name, parent, attributes)
             if metadata:
                 wanted = recorder.traffic.header
-                for item in metadata:
-                    if item[0] == wanted:
-                        tl.traffic_class = recorder.traffic.from_header(item[1])
+                named = [item[1] for item in metadata if item[0] == wanted]
+                if named:
+                    tl.traffic_class = recorder.traffic.from_headers(named)
             if request is not None:
                 take_pending(tl, request)
             return _Call(tl, streaming)

@@ -7,7 +7,8 @@
     app.add_middleware(AiwatchMiddleware, service="recommender")
 
 Per request it records ``aiwatch_request_duration_seconds`` (route template, method, status) timed to the last
-body chunk (so streaming responses count in full and Starlette background tasks, which run after it, do not), the
+body chunk or ``http.response.pathsend`` (so streaming responses count in full and Starlette background tasks, which
+run after it, do not), the
 request's phases and its ``overhead``, keeps ``aiwatch_requests_in_flight``, and adds a ``Server-Timing`` header
 with the phases and the total up to the moment the headers are sent. Per-request state lives in closures and
 contextvars, never on ``self``. A request whose response the server could not send because the client went away
@@ -19,6 +20,7 @@ the server untouched.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
@@ -69,6 +71,24 @@ def _counting(receive: Receive, received: list[int]) -> Receive:
         return message
 
     return counted
+
+
+def _pathsend_size(headers: Any, message: Message, metrics: Metrics) -> int:
+    """The body size of an ``http.response.pathsend`` response: its declared ``Content-Length``, else the size of
+    the file it names (0 if neither is known). Never raises."""
+    try:
+        for name, value in headers or ():
+            if name.lower() == b"content-length":
+                declared = content_length(value)
+                if declared is not None:
+                    return declared
+                break
+        return os.stat(message["path"]).st_size
+    except OSError:  # no such file: the server's to answer, not aiwatch's failure
+        return 0
+    except Exception as exc:
+        record_error("metrics", exc, metrics)
+        return 0
 
 
 def _client_gone(exc: BaseException) -> bool:
@@ -166,15 +186,21 @@ class AiwatchMiddleware:
         # one pass over the request headers: the traffic class, and the body's size when it is declared
         traffic = recorder.traffic
         wanted = traffic.header_bytes
+        named: list[bytes] | None = None
         length: bytes | None = None
         chunked = False
         for name, value in scope.get("headers") or ():
             if name == wanted:
-                tl.traffic_class = traffic.from_header(value)
+                if named is None:
+                    named = [value]
+                else:
+                    named.append(value)
             elif sizes and name == b"content-length":
                 length = value
             elif sizes and name == b"transfer-encoding":
                 chunked = True
+        if named is not None:
+            tl.traffic_class = traffic.from_headers(named)
         declared = content_length(length)
         received: list[int] | None = None
         if declared is None and (chunked or length is not None):
@@ -184,6 +210,7 @@ class AiwatchMiddleware:
             receive = _counting(receive, received)
         sent = 0
         chunks: ChunkTimer | None = None
+        response_headers: Any = None
 
         def finish(error: BaseException | None) -> None:
             nonlocal finished, status
@@ -205,10 +232,11 @@ class AiwatchMiddleware:
                 call_hook("hook", self.on_request_end, self.metrics, scope, tl, status)
 
         async def send_wrapper(message: Message) -> None:
-            nonlocal status, send_failed, code, sent, chunks
+            nonlocal status, send_failed, code, sent, chunks, response_headers
             kind = message["type"]
             if kind == "http.response.start":
                 code = message.get("status", 500)
+                response_headers = message.get("headers")
                 status = _STATUS.get(code) or str(code)
                 if tl.span is not None and not tl.owns_span:  # its owner may end it with the last body chunk
                     self._describe(tl, method, self._route(scope, root_path), code, None)
@@ -240,6 +268,18 @@ class AiwatchMiddleware:
                         raise
                     finish(None)
                     return
+            elif kind == "http.response.pathsend" and not finished:
+                # the zero-copy extension (Starlette's FileResponse, when the server offers it): the file is the
+                # whole body, and this message ends the response like a last body message
+                if sizes:
+                    sent += _pathsend_size(response_headers, message, self.metrics)
+                try:
+                    await send(message)
+                except BaseException as exc:
+                    send_failed = _client_gone(exc)
+                    raise
+                finish(None)
+                return
             try:
                 await send(message)
             except BaseException as exc:

@@ -8,7 +8,7 @@ request's ``features`` phase::
 
     users = aiwatch.FeatureCache("user_features")
 
-    @users.wrap                              # decorator (sync or async): a None result is a miss
+    @users.wrap                              # decorator (sync or async, not a generator): None is a miss
     def load(user_id): return store.get(user_id)
 
     with users.lookup() as lk:               # context manager: say what happened
@@ -135,10 +135,19 @@ class FeatureCache:
 
     def wrap(self, fn: F | None = None, *, is_hit: Callable[[Any], bool] | None = None) -> F | Callable[[F], F]:
         """Decorate a lookup function (sync or async): its return value is a hit when ``is_hit(value)`` (default:
-        not ``None``), an exception is an error (re-raised)."""
+        not ``None``), an exception is an error (re-raised).
+
+        A generator or async generator function is refused with a ``TypeError``: calling it only creates the
+        generator, so there is no lookup to time; time the lookup inside it with :meth:`lookup` instead."""
         check = is_hit or _not_none
 
         def decorate(func: F) -> F:
+            if inspect.isgeneratorfunction(func) or inspect.isasyncgenfunction(func):
+                kind = "an async generator" if inspect.isasyncgenfunction(func) else "a generator"
+                name = getattr(func, "__qualname__", None) or repr(func)
+                raise TypeError(f"FeatureCache.wrap() cannot time {name!r}: it is {kind} function, and calling it "
+                                f"only creates the generator; time the lookup inside it with "
+                                f"'with cache.lookup() as lk:' instead")
             if inspect.iscoroutinefunction(func):
                 @functools.wraps(func)
                 async def async_wrapper(*args: Any, **kwargs: Any) -> Any:

@@ -96,6 +96,18 @@ def test_the_traffic_class_comes_from_the_metadata(metrics: Metrics) -> None:
                      method="grpc", status="OK", traffic_class=traffic_class) == 1
 
 
+def test_a_repeated_traffic_class_key_names_a_class_only_when_every_value_names_it(metrics: Metrics) -> None:
+    # as for HTTP (tests/http/test_http_traffic_class_repeated.py); before, the last value won
+    interceptor = grpc_server_interceptor(service="infer", model="ranker", metrics=metrics)
+    with sync_server([interceptor]) as target, stub_for(target) as stub:
+        stub.Predict(req(), metadata=(("aiwatch-traffic-class", "batch"), ("aiwatch-traffic-class", "batch")))
+        stub.Predict(req(), metadata=(("aiwatch-traffic-class", "realtime"), ("aiwatch-traffic-class", "batch")))
+        stub.Predict(req(), metadata=(("aiwatch-traffic-class", "batch, made-up"),))
+    for traffic_class, calls in (("batch", 1), ("realtime", 2)):
+        assert value(metrics.registry, "aiwatch_request_duration_seconds_count", service="infer", route=PREDICT,
+                     method="grpc", status="OK", traffic_class=traffic_class) == calls
+
+
 def test_a_server_stream_records_its_first_message_and_the_gaps(metrics: Metrics) -> None:
     interceptor = grpc_server_interceptor(service="infer", model="ranker", metrics=metrics)
     with sync_server([interceptor]) as target, stub_for(target) as stub:

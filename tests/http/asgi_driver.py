@@ -20,13 +20,17 @@ class Response:
 
 
 async def call(app: Any, path: str, method: str = "GET", headers: Sequence[tuple[str, str]] = (),
-               body: bytes = b"", root_path: str = "", query: str = "") -> Response:
-    """Run one HTTP request through ``app`` and collect the response."""
+               body: bytes = b"", root_path: str = "", query: str = "",
+               extensions: dict[str, Any] | None = None) -> Response:
+    """Run one HTTP request through ``app`` and collect the response. ``extensions``: the scope's, the ASGI
+    extensions the server offers (``http.response.pathsend``: the driver sends the file as the body)."""
     response = Response()
     scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
              "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": query.encode(),
              "root_path": root_path, "headers": [(k.lower().encode(), v.encode()) for k, v in headers],
              "client": ("127.0.0.1", 1234), "server": ("127.0.0.1", 80)}
+    if extensions is not None:
+        scope["extensions"] = extensions
     sent = False
     done = asyncio.Event()
 
@@ -44,6 +48,9 @@ async def call(app: Any, path: str, method: str = "GET", headers: Sequence[tuple
             response.headers = {k.decode().lower(): v.decode() for k, v in message.get("headers", [])}
         elif message["type"] == "http.response.body":
             response.chunks.append(message.get("body", b""))
+        elif message["type"] == "http.response.pathsend":
+            with open(message["path"], "rb") as file:
+                response.chunks.append(file.read())
 
     try:
         await app(scope, receive, send)

@@ -6,13 +6,15 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi import FastAPI, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import FileResponse, StreamingResponse
 from flask import Flask, Response, stream_with_context
 from prometheus_client import CollectorRegistry
+from starlette.background import BackgroundTask
 from starlette.responses import Response as StarletteResponse
 
 import aiwatch
@@ -364,6 +366,36 @@ def flask_app(registry: CollectorRegistry) -> Flask:
         return Response(stream_with_context(chunks()))
 
     return aiwatch.instrument(app, registry=registry, service="svc")
+
+
+async def test_a_pathsend_response_counts_the_file_as_its_body(registry: CollectorRegistry, tmp_path: Path) -> None:
+    """``http.response.pathsend`` (Starlette's FileResponse when the server offers the extension) sends the body as a
+    file, not as body messages; before, it was recorded as 0 bytes, and timed to the end of the background task.
+    No installed server implements the extension: the in-process driver plays the server."""
+    data = tmp_path / "weights.bin"
+    data.write_bytes(b"w" * 5000)
+    counted_before_background: list[float | None] = []
+    app = FastAPI()
+
+    @app.get("/file")
+    async def file() -> FileResponse:
+        return FileResponse(data, background=BackgroundTask(
+            lambda: counted_before_background.append(sample(registry, "aiwatch_response_size_bytes_count",
+                                                            route="/file", method="GET"))))
+
+    async def undeclared(scope: Any, receive: Any, send: Any) -> None:  # no Content-Length: the file's size
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.pathsend", "path": str(data)})
+
+    pathsend = {"http.response.pathsend": {}}
+    response = await call(aiwatch.instrument(app, registry=registry, service="svc"), "/file", extensions=pathsend)
+    assert (response.status, response.body) == (200, b"w" * 5000)
+    assert sample(registry, "aiwatch_response_size_bytes_sum", route="/file", method="GET") == 5000
+    assert counted_before_background == [1]
+    other = CollectorRegistry()
+    await call(aiwatch.instrument(undeclared, registry=other, service="svc"), "/", extensions=pathsend)
+    assert other.get_sample_value("aiwatch_response_size_bytes_sum",
+                                  {"service": "svc", "route": "__unmatched__", "method": "GET"}) == 5000
 
 
 def test_wsgi_traffic_class_sizes_and_chunks(registry: CollectorRegistry) -> None:

@@ -71,6 +71,23 @@ def test_a_broken_is_hit_hook_never_breaks_the_lookup(registry: CollectorRegistr
     assert registry.get_sample_value("aiwatch_instrumentation_errors_total", {"component": "cache"}) == 1
 
 
+def test_wrap_refuses_generator_functions_naming_them(metrics: Metrics) -> None:
+    c = FeatureCache("gen", metrics=metrics)
+
+    def rows(key: str) -> Any:
+        yield key
+
+    async def arows(key: str) -> Any:
+        yield key
+
+    with pytest.raises(TypeError, match=r"'test_wrap_refuses.*<locals>\.rows'.* a generator function.*lookup\(\)"):
+        c.wrap(rows)
+    with pytest.raises(TypeError, match=r"<locals>\.arows'.* an async generator function.*lookup\(\)"):
+        c.wrap(is_hit=bool)(arows)
+    with pytest.raises(TypeError, match="a generator function"):
+        c.wrap(functools.partial(rows, "k"))
+
+
 def test_context_manager(registry: CollectorRegistry, metrics: Metrics) -> None:
     c = FeatureCache("ctx", metrics=metrics)
     with c.lookup() as lk:
