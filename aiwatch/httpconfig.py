@@ -37,6 +37,8 @@ TENANT_HEADER = "X-Scope-OrgID"
 
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 token: what a header name may be
 _BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # control characters other than tab: header injection
+_NOT_LATIN1 = re.compile(r"[^\x00-\xff]")  # http.client sends header values as Latin-1 and fails on the rest
+_MAX_SECRET = 1 << 16  # characters read from a token or password file
 _SECRETS = ("bearer_token", "password")
 _BEARER = ("bearer_token", "bearer_token_file")
 _BASIC = ("username", "password", "password_file")
@@ -74,7 +76,7 @@ class HTTPConfig:
 
     - ``headers``: extra ``(name, value)`` headers sent with every request;
     - ``bearer_token`` / ``bearer_token_file``: ``Authorization: Bearer <token>`` (the file is read on every
-      request and stripped of surrounding whitespace);
+      request and stripped of surrounding whitespace and a byte-order mark; at most 65536 characters);
     - ``username`` with ``password`` / ``password_file``: basic auth (not with a bearer token);
     - ``tenant``: sent as ``X-Scope-OrgID``;
     - ``ca_file``: the CA bundle that verifies the server's certificate (default: the system's);
@@ -120,6 +122,8 @@ class HTTPConfig:
         for secret in _SECRETS:
             if _BAD_VALUE.search(getattr(self, secret)):
                 raise ValueError(f"the {secret.replace('_', ' ')} holds a control character")
+        if _NOT_LATIN1.search(self.bearer_token):  # a password is sent base64-encoded: any character goes
+            raise ValueError("the bearer token holds a character an HTTP header cannot carry (beyond Latin-1)")
         for path_field in ("bearer_token_file", "password_file", "ca_file", "cert_file", "key_file"):
             path = getattr(self, path_field)
             if path and not os.access(path, os.R_OK):
@@ -146,7 +150,7 @@ class HTTPConfig:
         out = dict(self.headers)
         if self.tenant:
             out[TENANT_HEADER] = self.tenant
-        token = self.bearer_token or (_read_secret(self.bearer_token_file, "bearer token file")
+        token = self.bearer_token or (_read_secret(self.bearer_token_file, "bearer token file", header=True)
                                       if self.bearer_token_file else "")
         if token:
             out["Authorization"] = f"Bearer {token}"
@@ -264,6 +268,9 @@ def _check_header(name: str, value: str, what: str = "") -> None:
     if _BAD_VALUE.search(value):
         raise ValueError(f"{what or f'header {name}'} holds a control character (a line break would start "
                          "another header)")
+    if _NOT_LATIN1.search(value):
+        raise ValueError(f"{what or f'header {name}'} holds a character an HTTP header cannot carry (beyond "
+                         "Latin-1)")
 
 
 def _redacted(text: str) -> str:
@@ -276,14 +283,22 @@ def _redacted_headers(headers: Iterable[tuple[str, str]]) -> tuple[str, ...]:
     return tuple(name for name, _ in headers)
 
 
-def _read_secret(path: str, what: str) -> str:
+def _read_secret(path: str, what: str, header: bool = False) -> str:
+    """The secret in ``path``, stripped of whitespace and of a byte-order mark an editor may have written;
+    ``header``: it is sent as it is in a header, so it must be Latin-1."""
     try:
-        with open(path, encoding="utf-8") as fh:
-            secret = fh.read(1 << 16).strip()
+        with open(path, encoding="utf-8-sig") as fh:
+            secret = fh.read(_MAX_SECRET + 1)
     except (OSError, UnicodeDecodeError) as exc:
         raise CredentialsError(f"cannot read the {what} {path!r}: {_reason(exc)}") from None
+    if len(secret) > _MAX_SECRET:
+        raise CredentialsError(f"the {what} {path!r} is larger than {_MAX_SECRET} characters")
+    secret = secret.strip()
     if not secret or _BAD_VALUE.search(secret):
         raise CredentialsError(f"the {what} {path!r} is empty or holds a control character")
+    if header and _NOT_LATIN1.search(secret):
+        raise CredentialsError(f"the {what} {path!r} holds a character an HTTP header cannot carry (beyond "
+                               "Latin-1)")
     return secret
 
 

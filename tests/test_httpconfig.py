@@ -114,6 +114,33 @@ def test_a_token_file_gone_at_request_time_is_an_error_naming_the_file(tmp_path:
     assert server.seen == []  # nothing was sent without the credentials
 
 
+def test_a_token_file_written_by_a_windows_editor_sends_the_token(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_bytes("t0k3n \r\n".encode("utf-8-sig"))  # a byte-order mark, CRLF and a trailing space
+    with recording() as server:
+        PrometheusAPI(server.url, http=HTTPConfig(bearer_token_file=str(token))).query("up")
+    assert server.seen[0]["authorization"] == "Bearer t0k3n"
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ("\n", "is empty or holds a control character"),
+    ("t\u00f6k\u20acn", "holds a character an HTTP header cannot carry"),
+    ("t" * (1 << 16) + "tail", "is larger than 65536 characters"),
+])
+def test_a_token_file_that_cannot_be_sent_is_an_error_naming_the_file(tmp_path: Path, content: str,
+                                                                      message: str) -> None:
+    token = tmp_path / "token"
+    token.write_text(content, encoding="utf-8")
+    with recording() as server:
+        with pytest.raises(PrometheusError, match=f"bearer token file '{token}' {message}") as info:
+            PrometheusAPI(server.url, http=HTTPConfig(bearer_token_file=str(token))).query("up")
+        with pytest.raises(CredentialsError, match=message):
+            fetch_metrics(f"{server.url}/metrics", http=HTTPConfig(bearer_token_file=str(token)))
+    secret = content.strip()
+    assert not secret or secret not in str(info.value)
+    assert server.seen == []
+
+
 def test_the_scrape_reader_sends_the_same_headers() -> None:
     with recording() as server:
         assert fetch_metrics(f"{server.url}/metrics", http=HTTPConfig(tenant="t", bearer_token="x")) == {
@@ -159,6 +186,9 @@ def test_a_url_holding_credentials_is_refused() -> None:
     ({"bearer_token_file": "/nonexistent/token"}, "cannot be read"),
     ({"ca_file": "/etc/hostname"}, "is not a PEM bundle"),
     ({"tenant": "a\r\nX-Injected: 1"}, "control character"),
+    ({"tenant": "团队"}, "the tenant holds a character an HTTP header cannot carry"),
+    ({"headers": (("X-Note", "5 €"),)}, "header X-Note holds a character an HTTP header cannot carry"),
+    ({"bearer_token": "t\u00f6k\u20acn"}, "the bearer token holds a character an HTTP header cannot carry"),
     ({"headers": (("Bad Name", "v"),)}, "not an HTTP header name"),
     ({"headers": (("Authorization", "Basic x"),), "bearer_token": "t"}, "cannot both be given"),
 ])
