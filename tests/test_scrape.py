@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -121,3 +122,41 @@ def test_the_console_and_the_demo_read_endpoints_through_the_reader() -> None:
     assert demo_scrape.total(snapshot, "aiwatch_queue_depth", instance=om_url) == 4.0
     assert [h.up for h in src.health()] == [True, True]
     assert [s.last for s in src.queue_depth()] == [8.0]
+
+
+@contextmanager
+def raw_endpoint(answer: bytes) -> Iterator[str]:
+    """A loopback server that reads a request and sends ``answer`` as it is, then closes the connection."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(65536)
+                conn.sendall(answer)
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}/metrics"
+    finally:
+        listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() of the serving thread
+        listener.close()
+
+
+@pytest.mark.parametrize(("answer", "error"), [
+    (b"garbage\r\n\r\n", "broken HTTP answer (BadStatusLine)"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\nup 1\n", "broken HTTP answer (IncompleteRead)"),
+])
+def test_a_broken_http_answer_is_a_failed_scrape_and_the_other_endpoints_are_still_scraped(answer: bytes,
+                                                                                         error: str) -> None:
+    """http.client's errors are not OSErrors: one escaping scrape_once would end the console's scraping thread."""
+    with raw_endpoint(answer) as broken, text_endpoint(populated().registry) as good:
+        src = ScrapeSource([broken, good], interval=1.0, start=False)
+        src.scrape_once()
+        src.scrape_once()
+    assert [(h.up, h.error) for h in src.health()] == [(False, error), (True, "")]
+    assert [s.last for s in src.queue_depth()] == [4.0]

@@ -18,6 +18,7 @@ Differences from Prometheus worth knowing: rates are computed between the first 
 from __future__ import annotations
 
 import bisect
+import http.client
 import math
 import threading
 import time
@@ -206,6 +207,8 @@ class ScrapeSource(DataSource):
             return now, None, f"HTTP {exc.code} {exc.reason}"
         except (urllib.error.URLError, OSError, TimeoutError) as exc:
             return now, None, str(getattr(exc, "reason", exc))
+        except http.client.HTTPException as exc:  # not OSError: it would end the scraping thread
+            return now, None, f"broken HTTP answer ({type(exc).__name__})"
         except ValueError as exc:  # the parser's errors
             return now, None, f"not Prometheus text exposition: {exc}"
 
