@@ -132,8 +132,10 @@ class PrometheusAPI:
         while True:
             if time.monotonic() - started > self.timeout:
                 raise self._slow(what, started)
-            chunk = resp.read(min(1 << 16, self.max_bytes + 1 - size))
+            chunk = resp.read1(min(1 << 16, self.max_bytes + 1 - size))  # read() would wait for all 64 KiB
             if not chunk:
+                if getattr(resp, "length", None):  # read1 takes a connection closed early for the end
+                    raise http.client.IncompleteRead(b"".join(chunks), resp.length)
                 return b"".join(chunks)
             chunks.append(chunk)
             size += len(chunk)

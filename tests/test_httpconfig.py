@@ -18,8 +18,9 @@ import pytest
 from aiwatch.cli import main
 from aiwatch.commands._connection import add_connection_options, connection_from_args
 from aiwatch.httpconfig import CredentialsError, HTTPConfig, parse_header, parse_headers_env
-from aiwatch.promapi import PrometheusAPI, PrometheusError
+from aiwatch.promapi import PrometheusAPI, PrometheusError, PrometheusSlow
 from aiwatch.scrape import fetch_metrics
+from tests.test_scrape import raw_endpoint
 
 EMPTY_VECTOR = b'{"status": "success", "data": {"resultType": "vector", "result": []}}'
 
@@ -249,3 +250,16 @@ def test_bad_connection_options_are_a_usage_error_of_diagnose(capsys: pytest.Cap
     code = main(["diagnose", "--prometheus", "http://127.0.0.1:1", "--bearer-token-file", "/nonexistent/token"])
     assert code == 2
     assert "bearer token file '/nonexistent/token' cannot be read" in capsys.readouterr().err
+
+
+def test_prometheus_dripping_its_answer_is_slow_at_the_timeout() -> None:
+    """Each byte comes well within the socket timeout, so only the deadline on the whole answer ends the read (a
+    read of 64 KiB at once waits for all of them)."""
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n"
+    hung_up = threading.Event()
+    with raw_endpoint(head, b" ", hung_up) as url:
+        base = url.removesuffix("/metrics")
+        with pytest.raises(PrometheusSlow, match=f"^Prometheus at {base} is slow: /api/v1/query "
+                                                 r"\(query: up\) was not answered within 1 s"):
+            PrometheusAPI(base, timeout=1).query("up")
+        assert hung_up.wait(10)  # it hung up while the server was still dripping, not when the server gave up
