@@ -252,14 +252,20 @@ def test_bad_connection_options_are_a_usage_error_of_diagnose(capsys: pytest.Cap
     assert "bearer token file '/nonexistent/token' cannot be read" in capsys.readouterr().err
 
 
-def test_prometheus_dripping_its_answer_is_slow_at_the_timeout() -> None:
+@pytest.mark.parametrize(("status", "error", "message"), [
+    ("200 OK", PrometheusSlow, r"is slow: /api/v1/query \(query: up\) was not answered within 1 s"),
+    ("503 Service Unavailable", PrometheusError, r"answered 503 to /api/v1/query: Service Unavailable$"),
+])
+def test_prometheus_dripping_its_answer_is_cut_off_at_the_timeout(status: str, error: type[Exception],
+                                                                 message: str) -> None:
     """Each byte comes well within the socket timeout, so only the deadline on the whole answer ends the read (a
-    read of 64 KiB at once waits for all of them)."""
-    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n"
+    read of 64 KiB at once waits for all of them). An error's status is its answer when its text drips."""
+    head = (f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nRetry-After: 5\r\n"
+            "Content-Length: 100000\r\n\r\n").encode()
     hung_up = threading.Event()
     with raw_endpoint(head, b" ", hung_up) as url:
         base = url.removesuffix("/metrics")
-        with pytest.raises(PrometheusSlow, match=f"^Prometheus at {base} is slow: /api/v1/query "
-                                                 r"\(query: up\) was not answered within 1 s"):
+        with pytest.raises(error, match=f"^Prometheus at {base} {message}" if error is PrometheusSlow
+                           else f"^Prometheus {message}"):
             PrometheusAPI(base, timeout=1).query("up")
         assert hung_up.wait(10)  # it hung up while the server was still dripping, not when the server gave up
