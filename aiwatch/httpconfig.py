@@ -20,9 +20,13 @@ certificate. Secrets are kept off command lines and out of messages:
 from __future__ import annotations
 
 import base64
+import contextlib
+import http.client
 import os
 import re
+import socket
 import ssl
+import threading
 import urllib.parse
 import urllib.request
 from collections.abc import Iterable, Mapping
@@ -191,15 +195,16 @@ class HTTPConfig:
 
     @cached_property
     def opener(self) -> urllib.request.OpenerDirector:
-        """A urllib opener with this TLS context that drops this config's headers on a redirect to another host."""
-        handlers: list[urllib.request.BaseHandler] = [_SameOriginRedirects(self.header_names())]
-        if self.ssl_context is not None:
-            handlers.append(urllib.request.HTTPSHandler(context=self.ssl_context))
-        return urllib.request.build_opener(*handlers)
+        """A urllib opener with this TLS context that drops this config's headers on a redirect to another host,
+        and whose connections must bring the answer's head (status line and headers) within the timeout."""
+        return urllib.request.build_opener(_SameOriginRedirects(self.header_names()), _HTTPHandler(),
+                                           _HTTPSHandler(self.ssl_context))
 
     def open(self, url: str, timeout: float, headers: Mapping[str, str] | None = None) -> Any:
         """GET ``url`` with this config's headers (plus ``headers``); urllib's response, or urllib's errors
-        (:class:`CredentialsError` when a secret file cannot be read)."""
+        (:class:`CredentialsError` when a secret file cannot be read; ``TimeoutError`` when the connection, the
+        TLS handshake and the answer's head take longer than ``timeout``, each hop of a redirect afresh). The body
+        is the caller's to read against its own deadline."""
         request = urllib.request.Request(url, headers={**(headers or {}), **self.request_headers()})
         return self.opener.open(request, timeout=timeout)
 
@@ -326,3 +331,68 @@ class _SameOriginRedirects(urllib.request.HTTPRedirectHandler):
 def _origin(url: str) -> tuple[str, str, int | None]:
     parts = urllib.parse.urlsplit(url)
     return parts.scheme, (parts.hostname or "").lower(), parts.port
+
+
+class _Deadline(http.client.HTTPConnection):
+    """A connection that shuts its socket when the answer's head has not come ``timeout`` after connecting: the
+    socket's own timeout bounds each read, so a server sending a byte just inside it could hold a caller for ever
+    (in a TLS handshake, a proxy's tunnel, or a header line)."""
+
+    _late = False
+    _timer: threading.Timer | None = None
+
+    def connect(self) -> None:
+        if isinstance(self.timeout, (int, float)):
+            self._timer = threading.Timer(self.timeout, self._cut_off)
+            self._timer.daemon = True
+            self._timer.start()
+        try:
+            super().connect()
+            self._give_up_if_late()
+        except BaseException:
+            self._disarm()
+            raise
+
+    def getresponse(self) -> http.client.HTTPResponse:
+        try:
+            response = super().getresponse()
+            self._give_up_if_late()
+            return response
+        except Exception:
+            self._give_up_if_late()
+            raise
+        finally:
+            self._disarm()
+
+    def _cut_off(self) -> None:
+        self._late = True
+        if self.sock is not None:
+            # the plain socket's shutdown: an SSLSocket's would also drop its state under the reading thread
+            with contextlib.suppress(OSError):
+                socket.socket.shutdown(self.sock, socket.SHUT_RDWR)
+
+    def _give_up_if_late(self) -> None:
+        if self._late:
+            raise TimeoutError(f"{self.host}:{self.port} did not answer within {self.timeout:g} s") from None
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+
+
+class _DeadlineHTTPS(_Deadline, http.client.HTTPSConnection):
+    pass
+
+
+class _HTTPHandler(urllib.request.HTTPHandler):
+    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(_Deadline, req)
+
+
+class _HTTPSHandler(urllib.request.HTTPSHandler):
+    def __init__(self, context: ssl.SSLContext | None) -> None:
+        super().__init__(context=context)
+        self.tls = context
+
+    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(_DeadlineHTTPS, req, context=self.tls)

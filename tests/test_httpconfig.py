@@ -269,3 +269,16 @@ def test_prometheus_dripping_its_answer_is_cut_off_at_the_timeout(status: str, e
                            else f"^Prometheus {message}"):
             PrometheusAPI(base, timeout=1).query("up")
         assert hung_up.wait(10)  # it hung up while the server was still dripping, not when the server gave up
+
+
+def test_an_answer_whose_head_drips_is_cut_off_at_the_timeout() -> None:
+    """The status line comes, then a header a byte at a time, each well within the socket timeout."""
+    hung_up = threading.Event()
+    with raw_endpoint(b"HTTP/1.1 200 OK\r\nX-Pad: ", b"x", hung_up) as url:
+        base = url.removesuffix("/metrics")
+        with pytest.raises(PrometheusSlow, match=f"^Prometheus at {base} is slow: /api/v1/query "
+                                                 r"\(query: up\) was not answered within 1 s"):
+            PrometheusAPI(base, timeout=1).query("up")
+        assert hung_up.wait(10)  # it hung up while the server was still dripping, not when the server gave up
+        with pytest.raises(TimeoutError, match=f"^{base.removeprefix('http://')} did not answer within 1 s$"):
+            fetch_metrics(url, timeout=1)
