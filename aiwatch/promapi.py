@@ -67,12 +67,19 @@ class PrometheusAPI:
 
     def __init__(self, url: str, *, timeout: float = 5.0, max_bytes: int = 32 * 2**20,
                  http: HTTPConfig | None = None) -> None:
-        parsed = urllib.parse.urlparse(url)
+        try:
+            parsed = urllib.parse.urlparse(url)
+        except ValueError:  # an unclosed [IPv6 address
+            parsed = urllib.parse.urlparse("")
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
             raise ValueError(f"Prometheus URL must look like http://host:9090, got {url!r}")
         if "@" in parsed.netloc:
             raise ValueError("the Prometheus URL holds credentials (user:password@): give them as basic auth or a "
                              "token file instead, so that no message prints them")
+        try:
+            parsed.port  # noqa: B018 - a port that is not a number from 0 to 65535 raises
+        except ValueError as exc:
+            raise ValueError(f"Prometheus URL {url!r}: {exc}") from None
         timeout = period(timeout, "timeout")
         if max_bytes < 1:
             raise ValueError(f"max_bytes must be >= 1, got {max_bytes}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,6 +18,7 @@ import pytest
 
 from aiwatch.cli import main
 from aiwatch.commands._connection import add_connection_options, connection_from_args
+from aiwatch.console import ScrapeSource
 from aiwatch.httpconfig import CredentialsError, HTTPConfig, parse_header, parse_headers_env
 from aiwatch.promapi import PrometheusAPI, PrometheusError, PrometheusSlow
 from aiwatch.scrape import fetch_metrics
@@ -172,6 +174,19 @@ def test_repr_and_messages_never_show_a_secret(tmp_path: Path) -> None:
     with pytest.raises(ValueError) as info:
         parse_header("X-Api-Key k3y-value")
     assert "k3y-value" not in str(info.value)
+
+
+@pytest.mark.parametrize(("url", "message"), [
+    ("http://127.0.0.1:abc", "Port could not be cast to integer value"),
+    ("http://127.0.0.1:99999", "Port out of range 0-65535"),
+    ("http://[::1", "must look like http://host:9090"),
+])
+def test_a_url_with_a_bad_port_or_host_is_refused_naming_it(url: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message) as info:
+        PrometheusAPI(url)
+    assert repr(url) in str(info.value)
+    with pytest.raises(ValueError, match=f"^endpoint must be a URL like .*, got {re.escape(repr(url + '/m'))}$"):
+        ScrapeSource([url + "/m"], start=False)
 
 
 def test_a_url_holding_credentials_is_refused() -> None:

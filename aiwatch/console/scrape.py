@@ -132,7 +132,11 @@ class ScrapeSource(DataSource):
         if not endpoints:
             raise ValueError("ScrapeSource needs at least one /metrics endpoint URL")
         for url in endpoints:
-            parsed = urllib.parse.urlparse(url)
+            try:
+                parsed = urllib.parse.urlparse(url)
+                parsed.port  # noqa: B018 - a port that is not a number from 0 to 65535 raises
+            except ValueError:
+                parsed = urllib.parse.urlparse("")
             if parsed.scheme not in ("http", "https") or not parsed.netloc:
                 raise ValueError(f"endpoint must be a URL like http://127.0.0.1:8000/metrics, got {url!r}")
         self.interval = period(interval, "interval")
