@@ -27,6 +27,7 @@ import re
 import socket
 import ssl
 import threading
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterable, Mapping
@@ -312,14 +313,19 @@ def _reason(exc: BaseException) -> str:
 
 
 class _SameOriginRedirects(urllib.request.HTTPRedirectHandler):
-    """Follows redirects, but leaves out the configured headers (credentials) when one leads to another scheme,
-    host or port, as curl and requests do."""
+    """Follows redirects to http and https URLs only (urllib would follow one to ftp: to any host, with no deadline),
+    and leaves out the configured headers (credentials) when one leads to another scheme, host or port, as curl and
+    requests do."""
 
     def __init__(self, sensitive: frozenset[str]) -> None:
         self.sensitive = sensitive
 
     def redirect_request(self, req: urllib.request.Request, fp: Any, code: int, msg: str, headers: Any,
                          newurl: str) -> urllib.request.Request | None:
+        scheme = urllib.parse.urlsplit(urllib.parse.urljoin(req.full_url, newurl)).scheme.lower()
+        if scheme not in ("http", "https"):
+            raise urllib.error.HTTPError(req.full_url, code, f"{msg}: a redirect to a {scheme}: URL is not followed",
+                                         headers, fp)
         new = super().redirect_request(req, fp, code, msg, headers, newurl)
         if new is not None and _origin(new.full_url) != _origin(req.full_url):
             for store in (new.headers, new.unredirected_hdrs):

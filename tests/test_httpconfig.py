@@ -7,7 +7,9 @@ from __future__ import annotations
 import argparse
 import base64
 import re
+import socket
 import threading
+import urllib.error
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -297,3 +299,21 @@ def test_an_answer_whose_head_drips_is_cut_off_at_the_timeout() -> None:
         assert hung_up.wait(10)  # it hung up while the server was still dripping, not when the server gave up
         with pytest.raises(TimeoutError, match=f"^{base.removeprefix('http://')} did not answer within 1 s$"):
             fetch_metrics(url, timeout=1)
+
+
+def test_a_redirect_to_ftp_is_not_followed() -> None:
+    """urllib follows a redirect to ftp: (to any host, with no deadline on the answer): a hostile endpoint could send
+    aiwatch anywhere its network reaches."""
+    ftp = socket.create_server(("127.0.0.1", 0))
+    location = f"ftp://127.0.0.1:{ftp.getsockname()[1]}/metrics"
+    redirect = f"HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\n\r\n".encode()
+    with ftp, raw_endpoint(redirect) as url:
+        base = url.removesuffix("/metrics")
+        with pytest.raises(PrometheusError, match=r"^Prometheus answered 302 to /api/v1/query: Found: a redirect to "
+                                                  r"a ftp: URL is not followed$"):
+            PrometheusAPI(base, timeout=1).query("up")
+        with pytest.raises(urllib.error.HTTPError, match="a redirect to a ftp: URL is not followed"):
+            fetch_metrics(url, timeout=1)
+        ftp.setblocking(False)
+        with pytest.raises(BlockingIOError):  # nothing connected to it
+            ftp.accept()
