@@ -20,9 +20,14 @@ certificate. Secrets are kept off command lines and out of messages:
 from __future__ import annotations
 
 import base64
+import contextlib
+import http.client
 import os
 import re
+import socket
 import ssl
+import threading
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterable, Mapping
@@ -37,6 +42,8 @@ TENANT_HEADER = "X-Scope-OrgID"
 
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 token: what a header name may be
 _BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # control characters other than tab: header injection
+_NOT_LATIN1 = re.compile(r"[^\x00-\xff]")  # http.client sends header values as Latin-1 and fails on the rest
+_MAX_SECRET = 1 << 16  # characters read from a token or password file
 _SECRETS = ("bearer_token", "password")
 _BEARER = ("bearer_token", "bearer_token_file")
 _BASIC = ("username", "password", "password_file")
@@ -74,7 +81,7 @@ class HTTPConfig:
 
     - ``headers``: extra ``(name, value)`` headers sent with every request;
     - ``bearer_token`` / ``bearer_token_file``: ``Authorization: Bearer <token>`` (the file is read on every
-      request and stripped of surrounding whitespace);
+      request and stripped of surrounding whitespace and a byte-order mark; at most 65536 characters);
     - ``username`` with ``password`` / ``password_file``: basic auth (not with a bearer token);
     - ``tenant``: sent as ``X-Scope-OrgID``;
     - ``ca_file``: the CA bundle that verifies the server's certificate (default: the system's);
@@ -120,6 +127,8 @@ class HTTPConfig:
         for secret in _SECRETS:
             if _BAD_VALUE.search(getattr(self, secret)):
                 raise ValueError(f"the {secret.replace('_', ' ')} holds a control character")
+        if _NOT_LATIN1.search(self.bearer_token):  # a password is sent base64-encoded: any character goes
+            raise ValueError("the bearer token holds a character an HTTP header cannot carry (beyond Latin-1)")
         for path_field in ("bearer_token_file", "password_file", "ca_file", "cert_file", "key_file"):
             path = getattr(self, path_field)
             if path and not os.access(path, os.R_OK):
@@ -146,7 +155,7 @@ class HTTPConfig:
         out = dict(self.headers)
         if self.tenant:
             out[TENANT_HEADER] = self.tenant
-        token = self.bearer_token or (_read_secret(self.bearer_token_file, "bearer token file")
+        token = self.bearer_token or (_read_secret(self.bearer_token_file, "bearer token file", header=True)
                                       if self.bearer_token_file else "")
         if token:
             out["Authorization"] = f"Bearer {token}"
@@ -187,15 +196,16 @@ class HTTPConfig:
 
     @cached_property
     def opener(self) -> urllib.request.OpenerDirector:
-        """A urllib opener with this TLS context that drops this config's headers on a redirect to another host."""
-        handlers: list[urllib.request.BaseHandler] = [_SameOriginRedirects(self.header_names())]
-        if self.ssl_context is not None:
-            handlers.append(urllib.request.HTTPSHandler(context=self.ssl_context))
-        return urllib.request.build_opener(*handlers)
+        """A urllib opener with this TLS context that drops this config's headers on a redirect to another host,
+        and whose connections must bring the answer's head (status line and headers) within the timeout."""
+        return urllib.request.build_opener(_SameOriginRedirects(self.header_names()), _HTTPHandler(),
+                                           _HTTPSHandler(self.ssl_context))
 
     def open(self, url: str, timeout: float, headers: Mapping[str, str] | None = None) -> Any:
         """GET ``url`` with this config's headers (plus ``headers``); urllib's response, or urllib's errors
-        (:class:`CredentialsError` when a secret file cannot be read)."""
+        (:class:`CredentialsError` when a secret file cannot be read; ``TimeoutError`` when the connection, the
+        TLS handshake and the answer's head take longer than ``timeout``, each hop of a redirect afresh). The body
+        is the caller's to read against its own deadline."""
         request = urllib.request.Request(url, headers={**(headers or {}), **self.request_headers()})
         return self.opener.open(request, timeout=timeout)
 
@@ -264,6 +274,9 @@ def _check_header(name: str, value: str, what: str = "") -> None:
     if _BAD_VALUE.search(value):
         raise ValueError(f"{what or f'header {name}'} holds a control character (a line break would start "
                          "another header)")
+    if _NOT_LATIN1.search(value):
+        raise ValueError(f"{what or f'header {name}'} holds a character an HTTP header cannot carry (beyond "
+                         "Latin-1)")
 
 
 def _redacted(text: str) -> str:
@@ -276,14 +289,22 @@ def _redacted_headers(headers: Iterable[tuple[str, str]]) -> tuple[str, ...]:
     return tuple(name for name, _ in headers)
 
 
-def _read_secret(path: str, what: str) -> str:
+def _read_secret(path: str, what: str, header: bool = False) -> str:
+    """The secret in ``path``, stripped of whitespace and of a byte-order mark an editor may have written;
+    ``header``: it is sent as it is in a header, so it must be Latin-1."""
     try:
-        with open(path, encoding="utf-8") as fh:
-            secret = fh.read(1 << 16).strip()
+        with open(path, encoding="utf-8-sig") as fh:
+            secret = fh.read(_MAX_SECRET + 1)
     except (OSError, UnicodeDecodeError) as exc:
         raise CredentialsError(f"cannot read the {what} {path!r}: {_reason(exc)}") from None
+    if len(secret) > _MAX_SECRET:
+        raise CredentialsError(f"the {what} {path!r} is larger than {_MAX_SECRET} characters")
+    secret = secret.strip()
     if not secret or _BAD_VALUE.search(secret):
         raise CredentialsError(f"the {what} {path!r} is empty or holds a control character")
+    if header and _NOT_LATIN1.search(secret):
+        raise CredentialsError(f"the {what} {path!r} holds a character an HTTP header cannot carry (beyond "
+                               "Latin-1)")
     return secret
 
 
@@ -292,14 +313,19 @@ def _reason(exc: BaseException) -> str:
 
 
 class _SameOriginRedirects(urllib.request.HTTPRedirectHandler):
-    """Follows redirects, but leaves out the configured headers (credentials) when one leads to another scheme,
-    host or port, as curl and requests do."""
+    """Follows redirects to http and https URLs only (urllib would follow one to ftp: to any host, with no deadline),
+    and leaves out the configured headers (credentials) when one leads to another scheme, host or port, as curl and
+    requests do."""
 
     def __init__(self, sensitive: frozenset[str]) -> None:
         self.sensitive = sensitive
 
     def redirect_request(self, req: urllib.request.Request, fp: Any, code: int, msg: str, headers: Any,
                          newurl: str) -> urllib.request.Request | None:
+        scheme = urllib.parse.urlsplit(urllib.parse.urljoin(req.full_url, newurl)).scheme.lower()
+        if scheme not in ("http", "https"):
+            raise urllib.error.HTTPError(req.full_url, code, f"{msg}: a redirect to a {scheme}: URL is not followed",
+                                         headers, fp)
         new = super().redirect_request(req, fp, code, msg, headers, newurl)
         if new is not None and _origin(new.full_url) != _origin(req.full_url):
             for store in (new.headers, new.unredirected_hdrs):
@@ -311,3 +337,68 @@ class _SameOriginRedirects(urllib.request.HTTPRedirectHandler):
 def _origin(url: str) -> tuple[str, str, int | None]:
     parts = urllib.parse.urlsplit(url)
     return parts.scheme, (parts.hostname or "").lower(), parts.port
+
+
+class _Deadline(http.client.HTTPConnection):
+    """A connection that shuts its socket when the answer's head has not come ``timeout`` after connecting: the
+    socket's own timeout bounds each read, so a server sending a byte just inside it could hold a caller for ever
+    (in a TLS handshake, a proxy's tunnel, or a header line)."""
+
+    _late = False
+    _timer: threading.Timer | None = None
+
+    def connect(self) -> None:
+        if isinstance(self.timeout, (int, float)):
+            self._timer = threading.Timer(self.timeout, self._cut_off)
+            self._timer.daemon = True
+            self._timer.start()
+        try:
+            super().connect()
+            self._give_up_if_late()
+        except BaseException:
+            self._disarm()
+            raise
+
+    def getresponse(self) -> http.client.HTTPResponse:
+        try:
+            response = super().getresponse()
+            self._give_up_if_late()
+            return response
+        except Exception:
+            self._give_up_if_late()
+            raise
+        finally:
+            self._disarm()
+
+    def _cut_off(self) -> None:
+        self._late = True
+        if self.sock is not None:
+            # the plain socket's shutdown: an SSLSocket's would also drop its state under the reading thread
+            with contextlib.suppress(OSError):
+                socket.socket.shutdown(self.sock, socket.SHUT_RDWR)
+
+    def _give_up_if_late(self) -> None:
+        if self._late:
+            raise TimeoutError(f"{self.host}:{self.port} did not answer within {self.timeout:g} s") from None
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+
+
+class _DeadlineHTTPS(_Deadline, http.client.HTTPSConnection):
+    pass
+
+
+class _HTTPHandler(urllib.request.HTTPHandler):
+    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(_Deadline, req)
+
+
+class _HTTPSHandler(urllib.request.HTTPSHandler):
+    def __init__(self, context: ssl.SSLContext | None) -> None:
+        super().__init__(context=context)
+        self.tls = context
+
+    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(_DeadlineHTTPS, req, context=self.tls)

@@ -67,12 +67,19 @@ class PrometheusAPI:
 
     def __init__(self, url: str, *, timeout: float = 5.0, max_bytes: int = 32 * 2**20,
                  http: HTTPConfig | None = None) -> None:
-        parsed = urllib.parse.urlparse(url)
+        try:
+            parsed = urllib.parse.urlparse(url)
+        except ValueError:  # an unclosed [IPv6 address
+            parsed = urllib.parse.urlparse("")
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
             raise ValueError(f"Prometheus URL must look like http://host:9090, got {url!r}")
         if "@" in parsed.netloc:
             raise ValueError("the Prometheus URL holds credentials (user:password@): give them as basic auth or a "
                              "token file instead, so that no message prints them")
+        try:
+            parsed.port  # noqa: B018 - a port that is not a number from 0 to 65535 raises
+        except ValueError as exc:
+            raise ValueError(f"Prometheus URL {url!r}: {exc}") from None
         timeout = period(timeout, "timeout")
         if max_bytes < 1:
             raise ValueError(f"max_bytes must be >= 1, got {max_bytes}")
@@ -125,20 +132,24 @@ class PrometheusAPI:
             raise PrometheusError(f"Prometheus answered {path} without a data object")
         return data
 
-    def _read(self, resp: Any, started: float, what: str) -> bytes:
-        """The body, read in chunks against the deadline (a server dripping bytes cannot hold a caller forever)."""
+    def _read(self, resp: Any, started: float, what: str, limit: int | None = None) -> bytes:
+        """The body (at most ``limit`` bytes, default ``max_bytes``), read in chunks against the deadline (a server
+        dripping bytes cannot hold a caller forever)."""
+        limit = self.max_bytes if limit is None else limit
         chunks: list[bytes] = []
         size = 0
         while True:
             if time.monotonic() - started > self.timeout:
                 raise self._slow(what, started)
-            chunk = resp.read(min(1 << 16, self.max_bytes + 1 - size))
+            chunk = resp.read1(min(1 << 16, limit + 1 - size))  # read() would wait for all 64 KiB
             if not chunk:
+                if getattr(resp, "length", None):  # read1 takes a connection closed early for the end
+                    raise http.client.IncompleteRead(b"".join(chunks), resp.length)
                 return b"".join(chunks)
             chunks.append(chunk)
             size += len(chunk)
-            if size > self.max_bytes:
-                raise PrometheusError(f"Prometheus' answer to {what} is larger than {self.max_bytes} bytes")
+            if size > limit:
+                raise PrometheusError(f"Prometheus' answer to {what} is larger than {limit} bytes")
 
     def _tls(self, exc: ssl.SSLError) -> PrometheusError:
         return PrometheusError(f"TLS with Prometheus at {self.url} failed: {exc.reason or exc} (the CA file must "
@@ -149,9 +160,9 @@ class PrometheusAPI:
                               f"(gave up after {time.monotonic() - started:.1f} s)")
 
     def _http_error(self, exc: urllib.error.HTTPError, path: str, what: str, started: float) -> PrometheusError:
-        try:
-            answer = json.loads(exc.read(1 << 16))
-        except (ValueError, OSError, RecursionError, http.client.HTTPException):
+        try:  # the error text, if the body comes in time: the status alone is the answer otherwise
+            answer = json.loads(self._read(exc, started, what, 1 << 16))
+        except (PrometheusError, ValueError, OSError, RecursionError, http.client.HTTPException):
             answer = None
         detail = answer.get("error", "") if isinstance(answer, dict) else ""
         if isinstance(answer, dict) and answer.get("errorType") == "timeout":

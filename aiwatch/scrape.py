@@ -16,7 +16,9 @@ Prometheus text format, :mod:`prometheus_client.openmetrics.parser` when the ser
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
+from http.client import IncompleteRead
 
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as _openmetrics_families
 from prometheus_client.parser import text_string_to_metric_families as _text_families
@@ -51,13 +53,29 @@ def parse_metrics(text: str, content_type: str = "", labels: Mapping[str, str] |
 
 
 def fetch_metrics(url: str, timeout: float = 5.0, labels: Mapping[str, str] | None = None,
-                  headers: Mapping[str, str] | None = None, http: HTTPConfig | None = None) -> Samples:
+                  headers: Mapping[str, str] | None = None, http: HTTPConfig | None = None,
+                  max_bytes: int = 32 * 2**20) -> Samples:
     """GET ``url`` (a ``/metrics`` endpoint) and parse it. ``headers`` are added to the request; ``http`` brings
-    credentials, a tenant and TLS (:class:`~aiwatch.httpconfig.HTTPConfig`). Errors are urllib's (``HTTPError``,
+    credentials, a tenant and TLS (:class:`~aiwatch.httpconfig.HTTPConfig`). The body is read against ``timeout``
+    (a server dripping bytes is cut off) and up to ``max_bytes``. Errors are urllib's (``HTTPError``,
     ``URLError``, ``OSError``, ``TimeoutError``; :class:`~aiwatch.httpconfig.CredentialsError` for a secret file
-    that cannot be read) or the parser's ``ValueError``.
+    that cannot be read), http.client's ``HTTPException`` for a broken answer, or ``ValueError`` for an answer
+    larger than ``max_bytes`` and the parser's.
     """
+    if max_bytes < 1:
+        raise ValueError(f"max_bytes must be >= 1, got {max_bytes}")
+    started = time.monotonic()
     with (http or HTTPConfig()).open(url, timeout, {"Accept": ACCEPT, **(headers or {})}) as resp:
-        body = resp.read().decode("utf-8", errors="replace")
+        chunks: list[bytes] = []
+        size = 0
+        while chunk := resp.read1(min(1 << 16, max_bytes + 1 - size)):  # read1: one socket read, not 64 KiB
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > max_bytes:
+                raise ValueError(f"{url} answered more than {max_bytes} bytes")
+            if time.monotonic() - started > timeout:
+                raise TimeoutError(f"{url} did not finish its answer within {timeout:g} s")
+        if getattr(resp, "length", None):  # read1 takes a connection closed early for the end of the answer
+            raise IncompleteRead(b"".join(chunks), resp.length)
         content_type = resp.headers.get("Content-Type", "")
-    return parse_metrics(body, content_type, labels)
+    return parse_metrics(b"".join(chunks).decode("utf-8", errors="replace"), content_type, labels)

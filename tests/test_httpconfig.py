@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import argparse
 import base64
+import re
+import socket
 import threading
+import urllib.error
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -17,9 +20,11 @@ import pytest
 
 from aiwatch.cli import main
 from aiwatch.commands._connection import add_connection_options, connection_from_args
+from aiwatch.console import ScrapeSource
 from aiwatch.httpconfig import CredentialsError, HTTPConfig, parse_header, parse_headers_env
-from aiwatch.promapi import PrometheusAPI, PrometheusError
+from aiwatch.promapi import PrometheusAPI, PrometheusError, PrometheusSlow
 from aiwatch.scrape import fetch_metrics
+from tests.test_scrape import raw_endpoint
 
 EMPTY_VECTOR = b'{"status": "success", "data": {"resultType": "vector", "result": []}}'
 
@@ -114,6 +119,33 @@ def test_a_token_file_gone_at_request_time_is_an_error_naming_the_file(tmp_path:
     assert server.seen == []  # nothing was sent without the credentials
 
 
+def test_a_token_file_written_by_a_windows_editor_sends_the_token(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_bytes("t0k3n \r\n".encode("utf-8-sig"))  # a byte-order mark, CRLF and a trailing space
+    with recording() as server:
+        PrometheusAPI(server.url, http=HTTPConfig(bearer_token_file=str(token))).query("up")
+    assert server.seen[0]["authorization"] == "Bearer t0k3n"
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ("\n", "is empty or holds a control character"),
+    ("t\u00f6k\u20acn", "holds a character an HTTP header cannot carry"),
+    ("t" * (1 << 16) + "tail", "is larger than 65536 characters"),
+])
+def test_a_token_file_that_cannot_be_sent_is_an_error_naming_the_file(tmp_path: Path, content: str,
+                                                                      message: str) -> None:
+    token = tmp_path / "token"
+    token.write_text(content, encoding="utf-8")
+    with recording() as server:
+        with pytest.raises(PrometheusError, match=f"bearer token file '{token}' {message}") as info:
+            PrometheusAPI(server.url, http=HTTPConfig(bearer_token_file=str(token))).query("up")
+        with pytest.raises(CredentialsError, match=message):
+            fetch_metrics(f"{server.url}/metrics", http=HTTPConfig(bearer_token_file=str(token)))
+    secret = content.strip()
+    assert not secret or secret not in str(info.value)
+    assert server.seen == []
+
+
 def test_the_scrape_reader_sends_the_same_headers() -> None:
     with recording() as server:
         assert fetch_metrics(f"{server.url}/metrics", http=HTTPConfig(tenant="t", bearer_token="x")) == {
@@ -146,6 +178,19 @@ def test_repr_and_messages_never_show_a_secret(tmp_path: Path) -> None:
     assert "k3y-value" not in str(info.value)
 
 
+@pytest.mark.parametrize(("url", "message"), [
+    ("http://127.0.0.1:abc", "Port could not be cast to integer value"),
+    ("http://127.0.0.1:99999", "Port out of range 0-65535"),
+    ("http://[::1", "must look like http://host:9090"),
+])
+def test_a_url_with_a_bad_port_or_host_is_refused_naming_it(url: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message) as info:
+        PrometheusAPI(url)
+    assert repr(url) in str(info.value)
+    with pytest.raises(ValueError, match=f"^endpoint must be a URL like .*, got {re.escape(repr(url + '/m'))}$"):
+        ScrapeSource([url + "/m"], start=False)
+
+
 def test_a_url_holding_credentials_is_refused() -> None:
     with pytest.raises(ValueError, match="holds credentials"):
         PrometheusAPI("http://ops:pa55word@127.0.0.1:9090")
@@ -159,6 +204,9 @@ def test_a_url_holding_credentials_is_refused() -> None:
     ({"bearer_token_file": "/nonexistent/token"}, "cannot be read"),
     ({"ca_file": "/etc/hostname"}, "is not a PEM bundle"),
     ({"tenant": "a\r\nX-Injected: 1"}, "control character"),
+    ({"tenant": "团队"}, "the tenant holds a character an HTTP header cannot carry"),
+    ({"headers": (("X-Note", "5 €"),)}, "header X-Note holds a character an HTTP header cannot carry"),
+    ({"bearer_token": "t\u00f6k\u20acn"}, "the bearer token holds a character an HTTP header cannot carry"),
     ({"headers": (("Bad Name", "v"),)}, "not an HTTP header name"),
     ({"headers": (("Authorization", "Basic x"),), "bearer_token": "t"}, "cannot both be given"),
 ])
@@ -219,3 +267,53 @@ def test_bad_connection_options_are_a_usage_error_of_diagnose(capsys: pytest.Cap
     code = main(["diagnose", "--prometheus", "http://127.0.0.1:1", "--bearer-token-file", "/nonexistent/token"])
     assert code == 2
     assert "bearer token file '/nonexistent/token' cannot be read" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("status", "error", "message"), [
+    ("200 OK", PrometheusSlow, r"is slow: /api/v1/query \(query: up\) was not answered within 1 s"),
+    ("503 Service Unavailable", PrometheusError, r"answered 503 to /api/v1/query: Service Unavailable$"),
+])
+def test_prometheus_dripping_its_answer_is_cut_off_at_the_timeout(status: str, error: type[Exception],
+                                                                 message: str) -> None:
+    """Each byte comes well within the socket timeout, so only the deadline on the whole answer ends the read (a
+    read of 64 KiB at once waits for all of them). An error's status is its answer when its text drips."""
+    head = (f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nRetry-After: 5\r\n"
+            "Content-Length: 100000\r\n\r\n").encode()
+    hung_up = threading.Event()
+    with raw_endpoint(head, b" ", hung_up) as url:
+        base = url.removesuffix("/metrics")
+        with pytest.raises(error, match=f"^Prometheus at {base} {message}" if error is PrometheusSlow
+                           else f"^Prometheus {message}"):
+            PrometheusAPI(base, timeout=1).query("up")
+        assert hung_up.wait(10)  # it hung up while the server was still dripping, not when the server gave up
+
+
+def test_an_answer_whose_head_drips_is_cut_off_at_the_timeout() -> None:
+    """The status line comes, then a header a byte at a time, each well within the socket timeout."""
+    hung_up = threading.Event()
+    with raw_endpoint(b"HTTP/1.1 200 OK\r\nX-Pad: ", b"x", hung_up) as url:
+        base = url.removesuffix("/metrics")
+        with pytest.raises(PrometheusSlow, match=f"^Prometheus at {base} is slow: /api/v1/query "
+                                                 r"\(query: up\) was not answered within 1 s"):
+            PrometheusAPI(base, timeout=1).query("up")
+        assert hung_up.wait(10)  # it hung up while the server was still dripping, not when the server gave up
+        with pytest.raises(TimeoutError, match=f"^{base.removeprefix('http://')} did not answer within 1 s$"):
+            fetch_metrics(url, timeout=1)
+
+
+def test_a_redirect_to_ftp_is_not_followed() -> None:
+    """urllib follows a redirect to ftp: (to any host, with no deadline on the answer): a hostile endpoint could send
+    aiwatch anywhere its network reaches."""
+    ftp = socket.create_server(("127.0.0.1", 0))
+    location = f"ftp://127.0.0.1:{ftp.getsockname()[1]}/metrics"
+    redirect = f"HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\n\r\n".encode()
+    with ftp, raw_endpoint(redirect) as url:
+        base = url.removesuffix("/metrics")
+        with pytest.raises(PrometheusError, match=r"^Prometheus answered 302 to /api/v1/query: Found: a redirect to "
+                                                  r"a ftp: URL is not followed$"):
+            PrometheusAPI(base, timeout=1).query("up")
+        with pytest.raises(urllib.error.HTTPError, match="a redirect to a ftp: URL is not followed"):
+            fetch_metrics(url, timeout=1)
+        ftp.setblocking(False)
+        with pytest.raises(BlockingIOError):  # nothing connected to it
+            ftp.accept()

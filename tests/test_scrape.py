@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import math
+import socket
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -121,3 +123,74 @@ def test_the_console_and_the_demo_read_endpoints_through_the_reader() -> None:
     assert demo_scrape.total(snapshot, "aiwatch_queue_depth", instance=om_url) == 4.0
     assert [h.up for h in src.health()] == [True, True]
     assert [s.last for s in src.queue_depth()] == [8.0]
+
+
+@contextmanager
+def raw_endpoint(answer: bytes, drip: bytes = b"", hung_up: threading.Event | None = None) -> Iterator[str]:
+    """A loopback server that reads a request and sends ``answer`` as it is, then ``drip`` every 0.1 s (for 30 s at
+    most, until the client hangs up: then ``hung_up`` is set), then closes the connection."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def answer_one(conn: socket.socket) -> None:
+        with conn:
+            conn.recv(65536)
+            conn.sendall(answer)
+            for _ in range(300 if drip else 0):
+                time.sleep(0.1)
+                try:
+                    conn.sendall(drip)
+                except OSError:
+                    if hung_up is not None:
+                        hung_up.set()
+                    return
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=answer_one, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}/metrics"
+    finally:
+        listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() of the serving thread
+        listener.close()
+
+
+@pytest.mark.parametrize(("answer", "error"), [
+    (b"garbage\r\n\r\n", "broken HTTP answer (BadStatusLine)"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\nup 1\n", "broken HTTP answer (IncompleteRead)"),
+])
+def test_a_broken_http_answer_is_a_failed_scrape_and_the_other_endpoints_are_still_scraped(answer: bytes,
+                                                                                         error: str) -> None:
+    """http.client's errors are not OSErrors: one escaping scrape_once would end the console's scraping thread."""
+    with raw_endpoint(answer) as broken, text_endpoint(populated().registry) as good:
+        src = ScrapeSource([broken, good], interval=1.0, start=False)
+        src.scrape_once()
+        src.scrape_once()
+    assert [(h.up, h.error) for h in src.health()] == [(False, error), (True, "")]
+    assert [s.last for s in src.queue_depth()] == [4.0]
+
+
+def test_a_metrics_endpoint_dripping_its_answer_is_cut_off_at_the_timeout() -> None:
+    """Each byte comes well within the socket timeout, so only a deadline on the whole answer ends the read."""
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 100000\r\n\r\n# "
+    hung_up = threading.Event()
+    with raw_endpoint(head, b"x", hung_up) as url, text_endpoint(populated().registry) as good:
+        with pytest.raises(TimeoutError, match=f"^{url} did not finish its answer within 1 s$"):
+            fetch_metrics(url, timeout=1)
+        assert hung_up.wait(10)  # the reader hung up while the server was still dripping
+        src = ScrapeSource([url, good], interval=1.0, timeout=1, start=False)
+        src.scrape_once()
+    assert [(h.up, h.error) for h in src.health()] == [
+        (False, f"{url} did not finish its answer within 1 s"), (True, "")]
+
+
+def test_a_metrics_answer_larger_than_max_bytes_is_refused() -> None:
+    with raw_endpoint(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n" + b"up 1\n" * 1000) as url:
+        with pytest.raises(ValueError, match=f"^{url} answered more than 4096 bytes$"):
+            fetch_metrics(url, max_bytes=4096)
+        assert fetch_metrics(url, max_bytes=5000) == {"up": {(): 1.0}}

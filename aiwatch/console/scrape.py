@@ -18,6 +18,7 @@ Differences from Prometheus worth knowing: rates are computed between the first 
 from __future__ import annotations
 
 import bisect
+import http.client
 import math
 import threading
 import time
@@ -131,7 +132,11 @@ class ScrapeSource(DataSource):
         if not endpoints:
             raise ValueError("ScrapeSource needs at least one /metrics endpoint URL")
         for url in endpoints:
-            parsed = urllib.parse.urlparse(url)
+            try:
+                parsed = urllib.parse.urlparse(url)
+                parsed.port  # noqa: B018 - a port that is not a number from 0 to 65535 raises
+            except ValueError:
+                parsed = urllib.parse.urlparse("")
             if parsed.scheme not in ("http", "https") or not parsed.netloc:
                 raise ValueError(f"endpoint must be a URL like http://127.0.0.1:8000/metrics, got {url!r}")
         self.interval = period(interval, "interval")
@@ -206,6 +211,8 @@ class ScrapeSource(DataSource):
             return now, None, f"HTTP {exc.code} {exc.reason}"
         except (urllib.error.URLError, OSError, TimeoutError) as exc:
             return now, None, str(getattr(exc, "reason", exc))
+        except http.client.HTTPException as exc:  # not OSError: it would end the scraping thread
+            return now, None, f"broken HTTP answer ({type(exc).__name__})"
         except ValueError as exc:  # the parser's errors
             return now, None, f"not Prometheus text exposition: {exc}"
 
