@@ -10,6 +10,10 @@ Prometheus' ``error`` text, a body that is not JSON, a failed query, an answer o
 Whatever answers at the URL, a call returns a usable answer or raises one of these: garbage, JSON of the wrong
 shape, NaN and infinite values, answers larger than ``max_bytes`` and servers that drip bytes included.
 
+A successful answer may carry ``warnings``: Prometheus' own when a remote-read store failed, Thanos' and Mimir's
+for a partial response (a store or an ingester did not answer). The data is then incomplete, so every warning is
+kept (:meth:`PrometheusAPI.warnings_since`) for the caller to show next to what it computed.
+
 Authentication, a tenant, extra headers and TLS (a CA bundle, a client certificate) are an
 :class:`~aiwatch.httpconfig.HTTPConfig`, given once here for every caller: a Prometheus behind an authenticating
 proxy, Thanos, or a multi-tenant Mimir (``HTTPConfig(tenant="team-a")`` sends ``X-Scope-OrgID``).
@@ -25,6 +29,7 @@ import http.client
 import json
 import math
 import ssl
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -40,6 +45,10 @@ Points = list[tuple[float, float]]
 
 #: Sample timestamps outside these Unix seconds are dropped (a chart cannot place year 10^300).
 PLAUSIBLE_TIME = (0.0, 1e11)
+
+#: Distinct answer warnings kept (the most recent), and the characters kept of each.
+MAX_WARNINGS = 16
+WARNING_CHARS = 300
 
 
 class PrometheusError(Exception):
@@ -87,6 +96,8 @@ class PrometheusAPI:
         self.timeout = timeout
         self.max_bytes = max_bytes
         self.http = http or HTTPConfig()
+        self._warnings: dict[str, float] = {}  # warning -> when it was last answered (unix seconds)
+        self._warnings_lock = threading.Lock()
 
     # --- transport ------------------------------------------------------------------------------------------
     def get(self, path: str, params: dict[str, str] | None = None) -> dict[str, Any]:
@@ -130,7 +141,26 @@ class PrometheusAPI:
         data = body.get("data")
         if not isinstance(data, dict):
             raise PrometheusError(f"Prometheus answered {path} without a data object")
+        warnings = body.get("warnings")
+        if isinstance(warnings, list) and warnings:
+            self._keep_warnings(warnings)
         return data
+
+    def warnings_since(self, since: float) -> list[str]:
+        """The distinct warnings (a remote-read store that failed, a partial response) that successful answers
+        carried at or after ``since`` (unix seconds), oldest first: what they said is incomplete."""
+        with self._warnings_lock:
+            return [text for text, when in self._warnings.items() if when >= since]
+
+    def _keep_warnings(self, warnings: list[Any]) -> None:
+        now = time.time()
+        with self._warnings_lock:
+            for warning in warnings[:MAX_WARNINGS]:
+                text = short(warning if isinstance(warning, str) else repr(warning), WARNING_CHARS)
+                self._warnings.pop(text, None)  # re-inserted last: the dict stays ordered by time
+                self._warnings[text] = now
+            while len(self._warnings) > MAX_WARNINGS:
+                del self._warnings[next(iter(self._warnings))]
 
     def _read(self, resp: Any, started: float, what: str, limit: int | None = None) -> bytes:
         """The body (at most ``limit`` bytes, default ``max_bytes``), read in chunks against the deadline (a server

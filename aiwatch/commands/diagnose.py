@@ -73,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
         source = _source(args, options)
     except ValueError as exc:
         return _fail(EXIT_USAGE, str(exc))
+    started = time.time()
     try:
         if args.scrape:
             _wait_for_windows(source, options)
@@ -86,10 +87,15 @@ def run(args: argparse.Namespace) -> int:
         close = getattr(source, "close", None)
         if close is not None:
             close()
+    api = getattr(source, "api", None)
+    warnings = api.warnings_since(started) if api is not None else []
     if args.json:
-        print(json.dumps(result.to_dict(), indent=2))
+        print(json.dumps({**result.to_dict(), "warnings": warnings}, indent=2))
     else:
         sys.stdout.write(format_diagnosis(result))
+    for warning in warnings:  # the answer may rest on part of the data
+        print(f"aiwatch diagnose: warning: Prometheus warned that its answers may be incomplete: "
+              f"{printable(warning)}", file=sys.stderr)
     return EXIT_OK
 
 

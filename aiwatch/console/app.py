@@ -19,6 +19,7 @@ a test (or an embedding app) can instead put a ready :class:`~aiwatch.console.so
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -773,6 +774,14 @@ def health_banner(src: DataSource) -> bool:
     return True
 
 
+def partial_data_notice(slot: Any, warnings: list[str]) -> None:
+    """Say that the panels' answers came with warnings (a failed remote-read store, a partial response): the
+    numbers below may be computed from part of the data."""
+    if warnings:
+        slot.warning("Prometheus warned that its answers may be incomplete, so the panels below may be computed from "
+                     "part of the data: " + "; ".join(md(w) for w in warnings))
+
+
 def main() -> None:
     st.set_page_config(page_title="aiwatch console", page_icon="📈", layout="wide")
     st.markdown("<style>.block-container {padding-top: 2rem;}</style>", unsafe_allow_html=True)
@@ -809,8 +818,11 @@ def main() -> None:
         del st.query_params[RUNBOOK_PARAM]
 
     def body() -> None:
+        started = time.time()
         if health_banner(src):
+            notice = st.empty()  # above the panels, filled once they have asked their questions
             RENDER[view](src, float(window))
+            partial_data_notice(notice, src.answer_warnings(started))
 
     if config.refresh > 0:
         st.fragment(run_every=config.refresh)(body)()

@@ -115,6 +115,9 @@ class PrometheusSource(DataSource):
 
         return self._call(lambda: prometheus_totals(self.api, start, end, match=self.q.match, scope=self.q.scope))
 
+    def answer_warnings(self, since: float) -> list[str]:
+        return self.api.warnings_since(since)
+
     # --- the panel questions ------------------------------------------------------------------------------
     def health(self) -> list[TargetHealth]:
         data = self._api("/api/v1/targets", {"state": "active"})

@@ -178,6 +178,11 @@ class DataSource(ABC):
     def health(self) -> list[TargetHealth]:
         """Per scrape target, whether it is up; raises :class:`SourceUnavailable` when the source is down."""
 
+    def answer_warnings(self, since: float) -> list[str]:
+        """What the source warned about the answers it gave at or after ``since`` (unix seconds): a Prometheus
+        remote-read store that failed, a Thanos or Mimir partial response. The answers are incomplete then."""
+        return []
+
     @abstractmethod
     def latency_quantiles(self, window: float) -> list[Series]:
         """Request latency p50/p95/p99 over time, per ``service`` and ``quantile``."""

@@ -15,10 +15,12 @@ from tests.servers import Process, Prometheus, free_port, http_get, require_bina
 
 @contextmanager
 def backfilled_prometheus(openmetrics: str | Path | Sequence[str], extra_args: tuple[str, ...] = (),
-                          ready: Callable[[str], bool] | None = None, scheme: str = "http") -> Iterator[Prometheus]:
+                          ready: Callable[[str], bool] | None = None, scheme: str = "http",
+                          extra_config: str = "") -> Iterator[Prometheus]:
     """Start Prometheus on blocks made from ``openmetrics`` (the text, a file holding it, or several texts whose
     blocks may overlap; no scrape targets); yields it once it is ready (``ready(url)`` true; default: ``/-/ready``
-    answers 200; ``scheme`` https when ``extra_args`` give it a web config with TLS)."""
+    answers 200; ``scheme`` https when ``extra_args`` give it a web config with TLS; ``extra_config``: more of its
+    configuration file)."""
     promtool, binary = require_binary("promtool"), require_binary("prometheus")
     with tempfile.TemporaryDirectory(prefix="aiwatch-backfill-") as tmp:
         tmpdir = Path(tmp)
@@ -36,7 +38,7 @@ def backfilled_prometheus(openmetrics: str | Path | Sequence[str], extra_args: t
             if made.returncode != 0:
                 raise AssertionError(f"promtool could not backfill:\n{made.stdout}\n{made.stderr}")
         config = tmpdir / "prometheus.yml"
-        config.write_text("global:\n  scrape_interval: 15s\n")
+        config.write_text("global:\n  scrape_interval: 15s\n" + extra_config)
         port = free_port()
         proc = Process([binary, f"--config.file={config}", f"--storage.tsdb.path={data}",
                         f"--web.listen-address=127.0.0.1:{port}", "--storage.tsdb.retention.time=30d",

@@ -19,6 +19,7 @@ from aiwatch.cli import main
 from aiwatch.diagnose import PrometheusWindows, diagnose
 from aiwatch.exposition import start_http_server
 from tests.console.workload import serve
+from tests.diagnose.backfill import backfilled_prometheus
 from tests.diagnose.traffic import BASELINE, INCIDENT, History
 from tests.servers import free_port, prometheus
 
@@ -92,6 +93,7 @@ def test_json_is_the_diagnosis_object_and_rfc3339_means_the_same_time(capsys: py
     code, out, _ = run(capsys, "--prometheus", prometheus_url, *at_incident(h), "--json")
     assert code == 0
     found = json.loads(out)
+    assert found["warnings"] == []  # Prometheus' answers were complete
     assert found["service"] == "gateway"  # the entry service, chosen when none is named
     assert found["cause"] == "network:gateway->inference"
     top = found["contributors"][0]
@@ -230,3 +232,21 @@ def test_scrape_mode_watches_both_windows_then_diagnoses(capsys: pytest.CaptureF
     found = json.loads(out)
     assert found["service"] == "gateway" and found["incident"]["requests"] > 0
     assert "every 0.5 s for 4 s (the baseline, then the incident window)" in err
+
+
+@pytest.mark.slow
+def test_an_answer_prometheus_marks_incomplete_is_diagnosed_with_its_warning(capsys: pytest.CaptureFixture[str],
+                                                                            network_history: History) -> None:
+    # a remote-read store that is down: Prometheus answers from its local data with a warning (as Thanos and Mimir
+    # do for a partial response); the diagnosis stands on what was answered, and says it may be incomplete
+    dead = f"remote_read:\n  - url: http://127.0.0.1:{free_port()}/read\n    read_recent: true\n"
+    with backfilled_prometheus(network_history.traffic.openmetrics(), extra_config=dead) as prom:
+        code, out, err = run(capsys, "--prometheus", prom.url, *at_incident(network_history), "--json")
+        assert code == 0
+        found = json.loads(out)
+        assert found["cause"] == "network:gateway->inference"
+        assert len(found["warnings"]) == 1 and found["warnings"][0].startswith("remote_read: ")
+        assert found["warnings"][0] in one_clear_line(err)
+        code, out, err = run(capsys, "--prometheus", prom.url, *at_incident(network_history))
+    assert code == 0 and "network gateway -> inference" in out
+    assert "Prometheus warned that its answers may be incomplete: remote_read: " in one_clear_line(err)
