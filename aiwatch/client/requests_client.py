@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from aiwatch._optional import require
-from aiwatch.client._core import ClientRecorder, body_length
+from aiwatch.client._core import ClientRecorder, body_length, headers_arrived
 from aiwatch.recording import CLIENT_RECORDER_OPTIONS, resolve_client_recorder
 
 require("requests", "http")
@@ -51,7 +51,9 @@ class AiwatchHTTPAdapter(HTTPAdapter):
         try:
             response = super().send(request, stream=stream, timeout=timeout, verify=verify, cert=cert,
                                     proxies=proxies)
+            headers_at = None
             if not stream:
+                headers_at = headers_arrived(response.headers)
                 _ = response.content  # what Session.send does next anyway: time the body too
         except BaseException as exc:
             recorder.finish(call, type(exc).__name__, None, exc)
@@ -60,7 +62,8 @@ class AiwatchHTTPAdapter(HTTPAdapter):
             recorder.leave(token)
         recorder.finish(call, str(response.status_code), response.headers.get("server-timing"),
                         sent=body_length(request.body, request.headers),
-                        received=body_length(None if stream else response.content, response.headers))
+                        received=body_length(None if stream else response.content, response.headers),
+                        headers_at=headers_at)
         return response
 
 
