@@ -7,7 +7,9 @@
     with aiwatch.client.route("/predict"):
         session.post("http://inference:8000/predict", json=payload)
 
-A call is timed until its body is read; with ``stream=True`` only until the response headers arrive.
+A call is timed until its body is read; with ``stream=True`` only until the response headers arrive. A call that
+urllib3 retried (the adapter's ``max_retries``) gives no network time: its time holds every attempt and the backoff
+between them, the peer's ``Server-Timing`` only the last attempt's server time.
 """
 
 from __future__ import annotations
@@ -60,11 +62,23 @@ class AiwatchHTTPAdapter(HTTPAdapter):
             raise
         finally:
             recorder.leave(token)
-        recorder.finish(call, str(response.status_code), response.headers.get("server-timing"),
+        server_timing = response.headers.get("server-timing")
+        if server_timing and _retried(response):
+            server_timing = None  # the call's time holds every attempt, that report only the last one's
+        recorder.finish(call, str(response.status_code), server_timing,
                         sent=body_length(request.body, request.headers),
                         received=body_length(None if stream else response.content, response.headers),
                         headers_at=headers_at)
         return response
+
+
+def _retried(response: Response) -> bool:
+    """Whether urllib3 made more than one attempt at the call (the adapter's ``max_retries``)."""
+    try:
+        retries = response.raw.retries
+        return retries is not None and bool(retries.history)
+    except Exception:  # no urllib3 response (a test double), or one that kept no retries
+        return False
 
 
 def instrument_requests(session: Session, *, recorder: ClientRecorder | None = None, **options: Any) -> Session:
