@@ -67,9 +67,19 @@ class AiwatchHTTPAdapter(HTTPAdapter):
             server_timing = None  # the call's time holds every attempt, that report only the last one's
         recorder.finish(call, str(response.status_code), server_timing,
                         sent=body_length(request.body, request.headers),
-                        received=body_length(None if stream else response.content, response.headers),
+                        received=_streamed_length(request, response) if stream else body_length(
+                            response.content, response.headers),
                         headers_at=headers_at)
         return response
+
+
+def _streamed_length(request: PreparedRequest, response: Response) -> int | None:
+    """The body size of a response left unread: its ``Content-Length``, unless it has no body whatever that says
+    (RFC 9110 §6.4.1: the answer to a HEAD, a 1xx, 204 or 304)."""
+    status = response.status_code
+    if request.method == "HEAD" or not isinstance(status, int) or status < 200 or status in (204, 304):
+        return None
+    return body_length(None, response.headers)
 
 
 def _retried(response: Response) -> bool:

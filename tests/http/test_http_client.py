@@ -272,3 +272,33 @@ def test_a_call_urllib3_retried_gives_no_network_time(registry: CollectorRegistr
         assert session.get(f"{base}/x").status_code == 200
     assert client_count(registry, peer_label(base), "__unmatched__", "200") == 1
     assert network(registry, peer_label(base)) is None
+
+
+class _NoBody(BaseHTTPRequestHandler):
+    """Answers HEAD with the Content-Length a GET would have, and GET with a 304 that repeats it: no body either way."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_HEAD(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", "5000000")
+        self.end_headers()
+
+    def do_GET(self) -> None:
+        self.send_response(304)
+        self.send_header("Content-Length", "5000000")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize("method", ["HEAD", "GET"], ids=["HEAD", "304"])
+def test_a_streamed_response_without_a_body_received_no_bytes(registry: CollectorRegistry, method: str) -> None:
+    # before: with stream=True the Content-Length was counted as received: 5 MB for each HEAD or 304
+    with peer(_NoBody) as base, aiwatch.client.instrument_requests(requests.Session(), service="gw",
+                                                                   registry=registry) as session:
+        response = session.request(method, f"{base}/file", stream=True)
+        assert response.content == b""
+    assert client_count(registry, peer_label(base), "__unmatched__", str(response.status_code)) == 1
+    assert client_bytes(registry, peer_label(base), "received") is None
