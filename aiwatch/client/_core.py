@@ -69,7 +69,8 @@ class _Call:
 
 class ClientRecorder:
     """Times outgoing calls and records ``aiwatch_client_request_duration_seconds`` and
-    ``aiwatch_network_duration_seconds`` (client time minus the ``total`` the peer reported in ``Server-Timing``).
+    ``aiwatch_network_duration_seconds`` (client time minus the ``total`` the peer reported in ``Server-Timing``;
+    for a streamed response, the client time up to its headers: :func:`headers_arrived`).
 
     Integrations get theirs from :func:`aiwatch.recording.make_client_recorder`; one recorder can serve several
     clients, HTTP and gRPC (they then share its label guard). Options, all keyword-only: the recorder options of
@@ -151,12 +152,15 @@ class ClientRecorder:
         deactivate_counted(token, self.metrics)
 
     def finish(self, call: _Call, status: str, server_timing: str | None,
-               error: BaseException | None = None, sent: int | None = None, received: int | None = None) -> None:
+               error: BaseException | None = None, sent: int | None = None, received: int | None = None,
+               headers_at: float | None = None) -> None:
         """Record a finished call: ``status`` is the HTTP status or the client error's name; ``sent`` /
-        ``received``: the request and response bodies' bytes, when known. Never raises."""
+        ``received``: the request and response bodies' bytes, when known; ``headers_at``: the clock reading
+        (:func:`headers_arrived`) at which the headers of a streamed response arrived, for its network time. Never
+        raises."""
         m = self.metrics
         self.record(call.start, _clock(), call.address, call.route, status, server_timing, call.timeline, call.phase,
-                    "server_timing", sent=sent, received=received)
+                    "server_timing", sent=sent, received=received, served_end=headers_at)
         if call.span is not None:
             try:
                 end_http_client_span(call.span, status, error)
@@ -165,9 +169,12 @@ class ClientRecorder:
 
     def record(self, start: float, end: float, address: str, route: str, status: str, server_timing: str | None,
                timeline: RequestTimeline | None, phase: str, timing_component: str,
-               fixed_peer: str | None = None, sent: int | None = None, received: int | None = None) -> str:
+               fixed_peer: str | None = None, sent: int | None = None, received: int | None = None,
+               served_end: float | None = None) -> str:
         """Record one finished call, HTTP or gRPC: its client-observed time and, when the peer reported its time
-        (``server_timing``: the ``Server-Timing`` value or the ``server-timing`` trailer), its network time. The
+        (``server_timing``: the ``Server-Timing`` value or the ``server-timing`` trailer), its network time: the
+        client time up to ``served_end`` (when given: the moment the peer's report arrived, before the end) minus
+        the peer's ``total``. The
         ``peer`` label is ``fixed_peer`` or this recorder's fixed peer, else the service name the peer reported, else
         ``address``;
         ``timeline`` and ``phase`` are where the call was made (:func:`aiwatch.timing.call_site`); ``sent`` and
@@ -217,6 +224,8 @@ class ClientRecorder:
         if total is not None and client is not None:
             try:
                 network = client - total
+                if served_end is not None and start <= served_end <= end:
+                    network = (served_end - start) - total
                 if network < 0.0:
                     network = 0.0
                     m.child(m.network_clamped, (self.service, peer)).inc()
@@ -247,6 +256,19 @@ class ClientRecorder:
             record_error("client", ValueError(f"bytes {direction} must be an integer from 0 to 2**53, got "
                                               f"{shown(moved)}"), self.metrics)
         return number
+
+
+def headers_arrived(headers: Any) -> float | None:
+    """The moment a response's headers arrived (now), when its body is streamed (of unknown length: chunked): the
+    ``Server-Timing`` sent with those headers covers the server's time up to them, not the time it then spends
+    producing the body (an LLM generating tokens), so the network time is counted to them. ``None`` for a body of
+    declared length, which the server had whole when it sent its headers: its transfer is network time."""
+    now = _clock()
+    try:
+        declared = content_length(headers.get("content-length"))
+    except Exception:  # a Content-Length that is no count: its body's length is unknown too
+        declared = None
+    return now if declared is None else None
 
 
 def body_length(body: Any, headers: Any) -> int | None:

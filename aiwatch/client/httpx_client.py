@@ -12,7 +12,8 @@ or build the client with the transport yourself::
 
 A call is timed from the moment it is sent until its response body is closed (httpx closes it after reading it); a
 response that a transport returns already read (``httpx.Response(content=...)``, as ``httpx.MockTransport`` does)
-is recorded when the transport returns it.
+is recorded when the transport returns it. The network time of a streamed response (chunked) is counted to its
+headers, which carried the peer's Server-Timing.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any, TypeVar
 
 from aiwatch._optional import require
-from aiwatch.client._core import ROUTE_EXTENSION, ClientRecorder, _Call, body_length
+from aiwatch.client._core import ROUTE_EXTENSION, ClientRecorder, _Call, body_length, headers_arrived
 from aiwatch.recording import resolve_client_recorder
 
 require("httpx", "http")
@@ -63,8 +64,9 @@ class _CallFinisher:
     """A response stream's pending call: finished once, when the body is read to its end, fails or is closed."""
 
     def __init__(self, stream: Any, recorder: ClientRecorder, call: _Call, status: str,
-                 server_timing: str | None, sent: int | None = None) -> None:
+                 server_timing: str | None, sent: int | None = None, headers_at: float | None = None) -> None:
         self._stream = stream
+        self._headers_at = headers_at
         self._recorder = recorder
         self._call: _Call | None = call
         self._status = status
@@ -75,7 +77,8 @@ class _CallFinisher:
     def _done(self, status: str, error: BaseException | None) -> None:
         call, self._call = self._call, None
         if call is not None:
-            self._recorder.finish(call, status, self._server_timing, error, self._sent, self._received)
+            self._recorder.finish(call, status, self._server_timing, error, self._sent, self._received,
+                                  self._headers_at)
 
 
 class _TimedStream(_CallFinisher, httpx.SyncByteStream):
@@ -139,7 +142,8 @@ class AiwatchTransport(httpx.BaseTransport):
             _finish_read(self.recorder, call, response, request)
             return response
         response.stream = _TimedStream(response.stream, self.recorder, call, str(response.status_code),
-                                       response.headers.get("server-timing"), _sent(request))
+                                       response.headers.get("server-timing"), _sent(request),
+                                       headers_arrived(response.headers))
         return response
 
     def close(self) -> None:
@@ -167,7 +171,8 @@ class AiwatchAsyncTransport(httpx.AsyncBaseTransport):
             _finish_read(self.recorder, call, response, request)
             return response
         response.stream = _AsyncTimedStream(response.stream, self.recorder, call, str(response.status_code),
-                                            response.headers.get("server-timing"), _sent(request))
+                                            response.headers.get("server-timing"), _sent(request),
+                                            headers_arrived(response.headers))
         return response
 
     async def aclose(self) -> None:

@@ -7,7 +7,9 @@
     with aiwatch.client.route("/predict"):
         session.post("http://inference:8000/predict", json=payload)
 
-A call is timed until its body is read; with ``stream=True`` only until the response headers arrive.
+A call is timed until its body is read; with ``stream=True`` only until the response headers arrive. A call that
+urllib3 retried (the adapter's ``max_retries``) gives no network time: its time holds every attempt and the backoff
+between them, the peer's ``Server-Timing`` only the last attempt's server time.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from aiwatch._optional import require
-from aiwatch.client._core import ClientRecorder, body_length
+from aiwatch.client._core import ClientRecorder, body_length, headers_arrived
 from aiwatch.recording import CLIENT_RECORDER_OPTIONS, resolve_client_recorder
 
 require("requests", "http")
@@ -51,17 +53,42 @@ class AiwatchHTTPAdapter(HTTPAdapter):
         try:
             response = super().send(request, stream=stream, timeout=timeout, verify=verify, cert=cert,
                                     proxies=proxies)
+            headers_at = None
             if not stream:
+                headers_at = headers_arrived(response.headers)
                 _ = response.content  # what Session.send does next anyway: time the body too
         except BaseException as exc:
             recorder.finish(call, type(exc).__name__, None, exc)
             raise
         finally:
             recorder.leave(token)
-        recorder.finish(call, str(response.status_code), response.headers.get("server-timing"),
+        server_timing = response.headers.get("server-timing")
+        if server_timing and _retried(response):
+            server_timing = None  # the call's time holds every attempt, that report only the last one's
+        recorder.finish(call, str(response.status_code), server_timing,
                         sent=body_length(request.body, request.headers),
-                        received=body_length(None if stream else response.content, response.headers))
+                        received=_streamed_length(request, response) if stream else body_length(
+                            response.content, response.headers),
+                        headers_at=headers_at)
         return response
+
+
+def _streamed_length(request: PreparedRequest, response: Response) -> int | None:
+    """The body size of a response left unread: its ``Content-Length``, unless it has no body whatever that says
+    (RFC 9110 §6.4.1: the answer to a HEAD, a 1xx, 204 or 304)."""
+    status = response.status_code
+    if request.method == "HEAD" or not isinstance(status, int) or status < 200 or status in (204, 304):
+        return None
+    return body_length(None, response.headers)
+
+
+def _retried(response: Response) -> bool:
+    """Whether urllib3 made more than one attempt at the call (the adapter's ``max_retries``)."""
+    try:
+        retries = response.raw.retries
+        return retries is not None and bool(retries.history)
+    except Exception:  # no urllib3 response (a test double), or one that kept no retries
+        return False
 
 
 def instrument_requests(session: Session, *, recorder: ClientRecorder | None = None, **options: Any) -> Session:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import importlib
 import sys
+import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import httpx
@@ -15,6 +17,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 from prometheus_client import CollectorRegistry
+from urllib3.util.retry import Retry
 
 import aiwatch.client
 from aiwatch._optional import MissingExtraError
@@ -235,3 +238,67 @@ def test_a_call_whose_end_is_no_time_after_its_start_keeps_its_bytes(registry: C
     assert client_bytes(registry, "ranker", "sent") == 6
     assert registry.get_sample_value("aiwatch_instrumentation_errors_total", {"component": "client"}) == 1
     server.finish(tl, "/q", "GET", "200")
+
+
+class _FailsOnceSlowly(BaseHTTPRequestHandler):
+    """Answers its first request 503 after 0.3 s of (reported) server time, then 200 at once."""
+
+    protocol_version = "HTTP/1.1"
+    answered = 0
+
+    def do_GET(self) -> None:
+        first = type(self).answered == 0
+        type(self).answered += 1
+        if first:
+            time.sleep(0.3)
+        self.send_response(503 if first else 200)
+        self.send_header("Content-Length", "2")
+        self.send_header("Server-Timing", "total;dur=300" if first else "total;dur=0.001")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_a_call_urllib3_retried_gives_no_network_time(registry: CollectorRegistry) -> None:
+    # the call's time holds both attempts (and any backoff) but only the last one's Server-Timing: client minus
+    # that counted the first attempt's 0.3 s of server time as network
+    session = requests.Session()
+    session.mount("http://", requests.adapters.HTTPAdapter(
+        max_retries=Retry(total=2, status_forcelist=[503], backoff_factor=0)))
+    aiwatch.client.instrument_requests(session, service="gw", registry=registry)
+    with peer(_FailsOnceSlowly) as base, session:
+        assert session.get(f"{base}/x").status_code == 200
+    assert client_count(registry, peer_label(base), "__unmatched__", "200") == 1
+    assert network(registry, peer_label(base)) is None
+
+
+class _NoBody(BaseHTTPRequestHandler):
+    """Answers HEAD with the Content-Length a GET would have, and GET with a 304 that repeats it: no body either way."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_HEAD(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", "5000000")
+        self.end_headers()
+
+    def do_GET(self) -> None:
+        self.send_response(304)
+        self.send_header("Content-Length", "5000000")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize("method", ["HEAD", "GET"], ids=["HEAD", "304"])
+def test_a_streamed_response_without_a_body_received_no_bytes(registry: CollectorRegistry, method: str) -> None:
+    # before: with stream=True the Content-Length was counted as received: 5 MB for each HEAD or 304
+    with peer(_NoBody) as base, aiwatch.client.instrument_requests(requests.Session(), service="gw",
+                                                                   registry=registry) as session:
+        response = session.request(method, f"{base}/file", stream=True)
+        assert response.content == b""
+    assert client_count(registry, peer_label(base), "__unmatched__", str(response.status_code)) == 1
+    assert client_bytes(registry, peer_label(base), "received") is None
