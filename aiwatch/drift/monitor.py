@@ -50,6 +50,9 @@ if TYPE_CHECKING:
 _ABSENT = object()
 MAX_UNKNOWN_FEATURES = 1000
 """Unknown feature names a monitor remembers (to count and report each once); see :meth:`DriftMonitor._note_unknown`."""
+MAX_UNKNOWN_NAME_CHARS = 200
+"""An unknown feature name longer than this is cut to its first this many characters and ``...`` where the monitor
+keeps it and in the label it is counted under (a client's key can be as long as its request)."""
 #: How the numerical window marks a value excluded for another reason than being missing (wrong-typed, or absent
 #: from its row): a missing value is NaN there, so +inf (which a value never is: a non-finite value is missing) is
 #: free. The categorical window marks them INVALID, and a missing value MISSING. The report tells them apart.
@@ -305,18 +308,23 @@ class DriftMonitor:
     def _note_unknown(self, row: Mapping[str, Any]) -> None:
         """Count each unknown feature once (not per row) and log it, rate-limited. The names come from traffic:
         they pass the registry's label guard (``feature``), and at most :data:`MAX_UNKNOWN_FEATURES` are
-        remembered (a name beyond that is counted again each time it is seen, under its folded label)."""
+        remembered (a name beyond that is counted again each time it is seen, under its folded label), each cut to
+        :data:`MAX_UNKNOWN_NAME_CHARS` characters."""
         features, seen = self.profile.features, self._unknown_seen
         for raw in row:
             name = str(raw)
-            if name in features or name in seen:
+            if name in features:
+                continue
+            if len(name) > MAX_UNKNOWN_NAME_CHARS:
+                name = name[:MAX_UNKNOWN_NAME_CHARS] + "..."
+            if name in seen:
                 continue
             if len(seen) < MAX_UNKNOWN_FEATURES:
                 seen.add(name)
             self._count_invalid(self._guard.fold("feature", name), "unknown_feature")
             warn_rate_limited(f"drift_unknown_feature:{self.model}",
                               "aiwatch drift monitor %r: feature %r is not in the reference profile; ignored",
-                              self.model, name[:200])
+                              self.model, name)
 
     @property
     def unknown_features(self) -> list[str]:

@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from aiwatch.drift import DriftMonitor, ReferenceProfile
 from aiwatch.drift.evaluate import STATUS_INSUFFICIENT
+from aiwatch.drift.monitor import MAX_UNKNOWN_NAME_CHARS
 from aiwatch.drift.profile import OTHER, UNSEEN, CategoricalFeature, NumericalFeature
 from aiwatch.drift.stattests import jensenshannon, psi
 from aiwatch.metrics import Metrics
@@ -180,6 +181,23 @@ def test_unknown_features_are_reported_once_not_per_row(profile: ReferenceProfil
     assert sum("user_id" in r.getMessage() for r in caplog.records) == 1
     assert mon.unknown_features == ["extra", "user_id"]
     assert mon.evaluate().unknown_features == ["extra", "user_id"]
+
+
+def test_long_unknown_feature_names_are_cut_in_memory_and_in_labels(profile: ReferenceProfile,
+                                                                    registry: CollectorRegistry) -> None:
+    """A client's JSON keys become unknown feature names: 50 keys of 100 000 characters each were kept whole in the
+    monitor (up to 1000 of them) and exported whole as label values on every scrape."""
+    mon = DriftMonitor(profile, model="m", registry=registry)
+    names = [f"{i}-" + "k" * 100_000 for i in range(50)]
+    for name in names:
+        mon.observe({"x": 0.1, "color": "red", "score": 0.3, name: 1})
+    mon.observe_batch({"x": [0.1], "color": ["red"], "score": [0.3], names[0]: [1], "y" + names[1]: [1]})
+    kept = mon.unknown_features
+    assert len(kept) == 51 and all(len(n) <= MAX_UNKNOWN_NAME_CHARS + 3 for n in kept)
+    assert {n[:MAX_UNKNOWN_NAME_CHARS] for n in kept} == {n[:MAX_UNKNOWN_NAME_CHARS] for n in [*names, "y" + names[1]]}
+    labels = {s.labels["feature"]: s.value for metric in registry.collect() if metric.name == "aiwatch_feature_invalid"
+              for s in metric.samples if s.name.endswith("_total") and s.labels["reason"] == "unknown_feature"}
+    assert sum(labels.values()) == 51 and all(len(label) <= MAX_UNKNOWN_NAME_CHARS + 3 for label in labels)
 
 
 def test_unseen_categories_get_their_own_bucket(profile: ReferenceProfile, registry: CollectorRegistry) -> None:
