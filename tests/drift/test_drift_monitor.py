@@ -200,6 +200,19 @@ def test_long_unknown_feature_names_are_cut_in_memory_and_in_labels(profile: Ref
     assert sum(labels.values()) == 51 and all(len(label) <= MAX_UNKNOWN_NAME_CHARS + 3 for label in labels)
 
 
+def test_a_batch_of_one_row_given_as_columns_is_refused_and_counted(profile: ReferenceProfile,
+                                                                   registry: CollectorRegistry) -> None:
+    """``observe_batch`` given one row's values instead of columns: "red" was read as the column "r", "e", "d" (three
+    unseen categories, and three rows missing x and score)."""
+    mon = DriftMonitor(profile, model="m", registry=registry, min_samples=1)
+    mon.observe_batch({"color": "red"})
+    mon.observe_batch({"color": b"red", "x": [0.1, 0.2, 0.3], "score": [0.5, 0.5, 0.5]})
+    assert value(registry, "aiwatch_instrumentation_errors_total", component="drift") == 2
+    assert value(registry, "aiwatch_feature_bin_total", model="m", feature="color", bin=UNSEEN) == 0
+    assert value(registry, "aiwatch_feature_invalid_total", model="m", feature="x", reason="missing_feature") is None
+    assert mon.evaluate().features["color"].current_count == 0
+
+
 def test_unseen_categories_get_their_own_bucket(profile: ReferenceProfile, registry: CollectorRegistry) -> None:
     mon = DriftMonitor(profile, model="m", registry=registry, methods={"color": "chisquare"})
     mon.observe_batch({"color": ["red"] * 150 + ["green"] * 90 + ["blue"] * 60, "x": RNG.normal(size=300),
