@@ -26,6 +26,7 @@ import math
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -430,13 +431,18 @@ class DriftMonitor:
     # ------------------------------------------------------------------------------------ background thread
     def start(self, interval: float | None = None) -> DriftMonitor:
         """Evaluate every ``interval`` seconds on a daemon thread (idempotent). ``interval`` is a number of seconds
-        above 0 and at most 1e9, else a ValueError naming it."""
+        above 0 and at most 1e9, else a ValueError naming it. The thread does not keep the monitor alive: a monitor
+        dropped without :meth:`stop` ends its thread (without the final flush :meth:`stop` does)."""
         if interval is not None:
             self.interval = period(interval, "interval")
         if self._thread is not None and self._thread.is_alive():
             return self
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name=f"aiwatch-drift-{self.model}", daemon=True)
+        # Each thread gets its own stop signal (one still finishing an evaluation after stop()'s timeout still
+        # stops) and holds the monitor weakly (a monitor dropped without stop() ends its thread, instead of being
+        # kept alive by it, evaluating a window nothing adds to and exporting its stale scores for ever).
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=_run, args=(weakref.ref(self), self._stop),
+                                        name=f"aiwatch-drift-{self.model}", daemon=True)
         self._thread.start()
         return self
 
@@ -453,21 +459,33 @@ class DriftMonitor:
         except Exception as exc:
             record_error("drift", exc, self.metrics)
 
-    def _run(self) -> None:
-        next_eval = time.monotonic() + self.interval
-        while not self._stop.wait(max(0.0, min(self.flush_interval, next_eval - time.monotonic()))):
-            try:
-                if time.monotonic() >= next_eval:
-                    next_eval = time.monotonic() + self.interval
-                    self.evaluate()
-                else:
-                    self.flush()
-            except Exception as exc:
-                record_error("drift", exc, self.metrics)
-
     def __enter__(self) -> DriftMonitor:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+
+def _run(ref: weakref.ReferenceType[DriftMonitor], stop: threading.Event) -> None:
+    """The background thread: evaluate every ``interval`` and flush every ``flush_interval`` seconds, until ``stop``
+    or until the monitor is gone (it is only held between waits)."""
+    monitor = ref()
+    if monitor is None:
+        return
+    next_eval = time.monotonic() + monitor.interval
+    while True:
+        wait = max(0.0, min(monitor.flush_interval, next_eval - time.monotonic()))
+        del monitor
+        if stop.wait(wait):
+            return
+        monitor = ref()
+        if monitor is None:
+            return
+        try:
+            if time.monotonic() >= next_eval:
+                next_eval = time.monotonic() + monitor.interval
+                monitor.evaluate()
+            else:
+                monitor.flush()
+        except Exception as exc:
+            record_error("drift", exc, monitor.metrics)

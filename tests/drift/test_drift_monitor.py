@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
 import threading
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -363,6 +365,56 @@ def test_background_thread_evaluates_and_stops(profile: ReferenceProfile, regist
         assert mon.start() is mon  # idempotent
     assert mon._thread is None and mon.last_report is not None
     mon.stop()  # idempotent
+
+
+def test_a_monitor_dropped_without_stop_ends_its_thread(profile: ReferenceProfile,
+                                                       registry: CollectorRegistry) -> None:
+    """A profile reloaded by making a new monitor: the old one, started and dropped without stop(), was kept alive by
+    its thread, which evaluated its frozen window for ever and wrote its stale scores over the new monitor's."""
+    mon = DriftMonitor(profile, model="m", registry=registry, interval=0.01, flush_interval=0.01)
+    from tests.servers import wait_until
+
+    mon.observe_batch({"x": RNG.normal(size=100), "color": ["red"] * 100, "score": RNG.uniform(size=100)})
+    mon.start()
+    thread, dropped = mon._thread, weakref.ref(mon)
+
+    def evaluated() -> bool:
+        monitor = dropped()
+        return monitor is not None and monitor.last_report is not None
+
+    wait_until(evaluated, timeout=10, what="background evaluation")
+    assert thread is not None
+    del mon
+    gc.collect()
+    thread.join(10)
+    assert not thread.is_alive() and dropped() is None
+
+
+def test_a_thread_that_outlived_stop_still_stops_after_a_restart(profile: ReferenceProfile,
+                                                                registry: CollectorRegistry) -> None:
+    """stop(timeout) returned while an evaluation was still running; start() then cleared the stop signal that
+    thread was to see, so two threads evaluated until the next stop."""
+    mon = DriftMonitor(profile, model="m", registry=registry, interval=0.01)
+    running, release = threading.Event(), threading.Event()
+
+    def evaluate() -> Any:
+        running.set()
+        release.wait(10)
+
+    mon.evaluate = evaluate  # type: ignore[method-assign]
+    mon.start()
+    assert running.wait(10)
+    first = mon._thread
+    assert first is not None
+    mon.stop(timeout=0.01)  # the evaluation is still running
+    mon.start()
+    release.set()
+    first.join(10)
+    try:
+        assert not first.is_alive()
+        assert mon._thread is not None and mon._thread.is_alive()
+    finally:
+        mon.stop()
 
 
 def test_broken_internals_never_raise_into_the_caller(profile: ReferenceProfile, registry: CollectorRegistry,
