@@ -78,14 +78,16 @@ class DriftMonitor:
         flush_every / flush_interval: single-row observations are counted into the Prometheus bin counters every
             ``flush_every`` rows, on :meth:`flush` and :meth:`evaluate`, and every ``flush_interval`` seconds
             after :meth:`start`.
-        clock: time source for the time window (tests pass a fake clock).
+        clock: time source for the time window, in seconds (tests pass a fake clock). The default,
+            ``time.monotonic``, does not move when the wall clock is set: with ``time.time``, a step forward left
+            the rows observed just before it out of the window, and a step back kept old rows in it as long.
     """
 
     def __init__(self, profile: ReferenceProfile | str | os.PathLike[str], *, model: str = "default",
                  metrics: Metrics | None = None, registry: CollectorRegistry | None = None,
                  window_size: int = 1000, window_seconds: float | None = None, interval: float = 60.0,
                  options: Options | None = None, flush_every: int = 256, flush_interval: float = 5.0,
-                 clock: Callable[[], float] = time.time, **option_kwargs: Any) -> None:
+                 clock: Callable[[], float] = time.monotonic, **option_kwargs: Any) -> None:
         if not isinstance(profile, ReferenceProfile):
             profile = ReferenceProfile.load(profile)
         size, every = as_count(window_size), as_count(flush_every)  # before numpy allocates the window

@@ -302,6 +302,36 @@ def test_time_window_uses_only_recent_rows(profile: ReferenceProfile, registry: 
     assert mon.evaluate().features["x"].status == STATUS_INSUFFICIENT
 
 
+_WALL_CLOCK_STEP = """
+import time
+real, step = time.time, [0.0]
+time.time = lambda: real() + step[0]  # before aiwatch is imported: the wall clock a monitor could read
+import numpy as np
+from prometheus_client import CollectorRegistry
+from aiwatch.drift import DriftMonitor, ReferenceProfile
+profile = ReferenceProfile.build({"x": np.random.default_rng(0).normal(size=500)})
+mon = DriftMonitor(profile, registry=CollectorRegistry(), window_seconds=60)
+mon.observe_batch({"x": [0.5] * 100})
+step[0] = 3600.0  # the wall clock is set an hour ahead (an NTP step, a VM resumed)
+mon.observe_batch({"x": [0.0] * 40})
+print(mon.window()["x"].size)
+"""
+
+
+def test_a_time_window_does_not_move_with_the_wall_clock() -> None:
+    """The default clock was the wall clock: set an hour ahead, it took the rows observed a moment before for an hour
+    old and left them out of a 60-second window (set back, it kept old rows in the window as long)."""
+    import subprocess
+    import sys
+
+    from tests.servers import python_env
+
+    result = subprocess.run([sys.executable, "-c", _WALL_CLOCK_STEP], env=python_env(), capture_output=True,
+                            text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["140"]
+
+
 def test_outputs_are_monitored_like_inputs(registry: CollectorRegistry) -> None:
     p = ReferenceProfile.build({"x": REF_X, "prediction": np.random.default_rng(4).uniform(0, 1, 4000)})
     mon = DriftMonitor(p, model="m", registry=registry)
