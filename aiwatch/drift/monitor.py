@@ -44,6 +44,7 @@ from aiwatch.drift.features import CategoricalFeature, NumericalFeature
 from aiwatch.drift.profile import ReferenceProfile
 from aiwatch.metrics import Metrics, get_metrics
 from aiwatch.safety import record_error, warn_rate_limited
+from aiwatch.utf8 import text_or_value
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -137,12 +138,34 @@ class DriftMonitor:
         m = self.metrics
         self._bin_children: dict[str, list[Any]] = {}
         all_features: list[NumericalFeature | CategoricalFeature] = [*self._num, *self._cat]
+        self._take_over_series(all_features)
         for feat in all_features:
             # Every bin's counter exists from the start (at 0) so that PromQL sees every bin.
             self._bin_children[feat.name] = [m.labels(m.feature_bin, (model, feat.name, b)) for b in feat.bin_labels]
             for b, share in zip(feat.bin_labels, feat.reference_shares(), strict=True):
                 m.labels(m.feature_reference_ratio, (model, feat.name, b)).set(float(share))
             m.child(m.feature_missing, (model, feat.name))
+
+    def _take_over_series(self, features: list[NumericalFeature | CategoricalFeature]) -> None:
+        """Remove what an earlier monitor of this model on these metrics exported (a profile reloaded at runtime):
+        its drift gauges (this monitor sets its own at its first evaluation), and the bins and reference ratios
+        this profile does not have. Left there, a category or feature only the old profile had kept its reference
+        ratio (the fleet PSI / JS counted it as a bin the live traffic left), and a test the new profile does not
+        choose kept its last drift_detected."""
+        m = self.metrics
+        model = text_or_value(self.model)
+        bins = {(text_or_value(f.name), text_or_value(b)) for f in features for b in f.bin_labels}
+        for metric, names in ((m.drift_score, ("feature", "test")), (m.drift_pvalue, ("feature", "test")),
+                              (m.drift_detected, ("feature", "test")), (m.drift_window_samples, ("feature",)),
+                              (m.feature_reference_ratio, ("feature", "bin")), (m.feature_bin, ("feature", "bin"))):
+            collect = getattr(metric, "collect", None)  # not on a metric the registry refused
+            if collect is None:
+                continue
+            exported = {tuple(s.labels[n] for n in names) for family in collect() for s in family.samples
+                        if s.labels.get("model") == model}
+            keep = bins if metric is m.feature_bin or metric is m.feature_reference_ratio else set()
+            for labels in exported - keep:
+                m.remove(metric, (model, *labels))
 
     # ------------------------------------------------------------------------------------------ request path
     def observe(self, row: Mapping[str, Any], outputs: Mapping[str, Any] | None = None) -> None:

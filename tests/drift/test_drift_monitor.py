@@ -447,6 +447,42 @@ def test_a_thread_that_outlived_stop_still_stops_after_a_restart(profile: Refere
         mon.stop()
 
 
+def test_a_new_profile_for_the_same_model_takes_over_its_series(registry: CollectorRegistry) -> None:
+    """A profile reloaded at runtime (a new monitor for the model, the old one stopped): the old profile's series
+    stayed, each at its last value: a category only it had kept its reference ratio (the shares summed to 1.5, and
+    the fleet PSI counted that bin as emptied, about 4.3 on its own), a feature only it had kept its gauges, and its
+    drift_detected{test=...} for a test the new profile does not choose kept saying 1."""
+    rng = np.random.default_rng(21)
+    old = ReferenceProfile.build({"x": rng.normal(size=500), "color": ["red", "blue"] * 250,
+                                  "gone": rng.normal(size=500)})
+    new = ReferenceProfile.build({"x": rng.normal(5, 2, 4000), "color": ["red", "green"] * 2000})
+    first = DriftMonitor(old, model="m", registry=registry)
+    first.observe_batch({"x": rng.normal(3, 1, 200), "color": ["blue"] * 200, "gone": rng.normal(size=200)})
+    assert first.evaluate().features["x"].method == "ks"
+    first.stop()
+    DriftMonitor(old, model="other", registry=registry)  # another model's series are its own
+    second = DriftMonitor(new, model="m", registry=registry)
+    second.observe_batch({"x": rng.normal(5, 2, 200), "color": ["red", "green"] * 100})
+    report = second.evaluate()
+
+    def series(name: str, model: str = "m") -> dict[tuple[str, str], float]:
+        return {(s.labels["feature"], s.labels.get("bin") or s.labels.get("test") or ""): s.value
+                for metric in registry.collect() for s in metric.samples
+                if s.name == name and s.labels["model"] == model}
+
+    ratios = series("aiwatch_feature_reference_ratio")
+    for name, feat in new.features.items():
+        assert sorted(b for f, b in ratios if f == name) == sorted(feat.bin_labels)
+        assert sum(v for (f, _), v in ratios.items() if f == name) == pytest.approx(1.0)
+    assert {f for f, _ in ratios} == {f for f, _ in series("aiwatch_feature_bin_total")} == {"x", "color"}
+    assert sorted(series("aiwatch_feature_bin_total")) == sorted(ratios)
+    tests = {(name, r.method) for name, r in report.features.items()}
+    for gauge in ("aiwatch_drift_detected", "aiwatch_drift_score"):
+        assert set(series(gauge)) == tests
+    assert {f for f, _ in series("aiwatch_drift_window_samples")} == {"x", "color"}
+    assert {f for f, _ in series("aiwatch_feature_reference_ratio", "other")} == {"x", "color", "gone"}
+
+
 def test_broken_internals_never_raise_into_the_caller(profile: ReferenceProfile, registry: CollectorRegistry,
                                                       metrics: Metrics) -> None:
     """Fault injection: aiwatch's own failure on the request path is counted, not raised."""
