@@ -392,9 +392,9 @@ def category_key(value: Any) -> str | None:
 # tables
 
 
-def _one_column_per_name(pairs: list[tuple[Any, Any]]) -> dict[str, Any]:
-    """The (key, column) pairs as a dict by ``str(key)``, refusing a name given twice and a numpy column that is
-    not 1-D."""
+def _one_column_per_name(pairs: list[tuple[Any, Any]], values: bool = True) -> dict[str, Any]:
+    """The (key, column) pairs as a dict by ``str(key)``, refusing a name given twice and, when ``values``, a
+    column that is one value (a string, bytes, a mapping, a number, None) or a numpy column that is not 1-D."""
     out: dict[str, Any] = {}
     keys: dict[str, Any] = {}
     for key, column in pairs:
@@ -403,6 +403,11 @@ def _one_column_per_name(pairs: list[tuple[Any, Any]]) -> dict[str, Any]:
             first = keys[name]
             raise ProfileError(f"column {name!r} is given twice" if first == key else
                                f"columns {first!r} and {key!r} are both named {name!r} (names are read as text)")
+        # a string, bytes or a mapping iterates, as its characters, small ints or keys: one row's value passed
+        # where its column belongs
+        if values and (isinstance(column, (str, bytes, bytearray, Mapping)) or not isinstance(column, Iterable)):
+            raise ProfileError(f"column {name!r} is a {type(column).__name__}, not a column of values (one per "
+                               "row): pass a list or an array")
         if isinstance(column, np.ndarray) and column.ndim != 1:
             raise ProfileError(f"column {name!r} has shape {column.shape}: a column holds one value per row "
                                "(one dimension)")
@@ -413,7 +418,8 @@ def _one_column_per_name(pairs: list[tuple[Any, Any]]) -> dict[str, Any]:
 def columns_of(data: Any) -> dict[str, Any]:
     """Column name -> values for a mapping of columns, a pandas DataFrame, a list of row dicts or a 2-D numpy array
     (rows x features, columns named ``"0"``, ``"1"``...). Two columns with one name (``1`` and ``"1"``, a
-    DataFrame's repeated label) and a numpy column of more than one dimension are refused by name."""
+    DataFrame's repeated label), a numpy column of more than one dimension and a column that is one value (a string,
+    bytes, a mapping, a number, None) are refused by name."""
     if isinstance(data, Mapping):
         return _one_column_per_name(list(data.items()))
     if isinstance(data, np.ndarray):
@@ -421,7 +427,8 @@ def columns_of(data: Any) -> dict[str, Any]:
             raise ProfileError(f"a numpy array must be 2-D (rows x features), got shape {data.shape}")
         return {str(i): data[:, i] for i in range(data.shape[1])}
     if hasattr(data, "columns") and hasattr(data, "__getitem__"):  # pandas DataFrame (duck-typed)
-        _one_column_per_name([(c, None) for c in data.columns])  # first: data[c] of a repeated label is a frame
+        # first: data[c] of a repeated label is a frame
+        _one_column_per_name([(c, None) for c in data.columns], values=False)
         return {str(c): data[c].to_numpy() if hasattr(data[c], "to_numpy") else data[c] for c in data.columns}
     if isinstance(data, Sequence) and not isinstance(data, (str, bytes)):
         names: dict[str, None] = {}

@@ -26,6 +26,7 @@ import math
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +44,7 @@ from aiwatch.drift.features import CategoricalFeature, NumericalFeature
 from aiwatch.drift.profile import ReferenceProfile
 from aiwatch.metrics import Metrics, get_metrics
 from aiwatch.safety import record_error, warn_rate_limited
+from aiwatch.utf8 import text_or_value
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -50,6 +52,9 @@ if TYPE_CHECKING:
 _ABSENT = object()
 MAX_UNKNOWN_FEATURES = 1000
 """Unknown feature names a monitor remembers (to count and report each once); see :meth:`DriftMonitor._note_unknown`."""
+MAX_UNKNOWN_NAME_CHARS = 200
+"""An unknown feature name longer than this is cut to its first this many characters and ``...`` where the monitor
+keeps it and in the label it is counted under (a client's key can be as long as its request)."""
 #: How the numerical window marks a value excluded for another reason than being missing (wrong-typed, or absent
 #: from its row): a missing value is NaN there, so +inf (which a value never is: a non-finite value is missing) is
 #: free. The categorical window marks them INVALID, and a missing value MISSING. The report tells them apart.
@@ -74,14 +79,16 @@ class DriftMonitor:
         flush_every / flush_interval: single-row observations are counted into the Prometheus bin counters every
             ``flush_every`` rows, on :meth:`flush` and :meth:`evaluate`, and every ``flush_interval`` seconds
             after :meth:`start`.
-        clock: time source for the time window (tests pass a fake clock).
+        clock: time source for the time window, in seconds (tests pass a fake clock). The default,
+            ``time.monotonic``, does not move when the wall clock is set: with ``time.time``, a step forward left
+            the rows observed just before it out of the window, and a step back kept old rows in it as long.
     """
 
     def __init__(self, profile: ReferenceProfile | str | os.PathLike[str], *, model: str = "default",
                  metrics: Metrics | None = None, registry: CollectorRegistry | None = None,
                  window_size: int = 1000, window_seconds: float | None = None, interval: float = 60.0,
                  options: Options | None = None, flush_every: int = 256, flush_interval: float = 5.0,
-                 clock: Callable[[], float] = time.time, **option_kwargs: Any) -> None:
+                 clock: Callable[[], float] = time.monotonic, **option_kwargs: Any) -> None:
         if not isinstance(profile, ReferenceProfile):
             profile = ReferenceProfile.load(profile)
         size, every = as_count(window_size), as_count(flush_every)  # before numpy allocates the window
@@ -131,12 +138,34 @@ class DriftMonitor:
         m = self.metrics
         self._bin_children: dict[str, list[Any]] = {}
         all_features: list[NumericalFeature | CategoricalFeature] = [*self._num, *self._cat]
+        self._take_over_series(all_features)
         for feat in all_features:
             # Every bin's counter exists from the start (at 0) so that PromQL sees every bin.
             self._bin_children[feat.name] = [m.labels(m.feature_bin, (model, feat.name, b)) for b in feat.bin_labels]
             for b, share in zip(feat.bin_labels, feat.reference_shares(), strict=True):
                 m.labels(m.feature_reference_ratio, (model, feat.name, b)).set(float(share))
             m.child(m.feature_missing, (model, feat.name))
+
+    def _take_over_series(self, features: list[NumericalFeature | CategoricalFeature]) -> None:
+        """Remove what an earlier monitor of this model on these metrics exported (a profile reloaded at runtime):
+        its drift gauges (this monitor sets its own at its first evaluation), and the bins and reference ratios
+        this profile does not have. Left there, a category or feature only the old profile had kept its reference
+        ratio (the fleet PSI / JS counted it as a bin the live traffic left), and a test the new profile does not
+        choose kept its last drift_detected."""
+        m = self.metrics
+        model = text_or_value(self.model)
+        bins = {(text_or_value(f.name), text_or_value(b)) for f in features for b in f.bin_labels}
+        for metric, names in ((m.drift_score, ("feature", "test")), (m.drift_pvalue, ("feature", "test")),
+                              (m.drift_detected, ("feature", "test")), (m.drift_window_samples, ("feature",)),
+                              (m.feature_reference_ratio, ("feature", "bin")), (m.feature_bin, ("feature", "bin"))):
+            collect = getattr(metric, "collect", None)  # not on a metric the registry refused
+            if collect is None:
+                continue
+            exported = {tuple(s.labels[n] for n in names) for family in collect() for s in family.samples
+                        if s.labels.get("model") == model}
+            keep = bins if metric is m.feature_bin or metric is m.feature_reference_ratio else set()
+            for labels in exported - keep:
+                m.remove(metric, (model, *labels))
 
     # ------------------------------------------------------------------------------------------ request path
     def observe(self, row: Mapping[str, Any], outputs: Mapping[str, Any] | None = None) -> None:
@@ -305,18 +334,23 @@ class DriftMonitor:
     def _note_unknown(self, row: Mapping[str, Any]) -> None:
         """Count each unknown feature once (not per row) and log it, rate-limited. The names come from traffic:
         they pass the registry's label guard (``feature``), and at most :data:`MAX_UNKNOWN_FEATURES` are
-        remembered (a name beyond that is counted again each time it is seen, under its folded label)."""
+        remembered (a name beyond that is counted again each time it is seen, under its folded label), each cut to
+        :data:`MAX_UNKNOWN_NAME_CHARS` characters."""
         features, seen = self.profile.features, self._unknown_seen
         for raw in row:
             name = str(raw)
-            if name in features or name in seen:
+            if name in features:
+                continue
+            if len(name) > MAX_UNKNOWN_NAME_CHARS:
+                name = name[:MAX_UNKNOWN_NAME_CHARS] + "..."
+            if name in seen:
                 continue
             if len(seen) < MAX_UNKNOWN_FEATURES:
                 seen.add(name)
             self._count_invalid(self._guard.fold("feature", name), "unknown_feature")
             warn_rate_limited(f"drift_unknown_feature:{self.model}",
                               "aiwatch drift monitor %r: feature %r is not in the reference profile; ignored",
-                              self.model, name[:200])
+                              self.model, name)
 
     @property
     def unknown_features(self) -> list[str]:
@@ -422,13 +456,18 @@ class DriftMonitor:
     # ------------------------------------------------------------------------------------ background thread
     def start(self, interval: float | None = None) -> DriftMonitor:
         """Evaluate every ``interval`` seconds on a daemon thread (idempotent). ``interval`` is a number of seconds
-        above 0 and at most 1e9, else a ValueError naming it."""
+        above 0 and at most 1e9, else a ValueError naming it. The thread does not keep the monitor alive: a monitor
+        dropped without :meth:`stop` ends its thread (without the final flush :meth:`stop` does)."""
         if interval is not None:
             self.interval = period(interval, "interval")
         if self._thread is not None and self._thread.is_alive():
             return self
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name=f"aiwatch-drift-{self.model}", daemon=True)
+        # Each thread gets its own stop signal (one still finishing an evaluation after stop()'s timeout still
+        # stops) and holds the monitor weakly (a monitor dropped without stop() ends its thread, instead of being
+        # kept alive by it, evaluating a window nothing adds to and exporting its stale scores for ever).
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=_run, args=(weakref.ref(self), self._stop),
+                                        name=f"aiwatch-drift-{self.model}", daemon=True)
         self._thread.start()
         return self
 
@@ -445,21 +484,33 @@ class DriftMonitor:
         except Exception as exc:
             record_error("drift", exc, self.metrics)
 
-    def _run(self) -> None:
-        next_eval = time.monotonic() + self.interval
-        while not self._stop.wait(max(0.0, min(self.flush_interval, next_eval - time.monotonic()))):
-            try:
-                if time.monotonic() >= next_eval:
-                    next_eval = time.monotonic() + self.interval
-                    self.evaluate()
-                else:
-                    self.flush()
-            except Exception as exc:
-                record_error("drift", exc, self.metrics)
-
     def __enter__(self) -> DriftMonitor:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+
+def _run(ref: weakref.ReferenceType[DriftMonitor], stop: threading.Event) -> None:
+    """The background thread: evaluate every ``interval`` and flush every ``flush_interval`` seconds, until ``stop``
+    or until the monitor is gone (it is only held between waits)."""
+    monitor = ref()
+    if monitor is None:
+        return
+    next_eval = time.monotonic() + monitor.interval
+    while True:
+        wait = max(0.0, min(monitor.flush_interval, next_eval - time.monotonic()))
+        del monitor
+        if stop.wait(wait):
+            return
+        monitor = ref()
+        if monitor is None:
+            return
+        try:
+            if time.monotonic() >= next_eval:
+                next_eval = time.monotonic() + monitor.interval
+                monitor.evaluate()
+            else:
+                monitor.flush()
+        except Exception as exc:
+            record_error("drift", exc, monitor.metrics)

@@ -175,6 +175,13 @@ def test_library_options_out_of_range_are_value_errors(option: str, value: Any) 
     ({1: [1.0] * 50, "1": [2.0] * 50}, "columns 1 and '1' are both named '1'"),  # the second replaced the first
     (pd.DataFrame({1: [1.0] * 50, "1": [2.0] * 50}), "columns 1 and '1' are both named '1'"),
     ({"x": np.ones((25, 2))}, r"column 'x' has shape \(25, 2\): a column holds one value per row"),  # was 50 values
+    # one row's values given as columns: a string was read as a column of its characters, bytes as one of small
+    # ints, a mapping as one of its keys; a number failed with "'float' object is not iterable"
+    ({"x": [1.0] * 50, "c": "abc" * 20}, "column 'c' is a str, not a column"),
+    ({"x": [1.0] * 50, "c": b"abc" * 20}, "column 'c' is a bytes, not a column"),
+    ({"x": [1.0] * 50, "c": {"a": 1, "b": 2}}, "column 'c' is a dict, not a column"),
+    ({"x": 2.5}, "column 'x' is a float, not a column"),
+    ({"x": None}, "column 'x' is a NoneType, not a column"),
 ])
 def test_columns_that_are_not_one_per_name_and_one_dimensional_are_refused(data: Any, message: str) -> None:
     profile = ReferenceProfile.build({"x": RNG.normal(size=500)})

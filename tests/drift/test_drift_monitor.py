@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
 import threading
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,7 @@ from prometheus_client import CollectorRegistry
 
 from aiwatch.drift import DriftMonitor, ReferenceProfile
 from aiwatch.drift.evaluate import STATUS_INSUFFICIENT
+from aiwatch.drift.monitor import MAX_UNKNOWN_NAME_CHARS
 from aiwatch.drift.profile import OTHER, UNSEEN, CategoricalFeature, NumericalFeature
 from aiwatch.drift.stattests import jensenshannon, psi
 from aiwatch.metrics import Metrics
@@ -182,6 +185,36 @@ def test_unknown_features_are_reported_once_not_per_row(profile: ReferenceProfil
     assert mon.evaluate().unknown_features == ["extra", "user_id"]
 
 
+def test_long_unknown_feature_names_are_cut_in_memory_and_in_labels(profile: ReferenceProfile,
+                                                                    registry: CollectorRegistry) -> None:
+    """A client's JSON keys become unknown feature names: 50 keys of 100 000 characters each were kept whole in the
+    monitor (up to 1000 of them) and exported whole as label values on every scrape."""
+    mon = DriftMonitor(profile, model="m", registry=registry)
+    names = [f"{i}-" + "k" * 100_000 for i in range(50)]
+    for name in names:
+        mon.observe({"x": 0.1, "color": "red", "score": 0.3, name: 1})
+    mon.observe_batch({"x": [0.1], "color": ["red"], "score": [0.3], names[0]: [1], "y" + names[1]: [1]})
+    kept = mon.unknown_features
+    assert len(kept) == 51 and all(len(n) <= MAX_UNKNOWN_NAME_CHARS + 3 for n in kept)
+    assert {n[:MAX_UNKNOWN_NAME_CHARS] for n in kept} == {n[:MAX_UNKNOWN_NAME_CHARS] for n in [*names, "y" + names[1]]}
+    labels = {s.labels["feature"]: s.value for metric in registry.collect() if metric.name == "aiwatch_feature_invalid"
+              for s in metric.samples if s.name.endswith("_total") and s.labels["reason"] == "unknown_feature"}
+    assert sum(labels.values()) == 51 and all(len(label) <= MAX_UNKNOWN_NAME_CHARS + 3 for label in labels)
+
+
+def test_a_batch_of_one_row_given_as_columns_is_refused_and_counted(profile: ReferenceProfile,
+                                                                   registry: CollectorRegistry) -> None:
+    """``observe_batch`` given one row's values instead of columns: "red" was read as the column "r", "e", "d" (three
+    unseen categories, and three rows missing x and score)."""
+    mon = DriftMonitor(profile, model="m", registry=registry, min_samples=1)
+    mon.observe_batch({"color": "red"})
+    mon.observe_batch({"color": b"red", "x": [0.1, 0.2, 0.3], "score": [0.5, 0.5, 0.5]})
+    assert value(registry, "aiwatch_instrumentation_errors_total", component="drift") == 2
+    assert value(registry, "aiwatch_feature_bin_total", model="m", feature="color", bin=UNSEEN) == 0
+    assert value(registry, "aiwatch_feature_invalid_total", model="m", feature="x", reason="missing_feature") is None
+    assert mon.evaluate().features["color"].current_count == 0
+
+
 def test_unseen_categories_get_their_own_bucket(profile: ReferenceProfile, registry: CollectorRegistry) -> None:
     mon = DriftMonitor(profile, model="m", registry=registry, methods={"color": "chisquare"})
     mon.observe_batch({"color": ["red"] * 150 + ["green"] * 90 + ["blue"] * 60, "x": RNG.normal(size=300),
@@ -269,6 +302,36 @@ def test_time_window_uses_only_recent_rows(profile: ReferenceProfile, registry: 
     assert mon.evaluate().features["x"].status == STATUS_INSUFFICIENT
 
 
+_WALL_CLOCK_STEP = """
+import time
+real, step = time.time, [0.0]
+time.time = lambda: real() + step[0]  # before aiwatch is imported: the wall clock a monitor could read
+import numpy as np
+from prometheus_client import CollectorRegistry
+from aiwatch.drift import DriftMonitor, ReferenceProfile
+profile = ReferenceProfile.build({"x": np.random.default_rng(0).normal(size=500)})
+mon = DriftMonitor(profile, registry=CollectorRegistry(), window_seconds=60)
+mon.observe_batch({"x": [0.5] * 100})
+step[0] = 3600.0  # the wall clock is set an hour ahead (an NTP step, a VM resumed)
+mon.observe_batch({"x": [0.0] * 40})
+print(mon.window()["x"].size)
+"""
+
+
+def test_a_time_window_does_not_move_with_the_wall_clock() -> None:
+    """The default clock was the wall clock: set an hour ahead, it took the rows observed a moment before for an hour
+    old and left them out of a 60-second window (set back, it kept old rows in the window as long)."""
+    import subprocess
+    import sys
+
+    from tests.servers import python_env
+
+    result = subprocess.run([sys.executable, "-c", _WALL_CLOCK_STEP], env=python_env(), capture_output=True,
+                            text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["140"]
+
+
 def test_outputs_are_monitored_like_inputs(registry: CollectorRegistry) -> None:
     p = ReferenceProfile.build({"x": REF_X, "prediction": np.random.default_rng(4).uniform(0, 1, 4000)})
     mon = DriftMonitor(p, model="m", registry=registry)
@@ -332,6 +395,92 @@ def test_background_thread_evaluates_and_stops(profile: ReferenceProfile, regist
         assert mon.start() is mon  # idempotent
     assert mon._thread is None and mon.last_report is not None
     mon.stop()  # idempotent
+
+
+def test_a_monitor_dropped_without_stop_ends_its_thread(profile: ReferenceProfile,
+                                                       registry: CollectorRegistry) -> None:
+    """A profile reloaded by making a new monitor: the old one, started and dropped without stop(), was kept alive by
+    its thread, which evaluated its frozen window for ever and wrote its stale scores over the new monitor's."""
+    mon = DriftMonitor(profile, model="m", registry=registry, interval=0.01, flush_interval=0.01)
+    from tests.servers import wait_until
+
+    mon.observe_batch({"x": RNG.normal(size=100), "color": ["red"] * 100, "score": RNG.uniform(size=100)})
+    mon.start()
+    thread, dropped = mon._thread, weakref.ref(mon)
+
+    def evaluated() -> bool:
+        monitor = dropped()
+        return monitor is not None and monitor.last_report is not None
+
+    wait_until(evaluated, timeout=10, what="background evaluation")
+    assert thread is not None
+    del mon
+    gc.collect()
+    thread.join(10)
+    assert not thread.is_alive() and dropped() is None
+
+
+def test_a_thread_that_outlived_stop_still_stops_after_a_restart(profile: ReferenceProfile,
+                                                                registry: CollectorRegistry) -> None:
+    """stop(timeout) returned while an evaluation was still running; start() then cleared the stop signal that
+    thread was to see, so two threads evaluated until the next stop."""
+    mon = DriftMonitor(profile, model="m", registry=registry, interval=0.01)
+    running, release = threading.Event(), threading.Event()
+
+    def evaluate() -> Any:
+        running.set()
+        release.wait(10)
+
+    mon.evaluate = evaluate  # type: ignore[method-assign]
+    mon.start()
+    assert running.wait(10)
+    first = mon._thread
+    assert first is not None
+    mon.stop(timeout=0.01)  # the evaluation is still running
+    mon.start()
+    release.set()
+    first.join(10)
+    try:
+        assert not first.is_alive()
+        assert mon._thread is not None and mon._thread.is_alive()
+    finally:
+        mon.stop()
+
+
+def test_a_new_profile_for_the_same_model_takes_over_its_series(registry: CollectorRegistry) -> None:
+    """A profile reloaded at runtime (a new monitor for the model, the old one stopped): the old profile's series
+    stayed, each at its last value: a category only it had kept its reference ratio (the shares summed to 1.5, and
+    the fleet PSI counted that bin as emptied, about 4.3 on its own), a feature only it had kept its gauges, and its
+    drift_detected{test=...} for a test the new profile does not choose kept saying 1."""
+    rng = np.random.default_rng(21)
+    old = ReferenceProfile.build({"x": rng.normal(size=500), "color": ["red", "blue"] * 250,
+                                  "gone": rng.normal(size=500)})
+    new = ReferenceProfile.build({"x": rng.normal(5, 2, 4000), "color": ["red", "green"] * 2000})
+    first = DriftMonitor(old, model="m", registry=registry)
+    first.observe_batch({"x": rng.normal(3, 1, 200), "color": ["blue"] * 200, "gone": rng.normal(size=200)})
+    assert first.evaluate().features["x"].method == "ks"
+    first.stop()
+    DriftMonitor(old, model="other", registry=registry)  # another model's series are its own
+    second = DriftMonitor(new, model="m", registry=registry)
+    second.observe_batch({"x": rng.normal(5, 2, 200), "color": ["red", "green"] * 100})
+    report = second.evaluate()
+
+    def series(name: str, model: str = "m") -> dict[tuple[str, str], float]:
+        return {(s.labels["feature"], s.labels.get("bin") or s.labels.get("test") or ""): s.value
+                for metric in registry.collect() for s in metric.samples
+                if s.name == name and s.labels["model"] == model}
+
+    ratios = series("aiwatch_feature_reference_ratio")
+    for name, feat in new.features.items():
+        assert sorted(b for f, b in ratios if f == name) == sorted(feat.bin_labels)
+        assert sum(v for (f, _), v in ratios.items() if f == name) == pytest.approx(1.0)
+    assert {f for f, _ in ratios} == {f for f, _ in series("aiwatch_feature_bin_total")} == {"x", "color"}
+    assert sorted(series("aiwatch_feature_bin_total")) == sorted(ratios)
+    tests = {(name, r.method) for name, r in report.features.items()}
+    for gauge in ("aiwatch_drift_detected", "aiwatch_drift_score"):
+        assert set(series(gauge)) == tests
+    assert {f for f, _ in series("aiwatch_drift_window_samples")} == {"x", "color"}
+    assert {f for f, _ in series("aiwatch_feature_reference_ratio", "other")} == {"x", "color", "gone"}
 
 
 def test_broken_internals_never_raise_into_the_caller(profile: ReferenceProfile, registry: CollectorRegistry,
