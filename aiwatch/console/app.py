@@ -79,8 +79,11 @@ def frame(series: Sequence[Series], name: Callable[[Series], str], scale: float 
     """Wide DataFrame: a time index and one column per series."""
     columns = {}
     for s in series:
+        key = name(s)
+        if key in columns:  # two series named alike: neither may hide the other
+            key = f"{key} ({s.name()})"
         # Whole seconds: sub-second scrape times would only clutter the time axis.
-        columns[name(s)] = pd.Series({pd.Timestamp(round(t), unit="s"): v * scale for t, v in s.points},
+        columns[key] = pd.Series({pd.Timestamp(round(t), unit="s"): v * scale for t, v in s.points},
                                      dtype=float)
     df = pd.DataFrame(columns).sort_index()
     df.index.name = "time"
@@ -523,10 +526,17 @@ def drift_view(src: DataSource, window: float) -> None:
         panel(f"Reference vs live distribution of {md(feature)} (live over {w})", distribution, _draw_distribution,
               f"No bin sketch for {md(feature)}: aiwatch_feature_reference_ratio / aiwatch_feature_bin_total are "
               "absent (the fleet drift sketch is not enabled for this model).")
-        st.multiselect("Drift over time for", features, key="drift_over_time", format_func=lambda mf: mf[1])
-        panel("Drift score over time", over_time, lambda d: line(d, ["feature", "test"], "score"),
+        st.multiselect("Drift over time for", features, key="drift_over_time",
+                       format_func=lambda mf: f"{mf[1]} (model {mf[0]})")
+        panel("Drift score over time", over_time, lambda d: line(d, _drift_keys(d), "score"),
               "Pick features above to see their drift score over time." if not picked
               else "No drift score history for these features yet.")
+
+
+def _drift_keys(series: list[Series]) -> list[str]:
+    """The labels that name each drift score line: the model too where two models' features share a name."""
+    models = {s.labels.get("model", "") for s in series}
+    return ["model", "feature", "test"] if len(models) > 1 else ["feature", "test"]
 
 
 def _draw_quality(rows: list[Any]) -> None:
