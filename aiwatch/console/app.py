@@ -230,12 +230,12 @@ def _latency_view(src: DataSource, window: float, prefetch: Prefetch) -> None:
     diagnosis_panel(src, window, baseline or window, None if shown is None else shown[0])
     panel("Request latency p50 / p95 / p99 per service (ms)", lambda: _only(latency(), shown, "service"),
           lambda d: small_multiples("latency", d, order,
-                                    lambda svc, found: _draw_latency(svc, found, svc in _serving(rates))),
+                                    lambda svc, found: _draw_latency(svc, found, _serving(rates, svc))),
           f"No request latency yet: aiwatch_request_duration_seconds has no samples in the last {w}. "
           "Send traffic to the service, or wait for the next scrape.")
     panel(f"Time per request by phase, per service (ms, stacked; mean over {w}): model vs not model",
           lambda: _only(phases(), shown, "service"),
-          lambda d: _draw_phase_services(d, order, _serving(rates)),
+          lambda d: _draw_phase_services(d, order, lambda svc: _serving(rates, svc)),
           f"No phase timings yet: aiwatch_phase_duration_seconds has no samples in the last {w}.")
     panel("Network time seen by callers (ms; calling service → peer)",
           lambda: _only(network(), shown, "service", "peer"),
@@ -307,10 +307,15 @@ def diagnosis_panel(src: DataSource, window: float, baseline: float, service: st
                    f"diagnose` on this source; see docs/diagnose.md.")
 
 
-def _serving(rates: Callable[[], list[Series]]) -> set[str]:
-    """The services whose latest request rate is above zero: the latest quantile or mean of any other is from
-    before its requests stopped (a rate over no requests has no quantile), not now."""
-    return {s.labels.get("service", "") for s in _answer(rates) if (s.last or 0.0) > 0}
+def _serving(rates: Callable[[], list[Series]], service: str) -> bool:
+    """Whether ``service``'s latest request rate is above zero: the latest quantile or mean of a service without
+    requests now is from before they stopped (a rate over no requests has no quantile). True when the rates
+    failed: their panel says why, and the tiles show what they have."""
+    try:
+        found = rates()
+    except Exception:
+        return True
+    return any((s.last or 0.0) > 0 for s in found if s.labels.get("service", "") == service)
 
 
 NO_REQUESTS_NOW = "No requests in the window now: the chart's latest value is from before they stopped."
@@ -333,12 +338,12 @@ def _phase_label(phase: str, has_model: bool) -> str:
     return f"{phase} (not model)" if has_model else phase
 
 
-def _draw_phase_services(series: list[Series], order: Sequence[str], serving: set[str]) -> None:
+def _draw_phase_services(series: list[Series], order: Sequence[str], serving: Callable[[str], bool]) -> None:
     if len(by_service(series)) > 1:
         st.caption("One stack per service: each splits that service's own request time. A phase that calls another "
                    "service (a gateway's inference_call) holds that service's whole time plus the network, so "
                    "services are never added up.")
-    small_multiples("phases", series, order, lambda svc, found: _draw_phases(svc, found, svc in serving))
+    small_multiples("phases", series, order, lambda svc, found: _draw_phases(svc, found, serving(svc)))
 
 
 def _draw_phases(service: str, series: list[Series], serving: bool) -> None:
