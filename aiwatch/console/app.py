@@ -3,7 +3,9 @@
 Six views, picked in the sidebar: **Latency**, **AI traffic** (real-time vs batch, streams and tokens, fallbacks,
 model versions), **Resources**, **Drift**, **Alerts** and **Runbooks**. Each panel
 asks one question of the data source (:mod:`aiwatch.console.source`) and draws the answer; a panel whose question
-fails or has no data shows a message saying why, and the other panels go on. The Runbooks view serves the runbook
+fails or has no data shows a message saying why, and the other panels go on. A tile (the latest p99, time per
+request) shows "—" for a service or traffic class without requests in the window now, never the value from before
+they stopped. The Runbooks view serves the runbook
 of every aiwatch alert from the package (:mod:`aiwatch.runbooks`); ``?runbook=<AlertName>`` opens one, so a rules
 config can point ``runbook_url`` at the console (``http://CONSOLE/?runbook={alert}``).
 
@@ -80,8 +82,11 @@ def frame(series: Sequence[Series], name: Callable[[Series], str], scale: float 
     """Wide DataFrame: a time index and one column per series."""
     columns = {}
     for s in series:
+        key = name(s)
+        if key in columns:  # two series named alike: neither may hide the other
+            key = f"{key} ({s.name()})"
         # Whole seconds: sub-second scrape times would only clutter the time axis.
-        columns[name(s)] = pd.Series({pd.Timestamp(round(t), unit="s"): v * scale for t, v in s.points},
+        columns[key] = pd.Series({pd.Timestamp(round(t), unit="s"): v * scale for t, v in s.points},
                                      dtype=float)
     df = pd.DataFrame(columns).sort_index()
     df.index.name = "time"
@@ -225,12 +230,13 @@ def _latency_view(src: DataSource, window: float, prefetch: Prefetch) -> None:
     shown = None if choice == ALL_SERVICES else [str(choice)]
     diagnosis_panel(src, window, baseline or window, None if shown is None else shown[0])
     panel("Request latency p50 / p95 / p99 per service (ms)", lambda: _only(latency(), shown, "service"),
-          lambda d: small_multiples("latency", d, order, _draw_latency),
+          lambda d: small_multiples("latency", d, order,
+                                    lambda svc, found: _draw_latency(svc, found, _serving(rates, svc))),
           f"No request latency yet: aiwatch_request_duration_seconds has no samples in the last {w}. "
           "Send traffic to the service, or wait for the next scrape.")
     panel(f"Time per request by phase, per service (ms, stacked; mean over {w}): model vs not model",
           lambda: _only(phases(), shown, "service"),
-          lambda d: _draw_phase_services(d, order),
+          lambda d: _draw_phase_services(d, order, lambda svc: _serving(rates, svc)),
           f"No phase timings yet: aiwatch_phase_duration_seconds has no samples in the last {w}.")
     panel("Network time seen by callers (ms; calling service → peer)",
           lambda: _only(network(), shown, "service", "peer"),
@@ -302,12 +308,27 @@ def diagnosis_panel(src: DataSource, window: float, baseline: float, service: st
                    f"diagnose` on this source; see docs/diagnose.md.")
 
 
-def _draw_latency(service: str, series: list[Series]) -> None:
-    latest = {s.labels.get("quantile", ""): s.last for s in series}
+def _serving(rates: Callable[[], list[Series]], service: str) -> bool:
+    """Whether ``service``'s latest request rate is above zero: the latest quantile or mean of a service without
+    requests now is from before they stopped (a rate over no requests has no quantile). True when the rates
+    failed: their panel says why, and the tiles show what they have."""
+    try:
+        found = rates()
+    except Exception:
+        return True
+    return any((s.last or 0.0) > 0 for s in found if s.labels.get("service", "") == service)
+
+
+NO_REQUESTS_NOW = "No requests in the window now: the chart's latest value is from before they stopped."
+
+
+def _draw_latency(service: str, series: list[Series], serving: bool) -> None:
+    latest = {s.labels.get("quantile", ""): s.last for s in series} if serving else {}
     cols = st.columns(3)
     for col, name in zip(cols, ("p50", "p95", "p99"), strict=True):
         value = latest.get(name)
-        col.metric(f"request {name}", "—" if value is None else f"{value * 1000:.1f} ms")
+        col.metric(f"request {name}", "—" if value is None else f"{value * 1000:.1f} ms",
+                   help=None if serving else NO_REQUESTS_NOW)
     chart(frame(sorted(series, key=lambda s: s.labels.get("quantile", "")), lambda s: s.labels.get("quantile", ""),
                 1000.0), "ms", height=180)
 
@@ -318,15 +339,15 @@ def _phase_label(phase: str, has_model: bool) -> str:
     return f"{phase} (not model)" if has_model else phase
 
 
-def _draw_phase_services(series: list[Series], order: Sequence[str]) -> None:
+def _draw_phase_services(series: list[Series], order: Sequence[str], serving: Callable[[str], bool]) -> None:
     if len(by_service(series)) > 1:
         st.caption("One stack per service: each splits that service's own request time. A phase that calls another "
                    "service (a gateway's inference_call) holds that service's whole time plus the network, so "
                    "services are never added up.")
-    small_multiples("phases", series, order, _draw_phases)
+    small_multiples("phases", series, order, lambda svc, found: _draw_phases(svc, found, serving(svc)))
 
 
-def _draw_phases(service: str, series: list[Series]) -> None:
+def _draw_phases(service: str, series: list[Series], serving: bool) -> None:
     phases = [s.labels.get("phase", "") for s in series]
     has_model = any(p in MODEL_PHASES for p in phases)
     ordered = sorted(series, key=lambda s: (s.labels.get("phase", "") not in MODEL_PHASES, s.labels.get("phase", "")))
@@ -335,9 +356,15 @@ def _draw_phases(service: str, series: list[Series]) -> None:
     others = iter(NOT_MODEL_COLORS * 4)
     for column in df.columns:
         colors.append(MODEL_COLOR if column.endswith("(model)") else next(others))
+    cols = st.columns(3)
+    if not serving:
+        for col, label in zip(cols, ("time per request", "model time" if has_model else "largest phase",
+                                     "model share" if has_model else "its share"), strict=True):
+            col.metric(label, "—", help=NO_REQUESTS_NOW)
+        chart(df, "ms per request", area=True, colors=colors, height=220, legend_columns=2)
+        return
     latest = df.ffill().iloc[-1].fillna(0.0)
     total = float(latest.sum())
-    cols = st.columns(3)
     name = md(service)
     cols[0].metric("time per request", f"{total:.1f} ms", help=f"Mean request time of {name}: its phases stacked.")
     if has_model:
@@ -412,15 +439,20 @@ def _draw_classes(series: list[Series], rates: list[Series], order: Sequence[str
                f"that raises {REALTIME} latency shows as the {REALTIME} line climbing with the batch share. The SLOs "
                f"and autoscaling signals count {REALTIME} traffic only.")
     share: dict[str, tuple[float, float]] = {}
+    serving: set[tuple[str, str]] = set()
     for s in rates:
         svc, cls = s.labels.get("service", ""), s.labels.get("traffic_class", "")
         total, batch = share.get(svc, (0.0, 0.0))
         value = s.last or 0.0
         share[svc] = (total + value, batch + (value if cls != REALTIME else 0.0))
+        if value > 0:
+            serving.add((svc, cls))
 
     def draw(service: str, found: list[Series]) -> None:
         p95 = [s for s in found if s.labels.get("quantile") == "p95"]
-        latest = {s.labels.get("traffic_class", ""): s.last for s in p95}
+        # a class without requests now has no p95 now: its latest point is from before they stopped
+        latest = {s.labels.get("traffic_class", ""): s.last for s in p95
+                  if (service, s.labels.get("traffic_class", "")) in serving}
         total, batch = share.get(service, (0.0, 0.0))
         cols = st.columns(3)
         real = latest.get(REALTIME)
@@ -524,10 +556,17 @@ def drift_view(src: DataSource, window: float) -> None:
         panel(f"Reference vs live distribution of {md(feature)} (live over {w})", distribution, _draw_distribution,
               f"No bin sketch for {md(feature)}: aiwatch_feature_reference_ratio / aiwatch_feature_bin_total are "
               "absent (the fleet drift sketch is not enabled for this model).")
-        st.multiselect("Drift over time for", features, key="drift_over_time", format_func=lambda mf: mf[1])
-        panel("Drift score over time", over_time, lambda d: line(d, ["feature", "test"], "score"),
+        st.multiselect("Drift over time for", features, key="drift_over_time",
+                       format_func=lambda mf: f"{mf[1]} (model {mf[0]})")
+        panel("Drift score over time", over_time, lambda d: line(d, _drift_keys(d), "score"),
               "Pick features above to see their drift score over time." if not picked
               else "No drift score history for these features yet.")
+
+
+def _drift_keys(series: list[Series]) -> list[str]:
+    """The labels that name each drift score line: the model too where two models' features share a name."""
+    models = {s.labels.get("model", "") for s in series}
+    return ["model", "feature", "test"] if len(models) > 1 else ["feature", "test"]
 
 
 def _draw_quality(rows: list[Any]) -> None:

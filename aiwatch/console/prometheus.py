@@ -40,6 +40,7 @@ from aiwatch.console.source import (
 )
 from aiwatch.httpconfig import HTTPConfig
 from aiwatch.promapi import PrometheusAPI, PrometheusError, PrometheusSlow, PrometheusUnavailable
+from aiwatch.promql import eq
 
 if TYPE_CHECKING:
     from aiwatch.diagnose.window import WindowTotals
@@ -59,7 +60,9 @@ class PrometheusSource(DataSource):
     - ``http``: headers, credentials, a tenant and TLS (:class:`~aiwatch.httpconfig.HTTPConfig`).
     - ``queries``: the panels' PromQL (:class:`~aiwatch.console.queries.PanelQueries`): the aggregation labels kept
       apart (default ``cluster``, ``namespace``), matchers on every query (one cluster of several), the GPU source.
-      A name found in several scopes (the same service in two clusters) is shown with its scope: ``api (eu)``.
+      A name found in several scopes (the same service in two clusters) is shown with its scope: ``api (eu)``;
+      the Drift view's questions about one model (:meth:`feature_distribution`, :meth:`drift_over_time`) take the
+      name the latest :meth:`drift_table` showed and ask about that model's series in its own scope.
 
     Whatever Prometheus (or whatever answers at ``url``) sends back, a question returns its answer or raises a
     :class:`SourceError`: garbage, JSON of the wrong shape, NaN and infinite values, oversized answers included.
@@ -79,6 +82,8 @@ class PrometheusSource(DataSource):
         self.max_bytes = max_bytes
         self.q = queries or PanelQueries()
         self.description = f"Prometheus at {self.url}" + (f" ({self.q.match})" if self.q.match else "")
+        # the latest drift table's models shown with their scope: "m (eu)" -> ("m", ("eu", ""))
+        self._drift_models: dict[str, tuple[str, tuple[str, ...]]] = {}
 
     # --- HTTP (through the one Prometheus client, its errors as the console's) -------------------------------
     @staticmethod
@@ -98,15 +103,21 @@ class PrometheusSource(DataSource):
 
     def instant(self, promql: str) -> list[tuple[dict[str, str], float]]:
         """An instant query: ``(labels, value)`` per series, NaN and infinite values dropped."""
-        answer = self._call(lambda: self.api.query(promql))
+        answer = self._instant(promql)
         names = tell_scopes_apart([labels for labels, _ in answer], self.q.scope)
         return [(labels, value) for labels, (_, value) in zip(names, answer, strict=True)]
 
-    def range(self, promql: str, extra: dict[str, str] | None = None) -> list[Series]:
-        """A range query over the last ``span`` seconds; ``extra`` labels are added to every series."""
+    def _instant(self, promql: str) -> list[tuple[dict[str, str], float]]:
+        return self._call(lambda: self.api.query(promql))
+
+    def _range(self, promql: str) -> list[tuple[dict[str, str], list[tuple[float, float]]]]:
         end = time.time()
         step = max(self.span / self.points, 1.0)
-        answer = self._call(lambda: self.api.query_range(promql, end - self.span, end, step))
+        return self._call(lambda: self.api.query_range(promql, end - self.span, end, step))
+
+    def range(self, promql: str, extra: dict[str, str] | None = None) -> list[Series]:
+        """A range query over the last ``span`` seconds; ``extra`` labels are added to every series."""
+        answer = self._range(promql)
         names = tell_scopes_apart([found for found, _ in answer], self.q.scope)
         return [Series({**found, **(extra or {})}, points) for found, (_, points) in zip(names, answer, strict=True)]
 
@@ -226,14 +237,28 @@ class PrometheusSource(DataSource):
     def label_overflow(self, window: float) -> list[Series]:
         return self.range(self.q.label_overflow(duration(window)))
 
+    def _place(self, labels: dict[str, str]) -> tuple[str, ...]:
+        return tuple(labels.get(s, "") for s in self.q.scope)
+
     def drift_table(self) -> list[DriftRow]:
         found: dict[tuple[str, str, str], dict[str, float]] = {}
-        answers = self._all([partial(self.instant, self.q.drift_gauge(m)) for _, m in Q.DRIFT_GAUGES])
+        answers = self._all([partial(self._instant, self.q.drift_gauge(m)) for _, m in Q.DRIFT_GAUGES])
+        raw = [labels for answer in answers for labels, _ in answer]
+        # all three gauges named together, so that a model is shown alike in each
+        names = iter(tell_scopes_apart(raw, self.q.scope))
+        models: dict[str, tuple[str, tuple[str, ...]]] = {}
         for (key, _), answer in zip(Q.DRIFT_GAUGES, answers, strict=True):
             for labels, value in answer:
-                ident = (labels.get("model", ""), labels.get("feature", ""), labels.get("test", ""))
+                shown = next(names)
+                models[shown.get("model", "")] = (labels.get("model", ""), self._place(labels))
+                ident = (shown.get("model", ""), shown.get("feature", ""), shown.get("test", ""))
                 found.setdefault(ident, {})[key] = value
+        self._drift_models = models
         return drift_rows(found)
+
+    def _drift_model(self, shown: str) -> tuple[str, tuple[str, ...] | None]:
+        """The model and scope a name of the latest drift table stands for (no scope for a name it did not show)."""
+        return self._drift_models.get(shown, (shown, None))
 
     def model_quality(self) -> list[QualityRow]:
         values, objectives, labelled = self._all([
@@ -249,13 +274,25 @@ class PrometheusSource(DataSource):
     def drift_over_time(self, features: Sequence[tuple[str, str]]) -> list[Series]:
         if not features:
             return []
-        wanted = set(features)
-        series = self.range(self.q.drift_scores_of(sorted({m for m, _ in features}), sorted({f for _, f in features})))
-        return [s for s in series if (s.labels.get("model", ""), s.labels.get("feature", "")) in wanted]
+        wanted: dict[tuple[str, str], list[tuple[str, tuple[str, ...] | None]]] = {}
+        for shown, feature in dict.fromkeys(features):
+            model, place = self._drift_model(shown)
+            wanted.setdefault((model, feature), []).append((shown, place))
+        answer = self._range(self.q.drift_scores_of(sorted({m for m, _ in wanted}), sorted({f for _, f in wanted})))
+        out = []
+        for labels, points in answer:
+            for shown, place in wanted.get((labels.get("model", ""), labels.get("feature", "")), []):
+                if place is None or place == self._place(labels):
+                    out.append(Series({**labels, "model": shown}, points))
+        return out
 
     def feature_distribution(self, model: str, feature: str, window: float) -> list[BinRow]:
-        reference, live = self._all([lambda: self.instant(self.q.feature_reference(model, feature)),
-                                     lambda: self.instant(self.q.feature_live(model, feature, duration(window)))])
+        name, place = self._drift_model(model)
+        where = [eq("model", name), eq("feature", feature)]
+        if place is not None:  # a label the series lack is empty, as eq matches it
+            where += [eq(label, value) for label, value in zip(self.q.scope, place, strict=True)]
+        reference, live = self._all([lambda: self.instant(self.q.reference_share_for(*where)),
+                                     lambda: self.instant(self.q.live_share_for(duration(window), *where))])
         return bin_rows({lb.get("bin", ""): v for lb, v in reference}, {lb.get("bin", ""): v for lb, v in live})
 
     def alerts(self) -> list[AlertRow]:
