@@ -33,7 +33,9 @@ async def generating(scope: Any, receive: Any, send: Any) -> None:
 
 @pytest.fixture(scope="module")
 def base() -> Iterator[str]:
+    before = aiwatch.timing._default_recorder
     app = aiwatch.instrument(generating, metrics=Metrics(CollectorRegistry()), service="llm")
+    aiwatch.timing.set_default_recorder(before)  # instrument() made it the process's default: not past this module
     with uvicorn_serving(app) as port:
         yield f"http://127.0.0.1:{port}"
 
