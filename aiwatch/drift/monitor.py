@@ -55,6 +55,12 @@ MAX_UNKNOWN_FEATURES = 1000
 MAX_UNKNOWN_NAME_CHARS = 200
 """An unknown feature name longer than this is cut to its first this many characters and ``...`` where the monitor
 keeps it and in the label it is counted under (a client's key can be as long as its request)."""
+MAX_WINDOW_BYTES = 2**30
+"""The most memory a monitor's window may take (1 GiB): it holds ``8 + 8 x numerical + 4 x categorical features``
+bytes per row, and each evaluation copies it. A monitor lives in the serving process beside its model, and its exact
+tests sample 100 000 values anyway, so a larger window only spends memory; ``window_size`` past it is a ValueError
+naming it and the largest this profile allows (one numerical feature: 67 million rows), instead of numpy's
+ArrayMemoryError, or the OOM killer, at start-up."""
 #: How the numerical window marks a value excluded for another reason than being missing (wrong-typed, or absent
 #: from its row): a missing value is NaN there, so +inf (which a value never is: a non-finite value is missing) is
 #: free. The categorical window marks them INVALID, and a missing value MISSING. The report tells them apart.
@@ -68,7 +74,8 @@ class DriftMonitor:
         profile: a :class:`ReferenceProfile` or the path of a saved one.
         model: the ``model`` label of every exported metric.
         metrics / registry: where metrics go (default: the global registry).
-        window_size: the window holds the latest ``window_size`` rows (count window): an integer >= 1.
+        window_size: the window holds the latest ``window_size`` rows (count window): an integer >= 1, whose
+            window takes at most :data:`MAX_WINDOW_BYTES` (1 GiB).
         window_seconds: if set, evaluation only uses rows observed in the last ``window_seconds`` (time window,
             within the count window).
         interval: seconds between background evaluations after :meth:`start`. It, ``window_seconds`` and
@@ -96,6 +103,12 @@ class DriftMonitor:
             raise ValueError(f"window_size must be an integer >= 1 (at most 2**53), got {shown(window_size)}")
         if not every:
             raise ValueError(f"flush_every must be an integer >= 1, got {shown(flush_every)}")
+        n_num = sum(isinstance(f, NumericalFeature) for f in profile.features.values())
+        row_bytes = 8 + 8 * n_num + 4 * (len(profile.features) - n_num)
+        if size * row_bytes > MAX_WINDOW_BYTES:
+            raise ValueError(f"window_size must be at most {MAX_WINDOW_BYTES // row_bytes} for this profile "
+                             f"({row_bytes} bytes per row, at most {MAX_WINDOW_BYTES} bytes: MAX_WINDOW_BYTES), got "
+                             f"{shown(window_size)}")
         window_size = size
         self.profile = profile
         self.model = model

@@ -616,3 +616,19 @@ def test_background_thread_flushes_single_rows_between_evaluations(profile: Refe
         wait_until(lambda: value(registry, "aiwatch_feature_bin_total", model="m", feature="color", bin="red") == 1,
                    timeout=10, what="background flush")
     assert mon.last_report is None  # no evaluation yet: the interval is an hour
+
+
+def test_a_window_past_its_memory_bound_is_a_value_error_naming_window_size(profile: ReferenceProfile) -> None:
+    # before: numpy's ArrayMemoryError ("Unable to allocate 29.1 TiB ..."), naming no setting, or the OOM killer
+    from aiwatch.drift.monitor import MAX_WINDOW_BYTES
+
+    row_bytes = 8 + 8 * 2 + 4 * 1  # profile: x and score numerical, color categorical
+    largest = MAX_WINDOW_BYTES // row_bytes
+    for size in (10**12, largest + 1, 2**53):
+        with pytest.raises(ValueError, match=f"^window_size must be at most {largest} for this profile "
+                                             f"\\({row_bytes} bytes per row"):
+            DriftMonitor(profile, registry=CollectorRegistry(), window_size=size)
+    wide = ReferenceProfile.build({f"f{i}": REF_X[:100] for i in range(100)})
+    with pytest.raises(ValueError, match=f"^window_size must be at most {MAX_WINDOW_BYTES // (8 + 800)} "):
+        DriftMonitor(wide, registry=CollectorRegistry(), window_size=10**7)
+
