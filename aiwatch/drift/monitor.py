@@ -186,7 +186,10 @@ class DriftMonitor:
         try:
             if not isinstance(row, Mapping):
                 raise TypeError(f"observe() expects a mapping of feature -> value, got {type(row).__name__}")
-            if outputs:
+            if outputs is not None:
+                if not isinstance(outputs, Mapping):
+                    raise TypeError("observe() outputs= must be a mapping of output name -> value (or None), got "
+                                    f"{type(outputs).__name__}")
                 row = {**row, **outputs}
             with self._lock:
                 self._observe_row(row)

@@ -632,3 +632,30 @@ def test_a_window_past_its_memory_bound_is_a_value_error_naming_window_size(prof
     with pytest.raises(ValueError, match=f"^window_size must be at most {MAX_WINDOW_BYTES // (8 + 800)} "):
         DriftMonitor(wide, registry=CollectorRegistry(), window_size=10**7)
 
+
+def _nothing_counted(registry: CollectorRegistry, mon: DriftMonitor, profile: ReferenceProfile) -> None:
+    """No value of any row was counted: no missing, invalid or bin count, and an empty window."""
+    mon.flush()
+    for name, feat in profile.features.items():
+        assert value(registry, "aiwatch_feature_missing_total", model="m", feature=name) == 0, name
+        for reason in ("wrong_type", "missing_feature"):
+            assert value(registry, "aiwatch_feature_invalid_total", model="m", feature=name, reason=reason) is None
+        assert sum(bins(registry, name, feat.bin_labels)) == 0, name
+    assert all(column.size == 0 for column in mon.window().values())
+
+
+@pytest.mark.parametrize("outputs", [np.array([0.3, 0.7]), [0.3], "0.3", 0.3],
+                         ids=["ndarray", "list", "str", "float"])
+def test_outputs_that_are_no_mapping_are_named_and_count_none_of_the_row(
+        profile: ReferenceProfile, registry: CollectorRegistry, outputs: Any,
+        caplog: pytest.LogCaptureFixture) -> None:
+    # before: numpy's "truth value of an array ... is ambiguous" (a list: "'list' object is not a mapping"), naming
+    # neither outputs= nor what it must be
+    mon = DriftMonitor(profile, model="m", registry=registry)
+    with caplog.at_level(logging.WARNING, logger="aiwatch"):
+        mon.observe({"x": None, "color": ["wrong"], "score": 0.5}, outputs=outputs)
+    assert value(registry, "aiwatch_instrumentation_errors_total", component="drift") == 1
+    message = "outputs= must be a mapping of output name -> value (or None), got " + type(outputs).__name__
+    assert any(message in r.getMessage() for r in caplog.records), [r.getMessage() for r in caplog.records]
+    _nothing_counted(registry, mon, profile)
+
