@@ -659,3 +659,44 @@ def test_outputs_that_are_no_mapping_are_named_and_count_none_of_the_row(
     assert any(message in r.getMessage() for r in caplog.records), [r.getMessage() for r in caplog.records]
     _nothing_counted(registry, mon, profile)
 
+
+class _Raising(float):
+    """A float whose float() fails: it fails the row it is in, at the feature it is in."""
+
+    def __float__(self) -> float:
+        raise ArithmeticError("no float")
+
+
+class _Unhashable(str):
+    def __hash__(self) -> int:
+        raise ValueError("no hash")
+
+
+class _Unnamed:
+    def __str__(self) -> str:
+        raise RuntimeError("no name")
+
+
+@pytest.mark.parametrize("row", [
+    pytest.param({"x": None, "color": ["wrong"], "score": _Raising(0.5)}, id="__float__-numerical"),
+    pytest.param({"score": None, "x": "wrong", "color": _Raising(0.5)}, id="__float__-categorical"),
+    pytest.param({"x": None, "score": "wrong", "color": _Unhashable("red")}, id="__hash__"),
+    pytest.param({"x": None, "color": ["wrong"], "score": 0.5, _Unnamed(): 1}, id="__str__-of-a-key"),
+    pytest.param({"x": 10**400, "color": None, "score": _Raising(0.5)}, id="huge-int-first"),
+])
+def test_a_row_that_fails_partway_counts_none_of_its_values(profile: ReferenceProfile, registry: CollectorRegistry,
+                                                            row: dict[Any, Any]) -> None:
+    # before: the values read before the failing one were counted (missing, wrong_type), their bins too once
+    # flushed, while the row never entered the window: the counters and the window disagreed by that row
+    mon = DriftMonitor(profile, model="m", registry=registry, flush_every=1)
+    mon.observe(row)
+    mon.observe_batch([row])
+    mon.observe_batch({str(k): [v] for k, v in row.items()} if not any(isinstance(k, _Unnamed) for k in row)
+                      else {"x": [1.0], "color": [_Unhashable("red")]})
+    assert value(registry, "aiwatch_instrumentation_errors_total", component="drift") == 3
+    _nothing_counted(registry, mon, profile)
+    assert value(registry, "aiwatch_feature_invalid_total", model="m", feature="unknown", reason="unknown_feature") \
+        is None
+    mon.observe({"x": 0.5, "color": "red", "score": 0.5})  # the next row is counted whole
+    assert value(registry, "aiwatch_feature_bin_total", model="m", feature="color", bin="red") == 1
+    assert all(column.size == 1 for column in mon.window().values())
