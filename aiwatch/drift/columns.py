@@ -6,7 +6,9 @@ for the streaming monitor and for the batch comparison too:
 * a **numerical** value is an int or float (Python or numpy, not bool); None, NaN and ±inf are missing; anything
   else (strings, bools, lists...) is wrong-typed (:func:`to_float`, :func:`to_float_counting`);
 * a **categorical** value is read as a string (:func:`category_key`); None and non-finite floats are missing
-  (:func:`is_missing`); values that cannot be a category (lists, dicts...) are wrong-typed.
+  (:func:`is_missing`); values that cannot be a category (lists, dicts...) are wrong-typed;
+* pandas' and numpy's missing markers (``pd.NA``, which a nullable ``string``, ``boolean`` or ``Int64`` column holds
+  where a value is missing, ``pd.NaT``, numpy's ``NaT``) are missing in either kind of feature.
 
 Column types are inferred with Evidently's rules (:func:`infer_kind`); :func:`distinct_counts` counts a column's
 distinct values.
@@ -281,8 +283,33 @@ def _first_occurrences(references: npt.NDArray[np.intp], distinct: npt.NDArray[n
 
 
 def is_missing(v: Any) -> bool:
-    """None, NaN or ±inf (a Python or numpy float64)."""
-    return v is None or (isinstance(v, float) and not math.isfinite(v))
+    """None, NaN or ±inf (a Python or numpy float of any width), and pandas' and numpy's missing markers: ``pd.NA``
+    (what a nullable ``string``, ``boolean`` or ``Int64`` column holds where a value is missing), ``pd.NaT`` and
+    numpy's ``NaT``."""
+    if v is None:
+        return True
+    t = type(v)
+    if t is str or t is int or t is bool:  # the common values: one type test
+        return False
+    if t is float:
+        return not math.isfinite(v)
+    return _missing_other(v)
+
+
+def _missing_other(v: Any) -> bool:
+    """:func:`is_missing` of a value that is not None, a str, an int, a bool or a float."""
+    if isinstance(v, (float, np.floating)):
+        return not math.isfinite(v)
+    if isinstance(v, (np.datetime64, np.timedelta64)):
+        return bool(np.isnat(v))
+    # by type, not by value: pandas need not be imported (it is not on the request path), and pd.NA compares to
+    # nothing (``bool(pd.NA == x)`` raises)
+    t = type(v)
+    return (t.__module__, t.__qualname__) in _PANDAS_MISSING_TYPES
+
+
+#: The types of ``pd.NA`` and ``pd.NaT`` (each type's only value).
+_PANDAS_MISSING_TYPES = frozenset({("pandas._libs.missing", "NAType"), ("pandas._libs.tslibs.nattype", "NaTType")})
 
 
 def isna(values: Any) -> npt.NDArray[np.bool_]:
@@ -328,7 +355,8 @@ class SortBuffer:
 
 
 def to_float(v: Any) -> float | None:
-    """The float of one numerical value (NaN for None; non-finite for missing), None when ``v`` is wrong-typed.
+    """The float of one numerical value (NaN for a missing marker: None, ``pd.NA``, ``NaT``; non-finite for a
+    missing number), None when ``v`` is wrong-typed.
 
     >>> to_float(2), to_float(None), to_float(True), to_float("1.5")
     (2.0, nan, None, None)
@@ -338,8 +366,10 @@ def to_float(v: Any) -> float | None:
     if isinstance(v, (bool, np.bool_)):
         return None
     if isinstance(v, (int, float, np.integer, np.floating)):
+        if isinstance(v, np.timedelta64) and np.isnat(v):  # a numpy integer, whose float() raises
+            return math.nan
         return finite_or_infinite(v)
-    return None
+    return math.nan if _missing_other(v) else None
 
 
 def to_float_counting(values: Any) -> tuple[FloatArray, int]:

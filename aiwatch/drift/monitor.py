@@ -51,10 +51,17 @@ if TYPE_CHECKING:
 
 _ABSENT = object()
 MAX_UNKNOWN_FEATURES = 1000
-"""Unknown feature names a monitor remembers (to count and report each once); see :meth:`DriftMonitor._note_unknown`."""
+"""Unknown feature names a monitor remembers (to count and report each once); see
+:meth:`DriftMonitor._count_unknown`."""
 MAX_UNKNOWN_NAME_CHARS = 200
 """An unknown feature name longer than this is cut to its first this many characters and ``...`` where the monitor
 keeps it and in the label it is counted under (a client's key can be as long as its request)."""
+MAX_WINDOW_BYTES = 2**30
+"""The most memory a monitor's window may take (1 GiB): it holds ``8 + 8 x numerical + 4 x categorical features``
+bytes per row, and each evaluation copies it. A monitor lives in the serving process beside its model, and its exact
+tests sample 100 000 values anyway, so a larger window only spends memory; ``window_size`` past it is a ValueError
+naming it and the largest this profile allows (one numerical feature: 67 million rows), instead of numpy's
+ArrayMemoryError, or the OOM killer, at start-up."""
 #: How the numerical window marks a value excluded for another reason than being missing (wrong-typed, or absent
 #: from its row): a missing value is NaN there, so +inf (which a value never is: a non-finite value is missing) is
 #: free. The categorical window marks them INVALID, and a missing value MISSING. The report tells them apart.
@@ -68,7 +75,8 @@ class DriftMonitor:
         profile: a :class:`ReferenceProfile` or the path of a saved one.
         model: the ``model`` label of every exported metric.
         metrics / registry: where metrics go (default: the global registry).
-        window_size: the window holds the latest ``window_size`` rows (count window): an integer >= 1.
+        window_size: the window holds the latest ``window_size`` rows (count window): an integer >= 1, whose
+            window takes at most :data:`MAX_WINDOW_BYTES` (1 GiB).
         window_seconds: if set, evaluation only uses rows observed in the last ``window_seconds`` (time window,
             within the count window).
         interval: seconds between background evaluations after :meth:`start`. It, ``window_seconds`` and
@@ -96,6 +104,12 @@ class DriftMonitor:
             raise ValueError(f"window_size must be an integer >= 1 (at most 2**53), got {shown(window_size)}")
         if not every:
             raise ValueError(f"flush_every must be an integer >= 1, got {shown(flush_every)}")
+        n_num = sum(isinstance(f, NumericalFeature) for f in profile.features.values())
+        row_bytes = 8 + 8 * n_num + 4 * (len(profile.features) - n_num)
+        if size * row_bytes > MAX_WINDOW_BYTES:
+            raise ValueError(f"window_size must be at most {MAX_WINDOW_BYTES // row_bytes} for this profile "
+                             f"({row_bytes} bytes per row, at most {MAX_WINDOW_BYTES} bytes: MAX_WINDOW_BYTES), got "
+                             f"{shown(window_size)}")
         window_size = size
         self.profile = profile
         self.model = model
@@ -173,7 +187,10 @@ class DriftMonitor:
         try:
             if not isinstance(row, Mapping):
                 raise TypeError(f"observe() expects a mapping of feature -> value, got {type(row).__name__}")
-            if outputs:
+            if outputs is not None:
+                if not isinstance(outputs, Mapping):
+                    raise TypeError("observe() outputs= must be a mapping of output name -> value (or None), got "
+                                    f"{type(outputs).__name__}")
                 row = {**row, **outputs}
             with self._lock:
                 self._observe_row(row)
@@ -181,7 +198,10 @@ class DriftMonitor:
             record_error("drift", exc, self.metrics)
 
     def _observe_row(self, row: Mapping[str, Any]) -> None:
+        # A row is counted whole or not at all: every value is read first (a value's own __float__, __hash__ or
+        # __str__ can raise), and only then is anything counted or written.
         absent = 0
+        excluded: list[tuple[str, str]] = []  # (feature, reason), "" for a missing value
         nums = self._row_num
         for i, name in enumerate(self._num_names):
             v = row.get(name, _ABSENT)
@@ -190,22 +210,22 @@ class DriftMonitor:
                 if v - v == 0:  # finite
                     nums[i] = v
                     continue
-                self._count_missing(name)
+                excluded.append((name, ""))
             elif v is _ABSENT:
                 absent += 1
-                self._count_invalid(name, "missing_feature")
+                excluded.append((name, "missing_feature"))
                 nums[i] = _NOT_A_VALUE
                 continue
             else:
                 f = to_float(v)
                 if f is None:
-                    self._count_invalid(name, "wrong_type")
+                    excluded.append((name, "wrong_type"))
                     nums[i] = _NOT_A_VALUE
                     continue
                 if math.isfinite(f):
                     nums[i] = f
                     continue
-                self._count_missing(name)
+                excluded.append((name, ""))
             nums[i] = math.nan
         cats = self._row_cat
         for j, name in enumerate(self._cat_names):
@@ -215,37 +235,44 @@ class DriftMonitor:
                 continue
             if v is _ABSENT:
                 absent += 1
-                self._count_invalid(name, "missing_feature")
+                excluded.append((name, "missing_feature"))
                 code = INVALID
             else:
                 code = self._cat_code[j](v)
                 if code == MISSING:
-                    self._count_missing(name)
+                    excluded.append((name, ""))
                 elif code == INVALID:
-                    self._count_invalid(name, "wrong_type")
+                    excluded.append((name, "wrong_type"))
             cats[j] = code
-        if len(row) > self._n_features - absent:
-            self._note_unknown(row)
+        unknown = self._unknown_names(row) if len(row) > self._n_features - absent else None
+        now = self.clock()
         pos = self._pos
         try:
             self._ring_num[pos] = nums
         except OverflowError:  # an int past float64, kept as it is by the common case above
-            self._ring_num[pos] = self._huge_ints_as_missing(nums)
+            self._ring_num[pos] = self._huge_ints_as_missing(nums, excluded)
         self._ring_cat[pos] = cats
-        self._ring_ts[pos] = self.clock()
+        self._ring_ts[pos] = now
         self._pos = (pos + 1) % self.window_size
         self._filled = min(self._filled + 1, self.window_size)
         self._pending += 1
+        for name, reason in excluded:
+            if reason:
+                self._count_invalid(name, reason)
+            else:
+                self._count_missing(name)
+        if unknown:
+            self._count_unknown(unknown)
         if self._pending >= self._flush_every:
             self._flush_locked()
 
-    def _huge_ints_as_missing(self, nums: list[float]) -> list[float]:
+    def _huge_ints_as_missing(self, nums: list[float], excluded: list[tuple[str, str]]) -> list[float]:
         """``nums`` with each int too large for a float (infinite there, like any non-finite value: missing) made
-        NaN and counted as missing."""
+        NaN, and noted in ``excluded`` as missing."""
         for i, v in enumerate(nums):
             if type(v) is int and not math.isfinite(to_float(v) or 0.0):
                 nums[i] = math.nan
-                self._count_missing(self._num_names[i])
+                excluded.append((self._num_names[i], ""))
         return nums
 
     def observe_batch(self, data: Any, outputs: Any = None) -> None:
@@ -279,22 +306,23 @@ class DriftMonitor:
         keep = min(n, self.window_size)
         num_block = np.full((keep, len(self._num)), np.nan)
         cat_block = np.full((keep, len(self._cat)), -1, dtype=np.int32)
-        m = self.metrics
+        # as a row, the batch is counted whole or not at all: every column is read before anything is counted
+        missing: list[tuple[str, int]] = []
+        invalid: list[tuple[str, str, int]] = []
+        binned: list[tuple[str, npt.NDArray[np.int64]]] = []
         for i, feat in enumerate(self._num):
             col = columns.get(feat.name)
             if col is None:
-                self._count_invalid(feat.name, "missing_feature", n)
+                invalid.append((feat.name, "missing_feature", n))
                 num_block[:, i] = _NOT_A_VALUE
                 continue
             arr, wrong_typed = to_float_flagging(col)
-            invalid = 0 if wrong_typed is None else int(np.count_nonzero(wrong_typed))
+            wrong = 0 if wrong_typed is None else int(np.count_nonzero(wrong_typed))
             finite_mask = np.isfinite(arr)
             finite = arr[finite_mask]
-            if invalid:
-                self._count_invalid(feat.name, "wrong_type", invalid)
-            if finite.size < n - invalid:
-                m.child(m.feature_missing, (self.model, feat.name)).inc(n - invalid - finite.size)
-            self._add_bins(feat.name, count_bins(self._num_cuts[i], finite))
+            invalid.append((feat.name, "wrong_type", wrong))
+            missing.append((feat.name, n - wrong - finite.size))
+            binned.append((feat.name, count_bins(self._num_cuts[i], finite)))
             kept = np.where(finite_mask, arr, np.nan)
             if wrong_typed is not None:
                 kept[wrong_typed] = _NOT_A_VALUE
@@ -302,26 +330,34 @@ class DriftMonitor:
         for j, cfeat in enumerate(self._cat):
             col = columns.get(cfeat.name)
             if col is None:
-                self._count_invalid(cfeat.name, "missing_feature", n)
+                invalid.append((cfeat.name, "missing_feature", n))
                 cat_block[:, j] = INVALID
                 continue
             codes = self._cat_buckets[j].codes(col)
-            counts, missing, invalid = self._cat_buckets[j].count_codes(codes)
-            if missing:
-                m.child(m.feature_missing, (self.model, cfeat.name)).inc(missing)
-            if invalid:
-                self._count_invalid(cfeat.name, "wrong_type", invalid)
-            self._add_bins(cfeat.name, counts)
+            counts, n_missing, n_invalid = self._cat_buckets[j].count_codes(codes)
+            missing.append((cfeat.name, n_missing))
+            invalid.append((cfeat.name, "wrong_type", n_invalid))
+            binned.append((cfeat.name, counts))
             cat_block[:, j] = codes[n - keep:]
-        unknown = [name for name in columns if name not in self.profile.features]
-        if unknown:
-            self._note_unknown(dict.fromkeys(unknown))
+        unknown = self._unknown_names(columns)
+        now = self.clock()
         rows = (self._pos + np.arange(keep)) % self.window_size
         self._ring_num[rows] = num_block
         self._ring_cat[rows] = cat_block
-        self._ring_ts[rows] = self.clock()
+        self._ring_ts[rows] = now
         self._pos = int((self._pos + keep) % self.window_size)
         self._filled = min(self._filled + keep, self.window_size)
+        m = self.metrics
+        for name, k in missing:
+            if k:
+                m.child(m.feature_missing, (self.model, name)).inc(k)
+        for name, reason, k in invalid:
+            if k:
+                self._count_invalid(name, reason, k)
+        for name, counts in binned:
+            self._add_bins(name, counts)
+        if unknown:
+            self._count_unknown(unknown)
 
     def _count_missing(self, name: str) -> None:
         m = self.metrics
@@ -331,18 +367,23 @@ class DriftMonitor:
         m = self.metrics
         m.child(m.feature_invalid, (self.model, name, reason)).inc(n)
 
-    def _note_unknown(self, row: Mapping[str, Any]) -> None:
-        """Count each unknown feature once (not per row) and log it, rate-limited. The names come from traffic:
-        they pass the registry's label guard (``feature``), and at most :data:`MAX_UNKNOWN_FEATURES` are
-        remembered (a name beyond that is counted again each time it is seen, under its folded label), each cut to
-        :data:`MAX_UNKNOWN_NAME_CHARS` characters."""
-        features, seen = self.profile.features, self._unknown_seen
+    def _unknown_names(self, row: Mapping[str, Any]) -> list[str]:
+        """The names in ``row`` the profile does not have, each cut to :data:`MAX_UNKNOWN_NAME_CHARS` characters
+        (reading a key's name can raise: nothing is counted yet)."""
+        features, out = self.profile.features, []
         for raw in row:
             name = str(raw)
             if name in features:
                 continue
-            if len(name) > MAX_UNKNOWN_NAME_CHARS:
-                name = name[:MAX_UNKNOWN_NAME_CHARS] + "..."
+            out.append(name[:MAX_UNKNOWN_NAME_CHARS] + "..." if len(name) > MAX_UNKNOWN_NAME_CHARS else name)
+        return out
+
+    def _count_unknown(self, names: list[str]) -> None:
+        """Count each unknown feature once (not per row) and log it, rate-limited. The names come from traffic:
+        they pass the registry's label guard (``feature``), and at most :data:`MAX_UNKNOWN_FEATURES` are
+        remembered (a name beyond that is counted again each time it is seen, under its folded label)."""
+        seen = self._unknown_seen
+        for name in names:
             if name in seen:
                 continue
             if len(seen) < MAX_UNKNOWN_FEATURES:

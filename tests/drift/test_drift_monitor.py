@@ -616,3 +616,87 @@ def test_background_thread_flushes_single_rows_between_evaluations(profile: Refe
         wait_until(lambda: value(registry, "aiwatch_feature_bin_total", model="m", feature="color", bin="red") == 1,
                    timeout=10, what="background flush")
     assert mon.last_report is None  # no evaluation yet: the interval is an hour
+
+
+def test_a_window_past_its_memory_bound_is_a_value_error_naming_window_size(profile: ReferenceProfile) -> None:
+    # before: numpy's ArrayMemoryError ("Unable to allocate 29.1 TiB ..."), naming no setting, or the OOM killer
+    from aiwatch.drift.monitor import MAX_WINDOW_BYTES
+
+    row_bytes = 8 + 8 * 2 + 4 * 1  # profile: x and score numerical, color categorical
+    largest = MAX_WINDOW_BYTES // row_bytes
+    for size in (10**12, largest + 1, 2**53):
+        with pytest.raises(ValueError, match=f"^window_size must be at most {largest} for this profile "
+                                             f"\\({row_bytes} bytes per row"):
+            DriftMonitor(profile, registry=CollectorRegistry(), window_size=size)
+    wide = ReferenceProfile.build({f"f{i}": REF_X[:100] for i in range(100)})
+    with pytest.raises(ValueError, match=f"^window_size must be at most {MAX_WINDOW_BYTES // (8 + 800)} "):
+        DriftMonitor(wide, registry=CollectorRegistry(), window_size=10**7)
+
+
+def _nothing_counted(registry: CollectorRegistry, mon: DriftMonitor, profile: ReferenceProfile) -> None:
+    """No value of any row was counted: no missing, invalid or bin count, and an empty window."""
+    mon.flush()
+    for name, feat in profile.features.items():
+        assert value(registry, "aiwatch_feature_missing_total", model="m", feature=name) == 0, name
+        for reason in ("wrong_type", "missing_feature"):
+            assert value(registry, "aiwatch_feature_invalid_total", model="m", feature=name, reason=reason) is None
+        assert sum(bins(registry, name, feat.bin_labels)) == 0, name
+    assert all(column.size == 0 for column in mon.window().values())
+
+
+@pytest.mark.parametrize("outputs", [np.array([0.3, 0.7]), [0.3], "0.3", 0.3],
+                         ids=["ndarray", "list", "str", "float"])
+def test_outputs_that_are_no_mapping_are_named_and_count_none_of_the_row(
+        profile: ReferenceProfile, registry: CollectorRegistry, outputs: Any,
+        caplog: pytest.LogCaptureFixture) -> None:
+    # before: numpy's "truth value of an array ... is ambiguous" (a list: "'list' object is not a mapping"), naming
+    # neither outputs= nor what it must be
+    mon = DriftMonitor(profile, model="m", registry=registry)
+    with caplog.at_level(logging.WARNING, logger="aiwatch"):
+        mon.observe({"x": None, "color": ["wrong"], "score": 0.5}, outputs=outputs)
+    assert value(registry, "aiwatch_instrumentation_errors_total", component="drift") == 1
+    message = "outputs= must be a mapping of output name -> value (or None), got " + type(outputs).__name__
+    assert any(message in r.getMessage() for r in caplog.records), [r.getMessage() for r in caplog.records]
+    _nothing_counted(registry, mon, profile)
+
+
+class _Raising(float):
+    """A float whose float() fails: it fails the row it is in, at the feature it is in."""
+
+    def __float__(self) -> float:
+        raise ArithmeticError("no float")
+
+
+class _Unhashable(str):
+    def __hash__(self) -> int:
+        raise ValueError("no hash")
+
+
+class _Unnamed:
+    def __str__(self) -> str:
+        raise RuntimeError("no name")
+
+
+@pytest.mark.parametrize("row", [
+    pytest.param({"x": None, "color": ["wrong"], "score": _Raising(0.5)}, id="__float__-numerical"),
+    pytest.param({"score": None, "x": "wrong", "color": _Raising(0.5)}, id="__float__-categorical"),
+    pytest.param({"x": None, "score": "wrong", "color": _Unhashable("red")}, id="__hash__"),
+    pytest.param({"x": None, "color": ["wrong"], "score": 0.5, _Unnamed(): 1}, id="__str__-of-a-key"),
+    pytest.param({"x": 10**400, "color": None, "score": _Raising(0.5)}, id="huge-int-first"),
+])
+def test_a_row_that_fails_partway_counts_none_of_its_values(profile: ReferenceProfile, registry: CollectorRegistry,
+                                                            row: dict[Any, Any]) -> None:
+    # before: the values read before the failing one were counted (missing, wrong_type), their bins too once
+    # flushed, while the row never entered the window: the counters and the window disagreed by that row
+    mon = DriftMonitor(profile, model="m", registry=registry, flush_every=1)
+    mon.observe(row)
+    mon.observe_batch([row])
+    mon.observe_batch({str(k): [v] for k, v in row.items()} if not any(isinstance(k, _Unnamed) for k in row)
+                      else {"x": [1.0], "color": [_Unhashable("red")]})
+    assert value(registry, "aiwatch_instrumentation_errors_total", component="drift") == 3
+    _nothing_counted(registry, mon, profile)
+    assert value(registry, "aiwatch_feature_invalid_total", model="m", feature="unknown", reason="unknown_feature") \
+        is None
+    mon.observe({"x": 0.5, "color": "red", "score": 0.5})  # the next row is counted whole
+    assert value(registry, "aiwatch_feature_bin_total", model="m", feature="color", bin="red") == 1
+    assert all(column.size == 1 for column in mon.window().values())
