@@ -4,14 +4,15 @@ work at all when tracing is off."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 import requests
 from fastapi import FastAPI
-from flask import Flask
-from opentelemetry import trace
+from flask import Flask, Response
+from opentelemetry import baggage, trace
 from opentelemetry.instrumentation.requests import RequestsInstrumentor
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -230,3 +231,35 @@ async def test_calls_and_app_spans_made_inside_a_phase_are_its_children(
     assert echoed["httpx"]["traceparent"] == f"00-{TRACE_ID}-{clients['aiwatch'].context.span_id:016x}-01"
     assert echoed["requests"]["traceparent"] == f"00-{TRACE_ID}-{otel_client.context.span_id:016x}-01"
     assert {s.context.trace_id for s in finished} == {int(TRACE_ID, 16)}
+
+
+def test_a_streamed_wsgi_body_is_produced_inside_the_server_span(registry: CollectorRegistry,
+                                                                 provider: TracerProvider,
+                                                                 exporter: InMemorySpanExporter) -> None:
+    """A WSGI body is produced after the app returned, as the server iterates it (a streamed response): the request's
+    context (its SERVER span, the caller's baggage) is current meanwhile too, as when the app was called, so the
+    spans started there are in the request's trace."""
+    tracer = provider.get_tracer("app")
+    seen: list[object] = []
+    app = Flask("streamed")
+
+    @app.get("/stream")
+    def stream() -> Response:
+        def chunks() -> Iterator[str]:
+            with tracer.start_as_current_span("generate"):
+                seen.append(baggage.get_baggage("user"))
+                yield "a"
+            yield "b"
+
+        return Response(chunks())
+
+    aiwatch.instrument(app, registry=registry, tracer_provider=provider)
+    resp = app.test_client().get("/stream", headers={"traceparent": TRACEPARENT, "baggage": "user=alice"},
+                                 buffered=True)
+    assert resp.status_code == 200 and resp.data == b"ab"
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    server, generate = spans["GET /stream"], spans["generate"]
+    assert generate.parent is not None and generate.parent.span_id == server.context.span_id
+    assert f"{generate.context.trace_id:032x}" == TRACE_ID
+    assert seen == ["alice"]
+    assert trace.get_current_span() is trace.INVALID_SPAN  # nothing left current after the body
