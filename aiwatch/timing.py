@@ -23,6 +23,8 @@ Semantics:
   ``aiwatch_overhead_clamped_total`` counts it.
 * **Outside a request** (a background worker, a batch job) a phase is observed directly into
   ``aiwatch_phase_duration_seconds`` for the default service.
+* **Traced requests**: a phase's span is current while the phase runs, so the CLIENT spans of calls made in it
+  (aiwatch's clients, OpenTelemetry's instrumentations) and the spans the app starts in it are its children.
 
 A phase's own failures (metrics, tracing) are counted and swallowed; exceptions of the code inside the phase pass
 through untouched.
@@ -39,7 +41,7 @@ from contextvars import ContextVar
 from types import TracebackType
 from typing import Any, TypeVar, cast
 
-from opentelemetry import trace
+from opentelemetry import context, trace
 
 from aiwatch.amounts import MAX_COUNT, MAX_SECONDS, as_count, as_elapsed, as_seconds, period, shown
 from aiwatch.amounts import seconds as seconds_of
@@ -171,10 +173,11 @@ def set_model(model: str, version: str = "") -> None:
         tl.model, tl.version = model_label, version_label
 
 
-#: An open phase: ``[name, model, parent frame, start, time of the phases inside it, span]``. A list rather than an
-#: object: built on every phase entry, a list literal costs a third of a class's ``__init__``.
+#: An open phase: ``[name, model, parent frame, start, time of the phases inside it, span, token of the context
+#: that made the span current]``. A list rather than an object: built on every phase entry, a list literal costs a
+#: third of a class's ``__init__``.
 _Frame = list[Any]
-_NAME, _MODEL, _PARENT, _START, _CHILD, _SPAN = range(6)
+_NAME, _MODEL, _PARENT, _START, _CHILD, _SPAN, _TOKEN = range(7)
 
 
 _valid_names: set[str] = set()
@@ -210,7 +213,7 @@ class phase:
         self.model = model if model is None or model.__class__ is str else _label_or_none(name, model)
 
     def __enter__(self) -> phase:
-        frame = [self.name, self.model, _frame.get(), _clock(), 0.0, None]
+        frame = [self.name, self.model, _frame.get(), _clock(), 0.0, None, None]
         tl = _timeline.get()
         if tl is not None and tl.tracer is not None:
             _start_phase_span(tl, frame)
@@ -275,6 +278,9 @@ def _start_phase_span(tl: RequestTimeline, frame: _Frame) -> None:
         model = frame[_MODEL] or tl.model
         if model:
             span.set_attribute("aiwatch.model", model)
+        # current while the phase runs: the spans of calls made in it (aiwatch's clients, OpenTelemetry's
+        # instrumentations) and the app's own spans are its children
+        frame[_TOKEN] = context.attach(trace.set_span_in_context(span))
     except Exception as exc:
         record_error("tracing", exc, tl.recorder.metrics)
 
@@ -284,6 +290,8 @@ def _finish_phase(frame: _Frame, exclusive: float, exc: BaseException | None) ->
     span = frame[_SPAN]
     if span is not None:
         try:
+            if frame[_TOKEN] is not None:
+                context.detach(frame[_TOKEN])
             if exc is not None:
                 span.record_exception(exc)
                 span.set_status(trace.Status(trace.StatusCode.ERROR, type(exc).__name__))

@@ -21,7 +21,8 @@ Per RPC (see docs/grpc.md):
   status itself, so there the servicer gets a context whose ``abort()`` adds the timing (up to the abort) first.
 * When a SERVER span is current when the handler starts (OpenTelemetry's server interceptor placed before this
   one), that span is the request's span and aiwatch's phase spans are its children; otherwise aiwatch starts its own
-  SERVER span when tracing is on, parented by the W3C trace context in the invocation metadata, named and described
+  SERVER span when tracing is on, parented by the W3C trace context in the invocation metadata (and current, in the
+  caller's context, while the handler runs and while a streaming handler produces each reply), named and described
   as opentelemetry-instrumentation-grpc describes its own (:mod:`aiwatch.semconv`: ``pkg.Service/Method``,
   ``rpc.*``, ERROR for the server-error codes; the stable RPC set under ``OTEL_SEMCONV_STABILITY_OPT_IN=rpc``).
 
@@ -36,11 +37,13 @@ import functools
 import inspect
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from typing import Any
 
 import grpc
 import grpc.aio
+from opentelemetry import context as otel_context
+from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 from prometheus_client import CollectorRegistry
 
@@ -71,10 +74,13 @@ _SENT_ALREADY = (asyncio.CancelledError, grpc.aio.AbortError)
 class _Call:
     """One RPC's state, kept in the wrapped behavior's closure (never on the interceptor)."""
 
-    __slots__ = ("chunks", "done", "received", "sent", "streaming", "timeline")
+    __slots__ = ("chunks", "done", "otel_context", "received", "sent", "streaming", "timeline")
 
-    def __init__(self, timeline: RequestTimeline, streaming: bool) -> None:
+    def __init__(self, timeline: RequestTimeline, streaming: bool, otel_context: Any = None) -> None:
         self.timeline = timeline
+        #: the OpenTelemetry context the handler runs in: aiwatch's SERVER span in the caller's context (``None``:
+        #: not traced, or the span is another instrumentation's, current already)
+        self.otel_context = otel_context
         self.chunks: ChunkTimer | None = None
         self.streaming = streaming
         self.done = False
@@ -107,6 +113,7 @@ class _ServerCore:
 
     def start(self, method: str, context: Any, streaming: bool, request: Any = None) -> _Call | None:
         recorder = self.recorder
+        otel_context = None
         try:
             metadata = context.invocation_metadata()
             span = span_in_progress(SpanKind.SERVER)
@@ -122,6 +129,8 @@ class _ServerCore:
                         parent = extract_context(metadata_dict(metadata))
                     name, attributes = grpc_span_start(method, self.conventions)
                     tl = recorder.begin_with(tracer, name, parent, attributes)
+                    if tl.span is not None:
+                        otel_context = trace.set_span_in_context(tl.span, parent)
             if metadata:
                 wanted = recorder.traffic.header
                 named = [item[1] for item in metadata if item[0] == wanted]
@@ -129,7 +138,7 @@ class _ServerCore:
                     tl.traffic_class = recorder.traffic.from_headers(named)
             if request is not None:
                 take_pending(tl, request)
-            return _Call(tl, streaming)
+            return _Call(tl, streaming, otel_context)
         except Exception as exc:
             record_error(COMPONENT, exc, self.metrics)
             return None
@@ -354,11 +363,14 @@ class AiwatchServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
             if call is not None and request_streaming:
                 request = _count_in(request, call)
                 call.sent = 1
+            token = _enter(call)
             try:
                 response = behavior(request, context)
             except BaseException as exc:
                 core.end(call, method, context, exc)
                 raise
+            finally:
+                _leave(token, call)
             core.end(call, method, context, None)
             if call is not None:
                 ended(call.timeline)
@@ -382,7 +394,12 @@ class AiwatchServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
                 except Exception as exc:
                     record_error(COMPONENT, exc, core.metrics)
             try:
-                for item in behavior(request, context):
+                token = _enter(call)
+                try:
+                    result = behavior(request, context)
+                finally:
+                    _leave(token, call)
+                for item in result if call is None or call.otel_context is None else _in_context(result, call):
                     core.sent(call, method)
                     yield item
             except BaseException as exc:
@@ -391,6 +408,59 @@ class AiwatchServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
             core.end(call, method, context, None)
 
         return stream
+
+
+def _enter(call: _Call | None) -> object | None:
+    """Make ``call``'s OpenTelemetry context current, so that the spans the handler starts are in the RPC's trace
+    (``None``: nothing made current)."""
+    if call is None or call.otel_context is None:
+        return None
+    try:
+        return otel_context.attach(call.otel_context)
+    except Exception as exc:
+        record_error("tracing", exc, call.timeline.recorder.metrics)
+        return None
+
+
+def _leave(token: object | None, call: _Call | None) -> None:
+    if token is not None and call is not None:
+        try:
+            otel_context.detach(token)  # type: ignore[arg-type]
+        except Exception as exc:
+            record_error("tracing", exc, call.timeline.recorder.metrics)
+
+
+def _in_context(responses: Iterable[Any], call: _Call) -> Iterator[Any]:
+    """A streaming handler's responses, each produced in ``call``'s OpenTelemetry context (grpcio's code that sends
+    them runs outside it)."""
+    token = _enter(call)
+    try:
+        iterator = iter(responses)
+    finally:
+        _leave(token, call)
+    while True:
+        token = _enter(call)
+        try:
+            item = next(iterator)
+        except StopIteration:
+            return
+        finally:
+            _leave(token, call)
+        yield item
+
+
+async def _ain_context(responses: AsyncIterator[Any], call: _Call) -> AsyncIterator[Any]:
+    """:func:`_in_context` for an aio handler's async iterator of responses."""
+    iterator = responses.__aiter__()
+    while True:
+        token = _enter(call)
+        try:
+            item = await iterator.__anext__()
+        except StopAsyncIteration:
+            return
+        finally:
+            _leave(token, call)
+        yield item
 
 
 def _count_in(requests: Iterator[Any], call: _Call) -> Iterator[Any]:
@@ -447,11 +517,14 @@ class AiwatchAioServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[m
                     call.sent = 1
                 if core.server_timing:
                     inner = _AioContext(context, call)
+            token = _enter(call)
             try:
                 response = await behavior(request, inner)
             except BaseException as exc:
                 core.end(call, method, context, exc)
                 raise
+            finally:
+                _leave(token, call)
             core.end(call, method, context, None)
             if call is not None:
                 ended(call.timeline)
@@ -473,13 +546,22 @@ class AiwatchAioServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[m
                 if core.server_timing:
                     inner = _AioContext(context, call)
             try:
-                result = behavior(request, inner)
+                token = _enter(call)
+                try:
+                    result = behavior(request, inner)
+                finally:
+                    _leave(token, call)
                 if hasattr(result, "__aiter__"):
-                    async for item in result:
+                    async for item in (result if call is None or call.otel_context is None
+                                       else _ain_context(result, call)):
                         core.sent(call, method)
                         yield item
                 else:  # a coroutine that writes with context.write()
-                    await result
+                    token = _enter(call)
+                    try:
+                        await result
+                    finally:
+                        _leave(token, call)
             except BaseException as exc:
                 core.end(call, method, context, exc)
                 raise

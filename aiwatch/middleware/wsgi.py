@@ -19,6 +19,8 @@ moment ``start_response`` is called. Bytes the app sends through ``start_respons
 response size; a chunked request body (no ``CONTENT_LENGTH``) counts as the app reads it from ``wsgi.input``, which
 is wrapped for that. Requests without a route template are labelled ``__unmatched__``, never with the raw path. The
 response iterable is wrapped, so a server's ``wsgi.file_wrapper`` fast path is not used for instrumented responses.
+With tracing on, the context the app was called in (aiwatch's SERVER span, the caller's baggage) is current again
+while the server takes each chunk of the body and closes it: a streamed body is produced then, inside the request.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from opentelemetry import context
 from opentelemetry.trace import SpanKind
 from prometheus_client import CollectorRegistry
 
@@ -146,6 +149,8 @@ class AiwatchWSGIMiddleware:
 
             return counted_write
 
+        if token is not None:  # the body is produced later, as the server iterates it: in this context too
+            request.context = context.get_current()
         try:
             body = self.app(environ, start_response_wrapper)
         except BaseException as exc:
@@ -207,7 +212,8 @@ class AiwatchWSGIMiddleware:
 class _Request:
     """One request's state: lives as long as its response body, never on the middleware."""
 
-    __slots__ = ("chunks", "code", "environ", "finished", "method", "middleware", "received", "sent", "status", "tl")
+    __slots__ = ("chunks", "code", "context", "environ", "finished", "method", "middleware", "received", "sent",
+                 "status", "tl")
 
     def __init__(self, middleware: AiwatchWSGIMiddleware, environ: Environ, tl: RequestTimeline,
                  method: str) -> None:
@@ -223,6 +229,9 @@ class _Request:
         self.received: int | None = None
         self.sent: int | None = None
         self.chunks: ChunkTimer | None = None
+        #: the OpenTelemetry context the app was called in, with aiwatch's SERVER span (``None``: not traced, or
+        #: the span is another instrumentation's, which keeps it current itself)
+        self.context: Any = None
 
     def route(self) -> str:
         """The route label (for a streamed body's chunk timer)."""
@@ -307,7 +316,7 @@ class _ClosingBody:
         request = self._request
         counting = request.sent is not None
         try:
-            for chunk in self._body:
+            for chunk in self._body if request.context is None else _in_context(self._body, request):
                 if chunk:
                     if counting:
                         request.sent += len(chunk)  # type: ignore[operator]
@@ -324,11 +333,54 @@ class _ClosingBody:
             raise
 
     def close(self) -> None:
+        request = self._request
         try:
             close = getattr(self._body, "close", None)
             if close is not None:
-                close()
+                token = _enter(request)
+                try:
+                    close()
+                finally:
+                    _leave(token, request)
         except BaseException as exc:
-            self._request.finish(exc)
+            request.finish(exc)
             raise
-        self._request.finish(None)
+        request.finish(None)
+
+
+def _enter(request: _Request) -> object | None:
+    """Make the context the app was called in current again (``None``: nothing made current)."""
+    if request.context is None:
+        return None
+    try:
+        return context.attach(request.context)
+    except Exception as exc:
+        record_error("tracing", exc, request.middleware.metrics)
+        return None
+
+
+def _leave(token: object | None, request: _Request) -> None:
+    if token is not None:
+        try:
+            context.detach(token)  # type: ignore[arg-type]
+        except Exception as exc:
+            record_error("tracing", exc, request.middleware.metrics)
+
+
+def _in_context(body: Iterable[bytes], request: _Request) -> Iterator[bytes]:
+    """``body``'s chunks, each produced in the context the app was called in (the server's code that sends them
+    runs outside it)."""
+    token = _enter(request)
+    try:
+        iterator = iter(body)
+    finally:
+        _leave(token, request)
+    while True:
+        token = _enter(request)
+        try:
+            chunk = next(iterator)
+        except StopIteration:
+            return
+        finally:
+            _leave(token, request)
+        yield chunk

@@ -10,6 +10,7 @@ from typing import Any
 import grpc
 import grpc.aio
 import pytest
+from opentelemetry import baggage
 from opentelemetry.instrumentation.grpc import (
     GrpcInstrumentorClient,
     GrpcInstrumentorServer,
@@ -320,3 +321,86 @@ def test_an_old_wrapper_stays_off_after_instrumenting_again(metrics: Metrics) ->
         server.stop(None)
     assert value(metrics.registry, "aiwatch_request_duration_seconds_count", service="infer", route=PREDICT,
                  method="grpc", status="OK") == 0
+
+
+_CALLER = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+class _SpanningServicer(InferenceServicer):
+    """Starts a span of its own in each handler, and notes the caller's baggage it sees there."""
+
+    def __init__(self, provider: TracerProvider, seen: list[object]) -> None:
+        self.tracer = provider.get_tracer("app")
+        self.seen = seen
+
+    def Predict(self, request: Any, context: Any) -> Any:
+        with self.tracer.start_as_current_span("handler"):
+            self.seen.append(baggage.get_baggage("user"))
+        return super().Predict(request, context)
+
+    def PredictStream(self, request: Any, context: Any) -> Iterator[Any]:
+        for reply in super().PredictStream(request, context):
+            with self.tracer.start_as_current_span("handler"):
+                self.seen.append(baggage.get_baggage("user"))
+            yield reply
+
+
+class _AioSpanningServicer(AioInferenceServicer):
+    def __init__(self, provider: TracerProvider, seen: list[object]) -> None:
+        self.tracer = provider.get_tracer("app")
+        self.seen = seen
+
+    async def Predict(self, request: Any, context: Any) -> Any:
+        with self.tracer.start_as_current_span("handler"):
+            self.seen.append(baggage.get_baggage("user"))
+        return await super().Predict(request, context)
+
+    async def PredictStream(self, request: Any, context: Any) -> AsyncIterator[Any]:
+        async for reply in super().PredictStream(request, context):
+            with self.tracer.start_as_current_span("handler"):
+                self.seen.append(baggage.get_baggage("user"))
+            yield reply
+
+
+def _assert_handler_spans_in_the_rpcs_trace(exporter: InMemorySpanExporter, seen: list[object]) -> None:
+    finished = exporter.get_finished_spans()
+    servers = {s.context.span_id for s in finished if s.kind == SpanKind.SERVER}
+    assert len(servers) == 2  # one per RPC, aiwatch's
+    handlers = [s for s in finished if s.name == "handler"]
+    assert len(handlers) == 3  # Predict's, and one per PredictStream reply
+    for span in handlers:
+        assert span.parent is not None and span.parent.span_id in servers
+        assert format(span.context.trace_id, "032x") == _CALLER.split("-")[1]
+    assert seen == ["alice"] * 3
+
+
+def test_spans_a_handler_starts_are_in_the_rpcs_trace(metrics: Metrics, spans: Any) -> None:
+    """aiwatch's SERVER span (no OpenTelemetry interceptor in front) is current while the handler runs, and while a
+    streaming handler produces each reply, in the caller's context: the handler's spans are its children."""
+    provider, exporter = spans
+    seen: list[object] = []
+    metadata = (("traceparent", _CALLER), ("baggage", "user=alice"))
+    with sync_server([grpc_server_interceptor(service="infer", metrics=metrics, tracer_provider=provider)],
+                     _SpanningServicer(provider, seen)) as target, stub_for(target) as stub:
+        stub.Predict(req(features=[1.0]), metadata=metadata)
+        assert len(list(stub.PredictStream(req(features=[1.0, 2.0]), metadata=metadata))) == 2
+    _assert_handler_spans_in_the_rpcs_trace(exporter, seen)
+
+
+async def test_spans_an_aio_handler_starts_are_in_the_rpcs_trace(metrics: Metrics, spans: Any) -> None:
+    provider, exporter = spans
+    seen: list[object] = []
+    metadata = (("traceparent", _CALLER), ("baggage", "user=alice"))
+    server = grpc.aio.server(interceptors=[
+        grpc_aio_server_interceptor(service="infer", metrics=metrics, tracer_provider=provider)])
+    pb_grpc.add_InferenceServicer_to_server(_AioSpanningServicer(provider, seen), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = pb_grpc.InferenceStub(channel)
+            await stub.Predict(req(features=[1.0]), metadata=metadata)
+            assert len([r async for r in stub.PredictStream(req(features=[1.0, 2.0]), metadata=metadata)]) == 2
+    finally:
+        await server.stop(None)
+    _assert_handler_spans_in_the_rpcs_trace(exporter, seen)

@@ -4,12 +4,16 @@ work at all when tracing is off."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
+import requests
 from fastapi import FastAPI
-from flask import Flask
-from opentelemetry import trace
+from flask import Flask, Response
+from opentelemetry import baggage, trace
+from opentelemetry.instrumentation.requests import RequestsInstrumentor
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -20,8 +24,10 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 import aiwatch
+import aiwatch.client
 from aiwatch.timing import RequestTimeline
 from tests.http.asgi_driver import call
+from tests.http.peer import peer
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"
@@ -181,3 +187,79 @@ async def test_fastapis_own_server_span_is_used_under_a_global_provider(
     phases = {s.name: s for s in finished if s.instrumentation_scope and s.instrumentation_scope.name == "aiwatch"}
     assert set(phases) == {"inference", "tokenize", "postprocess"}
     assert phases["inference"].parent.span_id == servers[0].context.span_id  # type: ignore[union-attr]
+
+
+async def test_calls_and_app_spans_made_inside_a_phase_are_its_children(
+        registry: CollectorRegistry, provider: TracerProvider, exporter: InMemorySpanExporter) -> None:
+    """A phase's span is current while the phase runs: a downstream call's CLIENT span (aiwatch's, or OpenTelemetry's
+    requests instrumentation's in front of aiwatch's adapter) and a span the app starts there are its children, and
+    the peer is sent the CLIENT span's trace context."""
+    tracer = provider.get_tracer("app")
+    echoed: dict[str, Any] = {}
+    instrumentor = RequestsInstrumentor()
+    instrumentor.instrument(tracer_provider=provider)
+    try:
+        with peer() as base:
+            async def item(request: Any) -> PlainTextResponse:
+                with aiwatch.phase("fetch"):
+                    async with aiwatch.client.instrument_httpx(httpx.AsyncClient(), registry=registry,
+                                                               tracer_provider=provider) as client:
+                        echoed["httpx"] = (await client.get(f"{base}/ok")).json()
+                    with aiwatch.phase("lookup"), tracer.start_as_current_span("db"), \
+                            aiwatch.client.instrument_requests(requests.Session(), registry=registry,
+                                                              tracer_provider=provider) as session:
+                        echoed["requests"] = session.get(f"{base}/ok").json()
+                return PlainTextResponse("ok")
+
+            app = aiwatch.instrument(Starlette(routes=[Route("/items/{item_id}", item)]), registry=registry,
+                                     tracer_provider=provider)
+            assert (await call(app, "/items/1", headers=[("traceparent", TRACEPARENT)])).status == 200
+    finally:
+        instrumentor.uninstrument()
+    finished = exporter.get_finished_spans()
+    spans = {s.name: s for s in finished if s.kind is not SpanKind.CLIENT}
+    clients = {s.instrumentation_scope.name: s for s in finished  # type: ignore[union-attr]
+               if s.kind is SpanKind.CLIENT}
+    assert set(clients) == {"aiwatch", "opentelemetry.instrumentation.requests"}
+    fetch, lookup, db = spans["fetch"], spans["lookup"], spans["db"]
+    assert fetch.parent.span_id == spans["GET /items/{item_id}"].context.span_id  # type: ignore[union-attr]
+    assert lookup.parent.span_id == fetch.context.span_id  # type: ignore[union-attr]
+    assert clients["aiwatch"].parent.span_id == fetch.context.span_id  # type: ignore[union-attr]
+    assert db.parent.span_id == lookup.context.span_id  # type: ignore[union-attr]
+    otel_client = clients["opentelemetry.instrumentation.requests"]
+    assert otel_client.parent.span_id == db.context.span_id  # type: ignore[union-attr]
+    assert echoed["httpx"]["traceparent"] == f"00-{TRACE_ID}-{clients['aiwatch'].context.span_id:016x}-01"
+    assert echoed["requests"]["traceparent"] == f"00-{TRACE_ID}-{otel_client.context.span_id:016x}-01"
+    assert {s.context.trace_id for s in finished} == {int(TRACE_ID, 16)}
+
+
+def test_a_streamed_wsgi_body_is_produced_inside_the_server_span(registry: CollectorRegistry,
+                                                                 provider: TracerProvider,
+                                                                 exporter: InMemorySpanExporter) -> None:
+    """A WSGI body is produced after the app returned, as the server iterates it (a streamed response): the request's
+    context (its SERVER span, the caller's baggage) is current meanwhile too, as when the app was called, so the
+    spans started there are in the request's trace."""
+    tracer = provider.get_tracer("app")
+    seen: list[object] = []
+    app = Flask("streamed")
+
+    @app.get("/stream")
+    def stream() -> Response:
+        def chunks() -> Iterator[str]:
+            with tracer.start_as_current_span("generate"):
+                seen.append(baggage.get_baggage("user"))
+                yield "a"
+            yield "b"
+
+        return Response(chunks())
+
+    aiwatch.instrument(app, registry=registry, tracer_provider=provider)
+    resp = app.test_client().get("/stream", headers={"traceparent": TRACEPARENT, "baggage": "user=alice"},
+                                 buffered=True)
+    assert resp.status_code == 200 and resp.data == b"ab"
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    server, generate = spans["GET /stream"], spans["generate"]
+    assert generate.parent is not None and generate.parent.span_id == server.context.span_id
+    assert f"{generate.context.trace_id:032x}" == TRACE_ID
+    assert seen == ["alice"]
+    assert trace.get_current_span() is trace.INVALID_SPAN  # nothing left current after the body
