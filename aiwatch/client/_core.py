@@ -174,7 +174,8 @@ class ClientRecorder:
         """Record one finished call, HTTP or gRPC: its client-observed time and, when the peer reported its time
         (``server_timing``: the ``Server-Timing`` value or the ``server-timing`` trailer), its network time: the
         client time up to ``served_end`` (when given: the moment the peer's report arrived, before the end) minus
-        the peer's ``total``. The
+        the peer's ``total``; none when the report is a retried attempt's
+        (:attr:`aiwatch.servertiming.ServerTiming.retried`), whose total misses the earlier attempts. The
         ``peer`` label is ``fixed_peer`` or this recorder's fixed peer, else the service name the peer reported, else
         ``address``;
         ``timeline`` and ``phase`` are where the call was made (:func:`aiwatch.timing.call_site`); ``sent`` and
@@ -220,7 +221,8 @@ class ClientRecorder:
                 m.child(m.client_bytes, (self.service, peer, "received")).inc(received)
         except Exception as exc:
             record_error("metrics", exc, m)
-        total = timing.total if timing is not None else None
+        # a retried call's time holds every attempt and the backoff, the report only the answering attempt's time
+        total = timing.total if timing is not None and not timing.retried else None
         if total is not None and client is not None:
             try:
                 network = client - total

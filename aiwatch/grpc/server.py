@@ -19,6 +19,8 @@ Per RPC (see docs/grpc.md):
 * The server reports its timing in trailing metadata ``server-timing`` (same format as the HTTP header, ``total`` =
   server time), for streams when the stream ends, on failures too. ``grpc.aio``'s ``context.abort()`` sends the
   status itself, so there the servicer gets a context whose ``abort()`` adds the timing (up to the abort) first.
+  An attempt the channel retried (``grpc-previous-rpc-attempts: N`` in its metadata) has ``attempt=N+1`` on its
+  ``total`` (:mod:`aiwatch.servertiming`): the caller's time holds the earlier attempts too.
 * When a SERVER span is current when the handler starts (OpenTelemetry's server interceptor placed before this
   one), that span is the request's span and aiwatch's phase spans are its children; otherwise aiwatch starts its own
   SERVER span when tracing is on, parented by the W3C trace context in the invocation metadata, named and described
@@ -51,7 +53,7 @@ from aiwatch.middleware._common import UNMATCHED_ROUTE
 from aiwatch.recording import resolve_recorder
 from aiwatch.safety import record_error
 from aiwatch.semconv import end_grpc_span, grpc_span_start, rpc_conventions
-from aiwatch.servertiming import HEADER
+from aiwatch.servertiming import ATTEMPT, HEADER
 from aiwatch.streaming import ChunkTimer
 from aiwatch.timing import RequestRecorder, RequestTimeline
 from aiwatch.tracing import extract_context, span_in_progress
@@ -61,6 +63,8 @@ METHOD_LABEL = "grpc"
 """The ``method`` label of gRPC requests in ``aiwatch_request_duration_seconds``."""
 
 COMPONENT = "grpc_server"
+#: the metadata grpc-core adds to a retried (or hedged) attempt: how many attempts of the call came before
+PREVIOUS_ATTEMPTS = "grpc-previous-rpc-attempts"
 
 _clock = time.perf_counter
 _done_lock = threading.Lock()
@@ -71,7 +75,7 @@ _SENT_ALREADY = (asyncio.CancelledError, grpc.aio.AbortError)
 class _Call:
     """One RPC's state, kept in the wrapped behavior's closure (never on the interceptor)."""
 
-    __slots__ = ("chunks", "done", "received", "sent", "streaming", "timeline")
+    __slots__ = ("attempt", "chunks", "done", "received", "sent", "streaming", "timeline")
 
     def __init__(self, timeline: RequestTimeline, streaming: bool) -> None:
         self.timeline = timeline
@@ -80,6 +84,14 @@ class _Call:
         self.done = False
         self.sent = 0
         self.received = 0
+        #: this attempt's number when the channel retried the call (``grpc-previous-rpc-attempts`` + 1), else None
+        self.attempt: int | None = None
+
+    def server_timing(self, now: float | None = None) -> str:
+        """The ``server-timing`` trailer so far, its ``total`` marked with the attempt's number on a retried one."""
+        value = self.timeline.server_timing(now)
+        # the total entry comes last, so a parameter appended here is the total's
+        return value if self.attempt is None else f"{value};{ATTEMPT}={self.attempt:d}"
 
 
 class _ServerCore:
@@ -129,7 +141,10 @@ class _ServerCore:
                     tl.traffic_class = recorder.traffic.from_headers(named)
             if request is not None:
                 take_pending(tl, request)
-            return _Call(tl, streaming)
+            call = _Call(tl, streaming)
+            if metadata:
+                call.attempt = _attempt(metadata)
+            return call
         except Exception as exc:
             record_error(COMPONENT, exc, self.metrics)
             return None
@@ -163,7 +178,7 @@ class _ServerCore:
             status, report_error = _status(context, error, terminated)
             if self.server_timing and not terminated and not isinstance(error, _SENT_ALREADY):
                 try:
-                    _add_trailing(context, tl.server_timing(end))
+                    _add_trailing(context, call.server_timing(end))
                 except Exception as exc:
                     record_error(COMPONENT, exc, self.metrics)
             if call.streaming:
@@ -225,6 +240,18 @@ def _status(context: Any, error: BaseException | None, terminated: bool) -> tupl
     return "OK", False
 
 
+def _attempt(metadata: Any) -> int | None:
+    """The number of this attempt of a call the channel retried (gRFC A6), from its ``grpc-previous-rpc-attempts``;
+    ``None`` for a first attempt, or a value that is no count of attempts."""
+    for item in metadata:
+        if item[0] == PREVIOUS_ATTEMPTS:
+            previous = item[1]
+            if isinstance(previous, str) and previous.isascii() and previous.isdigit() and len(previous) <= 9:
+                return int(previous) + 1 if int(previous) > 0 else None
+            return None
+    return None
+
+
 def _active(context: Any) -> bool:
     try:
         return bool(context.is_active())
@@ -261,7 +288,7 @@ class _AioContext:
 
     async def abort(self, code: grpc.StatusCode, details: str = "", trailing_metadata: Any = ()) -> None:
         try:
-            timing = (HEADER, self._call.timeline.server_timing())
+            timing = (HEADER, self._call.server_timing())
             if trailing_metadata:
                 trailing_metadata = (*tuple(trailing_metadata), timing)
             else:
