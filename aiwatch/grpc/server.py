@@ -11,7 +11,9 @@ Per RPC (see docs/grpc.md):
   stream). A call to a method the server does not implement is recorded as ``UNIMPLEMENTED`` under the
   route ``__unmatched__`` (the client's method name never becomes a label, as a URL path never does).
   A unary request grpcio cannot deserialize (the handler never runs) is recorded with the status grpcio answers:
-  ``INTERNAL`` (grpc.aio: ``UNKNOWN``).
+  ``INTERNAL`` (grpc.aio: ``UNKNOWN``). So is a request stream message it cannot deserialize: the thread-pool server
+  answers ``INTERNAL`` (or the code the servicer set) and ends the handler's request stream as if the client had
+  closed it; grpc.aio raises the error in the handler, which fails with it (``UNKNOWN``, as for any exception).
 * ``aiwatch.phase(...)`` inside the servicer feeds ``aiwatch_phase_duration_seconds`` and the ``overhead`` phase: the
   servicer runs inside the RPC's timeline (for the thread-pool server, in the pool thread that runs the handler).
 * Streaming RPCs are timed to the last message; RPCs with a streaming side also count messages in
@@ -75,7 +77,7 @@ _SENT_ALREADY = (asyncio.CancelledError, grpc.aio.AbortError)
 class _Call:
     """One RPC's state, kept in the wrapped behavior's closure (never on the interceptor)."""
 
-    __slots__ = ("attempt", "chunks", "done", "received", "sent", "streaming", "timeline")
+    __slots__ = ("attempt", "chunks", "done", "received", "sent", "streaming", "timeline", "undecodable")
 
     def __init__(self, timeline: RequestTimeline, streaming: bool) -> None:
         self.timeline = timeline
@@ -86,12 +88,28 @@ class _Call:
         self.received = 0
         #: this attempt's number when the channel retried the call (``grpc-previous-rpc-attempts`` + 1), else None
         self.attempt: int | None = None
+        #: set when grpcio failed to deserialize a message of this RPC's request stream (and answered it)
+        self.undecodable: _Undecodable | None = None
 
     def server_timing(self, now: float | None = None) -> str:
         """The ``server-timing`` trailer so far, its ``total`` marked with the attempt's number on a retried one."""
         value = self.timeline.server_timing(now)
         # the total entry comes last, so a parameter appended here is the total's
         return value if self.attempt is None else f"{value};{ATTEMPT}={self.attempt:d}"
+
+
+class _Undecodable:
+    """Whether a message of one RPC's request stream failed to deserialize. The thread-pool server then answers the
+    RPC itself (``INTERNAL``, or the code the servicer set) and ends the handler's request stream as if the client had
+    closed it; the deserializer runs in grpcio's polling thread, so this flag is its only link to the RPC."""
+
+    __slots__ = ("failed",)
+
+    def __init__(self) -> None:
+        self.failed = False
+
+    def fail(self, start: float) -> None:
+        self.failed = True
 
 
 class _ServerCore:
@@ -175,7 +193,8 @@ class _ServerCore:
         try:
             tl = call.timeline
             recorder = self.recorder
-            status, report_error = _status(context, error, terminated)
+            status, report_error = _status(context, error, terminated,
+                                           call.undecodable is not None and call.undecodable.failed)
             if self.server_timing and not terminated and not isinstance(error, _SENT_ALREADY):
                 try:
                     _add_trailing(context, call.server_timing(end))
@@ -218,8 +237,16 @@ class _ServerCore:
             record_error(COMPONENT, exc, self.metrics)
 
 
-def _status(context: Any, error: BaseException | None, terminated: bool) -> tuple[str, bool]:
-    """The status name the client sees, and whether ``error`` is an unhandled servicer failure."""
+def _status(context: Any, error: BaseException | None, terminated: bool,
+            undecodable: bool = False) -> tuple[str, bool]:
+    """The status name the client sees, and whether ``error`` is an unhandled servicer failure. ``undecodable``: the
+    thread-pool server failed to deserialize a request stream message and sent the status already."""
+    if undecodable:  # grpcio sent the code the servicer had set, else INTERNAL, whatever the handler did next
+        try:
+            code = status_name(context.code())
+        except Exception:
+            code = None
+        return code or "INTERNAL", False
     if terminated or isinstance(error, asyncio.CancelledError | GeneratorExit):
         return _cancel_status(context), False
     code = None
@@ -340,8 +367,13 @@ def _instrument_handler(interceptor: Any, handler: Any, handler_call_details: An
         wrap = interceptor._wrap_stream if handler.response_streaming else interceptor._wrap_unary
         core = interceptor._core
         messages = core.messages(method) if core.serialization else None
-        failed = None if handler.request_streaming else functools.partial(core.undecodable, method)
-        return _rewrap(handler, wrap(behavior, method, handler.request_streaming), factory, messages, failed)
+        if not handler.request_streaming:
+            return _rewrap(handler, wrap(behavior, method, False), factory, messages,
+                           functools.partial(core.undecodable, method))
+        if only_async:  # grpc.aio raises the deserializer's error in the handler: its outcome, seen as usual
+            return _rewrap(handler, wrap(behavior, method, True), factory, messages)
+        undecodable = _Undecodable()  # grpcio asks for the handler per RPC: one flag per RPC
+        return _rewrap(handler, wrap(behavior, method, True, undecodable), factory, messages, undecodable.fail)
     except Exception as exc:
         record_error(COMPONENT, exc, interceptor._core.metrics)
         return handler
@@ -373,7 +405,8 @@ class AiwatchServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
     def intercept_service(self, continuation: Callable[[Any], Any], handler_call_details: Any) -> Any:
         return _instrument_handler(self, continuation(handler_call_details), handler_call_details, only_async=False)
 
-    def _wrap_unary(self, behavior: Callable[..., Any], method: str, request_streaming: bool) -> Callable[..., Any]:
+    def _wrap_unary(self, behavior: Callable[..., Any], method: str, request_streaming: bool,
+                    undecodable: _Undecodable | None = None) -> Callable[..., Any]:
         core = self._core
 
         def unary(request: Any, context: Any) -> Any:
@@ -381,6 +414,7 @@ class AiwatchServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
             if call is not None and request_streaming:
                 request = _count_in(request, call)
                 call.sent = 1
+                call.undecodable = undecodable
             try:
                 response = behavior(request, context)
             except BaseException as exc:
@@ -393,12 +427,14 @@ class AiwatchServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
 
         return unary
 
-    def _wrap_stream(self, behavior: Callable[..., Any], method: str, request_streaming: bool) -> Callable[..., Any]:
+    def _wrap_stream(self, behavior: Callable[..., Any], method: str, request_streaming: bool,
+                     undecodable: _Undecodable | None = None) -> Callable[..., Any]:
         core = self._core
 
         def stream(request: Any, context: Any) -> Iterator[Any]:
             call = core.start(method, context, True, None if request_streaming else request)
             if call is not None:
+                call.undecodable = undecodable
                 if request_streaming:
                     request = _count_in(request, call)
                 else:
