@@ -10,7 +10,15 @@ without any configuration::
     >>> timing.total, timing.service
     (0.045, 'ranker')
 
-The same text travels in gRPC trailing metadata under the key ``server-timing``.
+The same text travels in gRPC trailing metadata under the key ``server-timing``. An aiwatch gRPC server answering an
+attempt the channel retried (gRFC A6: the attempt carries ``grpc-previous-rpc-attempts``) adds the attempt's number
+to the ``total`` entry, as an extension parameter ``attempt`` (2 for the first retry). The total then covers that
+attempt only, not the earlier ones nor the backoff the caller waited, so the caller records no network time::
+
+    >>> format_server_timing([], overhead=0.002, total=0.045, service="ranker", attempt=2)
+    'overhead;dur=2.000, total;dur=45.000;desc="ranker";attempt=2'
+    >>> parse('total;dur=45.000;desc="ranker";attempt=2').retried
+    True
 
 Parsing follows the header's grammar (https://www.w3.org/TR/server-timing/#the-server-timing-header-field)::
 
@@ -22,8 +30,9 @@ Parsing follows the header's grammar (https://www.w3.org/TR/server-timing/#the-s
     server-timing-param-value = token / quoted-string
 
 so a quoted ``desc`` may hold commas, semicolons and escaped quotes without forging another entry. As the spec's
-processing model says, the first ``dur`` (and the first ``desc``) of an entry wins; aiwatch also takes the first
-entry of a repeated name. A value that does not follow the grammar raises :class:`ValueError` naming the problem.
+processing model says, the first ``dur`` (and the first ``desc``, ``attempt``) of an entry wins and other parameters
+are ignored; aiwatch also takes the first entry of a repeated name. A value that does not follow the grammar, or an
+``attempt`` that is no whole number from 1 to 9999999999, raises :class:`ValueError` naming the problem.
 """
 
 from __future__ import annotations
@@ -36,12 +45,15 @@ from dataclasses import dataclass
 HEADER = "server-timing"
 TOTAL = "total"
 OVERHEAD = "overhead"
+#: the ``total`` entry's parameter: the number of the attempt that answered, when the channel retried the call
+ATTEMPT = "attempt"
 
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _OWS = re.compile(r"[ \t]*")
 # qdtext and quoted-pair of RFC 9110: any visible or obs-text character but DQUOTE and backslash, or an escape
 _QUOTED = re.compile(r'"((?:[\t \x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t \x21-\x7e\x80-\xff])*)"')
 _ESCAPE = re.compile(r"\\(.)")
+_ATTEMPT = re.compile(r"[0-9]{1,10}")
 _NUMBER = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 
 
@@ -58,11 +70,12 @@ def quote(text: str) -> str:
 
 @dataclass(frozen=True)
 class Entry:
-    """One server-timing metric: its name, ``dur`` in seconds and ``desc`` (``None`` when absent)."""
+    """One server-timing metric: its name, ``dur`` in seconds, ``desc`` and ``attempt`` (``None`` when absent)."""
 
     name: str
     seconds: float | None = None
     desc: str | None = None
+    attempt: int | None = None
 
 
 @dataclass(frozen=True)
@@ -86,6 +99,13 @@ class ServerTiming:
         entry = self.get(TOTAL)
         return entry.desc or None if entry is not None else None
 
+    @property
+    def retried(self) -> bool:
+        """Whether the ``total`` is that of a retried attempt (its ``attempt`` is above 1): it does not cover the
+        whole call."""
+        entry = self.get(TOTAL)
+        return entry is not None and entry.attempt is not None and entry.attempt > 1
+
     def durations(self) -> dict[str, float]:
         """name -> seconds for the entries with a ``dur`` (the first entry of a name wins)."""
         out: dict[str, float] = {}
@@ -96,13 +116,14 @@ class ServerTiming:
 
 
 def format_server_timing(phases: Iterable[tuple[str, float]], overhead: float | None, total: float,
-                         service: str | None = None) -> str:
-    """Server-Timing header value for ``phases`` (name, seconds), the ``overhead``, the ``total`` and the server's
-    ``service`` name."""
+                         service: str | None = None, attempt: int | None = None) -> str:
+    """Server-Timing header value for ``phases`` (name, seconds), the ``overhead``, the ``total``, the server's
+    ``service`` name and the ``attempt`` that answered (given only for a retried one)."""
     parts = [f"{name};dur={seconds * 1000.0:.3f}" for name, seconds in phases]
     if overhead is not None:
         parts.append(f"{OVERHEAD};dur={overhead * 1000.0:.3f}")
-    parts.append(f"{TOTAL};dur={total * 1000.0:.3f}" + (f";desc={quote(service)}" if service else ""))
+    parts.append(f"{TOTAL};dur={total * 1000.0:.3f}" + (f";desc={quote(service)}" if service else "")
+                 + (f";{ATTEMPT}={attempt:d}" if attempt is not None else ""))
     return ", ".join(parts)
 
 
@@ -163,11 +184,12 @@ def _entry(s: _Scanner) -> Entry:
         raise ValueError(f"malformed Server-Timing entry: bad metric name {s.where()}")
     seconds: float | None = None
     desc: str | None = None
-    has_dur = has_desc = False
+    attempt: int | None = None
+    has_dur = has_desc = has_attempt = False
     while True:
         s.skip_ows()
         if not s.at(";"):
-            return Entry(name, seconds, desc)
+            return Entry(name, seconds, desc, attempt)
         s.pos += 1
         s.skip_ows()
         key = s.token()
@@ -188,6 +210,12 @@ def _entry(s: _Scanner) -> Entry:
         elif key == "desc" and not has_desc:
             has_desc = True
             desc = raw
+        elif key == ATTEMPT and not has_attempt:
+            has_attempt = True
+            if _ATTEMPT.fullmatch(raw) is None or int(raw) < 1:
+                raise ValueError(f"malformed Server-Timing entry {name!r}: attempt={raw!r} is not a whole number "
+                                 "from 1 to 9999999999")
+            attempt = int(raw)
 
 
 def _duration(name: str, raw: str) -> float:

@@ -150,3 +150,21 @@ def test_a_parse_error_points_at_the_offending_character_counted_from_one(value:
 
 def test_quote_keeps_tabs_and_drops_other_control_characters() -> None:
     assert quote("a\tb\x01c\x7f") == '"a\tbc"'
+
+
+def test_the_total_of_a_retried_attempt_carries_its_number() -> None:
+    value = format_server_timing([], overhead=0.001, total=0.002, service="infer", attempt=3)
+    assert value == 'overhead;dur=1.000, total;dur=2.000;desc="infer";attempt=3'
+    timing = parse(value)
+    assert timing.get("total") == Entry("total", 0.002, "infer", 3)
+    assert timing.retried
+    assert not parse("total;dur=2;attempt=1").retried
+    assert not parse("total;dur=2").retried
+    assert not parse("db;dur=1;attempt=2, total;dur=2").retried  # only the total's attempt speaks for the call
+
+
+@pytest.mark.parametrize("bad", ["total;dur=2;attempt=0", "total;dur=2;attempt=two", "total;dur=2;attempt=-2",
+                                 "total;dur=2;attempt=2.0", "total;dur=2;attempt=12345678901"])
+def test_an_attempt_that_is_no_count_is_refused_naming_its_entry(bad: str) -> None:
+    with pytest.raises(ValueError, match=r"^malformed Server-Timing entry 'total': attempt="):
+        parse(bad)

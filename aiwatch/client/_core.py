@@ -153,14 +153,14 @@ class ClientRecorder:
 
     def finish(self, call: _Call, status: str, server_timing: str | None,
                error: BaseException | None = None, sent: int | None = None, received: int | None = None,
-               headers_at: float | None = None) -> None:
+               headers_at: float | None = None, retried: bool = False) -> None:
         """Record a finished call: ``status`` is the HTTP status or the client error's name; ``sent`` /
         ``received``: the request and response bodies' bytes, when known; ``headers_at``: the clock reading
-        (:func:`headers_arrived`) at which the headers of a streamed response arrived, for its network time. Never
-        raises."""
+        (:func:`headers_arrived`) at which the headers of a streamed response arrived, for its network time;
+        ``retried``: the client made several attempts (no network time, as :meth:`record` says). Never raises."""
         m = self.metrics
         self.record(call.start, _clock(), call.address, call.route, status, server_timing, call.timeline, call.phase,
-                    "server_timing", sent=sent, received=received, served_end=headers_at)
+                    "server_timing", sent=sent, received=received, served_end=headers_at, retried=retried)
         if call.span is not None:
             try:
                 end_http_client_span(call.span, status, error)
@@ -170,11 +170,12 @@ class ClientRecorder:
     def record(self, start: float, end: float, address: str, route: str, status: str, server_timing: str | None,
                timeline: RequestTimeline | None, phase: str, timing_component: str,
                fixed_peer: str | None = None, sent: int | None = None, received: int | None = None,
-               served_end: float | None = None) -> str:
+               served_end: float | None = None, retried: bool = False) -> str:
         """Record one finished call, HTTP or gRPC: its client-observed time and, when the peer reported its time
         (``server_timing``: the ``Server-Timing`` value or the ``server-timing`` trailer), its network time: the
         client time up to ``served_end`` (when given: the moment the peer's report arrived, before the end) minus
-        the peer's ``total``. The
+        the peer's ``total``; none when the call was ``retried`` or the report is a retried attempt's
+        (:attr:`aiwatch.servertiming.ServerTiming.retried`): its total misses the earlier attempts. The
         ``peer`` label is ``fixed_peer`` or this recorder's fixed peer, else the service name the peer reported, else
         ``address``;
         ``timeline`` and ``phase`` are where the call was made (:func:`aiwatch.timing.call_site`); ``sent`` and
@@ -220,7 +221,8 @@ class ClientRecorder:
                 m.child(m.client_bytes, (self.service, peer, "received")).inc(received)
         except Exception as exc:
             record_error("metrics", exc, m)
-        total = timing.total if timing is not None else None
+        # a retried call's time holds every attempt and the backoff, the report only the answering attempt's time
+        total = timing.total if timing is not None and not (retried or timing.retried) else None
         if total is not None and client is not None:
             try:
                 network = client - total

@@ -9,7 +9,8 @@
 
 A call is timed until its body is read; with ``stream=True`` only until the response headers arrive. A call that
 urllib3 retried (the adapter's ``max_retries``) gives no network time: its time holds every attempt and the backoff
-between them, the peer's ``Server-Timing`` only the last attempt's server time.
+between them, the peer's ``Server-Timing`` only the last attempt's server time (the peer's name in it still labels
+the call).
 """
 
 from __future__ import annotations
@@ -63,13 +64,11 @@ class AiwatchHTTPAdapter(HTTPAdapter):
         finally:
             recorder.leave(token)
         server_timing = response.headers.get("server-timing")
-        if server_timing and _retried(response):
-            server_timing = None  # the call's time holds every attempt, that report only the last one's
         recorder.finish(call, str(response.status_code), server_timing,
                         sent=body_length(request.body, request.headers),
                         received=_streamed_length(request, response) if stream else body_length(
                             response.content, response.headers),
-                        headers_at=headers_at)
+                        headers_at=headers_at, retried=_retried(response))
         return response
 
 

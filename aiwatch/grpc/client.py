@@ -8,7 +8,9 @@ Per call (see docs/grpc.md):
 * ``aiwatch_network_duration_seconds{service, peer}`` = client time - the ``total`` the server reported in the
   ``server-timing`` trailing metadata. A negative difference (clock granularity, a bogus server) is recorded as 0
   and counted in ``aiwatch_network_clamped_total``; malformed ``server-timing`` from a peer is counted in
-  ``aiwatch_instrumentation_errors_total{component="grpc_server_timing"}`` and skipped.
+  ``aiwatch_instrumentation_errors_total{component="grpc_server_timing"}`` and skipped. A call the channel retried
+  (the trailer's ``total`` has ``attempt`` above 1) gives no network time: its client time holds every attempt and
+  the backoff, the trailer only the last attempt's server time.
 * The current W3C trace context is injected into the call's metadata (unless a ``traceparent`` is already there).
 * With tracing on (``tracer_provider=`` or a global SDK provider) each call gets a CLIENT span named and described
   as opentelemetry-instrumentation-grpc describes its own (:mod:`aiwatch.semconv`: ``pkg.Service/Method``,

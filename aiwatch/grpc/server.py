@@ -11,7 +11,9 @@ Per RPC (see docs/grpc.md):
   stream). A call to a method the server does not implement is recorded as ``UNIMPLEMENTED`` under the
   route ``__unmatched__`` (the client's method name never becomes a label, as a URL path never does).
   A unary request grpcio cannot deserialize (the handler never runs) is recorded with the status grpcio answers:
-  ``INTERNAL`` (grpc.aio: ``UNKNOWN``).
+  ``INTERNAL`` (grpc.aio: ``UNKNOWN``). So is a request stream message it cannot deserialize: the thread-pool server
+  answers ``INTERNAL`` (or the code the servicer set) and ends the handler's request stream as if the client had
+  closed it; grpc.aio raises the error in the handler, which fails with it (``UNKNOWN``, as for any exception).
 * ``aiwatch.phase(...)`` inside the servicer feeds ``aiwatch_phase_duration_seconds`` and the ``overhead`` phase: the
   servicer runs inside the RPC's timeline (for the thread-pool server, in the pool thread that runs the handler).
 * Streaming RPCs are timed to the last message; RPCs with a streaming side also count messages in
@@ -19,6 +21,8 @@ Per RPC (see docs/grpc.md):
 * The server reports its timing in trailing metadata ``server-timing`` (same format as the HTTP header, ``total`` =
   server time), for streams when the stream ends, on failures too. ``grpc.aio``'s ``context.abort()`` sends the
   status itself, so there the servicer gets a context whose ``abort()`` adds the timing (up to the abort) first.
+  An attempt the channel retried (``grpc-previous-rpc-attempts: N`` in its metadata) has ``attempt=N+1`` on its
+  ``total`` (:mod:`aiwatch.servertiming`): the caller's time holds the earlier attempts too.
 * When a SERVER span is current when the handler starts (OpenTelemetry's server interceptor placed before this
   one), that span is the request's span and aiwatch's phase spans are its children; otherwise aiwatch starts its own
   SERVER span when tracing is on, parented by the W3C trace context in the invocation metadata (and current, in the
@@ -54,7 +58,7 @@ from aiwatch.middleware._common import UNMATCHED_ROUTE
 from aiwatch.recording import resolve_recorder
 from aiwatch.safety import record_error
 from aiwatch.semconv import end_grpc_span, grpc_span_start, rpc_conventions
-from aiwatch.servertiming import HEADER
+from aiwatch.servertiming import ATTEMPT, HEADER
 from aiwatch.streaming import ChunkTimer
 from aiwatch.timing import RequestRecorder, RequestTimeline
 from aiwatch.tracing import extract_context, span_in_progress
@@ -64,6 +68,8 @@ METHOD_LABEL = "grpc"
 """The ``method`` label of gRPC requests in ``aiwatch_request_duration_seconds``."""
 
 COMPONENT = "grpc_server"
+#: the metadata grpc-core adds to a retried (or hedged) attempt: how many attempts of the call came before
+PREVIOUS_ATTEMPTS = "grpc-previous-rpc-attempts"
 
 _clock = time.perf_counter
 _done_lock = threading.Lock()
@@ -74,7 +80,8 @@ _SENT_ALREADY = (asyncio.CancelledError, grpc.aio.AbortError)
 class _Call:
     """One RPC's state, kept in the wrapped behavior's closure (never on the interceptor)."""
 
-    __slots__ = ("chunks", "done", "otel_context", "received", "sent", "streaming", "timeline")
+    __slots__ = ("attempt", "chunks", "done", "otel_context", "received", "sent", "streaming", "timeline",
+                 "undecodable")
 
     def __init__(self, timeline: RequestTimeline, streaming: bool, otel_context: Any = None) -> None:
         self.timeline = timeline
@@ -86,6 +93,30 @@ class _Call:
         self.done = False
         self.sent = 0
         self.received = 0
+        #: this attempt's number when the channel retried the call (``grpc-previous-rpc-attempts`` + 1), else None
+        self.attempt: int | None = None
+        #: set when grpcio failed to deserialize a message of this RPC's request stream (and answered it)
+        self.undecodable: _Undecodable | None = None
+
+    def server_timing(self, now: float | None = None) -> str:
+        """The ``server-timing`` trailer so far, its ``total`` marked with the attempt's number on a retried one."""
+        value = self.timeline.server_timing(now)
+        # the total entry comes last, so a parameter appended here is the total's
+        return value if self.attempt is None else f"{value};{ATTEMPT}={self.attempt:d}"
+
+
+class _Undecodable:
+    """Whether a message of one RPC's request stream failed to deserialize. The thread-pool server then answers the
+    RPC itself (``INTERNAL``, or the code the servicer set) and ends the handler's request stream as if the client had
+    closed it; the deserializer runs in grpcio's polling thread, so this flag is its only link to the RPC."""
+
+    __slots__ = ("failed",)
+
+    def __init__(self) -> None:
+        self.failed = False
+
+    def fail(self, start: float) -> None:
+        self.failed = True
 
 
 class _ServerCore:
@@ -138,7 +169,10 @@ class _ServerCore:
                     tl.traffic_class = recorder.traffic.from_headers(named)
             if request is not None:
                 take_pending(tl, request)
-            return _Call(tl, streaming, otel_context)
+            call = _Call(tl, streaming, otel_context)
+            if metadata:
+                call.attempt = _attempt(metadata)
+            return call
         except Exception as exc:
             record_error(COMPONENT, exc, self.metrics)
             return None
@@ -169,10 +203,11 @@ class _ServerCore:
         try:
             tl = call.timeline
             recorder = self.recorder
-            status, report_error = _status(context, error, terminated)
+            status, report_error = _status(context, error, terminated,
+                                           call.undecodable is not None and call.undecodable.failed)
             if self.server_timing and not terminated and not isinstance(error, _SENT_ALREADY):
                 try:
-                    _add_trailing(context, tl.server_timing(end))
+                    _add_trailing(context, call.server_timing(end))
                 except Exception as exc:
                     record_error(COMPONENT, exc, self.metrics)
             if call.streaming:
@@ -212,8 +247,16 @@ class _ServerCore:
             record_error(COMPONENT, exc, self.metrics)
 
 
-def _status(context: Any, error: BaseException | None, terminated: bool) -> tuple[str, bool]:
-    """The status name the client sees, and whether ``error`` is an unhandled servicer failure."""
+def _status(context: Any, error: BaseException | None, terminated: bool,
+            undecodable: bool = False) -> tuple[str, bool]:
+    """The status name the client sees, and whether ``error`` is an unhandled servicer failure. ``undecodable``: the
+    thread-pool server failed to deserialize a request stream message and sent the status already."""
+    if undecodable:  # grpcio sent the code the servicer had set, else INTERNAL, whatever the handler did next
+        try:
+            code = status_name(context.code())
+        except Exception:
+            code = None
+        return code or "INTERNAL", False
     if terminated or isinstance(error, asyncio.CancelledError | GeneratorExit):
         return _cancel_status(context), False
     code = None
@@ -232,6 +275,18 @@ def _status(context: Any, error: BaseException | None, terminated: bool) -> tupl
     if not _active(context):
         return _cancel_status(context), False
     return "OK", False
+
+
+def _attempt(metadata: Any) -> int | None:
+    """The number of this attempt of a call the channel retried (gRFC A6), from its ``grpc-previous-rpc-attempts``;
+    ``None`` for a first attempt, or a value that is no count of attempts."""
+    for item in metadata:
+        if item[0] == PREVIOUS_ATTEMPTS:
+            previous = item[1]
+            if isinstance(previous, str) and previous.isascii() and previous.isdigit() and len(previous) <= 9:
+                return int(previous) + 1 if int(previous) > 0 else None
+            return None
+    return None
 
 
 def _active(context: Any) -> bool:
@@ -270,7 +325,7 @@ class _AioContext:
 
     async def abort(self, code: grpc.StatusCode, details: str = "", trailing_metadata: Any = ()) -> None:
         try:
-            timing = (HEADER, self._call.timeline.server_timing())
+            timing = (HEADER, self._call.server_timing())
             if trailing_metadata:
                 trailing_metadata = (*tuple(trailing_metadata), timing)
             else:
@@ -322,8 +377,13 @@ def _instrument_handler(interceptor: Any, handler: Any, handler_call_details: An
         wrap = interceptor._wrap_stream if handler.response_streaming else interceptor._wrap_unary
         core = interceptor._core
         messages = core.messages(method) if core.serialization else None
-        failed = None if handler.request_streaming else functools.partial(core.undecodable, method)
-        return _rewrap(handler, wrap(behavior, method, handler.request_streaming), factory, messages, failed)
+        if not handler.request_streaming:
+            return _rewrap(handler, wrap(behavior, method, False), factory, messages,
+                           functools.partial(core.undecodable, method))
+        if only_async:  # grpc.aio raises the deserializer's error in the handler: its outcome, seen as usual
+            return _rewrap(handler, wrap(behavior, method, True), factory, messages)
+        undecodable = _Undecodable()  # grpcio asks for the handler per RPC: one flag per RPC
+        return _rewrap(handler, wrap(behavior, method, True, undecodable), factory, messages, undecodable.fail)
     except Exception as exc:
         record_error(COMPONENT, exc, interceptor._core.metrics)
         return handler
@@ -355,7 +415,8 @@ class AiwatchServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
     def intercept_service(self, continuation: Callable[[Any], Any], handler_call_details: Any) -> Any:
         return _instrument_handler(self, continuation(handler_call_details), handler_call_details, only_async=False)
 
-    def _wrap_unary(self, behavior: Callable[..., Any], method: str, request_streaming: bool) -> Callable[..., Any]:
+    def _wrap_unary(self, behavior: Callable[..., Any], method: str, request_streaming: bool,
+                    undecodable: _Undecodable | None = None) -> Callable[..., Any]:
         core = self._core
 
         def unary(request: Any, context: Any) -> Any:
@@ -363,6 +424,7 @@ class AiwatchServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
             if call is not None and request_streaming:
                 request = _count_in(request, call)
                 call.sent = 1
+                call.undecodable = undecodable
             token = _enter(call)
             try:
                 response = behavior(request, context)
@@ -378,12 +440,14 @@ class AiwatchServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
 
         return unary
 
-    def _wrap_stream(self, behavior: Callable[..., Any], method: str, request_streaming: bool) -> Callable[..., Any]:
+    def _wrap_stream(self, behavior: Callable[..., Any], method: str, request_streaming: bool,
+                     undecodable: _Undecodable | None = None) -> Callable[..., Any]:
         core = self._core
 
         def stream(request: Any, context: Any) -> Iterator[Any]:
             call = core.start(method, context, True, None if request_streaming else request)
             if call is not None:
+                call.undecodable = undecodable
                 if request_streaming:
                     request = _count_in(request, call)
                 else:

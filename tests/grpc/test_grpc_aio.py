@@ -4,6 +4,7 @@ deadline, cancellation mid-stream, and the client's view (network time, client s
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -13,8 +14,8 @@ import pytest
 
 from aiwatch.grpc import grpc_aio_client_interceptors, grpc_aio_server_interceptor
 from aiwatch.metrics import Metrics
-from aiwatch.servertiming import parse_server_timing
-from examples.grpc_service.servicer import AioInferenceServicer, pb_grpc
+from aiwatch.servertiming import parse, parse_server_timing
+from examples.grpc_service.servicer import AioInferenceServicer, pb, pb_grpc
 from tests.grpc.conftest import CHAT, PREDICT, PREDICT_STREAM, UPLOAD, req, value
 
 pytestmark = pytest.mark.slow
@@ -225,3 +226,52 @@ async def test_aio_undecodable_unary_request_is_recorded_with_its_status(metrics
         await server.stop(None)
     assert _count(metrics, PREDICT, "UNKNOWN") == 1
     assert value(metrics.registry, "aiwatch_requests_in_flight", service="infer") == 0
+
+
+_RETRY_CONFIG = json.dumps({"methodConfig": [{"name": [{"service": "aiwatch.example.Inference"}], "retryPolicy": {
+    "maxAttempts": 3, "initialBackoff": "0.1s", "maxBackoff": "0.1s", "backoffMultiplier": 1,
+    "retryableStatusCodes": ["UNAVAILABLE"]}}]})
+
+
+class _FailsFirstAttempt(pb_grpc.InferenceServicer):
+    """The first attempt of each call fails slowly with UNAVAILABLE; a retried one answers at once: OK, or aborts
+    with INVALID_ARGUMENT for the model ``bad``."""
+
+    async def Predict(self, request: Any, context: Any) -> Any:
+        if not any(key == "grpc-previous-rpc-attempts" for key, _ in context.invocation_metadata()):
+            await asyncio.sleep(0.2)
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "try again")
+        if request.model == "bad":
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "bad model")
+        return pb.PredictReply(model="ranker")
+
+
+async def test_aio_a_retried_call_records_its_client_time_but_no_network_time(metrics: Metrics) -> None:
+    server = grpc.aio.server(interceptors=[grpc_aio_server_interceptor(service="infer", metrics=metrics)])
+    pb_grpc.add_InferenceServicer_to_server(_FailsFirstAttempt(), server)
+    target = f"127.0.0.1:{server.add_insecure_port('127.0.0.1:0')}"
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(target, options=[("grpc.service_config", _RETRY_CONFIG)],
+                                             interceptors=grpc_aio_client_interceptors(
+                                                 service="gateway", metrics=metrics)) as channel:
+            stub = pb_grpc.InferenceStub(channel)
+            call = stub.Predict(req())
+            assert (await call).model == "ranker"
+            failed = stub.Predict(req(model="bad"))  # the retried attempt aborts: abort() sends the trailer
+            with pytest.raises(grpc.aio.AioRpcError):
+                await failed
+            trailers = [dict(await c.trailing_metadata())["server-timing"] for c in (call, failed)]
+            for status in ("OK", "INVALID_ARGUMENT"):
+                await _eventually(lambda status=status: value(
+                    metrics.registry, "aiwatch_client_request_duration_seconds_count", service="gateway",
+                    peer="infer", route=PREDICT, status=status) == 1)
+    finally:
+        await server.stop(None)
+    assert _count(metrics, PREDICT, "UNAVAILABLE") == 2
+    for status in ("OK", "INVALID_ARGUMENT"):
+        assert _count(metrics, PREDICT, status) == 1
+        assert value(metrics.registry, "aiwatch_client_request_duration_seconds_sum", service="gateway",
+                     peer="infer", route=PREDICT, status=status) >= 0.2
+    assert value(metrics.registry, "aiwatch_network_duration_seconds_count", service="gateway", peer="infer") == 0
+    assert [parse(trailer).retried for trailer in trailers] == [True, True]

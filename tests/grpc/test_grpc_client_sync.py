@@ -3,6 +3,8 @@ statuses (DEADLINE_EXCEEDED, CANCELLED, UNAVAILABLE), trace-context propagation,
 
 from __future__ import annotations
 
+import json
+import time
 from typing import Any
 
 import grpc
@@ -14,6 +16,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 import aiwatch
 from aiwatch.grpc import grpc_client_interceptor, grpc_server_interceptor
 from aiwatch.metrics import Metrics
+from aiwatch.servertiming import Entry, parse
 from examples.grpc_service.servicer import pb, pb_grpc
 from tests.grpc.conftest import CHAT, PREDICT, PREDICT_STREAM, UPLOAD, req, stub_for, sync_server, value
 from tests.servers import free_port, wait_until
@@ -192,3 +195,49 @@ def test_a_dropped_response_stream_with_a_done_callback_runs_on_as_without_aiwat
                    timeout=20, what="the server's stream ends")
     assert value(metrics.registry, "aiwatch_request_duration_seconds_count", service="infer", route=PREDICT_STREAM,
                  method="grpc", status="CANCELLED") == 0
+
+
+#: gRFC A6: the channel retries a call that fails with UNAVAILABLE
+_RETRY_CONFIG = json.dumps({"methodConfig": [{"name": [{"service": "aiwatch.example.Inference"}], "retryPolicy": {
+    "maxAttempts": 3, "initialBackoff": "0.1s", "maxBackoff": "0.1s", "backoffMultiplier": 1,
+    "retryableStatusCodes": ["UNAVAILABLE"]}}]})
+
+
+class _FailsFirstAttempt(pb_grpc.InferenceServicer):
+    """The first attempt of each call fails slowly with UNAVAILABLE; a retried attempt succeeds at once."""
+
+    def Predict(self, request: Any, context: Any) -> Any:
+        if not any(key == "grpc-previous-rpc-attempts" for key, _ in context.invocation_metadata()):
+            time.sleep(0.2)
+            context.abort(grpc.StatusCode.UNAVAILABLE, "try again")
+        return pb.PredictReply(model="ranker")
+
+
+def test_a_retried_call_records_its_client_time_but_no_network_time(metrics: Metrics) -> None:
+    with sync_server([grpc_server_interceptor(service="infer", metrics=metrics)], _FailsFirstAttempt()) as target:
+        client = grpc_client_interceptor(service="gateway", metrics=metrics)
+        with grpc.insecure_channel(target, options=[("grpc.service_config", _RETRY_CONFIG)]) as channel:
+            stub = pb_grpc.InferenceStub(grpc.intercept_channel(channel, client))
+            reply, call = stub.Predict.with_call(req())
+    assert reply.model == "ranker"
+    reg = metrics.registry
+    for status in ("UNAVAILABLE", "OK"):  # the server saw both attempts
+        assert value(reg, "aiwatch_request_duration_seconds_count", service="infer", route=PREDICT, method="grpc",
+                     status=status) == 1
+    # one call, labelled with the server's name from the trailer, whose time holds both attempts and the backoff
+    assert value(reg, "aiwatch_client_request_duration_seconds_count", service="gateway", peer="infer",
+                 route=PREDICT, status="OK") == 1
+    assert value(reg, "aiwatch_client_request_duration_seconds_sum", service="gateway", peer="infer",
+                 route=PREDICT, status="OK") >= 0.2
+    assert value(reg, "aiwatch_network_duration_seconds_count", service="gateway", peer="infer") == 0
+    timing = parse(dict(call.trailing_metadata())["server-timing"])
+    assert timing.get("total") == Entry("total", timing.total, "infer", attempt=2)
+
+
+def test_a_call_without_retry_on_a_retrying_channel_records_its_network_time(metrics: Metrics) -> None:
+    with sync_server([grpc_server_interceptor(service="infer", metrics=metrics)]) as target:
+        client = grpc_client_interceptor(service="gateway", metrics=metrics)
+        with grpc.insecure_channel(target, options=[("grpc.service_config", _RETRY_CONFIG)]) as channel:
+            stub = pb_grpc.InferenceStub(grpc.intercept_channel(channel, client))
+            stub.Predict(req())
+    assert value(metrics.registry, "aiwatch_network_duration_seconds_count", service="gateway", peer="infer") == 1

@@ -294,3 +294,23 @@ def test_an_undecodable_unary_request_is_recorded_internal(metrics: Metrics) -> 
     assert _count(metrics, PREDICT_STREAM, "INTERNAL") == 1
     assert value(metrics.registry, "aiwatch_requests_in_flight", service="infer") == 0
     assert value(metrics.registry, "aiwatch_instrumentation_errors_total", component="grpc_server") == 0
+
+
+def test_an_undecodable_message_of_a_request_stream_is_recorded_internal(metrics: Metrics) -> None:
+    """The thread-pool server answers a request stream message it cannot deserialize with INTERNAL and ends the
+    handler's request stream as if the client had closed it: aiwatch records the status the client got (it recorded
+    CANCELLED)."""
+    with sync_server([grpc_server_interceptor(service="infer", metrics=metrics)]) as target, \
+            grpc.insecure_channel(target) as channel:
+        with pytest.raises(grpc.RpcError) as info:
+            channel.stream_unary(UPLOAD)(iter([req().SerializeToString(), UNDECODABLE]))
+        assert (info.value.code(), info.value.details()) == (grpc.StatusCode.INTERNAL,
+                                                             "Exception deserializing request!")
+        with pytest.raises(grpc.RpcError) as info:
+            list(channel.stream_stream(CHAT)(iter([req().SerializeToString(), UNDECODABLE])))
+        assert info.value.code() == grpc.StatusCode.INTERNAL
+        wait_until(lambda: sum(_count(metrics, route, status) for route in (UPLOAD, CHAT)
+                               for status in ("INTERNAL", "CANCELLED", "OK")) == 2, timeout=20, what="both recorded")
+    assert _count(metrics, UPLOAD, "INTERNAL") == 1
+    assert _count(metrics, CHAT, "INTERNAL") == 1
+    assert value(metrics.registry, "aiwatch_requests_in_flight", service="infer") == 0

@@ -274,6 +274,40 @@ def test_a_call_urllib3_retried_gives_no_network_time(registry: CollectorRegistr
     assert network(registry, peer_label(base)) is None
 
 
+class _NamedFailsOnce(BaseHTTPRequestHandler):
+    """An aiwatch-like peer named ``infer`` in its Server-Timing: answers its first request 503, then 200."""
+
+    protocol_version = "HTTP/1.1"
+    answered = 0
+
+    def do_GET(self) -> None:
+        first = type(self).answered == 0
+        type(self).answered += 1
+        self.send_response(503 if first else 200)
+        self.send_header("Content-Length", "2")
+        self.send_header("Server-Timing", 'total;dur=0.001;desc="infer"')
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_a_call_urllib3_retried_keeps_the_peer_name_the_server_reported(registry: CollectorRegistry) -> None:
+    # before: the retried call's Server-Timing was dropped whole, so its client time went under host:port while
+    # the peer's other calls were labelled with the name it reports
+    session = requests.Session()
+    session.mount("http://", requests.adapters.HTTPAdapter(
+        max_retries=Retry(total=2, status_forcelist=[503], backoff_factor=0)))
+    aiwatch.client.instrument_requests(session, service="gw", registry=registry)
+    with peer(_NamedFailsOnce) as base, session:
+        assert session.get(f"{base}/x").status_code == 200
+        assert session.get(f"{base}/x").status_code == 200
+    assert client_count(registry, "infer", "__unmatched__", "200") == 2
+    assert client_count(registry, peer_label(base), "__unmatched__", "200") is None
+    assert network(registry, "infer") == 1  # the second call was not retried
+
+
 class _NoBody(BaseHTTPRequestHandler):
     """Answers HEAD with the Content-Length a GET would have, and GET with a 304 that repeats it: no body either way."""
 
