@@ -38,9 +38,11 @@ ACCEPT = "text/plain;version=0.0.4"
 
 def parse_metrics(text: str, content_type: str = "", labels: Mapping[str, str] | None = None) -> Samples:
     """The samples of one exposition. ``content_type`` (the response's ``Content-Type``) picks the OpenMetrics
-    parser for OpenMetrics; ``labels`` are added to every series (``instance`` to merge several targets).
+    parser for OpenMetrics (its media type in any case: media types are case-insensitive); ``labels`` are added to
+    every series (``instance`` to merge several targets).
     Raises ``ValueError`` for text that is not an exposition."""
-    parse = _openmetrics_families if content_type.startswith(OPENMETRICS) else _text_families
+    media_type = content_type.partition(";")[0].strip().lower()
+    parse = _openmetrics_families if media_type == OPENMETRICS else _text_families
     extra = dict(labels or {})
     out: Samples = {}
     for family in parse(text):

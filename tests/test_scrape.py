@@ -194,3 +194,16 @@ def test_a_metrics_answer_larger_than_max_bytes_is_refused() -> None:
         with pytest.raises(ValueError, match=f"^{url} answered more than 4096 bytes$"):
             fetch_metrics(url, max_bytes=4096)
         assert fetch_metrics(url, max_bytes=5000) == {"up": {(): 1.0}}
+
+
+@pytest.mark.parametrize("content_type", ["Application/OpenMetrics-Text; version=1.0.0; charset=utf-8",
+                                          "APPLICATION/OPENMETRICS-TEXT;version=1.0.0"])
+def test_openmetrics_is_recognised_whatever_the_case_of_its_media_type(content_type: str) -> None:
+    """Media types are case-insensitive (RFC 9110): an OpenMetrics answer cut short before its ``# EOF`` is refused
+    as OpenMetrics, not read as a complete Prometheus text exposition."""
+    whole = b"# TYPE up gauge\nup 1\n# EOF\n"
+    head = f"HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nConnection: close\r\n\r\n".encode()
+    with raw_endpoint(head + whole) as url, raw_endpoint(head + whole[:-6]) as cut_short:
+        assert fetch_metrics(url) == {"up": {(): 1.0}}
+        with pytest.raises(ValueError, match="Missing # EOF"):
+            fetch_metrics(cut_short)
