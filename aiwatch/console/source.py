@@ -497,8 +497,15 @@ def finite(value: float | None) -> float | None:
     return value
 
 
+#: The shortest window a PromQL duration can say: PromQL durations count whole milliseconds.
+MIN_WINDOW = 0.001
+
+
 def duration(seconds: float) -> str:
-    """A PromQL duration for ``seconds`` (``90`` -> ``"90s"``)."""
+    """A PromQL duration for ``seconds`` (``90`` -> ``"90s"``; a fraction of a millisecond rounded)."""
     if seconds <= 0:
         raise ValueError(f"window must be positive, got {seconds}")
+    if seconds < MIN_WINDOW:
+        raise ValueError(f"window must be at least {MIN_WINDOW:g} s (PromQL durations count whole milliseconds), "
+                         f"got {seconds:g}")
     return f"{round(seconds * 1000)}ms" if seconds < 1 or seconds != int(seconds) else f"{int(seconds)}s"
