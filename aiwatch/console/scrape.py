@@ -167,6 +167,9 @@ class ScrapeSource(DataSource):
         if start:
             self.start()
 
+    def scrape_interval(self) -> float:
+        return self.interval
+
     # --- scraping -----------------------------------------------------------------------------------------
     def start(self) -> None:
         """Start the background scraping thread (idempotent)."""

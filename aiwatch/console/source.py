@@ -178,6 +178,11 @@ class DataSource(ABC):
     def health(self) -> list[TargetHealth]:
         """Per scrape target, whether it is up; raises :class:`SourceUnavailable` when the source is down."""
 
+    def scrape_interval(self) -> float | None:
+        """Seconds between two scrapes of the source's targets (the shortest, when they differ), or None when the
+        source cannot tell. A rate over a window shorter than two of them has nothing to compare."""
+        return None
+
     def answer_warnings(self, since: float) -> list[str]:
         """What the source warned about the answers it gave at or after ``since`` (unix seconds): a Prometheus
         remote-read store that failed, a Thanos or Mimir partial response. The answers are incomplete then."""
