@@ -130,7 +130,9 @@ CONSOLE_INTERVAL = EnvVar("AIWATCH_CONSOLE_INTERVAL", "5", "Seconds between the 
 CONSOLE_HISTORY = EnvVar("AIWATCH_CONSOLE_HISTORY", "1800", "Seconds of scraped history the console keeps.")
 CONSOLE_REFRESH = EnvVar("AIWATCH_CONSOLE_REFRESH", "10",
                          "Seconds between automatic redraws of the open view (0 turns them off).")
-CONSOLE_WINDOW = EnvVar("AIWATCH_CONSOLE_WINDOW", "60", "The default rate and quantile window, in seconds.")
+CONSOLE_WINDOW = EnvVar("AIWATCH_CONSOLE_WINDOW", "60",
+                        "The default rate and quantile window, in seconds (at least 0.001: PromQL durations count "
+                        "whole milliseconds).")
 CONSOLE_SPAN = EnvVar("AIWATCH_CONSOLE_SPAN", "900",
                       "Seconds of history the over-time charts draw from Prometheus.")
 CONSOLE_TIMEOUT = EnvVar("AIWATCH_CONSOLE_TIMEOUT", "5",

@@ -104,7 +104,8 @@ class PrometheusAPI:
         """GET ``path`` (``/api/v1/...``) and return the ``data`` object of a successful answer."""
         query = (params or {}).get("query")
         if query is not None:
-            params = {**(params or {}), "timeout": f"{self.timeout:g}s"}
+            # whole milliseconds: Prometheus refuses a fraction ("2.5s") or an exponent ("1e+09s") in a duration
+            params = {**(params or {}), "timeout": f"{math.ceil(self.timeout * 1000)}ms"}
         url = f"{self.url}{path}"
         if params:
             url += "?" + urllib.parse.urlencode(params)

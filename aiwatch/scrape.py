@@ -36,11 +36,17 @@ ACCEPT = "text/plain;version=0.0.4"
 """What :func:`fetch_metrics` asks for: the text format, so servers leave out exemplars nobody here reads."""
 
 
+class TooLarge(ValueError):
+    """An answer larger than :func:`fetch_metrics`' ``max_bytes``."""
+
+
 def parse_metrics(text: str, content_type: str = "", labels: Mapping[str, str] | None = None) -> Samples:
     """The samples of one exposition. ``content_type`` (the response's ``Content-Type``) picks the OpenMetrics
-    parser for OpenMetrics; ``labels`` are added to every series (``instance`` to merge several targets).
+    parser for OpenMetrics (its media type in any case: media types are case-insensitive); ``labels`` are added to
+    every series (``instance`` to merge several targets).
     Raises ``ValueError`` for text that is not an exposition."""
-    parse = _openmetrics_families if content_type.startswith(OPENMETRICS) else _text_families
+    media_type = content_type.partition(";")[0].strip().lower()
+    parse = _openmetrics_families if media_type == OPENMETRICS else _text_families
     extra = dict(labels or {})
     out: Samples = {}
     for family in parse(text):
@@ -60,7 +66,7 @@ def fetch_metrics(url: str, timeout: float = 5.0, labels: Mapping[str, str] | No
     (a server dripping bytes is cut off) and up to ``max_bytes``. Errors are urllib's (``HTTPError``,
     ``URLError``, ``OSError``, ``TimeoutError``; :class:`~aiwatch.httpconfig.CredentialsError` for a secret file
     that cannot be read), http.client's ``HTTPException`` for a broken answer, or ``ValueError`` for an answer
-    larger than ``max_bytes`` and the parser's.
+    larger than ``max_bytes`` (:class:`TooLarge`) and the parser's.
     """
     if max_bytes < 1:
         raise ValueError(f"max_bytes must be >= 1, got {max_bytes}")
@@ -72,7 +78,7 @@ def fetch_metrics(url: str, timeout: float = 5.0, labels: Mapping[str, str] | No
             chunks.append(chunk)
             size += len(chunk)
             if size > max_bytes:
-                raise ValueError(f"{url} answered more than {max_bytes} bytes")
+                raise TooLarge(f"{url} answered more than {max_bytes} bytes")
             if time.monotonic() - started > timeout:
                 raise TimeoutError(f"{url} did not finish its answer within {timeout:g} s")
         if getattr(resp, "length", None):  # read1 takes a connection closed early for the end of the answer

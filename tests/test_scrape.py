@@ -17,9 +17,11 @@ from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPEN
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
 from aiwatch.console import ScrapeSource
+from aiwatch.console.scrape import Snapshot
 from aiwatch.demo import scrape as demo_scrape
 from aiwatch.metrics import Metrics
 from aiwatch.scrape import fetch_metrics, parse_metrics
+from tests.servers import wait_until
 
 AWKWARD = 'a"b\\c}\nd'
 TRACE = {"trace_id": "0af7651916cd43dd8448eb211c80319c"}
@@ -194,3 +196,98 @@ def test_a_metrics_answer_larger_than_max_bytes_is_refused() -> None:
         with pytest.raises(ValueError, match=f"^{url} answered more than 4096 bytes$"):
             fetch_metrics(url, max_bytes=4096)
         assert fetch_metrics(url, max_bytes=5000) == {"up": {(): 1.0}}
+
+
+@pytest.mark.parametrize("content_type", ["Application/OpenMetrics-Text; version=1.0.0; charset=utf-8",
+                                          "APPLICATION/OPENMETRICS-TEXT;version=1.0.0"])
+def test_openmetrics_is_recognised_whatever_the_case_of_its_media_type(content_type: str) -> None:
+    """Media types are case-insensitive (RFC 9110): an OpenMetrics answer cut short before its ``# EOF`` is refused
+    as OpenMetrics, not read as a complete Prometheus text exposition."""
+    whole = b"# TYPE up gauge\nup 1\n# EOF\n"
+    head = f"HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nConnection: close\r\n\r\n".encode()
+    with raw_endpoint(head + whole) as url, raw_endpoint(head + whole[:-6]) as cut_short:
+        assert fetch_metrics(url) == {"up": {(): 1.0}}
+        with pytest.raises(ValueError, match="Missing # EOF"):
+            fetch_metrics(cut_short)
+
+
+@contextmanager
+def held_endpoint(release: threading.Event, asked: threading.Event) -> Iterator[str]:
+    """An endpoint that answers ``up 1`` only once ``release`` is set (30 s at most), setting ``asked`` first."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            asked.set()
+            release.wait(30)
+            body = b"up 1\n"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/metrics"
+    finally:
+        release.set()
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def snapshots(src: ScrapeSource, url: str) -> list[Snapshot]:
+    return next(snaps for found, snaps in src._copy() if found == url)
+
+
+def test_a_slow_endpoint_holds_up_no_other_endpoints_scrape() -> None:
+    """Endpoints are scraped at once, each stamped when its own scrape began: before, the fast endpoint waited in
+    line behind the slow one and was stamped when the slow one had answered."""
+    release, asked = threading.Event(), threading.Event()
+    with held_endpoint(release, asked) as slow, text_endpoint(populated().registry) as fast:
+        src = ScrapeSource([slow, fast], interval=1.0, timeout=30, start=False)
+        scraping = threading.Thread(target=src.scrape_once)
+        scraping.start()
+        wait_until(lambda: len(snapshots(src, fast)) == 1, what="the fast endpoint's scrape")
+        assert asked.is_set() and snapshots(src, slow) == []  # the slow one is still answering
+        released = time.time()
+        release.set()
+        scraping.join(30)
+    assert not scraping.is_alive()
+    assert [(h.up, h.error) for h in src.health()] == [(True, ""), (True, "")]
+    assert snapshots(src, fast)[0].ts < released and snapshots(src, slow)[0].ts < released
+
+
+def test_the_fast_endpoint_keeps_its_interval_while_a_slow_one_answers() -> None:
+    """The background thread starts each endpoint's scrape every interval; an endpoint still answering its last
+    scrape is not asked again meanwhile (so a hung endpoint never piles up requests)."""
+    release, asked = threading.Event(), threading.Event()
+    with held_endpoint(release, asked) as slow, text_endpoint(populated().registry) as fast:
+        src = ScrapeSource([slow, fast], interval=0.2, history=60, timeout=30)
+        try:
+            wait_until(lambda: len(snapshots(src, fast)) >= 4, what="four scrapes of the fast endpoint")
+            assert snapshots(src, slow) == []
+            release.set()
+            wait_until(lambda: len(snapshots(src, slow)) >= 1, what="the slow endpoint's scrape")
+        finally:
+            src.close()
+    times = [s.ts for s in snapshots(src, fast)]
+    assert times == sorted(times) and all(s.ok for s in snapshots(src, fast))
+
+
+def test_a_scrape_larger_than_max_bytes_is_a_failed_scrape() -> None:
+    with raw_endpoint(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n" + b"up 1\n" * 1000) as url:
+        src = ScrapeSource([url], interval=1.0, max_bytes=4096, start=False)
+        src.scrape_once()
+        roomy = ScrapeSource([url], interval=1.0, max_bytes=5000, start=False)
+        roomy.scrape_once()
+    assert [(h.up, h.error) for h in src.health()] == [(False, f"{url} answered more than 4096 bytes")]
+    assert [h.up for h in roomy.health()] == [True]
+    with pytest.raises(ValueError, match=r"^max_bytes must be an int >= 1, got 0$"):
+        ScrapeSource([url], max_bytes=0, start=False)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextvars import ContextVar
 from typing import Any, TypeVar
 
 from aiwatch import runbooks
@@ -69,6 +70,30 @@ def _config() -> ConsoleConfig:
     return ConsoleConfig.from_env()
 
 
+# What a windowed panel with nothing to draw says when the window is too short for the scrape interval ("" when it is
+# not): set for each drawing of the views, read by panel().
+_SHORT_WINDOW: ContextVar[str] = ContextVar("aiwatch_console_short_window", default="")
+
+
+def short_window_note(window: float, interval: float | None) -> str:
+    """What a rate panel without data says when ``window`` is shorter than two scrape intervals (``interval``): a
+    rate then has fewer than two scrapes in the window to compare, whatever the traffic. "" otherwise, or when the
+    interval is unknown."""
+    if interval is None or window >= 2 * interval:
+        return ""
+    return (f"Nothing to show over {_window_label(window)}: the window is shorter than two scrape intervals (the "
+            f"targets are scraped every {_window_label(interval)}), so a rate has fewer than two scrapes in it to "
+            f"compare, whatever the traffic. Pick a window of {_window_label(4 * interval)} or more (four scrape "
+            "intervals).")
+
+
+def _scrape_interval(src: DataSource) -> float | None:
+    try:
+        return src.scrape_interval()
+    except Exception:  # only a better message is lost: the panels say what they would have said
+        return None
+
+
 def _window_label(seconds: float) -> str:
     if seconds >= 3600 and seconds % 3600 == 0:
         return f"{int(seconds // 3600)}h"
@@ -94,9 +119,11 @@ def frame(series: Sequence[Series], name: Callable[[Series], str], scale: float 
 
 
 def panel(title: str, fetch: Callable[[], T], draw: Callable[[T], None], empty: str,
-          empty_is_good: bool = False) -> T | None:
+          empty_is_good: bool = False, windowed: bool = False) -> T | None:
     """A titled panel: fetch its data, draw it, or say clearly why there is nothing to draw. ``title`` and
-    ``empty`` are Markdown: data in them must already be escaped with :func:`md`; error messages are escaped here."""
+    ``empty`` are Markdown: data in them must already be escaped with :func:`md`; error messages are escaped here.
+    A ``windowed`` panel (rates over the view's window) with nothing to draw says instead that the window is too
+    short, when it is shorter than two scrape intervals (:func:`short_window_note`)."""
     st.markdown(f"**{title}**")
     try:
         data = fetch()
@@ -113,7 +140,10 @@ def panel(title: str, fetch: Callable[[], T], draw: Callable[[T], None], empty: 
         st.error(f"{title} could not be drawn: {type(exc).__name__}: {md(exc)}")
         return None
     if not data:
-        (st.success if empty_is_good else st.info)(empty)
+        if windowed and _SHORT_WINDOW.get():
+            st.warning(_SHORT_WINDOW.get())
+        else:
+            (st.success if empty_is_good else st.info)(empty)
         return None
     draw(data)
     return data
@@ -233,29 +263,30 @@ def _latency_view(src: DataSource, window: float, prefetch: Prefetch) -> None:
           lambda d: small_multiples("latency", d, order,
                                     lambda svc, found: _draw_latency(svc, found, _serving(rates, svc))),
           f"No request latency yet: aiwatch_request_duration_seconds has no samples in the last {w}. "
-          "Send traffic to the service, or wait for the next scrape.")
+          "Send traffic to the service, or wait for the next scrape.", windowed=True)
     panel(f"Time per request by phase, per service (ms, stacked; mean over {w}): model vs not model",
           lambda: _only(phases(), shown, "service"),
           lambda d: _draw_phase_services(d, order, lambda svc: _serving(rates, svc)),
-          f"No phase timings yet: aiwatch_phase_duration_seconds has no samples in the last {w}.")
+          f"No phase timings yet: aiwatch_phase_duration_seconds has no samples in the last {w}.", windowed=True)
     panel("Network time seen by callers (ms; calling service → peer)",
           lambda: _only(network(), shown, "service", "peer"),
           lambda d: line(d, ["service", "peer", "quantile"], "ms", 1000.0),
           "No network timings: aiwatch_network_duration_seconds is measured by instrumented *clients* "
-          "(calls that read the server's Server-Timing); none reported in the window.")
+          "(calls that read the server's Server-Timing); none reported in the window.", windowed=True)
     panel("Effective throughput per link (MB per second of network time; calling service → peer)",
           lambda: _only(links(), shown, "service", "peer"),
           lambda d: line(d, ["service", "peer"], "MB/s", 1e-6),
           "No link throughput: it needs both the bytes instrumented clients moved (aiwatch_client_bytes_total) "
-          f"and their network time to the peer in the last {w}.")
+          f"and their network time to the peer in the last {w}.", windowed=True)
     left, right = st.columns(2)
     with left:
         panel("Throughput (requests/s)", lambda: _only(rates(), shown, "service"),
-              lambda d: line(d, ["service"], "req/s"), f"No requests in the last {w}.")
+              lambda d: line(d, ["service"], "req/s"), f"No requests in the last {w}.", windowed=True)
     with right:
         panel("Error ratio (share of requests with a 5xx or failed gRPC status)",
               lambda: _only(errors(), shown, "service"),
-              lambda d: line(d, ["service"], "ratio"), f"No requests in the last {w}, so no error ratio.")
+              lambda d: line(d, ["service"], "ratio"), f"No requests in the last {w}, so no error ratio.",
+              windowed=True)
 
 
 # The diagnosis' baselines: 0 is the window before the view's window (as long as it), the others are seconds.
@@ -397,33 +428,36 @@ def ai_traffic_view(src: DataSource, window: float) -> None:
         order = _service_order(class_rates)
         panel(f"Real-time vs batch: request latency p95 per traffic class, per service (ms; over {w})", classes,
               lambda d: _draw_classes(d, _answer(class_rates), order),
-              f"No requests in the last {w} (aiwatch_request_duration_seconds).")
+              f"No requests in the last {w} (aiwatch_request_duration_seconds).", windowed=True)
         left, right = st.columns(2)
         with left:
             panel("Streams: time to the first body chunk (ms; service, route)", first_chunk,
                   lambda d: line(d, ["service", "route", "quantile"], "ms", 1000.0),
                   f"No streamed responses in the last {w} (aiwatch_time_to_first_chunk_seconds): responses of "
-                  "two body chunks or more, or gRPC server streams.")
+                  "two body chunks or more, or gRPC server streams.", windowed=True)
             panel("Time per output token (ms; service, model, traffic class)", per_token,
                   lambda d: line(d, ["service", "model", "traffic_class", "quantile"], "ms", 1000.0),
                   f"No time per output token in the last {w}: the service calls aiwatch.record_tokens with two "
-                  "output tokens or more.")
+                  "output tokens or more.", windowed=True)
             panel(f"Degraded share: responses served by a fallback, by model and reason (over {w})", degraded,
                   lambda d: line(d, ["service", "model", "reason"], "ratio"),
-                  f"No fallback answers in the last {w} (aiwatch.degraded), or no requests.", empty_is_good=True)
+                  f"No fallback answers in the last {w} (aiwatch.degraded), or no requests.", empty_is_good=True,
+                  windowed=True)
         with right:
             panel("Time to first token (ms; service, model, traffic class)", first_token,
                   lambda d: line(d, ["service", "model", "traffic_class", "quantile"], "ms", 1000.0),
-                  f"No time to first token in the last {w}: the service does not call aiwatch.record_tokens.")
+                  f"No time to first token in the last {w}: the service does not call aiwatch.record_tokens.",
+                  windowed=True)
             panel("Token usage (tokens/s; service, model, token type)", tokens,
                   lambda d: line(d, ["service", "model", "token_type"], "tokens/s"),
-                  f"No token usage in the last {w} (aiwatch.record_tokens).")
+                  f"No token usage in the last {w} (aiwatch.record_tokens).", windowed=True)
             panel(f"Model versions: error share per version (over {w})", version_errors,
                   lambda d: line(d, ["service", "model", "model_version"], "ratio"),
-                  f"No versioned model served in the last {w}: set_model(model, version) tells a canary apart.")
+                  f"No versioned model served in the last {w}: set_model(model, version) tells a canary apart.",
+                  windowed=True)
         panel("Model versions: the model's own time (inference phase) per version (ms)", versions,
               lambda d: line(d, ["service", "model", "model_version", "quantile"], "ms", 1000.0),
-              f"No versioned inference phase in the last {w}: set_model(model, version) labels it.")
+              f"No versioned inference phase in the last {w}: set_model(model, version) labels it.", windowed=True)
 
 
 def _answer(fetch: Callable[[], list[Series]]) -> list[Series]:
@@ -483,12 +517,13 @@ def resources_view(src: DataSource, window: float) -> None:
             panel("Queue depth (items)", queues, lambda d: line(d, ["queue"], "items"),
                   "No queue metrics: nothing exports aiwatch_queue_depth yet.")
             panel(f"Mean batch size (items per model call, over {w})", batches,
-                  lambda d: line(d, ["model"], "items"), f"No batches in the last {w} (aiwatch_batch_size).")
+                  lambda d: line(d, ["model"], "items"), f"No batches in the last {w} (aiwatch_batch_size).",
+                  windowed=True)
         with right:
             panel("Requests in flight", in_flight, lambda d: line(d, ["service"], "requests"),
                   "No in-flight gauge (aiwatch_requests_in_flight) yet.")
             panel(f"Feature-cache hit ratio (over {w})", cache, lambda d: line(d, ["cache"], "ratio"),
-                  f"No feature-cache lookups in the last {w} (aiwatch_feature_cache_requests_total).")
+                  f"No feature-cache lookups in the last {w} (aiwatch_feature_cache_requests_total).", windowed=True)
 
 
 def _draw_gpus(rows: list[Any]) -> None:
@@ -529,7 +564,7 @@ def drift_view(src: DataSource, window: float) -> None:
           lambda d: _draw_prediction_log(d, w),
           "No prediction log: no aiwatch_prediction_log_records_total series. Log each prediction with "
           "`aiwatch.PredictionLog` (docs/prediction-log.md): drift checks on what was served and delayed labels "
-          "(`aiwatch quality`) read that log, and this panel shows whether its records reach storage.")
+          "(`aiwatch quality`) read that log, and this panel shows whether its records reach storage.", windowed=True)
     features = sorted({(r.model, r.feature) for r in rows or []})
     if not features:
         return
@@ -665,7 +700,7 @@ def alerts_view(src: DataSource, window: float) -> None:
         panel(f"aiwatch's own errors (per second, over {w})", lambda: _grown([*errors(), *overflow()]),
               lambda d: _draw_own_errors(d, w),
               f"aiwatch swallowed no errors in the last {w}, and its cardinality guard folded no label values.",
-              empty_is_good=True)
+              empty_is_good=True, windowed=True)
 
 
 def _grown(series: list[Series]) -> list[Series]:
@@ -860,7 +895,11 @@ def main() -> None:
         started = time.time()
         if health_banner(src):
             notice = st.empty()  # above the panels, filled once they have asked their questions
-            RENDER[view](src, float(window))
+            short = _SHORT_WINDOW.set(short_window_note(float(window), _scrape_interval(src)))
+            try:
+                RENDER[view](src, float(window))
+            finally:
+                _SHORT_WINDOW.reset(short)
             partial_data_notice(notice, src.answer_warnings(started))
 
     if config.refresh > 0:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from aiwatch import env as _env
 from aiwatch.amounts import period
-from aiwatch.console.source import DataSource
+from aiwatch.console.source import MIN_WINDOW, DataSource
 from aiwatch.gpuseries import GpuSeries
 from aiwatch.httpconfig import HTTPConfig
 from aiwatch.promql import label_list, matchers_of
@@ -47,7 +47,7 @@ class ConsoleConfig:
     - ``scrape``: ``/metrics`` URLs scraped by the embedded :class:`ScrapeSource` every ``interval`` seconds,
       keeping ``history`` seconds.
     - ``refresh``: seconds between automatic redraws of the open view (0 turns it off).
-    - ``window``: the default rate / quantile window in seconds.
+    - ``window``: the default rate / quantile window in seconds (at least 1 ms: PromQL cannot say less).
     - ``span``: seconds of history the over-time charts draw from Prometheus.
     - ``timeout``: seconds one request to Prometheus (or one scrape) may take.
     - ``aggregation_labels``: the labels Prometheus queries keep apart (clusters, namespaces).
@@ -73,6 +73,9 @@ class ConsoleConfig:
     def __post_init__(self) -> None:
         for name in ("interval", "history", "window", "span", "timeout"):
             period(getattr(self, name), f"console {name}")
+        if self.window < MIN_WINDOW:  # it would be the PromQL duration "0ms", which Prometheus refuses
+            raise ValueError(f"{ENV['window'].name} must be at least {MIN_WINDOW:g} s (PromQL durations count whole "
+                             f"milliseconds), got {self.window:g}")
         if self.refresh < 0:
             raise ValueError(f"console refresh must be >= 0 seconds, got {self.refresh}")
         if not self.prometheus and not self.scrape:

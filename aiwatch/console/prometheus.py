@@ -84,6 +84,8 @@ class PrometheusSource(DataSource):
         self.description = f"Prometheus at {self.url}" + (f" ({self.q.match})" if self.q.match else "")
         # the latest drift table's models shown with their scope: "m (eu)" -> ("m", ("eu", ""))
         self._drift_models: dict[str, tuple[str, tuple[str, ...]]] = {}
+        self._scrape_interval: float | None = None
+        self._targets_read = False
 
     # --- HTTP (through the one Prometheus client, its errors as the console's) -------------------------------
     @staticmethod
@@ -135,8 +137,19 @@ class PrometheusSource(DataSource):
         targets = data.get("activeTargets", [])
         if not isinstance(targets, list) or not all(isinstance(t, dict) for t in targets):
             raise SourceError("Prometheus' list of targets has an unexpected shape")
+        self._scrape_interval, self._targets_read = _shortest_interval(targets), True
         return [TargetHealth(_text(t.get("scrapeUrl")), t.get("health") == "up", _text(t.get("lastError")))
                 for t in targets]
+
+    def scrape_interval(self) -> float | None:
+        """The shortest ``scrapeInterval`` of the active targets, as of the latest :meth:`health` (asked here when
+        it has not answered yet); None when Prometheus does not say (before 2.30, or no targets)."""
+        if not self._targets_read:
+            try:
+                self.health()
+            except SourceError:
+                return None
+        return self._scrape_interval
 
     def _all(self, calls: Sequence[Callable[[], T]]) -> list[T]:
         """The answers of several queries, asked at once: a question takes as long as its slowest query (each
@@ -320,6 +333,15 @@ class PrometheusSource(DataSource):
                               "one with --match.")
             signals.append(Signal(name, max((v for _, v in result), default=None), unit, help_text))
         return signals
+
+
+def _shortest_interval(targets: list[dict[str, Any]]) -> float | None:
+    """The shortest ``scrapeInterval`` (a Prometheus duration such as ``15s``) among ``targets``; None without one."""
+    from aiwatch.rules.config import duration_ns
+
+    found = [duration_ns(t["scrapeInterval"]) for t in targets if isinstance(t.get("scrapeInterval"), str)]
+    seconds = [ns / 1e9 for ns in found if ns]
+    return min(seconds) if seconds else None
 
 
 def _text(value: object) -> str:

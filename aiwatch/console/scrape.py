@@ -1,10 +1,13 @@
 """The console's embedded data source: scrape ``/metrics`` endpoints directly, no Prometheus needed.
 
-A background thread scrapes every endpoint each ``interval`` seconds (with :mod:`aiwatch.scrape`, the one reader of
-``/metrics``) into a bounded in-memory history (at most ``history`` seconds, as a ring buffer per endpoint) and the
-panel questions are answered from it, on the metrics named in :mod:`aiwatch.console.queries` and with the same math
-as its PromQL: per-second rates over a window (counter resets handled), sums by label, ratios, and quantiles from
-histogram buckets (:func:`~aiwatch.console.source.histogram_quantile`).
+A background thread starts a scrape of every endpoint each ``interval`` seconds, at once on a small pool (with
+:mod:`aiwatch.scrape`, the one reader of ``/metrics``), into a bounded in-memory history (at most ``history`` seconds,
+as a ring buffer per endpoint), and the panel questions are answered from it, on the metrics named in
+:mod:`aiwatch.console.queries` and with the same math as its PromQL: per-second rates over a window (counter resets
+handled), sums by label, ratios, and quantiles from histogram buckets
+(:func:`~aiwatch.console.source.histogram_quantile`). Each scrape is stamped when it began, so a
+slow endpoint neither delays nor skews the others; an endpoint still answering its last scrape is not asked again
+until it has answered (or its timeout ended it).
 
     >>> src = ScrapeSource(["http://127.0.0.1:8000/metrics"], interval=5, history=1800)  # doctest: +SKIP
     >>> src.throughput(60)  # doctest: +SKIP
@@ -27,7 +30,9 @@ import urllib.parse
 from array import array
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING
 
 from aiwatch.amounts import period
@@ -52,7 +57,7 @@ from aiwatch.console.source import (
     quality_rows,
 )
 from aiwatch.httpconfig import HTTPConfig
-from aiwatch.scrape import LabelKey, fetch_metrics, parse_metrics
+from aiwatch.scrape import LabelKey, TooLarge, fetch_metrics, parse_metrics
 from aiwatch.scrape import Samples as Scraped
 from aiwatch.status import is_error_status
 from aiwatch.traffic import REALTIME
@@ -115,6 +120,7 @@ class _Target:
         self.url = url
         self.snapshots: deque[Snapshot] = deque(maxlen=maxlen)
         self.index = SeriesIndex()
+        self.busy = False  # a scrape of it is under way (guarded by the source's lock)
 
 
 class ScrapeSource(DataSource):
@@ -122,13 +128,14 @@ class ScrapeSource(DataSource):
 
     - ``points``: at most this many points per over-time panel.
     - ``timeout``: seconds per scrape (default: ``min(interval, 5)``).
+    - ``max_bytes``: the largest answer read from an endpoint; a larger one is a failed scrape.
     - ``start``: start the background thread now (tests may call :meth:`scrape_once` themselves instead).
     - ``http``: headers, credentials and TLS for the endpoints (:class:`~aiwatch.httpconfig.HTTPConfig`).
     """
 
     def __init__(self, endpoints: Sequence[str], interval: float = 5.0, history: float = 1800.0, *,
                  points: int = 120, timeout: float | None = None, start: bool = True,
-                 http: HTTPConfig | None = None) -> None:
+                 http: HTTPConfig | None = None, max_bytes: int = 32 * 2**20) -> None:
         if not endpoints:
             raise ValueError("ScrapeSource needs at least one /metrics endpoint URL")
         for url in endpoints:
@@ -143,6 +150,9 @@ class ScrapeSource(DataSource):
         self.history = period(history, "history")
         if self.history < self.interval:
             raise ValueError(f"need history >= interval, got interval={interval} history={history}")
+        if not isinstance(max_bytes, int) or isinstance(max_bytes, bool) or max_bytes < 1:
+            raise ValueError(f"max_bytes must be an int >= 1, got {max_bytes!r}")
+        self.max_bytes = max_bytes
         self.points = points
         self.http = http or HTTPConfig()
         self.timeout = timeout if timeout is not None else min(self.interval, 5.0)
@@ -152,9 +162,13 @@ class ScrapeSource(DataSource):
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._pool: ThreadPoolExecutor | None = None
         self.description = "scraping " + ", ".join(t.url for t in self._targets)
         if start:
             self.start()
+
+    def scrape_interval(self) -> float:
+        return self.interval
 
     # --- scraping -----------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -168,18 +182,48 @@ class ScrapeSource(DataSource):
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=self.timeout + 1)
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:  # a scrape still under way ends at its timeout
+            pool.shutdown(wait=False, cancel_futures=True)
 
     def _run(self) -> None:
         while not self._stop.is_set():
             began = time.monotonic()
-            self.scrape_once()
+            self._start_scrapes()
             self._stop.wait(max(0.0, self.interval - (time.monotonic() - began)))
 
     def scrape_once(self) -> None:
-        """Scrape every endpoint once and append the results to the history."""
-        for target in self._targets:
+        """Scrape every endpoint once, at once, and append the results to the history (an endpoint whose scrape is
+        already under way is not asked again)."""
+        wait(self._start_scrapes())
+
+    def _start_scrapes(self) -> list[Future[None]]:
+        """Start a scrape of each endpoint not still answering its last one, on the pool."""
+        started = []
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=min(len(self._targets), 8),
+                                                thread_name_prefix="aiwatch-console-scrape")
+            for target in self._targets:
+                if not target.busy:
+                    target.busy = True
+                    future = self._pool.submit(self._scrape_into, target)
+                    future.add_done_callback(partial(self._done, target))  # run, failed or cancelled by close()
+                    started.append(future)
+        return started
+
+    def _done(self, target: _Target, _: Future[None]) -> None:
+        with self._lock:
+            target.busy = False
+
+    def _scrape_into(self, target: _Target) -> None:
+        try:
             ts, data, error = self._scrape(target.url)
-            with self._lock:
+        except Exception as exc:  # not lost in its future: the endpoint shows as down with it
+            ts, data, error = time.time(), None, f"{type(exc).__name__}: {exc}"
+        with self._lock:
+            if not target.snapshots or ts >= target.snapshots[-1].ts:  # record() may have added a later one
                 target.snapshots.append(self._snapshot(target, ts, data, error))
 
     @staticmethod
@@ -206,13 +250,15 @@ class ScrapeSource(DataSource):
         """``(time, parsed samples or None, error)`` of one scrape."""
         now = time.time()
         try:
-            return now, fetch_metrics(url, self.timeout, http=self.http), ""
+            return now, fetch_metrics(url, self.timeout, http=self.http, max_bytes=self.max_bytes), ""
         except urllib.error.HTTPError as exc:
             return now, None, f"HTTP {exc.code} {exc.reason}"
         except (urllib.error.URLError, OSError, TimeoutError) as exc:
             return now, None, str(getattr(exc, "reason", exc))
         except http.client.HTTPException as exc:  # not OSError: it would end the scraping thread
             return now, None, f"broken HTTP answer ({type(exc).__name__})"
+        except TooLarge as exc:
+            return now, None, str(exc)
         except ValueError as exc:  # the parser's errors
             return now, None, f"not Prometheus text exposition: {exc}"
 

@@ -178,6 +178,11 @@ class DataSource(ABC):
     def health(self) -> list[TargetHealth]:
         """Per scrape target, whether it is up; raises :class:`SourceUnavailable` when the source is down."""
 
+    def scrape_interval(self) -> float | None:
+        """Seconds between two scrapes of the source's targets (the shortest, when they differ), or None when the
+        source cannot tell. A rate over a window shorter than two of them has nothing to compare."""
+        return None
+
     def answer_warnings(self, since: float) -> list[str]:
         """What the source warned about the answers it gave at or after ``since`` (unix seconds): a Prometheus
         remote-read store that failed, a Thanos or Mimir partial response. The answers are incomplete then."""
@@ -497,8 +502,15 @@ def finite(value: float | None) -> float | None:
     return value
 
 
+#: The shortest window a PromQL duration can say: PromQL durations count whole milliseconds.
+MIN_WINDOW = 0.001
+
+
 def duration(seconds: float) -> str:
-    """A PromQL duration for ``seconds`` (``90`` -> ``"90s"``)."""
+    """A PromQL duration for ``seconds`` (``90`` -> ``"90s"``; a fraction of a millisecond rounded)."""
     if seconds <= 0:
         raise ValueError(f"window must be positive, got {seconds}")
+    if seconds < MIN_WINDOW:
+        raise ValueError(f"window must be at least {MIN_WINDOW:g} s (PromQL durations count whole milliseconds), "
+                         f"got {seconds:g}")
     return f"{round(seconds * 1000)}ms" if seconds < 1 or seconds != int(seconds) else f"{int(seconds)}s"

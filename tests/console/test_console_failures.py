@@ -112,6 +112,20 @@ def test_bad_configuration_is_a_message(monkeypatch: pytest.MonkeyPatch) -> None
                                "got 'soon'"]
 
 
+def test_a_window_promql_cannot_express_is_a_bad_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
+    # before: 0.0004 s became the PromQL duration "0ms" and every Prometheus panel showed a query error
+    monkeypatch.setenv("AIWATCH_CONSOLE_WINDOW", "0.0004")
+    at = run_view(None, "Latency")
+    assert texts(at.error) == ["Bad console configuration: AIWATCH_CONSOLE_WINDOW must be at least 0.001 s (PromQL "
+                               "durations count whole milliseconds), got 0.0004"]
+
+
+def test_a_timeout_of_a_fraction_of_a_second_is_one_prometheus_accepts(stack: Stack) -> None:
+    # before: the query's own timeout went out as "2.5s", which Prometheus refuses: every question failed with a 400
+    src = PrometheusSource(stack.prom.url, timeout=2.5)
+    assert {s.labels["service"] for s in src.throughput(WINDOW)}
+
+
 def test_scrape_failure_marks_the_endpoint_down_and_drops_its_series() -> None:
     src, url = fed_source()
     src.record(url, None, error="Connection refused")

@@ -205,6 +205,14 @@ def test_query_helpers() -> None:
     assert duration(60) == "60s" and duration(0.5) == "500ms" and duration(1.5) == "1500ms"
     with pytest.raises(ValueError, match="window must be positive"):
         duration(0)
+
+
+def test_a_window_under_a_millisecond_is_no_promql_duration() -> None:
+    # before: 0.0004 s became "0ms", which Prometheus refuses
+    with pytest.raises(ValueError, match=r"^window must be at least 0\.001 s \(PromQL durations count whole "
+                                         r"milliseconds\), got 0\.0004$"):
+        duration(0.0004)
+    assert duration(0.001) == "1ms"
     assert is_error_status("503") and is_error_status("UNAVAILABLE")
     assert not is_error_status("200") and not is_error_status("404") and not is_error_status("NOT_FOUND")
 
