@@ -190,7 +190,10 @@ class ScrapeSource(DataSource):
     def _run(self) -> None:
         while not self._stop.is_set():
             began = time.monotonic()
-            self._start_scrapes()
+            try:
+                self._start_scrapes()
+            except RuntimeError:  # "cannot schedule new futures after shutdown": the interpreter is exiting
+                return
             self._stop.wait(max(0.0, self.interval - (time.monotonic() - began)))
 
     def scrape_once(self) -> None:
@@ -207,8 +210,10 @@ class ScrapeSource(DataSource):
                                                 thread_name_prefix="aiwatch-console-scrape")
             for target in self._targets:
                 if not target.busy:
-                    target.busy = True
+                    # busy once submitted (a pool refusing work at interpreter exit leaves it free); the scrape
+                    # cannot end before this block does: it records its result under this lock
                     future = self._pool.submit(self._scrape_into, target)
+                    target.busy = True
                     future.add_done_callback(partial(self._done, target))  # run, failed or cancelled by close()
                     started.append(future)
         return started
