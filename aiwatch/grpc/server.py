@@ -162,16 +162,23 @@ class _ServerCore:
                     tl = recorder.begin_with(tracer, name, parent, attributes)
                     if tl.span is not None:
                         otel_context = trace.set_span_in_context(tl.span, parent)
-            if metadata:
+            call = _Call(tl, streaming, otel_context)
+            if metadata:  # one pass: the traffic class, and the attempt of a call the channel retried
                 wanted = recorder.traffic.header
-                named = [item[1] for item in metadata if item[0] == wanted]
-                if named:
+                named: list[Any] | None = None
+                for item in metadata:
+                    key = item[0]
+                    if key == wanted:
+                        if named is None:
+                            named = [item[1]]
+                        else:
+                            named.append(item[1])
+                    elif key == PREVIOUS_ATTEMPTS:
+                        call.attempt = _attempt(item[1])
+                if named is not None:
                     tl.traffic_class = recorder.traffic.from_headers(named)
             if request is not None:
                 take_pending(tl, request)
-            call = _Call(tl, streaming, otel_context)
-            if metadata:
-                call.attempt = _attempt(metadata)
             return call
         except Exception as exc:
             record_error(COMPONENT, exc, self.metrics)
@@ -277,15 +284,11 @@ def _status(context: Any, error: BaseException | None, terminated: bool,
     return "OK", False
 
 
-def _attempt(metadata: Any) -> int | None:
-    """The number of this attempt of a call the channel retried (gRFC A6), from its ``grpc-previous-rpc-attempts``;
-    ``None`` for a first attempt, or a value that is no count of attempts."""
-    for item in metadata:
-        if item[0] == PREVIOUS_ATTEMPTS:
-            previous = item[1]
-            if isinstance(previous, str) and previous.isascii() and previous.isdigit() and len(previous) <= 9:
-                return int(previous) + 1 if int(previous) > 0 else None
-            return None
+def _attempt(previous: Any) -> int | None:
+    """The number of this attempt of a call the channel retried (gRFC A6), from its ``grpc-previous-rpc-attempts``
+    value; ``None`` for a first attempt, or a value that is no count of attempts."""
+    if isinstance(previous, str) and previous.isascii() and previous.isdigit() and len(previous) <= 9:
+        return int(previous) + 1 if int(previous) > 0 else None
     return None
 
 
