@@ -335,7 +335,8 @@ def drift_records(cfg: RulesConfig) -> list[dict[str, Any]]:
 
 def _burn_expr(record: str, budget: float, alert: BurnAlert) -> str:
     pairs = []
-    for p in alert.windows:
+    # `or` keeps the left operand's value: longest pair first, so $value is the longest window that tripped
+    for p in sorted(alert.windows, key=lambda p: duration_seconds(p.long), reverse=True):
         pairs.append(f"(\n  {record.format(window=p.long)} / {number(budget)} > {number(p.factor)}\nand\n"
                      f"  {record.format(window=p.short)} / {number(budget)} > {number(p.factor)}\n)")
     return "\nor\n".join(pairs)
