@@ -246,7 +246,9 @@ class Meta:
     """aiwatch's own health and the scrape targets."""
 
     instrumentation_window: str = "10m"
-    instrumentation_for: str = "10m"
+    instrumentation_for: str = field(default="1m", metadata=_help(
+        "how long AiwatchInstrumentationErrors' count over instrumentation_window must stay above 0; shorter than "
+        "the window, or errors that stop within it (a check that fails once an hour) never alert"))
     prediction_log_window: str = field(default="10m", metadata=_help(
         "window of AiwatchPredictionLogLosingRecords' share of records that never reached storage"))
     prediction_log_loss_max: float = field(default=0.01, metadata=_help(
@@ -328,6 +330,14 @@ class RulesConfig:
                 or len(set(self.drift.windows)) != len(self.drift.windows):
             raise ConfigError(f"drift.windows: between 1 and {MAX_WINDOWS} distinct windows are needed, got "
                               f"{self.drift.windows}")
+        # increase()/changes() over a window stays above 0 for that window after a burst, and no longer
+        for path, for_, window in (("meta.instrumentation_for", self.meta.instrumentation_for,
+                                    self.meta.instrumentation_window),
+                                   ("gpu.xid_for", self.gpu.xid_for, self.gpu.xid_window)):
+            if (duration_ns(for_) or 0) >= (duration_ns(window) or 0):
+                raise ConfigError(f"{path}: {for_!r} must be shorter than its window {window!r}: the count over "
+                                  "the window drops back to 0 once a burst leaves it, so the alert would never fire "
+                                  "for a burst")
         if self.drift.psi_window not in self.drift.windows:
             raise ConfigError(f"drift.psi_window: {self.drift.psi_window!r} is not one of drift.windows "
                               f"{self.drift.windows}")

@@ -335,7 +335,8 @@ def drift_records(cfg: RulesConfig) -> list[dict[str, Any]]:
 
 def _burn_expr(record: str, budget: float, alert: BurnAlert) -> str:
     pairs = []
-    for p in alert.windows:
+    # `or` keeps the left operand's value: longest pair first, so $value is the longest window that tripped
+    for p in sorted(alert.windows, key=lambda p: duration_seconds(p.long), reverse=True):
         pairs.append(f"(\n  {record.format(window=p.long)} / {number(budget)} > {number(p.factor)}\nand\n"
                      f"  {record.format(window=p.short)} / {number(budget)} > {number(p.factor)}\n)")
     return "\nor\n".join(pairs)
@@ -488,9 +489,10 @@ def gpu_alerts(cfg: RulesConfig) -> list[Alert]:
     else:
         absent = (f"({series(GPU_NVML_UP, gs)} == 0)\nor\n({series(GPU_UP, gs)} == 0)\nor\n{vanished}")
         absent_desc = ("{{ $labels.instance }} reports no usable GPU metrics{{ with $labels.gpu }} for GPU {{ . }}"
-                       "{{ end }}: value 0 means NVML or the GPU did not answer the poll; value 1 means the target "
-                       f"is up but stopped exporting the GPU metrics it exported within the last {g.absent_lookback}."
-                       " GPU alerts and the GPU autoscaling signal are blind meanwhile.")
+                       "{{ end }}: {{ if eq $value 0.0 }}NVML or the GPU did not answer the poll{{ else }}the "
+                       "target is up but stopped exporting the GPU metrics it exported within the last "
+                       f"{g.absent_lookback}{{{{ end }}}}. GPU alerts and the GPU autoscaling signal are blind "
+                       "meanwhile.")
     if gpus.dcgm:
         xid_desc = (f"GPU {gpu} ({name}, {uuid}) on {host} reported XID {{{{ $value | printf \"%.0f\" }}}} within "
                     f"the last {g.xid_window} (dcgm-exporter keeps the latest XID code, so a repeat of the same "

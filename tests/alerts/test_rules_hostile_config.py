@@ -48,6 +48,9 @@ def _exprs(files: dict[str, str]) -> list[str]:
     ({"latency": {"model_phases": "a\ud800"}}, "latency.model_phases: 'a\\ud800' is not valid UTF-8 text"),
     ({"slo": {"period": 30}}, "slo.period: expected a string, got 30"),
     ({1: 2, None: 3}, "unknown key(s) ['1', 'None']"),
+    # a burst's count over the window is above 0 for exactly the window: a `for` as long never fires
+    ({"meta": {"instrumentation_for": "10m"}}, "meta.instrumentation_for: '10m' must be shorter than its window '10m'"),
+    ({"gpu": {"xid_window": "5m", "xid_for": "1h"}}, "gpu.xid_for: '1h' must be shorter than its window '5m'"),
 ])
 def test_bad_values_are_rejected_with_the_key(data: dict[Any, Any], message: str) -> None:
     with pytest.raises(ConfigError) as info:

@@ -1,0 +1,52 @@
+"""alerts/alertmanager.yml's inhibit rules on a real Alertmanager, in a Thanos / Mimir view of several clusters and
+namespaces: an alert of one cluster never silences the alert of another cluster's service, queue or link, however
+alike their other labels (the same deployment runs in each cluster under the same names)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.alerts.test_alerts_e2e import alertmanager_config, am_alerts, post_alerts
+from tests.servers import alertmanager, wait_until
+
+SOURCES = [
+    {"alertname": "AiwatchQueueBacklog", "severity": "critical", "queue": "predict", "cluster": "eu",
+     "namespace": "ml"},
+    {"alertname": "AiwatchAvailabilityBudgetBurnFast", "severity": "critical", "service": "recommender",
+     "slo": "availability", "cluster": "eu", "namespace": "ml"},
+    {"alertname": "AiwatchTimeToFirstTokenBudgetBurnFast", "severity": "critical", "service": "chat",
+     "slo": "time_to_first_token", "cluster": "eu", "namespace": "ml"},
+    {"alertname": "AiwatchNetworkLatencyHigh", "severity": "warning", "service": "gateway", "peer": "ranker",
+     "cluster": "eu", "namespace": "ml"},
+]
+
+
+def _target(source: dict[str, str], **labels: str) -> dict[str, str]:
+    alertname = {"AiwatchQueueBacklog": "AiwatchQueueBacklog",
+                 "AiwatchAvailabilityBudgetBurnFast": "AiwatchAvailabilityBudgetBurnSlow",
+                 "AiwatchTimeToFirstTokenBudgetBurnFast": "AiwatchTimeToFirstTokenBudgetBurnSlow",
+                 "AiwatchNetworkLatencyHigh": "AiwatchNonModelLatencyHigh"}[source["alertname"]]
+    target = {**source, "alertname": alertname, "severity": "warning", **labels}
+    if alertname == "AiwatchNonModelLatencyHigh":
+        target["phase"] = "network"
+    return target
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("source", SOURCES, ids=[s["alertname"] for s in SOURCES])
+def test_an_alert_silences_its_own_clusters_target_only(source: dict[str, str]) -> None:
+    same = _target(source)
+    other_cluster = _target(source, cluster="us")
+    other_namespace = _target(source, namespace="staging")
+    with alertmanager(alertmanager_config("http://127.0.0.1:9")) as am_url:
+        post_alerts(am_url, [{"labels": labels} for labels in (source, same, other_cluster, other_namespace)])
+
+        def status(labels: dict[str, str]) -> dict[str, Any]:
+            return next(a["status"] for a in am_alerts(am_url) if a["labels"] == labels)
+
+        # the inhibitor sees the source asynchronously: wait for the same-cluster target to be inhibited
+        wait_until(lambda: bool(status(same)["inhibitedBy"]), 10, what="the same cluster's alert inhibited")
+        assert status(other_cluster)["inhibitedBy"] == [] and status(other_cluster)["state"] == "active"
+        assert status(other_namespace)["inhibitedBy"] == [] and status(other_namespace)["state"] == "active"
