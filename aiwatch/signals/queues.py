@@ -15,7 +15,8 @@ the wait are exact under any number of threads, and asyncio queues are single-th
 Each item is stored with its enqueue time in a small wrapper that ``get`` removes again: consumers receive exactly
 the object that was put. (Code that reads the queue's internal container, ``q.queue`` / ``q._queue``, sees the
 wrappers; a wrapper compares like its item, so priority queues keep their order.) Items already in the queue when
-it is instrumented count in the depth but have no wait time. Recording failures are counted in
+it is instrumented are wrapped too (a priority queue must never compare a bare item with a wrapper); they count in
+the depth but have no wait time. Recording failures are counted in
 ``aiwatch_instrumentation_errors_total{component="queue"}`` and never reach the producer or consumer.
 """
 
@@ -46,7 +47,7 @@ class _Stamped:
 
     __slots__ = ("item", "t")
 
-    def __init__(self, item: Any, t: float) -> None:
+    def __init__(self, item: Any, t: float | None) -> None:
         self.item = item
         self.t = t
 
@@ -81,9 +82,10 @@ class _QueueInstrumentation:
         item = self.orig_get()
         try:
             if type(item) is _Stamped:
-                waited = _clock() - item.t
+                t = item.t
                 item = item.item
-                self.wait.observe(waited)
+                if t is not None:  # None: queued before instrumenting
+                    self.wait.observe(_clock() - t)
             self.depth.dec()
         except Exception as exc:
             record_error("queue", exc, self.metrics)
@@ -127,8 +129,11 @@ def instrument_queue(q: Q, name: str, *, metrics: Metrics | None = None,
     target: Any = q
     with _lock_of(q):
         inst = _QueueInstrumentation(name, metrics, target._put, target._get)
+        container = _container(q)
+        for i in range(len(container)):
+            container[i] = _Stamped(container[i], None)
         try:
-            inst.depth.inc(len(_container(q)))
+            inst.depth.inc(len(container))
         except Exception as exc:
             record_error("queue", exc, metrics)
         target._put = inst.put

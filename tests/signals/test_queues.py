@@ -132,3 +132,19 @@ def test_a_failing_metric_never_breaks_the_queue(registry: CollectorRegistry, me
     q.put("a")
     assert q.get() == "a"
     assert registry.get_sample_value("aiwatch_instrumentation_errors_total", {"component": "queue"}) == 2.0
+
+
+@pytest.mark.parametrize("make", [queue.PriorityQueue, asyncio.PriorityQueue])
+def test_priority_queue_with_items_queued_before_instrumenting_keeps_order(
+        make: type[queue.PriorityQueue[tuple[int, str]]], registry: CollectorRegistry, metrics: Metrics) -> None:
+    # an item put afterwards is compared with the older ones both ways round in the heap: '<' between a tuple and
+    # the wrapper raised TypeError out of put() and get()
+    q = make()
+    for p in (5, 3, 8):
+        q.put_nowait((p, "old"))
+    instrument_queue(q, "prio", metrics=metrics)
+    q.put_nowait((1, "new"))
+    q.put_nowait((9, "new"))
+    assert [q.get_nowait() for _ in range(5)] == [(1, "new"), (3, "old"), (5, "old"), (8, "old"), (9, "new")]
+    assert depth(registry, "prio") == 0.0
+    assert waits(registry, "prio") == 2.0  # only the items put after instrumenting have a wait
