@@ -16,7 +16,8 @@ Each item is stored with its enqueue time in a small wrapper that ``get`` remove
 the object that was put. (Code that reads the queue's internal container, ``q.queue`` / ``q._queue``, sees the
 wrappers; a wrapper compares like its item, so priority queues keep their order.) Items already in the queue when
 it is instrumented are wrapped too (a priority queue must never compare a bare item with a wrapper); they count in
-the depth but have no wait time. Recording failures are counted in
+the depth but have no wait time. A subclass that overrides ``_put`` or ``_get`` gets the depth only, no wait time:
+its hooks may read the item, so they are given the item itself. Recording failures are counted in
 ``aiwatch_instrumentation_errors_total{component="queue"}`` and never reach the producer or consumer.
 """
 
@@ -59,11 +60,12 @@ class _Stamped:
 
 
 class _QueueInstrumentation:
-    __slots__ = ("depth", "metrics", "name", "orig_get", "orig_put", "wait")
+    __slots__ = ("depth", "metrics", "name", "orig_get", "orig_put", "stamp", "wait")
 
     def __init__(self, name: str, metrics: Metrics, orig_put: Callable[[Any], None],
-                 orig_get: Callable[[], Any]) -> None:
+                 orig_get: Callable[[], Any], stamp: bool) -> None:
         self.name = name
+        self.stamp = stamp
         self.metrics = metrics
         label = guard_for(metrics).fold("queue", name)  # queue names may come from data (one per tenant...)
         self.depth = metrics.child(metrics.queue_depth, (label,))
@@ -72,7 +74,7 @@ class _QueueInstrumentation:
         self.orig_get = orig_get
 
     def put(self, item: Any) -> None:
-        self.orig_put(_Stamped(item, _clock()))
+        self.orig_put(_Stamped(item, _clock()) if self.stamp else item)
         try:
             self.depth.inc()
         except Exception as exc:
@@ -97,6 +99,20 @@ class _QueueInstrumentation:
 def _lock_of(q: Any) -> AbstractContextManager[Any]:
     mutex = getattr(q, "mutex", None)
     return mutex if isinstance(mutex, type(threading.Lock())) else nullcontext()
+
+
+_STDLIB_HOOKS = {cls.__dict__[hook] for cls in (_queue_mod.Queue, _queue_mod.LifoQueue, _queue_mod.PriorityQueue,
+                                                 asyncio.Queue, asyncio.LifoQueue, asyncio.PriorityQueue)
+                 for hook in ("_put", "_get")}
+
+
+def _own_hooks(q: Any) -> bool:
+    """Whether ``q``'s class keeps the standard library's ``_put`` and ``_get`` (so the items may be wrapped)."""
+    return type(q)._put in _STDLIB_HOOKS and type(q)._get in _STDLIB_HOOKS
+
+
+def _size(q: Any) -> int:
+    return int(q._qsize() if isinstance(q, _queue_mod.Queue) else q.qsize())  # (the mutex is held: not qsize())
 
 
 def _container(q: Any) -> Any:
@@ -128,12 +144,14 @@ def instrument_queue(q: Q, name: str, *, metrics: Metrics | None = None,
         metrics = get_metrics(registry)
     target: Any = q
     with _lock_of(q):
-        inst = _QueueInstrumentation(name, metrics, target._put, target._get)
-        container = _container(q)
-        for i in range(len(container)):
-            container[i] = _Stamped(container[i], None)
+        stamp = _own_hooks(q)
+        inst = _QueueInstrumentation(name, metrics, target._put, target._get, stamp)
+        if stamp:
+            container = _container(q)
+            for i in range(len(container)):
+                container[i] = _Stamped(container[i], None)
         try:
-            inst.depth.inc(len(container))
+            inst.depth.inc(_size(q))
         except Exception as exc:
             record_error("queue", exc, metrics)
         target._put = inst.put
@@ -148,13 +166,14 @@ def uninstrument_queue(q: Any) -> None:
     if inst is None:
         return
     with _lock_of(q):
-        container = _container(q)
-        for i in range(len(container)):
-            item = container[i]
-            if type(item) is _Stamped:
-                container[i] = item.item
+        if inst.stamp:
+            container = _container(q)
+            for i in range(len(container)):
+                item = container[i]
+                if type(item) is _Stamped:
+                    container[i] = item.item
         try:
-            inst.depth.dec(len(container))
+            inst.depth.dec(_size(q))
         except Exception as exc:
             record_error("queue", exc, inst.metrics)
         del q._put

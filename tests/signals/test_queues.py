@@ -148,3 +148,27 @@ def test_priority_queue_with_items_queued_before_instrumenting_keeps_order(
     assert [q.get_nowait() for _ in range(5)] == [(1, "new"), (3, "old"), (5, "old"), (8, "old"), (9, "new")]
     assert depth(registry, "prio") == 0.0
     assert waits(registry, "prio") == 2.0  # only the items put after instrumenting have a wait
+
+
+class _Jobs(queue.PriorityQueue):  # type: ignore[type-arg]
+    """A subclass whose hooks read the item: they must see the app's item, never aiwatch's wrapper."""
+
+    def _put(self, item: dict[str, int]) -> None:
+        super()._put((item["prio"], item["seq"], item))
+
+    def _get(self) -> dict[str, int]:
+        return super()._get()[2]  # type: ignore[no-any-return]
+
+
+def test_subclass_overriding_put_and_get_sees_its_own_items(registry: CollectorRegistry, metrics: Metrics) -> None:
+    q = _Jobs()
+    q.put({"prio": 2, "seq": 0})
+    instrument_queue(q, "jobs", metrics=metrics)
+    q.put({"prio": 1, "seq": 1})
+    assert depth(registry, "jobs") == 2.0
+    assert [q.get(), q.get()] == [{"prio": 1, "seq": 1}, {"prio": 2, "seq": 0}]
+    assert depth(registry, "jobs") == 0.0
+    assert waits(registry, "jobs") == 0.0  # its hooks own the items: depth only
+    uninstrument_queue(q)
+    q.put({"prio": 3, "seq": 2})
+    assert q.get() == {"prio": 3, "seq": 2}
