@@ -17,7 +17,8 @@ the object that was put. (Code that reads the queue's internal container, ``q.qu
 wrappers; a wrapper compares like its item, so priority queues keep their order.) Items already in the queue when
 it is instrumented are wrapped too (a priority queue must never compare a bare item with a wrapper); they count in
 the depth but have no wait time. A subclass that overrides ``_put`` or ``_get`` gets the depth only, no wait time:
-its hooks may read the item, so they are given the item itself. Recording failures are counted in
+its hooks may read the item, so they are given the item itself. A queue that is garbage-collected takes the items it
+still held out of the depth (queues made per request do not inflate it for good). Recording failures are counted in
 ``aiwatch_instrumentation_errors_total{component="queue"}`` and never reach the producer or consumer.
 """
 
@@ -27,6 +28,7 @@ import asyncio
 import queue as _queue_mod
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any, TypeVar
@@ -59,8 +61,25 @@ class _Stamped:
         return f"_Stamped({self.item!r})"
 
 
+class _Level:
+    """This queue's share of the depth gauge (what it added and has not taken away)."""
+
+    __slots__ = ("n",)
+
+    def __init__(self) -> None:
+        self.n = 0
+
+
+def _release(depth: Any, level: _Level, metrics: Metrics) -> None:
+    try:
+        depth.dec(level.n)
+        level.n = 0
+    except Exception as exc:
+        record_error("queue", exc, metrics)
+
+
 class _QueueInstrumentation:
-    __slots__ = ("depth", "metrics", "name", "orig_get", "orig_put", "stamp", "wait")
+    __slots__ = ("depth", "finalizer", "level", "metrics", "name", "orig_get", "orig_put", "stamp", "wait")
 
     def __init__(self, name: str, metrics: Metrics, orig_put: Callable[[Any], None],
                  orig_get: Callable[[], Any], stamp: bool) -> None:
@@ -72,11 +91,14 @@ class _QueueInstrumentation:
         self.wait = metrics.child(metrics.queue_wait, (label,))
         self.orig_put = orig_put
         self.orig_get = orig_get
+        self.level = _Level()
+        self.finalizer: weakref.finalize[Any, Any] | None = None
 
     def put(self, item: Any) -> None:
         self.orig_put(_Stamped(item, _clock()) if self.stamp else item)
         try:
             self.depth.inc()
+            self.level.n += 1
         except Exception as exc:
             record_error("queue", exc, self.metrics)
 
@@ -89,6 +111,7 @@ class _QueueInstrumentation:
                 if t is not None:  # None: queued before instrumenting
                     self.wait.observe(_clock() - t)
             self.depth.dec()
+            self.level.n -= 1
         except Exception as exc:
             record_error("queue", exc, self.metrics)
             if type(item) is _Stamped:
@@ -151,9 +174,14 @@ def instrument_queue(q: Q, name: str, *, metrics: Metrics | None = None,
             for i in range(len(container)):
                 container[i] = _Stamped(container[i], None)
         try:
-            inst.depth.inc(_size(q))
+            size = _size(q)
+            inst.depth.inc(size)
+            inst.level.n = size
         except Exception as exc:
             record_error("queue", exc, metrics)
+        # the callback holds the gauge and the count, never the queue (nor inst, which holds the queue)
+        inst.finalizer = weakref.finalize(q, _release, inst.depth, inst.level, metrics)
+        inst.finalizer.atexit = False
         target._put = inst.put
         target._get = inst.get
         setattr(target, _MARK, inst)
@@ -172,10 +200,9 @@ def uninstrument_queue(q: Any) -> None:
                 item = container[i]
                 if type(item) is _Stamped:
                     container[i] = item.item
-        try:
-            inst.depth.dec(_size(q))
-        except Exception as exc:
-            record_error("queue", exc, inst.metrics)
+        if inst.finalizer is not None:
+            inst.finalizer.detach()
+        _release(inst.depth, inst.level, inst.metrics)
         del q._put
         del q._get
         delattr(q, _MARK)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import queue
 
 import pytest
@@ -172,3 +173,25 @@ def test_subclass_overriding_put_and_get_sees_its_own_items(registry: CollectorR
     uninstrument_queue(q)
     q.put({"prio": 3, "seq": 2})
     assert q.get() == {"prio": 3, "seq": 2}
+
+
+@pytest.mark.parametrize("make", [queue.Queue, asyncio.Queue])
+def test_a_collected_queue_takes_its_items_out_of_the_depth(make: type[queue.Queue[int]], registry: CollectorRegistry,
+                                                            metrics: Metrics) -> None:
+    # one queue per request under one name: the items a dropped queue still held stayed in the gauge for good
+    kept = instrument_queue(make(), "per-request", metrics=metrics)
+    kept.put_nowait(0)
+
+    def handle_request() -> None:
+        q = instrument_queue(make(), "per-request", metrics=metrics)
+        q.put_nowait(1)
+        q.put_nowait(2)
+        q.put_nowait(3)
+        q.get_nowait()
+
+    for _ in range(3):
+        handle_request()
+    gc.collect()
+    assert depth(registry, "per-request") == 1.0  # the live queue's item only
+    assert kept.get_nowait() == 0
+    assert depth(registry, "per-request") == 0.0
