@@ -31,6 +31,7 @@ import time
 import weakref
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
+from functools import partial
 from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry
@@ -79,10 +80,10 @@ def _release(depth: Any, level: _Level, metrics: Metrics) -> None:
 
 
 class _QueueInstrumentation:
-    __slots__ = ("depth", "finalizer", "level", "metrics", "name", "orig_get", "orig_put", "stamp", "wait")
+    __slots__ = ("depth", "finalizer", "level", "metrics", "name", "orig_get", "orig_put", "size", "stamp", "wait")
 
     def __init__(self, name: str, metrics: Metrics, orig_put: Callable[[Any], None],
-                 orig_get: Callable[[], Any], stamp: bool) -> None:
+                 orig_get: Callable[[], Any], stamp: bool, size: Callable[[], int]) -> None:
         self.name = name
         self.stamp = stamp
         self.metrics = metrics
@@ -92,10 +93,24 @@ class _QueueInstrumentation:
         self.orig_put = orig_put
         self.orig_get = orig_get
         self.level = _Level()
+        self.size = size
         self.finalizer: weakref.finalize[Any, Any] | None = None
 
+    def resync(self) -> None:
+        """After a hook raised (a priority queue whose items do not order): it may have stored or dropped the item."""
+        try:
+            n = self.size()
+            self.depth.inc(n - self.level.n)
+            self.level.n = n
+        except Exception as exc:
+            record_error("queue", exc, self.metrics)
+
     def put(self, item: Any) -> None:
-        self.orig_put(_Stamped(item, _clock()) if self.stamp else item)
+        try:
+            self.orig_put(_Stamped(item, _clock()) if self.stamp else item)
+        except BaseException:
+            self.resync()
+            raise
         try:
             self.depth.inc()
             self.level.n += 1
@@ -103,7 +118,11 @@ class _QueueInstrumentation:
             record_error("queue", exc, self.metrics)
 
     def get(self) -> Any:
-        item = self.orig_get()
+        try:
+            item = self.orig_get()
+        except BaseException:
+            self.resync()
+            raise
         try:
             if type(item) is _Stamped:
                 t = item.t
@@ -168,7 +187,7 @@ def instrument_queue(q: Q, name: str, *, metrics: Metrics | None = None,
     target: Any = q
     with _lock_of(q):
         stamp = _own_hooks(q)
-        inst = _QueueInstrumentation(name, metrics, target._put, target._get, stamp)
+        inst = _QueueInstrumentation(name, metrics, target._put, target._get, stamp, partial(_size, q))
         if stamp:
             container = _container(q)
             for i in range(len(container)):

@@ -195,3 +195,16 @@ def test_a_collected_queue_takes_its_items_out_of_the_depth(make: type[queue.Que
     assert depth(registry, "per-request") == 1.0  # the live queue's item only
     assert kept.get_nowait() == 0
     assert depth(registry, "per-request") == 0.0
+
+
+def test_a_put_that_raises_after_the_item_went_in_still_counts_it(registry: CollectorRegistry,
+                                                                  metrics: Metrics) -> None:
+    # equal priorities with payloads that do not order: heappush has already stored the item when the comparison
+    # raises, in the plain queue too; the depth left it out and went negative once the items were taken
+    q: queue.PriorityQueue[tuple[int, dict[str, int]]] = instrument_queue(queue.PriorityQueue(), "pq", metrics=metrics)
+    q.put((1, {"a": 1}))
+    with pytest.raises(TypeError, match="'<' not supported between instances of 'dict' and 'dict'"):
+        q.put((1, {"b": 2}))
+    assert q.qsize() == 2 and depth(registry, "pq") == 2.0
+    assert sorted(q.get()[1].popitem() for _ in range(2)) == [("a", 1), ("b", 2)]
+    assert depth(registry, "pq") == 0.0
