@@ -15,7 +15,10 @@ the wait are exact under any number of threads, and asyncio queues are single-th
 Each item is stored with its enqueue time in a small wrapper that ``get`` removes again: consumers receive exactly
 the object that was put. (Code that reads the queue's internal container, ``q.queue`` / ``q._queue``, sees the
 wrappers; a wrapper compares like its item, so priority queues keep their order.) Items already in the queue when
-it is instrumented count in the depth but have no wait time. Recording failures are counted in
+it is instrumented are wrapped too (a priority queue must never compare a bare item with a wrapper); they count in
+the depth but have no wait time. A subclass that overrides ``_put`` or ``_get`` gets the depth only, no wait time:
+its hooks may read the item, so they are given the item itself. A queue that is garbage-collected takes the items it
+still held out of the depth (queues made per request do not inflate it for good). Recording failures are counted in
 ``aiwatch_instrumentation_errors_total{component="queue"}`` and never reach the producer or consumer.
 """
 
@@ -25,8 +28,10 @@ import asyncio
 import queue as _queue_mod
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
+from functools import partial
 from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry
@@ -46,7 +51,7 @@ class _Stamped:
 
     __slots__ = ("item", "t")
 
-    def __init__(self, item: Any, t: float) -> None:
+    def __init__(self, item: Any, t: float | None) -> None:
         self.item = item
         self.t = t
 
@@ -57,34 +62,75 @@ class _Stamped:
         return f"_Stamped({self.item!r})"
 
 
+class _Level:
+    """This queue's share of the depth gauge (what it added and has not taken away)."""
+
+    __slots__ = ("n",)
+
+    def __init__(self) -> None:
+        self.n = 0
+
+
+def _release(depth: Any, level: _Level, metrics: Metrics) -> None:
+    try:
+        depth.dec(level.n)
+        level.n = 0
+    except Exception as exc:
+        record_error("queue", exc, metrics)
+
+
 class _QueueInstrumentation:
-    __slots__ = ("depth", "metrics", "name", "orig_get", "orig_put", "wait")
+    __slots__ = ("depth", "finalizer", "level", "metrics", "name", "orig_get", "orig_put", "size", "stamp", "wait")
 
     def __init__(self, name: str, metrics: Metrics, orig_put: Callable[[Any], None],
-                 orig_get: Callable[[], Any]) -> None:
+                 orig_get: Callable[[], Any], stamp: bool, size: Callable[[], int]) -> None:
         self.name = name
+        self.stamp = stamp
         self.metrics = metrics
         label = guard_for(metrics).fold("queue", name)  # queue names may come from data (one per tenant...)
         self.depth = metrics.child(metrics.queue_depth, (label,))
         self.wait = metrics.child(metrics.queue_wait, (label,))
         self.orig_put = orig_put
         self.orig_get = orig_get
+        self.level = _Level()
+        self.size = size
+        self.finalizer: weakref.finalize[Any, Any] | None = None
+
+    def resync(self) -> None:
+        """After a hook raised (a priority queue whose items do not order): it may have stored or dropped the item."""
+        try:
+            n = self.size()
+            self.depth.inc(n - self.level.n)
+            self.level.n = n
+        except Exception as exc:
+            record_error("queue", exc, self.metrics)
 
     def put(self, item: Any) -> None:
-        self.orig_put(_Stamped(item, _clock()))
+        try:
+            self.orig_put(_Stamped(item, _clock()) if self.stamp else item)
+        except BaseException:
+            self.resync()
+            raise
         try:
             self.depth.inc()
+            self.level.n += 1
         except Exception as exc:
             record_error("queue", exc, self.metrics)
 
     def get(self) -> Any:
-        item = self.orig_get()
+        try:
+            item = self.orig_get()
+        except BaseException:
+            self.resync()
+            raise
         try:
             if type(item) is _Stamped:
-                waited = _clock() - item.t
+                t = item.t
                 item = item.item
-                self.wait.observe(waited)
+                if t is not None:  # None: queued before instrumenting
+                    self.wait.observe(_clock() - t)
             self.depth.dec()
+            self.level.n -= 1
         except Exception as exc:
             record_error("queue", exc, self.metrics)
             if type(item) is _Stamped:
@@ -95,6 +141,20 @@ class _QueueInstrumentation:
 def _lock_of(q: Any) -> AbstractContextManager[Any]:
     mutex = getattr(q, "mutex", None)
     return mutex if isinstance(mutex, type(threading.Lock())) else nullcontext()
+
+
+_STDLIB_HOOKS = {cls.__dict__[hook] for cls in (_queue_mod.Queue, _queue_mod.LifoQueue, _queue_mod.PriorityQueue,
+                                                 asyncio.Queue, asyncio.LifoQueue, asyncio.PriorityQueue)
+                 for hook in ("_put", "_get")}
+
+
+def _own_hooks(q: Any) -> bool:
+    """Whether ``q``'s class keeps the standard library's ``_put`` and ``_get`` (so the items may be wrapped)."""
+    return type(q)._put in _STDLIB_HOOKS and type(q)._get in _STDLIB_HOOKS
+
+
+def _size(q: Any) -> int:
+    return int(q._qsize() if isinstance(q, _queue_mod.Queue) else q.qsize())  # (the mutex is held: not qsize())
 
 
 def _container(q: Any) -> Any:
@@ -126,11 +186,21 @@ def instrument_queue(q: Q, name: str, *, metrics: Metrics | None = None,
         metrics = get_metrics(registry)
     target: Any = q
     with _lock_of(q):
-        inst = _QueueInstrumentation(name, metrics, target._put, target._get)
+        stamp = _own_hooks(q)
+        inst = _QueueInstrumentation(name, metrics, target._put, target._get, stamp, partial(_size, q))
+        if stamp:
+            container = _container(q)
+            for i in range(len(container)):
+                container[i] = _Stamped(container[i], None)
         try:
-            inst.depth.inc(len(_container(q)))
+            size = _size(q)
+            inst.depth.inc(size)
+            inst.level.n = size
         except Exception as exc:
             record_error("queue", exc, metrics)
+        # the callback holds the gauge and the count, never the queue (nor inst, which holds the queue)
+        inst.finalizer = weakref.finalize(q, _release, inst.depth, inst.level, metrics)
+        inst.finalizer.atexit = False
         target._put = inst.put
         target._get = inst.get
         setattr(target, _MARK, inst)
@@ -143,15 +213,15 @@ def uninstrument_queue(q: Any) -> None:
     if inst is None:
         return
     with _lock_of(q):
-        container = _container(q)
-        for i in range(len(container)):
-            item = container[i]
-            if type(item) is _Stamped:
-                container[i] = item.item
-        try:
-            inst.depth.dec(len(container))
-        except Exception as exc:
-            record_error("queue", exc, inst.metrics)
+        if inst.stamp:
+            container = _container(q)
+            for i in range(len(container)):
+                item = container[i]
+                if type(item) is _Stamped:
+                    container[i] = item.item
+        if inst.finalizer is not None:
+            inst.finalizer.detach()
+        _release(inst.depth, inst.level, inst.metrics)
         del q._put
         del q._get
         delattr(q, _MARK)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import queue
 
 import pytest
@@ -132,3 +133,78 @@ def test_a_failing_metric_never_breaks_the_queue(registry: CollectorRegistry, me
     q.put("a")
     assert q.get() == "a"
     assert registry.get_sample_value("aiwatch_instrumentation_errors_total", {"component": "queue"}) == 2.0
+
+
+@pytest.mark.parametrize("make", [queue.PriorityQueue, asyncio.PriorityQueue])
+def test_priority_queue_with_items_queued_before_instrumenting_keeps_order(
+        make: type[queue.PriorityQueue[tuple[int, str]]], registry: CollectorRegistry, metrics: Metrics) -> None:
+    # an item put afterwards is compared with the older ones both ways round in the heap: '<' between a tuple and
+    # the wrapper raised TypeError out of put() and get()
+    q = make()
+    for p in (5, 3, 8):
+        q.put_nowait((p, "old"))
+    instrument_queue(q, "prio", metrics=metrics)
+    q.put_nowait((1, "new"))
+    q.put_nowait((9, "new"))
+    assert [q.get_nowait() for _ in range(5)] == [(1, "new"), (3, "old"), (5, "old"), (8, "old"), (9, "new")]
+    assert depth(registry, "prio") == 0.0
+    assert waits(registry, "prio") == 2.0  # only the items put after instrumenting have a wait
+
+
+class _Jobs(queue.PriorityQueue):  # type: ignore[type-arg]
+    """A subclass whose hooks read the item: they must see the app's item, never aiwatch's wrapper."""
+
+    def _put(self, item: dict[str, int]) -> None:
+        super()._put((item["prio"], item["seq"], item))
+
+    def _get(self) -> dict[str, int]:
+        return super()._get()[2]  # type: ignore[no-any-return]
+
+
+def test_subclass_overriding_put_and_get_sees_its_own_items(registry: CollectorRegistry, metrics: Metrics) -> None:
+    q = _Jobs()
+    q.put({"prio": 2, "seq": 0})
+    instrument_queue(q, "jobs", metrics=metrics)
+    q.put({"prio": 1, "seq": 1})
+    assert depth(registry, "jobs") == 2.0
+    assert [q.get(), q.get()] == [{"prio": 1, "seq": 1}, {"prio": 2, "seq": 0}]
+    assert depth(registry, "jobs") == 0.0
+    assert waits(registry, "jobs") == 0.0  # its hooks own the items: depth only
+    uninstrument_queue(q)
+    q.put({"prio": 3, "seq": 2})
+    assert q.get() == {"prio": 3, "seq": 2}
+
+
+@pytest.mark.parametrize("make", [queue.Queue, asyncio.Queue])
+def test_a_collected_queue_takes_its_items_out_of_the_depth(make: type[queue.Queue[int]], registry: CollectorRegistry,
+                                                            metrics: Metrics) -> None:
+    # one queue per request under one name: the items a dropped queue still held stayed in the gauge for good
+    kept = instrument_queue(make(), "per-request", metrics=metrics)
+    kept.put_nowait(0)
+
+    def handle_request() -> None:
+        q = instrument_queue(make(), "per-request", metrics=metrics)
+        q.put_nowait(1)
+        q.put_nowait(2)
+        q.put_nowait(3)
+        q.get_nowait()
+
+    for _ in range(3):
+        handle_request()
+    gc.collect()
+    assert depth(registry, "per-request") == 1.0  # the live queue's item only
+    assert kept.get_nowait() == 0
+    assert depth(registry, "per-request") == 0.0
+
+
+def test_a_put_that_raises_after_the_item_went_in_still_counts_it(registry: CollectorRegistry,
+                                                                  metrics: Metrics) -> None:
+    # equal priorities with payloads that do not order: heappush has already stored the item when the comparison
+    # raises, in the plain queue too; the depth left it out and went negative once the items were taken
+    q: queue.PriorityQueue[tuple[int, dict[str, int]]] = instrument_queue(queue.PriorityQueue(), "pq", metrics=metrics)
+    q.put((1, {"a": 1}))
+    with pytest.raises(TypeError, match="'<' not supported between instances of 'dict' and 'dict'"):
+        q.put((1, {"b": 2}))
+    assert q.qsize() == 2 and depth(registry, "pq") == 2.0
+    assert sorted(q.get()[1].popitem() for _ in range(2)) == [("a", 1), ("b", 2)]
+    assert depth(registry, "pq") == 0.0
