@@ -24,7 +24,8 @@ What it does when things go wrong (it never raises into the app):
 * a GPU that fell off the bus (``NVMLError_GpuIsLost``, a reset required, GPU not found): ``aiwatch_gpu_up 0`` for
   that device (its XID counter stays), the other GPUs are still read;
 * a field the device does not support (``NOT_SUPPORTED``, no permission, a function the driver lacks): that series
-  is skipped for that device, and not asked for again;
+  is skipped for that device, and not asked for again until the GPU's MIG mode changes (a GPU in MIG mode has no
+  utilization; switched back, it has);
 * anything else: the field is skipped for this poll and ``aiwatch_instrumentation_errors_total{component="gpu"}``
   counts it.
 
@@ -165,6 +166,7 @@ class _Device:
     name: str = ""
     unsupported: set[str] = field(default_factory=set)
     xid: int | None = None
+    mig_mode: int | None = None  # the current MIG mode as last read
 
 
 def _text(value: Any) -> str:
@@ -435,10 +437,12 @@ class GpuPoller:
             if dev.handle is None:
                 return [GpuReading(str(dev.index), dev.uuid, dev.name, up=False, xid_errors=dev.xid)]
         try:
+            mig = self._read_mig_mode(dev)
             values, throttle = self._read_fields(dev.handle, dev.unsupported, str(dev.index))
             readings = [GpuReading(str(dev.index), dev.uuid, dev.name, values=values, throttle=throttle,
                                    xid_errors=dev.xid)]
-            readings.extend(self._read_migs(dev))
+            if mig:
+                readings.extend(self._read_migs(dev))
             return readings
         except _DeviceLost as lost:
             self._report(key, lost.__cause__, f"GPU {dev.index} ({dev.uuid}) is lost", count=False)
@@ -519,12 +523,22 @@ class GpuPoller:
                 return value
         return None
 
+    def _read_mig_mode(self, dev: _Device) -> bool:
+        """Whether the GPU is in MIG mode now. When its mode changed, the fields it did not support are asked for
+        again: NVML answers NOT_SUPPORTED for a GPU's utilization only while it is in MIG mode."""
+        mode = self._field(dev.unsupported, str(dev.index), "mig_mode",
+                           lambda: self.nvml.nvmlDeviceGetMigMode(dev.handle))
+        if mode is None:
+            return False
+        current = int(mode[0])
+        if dev.mig_mode is not None and current != dev.mig_mode:
+            dev.unsupported.clear()
+        dev.mig_mode = current
+        return current == _MIG_ENABLED
+
     def _read_migs(self, dev: _Device) -> list[GpuReading]:
         nvml = self.nvml
         where = str(dev.index)
-        mode = self._field(dev.unsupported, where, "mig_mode", lambda: nvml.nvmlDeviceGetMigMode(dev.handle))
-        if mode is None or int(mode[0]) != _MIG_ENABLED:
-            return []
         count = self._field(dev.unsupported, where, "mig_count",
                             lambda: nvml.nvmlDeviceGetMaxMigDeviceCount(dev.handle)) or 0
         readings: list[GpuReading] = []

@@ -178,8 +178,8 @@ class FakeNVML(types.ModuleType):
     def nvmlDeviceGetUtilizationRates(self, handle: Handle) -> Any:
         self._call("nvmlDeviceGetUtilizationRates")
         gpu = self._dev(handle, "utilization")
-        if handle.mig is not None:
-            raise err(pynvml.NVML_ERROR_NOT_SUPPORTED)
+        if handle.mig is not None or gpu.mig_mode == pynvml.NVML_DEVICE_MIG_ENABLE:
+            raise err(pynvml.NVML_ERROR_NOT_SUPPORTED)  # as NVML answers for a GPU in MIG mode, too
         return types.SimpleNamespace(gpu=gpu.util_gpu, memory=gpu.util_memory)
 
     def nvmlDeviceGetMemoryInfo(self, handle: Handle, version: int | None = None) -> Any:

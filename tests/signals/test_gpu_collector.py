@@ -166,6 +166,29 @@ def test_mig_instances_reported_per_instance_without_utilization(registry: Colle
                                 "mig_ci": "0"}) is None
 
 
+def test_mig_mode_switched_off_brings_the_gpus_utilization_back(registry: CollectorRegistry) -> None:
+    nvml = FakeNVML.with_gpus(1)
+    gpu = nvml.gpus[0]
+    gpu.util_gpu = 70
+    gpu.mig_mode = pynvml.NVML_DEVICE_MIG_ENABLE
+    gpu.migs = [FakeMig(1, 0, "MIG-1111", "NVIDIA H100 80GB HBM3 MIG 7g.80gb")]
+    collector = make(nvml, registry)
+    collector.poller.poll_once()
+    v = registry.get_sample_value
+    assert v("aiwatch_gpu_utilization_ratio", labels(0, nvml)) is None  # NVML has none for a GPU in MIG mode
+    gpu.mig_mode = pynvml.NVML_DEVICE_MIG_DISABLE  # the operator turns MIG off (nvidia-smi -mig 0)
+    gpu.migs = []
+    collector.poller.poll_once()
+    assert v("aiwatch_gpu_utilization_ratio", labels(0, nvml)) == pytest.approx(0.7)
+    assert v("aiwatch_gpu_memory_utilization_ratio", labels(0, nvml)) == pytest.approx(0.25)
+    assert v("aiwatch_gpu_up", {"gpu": "0", "uuid": "MIG-1111", "name": "NVIDIA H100 80GB HBM3 MIG 7g.80gb",
+                                "mig_gi": "1", "mig_ci": "0"}) is None
+    gpu.mig_mode = pynvml.NVML_DEVICE_MIG_ENABLE  # and on again: utilization is skipped, not an error
+    collector.poller.poll_once()
+    assert v("aiwatch_gpu_utilization_ratio", labels(0, nvml)) is None
+    assert v("aiwatch_instrumentation_errors_total", {"component": "gpu"}) is None
+
+
 def test_not_supported_fields_are_skipped_per_device_and_not_asked_again(registry: CollectorRegistry) -> None:
     nvml = FakeNVML.with_gpus(3)
     nvml.gpus[1].fail.update(power=pynvml.NVML_ERROR_NOT_SUPPORTED, energy=pynvml.NVML_ERROR_FUNCTION_NOT_FOUND,
