@@ -733,8 +733,11 @@ def serve_gpu_metrics(port: int, addr: str = "127.0.0.1", *, interval: float | N
     """Poll the GPUs and serve only the ``aiwatch_gpu_*`` metrics on ``http://addr:port/metrics`` from daemon
     threads (``port=0`` picks a free port: see ``.port``). This is the one-poller-per-host setup: call it once per
     machine, e.g. in gunicorn's master (``when_ready``) or through ``aiwatch gpu --serve PORT`` as a sidecar, and
-    add the port as a second scrape target."""
+    add the port as a second scrape target. A ``port`` that is no integer from 0 to 65535 raises ``ValueError``."""
     import prometheus_client
+
+    if port.__class__ is not int or not 0 <= port <= 65535:  # the socket's own errors for these are cryptic
+        raise ValueError(f"the GPU metrics port must be 0-65535, got {shown(port)}")
 
     registry = CollectorRegistry()
     metrics = Metrics(CollectorRegistry())  # private: of the direct metrics only the error counter is served
