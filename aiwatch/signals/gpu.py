@@ -13,9 +13,9 @@ A hung NVML call never hides the GPU series: from the moment the poller exists, 
 ``aiwatch_gpu_last_poll_timestamp_seconds`` are exported (before the first poll finishes: ``nvml_up 0`` and the time
 the poller was created). When a poll has been stuck in NVML for ``hung_after`` seconds (default twice the interval,
 at least 10 s), the poller reports NVML down (``nvml_up 0``, no per-GPU series) with the time of the last poll that
-finished, so AiwatchGpuMetricsAbsent fires instead of stale readings looking healthy. ``stop()`` / ``close()`` never
-wait more than their ``timeout`` (default 0.5 s) for a hung call: the daemon thread shuts NVML down itself when the
-call returns.
+finished, so AiwatchGpuMetricsAbsent fires instead of stale readings looking healthy; the same once the poller was
+stopped (``stop()``, or ``close()`` of a collector sharing it). ``stop()`` / ``close()`` never wait more than their
+``timeout`` (default 0.5 s) for a hung call: the daemon thread shuts NVML down itself when the call returns.
 
 What it does when things go wrong (it never raises into the app):
 
@@ -221,6 +221,7 @@ class GpuPoller:
         self._poll_lock = threading.Lock()
         self._thread_lock = threading.Lock()
         self._stop = threading.Event()
+        self._stopped = False  # by stop(), until start() or poll_once()
         self._thread: threading.Thread | None = None
         self._initialised = False
         self._driver = ""
@@ -239,8 +240,12 @@ class GpuPoller:
     def status(self) -> GpuSnapshot:
         """What to export now, never ``None`` and never blocking: the latest snapshot; before the first poll has
         finished, NVML down with the poller's creation time; while a poll has been stuck in NVML for
-        ``hung_after`` seconds, NVML down (no devices) with the time of the last poll that finished."""
+        ``hung_after`` seconds, or once :meth:`stop` was called (until :meth:`start` or :meth:`poll_once`), NVML
+        down (no devices) with the time of the last poll that finished."""
         snap = self._snapshot
+        if self._stopped:
+            return GpuSnapshot(False, "the GPU poller was stopped",
+                               timestamp=snap.timestamp if snap is not None else self.created)
         began = self._poll_began
         if began is not None:
             stuck = time.monotonic() - began
@@ -253,6 +258,10 @@ class GpuPoller:
 
     def poll_once(self) -> GpuSnapshot:
         """Poll NVML now and return (and keep) the new snapshot. Never raises (but waits for NVML)."""
+        self._stopped = False
+        return self._poll_and_keep()
+
+    def _poll_and_keep(self) -> GpuSnapshot:
         with self._poll_lock:
             self._poll_began = time.monotonic()
             self._failing = set()
@@ -271,6 +280,7 @@ class GpuPoller:
     def start(self) -> GpuPoller:
         """Start the polling thread (idempotent); the first poll runs at once."""
         with self._thread_lock:
+            self._stopped = False
             if self._thread is not None and self._thread.is_alive():
                 return self
             self._stop = threading.Event()  # its own: a thread left in a hung call by stop() never polls again
@@ -283,10 +293,12 @@ class GpuPoller:
         """Stop the thread and shut NVML down (idempotent; never raises). Waits ``timeout`` seconds at most: a poll
         stuck in a hung NVML call is left to its daemon thread, which shuts NVML down when the call returns. A
         ``timeout`` that is no number of seconds (NaN, infinite, a string) is counted as aiwatch's error (component
-        ``gpu``) and :data:`STOP_TIMEOUT` is waited instead."""
+        ``gpu``) and :data:`STOP_TIMEOUT` is waited instead. From then on :meth:`status` reports NVML down (its
+        last readings would only grow stale), until :meth:`start` or :meth:`poll_once`."""
         deadline = time.monotonic() + _stop_timeout(timeout, self.metrics)
         with self._thread_lock:
             thread, self._thread = self._thread, None
+            self._stopped = True
             self._stop.set()
         if thread is not None and thread is not threading.current_thread():
             thread.join(max(deadline - time.monotonic(), 0.0))
@@ -307,7 +319,7 @@ class GpuPoller:
     # --- the poll -----------------------------------------------------------------------------------------
     def _run(self, stop: threading.Event) -> None:
         while not stop.is_set():
-            self.poll_once()
+            self._poll_and_keep()
             stop.wait(self.interval)
         with self._poll_lock:  # stop() may have given up on a hung call: NVML is shut down here once it returned
             if self._thread is None:

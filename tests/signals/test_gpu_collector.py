@@ -350,6 +350,42 @@ def test_stop_does_not_hang_on_a_poll_stuck_in_nvml(registry: CollectorRegistry)
     nvml.block.set()
 
 
+def test_a_stopped_poller_reports_nvml_down_not_its_last_readings(registry: CollectorRegistry) -> None:
+    nvml = FakeNVML.with_gpus(1)
+    shared = GpuCollector(nvml=nvml, registry=registry, metrics=Metrics(registry), interval=0.01)
+    other = GpuCollector(shared.poller, registry=CollectorRegistry(), start=False)
+    try:
+        wait_until(lambda: registry.get_sample_value("aiwatch_gpu_up", labels(0, nvml)) == 1.0, 10, 0.01,
+                   "a poll")
+        other.close()  # stops the poller both collectors share
+        last = shared.poller.snapshot
+        assert last is not None and last.nvml_up
+        assert not nvml.initialised
+        v = registry.get_sample_value
+        assert v("aiwatch_gpu_nvml_up") == 0.0
+        assert v("aiwatch_gpu_up", labels(0, nvml)) is None
+        assert v("aiwatch_gpu_power_watts", labels(0, nvml)) is None
+        assert v("aiwatch_gpu_last_poll_timestamp_seconds") == last.timestamp
+        shared.poller.start()  # polling again: readings again
+        wait_until(lambda: v("aiwatch_gpu_up", labels(0, nvml)) == 1.0, 10, 0.01, "a poll after start()")
+        assert v("aiwatch_gpu_nvml_up") == 1.0
+    finally:
+        shared.close()
+
+
+def test_a_poll_stuck_through_stop_does_not_bring_its_readings_back(registry: CollectorRegistry) -> None:
+    nvml = FakeNVML.with_gpus(1)
+    nvml.block = threading.Event()
+    collector = GpuCollector(nvml=nvml, registry=registry, metrics=Metrics(registry), interval=0.01)
+    assert nvml.blocked.wait(10)
+    collector.poller.stop(timeout=0.05)
+    nvml.block.set()  # the hung call returns after stop(): the thread finishes its poll and shuts NVML down
+    wait_until(lambda: nvml.calls["nvmlShutdown"] == 1, 10, 0.01, "NVML shut down by the poll thread")
+    assert collector.poller.snapshot is not None and collector.poller.snapshot.nvml_up
+    assert registry.get_sample_value("aiwatch_gpu_nvml_up") == 0.0
+    assert registry.get_sample_value("aiwatch_gpu_up", labels(0, nvml)) is None
+
+
 def test_xid_events_are_counted_per_gpu_and_drained_without_waiting(registry: CollectorRegistry) -> None:
     nvml = FakeNVML.with_gpus(4)
     nvml.gpus[2].events = 0  # this GPU delivers no XID events: no series rather than a misleading 0
