@@ -224,7 +224,7 @@ CONTRACT: tuple[MetricSpec, ...] = (
                GPU_LABELS, collector=True),
     MetricSpec("aiwatch_gpu_nvml_up", "gauge",
                "1 if NVML is initialised and polling, 0 if no driver or GPU was found, the first poll has not "
-               "finished, or an NVML call hung.", (), collector=True),
+               "finished, an NVML call hung, or the poller was stopped.", (), collector=True),
     MetricSpec("aiwatch_gpu_utilization_ratio", "gauge", "Share of time a kernel was running (0-1).",
                GPU_LABELS, collector=True),
     MetricSpec("aiwatch_gpu_memory_utilization_ratio", "gauge",

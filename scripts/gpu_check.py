@@ -7,7 +7,8 @@
 It polls through the real pynvml, scrapes the collector, checks every ``aiwatch_gpu_*`` metric of the contract is
 present for every whole GPU with a plausible value, runs the background poller for a moment (the energy counter
 must not go down, the poll timestamp must advance, a scrape must not call NVML), prints a table and exits 1 on any
-failure (including when NVML sees no GPU). MIG devices are checked for what NVML reports on them (memory).
+failure (including when NVML sees no GPU). MIG devices are checked for what NVML reports on them (memory), and for
+reporting nothing else.
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ RANGES: dict[str, tuple[float, float]] = {
     "aiwatch_gpu_sm_clock_hertz": (1e7, 5e9),
     "aiwatch_gpu_memory_clock_hertz": (1e7, 2e10),
 }
+WHOLE_GPU_ONLY = ("aiwatch_gpu_utilization_ratio", "aiwatch_gpu_memory_utilization_ratio", "aiwatch_gpu_power_watts",
+                  "aiwatch_gpu_energy_joules_total", "aiwatch_gpu_temperature_celsius", "aiwatch_gpu_sm_clock_hertz",
+                  "aiwatch_gpu_memory_clock_hertz")
 MIG_RANGES = {k: RANGES[k] for k in ("aiwatch_gpu_memory_total_bytes", "aiwatch_gpu_memory_used_bytes")}
 
 
@@ -79,6 +83,11 @@ def main(argv: list[str] | None = None) -> int:
             elif not low <= value <= high:
                 failures.append(f"{where}: {name} = {value} outside [{low}, {high}]")
         if dev.mig_gi:
+            # NVML has these for the whole GPU only (the collector's MIG tests assume NOT_SUPPORTED on a MIG handle):
+            # a MIG device with one of them would repeat its parent's reading under its own labels
+            extra = [name for name in WHOLE_GPU_ONLY if v(name, lab) is not None]
+            if extra:
+                failures.append(f"{where}: a MIG device reports {', '.join(extra)}")
             return
         used, total = v("aiwatch_gpu_memory_used_bytes", lab), v("aiwatch_gpu_memory_total_bytes", lab)
         if used is not None and total is not None and used > total:

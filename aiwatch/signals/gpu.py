@@ -13,9 +13,9 @@ A hung NVML call never hides the GPU series: from the moment the poller exists, 
 ``aiwatch_gpu_last_poll_timestamp_seconds`` are exported (before the first poll finishes: ``nvml_up 0`` and the time
 the poller was created). When a poll has been stuck in NVML for ``hung_after`` seconds (default twice the interval,
 at least 10 s), the poller reports NVML down (``nvml_up 0``, no per-GPU series) with the time of the last poll that
-finished, so AiwatchGpuMetricsAbsent fires instead of stale readings looking healthy. ``stop()`` / ``close()`` never
-wait more than their ``timeout`` (default 0.5 s) for a hung call: the daemon thread shuts NVML down itself when the
-call returns.
+finished, so AiwatchGpuMetricsAbsent fires instead of stale readings looking healthy; the same once the poller was
+stopped (``stop()``, or ``close()`` of a collector sharing it). ``stop()`` / ``close()`` never wait more than their
+``timeout`` (default 0.5 s) for a hung call: the daemon thread shuts NVML down itself when the call returns.
 
 What it does when things go wrong (it never raises into the app):
 
@@ -24,7 +24,8 @@ What it does when things go wrong (it never raises into the app):
 * a GPU that fell off the bus (``NVMLError_GpuIsLost``, a reset required, GPU not found): ``aiwatch_gpu_up 0`` for
   that device (its XID counter stays), the other GPUs are still read;
 * a field the device does not support (``NOT_SUPPORTED``, no permission, a function the driver lacks): that series
-  is skipped for that device, and not asked for again;
+  is skipped for that device, and not asked for again until the GPU's MIG mode changes (a GPU in MIG mode has no
+  utilization; switched back, it has);
 * anything else: the field is skipped for this poll and ``aiwatch_instrumentation_errors_total{component="gpu"}``
   counts it.
 
@@ -165,6 +166,7 @@ class _Device:
     name: str = ""
     unsupported: set[str] = field(default_factory=set)
     xid: int | None = None
+    mig_mode: int | None = None  # the current MIG mode as last read
 
 
 def _text(value: Any) -> str:
@@ -219,6 +221,7 @@ class GpuPoller:
         self._poll_lock = threading.Lock()
         self._thread_lock = threading.Lock()
         self._stop = threading.Event()
+        self._stopped = False  # by stop(), until start() or poll_once()
         self._thread: threading.Thread | None = None
         self._initialised = False
         self._driver = ""
@@ -237,8 +240,12 @@ class GpuPoller:
     def status(self) -> GpuSnapshot:
         """What to export now, never ``None`` and never blocking: the latest snapshot; before the first poll has
         finished, NVML down with the poller's creation time; while a poll has been stuck in NVML for
-        ``hung_after`` seconds, NVML down (no devices) with the time of the last poll that finished."""
+        ``hung_after`` seconds, or once :meth:`stop` was called (until :meth:`start` or :meth:`poll_once`), NVML
+        down (no devices) with the time of the last poll that finished."""
         snap = self._snapshot
+        if self._stopped:
+            return GpuSnapshot(False, "the GPU poller was stopped",
+                               timestamp=snap.timestamp if snap is not None else self.created)
         began = self._poll_began
         if began is not None:
             stuck = time.monotonic() - began
@@ -251,6 +258,10 @@ class GpuPoller:
 
     def poll_once(self) -> GpuSnapshot:
         """Poll NVML now and return (and keep) the new snapshot. Never raises (but waits for NVML)."""
+        self._stopped = False
+        return self._poll_and_keep()
+
+    def _poll_and_keep(self) -> GpuSnapshot:
         with self._poll_lock:
             self._poll_began = time.monotonic()
             self._failing = set()
@@ -269,6 +280,7 @@ class GpuPoller:
     def start(self) -> GpuPoller:
         """Start the polling thread (idempotent); the first poll runs at once."""
         with self._thread_lock:
+            self._stopped = False
             if self._thread is not None and self._thread.is_alive():
                 return self
             self._stop = threading.Event()  # its own: a thread left in a hung call by stop() never polls again
@@ -281,10 +293,12 @@ class GpuPoller:
         """Stop the thread and shut NVML down (idempotent; never raises). Waits ``timeout`` seconds at most: a poll
         stuck in a hung NVML call is left to its daemon thread, which shuts NVML down when the call returns. A
         ``timeout`` that is no number of seconds (NaN, infinite, a string) is counted as aiwatch's error (component
-        ``gpu``) and :data:`STOP_TIMEOUT` is waited instead."""
+        ``gpu``) and :data:`STOP_TIMEOUT` is waited instead. From then on :meth:`status` reports NVML down (its
+        last readings would only grow stale), until :meth:`start` or :meth:`poll_once`."""
         deadline = time.monotonic() + _stop_timeout(timeout, self.metrics)
         with self._thread_lock:
             thread, self._thread = self._thread, None
+            self._stopped = True
             self._stop.set()
         if thread is not None and thread is not threading.current_thread():
             thread.join(max(deadline - time.monotonic(), 0.0))
@@ -305,7 +319,7 @@ class GpuPoller:
     # --- the poll -----------------------------------------------------------------------------------------
     def _run(self, stop: threading.Event) -> None:
         while not stop.is_set():
-            self.poll_once()
+            self._poll_and_keep()
             stop.wait(self.interval)
         with self._poll_lock:  # stop() may have given up on a hung call: NVML is shut down here once it returned
             if self._thread is None:
@@ -435,10 +449,12 @@ class GpuPoller:
             if dev.handle is None:
                 return [GpuReading(str(dev.index), dev.uuid, dev.name, up=False, xid_errors=dev.xid)]
         try:
+            mig = self._read_mig_mode(dev)
             values, throttle = self._read_fields(dev.handle, dev.unsupported, str(dev.index))
             readings = [GpuReading(str(dev.index), dev.uuid, dev.name, values=values, throttle=throttle,
                                    xid_errors=dev.xid)]
-            readings.extend(self._read_migs(dev))
+            if mig:
+                readings.extend(self._read_migs(dev))
             return readings
         except _DeviceLost as lost:
             self._report(key, lost.__cause__, f"GPU {dev.index} ({dev.uuid}) is lost", count=False)
@@ -519,12 +535,22 @@ class GpuPoller:
                 return value
         return None
 
+    def _read_mig_mode(self, dev: _Device) -> bool:
+        """Whether the GPU is in MIG mode now. When its mode changed, the fields it did not support are asked for
+        again: NVML answers NOT_SUPPORTED for a GPU's utilization only while it is in MIG mode."""
+        mode = self._field(dev.unsupported, str(dev.index), "mig_mode",
+                           lambda: self.nvml.nvmlDeviceGetMigMode(dev.handle))
+        if mode is None:
+            return False
+        current = int(mode[0])
+        if dev.mig_mode is not None and current != dev.mig_mode:
+            dev.unsupported.clear()
+        dev.mig_mode = current
+        return current == _MIG_ENABLED
+
     def _read_migs(self, dev: _Device) -> list[GpuReading]:
         nvml = self.nvml
         where = str(dev.index)
-        mode = self._field(dev.unsupported, where, "mig_mode", lambda: nvml.nvmlDeviceGetMigMode(dev.handle))
-        if mode is None or int(mode[0]) != _MIG_ENABLED:
-            return []
         count = self._field(dev.unsupported, where, "mig_count",
                             lambda: nvml.nvmlDeviceGetMaxMigDeviceCount(dev.handle)) or 0
         readings: list[GpuReading] = []
@@ -719,8 +745,11 @@ def serve_gpu_metrics(port: int, addr: str = "127.0.0.1", *, interval: float | N
     """Poll the GPUs and serve only the ``aiwatch_gpu_*`` metrics on ``http://addr:port/metrics`` from daemon
     threads (``port=0`` picks a free port: see ``.port``). This is the one-poller-per-host setup: call it once per
     machine, e.g. in gunicorn's master (``when_ready``) or through ``aiwatch gpu --serve PORT`` as a sidecar, and
-    add the port as a second scrape target."""
+    add the port as a second scrape target. A ``port`` that is no integer from 0 to 65535 raises ``ValueError``."""
     import prometheus_client
+
+    if port.__class__ is not int or not 0 <= port <= 65535:  # the socket's own errors for these are cryptic
+        raise ValueError(f"the GPU metrics port must be 0-65535, got {shown(port)}")
 
     registry = CollectorRegistry()
     metrics = Metrics(CollectorRegistry())  # private: of the direct metrics only the error counter is served

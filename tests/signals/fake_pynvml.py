@@ -62,6 +62,8 @@ class FakeGpu:
     max_migs: int = 7
     #: field name -> NVML error code to raise from that getter
     fail: dict[str, int] = field(default_factory=dict)
+    #: a driver that answers a MIG handle's whole-GPU fields (power, temperature, clocks, ...) with this GPU's
+    mig_reports_whole_gpu: bool = False
 
 
 class Handle:
@@ -178,8 +180,8 @@ class FakeNVML(types.ModuleType):
     def nvmlDeviceGetUtilizationRates(self, handle: Handle) -> Any:
         self._call("nvmlDeviceGetUtilizationRates")
         gpu = self._dev(handle, "utilization")
-        if handle.mig is not None:
-            raise err(pynvml.NVML_ERROR_NOT_SUPPORTED)
+        if handle.mig is not None or gpu.mig_mode == pynvml.NVML_DEVICE_MIG_ENABLE:
+            raise err(pynvml.NVML_ERROR_NOT_SUPPORTED)  # as NVML answers for a GPU in MIG mode, too
         return types.SimpleNamespace(gpu=gpu.util_gpu, memory=gpu.util_memory)
 
     def nvmlDeviceGetMemoryInfo(self, handle: Handle, version: int | None = None) -> Any:
@@ -195,7 +197,7 @@ class FakeNVML(types.ModuleType):
 
     def _whole_gpu_only(self, handle: Handle, fieldname: str) -> FakeGpu:
         gpu = self._dev(handle, fieldname)
-        if handle.mig is not None:
+        if handle.mig is not None and not gpu.mig_reports_whole_gpu:
             raise err(pynvml.NVML_ERROR_NOT_SUPPORTED)
         return gpu
 

@@ -52,6 +52,18 @@ def test_fails_on_a_lost_gpu_an_implausible_value_or_a_missing_metric(monkeypatc
     assert run(nvml, monkeypatch, "--allow-missing", "aiwatch_gpu_energy_joules_total") == 0
 
 
+def test_fails_on_a_mig_device_reporting_its_parents_readings(monkeypatch: pytest.MonkeyPatch,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    nvml = FakeNVML.with_gpus(1)
+    nvml.gpus[0].mig_mode = 1
+    nvml.gpus[0].migs = [FakeMig(1, 0, "MIG-0", "MIG 7g.80gb")]
+    nvml.gpus[0].mig_reports_whole_gpu = True
+    assert run(nvml, monkeypatch) == 1
+    out = capsys.readouterr().out
+    assert ("gpu 0 mig 1.0: a MIG device reports aiwatch_gpu_power_watts, aiwatch_gpu_energy_joules_total, "
+            "aiwatch_gpu_temperature_celsius, aiwatch_gpu_sm_clock_hertz, aiwatch_gpu_memory_clock_hertz") in out
+
+
 def test_no_gpu_fails(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     nvml = FakeNVML.with_gpus(1)
     nvml.init_error = pynvml.NVML_ERROR_LIBRARY_NOT_FOUND

@@ -129,3 +129,21 @@ def test_serve_on_a_busy_port_is_a_clear_error(monkeypatch: pytest.MonkeyPatch,
         port = busy.getsockname()[1]
         assert main(["gpu", "--serve", str(port)]) == 2
     assert capsys.readouterr().out.startswith("aiwatch gpu: cannot serve the GPU metrics: [Errno")
+
+
+@pytest.mark.parametrize("port", ["70000", "65536", "-1"])
+def test_serve_on_a_port_out_of_range_is_a_clear_error(port: str, monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setitem(sys.modules, "pynvml", FakeNVML.with_gpus(1))
+    assert main(["gpu", "--serve", port]) == 2
+    assert capsys.readouterr().out == f"aiwatch gpu: the GPU metrics port must be 0-65535, got {port}\n"
+
+
+@pytest.mark.parametrize("port", [70000, -1, True, 8000.0, "8000"])
+def test_serve_gpu_metrics_rejects_what_is_no_port(port: object) -> None:
+    from aiwatch.signals.gpu import serve_gpu_metrics
+
+    nvml = FakeNVML.with_gpus(1)
+    with pytest.raises(ValueError, match="the GPU metrics port must be 0-65535, got "):
+        serve_gpu_metrics(port, nvml=nvml)  # type: ignore[arg-type]
+    assert nvml.calls["nvmlInit"] == 0

@@ -166,6 +166,29 @@ def test_mig_instances_reported_per_instance_without_utilization(registry: Colle
                                 "mig_ci": "0"}) is None
 
 
+def test_mig_mode_switched_off_brings_the_gpus_utilization_back(registry: CollectorRegistry) -> None:
+    nvml = FakeNVML.with_gpus(1)
+    gpu = nvml.gpus[0]
+    gpu.util_gpu = 70
+    gpu.mig_mode = pynvml.NVML_DEVICE_MIG_ENABLE
+    gpu.migs = [FakeMig(1, 0, "MIG-1111", "NVIDIA H100 80GB HBM3 MIG 7g.80gb")]
+    collector = make(nvml, registry)
+    collector.poller.poll_once()
+    v = registry.get_sample_value
+    assert v("aiwatch_gpu_utilization_ratio", labels(0, nvml)) is None  # NVML has none for a GPU in MIG mode
+    gpu.mig_mode = pynvml.NVML_DEVICE_MIG_DISABLE  # the operator turns MIG off (nvidia-smi -mig 0)
+    gpu.migs = []
+    collector.poller.poll_once()
+    assert v("aiwatch_gpu_utilization_ratio", labels(0, nvml)) == pytest.approx(0.7)
+    assert v("aiwatch_gpu_memory_utilization_ratio", labels(0, nvml)) == pytest.approx(0.25)
+    assert v("aiwatch_gpu_up", {"gpu": "0", "uuid": "MIG-1111", "name": "NVIDIA H100 80GB HBM3 MIG 7g.80gb",
+                                "mig_gi": "1", "mig_ci": "0"}) is None
+    gpu.mig_mode = pynvml.NVML_DEVICE_MIG_ENABLE  # and on again: utilization is skipped, not an error
+    collector.poller.poll_once()
+    assert v("aiwatch_gpu_utilization_ratio", labels(0, nvml)) is None
+    assert v("aiwatch_instrumentation_errors_total", {"component": "gpu"}) is None
+
+
 def test_not_supported_fields_are_skipped_per_device_and_not_asked_again(registry: CollectorRegistry) -> None:
     nvml = FakeNVML.with_gpus(3)
     nvml.gpus[1].fail.update(power=pynvml.NVML_ERROR_NOT_SUPPORTED, energy=pynvml.NVML_ERROR_FUNCTION_NOT_FOUND,
@@ -325,6 +348,42 @@ def test_stop_does_not_hang_on_a_poll_stuck_in_nvml(registry: CollectorRegistry)
     collector.poller.stop(timeout=0.05)  # returns although the poll thread is still inside NVML
     assert nvml.calls["nvmlShutdown"] == 0
     nvml.block.set()
+
+
+def test_a_stopped_poller_reports_nvml_down_not_its_last_readings(registry: CollectorRegistry) -> None:
+    nvml = FakeNVML.with_gpus(1)
+    shared = GpuCollector(nvml=nvml, registry=registry, metrics=Metrics(registry), interval=0.01)
+    other = GpuCollector(shared.poller, registry=CollectorRegistry(), start=False)
+    try:
+        wait_until(lambda: registry.get_sample_value("aiwatch_gpu_up", labels(0, nvml)) == 1.0, 10, 0.01,
+                   "a poll")
+        other.close()  # stops the poller both collectors share
+        last = shared.poller.snapshot
+        assert last is not None and last.nvml_up
+        assert not nvml.initialised
+        v = registry.get_sample_value
+        assert v("aiwatch_gpu_nvml_up") == 0.0
+        assert v("aiwatch_gpu_up", labels(0, nvml)) is None
+        assert v("aiwatch_gpu_power_watts", labels(0, nvml)) is None
+        assert v("aiwatch_gpu_last_poll_timestamp_seconds") == last.timestamp
+        shared.poller.start()  # polling again: readings again
+        wait_until(lambda: v("aiwatch_gpu_up", labels(0, nvml)) == 1.0, 10, 0.01, "a poll after start()")
+        assert v("aiwatch_gpu_nvml_up") == 1.0
+    finally:
+        shared.close()
+
+
+def test_a_poll_stuck_through_stop_does_not_bring_its_readings_back(registry: CollectorRegistry) -> None:
+    nvml = FakeNVML.with_gpus(1)
+    nvml.block = threading.Event()
+    collector = GpuCollector(nvml=nvml, registry=registry, metrics=Metrics(registry), interval=0.01)
+    assert nvml.blocked.wait(10)
+    collector.poller.stop(timeout=0.05)
+    nvml.block.set()  # the hung call returns after stop(): the thread finishes its poll and shuts NVML down
+    wait_until(lambda: nvml.calls["nvmlShutdown"] == 1, 10, 0.01, "NVML shut down by the poll thread")
+    assert collector.poller.snapshot is not None and collector.poller.snapshot.nvml_up
+    assert registry.get_sample_value("aiwatch_gpu_nvml_up") == 0.0
+    assert registry.get_sample_value("aiwatch_gpu_up", labels(0, nvml)) is None
 
 
 def test_xid_events_are_counted_per_gpu_and_drained_without_waiting(registry: CollectorRegistry) -> None:
