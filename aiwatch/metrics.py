@@ -80,6 +80,17 @@ class MetricSpec:
     multiprocess_mode: str = "all"
 
 
+#: The ``component`` values of ``aiwatch_instrumentation_errors_total``, each created at 0 with a registry's
+#: :class:`Metrics`. A series born at its first error hides that first burst from ``increase()`` (Prometheus has no
+#: earlier sample to count it from), so AiwatchInstrumentationErrors missed a component that failed once after a
+#: start. ``tests/test_package.py`` checks that every component aiwatch records under is listed.
+ERROR_COMPONENTS: tuple[str, ...] = (
+    "batcher", "cache", "cardinality", "client", "degraded", "drift", "genai", "gpu", "grpc_client", "grpc_server",
+    "grpc_server_timing", "hook", "instrument", "metrics", "multiprocess", "phase", "prediction_log", "queue", "route",
+    "server_timing", "tracing",
+)
+
+
 CONTRACT: tuple[MetricSpec, ...] = (
     # --- requests and the latency split -------------------------------------------------------------------
     MetricSpec("aiwatch_request_duration_seconds", "histogram",
@@ -216,7 +227,8 @@ CONTRACT: tuple[MetricSpec, ...] = (
                multiprocess_mode="mostrecent"),
     # --- aiwatch itself -----------------------------------------------------------------------------------
     MetricSpec("aiwatch_instrumentation_errors_total", "counter",
-               "Failures inside aiwatch that were swallowed instead of breaking the app.", ("component",)),
+               "Failures inside aiwatch that were swallowed instead of breaking the app. Every component's series "
+               "exists from the start, at 0.", ("component",)),
     MetricSpec("aiwatch_label_overflow_total", "counter",
                "Label values folded into the overflow value by the cardinality guard.", ("label",)),
     # --- GPU (built at scrape time from the NVML poller's last snapshot) -----------------------------------
@@ -376,6 +388,9 @@ class Metrics:
         self.model_quality_labelled: Gauge = m["aiwatch_model_quality_labelled"]
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self._children_lock = threading.Lock()
+        if "aiwatch_instrumentation_errors_total" not in self.unavailable:
+            for component in ERROR_COMPONENTS:
+                self.child(self.instrumentation_errors, (component,))
         if self.unavailable:
             listed = "; ".join(f"{name}: {reason}" for name, reason in self.unavailable.items())
             record_error("metrics", RuntimeError(f"{len(self.unavailable)} aiwatch metric(s) could not be created "

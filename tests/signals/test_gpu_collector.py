@@ -62,7 +62,8 @@ def test_eight_gpus_export_every_metric_in_base_units(registry: CollectorRegistr
     for name in ("aiwatch_gpu_up", *VALUE_METRICS, "aiwatch_gpu_xid_errors_total"):
         spec = SPECS[name]
         assert f"# HELP {name} {spec.help}" in text
-    assert "aiwatch_instrumentation_errors_total{" not in text
+    assert not [line for line in text.splitlines()
+                if line.startswith("aiwatch_instrumentation_errors_total{") and not line.endswith(" 0.0")]
 
 
 def test_scrape_never_calls_nvml(registry: CollectorRegistry) -> None:
@@ -158,7 +159,7 @@ def test_mig_instances_reported_per_instance_without_utilization(registry: Colle
     assert v("aiwatch_gpu_utilization_ratio", labels(1, nvml)) is None
     assert v("aiwatch_gpu_power_watts", labels(1, nvml)) == 110.0
     assert v("aiwatch_gpu_utilization_ratio", labels(0, nvml)) == 0.0
-    assert v("aiwatch_instrumentation_errors_total", {"component": "gpu"}) is None
+    assert v("aiwatch_instrumentation_errors_total", {"component": "gpu"}) == 0
     # a MIG reconfiguration shows on the next poll
     parent.migs.pop()
     collector.poller.poll_once()
@@ -186,7 +187,7 @@ def test_mig_mode_switched_off_brings_the_gpus_utilization_back(registry: Collec
     gpu.mig_mode = pynvml.NVML_DEVICE_MIG_ENABLE  # and on again: utilization is skipped, not an error
     collector.poller.poll_once()
     assert v("aiwatch_gpu_utilization_ratio", labels(0, nvml)) is None
-    assert v("aiwatch_instrumentation_errors_total", {"component": "gpu"}) is None
+    assert v("aiwatch_instrumentation_errors_total", {"component": "gpu"}) == 0
 
 
 def test_not_supported_fields_are_skipped_per_device_and_not_asked_again(registry: CollectorRegistry) -> None:
@@ -208,7 +209,7 @@ def test_not_supported_fields_are_skipped_per_device_and_not_asked_again(registr
     assert v("aiwatch_gpu_memory_used_bytes", one) == 20 * GIB  # fell back to the v1 memory call
     assert v("aiwatch_gpu_memory_reserved_bytes", one) is None
     assert v("aiwatch_gpu_power_watts", labels(2, nvml)) == 120.0
-    assert v("aiwatch_instrumentation_errors_total", {"component": "gpu"}) is None
+    assert v("aiwatch_instrumentation_errors_total", {"component": "gpu"}) == 0
 
 
 def test_gpu_lost_reports_up_0_keeps_the_others_logs_once_and_recovers(
@@ -467,7 +468,7 @@ def test_a_negative_stop_timeout_waits_not_at_all_and_is_no_error(registry: Coll
     collector.poller.poll_once()
     collector.close(-1)
     assert nvml.calls["nvmlShutdown"] == 1
-    assert registry.get_sample_value("aiwatch_instrumentation_errors_total", {"component": "gpu"}) is None
+    assert registry.get_sample_value("aiwatch_instrumentation_errors_total", {"component": "gpu"}) == 0
 
 
 def test_importing_aiwatch_imports_neither_pynvml_nor_redis() -> None:

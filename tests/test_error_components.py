@@ -1,0 +1,40 @@
+"""``aiwatch_instrumentation_errors_total`` has every component's series from the start, at 0: a series born at its
+first error hides that first burst from ``increase()``, so AiwatchInstrumentationErrors missed a component that
+failed once (say, the first drift evaluation) after the process started."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry
+
+from aiwatch.metrics import ERROR_COMPONENTS, Metrics
+from aiwatch.safety import record_error
+
+SOURCE = Path(__file__).resolve().parent.parent / "aiwatch"
+#: the ways a component name is written where aiwatch counts its own failures
+NAMED = re.compile(r'(?:record_error|call_hook|guarded)\(\s*"([a-z_]+)"|\b[A-Z_]*COMPONENT\s*=\s*"([a-z_]+)"')
+
+
+def components_in_source() -> set[str]:
+    found = set()
+    for path in SOURCE.rglob("*.py"):
+        for match in NAMED.finditer(path.read_text(encoding="utf-8")):
+            found.update(g for g in match.groups() if g)
+    return found
+
+
+def test_every_component_aiwatch_counts_failures_under_is_listed() -> None:
+    found = components_in_source()
+    assert {"drift", "tracing", "grpc_server", "prediction_log", "hook"} <= found  # the scan reads the source
+    assert found <= set(ERROR_COMPONENTS), sorted(found - set(ERROR_COMPONENTS))
+
+
+def test_a_fresh_registry_exports_every_component_at_zero_and_counts_from_there() -> None:
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    for component in ERROR_COMPONENTS:
+        assert registry.get_sample_value("aiwatch_instrumentation_errors_total", {"component": component}) == 0
+    record_error("drift", ValueError("first failure after a start"), metrics)
+    assert registry.get_sample_value("aiwatch_instrumentation_errors_total", {"component": "drift"}) == 1
