@@ -8,7 +8,8 @@ globally, e.g. by ``opentelemetry-instrument`` from the standard ``OTEL_*`` envi
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from opentelemetry import context, trace
 from opentelemetry.propagate import extract
@@ -116,6 +117,40 @@ def deactivate_counted(token: object | None, metrics: Metrics | None) -> None:
             deactivate(token)
         except Exception as exc:
             record_error("tracing", exc, metrics)
+
+
+def attach_counted(ctx: Any, metrics: Metrics | None) -> object | None:
+    """Make the OpenTelemetry context ``ctx`` current again (``None``: nothing to do), counting a failure instead of
+    raising; returns the token :func:`deactivate_counted` takes, or ``None``."""
+    if ctx is None:
+        return None
+    try:
+        return context.attach(ctx)
+    except Exception as exc:
+        record_error("tracing", exc, metrics)
+        return None
+
+
+T = TypeVar("T")
+
+
+def iterate_in_context(items: Iterable[T], ctx: Any, metrics: Metrics | None) -> Iterator[T]:
+    """``items``, each produced with ``ctx`` current: a streamed body or a stream of replies is produced while the
+    server iterates it, in the server's code, outside the request's context (its span, the caller's baggage)."""
+    token = attach_counted(ctx, metrics)
+    try:
+        iterator = iter(items)
+    finally:
+        deactivate_counted(token, metrics)
+    while True:
+        token = attach_counted(ctx, metrics)
+        try:
+            item = next(iterator)
+        except StopIteration:
+            return
+        finally:
+            deactivate_counted(token, metrics)
+        yield item
 
 
 def extract_context(carrier: dict[str, str]) -> Any:

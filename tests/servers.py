@@ -16,12 +16,14 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -243,6 +245,24 @@ def alertmanager(config_yaml: str) -> Iterator[str]:
             yield url
         finally:
             proc.stop()
+
+
+@contextmanager
+def handler_server(handler: type[BaseHTTPRequestHandler], release: threading.Event | None = None) -> Iterator[str]:
+    """Serve ``handler`` on a free loopback port from a thread; yields its base URL, ``http://127.0.0.1:PORT``.
+    ``release`` is set on the way out, before the server stops, so that handlers waiting on it return."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        if release is not None:
+            release.set()
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
 
 
 @contextmanager

@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -25,7 +25,7 @@ from aiwatch.console.scrape import Snapshot
 from aiwatch.demo import scrape as demo_scrape
 from aiwatch.metrics import Metrics
 from aiwatch.scrape import fetch_metrics, parse_metrics
-from tests.servers import wait_until
+from tests.servers import handler_server, wait_until
 
 AWKWARD = 'a"b\\c}\nd'
 TRACE = {"trace_id": "0af7651916cd43dd8448eb211c80319c"}
@@ -87,15 +87,8 @@ def openmetrics_endpoint(registry: CollectorRegistry, seen: list[dict[str, str]]
         def log_message(self, format: str, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}/metrics"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    with handler_server(Handler) as url:
+        yield f"{url}/metrics"
 
 
 @contextmanager
@@ -233,17 +226,8 @@ def held_endpoint(release: threading.Event, asked: threading.Event) -> Iterator[
         def log_message(self, format: str, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}/metrics"
-    finally:
-        release.set()
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    with handler_server(Handler, release) as url:
+        yield f"{url}/metrics"
 
 
 def snapshots(src: ScrapeSource, url: str) -> list[Snapshot]:

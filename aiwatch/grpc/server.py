@@ -46,7 +46,6 @@ from typing import Any
 
 import grpc
 import grpc.aio
-from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 from prometheus_client import CollectorRegistry
@@ -61,7 +60,13 @@ from aiwatch.semconv import end_grpc_span, grpc_span_start, rpc_conventions
 from aiwatch.servertiming import ATTEMPT, HEADER
 from aiwatch.streaming import ChunkTimer
 from aiwatch.timing import RequestRecorder, RequestTimeline
-from aiwatch.tracing import extract_context, span_in_progress
+from aiwatch.tracing import (
+    attach_counted,
+    deactivate_counted,
+    extract_context,
+    iterate_in_context,
+    span_in_progress,
+)
 from aiwatch.traffic import TrafficClasses
 
 METHOD_LABEL = "grpc"
@@ -480,40 +485,20 @@ class AiwatchServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
 def _enter(call: _Call | None) -> object | None:
     """Make ``call``'s OpenTelemetry context current, so that the spans the handler starts are in the RPC's trace
     (``None``: nothing made current)."""
-    if call is None or call.otel_context is None:
+    if call is None:
         return None
-    try:
-        return otel_context.attach(call.otel_context)
-    except Exception as exc:
-        record_error("tracing", exc, call.timeline.recorder.metrics)
-        return None
+    return attach_counted(call.otel_context, call.timeline.recorder.metrics)
 
 
 def _leave(token: object | None, call: _Call | None) -> None:
     if token is not None and call is not None:
-        try:
-            otel_context.detach(token)  # type: ignore[arg-type]
-        except Exception as exc:
-            record_error("tracing", exc, call.timeline.recorder.metrics)
+        deactivate_counted(token, call.timeline.recorder.metrics)
 
 
 def _in_context(responses: Iterable[Any], call: _Call) -> Iterator[Any]:
     """A streaming handler's responses, each produced in ``call``'s OpenTelemetry context (grpcio's code that sends
     them runs outside it)."""
-    token = _enter(call)
-    try:
-        iterator = iter(responses)
-    finally:
-        _leave(token, call)
-    while True:
-        token = _enter(call)
-        try:
-            item = next(iterator)
-        except StopIteration:
-            return
-        finally:
-            _leave(token, call)
-        yield item
+    return iterate_in_context(responses, call.otel_context, call.timeline.recorder.metrics)
 
 
 async def _ain_context(responses: AsyncIterator[Any], call: _Call) -> AsyncIterator[Any]:

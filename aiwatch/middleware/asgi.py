@@ -234,6 +234,7 @@ class AiwatchMiddleware:
         async def send_wrapper(message: Message) -> None:
             nonlocal status, send_failed, code, sent, chunks, response_headers
             kind = message["type"]
+            last = False  # the message that ends the response: the request is recorded once it is sent
             if kind == "http.response.start":
                 code = message.get("status", 500)
                 response_headers = message.get("headers")
@@ -261,30 +262,20 @@ class AiwatchMiddleware:
                 elif not finished:
                     if chunks is not None and body:
                         chunks.chunk(_clock())
-                    try:
-                        await send(message)
-                    except BaseException as exc:
-                        send_failed = _client_gone(exc)
-                        raise
-                    finish(None)
-                    return
+                    last = True
             elif kind == "http.response.pathsend" and not finished:
                 # the zero-copy extension (Starlette's FileResponse, when the server offers it): the file is the
                 # whole body, and this message ends the response like a last body message
                 if sizes:
                     sent += _pathsend_size(response_headers, message, self.metrics)
-                try:
-                    await send(message)
-                except BaseException as exc:
-                    send_failed = _client_gone(exc)
-                    raise
-                finish(None)
-                return
+                last = True
             try:
                 await send(message)
             except BaseException as exc:
                 send_failed = _client_gone(exc)
                 raise
+            if last:
+                finish(None)
 
         try:
             await self.app(scope, receive, send_wrapper)

@@ -43,7 +43,14 @@ from aiwatch.semconv import end_http_server_span, http_server_attributes
 from aiwatch.servertiming import HEADER
 from aiwatch.streaming import ChunkTimer
 from aiwatch.timing import RequestRecorder, RequestTimeline
-from aiwatch.tracing import deactivate, extract_context, span_in_progress
+from aiwatch.tracing import (
+    attach_counted,
+    deactivate,
+    deactivate_counted,
+    extract_context,
+    iterate_in_context,
+    span_in_progress,
+)
 from aiwatch.traffic import TrafficClasses
 
 __all__ = ["ROUTE_ENVIRON_KEY", "UNMATCHED_ROUTE", "AiwatchWSGIMiddleware", "environ_route"]
@@ -316,7 +323,8 @@ class _ClosingBody:
         request = self._request
         counting = request.sent is not None
         try:
-            for chunk in self._body if request.context is None else _in_context(self._body, request):
+            for chunk in (self._body if request.context is None
+                          else iterate_in_context(self._body, request.context, request.middleware.metrics)):
                 if chunk:
                     if counting:
                         request.sent += len(chunk)  # type: ignore[operator]
@@ -337,50 +345,12 @@ class _ClosingBody:
         try:
             close = getattr(self._body, "close", None)
             if close is not None:
-                token = _enter(request)
+                token = attach_counted(request.context, request.middleware.metrics)
                 try:
                     close()
                 finally:
-                    _leave(token, request)
+                    deactivate_counted(token, request.middleware.metrics)
         except BaseException as exc:
             request.finish(exc)
             raise
         request.finish(None)
-
-
-def _enter(request: _Request) -> object | None:
-    """Make the context the app was called in current again (``None``: nothing made current)."""
-    if request.context is None:
-        return None
-    try:
-        return context.attach(request.context)
-    except Exception as exc:
-        record_error("tracing", exc, request.middleware.metrics)
-        return None
-
-
-def _leave(token: object | None, request: _Request) -> None:
-    if token is not None:
-        try:
-            context.detach(token)  # type: ignore[arg-type]
-        except Exception as exc:
-            record_error("tracing", exc, request.middleware.metrics)
-
-
-def _in_context(body: Iterable[bytes], request: _Request) -> Iterator[bytes]:
-    """``body``'s chunks, each produced in the context the app was called in (the server's code that sends them
-    runs outside it)."""
-    token = _enter(request)
-    try:
-        iterator = iter(body)
-    finally:
-        _leave(token, request)
-    while True:
-        token = _enter(request)
-        try:
-            chunk = next(iterator)
-        except StopIteration:
-            return
-        finally:
-            _leave(token, request)
-        yield chunk

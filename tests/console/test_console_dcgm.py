@@ -4,9 +4,8 @@ prometheus-adapter examples read it in aiwatch's units (utilization 0-1, memory 
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ from aiwatch.console.config import ConsoleConfig
 from aiwatch.console.queries import PanelQueries
 from aiwatch.gpuseries import MIB, SM_ACTIVE, GpuSeries
 from tests.console.test_console_dashboard import DCGM_DASHBOARD, load, substitute, targets
-from tests.servers import REPO, Prometheus, prometheus, require_module
+from tests.servers import REPO, Prometheus, handler_server, prometheus, require_module
 
 PAYLOAD = Path(__file__).resolve().parents[1] / "fixtures" / "dcgm-exporter-metrics.txt"
 H100 = "NVIDIA H100 80GB HBM3"
@@ -37,16 +36,9 @@ def dcgm_prometheus() -> Iterator[Prometheus]:
         def log_message(self, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Exporter)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        with prometheus([f"127.0.0.1:{server.server_address[1]}"]) as prom:
-            prom.wait_for("count(DCGM_FI_DEV_GPU_UTIL) == 2 and count(DCGM_FI_PROF_SM_ACTIVE) == 2")
-            yield prom
-    finally:
-        server.shutdown()
-        server.server_close()
+    with handler_server(Exporter) as url, prometheus([url.removeprefix("http://")]) as prom:
+        prom.wait_for("count(DCGM_FI_DEV_GPU_UTIL) == 2 and count(DCGM_FI_PROF_SM_ACTIVE) == 2")
+        yield prom
 
 
 def source(prom: Prometheus, gpu: GpuSeries) -> PrometheusSource:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from tests.servers import handler_server
 
 #: path -> Server-Timing value the peer sends (None: no header)
 TIMINGS: dict[str, str | None] = {
@@ -47,12 +48,5 @@ class _Handler(BaseHTTPRequestHandler):
 def peer(handler: type[BaseHTTPRequestHandler] = _Handler) -> Iterator[str]:
     """Yields the peer's base URL, ``http://127.0.0.1:PORT``; ``handler`` answers its requests (default: the
     Server-Timing peer above)."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    with handler_server(handler) as url:
+        yield url
