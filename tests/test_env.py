@@ -24,6 +24,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from aiwatch import env
 from aiwatch.commands.env import markdown
 from tests.servers import REPO, python_env
+from tests.sourcecode import parse
 
 
 def test_docs_configuration_md_matches_the_code() -> None:
@@ -60,7 +61,7 @@ def _environment_reads() -> set[str]:
     environment for a child process (``dict(os.environ)``)."""
     found = set()
     for path in sorted((REPO / "aiwatch").rglob("*.py")):
-        tree = ast.parse(path.read_text(), filename=str(path))
+        tree = parse(path)
         copies = {id(node.args[0]) for node in ast.walk(tree)
                   if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "dict"
                   and len(node.args) == 1}
@@ -84,7 +85,7 @@ def test_variable_names_are_written_only_in_the_table() -> None:
     for path in sorted((REPO / "aiwatch").rglob("*.py")):
         if path.name == "env.py" and path.parent.name == "aiwatch":
             continue
-        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        for node in ast.walk(parse(path)):
             if isinstance(node, ast.Constant) and isinstance(node.value, str) and _VARIABLE_NAME.fullmatch(node.value):
                 outside.add(f"{path.relative_to(REPO).as_posix()}: {node.value}")
     assert not outside

@@ -20,6 +20,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from tests.servers import REPO, python_env
+from tests.sourcecode import parse
 
 PROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
 CORE: list[str] = PROJECT["dependencies"]
@@ -72,7 +73,7 @@ def require_calls() -> Iterator[tuple[str, str, str]]:
     """``(where, module, extra)`` for every ``require(module, extra)`` under aiwatch/; a module given as the
     variable of an enclosing ``for`` over a tuple of strings counts once per string."""
     for path in sorted((REPO / "aiwatch").rglob("*.py")):
-        tree = ast.parse(path.read_text())
+        tree = parse(path)
         loops: dict[str, list[str]] = {}
         for node in ast.walk(tree):
             if isinstance(node, ast.For) and isinstance(node.target, ast.Name):

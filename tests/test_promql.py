@@ -14,6 +14,7 @@ from aiwatch import promql
 from aiwatch.metrics import CONTRACT
 from aiwatch.promql import Matcher, eq, metric, one_of, parse_matchers, quote, selector, series, unquote
 from tests.servers import require_module
+from tests.sourcecode import parse
 
 AWKWARD = ['a"b\\c}', "first\nsecond", "tab\there\r", "ctl\x01\x7f", 'a\\"},x="y', "ünïcode ✓", "", "'single'",
            "`tick`", "{{ $labels.x }}", "\\n literally"]
@@ -120,7 +121,7 @@ def test_metric_names_come_from_the_contract() -> None:
 def literal_metric_names(source: str) -> list[str]:
     """The ``aiwatch_*`` metric names spelled in string literals of ``source``, other than docstrings, the argument
     of a ``metric("...")`` lookup and recording-rule names (``level:aiwatch_metric:operation``)."""
-    tree = ast.parse(source)
+    tree = parse(source)
     skip: set[int] = set()
     for node in ast.walk(tree):
         if isinstance(node, (ast.Module, ast.FunctionDef, ast.ClassDef)) and ast.get_docstring(node) is not None:

@@ -16,6 +16,7 @@ from aiwatch.cardinality import guard_for
 from aiwatch.metrics import Metrics
 from aiwatch.recording import make_client_recorder, make_recorder
 from tests.servers import REPO
+from tests.sourcecode import parse
 
 Build = Callable[..., Any]
 
@@ -167,7 +168,7 @@ def _calls_in_aiwatch(name: str) -> set[str]:
     """Modules of aiwatch/ that call ``name(...)`` (as a bare name or an attribute)."""
     found = set()
     for path in sorted((REPO / "aiwatch").rglob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        for node in ast.walk(parse(path)):
             if isinstance(node, ast.Call):
                 func = node.func
                 called = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) \

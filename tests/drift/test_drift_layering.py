@@ -8,6 +8,7 @@ import graphlib
 from pathlib import Path
 
 import aiwatch.drift
+from tests.sourcecode import parse
 
 PACKAGE = "aiwatch.drift"
 ROOT = Path(aiwatch.drift.__file__).parent
@@ -25,7 +26,7 @@ def _imports(module: str, path: Path) -> list[tuple[str, str | None, int]]:
     file, relative imports resolved."""
     found: list[tuple[str, str | None, int]] = []
     package = module if path.stem == "__init__" else module.rpartition(".")[0]
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    for node in ast.walk(parse(path)):
         if isinstance(node, ast.Import):
             found += [(a.name, None, node.lineno) for a in node.names if a.name.startswith(PACKAGE)]
         elif isinstance(node, ast.ImportFrom):
@@ -46,7 +47,7 @@ def _imports(module: str, path: Path) -> list[tuple[str, str | None, int]]:
 def _module_aliases(path: Path) -> set[str]:
     """Local names bound to a drift module (``from aiwatch.drift import stattests``, ``import ... as st``)."""
     aliases: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(parse(path)):
         if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(PACKAGE):
             aliases |= {a.asname or a.name for a in node.names if f"{node.module}.{a.name}" in MODULES}
         elif isinstance(node, ast.Import):
@@ -71,7 +72,7 @@ def test_no_private_name_is_imported_across_drift_modules() -> None:
             if target != module and name is not None and _private(name):
                 offences.append(f"{path.name}:{line} imports {name} from {target}")
         aliases = _module_aliases(path)
-        for node in ast.walk(ast.parse(path.read_text())):
+        for node in ast.walk(parse(path)):
             if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases \
                     and _private(node.attr):
                 offences.append(f"{path.name}:{node.lineno} uses {node.value.id}.{node.attr}")

@@ -10,6 +10,7 @@ import sys
 from aiwatch.commands.metrics import markdown
 from aiwatch.metrics import CONTRACT
 from tests.servers import REPO, python_env
+from tests.sourcecode import parse
 
 
 def test_docs_metrics_md_matches_the_contract() -> None:
@@ -36,7 +37,7 @@ def _modules_creating_metrics() -> set[str]:
     """Modules of aiwatch/ that import a prometheus_client metric class (or use one as ``prometheus_client.X``)."""
     found = set()
     for path in sorted((REPO / "aiwatch").rglob("*.py")):
-        tree = ast.parse(path.read_text(), filename=str(path))
+        tree = parse(path)
         for node in ast.walk(tree):
             imports_class = (isinstance(node, ast.ImportFrom)
                              and (node.module or "").startswith("prometheus_client")
