@@ -49,7 +49,7 @@ core_venv="$venv-core"
     --deselect tests/test_semconv.py::test_stable_rpc_names_are_the_packages
 
 echo "== pytest on the lowest versions"
-exec "$venv/bin/python" -m pytest -q -ra -p no:cacheprovider -n auto --dist loadgroup -W ignore::DeprecationWarning:altair.utils.schemapi \
+exec timeout -k 30 1200 "$venv/bin/python" -m pytest -q -ra -p no:cacheprovider -n auto --dist loadgroup -W ignore::DeprecationWarning:altair.utils.schemapi \
     tests/test_cardinality.py tests/test_env.py tests/test_fastpath.py tests/test_promql.py \
     tests/test_scrape.py tests/test_timing.py tests/test_otel_api_only.py \
     tests/drift tests/alerts/test_rules.py \

@@ -19,11 +19,13 @@ else
   # and diagnose's shared stacks, on one worker). Then the `alone` tests one at a time: they assert on what a demo's
   # load does to its latency, which a test running beside them on the same cores would change. Both run even when
   # the first fails, so that one run shows every failure.
+  # A hung test fails on its own after pyproject's per-test `timeout`; `timeout` here bounds what that cannot see
+  # (a worker that hangs between tests or on its way out), so a run always ends well inside CI's 90 minutes.
   failed=0
   echo "== pytest, every core: all but the 'alone' tests"
-  python -m pytest -q -ra --durations=15 -n auto --dist loadgroup -m "not alone" || failed=1
+  timeout -k 30 1800 python -m pytest -q -ra --durations=15 -n auto --dist loadgroup -m "not alone" || failed=1
   echo "== pytest, one at a time: the 'alone' tests"
-  python -m pytest -q -ra --durations=15 -m alone || failed=1
+  timeout -k 30 1500 python -m pytest -q -ra --durations=15 -m alone || failed=1
   [ "$failed" -eq 0 ]
 fi
 echo "== lowest versions"; scripts/test-lowest.sh
