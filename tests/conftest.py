@@ -52,6 +52,9 @@ def metrics(registry: CollectorRegistry) -> Metrics:
 _SHARED_STACK_DIRS = ("console", "diagnose")
 
 
+# tryfirst: xdist's worker reads the xdist_group marks in its own pytest_collection_modifyitems, and it registers
+# after this initial conftest, so it would run first and see no mark (then every test went to any worker)
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Under pytest-xdist's ``--dist loadgroup`` (scripts/test.sh), a module's tests run on one worker (module-scoped
     fixtures start once), and so do the tests of each directory in :data:`_SHARED_STACK_DIRS`."""
