@@ -27,6 +27,7 @@ import re
 import socket
 import ssl
 import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -332,6 +333,32 @@ class _SameOriginRedirects(urllib.request.HTTPRedirectHandler):
                 for name in [n for n in store if n.lower() in self.sensitive]:
                     del store[name]
         return new
+
+
+class TooLarge(ValueError):
+    """An answer longer than its reader's limit (:func:`read_body`)."""
+
+
+def read_body(resp: Any, started: float, timeout: float, limit: int, who: str) -> bytes:
+    """The body of ``resp`` (an answer of :meth:`HTTPConfig.open`), read one socket read at a time until its end.
+    ``TimeoutError`` once ``timeout`` seconds have passed since ``started`` (``time.monotonic()``): each read is
+    bounded by the socket's timeout, but a server dripping a byte at a time could otherwise hold the reader for
+    ever. :class:`TooLarge` past ``limit`` bytes; http.client's ``IncompleteRead`` for a connection closed before
+    the length the answer declared. ``who`` (the server, or its URL) begins the errors' text."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        if time.monotonic() - started > timeout:
+            raise TimeoutError(f"{who} did not finish its answer within {timeout:g} s")
+        chunk = resp.read1(min(1 << 16, limit + 1 - size))  # one socket read: read() would wait for all it asked
+        if not chunk:
+            if getattr(resp, "length", None):  # read1 takes a connection closed early for the end of the answer
+                raise http.client.IncompleteRead(b"".join(chunks), resp.length)
+            return b"".join(chunks)
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge(f"{who} answered more than {limit} bytes")
 
 
 def _origin(url: str) -> tuple[str, str, int | None]:

@@ -36,7 +36,7 @@ import urllib.parse
 from typing import Any
 
 from aiwatch.amounts import period
-from aiwatch.httpconfig import CredentialsError, HTTPConfig
+from aiwatch.httpconfig import CredentialsError, HTTPConfig, TooLarge, read_body
 
 Sample = tuple[dict[str, str], float]
 """One series of an instant vector: its labels and its value."""
@@ -167,20 +167,12 @@ class PrometheusAPI:
         """The body (at most ``limit`` bytes, default ``max_bytes``), read in chunks against the deadline (a server
         dripping bytes cannot hold a caller forever)."""
         limit = self.max_bytes if limit is None else limit
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            if time.monotonic() - started > self.timeout:
-                raise self._slow(what, started)
-            chunk = resp.read1(min(1 << 16, limit + 1 - size))  # read() would wait for all 64 KiB
-            if not chunk:
-                if getattr(resp, "length", None):  # read1 takes a connection closed early for the end
-                    raise http.client.IncompleteRead(b"".join(chunks), resp.length)
-                return b"".join(chunks)
-            chunks.append(chunk)
-            size += len(chunk)
-            if size > limit:
-                raise PrometheusError(f"Prometheus' answer to {what} is larger than {limit} bytes")
+        try:
+            return read_body(resp, started, self.timeout, limit, f"Prometheus at {self.url}")
+        except TimeoutError:
+            raise self._slow(what, started) from None
+        except TooLarge:
+            raise PrometheusError(f"Prometheus' answer to {what} is larger than {limit} bytes") from None
 
     def _tls(self, exc: ssl.SSLError) -> PrometheusError:
         return PrometheusError(f"TLS with Prometheus at {self.url} failed: {exc.reason or exc} (the CA file must "

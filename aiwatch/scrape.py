@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from http.client import IncompleteRead
 
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as _openmetrics_families
 from prometheus_client.parser import text_string_to_metric_families as _text_families
 
-from aiwatch.httpconfig import HTTPConfig
+from aiwatch.httpconfig import HTTPConfig, read_body
 
 LabelKey = tuple[tuple[str, str], ...]
 """A series' labels as sorted ``(name, value)`` pairs (hashable, one per series)."""
@@ -34,10 +33,6 @@ Samples = dict[str, dict[LabelKey, float]]
 OPENMETRICS = "application/openmetrics-text"
 ACCEPT = "text/plain;version=0.0.4"
 """What :func:`fetch_metrics` asks for: the text format, so servers leave out exemplars nobody here reads."""
-
-
-class TooLarge(ValueError):
-    """An answer larger than :func:`fetch_metrics`' ``max_bytes``."""
 
 
 def parse_metrics(text: str, content_type: str = "", labels: Mapping[str, str] | None = None) -> Samples:
@@ -66,22 +61,12 @@ def fetch_metrics(url: str, timeout: float = 5.0, labels: Mapping[str, str] | No
     (a server dripping bytes is cut off) and up to ``max_bytes``. Errors are urllib's (``HTTPError``,
     ``URLError``, ``OSError``, ``TimeoutError``; :class:`~aiwatch.httpconfig.CredentialsError` for a secret file
     that cannot be read), http.client's ``HTTPException`` for a broken answer, or ``ValueError`` for an answer
-    larger than ``max_bytes`` (:class:`TooLarge`) and the parser's.
+    larger than ``max_bytes`` (:class:`~aiwatch.httpconfig.TooLarge`) and the parser's.
     """
     if max_bytes < 1:
         raise ValueError(f"max_bytes must be >= 1, got {max_bytes}")
     started = time.monotonic()
     with (http or HTTPConfig()).open(url, timeout, {"Accept": ACCEPT, **(headers or {})}) as resp:
-        chunks: list[bytes] = []
-        size = 0
-        while chunk := resp.read1(min(1 << 16, max_bytes + 1 - size)):  # read1: one socket read, not 64 KiB
-            chunks.append(chunk)
-            size += len(chunk)
-            if size > max_bytes:
-                raise TooLarge(f"{url} answered more than {max_bytes} bytes")
-            if time.monotonic() - started > timeout:
-                raise TimeoutError(f"{url} did not finish its answer within {timeout:g} s")
-        if getattr(resp, "length", None):  # read1 takes a connection closed early for the end of the answer
-            raise IncompleteRead(b"".join(chunks), resp.length)
+        body = read_body(resp, started, timeout, max_bytes, url)
         content_type = resp.headers.get("Content-Type", "")
-    return parse_metrics(b"".join(chunks).decode("utf-8", errors="replace"), content_type, labels)
+    return parse_metrics(body.decode("utf-8", errors="replace"), content_type, labels)

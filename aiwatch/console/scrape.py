@@ -56,8 +56,8 @@ from aiwatch.console.source import (
     histogram_quantile,
     quality_rows,
 )
-from aiwatch.httpconfig import HTTPConfig
-from aiwatch.scrape import LabelKey, TooLarge, fetch_metrics, parse_metrics
+from aiwatch.httpconfig import HTTPConfig, TooLarge
+from aiwatch.scrape import LabelKey, fetch_metrics, parse_metrics
 from aiwatch.scrape import Samples as Scraped
 from aiwatch.status import is_error_status
 from aiwatch.traffic import REALTIME
