@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -83,6 +83,12 @@ class LoadResult:
     #: the batch client's requests answered and failed (the fields above are the real-time traffic's)
     batch_ok: int = 0
     batch_failed: int = 0
+    #: why real-time requests failed: ``"HTTP 503"``, or the client's exception (``"ReadTimeout"``), with counts
+    failures: dict[str, int] = field(default_factory=dict)
+
+    def fail(self, reason: str) -> None:
+        self.failed += 1
+        self.failures[reason] = self.failures.get(reason, 0) + 1
 
 
 async def run_stage(client: Any, url: str, stage: Stage, rng: np.random.Generator,
@@ -104,9 +110,9 @@ async def run_stage(client: Any, url: str, stage: Stage, rng: np.random.Generato
             if resp.status_code == 200:
                 result.ok += 1
             else:
-                result.failed += 1
-        except Exception:
-            result.failed += 1
+                result.fail(f"HTTP {resp.status_code}")
+        except Exception as exc:
+            result.fail(type(exc).__name__)
 
     start = time.monotonic()
     next_at = start

@@ -355,7 +355,9 @@ async def _drive(url: str, stages: list[loadgen.Stage], metrics_urls: list[str],
             stats.load = {"seconds": stage.seconds, "sent": load.sent, "ok": load.ok, "failed": load.failed,
                           "dropped": load.dropped, "batch_ok": load.batch_ok, "batch_failed": load.batch_failed}
             results.append(stats)
-            say(f"  done: {load.ok} ok, {load.failed} failed, {load.dropped} not sent (over {max_in_flight} in "
+            reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(load.failures.items()))
+            why = f" ({reasons})" if reasons else ""
+            say(f"  done: {load.ok} ok, {load.failed} failed{why}, {load.dropped} not sent (over {max_in_flight} in "
                 f"flight)" + (f", batch {load.batch_ok} ok, {load.batch_failed} failed" if stage.batch_workers else "")
                 + f"; request p99 {_fmt(stats.p('request', 99))}, model p50 {_fmt(stats.p('model', 50))}, "
                 f"queue p99 {_fmt(stats.p('queue', 99))}")

@@ -364,6 +364,31 @@ def test_run_stage_honours_a_stage_bound_on_requests_in_flight() -> None:
     assert Slow.most == 3 and result.dropped > 0 and result.ok == result.sent
 
 
+def test_run_stage_counts_why_each_request_failed() -> None:
+    """A failed request is counted with its reason (the status, or the client's exception), so that a run with
+    failures says what they were."""
+    import httpx
+    import numpy as np
+
+    class Flaky:
+        calls = 0
+
+        async def post(self, url: str, json: object) -> object:
+            Flaky.calls += 1
+            if Flaky.calls % 3 == 1:
+                raise httpx.ReadTimeout("slow")
+
+            class Answer:
+                status_code = 503 if Flaky.calls % 3 == 2 else 200
+            return Answer()
+
+    stage = loadgen.Stage("sale", 1.0, 30.0)
+    result = asyncio.run(loadgen.run_stage(Flaky(), "http://x", stage, np.random.default_rng(2), max_in_flight=32))
+    timeouts, unavailable = (Flaky.calls + 2) // 3, (Flaky.calls + 1) // 3
+    assert result.failures == {"ReadTimeout": timeouts, "HTTP 503": unavailable}
+    assert (result.failed, result.ok) == (timeouts + unavailable, Flaky.calls - timeouts - unavailable)
+
+
 @pytest.mark.slow
 @pytest.mark.alone
 def test_the_network_scenario_end_to_end_is_diagnosed_as_the_network(tmp_path: Path) -> None:

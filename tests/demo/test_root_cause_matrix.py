@@ -64,7 +64,7 @@ def test_the_right_alerts_fire_and_the_wrong_ones_stay_silent(result: matrix.Mat
 def test_every_request_was_answered(result: matrix.MatrixResult) -> None:
     for cell in result.cells:
         for stage, load in cell.load.items():
-            assert load["failed"] == 0 and load["ok"] > 0, (cell.key, stage, load)
+            assert load["failed"] == 0 and load["ok"] > 0, (cell.key, stage, load, cell.failures.get(stage))
 
 
 def test_ac_at_1_and_no_false_attribution(result: matrix.MatrixResult) -> None:

@@ -98,6 +98,8 @@ class Cell:
     fired: list[dict[str, str]] = field(default_factory=list)
     fired_outside_fault: list[dict[str, str]] = field(default_factory=list)
     load: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: stage -> why its failed requests failed (``"HTTP 503"``, ``"ReadTimeout"``) -> count
+    failures: dict[str, dict[str, int]] = field(default_factory=dict)
     #: "service/phase" -> p99 seconds in the baseline and the fault stage (what the latency alerts look at)
     p99: dict[str, tuple[float | None, ...]] = field(default_factory=dict)
 

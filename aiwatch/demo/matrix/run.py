@@ -148,6 +148,7 @@ async def _drive(cells: list[Cell], options: MatrixOptions, check_alive: Callabl
         for cell, result in zip(cells, results, strict=True):
             cell.load[kind] = {"sent": result.sent, "ok": result.ok, "failed": result.failed,
                                "dropped": result.dropped}
+            cell.failures[kind] = dict(result.failures)
         now = meter.reading()
         others[kind] = round(CpuMeter.others_cores(before, now), 2)
         others[f"{kind} cpu pressure"] = round(CpuMeter.pressure(before, now), 2)
