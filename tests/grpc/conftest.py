@@ -32,8 +32,8 @@ def sync_server(interceptors: Sequence[Any] = (), servicer: Any = None) -> Itera
         yield f"127.0.0.1:{port}"
     finally:
         # stop(None) waits for the server's end without a bound, and grpcio's thread-pool server sometimes never
-        # ends after a client-streaming RPC whose second message it could not deserialize: grpcio 1.85.3, with no
-        # interceptor at all, 33 of 150 servers (scratch loop); it hung a CI run until pytest-timeout's 300 s.
+        # ends after a request stream message it could not deserialize (scripts/grpcio_stop_hang.py, no aiwatch in
+        # it: 10 of 40 servers on grpcio 1.85.3); it hung a CI run until pytest-timeout's 300 s.
         # A server still up after 10 s is left to its daemon thread, with a warning in the run's summary.
         if not server.stop(0).wait(STOP_WAIT):
             warnings.warn(f"grpcio's server on port {port} did not stop within {STOP_WAIT:g} s: left running",
