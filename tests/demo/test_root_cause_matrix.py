@@ -12,7 +12,8 @@ import pytest
 from aiwatch.demo import matrix
 from tests.servers import require_binary
 
-pytestmark = [pytest.mark.slow, pytest.mark.alone]
+# pyproject's 300 s per test is too short for the fixture's setup: one matrix run takes ~100 s here, two ~215 s
+pytestmark = [pytest.mark.slow, pytest.mark.alone, pytest.mark.timeout(900)]
 
 
 #: each run's log and table, shown by a failing assertion: the fixture's own output is shown with the first test's
