@@ -21,7 +21,10 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import heapq
 import http.client
+import itertools
+import logging
 import os
 import re
 import socket
@@ -31,12 +34,14 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields
 from functools import cached_property
 from typing import Any
 
 from aiwatch import env as _env
+
+_log = logging.getLogger("aiwatch")
 
 TENANT_HEADER = "X-Scope-OrgID"
 """The header naming the tenant of a multi-tenant Prometheus (Mimir, Cortex, Thanos' receive/query-frontend)."""
@@ -366,19 +371,83 @@ def _origin(url: str) -> tuple[str, str, int | None]:
     return parts.scheme, (parts.hostname or "").lower(), parts.port
 
 
+_Armed = tuple[float, int, Callable[[], None]]  # deadline (time.monotonic()), order armed, cut-off
+
+
+class _Watchdog:
+    """One daemon thread that runs each armed cut-off when its deadline passes, in place of a timer thread per
+    connection: the console opens dozens of connections per refresh. A cut-off runs under the lock, so once
+    :meth:`disarm` returns it has either run to its end or never will; a cut-off must therefore be quick and must not
+    arm or disarm. The thread starts on the first :meth:`arm`, and again in a forked child (which has no thread but the
+    one that forked) or if it ever ended."""
+
+    NAME = "aiwatch-http-deadline"
+
+    def __init__(self) -> None:
+        self._count = itertools.count()  # kept across a fork: a token armed before one never equals one armed after
+        self._reset()
+
+    def _reset(self) -> None:
+        self._wake = threading.Condition(threading.Lock())
+        self._heap: list[_Armed] = []
+        self._thread: threading.Thread | None = None
+
+    def arm(self, delay: float, cut_off: Callable[[], None]) -> _Armed:
+        """Runs ``cut_off`` on the watchdog's thread in ``delay`` seconds unless :meth:`disarm` is given the returned
+        token first."""
+        with self._wake:
+            entry = (time.monotonic() + delay, next(self._count), cut_off)
+            heapq.heappush(self._heap, entry)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name=self.NAME, daemon=True)
+                self._thread.start()
+            elif self._heap[0] is entry:  # sooner than what the thread waits for
+                self._wake.notify()
+        return entry
+
+    def disarm(self, token: _Armed) -> None:
+        """Forgets an armed cut-off (nothing if it has run, or was armed before a fork)."""
+        with self._wake, contextlib.suppress(ValueError):
+            self._heap.remove(token)
+            heapq.heapify(self._heap)  # linear, as remove is: the heap holds the connections now opening
+
+    def armed(self) -> int:
+        """How many cut-offs wait for their deadline."""
+        with self._wake:
+            return len(self._heap)
+
+    def _run(self) -> None:
+        with self._wake:
+            while True:
+                now = time.monotonic()
+                while self._heap and self._heap[0][0] <= now:
+                    cut_off = heapq.heappop(self._heap)[2]
+                    try:
+                        cut_off()
+                    except Exception:  # one failed cut-off must not end the deadlines of every other connection
+                        _log.exception("aiwatch: cutting off a late HTTP connection failed")
+                self._wake.wait(self._heap[0][0] - now if self._heap else None)
+
+
+_WATCHDOG = _Watchdog()
+if hasattr(os, "register_at_fork"):  # POSIX
+    # A forked child has only the thread that forked: its copy of the lock may be held by a thread that is gone, and
+    # its copy of the heap holds the parent's connections.
+    os.register_at_fork(after_in_child=_WATCHDOG._reset)
+
+
 class _Deadline(http.client.HTTPConnection):
     """A connection that shuts its socket when the answer's head has not come ``timeout`` after connecting: the
     socket's own timeout bounds each read, so a server sending a byte just inside it could hold a caller for ever
     (in a TLS handshake, a proxy's tunnel, or a header line)."""
 
     _late = False
-    _timer: threading.Timer | None = None
+    _armed: _Armed | None = None
 
     def connect(self) -> None:
         if isinstance(self.timeout, (int, float)):
-            self._timer = threading.Timer(self.timeout, self._cut_off)
-            self._timer.daemon = True
-            self._timer.start()
+            self._disarm()
+            self._armed = _WATCHDOG.arm(self.timeout, self._cut_off)
         try:
             super().connect()
             self._give_up_if_late()
@@ -389,13 +458,18 @@ class _Deadline(http.client.HTTPConnection):
     def getresponse(self) -> http.client.HTTPResponse:
         try:
             response = super().getresponse()
-            self._give_up_if_late()
-            return response
         except Exception:
+            self._disarm()  # before looking at _late: a cut-off is final once disarm returns
             self._give_up_if_late()
             raise
         finally:
             self._disarm()
+        self._give_up_if_late()
+        return response
+
+    def close(self) -> None:
+        self._disarm()  # urllib closes a connection whose request could not be sent, with no getresponse
+        super().close()
 
     def _cut_off(self) -> None:
         self._late = True
@@ -409,8 +483,9 @@ class _Deadline(http.client.HTTPConnection):
             raise TimeoutError(f"{self.host}:{self.port} did not answer within {self.timeout:g} s") from None
 
     def _disarm(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
+        if self._armed is not None:
+            _WATCHDOG.disarm(self._armed)
+            self._armed = None
 
 
 class _DeadlineHTTPS(_Deadline, http.client.HTTPSConnection):

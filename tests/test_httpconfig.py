@@ -6,9 +6,13 @@ from __future__ import annotations
 
 import argparse
 import base64
+import http.client
+import os
 import re
+import signal
 import socket
 import threading
+import time
 import urllib.error
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from aiwatch import httpconfig
 from aiwatch.cli import main
 from aiwatch.commands._connection import add_connection_options, connection_from_args
 from aiwatch.console import ScrapeSource
@@ -317,3 +322,100 @@ def test_a_redirect_to_ftp_is_not_followed() -> None:
         ftp.setblocking(False)
         with pytest.raises(BlockingIOError):  # nothing connected to it
             ftp.accept()
+
+
+def deadline_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "aiwatch-http-deadline"]
+
+
+def test_many_requests_share_one_deadline_thread_and_leave_no_deadline_armed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The console sends dozens of queries per refresh: a timer thread per connection was dozens of threads started
+    and stopped each time. Every way a request ends (an answer, an error status, a connection closed with no answer,
+    one refused, one cut off) must take its deadline off the watchdog."""
+    here = threading.current_thread()
+    started: list[str] = []
+    start = threading.Thread.start
+
+    def recorded_start(thread: threading.Thread) -> None:
+        if threading.current_thread() is here:  # not the threads of the test servers
+            started.append(thread.name)
+        start(thread)
+
+    refused = socket.create_server(("127.0.0.1", 0))
+    closed_url = f"http://127.0.0.1:{refused.getsockname()[1]}"
+    refused.close()
+    with recording() as rec, raw_endpoint(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n") as down, \
+            raw_endpoint(b"") as hangs_up, raw_endpoint(b"HTTP/1.1 200 OK\r\nX-Pad: ", b"x") as drips:
+        monkeypatch.setattr(threading.Thread, "start", recorded_start)  # the servers' own threads have started
+        for _ in range(25):
+            PrometheusAPI(rec.url, timeout=5).query("up")
+            fetch_metrics(rec.url + "/metrics", timeout=5)
+            for url in (down, hangs_up, closed_url + "/metrics"):
+                with pytest.raises((urllib.error.URLError, OSError, http.client.HTTPException)):
+                    fetch_metrics(url, timeout=5)
+        with pytest.raises(TimeoutError, match=r"did not answer within 0\.2 s$"):
+            fetch_metrics(drips, timeout=0.2)
+    assert len(started) <= 1 and set(started) <= {"aiwatch-http-deadline"}, started
+    assert len(deadline_threads()) == 1
+    assert httpconfig._WATCHDOG.armed() == 0
+
+
+def test_the_deadline_thread_outlives_a_cut_off_that_fails(caplog: pytest.LogCaptureFixture) -> None:
+    def fails() -> None:
+        raise RuntimeError("cut-off failed")
+
+    ran = threading.Event()
+    httpconfig._WATCHDOG.arm(0, fails)
+    httpconfig._WATCHDOG.arm(0.05, ran.set)
+    assert ran.wait(10)
+    assert len(deadline_threads()) == 1 and deadline_threads()[0].is_alive()
+    assert "cutting off a late HTTP connection failed" in caplog.text and "RuntimeError: cut-off failed" in caplog.text
+    with raw_endpoint(b"HTTP/1.1 200 OK\r\nX-Pad: ", b"x") as drips, \
+            pytest.raises(TimeoutError, match=r"did not answer within 0\.2 s$"):
+        fetch_metrics(drips, timeout=0.2)  # and it still cuts off a connection
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX")
+def test_a_forked_child_cuts_off_its_own_connections() -> None:
+    """A forked child has only the thread that forked: not the watchdog's, and the watchdog's lock may be held by a
+    thread that is gone there; its heap must not hold the parent's deadlines."""
+    holding, release = threading.Event(), threading.Event()
+
+    def hold_the_lock() -> None:
+        with httpconfig._WATCHDOG._wake:
+            holding.set()
+            release.wait()
+
+    parents = httpconfig._WATCHDOG.arm(3600, lambda: None)
+    holder = threading.Thread(target=hold_the_lock, daemon=True)
+    holder.start()
+    assert holding.wait(10)
+    try:
+        with raw_endpoint(b"HTTP/1.1 200 OK\r\nX-Pad: ", b"x") as drips:
+            pid = os.fork()
+            if pid == 0:  # the child: its exit status is the test's verdict
+                status = 1
+                try:
+                    try:
+                        fetch_metrics(drips, timeout=0.2)
+                    except TimeoutError as exc:
+                        status = 0 if str(exc).endswith("did not answer within 0.2 s") else 2
+                    if httpconfig._WATCHDOG.armed() != 0:
+                        status = 3
+                finally:
+                    os._exit(status)
+            release.set()
+            for _ in range(300):  # a child hanging on the lock would never exit: give up on it after 30 s
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    break
+                time.sleep(0.1)
+            else:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                pytest.fail("the forked child hung")
+    finally:
+        release.set()
+        holder.join(10)
+        httpconfig._WATCHDOG.disarm(parents)
+    assert os.waitstatus_to_exitcode(status) == 0
