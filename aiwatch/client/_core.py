@@ -153,19 +153,35 @@ class ClientRecorder:
 
     def finish(self, call: _Call, status: str, server_timing: str | None,
                error: BaseException | None = None, sent: int | None = None, received: int | None = None,
-               headers_at: float | None = None, retried: bool = False) -> None:
+               headers_at: float | None = None, retried: bool = False) -> str:
         """Record a finished call: ``status`` is the HTTP status or the client error's name; ``sent`` /
         ``received``: the request and response bodies' bytes, when known; ``headers_at``: the clock reading
         (:func:`headers_arrived`) at which the headers of a streamed response arrived, for its network time;
-        ``retried``: the client made several attempts (no network time, as :meth:`record` says). Never raises."""
+        ``retried``: the client made several attempts (no network time, as :meth:`record` says). Returns the
+        ``peer`` label it used (for :meth:`count_received`). Never raises."""
         m = self.metrics
-        self.record(call.start, _clock(), call.address, call.route, status, server_timing, call.timeline, call.phase,
-                    "server_timing", sent=sent, received=received, served_end=headers_at, retried=retried)
+        peer = self.record(call.start, _clock(), call.address, call.route, status, server_timing, call.timeline,
+                           call.phase, "server_timing", sent=sent, received=received, served_end=headers_at,
+                           retried=retried)
         if call.span is not None:
             try:
                 end_http_client_span(call.span, status, error)
             except Exception as exc:
                 record_error("tracing", exc, m)
+        return peer
+
+    def count_received(self, peer: str, received: int) -> None:
+        """Add the bytes of a response body read after its call was recorded (a streamed body) to ``peer``'s
+        received bytes; ``peer``: what :meth:`finish` returned. Never raises."""
+        count: int | None = received
+        if received and (received.__class__ is not int or not 0 < received <= MAX_COUNT):
+            count = self._bytes(received, "received")
+        if count:
+            try:
+                m = self.metrics
+                m.child(m.client_bytes, (self.service, peer, "received")).inc(count)
+            except Exception as exc:
+                record_error("metrics", exc, self.metrics)
 
     def record(self, start: float, end: float, address: str, route: str, status: str, server_timing: str | None,
                timeline: RequestTimeline | None, phase: str, timing_component: str,

@@ -7,7 +7,8 @@
     with aiwatch.client.route("/predict"):
         session.post("http://inference:8000/predict", json=payload)
 
-A call is timed until its body is read; with ``stream=True`` only until the response headers arrive. A call that
+A call is timed until its body is read; with ``stream=True`` only until the response headers arrive, and its body's
+bytes are counted as received as they are read, not its ``Content-Length`` (a body never read counts none). A call that
 urllib3 retried (the adapter's ``max_retries``) gives no network time: its time holds every attempt and the backoff
 between them, the peer's ``Server-Timing`` only the last attempt's server time (the peer's name in it still labels
 the call).
@@ -15,12 +16,15 @@ the call).
 
 from __future__ import annotations
 
+import threading
+import weakref
 from typing import Any
 from urllib.parse import urlsplit
 
 from aiwatch._optional import require
 from aiwatch.client._core import ClientRecorder, body_length, headers_arrived
 from aiwatch.recording import CLIENT_RECORDER_OPTIONS, resolve_client_recorder
+from aiwatch.safety import record_error
 
 require("requests", "http")
 from requests import PreparedRequest, Response, Session  # noqa: E402
@@ -64,12 +68,77 @@ class AiwatchHTTPAdapter(HTTPAdapter):
         finally:
             recorder.leave(token)
         server_timing = response.headers.get("server-timing")
-        recorder.finish(call, str(response.status_code), server_timing,
-                        sent=body_length(request.body, request.headers),
-                        received=_streamed_length(request, response) if stream else body_length(
-                            response.content, response.headers),
-                        headers_at=headers_at, retried=_retried(response))
+        count_later = stream and _streamed_length(request, response) is not None and _countable(response.raw)
+        if stream:
+            received = None if count_later else _streamed_length(request, response)
+        else:
+            received = body_length(response.content, response.headers)
+        peer = recorder.finish(call, str(response.status_code), server_timing,
+                               sent=body_length(request.body, request.headers), received=received,
+                               headers_at=headers_at, retried=_retried(response))
+        if count_later:
+            _count_as_read(response.raw, recorder, peer)
         return response
+
+
+#: urllib3's response methods that read its body (stream(), readinto() and the data property read through read())
+#: or end it (urllib3 calls release_conn at the body's end; requests' Response.close() calls close and release_conn).
+_READS = ("read", "read1")
+_ENDS = ("release_conn", "close")
+_FLUSH_EVERY = 1 << 16  # bytes read between two additions to the counter (iter_content() reads a byte at a time)
+
+
+def _countable(raw: Any) -> bool:
+    """Whether ``raw`` is a urllib3 response whose bytes read off the wire can be counted as they are read: it has
+    ``tell()`` and the methods :func:`_count_as_read` wraps, not already wrapped on the instance."""
+    try:
+        return (callable(getattr(raw, "tell", None)) and "read" not in vars(raw)
+                and all(callable(getattr(type(raw), name, None)) for name in ("read", *_ENDS)))
+    except Exception:  # no urllib3 response (a test double without __dict__)
+        return False
+
+
+def _count_as_read(raw: Any, recorder: ClientRecorder, peer: str) -> None:
+    """Counts the body bytes ``raw`` pulls off the wire as received (``tell()``: their encoded size, as a
+    ``Content-Length`` is): every 64 KiB, and when the body ends or the response is closed (by requests'
+    ``Response.close()``, the app, or its collection). The wrappers are ``raw``'s own attributes and hold it
+    only weakly: a strong reference would keep an unread response, and its socket, alive until a cycle
+    collection. urllib3 releases the connection at the body's end before it adds the last read to ``tell()``:
+    the read's own wrapper counts those bytes when it returns."""
+    ref = weakref.ref(raw)
+    lock = threading.Lock()
+    counted = 0
+
+    def flush(target: Any, reading: bool) -> None:
+        nonlocal counted
+        try:
+            with lock:
+                new = target.tell() - counted
+                if new <= 0 or (reading and new < _FLUSH_EVERY and not target.closed):
+                    return
+                counted += new
+            recorder.count_received(peer, new)
+        except Exception as exc:
+            record_error("client", exc, recorder.metrics)
+
+    def wrap(original: Any, reads: bool) -> Any:
+        def counting(*args: Any, **kwargs: Any) -> Any:
+            target = ref()
+            if target is None:  # freed by a cycle collection, which clears weak references first
+                return None
+            try:
+                return original(target, *args, **kwargs)
+            finally:
+                flush(target, reads)
+        return counting
+
+    try:
+        for name in (*_READS, *_ENDS):
+            original = getattr(type(raw), name, None)
+            if callable(original):
+                setattr(raw, name, wrap(original, name in _READS))
+    except Exception as exc:
+        record_error("client", exc, recorder.metrics)
 
 
 def _streamed_length(request: PreparedRequest, response: Response) -> int | None:

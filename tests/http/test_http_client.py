@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import importlib
 import sys
 import time
+import weakref
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
 from typing import Any
@@ -336,3 +339,74 @@ def test_a_streamed_response_without_a_body_received_no_bytes(registry: Collecto
         assert response.content == b""
     assert client_count(registry, peer_label(base), "__unmatched__", str(response.status_code)) == 1
     assert client_bytes(registry, peer_label(base), "received") is None
+
+
+class _Sized(BaseHTTPRequestHandler):
+    """Answers GET with a body of 1,000,000 bytes and its Content-Length (the server may not get to send it all: the
+    client can hang up first)."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        self.close_connection = True  # the client may hang up mid-body: no next request to wait for
+        self.send_response(200)
+        self.send_header("Content-Length", "1000000")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        with contextlib.suppress(OSError):  # the client closed the response before reading it all
+            self.wfile.write(b"x" * 1_000_000)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def _unread(response: requests.Response) -> int:
+    response.close()
+    return 0
+
+
+def _first_kilobyte(response: requests.Response) -> int:
+    got = len(next(response.iter_content(1000)))
+    response.close()
+    return got
+
+
+def _all_unclosed(response: requests.Response) -> int:
+    return sum(len(chunk) for chunk in response.iter_content(65536))  # read to its end, never closed
+
+
+def _all_closed(response: requests.Response) -> int:
+    with response:
+        return len(response.content)
+
+
+@pytest.mark.parametrize("read", [_unread, _first_kilobyte, _all_unclosed, _all_closed],
+                         ids=["unread", "1000-bytes", "all-unclosed", "all-closed"])
+def test_a_streamed_response_counts_the_bytes_read_not_its_content_length(registry: CollectorRegistry,
+                                                                          read: Any) -> None:
+    # before: with stream=True the Content-Length was counted as received when the headers came, read or not
+    with peer(_Sized) as base, aiwatch.client.instrument_requests(requests.Session(), service="gw",
+                                                                   registry=registry) as session:
+        got = read(session.get(f"{base}/file", stream=True))
+        assert client_count(registry, peer_label(base), "__unmatched__", "200") == 1
+        assert (client_bytes(registry, peer_label(base), "received") or 0) == got
+
+
+def test_a_streamed_response_counts_its_bytes_as_they_are_read(registry: CollectorRegistry) -> None:
+    """A long download shows on the counter before its end (every 64 KiB), and a response the app drops half read,
+    never closed, counts what was read when it is freed; aiwatch's wrappers do not keep it (and its socket) alive."""
+    with peer(_Sized) as base, aiwatch.client.instrument_requests(requests.Session(), service="gw",
+                                                                   registry=registry) as session:
+        response = session.get(f"{base}/file", stream=True)
+        chunks = response.iter_content(65536)
+        next(chunks), next(chunks), next(chunks)
+        assert client_bytes(registry, peer_label(base), "received") == 3 * 65536
+        next(chunks)
+        raw = weakref.ref(response.raw)
+        gc.disable()  # freed by its reference count, not by a cycle collection
+        try:
+            del response, chunks
+            assert raw() is None
+        finally:
+            gc.enable()
+        assert client_bytes(registry, peer_label(base), "received") == 4 * 65536
