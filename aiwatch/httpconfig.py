@@ -450,10 +450,12 @@ class _Deadline(http.client.HTTPConnection):
             self._armed = _WATCHDOG.arm(self.timeout, self._cut_off)
         try:
             super().connect()
-            self._give_up_if_late()
-        except BaseException:
+        except BaseException as exc:
             self._disarm()
+            if isinstance(exc, Exception):  # the error of a socket the deadline shut: a broken pipe, a reset...
+                self._give_up_if_late()
             raise
+        self._give_up_if_late()  # a late connection's deadline has already left the watchdog
 
     def getresponse(self) -> http.client.HTTPResponse:
         try:

@@ -419,3 +419,21 @@ def test_a_forked_child_cuts_off_its_own_connections() -> None:
         holder.join(10)
         httpconfig._WATCHDOG.disarm(parents)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_a_proxy_dripping_its_tunnel_answer_is_cut_off_as_slow(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CONNECT answer's header drips a byte at a time: the deadline cuts it off, and the caller is told it was
+    slow, not that the (shut) connection broke."""
+    for name in ("no_proxy", "NO_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    with raw_endpoint(b"HTTP/1.1 200 Connection established\r\nX-Pad: ", b"x") as proxy:
+        proxy_base = proxy.removesuffix("/metrics")
+        monkeypatch.setenv("https_proxy", proxy_base)
+        monkeypatch.setenv("HTTPS_PROXY", proxy_base)
+        with pytest.raises(PrometheusSlow, match=r"^Prometheus at https://prometheus\.invalid:9090 is slow: "
+                                                 r"/api/v1/query \(query: up\) was not answered within 1 s"):
+            PrometheusAPI("https://prometheus.invalid:9090", timeout=1).query("up")
+        with pytest.raises(urllib.error.URLError) as caught:
+            fetch_metrics("https://prometheus.invalid:9090/metrics", timeout=1)
+        assert isinstance(caught.value.reason, TimeoutError)
+        assert str(caught.value.reason) == f"{proxy_base.removeprefix('http://')} did not answer within 1 s"
