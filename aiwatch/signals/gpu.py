@@ -23,6 +23,10 @@ What it does when things go wrong (it never raises into the app):
   NVML is initialised again on a later poll, so a driver that loads later is picked up;
 * a GPU that fell off the bus (``NVMLError_GpuIsLost``, a reset required, GPU not found): ``aiwatch_gpu_up 0`` for
   that device (its XID counter stays), the other GPUs are still read;
+* the GPU list changing (NVML's device count is read on every poll): a GPU that appears (hot-plug, re-enumerated
+  after a reset, more GPUs given to the container) is exported from the next poll; one that leaves NVML's list is
+  exported as ``aiwatch_gpu_up 0`` under its last labels, with its XID counter, until it comes back (GPUs are
+  matched by UUID, so a GPU whose index moved keeps its state) or NVML is initialised again;
 * a field the device does not support (``NOT_SUPPORTED``, no permission, a function the driver lacks): that series
   is skipped for that device, and not asked for again until the GPU's MIG mode changes (a GPU in MIG mode has no
   utilization; switched back, it has);
@@ -167,6 +171,8 @@ class _Device:
     unsupported: set[str] = field(default_factory=set)
     xid: int | None = None
     mig_mode: int | None = None  # the current MIG mode as last read
+    #: (gpu instance id, compute instance id) -> the fields that MIG device does not support
+    mig_unsupported: dict[tuple[str, str], set[str]] = field(default_factory=dict)
 
 
 def _text(value: Any) -> str:
@@ -225,8 +231,9 @@ class GpuPoller:
         self._thread: threading.Thread | None = None
         self._initialised = False
         self._driver = ""
-        self._devices: list[_Device] = []
-        self._mig_unsupported: dict[tuple[int, str, str], set[str]] = {}
+        self._devices: list[_Device] = []  # NVML's device list as last enumerated, by index
+        self._gone: list[_Device] = []  # devices that left NVML's list since init: exported as not up
+        self._count: int | None = None  # NVML's device count as last read
         self._event_set: Any = None
         self._reported: set[tuple[str, ...]] = set()
         self._failing: set[tuple[str, ...]] = set()
@@ -333,12 +340,17 @@ class GpuPoller:
                 self._shutdown()
                 return self._down(exc.__cause__ if isinstance(exc, _NvmlDown) and exc.__cause__ else exc)
         try:
+            self._enumerate()
             if not self._devices:
                 return self._down(None, "NVML found no GPU")
             self._drain_events()
             readings: list[GpuReading] = []
             for dev in self._devices:
                 readings.extend(self._read_device(dev))
+            for dev in self._gone:
+                self._report(("gone", dev.uuid), None, f"GPU {dev.index} ({dev.uuid}) left NVML's device list",
+                             count=False)
+                readings.append(GpuReading(str(dev.index), dev.uuid, dev.name, up=False, xid_errors=dev.xid))
         except _NvmlDown as exc:
             self._shutdown()
             return self._down(exc.__cause__ or exc)
@@ -372,16 +384,48 @@ class GpuPoller:
             self._driver = _text(nvml.nvmlSystemGetDriverVersion())
         except Exception:
             self._driver = ""
+
+    def _enumerate(self) -> None:
+        """Read NVML's device count (every poll: one cheap call, so a hot-plugged GPU shows on the next poll) and,
+        when it changed, open the devices again, matched by UUID: a GPU already known keeps its state (XID count
+        and event registration, unsupported fields) under its new index, a new one is registered for XID events,
+        and one no longer listed is kept as gone (``up`` 0, never its frozen readings)."""
+        try:
+            count = int(self.nvml.nvmlDeviceGetCount())
+        except Exception as exc:
+            code = self._code(exc)
+            if self._count is None or code in _NVML_DOWN_CODES:
+                raise _NvmlDown from exc
+            self._report(("count",), exc, "reading NVML's GPU count failed", count=code is None)
+            return  # keep the devices as last enumerated
+        if count == self._count:
+            return
+        self._count = count
+        known = {dev.uuid: dev for dev in (*self._devices, *self._gone) if dev.uuid}
+        by_index = {dev.index: dev for dev in self._devices}
         devices: list[_Device] = []
-        for index in range(int(nvml.nvmlDeviceGetCount())):
-            dev = _Device(index, None)
-            self._open(dev)
+        for index in range(count):
+            fresh = _Device(index, None)
+            self._open(fresh, register=False)
+            if fresh.uuid:
+                old = known.pop(fresh.uuid, None)
+            else:  # cannot be opened now: the device that had this index stays there (not up) if not seen elsewhere
+                old = by_index.get(index)
+                if old is not None and known.pop(old.uuid, None) is None:
+                    old = None
+            dev = fresh if old is None else old
+            register = old is None or old.handle is None  # new, or its registration went with its handle
+            if old is not None:
+                old.index, old.handle, old.name = index, fresh.handle, fresh.name or old.name
+            if register and dev.handle is not None:
+                self._register_events(dev)
             devices.append(dev)
         self._devices = devices
-        self._mig_unsupported = {}
+        self._gone = list(known.values())
 
-    def _open(self, dev: _Device) -> None:
-        """Get a device's handle, identity and XID event registration; a lost device keeps ``handle=None``."""
+    def _open(self, dev: _Device, *, register: bool = True) -> None:
+        """Get a device's handle, identity and (``register``) XID event registration; a device that cannot be
+        opened keeps ``handle=None``."""
         nvml = self.nvml
         try:
             dev.handle = nvml.nvmlDeviceGetHandleByIndex(dev.index)
@@ -395,7 +439,8 @@ class GpuPoller:
             self._report(("lost", str(dev.index)), exc, f"GPU {dev.index} cannot be opened",
                          count=code not in _LOST_CODES)
             return
-        self._register_events(dev)
+        if register:
+            self._register_events(dev)
 
     def _register_events(self, dev: _Device) -> None:
         nvml = self.nvml
@@ -582,7 +627,7 @@ class GpuPoller:
                     self._report(("mig", where, str(slot)), exc, f"MIG slot {slot} of GPU {where}",
                                  count=code is None)
                 continue
-            unsupported = self._mig_unsupported.setdefault((dev.index, gi, ci), set())
+            unsupported = dev.mig_unsupported.setdefault((gi, ci), set())
             values, throttle = self._read_fields(mig, unsupported, f"{where}/mig{gi}.{ci}")
             readings.append(GpuReading(where, uuid, name, gi, ci, values=values, throttle=throttle))
         return readings
@@ -598,6 +643,8 @@ class GpuPoller:
                 nvml.nvmlShutdown()
         self._initialised = False
         self._devices = []
+        self._gone = []
+        self._count = None
 
     def _report(self, key: tuple[str, ...], exc: BaseException | None, message: str, *, count: bool) -> None:
         """Log a condition once when it starts; ``count`` also counts it as an aiwatch failure."""

@@ -8,6 +8,7 @@ test controls, and raises the *real* ``pynvml`` error classes (``pynvml.NVMLErro
     nvml.gpus[3].lost = True                          # GPU 3 fell off the bus
     nvml.gpus[1].fail["power"] = pynvml.NVML_ERROR_NOT_SUPPORTED
     nvml.init_error = pynvml.NVML_ERROR_DRIVER_NOT_LOADED
+    nvml.gpus.append(fake_gpu(8))                     # a GPU hot-plugged: NVML's count grows (pop() shrinks it)
     nvml.hang["nvmlInit"] = threading.Event()         # nvmlInit hangs until the test sets that event
 """
 
@@ -66,6 +67,12 @@ class FakeGpu:
     mig_reports_whole_gpu: bool = False
 
 
+def fake_gpu(i: int) -> FakeGpu:
+    """GPU ``i`` as :meth:`FakeNVML.with_gpus` makes it (its UUID, power and temperature derive from ``i``)."""
+    return FakeGpu(i, f"GPU-{i:08d}-aaaa-bbbb-cccc-{i:012d}", util_gpu=10 * i % 101, power_mw=100_000 + 10_000 * i,
+                   energy_mj=5_000_000 + i, temperature=40 + i)
+
+
 class Handle:
     def __init__(self, gpu: FakeGpu, mig: FakeMig | None = None) -> None:
         self.gpu = gpu
@@ -104,9 +111,7 @@ class FakeNVML(types.ModuleType):
 
     @classmethod
     def with_gpus(cls, n: int) -> FakeNVML:
-        return cls([FakeGpu(i, f"GPU-{i:08d}-aaaa-bbbb-cccc-{i:012d}", util_gpu=10 * i % 101,
-                            power_mw=100_000 + 10_000 * i, energy_mj=5_000_000 + i, temperature=40 + i)
-                    for i in range(n)])
+        return cls([fake_gpu(i) for i in range(n)])
 
     def xid(self, gpu: int, code: int = 79) -> None:
         """The driver reports XID ``code`` on GPU ``gpu``."""
@@ -124,7 +129,7 @@ class FakeNVML(types.ModuleType):
 
     def _dev(self, handle: Handle, fieldname: str) -> FakeGpu:
         gpu = handle.gpu
-        if gpu.lost:
+        if gpu.lost or not any(g is gpu for g in self.gpus):  # a handle of a GPU removed from the list: lost too
             raise err(pynvml.NVML_ERROR_GPU_IS_LOST)
         if fieldname in gpu.fail:
             raise err(gpu.fail[fieldname])
@@ -164,7 +169,10 @@ class FakeNVML(types.ModuleType):
 
     def nvmlDeviceGetIndex(self, handle: Handle) -> int:
         self._call("nvmlDeviceGetIndex")
-        return handle.gpu.index
+        for index, gpu in enumerate(self.gpus):  # NVML's index is the position in its current list
+            if gpu is handle.gpu:
+                return index
+        raise err(pynvml.NVML_ERROR_GPU_IS_LOST)
 
     def nvmlDeviceGetUUID(self, handle: Handle) -> str:
         self._call("nvmlDeviceGetUUID")

@@ -20,7 +20,7 @@ from aiwatch.metrics import SPECS, Metrics
 from aiwatch.signals.gpu import VALUE_METRICS, GpuCollector, GpuPoller
 from tests.hostile_numbers import BAD_SECONDS
 from tests.servers import python_env, wait_until
-from tests.signals.fake_pynvml import FakeMig, FakeNVML
+from tests.signals.fake_pynvml import FakeGpu, FakeMig, FakeNVML, fake_gpu
 
 GIB = 1024**3
 
@@ -32,6 +32,11 @@ def make(nvml: FakeNVML, registry: CollectorRegistry) -> GpuCollector:
 def labels(gpu: int | str, nvml: FakeNVML, mig: tuple[str, str] = ("", "")) -> dict[str, str]:
     g = nvml.gpus[int(gpu)]
     return {"gpu": str(gpu), "uuid": g.uuid, "name": g.name, "mig_gi": mig[0], "mig_ci": mig[1]}
+
+
+def at(index: int, gpu: FakeGpu) -> dict[str, str]:
+    """The labels of ``gpu`` exported under NVML index ``index``."""
+    return {"gpu": str(index), "uuid": gpu.uuid, "name": gpu.name, "mig_gi": "", "mig_ci": ""}
 
 
 def test_eight_gpus_export_every_metric_in_base_units(registry: CollectorRegistry) -> None:
@@ -102,7 +107,8 @@ def test_nvml_is_initialised_once_across_polls_and_shut_down_on_stop(registry: C
     for _ in range(5):
         collector.poller.poll_once()
     assert nvml.calls["nvmlInit"] == 1
-    assert nvml.calls["nvmlDeviceGetCount"] == 1
+    assert nvml.calls["nvmlDeviceGetCount"] == 5  # read on every poll (a GPU may come or go) ...
+    assert nvml.calls["nvmlDeviceGetHandleByIndex"] == 2  # ... the GPUs are opened again only when it changed
     collector.close()
     assert nvml.calls["nvmlShutdown"] == 1
     assert not nvml.initialised
@@ -252,6 +258,97 @@ def test_gpu_lost_at_startup_is_reopened_later(registry: CollectorRegistry) -> N
     nvml.gpus[0].lost = False
     collector.poller.poll_once()
     assert v("aiwatch_gpu_up", labels(0, nvml)) == 1.0
+
+
+def test_a_gpu_that_appears_after_init_is_exported_on_the_next_poll(registry: CollectorRegistry) -> None:
+    # before: the device list was read once at NVML init, so a hot-plugged GPU (or one re-enumerated after a reset,
+    # or more GPUs given to the container) was never exported
+    nvml = FakeNVML.with_gpus(2)
+    collector = make(nvml, registry)
+    collector.poller.poll_once()
+    nvml.xid(0, 79)
+    collector.poller.poll_once()
+    nvml.gpus.append(fake_gpu(2))
+    collector.poller.poll_once()
+    v = registry.get_sample_value
+    assert v("aiwatch_gpu_up", labels(2, nvml)) == 1.0
+    assert v("aiwatch_gpu_temperature_celsius", labels(2, nvml)) == 42.0
+    assert v("aiwatch_gpu_xid_errors_total", labels(2, nvml)) == 0.0
+    assert v("aiwatch_gpu_xid_errors_total", labels(0, nvml)) == 1.0  # the GPUs already known keep their state
+    assert v("aiwatch_gpu_up", labels(1, nvml)) == 1.0
+    assert nvml.calls["nvmlDeviceRegisterEvents"] == 3  # the new GPU only was registered for XID events
+    assert nvml.calls["nvmlInit"] == 1
+    assert v("aiwatch_instrumentation_errors_total", {"component": "gpu"}) == 0
+
+
+def test_a_host_without_gpus_exports_one_given_later(registry: CollectorRegistry) -> None:
+    nvml = FakeNVML([])
+    collector = make(nvml, registry)
+    assert collector.poller.poll_once().reason == "NVML found no GPU"
+    nvml.gpus.append(fake_gpu(0))  # e.g. the device plugin hands the container a GPU
+    assert collector.poller.poll_once().nvml_up
+    assert registry.get_sample_value("aiwatch_gpu_up", labels(0, nvml)) == 1.0
+    assert registry.get_sample_value("aiwatch_gpu_nvml_up") == 1.0
+
+
+def test_a_gpu_that_leaves_nvmls_list_is_reported_down_not_frozen(registry: CollectorRegistry,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    nvml = FakeNVML.with_gpus(3)
+    first, gone, last = nvml.gpus
+    collector = make(nvml, registry)
+    nvml.xid(1, 79)
+    collector.poller.poll_once()
+    nvml.xid(2, 48)  # drained after the GPUs moved: still counted for the GPU that raised it
+    nvml.gpus.remove(gone)  # NVML's list shrinks and the GPUs after it move up one index
+    v = registry.get_sample_value
+    with caplog.at_level(logging.INFO, logger="aiwatch"):
+        for _ in range(3):
+            collector.poller.poll_once()
+    assert v("aiwatch_gpu_up", at(1, gone)) == 0.0
+    assert v("aiwatch_gpu_temperature_celsius", at(1, gone)) is None
+    assert v("aiwatch_gpu_xid_errors_total", at(1, gone)) == 1.0  # the XID that explains it stays
+    assert v("aiwatch_gpu_up", at(2, last)) is None  # the GPU that moved is exported under its new index only
+    assert v("aiwatch_gpu_up", at(1, last)) == 1.0
+    assert v("aiwatch_gpu_temperature_celsius", at(1, last)) == 42.0
+    assert v("aiwatch_gpu_xid_errors_total", at(1, last)) == 1.0
+    assert v("aiwatch_gpu_up", at(0, first)) == 1.0
+    assert len([r for r in caplog.records if gone.uuid in r.getMessage()]) == 1
+    assert v("aiwatch_instrumentation_errors_total", {"component": "gpu"}) == 0
+    nvml.gpus.insert(1, gone)  # back, e.g. after a reset and re-enumeration
+    collector.poller.poll_once()
+    for index, gpu in enumerate(nvml.gpus):
+        assert v("aiwatch_gpu_up", at(index, gpu)) == 1.0
+    assert v("aiwatch_gpu_xid_errors_total", at(1, gone)) == 1.0
+    assert v("aiwatch_gpu_up", at(1, last)) is None
+    assert nvml.calls["nvmlInit"] == 1
+
+
+def test_every_gpu_leaving_reports_nvml_down(registry: CollectorRegistry) -> None:
+    nvml = FakeNVML.with_gpus(2)
+    collector = make(nvml, registry)
+    collector.poller.poll_once()
+    nvml.gpus.clear()
+    assert collector.poller.poll_once().reason == "NVML found no GPU"
+    assert registry.get_sample_value("aiwatch_gpu_nvml_up") == 0.0
+    assert "aiwatch_gpu_up{" not in generate_latest(registry).decode()
+
+
+def test_a_gpu_count_that_fails_later_keeps_the_known_gpus(registry: CollectorRegistry) -> None:
+    nvml = FakeNVML.with_gpus(2)
+    collector = make(nvml, registry)
+    collector.poller.poll_once()
+    nvml.count_error = pynvml.NVML_ERROR_UNKNOWN  # NVML's own failure: logged, not aiwatch's error
+    collector.poller.poll_once()
+    v = registry.get_sample_value
+    assert v("aiwatch_gpu_up", labels(1, nvml)) == 1.0
+    assert v("aiwatch_instrumentation_errors_total", {"component": "gpu"}) == 0
+    nvml.count_error = None
+    collector.poller.poll_once()
+    nvml.nvmlDeviceGetCount = lambda: None  # type: ignore[method-assign,assignment]  # bindings gone wrong
+    for _ in range(2):
+        collector.poller.poll_once()
+    assert v("aiwatch_gpu_up", labels(1, nvml)) == 1.0
+    assert v("aiwatch_instrumentation_errors_total", {"component": "gpu"}) == 1.0
 
 
 @pytest.mark.parametrize("code", [pynvml.NVML_ERROR_DRIVER_NOT_LOADED, pynvml.NVML_ERROR_LIBRARY_NOT_FOUND,
