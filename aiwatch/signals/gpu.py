@@ -21,8 +21,10 @@ What it does when things go wrong (it never raises into the app):
 
 * no driver, no library, no GPU, or NVML failing as a whole: ``aiwatch_gpu_nvml_up 0`` and no per-GPU series;
   NVML is initialised again on a later poll, so a driver that loads later is picked up;
-* a GPU that fell off the bus (``NVMLError_GpuIsLost``, a reset required, GPU not found): ``aiwatch_gpu_up 0`` for
-  that device (its XID counter stays), the other GPUs are still read;
+* a GPU that fell off the bus (``NVMLError_GpuIsLost``, a reset required, GPU not found), or that NVML cannot open
+  because of its state (insufficient external power, an IRQ issue, a corrupted InfoROM, no permission, blocked by the
+  OS, not ready): ``aiwatch_gpu_up 0`` for that device (its XID counter stays), logged, not counted as aiwatch's
+  error; the other GPUs are still read;
 * the GPU list changing (NVML's device count is read on every poll): a GPU that appears (hot-plug, re-enumerated
   after a reset, more GPUs given to the container) is exported from the next poll; one that leaves NVML's list is
   exported as ``aiwatch_gpu_up 0`` under its last labels, with its XID counter, until it comes back (GPUs are
@@ -105,6 +107,10 @@ _LOST_CODES = frozenset({15, 16, 28})  # GPU is lost, reset required, GPU not fo
 _NVML_DOWN_CODES = frozenset({1, 9, 12, 18})  # uninitialized, driver not loaded, library not found, RM mismatch
 _TIMEOUT = 10
 _NOT_FOUND_CODES = frozenset({2, 6})  # invalid argument, not found (an empty MIG slot)
+#: why NVML cannot open a GPU that are the GPU's state (``aiwatch_gpu_up 0``), not aiwatch's failure: lost, reset
+#: required, not found, no permission, insufficient external power, an IRQ issue, a corrupted InfoROM, blocked by the
+#: OS, not ready, an index no longer listed
+_GPU_STATE_CODES = _LOST_CODES | _TRANSIENT_CODES | _NOT_FOUND_CODES | frozenset({4, 8, 11, 14, 17})
 
 UTILIZATION = "aiwatch_gpu_utilization_ratio"
 MEMORY_UTILIZATION = "aiwatch_gpu_memory_utilization_ratio"
@@ -437,7 +443,7 @@ class GpuPoller:
                 raise _NvmlDown from exc
             dev.handle = None
             self._report(("lost", str(dev.index)), exc, f"GPU {dev.index} cannot be opened",
-                         count=code not in _LOST_CODES)
+                         count=code not in _GPU_STATE_CODES)
             return
         if register:
             self._register_events(dev)

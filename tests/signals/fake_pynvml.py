@@ -165,6 +165,8 @@ class FakeNVML(types.ModuleType):
         gpu = self.gpus[index]
         if gpu.lost:
             raise err(pynvml.NVML_ERROR_GPU_IS_LOST)
+        if "handle" in gpu.fail:
+            raise err(gpu.fail["handle"])
         return Handle(gpu)
 
     def nvmlDeviceGetIndex(self, handle: Handle) -> int:

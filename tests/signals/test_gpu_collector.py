@@ -34,6 +34,13 @@ def labels(gpu: int | str, nvml: FakeNVML, mig: tuple[str, str] = ("", "")) -> d
     return {"gpu": str(gpu), "uuid": g.uuid, "name": g.name, "mig_gi": mig[0], "mig_ci": mig[1]}
 
 
+def up_of(registry: CollectorRegistry, gpu: str) -> list[float]:
+    """The ``aiwatch_gpu_up`` samples of NVML index ``gpu``, whatever its other labels (a GPU that cannot be opened
+    may have no UUID or name)."""
+    return [sample.value for fam in registry.collect() if fam.name == "aiwatch_gpu_up"
+            for sample in fam.samples if sample.labels["gpu"] == gpu]
+
+
 def at(index: int, gpu: FakeGpu) -> dict[str, str]:
     """The labels of ``gpu`` exported under NVML index ``index``."""
     return {"gpu": str(index), "uuid": gpu.uuid, "name": gpu.name, "mig_gi": "", "mig_ci": ""}
@@ -258,6 +265,62 @@ def test_gpu_lost_at_startup_is_reopened_later(registry: CollectorRegistry) -> N
     nvml.gpus[0].lost = False
     collector.poller.poll_once()
     assert v("aiwatch_gpu_up", labels(0, nvml)) == 1.0
+
+
+GPU_STATE_CODES = [pynvml.NVML_ERROR_GPU_IS_LOST, pynvml.NVML_ERROR_RESET_REQUIRED, pynvml.NVML_ERROR_GPU_NOT_FOUND,
+                   pynvml.NVML_ERROR_INSUFFICIENT_POWER, pynvml.NVML_ERROR_IRQ_ISSUE,
+                   pynvml.NVML_ERROR_CORRUPTED_INFOROM, pynvml.NVML_ERROR_OPERATING_SYSTEM,
+                   pynvml.NVML_ERROR_NO_PERMISSION, pynvml.NVML_ERROR_NOT_READY]
+
+
+@pytest.mark.parametrize("call", ["handle", "uuid", "name"])
+@pytest.mark.parametrize("code", GPU_STATE_CODES)
+def test_a_gpu_that_cannot_be_opened_is_the_gpus_state_not_aiwatchs_error(
+        registry: CollectorRegistry, caplog: pytest.LogCaptureFixture, call: str, code: int) -> None:
+    # before: only GpuIsLost, reset required and GPU not found were left out of aiwatch's error counter; a GPU
+    # without external power, with an IRQ issue, a corrupted InfoROM, blocked by the OS or not accessible paged
+    # SREs through AiwatchInstrumentationErrors as if aiwatch itself had failed
+    nvml = FakeNVML.with_gpus(2)
+    nvml.gpus[0].fail[call] = code
+    collector = make(nvml, registry)
+    with caplog.at_level(logging.WARNING, logger="aiwatch"):
+        for _ in range(3):
+            collector.poller.poll_once()
+    v = registry.get_sample_value
+    assert up_of(registry, "0") == [0.0]
+    assert v("aiwatch_gpu_up", labels(1, nvml)) == 1.0
+    assert v("aiwatch_gpu_nvml_up") == 1.0
+    assert v("aiwatch_instrumentation_errors_total", {"component": "gpu"}) == 0
+    logged = [r.getMessage() for r in caplog.records if "GPU 0 cannot be opened" in r.getMessage()]
+    assert len(logged) == 1 and type(pynvml.NVMLError(code)).__name__ in logged[0]
+    del nvml.gpus[0].fail[call]
+    collector.poller.poll_once()
+    assert v("aiwatch_gpu_up", labels(0, nvml)) == 1.0
+
+
+@pytest.mark.parametrize("call", ["handle", "uuid", "name"])
+@pytest.mark.parametrize("failure", [pynvml.NVMLError(pynvml.NVML_ERROR_UNKNOWN),
+                                     pynvml.NVMLError(pynvml.NVML_ERROR_FUNCTION_NOT_FOUND),
+                                     RuntimeError("a bug in the bindings")], ids=repr)
+def test_opening_a_gpu_failing_in_nvml_or_aiwatch_is_aiwatchs_error(registry: CollectorRegistry, call: str,
+                                                                     failure: Exception) -> None:
+    nvml = FakeNVML.with_gpus(2)
+    name = {"handle": "nvmlDeviceGetHandleByIndex", "uuid": "nvmlDeviceGetUUID", "name": "nvmlDeviceGetName"}[call]
+    real = getattr(nvml, name)
+
+    def failing(arg: Any) -> Any:
+        if arg == 0 or getattr(arg, "gpu", None) is nvml.gpus[0]:
+            raise failure
+        return real(arg)
+
+    setattr(nvml, name, failing)
+    collector = make(nvml, registry)
+    for _ in range(3):
+        collector.poller.poll_once()
+    v = registry.get_sample_value
+    assert up_of(registry, "0") == [0.0]
+    assert v("aiwatch_gpu_up", labels(1, nvml)) == 1.0
+    assert v("aiwatch_instrumentation_errors_total", {"component": "gpu"}) == 1.0  # once while it lasts
 
 
 def test_a_gpu_that_appears_after_init_is_exported_on_the_next_poll(registry: CollectorRegistry) -> None:
