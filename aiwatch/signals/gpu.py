@@ -32,7 +32,8 @@ What it does when things go wrong (it never raises into the app):
 * a field the device does not support (``NOT_SUPPORTED``, no permission, a function the driver lacks): that series
   is skipped for that device, and not asked for again until the GPU's MIG mode changes (a GPU in MIG mode has no
   utilization; switched back, it has);
-* anything else: the field is skipped for this poll and ``aiwatch_instrumentation_errors_total{component="gpu"}``
+* anything else, also a value the bindings should never return (``None``, a string, NaN): the field is skipped for
+  this poll (the other fields and GPUs are still read) and ``aiwatch_instrumentation_errors_total{component="gpu"}``
   counts it.
 
 Each condition is logged once when it starts (logger ``aiwatch.signals.gpu``) and once when it clears.
@@ -49,6 +50,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -179,6 +181,41 @@ class _Device:
     mig_mode: int | None = None  # the current MIG mode as last read
     #: (gpu instance id, compute instance id) -> the fields that MIG device does not support
     mig_unsupported: dict[tuple[str, str], set[str]] = field(default_factory=dict)
+
+
+def _number(value: Any) -> float:
+    """An NVML reading as a finite float. What the bindings should never return (``None``, a string, a NaN, an int
+    too large for a float) raises an error naming it, for the caller to skip that series and count it."""
+    if value.__class__ is bool or not isinstance(value, int | float):
+        raise TypeError(f"NVML returned {shown(value)}, not a number")
+    number = float(value)  # OverflowError for an int beyond a float
+    if not math.isfinite(number):
+        raise ValueError(f"NVML returned {shown(value)}, not a finite number")
+    return number
+
+
+def _integer(value: Any) -> int:
+    """An NVML bit mask, mode or count as an int (an error naming anything else, as for :func:`_number`)."""
+    if value.__class__ is bool or not isinstance(value, int):
+        raise TypeError(f"NVML returned {shown(value)}, not an integer")
+    return int(value)
+
+
+def _utilization(rates: Any) -> dict[str, float]:
+    return {UTILIZATION: _number(rates.gpu) / 100.0, MEMORY_UTILIZATION: _number(rates.memory) / 100.0}
+
+
+def _memory(info: Any) -> dict[str, float]:
+    values = {MEMORY_USED: _number(info.used), MEMORY_TOTAL: _number(info.total)}
+    reserved = getattr(info, "reserved", None)  # memory info v2 only
+    if reserved is not None:
+        values[MEMORY_RESERVED] = _number(reserved)
+    return values
+
+
+def _throttle(mask: Any) -> dict[str, bool]:
+    bits = _integer(mask)
+    return {label: bool(bits & bit) for bit, label in THROTTLE_REASONS}
 
 
 def _text(value: Any) -> str:
@@ -478,7 +515,12 @@ class GpuPoller:
                     raise _NvmlDown from exc
                 self._report(("events",), exc, "reading NVML events failed", count=code is None)
                 return
-            if int(data.eventType) & _XID_EVENT:
+            try:
+                xid = _integer(data.eventType) & _XID_EVENT
+            except Exception as exc:  # what the bindings should never return: skip that event
+                self._report(("event type",), exc, "an NVML event of no known type", count=True)
+                continue
+            if xid:
                 dev = self._event_device(data.device)
                 if dev is not None and dev.xid is not None:
                     dev.xid += 1
@@ -536,52 +578,47 @@ class GpuPoller:
         nvml = self.nvml
         f = self._field
         values: dict[str, float] = {}
-        util = f(unsupported, where, "utilization", lambda: nvml.nvmlDeviceGetUtilizationRates(handle))
-        if util is not None:
-            values[UTILIZATION] = float(util.gpu) / 100.0
-            values[MEMORY_UTILIZATION] = float(util.memory) / 100.0
+        # each reading is converted inside the guarded call: an odd value skips that series only
+        util = f(unsupported, where, "utilization", lambda: _utilization(nvml.nvmlDeviceGetUtilizationRates(handle)))
+        values.update(util or {})
         mem = f(unsupported, where, "memory_v2",
-                lambda: nvml.nvmlDeviceGetMemoryInfo(handle, version=nvml.nvmlMemory_v2))
+                lambda: _memory(nvml.nvmlDeviceGetMemoryInfo(handle, version=nvml.nvmlMemory_v2)))
         if mem is None:
-            mem = f(unsupported, where, "memory", lambda: nvml.nvmlDeviceGetMemoryInfo(handle))
-        if mem is not None:
-            values[MEMORY_USED] = float(mem.used)
-            values[MEMORY_TOTAL] = float(mem.total)
-            reserved = getattr(mem, "reserved", None)
-            if reserved is not None:
-                values[MEMORY_RESERVED] = float(reserved)
-        power = f(unsupported, where, "power", lambda: nvml.nvmlDeviceGetPowerUsage(handle))
+            mem = f(unsupported, where, "memory", lambda: _memory(nvml.nvmlDeviceGetMemoryInfo(handle)))
+        values.update(mem or {})
+        power = f(unsupported, where, "power", lambda: _number(nvml.nvmlDeviceGetPowerUsage(handle)) / 1000.0)
         if power is not None:
-            values[POWER] = float(power) / 1000.0  # milliwatts
-        energy = f(unsupported, where, "energy", lambda: nvml.nvmlDeviceGetTotalEnergyConsumption(handle))
+            values[POWER] = power  # from milliwatts
+        energy = f(unsupported, where, "energy",
+                   lambda: _number(nvml.nvmlDeviceGetTotalEnergyConsumption(handle)) / 1000.0)
         if energy is not None:
-            values[ENERGY] = float(energy) / 1000.0  # millijoules
-        temp = self._first(unsupported, where, (
+            values[ENERGY] = energy  # from millijoules
+        temp = self._first(unsupported, where, _number, (
             ("temperature_v", getattr(nvml, "nvmlDeviceGetTemperatureV", None), (handle, _TEMPERATURE_GPU)),
             ("temperature", getattr(nvml, "nvmlDeviceGetTemperature", None), (handle, _TEMPERATURE_GPU))))
         if temp is not None:
-            values[TEMPERATURE] = float(temp)
-        sm = f(unsupported, where, "sm_clock", lambda: nvml.nvmlDeviceGetClockInfo(handle, _CLOCK_SM))
+            values[TEMPERATURE] = temp
+        sm = f(unsupported, where, "sm_clock", lambda: _number(nvml.nvmlDeviceGetClockInfo(handle, _CLOCK_SM)) * 1e6)
         if sm is not None:
-            values[SM_CLOCK] = float(sm) * 1e6  # MHz
-        memclk = f(unsupported, where, "memory_clock", lambda: nvml.nvmlDeviceGetClockInfo(handle, _CLOCK_MEM))
+            values[SM_CLOCK] = sm  # from MHz
+        memclk = f(unsupported, where, "memory_clock",
+                   lambda: _number(nvml.nvmlDeviceGetClockInfo(handle, _CLOCK_MEM)) * 1e6)
         if memclk is not None:
-            values[MEMORY_CLOCK] = float(memclk) * 1e6
-        throttle: dict[str, bool] = {}
-        mask = self._first(unsupported, where, (  # "clocks event reasons" since driver 535, "throttle" before
+            values[MEMORY_CLOCK] = memclk
+        throttle = self._first(unsupported, where, _throttle, (  # "clocks event reasons" since driver 535
             ("throttle", getattr(nvml, "nvmlDeviceGetCurrentClocksEventReasons", None), (handle,)),
             ("throttle_legacy", getattr(nvml, "nvmlDeviceGetCurrentClocksThrottleReasons", None), (handle,))))
-        if mask is not None:
-            throttle = {label: bool(int(mask) & bit) for bit, label in THROTTLE_REASONS}
-        return values, throttle
+        return values, throttle or {}
 
-    def _first(self, unsupported: set[str], where: str,
+    def _first(self, unsupported: set[str], where: str, convert: Callable[[Any], Any],
                candidates: Iterable[tuple[str, Callable[..., Any] | None, tuple[Any, ...]]]) -> Any:
-        """The first of several NVML getters for one field that the bindings have and the device supports."""
+        """The first of several NVML getters for one field that the bindings have and the device supports, its
+        value through ``convert``."""
         for name, fn, args in candidates:
             if fn is None or name in unsupported:
                 continue
-            value = self._field(unsupported, where, name, lambda fn=fn, args=args: fn(*args))  # type: ignore[misc]
+            value = self._field(unsupported, where, name,
+                                lambda fn=fn, args=args: convert(fn(*args)))  # type: ignore[misc]
             if value is not None or name not in unsupported:
                 return value
         return None
@@ -589,11 +626,10 @@ class GpuPoller:
     def _read_mig_mode(self, dev: _Device) -> bool:
         """Whether the GPU is in MIG mode now. When its mode changed, the fields it did not support are asked for
         again: NVML answers NOT_SUPPORTED for a GPU's utilization only while it is in MIG mode."""
-        mode = self._field(dev.unsupported, str(dev.index), "mig_mode",
-                           lambda: self.nvml.nvmlDeviceGetMigMode(dev.handle))
-        if mode is None:
+        current: int | None = self._field(dev.unsupported, str(dev.index), "mig_mode",
+                                          lambda: _integer(self.nvml.nvmlDeviceGetMigMode(dev.handle)[0]))
+        if current is None:
             return False
-        current = int(mode[0])
         if dev.mig_mode is not None and current != dev.mig_mode:
             dev.unsupported.clear()
         dev.mig_mode = current
@@ -603,9 +639,9 @@ class GpuPoller:
         nvml = self.nvml
         where = str(dev.index)
         count = self._field(dev.unsupported, where, "mig_count",
-                            lambda: nvml.nvmlDeviceGetMaxMigDeviceCount(dev.handle)) or 0
+                            lambda: _integer(nvml.nvmlDeviceGetMaxMigDeviceCount(dev.handle))) or 0
         readings: list[GpuReading] = []
-        for slot in range(int(count)):
+        for slot in range(count):
             try:
                 mig = nvml.nvmlDeviceGetMigDeviceHandleByIndex(dev.handle, slot)
             except Exception as exc:

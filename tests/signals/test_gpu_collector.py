@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+import types
 from decimal import Decimal
 from typing import Any
 
@@ -20,7 +21,7 @@ from aiwatch.metrics import SPECS, Metrics
 from aiwatch.signals.gpu import VALUE_METRICS, GpuCollector, GpuPoller
 from tests.hostile_numbers import BAD_SECONDS
 from tests.servers import python_env, wait_until
-from tests.signals.fake_pynvml import FakeGpu, FakeMig, FakeNVML, fake_gpu
+from tests.signals.fake_pynvml import EventData, FakeGpu, FakeMig, FakeNVML, Handle, fake_gpu
 
 GIB = 1024**3
 
@@ -490,6 +491,63 @@ def test_unexpected_errors_skip_the_field_count_once_and_never_raise(registry: C
     assert v("aiwatch_gpu_sm_clock_hertz", labels(1, nvml)) is None
     assert v("aiwatch_gpu_up", labels(1, nvml)) == 1.0
     assert v("aiwatch_instrumentation_errors_total", {"component": "gpu"}) == 5.0  # + sm/mem clock of 2 GPUs
+
+
+ODD_VALUES = [  # NVML function, what it returns for GPU 0, the series that must be left out
+    pytest.param("nvmlDeviceGetUtilizationRates", types.SimpleNamespace(gpu=None, memory=3),
+                 {"aiwatch_gpu_utilization_ratio", "aiwatch_gpu_memory_utilization_ratio"}, id="utilization-None"),
+    pytest.param("nvmlDeviceGetMemoryInfo", types.SimpleNamespace(used="lots", total=1, reserved=0),
+                 {"aiwatch_gpu_memory_used_bytes", "aiwatch_gpu_memory_total_bytes",
+                  "aiwatch_gpu_memory_reserved_bytes"}, id="memory-str"),
+    pytest.param("nvmlDeviceGetPowerUsage", None, {"aiwatch_gpu_power_watts"}, id="power-None"),
+    pytest.param("nvmlDeviceGetTotalEnergyConsumption", 10**400, {"aiwatch_gpu_energy_joules_total"},
+                 id="energy-10**400"),
+    pytest.param("nvmlDeviceGetTemperature", object(), {"aiwatch_gpu_temperature_celsius"}, id="temperature-object"),
+    pytest.param("nvmlDeviceGetClockInfo", math.nan, {"aiwatch_gpu_sm_clock_hertz", "aiwatch_gpu_memory_clock_hertz"},
+                 id="clock-nan"),
+    pytest.param("nvmlDeviceGetCurrentClocksEventReasons", "0x4", {"aiwatch_gpu_throttle_reason"}, id="throttle-str"),
+]
+
+
+@pytest.mark.parametrize(("function", "odd", "missing"), ODD_VALUES)
+def test_an_odd_value_from_nvml_skips_that_series_not_every_gpu(registry: CollectorRegistry, function: str,
+                                                                 odd: Any, missing: set[str]) -> None:
+    # before: the value was converted outside the guarded NVML call, so one GPU's odd value (None, a string, an int
+    # too large for a float) failed the whole poll: aiwatch_gpu_nvml_up 0 and no series for any GPU of the host
+    # (a NaN clock was exported as NaN)
+    nvml = FakeNVML.with_gpus(2)
+    real = getattr(nvml, function)
+
+    def odd_for_gpu0(handle: Handle, *args: Any, **kwargs: Any) -> Any:
+        value = real(handle, *args, **kwargs)
+        return odd if handle.gpu is nvml.gpus[0] else value
+
+    setattr(nvml, function, odd_for_gpu0)
+    collector = make(nvml, registry)
+    for _ in range(2):
+        snap = collector.poller.poll_once()
+    assert snap.nvml_up, snap.reason
+    gpu0 = {name for name in (*VALUE_METRICS, "aiwatch_gpu_throttle_reason")
+            if any(d.gpu == "0" and (name in d.values or (name == "aiwatch_gpu_throttle_reason" and d.throttle))
+                   for d in snap.devices)}
+    assert gpu0 == {*VALUE_METRICS, "aiwatch_gpu_throttle_reason"} - missing
+    assert registry.get_sample_value("aiwatch_gpu_up", labels(0, nvml)) == 1.0
+    assert registry.get_sample_value("aiwatch_gpu_power_watts", labels(1, nvml)) == 110.0
+    errors = registry.get_sample_value("aiwatch_instrumentation_errors_total", {"component": "gpu"})
+    assert errors is not None and errors >= 1  # aiwatch could not use what the bindings returned: its error
+
+
+def test_an_event_of_an_odd_type_is_skipped_not_the_poll(registry: CollectorRegistry) -> None:
+    nvml = FakeNVML.with_gpus(2)
+    collector = make(nvml, registry)
+    collector.poller.poll_once()
+    nvml.events.append(EventData(Handle(nvml.gpus[0]), None, 79))  # type: ignore[arg-type]
+    nvml.xid(1, 79)
+    snap = collector.poller.poll_once()
+    assert snap.nvml_up, snap.reason
+    assert registry.get_sample_value("aiwatch_gpu_xid_errors_total", labels(1, nvml)) == 1.0
+    assert registry.get_sample_value("aiwatch_gpu_xid_errors_total", labels(0, nvml)) == 0.0
+    assert registry.get_sample_value("aiwatch_instrumentation_errors_total", {"component": "gpu"}) == 1.0
 
 
 def test_a_failing_poll_never_escapes(registry: CollectorRegistry) -> None:
