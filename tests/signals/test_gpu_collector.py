@@ -387,6 +387,23 @@ def test_a_gpu_that_leaves_nvmls_list_is_reported_down_not_frozen(registry: Coll
     assert nvml.calls["nvmlInit"] == 1
 
 
+def test_a_gpu_lost_while_the_list_changes_stays_down_under_its_labels(registry: CollectorRegistry) -> None:
+    nvml = FakeNVML.with_gpus(2)
+    collector = make(nvml, registry)
+    collector.poller.poll_once()
+    nvml.gpus[1].lost = True  # cannot be opened to read its UUID when the list is read again
+    nvml.gpus.append(fake_gpu(2))
+    collector.poller.poll_once()
+    v = registry.get_sample_value
+    assert v("aiwatch_gpu_up", labels(1, nvml)) == 0.0  # the same series went from 1 to 0
+    assert up_of(registry, "1") == [0.0]
+    assert v("aiwatch_gpu_up", labels(2, nvml)) == 1.0
+    nvml.gpus[1].lost = False
+    collector.poller.poll_once()
+    assert v("aiwatch_gpu_up", labels(1, nvml)) == 1.0
+    assert v("aiwatch_gpu_xid_errors_total", labels(1, nvml)) == 0.0
+
+
 def test_every_gpu_leaving_reports_nvml_down(registry: CollectorRegistry) -> None:
     nvml = FakeNVML.with_gpus(2)
     collector = make(nvml, registry)
