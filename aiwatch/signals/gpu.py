@@ -82,6 +82,11 @@ STOP_TIMEOUT = 0.5
 MAX_EVENTS_PER_POLL = 1000
 """Events drained from the NVML event set per poll at most (an XID storm cannot hold the poller forever)."""
 
+MAX_GPUS = 1024
+MAX_MIG_DEVICES = 64
+"""NVML's GPU count and a GPU's MIG device count above these are broken readings (skipped and counted as aiwatch's
+error), not a reason to open billions of devices, one NVML call each, in one poll."""
+
 #: Clock throttle ("clocks event") reasons: NVML's bit and the ``reason`` label value.
 THROTTLE_REASONS: tuple[tuple[int, str], ...] = (
     (0x0000000000000001, "gpu_idle"),
@@ -198,6 +203,12 @@ def _integer(value: Any) -> int:
     """An NVML bit mask, mode or count as an int (an error naming anything else, as for :func:`_number`)."""
     if value.__class__ is bool or not isinstance(value, int):
         raise TypeError(f"NVML returned {shown(value)}, not an integer")
+    return int(value)
+
+
+def _count(value: Any, most: int, what: str) -> int:
+    if value.__class__ is not int or not 0 <= value <= most:
+        raise ValueError(f"NVML returned {shown(value)}, not a {what} count (0 to {most})")
     return int(value)
 
 
@@ -434,7 +445,7 @@ class GpuPoller:
         and event registration, unsupported fields) under its new index, a new one is registered for XID events,
         and one no longer listed is kept as gone (``up`` 0, never its frozen readings)."""
         try:
-            count = int(self.nvml.nvmlDeviceGetCount())
+            count = _count(self.nvml.nvmlDeviceGetCount(), MAX_GPUS, "GPU")
         except Exception as exc:
             code = self._code(exc)
             if self._count is None or code in _NVML_DOWN_CODES:
@@ -639,7 +650,8 @@ class GpuPoller:
         nvml = self.nvml
         where = str(dev.index)
         count = self._field(dev.unsupported, where, "mig_count",
-                            lambda: _integer(nvml.nvmlDeviceGetMaxMigDeviceCount(dev.handle))) or 0
+                            lambda: _count(nvml.nvmlDeviceGetMaxMigDeviceCount(dev.handle), MAX_MIG_DEVICES,
+                                                 "MIG device")) or 0
         readings: list[GpuReading] = []
         for slot in range(count):
             try:

@@ -567,6 +567,45 @@ def test_an_event_of_an_odd_type_is_skipped_not_the_poll(registry: CollectorRegi
     assert registry.get_sample_value("aiwatch_instrumentation_errors_total", {"component": "gpu"}) == 1.0
 
 
+def polls_within_a_watchdog(collector: GpuCollector) -> Any:
+    """``poll_once()`` on a thread; a hang guard, not a timing assertion: a poll that loops for hours never ends."""
+    done: list[Any] = []
+    thread = threading.Thread(target=lambda: done.append(collector.poller.poll_once()), daemon=True)
+    thread.start()
+    thread.join(30)
+    assert done, "the poll did not finish"
+    return done[0]
+
+
+@pytest.mark.parametrize("count", [2**32 - 1, -1, True, 2.0])
+def test_a_gpu_count_that_is_no_count_is_an_error_not_an_endless_poll(registry: CollectorRegistry,
+                                                                       count: Any) -> None:
+    # before: 2**32 - 1 (-1 read as unsigned) made the poll try to open four billion GPUs, one NVML call each
+    nvml = FakeNVML.with_gpus(2)
+    collector = make(nvml, registry)
+    collector.poller.poll_once()
+    nvml.nvmlDeviceGetCount = lambda: count  # type: ignore[method-assign,assignment]
+    snap = polls_within_a_watchdog(collector)
+    assert snap.nvml_up and len(snap.devices) == 2  # the GPUs as last listed
+    assert registry.get_sample_value("aiwatch_instrumentation_errors_total", {"component": "gpu"}) == 1.0
+    fresh = make(nvml, CollectorRegistry())  # at init: NVML reported down, counted
+    snap = polls_within_a_watchdog(fresh)
+    assert not snap.nvml_up and "not a GPU count" in snap.reason
+
+
+def test_a_mig_device_count_that_is_no_count_skips_the_mig_devices(registry: CollectorRegistry) -> None:
+    nvml = FakeNVML.with_gpus(1)
+    gpu = nvml.gpus[0]
+    gpu.mig_mode = pynvml.NVML_DEVICE_MIG_ENABLE
+    gpu.migs = [FakeMig(1, 0, "MIG-1111", "NVIDIA H100 80GB HBM3 MIG 7g.80gb")]
+    gpu.max_migs = 2**32 - 1
+    collector = make(nvml, registry)
+    snap = polls_within_a_watchdog(collector)
+    assert snap.nvml_up and [d.mig_gi for d in snap.devices] == [""]
+    assert registry.get_sample_value("aiwatch_gpu_up", labels(0, nvml)) == 1.0
+    assert registry.get_sample_value("aiwatch_instrumentation_errors_total", {"component": "gpu"}) == 1.0
+
+
 def test_a_failing_poll_never_escapes(registry: CollectorRegistry) -> None:
     nvml = FakeNVML.with_gpus(1)
     nvml.nvmlDeviceGetCount = lambda: 1 / 0  # type: ignore[method-assign,assignment]
