@@ -12,6 +12,9 @@ from aiwatch.timing import RequestRecorder, set_default_recorder
 A = TypeVar("A")
 
 _MARK = "_aiwatch_recorder"
+#: On an app that :class:`~aiwatch.middleware.instrumentor.AiwatchStarletteInstrumentor` picked up: the
+#: ``user_middleware`` entry it added, which an explicit :func:`instrument` call replaces.
+_AUTOMATIC = "_aiwatch_automatic"
 
 
 def instrument(app: A, *, recorder: RequestRecorder | None = None, **options: Any) -> A:
@@ -30,8 +33,11 @@ def instrument(app: A, *, recorder: RequestRecorder | None = None, **options: An
     ``recorder`` and ``options`` are the middleware's keyword arguments (``recorder`` or the recorder options
     ``service``, ``model``, ``registry``/``metrics``, ``tracer_provider``, ``max_label_values``; and
     ``server_timing``, ``metrics_path``, ``exclude_paths``, ``route_resolver``, ``on_request_end``); they mean the
-    same for ASGI and WSGI. Instrumenting a FastAPI or Flask app twice is a no-op the second time. Phases recorded
-    outside any request (a background worker) go to the same recorder: its registry and service.
+    same for ASGI and WSGI. Instrumenting a FastAPI or Flask app twice is a no-op the second time, except after
+    :class:`~aiwatch.middleware.instrumentor.AiwatchStarletteInstrumentor` (``opentelemetry-instrument``) picked
+    the app up: then this call's middleware replaces the instrumentor's, so that the options given here hold
+    (before the app has served its first request, as for any middleware). Phases recorded outside any request (a
+    background worker) go to the same recorder: its registry and service.
 
     ``excluded_urls`` (comma-separated regexes searched in each request's full URL) defaults to the environment as
     OpenTelemetry's instrumentation of the same framework reads it: ``OTEL_PYTHON_FASTAPI_EXCLUDED_URLS``,
@@ -39,7 +45,8 @@ def instrument(app: A, *, recorder: RequestRecorder | None = None, **options: An
     ``OTEL_PYTHON_EXCLUDED_URLS``; plus the regex in ``AIWATCH_EXCLUDED_URLS``. Matching requests are neither timed
     nor traced.
     """
-    if getattr(app, _MARK, None) is not None:
+    automatic = getattr(app, _AUTOMATIC, None)
+    if getattr(app, _MARK, None) is not None and automatic is None:
         return app
     recorder_options = {k: v for k, v in options.items() if k in RECORDER_OPTIONS}
     middleware_options = {k: v for k, v in options.items() if k not in RECORDER_OPTIONS}
@@ -51,6 +58,9 @@ def instrument(app: A, *, recorder: RequestRecorder | None = None, **options: An
         framework = "FASTAPI" if _is_fastapi(app) else "STARLETTE"
         middleware_options.setdefault("excluded_urls", ExcludedUrls.from_env(framework))
         app.add_middleware(AiwatchMiddleware, recorder=recorder, **middleware_options)
+        if automatic is not None:
+            app.user_middleware[:] = [m for m in app.user_middleware if m is not automatic]
+            setattr(app, _AUTOMATIC, None)
         _mark(app, recorder)
         return app
     if hasattr(app, "wsgi_app") and hasattr(app, "before_request_funcs"):
@@ -69,6 +79,16 @@ def instrument(app: A, *, recorder: RequestRecorder | None = None, **options: An
         return AiwatchWSGIMiddleware(app, recorder=recorder, **middleware_options)  # type: ignore[return-value]
     raise TypeError(f"aiwatch.instrument() does not know how to instrument {type(app).__name__!r}: expected a "
                     "FastAPI/Starlette or Flask app, or an ASGI or WSGI callable")
+
+
+def instrument_automatically(app: Any, recorder: RequestRecorder, options: dict[str, Any]) -> None:
+    """:func:`instrument` for :class:`~aiwatch.middleware.instrumentor.AiwatchStarletteInstrumentor`: the middleware
+    it adds is replaced by a later explicit :func:`instrument` call's, whose options are the ones the app's code
+    chose."""
+    if getattr(app, _MARK, None) is not None:
+        return
+    instrument(app, recorder=recorder, **options)
+    setattr(app, _AUTOMATIC, app.user_middleware[0])
 
 
 def _is_fastapi(app: Any) -> bool:

@@ -6,8 +6,10 @@ made after ``instrument()``, this instrumentor patches the constructors of ``sta
 ``fastapi.applications.FastAPI`` (when FastAPI is installed; it does not call Starlette's), and each new app gets
 :class:`~aiwatch.middleware.asgi.AiwatchMiddleware` exactly as :func:`aiwatch.instrument` adds it (``/metrics``
 served, Server-Timing, route templates, phases). Apps created before ``instrument()`` or after ``uninstrument()``
-are left alone, and apps created meanwhile keep their middleware (as gRPC servers keep their interceptors). Flask
-and bare ASGI/WSGI callables have no class to patch that all apps share: call :func:`aiwatch.instrument` for them.
+are left alone, and apps created meanwhile keep their middleware (as gRPC servers keep their interceptors). An
+app whose own code calls :func:`aiwatch.instrument` gets that call's middleware and options instead of this one's.
+Flask and bare ASGI/WSGI callables have no class to patch that all apps share: call :func:`aiwatch.instrument` for
+them.
 
 Options (to the constructor or ``instrument()``): ``recorder`` or the recorder options, and the middleware options of
 :func:`aiwatch.instrument` (``server_timing``, ``metrics_path``, ``exclude_paths``, ``excluded_urls``...). The
@@ -21,7 +23,7 @@ import importlib.util
 from collections.abc import Callable, Collection
 from typing import Any
 
-from aiwatch.instrument_app import instrument
+from aiwatch.instrument_app import instrument_automatically
 from aiwatch.instrumentor import PatchingInstrumentor
 from aiwatch.patching import Maker, Patch
 from aiwatch.recording import RECORDER_OPTIONS, resolve_recorder
@@ -57,7 +59,7 @@ class AiwatchStarletteInstrumentor(PatchingInstrumentor):
                 original(app, *args, **kwargs)
                 if patch.active:
                     try:
-                        instrument(app, recorder=recorder, **middleware_options)
+                        instrument_automatically(app, recorder, middleware_options)
                     except Exception as exc:  # the app still starts, uninstrumented
                         record_error("instrument", exc, recorder.metrics)
 

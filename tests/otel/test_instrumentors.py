@@ -87,10 +87,10 @@ def test_a_failing_instrument_call_leaves_the_app_working(registry: CollectorReg
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     import aiwatch.middleware.instrumentor as module
 
-    def broken(app: object, **options: object) -> object:
+    def broken(app: object, recorder: object, options: object) -> None:
         raise RuntimeError("aiwatch is broken")
 
-    monkeypatch.setattr(module, "instrument", broken)
+    monkeypatch.setattr(module, "instrument_automatically", broken)
     instrumentor = AiwatchStarletteInstrumentor(registry=registry)
     instrumentor.instrument()
     try:
@@ -99,3 +99,33 @@ def test_a_failing_instrument_call_leaves_the_app_working(registry: CollectorReg
         instrumentor.uninstrument()
     assert isinstance(app, Starlette)
     assert registry.get_sample_value("aiwatch_instrumentation_errors_total", {"component": "instrument"}) == 1
+
+
+async def test_an_explicit_instrument_call_replaces_the_instrumentors_middleware(registry: CollectorRegistry) -> None:
+    # opentelemetry-instrument loads the aiwatch_starlette entry point, so an app whose code calls
+    # aiwatch.instrument(app, ...) was already instrumented at FastAPI(): the explicit call was a no-op and its
+    # options (service, registry, exclude_paths...) were silently lost
+    automatic = CollectorRegistry()
+    instrumentor = AiwatchStarletteInstrumentor(registry=automatic, service="auto")
+    instrumentor.instrument()
+    try:
+        app = FastAPI()
+
+        @app.get("/items/{item_id}")
+        async def item(item_id: int) -> dict[str, int]:
+            return {"id": item_id}
+
+        assert aiwatch.instrument(app, registry=registry, service="explicit", exclude_paths=["/healthz"]) is app
+        assert aiwatch.instrument(app, registry=automatic, service="third") is app  # explicit twice: a no-op
+    finally:
+        instrumentor.uninstrument()
+    await call(app, "/items/1")
+    await call(app, "/healthz")
+    name = "aiwatch_request_duration_seconds_count"
+    assert registry.get_sample_value(name, with_defaults(name, {
+        "service": "explicit", "route": "/items/{item_id}", "method": "GET", "status": "200"})) == 1
+    assert [s for f in registry.collect() if f.name == "aiwatch_request_duration_seconds" for s in f.samples
+            if s.name == name and s.labels["route"] != "/items/{item_id}"] == []  # /healthz excluded
+    assert [s for f in automatic.collect() if f.name == "aiwatch_request_duration_seconds"
+            for s in f.samples if s.name == name] == []
+    assert [m.cls.__name__ for m in app.user_middleware] == ["AiwatchMiddleware"]
