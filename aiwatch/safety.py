@@ -9,12 +9,13 @@ feature) the same way, so no client can fill the log.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 if TYPE_CHECKING:
     from aiwatch.metrics import Metrics
@@ -23,6 +24,7 @@ logger = logging.getLogger("aiwatch")
 
 P = ParamSpec("P")
 R = TypeVar("R")
+H = TypeVar("H")
 
 
 class _BurstLog:
@@ -91,11 +93,34 @@ def guarded(component: str, metrics: Metrics | None = None) -> Iterator[None]:
         record_error(component, exc, metrics)
 
 
+def sync_hook(option: str, hook: H) -> H:
+    """``hook`` itself (``None`` included) when aiwatch can call it: it calls its hooks synchronously, so an ``async
+    def`` one (or an object whose ``__call__`` is) is a ``TypeError`` naming ``option``; it would hand back a
+    coroutine that nothing awaits, and its body would never run."""
+    call = getattr(hook, "__call__", None)  # noqa: B004 - an object's __call__, not callable()
+    if hook is not None and any(inspect.iscoroutinefunction(f) or inspect.isasyncgenfunction(f) for f in (hook, call)):
+        raise TypeError(f"{option}={_name(hook)} is an async function, but aiwatch calls {option} synchronously "
+                        "(it cannot await it): pass a plain function")
+    return hook
+
+
+def _name(hook: Any) -> str:
+    return str(getattr(hook, "__qualname__", None) or repr(hook))
+
+
 def call_hook(component: str, hook: Callable[P, R], metrics: Metrics | None, *args: P.args,
               **kwargs: P.kwargs) -> R | None:
-    """Call a user hook; if it raises, record the failure and return ``None``."""
+    """Call a user hook; if it raises or returns an awaitable (which aiwatch cannot await: a coroutine is closed),
+    record the failure and return ``None``."""
     try:
-        return hook(*args, **kwargs)
+        result = hook(*args, **kwargs)
     except Exception as exc:
         record_error(component, exc, metrics)
         return None
+    if inspect.isawaitable(result):
+        if inspect.iscoroutine(result):
+            result.close()  # never to run: no "coroutine was never awaited" warning at its collection
+        record_error(component, TypeError(f"{_name(hook)} returned {type(result).__name__}, which aiwatch "
+                                          "cannot await: hooks must be plain functions"), metrics)
+        return None
+    return result

@@ -23,7 +23,7 @@ from aiwatch.cardinality import guard_for
 from aiwatch.contentlength import content_length
 from aiwatch.env import service_name
 from aiwatch.metrics import Metrics, get_metrics
-from aiwatch.safety import record_error
+from aiwatch.safety import record_error, sync_hook
 from aiwatch.semconv import end_http_client_span, http_client_attributes
 from aiwatch.servertiming import OVERHEAD, parse
 from aiwatch.timing import RequestTimeline, call_site, current_timeline, traffic_class_to_forward
@@ -90,7 +90,7 @@ class ClientRecorder:
         self.service = service or service_name()
         self.guard = guard_for(self.metrics, max_label_values)
         self.peer = self.guard.fold("peer", peer) if peer else None
-        self.route_resolver = route_resolver
+        self.route_resolver = sync_hook("route_resolver", route_resolver)
         self.tracing = TracerSource(tracer_provider)
 
     def start(self, method: str, scheme: str, host: str, port: int | None, url: str,

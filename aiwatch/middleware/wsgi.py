@@ -38,7 +38,7 @@ from aiwatch.exclusion import ExcludedUrls, wsgi_url
 from aiwatch.metrics import Metrics
 from aiwatch.middleware._common import KNOWN_METHODS, OTHER_METHOD, UNMATCHED_ROUTE, begin_on_new_span
 from aiwatch.recording import resolve_recorder
-from aiwatch.safety import call_hook, record_error
+from aiwatch.safety import call_hook, record_error, sync_hook
 from aiwatch.semconv import end_http_server_span, http_server_attributes
 from aiwatch.servertiming import HEADER
 from aiwatch.streaming import ChunkTimer
@@ -101,8 +101,8 @@ class AiwatchWSGIMiddleware:
         self.excluded_urls = (excluded_urls if isinstance(excluded_urls, ExcludedUrls)
                               else ExcludedUrls.from_env("WSGI") if excluded_urls is None
                               else ExcludedUrls.parse(excluded_urls))
-        self.route_resolver = route_resolver if route_resolver is not None else environ_route
-        self.on_request_end = on_request_end
+        self.route_resolver = sync_hook("route_resolver", route_resolver) or environ_route
+        self.on_request_end = sync_hook("on_request_end", on_request_end)
         self.payload_sizes = payload_sizes
         self._metrics_app: WSGIApp | None = None
 

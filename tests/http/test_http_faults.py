@@ -227,3 +227,30 @@ def test_every_metric_broken_from_the_start(kind: str, caplog: pytest.LogCapture
     # one failure when the recorder is built (its slow-threshold gauge), then two per request: the in-flight gauge
     # at the start, the request's metrics at the end
     check_unaltered_and_counted(build(kind, broken), broken.registry, "metrics", caplog, per_request=2, at_start=1)
+
+
+async def _async_hook(*args: Any) -> str:
+    return "/never-awaited"
+
+
+@pytest.mark.parametrize("option", ["on_request_end", "route_resolver"])
+@pytest.mark.parametrize("kind", ["asgi", "wsgi"])
+def test_an_async_hook_is_refused_when_the_app_is_instrumented(kind: str, option: str, metrics: Metrics) -> None:
+    # aiwatch calls its hooks synchronously: an ``async def`` on_request_end never ran (its coroutine was dropped,
+    # nothing counted) and an async route_resolver labelled each request with a new '<coroutine object ...>' route
+    with pytest.raises(TypeError, match=rf"{option}.*_async_hook.*async"):
+        build(kind, metrics, **{option: _async_hook})
+
+
+def test_an_async_client_route_resolver_is_refused(registry: CollectorRegistry) -> None:
+    with pytest.raises(TypeError, match=r"route_resolver.*_async_hook.*async"):
+        aiwatch.client.instrument_httpx(httpx.AsyncClient(), registry=registry, route_resolver=_async_hook)
+
+
+@pytest.mark.parametrize("kind", ["asgi", "wsgi"])
+def test_a_hook_that_returns_an_awaitable_is_counted(kind: str, metrics: Metrics, registry: CollectorRegistry,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    # a plain function that hands back a coroutine (a lambda around an async function) passes the check above: its
+    # coroutine is closed (no 'never awaited' warning) and counted as the hook's failure
+    check_unaltered_and_counted(build(kind, metrics, on_request_end=lambda *args: _async_hook()), registry, "hook",
+                                caplog)
