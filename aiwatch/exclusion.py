@@ -17,7 +17,7 @@ has, so an install that pairs it with an older one fails at import.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from aiwatch.env import EXCLUDED_URLS, otel_excluded_urls_variable
@@ -54,6 +54,20 @@ class ExcludedUrls:
         regex, own = self._regex, self._own
         return ((regex is not None and regex.search(url) is not None)
                 or (own is not None and own.search(url) is not None))
+
+
+def exclude_path_set(paths: Iterable[str]) -> frozenset[str]:
+    """The middleware's ``exclude_paths``: exact request paths passed through untimed. A str (or bytes) is a
+    ``TypeError``, not the set of its characters (which excluded every request to ``/`` and no health check), and so
+    is an item that is not a str (no request path equals it)."""
+    if isinstance(paths, (str, bytes)):
+        raise TypeError(f"exclude_paths must be a collection of paths, got the single {type(paths).__name__} "
+                        f"{paths!r}: write [{paths!r}]")
+    found = frozenset(paths)
+    for path in found:
+        if not isinstance(path, str):
+            raise TypeError(f"exclude_paths must hold str paths, got {path!r}")
+    return found
 
 
 def _compile(name: str, pattern: str) -> re.Pattern[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 from typing import Any, TypeVar
 
-from aiwatch.exclusion import ExcludedUrls
+from aiwatch.exclusion import ExcludedUrls, exclude_path_set
 from aiwatch.recording import RECORDER_OPTIONS, resolve_recorder
 from aiwatch.safety import sync_hook
 from aiwatch.timing import RequestRecorder, set_default_recorder
@@ -49,8 +49,11 @@ def instrument(app: A, *, recorder: RequestRecorder | None = None, **options: An
     automatic = getattr(app, _AUTOMATIC, None)
     if getattr(app, _MARK, None) is not None and automatic is None:
         return app
-    for hook in ("route_resolver", "on_request_end"):  # here, not when Starlette builds its middleware at startup
+    # checked here, not when Starlette builds its middleware at startup
+    for hook in ("route_resolver", "on_request_end"):
         sync_hook(hook, options.get(hook))
+    if "exclude_paths" in options:
+        options["exclude_paths"] = exclude_path_set(options["exclude_paths"])
     recorder_options = {k: v for k, v in options.items() if k in RECORDER_OPTIONS}
     middleware_options = {k: v for k, v in options.items() if k not in RECORDER_OPTIONS}
     recorder = resolve_recorder(recorder, recorder_options)

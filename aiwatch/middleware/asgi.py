@@ -29,7 +29,7 @@ from opentelemetry.trace import SpanKind
 from prometheus_client import CollectorRegistry
 
 from aiwatch.contentlength import content_length
-from aiwatch.exclusion import ExcludedUrls, asgi_url
+from aiwatch.exclusion import ExcludedUrls, asgi_url, exclude_path_set
 from aiwatch.metrics import Metrics
 from aiwatch.middleware._common import (
     CLIENT_CLOSED_STATUS,
@@ -146,7 +146,7 @@ class AiwatchMiddleware:
         self.metrics = self.recorder.metrics
         self.server_timing = server_timing
         self.metrics_path = metrics_path
-        self.exclude_paths = frozenset(exclude_paths)
+        self.exclude_paths = exclude_path_set(exclude_paths)
         self.excluded_urls = (excluded_urls if isinstance(excluded_urls, ExcludedUrls)
                               else ExcludedUrls.from_env("ASGI") if excluded_urls is None
                               else ExcludedUrls.parse(excluded_urls))

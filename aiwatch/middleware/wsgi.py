@@ -34,7 +34,7 @@ from opentelemetry.trace import SpanKind
 from prometheus_client import CollectorRegistry
 
 from aiwatch.contentlength import content_length
-from aiwatch.exclusion import ExcludedUrls, wsgi_url
+from aiwatch.exclusion import ExcludedUrls, exclude_path_set, wsgi_url
 from aiwatch.metrics import Metrics
 from aiwatch.middleware._common import KNOWN_METHODS, OTHER_METHOD, UNMATCHED_ROUTE, begin_on_new_span
 from aiwatch.recording import resolve_recorder
@@ -97,7 +97,7 @@ class AiwatchWSGIMiddleware:
         self.metrics = self.recorder.metrics
         self.server_timing = server_timing
         self.metrics_path = metrics_path
-        self.exclude_paths = frozenset(exclude_paths)
+        self.exclude_paths = exclude_path_set(exclude_paths)
         self.excluded_urls = (excluded_urls if isinstance(excluded_urls, ExcludedUrls)
                               else ExcludedUrls.from_env("WSGI") if excluded_urls is None
                               else ExcludedUrls.parse(excluded_urls))

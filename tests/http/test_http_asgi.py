@@ -206,6 +206,17 @@ async def test_excluded_paths_and_metrics_path(registry: CollectorRegistry) -> N
     assert count(registry, "/metrics") is None  # scrapes are not requests of the app
 
 
+@pytest.mark.parametrize("paths", ["/health", b"/health", ["/health", b"/x"]])
+def test_exclude_paths_that_are_no_collection_of_str_paths_are_refused(registry: CollectorRegistry,
+                                                                       paths: Any) -> None:
+    # a str is an Iterable[str] of its characters: exclude_paths="/health" excluded no health check but every
+    # request to "/" (one of its characters), silently
+    with pytest.raises(TypeError, match="exclude_paths"):
+        make_app(registry, exclude_paths=paths)
+    with pytest.raises(TypeError, match="exclude_paths"):
+        AiwatchMiddleware(make_app(CollectorRegistry()), registry=registry, exclude_paths=paths)
+
+
 async def test_bare_asgi_callable_is_wrapped_and_returned(registry: CollectorRegistry) -> None:
     async def raw(scope: Any, receive: Any, send: Any) -> None:
         await send({"type": "http.response.start", "status": 204, "headers": []})

@@ -154,6 +154,13 @@ def test_server_timing_off_metrics_path_and_excluded_paths(registry: CollectorRe
     assert b'route="/predict/<model_name>"' in scrape.data
 
 
+@pytest.mark.parametrize("paths", ["/stream", ("/stream", 7)])
+def test_exclude_paths_that_are_no_collection_of_str_paths_are_refused(registry: CollectorRegistry,
+                                                                       paths: Any) -> None:
+    with pytest.raises(TypeError, match="exclude_paths"):
+        flask_app(registry, exclude_paths=paths)
+
+
 def test_flask_instrument_twice_is_a_no_op(registry: CollectorRegistry) -> None:
     app = flask_app(registry)
     first = app.wsgi_app
