@@ -47,8 +47,10 @@ MAX_CLASSES = 16
 
 
 def _valid_class(name: str) -> str:
-    if not isinstance(name, str) or not name or len(name) > 64 or not all(c.isalnum() or c in "_-." for c in name):
-        raise ValueError(f"a traffic class is 1-64 letters, digits, '_', '-' or '.', got {name!r}")
+    # ASCII: a header value or gRPC metadata value has to carry it ("批量".isalnum() is true)
+    if (not isinstance(name, str) or not name or len(name) > 64 or not name.isascii()
+            or not all(c.isalnum() or c in "_-." for c in name)):
+        raise ValueError(f"a traffic class is 1-64 ASCII letters, digits, '_', '-' or '.', got {name!r}")
     return name
 
 

@@ -94,6 +94,19 @@ def test_route_rules_and_classes_are_validated() -> None:
     assert TrafficClasses(classes=["interactive", "offline"]).default == "interactive"
 
 
+def test_a_class_name_outside_ascii_is_a_value_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    # "批量".isalnum() is true, so it passed the check and failed at .encode("latin-1") with a UnicodeEncodeError
+    # naming no traffic class (and no header or gRPC metadata value could carry it)
+    with pytest.raises(ValueError, match=r"traffic class.*'批量'"):
+        TrafficClasses(classes=["realtime", "批量"])
+    fullwidth = "\uff42\uff41\uff54\uff43\uff48"  # "batch" in fullwidth letters: isalnum() too
+    with pytest.raises(ValueError, match=rf"traffic class.*'{fullwidth}'"):
+        TrafficClasses(classes=["realtime", fullwidth])
+    monkeypatch.setenv("AIWATCH_TRAFFIC_CLASSES", "realtime,批量")
+    with pytest.raises(ValueError, match=r"traffic class.*'批量'"):
+        TrafficClasses()
+
+
 async def test_request_and_response_body_sizes_per_route(registry: CollectorRegistry) -> None:
     app = fastapi_app(registry)
     payload = b"f" * 5000
