@@ -66,6 +66,9 @@ class TrafficClasses:
 
     def __init__(self, classes: Iterable[str] | None = None, routes: Mapping[str, str] | None = None,
                  header: str = HEADER) -> None:
+        if isinstance(classes, (str, bytes)):  # not the classes of its characters
+            raise TypeError(f"classes must be a collection of class names, got the single {type(classes).__name__} "
+                            f"{classes!r}: write [{classes!r}]")
         names = tuple(dict.fromkeys(_valid_class(c.strip().lower()) for c in (
             classes if classes is not None else parse_classes(TRAFFIC_CLASSES.text()))))
         if not names or len(names) > MAX_CLASSES:

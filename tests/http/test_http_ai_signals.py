@@ -107,6 +107,12 @@ def test_a_class_name_outside_ascii_is_a_value_error(monkeypatch: pytest.MonkeyP
         TrafficClasses()
 
 
+def test_classes_given_as_one_str_are_a_type_error() -> None:
+    # a str is an Iterable[str] of its characters: classes="batch" made the classes b, a, t, c and h
+    with pytest.raises(TypeError, match="classes"):
+        TrafficClasses(classes="batch")
+
+
 async def test_request_and_response_body_sizes_per_route(registry: CollectorRegistry) -> None:
     app = fastapi_app(registry)
     payload = b"f" * 5000
