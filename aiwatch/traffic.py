@@ -66,19 +66,14 @@ class TrafficClasses:
 
     def __init__(self, classes: Iterable[str] | None = None, routes: Mapping[str, str] | None = None,
                  header: str = HEADER) -> None:
-        if isinstance(classes, (str, bytes)):  # not the classes of its characters
-            raise TypeError(f"classes must be a collection of class names, got the single {type(classes).__name__} "
-                            f"{classes!r}: write [{classes!r}]")
-        names = tuple(dict.fromkeys(_valid_class(c.strip().lower()) for c in (
-            classes if classes is not None else parse_classes(TRAFFIC_CLASSES.text()))))
-        if not names or len(names) > MAX_CLASSES:
-            raise ValueError(f"between 1 and {MAX_CLASSES} traffic classes are needed, got {names!r}")
+        names = _class_names(classes)
         self.classes = names
         self.default = names[0]
         rules = dict(routes) if routes is not None else parse_routes(TRAFFIC_CLASS_ROUTES.text())
         for pattern, name in rules.items():
             if name not in names:
-                raise ValueError(f"route rule {pattern!r} names traffic class {name!r}, not one of {names}")
+                where = "" if routes is not None else f"{TRAFFIC_CLASS_ROUTES.name}: "
+                raise ValueError(f"{where}route rule {pattern!r} names traffic class {name!r}, not one of {names}")
         self._exact = {p: c for p, c in rules.items() if not _is_glob(p)}
         self._globs = tuple((p, c) for p, c in rules.items() if _is_glob(p))
         self.has_routes = bool(rules)
@@ -134,6 +129,22 @@ class TrafficClasses:
 
     def __repr__(self) -> str:
         return f"TrafficClasses(classes={self.classes!r}, header={self.header!r})"
+
+
+def _class_names(classes: Iterable[str] | None) -> tuple[str, ...]:
+    """The classes given (``None``: ``$AIWATCH_TRAFFIC_CLASSES``, whose errors name it), lowercase, checked."""
+    if isinstance(classes, (str, bytes)):  # not the classes of its characters
+        raise TypeError(f"classes must be a collection of class names, got the single {type(classes).__name__} "
+                        f"{classes!r}: write [{classes!r}]")
+    if classes is None:
+        try:
+            return _class_names(parse_classes(TRAFFIC_CLASSES.text()))
+        except ValueError as exc:
+            raise ValueError(f"{TRAFFIC_CLASSES.name}: {exc}") from None
+    names = tuple(dict.fromkeys(_valid_class(c.strip().lower()) for c in classes))
+    if not names or len(names) > MAX_CLASSES:
+        raise ValueError(f"between 1 and {MAX_CLASSES} traffic classes are needed, got {names!r}")
+    return names
 
 
 def _is_glob(pattern: str) -> bool:

@@ -308,3 +308,19 @@ def test_defaults_in_the_table_are_the_readers_defaults(monkeypatch: pytest.Monk
 def test_a_malformed_value_names_its_variable(var: env.EnvVar, method: str, message: str) -> None:
     with pytest.raises(ValueError, match=re.escape(message)):
         getattr(var, method)({var.name: "many"})
+
+
+@pytest.mark.parametrize(("name", "value", "message"), [
+    ("AIWATCH_TRAFFIC_CLASSES", "realtime, bulk jobs", "AIWATCH_TRAFFIC_CLASSES: a traffic class is"),
+    ("AIWATCH_TRAFFIC_CLASSES", " , ", "AIWATCH_TRAFFIC_CLASSES: between 1 and 16 traffic classes"),
+    ("AIWATCH_TRAFFIC_CLASS_ROUTES", "/v1/bulk/*=bulk", "AIWATCH_TRAFFIC_CLASS_ROUTES: route rule '/v1/bulk/*'"),
+])
+def test_a_malformed_traffic_class_variable_names_itself(monkeypatch: pytest.MonkeyPatch, name: str, value: str,
+                                                         message: str) -> None:
+    # "a traffic class is 1-64 letters..., got 'bulk jobs'" said neither where the value came from nor, for
+    # " , ", what was wrong with it; the other variables' errors name them (above)
+    from aiwatch.traffic import TrafficClasses
+
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        TrafficClasses()
