@@ -33,7 +33,11 @@ def degraded(reason: str, model: str | None = None) -> None:
     outside a request it is counted at once for the default service. Never raises: a reason that is not a
     non-empty string is counted as aiwatch's error (component ``degraded``) and ignored."""
     tl = current_timeline()
-    recorder = tl.recorder if tl is not None else default_recorder()
+    try:
+        recorder = tl.recorder if tl is not None else default_recorder()
+    except Exception as exc:  # no default recorder can be made (a malformed AIWATCH_* variable)
+        record_error("degraded", exc)
+        return
     if not isinstance(reason, str) or not reason:
         record_error("degraded", ValueError(f"degraded() needs a non-empty reason, got {reason!r}"),
                      recorder.metrics)

@@ -19,7 +19,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from prometheus_client import CollectorRegistry
 
 import aiwatch
-from aiwatch import timing
+from aiwatch import safety, timing
 from aiwatch.cardinality import OVERFLOW, guard_for
 from aiwatch.metrics import Metrics, default_metrics
 from aiwatch.recording import make_recorder
@@ -216,6 +216,19 @@ def test_a_duration_that_is_no_number_of_seconds_is_counted_in_the_requests_metr
     assert phase_sum(metrics.registry, "queue", "m") == 0.25  # the bad value left the series as it was
     assert metrics.registry.get_sample_value("aiwatch_degraded_responses_total",
                                              {"service": "svc", "model": "m", "reason": "fallback"}) == 1
+
+
+def test_degraded_outside_a_request_does_not_raise_when_no_default_recorder_can_be_made(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    # degraded() "never raises", but outside a request it built the default recorder first, outside its guard: a
+    # malformed AIWATCH_TRAFFIC_CLASSES raised that ValueError into the batch job that marked its fallback
+    monkeypatch.setattr(safety, "_burst", safety._BurstLog())  # this test's failure is logged, whatever ran before
+    timing.set_default_recorder(None)
+    monkeypatch.setenv("AIWATCH_TRAFFIC_CLASSES", "realtime, bulk jobs")
+    before = errors(default_metrics(), "degraded")
+    aiwatch.degraded("fallback")
+    assert errors(default_metrics(), "degraded") == before + 1
+    assert "AIWATCH_TRAFFIC_CLASSES" in caplog.text
 
 
 @pytest.mark.parametrize("other", OTHER_SECONDS)
