@@ -20,7 +20,7 @@ Reasons and models pass the cardinality guard, as every label that comes from co
 from __future__ import annotations
 
 from aiwatch.safety import record_error
-from aiwatch.timing import current_timeline, default_recorder
+from aiwatch.timing import current_timeline, recorder_outside_requests
 
 CACHED_PREDICTION = "cached_prediction"
 SMALLER_MODEL = "smaller_model"
@@ -33,10 +33,8 @@ def degraded(reason: str, model: str | None = None) -> None:
     outside a request it is counted at once for the default service. Never raises: a reason that is not a
     non-empty string is counted as aiwatch's error (component ``degraded``) and ignored."""
     tl = current_timeline()
-    try:
-        recorder = tl.recorder if tl is not None else default_recorder()
-    except Exception as exc:  # no default recorder can be made (a malformed AIWATCH_* variable)
-        record_error("degraded", exc)
+    recorder = tl.recorder if tl is not None else recorder_outside_requests("degraded")
+    if recorder is None:
         return
     if not isinstance(reason, str) or not reason:
         record_error("degraded", ValueError(f"degraded() needs a non-empty reason, got {reason!r}"),

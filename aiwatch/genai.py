@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 from aiwatch.amounts import MAX_COUNT, count
 from aiwatch.fastpath import observe
 from aiwatch.safety import record_error
-from aiwatch.timing import current_timeline, default_recorder
+from aiwatch.timing import current_timeline, recorder_outside_requests
 
 if TYPE_CHECKING:
     from aiwatch.timing import RequestRecorder, RequestTimeline
@@ -148,7 +148,9 @@ def record_tokens(input_tokens: int = 0, output_tokens: int = 0, model: str | No
     aiwatch's error (component ``genai``) and ignored; nothing is raised."""
     now = _clock()
     tl = current_timeline()
-    recorder = tl.recorder if tl is not None else default_recorder()
+    recorder = tl.recorder if tl is not None else recorder_outside_requests("genai")
+    if recorder is None:
+        return
     try:
         counts = (count(input_tokens, "input_tokens"), count(output_tokens, "output_tokens"))
     except (TypeError, ValueError) as exc:

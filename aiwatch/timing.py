@@ -316,7 +316,7 @@ def record_phase(name: str, seconds: float, model: str | None = None) -> None:
         checked = as_seconds(seconds)
         if checked is None:
             record_error("phase", ValueError(f"phase {name!r} got an invalid duration {shown(seconds)}"),
-                         (tl.recorder if tl is not None else default_recorder()).metrics)
+                         _metrics_of(tl))
             return
         seconds = checked
     if model is not None and model.__class__ is not str:
@@ -335,7 +335,7 @@ def _label_or_none(name: str, model: Any) -> Any:
     except Exception:
         tl = _timeline.get()
         record_error("phase", TypeError(f"phase {name!r} got a model that is no label: {shown(model)}"),
-                     (tl.recorder if tl is not None else default_recorder()).metrics)
+                     _metrics_of(tl))
         return None
     return model
 
@@ -344,7 +344,9 @@ def _record(tl: RequestTimeline | None, name: str, model: str | None, seconds: f
     if tl is not None:
         tl.add(name, model, seconds)
         return
-    recorder = default_recorder()
+    recorder = recorder_outside_requests("phase")
+    if recorder is None:
+        return
     try:
         m = recorder.metrics
         guard = recorder.guard
@@ -678,6 +680,24 @@ def default_recorder() -> RequestRecorder:
     if _default_recorder is None:
         _default_recorder = RequestRecorder()
     return _default_recorder
+
+
+def recorder_outside_requests(component: str) -> RequestRecorder | None:
+    """:func:`default_recorder` for what is recorded outside a request, which never raises: ``None`` when it cannot
+    be made (a malformed ``AIWATCH_*`` variable), counted as ``component``'s failure in the default metrics."""
+    try:
+        return default_recorder()
+    except Exception as exc:
+        record_error(component, exc)
+        return None
+
+
+def _metrics_of(tl: RequestTimeline | None) -> Metrics | None:
+    """Where an error of the current request (or outside one) is counted: ``None`` is the default metrics."""
+    if tl is not None:
+        return tl.recorder.metrics
+    recorder = _default_recorder
+    return recorder.metrics if recorder is not None else None
 
 
 def set_default_recorder(recorder: RequestRecorder | None) -> None:

@@ -231,6 +231,36 @@ def test_degraded_outside_a_request_does_not_raise_when_no_default_recorder_can_
     assert "AIWATCH_TRAFFIC_CLASSES" in caplog.text
 
 
+def _phase_block() -> None:
+    with aiwatch.phase("preprocess"):
+        pass
+
+
+OUTSIDE_A_REQUEST = {
+    "record_phase": (lambda: record_phase("preprocess", 0.01), "phase"),
+    "record_phase, a bad duration": (lambda: record_phase("preprocess", -1.0), "phase"),
+    "record_phase, a model that is no label": (lambda: record_phase("preprocess", 0.01, model=["a"]), "phase"),
+    "phase": (_phase_block, "phase"),
+    "record_tokens": (lambda: aiwatch.record_tokens(input_tokens=3, output_tokens=5), "genai"),
+}
+
+
+@pytest.mark.parametrize("call", list(OUTSIDE_A_REQUEST.values()), ids=list(OUTSIDE_A_REQUEST))
+@pytest.mark.parametrize("variable", [("AIWATCH_TRAFFIC_CLASSES", "realtime, bulk jobs"),
+                                      ("AIWATCH_TRAFFIC_CLASS_ROUTES", "/x=nosuch")], ids=lambda v: v[0])
+def test_recording_outside_a_request_does_not_raise_when_no_default_recorder_can_be_made(
+        monkeypatch: pytest.MonkeyPatch, call: tuple[Any, str], variable: tuple[str, str]) -> None:
+    # phases and tokens recorded outside a request "never raise", but they built the default recorder outside any
+    # guard: a malformed AIWATCH_* variable raised its ValueError into the background worker that recorded them
+    record, component = call
+    timing.set_default_recorder(None)
+    monkeypatch.setenv(*variable)
+    before = errors(default_metrics(), component)
+    record()
+    assert errors(default_metrics(), component) > before
+    timing.set_default_recorder(None)
+
+
 @pytest.mark.parametrize("other", OTHER_SECONDS)
 @pytest.mark.parametrize("in_request", [True, False], ids=["in-a-request", "outside"])
 def test_a_duration_of_another_numeric_type_is_recorded_as_a_float(metrics: Metrics, other: Any,
