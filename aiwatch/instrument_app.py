@@ -34,7 +34,8 @@ def instrument(app: A, *, recorder: RequestRecorder | None = None, **options: An
     ``recorder`` and ``options`` are the middleware's keyword arguments (``recorder`` or the recorder options
     ``service``, ``model``, ``registry``/``metrics``, ``tracer_provider``, ``max_label_values``; and
     ``server_timing``, ``metrics_path``, ``exclude_paths``, ``route_resolver``, ``on_request_end``); they mean the
-    same for ASGI and WSGI. Instrumenting a FastAPI or Flask app twice is a no-op the second time, except after
+    same for ASGI and WSGI. Instrumenting a FastAPI or Flask app twice is a no-op the second time (as is instrumenting
+    what this returned for a bare callable), except after
     :class:`~aiwatch.middleware.instrumentor.AiwatchStarletteInstrumentor` (``opentelemetry-instrument``) picked
     the app up: then this call's middleware replaces the instrumentor's, so that the options given here hold
     (before the app has served its first request, as for any middleware). Phases recorded outside any request (a
@@ -47,7 +48,7 @@ def instrument(app: A, *, recorder: RequestRecorder | None = None, **options: An
     nor traced.
     """
     automatic = getattr(app, _AUTOMATIC, None)
-    if getattr(app, _MARK, None) is not None and automatic is None:
+    if (getattr(app, _MARK, None) is not None and automatic is None) or _is_aiwatch_middleware(app):
         return app
     # checked here, not when Starlette builds its middleware at startup
     for hook in ("route_resolver", "on_request_end"):
@@ -104,6 +105,15 @@ def _is_fastapi(app: Any) -> bool:
 def _mark(app: Any, recorder: RequestRecorder) -> None:
     setattr(app, _MARK, recorder)
     set_default_recorder(recorder)
+
+
+def _is_aiwatch_middleware(app: Any) -> bool:
+    """Whether ``app`` is what :func:`instrument` returned for a bare callable: wrapping it again would time and count
+    each request twice."""
+    from aiwatch.middleware.asgi import AiwatchMiddleware
+    from aiwatch.middleware.wsgi import AiwatchWSGIMiddleware
+
+    return isinstance(app, (AiwatchMiddleware, AiwatchWSGIMiddleware))
 
 
 def _is_asgi(app: Any) -> bool:

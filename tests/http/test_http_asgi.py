@@ -229,6 +229,19 @@ async def test_bare_asgi_callable_is_wrapped_and_returned(registry: CollectorReg
     assert count(registry, "__unmatched__", "204") == 1
 
 
+async def test_instrumenting_an_instrumented_asgi_callable_again_is_a_no_op(registry: CollectorRegistry) -> None:
+    # the returned middleware is itself an ASGI callable: instrumenting it again wrapped it again, and every request
+    # was timed and counted twice
+    async def raw(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    wrapped = aiwatch.instrument(raw, registry=registry, service="svc")
+    assert aiwatch.instrument(wrapped, registry=registry, service="svc") is wrapped
+    await call(wrapped, "/anything")
+    assert count(registry, "__unmatched__", "204") == 1
+
+
 async def test_instrument_twice_is_a_no_op_and_phases_outside_requests_share_the_recorder(
         registry: CollectorRegistry) -> None:
     app = make_app(registry)

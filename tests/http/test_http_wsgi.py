@@ -142,6 +142,19 @@ def test_bare_wsgi_callable_is_wrapped_and_returned(registry: CollectorRegistry)
     assert count(registry, "__unmatched__", "201") == 1
 
 
+def test_instrumenting_an_instrumented_wsgi_callable_again_is_a_no_op(registry: CollectorRegistry) -> None:
+    # the returned middleware is itself a WSGI callable: instrumenting it again wrapped it again, and every request
+    # was timed and counted twice
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [])
+        return [b"ok"]
+
+    wrapped = aiwatch.instrument(app, registry=registry, service="svc")
+    assert aiwatch.instrument(wrapped, registry=registry, service="svc") is wrapped
+    Client(wrapped).get("/x", buffered=True)
+    assert count(registry, "__unmatched__", "200") == 1
+
+
 def test_server_timing_off_metrics_path_and_excluded_paths(registry: CollectorRegistry) -> None:
     app = flask_app(registry, server_timing=False, exclude_paths=["/stream"])
     client = app.test_client()
