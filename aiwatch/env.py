@@ -33,6 +33,10 @@ class EnvVar:
         """The value as set in ``env`` (default ``os.environ``); ``""`` when unset."""
         return (os.environ if env is None else env).get(self.name, "")
 
+    def is_set(self, env: Mapping[str, str] | None = None) -> bool:
+        """Whether the variable is set, even empty."""
+        return self.name in (os.environ if env is None else env)
+
     def text(self, env: Mapping[str, str] | None = None) -> str:
         """The value, or the default when the variable is unset or empty."""
         return self.raw(env) or self.default
@@ -115,8 +119,14 @@ MULTIPROC_DIR = EnvVar("PROMETHEUS_MULTIPROC_DIR", "",
                        "prometheus_client's multiprocess mode (gunicorn with several workers): when set (before "
                        "prometheus_client is imported), every worker writes its samples there, `/metrics` serves the "
                        "merged view, `aiwatch.gunicorn.on_starting` removes the files a previous run's processes left "
-                       "there and `aiwatch.gunicorn.child_exit` drops a dead worker's live gauges.",
+                       "there and `aiwatch.gunicorn.child_exit` drops a dead worker's live gauges. The old "
+                       "lowercase `prometheus_multiproc_dir` is read when this is unset, as prometheus_client does; "
+                       "set but empty is an error `on_starting` logs.",
                        owner="prometheus_client")
+LEGACY_MULTIPROC_DIR = EnvVar("prometheus_multiproc_dir", "",
+                              "The old lowercase name of `PROMETHEUS_MULTIPROC_DIR`, which prometheus_client (with a "
+                              "DeprecationWarning) and aiwatch still read when that is unset.",
+                              owner="prometheus_client")
 # --- signals ----------------------------------------------------------------------------------------------
 GPU_POLL_INTERVAL = EnvVar("AIWATCH_GPU_POLL_INTERVAL", "5",
                            "Seconds between two NVML polls of `GpuPoller` / `GpuCollector` not given `interval=`.")
@@ -179,6 +189,7 @@ VARIABLES: tuple[EnvVar, ...] = (
     OTEL_SDK_DISABLED,
     SEMCONV_STABILITY_OPT_IN, EXCLUDED_URLS, OTEL_EXCLUDED_URLS, OTEL_ASGI_EXCLUDED_URLS, OTEL_WSGI_EXCLUDED_URLS,
     OTEL_FASTAPI_EXCLUDED_URLS, OTEL_STARLETTE_EXCLUDED_URLS, OTEL_FLASK_EXCLUDED_URLS, MULTIPROC_DIR,
+    LEGACY_MULTIPROC_DIR,
     GPU_POLL_INTERVAL,
     CONSOLE_PROMETHEUS, CONSOLE_SCRAPE, CONSOLE_INTERVAL, CONSOLE_HISTORY, CONSOLE_REFRESH, CONSOLE_WINDOW,
     CONSOLE_SPAN, CONSOLE_TIMEOUT, CONSOLE_AGGREGATION_LABELS, CONSOLE_MATCH, CONSOLE_GPU_SOURCE,

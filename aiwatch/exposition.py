@@ -16,12 +16,34 @@ import prometheus_client
 from prometheus_client import CollectorRegistry
 from prometheus_client import multiprocess as _multiprocess
 
-from aiwatch.env import MULTIPROC_DIR
+from aiwatch.env import LEGACY_MULTIPROC_DIR, MULTIPROC_DIR
+
+
+def multiprocess_dir() -> str | None:
+    """The multiprocess directory as prometheus_client reads it: ``PROMETHEUS_MULTIPROC_DIR``, else the old lowercase
+    ``prometheus_multiproc_dir``; ``None`` when neither is set. Set, even empty, either one puts prometheus_client in
+    multiprocess mode."""
+    for variable in (MULTIPROC_DIR, LEGACY_MULTIPROC_DIR):
+        if variable.is_set():
+            return variable.raw()
+    return None
 
 
 def multiprocess_enabled() -> bool:
-    """Whether prometheus_client multiprocess mode is on (``PROMETHEUS_MULTIPROC_DIR`` is set)."""
-    return bool(MULTIPROC_DIR.raw())
+    """Whether prometheus_client multiprocess mode is on with a directory to merge (:func:`multiprocess_dir`)."""
+    return bool(multiprocess_dir())
+
+
+def multiprocess_misconfiguration() -> str | None:
+    """What is wrong with the multiprocess setting, or ``None``: set but empty, prometheus_client is in multiprocess
+    mode with no directory (every process writes its sample files into its working directory, and there is nothing
+    to merge: ``/metrics`` shows the one process that answers the scrape)."""
+    if multiprocess_dir() == "":
+        name = (MULTIPROC_DIR if MULTIPROC_DIR.is_set() else LEGACY_MULTIPROC_DIR).name
+        return (f"{name} is set but empty: prometheus_client writes each process's sample files into its working "
+                "directory, and /metrics shows only the worker that answers each scrape. Set it to a directory "
+                "(the same for every worker), or unset it")
+    return None
 
 
 #: prometheus_client's sample files in multiprocess mode: ``counter_<pid>.db``, ``gauge_livesum_<pid>.db``...
@@ -29,12 +51,12 @@ _SAMPLE_FILE = re.compile(r"(?:counter|histogram|summary|gauge_[a-z]+)_([0-9]+)\
 
 
 def remove_dead_process_files() -> int:
-    """Remove the sample files that processes no longer running left in ``PROMETHEUS_MULTIPROC_DIR`` (creating the
+    """Remove the sample files that processes no longer running left in :func:`multiprocess_dir` (creating the
     directory when it is missing); returns how many. A run killed with its workers, or one that ended before
     :func:`aiwatch.gunicorn.child_exit` ran, leaves them: merged into ``/metrics`` they show its requests as still
     in flight, and a new worker given a dead one's pid (pids restart at 1 in a container) adds to its old counts.
     Files of running processes (another server's workers during gunicorn's USR2 upgrade) are kept."""
-    directory = Path(MULTIPROC_DIR.raw())
+    directory = Path(multiprocess_dir() or "")
     directory.mkdir(parents=True, exist_ok=True)
     removed = 0
     for path in directory.iterdir():

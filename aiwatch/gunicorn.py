@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aiwatch.exposition import multiprocess_enabled, remove_dead_process_files
+from aiwatch.exposition import multiprocess_enabled, multiprocess_misconfiguration, remove_dead_process_files
 from aiwatch.safety import record_error
 
 __all__ = ["child_exit", "on_starting"]
@@ -30,7 +30,14 @@ __all__ = ["child_exit", "on_starting"]
 def on_starting(server: Any) -> None:
     """gunicorn hook, in the master before any worker starts: remove the samples that processes no longer running
     left in ``PROMETHEUS_MULTIPROC_DIR`` (:func:`~aiwatch.exposition.remove_dead_process_files`), so that a restart
-    after a crash does not serve the dead run's requests as still in flight."""
+    after a crash does not serve the dead run's requests as still in flight. A ``PROMETHEUS_MULTIPROC_DIR`` set but
+    empty is logged as an error and counted (component ``multiprocess``): the workers start, each serving only its
+    own samples."""
+    problem = multiprocess_misconfiguration()
+    if problem is not None:
+        server.log.error("aiwatch: %s", problem)
+        record_error("multiprocess", ValueError(problem))
+        return
     if not multiprocess_enabled():
         return
     try:

@@ -231,6 +231,7 @@ READERS: dict[str, tuple[Callable[[], Any], Any, str, Any]] = {
     "AIWATCH_TRACING": (_traces, True, "off", False),
     "OTEL_SDK_DISABLED": (_traces, True, "true", False),
     "PROMETHEUS_MULTIPROC_DIR": (_multiprocess, False, "/tmp/aiwatch-multiproc", True),
+    "prometheus_multiproc_dir": (_multiprocess, False, "/tmp/aiwatch-multiproc", True),
     "OTEL_SEMCONV_STABILITY_OPT_IN": (_rpc_conventions, (True, False), "http,rpc", (False, True)),
     "AIWATCH_EXCLUDED_URLS": (_excludes("ASGI"), False, r"/health[z]{1,3}$", True),
     "OTEL_PYTHON_EXCLUDED_URLS": (_excludes("WSGI"), False, "nothing,healthz", True),

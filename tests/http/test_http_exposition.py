@@ -13,9 +13,16 @@ import pytest
 from prometheus_client import CollectorRegistry
 from werkzeug.test import Client
 
-from aiwatch.exposition import make_asgi_app, make_wsgi_app, remove_dead_process_files, start_http_server
+from aiwatch.exposition import (
+    make_asgi_app,
+    make_wsgi_app,
+    multiprocess_dir,
+    multiprocess_enabled,
+    remove_dead_process_files,
+    start_http_server,
+)
 from aiwatch.gunicorn import on_starting
-from aiwatch.metrics import Metrics
+from aiwatch.metrics import Metrics, default_metrics
 from tests.http.asgi_driver import call
 from tests.servers import free_port
 
@@ -97,6 +104,42 @@ def test_only_the_files_of_processes_no_longer_running_are_removed(tmp_path: Pat
     kept.append(f"summary_{gone}.db")
     assert remove_dead_process_files() == len(stale)
     assert sorted(p.name for p in directory.iterdir()) == sorted(kept)
+
+
+def test_the_old_lowercase_multiprocess_variable_is_read_as_prometheus_client_reads_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # prometheus_client still runs in multiprocess mode under `prometheus_multiproc_dir` (the name older guides
+    # give): aiwatch ignored it, so /metrics served the one worker that answered and on_starting removed nothing
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    monkeypatch.setenv("prometheus_multiproc_dir", str(tmp_path))
+    (tmp_path / f"counter_{dead_pid()}.db").write_bytes(b"x")
+    assert multiprocess_enabled()
+    assert remove_dead_process_files() == 1
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "upper"))  # the upper-case name wins
+    assert multiprocess_dir() == str(tmp_path / "upper")
+
+
+@pytest.mark.parametrize("name", ["PROMETHEUS_MULTIPROC_DIR", "prometheus_multiproc_dir"])
+def test_a_multiprocess_variable_set_but_empty_is_logged_and_counted_at_start(
+        name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # set but empty, prometheus_client is in multiprocess mode writing its files into each worker's working
+    # directory, and there is nothing to merge: each scrape sees one worker. aiwatch took it as "off", silently
+    for variable in ("PROMETHEUS_MULTIPROC_DIR", "prometheus_multiproc_dir"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv(name, "")
+    logged: list[tuple[object, ...]] = []
+    server = SimpleNamespace(log=SimpleNamespace(info=lambda *args: logged.append(args),
+                                                 error=lambda *args: logged.append(args)))
+    before = default_errors("multiprocess")
+    on_starting(server)
+    assert default_errors("multiprocess") == before + 1
+    assert len(logged) == 1 and name in str(logged[0][1]) and "set but empty" in str(logged[0][1])
+    assert not multiprocess_enabled()
+
+
+def default_errors(component: str) -> float:
+    return default_metrics().registry.get_sample_value("aiwatch_instrumentation_errors_total",
+                                                       {"component": component}) or 0.0
 
 
 def test_the_starting_hook_logs_what_it_removed_and_does_nothing_without_multiprocess_mode(
