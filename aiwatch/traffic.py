@@ -69,7 +69,7 @@ class TrafficClasses:
         names = _class_names(classes)
         self.classes = names
         self.default = names[0]
-        rules = dict(routes) if routes is not None else parse_routes(TRAFFIC_CLASS_ROUTES.text())
+        rules = _route_rules(routes) if routes is not None else parse_routes(TRAFFIC_CLASS_ROUTES.text())
         for pattern, name in rules.items():
             if name not in names:
                 where = "" if routes is not None else f"{TRAFFIC_CLASS_ROUTES.name}: "
@@ -141,10 +141,30 @@ def _class_names(classes: Iterable[str] | None) -> tuple[str, ...]:
             return _class_names(parse_classes(TRAFFIC_CLASSES.text()))
         except ValueError as exc:
             raise ValueError(f"{TRAFFIC_CLASSES.name}: {exc}") from None
-    names = tuple(dict.fromkeys(_valid_class(c.strip().lower()) for c in classes))
+    names = tuple(dict.fromkeys(_valid_class(_class_name(c)) for c in classes))
     if not names or len(names) > MAX_CLASSES:
         raise ValueError(f"between 1 and {MAX_CLASSES} traffic classes are needed, got {names!r}")
     return names
+
+
+def _class_name(name: object) -> str:
+    """A class name as given in code, stripped and lowercased as the environment's are."""
+    if not isinstance(name, str):
+        raise TypeError(f"a traffic class name is a str, got {name!r}")
+    return name.strip().lower()
+
+
+def _route_rules(routes: Mapping[str, str]) -> dict[str, str]:
+    """``routes`` as given in code, their class names read as :func:`_class_name` reads ``classes``: ``{"/x":
+    "Batch"}`` names the class ``batch``, as ``classes=["Batch"]`` does."""
+    rules: dict[str, str] = {}
+    for pattern, name in dict(routes).items():
+        if not isinstance(pattern, str):
+            raise TypeError(f"a route rule's pattern is a str, got {pattern!r}")
+        if not pattern.strip():
+            raise ValueError(f"a route rule's pattern is a route template or glob, got {pattern!r}")
+        rules[pattern.strip()] = _class_name(name)
+    return rules
 
 
 def _is_glob(pattern: str) -> bool:

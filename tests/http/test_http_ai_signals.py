@@ -113,6 +113,28 @@ def test_classes_given_as_one_str_are_a_type_error() -> None:
         TrafficClasses(classes="batch")
 
 
+def test_route_rules_given_in_code_name_their_class_as_classes_do() -> None:
+    # classes=["Batch"] was lowercased to "batch", but routes={"/x": "Batch"} was refused ("names traffic class
+    # 'Batch', not one of ('realtime', 'batch')"): the environment's rules were lowercased, the code's were not
+    classes = TrafficClasses(classes=["Realtime", "Batch"], routes={"/v1/bulk/*": " Batch", "/train": "BATCH"})
+    assert classes.for_route("/v1/bulk/embed", "realtime") == "batch"
+    assert classes.for_route("/train", "realtime") == "batch"
+
+
+@pytest.mark.parametrize(("classes", "routes", "error"), [
+    (["realtime", 7], None, TypeError),
+    (["realtime", None], None, TypeError),
+    (None, {"/x": 7}, TypeError),
+    (None, {7: "batch"}, TypeError),
+    (None, {" ": "batch"}, ValueError),
+], ids=["class-int", "class-none", "rule-class-int", "rule-pattern-int", "rule-pattern-blank"])
+def test_class_names_and_rules_that_are_no_str_are_refused_by_name(classes: Any, routes: Any,
+                                                                   error: type[Exception]) -> None:
+    # a class name that was no str raised AttributeError ('int' object has no attribute 'strip')
+    with pytest.raises(error, match=r"traffic class|route rule"):
+        TrafficClasses(classes=classes, routes=routes)
+
+
 async def test_request_and_response_body_sizes_per_route(registry: CollectorRegistry) -> None:
     app = fastapi_app(registry)
     payload = b"f" * 5000
