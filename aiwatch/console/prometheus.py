@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -84,7 +84,7 @@ class PrometheusSource(DataSource):
         self.description = f"Prometheus at {self.url}" + (f" ({self.q.match})" if self.q.match else "")
         # the latest drift table's models shown with their scope: "m (eu)" -> ("m", ("eu", ""))
         self._drift_models: dict[str, tuple[str, tuple[str, ...]]] = {}
-        self._scrape_interval: float | None = None
+        self._targets: list[dict[str, Any]] = []
         self._targets_read = False
 
     # --- HTTP (through the one Prometheus client, its errors as the console's) -------------------------------
@@ -137,19 +137,29 @@ class PrometheusSource(DataSource):
         targets = data.get("activeTargets", [])
         if not isinstance(targets, list) or not all(isinstance(t, dict) for t in targets):
             raise SourceError("Prometheus' list of targets has an unexpected shape")
-        self._scrape_interval, self._targets_read = _shortest_interval(targets), True
+        self._targets, self._targets_read = targets, True
         return [TargetHealth(_text(t.get("scrapeUrl")), t.get("health") == "up", _text(t.get("lastError")))
                 for t in targets]
 
     def scrape_interval(self) -> float | None:
-        """The shortest ``scrapeInterval`` of the active targets, as of the latest :meth:`health` (asked here when
-        it has not answered yet); None when Prometheus does not say (before 2.30, or no targets)."""
+        """The shortest ``scrapeInterval`` of the active targets that export aiwatch's series (``match`` applied),
+        as of the latest :meth:`health` (asked here when it has not answered yet): a Prometheus that scrapes some
+        other job every 5 s and the services every minute has them compared every minute. Of every target when
+        Prometheus names none that exports them (no series yet, or their ``job`` / ``instance`` relabelled); None
+        when Prometheus does not say (before 2.30, or no targets)."""
         if not self._targets_read:
             try:
                 self.health()
             except SourceError:
                 return None
-        return self._scrape_interval
+        if len({_interval(t) for t in self._targets} - {None}) < 2:  # nothing to tell apart: no query
+            return targets_interval(self._targets, None)
+        try:
+            exporting = {(labels.get("job", ""), labels.get("instance", ""))
+                         for labels, _ in self._instant(self.q.exporters())}
+        except SourceError:
+            return targets_interval(self._targets, None)
+        return targets_interval(self._targets, exporting)
 
     def _all(self, calls: Sequence[Callable[[], T]]) -> list[T]:
         """The answers of several queries, asked at once: a question takes as long as its slowest query (each
@@ -335,13 +345,31 @@ class PrometheusSource(DataSource):
         return signals
 
 
-def _shortest_interval(targets: list[dict[str, Any]]) -> float | None:
-    """The shortest ``scrapeInterval`` (a Prometheus duration such as ``15s``) among ``targets``; None without one."""
+def targets_interval(targets: Sequence[dict[str, Any]], exporting: Collection[tuple[str, str]] | None) -> float | None:
+    """The shortest ``scrapeInterval`` (a Prometheus duration such as ``15s``) of the ``targets`` (the
+    ``activeTargets`` of ``/api/v1/targets``) whose ``job`` and ``instance`` labels are one of ``exporting``; of every
+    target when ``exporting`` is None or names none of them. None when no target says its interval."""
+    mine = [t for t in targets if _job_instance(t) in (exporting or ())]
+    seconds = [s for t in (mine or targets) if (s := _interval(t)) is not None]
+    return min(seconds) if seconds else None
+
+
+def _job_instance(target: dict[str, Any]) -> tuple[str, str] | None:
+    labels = target.get("labels")
+    if not isinstance(labels, dict):
+        return None
+    return _text(labels.get("job")), _text(labels.get("instance"))
+
+
+def _interval(target: dict[str, Any]) -> float | None:
+    """A target's ``scrapeInterval`` in seconds; None when it has none (or none Prometheus' duration syntax reads)."""
     from aiwatch.rules.config import duration_ns
 
-    found = [duration_ns(t["scrapeInterval"]) for t in targets if isinstance(t.get("scrapeInterval"), str)]
-    seconds = [ns / 1e9 for ns in found if ns]
-    return min(seconds) if seconds else None
+    text = target.get("scrapeInterval")
+    if not isinstance(text, str):
+        return None
+    ns = duration_ns(text)
+    return ns / 1e9 if ns else None
 
 
 def _text(value: object) -> str:

@@ -271,6 +271,10 @@ class PanelQueries:
         exporting = series("", *self._m(matches("__name__", _REPLICA_NAMES)))
         return by("count", self.scope, by("count", self._by("instance"), exporting))
 
+    def exporters(self) -> str:
+        """The scrape targets (``job``, ``instance``) exporting any aiwatch series: the ones the panels read."""
+        return by("group", ("job", "instance"), series("", *self._m(matches("__name__", "aiwatch_.+"))))
+
     def autoscaling(self, w: str) -> list[str]:
         """The PromQL of :data:`~aiwatch.console.source.AUTOSCALING_SIGNALS`, in the same order (per scope)."""
         per_replica = f" / {self.replicas()}"

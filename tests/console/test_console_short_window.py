@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
-from prometheus_client import CollectorRegistry, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 
 from aiwatch.console import PrometheusSource, ScrapeSource
+from aiwatch.console.prometheus import targets_interval
 from aiwatch.console.source import DataSource
 from tests.console.conftest import run_view, texts
 from tests.console.test_console_stopped_traffic import exposition
@@ -60,21 +63,64 @@ def test_a_window_of_two_scrape_intervals_draws(window_env: pytest.MonkeyPatch) 
     assert "No requests in the last 1m." not in infos
 
 
-def test_prometheus_scraping_every_30s_says_the_window_is_too_short(window_env: pytest.MonkeyPatch) -> None:
-    window_env.setenv("AIWATCH_CONSOLE_WINDOW", "30")
-    registry = CollectorRegistry()
-    Histogram("aiwatch_request_duration_seconds", "requests", ["service"], registry=registry).labels("api").observe(1)
+def target(job: str, instance: str, interval: object) -> dict[str, object]:
+    """One of the ``activeTargets`` of Prometheus' ``/api/v1/targets`` (the fields the interval is read from)."""
+    return {"labels": {"instance": instance, "job": job}, "scrapeUrl": f"http://{instance}/metrics",
+            "health": "up", "scrapeInterval": interval, "scrapeTimeout": "10s"}
+
+
+NODE = target("node", "10.0.0.9:9100", "5s")
+SERVICE = target("aiwatch", "10.0.0.1:8000", "1m")
+OTHER_SERVICE = target("aiwatch", "10.0.0.2:8000", "30s")
+
+
+def test_the_interval_is_the_aiwatch_targets_not_an_unrelated_faster_job() -> None:
+    # before: 5.0, the node exporter's interval, whatever exports aiwatch's series
+    assert targets_interval([NODE, SERVICE], {("aiwatch", "10.0.0.1:8000")}) == 60.0
+    assert targets_interval([NODE, SERVICE, OTHER_SERVICE],
+                            {("aiwatch", "10.0.0.1:8000"), ("aiwatch", "10.0.0.2:8000")}) == 30.0
+
+
+def test_without_a_target_known_to_export_aiwatch_the_interval_is_every_targets() -> None:
+    assert targets_interval([NODE, SERVICE], None) == 5.0
+    assert targets_interval([NODE, SERVICE], set()) == 5.0
+    # series whose job / instance name no target (relabelled, federated): every target's, not None
+    assert targets_interval([NODE, SERVICE], {("federate", "10.0.0.1:8000")}) == 5.0
+
+
+def test_targets_without_a_readable_interval_are_skipped() -> None:
+    assert targets_interval([target("aiwatch", "a:1", None), target("aiwatch", "b:1", "soon"), SERVICE],
+                            {("aiwatch", "a:1"), ("aiwatch", "b:1"), ("aiwatch", "10.0.0.1:8000")}) == 60.0
+    assert targets_interval([target("aiwatch", "a:1", None)], None) is None
+    assert targets_interval([], None) is None
+
+
+@contextmanager
+def serve_registry(registry: CollectorRegistry) -> Iterator[str]:
     server, thread = start_http_server(0, addr="127.0.0.1", registry=registry)
     try:
-        with prometheus([f"127.0.0.1:{server.server_port}"], scrape_interval="30s") as prom:
-            src = PrometheusSource(prom.url, span=60, points=30)
-            # Prometheus spreads a target's first scrape over its interval: up to 30 s here
-            wait_until(lambda: [t.up for t in src.health()] == [True], 45, what="the first scrape")
-            warnings, infos = panel_messages(src, "Latency")
-            assert "No requests in the last 30s." not in infos
-            assert TOO_SHORT in warnings
-            assert src.scrape_interval() == 30.0  # the targets' scrapeInterval in /api/v1/targets
+        yield f"127.0.0.1:{server.server_port}"
     finally:
         server.shutdown()
         server.server_close()
         thread.join(5)
+
+
+def test_prometheus_scraping_every_30s_says_the_window_is_too_short(window_env: pytest.MonkeyPatch) -> None:
+    window_env.setenv("AIWATCH_CONSOLE_WINDOW", "30")
+    registry = CollectorRegistry()
+    Histogram("aiwatch_request_duration_seconds", "requests", ["service"], registry=registry).labels("api").observe(1)
+    unrelated = CollectorRegistry()
+    Counter("node_cpu_seconds", "not aiwatch's", registry=unrelated).inc()
+    with serve_registry(registry) as service, serve_registry(unrelated) as node:
+        # an unrelated job scraped every second by the same Prometheus: the services are still compared every 30 s
+        node_job = f"  - job_name: node\n    scrape_interval: 1s\n    static_configs:\n      - targets: ['{node}']\n"
+        with prometheus([service], scrape_interval="30s", extra_config=node_job) as prom:
+            src = PrometheusSource(prom.url, span=60, points=30)
+            # Prometheus spreads a target's first scrape over its interval: up to 30 s here
+            wait_until(lambda: [t.up for t in src.health()] == [True, True], 45, what="the first scrapes")
+            warnings, infos = panel_messages(src, "Latency")
+            assert "No requests in the last 30s." not in infos
+            assert TOO_SHORT in warnings
+            # the aiwatch job's scrapeInterval in /api/v1/targets; before: 1.0, the node job's
+            assert src.scrape_interval() == 30.0
