@@ -23,6 +23,7 @@ from __future__ import annotations
 import bisect
 import http.client
 import math
+import queue
 import threading
 import time
 import urllib.error
@@ -30,7 +31,7 @@ import urllib.parse
 from array import array
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, wait
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING
@@ -162,7 +163,7 @@ class ScrapeSource(DataSource):
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._pool: ThreadPoolExecutor | None = None
+        self._pool: DaemonPool | None = None
         self.description = "scraping " + ", ".join(t.url for t in self._targets)
         if start:
             self.start()
@@ -184,16 +185,13 @@ class ScrapeSource(DataSource):
             self._thread.join(timeout=self.timeout + 1)
         with self._lock:
             pool, self._pool = self._pool, None
-        if pool is not None:  # a scrape still under way ends at its timeout
-            pool.shutdown(wait=False, cancel_futures=True)
+        if pool is not None:  # a scrape still under way ends at its timeout, on its daemon thread
+            pool.shutdown()
 
     def _run(self) -> None:
         while not self._stop.is_set():
             began = time.monotonic()
-            try:
-                self._start_scrapes()
-            except RuntimeError:  # "cannot schedule new futures after shutdown": the interpreter is exiting
-                return
+            self._start_scrapes()
             self._stop.wait(max(0.0, self.interval - (time.monotonic() - began)))
 
     def scrape_once(self) -> None:
@@ -206,13 +204,12 @@ class ScrapeSource(DataSource):
         started = []
         with self._lock:
             if self._pool is None:
-                self._pool = ThreadPoolExecutor(max_workers=min(len(self._targets), 8),
-                                                thread_name_prefix="aiwatch-console-scrape")
+                self._pool = DaemonPool(min(len(self._targets), 8), "aiwatch-console-scrape")
             for target in self._targets:
                 if not target.busy:
-                    # busy once submitted (a pool refusing work at interpreter exit leaves it free); the scrape
-                    # cannot end before this block does: it records its result under this lock
-                    future = self._pool.submit(self._scrape_into, target)
+                    # busy once submitted; the scrape cannot end before this block does: it records its result
+                    # under this lock
+                    future = self._pool.submit(partial(self._scrape_into, target))
                     target.busy = True
                     future.add_done_callback(partial(self._done, target))  # run, failed or cancelled by close()
                     started.append(future)
@@ -618,6 +615,54 @@ class ScrapeSource(DataSource):
         ]
         return [Signal(name, value, unit, help_text)
                 for (name, unit, help_text), value in zip(AUTOSCALING_SIGNALS, values, strict=True)]
+
+
+class DaemonPool:
+    """Runs submitted calls on ``workers`` daemon threads. Unlike ``ThreadPoolExecutor``, whose workers the
+    interpreter joins at exit, a call stuck on an endpoint that never answers does not hold up the process' exit
+    until its timeout: a scrape has nothing to finish once the process is leaving."""
+
+    def __init__(self, workers: int, name: str) -> None:
+        self._calls: queue.SimpleQueue[tuple[Future[None], Callable[[], None]] | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._closed = False
+        self._workers = [threading.Thread(target=self._work, name=f"{name}_{i}", daemon=True) for i in range(workers)]
+        for worker in self._workers:
+            worker.start()
+
+    def submit(self, call: Callable[[], None]) -> Future[None]:
+        future: Future[None] = Future()
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("cannot schedule new calls after shutdown")
+            self._calls.put((future, call))
+        return future
+
+    def _work(self) -> None:
+        while (item := self._calls.get()) is not None:
+            future, call = item
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                call()
+            except BaseException as exc:  # the caller's to see, in its future
+                future.set_exception(exc)
+            else:
+                future.set_result(None)
+
+    def shutdown(self) -> None:
+        """Cancel the calls not started; the workers end once their running calls return (not waited for)."""
+        with self._lock:
+            self._closed = True
+        while True:
+            try:
+                item = self._calls.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None:
+                item[0].cancel()
+        for _ in self._workers:
+            self._calls.put(None)
 
 
 def instance_names(urls: Sequence[str]) -> dict[str, str]:
