@@ -401,3 +401,22 @@ def histogram_quantile(q: float, histogram: Metric, window: str, labels: Sequenc
                        *matchers: Matcher | str) -> str:
     """The ``q`` quantile of a contract histogram over ``window``, per ``labels`` (summed over everything else)."""
     return f"histogram_quantile({number(q)}, {by('sum', [*labels, 'le'], rate(histogram.bucket, window, *matchers))})"
+
+
+_QUANTILE = re.compile(r"histogram_quantile\(([^,()]+), (.+)\)", re.DOTALL)
+
+
+def quantile_parts(expr: str) -> tuple[float, str] | None:
+    """The quantile and the bucket rates (``sum by (..., le) (rate(..._bucket[w]))``) of an expression
+    :func:`histogram_quantile` wrote; None for any other expression.
+
+    >>> quantile_parts(histogram_quantile(0.99, metric("aiwatch_queue_wait_seconds"), "1m", ["queue"]))
+    (0.99, 'sum by (queue, le) (rate(aiwatch_queue_wait_seconds_bucket[1m]))')
+    """
+    found = _QUANTILE.fullmatch(expr)
+    if found is None:
+        return None
+    try:
+        return float(found.group(1)), found.group(2)
+    except ValueError:
+        return None

@@ -351,15 +351,29 @@ def _serving(rates: Callable[[], list[Series]], service: str) -> bool:
 
 
 NO_REQUESTS_NOW = "No requests in the window now: the chart's latest value is from before they stopped."
+AT_LEAST = ("At least this: the percentile lies above the histogram's largest finite bucket bound, so the histogram "
+            "can only say it is at least that bound (histogram_quantile answers the bound itself).")
+
+
+def _ms(value: float | None, at_least: bool = False) -> str:
+    """A latency tile's text: "—" without a value, "≥ " before one that is only a lower bound."""
+    if value is None:
+        return "—"
+    return f"{'≥ ' if at_least else ''}{value * 1000:.1f} ms"
+
+
+def _quantile_tile(col: Any, label: str, found: Series | None, help_text: str | None = None) -> None:
+    """A tile of a quantile series' latest value ("—" without one; "≥" before a lower bound, with why)."""
+    at_least = found is not None and found.at_least
+    col.metric(label, _ms(None if found is None else found.last, at_least),
+               help=help_text or (AT_LEAST if at_least else None))
 
 
 def _draw_latency(service: str, series: list[Series], serving: bool) -> None:
-    latest = {s.labels.get("quantile", ""): s.last for s in series} if serving else {}
+    latest = {s.labels.get("quantile", ""): s for s in series} if serving else {}
     cols = st.columns(3)
     for col, name in zip(cols, ("p50", "p95", "p99"), strict=True):
-        value = latest.get(name)
-        col.metric(f"request {name}", "—" if value is None else f"{value * 1000:.1f} ms",
-                   help=None if serving else NO_REQUESTS_NOW)
+        _quantile_tile(col, f"request {name}", latest.get(name), None if serving else NO_REQUESTS_NOW)
     chart(frame(sorted(series, key=lambda s: s.labels.get("quantile", "")), lambda s: s.labels.get("quantile", ""),
                 1000.0), "ms", height=180)
 
@@ -485,14 +499,13 @@ def _draw_classes(series: list[Series], rates: list[Series], order: Sequence[str
     def draw(service: str, found: list[Series]) -> None:
         p95 = [s for s in found if s.labels.get("quantile") == "p95"]
         # a class without requests now has no p95 now: its latest point is from before they stopped
-        latest = {s.labels.get("traffic_class", ""): s.last for s in p95
-                  if (service, s.labels.get("traffic_class", "")) in serving}
+        latest = {s.labels.get("traffic_class", ""): s for s in p95
+                  if (service, s.labels.get("traffic_class", "")) in serving and s.last is not None}
         total, batch = share.get(service, (0.0, 0.0))
         cols = st.columns(3)
-        real = latest.get(REALTIME)
-        cols[0].metric(f"{REALTIME} p95", "—" if real is None else f"{real * 1000:.1f} ms")
-        others = [v for c, v in latest.items() if c != REALTIME and v is not None]
-        cols[1].metric("other classes p95", f"{max(others) * 1000:.1f} ms" if others else "—")
+        _quantile_tile(cols[0], f"{REALTIME} p95", latest.get(REALTIME))
+        _quantile_tile(cols[1], "other classes p95",
+                       max((s for c, s in latest.items() if c != REALTIME), key=lambda s: s.last or 0.0, default=None))
         cols[2].metric(f"not-{REALTIME} share of requests", f"{batch / total:.0%}" if total > 0 else "—")
         chart(frame(sorted(p95, key=lambda s: s.labels.get("traffic_class", "")),
                     lambda s: s.labels.get("traffic_class", "") or "(none)", 1000.0), "ms p95", height=180)
@@ -814,11 +827,12 @@ def _draw_signals(signals: list[Any]) -> None:
         elif s.unit == "ratio":
             text = f"{s.value:.0%}"
         elif s.unit == "seconds":
-            text = f"{s.value * 1000:.1f} ms"
+            text = _ms(s.value, s.at_least)
         else:
             text = f"{s.value:.2f}"
         label = s.name if s.unit in ("ratio", "seconds") else f"{s.name} ({s.unit})"
-        col.metric(label, text, help=s.help + ("" if s.value is not None else " No data for it yet."))
+        notes = "" if s.value is not None else " No data for it yet."
+        col.metric(label, text, help=s.help + notes + (f" {AT_LEAST}" if s.at_least else ""))
 
 
 RENDER: dict[str, Callable[[DataSource, float], None]] = {

@@ -36,11 +36,12 @@ from aiwatch.console.source import (
     duration,
     natural_key,
     quality_rows,
+    quantile_overflows,
     tell_scopes_apart,
 )
 from aiwatch.httpconfig import HTTPConfig
 from aiwatch.promapi import PrometheusAPI, PrometheusError, PrometheusSlow, PrometheusUnavailable
-from aiwatch.promql import eq
+from aiwatch.promql import eq, quantile_parts
 
 if TYPE_CHECKING:
     from aiwatch.diagnose.window import WindowTotals
@@ -109,19 +110,57 @@ class PrometheusSource(DataSource):
         names = tell_scopes_apart([labels for labels, _ in answer], self.q.scope)
         return [(labels, value) for labels, (_, value) in zip(names, answer, strict=True)]
 
-    def _instant(self, promql: str) -> list[tuple[dict[str, str], float]]:
-        return self._call(lambda: self.api.query(promql))
+    def _instant(self, promql: str, at: float | None = None) -> list[tuple[dict[str, str], float]]:
+        return self._call(lambda: self.api.query(promql, at))
 
-    def _range(self, promql: str) -> list[tuple[dict[str, str], list[tuple[float, float]]]]:
-        end = time.time()
+    def _range(self, promql: str, end: float | None = None) -> list[tuple[dict[str, str], list[tuple[float, float]]]]:
+        end = time.time() if end is None else end
         step = max(self.span / self.points, 1.0)
         return self._call(lambda: self.api.query_range(promql, end - self.span, end, step))
 
     def range(self, promql: str, extra: dict[str, str] | None = None) -> list[Series]:
         """A range query over the last ``span`` seconds; ``extra`` labels are added to every series."""
-        answer = self._range(promql)
+        return self._named(self._range(promql), extra)
+
+    def _named(self, answer: list[tuple[dict[str, str], list[tuple[float, float]]]], extra: dict[str, str] | None,
+               at_least: Collection[int] = ()) -> list[Series]:
+        """A range answer as series, names told apart by scope, ``extra`` labels added; the series at the indexes
+        ``at_least`` have a latest value that is only a lower bound."""
         names = tell_scopes_apart([found for found, _ in answer], self.q.scope)
-        return [Series({**found, **(extra or {})}, points) for found, (_, points) in zip(names, answer, strict=True)]
+        return [Series({**found, **(extra or {})}, points, at_least=i in at_least)
+                for i, (found, (_, points)) in enumerate(zip(names, answer, strict=True))]
+
+    def _quantiles(self, queries: Sequence[tuple[str, dict[str, str]]]) -> list[Series]:
+        """Range queries of ``histogram_quantile`` expressions (with their ``extra`` labels), asked at once. A
+        series whose latest value is at the latest time of the answers is marked :attr:`Series.at_least` when the
+        quantile's rank lies in the ``+Inf`` bucket then: its bucket rates are asked at that time."""
+        end = time.time()  # one end for all: a series' latest time says whether it is at the answers' latest
+        answers = self._all([partial(self._range, q, end) for q, _ in queries])
+        parts = [quantile_parts(q) for q, _ in queries]
+        now = max((points[-1][0] for answer in answers for _, points in answer if points), default=None)
+        exprs = sorted({part[1] for part in parts if part is not None}) if now is not None else []
+        buckets = dict(zip(exprs, self._all([partial(self._buckets, e, now) for e in exprs]), strict=True))
+        out = []
+        for (_, extra), part, answer in zip(queries, parts, answers, strict=True):
+            bounded = set()
+            if part is not None and part[1] in buckets:
+                q, found = part[0], buckets[part[1]]
+                bounded = {i for i, (labels, points) in enumerate(answer) if points and points[-1][0] == now
+                           and quantile_overflows(q, found.get(_key(labels), ()))}
+            out += self._named(answer, extra, bounded)
+        return out
+
+    def _buckets(self, expr: str, at: float | None) -> dict[frozenset[tuple[str, str]], list[tuple[float, float]]]:
+        """The ``(upper bound, count)`` buckets per label set (``le`` left out) of bucket rates ``expr`` at ``at``;
+        a bucket whose ``le`` is no number is left out."""
+        grouped: dict[frozenset[tuple[str, str]], list[tuple[float, float]]] = {}
+        for labels, value in self._instant(expr, at):
+            try:
+                bound = float(labels.get("le", ""))
+            except ValueError:
+                continue
+            grouped.setdefault(_key(labels), []).append((bound, value))
+        return grouped
 
     def window_totals(self, start: float, end: float) -> WindowTotals:
         from aiwatch.diagnose.sources import prometheus_totals
@@ -170,13 +209,9 @@ class PrometheusSource(DataSource):
             futures = [pool.submit(call) for call in calls]
             return [f.result() for f in futures]
 
-    def _ranges(self, queries: Sequence[tuple[str, dict[str, str]]]) -> list[Series]:
-        answers = self._all([partial(self.range, q, extra) for q, extra in queries])
-        return [s for answer in answers for s in answer]
-
     def latency_quantiles(self, window: float) -> list[Series]:
         w = duration(window)
-        return self._ranges([(self.q.latency_quantile(q, w), {"quantile": name}) for name, q in QUANTILES])
+        return self._quantiles([(self.q.latency_quantile(q, w), {"quantile": name}) for name, q in QUANTILES])
 
     def phase_split(self, window: float) -> list[Series]:
         return self.range(self.q.phase_split(duration(window)))
@@ -189,14 +224,14 @@ class PrometheusSource(DataSource):
 
     def network_time(self, window: float) -> list[Series]:
         w = duration(window)
-        return self._ranges([(self.q.network_quantile(q, w), {"quantile": name}) for name, q in QUANTILES[:2]])
+        return self._quantiles([(self.q.network_quantile(q, w), {"quantile": name}) for name, q in QUANTILES[:2]])
 
     def link_throughput(self, window: float) -> list[Series]:
         return self.range(self.q.link_throughput(duration(window)))
 
     def _quantile_ranges(self, query: Callable[[float, str], str], window: float) -> list[Series]:
         w = duration(window)
-        return self._ranges([(query(q, w), {"quantile": name}) for name, q in QUANTILES[:2]])
+        return self._quantiles([(query(q, w), {"quantile": name}) for name, q in QUANTILES[:2]])
 
     def latency_by_class(self, window: float) -> list[Series]:
         return self._quantile_ranges(self.q.latency_by_class, window)
@@ -335,14 +370,24 @@ class PrometheusSource(DataSource):
         return sort_alerts(rows)
 
     def autoscaling_signals(self, window: float) -> list[Signal]:
-        answers = self._all([partial(self.instant, q) for q in self.q.autoscaling(duration(window))])
+        at = time.time()  # one time for every query: a quantile's buckets are read when it was
+        queries = self.q.autoscaling(duration(window))
+        answers = self._all([partial(self._instant, q, at) for q in queries])
         signals = []
-        for (name, unit, help_text), result in zip(AUTOSCALING_SIGNALS, answers, strict=True):
+        for (name, unit, help_text), query, result in zip(AUTOSCALING_SIGNALS, queries, answers, strict=True):
             if len(result) > 1:  # one value per cluster / namespace: the busiest is the one to act on
                 help_text += (f" The largest of {len(result)} ({', '.join(self.q.scope)}); narrow the console to "
                               "one with --match.")
-            signals.append(Signal(name, max((v for _, v in result), default=None), unit, help_text))
+            busiest = max(result, key=lambda found: found[1], default=None)
+            signals.append(Signal(name, None if busiest is None else busiest[1], unit, help_text,
+                                  busiest is not None and self._overflows(query, busiest[0], at)))
         return signals
+
+    def _overflows(self, query: str, labels: dict[str, str], at: float) -> bool:
+        """Whether the value of ``query`` (a ``histogram_quantile`` expression; False for another) for the series
+        ``labels`` at ``at`` is only a lower bound: the quantile's rank lies in the ``+Inf`` bucket."""
+        part = quantile_parts(query)
+        return part is not None and quantile_overflows(part[0], self._buckets(part[1], at).get(_key(labels), ()))
 
 
 def targets_interval(targets: Sequence[dict[str, Any]], exporting: Collection[tuple[str, str]] | None) -> float | None:
@@ -370,6 +415,11 @@ def _interval(target: dict[str, Any]) -> float | None:
         return None
     ns = duration_ns(text)
     return ns / 1e9 if ns else None
+
+
+def _key(labels: dict[str, str]) -> frozenset[tuple[str, str]]:
+    """A series' labels without ``le``: a quantile's series and its buckets' share them."""
+    return frozenset((k, v) for k, v in labels.items() if k != "le")
 
 
 def _text(value: object) -> str:

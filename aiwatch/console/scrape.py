@@ -56,6 +56,7 @@ from aiwatch.console.source import (
     gpu_rows,
     histogram_quantile,
     quality_rows,
+    quantile_overflows,
 )
 from aiwatch.httpconfig import HTTPConfig, TooLarge
 from aiwatch.scrape import LabelKey, fetch_metrics, parse_metrics
@@ -375,14 +376,25 @@ class ScrapeSource(DataSource):
             stamps = [stamps[min(len(stamps) - 1, round((i + 1) * step) - 1)] for i in range(self.points)]
         return stamps
 
-    def _range(self, fn: Callable[[list[tuple[str, list[Snapshot]]], float], Samples]) -> list[Series]:
+    def _range(self, fn: Callable[[list[tuple[str, list[Snapshot]]], float], Samples],
+               at_least: Callable[[list[tuple[str, list[Snapshot]]], float], set[LabelKey]] | None = None,
+               ) -> list[Series]:
+        """``fn``'s answers over time as series; ``at_least`` names the series whose value at a time is only a lower
+        bound (asked at each series' latest time: :attr:`Series.at_least`)."""
         data = self._copy()
         series: dict[LabelKey, list[tuple[float, float]]] = {}
         for t in self._times(data):
             for labels, value in fn(data, t):
                 if not (math.isnan(value) or math.isinf(value)):
                     series.setdefault(tuple(sorted(labels.items())), []).append((t, value))
-        return [Series(dict(key), points) for key, points in series.items()]
+        bounded: dict[float, set[LabelKey]] = {}
+        out = []
+        for key, points in series.items():
+            latest = points[-1][0]
+            if at_least is not None and latest not in bounded:
+                bounded[latest] = at_least(data, latest)
+            out.append(Series(dict(key), points, at_least=key in bounded.get(latest, set())))
+        return out
 
     def _now(self, fn: Callable[[list[tuple[str, list[Snapshot]]], float], Samples]) -> Samples:
         return fn(self._copy(), time.time())
@@ -398,10 +410,7 @@ class ScrapeSource(DataSource):
         return out
 
     def latency_quantiles(self, window: float) -> list[Series]:
-        def fn(data: list[tuple[str, list[Snapshot]]], t: float) -> Samples:
-            rates = self._rate(data, Q.REQUESTS.bucket, t, window)
-            return _quantiles(rates, ("service",), QUANTILES)
-        return self._range(fn)
+        return self._quantile_range(Q.REQUESTS.bucket, ("service",), window, quantiles=QUANTILES)
 
     def phase_split(self, window: float) -> list[Series]:
         def fn(data: list[tuple[str, list[Snapshot]]], t: float) -> Samples:
@@ -426,10 +435,7 @@ class ScrapeSource(DataSource):
         return self._range(fn)
 
     def network_time(self, window: float) -> list[Series]:
-        def fn(data: list[tuple[str, list[Snapshot]]], t: float) -> Samples:
-            rates = self._rate(data, Q.NETWORK.bucket, t, window)
-            return _quantiles(rates, ("service", "peer"), QUANTILES[:2])
-        return self._range(fn)
+        return self._quantile_range(Q.NETWORK.bucket, ("service", "peer"), window)
 
     def link_throughput(self, window: float) -> list[Series]:
         def fn(data: list[tuple[str, list[Snapshot]]], t: float) -> Samples:
@@ -440,11 +446,19 @@ class ScrapeSource(DataSource):
         return self._range(fn)
 
     def _quantile_range(self, bucket: str, by: tuple[str, ...], window: float,
-                        keep: Callable[[dict[str, str]], bool] | None = None) -> list[Series]:
-        def fn(data: list[tuple[str, list[Snapshot]]], t: float) -> Samples:
+                        keep: Callable[[dict[str, str]], bool] | None = None,
+                        quantiles: Sequence[tuple[str, float]] = QUANTILES[:2]) -> list[Series]:
+        def answers(data: list[tuple[str, list[Snapshot]]], t: float) -> list[Quantile]:
             rates = self._rate(data, bucket, t, window)
-            return _quantiles([r for r in rates if keep is None or keep(r[0])], by, QUANTILES[:2])
-        return self._range(fn)
+            return _quantiles([r for r in rates if keep is None or keep(r[0])], by, quantiles)
+
+        def fn(data: list[tuple[str, list[Snapshot]]], t: float) -> Samples:
+            return [(labels, value) for labels, value, _ in answers(data, t)]
+
+        def at_least(data: list[tuple[str, list[Snapshot]]], t: float) -> set[LabelKey]:
+            return {tuple(sorted(labels.items())) for labels, _, over in answers(data, t) if over}
+
+        return self._range(fn, at_least)
 
     def _rate_by(self, name: str, by: tuple[str, ...], window: float,
                  keep: Callable[[dict[str, str]], bool] | None = None) -> list[Series]:
@@ -602,8 +616,7 @@ class ScrapeSource(DataSource):
         def per_replica(samples: Samples) -> float | None:
             return sum(v for _, v in samples) / replicas if samples and replicas else None
 
-        queue_wait = _quantiles(self._rate(data, Q.QUEUE_WAIT.bucket, t, window), (),
-                                (("p95", 0.95),))
+        queue_wait = _quantiles(self._rate(data, Q.QUEUE_WAIT.bucket, t, window), (), (("p95", 0.95),))
         gpu = self._gauge(data, Q.GPU_UTILIZATION.name, t)
         values = [
             per_replica(self._gauge(data, Q.QUEUE_DEPTH.name, t)),
@@ -613,8 +626,9 @@ class ScrapeSource(DataSource):
             queue_wait[0][1] if queue_wait else None,
             sum(v for _, v in gpu) / len(gpu) if gpu else None,
         ]
-        return [Signal(name, value, unit, help_text)
-                for (name, unit, help_text), value in zip(AUTOSCALING_SIGNALS, values, strict=True)]
+        bounded = [False, False, False, bool(queue_wait) and queue_wait[0][2], False]
+        return [Signal(name, value, unit, help_text, at_least)
+                for (name, unit, help_text), value, at_least in zip(AUTOSCALING_SIGNALS, values, bounded, strict=True)]
 
 
 class DaemonPool:
@@ -696,15 +710,20 @@ def max_by(samples: Iterable[tuple[dict[str, str], float]], by: tuple[str, ...])
     return out
 
 
-def _quantiles(bucket_rates: Samples, by: tuple[str, ...], quantiles: Iterable[tuple[str, float]]) -> Samples:
+Quantile = tuple[dict[str, str], float, bool]
+"""A quantile's labels, value, and whether the value is only a lower bound (:func:`quantile_overflows`)."""
+
+
+def _quantiles(bucket_rates: Samples, by: tuple[str, ...], quantiles: Iterable[tuple[str, float]]) -> list[Quantile]:
     """``histogram_quantile(q, sum by (by, le) (rate(..._bucket)))`` for each named quantile."""
     grouped: dict[tuple[str, ...], list[tuple[float, float]]] = {}
     for key, value in sum_by(bucket_rates, (*by, "le")).items():
         grouped.setdefault(key[:-1], []).append((float(key[-1]), value))
-    out: Samples = []
+    out: list[Quantile] = []
     for name, q in quantiles:
         for key, buckets in grouped.items():
             found = histogram_quantile(q, buckets)
             if found is not None:
-                out.append(({**dict(zip(by, key, strict=True)), "quantile": name}, found))
+                out.append(({**dict(zip(by, key, strict=True)), "quantile": name}, found,
+                            quantile_overflows(q, buckets)))
     return out

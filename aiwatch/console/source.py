@@ -57,6 +57,9 @@ class Series:
 
     labels: dict[str, str]
     points: list[tuple[float, float]]
+    at_least: bool = False
+    """The latest value is only a lower bound: a quantile whose rank lies in the histogram's ``+Inf`` bucket, above
+    its largest finite bound, which is all ``histogram_quantile`` can answer then (:func:`quantile_overflows`)."""
 
     def name(self, *keys: str) -> str:
         """A display name from the given label keys (all labels when none given)."""
@@ -146,6 +149,8 @@ class Signal:
     value: float | None
     unit: str
     help: str
+    at_least: bool = False
+    """The value is only a lower bound (a quantile above the histogram's largest finite bucket bound)."""
 
 
 @dataclass(frozen=True)
@@ -335,19 +340,13 @@ def histogram_quantile(q: float, buckets: Iterable[tuple[float, float]]) -> floa
     >>> histogram_quantile(0.5, [(1.0, 0.0), (2.0, 10.0), (math.inf, 10.0)])
     1.5
     """
-    ordered = sorted(buckets)
-    if len(ordered) < 2 or not math.isinf(ordered[-1][0]) or math.isnan(q):
+    fixed = _cumulative(buckets)
+    if fixed is None or math.isnan(q):
         return None
     if q < 0:
         return -math.inf
     if q > 1:
         return math.inf
-    # Counts from rates can be slightly non-monotonic; Prometheus takes the running maximum.
-    fixed: list[tuple[float, float]] = []
-    running = 0.0
-    for le, count in ordered:
-        running = max(running, count)
-        fixed.append((le, running))
     total = fixed[-1][1]
     if total <= 0:
         return None
@@ -365,6 +364,35 @@ def histogram_quantile(q: float, buckets: Iterable[tuple[float, float]]) -> floa
     if count_end == count_start:
         return end
     return start + (end - start) * (rank - count_start) / (count_end - count_start)
+
+
+def quantile_overflows(q: float, buckets: Iterable[tuple[float, float]]) -> bool:
+    """Whether the ``q`` quantile's rank falls in the ``+Inf`` bucket of cumulative ``(upper bound, count)``
+    ``buckets``: more than ``1 - q`` of the observations lie above the largest finite bound, and
+    :func:`histogram_quantile` (like PromQL's) answers that bound, which is then only a lower bound.
+
+    >>> quantile_overflows(0.5, [(10.0, 0.0), (math.inf, 4.0)]), quantile_overflows(0.5, [(10.0, 3.0), (math.inf, 4.0)])
+    (True, False)
+    """
+    fixed = _cumulative(buckets)
+    if fixed is None or not 0 <= q <= 1:
+        return False
+    total = fixed[-1][1]
+    return total > 0 and fixed[-2][1] < q * total
+
+
+def _cumulative(buckets: Iterable[tuple[float, float]]) -> list[tuple[float, float]] | None:
+    """``buckets`` in bound order, each count at least the one before (counts from rates can be slightly
+    non-monotonic; Prometheus takes the running maximum); None without a ``+Inf`` bucket and a finite one."""
+    ordered = sorted(buckets)
+    if len(ordered) < 2 or not math.isinf(ordered[-1][0]):
+        return None
+    fixed: list[tuple[float, float]] = []
+    running = 0.0
+    for le, count in ordered:
+        running = max(running, count)
+        fixed.append((le, running))
+    return fixed
 
 
 def natural_key(value: str) -> tuple[int, float, str]:
