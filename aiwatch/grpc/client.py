@@ -44,6 +44,7 @@ from prometheus_client import CollectorRegistry
 
 from aiwatch.client import ClientRecorder
 from aiwatch.grpc._common import metadata_value, method_name, status_name, status_value
+from aiwatch.grpc.heldcall import HeldCall
 from aiwatch.grpc.streambytes import (
     CountedResponses,
     StreamBytes,
@@ -276,6 +277,8 @@ class AiwatchClientInterceptor(
             call.add_done_callback(done)
             if streamed is not None and not unary_response and hasattr(call, "__next__"):
                 return CountedResponses(call, streamed)
+            if not call.done():  # a call future (a blocking call's outcome is done): cancelled if dropped
+                return HeldCall(call)
         except Exception as exc:
             record_error(COMPONENT, exc, core.metrics)
         return call

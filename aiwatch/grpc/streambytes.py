@@ -11,7 +11,7 @@ it, or after it, goes straight to the ``peer``'s counters once the record has sa
 The wrappers never change what the application sees: the request iterator's messages and errors pass through as
 they are, and a response stream's messages, errors (grpcio raises the call itself, an ``RpcError``) and call methods
 are the call's own. A response stream the application drops unread is cancelled, as grpcio cancels its own
-(aiwatch's done callback holds the call, which would otherwise keep it running until the channel closes).
+(:mod:`aiwatch.grpc.heldcall`).
 """
 
 from __future__ import annotations
@@ -20,8 +20,7 @@ import threading
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-import grpc
-
+from aiwatch.grpc.heldcall import HeldCall
 from aiwatch.metrics import Metrics
 from aiwatch.safety import record_error
 
@@ -120,24 +119,14 @@ def counted_aio_responses(call: Any, tally: StreamBytes) -> Any:
     return _counted_async(call, tally, RECEIVED)
 
 
-class CountedResponses(grpc.Call, grpc.Future):  # type: ignore[misc]
+class CountedResponses(HeldCall):
     """A sync response-streaming call whose messages are counted as received when the application reads them;
-    everything else is the call's own (errors raised while iterating are the call's, as grpcio raises them)."""
+    everything else is the call's own (errors raised while iterating are the call's, as grpcio raises them), and
+    dropped by the application it is cancelled (:class:`~aiwatch.grpc.heldcall.HeldCall`)."""
 
     def __init__(self, call: Any, tally: StreamBytes) -> None:
-        self._call = call
+        super().__init__(call)
         self._tally = tally
-        self._kept = False
-
-    def __del__(self) -> None:
-        # grpcio cancels a call its application dropped (its __del__), unless a done callback (which holds the
-        # call) keeps it alive; aiwatch's own done callback does that, so the wrapper cancels in grpcio's place
-        # unless the application added one of its own
-        try:
-            if not self.__dict__.get("_kept", True):
-                self._call.cancel()
-        except Exception:
-            pass
 
     def __iter__(self) -> CountedResponses:
         return self
@@ -149,54 +138,3 @@ class CountedResponses(grpc.Call, grpc.Future):  # type: ignore[misc]
 
     def next(self) -> Any:
         return self.__next__()
-
-    def __getattr__(self, name: str) -> Any:  # debug_error_string and anything else the call offers
-        if name == "_call":
-            raise AttributeError(name)
-        return getattr(self._call, name)
-
-    def initial_metadata(self) -> Any:
-        return self._call.initial_metadata()
-
-    def trailing_metadata(self) -> Any:
-        return self._call.trailing_metadata()
-
-    def code(self) -> Any:
-        return self._call.code()
-
-    def details(self) -> Any:
-        return self._call.details()
-
-    def is_active(self) -> Any:
-        return self._call.is_active()
-
-    def time_remaining(self) -> Any:
-        return self._call.time_remaining()
-
-    def cancel(self) -> Any:
-        return self._call.cancel()
-
-    def add_callback(self, callback: Any) -> Any:
-        return self._call.add_callback(callback)
-
-    def cancelled(self) -> Any:
-        return self._call.cancelled()
-
-    def running(self) -> Any:
-        return self._call.running()
-
-    def done(self) -> Any:
-        return self._call.done()
-
-    def result(self, timeout: float | None = None) -> Any:
-        return self._call.result(timeout)
-
-    def exception(self, timeout: float | None = None) -> Any:
-        return self._call.exception(timeout)
-
-    def traceback(self, timeout: float | None = None) -> Any:
-        return self._call.traceback(timeout)
-
-    def add_done_callback(self, fn: Any) -> Any:
-        self._kept = True
-        return self._call.add_done_callback(fn)

@@ -3,7 +3,9 @@ statuses (DEADLINE_EXCEEDED, CANCELLED, UNAVAILABLE), trace-context propagation,
 
 from __future__ import annotations
 
+import gc
 import json
+import threading
 import time
 from typing import Any
 
@@ -241,3 +243,92 @@ def test_a_call_without_retry_on_a_retrying_channel_records_its_network_time(met
             stub = pb_grpc.InferenceStub(grpc.intercept_channel(channel, client))
             stub.Predict(req())
     assert value(metrics.registry, "aiwatch_network_duration_seconds_count", service="gateway", peer="infer") == 1
+
+
+class _WaitsForItsCaller(pb_grpc.InferenceServicer):
+    """Each call works until its caller is gone (grpcio runs the callbacks added with ``context.add_callback`` when
+    the call ends), then answers; ``gone`` is set when the server has seen that."""
+
+    def __init__(self) -> None:
+        self.working = threading.Event()
+        self.gone = threading.Event()
+
+    def _watch(self, context: Any) -> None:
+        if not context.add_callback(self.gone.set):  # False: the call has already ended
+            self.gone.set()
+
+    def _wait(self) -> None:
+        self.working.set()
+        self.gone.wait(30)
+
+    def Predict(self, request: Any, context: Any) -> Any:
+        self._watch(context)
+        self._wait()
+        return pb.PredictReply(model="ranker")
+
+    def Upload(self, request_iterator: Any, context: Any) -> Any:
+        self._watch(context)
+        next(request_iterator)
+        self._wait()
+        return pb.UploadReply()
+
+    def PredictStream(self, request: Any, context: Any) -> Any:
+        self._watch(context)
+        yield pb.PredictReply(model="ranker", index=0)
+        self._wait()
+        yield pb.PredictReply(model="ranker", index=1)
+
+
+def _start(stub: Any, kind: str) -> Any:
+    if kind == "unary":
+        return stub.Predict.future(req())
+    return stub.Upload.future(iter([req(), req()]))
+
+
+@pytest.mark.parametrize("kind", ["unary", "stream"])
+@pytest.mark.parametrize("instrumented", [False, True], ids=["plain", "aiwatch"])
+def test_a_call_future_the_application_drops_is_cancelled_as_without_aiwatch(metrics: Metrics, kind: str,
+                                                                                instrumented: bool) -> None:
+    """grpcio cancels a call future its application dropped unwaited (the call's __del__); aiwatch's done callback
+    held the call, so the server worked on to the end (and the application's call stayed held)."""
+    servicer = _WaitsForItsCaller()
+    client = [grpc_client_interceptor(service="gateway", metrics=metrics, peer="infer")] if instrumented else []
+    route = PREDICT if kind == "unary" else UPLOAD
+    with sync_server((), servicer) as target, stub_for(target, *client) as stub:
+        future = _start(stub, kind)
+        assert servicer.working.wait(20), "the server never got the call"
+        del future
+        gc.collect()
+        assert servicer.gone.wait(20), "the server never saw the dropped call cancelled"
+        if instrumented:
+            wait_until(lambda: _client_count(metrics, "infer", route, "CANCELLED") == 1, timeout=20,
+                       what="the client records the dropped call as CANCELLED")
+
+
+def test_a_response_stream_dropped_half_read_is_cancelled_as_the_server_sees_it(metrics: Metrics) -> None:
+    servicer = _WaitsForItsCaller()
+    client = grpc_client_interceptor(service="gateway", metrics=metrics, peer="infer")
+    with sync_server((), servicer) as target, stub_for(target, client) as stub:
+        for reply in stub.PredictStream(req()):
+            assert reply.index == 0
+            break
+        gc.collect()
+        assert servicer.gone.wait(20), "the server never saw the dropped stream cancelled"
+        wait_until(lambda: _client_count(metrics, "infer", PREDICT_STREAM, "CANCELLED") == 1, timeout=20,
+                   what="the client records the dropped stream as CANCELLED")
+    assert value(metrics.registry, "aiwatch_client_bytes_total", service="gateway", peer="infer",
+                 direction="received") == pb.PredictReply(model="ranker", index=0).ByteSize()
+
+
+def test_a_dropped_call_future_with_a_done_callback_runs_on_as_without_aiwatch(metrics: Metrics) -> None:
+    """A done callback the application added keeps grpcio's call alive: dropped, it is not cancelled."""
+    client = grpc_client_interceptor(service="gateway", metrics=metrics, peer="infer")
+    with sync_server([grpc_server_interceptor(service="infer", metrics=metrics)]) as target, \
+            stub_for(target, client) as stub:
+        future = stub.Predict.future(req(delay_ms=200))
+        future.add_done_callback(lambda call: None)
+        del future
+        gc.collect()
+        wait_until(lambda: _client_count(metrics, "infer", PREDICT, "OK") == 1, timeout=20,
+                   what="the call runs to its end")
+    assert _client_count(metrics, "infer", PREDICT, "CANCELLED") == 0
