@@ -12,12 +12,14 @@ or build the client with the transport yourself::
 
 A call is timed from the moment it is sent until its response body is closed (httpx closes it after reading it); a
 response that a transport returns already read (``httpx.Response(content=...)``, as ``httpx.MockTransport`` does)
-is recorded when the transport returns it. The network time of a streamed response (chunked) is counted to its
-headers, which carried the peer's Server-Timing.
+is recorded when the transport returns it. A response the application drops without closing it (sent with
+``stream=True``) is recorded when it is collected, with the bytes read until then. The network time of a streamed
+response (chunked) is counted to its headers, which carried the peer's Server-Timing.
 """
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, TypeVar
 
@@ -60,32 +62,49 @@ def _sent(request: httpx.Request) -> int | None:
         return None
 
 
+class _Pending:
+    """A streamed response's call not yet recorded: recorded once, by :meth:`finish`."""
+
+    __slots__ = ("call", "headers_at", "received", "recorder", "sent", "server_timing")
+
+    def __init__(self, recorder: ClientRecorder, call: _Call, server_timing: str | None, sent: int | None,
+                 headers_at: float | None) -> None:
+        self.recorder = recorder
+        self.call: _Call | None = call
+        self.server_timing = server_timing
+        self.sent = sent
+        self.headers_at = headers_at
+        self.received = 0
+
+    def finish(self, status: str, error: BaseException | None) -> None:
+        call, self.call = self.call, None
+        if call is not None:
+            self.recorder.finish(call, status, self.server_timing, error, self.sent, self.received, self.headers_at)
+
+
 class _CallFinisher:
-    """A response stream's pending call: finished once, when the body is read to its end, fails or is closed."""
+    """A response stream's pending call: finished once, when the body is read to its end, fails or is closed, or
+    when the stream is collected unclosed (the application dropped its response: httpx does nothing then). The
+    finalizer holds the pending call, not the stream, so that aiwatch keeps nothing of the response alive."""
 
     def __init__(self, stream: Any, recorder: ClientRecorder, call: _Call, status: str,
                  server_timing: str | None, sent: int | None = None, headers_at: float | None = None) -> None:
         self._stream = stream
-        self._headers_at = headers_at
-        self._recorder = recorder
-        self._call: _Call | None = call
         self._status = status
-        self._server_timing = server_timing
-        self._sent = sent
-        self._received = 0
+        self._pending = _Pending(recorder, call, server_timing, sent, headers_at)
+        self._dropped = weakref.finalize(self, self._pending.finish, status, None)
+        self._dropped.atexit = False  # a response still open at exit: no recording while the interpreter ends
 
     def _done(self, status: str, error: BaseException | None) -> None:
-        call, self._call = self._call, None
-        if call is not None:
-            self._recorder.finish(call, status, self._server_timing, error, self._sent, self._received,
-                                  self._headers_at)
+        self._dropped.detach()
+        self._pending.finish(status, error)
 
 
 class _TimedStream(_CallFinisher, httpx.SyncByteStream):
     def __iter__(self) -> Iterator[bytes]:
         try:
             for chunk in self._stream:
-                self._received += len(chunk)
+                self._pending.received += len(chunk)
                 yield chunk
         except GeneratorExit:
             raise
@@ -104,7 +123,7 @@ class _AsyncTimedStream(_CallFinisher, httpx.AsyncByteStream):
     async def __aiter__(self) -> AsyncIterator[bytes]:
         try:
             async for chunk in self._stream:
-                self._received += len(chunk)
+                self._pending.received += len(chunk)
                 yield chunk
         except GeneratorExit:
             raise

@@ -1,0 +1,118 @@
+"""An httpx response streamed (``client.send(request, stream=True)``) that the application drops without closing:
+httpx does nothing when it is collected, and aiwatch records the call then, with the bytes the application read.
+Before, aiwatch recorded a streamed call only when its body was read to the end, failed or was closed, so a
+dropped response was never recorded."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler
+
+import httpx
+import pytest
+from prometheus_client import CollectorRegistry
+
+import aiwatch.client
+from tests.servers import handler_server
+
+FIRST = b"x" * 1000
+REST = b"y" * 500
+_release = threading.Event()
+
+
+class _Streams(BaseHTTPRequestHandler):
+    """A chunked body: its first chunk at once, the rest when the test is over (so the client reads FIRST alone)."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        self._chunk(FIRST)
+        _release.wait(30)
+        try:
+            self._chunk(REST)
+            self._chunk(b"")
+        except OSError:  # the test's client closed the connection it dropped
+            pass
+
+    def _chunk(self, data: bytes) -> None:
+        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+        self.wfile.flush()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def base() -> Iterator[str]:
+    _release.clear()
+    with handler_server(_Streams, release=_release) as url:
+        yield url
+
+
+def _count(registry: CollectorRegistry, base: str) -> float:
+    return registry.get_sample_value("aiwatch_client_request_duration_seconds_count",
+                                     {"service": "gw", "peer": base.removeprefix("http://"),
+                                      "route": "__unmatched__", "status": "200", "phase": ""}) or 0.0
+
+
+def _received(registry: CollectorRegistry, base: str) -> float:
+    return registry.get_sample_value("aiwatch_client_bytes_total",
+                                     {"service": "gw", "peer": base.removeprefix("http://"),
+                                      "direction": "received"}) or 0.0
+
+
+@pytest.mark.parametrize("read", [True, False], ids=["half-read", "unread"])
+def test_a_streamed_response_dropped_unclosed_is_recorded_with_the_bytes_read(base: str, registry: CollectorRegistry,
+                                                                              read: bool) -> None:
+    with aiwatch.client.instrument_httpx(httpx.Client(), service="gw", registry=registry) as client:
+        response = client.send(client.build_request("GET", f"{base}/stream"), stream=True)
+        assert response.status_code == 200
+        if read:
+            assert next(response.iter_raw()) == FIRST
+        assert _count(registry, base) == 0  # still open: not recorded yet
+        del response
+        gc.collect()
+        assert _count(registry, base) == 1
+    assert _received(registry, base) == (len(FIRST) if read else 0)
+
+
+async def _collected_until(check: Callable[[], bool], what: str) -> None:
+    """Collect garbage, and let the loop close the async generators collected (asyncio closes them in a task),
+    until ``check()`` holds (generous bound: a test that never sees it fails, rather than hangs)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 20
+    while not check():
+        if loop.time() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        gc.collect()
+        await asyncio.sleep(0.01)
+
+
+async def test_an_async_streamed_response_dropped_unclosed_is_recorded_with_the_bytes_read(
+        base: str, registry: CollectorRegistry) -> None:
+    async with aiwatch.client.instrument_httpx(httpx.AsyncClient(), service="gw", registry=registry) as client:
+        response = await client.send(client.build_request("GET", f"{base}/stream"), stream=True)
+        assert response.status_code == 200
+        assert await response.aiter_raw().__anext__() == FIRST
+        assert _count(registry, base) == 0
+        del response
+        await _collected_until(lambda: _count(registry, base) == 1, "the dropped response recorded")
+    assert _received(registry, base) == len(FIRST)
+
+
+def test_a_streamed_response_closed_is_recorded_once(base: str, registry: CollectorRegistry) -> None:
+    with aiwatch.client.instrument_httpx(httpx.Client(), service="gw", registry=registry) as client:
+        response = client.send(client.build_request("GET", f"{base}/stream"), stream=True)
+        assert next(response.iter_raw()) == FIRST
+        response.close()
+        assert _count(registry, base) == 1
+        del response
+        gc.collect()
+    assert _count(registry, base) == 1
+    assert _received(registry, base) == len(FIRST)
