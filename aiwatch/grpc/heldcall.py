@@ -16,8 +16,9 @@ from typing import Any
 import grpc
 
 
-class HeldCall(grpc.Call, grpc.Future):  # type: ignore[misc]
-    """A running sync call, cancelled when the application drops it; everything else is the call's own."""
+class HeldCall(grpc.RpcError, grpc.Call, grpc.Future):  # type: ignore[misc]
+    """A running sync call, cancelled when the application drops it; everything else is the call's own (an
+    ``RpcError``, a ``Call`` and a ``Future``, as grpcio's call object is)."""
 
     def __init__(self, call: Any) -> None:
         self._call = call
@@ -29,6 +30,12 @@ class HeldCall(grpc.Call, grpc.Future):  # type: ignore[misc]
                 self._call.cancel()
         except Exception:
             pass
+
+    def __repr__(self) -> str:
+        return repr(self._call)
+
+    def __str__(self) -> str:
+        return str(self._call)
 
     def __getattr__(self, name: str) -> Any:  # debug_error_string and anything else the call offers
         if name == "_call":

@@ -297,6 +297,9 @@ def test_a_call_future_the_application_drops_is_cancelled_as_without_aiwatch(met
     with sync_server((), servicer) as target, stub_for(target, *client) as stub:
         future = _start(stub, kind)
         assert servicer.working.wait(20), "the server never got the call"
+        # what the application holds is what grpcio's call object is
+        assert all(isinstance(future, t) for t in (grpc.RpcError, grpc.Call, grpc.Future))
+        assert "StatusCode" in repr(future) or "Rendezvous" in repr(future)
         del future
         gc.collect()
         assert servicer.gone.wait(20), "the server never saw the dropped call cancelled"
