@@ -25,6 +25,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from aiwatch.env import MAX_LABEL_VALUES
+from aiwatch.forksafe import at_fork_in_child, renew_at_fork
 from aiwatch.safety import record_error, warn_rate_limited
 from aiwatch.utf8 import text_or_value
 
@@ -53,6 +54,10 @@ class LabelGuard:
         self._seen: dict[str, set[str]] = {}
         self._lock = threading.Lock()
         self._on_overflow = on_overflow
+        renew_at_fork(self)
+
+    def _renew_after_fork(self) -> None:
+        self._lock = threading.Lock()
 
     def fold(self, label: str, value: str) -> str:
         """``value`` if it is already known or there is room for it, else :data:`OVERFLOW`. A value UTF-8 cannot
@@ -88,6 +93,14 @@ class LabelGuard:
 
 _guards: weakref.WeakKeyDictionary[Metrics, LabelGuard] = weakref.WeakKeyDictionary()
 _guards_lock = threading.Lock()
+
+
+def _renew_guards_lock() -> None:
+    global _guards_lock
+    _guards_lock = threading.Lock()
+
+
+at_fork_in_child(_renew_guards_lock)
 
 
 def guard_for(metrics: Metrics, max_values: int | None = None) -> LabelGuard:

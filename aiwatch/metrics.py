@@ -30,6 +30,7 @@ from typing import Any, Literal
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
+from aiwatch.forksafe import at_fork_in_child, renew_at_fork
 from aiwatch.safety import record_error
 from aiwatch.utf8 import text_or_value
 
@@ -388,6 +389,7 @@ class Metrics:
         self.model_quality_labelled: Gauge = m["aiwatch_model_quality_labelled"]
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self._children_lock = threading.Lock()
+        renew_at_fork(self)
         if "aiwatch_instrumentation_errors_total" not in self.unavailable:
             for component in ERROR_COMPONENTS:
                 self.child(self.instrumentation_errors, (component,))
@@ -395,6 +397,9 @@ class Metrics:
             listed = "; ".join(f"{name}: {reason}" for name, reason in self.unavailable.items())
             record_error("metrics", RuntimeError(f"{len(self.unavailable)} aiwatch metric(s) could not be created "
                                                  f"and record nothing: {listed}"), self)
+
+    def _renew_after_fork(self) -> None:
+        self._children_lock = threading.Lock()
 
     def child(self, metric: Any, labels: Sequence[str]) -> Any:
         """``metric.labels(*labels)``, cached: the hot path skips prometheus_client's label validation and lock. A
@@ -423,6 +428,14 @@ class Metrics:
 
 _default: Metrics | None = None
 _default_lock = threading.Lock()
+
+
+def _renew_default_lock() -> None:
+    global _default_lock
+    _default_lock = threading.Lock()
+
+
+at_fork_in_child(_renew_default_lock)
 
 
 def default_metrics() -> Metrics:

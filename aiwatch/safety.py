@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
+from aiwatch.forksafe import renew_at_fork
+
 if TYPE_CHECKING:
     from aiwatch.metrics import Metrics
 
@@ -32,6 +34,10 @@ class _BurstLog:
         self.burst_seconds = burst_seconds
         self._last: dict[str, float] = {}
         self._suppressed: dict[str, int] = {}
+        self._lock = threading.Lock()
+        renew_at_fork(self)
+
+    def _renew_after_fork(self) -> None:
         self._lock = threading.Lock()
 
     def should_log(self, component: str) -> tuple[bool, int]:

@@ -48,6 +48,7 @@ from aiwatch.amounts import seconds as seconds_of
 from aiwatch.cardinality import LabelGuard, guard_for
 from aiwatch.env import SLOW_THRESHOLD, service_name
 from aiwatch.fastpath import adder, observe
+from aiwatch.forksafe import at_fork_in_child
 from aiwatch.metrics import Metrics, default_metrics
 from aiwatch.safety import record_error
 from aiwatch.servertiming import OVERHEAD, TOTAL, is_token, quote
@@ -182,6 +183,14 @@ _NAME, _MODEL, _PARENT, _START, _CHILD, _SPAN, _TOKEN = range(7)
 
 _valid_names: set[str] = set()
 _valid_lock = threading.Lock()
+
+
+def _renew_valid_lock() -> None:
+    global _valid_lock
+    _valid_lock = threading.Lock()
+
+
+at_fork_in_child(_renew_valid_lock)
 
 
 def _check_phase_name(name: str) -> None:

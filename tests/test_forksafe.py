@@ -1,0 +1,139 @@
+"""A process forked while another of its threads holds one of aiwatch's locks (gunicorn's master, with ``--preload``,
+runs aiwatch's threads and forks workers at any time): the child has no thread to release it, so the child must not
+find it held when it next takes it (on the request path, on the error path, or when it closes down).
+
+Each test holds the lock on a thread, forks, and has the child do what takes that lock; the child's exit status is
+the verdict. A child that hangs is killed after :data:`HANG` seconds: that is the bug, not a timing bound."""
+
+from __future__ import annotations
+
+import gc
+import os
+import signal
+import threading
+import time
+import uuid
+import weakref
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, ExitStack, contextmanager
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from aiwatch import cardinality, metrics, safety, timing
+from aiwatch.cardinality import LabelGuard, guard_for
+from aiwatch.metrics import Metrics, get_metrics
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX")
+
+#: How long a child may take before it counts as hung (it needs milliseconds).
+HANG = 30.0
+
+
+@contextmanager
+def held(locks: Sequence[AbstractContextManager[Any]]) -> Iterator[None]:
+    """``locks`` held by another thread (blocked inside their locked section) until the block ends."""
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with ExitStack() as stack:
+            for lock in locks:
+                stack.enter_context(lock)
+            holding.set()
+            release.wait()
+
+    holder = threading.Thread(target=hold, daemon=True)
+    holder.start()
+    try:
+        assert holding.wait(HANG)
+        yield
+    finally:
+        release.set()
+        holder.join(HANG)
+
+
+def forked_child(action: Callable[[], bool]) -> str:
+    """Fork; the child runs ``action`` and exits. ``"done"`` when ``action`` returned true, ``"failed"`` when it
+    returned false or raised, ``"hung"`` when the child had not exited after :data:`HANG` seconds (then killed)."""
+    pid = os.fork()
+    if pid == 0:  # the child: nothing but the action, then out without running the parent's exit handlers
+        code = 1
+        try:
+            code = 0 if action() else 1
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + HANG
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return "done" if os.waitstatus_to_exitcode(status) == 0 else "failed"
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            return "hung"
+        time.sleep(0.05)
+
+
+def child_while_held(locks: Sequence[AbstractContextManager[Any]], action: Callable[[], bool]) -> str:
+    with held(locks):
+        return forked_child(action)
+
+
+# --- the request and error paths --------------------------------------------------------------------------------
+def test_a_child_records_an_error_while_the_burst_log_was_locked_at_the_fork(metrics: Metrics) -> None:
+    def record() -> bool:
+        safety.record_error("metrics", RuntimeError("in the child"), metrics)
+        safety.warn_rate_limited("forked", "aiwatch: the child warns")
+        return True
+
+    assert child_while_held([safety._burst._lock], record) == "done"
+
+
+def test_a_child_makes_a_new_child_series_while_the_cache_was_locked_at_the_fork(metrics: Metrics) -> None:
+    def new_series() -> bool:
+        metrics.child(metrics.instrumentation_errors, ("made_in_the_child",)).inc()
+        return True
+
+    assert child_while_held([metrics._children_lock], new_series) == "done"
+
+
+def test_a_child_gets_the_metrics_of_a_registry_while_their_lock_was_held_at_the_fork() -> None:
+    def get() -> bool:
+        registry = CollectorRegistry()
+        return get_metrics(registry).registry is registry
+
+    assert child_while_held([metrics._default_lock], get) == "done"
+
+
+def test_a_child_folds_a_new_label_value_while_the_guard_was_locked_at_the_fork(metrics: Metrics) -> None:
+    shared, own = guard_for(metrics), LabelGuard(max_values=5)
+
+    def fold() -> bool:
+        return shared.fold("route", "/new") == "/new" and own.fold("route", "/new") == "/new"
+
+    assert child_while_held([shared._lock, own._lock], fold) == "done"
+
+
+def test_a_child_gets_a_registry_guard_while_the_guards_were_locked_at_the_fork() -> None:
+    def guard() -> bool:
+        return guard_for(Metrics(CollectorRegistry())).fold("route", "/a") == "/a"
+
+    assert child_while_held([cardinality._guards_lock], guard) == "done"
+
+
+def test_a_child_names_a_new_phase_while_the_phase_names_were_locked_at_the_fork() -> None:
+    name = f"forked_{uuid.uuid4().hex}"  # a name never checked before: its check takes the lock
+
+    def new_phase() -> bool:
+        return timing.phase(name).name == name
+
+    assert child_while_held([timing._valid_lock], new_phase) == "done"
+
+
+def test_renewing_at_fork_does_not_keep_an_object_alive() -> None:
+    guard = LabelGuard(max_values=5)
+    ref = weakref.ref(guard)
+    del guard
+    gc.collect()
+    assert ref() is None
