@@ -18,11 +18,13 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from typing import Any
 
+import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
 from aiwatch import cardinality, metrics, safety, timing
 from aiwatch.cardinality import LabelGuard, guard_for
+from aiwatch.drift import DriftMonitor, ReferenceProfile
 from aiwatch.metrics import Metrics, get_metrics
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX")
@@ -137,3 +139,18 @@ def test_renewing_at_fork_does_not_keep_an_object_alive() -> None:
     del guard
     gc.collect()
     assert ref() is None
+
+
+# --- objects with a thread of their own, made before the fork ----------------------------------------------------
+def test_a_child_observes_and_evaluates_drift_while_the_monitor_was_locked_at_the_fork(registry: CollectorRegistry
+                                                                                        ) -> None:
+    profile = ReferenceProfile.build({"x": np.random.default_rng(5).normal(0, 1, 500)})
+    monitor = DriftMonitor(profile, model="m", registry=registry, flush_every=1)
+
+    def observe_and_evaluate() -> bool:
+        monitor.observe({"x": 0.5})
+        monitor.evaluate()
+        monitor.stop(timeout=HANG)
+        return registry.get_sample_value("aiwatch_drift_window_samples", {"model": "m", "feature": "x"}) == 1
+
+    assert child_while_held([monitor._lock, monitor._eval_lock, monitor._stop._cond], observe_and_evaluate) == "done"

@@ -42,6 +42,7 @@ from aiwatch.drift.current import CurrentFeature, categorical_current_from_codes
 from aiwatch.drift.evaluate import STATUS_OK, DriftReport, Options, compare_features, needs_bins
 from aiwatch.drift.features import CategoricalFeature, NumericalFeature
 from aiwatch.drift.profile import ReferenceProfile
+from aiwatch.forksafe import renew_at_fork
 from aiwatch.metrics import Metrics, get_metrics
 from aiwatch.safety import record_error, warn_rate_limited
 from aiwatch.utf8 import text_or_value
@@ -149,6 +150,7 @@ class DriftMonitor:
         self.last_report: DriftReport | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+        renew_at_fork(self)
         m = self.metrics
         self._bin_children: dict[str, list[Any]] = {}
         all_features: list[NumericalFeature | CategoricalFeature] = [*self._num, *self._cat]
@@ -159,6 +161,12 @@ class DriftMonitor:
             for b, share in zip(feat.bin_labels, feat.reference_shares(), strict=True):
                 m.labels(m.feature_reference_ratio, (model, feat.name, b)).set(float(share))
             m.child(m.feature_missing, (model, feat.name))
+
+    def _renew_after_fork(self) -> None:
+        # the child has no evaluation thread: the one that held these is the parent's
+        self._lock = threading.Lock()
+        self._eval_lock = threading.Lock()
+        self._stop = threading.Event()
 
     def _take_over_series(self, features: list[NumericalFeature | CategoricalFeature]) -> None:
         """Remove what an earlier monitor of this model on these metrics exported (a profile reloaded at runtime):
