@@ -25,6 +25,7 @@ from prometheus_client import CollectorRegistry
 from aiwatch import cardinality, metrics, safety, timing
 from aiwatch.cardinality import LabelGuard, guard_for
 from aiwatch.drift import DriftMonitor, ReferenceProfile
+from aiwatch.feedback import PredictionLog
 from aiwatch.metrics import Metrics, get_metrics
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX")
@@ -154,3 +155,30 @@ def test_a_child_observes_and_evaluates_drift_while_the_monitor_was_locked_at_th
         return registry.get_sample_value("aiwatch_drift_window_samples", {"model": "m", "feature": "x"}) == 1
 
     assert child_while_held([monitor._lock, monitor._eval_lock, monitor._stop._cond], observe_and_evaluate) == "done"
+
+
+class _Rows:
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+
+    def write(self, rows: Sequence[dict[str, Any]]) -> None:
+        self.rows.extend(rows)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_child_logs_and_flushes_predictions_while_the_log_was_locked_at_the_fork(metrics: Metrics) -> None:
+    log = PredictionLog(_Rows(), batch_size=1, metrics=metrics)
+    try:
+        def log_and_flush() -> bool:
+            log.log("m", {"x": 1})  # a full batch: it wakes the writer
+            log.flush(timeout=0.1)  # (the writer is the parent's thread: the child's records wait for it)
+            return True
+
+        assert child_while_held([log._idle, log._wake._cond], log_and_flush) == "done"
+    finally:
+        log.close()

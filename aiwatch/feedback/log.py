@@ -36,6 +36,7 @@ from aiwatch.fastpath import adder
 from aiwatch.feedback.sampling import SamplingPolicy
 from aiwatch.feedback.schema import FieldPolicy, PredictionRecord
 from aiwatch.feedback.sink import PredictionSink, RowsLost
+from aiwatch.forksafe import renew_at_fork
 from aiwatch.metrics import Metrics, get_metrics
 from aiwatch.safety import record_error
 from aiwatch.timing import current_timeline
@@ -96,6 +97,15 @@ class PredictionLog:
         self._thread = threading.Thread(target=self._run, name=f"aiwatch-prediction-log-{name}", daemon=True)
         self._thread.start()
         atexit.register(self.close)
+        renew_at_fork(self)
+
+    def _renew_after_fork(self) -> None:
+        # The child has no writer thread; the records queued or in hand are the parent's, which writes them (the
+        # child must not: the sink's file or connection is the parent's too).
+        self._wake = threading.Event()
+        self._idle = threading.Condition()
+        self._pending.clear()
+        self._in_hand = 0
 
     # --- the request path ---------------------------------------------------------------------------------
     def log(self, model: str, inputs: Mapping[str, Any], outputs: Any = None, *, version: str = "",
