@@ -27,6 +27,8 @@ from aiwatch.cardinality import LabelGuard, guard_for
 from aiwatch.drift import DriftMonitor, ReferenceProfile
 from aiwatch.feedback import PredictionLog
 from aiwatch.metrics import Metrics, get_metrics
+from aiwatch.signals.gpu import GpuPoller
+from tests.signals.fake_pynvml import FakeNVML
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX")
 
@@ -182,3 +184,14 @@ def test_a_child_logs_and_flushes_predictions_while_the_log_was_locked_at_the_fo
         assert child_while_held([log._idle, log._wake._cond], log_and_flush) == "done"
     finally:
         log.close()
+
+
+def test_a_child_polls_the_gpus_while_the_poller_was_locked_at_the_fork(metrics: Metrics) -> None:
+    poller = GpuPoller(nvml=FakeNVML.with_gpus(1), metrics=metrics)
+
+    def poll() -> bool:
+        up = poller.poll_once().nvml_up
+        poller.stop(timeout=HANG)
+        return up
+
+    assert child_while_held([poller._poll_lock, poller._thread_lock, poller._stop._cond], poll) == "done"

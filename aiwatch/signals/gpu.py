@@ -65,6 +65,7 @@ from prometheus_client.registry import Collector
 from aiwatch._optional import require
 from aiwatch.amounts import MAX_SECONDS, as_timeout, period, shown
 from aiwatch.env import GPU_POLL_INTERVAL
+from aiwatch.forksafe import renew_at_fork
 from aiwatch.metrics import GPU_LABELS, SPECS, Metrics, get_metrics
 from aiwatch.safety import record_error
 
@@ -291,6 +292,14 @@ class GpuPoller:
         self._event_set: Any = None
         self._reported: set[tuple[str, ...]] = set()
         self._failing: set[tuple[str, ...]] = set()
+        renew_at_fork(self)
+
+    def _renew_after_fork(self) -> None:
+        # the child has no polling thread: the one that held these, and the poll in progress, are the parent's
+        self._poll_lock = threading.Lock()
+        self._thread_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._poll_began = None
 
     # --- public -------------------------------------------------------------------------------------------
     @property
