@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import errno
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -43,11 +45,23 @@ def run_render(args: argparse.Namespace) -> int:
               f"{cfg.runbook_url!r}, so every alert's runbook link leads nowhere. Set runbook_url in the config to "
               "where your runbooks live: your wiki, your repository, or the aiwatch console "
               "(http://HOST:8501/?runbook={alert}). See docs/alerts.md.", file=sys.stderr)
+    try:
+        _write(out, files)
+    except OSError as exc:  # --out is a file, or under one; a rule file's name is taken by a directory
+        where = f" ({exc.filename})" if exc.filename and str(exc.filename) != str(out) else ""
+        print(f"aiwatch rules: cannot write the rule files into {str(out)!r}: {exc.strerror or exc}{where}",
+              file=sys.stderr)
+        return 2
+    return 0
+
+
+def _write(out: Path, files: dict[str, str]) -> None:
+    if out.exists() and not out.is_dir():  # mkdir would say only "File exists"
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(out))
     out.mkdir(parents=True, exist_ok=True)
     for name, text in files.items():
         (out / name).write_text(text)
         print(out / name)
-    return 0
 
 
 def run_defaults(args: argparse.Namespace) -> int:

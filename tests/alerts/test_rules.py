@@ -427,3 +427,24 @@ def test_yaml_writer_keeps_unicode_line_breaks(value: str) -> None:
 
     data = {"key": value, "list": [value]}
     assert yaml.safe_load(dump(data)) == data and load(dump(data)) == data
+
+
+@pytest.mark.parametrize("where", ["a-file", "a-file/sub", "a-file/sub/deeper"])
+def test_render_into_a_path_that_cannot_be_a_directory_is_a_usage_error(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], where: str) -> None:
+    (tmp_path / "a-file").write_text("not a directory\n")
+    out = tmp_path / where
+    assert main(["rules", "render", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1] == f"aiwatch rules: cannot write the rule files into {str(out)!r}: Not a directory", err
+    assert "Traceback" not in err
+    assert (tmp_path / "a-file").read_text() == "not a directory\n"
+
+
+def test_render_over_a_directory_named_like_a_rule_file_is_a_usage_error(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / ALERTING_FILE).mkdir()
+    assert main(["rules", "render", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert err.startswith(f"aiwatch rules: cannot write the rule files into {str(tmp_path)!r}: "), err
+    assert ALERTING_FILE in err
