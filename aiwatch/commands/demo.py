@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import math
+from pathlib import Path
 from typing import Any
 
 #: kept here so that `aiwatch --help` does not import the demo (aiwatch.demo.scenarios.SCENARIOS, checked by a test)
@@ -39,7 +41,7 @@ def register(subparsers: Any) -> None:
                         help="the gateway -> inference hop (default: grpc when the grpc extra is installed, else http)")
     parser.add_argument("--console-port", type=_port, default=8501,
                         help="port of the console on 127.0.0.1 (default 8501; 0: a free one)")
-    parser.add_argument("--json", metavar="PATH", default=None,
+    parser.add_argument("--json", metavar="PATH", default=None, type=_output_file,
                         help="also write each cycle's per-stage numbers to PATH as JSON")
     parser.add_argument("--scenario", choices=list(SCENARIO_NAMES), default="flash-sale",
                         help="what goes wrong in the middle stage: flash-sale (default: 10x traffic, the queue "
@@ -60,7 +62,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--no-alerts", action="store_true",
                         help="do not start Prometheus and Alertmanager (started by default when installed)")
     parser.add_argument("--seed", type=int, default=7, help="seed of the generated traffic")
-    parser.add_argument("--prediction-log", metavar="DIR", default=None,
+    parser.add_argument("--prediction-log", metavar="DIR", default=None, type=_directory,
                         help="the inference service logs every request into DIR (Parquet by model and hour); then "
                              "`aiwatch drift PROFILE DIR --since TIME` tests the sale's requests")
     parser.set_defaults(handler=run)
@@ -71,9 +73,32 @@ def _positive(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
+    if not 0 < value < math.inf:  # inf crashed the demo's parts (OverflowError, TypeError) after they had started
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
     return value
+
+
+# The paths are checked before the demo starts: --json is written after every stage has run, and --prediction-log
+# made once the services are being started; either failing then was a traceback.
+def _output_file(text: str) -> str:
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"cannot write {text!r}: it is a directory")
+    parent = path.parent
+    if not parent.exists():
+        raise argparse.ArgumentTypeError(f"cannot write {text!r}: no directory {str(parent)!r}")
+    if not parent.is_dir():
+        raise argparse.ArgumentTypeError(f"cannot write {text!r}: {str(parent)!r} is not a directory")
+    return text
+
+
+def _directory(text: str) -> str:
+    path = Path(text)
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a directory" if existing == path else
+                                         f"cannot make the directory {text!r}: {str(existing)!r} is not a directory")
+    return text
 
 
 def _count(text: str) -> int:

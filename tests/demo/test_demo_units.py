@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -199,18 +200,69 @@ def test_stage_stats_take_the_drift_verdict_from_the_monitor_with_enough_values(
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--duration", "0"], "must be > 0"),
+    (["--duration", "0"], "argument --duration: must be a finite number > 0, got '0'"),
     (["--rps", "fast"], "not a number"),
     (["--gateway-port", "70000"], "not a TCP port"),
     (["--cycles", "0"], "whole number >= 1"),
+    (["--rps", "inf"], "argument --rps: must be a finite number > 0, got 'inf'"),
+    (["--rps", "1e400"], "argument --rps: must be a finite number > 0, got '1e400'"),
+    (["--severity-ms", "1e400"], "argument --severity-ms: must be a finite number > 0"),
+    (["--model-ms", "inf"], "argument --model-ms: must be a finite number > 0"),
+    (["--duration", "inf"], "argument --duration: must be a finite number > 0"),
+    (["--duration", "nan"], "argument --duration: must be a finite number > 0"),
 ])
 def test_demo_command_rejects_bad_arguments(argv: list[str], message: str,
                                             capsys: pytest.CaptureFixture[str]) -> None:
     from aiwatch.cli import build_parser
 
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as info:
         build_parser().parse_args(["demo", *argv])
+    assert info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("where", "message"), [
+    ("missing/stages.json", "argument --json: cannot write 'missing/stages.json': no directory 'missing'"),
+    ("a-file/stages.json", "argument --json: cannot write 'a-file/stages.json': 'a-file' is not a directory"),
+    ("a-dir", "argument --json: cannot write 'a-dir': it is a directory"),
+])
+def test_demo_json_path_that_cannot_be_written_is_refused_before_the_demo_runs(
+        where: str, message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from aiwatch.cli import build_parser
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a-file").write_text("x")
+    (tmp_path / "a-dir").mkdir()
+    with pytest.raises(SystemExit) as info:  # it was written after the whole demo had run: a traceback at the end
+        build_parser().parse_args(["demo", "--json", where])
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("where", "message"), [
+    ("a-file", "argument --prediction-log: 'a-file' is not a directory"),
+    ("a-file/log", "argument --prediction-log: cannot make the directory 'a-file/log': 'a-file' is not a directory"),
+])
+def test_demo_prediction_log_under_a_file_is_refused_before_the_demo_runs(
+        where: str, message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from aiwatch.cli import build_parser
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(SystemExit) as info:  # it was a FileExistsError / NotADirectoryError traceback
+        build_parser().parse_args(["demo", "--prediction-log", where])
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_demo_output_paths_that_can_be_made_are_taken(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from aiwatch.cli import build_parser
+
+    monkeypatch.chdir(tmp_path)
+    args = build_parser().parse_args(["demo", "--json", "stages.json", "--prediction-log", "new/log"])
+    assert (args.json, args.prediction_log) == ("stages.json", "new/log")
 
 
 def test_stage_plan_scales_with_the_duration() -> None:
