@@ -76,8 +76,8 @@ class ConsoleConfig:
         if self.window < MIN_WINDOW:  # it would be the PromQL duration "0ms", which Prometheus refuses
             raise ValueError(f"{ENV['window'].name} must be at least {MIN_WINDOW:g} s (PromQL durations count whole "
                              f"milliseconds), got {self.window:g}")
-        if self.refresh < 0:
-            raise ValueError(f"console refresh must be >= 0 seconds, got {self.refresh}")
+        if self.refresh != 0:  # NaN passed "< 0", and the view said it redrew every nan s and never did
+            period(self.refresh, "console refresh (0: off)")
         if not self.prometheus and not self.scrape:
             raise ValueError("the console needs a Prometheus URL or at least one /metrics URL to scrape")
         try:

@@ -278,3 +278,18 @@ def test_sources_do_not_import_streamlit_and_the_app_names_the_extra() -> None:
                          timeout=60)
     assert out.returncode == 0, out.stderr
     assert 'pip install "aiwatch[console]"' in out.stdout
+
+
+@pytest.mark.parametrize("refresh", ["nan", "inf", "1e400", "-1", "1e10"])
+def test_console_refresh_that_is_not_off_or_a_period_is_refused(refresh: str) -> None:
+    # nan was taken, and the console showed "Refreshes every nan s." and never redrew; inf reached st.fragment
+    message = f"^console refresh \\(0: off\\) {NOT_A_PERIOD}{float(refresh)}$"
+    with pytest.raises(ValueError, match=message):
+        streamlit_command(parse("--refresh", refresh))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=message):
+        ConsoleConfig.from_env({"AIWATCH_CONSOLE_REFRESH": refresh})
+
+
+def test_console_refresh_zero_turns_the_redraws_off() -> None:
+    _, env = streamlit_command(parse("--refresh", "0"))  # type: ignore[arg-type]
+    assert ConsoleConfig.from_env(env).refresh == 0
