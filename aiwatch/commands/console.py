@@ -90,8 +90,12 @@ def _check_urls(prometheus: str, scrape: tuple[str, ...]) -> None:
     from urllib.parse import urlparse
 
     for url in ([prometheus] if prometheus else list(scrape)):
-        parsed = urlparse(url)
-        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        try:
+            parsed = urlparse(url)
+            parsed.port  # noqa: B018 - a port that is not a number from 0 to 65535 raises
+        except ValueError as exc:  # an unclosed [IPv6 address, a bad port: else found only in the browser
+            raise ValueError(f"not an http(s) URL: {url!r} ({exc})") from None
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
             raise ValueError(f"not an http(s) URL: {url!r}")
 
 

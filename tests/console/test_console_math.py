@@ -4,6 +4,7 @@ configuration, the command line and optional-dependency behaviour; no servers.""
 from __future__ import annotations
 
 import math
+import re
 import subprocess
 import sys
 import time
@@ -293,3 +294,20 @@ def test_console_refresh_that_is_not_off_or_a_period_is_refused(refresh: str) ->
 def test_console_refresh_zero_turns_the_redraws_off() -> None:
     _, env = streamlit_command(parse("--refresh", "0"))  # type: ignore[arg-type]
     assert ConsoleConfig.from_env(env).refresh == 0
+
+
+@pytest.mark.parametrize(("flag", "url", "why"), [
+    ("--prometheus", "http://127.0.0.1:99999", "Port out of range 0-65535"),
+    ("--prometheus", "http://127.0.0.1:abc", "Port could not be cast to integer value as 'abc'"),
+    ("--prometheus", "http://:9090", None),
+    ("--prometheus", "http://[::1", "Invalid IPv6 URL"),
+    ("--scrape", "http://127.0.0.1:99999/metrics", "Port out of range 0-65535"),
+    ("--scrape", "http://:8000/metrics", None),
+    ("--scrape", "http://[::1/metrics", "Invalid IPv6 URL"),
+])
+def test_console_urls_with_a_bad_port_or_no_host_are_refused_before_streamlit_starts(
+        flag: str, url: str, why: str | None) -> None:
+    # they were taken: the console started, and said what was wrong only in the browser (or "Invalid IPv6 URL")
+    message = f"not an http(s) URL: {url!r}" + (f" ({why})" if why else "")
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        streamlit_command(parse(flag, url))  # type: ignore[arg-type]
