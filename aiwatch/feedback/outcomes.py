@@ -105,14 +105,24 @@ def read_labels(path: str | os.PathLike[str], id_column: str = "request_id", out
     p = Path(path)
     if not p.exists():
         raise ValueError(f"labels file {os.fspath(path)!r} does not exist")
-    if p.suffix.lower() in (".parquet", ".pq"):
-        table = require("pyarrow.parquet", "data").read_table(p, columns=[id_column, outcome_column])
-    elif p.suffix.lower() == ".csv":
-        table = require("pyarrow.csv", "data").read_csv(p, convert_options=require(
-            "pyarrow.csv", "data").ConvertOptions(include_columns=[id_column, outcome_column],
-                                                  column_types={id_column: pa.string()}))
-    else:
+    parquet = p.suffix.lower() in (".parquet", ".pq")
+    if not parquet and p.suffix.lower() != ".csv":
         raise ValueError(f"cannot read labels {os.fspath(path)!r}: expected a .csv or .parquet file")
+    try:
+        names = _label_file_columns(p, parquet)
+        missing = [c for c in dict.fromkeys((id_column, outcome_column)) if c not in names]
+        if missing:
+            raise ValueError(f"labels {os.fspath(path)!r} have no {', '.join(map(repr, missing))} column (its columns: "
+                             f"{_shown_names(names)}); name the columns with --id-column and --outcome-column")
+        if parquet:
+            table = require("pyarrow.parquet", "data").read_table(p, columns=[id_column, outcome_column])
+        else:
+            table = require("pyarrow.csv", "data").read_csv(p, convert_options=require(
+                "pyarrow.csv", "data").ConvertOptions(include_columns=[id_column, outcome_column],
+                                                      column_types={id_column: pa.string()}))
+    except pa.ArrowException as exc:  # pyarrow's messages may span lines and need not name the file
+        detail = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"cannot read labels {os.fspath(path)!r}: {detail}") from None
     table = table.rename_columns(["request_id", "outcome"]) if table.column_names == [id_column, outcome_column] \
         else table.select([id_column, outcome_column]).rename_columns(["request_id", "outcome"])
     ids = table.column("request_id").to_pylist()
@@ -120,6 +130,20 @@ def read_labels(path: str | os.PathLike[str], id_column: str = "request_id", out
     if len(last) != len(ids):
         table = table.take(sorted(last.values()))
     return table.cast(pa.schema([("request_id", pa.string()), ("outcome", table.schema.field("outcome").type)]))
+
+
+def _label_file_columns(path: Path, parquet: bool) -> list[str]:
+    """The column names of a labels file, from the Parquet footer or the CSV header."""
+    if parquet:
+        return list(require("pyarrow.parquet", "data").read_schema(path).names)
+    with require("pyarrow.csv", "data").open_csv(path) as reader:
+        return list(reader.schema.names)
+
+
+def _shown_names(names: list[str]) -> str:
+    text = ", ".join(names)
+    text = text if text.isprintable() else ascii(text)[1:-1]  # a binary file's "header"
+    return text if len(text) <= 300 else text[:300] + "..."
 
 
 def drop_unusable(labels: Any, kind: Kind | None = None) -> tuple[Any, int]:

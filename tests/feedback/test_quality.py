@@ -146,3 +146,43 @@ def test_a_window_that_is_no_number_of_seconds_above_0_is_a_value_error_naming_i
     # before: inf was accepted and made every window start at NaN (floor(t / inf) * inf), a string a TypeError
     with pytest.raises(ValueError, match=r"^window_seconds must be a number of seconds above 0 and at most 1e9, "):
         realised_quality(log["log"], log["labels"], prediction="output.label", window_seconds=window)  # type: ignore[arg-type]
+
+
+def _write_labels(path: Path, content: str) -> None:
+    if content == "parquet":
+        pq.write_table(pa.table({"request_id": ["a"], "outcome": [1]}), path)
+    elif content == "truncated parquet":
+        pq.write_table(pa.table({"request_id": ["a"], "outcome": [1]}), path)
+        path.write_bytes(path.read_bytes()[:40])
+    elif content == "binary":
+        path.write_bytes(bytes(range(256)) * 8)
+    else:
+        path.write_text(content)
+
+
+@pytest.mark.parametrize(("name", "content", "extra", "message"), [
+    ("labels.parquet", "parquet", ["--outcome-column", "label"],
+     "labels {path!r} have no 'label' column (its columns: request_id, outcome); name the columns with --id-column "
+     "and --outcome-column"),
+    ("labels.parquet", "parquet", ["--id-column", "id"], "labels {path!r} have no 'id' column"),
+    ("labels.csv", "request_id,outcome\na,1\n", ["--id-column", "id", "--outcome-column", "label"],
+     "labels {path!r} have no 'id', 'label' column (its columns: request_id, outcome)"),
+    ("labels.csv", "id,label\na,1\n", [], "labels {path!r} have no 'request_id', 'outcome' column (its columns: id, "
+                                          "label)"),
+    ("labels.csv", "", [], "cannot read labels {path!r}: Empty CSV file"),
+    ("labels.parquet", "", [], "cannot read labels {path!r}: "),
+    ("labels.parquet", "truncated parquet", [], "cannot read labels {path!r}: "),
+    ("labels.parquet", "request_id,outcome\na,1\n", [], "cannot read labels {path!r}: "),
+    ("labels.csv", "binary", [], "cannot read labels {path!r}: "),
+])
+def test_labels_without_their_columns_or_unreadable_are_one_line_naming_the_file(
+        log: dict[str, object], tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, content: str,
+        extra: list[str], message: str) -> None:
+    # a Parquet file without the column was a 7-line pyarrow message listing its internal fields; a CSV's an
+    # "ArrowKeyError: Column ... in include_columns" and an empty one "Empty CSV file", neither naming the file
+    path = tmp_path / name
+    _write_labels(path, content)
+    assert main(["quality", str(log["log"]), str(path), "--prediction", "output.label", *extra]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("aiwatch quality: error: " + message.format(path=str(path))), err
