@@ -70,6 +70,12 @@ def objectives(items: list[str], kind: str) -> dict[str, float]:
             raise ValueError(f"--objective expects METRIC=NUMBER, got {item!r}")
         if name not in METRICS[kind]:
             raise ValueError(f"--objective {name!r}: a {kind} has {', '.join(METRICS[kind])}")
+        # out of range, an objective is met or missed whatever the model does (accuracy=95 meant as a percentage)
+        if kind == "classifier" and not 0 <= bound <= 1:
+            raise ValueError(f"--objective {item!r}: {name} is a share from 0 to 1 ({bound:g}% is {bound / 100:g})"
+                             if 10 <= bound <= 100 else f"--objective {item!r}: {name} is a share from 0 to 1")
+        if kind == "regressor" and bound < 0:
+            raise ValueError(f"--objective {item!r}: {name} is an error, a number >= 0")
         out[name] = bound
     return out
 

@@ -186,3 +186,28 @@ def test_labels_without_their_columns_or_unreadable_are_one_line_naming_the_file
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1, err
     assert err.startswith("aiwatch quality: error: " + message.format(path=str(path))), err
+
+
+@pytest.mark.parametrize(("kind", "objective", "message"), [
+    ("classifier", "accuracy=95", "--objective 'accuracy=95': accuracy is a share from 0 to 1 (95% is 0.95)"),
+    ("classifier", "precision=1.01", "--objective 'precision=1.01': precision is a share from 0 to 1"),
+    ("classifier", "recall=-0.5", "--objective 'recall=-0.5': recall is a share from 0 to 1"),
+    ("regressor", "mae=-1", "--objective 'mae=-1': mae is an error, a number >= 0"),
+    ("regressor", "rmse=-0.001", "--objective 'rmse=-0.001': rmse is an error, a number >= 0"),
+])
+def test_an_objective_that_no_quality_can_meet_or_miss_is_a_usage_error(
+        log: dict[str, object], capsys: pytest.CaptureFixture[str], kind: str, objective: str, message: str) -> None:
+    # accuracy=95 (a percentage) made every run "below objective" (exit 1), accuracy=-5 or mae=-1 every run pass or
+    # fail whatever the model did
+    prediction = "output.label" if kind == "classifier" else "output.score"
+    assert main(["quality", str(log["log"]), str(log["labels"]), "--kind", kind, "--prediction", prediction,
+                 "--objective", objective]) == 2
+    assert capsys.readouterr().err == f"aiwatch quality: error: {message}\n"
+
+
+@pytest.mark.parametrize("objective", ["accuracy=0", "accuracy=1", "recall=0.999"])
+def test_objectives_at_the_ends_of_a_share_are_taken(objective: str) -> None:
+    from aiwatch.commands.quality import objectives
+
+    name, _, value = objective.partition("=")
+    assert objectives([objective], "classifier") == {name: float(value)}
