@@ -69,7 +69,26 @@ def load(text: str) -> Any:
     try:
         return yaml.load(text, Loader=_loader())  # a SafeLoader subclass: no Python tags
     except yaml.YAMLError as exc:
-        raise YAMLError(str(exc)) from None
+        raise YAMLError(_one_line(exc)) from None
+
+
+def _one_line(exc: Any) -> str:
+    """PyYAML's message on one line: it spans several, quoting the line with a caret under the place."""
+    yaml = _yaml()
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem:
+        text = f"{exc.problem}{_at(exc.problem_mark)}"
+        if exc.context:  # first, as PyYAML puts it: "while parsing ...: expected ..."
+            same = exc.context_mark is None or (exc.problem_mark is not None and (
+                exc.context_mark.line, exc.context_mark.column) == (exc.problem_mark.line, exc.problem_mark.column))
+            text = f"{exc.context}{'' if same else _at(exc.context_mark)}: {text}"
+        return text
+    if isinstance(exc, yaml.reader.ReaderError):
+        return f"{str(exc).splitlines()[0]} at position {exc.position}"
+    return " ".join(line.strip() for line in str(exc).splitlines() if line.strip()) or type(exc).__name__
+
+
+def _at(mark: Any) -> str:
+    return f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
 
 
 def dump(data: Any, comments: Mapping[str, str] | None = None) -> str:

@@ -126,3 +126,25 @@ def test_odd_values_that_validate_pass_promtool_and_read_back_exactly(tmp_path: 
         ALERTING_FILE]["groups"] for r in g["rules"] if r["alert"] == "AiwatchModelLatencyHigh")
     assert '(phases inference|x{{ "{" }}{y)' in description  # Prometheus expands it to "inference|x{{y"
     assert RECORDING_FILE in render(config_from_dict(ODD_BUT_VALID[3]))
+
+
+@pytest.mark.parametrize(("text", "where"), [
+    ("a: [1, 2\n", "while parsing a flow sequence at line 1, column 4: expected ',' or ']', but got '<stream end>' "
+                   "at line 2, column 1"),
+    ("runbook_url: [\n", "while parsing a flow node: expected the node content, but found '<stream end>' at line 2, "
+                         "column 1"),
+    ("a: 1\n---\nb: 2\n", "expected a single document in the stream at line 1, column 1: but found another document "
+                         "at line 2, column 1"),
+    ("a:\tb\n\x00", "unacceptable character #x0000: special characters are not allowed at position 5"),
+    ("a: 1\n  b: 2\n", "mapping values are not allowed here at line 2, column 4"),
+])
+def test_a_yaml_syntax_error_is_one_line_with_where_it_is(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                         text: str, where: str) -> None:
+    # PyYAML's message spans 3 to 7 lines, quoting the line with a caret under it
+    from aiwatch.cli import main
+
+    config = tmp_path / "rules.yml"
+    config.write_text(text)
+    assert main(["rules", "render", "--config", str(config), "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err == f"aiwatch rules: {config}: not valid YAML: {where}\n"
+    assert not (tmp_path / "out").exists()
