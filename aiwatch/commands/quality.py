@@ -80,6 +80,13 @@ def objectives(items: list[str], kind: str) -> dict[str, float]:
     return out
 
 
+def _write_textfile(path: str, registry: Any, write: Any) -> None:
+    try:
+        write(path, registry)
+    except OSError as exc:  # its message names prometheus_client's temporary file, not the option's path
+        raise OSError(f"cannot write --textfile {path!r}: {exc.strerror or exc}") from None
+
+
 def run(args: argparse.Namespace) -> int:
     from prometheus_client import CollectorRegistry, write_to_textfile
 
@@ -110,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
                 f"({counts}, {unscored} not scored): labels not arrived yet, request ids that do not match the "
                 "log's, or predictions that are missing or not numbers")
         if args.textfile:
-            write_to_textfile(args.textfile, metrics.registry)
+            _write_textfile(args.textfile, metrics.registry, write_to_textfile)
     except (ProfileError, ValueError, OSError, ImportError, KeyError) as exc:
         return fail(exc, command="aiwatch quality")
     except Exception as exc:  # never a traceback

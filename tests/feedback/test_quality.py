@@ -211,3 +211,18 @@ def test_objectives_at_the_ends_of_a_share_are_taken(objective: str) -> None:
 
     name, _, value = objective.partition("=")
     assert objectives([objective], "classifier") == {name: float(value)}
+
+
+@pytest.mark.parametrize("where", ["missing-dir/quality.prom", "a-dir"])
+def test_a_textfile_that_cannot_be_written_is_one_line_naming_the_option_and_path(
+        log: dict[str, object], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        where: str) -> None:
+    # the message named prometheus_client's temporary file ('missing-dir/quality.prom.1234.5678'), not the option
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a-dir").mkdir()
+    assert main(["quality", str(log["log"]), str(log["labels"]), "--prediction", "output.label",
+                 "--textfile", where]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"aiwatch quality: error: cannot write --textfile {where!r}: "), err
+    assert len(err.splitlines()) == 1 and f"{where}." not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-dir"]
