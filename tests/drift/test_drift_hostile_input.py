@@ -276,6 +276,9 @@ def test_invalid_thresholds_exit_2(files: dict[str, Path], value: str, capsys: p
     (["--bins", "1000000"], "n_bins must be a whole number from 1 to 1000"),
     (["--top-k", "-1"], "argument --top-k: must be a whole number >= 1"),
     (["--sample-size", "0"], "argument --sample-size: must be a whole number >= 1"),
+    # a misspelt --kind was ignored: the profile was written with the column's inferred kind, and exit 0
+    (["--kind", "nope=numerical"], "--kind 'nope': the data has no column 'nope' (its columns: x, c)"),
+    (["--kind", "c=categorical", "--kind", "X=numerical"], "--kind 'X': the data has no column 'X'"),
 ])
 def test_profile_build_arguments(files: dict[str, Path], tmp_path: Path, args: list[str], message: str,
                                  capsys: pytest.CaptureFixture[str]) -> None:
