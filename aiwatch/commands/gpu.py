@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import signal
+import sys
 import threading
 from dataclasses import asdict
 from typing import Any
@@ -38,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         period(args.timeout, "--timeout")  # past 1e9, thread.join() would raise OverflowError
     except ValueError as exc:
-        print(f"aiwatch gpu: {exc}")
+        print(f"aiwatch gpu: {exc}", file=sys.stderr)
         return 2
     try:
         from aiwatch.signals.gpu import GpuPoller, format_table, serve_gpu_metrics
@@ -50,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"no NVIDIA GPU found: {exc}")
         return 0
     except ValueError as exc:
-        print(f"aiwatch gpu: {exc}")
+        print(f"aiwatch gpu: {exc}", file=sys.stderr)
         return 2
     gpu_log = logging.getLogger("aiwatch.signals.gpu")
     quiet = logging.NullHandler()  # the table says it all: no duplicate warning from the poller on stderr
@@ -62,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
         gpu_log.removeHandler(quiet)
         gpu_log.propagate = True
     if snap is None:
-        print(f"aiwatch gpu: NVML did not answer within {args.timeout:g} s (a hung driver call); no GPU table")
+        print(f"aiwatch gpu: NVML did not answer within {args.timeout:g} s (a hung driver call); no GPU table",
+              file=sys.stderr)
         return 2
     if args.json:
         print(json.dumps(asdict(snap), indent=2, default=dict))
@@ -95,7 +97,7 @@ def _serve(start: Any) -> int:
         try:
             served = start()
         except OSError as exc:
-            print(f"aiwatch gpu: cannot serve the GPU metrics: {exc}")
+            print(f"aiwatch gpu: cannot serve the GPU metrics: {exc}", file=sys.stderr)
             return 2
         print(f"serving GPU metrics on http://{served.server.server_address[0]}:{served.port}/metrics", flush=True)
         try:

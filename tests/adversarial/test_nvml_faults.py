@@ -131,14 +131,16 @@ def test_aiwatch_gpu_gives_up_on_a_hung_nvml(monkeypatch: pytest.MonkeyPatch,
         assert returns_while_hung(lambda: main(["gpu", "--timeout", "0.2"]), nvml, hang) == 2
     finally:
         hang.set()
-    assert capsys.readouterr().out.strip() == ("aiwatch gpu: NVML did not answer within 0.2 s (a hung driver call); "
+    assert capsys.readouterr().err.strip() == ("aiwatch gpu: NVML did not answer within 0.2 s (a hung driver call); "
                                                "no GPU table")
 
 
 def test_aiwatch_gpu_rejects_a_bad_timeout(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["gpu", "--timeout", "0"]) == 2
-    assert capsys.readouterr().out == ("aiwatch gpu: --timeout must be a number of seconds above 0 and at most 1e9, "
-                                       "got 0.0\n")
+    # on stderr: `aiwatch gpu --json | jq` reads stdout (the errors were printed there)
+    assert main(["gpu", "--json", "--timeout", "0"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == ("aiwatch gpu: --timeout must be a number of seconds above 0 and at most 1e9, got 0.0\n")
 
 
 HUNG_SERVE = """

@@ -128,7 +128,7 @@ def test_serve_on_a_busy_port_is_a_clear_error(monkeypatch: pytest.MonkeyPatch,
         busy.listen()
         port = busy.getsockname()[1]
         assert main(["gpu", "--serve", str(port)]) == 2
-    assert capsys.readouterr().out.startswith("aiwatch gpu: cannot serve the GPU metrics: [Errno")
+    assert capsys.readouterr().err.startswith("aiwatch gpu: cannot serve the GPU metrics: [Errno")
 
 
 @pytest.mark.parametrize("port", ["70000", "65536", "-1"])
@@ -136,7 +136,7 @@ def test_serve_on_a_port_out_of_range_is_a_clear_error(port: str, monkeypatch: p
                                                        capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setitem(sys.modules, "pynvml", FakeNVML.with_gpus(1))
     assert main(["gpu", "--serve", port]) == 2
-    assert capsys.readouterr().out == f"aiwatch gpu: the GPU metrics port must be 0-65535, got {port}\n"
+    assert capsys.readouterr().err == f"aiwatch gpu: the GPU metrics port must be 0-65535, got {port}\n"
 
 
 @pytest.mark.parametrize("port", [70000, -1, True, 8000.0, "8000"])
