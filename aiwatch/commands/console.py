@@ -72,7 +72,9 @@ def streamlit_command(args: argparse.Namespace) -> tuple[list[str], dict[str, st
     config = ConsoleConfig(**{
         **ConsoleConfig.env_values(), "prometheus": args.prometheus or "",
         "scrape": tuple(args.scrape or (DEFAULT_SCRAPE,)), "interval": args.interval,
-        "history": max(args.history, args.interval), "refresh": args.refresh, "window": args.window,
+        # at least one scrape interval of history; a history that is no period is the config's error to name
+        "history": max(args.history, args.interval) if args.history > 0 else args.history,
+        "refresh": args.refresh, "window": args.window,
         "http": connection_from_args(args), **{k: v for k, v in given.items() if v is not None}})
     _check_urls(config.prometheus, config.scrape)
     cmd = [sys.executable, "-m", "streamlit", "run", str(APP),

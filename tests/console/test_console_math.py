@@ -291,6 +291,14 @@ def test_console_refresh_that_is_not_off_or_a_period_is_refused(refresh: str) ->
         ConsoleConfig.from_env({"AIWATCH_CONSOLE_REFRESH": refresh})
 
 
+@pytest.mark.parametrize("history", ["-1", "0", "nan"])
+def test_console_history_that_is_no_period_is_refused(history: str) -> None:
+    # a history below the interval is raised to it (one scrape kept at least), but -1 and 0 were raised to it too,
+    # silently
+    with pytest.raises(ValueError, match=f"^console history {NOT_A_PERIOD}"):
+        streamlit_command(parse("--history", history))  # type: ignore[arg-type]
+
+
 def test_console_refresh_zero_turns_the_redraws_off() -> None:
     _, env = streamlit_command(parse("--refresh", "0"))  # type: ignore[arg-type]
     assert ConsoleConfig.from_env(env).refresh == 0
