@@ -130,6 +130,8 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
 
 def _source(args: argparse.Namespace, options: dict[str, Any]) -> Any:
     http = connection_from_args(args)
+    if args.prometheus is not None and not args.prometheus.strip():  # else taken as no --prometheus: --scrape's error
+        raise ValueError("--prometheus: an empty URL (write e.g. http://127.0.0.1:9090)")
     if args.prometheus:
         from aiwatch.diagnose.sources import PrometheusWindows
         from aiwatch.promql import label_list

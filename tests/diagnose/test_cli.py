@@ -127,6 +127,15 @@ def test_invalid_arguments_exit_2(capsys: pytest.CaptureFixture[str], args: list
     assert message in one_clear_line(err)
 
 
+@pytest.mark.parametrize("url", ["", "  "])
+def test_an_empty_prometheus_url_is_named(capsys: pytest.CaptureFixture[str], url: str) -> None:
+    # it was taken as no --prometheus, and the error named the scrape path's class: "ScrapeSource needs at least
+    # one /metrics endpoint URL"
+    code, out, err = run(capsys, "--prometheus", url)
+    assert code == 2 and out == ""
+    assert "--prometheus: an empty URL" in one_clear_line(err)
+
+
 def test_a_url_that_is_not_http_and_at_with_scrape_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(capsys, "--prometheus", "ftp://prom:9090")
     assert code == 2 and "Prometheus URL must look like http://host:9090" in one_clear_line(err)
