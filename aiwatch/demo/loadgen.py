@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -91,20 +92,44 @@ class LoadResult:
         self.failures[reason] = self.failures.get(reason, 0) + 1
 
 
+#: Requests are drawn this many at a time, as the stage goes: the generator's memory does not grow with the stage's
+#: rate x duration (drawn up front, ``--rps 1e6`` took gigabytes before the first request).
+BLOCK = 4096
+
+
+@dataclass(frozen=True)
+class _Block:
+    """The next ``len(gaps)`` requests of a stage: their features, user ids and the gaps before each."""
+    features: dict[str, np.ndarray]
+    users: np.ndarray
+    gaps: np.ndarray
+
+    def body(self, i: int) -> dict[str, Any]:
+        return {"user_id": int(self.users[i]), **{k: float(v[i]) for k, v in self.features.items()}}
+
+
+def _blocks(stage: Stage, rng: np.random.Generator) -> Iterator[_Block]:
+    """``stage``'s requests, a block at a time. A stage that fits one block (1.5 x its expected arrivals + 10, as
+    when the whole stage was drawn up front) draws exactly that, so its seed gives the requests it always gave."""
+    expected = stage.rps * stage.seconds * 1.5
+    size = BLOCK if expected >= BLOCK else min(BLOCK, max(1, math.ceil(expected) + 10))
+    while True:
+        features = data.live_features(rng, size, stage.sale, stage.shift)
+        users = data.user_ids(rng, size, stage.new_user_share)
+        yield _Block(features, users, rng.exponential(1.0 / stage.rps, size))
+
+
 async def run_stage(client: Any, url: str, stage: Stage, rng: np.random.Generator,
                     max_in_flight: int = 64) -> LoadResult:
     """Send ``stage``'s traffic to ``url`` (POST JSON) with ``client`` (an ``httpx.AsyncClient``)."""
     if stage.max_in_flight is not None:
         max_in_flight = min(max_in_flight, stage.max_in_flight)
-    n = max(1, math.ceil(stage.rps * stage.seconds * 1.5) + 10)
-    feats = data.live_features(rng, n, stage.sale, stage.shift)
-    users = data.user_ids(rng, n, stage.new_user_share)
-    gaps = rng.exponential(1.0 / stage.rps, n)
+    blocks = _blocks(stage, rng)
+    block = next(blocks)  # drawn before the batch workers' seeds, in the order the whole stage used to be
     result = LoadResult()
     in_flight: set[asyncio.Task[None]] = set()
 
-    async def one(i: int) -> None:
-        body = {"user_id": int(users[i]), **{k: float(v[i]) for k, v in feats.items()}}
+    async def one(body: dict[str, Any]) -> None:
         try:
             resp = await client.post(url, json=body)
             if resp.status_code == 200:
@@ -120,8 +145,10 @@ async def run_stage(client: Any, url: str, stage: Stage, rng: np.random.Generato
     batch = [asyncio.create_task(_batch_worker(client, url, start + stage.seconds, int(rng.integers(2**32)), result))
              for _ in range(stage.batch_workers)]
     try:
-        while i < n:
-            next_at += gaps[i]
+        while True:
+            if i == len(block.gaps):
+                block, i = next(blocks), 0
+            next_at += block.gaps[i]
             if next_at - start >= stage.seconds:
                 break
             delay = next_at - time.monotonic()
@@ -130,7 +157,7 @@ async def run_stage(client: Any, url: str, stage: Stage, rng: np.random.Generato
             if len(in_flight) >= max_in_flight:
                 result.dropped += 1
             else:
-                task = asyncio.create_task(one(i))
+                task = asyncio.create_task(one(block.body(i)))
                 in_flight.add(task)
                 task.add_done_callback(in_flight.discard)
                 result.sent += 1
