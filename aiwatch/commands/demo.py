@@ -19,17 +19,19 @@ def register(subparsers: Any) -> None:
                     "and recovery, and show what aiwatch measured. Ctrl-C stops every part.")
     parser.add_argument("--headless", action="store_true",
                         help="no console: run the stages once and print the per-stage summary")
-    parser.add_argument("--duration", type=_positive, default=60.0,
-                        help="seconds per cycle of normal / flash sale / recovery (default 60)")
+    parser.add_argument("--duration", type=_duration, default=60.0,
+                        help="seconds per cycle of normal / flash sale / recovery (default 60; at most 1e9)")
     parser.add_argument("--cycles", type=_count, default=None,
                         help="cycles to run (default: 1 headless, until Ctrl-C with the console)")
     parser.add_argument("--redis", metavar="URL", default=None,
                         help="keep the feature cache in Redis (redis://127.0.0.1:6379/0) instead of in-process")
     parser.add_argument("--prometheus", metavar="URL", default=None,
                         help="point the console at this Prometheus instead of scraping the services directly")
-    parser.add_argument("--rps", type=_positive, default=None,
+    parser.add_argument("--rps", type=_rate, default=None,
                         help="normal request rate (default: 15%% of the model's measured capacity, so the 10x "
-                             "sale offers 1.5 times what it can serve)")
+                             f"sale offers 1.5 times what it can serve; at most {MAX_RPS:.0f}: every part runs on "
+                             "this machine over loopback, the model serves about 80 req/s at the default --model-ms "
+                             "and a few thousand at the fastest, so a higher rate only counts dropped requests)")
     parser.add_argument("--model-ms", type=_positive, default=25.0,
                         help="the model's time per batch (default 25): --cpu-ms of numpy work plus a simulated "
                              "accelerator's time")
@@ -75,6 +77,27 @@ def _positive(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
     if not 0 < value < math.inf:  # inf crashed the demo's parts (OverflowError, TypeError) after they had started
         raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
+    return value
+
+
+#: The highest --rps: far above what the demo's services serve on one machine (its inference service ~80 req/s at the
+#: default --model-ms), and the sale sends 10x it.
+MAX_RPS = 100_000.0
+#: The longest --duration (about 32 years): a console demo may be left running, so only what is no time is refused.
+MAX_DURATION = 1e9
+
+
+def _rate(text: str) -> float:
+    value = _positive(text)
+    if value > MAX_RPS:
+        raise argparse.ArgumentTypeError(f"at most {MAX_RPS:.0f} requests/s, got {text!r}")
+    return value
+
+
+def _duration(text: str) -> float:
+    value = _positive(text)
+    if value > MAX_DURATION:
+        raise argparse.ArgumentTypeError(f"at most {MAX_DURATION:g} seconds, got {text!r}")
     return value
 
 

@@ -210,6 +210,10 @@ def test_stage_stats_take_the_drift_verdict_from_the_monitor_with_enough_values(
     (["--model-ms", "inf"], "argument --model-ms: must be a finite number > 0"),
     (["--duration", "inf"], "argument --duration: must be a finite number > 0"),
     (["--duration", "nan"], "argument --duration: must be a finite number > 0"),
+    (["--rps", "1e6"], "argument --rps: at most 100000 requests/s, got '1e6'"),
+    (["--rps", "100001"], "argument --rps: at most 100000 requests/s, got '100001'"),
+    (["--duration", "2e9"], "argument --duration: at most 1e+09 seconds, got '2e9'"),
+    (["--duration", "-5"], "argument --duration: must be a finite number > 0, got '-5'"),
 ])
 def test_demo_command_rejects_bad_arguments(argv: list[str], message: str,
                                             capsys: pytest.CaptureFixture[str]) -> None:
