@@ -127,8 +127,7 @@ def profile_source(source: str | os.PathLike[str], *, chunk_rows: int = DEFAULT_
     skip = {*partition_columns(dataset), time_column, *ignore}
     wanted = list(columns) if columns is not None else [n for n in dataset.schema.names if n not in skip]
     builder = ProfileBuilder(**options)
-    for chunk in scan_chunks(dataset, wanted, predicate=predicate, chunk_rows=chunk_rows):
-        builder.add(chunk)
+    builder.add_chunks(scan_chunks(dataset, wanted, predicate=predicate, chunk_rows=chunk_rows))
     if builder.needs_second_pass:
         for chunk in scan_chunks(dataset, list(builder.kinds), predicate=predicate, chunk_rows=chunk_rows):
             builder.count(chunk)

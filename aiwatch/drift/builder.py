@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +29,7 @@ from aiwatch.drift.columns import (
     finite_of_sorted,
     infer_kind_counting,
     is_missing,
+    python_column,
     to_float_counting,
 )
 from aiwatch.drift.counting import count_bins, count_bins_sorted
@@ -47,6 +48,10 @@ from aiwatch.drift.sampling import keep_smallest, key_seed, row_keys, smallest_k
 from aiwatch.drift.validation import DEFAULT_LIMITS, ProfileLimits, check_cuts
 
 _MAX_FLOAT = float(np.finfo(np.float64).max)
+
+#: How many of a file's first rows decide its columns' kinds (:meth:`ProfileBuilder.add_chunks`), however many rows
+#: a chunk holds.
+KIND_ROWS = 100_000
 
 
 def numerical_cuts(finite: FloatArray, n_bins: int) -> list[float]:
@@ -262,6 +267,27 @@ class ProfileBuilder:
                 rows = rows or len(values)
         self.rows += rows
 
+    def add_chunks(self, chunks: Iterable[Mapping[str, Any]]) -> None:
+        """Pass 1 over every chunk, each column's kind decided on the first :data:`KIND_ROWS` rows however the data
+        is cut into chunks: the first chunk alone decided it, so that a small ``chunk_rows`` took a few repeated
+        categories for text (each distinct in its 3 rows) and 30 distinct ints for categories (10 per chunk). The
+        chunks up to that many rows are held until the kinds are known."""
+        held: list[Mapping[str, Any]] = []
+        rows = 0
+        iterator = iter(chunks)
+        for chunk in iterator:
+            held.append(chunk)
+            rows += _chunk_rows(chunk)
+            if rows >= KIND_ROWS:
+                break
+        if len(held) > 1 or rows > KIND_ROWS:  # one chunk of at most KIND_ROWS rows decides as it is added
+            self.decide_kinds(_head(held, KIND_ROWS))
+        for chunk in held:
+            self.add(chunk)
+        del held
+        for chunk in iterator:
+            self.add(chunk)
+
     def decide_kinds(self, columns: Mapping[str, Any]) -> None:
         """Fix each column's kind from a first chunk without adding it (then :attr:`kinds` and :attr:`skipped`):
         what :meth:`add` does with its first chunk, for builders whose parts must all agree on the kinds."""
@@ -434,6 +460,24 @@ class ProfileBuilder:
             name, [c for c, _ in kept], [n for _, n in kept], sum(n for _, n in top[self.top_k:]),
             sum(counter.values()), self._cat_missing.get(name, 0), sorted(rest[:MAX_OTHER_NAMES]),
             exact=len(rest) <= MAX_OTHER_NAMES)
+
+
+def _chunk_rows(chunk: Mapping[str, Any]) -> int:
+    return len(next(iter(chunk.values()))) if chunk else 0
+
+
+def _head(chunks: Sequence[Mapping[str, Any]], rows: int) -> dict[str, Any]:
+    """The first ``rows`` rows of each column over consecutive chunks, as one array (numpy arrays of one kind
+    concatenate as numpy types them together: ints with floats are floats, as pandas reads a CSV column whole)."""
+    parts: dict[str, list[Any]] = {}
+    for chunk in chunks:
+        for name, values in chunk.items():
+            parts.setdefault(str(name), []).append(values)
+    head: dict[str, Any] = {}
+    for name, values in parts.items():
+        arrays = [v if isinstance(v, np.ndarray) and v.ndim == 1 else python_column(v) for v in values]
+        head[name] = np.concatenate(arrays)[:rows] if len(arrays) > 1 else arrays[0][:rows]
+    return head
 
 
 def count_finite(cuts: Sequence[float], values: Any) -> npt.NDArray[np.int64]:

@@ -35,7 +35,7 @@ import numpy as np
 
 from aiwatch._optional import require
 from aiwatch.drift.batch import count_current, report_counted
-from aiwatch.drift.builder import ProfileBuilder, count_finite
+from aiwatch.drift.builder import KIND_ROWS, ProfileBuilder, count_finite
 from aiwatch.drift.current import ChunkedCurrent, CurrentPart
 from aiwatch.drift.datasets import DEFAULT_TIME_COLUMN, is_dataset, open_dataset, partition_columns, read_as_text
 from aiwatch.drift.errors import ProfileError
@@ -59,15 +59,13 @@ def profile_dask(frame: Any, *, n_bins: int = DEFAULT_BINS, top_k: int = DEFAULT
                  limits: ProfileLimits = DEFAULT_LIMITS, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> ReferenceProfile:
     """The profile of a ``dask.dataframe``, built on its partitions (the same as
     :meth:`ReferenceProfile.from_file <aiwatch.drift.profile.ReferenceProfile.from_file>` on the same rows).
-    Column kinds are decided on the first ``chunk_rows`` rows, as a file's are by its first chunk."""
+    Column kinds are decided on the first :data:`~aiwatch.drift.builder.KIND_ROWS` rows, as a file's are."""
     dask = require("dask", "dask")
     if seed is None:  # one seed for every partition
         seed = int(np.random.default_rng().integers(0, 2**63))
     final = ProfileBuilder(n_bins=n_bins, top_k=top_k, sample_size=sample_size, kinds=kinds, edges=edges, seed=seed,
                            limits=limits)
-    with warnings.catch_warnings():  # "fewer rows than asked for": a short first partition is fine
-        warnings.simplefilter("ignore", UserWarning)
-        final.decide_kinds(frame_columns(frame.head(chunk_rows, compute=True)))
+    final.decide_kinds(frame_columns(_first_rows(frame, KIND_ROWS)))
     names = list(final.kinds)
     if not names:
         final.features()  # raises: nothing to profile
@@ -251,6 +249,20 @@ def _as_objects(column: Any) -> Any:
 
 
 # ------------------------------------------------------------------------------------- run on the workers
+
+
+def _first_rows(frame: Any, rows: int) -> Any:
+    """The first ``rows`` rows of a ``dask.dataframe`` (all of them when it has fewer), read from as few partitions
+    as hold them: the first, then four times as many until they do."""
+    frame = frame.optimize()  # the partitions head() counts: a filter on a Parquet dataset may prune some
+    parts = 1
+    while True:
+        with warnings.catch_warnings():  # "fewer rows than asked for": more partitions are read next
+            warnings.simplefilter("ignore", UserWarning)
+            head = frame.head(rows, npartitions=parts, compute=True)
+        if len(head) >= rows or parts >= frame.npartitions:
+            return head
+        parts = min(parts * 4, frame.npartitions)
 
 
 def _chunks(frame: Any, chunk_rows: int) -> Iterator[dict[str, Any]]:

@@ -141,8 +141,7 @@ class ReferenceProfile:
         """Profile a CSV or Parquet file chunk by chunk, in bounded memory (a second pass when a column outgrows
         the sample, see :class:`~aiwatch.drift.builder.ProfileBuilder`). ``options`` are ProfileBuilder's."""
         builder = ProfileBuilder(**options)
-        for chunk in read_chunks(path, chunk_rows):
-            builder.add(chunk)
+        builder.add_chunks(read_chunks(path, chunk_rows))
         if builder.needs_second_pass:
             for chunk in read_chunks(path, chunk_rows):
                 builder.count(chunk)

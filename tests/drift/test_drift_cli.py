@@ -123,3 +123,32 @@ def test_the_table_says_how_many_values_were_left_out_and_why(files: dict[str, P
     assert [line.split() for line in lines if "left out" in line] == [
         ["age", "left", "out", "of", "n:", "1", "missing", "(None,", "NaN,", "inf),", "2", "wrong-typed"]]
     assert any(line.split()[:1] == ["age"] and line.split()[-2:] == ["497", "ok"] for line in lines)
+
+
+@pytest.fixture(scope="module")
+def small_table(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A few rows: floats, 30 distinct ints (numerical over the whole column, categorical in any 10 rows) and three
+    repeated categories (categorical over the whole column, text in any 3 rows), as a CSV and a Parquet dataset."""
+    tmp = tmp_path_factory.mktemp("small-table")
+    frame = pd.DataFrame({"x": np.linspace(0.5, 30.5, 30), "n": np.arange(30),
+                          "c": ["red", "green", "blue"] * 10})
+    frame.to_csv(tmp / "small.csv", index=False)
+    (tmp / "dataset").mkdir()
+    frame.to_parquet(tmp / "dataset" / "part-0.parquet")
+    return {"csv": tmp / "small.csv", "dataset": tmp / "dataset"}
+
+
+@pytest.mark.parametrize("source", ["csv", "dataset"])
+@pytest.mark.parametrize("chunk_rows", [1, 3, 7, 29, 100_000])
+def test_profile_build_kinds_do_not_depend_on_chunk_rows(small_table: dict[str, Path], tmp_path: Path, source: str,
+                                                         chunk_rows: int,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    # the kinds were decided on the first chunk alone: with --chunk-rows 1 or 3, 'c' (three categories) was skipped
+    # as text, and with fewer than 11 rows a chunk of 'n' held at most 10 distinct ints, so it was categorical
+    out = tmp_path / "p.json"
+    assert main(["profile", "build", str(small_table[source]), "-o", str(out), "--chunk-rows", str(chunk_rows)]) == 0
+    features = json.loads(out.read_text())["features"]
+    kinds = {f["name"]: f["kind"] for f in features} if isinstance(features, list) else \
+        {name: f["kind"] for name, f in features.items()}
+    assert kinds == {"x": "numerical", "n": "numerical", "c": "categorical"}
+    assert "skipped" not in capsys.readouterr().out

@@ -269,3 +269,21 @@ def test_log_files_that_disagree_on_a_columns_type_give_the_single_machine_profi
     local, on_cluster = (ReferenceProfile.load(tmp_path / f"{how}.json") for how in ("local", "dask"))
     assert features_apart(local, on_cluster) == {}
     assert (on_cluster.features["age"].kind, on_cluster.features["age"].count) == ("numerical", 599)
+
+
+def test_column_kinds_on_the_cluster_do_not_depend_on_chunk_rows_or_partitions(cluster: Any, tmp_path: Path) -> None:
+    # the kinds were decided on the first chunk_rows rows of the first partition: with 3 rows, three repeated
+    # categories were text (left out) and 30 distinct ints categories, unlike the same rows profiled whole
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    for i in range(10):
+        pq.write_table(pa.table({"n": np.arange(3 * i, 3 * i + 3), "c": ["red", "green", "blue"]}),
+                       folder / f"part-{i}.parquet")
+    whole = ReferenceProfile.build({"n": np.arange(30), "c": ["red", "green", "blue"] * 10})
+    frame = read_frame(folder)
+    assert frame.npartitions == 10
+    for chunk_rows in (1, 3, 100_000):
+        on_cluster = profile_dask(frame, chunk_rows=chunk_rows)
+        assert {n: f.kind for n, f in on_cluster.features.items()} == {"n": "numerical", "c": "categorical"}
+        assert features_apart(profile_source(folder, chunk_rows=chunk_rows), on_cluster) == {}
+        assert on_cluster.features["c"].counts == whole.features["c"].counts  # type: ignore[attr-defined]
