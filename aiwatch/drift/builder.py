@@ -26,7 +26,9 @@ from aiwatch.drift.columns import (
     SortBuffer,
     category_counts,
     category_key,
+    describe_values,
     finite_of_sorted,
+    fitting_none,
     infer_kind_counting,
     is_missing,
     python_column,
@@ -288,6 +290,15 @@ class ProfileBuilder:
         for chunk in iterator:
             self.add(chunk)
 
+    def use_kinds(self, kinds: Mapping[str, str]) -> None:
+        """Take the kinds another builder decided (on the first rows of the data) for a part of the data, as they
+        are: a part holding no value of a column's kind still gets that kind (and an empty feature to merge), where
+        a kind given by the caller (``kinds=``) that fits none of the first values is refused."""
+        for name, kind in kinds.items():
+            if name not in self.kinds:
+                self.kinds[name] = kind
+                self._order.append(name)
+
     def decide_kinds(self, columns: Mapping[str, Any]) -> None:
         """Fix each column's kind from a first chunk without adding it (then :attr:`kinds` and :attr:`skipped`):
         what :meth:`add` does with its first chunk, for builders whose parts must all agree on the kinds."""
@@ -302,6 +313,8 @@ class ProfileBuilder:
             kind = self.overrides.get(name)
             if kind is None:
                 kind, counts = infer_kind_counting(values)
+            else:
+                _check_fits(name, kind, values)
             if kind not in ("numerical", "categorical"):
                 self.skipped[name] = kind
                 return None, None
@@ -460,6 +473,16 @@ class ProfileBuilder:
             name, [c for c, _ in kept], [n for _, n in kept], sum(n for _, n in top[self.top_k:]),
             sum(counter.values()), self._cat_missing.get(name, 0), sorted(rest[:MAX_OTHER_NAMES]),
             exact=len(rest) <= MAX_OTHER_NAMES)
+
+
+def _check_fits(name: str, kind: str, values: Any) -> None:
+    """A kind given for a column that none of its (first) values fits is refused: its feature would be empty, every
+    value counted as missing."""
+    unfit = fitting_none(kind, values)
+    if unfit is not None:
+        what = "a number" if kind == "numerical" else "a category"
+        raise ProfileError(f"column {name!r} cannot be {kind}: none of its values is {what} (they are "
+                           f"{describe_values(unfit)}); give it another kind, or leave it to inference")
 
 
 def _chunk_rows(chunk: Mapping[str, Any]) -> int:

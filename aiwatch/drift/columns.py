@@ -25,6 +25,7 @@ import contextlib
 import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -400,6 +401,47 @@ def to_float_flagging(values: Any) -> tuple[FloatArray, npt.NDArray[np.bool_] | 
         else:
             out[i] = f
     return out, wrong_typed
+
+
+def fitting_none(kind: str, values: Any, examples: int = 3) -> list[Any] | None:
+    """A few of the (distinct) values of a column given the ``kind`` ``numerical`` or ``categorical`` when values
+    are present and none of them is of that kind (each would be wrong-typed: a profile of them is empty); ``None``
+    when one fits or none is present."""
+    if kind == "numerical":
+        arr, wrong_typed = to_float_flagging(values)
+        if wrong_typed is None or bool(np.isfinite(arr).any()):
+            return None
+        found = object_column(values)[wrong_typed].tolist()
+    else:
+        column = values if isinstance(values, np.ndarray) else object_column(values)
+        if column.dtype.kind in "biufUS":
+            return None
+        found = []
+        for v in column.tolist():
+            if not is_missing(v):
+                if category_key(v) is not None:
+                    return None
+                found.append(v)
+    shown: list[Any] = []
+    for v in found:
+        if not any(v is s or (type(v) is type(s) and v == s) for s in shown):
+            shown.append(v)
+            if len(shown) == examples:
+                break
+    return shown or None
+
+
+def describe_values(values: Sequence[Any]) -> str:
+    """``text: 'a', 'b'`` (the kinds of the values, then the values) for an error message."""
+    def kind(v: Any) -> str:
+        if isinstance(v, str):
+            return "text"
+        if isinstance(v, (np.datetime64, datetime)):
+            return "datetime"
+        return "bool" if isinstance(v, (bool, np.bool_)) else type(v).__name__
+
+    kinds = ", ".join(dict.fromkeys(map(kind, values)))
+    return f"{kinds}: " + ", ".join(repr(v) if isinstance(v, str) else str(v) for v in values)
 
 
 def category_key(value: Any) -> str | None:

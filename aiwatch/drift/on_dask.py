@@ -275,7 +275,8 @@ def _partial_profile(frame: Any, offset: int, *, kinds: dict[str, str], sample_s
     """Pass 1 over one partition whose first row is row ``offset`` of the data (None when it has no rows)."""
     if not len(frame):
         return None
-    builder = ProfileBuilder(sample_size=sample_size, kinds=kinds, seed=seed, row_offset=offset, limits=limits)
+    builder = ProfileBuilder(sample_size=sample_size, seed=seed, row_offset=offset, limits=limits)
+    builder.use_kinds(kinds)
     for chunk in _chunks(frame, chunk_rows):
         builder.add(chunk)
     return builder.partial_features()

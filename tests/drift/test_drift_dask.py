@@ -287,3 +287,17 @@ def test_column_kinds_on_the_cluster_do_not_depend_on_chunk_rows_or_partitions(c
         assert {n: f.kind for n, f in on_cluster.features.items()} == {"n": "numerical", "c": "categorical"}
         assert features_apart(profile_source(folder, chunk_rows=chunk_rows), on_cluster) == {}
         assert on_cluster.features["c"].counts == whole.features["c"].counts  # type: ignore[attr-defined]
+
+
+def test_a_partition_with_no_number_in_a_numerical_column_is_profiled(cluster: Any) -> None:
+    # the kinds decided on the first rows are not checked again per partition: the last one holds only text
+    import dask
+    import dask.dataframe as dd
+    import pandas as pd
+
+    frame = pd.DataFrame({"v": pd.Series([0.5 + i for i in range(10)] + ["unknown"] * 5, dtype=object)})
+    whole = ReferenceProfile.build(frame)
+    with dask.config.set({"dataframe.convert-string": False}):  # numbers and text in one column, as pandas has it
+        on_cluster = profile_dask(dd.from_pandas(frame, npartitions=3, sort=False))
+    assert set(features_apart(whole, on_cluster).get("v", {})) <= {"sample", "sample_keys"}  # in memory: rng keys
+    assert (on_cluster.features["v"].kind, on_cluster.features["v"].count) == ("numerical", 10)

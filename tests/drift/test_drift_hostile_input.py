@@ -279,6 +279,8 @@ def test_invalid_thresholds_exit_2(files: dict[str, Path], value: str, capsys: p
     # a misspelt --kind was ignored: the profile was written with the column's inferred kind, and exit 0
     (["--kind", "nope=numerical"], "--kind 'nope': the data has no column 'nope' (its columns: x, c)"),
     (["--kind", "c=categorical", "--kind", "X=numerical"], "--kind 'X': the data has no column 'X'"),
+    # a numerical feature of count 0 was written, and 'wrote ...: 2 features (2 numerical, 0 categorical)', exit 0
+    (["--kind", "c=numerical"], "column 'c' cannot be numerical: none of its values is a number (they are text: "),
 ])
 def test_profile_build_arguments(files: dict[str, Path], tmp_path: Path, args: list[str], message: str,
                                  capsys: pytest.CaptureFixture[str]) -> None:

@@ -97,6 +97,27 @@ def test_kind_override_and_skipped_text_columns() -> None:
         ReferenceProfile.build(data, kinds={"zip": "ordinal"})
 
 
+def test_a_forced_kind_that_fits_no_value_is_refused_by_name(tmp_path: Path) -> None:
+    # kinds={"note": "numerical"} on text gave a numerical feature of count 0 (every value counted as missing)
+    data = {"x": [0.5, 1.5, 2.5] * 4, "note": ["red", "green", "blue"] * 4, "t": np.arange(12).astype("M8[s]")}
+    message = r"column 'note' cannot be numerical: none of its values is a number \(they are text: 'red', 'green'"
+    with pytest.raises(ProfileError, match=message):
+        ReferenceProfile.build(data, kinds={"note": "numerical"})
+    with pytest.raises(ProfileError, match="column 't' cannot be numerical: none of its values is a number "
+                                           r"\(they are datetime: "):
+        ReferenceProfile.build(data, kinds={"t": "numerical"})
+    with pytest.raises(ProfileError, match=r"column 'l' cannot be categorical: none of its values is a category "
+                                           r"\(they are list: \[1\], \[2\]\)"):
+        ReferenceProfile.build({"l": [[1], [2]]}, kinds={"l": "categorical"})
+    pd = require_module("pandas")
+    pd.DataFrame({k: v for k, v in data.items() if k != "t"}).to_csv(tmp_path / "d.csv", index=False)
+    with pytest.raises(ProfileError, match=message):
+        profile_file(tmp_path / "d.csv", chunk_rows=5, kinds={"note": "numerical"})
+    # a column with no value at all, or numbers among text, still takes the kind it is given
+    p = ReferenceProfile.build({"x": [None, None], "y": ["1", 2.5]}, kinds={"x": "numerical", "y": "numerical"})
+    assert _num(p, "x").count == 0 and _num(p, "y").count == 1
+
+
 def test_missing_values_are_counted_not_profiled() -> None:
     p = ReferenceProfile.build({"x": [1.0, math.nan, math.inf, None, 2.0, 3.0] * 10, "c": ["a", None, "b"] * 20})
     assert (_num(p, "x").count, _num(p, "x").missing) == (30, 30)
