@@ -38,14 +38,6 @@ def parse_kinds(items: list[str]) -> dict[str, str]:
     return kinds
 
 
-def check_kinds(kinds: dict[str, str], columns: list[str]) -> None:
-    """A ``--kind`` for a column the data does not have (a typo) is an error: it would be ignored."""
-    shown = ", ".join(columns[:20]) + (f", ... ({len(columns)} in all)" if len(columns) > 20 else "")
-    for name in kinds:
-        if name not in columns:
-            raise ValueError(f"--kind {name!r}: the data has no column {name!r} (its columns: {shown})")
-
-
 def run_build(args: argparse.Namespace) -> int:
     from aiwatch.drift.batch import profile_source
     from aiwatch.drift.datasets import is_dataset
@@ -62,7 +54,6 @@ def run_build(args: argparse.Namespace) -> int:
             profile = _profile_on_dask(args, options, window, ignore)
         else:
             profile = profile_source(args.data, ignore=ignore, **options, **window)
-        check_kinds(options["kinds"], [*profile.features, *profile.skipped])
         profile.save(args.output)
     except (ProfileError, ValueError, OSError, ImportError) as exc:
         return fail(exc, command="aiwatch profile build")

@@ -431,7 +431,9 @@ class ProfileBuilder:
                 self._cat_missing[name] = feat.missing
 
     def features(self) -> dict[str, Feature]:
-        """Every profiled column's feature, in column order (after pass 2 when :attr:`needs_second_pass`)."""
+        """Every profiled column's feature, in column order (after pass 2 when :attr:`needs_second_pass`). A kind
+        given for a column the data does not have (a typo, which would be ignored) is refused by name."""
+        self._check_kinds_found()
         if not self.kinds:
             detail = f" (skipped: {self.skipped})" if self.skipped else ""
             raise ProfileError(f"no numerical or categorical column to profile{detail}")
@@ -442,6 +444,14 @@ class ProfileBuilder:
             else:
                 features[name] = self._categorical(name)
         return features
+
+    def _check_kinds_found(self) -> None:
+        columns = [*self._order, *self.skipped]
+        shown = ", ".join(columns[:20]) + (f", ... ({len(columns)} in all)" if len(columns) > 20 else "")
+        for name in self.overrides:
+            if name not in self.kinds and name not in self.skipped:
+                raise ProfileError(f"a kind is given for {name!r}, but the data has no column {name!r} (its "
+                                   f"columns: {shown})")
 
     def _numerical(self, name: str) -> NumericalFeature:
         acc = self._num[name]

@@ -23,6 +23,7 @@ pq = pytest.importorskip("pyarrow.parquet")
 from aiwatch.cli import main  # noqa: E402
 from aiwatch.drift import on_dask  # noqa: E402
 from aiwatch.drift.batch import compare_source, profile_source  # noqa: E402
+from aiwatch.drift.errors import ProfileError  # noqa: E402
 from aiwatch.drift.evaluate import Options  # noqa: E402
 from aiwatch.drift.on_dask import compare_dask, profile_dask, read_frame  # noqa: E402
 from aiwatch.drift.profile import ReferenceProfile  # noqa: E402
@@ -287,6 +288,8 @@ def test_column_kinds_on_the_cluster_do_not_depend_on_chunk_rows_or_partitions(c
         assert {n: f.kind for n, f in on_cluster.features.items()} == {"n": "numerical", "c": "categorical"}
         assert features_apart(profile_source(folder, chunk_rows=chunk_rows), on_cluster) == {}
         assert on_cluster.features["c"].counts == whole.features["c"].counts  # type: ignore[attr-defined]
+    with pytest.raises(ProfileError, match=r"a kind is given for 'N', but the data has no column 'N' \(its columns: n"):
+        profile_dask(frame, kinds={"N": "numerical"})  # a typo was ignored
 
 
 def test_a_partition_with_no_number_in_a_numerical_column_is_profiled(cluster: Any) -> None:

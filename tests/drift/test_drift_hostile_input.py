@@ -277,8 +277,8 @@ def test_invalid_thresholds_exit_2(files: dict[str, Path], value: str, capsys: p
     (["--top-k", "-1"], "argument --top-k: must be a whole number >= 1"),
     (["--sample-size", "0"], "argument --sample-size: must be a whole number >= 1"),
     # a misspelt --kind was ignored: the profile was written with the column's inferred kind, and exit 0
-    (["--kind", "nope=numerical"], "--kind 'nope': the data has no column 'nope' (its columns: x, c)"),
-    (["--kind", "c=categorical", "--kind", "X=numerical"], "--kind 'X': the data has no column 'X'"),
+    (["--kind", "nope=numerical"], "a kind is given for 'nope', but the data has no column 'nope' (its columns: x, c)"),
+    (["--kind", "c=categorical", "--kind", "X=numerical"], "a kind is given for 'X', but the data has no column 'X'"),
     # a numerical feature of count 0 was written, and 'wrote ...: 2 features (2 numerical, 0 categorical)', exit 0
     (["--kind", "c=numerical"], "column 'c' cannot be numerical: none of its values is a number (they are text: "),
 ])

@@ -118,6 +118,18 @@ def test_a_forced_kind_that_fits_no_value_is_refused_by_name(tmp_path: Path) -> 
     assert _num(p, "x").count == 0 and _num(p, "y").count == 1
 
 
+def test_a_kind_for_a_column_the_data_lacks_is_refused_by_name(tmp_path: Path) -> None:
+    # kinds={"ZIP": ...} (a typo) was ignored: the profile was built with the column's inferred kind
+    data = {"zip": [10001, 10002] * 10, "x": np.linspace(0, 1, 20)}
+    message = r"a kind is given for 'ZIP', but the data has no column 'ZIP' \(its columns: zip, x\)"
+    with pytest.raises(ProfileError, match=message):
+        ReferenceProfile.build(data, kinds={"zip": "categorical", "ZIP": "numerical"})
+    pd = require_module("pandas")
+    pd.DataFrame(data).to_csv(tmp_path / "d.csv", index=False)
+    with pytest.raises(ProfileError, match=message):
+        profile_file(tmp_path / "d.csv", chunk_rows=7, kinds={"ZIP": "numerical"})
+
+
 def test_missing_values_are_counted_not_profiled() -> None:
     p = ReferenceProfile.build({"x": [1.0, math.nan, math.inf, None, 2.0, 3.0] * 10, "c": ["a", None, "b"] * 20})
     assert (_num(p, "x").count, _num(p, "x").missing) == (30, 30)
