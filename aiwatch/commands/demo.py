@@ -7,6 +7,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from aiwatch.commands._paths import output_file
+
 #: kept here so that `aiwatch --help` does not import the demo (aiwatch.demo.scenarios.SCENARIOS, checked by a test)
 SCENARIO_NAMES = ("flash-sale", "network", "feature-store", "model", "drift", "none", "batch-backfill")
 
@@ -43,7 +45,7 @@ def register(subparsers: Any) -> None:
                         help="the gateway -> inference hop (default: grpc when the grpc extra is installed, else http)")
     parser.add_argument("--console-port", type=_port, default=8501,
                         help="port of the console on 127.0.0.1 (default 8501; 0: a free one)")
-    parser.add_argument("--json", metavar="PATH", default=None, type=_output_file,
+    parser.add_argument("--json", metavar="PATH", default=None, type=output_file,
                         help="also write each cycle's per-stage numbers to PATH as JSON")
     parser.add_argument("--scenario", choices=list(SCENARIO_NAMES), default="flash-sale",
                         help="what goes wrong in the middle stage: flash-sale (default: 10x traffic, the queue "
@@ -103,18 +105,6 @@ def _duration(text: str) -> float:
 
 # The paths are checked before the demo starts: --json is written after every stage has run, and --prediction-log
 # made once the services are being started; either failing then was a traceback.
-def _output_file(text: str) -> str:
-    path = Path(text)
-    if path.is_dir():
-        raise argparse.ArgumentTypeError(f"cannot write {text!r}: it is a directory")
-    parent = path.parent
-    if not parent.exists():
-        raise argparse.ArgumentTypeError(f"cannot write {text!r}: no directory {str(parent)!r}")
-    if not parent.is_dir():
-        raise argparse.ArgumentTypeError(f"cannot write {text!r}: {str(parent)!r} is not a directory")
-    return text
-
-
 def _directory(text: str) -> str:
     path = Path(text)
     existing = next((p for p in (path, *path.parents) if p.exists()), None)

@@ -13,6 +13,8 @@ import math
 import sys
 from typing import Any
 
+from aiwatch.commands._paths import output_file
+
 EXIT_OK, EXIT_DRIFT, EXIT_ERROR = 0, 1, 2
 
 
@@ -28,8 +30,9 @@ def register(subparsers: Any) -> None:
     add_time_range(parser)
     add_dask(parser)
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
-    parser.add_argument("--report", metavar="HTML", help="also write Evidently's DataDriftPreset HTML report "
-                        "(needs the evidently extra and reference data, not a profile)")
+    parser.add_argument("--report", metavar="HTML", type=output_file,
+                        help="also write Evidently's DataDriftPreset HTML report (needs the evidently extra and "
+                             "reference data, not a profile)")
     parser.add_argument("--method", action="append", default=[], metavar="[FEATURE=]METHOD",
                         help="test for every feature or one feature: ks, chisquare, z, psi, jensenshannon, "
                              "wasserstein (repeatable)")

@@ -89,6 +89,28 @@ def test_report_needs_reference_data_not_a_profile(files: dict[str, Path], tmp_p
     assert "--report needs reference data" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("case", ["no directory", "a directory", "under a file"])
+def test_a_report_path_that_cannot_be_written_is_refused_before_the_comparison(
+        files: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # the comparison ran in full, and only then did writing the report fail with a bare "[Errno 2] ..."
+    import aiwatch.drift.batch
+
+    def no_comparison(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the comparison ran before --report was checked")
+
+    monkeypatch.setattr(aiwatch.drift.batch, "compare_source", no_comparison)
+    (tmp_path / "file.txt").write_text("")
+    path, why = {"no directory": (tmp_path / "nodir" / "r.html", f"no directory {str(tmp_path / 'nodir')!r}"),
+                 "a directory": (tmp_path, "it is a directory"),
+                 "under a file": (tmp_path / "file.txt" / "r.html",
+                                  f"{str(tmp_path / 'file.txt')!r} is not a directory")}[case]
+    with pytest.raises(SystemExit) as info:
+        main(["drift", str(files["ref"]), str(files["shifted"]), "--report", str(path)])
+    assert info.value.code == 2
+    assert f"argument --report: cannot write {str(path)!r}: {why}" in capsys.readouterr().err
+
+
 def test_exact_mode_tests_every_current_value(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """--exact: Wasserstein over all 3000 current values (the whole reference is the profile's sample here too), so
     the statistic is scipy's on the raw data; a sample of max_exact values gives another one."""
