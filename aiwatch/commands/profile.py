@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from aiwatch.commands._paths import output_file
 from aiwatch.commands.drift import add_dask, add_time_range, fail, positive_int, time_range
 
 
@@ -16,7 +17,7 @@ def register(subparsers: Any) -> None:
     build.add_argument("data", help="training data: .csv or .parquet, or a directory or glob of Parquet files")
     add_time_range(build)
     add_dask(build)
-    build.add_argument("-o", "--output", required=True, help="where to write the profile JSON")
+    build.add_argument("-o", "--output", required=True, type=output_file, help="where to write the profile JSON")
     build.add_argument("--bins", type=positive_int, default=10, help="bins per numerical feature (default 10)")
     build.add_argument("--top-k", type=positive_int, default=100, help="categories kept per categorical feature")
     build.add_argument("--sample-size", type=positive_int, default=20_000,

@@ -279,6 +279,9 @@ def test_invalid_thresholds_exit_2(files: dict[str, Path], value: str, capsys: p
     # a misspelt --kind was ignored: the profile was written with the column's inferred kind, and exit 0
     (["--kind", "nope=numerical"], "a kind is given for 'nope', but the data has no column 'nope' (its columns: x, c)"),
     (["--kind", "c=categorical", "--kind", "X=numerical"], "a kind is given for 'X', but the data has no column 'X'"),
+    # the whole profile was built, then saving it failed with a bare "[Errno 2] No such file or directory: ..."
+    (["-o", "/no-such-dir-aiwatch/p.json"],
+     "argument -o/--output: cannot write '/no-such-dir-aiwatch/p.json': no directory '/no-such-dir-aiwatch'"),
     # a numerical feature of count 0 was written, and 'wrote ...: 2 features (2 numerical, 0 categorical)', exit 0
     (["--kind", "c=numerical"], "column 'c' cannot be numerical: none of its values is a number (they are text: "),
 ])
