@@ -135,6 +135,8 @@ def run(args: argparse.Namespace) -> int:
     from aiwatch.feedback.schema import LOG_COLUMNS
 
     try:
+        if args.report:  # before the comparison, not after it
+            check_report_reference(args.reference)
         method, methods = _split(args.method, str)
         every, thresholds = _split(args.threshold, threshold)
         options = Options(methods=methods, thresholds=thresholds, method=method, threshold=every,
@@ -206,12 +208,16 @@ def fail(exc: BaseException, unexpected: bool = False, command: str = "aiwatch d
     return EXIT_ERROR
 
 
+def check_report_reference(reference: str) -> None:
+    if reference.lower().endswith(".json"):
+        raise ValueError("--report needs reference data (.csv/.parquet): Evidently cannot read an aiwatch profile")
+
+
 def write_report(reference: str, current: str, path: str, columns: list[str]) -> None:
     from aiwatch.drift.files import read_chunks
     from aiwatch.drift.report import evidently_html
 
-    if reference.lower().endswith(".json"):
-        raise ValueError("--report needs reference data (.csv/.parquet): Evidently cannot read an aiwatch profile")
+    check_report_reference(reference)
     pd = __import__("pandas")
     ref = pd.concat([pd.DataFrame(c) for c in read_chunks(reference)], ignore_index=True)
     cur = pd.concat([pd.DataFrame(c) for c in read_chunks(current)], ignore_index=True)

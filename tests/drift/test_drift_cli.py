@@ -83,8 +83,15 @@ def test_report_writes_evidently_html(files: dict[str, Path], tmp_path: Path) ->
 
 
 def test_report_needs_reference_data_not_a_profile(files: dict[str, Path], tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["profile", "build", str(files["ref"]), "-o", str(files["profile"])]) == 0
+    import aiwatch.drift.batch
+
+    def no_comparison(*args: object, **kwargs: object) -> None:  # it was refused after the whole comparison
+        raise AssertionError("the comparison ran before --report was checked")
+
+    monkeypatch.setattr(aiwatch.drift.batch, "compare_source", no_comparison)
     assert main(["drift", str(files["profile"]), str(files["same"]), "--report", str(tmp_path / "r.html")]) == 2
     assert "--report needs reference data" in capsys.readouterr().err
 
