@@ -114,6 +114,24 @@ def _name(hook: Any) -> str:
     return str(getattr(hook, "__qualname__", None) or repr(hook))
 
 
+def resolve_route(resolver: Callable[..., Any], metrics: Metrics | None, *args: Any) -> str | None:
+    """The route label a user's ``route_resolver`` gives for a request: ``None`` (the request is unmatched) when it
+    raises or returns something that is no str. A coroutine (a plain function that returns one, which the check at
+    setup cannot see) is closed: as a label it was a new ``<coroutine object ...>`` series for every request."""
+    try:
+        route = resolver(*args)
+    except Exception as exc:
+        record_error("route", exc, metrics)
+        return None
+    if route is None or isinstance(route, str):
+        return route
+    if inspect.iscoroutine(route):
+        route.close()
+    record_error("route", TypeError(f"route_resolver {_name(resolver)} returned {type(route).__name__}, not a str "
+                                    "route (or None)"), metrics)
+    return None
+
+
 def call_hook(component: str, hook: Callable[P, R], metrics: Metrics | None, *args: P.args,
               **kwargs: P.kwargs) -> R | None:
     """Call a user hook; if it raises or returns an awaitable (which aiwatch cannot await: a coroutine is closed),

@@ -23,7 +23,7 @@ from aiwatch.cardinality import guard_for
 from aiwatch.contentlength import content_length
 from aiwatch.env import service_name
 from aiwatch.metrics import Metrics, get_metrics
-from aiwatch.safety import record_error, sync_hook
+from aiwatch.safety import record_error, resolve_route, sync_hook
 from aiwatch.semconv import end_http_client_span, http_client_attributes
 from aiwatch.servertiming import OVERHEAD, parse
 from aiwatch.timing import RequestTimeline, call_site, current_timeline, traffic_class_to_forward
@@ -103,10 +103,7 @@ class ClientRecorder:
             address = f"{host}:{port or _DEFAULT_PORTS.get(scheme, 0)}"
             route = route or _route.get()
             if route is None and self.route_resolver is not None:
-                try:
-                    route = self.route_resolver(method, url)
-                except Exception as exc:
-                    record_error("route", exc, self.metrics)
+                route = resolve_route(self.route_resolver, self.metrics, method, url)
             call = _Call(method, address, self.guard.fold("route", route) if route else UNMATCHED_ROUTE, start)
         except Exception as exc:
             record_error("client", exc, self.metrics)

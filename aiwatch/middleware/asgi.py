@@ -39,7 +39,7 @@ from aiwatch.middleware._common import (
     begin_on_new_span,
 )
 from aiwatch.recording import resolve_recorder
-from aiwatch.safety import call_hook, record_error, sync_hook
+from aiwatch.safety import call_hook, record_error, resolve_route, sync_hook
 from aiwatch.semconv import end_http_server_span, http_server_attributes
 from aiwatch.servertiming import HEADER
 from aiwatch.streaming import ChunkTimer
@@ -290,9 +290,11 @@ class AiwatchMiddleware:
             finish(None)
 
     def _route(self, scope: Scope, root_path: str) -> str | None:
+        resolver = self.route_resolver
+        if resolver is not None:
+            return resolve_route(resolver, self.metrics, scope)
         try:
-            resolver = self.route_resolver
-            return resolver(scope) if resolver is not None else starlette_route(scope, root_path)
+            return starlette_route(scope, root_path)
         except Exception as exc:
             record_error("route", exc, self.metrics)
             return None

@@ -38,7 +38,7 @@ from aiwatch.exclusion import ExcludedUrls, exclude_path_set, wsgi_url
 from aiwatch.metrics import Metrics
 from aiwatch.middleware._common import KNOWN_METHODS, OTHER_METHOD, UNMATCHED_ROUTE, begin_on_new_span
 from aiwatch.recording import resolve_recorder
-from aiwatch.safety import call_hook, record_error, sync_hook
+from aiwatch.safety import call_hook, record_error, resolve_route, sync_hook
 from aiwatch.semconv import end_http_server_span, http_server_attributes
 from aiwatch.servertiming import HEADER
 from aiwatch.streaming import ChunkTimer
@@ -242,11 +242,7 @@ class _Request:
 
     def route(self) -> str:
         """The route label (for a streamed body's chunk timer)."""
-        try:
-            return self.middleware.route_resolver(self.environ) or UNMATCHED_ROUTE
-        except Exception as exc:
-            record_error("route", exc, self.middleware.metrics)
-            return UNMATCHED_ROUTE
+        return resolve_route(self.middleware.route_resolver, self.middleware.metrics, self.environ) or UNMATCHED_ROUTE
 
     def finish(self, error: BaseException | None) -> None:
         if self.finished:
@@ -255,11 +251,7 @@ class _Request:
         mw = self.middleware
         if error is not None:
             self.status = "500"
-        try:
-            route = mw.route_resolver(self.environ)
-        except Exception as exc:
-            record_error("route", exc, mw.metrics)
-            route = None
+        route = resolve_route(mw.route_resolver, mw.metrics, self.environ)
         tl = self.tl
         if tl.span is not None:
             try:

@@ -97,6 +97,16 @@ def test_requests_session_records_and_keeps_retries(base: str, registry: Collect
     assert network(registry, peer_label(base)) == 1
 
 
+def test_a_client_route_resolver_that_returns_no_str_leaves_the_call_unmatched(base: str,
+                                                                                registry: CollectorRegistry) -> None:
+    session = requests.Session()
+    aiwatch.client.instrument_requests(session, service="gw", registry=registry, route_resolver=lambda method, url: 7)
+    with session:
+        assert session.get(f"{base}/ok").status_code == 200
+    assert client_count(registry, peer_label(base), "__unmatched__", "200") == 1
+    assert registry.get_sample_value("aiwatch_instrumentation_errors_total", {"component": "route"}) == 1
+
+
 def test_peer_without_server_timing_records_no_network_time(base: str, registry: CollectorRegistry) -> None:
     with aiwatch.client.instrument_requests(requests.Session(), service="gw", registry=registry) as s:
         s.get(f"{base}/none")

@@ -247,6 +247,22 @@ def test_an_async_client_route_resolver_is_refused(registry: CollectorRegistry) 
         aiwatch.client.instrument_httpx(httpx.AsyncClient(), registry=registry, route_resolver=_async_hook)
 
 
+@pytest.mark.parametrize("returned", ["coroutine", "int"])
+@pytest.mark.parametrize("kind", ["asgi", "wsgi"])
+def test_a_route_resolver_that_returns_no_str_is_counted_and_the_request_unmatched(
+        kind: str, returned: str, metrics: Metrics, registry: CollectorRegistry,
+        caplog: pytest.LogCaptureFixture) -> None:
+    # a plain function handing back a coroutine passes the check at setup: each request was labelled with a new
+    # route '<coroutine object ...>' (folded into __overflow__ only past the cardinality bound)
+    def resolver(*args: Any) -> Any:
+        return _async_hook() if returned == "coroutine" else 7
+
+    check_unaltered_and_counted(build(kind, metrics, route_resolver=resolver), registry, "route", caplog)
+    routes = {s.labels["route"] for f in registry.collect() if f.name == "aiwatch_request_duration_seconds"
+              for s in f.samples if "route" in s.labels}
+    assert routes == {"__unmatched__"}
+
+
 @pytest.mark.parametrize("kind", ["asgi", "wsgi"])
 def test_a_hook_that_returns_an_awaitable_is_counted(kind: str, metrics: Metrics, registry: CollectorRegistry,
                                                      caplog: pytest.LogCaptureFixture) -> None:
