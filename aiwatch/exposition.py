@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client import multiprocess as _multiprocess
 
 from aiwatch.env import LEGACY_MULTIPROC_DIR, MULTIPROC_DIR
+from aiwatch.safety import record_error
 
 
 def multiprocess_dir() -> str | None:
@@ -55,15 +56,25 @@ def remove_dead_process_files() -> int:
     directory when it is missing); returns how many. A run killed with its workers, or one that ended before
     :func:`aiwatch.gunicorn.child_exit` ran, leaves them: merged into ``/metrics`` they show its requests as still
     in flight, and a new worker given a dead one's pid (pids restart at 1 in a container) adds to its old counts.
-    Files of running processes (another server's workers during gunicorn's USR2 upgrade) are kept."""
+    Files of running processes (another server's workers during gunicorn's USR2 upgrade) are kept. A file that
+    cannot be removed is left, and counted once per call as aiwatch's error (component ``multiprocess``)."""
     directory = Path(multiprocess_dir() or "")
     directory.mkdir(parents=True, exist_ok=True)
     removed = 0
+    failed: list[tuple[Path, OSError]] = []
     for path in directory.iterdir():
         match = _SAMPLE_FILE.fullmatch(path.name)
         if match and not _running(int(match.group(1))) and path.is_file():
-            path.unlink(missing_ok=True)
+            try:
+                path.unlink(missing_ok=True)
+            except OSError as exc:  # one file that cannot go (another user's) leaves the others to remove
+                failed.append((path, exc))
+                continue
             removed += 1
+    if failed:
+        first, error = failed[0]
+        record_error("multiprocess", OSError(f"{len(failed)} sample file(s) of processes no longer running could not "
+                                             f"be removed, the first {first.name}: {error}"))
     return removed
 
 

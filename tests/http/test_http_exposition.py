@@ -106,6 +106,29 @@ def test_only_the_files_of_processes_no_longer_running_are_removed(tmp_path: Pat
     assert sorted(p.name for p in directory.iterdir()) == sorted(kept)
 
 
+def test_a_sample_file_that_cannot_be_removed_leaves_the_others_removed_and_is_counted(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the first file unlink refused (another user's, in a shared directory) ended the cleanup: the rest stayed
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    gone = dead_pid()
+    names = [f"counter_{gone}.db", f"histogram_{gone}.db", f"gauge_livesum_{gone}.db"]
+    for name in names:
+        (tmp_path / name).write_bytes(b"x")
+    refused = sorted(names)[0]
+    unlink = Path.unlink
+
+    def refusing(path: Path, missing_ok: bool = False) -> None:
+        if path.name == refused:
+            raise PermissionError(1, "Operation not permitted", str(path))
+        unlink(path, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", refusing)
+    before = default_errors("multiprocess")
+    assert remove_dead_process_files() == 2
+    assert [p.name for p in tmp_path.iterdir()] == [refused]
+    assert default_errors("multiprocess") == before + 1
+
+
 def test_the_old_lowercase_multiprocess_variable_is_read_as_prometheus_client_reads_it(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # prometheus_client still runs in multiprocess mode under `prometheus_multiproc_dir` (the name older guides
