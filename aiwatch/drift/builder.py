@@ -452,6 +452,14 @@ class ProfileBuilder:
             if name not in self.kinds and name not in self.skipped:
                 raise ProfileError(f"a kind is given for {name!r}, but the data has no column {name!r} (its "
                                    f"columns: {shown})")
+        for name in self.edges:  # else ignored: the column got quantile edges, with no word of the typo
+            if name not in self.kinds and name not in self.skipped:
+                raise ProfileError(f"edges are given for {name!r}, but the data has no column {name!r} (its "
+                                   f"columns: {shown})")
+            kind = self.kinds.get(name) or self.skipped[name]
+            if kind != "numerical":
+                raise ProfileError(f"edges are given for {name!r}, which is {kind}: bin edges are for numerical "
+                                   "columns")
 
     def _numerical(self, name: str) -> NumericalFeature:
         acc = self._num[name]

@@ -130,6 +130,19 @@ def test_a_kind_for_a_column_the_data_lacks_is_refused_by_name(tmp_path: Path) -
         profile_file(tmp_path / "d.csv", chunk_rows=7, kinds={"ZIP": "numerical"})
 
 
+@pytest.mark.parametrize(("edges", "message"), [
+    ({"X": [0.5]}, r"edges are given for 'X', but the data has no column 'X' \(its columns: zip, x, t\)"),
+    ({"zip": [10001.5]}, r"edges are given for 'zip', which is categorical: bin edges are for numerical columns"),
+    ({"t": [0.5]}, r"edges are given for 't', which is text"),
+])
+def test_edges_for_a_column_that_is_not_a_numerical_one_of_the_data_are_refused(edges: dict[str, list[float]],
+                                                                                  message: str) -> None:
+    # edges={"X": ...} (a typo) or edges for a categorical column were ignored: the column got its quantile edges
+    data = {"zip": [10001, 10002] * 10, "x": np.linspace(0, 1, 20), "t": [f"note {i}" for i in range(20)]}
+    with pytest.raises(ProfileError, match=message):
+        ReferenceProfile.build(data, kinds={"zip": "categorical"}, edges=edges)
+
+
 def test_missing_values_are_counted_not_profiled() -> None:
     p = ReferenceProfile.build({"x": [1.0, math.nan, math.inf, None, 2.0, 3.0] * 10, "c": ["a", None, "b"] * 20})
     assert (_num(p, "x").count, _num(p, "x").missing) == (30, 30)
