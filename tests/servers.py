@@ -248,6 +248,21 @@ def alertmanager(config_yaml: str) -> Iterator[str]:
 
 
 @contextmanager
+def registry_endpoint(registry: Any) -> Iterator[str]:
+    """prometheus_client's own exposition server for ``registry`` on a free loopback port, from a thread; yields
+    its ``host:port`` (append ``/metrics`` for the URL)."""
+    from prometheus_client import start_http_server
+
+    server, thread = start_http_server(0, addr="127.0.0.1", registry=registry)
+    try:
+        yield f"127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+@contextmanager
 def handler_server(handler: type[BaseHTTPRequestHandler], release: threading.Event | None = None) -> Iterator[str]:
     """Serve ``handler`` on a free loopback port from a thread; yields its base URL, ``http://127.0.0.1:PORT``.
     ``release`` is set on the way out, before the server stops, so that handlers waiting on it return."""

@@ -16,7 +16,7 @@ from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
-from prometheus_client import CollectorRegistry, generate_latest, start_http_server
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPENMETRICS_TYPE
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
@@ -25,7 +25,7 @@ from aiwatch.console.scrape import Snapshot
 from aiwatch.demo import scrape as demo_scrape
 from aiwatch.metrics import Metrics
 from aiwatch.scrape import fetch_metrics, parse_metrics
-from tests.servers import handler_server, wait_until
+from tests.servers import handler_server, registry_endpoint, wait_until
 
 AWKWARD = 'a"b\\c}\nd'
 TRACE = {"trace_id": "0af7651916cd43dd8448eb211c80319c"}
@@ -93,13 +93,8 @@ def openmetrics_endpoint(registry: CollectorRegistry, seen: list[dict[str, str]]
 
 @contextmanager
 def text_endpoint(registry: CollectorRegistry) -> Iterator[str]:
-    server, thread = start_http_server(0, addr="127.0.0.1", registry=registry)
-    try:
-        yield f"http://127.0.0.1:{server.server_port}/metrics"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    with registry_endpoint(registry) as address:
+        yield f"http://{address}/metrics"
 
 
 def test_fetch_reads_both_formats_and_sends_headers() -> None:

@@ -6,18 +6,16 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import pytest
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from aiwatch.console import PrometheusSource, ScrapeSource
 from aiwatch.console.prometheus import targets_interval
 from aiwatch.console.source import DataSource
 from tests.console.conftest import run_view, texts
 from tests.console.test_console_stopped_traffic import exposition
-from tests.servers import prometheus, wait_until
+from tests.servers import prometheus, registry_endpoint, wait_until
 
 URL = "http://127.0.0.1:9/metrics"
 TOO_SHORT = ("Nothing to show over 30s: the window is shorter than two scrape intervals (the targets are scraped every "
@@ -95,24 +93,13 @@ def test_targets_without_a_readable_interval_are_skipped() -> None:
     assert targets_interval([], None) is None
 
 
-@contextmanager
-def serve_registry(registry: CollectorRegistry) -> Iterator[str]:
-    server, thread = start_http_server(0, addr="127.0.0.1", registry=registry)
-    try:
-        yield f"127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
-
-
 def test_prometheus_scraping_every_30s_says_the_window_is_too_short(window_env: pytest.MonkeyPatch) -> None:
     window_env.setenv("AIWATCH_CONSOLE_WINDOW", "30")
     registry = CollectorRegistry()
     Histogram("aiwatch_request_duration_seconds", "requests", ["service"], registry=registry).labels("api").observe(1)
     unrelated = CollectorRegistry()
     Counter("node_cpu_seconds", "not aiwatch's", registry=unrelated).inc()
-    with serve_registry(registry) as service, serve_registry(unrelated) as node:
+    with registry_endpoint(registry) as service, registry_endpoint(unrelated) as node:
         # an unrelated job scraped every second by the same Prometheus: the services are still compared every 30 s
         node_job = f"  - job_name: node\n    scrape_interval: 1s\n    static_configs:\n      - targets: ['{node}']\n"
         with prometheus([service], scrape_interval="30s", extra_config=node_job) as prom:
