@@ -85,5 +85,7 @@ class HeldCall(grpc.RpcError, grpc.Call, grpc.Future):  # type: ignore[misc]
         return self._call.traceback(timeout)
 
     def add_done_callback(self, fn: Any) -> Any:
+        """``fn`` is called with this object, the future the application holds, as grpcio calls it with its own;
+        the call then runs to its end even when the application drops this object, as grpcio's does."""
         self._kept = True
-        return self._call.add_done_callback(fn)
+        return self._call.add_done_callback(lambda _call: fn(self))

@@ -323,6 +323,20 @@ def test_a_response_stream_dropped_half_read_is_cancelled_as_the_server_sees_it(
                  direction="received") == pb.PredictReply(model="ranker", index=0).ByteSize()
 
 
+def test_a_done_callback_is_given_the_future_the_application_holds(metrics: Metrics) -> None:
+    # as grpcio gives its own: it was given grpcio's call, so `finished is future` was false with aiwatch
+    client = grpc_client_interceptor(service="gateway", metrics=metrics, peer="infer")
+    with sync_server([grpc_server_interceptor(service="infer", metrics=metrics)]) as target, \
+            stub_for(target, client) as stub:
+        future = stub.Predict.future(req(delay_ms=200))
+        given: list[Any] = []
+        done = threading.Event()
+        future.add_done_callback(lambda finished: (given.append(finished), done.set()))
+        assert done.wait(20), "the done callback never ran"
+        assert given == [future] and given[0] is future
+        assert future.result().model == "ranker"
+
+
 def test_a_dropped_call_future_with_a_done_callback_runs_on_as_without_aiwatch(metrics: Metrics) -> None:
     """A done callback the application added keeps grpcio's call alive: dropped, it is not cancelled."""
     client = grpc_client_interceptor(service="gateway", metrics=metrics, peer="infer")
