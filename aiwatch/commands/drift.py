@@ -214,10 +214,10 @@ def check_report_reference(reference: str) -> None:
 
 
 def write_report(reference: str, current: str, path: str, columns: list[str]) -> None:
+    """Evidently's HTML report of ``reference`` against ``current`` (``run`` has checked the reference first)."""
     from aiwatch.drift.files import read_chunks
     from aiwatch.drift.report import evidently_html
 
-    check_report_reference(reference)
     pd = __import__("pandas")
     ref = pd.concat([pd.DataFrame(c) for c in read_chunks(reference)], ignore_index=True)
     cur = pd.concat([pd.DataFrame(c) for c in read_chunks(current)], ignore_index=True)
