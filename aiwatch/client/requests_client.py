@@ -8,10 +8,10 @@
         session.post("http://inference:8000/predict", json=payload)
 
 A call is timed until its body is read; with ``stream=True`` only until the response headers arrive, and its body's
-bytes are counted as received as they are read, not its ``Content-Length`` (a body never read counts none). A call that
-urllib3 retried (the adapter's ``max_retries``) gives no network time: its time holds every attempt and the backoff
-between them, the peer's ``Server-Timing`` only the last attempt's server time (the peer's name in it still labels
-the call).
+bytes are counted as received as they are read (a chunked body's too), not its ``Content-Length`` (a body never read
+counts none). A call that urllib3 retried (the adapter's ``max_retries``) gives no network time: its time holds every
+attempt and the backoff between them, the peer's ``Server-Timing`` only the last attempt's server time (the peer's
+name in it still labels the call).
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ class AiwatchHTTPAdapter(HTTPAdapter):
         finally:
             recorder.leave(token)
         server_timing = response.headers.get("server-timing")
-        count_later = stream and _streamed_length(request, response) is not None and _countable(response.raw)
+        count_later = stream and _has_body(request, response) and _countable(response.raw)
         if stream:
             received = None if count_later else _streamed_length(request, response)
         else:
@@ -81,9 +81,12 @@ class AiwatchHTTPAdapter(HTTPAdapter):
         return response
 
 
-#: urllib3's response methods that read its body (stream(), readinto() and the data property read through read())
-#: or end it (urllib3 calls release_conn at the body's end; requests' Response.close() calls close and release_conn).
+#: urllib3's response methods that read its body (stream(), readinto() and the data property read through read();
+#: stream() reads a chunked body through read_chunked(), which takes each chunk's bytes from _handle_chunk() and
+#: leaves tell() alone) or end it (urllib3 calls release_conn at the body's end; requests' Response.close() calls
+#: close and release_conn).
 _READS = ("read", "read1")
+_CHUNK = "_handle_chunk"
 _ENDS = ("release_conn", "close")
 _FLUSH_EVERY = 1 << 16  # bytes read between two additions to the counter (iter_content() reads a byte at a time)
 
@@ -104,16 +107,18 @@ def _count_as_read(raw: Any, recorder: ClientRecorder, peer: str) -> None:
     ``Response.close()``, the app, or its collection). The wrappers are ``raw``'s own attributes and hold it
     only weakly: a strong reference would keep an unread response, and its socket, alive until a cycle
     collection. urllib3 releases the connection at the body's end before it adds the last read to ``tell()``:
-    the read's own wrapper counts those bytes when it returns."""
+    the read's own wrapper counts those bytes when it returns. A chunked body read through ``stream()`` (requests'
+    ``iter_content()``) does not move ``tell()``: the bytes of its chunks (without their framing) are added to it."""
     ref = weakref.ref(raw)
     lock = threading.Lock()
     counted = 0
+    chunked = 0
 
     def flush(target: Any, reading: bool) -> None:
         nonlocal counted
         try:
             with lock:
-                new = target.tell() - counted
+                new = target.tell() + chunked - counted
                 if new <= 0 or (reading and new < _FLUSH_EVERY and not target.closed):
                     return
                 counted += new
@@ -132,22 +137,44 @@ def _count_as_read(raw: Any, recorder: ClientRecorder, peer: str) -> None:
                 flush(target, reads)
         return counting
 
+    def wrap_chunk(original: Any) -> Any:
+        def counting(*args: Any, **kwargs: Any) -> Any:
+            nonlocal chunked
+            target = ref()
+            if target is None:
+                return b""
+            data = original(target, *args, **kwargs)
+            try:
+                with lock:
+                    chunked += len(data)
+            except Exception as exc:
+                record_error("client", exc, recorder.metrics)
+            flush(target, True)
+            return data
+        return counting
+
     try:
         for name in (*_READS, *_ENDS):
             original = getattr(type(raw), name, None)
             if callable(original):
                 setattr(raw, name, wrap(original, name in _READS))
+        handle_chunk = getattr(type(raw), _CHUNK, None)
+        if callable(handle_chunk):
+            setattr(raw, _CHUNK, wrap_chunk(handle_chunk))
     except Exception as exc:
         record_error("client", exc, recorder.metrics)
 
 
-def _streamed_length(request: PreparedRequest, response: Response) -> int | None:
-    """The body size of a response left unread: its ``Content-Length``, unless it has no body whatever that says
-    (RFC 9110 §6.4.1: the answer to a HEAD, a 1xx, 204 or 304)."""
+def _has_body(request: PreparedRequest, response: Response) -> bool:
+    """Whether a response has a body, whatever its headers say (RFC 9110 §6.4.1: the answer to a HEAD, a 1xx, 204
+    or 304 has none)."""
     status = response.status_code
-    if request.method == "HEAD" or not isinstance(status, int) or status < 200 or status in (204, 304):
-        return None
-    return body_length(None, response.headers)
+    return request.method != "HEAD" and isinstance(status, int) and status >= 200 and status not in (204, 304)
+
+
+def _streamed_length(request: PreparedRequest, response: Response) -> int | None:
+    """The body size of a response left unread: its ``Content-Length``, unless it has no body."""
+    return body_length(None, response.headers) if _has_body(request, response) else None
 
 
 def _retried(response: Response) -> bool:

@@ -370,6 +370,32 @@ class _Sized(BaseHTTPRequestHandler):
         pass
 
 
+class _Chunked(BaseHTTPRequestHandler):
+    """Answers GET with the same 1,000,000 bytes in chunks of 128 KiB (``Transfer-Encoding: chunked``: no
+    Content-Length, as a streamed answer has)."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        self.close_connection = True
+        self.send_response(200)
+        self.send_header("Transfer-Encoding", "chunked")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        body = b"x" * 1_000_000
+        with contextlib.suppress(OSError):
+            for at in range(0, len(body), 1 << 17):
+                chunk = body[at:at + (1 << 17)]
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            self.wfile.write(b"0\r\n\r\n")
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+_BODIES = pytest.mark.parametrize("handler", [_Sized, _Chunked], ids=["content-length", "chunked"])
+
+
 def _unread(response: requests.Response) -> int:
     response.close()
     return 0
@@ -390,22 +416,25 @@ def _all_closed(response: requests.Response) -> int:
         return len(response.content)
 
 
+@_BODIES
 @pytest.mark.parametrize("read", [_unread, _first_kilobyte, _all_unclosed, _all_closed],
                          ids=["unread", "1000-bytes", "all-unclosed", "all-closed"])
 def test_a_streamed_response_counts_the_bytes_read_not_its_content_length(registry: CollectorRegistry,
-                                                                          read: Any) -> None:
-    # before: with stream=True the Content-Length was counted as received when the headers came, read or not
-    with peer(_Sized) as base, aiwatch.client.instrument_requests(requests.Session(), service="gw",
+                                                                          read: Any, handler: Any) -> None:
+    # before: with stream=True the Content-Length was counted as received when the headers came, read or not;
+    # and a chunked body (no Content-Length) counted nothing, read or not
+    with peer(handler) as base, aiwatch.client.instrument_requests(requests.Session(), service="gw",
                                                                    registry=registry) as session:
         got = read(session.get(f"{base}/file", stream=True))
         assert client_count(registry, peer_label(base), "__unmatched__", "200") == 1
         assert (client_bytes(registry, peer_label(base), "received") or 0) == got
 
 
-def test_a_streamed_response_counts_its_bytes_as_they_are_read(registry: CollectorRegistry) -> None:
+@_BODIES
+def test_a_streamed_response_counts_its_bytes_as_they_are_read(registry: CollectorRegistry, handler: Any) -> None:
     """A long download shows on the counter before its end (every 64 KiB), and a response the app drops half read,
     never closed, counts what was read when it is freed; aiwatch's wrappers do not keep it (and its socket) alive."""
-    with peer(_Sized) as base, aiwatch.client.instrument_requests(requests.Session(), service="gw",
+    with peer(handler) as base, aiwatch.client.instrument_requests(requests.Session(), service="gw",
                                                                    registry=registry) as session:
         response = session.get(f"{base}/file", stream=True)
         chunks = response.iter_content(65536)
