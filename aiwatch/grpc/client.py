@@ -199,6 +199,22 @@ def _peer_of(call: Any) -> str | None:
         return None
 
 
+def _future_call(continuation: Any) -> bool | None:
+    """Whether the call is a ``future()`` (``True``) or a blocking call (``False``: ``stub.X(...)``,
+    ``with_call``), which grpcio's interceptor API does not say: the continuation it passes is a closure of its
+    multicallable's ``future`` or ``_with_call`` (grpcio's private names, as in the 1.85 this project requires;
+    tests/grpc/test_grpc_client_sync.py fails should they change). ``None`` for any other continuation: then a
+    call not yet done is taken for a future."""
+    qualname = getattr(continuation, "__qualname__", None)
+    if not isinstance(qualname, str):
+        return None
+    if ".future.<locals>." in qualname:
+        return True
+    if "._with_call.<locals>." in qualname:
+        return False
+    return None
+
+
 class AiwatchClientInterceptor(
     grpc.UnaryUnaryClientInterceptor,  # type: ignore[misc]
     grpc.UnaryStreamClientInterceptor,  # type: ignore[misc]
@@ -277,7 +293,8 @@ class AiwatchClientInterceptor(
             call.add_done_callback(done)
             if streamed is not None and not unary_response and hasattr(call, "__next__"):
                 return CountedResponses(call, streamed)
-            if not call.done():  # a call future (a blocking call's outcome is done): cancelled if dropped
+            future = _future_call(continuation)
+            if future or (future is None and not call.done()):  # a call future: cancelled if dropped
                 return HeldCall(call)
         except Exception as exc:
             record_error(COMPONENT, exc, core.metrics)

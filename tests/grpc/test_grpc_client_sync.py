@@ -17,6 +17,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 import aiwatch
 from aiwatch.grpc import grpc_client_interceptor, grpc_server_interceptor
+from aiwatch.grpc.heldcall import HeldCall
 from aiwatch.metrics import Metrics
 from aiwatch.servertiming import Entry, parse
 from examples.grpc_service.servicer import pb, pb_grpc
@@ -349,3 +350,43 @@ def test_a_dropped_call_future_with_a_done_callback_runs_on_as_without_aiwatch(m
         wait_until(lambda: _client_count(metrics, "infer", PREDICT, "OK") == 1, timeout=20,
                    what="the call runs to its end")
     assert _client_count(metrics, "infer", PREDICT, "CANCELLED") == 0
+
+
+class _HandsBackTheEnd(grpc.UnaryUnaryClientInterceptor, grpc.StreamUnaryClientInterceptor):  # type: ignore[misc]
+    """An interceptor under aiwatch's that hands the call back only once it is done, so aiwatch sees a call future
+    that has already ended (a fast answer or failure: what any call future can be by the time aiwatch looks)."""
+
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        call = continuation(details, request)
+        call.exception()  # waits for the end
+        return call
+
+    def intercept_stream_unary(self, continuation: Any, details: Any, request_iterator: Any) -> Any:
+        return self.intercept_unary_unary(continuation, details, request_iterator)
+
+
+@pytest.mark.parametrize("kind", ["unary", "stream"])
+@pytest.mark.parametrize("ended", [False, True], ids=["running", "ended"])
+def test_every_call_future_is_handed_back_as_a_held_call(metrics: Metrics, kind: str, ended: bool) -> None:
+    # before: a future already done when aiwatch looked came back as grpcio's own object, a running one as a
+    # HeldCall: what the application got depended on timing
+    client = grpc_client_interceptor(service="gateway", metrics=metrics, peer="infer")
+    under = [_HandsBackTheEnd()] if ended else []
+    with sync_server([grpc_server_interceptor(service="infer", metrics=metrics)]) as target, \
+            stub_for(target, client, *under) as stub:
+        future = _start(stub, kind)
+        assert isinstance(future, HeldCall)
+        assert future.exception(20) is None
+        assert future.code() == grpc.StatusCode.OK
+
+
+@pytest.mark.parametrize("ended", [False, True], ids=["plain", "ended-under"])
+def test_a_blocking_call_is_handed_back_as_grpcios_own_outcome(metrics: Metrics, ended: bool) -> None:
+    client = grpc_client_interceptor(service="gateway", metrics=metrics, peer="infer")
+    under = [_HandsBackTheEnd()] if ended else []
+    with sync_server([grpc_server_interceptor(service="infer", metrics=metrics)]) as target, \
+            stub_for(target, client, *under) as stub:
+        for _reply, call in (stub.Predict.with_call(req()), stub.Upload.with_call(iter([req(), req()]))):
+            assert not isinstance(call, HeldCall)
+            assert call.code() == grpc.StatusCode.OK
+    assert _client_count(metrics, "infer", PREDICT, "OK") == 1
