@@ -23,6 +23,7 @@ from aiwatch.cardinality import guard_for
 from aiwatch.contentlength import content_length
 from aiwatch.env import service_name
 from aiwatch.metrics import Metrics, get_metrics
+from aiwatch.middleware._common import CLIENT_CLOSED_STATUS
 from aiwatch.safety import record_error, resolve_route, sync_hook
 from aiwatch.semconv import end_http_client_span, http_client_attributes
 from aiwatch.servertiming import OVERHEAD, parse
@@ -150,14 +151,18 @@ class ClientRecorder:
 
     def finish(self, call: _Call, status: str, server_timing: str | None,
                error: BaseException | None = None, sent: int | None = None, received: int | None = None,
-               headers_at: float | None = None, retried: bool = False) -> str:
+               headers_at: float | None = None, retried: bool = False, abandoned: bool = False) -> str:
         """Record a finished call: ``status`` is the HTTP status or the client error's name; ``sent`` /
         ``received``: the request and response bodies' bytes, when known; ``headers_at``: the clock reading
         (:func:`headers_arrived`) at which the headers of a streamed response arrived, for its network time;
-        ``retried``: the client made several attempts (no network time, as :meth:`record` says). Returns the
-        ``peer`` label it used (for :meth:`count_received`). Never raises."""
+        ``retried``: the client made several attempts (no network time, as :meth:`record` says); ``abandoned``:
+        the application dropped the response before its body's end, recorded as ``499``
+        (:data:`~aiwatch.middleware._common.CLIENT_CLOSED_STATUS`, as the ASGI middleware records a client
+        that went away) while the span keeps ``status``. Returns the ``peer`` label it used (for
+        :meth:`count_received`). Never raises."""
         m = self.metrics
-        peer = self.record(call.start, _clock(), call.address, call.route, status, server_timing, call.timeline,
+        recorded = CLIENT_CLOSED_STATUS if abandoned else status
+        peer = self.record(call.start, _clock(), call.address, call.route, recorded, server_timing, call.timeline,
                            call.phase, "server_timing", sent=sent, received=received, served_end=headers_at,
                            retried=retried)
         if call.span is not None:

@@ -13,8 +13,9 @@ or build the client with the transport yourself::
 A call is timed from the moment it is sent until its response body is closed (httpx closes it after reading it); a
 response that a transport returns already read (``httpx.Response(content=...)``, as ``httpx.MockTransport`` does)
 is recorded when the transport returns it. A response the application drops without closing it (sent with
-``stream=True``) is recorded when it is collected, with the bytes read until then. The network time of a streamed
-response (chunked) is counted to its headers, which carried the peer's Server-Timing.
+``stream=True``) is recorded when it is collected, with the bytes read until then, as ``499`` when its body was not
+read to its end (the client went away: the ASGI middleware's ``499``; the span keeps the peer's status). The
+network time of a streamed response (chunked) is counted to its headers, which carried the peer's Server-Timing.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ def _sent(request: httpx.Request) -> int | None:
 class _Pending:
     """A streamed response's call not yet recorded: recorded once, by :meth:`finish`."""
 
-    __slots__ = ("call", "headers_at", "received", "recorder", "sent", "server_timing")
+    __slots__ = ("call", "ended", "headers_at", "received", "recorder", "sent", "server_timing")
 
     def __init__(self, recorder: ClientRecorder, call: _Call, server_timing: str | None, sent: int | None,
                  headers_at: float | None) -> None:
@@ -75,11 +76,17 @@ class _Pending:
         self.sent = sent
         self.headers_at = headers_at
         self.received = 0
+        self.ended = False  # the body was read to its end
 
-    def finish(self, status: str, error: BaseException | None) -> None:
+    def finish(self, status: str, error: BaseException | None, abandoned: bool = False) -> None:
         call, self.call = self.call, None
         if call is not None:
-            self.recorder.finish(call, status, self.server_timing, error, self.sent, self.received, self.headers_at)
+            self.recorder.finish(call, status, self.server_timing, error, self.sent, self.received, self.headers_at,
+                                 abandoned=abandoned)
+
+    def dropped(self, status: str) -> None:
+        """The application dropped the response unclosed: abandoned unless its body was read to its end."""
+        self.finish(status, None, abandoned=not self.ended)
 
 
 class _CallFinisher:
@@ -92,7 +99,7 @@ class _CallFinisher:
         self._stream = stream
         self._status = status
         self._pending = _Pending(recorder, call, server_timing, sent, headers_at)
-        self._dropped = weakref.finalize(self, self._pending.finish, status, None)
+        self._dropped = weakref.finalize(self, self._pending.dropped, status)
         self._dropped.atexit = False  # a response still open at exit: no recording while the interpreter ends
 
     def _done(self, status: str, error: BaseException | None) -> None:
@@ -106,6 +113,7 @@ class _TimedStream(_CallFinisher, httpx.SyncByteStream):
             for chunk in self._stream:
                 self._pending.received += len(chunk)
                 yield chunk
+            self._pending.ended = True
         except GeneratorExit:
             raise
         except BaseException as exc:
@@ -125,6 +133,7 @@ class _AsyncTimedStream(_CallFinisher, httpx.AsyncByteStream):
             async for chunk in self._stream:
                 self._pending.received += len(chunk)
                 yield chunk
+            self._pending.ended = True
         except GeneratorExit:
             raise
         except BaseException as exc:

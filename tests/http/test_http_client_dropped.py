@@ -1,7 +1,9 @@
 """An httpx response streamed (``client.send(request, stream=True)``) that the application drops without closing:
 httpx does nothing when it is collected, and aiwatch records the call then, with the bytes the application read.
 Before, aiwatch recorded a streamed call only when its body was read to the end, failed or was closed, so a
-dropped response was never recorded."""
+dropped response was never recorded. A body dropped before its end is recorded as ``499`` (the client went away
+before the response's end, as the ASGI middleware records it from the server's side); its span keeps the peer's
+status."""
 
 from __future__ import annotations
 
@@ -13,6 +15,9 @@ from http.server import BaseHTTPRequestHandler
 
 import httpx
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import CollectorRegistry
 
 import aiwatch.client
@@ -33,7 +38,8 @@ class _Streams(BaseHTTPRequestHandler):
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
         self._chunk(FIRST)
-        _release.wait(30)
+        if self.path != "/whole":
+            _release.wait(30)
         try:
             self._chunk(REST)
             self._chunk(b"")
@@ -55,10 +61,10 @@ def base() -> Iterator[str]:
         yield url
 
 
-def _count(registry: CollectorRegistry, base: str) -> float:
+def _count(registry: CollectorRegistry, base: str, status: str = "499") -> float:
     return registry.get_sample_value("aiwatch_client_request_duration_seconds_count",
                                      {"service": "gw", "peer": base.removeprefix("http://"),
-                                      "route": "__unmatched__", "status": "200", "phase": ""}) or 0.0
+                                      "route": "__unmatched__", "status": status, "phase": ""}) or 0.0
 
 
 def _received(registry: CollectorRegistry, base: str) -> float:
@@ -78,8 +84,36 @@ def test_a_streamed_response_dropped_unclosed_is_recorded_with_the_bytes_read(ba
         assert _count(registry, base) == 0  # still open: not recorded yet
         del response
         gc.collect()
+        # before: recorded as 200, as a response read to its end is
         assert _count(registry, base) == 1
+        assert _count(registry, base, "200") == 0
     assert _received(registry, base) == (len(FIRST) if read else 0)
+
+
+def test_a_streamed_response_read_to_its_end_and_dropped_unclosed_keeps_its_status(
+        base: str, registry: CollectorRegistry) -> None:
+    with aiwatch.client.instrument_httpx(httpx.Client(), service="gw", registry=registry) as client:
+        response = client.send(client.build_request("GET", f"{base}/whole"), stream=True)
+        assert b"".join(response.stream) == FIRST + REST  # the transport's stream: httpx does not close it
+        del response
+        gc.collect()
+        assert _count(registry, base, "200") == 1
+    assert _count(registry, base) == 0
+    assert _received(registry, base) == len(FIRST + REST)
+
+
+def test_the_span_of_a_dropped_response_keeps_the_peers_status(base: str, registry: CollectorRegistry) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    with aiwatch.client.instrument_httpx(httpx.Client(), service="gw", registry=registry,
+                                         tracer_provider=provider) as client:
+        response = client.send(client.build_request("GET", f"{base}/stream"), stream=True)
+        del response
+        gc.collect()
+    (span,) = exporter.get_finished_spans()
+    assert span.attributes is not None and span.attributes["http.response.status_code"] == 200
+    assert _count(registry, base) == 1
 
 
 async def _collected_until(check: Callable[[], bool], what: str) -> None:
@@ -102,7 +136,8 @@ async def test_an_async_streamed_response_dropped_unclosed_is_recorded_with_the_
         assert await response.aiter_raw().__anext__() == FIRST
         assert _count(registry, base) == 0
         del response
-        await _collected_until(lambda: _count(registry, base) == 1, "the dropped response recorded")
+        await _collected_until(lambda: _count(registry, base) == 1, "the dropped response recorded as 499")
+        assert _count(registry, base, "200") == 0
     assert _received(registry, base) == len(FIRST)
 
 
@@ -111,8 +146,9 @@ def test_a_streamed_response_closed_is_recorded_once(base: str, registry: Collec
         response = client.send(client.build_request("GET", f"{base}/stream"), stream=True)
         assert next(response.iter_raw()) == FIRST
         response.close()
-        assert _count(registry, base) == 1
+        assert _count(registry, base, "200") == 1
         del response
         gc.collect()
-    assert _count(registry, base) == 1
+    assert _count(registry, base, "200") == 1
+    assert _count(registry, base) == 0
     assert _received(registry, base) == len(FIRST)
