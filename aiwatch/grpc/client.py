@@ -44,7 +44,7 @@ from prometheus_client import CollectorRegistry
 
 from aiwatch.client import ClientRecorder
 from aiwatch.grpc._common import metadata_value, method_name, status_name, status_value
-from aiwatch.grpc.heldcall import HeldCall
+from aiwatch.grpc.heldcall import HeldCall, HeldStream
 from aiwatch.grpc.streambytes import (
     CountedResponses,
     StreamBytes,
@@ -291,8 +291,8 @@ class AiwatchClientInterceptor(
                             _peer_of(finished) if core.needs_call_peer else None, site, sent, received, streamed)
 
             call.add_done_callback(done)
-            if streamed is not None and not unary_response and hasattr(call, "__next__"):
-                return CountedResponses(call, streamed)
+            if not unary_response and hasattr(call, "__next__"):
+                return HeldStream(call) if streamed is None else CountedResponses(call, streamed)
             future = _future_call(continuation)
             if future or (future is None and not call.done()):  # a call future: cancelled if dropped
                 return HeldCall(call)

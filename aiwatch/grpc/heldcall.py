@@ -89,3 +89,16 @@ class HeldCall(grpc.RpcError, grpc.Call, grpc.Future):  # type: ignore[misc]
         the call then runs to its end even when the application drops this object, as grpcio's does."""
         self._kept = True
         return self._call.add_done_callback(lambda _call: fn(self))
+
+
+class HeldStream(HeldCall):
+    """A held response-streaming call: iterated as grpcio's own, message by message."""
+
+    def __iter__(self) -> HeldStream:
+        return self
+
+    def __next__(self) -> Any:
+        return next(self._call)
+
+    def next(self) -> Any:
+        return self.__next__()

@@ -20,7 +20,7 @@ import threading
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-from aiwatch.grpc.heldcall import HeldCall
+from aiwatch.grpc.heldcall import HeldStream
 from aiwatch.metrics import Metrics
 from aiwatch.safety import record_error
 
@@ -119,7 +119,7 @@ def counted_aio_responses(call: Any, tally: StreamBytes) -> Any:
     return _counted_async(call, tally, RECEIVED)
 
 
-class CountedResponses(HeldCall):
+class CountedResponses(HeldStream):
     """A sync response-streaming call whose messages are counted as received when the application reads them;
     everything else is the call's own (errors raised while iterating are the call's, as grpcio raises them), and
     dropped by the application it is cancelled (:class:`~aiwatch.grpc.heldcall.HeldCall`)."""
@@ -128,13 +128,7 @@ class CountedResponses(HeldCall):
         super().__init__(call)
         self._tally = tally
 
-    def __iter__(self) -> CountedResponses:
-        return self
-
     def __next__(self) -> Any:
         message = next(self._call)
         self._tally.add(RECEIVED, message)
         return message
-
-    def next(self) -> Any:
-        return self.__next__()

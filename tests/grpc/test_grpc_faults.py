@@ -12,6 +12,7 @@ import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
+import aiwatch.grpc.client
 import aiwatch.grpc.server as grpc_server_module
 import aiwatch.tracing
 from aiwatch.grpc import (
@@ -141,3 +142,20 @@ async def test_aio_outcomes_unchanged_when_metrics_raise() -> None:
     got = await _aio_run([grpc_aio_server_interceptor(service="infer", metrics=broken)], broken)
     assert got == expected
     assert _errors(broken) >= 6
+
+
+def test_sync_client_outcomes_unchanged_when_its_byte_counter_cannot_be_made(
+        monkeypatch: pytest.MonkeyPatch, metrics: Metrics) -> None:
+    """A streaming call whose byte counter could not be made (aiwatch's own failure) is handed back as grpcio's
+    call, which the application iterates; it was wrapped in a HeldCall, which cannot be iterated (TypeError)."""
+    def broken_counter(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("byte counter is broken")
+
+    with sync_server() as target, stub_for(target) as stub:
+        expected = _exercise_sync(stub)
+    monkeypatch.setattr(aiwatch.grpc.client, "StreamBytes", broken_counter)
+    client = grpc_client_interceptor(service="gw", peer="infer", metrics=metrics)
+    with sync_server() as target, stub_for(target, client) as stub:
+        assert _exercise_sync(stub) == expected
+    # one per streaming call: PredictStream, Upload, Chat and the failing Chat
+    assert value(metrics.registry, "aiwatch_instrumentation_errors_total", component="grpc_client") == 4
