@@ -49,6 +49,7 @@ them; the poller drains the event set without waiting (timeout 0) on every poll.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import math
 import threading
@@ -180,6 +181,8 @@ class _NvmlDown(Exception):
 class _Device:
     index: int
     handle: Any
+    #: :func:`_handle_key` of the last handle it had (kept when the handle is dropped: its XID events still name it)
+    key: Any = None
     uuid: str = ""
     name: str = ""
     unsupported: set[str] = field(default_factory=set)
@@ -228,6 +231,15 @@ def _memory(info: Any) -> dict[str, float]:
 def _throttle(mask: Any) -> dict[str, bool]:
     bits = _integer(mask)
     return {label: bool(bits & bit) for bit, label in THROTTLE_REASONS}
+
+
+def _handle_key(handle: Any) -> Any:
+    """What identifies an NVML device handle: the address a pynvml handle points to (pynvml gives a new ctypes
+    pointer object on every call, also in every event, so the objects are never the same), the handle itself for
+    bindings whose handles are not ctypes pointers; ``None`` for no handle."""
+    if isinstance(handle, ctypes._Pointer):
+        return ctypes.cast(handle, ctypes.c_void_p).value
+    return handle
 
 
 def _text(value: Any) -> str:
@@ -480,6 +492,7 @@ class GpuPoller:
             register = old is None or old.handle is None  # new, or its registration went with its handle
             if old is not None:
                 old.index, old.handle, old.name = index, fresh.handle, fresh.name or old.name
+                old.key = fresh.key if fresh.handle is not None else old.key
             if register and dev.handle is not None:
                 self._register_events(dev)
             devices.append(dev)
@@ -492,6 +505,7 @@ class GpuPoller:
         nvml = self.nvml
         try:
             dev.handle = nvml.nvmlDeviceGetHandleByIndex(dev.index)
+            dev.key = _handle_key(dev.handle)
             dev.uuid = _text(nvml.nvmlDeviceGetUUID(dev.handle))
             dev.name = _text(nvml.nvmlDeviceGetName(dev.handle))
         except Exception as exc:
@@ -546,14 +560,26 @@ class GpuPoller:
                     dev.xid += 1
 
     def _event_device(self, handle: Any) -> _Device | None:
-        try:
-            index = int(self.nvml.nvmlDeviceGetIndex(handle))
-        except Exception:
-            index = -1
-        for dev in self._devices:
-            if dev.index == index or dev.handle is handle:
+        """The device an event names: by its handle's key (no NVML call, so also for a GPU that just fell off the
+        bus or left NVML's list), else by UUID, else by NVML's index."""
+        known = (*self._devices, *self._gone)
+        key = _handle_key(handle)
+        if key is not None:
+            for dev in known:
+                if dev.key is not None and dev.key == key:
+                    return dev
+        uuid = ""
+        with contextlib.suppress(Exception):
+            uuid = _text(self.nvml.nvmlDeviceGetUUID(handle))
+        for dev in known:
+            if uuid and dev.uuid == uuid:
                 return dev
-        return self._devices[0] if len(self._devices) == 1 else None
+        with contextlib.suppress(Exception):
+            index = int(self.nvml.nvmlDeviceGetIndex(handle))
+            for dev in self._devices:
+                if dev.index == index:
+                    return dev
+        return self._devices[0] if len(self._devices) == 1 and not self._gone else None
 
     def _read_device(self, dev: _Device) -> list[GpuReading]:
         key = ("lost", str(dev.index))

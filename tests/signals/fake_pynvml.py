@@ -15,6 +15,7 @@ test controls, and raises the *real* ``pynvml`` error classes (``pynvml.NVMLErro
 from __future__ import annotations
 
 import collections
+import ctypes
 import threading
 import types
 from dataclasses import dataclass, field
@@ -38,6 +39,9 @@ class FakeMig:
     memory_total: int = 10 * 1024**3
     memory_used: int = 1 * 1024**3
     memory_reserved: int = 64 * 1024**2
+    #: what NVML's handle of this device points to: every handle of it has this address
+    device: pynvml.struct_c_nvmlDevice_t = field(default_factory=pynvml.struct_c_nvmlDevice_t, repr=False,
+                                                 compare=False)
 
 
 @dataclass
@@ -65,6 +69,9 @@ class FakeGpu:
     fail: dict[str, int] = field(default_factory=dict)
     #: a driver that answers a MIG handle's whole-GPU fields (power, temperature, clocks, ...) with this GPU's
     mig_reports_whole_gpu: bool = False
+    #: what NVML's handle of this GPU points to: every handle of it has this address
+    device: pynvml.struct_c_nvmlDevice_t = field(default_factory=pynvml.struct_c_nvmlDevice_t, repr=False,
+                                                 compare=False)
 
 
 def fake_gpu(i: int) -> FakeGpu:
@@ -73,15 +80,26 @@ def fake_gpu(i: int) -> FakeGpu:
                    energy_mj=5_000_000 + i, temperature=40 + i)
 
 
-class Handle:
+class Handle(pynvml.c_nvmlDevice_t):  # type: ignore[misc]  # pynvml has no type hints
+    """A device handle as pynvml's: a new ctypes pointer object on every call (never the same Python object twice),
+    pointing to the same address for the same device. ``gpu`` / ``mig`` are for the fake's own bookkeeping."""
+
+    _type_ = pynvml.struct_c_nvmlDevice_t
+
     def __init__(self, gpu: FakeGpu, mig: FakeMig | None = None) -> None:
+        super().__init__((mig or gpu).device)
         self.gpu = gpu
         self.mig = mig
 
 
+def address(handle: Any) -> int | None:
+    return ctypes.cast(handle, ctypes.c_void_p).value
+
+
 class EventData:
     def __init__(self, device: Handle, event_type: int, data: int) -> None:
-        self.device = device
+        # what pynvml's c_nvmlEventData_t.device gives: a plain pointer to the device, none of the fake's attributes
+        self.device = pynvml.c_nvmlDevice_t(device.contents)
         self.eventType = event_type
         self.eventData = data
         self.gpuInstanceId = 0xFFFFFFFF
@@ -127,9 +145,14 @@ class FakeNVML(types.ModuleType):
         if not self.initialised and name not in ("nvmlInit", "nvmlShutdown"):
             raise err(pynvml.NVML_ERROR_UNINITIALIZED)
 
+    def _gpu(self, handle: Any) -> FakeGpu | None:
+        """The listed GPU a handle points to (by address, as NVML knows its handles), ``None`` if none is."""
+        return next((g for g in self.gpus if address(handle) == ctypes.addressof(g.device)), None)
+
     def _dev(self, handle: Handle, fieldname: str) -> FakeGpu:
-        gpu = handle.gpu
-        if gpu.lost or not any(g is gpu for g in self.gpus):  # a handle of a GPU removed from the list: lost too
+        gpu = getattr(handle, "gpu", None) or self._gpu(handle)
+        # a handle of a GPU removed from the list: lost too
+        if gpu is None or gpu.lost or not any(g is gpu for g in self.gpus):
             raise err(pynvml.NVML_ERROR_GPU_IS_LOST)
         if fieldname in gpu.fail:
             raise err(gpu.fail[fieldname])
@@ -171,15 +194,17 @@ class FakeNVML(types.ModuleType):
 
     def nvmlDeviceGetIndex(self, handle: Handle) -> int:
         self._call("nvmlDeviceGetIndex")
-        for index, gpu in enumerate(self.gpus):  # NVML's index is the position in its current list
-            if gpu is handle.gpu:
+        gpu = self._gpu(handle)
+        for index, listed in enumerate(self.gpus):  # NVML's index is the position in its current list
+            if listed is gpu:
                 return index
         raise err(pynvml.NVML_ERROR_GPU_IS_LOST)
 
     def nvmlDeviceGetUUID(self, handle: Handle) -> str:
         self._call("nvmlDeviceGetUUID")
-        if handle.mig is not None:
-            return handle.mig.uuid
+        mig: FakeMig | None = getattr(handle, "mig", None)  # an event's handle is a plain pointer
+        if mig is not None:
+            return mig.uuid
         return self._dev(handle, "uuid").uuid
 
     def nvmlDeviceGetName(self, handle: Handle) -> bytes:

@@ -677,6 +677,40 @@ def test_xid_events_are_counted_per_gpu_and_drained_without_waiting(registry: Co
     assert nvml.calls["nvmlDeviceRegisterEvents"] == 3
 
 
+@pytest.mark.parametrize("gpus", [2, 3])
+def test_an_xid_of_a_gpu_that_left_is_counted_for_it_not_dropped_or_given_to_another(
+        registry: CollectorRegistry, gpus: int) -> None:
+    # before: the event's device was matched by NVML's index (or by the handle being the same Python object, which
+    # pynvml's never is): a GPU that fell off the bus has no index any more, so its XID was dropped, or on a host
+    # left with one GPU counted for that other GPU
+    nvml = FakeNVML.with_gpus(gpus)
+    gone = nvml.gpus[1]
+    collector = make(nvml, registry)
+    collector.poller.poll_once()
+    nvml.xid(1, 79)  # "GPU has fallen off the bus" ...
+    nvml.gpus.remove(gone)  # ... and it leaves NVML's list before the next poll drains the event
+    collector.poller.poll_once()
+    v = registry.get_sample_value
+    assert v("aiwatch_gpu_up", at(1, gone)) == 0.0
+    assert v("aiwatch_gpu_xid_errors_total", at(1, gone)) == 1.0
+    for index, gpu in enumerate(nvml.gpus):
+        assert v("aiwatch_gpu_xid_errors_total", at(index, gpu)) == 0.0
+
+
+def test_an_xid_is_matched_by_the_handle_nvml_gives_not_by_a_call_about_it(registry: CollectorRegistry) -> None:
+    # the event's handle points to the device the poller holds: no NVML call is needed (or possible) to tell which
+    nvml = FakeNVML.with_gpus(3)
+    collector = make(nvml, registry)
+    collector.poller.poll_once()
+    nvml.xid(2, 79)
+    nvml.gpus[2].lost = True
+    calls = nvml.calls.copy()
+    collector.poller.poll_once()
+    assert registry.get_sample_value("aiwatch_gpu_xid_errors_total", labels(2, nvml)) == 1.0
+    assert nvml.calls["nvmlDeviceGetIndex"] == calls["nvmlDeviceGetIndex"]
+    assert nvml.calls["nvmlDeviceGetUUID"] == calls["nvmlDeviceGetUUID"]
+
+
 def test_event_set_unsupported_leaves_xid_out(registry: CollectorRegistry) -> None:
     nvml = FakeNVML.with_gpus(2)
     nvml.event_set_error = pynvml.NVML_ERROR_NOT_SUPPORTED
