@@ -23,8 +23,9 @@ What it does when things go wrong (it never raises into the app):
   NVML is initialised again on a later poll, so a driver that loads later is picked up;
 * a GPU that fell off the bus (``NVMLError_GpuIsLost``, a reset required, GPU not found), or that NVML cannot open
   because of its state (insufficient external power, an IRQ issue, a corrupted InfoROM, no permission, blocked by the
-  OS, not ready): ``aiwatch_gpu_up 0`` for that device (its XID counter stays), logged, not counted as aiwatch's
-  error; the other GPUs are still read;
+  OS, not ready), or that reports one of those states (but no permission or not ready: see below) when a field is
+  read: ``aiwatch_gpu_up 0`` for that device (its XID counter stays), logged, not counted as aiwatch's error; the
+  other GPUs are still read;
 * the GPU list changing (NVML's device count is read on every poll): a GPU that appears (hot-plug, re-enumerated
   after a reset, more GPUs given to the container) is exported from the next poll; one that leaves NVML's list is
   exported as ``aiwatch_gpu_up 0`` under its last labels, with its XID counter, until it comes back (GPUs are
@@ -32,6 +33,7 @@ What it does when things go wrong (it never raises into the app):
 * a field the device does not support (``NOT_SUPPORTED``, no permission, a function the driver lacks): that series
   is skipped for that device, and not asked for again until the GPU's MIG mode changes (a GPU in MIG mode has no
   utilization; switched back, it has);
+* a field NVML has no value for now (a timeout, no data, not ready): skipped for this poll, not counted;
 * anything else, also a value the bindings should never return (``None``, a string, NaN): the field is skipped for
   this poll (the other fields and GPUs are still read) and ``aiwatch_instrumentation_errors_total{component="gpu"}``
   counts it.
@@ -113,13 +115,15 @@ _NOT_SUPPORTED_CODES = frozenset({3, 4, 13, 25, 26})  # not supported, no permis
 #                                                        argument version mismatch, deprecated
 _TRANSIENT_CODES = frozenset({10, 21, 27})  # timeout, no data, not ready
 _LOST_CODES = frozenset({15, 16, 28})  # GPU is lost, reset required, GPU not found
+_UNUSABLE_CODES = frozenset({8, 11, 14, 17})  # insufficient external power, IRQ issue, corrupted InfoROM, blocked by
+#                                                the OS: the GPU's state, at open or from any getter
 _NVML_DOWN_CODES = frozenset({1, 9, 12, 18})  # uninitialized, driver not loaded, library not found, RM mismatch
 _TIMEOUT = 10
 _NOT_FOUND_CODES = frozenset({2, 6})  # invalid argument, not found (an empty MIG slot)
 #: why NVML cannot open a GPU that are the GPU's state (``aiwatch_gpu_up 0``), not aiwatch's failure: lost, reset
 #: required, not found, no permission, insufficient external power, an IRQ issue, a corrupted InfoROM, blocked by the
 #: OS, not ready, an index no longer listed
-_GPU_STATE_CODES = _LOST_CODES | _TRANSIENT_CODES | _NOT_FOUND_CODES | frozenset({4, 8, 11, 14, 17})
+_GPU_STATE_CODES = _LOST_CODES | _UNUSABLE_CODES | _TRANSIENT_CODES | _NOT_FOUND_CODES | frozenset({4})
 
 UTILIZATION = "aiwatch_gpu_utilization_ratio"
 MEMORY_UTILIZATION = "aiwatch_gpu_memory_utilization_ratio"
@@ -596,7 +600,7 @@ class GpuPoller:
                 readings.extend(self._read_migs(dev))
             return readings
         except _DeviceLost as lost:
-            self._report(key, lost.__cause__, f"GPU {dev.index} ({dev.uuid}) is lost", count=False)
+            self._report(key, lost.__cause__, f"GPU {dev.index} ({dev.uuid}) is lost or unusable", count=False)
             return [GpuReading(str(dev.index), dev.uuid, dev.name, up=False, xid_errors=dev.xid)]
 
     def _field(self, unsupported: set[str], where: str, name: str, fn: Callable[[], Any]) -> Any:
@@ -612,7 +616,7 @@ class GpuPoller:
                 return None
             if code in _TRANSIENT_CODES:
                 return None
-            if code in _LOST_CODES:
+            if code in _LOST_CODES or code in _UNUSABLE_CODES:
                 raise _DeviceLost from exc
             if code in _NVML_DOWN_CODES:
                 raise _NvmlDown from exc

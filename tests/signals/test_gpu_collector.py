@@ -299,6 +299,37 @@ def test_a_gpu_that_cannot_be_opened_is_the_gpus_state_not_aiwatchs_error(
     assert v("aiwatch_gpu_up", labels(0, nvml)) == 1.0
 
 
+@pytest.mark.parametrize("call", ["power", "temperature", "utilization"])
+@pytest.mark.parametrize("code", GPU_STATE_CODES)
+def test_a_gpu_state_error_while_reading_a_field_is_the_gpus_state_not_aiwatchs_error(
+        registry: CollectorRegistry, caplog: pytest.LogCaptureFixture, call: str, code: int) -> None:
+    # before: insufficient external power, an IRQ issue, a corrupted InfoROM or blocked by the OS from a field's
+    # getter (not at open) was counted as aiwatch's own error and the GPU stayed up with that field missing
+    nvml = FakeNVML.with_gpus(2)
+    collector = make(nvml, registry)
+    collector.poller.poll_once()
+    nvml.gpus[0].fail[call] = code
+    with caplog.at_level(logging.WARNING, logger="aiwatch"):
+        for _ in range(3):
+            collector.poller.poll_once()
+    v = registry.get_sample_value
+    assert v("aiwatch_instrumentation_errors_total", {"component": "gpu"}) == 0
+    assert v("aiwatch_gpu_up", labels(1, nvml)) == 1.0
+    logged = [r.getMessage() for r in caplog.records if "GPU 0" in r.getMessage()]
+    if code in (pynvml.NVML_ERROR_NO_PERMISSION, pynvml.NVML_ERROR_NOT_READY):
+        # what this field does not support here / not now: the field is skipped, the GPU is up
+        assert v("aiwatch_gpu_up", labels(0, nvml)) == 1.0
+        assert logged == []
+        return
+    assert v("aiwatch_gpu_up", labels(0, nvml)) == 0.0
+    assert v("aiwatch_gpu_temperature_celsius", labels(0, nvml)) is None
+    assert len(logged) == 1 and type(pynvml.NVMLError(code)).__name__ in logged[0]
+    del nvml.gpus[0].fail[call]
+    collector.poller.poll_once()
+    assert v("aiwatch_gpu_up", labels(0, nvml)) == 1.0
+    assert v("aiwatch_gpu_temperature_celsius", labels(0, nvml)) == 40.0
+
+
 @pytest.mark.parametrize("call", ["handle", "uuid", "name"])
 @pytest.mark.parametrize("failure", [pynvml.NVMLError(pynvml.NVML_ERROR_UNKNOWN),
                                      pynvml.NVMLError(pynvml.NVML_ERROR_FUNCTION_NOT_FOUND),
