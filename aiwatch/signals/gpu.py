@@ -29,7 +29,10 @@ What it does when things go wrong (it never raises into the app):
 * the GPU list changing (NVML's device count is read on every poll): a GPU that appears (hot-plug, re-enumerated
   after a reset, more GPUs given to the container) is exported from the next poll; one that leaves NVML's list is
   exported as ``aiwatch_gpu_up 0`` under its last labels, with its XID counter, until it comes back (GPUs are
-  matched by UUID, so a GPU whose index moved keeps its state) or NVML is initialised again;
+  matched by UUID, so a GPU whose index moved keeps its state) or NVML is initialised again; the list is also read
+  again when a GPU read until then answers lost, or one that could not be opened can be, so that as many GPUs
+  leaving as joining between two polls (the count unchanged) shows from the poll after (no NVML call added to a
+  poll where nothing changed);
 * a field the device does not support (``NOT_SUPPORTED``, no permission, a function the driver lacks): that series
   is skipped for that device, and not asked for again until the GPU's MIG mode changes (a GPU in MIG mode has no
   utilization; switched back, it has);
@@ -192,6 +195,7 @@ class _Device:
     unsupported: set[str] = field(default_factory=set)
     xid: int | None = None
     mig_mode: int | None = None  # the current MIG mode as last read
+    lost: bool = False  # its last reading failed because of its state (lost, or gone from NVML's list)
     #: (gpu instance id, compute instance id) -> the fields that MIG device does not support
     mig_unsupported: dict[tuple[str, str], set[str]] = field(default_factory=dict)
 
@@ -305,6 +309,7 @@ class GpuPoller:
         self._devices: list[_Device] = []  # NVML's device list as last enumerated, by index
         self._gone: list[_Device] = []  # devices that left NVML's list since init: exported as not up
         self._count: int | None = None  # NVML's device count as last read
+        self._recheck = False  # read NVML's list again on the next poll, even if its count is the same
         self._event_set: Any = None
         self._reported: set[tuple[str, ...]] = set()
         self._failing: set[tuple[str, ...]] = set()
@@ -477,9 +482,10 @@ class GpuPoller:
                 raise _NvmlDown from exc
             self._report(("count",), exc, "reading NVML's GPU count failed", count=code is None)
             return  # keep the devices as last enumerated
-        if count == self._count:
+        if count == self._count and not self._list_changed():
             return
         self._count = count
+        self._recheck = False
         known = {dev.uuid: dev for dev in (*self._devices, *self._gone) if dev.uuid}
         by_index = {dev.index: dev for dev in self._devices}
         devices: list[_Device] = []
@@ -502,6 +508,21 @@ class GpuPoller:
             devices.append(dev)
         self._devices = devices
         self._gone = list(known.values())
+
+    def _list_changed(self) -> bool:
+        """Whether NVML's list may have changed although its count did not (as many GPUs left as joined): a GPU read
+        until now became lost on the last poll (a GPU that left answers so), or a GPU that could not be opened can
+        be now (it came back, or another GPU has its index). No NVML call but the try to open such a GPU, which
+        every poll made before."""
+        if self._recheck:
+            return True
+        for dev in self._devices:
+            if dev.handle is None:
+                probe = _Device(dev.index, None)
+                self._open(probe, register=False)
+                if probe.handle is not None:
+                    return True
+        return False
 
     def _open(self, dev: _Device, *, register: bool = True) -> None:
         """Get a device's handle, identity and (``register``) XID event registration; a device that cannot be
@@ -587,10 +608,8 @@ class GpuPoller:
 
     def _read_device(self, dev: _Device) -> list[GpuReading]:
         key = ("lost", str(dev.index))
-        if dev.handle is None:
-            self._open(dev)
-            if dev.handle is None:
-                return [GpuReading(str(dev.index), dev.uuid, dev.name, up=False, xid_errors=dev.xid)]
+        if dev.handle is None:  # could not be opened when the list was read or checked this poll
+            return [GpuReading(str(dev.index), dev.uuid, dev.name, up=False, xid_errors=dev.xid)]
         try:
             mig = self._read_mig_mode(dev)
             values, throttle = self._read_fields(dev.handle, dev.unsupported, str(dev.index))
@@ -598,8 +617,11 @@ class GpuPoller:
                                    xid_errors=dev.xid)]
             if mig:
                 readings.extend(self._read_migs(dev))
+            dev.lost = False
             return readings
         except _DeviceLost as lost:
+            self._recheck = self._recheck or not dev.lost  # once when it gets lost: it may have left the list
+            dev.lost = True
             self._report(key, lost.__cause__, f"GPU {dev.index} ({dev.uuid}) is lost or unusable", count=False)
             return [GpuReading(str(dev.index), dev.uuid, dev.name, up=False, xid_errors=dev.xid)]
 

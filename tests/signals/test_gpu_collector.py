@@ -418,6 +418,60 @@ def test_a_gpu_that_leaves_nvmls_list_is_reported_down_not_frozen(registry: Coll
     assert nvml.calls["nvmlInit"] == 1
 
 
+@pytest.mark.parametrize("position", [1, 2])
+def test_a_gpu_swapped_for_another_between_two_polls_is_noticed(registry: CollectorRegistry, position: int) -> None:
+    # before: the list was opened again only when NVML's count changed; one GPU leaving and another joining between
+    # two polls kept the count, so the new GPU was never exported and the one that moved up stayed under its old index
+    nvml = FakeNVML.with_gpus(3)
+    collector = make(nvml, registry)
+    collector.poller.poll_once()
+    gone = nvml.gpus.pop(position)
+    nvml.gpus.append(fake_gpu(3))
+    for _ in range(3):
+        collector.poller.poll_once()
+    v = registry.get_sample_value
+    assert v("aiwatch_gpu_up", at(position, gone)) == 0.0
+    assert v("aiwatch_gpu_temperature_celsius", at(position, gone)) is None
+    for index, gpu in enumerate(nvml.gpus):
+        assert v("aiwatch_gpu_up", at(index, gpu)) == 1.0
+        assert v("aiwatch_gpu_temperature_celsius", at(index, gpu)) == gpu.temperature
+        assert v("aiwatch_gpu_xid_errors_total", at(index, gpu)) == 0.0  # the new GPU is registered for XIDs
+    assert up_of(registry, "2") == [1.0] or position == 2  # the GPU that moved up is not also under its old index
+    assert v("aiwatch_instrumentation_errors_total", {"component": "gpu"}) == 0
+
+
+def test_a_gpu_that_could_not_be_opened_and_is_swapped_is_not_taken_for_another(registry: CollectorRegistry) -> None:
+    # before: a GPU that could not be opened was opened again by its index on every poll, and took the identity of
+    # whatever GPU had that index now: with the count unchanged, a GPU already exported was exported twice
+    nvml = FakeNVML.with_gpus(3)
+    nvml.gpus[1].lost = True
+    collector = make(nvml, registry)
+    collector.poller.poll_once()
+    del nvml.gpus[1]
+    nvml.gpus.append(fake_gpu(3))
+    collector.poller.poll_once()
+    v = registry.get_sample_value
+    for index, gpu in enumerate(nvml.gpus):
+        assert up_of(registry, str(index)) == [1.0]
+        assert v("aiwatch_gpu_up", at(index, gpu)) == 1.0
+    uuids = [s.labels["uuid"] for fam in registry.collect() if fam.name == "aiwatch_gpu_up" for s in fam.samples]
+    assert sorted(uuids) == sorted(gpu.uuid for gpu in nvml.gpus)  # the one never opened cannot be told apart
+
+
+def test_noticing_a_swap_adds_no_nvml_call_to_a_steady_poll(registry: CollectorRegistry) -> None:
+    nvml = FakeNVML.with_gpus(8)
+    collector = make(nvml, registry)
+    collector.poller.poll_once()
+    collector.poller.poll_once()
+    before = nvml.calls.copy()
+    collector.poller.poll_once()
+    per_gpu = ("nvmlDeviceGetUtilizationRates", "nvmlDeviceGetMemoryInfo", "nvmlDeviceGetPowerUsage",
+               "nvmlDeviceGetTotalEnergyConsumption", "nvmlDeviceGetTemperature",
+               "nvmlDeviceGetCurrentClocksEventReasons")
+    assert nvml.calls - before == {"nvmlDeviceGetCount": 1, "nvmlEventSetWait": 1, "nvmlDeviceGetClockInfo": 16,
+                                   **{name: 8 for name in per_gpu}}  # 66: the readings, nothing to notice a swap
+
+
 def test_a_gpu_lost_while_the_list_changes_stays_down_under_its_labels(registry: CollectorRegistry) -> None:
     nvml = FakeNVML.with_gpus(2)
     collector = make(nvml, registry)
