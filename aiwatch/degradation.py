@@ -10,9 +10,9 @@ model, a default answer. Mark such a response and say why::
         scores = cache.get(user_id, DEFAULT_SCORES)
 
 Each degraded response counts once per reason in ``aiwatch_degraded_responses_total{service, model, reason}``
-(``model``: the request's model unless given) and its span gets ``aiwatch.degraded.reason``. Divided by the request
-rate it is the degraded share: the console shows it, an alert fires above a configured share, and it is a scale-out
-signal (docs/autoscaling.md): the service is still answering, but not with its model.
+(``model``: the request's model when it finishes, unless given) and its span gets ``aiwatch.degraded.reason``.
+Divided by the request rate it is the degraded share: the console shows it, an alert fires above a configured share,
+and it is a scale-out signal (docs/autoscaling.md): the service is still answering, but not with its model.
 
 Reasons and models pass the cardinality guard, as every label that comes from code paths or traffic.
 """
@@ -43,7 +43,8 @@ def degraded(reason: str, model: str | None = None) -> None:
     try:
         guard = recorder.guard
         if tl is not None:
-            entry = (guard.fold("reason", reason), guard.fold("model", model) if model else tl.model)
+            # no model named: the request's, resolved when the request finishes (a later set_model() moves it)
+            entry = (guard.fold("reason", reason), guard.fold("model", model) if model else None)
             if tl.degraded is None:
                 tl.degraded = [entry]
             elif entry not in tl.degraded:

@@ -81,8 +81,9 @@ class RequestTimeline:
         self.phases: dict[tuple[str, str], float] = {}
         #: Token usage and timing (:class:`aiwatch.genai.TokenUsage`), once ``aiwatch.record_tokens`` is called.
         self.tokens: Any = None
-        #: ``(reason, model)`` of each fallback that served the response (``aiwatch.degraded``), or ``None``.
-        self.degraded: list[tuple[str, str]] | None = None
+        #: ``(reason, model)`` of each fallback that served the response (``aiwatch.degraded``), or ``None``; a
+        #: ``None`` model is the request's model at its end.
+        self.degraded: list[tuple[str, str | None]] | None = None
         #: The request's SERVER span; phase spans are its children.
         self.span: Any = None
         #: Whether aiwatch started ``span`` (and so renames and ends it when the request finishes).
@@ -619,8 +620,7 @@ class RequestRecorder:
             if tl.version and is_error_status(status):
                 m.child(m.model_version_errors, (self.service, tl.model, tl.version)).inc()
             if tl.degraded:
-                for reason, model in tl.degraded:
-                    m.child(m.degraded_responses, (self.service, model, reason)).inc()
+                self._count_degraded(tl.degraded, tl.model)
         except Exception as exc:
             record_error("metrics", exc, m)
         if tl.span is not None and (tl.tokens is not None or tl.degraded or tl.version
@@ -633,6 +633,12 @@ class RequestRecorder:
                 record_error("tracing", exc, m)
         if _timeline.get() is tl:
             _timeline.set(None)
+
+    def _count_degraded(self, degraded: list[tuple[str, str | None]], model: str) -> None:
+        """Count a response's fallbacks once per ``(reason, model)``, ``model`` standing for the unnamed ones."""
+        m = self.metrics
+        for reason, label in dict.fromkeys((reason, model if label is None else label) for reason, label in degraded):
+            m.child(m.degraded_responses, (self.service, label, reason)).inc()
 
     def _describe_extras(self, tl: RequestTimeline) -> None:
         """Give the request's span what aiwatch knows beyond the transport's conventions: a traffic class other

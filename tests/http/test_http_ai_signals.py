@@ -290,6 +290,31 @@ async def test_tokens_counted_before_the_model_is_picked_are_the_picked_models(r
                   traffic_class="realtime") == 1
 
 
+async def test_a_fallback_marked_before_the_model_is_picked_is_the_picked_models(
+        registry: CollectorRegistry) -> None:
+    # degraded() took the request's model when it was called: a gateway that marks the fallback, then names the
+    # model that served it, had its degraded response filed under the default model "" while the request's phases
+    # and tokens went under the model it named
+    app = FastAPI()
+
+    @app.get("/route")
+    async def route() -> dict[str, str]:
+        aiwatch.degraded("cached_prediction")
+        aiwatch.set_model("ranker")
+        aiwatch.degraded("cached_prediction")  # the same fallback for the same (now resolved) model: counted once
+        aiwatch.degraded("smaller_model", model="tiny")  # a model named in the call stays that model
+        return {"answer": "cached"}
+
+    aiwatch.instrument(app, registry=registry, service="svc")
+    await call(app, "/route")
+    name = "aiwatch_degraded_responses_total"
+    assert sample(registry, name, model="ranker", reason="cached_prediction") == 1
+    assert sample(registry, name, model="", reason="cached_prediction") is None
+    assert sample(registry, name, model="tiny", reason="smaller_model") == 1
+    assert sample(registry, "aiwatch_phase_duration_seconds_count", model="ranker", model_version="",
+                  phase="overhead") == 1
+
+
 async def test_each_named_model_of_a_request_gets_its_own_usage(registry: CollectorRegistry) -> None:
     # an embedder then a generator in one request: the generator's tokens were filed under the embedder's name
     app = FastAPI()
