@@ -124,12 +124,18 @@ def end_http_server_span(span: Any, owned: bool, method: str, route: str | None,
     if status_code is not None:
         span.set_attribute(HTTP_RESPONSE_STATUS_CODE, status_code)
     if error is not None:
-        span.record_exception(error)
-        span.set_attribute(ERROR_TYPE, type(error).__qualname__)
-        span.set_status(Status(StatusCode.ERROR, type(error).__qualname__))
+        record_http_server_error(span, error)
     elif status_code is not None and status_code >= 500:
         span.set_attribute(ERROR_TYPE, str(status_code))
         span.set_status(_ERROR)
+
+
+def record_http_server_error(span: Any, error: BaseException) -> None:
+    """Put the app's exception on a server span: its ``exception`` event, ``error.type`` and ERROR status, also when
+    a response was already sent (an error middleware inside aiwatch answered 500, then re-raised)."""
+    span.record_exception(error)
+    span.set_attribute(ERROR_TYPE, type(error).__qualname__)
+    span.set_status(Status(StatusCode.ERROR, type(error).__qualname__))
 
 
 def redact_url(url: str) -> str:

@@ -563,7 +563,7 @@ class RequestRecorder:
 
     def finish(self, tl: RequestTimeline, route: str, method: str, status: str,
                error: BaseException | None = None, end: float | None = None, request_bytes: int | None = None,
-               response_bytes: int | None = None) -> None:
+               response_bytes: int | None = None, end_span: bool = True) -> None:
         """Record the request's duration, its phases and its overhead, end its span (when aiwatch started it) and
         leave the context. The integration describes the span first (:mod:`aiwatch.semconv`); ``error`` is for the
         metrics' caller, not recorded on the span here. ``request_bytes`` / ``response_bytes``: the HTTP bodies'
@@ -571,7 +571,8 @@ class RequestRecorder:
         a float: the integration's mistake) is counted as aiwatch's error (component ``metrics``) and left out. So is
         a duration (``end``, default now, minus the start) that is no number of seconds from 0 to 1e9 (a NaN, an
         ``end`` from another clock): the request's duration and overhead are left out, its phases and other signals
-        recorded."""
+        recorded. ``end_span`` false: a span aiwatch started is left for the integration to end (it may still
+        learn of an exception)."""
         now = _clock() if end is None else end
         m = self.metrics
         try:
@@ -626,7 +627,7 @@ class RequestRecorder:
         if tl.span is not None and (tl.tokens is not None or tl.degraded or tl.version
                                     or tl.traffic_class != self.traffic.default):
             self._describe_extras(tl)
-        if tl.span is not None and tl.owns_span:
+        if tl.span is not None and tl.owns_span and end_span:
             try:
                 self.tracing.end_server_span(tl.span)
             except Exception as exc:

@@ -67,9 +67,13 @@ class TracerSource:
         return self._tracer
 
     @staticmethod
-    def end_server_span(span: Any) -> None:
-        """End a server span aiwatch started (the integration described it first: :mod:`aiwatch.semconv`)."""
-        span.end()
+    def end_server_span(span: Any, end_time: int | None = None) -> None:
+        """End a server span aiwatch started (the integration described it first: :mod:`aiwatch.semconv`), at
+        ``end_time`` (nanoseconds since the epoch) when given, else now."""
+        if end_time is None:
+            span.end()
+        else:
+            span.end(end_time=end_time)
 
 
 def span_in_progress(kind: trace.SpanKind) -> Any:

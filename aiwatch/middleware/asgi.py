@@ -15,7 +15,8 @@ contextvars, never on ``self``. A request whose response the server could not se
 (its ``send`` raised an ``OSError``, as the ASGI spec has servers do, or was cancelled) is recorded with status
 ``499`` (:data:`~aiwatch.middleware._common.CLIENT_CLOSED_STATUS`), not as a server error; one whose message the
 server refused (any other exception from ``send``) is a ``500``. Either way the exception goes on to the app and
-the server untouched.
+the server untouched. An aiwatch span is ended when the app returns, with the time its response ended: an exception
+the app raises after its response (an error middleware inside aiwatch sent the 500, then re-raised) is on the span.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from aiwatch.middleware._common import (
 )
 from aiwatch.recording import resolve_recorder
 from aiwatch.safety import call_hook, record_error, resolve_route, sync_hook
-from aiwatch.semconv import end_http_server_span, http_server_attributes
+from aiwatch.semconv import end_http_server_span, http_server_attributes, record_http_server_error
 from aiwatch.servertiming import HEADER
 from aiwatch.streaming import ChunkTimer
 from aiwatch.timing import RequestRecorder, RequestTimeline
@@ -211,9 +212,12 @@ class AiwatchMiddleware:
         sent = 0
         chunks: ChunkTimer | None = None
         response_headers: Any = None
+        # the span's end (ns since the epoch) when the response was sent before the app returned: the span is ended
+        # then, but only once the app returns, so that an exception it raises after its response is still on it
+        span_end: int | None = None
 
-        def finish(error: BaseException | None) -> None:
-            nonlocal finished, status
+        def finish(error: BaseException | None, keep_span_open: bool = False) -> None:
+            nonlocal finished, status, span_end
             finished = True
             if send_failed:
                 status = CLIENT_CLOSED_STATUS
@@ -222,12 +226,15 @@ class AiwatchMiddleware:
             route = self._route(scope, root_path)
             if tl.span is not None and (tl.owns_span or code is None):  # a borrowed one: at the response's start
                 self._describe(tl, method, route, code, error)
+            end_span = True
+            if keep_span_open and tl.span is not None and tl.owns_span:
+                end_span, span_end = False, time.time_ns()
             if sizes:
                 recorder.finish(tl, route or UNMATCHED_ROUTE, method, status, error,
                                 request_bytes=received[0] if received is not None else declared or 0,
-                                response_bytes=sent)
+                                response_bytes=sent, end_span=end_span)
             else:
-                recorder.finish(tl, route or UNMATCHED_ROUTE, method, status, error)
+                recorder.finish(tl, route or UNMATCHED_ROUTE, method, status, error, end_span=end_span)
             if self.on_request_end is not None:
                 call_hook("hook", self.on_request_end, self.metrics, scope, tl, status)
 
@@ -275,15 +282,20 @@ class AiwatchMiddleware:
                 send_failed = _client_gone(exc)
                 raise
             if last:
-                finish(None)
+                finish(None, keep_span_open=True)
 
         try:
             await self.app(scope, receive, send_wrapper)
         except BaseException as exc:
             if not finished:
                 finish(exc)
+            elif span_end is not None:  # raised after its response (an error middleware inside aiwatch sent a 500)
+                self._end_span(tl, span_end, exc)
+                span_end = None
             raise
         finally:
+            if span_end is not None:
+                self._end_span(tl, span_end, None)
             if token is not None:
                 deactivate(token)
         if not finished:  # the app returned without completing a response
@@ -303,6 +315,16 @@ class AiwatchMiddleware:
                   error: BaseException | None) -> None:
         try:
             end_http_server_span(tl.span, tl.owns_span, method, route, code, error)
+        except Exception as exc:
+            record_error("tracing", exc, self.metrics)
+
+    def _end_span(self, tl: RequestTimeline, end_time: int, error: BaseException | None) -> None:
+        """End the span of a request whose response was sent before the app returned, at the time it was sent,
+        with the exception the app raised after it, if any."""
+        try:
+            if error is not None:
+                record_http_server_error(tl.span, error)
+            self.recorder.tracing.end_server_span(tl.span, end_time)
         except Exception as exc:
             record_error("tracing", exc, self.metrics)
 

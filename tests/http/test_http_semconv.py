@@ -4,6 +4,7 @@ httpx and requests."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -24,6 +25,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
+from starlette.background import BackgroundTask
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
@@ -147,6 +149,54 @@ async def test_asgi_server_exception_is_its_error_type(registry: CollectorRegist
     assert "http.response.status_code" not in attributes(server)  # no response was started
     assert server.status.status_code is StatusCode.ERROR
     assert [e.name for e in server.events] == ["exception"]
+
+
+async def _sends_a_500_then_raises(scope: Any, receive: Any, send: Any) -> None:
+    """What Starlette's ServerErrorMiddleware does with an exception: answer 500, then re-raise it to the server."""
+    await send({"type": "http.response.start", "status": 500, "headers": []})
+    await send({"type": "http.response.body", "body": b"Internal Server Error"})
+    raise Boom("no")
+
+
+@pytest.mark.parametrize("inner", [fastapi_app, lambda: _sends_a_500_then_raises], ids=["fastapi", "raw-asgi"])
+async def test_an_exception_raised_after_the_500_was_sent_is_on_the_server_span(
+        registry: CollectorRegistry, provider: TracerProvider, exporter: InMemorySpanExporter, inner: Any) -> None:
+    # aiwatch's middleware outside the app's error middleware (AiwatchMiddleware(app)): the 500 is sent, then the
+    # exception re-raised. The span was ended with the last body chunk, so the exception came too late for it: no
+    # exception event, error.type "500"
+    app = AiwatchMiddleware(inner(), registry=registry, tracer_provider=provider, service="svc")
+    with pytest.raises(Boom) as raised:
+        await call(app, "/boom")
+    assert str(raised.value) == "no"
+    server = only(exporter, SpanKind.SERVER)
+    assert attributes(server)["http.response.status_code"] == 500
+    assert attributes(server)["error.type"] == "Boom"
+    assert server.status.status_code is StatusCode.ERROR
+    assert [(e.name, (e.attributes or {}).get("exception.type")) for e in server.events] == [
+        ("exception", f"{Boom.__module__}.Boom")]
+    # the request itself is recorded once, as the 500 it was
+    requests = [(sample.labels["status"], sample.value) for metric in registry.collect() for sample in metric.samples
+                if sample.name == "aiwatch_request_duration_seconds_count"]
+    assert requests == [("500", 1.0)]
+
+
+async def test_the_server_span_still_ends_with_the_response_not_with_the_work_after_it(
+        registry: CollectorRegistry, provider: TracerProvider, exporter: InMemorySpanExporter) -> None:
+    # the span of a response sent before the app returns is ended once the app returns (an exception may follow),
+    # at the time the response was sent: a background task that runs after the response is not in its duration
+    started: list[int] = []
+
+    async def later() -> None:
+        started.append(time.time_ns())
+
+    async def endpoint(request: Any) -> PlainTextResponse:
+        return PlainTextResponse("ok", background=BackgroundTask(later))
+
+    app = AiwatchMiddleware(Starlette(routes=[Route("/r", endpoint)]), registry=registry, tracer_provider=provider)
+    assert (await call(app, "/r")).status == 200
+    server = only(exporter, SpanKind.SERVER)
+    assert started and server.end_time is not None and server.end_time <= started[0]
+    assert server.status.status_code is StatusCode.UNSET and not server.events
 
 
 async def test_unknown_method_is_other_with_the_original(registry: CollectorRegistry, provider: TracerProvider,
