@@ -24,11 +24,12 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, values
 
 from aiwatch.forksafe import at_fork_in_child, renew_at_fork
 from aiwatch.safety import record_error
@@ -288,13 +289,25 @@ def exposed_sample_names() -> set[str]:
     return names
 
 
-def _build(spec: MetricSpec, registry: CollectorRegistry) -> Any:
+class _InProcessCounter(Counter):
+    """A counter whose values stay in this process's memory also in prometheus_client's multiprocess mode, where a
+    plain one writes them to ``PROMETHEUS_MULTIPROC_DIR`` for every worker's ``/metrics`` to merge. prometheus_client
+    picks the value class for every metric at once; ``_metric_init`` is where each metric makes its value."""
+
+    def _metric_init(self) -> None:
+        self._value = values.MutexValue(  # type: ignore[no-untyped-call]
+            self._type, self._name, self._name + "_total", self._labelnames, self._labelvalues, self._documentation)
+        self._created = time.time()
+
+
+def _build(spec: MetricSpec, registry: CollectorRegistry, in_process_counters: bool = False) -> Any:
     # prometheus_client appends the unit itself when unit= is given; our names already end in the unit.
     if spec.kind == "histogram":
         return Histogram(spec.name, spec.help, spec.labels, registry=registry,
                          buckets=spec.buckets or LATENCY_BUCKETS)
     if spec.kind == "counter":
-        return Counter(spec.name.removesuffix("_total"), spec.help, spec.labels, registry=registry)
+        counter = _InProcessCounter if in_process_counters else Counter
+        return counter(spec.name.removesuffix("_total"), spec.help, spec.labels, registry=registry)
     return Gauge(spec.name, spec.help, spec.labels, registry=registry,
                  multiprocess_mode=spec.multiprocess_mode)  # type: ignore[arg-type]
 
@@ -331,7 +344,11 @@ class Metrics:
     ``aiwatch_instrumentation_errors_total{component="metrics"}`` (when that one exists) and logged.
     """
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, registry: CollectorRegistry | None = None, *, in_process_counters: bool = False) -> None:
+        """``in_process_counters``: the counters keep their values in this process's memory also in
+        prometheus_client's multiprocess mode, for a registry that only its own process serves (the GPU server's
+        error counter): written to ``PROMETHEUS_MULTIPROC_DIR``, they would be served a second time by every
+        worker's merged ``/metrics``."""
         self.registry: CollectorRegistry = registry if registry is not None else REGISTRY
         #: contract name -> why that metric could not be created (it then records nothing)
         self.unavailable: dict[str, str] = {}
@@ -340,7 +357,7 @@ class Metrics:
             if spec.collector:
                 continue
             try:
-                m[spec.name] = _build(spec, self.registry)
+                m[spec.name] = _build(spec, self.registry, in_process_counters)
             except Exception as exc:
                 m[spec.name] = _Unavailable()
                 self.unavailable[spec.name] = repr(exc)

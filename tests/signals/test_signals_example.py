@@ -4,6 +4,8 @@ gunicorn config that runs one GPU poller per host (a real gunicorn)."""
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -58,3 +60,39 @@ def test_gunicorn_master_runs_the_only_gpu_poller(tmp_path: Path) -> None:
         assert log.count("aiwatch: GPU metrics on") == 1, log  # once, in the master, not per worker
     finally:
         proc.stop()
+
+
+# Run under PROMETHEUS_MULTIPROC_DIR (prometheus_client picks its multiprocess mode at import): the GPU server of the
+# one-poller-per-host setup counts an error as its poller does; what do its own port and the workers' merged view
+# (every worker's /metrics reads the directory) show?
+_GPU_SERVER_IN_MULTIPROCESS_MODE = """
+import json, sys, urllib.request
+from prometheus_client.parser import text_string_to_metric_families
+from aiwatch.exposition import serving_registry
+from aiwatch.safety import record_error
+from aiwatch.signals.gpu import serve_gpu_metrics
+
+gpu = serve_gpu_metrics(0)
+record_error("gpu", RuntimeError("a reading the poller could not use"), gpu.collector.metrics)
+
+def gpu_errors(samples):
+    return sum(s.value for s in samples if s.name == "aiwatch_instrumentation_errors_total"
+               and s.labels.get("component") == "gpu")
+
+body = urllib.request.urlopen(f"http://127.0.0.1:{gpu.port}/metrics", timeout=5).read().decode()
+port = gpu_errors(s for family in text_string_to_metric_families(body) for s in family.samples)
+merged = gpu_errors(s for family in serving_registry().collect() for s in family.samples)
+gpu.close()
+json.dump({"gpu_port": port, "workers_view": merged}, sys.stdout)
+"""
+
+
+def test_the_gpu_servers_errors_are_served_once_not_merged_into_the_workers_metrics(tmp_path: Path) -> None:
+    # the master's GPU server wrote its error counter into PROMETHEUS_MULTIPROC_DIR like any metric, so every
+    # worker's /metrics merged it in: one GPU error was on the GPU port and again on the app's port, twice in any sum
+    # over the scrape targets
+    env = python_env(PROMETHEUS_MULTIPROC_DIR=str(tmp_path))
+    out = subprocess.run([sys.executable, "-c", _GPU_SERVER_IN_MULTIPROCESS_MODE], env=env, cwd=REPO,
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == {"gpu_port": 1.0, "workers_view": 0}
