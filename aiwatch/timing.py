@@ -653,7 +653,7 @@ class RequestRecorder:
             if tl.version:
                 span.set_attribute("aiwatch.model.version", tl.version)
             if tl.degraded:
-                span.set_attribute("aiwatch.degraded.reason", [reason for reason, _ in tl.degraded])
+                span.set_attribute("aiwatch.degraded.reason", list(dict.fromkeys(reason for reason, _ in tl.degraded)))
             if tl.tokens is not None:
                 tl.tokens.describe(span, tl)
         except Exception as exc:

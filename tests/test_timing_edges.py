@@ -884,6 +884,26 @@ def test_a_traced_requests_span_names_its_traffic_class_model_version_and_fallba
     assert errors(metrics, "tracing") == 0
 
 
+def test_a_fallback_marked_twice_around_set_model_is_named_once_on_the_span(
+        metrics: Metrics, traced: tuple[TracerProvider, InMemorySpanExporter]) -> None:
+    # the span listed a reason once per (reason, model) entry: marked before and after set_model(), the same
+    # fallback was named twice, while the counter counted the response once
+    provider, exporter = traced
+    recorder = RequestRecorder(metrics, service="svc", tracer_provider=provider)
+    tl = recorder.begin()
+    aiwatch.degraded("cached_prediction")
+    set_model("ranker")
+    aiwatch.degraded("cached_prediction")
+    aiwatch.degraded("cached_prediction", "tiny")  # another model, the same reason: still one reason on the span
+    recorder.finish(tl, "/p", "GET", "200")
+    [span] = exporter.get_finished_spans()
+    assert aiwatch_attributes(span) == {"aiwatch.degraded.reason": ("cached_prediction",)}
+    counted = {m: metrics.registry.get_sample_value(
+        "aiwatch_degraded_responses_total", {"service": "svc", "model": m, "reason": "cached_prediction"})
+        for m in ("", "ranker", "tiny")}
+    assert counted == {"": None, "ranker": 1.0, "tiny": 1.0}
+
+
 class _SpanRefusingAttributes:
     def __init__(self) -> None:
         self.ended = False
