@@ -240,6 +240,8 @@ def print_table(report: Any) -> None:
     for r in report.features.values():
         if r.missing or r.invalid:
             print(f"{r.feature:<24} left out of n: {r.missing} missing (None, NaN, inf), {r.invalid} wrong-typed")
+        if r.reference_invalid:
+            print(f"{r.feature:<24} left out of the reference: {r.reference_invalid} not numbers (text)")
     for name in report.missing_features:
         print(f"{name:<24} missing from the current data")
     if report.unknown_features:

@@ -43,6 +43,7 @@ def run_build(args: argparse.Namespace) -> int:
     from aiwatch.drift.batch import profile_source
     from aiwatch.drift.datasets import is_dataset
     from aiwatch.drift.errors import ProfileError
+    from aiwatch.drift.features import NumericalFeature
     from aiwatch.feedback.schema import LOG_COLUMNS
 
     try:
@@ -64,6 +65,10 @@ def run_build(args: argparse.Namespace) -> int:
     print(f"wrote {args.output}: {len(kinds)} features "
           f"({sum(k == 'numerical' for k in kinds.values())} numerical, "
           f"{sum(k == 'categorical' for k in kinds.values())} categorical)")
+    for name, feature in profile.features.items():
+        if isinstance(feature, NumericalFeature) and feature.invalid:
+            print(f"  {name!r}: {feature.invalid} values are not numbers (text), left out and counted apart from "
+                  f"the {feature.missing} missing")
     for name, kind in profile.skipped.items():
         print(f"  skipped {name!r}: inferred {kind} (override with --kind {name}=categorical)")
     return 0

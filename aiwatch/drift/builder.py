@@ -136,6 +136,7 @@ class _NumericalPass1:
     distinct: set[float] | None = field(default_factory=set)
     sample: FloatArray = field(default_factory=lambda: np.empty(0))
     keys: FloatArray = field(default_factory=lambda: np.empty(0))
+    invalid: int = 0
 
     def add(self, finite: FloatArray, ordered: FloatArray | None = None, scratch: FloatArray | None = None) -> None:
         """Add the finite values of one chunk of a column to the statistics; ``ordered``: the same values sorted,
@@ -252,7 +253,7 @@ class ProfileBuilder:
             name = str(name)
             kind, counts = self._kind(name, values)
             if kind == "numerical":
-                arr = to_float_counting(values)[0]
+                arr, invalid = to_float_counting(values)
                 if keys is None:
                     rows = arr.size
                     keys = row_keys(self.key_seed, self.rows, rows)
@@ -260,7 +261,8 @@ class ProfileBuilder:
                 every = bool(finite_mask.all())
                 finite = arr if every else arr[finite_mask]
                 acc = self._num.setdefault(name, _NumericalPass1())
-                acc.missing += int(arr.size - finite.size)
+                acc.missing += int(arr.size - finite.size) - invalid
+                acc.invalid += invalid
                 acc.add(finite)
                 acc.keep(finite, keys if every else keys[finite_mask], self.sample_size)
             elif kind == "categorical" or kind is None:
@@ -346,10 +348,10 @@ class ProfileBuilder:
             elif kind == "numerical":
                 if name in self._num:
                     raise ProfileError(f"column {name!r} was already added: add_whole takes each column once")
-                arr = to_float_counting(values)[0]
+                arr, invalid = to_float_counting(values)
                 finite, ordered = _finite_sorted(arr, scratch)
-                acc = self._num[name] = _NumericalPass1()
-                acc.missing = int(arr.size - finite.size)
+                acc = self._num[name] = _NumericalPass1(invalid=invalid)
+                acc.missing = int(arr.size - finite.size) - invalid
                 acc.add(finite, ordered=ordered, scratch=scratch.deviations)
                 acc.sample, acc.keys = smallest_keys_sample(finite, self.sample_size, self.rng)
                 if name in self.edges:
@@ -404,7 +406,7 @@ class ProfileBuilder:
                     name, [], [acc.count], acc.count, acc.missing, acc.mean, math.sqrt(acc.m2 / acc.count)
                     if acc.count else 0.0, acc.min, acc.max,
                     sorted(acc.distinct) if acc.distinct is not None else None, acc.sample.tolist(),
-                    acc.keys.tolist())
+                    acc.keys.tolist(), invalid=acc.invalid)
             else:
                 counter = self._cat.get(name, Counter())
                 features[name] = CategoricalFeature(name, sorted(counter), [counter[c] for c in sorted(counter)], 0,
@@ -423,7 +425,7 @@ class ProfileBuilder:
                 acc = self._num[name] = _NumericalPass1(
                     feat.count, feat.missing, feat.mean if feat.count else 0.0,
                     feat.std**2 * feat.count if feat.count else 0.0, feat.min, feat.max,
-                    set(feat.distinct) if feat.distinct is not None else None)
+                    set(feat.distinct) if feat.distinct is not None else None, invalid=feat.invalid)
                 acc.keep(np.asarray(feat.sample, dtype=np.float64), np.asarray(feat.sample_keys, dtype=np.float64),
                          self.sample_size)
             else:
@@ -480,7 +482,8 @@ class ProfileBuilder:
         return NumericalFeature(
             name, cuts, [int(c) for c in bins], acc.count, acc.missing, acc.mean if acc.count else math.nan, std,
             acc.min if acc.count else math.nan, acc.max if acc.count else math.nan,
-            sorted(acc.distinct) if acc.distinct is not None else None, acc.sample[order], acc.keys[order])
+            sorted(acc.distinct) if acc.distinct is not None else None, acc.sample[order], acc.keys[order],
+            invalid=acc.invalid)
 
     def _categorical(self, name: str) -> CategoricalFeature:
         counter = self._cat[name]

@@ -76,6 +76,9 @@ class FeatureDrift:
     #: Current values left out for another reason: of the wrong type (text in a numerical feature), or, in a
     #: :class:`~aiwatch.drift.monitor.DriftMonitor`'s window, absent from their row.
     invalid: int = 0
+    #: Reference values left out because they are not numbers (text in a numerical column): the profile's
+    #: ``invalid`` count, apart from its missing values.
+    reference_invalid: int = 0
 
     @property
     def score(self) -> float:
@@ -91,7 +94,7 @@ class FeatureDrift:
                 "adjusted_pvalue": num(self.adjusted_pvalue), "threshold": num(self.threshold),
                 "drifted": self.drifted, "current_count": self.current_count,
                 "reference_count": self.reference_count, "missing": self.missing,
-                "invalid": self.invalid}
+                "invalid": self.invalid, "reference_invalid": self.reference_invalid}
 
 
 @dataclass
@@ -264,7 +267,8 @@ def compare_features(profile: ReferenceProfile, current: Mapping[str, CurrentFea
         m = select_method(feat, cur, options)
         threshold = options.thresholds.get(name, options.threshold)
         result = FeatureDrift(name, feat.kind, m, STATUS_OK, current_count=cur.count, reference_count=feat.count,
-                              missing=cur.missing, invalid=cur.invalid)
+                              missing=cur.missing, invalid=cur.invalid,
+                              reference_invalid=feat.invalid if isinstance(feat, NumericalFeature) else 0)
         results[name] = result
         if feat.count == 0:
             result.status = STATUS_NO_REFERENCE

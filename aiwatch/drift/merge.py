@@ -66,7 +66,8 @@ def merge_numerical(a: NumericalFeature, b: NumericalFeature, sample_size: int) 
         distinct = union if len(union) <= DISCRETE_LIMIT else None
     values, keys = keep_smallest(_joined(a.sample, b.sample), _joined(a.sample_keys, b.sample_keys), sample_size)
     return NumericalFeature(a.name, a.cuts, [x + y for x, y in zip(a.bin_counts, b.bin_counts, strict=True)], n,
-                            a.missing + b.missing, mean, std, lo, hi, distinct, values, keys)
+                            a.missing + b.missing, mean, std, lo, hi, distinct, values, keys,
+                            invalid=a.invalid + b.invalid)
 
 
 def _joined(a: Floats, b: Floats) -> FloatArray:

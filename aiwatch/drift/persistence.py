@@ -64,7 +64,7 @@ def profile_to_json(profile: StoredProfile) -> str:
 def feature_to_dict(f: Feature) -> dict[str, Any]:
     if isinstance(f, NumericalFeature):
         return {"kind": f.kind, "cuts": f.cuts, "bin_counts": f.bin_counts, "count": f.count,
-                "missing": f.missing, "mean": _json_float(f.mean), "std": _json_float(f.std),
+                "missing": f.missing, "invalid": f.invalid, "mean": _json_float(f.mean), "std": _json_float(f.std),
                 "min": _json_float(f.min), "max": _json_float(f.max), "distinct": f.distinct,
                 "sample": encode_floats(f.sample), "sample_keys": encode_floats(f.sample_keys)}
     return {"kind": f.kind, "categories": f.categories, "counts": f.counts, "other_count": f.other_count,
@@ -185,7 +185,8 @@ def feature_from_dict(name: str, f: Any, limits: ProfileLimits = DEFAULT_LIMITS)
                 _stat(f.get("mean"), "mean"), _stat(f.get("std"), "std"), _stat(f.get("min"), "min"),
                 _stat(f.get("max"), "max"), None if distinct is None else _floats(distinct, "distinct"),
                 decode_floats(f.get("sample", []), limits.max_sample),
-                decode_floats(f.get("sample_keys", []), limits.max_sample))
+                decode_floats(f.get("sample_keys", []), limits.max_sample),
+                invalid=_int(f.get("invalid", 0), "invalid"))
         elif kind == "categorical":
             exact = f.get("exact", True)
             if not isinstance(exact, bool):

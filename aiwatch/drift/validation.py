@@ -83,6 +83,7 @@ def check_numerical(f: NumericalFeature, limits: ProfileLimits = DEFAULT_LIMITS)
     _counts(f.bin_counts, f"{where}: bin_counts")
     _count(f.count, f"{where}: count")
     _count(f.missing, f"{where}: missing")
+    _count(f.invalid, f"{where}: invalid")
     if sum(f.bin_counts) != f.count:
         raise ProfileError(f"{where}: bin_counts add up to {sum(f.bin_counts)}, not to count = {f.count}")
     if f.count:

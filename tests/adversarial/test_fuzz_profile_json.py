@@ -20,8 +20,8 @@ from aiwatch.drift import DriftMonitor, ProfileError, ReferenceProfile, compare
 RNG = np.random.default_rng(3)
 GOOD = ReferenceProfile.build({"x": RNG.normal(size=300), "few": RNG.integers(0, 3, 300).astype(float),
                                "c": RNG.choice(["a", "b", "c"], 300)}, sample_size=50).to_dict()
-NUMERICAL_FIELDS = ["cuts", "bin_counts", "count", "missing", "mean", "std", "min", "max", "distinct", "sample",
-                    "sample_keys", "kind"]
+NUMERICAL_FIELDS = ["cuts", "bin_counts", "count", "missing", "invalid", "mean", "std", "min", "max", "distinct",
+                    "sample", "sample_keys", "kind"]
 CATEGORICAL_FIELDS = ["categories", "counts", "other_count", "count", "missing", "other_names", "exact", "kind"]
 TOP_FIELDS = ["format", "version", "n_bins", "top_k", "sample_size", "skipped", "features"]
 

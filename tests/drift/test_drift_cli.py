@@ -181,3 +181,29 @@ def test_profile_build_kinds_do_not_depend_on_chunk_rows(small_table: dict[str, 
         {name: f["kind"] for name, f in features.items()}
     assert kinds == {"x": "numerical", "n": "numerical", "c": "categorical"}
     assert "skipped" not in capsys.readouterr().out
+
+
+def test_reference_text_in_a_numerical_column_is_counted_and_shown_apart_from_missing(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # 'age' forced numerical while a third of it is text: the text was counted as missing, so the profile build
+    # and the comparison said nothing of it
+    rng = np.random.default_rng(11)
+    age: list[object] = list(np.round(rng.normal(40, 10, 300), 2))
+    age[::3] = ["unknown"] * 100
+    age[1] = None
+    pd.DataFrame({"age": age, "plan": ["free", "pro"] * 150}).to_csv(tmp_path / "ref.csv", index=False)
+    pd.DataFrame({"age": rng.normal(40, 10, 200), "plan": ["free", "pro"] * 100}).to_csv(tmp_path / "cur.csv",
+                                                                                       index=False)
+    profile = tmp_path / "p.json"
+    assert main(["profile", "build", str(tmp_path / "ref.csv"), "-o", str(profile), "--kind", "age=numerical"]) == 0
+    assert "'age': 100 values are not numbers (text), left out and counted apart from the 1 missing" \
+        in capsys.readouterr().out
+    stored = json.loads(profile.read_text())["features"]["age"]
+    assert (stored["count"], stored["missing"], stored["invalid"]) == (199, 1, 100)
+    main(["drift", str(profile), str(tmp_path / "cur.csv")])
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split() for line in lines if "reference" in line] == [
+        ["age", "left", "out", "of", "the", "reference:", "100", "not", "numbers", "(text)"]]
+    main(["drift", str(profile), str(tmp_path / "cur.csv"), "--json"])
+    by_name = {f["feature"]: f for f in json.loads(capsys.readouterr().out)["features"]}
+    assert (by_name["age"]["reference_invalid"], by_name["plan"]["reference_invalid"]) == (100, 0)

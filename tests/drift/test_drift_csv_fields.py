@@ -43,7 +43,8 @@ def test_one_text_field_leaves_the_numbers_of_its_chunk_counted(tmp_path: Path) 
     profile = ReferenceProfile.from_file(csv, chunk_rows=1000)
     age = profile.features["age"]
     assert isinstance(age, NumericalFeature)
-    assert (age.count, age.missing) == (1999, 1)  # was (1000, 1000): the second chunk was text
+    # was (1000, 1000, -): the second chunk was text; then (1999, 1, -): the text field counted as missing
+    assert (age.count, age.missing, age.invalid) == (1999, 0, 1)
     assert age.mean == pytest.approx(np.delete(np.round(values, 3), 1500).mean())
     report = compare_file(profile, csv, chunk_rows=1000)
     checked = report.features["age"]
@@ -60,8 +61,9 @@ def test_a_column_of_numbers_with_text_in_its_first_chunk_keeps_its_kind(tmp_pat
     age[row] = rooms[row] = "-"
     profile = ReferenceProfile.from_file(write_csv(tmp_path / "ref.csv", {"age": age, "rooms": rooms}),
                                          chunk_rows=1000)
-    assert {name: (f.kind, f.count, f.missing) for name, f in profile.features.items()} == {
-        "age": ("numerical", 1999, 1), "rooms": ("categorical", 2000, 0)}  # "-" is a category of its own there
+    assert {name: (f.kind, f.count, f.missing, f.invalid if isinstance(f, NumericalFeature) else 0)
+            for name, f in profile.features.items()} == {
+        "age": ("numerical", 1999, 0, 1), "rooms": ("categorical", 2000, 0, 0)}  # "-" is a category of its own there
     assert set(profile.skipped) == set()
 
 

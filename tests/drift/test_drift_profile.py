@@ -118,6 +118,27 @@ def test_a_forced_kind_that_fits_no_value_is_refused_by_name(tmp_path: Path) -> 
     assert _num(p, "x").count == 0 and _num(p, "y").count == 1
 
 
+def test_text_in_a_column_given_the_kind_numerical_is_counted_apart_from_missing(tmp_path: Path) -> None:
+    # the text values were counted as missing, with no count of their own: a half-text column looked like one with
+    # missing values
+    y: list[object] = [1.0, "unknown", None, 2.0, "x", 3.0, math.nan, "-", 4.0, 5.0] * 3
+    p = ReferenceProfile.build({"y": y}, kinds={"y": "numerical"})
+    assert (_num(p, "y").count, _num(p, "y").missing, _num(p, "y").invalid) == (15, 6, 9)
+    pd = require_module("pandas")
+    pd.DataFrame({"y": y}).to_csv(tmp_path / "d.csv", index=False)
+    for chunk_rows in (4, 100):
+        f = _num(profile_file(tmp_path / "d.csv", chunk_rows=chunk_rows, kinds={"y": "numerical"}), "y")
+        assert (f.count, f.missing, f.invalid) == (15, 6, 9)
+    # kept through a save and a merge; a profile written without the count (before it existed) still loads
+    p.save(tmp_path / "p.json")
+    assert _num(ReferenceProfile.load(tmp_path / "p.json"), "y").invalid == 9
+    assert _num(p.merge(p), "y").invalid == 18
+    old = p.to_dict()
+    del old["features"]["y"]["invalid"]
+    assert (_num(ReferenceProfile.from_dict(old), "y").missing, _num(ReferenceProfile.from_dict(old), "y").invalid) \
+        == (6, 0)
+
+
 def test_a_kind_for_a_column_the_data_lacks_is_refused_by_name(tmp_path: Path) -> None:
     # kinds={"ZIP": ...} (a typo) was ignored: the profile was built with the column's inferred kind
     data = {"zip": [10001, 10002] * 10, "x": np.linspace(0, 1, 20)}
