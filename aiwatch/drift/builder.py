@@ -12,6 +12,7 @@ the :mod:`~aiwatch.drift.features` of every numerical and categorical column;
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -51,8 +52,8 @@ from aiwatch.drift.validation import DEFAULT_LIMITS, ProfileLimits, check_cuts
 
 _MAX_FLOAT = float(np.finfo(np.float64).max)
 
-#: How many of a file's first rows decide its columns' kinds (:meth:`ProfileBuilder.add_chunks`), however many rows
-#: a chunk holds.
+#: How many of the data's first rows decide its columns' kinds, however many rows a chunk holds
+#: (:meth:`ProfileBuilder.add_chunks`), and for data held in memory too (:meth:`ProfileBuilder.add_whole`).
 KIND_ROWS = 100_000
 
 
@@ -338,11 +339,15 @@ class ProfileBuilder:
     def add_whole(self, columns: Mapping[str, Any]) -> None:
         """Both passes at once over columns held whole in memory (:func:`build_in_memory`): each numerical column
         is sorted once, and its cuts (the exact quantiles of all its values, unless ``edges`` fixes them), bin
-        counts, extremes and distinct values are read off the sorted values."""
+        counts, extremes and distinct values are read off the sorted values. Each column's kind is decided on its
+        first :data:`KIND_ROWS` values, as a file's is."""
         scratch = _Scratch()
         for name, values in columns.items():
             name = str(name)
-            kind, counts = self._kind(name, values)
+            head = first_rows(values, KIND_ROWS)
+            kind, counts = self._kind(name, head)
+            if head is not values:  # counted over the first rows only
+                counts = None
             if kind == "categorical":
                 self._add_categorical(name, values, counts)
             elif kind == "numerical":
@@ -506,6 +511,22 @@ def _check_fits(name: str, kind: str, values: Any) -> None:
                            f"{describe_values(unfit)}); give it another kind, or leave it to inference")
 
 
+def first_rows(values: Any, rows: int) -> Any:
+    """The first ``rows`` values of a column, or the column itself when it holds no more. A list is cut before it
+    is typed, so that its first rows are typed alone, as a file's first chunk is."""
+    try:
+        if len(values) <= rows:
+            return values
+    except TypeError:  # no length: the column as it is
+        return values
+    if hasattr(values, "iloc"):  # a pandas Series: by position, whatever its index
+        return values.iloc[:rows]
+    try:
+        return values[:rows]
+    except (TypeError, KeyError, IndexError):
+        return list(itertools.islice(values, rows))
+
+
 def _chunk_rows(chunk: Mapping[str, Any]) -> int:
     return len(next(iter(chunk.values()))) if chunk else 0
 
@@ -551,8 +572,9 @@ def build_in_memory(columns: Mapping[str, Any], *, n_bins: int = DEFAULT_BINS, t
                     sample_size: int = DEFAULT_SAMPLE_SIZE, kinds: Mapping[str, str] | None = None,
                     edges: Mapping[str, Sequence[float]] | None = None, seed: int | None = 0,
                     limits: ProfileLimits = DEFAULT_LIMITS) -> ProfileBuilder:
-    """Both passes over columns held in memory. Unlike a file's, the bin edges come from the exact quantiles of all
-    the data, not of the sample; ``edges`` fixes them per column."""
+    """Both passes over columns held in memory. Their kinds are decided on their first :data:`KIND_ROWS` rows, as a
+    file's are; unlike a file's, the bin edges come from the exact quantiles of all the data, not of the sample;
+    ``edges`` fixes them per column."""
     builder = ProfileBuilder(n_bins=n_bins, top_k=top_k, sample_size=sample_size, kinds=kinds, edges=edges,
                              seed=seed, limits=limits)
     builder.add_whole(columns)

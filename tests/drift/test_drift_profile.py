@@ -226,6 +226,25 @@ def test_merge_of_parts_equals_profile_of_whole() -> None:
     assert _cat(merged, "c").counts == _cat(whole, "c").counts and _cat(merged, "c").exact
 
 
+def test_in_memory_data_is_typed_on_its_first_rows_as_a_file_is(tmp_path: Path) -> None:
+    # a file's kinds come from its first KIND_ROWS rows, in-memory data's came from all its rows: ints 0..9 for
+    # 100 000 rows, then 40 more distinct ones, were categorical from a file but numerical from a DataFrame
+    from aiwatch.drift.builder import KIND_ROWS
+
+    pd = require_module("pandas")
+    rng = np.random.default_rng(3)
+    n = KIND_ROWS + 50_000
+    tier = np.concatenate([rng.integers(0, 10, KIND_ROWS), rng.integers(10, 50, n - KIND_ROWS)])
+    frame = pd.DataFrame({"tier": tier, "x": rng.normal(size=n)})
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    from_file = {name: f.kind for name, f in profile_file(tmp_path / "d.csv").features.items()}
+    assert from_file == {"tier": "categorical", "x": "numerical"}
+    for data in (frame, {"tier": tier.tolist(), "x": frame["x"].to_numpy()}):
+        profile = ReferenceProfile.build(data)
+        assert {name: f.kind for name, f in profile.features.items()} == from_file
+        assert _cat(profile, "tier").count == n  # every row is still profiled
+
+
 def test_merge_refuses_different_edges() -> None:
     a = ReferenceProfile.build({"x": RNG.normal(size=500)})
     b = ReferenceProfile.build({"x": RNG.normal(size=500)})
