@@ -67,6 +67,19 @@ def add_dask(parser: Any) -> None:
                         help="summarise the data on this Dask cluster (e.g. tcp://scheduler:8786): each partition "
                              "is counted on a worker, the parts merge here; same result as without (needs the dask "
                              "extra, and aiwatch on the workers)")
+    parser.add_argument("--dask-timeout", metavar="SECONDS", type=seconds, default=5.0,
+                        help="how long to wait for the --dask scheduler to answer (default 5)")
+
+
+def dask_client(args: argparse.Namespace) -> Any:
+    """The client of the ``--dask`` scheduler; one that does not answer is an error naming ``--dask``."""
+    from aiwatch.drift.errors import ProfileError
+    from aiwatch.drift.on_dask import connect
+
+    try:
+        return connect(args.dask, args.dask_timeout)
+    except ProfileError as exc:
+        raise ProfileError(f"--dask {exc}") from None
 
 
 def time_range(args: argparse.Namespace, data: str) -> dict[str, Any]:
@@ -92,6 +105,17 @@ def share(text: str) -> float:
         value = math.nan
     if not 0 < value <= 1:  # NaN fails this too
         raise argparse.ArgumentTypeError(f"must be a number in (0, 1], got {text!r}")
+    return value
+
+
+def seconds(text: str) -> float:
+    """An argparse type: a finite number of seconds > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds > 0, got {text!r}")
     return value
 
 
@@ -172,11 +196,11 @@ def compare_on_dask(args: argparse.Namespace, options: Any, window: dict[str, An
     cluster; the columns reported unknown are those the single-machine run reports. Each local Parquet dataset is
     opened (every file's footer read) once."""
     from aiwatch.drift.datasets import is_dataset, partition_columns
-    from aiwatch.drift.on_dask import compare_dask, connect, open_local, profile_dask, read_frame, retrying_csv_as_text
+    from aiwatch.drift.on_dask import compare_dask, open_local, profile_dask, read_frame, retrying_csv_as_text
     from aiwatch.drift.profile import ReferenceProfile
     from aiwatch.feedback.schema import LOG_COLUMNS
 
-    with connect(args.dask):
+    with dask_client(args):
         if args.reference.lower().endswith(".json"):
             profile = ReferenceProfile.load(args.reference)
         else:

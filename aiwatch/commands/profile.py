@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from aiwatch.commands._paths import output_file
-from aiwatch.commands.drift import add_dask, add_time_range, fail, positive_int, time_range
+from aiwatch.commands.drift import add_dask, add_time_range, dask_client, fail, positive_int, time_range
 
 
 def register(subparsers: Any) -> None:
@@ -78,9 +78,9 @@ def _profile_on_dask(args: argparse.Namespace, options: dict[str, Any], window: 
                      ignore: tuple[str, ...]) -> Any:
     """``--dask``: the profile built on the cluster, a local Parquet dataset opened (every footer read) once."""
     from aiwatch.drift.datasets import partition_columns
-    from aiwatch.drift.on_dask import connect, open_local, profile_dask, read_frame, retrying_csv_as_text
+    from aiwatch.drift.on_dask import open_local, profile_dask, read_frame, retrying_csv_as_text
 
-    with connect(args.dask):
+    with dask_client(args):
         dataset = open_local(args.data)
         columns = None
         if ignore:

@@ -219,11 +219,20 @@ def _typed_csv_fields(frame: Any) -> Any:
     return pd.DataFrame({name: csv_column(frame[name]) for name in frame.columns}, index=frame.index).infer_objects()
 
 
-def connect(address: str) -> Any:
+#: Seconds :func:`connect` waits for the scheduler to answer (``--dask-timeout``). Dask's own default (30 s) made a
+#: wrong address look like a hang.
+DEFAULT_CONNECT_TIMEOUT = 5.0
+
+
+def connect(address: str, timeout: float = DEFAULT_CONNECT_TIMEOUT) -> Any:
     """A ``distributed.Client`` of the scheduler at ``address`` (``tcp://host:8786``), the default scheduler until
-    it is closed (use it as a context manager). It waits ``distributed.comm.timeouts.connect`` (Dask's setting)."""
+    it is closed (use it as a context manager). A scheduler that does not answer within ``timeout`` seconds raises
+    :class:`ProfileError` naming the address."""
     distributed = require("distributed", "dask")
-    return distributed.Client(address)
+    try:
+        return distributed.Client(address, timeout=timeout)
+    except OSError as exc:  # refused, unreachable, or silent: distributed retries until the timeout, then this
+        raise ProfileError(f"{address}: no Dask scheduler answered within {timeout:g} s ({exc})") from None
 
 
 def frame_columns(frame: Any) -> dict[str, Any]:

@@ -206,13 +206,28 @@ def test_each_local_dataset_is_opened_once_per_command(cluster: Any, data: dict[
 
 
 def test_an_unreachable_scheduler_is_one_error_line(data: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
-    import dask
-
-    with dask.config.set({"distributed.comm.timeouts.connect": "2s"}):
-        code = main(["profile", "build", str(data["reference"]), "-o", str(data["tmp"] / "never.json"),
-                     "--dask", "tcp://127.0.0.1:9"])
+    code = main(["profile", "build", str(data["reference"]), "-o", str(data["tmp"] / "never.json"),
+                 "--dask", "tcp://127.0.0.1:9"])
     err = capsys.readouterr().err
-    assert code == 2 and err.startswith("aiwatch profile build: error:") and "Traceback" not in err
+    assert code == 2 and err.startswith("aiwatch profile build: error: --dask tcp://127.0.0.1:9: no Dask scheduler "
+                                        "answered within 5 s") and "Traceback" not in err
+
+
+@pytest.mark.parametrize("command", ["drift", "profile build"])
+def test_an_unreachable_scheduler_is_named_after_a_short_connect_timeout(
+        data: dict[str, Path], capsys: pytest.CaptureFixture[str], command: str) -> None:
+    # nothing listens on port 9: --dask waited Dask's own connect timeout (30 s) and printed Dask's message, which
+    # named neither the option nor the wait; the wait is now --dask-timeout (default 5 s), and the line names both
+    args = [str(data["reference"]), str(data["current"])] if command == "drift" else \
+        [str(data["reference"]), "-o", str(data["tmp"] / "never.json")]
+    code = main([*command.split(), *args, "--dask", "127.0.0.1:9", "--dask-timeout", "0.5"])
+    captured = capsys.readouterr()
+    assert code == 2 and captured.out == ""
+    assert captured.err.splitlines() == [
+        f"aiwatch {command}: error: --dask 127.0.0.1:9: no Dask scheduler answered within 0.5 s (Timed out trying "
+        "to connect to tcp://127.0.0.1:9 after 0.5 s)"]
+    assert not (data["tmp"] / "never.json").exists()
+    assert on_dask.DEFAULT_CONNECT_TIMEOUT == 5
 
 
 def test_a_csv_field_that_does_not_fit_dasks_typing_gives_the_single_machine_result(
