@@ -499,7 +499,9 @@ def config_from_dict(data: dict[str, Any] | None) -> RulesConfig:
 
 def load_config(path: str | Path) -> RulesConfig:
     """Read a YAML (needs PyYAML: ``pip install "aiwatch[rules]"``) or JSON rules config. YAML numbers are read
-    as YAML 1.2 does (``1e-07`` is a number). Anything wrong raises :class:`ConfigError` naming the file."""
+    as YAML 1.2 does (``1e-07`` is a number). Anything wrong raises :class:`ConfigError` naming the file, and so
+    does an empty file (no YAML document, only comments, or null): the wrong file, or one not yet written, would
+    otherwise render the defaults without a word; ``{}`` asks for them."""
     try:
         with open(path, "rb") as fh:
             raw = fh.read(MAX_CONFIG_BYTES + 1)
@@ -523,6 +525,9 @@ def load_config(path: str | Path) -> RulesConfig:
             data = load(text)
         except (YAMLError, RecursionError, ValueError) as exc:
             raise ConfigError(f"{path}: not valid YAML: {str(exc) or type(exc).__name__}") from None
+    if data is None:
+        raise ConfigError(f"{path}: the config is empty (no settings); for the defaults, write {{}} in it, or give "
+                          "no config")
     try:
         return config_from_dict(data)
     except ConfigError as exc:

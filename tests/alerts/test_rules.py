@@ -252,6 +252,24 @@ def test_defaults_round_trip_and_cli(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "slo.latency_objective: must be a finite number in (0, 1), got 95.0" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("name", "text"), [("rules.yml", ""), ("rules.yml", "\n\n"),
+                                           ("rules.yaml", "# slo:\n#   latency_objective: 0.95\n"),
+                                           ("rules.yml", "~\n"), ("rules.json", "null")])
+def test_an_empty_config_file_is_refused_by_name(tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str,
+                                                 text: str) -> None:
+    # an empty file (the wrong one, or one not yet written) rendered the defaults, as {} does, without a word
+    config = tmp_path / name
+    config.write_text(text)
+    assert main(["rules", "render", "--config", str(config), "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err == (f"aiwatch rules: {config}: the config is empty (no settings); for the "
+                                       "defaults, write {} in it, or give no config\n")
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(ConfigError, match="the config is empty"):
+        load_config(config)
+    config.write_text("{}\n")  # the defaults, said on purpose
+    assert load_config(config) == RulesConfig()
+
+
 def test_yaml_config_without_pyyaml_names_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     config = tmp_path / "rules.yml"
     config.write_text("slo: {}\n")
