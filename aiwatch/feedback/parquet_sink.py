@@ -22,6 +22,7 @@ the removed files written before.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import time
@@ -35,10 +36,14 @@ from urllib.parse import quote
 from aiwatch._optional import require
 from aiwatch.amounts import period
 from aiwatch.feedback.sink import RowsLost
+from aiwatch.safety import warn_rate_limited
 
 #: The types of the log's own columns; every other column's type is inferred from its first values.
 _FIXED_TYPES = {"request_id": "string", "timestamp": "timestamp", "model_version": "string", "trace_id": "string",
                 "latency_seconds": "float64", "error": "bool_", "sample_rate": "float64"}
+#: Columns whose mixed types are logged by name, per sink; past these, a rate-limited line without names.
+_MAX_COLUMNS_TOLD = 1_000
+_log = logging.getLogger("aiwatch")
 TEMP_PREFIX = "."
 TEMP_SUFFIX = ".inprogress"
 
@@ -106,6 +111,7 @@ class ParquetSink:
         self.compression, self.fsync = compression, fsync
         self._open: dict[tuple[str, str], _OpenFile] = {}
         self._seq = 0
+        self._told_as_text: set[str] = set()
         #: Final paths of the files rotated so far, oldest first.
         self.completed: list[Path] = []
 
@@ -194,8 +200,25 @@ class ParquetSink:
             return pa.array(values, type=pa.bool_())
         if all(isinstance(v, float) for v in present):
             return pa.array(values, type=pa.float64())
+        kinds = {type(v).__name__ for v in present}
+        if kinds != {"str"}:
+            self._tell_written_as_text(name, kinds)
         return pa.array([None if v is None else v if isinstance(v, str) else str(v) for v in values],
                         type=pa.string())
+
+    def _tell_written_as_text(self, name: str, kinds: set[str]) -> None:
+        """Log, once per column, that a batch's column mixing types is written as text (documented, but a reader
+        expecting numbers should hear of it)."""
+        if name in self._told_as_text:
+            return
+        if len(self._told_as_text) >= _MAX_COLUMNS_TOLD:  # inputs named by a client: stay bounded, rate-limited
+            warn_rate_limited("parquet_sink.as_text", "aiwatch: prediction log columns holding mixed types were "
+                              "written as text (columns past the first %d not named)", _MAX_COLUMNS_TOLD)
+            return
+        self._told_as_text.add(name)
+        _log.warning("aiwatch: prediction log column %r holds %s values in one batch: written as text, numbers "
+                     "included (docs/prediction-log.md, Schema); logged once per column", name,
+                     " and ".join(sorted(kinds)))
 
     def _start(self, key: tuple[str, str], schema: Any) -> _OpenFile:
         model, hour = key

@@ -4,6 +4,7 @@ back."""
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -178,6 +179,29 @@ def test_a_value_of_another_type_in_an_open_file_starts_a_new_file(tmp_path: Pat
     sink.close()
     types = sorted(str(pq.read_schema(p).field("code").type) for p in parquet_files(tmp_path))
     assert types == ["double", "string"]
+
+
+def mixed_type_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records
+            if r.name.startswith("aiwatch") and "written as text" in r.getMessage()]
+
+
+def test_a_batch_column_of_numbers_and_text_is_written_as_text_and_logged_once_per_column(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # documented (docs/prediction-log.md, "Schema"): such a column is text, numbers included; it must not be silent
+    caplog.set_level(logging.WARNING, logger="aiwatch")
+    sink = ParquetSink(tmp_path)
+    sink.write([row(1, code=1.0), row(2, code="unknown")])
+    sink.write([row(3, code=2.0), row(4, code="A7")])  # the same column again: not logged again
+    sink.write([row(5, flag=True), row(6, flag="yes")])
+    sink.write([row(7, label="a"), row(8, label="b")])  # text only: nothing to say
+    sink.close()
+    warnings = mixed_type_warnings(caplog)
+    assert len(warnings) == 2, warnings
+    assert "'code'" in warnings[0] and "float" in warnings[0] and "str" in warnings[0]
+    assert "'flag'" in warnings[1] and "bool" in warnings[1]
+    table = ds.dataset(tmp_path, format="parquet", partitioning="hive").to_table()
+    assert sorted(v for v in table.column("code").to_pylist() if v is not None) == ["1.0", "2.0", "A7", "unknown"]
 
 
 def test_a_crash_keeps_every_rotated_file_and_nothing_half_written(tmp_path: Path) -> None:
