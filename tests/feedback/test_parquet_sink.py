@@ -218,8 +218,10 @@ def test_a_crash_keeps_every_rotated_file_and_nothing_half_written(tmp_path: Pat
     assert proc.returncode == 9, proc.stderr
     table = ds.dataset(tmp_path, format="parquet", partitioning="hive").to_table()
     assert sorted(table.column("x").to_pylist()) == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]  # two rotated files of 3
-    leftovers = [p.name for p in tmp_path.rglob(".*") if p.is_file()]
-    assert len(leftovers) == 1 and leftovers[0].endswith(".inprogress")
+    leftovers = [p for p in tmp_path.rglob(".*") if p.is_file()]
+    assert len(leftovers) == 1 and leftovers[0].name.endswith(".inprogress")
+    with pytest.raises(pa.ArrowInvalid):  # the open file's rows (6, 7) are lost: it has no footer
+        pq.read_table(leftovers[0])
 
 
 def test_through_the_log_end_to_end(tmp_path: Path) -> None:
