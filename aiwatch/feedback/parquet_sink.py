@@ -111,7 +111,7 @@ class ParquetSink:
         self.compression, self.fsync = compression, fsync
         self._open: dict[tuple[str, str], _OpenFile] = {}
         self._seq = 0
-        self._told_as_text: set[str] = set()
+        self._told_types: set[str] = set()
         #: Final paths of the files rotated so far, oldest first.
         self.completed: list[Path] = []
 
@@ -147,6 +147,7 @@ class ParquetSink:
             part, rows = rows[:room], rows[room:]
             table = self._table(part, f.schema if f is not None else None)
             if f is not None and not table.schema.equals(f.schema):  # a new field, or a type that changed
+                self._tell_types_changed(f.schema, table.schema)
                 self._rotate(key, tally)
                 f = None
             if f is None:
@@ -206,19 +207,29 @@ class ParquetSink:
         return pa.array([None if v is None else v if isinstance(v, str) else str(v) for v in values],
                         type=pa.string())
 
+    def _tell_types_changed(self, old: Any, new: Any) -> None:
+        for field in new:
+            if field.name in old.names and not field.type.equals(old.field(field.name).type):
+                self._tell_once(field.name, "aiwatch: prediction log column %r changed type from %s to %s between "
+                                "batches: a new file is started, and aiwatch's readers of the log read the column as "
+                                "text; logged once per column", field.name, old.field(field.name).type, field.type)
+
     def _tell_written_as_text(self, name: str, kinds: set[str]) -> None:
-        """Log, once per column, that a batch's column mixing types is written as text (documented, but a reader
-        expecting numbers should hear of it)."""
-        if name in self._told_as_text:
+        self._tell_once(name, "aiwatch: prediction log column %r holds %s values in one batch: written as text, "
+                        "numbers included (docs/prediction-log.md, Schema); logged once per column", name,
+                        " and ".join(sorted(kinds)))
+
+    def _tell_once(self, name: str, message: str, *args: object) -> None:
+        """Log, once per column, that its values are no longer of one type (documented, and the log keeps every
+        value, but a reader expecting numbers should hear of it)."""
+        if name in self._told_types:
             return
-        if len(self._told_as_text) >= _MAX_COLUMNS_TOLD:  # inputs named by a client: stay bounded, rate-limited
-            warn_rate_limited("parquet_sink.as_text", "aiwatch: prediction log columns holding mixed types were "
-                              "written as text (columns past the first %d not named)", _MAX_COLUMNS_TOLD)
+        if len(self._told_types) >= _MAX_COLUMNS_TOLD:  # inputs named by a client: stay bounded, rate-limited
+            warn_rate_limited("parquet_sink.types", "aiwatch: prediction log columns of mixed types (past the first "
+                              "%d columns, which were named)", _MAX_COLUMNS_TOLD)
             return
-        self._told_as_text.add(name)
-        _log.warning("aiwatch: prediction log column %r holds %s values in one batch: written as text, numbers "
-                     "included (docs/prediction-log.md, Schema); logged once per column", name,
-                     " and ".join(sorted(kinds)))
+        self._told_types.add(name)
+        _log.warning(message, *args)
 
     def _start(self, key: tuple[str, str], schema: Any) -> _OpenFile:
         model, hour = key

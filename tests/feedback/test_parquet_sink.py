@@ -204,6 +204,21 @@ def test_a_batch_column_of_numbers_and_text_is_written_as_text_and_logged_once_p
     assert sorted(v for v in table.column("code").to_pylist() if v is not None) == ["1.0", "2.0", "A7", "unknown"]
 
 
+def test_a_column_whose_type_changes_between_batches_is_logged_once(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="aiwatch")
+    sink = ParquetSink(tmp_path)
+    sink.write([row(1, code=1.0)])
+    sink.write([row(2, code="A7")])  # a new file: the log's files disagree on the column's type
+    sink.write([row(3, code=2.0)])
+    sink.write([row(4, discount=0.5)])  # a new column is no change of type
+    sink.close()
+    warnings = [r.getMessage() for r in caplog.records if r.name.startswith("aiwatch") and "'code'" in r.getMessage()]
+    assert len(warnings) == 1, warnings
+    assert "double" in warnings[0] and "string" in warnings[0] and "as text" in warnings[0]
+    assert not [r for r in caplog.records if "'discount'" in r.getMessage()]
+
+
 def test_a_crash_keeps_every_rotated_file_and_nothing_half_written(tmp_path: Path) -> None:
     script = textwrap.dedent(f"""
         import os
