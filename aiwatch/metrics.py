@@ -300,7 +300,7 @@ class _InProcessCounter(Counter):
         self._created = time.time()
 
 
-def _build(spec: MetricSpec, registry: CollectorRegistry, in_process_counters: bool = False) -> Any:
+def _build(spec: MetricSpec, registry: CollectorRegistry | None, in_process_counters: bool = False) -> Any:
     # prometheus_client appends the unit itself when unit= is given; our names already end in the unit.
     if spec.kind == "histogram":
         return Histogram(spec.name, spec.help, spec.labels, registry=registry,
@@ -310,6 +310,39 @@ def _build(spec: MetricSpec, registry: CollectorRegistry, in_process_counters: b
         return counter(spec.name.removesuffix("_total"), spec.help, spec.labels, registry=registry)
     return Gauge(spec.name, spec.help, spec.labels, registry=registry,
                  multiprocess_mode=spec.multiprocess_mode)  # type: ignore[arg-type]
+
+
+def _file_backed() -> bool:
+    """Whether prometheus_client keeps metric values in ``PROMETHEUS_MULTIPROC_DIR`` (its multiprocess mode, picked
+    at its import)."""
+    return bool(getattr(values.ValueClass, "_multiprocess", False))
+
+
+#: In multiprocess mode, the one metric object per contract name of this process, on no registry of its own: every
+#: :class:`Metrics` of the process registers it on its registry. Each value object keeps its value in memory and
+#: writes it over its key in the process's sample file, so two objects for one series (two ``Metrics`` on two
+#: registries) overwrote each other's counts.
+_file_backed_metrics: dict[str, Any] = {}
+_file_backed_lock = threading.Lock()
+
+
+def _renew_file_backed_lock() -> None:
+    global _file_backed_lock
+    _file_backed_lock = threading.Lock()
+
+
+at_fork_in_child(_renew_file_backed_lock)
+
+
+def _make(spec: MetricSpec, registry: CollectorRegistry, in_process_counters: bool) -> Any:
+    if not _file_backed() or (in_process_counters and spec.kind == "counter"):
+        return _build(spec, registry, in_process_counters)
+    with _file_backed_lock:
+        metric = _file_backed_metrics.get(spec.name)
+        if metric is None:
+            metric = _file_backed_metrics[spec.name] = _build(spec, None)
+    registry.register(metric)
+    return metric
 
 
 class _Unavailable:
@@ -342,6 +375,10 @@ class Metrics:
     created (its name already registered by someone else, a registry that raises) never fails the app at start-up:
     it records nothing, :attr:`unavailable` says why, and the failure is counted in
     ``aiwatch_instrumentation_errors_total{component="metrics"}`` (when that one exists) and logged.
+
+    In prometheus_client's multiprocess mode every ``Metrics`` of a process, whatever its registry, holds the same
+    metric objects (registered on each registry): the process has one sample file, and two objects for one series
+    would each write their own count over the other's.
     """
 
     def __init__(self, registry: CollectorRegistry | None = None, *, in_process_counters: bool = False) -> None:
@@ -357,7 +394,7 @@ class Metrics:
             if spec.collector:
                 continue
             try:
-                m[spec.name] = _build(spec, self.registry, in_process_counters)
+                m[spec.name] = _make(spec, self.registry, in_process_counters)
             except Exception as exc:
                 m[spec.name] = _Unavailable()
                 self.unavailable[spec.name] = repr(exc)
