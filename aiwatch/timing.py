@@ -18,6 +18,8 @@ Semantics:
 * **Nested phases** are exclusive: a phase's recorded time excludes the time of phases opened inside it, so the named
   phases partition the request and ``overhead = total - sum(phases)`` is the time outside all of them.
 * **Repeated phases** with the same name (and model) in one request add up into one observation per request.
+* **The model label** of a phase that names no model is the request's model when the request finishes (phases
+  recorded before :func:`set_model` included), as for the overhead; a phase that names its model keeps it.
 * **Concurrent phases** (two tasks of one request in a phase at once, e.g. ``asyncio.gather``) each record their own
   wall time, so the phases can add up to more than the request's total; the overhead is then clamped at 0 and
   ``aiwatch_overhead_clamped_total`` counts it.
@@ -66,8 +68,8 @@ _MAX_CACHED_CHILDREN = 10_000
 class RequestTimeline:
     """What aiwatch knows about one request while it runs."""
 
-    __slots__ = ("calls", "degraded", "model", "owns_span", "phases", "recorder", "service", "span", "start",
-                 "tokens", "trace_id", "tracer", "traffic_class", "version")
+    __slots__ = ("calls", "degraded", "model", "named", "owns_span", "phases", "recorder", "service", "span",
+                 "start", "tokens", "trace_id", "tracer", "traffic_class", "version")
 
     def __init__(self, recorder: RequestRecorder, start: float, model: str) -> None:
         self.recorder = recorder
@@ -78,7 +80,12 @@ class RequestTimeline:
         self.version = recorder.model_version
         #: The request's traffic class: from its header when the integration read one, else the default.
         self.traffic_class = recorder.traffic.default
+        #: ``(phase name, model) -> seconds``. A phase that names no model is under the request's model, moved by
+        #: :func:`set_model` when it changes, so that each phase is labelled with the model the request ends with.
         self.phases: dict[tuple[str, str], float] = {}
+        #: The keys of ``phases`` whose phases named the request's model of the moment themselves (``phase(name,
+        #: model=...)``): :func:`set_model` leaves them (``None`` until one is recorded).
+        self.named: set[tuple[str, str]] | None = None
         #: Token usage and timing (:class:`aiwatch.genai.TokenUsage`), once ``aiwatch.record_tokens`` is called.
         self.tokens: Any = None
         #: ``(reason, model)`` of each fallback that served the response (``aiwatch.degraded``), or ``None``; a
@@ -96,8 +103,31 @@ class RequestTimeline:
         self.calls: dict[tuple[str, str], list[float]] | None = None
 
     def add(self, name: str, model: str | None, seconds: float) -> None:
-        key = (name, self.model if model is None else model)
+        if model is None:
+            key = (name, self.model)
+        else:
+            key = (name, model)
+            if model == self.model:
+                self.keep(key)
         self.phases[key] = self.phases.get(key, 0.0) + seconds
+
+    def keep(self, key: tuple[str, str]) -> None:
+        """Leave the phase of ``key`` (one that named its model) under its model when :func:`set_model` changes the
+        request's."""
+        if self.named is None:
+            self.named = set()
+        self.named.add(key)
+
+    def move_phases(self, old: str, new: str) -> None:
+        """Relabel the phases recorded under the request's model ``old`` without naming it to ``new``, adding up
+        with those already there."""
+        named = self.named or ()
+        moved: dict[tuple[str, str], float] = {}
+        for key, seconds in self.phases.items():
+            if key[1] == old and key not in named:
+                key = (key[0], new)
+            moved[key] = moved.get(key, 0.0) + seconds
+        self.phases = moved
 
     def add_call(self, peer: str, phase: str, client: float, network: float | None) -> None:
         """Remember an outgoing call's client-observed and network time (``None``: the peer reported no time)."""
@@ -159,10 +189,11 @@ def call_site() -> tuple[RequestTimeline | None, str]:
 def set_model(model: str, version: str = "") -> None:
     """Set the model label for the current request's phases (and its overhead), and that model's ``version`` (the
     ``model_version`` label of those phases, ``""`` for none), so that two versions serving side by side (a canary)
-    can be told apart. Both pass the cardinality guard like every label that comes from traffic. Phases that name
-    another model (``phase(name, model=...)``) get no version. No-op outside a request. Never raises: a value the
-    guard cannot take (a list) is counted as aiwatch's error (component ``metrics``) and the labels stay as they
-    were."""
+    can be told apart. The request's phases that name no model are labelled with the model it ends with, those
+    recorded before the call included (as its overhead, tokens and fallbacks). Both pass the cardinality guard like
+    every label that comes from traffic. Phases that name a model (``phase(name, model=...)``) keep it, and get no
+    version unless it is the request's. No-op outside a request. Never raises: a value the guard cannot take (a list)
+    is counted as aiwatch's error (component ``metrics``) and the labels stay as they were."""
     tl = _timeline.get()
     if tl is not None:
         guard = tl.recorder.guard
@@ -172,6 +203,8 @@ def set_model(model: str, version: str = "") -> None:
         except Exception as exc:  # TypeError: unhashable
             record_error("metrics", exc, tl.recorder.metrics)
             return
+        if tl.phases and model_label != tl.model:
+            tl.move_phases(tl.model, model_label)
         tl.model, tl.version = model_label, version_label
 
 
@@ -248,7 +281,13 @@ class phase:
         if frame[5] is None:  # the common case, inlined: add to the request's timeline
             tl = _timeline.get()
             if tl is not None:
-                key = (self.name, tl.model if self.model is None else self.model)
+                model = self.model
+                if model is None:
+                    key = (self.name, tl.model)
+                else:
+                    key = (self.name, model)
+                    if model == tl.model:
+                        tl.keep(key)
                 phases = tl.phases
                 phases[key] = phases.get(key, 0.0) + exclusive
                 return

@@ -86,6 +86,42 @@ def test_a_phase_names_its_own_model_and_otherwise_takes_the_requests(recorder: 
     assert phase_sum(registry, "features", "m") == 0.5
 
 
+def test_phases_recorded_before_set_model_are_labelled_with_the_model_the_request_ends_with(
+        metrics: Metrics, clock: ManualClock) -> None:
+    # a phase took the model current when it was recorded, while the overhead (and tokens, fallbacks) took the model
+    # the request ended with: phases before set_model() stayed under the earlier model, and one request's time was
+    # split between two models' series
+    recorder = RequestRecorder(metrics, service="svc", model="base")
+    tl = recorder.begin()
+    with aiwatch.phase("features"):
+        clock.advance(0.25)
+    clock.advance(0.125)
+    record_phase("queue", 0.125)
+    with aiwatch.phase("embed", model="embedder"):  # names another model: keeps it
+        clock.advance(0.0625)
+    with aiwatch.phase("warmup", model="base"):  # names the request's model of the moment: keeps it too
+        clock.advance(0.0625)
+    set_model("ranker", "v2")
+    with aiwatch.phase("features"):  # the same phase again: one observation of both times
+        clock.advance(0.25)
+    with aiwatch.phase("inference"):
+        clock.advance(0.5)
+    clock.advance(0.25)
+    assert tl.phases == {("features", "ranker"): 0.5, ("queue", "ranker"): 0.125, ("embed", "embedder"): 0.0625,
+                         ("warmup", "base"): 0.0625, ("inference", "ranker"): 0.5}
+    recorder.finish(tl, "/p", "GET", "200")
+    registry = metrics.registry
+    expected = {("features", "ranker", "v2"): (1.0, 0.5), ("queue", "ranker", "v2"): (1.0, 0.125),
+                ("inference", "ranker", "v2"): (1.0, 0.5), ("overhead", "ranker", "v2"): (1.0, 0.25),
+                ("embed", "embedder", ""): (1.0, 0.0625), ("warmup", "base", ""): (1.0, 0.0625)}
+    seen = {(s.labels["phase"], s.labels["model"], s.labels["model_version"]): s.value
+            for family in registry.collect() if family.name == "aiwatch_phase_duration_seconds"
+            for s in family.samples if s.name.endswith("_count")}
+    assert seen == {key: count for key, (count, _) in expected.items()}
+    for (phase, model, version), (_, seconds) in expected.items():
+        assert versioned_sum(registry, phase, model, version) == seconds, (phase, model, version)
+
+
 @pytest.fixture
 def recorder(metrics: Metrics) -> RequestRecorder:
     return RequestRecorder(metrics, service="svc", model="m")
