@@ -122,12 +122,10 @@ class RequestTimeline:
         """Relabel the phases recorded under the request's model ``old`` without naming it to ``new``, adding up
         with those already there."""
         named = self.named or ()
-        moved: dict[tuple[str, str], float] = {}
-        for key, seconds in self.phases.items():
-            if key[1] == old and key not in named:
-                key = (key[0], new)
-            moved[key] = moved.get(key, 0.0) + seconds
-        self.phases = moved
+        phases = self.phases  # changed in place: a phase ending in another thread may hold it
+        for key in [key for key in phases if key[1] == old and key not in named]:
+            moved = (key[0], new)
+            phases[moved] = phases.get(moved, 0.0) + phases.pop(key)
 
     def add_call(self, peer: str, phase: str, client: float, network: float | None) -> None:
         """Remember an outgoing call's client-observed and network time (``None``: the peer reported no time)."""
