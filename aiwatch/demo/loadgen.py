@@ -152,8 +152,9 @@ async def run_stage(client: Any, url: str, stage: Stage, rng: np.random.Generato
             if next_at - start >= stage.seconds:
                 break
             delay = next_at - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
+            # Behind schedule, the arrival is sent at once, but only after one turn of the loop: without it the
+            # overdue arrivals were all created in one go, nothing in flight could finish, and the rest were dropped.
+            await asyncio.sleep(max(delay, 0.0))
             if len(in_flight) >= max_in_flight:
                 result.dropped += 1
             else:

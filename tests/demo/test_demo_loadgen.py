@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 import tracemalloc
+import types
 
 import numpy as np
+import pytest
 
 from aiwatch.demo import data, loadgen
 
@@ -26,17 +29,26 @@ class Instant:
         return Ok()
 
 
+class Forgetful:
+    """The HTTP client's place: answers 200 at once and keeps nothing."""
+
+    async def post(self, url: str, json: object) -> object:
+        class Ok:
+            status_code = 200
+        return Ok()
+
+
 def test_a_stage_of_a_huge_rate_does_not_allocate_its_requests_up_front() -> None:
     """The generator used to draw ``ceil(rps x seconds x 1.5) + 10`` rows of features, user ids and gaps before
     sending anything: ``--rps 1e6`` or a long ``--duration`` took gigabytes. Here a 10 ms stage at 1e7 req/s (100 000
-    arrivals, nearly all dropped at the bound on requests in flight) must stay within a few MB, where the up-front
+    arrivals, all dropped at a bound of no requests in flight) must stay within a few MB, where the up-front
     rows alone would take ``old_rows x 5 arrays x 8 bytes``."""
     stage = loadgen.Stage("huge", 0.01, 1e7)
     old_rows = math.ceil(stage.rps * stage.seconds * 1.5) + 10
     tracemalloc.start()
     try:
-        result = asyncio.run(loadgen.run_stage(Instant(), "http://x", stage, np.random.default_rng(1),
-                                               max_in_flight=64))
+        result = asyncio.run(loadgen.run_stage(Forgetful(), "http://x", stage, np.random.default_rng(1),
+                                               max_in_flight=0))
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -75,3 +87,48 @@ def test_a_stage_of_many_blocks_sends_the_same_requests_for_the_same_seed() -> N
     assert len(first) > 2 * loadgen.BLOCK
     assert _bodies(11, stage) == first
     assert _bodies(12, stage) != first
+
+
+class Starved:
+    """The generator's clock: its first reading (the stage's start) is 0, and every later one runs ``behind`` seconds
+    ahead of the real clock, as if the event loop had been starved that long right after the start."""
+
+    def __init__(self, behind: float) -> None:
+        self.behind = behind
+        self.reads = 0
+        self.origin = 0.0
+
+    def __call__(self) -> float:
+        self.reads += 1
+        if self.reads == 1:
+            self.origin = time.monotonic()
+            return 0.0
+        return self.behind + (time.monotonic() - self.origin)
+
+
+class Counting(Instant):
+    """Answers after one turn of the event loop (as a real request needs at least one) and counts the answers only."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.answered = 0
+
+    async def post(self, url: str, json: object) -> object:
+        await asyncio.sleep(0)
+        self.answered += 1
+        return await super().post(url, json)
+
+
+def test_a_generator_behind_its_schedule_lets_requests_in_flight_finish_before_it_drops_any(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """When the generator falls behind (its loop was starved), the overdue arrivals are sent at once, but each
+    one yields to the event loop, so requests already sent can finish. Before, it created every overdue arrival
+    without yielding: nothing in flight could finish, and every arrival past the bound on requests in flight was
+    counted as dropped though the service had answered them all at once."""
+    monkeypatch.setattr(loadgen, "time", types.SimpleNamespace(monotonic=Starved(behind=0.5)))
+    stage = loadgen.Stage("starved", 0.6, 2000.0)  # ~1000 arrivals overdue at the jump, then ~200 on time
+    client = Counting()
+    result = asyncio.run(loadgen.run_stage(client, "http://x", stage, np.random.default_rng(3), max_in_flight=64))
+    assert result.sent > 900
+    assert result.dropped == 0, f"{result.dropped} of {result.sent + result.dropped} arrivals dropped"
+    assert result.ok == result.sent == client.answered
