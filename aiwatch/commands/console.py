@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -64,6 +65,7 @@ def streamlit_command(args: argparse.Namespace) -> tuple[list[str], dict[str, st
 
     if not 0 < args.port < 65536:
         raise ValueError(f"--port must be 1-65535, got {args.port}")
+    _check_address(args.address)
     # the flags not given keep their AIWATCH_CONSOLE_* variables (or the defaults)
     given = {"timeout": args.timeout, "match": args.match, "gpu_source": args.gpu_source,
              "dcgm_utilization": args.dcgm_utilization,
@@ -86,6 +88,21 @@ def streamlit_command(args: argparse.Namespace) -> tuple[list[str], dict[str, st
     env = dict(os.environ)
     env.update(config.to_env())
     return cmd, env
+
+
+def _check_address(address: str) -> None:
+    """``address`` must be one streamlit can serve on: an address (or a name) of this machine. Streamlit would end
+    in a traceback on any other, and an empty one would serve on every interface."""
+    if not address.strip():
+        raise ValueError("--address must not be empty (127.0.0.1 serves this machine only, 0.0.0.0 every interface)")
+    try:
+        family, kind, proto, _, where = socket.getaddrinfo(address, 0, type=socket.SOCK_STREAM,
+                                                           flags=socket.AI_PASSIVE)[0]
+        with socket.socket(family, kind, proto) as sock:
+            sock.bind(where)  # port 0: whether the address is this machine's, whatever --port's state
+    except (OSError, UnicodeError, ValueError) as exc:  # a name that does not resolve, too long, a NUL in it
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ValueError(f"--address {address!r} is no address of this machine to serve on ({reason})") from None
 
 
 def _check_urls(prometheus: str, scrape: tuple[str, ...]) -> None:

@@ -270,6 +270,38 @@ def test_console_command_rejects_bad_arguments(capsys: pytest.CaptureFixture[str
         main(["console", "--prometheus", "http://a:1", "--scrape", "http://b:2/metrics"])
 
 
+@pytest.mark.parametrize("address", ["not an address", "", " ", "nohost.invalid", "[::1]", "203.0.113.7",
+                                     "a" * 64 + ".example"])
+def test_console_address_that_cannot_be_served_on_is_refused(address: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from aiwatch.cli import main
+
+    # before: passed to streamlit, which ended in a traceback (socket.gaierror, OSError: Cannot assign requested
+    # address), or, for "", served on every interface
+    with pytest.raises(ValueError, match=r"^--address "):
+        streamlit_command(parse("--address", address))  # type: ignore[arg-type]
+    assert main(["console", "--address", address]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("aiwatch console: --address ") and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize("address", ["127.0.0.2", "localhost", "0.0.0.0"])
+def test_console_addresses_of_this_machine_are_taken(address: str) -> None:
+    cmd, _ = streamlit_command(parse("--address", address))  # type: ignore[arg-type]
+    assert dict(zip(cmd[5::2], cmd[6::2], strict=True))["--server.address"] == address
+
+
+def test_console_port_that_is_no_port_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    from aiwatch.cli import main
+
+    for port in ("x", "80.5", "65536", "-1"):
+        try:
+            code = main(["console", "--port", port])
+        except SystemExit as exc:  # argparse's own refusal of a non-integer
+            code = exc.code
+        assert code == 2, port
+        assert "--port" in capsys.readouterr().err, port
+
+
 def test_sources_do_not_import_streamlit_and_the_app_names_the_extra() -> None:
     code = ("import sys; import aiwatch.console, aiwatch.commands.console; "
             "assert 'streamlit' not in sys.modules and 'pandas' not in sys.modules; "
