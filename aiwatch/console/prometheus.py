@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Collection, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiwatch import promapi
 from aiwatch.amounts import period
 from aiwatch.console import queries as Q
+from aiwatch.console.pool import DaemonPool
 from aiwatch.console.queries import PanelQueries
 from aiwatch.console.source import (
     AUTOSCALING_SIGNALS,
@@ -202,12 +202,16 @@ class PrometheusSource(DataSource):
 
     def _all(self, calls: Sequence[Callable[[], T]]) -> list[T]:
         """The answers of several queries, asked at once: a question takes as long as its slowest query (each
-        bounded by ``timeout``), not their sum."""
+        bounded by ``timeout``), not their sum. On daemon threads: a query that hangs does not hold up the process'
+        exit until its timeout."""
         if len(calls) < 2:
             return [call() for call in calls]
-        with ThreadPoolExecutor(max_workers=len(calls), thread_name_prefix="aiwatch-prometheus") as pool:
+        pool = DaemonPool(len(calls), "aiwatch-prometheus")
+        try:
             futures = [pool.submit(call) for call in calls]
             return [f.result() for f in futures]
+        finally:
+            pool.shutdown()
 
     def latency_quantiles(self, window: float) -> list[Series]:
         w = duration(window)

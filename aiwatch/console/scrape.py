@@ -23,7 +23,6 @@ from __future__ import annotations
 import bisect
 import http.client
 import math
-import queue
 import threading
 import time
 import urllib.error
@@ -38,6 +37,7 @@ from typing import TYPE_CHECKING
 
 from aiwatch.amounts import period
 from aiwatch.console import queries as Q
+from aiwatch.console.pool import DaemonPool
 from aiwatch.console.source import (
     AUTOSCALING_SIGNALS,
     QUANTILES,
@@ -629,54 +629,6 @@ class ScrapeSource(DataSource):
         bounded = [False, False, False, bool(queue_wait) and queue_wait[0][2], False]
         return [Signal(name, value, unit, help_text, at_least)
                 for (name, unit, help_text), value, at_least in zip(AUTOSCALING_SIGNALS, values, bounded, strict=True)]
-
-
-class DaemonPool:
-    """Runs submitted calls on ``workers`` daemon threads. Unlike ``ThreadPoolExecutor``, whose workers the
-    interpreter joins at exit, a call stuck on an endpoint that never answers does not hold up the process' exit
-    until its timeout: a scrape has nothing to finish once the process is leaving."""
-
-    def __init__(self, workers: int, name: str) -> None:
-        self._calls: queue.SimpleQueue[tuple[Future[None], Callable[[], None]] | None] = queue.SimpleQueue()
-        self._lock = threading.Lock()
-        self._closed = False
-        self._workers = [threading.Thread(target=self._work, name=f"{name}_{i}", daemon=True) for i in range(workers)]
-        for worker in self._workers:
-            worker.start()
-
-    def submit(self, call: Callable[[], None]) -> Future[None]:
-        future: Future[None] = Future()
-        with self._lock:
-            if self._closed:
-                raise RuntimeError("cannot schedule new calls after shutdown")
-            self._calls.put((future, call))
-        return future
-
-    def _work(self) -> None:
-        while (item := self._calls.get()) is not None:
-            future, call = item
-            if not future.set_running_or_notify_cancel():
-                continue
-            try:
-                call()
-            except BaseException as exc:  # the caller's to see, in its future
-                future.set_exception(exc)
-            else:
-                future.set_result(None)
-
-    def shutdown(self) -> None:
-        """Cancel the calls not started; the workers end once their running calls return (not waited for)."""
-        with self._lock:
-            self._closed = True
-        while True:
-            try:
-                item = self._calls.get_nowait()
-            except queue.Empty:
-                break
-            if item is not None:
-                item[0].cancel()
-        for _ in self._workers:
-            self._calls.put(None)
 
 
 def instance_names(urls: Sequence[str]) -> dict[str, str]:
