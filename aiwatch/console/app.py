@@ -87,9 +87,9 @@ def short_window_note(window: float, interval: float | None) -> str:
             "intervals).")
 
 
-def _scrape_interval(src: DataSource) -> float | None:
+def _scrape_interval(src: DataSource, service: str | None = None) -> float | None:
     try:
-        return src.scrape_interval()
+        return src.scrape_interval(service)
     except Exception:  # only a better message is lost: the panels say what they would have said
         return None
 
@@ -258,6 +258,8 @@ def _latency_view(src: DataSource, window: float, prefetch: Prefetch) -> None:
                                 format_func=lambda b: _baseline_label(b, window),
                                 help="The diagnosis compares the last window with this baseline, just before it.")
     shown = None if choice == ALL_SERVICES else [str(choice)]
+    if shown is not None:  # the picked service's targets may be scraped less often; body() resets the note after
+        _SHORT_WINDOW.set(short_window_note(window, _scrape_interval(src, shown[0])))
     diagnosis_panel(src, window, baseline or window, None if shown is None else shown[0])
     panel("Request latency p50 / p95 / p99 per service (ms)", lambda: _only(latency(), shown, "service"),
           lambda d: small_multiples("latency", d, order,

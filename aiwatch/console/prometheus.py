@@ -180,12 +180,13 @@ class PrometheusSource(DataSource):
         return [TargetHealth(_text(t.get("scrapeUrl")), t.get("health") == "up", _text(t.get("lastError")))
                 for t in targets]
 
-    def scrape_interval(self) -> float | None:
+    def scrape_interval(self, service: str | None = None) -> float | None:
         """The shortest ``scrapeInterval`` of the active targets that export aiwatch's series (``match`` applied),
         as of the latest :meth:`health` (asked here when it has not answered yet): a Prometheus that scrapes some
-        other job every 5 s and the services every minute has them compared every minute. Of every target when
-        Prometheus names none that exports them (no series yet, or their ``job`` / ``instance`` relabelled); None
-        when Prometheus does not say (before 2.30, or no targets)."""
+        other job every 5 s and the services every minute has them compared every minute. With ``service`` (its
+        name as the panels show it, scope included), of the targets exporting that service's series; of all
+        aiwatch's when none does. Of every target when Prometheus names none that exports them (no series yet, or
+        their ``job`` / ``instance`` relabelled); None when Prometheus does not say (before 2.30, or no targets)."""
         if not self._targets_read:
             try:
                 self.health()
@@ -194,11 +195,20 @@ class PrometheusSource(DataSource):
         if len({_interval(t) for t in self._targets} - {None}) < 2:  # nothing to tell apart: no query
             return targets_interval(self._targets, None)
         try:
-            exporting = {(labels.get("job", ""), labels.get("instance", ""))
-                         for labels, _ in self._instant(self.q.exporters())}
+            exporting = (service is not None and self._exporting(service)) or self._exporting(None)
         except SourceError:
             return targets_interval(self._targets, None)
         return targets_interval(self._targets, exporting)
+
+    def _exporting(self, service: str | None) -> set[tuple[str, str]]:
+        """The ``(job, instance)`` of the targets exporting aiwatch's series, of ``service``'s only when given."""
+        if service is None:
+            return {(labels.get("job", ""), labels.get("instance", ""))
+                    for labels, _ in self._instant(self.q.exporters())}
+        found = [labels for labels, _ in self._instant(self.q.service_exporters())]
+        shown = tell_scopes_apart(found, self.q.scope)  # "api (eu)", as the panels name it
+        return {(labels.get("job", ""), labels.get("instance", "")) for labels, name in zip(found, shown, strict=True)
+                if name.get("service") == service}
 
     def _all(self, calls: Sequence[Callable[[], T]]) -> list[T]:
         """The answers of several queries, asked at once: a question takes as long as its slowest query (each

@@ -275,6 +275,11 @@ class PanelQueries:
         """The scrape targets (``job``, ``instance``) exporting any aiwatch series: the ones the panels read."""
         return by("group", ("job", "instance"), series("", *self._m(matches("__name__", "aiwatch_.+"))))
 
+    def service_exporters(self) -> str:
+        """The scrape targets (``job``, ``instance``) exporting aiwatch series of each ``service`` (per scope)."""
+        return by("group", ("job", "instance", *self._by("service")),
+                  series("", *self._m(matches("__name__", "aiwatch_.+"), ne("service", ""))))
+
     def autoscaling(self, w: str) -> list[str]:
         """The PromQL of :data:`~aiwatch.console.source.AUTOSCALING_SIGNALS`, in the same order (per scope)."""
         per_replica = f" / {self.replicas()}"

@@ -169,8 +169,8 @@ class ScrapeSource(DataSource):
         if start:
             self.start()
 
-    def scrape_interval(self) -> float:
-        return self.interval
+    def scrape_interval(self, service: str | None = None) -> float:
+        return self.interval  # one for every endpoint
 
     # --- scraping -----------------------------------------------------------------------------------------
     def start(self) -> None:

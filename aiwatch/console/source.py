@@ -183,9 +183,11 @@ class DataSource(ABC):
     def health(self) -> list[TargetHealth]:
         """Per scrape target, whether it is up; raises :class:`SourceUnavailable` when the source is down."""
 
-    def scrape_interval(self) -> float | None:
+    def scrape_interval(self, service: str | None = None) -> float | None:
         """Seconds between two scrapes of the source's targets (the shortest, when they differ), or None when the
-        source cannot tell. A rate over a window shorter than two of them has nothing to compare."""
+        source cannot tell. A rate over a window shorter than two of them has nothing to compare. With ``service``
+        (a name as the panels show it), of the targets that export that service's series: the one the person
+        looks at may be scraped less often than the others."""
         return None
 
     def answer_warnings(self, since: float) -> list[str]:

@@ -111,3 +111,43 @@ def test_prometheus_scraping_every_30s_says_the_window_is_too_short(window_env: 
             assert TOO_SHORT in warnings
             # the aiwatch job's scrapeInterval in /api/v1/targets; before: 1.0, the node job's
             assert src.scrape_interval() == 30.0
+
+
+def latency_warnings(source: DataSource, service: str) -> list[str]:
+    """The warnings of the Latency view with ``service`` picked in its Service box."""
+    from streamlit.testing.v1 import AppTest
+
+    from tests.console.conftest import APP
+
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.session_state["aiwatch_source"] = source
+    at.session_state["view"] = "Latency"
+    at.session_state["latency_service"] = service
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.selectbox(key="latency_service").value == service
+    return texts(at.warning)
+
+
+def test_the_note_uses_the_scrape_interval_of_the_selected_services_targets(window_env: pytest.MonkeyPatch) -> None:
+    # a window of 45 s: a rate of the service scraped every 30 s has two scrapes in it half of the time (so it is one
+    # of the services to pick), and nothing at other times, and its panels without data stay empty
+    window_env.setenv("AIWATCH_CONSOLE_WINDOW", "45")
+    slow, fast = CollectorRegistry(), CollectorRegistry()
+    Histogram("aiwatch_request_duration_seconds", "requests", ["service"], registry=slow).labels("api").observe(1)
+    Histogram("aiwatch_request_duration_seconds", "requests", ["service"], registry=fast).labels("batch").observe(1)
+    with registry_endpoint(slow) as api, registry_endpoint(fast) as batch:
+        # another aiwatch service scraped every second by the same Prometheus
+        batch_job = f"  - job_name: batch\n    scrape_interval: 1s\n    static_configs:\n      - targets: ['{batch}']\n"
+        with prometheus([api], scrape_interval="30s", extra_config=batch_job) as prom:
+            src = PrometheusSource(prom.url, span=120, points=120)
+            # two scrapes of api: the first is spread over its interval, up to 30 s, the second 30 s later
+            wait_until(lambda: any(s.labels.get("service") == "api" for s in src.throughput(45.0)), 120,
+                       what="a rate of api's requests")
+            assert src.scrape_interval() == 1.0  # no service picked: the shortest of every aiwatch target
+            # before: 1.0, the batch job's interval, whichever service is picked
+            assert src.scrape_interval("api") == 30.0
+            assert src.scrape_interval("batch") == 1.0
+            note = TOO_SHORT.replace("over 30s", "over 45s")
+            assert note in latency_warnings(src, "api")
+            assert not [w for w in latency_warnings(src, "All services") if w.startswith("Nothing to show")]
