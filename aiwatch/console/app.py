@@ -103,9 +103,16 @@ def _window_label(seconds: float) -> str:
 
 
 # --- drawing helpers ------------------------------------------------------------------------------------------
+# The key of a frame()'s attrs naming its points that are only lower bounds: column -> set of times. (Comments, not
+# docstrings: Streamlit would draw a bare string.)
+LOWER_BOUNDS = "aiwatch_lower_bounds"
+
+
 def frame(series: Sequence[Series], name: Callable[[Series], str], scale: float = 1.0) -> Any:
-    """Wide DataFrame: a time index and one column per series."""
+    """Wide DataFrame: a time index and one column per series (the points that are only lower bounds, a
+    quantile above its histogram's largest finite bucket, in ``attrs[LOWER_BOUNDS]``, for :func:`chart`)."""
     columns = {}
+    bounds: dict[str, set[Any]] = {}
     for s in series:
         key = name(s)
         if key in columns:  # two series named alike: neither may hide the other
@@ -113,8 +120,11 @@ def frame(series: Sequence[Series], name: Callable[[Series], str], scale: float 
         # Whole seconds: sub-second scrape times would only clutter the time axis.
         columns[key] = pd.Series({pd.Timestamp(round(t), unit="s"): v * scale for t, v in s.points},
                                      dtype=float)
+        if s.lower_bounds:
+            bounds[key] = {pd.Timestamp(round(t), unit="s") for t in s.lower_bounds}
     df = pd.DataFrame(columns).sort_index()
     df.index.name = "time"
+    df.attrs[LOWER_BOUNDS] = bounds
     return df
 
 
@@ -153,8 +163,12 @@ def chart(df: Any, unit: str, *, area: bool = False, colors: Sequence[str] | Non
           legend_columns: int = 0) -> None:
     """A time chart of a wide DataFrame (one column per series): lines, or a stacked area in column order."""
     names = [str(c) for c in df.columns]
+    bounds: dict[str, set[Any]] = df.attrs.get(LOWER_BOUNDS, {})
     long = df.reset_index().melt("time", var_name="series", value_name="value").dropna()
     long["order"] = long["series"].map({n: i for i, n in enumerate(names)})
+    long["at_least"] = [t in bounds.get(name, ()) for name, t in zip(long["series"], long["time"], strict=True)]
+    long["bound"] = long["at_least"].map({True: AT_LEAST_POINT, False: ""})
+    long.attrs.clear()  # the frame's, taken by melt: not for Streamlit to serialize
     legend = alt.Legend(orient="bottom", columns=legend_columns) if legend_columns else alt.Legend(orient="bottom")
     color = alt.Color("series:N", title=None, legend=legend,
                       scale=alt.Scale(domain=names, range=list(colors)) if colors else alt.Scale(domain=names))
@@ -162,9 +176,14 @@ def chart(df: Any, unit: str, *, area: bool = False, colors: Sequence[str] | Non
         x=alt.X("time:T", title=None, axis=alt.Axis(format="%H:%M:%S", labelOverlap=True)),
         y=alt.Y("value:Q", title=unit, stack="zero" if area else None, axis=alt.Axis(format="~r")),
         color=color, order=alt.Order("order:Q"),
-        tooltip=[alt.Tooltip("time:T", format="%H:%M:%S"), "series:N", alt.Tooltip("value:Q", format=".3~f")])
+        tooltip=[alt.Tooltip("time:T", format="%H:%M:%S"), "series:N", alt.Tooltip("value:Q", format=".3~f"),
+                 alt.Tooltip("bound:N", title="note")])
     mark = base.mark_area(opacity=0.85) if area else base.mark_line()
+    if long["at_least"].any():  # a percentile the histogram cannot give: its bucket bound, marked apart
+        mark = mark + base.transform_filter(alt.datum.at_least).mark_point(shape="triangle-up", filled=True, size=60)
     st.altair_chart(mark.properties(height=height), width="stretch")
+    if long["at_least"].any():
+        st.caption(f"▲ {AT_LEAST_POINT}: {AT_LEAST}")
 
 
 def line(series: Sequence[Series], keys: Sequence[str], unit: str, scale: float = 1.0) -> None:
@@ -353,6 +372,8 @@ def _serving(rates: Callable[[], list[Series]], service: str) -> bool:
 
 
 NO_REQUESTS_NOW = "No requests in the window now: the chart's latest value is from before they stopped."
+# What a chart's point that is only a lower bound says in its tooltip.
+AT_LEAST_POINT = "≥ bound"
 AT_LEAST = ("At least this: the percentile lies above the histogram's largest finite bucket bound, so the histogram "
             "can only say it is at least that bound (histogram_quantile answers the bound itself).")
 

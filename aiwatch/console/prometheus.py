@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Collection, Sequence
 from functools import partial
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from aiwatch import promapi
 from aiwatch.amounts import period
@@ -47,6 +47,9 @@ if TYPE_CHECKING:
     from aiwatch.diagnose.window import WindowTotals
 
 T = TypeVar("T")
+RangeAnswer = list[tuple[dict[str, str], list[tuple[float, float]]]]
+Buckets = dict[tuple[frozenset[tuple[str, str]], float], list[tuple[float, float]]]
+"""Buckets of a histogram's rates over time: ``(upper bound, count)`` per (label set without ``le``, time)."""
 
 
 class PrometheusSource(DataSource):
@@ -113,7 +116,7 @@ class PrometheusSource(DataSource):
     def _instant(self, promql: str, at: float | None = None) -> list[tuple[dict[str, str], float]]:
         return self._call(lambda: self.api.query(promql, at))
 
-    def _range(self, promql: str, end: float | None = None) -> list[tuple[dict[str, str], list[tuple[float, float]]]]:
+    def _range(self, promql: str, end: float | None = None) -> RangeAnswer:
         end = time.time() if end is None else end
         step = max(self.span / self.points, 1.0)
         return self._call(lambda: self.api.query_range(promql, end - self.span, end, step))
@@ -123,32 +126,48 @@ class PrometheusSource(DataSource):
         return self._named(self._range(promql), extra)
 
     def _named(self, answer: list[tuple[dict[str, str], list[tuple[float, float]]]], extra: dict[str, str] | None,
-               at_least: Collection[int] = ()) -> list[Series]:
-        """A range answer as series, names told apart by scope, ``extra`` labels added; the series at the indexes
-        ``at_least`` have a latest value that is only a lower bound."""
+               lower_bounds: Sequence[frozenset[float]] = ()) -> list[Series]:
+        """A range answer as series, names told apart by scope, ``extra`` labels added; ``lower_bounds`` are the
+        times of each series' points that are only lower bounds (none when not given)."""
         names = tell_scopes_apart([found for found, _ in answer], self.q.scope)
-        return [Series({**found, **(extra or {})}, points, at_least=i in at_least)
-                for i, (found, (_, points)) in enumerate(zip(names, answer, strict=True))]
+        bounds = list(lower_bounds) or [frozenset()] * len(answer)
+        return [Series({**found, **(extra or {})}, points, lower_bounds=bound)
+                for found, (_, points), bound in zip(names, answer, bounds, strict=True)]
 
     def _quantiles(self, queries: Sequence[tuple[str, dict[str, str]]]) -> list[Series]:
-        """Range queries of ``histogram_quantile`` expressions (with their ``extra`` labels), asked at once. A
-        series whose latest value is at the latest time of the answers is marked :attr:`Series.at_least` when the
-        quantile's rank lies in the ``+Inf`` bucket then: its bucket rates are asked at that time."""
-        end = time.time()  # one end for all: a series' latest time says whether it is at the answers' latest
-        answers = self._all([partial(self._range, q, end) for q, _ in queries])
+        """Range queries of ``histogram_quantile`` expressions (with their ``extra`` labels), asked at once, and
+        one range query of the bucket rates of each histogram they read (over the same times): a point whose
+        quantile's rank lies in the ``+Inf`` bucket then is only a lower bound (:attr:`Series.lower_bounds`)."""
+        end = time.time()  # one end for all: the buckets' points are at the quantiles' times
         parts = [quantile_parts(q) for q, _ in queries]
-        now = max((points[-1][0] for answer in answers for _, points in answer if points), default=None)
-        exprs = sorted({part[1] for part in parts if part is not None}) if now is not None else []
-        buckets = dict(zip(exprs, self._all([partial(self._buckets, e, now) for e in exprs]), strict=True))
+        exprs = sorted({part[1] for part in parts if part is not None})
+        calls: list[Callable[[], object]] = [partial(self._range, q, end) for q, _ in queries]
+        answers = self._all(calls + [partial(self._bucket_ranges, e, end) for e in exprs])
+        ranges = cast(list[RangeAnswer], answers[:len(queries)])
+        buckets = dict(zip(exprs, cast(list[Buckets], answers[len(queries):]), strict=True))
         out = []
-        for (_, extra), part, answer in zip(queries, parts, answers, strict=True):
-            bounded = set()
-            if part is not None and part[1] in buckets:
+        for (_, extra), part, answer in zip(queries, parts, ranges, strict=True):
+            bounds: list[frozenset[float]] = [frozenset()] * len(answer)
+            if part is not None:
                 q, found = part[0], buckets[part[1]]
-                bounded = {i for i, (labels, points) in enumerate(answer) if points and points[-1][0] == now
-                           and quantile_overflows(q, found.get(_key(labels), ()))}
-            out += self._named(answer, extra, bounded)
+                bounds = [frozenset(t for t, _ in points if quantile_overflows(q, found.get((_key(labels), t), ())))
+                          for labels, points in answer]
+            out += self._named(answer, extra, bounds)
         return out
+
+    def _bucket_ranges(self, expr: str, end: float) -> Buckets:
+        """The ``(upper bound, count)`` buckets per label set (``le`` left out) and time of bucket rates ``expr``
+        over the span ending at ``end``; a bucket whose ``le`` is no number is left out."""
+        grouped: Buckets = {}
+        for labels, points in self._range(expr, end):
+            try:
+                bound = float(labels.get("le", ""))
+            except ValueError:
+                continue
+            key = _key(labels)
+            for t, value in points:
+                grouped.setdefault((key, t), []).append((bound, value))
+        return grouped
 
     def _buckets(self, expr: str, at: float | None) -> dict[frozenset[tuple[str, str]], list[tuple[float, float]]]:
         """The ``(upper bound, count)`` buckets per label set (``le`` left out) of bucket rates ``expr`` at ``at``;

@@ -376,25 +376,26 @@ class ScrapeSource(DataSource):
             stamps = [stamps[min(len(stamps) - 1, round((i + 1) * step) - 1)] for i in range(self.points)]
         return stamps
 
-    def _range(self, fn: Callable[[list[tuple[str, list[Snapshot]]], float], Samples],
-               at_least: Callable[[list[tuple[str, list[Snapshot]]], float], set[LabelKey]] | None = None,
-               ) -> list[Series]:
-        """``fn``'s answers over time as series; ``at_least`` names the series whose value at a time is only a lower
-        bound (asked at each series' latest time: :attr:`Series.at_least`)."""
+    def _range(self, fn: Callable[[list[tuple[str, list[Snapshot]]], float], Samples]) -> list[Series]:
+        """``fn``'s answers over time as series."""
+        return self._bounded_range(lambda data, t: [(labels, value, False) for labels, value in fn(data, t)])
+
+    def _bounded_range(self, fn: Callable[[list[tuple[str, list[Snapshot]]], float], list[Quantile]],
+                       ) -> list[Series]:
+        """``fn``'s answers over time as series, each value with whether it is only a lower bound then
+        (:attr:`Series.lower_bounds`)."""
         data = self._copy()
         series: dict[LabelKey, list[tuple[float, float]]] = {}
+        bounded: dict[LabelKey, set[float]] = {}
         for t in self._times(data):
-            for labels, value in fn(data, t):
+            for labels, value, at_least in fn(data, t):
                 if not (math.isnan(value) or math.isinf(value)):
-                    series.setdefault(tuple(sorted(labels.items())), []).append((t, value))
-        bounded: dict[float, set[LabelKey]] = {}
-        out = []
-        for key, points in series.items():
-            latest = points[-1][0]
-            if at_least is not None and latest not in bounded:
-                bounded[latest] = at_least(data, latest)
-            out.append(Series(dict(key), points, at_least=key in bounded.get(latest, set())))
-        return out
+                    key = tuple(sorted(labels.items()))
+                    series.setdefault(key, []).append((t, value))
+                    if at_least:
+                        bounded.setdefault(key, set()).add(t)
+        return [Series(dict(key), points, lower_bounds=frozenset(bounded.get(key, ())))
+                for key, points in series.items()]
 
     def _now(self, fn: Callable[[list[tuple[str, list[Snapshot]]], float], Samples]) -> Samples:
         return fn(self._copy(), time.time())
@@ -452,13 +453,7 @@ class ScrapeSource(DataSource):
             rates = self._rate(data, bucket, t, window)
             return _quantiles([r for r in rates if keep is None or keep(r[0])], by, quantiles)
 
-        def fn(data: list[tuple[str, list[Snapshot]]], t: float) -> Samples:
-            return [(labels, value) for labels, value, _ in answers(data, t)]
-
-        def at_least(data: list[tuple[str, list[Snapshot]]], t: float) -> set[LabelKey]:
-            return {tuple(sorted(labels.items())) for labels, _, over in answers(data, t) if over}
-
-        return self._range(fn, at_least)
+        return self._bounded_range(answers)
 
     def _rate_by(self, name: str, by: tuple[str, ...], window: float,
                  keep: Callable[[dict[str, str]], bool] | None = None) -> list[Series]:

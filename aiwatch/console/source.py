@@ -57,9 +57,15 @@ class Series:
 
     labels: dict[str, str]
     points: list[tuple[float, float]]
-    at_least: bool = False
-    """The latest value is only a lower bound: a quantile whose rank lies in the histogram's ``+Inf`` bucket, above
-    its largest finite bound, which is all ``histogram_quantile`` can answer then (:func:`quantile_overflows`)."""
+    lower_bounds: frozenset[float] = frozenset()
+    """The times of the points whose value is only a lower bound: a quantile whose rank lies in the histogram's
+    ``+Inf`` bucket, above its largest finite bound, which is all ``histogram_quantile`` can answer then
+    (:func:`quantile_overflows`)."""
+
+    @property
+    def at_least(self) -> bool:
+        """The latest value is only a lower bound (see :attr:`lower_bounds`)."""
+        return bool(self.points) and self.points[-1][0] in self.lower_bounds
 
     def name(self, *keys: str) -> str:
         """A display name from the given label keys (all labels when none given)."""

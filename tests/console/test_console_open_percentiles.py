@@ -4,11 +4,14 @@ histogram_quantile, and the scrape source's, answer the largest finite bound. Th
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
+import pyarrow as pa
 import pytest
 from prometheus_client import CollectorRegistry, Histogram, generate_latest, start_http_server
 
@@ -51,8 +54,39 @@ def latest(series: list[Series], service: str) -> dict[str, tuple[float | None, 
     return {s.labels["quantile"]: (s.last, s.at_least) for s in series if s.labels.get("service") == service}
 
 
+def lower_bounds_everywhere(series: list[Series], service: str) -> bool | None:
+    """True when every point of ``service``'s series is marked a lower bound, False when none is, None otherwise."""
+    mine = [s for s in series if s.labels.get("service") == service]
+    marked = [t in s.lower_bounds for s in mine for t, _ in s.points]
+    return True if marked and all(marked) else False if not any(marked) else None
+
+
 def tiles(source: DataSource, view: str) -> list[tuple[str, str]]:
     return [(m.label, m.value) for m in run_view(source, view).metric]
+
+
+def marks(chart: Any) -> tuple[list[bool], bool]:
+    """Each drawn point of a chart: whether it is marked a lower bound (its "at_least" field); and whether the chart
+    draws those apart (a point layer of them alone, next to the line)."""
+    spec = json.loads(chart.proto.spec)
+    rows = pa.ipc.open_stream(chart.proto.datasets[0].data.data).read_all().to_pylist()
+    layers = spec.get("layer", [])
+    apart = any(layer["mark"]["type"] == "point" and layer.get("transform") == [{"filter": "datum.at_least"}]
+                for layer in layers)
+    return [row.get("at_least", False) for row in rows], apart
+
+
+def check_charts(source: DataSource) -> None:
+    """The charts mark the points above the largest finite bound, as the tiles do, and no others."""
+    at = run_view(source, "Latency")
+    charts = at.get("vega_lite_chart")  # fast's latency, slow's latency, the rest
+    fast, slow = marks(charts[0]), marks(charts[1])
+    assert fast[0] and not any(fast[0]) and not fast[1]
+    # before: drawn as ordinary points of the line, 60000 ms as if it were the percentile
+    assert slow[0] and all(slow[0]) and slow[1]
+    assert [str(c.value)[:30] for c in at.caption if str(c.value).startswith("▲")] == ["▲ ≥ bound: At least this: the "]
+    classes = run_view(source, "AI traffic").get("vega_lite_chart")
+    assert not any(marks(classes[0])[0]) and all(marks(classes[1])[0]) and marks(classes[1])[1]
 
 
 def check_tiles(source: DataSource) -> None:
@@ -93,7 +127,12 @@ def test_the_scrape_source_marks_percentiles_above_the_largest_bucket(monkeypatc
     assert latest(src.latency_by_class(LONG_WINDOW), "slow") == {"p50": (60.0, True), "p95": (60.0, True)}
     queue_wait = src.autoscaling_signals(LONG_WINDOW)[3]
     assert (queue_wait.name, queue_wait.value, queue_wait.at_least) == ("queue wait p95", 60.0, True)
+    # every point, not only the latest the tiles show: the slow service's requests were all above 60 s
+    assert lower_bounds_everywhere(src.latency_quantiles(LONG_WINDOW), "slow") is True
+    assert lower_bounds_everywhere(src.latency_quantiles(LONG_WINDOW), "fast") is False
+    assert lower_bounds_everywhere(src.latency_by_class(LONG_WINDOW), "slow") is True
     check_tiles(src)
+    check_charts(src)
 
 
 @pytest.fixture
@@ -130,4 +169,8 @@ def test_prometheus_source_marks_percentiles_above_the_largest_bucket(observed: 
         assert latest(src.latency_by_class(WINDOW), "slow") == {"p50": (60.0, True), "p95": (60.0, True)}
         queue_wait = src.autoscaling_signals(WINDOW)[3]
         assert (queue_wait.name, queue_wait.value, queue_wait.at_least) == ("queue wait p95", 60.0, True)
+        assert lower_bounds_everywhere(src.latency_quantiles(WINDOW), "slow") is True
+        assert lower_bounds_everywhere(src.latency_quantiles(WINDOW), "fast") is False
+        assert lower_bounds_everywhere(src.latency_by_class(WINDOW), "slow") is True
         check_tiles(src)
+        check_charts(src)
