@@ -23,6 +23,7 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import math
 import threading
 import time
 from collections.abc import Sequence
@@ -80,6 +81,9 @@ class MetricSpec:
     collector: bool = False
     #: How a gauge is aggregated across processes in prometheus_client multiprocess mode.
     multiprocess_mode: str = "all"
+    #: What a gauge's series reads after :meth:`Metrics.remove` in multiprocess mode, where prometheus_client cannot
+    #: take it out of the sample files: 0 for a flag, count or share; NaN for a statistic (no rule fires on it).
+    removed_value: float = 0.0
 
 
 #: The ``component`` values of ``aiwatch_instrumentation_errors_total``, each created at 0 with a registry's
@@ -189,10 +193,10 @@ CONTRACT: tuple[MetricSpec, ...] = (
                "Feature-store cache lookup latency by result.", ("cache", "result"), "seconds", LOOKUP_BUCKETS),
     # --- drift --------------------------------------------------------------------------------------------
     MetricSpec("aiwatch_drift_score", "gauge", "Latest drift statistic of a feature against its reference.",
-               ("model", "feature", "test"), multiprocess_mode="mostrecent"),
+               ("model", "feature", "test"), multiprocess_mode="mostrecent", removed_value=math.nan),
     MetricSpec("aiwatch_drift_pvalue", "gauge",
                "Latest p-value of a drift test (absent for tests without one, such as PSI).",
-               ("model", "feature", "test"), multiprocess_mode="mostrecent"),
+               ("model", "feature", "test"), multiprocess_mode="mostrecent", removed_value=math.nan),
     MetricSpec("aiwatch_drift_detected", "gauge", "1 if the latest evaluation found drift in the feature, else 0.",
                ("model", "feature", "test"), multiprocess_mode="mostrecent"),
     MetricSpec("aiwatch_drift_window_samples", "gauge",
@@ -475,9 +479,31 @@ class Metrics:
 
     @staticmethod
     def remove(metric: Any, labels: Sequence[str]) -> None:
-        """Remove the child :meth:`labels` gives for ``labels``, if there is one."""
+        """Remove the child :meth:`labels` gives for ``labels``, if there is one.
+
+        In multiprocess mode prometheus_client cannot remove a series from the sample files, which every worker's
+        ``/metrics`` merges: a gauge's series is first set to its :attr:`MetricSpec.removed_value` there (else its
+        last value, a drift_detected 1, was served for ever); a counter or histogram keeps its counts."""
+        values = tuple(map(text_or_value, labels))
+        if _file_backed():
+            _remove_file_backed(metric, values)
+            return
         with contextlib.suppress(KeyError):
-            metric.remove(*map(text_or_value, labels))
+            metric.remove(*values)
+
+
+def _remove_file_backed(metric: Any, values: tuple[str, ...]) -> None:
+    """:meth:`Metrics.remove` in multiprocess mode, where prometheus_client's ``remove()`` only warns that it cannot
+    take the series out of the file: a gauge's existing child is set to its removed value, then dropped from the
+    metric's children (as ``remove()`` does). A child that does not exist is not made: it would add a series."""
+    lock = getattr(metric, "_lock", None)
+    if lock is None or not hasattr(metric, "_metrics"):  # not a prometheus_client metric (_Unavailable)
+        return
+    spec = SPECS.get(getattr(metric, "_name", ""))
+    with lock:
+        child = metric._metrics.pop(values, None)
+        if child is not None and isinstance(metric, Gauge):
+            child.set(spec.removed_value if spec is not None else 0.0)
 
 
 _default: Metrics | None = None

@@ -51,3 +51,84 @@ def test_several_metrics_objects_in_one_process_lose_no_counts(tmp_path: Path) -
     assert (bins, phases, in_flight) == ("3.0", "3.0", "3.0")
     assert mine == "3.0"
     assert unavailable == ["0", "0", "0"]
+
+
+# prometheus_client cannot remove a series in multiprocess mode: its value stays in the process's sample file, and
+# the merged /metrics of every worker serves it. What aiwatch removes must read there as "nothing": a flag or a count
+# 0, a statistic NaN (no rule fires on it), while a counter keeps its count.
+_REMOVED = """
+import math, os, warnings
+from prometheus_client import CollectorRegistry
+from prometheus_client.multiprocess import MultiProcessCollector
+from aiwatch.metrics import Metrics
+
+m = Metrics(CollectorRegistry())
+series = ("ranker", "basket_value", "ks")
+m.labels(m.drift_detected, series).set(1)
+m.labels(m.drift_score, series).set(0.8)
+m.labels(m.drift_pvalue, series).set(0.001)
+m.labels(m.drift_window_samples, series[:2]).set(500)
+m.labels(m.feature_reference_ratio, (*series[:2], "3")).set(0.25)
+m.labels(m.feature_bin, (*series[:2], "3")).inc(7)
+for metric, labels in ((m.drift_detected, series), (m.drift_score, series), (m.drift_pvalue, series),
+                       (m.drift_window_samples, series[:2]), (m.feature_reference_ratio, (*series[:2], "3")),
+                       (m.feature_bin, (*series[:2], "3")), (m.drift_pvalue, ("ranker", "never", "psi"))):
+    with warnings.catch_warnings(record=True) as warned:
+        warnings.simplefilter("always")
+        Metrics.remove(metric, labels)
+    print(len(warned))
+merged = CollectorRegistry()
+MultiProcessCollector(merged, os.environ["PROMETHEUS_MULTIPROC_DIR"])
+key = {"model": "ranker", "feature": "basket_value"}
+for name, labels in (("aiwatch_drift_detected", {**key, "test": "ks"}), ("aiwatch_drift_score", {**key, "test": "ks"}),
+                     ("aiwatch_drift_pvalue", {**key, "test": "ks"}), ("aiwatch_drift_window_samples", key),
+                     ("aiwatch_feature_reference_ratio", {**key, "bin": "3"}),
+                     ("aiwatch_feature_bin_total", {**key, "bin": "3"}),
+                     ("aiwatch_drift_pvalue", {"model": "ranker", "feature": "never", "test": "psi"})):
+    print(merged.get_sample_value(name, labels))
+"""
+
+
+def test_a_removed_series_reads_as_nothing_in_the_merged_metrics(tmp_path: Path) -> None:
+    *warned, detected, score, pvalue, samples, ratio, bins, never = _run(_REMOVED, tmp_path)
+    assert (detected, samples, ratio) == ("0.0", "0.0", "0.0")
+    assert (score, pvalue) == ("nan", "nan")
+    assert bins == "7.0"  # a counter cannot go back
+    assert never == "None"  # a series that never existed is not made by its removal
+    assert warned == ["0"] * 7  # not prometheus_client's "not implemented in multi-process mode": it is handled
+
+
+# A profile reloaded at runtime (a new monitor for the model): a feature only the old profile had kept its
+# drift_detected 1, so AiwatchLocalInputDrift kept firing for it, and a bin only the old profile had kept its
+# reference ratio.
+_RELOADED = """
+import os
+import numpy as np
+from prometheus_client import CollectorRegistry
+from prometheus_client.multiprocess import MultiProcessCollector
+from aiwatch.drift import DriftMonitor, ReferenceProfile
+
+rng = np.random.default_rng(5)
+old = ReferenceProfile.build({"x": rng.normal(size=2000), "color": ["red", "blue"] * 1000,
+                              "gone": rng.normal(size=2000)})
+new = ReferenceProfile.build({"x": rng.normal(size=2000), "color": ["red", "green"] * 1000})
+first = DriftMonitor(old, model="m", registry=CollectorRegistry())
+first.observe_batch({"x": rng.normal(size=300), "color": ["red", "blue"] * 150, "gone": rng.normal(4, 1, 300)})
+method = first.evaluate().features["gone"].method
+first.stop()
+second = DriftMonitor(new, model="m", registry=CollectorRegistry())
+second.observe_batch({"x": rng.normal(size=300), "color": ["red", "green"] * 150})
+second.evaluate()
+merged = CollectorRegistry()
+MultiProcessCollector(merged, os.environ["PROMETHEUS_MULTIPROC_DIR"])
+print(merged.get_sample_value("aiwatch_drift_detected", {"model": "m", "feature": "gone", "test": method}))
+print(merged.get_sample_value("aiwatch_feature_reference_ratio", {"model": "m", "feature": "color", "bin": "blue"}))
+print(merged.get_sample_value("aiwatch_feature_reference_ratio", {"model": "m", "feature": "color", "bin": "green"}))
+"""
+
+
+def test_a_reloaded_profiles_old_series_stop_saying_drift_in_the_merged_metrics(tmp_path: Path) -> None:
+    gone, blue, green = _run(_RELOADED, tmp_path)
+    assert gone == "0.0"
+    assert blue == "0.0"
+    assert green == "0.5"
