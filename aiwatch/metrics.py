@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, values
+from prometheus_client.utils import floatToGoString
 
 from aiwatch.forksafe import at_fork_in_child, renew_at_fork
 from aiwatch.safety import record_error
@@ -293,26 +294,47 @@ def exposed_sample_names() -> set[str]:
     return names
 
 
-class _InProcessCounter(Counter):
-    """A counter whose values stay in this process's memory also in prometheus_client's multiprocess mode, where a
-    plain one writes them to ``PROMETHEUS_MULTIPROC_DIR`` for every worker's ``/metrics`` to merge. prometheus_client
-    picks the value class for every metric at once; ``_metric_init`` is where each metric makes its value."""
+# In-process metrics keep their values in this process's memory also in prometheus_client's multiprocess mode, where a
+# plain metric writes them to PROMETHEUS_MULTIPROC_DIR for every worker's /metrics to merge. prometheus_client picks
+# the value class for every metric at once; _metric_init is where each metric makes its values.
+def _in_memory(typ: str, name: str, sample: str, labelnames: Sequence[str], labelvalues: Sequence[str],
+               documentation: str) -> Any:
+    return values.MutexValue(typ, name, sample, labelnames, labelvalues, documentation)  # type: ignore[no-untyped-call]
 
+
+class _InProcessCounter(Counter):
     def _metric_init(self) -> None:
-        self._value = values.MutexValue(  # type: ignore[no-untyped-call]
-            self._type, self._name, self._name + "_total", self._labelnames, self._labelvalues, self._documentation)
+        self._value = _in_memory(self._type, self._name, self._name + "_total", self._labelnames, self._labelvalues,
+                                 self._documentation)
         self._created = time.time()
 
 
-def _build(spec: MetricSpec, registry: CollectorRegistry | None, in_process_counters: bool = False) -> Any:
+class _InProcessGauge(Gauge):
+    def _metric_init(self) -> None:
+        self._value = _in_memory(self._type, self._name, self._name, self._labelnames, self._labelvalues,
+                                 self._documentation)
+
+
+class _InProcessHistogram(Histogram):
+    def _metric_init(self) -> None:
+        self._created = time.time()
+        self._sum = _in_memory(self._type, self._name, self._name + "_sum", self._labelnames, self._labelvalues,
+                               self._documentation)
+        bounds = [floatToGoString(b) for b in self._upper_bounds]  # type: ignore[no-untyped-call]
+        self._buckets = [_in_memory(self._type, self._name, self._name + "_bucket", (*self._labelnames, "le"),
+                                    (*self._labelvalues, bound), self._documentation) for bound in bounds]
+
+
+def _build(spec: MetricSpec, registry: CollectorRegistry | None, in_process: bool = False) -> Any:
     # prometheus_client appends the unit itself when unit= is given; our names already end in the unit.
     if spec.kind == "histogram":
-        return Histogram(spec.name, spec.help, spec.labels, registry=registry,
-                         buckets=spec.buckets or LATENCY_BUCKETS)
+        histogram = _InProcessHistogram if in_process else Histogram
+        return histogram(spec.name, spec.help, spec.labels, registry=registry, buckets=spec.buckets or LATENCY_BUCKETS)
     if spec.kind == "counter":
-        counter = _InProcessCounter if in_process_counters else Counter
+        counter = _InProcessCounter if in_process else Counter
         return counter(spec.name.removesuffix("_total"), spec.help, spec.labels, registry=registry)
-    return Gauge(spec.name, spec.help, spec.labels, registry=registry,
+    gauge = _InProcessGauge if in_process else Gauge
+    return gauge(spec.name, spec.help, spec.labels, registry=registry,
                  multiprocess_mode=spec.multiprocess_mode)  # type: ignore[arg-type]
 
 
@@ -338,9 +360,9 @@ def _renew_file_backed_lock() -> None:
 at_fork_in_child(_renew_file_backed_lock)
 
 
-def _make(spec: MetricSpec, registry: CollectorRegistry, in_process_counters: bool) -> Any:
-    if not _file_backed() or (in_process_counters and spec.kind == "counter"):
-        return _build(spec, registry, in_process_counters)
+def _make(spec: MetricSpec, registry: CollectorRegistry, in_process: bool) -> Any:
+    if not _file_backed() or in_process:
+        return _build(spec, registry, in_process)
     with _file_backed_lock:
         metric = _file_backed_metrics.get(spec.name)
         if metric is None:
@@ -385,10 +407,10 @@ class Metrics:
     would each write their own count over the other's.
     """
 
-    def __init__(self, registry: CollectorRegistry | None = None, *, in_process_counters: bool = False) -> None:
-        """``in_process_counters``: the counters keep their values in this process's memory also in
-        prometheus_client's multiprocess mode, for a registry that only its own process serves (the GPU server's
-        error counter): written to ``PROMETHEUS_MULTIPROC_DIR``, they would be served a second time by every
+    def __init__(self, registry: CollectorRegistry | None = None, *, in_process: bool = False) -> None:
+        """``in_process``: every metric keeps its values in this process's memory also in prometheus_client's
+        multiprocess mode, for a registry that only its own process serves or writes out (the GPU server's error
+        counter, a CLI command's gauges): written to ``PROMETHEUS_MULTIPROC_DIR``, they would be served by every
         worker's merged ``/metrics``."""
         self.registry: CollectorRegistry = registry if registry is not None else REGISTRY
         #: contract name -> why that metric could not be created (it then records nothing)
@@ -398,7 +420,7 @@ class Metrics:
             if spec.collector:
                 continue
             try:
-                m[spec.name] = _make(spec, self.registry, in_process_counters)
+                m[spec.name] = _make(spec, self.registry, in_process)
             except Exception as exc:
                 m[spec.name] = _Unavailable()
                 self.unavailable[spec.name] = repr(exc)

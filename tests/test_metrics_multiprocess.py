@@ -132,3 +132,29 @@ def test_a_reloaded_profiles_old_series_stop_saying_drift_in_the_merged_metrics(
     assert gone == "0.0"
     assert blue == "0.0"
     assert green == "0.5"
+
+
+# A registry only its own process serves or writes out (a CLI command's, the GPU metrics server's) keeps every value
+# in memory: written into PROMETHEUS_MULTIPROC_DIR, every worker's merged /metrics served it too.
+_IN_PROCESS = """
+import os
+from prometheus_client import CollectorRegistry
+from aiwatch.metrics import Metrics
+
+m = Metrics(CollectorRegistry(), in_process=True)
+m.child(m.phase_duration, ("svc", "ranker", "", "inference")).observe(0.01)
+m.child(m.model_quality, ("churn", "accuracy")).set(0.75)
+m.child(m.feature_bin, ("ranker", "basket_value", "3")).inc(2)
+phase = {"service": "svc", "model": "ranker", "model_version": "", "phase": "inference"}
+print(m.registry.get_sample_value("aiwatch_phase_duration_seconds_bucket", {**phase, "le": "0.01"}))
+print(m.registry.get_sample_value("aiwatch_phase_duration_seconds_bucket", {**phase, "le": "0.0075"}))
+print(m.registry.get_sample_value("aiwatch_phase_duration_seconds_sum", phase))
+print(m.registry.get_sample_value("aiwatch_model_quality", {"model": "churn", "metric": "accuracy"}))
+print(m.registry.get_sample_value("aiwatch_feature_bin_total",
+                                  {"model": "ranker", "feature": "basket_value", "bin": "3"}))
+print(len(os.listdir(os.environ["PROMETHEUS_MULTIPROC_DIR"])))
+"""
+
+
+def test_in_process_metrics_write_nothing_into_the_directory(tmp_path: Path) -> None:
+    assert _run(_IN_PROCESS, tmp_path) == ["1.0", "0.0", "0.01", "0.75", "2.0", "0"]

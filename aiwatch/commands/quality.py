@@ -105,7 +105,8 @@ def run(args: argparse.Namespace) -> int:
         labels, unusable = drop_unusable(read_labels(args.labels, args.id_column, args.outcome_column), args.kind)
         results = realised_quality(args.log, labels, kind=args.kind, prediction=args.prediction,
                                    positive=args.positive, window_seconds=args.window, **time_range(args, args.log))
-        metrics = Metrics(CollectorRegistry())
+        # in memory: run where the app runs (PROMETHEUS_MULTIPROC_DIR set), the gauges went into the workers' files
+        metrics = Metrics(CollectorRegistry(), in_process=True)
         latest = export_quality(results, metrics, bounds, args.min_labelled)
         unscored = sum(q.unscored for q in results)
         if not latest:

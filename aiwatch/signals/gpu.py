@@ -916,7 +916,7 @@ def serve_gpu_metrics(port: int, addr: str = "127.0.0.1", *, interval: float | N
     registry = CollectorRegistry()
     # private: of the direct metrics only the error counter is served, here and only here (in memory, not in
     # PROMETHEUS_MULTIPROC_DIR, which the workers of a gunicorn master running this merge into their /metrics)
-    metrics = Metrics(CollectorRegistry(), in_process_counters=True)
+    metrics = Metrics(CollectorRegistry(), in_process=True)
     registry.register(_Subset(metrics.registry, {"aiwatch_instrumentation_errors"}))
     collector = GpuCollector(interval=interval, nvml=nvml, registry=registry, metrics=metrics, start=False)
     server, thread = prometheus_client.start_http_server(port, addr=addr, registry=registry)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +20,7 @@ from aiwatch.cli import main
 from aiwatch.feedback import ParquetSink
 from aiwatch.feedback.outcomes import export_quality, realised_quality
 from aiwatch.metrics import Metrics
+from tests.servers import python_env
 
 T0 = 1_790_002_800.0  # 2026-09-21T15:00:00Z, on the hour
 
@@ -100,6 +103,27 @@ def test_cli_exit_codes_and_textfile(log: dict[str, object], capsys: pytest.Capt
     # only the first hour: above the objective
     assert main([*args, "--objective", "accuracy=0.8", "--until", "2026-09-21T16:00Z"]) == 0
     capsys.readouterr()
+
+
+def test_cli_run_in_the_apps_multiprocess_environment_writes_nothing_into_its_directory(
+        log: dict[str, object], tmp_path: Path) -> None:
+    """Run where the app runs (PROMETHEUS_MULTIPROC_DIR set for its gunicorn workers), the command wrote its gauges
+    into the workers' directory under its own pid: every worker's /metrics served them until the next cleanup."""
+    directory, here, there = tmp_path / "multiproc", tmp_path / "here.prom", tmp_path / "there.prom"
+    directory.mkdir()
+    args = ["quality", str(log["log"]), str(log["labels"]), "--prediction", "output.label",
+            "--objective", "accuracy=0.8", "--textfile"]
+    assert main([*args, str(here)]) == 1
+    done = subprocess.run([sys.executable, "-m", "aiwatch", *args, str(there)], capture_output=True, text=True,
+                          timeout=120, env=python_env(PROMETHEUS_MULTIPROC_DIR=str(directory)))
+    assert done.returncode == 1, done.stderr
+    assert sorted(p.name for p in directory.iterdir()) == []
+
+    def samples(path: Path) -> list[str]:  # creation times differ from run to run
+        return [line for line in path.read_text().splitlines() if "_created" not in line]
+
+    assert samples(there) == samples(here)
+    assert 'aiwatch_model_quality_objective{metric="accuracy",model="churn"} 0.8' in samples(there)
 
 
 @pytest.mark.parametrize(("extra", "message"), [
