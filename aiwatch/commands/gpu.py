@@ -42,11 +42,16 @@ def run(args: argparse.Namespace) -> int:
         print(f"aiwatch gpu: {exc}", file=sys.stderr)
         return 2
     try:
+        from prometheus_client import CollectorRegistry
+
+        from aiwatch.metrics import Metrics
         from aiwatch.signals.gpu import GpuPoller, format_table, serve_gpu_metrics
 
         if args.serve is not None:
             return _serve(lambda: serve_gpu_metrics(args.serve, args.addr, interval=args.interval))
-        poller = GpuPoller(args.interval)
+        # its own metrics, in memory: run where the app runs (PROMETHEUS_MULTIPROC_DIR set), the global registry's
+        # error counters went into the workers' directory, merged into every worker's /metrics
+        poller = GpuPoller(args.interval, metrics=Metrics(CollectorRegistry(), in_process=True))
     except MissingExtraError as exc:
         print(f"no NVIDIA GPU found: {exc}")
         return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pynvml
 import pytest
@@ -39,6 +40,23 @@ def test_gpu_table_with_eight_gpus(monkeypatch: pytest.MonkeyPatch, capsys: pyte
     assert re.search(r"^2\s+.*LOST", out, re.M)
     assert re.search(r"^5\s+3\.0\s+NVIDIA H100 80GB HBM3 MIG 1g\.10gb\s+yes\s+-\s+1\.0/10\.0", out, re.M)
     assert nvml.calls["nvmlShutdown"] == 1
+
+
+def test_gpu_table_in_the_apps_multiprocess_environment_writes_nothing_into_its_directory(tmp_path: Path) -> None:
+    """Run where the app runs (PROMETHEUS_MULTIPROC_DIR set for its gunicorn workers), the poller's error counters
+    were written into the workers' directory under the command's pid, and merged into every worker's /metrics."""
+    code = ("import sys\n"
+            "from tests.signals.fake_pynvml import FakeNVML\n"
+            "nvml = FakeNVML.with_gpus(2)\n"
+            "nvml.gpus[1].lost = True\n"
+            "sys.modules['pynvml'] = nvml\n"
+            "from aiwatch.cli import main\n"
+            "sys.exit(main(['gpu']))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env=python_env(PROMETHEUS_MULTIPROC_DIR=str(tmp_path)))
+    assert done.returncode == 0, done.stderr
+    assert "NVIDIA driver 550.54.15, 2 GPU(s)" in done.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
 def test_gpu_json(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
