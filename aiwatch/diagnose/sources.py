@@ -30,7 +30,7 @@ from aiwatch.diagnose.window import READS, Key, Read, WindowTotals
 from aiwatch.httpconfig import HTTPConfig
 from aiwatch.promapi import PrometheusAPI
 from aiwatch.promql import DEFAULT_AGGREGATION_LABELS, by, matchers_of, matches, scoped, series
-from aiwatch.scrape import Samples
+from aiwatch.scrape import LabelKey, Samples
 from aiwatch.status import ERROR_STATUS_RE, is_error_status
 
 if TYPE_CHECKING:
@@ -168,7 +168,9 @@ def totals_from_snapshots(before: Samples, after: Samples, start: float, end: fl
     ``after`` at ``end``, in :mod:`aiwatch.scrape`'s shape; merged endpoints told apart by an ``instance`` label):
 
     - counters: ``after - before`` per series; a series absent before counts from 0, one that went down (a
-      restart) counts from 0 again;
+      restart) counts from 0 again. A histogram's ``_bucket``, ``_sum`` and ``_count`` series of one label set
+      restart together: when one of them went down, all of them count from 0 (a ``_sum`` that grew past its value
+      before the restart would otherwise count only the difference);
     - gauges read as an average (``avg``): the average of the two snapshots' values, per series;
     - gauges read as a maximum (``max``: states such as ``aiwatch_drift_detected``): the value at ``end``, per series
       (the value at ``start`` only for a series gone by ``end``). With two snapshots there is no peak to take, and
@@ -177,11 +179,13 @@ def totals_from_snapshots(before: Samples, after: Samples, start: float, end: fl
     """
     if end <= start:
         raise ValueError(f"a window must end after it starts, got [{start}, {end}]")
+    reset = _reset_histograms(before, after)
     values: dict[str, dict[Key, float]] = {}
     for read in READS:
         old, new = before.get(read.metric, {}), after.get(read.metric, {})
         if read.kind == "increase":
-            grown = {key: value - old.get(key, 0.0) if value >= old.get(key, 0.0) else value
+            grown = {key: value - old.get(key, 0.0)
+                     if value >= old.get(key, 0.0) and _histogram_child(read.metric, key) not in reset else value
                      for key, value in new.items()}
         else:
             grown = {}
@@ -192,3 +196,27 @@ def totals_from_snapshots(before: Samples, after: Samples, start: float, end: fl
         values[read.key] = aggregate(read, ((dict(key), value) for key, value in grown.items()))
     return WindowTotals(start, end, values)
 
+
+_HISTOGRAM_SAMPLES = ("_bucket", "_sum", "_count")
+
+
+def _histogram_child(name: str, key: LabelKey) -> tuple[str, LabelKey] | None:
+    """The histogram and label set (without ``le``) a sample belongs to; ``None`` for a sample of no histogram."""
+    for suffix in _HISTOGRAM_SAMPLES:
+        if name.endswith(suffix):
+            return name.removesuffix(suffix), tuple(kv for kv in key if kv[0] != "le")
+    return None
+
+
+def _reset_histograms(before: Samples, after: Samples) -> set[tuple[str, LabelKey]]:
+    """The histograms' label sets that restarted between ``before`` and ``after``: one of their series went down."""
+    reset: set[tuple[str, LabelKey]] = set()
+    for read in READS:
+        child = _histogram_child(read.metric, ())
+        if read.kind != "increase" or child is None:
+            continue
+        for name in (child[0] + suffix for suffix in _HISTOGRAM_SAMPLES):
+            old = before.get(name, {})
+            reset.update((child[0], tuple(kv for kv in key if kv[0] != "le"))
+                         for key, value in after.get(name, {}).items() if key in old and value < old[key])
+    return reset

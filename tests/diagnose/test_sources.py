@@ -208,3 +208,24 @@ def test_an_incident_window_ending_in_the_future_is_refused_before_any_query() -
     src = PrometheusWindows("http://127.0.0.1:9")  # unreachable: a query would be exit 3, not this
     with pytest.raises(ValueError, match="the incident window must end by now"):
         diagnose(src, at=time.time() + 120)
+
+
+def test_snapshots_reset_a_histograms_sum_with_its_count() -> None:
+    # the service restarted between the snapshots and served 600 requests of 100 ms since: its _count went down
+    # (1000 -> 600), its _sum did not (50 s -> 60 s). The three series of one histogram child are reset together,
+    # so the window holds 600 requests and 60 s, not 600 requests and 10 s (a mean of 17 ms)
+    gw, phase = (("service", "gw"),), (("phase", "inference"), ("service", "gw"))
+
+    def snapshot(requests: float, seconds: float, fast: float) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+        return {"aiwatch_request_duration_seconds_count": {gw: requests},
+                "aiwatch_request_duration_seconds_sum": {gw: seconds},
+                "aiwatch_request_duration_seconds_bucket": {(("le", "0.05"), *gw): fast,
+                                                            (("le", "+Inf"), *gw): requests},
+                "aiwatch_phase_duration_seconds_count": {phase: requests},
+                "aiwatch_phase_duration_seconds_sum": {phase: seconds}}
+
+    w = totals_from_snapshots(snapshot(1000, 50.0, 990), snapshot(600, 60.0, 0), 0.0, 60.0)
+    assert w.total("requests", "gw") == 600
+    assert w.total("request_seconds", "gw") == 60.0
+    assert w.of("phase_seconds") == {("gw", "inference"): 60.0}
+    assert w.of("request_buckets") == {("gw", "0.05"): 0.0, ("gw", "+Inf"): 600.0}
