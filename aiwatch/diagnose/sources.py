@@ -98,9 +98,23 @@ def prometheus_totals(api: PrometheusAPI, start: float, end: float, *, match: st
 
     with ThreadPoolExecutor(max_workers=PARALLEL_QUERIES, thread_name_prefix="aiwatch-diagnose") as pool:
         answers = list(pool.map(answer, READS))
+    if not answers[0]:
+        _two_samples_or_none(api, start, end, match)
     _one_scope_each([labels for found in answers for labels, _ in found], scope)
     return WindowTotals(start, end, {read.key: aggregate(read, found)
                                      for read, found in zip(READS, answers, strict=True)})
+
+
+def _two_samples_or_none(api: PrometheusAPI, start: float, end: float, match: str) -> None:
+    """Raise :class:`DiagnoseError` when the window holds request series, but never two samples of one: shorter
+    than two scrape intervals, where ``increase()`` answers nothing and the window would look like one without
+    traffic (or without aiwatch)."""
+    metric = READS[0].metric
+    found = api.query(f"max(count_over_time({series(metric, match)}[{duration(end - start)}]))", time=end)
+    if found and found[0][1] < 2:
+        raise DiagnoseError(f"the window from {format_time(start)} to {format_time(end)} ({end - start:g} s long) "
+                            f"holds at most one sample of each series of {metric}: Prometheus counts an increase "
+                            "from two, so make the windows longer than two scrape intervals")
 
 
 def _one_scope_each(found: Iterable[Mapping[str, str]], scope: Sequence[str]) -> None:

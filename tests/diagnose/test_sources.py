@@ -198,6 +198,20 @@ def test_prometheus_window_without_traffic_and_unknown_service(network_history: 
         diagnose(src, None, incident=300, baseline=300, at=h.start - 3600)
 
 
+@pytest.mark.slow
+def test_prometheus_window_shorter_than_two_scrapes_is_named_so(network_history: History,
+                                                                prometheus_url: str) -> None:
+    # the history is scraped every 30 s: a 20 s window holds one sample of each series, and increase() needs two.
+    # The service served 2 requests a second then: "no requests" or "is the target instrumented?" would send the
+    # on-call person the wrong way
+    h, src = network_history, PrometheusWindows(prometheus_url)
+    for baseline in (600, 20):
+        with pytest.raises(DiagnoseError, match=r"\(20 s long\) holds at most one sample of each series .* "
+                                                r"longer than two scrape intervals") as info:
+            diagnose(src, "gateway", incident=20, baseline=baseline, at=h.incident_end)
+        assert info.value.exit_code == 4
+
+
 def test_prometheus_windows_of_no_length_are_refused() -> None:
     src = PrometheusWindows("http://127.0.0.1:9")
     with pytest.raises(ValueError, match="windows must be positive"):
