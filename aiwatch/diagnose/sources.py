@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 
 #: How many of a window's queries are in flight at once (Prometheus evaluates them in parallel).
 PARALLEL_QUERIES = 8
+#: Steps of the subquery finding where a window's data begins (its precision: the window over this many).
+COVERAGE_STEPS = 250
 
 
 class WindowSource(Protocol):
@@ -87,9 +89,12 @@ def read_promql(read: Read, seconds: float, match: str = "", scope: Sequence[str
 def prometheus_totals(api: PrometheusAPI, start: float, end: float, *, match: str = "",
                       scope: Sequence[str] = DEFAULT_AGGREGATION_LABELS) -> WindowTotals:
     """Every read for ``[start, end]`` from Prometheus (the series ``match`` selects): one instant query per read
-    at ``time=end``, at most :data:`PARALLEL_QUERIES` at a time. Raises :class:`~aiwatch.promapi.PrometheusError`
-    (or its subclass ``PrometheusUnavailable``) when Prometheus fails, and ``ValueError`` when a service, model,
-    queue or cache is found in more than one ``scope`` (two clusters): its parts are never added across them."""
+    at ``time=end``, at most :data:`PARALLEL_QUERIES` at a time. A window that starts before the data starts where
+    the data does (:func:`_covered_from`): its rates are per second of the part with data. Raises
+    :class:`~aiwatch.promapi.PrometheusError` (or its subclass ``PrometheusUnavailable``) when Prometheus fails,
+    :class:`DiagnoseError` for a window shorter than two scrape intervals, and ``ValueError`` when a service,
+    model, queue or cache is found in more than one ``scope`` (two clusters): its parts are never added across
+    them."""
     if end <= start:
         raise ValueError(f"a window must end after it starts, got [{start}, {end}]")
 
@@ -97,12 +102,26 @@ def prometheus_totals(api: PrometheusAPI, start: float, end: float, *, match: st
         return api.query(read_promql(read, end - start, match, scope), time=end)
 
     with ThreadPoolExecutor(max_workers=PARALLEL_QUERIES, thread_name_prefix="aiwatch-diagnose") as pool:
+        covered = pool.submit(_covered_from, api, start, end, match)
         answers = list(pool.map(answer, READS))
     if not answers[0]:
         _two_samples_or_none(api, start, end, match)
     _one_scope_each([labels for found in answers for labels, _ in found], scope)
-    return WindowTotals(start, end, {read.key: aggregate(read, found)
-                                     for read, found in zip(READS, answers, strict=True)})
+    # a window that starts before the data is the part the data covers: rates are per second of that
+    return WindowTotals(covered.result(), end, {read.key: aggregate(read, found)
+                                                for read, found in zip(READS, answers, strict=True)})
+
+
+def _covered_from(api: PrometheusAPI, start: float, end: float, match: str) -> float:
+    """Where the request series' data in ``[start, end]`` begins: ``start`` when a series has a sample at (or
+    within one step of :data:`COVERAGE_STEPS` after) it, else the first sample in the window (the service was
+    deployed, or first scraped, inside it); ``start`` when the window holds none."""
+    step = max(1.0, round((end - start) / COVERAGE_STEPS))
+    selected = series(READS[0].metric, match)
+    found = api.query(f"min(min_over_time(timestamp({selected})[{duration(end - start)}:{duration(step)}]))",
+                      time=end)
+    first = found[0][1] if found else start
+    return first if start + step < first < end else start
 
 
 def _two_samples_or_none(api: PrometheusAPI, start: float, end: float, match: str) -> None:

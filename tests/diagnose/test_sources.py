@@ -212,6 +212,22 @@ def test_prometheus_window_shorter_than_two_scrapes_is_named_so(network_history:
         assert info.value.exit_code == 4
 
 
+@pytest.mark.slow
+def test_prometheus_baseline_starting_before_the_data_is_the_part_the_data_covers(network_history: History,
+                                                                                  prometheus_url: str) -> None:
+    # the history holds 1200 s of baseline traffic at 2 requests a second; a 2 h baseline starts 6000 s before the
+    # first sample. Its rate is per second of the part with data, as the scrape source's, so the load is unchanged
+    h = network_history
+    d = diagnose(PrometheusWindows(prometheus_url), "gateway", incident=INCIDENT, baseline=7200, at=h.incident_end)
+    assert h.start <= d.baseline.start <= h.start + 2 * INTERVAL
+    assert d.baseline.end == d.incident.start == h.incident_start
+    assert d.baseline.rate == pytest.approx(PER_SCRAPE / INTERVAL, rel=0.05)
+    assert " at x1.0 load" in d.verdict
+    # a baseline inside the data is the window asked for
+    d = diagnose(PrometheusWindows(prometheus_url), "gateway", incident=INCIDENT, baseline=600, at=h.incident_end)
+    assert d.baseline.start == h.incident_start - 600
+
+
 def test_prometheus_windows_of_no_length_are_refused() -> None:
     src = PrometheusWindows("http://127.0.0.1:9")
     with pytest.raises(ValueError, match="windows must be positive"):
