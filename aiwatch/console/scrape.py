@@ -364,6 +364,18 @@ class ScrapeSource(DataSource):
         inside = [t for t in good if t >= start]
         return min(inside) if inside else None
 
+    def counted_span(self, start: float, end: float) -> tuple[float, float] | None:
+        """The scrapes :meth:`increase` counts ``[start, end]`` between: from the earliest of the endpoints' first
+        counted scrape (the last good one at or before ``start``, else the first in the window) to the latest of
+        their last good scrape at or before ``end``; ``None`` when no endpoint has two of them."""
+        spans = []
+        for _, snaps in self._copy():
+            times = [s.ts for s in snaps if s.ok and s.ts <= end]
+            counted = times[max(bisect.bisect_right(times, start) - 1, 0):]
+            if len(counted) >= 2:
+                spans.append((counted[0], counted[-1]))
+        return (min(a for a, _ in spans), max(b for _, b in spans)) if spans else None
+
     def window_totals(self, start: float, end: float) -> WindowTotals:
         from aiwatch.diagnose.sources import scrape_totals
 

@@ -172,9 +172,11 @@ class PrometheusWindows:
 def scrape_totals(source: ScrapeSource, start: float, end: float) -> WindowTotals:
     """Every read for ``[start, end]`` from a :class:`~aiwatch.console.scrape.ScrapeSource`'s history: counters'
     increase between its scrapes (resets handled, see :meth:`~aiwatch.console.scrape.ScrapeSource.increase`),
-    gauges' average or maximum over the scrapes in the window. A window that starts before the history begins
-    starts at its first scrape. Raises :class:`DiagnoseError` when the history holds no good scrape in the window
-    (it keeps ``history`` seconds)."""
+    gauges' average or maximum over the scrapes in the window. The window's span is that of the scrapes the
+    increase is counted between (:meth:`~aiwatch.console.scrape.ScrapeSource.counted_span`: from the last scrape at
+    or before ``start``, or the first after it when the history starts later, to the last at or before ``end``), so
+    rates are per second of what was counted. Raises :class:`DiagnoseError` when the history holds no good scrape in
+    the window (it keeps ``history`` seconds), or not two to count between (a window between two scrapes)."""
     if end <= start:
         raise ValueError(f"a window must end after it starts, got [{start}, {end}]")
     covered = source.covered_from(start, end)
@@ -182,6 +184,11 @@ def scrape_totals(source: ScrapeSource, start: float, end: float) -> WindowTotal
         raise DiagnoseError(f"the embedded scraper has no good scrape between {format_time(start)} and "
                             f"{format_time(end)} (it keeps {source.history:g} s of history, scraping every "
                             f"{source.interval:g} s): use shorter windows, or wait for more scrapes")
+    span = source.counted_span(start, end)
+    if span is None:
+        raise DiagnoseError(f"the embedded scraper has fewer than two good scrapes to count the window from "
+                            f"{format_time(start)} to {format_time(end)} between (scraping every "
+                            f"{source.interval:g} s): use windows longer than the scrape interval")
     values: dict[str, dict[Key, float]] = {}
     for read in READS:
         if read.kind == "increase":
@@ -189,8 +196,7 @@ def scrape_totals(source: ScrapeSource, start: float, end: float) -> WindowTotal
         else:
             samples = source.over_time(read.metric, start, end, read.kind)
         values[read.key] = aggregate(read, samples)
-    # a window that starts before the history is the part the history covers: rates are per second of that
-    return WindowTotals(covered, end, values)
+    return WindowTotals(*span, values)
 
 
 # --- two /metrics snapshots ---------------------------------------------------------------------------------------

@@ -119,6 +119,22 @@ def test_a_window_starting_before_the_scrape_history_starts_at_its_first_scrape(
     assert scrape_totals(src, 120.0, 160.0).rate("requests", "a") == 1.0
 
 
+def test_the_scrape_source_counts_rates_over_the_scrapes_it_counts_between() -> None:
+    # scrapes every 5 s of a service serving 2 requests a second: a window [192, 193] counts the 10 requests
+    # between the scrapes at 190 and 195 (at or before each edge), so its rate is per second of those 5 s, not of
+    # the 3 s asked (3.3/s: 'x1.7 load' at an unchanged load)
+    src = ScrapeSource([URL], interval=5, history=1000, start=False)
+    for i in range(20):  # scrapes at 100, 105, ... 195 s
+        src.record(URL, f'aiwatch_request_duration_seconds_count{{service="a"}} {10.0 * i}\n', ts=100.0 + 5 * i)
+    for start, end in ((192.0, 195.0), (152.0, 193.0), (150.0, 195.0), (0.0, 195.0)):
+        w = scrape_totals(src, start, end)
+        assert w.rate("requests", "a") == pytest.approx(2.0), (start, end)
+        assert w.total("requests", "a") == 2.0 * w.seconds
+    # a window between two scrapes holds no increase: said so, not taken for a window without requests
+    with pytest.raises(DiagnoseError, match=r"fewer than two good scrapes .*every 5 s.*longer than the scrape"):
+        scrape_totals(src, 191.0, 194.0)
+
+
 def test_a_window_outside_the_scrape_history_is_a_clear_error() -> None:
     h = history(Means())
     with pytest.raises(DiagnoseError, match="the embedded scraper has no good scrape between"):
