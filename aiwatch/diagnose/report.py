@@ -294,7 +294,8 @@ def _keys(baseline: WindowTotals, incident: WindowTotals, read: str) -> list[tup
 
 
 def verdict(d: Diagnosis) -> str:
-    """One line: the latency change and the load, the part that added the most time, and the model's own time."""
+    """One line: the latency change and the load, the part that added the most time, the part that fell the most
+    (when one fell beyond the noise floor), and the model's own time."""
     b, i = d.baseline, d.incident
     if b.p99_seconds is not None and i.p99_seconds is not None:
         head = f"{d.service} p99 {ms(b.p99_seconds)} -> {ms(i.p99_seconds)} ms"
@@ -311,6 +312,7 @@ def verdict(d: Diagnosis) -> str:
     top = moved[0]
     line = (f"{head}; {top.share:.0%} of the added time is {top.part.describe()} "
             f"({signed_ms(top.delta_seconds)} ms)")
+    line += _offset(d, top)
     if top.part.component != "model":
         trend = "flat" if abs(model) <= d.noise_floor_seconds else ("up" if model > 0 else "down")
         line += f"; the model's own time is {trend} ({signed_ms(model)} ms)"
@@ -319,6 +321,17 @@ def verdict(d: Diagnosis) -> str:
     if drift:
         line += f"; inputs drifted: {drift}"
     return line
+
+
+def _offset(d: Diagnosis, top: Contributor) -> str:
+    """``; offset by <part> (-N ms)``: the part that fell the most beyond the noise floor, so that an added time
+    larger than the change of the mean is explained. The model's own fall is said by the model's trend instead."""
+    fell = [c for c in d.contributors if c.delta_seconds < -d.noise_floor_seconds
+            and (top.part.component == "model" or c.part.component != "model")]
+    if not fell:
+        return ""
+    most = min(fell, key=lambda c: (c.delta_seconds, c.part))
+    return f"; offset by {most.part.describe()} ({signed_ms(most.delta_seconds)} ms)"
 
 
 def ms(seconds: float | None) -> str:

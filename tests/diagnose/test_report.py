@@ -143,3 +143,20 @@ def test_a_callee_whose_metrics_are_missing_in_one_window_is_not_split_in_either
     assert d.moved[0].share == pytest.approx(1.0, abs=0.03)
     assert "model's own time is down" not in d.verdict
     assert "not instrumented" not in d.verdict
+
+
+def test_the_verdict_names_the_part_that_offset_the_added_time() -> None:
+    # the network added 200 ms while the features fell by 150 ms: the mean rose 50 ms. "100% of the added time is
+    # the network (+200 ms)" alone leaves 150 ms unexplained; the verdict names what fell
+    before = world(features=0.2).window("gateway", 20000, seed=1)
+    after = world(features=0.05, network=0.205).window("gateway", 20000, seed=2, start=60)
+    d = diagnose_windows(before, after, "gateway")
+    assert d.cause == "network:gateway->inference"
+    assert "100% of the added time is network gateway -> inference (+20" in d.verdict
+    assert "; offset by features in gateway (-1" in d.verdict  # -150 ms drawn: -148 here
+    assert "the model's own time is flat" in d.verdict
+
+
+def test_the_verdict_names_no_offset_when_nothing_fell_beyond_the_noise_floor() -> None:
+    d = diagnose_windows(*windows(network=0.3), "gateway")
+    assert "offset by" not in d.verdict
