@@ -12,6 +12,8 @@ from aiwatch.diagnose.timeargs import format_time
 
 #: Contributors listed before the rest are summarised in one line.
 ROWS = 12
+#: The widest the parts' column grows: a longer name (from traffic) is shown whole on a line of its own.
+NAME_WIDTH = 72
 
 
 def printable(text: str) -> str:
@@ -52,11 +54,16 @@ def _window(name: str, w: WindowSummary) -> str:
 def _table(contributors: list[Contributor], floor: float, rows: int) -> list[str]:
     if not contributors:
         return ["  (no parts recorded)"]
-    width = max(40, *(len(c.part.describe()) for c in contributors[:rows]))
+    # measured as shown (escaped); a name longer than the column gets a line of its own, its numbers the next
+    names = [printable(c.part.describe()) for c in contributors[:rows]]
+    width = min(NAME_WIDTH, max(40, *(len(name) for name in names)))
     out = [f"  {'part':<{width}} {'baseline':>9} {'incident':>9} {'delta':>9} {'share':>6}"]
-    for c in contributors[:rows]:
+    for c, name in zip(contributors[:rows], names, strict=True):
+        if len(name) > width:
+            out.append(f"  {name}")
+            name = ""
         mark = "" if abs(c.delta_seconds) > floor else "  (within noise)"
-        out.append(f"  {c.part.describe():<{width}} {ms(c.baseline_seconds):>9} {ms(c.incident_seconds):>9} "
+        out.append(f"  {name:<{width}} {ms(c.baseline_seconds):>9} {ms(c.incident_seconds):>9} "
                    f"{signed_ms(c.delta_seconds):>9} {_share(c.share):>6}{mark}")
     rest = contributors[rows:]
     if rest:

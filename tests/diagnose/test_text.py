@@ -1,0 +1,51 @@
+"""diagnose's text report with names from traffic: control characters escaped, and the table still a table."""
+
+from __future__ import annotations
+
+from aiwatch.diagnose import diagnose_windows, format_diagnosis
+from aiwatch.diagnose.window import WindowTotals
+from tests.diagnose.simulate import Service, World
+
+
+def report(gateway: str, peer: str) -> str:
+    def world(network: float) -> World:
+        return World({
+            gateway: Service(gateway, {"features": 0.004, "call": 0.0005, "overhead": 0.001},
+                             {"call": [(peer, network, 1)]}),
+            peer: Service(peer, {"queue": 0.002, "inference": 0.03}),
+        })
+
+    before: WindowTotals = world(0.005).window(gateway, 500, seed=1)
+    after = world(0.1).window(gateway, 500, seed=2, start=60)
+    return format_diagnosis(diagnose_windows(before, after, gateway))
+
+
+def table_rows(text: str) -> list[str]:
+    lines = text.splitlines()
+    first = next(i for i, line in enumerate(lines) if line.startswith("  part "))
+    rows = []
+    for line in lines[first:]:
+        if not line.startswith("  ") or line.startswith("  ..."):
+            break
+        rows.append(line)
+    return rows
+
+
+def test_control_characters_are_escaped_and_the_columns_stay_aligned() -> None:
+    text = report("gw\x1b[2J", "inf\nerence\x07")
+    assert "\x1b" not in text and "\x07" not in text
+    assert "gw\\x1b[2J" in text and "inf\\nerence\\x07" in text
+    rows = table_rows(text)
+    assert len(rows) > 3
+    # the header's 'baseline' column ends where every row's baseline value ends
+    end = rows[0].index("baseline") + len("baseline")
+    for row in rows[1:]:
+        assert row[end - 1] != " " and row[end] == " ", row
+
+
+def test_a_very_long_name_does_not_widen_every_row() -> None:
+    text = report("gw", "inference-" + "x" * 5000)
+    rows = table_rows(text)
+    short = [row for row in rows if "x" * 100 not in row]
+    assert short and all(len(row) < 200 for row in short)
+    assert "inference-" + "x" * 5000 in text  # the name itself is shown whole
