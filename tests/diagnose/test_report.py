@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from aiwatch.diagnose import DiagnoseError, diagnose_windows
 from aiwatch.diagnose.window import WindowTotals
@@ -160,3 +163,40 @@ def test_the_verdict_names_the_part_that_offset_the_added_time() -> None:
 def test_the_verdict_names_no_offset_when_nothing_fell_beyond_the_noise_floor() -> None:
     d = diagnose_windows(*windows(network=0.3), "gateway")
     assert "offset by" not in d.verdict
+
+
+SECONDS = frozenset({"request_seconds", "phase_seconds", "call_seconds", "network_seconds", "slow_phase_seconds",
+                     "slow_call_seconds", "slow_network_seconds", "slow_threshold"})
+
+
+def scaled(w: WindowTotals, k: float) -> WindowTotals:
+    """``w`` with every time multiplied by ``k`` (counts unchanged)."""
+    return WindowTotals(w.start, w.end, {key: {labels: v * k if key in SECONDS else v for labels, v in found.items()}
+                                         for key, found in w.values.items()})
+
+
+means = st.tuples(*[st.floats(0.0, 0.3)] * 4)
+
+
+@settings(max_examples=60, deadline=None)
+@given(means, means, st.integers(0, 2**31), st.floats(0.1, 10.0))
+def test_deltas_add_up_negate_when_swapped_and_scale_with_the_times(
+        before_means: tuple[float, ...], after_means: tuple[float, ...], seed: int, k: float) -> None:
+    names = ("features", "network", "queue", "model")
+    before = world(**dict(zip(names, before_means, strict=True))).window("gateway", 40, seed=seed)
+    after = world(**dict(zip(names, after_means, strict=True))).window("gateway", 50, seed=seed + 1, start=60)
+    d = diagnose_windows(before, after, "gateway", noise_floor=0.002)
+    assert d.incident.mean_seconds is not None and d.baseline.mean_seconds is not None
+    assert math.isclose(sum(c.delta_seconds for c in d.contributors),
+                        d.incident.mean_seconds - d.baseline.mean_seconds, rel_tol=1e-9, abs_tol=1e-12)
+    rises = [c.share for c in d.contributors if c.share > 0]
+    assert not rises or math.isclose(sum(rises), 1.0, rel_tol=1e-9)
+    delta = {c.part: c.delta_seconds for c in d.contributors}
+    swapped = {c.part: c.delta_seconds for c in diagnose_windows(after, before, "gateway").contributors}
+    assert swapped.keys() == delta.keys()
+    assert all(math.isclose(swapped[p], -delta[p], abs_tol=1e-12) for p in delta)
+    times_k = diagnose_windows(scaled(before, k), scaled(after, k), "gateway", noise_floor=0.002 * k)
+    assert all(math.isclose(c.delta_seconds, k * delta[c.part], rel_tol=1e-9, abs_tol=1e-12)
+               for c in times_k.contributors)
+    clearly_moved = {c.part for c in d.contributors if c.delta_seconds > 0.002 * (1 + 1e-6)}
+    assert clearly_moved <= {c.part for c in times_k.moved}
