@@ -125,6 +125,36 @@ class _Target:
         self.busy = False  # a scrape of it is under way (guarded by the source's lock)
 
 
+_HISTOGRAM_SAMPLES = ("_bucket", "_sum", "_count")
+
+
+def _child(key: LabelKey) -> LabelKey:
+    """A histogram series' labels without ``le``: what its ``_bucket``, ``_sum`` and ``_count`` series share."""
+    return tuple(kv for kv in key if kv[0] != "le")
+
+
+class _Siblings:
+    """The ``_bucket``, ``_sum`` and ``_count`` series of the histogram that the sample ``name`` belongs to, from
+    scrape to scrape: they restart together, so one of them going down is a restart of all of them (a ``_sum``
+    that grew past its value before the restart does not show it). Nothing for a sample of no histogram."""
+
+    def __init__(self, name: str, first: Snapshot) -> None:
+        base = next((name.removesuffix(s) for s in _HISTOGRAM_SAMPLES if name.endswith(s)), None)
+        self.names = [] if base is None else [base + s for s in _HISTOGRAM_SAMPLES]
+        self.last = {(n, key): value for n in self.names for key, value in first.series(n)}
+
+    def restarted(self, snap: Snapshot) -> set[LabelKey]:
+        """The histogram children that restarted since the previous scrape (``snap`` becomes the previous)."""
+        out: set[LabelKey] = set()
+        for n in self.names:
+            for key, value in snap.series(n):
+                previous = self.last.get((n, key))
+                if previous is not None and value < previous:
+                    out.add(_child(key))
+                self.last[(n, key)] = value
+        return out
+
+
 class ScrapeSource(DataSource):
     """Scrapes ``endpoints`` (full ``/metrics`` URLs) every ``interval`` seconds, keeping ``history`` seconds.
 
@@ -313,10 +343,11 @@ class ScrapeSource(DataSource):
     # --- windows (what ``aiwatch diagnose`` reads) ------------------------------------------------------------
     def increase(self, name: str, start: float, end: float) -> Samples:
         """How much each counter sample ``name`` grew between ``start`` and ``end``, per endpoint (``instance``
-        added), resets handled. Counted from the last good scrape at or before ``start`` to the last good scrape at
-        or before ``end``; without a scrape before ``start``, from the first one in the window. A series absent from
-        that first scrape was created since, so it counts from 0: a new error status or route in the window is
-        counted in full. No extrapolation: it is what the scrapes saw."""
+        added), resets handled (a histogram's ``_bucket``, ``_sum`` and ``_count`` of one label set reset together:
+        one of them going down is enough). Counted from the last good scrape at or before ``start`` to the last
+        good scrape at or before ``end``; without a scrape before ``start``, from the first one in the window. A
+        series absent from that first scrape was created since, so it counts from 0: a new error status or route in
+        the window is counted in full. No extrapolation: it is what the scrapes saw."""
         out: Samples = []
         for url, snaps in self._copy():
             good = [s for s in snaps if s.ok and s.ts <= end]
@@ -327,13 +358,17 @@ class ScrapeSource(DataSource):
                 continue
             last: dict[LabelKey, float] = dict(window[0].series(name))
             grown = dict.fromkeys(last, 0.0)
+            siblings = _Siblings(name, window[0])
             for snap in window[1:]:
+                restarted = siblings.restarted(snap)
                 for key, value in snap.series(name):
                     previous = last.get(key)
                     if previous is None:  # created since the first scrape, which was good and did not have it
                         grown[key] = value
+                    elif value < previous or _child(key) in restarted:
+                        grown[key] = grown.get(key, 0.0) + value
                     else:
-                        grown[key] = grown.get(key, 0.0) + (value - previous if value >= previous else value)
+                        grown[key] = grown.get(key, 0.0) + value - previous
                     last[key] = value
             out.extend((self._labels(key, url), value) for key, value in grown.items())
         return out

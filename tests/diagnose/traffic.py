@@ -172,6 +172,21 @@ def history(injected: Means, seed: int = 3) -> History:
     return History(traffic, start, start + BASELINE, incident_end, traffic.clock)
 
 
+@functools.lru_cache(maxsize=2)
+def restarted_history(injected: Means, seed: int = 3) -> History:
+    """As :func:`history`, but the services restart when the incident starts: every counter starts again from 0
+    (the last scrape before the restart is the incident window's first), then serves the incident."""
+    start = float(int(time.time() - 3 * 3600) // INTERVAL * INTERVAL)
+    traffic = Traffic(start, INTERVAL, seed=seed)
+    traffic.run(BASELINE, PER_SCRAPE, Means())
+    restarted = Traffic(traffic.clock, INTERVAL, seed=seed + 1)
+    restarted.scrapes.clear()  # its first scrape, before any request, is at the time of the last one before it
+    restarted.run(INCIDENT, PER_SCRAPE, injected)
+    traffic.scrapes.extend(restarted.scrapes)
+    traffic.clock = restarted.clock
+    return History(traffic, start, start + BASELINE, traffic.clock, traffic.clock)
+
+
 def from_snapshots(h: History, service: str = "gateway") -> Diagnosis:
     """The diagnosis of ``h``'s two windows from their edges' snapshots."""
     s = h.traffic.samples
