@@ -339,7 +339,8 @@ def ms(seconds: float | None) -> str:
     if seconds is None:
         return "-"
     value = seconds * 1000.0
-    return f"{value:.1f}" if abs(value) < 10 else f"{value:.0f}"
+    text = f"{value:.1f}" if abs(value) < 10 else f"{value:.0f}"
+    return text if text.strip("-0.") else text.lstrip("-")  # a rounding residue is 0, not "-0.0"
 
 
 def signed_ms(seconds: float) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from aiwatch.diagnose import diagnose_windows, format_diagnosis
+from aiwatch.diagnose.report import ms
 from aiwatch.diagnose.window import WindowTotals
 from tests.diagnose.simulate import Service, World
 
@@ -49,3 +50,11 @@ def test_a_very_long_name_does_not_widen_every_row() -> None:
     short = [row for row in rows if "x" * 100 not in row]
     assert short and all(len(row) < 200 for row in short)
     assert "inference-" + "x" * 5000 in text  # the name itself is shown whole
+
+
+def test_a_part_that_did_not_move_is_never_shown_as_minus_zero() -> None:
+    # the unaccounted time is 0 up to rounding (-1e-17 s): shown "0.0", not "-0.0", in both windows' columns
+    text = report("gw", "inference")
+    assert " -0.0 " not in text and "(-0.0 ms)" not in text
+    assert ms(-1e-17) == ms(1e-17) == ms(0.0) == "0.0"
+    assert ms(-0.004) == "-4.0"
