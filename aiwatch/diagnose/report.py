@@ -96,7 +96,9 @@ class SignalChange:
 
 @dataclass(frozen=True)
 class Tail:
-    """Seconds spent in slow requests (slower than ``threshold_seconds``) per request, split the same way."""
+    """Seconds spent in slow requests (slower than ``threshold_seconds``, the incident's threshold, or the
+    baseline's without one) per request, split the same way. ``baseline_threshold_seconds``: the baseline's
+    threshold; where it differs, the two tails count different requests."""
 
     threshold_seconds: float | None
     baseline_seconds: float
@@ -104,9 +106,12 @@ class Tail:
     baseline_slow_share: float | None
     incident_slow_share: float | None
     contributors: list[Contributor]
+    baseline_threshold_seconds: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"threshold_seconds": self.threshold_seconds, "baseline_seconds": self.baseline_seconds,
+        return {"threshold_seconds": self.threshold_seconds,
+                "baseline_threshold_seconds": self.baseline_threshold_seconds,
+                "baseline_seconds": self.baseline_seconds,
                 "incident_seconds": self.incident_seconds, "baseline_slow_share": self.baseline_slow_share,
                 "incident_slow_share": self.incident_slow_share,
                 "contributors": [c.to_dict() for c in self.contributors]}
@@ -234,14 +239,19 @@ def _tail(baseline: WindowTotals, incident: WindowTotals, service: str, model_ph
         return None  # the services predate the slow-request counters
     before = tail_split(baseline, service, model_phases, splittable=splittable)
     after = tail_split(incident, service, model_phases, splittable=splittable)
-    thresholds = [t for w in (incident, baseline) for t in [w.total("slow_threshold", service)] if t > 0]
+    def threshold(w: WindowTotals) -> float | None:
+        found = w.total("slow_threshold", service)
+        return found if found > 0 else None
 
     def share(w: WindowTotals) -> float | None:
         requests = w.total("requests", service)
         return w.total("slow_requests", service) / requests if requests > 0 else None
 
-    return Tail(thresholds[0] if thresholds else None, sum(before.values()), sum(after.values()), share(baseline),
-                share(incident), compare(before, after))
+    baseline_threshold = threshold(baseline)
+    incident_threshold = threshold(incident)
+    return Tail(incident_threshold if incident_threshold is not None else baseline_threshold,
+                sum(before.values()), sum(after.values()), share(baseline), share(incident),
+                compare(before, after), baseline_threshold)
 
 
 def newly_drifted(baseline: WindowTotals, incident: WindowTotals) -> list[tuple[str, str]]:

@@ -34,6 +34,9 @@ def format_diagnosis(d: Diagnosis, rows: int = ROWS) -> str:
     if d.tail is not None:
         t = d.tail
         threshold = f"{ms(t.threshold_seconds)} ms" if t.threshold_seconds is not None else "the slow threshold"
+        if t.baseline_threshold_seconds not in (None, t.threshold_seconds):
+            threshold += (f" ({ms(t.baseline_threshold_seconds)} ms in the baseline: the two tails count different "
+                          "requests)")
         lines += ["", f"Tail: seconds spent in requests slower than {threshold}, per request (ms); slow requests "
                       f"{_pct(t.baseline_slow_share)} -> {_pct(t.incident_slow_share)} of all"]
         lines += _table(t.contributors, d.noise_floor_seconds, rows)

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aiwatch.diagnose import DiagnoseError, diagnose_windows
+from aiwatch.diagnose import DiagnoseError, diagnose_windows, format_diagnosis
 from aiwatch.diagnose.window import WindowTotals
 from tests.diagnose.simulate import Service, World
 
@@ -200,3 +200,22 @@ def test_deltas_add_up_negate_when_swapped_and_scale_with_the_times(
                for c in times_k.contributors)
     clearly_moved = {c.part for c in d.contributors if c.delta_seconds > 0.002 * (1 + 1e-6)}
     assert clearly_moved <= {c.part for c in times_k.moved}
+
+
+def with_threshold(w: WindowTotals, seconds: float) -> WindowTotals:
+    return WindowTotals(w.start, w.end, {**w.values, "slow_threshold": {("gateway",): seconds}})
+
+
+def test_a_slow_threshold_changed_between_the_windows_is_said() -> None:
+    # the objective went from 300 ms to 100 ms with the deploy: the tails count different requests, and the report
+    # must say so instead of showing the change of the tail as if it were the latency's
+    before, after = windows()
+    d = diagnose_windows(with_threshold(before, 0.3), with_threshold(after, 0.1), "gateway")
+    assert d.tail is not None
+    assert (d.tail.baseline_threshold_seconds, d.tail.threshold_seconds) == (0.3, 0.1)
+    assert d.to_dict()["tail"]["baseline_threshold_seconds"] == 0.3
+    text = format_diagnosis(d)
+    assert "slower than 100 ms (300 ms in the baseline: the two tails count different requests)" in text
+    same = diagnose_windows(with_threshold(before, 0.1), with_threshold(after, 0.1), "gateway")
+    assert same.tail is not None and same.tail.baseline_threshold_seconds == 0.1
+    assert "in the baseline" not in format_diagnosis(same)
