@@ -8,6 +8,7 @@ flash sale, made by ``scripts/screenshot_demo.py``.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -57,13 +58,13 @@ def test_console_renders_in_a_real_browser() -> None:
             # the diagnosis opens the view: its heading and the verdict line of the entry service (the gateway)
             wait_for(page, f"{TEXT}.includes('Diagnosis: the last 30s against the 30s before')")
             wait_for(page, f"/gateway (p99|mean) [0-9.]+ -> [0-9.]+ ms at x[0-9.]+ load; /.test({TEXT})", timeout=60)
+            # the page renders top to bottom: wait for the parts below the charts too, not only for those above
+            expected = ("aiwatch console", "Latency: where the time goes", "request p50", "request p99",
+                        "Time per request by phase, per service", "model vs not model", "gateway", "recommender",
+                        "model share", "inference_call share", "Throughput", "Error ratio",
+                        "Network time seen by callers", "Resources", "Drift", "Alerts")
+            wait_for(page, " && ".join(f"{TEXT}.includes({json.dumps(part)})" for part in expected))
             text = str(page.evaluate(TEXT))
-            for expected in ("aiwatch console", "Latency: where the time goes", "request p50", "request p99",
-                             "Time per request by phase, per service", "model vs not model", "gateway",
-                             "recommender", "model share", "inference_call share", "Throughput",
-                             "Error ratio",
-                             "Network time seen by callers", "Resources", "Drift", "Alerts"):
-                assert expected in text, expected
             assert "Traceback" not in text and "Error" not in text.replace("Error ratio", "")
             time.sleep(5)  # a few more scrapes, so the charts in the screenshot show a stretch of time
             path = screenshot_path()
