@@ -297,3 +297,19 @@ def test_a_source_left_open_at_interpreter_exit_leaves_without_a_traceback() -> 
     assert "Traceback" not in done.stderr, done.stderr
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "scraping"
+
+
+def test_a_scrape_that_ends_after_close_adds_nothing_to_the_history() -> None:
+    """``close()`` does not wait for a scrape under way (its thread is a daemon), but what that scrape brings back
+    later is dropped: before, it was appended to the closed source's history (a failed snapshot when the endpoint
+    had gone meanwhile, which made the fast-endpoint test above fail now and then)."""
+    release, asked = threading.Event(), threading.Event()
+    with held_endpoint(release, asked) as slow:
+        before = set(threading.enumerate())
+        src = ScrapeSource([slow], interval=0.2, history=60, timeout=30)
+        wait_until(asked.is_set, what="the slow endpoint's scrape to begin")
+        src.close()
+        release.set()
+        for worker in set(threading.enumerate()) - before:
+            worker.join(30)  # its pool's workers end once their running scrape has returned
+    assert snapshots(src, slow) == []

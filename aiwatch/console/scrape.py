@@ -240,7 +240,7 @@ class ScrapeSource(DataSource):
                 if not target.busy:
                     # busy once submitted; the scrape cannot end before this block does: it records its result
                     # under this lock
-                    future = self._pool.submit(partial(self._scrape_into, target))
+                    future = self._pool.submit(partial(self._scrape_into, target, self._pool))
                     target.busy = True
                     future.add_done_callback(partial(self._done, target))  # run, failed or cancelled by close()
                     started.append(future)
@@ -250,12 +250,14 @@ class ScrapeSource(DataSource):
         with self._lock:
             target.busy = False
 
-    def _scrape_into(self, target: _Target) -> None:
+    def _scrape_into(self, target: _Target, pool: DaemonPool) -> None:
         try:
             ts, data, error = self._scrape(target.url)
         except Exception as exc:  # not lost in its future: the endpoint shows as down with it
             ts, data, error = time.time(), None, f"{type(exc).__name__}: {exc}"
         with self._lock:
+            if self._pool is not pool:  # closed while it ran: close() does not wait for it, and drops its result
+                return
             if not target.snapshots or ts >= target.snapshots[-1].ts:  # record() may have added a later one
                 target.snapshots.append(self._snapshot(target, ts, data, error))
 
