@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import TYPE_CHECKING, Protocol
 
+from aiwatch.console.pool import DaemonPool
 from aiwatch.console.source import NAME_LABELS, duration
 from aiwatch.diagnose.report import DiagnoseError
 from aiwatch.diagnose.timeargs import format_time
@@ -101,15 +102,21 @@ def prometheus_totals(api: PrometheusAPI, start: float, end: float, *, match: st
     def answer(read: Read) -> list[tuple[dict[str, str], float]]:
         return api.query(read_promql(read, end - start, match, scope), time=end)
 
-    with ThreadPoolExecutor(max_workers=PARALLEL_QUERIES, thread_name_prefix="aiwatch-diagnose") as pool:
-        covered = pool.submit(_covered_from, api, start, end, match)
-        answers = list(pool.map(answer, READS))
+    # daemon threads: a query that hangs does not hold up the process' exit until its timeout
+    pool = DaemonPool(PARALLEL_QUERIES, "aiwatch-diagnose")
+    try:
+        covered = pool.submit(partial(_covered_from, api, start, end, match))
+        asked = [pool.submit(partial(answer, read)) for read in READS]
+        answers = [future.result() for future in asked]
+        covered_from = covered.result()
+    finally:
+        pool.shutdown()
     if not answers[0]:
         _two_samples_or_none(api, start, end, match)
     _one_scope_each([labels for found in answers for labels, _ in found], scope)
     # a window that starts before the data is the part the data covers: rates are per second of that
-    return WindowTotals(covered.result(), end, {read.key: aggregate(read, found)
-                                                for read, found in zip(READS, answers, strict=True)})
+    return WindowTotals(covered_from, end, {read.key: aggregate(read, found)
+                                           for read, found in zip(READS, answers, strict=True)})
 
 
 def _covered_from(api: PrometheusAPI, start: float, end: float, match: str) -> float:
