@@ -200,13 +200,15 @@ def diagnose_windows(baseline: WindowTotals, incident: WindowTotals, service: st
 
 
 def entry_service(baseline: WindowTotals, incident: WindowTotals) -> str:
-    """The service to diagnose when none is named: among services no other service calls (the entry points), the
-    one whose mean request time rose the most, then the busiest."""
+    """The service to diagnose when none is named: among services no other service calls in either window (the
+    entry points), the one whose mean request time rose the most, then the busiest."""
     services = baseline.services() & incident.services()
     if not services:
         raise DiagnoseError("no service served requests in both windows: nothing to diagnose (is the target "
                             "instrumented with aiwatch, and is there traffic?)")
-    called = {peer for read in ("call_seconds", "network_seconds") for (_caller, peer, _phase) in incident.of(read)}
+    # a service called in either window is a callee: its caller's metrics may be missing from the other
+    called = {peer for w in (baseline, incident) for read in ("call_seconds", "network_seconds")
+              for (_caller, peer, _phase) in w.of(read)}
     roots = sorted(services - called) or sorted(services)
 
     def rise(name: str) -> tuple[float, float]:

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aiwatch.diagnose import DiagnoseError, diagnose_windows, format_diagnosis
+from aiwatch.diagnose.report import entry_service
 from aiwatch.diagnose.window import WindowTotals
 from tests.diagnose.simulate import Service, World
 
@@ -122,6 +123,18 @@ def test_a_callee_known_only_from_network_time_is_not_the_entry_service() -> Non
     before = WindowTotals(before.start, before.end, {**before.values, **strip})
     after = WindowTotals(after.start, after.end, {**after.values, **strip})
     assert diagnose_windows(before, after).service == "gateway"
+
+
+def test_a_callee_called_only_in_the_baseline_is_not_the_entry_service() -> None:
+    # the incident window holds no call to inference (the gateway's client metrics missing in it, say): inference
+    # is still a callee, known from the baseline, never the entry service, even though its time rose the most
+    served = {("gateway",): 100.0, ("inference",): 100.0}
+    before = WindowTotals(0, 60, {"requests": served,
+                                  "request_seconds": {("gateway",): 5.0, ("inference",): 3.0},
+                                  "call_seconds": {("gateway", "inference", "inference_call"): 3.2}})
+    after = WindowTotals(60, 120, {"requests": served,
+                                   "request_seconds": {("gateway",): 6.0, ("inference",): 4.0}})
+    assert entry_service(before, after) == "gateway"
 
 
 def without(w: WindowTotals, service: str) -> WindowTotals:
