@@ -63,10 +63,18 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(handler=run)
 
 
+def _message(text: str) -> str:
+    """``text`` for the terminal: control characters escaped, backslashes kept as written. A message quotes names
+    with repr (escaped already) and Prometheus' text (PromQL, regexes), whose backslashes doubled would read as two."""
+    from aiwatch.diagnose.text import printable
+
+    return printable(text, backslashes=False)
+
+
 def run(args: argparse.Namespace) -> int:
     from aiwatch.diagnose.report import DiagnoseError
     from aiwatch.diagnose.run import diagnose
-    from aiwatch.diagnose.text import format_diagnosis, printable
+    from aiwatch.diagnose.text import format_diagnosis
 
     try:
         options = _options(args)
@@ -80,9 +88,9 @@ def run(args: argparse.Namespace) -> int:
         result = diagnose(source, args.service, options["incident"], options["baseline"], options["at"],
                           model_phases=options["model_phases"], noise_floor=options["noise_floor"])
     except DiagnoseError as exc:
-        return _fail(exc.exit_code, printable(str(exc)))
+        return _fail(exc.exit_code, _message(str(exc)))
     except ValueError as exc:
-        return _fail(EXIT_USAGE, printable(str(exc)))
+        return _fail(EXIT_USAGE, _message(str(exc)))
     finally:
         close = getattr(source, "close", None)
         if close is not None:
@@ -95,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write(format_diagnosis(result))
     for warning in warnings:  # the answer may rest on part of the data
         print(f"aiwatch diagnose: warning: Prometheus warned that its answers may be incomplete: "
-              f"{printable(warning)}", file=sys.stderr)
+              f"{_message(warning)}", file=sys.stderr)
     return EXIT_OK
 
 

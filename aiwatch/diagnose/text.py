@@ -16,13 +16,17 @@ ROWS = 12
 NAME_WIDTH = 72
 
 
-def printable(text: str) -> str:
-    r"""``text`` with every non-printable character escaped.
+def printable(text: str, *, backslashes: bool = True) -> str:
+    r"""``text`` with every non-printable character escaped, and every backslash doubled (unless ``backslashes`` is
+    false), so that an escape reads apart from the same text written by the traffic.
 
-    >>> printable("gw\x1b[2J\nx")
-    'gw\\x1b[2J\\nx'
+    >>> print(printable("gw\x1b[2J\nx"), printable("gw\\x1b"))
+    gw\x1b[2J\nx gw\\x1b
+    >>> print(printable("'a\\b'\x07", backslashes=False))
+    'a\b'\x07
     """
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+    return "".join(c if c.isprintable() and (c != "\\" or not backslashes)
+                   else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 def format_diagnosis(d: Diagnosis, rows: int = ROWS) -> str:
@@ -57,16 +61,18 @@ def _window(name: str, w: WindowSummary) -> str:
 def _table(contributors: list[Contributor], floor: float, rows: int) -> list[str]:
     if not contributors:
         return ["  (no parts recorded)"]
-    # measured as shown (escaped); a name longer than the column gets a line of its own, its numbers the next
-    names = [printable(c.part.describe()) for c in contributors[:rows]]
-    width = min(NAME_WIDTH, max(40, *(len(name) for name in names)))
+    # measured as shown (escaped, when format_diagnosis escapes the lines); a name longer than the column gets a
+    # line of its own, its numbers the next
+    names = [c.part.describe() for c in contributors[:rows]]
+    shown = [len(printable(name)) for name in names]
+    width = min(NAME_WIDTH, max(40, *shown))
     out = [f"  {'part':<{width}} {'baseline':>9} {'incident':>9} {'delta':>9} {'share':>6}"]
-    for c, name in zip(contributors[:rows], names, strict=True):
-        if len(name) > width:
+    for c, name, length in zip(contributors[:rows], names, shown, strict=True):
+        if length > width:
             out.append(f"  {name}")
-            name = ""
+            name, length = "", 0
         mark = "" if abs(c.delta_seconds) > floor else "  (within noise)"
-        out.append(f"  {name:<{width}} {ms(c.baseline_seconds):>9} {ms(c.incident_seconds):>9} "
+        out.append(f"  {name}{' ' * (width - length)} {ms(c.baseline_seconds):>9} {ms(c.incident_seconds):>9} "
                    f"{signed_ms(c.delta_seconds):>9} {_share(c.share):>6}{mark}")
     rest = contributors[rows:]
     if rest:

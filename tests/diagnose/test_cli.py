@@ -163,6 +163,8 @@ def test_unreachable_prometheus_exits_3(capsys: pytest.CaptureFixture[str]) -> N
      "holds a sample that is not [time, \"value\"]"),
     (200, b'{"hello": "world"}', "Prometheus query failed: {'hello': 'world'}"),
     (503, b'{"status": "error", "error": "overloaded"}', "Prometheus answered 503 to /api/v1/query: overloaded"),
+    # a message's control characters are escaped, its backslashes (a regex's, quoted by Prometheus) left as written
+    (400, b'{"status": "error", "error": "bad regex \\\\d\\u001b"}', "/api/v1/query: bad regex \\d\\x1b"),
 ])
 def test_a_garbage_answer_exits_3(capsys: pytest.CaptureFixture[str], status: int, body: bytes,
                                   message: str) -> None:

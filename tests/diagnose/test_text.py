@@ -58,3 +58,14 @@ def test_a_part_that_did_not_move_is_never_shown_as_minus_zero() -> None:
     assert " -0.0 " not in text and "(-0.0 ms)" not in text
     assert ms(-1e-17) == ms(1e-17) == ms(0.0) == "0.0"
     assert ms(-0.004) == "-4.0"
+
+
+def test_a_name_holding_an_escape_sequence_as_text_reads_apart_from_the_escaped_character() -> None:
+    # "gw\\x1b" (a backslash, then "x1b") and "gw\x1b" (ESC) must not print alike; a backslash is shown doubled
+    as_text, as_control = report("gw\\x1b", "inference"), report("gw\x1b", "inference")
+    assert "gw\\\\x1b" in as_text and "gw\\x1b" in as_control and "gw\\\\x1b" not in as_control
+    assert as_text != as_control
+    rows = table_rows(as_text)
+    end = rows[0].index("baseline") + len("baseline")
+    for row in rows[1:]:
+        assert row[end - 1] != " " and row[end] == " ", row
