@@ -41,7 +41,7 @@ from aiwatch.console.source import (
     service_order,
     unstored_share,
 )
-from aiwatch.console.text import md, md_link, safe_url
+from aiwatch.console.text import latency_text, md, md_link, safe_url
 from aiwatch.traffic import REALTIME
 
 st: Any = require("streamlit", "console")
@@ -378,17 +378,10 @@ AT_LEAST = ("At least this: the percentile lies above the histogram's largest fi
             "can only say it is at least that bound (histogram_quantile answers the bound itself).")
 
 
-def _ms(value: float | None, at_least: bool = False) -> str:
-    """A latency tile's text: "—" without a value, "≥ " before one that is only a lower bound."""
-    if value is None:
-        return "—"
-    return f"{'≥ ' if at_least else ''}{value * 1000:.1f} ms"
-
-
 def _quantile_tile(col: Any, label: str, found: Series | None, help_text: str | None = None) -> None:
     """A tile of a quantile series' latest value ("—" without one; "≥" before a lower bound, with why)."""
     at_least = found is not None and found.at_least
-    col.metric(label, _ms(None if found is None else found.last, at_least),
+    col.metric(label, latency_text(None if found is None else found.last, at_least),
                help=help_text or (AT_LEAST if at_least else None))
 
 
@@ -434,15 +427,17 @@ def _draw_phases(service: str, series: list[Series], serving: bool) -> None:
     latest = df.ffill().iloc[-1].fillna(0.0)
     total = float(latest.sum())
     name = md(service)
-    cols[0].metric("time per request", f"{total:.1f} ms", help=f"Mean request time of {name}: its phases stacked.")
+    cols[0].metric("time per request", latency_text(total / 1000),
+                   help=f"Mean request time of {name}: its phases stacked.")
     if has_model:
         model = float(sum(v for c, v in latest.items() if str(c).endswith("(model)")))
-        cols[1].metric("model time", f"{model:.1f} ms", help=f"Mean time of the model phase per {name} request.")
+        cols[1].metric("model time", latency_text(model / 1000),
+                       help=f"Mean time of the model phase per {name} request.")
         cols[2].metric("model share", f"{model / total if total > 0 else 0.0:.0%}",
                        help=f"The model's share of {name}'s request time.")
     else:
         biggest = str(latest.idxmax())
-        cols[1].metric(md(biggest), f"{float(latest.max()):.1f} ms",
+        cols[1].metric(md(biggest), latency_text(float(latest.max()) / 1000),
                        help=f"{name} records no model phase ('inference'): its largest phase is shown. A phase "
                             "that calls another service holds that service's whole time; see its own stack.")
         cols[2].metric(f"{md(biggest)} share", f"{float(latest.max()) / total if total > 0 else 0.0:.0%}")
@@ -850,7 +845,7 @@ def _draw_signals(signals: list[Any]) -> None:
         elif s.unit == "ratio":
             text = f"{s.value:.0%}"
         elif s.unit == "seconds":
-            text = _ms(s.value, s.at_least)
+            text = latency_text(s.value, s.at_least)
         else:
             text = f"{s.value:.2f}"
         label = s.name if s.unit in ("ratio", "seconds") else f"{s.name} ({s.unit})"

@@ -5,7 +5,8 @@ labels and help tooltips as Markdown (with links, images, emphasis, LaTeX ``$...
 ``:red[...]`` and emoji shortcodes). A label value comes from traffic, so written there as is it can become a live
 link (``[Sign in again](https://evil.example)``), and GitHub-flavoured Markdown turns a bare ``https://...``,
 ``www.`` or ``name@host`` into a link even when escaped. :func:`md` makes any string render as exactly its text
-(checked in a real browser by ``tests/console/test_console_hostile_text.py``).
+(checked in a real browser by ``tests/console/test_console_hostile_text.py``). :func:`latency_text` writes a tile's
+latency, short enough for the tile.
 
     >>> md("[Sign in](https://evil.example) **now** $x$ :red[alarm]").replace(WORD_JOINER, "+")
     '\\[Sign in\\]\\(https+\\:\\/\\/evil\\.example\\) \\*\\*now\\*\\* \\$x\\$ \\:red\\[alarm\\]'
@@ -32,6 +33,29 @@ def md(text: object) -> str:
     escaped = _AUTOLINK.sub(lambda m: (m.group(1) or "") + WORD_JOINER, _PUNCTUATION.sub(r"\\\1", str(text)))
     escaped = _LINE_BREAKS.sub(" ", escaped)
     return _LEADING_SPACE.sub(lambda m: "&#32;" * len(m.group()), escaped)
+
+
+def latency_text(seconds: float | None, at_least: bool = False) -> str:
+    """A tile's latency, short enough for a tile in a service's column of two (about seven characters): "—"
+    without a value, one decimal below 100 ms, none from 100 ms on, in seconds from 1 s on; "≥ " before a value
+    that is only a lower bound.
+
+    >>> latency_text(0.01234), latency_text(0.5504), latency_text(60.0, at_least=True), latency_text(None)
+    ('12.3 ms', '550 ms', '≥ 60 s', '—')
+    """
+    if seconds is None:
+        return "—"
+    ms = seconds * 1000
+    # the unit is chosen on the rounded value: 999.96 ms reads "1 s", not "1000 ms"
+    if abs(ms) < 99.95:
+        text = f"{ms:.1f} ms"
+    elif abs(ms) < 999.5:
+        text = f"{ms:.0f} ms"
+    elif abs(seconds) < 99.95:
+        text = f"{seconds:.1f}".removesuffix(".0") + " s"
+    else:
+        text = f"{seconds:.0f} s"
+    return f"≥ {text}" if at_least else text
 
 
 def safe_url(url: str) -> str | None:

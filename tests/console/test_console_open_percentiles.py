@@ -1,6 +1,6 @@
 """A percentile whose rank lies in a histogram's +Inf bucket (above its largest finite bound) is not known: PromQL's
 histogram_quantile, and the scrape source's, answer the largest finite bound. The tiles show it as a lower bound,
-"≥ 60000.0 ms", never as if it were the percentile; a percentile inside the finite buckets is shown as it is."""
+"≥ 60 s", never as if it were the percentile; a percentile inside the finite buckets is shown as it is."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest, sta
 
 from aiwatch.console import PrometheusSource, ScrapeSource
 from aiwatch.console.source import DataSource, Series, histogram_quantile, quantile_overflows
+from aiwatch.console.text import latency_text
 from tests.console.conftest import WINDOW, run_view
 from tests.servers import prometheus, wait_until
 
@@ -28,7 +29,7 @@ BUCKETS = (0.1, 1.0, 10.0, 60.0)
 SECONDS = {"fast": 0.5, "slow": 120.0}
 """Each service's requests: fast ones inside the buckets, slow ones all above the largest finite bound."""
 LONG_WINDOW = 300.0
-FAST_TILES = ["550.0 ms", "955.0 ms", "991.0 ms"]
+FAST_TILES = ["550 ms", "955 ms", "991 ms"]
 """The fast service's p50, p95, p99: interpolated inside its bucket, 0.1 s to 1 s."""
 
 
@@ -93,11 +94,12 @@ def check_tiles(source: DataSource) -> None:
     latency = tiles(source, "Latency")[:6]  # fast's, then slow's
     assert [label for label, _ in latency] == ["request p50", "request p95", "request p99"] * 2
     assert [value for _, value in latency[:3]] == FAST_TILES
-    # before: "60000.0 ms", the largest finite bound shown as if it were the slow service's percentiles
-    assert [value for _, value in latency[3:]] == ["≥ 60000.0 ms"] * 3
+    # before: "60000.0 ms", the largest finite bound shown as if it were the slow service's percentiles; then
+    # "≥ 60000.0 ms", cut to "≥ 6000…" in the two services' columns
+    assert [value for _, value in latency[3:]] == ["≥ 60 s"] * 3
     classes = tiles(source, "AI traffic")
-    assert classes[0] == ("realtime p95", FAST_TILES[1]) and classes[3] == ("realtime p95", "≥ 60000.0 ms")
-    assert dict(tiles(source, "Alerts"))["queue wait p95"] == "≥ 60000.0 ms"
+    assert classes[0] == ("realtime p95", FAST_TILES[1]) and classes[3] == ("realtime p95", "≥ 60 s")
+    assert dict(tiles(source, "Alerts"))["queue wait p95"] == "≥ 60 s"
 
 
 def test_quantile_overflows_when_the_rank_lies_above_the_largest_finite_bound() -> None:
@@ -110,6 +112,26 @@ def test_quantile_overflows_when_the_rank_lies_above_the_largest_finite_bound() 
     assert not quantile_overflows(0.5, [(1.0, 0.0), (math.inf, 0.0)])  # no observation
     assert not quantile_overflows(0.5, [(math.inf, 3.0)])  # no finite bound
     assert not quantile_overflows(math.nan, every_one_above)
+
+
+@pytest.mark.parametrize(("seconds", "at_least", "text"), [
+    (None, False, "—"),
+    (0.0, False, "0.0 ms"),
+    (0.01234, False, "12.3 ms"),
+    (0.09994, False, "99.9 ms"),
+    (0.09996, False, "100 ms"),  # rounds up: no decimals from 100 ms on
+    (0.5504, False, "550 ms"),
+    (0.9994, True, "≥ 999 ms"),
+    (0.9996, False, "1 s"),  # rounds up: in seconds from 1 s on
+    (2.5, True, "≥ 2.5 s"),
+    (60.0, True, "≥ 60 s"),
+    (123.4, False, "123 s"),
+    (3600.0, True, "≥ 3600 s"),
+])
+def test_a_tile_latency_is_short(seconds: float | None, at_least: bool, text: str) -> None:
+    # a tile in a service's column of two shows about seven characters: "≥ 60000.0 ms" read "≥ 6000…"
+    assert latency_text(seconds, at_least) == text
+    assert len(text) <= 8
 
 
 def test_the_scrape_source_marks_percentiles_above_the_largest_bucket(monkeypatch: pytest.MonkeyPatch) -> None:

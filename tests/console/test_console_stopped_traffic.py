@@ -47,13 +47,13 @@ def stopped(monkeypatch: pytest.MonkeyPatch) -> ScrapeSource:
 def test_the_latency_tiles_of_a_service_without_requests_now_show_no_value(stopped: ScrapeSource) -> None:
     at = run_view(stopped, "Latency")
     tiles = [(m.label, m.value) for m in at.metric]
-    assert tiles[:3] == [("request p50", "150.0 ms"), ("request p95", "195.0 ms"), ("request p99", "199.0 ms")]
+    assert tiles[:3] == [("request p50", "150 ms"), ("request p95", "195 ms"), ("request p99", "199 ms")]
     assert tiles[3:6] == [("request p50", "—"), ("request p95", "—"), ("request p99", "—")]
-    assert tiles[6:9] == [("time per request", "150.0 ms"), ("model time", "60.0 ms"), ("model share", "40%")]
+    assert tiles[6:9] == [("time per request", "150 ms"), ("model time", "60.0 ms"), ("model share", "40%")]
     assert tiles[9:12] == [("time per request", "—"), ("model time", "—"), ("model share", "—")]
 
 
 def test_a_traffic_class_without_requests_now_shows_no_p95(stopped: ScrapeSource) -> None:
     at = run_view(stopped, "AI traffic")
     tiles = [(m.label, m.value) for m in at.metric]
-    assert tiles[0] == ("realtime p95", "195.0 ms") and tiles[3] == ("realtime p95", "—")
+    assert tiles[0] == ("realtime p95", "195 ms") and tiles[3] == ("realtime p95", "—")
