@@ -312,3 +312,40 @@ def redis_server_process() -> Iterator[tuple[str, Process]]:
             with suppress(ProcessLookupError):
                 os.killpg(proc.proc.pid, signal.SIGCONT)  # a frozen server must be able to stop
             proc.stop()
+
+
+#: How long :func:`assert_exits_while_a_call_hangs` waits for the exit: half the hung call's timeout given to the
+#: script (120 s), so a process that exits only when its call times out fails, and far more than an exit takes.
+HUNG_CALL_TIMEOUT = 120.0
+EXIT_WAIT = 60.0
+
+
+def assert_exits_while_a_call_hangs(script: str, path: str, request: bytes, *args: str) -> None:
+    """Run ``script`` (``python -c``) with ``argv[1]`` the URL (``path`` appended) of a server that accepts a
+    connection and never answers it, ``argv[2]`` :data:`HUNG_CALL_TIMEOUT`, then ``args``. The script prints
+    "started", starts its call, reads a line from stdin, and prints "script ends". Once the server holds a request
+    holding ``request``, the test sends that line and asserts the process exits within :data:`EXIT_WAIT` s: the
+    interpreter does not wait out the hung call (as it joins a ThreadPoolExecutor's workers)."""
+    with socket.create_server(("127.0.0.1", 0), backlog=32) as server:
+        server.settimeout(30.0)
+        url = f"http://127.0.0.1:{server.getsockname()[1]}{path}"
+        proc = subprocess.Popen([sys.executable, "-c", script, url, str(HUNG_CALL_TIMEOUT), *args], env=python_env(),
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            conn, _ = server.accept()  # the call is under way, and gets no answer
+            with conn:
+                conn.settimeout(30.0)
+                assert request in conn.recv(4096)
+                assert proc.stdin is not None
+                proc.stdin.write("end\n")
+                proc.stdin.flush()
+                try:
+                    out, _ = proc.communicate(timeout=EXIT_WAIT)
+                except subprocess.TimeoutExpired:
+                    pytest.fail(f"the process did not exit within {EXIT_WAIT:g} s of its script's end: it waits for "
+                                f"the hung call ({HUNG_CALL_TIMEOUT:g} s timeout)")
+        finally:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, out
+    assert out.splitlines() == ["started", "script ends"], out

@@ -3,21 +3,12 @@ is under way: the interpreter does not wait out the scrape's timeout (it joins T
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
 import threading
-from collections.abc import Iterator
 
 import pytest
 
-from aiwatch.console.scrape import DaemonPool
-from tests.servers import python_env
-
-SCRAPE_TIMEOUT = 120.0
-EXIT_WAIT = 60.0
-"""How long the test waits for the exit: half the scrape's timeout, so a process that exits only when the scrape times
-out fails, and far more than an exit takes."""
+from aiwatch.console.pool import DaemonPool
+from tests.servers import assert_exits_while_a_call_hangs
 
 SCRIPT = """
 import sys
@@ -32,37 +23,9 @@ print("script ends", flush=True)
 """
 
 
-@pytest.fixture
-def silent_endpoint() -> Iterator[socket.socket]:
-    """A listening socket that accepts the scrape's connection and never answers it."""
-    with socket.create_server(("127.0.0.1", 0)) as server:
-        server.settimeout(30.0)
-        yield server
-
-
 @pytest.mark.parametrize("ending", ["close", "no close"])
-def test_the_process_exits_while_a_scrape_hangs(silent_endpoint: socket.socket, ending: str) -> None:
-    url = f"http://127.0.0.1:{silent_endpoint.getsockname()[1]}/metrics"
-    proc = subprocess.Popen([sys.executable, "-c", SCRIPT, url, str(SCRAPE_TIMEOUT), ending], env=python_env(),
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        conn, _ = silent_endpoint.accept()  # the scrape is under way, and gets no answer
-        with conn:
-            conn.settimeout(30.0)
-            assert conn.recv(4096).startswith(b"GET /metrics")
-            assert proc.stdin is not None
-            proc.stdin.write("end\n")
-            proc.stdin.flush()
-            try:
-                out, _ = proc.communicate(timeout=EXIT_WAIT)
-            except subprocess.TimeoutExpired:
-                pytest.fail(f"the process did not exit within {EXIT_WAIT:g} s of its script's end: it waits for the "
-                            f"hung scrape ({SCRAPE_TIMEOUT:g} s timeout)")
-    finally:
-        proc.kill()
-        proc.wait()
-    assert proc.returncode == 0, out
-    assert out.splitlines() == ["started", "script ends"], out
+def test_the_process_exits_while_a_scrape_hangs(ending: str) -> None:
+    assert_exits_while_a_call_hangs(SCRIPT, "/metrics", b"GET /metrics", ending)
 
 
 def test_the_daemon_pool_runs_calls_on_daemon_threads_and_reports_their_errors() -> None:

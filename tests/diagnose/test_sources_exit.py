@@ -4,19 +4,7 @@ ThreadPoolExecutor, which the queries once ran on)."""
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
-from collections.abc import Iterator
-
-import pytest
-
-from tests.servers import python_env
-
-QUERY_TIMEOUT = 120.0
-EXIT_WAIT = 60.0
-"""How long the test waits for the exit: half the queries' timeout, so a process that exits only when they time out
-fails, and far more than an exit takes."""
+from tests.servers import assert_exits_while_a_call_hangs
 
 SCRIPT = """
 import sys
@@ -33,33 +21,5 @@ print("script ends", flush=True)
 """
 
 
-@pytest.fixture
-def silent_prometheus() -> Iterator[socket.socket]:
-    """A listening socket that accepts the queries' connections and never answers them."""
-    with socket.create_server(("127.0.0.1", 0), backlog=32) as server:
-        server.settimeout(30.0)
-        yield server
-
-
-def test_the_process_exits_while_a_window_query_hangs(silent_prometheus: socket.socket) -> None:
-    url = f"http://127.0.0.1:{silent_prometheus.getsockname()[1]}"
-    proc = subprocess.Popen([sys.executable, "-c", SCRIPT, url, str(QUERY_TIMEOUT)], env=python_env(),
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        conn, _ = silent_prometheus.accept()  # a query is under way, and gets no answer
-        with conn:
-            conn.settimeout(30.0)
-            assert b"/api/v1/query" in conn.recv(4096)
-            assert proc.stdin is not None
-            proc.stdin.write("end\n")
-            proc.stdin.flush()
-            try:
-                out, _ = proc.communicate(timeout=EXIT_WAIT)
-            except subprocess.TimeoutExpired:
-                pytest.fail(f"the process did not exit within {EXIT_WAIT:g} s of its script's end: it waits for the "
-                            f"hung queries ({QUERY_TIMEOUT:g} s timeout)")
-    finally:
-        proc.kill()
-        proc.wait()
-    assert proc.returncode == 0, out
-    assert out.splitlines() == ["started", "script ends"], out
+def test_the_process_exits_while_a_window_query_hangs() -> None:
+    assert_exits_while_a_call_hangs(SCRIPT, "", b"/api/v1/query")
