@@ -130,6 +130,7 @@ class Diagnosis:
     signals: list[SignalChange] = field(default_factory=list)
     drifted: list[tuple[str, str]] = field(default_factory=list)
     verdict: str = ""
+    notes: list[str] = field(default_factory=list)
 
     @property
     def moved(self) -> list[Contributor]:
@@ -153,7 +154,8 @@ class Diagnosis:
                 "contributors": [c.to_dict() for c in self.contributors],
                 "tail": self.tail.to_dict() if self.tail is not None else None,
                 "signals": [s.to_dict() for s in self.signals],
-                "drifted_features": [{"model": m, "feature": f} for m, f in self.drifted]}
+                "drifted_features": [{"model": m, "feature": f} for m, f in self.drifted],
+                "notes": list(self.notes)}
 
 
 def cause_key(part: Part) -> str:
@@ -195,8 +197,21 @@ def diagnose_windows(baseline: WindowTotals, incident: WindowTotals, service: st
     drifted = newly_drifted(baseline, incident)
     diagnosis = Diagnosis(service, before, after, contributors, floor, _tail(baseline, incident, service,
                                                                                model_phases, splittable),
-                          signals(baseline, incident, service), drifted)
+                          signals(baseline, incident, service), drifted,
+                          notes=restart_notes(baseline, incident))
     return Diagnosis(**{**diagnosis.__dict__, "verdict": verdict(diagnosis)})
+
+
+def restart_notes(baseline: WindowTotals, incident: WindowTotals) -> list[str]:
+    """A note for each window whose source saw counter resets it counts series by series (Prometheus'
+    ``increase()``): a histogram's ``_sum`` that grew past its value before the restart counts only the excess."""
+    notes = []
+    for name, w in (("baseline", baseline), ("incident", incident)):
+        if w.resets > 0:
+            count = f"{w.resets:.0f} counter reset{'' if w.resets == 1 else 's'}"
+            notes.append(f"the {name} window holds a restart ({count}): parts may be undercounted; compare windows "
+                         "without a restart")
+    return notes
 
 
 def entry_service(baseline: WindowTotals, incident: WindowTotals) -> str:

@@ -31,7 +31,9 @@ def printable(text: str, *, backslashes: bool = True) -> str:
 
 def format_diagnosis(d: Diagnosis, rows: int = ROWS) -> str:
     """The human-readable report of ``d``."""
-    lines = [d.verdict, "", _window("baseline", d.baseline), _window("incident", d.incident), ""]
+    lines = [d.verdict, "", _window("baseline", d.baseline), _window("incident", d.incident)]
+    lines += [f"note: {note}" for note in d.notes]
+    lines.append("")
     lines.append(f"Time per request of {d.service}, by part (ms; ranked by added time; noise floor "
                  f"{ms(d.noise_floor_seconds)} ms)")
     lines += _table(d.contributors, d.noise_floor_seconds, rows)

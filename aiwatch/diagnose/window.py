@@ -76,11 +76,14 @@ Reader = Callable[[Read], Mapping[Key, float]]
 
 @dataclass(frozen=True)
 class WindowTotals:
-    """The answers to :data:`READS` for the window ``[start, end]`` (unix seconds)."""
+    """The answers to :data:`READS` for the window ``[start, end]`` (unix seconds). ``resets``: the counter resets
+    (restarts) the source saw in the window where it counts each series alone, so that a histogram's ``_sum`` may be
+    undercounted (Prometheus); 0 where it counts a histogram's series from 0 together, or cannot tell."""
 
     start: float
     end: float
     values: Mapping[str, Mapping[Key, float]] = field(default_factory=dict)
+    resets: float = 0.0
 
     @classmethod
     def read(cls, reader: Reader, start: float, end: float) -> WindowTotals:

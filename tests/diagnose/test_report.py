@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -232,3 +233,27 @@ def test_a_slow_threshold_changed_between_the_windows_is_said() -> None:
     same = diagnose_windows(with_threshold(before, 0.1), with_threshold(after, 0.1), "gateway")
     assert same.tail is not None and same.tail.baseline_threshold_seconds == 0.1
     assert "in the baseline" not in format_diagnosis(same)
+
+
+def test_a_window_holding_counter_resets_gets_a_note_in_text_and_json_not_in_the_verdict() -> None:
+    baseline, incident = windows(network=0.2)
+    plain = diagnose_windows(baseline, incident, "gateway")
+    d = diagnose_windows(baseline, dataclasses.replace(incident, resets=4.0), "gateway")
+    assert plain.notes == []
+    note = ("the incident window holds a restart (4 counter resets): parts may be undercounted; compare windows "
+            "without a restart")
+    assert d.notes == [note]
+    assert d.verdict == plain.verdict
+    lines = format_diagnosis(d).splitlines()
+    assert lines[0] == d.verdict
+    assert f"note: {note}" in lines
+    assert json.loads(json.dumps(d.to_dict()))["notes"] == [note]
+    assert json.loads(json.dumps(plain.to_dict()))["notes"] == []
+    assert not any(line.startswith("note:") for line in format_diagnosis(plain).splitlines())
+
+
+def test_a_restart_in_the_baseline_is_noted_for_the_baseline() -> None:
+    baseline, incident = windows(network=0.2)
+    d = diagnose_windows(dataclasses.replace(baseline, resets=1.0), incident, "gateway")
+    assert d.notes == ["the baseline window holds a restart (1 counter reset): parts may be undercounted; compare "
+                       "windows without a restart"]
