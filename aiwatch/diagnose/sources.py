@@ -90,7 +90,8 @@ def read_promql(read: Read, seconds: float, match: str = "", scope: Sequence[str
 def prometheus_totals(api: PrometheusAPI, start: float, end: float, *, match: str = "",
                       scope: Sequence[str] = DEFAULT_AGGREGATION_LABELS) -> WindowTotals:
     """Every read for ``[start, end]`` from Prometheus (the series ``match`` selects): one instant query per read
-    at ``time=end``, at most :data:`PARALLEL_QUERIES` at a time. A window that starts before the data starts where
+    at ``time=end``, at most :data:`PARALLEL_QUERIES` at a time, and one counting the request counts' resets
+    (:func:`_resets`, a restart in the window). A window that starts before the data starts where
     the data does (:func:`_covered_from`): its rates are per second of the part with data. Raises
     :class:`~aiwatch.promapi.PrometheusError` (or its subclass ``PrometheusUnavailable``) when Prometheus fails,
     :class:`DiagnoseError` for a window shorter than two scrape intervals, and ``ValueError`` when a service,
@@ -106,9 +107,10 @@ def prometheus_totals(api: PrometheusAPI, start: float, end: float, *, match: st
     pool = DaemonPool(PARALLEL_QUERIES, "aiwatch-diagnose")
     try:
         covered = pool.submit(partial(_covered_from, api, start, end, match))
+        reset = pool.submit(partial(_resets, api, start, end, match))
         asked = [pool.submit(partial(answer, read)) for read in READS]
         answers = [future.result() for future in asked]
-        covered_from = covered.result()
+        covered_from, resets = covered.result(), reset.result()
     finally:
         pool.shutdown()
     if not answers[0]:
@@ -116,7 +118,15 @@ def prometheus_totals(api: PrometheusAPI, start: float, end: float, *, match: st
     _one_scope_each([labels for found in answers for labels, _ in found], scope)
     # a window that starts before the data is the part the data covers: rates are per second of that
     return WindowTotals(covered_from, end, {read.key: aggregate(read, found)
-                                           for read, found in zip(READS, answers, strict=True)})
+                                           for read, found in zip(READS, answers, strict=True)}, resets)
+
+
+def _resets(api: PrometheusAPI, start: float, end: float, match: str) -> float:
+    """How many times a request count series went down (a restart) in ``[start, end]``. ``increase()`` handles a
+    reset per series: a histogram's ``_sum`` already above its old value after a restart is undercounted, and the
+    diagnosis says so. The request counts stand for every histogram: a restarted service's went down too."""
+    found = api.query(f"sum(resets({series(READS[0].metric, match)}[{duration(end - start)}]))", time=end)
+    return found[0][1] if found else 0.0
 
 
 def _covered_from(api: PrometheusAPI, start: float, end: float, match: str) -> float:

@@ -20,6 +20,7 @@ from aiwatch.diagnose import (
 from aiwatch.diagnose.sources import read_promql, scrape_totals
 from aiwatch.metrics import exposed_sample_names
 from aiwatch.promql import LABEL_NAME
+from tests.diagnose.backfill import backfilled_prometheus
 from tests.diagnose.traffic import (
     BASELINE,
     INCIDENT,
@@ -203,6 +204,7 @@ def test_prometheus_finds_the_injected_network_like_the_snapshots(network_histor
     expected = from_snapshots(h)
     assert d.cause == expected.cause == "network:gateway->inference"
     assert "the model's own time is flat" in d.verdict
+    assert d.notes == []  # no restart in either window
     # Prometheus' increase() drops the value a series is born with and extrapolates over the baseline's first scrape
     # interval (the series are born after the first scrape): the per-request parts stay within half a millisecond
     got, want = deltas(d.contributors), deltas(expected.contributors)
@@ -308,3 +310,21 @@ def test_a_restart_between_the_windows_is_seen_by_the_snapshots_and_the_scrape_s
         assert d.moved[0].delta_seconds == pytest.approx(0.2, rel=0.1)
         assert [c.part for c in d.moved] == [d.moved[0].part]  # the model did not move
     assert deltas(scraped.contributors) == pytest.approx(deltas(snapshots.contributors), abs=1e-12)
+
+
+@pytest.mark.slow
+def test_prometheus_notes_a_restart_in_the_window_that_holds_it() -> None:
+    # Prometheus' increase() resets each series alone: the restart as the incident starts undercounts the network's
+    # _sum (docs/diagnose.md). The source counts the resets of the request counts in each window, one query more, and
+    # the diagnosis says so for the incident window only: the baseline ends at the last scrape before the restart
+    h = restarted_history(slower(network=0.2))
+    with backfilled_prometheus(h.traffic.openmetrics()) as prom:
+        src = PrometheusWindows(prom.url)
+        baseline = src.window_totals(h.start, h.incident_start)
+        incident = src.window_totals(h.incident_start, h.incident_end)
+        d = diagnose(src, "gateway", incident=INCIDENT, baseline=BASELINE, at=h.incident_end)
+    assert baseline.resets == 0
+    assert incident.resets == 2  # the request count series of gateway and of inference, one each
+    assert d.notes == ["the incident window holds a restart (2 counter resets): parts may be undercounted; compare "
+                       "windows without a restart"]
+    assert "restart" not in d.verdict
