@@ -344,6 +344,8 @@ def diagnosis_panel(src: DataSource, window: float, baseline: float, service: st
             st.text(f"{type(exc).__name__}: {exc}")
             return
         st.text(d.verdict)
+        for note in d.notes:
+            st.text(f"note: {note}")
         top = d.contributors[:CONTRIBUTORS]
         if top:
             st.dataframe(pd.DataFrame([{

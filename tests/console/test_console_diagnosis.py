@@ -3,6 +3,7 @@ that come from traffic as plain text, never as Markdown."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 from typing import Any
@@ -87,3 +88,31 @@ def test_a_source_that_cannot_diagnose_says_why_in_the_view(monkeypatch: pytest.
     assert texts(block.caption) == ["No diagnosis:"]
     (message,) = texts(block.text)
     assert message.startswith("scraping http://traffic.test/metrics holds no aiwatch request metrics")
+
+
+class RestartedScrapeSource(ScrapeSource):
+    """The scrape source, as if it counted series alone and saw a restart in every window ending after ``restart``
+    (as the Prometheus source does: its ``resets()`` query)."""
+
+    restart = 0.0
+
+    def window_totals(self, start: float, end: float) -> Any:
+        totals = super().window_totals(start, end)
+        return dataclasses.replace(totals, resets=2.0) if end > self.restart else totals
+
+
+def test_a_restart_in_the_incident_window_is_noted_under_the_verdict(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIWATCH_CONSOLE_WINDOW", "60")
+    now = float(int(time.time()))
+    traffic = Traffic(now - 120, interval=1.0)
+    traffic.run(60, 20, Means())
+    traffic.run(60, 20, slower(network=0.2))
+    src = RestartedScrapeSource([URL], interval=1, history=300, start=False)
+    src.restart = now - 30
+    for t, text in traffic.scrapes:
+        src.record(URL, text, ts=t)
+    block = diagnosis_block(run_view(src, "Latency"))
+    verdict, *notes = texts(block.text)
+    assert "restart" not in verdict
+    assert notes == ["note: the incident window holds a restart (2 counter resets): parts may be undercounted; "
+                     "compare windows without a restart"]
