@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         with backfilled_prometheus(path) as prom:
             print(f"promtool backfill + Prometheus start: {time.perf_counter() - began:.1f} s")
             src = PrometheusWindows(prom.url)
-            src.window_totals(at - 60, at)  # warm-up: the first query opens the blocks
+            src.window_totals(at - 3 * args.interval, at)  # warm-up: the first query opens the blocks
             library = list(timed(lambda: diagnose(src, "svc-00", at=at), args.runs))
             asked = 0
             query = src.api.query
