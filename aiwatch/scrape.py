@@ -30,6 +30,21 @@ LabelKey = tuple[tuple[str, str], ...]
 Samples = dict[str, dict[LabelKey, float]]
 """Sample name -> series labels -> value, for one scrape (or several merged, told apart by a label)."""
 
+HISTOGRAM_SAMPLES = ("_bucket", "_sum", "_count")
+"""The suffixes of a histogram's sample names: its series of one label set restart together."""
+
+
+def histogram_of(sample: str) -> str | None:
+    """The histogram the sample name ``sample`` belongs to (its name without the suffix); ``None`` for a sample of
+    no histogram."""
+    return next((sample.removesuffix(s) for s in HISTOGRAM_SAMPLES if sample.endswith(s)), None)
+
+
+def without_le(key: LabelKey) -> LabelKey:
+    """A histogram series' labels without ``le``: what its ``_bucket``, ``_sum`` and ``_count`` series share."""
+    return tuple(kv for kv in key if kv[0] != "le")
+
+
 OPENMETRICS = "application/openmetrics-text"
 ACCEPT = "text/plain;version=0.0.4"
 """What :func:`fetch_metrics` asks for: the text format, so servers leave out exemplars nobody here reads."""

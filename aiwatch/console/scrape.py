@@ -59,7 +59,7 @@ from aiwatch.console.source import (
     quantile_overflows,
 )
 from aiwatch.httpconfig import HTTPConfig, TooLarge
-from aiwatch.scrape import LabelKey, fetch_metrics, parse_metrics
+from aiwatch.scrape import HISTOGRAM_SAMPLES, LabelKey, fetch_metrics, histogram_of, parse_metrics, without_le
 from aiwatch.scrape import Samples as Scraped
 from aiwatch.status import is_error_status
 from aiwatch.traffic import REALTIME
@@ -125,22 +125,14 @@ class _Target:
         self.busy = False  # a scrape of it is under way (guarded by the source's lock)
 
 
-_HISTOGRAM_SAMPLES = ("_bucket", "_sum", "_count")
-
-
-def _child(key: LabelKey) -> LabelKey:
-    """A histogram series' labels without ``le``: what its ``_bucket``, ``_sum`` and ``_count`` series share."""
-    return tuple(kv for kv in key if kv[0] != "le")
-
-
 class _Siblings:
     """The ``_bucket``, ``_sum`` and ``_count`` series of the histogram that the sample ``name`` belongs to, from
     scrape to scrape: they restart together, so one of them going down is a restart of all of them (a ``_sum``
     that grew past its value before the restart does not show it). Nothing for a sample of no histogram."""
 
     def __init__(self, name: str, first: Snapshot) -> None:
-        base = next((name.removesuffix(s) for s in _HISTOGRAM_SAMPLES if name.endswith(s)), None)
-        self.names = [] if base is None else [base + s for s in _HISTOGRAM_SAMPLES]
+        base = histogram_of(name)
+        self.names = [] if base is None else [base + s for s in HISTOGRAM_SAMPLES]
         self.last = {(n, key): value for n in self.names for key, value in first.series(n)}
 
     def restarted(self, snap: Snapshot) -> set[LabelKey]:
@@ -150,7 +142,7 @@ class _Siblings:
             for key, value in snap.series(n):
                 previous = self.last.get((n, key))
                 if previous is not None and value < previous:
-                    out.add(_child(key))
+                    out.add(without_le(key))
                 self.last[(n, key)] = value
         return out
 
@@ -367,7 +359,7 @@ class ScrapeSource(DataSource):
                     previous = last.get(key)
                     if previous is None:  # created since the first scrape, which was good and did not have it
                         grown[key] = value
-                    elif value < previous or _child(key) in restarted:
+                    elif value < previous or without_le(key) in restarted:
                         grown[key] = grown.get(key, 0.0) + value
                     else:
                         grown[key] = grown.get(key, 0.0) + value - previous

@@ -31,7 +31,7 @@ from aiwatch.diagnose.window import READS, Key, Read, WindowTotals
 from aiwatch.httpconfig import HTTPConfig
 from aiwatch.promapi import PrometheusAPI
 from aiwatch.promql import DEFAULT_AGGREGATION_LABELS, by, matchers_of, matches, scoped, series
-from aiwatch.scrape import LabelKey, Samples
+from aiwatch.scrape import HISTOGRAM_SAMPLES, LabelKey, Samples, histogram_of, without_le
 from aiwatch.status import ERROR_STATUS_RE, is_error_status
 
 if TYPE_CHECKING:
@@ -253,26 +253,21 @@ def totals_from_snapshots(before: Samples, after: Samples, start: float, end: fl
     return WindowTotals(start, end, values)
 
 
-_HISTOGRAM_SAMPLES = ("_bucket", "_sum", "_count")
-
-
 def _histogram_child(name: str, key: LabelKey) -> tuple[str, LabelKey] | None:
     """The histogram and label set (without ``le``) a sample belongs to; ``None`` for a sample of no histogram."""
-    for suffix in _HISTOGRAM_SAMPLES:
-        if name.endswith(suffix):
-            return name.removesuffix(suffix), tuple(kv for kv in key if kv[0] != "le")
-    return None
+    histogram = histogram_of(name)
+    return None if histogram is None else (histogram, without_le(key))
 
 
 def _reset_histograms(before: Samples, after: Samples) -> set[tuple[str, LabelKey]]:
     """The histograms' label sets that restarted between ``before`` and ``after``: one of their series went down."""
     reset: set[tuple[str, LabelKey]] = set()
     for read in READS:
-        child = _histogram_child(read.metric, ())
-        if read.kind != "increase" or child is None:
+        histogram = histogram_of(read.metric)
+        if read.kind != "increase" or histogram is None:
             continue
-        for name in (child[0] + suffix for suffix in _HISTOGRAM_SAMPLES):
+        for name in (histogram + suffix for suffix in HISTOGRAM_SAMPLES):
             old = before.get(name, {})
-            reset.update((child[0], tuple(kv for kv in key if kv[0] != "le"))
+            reset.update((histogram, without_le(key))
                          for key, value in after.get(name, {}).items() if key in old and value < old[key])
     return reset
