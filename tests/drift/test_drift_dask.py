@@ -230,6 +230,17 @@ def test_an_unreachable_scheduler_is_named_after_a_short_connect_timeout(
     assert on_dask.DEFAULT_CONNECT_TIMEOUT == 5
 
 
+@pytest.mark.parametrize("timeout", ["-1", "0", "nan", "inf", "abc", ""])
+def test_a_dask_timeout_that_is_no_wait_is_refused_by_name(
+        data: dict[str, Path], capsys: pytest.CaptureFixture[str], timeout: str) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["drift", str(data["reference"]), str(data["current"]), "--dask", "127.0.0.1:9",
+              "--dask-timeout", timeout])
+    err = capsys.readouterr().err
+    assert info.value.code == 2
+    assert f"argument --dask-timeout: must be a number of seconds > 0, got {timeout!r}" in err, err
+
+
 def test_a_csv_field_that_does_not_fit_dasks_typing_gives_the_single_machine_result(
         cluster: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> None:
     # Dask types a CSV's columns from its first 256 kB: "unknown" after them failed the whole job ("Mismatched

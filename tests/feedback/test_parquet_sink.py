@@ -204,6 +204,21 @@ def test_a_batch_column_of_numbers_and_text_is_written_as_text_and_logged_once_p
     assert sorted(v for v in table.column("code").to_pylist() if v is not None) == ["1.0", "2.0", "A7", "unknown"]
 
 
+def test_a_flood_of_mixed_type_columns_names_a_bounded_number_of_them(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # column names come from traffic: a client sending 1500 columns of numbers and text must not make 1500 warnings,
+    # nor grow the sink's memory of what it said without bound
+    caplog.set_level(logging.WARNING, logger="aiwatch")
+    sink = ParquetSink(tmp_path)
+    columns = [f"c{i}" for i in range(1500)]
+    sink.write([row(1, **dict.fromkeys(columns, 1.0)), row(2, **dict.fromkeys(columns, "x"))])
+    sink.close()
+    named = mixed_type_warnings(caplog)
+    assert len(named) == 1000, len(named)
+    assert len(sink._told_types) == 1000
+    assert any("past the first 1000 columns" in r.getMessage() for r in caplog.records)
+
+
 def test_a_column_whose_type_changes_between_batches_is_logged_once(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="aiwatch")
