@@ -6,10 +6,14 @@ Layout (Hive-style, which ``pyarrow.dataset`` and ``aiwatch drift DIR`` read bac
 
 A file is written under a hidden temporary name (``.part-....parquet.inprogress``: readers skip names that
 start with a dot) and renamed to its final name only after its footer is written and flushed to disk (then the
-directory is synced too, so that the rename survives a power cut), so a file with a final name is always complete,
-and a crash loses at most the rows of the files still open. A file is rotated when it holds ``max_rows`` rows, when
-it is ``max_file_seconds`` old, when its hour ends, and when the log closes.
-Each batch the writer hands over becomes one or more row groups.
+directory is synced too, so that the rename survives a power cut), so a file with a final name is always complete.
+A file is rotated when it holds ``max_rows`` rows, when it is ``max_file_seconds`` old, when its hour ends, and when
+the log closes. Each batch the writer hands over becomes one or more row groups.
+
+With ``journal`` (the default), each batch is also appended to the open file's journal
+(``.part-....parquet.journal``, :mod:`aiwatch.feedback.journal`), deleted when the file rotates; a sink that starts
+on the directory turns the journals of dead writers into finished files, so a crash loses only the batch being
+written. A journal write that fails completes its file at once and is counted (``RowsLost`` with no rows lost).
 
 The ``model`` value lives in the directory name, not in the file (``pyarrow.dataset`` with Hive partitioning
 gives it back as a column). Reading a single file gives every other column.
@@ -35,6 +39,8 @@ from urllib.parse import quote
 
 from aiwatch._optional import require
 from aiwatch.amounts import period
+from aiwatch.feedback import journal as journals
+from aiwatch.feedback.journal import JOURNAL_SUFFIX, Journal
 from aiwatch.feedback.sink import RowsLost
 from aiwatch.safety import warn_rate_limited
 
@@ -55,6 +61,7 @@ class _OpenFile:
     temp: Path
     final: Path
     opened: float
+    journal: Journal | None
     rows: int = 0
     #: of ``rows``, those of earlier ``write`` calls, which the caller has counted as written
     earlier: int = 0
@@ -98,10 +105,12 @@ def hour_key(timestamp: float) -> str:
 
 class ParquetSink:
     """Writes prediction rows into ``directory`` (see the module docstring). ``compression`` is Parquet's
-    (zstd by default)."""
+    (zstd by default); ``fsync`` syncs each file before its rename; ``journal`` keeps a journal of each open file
+    (recovered after a crash), ``journal_fsync`` syncs it after each batch (docs/prediction-log.md, "The journal")."""
 
     def __init__(self, directory: str | os.PathLike[str], *, max_rows: int = 100_000,
-                 max_file_seconds: float = 300.0, compression: str = "zstd", fsync: bool = True) -> None:
+                 max_file_seconds: float = 300.0, compression: str = "zstd", fsync: bool = True,
+                 journal: bool = True, journal_fsync: bool = False) -> None:
         self.pa = require("pyarrow", "data")
         self.pq = require("pyarrow.parquet", "data")
         if isinstance(max_rows, bool) or not isinstance(max_rows, int) or max_rows < 1:
@@ -109,11 +118,18 @@ class ParquetSink:
         self.directory = Path(directory)
         self.max_rows, self.max_file_seconds = max_rows, period(max_file_seconds, "max_file_seconds")
         self.compression, self.fsync = compression, fsync
+        self.journal, self.journal_fsync = journal and journals.AVAILABLE, journal_fsync
         self._open: dict[tuple[str, str], _OpenFile] = {}
         self._seq = 0
         self._told_types: set[str] = set()
         #: Final paths of the files rotated so far, oldest first.
         self.completed: list[Path] = []
+        #: Final paths of the files made from the journals of dead writers when the sink started.
+        self.recovered: list[Path] = []
+        #: Journals of dead writers that ended in a torn batch (dropped when the sink started).
+        self.torn_batches = 0
+        if self.journal:
+            self._recover_all()
 
     # --- PredictionSink -----------------------------------------------------------------------------------
     def write(self, rows: Sequence[dict[str, Any]]) -> None:
@@ -151,7 +167,7 @@ class ParquetSink:
                 self._rotate(key, tally)
                 f = None
             if f is None:
-                f = self._start(key, table.schema)
+                f = self._start(key, table.schema, tally)
             try:
                 f.writer.write_table(table)
             except Exception as exc:
@@ -159,8 +175,21 @@ class ParquetSink:
                 raise
             f.rows += table.num_rows
             tally.stored += table.num_rows
-            if f.rows >= self.max_rows:
+            if f.rows >= self.max_rows or not self._journaled(f, table, tally):  # a full file needs no journal
                 self._rotate(key, tally)
+
+    @staticmethod
+    def _journaled(f: _OpenFile, table: Any, tally: _Tally) -> bool:
+        """Append ``table`` to the file's journal; ``False`` when that failed (counted in ``tally``): the journal is
+        torn, so the file is to be completed now, which makes its rows durable without it."""
+        if f.journal is None:
+            return True
+        try:
+            f.journal.append(table)
+        except Exception as exc:
+            tally.error = tally.error or exc
+            return False
+        return True
 
     def _table(self, rows: list[dict[str, Any]], known: Any) -> Any:
         """The rows as an Arrow table without ``model``: the open file's column types where they fit, new columns
@@ -231,7 +260,7 @@ class ParquetSink:
         self._told_types.add(name)
         _log.warning(message, *args)
 
-    def _start(self, key: tuple[str, str], schema: Any) -> _OpenFile:
+    def _start(self, key: tuple[str, str], schema: Any, tally: _Tally) -> _OpenFile:
         model, hour = key
         folder = self.directory / f"model={quote(model, safe='')}" / f"hour={hour}"
         folder.mkdir(parents=True, exist_ok=True)
@@ -245,9 +274,20 @@ class ParquetSink:
             with suppress(OSError):
                 temp.unlink(missing_ok=True)
             raise
-        f = _OpenFile(writer, schema, temp, final, time.monotonic())
+        f = _OpenFile(writer, schema, temp, final, time.monotonic(), self._new_journal(final, schema, tally))
         self._open[key] = f
         return f
+
+    def _new_journal(self, final: Path, schema: Any, tally: _Tally) -> Journal | None:
+        """The journal of a new file; ``None``, counted in ``tally``, when it cannot be made (the file's rows then
+        become durable when it rotates, as without a journal)."""
+        if not self.journal:
+            return None
+        try:
+            return Journal(journal_path(final), schema, fsync=self.journal_fsync)
+        except Exception as exc:
+            tally.error = tally.error or exc
+            return None
 
     def _rotate_all(self, keys: list[tuple[str, str]]) -> None:
         tally = _Tally()
@@ -260,19 +300,75 @@ class ParquetSink:
         f = self._open.pop(key)
         try:
             f.writer.close()
-            if self.fsync:
-                fd = os.open(f.temp, os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-            os.replace(f.temp, f.final)
+            self._publish(f.temp, f.final)
         except Exception as exc:
             self._remove(f, tally, exc)
             raise
-        if self.fsync:
-            _sync_directory(f.final.parent)
+        if f.journal is not None:  # only now: a crash before the rename is durable must still find the journal
+            f.journal.remove()
         self.completed.append(f.final)
+
+    def _publish(self, temp: Path, final: Path) -> None:
+        """Give a finished file its final name (synced first, and the rename after it, with ``fsync``)."""
+        if self.fsync:
+            fd = os.open(temp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        os.replace(temp, final)
+        if self.fsync:
+            _sync_directory(final.parent)
+
+    # --- recovery -----------------------------------------------------------------------------------------
+    def _recover_all(self) -> None:
+        """Turn the journals of dead writers under the directory into finished files. Never raises: a journal that
+        cannot be recovered is logged and left for the next sink."""
+        try:
+            found = sorted(self.directory.glob(f"model=*/hour=*/{TEMP_PREFIX}part-*.parquet{JOURNAL_SUFFIX}"))
+        except OSError as exc:
+            _log.warning("aiwatch: prediction log journals under %s could not be listed: %r", self.directory, exc)
+            return
+        for path in found:
+            try:
+                self._recover(path)
+            except Exception as exc:
+                _log.warning("aiwatch: prediction log journal %s could not be recovered (left for the next sink): %r",
+                             path, exc)
+
+    def _recover(self, path: Path) -> None:
+        fd = journals.claim(path)
+        if fd is None:  # its writer is alive, or has just completed its file
+            return
+        try:
+            name = path.name[len(TEMP_PREFIX):-len(JOURNAL_SUFFIX)]
+            final, temp = path.with_name(name), path.with_name(f"{TEMP_PREFIX}{name}{TEMP_SUFFIX}")
+            if not final.exists():  # else the writer died after completing the file, before removing the journal
+                self._rebuild(journals.read(fd, self.pa), temp, final, path)
+            with suppress(FileNotFoundError):
+                temp.unlink()
+            path.unlink()
+        finally:
+            os.close(fd)  # only now: the journal is gone
+
+    def _rebuild(self, contents: journals.Contents, temp: Path, final: Path, path: Path) -> None:
+        """Write the whole batches of a dead writer's journal as the file it was writing (under its name)."""
+        if contents.torn_bytes:
+            self.torn_batches += 1
+            _log.warning("aiwatch: prediction log journal %s of a writer that died ends in a torn batch (%d bytes, "
+                         "being written when it died): dropped; %d rows of %d whole batches recovered", path,
+                         contents.torn_bytes, contents.rows, len(contents.batches))
+        if not contents.rows:
+            return
+        writer = self.pq.ParquetWriter(str(temp), contents.schema, compression=self.compression)
+        try:
+            writer.write_table(self.pa.Table.from_batches(contents.batches, schema=contents.schema))
+        finally:
+            writer.close()
+        self._publish(temp, final)
+        self.recovered.append(final)
+        _log.info("aiwatch: prediction log: %d rows of a writer that died recovered from its journal into %s",
+                  contents.rows, final)
 
     def _discard(self, key: tuple[str, str], tally: _Tally, exc: Exception) -> None:
         """Remove the file of a writer whose write failed: the writer is done for (every later write: "Operation on
@@ -286,7 +382,14 @@ class ParquetSink:
                 f.writer.close()
         with suppress(OSError):
             f.temp.unlink(missing_ok=True)
+        if f.journal is not None:
+            f.journal.remove()
         tally.file_failed(f, exc)
+
+
+def journal_path(final: Path) -> Path:
+    """The journal of the file that will be ``final``: ``.part-....parquet.journal`` (hidden, like the open file)."""
+    return final.with_name(f"{TEMP_PREFIX}{final.name}{JOURNAL_SUFFIX}")
 
 
 def _sync_directory(folder: Path) -> None:

@@ -90,8 +90,9 @@ def test_an_open_file_is_hidden_until_rotated(tmp_path: Path) -> None:
     sink = ParquetSink(tmp_path)
     sink.write([row(1), row(2)])
     assert parquet_files(tmp_path) == []
-    [temp] = [p for p in tmp_path.rglob("*") if p.is_file()]
+    temp, journal = sorted((p for p in tmp_path.rglob("*") if p.is_file()), key=lambda p: p.suffix)
     assert temp.name.startswith(".") and temp.name.endswith(".inprogress")
+    assert journal.name == temp.name.replace(".inprogress", ".journal")  # hidden too
     assert ds.dataset(tmp_path, format="parquet", partitioning="hive").count_rows() == 0
     sink.close()
     assert [p.name.startswith("part-") for p in parquet_files(tmp_path)] == [True]
@@ -248,9 +249,9 @@ def test_a_crash_keeps_every_rotated_file_and_nothing_half_written(tmp_path: Pat
     assert proc.returncode == 9, proc.stderr
     table = ds.dataset(tmp_path, format="parquet", partitioning="hive").to_table()
     assert sorted(table.column("x").to_pylist()) == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]  # two rotated files of 3
-    leftovers = [p for p in tmp_path.rglob(".*") if p.is_file()]
-    assert len(leftovers) == 1 and leftovers[0].name.endswith(".inprogress")
-    with pytest.raises(pa.ArrowInvalid):  # the open file's rows (6, 7) are lost: it has no footer
+    leftovers = sorted((p for p in tmp_path.rglob(".*") if p.is_file()), key=lambda p: p.suffix)
+    assert [p.suffix for p in leftovers] == [".inprogress", ".journal"]
+    with pytest.raises(pa.ArrowInvalid):  # the open file has no footer: its rows (6, 7) are in its journal only
         pq.read_table(leftovers[0])
 
 

@@ -1,0 +1,142 @@
+"""The journal (write-ahead log) of an open Parquet file: each batch written to the file is appended to an Arrow IPC
+stream next to it, so that a writer that dies (``kill -9``, an OOM) loses only the batch it was writing; the next
+sink on the directory turns the journal into a finished file (:meth:`ParquetSink` recovers on start).
+
+A journal is held with ``flock(LOCK_EX)`` by its writer for as long as it exists: the kernel releases the lock when
+the last descriptor of the writer's open file goes, that is when the writer dies, so a recoverer that gets the lock
+knows the writer is gone. A pid in the name with a liveness check would not: the pid of a dead writer can belong to
+a live process again. ``flock`` locks belong to an open file, not to a process (``fcntl``/``lockf`` record locks are
+per process, so a second sink in the same process would get them), and a writer removes its journal before it
+releases the lock, so a recoverer that gets the lock checks that the name still points to the file it locked.
+A journal is created under a temporary name, locked and given its schema, and only then renamed to its journal name:
+no recoverer ever sees an unlocked journal of a live writer.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: no journal
+    fcntl = None  # type: ignore[assignment]
+
+#: how a journal writes: one call per batch (a name the fault tests replace)
+_write = os.write
+JOURNAL_SUFFIX = ".journal"
+_NEW_SUFFIX = ".new"
+AVAILABLE = fcntl is not None
+
+
+class Journal:
+    """The journal being written for one open file; ``fsync`` syncs it to disk after each batch (without, a batch
+    is in the OS's hands when :meth:`append` returns: it survives the process, not a power cut)."""
+
+    def __init__(self, path: Path, schema: Any, *, fsync: bool) -> None:
+        new = path.with_name(path.name + _NEW_SUFFIX)
+        self.path, self._fsync = path, fsync
+        self._fd = os.open(new, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a file just made: nobody else has it
+            _write_all(self._fd, schema.serialize())
+            os.replace(new, path)
+            if fsync:
+                _sync_directory(path.parent)
+        except BaseException:
+            with suppress(OSError):
+                new.unlink()
+            os.close(self._fd)
+            raise
+
+    def append(self, table: Any) -> None:
+        """Write ``table`` to the journal, as Arrow IPC stream messages. A failure leaves it torn: the caller stops
+        using it."""
+        # one write of the table's messages: pyarrow's stream writer made 3 to 4 calls per batch, and cost 4 times
+        # as much
+        _write_all(self._fd, b"".join(batch.serialize() for batch in table.to_batches()))
+        if self._fsync:
+            os.fsync(self._fd)
+
+    def remove(self) -> None:
+        """Delete the journal, then release it (in that order: see the module docstring). Never raises."""
+        with suppress(OSError):
+            self.path.unlink()
+        with suppress(OSError):
+            os.close(self._fd)
+
+
+@dataclass
+class Contents:
+    """What a journal of a dead writer holds: its whole batches, and the bytes of a torn last batch after them."""
+
+    schema: Any
+    batches: list[Any]
+    torn_bytes: int
+
+    @property
+    def rows(self) -> int:
+        return sum(b.num_rows for b in self.batches)
+
+
+def claim(path: Path) -> int | None:
+    """A locked descriptor of the journal at ``path`` when its writer is gone, else ``None`` (its writer is alive,
+    or finished with it and removed it). The caller closes the descriptor once done with the journal."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        here = os.stat(path)
+        mine = os.fstat(fd)
+        if (here.st_dev, here.st_ino) == (mine.st_dev, mine.st_ino):
+            return fd
+    except (BlockingIOError, FileNotFoundError):
+        pass
+    except BaseException:
+        os.close(fd)
+        raise
+    os.close(fd)
+    return None
+
+
+def read(fd: int, pa: Any) -> Contents:
+    """The whole batches of a claimed journal; a torn last batch (the writer died while writing it) is left out and
+    its bytes counted. A journal torn inside its schema has no batches and a ``None`` schema."""
+    size = os.fstat(fd).st_size
+    with open(fd, "rb", closefd=False) as f:
+        source = pa.BufferReader(f.read())
+    try:
+        reader = pa.ipc.open_stream(source)
+    except (pa.ArrowInvalid, OSError):
+        return Contents(None, [], size)
+    batches, whole = [], source.tell()
+    while True:
+        try:
+            batches.append(reader.read_next_batch())
+        except StopIteration:
+            break
+        except (pa.ArrowInvalid, OSError):  # "Expected to read N bytes": the end of a torn batch
+            break
+        whole = source.tell()
+    return Contents(reader.schema, batches, size - whole)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[_write(fd, view):]
+
+
+def _sync_directory(folder: Path) -> None:
+    """Make the journal's name durable (``journal_fsync``): without it a power cut could lose the name, and with
+    it the rows synced into the file."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,238 @@
+"""ParquetSink's journal: the rows of a file still open survive the death of its writer (SIGKILL), a torn last batch
+is dropped and counted, a live writer's journal is never taken, and a failing journal is counted, not raised."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pyarrow.dataset as ds
+import pytest
+from prometheus_client import CollectorRegistry
+
+from aiwatch.feedback import ParquetSink, PredictionLog, RowsLost
+from aiwatch.feedback import journal as journal_module
+from tests.feedback.test_parquet_sink import T0, row
+from tests.servers import REPO, python_env
+
+
+def dataset_rows(root: Path) -> list[str]:
+    """The ``request_id`` of every row a reader of the directory sees."""
+    if not list(root.rglob("*.parquet")):
+        return []  # a dataset of no files has no columns
+    return sorted(ds.dataset(root, format="parquet", partitioning="hive").to_table().column("request_id").to_pylist())
+
+
+def journals(root: Path) -> list[Path]:
+    return sorted(root.rglob(".*.journal"))
+
+
+def start_writer(script: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(script)], env=python_env(), cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_rows_of_a_writer_killed_before_rotation_are_recovered_by_the_next_sink(tmp_path: Path) -> None:
+    writer = start_writer(f"""
+        from prometheus_client import CollectorRegistry
+        from aiwatch.feedback import ParquetSink, PredictionLog
+        log = PredictionLog(ParquetSink({str(tmp_path)!r}), batch_size=10, registry=CollectorRegistry())
+        for i in range(35):
+            log.log("ranker", {{"basket_value": i}}, {{"score": i / 35}}, request_id=f"r{{i:02d}}")
+        assert log.flush(60), "not written"
+        print("written", flush=True)
+        import time
+        time.sleep(600)
+    """)
+    try:
+        assert writer.stdout is not None
+        assert writer.stdout.readline() == "written\n", writer.stderr.read() if writer.stderr else ""
+        writer.send_signal(signal.SIGKILL)
+    finally:
+        writer.wait(60)
+    assert writer.returncode == -signal.SIGKILL
+    assert dataset_rows(tmp_path) == []  # the default max_file_seconds (300 s): nothing rotated
+
+    sink = ParquetSink(tmp_path)
+    assert dataset_rows(tmp_path) == [f"r{i:02d}" for i in range(35)]
+    assert len(sink.recovered) == 1 and sink.torn_batches == 0
+    assert [p for p in tmp_path.rglob(".*") if p.is_file()] == []  # the journal and the dead writer's open file
+    table = ds.dataset(tmp_path, format="parquet", partitioning="hive").to_table()
+    assert sorted(table.column("basket_value").to_pylist()) == [float(i) for i in range(35)]
+    assert set(table.column("model").to_pylist()) == {"ranker"}
+
+
+def killed_writer_with_journal_sizes(folder: Path, batches: int) -> list[int]:
+    """Run a writer that writes ``batches`` batches of 4 rows to a sink on ``folder`` and dies without closing it;
+    the size of its journal after each batch."""
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
+        import os
+        from pathlib import Path
+        from aiwatch.feedback import ParquetSink
+        sink = ParquetSink({str(folder)!r})
+        for b in range({batches}):
+            sink.write([{{"request_id": f"r{{b}}-{{i}}", "timestamp": {T0}, "model": "m", "x": float(i)}}
+                        for i in range(4)])
+            [journal] = Path({str(folder)!r}).rglob(".*.journal")
+            print(journal.stat().st_size, flush=True)
+        os._exit(9)
+    """)], env=python_env(), cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 9, proc.stderr
+    return [int(line) for line in proc.stdout.split()]
+
+
+def test_a_torn_last_batch_is_dropped_counted_and_logged_and_the_whole_ones_recovered(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    sizes = killed_writer_with_journal_sizes(tmp_path, 3)
+    [journal] = journals(tmp_path)
+    assert journal.stat().st_size == sizes[2]
+    os.truncate(journal, (sizes[1] + sizes[2]) // 2)  # the writer died in the middle of its third batch
+    with caplog.at_level(logging.WARNING, logger="aiwatch"):
+        sink = ParquetSink(tmp_path)
+    assert dataset_rows(tmp_path) == sorted(f"r{b}-{i}" for b in range(2) for i in range(4))
+    assert sink.torn_batches == 1
+    [warning] = [r.getMessage() for r in caplog.records if "torn" in r.getMessage()]
+    assert str(journal) in warning and "8 rows of 2 whole batches" in warning
+    assert f"({(sizes[1] + sizes[2]) // 2 - sizes[1]} bytes" in warning
+    assert journals(tmp_path) == []
+
+
+def test_a_journal_torn_in_its_first_batch_recovers_nothing_and_is_removed(tmp_path: Path) -> None:
+    sizes = killed_writer_with_journal_sizes(tmp_path, 1)
+    [journal] = journals(tmp_path)
+    os.truncate(journal, sizes[0] - 1)
+    sink = ParquetSink(tmp_path)
+    assert sink.recovered == [] and sink.torn_batches == 1
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+
+
+def test_a_live_writers_journal_is_not_taken_by_a_sink_in_another_process_or_this_one(tmp_path: Path) -> None:
+    live = ParquetSink(tmp_path)
+    live.write([row(i) for i in range(5)])
+    [journal] = journals(tmp_path)
+    other = subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
+        from aiwatch.feedback import ParquetSink
+        print(len(ParquetSink({str(tmp_path)!r}).recovered))
+    """)], env=python_env(), cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert other.returncode == 0, other.stderr
+    assert other.stdout.split() == ["0"]
+    assert ParquetSink(tmp_path).recovered == []  # flock's lock is the open file's, not the process's
+    assert journals(tmp_path) == [journal] and dataset_rows(tmp_path) == []
+    live.write([row(i) for i in range(5, 8)])
+    live.close()
+    assert dataset_rows(tmp_path) == sorted(f"r{i}" for i in range(8))  # each row once
+    assert journals(tmp_path) == []
+
+
+def test_a_rotated_file_leaves_no_journal_and_the_next_file_has_its_own(tmp_path: Path) -> None:
+    sink = ParquetSink(tmp_path, max_rows=3)
+    sink.write([row(i) for i in range(5)])
+    [journal] = journals(tmp_path)
+    assert journal.name == f".{sink._open[('ranker', '2026-09-21T14')].final.name}.journal"
+    sink.close()
+    assert journals(tmp_path) == [] and len(dataset_rows(tmp_path)) == 5
+
+
+def test_without_a_journal_none_is_written(tmp_path: Path) -> None:
+    sink = ParquetSink(tmp_path, journal=False)
+    sink.write([row(1)])
+    assert journals(tmp_path) == []
+    sink.close()
+    assert dataset_rows(tmp_path) == ["r1"]
+
+
+def test_a_journal_whose_file_was_completed_is_removed_without_touching_the_file(tmp_path: Path) -> None:
+    """The writer died after renaming its file into view and before removing its journal."""
+    sink = ParquetSink(tmp_path)
+    sink.write([row(i) for i in range(3)])
+    [journal] = journals(tmp_path)
+    kept = journal.with_name(journal.name + ".kept")
+    shutil.copyfile(journal, kept)
+    sink.write([row(3)])
+    sink.close()
+    os.replace(kept, journal)  # the journal, as it was before the last batch: its file holds more
+    assert len(ParquetSink(tmp_path).recovered) == 0
+    assert journals(tmp_path) == [] and dataset_rows(tmp_path) == [f"r{i}" for i in range(4)]
+
+
+class Disk:
+    """What a journal's writes meet: while ``full``, each raises ENOSPC."""
+
+    full = False
+
+
+@pytest.fixture
+def failing_journal(monkeypatch: pytest.MonkeyPatch) -> Disk:
+    disk, real = Disk(), journal_module._write
+
+    def write(fd: int, data: Any) -> int:
+        if disk.full:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(fd, data)
+
+    monkeypatch.setattr(journal_module, "_write", write)
+    return disk
+
+
+def test_a_failing_journal_write_is_counted_and_its_file_completed_with_every_row(
+        tmp_path: Path, failing_journal: Disk) -> None:
+    sink = ParquetSink(tmp_path)
+    sink.write([row(i) for i in range(3)])
+    failing_journal.full = True
+    with pytest.raises(RowsLost) as raised:
+        sink.write([row(i) for i in range(3, 5)])
+    assert (raised.value.failed, raised.value.lost) == (0, 0)  # every row stored: the file was completed
+    assert isinstance(raised.value.__cause__, OSError)
+    assert dataset_rows(tmp_path) == [f"r{i}" for i in range(5)] and journals(tmp_path) == []
+    failing_journal.full = False
+    sink.write([row(5)])  # a new file, with a new journal
+    assert len(journals(tmp_path)) == 1
+    sink.close()
+    assert dataset_rows(tmp_path) == [f"r{i}" for i in range(6)] and journals(tmp_path) == []
+
+
+def test_the_log_counts_a_failing_journal_as_an_error_and_its_rows_as_written(
+        tmp_path: Path, failing_journal: Disk) -> None:
+    registry = CollectorRegistry()
+    failing_journal.full = True  # the first file's journal cannot be made: it goes on without one
+    with PredictionLog(ParquetSink(tmp_path), registry=registry) as log:
+        for i in range(4):
+            log.log("ranker", {"basket_value": i})
+        assert log.flush(30)
+
+    def sample(name: str, labels: dict[str, str]) -> float:
+        return registry.get_sample_value(name, labels) or 0.0
+
+    assert sample("aiwatch_instrumentation_errors_total", {"component": "prediction_log"}) == 1
+    assert sample("aiwatch_prediction_log_records_total", {"log": "predictions", "result": "written"}) == 4
+    assert sample("aiwatch_prediction_log_records_total", {"log": "predictions", "result": "failed"}) == 0
+    assert len(dataset_rows(tmp_path)) == 4
+    assert [p for p in tmp_path.rglob(".*") if p.is_file()] == []  # no journal, nor the name it was made under
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="reads which file a descriptor is from /proc")
+def test_journal_fsync_syncs_the_journal_after_each_batch_and_its_name_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    synced: list[str] = []
+    real = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    sink = ParquetSink(tmp_path, fsync=False, journal_fsync=True)
+    sink.write([row(1)])
+    sink.write([row(2)])
+    [journal] = journals(tmp_path)
+    assert synced == [str(journal.parent), str(journal), str(journal)]
+    sink.close()
+    assert len(synced) == 3  # fsync=False: the Parquet file is not synced
