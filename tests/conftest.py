@@ -2,12 +2,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from prometheus_client import CollectorRegistry
 
 from aiwatch import safety, timing
 from aiwatch.metrics import Metrics
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 
 @pytest.fixture(autouse=True)
@@ -45,6 +50,25 @@ def registry() -> CollectorRegistry:
 @pytest.fixture
 def metrics(registry: CollectorRegistry) -> Metrics:
     return Metrics(registry)
+
+
+# opentelemetry-sdk is imported in the fixtures, not here: the core's run (scripts/test-lowest.sh) has no SDK
+@pytest.fixture
+def exporter() -> InMemorySpanExporter:
+    """Every span that :func:`provider`'s tracers end, in memory."""
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    return InMemorySpanExporter()
+
+
+@pytest.fixture
+def provider(exporter: InMemorySpanExporter) -> Iterator[TracerProvider]:
+    """An SDK TracerProvider recording into :func:`exporter`; shut down after the test."""
+    from tests.spans import recording_provider
+
+    recording = recording_provider(exporter)
+    yield recording
+    recording.shutdown()
 
 
 #: directories whose tests share one session-scoped stack (a Prometheus and a service under load): under

@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from typing import TYPE_CHECKING
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -12,6 +13,10 @@ from aiwatch import timing
 from aiwatch.metrics import Metrics
 from aiwatch.timing import RequestRecorder, current_timeline, set_default_recorder
 from tests.labels import with_defaults
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 
 def sample(registry: CollectorRegistry, name: str, **labels: str) -> float | None:
@@ -230,14 +235,8 @@ def test_begin_starts_outside_a_phase_left_open(metrics: Metrics, registry: Coll
     assert sample(registry, "aiwatch_phase_duration_seconds_count", service="svc", model="", phase="leaked") is None
 
 
-def test_begin_in_span_leaves_the_span_to_its_owner(metrics: Metrics, registry: CollectorRegistry) -> None:
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
+def test_begin_in_span_leaves_the_span_to_its_owner(metrics: Metrics, registry: CollectorRegistry,
+                                                    provider: TracerProvider, exporter: InMemorySpanExporter) -> None:
     owners = provider.get_tracer("someone-else").start_span("theirs")
     recorder = RequestRecorder(metrics, service="svc", tracer_provider=provider)
     tl = recorder.begin_in_span(owners)

@@ -7,14 +7,12 @@ from __future__ import annotations
 import asyncio
 import inspect
 import math
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import CollectorRegistry
 
@@ -35,14 +33,6 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> ManualClock:
     manual = ManualClock()
     monkeypatch.setattr(timing, "_clock", manual)
     return manual
-
-
-@pytest.fixture
-def traced() -> Iterator[tuple[TracerProvider, InMemorySpanExporter]]:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    yield provider, exporter
 
 
 def phase_sum(registry: CollectorRegistry, phase: str, model: str = "", service: str = "svc") -> float | None:
@@ -350,8 +340,7 @@ def test_a_failing_phase_metric_outside_a_request_is_counted_under_metrics(metri
 
 
 def test_phase_spans_are_children_with_their_model_and_error_status(
-        metrics: Metrics, traced: tuple[TracerProvider, InMemorySpanExporter]) -> None:
-    provider, exporter = traced
+        metrics: Metrics, provider: TracerProvider, exporter: InMemorySpanExporter) -> None:
     recorder = RequestRecorder(metrics, service="svc", model="base", tracer_provider=provider)
 
     async def handler() -> None:
@@ -377,9 +366,8 @@ def test_phase_spans_are_children_with_their_model_and_error_status(
     assert features.status.status_code == trace.StatusCode.UNSET and not features.events
 
 
-def test_begin_passes_its_span_arguments_and_start_time(metrics: Metrics,
-                                                        traced: tuple[TracerProvider, InMemorySpanExporter]) -> None:
-    provider, exporter = traced
+def test_begin_passes_its_span_arguments_and_start_time(metrics: Metrics, provider: TracerProvider,
+                                                        exporter: InMemorySpanExporter) -> None:
     recorder = RequestRecorder(metrics, service="svc", tracer_provider=provider)
     parent = trace.SpanContext(trace_id=0xABC, span_id=0xDEF, is_remote=True,
                                trace_flags=trace.TraceFlags(trace.TraceFlags.SAMPLED))
@@ -395,9 +383,7 @@ def test_begin_passes_its_span_arguments_and_start_time(metrics: Metrics,
                                               "status": "200", "traffic_class": "realtime"}) == 0.5
 
 
-def test_begin_in_span_takes_the_start_time(metrics: Metrics,
-                                            traced: tuple[TracerProvider, InMemorySpanExporter]) -> None:
-    provider, _ = traced
+def test_begin_in_span_takes_the_start_time(metrics: Metrics, provider: TracerProvider) -> None:
     recorder = RequestRecorder(metrics, service="svc", tracer_provider=provider)
     span = provider.get_tracer("owner").start_span("owner's")
     tl = recorder.begin_in_span(span, start=7.0)
@@ -534,8 +520,7 @@ def test_metrics_failing_at_start_up_are_counted_under_metrics_and_requests_stil
 
 
 def test_every_histogram_of_a_traced_request_carries_its_trace_id_as_exemplar(
-        metrics: Metrics, clock: ManualClock, traced: tuple[TracerProvider, InMemorySpanExporter]) -> None:
-    provider, exporter = traced
+        metrics: Metrics, clock: ManualClock, provider: TracerProvider, exporter: InMemorySpanExporter) -> None:
     recorder = RequestRecorder(metrics, service="svc", tracer_provider=provider)
     tl = recorder.begin()
     with aiwatch.phase("inference"):
@@ -563,8 +548,7 @@ def counted_once_and_logged(metrics: Metrics, component: str, message: str, capl
 
 
 def test_begin_names_its_span_request_unless_told_otherwise(
-        metrics: Metrics, traced: tuple[TracerProvider, InMemorySpanExporter]) -> None:
-    provider, exporter = traced
+        metrics: Metrics, provider: TracerProvider, exporter: InMemorySpanExporter) -> None:
     recorder = RequestRecorder(metrics, service="svc", tracer_provider=provider)
     recorder.finish(recorder.begin(), "/p", "GET", "200")
     recorder.finish(recorder.begin_with(recorder.tracing.tracer()), "/p", "GET", "200")
@@ -578,10 +562,9 @@ class _SpanWithoutContext:
 
 
 def test_a_foreign_span_that_fails_is_counted_under_tracing_and_the_request_goes_on(
-        metrics: Metrics, traced: tuple[TracerProvider, InMemorySpanExporter], caplog: pytest.LogCaptureFixture,
+        metrics: Metrics, provider: TracerProvider, caplog: pytest.LogCaptureFixture,
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("aiwatch.safety._burst.burst_seconds", 0.0)
-    provider, _ = traced
     recorder = RequestRecorder(metrics, service="svc", tracer_provider=provider)
     tl = recorder.begin_in_span(_SpanWithoutContext())
     counted_once_and_logged(metrics, "tracing", "RuntimeError('no span context')", caplog)
@@ -609,10 +592,9 @@ def test_an_in_flight_gauge_that_fails_per_request_is_counted_under_metrics(
 
 
 def test_a_server_span_that_fails_to_end_is_counted_under_tracing(
-        metrics: Metrics, traced: tuple[TracerProvider, InMemorySpanExporter], caplog: pytest.LogCaptureFixture,
+        metrics: Metrics, provider: TracerProvider, caplog: pytest.LogCaptureFixture,
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("aiwatch.safety._burst.burst_seconds", 0.0)
-    provider, _ = traced
     recorder = RequestRecorder(metrics, service="svc", tracer_provider=provider)
     tl = recorder.begin()
     assert tl.owns_span
@@ -696,8 +678,7 @@ def test_only_admitted_phase_labels_are_cached(metrics: Metrics) -> None:
 
 
 def test_an_async_phase_records_the_error_that_left_it_on_its_span(
-        metrics: Metrics, traced: tuple[TracerProvider, InMemorySpanExporter]) -> None:
-    provider, exporter = traced
+        metrics: Metrics, provider: TracerProvider, exporter: InMemorySpanExporter) -> None:
     recorder = RequestRecorder(metrics, service="svc", tracer_provider=provider)
 
     async def failing() -> None:
@@ -889,8 +870,7 @@ def aiwatch_attributes(span: Any) -> dict[str, Any]:
 
 
 def test_a_traced_requests_span_names_its_traffic_class_model_version_and_fallbacks(
-        metrics: Metrics, traced: tuple[TracerProvider, InMemorySpanExporter]) -> None:
-    provider, exporter = traced
+        metrics: Metrics, provider: TracerProvider, exporter: InMemorySpanExporter) -> None:
     recorder = RequestRecorder(metrics, service="svc", tracer_provider=provider,
                                traffic_classes=TrafficClasses(["realtime", "batch"], routes={}))
     tl = recorder.begin()
@@ -921,10 +901,9 @@ def test_a_traced_requests_span_names_its_traffic_class_model_version_and_fallba
 
 
 def test_a_fallback_marked_twice_around_set_model_is_named_once_on_the_span(
-        metrics: Metrics, traced: tuple[TracerProvider, InMemorySpanExporter]) -> None:
+        metrics: Metrics, provider: TracerProvider, exporter: InMemorySpanExporter) -> None:
     # the span listed a reason once per (reason, model) entry: marked before and after set_model(), the same
     # fallback was named twice, while the counter counted the response once
-    provider, exporter = traced
     recorder = RequestRecorder(metrics, service="svc", tracer_provider=provider)
     tl = recorder.begin()
     aiwatch.degraded("cached_prediction")
@@ -958,10 +937,9 @@ class _SpanRefusingAttributes:
 
 
 def test_a_span_refusing_the_extra_attributes_is_counted_under_tracing_and_the_request_recorded(
-        metrics: Metrics, traced: tuple[TracerProvider, InMemorySpanExporter], caplog: pytest.LogCaptureFixture,
+        metrics: Metrics, provider: TracerProvider, caplog: pytest.LogCaptureFixture,
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("aiwatch.safety._burst.burst_seconds", 0.0)
-    provider, _ = traced
     recorder = RequestRecorder(metrics, service="svc", tracer_provider=provider)
     span = _SpanRefusingAttributes()
     tl = recorder.begin_in_span(span)
@@ -983,8 +961,7 @@ def versioned_sum(registry: CollectorRegistry, phase: str, model: str, version: 
 
 
 def test_a_versioned_request_labels_its_own_models_phases_overhead_and_late_phases_only(
-        metrics: Metrics, clock: ManualClock, traced: tuple[TracerProvider, InMemorySpanExporter]) -> None:
-    provider, exporter = traced
+        metrics: Metrics, clock: ManualClock, provider: TracerProvider, exporter: InMemorySpanExporter) -> None:
     registry = metrics.registry
     recorder = RequestRecorder(metrics, service="svc", tracer_provider=provider)
     for _ in range(2):  # the second request reads the children the first one cached
@@ -1299,8 +1276,7 @@ def test_a_server_span_that_fails_to_start_is_logged_with_its_cause_and_the_requ
 
 
 def test_a_traced_requests_span_carries_its_token_usage(
-        metrics: Metrics, traced: tuple[TracerProvider, InMemorySpanExporter]) -> None:
-    provider, exporter = traced
+        metrics: Metrics, provider: TracerProvider, exporter: InMemorySpanExporter) -> None:
     recorder = RequestRecorder(metrics, service="svc", tracer_provider=provider)
     tl = recorder.begin()
     aiwatch.record_tokens(input_tokens=12, model="chat-small")

@@ -10,14 +10,13 @@ from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 from prometheus_client import CollectorRegistry
 
 from aiwatch.middleware.asgi import AiwatchMiddleware
 from aiwatch.middleware.wsgi import AiwatchWSGIMiddleware
+from tests.spans import recording_provider
 
 # W3C Trace Context, level 1: version "00" exactly 55 characters; a higher version may carry more after a "-".
 VALID = re.compile(r"^(?!ff)([0-9a-f]{2})-(?!0{32})([0-9a-f]{32})-(?!0{16})([0-9a-f]{16})-([0-9a-f]{2})(-.*)?$")
@@ -36,13 +35,6 @@ header_bytes = st.one_of(near_valid.map(lambda s: s.encode("latin-1")), st.binar
                          st.sampled_from([b"", b"\x00", b"a" * 20_000, b"k=v," * 2000, b"=", b",,,", b"\xff\xfe"]))
 headers = st.lists(st.tuples(st.sampled_from([b"traceparent", b"tracestate", b"baggage"]), header_bytes),
                    min_size=1, max_size=4)
-
-
-def _tracing() -> tuple[TracerProvider, InMemorySpanExporter]:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    return provider, exporter
 
 
 def _server_span(exporter: InMemorySpanExporter) -> Any:
@@ -92,7 +84,8 @@ async def _asgi_call(app: Any, sent: list[tuple[bytes, bytes]]) -> tuple[int, by
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(sent=headers)
 def test_asgi_never_fails_a_request_on_trace_headers(sent: list[tuple[bytes, bytes]]) -> None:
-    provider, exporter = _tracing()
+    exporter = InMemorySpanExporter()  # a fresh one per example: hypothesis runs many in one test
+    provider = recording_provider(exporter)
     app = AiwatchMiddleware(_asgi_app, registry=CollectorRegistry(), service="svc", tracer_provider=provider)
     assert asyncio.run(_asgi_call(app, sent)) == (200, b"ok")
     _check_trace(_server_span(exporter), sent)
@@ -106,7 +99,8 @@ def _wsgi_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(sent=headers)
 def test_wsgi_never_fails_a_request_on_trace_headers(sent: list[tuple[bytes, bytes]]) -> None:
-    provider, exporter = _tracing()
+    exporter = InMemorySpanExporter()  # a fresh one per example: hypothesis runs many in one test
+    provider = recording_provider(exporter)
     app = AiwatchWSGIMiddleware(_wsgi_app, registry=CollectorRegistry(), service="svc", tracer_provider=provider)
     environ: dict[str, Any] = {"REQUEST_METHOD": "GET", "PATH_INFO": "/predict", "SERVER_NAME": "x",
                                "SERVER_PORT": "80", "wsgi.url_scheme": "http", "SERVER_PROTOCOL": "HTTP/1.1"}

@@ -12,8 +12,6 @@ from typing import Any
 import grpc
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import aiwatch
 from aiwatch.grpc import grpc_client_interceptor, grpc_server_interceptor
@@ -124,9 +122,7 @@ class _EchoMetadata(pb_grpc.InferenceServicer):
         return pb.PredictReply(model=md.get("traceparent", ""))
 
 
-def test_trace_context_is_propagated_in_metadata(metrics: Metrics) -> None:
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(InMemorySpanExporter()))
+def test_trace_context_is_propagated_in_metadata(metrics: Metrics, provider: TracerProvider) -> None:
     tracer = provider.get_tracer("test")
     with sync_server(servicer=_EchoMetadata()) as target:
         client = grpc_client_interceptor(service="gateway", peer=target, metrics=metrics)

@@ -18,7 +18,6 @@ from opentelemetry.instrumentation.grpc import (
     server_interceptor,
 )
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
@@ -33,15 +32,6 @@ from examples.grpc_service.servicer import AioInferenceServicer, InferenceServic
 from tests.grpc.conftest import CHAT, PREDICT, req, stub_for, sync_server, value
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def spans() -> Iterator[tuple[TracerProvider, InMemorySpanExporter]]:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    yield provider, exporter
-    provider.shutdown()
 
 
 def _assert_one_trace(exporter: InMemorySpanExporter, phases: set[str]) -> Any:
@@ -59,8 +49,8 @@ def _assert_one_trace(exporter: InMemorySpanExporter, phases: set[str]) -> Any:
     return server
 
 
-def test_sync_interceptors_compose_into_one_trace(metrics: Metrics, spans: Any) -> None:
-    provider, exporter = spans
+def test_sync_interceptors_compose_into_one_trace(metrics: Metrics, provider: TracerProvider,
+                                                  exporter: InMemorySpanExporter) -> None:
     interceptors = [server_interceptor(tracer_provider=provider),
                     grpc_server_interceptor(service="infer", metrics=metrics, tracer_provider=provider)]
     with sync_server(interceptors) as target, stub_for(target) as stub:
@@ -81,10 +71,10 @@ def test_sync_interceptors_compose_into_one_trace(metrics: Metrics, spans: Any) 
     assert samples and samples[0].exemplar.labels["trace_id"] == format(server.context.trace_id, "032x")
 
 
-async def test_aio_stream_stream_with_otel_interceptor(metrics: Metrics, spans: Any) -> None:
+async def test_aio_stream_stream_with_otel_interceptor(metrics: Metrics, provider: TracerProvider,
+                                                       exporter: InMemorySpanExporter) -> None:
     """opentelemetry-python-contrib #3066: OpenTelemetry's aio server interceptor crashed on stream-stream calls.
     With the installed version and aiwatch's interceptor after it, a bidi call works end to end."""
-    provider, exporter = spans
     server = grpc.aio.server(interceptors=[
         aio_server_interceptor(tracer_provider=provider),
         grpc_aio_server_interceptor(service="infer", metrics=metrics, tracer_provider=provider)])
@@ -111,8 +101,8 @@ async def test_aio_stream_stream_with_otel_interceptor(metrics: Metrics, spans: 
 
 
 @pytest.mark.parametrize("aiwatch_first", [True, False])
-def test_instrumentors_in_either_order(metrics: Metrics, spans: Any, aiwatch_first: bool) -> None:
-    provider, exporter = spans
+def test_instrumentors_in_either_order(metrics: Metrics, provider: TracerProvider, exporter: InMemorySpanExporter,
+                                       aiwatch_first: bool) -> None:
     originals = (grpc.server, grpc.aio.server, grpc.insecure_channel, grpc.secure_channel,
                  grpc.aio.insecure_channel, grpc.aio.secure_channel)
     ours_server = AiwatchGrpcInstrumentorServer(service="infer", metrics=metrics, tracer_provider=provider)
@@ -250,11 +240,10 @@ class _ReadWriteChat(pb_grpc.InferenceServicer):
 
 
 @pytest.mark.parametrize("with_otel", [False, True])
-async def test_aio_read_write_stream_stream(metrics: Metrics, spans: Any, with_otel: bool) -> None:
+async def test_aio_read_write_stream_stream(metrics: Metrics, provider: TracerProvider, with_otel: bool) -> None:
     """opentelemetry-python-contrib #3066 still happens with 0.66b2: OpenTelemetry's aio server interceptor alone
     fails such a call with INTERNAL ('async for' over a coroutine). aiwatch's interceptor turns the handler into an
     async generator, so with aiwatch placed after OpenTelemetry's the call works."""
-    provider, _ = spans
     interceptors: list[Any] = [aio_server_interceptor(tracer_provider=provider)] if with_otel else []
     interceptors.append(grpc_aio_server_interceptor(service="infer", metrics=metrics, tracer_provider=provider))
     server = grpc.aio.server(interceptors=interceptors)
@@ -277,8 +266,8 @@ async def test_aio_read_write_stream_stream(metrics: Metrics, spans: Any, with_o
                  method="grpc", status="OK") == 1
 
 
-def test_aiwatch_alone_starts_a_server_span_under_the_callers_trace(metrics: Metrics, spans: Any) -> None:
-    provider, exporter = spans
+def test_aiwatch_alone_starts_a_server_span_under_the_callers_trace(metrics: Metrics, provider: TracerProvider,
+                                                                    exporter: InMemorySpanExporter) -> None:
     with sync_server([grpc_server_interceptor(service="infer", metrics=metrics, tracer_provider=provider)]) \
             as target, stub_for(target) as stub:
         with provider.get_tracer("app").start_as_current_span("caller") as caller:
@@ -374,10 +363,10 @@ def _assert_handler_spans_in_the_rpcs_trace(exporter: InMemorySpanExporter, seen
     assert seen == ["alice"] * 3
 
 
-def test_spans_a_handler_starts_are_in_the_rpcs_trace(metrics: Metrics, spans: Any) -> None:
+def test_spans_a_handler_starts_are_in_the_rpcs_trace(metrics: Metrics, provider: TracerProvider,
+                                                      exporter: InMemorySpanExporter) -> None:
     """aiwatch's SERVER span (no OpenTelemetry interceptor in front) is current while the handler runs, and while a
     streaming handler produces each reply, in the caller's context: the handler's spans are its children."""
-    provider, exporter = spans
     seen: list[object] = []
     metadata = (("traceparent", _CALLER), ("baggage", "user=alice"))
     with sync_server([grpc_server_interceptor(service="infer", metrics=metrics, tracer_provider=provider)],
@@ -387,8 +376,8 @@ def test_spans_a_handler_starts_are_in_the_rpcs_trace(metrics: Metrics, spans: A
     _assert_handler_spans_in_the_rpcs_trace(exporter, seen)
 
 
-async def test_spans_an_aio_handler_starts_are_in_the_rpcs_trace(metrics: Metrics, spans: Any) -> None:
-    provider, exporter = spans
+async def test_spans_an_aio_handler_starts_are_in_the_rpcs_trace(metrics: Metrics, provider: TracerProvider,
+                                                                 exporter: InMemorySpanExporter) -> None:
     seen: list[object] = []
     metadata = (("traceparent", _CALLER), ("baggage", "user=alice"))
     server = grpc.aio.server(interceptors=[

@@ -4,7 +4,6 @@ channels (sync and aio), alone and with OpenTelemetry's interceptors in front.""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import grpc
@@ -18,7 +17,6 @@ from opentelemetry.instrumentation.grpc import (
     server_interceptor,
 )
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
@@ -37,15 +35,6 @@ pytestmark = pytest.mark.slow
 
 NAME = "aiwatch.example.Inference/Predict"
 DEFAULT_SERVER = {"rpc.system": "grpc", "rpc.service": "aiwatch.example.Inference", "rpc.method": "Predict"}
-
-
-@pytest.fixture
-def spans() -> Iterator[tuple[TracerProvider, InMemorySpanExporter]]:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    yield provider, exporter
-    provider.shutdown()
 
 
 def of_kind(exporter: InMemorySpanExporter, kind: SpanKind) -> list[ReadableSpan]:
@@ -91,8 +80,8 @@ def check_default(span: ReadableSpan, kind: SpanKind, outcome: tuple[str, int, b
     assert span.status.status_code is (StatusCode.ERROR if failed else StatusCode.UNSET)
 
 
-def test_sync_server_and_client_spans_by_default(metrics: Metrics, spans: Any) -> None:
-    provider, exporter = spans
+def test_sync_server_and_client_spans_by_default(metrics: Metrics, provider: TracerProvider,
+                                                 exporter: InMemorySpanExporter) -> None:
     server_side = [grpc_server_interceptor(service="infer", metrics=metrics, tracer_provider=provider)]
     with sync_server(server_side) as target:
         _sync_calls(target, [grpc_client_interceptor(service="gw", metrics=metrics, tracer_provider=provider)])
@@ -123,8 +112,8 @@ async def _aio_server(interceptors: list[Any]) -> tuple[Any, str]:
     return server, f"127.0.0.1:{port}"
 
 
-async def test_aio_server_and_client_spans_by_default(metrics: Metrics, spans: Any) -> None:
-    provider, exporter = spans
+async def test_aio_server_and_client_spans_by_default(metrics: Metrics, provider: TracerProvider,
+                                                      exporter: InMemorySpanExporter) -> None:
     server, target = await _aio_server([grpc_aio_server_interceptor(service="infer", metrics=metrics,
                                                                     tracer_provider=provider)])
     try:
@@ -148,10 +137,10 @@ async def _settled(exporter: InMemorySpanExporter, count: int) -> None:
 
 
 @pytest.mark.parametrize(("opt_in", "old"), [("rpc", False), ("http,rpc/dup", True)])
-def test_stable_rpc_set_under_opt_in(metrics: Metrics, spans: Any, monkeypatch: pytest.MonkeyPatch, opt_in: str,
+def test_stable_rpc_set_under_opt_in(metrics: Metrics, provider: TracerProvider, exporter: InMemorySpanExporter,
+                                     monkeypatch: pytest.MonkeyPatch, opt_in: str,
                                      old: bool) -> None:
     monkeypatch.setenv("OTEL_SEMCONV_STABILITY_OPT_IN", opt_in)
-    provider, exporter = spans
     server_side = [grpc_server_interceptor(service="infer", metrics=metrics, tracer_provider=provider)]
     with sync_server(server_side) as target:
         port = int(target.rsplit(":", 1)[1])
@@ -176,9 +165,8 @@ def test_stable_rpc_set_under_opt_in(metrics: Metrics, spans: Any, monkeypatch: 
             assert span.status.status_code is (StatusCode.ERROR if failed else StatusCode.UNSET)
 
 
-def test_sync_with_otel_interceptors_in_front_one_server_and_one_client_span(metrics: Metrics,
-                                                                             spans: Any) -> None:
-    provider, exporter = spans
+def test_sync_with_otel_interceptors_in_front_one_server_and_one_client_span(
+        metrics: Metrics, provider: TracerProvider, exporter: InMemorySpanExporter) -> None:
     server_side = [server_interceptor(tracer_provider=provider),
                    grpc_server_interceptor(service="infer", metrics=metrics, tracer_provider=provider)]
     with sync_server(server_side) as target:
@@ -191,10 +179,10 @@ def test_sync_with_otel_interceptors_in_front_one_server_and_one_client_span(met
                     peer="infer", route="/" + NAME, status="UNAVAILABLE", phase="") == 1
 
 
-def test_sync_aiwatch_client_in_front_of_otels_makes_the_only_client_span(metrics: Metrics, spans: Any) -> None:
+def test_sync_aiwatch_client_in_front_of_otels_makes_the_only_client_span(metrics: Metrics, provider: TracerProvider,
+                                                                          exporter: InMemorySpanExporter) -> None:
     """aiwatch's interceptor outermost: its CLIENT span is current and OpenTelemetry's instrumentation suppressed
     while the call is handed on, so OpenTelemetry's interceptor behind it adds no second CLIENT span."""
-    provider, exporter = spans
     with sync_server([grpc_server_interceptor(service="infer", metrics=metrics, tracer_provider=provider)]) \
             as target:
         _sync_calls(target, [grpc_client_interceptor(service="gw", metrics=metrics, tracer_provider=provider)],
@@ -205,8 +193,8 @@ def test_sync_aiwatch_client_in_front_of_otels_makes_the_only_client_span(metric
         assert server.parent is not None and server.parent.span_id == client.context.span_id
 
 
-async def test_aio_with_otel_interceptors_in_front(metrics: Metrics, spans: Any) -> None:
-    provider, exporter = spans
+async def test_aio_with_otel_interceptors_in_front(metrics: Metrics, provider: TracerProvider,
+                                                   exporter: InMemorySpanExporter) -> None:
     server, target = await _aio_server([
         aio_server_interceptor(tracer_provider=provider),
         grpc_aio_server_interceptor(service="infer", metrics=metrics, tracer_provider=provider)])

@@ -16,7 +16,6 @@ import httpx
 import pytest
 import requests
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 from prometheus_client import CollectorRegistry
@@ -132,10 +131,8 @@ def test_connection_error_is_recorded_with_its_name_and_raised(registry: Collect
     assert client_count(registry, f"127.0.0.1:{port}", "__unmatched__", "ConnectError") == 1
 
 
-def test_trace_context_is_injected_with_a_client_span(base: str, registry: CollectorRegistry) -> None:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
+def test_trace_context_is_injected_with_a_client_span(base: str, registry: CollectorRegistry, provider: TracerProvider,
+                                                      exporter: InMemorySpanExporter) -> None:
     with aiwatch.client.instrument_httpx(httpx.Client(), service="gw", registry=registry,
                                          tracer_provider=provider) as client:
         received = client.get(f"{base}/ok").json()
@@ -145,10 +142,8 @@ def test_trace_context_is_injected_with_a_client_span(base: str, registry: Colle
                                                        f"{span.context.span_id:016x}"]
 
 
-def test_inside_a_server_request_the_server_span_is_propagated(base: str, metrics: Metrics) -> None:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
+def test_inside_a_server_request_the_server_span_is_propagated(base: str, metrics: Metrics, provider: TracerProvider,
+                                                               exporter: InMemorySpanExporter) -> None:
     server = RequestRecorder(metrics, service="gw", tracer_provider=provider)
     tl = server.begin("GET")
     with aiwatch.client.instrument_requests(requests.Session(), service="gw", metrics=metrics) as s:

@@ -16,7 +16,6 @@ from http.server import BaseHTTPRequestHandler
 import httpx
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import CollectorRegistry
 
@@ -102,10 +101,9 @@ def test_a_streamed_response_read_to_its_end_and_dropped_unclosed_keeps_its_stat
     assert _received(registry, base) == len(FIRST + REST)
 
 
-def test_the_span_of_a_dropped_response_keeps_the_peers_status(base: str, registry: CollectorRegistry) -> None:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
+def test_the_span_of_a_dropped_response_keeps_the_peers_status(base: str, registry: CollectorRegistry,
+                                                               provider: TracerProvider,
+                                                               exporter: InMemorySpanExporter) -> None:
     with aiwatch.client.instrument_httpx(httpx.Client(), service="gw", registry=registry,
                                          tracer_provider=provider) as client:
         response = client.send(client.build_request("GET", f"{base}/stream"), stream=True)

@@ -13,7 +13,6 @@ import httpx
 import pytest
 import requests
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
@@ -37,14 +36,12 @@ def value(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: s
     return samples.get((name, tuple(sorted(with_defaults(name, labels).items()))))
 
 
-def test_uvicorn_and_httpx_client(registry: CollectorRegistry) -> None:
+def test_uvicorn_and_httpx_client(registry: CollectorRegistry, provider: TracerProvider,
+                                  exporter: InMemorySpanExporter) -> None:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     with python_app(["-m", "uvicorn", "tests.http.e2e_apps:fastapi_app", "--host", "127.0.0.1", "--port",
                      str(port), "--log-level", "warning"], f"{base}/metrics"):
-        exporter = InMemorySpanExporter()
-        provider = TracerProvider()
-        provider.add_span_processor(SimpleSpanProcessor(exporter))
         with aiwatch.client.instrument_httpx(httpx.Client(), service="gateway", registry=registry,
                                              peer="inference", tracer_provider=provider) as client:
             with aiwatch.client.route("/predict/{model_name}"):

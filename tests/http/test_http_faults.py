@@ -14,7 +14,6 @@ import requests
 from fastapi import FastAPI
 from flask import Flask
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 from prometheus_client import CollectorRegistry
@@ -124,19 +123,12 @@ def test_a_tracer_that_raises(kind: str, metrics: Metrics, registry: CollectorRe
     assert count == REQUESTS  # metrics still recorded
 
 
-def _recording_provider() -> tuple[TracerProvider, InMemorySpanExporter]:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    return provider, exporter
-
-
 @pytest.mark.parametrize("kind", ["asgi", "wsgi"])
 def test_a_span_that_cannot_be_made_current(kind: str, metrics: Metrics, registry: CollectorRegistry,
                                             monkeypatch: pytest.MonkeyPatch,
-                                            caplog: pytest.LogCaptureFixture) -> None:
+                                            caplog: pytest.LogCaptureFixture, provider: TracerProvider,
+                                            exporter: InMemorySpanExporter) -> None:
     monkeypatch.setattr(aiwatch.tracing, "activate", _raise)  # e.g. a broken context implementation
-    provider, exporter = _recording_provider()
     check_unaltered_and_counted(build(kind, metrics, tracer_provider=provider), registry, "tracing", caplog)
     # each request's SERVER span still ends and is exported (the phase spans are its children by explicit parent)
     server_spans = [span for span in exporter.get_finished_spans() if span.kind is SpanKind.SERVER]
@@ -145,9 +137,9 @@ def test_a_span_that_cannot_be_made_current(kind: str, metrics: Metrics, registr
 
 @pytest.mark.parametrize("client_kind", ["httpx", "requests"])
 def test_a_client_span_that_cannot_be_made_current_never_fails_the_call(
-        client_kind: str, registry: CollectorRegistry, monkeypatch: pytest.MonkeyPatch) -> None:
+        client_kind: str, registry: CollectorRegistry, monkeypatch: pytest.MonkeyPatch, provider: TracerProvider,
+        exporter: InMemorySpanExporter) -> None:
     monkeypatch.setattr(aiwatch.tracing, "activate", _raise)
-    provider, exporter = _recording_provider()
     options: dict[str, Any] = {"service": "gw", "registry": registry, "tracer_provider": provider}
     with peer() as base:
         if client_kind == "httpx":
