@@ -1,15 +1,15 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from concurrent import futures
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import grpc
 import pytest
 
-from examples.grpc_service.servicer import InferenceServicer, pb, pb_grpc
+from examples.grpc_service.servicer import AioInferenceServicer, InferenceServicer, pb, pb_grpc
 from tests.labels import with_defaults
 
 SERVICE = "/aiwatch.example.Inference/"
@@ -38,6 +38,19 @@ def sync_server(interceptors: Sequence[Any] = (), servicer: Any = None) -> Itera
         if not server.stop(0).wait(STOP_WAIT):
             warnings.warn(f"grpcio's server on port {port} did not stop within {STOP_WAIT:g} s: left running",
                           stacklevel=1)
+
+
+@asynccontextmanager
+async def aio_server(interceptors: Sequence[Any] = (), servicer: Any = None) -> AsyncIterator[str]:
+    """A real grpc.aio server on a loopback port; yields its target."""
+    server = grpc.aio.server(interceptors=list(interceptors))
+    pb_grpc.add_InferenceServicer_to_server(servicer or AioInferenceServicer(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        await server.stop(None)
 
 
 @contextmanager

@@ -15,8 +15,8 @@ import pytest
 from aiwatch.grpc import grpc_aio_server_interceptor, grpc_server_interceptor
 from aiwatch.metrics import Metrics
 from aiwatch.servertiming import parse_server_timing
-from examples.grpc_service.servicer import AioInferenceServicer, pb, pb_grpc
-from tests.grpc.conftest import CHAT, PREDICT, PREDICT_STREAM, UPLOAD, req, stub_for, sync_server, value
+from examples.grpc_service.servicer import pb, pb_grpc
+from tests.grpc.conftest import CHAT, PREDICT, PREDICT_STREAM, UPLOAD, aio_server, req, stub_for, sync_server, value
 from tests.servers import wait_until
 
 pytestmark = pytest.mark.slow
@@ -122,17 +122,10 @@ def test_a_server_stream_records_its_first_message_and_the_gaps(metrics: Metrics
 
 
 async def test_aio_messages_are_sized_and_timed(metrics: Metrics) -> None:
-    server = grpc.aio.server(interceptors=[grpc_aio_server_interceptor(service="infer", model="ranker",
-                                                                       metrics=metrics)])
-    pb_grpc.add_InferenceServicer_to_server(AioInferenceServicer(), server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
     request = req(features=[0.25] * 100)
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            reply = await pb_grpc.InferenceStub(channel).Predict(request)
-    finally:
-        await server.stop(None)
+    async with aio_server([grpc_aio_server_interceptor(service="infer", model="ranker", metrics=metrics)]) as target, \
+            grpc.aio.insecure_channel(target) as channel:
+        reply = await pb_grpc.InferenceStub(channel).Predict(request)
     assert size(metrics, PREDICT, "request") == request.ByteSize()
     assert size(metrics, PREDICT, "response") == reply.ByteSize()
     assert phase(metrics, "deserialize") == 1 and phase(metrics, "serialize") == 1
@@ -201,10 +194,6 @@ def test_the_sync_client_counts_the_bytes_of_every_streamed_call_kind(metrics: M
 async def test_the_aio_client_counts_the_bytes_of_every_call_kind(metrics: Metrics) -> None:
     from aiwatch.grpc import grpc_aio_client_interceptors
 
-    server = grpc.aio.server(interceptors=[grpc_aio_server_interceptor(service="infer", metrics=metrics)])
-    pb_grpc.add_InferenceServicer_to_server(AioInferenceServicer(), server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
     requests = [req(features=[float(i)] * (40 * (i + 1))) for i in range(3)]
 
     async def stream() -> Any:
@@ -212,32 +201,29 @@ async def test_the_aio_client_counts_the_bytes_of_every_call_kind(metrics: Metri
             yield r
 
     sent = received = 0
-    try:
-        async with grpc.aio.insecure_channel(
-                f"127.0.0.1:{port}", interceptors=grpc_aio_client_interceptors(
-                    service="gateway", metrics=metrics, peer="infer")) as channel:
-            stub = pb_grpc.InferenceStub(channel)
-            reply = await stub.Predict(requests[0])
-            sent, received = sent + requests[0].ByteSize(), received + reply.ByteSize()
-            await async_wait_for_bytes(metrics, sent, received)
-            replies = [r async for r in stub.PredictStream(requests[1])]
-            sent, received = sent + requests[1].ByteSize(), received + sum(r.ByteSize() for r in replies)
-            await async_wait_for_bytes(metrics, sent, received)
-            upload = await stub.Upload(stream())
-            sent, received = sent + sum(r.ByteSize() for r in requests), received + upload.ByteSize()
-            await async_wait_for_bytes(metrics, sent, received)
-            # the write/read API: grpc.aio hands the interceptor an iterator of the writes
-            chat = stub.Chat()
-            replies = []
-            for r in requests:
-                await chat.write(r)
-                replies.append(await chat.read())
-            await chat.done_writing()
-            assert await chat.read() is grpc.aio.EOF and await chat.code() == grpc.StatusCode.OK
-            sent, received = sent + sum(r.ByteSize() for r in requests), received + sum(r.ByteSize() for r in replies)
-            await async_wait_for_bytes(metrics, sent, received)
-    finally:
-        await server.stop(None)
+    async with aio_server([grpc_aio_server_interceptor(service="infer", metrics=metrics)]) as target, \
+            grpc.aio.insecure_channel(target, interceptors=grpc_aio_client_interceptors(
+                service="gateway", metrics=metrics, peer="infer")) as channel:
+        stub = pb_grpc.InferenceStub(channel)
+        reply = await stub.Predict(requests[0])
+        sent, received = sent + requests[0].ByteSize(), received + reply.ByteSize()
+        await async_wait_for_bytes(metrics, sent, received)
+        replies = [r async for r in stub.PredictStream(requests[1])]
+        sent, received = sent + requests[1].ByteSize(), received + sum(r.ByteSize() for r in replies)
+        await async_wait_for_bytes(metrics, sent, received)
+        upload = await stub.Upload(stream())
+        sent, received = sent + sum(r.ByteSize() for r in requests), received + upload.ByteSize()
+        await async_wait_for_bytes(metrics, sent, received)
+        # the write/read API: grpc.aio hands the interceptor an iterator of the writes
+        chat = stub.Chat()
+        replies = []
+        for r in requests:
+            await chat.write(r)
+            replies.append(await chat.read())
+        await chat.done_writing()
+        assert await chat.read() is grpc.aio.EOF and await chat.code() == grpc.StatusCode.OK
+        sent, received = sent + sum(r.ByteSize() for r in requests), received + sum(r.ByteSize() for r in replies)
+        await async_wait_for_bytes(metrics, sent, received)
     assert size(metrics, UPLOAD, "request") == sum(r.ByteSize() for r in requests)
     assert size(metrics, PREDICT_STREAM, "response", "count") == len(requests[1].features)
 

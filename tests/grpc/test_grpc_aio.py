@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import grpc
@@ -15,19 +16,15 @@ import pytest
 from aiwatch.grpc import grpc_aio_client_interceptors, grpc_aio_server_interceptor
 from aiwatch.metrics import Metrics
 from aiwatch.servertiming import parse, parse_server_timing
-from examples.grpc_service.servicer import AioInferenceServicer, pb, pb_grpc
-from tests.grpc.conftest import CHAT, PREDICT, PREDICT_STREAM, UPLOAD, req, value
+from examples.grpc_service.servicer import pb, pb_grpc
+from tests.grpc.conftest import CHAT, PREDICT, PREDICT_STREAM, UPLOAD, aio_server, req, value
 
 pytestmark = pytest.mark.slow
 
 
-async def _start(metrics: Metrics, interceptors: list[Any] | None = None) -> tuple[grpc.aio.Server, str]:
-    server = grpc.aio.server(interceptors=interceptors if interceptors is not None else [
-        grpc_aio_server_interceptor(service="infer", model="ranker", metrics=metrics)])
-    pb_grpc.add_InferenceServicer_to_server(AioInferenceServicer(), server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    return server, f"127.0.0.1:{port}"
+def _served(metrics: Metrics) -> AbstractAsyncContextManager[str]:
+    """The example servicer behind aiwatch's interceptor (service "infer", model "ranker") on a grpc.aio server."""
+    return aio_server([grpc_aio_server_interceptor(service="infer", model="ranker", metrics=metrics)])
 
 
 def _count(metrics: Metrics, route: str, status: str) -> float:
@@ -54,30 +51,26 @@ async def _requests(n: int) -> AsyncIterator[Any]:
 
 
 async def test_all_four_kinds_on_aio(metrics: Metrics) -> None:
-    server, target = await _start(metrics)
-    try:
-        async with grpc.aio.insecure_channel(target, interceptors=grpc_aio_client_interceptors(
-                service="gateway", peer=target, metrics=metrics)) as channel:
-            stub = pb_grpc.InferenceStub(channel)
-            call = stub.Predict(req(features=[2.0, 4.0], delay_ms=3))
-            assert (await call).score == 3.0
-            timing = parse_server_timing(dict(await call.trailing_metadata())["server-timing"])
-            assert timing["inference"] >= 0.003
+    async with _served(metrics) as target, grpc.aio.insecure_channel(target, interceptors=grpc_aio_client_interceptors(
+            service="gateway", peer=target, metrics=metrics)) as channel:
+        stub = pb_grpc.InferenceStub(channel)
+        call = stub.Predict(req(features=[2.0, 4.0], delay_ms=3))
+        assert (await call).score == 3.0
+        timing = parse_server_timing(dict(await call.trailing_metadata())["server-timing"])
+        assert timing["inference"] >= 0.003
 
-            stream = stub.PredictStream(req(features=[1.0, 2.0, 3.0]))
-            assert [r.index async for r in stream] == [0, 1, 2]
-            assert "server-timing" in dict(await stream.trailing_metadata())
+        stream = stub.PredictStream(req(features=[1.0, 2.0, 3.0]))
+        assert [r.index async for r in stream] == [0, 1, 2]
+        assert "server-timing" in dict(await stream.trailing_metadata())
 
-            upload = await stub.Upload(_requests(4))
-            assert upload.count == 4
+        upload = await stub.Upload(_requests(4))
+        assert upload.count == 4
 
-            chat = stub.Chat(_requests(3))
-            assert [r.score async for r in chat] == [0.0, 1.0, 2.0]
-            assert "server-timing" in dict(await chat.trailing_metadata())
-            for route in (PREDICT, PREDICT_STREAM, UPLOAD, CHAT):
-                await _eventually(lambda route=route: _client_count(metrics, target, route, "OK") == 1)
-    finally:
-        await server.stop(None)
+        chat = stub.Chat(_requests(3))
+        assert [r.score async for r in chat] == [0.0, 1.0, 2.0]
+        assert "server-timing" in dict(await chat.trailing_metadata())
+        for route in (PREDICT, PREDICT_STREAM, UPLOAD, CHAT):
+            await _eventually(lambda route=route: _client_count(metrics, target, route, "OK") == 1)
     for route in (PREDICT, PREDICT_STREAM, UPLOAD, CHAT):
         assert _count(metrics, route, "OK") == 1, route
     assert value(metrics.registry, "aiwatch_phase_duration_seconds_count", service="infer", model="ranker",
@@ -96,31 +89,27 @@ async def test_all_four_kinds_on_aio(metrics: Metrics) -> None:
 
 
 async def test_aio_stream_stream_abort_and_exception(metrics: Metrics) -> None:
-    server, target = await _start(metrics)
-    try:
-        async with grpc.aio.insecure_channel(target) as channel:
-            stub = pb_grpc.InferenceStub(channel)
-            chat = stub.Chat(_requests_with_failure("PERMISSION_DENIED"))
-            got = []
-            with pytest.raises(grpc.aio.AioRpcError) as info:
-                async for reply in chat:
-                    got.append(reply.index)
-            assert got == [0]
-            assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
-            assert info.value.details() == "asked to fail with PERMISSION_DENIED"
+    async with _served(metrics) as target, grpc.aio.insecure_channel(target) as channel:
+        stub = pb_grpc.InferenceStub(channel)
+        chat = stub.Chat(_requests_with_failure("PERMISSION_DENIED"))
+        got = []
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            async for reply in chat:
+                got.append(reply.index)
+        assert got == [0]
+        assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert info.value.details() == "asked to fail with PERMISSION_DENIED"
 
-            with pytest.raises(grpc.aio.AioRpcError) as info:
-                await stub.Predict(req(fail="raise"))
-            assert info.value.code() == grpc.StatusCode.UNKNOWN
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.Predict(req(fail="raise"))
+        assert info.value.code() == grpc.StatusCode.UNKNOWN
 
-            with pytest.raises(grpc.aio.AioRpcError) as info:
-                await stub.Predict(req(fail="NOT_FOUND"))
-            assert info.value.code() == grpc.StatusCode.NOT_FOUND
-            # grpc.aio's abort() sends the status itself; aiwatch's context adds the timing before it does
-            timing = parse_server_timing(dict(info.value.trailing_metadata())["server-timing"])
-            assert timing["total"] > 0
-    finally:
-        await server.stop(None)
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.Predict(req(fail="NOT_FOUND"))
+        assert info.value.code() == grpc.StatusCode.NOT_FOUND
+        # grpc.aio's abort() sends the status itself; aiwatch's context adds the timing before it does
+        timing = parse_server_timing(dict(info.value.trailing_metadata())["server-timing"])
+        assert timing["total"] > 0
     assert _count(metrics, CHAT, "PERMISSION_DENIED") == 1
     assert _count(metrics, PREDICT, "UNKNOWN") == 1
     assert _count(metrics, PREDICT, "NOT_FOUND") == 1
@@ -134,25 +123,21 @@ async def _requests_with_failure(code: str) -> AsyncIterator[Any]:
 
 
 async def test_aio_deadline_and_cancel_mid_stream(metrics: Metrics) -> None:
-    server, target = await _start(metrics)
-    try:
-        async with grpc.aio.insecure_channel(target, interceptors=grpc_aio_client_interceptors(
-                service="gateway", peer=target, metrics=metrics)) as channel:
-            stub = pb_grpc.InferenceStub(channel)
-            with pytest.raises(grpc.aio.AioRpcError) as info:
-                await stub.Predict(req(delay_ms=500), timeout=0.05)
-            assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    async with _served(metrics) as target, grpc.aio.insecure_channel(target, interceptors=grpc_aio_client_interceptors(
+            service="gateway", peer=target, metrics=metrics)) as channel:
+        stub = pb_grpc.InferenceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.Predict(req(delay_ms=500), timeout=0.05)
+        assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
 
-            stream = stub.PredictStream(req(features=[float(i) for i in range(50)], delay_ms=20))
-            async for _reply in stream:
-                break
-            stream.cancel()
-            await _eventually(lambda: _count(metrics, PREDICT_STREAM, "CANCELLED") == 1)
-            await _eventually(lambda: _count(metrics, PREDICT, "DEADLINE_EXCEEDED") == 1)
-            await _eventually(lambda: _client_count(metrics, target, PREDICT_STREAM, "CANCELLED") == 1)
-            await _eventually(lambda: _client_count(metrics, target, PREDICT, "DEADLINE_EXCEEDED") == 1)
-    finally:
-        await server.stop(None)
+        stream = stub.PredictStream(req(features=[float(i) for i in range(50)], delay_ms=20))
+        async for _reply in stream:
+            break
+        stream.cancel()
+        await _eventually(lambda: _count(metrics, PREDICT_STREAM, "CANCELLED") == 1)
+        await _eventually(lambda: _count(metrics, PREDICT, "DEADLINE_EXCEEDED") == 1)
+        await _eventually(lambda: _client_count(metrics, target, PREDICT_STREAM, "CANCELLED") == 1)
+        await _eventually(lambda: _client_count(metrics, target, PREDICT, "DEADLINE_EXCEEDED") == 1)
     sent = value(metrics.registry, "aiwatch_rpc_messages_total", service="infer", route=PREDICT_STREAM,
                  direction="sent")
     assert 1 <= sent < 50
@@ -215,15 +200,11 @@ async def test_aio_instrumentors_and_trace_propagation(metrics: Metrics) -> None
 async def test_aio_undecodable_unary_request_is_recorded_with_its_status(metrics: Metrics) -> None:
     """grpc.aio answers a request it cannot deserialize with UNKNOWN (the thread-pool server: INTERNAL) and never
     runs the handler: aiwatch records that RPC."""
-    server, target = await _start(metrics)
-    try:
-        async with grpc.aio.insecure_channel(target) as channel:
-            with pytest.raises(grpc.aio.AioRpcError) as info:
-                await channel.unary_unary(PREDICT)(b"\xff\xff\xff\xff")
-            assert info.value.code() == grpc.StatusCode.UNKNOWN
-            assert "DecodeError" in (info.value.details() or "")
-    finally:
-        await server.stop(None)
+    async with _served(metrics) as target, grpc.aio.insecure_channel(target) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await channel.unary_unary(PREDICT)(b"\xff\xff\xff\xff")
+        assert info.value.code() == grpc.StatusCode.UNKNOWN
+        assert "DecodeError" in (info.value.details() or "")
     assert _count(metrics, PREDICT, "UNKNOWN") == 1
     assert value(metrics.registry, "aiwatch_requests_in_flight", service="infer") == 0
 
@@ -247,27 +228,21 @@ class _FailsFirstAttempt(pb_grpc.InferenceServicer):
 
 
 async def test_aio_a_retried_call_records_its_client_time_but_no_network_time(metrics: Metrics) -> None:
-    server = grpc.aio.server(interceptors=[grpc_aio_server_interceptor(service="infer", metrics=metrics)])
-    pb_grpc.add_InferenceServicer_to_server(_FailsFirstAttempt(), server)
-    target = f"127.0.0.1:{server.add_insecure_port('127.0.0.1:0')}"
-    await server.start()
-    try:
-        async with grpc.aio.insecure_channel(target, options=[("grpc.service_config", _RETRY_CONFIG)],
-                                             interceptors=grpc_aio_client_interceptors(
-                                                 service="gateway", metrics=metrics)) as channel:
-            stub = pb_grpc.InferenceStub(channel)
-            call = stub.Predict(req())
-            assert (await call).model == "ranker"
-            failed = stub.Predict(req(model="bad"))  # the retried attempt aborts: abort() sends the trailer
-            with pytest.raises(grpc.aio.AioRpcError):
-                await failed
-            trailers = [dict(await c.trailing_metadata())["server-timing"] for c in (call, failed)]
-            for status in ("OK", "INVALID_ARGUMENT"):
-                await _eventually(lambda status=status: value(
-                    metrics.registry, "aiwatch_client_request_duration_seconds_count", service="gateway",
-                    peer="infer", route=PREDICT, status=status) == 1)
-    finally:
-        await server.stop(None)
+    async with aio_server([grpc_aio_server_interceptor(service="infer", metrics=metrics)], _FailsFirstAttempt()) \
+            as target, grpc.aio.insecure_channel(
+                target, options=[("grpc.service_config", _RETRY_CONFIG)],
+                interceptors=grpc_aio_client_interceptors(service="gateway", metrics=metrics)) as channel:
+        stub = pb_grpc.InferenceStub(channel)
+        call = stub.Predict(req())
+        assert (await call).model == "ranker"
+        failed = stub.Predict(req(model="bad"))  # the retried attempt aborts: abort() sends the trailer
+        with pytest.raises(grpc.aio.AioRpcError):
+            await failed
+        trailers = [dict(await c.trailing_metadata())["server-timing"] for c in (call, failed)]
+        for status in ("OK", "INVALID_ARGUMENT"):
+            await _eventually(lambda status=status: value(
+                metrics.registry, "aiwatch_client_request_duration_seconds_count", service="gateway",
+                peer="infer", route=PREDICT, status=status) == 1)
     assert _count(metrics, PREDICT, "UNAVAILABLE") == 2
     for status in ("OK", "INVALID_ARGUMENT"):
         assert _count(metrics, PREDICT, status) == 1

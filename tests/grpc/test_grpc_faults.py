@@ -22,8 +22,8 @@ from aiwatch.grpc import (
     grpc_server_interceptor,
 )
 from aiwatch.metrics import Metrics
-from examples.grpc_service.servicer import AioInferenceServicer, pb_grpc
-from tests.grpc.conftest import req, stub_for, sync_server, value
+from examples.grpc_service.servicer import pb_grpc
+from tests.grpc.conftest import aio_server, req, stub_for, sync_server, value
 
 pytestmark = pytest.mark.slow
 
@@ -122,18 +122,11 @@ async def _exercise_aio(stub: Any) -> list[Any]:
 
 
 async def _aio_run(server_interceptors: list[Any], client_metrics: Metrics | None) -> list[Any]:
-    server = grpc.aio.server(interceptors=server_interceptors)
-    pb_grpc.add_InferenceServicer_to_server(AioInferenceServicer(), server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    target = f"127.0.0.1:{port}"
-    interceptors = grpc_aio_client_interceptors(service="gw", peer=target, metrics=client_metrics) \
-        if client_metrics is not None else None
-    try:
+    async with aio_server(server_interceptors) as target:
+        interceptors = grpc_aio_client_interceptors(service="gw", peer=target, metrics=client_metrics) \
+            if client_metrics is not None else None
         async with grpc.aio.insecure_channel(target, interceptors=interceptors) as channel:
             return await _exercise_aio(pb_grpc.InferenceStub(channel))
-    finally:
-        await server.stop(None)
 
 
 async def test_aio_outcomes_unchanged_when_metrics_raise() -> None:

@@ -29,7 +29,7 @@ from aiwatch.grpc import (
 )
 from aiwatch.metrics import Metrics
 from examples.grpc_service.servicer import AioInferenceServicer, InferenceServicer, pb, pb_grpc
-from tests.grpc.conftest import CHAT, PREDICT, req, stub_for, sync_server, value
+from tests.grpc.conftest import CHAT, PREDICT, aio_server, req, stub_for, sync_server, value
 
 pytestmark = pytest.mark.slow
 
@@ -75,24 +75,16 @@ async def test_aio_stream_stream_with_otel_interceptor(metrics: Metrics, provide
                                                        exporter: InMemorySpanExporter) -> None:
     """opentelemetry-python-contrib #3066: OpenTelemetry's aio server interceptor crashed on stream-stream calls.
     With the installed version and aiwatch's interceptor after it, a bidi call works end to end."""
-    server = grpc.aio.server(interceptors=[
-        aio_server_interceptor(tracer_provider=provider),
-        grpc_aio_server_interceptor(service="infer", metrics=metrics, tracer_provider=provider)])
-    pb_grpc.add_InferenceServicer_to_server(AioInferenceServicer(), server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-
     async def requests() -> AsyncIterator[Any]:
         for i in range(3):
             yield req(features=[float(i)])
 
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            chat = pb_grpc.InferenceStub(channel).Chat(requests())
-            assert [r.index async for r in chat] == [0, 1, 2]
-            assert await chat.code() == grpc.StatusCode.OK
-    finally:
-        await server.stop(None)
+    async with aio_server([aio_server_interceptor(tracer_provider=provider),
+                           grpc_aio_server_interceptor(service="infer", metrics=metrics, tracer_provider=provider)]) \
+            as target, grpc.aio.insecure_channel(target) as channel:
+        chat = pb_grpc.InferenceStub(channel).Chat(requests())
+        assert [r.index async for r in chat] == [0, 1, 2]
+        assert await chat.code() == grpc.StatusCode.OK
     _assert_one_trace(exporter, {"features", "inference"})
     assert value(metrics.registry, "aiwatch_request_duration_seconds_count", service="infer", route=CHAT,
                  method="grpc", status="OK") == 1
@@ -246,22 +238,15 @@ async def test_aio_read_write_stream_stream(metrics: Metrics, provider: TracerPr
     async generator, so with aiwatch placed after OpenTelemetry's the call works."""
     interceptors: list[Any] = [aio_server_interceptor(tracer_provider=provider)] if with_otel else []
     interceptors.append(grpc_aio_server_interceptor(service="infer", metrics=metrics, tracer_provider=provider))
-    server = grpc.aio.server(interceptors=interceptors)
-    pb_grpc.add_InferenceServicer_to_server(_ReadWriteChat(), server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
 
     async def requests() -> AsyncIterator[Any]:
         for i in range(3):
             yield req(features=[float(i)])
 
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            chat = pb_grpc.InferenceStub(channel).Chat(requests())
-            assert [r.score async for r in chat] == [0.0, 1.0, 2.0]
-            assert "server-timing" in dict(await chat.trailing_metadata())
-    finally:
-        await server.stop(None)
+    async with aio_server(interceptors, _ReadWriteChat()) as target, grpc.aio.insecure_channel(target) as channel:
+        chat = pb_grpc.InferenceStub(channel).Chat(requests())
+        assert [r.score async for r in chat] == [0.0, 1.0, 2.0]
+        assert "server-timing" in dict(await chat.trailing_metadata())
     assert value(metrics.registry, "aiwatch_request_duration_seconds_count", service="infer", route=CHAT,
                  method="grpc", status="OK") == 1
 
@@ -380,16 +365,9 @@ async def test_spans_an_aio_handler_starts_are_in_the_rpcs_trace(metrics: Metric
                                                                  exporter: InMemorySpanExporter) -> None:
     seen: list[object] = []
     metadata = (("traceparent", _CALLER), ("baggage", "user=alice"))
-    server = grpc.aio.server(interceptors=[
-        grpc_aio_server_interceptor(service="infer", metrics=metrics, tracer_provider=provider)])
-    pb_grpc.add_InferenceServicer_to_server(_AioSpanningServicer(provider, seen), server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            stub = pb_grpc.InferenceStub(channel)
-            await stub.Predict(req(features=[1.0]), metadata=metadata)
-            assert len([r async for r in stub.PredictStream(req(features=[1.0, 2.0]), metadata=metadata)]) == 2
-    finally:
-        await server.stop(None)
+    async with aio_server([grpc_aio_server_interceptor(service="infer", metrics=metrics, tracer_provider=provider)],
+                          _AioSpanningServicer(provider, seen)) as target, grpc.aio.insecure_channel(target) as channel:
+        stub = pb_grpc.InferenceStub(channel)
+        await stub.Predict(req(features=[1.0]), metadata=metadata)
+        assert len([r async for r in stub.PredictStream(req(features=[1.0, 2.0]), metadata=metadata)]) == 2
     _assert_handler_spans_in_the_rpcs_trace(exporter, seen)

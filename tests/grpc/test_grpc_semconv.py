@@ -27,8 +27,8 @@ from aiwatch.grpc import (
     grpc_server_interceptor,
 )
 from aiwatch.metrics import Metrics
-from examples.grpc_service.servicer import AioInferenceServicer, pb_grpc
-from tests.grpc.conftest import req, sync_server
+from examples.grpc_service.servicer import pb_grpc
+from tests.grpc.conftest import aio_server, req, sync_server
 from tests.labels import with_defaults
 
 pytestmark = pytest.mark.slow
@@ -104,23 +104,12 @@ async def _aio_calls(target: str, interceptors: list[Any]) -> None:
                 await stub.Predict(req(fail=fail))
 
 
-async def _aio_server(interceptors: list[Any]) -> tuple[Any, str]:
-    server = grpc.aio.server(interceptors=interceptors)
-    pb_grpc.add_InferenceServicer_to_server(AioInferenceServicer(), server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    return server, f"127.0.0.1:{port}"
-
-
 async def test_aio_server_and_client_spans_by_default(metrics: Metrics, provider: TracerProvider,
                                                       exporter: InMemorySpanExporter) -> None:
-    server, target = await _aio_server([grpc_aio_server_interceptor(service="infer", metrics=metrics,
-                                                                    tracer_provider=provider)])
-    try:
+    async with aio_server([grpc_aio_server_interceptor(service="infer", metrics=metrics, tracer_provider=provider)]) \
+            as target:
         await _aio_calls(target, grpc_aio_client_interceptors(service="gw", metrics=metrics,
                                                               tracer_provider=provider))
-    finally:
-        await server.stop(None)
     await _settled(exporter, 8)
     servers, clients = of_kind(exporter, SpanKind.SERVER), of_kind(exporter, SpanKind.CLIENT)
     for server_span, client_span, outcome in zip(servers, clients, OUTCOMES, strict=True):
@@ -195,15 +184,12 @@ def test_sync_aiwatch_client_in_front_of_otels_makes_the_only_client_span(metric
 
 async def test_aio_with_otel_interceptors_in_front(metrics: Metrics, provider: TracerProvider,
                                                    exporter: InMemorySpanExporter) -> None:
-    server, target = await _aio_server([
-        aio_server_interceptor(tracer_provider=provider),
-        grpc_aio_server_interceptor(service="infer", metrics=metrics, tracer_provider=provider)])
-    try:
+    async with aio_server([aio_server_interceptor(tracer_provider=provider),
+                           grpc_aio_server_interceptor(service="infer", metrics=metrics, tracer_provider=provider)]) \
+            as target:
         await _aio_calls(target, [*aio_client_interceptors(tracer_provider=provider),
                                   *grpc_aio_client_interceptors(service="gw", metrics=metrics,
                                                                 tracer_provider=provider)])
-    finally:
-        await server.stop(None)
     await _settled(exporter, 8)
     servers, clients = of_kind(exporter, SpanKind.SERVER), of_kind(exporter, SpanKind.CLIENT)
     assert len(servers) == len(clients) == 4

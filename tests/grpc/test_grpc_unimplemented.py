@@ -9,8 +9,7 @@ import pytest
 
 from aiwatch.grpc import grpc_aio_server_interceptor, grpc_server_interceptor
 from aiwatch.metrics import Metrics
-from examples.grpc_service.servicer import AioInferenceServicer, pb_grpc
-from tests.grpc.conftest import PREDICT, req, stub_for, sync_server, value
+from tests.grpc.conftest import PREDICT, aio_server, req, stub_for, sync_server, value
 
 UNKNOWN_METHODS = [f"/aiwatch.example.Inference/Nope{i}" for i in range(3)] + ["/no.such.Service/Call"]
 
@@ -40,16 +39,10 @@ def test_sync_server_records_unimplemented_calls(metrics: Metrics) -> None:
 
 @pytest.mark.slow
 async def test_aio_server_records_unimplemented_calls(metrics: Metrics) -> None:
-    server = grpc.aio.server(interceptors=[grpc_aio_server_interceptor(service="infer", metrics=metrics)])
-    pb_grpc.add_InferenceServicer_to_server(AioInferenceServicer(), server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            for method in UNKNOWN_METHODS:
-                with pytest.raises(grpc.aio.AioRpcError) as info:
-                    await channel.unary_unary(method)(b"")
-                assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    finally:
-        await server.stop(None)
+    async with aio_server([grpc_aio_server_interceptor(service="infer", metrics=metrics)]) as target, \
+            grpc.aio.insecure_channel(target) as channel:
+        for method in UNKNOWN_METHODS:
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await channel.unary_unary(method)(b"")
+            assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
     assert _unimplemented(metrics) == len(UNKNOWN_METHODS)
