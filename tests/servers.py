@@ -127,20 +127,28 @@ class Process:
 
 
 @contextmanager
+def running(proc: Process, ready: Callable[[], bool], timeout: float, what: str) -> Iterator[Process]:
+    """``proc`` once ``ready()`` is true, stopped on the way out. When it exits or is not ready within ``timeout``
+    seconds, it is stopped and the test fails with ``what`` and the process's output."""
+    try:
+        wait_until(lambda: proc.alive() and ready(), timeout, what=what)
+    except TimeoutError:
+        proc.stop()
+        raise AssertionError(f"{what} did not start:\n{proc.output()}") from None
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+@contextmanager
 def python_app(module_or_args: Sequence[str], ready_url: str, timeout: float = 30.0,
                env: dict[str, str] | None = None) -> Iterator[Process]:
     """Run ``python ARGS`` (e.g. ``["-m", "uvicorn", "app:app", "--port", "8000"]``) until ``ready_url`` answers."""
     with tempfile.TemporaryDirectory(prefix="aiwatch-app-") as tmp:
         proc = Process([sys.executable, *module_or_args], Path(tmp) / "app.log", env=env or python_env())
-        try:
-            wait_until(lambda: proc.alive() and http_get(ready_url)[0] < 500, timeout, what=ready_url)
-        except TimeoutError:
-            proc.stop()
-            raise AssertionError(f"{module_or_args} did not come up:\n{proc.output()}") from None
-        try:
+        with running(proc, lambda: http_get(ready_url)[0] < 500, timeout, f"{module_or_args} (at {ready_url})"):
             yield proc
-        finally:
-            proc.stop()
 
 
 class Prometheus:
@@ -212,15 +220,8 @@ def prometheus(scrape_targets: Sequence[str] = (), rule_files: Sequence[Path] = 
                         f"--web.listen-address=127.0.0.1:{port}", "--web.enable-lifecycle",
                         "--storage.tsdb.retention.time=1h"], tmpdir / "prometheus.log")
         url = f"http://127.0.0.1:{port}"
-        try:
-            wait_until(lambda: proc.alive() and http_get(f"{url}/-/ready")[0] == 200, 30, what="prometheus ready")
-        except TimeoutError:
-            proc.stop()
-            raise AssertionError(f"Prometheus did not start:\n{proc.output()}") from None
-        try:
+        with running(proc, lambda: http_get(f"{url}/-/ready")[0] == 200, 30, "Prometheus"):
             yield Prometheus(url, config, proc)
-        finally:
-            proc.stop()
 
 
 @contextmanager
@@ -236,15 +237,8 @@ def alertmanager(config_yaml: str) -> Iterator[str]:
                         f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="],
                        tmpdir / "alertmanager.log")
         url = f"http://127.0.0.1:{port}"
-        try:
-            wait_until(lambda: proc.alive() and http_get(f"{url}/-/ready")[0] == 200, 30, what="alertmanager")
-        except TimeoutError:
-            proc.stop()
-            raise AssertionError(f"Alertmanager did not start:\n{proc.output()}") from None
-        try:
+        with running(proc, lambda: http_get(f"{url}/-/ready")[0] == 200, 30, "Alertmanager"):
             yield url
-        finally:
-            proc.stop()
 
 
 @contextmanager
@@ -301,17 +295,12 @@ def redis_server_process() -> Iterator[tuple[str, Process]]:
                 s.sendall(b"PING\r\n")
                 return s.recv(16).startswith(b"+PONG")
 
-        try:
-            wait_until(ready, 15, what="redis-server")
-        except TimeoutError:
-            proc.stop()
-            raise AssertionError(f"redis-server did not start:\n{proc.output()}") from None
-        try:
-            yield f"redis://127.0.0.1:{port}/0", proc
-        finally:
-            with suppress(ProcessLookupError):
-                os.killpg(proc.proc.pid, signal.SIGCONT)  # a frozen server must be able to stop
-            proc.stop()
+        with running(proc, ready, 15, "redis-server"):
+            try:
+                yield f"redis://127.0.0.1:{port}/0", proc
+            finally:
+                with suppress(ProcessLookupError):
+                    os.killpg(proc.proc.pid, signal.SIGCONT)  # a frozen server must be able to stop
 
 
 #: How long :func:`assert_exits_while_a_call_hangs` waits for the exit: half the hung call's timeout given to the

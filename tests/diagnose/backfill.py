@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.servers import Process, Prometheus, free_port, http_get, require_binary, wait_until
+from tests.servers import Process, Prometheus, free_port, http_get, require_binary, running
 
 
 @contextmanager
@@ -44,13 +44,6 @@ def backfilled_prometheus(openmetrics: str | Path | Sequence[str], extra_args: t
                         f"--web.listen-address=127.0.0.1:{port}", "--storage.tsdb.retention.time=30d",
                         *extra_args], tmpdir / "prometheus.log")
         url = f"{scheme}://127.0.0.1:{port}"
-        try:
-            is_ready = ready or (lambda u: http_get(f"{u}/-/ready")[0] == 200)
-            wait_until(lambda: proc.alive() and is_ready(url), 60, what="prometheus ready")
-        except TimeoutError:
-            proc.stop()
-            raise AssertionError(f"Prometheus did not start:\n{proc.output()}") from None
-        try:
+        is_ready = ready or (lambda u: http_get(f"{u}/-/ready")[0] == 200)
+        with running(proc, lambda: is_ready(url), 60, "Prometheus"):
             yield Prometheus(url, config, proc)
-        finally:
-            proc.stop()
