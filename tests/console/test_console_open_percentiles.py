@@ -102,6 +102,23 @@ def check_tiles(source: DataSource) -> None:
     assert dict(tiles(source, "Alerts"))["queue wait p95"] == "≥ 60 s"
 
 
+def check_marked(source: DataSource, window: float) -> None:
+    """The slow service's percentiles (and the queue wait's p95) are lower bounds of 60 s, the fast one's are not:
+    in the latest points, in every point, on the tiles and on the charts."""
+    slow = latest(source.latency_quantiles(window), "slow")
+    assert slow == {"p50": (60.0, True), "p95": (60.0, True), "p99": (60.0, True)}
+    assert all(not at_least for _, at_least in latest(source.latency_quantiles(window), "fast").values())
+    assert latest(source.latency_by_class(window), "slow") == {"p50": (60.0, True), "p95": (60.0, True)}
+    queue_wait = source.autoscaling_signals(window)[3]
+    assert (queue_wait.name, queue_wait.value, queue_wait.at_least) == ("queue wait p95", 60.0, True)
+    # every point, not only the latest the tiles show: the slow service's requests were all above 60 s
+    assert lower_bounds_everywhere(source.latency_quantiles(window), "slow") is True
+    assert lower_bounds_everywhere(source.latency_quantiles(window), "fast") is False
+    assert lower_bounds_everywhere(source.latency_by_class(window), "slow") is True
+    check_tiles(source)
+    check_charts(source)
+
+
 def test_quantile_overflows_when_the_rank_lies_above_the_largest_finite_bound() -> None:
     every_one_above = [(1.0, 0.0), (60.0, 0.0), (math.inf, 10.0)]
     assert histogram_quantile(0.5, every_one_above) == 60.0  # the bound, not the percentile
@@ -143,18 +160,7 @@ def test_the_scrape_source_marks_percentiles_above_the_largest_bucket(monkeypatc
     for i in range(4):
         traffic.step()
         src.record(URL, generate_latest(traffic.registry).decode(), ts=now - 3 + i)
-    slow = latest(src.latency_quantiles(LONG_WINDOW), "slow")
-    assert slow == {"p50": (60.0, True), "p95": (60.0, True), "p99": (60.0, True)}
-    assert all(not at_least for _, at_least in latest(src.latency_quantiles(LONG_WINDOW), "fast").values())
-    assert latest(src.latency_by_class(LONG_WINDOW), "slow") == {"p50": (60.0, True), "p95": (60.0, True)}
-    queue_wait = src.autoscaling_signals(LONG_WINDOW)[3]
-    assert (queue_wait.name, queue_wait.value, queue_wait.at_least) == ("queue wait p95", 60.0, True)
-    # every point, not only the latest the tiles show: the slow service's requests were all above 60 s
-    assert lower_bounds_everywhere(src.latency_quantiles(LONG_WINDOW), "slow") is True
-    assert lower_bounds_everywhere(src.latency_quantiles(LONG_WINDOW), "fast") is False
-    assert lower_bounds_everywhere(src.latency_by_class(LONG_WINDOW), "slow") is True
-    check_tiles(src)
-    check_charts(src)
+    check_marked(src, LONG_WINDOW)
 
 
 @pytest.fixture
@@ -185,14 +191,4 @@ def test_prometheus_source_marks_percentiles_above_the_largest_bucket(observed: 
     with prometheus([observed]) as prom:
         src = PrometheusSource(prom.url, span=60, points=30)
         wait_until(lambda: len(latest(src.latency_quantiles(WINDOW), "slow")) == 3, 30, what="a rate of requests")
-        slow = latest(src.latency_quantiles(WINDOW), "slow")
-        assert slow == {"p50": (60.0, True), "p95": (60.0, True), "p99": (60.0, True)}
-        assert all(not at_least for _, at_least in latest(src.latency_quantiles(WINDOW), "fast").values())
-        assert latest(src.latency_by_class(WINDOW), "slow") == {"p50": (60.0, True), "p95": (60.0, True)}
-        queue_wait = src.autoscaling_signals(WINDOW)[3]
-        assert (queue_wait.name, queue_wait.value, queue_wait.at_least) == ("queue wait p95", 60.0, True)
-        assert lower_bounds_everywhere(src.latency_quantiles(WINDOW), "slow") is True
-        assert lower_bounds_everywhere(src.latency_quantiles(WINDOW), "fast") is False
-        assert lower_bounds_everywhere(src.latency_by_class(WINDOW), "slow") is True
-        check_tiles(src)
-        check_charts(src)
+        check_marked(src, WINDOW)
