@@ -25,6 +25,14 @@ STOP_WAIT = 10.0
 def sync_server(interceptors: Sequence[Any] = (), servicer: Any = None) -> Iterator[str]:
     """A real grpcio thread-pool server on a loopback port; yields its target."""
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), interceptors=list(interceptors))
+    with serving(server, servicer) as target:
+        yield target
+
+
+@contextmanager
+def serving(server: grpc.Server, servicer: Any = None) -> Iterator[str]:
+    """``server``, a grpcio thread-pool server the test made itself (through a patched ``grpc.server``, say),
+    serving the example servicer on a loopback port; yields its target, and stops it on the way out."""
     pb_grpc.add_InferenceServicer_to_server(servicer or InferenceServicer(), server)
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()

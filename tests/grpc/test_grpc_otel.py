@@ -29,7 +29,7 @@ from aiwatch.grpc import (
 )
 from aiwatch.metrics import Metrics
 from examples.grpc_service.servicer import AioInferenceServicer, InferenceServicer, pb, pb_grpc
-from tests.grpc.conftest import CHAT, PREDICT, aio_server, req, stub_for, sync_server, value
+from tests.grpc.conftest import CHAT, PREDICT, aio_server, req, serving, stub_for, sync_server, value
 
 pytestmark = pytest.mark.slow
 
@@ -110,17 +110,10 @@ def test_instrumentors_in_either_order(metrics: Metrics, provider: TracerProvide
             step()
         ours_server.instrument()  # idempotent
         ours_client.instrument()
-        server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-        pb_grpc.add_InferenceServicer_to_server(InferenceServicer(), server)
-        port = server.add_insecure_port("127.0.0.1:0")
-        server.start()
-        target = f"127.0.0.1:{port}"
-        try:
-            with grpc.insecure_channel(target) as channel, \
-                    provider.get_tracer("app").start_as_current_span("caller") as caller:
-                _, call = pb_grpc.InferenceStub(channel).Predict.with_call(req(features=[1.0]))
-        finally:
-            server.stop(None)
+        with serving(grpc.server(futures.ThreadPoolExecutor(max_workers=2))) as target, \
+                grpc.insecure_channel(target) as channel, \
+                provider.get_tracer("app").start_as_current_span("caller") as caller:
+            _, call = pb_grpc.InferenceStub(channel).Predict.with_call(req(features=[1.0]))
     finally:
         # last instrumented, first uninstrumented: OpenTelemetry's unwrap() replaces whatever is on top
         undo = [lambda: (ours_client.uninstrument(), ours_server.uninstrument()),
@@ -176,15 +169,8 @@ def test_uninstrument_under_another_wrapper_becomes_a_pass_through(metrics: Metr
     try:
         instrumentor.uninstrument()
         assert grpc.server is other
-        server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
-        pb_grpc.add_InferenceServicer_to_server(InferenceServicer(), server)
-        port = server.add_insecure_port("127.0.0.1:0")
-        server.start()
-        try:
-            with stub_for(f"127.0.0.1:{port}") as stub:
-                stub.Predict(req())
-        finally:
-            server.stop(None)
+        with serving(grpc.server(futures.ThreadPoolExecutor(max_workers=1))) as target, stub_for(target) as stub:
+            stub.Predict(req())
     finally:
         grpc.server = original
     assert value(metrics.registry, "aiwatch_request_duration_seconds_count", service="infer", route=PREDICT,
@@ -205,14 +191,8 @@ def test_positional_interceptors_are_kept(metrics: Metrics) -> None:
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=1), None, [Mine()])
     finally:
         instrumentor.uninstrument()
-    pb_grpc.add_InferenceServicer_to_server(InferenceServicer(), server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    try:
-        with stub_for(f"127.0.0.1:{port}") as stub:
-            stub.Predict(req())
-    finally:
-        server.stop(None)
+    with serving(server) as target, stub_for(target) as stub:
+        stub.Predict(req())
     assert seen == [PREDICT]
     assert value(metrics.registry, "aiwatch_request_duration_seconds_count", service="infer", route=PREDICT,
                  method="grpc", status="OK") == 1
@@ -285,14 +265,8 @@ def test_an_old_wrapper_stays_off_after_instrumenting_again(metrics: Metrics) ->
     finally:
         instrumentor.uninstrument()
     assert grpc.server is original
-    pb_grpc.add_InferenceServicer_to_server(InferenceServicer(), server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    try:
-        with stub_for(f"127.0.0.1:{port}") as stub:
-            stub.Predict(req())
-    finally:
-        server.stop(None)
+    with serving(server) as target, stub_for(target) as stub:
+        stub.Predict(req())
     assert value(metrics.registry, "aiwatch_request_duration_seconds_count", service="infer", route=PREDICT,
                  method="grpc", status="OK") == 0
 
