@@ -7,6 +7,8 @@ for the streaming monitor and for the batch comparison too:
   else (strings, bools, lists...) is wrong-typed (:func:`to_float`, :func:`to_float_counting`);
 * a **categorical** value is read as a string (:func:`category_key`); None and non-finite floats are missing
   (:func:`is_missing`); values that cannot be a category (lists, dicts...) are wrong-typed;
+* a pandas extension dtype (nullable ``Int64``, ``boolean``, ``string``, Arrow-backed ``int64[pyarrow]``...) is
+  read as its numpy counterpart, a missing value as missing (:func:`extension_column`);
 * pandas' and numpy's missing markers (``pd.NA``, which a nullable ``string``, ``boolean`` or ``Int64`` column holds
   where a value is missing, ``pd.NaT``, numpy's ``NaT``) are missing in either kind of feature.
 
@@ -120,6 +122,37 @@ def python_column(values: Iterable[Any]) -> npt.NDArray[Any]:
         except OverflowError:  # an int past float64 too: infinite there (a missing value)
             return np.asarray([math.nan if v is None else to_float(v) for v in items], dtype=np.float64)
     return object_column(items)
+
+
+def extension_column(values: Any) -> Any:
+    """A pandas column (Series or array) of an extension dtype as a numpy column typed as the dtype's numpy
+    counterpart is (pandas' nullable ``Int64`` / ``Float64`` / ``boolean`` / ``string``, ``category``, Arrow-backed
+    ``int64[pyarrow]``, ``double[pyarrow]``, ``bool[pyarrow]``, ``string[pyarrow]``...); any other column as it is.
+
+    Without a missing value, the counterpart's own array (``Int64`` -> int64, ``boolean`` -> bool); with one, floats
+    with NaN for a float dtype, otherwise its Python values with None where one is missing. ``to_numpy()`` made an
+    integer column with a missing value floats, so one missing value changed its kind (:func:`infer_kind`)."""
+    dtype = getattr(values, "dtype", None)
+    if dtype is None or isinstance(dtype, np.dtype) or not hasattr(values, "to_numpy") or not hasattr(values, "isna"):
+        return values
+    counterpart = getattr(dtype, "numpy_dtype", None)
+    if isinstance(counterpart, np.dtype) and counterpart.kind in "biuf":
+        return _nullable_numbers(values, counterpart)
+    if not isinstance(counterpart, np.dtype) or counterpart.kind in "OU":  # strings, categories, decimals...
+        return values.to_numpy(dtype=object, na_value=None)
+    return values.to_numpy()  # datetimes, durations: numpy's own types, NaT where missing
+
+
+def _nullable_numbers(values: Any, counterpart: np.dtype[Any]) -> Any:
+    """:func:`extension_column` of a bool, int or float extension dtype."""
+    missing = np.asarray(values.isna(), dtype=bool)
+    if not missing.any():
+        return values.to_numpy(dtype=counterpart)
+    if counterpart.kind == "f":
+        return values.to_numpy(dtype=np.float64, na_value=np.nan)
+    out = values.to_numpy(dtype=counterpart, na_value=counterpart.type(0)).astype(object)
+    out[missing] = None  # Python ints or bools and None: several times faster than to_numpy(dtype=object)
+    return out
 
 
 def object_column(values: Any) -> npt.NDArray[Any]:
@@ -383,7 +416,7 @@ def to_float_flagging(values: Any) -> tuple[FloatArray, npt.NDArray[np.bool_] | 
     """:func:`to_float_counting`, with where the wrong-typed entries are (``None`` when there are none), for a
     caller that keeps the values and must tell a wrong-typed value from a missing one."""
     arr = values if isinstance(values, np.ndarray) else object_column(values)
-    if arr.dtype.kind == "O" and arr.size and all(type(v) is float or type(v) is int for v in arr.tolist()):
+    if arr.dtype.kind == "O" and arr.size and _plain_numbers(arr):
         with contextlib.suppress(OverflowError):  # an int past float64: converted one by one below
             arr = arr.astype(np.float64)
     if arr.dtype.kind in "fiu":
@@ -401,6 +434,18 @@ def to_float_flagging(values: Any) -> tuple[FloatArray, npt.NDArray[np.bool_] | 
         else:
             out[i] = f
     return out, wrong_typed
+
+
+#: The types of an object column that numpy converts to float64 as :func:`to_float` does (None: NaN): what a
+#: nullable integer column with a missing value holds (:func:`extension_column`).
+_PLAIN_NUMBERS = frozenset({float, int, type(None)})
+
+
+def _plain_numbers(arr: npt.NDArray[Any]) -> bool:
+    """Whether an object array holds only :data:`_PLAIN_NUMBERS` (its first value tells most other columns apart
+    before every value's type is read)."""
+    items = arr.tolist()
+    return type(items[0]) in _PLAIN_NUMBERS and set(map(type, items)) <= _PLAIN_NUMBERS
 
 
 def fitting_none(kind: str, values: Any, examples: int = 3) -> list[Any] | None:
@@ -483,8 +528,15 @@ def _one_column_per_name(pairs: list[tuple[Any, Any]], values: bool = True) -> d
         if isinstance(column, np.ndarray) and column.ndim != 1:
             raise ProfileError(f"column {name!r} has shape {column.shape}: a column holds one value per row "
                                "(one dimension)")
-        keys[name], out[name] = key, column
+        keys[name], out[name] = key, extension_column(column) if values else column
     return out
+
+
+def _frame_column(column: Any) -> Any:
+    """A DataFrame's column as a numpy array (:func:`extension_column` for an extension dtype)."""
+    if isinstance(getattr(column, "dtype", None), np.dtype) and hasattr(column, "to_numpy"):
+        return column.to_numpy()
+    return extension_column(column)
 
 
 def columns_of(data: Any) -> dict[str, Any]:
@@ -501,7 +553,7 @@ def columns_of(data: Any) -> dict[str, Any]:
     if hasattr(data, "columns") and hasattr(data, "__getitem__"):  # pandas DataFrame (duck-typed)
         # first: data[c] of a repeated label is a frame
         _one_column_per_name([(c, None) for c in data.columns], values=False)
-        return {str(c): data[c].to_numpy() if hasattr(data[c], "to_numpy") else data[c] for c in data.columns}
+        return {str(c): _frame_column(data[c]) for c in data.columns}
     if isinstance(data, Sequence) and not isinstance(data, (str, bytes)):
         names: dict[str, None] = {}
         for row in data:

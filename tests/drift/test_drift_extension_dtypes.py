@@ -1,0 +1,115 @@
+"""pandas' extension dtypes (nullable ``Int64`` / ``Float64`` / ``boolean`` / ``string``, ``category``, and the
+Arrow-backed dtypes ``read_parquet(dtype_backend="pyarrow")`` gives) are typed as their numpy counterparts, with a
+missing value counted missing: the same column gets the same kind, the same test and the same report with or
+without a missing value and whatever its backend. ``to_numpy()`` made an integer column holding ``pd.NA`` floats,
+so one missing value turned ints 1, 2, 3 from categorical into numerical."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from aiwatch.drift import ReferenceProfile, compare
+from aiwatch.drift.features import CategoricalFeature, Feature, NumericalFeature
+from tests.servers import require_module
+
+pd = require_module("pandas")
+pa = require_module("pyarrow")
+
+ROWS = 60
+FEW_INTS = [1, 2, 3, 2, 1, 3] * (ROWS // 6)  # categorical: at most 10 distinct ints
+MANY_INTS = list(range(ROWS))  # numerical
+FLOATS = [0.25 * i for i in range(ROWS)]
+WORDS = ["red", "green", "blue"] * (ROWS // 3)
+TEXT = [f"note {i}" for i in range(ROWS)]  # text: every value distinct
+
+
+def arrow(type_: Any) -> Any:
+    return pd.ArrowDtype(type_)
+
+
+#: id -> (values, the plain numpy dtype, the extension dtype, the kind both give)
+CASES = {
+    "Int64-few": (FEW_INTS, "int64", "Int64", "categorical"),
+    "Int64-many": (MANY_INTS, "int64", "Int64", "numerical"),
+    "UInt8-few": (FEW_INTS, "uint8", "UInt8", "categorical"),
+    "Int32-many": (MANY_INTS, "int32", "Int32", "numerical"),
+    "Float64": (FLOATS, "float64", "Float64", "numerical"),
+    "Float64-integral": (FEW_INTS, "float64", "Float64", "numerical"),
+    "string-python": (WORDS, "object", "string[python]", "categorical"),
+    "string-pyarrow": (WORDS, "object", "string[pyarrow]", "categorical"),
+    "category": (WORDS, "object", "category", "categorical"),
+    "int64[pyarrow]-few": (FEW_INTS, "int64", "int64[pyarrow]", "categorical"),
+    "int64[pyarrow]-many": (MANY_INTS, "int64", "int64[pyarrow]", "numerical"),
+    "uint16-arrow-few": (FEW_INTS, "uint16", arrow(pa.uint16()), "categorical"),
+    "double[pyarrow]": (FLOATS, "float64", "double[pyarrow]", "numerical"),
+    "float32-arrow": (FLOATS, "float32", arrow(pa.float32()), "numerical"),
+    "string-arrow": (WORDS, "object", arrow(pa.string()), "categorical"),
+    "large-string-arrow": (WORDS, "object", arrow(pa.large_string()), "categorical"),
+    "dictionary-arrow": (WORDS, "object", arrow(pa.dictionary(pa.int32(), pa.string())), "categorical"),
+}
+CASE_PARAMS = [pytest.param(*case, id=name) for name, case in CASES.items()]
+
+#: How the column is handed over: a DataFrame, a dict of Series, a dict of pandas arrays.
+CONTAINERS = {
+    "dataframe": lambda column: pd.DataFrame({"x": column}),
+    "dict-of-series": lambda column: {"x": column},
+    "dict-of-arrays": lambda column: {"x": column.array},
+}
+CONTAINER_PARAMS = [pytest.param(make, id=name) for name, make in CONTAINERS.items()]
+
+
+def column(values: list[Any], dtype: Any, missing_at: int | None = None) -> Any:
+    """``values`` as a Series of ``dtype``, the value at ``missing_at`` missing."""
+    if missing_at is None:
+        return pd.Series(values, dtype=dtype)
+    series = pd.Series(values, dtype=dtype)
+    series.iloc[missing_at] = None  # a category column keeps its categories (a None in the list made them floats)
+    return series
+
+
+def summary(feat: Feature) -> tuple[Any, ...]:
+    """What a feature knows about its values, without the sample keys (which depend on the row numbers)."""
+    if isinstance(feat, NumericalFeature):
+        return feat.kind, feat.count, feat.cuts, feat.bin_counts, feat.distinct, feat.mean, feat.min, feat.max
+    assert isinstance(feat, CategoricalFeature)
+    return feat.kind, feat.count, feat.categories, feat.counts, feat.other_count
+
+
+def report_of(profile: ReferenceProfile, data: Any) -> dict[str, Any]:
+    """The feature's report, as ``--json`` gives it."""
+    return compare(profile, data).features["x"].to_dict()
+
+
+@pytest.mark.parametrize("make", CONTAINER_PARAMS)
+@pytest.mark.parametrize(("values", "plain", "dtype", "kind"), CASE_PARAMS)
+def test_a_missing_value_does_not_change_the_kind(values: list[Any], plain: str, dtype: Any, kind: str,
+                                                  make: Any) -> None:
+    without = ReferenceProfile.build(make(column(values, dtype))).features["x"]
+    with_na = ReferenceProfile.build(make(column(values, dtype, missing_at=ROWS - 1))).features["x"]
+    numpy_built = ReferenceProfile.build({"x": column(values, plain).to_numpy()}).features["x"]
+    assert (numpy_built.kind, without.kind, with_na.kind) == (kind, kind, kind)
+    assert (with_na.count, with_na.missing) == (ROWS - 1, 1)
+
+
+@pytest.mark.parametrize(("values", "plain", "dtype", "kind"), CASE_PARAMS)
+def test_current_data_with_a_missing_value_against_a_numpy_profile(values: list[Any], plain: str, dtype: Any,
+                                                                   kind: str) -> None:
+    profile = ReferenceProfile.build(pd.DataFrame({"x": column(values, plain)}))
+    checked = report_of(profile, pd.DataFrame({"x": column(values, dtype, missing_at=0)}))
+    # the same values without the missing one, in the numpy dtype: the same test on the same values
+    expected = report_of(profile, pd.DataFrame({"x": column(values[1:], plain)}))
+    assert checked == {**expected, "missing": 1}
+    assert checked["kind"] == kind
+
+
+@pytest.mark.parametrize(("values", "plain", "dtype", "kind"), CASE_PARAMS)
+def test_a_profile_with_a_missing_value_checks_numpy_data_as_a_numpy_profile_does(
+        values: list[Any], plain: str, dtype: Any, kind: str) -> None:
+    built = ReferenceProfile.build(pd.DataFrame({"x": column(values, dtype, missing_at=0)}))
+    numpy_built = ReferenceProfile.build(pd.DataFrame({"x": column(values[1:], plain)}))
+    assert summary(built.features["x"]) == summary(numpy_built.features["x"])
+    assert (built.features["x"].missing, numpy_built.features["x"].missing) == (1, 0)
+    current = pd.DataFrame({"x": column(values[::-1], plain)})
+    assert report_of(built, current) == report_of(numpy_built, current)
