@@ -48,9 +48,10 @@ INTEGER_CARDINALITY_LIMIT = 10
 def infer_kind(values: Any) -> str:
     """``numerical``, ``categorical``, ``text``, ``datetime`` or ``unknown``, with Evidently's column-type rules.
 
-    float -> numerical; integer -> categorical with at most 10 distinct values, else numerical; bool and pandas
-    category -> categorical; strings -> text when more than half of the non-missing values are distinct, else
-    categorical; datetimes -> datetime. Plain Python lists are first given the dtype pandas would give them.
+    float -> numerical; integer -> categorical with at most 10 distinct values, else numerical; bool (with or
+    without missing values) and pandas category -> categorical; strings -> text when more than half of the
+    non-missing values are distinct, else categorical; datetimes -> datetime. Plain Python lists are first given
+    the dtype pandas would give them.
 
     >>> infer_kind([1.5, 2.0]), infer_kind([1, 2, 3]), infer_kind(list(range(50))), infer_kind(["a", "a", "a", "b"])
     ('numerical', 'categorical', 'numerical', 'categorical')
@@ -85,8 +86,15 @@ def infer_kind_counting(values: Any) -> tuple[str, Counter[Any] | None]:
             present = [v for v in counts if not is_missing(v)]
             n_present = sum(counts[v] for v in present)
             return ("text" if len(present) > 0.5 * n_present else "categorical"), counts
+        if isinstance(first, (bool, np.bool_)) and _bools_only(items):  # a bool column with None or pd.NA in it
+            return "categorical", None
         return _numbers_among_text(items), None
     return "unknown", None
+
+
+def _bools_only(items: npt.NDArray[Any]) -> bool:
+    """Whether every present value of an object column is a bool (Python's or numpy's)."""
+    return all(type(v) is bool or isinstance(v, np.bool_) for v in items.tolist() if not is_missing(v))
 
 
 def _numbers_among_text(items: npt.NDArray[Any]) -> str:

@@ -22,7 +22,7 @@ FEW_INTS = [1, 2, 3, 2, 1, 3] * (ROWS // 6)  # categorical: at most 10 distinct 
 MANY_INTS = list(range(ROWS))  # numerical
 FLOATS = [0.25 * i for i in range(ROWS)]
 WORDS = ["red", "green", "blue"] * (ROWS // 3)
-TEXT = [f"note {i}" for i in range(ROWS)]  # text: every value distinct
+BOOLS = [True, False, True] * (ROWS // 3)
 
 
 def arrow(type_: Any) -> Any:
@@ -37,6 +37,8 @@ CASES = {
     "Int32-many": (MANY_INTS, "int32", "Int32", "numerical"),
     "Float64": (FLOATS, "float64", "Float64", "numerical"),
     "Float64-integral": (FEW_INTS, "float64", "Float64", "numerical"),
+    "boolean": (BOOLS, "bool", "boolean", "categorical"),
+    "bool[pyarrow]": (BOOLS, "bool", "bool[pyarrow]", "categorical"),
     "string-python": (WORDS, "object", "string[python]", "categorical"),
     "string-pyarrow": (WORDS, "object", "string[pyarrow]", "categorical"),
     "category": (WORDS, "object", "category", "categorical"),
@@ -113,3 +115,8 @@ def test_a_profile_with_a_missing_value_checks_numpy_data_as_a_numpy_profile_doe
     assert (built.features["x"].missing, numpy_built.features["x"].missing) == (1, 0)
     current = pd.DataFrame({"x": column(values[::-1], plain)})
     assert report_of(built, current) == report_of(numpy_built, current)
+
+
+def test_a_list_of_bools_with_a_missing_value_is_categorical() -> None:
+    built = ReferenceProfile.build({"x": [*BOOLS[1:], None]}).features["x"]
+    assert (built.kind, built.count, built.missing) == ("categorical", ROWS - 1, 1)
