@@ -540,7 +540,7 @@ def _one_column_per_name(pairs: list[tuple[Any, Any]], values: bool = True) -> d
     return out
 
 
-def _frame_column(column: Any) -> Any:
+def frame_column(column: Any) -> Any:
     """A DataFrame's column as a numpy array (:func:`extension_column` for an extension dtype)."""
     if isinstance(getattr(column, "dtype", None), np.dtype) and hasattr(column, "to_numpy"):
         return column.to_numpy()
@@ -561,7 +561,7 @@ def columns_of(data: Any) -> dict[str, Any]:
     if hasattr(data, "columns") and hasattr(data, "__getitem__"):  # pandas DataFrame (duck-typed)
         # first: data[c] of a repeated label is a frame
         _one_column_per_name([(c, None) for c in data.columns], values=False)
-        return {str(c): _frame_column(data[c]) for c in data.columns}
+        return {str(c): frame_column(data[c]) for c in data.columns}
     if isinstance(data, Sequence) and not isinstance(data, (str, bytes)):
         names: dict[str, None] = {}
         for row in data:

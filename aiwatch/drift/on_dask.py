@@ -36,6 +36,7 @@ import numpy as np
 from aiwatch._optional import require
 from aiwatch.drift.batch import count_current, report_counted
 from aiwatch.drift.builder import KIND_ROWS, ProfileBuilder, count_finite
+from aiwatch.drift.columns import frame_column
 from aiwatch.drift.current import ChunkedCurrent, CurrentPart
 from aiwatch.drift.datasets import DEFAULT_TIME_COLUMN, is_dataset, open_dataset, partition_columns, read_as_text
 from aiwatch.drift.errors import ProfileError
@@ -236,19 +237,11 @@ def connect(address: str, timeout: float = DEFAULT_CONNECT_TIMEOUT) -> Any:
 
 
 def frame_columns(frame: Any) -> dict[str, Any]:
-    """The columns of a pandas DataFrame as the chunk readers give them: numpy arrays, missing values None or NaN
-    (pandas' nullable and Arrow-backed columns, which Dask makes of strings, hold ``pd.NA``)."""
-    pd = require("pandas", "dask")
-    out: dict[str, Any] = {}
-    for name in frame.columns:
-        column = frame[name]
-        if isinstance(column.dtype, np.dtype):
-            out[str(name)] = column.to_numpy()
-        elif pd.api.types.is_numeric_dtype(column.dtype) and not pd.api.types.is_bool_dtype(column.dtype):
-            out[str(name)] = column.to_numpy(dtype=np.float64, na_value=np.nan)
-        else:
-            out[str(name)] = _as_objects(column)
-    return out
+    """The columns of a pandas DataFrame as the chunk readers give them, and as ``columns_of`` reads a DataFrame in
+    memory: an extension dtype (pandas' nullable and Arrow-backed columns, which Dask makes of strings) as its numpy
+    counterpart. An ``Int64`` column was made floats here: numerical where the same frame in memory was
+    categorical."""
+    return {str(name): frame_column(frame[name]) for name in frame.columns}
 
 
 def _as_objects(column: Any) -> Any:

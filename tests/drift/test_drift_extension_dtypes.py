@@ -120,3 +120,15 @@ def test_a_profile_with_a_missing_value_checks_numpy_data_as_a_numpy_profile_doe
 def test_a_list_of_bools_with_a_missing_value_is_categorical() -> None:
     built = ReferenceProfile.build({"x": [*BOOLS[1:], None]}).features["x"]
     assert (built.kind, built.count, built.missing) == ("categorical", ROWS - 1, 1)
+
+
+@pytest.mark.parametrize("missing", [False, True], ids=["no-missing", "one-missing"])
+@pytest.mark.parametrize(("values", "plain", "dtype", "kind"), CASE_PARAMS)
+def test_a_dask_frame_is_typed_as_the_same_frame_in_memory(values: list[Any], plain: str, dtype: Any, kind: str,
+                                                           missing: bool) -> None:
+    dd = require_module("dask.dataframe")
+    from aiwatch.drift.on_dask import profile_dask
+
+    frame = pd.DataFrame({"x": column(values, dtype, missing_at=ROWS - 1 if missing else None)})
+    on_dask = profile_dask(dd.from_pandas(frame, npartitions=2, sort=False)).features["x"]
+    assert (on_dask.kind, on_dask.count, on_dask.missing) == (kind, ROWS - missing, int(missing))
