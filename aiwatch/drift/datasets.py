@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 from aiwatch._optional import require
 from aiwatch.drift.errors import ProfileError
-from aiwatch.drift.files import DEFAULT_CHUNK_ROWS, TEXT_SUFFIXES, numbers_in_text
+from aiwatch.drift.files import DEFAULT_CHUNK_ROWS, TEXT_SUFFIXES, arrow_values, numbers_in_text
 
 T = TypeVar("T")
 DEFAULT_TIME_COLUMN = "timestamp"
@@ -224,7 +224,7 @@ def scan_chunks(dataset: Any, columns: Collection[str], *, predicate: Any = None
 
 
 def _values(column: Any, numbers_in_text_too: bool) -> Any:
-    values = column.to_numpy(zero_copy_only=False)
+    values = arrow_values(column)
     return numbers_in_text(values, exact=True) if numbers_in_text_too else values
 
 

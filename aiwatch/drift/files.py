@@ -29,7 +29,7 @@ def read_chunks(path: str | os.PathLike[str], chunk_rows: int = DEFAULT_CHUNK_RO
     suffix = p.suffix.lower()
     if suffix in (".parquet", ".pq"):
         pq = require("pyarrow.parquet", "data")
-        yield from _reading(p, lambda: ({name: col.to_numpy(zero_copy_only=False)
+        yield from _reading(p, lambda: ({name: arrow_values(col)
                                          for name, col in zip(batch.schema.names, batch.columns, strict=True)}
                                         for batch in pq.ParquetFile(p).iter_batches(batch_size=chunk_rows)))
     elif suffix in TEXT_SUFFIXES:
@@ -39,6 +39,17 @@ def read_chunks(path: str | os.PathLike[str], chunk_rows: int = DEFAULT_CHUNK_RO
                                         for frame in pd.read_csv(p, chunksize=chunk_rows, sep=sep)))
     else:
         raise ProfileError(f"cannot read {os.fspath(path)!r}: expected a .csv or .parquet file")
+
+
+def arrow_values(column: Any) -> Any:
+    """A pyarrow column as numpy, as ``to_numpy`` gives it, except an integer column with a null, which that makes
+    floats (so numerical, where the same column without a null is typed by its ints): its Python ints, None where a
+    value is null."""
+    if not column.null_count or not require("pyarrow", "data").types.is_integer(column.type):
+        return column.to_numpy(zero_copy_only=False)
+    out = column.fill_null(0).to_numpy(zero_copy_only=False).astype(object)
+    out[column.is_null().to_numpy(zero_copy_only=False)] = None
+    return out
 
 
 #: The suffixes of the text files :func:`read_chunks` reads with pandas' CSV reader (tab-separated for ``.tsv``).

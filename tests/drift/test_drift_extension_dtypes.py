@@ -132,3 +132,25 @@ def test_a_dask_frame_is_typed_as_the_same_frame_in_memory(values: list[Any], pl
     frame = pd.DataFrame({"x": column(values, dtype, missing_at=ROWS - 1 if missing else None)})
     on_dask = profile_dask(dd.from_pandas(frame, npartitions=2, sort=False)).features["x"]
     assert (on_dask.kind, on_dask.count, on_dask.missing) == (kind, ROWS - missing, int(missing))
+
+
+#: Parquet columns of each Arrow type, as ``read_parquet(dtype_backend="pyarrow")`` would give them back.
+PARQUET_CASES = [pytest.param(values, type_, kind, id=str(type_)) for values, type_, kind in [
+    (FEW_INTS, pa.int64(), "categorical"), (FEW_INTS, pa.uint8(), "categorical"), (MANY_INTS, pa.int32(), "numerical"),
+    (FLOATS, pa.float64(), "numerical"), (BOOLS, pa.bool_(), "categorical"), (WORDS, pa.string(), "categorical")]]
+
+
+@pytest.mark.parametrize("missing", [False, True], ids=["no-missing", "one-missing"])
+@pytest.mark.parametrize(("values", "type_", "kind"), PARQUET_CASES)
+def test_a_parquet_column_with_a_null_keeps_its_kind(tmp_path: Any, values: list[Any], type_: Any, kind: str,
+                                                     missing: bool) -> None:
+    from aiwatch.drift.batch import profile_source
+
+    pq = require_module("pyarrow.parquet")
+    (tmp_path / "data").mkdir()
+    path = tmp_path / "data" / "part.parquet"
+    pq.write_table(pa.table({"x": pa.array([*values[:-1], None if missing else values[-1]], type=type_)}), path)
+    expected = (kind, ROWS - missing, int(missing))
+    for built in (ReferenceProfile.from_file(path), profile_source(tmp_path / "data")):  # a file, a dataset
+        feat = built.features["x"]
+        assert (feat.kind, feat.count, feat.missing) == expected
