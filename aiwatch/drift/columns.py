@@ -143,12 +143,26 @@ def extension_column(values: Any) -> Any:
     dtype = getattr(values, "dtype", None)
     if dtype is None or isinstance(dtype, np.dtype) or not hasattr(values, "to_numpy") or not hasattr(values, "isna"):
         return values
+    categorical = getattr(values, "array", values)  # a Series' values: a Categorical for a category column
+    if hasattr(categorical, "codes") and hasattr(categorical, "categories"):
+        return _category_values(categorical)
     counterpart = getattr(dtype, "numpy_dtype", None)
     if isinstance(counterpart, np.dtype) and counterpart.kind in "biuf":
         return _nullable_numbers(values, counterpart)
     if not isinstance(counterpart, np.dtype) or counterpart.kind in "OU":  # strings, categories, decimals...
         return values.to_numpy(dtype=object, na_value=None)
     return values.to_numpy()  # datetimes, durations: numpy's own types, NaT where missing
+
+
+def _category_values(categorical: Any) -> npt.NDArray[Any]:
+    """A pandas Categorical's values as Python objects, None where missing. Its ``to_numpy()`` makes integer
+    categories floats once a value is missing (a float's kind is numerical, an int column's depends on its values)."""
+    codes = np.asarray(categorical.codes)
+    categories = np.asarray(categorical.categories.to_numpy(dtype=object), dtype=object)
+    out = np.full(codes.size, None, dtype=object)
+    present = codes >= 0
+    out[present] = categories[codes[present]]
+    return out
 
 
 def _nullable_numbers(values: Any, counterpart: np.dtype[Any]) -> Any:

@@ -42,6 +42,8 @@ CASES = {
     "string-python": (WORDS, "object", "string[python]", "categorical"),
     "string-pyarrow": (WORDS, "object", "string[pyarrow]", "categorical"),
     "category": (WORDS, "object", "category", "categorical"),
+    "category-of-ints": (FEW_INTS, "int64", "category", "categorical"),
+    "category-of-many-ints": (MANY_INTS, "int64", "category", "numerical"),
     "int64[pyarrow]-few": (FEW_INTS, "int64", "int64[pyarrow]", "categorical"),
     "int64[pyarrow]-many": (MANY_INTS, "int64", "int64[pyarrow]", "numerical"),
     "uint16-arrow-few": (FEW_INTS, "uint16", arrow(pa.uint16()), "categorical"),
