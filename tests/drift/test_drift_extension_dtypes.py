@@ -156,3 +156,20 @@ def test_a_parquet_column_with_a_null_keeps_its_kind(tmp_path: Any, values: list
     for built in (ReferenceProfile.from_file(path), profile_source(tmp_path / "data")):  # a file, a dataset
         feat = built.features["x"]
         assert (feat.kind, feat.count, feat.missing) == expected
+
+
+@pytest.mark.parametrize(("values", "plain", "dtype", "kind"), CASE_PARAMS)
+def test_a_monitor_counts_an_extension_columns_missing_value_missing(values: list[Any], plain: str, dtype: Any,
+                                                                     kind: str) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from aiwatch.drift import DriftMonitor
+
+    profile = ReferenceProfile.build(pd.DataFrame({"x": column(values, plain)}))
+    registry = CollectorRegistry()
+    monitor = DriftMonitor(profile, model="m", registry=registry, min_samples=1)
+    monitor.observe_batch(pd.DataFrame({"x": column(values, dtype, missing_at=0)}))
+    assert registry.get_sample_value("aiwatch_instrumentation_errors_total", {"component": "drift"}) == 0
+    assert registry.get_sample_value("aiwatch_feature_missing_total", {"model": "m", "feature": "x"}) == 1
+    window = monitor.evaluate().features["x"]
+    assert (window.kind, window.current_count, window.missing, window.invalid) == (kind, ROWS - 1, 1, 0)
