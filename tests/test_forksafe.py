@@ -16,16 +16,19 @@ import uuid
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 from prometheus_client import CollectorRegistry
 
 from aiwatch import cardinality, metrics, safety, timing
 from aiwatch.cardinality import LabelGuard, guard_for
 from aiwatch.drift import DriftMonitor, ReferenceProfile
-from aiwatch.feedback import PredictionLog
+from aiwatch.feedback import ParquetSink, PredictionLog
+from aiwatch.feedback.parquet_sink import TEMP_SUFFIX
 from aiwatch.metrics import Metrics, get_metrics
 from aiwatch.signals.gpu import GpuPoller
 from tests.signals.fake_pynvml import FakeNVML
@@ -195,3 +198,64 @@ def test_a_child_polls_the_gpus_while_the_poller_was_locked_at_the_fork(metrics:
         return up
 
     assert child_while_held([poller._poll_lock, poller._thread_lock, poller._stop._cond], poll) == "done"
+
+
+# --- threads that ran in the parent (gunicorn --preload: the app made them in the master) ------------------------
+def _rows_by_model(directory: Path) -> dict[str, int]:
+    """Rows in the completed Parquet files under ``directory``, by their ``model=`` folder."""
+    counts: dict[str, int] = {}
+    for path in directory.rglob("*.parquet"):
+        model = path.parent.parent.name.removeprefix("model=")
+        counts[model] = counts.get(model, 0) + pq.read_metadata(path).num_rows
+    return counts
+
+
+def test_a_child_writes_an_inherited_parquet_sink_into_files_of_its_own(tmp_path: Path) -> None:
+    sink = ParquetSink(tmp_path, fsync=False)
+    sink.write([{"request_id": "p1", "timestamp": time.time(), "model": "m", "x": 1.0}])
+    (parents_file,) = tmp_path.rglob(f"*{TEMP_SUFFIX}")  # open in the parent at the fork
+    size = parents_file.stat().st_size
+
+    def write_in_the_child() -> bool:
+        sink.write([{"request_id": f"c{i}", "timestamp": time.time(), "model": "m", "x": 2.0} for i in range(3)])
+        sink.close()
+        gc.collect()
+        return len(sink.completed) == 1 and sink.completed[0] != parents_file.with_name(
+            parents_file.name.removeprefix(".").removesuffix(TEMP_SUFFIX))
+
+    assert forked_child(write_in_the_child) == "done"
+    assert parents_file.stat().st_size == size, "the child wrote into the parent's open file"
+    sink.close()
+    assert _rows_by_model(tmp_path) == {"m": 4}
+    assert len(list(tmp_path.rglob("*.parquet"))) == 2 and not list(tmp_path.rglob(f"*{TEMP_SUFFIX}"))
+
+
+def test_a_journal_inherited_by_a_child_is_recovered_after_its_writer_dies_while_the_child_lives(
+        tmp_path: Path) -> None:
+    ready, child_pid = tmp_path / "child-ready", tmp_path / "child-pid"
+    data = tmp_path / "log"
+    writer = os.fork()
+    if writer == 0:  # the writer: three rows in an open file (and its journal), a child forked, then killed
+        try:
+            sink = ParquetSink(data, fsync=False)
+            sink.write([{"request_id": f"w{i}", "timestamp": time.time(), "model": "m", "x": 1.0} for i in range(3)])
+            child = os.fork()
+            if child == 0:  # lives on past the writer, holding whatever the fork left it
+                ready.write_text("ready")
+                time.sleep(60)
+                os._exit(0)
+            child_pid.write_text(str(child))
+            deadline = time.monotonic() + 20
+            while not ready.exists() and time.monotonic() < deadline:
+                time.sleep(0.01)
+        finally:
+            os.kill(os.getpid(), signal.SIGKILL)
+    os.waitpid(writer, 0)
+    child = int(child_pid.read_text())
+    try:
+        assert ready.exists()
+        recovering = ParquetSink(data, fsync=False)
+        assert len(recovering.recovered) == 1, "the journal of the dead writer was still locked by its child"
+        assert _rows_by_model(data) == {"m": 3}
+    finally:
+        os.kill(child, signal.SIGKILL)

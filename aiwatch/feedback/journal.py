@@ -61,6 +61,13 @@ class Journal:
         if self._fsync:
             os.fsync(self._fd)
 
+    def let_go(self) -> None:
+        """Close this process's descriptor of the journal, and nothing else (a forked child's copy of its parent's
+        journal: the file and the lock are the parent's, and the lock goes with the parent's descriptor). Never
+        raises."""
+        with suppress(OSError):
+            os.close(self._fd)
+
     def remove(self) -> None:
         """Delete the journal, then release it (in that order: see the module docstring). Never raises."""
         with suppress(OSError):

@@ -42,6 +42,7 @@ from aiwatch.amounts import period
 from aiwatch.feedback import journal as journals
 from aiwatch.feedback.journal import JOURNAL_SUFFIX, Journal
 from aiwatch.feedback.sink import RowsLost
+from aiwatch.forksafe import renew_at_fork
 from aiwatch.safety import warn_rate_limited
 
 #: The types of the log's own columns; every other column's type is inferred from its first values.
@@ -130,6 +131,20 @@ class ParquetSink:
         self.torn_batches = 0
         if self.journal:
             self._recover_all()
+        renew_at_fork(self)
+
+    def _renew_after_fork(self) -> None:
+        # The open files are the parent's: it writes, closes and renames them. The child starts files of its own
+        # (named by its pid) and lets go of its copies of the parent's without writing: a pyarrow writer that is
+        # closed, or only collected, writes its footer at the file offset the child shares with the parent. Its
+        # copy of a journal's descriptor is closed too (not the journal: the parent's), else the journal's lock
+        # outlives the parent for as long as the child lives, and no sink recovers it after the parent's crash.
+        inherited, self._open = self._open, {}
+        self.completed, self.recovered = [], []
+        for f in inherited.values():
+            _let_go(f.writer)
+            if f.journal is not None:
+                f.journal.let_go()
 
     # --- PredictionSink -----------------------------------------------------------------------------------
     def write(self, rows: Sequence[dict[str, Any]]) -> None:
@@ -390,6 +405,16 @@ class ParquetSink:
 def journal_path(final: Path) -> Path:
     """The journal of the file that will be ``final``: ``.part-....parquet.journal`` (hidden, like the open file)."""
     return final.with_name(f"{TEMP_PREFIX}{final.name}{JOURNAL_SUFFIX}")
+
+
+def _let_go(writer: Any) -> None:
+    """Close a forked child's copy of a writer's file descriptor, and nothing else: no footer is written (its
+    ``__del__`` closes only an open writer; the C++ writer's own close then fails on the closed file, unseen)."""
+    writer.is_open = False
+    handle = getattr(writer, "file_handle", None)
+    if handle is not None:
+        with suppress(Exception):
+            handle.close()
 
 
 def _sync_directory(folder: Path) -> None:
