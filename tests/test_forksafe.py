@@ -259,3 +259,56 @@ def test_a_journal_inherited_by_a_child_is_recovered_after_its_writer_dies_while
         assert _rows_by_model(data) == {"m": 3}
     finally:
         os.kill(child, signal.SIGKILL)
+
+
+def test_a_log_whose_writer_ran_in_the_parent_writes_the_childs_rows_into_files_of_its_own(tmp_path: Path,
+                                                                                          metrics: Metrics) -> None:
+    sink = ParquetSink(tmp_path, fsync=False)
+    log = PredictionLog(sink, batch_size=1, metrics=metrics)
+    try:
+        log.log("parent", {"x": 1.0})
+        assert log.flush(timeout=HANG)
+        (parents_file,) = tmp_path.rglob(f"*{TEMP_SUFFIX}")  # open in the parent at the fork
+        size = parents_file.stat().st_size
+
+        def log_in_the_child() -> bool:
+            for i in range(3):
+                log.log("child", {"x": float(i)})
+            written = log.flush(timeout=HANG)
+            log.close(timeout=HANG)  # closes the child's sink: its files, not the parent's
+            gc.collect()  # the parent's pyarrow writers, if the child still had them, would write a footer now
+            return written
+
+        assert forked_child(log_in_the_child) == "done"
+        assert parents_file.stat().st_size == size, "the child wrote into the parent's open file"
+        log.log("parent", {"x": 2.0})
+    finally:
+        log.close(timeout=HANG)
+    assert _rows_by_model(tmp_path) == {"parent": 2, "child": 3}
+    assert metrics.registry.get_sample_value("aiwatch_prediction_log_records_total",
+                                             {"log": "predictions", "result": "failed"}) == 0
+    assert metrics.registry.get_sample_value("aiwatch_prediction_log_records_total",
+                                             {"log": "predictions", "result": "lost"}) == 0
+
+
+def test_a_log_closed_in_the_parent_stays_closed_in_the_child(metrics: Metrics) -> None:
+    log = PredictionLog(_Rows(), batch_size=1, metrics=metrics)
+    log.close(timeout=HANG)
+
+    def log_in_the_child() -> bool:
+        dropped = log.log("m", {"x": 1}) is None
+        return dropped and not any(t.name.startswith("aiwatch-prediction-log") for t in threading.enumerate())
+
+    assert forked_child(log_in_the_child) == "done"
+
+
+def test_a_child_that_does_not_log_starts_no_writer(metrics: Metrics) -> None:
+    # a child that execs at once (subprocess with preexec_fn) or never logs gets no thread
+    log = PredictionLog(_Rows(), metrics=metrics)
+    try:
+        def no_thread() -> bool:
+            return not any(t.name.startswith("aiwatch-prediction-log") for t in threading.enumerate())
+
+        assert forked_child(no_thread) == "done"
+    finally:
+        log.close(timeout=HANG)

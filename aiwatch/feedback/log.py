@@ -94,18 +94,34 @@ class PredictionLog:
         self._idle = threading.Condition()
         self._in_hand = 0  # records taken off the deque and not yet handed to the sink
         self._closed = False
-        self._thread = threading.Thread(target=self._run, name=f"aiwatch-prediction-log-{name}", daemon=True)
-        self._thread.start()
+        self._start_lock = threading.Lock()
+        self._no_writer = False  # in a forked child, until its first record starts a writer of its own
+        self._thread = self._new_writer()
         atexit.register(self.close)
         renew_at_fork(self)
 
+    def _new_writer(self) -> threading.Thread:
+        thread = threading.Thread(target=self._run, name=f"aiwatch-prediction-log-{self.name}", daemon=True)
+        thread.start()
+        return thread
+
     def _renew_after_fork(self) -> None:
-        # The child has no writer thread; the records queued or in hand are the parent's, which writes them (the
-        # child must not: the sink's file or connection is the parent's too).
+        # The records queued or in hand are the parent's, which writes them. The child (a gunicorn worker forked
+        # from a master that imported the app) gets a writer of its own at its first record, not here: a child that
+        # execs at once (subprocess with preexec_fn) or never logs needs no thread. The sink renews itself: aiwatch's
+        # sinks let go of the parent's files (ParquetSink), redis-py makes new connections in a new pid.
         self._wake = threading.Event()
         self._idle = threading.Condition()
+        self._start_lock = threading.Lock()
         self._pending.clear()
         self._in_hand = 0
+        self._no_writer = not self._closed
+
+    def _start_writer(self) -> None:
+        with self._start_lock:
+            if self._no_writer:
+                self._thread = self._new_writer()
+                self._no_writer = False
 
     # --- the request path ---------------------------------------------------------------------------------
     def log(self, model: str, inputs: Mapping[str, Any], outputs: Any = None, *, version: str = "",
@@ -133,6 +149,8 @@ class PredictionLog:
                 rid, time.time() if timestamp is None else timestamp, model, version,
                 trace_id if trace_id is not None else _current_trace_id(), latency, error, rate, inputs, outputs))
             self._queued(1.0)
+            if self._no_writer:
+                self._start_writer()
             if len(self._pending) >= self.batch_size:
                 self._wake.set()
             return rid
