@@ -312,3 +312,40 @@ def test_a_child_that_does_not_log_starts_no_writer(metrics: Metrics) -> None:
         assert forked_child(no_thread) == "done"
     finally:
         log.close(timeout=HANG)
+
+
+def _eventually(check: Callable[[], bool]) -> bool:
+    deadline = time.monotonic() + HANG / 2
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_a_monitor_started_in_the_parent_evaluates_on_its_schedule_in_the_child(registry: CollectorRegistry
+                                                                                ) -> None:
+    profile = ReferenceProfile.build({"x": np.random.default_rng(5).normal(0, 1, 500)})
+    monitor = DriftMonitor(profile, model="m", registry=registry, interval=0.05, flush_every=1).start()
+    try:
+        def observe_only() -> bool:
+            for x in (0.1, 0.2, 0.3):
+                monitor.observe({"x": x})
+            return _eventually(lambda: registry.get_sample_value(
+                "aiwatch_drift_window_samples", {"model": "m", "feature": "x"}) == 3)
+
+        assert forked_child(observe_only) == "done"
+    finally:
+        monitor.stop(timeout=HANG)
+
+
+def test_a_monitor_stopped_in_the_parent_does_not_start_in_the_child(registry: CollectorRegistry) -> None:
+    profile = ReferenceProfile.build({"x": np.random.default_rng(5).normal(0, 1, 500)})
+    monitor = DriftMonitor(profile, model="m", registry=registry, interval=0.05).start()
+    monitor.stop(timeout=HANG)
+
+    def observe() -> bool:
+        monitor.observe({"x": 0.1})
+        return not any(t.name.startswith("aiwatch-drift") for t in threading.enumerate())
+
+    assert forked_child(observe) == "done"

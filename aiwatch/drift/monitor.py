@@ -150,6 +150,8 @@ class DriftMonitor:
         self.last_report: DriftReport | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+        self._start_lock = threading.Lock()
+        self._resume = False  # in a forked child of a started monitor, until its first row starts its thread
         renew_at_fork(self)
         m = self.metrics
         self._bin_children: dict[str, list[Any]] = {}
@@ -163,10 +165,21 @@ class DriftMonitor:
             m.child(m.feature_missing, (model, feat.name))
 
     def _renew_after_fork(self) -> None:
-        # the child has no evaluation thread: the one that held these is the parent's
+        # The child has no evaluation thread: the one that held these is the parent's. A monitor started in the
+        # parent (gunicorn --preload: at import, in the master) starts its schedule again at the child's first row,
+        # not here: a child that execs at once (subprocess with preexec_fn) or never observes needs no thread.
         self._lock = threading.Lock()
         self._eval_lock = threading.Lock()
         self._stop = threading.Event()
+        self._start_lock = threading.Lock()
+        self._resume = self._thread is not None
+        self._thread = None
+
+    def _resume_in_child(self) -> None:
+        with self._start_lock:
+            if self._resume:
+                self._resume = False
+                self.start()
 
     def _take_over_series(self, features: list[NumericalFeature | CategoricalFeature]) -> None:
         """Remove what an earlier monitor of this model on these metrics exported (a profile reloaded at runtime):
@@ -200,6 +213,8 @@ class DriftMonitor:
                     raise TypeError("observe() outputs= must be a mapping of output name -> value (or None), got "
                                     f"{type(outputs).__name__}")
                 row = {**row, **outputs}
+            if self._resume:
+                self._resume_in_child()
             with self._lock:
                 self._observe_row(row)
         except Exception as exc:
@@ -288,6 +303,8 @@ class DriftMonitor:
         dicts; ``outputs`` (same row count) are monitored like inputs. Vectorised per column (a list of row dicts
         goes row by row, with the same per-row accounting as :meth:`observe`)."""
         try:
+            if self._resume:
+                self._resume_in_child()
             if isinstance(data, list) and outputs is None:
                 with self._lock:
                     for row in data:
@@ -509,6 +526,7 @@ class DriftMonitor:
         dropped without :meth:`stop` ends its thread (without the final flush :meth:`stop` does)."""
         if interval is not None:
             self.interval = period(interval, "interval")
+        self._resume = False
         if self._thread is not None and self._thread.is_alive():
             return self
         # Each thread gets its own stop signal (one still finishing an evaluation after stop()'s timeout still
@@ -524,6 +542,7 @@ class DriftMonitor:
         """Stop the background thread (idempotent) after flushing the bin counters, waiting at most ``timeout``
         seconds for it (a ``timeout`` that is no number of seconds, such as NaN, is a ValueError naming it)."""
         wait = seconds_to_wait(timeout, "timeout")
+        self._resume = False
         self._stop.set()
         thread, self._thread = self._thread, None
         if thread is not None:
