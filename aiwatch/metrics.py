@@ -26,7 +26,8 @@ import contextlib
 import math
 import threading
 import time
-from collections.abc import Sequence
+import weakref
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -326,6 +327,12 @@ class _InProcessHistogram(Histogram):
 
 
 def _build(spec: MetricSpec, registry: CollectorRegistry | None, in_process: bool = False) -> Any:
+    metric = _new_metric(spec, registry, in_process)
+    _built.add(metric)
+    return metric
+
+
+def _new_metric(spec: MetricSpec, registry: CollectorRegistry | None, in_process: bool) -> Any:
     # prometheus_client appends the unit itself when unit= is given; our names already end in the unit.
     if spec.kind == "histogram":
         histogram = _InProcessHistogram if in_process else Histogram
@@ -336,6 +343,46 @@ def _build(spec: MetricSpec, registry: CollectorRegistry | None, in_process: boo
     gauge = _InProcessGauge if in_process else Gauge
     return gauge(spec.name, spec.help, spec.labels, registry=registry,
                  multiprocess_mode=spec.multiprocess_mode)  # type: ignore[arg-type]
+
+
+#: The metric objects aiwatch made in this process. prometheus_client makes none of its locks new at a fork, and a
+#: thread of gunicorn's master (a drift monitor started at import evaluates there) may hold one when a worker is
+#: forked: each metric's lock (its series), each in-memory value's, and in multiprocess mode the one lock of every
+#: value of the process. The child makes those new (``_renew_prometheus_locks``).
+_built: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def _renew_prometheus_locks() -> None:
+    _renew_multiprocess_lock()
+    for metric in list(_built):
+        if hasattr(metric, "_lock"):
+            metric._lock = threading.Lock()
+        for series in [metric, *getattr(metric, "_metrics", {}).values()]:
+            for value in _in_memory_values(series):
+                value._lock = threading.Lock()
+
+
+def _in_memory_values(series: Any) -> Iterator[Any]:
+    """The ``MutexValue`` objects of one series (a counter's or gauge's ``_value``, a histogram's ``_sum`` and
+    ``_buckets``)."""
+    for attribute in vars(series).values():
+        for value in attribute if isinstance(attribute, list) else (attribute,):
+            if isinstance(value, values.MutexValue):
+                yield value
+
+
+def _renew_multiprocess_lock() -> None:
+    """Make new the lock that prometheus_client's multiprocess values share: a variable of the function that made
+    their class (``values.MultiProcessValue``), which every method of the class reads from one closure cell."""
+    value_class: Any = values.ValueClass
+    inc: Any = getattr(value_class, "inc", None)
+    code = getattr(inc, "__code__", None)
+    if not _file_backed() or code is None or "lock" not in code.co_freevars:
+        return
+    inc.__closure__[code.co_freevars.index("lock")].cell_contents = threading.Lock()
+
+
+at_fork_in_child(_renew_prometheus_locks)
 
 
 def _file_backed() -> bool:

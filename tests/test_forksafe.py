@@ -139,6 +139,19 @@ def test_a_child_names_a_new_phase_while_the_phase_names_were_locked_at_the_fork
     assert child_while_held([timing._valid_lock], new_phase) == "done"
 
 
+def test_a_child_sets_a_gauge_while_prometheus_client_held_its_locks_at_the_fork(metrics: Metrics) -> None:
+    # a drift monitor's thread in the master sets its gauges (in memory here: one worker, no PROMETHEUS_MULTIPROC_DIR)
+    gauge = metrics.drift_window_samples
+    series = metrics.labels(gauge, ("m", "x"))
+
+    def set_gauges() -> bool:
+        metrics.labels(gauge, ("m", "y")).set(2)  # a new series: the metric's lock
+        series.set(3)  # the series' value lock
+        return metrics.registry.get_sample_value("aiwatch_drift_window_samples", {"model": "m", "feature": "x"}) == 3
+
+    assert child_while_held([gauge._lock, series._value._lock], set_gauges) == "done"
+
+
 def test_renewing_at_fork_does_not_keep_an_object_alive() -> None:
     guard = LabelGuard(max_values=5)
     ref = weakref.ref(guard)

@@ -158,3 +158,48 @@ print(len(os.listdir(os.environ["PROMETHEUS_MULTIPROC_DIR"])))
 
 def test_in_process_metrics_write_nothing_into_the_directory(tmp_path: Path) -> None:
     assert _run(_IN_PROCESS, tmp_path) == ["1.0", "0.0", "0.01", "0.75", "2.0", "0"]
+
+
+# gunicorn --preload: a master thread (a drift monitor started at import evaluates there) may be setting a gauge when
+# the master forks a worker. prometheus_client's multiprocess mode has one lock for every value of the process, and
+# the metric's own lock guards its series: a worker that inherited either held had no request counted, ever.
+_FORK_WHILE_HELD = """
+import os, signal, threading, time
+from prometheus_client import values
+from aiwatch.metrics import get_metrics
+
+m = get_metrics()
+gauge = m.drift_window_samples
+series = m.labels(gauge, ("m", "x"))
+code = type(series._value).inc.__code__
+shared = type(series._value).inc.__closure__[code.co_freevars.index("lock")].cell_contents
+holding, release = threading.Event(), threading.Event()
+
+def hold():
+    with shared, gauge._lock:
+        holding.set()
+        release.wait()
+
+threading.Thread(target=hold, daemon=True).start()
+holding.wait()
+pid = os.fork()
+if pid == 0:
+    m.child(m.requests_in_flight, ("svc",)).inc()  # a new series of another metric: the shared value lock
+    m.labels(gauge, ("m", "y")).set(2)  # a new series of the held metric: its own lock
+    series.set(3)
+    os._exit(0)
+release.set()
+deadline = time.monotonic() + 30
+while not os.waitpid(pid, os.WNOHANG)[0]:
+    if time.monotonic() > deadline:  # hung: the bug, not a timing bound
+        os.kill(pid, signal.SIGKILL)
+        print("hung")
+        raise SystemExit
+    time.sleep(0.05)
+print("done")
+"""
+
+
+def test_a_worker_forked_while_a_master_thread_held_prometheus_clients_locks_updates_metrics(tmp_path: Path
+                                                                                             ) -> None:
+    assert _run(_FORK_WHILE_HELD, tmp_path) == ["done"]
