@@ -362,3 +362,21 @@ def test_a_monitor_stopped_in_the_parent_does_not_start_in_the_child(registry: C
         return not any(t.name.startswith("aiwatch-drift") for t in threading.enumerate())
 
     assert forked_child(observe) == "done"
+
+
+def test_a_gpu_poller_started_in_the_parent_keeps_polling_there_and_not_in_the_child(metrics: Metrics) -> None:
+    # one poller per host (docs/http.md, Forking): a worker forked from the master does not poll the GPUs again
+    poller = GpuPoller(interval=0.05, nvml=FakeNVML.with_gpus(1), metrics=metrics).start()
+    try:
+        assert _eventually(lambda: poller.snapshot is not None)
+        at_fork = poller.snapshot
+
+        def no_poller() -> bool:
+            time.sleep(0.3)  # six intervals: a poller running in the child would have replaced the snapshot
+            return (not poller.running and poller.snapshot is at_fork
+                    and not any(t.name == "aiwatch-gpu-poller" for t in threading.enumerate()))
+
+        assert forked_child(no_poller) == "done"
+        assert poller.running and _eventually(lambda: poller.snapshot is not at_fork)
+    finally:
+        poller.stop(timeout=HANG)
