@@ -1,0 +1,29 @@
+"""The app that ``test_http_preload`` serves with ``gunicorn --preload``: its prediction log (Parquet files into
+``$AIWATCH_TEST_LOG_DIR``) and its drift monitor, started on a short schedule, are made at import, in the master."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from flask import Flask
+
+import aiwatch
+from aiwatch.drift import DriftMonitor, ReferenceProfile
+from aiwatch.feedback import ParquetSink, PredictionLog
+
+monitor = DriftMonitor(ReferenceProfile.build({"x": np.random.default_rng(1).normal(0, 1, 200)}), model="preloaded",
+                       interval=0.2, flush_every=1).start()
+log = PredictionLog(ParquetSink(os.environ["AIWATCH_TEST_LOG_DIR"], max_file_seconds=0.2, fsync=False),
+                    batch_size=1, flush_seconds=0.1)
+app = Flask("preload")
+
+
+@app.get("/predict/<int:n>")
+def predict(n: int) -> dict[str, int]:
+    monitor.observe({"x": float(n)})
+    log.log("preloaded", {"x": float(n)}, {"y": 1.0})
+    return {"pid": os.getpid()}
+
+
+aiwatch.instrument(app, service="preload")

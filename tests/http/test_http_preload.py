@@ -1,0 +1,46 @@
+"""gunicorn ``--preload``: the app is imported in the master, which makes its prediction log and drift monitor (and
+starts their threads) before it forks the workers; the workers, which serve every request, must write the log's rows
+and run the monitor's scheduled checks."""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import requests
+
+from tests.http.test_http_e2e import scrape, value
+from tests.servers import free_port, python_app, python_env, wait_until
+
+pytestmark = pytest.mark.slow
+
+
+def rows_written(directory: Path) -> int:
+    """Rows in the completed Parquet files (a file still open has a hidden temporary name)."""
+    return sum(pq.read_metadata(path).num_rows for path in directory.rglob("*.parquet"))
+
+
+def test_preloaded_log_and_monitor_work_in_the_workers(tmp_path: Path) -> None:
+    n = 20
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    multiproc, rows = tmp_path / "multiproc", tmp_path / "rows"
+    multiproc.mkdir()
+    env = python_env(PROMETHEUS_MULTIPROC_DIR=str(multiproc), AIWATCH_TEST_LOG_DIR=str(rows))
+    with python_app(["-m", "gunicorn", "--preload", "-w", "2", "-b", f"127.0.0.1:{port}", "-c",
+                     "python:aiwatch.gunicorn", "tests.http.preload_app:app"], f"{base}/metrics", env=env) as proc:
+        def one(i: int) -> int:
+            resp = requests.get(f"{base}/predict/{i}", timeout=10)
+            assert resp.status_code == 200
+            return int(json.loads(resp.text)["pid"])
+
+        with ThreadPoolExecutor(4) as pool:
+            pids = set(pool.map(one, range(n)))
+        assert proc.proc.pid not in pids  # served by the workers, not by the master that made the log and monitor
+        wait_until(lambda: rows_written(rows) == n, 20, what=f"{n} rows in the Parquet files")
+        # the drift gauges are "mostrecent" across processes: a worker's evaluation shows its own window's rows
+        wait_until(lambda: (value(scrape(f"{base}/metrics"), "aiwatch_drift_window_samples", model="preloaded",
+                                  feature="x") or 0) >= 1, 20, what="a worker's drift evaluation in /metrics")
