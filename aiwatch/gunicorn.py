@@ -9,22 +9,24 @@ starts (prometheus_client reads it at import), and load this module as the confi
 
 or, in your own ``gunicorn.conf.py``::
 
-    from aiwatch.gunicorn import child_exit, on_starting  # noqa: F401  (gunicorn looks hooks up by name)
+    from aiwatch.gunicorn import child_exit, on_starting, pre_fork  # noqa: F401  (gunicorn looks hooks up by name)
 
 ``on_starting`` clears what a previous run left in the directory (prometheus_client asks for it to be wiped before
-each start), ``child_exit`` drops an exited worker's live gauges. For FastAPI, add
+each start), ``child_exit`` drops an exited worker's live gauges, ``pre_fork`` leaves the schedules of the drift
+monitors the app started at import (``--preload``) to the workers. For FastAPI, add
 ``-k uvicorn.workers.UvicornWorker`` (or ``uvicorn_worker.UvicornWorker``). In multiprocess mode prometheus_client
 stores no exemplars, and the in-flight gauge is summed over live workers.
 """
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from aiwatch.exposition import multiprocess_enabled, multiprocess_misconfiguration, remove_dead_process_files
 from aiwatch.safety import record_error
 
-__all__ = ["child_exit", "on_starting"]
+__all__ = ["child_exit", "on_starting", "pre_fork"]
 
 
 def on_starting(server: Any) -> None:
@@ -62,3 +64,16 @@ def child_exit(server: Any, worker: Any) -> None:
         multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
     except Exception as exc:
         record_error("multiprocess", exc)
+
+
+def pre_fork(server: Any, worker: Any) -> None:
+    """gunicorn hook, in the master before it forks a worker: the drift monitors that the app started at import
+    (``--preload``) stop evaluating in the master, whose window no request reaches; each worker resumes the schedule
+    at its first row (:func:`aiwatch.drift.monitor.hand_over_schedules`)."""
+    monitor = sys.modules.get("aiwatch.drift.monitor")  # not imported: no monitor to hand over, and none imported here
+    if monitor is None:
+        return
+    try:
+        monitor.hand_over_schedules()
+    except Exception as exc:
+        record_error("drift", exc)

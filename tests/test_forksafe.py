@@ -27,6 +27,7 @@ from prometheus_client import CollectorRegistry
 from aiwatch import cardinality, metrics, safety, timing
 from aiwatch.cardinality import LabelGuard, guard_for
 from aiwatch.drift import DriftMonitor, ReferenceProfile
+from aiwatch.drift.monitor import hand_over_schedules
 from aiwatch.feedback import ParquetSink, PredictionLog
 from aiwatch.feedback.parquet_sink import TEMP_SUFFIX
 from aiwatch.metrics import Metrics, get_metrics
@@ -380,3 +381,26 @@ def test_a_gpu_poller_started_in_the_parent_keeps_polling_there_and_not_in_the_c
         assert poller.running and _eventually(lambda: poller.snapshot is not at_fork)
     finally:
         poller.stop(timeout=HANG)
+
+
+def test_a_master_that_hands_over_its_monitors_schedule_stops_evaluating_and_its_children_resume(
+        registry: CollectorRegistry) -> None:
+    profile = ReferenceProfile.build({"x": np.random.default_rng(5).normal(0, 1, 500)})
+    handed, stopped = (DriftMonitor(profile, model=name, registry=registry, interval=0.05, flush_every=1).start()
+                       for name in ("handed", "stopped"))
+    try:
+        hand_over_schedules()
+        stopped.stop(timeout=HANG)  # after the hand-over: it stays stopped in the children
+        assert handed._thread is None
+
+        def resume() -> bool:
+            for monitor in (handed, stopped):
+                monitor.observe({"x": 0.1})
+            resumed = _eventually(lambda: registry.get_sample_value(
+                "aiwatch_drift_window_samples", {"model": "handed", "feature": "x"}) == 1)
+            return resumed and not any(t.name == "aiwatch-drift-stopped" for t in threading.enumerate())
+
+        assert forked_child(resume) == "done"
+    finally:
+        handed.stop(timeout=HANG)
+        stopped.stop(timeout=HANG)

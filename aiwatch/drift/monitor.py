@@ -152,6 +152,7 @@ class DriftMonitor:
         self._stop = threading.Event()
         self._start_lock = threading.Lock()
         self._resume = False  # in a forked child of a started monitor, until its first row starts its thread
+        self._handed_over = False  # started, with its schedule left to the children forked from now on
         renew_at_fork(self)
         m = self.metrics
         self._bin_children: dict[str, list[Any]] = {}
@@ -172,7 +173,8 @@ class DriftMonitor:
         self._eval_lock = threading.Lock()
         self._stop = threading.Event()
         self._start_lock = threading.Lock()
-        self._resume = self._thread is not None
+        self._resume = self._thread is not None or self._handed_over
+        self._handed_over = False
         self._thread = None
 
     def _resume_in_child(self) -> None:
@@ -526,7 +528,8 @@ class DriftMonitor:
         dropped without :meth:`stop` ends its thread (without the final flush :meth:`stop` does)."""
         if interval is not None:
             self.interval = period(interval, "interval")
-        self._resume = False
+        self._resume = self._handed_over = False
+        _started.add(self)
         if self._thread is not None and self._thread.is_alive():
             return self
         # Each thread gets its own stop signal (one still finishing an evaluation after stop()'s timeout still
@@ -542,7 +545,7 @@ class DriftMonitor:
         """Stop the background thread (idempotent) after flushing the bin counters, waiting at most ``timeout``
         seconds for it (a ``timeout`` that is no number of seconds, such as NaN, is a ValueError naming it)."""
         wait = seconds_to_wait(timeout, "timeout")
-        self._resume = False
+        self._resume = self._handed_over = False
         self._stop.set()
         thread, self._thread = self._thread, None
         if thread is not None:
@@ -552,11 +555,32 @@ class DriftMonitor:
         except Exception as exc:
             record_error("drift", exc, self.metrics)
 
+    def _hand_over(self) -> None:
+        # not joined: a pre-fork hook must not wait out an evaluation in progress, and the thread ends at its next wait
+        if self._thread is not None:
+            self._stop.set()
+            self._thread = None
+            self._handed_over = True
+
     def __enter__(self) -> DriftMonitor:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+#: The monitors started in this process (not holding them alive), for :func:`hand_over_schedules`.
+_started: weakref.WeakSet[DriftMonitor] = weakref.WeakSet()
+
+
+def hand_over_schedules() -> None:
+    """Stop the scheduled evaluations of every monitor started in this process, leaving each schedule to the children
+    forked from now on, which resume it at their first row. For a pre-fork server's master, which made the monitors
+    at import (gunicorn ``--preload``) and serves no request: its evaluations of a window that gets no rows (0 rows,
+    NaN scores) took turns with the workers' in the ``mostrecent`` drift gauges. ``aiwatch.gunicorn``'s
+    ``pre_fork`` calls it. A monitor stopped after it stays stopped in the children forked later."""
+    for monitor in list(_started):
+        monitor._hand_over()
 
 
 def _run(ref: weakref.ReferenceType[DriftMonitor], stop: threading.Event) -> None:

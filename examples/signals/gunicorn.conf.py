@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from aiwatch.gunicorn import child_exit, on_starting  # noqa: F401  (the workers' multiprocess files, see docs/http.md)
+from aiwatch.gunicorn import child_exit, on_starting, pre_fork  # noqa: F401  (see docs/http.md)
 
 _gpu: Any = None
 

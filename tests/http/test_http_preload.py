@@ -5,6 +5,7 @@ and run the monitor's scheduled checks."""
 from __future__ import annotations
 
 import json
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -44,3 +45,28 @@ def test_preloaded_log_and_monitor_work_in_the_workers(tmp_path: Path) -> None:
         # the drift gauges are "mostrecent" across processes: a worker's evaluation shows its own window's rows
         wait_until(lambda: (value(scrape(f"{base}/metrics"), "aiwatch_drift_window_samples", model="preloaded",
                                   feature="x") or 0) >= 1, 20, what="a worker's drift evaluation in /metrics")
+
+
+def test_the_master_hands_its_monitors_schedule_to_the_workers(tmp_path: Path) -> None:
+    # aiwatch.gunicorn's pre_fork stops the master's evaluations: its window gets no rows, and its evaluation of it
+    # (0 rows, NaN scores) took turns with the worker's in the "mostrecent" drift gauges
+    n = 5
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    multiproc = tmp_path / "multiproc"
+    multiproc.mkdir()
+    env = python_env(PROMETHEUS_MULTIPROC_DIR=str(multiproc), AIWATCH_TEST_LOG_DIR=str(tmp_path / "rows"))
+    with python_app(["-m", "gunicorn", "--preload", "-w", "1", "-b", f"127.0.0.1:{port}", "-c",
+                     "python:aiwatch.gunicorn", "tests.http.preload_app:app"], f"{base}/metrics", env=env):
+        for i in range(n):
+            assert requests.get(f"{base}/predict/{i}", timeout=10).status_code == 200
+
+        def window() -> float | None:
+            return value(scrape(f"{base}/metrics"), "aiwatch_drift_window_samples", model="preloaded", feature="x")
+
+        wait_until(lambda: window() == n, 20, what="the worker's drift evaluation in /metrics")
+        seen = []
+        for _ in range(20):  # the app's monitor evaluates every 0.2 s: 10 of the master's evaluations, if it ran them
+            seen.append(window())
+            time.sleep(0.1)
+    assert seen == [n] * len(seen)
