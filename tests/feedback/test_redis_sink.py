@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry
 
 from aiwatch.feedback import PredictionLog, RedisStreamSink
 from tests.servers import redis_server
+from tests.test_forksafe import HANG, forked_child
 
 pytestmark = pytest.mark.slow
 
@@ -63,3 +64,32 @@ def test_redis_down_is_counted_not_raised(redis_url: str) -> None:
         assert log.log("m", {"x": 1}) is not None
     assert registry.get_sample_value("aiwatch_prediction_log_records_total",
                                      {"log": "predictions", "result": "failed"}) == 1
+
+
+def test_a_forked_child_logs_through_its_own_connections_and_the_parent_keeps_its_own(redis_url: str) -> None:
+    # gunicorn --preload: the log and its sink (a client made from the URL) are made in the master, which has
+    # written through a pooled connection before the fork; redis-py gives the child new connections (its pool's pid)
+    registry = CollectorRegistry()
+    log = PredictionLog(RedisStreamSink(redis_url, "preds:forked"), batch_size=1, registry=registry)
+    try:
+        log.log("parent", {"x": 1})
+        assert log.flush(timeout=HANG)
+
+        def log_in_the_child() -> bool:
+            for i in range(2):
+                log.log("child", {"x": i})
+            written = log.flush(timeout=HANG)
+            log.close(timeout=HANG)  # closes the child's client: its connections, not the parent's
+            return written
+
+        assert forked_child(log_in_the_child) == "done"
+        log.log("parent", {"x": 2})
+        assert log.flush(timeout=HANG)
+    finally:
+        log.close(timeout=HANG)
+    client = redis.Redis.from_url(redis_url)
+    models = [json.loads(fields[b"model"]) for _, fields in client.xrange("preds:forked")]
+    client.close()
+    assert sorted(models) == ["child", "child", "parent", "parent"]
+    assert registry.get_sample_value("aiwatch_prediction_log_records_total",
+                                     {"log": "predictions", "result": "failed"}) == 0
