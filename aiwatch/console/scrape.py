@@ -14,7 +14,9 @@ until it has answered (or its timeout ended it).
     >>> src.close()  # doctest: +SKIP
 
 Differences from Prometheus worth knowing: rates are computed between the first and last scrape inside the window
-(no extrapolation to the window's edges), and there are no alert rules, so :meth:`ScrapeSource.alerts` raises
+(no extrapolation to the window's edges), a series new in the window counts from 0 and a histogram's series restart
+together (:func:`_grown`; PromQL's ``rate()`` drops a new series' first value and resets each series alone), and
+there are no alert rules, so :meth:`ScrapeSource.alerts` raises
 :class:`~aiwatch.console.source.NotSupported`.
 """
 
@@ -59,7 +61,7 @@ from aiwatch.console.source import (
     quantile_overflows,
 )
 from aiwatch.httpconfig import HTTPConfig, TooLarge
-from aiwatch.scrape import HISTOGRAM_SAMPLES, LabelKey, fetch_metrics, histogram_of, parse_metrics, without_le
+from aiwatch.scrape import LabelKey, fetch_metrics, histogram_of, parse_metrics, without_le
 from aiwatch.scrape import Samples as Scraped
 from aiwatch.status import is_error_status
 from aiwatch.traffic import REALTIME
@@ -70,6 +72,9 @@ if TYPE_CHECKING:
 Samples = list[tuple[dict[str, str], float]]
 """Labelled values, the result of one PromQL-like step (``instance`` added)."""
 
+Child = tuple[str, LabelKey]
+"""One child of a histogram: its name and labels without ``le``, shared by its ``_bucket``, ``_sum`` and ``_count``."""
+
 
 class SeriesIndex:
     """Every series one endpoint ever exposed, each given a slot: a snapshot then stores only a compact array of
@@ -79,6 +84,8 @@ class SeriesIndex:
     def __init__(self) -> None:
         self.slots: dict[tuple[str, LabelKey], int] = {}
         self.by_name: dict[str, list[tuple[LabelKey, int]]] = {}
+        self.children: list[tuple[int, Child]] = []  # the slots of histogram samples, with their child
+        self.last = array("d")  # each slot's value at the last scrape that had it (NaN before)
 
     def pack(self, data: Scraped) -> array[float]:
         for name, series in data.items():
@@ -87,22 +94,42 @@ class SeriesIndex:
                     slot = len(self.slots)
                     self.slots[(name, key)] = slot
                     self.by_name.setdefault(name, []).append((key, slot))
+                    base = histogram_of(name)
+                    if base is not None:
+                        self.children.append((slot, (base, without_le(key))))
         values = array("d", [math.nan]) * len(self.slots)
         for name, series in data.items():
             for key, value in series.items():
                 values[self.slots[(name, key)]] = value
         return values
 
+    def restarts(self, values: array[float]) -> frozenset[Child]:
+        """The histogram children of which a ``_bucket``, ``_sum`` or ``_count`` series went down since the last
+        scrape that had it: they restart together, so that is a restart of all three (a ``_sum`` that grew past its
+        value before the restart does not show it). ``values`` (from :meth:`pack`) become the last ones."""
+        last = self.last
+        last.extend(array("d", [math.nan]) * (len(values) - len(last)))
+        out: set[Child] = set()
+        for slot, child in self.children:
+            value = values[slot]
+            if not math.isnan(value):
+                if value < last[slot]:  # False while last is NaN
+                    out.add(child)
+                last[slot] = value
+        return frozenset(out)
+
 
 @dataclass(frozen=True)
 class Snapshot:
-    """One scrape of one endpoint (``ok`` False, with ``error``, when it failed)."""
+    """One scrape of one endpoint (``ok`` False, with ``error``, when it failed; ``restarts``: the histogram
+    children that restarted since the endpoint's previous scrape, :meth:`SeriesIndex.restarts`)."""
 
     ts: float
     ok: bool
     values: array[float] = field(default_factory=lambda: array("d"))
     index: SeriesIndex | None = None
     error: str = ""
+    restarts: frozenset[Child] = frozenset()
 
     def series(self, name: str) -> Iterator[tuple[LabelKey, float]]:
         """``(sorted label items, value)`` of every sample named ``name`` in this scrape."""
@@ -125,26 +152,27 @@ class _Target:
         self.busy = False  # a scrape of it is under way (guarded by the source's lock)
 
 
-class _Siblings:
-    """The ``_bucket``, ``_sum`` and ``_count`` series of the histogram that the sample ``name`` belongs to, from
-    scrape to scrape: they restart together, so one of them going down is a restart of all of them (a ``_sum``
-    that grew past its value before the restart does not show it). Nothing for a sample of no histogram."""
-
-    def __init__(self, name: str, first: Snapshot) -> None:
-        base = histogram_of(name)
-        self.names = [] if base is None else [base + s for s in HISTOGRAM_SAMPLES]
-        self.last = {(n, key): value for n in self.names for key, value in first.series(n)}
-
-    def restarted(self, snap: Snapshot) -> set[LabelKey]:
-        """The histogram children that restarted since the previous scrape (``snap`` becomes the previous)."""
-        out: set[LabelKey] = set()
-        for n in self.names:
-            for key, value in snap.series(n):
-                previous = self.last.get((n, key))
-                if previous is not None and value < previous:
-                    out.add(without_le(key))
-                self.last[(n, key)] = value
-        return out
+def _grown(good: Sequence[Snapshot], name: str) -> dict[LabelKey, tuple[float, float]]:
+    """How much each series ``name`` grew over the good scrapes ``good`` of one endpoint (in time order, at least
+    one), with the time of the last of them that had it. Resets handled: a value going down, or its histogram's
+    ``_bucket``, ``_sum`` or ``_count`` sibling going down (:attr:`Snapshot.restarts`), counts the value whole. A series
+    absent from the first scrape, which was good, was created since: it counts from 0 there, so a new error status
+    or route is counted in full (PromQL's ``rate()`` and ``increase()`` drop a new series' first value)."""
+    state = {key: [0.0, value, good[0].ts] for key, value in good[0].series(name)}  # [grown, last value, its time]
+    base = histogram_of(name)
+    for snap in good[1:]:
+        ts, restarted = snap.ts, snap.restarts if base is not None else frozenset()
+        for key, value in snap.series(name):
+            found = state.get(key)
+            if found is None:  # created since the first scrape, which was good and did not have it
+                state[key] = [value, value, ts]
+                continue
+            if value < found[1] or (restarted and (base, without_le(key)) in restarted):
+                found[0] += value
+            else:
+                found[0] += value - found[1]
+            found[1], found[2] = value, ts
+    return {key: (grown, until) for key, (grown, _, until) in state.items()}
 
 
 class ScrapeSource(DataSource):
@@ -257,7 +285,8 @@ class ScrapeSource(DataSource):
     def _snapshot(target: _Target, ts: float, data: Scraped | None, error: str) -> Snapshot:
         if data is None:
             return Snapshot(ts, False, error=error)
-        return Snapshot(ts, True, target.index.pack(data), target.index)
+        values = target.index.pack(data)
+        return Snapshot(ts, True, values, target.index, restarts=target.index.restarts(values))
 
     def record(self, url: str, text: str | None, ts: float | None = None, error: str = "") -> None:
         """Add one scrape result fetched elsewhere: ``text`` in Prometheus text format, or ``None`` for a failed
@@ -313,25 +342,18 @@ class ScrapeSource(DataSource):
         return out
 
     def _rate(self, data: list[tuple[str, list[Snapshot]]], name: str, t: float, window: float) -> Samples:
-        """Per-second rate of counter samples ``name`` over ``(t - window, t]`` per endpoint, resets handled."""
+        """Per-second rate of counter samples ``name`` over ``(t - window, t]`` per endpoint: each series' growth
+        (:func:`_grown`) over the good scrapes in the window, from the first of them to the last that had it."""
         out: Samples = []
         for url, snaps in data:
             times = [s.ts for s in snaps]
             lo, hi = bisect.bisect_right(times, t - window), bisect.bisect_right(times, t)
-            state: dict[LabelKey, list[float]] = {}  # key -> [first_ts, last_ts, last_value, increase]
-            for snap in snaps[lo:hi]:
-                if not snap.ok:
-                    continue
-                for key, v in snap.series(name):
-                    found = state.get(key)
-                    if found is None:
-                        state[key] = [snap.ts, snap.ts, v, 0.0]
-                    else:
-                        found[3] += v - found[2] if v >= found[2] else v
-                        found[1], found[2] = snap.ts, v
-            for key, (first, last, _, increase) in state.items():
-                if last > first:
-                    out.append((self._labels(key, url), increase / (last - first)))
+            good = [s for s in snaps[lo:hi] if s.ok]
+            if len(good) < 2:
+                continue
+            since = good[0].ts
+            out.extend((self._labels(key, url), grown / (until - since))
+                       for key, (grown, until) in _grown(good, name).items() if until > since)
         return out
 
     # --- windows (what ``aiwatch diagnose`` reads) ------------------------------------------------------------
@@ -350,21 +372,7 @@ class ScrapeSource(DataSource):
             window = good[max(first, 0):]
             if len(window) < 2:
                 continue
-            last: dict[LabelKey, float] = dict(window[0].series(name))
-            grown = dict.fromkeys(last, 0.0)
-            siblings = _Siblings(name, window[0])
-            for snap in window[1:]:
-                restarted = siblings.restarted(snap)
-                for key, value in snap.series(name):
-                    previous = last.get(key)
-                    if previous is None:  # created since the first scrape, which was good and did not have it
-                        grown[key] = value
-                    elif value < previous or without_le(key) in restarted:
-                        grown[key] = grown.get(key, 0.0) + value
-                    else:
-                        grown[key] = grown.get(key, 0.0) + value - previous
-                    last[key] = value
-            out.extend((self._labels(key, url), value) for key, value in grown.items())
+            out.extend((self._labels(key, url), grown) for key, (grown, _) in _grown(window, name).items())
         return out
 
     def over_time(self, name: str, start: float, end: float, how: str = "avg") -> Samples:

@@ -85,6 +85,68 @@ def test_quantiles_come_from_bucket_increases_over_the_window() -> None:
     assert quantiles == pytest.approx({"p50": 0.15, "p95": 0.195, "p99": 0.199})
 
 
+def statuses(counts: dict[str, float]) -> str:
+    """Request counts of one route by status (a status absent from ``counts`` has no series yet)."""
+    lines = ["# TYPE aiwatch_request_duration_seconds histogram"]
+    lines += [f'aiwatch_request_duration_seconds_count{{service="s",route="/",method="GET",status="{status}"}} {n}'
+              for status, n in counts.items()]
+    return "\n".join(lines) + "\n"
+
+
+def test_a_status_first_seen_in_the_window_counts_from_0_in_the_rate_charts() -> None:
+    # the window's first scrape was good and had no 500 series: the 5 errors at t0 + 1 are all new in the window
+    # (as increase() counts them), so the chart shows them instead of the 0 of a series counted from its first value
+    src = ScrapeSource([URL], interval=1.0, history=60, start=False)
+    t0 = time.time() - 3
+    for i, counts in enumerate([{"200": 10}, {"200": 20, "500": 5}, {"200": 30, "500": 5}]):
+        src.record(URL, statuses(counts), ts=t0 + i)
+    assert src.throughput(10.0)[0].last == pytest.approx((20 + 5) / 2)
+    assert src.error_ratio(10.0)[0].last == pytest.approx(5 / 25)
+    # a 503 that appears in the window's last scrape only: its 4 errors over the 1 s since the scrape that lacked it
+    src.record(URL, statuses({"200": 40, "500": 5, "503": 4}), ts=t0 + 3)
+    assert src.error_ratio(1.5)[0].last == pytest.approx(4 / 14)
+
+
+def test_a_status_in_the_windows_first_good_scrape_counts_from_its_value_there() -> None:
+    # the scrape before the 500 series' first one failed: nothing says it was new, so its base is its first value
+    src = ScrapeSource([URL], interval=1.0, history=60, start=False)
+    t0 = time.time() - 3
+    src.record(URL, None, ts=t0, error="timed out")
+    for i, counts in enumerate([{"200": 20, "500": 5}, {"200": 30, "500": 6}], start=1):
+        src.record(URL, statuses(counts), ts=t0 + i)
+    assert src.error_ratio(10.0)[0].last == pytest.approx(1 / 11)
+
+
+def batches(count: float, total: float, fast: float) -> str:
+    """A batch-size histogram child after ``count`` batches of ``total`` items, ``fast`` of them of at most 4."""
+    return ("# TYPE aiwatch_batch_size histogram\n"
+            f'aiwatch_batch_size_bucket{{model="m",le="4"}} {fast}\n'
+            f'aiwatch_batch_size_bucket{{model="m",le="+Inf"}} {count}\n'
+            f'aiwatch_batch_size_sum{{model="m"}} {total}\n'
+            f'aiwatch_batch_size_count{{model="m"}} {count}\n')
+
+
+def test_a_histograms_sum_restarts_with_its_count_in_the_rate_charts() -> None:
+    # 10 batches of 1, then a restart: 20 batches of 8 (the _sum, 100 -> 160, did not fall but restarted with the
+    # _count, 100 -> 20), then 10 more of 8: 250 items in 40 batches, as increase() counts them
+    src = ScrapeSource([URL], interval=1.0, history=60, start=False)
+    t0 = time.time() - 4
+    for i, (count, total) in enumerate([(90, 90), (100, 100), (20, 160), (30, 240)]):
+        src.record(URL, batches(count, total, 0), ts=t0 + i)
+    assert src.batch_size(10.0)[0].last == pytest.approx(250 / 40)
+
+
+def test_a_histograms_buckets_restart_with_its_count_in_the_rate_charts() -> None:
+    # 90 slow requests, then a restart (the _count falls 100 -> 20) after which 12 of 20 are fast: the fast bucket
+    # (10 -> 12) did not fall but counts 12, not 2
+    src = ScrapeSource([URL], interval=1.0, history=60, start=False)
+    t0 = time.time() - 2
+    for i, (count, fast) in enumerate([(100, 10), (20, 12)]):
+        src.record(URL, exposition(count, 0, {"0.1": fast, "0.2": fast, "+Inf": count}, 0), ts=t0 + i)
+    p50 = {s.labels["quantile"]: s.last for s in src.latency_quantiles(10.0)}["p50"]
+    assert p50 == pytest.approx(0.1 * 10 / 12)
+
+
 def two_tier(gateway: tuple[float, float, float, float], inference: tuple[float, float, float, float],
              count: float) -> str:
     """Counters of a gateway (features, inference_call, overhead; request sum) calling an inference service (queue,
