@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
 from typing import Any, TypeVar
 
 from aiwatch import runbooks
 from aiwatch._optional import require
 from aiwatch.console.config import ConsoleConfig
+from aiwatch.console.pool import Prefetch
 from aiwatch.console.source import (
     MODEL_PHASES,
     DataSource,
@@ -192,25 +192,6 @@ def line(series: Sequence[Series], keys: Sequence[str], unit: str, scale: float 
 
 # --- views ----------------------------------------------------------------------------------------------------
 ALL_SERVICES = "All services"
-
-
-class Prefetch:
-    """Asks a view's panel questions at once, on worker threads, when the view starts: the view then waits for its
-    slowest question (each bounded by its source's timeout), not for their sum, and a slow question holds up only
-    its own panel. ``prefetch(fetch)`` returns a callable that gives ``fetch``'s answer or raises its error, for
-    :func:`panel`. Leaving the ``with`` block waits for every question still running."""
-
-    def __init__(self) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="aiwatch-console-panel")
-
-    def __enter__(self) -> Prefetch:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
-
-    def __call__(self, fetch: Callable[[], T]) -> Callable[[], T]:
-        return self._pool.submit(fetch).result
 
 
 def _service_order(*answers: Callable[[], list[Series]]) -> list[str]:

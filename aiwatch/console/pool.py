@@ -1,12 +1,12 @@
-"""A pool of daemon threads for the console's sources: a call stuck on an endpoint (or a Prometheus) that never
-answers does not hold up the process' exit."""
+"""A pool of daemon threads for the console's sources and its views' panel questions (:class:`Prefetch`): a call
+stuck on an endpoint (or a Prometheus) that never answers does not hold up the process' exit."""
 
 from __future__ import annotations
 
 import queue
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, wait
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -58,3 +58,28 @@ class DaemonPool:
                 item[0].cancel()
         for _ in self._workers:
             self._calls.put(None)
+
+
+class Prefetch:
+    """Asks a view's panel questions at once, on worker threads, when the view starts: the view then waits for its
+    slowest question (each bounded by its source's timeout), not for their sum, and a slow question holds up only
+    its own panel. ``prefetch(fetch)`` returns a callable that gives ``fetch``'s answer or raises its error, for
+    :func:`~aiwatch.console.app.panel`. Leaving the ``with`` block cancels the questions not started and waits for
+    those still running; its workers are daemon threads, so a question hung on its source does not hold up the
+    console's exit until the source's timeout."""
+
+    def __init__(self) -> None:
+        self._pool = DaemonPool(8, "aiwatch-console-panel")
+        self._asked: list[Future[Any]] = []
+
+    def __enter__(self) -> Prefetch:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._pool.shutdown()
+        wait(self._asked)
+
+    def __call__(self, fetch: Callable[[], T]) -> Callable[[], T]:
+        future = self._pool.submit(fetch)
+        self._asked.append(future)
+        return future.result
