@@ -78,11 +78,13 @@ class Journal:
 
 @dataclass
 class Contents:
-    """What a journal of a dead writer holds: its whole batches, and the bytes of a torn last batch after them."""
+    """What a journal of a dead writer holds: its whole batches, and the bytes of a torn last batch after them;
+    ``invalid`` says why the batch those bytes start with was not valid (a damaged journal, not a torn end)."""
 
     schema: Any
     batches: list[Any]
     torn_bytes: int
+    invalid: str = ""
 
     @property
     def rows(self) -> int:
@@ -113,7 +115,8 @@ def claim(path: Path) -> int | None:
 
 def read(fd: int, pa: Any) -> Contents:
     """The whole batches of a claimed journal; a torn last batch (the writer died while writing it) is left out and
-    its bytes counted. A journal torn inside its schema has no batches and a ``None`` schema."""
+    its bytes counted, and so is a batch that is not valid, with every byte after it. A journal torn inside its
+    schema has no batches and a ``None`` schema."""
     size = os.fstat(fd).st_size
     with open(fd, "rb", closefd=False) as f:
         source = pa.BufferReader(f.read())
@@ -121,14 +124,21 @@ def read(fd: int, pa: Any) -> Contents:
         reader = pa.ipc.open_stream(source)
     except (pa.ArrowInvalid, OSError):
         return Contents(None, [], size)
-    batches, whole = [], source.tell()
+    batches: list[Any] = []
+    whole = source.tell()
     while True:
         try:
-            batches.append(reader.read_next_batch())
+            batch = reader.read_next_batch()
         except StopIteration:
             break
         except (pa.ArrowInvalid, OSError):  # "Expected to read N bytes": the end of a torn batch
             break
+        try:
+            # the stream reader checks the messages, not the data: offsets out of their buffer crash Parquet's writer
+            batch.validate(full=True)
+        except pa.ArrowInvalid as exc:
+            return Contents(reader.schema, batches, size - whole, str(exc))
+        batches.append(batch)
         whole = source.tell()
     return Contents(reader.schema, batches, size - whole)
 

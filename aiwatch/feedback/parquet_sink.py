@@ -127,7 +127,8 @@ class ParquetSink:
         self.completed: list[Path] = []
         #: Final paths of the files made from the journals of dead writers when the sink started.
         self.recovered: list[Path] = []
-        #: Journals of dead writers that ended in a torn batch (dropped when the sink started).
+        #: Journals of dead writers that ended in a torn batch, or held one that was not valid (dropped, with the
+        #: batches after it, when the sink started).
         self.torn_batches = 0
         if self.journal:
             self._recover_all()
@@ -368,7 +369,12 @@ class ParquetSink:
 
     def _rebuild(self, contents: journals.Contents, temp: Path, final: Path, path: Path) -> None:
         """Write the whole batches of a dead writer's journal as the file it was writing (under its name)."""
-        if contents.torn_bytes:
+        if contents.invalid:
+            self.torn_batches += 1
+            _log.warning("aiwatch: prediction log journal %s of a writer that died holds a batch that is not valid "
+                         "(%d bytes from it on, dropped: %s); %d rows of %d whole batches recovered", path,
+                         contents.torn_bytes, contents.invalid, contents.rows, len(contents.batches))
+        elif contents.torn_bytes:
             self.torn_batches += 1
             _log.warning("aiwatch: prediction log journal %s of a writer that died ends in a torn batch (%d bytes, "
                          "being written when it died): dropped; %d rows of %d whole batches recovered", path,

@@ -8,6 +8,7 @@ import logging
 import os
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import textwrap
@@ -236,3 +237,30 @@ def test_journal_fsync_syncs_the_journal_after_each_batch_and_its_name_once(
     assert synced == [str(journal.parent), str(journal), str(journal)]
     sink.close()
     assert len(synced) == 3  # fsync=False: the Parquet file is not synced
+
+
+def test_a_journal_batch_that_does_not_validate_is_dropped_not_written_and_the_start_survives(
+        tmp_path: Path) -> None:
+    """A damaged journal (a flipped byte on disk, not a torn end) can hold a batch that Arrow's stream reader accepts
+    while its string offsets point outside their data: writing it as Parquet crashed the starting process
+    (SIGSEGV in libparquet). It is dropped with the bytes after it, logged and counted; the batches before it are
+    recovered."""
+    sizes = killed_writer_with_journal_sizes(tmp_path, 2)
+    [journal] = journals(tmp_path)
+    data = journal.read_bytes()
+    offsets = struct.pack("<5i", 0, 4, 8, 12, 16)  # of the request ids "r1-0" .. "r1-3" of the second batch
+    assert data[sizes[0]:].count(offsets) == 1
+    journal.write_bytes(data[:sizes[0]] + data[sizes[0]:].replace(offsets, struct.pack("<5i", 0, 1 << 30, 8, 12, 16)))
+    start = subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
+        import logging
+        from aiwatch.feedback import ParquetSink
+        logging.basicConfig(level=logging.WARNING)
+        sink = ParquetSink({str(tmp_path)!r})
+        print(len(sink.recovered), sink.torn_batches)
+    """)], env=python_env(), cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert start.returncode == 0, start.stderr
+    assert start.stdout.split() == ["1", "1"]
+    assert str(journal) in start.stderr and "not valid" in start.stderr
+    assert f"({sizes[1] - sizes[0]} bytes" in start.stderr and "4 rows of 1 whole batches" in start.stderr
+    assert dataset_rows(tmp_path) == [f"r0-{i}" for i in range(4)]
+    assert journals(tmp_path) == []
