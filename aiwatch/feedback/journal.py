@@ -28,7 +28,7 @@ except ImportError:  # not POSIX: no journal
 #: how a journal writes: one call per batch (a name the fault tests replace)
 _write = os.write
 JOURNAL_SUFFIX = ".journal"
-_NEW_SUFFIX = ".new"
+NEW_SUFFIX = ".new"
 AVAILABLE = fcntl is not None
 
 
@@ -37,7 +37,7 @@ class Journal:
     is in the OS's hands when :meth:`append` returns: it survives the process, not a power cut)."""
 
     def __init__(self, path: Path, schema: Any, *, fsync: bool) -> None:
-        new = path.with_name(path.name + _NEW_SUFFIX)
+        new = path.with_name(path.name + NEW_SUFFIX)
         self.path, self._fsync = path, fsync
         self._fd = os.open(new, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
@@ -91,14 +91,19 @@ class Contents:
         return sum(b.num_rows for b in self.batches)
 
 
-def claim(path: Path) -> int | None:
+def claim(path: Path, *, begun: bool = False) -> int | None:
     """A locked descriptor of the journal at ``path`` when its writer is gone, else ``None`` (its writer is alive,
-    or finished with it and removed it). The caller closes the descriptor once done with the journal."""
+    or finished with it and removed it). The caller closes the descriptor once done with the journal.
+
+    ``begun`` (for a journal under its temporary name) leaves alone one that is still empty: its writer may be
+    between creating and locking it, and only a writer that holds the lock writes the schema."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
         return None
     try:
+        if begun and not os.fstat(fd).st_size:
+            raise BlockingIOError
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         here = os.stat(path)
         mine = os.fstat(fd)

@@ -338,28 +338,36 @@ class ParquetSink:
 
     # --- recovery -----------------------------------------------------------------------------------------
     def _recover_all(self) -> None:
-        """Turn the journals of dead writers under the directory into finished files. Never raises: a journal that
-        cannot be recovered is logged and left for the next sink."""
+        """Turn the journals of dead writers under the directory into finished files, and remove those they left
+        under their temporary name. Never raises: a journal that cannot be recovered is logged and left for the
+        next sink."""
+        pattern = f"model=*/hour=*/{TEMP_PREFIX}part-*.parquet{JOURNAL_SUFFIX}"
         try:
-            found = sorted(self.directory.glob(f"model=*/hour=*/{TEMP_PREFIX}part-*.parquet{JOURNAL_SUFFIX}"))
+            found = sorted(self.directory.glob(pattern))
+            unnamed = sorted(self.directory.glob(pattern + journals.NEW_SUFFIX))
         except OSError as exc:
             _log.warning("aiwatch: prediction log journals under %s could not be listed: %r", self.directory, exc)
             return
-        for path in found:
+        for path, suffix in [(p, JOURNAL_SUFFIX) for p in found] + [(p, JOURNAL_SUFFIX + journals.NEW_SUFFIX)
+                                                                     for p in unnamed]:
             try:
-                self._recover(path)
+                self._recover(path, suffix)
             except Exception as exc:
                 _log.warning("aiwatch: prediction log journal %s could not be recovered (left for the next sink): %r",
                              path, exc)
 
-    def _recover(self, path: Path) -> None:
-        fd = journals.claim(path)
+    def _recover(self, path: Path, suffix: str) -> None:
+        """Recover the journal ``path`` (named ``.<file name><suffix>``) when its writer is gone. One under its
+        temporary name holds no rows (a batch is appended only after the rename): it and its file are removed."""
+        unnamed = suffix != JOURNAL_SUFFIX
+        fd = journals.claim(path, begun=unnamed)
         if fd is None:  # its writer is alive, or has just completed its file
             return
         try:
-            name = path.name[len(TEMP_PREFIX):-len(JOURNAL_SUFFIX)]
+            name = path.name[len(TEMP_PREFIX):-len(suffix)]
             final, temp = path.with_name(name), path.with_name(f"{TEMP_PREFIX}{name}{TEMP_SUFFIX}")
-            if not final.exists():  # else the writer died after completing the file, before removing the journal
+            # a file that exists: its writer died after completing it, before removing the journal
+            if not unnamed and not final.exists():
                 self._rebuild(journals.read(fd, self.pa), temp, final, path)
             with suppress(FileNotFoundError):
                 temp.unlink()

@@ -264,3 +264,36 @@ def test_a_journal_batch_that_does_not_validate_is_dropped_not_written_and_the_s
     assert f"({sizes[1] - sizes[0]} bytes" in start.stderr and "4 rows of 1 whole batches" in start.stderr
     assert dataset_rows(tmp_path) == [f"r0-{i}" for i in range(4)]
     assert journals(tmp_path) == []
+
+
+def test_a_journal_left_under_its_temporary_name_is_removed_once_its_writer_is_gone(tmp_path: Path) -> None:
+    """A writer that dies between creating its journal (``.journal.new``) and renaming it left that file and its
+    ``.inprogress`` file behind for good (no rows: a batch is appended only after the rename); a live writer's is
+    never touched."""
+    writer = start_writer(f"""
+        import os, time
+        from aiwatch.feedback import ParquetSink
+        real = os.replace
+
+        def stuck(src, dst):
+            if str(src).endswith(".journal.new"):
+                print("between", flush=True)
+                time.sleep(600)
+            return real(src, dst)
+
+        os.replace = stuck
+        ParquetSink({str(tmp_path)!r}).write([{{"request_id": "r1", "timestamp": {T0}, "model": "m", "x": 1.0}}])
+    """)
+    try:
+        assert writer.stdout is not None
+        assert writer.stdout.readline() == "between\n", writer.stderr.read() if writer.stderr else ""
+        left = sorted(p.name for p in tmp_path.rglob(".*") if p.is_file())
+        assert [name.rsplit(".", 1)[-1] for name in left] == ["inprogress", "new"]
+        assert ParquetSink(tmp_path).recovered == []
+        assert sorted(p.name for p in tmp_path.rglob(".*") if p.is_file()) == left  # its writer is alive
+        writer.send_signal(signal.SIGKILL)
+    finally:
+        writer.wait(60)
+    assert writer.returncode == -signal.SIGKILL
+    assert ParquetSink(tmp_path).recovered == []
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
