@@ -53,6 +53,8 @@ _MAX_COLUMNS_TOLD = 1_000
 _log = logging.getLogger("aiwatch")
 TEMP_PREFIX = "."
 TEMP_SUFFIX = ".inprogress"
+#: Added to the name of a journal whose contents cannot become a Parquet file.
+UNRECOVERABLE_SUFFIX = ".unrecoverable"
 
 
 @dataclass
@@ -368,12 +370,29 @@ class ParquetSink:
             final, temp = path.with_name(name), path.with_name(f"{TEMP_PREFIX}{name}{TEMP_SUFFIX}")
             # a file that exists: its writer died after completing it, before removing the journal
             if not unnamed and not final.exists():
-                self._rebuild(journals.read(fd, self.pa), temp, final, path)
+                try:
+                    self._rebuild(journals.read(fd, self.pa), temp, final, path)
+                except OSError:  # the disk, not the journal: the next sink may succeed
+                    raise
+                except Exception as exc:
+                    self._set_aside(path, temp, exc)
+                    return
             with suppress(FileNotFoundError):
                 temp.unlink()
             path.unlink()
         finally:
             os.close(fd)  # only now: the journal is gone
+
+    @staticmethod
+    def _set_aside(path: Path, temp: Path, exc: Exception) -> None:
+        """Keep a journal whose contents cannot become a Parquet file under a name recovery does not look for (for
+        a person to look at), rather than read it and log it again at every start."""
+        aside = path.with_name(path.name + UNRECOVERABLE_SUFFIX)
+        os.replace(path, aside)
+        with suppress(FileNotFoundError):
+            temp.unlink()
+        _log.warning("aiwatch: prediction log journal %s of a writer that died cannot be made into a Parquet file "
+                     "(%r): kept as %s, not tried again", path, exc, aside)
 
     def _rebuild(self, contents: journals.Contents, temp: Path, final: Path, path: Path) -> None:
         """Write the whole batches of a dead writer's journal as the file it was writing (under its name)."""

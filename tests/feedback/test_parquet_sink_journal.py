@@ -15,6 +15,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.dataset as ds
 import pytest
 from prometheus_client import CollectorRegistry
@@ -297,3 +298,28 @@ def test_a_journal_left_under_its_temporary_name_is_removed_once_its_writer_is_g
     assert writer.returncode == -signal.SIGKILL
     assert ParquetSink(tmp_path).recovered == []
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+
+
+def test_a_journal_that_cannot_become_a_parquet_file_is_set_aside_and_not_tried_at_every_start(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A journal whose contents Parquet cannot store (here a union column: never written by a sink, so a foreign or
+    damaged file) was left under its name, so every later start read it again and logged the same warning."""
+    sizes = killed_writer_with_journal_sizes(tmp_path, 1)
+    [journal] = journals(tmp_path)
+    assert journal.stat().st_size == sizes[0]
+    union = pa.UnionArray.from_dense(pa.array([0, 1], type=pa.int8()), pa.array([0, 0], type=pa.int32()),
+                                     [pa.array([1.0]), pa.array(["a"])])
+    batch = pa.RecordBatch.from_arrays([union], names=["x"])
+    journal.write_bytes(batch.schema.serialize().to_pybytes() + batch.serialize().to_pybytes())
+    with caplog.at_level(logging.WARNING, logger="aiwatch"):
+        first = ParquetSink(tmp_path)
+    [warning] = [r.getMessage() for r in caplog.records if str(journal) in r.getMessage()]
+    aside = journal.with_name(journal.name + ".unrecoverable")
+    assert "dense_union" in warning and str(aside) in warning
+    assert first.recovered == [] and journals(tmp_path) == []
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == [aside]  # kept for a person, its .inprogress gone
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="aiwatch"):
+        ParquetSink(tmp_path)
+    assert [r.getMessage() for r in caplog.records] == []
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == [aside]
