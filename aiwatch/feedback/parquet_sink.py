@@ -26,6 +26,7 @@ the removed files written before.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import os
@@ -53,6 +54,9 @@ _MAX_COLUMNS_TOLD = 1_000
 _log = logging.getLogger("aiwatch")
 TEMP_PREFIX = "."
 TEMP_SUFFIX = ".inprogress"
+#: The number in a file's name: per process, not per sink, so that two sinks of one process on one directory never
+#: give two files (and journals) one name in the same second (``next`` of a count is atomic under the GIL).
+_SEQ = itertools.count(1)
 #: Added to the name of a journal whose contents cannot become a Parquet file.
 UNRECOVERABLE_SUFFIX = ".unrecoverable"
 
@@ -123,7 +127,6 @@ class ParquetSink:
         self.compression, self.fsync = compression, fsync
         self.journal, self.journal_fsync = journal and journals.AVAILABLE, journal_fsync
         self._open: dict[tuple[str, str], _OpenFile] = {}
-        self._seq = 0
         self._told_types: set[str] = set()
         #: Final paths of the files rotated so far, oldest first.
         self.completed: list[Path] = []
@@ -282,8 +285,7 @@ class ParquetSink:
         model, hour = key
         folder = self.directory / f"model={quote(model, safe='')}" / f"hour={hour}"
         folder.mkdir(parents=True, exist_ok=True)
-        self._seq += 1
-        name = f"part-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{os.getpid()}-{self._seq:06d}.parquet"
+        name = f"part-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{os.getpid()}-{next(_SEQ):06d}.parquet"
         final = folder / name
         temp = folder / f"{TEMP_PREFIX}{name}{TEMP_SUFFIX}"
         try:

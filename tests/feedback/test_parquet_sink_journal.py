@@ -12,6 +12,7 @@ import struct
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
@@ -323,3 +324,19 @@ def test_a_journal_that_cannot_become_a_parquet_file_is_set_aside_and_not_tried_
         ParquetSink(tmp_path)
     assert [r.getMessage() for r in caplog.records] == []
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == [aside]
+
+
+def test_two_sinks_of_one_process_on_one_directory_name_their_files_and_journals_apart(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each sink numbered its files from 1, so two sinks of one process that started a file for the same model in
+    the same second gave both the same .inprogress file, journal and final name: the second journal replaced the
+    first, both writers wrote one file, and the directory held one unreadable file."""
+    real = time.gmtime
+    monkeypatch.setattr(time, "gmtime", lambda secs=None: real(T0 if secs is None else secs))  # one second
+    first, second = ParquetSink(tmp_path), ParquetSink(tmp_path)
+    first.write([row(i) for i in range(3)])
+    second.write([row(i) for i in range(3, 5)])
+    assert len(journals(tmp_path)) == 2
+    first.close()
+    second.close()
+    assert dataset_rows(tmp_path) == [f"r{i}" for i in range(5)] and journals(tmp_path) == []
