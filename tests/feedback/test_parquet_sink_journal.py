@@ -340,3 +340,81 @@ def test_two_sinks_of_one_process_on_one_directory_name_their_files_and_journals
     first.close()
     second.close()
     assert dataset_rows(tmp_path) == [f"r{i}" for i in range(5)] and journals(tmp_path) == []
+
+
+def die_at(step: str) -> str:
+    """Python that makes the process exit (as SIGKILL would: no cleanup) at ``step`` of completing a file."""
+    return textwrap.dedent(f"""
+        import os
+        from aiwatch.feedback import journal
+        real_replace, real_remove = os.replace, journal.Journal.remove
+
+        def replace(src, dst):
+            if str(src).endswith(".inprogress"):
+                if {step!r} == "before rename":
+                    os._exit(9)
+                real_replace(src, dst)
+                if {step!r} == "after rename":
+                    os._exit(9)
+                return
+            real_replace(src, dst)
+
+        def remove(self):
+            real_remove(self)
+            if {step!r} == "after journal delete":
+                os._exit(9)
+
+        os.replace, journal.Journal.remove = replace, remove
+    """)
+
+
+@pytest.mark.parametrize(("writer_dies", "recoverer_dies"), [
+    ("before rename", "before rename"), ("before rename", "after rename"), ("before rename", None),
+    ("after rename", None), ("after journal delete", None)])
+def test_a_writer_or_a_recoverer_that_dies_at_any_step_of_completing_a_file_leaves_each_row_once(
+        tmp_path: Path, writer_dies: str, recoverer_dies: str | None) -> None:
+    writer = subprocess.run([sys.executable, "-c", die_at(writer_dies) + textwrap.dedent(f"""
+        from aiwatch.feedback import ParquetSink
+        sink = ParquetSink({str(tmp_path)!r})
+        for b in range(3):
+            sink.write([{{"request_id": f"r{{b}}-{{i}}", "timestamp": {T0}, "model": "m"}} for i in range(4)])
+        sink.close()
+        os._exit(0)
+    """)], env=python_env(), cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert writer.returncode == 9, writer.stderr
+    assert len(journals(tmp_path)) == (0 if writer_dies == "after journal delete" else 1)
+    if recoverer_dies is not None:
+        recoverer = subprocess.run([sys.executable, "-c", die_at(recoverer_dies) + textwrap.dedent(f"""
+            from aiwatch.feedback import ParquetSink
+            ParquetSink({str(tmp_path)!r})
+            os._exit(0)
+        """)], env=python_env(), cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert recoverer.returncode == 9, recoverer.stderr
+        assert len(journals(tmp_path)) == 1
+    ParquetSink(tmp_path)
+    assert dataset_rows(tmp_path) == sorted(f"r{b}-{i}" for b in range(3) for i in range(4))
+    assert [p for p in tmp_path.rglob(".*") if p.is_file()] == []
+
+
+def test_sinks_starting_at_once_in_several_processes_recover_each_journal_once(tmp_path: Path) -> None:
+    subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
+        import os
+        from aiwatch.feedback import ParquetSink
+        sink = ParquetSink({str(tmp_path)!r})
+        for m in range(40):
+            sink.write([{{"request_id": f"m{{m}}-{{i}}", "timestamp": {T0}, "model": f"m{{m}}"}} for i in range(3)])
+        os._exit(9)
+    """)], env=python_env(), cwd=REPO, timeout=120, check=False)
+    assert len(journals(tmp_path)) == 40
+    starts = [start_writer(f"""
+        from aiwatch.feedback import ParquetSink
+        print(len(ParquetSink({str(tmp_path)!r}).recovered))
+    """) for _ in range(3)]
+    recovered = []
+    for start in starts:
+        out, err = start.communicate(timeout=120)
+        assert start.returncode == 0, err
+        recovered.append(int(out))
+    assert sum(recovered) == 40
+    assert dataset_rows(tmp_path) == sorted(f"m{m}-{i}" for m in range(40) for i in range(3))
+    assert [p for p in tmp_path.rglob(".*") if p.is_file()] == []
