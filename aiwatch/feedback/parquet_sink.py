@@ -345,15 +345,15 @@ class ParquetSink:
         """Turn the journals of dead writers under the directory into finished files, and remove those they left
         under their temporary name. Never raises: a journal that cannot be recovered is logged and left for the
         next sink."""
-        pattern = f"model=*/hour=*/{TEMP_PREFIX}part-*.parquet{JOURNAL_SUFFIX}"
-        try:
-            found = sorted(self.directory.glob(pattern))
-            unnamed = sorted(self.directory.glob(pattern + journals.NEW_SUFFIX))
+        try:  # one walk of every hour's folder (a year of them per model, on a long-lived directory)
+            found = sorted(self.directory.glob(f"model=*/hour=*/{TEMP_PREFIX}part-*.parquet{JOURNAL_SUFFIX}*"))
         except OSError as exc:
             _log.warning("aiwatch: prediction log journals under %s could not be listed: %r", self.directory, exc)
             return
-        for path, suffix in [(p, JOURNAL_SUFFIX) for p in found] + [(p, JOURNAL_SUFFIX + journals.NEW_SUFFIX)
-                                                                     for p in unnamed]:
+        for path in found:
+            suffix = path.name[path.name.rindex(JOURNAL_SUFFIX):]
+            if suffix not in (JOURNAL_SUFFIX, JOURNAL_SUFFIX + journals.NEW_SUFFIX):  # one set aside, or foreign
+                continue
             try:
                 self._recover(path, suffix)
             except Exception as exc:
