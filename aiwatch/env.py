@@ -130,6 +130,11 @@ LEGACY_MULTIPROC_DIR = EnvVar("prometheus_multiproc_dir", "",
 # --- signals ----------------------------------------------------------------------------------------------
 GPU_POLL_INTERVAL = EnvVar("AIWATCH_GPU_POLL_INTERVAL", "5",
                            "Seconds between two NVML polls of `GpuPoller` / `GpuCollector` not given `interval=`.")
+EVENT_LOOP_INTERVAL = EnvVar("AIWATCH_EVENT_LOOP_INTERVAL", "0.1",
+                             "Seconds between two samples of the event loop's delay "
+                             "(`aiwatch_event_loop_delay_seconds`) on each loop an ASGI or grpc.aio server serves "
+                             "requests on; `off` turns the sampler off. Anything else that is not a number of seconds "
+                             "above 0 is an error when the integration is set up.")
 # --- console (``aiwatch console`` passes its options to the Streamlit app through these) -----------------------
 CONSOLE_PROMETHEUS = EnvVar("AIWATCH_CONSOLE_PROMETHEUS", "",
                             "Prometheus URL the console queries; when set, `AIWATCH_CONSOLE_SCRAPE` is ignored.")
@@ -190,7 +195,7 @@ VARIABLES: tuple[EnvVar, ...] = (
     SEMCONV_STABILITY_OPT_IN, EXCLUDED_URLS, OTEL_EXCLUDED_URLS, OTEL_ASGI_EXCLUDED_URLS, OTEL_WSGI_EXCLUDED_URLS,
     OTEL_FASTAPI_EXCLUDED_URLS, OTEL_STARLETTE_EXCLUDED_URLS, OTEL_FLASK_EXCLUDED_URLS, MULTIPROC_DIR,
     LEGACY_MULTIPROC_DIR,
-    GPU_POLL_INTERVAL,
+    GPU_POLL_INTERVAL, EVENT_LOOP_INTERVAL,
     CONSOLE_PROMETHEUS, CONSOLE_SCRAPE, CONSOLE_INTERVAL, CONSOLE_HISTORY, CONSOLE_REFRESH, CONSOLE_WINDOW,
     CONSOLE_SPAN, CONSOLE_TIMEOUT, CONSOLE_AGGREGATION_LABELS, CONSOLE_MATCH, CONSOLE_GPU_SOURCE,
     CONSOLE_DCGM_UTILIZATION,

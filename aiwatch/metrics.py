@@ -52,6 +52,11 @@ LOOKUP_BUCKETS: tuple[float, ...] = (
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
 )  # fmt: skip
 
+#: Event loop delay: a healthy loop runs its timers within a millisecond; a starved one seconds late.
+EVENT_LOOP_DELAY_BUCKETS: tuple[float, ...] = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+
 #: Payload sizes: powers of four from 64 bytes to 1 GiB (a feature vector, an embedding batch, an image tensor).
 BYTES_BUCKETS: tuple[float, ...] = tuple(float(64 * 4**i) for i in range(13))
 #: OpenTelemetry's recommended buckets for ``gen_ai.server.time_to_first_token`` (seconds).
@@ -93,9 +98,9 @@ class MetricSpec:
 #: earlier sample to count it from), so AiwatchInstrumentationErrors missed a component that failed once after a
 #: start. ``tests/test_package.py`` checks that every component aiwatch records under is listed.
 ERROR_COMPONENTS: tuple[str, ...] = (
-    "batcher", "cache", "cardinality", "client", "degraded", "drift", "genai", "gpu", "grpc_client", "grpc_server",
-    "grpc_server_timing", "hook", "instrument", "metrics", "multiprocess", "phase", "prediction_log", "queue", "route",
-    "server_timing", "tracing",
+    "batcher", "cache", "cardinality", "client", "degraded", "drift", "event_loop", "genai", "gpu", "grpc_client",
+    "grpc_server", "grpc_server_timing", "hook", "instrument", "metrics", "multiprocess", "phase", "prediction_log",
+    "queue", "route", "server_timing", "tracing",
 )
 
 
@@ -138,6 +143,12 @@ CONTRACT: tuple[MetricSpec, ...] = (
                "seconds", multiprocess_mode="max"),
     MetricSpec("aiwatch_requests_in_flight", "gauge", "Requests being served right now.",
                ("service",), multiprocess_mode="livesum"),
+    MetricSpec("aiwatch_event_loop_delay_seconds", "histogram",
+               "How late the asyncio event loop serving requests ran a timer callback that was due, sampled every "
+               "AIWATCH_EVENT_LOOP_INTERVAL seconds (ASGI and grpc.aio servers). A starved loop (CPU-bound work on "
+               "it, a saturated CPU) holds requests in the socket before the app sees them and responses before "
+               "they are read: time callers count as network time.",
+               ("service",), "seconds", EVENT_LOOP_DELAY_BUCKETS),
     MetricSpec("aiwatch_rpc_messages_total", "counter",
                "Messages sent and received by streaming RPCs.", ("service", "route", "direction")),
     # --- payloads and bandwidth --------------------------------------------------------------------------
@@ -482,6 +493,7 @@ class Metrics:
         self.slow_call_seconds: Counter = m["aiwatch_slow_call_seconds_total"]
         self.slow_network_seconds: Counter = m["aiwatch_slow_network_seconds_total"]
         self.slow_threshold: Gauge = m["aiwatch_slow_threshold_seconds"]
+        self.event_loop_delay: Histogram = m["aiwatch_event_loop_delay_seconds"]
         self.rpc_messages: Counter = m["aiwatch_rpc_messages_total"]
         self.overhead_clamped: Counter = m["aiwatch_overhead_clamped_total"]
         self.request_size: Histogram = m["aiwatch_request_size_bytes"]

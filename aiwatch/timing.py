@@ -34,10 +34,12 @@ through untouched.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from contextvars import ContextVar
 from types import TracebackType
@@ -49,6 +51,7 @@ from aiwatch.amounts import MAX_COUNT, MAX_SECONDS, as_count, as_elapsed, as_sec
 from aiwatch.amounts import seconds as seconds_of
 from aiwatch.cardinality import LabelGuard, guard_for
 from aiwatch.env import SLOW_THRESHOLD, service_name
+from aiwatch.eventloop import loop_interval, watch
 from aiwatch.fastpath import adder, observe
 from aiwatch.forksafe import at_fork_in_child
 from aiwatch.metrics import Metrics, default_metrics
@@ -436,6 +439,9 @@ class RequestRecorder:
         self.model_version = self.guard.fold("model_version", model_version) if model_version else ""
         #: The traffic classes requests are told apart by (the ``traffic_class`` label).
         self.traffic = traffic_classes if traffic_classes is not None else TrafficClasses()
+        #: Seconds between two samples of an event loop's delay (:meth:`watch_loop`); ``None``: not sampled.
+        self.loop_interval = loop_interval()
+        self._loop_seen: weakref.ref[asyncio.AbstractEventLoop] | None = None
         self.tracing = TracerSource(tracer_provider)
         try:
             self._in_flight = adder(self.metrics.child(self.metrics.requests_in_flight, (self.service,)))
@@ -449,6 +455,27 @@ class RequestRecorder:
         self._versioned_children: dict[tuple[str, str], dict[tuple[str, str], Any]] = {}
         self._size_children: dict[tuple[str, str], tuple[Any, Any]] = {}
         self._stream_children: dict[str, tuple[Any, Any]] = {}
+
+    def watch_loop(self) -> None:
+        """Have the running event loop's delay sampled into ``aiwatch_event_loop_delay_seconds{service}``
+        (:mod:`aiwatch.eventloop`): an asyncio integration calls it on every request; only the first on a loop
+        does more than two lookups. Never raises."""
+        if self.loop_interval is None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # not on a loop
+            return
+        seen = self._loop_seen
+        if seen is not None and seen() is loop:
+            return
+        try:
+            child = self.metrics.child(self.metrics.event_loop_delay, (self.service,))
+        except Exception as exc:
+            record_error("event_loop", exc, self.metrics)
+            return
+        watch(loop, self.loop_interval, self.metrics, child)
+        self._loop_seen = weakref.ref(loop)
 
     def begin(self, span_name: str = "request", parent_context: Any = None,
               attributes: dict[str, Any] | None = None, start: float | None = None) -> RequestTimeline:

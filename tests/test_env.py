@@ -134,6 +134,14 @@ def _slow_threshold() -> float:
     return make_recorder(registry=CollectorRegistry()).slow_threshold
 
 
+def _loop_interval() -> float | None:
+    from prometheus_client import CollectorRegistry
+
+    from aiwatch.recording import make_recorder
+
+    return make_recorder(registry=CollectorRegistry()).loop_interval
+
+
 def _max_label_values() -> int:
     from aiwatch.cardinality import LabelGuard
 
@@ -241,6 +249,7 @@ READERS: dict[str, tuple[Callable[[], Any], Any, str, Any]] = {
     "OTEL_PYTHON_STARLETTE_EXCLUDED_URLS": (_excludes("STARLETTE"), False, "healthz", True),
     "OTEL_PYTHON_FLASK_EXCLUDED_URLS": (_excludes("FLASK"), False, "healthz", True),
     "AIWATCH_GPU_POLL_INTERVAL": (_gpu_interval, 5.0, "0.5", 0.5),
+    "AIWATCH_EVENT_LOOP_INTERVAL": (_loop_interval, 0.1, "0.5", 0.5),
     "AIWATCH_TRAFFIC_CLASSES": (_traffic_classes, "realtime,batch", "Interactive, offline", "interactive,offline"),
     "AIWATCH_TRAFFIC_CLASS_ROUTES": (_traffic_route_class, "realtime", "/v1/bulk/*=batch", "batch"),
     "AIWATCH_CONSOLE_PROMETHEUS": (_console("prometheus"), "", "http://prom:9090", "http://prom:9090"),

@@ -1,0 +1,270 @@
+"""The event loop delay sampler (aiwatch/eventloop.py) on real asyncio loops: what it records on a blocked and a
+healthy loop, that it ends with its loop, that its failures are counted and never reach the loop, its environment
+variable, several loops (threads) and a fork."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import os
+import subprocess
+import sys
+import threading
+import time
+import weakref
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from aiwatch import eventloop
+from aiwatch.metrics import Metrics
+from aiwatch.timing import RequestRecorder
+from tests.servers import python_env
+from tests.test_forksafe import child_while_held
+
+INTERVAL = "AIWATCH_EVENT_LOOP_INTERVAL"
+
+
+def bucket(metrics: Metrics, le: str, service: str = "svc") -> float:
+    value = metrics.registry.get_sample_value("aiwatch_event_loop_delay_seconds_bucket",
+                                              {"service": service, "le": le})
+    return value or 0.0
+
+
+def count(metrics: Metrics, service: str = "svc") -> float:
+    return bucket(metrics, "+Inf", service)
+
+
+def errors(metrics: Metrics) -> float:
+    value = metrics.registry.get_sample_value("aiwatch_instrumentation_errors_total", {"component": "event_loop"})
+    return value or 0.0
+
+
+@pytest.fixture
+def fast(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(INTERVAL, "0.05")
+
+
+def serve(recorder: RequestRecorder, work: Any) -> list[dict[str, Any]]:
+    """Run ``work()`` (a coroutine function) in ``asyncio.run`` after a request-path call of ``watch_loop``; the
+    contexts the loop's exception handler was given."""
+    handled: list[dict[str, Any]] = []
+
+    async def main() -> None:
+        asyncio.get_running_loop().set_exception_handler(lambda loop, context: handled.append(context))
+        recorder.watch_loop()
+        await work()
+
+    asyncio.run(main())
+    return handled
+
+
+@pytest.mark.usefixtures("fast")
+def test_a_blocked_loop_records_its_delay_and_a_healthy_one_small_ones(metrics: Metrics) -> None:
+    blocked, healthy = Metrics(CollectorRegistry()), metrics
+
+    async def block() -> None:
+        await asyncio.sleep(0.2)
+        time.sleep(0.3)  # the loop's thread blocked: the sample due in the next 0.05 s runs >= 0.25 s late
+        await asyncio.sleep(0.2)
+
+    async def idle() -> None:
+        await asyncio.sleep(0.7)
+
+    serve(RequestRecorder(blocked, "svc"), block)
+    serve(RequestRecorder(healthy, "svc"), idle)
+    assert count(blocked) - bucket(blocked, "0.2") >= 1  # a delay over 0.2 s
+    assert count(healthy) >= 5
+    assert bucket(healthy, "0.025") >= count(healthy) / 2  # most samples of an idle loop are prompt
+
+
+@pytest.mark.usefixtures("fast")
+def test_one_sampler_per_loop_records_for_every_service_on_it(metrics: Metrics) -> None:
+    first, second = RequestRecorder(metrics, "svc"), RequestRecorder(metrics, "other")
+    samplers: list[Any] = []
+
+    async def work() -> None:
+        for _ in range(3):
+            first.watch_loop()
+            second.watch_loop()
+        samplers.append(eventloop.sampler_for(asyncio.get_running_loop()))
+        await asyncio.sleep(0.3)
+
+    serve(first, work)
+    assert samplers[0] is not None and len(samplers[0].targets) == 2
+    assert count(metrics, "svc") >= 2 and count(metrics, "svc") == count(metrics, "other")
+
+
+@pytest.mark.usefixtures("fast")
+def test_each_loop_of_each_thread_gets_its_own_sampler(metrics: Metrics) -> None:
+    recorder = RequestRecorder(metrics, "svc")
+    samplers: list[Any] = []
+
+    async def work() -> None:
+        loop = asyncio.get_running_loop()
+        sampler = eventloop.sampler_for(loop)
+        assert sampler is not None and sampler.loop() is loop
+        samplers.append(sampler)
+        await asyncio.sleep(0.3)
+
+    threads = [threading.Thread(target=serve, args=(recorder, work)) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(samplers) == 2 and samplers[0] is not samplers[1]
+    assert count(metrics) >= 4  # both loops sampled
+
+
+def test_the_sampler_does_not_keep_its_loop_alive(metrics: Metrics) -> None:
+    loops: list[weakref.ref[asyncio.AbstractEventLoop]] = []
+
+    async def work() -> None:
+        loop = asyncio.get_running_loop()
+        assert eventloop.sampler_for(loop) is not None
+        loops.append(weakref.ref(loop))
+
+    serve(RequestRecorder(metrics, "svc"), work)
+    gc.collect()
+    assert loops[0]() is None
+
+
+def test_a_loop_run_to_its_end_exits_without_a_warning_or_a_pending_callback() -> None:
+    # asyncio.run() closes the loop with the sampler's next sample pending; -X dev and -W error make any warning
+    # about a pending task or callback, an unclosed loop or resource, an error
+    code = """
+import asyncio, time
+from prometheus_client import CollectorRegistry
+from aiwatch.metrics import Metrics
+from aiwatch.timing import RequestRecorder
+metrics = Metrics(CollectorRegistry())
+recorder = RequestRecorder(metrics, "svc")
+async def main():
+    recorder.watch_loop()
+    await asyncio.sleep(0.3)
+loop = asyncio.new_event_loop()
+loop.run_until_complete(main())
+loop.close()
+asyncio.run(main())
+print(metrics.registry.get_sample_value("aiwatch_event_loop_delay_seconds_count", {"service": "svc"}) > 0)
+"""
+    done = subprocess.run([sys.executable, "-X", "dev", "-W", "error", "-c", code], capture_output=True, text=True,
+                          timeout=60, env=python_env(AIWATCH_EVENT_LOOP_INTERVAL="0.05"))
+    assert (done.returncode, done.stdout.strip(), done.stderr) == (0, "True", "")
+
+
+@pytest.mark.usefixtures("fast")
+def test_a_failing_observation_is_counted_and_the_sampler_goes_on(metrics: Metrics,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    recorder = RequestRecorder(metrics, "svc")
+    child = metrics.child(metrics.event_loop_delay, ("svc",))
+    failures = [0]
+
+    def broken(amount: float, exemplar: Any = None) -> None:
+        failures[0] += 1
+        raise RuntimeError("injected")
+
+    monkeypatch.setattr(child, "observe", broken)
+
+    async def work() -> None:
+        await asyncio.sleep(0.3)
+
+    handled = serve(recorder, work)
+    assert handled == []
+    assert failures[0] >= 2  # sampled again after the first failure
+    assert errors(metrics) == failures[0]
+
+
+@pytest.mark.usefixtures("fast")
+def test_a_failure_to_schedule_the_next_sample_is_counted_and_ends_the_sampler(metrics: Metrics) -> None:
+    recorder = RequestRecorder(metrics, "svc")
+    samplers: list[Any] = []
+
+    async def work() -> None:
+        loop = asyncio.get_running_loop()
+        sampler = eventloop.sampler_for(loop)
+        samplers.append(sampler)
+        real = loop.call_at
+        calls = [0]
+
+        def failing(when: float, callback: Any, *args: Any, **kwargs: Any) -> Any:
+            if getattr(callback, "__self__", None) is sampler:
+                calls[0] += 1
+                raise RuntimeError("injected")
+            return real(when, callback, *args, **kwargs)
+
+        loop.call_at = failing  # type: ignore[method-assign]
+        await asyncio.sleep(0.3)
+        samplers.append(calls[0])
+
+    handled = serve(recorder, work)
+    assert handled == []
+    assert samplers[1] == 1 and errors(metrics) == 1  # it tried once, then stopped
+    assert not samplers[0].running
+    assert count(metrics) == 1  # the one sample before the failure
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", "-0", "0.1s", "fast", "1e10"])
+def test_a_hostile_interval_is_refused_by_name_at_start(monkeypatch: pytest.MonkeyPatch, metrics: Metrics,
+                                                        value: str) -> None:
+    monkeypatch.setenv(INTERVAL, value)
+    with pytest.raises(ValueError, match=f"^{INTERVAL} must be a number of seconds above 0.*'off'.*got '"):
+        RequestRecorder(metrics, "svc")
+
+
+@pytest.mark.parametrize(("value", "expected"), [("", 0.1), ("0.25", 0.25), (" OFF ", None), ("off", None)])
+def test_the_interval_variable(value: str, expected: float | None) -> None:
+    assert eventloop.loop_interval({INTERVAL: value}) == expected
+
+
+def test_off_starts_no_sampler(monkeypatch: pytest.MonkeyPatch, metrics: Metrics) -> None:
+    monkeypatch.setenv(INTERVAL, "off")
+    seen: list[Any] = []
+
+    async def work() -> None:
+        seen.append(eventloop.sampler_for(asyncio.get_running_loop()))
+        await asyncio.sleep(0.2)
+
+    serve(RequestRecorder(metrics, "svc"), work)
+    assert seen == [None] and count(metrics) == 0
+
+
+def test_watching_outside_a_loop_does_nothing(metrics: Metrics) -> None:
+    RequestRecorder(metrics, "svc").watch_loop()
+    assert count(metrics) == 0 and errors(metrics) == 0
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX")
+@pytest.mark.usefixtures("fast")
+def test_a_child_starts_its_loops_sampler_while_the_samplers_lock_was_held_at_the_fork(metrics: Metrics) -> None:
+    recorder = RequestRecorder(metrics, "svc")
+
+    def sample_in_the_child() -> bool:
+        async def work() -> None:
+            await asyncio.sleep(0.2)
+
+        serve(recorder, work)
+        return count(metrics) >= 1
+
+    assert child_while_held([eventloop._lock], sample_in_the_child) == "done"
+
+
+def test_the_delay_reaches_the_merged_view_in_multiprocess_mode(tmp_path: Path) -> None:
+    code = """
+import asyncio
+from aiwatch.exposition import serving_registry
+from aiwatch.recording import make_recorder
+recorder = make_recorder(service="svc")
+async def main():
+    recorder.watch_loop()
+    await asyncio.sleep(0.3)
+asyncio.run(main())
+print(serving_registry().get_sample_value("aiwatch_event_loop_delay_seconds_count", {"service": "svc"}))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env=python_env(PROMETHEUS_MULTIPROC_DIR=str(tmp_path), AIWATCH_EVENT_LOOP_INTERVAL="0.05"))
+    assert done.returncode == 0, done.stderr
+    assert float(done.stdout) >= 2
+    assert list(tmp_path.glob("histogram_*.db"))
