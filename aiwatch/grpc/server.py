@@ -533,7 +533,8 @@ class AiwatchAioServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[m
     """Server interceptor for ``grpc.aio.server``. Keyword arguments as :func:`grpc_server_interceptor`.
 
     Handlers that are plain (non-async) functions, which grpc.aio runs in its migration thread pool, are passed
-    through uninstrumented.
+    through uninstrumented. The first RPC on the server's event loop starts that loop's delay sampler
+    (``aiwatch_event_loop_delay_seconds``, :mod:`aiwatch.eventloop`).
     """
 
     def __init__(self, *, recorder: RequestRecorder | None = None, service: str | None = None, model: str = "",
@@ -554,6 +555,7 @@ class AiwatchAioServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[m
 
     async def intercept_service(self, continuation: Callable[[Any], Awaitable[Any]],
                                 handler_call_details: Any) -> Any:
+        self._core.recorder.watch_loop()
         handler = await continuation(handler_call_details)
         return _instrument_handler(self, handler, handler_call_details, only_async=True)
 

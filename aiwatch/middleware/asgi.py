@@ -17,6 +17,8 @@ contextvars, never on ``self``. A request whose response the server could not se
 server refused (any other exception from ``send``) is a ``500``. Either way the exception goes on to the app and
 the server untouched. An aiwatch span is ended when the app returns, with the time its response ended: an exception
 the app raises after its response (an error middleware inside aiwatch sent the 500, then re-raised) is on the span.
+The first call on an event loop (the lifespan startup, else the first request) starts that loop's delay sampler
+(``aiwatch_event_loop_delay_seconds``, :mod:`aiwatch.eventloop`).
 """
 
 from __future__ import annotations
@@ -157,6 +159,7 @@ class AiwatchMiddleware:
         self._metrics_app: ASGIApp | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.recorder.watch_loop()
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
