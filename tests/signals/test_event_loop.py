@@ -131,6 +131,19 @@ def test_the_sampler_does_not_keep_its_loop_alive(metrics: Metrics) -> None:
     assert loops[0]() is None
 
 
+async def test_a_pytest_asyncio_loop_per_test_is_sampled_and_its_sampler_ends_with_it(metrics: Metrics) -> None:
+    # pytest-asyncio closes this test's loop after it: the sampler's pending timer goes with it (the next test's
+    # loop gets a sampler of its own)
+    recorder = RequestRecorder(metrics, "svc")
+    recorder.watch_loop()
+    sampler = eventloop.sampler_for(asyncio.get_running_loop())
+    assert sampler is not None and sampler.running
+    recorder.watch_loop()
+    assert eventloop.sampler_for(asyncio.get_running_loop()) is sampler and len(sampler.targets) == 1
+    await asyncio.sleep(0.25)
+    assert count(metrics) >= 1
+
+
 def test_a_loop_run_to_its_end_exits_without_a_warning_or_a_pending_callback() -> None:
     # asyncio.run() closes the loop with the sampler's next sample pending; -X dev and -W error make any warning
     # about a pending task or callback, an unclosed loop or resource, an error
