@@ -79,3 +79,11 @@ def test_a_blocked_grpc_aio_loop_shows_in_the_delay_and_the_sampler_ends_with_th
     ended = delays(metrics)["+Inf"]
     time.sleep(0.3)
     assert delays(metrics)["+Inf"] == ended  # the loop is closed: its sampler ended
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "fast"])
+def test_a_hostile_interval_is_refused_by_name_when_the_interceptor_is_made(monkeypatch: pytest.MonkeyPatch,
+                                                                            metrics: Metrics, value: str) -> None:
+    monkeypatch.setenv("AIWATCH_EVENT_LOOP_INTERVAL", value)
+    with pytest.raises(ValueError, match=f"^AIWATCH_EVENT_LOOP_INTERVAL must be a number of seconds .*got '{value}'"):
+        grpc_aio_server_interceptor(metrics=metrics)

@@ -16,7 +16,7 @@ import pytest
 
 from aiwatch.metrics import Metrics
 from aiwatch.middleware.asgi import AiwatchMiddleware
-from tests.servers import http_get, python_env, wait_until
+from tests.servers import http_get, python_env, require_module, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -36,7 +36,7 @@ async def app(scope: Any, receive: Any, send: Any) -> None:
 
 @contextmanager
 def uvicorn_thread(asgi: Any) -> Iterator[tuple[int, threading.Thread]]:
-    import uvicorn
+    uvicorn = require_module("uvicorn")
 
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
@@ -80,6 +80,7 @@ def test_a_blocked_uvicorn_loop_shows_in_the_delay_and_the_sampler_ends_with_the
 def test_uvicorn_exits_cleanly_with_the_sampler_running() -> None:
     # a uvicorn process (on uvloop when installed, as in production) shut down as its signal handler does: it
     # ends, and -X dev -W error turn any warning about a pending task or callback, or an unclosed loop, into a failure
+    require_module("uvicorn")
     code = """
 import threading, urllib.request, uvicorn
 from aiwatch.middleware.asgi import AiwatchMiddleware

@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry
 
 from aiwatch import eventloop
 from aiwatch.metrics import Metrics
+from aiwatch.middleware.asgi import AiwatchMiddleware
 from aiwatch.timing import RequestRecorder
 from tests.servers import python_env
 from tests.test_forksafe import child_while_held
@@ -223,8 +224,11 @@ def test_a_failure_to_schedule_the_next_sample_is_counted_and_ends_the_sampler(m
 def test_a_hostile_interval_is_refused_by_name_at_start(monkeypatch: pytest.MonkeyPatch, metrics: Metrics,
                                                         value: str) -> None:
     monkeypatch.setenv(INTERVAL, value)
-    with pytest.raises(ValueError, match=f"^{INTERVAL} must be a number of seconds above 0.*'off'.*got '"):
+    refused = f"^{INTERVAL} must be a number of seconds above 0.*'off'.*got '"
+    with pytest.raises(ValueError, match=refused):
         RequestRecorder(metrics, "svc")
+    with pytest.raises(ValueError, match=refused):
+        AiwatchMiddleware(lambda scope, receive, send: None, metrics=metrics)
 
 
 @pytest.mark.parametrize(("value", "expected"), [("", 0.1), ("0.25", 0.25), (" OFF ", None), ("off", None)])
