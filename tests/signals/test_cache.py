@@ -147,8 +147,12 @@ def test_mapping_adapter(registry: CollectorRegistry, metrics: Metrics, backing:
     assert (count(registry, "local", "hit"), count(registry, "local", "miss")) == (2, 2)
     if backing is not dict:
         assert m.maxsize == 2  # the mapping's own attributes stay reachable
-        m["c"] = 3  # evicts the least recently used entry
-        assert m.get("a") is None or m.get("b") is None
+        m["c"] = 3  # evicts the least recently used entry: the one the app's reads through aiwatch left oldest
+        bare = backing()  # the same reads on the mapping alone: aiwatch's lookups must not change which one that is
+        bare["a"], bare["b"] = 1, 2
+        assert bare["a"] == 1 and bare.get("b") == 2
+        bare["c"] = 3
+        assert list(m) == list(bare) == ["a", "c"]  # OrderedDict.get does not make "b" recent
 
 
 def test_mapping_errors_are_counted_and_reraised(registry: CollectorRegistry, metrics: Metrics) -> None:
