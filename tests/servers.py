@@ -242,6 +242,26 @@ def alertmanager(config_yaml: str) -> Iterator[str]:
 
 
 @contextmanager
+def uvicorn_in_thread(app: Any, lifespan: str = "off") -> Iterator[tuple[int, threading.Thread]]:
+    """Serve the ASGI ``app`` with uvicorn (h11) on a loopback port, in a thread of this process (so the test reads
+    the app's metrics and spans directly); yields the port and the server's thread, which has ended on the way out."""
+    uvicorn = require_module("uvicorn")
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    server = uvicorn.Server(uvicorn.Config(app, http="h11", lifespan=lifespan, log_level="critical"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    wait_until(lambda: server.started, what="uvicorn started")
+    try:
+        yield sock.getsockname()[1], thread
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        sock.close()
+
+
+@contextmanager
 def registry_endpoint(registry: Any) -> Iterator[str]:
     """prometheus_client's own exposition server for ``registry`` on a free loopback port, from a thread; yields
     its ``host:port`` (append ``/metrics`` for the URL)."""

@@ -7,10 +7,6 @@ from __future__ import annotations
 
 import http.client
 import re
-import socket
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -19,7 +15,7 @@ import aiwatch
 from aiwatch.metrics import Metrics
 from aiwatch.middleware._common import CLIENT_CLOSED_STATUS
 from aiwatch.rules import RulesConfig
-from tests.servers import wait_until
+from tests.servers import uvicorn_in_thread, wait_until
 
 
 class ClientGone(OSError):
@@ -99,26 +95,6 @@ def test_the_default_error_selector_does_not_count_499() -> None:
     assert re.fullmatch(error_status, "500") and re.fullmatch(error_status, "503")
 
 
-@contextmanager
-def uvicorn_serving(app: Any) -> Iterator[int]:
-    """Serve ``app`` with uvicorn (h11) on a loopback port in a thread; yields the port."""
-    import uvicorn
-
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen()
-    server = uvicorn.Server(uvicorn.Config(app, http="h11", lifespan="off", log_level="critical"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    wait_until(lambda: server.started, what="uvicorn started")
-    try:
-        yield sock.getsockname()[1]
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
-
-
 async def body_before_start(scope: Any, receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": b"x", "more_body": False})
 
@@ -134,7 +110,7 @@ def test_a_message_the_server_refuses_is_500_not_499(metrics: Metrics, app: Any)
     answers 500 or cuts the response short. Before, every exception from ``send`` was recorded as 499, the client's
     doing, so the availability SLO never saw these server failures; the ASGI spec has servers raise an OSError
     when the client is gone, and only that is 499 now."""
-    with uvicorn_serving(aiwatch.instrument(app, metrics=metrics, service="svc")) as port:
+    with uvicorn_in_thread(aiwatch.instrument(app, metrics=metrics, service="svc")) as (port, _):
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         conn.request("GET", "/")
         response = conn.getresponse()

@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry
 import aiwatch
 import aiwatch.client
 from aiwatch.metrics import Metrics
-from tests.http.test_http_client_disconnect import uvicorn_serving
+from tests.servers import uvicorn_in_thread
 
 TOKENS = 4
 PAUSE = 0.1  # the model's time per token, after the headers went out
@@ -36,7 +36,7 @@ def base() -> Iterator[str]:
     before = aiwatch.timing._default_recorder
     app = aiwatch.instrument(generating, metrics=Metrics(CollectorRegistry()), service="llm")
     aiwatch.timing.set_default_recorder(before)  # instrument() made it the process's default: not past this module
-    with uvicorn_serving(app) as port:
+    with uvicorn_in_thread(app) as (port, _):
         yield f"http://127.0.0.1:{port}"
 
 

@@ -3,20 +3,16 @@ are prompt, and the sampler ends with the server's loop (lifespan on, shutdown n
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
 
 from aiwatch.metrics import Metrics
 from aiwatch.middleware.asgi import AiwatchMiddleware
-from tests.servers import http_get, python_env, require_module, wait_until
+from tests.servers import http_get, python_env, require_module, uvicorn_in_thread, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -34,25 +30,6 @@ async def app(scope: Any, receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": b"ok"})
 
 
-@contextmanager
-def uvicorn_thread(asgi: Any) -> Iterator[tuple[int, threading.Thread]]:
-    uvicorn = require_module("uvicorn")
-
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen()
-    server = uvicorn.Server(uvicorn.Config(asgi, http="h11", lifespan="on", log_level="critical"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    wait_until(lambda: server.started, what="uvicorn started")
-    try:
-        yield sock.getsockname()[1], thread
-    finally:
-        server.should_exit = True
-        thread.join(30)
-        sock.close()
-
-
 def delays(metrics: Metrics) -> dict[str, float]:
     """The histogram's cumulative bucket counts by ``le``."""
     return {s.labels["le"]: s.value for family in metrics.registry.collect()
@@ -63,7 +40,7 @@ def delays(metrics: Metrics) -> dict[str, float]:
 def test_a_blocked_uvicorn_loop_shows_in_the_delay_and_the_sampler_ends_with_the_server(
         metrics: Metrics, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AIWATCH_EVENT_LOOP_INTERVAL", "0.05")
-    with uvicorn_thread(AiwatchMiddleware(app, metrics=metrics, service="svc")) as (port, thread):
+    with uvicorn_in_thread(AiwatchMiddleware(app, metrics=metrics, service="svc"), lifespan="on") as (port, thread):
         assert http_get(f"http://127.0.0.1:{port}/")[0] == 200
         time.sleep(0.5)
         idle = delays(metrics)

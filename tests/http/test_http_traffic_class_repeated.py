@@ -16,9 +16,8 @@ from prometheus_client import CollectorRegistry
 
 import aiwatch
 from aiwatch.traffic import HEADER
-from tests.http.test_http_client_disconnect import uvicorn_serving
 from tests.http.test_http_wsgi_server import serving
-from tests.servers import wait_until
+from tests.servers import uvicorn_in_thread, wait_until
 
 # the header's values as sent (one header line each) -> the class the request counts as
 CASES = [
@@ -38,7 +37,7 @@ def asgi_server(registry: CollectorRegistry) -> Iterator[int]:
     async def items() -> dict[str, str]:
         return {"ok": "yes"}
 
-    with uvicorn_serving(aiwatch.instrument(app, registry=registry, service="svc")) as port:
+    with uvicorn_in_thread(aiwatch.instrument(app, registry=registry, service="svc")) as (port, _):
         yield port
 
 
