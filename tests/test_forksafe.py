@@ -305,6 +305,27 @@ def test_a_log_whose_writer_ran_in_the_parent_writes_the_childs_rows_into_files_
                                              {"log": "predictions", "result": "lost"}) == 0
 
 
+def test_the_request_ids_of_forked_children_are_not_their_parents_nor_each_others(tmp_path: Path,
+                                                                                  metrics: Metrics) -> None:
+    # request_id is the join key of delayed labels: gunicorn's workers forked from one master's log must not repeat
+    # each other's ids (nor the master's)
+    log = PredictionLog(_Rows(), metrics=metrics)
+    try:
+        def log_one(name: str) -> Callable[[], bool]:
+            def action() -> bool:
+                rid = log.log("m", {"x": 1.0})
+                (tmp_path / name).write_text(rid or "")
+                return rid is not None
+            return action
+
+        assert forked_child(log_one("first")) == "done"
+        assert forked_child(log_one("second")) == "done"
+        ids = [(tmp_path / name).read_text() for name in ("first", "second")] + [log.log("m", {"x": 1.0})]
+        assert len(set(ids)) == 3, ids
+    finally:
+        log.close(timeout=HANG)
+
+
 def test_a_log_closed_in_the_parent_stays_closed_in_the_child(metrics: Metrics) -> None:
     log = PredictionLog(_Rows(), batch_size=1, metrics=metrics)
     log.close(timeout=HANG)

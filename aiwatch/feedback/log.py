@@ -109,7 +109,9 @@ class PredictionLog:
         # The records queued or in hand are the parent's, which writes them. The child (a gunicorn worker forked
         # from a master that imported the app) gets a writer of its own at its first record, not here: a child that
         # execs at once (subprocess with preexec_fn) or never logs needs no thread. The sink renews itself: aiwatch's
-        # sinks let go of the parent's files (ParquetSink), redis-py makes new connections in a new pid.
+        # sinks let go of the parent's files (ParquetSink), redis-py makes new connections in a new pid. The child's
+        # request ids get a prefix of their own: with the parent's, every worker repeated the master's id sequence.
+        self._id_prefix = os.urandom(8).hex()
         self._wake = threading.Event()
         self._idle = threading.Condition()
         self._start_lock = threading.Lock()
