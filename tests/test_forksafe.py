@@ -30,6 +30,7 @@ from aiwatch.drift import DriftMonitor, ReferenceProfile
 from aiwatch.drift.monitor import hand_over_schedules
 from aiwatch.feedback import ParquetSink, PredictionLog
 from aiwatch.feedback.parquet_sink import TEMP_SUFFIX
+from aiwatch.feedback.sampling import SamplingPolicy
 from aiwatch.metrics import Metrics, get_metrics
 from aiwatch.signals.gpu import GpuPoller
 from tests.signals.fake_pynvml import FakeNVML
@@ -324,6 +325,23 @@ def test_the_request_ids_of_forked_children_are_not_their_parents_nor_each_other
         assert len(set(ids)) == 3, ids
     finally:
         log.close(timeout=HANG)
+
+
+def test_forked_children_draw_their_own_sampling_decisions(tmp_path: Path) -> None:
+    # aiwatch's random stream is its own (not the random module's, which Python reseeds in a child): copied as it was
+    # at the fork, it gave every worker the same keep-or-drop sequence
+    policy = SamplingPolicy(0.5)
+
+    def draw(name: str) -> Callable[[], bool]:
+        def action() -> bool:
+            (tmp_path / name).write_text("".join("1" if policy.keep(0.5) else "0" for _ in range(64)))
+            return True
+        return action
+
+    assert forked_child(draw("first")) == "done"
+    assert forked_child(draw("second")) == "done"
+    first, second = ((tmp_path / name).read_text() for name in ("first", "second"))
+    assert first != second  # 64 fair draws each: equal by chance once in 2**64
 
 
 def test_a_log_closed_in_the_parent_stays_closed_in_the_child(metrics: Metrics) -> None:

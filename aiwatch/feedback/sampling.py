@@ -6,6 +6,8 @@ import math
 import random
 from dataclasses import dataclass
 
+from aiwatch.forksafe import at_fork_in_child
+
 
 def _check_rate(name: str, value: float) -> None:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
@@ -13,8 +15,10 @@ def _check_rate(name: str, value: float) -> None:
 
 
 #: aiwatch's own random stream: the module-level functions share one state with the host app, whose
-#: ``random.seed(...)`` sequence each kept-or-not draw would otherwise move on by one.
+#: ``random.seed(...)`` sequence each kept-or-not draw would otherwise move on by one. Reseeded in a forked child, as
+#: the random module's own is: gunicorn's workers forked from one master drew the same sequence.
 _draws = random.Random()
+at_fork_in_child(_draws.seed)
 
 
 @dataclass(frozen=True)
