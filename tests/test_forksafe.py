@@ -28,7 +28,7 @@ from aiwatch import cardinality, metrics, safety, timing
 from aiwatch.cardinality import LabelGuard, guard_for
 from aiwatch.drift import DriftMonitor, ReferenceProfile
 from aiwatch.drift.monitor import hand_over_schedules
-from aiwatch.feedback import ParquetSink, PredictionLog
+from aiwatch.feedback import ParquetSink, PredictionLog, journal
 from aiwatch.feedback.parquet_sink import TEMP_SUFFIX
 from aiwatch.feedback.sampling import SamplingPolicy
 from aiwatch.metrics import Metrics, get_metrics
@@ -259,6 +259,54 @@ def test_a_journal_inherited_by_a_child_is_recovered_after_its_writer_dies_while
                 ready.write_text("ready")
                 time.sleep(60)
                 os._exit(0)
+            child_pid.write_text(str(child))
+            deadline = time.monotonic() + 20
+            while not ready.exists() and time.monotonic() < deadline:
+                time.sleep(0.01)
+        finally:
+            os.kill(os.getpid(), signal.SIGKILL)
+    os.waitpid(writer, 0)
+    child = int(child_pid.read_text())
+    try:
+        assert ready.exists()
+        recovering = ParquetSink(data, fsync=False)
+        assert len(recovering.recovered) == 1, "the journal of the dead writer was still locked by its child"
+        assert _rows_by_model(data) == {"m": 3}
+    finally:
+        os.kill(child, signal.SIGKILL)
+
+
+def test_a_journal_being_made_at_the_fork_is_recovered_after_its_writer_dies_while_the_child_lives(
+        tmp_path: Path) -> None:
+    # the fork comes while the master's log writer is inside sink.write(), making the file's journal (not yet among
+    # the sink's open files, which the child lets go of)
+    ready, child_pid = tmp_path / "child-ready", tmp_path / "child-pid"
+    data = tmp_path / "log"
+    writer = os.fork()
+    if writer == 0:  # the writer: a fork while its thread writes the journal's schema, three rows, then killed
+        try:
+            sink = ParquetSink(data, fsync=False)
+            inside, go_on = threading.Event(), threading.Event()
+            write = journal._write
+
+            def write_once_inside(fd: int, data: Any) -> int:
+                if not inside.is_set():
+                    inside.set()
+                    go_on.wait(HANG)
+                return write(fd, data)
+
+            journal._write = write_once_inside
+            rows = [{"request_id": f"w{i}", "timestamp": time.time(), "model": "m", "x": 1.0} for i in range(3)]
+            thread = threading.Thread(target=sink.write, args=(rows,))
+            thread.start()
+            inside.wait(HANG)
+            child = os.fork()
+            if child == 0:  # lives on past the writer, holding whatever the fork left it
+                ready.write_text("ready")
+                time.sleep(60)
+                os._exit(0)
+            go_on.set()
+            thread.join(HANG)
             child_pid.write_text(str(child))
             deadline = time.monotonic() + 20
             while not ready.exists() and time.monotonic() < deadline:

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from aiwatch.forksafe import renew_at_fork
+
 try:
     import fcntl
 except ImportError:  # not POSIX: no journal
@@ -39,6 +41,10 @@ class Journal:
     def __init__(self, path: Path, schema: Any, *, fsync: bool) -> None:
         new = path.with_name(path.name + NEW_SUFFIX)
         self.path, self._fsync = path, fsync
+        # A forked child lets go of the journal from the moment it is opened, not only once the sink holds it: a fork
+        # while the writer thread is in here left the child the descriptor, and so the lock (-1: none open).
+        self._fd = -1
+        renew_at_fork(self)
         self._fd = os.open(new, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a file just made: nobody else has it
@@ -49,8 +55,11 @@ class Journal:
         except BaseException:
             with suppress(OSError):
                 new.unlink()
-            os.close(self._fd)
+            self._close()
             raise
+
+    def _renew_after_fork(self) -> None:
+        self.let_go()
 
     def append(self, table: Any) -> None:
         """Write ``table`` to the journal, as Arrow IPC stream messages. A failure leaves it torn: the caller stops
@@ -63,17 +72,23 @@ class Journal:
 
     def let_go(self) -> None:
         """Close this process's descriptor of the journal, and nothing else (a forked child's copy of its parent's
-        journal: the file and the lock are the parent's, and the lock goes with the parent's descriptor). Never
-        raises."""
+        journal: the file and the lock are the parent's, and the lock goes with the parent's descriptor). Called in
+        every forked child; idempotent, never raises."""
         with suppress(OSError):
-            os.close(self._fd)
+            self._close()
 
     def remove(self) -> None:
         """Delete the journal, then release it (in that order: see the module docstring). Never raises."""
         with suppress(OSError):
             self.path.unlink()
         with suppress(OSError):
-            os.close(self._fd)
+            self._close()
+
+    def _close(self) -> None:
+        # the number is forgotten first: a child forked later must not close a descriptor that has it by then
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            os.close(fd)
 
 
 @dataclass

@@ -142,15 +142,12 @@ class ParquetSink:
     def _renew_after_fork(self) -> None:
         # The open files are the parent's: it writes, closes and renames them. The child starts files of its own
         # (named by its pid) and lets go of its copies of the parent's without writing: a pyarrow writer that is
-        # closed, or only collected, writes its footer at the file offset the child shares with the parent. Its
-        # copy of a journal's descriptor is closed too (not the journal: the parent's), else the journal's lock
-        # outlives the parent for as long as the child lives, and no sink recovers it after the parent's crash.
+        # closed, or only collected, writes its footer at the file offset the child shares with the parent. Each
+        # journal lets go of its own descriptor in the child (Journal.let_go), those being made at the fork included.
         inherited, self._open = self._open, {}
         self.completed, self.recovered = [], []
         for f in inherited.values():
             _let_go(f.writer)
-            if f.journal is not None:
-                f.journal.let_go()
 
     # --- PredictionSink -----------------------------------------------------------------------------------
     def write(self, rows: Sequence[dict[str, Any]]) -> None:
