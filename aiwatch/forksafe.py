@@ -11,6 +11,7 @@ locks stay plain attributes, so taking one costs what it did.
 
 from __future__ import annotations
 
+import logging
 import os
 import weakref
 from collections.abc import Callable
@@ -23,6 +24,7 @@ class Renewable(Protocol):
 
 
 _owners: weakref.WeakSet[Renewable] = weakref.WeakSet()
+_log = logging.getLogger("aiwatch")
 
 
 def renew_at_fork(owner: Renewable) -> None:
@@ -38,7 +40,10 @@ def at_fork_in_child(renew: Callable[[], None]) -> None:
 
 def _renew_owners() -> None:
     for owner in list(_owners):
-        owner._renew_after_fork()
+        try:
+            owner._renew_after_fork()
+        except Exception as exc:  # the owners after it must still be renewed, or the child may hang on theirs
+            _log.warning("aiwatch: %s could not renew its locks in a forked child: %r", type(owner).__name__, exc)
 
 
 at_fork_in_child(_renew_owners)

@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 import pytest
 from prometheus_client import CollectorRegistry
 
-from aiwatch import cardinality, metrics, safety, timing
+from aiwatch import cardinality, forksafe, metrics, safety, timing
 from aiwatch.cardinality import LabelGuard, guard_for
 from aiwatch.drift import DriftMonitor, ReferenceProfile
 from aiwatch.drift.monitor import hand_over_schedules
@@ -509,3 +509,24 @@ def test_a_master_that_hands_over_its_monitors_schedule_stops_evaluating_and_its
     finally:
         handed.stop(timeout=HANG)
         stopped.stop(timeout=HANG)
+
+
+def test_an_owner_that_fails_to_renew_leaves_the_others_renewed(caplog: pytest.LogCaptureFixture) -> None:
+    called: list[str] = []
+
+    class Failing:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def _renew_after_fork(self) -> None:
+            called.append(self.name)
+            raise RuntimeError(f"{self.name} cannot renew")
+
+    owners = [Failing("first"), Failing("second")]
+    for owner in owners:
+        forksafe.renew_at_fork(owner)
+    caplog.set_level("WARNING", logger="aiwatch")
+    # whichever runs first fails: the other must still be renewed, and each failure is logged
+    assert forked_child(lambda: sorted(called) == ["first", "second"] and caplog.text.count("cannot renew") == 2
+                        ) == "done"
+    assert called == [] and owners
