@@ -88,6 +88,7 @@ class Selectors:
         "matchers on aiwatch_network_duration_seconds and aiwatch_client_bytes_total"))
     queue: str = field(default="", metadata=_help("matchers on aiwatch_queue_depth"))
     gpu: str = field(default="", metadata=_help("matchers on aiwatch_gpu_* series"))
+    event_loop: str = field(default="", metadata=_help("matchers on aiwatch_event_loop_delay_seconds"))
     cache: str = field(default="", metadata=_help("matchers on aiwatch_feature_cache_requests_total"))
     drift: str = field(default="", metadata=_help("matchers on the drift gauges and the bin sketch"))
     instrumentation: str = field(default="", metadata=_help("matchers on aiwatch_instrumentation_errors_total"))
@@ -148,6 +149,10 @@ class Latency:
         "AiwatchNetworkLatencyHigh: p99 of the network time a caller measures to one peer (client time minus the "
         "time the peer reported)", open_low=True))
     network_for: str = "10m"
+    loop_delay_p99_seconds: float = field(default=0.1, metadata=_help(
+        "AiwatchEventLoopDelayHigh: p99 of how late a service's asyncio event loop ran a timer that was due "
+        "(aiwatch_event_loop_delay_seconds, over window); a prompt loop stays around a millisecond", open_low=True))
+    loop_delay_for: str = "10m"
 
 
 @dataclass

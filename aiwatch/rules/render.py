@@ -52,6 +52,7 @@ REQUESTS = metric("aiwatch_request_duration_seconds")
 PHASES = metric("aiwatch_phase_duration_seconds")
 NETWORK = metric("aiwatch_network_duration_seconds")
 CLIENT_BYTES = metric("aiwatch_client_bytes_total")
+LOOP_DELAY = metric("aiwatch_event_loop_delay_seconds")
 IN_FLIGHT = metric("aiwatch_requests_in_flight")
 QUEUE_DEPTH = metric("aiwatch_queue_depth")
 GPU_UP = metric("aiwatch_gpu_up")
@@ -82,6 +83,7 @@ SLOW_RATIO = "service:aiwatch_request_slow:ratio_rate{window}"
 PHASE_QUANTILE = "service_model_phase:aiwatch_phase_duration_seconds:p{percent}"
 MODEL_P99 = "service_model:aiwatch_model_latency_seconds:p99"
 NETWORK_P99 = "service_peer:aiwatch_network_duration_seconds:p99"
+LOOP_DELAY_P99 = "service:aiwatch_event_loop_delay_seconds:p99"
 LINK_THROUGHPUT = "service_peer:aiwatch_client_throughput_bytes_per_second:rate{window}"
 NON_MODEL_P99 = "service_phase:aiwatch_non_model_latency_seconds:p99"
 OUTSIDE_MODEL = "service:aiwatch_time_outside_model:ratio"
@@ -261,6 +263,8 @@ def latency_records(cfg: RulesConfig) -> list[dict[str, Any]]:
         _record(MODEL_P99, histogram_quantile(0.99, PHASES, w, _scope(cfg, "service", "model"), req, model)),
         _record(NETWORK_P99, histogram_quantile(0.99, NETWORK, w, _scope(cfg, "service", "peer"),
                                                 cfg.selectors.network)),
+        _record(LOOP_DELAY_P99, histogram_quantile(0.99, LOOP_DELAY, w, _scope(cfg, "service"),
+                                                   cfg.selectors.event_loop)),
         # the caller-side network time is one more non-model "phase" (service = the caller, peer = the callee)
         _record(NON_MODEL_P99,
                 f"(\n  {histogram_quantile(0.99, PHASES, w, service_phase, req, other)}\n"
@@ -440,6 +444,16 @@ def latency_alerts(cfg: RulesConfig) -> list[Alert]:
               f"{{{{ $value | humanizeDuration }}}} over {lat.window}, above {_ms(lat.network_p99_seconds)}. The "
               "time is between the two services (connections, proxies, load balancer, congestion, payload size), "
               "not inside either: look at the path, not at the model."),
+        Alert("AiwatchEventLoopDelayHigh",
+              f"{LOOP_DELAY_P99} > {number(lat.loop_delay_p99_seconds)}",
+              lat.loop_delay_for, "warning",
+              "The event loop of {{ $labels.service }} is starved",
+              f"p99 of the event loop delay of {{{{ $labels.service }}}} (how late its asyncio loop ran a timer that "
+              f"was due) is {{{{ $value | humanizeDuration }}}} over {lat.window}, above "
+              f"{_ms(lat.loop_delay_p99_seconds)}. Requests wait in the socket before the app sees them and "
+              "responses wait before they are sent: the service's latency rises, and its callers count the wait as "
+              "network time. Look for CPU-bound or blocking work on the loop (a sync call in an async handler) or a "
+              "saturated CPU, not at the network."),
     ]
 
 

@@ -20,6 +20,8 @@ SOURCES = [
      "slo": "time_to_first_token", "cluster": "eu", "namespace": "ml"},
     {"alertname": "AiwatchNetworkLatencyHigh", "severity": "warning", "service": "gateway", "peer": "ranker",
      "cluster": "eu", "namespace": "ml"},
+    {"alertname": "AiwatchEventLoopDelayHigh", "severity": "warning", "service": "gateway", "cluster": "eu",
+     "namespace": "ml"},
 ]
 
 
@@ -27,10 +29,13 @@ def _target(source: dict[str, str], **labels: str) -> dict[str, str]:
     alertname = {"AiwatchQueueBacklog": "AiwatchQueueBacklog",
                  "AiwatchAvailabilityBudgetBurnFast": "AiwatchAvailabilityBudgetBurnSlow",
                  "AiwatchTimeToFirstTokenBudgetBurnFast": "AiwatchTimeToFirstTokenBudgetBurnSlow",
-                 "AiwatchNetworkLatencyHigh": "AiwatchNonModelLatencyHigh"}[source["alertname"]]
+                 "AiwatchNetworkLatencyHigh": "AiwatchNonModelLatencyHigh",
+                 "AiwatchEventLoopDelayHigh": "AiwatchNetworkLatencyHigh"}[source["alertname"]]
     target = {**source, "alertname": alertname, "severity": "warning", **labels}
     if alertname == "AiwatchNonModelLatencyHigh":
         target["phase"] = "network"
+    if source["alertname"] == "AiwatchEventLoopDelayHigh":  # the network time the starved service measures
+        target["peer"] = "ranker"
     return target
 
 
@@ -50,3 +55,28 @@ def test_an_alert_silences_its_own_clusters_target_only(source: dict[str, str]) 
         wait_until(lambda: bool(status(same)["inhibitedBy"]), 10, what="the same cluster's alert inhibited")
         assert status(other_cluster)["inhibitedBy"] == [] and status(other_cluster)["state"] == "active"
         assert status(other_namespace)["inhibitedBy"] == [] and status(other_namespace)["state"] == "active"
+
+
+@pytest.mark.slow
+def test_a_starved_loop_silences_the_network_alerts_of_its_own_calls_only() -> None:
+    """A caller's starved loop reads its responses late: its network alerts are that one problem. The callee's loop
+    alert cannot silence its callers' network alerts: ``equal`` compares one label name on both alerts, and the loop
+    alert's ``service`` is the network alert's ``peer``."""
+    loop = {"alertname": "AiwatchEventLoopDelayHigh", "severity": "warning", "service": "ranker", "cluster": "eu",
+            "namespace": "ml"}
+    network = {"alertname": "AiwatchNetworkLatencyHigh", "severity": "warning", "cluster": "eu", "namespace": "ml"}
+    from_it = {**network, "service": "ranker", "peer": "features"}
+    to_it = {**network, "service": "gateway", "peer": "ranker"}
+    other_caller = {**network, "service": "gateway", "peer": "features"}
+    not_network = {"alertname": "AiwatchNonModelLatencyHigh", "severity": "warning", "service": "ranker",
+                   "phase": "features", "cluster": "eu", "namespace": "ml"}
+    with alertmanager(alertmanager_config("http://127.0.0.1:9")) as am_url:
+        post_alerts(am_url, [{"labels": labels} for labels in (loop, from_it, to_it, other_caller, not_network)])
+
+        def status(labels: dict[str, str]) -> dict[str, Any]:
+            return next(a["status"] for a in am_alerts(am_url) if a["labels"] == labels)
+
+        wait_until(lambda: bool(status(from_it)["inhibitedBy"]), 10, what="the starved caller's network alert")
+        assert status(from_it)["state"] == "suppressed"
+        for labels in (loop, to_it, other_caller, not_network):
+            assert status(labels)["inhibitedBy"] == [] and status(labels)["state"] == "active", labels

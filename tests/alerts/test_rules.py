@@ -103,7 +103,8 @@ def test_every_metric_in_alerts_exists_in_the_contract() -> None:
     used = check_names(exprs, "alerts/")
     # the check saw the families of every area, so it cannot pass vacuously
     for family in ("aiwatch_request_duration_seconds_count", "aiwatch_phase_duration_seconds_bucket",
-                   "aiwatch_network_duration_seconds_bucket", "aiwatch_queue_depth", "aiwatch_gpu_utilization_ratio",
+                   "aiwatch_network_duration_seconds_bucket", "aiwatch_event_loop_delay_seconds_bucket",
+                   "aiwatch_queue_depth", "aiwatch_gpu_utilization_ratio",
                    "aiwatch_gpu_xid_errors_total", "aiwatch_feature_cache_requests_total", "aiwatch_drift_detected",
                    "aiwatch_feature_bin_total", "aiwatch_instrumentation_errors_total", "up"):
         assert family in used
@@ -150,7 +151,7 @@ def test_committed_rule_files_are_the_default_rendering() -> None:
 def test_every_alert_is_complete() -> None:
     rules = alert_rules()
     names = {r["alert"] for r in rules}
-    assert len(names) == 23
+    assert len(names) == 24
     for rule in rules:
         assert duration_seconds(rule["for"]) > 0, rule["alert"]
         assert rule["labels"]["severity"] in SEVERITIES
@@ -187,10 +188,11 @@ def test_fleet_drift_rules_come_from_the_drift_promql() -> None:
 def test_config_changes_the_rendered_rules() -> None:
     cfg = config_from_dict({
         "runbook_url": "https://wiki.example.com/oncall/aiwatch/{alert}",
-        "selectors": {"requests": 'service="recommender"', "targets": 'job="recsys"'},
+        "selectors": {"requests": 'service="recommender"', "targets": 'job="recsys"',
+                      "event_loop": 'service="ranker"'},
         "slo": {"availability_objective": 0.995, "latency_threshold_seconds": 0.5,
                 "page": {"windows": [{"long": "1h", "short": "5m", "factor": 10}], "for": "1m"}},
-        "latency": {"model_phases": "inference|rerank"},
+        "latency": {"model_phases": "inference|rerank", "loop_delay_p99_seconds": 0.05, "loop_delay_for": "3m"},
     })
     files = render(cfg)
     alerting = "\n".join(r["expr"] for g in rule_groups(files[ALERTING_FILE]) for r in g["rules"])
@@ -202,6 +204,10 @@ def test_config_changes_the_rendered_rules() -> None:
     assert 'aiwatch_request_duration_seconds_count{service="recommender"}' in recording
     assert 'phase=~"inference|rerank"' in recording
     assert 'absent(up{job="recsys"})' in alerting
+    assert 'aiwatch_event_loop_delay_seconds_bucket{service="ranker"}' in recording
+    loop = next(r for r in alert_rules(cfg) if r["alert"] == "AiwatchEventLoopDelayHigh")
+    assert (loop["expr"], loop["for"]) == ("service:aiwatch_event_loop_delay_seconds:p99 > 0.05", "3m")
+    assert "above 50ms" in loop["annotations"]["description"]
     urls = {r["annotations"]["runbook_url"] for r in alert_rules(cfg)}
     assert "https://wiki.example.com/oncall/aiwatch/AiwatchTargetAbsent" in urls
 
@@ -211,6 +217,8 @@ def test_config_changes_the_rendered_rules() -> None:
     ({"slo": {"availability_objective": 1.5}}, "slo.availability_objective: must be a finite number in (0, 1)"),
     ({"slo": {"latency_threshold_seconds": 0.35}}, "slo.latency_threshold_seconds: 0.35 is not a bucket bound"),
     ({"latency": {"window": "5 minutes"}}, "latency.window: '5 minutes' is not a Prometheus duration"),
+    ({"latency": {"loop_delay_p99_seconds": 0}}, "latency.loop_delay_p99_seconds: must be a finite number in (0, inf)"),
+    ({"latency": {"loop_delay_for": "a while"}}, "latency.loop_delay_for: 'a while' is not a Prometheus duration"),
     ({"queue": {"for": "soon"}}, "queue.for: 'soon' is not a Prometheus duration"),
     ({"selectors": {"requests": "service=recommender"}}, "selectors.requests: 'service=recommender' is not"),
     ({"gpu": {"utilization_saturated": "high"}}, "gpu.utilization_saturated: expected a number"),
