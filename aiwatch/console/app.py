@@ -238,6 +238,7 @@ def _latency_view(src: DataSource, window: float, prefetch: Prefetch) -> None:
     rates = prefetch(lambda: src.throughput(window))
     network = prefetch(lambda: src.network_time(window))
     links = prefetch(lambda: src.link_throughput(window))
+    loops = prefetch(lambda: src.loop_delay(window))
     latency = prefetch(lambda: src.latency_quantiles(window))
     phases = prefetch(lambda: src.phase_split(window))
     errors = prefetch(lambda: src.error_ratio(window))
@@ -280,6 +281,13 @@ def _latency_view(src: DataSource, window: float, prefetch: Prefetch) -> None:
           lambda d: line(d, ["service", "peer"], "MB/s", 1e-6),
           "No link throughput: it needs both the bytes instrumented clients moved (aiwatch_client_bytes_total) "
           f"and their network time to the peer in the last {w}.", windowed=True)
+    panel(f"Event loop delay per service (ms; p99 and mean over {w}): how late each asyncio server's loop ran; a "
+          "starved loop slows every request and shows as network time on its callers",
+          lambda: _only(loops(), shown, "service"),
+          lambda d: line(d, ["service", "stat"], "ms", 1000.0),
+          "No event loop delay: aiwatch_event_loop_delay_seconds is sampled by the ASGI middleware and the grpc.aio "
+          "interceptor (asyncio servers; WSGI and grpcio's thread-pool servers have no loop); none reported in the "
+          f"last {w}.", windowed=True)
     left, right = st.columns(2)
     with left:
         panel("Throughput (requests/s)", lambda: _only(rates(), shown, "service"),

@@ -262,6 +262,11 @@ class PrometheusSource(DataSource):
     def link_throughput(self, window: float) -> list[Series]:
         return self.range(self.q.link_throughput(duration(window)))
 
+    def loop_delay(self, window: float) -> list[Series]:
+        w = duration(window)
+        return self._quantiles([(self.q.loop_delay_quantile(0.99, w), {"stat": "p99"}),
+                                (self.q.loop_delay_mean(w), {"stat": "mean"})])
+
     def _quantile_ranges(self, query: Callable[[float, str], str], window: float) -> list[Series]:
         w = duration(window)
         return self._quantiles([(query(q, w), {"quantile": name}) for name, q in QUANTILES[:2]])

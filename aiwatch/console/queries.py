@@ -49,6 +49,7 @@ REQUESTS = metric("aiwatch_request_duration_seconds")
 PHASES = metric("aiwatch_phase_duration_seconds")
 NETWORK = metric("aiwatch_network_duration_seconds")
 CLIENT_BYTES = metric("aiwatch_client_bytes_total")
+LOOP_DELAY = metric("aiwatch_event_loop_delay_seconds")
 IN_FLIGHT = metric("aiwatch_requests_in_flight")
 QUEUE_DEPTH = metric("aiwatch_queue_depth")
 QUEUE_WAIT = metric("aiwatch_queue_wait_seconds")
@@ -147,6 +148,16 @@ class PanelQueries:
     def network_quantile(self, q: float, w: str, svc: MatcherText = "") -> str:
         """Network time quantile per calling ``service`` and the ``peer`` it called."""
         return histogram_quantile(q, NETWORK, w, self._by("service", "peer"), *self._m(svc))
+
+    def loop_delay_quantile(self, q: float, w: str, svc: MatcherText = "") -> str:
+        """Event loop delay quantile per ``service`` (every process' samples of the service)."""
+        return histogram_quantile(q, LOOP_DELAY, w, self._by("service"), *self._m(svc))
+
+    def loop_delay_mean(self, w: str, svc: MatcherText = "") -> str:
+        """Mean event loop delay per ``service``; no sample for a service that took none in the window."""
+        labels = self._by("service")
+        return (f"{by('sum', labels, rate(LOOP_DELAY.sum, w, *self._m(svc)))}"
+                f" / ({by('sum', labels, rate(LOOP_DELAY.count, w, *self._m(svc)))} > 0)")
 
     def link_throughput(self, w: str, svc: MatcherText = "") -> str:
         """Each link's effective throughput: bytes the calling ``service`` sent to and received from ``peer`` per

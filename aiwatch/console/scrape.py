@@ -495,6 +495,18 @@ class ScrapeSource(DataSource):
                     for (svc, peer), v in moved.items() if network.get((svc, peer), 0.0) > 0]
         return self._range(fn)
 
+    def loop_delay(self, window: float) -> list[Series]:
+        def answers(data: list[tuple[str, list[Snapshot]]], t: float) -> list[Quantile]:
+            p99 = _quantiles(self._rate(data, Q.LOOP_DELAY.bucket, t, window), ("service",), (("p99", 0.99),))
+            sums = sum_by(self._rate(data, Q.LOOP_DELAY.sum, t, window), ("service",))
+            counts = sum_by(self._rate(data, Q.LOOP_DELAY.count, t, window), ("service",))
+            mean = [({"service": k[0], "stat": "mean"}, sums.get(k, 0.0) / c, False)
+                    for k, c in counts.items() if c > 0]
+            return [({"service": labels["service"], "stat": "p99"}, value, at_least)
+                    for labels, value, at_least in p99] + mean
+
+        return self._bounded_range(answers)
+
     def _quantile_range(self, bucket: str, by: tuple[str, ...], window: float,
                         keep: Callable[[dict[str, str]], bool] | None = None,
                         quantiles: Sequence[tuple[str, float]] = QUANTILES[:2]) -> list[Series]:

@@ -224,6 +224,12 @@ class DataSource(ABC):
         """Network time seen by callers, p50/p95 by calling ``service``, ``peer`` and ``quantile``."""
 
     @abstractmethod
+    def loop_delay(self, window: float) -> list[Series]:
+        """How late each service's asyncio event loop ran a timer that was due (``aiwatch_event_loop_delay_seconds``):
+        the p99 and the mean over the window, per ``service`` and ``stat`` (``p99``, ``mean``). A starved loop holds
+        every request of the process, and its callers count that wait as network time."""
+
+    @abstractmethod
     def link_throughput(self, window: float) -> list[Series]:
         """Bytes moved (both directions) per second of network time, by calling ``service`` and ``peer``; links
         without network time have no series."""

@@ -56,7 +56,7 @@ def test_no_data_yet_before_the_first_scrape() -> None:
 
 @pytest.mark.parametrize(("view", "expected"), [
     ("Latency", ["No request latency yet", "No phase timings yet", "No requests in the last 5s.",
-                 "No requests in the last 5s, so no error ratio.", "No network timings"]),
+                 "No requests in the last 5s, so no error ratio.", "No network timings", "No event loop delay"]),
     ("AI traffic", ["No requests in the last 5s (aiwatch_request_duration_seconds)", "No streamed responses",
                     "No time per output token", "No time to first token", "No token usage",
                     "No versioned model served", "No versioned inference phase"]),

@@ -18,10 +18,12 @@ from tests.console.workload import (
     DEGRADED_REASON,
     GATEWAY,
     MODEL,
+    PROMPT_LOOP,
     REQUEST_BYTES,
     RESPONSE_BYTES,
     SERVICE,
     STABLE,
+    STARVED_LOOP,
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("console_env")]
@@ -79,8 +81,9 @@ def test_latency_view(source: DataSource) -> None:
     assert phases[SERVICE]["model share"].endswith("%")
     assert set(phases[GATEWAY]) == {"time per request", "inference_call", "inference_call share"}
     assert card(phases[GATEWAY], "time per request") > card(phases[SERVICE], "time per request")
-    # latency x2 services, phase split x2 services, network time, link throughput, throughput, error ratio
-    assert len(at.get("vega_lite_chart")) == 8
+    # latency x2 services, phase split x2 services, network time, link throughput, event loop delay, throughput,
+    # error ratio
+    assert len(at.get("vega_lite_chart")) == 9
     assert not at.info, texts(at.info)
 
 
@@ -120,8 +123,9 @@ def test_phases_are_split_per_service_never_summed_across_services(source: DataS
     at.selectbox(key="latency_service").set_value(SERVICE).run()
     assert not at.exception
     assert list(phase_charts(at)) == [SERVICE] and list(per_service(at, "latency")) == [SERVICE]
-    # its latency and phases, the network time and link throughput of the calls to it, throughput, error ratio
-    assert len(at.get("vega_lite_chart")) == 6
+    # its latency and phases, the network time and link throughput of the calls to it, its event loop delay,
+    # throughput, error ratio
+    assert len(at.get("vega_lite_chart")) == 7
 
 
 def test_each_service_stack_adds_up_to_its_own_mean_request_time(stack: Stack, source: DataSource,
@@ -176,6 +180,28 @@ def test_link_throughput_is_bytes_per_second_of_network_time(source: DataSource)
     # however many calls the workload's steps made
     per_call = REQUEST_BYTES + RESPONSE_BYTES
     assert per_call / 0.02 <= (links[(GATEWAY, SERVICE)] or 0) <= per_call / 0.003
+
+
+def test_event_loop_delay_is_each_services_own(source: DataSource) -> None:
+    """The p99 and the mean of each service's loop delay over the window: the recommender's loop is late by
+    30-45 ms, all in the (25 ms, 50 ms] bucket; the gateway's by under a millisecond, in the first bucket."""
+    found = {(s.labels["service"], s.labels["stat"]): s for s in source.loop_delay(5.0)}
+    assert found.keys() == {(svc, stat) for svc in (GATEWAY, SERVICE) for stat in ("p99", "mean")}
+    assert all(set(s.labels) == {"service", "stat"} and s.points for s in found.values())
+    assert 0.025 < (found[(SERVICE, "p99")].last or 0) <= 0.05
+    assert STARVED_LOOP[0] <= (found[(SERVICE, "mean")].last or 0) <= STARVED_LOOP[1]
+    assert 0 < (found[(GATEWAY, "p99")].last or 0) <= 0.001
+    assert PROMPT_LOOP[0] <= (found[(GATEWAY, "mean")].last or 0) <= PROMPT_LOOP[1]
+
+
+def test_latency_view_draws_the_event_loop_delay(source: DataSource) -> None:
+    at = run_view(source, "Latency")
+    title = next(t for t in texts(at.markdown) if t.startswith("**Event loop delay"))
+    assert "p99 and mean" in title
+    at.selectbox(key="latency_service").set_value(GATEWAY).run()
+    specs = [str(c.proto.spec) for c in at.get("vega_lite_chart")]
+    loop = [s for s in specs if f"{GATEWAY}, p99" in s]
+    assert len(loop) == 1 and f"{SERVICE}, p99" not in loop[0] and f"{GATEWAY}, mean" in loop[0]
 
 
 def test_ai_traffic_view(source: DataSource) -> None:
@@ -306,6 +332,7 @@ def test_sources_agree_on_the_same_endpoint(prom_source: PrometheusSource, scrap
     assert [(g.gpu, g.memory_total_bytes) for g in prom_source.gpu_table()] == \
         [(g.gpu, g.memory_total_bytes) for g in scrape_source.gpu_table()]
     for question in ("latency_quantiles", "phase_split", "throughput", "error_ratio", "network_time", "link_throughput",
+                     "loop_delay",
                      "batch_size", "cache_hit_ratio", "latency_by_class", "throughput_by_class", "first_chunk",
                      "first_token", "per_output_token", "token_rate", "degraded_share", "version_latency",
                      "version_error_ratio", "prediction_log", "instrumentation_errors", "label_overflow"):

@@ -41,6 +41,10 @@ BATCH = "batch"
 REQUEST_BYTES, RESPONSE_BYTES = 2_000, 48_000
 """What each gateway call to the recommender sends and receives (aiwatch_client_bytes_total)."""
 DEGRADED_REASON = "cached_prediction"
+STARVED_LOOP, PROMPT_LOOP = (0.03, 0.045), (0.0002, 0.0009)
+"""The range of the recommender's and the gateway's event loop delays (aiwatch_event_loop_delay_seconds)."""
+LOOP_SAMPLES = 10
+"""Event loop delay samples per service and step."""
 LOG_NAME = "predictions"
 """The ``log`` label of the workload's prediction log."""
 FAILING_BATCH = 3
@@ -161,6 +165,11 @@ class Workload:
                              BATCH if i % 5 == 4 else "realtime", CANARY if i % 4 == 0 else STABLE,
                              RAW_PATH.format(self.steps) if i == 1 else "/predict")
             self.stream(requests)
+            # the event loop samplers: the recommender's loop is late by 30-45 ms (CPU-bound work on it), the
+            # gateway's prompt (0.2-0.9 ms)
+            for _ in range(LOOP_SAMPLES):
+                m.event_loop_delay.labels(SERVICE).observe(rng.uniform(*STARVED_LOOP))
+                m.event_loop_delay.labels(GATEWAY).observe(rng.uniform(*PROMPT_LOOP))
             m.batch_size.labels(MODEL).observe(rng.choice([4, 8, 16, 32]))
             m.queue_depth.labels("predict").set(rng.randint(2, 12))
             for _ in range(requests):
