@@ -129,12 +129,20 @@ def build(gpu_source: str = "aiwatch") -> dict[str, Any]:
                        [target(q.latency_quantile(quantile, W, SVC), f"{{{{service}}}} {name}{AT}", chr(65 + i))
                         for i, (name, quantile) in enumerate(QUANTILES)], "s",
                        "Server time per request (aiwatch_request_duration_seconds), per service: a gateway's and "
-                       "its backend's requests are never mixed in one histogram."))
+                       "its backend's requests are never mixed in one histogram."), w=8)
     lay.add(timeseries("Network time seen by callers",
                        [target(q.network_quantile(quantile, W, SVC), f"{{{{service}}}} → {{{{peer}}}} {name}{AT}",
                                chr(65 + i)) for i, (name, quantile) in enumerate(QUANTILES[:2])], "s",
                        "Client-observed time minus server time (aiwatch_network_duration_seconds), per calling "
-                       "service and the peer it called."))
+                       "service and the peer it called."), w=8)
+    lay.add(timeseries("Event loop delay p99 / mean",
+                       [target(q.loop_delay_quantile(0.99, W, SVC), f"{{{{service}}}} p99{AT}"),
+                        target(q.loop_delay_mean(W, SVC), f"{{{{service}}}} mean{AT}", "B")], "s",
+                       "How late each service's asyncio event loop ran a timer that was due "
+                       "(aiwatch_event_loop_delay_seconds, ASGI and grpc.aio servers), per service. A prompt loop "
+                       "stays around a millisecond; a starved one (CPU-bound work on the loop, a saturated CPU) "
+                       "slows every request and shows as network time on its callers (the panel to the left)."),
+            w=8)
     phases = timeseries(PHASE_TITLE, [target(q.phase_split(W, SVC, MDL), "{{phase}}" + AT)], "s",
                         "Mean seconds per request in each phase of this service, stacked: 'inference' (red) is the "
                         "model's own time; every other phase is not model. One panel per service (repeated over "

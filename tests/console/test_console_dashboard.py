@@ -83,7 +83,7 @@ def test_dashboard_is_importable_with_datasource_service_and_model_variables() -
     # mirrors the console's views
     assert {"Request latency p50 / p95 / p99", "Time per request by phase: $service (model vs not model)", "Throughput",
             "Error ratio", "Network time seen by callers", "Effective throughput per link (bytes per network second)",
-            "GPUs", "Queue depth", "Requests in flight",
+            "Event loop delay p99 / mean", "GPUs", "Queue depth", "Requests in flight",
             "Mean batch size", "Feature-cache hit ratio", "Per-feature drift (latest evaluation)",
             "Drift score over time", "Firing and pending alerts", "Request latency p95: real-time vs batch",
             "Time to first chunk (streamed responses)", "Time to first token", "Time per output token",
@@ -110,6 +110,17 @@ def test_latency_panels_never_mix_services() -> None:
         for t in panels[title]["targets"]:
             assert grouping in t["expr"] and 'service=~"$service"' in t["expr"], (title, t["expr"])
             assert "{{service}}" in t["legendFormat"] or panels[title].get("repeat") == "service", title
+    # the event loop delay sits next to the network time it shows up in, per service
+    loop = panels["Event loop delay p99 / mean"]
+    assert [t["legendFormat"].split("}}")[1].split()[0] for t in loop["targets"]] == ["p99", "mean"]
+    p99, mean = (t["expr"] for t in loop["targets"])
+    assert p99.startswith("histogram_quantile(0.99, sum by (cluster, namespace, service, le) (rate("
+                          "aiwatch_event_loop_delay_seconds_bucket{")
+    assert "sum by (cluster, namespace, service) (rate(aiwatch_event_loop_delay_seconds_sum{" in mean
+    assert all('service=~"$service"' in e and "{{service}}" in t["legendFormat"]
+               for e, t in zip((p99, mean), loop["targets"], strict=True))
+    network = panels["Network time seen by callers"]
+    assert network["gridPos"]["y"] == loop["gridPos"]["y"] and loop["gridPos"]["w"] == network["gridPos"]["w"]
 
 
 def test_ai_traffic_panels_keep_traffic_classes_and_model_versions_apart() -> None:
