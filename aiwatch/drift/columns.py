@@ -227,7 +227,9 @@ def category_counts(values: Any, counts: Counter[Any] | None = None) -> Counter[
     if all(type(k) is str or is_missing(k) for k in counted):  # a string equals strings only; None, NaN nothing
         return counted
     items = values if isinstance(values, list) else object_column(values).tolist()
-    if all(t in _SAME_CATEGORY_WHEN_EQUAL or issubclass(t, (np.integer, np.floating)) for t in set(map(type, items))):
+    types = set(map(type, items))
+    if types <= _BOOLS_APART or all(t in _SAME_CATEGORY_WHEN_EQUAL or issubclass(t, (np.integer, np.floating))
+                                    for t in types):
         return counted
     return Counter(map(_category_or_marker, items))
 
@@ -242,6 +244,10 @@ def _category_or_marker(value: Any) -> Any:
 #: Types whose equal values have one category (1 and 1.0 are both "1"), where :func:`category_counts` need not
 #: tell them apart.
 _SAME_CATEGORY_WHEN_EQUAL = frozenset({str, int, float, type(None)})
+
+#: Types among which a bool equals only a bool (of either type, one category): what a boolean column with a missing
+#: value holds (:func:`extension_column`), counted right by :func:`distinct_counts`.
+_BOOLS_APART = frozenset({bool, np.bool_, str, type(None)})
 
 
 class _NoCategory:

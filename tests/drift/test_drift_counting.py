@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from aiwatch.drift.builder import ProfileBuilder, build_in_memory, numerical_cuts, quantiles_sorted
 from aiwatch.drift.columns import (
+    category_counts,
     category_key,
     distinct_counts,
     infer_kind,
@@ -161,6 +162,21 @@ def test_a_list_among_numerical_values_is_one_wrong_typed_value(values: list[Any
     sequences = sum(isinstance(v, list | tuple) for v in values)
     assert floats.shape == (len(values),) and invalid == sequences
     assert np.isnan(floats[:sequences]).all()
+
+
+@pytest.mark.parametrize("values", [[True, False, None, True], [np.bool_(True), False, None, "red", True]],
+                         ids=["bools-and-none", "numpy-bools-strings-none"])
+def test_bools_among_strings_and_missing_values_are_counted_once(values: list[Any]) -> None:
+    # a bool equals no string and no None, so their Counter already holds one key per category: a boolean column
+    # with a pd.NA (read as Python bools and None) was counted again value by value, 1.5 s per 1M rows against
+    # 0.1 s for the same column without a missing value
+    column = np.asarray(values * 300, dtype=object)
+    counts = distinct_counts(column)
+    assert category_counts(column, counts) is counts
+    f = build_in_memory({"c": column}, kinds={"c": "categorical"}).features()["c"]
+    expected = Counter(category_key(v) for v in column.tolist() if v is not None)
+    assert dict(zip(f.categories, f.counts, strict=True)) == expected
+    assert f.missing == 300
 
 
 def test_a_reference_column_counts_each_value_in_its_own_category() -> None:
