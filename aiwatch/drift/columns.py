@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from aiwatch._optional import require
 from aiwatch.drift.errors import ProfileError
 from aiwatch.floats import finite_or_infinite
 
@@ -140,6 +141,8 @@ def extension_column(values: Any) -> Any:
     Without a missing value, the counterpart's own array (``Int64`` -> int64, ``boolean`` -> bool); with one, floats
     with NaN for a float dtype, otherwise its Python values with None where one is missing. ``to_numpy()`` made an
     integer column with a missing value floats, so one missing value changed its kind (:func:`infer_kind`)."""
+    if _is_arrow(values):
+        return arrow_values(values)
     dtype = getattr(values, "dtype", None)
     if dtype is None or isinstance(dtype, np.dtype) or not hasattr(values, "to_numpy") or not hasattr(values, "isna"):
         return values
@@ -152,6 +155,27 @@ def extension_column(values: Any) -> Any:
     if not isinstance(counterpart, np.dtype) or counterpart.kind in "OU":  # strings, categories, decimals...
         return values.to_numpy(dtype=object, na_value=None)
     return values.to_numpy()  # datetimes, durations: numpy's own types, NaT where missing
+
+
+def _is_arrow(values: Any) -> bool:
+    """Whether ``values`` is a pyarrow Array or ChunkedArray (by type: pyarrow need not be imported)."""
+    return type(values).__module__.startswith("pyarrow") and hasattr(values, "null_count") \
+        and hasattr(values, "to_numpy")
+
+
+def arrow_values(column: Any) -> Any:
+    """A pyarrow column (Array or ChunkedArray, from a Parquet file or handed over in memory) as numpy, as
+    ``to_numpy`` gives it, except an integer column with a null, which that makes floats (so numerical, where the
+    same column without a null is typed by its ints): its Python ints, None where a value is null. A
+    dictionary-encoded column (what ``pa.array`` makes of a pandas category) is read as its values."""
+    pa = require("pyarrow", "data")
+    if pa.types.is_dictionary(column.type):
+        column = column.cast(column.type.value_type)
+    if not column.null_count or not pa.types.is_integer(column.type):
+        return column.to_numpy(zero_copy_only=False)
+    out = column.fill_null(0).to_numpy(zero_copy_only=False).astype(object)
+    out[column.is_null().to_numpy(zero_copy_only=False)] = None
+    return out
 
 
 def _category_values(categorical: Any) -> npt.NDArray[Any]:

@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from aiwatch._optional import require
+from aiwatch.drift.columns import arrow_values
 from aiwatch.drift.errors import ProfileError
-from aiwatch.drift.files import DEFAULT_CHUNK_ROWS, TEXT_SUFFIXES, arrow_values, numbers_in_text
+from aiwatch.drift.files import DEFAULT_CHUNK_ROWS, TEXT_SUFFIXES, numbers_in_text
 
 T = TypeVar("T")
 DEFAULT_TIME_COLUMN = "timestamp"

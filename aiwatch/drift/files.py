@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from aiwatch._optional import require
+from aiwatch.drift.columns import arrow_values
 from aiwatch.drift.errors import ProfileError
 
 DEFAULT_CHUNK_ROWS = 100_000
@@ -39,17 +40,6 @@ def read_chunks(path: str | os.PathLike[str], chunk_rows: int = DEFAULT_CHUNK_RO
                                         for frame in pd.read_csv(p, chunksize=chunk_rows, sep=sep)))
     else:
         raise ProfileError(f"cannot read {os.fspath(path)!r}: expected a .csv or .parquet file")
-
-
-def arrow_values(column: Any) -> Any:
-    """A pyarrow column as numpy, as ``to_numpy`` gives it, except an integer column with a null, which that makes
-    floats (so numerical, where the same column without a null is typed by its ints): its Python ints, None where a
-    value is null."""
-    if not column.null_count or not require("pyarrow", "data").types.is_integer(column.type):
-        return column.to_numpy(zero_copy_only=False)
-    out = column.fill_null(0).to_numpy(zero_copy_only=False).astype(object)
-    out[column.is_null().to_numpy(zero_copy_only=False)] = None
-    return out
 
 
 #: The suffixes of the text files :func:`read_chunks` reads with pandas' CSV reader (tab-separated for ``.tsv``).
