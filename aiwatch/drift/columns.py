@@ -592,16 +592,18 @@ def frame_column(column: Any) -> Any:
 
 
 def columns_of(data: Any) -> dict[str, Any]:
-    """Column name -> values for a mapping of columns, a pandas DataFrame, a list of row dicts or a 2-D numpy array
-    (rows x features, columns named ``"0"``, ``"1"``...). Two columns with one name (``1`` and ``"1"``, a
-    DataFrame's repeated label), a numpy column of more than one dimension and a column that is one value (a string,
-    bytes, a mapping, a number, None) are refused by name."""
+    """Column name -> values for a mapping of columns, a pandas DataFrame, a pyarrow Table or RecordBatch, a list of
+    row dicts or a 2-D numpy array (rows x features, columns named ``"0"``, ``"1"``...). Two columns with one name
+    (``1`` and ``"1"``, a DataFrame's or a table's repeated label), a numpy column of more than one dimension and a
+    column that is one value (a string, bytes, a mapping, a number, None) are refused by name."""
     if isinstance(data, Mapping):
         return _one_column_per_name(list(data.items()))
     if isinstance(data, np.ndarray):
         if data.ndim != 2:
             raise ProfileError(f"a numpy array must be 2-D (rows x features), got shape {data.shape}")
         return {str(i): data[:, i] for i in range(data.shape[1])}
+    if type(data).__module__.startswith("pyarrow") and hasattr(data, "column_names"):  # a Table or RecordBatch
+        return _one_column_per_name(list(zip(data.column_names, data.columns, strict=True)))
     if hasattr(data, "columns") and hasattr(data, "__getitem__"):  # pandas DataFrame (duck-typed)
         # first: data[c] of a repeated label is a frame
         _one_column_per_name([(c, None) for c in data.columns], values=False)

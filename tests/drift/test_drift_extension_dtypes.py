@@ -55,12 +55,15 @@ CASES = {
 }
 CASE_PARAMS = [pytest.param(*case, id=name) for name, case in CASES.items()]
 
-#: How the column is handed over: a DataFrame, a dict of Series, a dict of pandas arrays, a dict of pyarrow arrays.
+#: How the column is handed over: a DataFrame, a dict of Series, a dict of pandas arrays, a dict of pyarrow arrays, a
+#: pyarrow Table or RecordBatch.
 CONTAINERS = {
     "dataframe": lambda column: pd.DataFrame({"x": column}),
     "dict-of-series": lambda column: {"x": column},
     "dict-of-arrays": lambda column: {"x": column.array},
     "dict-of-arrow-arrays": lambda column: {"x": pa.array(column)},  # a category column: a DictionaryArray
+    "arrow-table": lambda column: pa.table({"x": pa.array(column)}),
+    "arrow-record-batch": lambda column: pa.record_batch({"x": pa.array(column)}),
 }
 CONTAINER_PARAMS = [pytest.param(make, id=name) for name, make in CONTAINERS.items()]
 
