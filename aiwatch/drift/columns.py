@@ -50,9 +50,10 @@ def infer_kind(values: Any) -> str:
     """``numerical``, ``categorical``, ``text``, ``datetime`` or ``unknown``, with Evidently's column-type rules.
 
     float -> numerical; integer -> categorical with at most 10 distinct values, else numerical; bool (with or
-    without missing values) and pandas category -> categorical; strings -> text when more than half of the
+    without missing values) and a pandas category Series -> categorical; strings -> text when more than half of the
     non-missing values are distinct, else categorical; datetimes -> datetime. Plain Python lists are first given
-    the dtype pandas would give them.
+    the dtype pandas would give them. (A profile reads a category column's values first, :func:`extension_column`,
+    so there it is typed by its values.)
 
     >>> infer_kind([1.5, 2.0]), infer_kind([1, 2, 3]), infer_kind(list(range(50))), infer_kind(["a", "a", "a", "b"])
     ('numerical', 'categorical', 'numerical', 'categorical')
