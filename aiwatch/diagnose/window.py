@@ -49,6 +49,7 @@ READS: tuple[Read, ...] = (
     Read("phase_seconds", "aiwatch_phase_duration_seconds_sum", ("service", "phase")),
     Read("call_seconds", "aiwatch_client_request_duration_seconds_sum", ("service", "peer", "phase")),
     Read("network_seconds", "aiwatch_network_duration_seconds_sum", ("service", "peer", "phase")),
+    Read("network_calls", "aiwatch_network_duration_seconds_count", ("service", "peer", "phase")),
     # the tail: the same split, counted only for requests slower than the service's latency objective
     Read("slow_requests", "aiwatch_slow_requests_total", ("service",)),
     Read("slow_phase_seconds", "aiwatch_slow_phase_seconds_total", ("service", "phase")),
@@ -58,6 +59,9 @@ READS: tuple[Read, ...] = (
     # supporting signals
     Read("queue_depth", "aiwatch_queue_depth", ("queue",), "avg"),
     Read("in_flight", "aiwatch_requests_in_flight", ("service",), "avg"),
+    # the event loop's delay: how long an event arriving at the loop waits (some of a caller's network time)
+    Read("loop_delay_seconds", "aiwatch_event_loop_delay_seconds_sum", ("service",)),
+    Read("loop_delay_samples", "aiwatch_event_loop_delay_seconds_count", ("service",)),
     Read("batch_items", "aiwatch_batch_size_sum", ("model",)),
     Read("batches", "aiwatch_batch_size_count", ("model",)),
     Read("cache_lookups", "aiwatch_feature_cache_requests_total", ("cache", "result")),

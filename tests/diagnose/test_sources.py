@@ -25,6 +25,7 @@ from tests.diagnose.traffic import (
     BASELINE,
     INCIDENT,
     INTERVAL,
+    LOOP_SAMPLES,
     PER_SCRAPE,
     History,
     Means,
@@ -180,6 +181,21 @@ def test_snapshots_read_a_state_gauge_at_the_window_end_not_what_the_window_befo
     after = {name: {basket: 0.0, age: 1.0}}  # by the recovery's end it is back; age drifted meanwhile
     w = totals_from_snapshots(before, after, 60.0, 120.0)
     assert w.of("drift_detected") == {("m", "basket_value"): 0.0, ("m", "age"): 1.0, ("m", "gone"): 1.0}
+
+
+def test_the_snapshots_and_the_scrape_source_read_the_loops_delay_and_the_network_calls() -> None:
+    h = history(slower(inference_loop=0.1))
+    s = h.traffic.samples
+    expected = totals_from_snapshots(s(h.incident_start), s(h.incident_end), h.incident_start, h.incident_end)
+    got = scrape_source(h).window_totals(h.incident_start, h.incident_end)
+    scrapes = round(INCIDENT / INTERVAL)
+    for w in (expected, got):
+        assert w.of("loop_delay_samples") == {("gateway",): scrapes * LOOP_SAMPLES,
+                                              ("inference",): scrapes * LOOP_SAMPLES}
+        mean = w.total("loop_delay_seconds", "inference") / w.total("loop_delay_samples", "inference")
+        assert mean == pytest.approx(0.1005, rel=0.1)  # each sample uniform in [0.5, 1.5] x the mean
+        assert w.of("network_calls") == {("gateway", "inference", "inference_call"): scrapes * PER_SCRAPE}
+    assert got.of("loop_delay_seconds") == pytest.approx(expected.of("loop_delay_seconds"), rel=1e-12)
 
 
 def test_every_read_names_a_sample_of_the_contract_and_a_valid_query() -> None:

@@ -38,6 +38,14 @@ class Means:
     inference_overhead: float = 0.001
     gateway_overhead: float = 0.001
     queue_depth: float = 3.0
+    #: mean event loop delays (add the same to ``network``: a starved loop's wait is network time to the caller)
+    gateway_loop: float = 0.0005
+    inference_loop: float = 0.0005
+
+
+#: event loop delay samples per service per scrape (drawn from their own random sequence: the requests' draws are
+#: the same with or without them)
+LOOP_SAMPLES = 20
 
 
 class Traffic:
@@ -51,6 +59,7 @@ class Traffic:
         self.inference = RequestRecorder(self.metrics, inference, "ranker", slow_threshold=slow_threshold)
         self.client = ClientRecorder(service=gateway, metrics=self.metrics)
         self.rng = random.Random(seed)
+        self.loop_rng = random.Random(seed + 1000)
         self.clock = start
         self.interval = interval
         self.scrapes: list[tuple[float, str]] = []
@@ -85,6 +94,10 @@ class Traffic:
             for _ in range(per_scrape):
                 self.request(means)
             self.metrics.queue_depth.labels("predict").set(self._draw(means.queue_depth))
+            for recorder, delay in ((self.gateway, means.gateway_loop), (self.inference, means.inference_loop)):
+                for _ in range(LOOP_SAMPLES):
+                    self.metrics.event_loop_delay.labels(recorder.service).observe(
+                        delay * self.loop_rng.uniform(0.5, 1.5))
             self.clock += self.interval
             self.scrape()
 
