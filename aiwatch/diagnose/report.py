@@ -18,11 +18,13 @@ signals next to them, and a one-line verdict.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from aiwatch.diagnose.loops import LoopWait, loop_wait, mean_delay
 from aiwatch.diagnose.split import Part, mean_seconds, request_split, splittable_in, tail_split
 from aiwatch.diagnose.window import WindowTotals
 
@@ -61,12 +63,14 @@ class WindowSummary:
 @dataclass(frozen=True)
 class Contributor:
     """One part's time per request in both windows; ``share`` is its delta over the sum of the positive deltas
-    (the added time), negative for a part that got faster."""
+    (the added time), negative for a part that got faster. ``event_loop``: for a network part that rose, the
+    estimated rise of the time its calls waited for the event loops (:mod:`aiwatch.diagnose.loops`)."""
 
     part: Part
     baseline_seconds: float
     incident_seconds: float
     share: float
+    event_loop: LoopWait | None = None
 
     @property
     def delta_seconds(self) -> float:
@@ -76,7 +80,8 @@ class Contributor:
         p = self.part
         return {"component": p.component, "service": p.service, "phase": p.phase or None, "peer": p.peer or None,
                 "baseline_seconds": self.baseline_seconds, "incident_seconds": self.incident_seconds,
-                "delta_seconds": self.delta_seconds, "share": self.share}
+                "delta_seconds": self.delta_seconds, "share": self.share,
+                "event_loop": self.event_loop.to_dict() if self.event_loop is not None else None}
 
 
 @dataclass(frozen=True)
@@ -192,8 +197,9 @@ def diagnose_windows(baseline: WindowTotals, incident: WindowTotals, service: st
         NOISE_FLOOR_SECONDS, NOISE_FLOOR_SHARE * (before.mean_seconds or 0.0))
     # a callee is split in both windows or in neither: its parts cannot move between windows it is missing from
     splittable = splittable_in(baseline, incident)
-    contributors = compare(request_split(baseline, service, model_phases, splittable=splittable),
-                           request_split(incident, service, model_phases, splittable=splittable))
+    contributors = with_loops(baseline, incident, floor,
+                              compare(request_split(baseline, service, model_phases, splittable=splittable),
+                                      request_split(incident, service, model_phases, splittable=splittable)))
     drifted = newly_drifted(baseline, incident)
     diagnosis = Diagnosis(service, before, after, contributors, floor, _tail(baseline, incident, service,
                                                                                model_phases, splittable),
@@ -250,6 +256,19 @@ def compare(before: dict[Part, float], after: dict[Part, float]) -> list[Contrib
     return sorted(rows, key=lambda c: (-c.delta_seconds, c.part))
 
 
+def with_loops(baseline: WindowTotals, incident: WindowTotals, floor: float,
+               contributors: list[Contributor]) -> list[Contributor]:
+    """``contributors`` with the event loops' estimated share of each network part that rose by more than
+    ``floor``."""
+    out = []
+    for c in contributors:
+        wait = None
+        if c.part.component == "network" and c.delta_seconds > floor:
+            wait = loop_wait(baseline, incident, c.part, c.incident_seconds, c.delta_seconds)
+        out.append(dataclasses.replace(c, event_loop=wait) if wait is not None else c)
+    return out
+
+
 def _tail(baseline: WindowTotals, incident: WindowTotals, service: str, model_phases: Collection[str],
           splittable: Collection[str]) -> Tail | None:
     if not (baseline.of("slow_phase_seconds") or incident.of("slow_phase_seconds")):
@@ -278,7 +297,8 @@ def newly_drifted(baseline: WindowTotals, incident: WindowTotals) -> list[tuple[
 
 
 def signals(baseline: WindowTotals, incident: WindowTotals, service: str) -> list[SignalChange]:
-    """The supporting signals: load, errors, queues, in-flight, batching, cache, GPU and drift, in both windows."""
+    """The supporting signals: load, errors, queues, in-flight, event loops, batching, cache, GPU and drift, in both
+    windows."""
     out: list[SignalChange] = []
 
     def add(name: str, labels: dict[str, str], unit: str, before: float | None, after: float | None) -> None:
@@ -299,6 +319,8 @@ def signals(baseline: WindowTotals, incident: WindowTotals, service: str) -> lis
                                     ("gpu_memory_used", "GPU memory used", "bytes", "gpu")):
         for key in _keys(baseline, incident, read):
             add(name, {label: key[0]}, unit, baseline.of(read).get(key), incident.of(read).get(key))
+    for (loop,) in _keys(baseline, incident, "loop_delay_samples"):
+        add("event loop delay (mean)", {"service": loop}, "s", mean_delay(baseline, loop), mean_delay(incident, loop))
     for (model,) in sorted({k for w in (baseline, incident) for k in w.of("batches")}):
         add("batch size", {"model": model}, "items",
             ratio(baseline, baseline.total("batch_items", model), baseline.total("batches", model)),
@@ -338,16 +360,34 @@ def verdict(d: Diagnosis) -> str:
         return f"{line}; inputs drifted: {drift}" if drift else line
     top = moved[0]
     line = (f"{head}; {top.share:.0%} of the added time is {top.part.describe()} "
-            f"({signed_ms(top.delta_seconds)} ms)")
+            f"({signed_ms(top.delta_seconds)} ms){loop_clause(top)}")
     line += _offset(d, top)
     if top.part.component != "model":
         trend = "flat" if abs(model) <= d.noise_floor_seconds else ("up" if model > 0 else "down")
         line += f"; the model's own time is {trend} ({signed_ms(model)} ms)"
     elif len(moved) > 1:
-        line += f"; next: {moved[1].part.describe()} ({signed_ms(moved[1].delta_seconds)} ms)"
+        line += (f"; next: {moved[1].part.describe()} ({signed_ms(moved[1].delta_seconds)} ms)"
+                 f"{loop_clause(moved[1])}")
     if drift:
         line += f"; inputs drifted: {drift}"
     return line
+
+
+def loop_clause(c: Contributor) -> str:
+    """``, of which the event loop delay of <service> rose +N ms (an estimate): ...`` for a network part whose rise
+    the loops explain (:attr:`LoopWait.explains`); empty otherwise."""
+    wait = c.event_loop
+    if wait is None or not wait.explains:
+        return ""
+    names = wait.starved()
+    seconds = sum(s for name, s in ((wait.caller, wait.caller_seconds), (wait.peer, wait.peer_seconds))
+                  if name in names and s is not None)
+    if len(names) == 1:
+        whose, starved = f"delay of {names[0]}", "its loop is starved"
+    else:
+        whose, starved = f"delays of {' and '.join(names)}", "their loops are starved"
+    return (f", of which the event loop {whose} rose {signed_ms(seconds)} ms (an estimate): {starved} "
+            "(CPU-bound work on the loop or CPU saturation), not the wire")
 
 
 def _offset(d: Diagnosis, top: Contributor) -> str:

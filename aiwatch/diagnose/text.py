@@ -37,6 +37,7 @@ def format_diagnosis(d: Diagnosis, rows: int = ROWS) -> str:
     lines.append(f"Time per request of {d.service}, by part (ms; ranked by added time; noise floor "
                  f"{ms(d.noise_floor_seconds)} ms)")
     lines += _table(d.contributors, d.noise_floor_seconds, rows)
+    lines += _loops(d)
     if d.tail is not None:
         t = d.tail
         threshold = f"{ms(t.threshold_seconds)} ms" if t.threshold_seconds is not None else "the slow threshold"
@@ -52,6 +53,24 @@ def format_diagnosis(d: Diagnosis, rows: int = ROWS) -> str:
     if d.drifted:
         lines += ["", "Newly drifted input features: " + ", ".join(f"{f} (model {m})" for m, f in d.drifted)]
     return "\n".join(printable(line) for line in lines) + "\n"
+
+
+def _loops(d: Diagnosis) -> list[str]:
+    """What the event loops' delay explains of each network part that rose (an estimate)."""
+    rows = [c for c in d.contributors if c.event_loop is not None]
+    if not rows:
+        return []
+    out = ["", "Event loops: the estimated rise of the network time spent waiting for a loop (the rise of each "
+               "loop's mean delay x calls per request)"]
+    for c in rows:
+        wait = c.event_loop
+        assert wait is not None
+        sides = ", ".join(f"{name} {'no delay series' if s is None else signed_ms(s) + ' ms'}" for name, s in
+                          ((wait.caller, wait.caller_seconds), (wait.peer, wait.peer_seconds)))
+        said = "the loops, not the wire" if wait.explains else "not the loops"
+        out.append(f"  {c.part.describe()} {signed_ms(c.delta_seconds)} ms: loops {signed_ms(wait.seconds)} ms "
+                   f"({sides}; {wait.calls_per_request:.3g} call(s) per request): mostly {said}")
+    return out
 
 
 def _window(name: str, w: WindowSummary) -> str:

@@ -110,7 +110,7 @@ def test_json_has_the_documented_shape() -> None:
     assert set(out) >= {"service", "baseline", "incident", "verdict", "contributors", "tail", "signals"}
     first = out["contributors"][0]
     assert set(first) == {"component", "service", "phase", "peer", "baseline_seconds", "incident_seconds",
-                          "delta_seconds", "share"}
+                          "delta_seconds", "share", "event_loop"}
     assert (first["component"], first["service"], first["peer"]) == ("network", "gateway", "inference")
     assert out["tail"]["contributors"][0]["component"] == "network"
     assert out["incident"]["mean_seconds"] > out["baseline"]["mean_seconds"]
