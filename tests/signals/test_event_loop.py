@@ -81,6 +81,27 @@ def test_a_blocked_loop_records_its_delay_and_a_healthy_one_small_ones(metrics: 
     assert bucket(healthy, "0.025") >= count(healthy) / 2  # most samples of an idle loop are prompt
 
 
+def total(metrics: Metrics, service: str = "svc") -> float:
+    value = metrics.registry.get_sample_value("aiwatch_event_loop_delay_seconds_sum", {"service": service})
+    return value or 0.0
+
+
+@pytest.mark.usefixtures("fast")
+def test_a_stall_is_one_late_sample_of_its_length_so_the_sum_not_the_share_of_samples_is_the_time_stood_still(
+        metrics: Metrics) -> None:
+    # docs/signals.md: rate(_sum) is the seconds the loop was late per second; the share of late samples is not
+    async def stall_once() -> None:
+        await asyncio.sleep(0.3)
+        time.sleep(0.6)  # half of the run's time: no sample is taken while the thread is held
+        await asyncio.sleep(0.3)
+
+    serve(RequestRecorder(metrics, "svc"), stall_once)
+    late = count(metrics) - bucket(metrics, "0.5")
+    assert late == 1  # the whole stall is one sample, taken when it ended
+    assert count(metrics) >= 5  # the idle stretches' samples, each prompt, outnumber it
+    assert total(metrics) >= 0.6 - 0.05  # the sum holds the stall's length (less at most one interval)
+
+
 @pytest.mark.usefixtures("fast")
 def test_one_sampler_per_loop_records_for_every_service_on_it(metrics: Metrics) -> None:
     first, second = RequestRecorder(metrics, "svc"), RequestRecorder(metrics, "other")
