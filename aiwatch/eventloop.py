@@ -30,11 +30,16 @@ from aiwatch.safety import record_error
 #: The ``component`` of ``aiwatch_instrumentation_errors_total`` a sampler's failures are counted under.
 COMPONENT = "event_loop"
 _OFF = "off"
+#: The shortest interval: a loop's timers have millisecond resolution (uvloop rounds a delay under 0.5 ms to 0, and
+#: asyncio runs a timer due within its clock's resolution at once), so a shorter one never lets the loop block in its
+#: poll and the sampler takes a whole core.
+MIN_INTERVAL = 0.001
 
 
 def loop_interval(env: Mapping[str, str] | None = None) -> float | None:
     """Seconds between two samples of a loop's delay (``$AIWATCH_EVENT_LOOP_INTERVAL``), ``None`` for ``off``. A
-    value that is neither ``off`` nor a number of seconds above 0 is a ValueError naming the variable.
+    value that is neither ``off`` nor a number of seconds from :data:`MIN_INTERVAL` to 1e9 is a ValueError naming
+    the variable.
 
         >>> loop_interval({}), loop_interval({"AIWATCH_EVENT_LOOP_INTERVAL": "off"})
         (0.1, None)
@@ -42,11 +47,14 @@ def loop_interval(env: Mapping[str, str] | None = None) -> float | None:
     if EVENT_LOOP_INTERVAL.text(env).strip().lower() == _OFF:
         return None
     try:
-        return period(EVENT_LOOP_INTERVAL.seconds(env), EVENT_LOOP_INTERVAL.name)
+        interval = period(EVENT_LOOP_INTERVAL.seconds(env), EVENT_LOOP_INTERVAL.name)
     except ValueError:
-        raise ValueError(f"{EVENT_LOOP_INTERVAL.name} must be a number of seconds above 0 and at most 1e9, or "
-                         f"{_OFF!r} to turn the event loop sampler off, got {EVENT_LOOP_INTERVAL.text(env)!r}"
-                         ) from None
+        interval = 0.0
+    if interval < MIN_INTERVAL:
+        raise ValueError(f"{EVENT_LOOP_INTERVAL.name} must be a number of seconds from {MIN_INTERVAL} (a loop's "
+                         f"timers have millisecond resolution) to 1e9, or {_OFF!r} to turn the event loop sampler "
+                         f"off, got {EVENT_LOOP_INTERVAL.text(env)!r}")
+    return interval
 
 
 class LoopSampler:
