@@ -475,7 +475,10 @@ class RequestRecorder:
             record_error("event_loop", exc, self.metrics)
             return
         watch(loop, self.loop_interval, self.metrics, child)
-        self._loop_seen = weakref.ref(loop)
+        try:
+            self._loop_seen = weakref.ref(loop)
+        except TypeError as exc:  # a loop type that cannot be weakly referenced: asked again next request
+            record_error("event_loop", exc, self.metrics)
 
     def begin(self, span_name: str = "request", parent_context: Any = None,
               attributes: dict[str, Any] | None = None, start: float | None = None) -> RequestTimeline:

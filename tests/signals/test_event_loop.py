@@ -19,6 +19,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from aiwatch import eventloop
+from aiwatch import timing as timing_module
 from aiwatch.metrics import Metrics
 from aiwatch.middleware.asgi import AiwatchMiddleware
 from aiwatch.timing import RequestRecorder
@@ -198,6 +199,7 @@ def test_a_loop_run_to_its_end_exits_without_a_warning_or_a_pending_callback() -
 import asyncio, time
 from prometheus_client import CollectorRegistry
 from aiwatch.metrics import Metrics
+from aiwatch import timing as timing_module
 from aiwatch.timing import RequestRecorder
 metrics = Metrics(CollectorRegistry())
 recorder = RequestRecorder(metrics, "svc")
@@ -335,3 +337,18 @@ print(serving_registry().get_sample_value("aiwatch_event_loop_delay_seconds_coun
     assert done.returncode == 0, done.stderr
     assert float(done.stdout) >= 2
     assert list(tmp_path.glob("histogram_*.db"))
+
+
+def test_a_loop_that_cannot_be_weakly_referenced_is_counted_not_raised_into_the_request(
+        metrics: Metrics, monkeypatch: pytest.MonkeyPatch) -> None:
+    recorder = RequestRecorder(metrics, "svc")
+
+    def no_weak_references(obj: Any, *args: Any) -> Any:
+        raise TypeError(f"cannot create weak reference to {type(obj).__name__!r} object")
+
+    async def request() -> None:
+        monkeypatch.setattr(timing_module.weakref, "ref", no_weak_references)
+        recorder.watch_loop()  # as the middleware does on each request: must not raise
+
+    asyncio.run(request())
+    assert errors(metrics) >= 1  # the sampler could not be kept either (its table is weak too), counted
