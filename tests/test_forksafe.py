@@ -263,21 +263,27 @@ def test_a_child_writes_an_inherited_parquet_sink_into_files_of_its_own(tmp_path
     assert len(list(tmp_path.rglob("*.parquet"))) == 2 and not list(tmp_path.rglob(f"*{TEMP_SUFFIX}"))
 
 
-def test_a_journal_inherited_by_a_child_is_recovered_after_its_writer_dies_while_the_child_lives(
-        tmp_path: Path) -> None:
+def _recovered_while_the_writers_child_lives(tmp_path: Path,
+                                            write: Callable[[ParquetSink, list[dict[str, Any]], Callable[[], int]], int]
+                                            ) -> None:
+    """Fork a writer that runs ``write(sink, three rows, fork_child)`` (which forks, through ``fork_child``, a child
+    that outlives it, and returns its pid) and is then killed; a new sink must recover the writer's journal and its
+    three rows while that child still lives."""
     ready, child_pid = tmp_path / "child-ready", tmp_path / "child-pid"
     data = tmp_path / "log"
     writer = os.fork()
-    if writer == 0:  # the writer: three rows in an open file (and its journal), a child forked, then killed
+    if writer == 0:
         try:
-            sink = ParquetSink(data, fsync=False)
-            sink.write([{"request_id": f"w{i}", "timestamp": time.time(), "model": "m", "x": 1.0} for i in range(3)])
-            child = os.fork()
-            if child == 0:  # lives on past the writer, holding whatever the fork left it
-                ready.write_text("ready")
-                time.sleep(60)
-                os._exit(0)
-            child_pid.write_text(str(child))
+            def fork_child() -> int:
+                child = os.fork()
+                if child == 0:  # lives on past the writer, holding whatever the fork left it
+                    ready.write_text("ready")
+                    time.sleep(60)
+                    os._exit(0)
+                return child
+
+            rows = [{"request_id": f"w{i}", "timestamp": time.time(), "model": "m", "x": 1.0} for i in range(3)]
+            child_pid.write_text(str(write(ParquetSink(data, fsync=False), rows, fork_child)))
             deadline = time.monotonic() + 20
             while not ready.exists() and time.monotonic() < deadline:
                 time.sleep(0.01)
@@ -292,54 +298,41 @@ def test_a_journal_inherited_by_a_child_is_recovered_after_its_writer_dies_while
         assert _rows_by_model(data) == {"m": 3}
     finally:
         os.kill(child, signal.SIGKILL)
+
+
+def test_a_journal_inherited_by_a_child_is_recovered_after_its_writer_dies_while_the_child_lives(
+        tmp_path: Path) -> None:
+    def write_then_fork(sink: ParquetSink, rows: list[dict[str, Any]], fork_child: Callable[[], int]) -> int:
+        sink.write(rows)  # three rows in an open file and its journal
+        return fork_child()
+
+    _recovered_while_the_writers_child_lives(tmp_path, write_then_fork)
 
 
 def test_a_journal_being_made_at_the_fork_is_recovered_after_its_writer_dies_while_the_child_lives(
         tmp_path: Path) -> None:
     # the fork comes while the master's log writer is inside sink.write(), making the file's journal (not yet among
     # the sink's open files, which the child lets go of)
-    ready, child_pid = tmp_path / "child-ready", tmp_path / "child-pid"
-    data = tmp_path / "log"
-    writer = os.fork()
-    if writer == 0:  # the writer: a fork while its thread writes the journal's schema, three rows, then killed
-        try:
-            sink = ParquetSink(data, fsync=False)
-            inside, go_on = threading.Event(), threading.Event()
-            write = journal._write
+    def fork_while_writing(sink: ParquetSink, rows: list[dict[str, Any]], fork_child: Callable[[], int]) -> int:
+        inside, go_on = threading.Event(), threading.Event()
+        write = journal._write
 
-            def write_once_inside(fd: int, data: Any) -> int:
-                if not inside.is_set():
-                    inside.set()
-                    go_on.wait(HANG)
-                return write(fd, data)
+        def write_once_inside(fd: int, data: Any) -> int:
+            if not inside.is_set():
+                inside.set()
+                go_on.wait(HANG)
+            return write(fd, data)
 
-            journal._write = write_once_inside
-            rows = [{"request_id": f"w{i}", "timestamp": time.time(), "model": "m", "x": 1.0} for i in range(3)]
-            thread = threading.Thread(target=sink.write, args=(rows,))
-            thread.start()
-            inside.wait(HANG)
-            child = os.fork()
-            if child == 0:  # lives on past the writer, holding whatever the fork left it
-                ready.write_text("ready")
-                time.sleep(60)
-                os._exit(0)
-            go_on.set()
-            thread.join(HANG)
-            child_pid.write_text(str(child))
-            deadline = time.monotonic() + 20
-            while not ready.exists() and time.monotonic() < deadline:
-                time.sleep(0.01)
-        finally:
-            os.kill(os.getpid(), signal.SIGKILL)
-    os.waitpid(writer, 0)
-    child = int(child_pid.read_text())
-    try:
-        assert ready.exists()
-        recovering = ParquetSink(data, fsync=False)
-        assert len(recovering.recovered) == 1, "the journal of the dead writer was still locked by its child"
-        assert _rows_by_model(data) == {"m": 3}
-    finally:
-        os.kill(child, signal.SIGKILL)
+        journal._write = write_once_inside
+        thread = threading.Thread(target=sink.write, args=(rows,))
+        thread.start()
+        inside.wait(HANG)
+        child = fork_child()
+        go_on.set()
+        thread.join(HANG)
+        return child
+
+    _recovered_while_the_writers_child_lives(tmp_path, fork_while_writing)
 
 
 def test_a_log_whose_writer_ran_in_the_parent_writes_the_childs_rows_into_files_of_its_own(tmp_path: Path,
