@@ -50,11 +50,14 @@ def test_headless_summary_shows_where_the_sale_latency_went(tmp_path: Path) -> N
     assert all(s["load"]["failed"] == 0 for s in stages.values()), report
     assert normal["requests"] > 0 and sale["requests"] > normal["requests"], report
     # Where the time went (medians: a stage's p99 on a shared 2-core machine is one scheduling stall): the queue in
-    # front of the model, the gateway-to-inference network and the request grew, the model's own time far less.
+    # front of the model and the request grew, the model's own time far less. (The gateway-to-inference network time
+    # follows how busy the two event loops are, not the sale's design: its p50 went from 2.0 to 2.4-3.6 ms in quiet
+    # runs and stayed at 4.0 ms in one CI run, so it is not asserted.)
     p50 = {name: {row: v["p50"] for row, v in rows.items()} for name, rows in lat.items()}
     normal50, sale50 = p50["normal"], p50["flash sale"]
     assert sale50["queue"] > normal50["queue"], report
-    assert sale50["network"] > normal50["network"], report
+    # The on-call answer: diagnose names the queue in front of the model as what moved.
+    assert re.search(r"flash sale: .*\n\s+top contributor: queue:inference ", report), report
     assert sale50["request"] - sale50["model"] > normal50["request"] - normal50["model"], report
     assert sale50["model"] / normal50["model"] < sale50["queue"] / normal50["queue"], report
     # During the sale a request waits longer in the queue than the model takes to answer it.
