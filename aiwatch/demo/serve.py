@@ -27,5 +27,7 @@ def serve(app: Any, port: int, host: str = "127.0.0.1", loop: str = "auto") -> N
     import uvicorn
 
     exit_with_parent()
+    # keep-alive longer than the demo clients' (httpx's 5 s, which equals uvicorn's default): at equal timeouts a
+    # request sent on a connection the server is closing fails (encode/httpx#2487), a spurious gateway error
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, timeout_graceful_shutdown=2,
-                lifespan="on", loop=loop)
+                lifespan="on", loop=loop, timeout_keep_alive=75)
