@@ -192,7 +192,8 @@ def test_a_child_observes_and_evaluates_drift_while_the_monitor_was_locked_at_th
         monitor.stop(timeout=HANG)
         return registry.get_sample_value("aiwatch_drift_window_samples", {"model": "m", "feature": "x"}) == 1
 
-    assert child_while_held([monitor._lock, monitor._eval_lock, monitor._stop._cond], observe_and_evaluate) == "done"
+    assert child_while_held([monitor._lock, monitor._eval_lock, monitor._export_lock, monitor._stop._cond],
+                            observe_and_evaluate) == "done"
 
 
 class _Rows:

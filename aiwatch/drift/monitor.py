@@ -126,6 +126,7 @@ class DriftMonitor:
         self._flush_every = min(every, window_size)
         self._lock = threading.Lock()
         self._eval_lock = threading.Lock()
+        self._export_lock = threading.Lock()  # an export, and the hand-over that ends the exports of a schedule
         self._num: list[NumericalFeature] = [f for f in profile.features.values() if isinstance(f, NumericalFeature)]
         self._cat: list[CategoricalFeature] = [
             f for f in profile.features.values() if isinstance(f, CategoricalFeature)]
@@ -149,7 +150,7 @@ class DriftMonitor:
         self._last_method: dict[str, str] = {}
         self.last_report: DriftReport | None = None
         self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
+        self._stop = _Schedule()
         self._start_lock = threading.Lock()
         self._resume = False  # in a forked child of a started monitor, until its first row starts its thread
         self._handed_over = False  # started, with its schedule left to the children forked from now on
@@ -171,7 +172,8 @@ class DriftMonitor:
         # not here: a child that execs at once (subprocess with preexec_fn) or never observes needs no thread.
         self._lock = threading.Lock()
         self._eval_lock = threading.Lock()
-        self._stop = threading.Event()
+        self._export_lock = threading.Lock()
+        self._stop = _Schedule()
         self._start_lock = threading.Lock()
         self._resume = self._thread is not None or self._handed_over
         self._handed_over = False
@@ -476,11 +478,20 @@ class DriftMonitor:
         return out
 
     def evaluate(self) -> DriftReport:
-        """Run the drift tests on the current window, export the results, and return them."""
+        """Run the drift tests on the current window, export the results, and return them. On the background
+        thread of a schedule handed over (:func:`hand_over_schedules`), even while the tests ran, the results are
+        returned only: not exported, nor kept as :attr:`last_report`."""
         with self._eval_lock:
-            return self._evaluate()
+            report = self._report()
+            schedule: _Schedule | None = getattr(_running, "schedule", None)
+            # checked under the lock the hand-over marks the schedule under: once it returns, no export starts
+            with self._export_lock:
+                if schedule is None or not schedule.handed_over:
+                    self._export(report)
+                    self.last_report = report
+            return report
 
-    def _evaluate(self) -> DriftReport:
+    def _report(self) -> DriftReport:
         columns = self._by_name(*self._window_marked())
         options = self.options
         rng = np.random.default_rng(options.seed)  # as compare() does, so both sample large windows alike
@@ -496,8 +507,6 @@ class DriftMonitor:
             current[cfeat.name] = categorical_current_from_codes(cfeat, columns[cfeat.name])
         report = compare_features(self.profile, current, options)
         report.unknown_features = self.unknown_features
-        self._export(report)
-        self.last_report = report
         return report
 
     def _export(self, report: DriftReport) -> None:
@@ -535,7 +544,7 @@ class DriftMonitor:
         # Each thread gets its own stop signal (one still finishing an evaluation after stop()'s timeout still
         # stops) and holds the monitor weakly (a monitor dropped without stop() ends its thread, instead of being
         # kept alive by it, evaluating a window nothing adds to and exporting its stale scores for ever).
-        self._stop = threading.Event()
+        self._stop = _Schedule()
         self._thread = threading.Thread(target=_run, args=(weakref.ref(self), self._stop),
                                         name=f"aiwatch-drift-{self.model}", daemon=True)
         self._thread.start()
@@ -556,11 +565,16 @@ class DriftMonitor:
             record_error("drift", exc, self.metrics)
 
     def _hand_over(self) -> None:
-        # not joined: a pre-fork hook must not wait out an evaluation in progress, and the thread ends at its next wait
-        if self._thread is not None:
+        # Not joined: a pre-fork hook must not wait out an evaluation in progress (the thread ends at its next wait,
+        # and the evaluation is not exported). The lock waits out an export in progress only: a few gauge sets.
+        # The latest schedule is marked even when stopped: an evaluation stop() did not wait out is not exported
+        # after the hook either (stop() leaves this monitor stopped: nothing to resume in the children).
+        with self._export_lock:
+            self._stop.handed_over = True
             self._stop.set()
-            self._thread = None
-            self._handed_over = True
+            if self._thread is not None:
+                self._thread = None
+                self._handed_over = True
 
     def __enter__(self) -> DriftMonitor:
         return self.start()
@@ -568,6 +582,17 @@ class DriftMonitor:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+
+class _Schedule(threading.Event):
+    """The stop signal of one background thread, and whether its process handed the schedule over to the children
+    it forks (:func:`hand_over_schedules`): an evaluation of the thread that ends after that is not exported."""
+
+    handed_over = False
+
+
+#: ``schedule``: on a monitor's background thread, the :class:`_Schedule` it runs (what :meth:`DriftMonitor.evaluate`
+#: checks before it exports).
+_running = threading.local()
 
 #: The monitors started in this process (not holding them alive), for :func:`hand_over_schedules`.
 _started: weakref.WeakSet[DriftMonitor] = weakref.WeakSet()
@@ -578,17 +603,21 @@ def hand_over_schedules() -> None:
     forked from now on, which resume it at their first row. For a pre-fork server's master, which made the monitors
     at import (gunicorn ``--preload``) and serves no request: its evaluations of a window that gets no rows (0 rows,
     NaN scores) took turns with the workers' in the ``mostrecent`` drift gauges. ``aiwatch.gunicorn``'s
-    ``pre_fork`` calls it. A monitor stopped after it stays stopped in the children forked later."""
+    ``pre_fork`` calls it. It does not wait for an evaluation in progress (only for an export of one already
+    under way, a few gauge sets): an evaluation that ends after it is not exported, so nothing the master's threads
+    evaluate reaches the drift gauges after it returns. A monitor stopped after it stays stopped in the children
+    forked later; a monitor started again after it evaluates and exports again."""
     for monitor in list(_started):
         monitor._hand_over()
 
 
-def _run(ref: weakref.ReferenceType[DriftMonitor], stop: threading.Event) -> None:
+def _run(ref: weakref.ReferenceType[DriftMonitor], stop: _Schedule) -> None:
     """The background thread: evaluate every ``interval`` and flush every ``flush_interval`` seconds, until ``stop``
     or until the monitor is gone (it is only held between waits)."""
     monitor = ref()
     if monitor is None:
         return
+    _running.schedule = stop
     next_eval = time.monotonic() + monitor.interval
     while True:
         wait = max(0.0, min(monitor.flush_interval, next_eval - time.monotonic()))

@@ -447,6 +447,44 @@ def test_a_thread_that_outlived_stop_still_stops_after_a_restart(profile: Refere
         mon.stop()
 
 
+@pytest.mark.parametrize("thread", ["running", "stopped without waiting"])
+def test_an_evaluation_the_hand_over_came_during_is_not_exported_and_the_hand_over_does_not_wait_for_it(
+        profile: ReferenceProfile, registry: CollectorRegistry, monkeypatch: pytest.MonkeyPatch, thread: str) -> None:
+    """gunicorn's pre_fork hook stopped the master's schedule without waiting for an evaluation in progress, which
+    then exported its empty window's gauges after the hook: they are mostrecent across processes, so the master's
+    0 rows could still win over a worker's values."""
+    from aiwatch.drift import monitor as monitor_module
+    from aiwatch.drift.monitor import hand_over_schedules
+
+    held, release = threading.Event(), threading.Event()
+    compare = monitor_module.compare_features
+
+    def held_compare(*args: Any, **kwargs: Any) -> Any:  # the tests of the scheduled evaluation, held inside
+        held.set()
+        release.wait(60)
+        return compare(*args, **kwargs)
+
+    monkeypatch.setattr(monitor_module, "compare_features", held_compare)
+    mon = DriftMonitor(profile, model="m", registry=registry, interval=0.01).start()
+    evaluating = mon._thread
+    assert evaluating is not None
+    try:
+        assert held.wait(60)
+        if thread == "stopped without waiting":
+            mon.stop(timeout=0)
+        hand_over_schedules()
+        assert evaluating.is_alive() and not release.is_set()  # returned with the evaluation still held
+    finally:
+        release.set()
+    evaluating.join(60)
+    assert not evaluating.is_alive()
+    assert [s.name for f in registry.collect() for s in f.samples if s.name.startswith("aiwatch_drift_")] == []
+    assert mon.last_report is None
+    assert mon.evaluate().features["x"].current_count == 0  # an evaluation asked for in the master still exports
+    assert value(registry, "aiwatch_drift_window_samples", model="m", feature="x") == 0
+    mon.stop()
+
+
 def test_a_new_profile_for_the_same_model_takes_over_its_series(registry: CollectorRegistry) -> None:
     """A profile reloaded at runtime (a new monitor for the model, the old one stopped): the old profile's series
     stayed, each at its last value: a category only it had kept its reference ratio (the shares summed to 1.5, and
