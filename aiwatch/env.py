@@ -134,7 +134,10 @@ EVENT_LOOP_INTERVAL = EnvVar("AIWATCH_EVENT_LOOP_INTERVAL", "0.1",
                              "Seconds between two samples of the event loop's delay "
                              "(`aiwatch_event_loop_delay_seconds`) on each loop an ASGI or grpc.aio server serves "
                              "requests on; `off` turns the sampler off. Anything else that is not a number of seconds "
-                             "from 0.001 to 1e9 is an error when the integration is set up.")
+                             "from 0.001 to 1e9 is an error when the integration is set up. Read by each integration "
+                             "when it is made; a loop has one sampler, at the interval of the first integration to "
+                             "serve on it: a later one asking for another gets that one, and a warning naming both is "
+                             "logged, once per loop.")
 # --- console (``aiwatch console`` passes its options to the Streamlit app through these) -----------------------
 CONSOLE_PROMETHEUS = EnvVar("AIWATCH_CONSOLE_PROMETHEUS", "",
                             "Prometheus URL the console queries; when set, `AIWATCH_CONSOLE_SCRAPE` is ignored.")

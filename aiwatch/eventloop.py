@@ -10,12 +10,16 @@ middleware, the grpc.aio server interceptor) serves on it: a chain of ``loop.cal
 ``interval`` seconds after the previous one ran, records how late it ran (``loop.time()`` when it ran minus when it
 was due). A timer callback, not a task: a closed loop drops it (nothing pending, nothing to cancel), and it never
 keeps ``run_until_complete``, ``asyncio.run`` or a server's shutdown waiting. The interval is
-``$AIWATCH_EVENT_LOOP_INTERVAL`` (``off`` turns the sampler off).
+``$AIWATCH_EVENT_LOOP_INTERVAL`` (``off`` turns the sampler off), as the recorder that started the sampler read it:
+a loop has one sampler, and a later recorder asking it for another interval gets the first one (a warning says so,
+once per loop). The sampler holds its targets weakly: the metrics of a recorder that is gone (a reloaded app, a
+middleware rebuilt) are not kept alive by it, and it stops when none is left.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import weakref
 from collections.abc import Mapping
@@ -34,6 +38,8 @@ _OFF = "off"
 #: asyncio runs a timer due within its clock's resolution at once), so a shorter one never lets the loop block in its
 #: poll and the sampler takes a whole core.
 MIN_INTERVAL = 0.001
+
+_log = logging.getLogger("aiwatch")
 
 
 def loop_interval(env: Mapping[str, str] | None = None) -> float | None:
@@ -62,20 +68,35 @@ class LoopSampler:
 
     Runs only on its loop's thread: it is started from a request on the loop, and its callbacks run there. A failure
     is counted (``aiwatch_instrumentation_errors_total{component="event_loop"}``), never raised into the loop; one in
-    scheduling the next sample ends the sampler."""
+    scheduling the next sample ends the sampler. Its targets are held weakly: one whose metrics or histogram child
+    is gone is dropped, and the sampler stops when it has none left."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, interval: float) -> None:
         #: weak: the loop's entry in the samplers' table holds its sampler, which must not hold the loop alive
         self.loop = weakref.ref(loop)
         self.interval = interval
-        #: (metrics, histogram child) pairs each sample is observed into: one per service and registry on the loop
-        self.targets: tuple[tuple[Metrics, Any], ...] = ()
+        #: weak (metrics, histogram child) pairs each sample is observed into: one per service and registry on the
+        #: loop. Weak: a loop lives as long as its process, and the recorders made on it (a reloaded app, a
+        #: middleware rebuilt per mount, tests) come and go; held, each kept its registry alive and was observed into
+        self._targets: tuple[tuple[weakref.ref[Metrics], weakref.ref[Any]], ...] = ()
         self.running = False
+        #: whether a recorder asking for another interval was logged (once per loop: :func:`watch`)
+        self.warned = False
         self._due = 0.0
 
+    @property
+    def targets(self) -> tuple[tuple[Metrics, Any], ...]:
+        """The (metrics, histogram child) pairs still alive."""
+        return tuple(pair for pair in map(_resolve, self._targets) if pair is not None)
+
     def add(self, metrics: Metrics, child: Any) -> None:
-        if all(c is not child for _, c in self.targets):
-            self.targets = (*self.targets, (metrics, child))
+        live = self._live()
+        if all(c() is not child for _, c in live):
+            live = (*live, (weakref.ref(metrics), weakref.ref(child)))
+        self._targets = live
+
+    def _live(self) -> tuple[tuple[weakref.ref[Metrics], weakref.ref[Any]], ...]:
+        return tuple(refs for refs in self._targets if _resolve(refs) is not None)
 
     def start(self) -> None:
         self.running = True
@@ -104,11 +125,21 @@ class LoopSampler:
             return
         # a timer runs when its due time is within the clock's resolution: a few microseconds early reads 0
         delay = max(0.0, loop.time() - self._due)
-        for metrics, child in self.targets:
+        gone = False
+        for refs in self._targets:
+            pair = _resolve(refs)
+            if pair is None:
+                gone = True
+                continue
+            metrics, child = pair
             try:
                 child.observe(delay)
             except Exception as exc:
                 record_error(COMPONENT, exc, metrics)
+        if gone:
+            self._targets = self._live()
+            if not self._targets:  # every recorder on the loop is gone: the next one to watch it starts another
+                self.stop()
         if self.running:
             self._schedule()
 
@@ -130,22 +161,36 @@ def _renew_lock() -> None:
 at_fork_in_child(_renew_lock)
 
 
+def _resolve(refs: tuple[weakref.ref[Metrics], weakref.ref[Any]]) -> tuple[Metrics, Any] | None:
+    metrics, child = refs[0](), refs[1]()
+    return None if metrics is None or child is None else (metrics, child)
+
+
 def sampler_for(loop: asyncio.AbstractEventLoop) -> LoopSampler | None:
     """The sampler running on ``loop``, if any."""
     return _samplers.get(loop)
 
 
 def watch(loop: asyncio.AbstractEventLoop, interval: float, metrics: Metrics, child: Any) -> None:
-    """Have ``loop``'s sampler observe its delay into ``child`` (a histogram child of ``metrics``), starting the
-    sampler (every ``interval`` seconds) if the loop has none running. Call it on the loop's thread. Never raises."""
+    """Have ``loop``'s sampler observe its delay into ``child`` (a histogram child of ``metrics``, held weakly),
+    starting the sampler (every ``interval`` seconds) if the loop has none running. A loop has one sampler: asked for
+    another interval than the running one's, it keeps its own, and a warning naming both is logged (once per loop).
+    Call it on the loop's thread. Never raises."""
     try:
         with _lock:
             sampler = _samplers.get(loop)
             if sampler is None or not sampler.running:
-                sampler = _samplers[loop] = LoopSampler(loop, interval)
-                sampler.add(metrics, child)
-                sampler.start()
-            else:
-                sampler.add(metrics, child)
+                started = _samplers[loop] = LoopSampler(loop, interval)
+                started.warned = sampler is not None and sampler.warned
+                started.add(metrics, child)
+                started.start()
+                return
+            if interval != sampler.interval and not sampler.warned:
+                sampler.warned = True
+                _log.warning("aiwatch: this event loop's delay is already sampled every %g s; a recorder asking for "
+                             "every %g s (AIWATCH_EVENT_LOOP_INTERVAL when it was made, or its loop_interval) shares "
+                             "that sampler: a loop has one, at the interval of the first recorder to watch it",
+                             sampler.interval, interval)
+            sampler.add(metrics, child)
     except Exception as exc:
         record_error(COMPONENT, exc, metrics)

@@ -107,6 +107,94 @@ def test_a_sample_is_how_late_its_timer_ran_not_the_interval(metrics: Metrics) -
     assert total(metrics) == pytest.approx(0.25)
 
 
+class ClockLoop:
+    """Stands in for a loop whose clock the test sets: it records the due times the sampler asks for."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.scheduled: list[float] = []
+
+    def time(self) -> float:
+        return self.now
+
+    def call_at(self, when: float, callback: Any) -> None:
+        self.scheduled.append(when)
+
+
+def delay_child(metrics: Metrics, service: str = "svc") -> Any:
+    return metrics.child(metrics.event_loop_delay, (service,))
+
+
+def test_the_sampler_does_not_keep_the_metrics_of_a_recorder_that_is_gone_alive(metrics: Metrics) -> None:
+    """A loop outlives the recorders made on it (a reloaded app, a middleware rebuilt per mount, tests): its sampler
+    held each one's metrics, kept its registry alive and observed into it for the loop's life."""
+    loop = ClockLoop()
+    eventloop.watch(loop, 0.1, metrics, delay_child(metrics))  # type: ignore[arg-type]
+    dropped = Metrics(CollectorRegistry())
+    eventloop.watch(loop, 0.1, dropped, delay_child(dropped))  # type: ignore[arg-type]
+    sampler = eventloop.sampler_for(loop)  # type: ignore[arg-type]
+    assert sampler is not None and len(sampler.targets) == 2
+    gone = weakref.ref(dropped)
+    del dropped
+    gc.collect()
+    assert gone() is None
+    loop.now = 100.1
+    sampler._sample()
+    assert len(sampler.targets) == 1 and count(metrics) == 1 and errors(metrics) == 0
+    assert sampler.running and loop.scheduled[-1] == pytest.approx(100.2)
+
+
+def test_recorders_made_and_dropped_on_one_loop_leave_no_targets_and_the_sampler_stops_with_the_last() -> None:
+    loop = ClockLoop()
+    made: list[weakref.ref[Metrics]] = []
+    for _ in range(20):
+        metrics = Metrics(CollectorRegistry())
+        made.append(weakref.ref(metrics))
+        eventloop.watch(loop, 0.1, metrics, delay_child(metrics))  # type: ignore[arg-type]
+    del metrics
+    gc.collect()
+    assert [ref for ref in made if ref() is not None] == []  # all collected: the sampler held none
+    sampler = eventloop.sampler_for(loop)  # type: ignore[arg-type]
+    assert sampler is not None and len(sampler._targets) == 1  # each one gone was dropped when the next came
+    loop.now = 100.1
+    sampler._sample()
+    assert sampler._targets == () and not sampler.running
+    assert loop.scheduled == [pytest.approx(100.1)]  # nothing left to sample into: no next sample
+    again = Metrics(CollectorRegistry())
+    eventloop.watch(loop, 0.1, again, delay_child(again))  # type: ignore[arg-type]
+    restarted = eventloop.sampler_for(loop)  # type: ignore[arg-type]
+    assert restarted is not None and restarted is not sampler and restarted.running
+    assert len(restarted.targets) == 1
+
+
+def test_a_recorder_asking_a_loop_for_another_interval_gets_the_first_and_a_warning_once_per_loop(
+        metrics: Metrics, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("WARNING", logger="aiwatch")
+    monkeypatch.setenv(INTERVAL, "0.05")
+    first, same = RequestRecorder(metrics, "first"), RequestRecorder(metrics, "same")
+    monkeypatch.setenv(INTERVAL, "0.5")
+    others = [RequestRecorder(metrics, f"other{i}") for i in range(3)]
+    samplers: list[Any] = []
+
+    def warnings() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "already sampled" in r.getMessage()]
+
+    async def request() -> None:
+        before = len(warnings())
+        first.watch_loop()
+        same.watch_loop()
+        assert len(warnings()) == before  # the same interval: nothing to say
+        for recorder in others:
+            recorder.watch_loop()
+        samplers.append(eventloop.sampler_for(asyncio.get_running_loop()))
+
+    for _ in range(2):  # two loops, one warning each
+        asyncio.run(request())
+    assert len(warnings()) == 2
+    assert "every 0.05 s" in warnings()[0] and "every 0.5 s" in warnings()[0]
+    assert [s.interval for s in samplers] == [0.05, 0.05] and all(len(s.targets) == 5 for s in samplers)
+
+
 def total(metrics: Metrics, service: str = "svc") -> float:
     value = metrics.registry.get_sample_value("aiwatch_event_loop_delay_seconds_sum", {"service": service})
     return value or 0.0
