@@ -68,17 +68,17 @@ class LoopSampler:
 
     Runs only on its loop's thread: it is started from a request on the loop, and its callbacks run there. A failure
     is counted (``aiwatch_instrumentation_errors_total{component="event_loop"}``), never raised into the loop; one in
-    scheduling the next sample ends the sampler. Its targets are held weakly: one whose metrics or histogram child
-    is gone is dropped, and the sampler stops when it has none left."""
+    scheduling the next sample ends the sampler. Its targets are held weakly: one whose histogram child, or every
+    metrics that asked for it, is gone is dropped, and the sampler stops when it has none left."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, interval: float) -> None:
         #: weak: the loop's entry in the samplers' table holds its sampler, which must not hold the loop alive
         self.loop = weakref.ref(loop)
         self.interval = interval
-        #: weak (metrics, histogram child) pairs each sample is observed into: one per service and registry on the
-        #: loop. Weak: a loop lives as long as its process, and the recorders made on it (a reloaded app, a
-        #: middleware rebuilt per mount, tests) come and go; held, each kept its registry alive and was observed into
-        self._targets: tuple[tuple[weakref.ref[Metrics], weakref.ref[Any]], ...] = ()
+        #: the histogram children each sample is observed into: one per service and registry on the loop. Weak: a
+        #: loop lives as long as its process, and the recorders made on it (a reloaded app, a middleware rebuilt per
+        #: mount, tests) come and go; held, each kept its registry alive and was observed into
+        self._targets: tuple[_Target, ...] = ()
         self.running = False
         #: whether a recorder asking for another interval was logged (once per loop: :func:`watch`)
         self.warned = False
@@ -86,17 +86,21 @@ class LoopSampler:
 
     @property
     def targets(self) -> tuple[tuple[Metrics, Any], ...]:
-        """The (metrics, histogram child) pairs still alive."""
-        return tuple(pair for pair in map(_resolve, self._targets) if pair is not None)
+        """The (metrics, histogram child) pairs still alive, one per child."""
+        return tuple(pair for pair in (target.resolve() for target in self._targets) if pair is not None)
 
     def add(self, metrics: Metrics, child: Any) -> None:
         live = self._live()
-        if all(c() is not child for _, c in live):
-            live = (*live, (weakref.ref(metrics), weakref.ref(child)))
+        for target in live:
+            if target.child() is child:
+                target.own(metrics)
+                break
+        else:
+            live = (*live, _Target(metrics, child))
         self._targets = live
 
-    def _live(self) -> tuple[tuple[weakref.ref[Metrics], weakref.ref[Any]], ...]:
-        return tuple(refs for refs in self._targets if _resolve(refs) is not None)
+    def _live(self) -> tuple[_Target, ...]:
+        return tuple(target for target in self._targets if target.resolve() is not None)
 
     def start(self) -> None:
         self.running = True
@@ -126,8 +130,8 @@ class LoopSampler:
         # a timer runs when its due time is within the clock's resolution: a few microseconds early reads 0
         delay = max(0.0, loop.time() - self._due)
         gone = False
-        for refs in self._targets:
-            pair = _resolve(refs)
+        for target in self._targets:
+            pair = target.resolve()
             if pair is None:
                 gone = True
                 continue
@@ -148,6 +152,34 @@ class LoopSampler:
             record_error(COMPONENT, exc, metrics)
 
 
+class _Target:
+    """A histogram child a sampler observes into, and the metrics that asked for it, all held weakly. Several may
+    share a child (in multiprocess mode every ``Metrics`` of a process holds the same metric objects): the target
+    lives while its child and any of them do, and a failure is counted in the first one alive."""
+
+    __slots__ = ("child", "owners")
+
+    def __init__(self, metrics: Metrics, child: Any) -> None:
+        self.child = weakref.ref(child)
+        self.owners: tuple[weakref.ref[Metrics], ...] = (weakref.ref(metrics),)
+
+    def own(self, metrics: Metrics) -> None:
+        owners = tuple(ref for ref in self.owners if ref() is not None)
+        if all(ref() is not metrics for ref in owners):
+            owners = (*owners, weakref.ref(metrics))
+        self.owners = owners
+
+    def resolve(self) -> tuple[Metrics, Any] | None:
+        child = self.child()
+        if child is None:
+            return None
+        for ref in self.owners:
+            metrics = ref()
+            if metrics is not None:
+                return metrics, child
+        return None
+
+
 #: The sampler of each event loop (not keeping the loop alive: a collected loop's entry goes with it).
 _samplers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopSampler] = weakref.WeakKeyDictionary()
 _lock = threading.Lock()
@@ -159,11 +191,6 @@ def _renew_lock() -> None:
 
 
 at_fork_in_child(_renew_lock)
-
-
-def _resolve(refs: tuple[weakref.ref[Metrics], weakref.ref[Any]]) -> tuple[Metrics, Any] | None:
-    metrics, child = refs[0](), refs[1]()
-    return None if metrics is None or child is None else (metrics, child)
 
 
 def sampler_for(loop: asyncio.AbstractEventLoop) -> LoopSampler | None:

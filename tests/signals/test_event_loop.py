@@ -144,6 +144,30 @@ def test_the_sampler_does_not_keep_the_metrics_of_a_recorder_that_is_gone_alive(
     assert sampler.running and loop.scheduled[-1] == pytest.approx(100.2)
 
 
+def test_a_child_two_metrics_share_is_observed_once_and_kept_while_either_is_alive() -> None:
+    """In multiprocess mode every Metrics of a process holds the same metric objects, so two recorders' metrics give
+    one child: it was observed once per sample (the first one's target), and must stay a target while the second
+    recorder lives, though the first one's metrics are gone."""
+    loop = ClockLoop()
+    holder = Metrics(CollectorRegistry())  # stands for the process's file-backed metric, which outlives both
+    shared = delay_child(holder)
+    first, second = Metrics(CollectorRegistry()), Metrics(CollectorRegistry())
+    for metrics in (first, second):
+        eventloop.watch(loop, 0.1, metrics, shared)  # type: ignore[arg-type]
+    sampler = eventloop.sampler_for(loop)  # type: ignore[arg-type]
+    assert sampler is not None and len(sampler.targets) == 1
+    del first, metrics
+    gc.collect()
+    loop.now = 100.1
+    sampler._sample()
+    assert count(holder) == 1 and sampler.running and len(sampler.targets) == 1
+    del second
+    gc.collect()
+    loop.now = 100.2
+    sampler._sample()
+    assert count(holder) == 1 and not sampler.running and sampler.targets == ()
+
+
 def test_recorders_made_and_dropped_on_one_loop_leave_no_targets_and_the_sampler_stops_with_the_last() -> None:
     loop = ClockLoop()
     made: list[weakref.ref[Metrics]] = []
