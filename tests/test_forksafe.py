@@ -264,12 +264,13 @@ def test_a_child_writes_an_inherited_parquet_sink_into_files_of_its_own(tmp_path
     assert len(list(tmp_path.rglob("*.parquet"))) == 2 and not list(tmp_path.rglob(f"*{TEMP_SUFFIX}"))
 
 
-def _recovered_while_the_writers_child_lives(tmp_path: Path,
-                                            write: Callable[[ParquetSink, list[dict[str, Any]], Callable[[], int]], int]
-                                            ) -> None:
+Writes = Callable[[ParquetSink, list[dict[str, Any]], Callable[[], int]], int]
+
+
+def _recovered_while_the_writers_child_lives(tmp_path: Path, write: Writes, *, journal: bool = True) -> None:
     """Fork a writer that runs ``write(sink, three rows, fork_child)`` (which forks, through ``fork_child``, a child
     that outlives it, and returns its pid) and is then killed; a new sink must recover the writer's journal and its
-    three rows while that child still lives."""
+    three rows while that child still lives (without a ``journal``: remove the writer's unreadable open file)."""
     ready, child_pid = tmp_path / "child-ready", tmp_path / "child-pid"
     data = tmp_path / "log"
     writer = os.fork()
@@ -284,7 +285,7 @@ def _recovered_while_the_writers_child_lives(tmp_path: Path,
                 return child
 
             rows = [{"request_id": f"w{i}", "timestamp": time.time(), "model": "m", "x": 1.0} for i in range(3)]
-            child_pid.write_text(str(write(ParquetSink(data, fsync=False), rows, fork_child)))
+            child_pid.write_text(str(write(ParquetSink(data, fsync=False, journal=journal), rows, fork_child)))
             deadline = time.monotonic() + 20
             while not ready.exists() and time.monotonic() < deadline:
                 time.sleep(0.01)
@@ -294,9 +295,14 @@ def _recovered_while_the_writers_child_lives(tmp_path: Path,
     child = int(child_pid.read_text())
     try:
         assert ready.exists()
+        assert len(list(data.rglob(f"*{TEMP_SUFFIX}"))) == 1
         recovering = ParquetSink(data, fsync=False)
-        assert len(recovering.recovered) == 1, "the journal of the dead writer was still locked by its child"
-        assert _rows_by_model(data) == {"m": 3}
+        if journal:
+            assert len(recovering.recovered) == 1, "the journal of the dead writer was still locked by its child"
+            assert _rows_by_model(data) == {"m": 3}
+        else:
+            assert not list(data.rglob(f"*{TEMP_SUFFIX}")), "the dead writer's open file was still locked by its child"
+            assert recovering.recovery.files["orphan_removed"] == 1
     finally:
         os.kill(child, signal.SIGKILL)
 
@@ -334,6 +340,39 @@ def test_a_journal_being_made_at_the_fork_is_recovered_after_its_writer_dies_whi
         return child
 
     _recovered_while_the_writers_child_lives(tmp_path, fork_while_writing)
+
+
+def test_an_open_file_inherited_by_a_child_is_removed_after_its_writer_dies_while_the_child_lives(
+        tmp_path: Path) -> None:
+    def write_then_fork(sink: ParquetSink, rows: list[dict[str, Any]], fork_child: Callable[[], int]) -> int:
+        sink.write(rows)  # three rows in an open file without a journal
+        return fork_child()
+
+    _recovered_while_the_writers_child_lives(tmp_path, write_then_fork, journal=False)
+
+
+def test_an_open_file_being_made_at_the_fork_is_removed_after_its_writer_dies_while_the_child_lives(
+        tmp_path: Path) -> None:
+    # the fork comes while the writer is making the file (locked, not yet among the sink's open files)
+    def fork_while_making(sink: ParquetSink, rows: list[dict[str, Any]], fork_child: Callable[[], int]) -> int:
+        inside, go_on = threading.Event(), threading.Event()
+        make = pq.ParquetWriter.__init__
+
+        def make_inside(self: Any, *args: Any, **kwargs: Any) -> None:
+            inside.set()
+            go_on.wait(HANG)
+            make(self, *args, **kwargs)
+
+        pq.ParquetWriter.__init__ = make_inside  # type: ignore[method-assign]
+        thread = threading.Thread(target=sink.write, args=(rows,))
+        thread.start()
+        inside.wait(HANG)
+        child = fork_child()
+        go_on.set()
+        thread.join(HANG)
+        return child
+
+    _recovered_while_the_writers_child_lives(tmp_path, fork_while_making, journal=False)
 
 
 def test_a_log_whose_writer_ran_in_the_parent_writes_the_childs_rows_into_files_of_its_own(tmp_path: Path,

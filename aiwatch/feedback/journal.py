@@ -91,6 +91,38 @@ class Journal:
             os.close(fd)
 
 
+class OpenFileLock:
+    """A new file at ``path``, made (empty) and locked with ``flock(LOCK_EX)`` for as long as its writer writes it
+    (through another descriptor: ``flock`` locks belong to this one's open file), so that a sink starting on the
+    directory takes the lock (:func:`claim`, ``begun=True``) only once the writer is gone. Raises, leaving no file,
+    when the file exists or cannot be made or locked. A forked child lets go of its copy at once, as of a journal's.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._fd = -1
+        renew_at_fork(self)
+        # 0o666 (less the umask) is what pyarrow gives a file it makes: the file's mode stays what it was
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a file just made: nobody else has it
+        except BaseException:
+            with suppress(OSError):
+                path.unlink()  # before the descriptor goes: it is empty, so no starting sink takes it meanwhile
+            self.release()
+            raise
+
+    def _renew_after_fork(self) -> None:
+        self.release()
+
+    def release(self) -> None:
+        """Close this process's descriptor (the lock goes with the last one of its open file). Idempotent, never
+        raises; the caller renames or removes the file first."""
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            with suppress(OSError):
+                os.close(fd)
+
+
 @dataclass
 class Contents:
     """What a journal of a dead writer holds: its whole batches, and the bytes of a torn last batch after them;
@@ -107,11 +139,12 @@ class Contents:
 
 
 def claim(path: Path, *, begun: bool = False) -> int | None:
-    """A locked descriptor of the journal at ``path`` when its writer is gone, else ``None`` (its writer is alive,
-    or finished with it and removed it). The caller closes the descriptor once done with the journal.
+    """A locked descriptor of the journal (or :class:`OpenFileLock`'s file) at ``path`` when its writer is gone,
+    else ``None`` (its writer is alive, or finished with it and removed or renamed it). The caller closes the
+    descriptor once done with the file.
 
-    ``begun`` (for a journal under its temporary name) leaves alone one that is still empty: its writer may be
-    between creating and locking it, and only a writer that holds the lock writes the schema."""
+    ``begun`` (for a journal under its temporary name, or an open file) leaves alone one that is still empty: its
+    writer may be between creating and locking it, and only a writer that holds the lock writes into it."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:

@@ -33,7 +33,7 @@ import os
 import time
 from collections.abc import Sequence
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -41,7 +41,7 @@ from urllib.parse import quote
 from aiwatch._optional import require
 from aiwatch.amounts import period
 from aiwatch.feedback import journal as journals
-from aiwatch.feedback.journal import JOURNAL_SUFFIX, Journal
+from aiwatch.feedback.journal import JOURNAL_SUFFIX, NEW_SUFFIX, Journal, OpenFileLock
 from aiwatch.feedback.sink import RowsLost
 from aiwatch.forksafe import renew_at_fork
 from aiwatch.safety import warn_rate_limited
@@ -59,6 +59,20 @@ TEMP_SUFFIX = ".inprogress"
 _SEQ = itertools.count(1)
 #: Added to the name of a journal whose contents cannot become a Parquet file.
 UNRECOVERABLE_SUFFIX = ".unrecoverable"
+#: What a starting sink did with each file a dead writer left (the ``result`` of
+#: ``aiwatch_prediction_log_recovery_files_total``): one result per file.
+RECOVERY_RESULTS = ("recovered", "torn", "set_aside", "orphan_removed", "failed")
+#: Orphans removed at one start that are logged by name; past these, one line sums up the rest.
+_MAX_ORPHANS_TOLD = 100
+
+
+@dataclass
+class Recovery:
+    """What a sink did, when it started, with the files of writers that died: ``files`` by result (one of
+    :data:`RECOVERY_RESULTS` each), and ``records``, the rows made into finished files from their journals."""
+
+    files: dict[str, int] = field(default_factory=lambda: dict.fromkeys(RECOVERY_RESULTS, 0))
+    records: int = 0
 
 
 @dataclass
@@ -69,6 +83,8 @@ class _OpenFile:
     final: Path
     opened: float
     journal: Journal | None
+    #: the writer's lock on ``temp`` (``None`` without ``flock``), released once ``temp`` is renamed or removed
+    lock: OpenFileLock | None
     rows: int = 0
     #: of ``rows``, those of earlier ``write`` calls, which the caller has counted as written
     earlier: int = 0
@@ -135,17 +151,26 @@ class ParquetSink:
         #: Journals of dead writers that ended in a torn batch, or held one that was not valid (dropped, with the
         #: batches after it, when the sink started).
         self.torn_batches = 0
-        if self.journal:
+        #: What the start did with dead writers' files, until :meth:`take_recovery` hands it to a log's metrics.
+        self.recovery = Recovery()
+        if journals.AVAILABLE:  # without flock nothing tells a dead writer's files from a live one's
             self._recover_all()
         renew_at_fork(self)
+
+    def take_recovery(self) -> Recovery:
+        """What the sink's start recovered, for the metrics of the log it is given to (once: a second caller gets
+        nothing, so that two logs sharing a sink do not count it twice)."""
+        recovery, self.recovery = self.recovery, Recovery()
+        return recovery
 
     def _renew_after_fork(self) -> None:
         # The open files are the parent's: it writes, closes and renames them. The child starts files of its own
         # (named by its pid) and lets go of its copies of the parent's without writing: a pyarrow writer that is
         # closed, or only collected, writes its footer at the file offset the child shares with the parent. Each
         # journal lets go of its own descriptor in the child (Journal.let_go), those being made at the fork included.
+        # Each file's lock lets go of itself (OpenFileLock), as its journal does.
         inherited, self._open = self._open, {}
-        self.completed, self.recovered = [], []
+        self.completed, self.recovered, self.recovery = [], [], Recovery()
         for f in inherited.values():
             _let_go(f.writer)
 
@@ -255,11 +280,11 @@ class ParquetSink:
                         type=pa.string())
 
     def _tell_types_changed(self, old: Any, new: Any) -> None:
-        for field in new:
-            if field.name in old.names and not field.type.equals(old.field(field.name).type):
-                self._tell_once(field.name, "aiwatch: prediction log column %r changed type from %s to %s between "
+        for column in new:
+            if column.name in old.names and not column.type.equals(old.field(column.name).type):
+                self._tell_once(column.name, "aiwatch: prediction log column %r changed type from %s to %s between "
                                 "batches: a new file is started, and aiwatch's readers of the log read the column as "
-                                "text; logged once per column", field.name, old.field(field.name).type, field.type)
+                                "text; logged once per column", column.name, old.field(column.name).type, column.type)
 
     def _tell_written_as_text(self, name: str, kinds: set[str]) -> None:
         self._tell_once(name, "aiwatch: prediction log column %r holds %s values in one batch: written as text, "
@@ -285,13 +310,16 @@ class ParquetSink:
         name = f"part-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{os.getpid()}-{next(_SEQ):06d}.parquet"
         final = folder / name
         temp = folder / f"{TEMP_PREFIX}{name}{TEMP_SUFFIX}"
+        lock = OpenFileLock(temp) if journals.AVAILABLE else None  # locked before pyarrow writes a byte into it
         try:
             writer = self.pq.ParquetWriter(str(temp), schema, compression=self.compression)
         except Exception:  # it could not even write the file's header
             with suppress(OSError):
                 temp.unlink(missing_ok=True)
+            if lock is not None:
+                lock.release()
             raise
-        f = _OpenFile(writer, schema, temp, final, time.monotonic(), self._new_journal(final, schema, tally))
+        f = _OpenFile(writer, schema, temp, final, time.monotonic(), self._new_journal(final, schema, tally), lock)
         self._open[key] = f
         return f
 
@@ -323,6 +351,8 @@ class ParquetSink:
             raise
         if f.journal is not None:  # only now: a crash before the rename is durable must still find the journal
             f.journal.remove()
+        if f.lock is not None:
+            f.lock.release()
         self.completed.append(f.final)
 
     def _publish(self, temp: Path, final: Path) -> None:
@@ -339,23 +369,73 @@ class ParquetSink:
 
     # --- recovery -----------------------------------------------------------------------------------------
     def _recover_all(self) -> None:
-        """Turn the journals of dead writers under the directory into finished files, and remove those they left
-        under their temporary name. Never raises: a journal that cannot be recovered is logged and left for the
-        next sink."""
+        """Turn the journals of dead writers under the directory into finished files (with ``journal``), remove
+        those they left under their temporary name, then remove the open files of dead writers that have no journal
+        (orphans: no footer, no reader can read them). Never raises: a file that cannot be dealt with is logged,
+        counted ``failed`` and left for the next sink."""
         try:  # one walk of every hour's folder (a year of them per model, on a long-lived directory)
-            found = sorted(self.directory.glob(f"model=*/hour=*/{TEMP_PREFIX}part-*.parquet{JOURNAL_SUFFIX}*"))
+            found = sorted(self.directory.glob(f"model=*/hour=*/{TEMP_PREFIX}part-*.parquet.*"))
         except OSError as exc:
-            _log.warning("aiwatch: prediction log journals under %s could not be listed: %r", self.directory, exc)
+            _log.warning("aiwatch: prediction log files under %s could not be listed: %r", self.directory, exc)
             return
+        if self.journal:
+            for path in found:
+                if JOURNAL_SUFFIX not in path.name:
+                    continue
+                suffix = path.name[path.name.rindex(JOURNAL_SUFFIX):]
+                if suffix not in (JOURNAL_SUFFIX, JOURNAL_SUFFIX + NEW_SUFFIX):  # one set aside, or foreign
+                    continue
+                try:
+                    self._recover(path, suffix)
+                except Exception as exc:
+                    self.recovery.files["failed"] += 1
+                    _log.warning("aiwatch: prediction log journal %s could not be recovered (left for the next "
+                                 "sink): %r", path, exc)
+        # after the journals: the open files they were for are gone now, rebuilt or removed
+        removed: list[tuple[Path, int]] = []
         for path in found:
-            suffix = path.name[path.name.rindex(JOURNAL_SUFFIX):]
-            if suffix not in (JOURNAL_SUFFIX, JOURNAL_SUFFIX + journals.NEW_SUFFIX):  # one set aside, or foreign
-                continue
+            size = self._remove_orphan(path) if path.name.endswith(TEMP_SUFFIX) else None
+            if size is not None:
+                removed.append((path, size))
+        self._tell_orphans(removed)
+
+    def _remove_orphan(self, path: Path) -> int | None:
+        """Remove ``path``, an open file, when its writer is gone and it has no journal; its size, else ``None``.
+
+        One with a journal (under either name) is the journal recovery's: a recoverer (this sink, or another
+        starting at once) rebuilds the file under that name, holding no lock on it, and removes the journal only
+        after the file is renamed into view. A writer locks its file before pyarrow writes into it and until it
+        is renamed or removed, so an empty one is left alone (its writer may be about to lock it)."""
+        journal = path.with_name(path.name[:-len(TEMP_SUFFIX)] + JOURNAL_SUFFIX)
+        try:
+            if journal.exists() or journal.with_name(journal.name + NEW_SUFFIX).exists():
+                return None
+            fd = journals.claim(path, begun=True)
+            if fd is None:  # its writer is alive, or has just renamed or removed it
+                return None
             try:
-                self._recover(path, suffix)
-            except Exception as exc:
-                _log.warning("aiwatch: prediction log journal %s could not be recovered (left for the next sink): %r",
-                             path, exc)
+                size = os.fstat(fd).st_size
+                path.unlink()
+            finally:
+                os.close(fd)  # only now: the file is gone
+        except Exception as exc:
+            self.recovery.files["failed"] += 1
+            _log.warning("aiwatch: prediction log file %s of a writer that died could not be removed (left for the "
+                         "next sink): %r", path, exc)
+            return None
+        self.recovery.files["orphan_removed"] += 1
+        return size
+
+    @staticmethod
+    def _tell_orphans(removed: list[tuple[Path, int]]) -> None:
+        for path, size in removed[:_MAX_ORPHANS_TOLD]:
+            _log.warning("aiwatch: prediction log file %s (%d bytes) of a writer that died without a journal "
+                         "removed: it had no footer, so no reader could read its rows, lost with the writer",
+                         path, size)
+        if len(removed) > _MAX_ORPHANS_TOLD:
+            rest = removed[_MAX_ORPHANS_TOLD:]
+            _log.warning("aiwatch: %d more prediction log files (%d bytes) of writers that died without a journal "
+                         "removed", len(rest), sum(size for _, size in rest))
 
     def _recover(self, path: Path, suffix: str) -> None:
         """Recover the journal ``path`` (named ``.<file name><suffix>``) when its writer is gone. One under its
@@ -382,40 +462,44 @@ class ParquetSink:
         finally:
             os.close(fd)  # only now: the journal is gone
 
-    @staticmethod
-    def _set_aside(path: Path, temp: Path, exc: Exception) -> None:
+    def _set_aside(self, path: Path, temp: Path, exc: Exception) -> None:
         """Keep a journal whose contents cannot become a Parquet file under a name recovery does not look for (for
         a person to look at), rather than read it and log it again at every start."""
         aside = path.with_name(path.name + UNRECOVERABLE_SUFFIX)
-        os.replace(path, aside)
         with suppress(FileNotFoundError):
-            temp.unlink()
+            temp.unlink()  # first: while the journal has its name, a sink starting at once leaves the file to it
+        os.replace(path, aside)
+        self.recovery.files["set_aside"] += 1
         _log.warning("aiwatch: prediction log journal %s of a writer that died cannot be made into a Parquet file "
                      "(%r): kept as %s, not tried again", path, exc, aside)
 
     def _rebuild(self, contents: journals.Contents, temp: Path, final: Path, path: Path) -> None:
         """Write the whole batches of a dead writer's journal as the file it was writing (under its name)."""
         if contents.invalid:
-            self.torn_batches += 1
             _log.warning("aiwatch: prediction log journal %s of a writer that died holds a batch that is not valid "
                          "(%d bytes from it on, dropped: %s); %d rows of %d whole batches recovered", path,
                          contents.torn_bytes, contents.invalid, contents.rows, len(contents.batches))
         elif contents.torn_bytes:
-            self.torn_batches += 1
             _log.warning("aiwatch: prediction log journal %s of a writer that died ends in a torn batch (%d bytes, "
                          "being written when it died): dropped; %d rows of %d whole batches recovered", path,
                          contents.torn_bytes, contents.rows, len(contents.batches))
-        if not contents.rows:
-            return
-        writer = self.pq.ParquetWriter(str(temp), contents.schema, compression=self.compression)
-        try:
-            writer.write_table(self.pa.Table.from_batches(contents.batches, schema=contents.schema))
-        finally:
-            writer.close()
-        self._publish(temp, final)
-        self.recovered.append(final)
-        _log.info("aiwatch: prediction log: %d rows of a writer that died recovered from its journal into %s",
-                  contents.rows, final)
+        torn = bool(contents.invalid or contents.torn_bytes)
+        if contents.rows:
+            writer = self.pq.ParquetWriter(str(temp), contents.schema, compression=self.compression)
+            try:
+                writer.write_table(self.pa.Table.from_batches(contents.batches, schema=contents.schema))
+            finally:
+                writer.close()
+            self._publish(temp, final)
+            self.recovered.append(final)
+            self.recovery.records += contents.rows
+            _log.info("aiwatch: prediction log: %d rows of a writer that died recovered from its journal into %s",
+                      contents.rows, final)
+        if torn:  # counted once the file is made: a failure to make it is counted failed instead
+            self.torn_batches += 1
+            self.recovery.files["torn"] += 1
+        elif contents.rows:
+            self.recovery.files["recovered"] += 1
 
     def _discard(self, key: tuple[str, str], tally: _Tally, exc: Exception) -> None:
         """Remove the file of a writer whose write failed: the writer is done for (every later write: "Operation on
@@ -429,6 +513,8 @@ class ParquetSink:
                 f.writer.close()
         with suppress(OSError):
             f.temp.unlink(missing_ok=True)
+        if f.lock is not None:  # after the unlink; a file left by one that failed is then an orphan to remove
+            f.lock.release()
         if f.journal is not None:
             f.journal.remove()
         tally.file_failed(f, exc)

@@ -1,0 +1,158 @@
+"""What a starting ParquetSink does with the files of writers that died, besides their journals: an open file
+without a journal (``journal=False``, or one that could not be made) is removed once its writer is gone and never
+while it lives, a recoverer's file being rebuilt is left to it."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from aiwatch.feedback import ParquetSink
+from tests.feedback.test_parquet_sink import T0, row
+from tests.feedback.test_parquet_sink_journal import (
+    dataset_rows,
+    journals,
+    killed_writer_with_journal_sizes,
+    start_writer,
+)
+from tests.servers import REPO, python_env
+
+#: What a starting sink does with each file of a dead writer (ParquetSink.recovery.files).
+RECOVERY_RESULTS = ("recovered", "torn", "set_aside", "orphan_removed", "failed")
+
+
+def open_files(root: Path) -> list[Path]:
+    return sorted(root.rglob(".*.inprogress"))
+
+
+#: Python that makes every journal of the process fail to be made (its file goes on without one).
+NO_JOURNAL = """
+    from aiwatch.feedback import journal
+    def refused(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+    journal.Journal.__init__ = refused
+"""
+
+
+def killed_writer(folder: Path, models: list[str], *, journal: bool = True, prelude: str = "") -> None:
+    """Run a writer that writes 3 rows per model to a sink on ``folder`` and is killed (SIGKILL) with its files open."""
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(prelude) + textwrap.dedent(f"""
+        import os, signal
+        from aiwatch.feedback import ParquetSink, RowsLost
+        sink = ParquetSink({str(folder)!r}, journal={journal!r})
+        for model in {models!r}:
+            try:
+                sink.write([{{"request_id": f"{{model}}-{{i}}", "timestamp": {T0}, "model": model, "x": float(i)}}
+                            for i in range(3)])
+            except RowsLost as lost:  # a journal that could not be made: every row stored all the same
+                assert (lost.failed, lost.lost) == (0, 0)
+        os.kill(os.getpid(), signal.SIGKILL)
+    """)], env=python_env(), cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+
+
+@pytest.mark.parametrize("how", ["journal=False", "its journal could not be made"])
+def test_the_open_files_of_a_killed_writer_without_a_journal_are_removed_logged_and_counted(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, how: str) -> None:
+    """Each crash left one unreadable ``.inprogress`` file per open partition, for ever."""
+    if how == "journal=False":
+        killed_writer(tmp_path, ["a", "b"], journal=False)
+    else:
+        killed_writer(tmp_path, ["a", "b"], prelude=NO_JOURNAL)
+    orphans = open_files(tmp_path)
+    assert len(orphans) == 2 and journals(tmp_path) == []
+    sizes = {path: path.stat().st_size for path in orphans}
+    with caplog.at_level(logging.WARNING, logger="aiwatch"):
+        sink = ParquetSink(tmp_path, journal=how != "journal=False")
+    assert open_files(tmp_path) == [] and dataset_rows(tmp_path) == []
+    assert sink.recovery.files == {**dict.fromkeys(RECOVERY_RESULTS, 0), "orphan_removed": 2}
+    assert sink.recovery.records == 0
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    for path, size in sizes.items():
+        assert any(str(path) in w and f"({size} bytes)" in w for w in warnings), warnings
+
+
+def test_an_empty_open_file_is_left_alone_its_writer_may_be_about_to_lock_it(tmp_path: Path) -> None:
+    killed_writer(tmp_path, ["a"], journal=False)
+    [orphan] = open_files(tmp_path)
+    empty = orphan.with_name(".part-20260921T141320-1-000001.parquet.inprogress")
+    empty.touch()
+    sink = ParquetSink(tmp_path)
+    assert open_files(tmp_path) == [empty] and sink.recovery.files["orphan_removed"] == 1
+
+
+def test_a_live_writers_open_file_is_kept_by_sinks_in_other_processes_and_in_its_own_until_it_dies(
+        tmp_path: Path) -> None:
+    writer = start_writer(f"""
+        from aiwatch.feedback import ParquetSink
+        sink = ParquetSink({str(tmp_path)!r}, journal=False)
+        sink.write([{{"request_id": f"w{{i}}", "timestamp": {T0}, "model": "m", "x": 1.0}} for i in range(3)])
+        print("written", flush=True)
+        import time
+        time.sleep(600)
+    """)
+    try:
+        assert writer.stdout is not None
+        assert writer.stdout.readline() == "written\n", writer.stderr.read() if writer.stderr else ""
+        [theirs] = open_files(tmp_path)
+        live = ParquetSink(tmp_path, journal=False)  # a live sink of this process, too
+        live.write([row(i) for i in range(3)])
+        ours = next(path for path in open_files(tmp_path) if path != theirs)
+        other = subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
+            from aiwatch.feedback import ParquetSink
+            ParquetSink({str(tmp_path)!r}, journal=False)
+        """)], env=python_env(), cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert other.returncode == 0, other.stderr
+        ParquetSink(tmp_path)  # flock's lock is the open file's, not the process's
+        assert open_files(tmp_path) == sorted([theirs, ours])
+    finally:
+        writer.send_signal(signal.SIGKILL)
+        writer.wait(60)
+    assert writer.returncode == -signal.SIGKILL
+    ParquetSink(tmp_path)
+    assert open_files(tmp_path) == [ours]
+    live.write([row(3)])
+    live.close()
+    assert dataset_rows(tmp_path) == [f"r{i}" for i in range(4)] and open_files(tmp_path) == []
+
+
+def test_a_file_a_recoverer_is_rebuilding_from_a_journal_is_left_to_it(tmp_path: Path) -> None:
+    """A starting sink rebuilds a dead writer's file under its ``.inprogress`` name, without a lock on it: a sink
+    starting meanwhile must not take it for an orphan (the journal still has its name until the file is renamed)."""
+    killed_writer_with_journal_sizes(tmp_path, 2)
+    [journal] = journals(tmp_path)
+    recoverer = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys
+        import pyarrow.parquet as pq
+        from aiwatch.feedback import ParquetSink
+        real = pq.ParquetWriter.write_table
+
+        def paused(self, table, *args, **kwargs):
+            real(self, table, *args, **kwargs)
+            print("rebuilding", flush=True)
+            sys.stdin.readline()
+
+        pq.ParquetWriter.write_table = paused
+        print(len(ParquetSink({str(tmp_path)!r}).recovered), flush=True)
+    """)], env=python_env(), cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert recoverer.stdout is not None
+        assert recoverer.stdout.readline() == "rebuilding\n", recoverer.stderr.read() if recoverer.stderr else ""
+        [rebuilding] = open_files(tmp_path)
+        ParquetSink(tmp_path, journal=False)
+        assert open_files(tmp_path) == [rebuilding] and journals(tmp_path) == [journal]
+        out, err = recoverer.communicate("\n", timeout=120)
+    finally:
+        if recoverer.poll() is None:
+            recoverer.kill()
+            recoverer.wait(60)
+    assert recoverer.returncode == 0, err
+    assert out.split() == ["1"]
+    assert dataset_rows(tmp_path) == sorted(f"r{b}-{i}" for b in range(2) for i in range(4))
+    assert [p for p in tmp_path.rglob(".*") if p.is_file()] == []
