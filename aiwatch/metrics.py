@@ -232,6 +232,18 @@ CONTRACT: tuple[MetricSpec, ...] = (
                "dropped (the queue was full or the log closed; the request was not slowed), written (handed to the "
                "sink), failed (the sink or the record raised), lost (written, then lost by the sink: a Parquet file "
                "that could not be completed, as when the disk filled).", ("log", "result")),
+    MetricSpec("aiwatch_prediction_log_recovery_files_total", "counter",
+               "Files of prediction-log writers that died, found by a ParquetSink when it started, by what it did with "
+               "each: recovered (a journal made into the finished file it was for), torn (the same after dropping a "
+               "batch torn by the crash or not valid, and every byte after it; no file when no whole batch came "
+               "before it), set_aside (a journal that cannot become a Parquet file, kept as "
+               ".journal.unrecoverable), orphan_removed (an unreadable .inprogress file without a journal, deleted), "
+               "failed (left for the next start: an I/O error). Counted when the log is made, before its first "
+               "scrape: read the value, not increase().", ("log", "result")),
+    MetricSpec("aiwatch_prediction_log_recovered_records_total", "counter",
+               "Prediction-log records a ParquetSink made into finished files, when it started, from the journals of "
+               "writers that died (the process that died had counted them written). Counted when the log is made, "
+               "before its first scrape: read the value, not increase().", ("log",)),
     MetricSpec("aiwatch_model_quality", "gauge",
                "Realised quality of a model in its latest labelled window: delayed labels joined to the prediction "
                "log (accuracy, precision, recall for a classifier; mae, rmse for a regressor).", ("model", "metric"),
@@ -528,6 +540,8 @@ class Metrics:
         self.instrumentation_errors: Counter = m["aiwatch_instrumentation_errors_total"]
         self.label_overflow: Counter = m["aiwatch_label_overflow_total"]
         self.prediction_log_records: Counter = m["aiwatch_prediction_log_records_total"]
+        self.prediction_log_recovery_files: Counter = m["aiwatch_prediction_log_recovery_files_total"]
+        self.prediction_log_recovered_records: Counter = m["aiwatch_prediction_log_recovered_records_total"]
         self.model_quality: Gauge = m["aiwatch_model_quality"]
         self.model_quality_objective: Gauge = m["aiwatch_model_quality_objective"]
         self.model_quality_labelled: Gauge = m["aiwatch_model_quality_labelled"]

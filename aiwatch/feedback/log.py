@@ -86,6 +86,7 @@ class PredictionLog:
         self._written = self.metrics.child(counter, (name, "written"))
         self._failed = self.metrics.child(counter, (name, "failed"))
         self._lost = self.metrics.child(counter, (name, "lost"))
+        self._count_recovery()
         # request ids: a random prefix per log and a counter, unique without building a uuid4 per request
         self._id_prefix = os.urandom(8).hex()
         self._ids = itertools.count()
@@ -99,6 +100,20 @@ class PredictionLog:
         self._thread = self._new_writer()
         atexit.register(self.close)
         renew_at_fork(self)
+
+    def _count_recovery(self) -> None:
+        """Count what the sink recovered when it started (a ParquetSink: the files of writers that died), which it
+        did before it knew this log's name and metrics."""
+        take = getattr(self.sink, "take_recovery", None)
+        if take is None:
+            return
+        try:
+            recovery = take()
+            for result, files in recovery.files.items():
+                self.metrics.child(self.metrics.prediction_log_recovery_files, (self.name, result)).inc(files)
+            self.metrics.child(self.metrics.prediction_log_recovered_records, (self.name,)).inc(recovery.records)
+        except Exception as exc:  # a sink of the user's with a method of that name
+            record_error(COMPONENT, exc, self.metrics)
 
     def _new_writer(self) -> threading.Thread:
         thread = threading.Thread(target=self._run, name=f"aiwatch-prediction-log-{self.name}", daemon=True)

@@ -317,7 +317,7 @@ def test_a_journal_that_cannot_become_a_parquet_file_is_set_aside_and_not_tried_
     [warning] = [r.getMessage() for r in caplog.records if str(journal) in r.getMessage()]
     aside = journal.with_name(journal.name + ".unrecoverable")
     assert "dense_union" in warning and str(aside) in warning
-    assert first.recovered == [] and journals(tmp_path) == []
+    assert first.recovered == [] and journals(tmp_path) == [] and first.recovery.files["set_aside"] == 1
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == [aside]  # kept for a person, its .inprogress gone
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="aiwatch"):

@@ -1,10 +1,12 @@
 """What a starting ParquetSink does with the files of writers that died, besides their journals: an open file
 without a journal (``journal=False``, or one that could not be made) is removed once its writer is gone and never
-while it lives, a recoverer's file being rebuilt is left to it."""
+while it lives, a recoverer's file being rebuilt is left to it, and a log exports what recovery did."""
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -12,8 +14,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry
 
-from aiwatch.feedback import ParquetSink
+from aiwatch.feedback import ParquetSink, PredictionLog
 from tests.feedback.test_parquet_sink import T0, row
 from tests.feedback.test_parquet_sink_journal import (
     dataset_rows,
@@ -23,7 +26,7 @@ from tests.feedback.test_parquet_sink_journal import (
 )
 from tests.servers import REPO, python_env
 
-#: What a starting sink does with each file of a dead writer (ParquetSink.recovery.files).
+#: The ``result`` values of aiwatch_prediction_log_recovery_files_total.
 RECOVERY_RESULTS = ("recovered", "torn", "set_aside", "orphan_removed", "failed")
 
 
@@ -156,3 +159,59 @@ def test_a_file_a_recoverer_is_rebuilding_from_a_journal_is_left_to_it(tmp_path:
     assert out.split() == ["1"]
     assert dataset_rows(tmp_path) == sorted(f"r{b}-{i}" for b in range(2) for i in range(4))
     assert [p for p in tmp_path.rglob(".*") if p.is_file()] == []
+
+
+def gather(sources: list[Path], target: Path) -> None:
+    """Move the files under each of ``sources`` to the same place under ``target`` (each writer left them in a
+    directory of its own: a sink starting on a directory recovers what dead writers left there)."""
+    for source in sources:
+        for path in [p for p in source.rglob("*") if p.is_file()]:
+            (target / path.relative_to(source)).parent.mkdir(parents=True, exist_ok=True)
+            path.rename(target / path.relative_to(source))
+
+
+def sample(registry: CollectorRegistry, name: str, labels: dict[str, str]) -> float | None:
+    return registry.get_sample_value(name, labels)
+
+
+def test_a_log_exports_what_its_sink_recovered_at_start_once(tmp_path: Path) -> None:
+    whole, torn, orphan, root = tmp_path / "whole", tmp_path / "torn", tmp_path / "orphan", tmp_path / "log"
+    killed_writer_with_journal_sizes(whole, 3)  # 12 rows in a journal
+    sizes = killed_writer_with_journal_sizes(torn, 2)  # 8 rows, the second batch torn: 4 recovered
+    [journal] = journals(torn)
+    os.truncate(journal, sizes[1] - 1)
+    killed_writer(orphan, ["a"], journal=False)
+    gather([whole, torn, orphan], root)
+    registry = CollectorRegistry()
+    sink = ParquetSink(root)
+    with PredictionLog(sink, registry=registry, name="orders") as log:
+        files = {result: sample(registry, "aiwatch_prediction_log_recovery_files_total",
+                                {"log": "orders", "result": result}) for result in RECOVERY_RESULTS}
+        assert files == {"recovered": 1, "torn": 1, "set_aside": 0, "orphan_removed": 1, "failed": 0}
+        assert sample(registry, "aiwatch_prediction_log_recovered_records_total", {"log": "orders"}) == 16
+        other = CollectorRegistry()
+        with PredictionLog(sink, registry=other, name="orders"):  # the same sink: counted by one log only
+            assert sample(other, "aiwatch_prediction_log_recovered_records_total", {"log": "orders"}) == 0
+            assert sample(other, "aiwatch_prediction_log_recovery_files_total",
+                          {"log": "orders", "result": "recovered"}) == 0
+        log.log("ranker", {"x": 1.0})
+    assert len(dataset_rows(root)) == 12 + 4 + 1
+    assert [p for p in root.rglob(".*") if p.is_file()] == []
+
+
+def test_a_journal_that_cannot_be_recovered_now_is_counted_failed_and_left(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    killed_writer_with_journal_sizes(tmp_path, 1)
+
+    def full(self: ParquetSink, temp: Path, final: Path) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(ParquetSink, "_publish", full)
+    registry = CollectorRegistry()
+    with PredictionLog(ParquetSink(tmp_path), registry=registry):
+        pass
+    assert sample(registry, "aiwatch_prediction_log_recovery_files_total",
+                  {"log": "predictions", "result": "failed"}) == 1
+    assert len(journals(tmp_path)) == 1 and len(open_files(tmp_path)) == 1  # the file is the journal's: kept
+    monkeypatch.undo()
+    assert ParquetSink(tmp_path).recovery.files["recovered"] == 1 and open_files(tmp_path) == []
