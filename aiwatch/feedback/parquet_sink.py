@@ -15,6 +15,12 @@ With ``journal`` (the default), each batch is also appended to the open file's j
 on the directory turns the journals of dead writers into finished files, so a crash loses only the batch being
 written. A journal write that fails completes its file at once and is counted (``RowsLost`` with no rows lost).
 
+A writer holds a ``flock`` on each of its open files until the file is renamed or removed, so a sink that starts on
+the directory also removes the open files of dead writers that have no journal (unreadable: no footer), which every
+crash without a journal used to leave for ever. What the start did is in :attr:`ParquetSink.recovery`, which the
+log the sink is given to exports (``aiwatch_prediction_log_recovery_files_total``,
+``aiwatch_prediction_log_recovered_records_total``).
+
 The ``model`` value lives in the directory name, not in the file (``pyarrow.dataset`` with Hive partitioning
 gives it back as a column). Reading a single file gives every other column.
 
