@@ -15,6 +15,7 @@ no recoverer ever sees an unlocked journal of a live writer.
 from __future__ import annotations
 
 import os
+import stat
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -144,13 +145,16 @@ def claim(path: Path, *, begun: bool = False) -> int | None:
     descriptor once done with the file.
 
     ``begun`` (for a journal under its temporary name, or an open file) leaves alone one that is still empty: its
-    writer may be between creating and locking it, and only a writer that holds the lock writes into it."""
+    writer may be between creating and locking it, and only a writer that holds the lock writes into it. Anything
+    but a regular file under such a name is left alone: no writer made it (a FIFO opened without ``O_NONBLOCK`` would
+    hold the start until something wrote to it)."""
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
         return None
     try:
-        if begun and not os.fstat(fd).st_size:
+        found = os.fstat(fd)
+        if not stat.S_ISREG(found.st_mode) or (begun and not found.st_size):
             raise BlockingIOError
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         here = os.stat(path)

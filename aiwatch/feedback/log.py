@@ -33,6 +33,7 @@ from prometheus_client import CollectorRegistry
 from aiwatch.amounts import as_timeout, period, shown
 from aiwatch.amounts import timeout as seconds_to_wait
 from aiwatch.fastpath import adder
+from aiwatch.feedback.parquet_sink import RECOVERY_RESULTS
 from aiwatch.feedback.sampling import SamplingPolicy
 from aiwatch.feedback.schema import FieldPolicy, PredictionRecord
 from aiwatch.feedback.sink import PredictionSink, RowsLost
@@ -109,7 +110,8 @@ class PredictionLog:
             return
         try:
             recovery = take()
-            for result, files in recovery.files.items():
+            for result in RECOVERY_RESULTS:  # these alone: label values stay bounded whatever the sink gives
+                files = recovery.files.get(result, 0)
                 self.metrics.child(self.metrics.prediction_log_recovery_files, (self.name, result)).inc(files)
             self.metrics.child(self.metrics.prediction_log_recovered_records, (self.name,)).inc(recovery.records)
         except Exception as exc:  # a sink of the user's with a method of that name

@@ -17,6 +17,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from aiwatch.feedback import ParquetSink, PredictionLog
+from aiwatch.feedback.parquet_sink import Recovery
 from tests.feedback.test_parquet_sink import T0, row
 from tests.feedback.test_parquet_sink_journal import (
     dataset_rows,
@@ -215,3 +216,53 @@ def test_a_journal_that_cannot_be_recovered_now_is_counted_failed_and_left(
     assert len(journals(tmp_path)) == 1 and len(open_files(tmp_path)) == 1  # the file is the journal's: kept
     monkeypatch.undo()
     assert ParquetSink(tmp_path).recovery.files["recovered"] == 1 and open_files(tmp_path) == []
+
+
+def test_a_fifo_under_an_open_files_name_neither_holds_the_start_nor_is_removed(tmp_path: Path) -> None:
+    """Only a regular file is a writer's: opening a FIFO for reading waits for a writer to open it, which held the
+    starting sink (and the app making it) for as long as nobody did."""
+    folder = tmp_path / "model=m" / "hour=2026-09-21T14"
+    folder.mkdir(parents=True)
+    fifo = folder / ".part-20260921T141320-1-000001.parquet.inprogress"
+    os.mkfifo(fifo)
+    start = subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
+        from aiwatch.feedback import ParquetSink
+        print(ParquetSink({str(tmp_path)!r}).recovery.files)
+    """)], env=python_env(), cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert start.returncode == 0, start.stderr
+    assert "'orphan_removed': 0" in start.stdout and "'failed': 0" in start.stdout
+    assert open_files(tmp_path) == [fifo]
+
+
+class _Sink:
+    """A sink of the user's with a ``take_recovery`` of its own."""
+
+    def __init__(self, take: object) -> None:
+        self.take_recovery = take
+
+    def write(self, rows: object) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_sinks_take_recovery_that_raises_is_counted_and_one_with_other_results_exports_only_the_known_ones() -> None:
+    def raises() -> Recovery:
+        raise RuntimeError("not that kind of recovery")
+
+    registry = CollectorRegistry()
+    with PredictionLog(_Sink(raises), registry=registry, name="a"):
+        pass
+    assert sample(registry, "aiwatch_instrumentation_errors_total", {"component": "prediction_log"}) == 1
+    foreign = Recovery({"recovered": 2, "x" * 200: 5}, records=7)
+    with PredictionLog(_Sink(lambda: foreign), registry=registry, name="b"):
+        pass
+    results = {s.labels["result"]: s.value for m in registry.collect()
+               if m.name == "aiwatch_prediction_log_recovery_files" for s in m.samples
+               if s.labels.get("log") == "b" and s.name.endswith("_total")}
+    assert results == {**dict.fromkeys(RECOVERY_RESULTS, 0.0), "recovered": 2.0}
+    assert sample(registry, "aiwatch_prediction_log_recovered_records_total", {"log": "b"}) == 7
