@@ -70,7 +70,9 @@ def run_build(args: argparse.Namespace) -> int:
             print(f"  {name!r}: {feature.invalid} values are not numbers (text), left out and counted apart from "
                   f"the {feature.missing} missing")
     for name, kind in profile.skipped.items():
-        print(f"  skipped {name!r}: inferred {kind} (override with --kind {name}=categorical)")
+        # a datetime is no category and no number: an override would be refused
+        how = "datetime columns are not tested" if kind == "datetime" else f"override with --kind {name}=categorical"
+        print(f"  skipped {name!r}: inferred {kind} ({how})")
     return 0
 
 

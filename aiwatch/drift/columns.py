@@ -27,7 +27,7 @@ import contextlib
 import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 import numpy as np
@@ -90,6 +90,8 @@ def infer_kind_counting(values: Any) -> tuple[str, Counter[Any] | None]:
             return ("text" if len(present) > 0.5 * n_present else "categorical"), counts
         if isinstance(first, (bool, np.bool_)) and _bools_only(items):  # a bool column with None or pd.NA in it
             return "categorical", None
+        if isinstance(first, _DATETIMES) and _datetimes_only(items):  # Python datetimes, with a timezone or not
+            return "datetime", None
         return _numbers_among_text(items), None
     return "unknown", None
 
@@ -97,6 +99,16 @@ def infer_kind_counting(values: Any) -> tuple[str, Counter[Any] | None]:
 def _bools_only(items: npt.NDArray[Any]) -> bool:
     """Whether every present value of an object column is a bool (Python's or numpy's)."""
     return all(type(v) is bool or isinstance(v, np.bool_) for v in items.tolist() if not is_missing(v))
+
+
+#: The values of a datetime column held as objects: Python's datetimes and dates (pandas' Timestamp is a datetime),
+#: numpy's datetime64.
+_DATETIMES = (date, np.datetime64)
+
+
+def _datetimes_only(items: npt.NDArray[Any]) -> bool:
+    """Whether every present value of an object column is a datetime or a date (:data:`_DATETIMES`)."""
+    return all(isinstance(v, _DATETIMES) for v in items.tolist() if not is_missing(v))
 
 
 def _numbers_among_text(items: npt.NDArray[Any]) -> str:
@@ -151,11 +163,24 @@ def extension_column(values: Any) -> Any:
     if hasattr(categorical, "codes") and hasattr(categorical, "categories"):
         return _category_values(categorical)
     counterpart = getattr(dtype, "numpy_dtype", None)
+    if getattr(dtype, "kind", None) == "M":  # a timezone-aware or Arrow-backed datetime column
+        return _utc_datetimes(values, counterpart)
     if isinstance(counterpart, np.dtype) and counterpart.kind in "biuf":
         return _nullable_numbers(values, counterpart)
     if not isinstance(counterpart, np.dtype) or counterpart.kind in "OU":  # strings, categories, decimals...
         return values.to_numpy(dtype=object, na_value=None)
     return values.to_numpy()  # datetimes, durations: numpy's own types, NaT where missing
+
+
+def _utc_datetimes(values: Any, counterpart: Any) -> Any:
+    """A pandas datetime column of an extension dtype (``datetime64[ns, UTC]``, ``timestamp[us, tz=UTC][pyarrow]``)
+    as numpy ``datetime64`` in UTC, NaT where missing, as pyarrow reads such a Parquet column; ``to_numpy()`` gave
+    Timestamp objects, which were typed ``unknown``."""
+    unit = counterpart if isinstance(counterpart, np.dtype) else f"datetime64[{getattr(values.dtype, 'unit', 'ns')}]"
+    try:
+        return values.to_numpy(dtype=unit, na_value=np.datetime64("NaT"))
+    except (TypeError, ValueError):  # a datetime dtype that converts otherwise: its values as they are
+        return values.to_numpy()
 
 
 def _is_arrow(values: Any) -> bool:

@@ -1,0 +1,115 @@
+"""One column, one kind, whatever holds it: a timezone-aware datetime column is ``datetime`` (left out of the tests,
+as every datetime column is) in memory as it is read back from Parquet. It was ``unknown`` in memory: a tz-aware
+pandas column was read as Timestamp objects, Python datetimes as objects."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import numpy as np
+import pytest
+
+from aiwatch.drift import ReferenceProfile, compare
+from tests.servers import require_module
+
+pd = require_module("pandas")
+pa = require_module("pyarrow")
+pq = require_module("pyarrow.parquet")
+
+ROWS = 60
+UTC = dt.timezone.utc
+PARIS = dt.timezone(dt.timedelta(hours=1))
+AWARE = [dt.datetime(2026, 1, 1, tzinfo=UTC) + dt.timedelta(hours=i) for i in range(ROWS)]
+NUMBERS = [0.5 * i for i in range(ROWS)]
+
+
+def _series(values: list[Any], dtype: Any = None) -> Any:
+    return pd.Series(values, dtype=dtype)
+
+
+def _parquet_file(tmp_path: Any, table: Any) -> ReferenceProfile:
+    path = tmp_path / "x.parquet"
+    pq.write_table(table, path)
+    return ReferenceProfile.from_file(path)
+
+
+def _parquet_dataset(tmp_path: Any, table: Any) -> ReferenceProfile:
+    from aiwatch.drift.batch import profile_source
+
+    (tmp_path / "data").mkdir()
+    pq.write_table(table.slice(0, ROWS // 2), tmp_path / "data" / "part-0.parquet")
+    pq.write_table(table.slice(ROWS // 2), tmp_path / "data" / "part-1.parquet")
+    return profile_source(tmp_path / "data")
+
+
+def _dask(frame: Any) -> ReferenceProfile:
+    dd = require_module("dask.dataframe")
+    from aiwatch.drift.on_dask import profile_dask
+
+    return profile_dask(dd.from_pandas(frame, npartitions=2, sort=False))
+
+
+#: How a column (a list of Python values) is handed over; each also holds the numerical column "n".
+CONTAINERS: dict[str, Any] = {
+    "list": lambda v, tmp: ReferenceProfile.build({"x": v, "n": NUMBERS}),
+    "rows": lambda v, tmp: ReferenceProfile.build([{"x": a, "n": b} for a, b in zip(v, NUMBERS, strict=True)]),
+    "numpy-object": lambda v, tmp: ReferenceProfile.build({"x": np.array(v, dtype=object), "n": np.array(NUMBERS)}),
+    "series": lambda v, tmp: ReferenceProfile.build({"x": _series(v), "n": _series(NUMBERS)}),
+    "dataframe": lambda v, tmp: ReferenceProfile.build(pd.DataFrame({"x": v, "n": NUMBERS})),
+    "dask": lambda v, tmp: _dask(pd.DataFrame({"x": v, "n": NUMBERS})),
+}
+#: Containers with a typed column (pandas dtypes, Arrow types), for datetimes.
+TYPED_CONTAINERS: dict[str, Any] = {
+    "datetime64[ns, UTC]": lambda v, tmp: ReferenceProfile.build(pd.DataFrame({"x": _series(v), "n": NUMBERS})),
+    "datetime64[us, +01:00]": lambda v, tmp: ReferenceProfile.build(
+        {"x": pd.Series(pd.to_datetime(v, utc=True)).dt.tz_convert(PARIS).dt.as_unit("us"), "n": NUMBERS}),
+    "pandas-array": lambda v, tmp: ReferenceProfile.build({"x": _series(v).array, "n": NUMBERS}),
+    "timestamp[us, tz=UTC][pyarrow]": lambda v, tmp: ReferenceProfile.build(
+        pd.DataFrame({"x": _series(v, pd.ArrowDtype(pa.timestamp("us", tz="UTC"))), "n": NUMBERS})),
+    "arrow-array": lambda v, tmp: ReferenceProfile.build({"x": pa.array(v), "n": pa.array(NUMBERS)}),
+    "arrow-table": lambda v, tmp: ReferenceProfile.build(pa.table({"x": pa.array(v), "n": NUMBERS})),
+    "arrow-record-batch": lambda v, tmp: ReferenceProfile.build(
+        pa.RecordBatch.from_arrays([pa.array(v), pa.array(NUMBERS)], names=["x", "n"])),
+    "parquet-file": lambda v, tmp: _parquet_file(tmp, pa.table({"x": pa.array(v), "n": NUMBERS})),
+    "parquet-dataset": lambda v, tmp: _parquet_dataset(tmp, pa.table({"x": pa.array(v), "n": NUMBERS})),
+}
+DATETIME_CONTAINERS = [pytest.param(make, id=name) for name, make in {**CONTAINERS, **TYPED_CONTAINERS}.items()]
+
+DATETIMES = {
+    "aware-utc": AWARE,
+    "aware-utc-missing": [*AWARE[:-1], None],
+    "aware-paris": [d.astimezone(PARIS) for d in AWARE],
+    "naive": [d.replace(tzinfo=None) for d in AWARE],
+}
+
+
+@pytest.mark.parametrize("make", DATETIME_CONTAINERS)
+@pytest.mark.parametrize("values", [pytest.param(v, id=k) for k, v in DATETIMES.items()])
+def test_a_datetime_column_is_datetime_in_every_container(tmp_path: Any, values: list[Any], make: Any) -> None:
+    profile = make(values, tmp_path)
+    assert profile.skipped == {"x": "datetime"}
+    assert list(profile.features) == ["n"]
+
+
+def test_a_datetime_column_is_left_out_of_the_report_by_name() -> None:
+    """A datetime column is not tested (by design, as before): the profile lists it as datetime and the report names
+    it among the columns the reference does not have, whatever holds it."""
+    profile = ReferenceProfile.build(pd.DataFrame({"x": AWARE, "n": NUMBERS}))
+    assert profile.skipped == {"x": "datetime"}
+    for current in ({"x": AWARE, "n": NUMBERS}, pa.table({"x": pa.array(AWARE), "n": NUMBERS})):
+        report = compare(profile, current)
+        assert list(report.features) == ["n"]
+        assert report.unknown_features == ["x"]
+
+
+def test_profile_build_names_a_datetime_column_without_an_override_that_would_be_refused(
+        tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    from aiwatch.cli import main
+
+    pq.write_table(pa.table({"x": pa.array(AWARE), "n": NUMBERS}), tmp_path / "ref.parquet")
+    assert main(["profile", "build", str(tmp_path / "ref.parquet"), "-o", str(tmp_path / "p.json")]) == 0
+    out = capsys.readouterr().out
+    assert "skipped 'x': inferred datetime (datetime columns are not tested)" in out
+    assert main(["profile", "build", str(tmp_path / "ref.parquet"), "-o", str(tmp_path / "q.json"),
+                 "--kind", "x=categorical"]) == 2  # what the old line suggested
