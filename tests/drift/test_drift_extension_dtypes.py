@@ -6,6 +6,7 @@ so one missing value turned ints 1, 2, 3 from categorical into numerical."""
 
 from __future__ import annotations
 
+import datetime as dt
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -199,6 +200,9 @@ PROPERTY_VALUES = {
     "double[pyarrow]": st.floats(-5, 5, allow_nan=False),
     "bool[pyarrow]": st.booleans(),
     "string[pyarrow]": st.sampled_from(["a", "b", "c"]),
+    # a timezone-aware datetime column: datetime (left out) on every path; it was unknown in memory
+    "datetime64[ns, UTC]": st.datetimes(dt.datetime(1970, 1, 1), dt.datetime(2200, 1, 1),
+                                        timezones=st.just(dt.timezone.utc)),
 }
 
 
