@@ -13,6 +13,7 @@ the :mod:`~aiwatch.drift.features` of every numerical and categorical column;
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -32,6 +33,7 @@ from aiwatch.drift.columns import (
     fitting_none,
     infer_kind_counting,
     is_missing,
+    present_examples,
     python_column,
     to_float_counting,
 )
@@ -49,6 +51,8 @@ from aiwatch.drift.features import (
 )
 from aiwatch.drift.sampling import keep_smallest, key_seed, row_keys, smallest_keys_sample
 from aiwatch.drift.validation import DEFAULT_LIMITS, ProfileLimits, check_cuts
+
+_log = logging.getLogger("aiwatch.drift")
 
 _MAX_FLOAT = float(np.finfo(np.float64).max)
 
@@ -320,6 +324,8 @@ class ProfileBuilder:
                 _check_fits(name, kind, values)
             if kind not in ("numerical", "categorical"):
                 self.skipped[name] = kind
+                if kind == "unknown":
+                    _tell_unknown(name, values)
                 return None, None
             self.kinds[name] = kind
             self._order.append(name)
@@ -499,6 +505,18 @@ class ProfileBuilder:
             name, [c for c, _ in kept], [n for _, n in kept], sum(n for _, n in top[self.top_k:]),
             sum(counter.values()), self._cat_missing.get(name, 0), sorted(rest[:MAX_OTHER_NAMES]),
             exact=len(rest) <= MAX_OTHER_NAMES)
+
+
+def _tell_unknown(name: str, values: Any) -> None:
+    """Log, by name, a column left out of a profile because its kind is unknown (values of no one kind, or none
+    present): it is listed in ``profile.skipped``, which a library caller may never read."""
+    shown = present_examples(values)
+    described = describe_values(shown)
+    if len(described) > 200:  # a value can be long (a list, a document): the name and the types matter
+        described = described[:200] + "..."
+    what = f"its values are of no kind drift tests ({described})" if shown else "every value is missing"
+    _log.warning("aiwatch: column %r left out of the profile: %s; to test it, give it a kind: kinds={%r: "
+                 "'categorical'} (CLI: --kind %s=categorical)", name, what, name, name)
 
 
 def _check_fits(name: str, kind: str, values: Any) -> None:

@@ -51,9 +51,11 @@ def infer_kind(values: Any) -> str:
 
     float -> numerical; integer -> categorical with at most 10 distinct values, else numerical; bool (with or
     without missing values) and a pandas category Series -> categorical; strings -> text when more than half of the
-    non-missing values are distinct, else categorical; datetimes -> datetime. Plain Python lists are first given
-    the dtype pandas would give them. (A profile reads a category column's values first, :func:`extension_column`,
-    so there it is typed by its values.)
+    non-missing values are distinct, else categorical; datetimes (with a timezone or not, Python ``datetime`` and
+    ``date`` objects too) -> datetime; bools with ints -> categorical when the ints alone would be (aiwatch's rule:
+    Evidently types such an object column unknown). Plain Python lists are first given the dtype pandas would give
+    them. (A profile reads a category column's values first, :func:`extension_column`, so there it is typed by its
+    values.)
 
     >>> infer_kind([1.5, 2.0]), infer_kind([1, 2, 3]), infer_kind(list(range(50))), infer_kind(["a", "a", "a", "b"])
     ('numerical', 'categorical', 'numerical', 'categorical')
@@ -115,14 +117,45 @@ def _numbers_among_text(items: npt.NDArray[Any]) -> str:
     """The kind of a column that holds numbers and something else (a CSV column of numbers with an "unknown" in
     it, as :func:`~aiwatch.drift.files.csv_column` reads it): the kind its numbers would have alone (ints: by their
     distinct count; any float: numerical), when more than half of its present values are numbers; else
-    ``unknown``."""
+    ``unknown``. Bools and ints alone are categorical when the ints would be (bools are; numpy makes such a list
+    ints, so a numpy array of them was categorical where a list with a None in it was unknown)."""
     present = [v for v in items.tolist() if not is_missing(v)]
     numbers = [v for v in present if type(v) is float or type(v) is int]
+    if numbers and _few_ints_and_bools(present, numbers):
+        return "categorical"
     if not numbers or len(numbers) <= 0.5 * len(present):
         return "unknown"
     if all(type(v) is int for v in numbers):
         return "categorical" if len(set(numbers)) <= INTEGER_CARDINALITY_LIMIT else "numerical"
     return "numerical"
+
+
+def _few_ints_and_bools(present: list[Any], numbers: list[Any]) -> bool:
+    """Whether the present values are bools and ints (``numbers``: the ints and floats among them) with at most
+    :data:`INTEGER_CARDINALITY_LIMIT` distinct ints."""
+    return all(type(v) is int for v in numbers) and len(set(numbers)) <= INTEGER_CARDINALITY_LIMIT \
+        and all(type(v) is int or type(v) is bool or isinstance(v, np.bool_) for v in present)
+
+
+def present_examples(values: Any, examples: int = 3) -> list[Any]:
+    """Up to ``examples`` distinct present values of a column (in order of first appearance), for a message."""
+    shown: list[Any] = []
+    for v in object_column(values).tolist():
+        if not is_missing(v) and not any(_same(v, s) for s in shown):
+            shown.append(v)
+            if len(shown) == examples:
+                break
+    return shown
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Whether two values are one value of one type (never raising: an array's ``==`` is an array)."""
+    if a is b:
+        return True
+    try:
+        return type(a) is type(b) and bool(a == b)
+    except (TypeError, ValueError):
+        return False
 
 
 def python_column(values: Iterable[Any]) -> npt.NDArray[Any]:

@@ -1,16 +1,19 @@
 """One column, one kind, whatever holds it: a timezone-aware datetime column is ``datetime`` (left out of the tests,
-as every datetime column is) in memory as it is read back from Parquet. It was ``unknown`` in memory: a tz-aware
-pandas column was read as Timestamp objects, Python datetimes as objects."""
+as every datetime column is) in memory as it is read back from Parquet, and a column of bools and a few ints is
+categorical. Both were ``unknown`` in memory: a tz-aware pandas column was read as Timestamp objects, Python
+datetimes as objects, and bools among ints were "something else" among numbers."""
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from typing import Any
 
 import numpy as np
 import pytest
 
 from aiwatch.drift import ReferenceProfile, compare
+from aiwatch.drift.features import CategoricalFeature
 from tests.servers import require_module
 
 pd = require_module("pandas")
@@ -113,3 +116,40 @@ def test_profile_build_names_a_datetime_column_without_an_override_that_would_be
     assert "skipped 'x': inferred datetime (datetime columns are not tested)" in out
     assert main(["profile", "build", str(tmp_path / "ref.parquet"), "-o", str(tmp_path / "q.json"),
                  "--kind", "x=categorical"]) == 2  # what the old line suggested
+
+
+BOOLS_AND_INTS = [True, 0, 1, False, None] * (ROWS // 5)
+
+
+@pytest.mark.parametrize("make", [pytest.param(make, id=name) for name, make in CONTAINERS.items()])
+def test_bools_and_a_few_ints_are_categorical_in_every_container(tmp_path: Any, make: Any) -> None:
+    feat = make(BOOLS_AND_INTS, tmp_path).features["x"]
+    assert isinstance(feat, CategoricalFeature)
+    # each value its own category: True and 1 apart, as False and 0 are
+    assert (feat.kind, dict(zip(feat.categories, feat.counts, strict=True)), feat.missing) == (
+        "categorical", {"True": 12, "0": 12, "1": 12, "False": 12}, 12)
+
+
+def test_bools_and_a_few_ints_are_tested_against_themselves() -> None:
+    profile = ReferenceProfile.build({"x": BOOLS_AND_INTS, "n": NUMBERS})
+    report = compare(profile, {"x": BOOLS_AND_INTS[::-1], "n": NUMBERS}).features["x"]
+    assert (report.kind, report.current_count, report.missing, report.invalid, report.drifted) == (
+        "categorical", 48, 12, 0, False)
+
+
+def test_a_numpy_array_of_bools_and_ints_is_categorical_as_a_list_is() -> None:
+    """numpy makes the bools of such a list ints: the same kind (the categories are the ints)."""
+    feat = ReferenceProfile.build({"x": np.array([True, 0, 1, False] * 15)}).features["x"]
+    assert feat.kind == "categorical"
+
+
+@pytest.mark.parametrize("values", [
+    pytest.param([True, 0.5, 1.5, False] * 15, id="bools-and-floats"),
+    pytest.param([True, False, True, 5, 7] + list(range(20, 40)) + [True] * 35, id="bools-and-many-ints")])
+def test_a_column_that_stays_unknown_is_named_in_a_warning(values: list[Any], caplog: pytest.LogCaptureFixture) \
+        -> None:
+    with caplog.at_level(logging.WARNING, logger="aiwatch.drift"):
+        profile = ReferenceProfile.build({"x": values, "n": NUMBERS})
+    assert profile.skipped == {"x": "unknown"}
+    assert "column 'x' left out of the profile" in caplog.text
+    assert "bool" in caplog.text and "--kind x=categorical" in caplog.text
