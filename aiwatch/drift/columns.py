@@ -264,6 +264,8 @@ def object_column(values: Any) -> npt.NDArray[Any]:
     """``values`` as a 1-D object array, one element per value: ``np.asarray(values, dtype=object)`` reads a list or
     tuple among them as one more dimension (a column ``[[]]`` has no element at all) or refuses unequal ones."""
     if isinstance(values, np.ndarray) and values.ndim == 1:
+        if values.dtype.kind in "mM":  # its scalars: astype(object) makes datetime64[ns] ints (nanoseconds)
+            return np.fromiter(values, dtype=object, count=values.size)
         return values if values.dtype == object else values.astype(object)
     if not isinstance(values, list):
         arr = np.asarray(values, dtype=object)  # a Series or an Arrow array: its own conversion to Python values
@@ -533,6 +535,9 @@ def to_float_flagging(values: Any) -> tuple[FloatArray, npt.NDArray[np.bool_] | 
     if arr.dtype.kind in "fiu":
         with np.errstate(over="ignore"):  # a longdouble past float64's range: infinite, so missing, as 10**400 is
             return arr.astype(np.float64, copy=False), None
+    if arr.dtype.kind in "mM":  # datetimes, durations: not numbers (tolist() gave datetime64[ns] as ints), NaT missing
+        wrong = ~np.isnat(arr.ravel())
+        return np.full(arr.size, math.nan), wrong if wrong.any() else None
     out = np.empty(arr.size, dtype=np.float64)
     wrong_typed: npt.NDArray[np.bool_] | None = None
     for i, v in enumerate(arr.ravel().tolist()):
@@ -573,7 +578,7 @@ def fitting_none(kind: str, values: Any, examples: int = 3) -> list[Any] | None:
         if column.dtype.kind in "biufUS":
             return None
         found = []
-        for v in column.tolist():
+        for v in object_column(column).tolist():
             if not is_missing(v):
                 if category_key(v) is not None:
                     return None

@@ -153,3 +153,42 @@ def test_a_column_that_stays_unknown_is_named_in_a_warning(values: list[Any], ca
     assert profile.skipped == {"x": "unknown"}
     assert "column 'x' left out of the profile" in caplog.text
     assert "bool" in caplog.text and "--kind x=categorical" in caplog.text
+
+
+#: Datetimes handed over where numbers or categories are expected: a naive pandas column (numpy datetime64[ns],
+#: which numpy's tolist() and astype(object) make nanosecond ints), a tz-aware one (now read as datetime64[ns] too)
+#: and Python datetimes.
+WRONG_DATETIMES = {
+    "datetime64[ns]": lambda: pd.Series(AWARE).dt.tz_localize(None),
+    "datetime64[ns, UTC]": lambda: pd.Series(AWARE),
+    "python-datetimes": lambda: list(AWARE),
+}
+
+
+@pytest.mark.parametrize("make", [pytest.param(make, id=name) for name, make in WRONG_DATETIMES.items()])
+def test_datetimes_where_a_feature_holds_numbers_or_categories_are_wrong_typed(make: Any) -> None:
+    """A datetime is neither a number nor a category, on every path: a datetime64[ns] column was read as its
+    nanoseconds, valid numbers and categories such as '1767225600000000000'."""
+    from prometheus_client import CollectorRegistry
+
+    from aiwatch.drift import DriftMonitor
+
+    profile = ReferenceProfile.build({"n": NUMBERS, "c": ["a", "b"] * (ROWS // 2)})
+    current = pd.DataFrame({"n": make(), "c": make()})
+    for feat in compare(profile, current).features.values():
+        assert (feat.feature, feat.current_count, feat.missing, feat.invalid) == (feat.feature, 0, 0, ROWS)
+    registry = CollectorRegistry()
+    monitor = DriftMonitor(profile, model="m", registry=registry, min_samples=1)
+    monitor.observe_batch(current)
+    for name in ("n", "c"):
+        assert registry.get_sample_value("aiwatch_feature_invalid_total",
+                                         {"model": "m", "feature": name, "reason": "wrong_type"}) == ROWS
+
+
+def test_a_categorical_kind_for_a_datetime64_ns_column_is_refused() -> None:
+    """A DataFrame's datetime64[ns] column was taken for nanosecond ints, categories."""
+    from aiwatch.drift.errors import ProfileError
+
+    with pytest.raises(ProfileError, match="column 'x' cannot be categorical: none of its values is a category"):
+        ReferenceProfile.build(pd.DataFrame({"x": pd.Series(AWARE).dt.tz_localize(None), "n": NUMBERS}),
+                               kinds={"x": "categorical"})
