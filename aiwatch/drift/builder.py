@@ -510,13 +510,20 @@ class ProfileBuilder:
 def _tell_unknown(name: str, values: Any) -> None:
     """Log, by name, a column left out of a profile because its kind is unknown (values of no one kind, or none
     present): it is listed in ``profile.skipped``, which a library caller may never read."""
-    shown = present_examples(values)
-    described = describe_values(shown)
+    try:
+        shown = present_examples(values)
+        described = describe_values(shown)
+        fits = next((k for k in ("categorical", "numerical") if fitting_none(k, values) is None), None)
+    except Exception:  # a value whose str() or == fails: the name is what matters
+        shown, described, fits = [None], "values that cannot be shown", None
     if len(described) > 200:  # a value can be long (a list, a document): the name and the types matter
         described = described[:200] + "..."
     what = f"its values are of no kind drift tests ({described})" if shown else "every value is missing"
-    _log.warning("aiwatch: column %r left out of the profile: %s; to test it, give it a kind: kinds={%r: "
-                 "'categorical'} (CLI: --kind %s=categorical)", name, what, name, name)
+    if fits is None or not shown:  # lists, dicts...: an override would be refused
+        _log.warning("aiwatch: column %r left out of the profile: %s", name, what)
+    else:
+        _log.warning("aiwatch: column %r left out of the profile: %s; to test it, give it a kind: kinds={%r: %r} "
+                     "(CLI: --kind %s=%s)", name, what, name, fits, name, fits)
 
 
 def _check_fits(name: str, kind: str, values: Any) -> None:

@@ -121,20 +121,22 @@ def _numbers_among_text(items: npt.NDArray[Any]) -> str:
     ints, so a numpy array of them was categorical where a list with a None in it was unknown)."""
     present = [v for v in items.tolist() if not is_missing(v)]
     numbers = [v for v in present if type(v) is float or type(v) is int]
-    if numbers and _few_ints_and_bools(present, numbers):
-        return "categorical"
-    if not numbers or len(numbers) <= 0.5 * len(present):
+    if not numbers:
         return "unknown"
-    if all(type(v) is int for v in numbers):
-        return "categorical" if len(set(numbers)) <= INTEGER_CARDINALITY_LIMIT else "numerical"
+    ints = all(type(v) is int for v in numbers)  # each pass once: a nullable Int64 column with a gap comes here
+    few_ints = ints and len(set(numbers)) <= INTEGER_CARDINALITY_LIMIT
+    if few_ints and len(numbers) < len(present) and _ints_and_bools(present):
+        return "categorical"
+    if len(numbers) <= 0.5 * len(present):
+        return "unknown"
+    if ints:
+        return "categorical" if few_ints else "numerical"
     return "numerical"
 
 
-def _few_ints_and_bools(present: list[Any], numbers: list[Any]) -> bool:
-    """Whether the present values are bools and ints (``numbers``: the ints and floats among them) with at most
-    :data:`INTEGER_CARDINALITY_LIMIT` distinct ints."""
-    return all(type(v) is int for v in numbers) and len(set(numbers)) <= INTEGER_CARDINALITY_LIMIT \
-        and all(type(v) is int or type(v) is bool or isinstance(v, np.bool_) for v in present)
+def _ints_and_bools(present: list[Any]) -> bool:
+    """Whether every one of the present values is an int or a bool (Python's or numpy's)."""
+    return all(type(v) is int or type(v) is bool or isinstance(v, np.bool_) for v in present)
 
 
 def present_examples(values: Any, examples: int = 3) -> list[Any]:

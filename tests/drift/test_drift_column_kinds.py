@@ -143,16 +143,22 @@ def test_a_numpy_array_of_bools_and_ints_is_categorical_as_a_list_is() -> None:
     assert feat.kind == "categorical"
 
 
-@pytest.mark.parametrize("values", [
-    pytest.param([True, 0.5, 1.5, False] * 15, id="bools-and-floats"),
-    pytest.param([True, False, True, 5, 7] + list(range(20, 40)) + [True] * 35, id="bools-and-many-ints")])
-def test_a_column_that_stays_unknown_is_named_in_a_warning(values: list[Any], caplog: pytest.LogCaptureFixture) \
-        -> None:
+@pytest.mark.parametrize(("values", "why"), [
+    pytest.param([True, 0.5, 1.5, False] * 15, "(bool, float: True, 0.5, 1.5)", id="bools-and-floats"),
+    pytest.param([True, False, True, 5, 7] + list(range(20, 40)) + [True] * 35, "(bool, int: True, False, 5)",
+                 id="bools-and-many-ints"),
+    pytest.param([None] * ROWS, "every value is missing", id="all-missing"),
+    pytest.param([[1, 2]] * ROWS, "(list: [1, 2])", id="lists")])
+def test_a_column_that_stays_unknown_is_named_in_a_warning(values: list[Any], why: str,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="aiwatch.drift"):
         profile = ReferenceProfile.build({"x": values, "n": NUMBERS})
     assert profile.skipped == {"x": "unknown"}
-    assert "column 'x' left out of the profile" in caplog.text
-    assert "bool" in caplog.text and "--kind x=categorical" in caplog.text
+    assert "column 'x' left out of the profile" in caplog.text and why in caplog.text
+    # the override only where it would be taken: lists are no categories, and no value is no kind
+    overridable = "bool" in why
+    assert ("give it a kind: kinds={'x': 'categorical'} (CLI: --kind x=categorical)" in caplog.text) == overridable
+    assert len(caplog.records) == 1
 
 
 #: Datetimes handed over where numbers or categories are expected: a naive pandas column (numpy datetime64[ns],
