@@ -54,8 +54,11 @@ class DaemonPool:
                 item = self._calls.get_nowait()
             except queue.Empty:
                 break
-            if item is not None:
-                item[0].cancel()
+            # notified too: a cancelled future is "done" to concurrent.futures.wait() only once notified, which a
+            # worker does for a call it takes off the queue; this one no worker will take (a Prefetch leaving its
+            # block, Streamlit's rerun among the causes, waited for it for ever)
+            if item is not None and item[0].cancel():
+                item[0].set_running_or_notify_cancel()
         for _ in self._workers:
             self._calls.put(None)
 
