@@ -257,8 +257,13 @@ def test_a_request_stream_that_ends_with_its_call_is_the_calls_status(metrics: M
         with sync_server([grpc_server_interceptor(service="infer", metrics=metrics)],
                          servicer) as target, stub_for(target) as stub:
             if ending == "deadline":
+                # a deadline the handler starts well within, however loaded the machine: grpcio may never dispatch a
+                # call whose deadline passed first (of two calls at 0.1 and 1 ms, one was not recorded), and the
+                # 0.3 s this test had was once not enough (the RPC was never recorded)
+                future = stub.Upload.future(requests(), timeout=2.0)
+                assert servicer.reading.wait(20)
                 with pytest.raises(grpc.RpcError) as info:
-                    stub.Upload(requests(), timeout=0.3)
+                    future.result()
                 assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
                 expected = "DEADLINE_EXCEEDED"
             else:
