@@ -10,6 +10,9 @@ from __future__ import annotations
 import gc
 import os
 import signal
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 import uuid
@@ -33,6 +36,7 @@ from aiwatch.feedback.parquet_sink import TEMP_SUFFIX
 from aiwatch.feedback.sampling import SamplingPolicy
 from aiwatch.metrics import Metrics, get_metrics
 from aiwatch.signals.gpu import GpuPoller
+from tests.servers import REPO, python_env
 from tests.signals.fake_pynvml import FakeNVML
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX")
@@ -403,6 +407,46 @@ def test_a_log_whose_writer_ran_in_the_parent_writes_the_childs_rows_into_files_
                                              {"log": "predictions", "result": "failed"}) == 0
     assert metrics.registry.get_sample_value("aiwatch_prediction_log_records_total",
                                              {"log": "predictions", "result": "lost"}) == 0
+
+
+# A fresh interpreter: whether pyarrow has looked for pandas yet is per process (and done in this one long ago).
+# The master's log writer is stopped inside its first pa.array(), where pyarrow imports pandas under a lock of its own
+# (its pandas shim's), until the worker is forked.
+_FORK_IN_PYARROWS_FIRST_ARRAY = f"""
+import importlib.abc, os, sys, tempfile, threading
+from prometheus_client import CollectorRegistry
+from aiwatch.feedback import ParquetSink, PredictionLog
+
+inside, forked = threading.Event(), threading.Event()
+
+class PandasImportWaitsForTheFork(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "pandas" and threading.current_thread() is not threading.main_thread():
+            inside.set()
+            forked.wait({HANG})
+        return None
+
+sys.meta_path.insert(0, PandasImportWaitsForTheFork())
+log = PredictionLog(ParquetSink(tempfile.mkdtemp(), fsync=False), batch_size=1, registry=CollectorRegistry())
+log.log("warmup", {{"x": 1.0}})  # at import, in the master (gunicorn --preload)
+flusher = threading.Thread(target=lambda: (log.flush({HANG}), inside.set()), daemon=True)
+flusher.start()
+inside.wait({HANG})  # the writer is inside pyarrow's pandas import, or it never went there
+pid = os.fork()
+if pid == 0:
+    log.log("worker", {{"x": 2.0}})
+    os._exit(0 if log.flush({HANG}) else 3)
+forked.set()
+print(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+log.close()
+"""
+
+
+def test_a_worker_forked_while_the_masters_log_writer_was_in_pyarrows_first_array_writes_its_rows() -> None:
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(_FORK_IN_PYARROWS_FIRST_ARRAY)], env=python_env(),
+                          cwd=REPO, capture_output=True, text=True, timeout=4 * HANG)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["0"], "the worker's log writer hung on pyarrow's lock (3: its flush timed out)"
 
 
 def test_the_request_ids_of_forked_children_are_not_their_parents_nor_each_others(tmp_path: Path,
