@@ -51,13 +51,14 @@ class Journal:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a file just made: nobody else has it
             _write_all(self._fd, schema.serialize())
             os.replace(new, path)
-            if fsync:
-                _sync_directory(path.parent)
         except BaseException:
-            with suppress(OSError):
-                new.unlink()
+            # removed under the name it has (it may be renamed already: an interrupt after the rename) before the
+            # lock goes: a journal left unlocked under its journal name is taken by a starting sink as a dead one's
+            _unlink_if_same(self._fd, (new, path))
             self._close()
             raise
+        if fsync:
+            _sync_directory(path.parent)
 
     def _renew_after_fork(self) -> None:
         self.let_go()
@@ -200,6 +201,17 @@ def read(fd: int, pa: Any) -> Contents:
     return Contents(reader.schema, batches, size - whole)
 
 
+def _unlink_if_same(fd: int, names: tuple[Path, ...]) -> None:
+    """Remove each of ``names`` that is the open file of ``fd``. Never raises."""
+    with suppress(OSError):
+        mine = os.fstat(fd)
+        for name in names:
+            with suppress(OSError):
+                here = os.stat(name)
+                if (here.st_dev, here.st_ino) == (mine.st_dev, mine.st_ino):
+                    name.unlink()
+
+
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
@@ -208,9 +220,11 @@ def _write_all(fd: int, data: bytes) -> None:
 
 def _sync_directory(folder: Path) -> None:
     """Make the journal's name durable (``journal_fsync``): without it a power cut could lose the name, and with
-    it the rows synced into the file."""
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    it the rows synced into the file. A failure (a filesystem whose directories cannot be synced, EIO) is ignored:
+    the journal is written and locked, and serves its writer while it lives; only its name's durability is less."""
+    with suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

@@ -8,6 +8,7 @@ import logging
 import os
 import shutil
 import signal
+import stat
 import struct
 import subprocess
 import sys
@@ -418,3 +419,47 @@ def test_sinks_starting_at_once_in_several_processes_recover_each_journal_once(t
     assert sum(recovered) == 40
     assert dataset_rows(tmp_path) == sorted(f"m{m}-{i}" for m in range(40) for i in range(3))
     assert [p for p in tmp_path.rglob(".*") if p.is_file()] == []
+
+
+def test_a_journal_whose_directory_cannot_be_synced_stays_its_live_writers(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """journal_fsync on a filesystem whose directories cannot be fsynced (EINVAL) or on EIO: the failed directory
+    sync after the rename left the journal under its journal name unlocked while its writer lived, and a sink
+    starting on the directory (another worker) took it for a dead writer's and deleted the writer's open file."""
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "Invalid argument")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    live = ParquetSink(tmp_path, fsync=False, journal_fsync=True)
+    live.write([row(i) for i in range(3)])  # no RowsLost: the journal is written and locked
+    [journal] = journals(tmp_path)
+    other = subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
+        from aiwatch.feedback import ParquetSink
+        print(len(ParquetSink({str(tmp_path)!r}).recovered))
+    """)], env=python_env(), cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert other.returncode == 0, other.stderr
+    assert other.stdout.split() == ["0"] and journals(tmp_path) == [journal]
+    live.close()
+    assert dataset_rows(tmp_path) == ["r0", "r1", "r2"] and journals(tmp_path) == []
+
+
+def test_a_journal_that_fails_once_renamed_is_removed_under_its_journal_name_before_its_lock_goes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failure after the rename (an interrupt there) removed the temporary name, which was gone, and released the
+    lock: the journal stayed, unlocked, under its journal name, for a starting sink to take as a dead writer's."""
+    real_replace = os.replace
+
+    def replace_then_fail(src: Any, dst: Any) -> None:
+        real_replace(src, dst)
+        if str(dst).endswith(journal_module.JOURNAL_SUFFIX):
+            raise KeyboardInterrupt  # as a signal's handler raising between the rename and what follows
+
+    monkeypatch.setattr(journal_module.os, "replace", replace_then_fail)
+    sink = ParquetSink(tmp_path, fsync=False)
+    with pytest.raises(KeyboardInterrupt):
+        sink.write([row(i) for i in range(3)])
+    assert journals(tmp_path) == [] and list(tmp_path.rglob(f"*{journal_module.NEW_SUFFIX}")) == []
