@@ -588,6 +588,94 @@ def test_a_master_that_hands_over_its_monitors_schedule_stops_evaluating_and_its
         stopped.stop(timeout=HANG)
 
 
+def _bins_counted(registry: CollectorRegistry) -> float:
+    return sum(s.value for family in registry.collect() if family.name == "aiwatch_feature_bin"
+               for s in family.samples if s.name == "aiwatch_feature_bin_total")
+
+
+def test_a_child_does_not_count_the_rows_its_parent_had_not_counted_yet(registry: CollectorRegistry) -> None:
+    # five rows observed in the parent, under flush_every: not yet in aiwatch_feature_bin_total at the fork (every
+    # gunicorn worker counted its master's such rows again at its first flush)
+    profile = ReferenceProfile.build({"x": np.random.default_rng(5).normal(0, 1, 500)})
+    monitor = DriftMonitor(profile, model="m", registry=registry, interval=1e6, flush_interval=1e6).start()
+    try:
+        for _ in range(5):
+            monitor.observe({"x": 0.1})
+
+        def count_own_row() -> bool:
+            monitor.observe({"x": 0.2})
+            monitor.flush()
+            return _bins_counted(registry) == 1
+
+        assert forked_child(count_own_row) == "done"
+        monitor.flush()
+        assert _bins_counted(registry) == 5
+    finally:
+        monitor.stop(timeout=HANG)
+
+
+def test_a_master_counts_its_uncounted_rows_when_it_hands_over_and_its_workers_do_not(registry: CollectorRegistry
+                                                                                      ) -> None:
+    profile = ReferenceProfile.build({"x": np.random.default_rng(5).normal(0, 1, 500)})
+    monitor = DriftMonitor(profile, model="m", registry=registry, interval=1e6, flush_interval=1e6).start()
+    try:
+        for _ in range(5):
+            monitor.observe({"x": 0.1})  # at import, in the master (gunicorn --preload)
+        hand_over_schedules()  # aiwatch.gunicorn's pre_fork: no flush of the master's comes after it
+        assert _bins_counted(registry) == 5
+
+        def count_own_row() -> bool:
+            monitor.observe({"x": 0.2})
+            monitor.flush()
+            return _bins_counted(registry) == 6  # this registry's copy holds the master's 5
+
+        assert forked_child(count_own_row) == "done"
+    finally:
+        monitor.stop(timeout=HANG)
+
+
+def _evaluates_in_a_child(monitor: DriftMonitor, registry: CollectorRegistry) -> Callable[[], bool]:
+    def observe_only() -> bool:
+        for x in (0.1, 0.2, 0.3):
+            monitor.observe({"x": x})
+        return _eventually(lambda: registry.get_sample_value(
+            "aiwatch_drift_window_samples", {"model": "m", "feature": "x"}) == 3)
+
+    return observe_only
+
+
+def test_a_started_monitor_evaluates_in_a_grandchild_forked_before_the_childs_first_row(
+        registry: CollectorRegistry) -> None:
+    # a worker that forks (a fork pool, gunicorn --daemon's double fork) before it observes a row
+    profile = ReferenceProfile.build({"x": np.random.default_rng(5).normal(0, 1, 500)})
+    monitor = DriftMonitor(profile, model="m", registry=registry, interval=0.05, flush_every=1).start()
+    try:
+        grandchild = _evaluates_in_a_child(monitor, registry)
+        assert forked_child(lambda: forked_child(grandchild) == "done") == "done"
+    finally:
+        monitor.stop(timeout=HANG)
+
+
+def test_a_forked_master_that_hands_over_a_pending_schedule_leaves_it_to_its_workers_only(
+        registry: CollectorRegistry) -> None:
+    # gunicorn --preload --daemon: the monitor started at import, then daemonize() forks, then pre_fork + fork
+    profile = ReferenceProfile.build({"x": np.random.default_rng(5).normal(0, 1, 500)})
+    monitor = DriftMonitor(profile, model="m", registry=registry, interval=0.05, flush_every=1).start()
+    try:
+        worker = _evaluates_in_a_child(monitor, registry)
+
+        def daemonized_master() -> bool:
+            hand_over_schedules()
+            if forked_child(worker) != "done":
+                return False
+            monitor.observe({"x": 0.1})  # a row in the master after the hand-over: no schedule resumes there
+            return not any(t.name == "aiwatch-drift-m" for t in threading.enumerate())
+
+        assert forked_child(daemonized_master) == "done"
+    finally:
+        monitor.stop(timeout=HANG)
+
+
 def test_an_owner_that_fails_to_renew_leaves_the_others_renewed(caplog: pytest.LogCaptureFixture) -> None:
     called: list[str] = []
 

@@ -175,9 +175,13 @@ class DriftMonitor:
         self._export_lock = threading.Lock()
         self._stop = _Schedule()
         self._start_lock = threading.Lock()
-        self._resume = self._thread is not None or self._handed_over
+        # a resume still pending (the parent had no row since its own fork) is a schedule too: a grandchild keeps it
+        self._resume = self._resume or self._thread is not None or self._handed_over
         self._handed_over = False
         self._thread = None
+        # The rows observed in the parent and not yet counted into the bin counters are the parent's to count (at
+        # its next flush, or at the hand-over): counted here too, every worker added its master's rows again.
+        self._pending = 0
 
     def _resume_in_child(self) -> None:
         with self._start_lock:
@@ -569,12 +573,29 @@ class DriftMonitor:
         # and the evaluation is not exported). The lock waits out an export in progress only: a few gauge sets.
         # The latest schedule is marked even when stopped: an evaluation stop() did not wait out is not exported
         # after the hook either (stop() leaves this monitor stopped: nothing to resume in the children).
-        with self._export_lock:
+        # A resume still pending (a master that is itself a forked child: gunicorn --daemon) is a schedule too: it
+        # is left to the children, and this process does not resume it at a row of its own.
+        with self._start_lock, self._export_lock:
             self._stop.handed_over = True
             self._stop.set()
-            if self._thread is not None:
+            if self._thread is not None or self._resume:
                 self._thread = None
+                self._resume = False
                 self._handed_over = True
+        self._flush_pending()
+
+    def _flush_pending(self) -> None:
+        """Count the rows not yet counted into the bin counters, unless an observation or a window's copy holds the
+        lock (a pre-fork hook does not wait: those rows are then counted at this process's next flush, as at
+        :meth:`stop`). The children do not count them (:meth:`_renew_after_fork`)."""
+        if not self._lock.acquire(blocking=False):
+            return
+        try:
+            self._flush_locked()
+        except Exception as exc:
+            record_error("drift", exc, self.metrics)
+        finally:
+            self._lock.release()
 
     def __enter__(self) -> DriftMonitor:
         return self.start()
