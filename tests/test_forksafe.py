@@ -379,6 +379,42 @@ def test_an_open_file_being_made_at_the_fork_is_removed_after_its_writer_dies_wh
     _recovered_while_the_writers_child_lives(tmp_path, fork_while_making, journal=False)
 
 
+@pytest.mark.parametrize("opened", [journal.NEW_SUFFIX, TEMP_SUFFIX])
+def test_a_file_being_opened_at_the_fork_is_recovered_after_its_writer_dies_while_the_child_lives(
+        tmp_path: Path, opened: str) -> None:
+    # os.open lets other threads run: a fork after it made the descriptor of a journal (.journal.new) or of an open
+    # file's lock (.inprogress), before the descriptor was stored, left the child a copy it did not let go of
+    class OpenStopsOnceInside:
+        def __init__(self) -> None:
+            self.inside, self.go_on = threading.Event(), threading.Event()
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(os, name)
+
+        def open(self, path: Any, *args: Any) -> int:
+            fd = os.open(path, *args)
+            if str(path).endswith(opened) and not self.inside.is_set():
+                self.inside.set()
+                self.go_on.wait(HANG)  # as a thread does when it waits for the GIL after the call
+            return fd
+
+    def fork_while_opening(sink: ParquetSink, rows: list[dict[str, Any]], fork_child: Callable[[], int]) -> int:
+        proxy = OpenStopsOnceInside()
+        journal.os = proxy  # type: ignore[assignment]  # in the writer process, which is killed
+        thread = threading.Thread(target=sink.write, args=(rows,))
+        thread.start()
+        proxy.inside.wait(HANG)
+        # This thread keeps the GIL from here through the fork unless the fork waits: the writer cannot store its
+        # descriptor meanwhile (without the fix the fork lands in the window every time).
+        sys.setswitchinterval(1000)
+        proxy.go_on.set()
+        child = fork_child()
+        thread.join(HANG)
+        return child
+
+    _recovered_while_the_writers_child_lives(tmp_path, fork_while_opening, journal=opened == journal.NEW_SUFFIX)
+
+
 def test_a_log_whose_writer_ran_in_the_parent_writes_the_childs_rows_into_files_of_its_own(tmp_path: Path,
                                                                                           metrics: Metrics) -> None:
     sink = ParquetSink(tmp_path, fsync=False)

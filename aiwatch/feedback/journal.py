@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import stat
+import threading
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,15 @@ JOURNAL_SUFFIX = ".journal"
 NEW_SUFFIX = ".new"
 AVAILABLE = fcntl is not None
 
+#: Held from the ``os.open`` of a journal or an open file's lock until its descriptor is stored, and by a fork:
+#: ``os.open`` lets other threads run, and a fork between the two left the child a descriptor it did not know of,
+#: and so the writer's lock for as long as the child lived (a dead writer's journal could not be recovered).
+#: Reentrant: a signal handler that forks on the thread inside would otherwise wait for itself.
+_opening = threading.RLock()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_opening.acquire, after_in_parent=_opening.release,
+                        after_in_child=_opening.release)
+
 
 class Journal:
     """The journal being written for one open file; ``fsync`` syncs it to disk after each batch (without, a batch
@@ -46,7 +56,8 @@ class Journal:
         # while the writer thread is in here left the child the descriptor, and so the lock (-1: none open).
         self._fd = -1
         renew_at_fork(self)
-        self._fd = os.open(new, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        with _opening:
+            self._fd = os.open(new, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a file just made: nobody else has it
             _write_all(self._fd, schema.serialize())
@@ -104,7 +115,8 @@ class OpenFileLock:
         self._fd = -1
         renew_at_fork(self)
         # 0o666 (less the umask) is what pyarrow gives a file it makes: the file's mode stays what it was
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        with _opening:
+            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a file just made: nobody else has it
         except BaseException:
