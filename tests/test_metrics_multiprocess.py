@@ -184,22 +184,32 @@ threading.Thread(target=hold, daemon=True).start()
 holding.wait()
 pid = os.fork()
 if pid == 0:
-    m.child(m.requests_in_flight, ("svc",)).inc()  # a new series of another metric: the shared value lock
-    m.labels(gauge, ("m", "y")).set(2)  # a new series of the held metric: its own lock
-    series.set(3)
-    os._exit(0)
+    code = 1
+    try:
+        in_flight = m.child(m.requests_in_flight, ("svc",))  # a new series of another metric: the shared value lock
+        in_flight.inc()
+        other = m.labels(gauge, ("m", "y"))  # a new series of the held metric: its own lock
+        other.set(2)
+        series.set(3)
+        code = 0 if (in_flight._value.get(), other._value.get(), series._value.get()) == (1, 2, 3) else 2
+    finally:
+        os._exit(code)
 release.set()
 deadline = time.monotonic() + 30
-while not os.waitpid(pid, os.WNOHANG)[0]:
+while True:
+    done, status = os.waitpid(pid, os.WNOHANG)
+    if done:
+        print("exit", os.waitstatus_to_exitcode(status))
+        break
     if time.monotonic() > deadline:  # hung: the bug, not a timing bound
         os.kill(pid, signal.SIGKILL)
         print("hung")
-        raise SystemExit
+        break
     time.sleep(0.05)
-print("done")
 """
 
 
 def test_a_worker_forked_while_a_master_thread_held_prometheus_clients_locks_updates_metrics(tmp_path: Path
                                                                                              ) -> None:
-    assert _run(_FORK_WHILE_HELD, tmp_path) == ["done"]
+    # exit 1: the child raised; 2: a value it set did not read back
+    assert _run(_FORK_WHILE_HELD, tmp_path) == ["exit", "0"]
