@@ -485,6 +485,30 @@ def test_a_worker_forked_while_the_masters_log_writer_was_in_pyarrows_first_arra
     assert done.stdout.split() == ["0"], "the worker's log writer hung on pyarrow's lock (3: its flush timed out)"
 
 
+def test_a_sink_whose_pandas_fails_to_import_stores_every_row(tmp_path: Path) -> None:
+    # pyarrow's first pa.array() raises what a broken pandas import raises (other than an ImportError), once
+    code = f"""
+        import importlib.abc, sys, time
+        from aiwatch.feedback import ParquetSink
+
+        class BrokenPandas(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path, target=None):
+                if name == "pandas":
+                    raise ValueError("numpy.dtype size changed, may indicate binary incompatibility")
+                return None
+
+        sys.meta_path.insert(0, BrokenPandas())
+        sink = ParquetSink({str(tmp_path)!r}, fsync=False)
+        sink.write([{{"request_id": "r", "timestamp": time.time(), "model": "m", "x": 1.0}}])
+        sink.close()
+        print(len(sink.completed))
+    """
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=python_env(), cwd=REPO,
+                          capture_output=True, text=True, timeout=4 * HANG)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["1"] and _rows_by_model(tmp_path) == {"m": 1}
+
+
 def test_the_request_ids_of_forked_children_are_not_their_parents_nor_each_others(tmp_path: Path,
                                                                                   metrics: Metrics) -> None:
     # request_id is the join key of delayed labels: gunicorn's workers forked from one master's log must not repeat

@@ -144,8 +144,11 @@ class ParquetSink:
         self.pq = require("pyarrow.parquet", "data")
         # pyarrow's first pa.array() in a process imports pandas under a lock of pyarrow's (its pandas shim) that
         # nothing renews at a fork: a worker forked while the log's writer thread is in there hangs its own writer
-        # for ever. Done here, on the thread that makes the sink, before any writer thread or fork.
-        self.pa.array([0.0])
+        # for ever. Done here, on the thread that makes the sink, before any writer thread or fork. A pandas that
+        # fails to import with more than an ImportError (built for another numpy) fails this first call only:
+        # pyarrow marks the check done either way, and the sink's own arrays do not need pandas.
+        with suppress(Exception):
+            self.pa.array([0.0])
         if isinstance(max_rows, bool) or not isinstance(max_rows, int) or max_rows < 1:
             raise ValueError(f"max_rows must be a whole number >= 1, got {max_rows!r}")
         self.directory = Path(directory)
