@@ -69,7 +69,7 @@ class Journal:
             self._close()
             raise
         if fsync:
-            _sync_directory(path.parent)
+            sync_directory(path.parent)
 
     def _renew_after_fork(self) -> None:
         self.let_go()
@@ -230,10 +230,10 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[_write(fd, view):]
 
 
-def _sync_directory(folder: Path) -> None:
-    """Make the journal's name durable (``journal_fsync``): without it a power cut could lose the name, and with
-    it the rows synced into the file. A failure (a filesystem whose directories cannot be synced, EIO) is ignored:
-    the journal is written and locked, and serves its writer while it lives; only its name's durability is less."""
+def sync_directory(folder: Path) -> None:
+    """Make a name made in ``folder`` durable (a rename, a new journal: a name lives in its directory, which ``fsync``
+    of the file does not write). A failure (a filesystem whose directories cannot be synced or opened, EIO) is
+    ignored: the file is complete and its writer holds it either way; only its name's durability is less."""
     with suppress(OSError):
         fd = os.open(folder, os.O_RDONLY)
         try:

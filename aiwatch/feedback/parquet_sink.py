@@ -378,7 +378,7 @@ class ParquetSink:
                 os.close(fd)
         os.replace(temp, final)
         if self.fsync:
-            _sync_directory(final.parent)
+            journals.sync_directory(final.parent)
 
     # --- recovery -----------------------------------------------------------------------------------------
     def _recover_all(self) -> None:
@@ -546,15 +546,3 @@ def _let_go(writer: Any) -> None:
     if handle is not None:
         with suppress(Exception):
             handle.close()
-
-
-def _sync_directory(folder: Path) -> None:
-    """Make a rename in ``folder`` durable (a renamed file's new name lives in its directory, which ``fsync`` of the
-    file does not write). The file is complete and readable either way, so a failure is not the rows' loss: it is
-    ignored, as on a platform whose directories cannot be opened."""
-    with suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
