@@ -595,6 +595,30 @@ def test_a_monitor_started_in_the_parent_evaluates_on_its_schedule_in_the_child(
         monitor.stop(timeout=HANG)
 
 
+def test_a_child_whose_monitor_thread_cannot_start_tries_again_at_its_next_row(registry: CollectorRegistry,
+                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    profile = ReferenceProfile.build({"x": np.random.default_rng(5).normal(0, 1, 500)})
+    monitor = DriftMonitor(profile, model="m", registry=registry, interval=0.05, flush_every=1).start()
+    try:
+        def refused_once() -> bool:
+            start = threading.Thread.start
+
+            def cannot_start(thread: threading.Thread) -> None:
+                monkeypatch.setattr(threading.Thread, "start", start)
+                raise RuntimeError("can't start new thread")
+
+            monkeypatch.setattr(threading.Thread, "start", cannot_start)
+            monitor.observe({"x": 0.1})  # its thread could not start: counted, not raised
+            refused = registry.get_sample_value("aiwatch_instrumentation_errors_total", {"component": "drift"})
+            monitor.observe({"x": 0.2})
+            return refused == 1 and _eventually(lambda: registry.get_sample_value(
+                "aiwatch_drift_window_samples", {"model": "m", "feature": "x"}) == 2)
+
+        assert forked_child(refused_once) == "done"
+    finally:
+        monitor.stop(timeout=HANG)
+
+
 def test_a_monitor_stopped_in_the_parent_does_not_start_in_the_child(registry: CollectorRegistry) -> None:
     profile = ReferenceProfile.build({"x": np.random.default_rng(5).normal(0, 1, 500)})
     monitor = DriftMonitor(profile, model="m", registry=registry, interval=0.05).start()

@@ -184,10 +184,15 @@ class DriftMonitor:
         self._pending = 0
 
     def _resume_in_child(self) -> None:
+        """Start the schedule a forked child took over, at its first row. A thread that cannot start (EAGAIN) is
+        counted and tried again at the next row; the row itself is observed either way."""
         with self._start_lock:
             if self._resume:
-                self._resume = False
-                self.start()
+                try:
+                    self.start()
+                except Exception as exc:
+                    self._resume = True
+                    record_error("drift", exc, self.metrics)
 
     def _take_over_series(self, features: list[NumericalFeature | CategoricalFeature]) -> None:
         """Remove what an earlier monitor of this model on these metrics exported (a profile reloaded at runtime):
@@ -549,9 +554,10 @@ class DriftMonitor:
         # stops) and holds the monitor weakly (a monitor dropped without stop() ends its thread, instead of being
         # kept alive by it, evaluating a window nothing adds to and exporting its stale scores for ever).
         self._stop = _Schedule()
-        self._thread = threading.Thread(target=_run, args=(weakref.ref(self), self._stop),
-                                        name=f"aiwatch-drift-{self.model}", daemon=True)
-        self._thread.start()
+        thread = threading.Thread(target=_run, args=(weakref.ref(self), self._stop),
+                                  name=f"aiwatch-drift-{self.model}", daemon=True)
+        thread.start()
+        self._thread = thread  # only once started: a thread that could not start is no schedule
         return self
 
     def stop(self, timeout: float = 5.0) -> None:
