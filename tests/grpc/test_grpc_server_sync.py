@@ -9,6 +9,7 @@ import grpc
 import pytest
 
 from aiwatch.grpc import grpc_server_interceptor
+from aiwatch.grpc.server import DEADLINE_MARGIN_SECONDS, _cancel_status
 from aiwatch.metrics import Metrics
 from aiwatch.servertiming import parse_server_timing
 from examples.grpc_service.servicer import pb, pb_grpc
@@ -257,9 +258,8 @@ def test_a_request_stream_that_ends_with_its_call_is_the_calls_status(metrics: M
         with sync_server([grpc_server_interceptor(service="infer", metrics=metrics)],
                          servicer) as target, stub_for(target) as stub:
             if ending == "deadline":
-                # a deadline the handler starts well within, however loaded the machine: grpcio may never dispatch a
-                # call whose deadline passed first (of two calls at 0.1 and 1 ms, one was not recorded), and the
-                # 0.3 s this test had was once not enough (the RPC was never recorded)
+                # a deadline the handler starts well within, however loaded the machine (grpcio may never dispatch a
+                # call whose deadline passed first: docs/grpc.md)
                 future = stub.Upload.future(requests(), timeout=2.0)
                 assert servicer.reading.wait(20)
                 with pytest.raises(grpc.RpcError) as info:
@@ -277,6 +277,31 @@ def test_a_request_stream_that_ends_with_its_call_is_the_calls_status(metrics: M
     finally:
         stop.set()
     assert _count(metrics, UPLOAD, expected) == 1
+
+
+class _Ended:
+    """A servicer context of a call that ended with ``remaining`` seconds to its deadline."""
+
+    def __init__(self, remaining: object) -> None:
+        self.remaining = remaining
+
+    def time_remaining(self) -> object:
+        if isinstance(self.remaining, Exception):
+            raise self.remaining
+        return self.remaining
+
+
+@pytest.mark.parametrize(("remaining", "expected"), [
+    (0.0, "DEADLINE_EXCEEDED"),
+    (0.004, "DEADLINE_EXCEEDED"),  # the client's deadline, read as a cancel 4 ms before the server's (seen under load)
+    (DEADLINE_MARGIN_SECONDS, "DEADLINE_EXCEEDED"),
+    (DEADLINE_MARGIN_SECONDS * 1.5, "CANCELLED"),
+    (5.0, "CANCELLED"),  # the client gave up long before its deadline
+    (None, "CANCELLED"), (float("nan"), "CANCELLED"), (RuntimeError("gone"), "CANCELLED"),
+])
+def test_a_call_that_ended_at_its_deadline_is_deadline_exceeded_though_its_cancel_came_first(
+        remaining: object, expected: str) -> None:
+    assert _cancel_status(_Ended(remaining)) == expected
 
 
 #: not a PredictRequest: a truncated varint
