@@ -634,11 +634,22 @@ def get_metrics(registry: CollectorRegistry | None = None) -> Metrics:
     if registry is None or registry is REGISTRY:
         return default_metrics()
     with _default_lock:
+        found = getattr(registry, _CACHED, None)
+        if isinstance(found, Metrics) and found.registry is registry:
+            return found
         found = _per_registry.get(id(registry))
         if found is None or found.registry is not registry:
             found = Metrics(registry)
-            _per_registry[id(registry)] = found
+            try:
+                setattr(registry, _CACHED, found)
+            except AttributeError:  # a registry type without attributes of its own: kept for the process's life
+                _per_registry[id(registry)] = found
         return found
 
 
+#: Where a registry's :class:`Metrics` is kept: on the registry, so that it lives as long as the registry does. A
+#: process-wide table kept every registry ever given alive (a test suite, or an app with a registry per tenant or
+#: per reload, grew without bound); a weak one would have made a second set of metrics, which the registry refuses.
+_CACHED = "_aiwatch_metrics"
+#: The :class:`Metrics` of registries that cannot hold :data:`_CACHED`, by ``id``.
 _per_registry: dict[int, Metrics] = {}
