@@ -141,9 +141,14 @@ def _ints_and_bools(present: list[Any]) -> bool:
 
 def present_examples(values: Any, examples: int = 3) -> list[Any]:
     """Up to ``examples`` distinct present values of a column (in order of first appearance), for a message."""
+    return _distinct((v for v in object_column(values).tolist() if not is_missing(v)), examples)
+
+
+def _distinct(values: Iterable[Any], examples: int) -> list[Any]:
+    """The first ``examples`` distinct ``values`` (:func:`_same`), in order of first appearance."""
     shown: list[Any] = []
-    for v in object_column(values).tolist():
-        if not is_missing(v) and not any(_same(v, s) for s in shown):
+    for v in values:
+        if not any(_same(v, s) for s in shown):
             shown.append(v)
             if len(shown) == examples:
                 break
@@ -585,13 +590,7 @@ def fitting_none(kind: str, values: Any, examples: int = 3) -> list[Any] | None:
                 if category_key(v) is not None:
                     return None
                 found.append(v)
-    shown: list[Any] = []
-    for v in found:
-        if not any(v is s or (type(v) is type(s) and v == s) for s in shown):
-            shown.append(v)
-            if len(shown) == examples:
-                break
-    return shown or None
+    return _distinct(found, examples) or None
 
 
 def describe_values(values: Sequence[Any]) -> str:
