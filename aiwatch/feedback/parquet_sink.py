@@ -142,6 +142,12 @@ class ParquetSink:
                  journal: bool = True, journal_fsync: bool = False) -> None:
         self.pa = require("pyarrow", "data")
         self.pq = require("pyarrow.parquet", "data")
+        if isinstance(max_rows, bool) or not isinstance(max_rows, int) or max_rows < 1:
+            raise ValueError(f"max_rows must be a whole number >= 1, got {max_rows!r}")
+        self.directory = Path(directory)
+        self.max_rows, self.max_file_seconds = max_rows, period(max_file_seconds, "max_file_seconds")
+        self.compression, self.fsync = compression, fsync
+        self.journal, self.journal_fsync = journal and journals.AVAILABLE, journal_fsync
         # pyarrow's first pa.array() in a process imports pandas under a lock of pyarrow's (its pandas shim) that
         # nothing renews at a fork: a worker forked while the log's writer thread is in there hangs its own writer
         # for ever. Done here, on the thread that makes the sink, before any writer thread or fork. A pandas that
@@ -149,12 +155,6 @@ class ParquetSink:
         # pyarrow marks the check done either way, and the sink's own arrays do not need pandas.
         with suppress(Exception):
             self.pa.array([0.0])
-        if isinstance(max_rows, bool) or not isinstance(max_rows, int) or max_rows < 1:
-            raise ValueError(f"max_rows must be a whole number >= 1, got {max_rows!r}")
-        self.directory = Path(directory)
-        self.max_rows, self.max_file_seconds = max_rows, period(max_file_seconds, "max_file_seconds")
-        self.compression, self.fsync = compression, fsync
-        self.journal, self.journal_fsync = journal and journals.AVAILABLE, journal_fsync
         self._open: dict[tuple[str, str], _OpenFile] = {}
         self._told_types: set[str] = set()
         #: Final paths of the files rotated so far, oldest first.
