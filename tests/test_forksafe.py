@@ -320,6 +320,19 @@ def test_a_journal_inherited_by_a_child_is_recovered_after_its_writer_dies_while
     _recovered_while_the_writers_child_lives(tmp_path, write_then_fork)
 
 
+def _fork_while_inside(sink: ParquetSink, rows: list[dict[str, Any]], fork_child: Callable[[], int],
+                       inside: threading.Event, go_on: threading.Event) -> int:
+    """``sink.write(rows)`` on a thread until it sets ``inside`` (in a seam the caller patched to wait for
+    ``go_on``), a fork there, then the write let go on; the child's pid."""
+    thread = threading.Thread(target=sink.write, args=(rows,))
+    thread.start()
+    inside.wait(HANG)
+    child = fork_child()
+    go_on.set()
+    thread.join(HANG)
+    return child
+
+
 def test_a_journal_being_made_at_the_fork_is_recovered_after_its_writer_dies_while_the_child_lives(
         tmp_path: Path) -> None:
     # the fork comes while the master's log writer is inside sink.write(), making the file's journal (not yet among
@@ -335,13 +348,7 @@ def test_a_journal_being_made_at_the_fork_is_recovered_after_its_writer_dies_whi
             return write(fd, data)
 
         journal._write = write_once_inside
-        thread = threading.Thread(target=sink.write, args=(rows,))
-        thread.start()
-        inside.wait(HANG)
-        child = fork_child()
-        go_on.set()
-        thread.join(HANG)
-        return child
+        return _fork_while_inside(sink, rows, fork_child, inside, go_on)
 
     _recovered_while_the_writers_child_lives(tmp_path, fork_while_writing)
 
@@ -368,13 +375,7 @@ def test_an_open_file_being_made_at_the_fork_is_removed_after_its_writer_dies_wh
             make(self, *args, **kwargs)
 
         pq.ParquetWriter.__init__ = make_inside  # type: ignore[method-assign]
-        thread = threading.Thread(target=sink.write, args=(rows,))
-        thread.start()
-        inside.wait(HANG)
-        child = fork_child()
-        go_on.set()
-        thread.join(HANG)
-        return child
+        return _fork_while_inside(sink, rows, fork_child, inside, go_on)
 
     _recovered_while_the_writers_child_lives(tmp_path, fork_while_making, journal=False)
 
