@@ -39,6 +39,10 @@ class _BurstLog:
 
     def _renew_after_fork(self) -> None:
         self._lock = threading.Lock()
+        # The parent's bursts are the parent's: a worker's log may be a stream of its own, and its first warning of
+        # a kind the master logged a moment before (a drift monitor's unknown feature) was silenced for a burst.
+        self._last = {}
+        self._suppressed = {}
 
     def should_log(self, component: str) -> tuple[bool, int]:
         now = time.monotonic()

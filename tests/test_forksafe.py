@@ -8,6 +8,8 @@ the verdict. A child that hangs is killed after :data:`HANG` seconds: that is th
 from __future__ import annotations
 
 import gc
+import json
+import logging
 import os
 import signal
 import subprocess
@@ -87,6 +89,27 @@ def forked_child(action: Callable[[], bool]) -> str:
             os.waitpid(pid, 0)
             return "hung"
         time.sleep(0.05)
+
+
+def child_reports(action: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Fork; the child runs ``action`` and sends what it returns back over a pipe (as JSON). The child must exit 0."""
+    read, write = os.pipe()
+
+    def report() -> bool:
+        os.close(read)
+        with os.fdopen(write, "w") as out:
+            json.dump(action(), out)
+        return True
+
+    try:
+        verdict = forked_child(report)
+    finally:
+        os.close(write)
+    with os.fdopen(read) as sent:
+        text = sent.read()
+    assert verdict == "done", f"the child {verdict}: {text!r}"
+    reported: dict[str, Any] = json.loads(text)
+    return reported
 
 
 def child_while_held(locks: Sequence[AbstractContextManager[Any]], action: Callable[[], bool]) -> str:
@@ -671,6 +694,77 @@ def test_a_master_that_hands_over_its_monitors_schedule_stops_evaluating_and_its
     finally:
         handed.stop(timeout=HANG)
         stopped.stop(timeout=HANG)
+
+
+def test_a_child_starts_with_an_empty_drift_window(registry: CollectorRegistry) -> None:
+    # the master's warm-up rows are the master's: every worker evaluated them again as its own
+    profile = ReferenceProfile.build({"x": np.random.default_rng(5).normal(0, 1, 500)})
+    monitor = DriftMonitor(profile, model="m", registry=registry, window_size=100)
+    for _ in range(5):
+        monitor.observe({"x": 3.0})
+    monitor.evaluate()
+
+    def observe_and_evaluate() -> dict[str, Any]:
+        empty = len(monitor.window()["x"])
+        monitor.observe({"x": 0.1})
+        report = monitor.evaluate()
+        return {"empty": empty, "rows": report.features["x"].current_count,
+                "window": monitor.window()["x"].tolist(),
+                "gauge": registry.get_sample_value("aiwatch_drift_window_samples", {"model": "m", "feature": "x"})}
+
+    assert child_reports(observe_and_evaluate) == {"empty": 0, "rows": 1, "window": [0.1], "gauge": 1.0}
+    assert len(monitor.window()["x"]) == 5  # the parent's window is its own still
+
+
+def test_a_monitor_started_in_the_parent_evaluates_only_the_childs_rows_on_its_schedule(registry: CollectorRegistry
+                                                                                         ) -> None:
+    profile = ReferenceProfile.build({"x": np.random.default_rng(5).normal(0, 1, 500)})
+    monitor = DriftMonitor(profile, model="m", registry=registry, interval=0.05, flush_every=1).start()
+    try:
+        for _ in range(5):
+            monitor.observe({"x": 3.0})
+        assert _eventually(lambda: registry.get_sample_value(
+            "aiwatch_drift_window_samples", {"model": "m", "feature": "x"}) == 5)
+
+        def observe_only() -> dict[str, Any]:
+            for x in (0.1, 0.2):
+                monitor.observe({"x": x})
+            two = _eventually(lambda: registry.get_sample_value(
+                "aiwatch_drift_window_samples", {"model": "m", "feature": "x"}) == 2)
+            return {"two": two, "gauge": registry.get_sample_value("aiwatch_drift_window_samples",
+                                                                   {"model": "m", "feature": "x"})}
+
+        assert child_reports(observe_only) == {"two": True, "gauge": 2.0}
+    finally:
+        monitor.stop(timeout=HANG)
+
+
+class _Messages(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def test_a_child_counts_and_warns_about_an_unknown_feature_its_parent_already_reported(registry: CollectorRegistry
+                                                                                      ) -> None:
+    profile = ReferenceProfile.build({"x": np.random.default_rng(5).normal(0, 1, 500)})
+    monitor = DriftMonitor(profile, model="m", registry=registry)
+    monitor.observe({"x": 0.1, "extra": 1})  # counted and warned about in the parent, a moment before the fork
+    unknown = {"model": "m", "feature": "extra", "reason": "unknown_feature"}
+    assert registry.get_sample_value("aiwatch_feature_invalid_total", unknown) == 1
+
+    def observe_unknown() -> dict[str, Any]:
+        messages = _Messages()
+        logging.getLogger("aiwatch").addHandler(messages)
+        monitor.observe({"x": 0.2, "extra": 2})
+        return {"counted": registry.get_sample_value("aiwatch_feature_invalid_total", unknown),
+                "warned": any("'extra'" in m for m in messages.messages), "unknown": monitor.unknown_features}
+
+    # the child's registry holds the parent's count (1) at the fork; its own sighting adds one
+    assert child_reports(observe_unknown) == {"counted": 2.0, "warned": True, "unknown": ["extra"]}
 
 
 def _bins_counted(registry: CollectorRegistry) -> float:

@@ -182,6 +182,12 @@ class DriftMonitor:
         # The rows observed in the parent and not yet counted into the bin counters are the parent's to count (at
         # its next flush, or at the hand-over): counted here too, every worker added its master's rows again.
         self._pending = 0
+        # The window starts empty: the parent's rows (a master's warm-up traffic) are the parent's, and every worker
+        # evaluated them again as its own. Only the count is reset: the rows past it are never read, and writing the
+        # ring here would copy every page of it (up to MAX_WINDOW_BYTES) into each child at the fork.
+        self._filled = 0
+        # and the unknown features the parent reported are reported again: the child's log may be a stream of its own
+        self._unknown_seen = set()
 
     def _resume_in_child(self) -> None:
         """Start the schedule a forked child took over, at its first row. A thread that cannot start (EAGAIN) is
