@@ -37,7 +37,7 @@ from aiwatch.feedback import ParquetSink, PredictionLog, journal
 from aiwatch.feedback.parquet_sink import TEMP_SUFFIX
 from aiwatch.feedback.sampling import SamplingPolicy
 from aiwatch.metrics import Metrics, get_metrics
-from aiwatch.signals.gpu import GpuPoller
+from aiwatch.signals.gpu import GpuCollector, GpuPoller
 from tests.servers import REPO, python_env
 from tests.signals.fake_pynvml import FakeNVML
 
@@ -655,8 +655,10 @@ def test_a_monitor_stopped_in_the_parent_does_not_start_in_the_child(registry: C
     assert forked_child(observe) == "done"
 
 
-def test_a_gpu_poller_started_in_the_parent_keeps_polling_there_and_not_in_the_child(metrics: Metrics) -> None:
-    # one poller per host (docs/http.md, Forking): a worker forked from the master does not poll the GPUs again
+def test_a_gpu_poller_started_in_the_parent_keeps_polling_there_and_not_in_a_child_never_scraped(metrics: Metrics
+                                                                                                ) -> None:
+    # a child polls again only from its first status() (a scrape): one that execs at once or serves no metrics does
+    # not poll the GPUs a second time (docs/http.md, Forking)
     poller = GpuPoller(interval=0.05, nvml=FakeNVML.with_gpus(1), metrics=metrics).start()
     try:
         assert _eventually(lambda: poller.snapshot is not None)
@@ -671,6 +673,107 @@ def test_a_gpu_poller_started_in_the_parent_keeps_polling_there_and_not_in_the_c
         assert poller.running and _eventually(lambda: poller.snapshot is not at_fork)
     finally:
         poller.stop(timeout=HANG)
+
+
+def _polling_collector(registry: CollectorRegistry, nvml: FakeNVML) -> tuple[GpuCollector, float]:
+    """A collector polling every 0.05 s on ``registry``, and the time of a poll it finished."""
+    collector = GpuCollector(interval=0.05, nvml=nvml, registry=registry, metrics=get_metrics(registry))
+    assert _eventually(lambda: collector.poller.snapshot is not None and collector.poller.snapshot.nvml_up)
+    snap = collector.poller.snapshot
+    assert snap is not None
+    return collector, snap.timestamp
+
+
+def _xids(registry: CollectorRegistry) -> list[float]:
+    return [s.value for f in registry.collect() if f.name == "aiwatch_gpu_xid_errors" for s in f.samples
+            if s.name == "aiwatch_gpu_xid_errors_total"]
+
+
+def _last_poll(registry: CollectorRegistry) -> float:
+    return registry.get_sample_value("aiwatch_gpu_last_poll_timestamp_seconds") or 0.0
+
+
+def test_a_gpu_collector_polling_in_the_parent_polls_again_in_the_child_from_its_first_scrape(
+        registry: CollectorRegistry, monkeypatch: pytest.MonkeyPatch) -> None:
+    # without multiprocess mode a worker's /metrics serves its own collector: it served the snapshot of the fork for
+    # ever, with aiwatch_gpu_last_poll_timestamp_seconds standing still
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    monkeypatch.delenv("prometheus_multiproc_dir", raising=False)
+    nvml = FakeNVML.with_gpus(1)
+    nvml.xid(0)
+    collector, polled = _polling_collector(registry, nvml)
+    assert _eventually(lambda: _xids(registry) == [1.0])
+    parents_set = collector.poller._event_set
+    try:
+        def scrape() -> dict[str, Any]:
+            inits, handles, sets = (nvml.calls[name] for name in (
+                "nvmlInit", "nvmlDeviceGetHandleByIndex", "nvmlEventSetCreate"))
+            _last_poll(registry)  # the first scrape starts the child's poller
+            fresh = _eventually(lambda: _last_poll(registry) > polled)
+            return {"fresh": fresh, "running": collector.poller.running,
+                    "gpu_up": [s.value for f in registry.collect() if f.name == "aiwatch_gpu_up" for s in f.samples],
+                    "nvml_init": nvml.calls["nvmlInit"] - inits,
+                    "handles_opened": nvml.calls["nvmlDeviceGetHandleByIndex"] > handles,
+                    "event_set_created": nvml.calls["nvmlEventSetCreate"] - sets,
+                    "own_event_set": collector.poller._event_set is not parents_set, "xids": _xids(registry)}
+
+        assert child_reports(scrape) == {"fresh": True, "running": True, "gpu_up": [1.0], "nvml_init": 1,
+                                         "handles_opened": True, "event_set_created": 1, "own_event_set": True,
+                                         "xids": [1.0]}
+        assert collector.poller.running  # the parent polls on
+    finally:
+        collector.close(timeout=HANG)
+
+
+def test_a_gpu_collector_in_a_multiprocess_child_does_not_poll_and_initialises_nvml_itself_when_asked(
+        registry: CollectorRegistry, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # with PROMETHEUS_MULTIPROC_DIR a worker's /metrics never serves this collector: the master's poller is the
+    # host's one; a poll the child asks for itself opens NVML anew, not through the parent's handles
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    nvml = FakeNVML.with_gpus(1)
+    collector, _ = _polling_collector(registry, nvml)
+    try:
+        def scrape_then_poll() -> dict[str, Any]:
+            at_fork = collector.poller.snapshot
+            list(collector.collect())
+            inits = nvml.calls["nvmlInit"]
+            polled = collector.poller.poll_once()
+            return {"running": collector.poller.running, "kept": collector.poller.status() is polled,
+                    "still_fork_snapshot_before": at_fork is not None and at_fork is not polled,
+                    "nvml_init": nvml.calls["nvmlInit"] - inits, "up": polled.nvml_up}
+
+        assert child_reports(scrape_then_poll) == {"running": False, "kept": True, "still_fork_snapshot_before": True,
+                                                   "nvml_init": 1, "up": True}
+    finally:
+        collector.close(timeout=HANG)
+
+
+def test_a_child_whose_gpu_poller_cannot_start_counts_it_and_tries_again_at_its_next_scrape(
+        registry: CollectorRegistry, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    monkeypatch.delenv("prometheus_multiproc_dir", raising=False)
+    collector, polled = _polling_collector(registry, FakeNVML.with_gpus(1))
+    try:
+        def refused_once() -> dict[str, Any]:
+            start = threading.Thread.start
+            errors = registry.get_sample_value("aiwatch_instrumentation_errors_total", {"component": "gpu"}) or 0.0
+
+            def cannot_start(thread: threading.Thread) -> None:
+                monkeypatch.setattr(threading.Thread, "start", start)
+                raise RuntimeError("can't start new thread")
+
+            monkeypatch.setattr(threading.Thread, "start", cannot_start)
+            _last_poll(registry)  # its thread could not start: counted, not raised
+            refused = (registry.get_sample_value("aiwatch_instrumentation_errors_total", {"component": "gpu"})
+                       or 0.0) - errors
+            running_then = collector.poller.running
+            _last_poll(registry)
+            return {"refused": refused, "running_then": running_then,
+                    "fresh": _eventually(lambda: _last_poll(registry) > polled)}
+
+        assert child_reports(refused_once) == {"refused": 1.0, "running_then": False, "fresh": True}
+    finally:
+        collector.close(timeout=HANG)
 
 
 def test_a_master_that_hands_over_its_monitors_schedule_stops_evaluating_and_its_children_resume(

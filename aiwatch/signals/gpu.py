@@ -71,6 +71,7 @@ from prometheus_client.registry import Collector
 from aiwatch._optional import require
 from aiwatch.amounts import MAX_SECONDS, as_timeout, period, shown
 from aiwatch.env import GPU_POLL_INTERVAL
+from aiwatch.exposition import multiprocess_enabled
 from aiwatch.forksafe import renew_at_fork
 from aiwatch.metrics import GPU_LABELS, SPECS, Metrics, get_metrics
 from aiwatch.safety import record_error
@@ -313,6 +314,7 @@ class GpuPoller:
         self._event_set: Any = None
         self._reported: set[tuple[str, ...]] = set()
         self._failing: set[tuple[str, ...]] = set()
+        self._resume = False  # in a forked child of a polling poller, until its first status() starts its thread
         renew_at_fork(self)
 
     def _renew_after_fork(self) -> None:
@@ -321,6 +323,25 @@ class GpuPoller:
         self._thread_lock = threading.Lock()
         self._stop = threading.Event()
         self._poll_began = None
+        # A poller that was polling polls again in the child, from its first status() (a scrape), not here: a thread
+        # started inside an at-fork hook is risky, and a child that execs at once or is never scraped needs none.
+        # Not in multiprocess mode: a worker's /metrics serves the merged sample files, never this collector, and the
+        # master's poller (or a sidecar) is the host's one poller. A resume still pending is kept across forks.
+        polling = self._resume or (self._thread is not None and not self._stopped)
+        self._resume = polling and not multiprocess_enabled()
+        self._thread = None
+        # NVML's handles and the XID event set are the parent's: the child forgets them without an NVML call (one on
+        # them would act on what the parent still uses, e.g. drain its XID events) and initialises NVML itself at
+        # its first poll, opening the devices and registering them for events again. The devices stay known (by
+        # UUID), so their XID counts go on from the fork instead of starting again at 0.
+        self._initialised = False
+        self._event_set = None
+        for dev in (*self._devices, *self._gone):
+            dev.handle = None
+        self._count = None
+        self._recheck = False
+        # the conditions the parent logged are logged again in the child, whose log may be a stream of its own
+        self._reported = set()
 
     # --- public -------------------------------------------------------------------------------------------
     @property
@@ -332,7 +353,11 @@ class GpuPoller:
         """What to export now, never ``None`` and never blocking: the latest snapshot; before the first poll has
         finished, NVML down with the poller's creation time; while a poll has been stuck in NVML for
         ``hung_after`` seconds, or once :meth:`stop` was called (until :meth:`start` or :meth:`poll_once`), NVML
-        down (no devices) with the time of the last poll that finished."""
+        down (no devices) with the time of the last poll that finished. In a forked child of a poller that was
+        polling (outside prometheus_client's multiprocess mode), the first call starts the child's own polling
+        thread; one that cannot start is counted (component ``gpu``) and tried again at the next call."""
+        if self._resume:
+            self._resume_in_child()
         snap = self._snapshot
         if self._stopped:
             return GpuSnapshot(False, "the GPU poller was stopped",
@@ -346,6 +371,16 @@ class GpuPoller:
         if snap is None:
             return GpuSnapshot(False, "the first NVML poll has not finished", timestamp=self.created)
         return snap
+
+    def _resume_in_child(self) -> None:
+        try:
+            with self._thread_lock:
+                if not self._resume:
+                    return
+                self._start_locked()
+                self._resume = False
+        except Exception as exc:  # a thread that cannot start (EAGAIN): the next status() tries again
+            record_error("gpu", exc, self.metrics)
 
     def poll_once(self) -> GpuSnapshot:
         """Poll NVML now and return (and keep) the new snapshot. Never raises (but waits for NVML)."""
@@ -371,14 +406,18 @@ class GpuPoller:
     def start(self) -> GpuPoller:
         """Start the polling thread (idempotent); the first poll runs at once."""
         with self._thread_lock:
-            self._stopped = False
-            if self._thread is not None and self._thread.is_alive():
-                return self
-            self._stop = threading.Event()  # its own: a thread left in a hung call by stop() never polls again
-            self._thread = threading.Thread(target=self._run, args=(self._stop,), name="aiwatch-gpu-poller",
-                                            daemon=True)
-            self._thread.start()
+            self._resume = False
+            self._start_locked()
         return self
+
+    def _start_locked(self) -> None:
+        self._stopped = False
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stop = stop = threading.Event()  # its own: a thread left in a hung call by stop() never polls again
+        thread = threading.Thread(target=self._run, args=(stop,), name="aiwatch-gpu-poller", daemon=True)
+        thread.start()
+        self._thread = thread  # only once started: a thread that could not start is no poller
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:
         """Stop the thread and shut NVML down (idempotent; never raises). Waits ``timeout`` seconds at most: a poll
@@ -390,6 +429,7 @@ class GpuPoller:
         with self._thread_lock:
             thread, self._thread = self._thread, None
             self._stopped = True
+            self._resume = False
             self._stop.set()
         if thread is not None and thread is not threading.current_thread():
             thread.join(max(deadline - time.monotonic(), 0.0))
