@@ -37,7 +37,7 @@ from aiwatch.feedback import ParquetSink, PredictionLog, journal
 from aiwatch.feedback.parquet_sink import TEMP_SUFFIX
 from aiwatch.feedback.sampling import SamplingPolicy
 from aiwatch.metrics import Metrics, get_metrics
-from aiwatch.signals.gpu import GpuCollector, GpuPoller
+from aiwatch.signals.gpu import GpuCollector, GpuPoller, GpuSnapshot
 from tests.servers import REPO, python_env
 from tests.signals.fake_pynvml import FakeNVML
 
@@ -675,13 +675,17 @@ def test_a_gpu_poller_started_in_the_parent_keeps_polling_there_and_not_in_a_chi
         poller.stop(timeout=HANG)
 
 
-def _polling_collector(registry: CollectorRegistry, nvml: FakeNVML) -> tuple[GpuCollector, float]:
-    """A collector polling every 0.05 s on ``registry``, and the time of a poll it finished."""
+def _polling_collector(registry: CollectorRegistry, nvml: FakeNVML) -> GpuCollector:
+    """A collector polling every 0.05 s on ``registry``, with a poll finished."""
     collector = GpuCollector(interval=0.05, nvml=nvml, registry=registry, metrics=get_metrics(registry))
     assert _eventually(lambda: collector.poller.snapshot is not None and collector.poller.snapshot.nvml_up)
-    snap = collector.poller.snapshot
-    assert snap is not None
-    return collector, snap.timestamp
+    return collector
+
+
+def _polled_again(collector: GpuCollector, registry: CollectorRegistry, at_fork: GpuSnapshot | None) -> bool:
+    """Whether a poll after ``at_fork`` (the snapshot the child inherited) is what ``registry`` exports."""
+    return (_eventually(lambda: collector.poller.snapshot is not at_fork) and at_fork is not None
+            and _last_poll(registry) > at_fork.timestamp)
 
 
 def _xids(registry: CollectorRegistry) -> list[float]:
@@ -701,15 +705,16 @@ def test_a_gpu_collector_polling_in_the_parent_polls_again_in_the_child_from_its
     monkeypatch.delenv("prometheus_multiproc_dir", raising=False)
     nvml = FakeNVML.with_gpus(1)
     nvml.xid(0)
-    collector, polled = _polling_collector(registry, nvml)
+    collector = _polling_collector(registry, nvml)
     assert _eventually(lambda: _xids(registry) == [1.0])
     parents_set = collector.poller._event_set
     try:
         def scrape() -> dict[str, Any]:
+            at_fork = collector.poller.snapshot
             inits, handles, sets = (nvml.calls[name] for name in (
                 "nvmlInit", "nvmlDeviceGetHandleByIndex", "nvmlEventSetCreate"))
             _last_poll(registry)  # the first scrape starts the child's poller
-            fresh = _eventually(lambda: _last_poll(registry) > polled)
+            fresh = _polled_again(collector, registry, at_fork)
             return {"fresh": fresh, "running": collector.poller.running,
                     "gpu_up": [s.value for f in registry.collect() if f.name == "aiwatch_gpu_up" for s in f.samples],
                     "nvml_init": nvml.calls["nvmlInit"] - inits,
@@ -731,19 +736,18 @@ def test_a_gpu_collector_in_a_multiprocess_child_does_not_poll_and_initialises_n
     # host's one; a poll the child asks for itself opens NVML anew, not through the parent's handles
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
     nvml = FakeNVML.with_gpus(1)
-    collector, _ = _polling_collector(registry, nvml)
+    collector = _polling_collector(registry, nvml)
     try:
         def scrape_then_poll() -> dict[str, Any]:
             at_fork = collector.poller.snapshot
-            list(collector.collect())
+            list(collector.collect())  # a scrape starts no poller here
+            no_poller = not collector.poller.running and collector.poller.status() is at_fork
             inits = nvml.calls["nvmlInit"]
             polled = collector.poller.poll_once()
-            return {"running": collector.poller.running, "kept": collector.poller.status() is polled,
-                    "still_fork_snapshot_before": at_fork is not None and at_fork is not polled,
-                    "nvml_init": nvml.calls["nvmlInit"] - inits, "up": polled.nvml_up}
+            return {"no_poller": no_poller, "nvml_init": nvml.calls["nvmlInit"] - inits, "up": polled.nvml_up,
+                    "exported": collector.poller.status() is polled}
 
-        assert child_reports(scrape_then_poll) == {"running": False, "kept": True, "still_fork_snapshot_before": True,
-                                                   "nvml_init": 1, "up": True}
+        assert child_reports(scrape_then_poll) == {"no_poller": True, "nvml_init": 1, "up": True, "exported": True}
     finally:
         collector.close(timeout=HANG)
 
@@ -752,9 +756,10 @@ def test_a_child_whose_gpu_poller_cannot_start_counts_it_and_tries_again_at_its_
         registry: CollectorRegistry, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
     monkeypatch.delenv("prometheus_multiproc_dir", raising=False)
-    collector, polled = _polling_collector(registry, FakeNVML.with_gpus(1))
+    collector = _polling_collector(registry, FakeNVML.with_gpus(1))
     try:
         def refused_once() -> dict[str, Any]:
+            at_fork = collector.poller.snapshot
             start = threading.Thread.start
             errors = registry.get_sample_value("aiwatch_instrumentation_errors_total", {"component": "gpu"}) or 0.0
 
@@ -769,9 +774,9 @@ def test_a_child_whose_gpu_poller_cannot_start_counts_it_and_tries_again_at_its_
             running_then = collector.poller.running
             _last_poll(registry)
             return {"refused": refused, "running_then": running_then,
-                    "fresh": _eventually(lambda: _last_poll(registry) > polled)}
+                    "fresh": _polled_again(collector, registry, at_fork), "running": collector.poller.running}
 
-        assert child_reports(refused_once) == {"refused": 1.0, "running_then": False, "fresh": True}
+        assert child_reports(refused_once) == {"refused": 1.0, "running_then": False, "fresh": True, "running": True}
     finally:
         collector.close(timeout=HANG)
 
