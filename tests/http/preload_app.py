@@ -1,5 +1,6 @@
 """The app that ``test_http_preload`` serves with ``gunicorn --preload``: its prediction log (Parquet files into
-``$AIWATCH_TEST_LOG_DIR``) and its drift monitor, started on a short schedule, are made at import, in the master."""
+``$AIWATCH_TEST_LOG_DIR``) and its drift monitor, started on a short schedule (and given warm-up rows), are made at
+import, in the master."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from aiwatch.feedback import ParquetSink, PredictionLog
 
 monitor = DriftMonitor(ReferenceProfile.build({"x": np.random.default_rng(1).normal(0, 1, 200)}), model="preloaded",
                        interval=0.2, flush_every=1).start()
+monitor.observe_batch({"x": np.zeros(7)})  # warm-up rows in the master: the workers' windows do not hold them
 log = PredictionLog(ParquetSink(os.environ["AIWATCH_TEST_LOG_DIR"], max_file_seconds=0.2, fsync=False),
                     batch_size=1, flush_seconds=0.1)
 app = Flask("preload")

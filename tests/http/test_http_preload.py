@@ -49,7 +49,8 @@ def test_preloaded_log_and_monitor_work_in_the_workers(tmp_path: Path) -> None:
 
 def test_the_master_hands_its_monitors_schedule_to_the_workers(tmp_path: Path) -> None:
     # aiwatch.gunicorn's pre_fork stops the master's evaluations: its window gets no rows, and its evaluation of it
-    # (0 rows, NaN scores) took turns with the worker's in the "mostrecent" drift gauges
+    # (0 rows, NaN scores) took turns with the worker's in the "mostrecent" drift gauges. The worker's window holds
+    # its own n rows, not the master's 7 warm-up rows too
     n = 5
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -70,3 +71,20 @@ def test_the_master_hands_its_monitors_schedule_to_the_workers(tmp_path: Path) -
             seen.append(window())
             time.sleep(0.1)
     assert seen == [n] * len(seen)
+
+
+def test_a_gpu_collector_polling_in_the_master_polls_in_the_worker_without_multiprocess_mode() -> None:
+    # one worker, no PROMETHEUS_MULTIPROC_DIR: the worker serves its own registry, where its copy of the master's
+    # collector served the snapshot of the fork for ever
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = python_env()
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    env.pop("prometheus_multiproc_dir", None)
+    with python_app(["-m", "gunicorn", "--preload", "-w", "1", "-b", f"127.0.0.1:{port}", "-c",
+                     "python:aiwatch.gunicorn", "tests.http.preload_gpu_app:app"], f"{base}/metrics", env=env):
+        first = scrape(f"{base}/metrics")
+        assert value(first, "aiwatch_gpu_nvml_up") == 1
+        polled = value(first, "aiwatch_gpu_last_poll_timestamp_seconds") or 0.0
+        wait_until(lambda: (value(scrape(f"{base}/metrics"), "aiwatch_gpu_last_poll_timestamp_seconds") or 0.0)
+                   > polled, 20, what="a poll in the worker after its first scrape")
