@@ -20,7 +20,8 @@ from typing import Protocol
 
 class Renewable(Protocol):
     def _renew_after_fork(self) -> None:
-        """Replace the object's locks (and events) with new ones; called in a forked child, which has one thread."""
+        """Replace the object's locks (and events) with new ones, and drop what is the parent's alone; called in a
+        forked child, which has one thread (start no thread here: mark it to start at the child's first use)."""
 
 
 _owners: weakref.WeakSet[Renewable] = weakref.WeakSet()
