@@ -730,6 +730,26 @@ def test_a_gpu_collector_polling_in_the_parent_polls_again_in_the_child_from_its
         collector.close(timeout=HANG)
 
 
+def test_a_gpu_poller_not_resumed_yet_is_resumed_by_a_grandchild(registry: CollectorRegistry,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    # a child forked before its first scrape (a fork pool, or the workers of a master that is itself a forked child)
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    monkeypatch.delenv("prometheus_multiproc_dir", raising=False)
+    collector = _polling_collector(registry, FakeNVML.with_gpus(1))
+    try:
+        def fork_again() -> dict[str, Any]:
+            def scrape() -> dict[str, Any]:
+                at_fork = collector.poller.snapshot
+                _last_poll(registry)
+                return {"fresh": _polled_again(collector, registry, at_fork)}
+
+            return {"child_polls": collector.poller.running, "grandchild": child_reports(scrape)}
+
+        assert child_reports(fork_again) == {"child_polls": False, "grandchild": {"fresh": True}}
+    finally:
+        collector.close(timeout=HANG)
+
+
 def test_a_gpu_collector_in_a_multiprocess_child_does_not_poll_and_initialises_nvml_itself_when_asked(
         registry: CollectorRegistry, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     # with PROMETHEUS_MULTIPROC_DIR a worker's /metrics never serves this collector: the master's poller is the
