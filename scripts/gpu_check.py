@@ -6,14 +6,15 @@
 
 It polls through the real pynvml, scrapes the collector, checks every ``aiwatch_gpu_*`` metric of the contract is
 present for every whole GPU with a plausible value, runs the background poller for a moment (the energy counter
-must not go down, the poll timestamp must advance, a scrape must not call NVML), prints a table and exits 1 on any
-failure (including when NVML sees no GPU). MIG devices are checked for what NVML reports on them (memory), and for
-reporting nothing else.
+must not go down, the poll timestamp must advance, a scrape must not call NVML), forks a child that must poll NVML
+itself from its first scrape (as a gunicorn worker does), prints a table and exits 1 on any failure (including when
+NVML sees no GPU). MIG devices are checked for what NVML reports on them (memory), and for reporting nothing else.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -126,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         body = generate_latest(registry)
     scrape_ms = (time.perf_counter() - t0) / scrapes * 1000
     latest = poller.snapshot
+    failures += forked_child_polls(collector, registry, args.seconds)
     collector.close()
     assert latest is not None
     if not latest.timestamp > ts0:
@@ -141,6 +143,31 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(f"\nOK: every aiwatch_gpu_* metric present and plausible on {len(snap.devices)} device(s)")
     return 0
+
+
+def forked_child_polls(collector: GpuCollector, registry: CollectorRegistry, seconds: float) -> list[str]:
+    """Fork; the child scrapes (which starts its own poller, NVML initialised in the child) and must export a poll
+    made after the fork with NVML up. The failures, if any (none where os.fork does not exist)."""
+    if not hasattr(os, "fork") or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return []
+    at_fork = collector.poller.snapshot
+    pid = os.fork()
+    if pid == 0:
+        ok = False
+        try:
+            registry.get_sample_value("aiwatch_gpu_up")  # the first scrape starts the child's poller
+            deadline = time.monotonic() + max(seconds, 3.0)
+            while time.monotonic() < deadline and collector.poller.snapshot is at_fork:
+                time.sleep(0.05)
+            snap = collector.poller.status()
+            ok = snap is not at_fork and snap.nvml_up and registry.get_sample_value("aiwatch_gpu_nvml_up") == 1.0
+        finally:
+            os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        return ["a forked child did not poll NVML itself (stale or NVML down in the child)"]
+    print("forked child: polled NVML itself after the fork")
+    return []
 
 
 if __name__ == "__main__":

@@ -750,6 +750,73 @@ def test_a_gpu_poller_not_resumed_yet_is_resumed_by_a_grandchild(registry: Colle
         collector.close(timeout=HANG)
 
 
+def test_a_gpu_poller_forked_while_pynvml_held_its_load_lock_polls_in_the_child(
+        registry: CollectorRegistry, monkeypatch: pytest.MonkeyPatch) -> None:
+    # pynvml loads NVML and counts nvmlInit under a plain module lock: forked while the parent held it (its poll
+    # loading NVML), the child's first nvmlInit waited for ever, its poller hung and its GPUs read as down
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    monkeypatch.delenv("prometheus_multiproc_dir", raising=False)
+    nvml = FakeNVML.with_gpus(1)
+    collector = _polling_collector(registry, nvml)
+    try:
+        def scrape() -> dict[str, Any]:
+            at_fork = collector.poller.snapshot
+            _last_poll(registry)
+            return {"fresh": _polled_again(collector, registry, at_fork), "up": collector.poller.status().nvml_up}
+
+        with held([nvml.libLoadLock]):
+            reported = child_reports(scrape)
+        assert reported == {"fresh": True, "up": True}
+    finally:
+        collector.close(timeout=HANG)
+
+
+def test_a_child_that_stops_its_gpu_poller_before_its_first_scrape_starts_none(registry: CollectorRegistry,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    # stop() cancels the restart the fork left pending: a scrape after it must not start the poller again
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    monkeypatch.delenv("prometheus_multiproc_dir", raising=False)
+    nvml = FakeNVML.with_gpus(1)
+    collector = _polling_collector(registry, nvml)
+    try:
+        def stop_then_scrape() -> dict[str, Any]:
+            collector.poller.stop()
+            inits = nvml.calls["nvmlInit"]
+            list(collector.collect())
+            return {"running": collector.poller.running, "up": collector.poller.status().nvml_up,
+                    "nvml_init": nvml.calls["nvmlInit"] - inits}
+
+        assert child_reports(stop_then_scrape) == {"running": False, "up": False, "nvml_init": 0}
+        assert collector.poller.running  # the parent's poller is its own
+    finally:
+        collector.close(timeout=HANG)
+
+
+def test_a_child_logs_again_a_gpu_condition_its_parent_logged(registry: CollectorRegistry) -> None:
+    # a worker's log may be a stream of its own: a GPU that cannot be opened is said there too, not only in the
+    # master's log
+    nvml = FakeNVML.with_gpus(1)
+    nvml.gpus[0].fail["name"] = nvml.NVML_ERROR_GPU_IS_LOST
+    collector = GpuCollector(nvml=nvml, registry=registry, metrics=get_metrics(registry), start=False)
+    collector.poller.poll_once()
+    assert collector.poller._reported, "the parent logged the condition"
+
+    def poll_and_listen() -> dict[str, Any]:
+        messages = _Messages()
+        log = logging.getLogger("aiwatch.signals.gpu")
+        log.addHandler(messages)
+        try:
+            collector.poller.poll_once()
+        finally:
+            log.removeHandler(messages)
+        return {"logged": sum("cannot be opened" in m for m in messages.messages)}
+
+    try:
+        assert child_reports(poll_and_listen) == {"logged": 1}
+    finally:
+        collector.close(timeout=HANG)
+
+
 def test_a_gpu_collector_in_a_multiprocess_child_does_not_poll_and_initialises_nvml_itself_when_asked(
         registry: CollectorRegistry, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     # with PROMETHEUS_MULTIPROC_DIR a worker's /metrics never serves this collector: the master's poller is the

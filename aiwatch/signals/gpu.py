@@ -323,6 +323,11 @@ class GpuPoller:
         self._thread_lock = threading.Lock()
         self._stop = threading.Event()
         self._poll_began = None
+        # pynvml loads the library, counts nvmlInit and looks functions up under a plain module lock: held at the fork
+        # (the parent's poll loading NVML), the child's first poll would wait on it for ever
+        load_lock = getattr(self.nvml, "libLoadLock", None)
+        if load_lock is not None and callable(getattr(load_lock, "locked", None)) and load_lock.locked():
+            self.nvml.libLoadLock = threading.Lock()
         # A poller that was polling polls again in the child, from its first status() (a scrape), not here: a thread
         # started inside an at-fork hook is risky, and a child that execs at once or is never scraped needs none.
         # Not in multiprocess mode: a worker's /metrics serves the merged sample files, never this collector, and the

@@ -126,6 +126,8 @@ class FakeNVML(types.ModuleType):
         #: NVML function name -> an event the call waits for (a hung driver call); ``blocked`` is set on entry
         self.hang: dict[str, threading.Event] = {}
         self.driver = "550.54.15"
+        #: as pynvml's: loading the library and counting nvmlInit happen under it
+        self.libLoadLock = threading.Lock()
 
     @classmethod
     def with_gpus(cls, n: int) -> FakeNVML:
@@ -160,10 +162,11 @@ class FakeNVML(types.ModuleType):
 
     # --- the NVML API -------------------------------------------------------------------------------------
     def nvmlInit(self) -> None:
-        self._call("nvmlInit")
-        if self.init_error is not None:
-            raise err(self.init_error)
-        self.initialised = True
+        with self.libLoadLock:
+            self._call("nvmlInit")
+            if self.init_error is not None:
+                raise err(self.init_error)
+            self.initialised = True
 
     def nvmlShutdown(self) -> None:
         self._call("nvmlShutdown")

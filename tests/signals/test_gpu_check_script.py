@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from types import ModuleType
 
@@ -34,6 +35,23 @@ def test_passes_on_healthy_gpus_with_mig(monkeypatch: pytest.MonkeyPatch, capsys
     assert run(nvml, monkeypatch) == 0, capsys.readouterr().out
     out = capsys.readouterr().out
     assert "OK: every aiwatch_gpu_* metric present and plausible on 9 device(s)" in out
+    assert "forked child: polled NVML itself after the fork" in out
+
+
+def test_fails_when_a_forked_child_cannot_poll_nvml_itself(monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    nvml = FakeNVML.with_gpus(1)
+    parent, init = os.getpid(), nvml.nvmlInit
+
+    def init_in_the_parent_only() -> None:
+        if os.getpid() != parent:
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_UNKNOWN)
+        init()
+
+    monkeypatch.setattr(nvml, "nvmlInit", init_in_the_parent_only)
+    assert run(nvml, monkeypatch) == 1
+    assert "a forked child did not poll NVML itself" in capsys.readouterr().out
 
 
 def test_fails_on_a_lost_gpu_an_implausible_value_or_a_missing_metric(monkeypatch: pytest.MonkeyPatch,
