@@ -54,8 +54,8 @@ def infer_kind(values: Any) -> str:
     non-missing values are distinct, else categorical; datetimes (with a timezone or not, Python ``datetime`` and
     ``date`` objects too) -> datetime; bools with ints -> categorical when the ints alone would be (aiwatch's rule:
     Evidently types such an object column unknown). Plain Python lists are first given the dtype pandas would give
-    them. (A profile reads a category column's values first, :func:`extension_column`, so there it is typed by its
-    values.)
+    them, but for ints with None, read as a nullable ``Int64`` column is (:func:`python_column`). (A profile reads a
+    category column's values first, :func:`extension_column`, so there it is typed by its values.)
 
     >>> infer_kind([1.5, 2.0]), infer_kind([1, 2, 3]), infer_kind(list(range(50))), infer_kind(["a", "a", "a", "b"])
     ('numerical', 'categorical', 'numerical', 'categorical')
@@ -166,7 +166,10 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def python_column(values: Iterable[Any]) -> npt.NDArray[Any]:
-    """A list as pandas would type it: all ints -> int64, ints/floats/None -> float64, bools -> bool, else object."""
+    """A list as pandas would type it: all ints -> int64, ints/floats/None -> float64, bools -> bool, else object;
+    except ints with None, which are read as a nullable ``Int64`` column is (:func:`extension_column`): Python ints
+    and None in an object column, typed by its ints. pandas makes them floats, so that one None made a list of a few
+    ints numerical where the same column in any other container is categorical."""
     items = list(values)
     present = [v for v in items if v is not None]
     if present and all(isinstance(v, (bool, np.bool_)) for v in present) and len(present) == len(items):
@@ -174,16 +177,25 @@ def python_column(values: Iterable[Any]) -> npt.NDArray[Any]:
     numeric = all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
                   for v in present)
     if present and numeric:
-        if len(present) == len(items) and all(isinstance(v, (int, np.integer)) for v in present):
+        if all(isinstance(v, (int, np.integer)) for v in present):
             try:
-                return np.asarray(items, dtype=np.int64)
+                ints = np.asarray(present, dtype=np.int64)
             except OverflowError:  # an int past int64: floats, as ints mixed with floats are
                 pass
+            else:
+                return ints if len(present) == len(items) else _ints_with_none(items, ints)
         try:
             return np.asarray([math.nan if v is None else v for v in items], dtype=np.float64)
         except OverflowError:  # an int past float64 too: infinite there (a missing value)
             return np.asarray([math.nan if v is None else to_float(v) for v in items], dtype=np.float64)
     return object_column(items)
+
+
+def _ints_with_none(items: list[Any], ints: npt.NDArray[np.int64]) -> npt.NDArray[Any]:
+    """The object column of ``items`` (ints and None) with the present ones as the Python ints of ``ints``."""
+    out = np.full(len(items), None, dtype=object)
+    out[np.fromiter((v is not None for v in items), dtype=bool, count=len(items))] = ints.astype(object)
+    return out
 
 
 def extension_column(values: Any) -> Any:

@@ -143,6 +143,30 @@ def test_a_numpy_array_of_bools_and_ints_is_categorical_as_a_list_is() -> None:
     assert feat.kind == "categorical"
 
 
+INTS_AND_A_NONE = [1, 2, 3] * (ROWS // 3 - 1) + [1, 2, None]
+#: Containers that keep ints with a missing value ints (a pandas column from the list makes them floats: NaN).
+INTS_AND_A_NONE_CONTAINERS: dict[str, Any] = {
+    "list": CONTAINERS["list"],
+    "rows": CONTAINERS["rows"],
+    "rows-key-left-out": lambda v, tmp: ReferenceProfile.build(
+        [{"n": b} if a is None else {"x": a, "n": b} for a, b in zip(v, NUMBERS, strict=True)]),
+    "numpy-object": CONTAINERS["numpy-object"],
+    "Int64-series": lambda v, tmp: ReferenceProfile.build({"x": _series(v, "Int64"), "n": NUMBERS}),
+    "arrow-array": TYPED_CONTAINERS["arrow-array"],
+    "parquet-file": TYPED_CONTAINERS["parquet-file"],
+}
+
+
+@pytest.mark.parametrize("make", [pytest.param(make, id=name) for name, make in INTS_AND_A_NONE_CONTAINERS.items()])
+def test_a_few_ints_with_a_none_are_categorical_in_every_container(tmp_path: Any, make: Any) -> None:
+    """A list with a None among a few ints was made floats (as pandas makes it), so numerical, where the same
+    column as a nullable Int64 Series, an Arrow array or a Parquet file is categorical."""
+    feat = make(INTS_AND_A_NONE, tmp_path).features["x"]
+    assert isinstance(feat, CategoricalFeature)
+    assert (feat.kind, dict(zip(feat.categories, feat.counts, strict=True)), feat.count, feat.missing) == (
+        "categorical", {"1": 20, "2": 20, "3": 19}, 59, 1)
+
+
 @pytest.mark.parametrize(("values", "why"), [
     pytest.param([True, 0.5, 1.5, False] * 15, "(bool, float: True, 0.5, 1.5)", id="bools-and-floats"),
     pytest.param([True, False, True, 5, 7] + list(range(20, 40)) + [True] * 35, "(bool, int: True, False, 5)",
