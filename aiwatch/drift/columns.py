@@ -86,7 +86,10 @@ def infer_kind_counting(values: Any) -> tuple[str, Counter[Any] | None]:
         if first is None:
             return "unknown", None
         if isinstance(first, str) and isinstance(last, str):
-            counts = distinct_counts(items)
+            try:
+                counts = distinct_counts(items)
+            except Exception:  # a value that cannot be hashed (a list among the strings): counted by category
+                counts = _counts_by_category(items)
             present = [v for v in counts if not is_missing(v)]
             n_present = sum(counts[v] for v in present)
             return ("text" if len(present) > 0.5 * n_present else "categorical"), counts
@@ -324,8 +327,14 @@ def category_counts(values: Any, counts: Counter[Any] | None = None) -> Counter[
     keeps the first of them met, so ``[False, 0]`` counted both as ``False``, while one at a time they are the
     categories "False" and "0". Only a column holding such types (bools, or numbers other than int and float) is
     read again: its values are counted by category, as their category string, ``None`` when missing, or
-    :data:`NO_CATEGORY`."""
-    counted = distinct_counts(values) if counts is None else counts
+    :data:`NO_CATEGORY`; so is a column holding a value that cannot be hashed (a list, a dict, a ``__hash__`` that
+    raises), which is no category."""
+    if counts is None:
+        try:
+            counts = distinct_counts(values)
+        except Exception:  # a Counter of the values raises what a value's __hash__ (or __eq__) raises
+            return _counts_by_category(values)
+    counted = counts
     if isinstance(values, np.ndarray) and values.dtype.kind != "O":  # one dtype: no two types to mix up
         return counted
     if all(type(k) is str or is_missing(k) for k in counted):  # a string equals strings only; None, NaN nothing
@@ -335,6 +344,13 @@ def category_counts(values: Any, counts: Counter[Any] | None = None) -> Counter[
     if types <= _BOOLS_APART or all(t in _SAME_CATEGORY_WHEN_EQUAL or issubclass(t, (np.integer, np.floating))
                                     for t in types):
         return counted
+    return _counts_by_category(items)
+
+
+def _counts_by_category(values: Any) -> Counter[Any]:
+    """How many values of a column have each category string, ``None`` for the missing ones, :data:`NO_CATEGORY`
+    for the others (no value is hashed)."""
+    items = values if isinstance(values, list) else object_column(values).tolist()
     return Counter(map(_category_or_marker, items))
 
 
@@ -622,8 +638,8 @@ def category_key(value: Any) -> str | None:
     """The category string of a live or reference value (None when it cannot be a category).
 
     Integral floats read as ints (a CSV column 1, 2, NaN is float in pandas but categories "1", "2")."""
-    if isinstance(value, str):
-        return value
+    if isinstance(value, str):  # a subclass's own str (its __hash__ or __eq__ may raise, or be another's)
+        return value if type(value) is str else str.__str__(value)
     if isinstance(value, (bool, np.bool_)):
         return "True" if value else "False"
     if isinstance(value, (int, np.integer)):

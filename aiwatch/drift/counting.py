@@ -108,8 +108,8 @@ class CategoryBuckets:
             key = v if type(v) is str else (type(v), v)  # False == 0, yet their categories differ
             try:
                 code = memo.get(key)
-            except TypeError:  # unhashable: cannot be a category
-                out[k] = INVALID
+            except Exception:  # unhashable, or a __hash__ (__eq__) that raises: looked up as a row's value is
+                out[k] = self.code(v)
                 continue
             if code is None:
                 code = self.code(v)
@@ -120,10 +120,7 @@ class CategoryBuckets:
 
     def count(self, values: Any) -> tuple[IntArray, int, int]:
         """Bucket counts, missing count and wrong-typed count of a column of raw values."""
-        try:
-            distinct = category_counts(values)  # look up distinct values only: fast on long columns
-        except TypeError:  # an unhashable value
-            return self.count_codes(self.codes(values))
+        distinct = category_counts(values)  # distinct values only: fast on long columns (no value unhashable)
         counts = np.zeros(self.size, dtype=np.int64)
         missing = invalid = 0
         for v, n in distinct.items():

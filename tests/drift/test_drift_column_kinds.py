@@ -167,22 +167,45 @@ def test_a_few_ints_with_a_none_are_categorical_in_every_container(tmp_path: Any
         "categorical", {"1": 20, "2": 20, "3": 19}, 59, 1)
 
 
-@pytest.mark.parametrize(("values", "why"), [
-    pytest.param([True, 0.5, 1.5, False] * 15, "(bool, float: True, 0.5, 1.5)", id="bools-and-floats"),
-    pytest.param([True, False, True, 5, 7] + list(range(20, 40)) + [True] * 35, "(bool, int: True, False, 5)",
+@pytest.mark.parametrize(("values", "why", "overridable"), [
+    pytest.param([True, 0.5, 1.5, False] * 15, "(bool, float: True, 0.5, 1.5)", True, id="bools-and-floats"),
+    pytest.param([True, False, True, 5, 7] + list(range(20, 40)) + [True] * 35, "(bool, int: True, False, 5)", True,
                  id="bools-and-many-ints"),
-    pytest.param([None] * ROWS, "every value is missing", id="all-missing"),
-    pytest.param([[1, 2]] * ROWS, "(list: [1, 2])", id="lists")])
-def test_a_column_that_stays_unknown_is_named_in_a_warning(values: list[Any], why: str,
+    pytest.param([None] * ROWS, "every value is missing", False, id="all-missing"),
+    pytest.param([[1, 2]] * ROWS, "(list: [1, 2])", False, id="lists"),
+    # the ints are categories, the lists none (counted missing, as bytes are): following the override raised
+    # TypeError (unhashable) from inside the builder's Counter
+    pytest.param([1, [1, 2]] * (ROWS // 2), "(int, list: 1, [1, 2])", True, id="ints-and-lists")])
+def test_a_column_that_stays_unknown_is_named_in_a_warning(values: list[Any], why: str, overridable: bool,
                                                           caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="aiwatch.drift"):
         profile = ReferenceProfile.build({"x": values, "n": NUMBERS})
     assert profile.skipped == {"x": "unknown"}
     assert "column 'x' left out of the profile" in caplog.text and why in caplog.text
     # the override only where it would be taken: lists are no categories, and no value is no kind
-    overridable = "bool" in why
     assert ("give it a kind: kinds={'x': 'categorical'} (CLI: --kind x=categorical)" in caplog.text) == overridable
     assert len(caplog.records) == 1
+    if overridable:  # and the override named is taken
+        feat = ReferenceProfile.build({"x": values, "n": NUMBERS}, kinds={"x": "categorical"}).features["x"]
+        assert feat.kind == "categorical" and feat.count > 0
+
+
+def test_ints_and_lists_given_categorical_count_the_lists_as_no_category() -> None:
+    values = [1, [1, 2], 2, {"a": 1}] * (ROWS // 4)
+    feat = ReferenceProfile.build({"x": values, "n": NUMBERS}, kinds={"x": "categorical"}).features["x"]
+    assert isinstance(feat, CategoricalFeature)
+    assert (dict(zip(feat.categories, feat.counts, strict=True)), feat.count, feat.missing) == (
+        {"1": 15, "2": 15}, 30, 30)
+    report = compare(ReferenceProfile.build({"x": [1, 2] * (ROWS // 2), "n": NUMBERS}), {"x": values, "n": NUMBERS})
+    assert (report.features["x"].current_count, report.features["x"].invalid) == (30, 30)
+
+
+def test_strings_with_a_list_among_them_are_typed_without_a_raw_error() -> None:
+    """The string rule counted the distinct values with a Counter: a list among them raised TypeError."""
+    profile = ReferenceProfile.build({"x": ["a", [1], "b"] * (ROWS // 3), "n": NUMBERS})
+    feat = profile.features["x"]
+    assert isinstance(feat, CategoricalFeature)
+    assert (dict(zip(feat.categories, feat.counts, strict=True)), feat.missing) == ({"a": 20, "b": 20}, 20)
 
 
 #: Datetimes handed over where numbers or categories are expected: a naive pandas column (numpy datetime64[ns],
@@ -222,3 +245,26 @@ def test_a_categorical_kind_for_a_datetime64_ns_column_is_refused() -> None:
     with pytest.raises(ProfileError, match="column 'x' cannot be categorical: none of its values is a category"):
         ReferenceProfile.build(pd.DataFrame({"x": pd.Series(AWARE).dt.tz_localize(None), "n": NUMBERS}),
                                kinds={"x": "categorical"})
+
+
+class _HashRaises:
+    """A value whose hash raises something other than TypeError."""
+
+    def __hash__(self) -> int:
+        raise RuntimeError("hash boom")
+
+
+def test_a_value_whose_hash_raises_is_counted_wrong_typed_in_a_batch() -> None:
+    """codes() caught only TypeError: the value's RuntimeError dropped the whole batch (an instrumentation error)."""
+    from prometheus_client import CollectorRegistry
+
+    from aiwatch.drift import DriftMonitor
+
+    profile = ReferenceProfile.build({"c": ["a", "b"] * (ROWS // 2), "n": NUMBERS})
+    registry = CollectorRegistry()
+    monitor = DriftMonitor(profile, model="m", registry=registry, min_samples=1)
+    monitor.observe_batch({"c": ["a", _HashRaises(), "b", None], "n": [1.0, 2.0, 3.0, 4.0]})
+    assert registry.get_sample_value("aiwatch_instrumentation_errors_total", {"component": "drift"}) == 0
+    window = monitor.evaluate().features["c"]
+    assert (window.current_count, window.missing, window.invalid) == (2, 1, 1)
+    assert compare(profile, {"c": ["a", _HashRaises(), "b", None], "n": NUMBERS[:4]}).features["c"].invalid == 1

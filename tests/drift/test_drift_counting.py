@@ -121,9 +121,26 @@ def test_codes_are_in_order_and_unhashable_values_are_invalid() -> None:
     assert b.codes(np.asarray(values, dtype=object)).tolist() == b.codes(values).tolist()
 
 
+class _HashRaises:
+    """A value whose hash raises something other than TypeError."""
+
+    def __hash__(self) -> int:
+        raise RuntimeError("hash boom")
+
+
+def test_a_value_whose_hash_raises_is_invalid_where_the_others_are_counted() -> None:
+    """Only TypeError was caught: codes() raised the value's RuntimeError (so the monitor dropped the whole batch),
+    and count() did too."""
+    b = _buckets()
+    values = ["red", _HashRaises(), 3, None]
+    assert b.codes(values).tolist() == [0, INVALID, 2, MISSING]
+    assert [c.tolist() if isinstance(c, np.ndarray) else c for c in b.count(values)] == [[1, 0, 1, 0], 1, 1]
+
+
 @pytest.mark.parametrize("values", [
     ["red", "blue", "red", "green", None, math.nan, 3],
     ["red", ["x"], "blue", None],  # an unhashable value: counted through the codes
+    ["red", _HashRaises(), "blue", None],
     ["red", b"raw", b"raw", (1, 2), "blue"],  # hashable values that cannot be categories, two distinct ones
     np.asarray(["red", "blue"] * 2000 + ["green", None] * 10, dtype=object),
 ])
