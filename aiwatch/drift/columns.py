@@ -610,7 +610,7 @@ def fitting_none(kind: str, values: Any, examples: int = 3) -> list[Any] | None:
         found = object_column(values)[wrong_typed].tolist()
     else:
         column = values if isinstance(values, np.ndarray) else object_column(values)
-        if column.dtype.kind in "biufUS":
+        if column.dtype.kind in "biufU":  # not "S": numpy bytes are no category (category_key)
             return None
         found = []
         for v in object_column(column).tolist():

@@ -268,3 +268,17 @@ def test_a_value_whose_hash_raises_is_counted_wrong_typed_in_a_batch() -> None:
     window = monitor.evaluate().features["c"]
     assert (window.current_count, window.missing, window.invalid) == (2, 1, 1)
     assert compare(profile, {"c": ["a", _HashRaises(), "b", None], "n": NUMBERS[:4]}).features["c"].invalid == 1
+
+
+def test_a_numpy_bytes_column_is_not_offered_or_taken_as_categorical(caplog: pytest.LogCaptureFixture) -> None:
+    """Bytes have no category: a numpy bytes column (dtype "S") was said to fit one, so the warning offered the
+    override, which built a feature with every value missing (a list of the same bytes was refused)."""
+    from aiwatch.drift.errors import ProfileError
+
+    column = np.array([b"a", b"b"] * (ROWS // 2))
+    with caplog.at_level(logging.WARNING, logger="aiwatch.drift"):
+        assert ReferenceProfile.build({"x": column, "n": NUMBERS}).skipped == {"x": "unknown"}
+    assert "(bytes: b'a', b'b')" in caplog.text and "give it a kind" not in caplog.text
+    for given in (column, list(column)):
+        with pytest.raises(ProfileError, match="column 'x' cannot be categorical: none of its values is a category"):
+            ReferenceProfile.build({"x": given, "n": NUMBERS}, kinds={"x": "categorical"})
