@@ -178,7 +178,7 @@ def python_column(values: Iterable[Any]) -> npt.NDArray[Any]:
     if present and all(isinstance(v, (bool, np.bool_)) for v in present) and len(present) == len(items):
         return np.asarray(items, dtype=bool)
     numeric = all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
-                  for v in present)
+                  and not isinstance(v, _NUMPY_TIMES) for v in present)
     if present and numeric:
         if all(isinstance(v, (int, np.integer)) for v in present):
             try:
@@ -341,8 +341,7 @@ def category_counts(values: Any, counts: Counter[Any] | None = None) -> Counter[
         return counted
     items = values if isinstance(values, list) else object_column(values).tolist()
     types = set(map(type, items))
-    if types <= _BOOLS_APART or all(t in _SAME_CATEGORY_WHEN_EQUAL or issubclass(t, (np.integer, np.floating))
-                                    for t in types):
+    if types <= _BOOLS_APART or all(t in _SAME_CATEGORY_WHEN_EQUAL or _plain_numpy_number(t) for t in types):
         return counted
     return _counts_by_category(items)
 
@@ -352,6 +351,12 @@ def _counts_by_category(values: Any) -> Counter[Any]:
     for the others (no value is hashed)."""
     items = values if isinstance(values, list) else object_column(values).tolist()
     return Counter(map(_category_or_marker, items))
+
+
+def _plain_numpy_number(t: type) -> bool:
+    """Whether ``t`` is a numpy integer or float type that is not a duration (a duration equals its count of
+    units, yet has no category)."""
+    return issubclass(t, (np.integer, np.floating)) and not issubclass(t, _NUMPY_TIMES)
 
 
 def _category_or_marker(value: Any) -> Any:
@@ -547,11 +552,16 @@ def to_float(v: Any) -> float | None:
         return math.nan
     if isinstance(v, (bool, np.bool_)):
         return None
+    if isinstance(v, _NUMPY_TIMES):  # np.timedelta64 is a numpy integer: not a number here, as in a column of them
+        return math.nan if np.isnat(v) else None
     if isinstance(v, (int, float, np.integer, np.floating)):
-        if isinstance(v, np.timedelta64) and np.isnat(v):  # a numpy integer, whose float() raises
-            return math.nan
         return finite_or_infinite(v)
     return math.nan if _missing_other(v) else None
+
+
+#: numpy's durations and datetimes, neither numbers nor categories (``np.timedelta64`` subclasses
+#: ``np.signedinteger``): their NaT is missing, any other value wrong-typed, as in a column of them.
+_NUMPY_TIMES = (np.timedelta64, np.datetime64)
 
 
 def to_float_counting(values: Any) -> tuple[FloatArray, int]:
@@ -642,6 +652,8 @@ def category_key(value: Any) -> str | None:
         return value if type(value) is str else str.__str__(value)
     if isinstance(value, (bool, np.bool_)):
         return "True" if value else "False"
+    if isinstance(value, _NUMPY_TIMES):  # a duration is a numpy integer: not its nanoseconds
+        return None
     if isinstance(value, (int, np.integer)):
         return str(int(value))
     if isinstance(value, (float, np.floating)):
@@ -673,12 +685,14 @@ def _one_column_per_name(pairs: list[tuple[Any, Any]], values: bool = True) -> d
         if isinstance(column, np.ndarray) and column.ndim != 1:
             raise ProfileError(f"column {name!r} has shape {column.shape}: a column holds one value per row "
                                "(one dimension)")
-        keys[name], out[name] = key, extension_column(column) if values else column
+        keys[name], out[name] = key, frame_column(column) if values else column
     return out
 
 
 def frame_column(column: Any) -> Any:
-    """A DataFrame's column as a numpy array (:func:`extension_column` for an extension dtype)."""
+    """A DataFrame's column, or a column handed over in a mapping or a table, as a numpy array when it is a pandas
+    Series of a numpy dtype (read as a DataFrame's: a duration Series was read as ``pd.Timedelta`` objects where the
+    DataFrame's column gave numpy durations), :func:`extension_column` of any other."""
     if isinstance(getattr(column, "dtype", None), np.dtype) and hasattr(column, "to_numpy"):
         return column.to_numpy()
     return extension_column(column)

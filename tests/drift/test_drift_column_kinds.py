@@ -282,3 +282,48 @@ def test_a_numpy_bytes_column_is_not_offered_or_taken_as_categorical(caplog: pyt
     for given in (column, list(column)):
         with pytest.raises(ProfileError, match="column 'x' cannot be categorical: none of its values is a category"):
             ReferenceProfile.build({"x": given, "n": NUMBERS}, kinds={"x": "categorical"})
+
+
+DURATIONS = pd.Series(pd.to_timedelta([1, 2, 3] * (ROWS // 3), unit="s"))
+#: A duration column handed over every way: numpy's np.timedelta64 is a numpy integer, so the scalar paths read
+#: one as its nanoseconds (a valid number, a category such as '1000000000') where a numpy column was wrong-typed.
+DURATION_CURRENTS = {
+    "dataframe": lambda: pd.DataFrame({"n": DURATIONS, "c": DURATIONS}),
+    "dict-of-series": lambda: {"n": DURATIONS, "c": DURATIONS},
+    "dict-of-numpy": lambda: {"n": DURATIONS.to_numpy(), "c": DURATIONS.to_numpy()},
+    "dict-of-numpy-scalars": lambda: {"n": list(DURATIONS.to_numpy()), "c": list(DURATIONS.to_numpy())},
+    "dict-of-timedeltas": lambda: {"n": DURATIONS.tolist(), "c": DURATIONS.tolist()},
+}
+
+
+@pytest.mark.parametrize("make", [pytest.param(make, id=name) for name, make in DURATION_CURRENTS.items()])
+def test_durations_are_wrong_typed_on_every_path(make: Any) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from aiwatch.drift import DriftMonitor
+
+    profile = ReferenceProfile.build({"n": NUMBERS, "c": [1, 2, 3] * (ROWS // 3)})
+    assert profile.features["c"].kind == "categorical"
+    current = make()
+    for feat in compare(profile, current).features.values():
+        assert (feat.feature, feat.current_count, feat.missing, feat.invalid) == (feat.feature, 0, 0, ROWS)
+    registry = CollectorRegistry()
+    monitor = DriftMonitor(profile, model="m", registry=registry, min_samples=1)
+    monitor.observe_batch(current)
+    columns = {k: list(v) for k, v in current.items()}
+    for i in range(ROWS):  # row by row: each value as the container holds it
+        monitor.observe({k: v[i] for k, v in columns.items()})
+    assert registry.get_sample_value("aiwatch_instrumentation_errors_total", {"component": "drift"}) == 0
+    for name in ("n", "c"):
+        assert registry.get_sample_value("aiwatch_feature_invalid_total",
+                                         {"model": "m", "feature": name, "reason": "wrong_type"}) == 2 * ROWS
+
+
+def test_a_list_of_numpy_durations_is_no_ints() -> None:
+    """A list of np.timedelta64 was made int64 (nanoseconds), so categorical; a numpy array of them is unknown."""
+    from aiwatch.drift.errors import ProfileError
+
+    for column in (DURATIONS.to_numpy(), list(DURATIONS.to_numpy())):
+        assert ReferenceProfile.build({"x": column, "n": NUMBERS}).skipped == {"x": "unknown"}
+        with pytest.raises(ProfileError, match="column 'x' cannot be categorical"):
+            ReferenceProfile.build({"x": column, "n": NUMBERS}, kinds={"x": "categorical"})

@@ -114,6 +114,14 @@ def test_each_kind_of_value_gets_its_code() -> None:
         [0, 1, 3, MISSING, MISSING, MISSING, 2, 2, INVALID, INVALID]
 
 
+def test_numpy_durations_and_datetimes_are_no_categories() -> None:
+    """np.timedelta64 is a numpy integer: one read as its count of units, the category '3'."""
+    b = _buckets()
+    values = [np.timedelta64(3, "ns"), np.timedelta64(3, "s"), np.datetime64(3, "s"), np.timedelta64("NaT"), 3]
+    assert [b.code(v) for v in values] == [INVALID, INVALID, INVALID, MISSING, 2]
+    assert b.codes(values).tolist() == [INVALID, INVALID, INVALID, MISSING, 2]
+
+
 def test_codes_are_in_order_and_unhashable_values_are_invalid() -> None:
     b = _buckets()
     values = ["red", ["x"], "red", None, "green", math.nan, float("nan"), 3]
@@ -141,6 +149,8 @@ def test_a_value_whose_hash_raises_is_invalid_where_the_others_are_counted() -> 
     ["red", "blue", "red", "green", None, math.nan, 3],
     ["red", ["x"], "blue", None],  # an unhashable value: counted through the codes
     ["red", _HashRaises(), "blue", None],
+    [np.timedelta64(3, "s"), 3, "red"],  # a duration equals its count of units, yet is no category: counted apart
+    [3, np.timedelta64(3, "s"), "red"],
     ["red", b"raw", b"raw", (1, 2), "blue"],  # hashable values that cannot be categories, two distinct ones
     np.asarray(["red", "blue"] * 2000 + ["green", None] * 10, dtype=object),
 ])
