@@ -164,7 +164,7 @@ def _same(a: Any, b: Any) -> bool:
         return True
     try:
         return type(a) is type(b) and bool(a == b)
-    except (TypeError, ValueError):
+    except Exception:  # a value's own __eq__ or __bool__ may raise anything
         return False
 
 
@@ -641,7 +641,18 @@ def describe_values(values: Sequence[Any]) -> str:
         return "bool" if isinstance(v, (bool, np.bool_)) else type(v).__name__
 
     kinds = ", ".join(dict.fromkeys(map(kind, values)))
-    return f"{kinds}: " + ", ".join(repr(v) if isinstance(v, str) else str(v) for v in values)
+    return f"{kinds}: " + ", ".join(map(_shown, values))
+
+
+def _shown(value: Any) -> str:
+    """A value as an error message shows it: a string's repr, another value's str, else its repr, else its type's
+    name (a value's own __str__ and __repr__ may raise)."""
+    for show in (repr,) if isinstance(value, str) else (str, repr):
+        try:
+            return show(value)
+        except Exception:
+            continue
+    return f"<{type(value).__name__}>"
 
 
 def category_key(value: Any) -> str | None:

@@ -327,3 +327,50 @@ def test_a_list_of_numpy_durations_is_no_ints() -> None:
         assert ReferenceProfile.build({"x": column, "n": NUMBERS}).skipped == {"x": "unknown"}
         with pytest.raises(ProfileError, match="column 'x' cannot be categorical"):
             ReferenceProfile.build({"x": column, "n": NUMBERS}, kinds={"x": "categorical"})
+
+
+class _EqRaises:
+    def __eq__(self, other: object) -> bool:
+        raise RuntimeError("eq boom")
+
+    __hash__ = object.__hash__
+
+    def __repr__(self) -> str:
+        return "EqRaises()"
+
+
+class _StrRaises:
+    def __str__(self) -> str:
+        raise RuntimeError("str boom")
+
+    def __repr__(self) -> str:
+        raise RuntimeError("repr boom")
+
+
+class _BoolRaises:
+    def __eq__(self, other: object) -> Any:
+        return self
+
+    def __bool__(self) -> bool:
+        raise RuntimeError("bool boom")
+
+    __hash__ = object.__hash__
+
+    def __repr__(self) -> str:
+        return "BoolRaises()"
+
+
+@pytest.mark.parametrize(("make", "shown"), [
+    pytest.param(_EqRaises, "(they are _EqRaises: EqRaises(), EqRaises(), EqRaises())", id="__eq__"),
+    pytest.param(_StrRaises, "(they are _StrRaises: <_StrRaises>, <_StrRaises>, <_StrRaises>)", id="__str__"),
+    pytest.param(_BoolRaises, "(they are _BoolRaises: BoolRaises(), BoolRaises(), BoolRaises())", id="__bool__")])
+@pytest.mark.parametrize("kind", ["categorical", "numerical"])
+def test_a_kind_given_for_values_whose_methods_raise_is_refused_clearly(make: Any, shown: str, kind: str) -> None:
+    """The values are told apart and shown for the refusal without their own ==, bool() or str(): the user's
+    RuntimeError was raised from inside the builder."""
+    from aiwatch.drift.errors import ProfileError
+
+    values = [make() for _ in range(ROWS)]
+    with pytest.raises(ProfileError, match=f"column 'x' cannot be {kind}: none of its values") as caught:
+        ReferenceProfile.build({"x": values, "n": NUMBERS}, kinds={"x": kind})
+    assert shown in str(caught.value)
