@@ -169,10 +169,11 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def python_column(values: Iterable[Any]) -> npt.NDArray[Any]:
-    """A list as pandas would type it: all ints -> int64, ints/floats/None -> float64, bools -> bool, else object;
-    except ints with None, which are read as a nullable ``Int64`` column is (:func:`extension_column`): Python ints
-    and None in an object column, typed by its ints. pandas makes them floats, so that one None made a list of a few
-    ints numerical where the same column in any other container is categorical."""
+    """A list as pandas would type it: all ints -> int64 (Python ints in an object column when one is past int64),
+    ints/floats/None -> float64, bools -> bool, else object; except ints with None, which are read as a nullable
+    ``Int64`` column is (:func:`extension_column`): Python ints and None in an object column, typed by its ints.
+    pandas makes them floats, so that one None made a list of a few ints numerical where the same column in any
+    other container is categorical."""
     items = list(values)
     present = [v for v in items if v is not None]
     if present and all(isinstance(v, (bool, np.bool_)) for v in present) and len(present) == len(items):
@@ -183,10 +184,9 @@ def python_column(values: Iterable[Any]) -> npt.NDArray[Any]:
         if all(isinstance(v, (int, np.integer)) for v in present):
             try:
                 ints = np.asarray(present, dtype=np.int64)
-            except OverflowError:  # an int past int64: floats, as ints mixed with floats are
-                pass
-            else:
-                return ints if len(present) == len(items) else _ints_with_none(items, ints)
+            except OverflowError:  # an int past int64: Python ints in an object column, as an object array holds them
+                return np.fromiter((None if v is None else int(v) for v in items), dtype=object, count=len(items))
+            return ints if len(present) == len(items) else _ints_with_none(items, ints)
         try:
             return np.asarray([math.nan if v is None else v for v in items], dtype=np.float64)
         except OverflowError:  # an int past float64 too: infinite there (a missing value)

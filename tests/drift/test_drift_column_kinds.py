@@ -167,6 +167,23 @@ def test_a_few_ints_with_a_none_are_categorical_in_every_container(tmp_path: Any
         "categorical", {"1": 20, "2": 20, "3": 19}, 59, 1)
 
 
+INTS_PAST_INT64_AND_A_NONE = [2**63, 1, 2] * (ROWS // 3 - 1) + [2**63, 1, None]
+
+
+@pytest.mark.parametrize("make", [pytest.param(make, id=name) for name, make in {
+    **{name: INTS_AND_A_NONE_CONTAINERS[name] for name in ("list", "rows", "rows-key-left-out", "numpy-object")},
+    "UInt64-series": lambda v, tmp: ReferenceProfile.build({"x": _series(v, "UInt64"), "n": NUMBERS}),
+    "object-dataframe": lambda v, tmp: ReferenceProfile.build(pd.DataFrame({"x": _series(v, object),
+                                                                            "n": NUMBERS}))}.items()])
+def test_ints_past_int64_with_a_none_are_typed_by_their_ints_in_every_container(tmp_path: Any, make: Any) -> None:
+    """A list of them overflowed int64 and was made floats, numerical (2**63 read as 9.223372036854776e18), where
+    the same values in an object array, a pandas object column or a UInt64 column are categorical."""
+    feat = make(INTS_PAST_INT64_AND_A_NONE, tmp_path).features["x"]
+    assert isinstance(feat, CategoricalFeature)
+    assert (dict(zip(feat.categories, feat.counts, strict=True)), feat.count, feat.missing) == (
+        {"1": 20, "2": 19, str(2**63): 20}, 59, 1)
+
+
 @pytest.mark.parametrize(("values", "why", "overridable"), [
     pytest.param([True, 0.5, 1.5, False] * 15, "(bool, float: True, 0.5, 1.5)", True, id="bools-and-floats"),
     pytest.param([True, False, True, 5, 7] + list(range(20, 40)) + [True] * 35, "(bool, int: True, False, 5)", True,
