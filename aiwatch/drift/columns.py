@@ -119,14 +119,16 @@ def _datetimes_only(items: npt.NDArray[Any]) -> bool:
 def _numbers_among_text(items: npt.NDArray[Any]) -> str:
     """The kind of a column that holds numbers and something else (a CSV column of numbers with an "unknown" in
     it, as :func:`~aiwatch.drift.files.csv_column` reads it): the kind its numbers would have alone (ints: by their
-    distinct count; any float: numerical), when more than half of its present values are numbers; else
-    ``unknown``. Bools and ints alone are categorical when the ints would be (bools are; numpy makes such a list
-    ints, so a numpy array of them was categorical where a list with a None in it was unknown)."""
+    distinct count; any float: numerical), when more than half of its present values are numbers (Python's or
+    numpy's ints and floats, not durations); else ``unknown``. Bools and ints alone are categorical when the ints
+    would be (bools are; numpy makes such a list ints, so a numpy array of them was categorical where a list with a
+    None in it was unknown)."""
     present = [v for v in items.tolist() if not is_missing(v)]
-    numbers = [v for v in present if type(v) is float or type(v) is int]
+    numbers = [v for v in present if type(v) is float or type(v) is int or _plain_numpy_number(type(v))]
     if not numbers:
         return "unknown"
-    ints = all(type(v) is int for v in numbers)  # each pass once: a nullable Int64 column with a gap comes here
+    # each pass once: a nullable Int64 column with a gap comes here
+    ints = all(type(v) is int or isinstance(v, np.integer) for v in numbers)
     few_ints = ints and len(set(numbers)) <= INTEGER_CARDINALITY_LIMIT
     if few_ints and len(numbers) < len(present) and _ints_and_bools(present):
         return "categorical"
@@ -139,7 +141,8 @@ def _numbers_among_text(items: npt.NDArray[Any]) -> str:
 
 def _ints_and_bools(present: list[Any]) -> bool:
     """Whether every one of the present values is an int or a bool (Python's or numpy's)."""
-    return all(type(v) is int or type(v) is bool or isinstance(v, np.bool_) for v in present)
+    return all(type(v) is int or type(v) is bool or isinstance(v, np.bool_)
+               or (isinstance(v, np.integer) and not isinstance(v, np.timedelta64)) for v in present)
 
 
 def present_examples(values: Any, examples: int = 3) -> list[Any]:

@@ -391,3 +391,35 @@ def test_a_kind_given_for_values_whose_methods_raise_is_refused_clearly(make: An
     with pytest.raises(ProfileError, match=f"column 'x' cannot be {kind}: none of its values") as caught:
         ReferenceProfile.build({"x": values, "n": NUMBERS}, kinds={"x": kind})
     assert shown in str(caught.value)
+
+
+NUMPY_NUMBERS_CONTAINERS: dict[str, Any] = {
+    "list": CONTAINERS["list"],
+    "rows": CONTAINERS["rows"],
+    "numpy-object": CONTAINERS["numpy-object"],
+    "object-series": lambda v, tmp: ReferenceProfile.build({"x": _series(v, object), "n": NUMBERS}),
+    "object-dataframe": lambda v, tmp: ReferenceProfile.build(pd.DataFrame({"x": _series(v, object), "n": NUMBERS})),
+}
+
+
+@pytest.mark.parametrize("make", [pytest.param(make, id=name) for name, make in NUMPY_NUMBERS_CONTAINERS.items()])
+@pytest.mark.parametrize(("values", "kind"), [
+    pytest.param([np.int64(i % 3) for i in range(ROWS - 1)] + [None], "categorical", id="int64"),
+    pytest.param([np.uint64(2**64 - 1), np.uint64(1)] * (ROWS // 2 - 1) + [np.uint64(1), None], "categorical",
+                 id="uint64"),
+    pytest.param([np.float64(i + 0.5) for i in range(ROWS - 1)] + [None], "numerical", id="float64"),
+    pytest.param([np.float32(i + 0.5) for i in range(ROWS - 1)] + [None], "numerical", id="float32"),
+    pytest.param([np.int8(i % 3) for i in range(ROWS - 10)] + ["x"] * 9 + [None], "categorical", id="int8-and-text")])
+def test_numpy_numbers_with_a_none_are_typed_as_python_numbers_in_every_container(
+        tmp_path: Any, make: Any, values: list[Any], kind: str) -> None:
+    """numpy ints and floats held as objects with a None (a gap) were no numbers to the rule for numbers among
+    other values, so the column was left out as unknown where the same values in a list were typed."""
+    feat = make(values, tmp_path).features["x"]
+    python = ReferenceProfile.build({"x": [v.item() if isinstance(v, np.generic) else v for v in values],
+                                     "n": NUMBERS}).features["x"]
+    assert (feat.kind, feat.count, feat.missing) == (kind, ROWS - 1, 1)
+    if isinstance(feat, CategoricalFeature):
+        assert isinstance(python, CategoricalFeature)
+        assert (feat.categories, feat.counts) == (python.categories, python.counts)
+    else:
+        assert (feat.mean, feat.std) == (python.mean, python.std)  # type: ignore[attr-defined]
