@@ -423,3 +423,24 @@ def test_numpy_numbers_with_a_none_are_typed_as_python_numbers_in_every_containe
         assert (feat.categories, feat.counts) == (python.categories, python.counts)
     else:
         assert (feat.mean, feat.std) == (python.mean, python.std)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("kind", ["numerical", "categorical"])
+def test_a_numpy_dtype_series_in_a_mapping_is_read_as_a_dataframes_column(kind: str,
+                                                                         caplog: pytest.LogCaptureFixture) -> None:
+    """A duration Series in a dict was read as pd.Timedelta objects, a DataFrame's same column as numpy durations:
+    the refusal and the warning named other values ("Timedelta: 0 days 00:00:01" for "timedelta64: ...")."""
+    from aiwatch.drift.errors import ProfileError
+
+    durations = _series(list(pd.to_timedelta(np.arange(ROWS) % 3, unit="s")))
+    assert durations.dtype == "timedelta64[ns]"
+    messages = []
+    for data in (pd.DataFrame({"x": durations, "n": NUMBERS}), {"x": durations, "n": NUMBERS}):
+        with pytest.raises(ProfileError) as refused:
+            ReferenceProfile.build(data, kinds={"x": kind})
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="aiwatch.drift"):
+            assert ReferenceProfile.build(data).skipped == {"x": "unknown"}
+        messages.append((str(refused.value), caplog.text))
+    assert messages[0] == messages[1]
+    assert "(they are timedelta64: " in messages[1][0]
