@@ -231,7 +231,10 @@ CONTRACT: tuple[MetricSpec, ...] = (
                "Prediction-log records by what became of them: sampled_out (not kept by the sampling rate), queued, "
                "dropped (the queue was full or the log closed; the request was not slowed), written (handed to the "
                "sink), failed (the sink or the record raised), lost (written, then lost by the sink: a Parquet file "
-               "that could not be completed, as when the disk filled).", ("log", "result")),
+               "that could not be completed, as when the disk filled, without a journal), recoverable (written, then "
+               "its Parquet file could not be completed, but kept in its journal: the next ParquetSink to start on "
+               "the directory makes them into a file and counts them in "
+               "aiwatch_prediction_log_recovered_records_total).", ("log", "result")),
     MetricSpec("aiwatch_prediction_log_recovery_files_total", "counter",
                "Files of prediction-log writers that died, found by a ParquetSink when it started, by what it did with "
                "each: recovered (a journal made into the finished file it was for), torn (the same after dropping a "

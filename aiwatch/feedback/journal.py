@@ -84,9 +84,10 @@ class Journal:
             os.fsync(self._fd)
 
     def let_go(self) -> None:
-        """Close this process's descriptor of the journal, and nothing else (a forked child's copy of its parent's
-        journal: the file and the lock are the parent's, and the lock goes with the parent's descriptor). Called in
-        every forked child; idempotent, never raises."""
+        """Close this process's descriptor of the journal, and nothing else: a forked child's copy of its parent's
+        journal (the file and the lock are the parent's, and the lock goes with the parent's descriptor), or the
+        journal of a file that failed, left unlocked for the next sink that starts to recover. Idempotent, never
+        raises."""
         with suppress(OSError):
             self._close()
 

@@ -87,6 +87,7 @@ class PredictionLog:
         self._written = self.metrics.child(counter, (name, "written"))
         self._failed = self.metrics.child(counter, (name, "failed"))
         self._lost = self.metrics.child(counter, (name, "lost"))
+        self._recoverable = self.metrics.child(counter, (name, "recoverable"))
         self._count_recovery()
         # request ids: a random prefix per log and a counter, unique without building a uuid4 per request
         self._id_prefix = os.urandom(8).hex()
@@ -238,6 +239,7 @@ class PredictionLog:
     def _count_lost(self, exc: Exception) -> None:
         if isinstance(exc, RowsLost):
             self._lost.inc(exc.lost)
+            self._recoverable.inc(getattr(exc, "recoverable", 0))  # a subclass that skipped __init__
 
     # --- control ------------------------------------------------------------------------------------------
     def pending(self) -> int:

@@ -25,9 +25,10 @@ The ``model`` value lives in the directory name, not in the file (``pyarrow.data
 gives it back as a column). Reading a single file gives every other column.
 
 A write that fails (the disk is full, an I/O error) leaves pyarrow's writer unusable and its file without a footer:
-that file is removed at once, never renamed, and the next batch starts a new one. ``write``, ``flush`` and
-``close`` then raise :class:`~aiwatch.feedback.sink.RowsLost` with the rows of the batch not stored and the rows of
-the removed files written before.
+that file is removed at once, never renamed, and the next batch starts a new one. Its journal, when it holds rows, is
+kept (unlocked) for the next sink that starts on the directory to recover. ``write``, ``flush`` and ``close`` then
+raise :class:`~aiwatch.feedback.sink.RowsLost` with the rows of the batch not stored, the rows of the removed files
+written before and lost (no journal), and those kept in a journal (``recoverable``).
 """
 
 from __future__ import annotations
@@ -94,25 +95,32 @@ class _OpenFile:
     rows: int = 0
     #: of ``rows``, those of earlier ``write`` calls, which the caller has counted as written
     earlier: int = 0
+    #: of ``rows``, the first ones, whose batches are whole in the journal
+    journaled: int = 0
 
 
 @dataclass
 class _Tally:
-    """What one call to the sink did: rows of its batch stored (in a completed file or in a sound open one), rows of
-    earlier batches lost with a file that failed, and its first failure."""
+    """What one call to the sink did: rows of its batch stored (in a completed file, in a sound open one, or in the
+    journal of a file that failed), rows of earlier batches lost with a file that failed, rows of a failed file kept
+    in its journal for recovery, and its first failure."""
 
     stored: int = 0
     lost: int = 0
+    recoverable: int = 0
     error: Exception | None = None
 
-    def file_failed(self, f: _OpenFile, exc: Exception) -> None:
-        self.stored -= f.rows - f.earlier
-        self.lost += f.earlier
+    def file_failed(self, f: _OpenFile, exc: Exception, kept: int) -> None:
+        """Count the rows of ``f``, which failed: its first ``kept`` rows are in its journal, left for recovery."""
+        this_call = f.rows - f.earlier
+        self.stored -= this_call - max(0, kept - f.earlier)
+        self.lost += f.earlier - min(kept, f.earlier)
+        self.recoverable += kept
         self.error = self.error or exc
 
     def raise_if_failed(self, failed: int) -> None:
         if self.error is not None:
-            raise RowsLost(failed, self.lost, self.error) from self.error
+            raise RowsLost(failed, self.lost, self.error, recoverable=self.recoverable) from self.error
 
 
 def microseconds(timestamp: float) -> int:
@@ -245,6 +253,7 @@ class ParquetSink:
         except Exception as exc:
             tally.error = tally.error or exc
             return False
+        f.journaled += table.num_rows
         return True
 
     def _table(self, rows: list[dict[str, Any]], known: Any) -> Any:
@@ -521,6 +530,8 @@ class ParquetSink:
 
     @staticmethod
     def _remove(f: _OpenFile, tally: _Tally, exc: Exception) -> None:
+        """Remove a file that failed. Its journal, when it holds rows, is kept (unlocked) for the next sink that
+        starts on the directory to make into a file: those rows are counted ``recoverable``, not lost."""
         for _ in range(2):  # a close that raised keeps the file open; pyarrow's next close releases it
             with suppress(Exception):
                 f.writer.close()
@@ -528,9 +539,16 @@ class ParquetSink:
             f.temp.unlink(missing_ok=True)
         if f.lock is not None:  # after the unlink; a file left by one that failed is then an orphan to remove
             f.lock.release()
+        kept = f.journaled if f.journal is not None else 0
         if f.journal is not None:
-            f.journal.remove()
-        tally.file_failed(f, exc)
+            if kept:  # after the file's unlink: a recoverer that takes it now rebuilds the file under that name
+                f.journal.let_go()
+                warn_rate_limited("parquet_sink.kept", "aiwatch: prediction log file %s could not be completed "
+                                  "(%r): its journal %s (%d rows) is kept, for the next sink that starts on the "
+                                  "directory to recover", f.final, exc, f.journal.path, kept)
+            else:
+                f.journal.remove()
+        tally.file_failed(f, exc, kept)
 
 
 def journal_path(final: Path) -> Path:

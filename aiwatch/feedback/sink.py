@@ -32,10 +32,13 @@ class PredictionSink(Protocol):
 class RowsLost(Exception):
     """Raised by a sink's ``write``, ``flush`` or ``close`` that kept some rows and not others (raise it ``from``
     the cause): ``failed`` rows of the batch being written were not stored, the rest were; ``lost`` rows of earlier
-    batches, which the log counted as written, are gone too (a Parquet file that could not be completed). The log
-    counts them as ``result="failed"`` and ``result="lost"``; ``why`` (the cause) ends the message."""
+    batches, which the log counted as written, are gone too (a Parquet file that could not be completed);
+    ``recoverable`` rows (of earlier batches or of this one, counted written) are not in a finished file but kept
+    where a later start of the sink recovers them (a ParquetSink's journal). The log counts them as
+    ``result="failed"``, ``result="lost"`` and ``result="recoverable"``; ``why`` (the cause) ends the message."""
 
-    def __init__(self, failed: int, lost: int, why: object = None) -> None:
+    def __init__(self, failed: int, lost: int, why: object = None, *, recoverable: int = 0) -> None:
         because = "" if why is None else f": {why}"
-        super().__init__(f"{failed} rows of this batch not stored, {lost} rows written before lost{because}")
-        self.failed, self.lost = failed, lost
+        kept = f", {recoverable} rows kept for recovery" if recoverable else ""
+        super().__init__(f"{failed} rows of this batch not stored, {lost} rows written before lost{kept}{because}")
+        self.failed, self.lost, self.recoverable = failed, lost, recoverable

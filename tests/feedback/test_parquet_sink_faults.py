@@ -1,6 +1,7 @@
 """ParquetSink when a write fails (the disk is full: ENOSPC; or EIO) and then works again: the file being written is
-discarded, never renamed into view half-written; its rows and the batch's are counted; the files rotated before stay
-intact; the next batch starts a new file by itself.
+discarded, never renamed into view half-written; its journal, holding the rows written to it before, is kept for the
+next sink that starts to recover; its rows and the batch's are counted; the files rotated before stay intact; the next
+batch starts a new file by itself.
 
 Two kinds of fault. A real one: a 256 KiB tmpfs, filled and then freed (mounting needs root). And one injected into
 the stream pyarrow writes to (no root needed), which pyarrow treats as it treats a failed write(2): the writer is done
@@ -122,9 +123,14 @@ def records(registry: CollectorRegistry, result: str) -> float:
 
 
 # --- injected faults: the sink ------------------------------------------------------------------------------------
-def sink_whose_second_write_failed(folder: Path, disk: Disk) -> ParquetSink:
+def hidden_kinds(root: Path) -> list[str]:
+    """The kinds of the hidden files under ``root`` (``journal``, ``inprogress``, ...), one per file, sorted."""
+    return sorted(name.rsplit(".", 1)[1] for name in files(root)[1])
+
+
+def sink_whose_second_write_failed(folder: Path, disk: Disk, *, journal: bool = True) -> ParquetSink:
     """A sink that wrote rows 0-2 to a file, then failed to write rows 3-4 to it (the disk full, and left so)."""
-    sink = ParquetSink(folder)
+    sink = ParquetSink(folder, journal=journal)
     sink.write(rows(0, 3))
     disk.full = True
     with pytest.raises(RowsLost):
@@ -141,17 +147,41 @@ def test_after_a_failed_write_the_next_batch_goes_to_a_new_file(tmp_path: Path, 
 
 
 @pytest.mark.parametrize("error", [errno.ENOSPC, errno.EIO])
-def test_a_file_whose_write_failed_is_removed_at_once(tmp_path: Path, disk: Disk, error: int) -> None:
+@pytest.mark.parametrize("journal", [True, False])
+def test_a_file_whose_write_failed_is_removed_at_once_and_its_journal_kept(tmp_path: Path, disk: Disk, error: int,
+                                                                          journal: bool) -> None:
     disk.error = error
-    sink_whose_second_write_failed(tmp_path, disk)
-    assert files(tmp_path) == ([], [])
+    sink_whose_second_write_failed(tmp_path, disk, journal=journal)
+    assert files(tmp_path)[0] == [] and hidden_kinds(tmp_path) == (["journal"] if journal else [])
 
 
 def test_a_file_whose_write_failed_is_never_renamed_into_view(tmp_path: Path, disk: Disk) -> None:
     sink = sink_whose_second_write_failed(tmp_path, disk)
     disk.full = False
     sink.close()
-    assert files(tmp_path) == ([], [])
+    assert files(tmp_path)[0] == [] and hidden_kinds(tmp_path) == ["journal"]
+
+
+@pytest.mark.parametrize("where", ["write", "footer"])
+def test_the_rows_of_a_file_that_failed_are_kept_in_its_journal_and_recovered_by_the_next_sink(
+        tmp_path: Path, disk: Disk, where: str) -> None:
+    sink = ParquetSink(tmp_path)
+    sink.write(rows(0, 3))
+    disk.full = True
+    with pytest.raises(RowsLost) as lost:
+        if where == "write":
+            sink.write(rows(3, 5))
+        else:
+            sink.close()  # the footer; the sink still writes after it
+    assert (lost.value.failed, lost.value.lost, lost.value.recoverable) == ((2 if where == "write" else 0), 0, 3)
+    disk.full = False
+    sink.write(rows(5, 7))  # the writer goes on, into a new file
+    sink.close()
+    assert values(tmp_path) == [5.0, 6.0]
+    again = ParquetSink(tmp_path)
+    assert (again.recovery.records, again.recovery.files["recovered"]) == (3, 1)
+    assert values(tmp_path) == [0.0, 1.0, 2.0, 5.0, 6.0]
+    assert files(tmp_path)[1] == [] and unreadable(tmp_path) == []
 
 
 def test_a_file_that_cannot_start_leaves_nothing_behind(tmp_path: Path, disk: Disk) -> None:
@@ -163,23 +193,26 @@ def test_a_file_that_cannot_start_leaves_nothing_behind(tmp_path: Path, disk: Di
     assert files(tmp_path) == ([], [])
 
 
-def test_a_footer_that_cannot_be_written_loses_that_file_counted(tmp_path: Path, disk: Disk) -> None:
-    sink = ParquetSink(tmp_path)
+@pytest.mark.parametrize("journal", [True, False])
+def test_a_footer_that_cannot_be_written_counts_that_files_rows(tmp_path: Path, disk: Disk, journal: bool) -> None:
+    sink = ParquetSink(tmp_path, journal=journal)
     sink.write(rows(0, 3))
     disk.full = True
     with pytest.raises(RowsLost) as lost:
         sink.close()
-    assert (lost.value.failed, lost.value.lost) == (0, 3)
-    assert files(tmp_path) == ([], [])
+    assert (lost.value.failed, lost.value.lost, lost.value.recoverable) == ((0, 0, 3) if journal else (0, 3, 0))
+    assert files(tmp_path)[0] == [] and hidden_kinds(tmp_path) == (["journal"] if journal else [])
 
 
-def test_a_failed_write_counts_the_batch_failed_and_the_open_file_lost(tmp_path: Path, disk: Disk) -> None:
-    sink = ParquetSink(tmp_path, max_rows=4)
+@pytest.mark.parametrize("journal", [True, False])
+def test_a_failed_write_counts_the_batch_failed_and_the_open_file_recoverable_or_lost(tmp_path: Path, disk: Disk,
+                                                                                      journal: bool) -> None:
+    sink = ParquetSink(tmp_path, max_rows=4, journal=journal)
     sink.write(rows(0, 6))  # one file of 4 rotated, 2 rows open
     disk.full = True
     with pytest.raises(RowsLost) as lost:
         sink.write(rows(6, 9))
-    assert (lost.value.failed, lost.value.lost) == (3, 2)
+    assert (lost.value.failed, lost.value.lost, lost.value.recoverable) == ((3, 0, 2) if journal else (3, 2, 0))
 
 
 def test_a_batch_that_fails_in_one_partition_is_kept_in_the_others(tmp_path: Path, disk: Disk) -> None:
@@ -199,8 +232,8 @@ def test_close_completes_every_other_file_when_one_footer_fails(tmp_path: Path, 
     disk.fail_next = 1  # the first footer
     with pytest.raises(RowsLost):
         sink.close()
-    visible, hidden = files(tmp_path)
-    assert (len(visible), hidden) == (2, [])
+    visible, _ = files(tmp_path)
+    assert (len(visible), hidden_kinds(tmp_path)) == (2, ["journal"])
     assert values(tmp_path) == [2.0, 3.0]
 
 
@@ -236,7 +269,11 @@ def test_the_log_counts_a_disk_full_episode_and_resumes_by_itself(tmp_path: Path
     finally:
         log.close()
     assert values(tmp_path) == [8.0, 9.0, 10.0, 11.0]
-    assert (records(registry, "written"), records(registry, "failed"), records(registry, "lost")) == (9, 3, 5)
+    assert [records(registry, result) for result in ("written", "failed", "lost", "recoverable")] == [9, 3, 0, 5]
+    again = CollectorRegistry()
+    PredictionLog(ParquetSink(tmp_path), registry=again, name="again").close()
+    assert values(tmp_path) == [0.0, 1.0, 2.0, 3.0, 4.0, 8.0, 9.0, 10.0, 11.0]
+    assert again.get_sample_value("aiwatch_prediction_log_recovered_records_total", {"log": "again"}) == 5
 
 
 def test_a_footer_that_fails_at_close_is_counted_lost_by_the_log(tmp_path: Path, disk: Disk,
@@ -246,8 +283,8 @@ def test_a_footer_that_fails_at_close_is_counted_lost_by_the_log(tmp_path: Path,
             log.log("ranker", {"basket_value": i}, timestamp=T0)
         assert log.flush()
         disk.full = True
-    assert (records(registry, "written"), records(registry, "lost")) == (4, 4)
-    assert files(tmp_path) == ([], [])
+    assert [records(registry, result) for result in ("written", "lost", "recoverable")] == [4, 0, 4]
+    assert files(tmp_path)[0] == [] and hidden_kinds(tmp_path) == ["journal"]
 
 
 def test_a_failure_streak_is_logged_once_with_its_cause_not_per_batch_or_row(
@@ -309,7 +346,7 @@ def test_a_real_disk_that_fills_and_frees(small_disk: Path, tmp_path: Path, regi
         for i in range(8, 12):
             log.log("ranker", {"basket_value": i, "blob": os.urandom(2048).hex()}, timestamp=T0)
         assert log.flush()
-        assert files(data)[1] == []  # the half-written file is gone at once
+        assert hidden_kinds(data) == ["journal"]  # the half-written file is gone at once, its journal kept
         ballast.unlink()
         for i in range(12, 15):
             log.log("ranker", {"basket_value": i, "blob": os.urandom(2048).hex()}, timestamp=T0)
@@ -317,18 +354,24 @@ def test_a_real_disk_that_fills_and_frees(small_disk: Path, tmp_path: Path, regi
     finally:
         log.close()
     assert values(data) == [0.0, 1.0, 2.0, 3.0, 4.0, 12.0, 13.0, 14.0]
+    assert unreadable(data) == [] and hidden_kinds(data) == ["journal"]
+    assert [records(registry, result) for result in ("written", "failed", "lost", "recoverable")] == [11, 4, 0, 3]
+    assert ParquetSink(data).recovery.records == 3  # the next start, with the disk freed
+    assert values(data) == [float(i) for i in range(8)] + [12.0, 13.0, 14.0]
     assert unreadable(data) == [] and files(data)[1] == []
-    assert (records(registry, "written"), records(registry, "failed"), records(registry, "lost")) == (11, 4, 3)
     assert main(["profile", "build", str(data), "-o", str(tmp_path / "profile.json")]) == 0
 
 
-def test_a_real_disk_full_at_close_leaves_no_file_behind(small_disk: Path) -> None:
+def test_a_real_disk_full_at_close_leaves_only_the_journal_for_the_next_start(small_disk: Path) -> None:
     sink = ParquetSink(small_disk / "log", max_rows=4)
     sink.write([row(i, blob=os.urandom(2048).hex()) for i in range(6)])  # one file of 4 rotated, 2 rows open
     ballast = fill(small_disk)
     with pytest.raises(RowsLost) as lost:
         sink.close()
     ballast.unlink()
-    assert lost.value.lost == 2
+    assert (lost.value.lost, lost.value.recoverable) == (0, 2)
     assert values(small_disk / "log") == [0.0, 1.0, 2.0, 3.0]
+    assert hidden_kinds(small_disk / "log") == ["journal"]
+    assert ParquetSink(small_disk / "log").recovery.records == 2
+    assert values(small_disk / "log") == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
     assert files(small_disk / "log")[1] == []
