@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import stat
 import threading
+import time
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,11 @@ _write = os.write
 JOURNAL_SUFFIX = ".journal"
 NEW_SUFFIX = ".new"
 AVAILABLE = fcntl is not None
+#: An empty journal under its temporary name, or an empty open file, is its writer's to lock for this many seconds
+#: after it was last modified (its mtime); older, it is a dead writer's (killed between making and locking it) and a
+#: starting sink that can lock it removes it. A writer locks it microseconds after making it, so only a writer stopped
+#: in between (SIGSTOP) for longer would lose it, and then its lock still protects it from the moment it is taken.
+EMPTY_GRACE_SECONDS = 60.0
 
 #: Held from the ``os.open`` of a journal or an open file's lock until its descriptor is stored, and by a fork:
 #: ``os.open`` lets other threads run, and a fork between the two left the child a descriptor it did not know of,
@@ -158,17 +164,22 @@ def claim(path: Path, *, begun: bool = False) -> int | None:
     else ``None`` (its writer is alive, or finished with it and removed or renamed it). The caller closes the
     descriptor once done with the file.
 
-    ``begun`` (for a journal under its temporary name, or an open file) leaves alone one that is still empty: its
-    writer may be between creating and locking it, and only a writer that holds the lock writes into it. Anything
-    but a regular file under such a name is left alone: no writer made it (a FIFO opened without ``O_NONBLOCK`` would
-    hold the start until something wrote to it)."""
+    ``begun`` (for a journal under its temporary name, or an open file) leaves alone one that is still empty and was
+    modified less than :data:`EMPTY_GRACE_SECONDS` ago: its writer may be between creating and locking it, and only a
+    writer that holds the lock writes into it. Anything but a regular file under such a name is left alone, and never
+    followed: no writer made it (a FIFO opened without ``O_NONBLOCK`` would hold the start until something wrote to
+    it; a symbolic link would have the sink lock, read or judge a file elsewhere)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
     except FileNotFoundError:
         return None
+    except OSError:
+        if path.is_symlink():  # ELOOP (EMLINK on the BSDs)
+            return None
+        raise
     try:
         found = os.fstat(fd)
-        if not stat.S_ISREG(found.st_mode) or (begun and not found.st_size):
+        if not stat.S_ISREG(found.st_mode) or (begun and not found.st_size and not _stale(found)):
             raise BlockingIOError
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         here = os.stat(path)
@@ -182,6 +193,11 @@ def claim(path: Path, *, begun: bool = False) -> int | None:
         raise
     os.close(fd)
     return None
+
+
+def _stale(found: os.stat_result) -> bool:
+    """Whether a file was last modified more than :data:`EMPTY_GRACE_SECONDS` ago (a future mtime is not)."""
+    return time.time() - found.st_mtime > EMPTY_GRACE_SECONDS
 
 
 def read(fd: int, pa: Any) -> Contents:

@@ -469,6 +469,9 @@ class ParquetSink:
         try:
             name = path.name[len(TEMP_PREFIX):-len(suffix)]
             final, temp = path.with_name(name), path.with_name(f"{TEMP_PREFIX}{name}{TEMP_SUFFIX}")
+            if unnamed and not os.fstat(fd).st_size:  # claimed empty: past the grace, a writer dead before locking
+                self._remove_empty_journal(path, temp)
+                return
             # a file that exists: its writer died after completing it, before removing the journal
             if not unnamed and not final.exists():
                 try:
@@ -483,6 +486,25 @@ class ParquetSink:
             path.unlink()
         finally:
             os.close(fd)  # only now: the journal is gone
+
+    def _remove_empty_journal(self, path: Path, temp: Path) -> None:
+        """Remove an empty journal under its temporary name whose writer died before locking it, with its open file.
+        The journal's lock proves nothing (it was never taken), so the open file's must: its writer locked it
+        before making the journal, and holds it while it lives."""
+        held = os.path.lexists(temp)
+        fd = journals.claim(temp, begun=True) if held else None
+        if held and fd is None:  # its writer is alive (or it is no writer's file: left alone)
+            return
+        try:
+            with suppress(FileNotFoundError):
+                temp.unlink()
+            path.unlink()
+        finally:
+            if fd is not None:
+                os.close(fd)
+        self.recovery.files["orphan_removed"] += 1
+        _log.warning("aiwatch: prediction log journal %s, empty, of a writer that died before locking it removed "
+                     "(with its open file: no rows)", path)
 
     def _set_aside(self, path: Path, temp: Path, exc: Exception) -> None:
         """Keep a journal whose contents cannot become a Parquet file under a name recovery does not look for (for

@@ -103,7 +103,8 @@ def test_the_drift_view_shows_the_log_and_marks_its_losses(stack: Stack, source:
     # the chart: one line per result, the losses labelled and drawn in the loss colours
     scale = records_chart(at)["encoding"]["color"]["scale"]
     colors = dict(zip(scale["domain"], scale["range"], strict=True))
-    assert set(colors) == {f"{log} queued", f"{log} written", *(f"{log} {r} (not stored)" for r in UNSTORED_RESULTS)}
+    assert set(colors) == {f"{log} queued", f"{log} written", f"{log} recoverable",
+                           *(f"{log} {r} (not stored)" for r in UNSTORED_RESULTS)}
     lost = {c for name, c in colors.items() if name.endswith("(not stored)")}
     assert len(lost) == len(UNSTORED_RESULTS) and not lost & {c for c in colors.values() if c not in lost}
 

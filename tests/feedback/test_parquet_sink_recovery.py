@@ -5,18 +5,21 @@ while it lives, a recoverer's file being rebuilt is left to it, and a log export
 from __future__ import annotations
 
 import errno
+import fcntl
 import logging
 import os
 import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
 
 from aiwatch.feedback import ParquetSink, PredictionLog
+from aiwatch.feedback.journal import EMPTY_GRACE_SECONDS
 from aiwatch.feedback.parquet_sink import Recovery
 from tests.feedback.test_parquet_sink import T0, row
 from tests.feedback.test_parquet_sink_journal import (
@@ -89,6 +92,84 @@ def test_an_empty_open_file_is_left_alone_its_writer_may_be_about_to_lock_it(tmp
     empty.touch()
     sink = ParquetSink(tmp_path)
     assert open_files(tmp_path) == [empty] and sink.recovery.files["orphan_removed"] == 1
+
+
+def partition(root: Path) -> Path:
+    folder = root / "model=m" / "hour=2026-09-21T14"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def made(path: Path, data: bytes = b"", *, old: bool = True) -> Path:
+    """``path`` written with ``data``; ``old``: last modified past the grace period of an empty file."""
+    path.write_bytes(data)
+    if old:
+        past = time.time() - EMPTY_GRACE_SECONDS - 5
+        os.utime(path, (past, past))
+    return path
+
+
+def hidden(root: Path) -> list[str]:
+    return sorted(p.name for p in root.rglob(".*") if p.is_file() or p.is_symlink())
+
+
+def test_an_empty_open_file_past_the_grace_period_is_removed_and_counted(tmp_path: Path) -> None:
+    """A writer killed between making its open file and locking it left it, empty, for ever."""
+    folder = partition(tmp_path)
+    made(folder / ".part-20260921T141320-1-000001.parquet.inprogress")
+    fresh = made(folder / ".part-20260921T141320-1-000002.parquet.inprogress", old=False)
+    sink = ParquetSink(tmp_path)
+    assert open_files(tmp_path) == [fresh]
+    assert sink.recovery.files == {**dict.fromkeys(RECOVERY_RESULTS, 0), "orphan_removed": 1}
+
+
+def test_an_empty_open_file_past_the_grace_period_is_kept_while_its_writer_holds_it(tmp_path: Path) -> None:
+    stale = made(partition(tmp_path) / ".part-20260921T141320-1-000001.parquet.inprogress")
+    fd = os.open(stale, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        sink = ParquetSink(tmp_path)
+    finally:
+        os.close(fd)
+    assert open_files(tmp_path) == [stale] and sink.recovery.files == dict.fromkeys(RECOVERY_RESULTS, 0)
+
+
+@pytest.mark.parametrize("held", [False, True])
+def test_an_empty_journal_under_its_temporary_name_past_the_grace_period_goes_with_its_open_file_unless_held(
+        tmp_path: Path, held: bool) -> None:
+    """A writer killed between making its journal (``.journal.new``) and locking it left both files for ever. The
+    empty journal's lock proves nothing, so its open file's lock (taken before the journal was made) must be free."""
+    folder = partition(tmp_path)
+    temp = made(folder / ".part-20260921T141320-1-000001.parquet.inprogress", b"PAR1")
+    made(folder / ".part-20260921T141320-1-000001.parquet.journal.new")
+    young = [made(folder / ".part-20260921T141320-1-000002.parquet.inprogress", b"PAR1"),
+             made(folder / ".part-20260921T141320-1-000002.parquet.journal.new", old=False)]
+    before = hidden(tmp_path)
+    fd = os.open(temp, os.O_RDONLY)
+    try:
+        if held:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        sink = ParquetSink(tmp_path)
+    finally:
+        os.close(fd)
+    assert hidden(tmp_path) == (before if held else sorted(p.name for p in young))
+    assert sink.recovery.files == {**dict.fromkeys(RECOVERY_RESULTS, 0), "orphan_removed": 0 if held else 1}
+
+
+@pytest.mark.parametrize("suffix", [".inprogress", ".journal", ".journal.new"])
+@pytest.mark.parametrize("data", [b"", b"a file of someone else's"])
+def test_a_symlink_under_a_writers_name_is_neither_followed_nor_removed(tmp_path: Path, suffix: str,
+                                                                       data: bytes) -> None:
+    """Recovery locked, read and judged the file a link pointed to (and removed the link): a link is no writer's."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    target = made(elsewhere / "target", data)
+    link = partition(tmp_path) / f".part-20260921T141320-1-000001.parquet{suffix}"
+    link.symlink_to(target)
+    sink = ParquetSink(tmp_path)
+    assert link.is_symlink() and target.read_bytes() == data
+    assert hidden(tmp_path) == [link.name]
+    assert sink.recovery.files == dict.fromkeys(RECOVERY_RESULTS, 0)
 
 
 def test_a_live_writers_open_file_is_kept_by_sinks_in_other_processes_and_in_its_own_until_it_dies(
