@@ -240,7 +240,8 @@ CONTRACT: tuple[MetricSpec, ...] = (
                "each: recovered (a journal made into the finished file it was for), torn (the same after dropping a "
                "batch torn by the crash or not valid, and every byte after it; no file when no whole batch came "
                "before it), set_aside (a journal that cannot become a Parquet file, kept as "
-               ".journal.unrecoverable), orphan_removed (an unreadable .inprogress file without a journal, deleted), "
+               ".journal.unrecoverable), orphan_removed (an unreadable .inprogress file without a journal, or an "
+               "empty .journal.new with its .inprogress file, of a writer killed before it locked it, deleted), "
                "failed (left for the next start: an I/O error). Counted when the log is made, before its first "
                "scrape: read the value, not increase().", ("log", "result")),
     MetricSpec("aiwatch_prediction_log_recovered_records_total", "counter",
