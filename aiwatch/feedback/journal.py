@@ -14,10 +14,12 @@ no recoverer ever sees an unlocked journal of a live writer.
 
 from __future__ import annotations
 
+import io
 import os
 import stat
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -201,33 +203,99 @@ def _stale(found: os.stat_result) -> bool:
 
 
 def read(fd: int, pa: Any) -> Contents:
-    """The whole batches of a claimed journal; a torn last batch (the writer died while writing it) is left out and
-    its bytes counted, and so is a batch that is not valid, with every byte after it. A journal torn inside its
-    schema has no batches and a ``None`` schema."""
-    size = os.fstat(fd).st_size
-    with open(fd, "rb", closefd=False) as f:
-        source = pa.BufferReader(f.read())
-    try:
-        reader = pa.ipc.open_stream(source)
-    except (pa.ArrowInvalid, OSError):
-        return Contents(None, [], size)
-    batches: list[Any] = []
-    whole = source.tell()
-    while True:
+    """The whole batches of a claimed journal, all in memory (:class:`Reader` streams them); a torn last batch (the
+    writer died while writing it) is left out and its bytes counted, and so is a batch that is not valid, with every
+    byte after it. A journal torn inside its schema has no batches and a ``None`` schema."""
+    reader = Reader(fd, pa)
+    batches = list(reader)
+    return Contents(reader.schema, batches, reader.torn_bytes, reader.invalid)
+
+
+class Reader:
+    """The whole, valid batches of a claimed journal, read one at a time as the caller iterates (once): only the batch
+    being read is in memory, whatever the journal's size. ``schema`` is ``None`` for a journal torn inside its
+    schema. Once the iteration ends, ``torn_bytes`` counts the bytes after the last whole batch (a torn last batch,
+    or a batch that is not valid and everything after it: ``invalid`` says why), ``rows`` and ``batches`` the rest.
+    An I/O error reading the journal is raised (the disk, not the journal: the next start may succeed)."""
+
+    def __init__(self, fd: int, pa: Any) -> None:
+        self._pa = pa
+        self._size = os.fstat(fd).st_size
+        self._source = pa.PythonFile(_Bounded(fd, self._size), mode="r")
+        self.schema: Any = None
+        self.rows = self.batches = 0
+        self.torn_bytes, self.invalid = self._size, ""
+        self._whole = 0
+        self._stream: Any = None
         try:
-            batch = reader.read_next_batch()
-        except StopIteration:
-            break
-        except (pa.ArrowInvalid, OSError):  # "Expected to read N bytes": the end of a torn batch
-            break
-        try:
-            # the stream reader checks the messages, not the data: offsets out of their buffer crash Parquet's writer
-            batch.validate(full=True)
-        except pa.ArrowInvalid as exc:
-            return Contents(reader.schema, batches, size - whole, str(exc))
-        batches.append(batch)
-        whole = source.tell()
-    return Contents(reader.schema, batches, size - whole)
+            self._stream = pa.ipc.open_stream(self._source)
+        except pa.ArrowInvalid:
+            return
+        except OSError as exc:  # pyarrow's own "Expected to read" errors are OSErrors too; the disk's have errno
+            if exc.errno is not None:
+                raise
+            return
+        self.schema = self._stream.schema
+        self._whole = self._source.tell()
+
+    def __iter__(self) -> Iterator[Any]:
+        if self._stream is None:
+            return
+        pa = self._pa
+        while True:
+            try:
+                batch = self._stream.read_next_batch()
+            except StopIteration:
+                break
+            except pa.ArrowInvalid:  # "Expected to read N bytes": the end of a torn batch
+                break
+            except OSError as exc:
+                if exc.errno is not None:
+                    raise
+                break
+            try:
+                # the stream reader checks the messages, not the data: offsets out of their buffer crash Parquet's
+                # writer
+                batch.validate(full=True)
+            except pa.ArrowInvalid as exc:
+                self.invalid = str(exc)
+                break
+            self._whole = self._source.tell()
+            self.rows += batch.num_rows
+            self.batches += 1
+            self.torn_bytes = self._size - self._whole
+            yield batch
+        self.torn_bytes = self._size - self._whole
+
+
+class _Bounded(io.RawIOBase):
+    """A claimed journal's bytes, read through its descriptor at an offset of its own, no read asking for more than is
+    left: a damaged length prefix that claims gigabytes allocates nothing of the sort."""
+
+    def __init__(self, fd: int, size: int) -> None:
+        super().__init__()
+        self._fd, self._size, self._at = fd, size, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def tell(self) -> int:
+        return self._at
+
+    def read(self, size: int | None = -1) -> bytes:
+        left = self._size - self._at
+        wanted = left if size is None or size < 0 else min(size, left)
+        data = os.pread(self._fd, wanted, self._at) if wanted > 0 else b""
+        self._at += len(data)
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(memoryview(buffer)))
+        memoryview(buffer)[:len(data)] = data
+        return len(data)
 
 
 def _unlink_if_same(fd: int, names: tuple[Path, ...]) -> None:

@@ -71,6 +71,9 @@ UNRECOVERABLE_SUFFIX = ".unrecoverable"
 RECOVERY_RESULTS = ("recovered", "torn", "set_aside", "orphan_removed", "failed")
 #: Orphans removed at one start that are logged by name; past these, one line sums up the rest.
 _MAX_ORPHANS_TOLD = 100
+#: Recovery writes a journal's batches to the rebuilt file once they hold this many bytes (one row group), so that
+#: it holds no more than about this much of a journal of any size in memory.
+_REBUILD_BYTES = 16 << 20
 
 
 @dataclass
@@ -475,7 +478,7 @@ class ParquetSink:
             # a file that exists: its writer died after completing it, before removing the journal
             if not unnamed and not final.exists():
                 try:
-                    self._rebuild(journals.read(fd, self.pa), temp, final, path)
+                    self._rebuild(fd, temp, final, path)
                 except OSError:  # the disk, not the journal: the next sink may succeed
                     raise
                 except Exception as exc:
@@ -517,33 +520,52 @@ class ParquetSink:
         _log.warning("aiwatch: prediction log journal %s of a writer that died cannot be made into a Parquet file "
                      "(%r): kept as %s, not tried again", path, exc, aside)
 
-    def _rebuild(self, contents: journals.Contents, temp: Path, final: Path, path: Path) -> None:
-        """Write the whole batches of a dead writer's journal as the file it was writing (under its name)."""
-        if contents.invalid:
+    def _rebuild(self, fd: int, temp: Path, final: Path, path: Path) -> None:
+        """Write the whole batches of a dead writer's journal (claimed, ``fd``) as the file it was writing (under its
+        name), streamed: batches are read and written in turn, at most :data:`_REBUILD_BYTES` of them held at once,
+        so a journal of any size is rebuilt in bounded memory."""
+        journal = journals.Reader(fd, self.pa)
+        writer = None
+        try:
+            held: list[Any] = []
+            for batch in journal:
+                held.append(batch)
+                if sum(b.nbytes for b in held) >= _REBUILD_BYTES:
+                    writer = self._rebuild_part(writer, temp, journal.schema, held)
+                    held = []
+            if held:
+                writer = self._rebuild_part(writer, temp, journal.schema, held)
+        finally:
+            if writer is not None:
+                writer.close()
+        if journal.invalid:
             _log.warning("aiwatch: prediction log journal %s of a writer that died holds a batch that is not valid "
                          "(%d bytes from it on, dropped: %s); %d rows of %d whole batches recovered", path,
-                         contents.torn_bytes, contents.invalid, contents.rows, len(contents.batches))
-        elif contents.torn_bytes:
+                         journal.torn_bytes, journal.invalid, journal.rows, journal.batches)
+        elif journal.torn_bytes:
             _log.warning("aiwatch: prediction log journal %s of a writer that died ends in a torn batch (%d bytes, "
                          "being written when it died): dropped; %d rows of %d whole batches recovered", path,
-                         contents.torn_bytes, contents.rows, len(contents.batches))
-        torn = bool(contents.invalid or contents.torn_bytes)
-        if contents.rows:
-            writer = self.pq.ParquetWriter(str(temp), contents.schema, compression=self.compression)
-            try:
-                writer.write_table(self.pa.Table.from_batches(contents.batches, schema=contents.schema))
-            finally:
-                writer.close()
+                         journal.torn_bytes, journal.rows, journal.batches)
+        torn = bool(journal.invalid or journal.torn_bytes)
+        if journal.rows:
             self._publish(temp, final)
             self.recovered.append(final)
-            self.recovery.records += contents.rows
+            self.recovery.records += journal.rows
             _log.info("aiwatch: prediction log: %d rows of a writer that died recovered from its journal into %s",
-                      contents.rows, final)
+                      journal.rows, final)
         if torn:  # counted once the file is made: a failure to make it is counted failed instead
             self.torn_batches += 1
             self.recovery.files["torn"] += 1
-        elif contents.rows:
+        elif journal.rows:
             self.recovery.files["recovered"] += 1
+
+    def _rebuild_part(self, writer: Any, temp: Path, schema: Any, batches: list[Any]) -> Any:
+        """Write ``batches`` (one row group, or more past pyarrow's row group size) to the file being rebuilt, made
+        at the first of them (no file for a journal without a whole batch)."""
+        if writer is None:
+            writer = self.pq.ParquetWriter(str(temp), schema, compression=self.compression)
+        writer.write_table(self.pa.Table.from_batches(batches, schema=schema))
+        return writer
 
     def _discard(self, key: tuple[str, str], tally: _Tally, exc: Exception) -> None:
         """Remove the file of a writer whose write failed: the writer is done for (every later write: "Operation on

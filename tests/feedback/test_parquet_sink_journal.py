@@ -463,3 +463,35 @@ def test_a_journal_that_fails_once_renamed_is_removed_under_its_journal_name_bef
     with pytest.raises(KeyboardInterrupt):
         sink.write([row(i) for i in range(3)])
     assert journals(tmp_path) == [] and list(tmp_path.rglob(f"*{journal_module.NEW_SUFFIX}")) == []
+
+
+def test_a_large_journal_is_recovered_in_bounded_memory_every_row_and_a_torn_end_dropped(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Recovery read a journal whole into memory (and built one table of it): a journal the size of the memory the
+    starting app has left made it fail, or be killed. It streams now: the Python memory it takes stays far below the
+    journal's size."""
+    import tracemalloc
+
+    from aiwatch.feedback import parquet_sink
+
+    monkeypatch.setattr(parquet_sink, "_REBUILD_BYTES", 1 << 20, raising=False)
+    folder = tmp_path / "model=m" / "hour=2026-09-21T14"
+    folder.mkdir(parents=True)
+    schema = pa.schema([("request_id", pa.string()), ("blob", pa.string())])
+    batches = [pa.RecordBatch.from_pylist([{"request_id": f"r{b:03d}-{i:02d}", "blob": os.urandom(16_384).hex()}
+                                           for i in range(16)], schema=schema) for b in range(48)]  # 24 MiB
+    torn = batches[0].serialize().to_pybytes()[:1000]
+    journal = folder / ".part-20260921T141320-1-000001.parquet.journal"
+    journal.write_bytes(schema.serialize().to_pybytes() + b"".join(b.serialize().to_pybytes() for b in batches) + torn)
+    assert journal.stat().st_size > 24 << 20
+    tracemalloc.start()
+    try:
+        with caplog.at_level(logging.WARNING, logger="aiwatch"):
+            sink = ParquetSink(tmp_path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20, peak
+    assert (sink.recovery.records, sink.recovery.files["torn"]) == (48 * 16, 1)
+    assert dataset_rows(tmp_path) == sorted(f"r{b:03d}-{i:02d}" for b in range(48) for i in range(16))
+    assert journals(tmp_path) == [] and "ends in a torn batch (1000 bytes" in caplog.text
