@@ -15,6 +15,7 @@ no recoverer ever sees an unlocked journal of a live writer.
 from __future__ import annotations
 
 import io
+import logging
 import os
 import stat
 import threading
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from aiwatch.forksafe import renew_at_fork
+from aiwatch.safety import warn_rate_limited
 
 try:
     import fcntl
@@ -42,6 +44,10 @@ AVAILABLE = fcntl is not None
 #: starting sink that can lock it removes it. A writer locks it microseconds after making it, so only a writer stopped
 #: in between (SIGSTOP) for longer would lose it, and then its lock still protects it from the moment it is taken.
 EMPTY_GRACE_SECONDS = 60.0
+_log = logging.getLogger("aiwatch")
+#: Directories whose failed sync was logged (once each); past this many, a rate-limited line without names.
+_MAX_SYNC_TOLD = 1_000
+_sync_told: set[str] = set()
 
 #: Held from the ``os.open`` of a journal or an open file's lock until its descriptor is stored, and by a fork:
 #: ``os.open`` lets other threads run, and a fork between the two left the child a descriptor it did not know of,
@@ -318,10 +324,28 @@ def _write_all(fd: int, data: bytes) -> None:
 def sync_directory(folder: Path) -> None:
     """Make a name made in ``folder`` durable (a rename, a new journal: a name lives in its directory, which ``fsync``
     of the file does not write). A failure (a filesystem whose directories cannot be synced or opened, EIO) is
-    ignored: the file is complete and its writer holds it either way; only its name's durability is less."""
-    with suppress(OSError):
+    logged once per directory at WARNING and goes no further: the file is complete and its writer holds it either
+    way; only its name's durability is less. Never raises."""
+    try:
         fd = os.open(folder, os.O_RDONLY)
         try:
             os.fsync(fd)
         finally:
             os.close(fd)
+    except OSError as exc:
+        _tell_sync_failed(folder, exc)
+
+
+def _tell_sync_failed(folder: Path, exc: OSError) -> None:
+    name = str(folder)
+    if name in _sync_told:
+        return
+    if len(_sync_told) >= _MAX_SYNC_TOLD:  # a partition a model-hour: stay bounded over a long life
+        warn_rate_limited("journal.sync_directory", "aiwatch: prediction log directories could not be synced (past "
+                          "the first %d, which were named): %r", _MAX_SYNC_TOLD, exc)
+        return
+    _sync_told.add(name)
+    with suppress(Exception):
+        _log.warning("aiwatch: prediction log directory %s could not be synced (%r): the names of its files and "
+                     "journals are less durable (a power cut may lose a rename); logged once per directory",
+                     name, exc)

@@ -495,3 +495,25 @@ def test_a_large_journal_is_recovered_in_bounded_memory_every_row_and_a_torn_end
     assert (sink.recovery.records, sink.recovery.files["torn"]) == (48 * 16, 1)
     assert dataset_rows(tmp_path) == sorted(f"r{b:03d}-{i:02d}" for b in range(48) for i in range(16))
     assert journals(tmp_path) == [] and "ends in a torn batch (1000 bytes" in caplog.text
+
+
+def test_a_directory_that_cannot_be_synced_is_logged_once_per_directory_and_never_raised(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """A failed directory sync (journal_fsync, rotation's fsync) was ignored without a word."""
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise OSError(errno.EIO, "Input/output error")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(journal_module, "_sync_told", set(), raising=False)
+    with caplog.at_level(logging.WARNING, logger="aiwatch"):
+        sink = ParquetSink(tmp_path, max_rows=2, journal_fsync=True)
+        sink.write([row(i, model=model) for model in ("a", "b") for i in range(5)])  # 3 files and journals each
+        sink.close()
+    told = sorted(r.getMessage() for r in caplog.records if "could not be synced" in r.getMessage())
+    assert len(told) == 2 and all("Input/output error" in line for line in told)
+    assert "model=a" in told[0] and "model=b" in told[1]
+    assert len(dataset_rows(tmp_path)) == 10 and journals(tmp_path) == []
