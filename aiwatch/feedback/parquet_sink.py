@@ -528,11 +528,13 @@ class ParquetSink:
         writer = None
         try:
             held: list[Any] = []
+            size = 0  # of ``held``, kept as it grows: a journal of many small batches stays linear
             for batch in journal:
                 held.append(batch)
-                if sum(b.nbytes for b in held) >= _REBUILD_BYTES:
+                size += batch.nbytes
+                if size >= _REBUILD_BYTES:
                     writer = self._rebuild_part(writer, temp, journal.schema, held)
-                    held = []
+                    held, size = [], 0
             if held:
                 writer = self._rebuild_part(writer, temp, journal.schema, held)
         finally:
