@@ -638,13 +638,16 @@ def _draw_quality(rows: list[Any]) -> None:
                                 "labelled requests": st.column_config.NumberColumn(format="%.0f")})
 
 
-# Colours of the prediction log's results: reds for the records it lost, blues and greens for the others.
-LOSS_COLORS = ("#d62728", "#ff7f0e", "#8c564b", "#e377c2")
+# Colours of the prediction log's results: reds for the records it lost, orange for those waiting in a journal,
+# blues and greens for the others.
+LOSS_COLORS = ("#d62728", "#8c564b", "#e377c2", "#9467bd")
+WAITING_COLOR = "#ff7f0e"
 KEPT_COLORS = ("#1f77b4", "#2ca02c", "#9ecae1", "#98df8a", "#7f7f7f")
+NOT_STORED, IN_JOURNAL = " (not stored)", " (in a journal)"
 
 
 def _draw_prediction_log(series: list[Series], w: str) -> None:
-    from aiwatch.rules.render import HANDLED_RESULTS, UNSTORED_RESULTS
+    from aiwatch.rules.render import HANDLED_RESULTS, LOST_RESULTS, UNSTORED_RESULTS, WAITING_RESULTS
 
     def lost(result: str) -> bool:
         return result in UNSTORED_RESULTS
@@ -653,18 +656,26 @@ def _draw_prediction_log(series: list[Series], w: str) -> None:
         result = s.labels.get("result", "")
         return (s.labels.get("log", ""), lost(result), UNSTORED_RESULTS.index(result) if lost(result) else 0, result)
 
-    shares = unstored_share(series)
-    losing = sorted(((log, share) for log, share in shares.items() if share), key=lambda ls: (-ls[1], ls[0]))
+    shares, losses = unstored_share(series), unstored_share(series, LOST_RESULTS)
+    waiting = unstored_share(series, WAITING_RESULTS)
+    losing = sorted(((log, share) for log, share in losses.items() if share), key=lambda ls: (-ls[1], ls[0]))
+    kept = sorted(((log, share) for log, share in waiting.items() if share), key=lambda ls: (-ls[1], ls[0]))
     if losing:
         st.error("Prediction log losing records: " + ", ".join(f"{md(log)} {share:.1%} not stored"
                                                                for log, share in losing[:10]))
-    elif any(share is not None for share in shares.values()):
-        st.success(f"Every record the prediction log kept in the last {w} reached storage.")
+    if kept:
+        st.warning("Prediction log records waiting in journals: " + ", ".join(
+            f"{md(log)} {share:.1%} not in a finished file" for log, share in kept[:10]) + ". Drift checks and "
+            "label joins do not see them until a restart of one process on the log directory recovers them.")
+    if not losing and not kept and any(share is not None for share in shares.values()):
+        st.success(f"Every record the prediction log kept in the last {w} reached a finished file.")
     st.caption(f"Not stored: the share of the records a log dealt with that were dropped (its queue was full), failed "
-               f"or lost by its sink, ({' + '.join(UNSTORED_RESULTS)}) / ({' + '.join(HANDLED_RESULTS)}), over {w} "
-               "and summed over replicas; AiwatchPredictionLogLosingRecords fires on the same share per replica, "
-               "over meta.prediction_log_window. Drift checks and label joins on the log miss every record not "
-               "written.")
+               f"or lost by its sink, or are recoverable (written, but their file could not be finished: they wait "
+               f"in its journal until a sink starts on the directory), ({' + '.join(UNSTORED_RESULTS)}) / "
+               f"({' + '.join(HANDLED_RESULTS)}), over {w} and summed over replicas; "
+               "AiwatchPredictionLogLosingRecords fires on the same share per replica, over "
+               "meta.prediction_log_window. Drift checks and label joins on the log miss every record not in a "
+               "finished file.")
     ordered = sorted(series, key=order)
     rows: dict[str, dict[str, Any]] = {}
     for s in ordered:
@@ -679,12 +690,16 @@ def _draw_prediction_log(series: list[Series], w: str) -> None:
 
     def name(s: Series) -> str:
         result = s.labels.get("result", "")
-        return f"{s.labels.get('log', '')} {result}" + (" (not stored)" if lost(result) else "")
+        return f"{s.labels.get('log', '')} {result}" + (IN_JOURNAL if result in WAITING_RESULTS else
+                                                         NOT_STORED if lost(result) else "")
+
+    def color(column: str) -> str:
+        return WAITING_COLOR if column.endswith(IN_JOURNAL) else next(reds) if column.endswith(NOT_STORED) \
+            else next(blues)
 
     wide = frame(ordered, name)
-    losses, kept = iter(LOSS_COLORS * len(wide.columns)), iter(KEPT_COLORS * len(wide.columns))
-    chart(wide, "records/s", colors=[next(losses) if str(c).endswith("(not stored)") else next(kept)
-                                     for c in wide.columns])
+    reds, blues = iter(LOSS_COLORS * len(wide.columns)), iter(KEPT_COLORS * len(wide.columns))
+    chart(wide, "records/s", colors=[color(str(c)) for c in wide.columns])
 
 
 def _draw_drift_table(rows: list[Any]) -> None:

@@ -438,11 +438,12 @@ def quality_rows(values: dict[tuple[str, str], float], objectives: dict[tuple[st
             for (model, name), value in sorted(values.items(), key=lambda kv: (natural_key(kv[0][0]), kv[0][1]))]
 
 
-def unstored_share(series: Iterable[Series]) -> dict[str, float | None]:
-    """Per ``log`` of a :meth:`DataSource.prediction_log` answer, the share of the records it dealt with that never
-    reached storage, as AiwatchPredictionLogLosingRecords computes it (:data:`aiwatch.rules.render.UNSTORED_RESULTS`
-    over :data:`~aiwatch.rules.render.HANDLED_RESULTS`: (dropped + failed + lost) / (queued + dropped + lost)), from
-    the rates at the latest time any of the log's series has; ``None`` for a log that dealt with no record then.
+def unstored_share(series: Iterable[Series], results: Iterable[str] | None = None) -> dict[str, float | None]:
+    """Per ``log`` of a :meth:`DataSource.prediction_log` answer, the share of the records it dealt with that are not
+    in storage, as AiwatchPredictionLogLosingRecords computes it (:data:`aiwatch.rules.render.UNSTORED_RESULTS`
+    over :data:`~aiwatch.rules.render.HANDLED_RESULTS`: (dropped + failed + lost + recoverable) / (queued + dropped +
+    lost + recoverable)), from the rates at the latest time any of the log's series has; ``None`` for a log that
+    dealt with no record then. ``results`` counts only those (of the same denominator): the lost ones, say.
 
     >>> unstored_share([Series({"log": "p", "result": r}, [(1.0, v)])
     ...                 for r, v in (("queued", 10.0), ("written", 8.0), ("failed", 2.0))])
@@ -450,6 +451,7 @@ def unstored_share(series: Iterable[Series]) -> dict[str, float | None]:
     """
     from aiwatch.rules.render import HANDLED_RESULTS, UNSTORED_RESULTS
 
+    counted = tuple(UNSTORED_RESULTS if results is None else results)
     logs: dict[str, list[Series]] = {}
     for s in series:
         if s.points:
@@ -464,7 +466,7 @@ def unstored_share(series: Iterable[Series]) -> dict[str, float | None]:
                 result = s.labels.get("result", "")
                 rates[result] = rates.get(result, 0.0) + value
         handled = sum(rates.get(r, 0.0) for r in HANDLED_RESULTS)
-        out[log] = sum(rates.get(r, 0.0) for r in UNSTORED_RESULTS) / handled if handled > 0 else None
+        out[log] = sum(rates.get(r, 0.0) for r in counted) / handled if handled > 0 else None
     return out
 
 

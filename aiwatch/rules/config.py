@@ -255,10 +255,11 @@ class Meta:
         "how long AiwatchInstrumentationErrors' count over instrumentation_window must stay above 0; shorter than "
         "the window, or errors that stop within it (a check that fails once an hour) never alert"))
     prediction_log_window: str = field(default="10m", metadata=_help(
-        "window of AiwatchPredictionLogLosingRecords' share of records that never reached storage"))
+        "window of AiwatchPredictionLogLosingRecords' share of records that are not in storage"))
     prediction_log_loss_max: float = field(default=0.01, metadata=_help(
-        "AiwatchPredictionLogLosingRecords above this share of a prediction log's records that never reached "
-        "storage (dropped, failed or lost by the sink): drift on the log and joined labels miss them", 0, 1))
+        "AiwatchPredictionLogLosingRecords above this share of a prediction log's records that are not in storage "
+        "(dropped, failed or lost by the sink, or recoverable: waiting in a journal for a sink to start on the "
+        "directory): drift on the log and joined labels miss them", 0, 1))
     prediction_log_for: str = "5m"
     target_down_for: str = "5m"
     target_absent_for: str = "5m"

@@ -62,11 +62,15 @@ DRIFT_SCORE = metric("aiwatch_drift_score")
 DRIFT_DETECTED = metric("aiwatch_drift_detected")
 INSTRUMENTATION_ERRORS = metric("aiwatch_instrumentation_errors_total")
 PREDICTION_LOG_RECORDS = metric("aiwatch_prediction_log_records_total")
-#: The prediction log's ``result`` values of the records that never reached storage (dropped by a full queue, failed
-#: by the sink, or lost by it after they were written), and of every record it dealt with: each kept record once
-#: (queued or dropped), and a lost one again, as it may have been kept before the window (so the share stays <= 1).
-UNSTORED_RESULTS = ("dropped", "failed", "lost")
-HANDLED_RESULTS = ("queued", "dropped", "lost")
+#: The prediction log's ``result`` values of the records lost (dropped by a full queue, failed by the sink, or lost by
+#: it after they were written), of those written but not in a finished file, kept in a journal until a sink starts on
+#: the directory and recovers them (drift checks and label joins do not see them meanwhile), of both (not in storage),
+#: and of every record it dealt with: each kept record once (queued or dropped), and a lost or recoverable one again,
+#: as it may have been kept before the window (so the share stays <= 1).
+LOST_RESULTS = ("dropped", "failed", "lost")
+WAITING_RESULTS = ("recoverable",)
+UNSTORED_RESULTS = (*LOST_RESULTS, *WAITING_RESULTS)
+HANDLED_RESULTS = ("queued", "dropped", "lost", "recoverable")
 TIME_TO_FIRST_TOKEN = metric("aiwatch_gen_ai_time_to_first_token_seconds")
 DEGRADED = metric("aiwatch_degraded_responses_total")
 MODEL_QUALITY = metric("aiwatch_model_quality")
@@ -609,10 +613,11 @@ def meta_alerts(cfg: RulesConfig) -> list[Alert]:
               m.prediction_log_for, "warning",
               "Prediction log {{ $labels.log }} on {{ $labels.instance }} is losing records",
               f"{{{{ $value | humanizePercentage }}}} of the records prediction log {{{{ $labels.log }}}} on "
-              f"{{{{ $labels.instance }}}} dealt with in the last {m.prediction_log_window} never reached storage "
-              f"(dropped by a full queue, failed by the sink, or lost from a file it could not finish), above "
-              f"{_pct(m.prediction_log_loss_max)}. Requests were served; drift checks and label joins on the log "
-              "miss these records."),
+              f"{{{{ $labels.instance }}}} dealt with in the last {m.prediction_log_window} are not in storage "
+              f"(dropped by a full queue, failed by the sink, or lost from a file it could not finish; or recoverable: "
+              f"a file it could not finish whose rows wait in its journal until a restart of one process on the log "
+              f"directory recovers them), above {_pct(m.prediction_log_loss_max)}. Requests were served; drift "
+              "checks and label joins on the log miss these records."),
         Alert("AiwatchTargetDown", f"{up} == 0", m.target_down_for, "warning",
               "Prometheus cannot scrape {{ $labels.instance }}",
               "Scrapes of {{ $labels.instance }} (job {{ $labels.job }}) have failed for "

@@ -16,7 +16,7 @@ from aiwatch.console import PrometheusSource, ScrapeSource, Series
 from aiwatch.console.queries import SAMPLED_OUT
 from aiwatch.console.source import DataSource, unstored_share
 from aiwatch.metrics import Metrics
-from aiwatch.rules.render import HANDLED_RESULTS, UNSTORED_RESULTS
+from aiwatch.rules.render import HANDLED_RESULTS, LOST_RESULTS, UNSTORED_RESULTS
 from tests.console.conftest import WINDOW, Stack, log_counts, log_growth, run_view, texts
 from tests.console.workload import LOG_NAME, SERVICE
 from tests.servers import wait_until
@@ -103,10 +103,10 @@ def test_the_drift_view_shows_the_log_and_marks_its_losses(stack: Stack, source:
     # the chart: one line per result, the losses labelled and drawn in the loss colours
     scale = records_chart(at)["encoding"]["color"]["scale"]
     colors = dict(zip(scale["domain"], scale["range"], strict=True))
-    assert set(colors) == {f"{log} queued", f"{log} written", f"{log} recoverable",
-                           *(f"{log} {r} (not stored)" for r in UNSTORED_RESULTS)}
+    assert set(colors) == {f"{log} queued", f"{log} written", f"{log} recoverable (in a journal)",
+                           *(f"{log} {r} (not stored)" for r in LOST_RESULTS)}
     lost = {c for name, c in colors.items() if name.endswith("(not stored)")}
-    assert len(lost) == len(UNSTORED_RESULTS) and not lost & {c for c in colors.values() if c not in lost}
+    assert len(lost) == len(LOST_RESULTS) and not lost & {c for c in colors.values() if c not in lost}
 
 
 # --- the share and the scrape source's rates, on counters written by hand ------------------------------------------
@@ -150,17 +150,36 @@ def test_the_scrape_source_leaves_out_the_requests_not_sampled() -> None:
         "queued": 95, "written": 90, "dropped": 5, "failed": 5, "lost": 0}
     assert {s.labels["log"] for s in series} == {"p"}
     assert unstored_share(series) == {"p": pytest.approx(10 / 100)}
+    assert unstored_share(series, LOST_RESULTS) == {"p": pytest.approx(10 / 100)}
 
 
 def test_a_log_that_stores_everything_is_an_all_clear() -> None:
     first = {"p": dict.fromkeys(("queued", "written", "dropped", "failed", "lost"), 0.0)}
     src = fed(first, {"p": {"queued": 40, "written": 40}}, {"p": {"queued": 40, "written": 40}})
     at = run_view(src, "Drift")
-    assert texts(at.success) == ["Every record the prediction log kept in the last 5s reached storage."]
+    assert texts(at.success) == ["Every record the prediction log kept in the last 5s reached a finished file."]
     assert not at.error
     (table,) = [df.value for df in at.dataframe if "not stored %" in df.value.columns]
     assert list(table["log"]) == ["p"] and table["not stored %"].iloc[0] == 0
     assert table["queued/s"].iloc[0] == pytest.approx(40)
+
+
+def test_rows_waiting_in_journals_are_not_read_as_stored() -> None:
+    # every file failed at its footer or sync while its journal took each batch: written, then recoverable
+    first = {"p": dict.fromkeys(("queued", "written", "dropped", "failed", "lost", "recoverable"), 0.0)}
+    grown = {"p": {"queued": 40, "written": 40, "recoverable": 40}}
+    src = fed(first, grown, grown)
+    assert unstored_share(src.prediction_log(5.0)) == {"p": pytest.approx(0.5)}
+    at = run_view(src, "Drift")
+    assert not at.success and not at.error
+    (warning,) = texts(at.warning)
+    assert warning.startswith("Prediction log records waiting in journals: p 50.0% not in a finished file")
+    assert "restart of one process on the log directory" in warning
+    (table,) = [df.value for df in at.dataframe if "not stored %" in df.value.columns]
+    assert table["not stored %"].iloc[0] == pytest.approx(50)
+    colors = dict(zip(*(records_chart(at)["encoding"]["color"]["scale"][k] for k in ("domain", "range")),
+                      strict=True))
+    assert colors["p recoverable (in a journal)"] == "#ff7f0e"
 
 
 def test_no_prediction_log_says_what_to_do() -> None:
