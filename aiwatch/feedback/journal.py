@@ -68,13 +68,15 @@ class Journal:
         self.path, self._fsync = path, fsync
         # A forked child lets go of the journal from the moment it is opened, not only once the sink holds it: a fork
         # while the writer thread is in here left the child the descriptor, and so the lock (-1: none open).
-        self._fd = -1
+        self._fd, self._size = -1, 0
         renew_at_fork(self)
         with _opening:
             self._fd = os.open(new, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a file just made: nobody else has it
-            _write_all(self._fd, schema.serialize())
+            header = schema.serialize()
+            _write_all(self._fd, header)
+            self._size = header.size  # the schema, then each batch appended whole: what the writer counted
             os.replace(new, path)
         except BaseException:
             # removed under the name it has (it may be renamed already: an interrupt after the rename) before the
@@ -89,13 +91,30 @@ class Journal:
         self.let_go()
 
     def append(self, table: Any) -> None:
-        """Write ``table`` to the journal, as Arrow IPC stream messages. A failure leaves it torn: the caller stops
-        using it."""
+        """Write ``table`` to the journal, as Arrow IPC stream messages. A failure (a write, or with ``fsync`` the
+        sync) cuts the journal back to its length before the call, so that it holds exactly the batches appended
+        before, which the caller counted (the rows of this one are counted failed: a recovery must not make them
+        into a file too); the caller stops using it."""
         # one write of the table's messages: pyarrow's stream writer made 3 to 4 calls per batch, and cost 4 times
         # as much
-        _write_all(self._fd, b"".join(batch.serialize() for batch in table.to_batches()))
-        if self._fsync:
-            os.fsync(self._fd)
+        data = b"".join(batch.serialize() for batch in table.to_batches())
+        try:
+            _write_all(self._fd, data)
+            if self._fsync:
+                os.fsync(self._fd)
+        except BaseException:
+            self._cut()
+            raise
+        self._size += len(data)
+
+    def _cut(self) -> None:
+        """Truncate the journal to the batches counted. A truncate that fails too (EIO) leaves what the append
+        wrote: a torn batch is dropped by recovery, but a whole one (written, then the sync failed) is recovered, so
+        those rows are counted failed and yet reach a file at the next start (more rows stored than counted, never
+        fewer). Never raises."""
+        with suppress(OSError):
+            os.ftruncate(self._fd, self._size)
+            os.lseek(self._fd, self._size, os.SEEK_SET)
 
     def let_go(self) -> None:
         """Close this process's descriptor of the journal, and nothing else: a forked child's copy of its parent's

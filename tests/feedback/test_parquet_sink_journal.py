@@ -222,6 +222,37 @@ def test_the_log_counts_a_failing_journal_as_an_error_and_its_rows_as_written(
     assert [p for p in tmp_path.rglob(".*") if p.is_file()] == []  # no journal, nor the name it was made under
 
 
+@pytest.mark.parametrize("fault", ["fsync", "partial write"])
+def test_a_failed_journal_append_leaves_only_the_rows_counted_for_recovery(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fault: str) -> None:
+    """The batch of a failed append (its sync failed, or its write stopped half way) is counted failed: the journal
+    must not keep it, or the next start recovers rows the log counted as not stored. Every file fails here (its sync
+    too), so the journal is what is left."""
+    sink = ParquetSink(tmp_path, journal_fsync=True)
+    sink.write([row(i) for i in range(3)])
+    real_fsync, real_write = os.fsync, journal_module._write
+
+    def fsync(fd: int) -> None:
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        real_fsync(fd)
+
+    def write(fd: int, data: Any) -> int:
+        real_write(fd, memoryview(data)[:len(data) // 2])
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    if fault == "partial write":
+        monkeypatch.setattr(journal_module, "_write", write)
+    with pytest.raises(RowsLost) as raised:
+        sink.write([row(i) for i in range(3, 5)])
+    assert (raised.value.failed, raised.value.lost, raised.value.recoverable) == (2, 0, 3)
+    monkeypatch.undo()
+    again = ParquetSink(tmp_path)
+    assert (again.recovery.records, again.recovery.files["recovered"], again.torn_batches) == (3, 1, 0)
+    assert dataset_rows(tmp_path) == [f"r{i}" for i in range(3)]
+
+
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="reads which file a descriptor is from /proc")
 def test_journal_fsync_syncs_the_journal_after_each_batch_and_its_name_once(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
