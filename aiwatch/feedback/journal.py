@@ -41,8 +41,8 @@ NEW_SUFFIX = ".new"
 AVAILABLE = fcntl is not None
 #: An empty journal under its temporary name, or an empty open file, is its writer's to lock for this many seconds
 #: after it was last modified (its mtime); older, it is a dead writer's (killed between making and locking it) and a
-#: starting sink that can lock it removes it. A writer locks it microseconds after making it, so only a writer stopped
-#: in between (SIGSTOP) for longer would lose it, and then its lock still protects it from the moment it is taken.
+#: starting sink that can lock it removes it. A writer locks it microseconds after making it; one stopped in between
+#: (SIGSTOP) for longer finds, once locked, that its name points to no file or another (:class:`Replaced`).
 EMPTY_GRACE_SECONDS = 60.0
 _log = logging.getLogger("aiwatch")
 #: Directories whose failed sync was logged (once each); past this many, a rate-limited line without names.
@@ -74,6 +74,7 @@ class Journal:
             self._fd = os.open(new, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a file just made: nobody else has it
+            _check_still_named(self._fd, new)
             header = schema.serialize()
             _write_all(self._fd, header)
             self._size = header.size  # the schema, then each batch appended whole: what the writer counted
@@ -153,14 +154,21 @@ class OpenFileLock:
             self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a file just made: nobody else has it
+            _check_still_named(self._fd, path)
         except BaseException:
-            with suppress(OSError):
-                path.unlink()  # before the descriptor goes: it is empty, so no starting sink takes it meanwhile
+            # before the descriptor goes: it is empty, so no starting sink takes it meanwhile; only if it is still
+            # this one (a file made under the name since is not)
+            _unlink_if_same(self._fd, (path,))
             self.release()
             raise
 
     def _renew_after_fork(self) -> None:
         self.release()
+
+    def holds(self, path: Path) -> bool:
+        """Whether ``path`` names the file this lock holds (pyarrow opens the file by its name: if something removed
+        it, pyarrow made a new one there, which nothing locks)."""
+        return self._fd >= 0 and _same_file(self._fd, path)
 
     def release(self) -> None:
         """Close this process's descriptor (the lock goes with the last one of its open file). Idempotent, never
@@ -321,6 +329,27 @@ class _Bounded(io.RawIOBase):
         data = self.read(len(memoryview(buffer)))
         memoryview(buffer)[:len(data)] = data
         return len(data)
+
+
+class Replaced(FileNotFoundError):
+    """A file just made was removed (or replaced) under its name before its writer locked it: a writer stopped for
+    longer than :data:`EMPTY_GRACE_SECONDS` between making and locking it, whose empty file a starting sink took for
+    a dead writer's. Its lock holds a file nobody can see; the writer uses a new name."""
+
+
+def _check_still_named(fd: int, path: Path) -> None:
+    if not _same_file(fd, path):
+        raise Replaced(f"{path} was removed before its writer locked it (it was stopped for more than "
+                       f"{EMPTY_GRACE_SECONDS:g} s, and a starting sink took it for a dead writer's)")
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    """Whether ``path`` (not followed) is the open file of ``fd``."""
+    try:
+        here, mine = os.stat(path, follow_symlinks=False), os.fstat(fd)
+    except OSError:
+        return False
+    return (here.st_dev, here.st_ino) == (mine.st_dev, mine.st_ino)
 
 
 def _unlink_if_same(fd: int, names: tuple[Path, ...]) -> None:

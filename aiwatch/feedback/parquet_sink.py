@@ -332,12 +332,15 @@ class ParquetSink:
         model, hour = key
         folder = self.directory / f"model={quote(model, safe='')}" / f"hour={hour}"
         folder.mkdir(parents=True, exist_ok=True)
-        name = f"part-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{os.getpid()}-{next(_SEQ):06d}.parquet"
-        final = folder / name
-        temp = folder / f"{TEMP_PREFIX}{name}{TEMP_SUFFIX}"
-        lock = OpenFileLock(temp) if journals.AVAILABLE else None  # locked before pyarrow writes a byte into it
+        try:
+            final, temp, lock = self._new_name(folder)
+        except journals.Replaced:  # stopped between making and locking it, and taken for a dead writer's: again
+            final, temp, lock = self._new_name(folder)
         try:
             writer = self.pq.ParquetWriter(str(temp), schema, compression=self.compression)
+            if lock is not None and not lock.holds(temp):  # pyarrow made a file of its own there: nothing locks it
+                _let_go(writer)
+                raise journals.Replaced(f"{temp} was replaced as it was opened: not written")
         except Exception:  # it could not even write the file's header
             with suppress(OSError):
                 temp.unlink(missing_ok=True)
@@ -347,6 +350,14 @@ class ParquetSink:
         f = _OpenFile(writer, schema, temp, final, time.monotonic(), self._new_journal(final, schema, tally), lock)
         self._open[key] = f
         return f
+
+    @staticmethod
+    def _new_name(folder: Path) -> tuple[Path, Path, OpenFileLock | None]:
+        """A new file's final and temporary names, its temporary one made and locked before pyarrow writes a byte
+        into it (raises :class:`~aiwatch.feedback.journal.Replaced` when it was removed before it was locked)."""
+        name = f"part-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{os.getpid()}-{next(_SEQ):06d}.parquet"
+        temp = folder / f"{TEMP_PREFIX}{name}{TEMP_SUFFIX}"
+        return folder / name, temp, OpenFileLock(temp) if journals.AVAILABLE else None
 
     def _new_journal(self, final: Path, schema: Any, tally: _Tally) -> Journal | None:
         """The journal of a new file; ``None``, counted in ``tally``, when it cannot be made (the file's rows then

@@ -254,6 +254,36 @@ def test_a_failed_journal_append_leaves_only_the_rows_counted_for_recovery(
 
 
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="reads which file a descriptor is from /proc")
+@pytest.mark.parametrize("journal", [True, False])
+def test_a_writer_stopped_before_locking_its_file_while_another_sink_removed_it_uses_a_new_name(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, journal: bool) -> None:
+    """A writer stopped (SIGSTOP) for longer than EMPTY_GRACE_SECONDS between making its empty open file and locking
+    it: a sink starting meanwhile removes the file as a dead writer's. Its lock then held the removed file, pyarrow
+    made an unlocked one under the name, and the next start removed that one as an orphan: its rows were lost."""
+    real = journal_module.fcntl
+
+    class Stopped:
+        LOCK_EX, LOCK_NB, removed = real.LOCK_EX, real.LOCK_NB, False
+
+        @staticmethod
+        def flock(fd: int, op: int) -> None:
+            path = os.readlink(f"/proc/self/fd/{fd}")
+            if path.endswith(".inprogress") and not Stopped.removed:
+                Stopped.removed = True
+                os.unlink(path)  # what a sink starting while the writer was stopped did
+            real.flock(fd, op)
+
+    sink = ParquetSink(tmp_path, journal=journal)
+    monkeypatch.setattr(journal_module, "fcntl", Stopped)
+    sink.write([row(i) for i in range(5)])
+    monkeypatch.undo()
+    assert Stopped.removed
+    assert ParquetSink(tmp_path).recovery.files["orphan_removed"] == 0  # the file being written is locked
+    sink.close()
+    assert dataset_rows(tmp_path) == [f"r{i}" for i in range(5)]
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="reads which file a descriptor is from /proc")
 def test_journal_fsync_syncs_the_journal_after_each_batch_and_its_name_once(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     synced: list[str] = []
