@@ -252,7 +252,7 @@ class Reader:
     An I/O error reading the journal is raised (the disk, not the journal: the next start may succeed)."""
 
     def __init__(self, fd: int, pa: Any) -> None:
-        self._pa = pa
+        self._pa, self._fd = pa, fd
         self._size = os.fstat(fd).st_size
         self._source = pa.PythonFile(_Bounded(fd, self._size), mode="r")
         self.schema: Any = None
@@ -260,6 +260,8 @@ class Reader:
         self.torn_bytes, self.invalid = self._size, ""
         self._whole = 0
         self._stream: Any = None
+        if _too_long(fd, 0, self._size):
+            return
         try:
             self._stream = pa.ipc.open_stream(self._source)
         except pa.ArrowInvalid:
@@ -276,6 +278,8 @@ class Reader:
             return
         pa = self._pa
         while True:
+            if _too_long(self._fd, self._source.tell(), self._size):  # a damaged length: torn from here
+                break
             try:
                 batch = self._stream.read_next_batch()
             except StopIteration:
@@ -299,6 +303,26 @@ class Reader:
             self.torn_bytes = self._size - self._whole
             yield batch
         self.torn_bytes = self._size - self._whole
+
+
+#: The longest metadata of one IPC message a journal may hold: a batch's metadata grows with its columns, not its
+#: rows (kilobytes); a longer length is a damaged prefix, taken as the journal's torn end rather than read.
+MAX_METADATA_BYTES = 64 << 20
+_CONTINUATION = b"\xff\xff\xff\xff"
+
+
+def _too_long(fd: int, at: int, size: int) -> bool:
+    """Whether the IPC message at ``at`` claims metadata longer than :data:`MAX_METADATA_BYTES` (or a negative
+    length): its reader would read all of the journal left, and hold it, before failing."""
+    head = os.pread(fd, 8, at) if at < size else b""
+    if len(head) < 4:
+        return False  # the end, or a torn prefix: pyarrow says so
+    if head[:4] == _CONTINUATION:
+        if len(head) < 8:
+            return False
+        head = head[4:]
+    length = int.from_bytes(head[:4], "little", signed=True)
+    return length < 0 or length > MAX_METADATA_BYTES
 
 
 class _Bounded(io.RawIOBase):

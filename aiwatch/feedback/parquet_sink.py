@@ -71,9 +71,11 @@ UNRECOVERABLE_SUFFIX = ".unrecoverable"
 RECOVERY_RESULTS = ("recovered", "torn", "set_aside", "orphan_removed", "failed")
 #: Orphans removed at one start that are logged by name; past these, one line sums up the rest.
 _MAX_ORPHANS_TOLD = 100
-#: Recovery writes a journal's batches to the rebuilt file once they hold this many bytes (one row group), so that
-#: it holds no more than about this much of a journal of any size in memory.
+#: Recovery writes a journal's batches to the rebuilt file once they hold this many bytes of data, or once it holds
+#: this many batches (one row group): it holds at most that many of a journal of any size at once (a batch's Arrow
+#: objects cost more than its data: a journal of tiny batches would otherwise pile up many of them).
 _REBUILD_BYTES = 16 << 20
+_REBUILD_BATCHES = 1024
 
 
 @dataclass
@@ -533,17 +535,19 @@ class ParquetSink:
 
     def _rebuild(self, fd: int, temp: Path, final: Path, path: Path) -> None:
         """Write the whole batches of a dead writer's journal (claimed, ``fd``) as the file it was writing (under its
-        name), streamed: batches are read and written in turn, at most :data:`_REBUILD_BYTES` of them held at once,
-        so a journal of any size is rebuilt in bounded memory."""
+        name), streamed: batches are read and written in turn, at most :data:`_REBUILD_BYTES` of data or
+        :data:`_REBUILD_BATCHES` batches held at once, so a journal of any size is rebuilt without holding it."""
         journal = journals.Reader(fd, self.pa)
         writer = None
         try:
             held: list[Any] = []
             size = 0  # of ``held``, kept as it grows: a journal of many small batches stays linear
             for batch in journal:
+                if not batch.num_rows:  # nothing to store (a writer never appends one): not held
+                    continue
                 held.append(batch)
                 size += batch.nbytes
-                if size >= _REBUILD_BYTES:
+                if size >= _REBUILD_BYTES or len(held) >= _REBUILD_BATCHES:
                     writer = self._rebuild_part(writer, temp, journal.schema, held)
                     held, size = [], 0
             if held:
