@@ -284,6 +284,30 @@ def test_a_writer_stopped_before_locking_its_file_while_another_sink_removed_it_
     assert dataset_rows(tmp_path) == [f"r{i}" for i in range(5)]
 
 
+def test_a_file_pyarrow_opened_by_name_that_is_not_the_locked_one_fails(tmp_path: Path) -> None:
+    """pyarrow opens the open file by its name: one removed under it after it was locked is made again there, and
+    written unlocked (a starting sink removes it as an orphan). The batch fails, counted, and the sink goes on."""
+    import pyarrow.parquet as pq
+
+    sink = ParquetSink(tmp_path, journal=False)
+
+    class Removing:
+        @staticmethod
+        def ParquetWriter(where: str, *args: Any, **kwargs: Any) -> Any:  # noqa: N802 (pyarrow's name)
+            os.unlink(where)
+            return pq.ParquetWriter(where, *args, **kwargs)
+
+    sink.pq = Removing
+    with pytest.raises(RowsLost) as raised:
+        sink.write([row(i) for i in range(3)])
+    assert (raised.value.failed, raised.value.lost) == (3, 0)
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+    sink.pq = pq
+    sink.write([row(i) for i in range(3, 5)])
+    sink.close()
+    assert dataset_rows(tmp_path) == ["r3", "r4"]
+
+
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="reads which file a descriptor is from /proc")
 def test_journal_fsync_syncs_the_journal_after_each_batch_and_its_name_once(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
