@@ -293,7 +293,7 @@ def test_a_file_pyarrow_opened_by_name_that_is_not_the_locked_one_fails(tmp_path
 
     class Removing:
         @staticmethod
-        def ParquetWriter(where: str, *args: Any, **kwargs: Any) -> Any:  # noqa: N802 (pyarrow's name)
+        def ParquetWriter(where: str, *args: Any, **kwargs: Any) -> Any:
             os.unlink(where)
             return pq.ParquetWriter(where, *args, **kwargs)
 
