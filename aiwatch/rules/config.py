@@ -149,9 +149,15 @@ class Latency:
         "AiwatchNetworkLatencyHigh: p99 of the network time a caller measures to one peer (client time minus the "
         "time the peer reported)", open_low=True))
     network_for: str = "10m"
+    loop_stalled_ratio: float = field(default=0.2, metadata=_help(
+        "AiwatchEventLoopDelayHigh: share of the time one replica's (scrape target's) asyncio event loop stood "
+        "still, the seconds per second its timers ran late (rate of aiwatch_event_loop_delay_seconds_sum over "
+        "window; the loops of a multiprocess target add up); a prompt loop shows about 1%, a loop blocked 1 s in "
+        "every 2 s 50%", 0, 1, open_low=True))
     loop_delay_p99_seconds: float = field(default=0.1, metadata=_help(
-        "AiwatchEventLoopDelayHigh: p99 of how late a service's asyncio event loop ran a timer that was due "
-        "(aiwatch_event_loop_delay_seconds, over window); a prompt loop stays around a millisecond", open_low=True))
+        "AiwatchEventLoopDelayHigh also fires when the p99 of how late one replica's asyncio event loop ran a timer "
+        "that was due (aiwatch_event_loop_delay_seconds, over window) is above this: frequent shorter stalls; a "
+        "prompt loop stays around a millisecond", open_low=True))
     loop_delay_for: str = "10m"
 
 

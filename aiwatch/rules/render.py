@@ -88,6 +88,8 @@ PHASE_QUANTILE = "service_model_phase:aiwatch_phase_duration_seconds:p{percent}"
 MODEL_P99 = "service_model:aiwatch_model_latency_seconds:p99"
 NETWORK_P99 = "service_peer:aiwatch_network_duration_seconds:p99"
 LOOP_DELAY_P99 = "service:aiwatch_event_loop_delay_seconds:p99"
+REPLICA_LOOP_DELAY_P99 = "instance_service:aiwatch_event_loop_delay_seconds:p99"
+LOOP_STALLED_RATIO = "instance_service:aiwatch_event_loop_stalled:ratio_rate{window}"
 LINK_THROUGHPUT = "service_peer:aiwatch_client_throughput_bytes_per_second:rate{window}"
 NON_MODEL_P99 = "service_phase:aiwatch_non_model_latency_seconds:p99"
 OUTSIDE_MODEL = "service:aiwatch_time_outside_model:ratio"
@@ -197,6 +199,14 @@ def _same_scope_matchers(cfg: RulesConfig, *labels: str) -> tuple[str, str]:
             " ".join(f'(index $labels "{n}")' if n in cfg.aggregation_labels else f"$labels.{n}" for n in names))
 
 
+#: What the event loop's per-replica rules keep: one scrape target (a replica, every loop in it) of one service.
+REPLICA_LABELS = ("job", "instance", "service")
+
+
+def _replica(cfg: RulesConfig) -> tuple[str, ...]:
+    return _scope(cfg, *REPLICA_LABELS)
+
+
 def _record(name: str, expr: str, **labels: str) -> dict[str, Any]:
     rule: dict[str, Any] = {"record": name, "expr": expr}
     if labels:
@@ -269,6 +279,13 @@ def latency_records(cfg: RulesConfig) -> list[dict[str, Any]]:
                                                 cfg.selectors.network)),
         _record(LOOP_DELAY_P99, histogram_quantile(0.99, LOOP_DELAY, w, _scope(cfg, "service"),
                                                    cfg.selectors.event_loop)),
+        # per replica (scrape target): pooled over replicas, one starved loop among many is under 1% of the samples
+        _record(REPLICA_LOOP_DELAY_P99, histogram_quantile(0.99, LOOP_DELAY, w, _replica(cfg),
+                                                           cfg.selectors.event_loop)),
+        # seconds of delay per second: a stall of B seconds is one sample of about B, so this counts it by its
+        # length, where the quantiles count it once (the share of the time the loop stood still)
+        _record(LOOP_STALLED_RATIO.format(window=w),
+                by("sum", _replica(cfg), rate(LOOP_DELAY.sum, w, cfg.selectors.event_loop))),
         # the caller-side network time is one more non-model "phase" (service = the caller, peer = the callee)
         _record(NON_MODEL_P99,
                 f"(\n  {histogram_quantile(0.99, PHASES, w, service_phase, req, other)}\n"
@@ -416,8 +433,16 @@ def streaming_alerts(cfg: RulesConfig) -> list[Alert]:
     return out
 
 
+def _replica_value(cfg: RulesConfig, record: str, pipeline: str) -> str:
+    """Annotation text: the value of ``record`` for the alert's replica, through the template ``pipeline``."""
+    matchers, args = _same_scope_matchers(cfg, *REPLICA_LABELS)
+    return ('{{ with query (printf "' + record + '{' + matchers + '}" ' + args + ') }}'
+            "{{ with . }}{{ . | first | value | " + pipeline + " }}{{ else }}unknown{{ end }}{{ end }}")
+
+
 def latency_alerts(cfg: RulesConfig) -> list[Alert]:
     lat = cfg.latency
+    stalled = LOOP_STALLED_RATIO.format(window=lat.window)
     matchers, args = _same_scope_matchers(cfg, "service")
     outside = ('{{ with query (printf "' + OUTSIDE_MODEL + '{' + matchers + '}" ' + args + ') }}'
                "{{ with . }} Share of request time outside the model: {{ . | first | value | humanizePercentage }}."
@@ -448,16 +473,22 @@ def latency_alerts(cfg: RulesConfig) -> list[Alert]:
               f"{{{{ $value | humanizeDuration }}}} over {lat.window}, above {_ms(lat.network_p99_seconds)}. The "
               "time is between the two services (connections, proxies, load balancer, congestion, payload size), "
               "not inside either: look at the path, not at the model."),
+        # one replica at a time: the share of the time its loop stood still (a long stall counts by its length),
+        # or the p99 of its samples (frequent shorter stalls); both record the same labels, so "or" joins them
         Alert("AiwatchEventLoopDelayHigh",
-              f"{LOOP_DELAY_P99} > {number(lat.loop_delay_p99_seconds)}",
+              f"{stalled} > {number(lat.loop_stalled_ratio)}\nor\n"
+              f"{REPLICA_LOOP_DELAY_P99} > {number(lat.loop_delay_p99_seconds)}",
               lat.loop_delay_for, "warning",
-              "The event loop of {{ $labels.service }} is starved",
-              f"p99 of the event loop delay of {{{{ $labels.service }}}} (how late its asyncio loop ran a timer that "
-              f"was due) is {{{{ $value | humanizeDuration }}}} over {lat.window}, above "
-              f"{_ms(lat.loop_delay_p99_seconds)}. Requests wait in the socket before the app sees them and "
-              "responses wait before they are sent: the service's latency rises, and its callers count the wait as "
-              "network time. Look for CPU-bound or blocking work on the loop (a sync call in an async handler) or a "
-              "saturated CPU, not at the network."),
+              "The event loop of {{ $labels.service }} on {{ $labels.instance }} is starved",
+              f"One replica, {{{{ $labels.instance }}}} of {{{{ $labels.service }}}}: its asyncio event loop stood "
+              f"still {_replica_value(cfg, stalled, 'humanizePercentage')} of the time over {lat.window} (the "
+              f"seconds per second its timers ran late, each stall counted by its length; alert above "
+              f"{_pct(lat.loop_stalled_ratio)}), and the p99 of how late its timer samples ran is "
+              f"{_replica_value(cfg, REPLICA_LOOP_DELAY_P99, 'humanizeDuration')} (alert above "
+              f"{_ms(lat.loop_delay_p99_seconds)}). While it stands still, requests wait in the socket before the "
+              "app sees them and responses wait before they are sent: this replica's latency rises, and its callers "
+              "count the wait as network time. Look for CPU-bound or blocking work on the loop (a sync call in an "
+              "async handler) or a saturated CPU on that replica, not at the network."),
     ]
 
 

@@ -195,7 +195,8 @@ def test_config_changes_the_rendered_rules() -> None:
                       "event_loop": 'service="ranker"'},
         "slo": {"availability_objective": 0.995, "latency_threshold_seconds": 0.5,
                 "page": {"windows": [{"long": "1h", "short": "5m", "factor": 10}], "for": "1m"}},
-        "latency": {"model_phases": "inference|rerank", "loop_delay_p99_seconds": 0.05, "loop_delay_for": "3m"},
+        "latency": {"model_phases": "inference|rerank", "loop_delay_p99_seconds": 0.05, "loop_stalled_ratio": 0.35,
+                    "loop_delay_for": "3m", "window": "2m"},
     })
     files = render(cfg)
     alerting = "\n".join(r["expr"] for g in rule_groups(files[ALERTING_FILE]) for r in g["rules"])
@@ -209,8 +210,12 @@ def test_config_changes_the_rendered_rules() -> None:
     assert 'absent(up{job="recsys"})' in alerting
     assert 'aiwatch_event_loop_delay_seconds_bucket{service="ranker"}' in recording
     loop = next(r for r in alert_rules(cfg) if r["alert"] == "AiwatchEventLoopDelayHigh")
-    assert (loop["expr"], loop["for"]) == ("service:aiwatch_event_loop_delay_seconds:p99 > 0.05", "3m")
+    assert (loop["expr"], loop["for"]) == ("instance_service:aiwatch_event_loop_stalled:ratio_rate2m > 0.35\nor\n"
+                                           "instance_service:aiwatch_event_loop_delay_seconds:p99 > 0.05", "3m")
     assert "above 50ms" in loop["annotations"]["description"]
+    assert "over 2m" in loop["annotations"]["description"] and "above 35%" in loop["annotations"]["description"]
+    assert ('sum by (cluster, namespace, job, instance, service) '
+            '(rate(aiwatch_event_loop_delay_seconds_sum{service="ranker"}[2m]))') in recording
     urls = {r["annotations"]["runbook_url"] for r in alert_rules(cfg)}
     assert "https://wiki.example.com/oncall/aiwatch/AiwatchTargetAbsent" in urls
 
@@ -221,6 +226,8 @@ def test_config_changes_the_rendered_rules() -> None:
     ({"slo": {"latency_threshold_seconds": 0.35}}, "slo.latency_threshold_seconds: 0.35 is not a bucket bound"),
     ({"latency": {"window": "5 minutes"}}, "latency.window: '5 minutes' is not a Prometheus duration"),
     ({"latency": {"loop_delay_p99_seconds": 0}}, "latency.loop_delay_p99_seconds: must be a finite number in (0, inf)"),
+    ({"latency": {"loop_stalled_ratio": 0}}, "latency.loop_stalled_ratio: must be a finite number in (0, 1]"),
+    ({"latency": {"loop_stalled_ratio": 20}}, "latency.loop_stalled_ratio: must be a finite number in (0, 1]"),
     ({"latency": {"loop_delay_for": "a while"}}, "latency.loop_delay_for: 'a while' is not a Prometheus duration"),
     ({"queue": {"for": "soon"}}, "queue.for: 'soon' is not a Prometheus duration"),
     ({"selectors": {"requests": "service=recommender"}}, "selectors.requests: 'service=recommender' is not"),
