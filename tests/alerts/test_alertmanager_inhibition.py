@@ -62,8 +62,9 @@ def test_a_starved_loop_silences_the_network_alerts_of_its_own_calls_only() -> N
     """A caller's starved loop reads its responses late: its network alerts are that one problem. The callee's loop
     alert cannot silence its callers' network alerts: ``equal`` compares one label name on both alerts, and the loop
     alert's ``service`` is the network alert's ``peer``."""
+    # the loop alert is per replica: it carries the starved target's job and instance, which the network alerts lack
     loop = {"alertname": "AiwatchEventLoopDelayHigh", "severity": "warning", "service": "ranker", "cluster": "eu",
-            "namespace": "ml"}
+            "namespace": "ml", "job": "ranker", "instance": "10.0.0.7:8000"}
     network = {"alertname": "AiwatchNetworkLatencyHigh", "severity": "warning", "cluster": "eu", "namespace": "ml"}
     from_it = {**network, "service": "ranker", "peer": "features"}
     to_it = {**network, "service": "gateway", "peer": "ranker"}
