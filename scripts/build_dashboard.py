@@ -38,6 +38,8 @@ MDL = 'model=~"$model"'
 FEATURE = 'model=~"$model", feature=~"$feature"'
 PHASE_TITLE = "Time per request by phase: $service (model vs not model)"
 LINK_TITLE = "Effective throughput per link (bytes per network second)"
+LOOP_TITLE = "Event loop delay p99 / mean, time stood still"
+STOOD_STILL = "stood still"
 SCOPE = DEFAULT_AGGREGATION_LABELS
 #: every query selects the scope the template variables chose (All: any value, none included)
 SCOPE_MATCH = ", ".join(f'{label}=~"${label}"' for label in SCOPE)
@@ -135,13 +137,21 @@ def build(gpu_source: str = "aiwatch") -> dict[str, Any]:
                                chr(65 + i)) for i, (name, quantile) in enumerate(QUANTILES[:2])], "s",
                        "Client-observed time minus server time (aiwatch_network_duration_seconds), per calling "
                        "service and the peer it called."), w=8)
-    lay.add(timeseries("Event loop delay p99 / mean",
+    lay.add(timeseries(LOOP_TITLE,
                        [target(q.loop_delay_quantile(0.99, W, SVC), f"{{{{service}}}} p99{AT}"),
-                        target(q.loop_delay_mean(W, SVC), f"{{{{service}}}} mean{AT}", "B")], "s",
+                        target(q.loop_delay_mean(W, SVC), f"{{{{service}}}} mean{AT}", "B"),
+                        target(q.loop_stalled_ratio(W, SVC), f"{{{{service}}}} {{{{instance}}}} {STOOD_STILL}{AT}",
+                               "C")], "s",
                        "How late each service's asyncio event loop ran a timer that was due "
-                       "(aiwatch_event_loop_delay_seconds, ASGI and grpc.aio servers), per service. A prompt loop "
-                       "stays around a millisecond; a starved one (CPU-bound work on the loop, a saturated CPU) "
-                       "slows every request and shows as network time on its callers (the panel to the left)."),
+                       "(aiwatch_event_loop_delay_seconds, ASGI and grpc.aio servers): p99 and mean per service, "
+                       "left axis. A prompt loop stays around a millisecond; a starved one (CPU-bound work on the "
+                       "loop, a saturated CPU) slows every request and shows as network time on its callers (the "
+                       "panel to the left). Right axis: the share of the time each replica's loop stood still "
+                       "(seconds late per second; about 1% when prompt), what AiwatchEventLoopDelayHigh reads: a "
+                       "stall of seconds is one sample to the p99 and the mean, but counts by its length here.",
+                       overrides=[{"matcher": {"id": "byRegexp", "options": f".* {STOOD_STILL}.*"},
+                                   "properties": [{"id": "unit", "value": "percentunit"},
+                                                  {"id": "custom.axisPlacement", "value": "right"}]}]),
             w=8)
     phases = timeseries(PHASE_TITLE, [target(q.phase_split(W, SVC, MDL), "{{phase}}" + AT)], "s",
                         "Mean seconds per request in each phase of this service, stacked: 'inference' (red) is the "

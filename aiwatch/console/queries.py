@@ -159,6 +159,13 @@ class PanelQueries:
         return (f"{by('sum', labels, rate(LOOP_DELAY.sum, w, *self._m(svc)))}"
                 f" / ({by('sum', labels, rate(LOOP_DELAY.count, w, *self._m(svc)))} > 0)")
 
+    def loop_stalled_ratio(self, w: str, svc: MatcherText = "") -> str:
+        """Share of the time each replica's event loop stood still, per ``service`` and scrape target (``job``,
+        ``instance``): the seconds per second its timers ran late, so a stall counts by its length (the mean and the
+        quantiles count it as one sample), as in the ``instance_service:aiwatch_event_loop_stalled:ratio_rate``
+        rule AiwatchEventLoopDelayHigh reads. A multiprocess target's loops add up."""
+        return by("sum", self._by("job", "instance", "service"), rate(LOOP_DELAY.sum, w, *self._m(svc)))
+
     def link_throughput(self, w: str, svc: MatcherText = "") -> str:
         """Each link's effective throughput: bytes the calling ``service`` sent to and received from ``peer`` per
         second of network time (not of wall time), as in the ``service_peer:aiwatch_client_throughput_bytes_per_

@@ -13,8 +13,10 @@ from typing import Any
 
 import pytest
 
+from aiwatch.console.queries import PanelQueries
 from aiwatch.gpuseries import DCGM_METRICS
 from aiwatch.metrics import exposed_sample_names, metric_names
+from aiwatch.rules.render import LOOP_STALLED_RATIO, RECORDING_FILE, rule_files
 from tests.console.conftest import Stack
 
 REPO = Path(__file__).resolve().parents[2]
@@ -83,7 +85,7 @@ def test_dashboard_is_importable_with_datasource_service_and_model_variables() -
     # mirrors the console's views
     assert {"Request latency p50 / p95 / p99", "Time per request by phase: $service (model vs not model)", "Throughput",
             "Error ratio", "Network time seen by callers", "Effective throughput per link (bytes per network second)",
-            "Event loop delay p99 / mean", "GPUs", "Queue depth", "Requests in flight",
+            "Event loop delay p99 / mean, time stood still", "GPUs", "Queue depth", "Requests in flight",
             "Mean batch size", "Feature-cache hit ratio", "Per-feature drift (latest evaluation)",
             "Drift score over time", "Firing and pending alerts", "Request latency p95: real-time vs batch",
             "Time to first chunk (streamed responses)", "Time to first token", "Time per output token",
@@ -111,14 +113,24 @@ def test_latency_panels_never_mix_services() -> None:
             assert grouping in t["expr"] and 'service=~"$service"' in t["expr"], (title, t["expr"])
             assert "{{service}}" in t["legendFormat"] or panels[title].get("repeat") == "service", title
     # the event loop delay sits next to the network time it shows up in, per service
-    loop = panels["Event loop delay p99 / mean"]
-    assert [t["legendFormat"].split("}}")[1].split()[0] for t in loop["targets"]] == ["p99", "mean"]
-    p99, mean = (t["expr"] for t in loop["targets"])
+    loop = panels["Event loop delay p99 / mean, time stood still"]
+    assert [t["legendFormat"].split("}}")[1].split()[0] for t in loop["targets"]] == ["p99", "mean", "{{instance"]
+    p99, mean, stood = (t["expr"] for t in loop["targets"])
     assert p99.startswith("histogram_quantile(0.99, sum by (cluster, namespace, service, le) (rate("
                           "aiwatch_event_loop_delay_seconds_bucket{")
     assert "sum by (cluster, namespace, service) (rate(aiwatch_event_loop_delay_seconds_sum{" in mean
+    # the share of the time stood still is per replica, the alert's own reading, on a percent axis of its own
+    assert stood.startswith("sum by (cluster, namespace, job, instance, service) (rate("
+                            "aiwatch_event_loop_delay_seconds_sum{") and " / " not in stood
+    assert "stood still" in loop["targets"][2]["legendFormat"]
+    rule = next(r["expr"] for g in rule_files()[RECORDING_FILE]["groups"] for r in g["rules"]
+                if r["record"] == LOOP_STALLED_RATIO.format(window="5m"))
+    assert rule == PanelQueries().loop_stalled_ratio("5m")  # the panel draws what the alert reads
+    override = loop["fieldConfig"]["overrides"][0]
+    assert override["matcher"]["options"] == ".* stood still.*"
+    assert {"id": "unit", "value": "percentunit"} in override["properties"]
     assert all('service=~"$service"' in e and "{{service}}" in t["legendFormat"]
-               for e, t in zip((p99, mean), loop["targets"], strict=True))
+               for e, t in zip((p99, mean, stood), loop["targets"], strict=True))
     network = panels["Network time seen by callers"]
     assert network["gridPos"]["y"] == loop["gridPos"]["y"] and loop["gridPos"]["w"] == network["gridPos"]["w"]
 
