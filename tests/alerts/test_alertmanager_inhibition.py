@@ -1,9 +1,11 @@
-"""alerts/alertmanager.yml's inhibit rules on a real Alertmanager, in a Thanos / Mimir view of several clusters and
+"""alerts/alertmanager.yml's inhibit rules and grouping on a real Alertmanager, in a Thanos / Mimir view of several clusters and
 namespaces: an alert of one cluster never silences the alert of another cluster's service, queue or link, however
 alike their other labels (the same deployment runs in each cluster under the same names)."""
 
 from __future__ import annotations
 
+import json
+import urllib.request
 from typing import Any
 
 import pytest
@@ -81,3 +83,25 @@ def test_a_starved_loop_silences_the_network_alerts_of_its_own_calls_only() -> N
         assert status(from_it)["state"] == "suppressed"
         for labels in (loop, to_it, other_caller, not_network):
             assert status(labels)["inhibitedBy"] == [] and status(labels)["state"] == "active", labels
+
+
+@pytest.mark.slow
+def test_a_services_starved_replicas_are_one_notification() -> None:
+    """The loop alert is per replica: the starved replicas of one service (a saturated fleet) are grouped into one
+    notification listing them, and another service's or another cluster's are not grouped with them."""
+    loop = {"alertname": "AiwatchEventLoopDelayHigh", "severity": "warning", "service": "ranker", "cluster": "eu",
+            "namespace": "ml", "job": "ranker"}
+    replicas = [{**loop, "instance": f"10.0.0.{i}:8000"} for i in range(3)]
+    other_service = {**loop, "service": "gateway", "job": "gateway", "instance": "10.0.1.1:8000"}
+    other_cluster = {**loop, "cluster": "us", "instance": "10.0.0.0:8000"}
+    with alertmanager(alertmanager_config("http://127.0.0.1:9")) as am_url:
+        post_alerts(am_url, [{"labels": labels} for labels in (*replicas, other_service, other_cluster)])
+
+        def groups() -> list[set[str]]:
+            with urllib.request.urlopen(f"{am_url}/api/v2/alerts/groups", timeout=5) as resp:
+                found: list[dict[str, Any]] = json.loads(resp.read())
+            return [{f"{a['labels']['cluster']}/{a['labels']['instance']}" for a in g["alerts"]} for g in found]
+
+        wait_until(lambda: sum(map(len, groups())) == 5, 10, what="the five alerts in their groups")
+        assert sorted(map(sorted, groups())) == [["eu/10.0.0.0:8000", "eu/10.0.0.1:8000", "eu/10.0.0.2:8000"],
+                                                 ["eu/10.0.1.1:8000"], ["us/10.0.0.0:8000"]]
