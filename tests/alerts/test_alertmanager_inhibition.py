@@ -1,6 +1,6 @@
-"""alerts/alertmanager.yml's inhibit rules and grouping on a real Alertmanager, in a Thanos / Mimir view of several clusters and
-namespaces: an alert of one cluster never silences the alert of another cluster's service, queue or link, however
-alike their other labels (the same deployment runs in each cluster under the same names)."""
+"""alerts/alertmanager.yml's inhibit rules and grouping on a real Alertmanager, in a Thanos / Mimir view of several
+clusters and namespaces: an alert of one cluster never silences the alert of another cluster's service, queue or
+link, however alike their other labels (the same deployment runs in each cluster under the same names)."""
 
 from __future__ import annotations
 
