@@ -8,12 +8,15 @@ A loop that is starved (CPU-bound work on it, a saturated machine) shows here in
 One :class:`LoopSampler` per running event loop, started by the first request an asyncio integration (the ASGI
 middleware, the grpc.aio server interceptor) serves on it: a chain of ``loop.call_at`` callbacks, each due
 ``interval`` seconds after the previous one ran, records how late it ran (``loop.time()`` when it ran minus when it
-was due). A timer callback, not a task: a closed loop drops it (nothing pending, nothing to cancel), and it never
-keeps ``run_until_complete``, ``asyncio.run`` or a server's shutdown waiting. The interval is
-``$AIWATCH_EVENT_LOOP_INTERVAL`` (``off`` turns the sampler off), as the recorder that started the sampler read it:
-a loop has one sampler, and a later recorder asking it for another interval gets the first one (a warning says so,
-once per loop). The sampler holds its targets weakly: the metrics of a recorder that is gone (a reloaded app, a
-middleware rebuilt) are not kept alive by it, and it stops when none is left.
+was due), and adds the wall time since the previous sample ran (from the sampler's start for the first) to
+``aiwatch_event_loop_sampled_seconds_total{service}``: the seconds of the loop's life it watched, so that the
+delays' sum over it is the share of the time the loop stood still, also for a scrape target that merges several
+processes' loops (prometheus_client's multiprocess mode). A timer callback, not a task: a closed loop drops it
+(nothing pending, nothing to cancel), and it never keeps ``run_until_complete``, ``asyncio.run`` or a server's
+shutdown waiting. The interval is ``$AIWATCH_EVENT_LOOP_INTERVAL`` (``off`` turns the sampler off), as the recorder
+that started the sampler read it: a loop has one sampler, and a later recorder asking it for another interval gets
+the first one (a warning says so, once per loop). The sampler holds its targets weakly: the metrics of a recorder
+that is gone (a reloaded app, a middleware rebuilt) are not kept alive by it, and it stops when none is left.
 """
 
 from __future__ import annotations
@@ -64,7 +67,8 @@ def loop_interval(env: Mapping[str, str] | None = None) -> float | None:
 
 
 class LoopSampler:
-    """Measures one event loop's delay every ``interval`` seconds into the histogram children of its targets.
+    """Measures one event loop's delay every ``interval`` seconds into the histogram children of its targets, and the
+    time it watched the loop into their counter children.
 
     Runs only on its loop's thread: it is started from a request on the loop, and its callbacks run there. A failure
     is counted (``aiwatch_instrumentation_errors_total{component="event_loop"}``), never raised into the loop; one in
@@ -75,28 +79,32 @@ class LoopSampler:
         #: weak: the loop's entry in the samplers' table holds its sampler, which must not hold the loop alive
         self.loop = weakref.ref(loop)
         self.interval = interval
-        #: the histogram children each sample is observed into: one per service and registry on the loop. Weak: a
-        #: loop lives as long as its process, and the recorders made on it (a reloaded app, a middleware rebuilt per
-        #: mount, tests) come and go; held, each kept its registry alive and was observed into
+        #: the (histogram, counter) children each sample is recorded into: one per service and registry on the loop.
+        #: Weak: a loop lives as long as its process, and the recorders made on it (a reloaded app, a middleware rebuilt
+        #: per mount, tests) come and go; held, each kept its registry alive and was observed into
         self._targets: tuple[_Target, ...] = ()
         self.running = False
         #: whether a recorder asking for another interval was logged (once per loop: :func:`watch`)
         self.warned = False
         self._due = 0.0
+        #: ``loop.time()`` when the previous sample ran (when the sampler started, before the first)
+        self._ran = 0.0
 
     @property
-    def targets(self) -> tuple[tuple[Metrics, Any], ...]:
-        """The (metrics, histogram child) pairs still alive, one per child."""
-        return tuple(pair for pair in (target.resolve() for target in self._targets) if pair is not None)
+    def targets(self) -> tuple[tuple[Metrics, Any, Any], ...]:
+        """The (metrics, histogram child, counter child) triples still alive, one per histogram child."""
+        return tuple(found for found in (target.resolve() for target in self._targets) if found is not None)
 
-    def add(self, metrics: Metrics, child: Any) -> None:
+    def add(self, metrics: Metrics, child: Any, sampled: Any) -> None:
+        """Record into ``child`` (a histogram child of ``aiwatch_event_loop_delay_seconds``) and ``sampled`` (the
+        same service's child of ``aiwatch_event_loop_sampled_seconds_total``), both of ``metrics``."""
         live = self._live()
         for target in live:
             if target.child() is child:
                 target.own(metrics)
                 break
         else:
-            live = (*live, _Target(metrics, child))
+            live = (*live, _Target(metrics, child, sampled))
         self._targets = live
 
     def _live(self) -> tuple[_Target, ...]:
@@ -104,20 +112,23 @@ class LoopSampler:
 
     def start(self) -> None:
         self.running = True
-        self._schedule()
+        self._schedule(starting=True)
 
     def stop(self) -> None:
         """Take no more samples: the pending one does nothing. (Its timer handle is not kept to cancel it: the handle
         holds the loop, and the samplers' table holds the sampler.)"""
         self.running = False
 
-    def _schedule(self) -> None:
+    def _schedule(self, starting: bool = False) -> None:
         loop = self.loop()
         if loop is None:  # collected: nothing left to sample
             self.stop()
             return
         try:
-            self._due = loop.time() + self.interval
+            now = loop.time()
+            if starting:  # the first sample's watched time counts from here
+                self._ran = now
+            self._due = now + self.interval
             loop.call_at(self._due, self._sample)
         except Exception as exc:
             self.running = False
@@ -127,17 +138,23 @@ class LoopSampler:
         loop = self.loop()
         if loop is None or not self.running:
             return
+        now = loop.time()
         # a timer runs when its due time is within the clock's resolution: a few microseconds early reads 0
-        delay = max(0.0, loop.time() - self._due)
+        delay = max(0.0, now - self._due)
+        # the interval, this sample's delay and the previous one's recording and scheduling: the sums telescope to
+        # the time from the sampler's start to its last sample, so their rate is the number of loops watched
+        watched = max(0.0, now - self._ran)
+        self._ran = now
         gone = False
         for target in self._targets:
-            pair = target.resolve()
-            if pair is None:
+            found = target.resolve()
+            if found is None:
                 gone = True
                 continue
-            metrics, child = pair
+            metrics, child, sampled = found
             try:
                 child.observe(delay)
+                sampled.inc(watched)
             except Exception as exc:
                 record_error(COMPONENT, exc, metrics)
         if gone:
@@ -148,19 +165,21 @@ class LoopSampler:
             self._schedule()
 
     def _record_error(self, exc: BaseException) -> None:
-        for metrics, _ in self.targets or ((None, None),):
+        for metrics, _, _ in self.targets or ((None, None, None),):
             record_error(COMPONENT, exc, metrics)
 
 
 class _Target:
-    """A histogram child a sampler observes into, and the metrics that asked for it, all held weakly. Several may
-    share a child (in multiprocess mode every ``Metrics`` of a process holds the same metric objects): the target
-    lives while its child and any of them do, and a failure is counted in the first one alive."""
+    """A histogram child a sampler observes into, the counter child it adds the watched time to, and the metrics
+    that asked for them, all held weakly. Several may share the children (in multiprocess mode every ``Metrics`` of a
+    process holds the same metric objects): the target lives while its children and any of them do, and a failure
+    is counted in the first one alive."""
 
-    __slots__ = ("child", "owners")
+    __slots__ = ("child", "owners", "sampled")
 
-    def __init__(self, metrics: Metrics, child: Any) -> None:
+    def __init__(self, metrics: Metrics, child: Any, sampled: Any) -> None:
         self.child = weakref.ref(child)
+        self.sampled = weakref.ref(sampled)
         self.owners: tuple[weakref.ref[Metrics], ...] = (weakref.ref(metrics),)
 
     def own(self, metrics: Metrics) -> None:
@@ -169,14 +188,14 @@ class _Target:
             owners = (*owners, weakref.ref(metrics))
         self.owners = owners
 
-    def resolve(self) -> tuple[Metrics, Any] | None:
-        child = self.child()
-        if child is None:
+    def resolve(self) -> tuple[Metrics, Any, Any] | None:
+        child, sampled = self.child(), self.sampled()
+        if child is None or sampled is None:
             return None
         for ref in self.owners:
             metrics = ref()
             if metrics is not None:
-                return metrics, child
+                return metrics, child, sampled
         return None
 
 
@@ -198,18 +217,19 @@ def sampler_for(loop: asyncio.AbstractEventLoop) -> LoopSampler | None:
     return _samplers.get(loop)
 
 
-def watch(loop: asyncio.AbstractEventLoop, interval: float, metrics: Metrics, child: Any) -> None:
-    """Have ``loop``'s sampler observe its delay into ``child`` (a histogram child of ``metrics``, held weakly),
-    starting the sampler (every ``interval`` seconds) if the loop has none running. A loop has one sampler: asked for
-    another interval than the running one's, it keeps its own, and a warning naming both is logged (once per loop).
-    Call it on the loop's thread. Never raises."""
+def watch(loop: asyncio.AbstractEventLoop, interval: float, metrics: Metrics, child: Any, sampled: Any) -> None:
+    """Have ``loop``'s sampler observe its delay into ``child`` (a histogram child of ``metrics``) and add the time it
+    watched the loop to ``sampled`` (a counter child of ``metrics``), all held weakly, starting the sampler (every
+    ``interval`` seconds) if the loop has none running. A loop has one sampler: asked for another interval than the
+    running one's, it keeps its own, and a warning naming both is logged (once per loop). Call it on the loop's
+    thread. Never raises."""
     try:
         with _lock:
             sampler = _samplers.get(loop)
             if sampler is None or not sampler.running:
                 started = _samplers[loop] = LoopSampler(loop, interval)
                 started.warned = sampler is not None and sampler.warned
-                started.add(metrics, child)
+                started.add(metrics, child, sampled)
                 started.start()
                 return
             if interval != sampler.interval and not sampler.warned:
@@ -218,6 +238,6 @@ def watch(loop: asyncio.AbstractEventLoop, interval: float, metrics: Metrics, ch
                              "every %g s (AIWATCH_EVENT_LOOP_INTERVAL when it was made, or its loop_interval) shares "
                              "that sampler: a loop has one, at the interval of the first recorder to watch it",
                              sampler.interval, interval)
-            sampler.add(metrics, child)
+            sampler.add(metrics, child, sampled)
     except Exception as exc:
         record_error(COMPONENT, exc, metrics)

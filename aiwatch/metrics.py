@@ -149,6 +149,12 @@ CONTRACT: tuple[MetricSpec, ...] = (
                "it, a saturated CPU) holds requests in the socket before the app sees them and responses before "
                "they are read: time callers count as network time.",
                ("service",), "seconds", EVENT_LOOP_DELAY_BUCKETS),
+    MetricSpec("aiwatch_event_loop_sampled_seconds_total", "counter",
+               "Wall-clock seconds the event loop delay sampler watched its loop: each sample adds the time since "
+               "the previous one ran (from the sampler's start for the first). Its rate is the number of loops "
+               "watched, so rate(aiwatch_event_loop_delay_seconds_sum) over it is the share of the time a loop "
+               "stood still: exact for one loop, the mean over the loops a scrape target merges (multiprocess "
+               "mode).", ("service",), "seconds"),
     MetricSpec("aiwatch_rpc_messages_total", "counter",
                "Messages sent and received by streaming RPCs.", ("service", "route", "direction")),
     # --- payloads and bandwidth --------------------------------------------------------------------------
@@ -515,6 +521,7 @@ class Metrics:
         self.slow_network_seconds: Counter = m["aiwatch_slow_network_seconds_total"]
         self.slow_threshold: Gauge = m["aiwatch_slow_threshold_seconds"]
         self.event_loop_delay: Histogram = m["aiwatch_event_loop_delay_seconds"]
+        self.event_loop_sampled: Counter = m["aiwatch_event_loop_sampled_seconds_total"]
         self.rpc_messages: Counter = m["aiwatch_rpc_messages_total"]
         self.overhead_clamped: Counter = m["aiwatch_overhead_clamped_total"]
         self.request_size: Histogram = m["aiwatch_request_size_bytes"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, multiprocess
 
 from aiwatch import eventloop
 from aiwatch import timing as timing_module
@@ -27,6 +28,9 @@ from tests.servers import python_env
 from tests.test_forksafe import child_while_held
 
 INTERVAL = "AIWATCH_EVENT_LOOP_INTERVAL"
+#: asyncio runs a timer due within its clock's resolution (a nanosecond here) at once: a sample's time since the
+#: previous one may fall short of the interval by that much
+EARLY = 1e-6
 
 
 def bucket(metrics: Metrics, le: str, service: str = "svc") -> float:
@@ -105,7 +109,7 @@ def test_a_sample_is_how_late_its_timer_ran_not_the_interval(metrics: Metrics) -
 
     loop = Clock()
     sampler = eventloop.LoopSampler(loop, 0.1)  # type: ignore[arg-type]
-    sampler.add(metrics, metrics.child(metrics.event_loop_delay, ("svc",)))
+    sampler.add(metrics, *children(metrics))
     sampler.start()
     assert loop.scheduled == [pytest.approx(100.1)]
     loop.now = 100.1  # on time
@@ -115,6 +119,37 @@ def test_a_sample_is_how_late_its_timer_ran_not_the_interval(metrics: Metrics) -
     sampler._sample()
     assert count(metrics) == 2 and bucket(metrics, "0.005") == 1 and bucket(metrics, "0.2") == 1
     assert total(metrics) == pytest.approx(0.25)
+
+
+def test_each_sample_adds_the_time_since_the_previous_one_ran_from_the_samplers_start(metrics: Metrics) -> None:
+    """aiwatch_event_loop_sampled_seconds_total: the seconds the sampler watched the loop (interval, delay and all),
+    so that rate(_sum) over its rate is the share of the time the loop stood still, per loop."""
+    loop = ClockLoop()
+    sampler = eventloop.LoopSampler(loop, 0.1)  # type: ignore[arg-type]
+    sampler.add(metrics, *children(metrics))
+    sampler.start()
+    assert watched(metrics) == 0  # nothing watched before the first sample
+    loop.now = 100.1  # on time: 0.1 s since the start
+    sampler._sample()
+    assert watched(metrics) == pytest.approx(0.1)
+    loop.now = 100.45  # 0.25 s late: 0.35 s since the previous sample ran
+    sampler._sample()
+    assert watched(metrics) == pytest.approx(0.45) and total(metrics) == pytest.approx(0.25)
+    loop.now = 101.55  # 1 s late: the loop stood still 1.25 s of the 1.55 s watched
+    sampler._sample()
+    assert watched(metrics) == pytest.approx(1.55) and total(metrics) / watched(metrics) == pytest.approx(1.25 / 1.55)
+
+
+def test_every_service_on_a_loop_counts_the_time_watched_once_per_sample(metrics: Metrics) -> None:
+    loop = ClockLoop()
+    eventloop.watch(loop, 0.1, metrics, *children(metrics, "svc"))  # type: ignore[arg-type]
+    eventloop.watch(loop, 0.1, metrics, *children(metrics, "other"))  # type: ignore[arg-type]
+    eventloop.watch(loop, 0.1, metrics, *children(metrics, "svc"))  # type: ignore[arg-type]  # the same target
+    sampler = eventloop.sampler_for(loop)  # type: ignore[arg-type]
+    assert sampler is not None
+    loop.now = 100.3
+    sampler._sample()
+    assert watched(metrics, "svc") == pytest.approx(0.3) and watched(metrics, "other") == pytest.approx(0.3)
 
 
 class ClockLoop:
@@ -131,17 +166,19 @@ class ClockLoop:
         self.scheduled.append(when)
 
 
-def delay_child(metrics: Metrics, service: str = "svc") -> Any:
-    return metrics.child(metrics.event_loop_delay, (service,))
+def children(metrics: Metrics, service: str = "svc") -> tuple[Any, Any]:
+    """The delay histogram's and the watched-time counter's children a recorder for ``service`` hands the sampler."""
+    return (metrics.child(metrics.event_loop_delay, (service,)),
+            metrics.child(metrics.event_loop_sampled, (service,)))
 
 
 def test_the_sampler_does_not_keep_the_metrics_of_a_recorder_that_is_gone_alive(metrics: Metrics) -> None:
     """A loop outlives the recorders made on it (a reloaded app, a middleware rebuilt per mount, tests): its sampler
     held each one's metrics, kept its registry alive and observed into it for the loop's life."""
     loop = ClockLoop()
-    eventloop.watch(loop, 0.1, metrics, delay_child(metrics))  # type: ignore[arg-type]
+    eventloop.watch(loop, 0.1, metrics, *children(metrics))  # type: ignore[arg-type]
     dropped = Metrics(CollectorRegistry())
-    eventloop.watch(loop, 0.1, dropped, delay_child(dropped))  # type: ignore[arg-type]
+    eventloop.watch(loop, 0.1, dropped, *children(dropped))  # type: ignore[arg-type]
     sampler = eventloop.sampler_for(loop)  # type: ignore[arg-type]
     assert sampler is not None and len(sampler.targets) == 2
     gone = weakref.ref(dropped)
@@ -160,10 +197,10 @@ def test_a_child_two_metrics_share_is_observed_once_and_kept_while_either_is_ali
     recorder lives, though the first one's metrics are gone."""
     loop = ClockLoop()
     holder = Metrics(CollectorRegistry())  # stands for the process's file-backed metric, which outlives both
-    shared = delay_child(holder)
+    shared = children(holder)
     first, second = Metrics(CollectorRegistry()), Metrics(CollectorRegistry())
     for metrics in (first, second):
-        eventloop.watch(loop, 0.1, metrics, shared)  # type: ignore[arg-type]
+        eventloop.watch(loop, 0.1, metrics, *shared)  # type: ignore[arg-type]
     sampler = eventloop.sampler_for(loop)  # type: ignore[arg-type]
     assert sampler is not None and len(sampler.targets) == 1
     del first, metrics
@@ -184,7 +221,7 @@ def test_recorders_made_and_dropped_on_one_loop_leave_no_targets_and_the_sampler
     for _ in range(20):
         metrics = Metrics(CollectorRegistry())
         made.append(weakref.ref(metrics))
-        eventloop.watch(loop, 0.1, metrics, delay_child(metrics))  # type: ignore[arg-type]
+        eventloop.watch(loop, 0.1, metrics, *children(metrics))  # type: ignore[arg-type]
     del metrics
     gc.collect()
     assert [ref for ref in made if ref() is not None] == []  # all collected: the sampler held none
@@ -195,7 +232,7 @@ def test_recorders_made_and_dropped_on_one_loop_leave_no_targets_and_the_sampler
     assert sampler._targets == () and not sampler.running
     assert loop.scheduled == [pytest.approx(100.1)]  # nothing left to sample into: no next sample
     again = Metrics(CollectorRegistry())
-    eventloop.watch(loop, 0.1, again, delay_child(again))  # type: ignore[arg-type]
+    eventloop.watch(loop, 0.1, again, *children(again))  # type: ignore[arg-type]
     restarted = eventloop.sampler_for(loop)  # type: ignore[arg-type]
     assert restarted is not None and restarted is not sampler and restarted.running
     assert len(restarted.targets) == 1
@@ -234,6 +271,11 @@ def total(metrics: Metrics, service: str = "svc") -> float:
     return value or 0.0
 
 
+def watched(metrics: Metrics, service: str = "svc") -> float:
+    value = metrics.registry.get_sample_value("aiwatch_event_loop_sampled_seconds_total", {"service": service})
+    return value or 0.0
+
+
 @pytest.mark.usefixtures("fast")
 def test_a_stall_is_one_late_sample_of_its_length_so_the_sum_not_the_share_of_samples_is_the_time_stood_still(
         metrics: Metrics) -> None:
@@ -247,6 +289,27 @@ def test_a_stall_is_one_late_sample_of_its_length_so_the_sum_not_the_share_of_sa
     assert late(metrics, "0.5") == 1  # the whole stall is one sample, taken when it ended
     assert count(metrics) >= 5  # the idle stretches' samples, each prompt, outnumber it
     assert total(metrics) >= 0.6 - 0.05  # the sum holds the stall's length (less at most one interval)
+
+
+@pytest.mark.usefixtures("fast")
+def test_the_time_watched_covers_every_delay_and_interval_and_no_more_than_the_loop_ran(metrics: Metrics) -> None:
+    """On a real loop (read after it closed: no sample can land between two reads): each sample adds at least the
+    interval and its own delay, and the additions telescope to the time from the sampler's start to its last
+    sample, so the counter lies between those sums and the loop's whole run; the stall is inside it."""
+    async def stall_once() -> None:
+        await asyncio.sleep(0.3)
+        time.sleep(0.6)
+        await asyncio.sleep(0.3)
+
+    started = time.monotonic()
+    serve(RequestRecorder(metrics, "svc"), stall_once)
+    ran = time.monotonic() - started
+    samples, stood_still, seconds = count(metrics), total(metrics), watched(metrics)
+    assert samples >= 5
+    assert seconds >= stood_still + samples * (0.05 - EARLY)  # each sample: its interval and its delay, at least
+    assert seconds >= 0.6  # the stall is inside the time watched
+    assert seconds <= ran  # asyncio's clock is time.monotonic(): never more than the run
+    assert 0 < stood_still / seconds < 1
 
 
 @pytest.mark.usefixtures("fast")
@@ -318,7 +381,7 @@ def test_a_loop_run_to_its_end_exits_without_a_warning_or_a_pending_callback() -
     # about a pending task or callback, an unclosed loop or resource, an error
     code = """
 import asyncio, time
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, multiprocess
 from aiwatch.metrics import Metrics
 from aiwatch import timing as timing_module
 from aiwatch.timing import RequestRecorder
@@ -458,6 +521,51 @@ print(serving_registry().get_sample_value("aiwatch_event_loop_delay_seconds_coun
     assert done.returncode == 0, done.stderr
     assert float(done.stdout) >= 2
     assert list(tmp_path.glob("histogram_*.db"))
+
+
+def test_the_time_watched_by_two_processes_adds_up_in_the_merged_view(tmp_path: Path) -> None:
+    """gunicorn -k uvicorn workers: one scrape target merges every worker's sample files, so the counter's rate is
+    the number of loops watched and the merged delay sum over it the mean share of the time they stood still."""
+    code = """
+import asyncio, os
+from aiwatch.recording import make_recorder
+recorder = make_recorder(service="svc")
+async def main():
+    recorder.watch_loop()
+    await asyncio.sleep(0.3)
+asyncio.run(main())
+print(os.getpid())
+"""
+    env = python_env(PROMETHEUS_MULTIPROC_DIR=str(tmp_path), AIWATCH_EVENT_LOOP_INTERVAL="0.05")
+    pids = []
+    for _ in range(2):
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+        assert done.returncode == 0, done.stderr
+        pids.append(int(done.stdout))
+    alone = [merged(tmp_path, f"*_{pid}.db") for pid in pids]  # each worker's own files
+    both = merged(tmp_path, "*.db")
+    for seconds, delays, samples in alone:
+        assert samples >= 2 and seconds >= delays + samples * (0.05 - EARLY)
+    assert both[0] == pytest.approx(alone[0][0] + alone[1][0])
+    assert both[2] == alone[0][2] + alone[1][2]
+    assert both[1] / both[0] < 1  # the merged share: the two loops' stood-still seconds over their watched ones
+
+
+def merged(directory: Path, pattern: str) -> tuple[float, float, float]:
+    """The time watched, the delay sum and the sample count of service "svc", as a multiprocess /metrics serves
+    them from the sample files in ``directory`` matching ``pattern``."""
+    only = directory / pattern.replace("*", "x").replace(".db", "")
+    only.mkdir()
+    for path in directory.glob(pattern):
+        shutil.copy(path, only / path.name)
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=str(only))
+    label = {"service": "svc"}
+    values = (registry.get_sample_value("aiwatch_event_loop_sampled_seconds_total", label),
+              registry.get_sample_value("aiwatch_event_loop_delay_seconds_sum", label),
+              registry.get_sample_value("aiwatch_event_loop_delay_seconds_count", label))
+    assert None not in values, values
+    return values  # type: ignore[return-value]
 
 
 def test_a_loop_that_cannot_be_weakly_referenced_is_counted_not_raised_into_the_request(
