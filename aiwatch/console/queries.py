@@ -50,6 +50,7 @@ PHASES = metric("aiwatch_phase_duration_seconds")
 NETWORK = metric("aiwatch_network_duration_seconds")
 CLIENT_BYTES = metric("aiwatch_client_bytes_total")
 LOOP_DELAY = metric("aiwatch_event_loop_delay_seconds")
+LOOP_SAMPLED = metric("aiwatch_event_loop_sampled_seconds_total")
 IN_FLIGHT = metric("aiwatch_requests_in_flight")
 QUEUE_DEPTH = metric("aiwatch_queue_depth")
 QUEUE_WAIT = metric("aiwatch_queue_wait_seconds")
@@ -161,10 +162,13 @@ class PanelQueries:
 
     def loop_stalled_ratio(self, w: str, svc: MatcherText = "") -> str:
         """Share of the time each replica's event loop stood still, per ``service`` and scrape target (``job``,
-        ``instance``): the seconds per second its timers ran late, so a stall counts by its length (the mean and the
-        quantiles count it as one sample), as in the ``instance_service:aiwatch_event_loop_stalled:ratio_rate``
-        rule AiwatchEventLoopDelayHigh reads. A multiprocess target's loops add up."""
-        return by("sum", self._by("job", "instance", "service"), rate(LOOP_DELAY.sum, w, *self._m(svc)))
+        ``instance``): the seconds its timers ran late per second the sampler watched it, so a stall counts by its
+        length (the mean and the quantiles count it as one sample), as in the
+        ``instance_service:aiwatch_event_loop_stalled:ratio_rate`` rule AiwatchEventLoopDelayHigh reads. For a
+        multiprocess target, the mean over its workers' loops; no sample for a target with nothing watched."""
+        labels = self._by("job", "instance", "service")
+        return (f"{by('sum', labels, rate(LOOP_DELAY.sum, w, *self._m(svc)))}"
+                f" / ({by('sum', labels, rate(LOOP_SAMPLED, w, *self._m(svc)))} > 0)")
 
     def link_throughput(self, w: str, svc: MatcherText = "") -> str:
         """Each link's effective throughput: bytes the calling ``service`` sent to and received from ``peer`` per

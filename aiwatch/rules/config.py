@@ -88,7 +88,8 @@ class Selectors:
         "matchers on aiwatch_network_duration_seconds and aiwatch_client_bytes_total"))
     queue: str = field(default="", metadata=_help("matchers on aiwatch_queue_depth"))
     gpu: str = field(default="", metadata=_help("matchers on aiwatch_gpu_* series"))
-    event_loop: str = field(default="", metadata=_help("matchers on aiwatch_event_loop_delay_seconds"))
+    event_loop: str = field(default="", metadata=_help(
+        "matchers on aiwatch_event_loop_delay_seconds and aiwatch_event_loop_sampled_seconds_total"))
     cache: str = field(default="", metadata=_help("matchers on aiwatch_feature_cache_requests_total"))
     drift: str = field(default="", metadata=_help("matchers on the drift gauges and the bin sketch"))
     instrumentation: str = field(default="", metadata=_help("matchers on aiwatch_instrumentation_errors_total"))
@@ -151,9 +152,10 @@ class Latency:
     network_for: str = "10m"
     loop_stalled_ratio: float = field(default=0.2, metadata=_help(
         "AiwatchEventLoopDelayHigh: share of the time one replica's (scrape target's) asyncio event loop stood "
-        "still, the seconds per second its timers ran late (rate of aiwatch_event_loop_delay_seconds_sum over "
-        "window; the loops of a multiprocess target add up); a prompt loop shows about 1%, a loop blocked 1 s in "
-        "every 2 s 50%", 0, 1, open_low=True))
+        "still, the seconds its timers ran late per second the sampler watched it (rate of "
+        "aiwatch_event_loop_delay_seconds_sum over rate of aiwatch_event_loop_sampled_seconds_total, over window; "
+        "for a multiprocess target, the mean over its worker processes' loops); a prompt loop shows about 1%, a "
+        "loop blocked 1 s in every 2 s 50%", 0, 1, open_low=True))
     loop_delay_p99_seconds: float = field(default=0.1, metadata=_help(
         "AiwatchEventLoopDelayHigh also fires when the p99 of how late one replica's asyncio event loop ran a timer "
         "that was due (aiwatch_event_loop_delay_seconds, over window) is above this: frequent shorter stalls; a "

@@ -53,6 +53,7 @@ PHASES = metric("aiwatch_phase_duration_seconds")
 NETWORK = metric("aiwatch_network_duration_seconds")
 CLIENT_BYTES = metric("aiwatch_client_bytes_total")
 LOOP_DELAY = metric("aiwatch_event_loop_delay_seconds")
+LOOP_SAMPLED = metric("aiwatch_event_loop_sampled_seconds_total")
 IN_FLIGHT = metric("aiwatch_requests_in_flight")
 QUEUE_DEPTH = metric("aiwatch_queue_depth")
 GPU_UP = metric("aiwatch_gpu_up")
@@ -282,10 +283,14 @@ def latency_records(cfg: RulesConfig) -> list[dict[str, Any]]:
         # per replica (scrape target): pooled over replicas, one starved loop among many is under 1% of the samples
         _record(REPLICA_LOOP_DELAY_P99, histogram_quantile(0.99, LOOP_DELAY, w, _replica(cfg),
                                                            cfg.selectors.event_loop)),
-        # seconds of delay per second: a stall of B seconds is one sample of about B, so this counts it by its
-        # length, where the quantiles count it once (the share of the time the loop stood still)
+        # seconds of delay per second watched: a stall of B seconds is one sample of about B, so this counts it by
+        # its length, where the quantiles count it once (the share of the time the loop stood still). Over the
+        # seconds watched, not wall seconds: a multiprocess target merges its workers' loops, and gets their mean
+        # rather than their sum; "> 0": a target with nothing watched (or an aiwatch without the counter) gives no
+        # sample rather than a division by zero
         _record(LOOP_STALLED_RATIO.format(window=w),
-                by("sum", _replica(cfg), rate(LOOP_DELAY.sum, w, cfg.selectors.event_loop))),
+                f"{by('sum', _replica(cfg), rate(LOOP_DELAY.sum, w, cfg.selectors.event_loop))}"
+                f" / ({by('sum', _replica(cfg), rate(LOOP_SAMPLED, w, cfg.selectors.event_loop))} > 0)"),
         # the caller-side network time is one more non-model "phase" (service = the caller, peer = the callee)
         _record(NON_MODEL_P99,
                 f"(\n  {histogram_quantile(0.99, PHASES, w, service_phase, req, other)}\n"
@@ -482,9 +487,10 @@ def latency_alerts(cfg: RulesConfig) -> list[Alert]:
               "The event loop of {{ $labels.service }} on {{ $labels.instance }} is starved",
               f"One replica, {{{{ $labels.instance }}}} of {{{{ $labels.service }}}}: its asyncio event loop stood "
               f"still {_replica_value(cfg, stalled, 'humanizePercentage')} of the time over {lat.window} (the "
-              f"seconds per second its timers ran late, each stall counted by its length; alert above "
-              f"{_pct(lat.loop_stalled_ratio)}), and the p99 of how late its timer samples ran is "
-              f"{_replica_value(cfg, REPLICA_LOOP_DELAY_P99, 'humanizeDuration')} (alert above "
+              f"seconds its timers ran late per second watched, each stall counted by its length; the mean over "
+              f"the worker processes a target merges; alert above {_pct(lat.loop_stalled_ratio)}), and the p99 of "
+              f"how late its timer samples ran is {_replica_value(cfg, REPLICA_LOOP_DELAY_P99, 'humanizeDuration')} "
+              f"(alert above "
               f"{_ms(lat.loop_delay_p99_seconds)}). While it stands still, requests wait in the socket before the "
               "app sees them and responses wait before they are sent: this replica's latency rises, and its callers "
               "count the wait as network time. Look for CPU-bound or blocking work on the loop (a sync call in an "

@@ -120,8 +120,11 @@ def test_latency_panels_never_mix_services() -> None:
                           "aiwatch_event_loop_delay_seconds_bucket{")
     assert "sum by (cluster, namespace, service) (rate(aiwatch_event_loop_delay_seconds_sum{" in mean
     # the share of the time stood still is per replica, the alert's own reading, on a percent axis of its own
+    # the seconds late over the seconds watched: the mean over a multiprocess target's workers, not their sum
     assert stood.startswith("sum by (cluster, namespace, job, instance, service) (rate("
-                            "aiwatch_event_loop_delay_seconds_sum{") and " / " not in stood
+                            "aiwatch_event_loop_delay_seconds_sum{")
+    assert " / (sum by (cluster, namespace, job, instance, service) (rate(aiwatch_event_loop_sampled_seconds_total{" \
+        in stood and stood.endswith(" > 0)")
     assert "stood still" in loop["targets"][2]["legendFormat"]
     rule = next(r["expr"] for g in rule_files()[RECORDING_FILE]["groups"] for r in g["rules"]
                 if r["record"] == LOOP_STALLED_RATIO.format(window="5m"))

@@ -45,6 +45,9 @@ STARVED_LOOP, PROMPT_LOOP = (0.03, 0.045), (0.0002, 0.0009)
 """The range of the recommender's and the gateway's event loop delays (aiwatch_event_loop_delay_seconds)."""
 LOOP_SAMPLES = 10
 """Event loop delay samples per service and step."""
+LOOP_INTERVAL = 0.1
+"""The interval the workload's loop samples stand for (aiwatch_event_loop_sampled_seconds_total grows by it and the
+delay per sample): the recommender's loop stands still about 27% of the time, the gateway's under 1%."""
 LOG_NAME = "predictions"
 """The ``log`` label of the workload's prediction log."""
 FAILING_BATCH = 3
@@ -168,8 +171,11 @@ class Workload:
             # the event loop samplers: the recommender's loop is late by 30-45 ms (CPU-bound work on it), the
             # gateway's prompt (0.2-0.9 ms)
             for _ in range(LOOP_SAMPLES):
-                m.event_loop_delay.labels(SERVICE).observe(rng.uniform(*STARVED_LOOP))
-                m.event_loop_delay.labels(GATEWAY).observe(rng.uniform(*PROMPT_LOOP))
+                for service, lateness in ((SERVICE, STARVED_LOOP), (GATEWAY, PROMPT_LOOP)):
+                    delay = rng.uniform(*lateness)
+                    m.event_loop_delay.labels(service).observe(delay)
+                    # what the sampler watched since its previous sample: its interval and this sample's delay
+                    m.event_loop_sampled.labels(service).inc(LOOP_INTERVAL + delay)
             m.batch_size.labels(MODEL).observe(rng.choice([4, 8, 16, 32]))
             m.queue_depth.labels("predict").set(rng.randint(2, 12))
             for _ in range(requests):
