@@ -147,8 +147,9 @@ def build(gpu_source: str = "aiwatch") -> dict[str, Any]:
                        "left axis. A prompt loop stays around a millisecond; a starved one (CPU-bound work on the "
                        "loop, a saturated CPU) slows every request and shows as network time on its callers (the "
                        "panel to the left). Right axis: the share of the time each replica's loop stood still "
-                       "(seconds late per second; about 1% when prompt), what AiwatchEventLoopDelayHigh reads: a "
-                       "stall of seconds is one sample to the p99 and the mean, but counts by its length here.",
+                       "(seconds late per second watched; about 1% when prompt; the mean over the workers of a "
+                       "multiprocess target), what AiwatchEventLoopDelayHigh reads: a stall of seconds is one sample "
+                       "to the p99 and the mean, but counts by its length here.",
                        overrides=[{"matcher": {"id": "byRegexp", "options": f".* {STOOD_STILL}.*"},
                                    "properties": [{"id": "unit", "value": "percentunit"},
                                                   {"id": "custom.axisPlacement", "value": "right"}]}]),
