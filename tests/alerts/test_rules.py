@@ -215,7 +215,9 @@ def test_config_changes_the_rendered_rules() -> None:
     assert "above 50ms" in loop["annotations"]["description"]
     assert "over 2m" in loop["annotations"]["description"] and "above 35%" in loop["annotations"]["description"]
     assert ('sum by (cluster, namespace, job, instance, service) '
-            '(rate(aiwatch_event_loop_delay_seconds_sum{service="ranker"}[2m]))') in recording
+            '(rate(aiwatch_event_loop_delay_seconds_sum{service="ranker"}[2m])) / (sum by (cluster, namespace, job, '
+            'instance, service) (rate(aiwatch_event_loop_sampled_seconds_total{service="ranker"}[2m])) > 0)') \
+        in recording  # over the time watched, by the same selector
     urls = {r["annotations"]["runbook_url"] for r in alert_rules(cfg)}
     assert "https://wiki.example.com/oncall/aiwatch/AiwatchTargetAbsent" in urls
 

@@ -305,7 +305,7 @@ def test_the_time_watched_covers_every_delay_and_interval_and_no_more_than_the_l
     serve(RequestRecorder(metrics, "svc"), stall_once)
     ran = time.monotonic() - started
     samples, stood_still, seconds = count(metrics), total(metrics), watched(metrics)
-    assert samples >= 5
+    assert samples >= 1 and late(metrics, "0.5") == 1  # the stall's sample, at least
     assert seconds >= stood_still + samples * (0.05 - EARLY)  # each sample: its interval and its delay, at least
     assert seconds >= 0.6  # the stall is inside the time watched
     assert seconds <= ran  # asyncio's clock is time.monotonic(): never more than the run
