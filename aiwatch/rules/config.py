@@ -160,6 +160,11 @@ class Latency:
         "AiwatchEventLoopDelayHigh also fires when the p99 of how late one replica's asyncio event loop ran a timer "
         "that was due (aiwatch_event_loop_delay_seconds, over window) is above this: frequent shorter stalls; a "
         "prompt loop stays around a millisecond", open_low=True))
+    loop_stuck_window: str = field(default="2m", metadata=_help(
+        "AiwatchEventLoopDelayHigh also fires for a replica whose sampler took no sample over this window "
+        "(aiwatch_event_loop_sampled_seconds_total did not grow) while its target is up: a loop blocked for good, or "
+        "in stalls longer than this, takes no sample, so the share and the p99 have nothing to read. At least 2 "
+        "scrape intervals plus $AIWATCH_EVENT_LOOP_INTERVAL, or a prompt loop reads as stuck between two scrapes"))
     loop_delay_for: str = "10m"
 
 
@@ -361,7 +366,7 @@ class RulesConfig:
 _NON_NEGATIVE = (0.0, math.inf, False, False)
 #: Durations that are range windows or periods: they must be longer than 0 (a ``for`` may be 0s).
 _DURATIONS = {"window", "windows", "degraded_window", "period", "long", "short", "absent_lookback", "xid_window",
-              "psi_window", "instrumentation_window", "prediction_log_window", "interval"}
+              "psi_window", "instrumentation_window", "prediction_log_window", "interval", "loop_stuck_window"}
 
 
 def _check_text(path: str, value: str) -> None:

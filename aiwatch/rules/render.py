@@ -91,6 +91,7 @@ NETWORK_P99 = "service_peer:aiwatch_network_duration_seconds:p99"
 LOOP_DELAY_P99 = "service:aiwatch_event_loop_delay_seconds:p99"
 REPLICA_LOOP_DELAY_P99 = "instance_service:aiwatch_event_loop_delay_seconds:p99"
 LOOP_STALLED_RATIO = "instance_service:aiwatch_event_loop_stalled:ratio_rate{window}"
+LOOP_SAMPLED_INCREASE = "instance_service:aiwatch_event_loop_sampled_seconds:increase{window}"
 LINK_THROUGHPUT = "service_peer:aiwatch_client_throughput_bytes_per_second:rate{window}"
 NON_MODEL_P99 = "service_phase:aiwatch_non_model_latency_seconds:p99"
 OUTSIDE_MODEL = "service:aiwatch_time_outside_model:ratio"
@@ -291,6 +292,10 @@ def latency_records(cfg: RulesConfig) -> list[dict[str, Any]]:
         _record(LOOP_STALLED_RATIO.format(window=w),
                 f"{by('sum', _replica(cfg), rate(LOOP_DELAY.sum, w, cfg.selectors.event_loop))}"
                 f" / ({by('sum', _replica(cfg), rate(LOOP_SAMPLED, w, cfg.selectors.event_loop))} > 0)"),
+        # the time watched over the stuck window: 0 while the loop is blocked (no sample runs, so neither the share
+        # nor the p99 above has anything to read)
+        _record(LOOP_SAMPLED_INCREASE.format(window=lat.loop_stuck_window),
+                by("sum", _replica(cfg), increase(LOOP_SAMPLED, lat.loop_stuck_window, cfg.selectors.event_loop))),
         # the caller-side network time is one more non-model "phase" (service = the caller, peer = the callee)
         _record(NON_MODEL_P99,
                 f"(\n  {histogram_quantile(0.99, PHASES, w, service_phase, req, other)}\n"
@@ -438,16 +443,26 @@ def streaming_alerts(cfg: RulesConfig) -> list[Alert]:
     return out
 
 
-def _replica_value(cfg: RulesConfig, record: str, pipeline: str) -> str:
-    """Annotation text: the value of ``record`` for the alert's replica, through the template ``pipeline``."""
+def _replica_value(cfg: RulesConfig, record: str, pipeline: str, missing: str = "unknown") -> str:
+    """Annotation text: the value of ``record`` for the alert's replica, through the template ``pipeline``, or
+    ``missing`` when it has none."""
     matchers, args = _same_scope_matchers(cfg, *REPLICA_LABELS)
+    # an empty result is false to "with": its "else" is the no-sample case
     return ('{{ with query (printf "' + record + '{' + matchers + '}" ' + args + ') }}'
-            "{{ with . }}{{ . | first | value | " + pipeline + " }}{{ else }}unknown{{ end }}{{ end }}")
+            "{{ . | first | value | " + pipeline + " }}{{ else }}" + missing + "{{ end }}")
 
 
 def latency_alerts(cfg: RulesConfig) -> list[Alert]:
     lat = cfg.latency
     stalled = LOOP_STALLED_RATIO.format(window=lat.window)
+    share = _replica_value(cfg, stalled, "humanizePercentage", "an unknown share")
+    watched = LOOP_SAMPLED_INCREASE.format(window=lat.loop_stuck_window)
+    replica_matchers, replica_args = _same_scope_matchers(cfg, *REPLICA_LABELS)
+    target = ", ".join(_scope(cfg, "job", "instance"))
+    stuck = ('{{ with query (printf "' + watched + '{' + replica_matchers + '} == 0" ' + replica_args + ') }}'
+             "Its sampler took no sample for the last " + lat.loop_stuck_window + " while the target is up: the "
+             "loop stood still that whole time (blocked, or hung for good: a share of 100%), and the figures above, "
+             "of the samples that ran before, understate it. {{ end }}")
     matchers, args = _same_scope_matchers(cfg, "service")
     outside = ('{{ with query (printf "' + OUTSIDE_MODEL + '{' + matchers + '}" ' + args + ') }}'
                "{{ with . }} Share of request time outside the model: {{ . | first | value | humanizePercentage }}."
@@ -479,22 +494,24 @@ def latency_alerts(cfg: RulesConfig) -> list[Alert]:
               "time is between the two services (connections, proxies, load balancer, congestion, payload size), "
               "not inside either: look at the path, not at the model."),
         # one replica at a time: the share of the time its loop stood still (a long stall counts by its length),
-        # or the p99 of its samples (frequent shorter stalls); both record the same labels, so "or" joins them
+        # or the p99 of its samples (frequent shorter stalls), or no sample at all while the target is up (a loop
+        # blocked for good, or in stalls longer than the stuck window: 1, stood still the whole window). All three
+        # carry the same labels, so "or" joins them and the "for" runs on when one branch hands over to another
         Alert("AiwatchEventLoopDelayHigh",
               f"{stalled} > {number(lat.loop_stalled_ratio)}\nor\n"
-              f"{REPLICA_LOOP_DELAY_P99} > {number(lat.loop_delay_p99_seconds)}",
+              f"{REPLICA_LOOP_DELAY_P99} > {number(lat.loop_delay_p99_seconds)}\nor\n"
+              f"(\n  {watched} == 0\n  and on ({target})\n  ({UP} == 1)\n) + 1",
               lat.loop_delay_for, "warning",
               "The event loop of {{ $labels.service }} on {{ $labels.instance }} is starved",
               f"One replica, {{{{ $labels.instance }}}} of {{{{ $labels.service }}}}: its asyncio event loop stood "
-              f"still {_replica_value(cfg, stalled, 'humanizePercentage')} of the time over {lat.window} (the "
-              f"seconds its timers ran late per second watched, each stall counted by its length; the mean over "
-              f"the worker processes a target merges; alert above {_pct(lat.loop_stalled_ratio)}), and the p99 of "
-              f"how late its timer samples ran is {_replica_value(cfg, REPLICA_LOOP_DELAY_P99, 'humanizeDuration')} "
-              f"(alert above "
-              f"{_ms(lat.loop_delay_p99_seconds)}). While it stands still, requests wait in the socket before the "
-              "app sees them and responses wait before they are sent: this replica's latency rises, and its callers "
-              "count the wait as network time. Look for CPU-bound or blocking work on the loop (a sync call in an "
-              "async handler) or a saturated CPU on that replica, not at the network."),
+              f"still {share} of the time over {lat.window} (the seconds its timers ran late per second watched, "
+              f"each stall counted by its length; the mean over the worker processes a target merges; alert above "
+              f"{_pct(lat.loop_stalled_ratio)}), and the p99 of how late its timer samples ran is "
+              f"{_replica_value(cfg, REPLICA_LOOP_DELAY_P99, 'humanizeDuration')} (alert above "
+              f"{_ms(lat.loop_delay_p99_seconds)}). {stuck}While it stands still, requests wait in the socket "
+              "before the app sees them and responses wait before they are sent: this replica's latency rises, and "
+              "its callers count the wait as network time. Look for CPU-bound or blocking work on the "
+              "loop (a sync call in an async handler) or a saturated CPU on that replica, not at the network."),
     ]
 
 

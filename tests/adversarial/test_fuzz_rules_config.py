@@ -61,7 +61,7 @@ configs = section(
                 latency_threshold_seconds=st.sampled_from([0.3, 0.5, 0.35, math.nan]),
                 page=section(windows=windows, **{"for": durations}), ticket=section(windows=windows)),
     latency=section(window=durations, model_phases=regexes, model_p99_seconds=numbers, model_for=durations,
-                    non_model_p99_seconds=numbers),
+                    non_model_p99_seconds=numbers, loop_stuck_window=durations),
     queue=section(per_replica_warning=numbers, per_replica_critical=numbers, target_per_replica=numbers,
                   **{"for": durations}),
     gpu=section(window=durations, utilization_saturated=numbers, memory_headroom_warning=numbers,

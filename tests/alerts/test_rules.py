@@ -196,7 +196,7 @@ def test_config_changes_the_rendered_rules() -> None:
         "slo": {"availability_objective": 0.995, "latency_threshold_seconds": 0.5,
                 "page": {"windows": [{"long": "1h", "short": "5m", "factor": 10}], "for": "1m"}},
         "latency": {"model_phases": "inference|rerank", "loop_delay_p99_seconds": 0.05, "loop_stalled_ratio": 0.35,
-                    "loop_delay_for": "3m", "window": "2m"},
+                    "loop_delay_for": "3m", "window": "2m", "loop_stuck_window": "90s"},
     })
     files = render(cfg)
     alerting = "\n".join(r["expr"] for g in rule_groups(files[ALERTING_FILE]) for r in g["rules"])
@@ -211,7 +211,12 @@ def test_config_changes_the_rendered_rules() -> None:
     assert 'aiwatch_event_loop_delay_seconds_bucket{service="ranker"}' in recording
     loop = next(r for r in alert_rules(cfg) if r["alert"] == "AiwatchEventLoopDelayHigh")
     assert (loop["expr"], loop["for"]) == ("instance_service:aiwatch_event_loop_stalled:ratio_rate2m > 0.35\nor\n"
-                                           "instance_service:aiwatch_event_loop_delay_seconds:p99 > 0.05", "3m")
+                                           "instance_service:aiwatch_event_loop_delay_seconds:p99 > 0.05\nor\n"
+                                           "(\n  instance_service:aiwatch_event_loop_sampled_seconds:increase90s == 0\n"
+                                           "  and on (cluster, namespace, job, instance)\n  (up == 1)\n) + 1", "3m")
+    assert "no sample for the last 90s" in loop["annotations"]["description"]
+    assert ('sum by (cluster, namespace, job, instance, service) '
+            '(increase(aiwatch_event_loop_sampled_seconds_total{service="ranker"}[90s]))') in recording
     assert "above 50ms" in loop["annotations"]["description"]
     assert "over 2m" in loop["annotations"]["description"] and "above 35%" in loop["annotations"]["description"]
     assert ('sum by (cluster, namespace, job, instance, service) '

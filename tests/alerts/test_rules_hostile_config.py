@@ -42,6 +42,8 @@ def _exprs(files: dict[str, str]) -> list[str]:
     ({"latency": {"window": "0s"}}, "latency.window: '0s' must be longer than 0"),
     ({"slo": {"period": "0s"}}, "slo.period: '0s' must be longer than 0"),
     ({"latency": {"window": "30m1h"}}, "latency.window: '30m1h' is not a Prometheus duration"),
+    ({"latency": {"loop_stuck_window": "0s"}}, "latency.loop_stuck_window: '0s' must be longer than 0"),
+    ({"latency": {"loop_stuck_window": "2 min"}}, "latency.loop_stuck_window: '2 min' is not a Prometheus duration"),
     ({"latency": {"window": "99999999999999999999y"}}, "is not a Prometheus duration"),
     ({"drift": {"windows": ["1h", "1h"], "psi_window": "1h"}}, "drift.windows: between 1 and 10 distinct windows"),
     ({"runbook_url": "https://x/\nrunbooks/{alert}"}, "runbook_url: 'https://x/\\nrunbooks/{alert}' is not a URL"),
