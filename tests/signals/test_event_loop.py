@@ -140,6 +140,29 @@ def test_each_sample_adds_the_time_since_the_previous_one_ran_from_the_samplers_
     assert watched(metrics) == pytest.approx(1.55) and total(metrics) / watched(metrics) == pytest.approx(1.25 / 1.55)
 
 
+def test_a_sample_adds_the_time_watched_before_its_delay_so_a_scrape_between_reads_the_share_low(
+        metrics: Metrics, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A scrape can fall between the two updates of one sample: with the time watched first, the delays' sum it reads
+    is never ahead of the time watched (a share above 100%)."""
+    loop = ClockLoop()
+    delay, sampled = children(metrics)
+    sampler = eventloop.LoopSampler(loop, 0.1)  # type: ignore[arg-type]
+    sampler.add(metrics, delay, sampled)
+    sampler.start()
+    seen: list[tuple[float, float]] = []
+    observe = delay.observe
+
+    def scraped_midway(amount: float, exemplar: Any = None) -> None:
+        seen.append((total(metrics), watched(metrics)))  # what a scrape before the observation reads
+        observe(amount)
+
+    monkeypatch.setattr(delay, "observe", scraped_midway)
+    loop.now = 105.1  # 5 s late: the loop stood still 5 s of the 5.1 s watched
+    sampler._sample()
+    assert seen == [(0.0, pytest.approx(5.1))]
+    assert total(metrics) == pytest.approx(5.0) and errors(metrics) == 0
+
+
 def test_every_service_on_a_loop_counts_the_time_watched_once_per_sample(metrics: Metrics) -> None:
     loop = ClockLoop()
     eventloop.watch(loop, 0.1, metrics, *children(metrics, "svc"))  # type: ignore[arg-type]
