@@ -447,9 +447,11 @@ def _replica_value(cfg: RulesConfig, record: str, pipeline: str, missing: str = 
     """Annotation text: the value of ``record`` for the alert's replica, through the template ``pipeline``, or
     ``missing`` when it has none."""
     matchers, args = _same_scope_matchers(cfg, *REPLICA_LABELS)
-    # an empty result is false to "with": its "else" is the no-sample case
+    # an empty result is false to "with": its "else" is the no-sample case; NaN (a p99 of no samples: a hung loop)
+    # is the one value not equal to itself
     return ('{{ with query (printf "' + record + '{' + matchers + '}" ' + args + ') }}'
-            "{{ . | first | value | " + pipeline + " }}{{ else }}" + missing + "{{ end }}")
+            "{{ $v := . | first | value }}{{ if eq $v $v }}{{ $v | " + pipeline + " }}{{ else }}" + missing
+            + "{{ end }}{{ else }}" + missing + "{{ end }}")
 
 
 def latency_alerts(cfg: RulesConfig) -> list[Alert]:
