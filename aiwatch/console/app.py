@@ -33,6 +33,7 @@ from aiwatch.console.pool import Prefetch
 from aiwatch.console.source import (
     MODEL_PHASES,
     DataSource,
+    LoopStall,
     NotSupported,
     Series,
     SourceError,
@@ -42,6 +43,7 @@ from aiwatch.console.source import (
     unstored_share,
 )
 from aiwatch.console.text import latency_text, md, md_link, safe_url
+from aiwatch.rules.config import Latency
 from aiwatch.traffic import REALTIME
 
 st: Any = require("streamlit", "console")
@@ -239,6 +241,7 @@ def _latency_view(src: DataSource, window: float, prefetch: Prefetch) -> None:
     network = prefetch(lambda: src.network_time(window))
     links = prefetch(lambda: src.link_throughput(window))
     loops = prefetch(lambda: src.loop_delay(window))
+    stalls = prefetch(lambda: src.loop_stalls(window))
     latency = prefetch(lambda: src.latency_quantiles(window))
     phases = prefetch(lambda: src.phase_split(window))
     errors = prefetch(lambda: src.error_ratio(window))
@@ -288,6 +291,13 @@ def _latency_view(src: DataSource, window: float, prefetch: Prefetch) -> None:
           "No event loop delay: aiwatch_event_loop_delay_seconds is sampled by the ASGI middleware and the grpc.aio "
           "interceptor (asyncio servers; WSGI and grpcio's thread-pool servers have no loop); none reported in the "
           f"last {w}.", windowed=True)
+    panel(f"Time each replica's event loop stood still (share of the last {w}, worst first): what "
+          "AiwatchEventLoopDelayHigh fires on",
+          lambda: [r for r in stalls() if shown is None or r.service in shown],
+          lambda d: _draw_loop_stalls(d, w),
+          "No time stood still per replica: it needs aiwatch_event_loop_sampled_seconds_total (the time each "
+          "asyncio server's loop sampler watched) next to the delay's _sum; no target reported it in the last "
+          f"{w}.", windowed=True)
     left, right = st.columns(2)
     with left:
         panel("Throughput (requests/s)", lambda: _only(rates(), shown, "service"),
@@ -297,6 +307,45 @@ def _latency_view(src: DataSource, window: float, prefetch: Prefetch) -> None:
               lambda: _only(errors(), shown, "service"),
               lambda d: line(d, ["service"], "ratio"), f"No requests in the last {w}, so no error ratio.",
               windowed=True)
+
+
+# AiwatchEventLoopDelayHigh's default threshold on a replica's share of the time stood still (rules config
+# latency.loop_stalled_ratio; the console does not read the rules config).
+LOOP_STALLED_RATIO = Latency().loop_stalled_ratio
+# How many replicas the loop warning names.
+NAMED_REPLICAS = 10
+
+
+def _stall_text(row: LoopStall, w: str) -> str:
+    return f"no sample in the last {w}: hung?" if row.stuck else f"{row.stalled:.1%}"
+
+
+def _draw_loop_stalls(rows: list[LoopStall], w: str) -> None:
+    """The share of the window each replica's loop stood still, worst first (the sources sort them); a loop
+    whose sampler took no sample all window reads 100% with a note. A warning names those above the alert's
+    default threshold."""
+    over = [r for r in rows if r.stuck or r.stalled > LOOP_STALLED_RATIO]
+    if over:
+        st.warning(f"Event loops standing still more than {LOOP_STALLED_RATIO:.0%} of the last {w}: "
+                   + "; ".join(f"{md(r.instance)} of {md(r.service)}: {_stall_text(r, w)}"
+                               for r in over[:NAMED_REPLICAS])
+                   + ("…" if len(over) > NAMED_REPLICAS else "")
+                   + ". Runbook AiwatchEventLoopDelayHigh.")
+    st.caption(f"The seconds each replica's timers ran late per second its sampler watched the loop, over {w}: the "
+               f"share of the time it stood still (each stall counted by its length; the mean over the workers of "
+               f"a multiprocess target). A prompt loop reads about 1%. AiwatchEventLoopDelayHigh fires above "
+               f"{LOOP_STALLED_RATIO:.0%} (latency.loop_stalled_ratio, its default) held for its 'for' time, or "
+               f"when a replica takes no sample while its target is up: such a replica reads 100%, \"no sample in "
+               f"the last {w}: hung?\" (a loop blocked all window; or a host that runs its loop only per request).")
+    df = pd.DataFrame([{"service": r.service, "instance": r.instance, "job": r.job,
+                        "stood still %": r.stalled * 100, "note": _stall_text(r, w) if r.stuck else ""}
+                       for r in rows])
+    if len({r.job for r in rows}) < 2:  # one job (or none, scraped directly): the instance says which replica
+        df = df.drop(columns="job")
+    if not any(r.stuck for r in rows):
+        df = df.drop(columns="note")
+    st.dataframe(df, hide_index=True, width="stretch", height=min(400, 38 + 35 * len(df)),
+                 column_config={"stood still %": st.column_config.NumberColumn(format="%.1f%%")})
 
 
 # The diagnosis' baselines: 0 is the window before the view's window (as long as it), the others are seconds.

@@ -24,6 +24,7 @@ from aiwatch.console.source import (
     DataSource,
     DriftRow,
     GpuRow,
+    LoopStall,
     QualityRow,
     Series,
     Signal,
@@ -38,6 +39,7 @@ from aiwatch.console.source import (
     quality_rows,
     quantile_overflows,
     tell_scopes_apart,
+    worst_first,
 )
 from aiwatch.httpconfig import HTTPConfig
 from aiwatch.promapi import PrometheusAPI, PrometheusError, PrometheusSlow, PrometheusUnavailable
@@ -266,6 +268,15 @@ class PrometheusSource(DataSource):
         w = duration(window)
         return self._quantiles([(self.q.loop_delay_quantile(0.99, w), {"stat": "p99"}),
                                 (self.q.loop_delay_mean(w), {"stat": "mean"})])
+
+    def loop_stalls(self, window: float) -> list[LoopStall]:
+        w, at = duration(window), time.time()
+        shares, unwatched = self._all([partial(self._instant, self.q.loop_stalled_ratio(w), at),
+                                       partial(self._instant, self.q.loop_unwatched(w), at)])
+        found = [(labels, value, False) for labels, value in shares] + [(labels, 1.0, True) for labels, _ in unwatched]
+        names = tell_scopes_apart([labels for labels, _, _ in found], self.q.scope)
+        return worst_first(LoopStall(n.get("service", ""), n.get("instance", ""), value, stuck, n.get("job", ""))
+                           for n, (_, value, stuck) in zip(names, found, strict=True))
 
     def _quantile_ranges(self, query: Callable[[float, str], str], window: float) -> list[Series]:
         w = duration(window)

@@ -32,6 +32,7 @@ from aiwatch.promql import (
     by,
     eq,
     histogram_quantile,
+    increase,
     matchers_of,
     matches,
     metric,
@@ -169,6 +170,16 @@ class PanelQueries:
         labels = self._by("job", "instance", "service")
         return (f"{by('sum', labels, rate(LOOP_DELAY.sum, w, *self._m(svc)))}"
                 f" / ({by('sum', labels, rate(LOOP_SAMPLED, w, *self._m(svc)))} > 0)")
+
+    def loop_unwatched(self, w: str, svc: MatcherText = "") -> str:
+        """The replicas (``job``, ``instance`` and ``service``) whose event loop sampler took no sample over ``w``
+        (``aiwatch_event_loop_sampled_seconds_total`` did not grow) while their target is up (value 0): a loop
+        that stood still the whole window, which :meth:`loop_stalled_ratio` has no sample for; the stuck branch of
+        AiwatchEventLoopDelayHigh reads the same over ``latency.loop_stuck_window``. ``up`` is matched on the
+        target and scope labels only: the ``match`` matchers may name labels only aiwatch's series carry."""
+        labels = self._by("job", "instance", "service")
+        watched = by("sum", labels, increase(LOOP_SAMPLED, w, *self._m(svc)))
+        return f"{watched} == 0 and on ({', '.join(self._by('job', 'instance'))}) (up == 1)"
 
     def link_throughput(self, w: str, svc: MatcherText = "") -> str:
         """Each link's effective throughput: bytes the calling ``service`` sent to and received from ``peer`` per

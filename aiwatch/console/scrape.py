@@ -48,6 +48,7 @@ from aiwatch.console.source import (
     DataSource,
     DriftRow,
     GpuRow,
+    LoopStall,
     NotSupported,
     QualityRow,
     Series,
@@ -59,6 +60,7 @@ from aiwatch.console.source import (
     histogram_quantile,
     quality_rows,
     quantile_overflows,
+    worst_first,
 )
 from aiwatch.httpconfig import HTTPConfig, TooLarge
 from aiwatch.scrape import LabelKey, fetch_metrics, histogram_of, parse_metrics, without_le
@@ -150,6 +152,22 @@ class _Target:
         self.snapshots: deque[Snapshot] = deque(maxlen=maxlen)
         self.index = SeriesIndex()
         self.busy = False  # a scrape of it is under way (guarded by the source's lock)
+
+
+def _in_window(snaps: list[Snapshot], t: float, window: float) -> list[Snapshot]:
+    """The scrapes of one endpoint in ``(t - window, t]``, good and failed."""
+    times = [s.ts for s in snaps]
+    return snaps[bisect.bisect_right(times, t - window):bisect.bisect_right(times, t)]
+
+
+def _good_in(snaps: list[Snapshot], t: float, window: float) -> list[Snapshot]:
+    """The good scrapes of one endpoint in ``(t - window, t]``."""
+    return [s for s in _in_window(snaps, t, window) if s.ok]
+
+
+def _still_there(grown: dict[LabelKey, tuple[float, float]], service: str, last: float) -> bool:
+    """Whether a series of ``service`` in ``grown`` (:func:`_grown`) was in the scrape at ``last``."""
+    return any(dict(key).get("service", "") == service and until == last for key, (_, until) in grown.items())
 
 
 def _grown(good: Sequence[Snapshot], name: str) -> dict[LabelKey, tuple[float, float]]:
@@ -346,9 +364,7 @@ class ScrapeSource(DataSource):
         (:func:`_grown`) over the good scrapes in the window, from the first of them to the last that had it."""
         out: Samples = []
         for url, snaps in data:
-            times = [s.ts for s in snaps]
-            lo, hi = bisect.bisect_right(times, t - window), bisect.bisect_right(times, t)
-            good = [s for s in snaps[lo:hi] if s.ok]
+            good = _good_in(snaps, t, window)
             if len(good) < 2:
                 continue
             since = good[0].ts
@@ -506,6 +522,30 @@ class ScrapeSource(DataSource):
                     for labels, value, at_least in p99] + mean
 
         return self._bounded_range(answers)
+
+    def loop_stalls(self, window: float) -> list[LoopStall]:
+        """Per endpoint and ``service``: the growth of the delays' ``_sum`` over that of the time watched, between
+        the good scrapes in the window (:func:`_grown`, restarts handled). A service whose time watched did not grow
+        while the endpoint's latest scrape in the window succeeded and still had its counter is stuck: its loop took
+        no sample the whole window (a loop that serves ``/metrics`` itself fails its scrape instead, and shows as
+        down). Not with fewer than two good scrapes in the window."""
+        t, out = time.time(), []
+        for url, snaps in self._copy():
+            scraped = _in_window(snaps, t, window)
+            good = [s for s in scraped if s.ok]
+            if len(good) < 2:
+                continue
+            watched = _grown(good, Q.LOOP_SAMPLED.name)
+            late = sum_by([(dict(key), grown) for key, (grown, _) in _grown(good, Q.LOOP_DELAY.sum).items()],
+                          ("service",))
+            instance = self._instances.get(url, url)
+            for (service,), grown in sum_by([(dict(k), g) for k, (g, _) in watched.items()], ("service",)).items():
+                if grown > 0:
+                    if (service,) in late:  # as PromQL's division: no share without the delays' _sum
+                        out.append(LoopStall(service, instance, late[(service,)] / grown))
+                elif scraped[-1].ok and good[-1].ts > good[0].ts and _still_there(watched, service, good[-1].ts):
+                    out.append(LoopStall(service, instance, 1.0, stuck=True))
+        return worst_first(out)
 
     def _quantile_range(self, bucket: str, by: tuple[str, ...], window: float,
                         keep: Callable[[dict[str, str]], bool] | None = None,

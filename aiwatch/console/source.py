@@ -93,6 +93,26 @@ class GpuRow:
 
 
 @dataclass(frozen=True)
+class LoopStall:
+    """One replica's (scrape target's) event loop of one ``service`` over the window: ``stalled``, the share of the
+    time it stood still (the seconds its timers ran late per second its sampler watched it, the mean over the
+    workers of a multiprocess target; what AiwatchEventLoopDelayHigh fires on). ``stuck``: its sampler took no
+    sample in the whole window while the target answered its scrapes (a loop blocked all along, or hung for good),
+    shown as ``stalled`` 1.0. ``job`` is empty where the source has none (the scrape source)."""
+
+    service: str
+    instance: str
+    stalled: float
+    stuck: bool = False
+    job: str = ""
+
+
+def worst_first(stalls: Iterable[LoopStall]) -> list[LoopStall]:
+    """The replicas stuck first, then by the share of the time stood still, highest first."""
+    return sorted(stalls, key=lambda r: (not r.stuck, -r.stalled, r.service, r.instance, r.job))
+
+
+@dataclass(frozen=True)
 class DriftRow:
     """The latest drift evaluation of one feature by one test."""
 
@@ -228,6 +248,13 @@ class DataSource(ABC):
         """How late each service's asyncio event loop ran a timer that was due (``aiwatch_event_loop_delay_seconds``):
         the p99 and the mean over the window, per ``service`` and ``stat`` (``p99``, ``mean``). A starved loop holds
         every request of the process, and its callers count that wait as network time."""
+
+    @abstractmethod
+    def loop_stalls(self, window: float) -> list[LoopStall]:
+        """The share of the window each replica's event loop stood still, per ``service`` and scrape target,
+        worst first (:func:`worst_first`): rate of ``aiwatch_event_loop_delay_seconds_sum`` over rate of
+        ``aiwatch_event_loop_sampled_seconds_total``, the expression AiwatchEventLoopDelayHigh reads. A replica whose
+        sampled counter did not grow over the window while its target answered is :attr:`LoopStall.stuck`."""
 
     @abstractmethod
     def link_throughput(self, window: float) -> list[Series]:

@@ -104,6 +104,7 @@ QUESTIONS: dict[str, Callable[[PrometheusSource], Any]] = {
     "network_time": lambda s: s.network_time(60),
     "link_throughput": lambda s: s.link_throughput(60),
     "loop_delay": lambda s: s.loop_delay(60),
+    "loop_stalls": lambda s: s.loop_stalls(60),
     "latency_by_class": lambda s: s.latency_by_class(60),
     "throughput_by_class": lambda s: s.throughput_by_class(60),
     "first_chunk": lambda s: s.first_chunk(60),

@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from aiwatch.console import AlertRow, GpuRow, PrometheusSource, ScrapeSource, SourceError
 from aiwatch.metrics import Metrics
-from tests.console.conftest import WINDOW, Stack, run_view, texts
+from tests.console.conftest import WINDOW, Stack, run_view, source_warnings, texts
 from tests.console.workload import Workload
 from tests.servers import free_port
 
@@ -56,7 +56,8 @@ def test_no_data_yet_before_the_first_scrape() -> None:
 
 @pytest.mark.parametrize(("view", "expected"), [
     ("Latency", ["No request latency yet", "No phase timings yet", "No requests in the last 5s.",
-                 "No requests in the last 5s, so no error ratio.", "No network timings", "No event loop delay"]),
+                 "No requests in the last 5s, so no error ratio.", "No network timings", "No event loop delay",
+                 "No time stood still per replica"]),
     ("AI traffic", ["No requests in the last 5s (aiwatch_request_duration_seconds)", "No streamed responses",
                     "No time per output token", "No time to first token", "No token usage",
                     "No versioned model served", "No versioned inference phase"]),
@@ -146,7 +147,7 @@ def test_one_endpoint_down_is_a_warning_and_the_others_still_draw(stack: Stack) 
         at = run_view(src, "Latency")
     finally:
         src.close()
-    warnings = texts(at.warning)
+    warnings = source_warnings(at)  # and the workload's starved loop
     assert len(warnings) == 1 and warnings[0].startswith(f"Endpoint down: {dead} (")
     assert "Panels show the endpoints that answer." in warnings[0]
     assert {m.label for m in at.metric} >= {"request p50", "request p95", "request p99"}

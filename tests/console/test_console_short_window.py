@@ -49,7 +49,8 @@ def test_a_window_of_one_scrape_interval_says_it_is_too_short(window_env: pytest
     warnings, infos = panel_messages(every_30s(), "Latency")
     # before: "No requests in the last 30s." (and the like) in every rate panel
     assert not [i for i in infos if "in the last 30s" in i]
-    assert warnings.count(TOO_SHORT) == 7  # latency, phases, network, links, loop delay, throughput, error ratio
+    # latency, phases, network, links, loop delay, loop stood still, throughput, error ratio
+    assert warnings.count(TOO_SHORT) == 8
     warnings, _ = panel_messages(every_30s(), "Alerts")
     assert TOO_SHORT in warnings  # not "aiwatch swallowed no errors in the last 30s" as an all-clear
 

@@ -1,0 +1,109 @@
+"""The share of the time each replica's event loop stood still (what AiwatchEventLoopDelayHigh fires on), from the
+scrape source's recorded scrapes, and the Latency view's table of it: worst first, a replica whose sampler took no
+sample all window shown as stuck rather than hidden. No servers: each scrape is recorded by hand."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from aiwatch.console import ScrapeSource
+from aiwatch.console.source import LoopStall
+from tests.console.conftest import plain, run_view, texts
+
+URL, OTHER = "http://127.0.0.1:9/metrics", "http://127.0.0.2:9/metrics"
+
+
+def loop(**services: tuple[float, float]) -> str:
+    """One scrape of the event loop samplers: per service, (seconds late so far, seconds watched so far)."""
+    lines = ["# TYPE aiwatch_event_loop_delay_seconds histogram",
+             "# TYPE aiwatch_event_loop_sampled_seconds counter"]
+    for service, (late, watched) in services.items():
+        samples = round(watched * 10)  # one sample per 0.1 s watched
+        lines += [f'aiwatch_event_loop_delay_seconds_bucket{{service="{service}",le="+Inf"}} {samples}',
+                  f'aiwatch_event_loop_delay_seconds_sum{{service="{service}"}} {late}',
+                  f'aiwatch_event_loop_delay_seconds_count{{service="{service}"}} {samples}',
+                  f'aiwatch_event_loop_sampled_seconds_total{{service="{service}"}} {watched}']
+    return "\n".join(lines) + "\n"
+
+
+def fed(*scrapes: tuple[str, str | None], interval: float = 1.0) -> ScrapeSource:
+    """A scrape source given ``(url, text or None for a failed scrape)`` one second apart, the last one second ago."""
+    src = ScrapeSource([URL, OTHER], interval=interval, history=60, start=False)
+    t0 = time.time() - len(scrapes) - 1
+    for i, (url, text) in enumerate(scrapes):
+        src.record(url, text, ts=t0 + i, error="" if text is not None else "connection refused")
+    return src
+
+
+def test_the_share_is_the_delays_growth_over_the_time_watched_per_endpoint_and_service() -> None:
+    src = fed((URL, loop(api=(1.0, 10.0), web=(0.0, 10.0))), (OTHER, loop(api=(0.0, 5.0))),
+              (URL, loop(api=(1.5, 12.0), web=(0.01, 12.0))), (OTHER, loop(api=(0.01, 6.0))),
+              (URL, loop(api=(2.0, 14.0), web=(0.02, 14.0))), (OTHER, loop(api=(0.02, 7.0))))
+    rows = src.loop_stalls(30.0)
+    # api on the first endpoint: 1.0 s late over 4.0 s watched; the other endpoint's api and web stay apart
+    assert rows == [LoopStall("api", "127.0.0.1:9", pytest.approx(0.25)),
+                    LoopStall("api", "127.0.0.2:9", pytest.approx(0.01)),
+                    LoopStall("web", "127.0.0.1:9", pytest.approx(0.005))]
+
+
+def test_a_restarted_sampler_counts_from_zero() -> None:
+    # watched 10 -> 12 -> 1 (the process restarted) -> 3: 2 + 1 + 2 = 5 s; late 0 -> 0.5 -> 0.5 -> 1.0: 0.5+0.5+0.5
+    src = fed((URL, loop(api=(0.0, 10.0))), (URL, loop(api=(0.5, 12.0))), (URL, loop(api=(0.5, 1.0))),
+              (URL, loop(api=(1.0, 3.0))))
+    assert src.loop_stalls(30.0) == [LoopStall("api", "127.0.0.1:9", pytest.approx(1.5 / 5))]
+
+
+def test_a_sampler_that_took_no_sample_while_scraped_is_stuck_not_hidden() -> None:
+    """The time watched did not grow over the window, the scrapes succeeded: the loop took no sample all window
+    (blocked, its /metrics served off the loop). Shown first, as 100%, marked stuck."""
+    src = fed((URL, loop(hung=(1.0, 10.0), api=(0.0, 10.0))), (URL, loop(hung=(1.0, 10.0), api=(0.01, 11.0))),
+              (URL, loop(hung=(1.0, 10.0), api=(0.02, 12.0))))
+    assert src.loop_stalls(30.0) == [LoopStall("hung", "127.0.0.1:9", 1.0, stuck=True),
+                                     LoopStall("api", "127.0.0.1:9", pytest.approx(0.01))]
+
+
+def test_no_share_without_two_good_scrapes_a_failed_last_scrape_or_the_counter() -> None:
+    # the latest scrape failed: the endpoint is down (its own panel says so), not a stuck loop
+    down = fed((URL, loop(api=(1.0, 10.0))), (URL, loop(api=(1.0, 10.0))), (URL, None))
+    assert down.loop_stalls(30.0) == []
+    # one good scrape: no growth to read
+    assert fed((URL, loop(api=(1.0, 10.0))), (URL, None)).loop_stalls(30.0) == []
+    # no sampler (WSGI, or AIWATCH_EVENT_LOOP_INTERVAL=off): nothing, not stuck
+    assert fed((URL, "other_metric 1\n"), (URL, "other_metric 2\n")).loop_stalls(30.0) == []
+    # the time watched without the delays' histogram: no share (PromQL's division has no sample either)
+    watched_only = 'aiwatch_event_loop_sampled_seconds_total{{service="api"}} {}\n'
+    assert fed((URL, watched_only.format(1.0)), (URL, watched_only.format(2.0))).loop_stalls(30.0) == []
+    # the counter gone from the latest scrape (a restart without the sampler): not stuck
+    gone = fed((URL, loop(api=(1.0, 10.0))), (URL, loop(api=(1.0, 10.0))), (URL, "other_metric 1\n"))
+    assert gone.loop_stalls(30.0) == []
+
+
+def test_latency_view_lists_each_replica_worst_first_with_the_stuck_one_named(
+        console_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIWATCH_CONSOLE_WINDOW", "30")
+    src = fed((URL, loop(api=(1.0, 10.0), hung=(2.0, 10.0))), (OTHER, loop(api=(0.0, 10.0))),
+              (URL, loop(api=(1.5, 12.0), hung=(2.0, 10.0))), (OTHER, loop(api=(0.01, 11.0))),
+              (URL, loop(api=(2.0, 14.0), hung=(2.0, 10.0))), (OTHER, loop(api=(0.02, 12.0))))
+    at = run_view(src, "Latency")
+    assert any(t.startswith("**Time each replica's event loop stood still") for t in texts(at.markdown))
+    table = next(d.value for d in at.dataframe if "stood still %" in d.value.columns)
+    assert list(table.columns) == ["service", "instance", "stood still %", "note"]  # one job: none shown
+    assert [tuple(r) for r in table[["service", "instance"]].itertuples(index=False)] == \
+        [("hung", "127.0.0.1:9"), ("api", "127.0.0.1:9"), ("api", "127.0.0.2:9")]
+    assert list(table["stood still %"]) == [100.0, pytest.approx(25.0), pytest.approx(1.0)]
+    assert list(table["note"]) == ["no sample in the last 30s: hung?", "", ""]
+    # the warning names the replicas above the alert's default 20%, the stuck one first; not the prompt one
+    warning = next(t for t in texts(at.warning) if t.startswith("Event loops standing still"))
+    assert warning == ("Event loops standing still more than 20% of the last 30s: 127.0.0.1:9 of hung: no sample "
+                       "in the last 30s: hung?; 127.0.0.1:9 of api: 25.0%. Runbook AiwatchEventLoopDelayHigh.")
+    assert any("fires above 20%" in plain(str(c.value)) for c in at.caption)
+
+
+def test_latency_view_says_why_there_is_no_share(console_env: None) -> None:
+    src = fed((URL, "other_metric 1\n"), (URL, "other_metric 2\n"))
+    at = run_view(src, "Latency")
+    assert any(t.startswith("No time stood still per replica: it needs aiwatch_event_loop_sampled_seconds_total")
+               for t in texts(at.info))
+    assert not [t for t in texts(at.warning) if t.startswith("Event loops standing still")]
