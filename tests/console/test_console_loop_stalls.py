@@ -1,16 +1,22 @@
 """The share of the time each replica's event loop stood still (what AiwatchEventLoopDelayHigh fires on), from the
-scrape source's recorded scrapes, and the Latency view's table of it: worst first, a replica whose sampler took no
-sample all window shown as stuck rather than hidden. No servers: each scrape is recorded by hand."""
+scrape source's recorded scrapes and from the Prometheus source's PromQL (on promtool), and the Latency view's table
+of it: worst first, a replica whose sampler took no sample all window shown as stuck rather than hidden. No servers:
+each scrape is recorded by hand."""
 
 from __future__ import annotations
 
+import subprocess
 import time
+from pathlib import Path
 
 import pytest
+import yaml
 
 from aiwatch.console import ScrapeSource
+from aiwatch.console.queries import PanelQueries
 from aiwatch.console.source import LoopStall
 from tests.console.conftest import plain, run_view, texts
+from tests.servers import require_binary
 
 URL, OTHER = "http://127.0.0.1:9/metrics", "http://127.0.0.2:9/metrics"
 
@@ -107,3 +113,28 @@ def test_latency_view_says_why_there_is_no_share(console_env: None) -> None:
     assert any(t.startswith("No time stood still per replica: it needs aiwatch_event_loop_sampled_seconds_total")
                for t in texts(at.info))
     assert not [t for t in texts(at.warning) if t.startswith("Event loops standing still")]
+
+
+def test_prometheus_queries_give_the_share_and_the_stuck_replicas_that_are_up(tmp_path: Path) -> None:
+    """The Prometheus source's two queries, on promtool: replica a watched 60 s a minute and was late 6 s (10%);
+    b's time watched stayed flat while its target is up (stuck: listed, value 0); c's stayed flat too but its
+    target is down (AiwatchTargetDown's business, not a stuck loop); neither b nor c has a share."""
+    promtool = require_binary("promtool")
+    series = []
+    for instance, watched, late, up in (("a:1", "0+60x20", "0+6x20", "1x20"), ("b:1", "100x20", "5x20", "1x20"),
+                                        ("c:1", "100x20", "5x20", "0x20")):
+        where = f'job="api", instance="{instance}"'
+        series += [{"series": f'aiwatch_event_loop_sampled_seconds_total{{{where}, service="s"}}', "values": watched},
+                   {"series": f'aiwatch_event_loop_delay_seconds_sum{{{where}, service="s"}}', "values": late},
+                   {"series": f"up{{{where}}}", "values": up}]
+    q = PanelQueries()  # scope cluster, namespace: absent here, so matched as empty on both sides
+    test = {"evaluation_interval": "1m", "tests": [{"interval": "1m", "input_series": series, "promql_expr_test": [
+        {"eval_time": "10m", "expr": q.loop_stalled_ratio("5m"),
+         "exp_samples": [{"labels": '{job="api", instance="a:1", service="s"}', "value": 0.1}]},
+        {"eval_time": "10m", "expr": q.loop_unwatched("5m"),
+         "exp_samples": [{"labels": '{job="api", instance="b:1", service="s"}', "value": 0}]},
+    ]}]}
+    path = tmp_path / "loop_test.yml"
+    path.write_text(yaml.safe_dump(test))
+    proc = subprocess.run([promtool, "test", "rules", str(path)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
