@@ -76,6 +76,10 @@ def open_dataset(source: str | os.PathLike[str]) -> Any:
     try:
         partitioning = ds.HivePartitioning.discover(infer_dictionary=False)
         dataset = ds.dataset(files, format="parquet", partitioning=partitioning, partition_base_dir=base)
+        text_keys = _text_partitioning(ds, pa, dataset)
+        if text_keys is not None:
+            partitioning = text_keys
+            dataset = ds.dataset(files, format="parquet", partitioning=partitioning, partition_base_dir=base)
         fragments = list(dataset.get_fragments())
         if not fragments:
             raise ProfileError(f"no Parquet file in {text!r}")
@@ -95,6 +99,22 @@ def open_dataset(source: str | os.PathLike[str]) -> Any:
     except Exception as exc:  # ArrowInvalid (not Parquet, incompatible schemas), OSError...
         detail = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
         raise ProfileError(f"cannot read Parquet data {text!r}: {detail}") from exc
+
+
+#: Partition keys read as text whatever their values look like: the prediction log's ``model=`` and ``hour=``
+#: directories (discovery would read ``model=007`` and ``model=7`` as the one int 7, merging two models).
+TEXT_PARTITION_KEYS = frozenset({"model", "hour"})
+
+
+def _text_partitioning(ds: Any, pa: Any, dataset: Any) -> Any:
+    """A Hive partitioning like ``dataset``'s with the :data:`TEXT_PARTITION_KEYS` as text, or ``None`` when
+    discovery already typed them so (or found none)."""
+    found = getattr(dataset, "partitioning", None)
+    schema = getattr(found, "schema", None)
+    if schema is None or not any(f.name in TEXT_PARTITION_KEYS and not pa.types.is_string(f.type) for f in schema):
+        return None
+    return ds.HivePartitioning(pa.schema([f.with_type(pa.string()) if f.name in TEXT_PARTITION_KEYS else f
+                                          for f in schema]))
 
 
 #: The schema metadata key listing the columns :func:`open_dataset` reads as text (their files disagree on the type).
@@ -159,9 +179,12 @@ def read_as_text(dataset: Any) -> set[str]:
 def time_filter(dataset: Any, since: datetime | None, until: datetime | None,
                 time_column: str = DEFAULT_TIME_COLUMN) -> Any:
     """The predicate ``since <= time_column < until`` (``None`` when neither is given), plus the same range on
-    an ``hour=YYYY-MM-DDTHH`` partition when the dataset has one (whole directories skipped)."""
+    an ``hour=YYYY-MM-DDTHH`` partition when the dataset has one (whole directories skipped). A naive ``since`` or
+    ``until`` is UTC, on a timestamp column and on a Unix-seconds one alike."""
     if since is None and until is None:
         return None
+    # one rule for a naive time, whatever the column's type: UTC, as parse_time reads --since/--until
+    since, until = _utc(since), _utc(until)
     pa = require("pyarrow", "data")
     pc = require("pyarrow.compute", "data")
     index = dataset.schema.get_field_index(time_column)
@@ -191,6 +214,11 @@ def time_filter(dataset: Any, since: datetime | None, until: datetime | None,
             part = part & (hour <= key if upper else hour >= key)
         expr = part if expr is None else expr & part
     return expr
+
+
+def _utc(t: datetime | None) -> datetime | None:
+    """``t`` with a naive time read as UTC (not the machine's local time, which ``datetime.timestamp`` assumes)."""
+    return t if t is None or t.tzinfo is not None else t.replace(tzinfo=timezone.utc)
 
 
 #: Row groups decoded ahead of the one being counted (each decoded with every core, one column per thread).
