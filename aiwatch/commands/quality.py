@@ -95,16 +95,17 @@ def run(args: argparse.Namespace) -> int:
         below_objective,
         drop_unusable,
         export_quality,
+        quality_report,
         read_labels,
-        realised_quality,
     )
     from aiwatch.metrics import Metrics
 
     try:
         bounds = objectives(args.objective, args.kind)
         labels, unusable = drop_unusable(read_labels(args.labels, args.id_column, args.outcome_column), args.kind)
-        results = realised_quality(args.log, labels, kind=args.kind, prediction=args.prediction,
-                                   positive=args.positive, window_seconds=args.window, **time_range(args, args.log))
+        report = quality_report(args.log, labels, kind=args.kind, prediction=args.prediction,
+                                positive=args.positive, window_seconds=args.window, **time_range(args, args.log))
+        results = report.windows
         # in memory: run where the app runs (PROMETHEUS_MULTIPROC_DIR set), the gauges went into the workers' files
         metrics = Metrics(CollectorRegistry(), in_process=True)
         latest = export_quality(results, metrics, bounds, args.min_labelled)
@@ -126,13 +127,20 @@ def run(args: argparse.Namespace) -> int:
     if unusable:
         print(f"aiwatch quality: {unusable} labels left out: no request id, or a missing, NaN or infinite outcome"
               + (" or one that is not a number" if args.kind == "regressor" else ""), file=sys.stderr)
+    if report.duplicates:
+        print(f"aiwatch quality: {report.duplicates} logged row{'s' * (report.duplicates != 1)} left out: a request "
+              "logged again under the same model and request id (its latest row is scored)", file=sys.stderr)
+    if report.untimed:
+        print(f"aiwatch quality: {report.untimed} logged row{'s' * (report.untimed != 1)} left out: a missing or "
+              "non-finite timestamp", file=sys.stderr)
     if unscored:
         print(f"aiwatch quality: {unscored} labelled request{'s' * (unscored != 1)} not scored: a prediction that "
               "is missing" + (", NaN, infinite or not a number" if args.kind == "regressor" else " or NaN"),
               file=sys.stderr)
     failing = {model: below_objective(q, bounds) for model, q in latest.items()}
     if args.json:
-        print(json.dumps({"windows": [q.to_dict() for q in results],
+        print(json.dumps({"windows": [q.to_dict() for q in results], "labels_left_out": unusable,
+                          "logged_duplicates_left_out": report.duplicates, "logged_untimed_left_out": report.untimed,
                           "below_objective": {m: f for m, f in failing.items() if f}}, indent=2))
     else:
         names = sorted({name for q in results for name in q.metrics})

@@ -120,16 +120,48 @@ def read_labels(path: str | os.PathLike[str], id_column: str = "request_id", out
             table = require("pyarrow.csv", "data").read_csv(p, convert_options=require(
                 "pyarrow.csv", "data").ConvertOptions(include_columns=[id_column, outcome_column],
                                                       column_types={id_column: pa.string()}))
+        table = table.rename_columns(["request_id", "outcome"]) \
+            if table.column_names == [id_column, outcome_column] \
+            else table.select([id_column, outcome_column]).rename_columns(["request_id", "outcome"])
+        id_type = table.schema.field("request_id").type
+        if not (is_text_type(id_type) or pa.types.is_integer(id_type) or pa.types.is_null(id_type)):
+            raise ValueError(f"labels {os.fspath(path)!r}: the id column {id_column!r} is {id_type}; request ids "
+                             "must be text or whole numbers (a float or decimal id is written as '7.0', '7.00' or "
+                             "'1.2345678901234568e+16' and would match no logged request)")
+        if not parquet:
+            table = _missing_text_as_null(table)
+        return _last_label_of_each_request(table).cast(
+            pa.schema([("request_id", pa.string()), ("outcome", table.schema.field("outcome").type)]))
     except pa.ArrowException as exc:  # pyarrow's messages may span lines and need not name the file
         detail = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
         raise ValueError(f"cannot read labels {os.fspath(path)!r}: {detail}") from None
-    table = table.rename_columns(["request_id", "outcome"]) if table.column_names == [id_column, outcome_column] \
-        else table.select([id_column, outcome_column]).rename_columns(["request_id", "outcome"])
-    ids = table.column("request_id").to_pylist()
-    last = {rid: i for i, rid in enumerate(ids)}  # the last label of each request
-    if len(last) != len(ids):
-        table = table.take(sorted(last.values()))
-    return table.cast(pa.schema([("request_id", pa.string()), ("outcome", table.schema.field("outcome").type)]))
+
+
+def _missing_text_as_null(table: Any) -> Any:
+    """A CSV's text outcomes with the fields pyarrow reads as missing in a number column ("", NA, NaN, null, N/A...)
+    made null: a label not known yet, left out rather than scored as the class "NA"."""
+    pa = require("pyarrow", "data")
+    pc = require("pyarrow.compute", "data")
+    outcome = table.column("outcome")
+    if not is_text_type(outcome.type):
+        return table
+    markers = pa.array(require("pyarrow.csv", "data").ConvertOptions().null_values, type=outcome.type)
+    missing = pc.is_in(outcome, value_set=markers)
+    return table.set_column(1, "outcome", pc.if_else(missing, pa.scalar(None, outcome.type), outcome))
+
+
+def _last_label_of_each_request(table: Any) -> Any:
+    """``table`` with one row per request id, its last, in the file's order; rows without an id all stay (left out
+    and counted by :func:`drop_unusable`). The ids are hashed once in Arrow (a Python dict of 3M ids cost 0.7 GB)."""
+    pa = require("pyarrow", "data")
+    pc = require("pyarrow.compute", "data")
+    encoded = pc.dictionary_encode(table.column("request_id")).combine_chunks()
+    if len(encoded.dictionary) + encoded.null_count == table.num_rows:  # no id twice
+        return table
+    codes = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False)
+    last = len(codes) - 1 - np.unique(codes[::-1], return_index=True)[1]  # each code's last row
+    keep = np.union1d(last[codes[last] >= 0], np.flatnonzero(codes < 0))
+    return table.take(pa.array(keep))
 
 
 def _label_file_columns(path: Path, parquet: bool) -> list[str]:
@@ -201,12 +233,37 @@ def _as_numbers(values: Any, what: str) -> npt.NDArray[np.float64]:
     return np.asarray(values.cast(pa.float64(), safe=False).to_numpy(zero_copy_only=False), dtype=np.float64)
 
 
+@dataclass
+class QualityReport:
+    """:func:`quality_report`'s windows, and the logged rows left out before the join: ``duplicates`` (a request
+    logged again under the same model and id: its latest row is kept) and ``untimed`` (a missing or non-finite
+    timestamp: no window)."""
+
+    windows: list[WindowQuality]
+    duplicates: int = 0
+    untimed: int = 0
+
+
 def realised_quality(log: str | os.PathLike[str], labels: Any, *, kind: Kind = "classifier",
                      prediction: str = "output", positive: Any = 1, window_seconds: float = 3600.0,
                      since: datetime | None = None, until: datetime | None = None,
                      time_column: str = "timestamp") -> list[WindowQuality]:
     """Quality per model and window of the prediction log ``log`` (a directory or glob of Parquet files) against
-    ``labels`` (a path, or the table of :func:`read_labels`), oldest window first."""
+    ``labels`` (a path, or the table of :func:`read_labels`), oldest window first: :func:`quality_report`'s
+    windows."""
+    return quality_report(log, labels, kind=kind, prediction=prediction, positive=positive,
+                          window_seconds=window_seconds, since=since, until=until, time_column=time_column).windows
+
+
+def quality_report(log: str | os.PathLike[str], labels: Any, *, kind: Kind = "classifier",
+                   prediction: str = "output", positive: Any = 1, window_seconds: float = 3600.0,
+                   since: datetime | None = None, until: datetime | None = None,
+                   time_column: str = "timestamp") -> QualityReport:
+    """Quality per model and window (see :func:`realised_quality`), with the logged rows left out counted.
+
+    A naive ``since`` / ``until`` is UTC, as ``--since/--until`` are. A classifier's ``positive`` class is read
+    as the predictions are: ``True`` / ``"true"`` / ``1`` / ``"1"`` are one class (as are ``False`` / ``"false"``
+    / ``0`` / ``"0"``) when they are numbers or bools."""
     if kind not in METRICS:
         raise ValueError(f"kind must be 'classifier' or 'regressor', got {kind!r}")
     window_seconds = period(window_seconds, "window_seconds")
@@ -220,15 +277,17 @@ def realised_quality(log: str | os.PathLike[str], labels: Any, *, kind: Kind = "
                          f"{', '.join(dataset.schema.names)}); set the prediction column with --prediction")
     columns = ["request_id", time_column, prediction] + (["model"] if "model" in dataset.schema.names else [])
     logged = dataset.to_table(columns=columns, filter=time_filter(dataset, since, until, time_column))
-    stamps = logged.column(time_column)
-    if pa.types.is_timestamp(stamps.type):
-        stamps = pc.divide(pc.cast(pc.cast(stamps, pa.timestamp("us", tz="UTC")), pa.int64()), 1_000_000.0)
-    seconds = stamps.cast(pa.float64()).to_numpy(zero_copy_only=False)
-    window = np.floor(seconds / window_seconds) * window_seconds
-    models = (logged.column("model").cast(pa.string()).to_numpy(zero_copy_only=False)
+    logged, seconds, untimed = _timed_rows(logged, time_column)
+    models = (pc.fill_null(logged.column("model").cast(pa.string()), "").to_numpy(zero_copy_only=False)
               if "model" in logged.column_names else np.full(len(seconds), "", dtype=object))
-    keyed = pa.table({"request_id": logged.column("request_id").cast(pa.string()),
-                      "_row": pa.array(np.arange(logged.num_rows))})
+    request_ids = logged.column("request_id").cast(pa.string())
+    keep = _latest_row_of_each_request(models, request_ids, seconds)
+    duplicates = logged.num_rows - len(keep)
+    if duplicates:
+        logged, seconds, models = logged.take(pa.array(keep)), seconds[keep], models[keep]
+        request_ids = request_ids.take(pa.array(keep))
+    window = np.floor(seconds / window_seconds) * window_seconds
+    keyed = pa.table({"request_id": request_ids, "_row": pa.array(np.arange(logged.num_rows))})
     joined = keyed.join(table_labels, "request_id", join_type="inner")
     rows = joined.column("_row").to_numpy()
     outcome = joined.column("outcome")
@@ -254,30 +313,105 @@ def realised_quality(log: str | os.PathLike[str], labels: Any, *, kind: Kind = "
                 values = regressor_metrics(pred_np[used], act_np[used])
             results.append(WindowQuality(str(model), start, start + window_seconds, n_logged, int(mask.sum()),
                                          values, int(np.sum(mask & ~scored))))
-    return sorted(results, key=lambda q: (q.start, q.model))
+    return QualityReport(sorted(results, key=lambda q: (q.start, q.model)), duplicates, untimed)
+
+
+def _timed_rows(logged: Any, time_column: str) -> tuple[Any, npt.NDArray[np.float64], int]:
+    """The logged rows with a finite timestamp, their Unix seconds, and how many were left out (a foreign log's
+    null or NaN timestamps: each NaN would be a window of its own)."""
+    pa = require("pyarrow", "data")
+    pc = require("pyarrow.compute", "data")
+    stamps = logged.column(time_column)
+    if pa.types.is_timestamp(stamps.type):
+        stamps = pc.divide(pc.cast(pc.cast(stamps, pa.timestamp("us", tz="UTC")), pa.int64()), 1_000_000.0)
+    seconds = np.asarray(stamps.cast(pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
+    timed = np.isfinite(seconds)
+    untimed = int(timed.size - np.count_nonzero(timed))
+    if untimed:
+        logged, seconds = logged.filter(pa.array(timed)), seconds[timed]
+    return logged, seconds, untimed
+
+
+def _latest_row_of_each_request(models: npt.NDArray[Any], request_ids: Any,
+                                seconds: npt.NDArray[np.float64]) -> npt.NDArray[np.int64]:
+    """The rows to keep, in order: for each (model, request id) logged more than once (a retried request logged
+    under the caller's id) the latest (by timestamp, then as stored), so that its label counts once; every row
+    without a request id (it joins no label)."""
+    pa = require("pyarrow", "data")
+    n = len(seconds)
+    order = np.lexsort((np.arange(n), seconds))  # by time, then as stored
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(n)
+    has_id = np.asarray(request_ids.is_valid().to_numpy(zero_copy_only=False), dtype=np.bool_)
+    keys = pa.table({"model": pa.array(models[has_id], type=pa.string()), "request_id": request_ids.filter(has_id),
+                     "rank": pa.array(rank[has_id])})
+    if keys.num_rows == 0:
+        return np.arange(n)
+    latest = keys.group_by(["model", "request_id"], use_threads=False).aggregate([("rank", "max")])
+    if latest.num_rows == keys.num_rows:
+        return np.arange(n)
+    kept = order[latest.column("rank_max").to_numpy()]
+    return np.union1d(kept, np.flatnonzero(~has_id))
 
 
 def _as_classes(predicted: Any, outcome: Any, positive: Any) -> tuple[npt.NDArray[Any], npt.NDArray[Any], Any]:
-    """A classifier's predictions, outcomes and positive class, compared as floats when both sides are numbers
-    (the log stores ints as doubles), else as text."""
+    """A classifier's predictions, outcomes and positive class, compared as floats when both sides are numbers or
+    bools (the log stores ints as doubles; ``True`` is 1, ``False`` 0), else as text (:func:`_as_text`)."""
     pa = require("pyarrow", "data")
-    if pa.types.is_floating(predicted.type) or pa.types.is_integer(predicted.type):
+    number = _class_number(positive)
+    if _is_number_type(predicted.type) and number is not None:
         try:
             return (predicted.cast(pa.float64()).to_numpy(zero_copy_only=False),
-                    outcome.cast(pa.float64()).to_numpy(zero_copy_only=False), float(positive))
+                    outcome.cast(pa.float64()).to_numpy(zero_copy_only=False), number)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, TypeError, ValueError):
-            pass
-    return _as_text(predicted), _as_text(outcome), str(positive)
+            pass  # outcomes that are not all numbers ("true", "spam"): compared as text
+    return _as_text(predicted), _as_text(outcome), _as_text(pa.array([positive]))[0]
+
+
+def _is_number_type(kind: Any) -> bool:
+    types = require("pyarrow", "data").types
+    return bool(types.is_floating(kind) or types.is_integer(kind) or types.is_boolean(kind))
+
+
+#: Text read as a bool class by a classifier, any case: the class 1 or 0, as the bools True and False are.
+_BOOL_TEXT = {"true": "1", "false": "0"}
+
+
+def _class_number(positive: Any) -> float | None:
+    """``positive`` as the number of a class compared as numbers (``True`` / ``"true"`` 1, ``False`` /
+    ``"false"`` 0), or ``None`` when it is none ("spam")."""
+    if isinstance(positive, str):
+        positive = _BOOL_TEXT.get(positive.strip().lower(), positive)
+    try:
+        return float(positive)
+    except (TypeError, ValueError, OverflowError):
+        return None
 
 
 def _as_text(array: Any) -> npt.NDArray[Any]:
-    """Values compared as text: ``1.0`` and ``1`` are the same class."""
-    out = []
-    for v in array.to_pylist():
-        if isinstance(v, float) and v.is_integer():
-            v = int(v)
-        out.append(None if v is None else str(v))
-    return np.asarray(out, dtype=object)
+    """Values compared as text, each in one spelling: numbers, and text that is a number, as the number (``1.0``,
+    ``1``, ``"1.0"`` and ``"1"`` are the class ``"1"``: a log whose files disagree on the column's type holds its
+    doubles as text); bools, and the text true / false in any case, as ``"1"`` / ``"0"``."""
+    values = array.to_pylist()
+    texts = [i for i, v in enumerate(values) if isinstance(v, str) and v.strip().lower() not in _BOOL_TEXT]
+    if texts:
+        parsed = numbers_in_text(np.array([values[i] for i in texts], dtype=object), exact=True, probe=False)
+        for i, number in zip(texts, parsed.tolist(), strict=True):
+            if isinstance(number, float) and not (number.is_integer() and abs(number) >= 2 ** 53):
+                values[i] = number  # a whole number past 2**53 stays as written: its double is another number
+    return np.asarray([_class_text(v) for v in values] + [None], dtype=object)[:-1]
+
+
+def _class_text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, str):
+        return _BOOL_TEXT.get(value.strip().lower(), value)
+    return str(value)
 
 
 def latest_per_model(results: list[WindowQuality], min_labelled: int = 1) -> dict[str, WindowQuality]:

@@ -1,0 +1,176 @@
+"""Realised quality scores what was logged as what it is: bool classes against 0/1 labels, a log whose files disagree
+on the prediction's type, missing text labels, a request logged twice, model directories that look like numbers,
+rows without a timestamp, label ids that are floats, and naive --since/--until times."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from aiwatch.cli import main
+from aiwatch.feedback import ParquetSink, outcomes
+from aiwatch.feedback.outcomes import drop_unusable, read_labels, realised_quality
+
+T0 = 1_790_002_800.0  # 2026-09-21T15:00:00Z, on the hour
+
+
+def _labels(tmp_path: Path, rows: list[tuple[str, object]], name: str = "labels.csv") -> Path:
+    path = tmp_path / name
+    path.write_text("request_id,outcome\n" + "".join(f"{rid},{outcome}\n" for rid, outcome in rows))
+    return path
+
+
+def _sink_log(tmp_path: Path, rows: list[dict[str, object]]) -> Path:
+    sink = ParquetSink(tmp_path / "log")
+    sink.write(rows)
+    sink.close()
+    return tmp_path / "log"
+
+
+def _table_log(tmp_path: Path, *tables: pa.Table) -> Path:
+    directory = tmp_path / "log"
+    directory.mkdir()
+    for i, table in enumerate(tables):
+        pq.write_table(table, directory / f"part-{i}.parquet")
+    return directory
+
+
+@pytest.fixture()
+def bool_classifier(tmp_path: Path) -> Path:
+    """A fraud classifier that logs a bool, right every time."""
+    return _sink_log(tmp_path, [{"request_id": f"tx{i}", "timestamp": T0 + i, "model": "fraud",
+                                 "output.is_fraud": i % 10 == 0} for i in range(40)])
+
+
+@pytest.mark.parametrize("labels", ["01", "truefalse"])
+@pytest.mark.parametrize("positive", [1, "1", "true", "True", True])
+def test_a_bool_prediction_is_the_class_1_or_0_and_so_is_a_positive_written_true(
+        bool_classifier: Path, tmp_path: Path, labels: str, positive: object) -> None:
+    outcomes = {"01": ("1", "0"), "truefalse": ("true", "false")}[labels]
+    path = _labels(tmp_path, [(f"tx{i}", outcomes[i % 10 != 0]) for i in range(40)])
+    [window] = realised_quality(bool_classifier, path, prediction="output.is_fraud", positive=positive)
+    assert window.labelled == 40
+    assert window.metrics == {"accuracy": 1.0, "precision": 1.0, "recall": 1.0}
+
+
+def test_cli_a_perfect_bool_classifier_meets_its_objective(bool_classifier: Path, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    path = _labels(tmp_path, [(f"tx{i}", int(i % 10 == 0)) for i in range(40)])
+    code = main(["quality", str(bool_classifier), str(path), "--prediction", "output.is_fraud",
+                 "--objective", "accuracy=0.9", "--min-labelled", "1", "--json"])
+    assert code == 0
+    assert json.loads(capsys.readouterr().out)["windows"][0]["metrics"]["accuracy"] == 1.0
+
+
+def test_numbers_written_as_text_in_one_file_are_the_classes_the_others_hold_as_doubles(tmp_path: Path) -> None:
+    log = _table_log(
+        tmp_path,
+        pa.table({"request_id": ["a0", "a1"], "timestamp": [T0, T0], "output": [1.0, 0.0]}),
+        pa.table({"request_id": ["b0", "b1", "b2"], "timestamp": [T0, T0, T0], "output": ["1.0", "1", "unknown"]}))
+    path = _labels(tmp_path, [(rid, 1) for rid in ("a0", "a1", "b0", "b1", "b2")])
+    [window] = realised_quality(log, path)
+    assert window.labelled == 5 and window.metrics["accuracy"] == pytest.approx(3 / 5)
+
+
+def test_missing_text_labels_are_left_out_not_scored_as_classes(tmp_path: Path) -> None:
+    log = _sink_log(tmp_path, [{"request_id": f"r{i}", "timestamp": T0, "model": "m", "output.label": "spam"}
+                               for i in range(8)])
+    path = _labels(tmp_path, [("r0", "spam"), ("r1", "spam"), ("r2", "spam"), ("r3", "ham"), ("r4", ""),
+                              ("r5", "NA"), ("r6", "NaN"), ("r7", "null")])
+    kept, left_out = drop_unusable(read_labels(path), "classifier")
+    assert kept.column("outcome").to_pylist() == ["spam", "spam", "spam", "ham"] and left_out == 4
+    [window] = realised_quality(log, path, prediction="output.label", positive="spam")
+    assert window.labelled == 4 and window.metrics["accuracy"] == 0.75
+
+
+def test_a_request_logged_twice_counts_its_label_once_with_its_latest_prediction(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    log = _sink_log(tmp_path, [
+        {"request_id": "a", "timestamp": T0 + 1, "model": "m", "output": 1.0},
+        {"request_id": "a", "timestamp": T0, "model": "m", "output": 0.0},  # the first try, stored after
+        {"request_id": "b", "timestamp": T0, "model": "m", "output": 0.0},
+        {"request_id": "a", "timestamp": T0, "model": "other", "output": 0.0}])  # another model's request
+    path = _labels(tmp_path, [("a", 1), ("b", 0)])
+    report = outcomes.quality_report(log, path)
+    assert report.duplicates == 1
+    assert [(w.model, w.logged, w.labelled, w.metrics["accuracy"]) for w in report.windows] == [
+        ("m", 2, 2, 1.0), ("other", 1, 1, 0.0)]
+    assert main(["quality", str(log), str(path), "--min-labelled", "1", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["logged_duplicates_left_out"] == 1
+    assert "1 logged row left out: a request logged again" in captured.err
+
+
+def test_model_directories_that_read_as_the_same_number_stay_two_models(tmp_path: Path) -> None:
+    log = _sink_log(tmp_path, [{"request_id": f"a{i}", "timestamp": T0, "model": "007", "output": 1.0}
+                               for i in range(3)] + [{"request_id": f"b{i}", "timestamp": T0, "model": "7",
+                                                      "output": 0.0} for i in range(3)])
+    path = _labels(tmp_path, [(f"{p}{i}", 1) for p in "ab" for i in range(3)])
+    assert [(w.model, w.labelled, w.metrics["accuracy"]) for w in realised_quality(log, path)] == [
+        ("007", 3, 1.0), ("7", 3, 0.0)]
+
+
+def test_rows_without_a_timestamp_are_left_out_and_counted_and_a_null_model_is_the_empty_name(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    log = _table_log(tmp_path, pa.table({
+        "request_id": ["a", "b", "c", "d", "e"],
+        "timestamp": pa.array([T0, None, float("nan"), T0, T0], pa.float64()),
+        "model": ["m", "m", "m", None, "m"], "output": [1.0, 1.0, 1.0, 1.0, 0.0]}))
+    path = _labels(tmp_path, [(rid, 1) for rid in "abcde"])
+    report = outcomes.quality_report(log, path)
+    assert report.untimed == 2
+    assert [(w.model, w.start, w.logged, w.labelled) for w in report.windows] == [("", T0, 1, 1), ("m", T0, 2, 2)]
+    assert main(["quality", str(log), str(path), "--min-labelled", "1", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["logged_untimed_left_out"] == 2
+    assert "2 logged rows left out: a missing or non-finite timestamp" in captured.err
+
+
+@pytest.mark.parametrize("ids", [pa.array([7.0, 8.0]), pa.array([7, 8]).cast(pa.decimal128(22, 2)),
+                                 pa.array([b"7", b"8"])])
+def test_label_ids_that_are_not_text_or_whole_numbers_are_refused_naming_the_column_and_file(
+        tmp_path: Path, ids: pa.Array) -> None:
+    path = tmp_path / "labels.parquet"
+    pq.write_table(pa.table({"tx": ids, "outcome": [1, 0]}), path)
+    with pytest.raises(ValueError, match=rf"labels '{path}': the id column 'tx' is "):
+        read_labels(path, id_column="tx")
+
+
+def test_a_request_labelled_twice_keeps_its_last_label_and_labels_without_an_id_all_stay(tmp_path: Path) -> None:
+    path = tmp_path / "labels.parquet"
+    pq.write_table(pa.table({"request_id": ["a", "b", "a", None, None, "c", "b"], "outcome": [1, 2, 3, 4, 5, 6, 7]}),
+                   path)
+    assert read_labels(path).to_pylist() == [
+        {"request_id": "a", "outcome": 3}, {"request_id": None, "outcome": 4}, {"request_id": None, "outcome": 5},
+        {"request_id": "c", "outcome": 6}, {"request_id": "b", "outcome": 7}]
+
+
+@pytest.fixture()
+def new_york() -> Iterator[None]:
+    old = os.environ.get("TZ")
+    os.environ["TZ"] = "America/New_York"
+    time.tzset()
+    yield
+    if old is None:
+        del os.environ["TZ"]
+    else:
+        os.environ["TZ"] = old
+    time.tzset()
+
+
+@pytest.mark.parametrize("stamp", [pa.array([T0 + 60], pa.float64()),
+                                   pa.array([int((T0 + 60) * 1e6)], pa.timestamp("us", tz="UTC"))])
+def test_a_naive_since_and_until_are_utc_on_a_unix_seconds_column_as_on_a_timestamp_one(
+        tmp_path: Path, new_york: None, stamp: pa.Array) -> None:
+    log = _table_log(tmp_path, pa.table({"request_id": ["a"], "timestamp": stamp, "output": [1.0]}))
+    path = _labels(tmp_path, [("a", 1)])
+    windows = realised_quality(log, path, since=datetime(2026, 9, 21, 15), until=datetime(2026, 9, 21, 16))
+    assert [(w.start, w.logged) for w in windows] == [(T0, 1)]
