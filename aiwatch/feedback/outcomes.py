@@ -12,7 +12,10 @@ down); the join runs in Arrow. Requests that were logged but not (yet) labelled 
 and counted apart (``labelled`` / ``logged``), and so are labelled requests whose prediction cannot be scored
 (``unscored``): a missing prediction, or a NaN one, and for a regressor one that is infinite or not a number. A
 regressor's predictions or outcomes held as text (a log whose files disagree on the column's type is read as text)
-are read as numbers, each that is one, as Python's ``float()`` reads it, so a double comes back bit for bit.
+are read as numbers, each that is one, as Python's ``float()`` reads it, so a double comes back bit for bit. A
+classifier's bools, and the text true / false, are the classes 1 and 0; in text, numbers compare as numbers. A
+request logged twice under one model and id counts once (its latest row), and logged rows without a finite
+timestamp are left out: :func:`quality_report` counts both.
 
     >>> import numpy as np
     >>> classifier_metrics(np.array([1., 1., 0., 0.]), np.array([1., 0., 0., 1.]), positive=1.0)
