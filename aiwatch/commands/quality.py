@@ -111,7 +111,8 @@ def run(args: argparse.Namespace) -> int:
         latest = export_quality(results, metrics, bounds, args.min_labelled)
         unscored = sum(q.unscored for q in results)
         if not latest:
-            counts = f"{sum(q.labelled for q in results)} labelled of {sum(q.logged for q in results)} logged"
+            counts = f"{sum(q.labelled for q in results)} labelled of {sum(q.logged for q in results)} logged" + (
+                f", {report.untimed} logged without a timestamp" if report.untimed else "")
             raise ValueError(
                 f"no window has {args.min_labelled} labelled requests or more ({counts}): labels not arrived yet, "
                 "or request ids that do not match the log's" if not unscored else

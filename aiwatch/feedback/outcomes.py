@@ -127,6 +127,9 @@ def read_labels(path: str | os.PathLike[str], id_column: str = "request_id", out
             if table.column_names == [id_column, outcome_column] \
             else table.select([id_column, outcome_column]).rename_columns(["request_id", "outcome"])
         id_type = table.schema.field("request_id").type
+        if pa.types.is_dictionary(id_type):  # a pandas categorical's ids
+            id_type = id_type.value_type
+            table = table.set_column(0, "request_id", table.column("request_id").cast(id_type))
         if not (is_text_type(id_type) or pa.types.is_integer(id_type) or pa.types.is_null(id_type)):
             raise ValueError(f"labels {os.fspath(path)!r}: the id column {id_column!r} is {id_type}; request ids "
                              "must be text or whole numbers (a float or decimal id is written as '7.0', '7.00' or "
@@ -368,7 +371,7 @@ def _as_classes(predicted: Any, outcome: Any, positive: Any) -> tuple[npt.NDArra
                     outcome.cast(pa.float64()).to_numpy(zero_copy_only=False), number)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, TypeError, ValueError):
             pass  # outcomes that are not all numbers ("true", "spam"): compared as text
-    return _as_text(predicted), _as_text(outcome), _as_text(pa.array([positive]))[0]
+    return _as_text(predicted.to_pylist()), _as_text(outcome.to_pylist()), _as_text([positive])[0]
 
 
 def _is_number_type(kind: Any) -> bool:
@@ -391,11 +394,10 @@ def _class_number(positive: Any) -> float | None:
         return None
 
 
-def _as_text(array: Any) -> npt.NDArray[Any]:
+def _as_text(values: list[Any]) -> npt.NDArray[Any]:
     """Values compared as text, each in one spelling: numbers, and text that is a number, as the number (``1.0``,
     ``1``, ``"1.0"`` and ``"1"`` are the class ``"1"``: a log whose files disagree on the column's type holds its
     doubles as text); bools, and the text true / false in any case, as ``"1"`` / ``"0"``."""
-    values = array.to_pylist()
     texts = [i for i, v in enumerate(values) if isinstance(v, str) and v.strip().lower() not in _BOOL_TEXT]
     if texts:
         parsed = numbers_in_text(np.array([values[i] for i in texts], dtype=object), exact=True, probe=False)

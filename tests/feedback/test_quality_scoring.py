@@ -174,3 +174,9 @@ def test_a_naive_since_and_until_are_utc_on_a_unix_seconds_column_as_on_a_timest
     path = _labels(tmp_path, [("a", 1)])
     windows = realised_quality(log, path, since=datetime(2026, 9, 21, 15), until=datetime(2026, 9, 21, 16))
     assert [(w.start, w.logged) for w in windows] == [(T0, 1)]
+
+
+def test_label_ids_of_a_pandas_categorical_are_read_as_their_text(tmp_path: Path) -> None:
+    path = tmp_path / "labels.parquet"
+    pq.write_table(pa.table({"request_id": pa.array(["a", "b", "a"]).dictionary_encode(), "outcome": [1, 2, 3]}), path)
+    assert read_labels(path).to_pylist() == [{"request_id": "b", "outcome": 2}, {"request_id": "a", "outcome": 3}]
