@@ -101,9 +101,11 @@ def open_dataset(source: str | os.PathLike[str]) -> Any:
         raise ProfileError(f"cannot read Parquet data {text!r}: {detail}") from exc
 
 
-#: Partition keys read as text whatever their values look like: the prediction log's ``model=`` and ``hour=``
-#: directories (discovery would read ``model=007`` and ``model=7`` as the one int 7, merging two models).
-TEXT_PARTITION_KEYS = frozenset({"model", "hour"})
+#: Partition keys read as text whatever their values look like: the prediction log's ``model=`` directories
+#: (discovery would read ``model=007`` and ``model=7`` as the one int 7, merging two models). Its ``hour=`` values
+#: (``2026-11-30T10``) are text already; another layout's ``hour=13`` stays a number, which :func:`time_filter` does
+#: not compare with its ``YYYY-MM-DDTHH`` keys.
+TEXT_PARTITION_KEYS = frozenset({"model"})
 
 
 def _text_partitioning(ds: Any, pa: Any, dataset: Any) -> Any:

@@ -180,3 +180,12 @@ def test_label_ids_of_a_pandas_categorical_are_read_as_their_text(tmp_path: Path
     path = tmp_path / "labels.parquet"
     pq.write_table(pa.table({"request_id": pa.array(["a", "b", "a"]).dictionary_encode(), "outcome": [1, 2, 3]}), path)
     assert read_labels(path).to_pylist() == [{"request_id": "b", "outcome": 2}, {"request_id": "a", "outcome": 3}]
+
+
+def test_another_layouts_numeric_hour_partition_is_not_pruned_by_since_and_until(tmp_path: Path) -> None:
+    folder = tmp_path / "log" / "model=7" / "hour=15"
+    folder.mkdir(parents=True)
+    pq.write_table(pa.table({"request_id": ["a"], "timestamp": [T0 + 60], "output": [1.0]}), folder / "p.parquet")
+    windows = realised_quality(tmp_path / "log", _labels(tmp_path, [("a", 1)]),
+                               since=datetime(2026, 9, 21, 15), until=datetime(2026, 9, 21, 16))
+    assert [(w.model, w.logged, w.labelled) for w in windows] == [("7", 1, 1)]
