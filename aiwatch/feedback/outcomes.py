@@ -275,7 +275,9 @@ def quality_report(log: str | os.PathLike[str], labels: Any, *, kind: Kind = "cl
     window_seconds = period(window_seconds, "window_seconds")
     pa = require("pyarrow", "data")
     pc = require("pyarrow.compute", "data")
-    table_labels = drop_unusable(labels if isinstance(labels, pa.Table) else read_labels(labels), kind)[0]
+    # a caller's own table may hold a request twice, which the join would count twice: its last label is kept
+    table_labels = drop_unusable(_last_label_of_each_request(labels) if isinstance(labels, pa.Table)
+                                 else read_labels(labels), kind)[0]
     dataset = open_dataset(log)
     missing = [c for c in ("request_id", time_column, prediction) if dataset.schema.get_field_index(c) < 0]
     if missing:

@@ -189,3 +189,10 @@ def test_another_layouts_numeric_hour_partition_is_not_pruned_by_since_and_until
     windows = realised_quality(tmp_path / "log", _labels(tmp_path, [("a", 1)]),
                                since=datetime(2026, 9, 21, 15), until=datetime(2026, 9, 21, 16))
     assert [(w.model, w.logged, w.labelled) for w in windows] == [("7", 1, 1)]
+
+
+def test_a_table_of_labels_that_holds_a_request_twice_counts_its_last_label_once(tmp_path: Path) -> None:
+    log = _table_log(tmp_path, pa.table({"request_id": ["a", "b"], "timestamp": [T0, T0], "output": [1.0, 0.0]}))
+    labels = pa.table({"request_id": ["a", "b", "a"], "outcome": [0, 0, 1]})
+    [window] = realised_quality(log, labels)
+    assert (window.labelled, window.metrics["accuracy"]) == (2, 1.0)
