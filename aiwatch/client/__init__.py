@@ -15,7 +15,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from aiwatch.client._core import ROUTE_EXTENSION, UNMATCHED_ROUTE, ClientRecorder, route
+from aiwatch.client._core import ROUTE_EXTENSION, UNMATCHED_ROUTE, ClientRecorder, ReportedNames, route
 
 _LAZY = {
     "AiwatchTransport": "aiwatch.client.httpx_client",
@@ -26,7 +26,7 @@ _LAZY = {
 }
 
 __all__ = ["ROUTE_EXTENSION", "UNMATCHED_ROUTE", "AiwatchAsyncTransport", "AiwatchHTTPAdapter", "AiwatchTransport",
-           "ClientRecorder", "instrument_httpx", "instrument_requests", "route"]
+           "ClientRecorder", "ReportedNames", "instrument_httpx", "instrument_requests", "route"]
 
 
 def __getattr__(name: str) -> Any:

@@ -26,7 +26,7 @@ from aiwatch.metrics import Metrics, get_metrics
 from aiwatch.middleware._common import CLIENT_CLOSED_STATUS
 from aiwatch.safety import record_error, resolve_route, sync_hook
 from aiwatch.semconv import end_http_client_span, http_client_attributes
-from aiwatch.servertiming import OVERHEAD, parse
+from aiwatch.servertiming import OVERHEAD, ServerTiming, is_token, parse
 from aiwatch.timing import RequestTimeline, call_site, current_timeline, traffic_class_to_forward
 from aiwatch.tracing import TracerSource, activate_counted, deactivate_counted
 from aiwatch.traffic import HEADER as TRAFFIC_CLASS_HEADER
@@ -36,6 +36,15 @@ UNMATCHED_ROUTE = "__unmatched__"
 
 ROUTE_EXTENSION = "aiwatch.route"
 """httpx request extension naming the call's route template: ``client.get(url, extensions={ROUTE_EXTENSION: ...})``."""
+
+MAX_REPORTED_NAME = 128
+"""The longest service name a peer may report in Server-Timing (its ``total``'s ``desc``) for the ``peer`` label."""
+
+NAMES_PER_ADDRESS = 16
+"""The most distinct service names the peers at one address may report as ``peer`` labels; a further one is
+refused (the call is labelled with the address): one peer cannot take the label guard's slots from all others."""
+
+_TRACKED_ADDRESSES = 1024  # addresses whose reported names are remembered; when full, forgotten and learnt again
 
 _route: ContextVar[str | None] = ContextVar("aiwatch_client_route", default=None)
 _clock = time.perf_counter
@@ -68,6 +77,38 @@ class _Call:
         self.timeline, self.phase = call_site()
 
 
+class ReportedNames:
+    """The service names peers reported in Server-Timing that a recorder took as ``peer`` labels, per address.
+
+    A name is taken when it is a token (the rule of phase names: letters, digits and ``!#$%&'*+-.^_`|~``) of at
+    most :data:`MAX_REPORTED_NAME` characters, and its address reported at most :data:`NAMES_PER_ADDRESS` names
+    before it. Lock-free: threads racing on one address may take a few names more, never without bound."""
+
+    __slots__ = ("_by_address",)
+
+    def __init__(self) -> None:
+        self._by_address: dict[str, set[str]] = {}
+
+    def refusal(self, address: str, name: str) -> str | None:
+        """Why ``name``, reported by the peer at ``address``, is no ``peer`` label; ``None`` when it is one."""
+        known = self._by_address.get(address)
+        if known is not None and name in known:
+            return None
+        if len(name) > MAX_REPORTED_NAME or not is_token(name):
+            return (f"the peer at {address!r} reported the service name {name[:40]!r}"
+                    f"{'...' if len(name) > 40 else ''} ({len(name)} characters), which is no token of at most "
+                    f"{MAX_REPORTED_NAME} letters, digits and !#$%&'*+-.^_`|~: labelled with its address")
+        if known is None:
+            if len(self._by_address) >= _TRACKED_ADDRESSES:
+                self._by_address.clear()
+            known = self._by_address.setdefault(address, set())
+        if len(known) >= NAMES_PER_ADDRESS:
+            return (f"the peer at {address!r} reported the service name {name!r} after {len(known)} others, past "
+                    f"the {NAMES_PER_ADDRESS} kept per address: labelled with its address")
+        known.add(name)
+        return None
+
+
 class ClientRecorder:
     """Times outgoing calls and records ``aiwatch_client_request_duration_seconds`` and
     ``aiwatch_network_duration_seconds`` (client time minus the ``total`` the peer reported in ``Server-Timing``;
@@ -78,8 +119,9 @@ class ClientRecorder:
     :mod:`aiwatch.recording` (``service``, ``registry`` / ``metrics``, ``max_label_values``, ``tracer_provider``:
     a CLIENT span per HTTP call; W3C trace context is injected either way), and
 
-    - ``peer``: the ``peer`` label (default: ``host:port`` of each URL, or the gRPC channel's target or peer; bounded
-      by the cardinality guard).
+    - ``peer``: a fixed ``peer`` label (default: the service name the peer reports in ``Server-Timing``, when
+      :class:`ReportedNames` takes it, else ``host:port`` of each URL or the gRPC interceptor's ``address``;
+      bounded by the cardinality guard).
     - ``route_resolver``: ``(method, url) -> route template or None``, used when an HTTP call names no route.
     """
 
@@ -91,6 +133,7 @@ class ClientRecorder:
         self.service = service or service_name()
         self.guard = guard_for(self.metrics, max_label_values)
         self.peer = self.guard.fold("peer", peer) if peer else None
+        self.reported_names = ReportedNames()
         self.route_resolver = sync_hook("route_resolver", route_resolver)
         self.tracing = TracerSource(tracer_provider)
 
@@ -194,8 +237,8 @@ class ClientRecorder:
         client time up to ``served_end`` (when given: the moment the peer's report arrived, before the end) minus
         the peer's ``total``; none when the call was ``retried`` or the report is a retried attempt's
         (:attr:`aiwatch.servertiming.ServerTiming.retried`): its total misses the earlier attempts. The
-        ``peer`` label is ``fixed_peer`` or this recorder's fixed peer, else the service name the peer reported, else
-        ``address``;
+        ``peer`` label is ``fixed_peer`` or this recorder's fixed peer, else the service name the peer reported when
+        :class:`ReportedNames` takes it (a refused one is counted under ``timing_component``), else ``address``;
         ``timeline`` and ``phase`` are where the call was made (:func:`aiwatch.timing.call_site`); ``sent`` and
         ``received`` are bytes moved (``aiwatch_client_bytes_total``), when known: an integer from 0 to 2**53, else
         (a negative number, a float: the integration's mistake) counted as aiwatch's error (component ``client``)
@@ -219,7 +262,7 @@ class ClientRecorder:
         network = None
         try:
             fixed = self.guard.fold("peer", fixed_peer) if fixed_peer else self.peer
-            peer = fixed or self.guard.fold("peer", (timing.service if timing else None) or address)
+            peer = fixed or self.guard.fold("peer", self._reported(timing, address, timing_component) or address)
             if phase and phase != OVERHEAD:  # the caller's phase: its name may come from data
                 phase = self.guard.fold("phase", phase)
         except Exception as exc:
@@ -258,6 +301,17 @@ class ClientRecorder:
             except Exception as exc:
                 record_error("client", exc, m)
         return peer
+
+    def _reported(self, timing: ServerTiming | None, address: str, component: str) -> str | None:
+        """The service name the peer at ``address`` reported, when it may be its ``peer`` label."""
+        name = timing.service if timing is not None else None
+        if not name:
+            return None
+        refusal = self.reported_names.refusal(address, name)
+        if refusal is None:
+            return name
+        record_error(component, ValueError(refusal), self.metrics)
+        return None
 
     def _seconds(self, start: Any, end: Any) -> float | None:
         """A call's duration that is not a plain float from 0 to 1e9 s: as seconds (from numpy clock readings), or

@@ -1,0 +1,115 @@
+"""httpx and requests against a real loopback peer that names itself in Server-Timing as the test asks: the name
+is the ``peer`` label only when it is a short token, and one address cannot name itself anew without bound."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler
+from urllib.parse import unquote
+
+import httpx
+import pytest
+import requests
+from prometheus_client import CollectorRegistry
+
+import aiwatch.client
+from aiwatch.client import ReportedNames
+from aiwatch.client._core import MAX_REPORTED_NAME, NAMES_PER_ADDRESS
+from aiwatch.servertiming import quote
+from tests.http.peer import peer
+
+
+class _Naming(BaseHTTPRequestHandler):
+    """Reports the service name its path spells (``/name/<percent-encoded>``) as the ``total``'s ``desc``."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        name = unquote(self.path.removeprefix("/name/"), encoding="latin-1")
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.send_header("Server-Timing", f"total;dur=0.001;desc={quote(name)}")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def base() -> Iterator[str]:
+    with peer(_Naming) as url:
+        yield url
+
+
+Get = Callable[[str], object]
+
+
+@pytest.fixture(params=["httpx", "requests"])
+def get(request: pytest.FixtureRequest, registry: CollectorRegistry) -> Iterator[Get]:
+    """A GET through the client the test is parametrised with, instrumented into ``registry``."""
+    if request.param == "httpx":
+        with aiwatch.client.instrument_httpx(httpx.Client(), service="gw", registry=registry) as client:
+            yield client.get
+    else:
+        with aiwatch.client.instrument_requests(requests.Session(), service="gw", registry=registry) as session:
+            yield session.get
+
+
+def calls(registry: CollectorRegistry) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for family in registry.collect():
+        for s in family.samples:
+            if s.name == "aiwatch_client_request_duration_seconds_count":
+                out[s.labels["peer"]] = out.get(s.labels["peer"], 0.0) + s.value
+    return out
+
+
+def errors(registry: CollectorRegistry) -> float:
+    return registry.get_sample_value("aiwatch_instrumentation_errors_total", {"component": "server_timing"}) or 0.0
+
+
+@pytest.mark.parametrize("name", ["A" * 7000, "A" * (MAX_REPORTED_NAME + 1), "evil%20name", "svc%2F..%2Fx",
+                                  "caf%E9"], ids=["7000-chars", "129-chars", "space", "slash", "latin-1"])
+def test_a_reported_name_that_is_no_short_token_is_counted_and_the_address_labels_the_call(
+        base: str, get: Get, registry: CollectorRegistry, name: str) -> None:
+    get(f"{base}/name/{name}")
+    address = base.removeprefix("http://")
+    assert calls(registry) == {address: 1.0}
+    assert errors(registry) == 1
+    assert registry.get_sample_value("aiwatch_network_duration_seconds_count",
+                                     {"service": "gw", "peer": address, "phase": ""}) == 1
+
+
+def test_a_reported_token_is_the_peer_label(base: str, get: Get, registry: CollectorRegistry) -> None:
+    get(f"{base}/name/{'a' * MAX_REPORTED_NAME}")
+    get(f"{base}/name/ranker.v2")
+    assert calls(registry) == {"a" * MAX_REPORTED_NAME: 1.0, "ranker.v2": 1.0}
+    assert errors(registry) == 0
+
+
+def test_one_peer_naming_itself_anew_per_call_takes_a_bounded_share_of_the_peer_label(
+        base: str, get: Get, registry: CollectorRegistry) -> None:
+    for i in range(NAMES_PER_ADDRESS + 30):
+        get(f"{base}/name/evil-{i}")
+    recorded = calls(registry)
+    assert "__overflow__" not in recorded
+    assert recorded[base.removeprefix("http://")] == 30
+    assert len(recorded) == NAMES_PER_ADDRESS + 1
+    assert errors(registry) == 30
+
+
+def test_an_explicit_peer_wins_over_the_name_the_peer_reports(base: str, registry: CollectorRegistry) -> None:
+    with aiwatch.client.instrument_httpx(httpx.Client(), service="gw", registry=registry, peer="ranker") as client:
+        client.get(f"{base}/name/evil")
+    assert calls(registry) == {"ranker": 1.0}
+
+
+def test_the_names_of_one_address_do_not_count_against_another() -> None:
+    names = ReportedNames()
+    for i in range(NAMES_PER_ADDRESS):
+        assert names.refusal("a:1", f"n{i}") is None
+    refusal = names.refusal("a:1", "one-more")
+    assert refusal is not None and "'a:1'" in refusal and "one-more" in refusal
+    assert names.refusal("b:1", "one-more") is None
+    assert names.refusal("a:1", "n0") is None  # a name taken stays taken
