@@ -19,8 +19,10 @@ Per call (see docs/grpc.md):
   While aiwatch's span is current, OpenTelemetry's instrumentations behind aiwatch's interceptor stay out, so a call
   has one CLIENT span in either order.
 
-``service`` is the calling service's name; ``peer`` is the channel target given to the interceptor (the
-instrumentor passes the target of each channel it creates), else the call's ``peer()``. The interceptors never
+``service`` is the calling service's name; ``peer`` is the ``peer`` given to the interceptor, else the service name
+the server reports in its trailer (see :class:`aiwatch.client.ReportedNames`), else the ``address`` given to it (the
+instrumentor passes the target of each channel it creates), else :data:`UNKNOWN_PEER`: an interceptor handed to
+``grpc.intercept_channel`` does not see the channel, and grpcio's call objects tell no peer. The interceptors never
 raise anything new: the call's outcome, errors included, reaches the caller unchanged.
 """
 
@@ -63,6 +65,9 @@ from aiwatch.traffic import HEADER as TRAFFIC_CLASS_HEADER
 
 COMPONENT = "grpc_client"
 TIMING_COMPONENT = "grpc_server_timing"
+UNKNOWN_PEER = "unknown"
+"""The ``peer`` label of calls whose interceptor was given no ``peer`` nor ``address``, to a server that reports no
+service name."""
 
 _clock = time.perf_counter
 
@@ -91,7 +96,7 @@ class _ClientCore:
         self.recorder = recorder
         self.metrics = recorder.metrics
         self.guard = recorder.guard
-        #: a fixed ``peer`` label (else the name the server reports, else ``address``, else the call's peer())
+        #: a fixed ``peer`` label (else the name the server reports, else ``address``, else UNKNOWN_PEER)
         self.peer = peer
         self.address = address
         self.propagate = propagate
@@ -147,11 +152,6 @@ class _ClientCore:
         """Undo :meth:`enter`."""
         deactivate_counted(token, self.metrics)
 
-    @property
-    def needs_call_peer(self) -> bool:
-        """Whether the call's own ``peer()`` may be needed as the label's fallback."""
-        return not (self.peer or self.recorder.peer or self.address)
-
     def carrier(self, metadata: Any, span: Any = None) -> list[tuple[str, Any]] | None:
         """Metadata with the trace context added (``span``'s, else the current one) and the current request's
         traffic class when it is not the default one, or ``None`` when there is nothing to add."""
@@ -169,12 +169,11 @@ class _ClientCore:
             added = True
         return pairs if added else None
 
-    def record(self, method: str, start: float, end: float, code: Any, trailing: Any, address: str | None,
+    def record(self, method: str, start: float, end: float, code: Any, trailing: Any,
                site: tuple[RequestTimeline | None, str], sent: int | None = None,
                received: int | None = None, streamed: StreamBytes | None = None) -> None:
-        """Record a finished call made from ``site`` (:func:`aiwatch.timing.call_site`); ``address`` is the call's
-        ``peer()`` when :attr:`needs_call_peer`. ``sent`` / ``received``: the unary messages' sizes; ``streamed``:
-        the tally of the call's streamed messages."""
+        """Record a finished call made from ``site`` (:func:`aiwatch.timing.call_site`). ``sent`` / ``received``:
+        the unary messages' sizes; ``streamed``: the tally of the call's streamed messages."""
         try:
             route = self.guard.fold("route", method)
             status = status_name(code) or "UNKNOWN"
@@ -186,17 +185,10 @@ class _ClientCore:
             record_error(COMPONENT, exc, self.metrics)
             return
         timeline, phase = site
-        peer = self.recorder.record(start, end, self.address or address or "", route, status, value, timeline,
+        peer = self.recorder.record(start, end, self.address or UNKNOWN_PEER, route, status, value, timeline,
                                     phase, TIMING_COMPONENT, fixed_peer=self.peer, sent=sent, received=received)
         if streamed is not None:
             streamed.settle(self.recorder.service, peer)
-
-
-def _peer_of(call: Any) -> str | None:
-    try:
-        return str(call.peer())
-    except Exception:
-        return None
 
 
 def _future_call(continuation: Any) -> bool | None:
@@ -287,8 +279,7 @@ class AiwatchClientInterceptor(
                         received = message_size(finished.result())
                     except Exception:
                         received = None
-                core.record(method, start, end, code, trailing,
-                            _peer_of(finished) if core.needs_call_peer else None, site, sent, received, streamed)
+                core.record(method, start, end, code, trailing, site, sent, received, streamed)
 
             call.add_done_callback(done)
             if not unary_response and hasattr(call, "__next__"):
@@ -365,7 +356,7 @@ class _AioClientBase:
             call = await continuation(details, request)
         except grpc.aio.AioRpcError as error:  # another interceptor awaited the call and it failed
             core.end_span(span, error.code())
-            core.record(method, start, _clock(), error.code(), error.trailing_metadata(), None, site)
+            core.record(method, start, _clock(), error.code(), error.trailing_metadata(), site)
             raise
         except BaseException:
             core.end_span(span, grpc.StatusCode.UNKNOWN)
@@ -408,7 +399,6 @@ class _AioClientBase:
             if end is None:
                 end = _clock()
             trailing = await call.trailing_metadata()
-            peer = _peer_of(call) if self._core.needs_call_peer else None
         except asyncio.CancelledError:
             self._core.end_span(span, grpc.StatusCode.CANCELLED)
             return
@@ -423,7 +413,7 @@ class _AioClientBase:
                 received = message_size(await call)  # the call is done: its response, not a wait
             except Exception:
                 received = None
-        self._core.record(method, start, end, code, trailing, peer, site, sizes.sent, received, sizes.streamed)
+        self._core.record(method, start, end, code, trailing, site, sizes.sent, received, sizes.streamed)
 
 
 class AioUnaryUnaryClientInterceptor(_AioClientBase, grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
@@ -467,7 +457,9 @@ def grpc_client_interceptor(*, recorder: ClientRecorder | None = None, service: 
       ``max_label_values``, as for every integration (:mod:`aiwatch.recording`); a
       :class:`~aiwatch.client.ClientRecorder` can be shared with other clients, HTTP ones included.
     - ``peer``: a fixed ``peer`` label (default: the recorder's ``peer``, else the service name the server reports in
-      its ``server-timing`` trailer, else ``address``, else each call's ``peer()`` address).
+      its ``server-timing`` trailer when :class:`~aiwatch.client.ReportedNames` takes it, else ``address``, else
+      :data:`UNKNOWN_PEER`: this interceptor does not see the channel it is given to). Pass ``peer`` to keep what a
+      server says out of the label.
     - ``address``: the channel's target, the label when the server reports no name (the instrumentor passes it).
     - ``propagate``: inject the current W3C trace context into the call's metadata (default on).
     - ``tracer_provider``: the provider of the calls' CLIENT spans (default: the global one, if an SDK provider is

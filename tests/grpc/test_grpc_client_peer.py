@@ -1,0 +1,146 @@
+"""The client's ``peer`` label against real grpcio servers that are not aiwatch's: a service name the server reports
+in its ``server-timing`` trailer is taken only when it is a short token, and one address cannot name itself anew
+without bound; a call with no ``peer`` nor ``address`` and no name reported is ``unknown``, not ``""``."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from concurrent import futures
+from contextlib import contextmanager
+
+import grpc
+import grpc.aio
+import pytest
+
+from aiwatch.client._core import NAMES_PER_ADDRESS
+from aiwatch.grpc import grpc_aio_client_interceptors, grpc_client_interceptor
+from aiwatch.grpc.client import UNKNOWN_PEER
+from aiwatch.metrics import Metrics
+from aiwatch.servertiming import quote
+
+UNARY = "/t.Peer/Unary"
+STREAM = "/t.Peer/Stream"
+
+
+def _trailer(request: bytes, context: grpc.ServicerContext) -> None:
+    """The request names the service the server reports; an empty one: no ``server-timing`` trailer at all."""
+    if request:
+        context.set_trailing_metadata((("server-timing", f"total;dur=0.001;desc={quote(request.decode())}"),))
+
+
+def _unary(request: bytes, context: grpc.ServicerContext) -> bytes:
+    _trailer(request, context)
+    return b"ok"
+
+
+def _stream(request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
+    _trailer(request, context)
+    yield b"a"
+
+
+@contextmanager
+def plain_server() -> Iterator[str]:
+    """A grpcio server without aiwatch, on a loopback port; yields its target."""
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("t.Peer", {
+        "Unary": grpc.unary_unary_rpc_method_handler(_unary),
+        "Stream": grpc.unary_stream_rpc_method_handler(_stream)}),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.stop(0).wait(10)
+
+
+def calls(metrics: Metrics) -> dict[str, float]:
+    """peer -> client calls recorded."""
+    out: dict[str, float] = {}
+    for family in metrics.registry.collect():
+        for s in family.samples:
+            if s.name == "aiwatch_client_request_duration_seconds_count":
+                out[s.labels["peer"]] = out.get(s.labels["peer"], 0.0) + s.value
+    return out
+
+
+def errors(metrics: Metrics) -> float:
+    return metrics.registry.get_sample_value("aiwatch_instrumentation_errors_total",
+                                             {"component": "grpc_server_timing"}) or 0.0
+
+
+@pytest.mark.parametrize("name", ["A" * 7000, "A" * 129, "evil name", "svc/../x", 'say "hi"'],
+                         ids=["7000-chars", "129-chars", "space", "slash", "quotes"])
+def test_a_reported_name_that_is_no_short_token_is_counted_and_the_address_labels_the_call(
+        metrics: Metrics, name: str) -> None:
+    with plain_server() as target:
+        interceptor = grpc_client_interceptor(service="gw", metrics=metrics, address=target)
+        with grpc.intercept_channel(grpc.insecure_channel(target), interceptor) as channel:
+            assert channel.unary_unary(UNARY)(name.encode(), timeout=10) == b"ok"
+    assert calls(metrics) == {target: 1.0}
+    assert errors(metrics) == 1
+    # the trailer's total is still the server's time: the network time is kept, under the address
+    assert metrics.registry.get_sample_value("aiwatch_network_duration_seconds_count",
+                                             {"service": "gw", "peer": target, "phase": ""}) == 1
+
+
+def test_a_128_character_token_is_the_peer_label(metrics: Metrics) -> None:
+    name = "a" * 128
+    with plain_server() as target:
+        interceptor = grpc_client_interceptor(service="gw", metrics=metrics, address=target)
+        with grpc.intercept_channel(grpc.insecure_channel(target), interceptor) as channel:
+            channel.unary_unary(UNARY)(name.encode(), timeout=10)
+    assert calls(metrics) == {name: 1.0}
+    assert errors(metrics) == 0
+
+
+def test_one_server_naming_itself_anew_per_call_takes_a_bounded_share_of_the_peer_label(metrics: Metrics) -> None:
+    with plain_server() as target:
+        interceptor = grpc_client_interceptor(service="gw", metrics=metrics, address=target)
+        with grpc.intercept_channel(grpc.insecure_channel(target), interceptor) as channel:
+            for i in range(NAMES_PER_ADDRESS + 30):
+                channel.unary_unary(UNARY)(f"evil-{i}".encode(), timeout=10)
+            channel.unary_unary(UNARY)(b"evil-0", timeout=10)  # a name already taken stays taken
+    recorded = calls(metrics)
+    assert "__overflow__" not in recorded  # the guard's other slots stay free for other peers
+    assert recorded[target] == 30
+    assert recorded["evil-0"] == 2
+    assert len(recorded) == NAMES_PER_ADDRESS + 1
+    assert errors(metrics) == 30
+
+
+def test_an_explicit_peer_wins_over_the_name_the_server_reports(metrics: Metrics) -> None:
+    with plain_server() as target:
+        interceptor = grpc_client_interceptor(service="gw", metrics=metrics, peer="ranker", address=target)
+        with grpc.intercept_channel(grpc.insecure_channel(target), interceptor) as channel:
+            channel.unary_unary(UNARY)(b"evil", timeout=10)
+    assert calls(metrics) == {"ranker": 1.0}
+
+
+def test_without_peer_or_address_a_server_that_names_nothing_is_unknown(metrics: Metrics) -> None:
+    # grpcio's call objects have no peer(): the label was "" for every such call, of every channel
+    with plain_server() as target:
+        interceptor = grpc_client_interceptor(service="gw", metrics=metrics)
+        with grpc.intercept_channel(grpc.insecure_channel(target), interceptor) as channel:
+            channel.unary_unary(UNARY)(b"", timeout=10)
+            channel.unary_unary(UNARY).with_call(b"", timeout=10)
+            channel.unary_unary(UNARY).future(b"", timeout=10).result()
+            assert list(channel.unary_stream(STREAM)(b"", timeout=10)) == [b"a"]
+            channel.unary_unary(UNARY)(b"ranker", timeout=10)  # a server that names itself is still named
+    assert calls(metrics) == {UNKNOWN_PEER: 4.0, "ranker": 1.0}
+
+
+async def test_aio_without_peer_or_address_a_server_that_names_nothing_is_unknown(metrics: Metrics) -> None:
+    with plain_server() as target:
+        async with grpc.aio.insecure_channel(
+                target, interceptors=grpc_aio_client_interceptors(service="gw", metrics=metrics)) as channel:
+            assert await channel.unary_unary(UNARY)(b"", timeout=10) == b"ok"
+            assert [m async for m in channel.unary_stream(STREAM)(b"", timeout=10)] == [b"a"]
+            assert await channel.unary_unary(UNARY)(("A" * 200).encode(), timeout=10) == b"ok"
+        # the aio interceptor records from a task once the call is done
+        for _ in range(1000):
+            if sum(calls(metrics).values()) == 3:
+                break
+            await asyncio.sleep(0.01)
+    assert calls(metrics) == {UNKNOWN_PEER: 3.0}
+    assert errors(metrics) == 1
