@@ -26,7 +26,7 @@ from aiwatch.metrics import Metrics, get_metrics
 from aiwatch.middleware._common import CLIENT_CLOSED_STATUS
 from aiwatch.safety import record_error, resolve_route, sync_hook
 from aiwatch.semconv import end_http_client_span, http_client_attributes
-from aiwatch.servertiming import OVERHEAD, ServerTiming, is_token, parse
+from aiwatch.servertiming import OVERHEAD, ServerTiming, parse
 from aiwatch.timing import RequestTimeline, call_site, current_timeline, traffic_class_to_forward
 from aiwatch.tracing import TracerSource, activate_counted, deactivate_counted
 from aiwatch.traffic import HEADER as TRAFFIC_CLASS_HEADER
@@ -80,9 +80,11 @@ class _Call:
 class ReportedNames:
     """The service names peers reported in Server-Timing that a recorder took as ``peer`` labels, per address.
 
-    A name is taken when it is a token (the rule of phase names: letters, digits and ``!#$%&'*+-.^_`|~``) of at
-    most :data:`MAX_REPORTED_NAME` characters, and its address reported at most :data:`NAMES_PER_ADDRESS` names
-    before it. Lock-free: threads racing on one address may take a few names more, never without bound."""
+    A name is taken when it is printable text (no control characters; spaces, slashes and any letters are
+    fine: a service may be called ``"fraud scorer"``) of 1 to :data:`MAX_REPORTED_NAME` characters, and its address
+    reported at most :data:`NAMES_PER_ADDRESS` names before it: that cap, not the name's characters, bounds the
+    labels one peer can make. Lock-free: threads racing on one address may take a few names more, never without
+    bound."""
 
     __slots__ = ("_by_address",)
 
@@ -94,10 +96,10 @@ class ReportedNames:
         known = self._by_address.get(address)
         if known is not None and name in known:
             return None
-        if len(name) > MAX_REPORTED_NAME or not is_token(name):
+        if not 0 < len(name) <= MAX_REPORTED_NAME or not name.isprintable():
             return (f"the peer at {address!r} reported the service name {name[:40]!r}"
-                    f"{'...' if len(name) > 40 else ''} ({len(name)} characters), which is no token of at most "
-                    f"{MAX_REPORTED_NAME} letters, digits and !#$%&'*+-.^_`|~: labelled with its address")
+                    f"{'...' if len(name) > 40 else ''} ({len(name)} characters), which is no printable text of 1 "
+                    f"to {MAX_REPORTED_NAME} characters: labelled with its address")
         if known is None:
             if len(self._by_address) >= _TRACKED_ADDRESSES:
                 self._by_address.clear()

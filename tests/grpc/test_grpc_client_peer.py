@@ -1,5 +1,5 @@
 """The client's ``peer`` label against real grpcio servers that are not aiwatch's: a service name the server reports
-in its ``server-timing`` trailer is taken only when it is a short token, and one address cannot name itself anew
+in its ``server-timing`` trailer is taken only when it is short printable text, and one address cannot name itself anew
 without bound; a call with no ``peer`` nor ``address`` and no name reported is ``unknown``, not ``""``."""
 
 from __future__ import annotations
@@ -69,9 +69,9 @@ def errors(metrics: Metrics) -> float:
                                              {"component": "grpc_server_timing"}) or 0.0
 
 
-@pytest.mark.parametrize("name", ["A" * 7000, "A" * 129, "evil name", "svc/../x", 'say "hi"'],
-                         ids=["7000-chars", "129-chars", "space", "slash", "quotes"])
-def test_a_reported_name_that_is_no_short_token_is_counted_and_the_address_labels_the_call(
+# (a control character cannot reach the client: grpc-core refuses it in metadata; the HTTP tests cover it)
+@pytest.mark.parametrize("name", ["A" * 7000, "A" * 129], ids=["7000-chars", "129-chars"])
+def test_a_reported_name_that_is_no_short_printable_text_is_counted_and_the_address_labels_the_call(
         metrics: Metrics, name: str) -> None:
     with plain_server() as target:
         interceptor = grpc_client_interceptor(service="gw", metrics=metrics, address=target)
@@ -84,8 +84,9 @@ def test_a_reported_name_that_is_no_short_token_is_counted_and_the_address_label
                                              {"service": "gw", "peer": target, "phase": ""}) == 1
 
 
-def test_a_128_character_token_is_the_peer_label(metrics: Metrics) -> None:
-    name = "a" * 128
+@pytest.mark.parametrize("name", ["a" * 128, "fraud scorer", "team/ranker", 'say "hi"'],
+                         ids=["128-chars", "space", "slash", "quotes"])
+def test_a_short_printable_name_is_the_peer_label(metrics: Metrics, name: str) -> None:
     with plain_server() as target:
         interceptor = grpc_client_interceptor(service="gw", metrics=metrics, address=target)
         with grpc.intercept_channel(grpc.insecure_channel(target), interceptor) as channel:
