@@ -148,15 +148,22 @@ def hour_key(timestamp: float) -> str:
 class ParquetSink:
     """Writes prediction rows into ``directory`` (see the module docstring). ``compression`` is Parquet's
     (zstd by default); ``fsync`` syncs each file before its rename; ``journal`` keeps a journal of each open file
-    (recovered after a crash), ``journal_fsync`` syncs it after each batch (docs/prediction-log.md, "The journal")."""
+    (recovered after a crash), ``journal_fsync`` syncs it after each batch (docs/prediction-log.md, "The journal").
+    ``max_open_files`` bounds the files open at once (one per model and hour, each holding up to 3 file
+    descriptors): a new one past it first completes the least recently written one (counted in
+    :attr:`forced_rotations`), so that a flood of model names cannot take the process's descriptors."""
 
     def __init__(self, directory: str | os.PathLike[str], *, max_rows: int = 100_000,
                  max_file_seconds: float = 300.0, compression: str = "zstd", fsync: bool = True,
-                 journal: bool = True, journal_fsync: bool = False) -> None:
+                 journal: bool = True, journal_fsync: bool = False, max_open_files: int = 64) -> None:
         self.pa = require("pyarrow", "data")
         self.pq = require("pyarrow.parquet", "data")
-        if isinstance(max_rows, bool) or not isinstance(max_rows, int) or max_rows < 1:
-            raise ValueError(f"max_rows must be a whole number >= 1, got {max_rows!r}")
+        for label, number in (("max_rows", max_rows), ("max_open_files", max_open_files)):
+            if isinstance(number, bool) or not isinstance(number, int) or number < 1:
+                raise ValueError(f"{label} must be a whole number >= 1, got {number!r}")
+        self.max_open_files = max_open_files
+        #: Files completed early because ``max_open_files`` were open and another was needed.
+        self.forced_rotations = 0
         self.directory = Path(directory)
         self.max_rows, self.max_file_seconds = max_rows, period(max_file_seconds, "max_file_seconds")
         self.compression, self.fsync = compression, fsync
@@ -203,9 +210,14 @@ class ParquetSink:
     # --- PredictionSink -----------------------------------------------------------------------------------
     def write(self, rows: Sequence[dict[str, Any]]) -> None:
         groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
-        for row in rows:
-            groups.setdefault((str(row["model"]), hour_key(float(row["timestamp"]))), []).append(row)
         tally = _Tally()
+        for row in rows:
+            try:
+                key = (str(row["model"]), hour_key(float(row["timestamp"])))
+            except Exception as exc:  # no partition for this row: it fails alone (counted: not stored)
+                tally.error = tally.error or exc
+                continue
+            groups.setdefault(key, []).append(row)
         for key, group in groups.items():
             try:
                 self._write_group(key, group, tally)
@@ -226,11 +238,16 @@ class ParquetSink:
 
     # --- files --------------------------------------------------------------------------------------------
     def _write_group(self, key: tuple[str, str], rows: list[dict[str, Any]], tally: _Tally) -> None:
+        f = self._open.pop(key, None)
+        if f is not None:  # the most recently written last: the cap on open files completes the first
+            self._open[key] = f
         while rows:
             f = self._open.get(key)
             room = self.max_rows - f.rows if f is not None else self.max_rows
             part, rows = rows[:room], rows[room:]
-            table = self._table(part, f.schema if f is not None else None)
+            table = self._fitting_table(part, f.schema if f is not None else None, tally)
+            if table is None:
+                continue
             if f is not None and not table.schema.equals(f.schema):  # a new field, or a type that changed
                 self._tell_types_changed(f.schema, table.schema)
                 self._rotate(key, tally)
@@ -260,6 +277,24 @@ class ParquetSink:
             return False
         f.journaled += table.num_rows
         return True
+
+    def _fitting_table(self, rows: list[dict[str, Any]], known: Any, tally: _Tally) -> Any:
+        """The rows as a table (:meth:`_table`); when that fails, of those rows alone that fit their columns (a
+        row of another writer's with an int ``request_id``): each row that does not fails alone, counted in
+        ``tally`` as not stored. ``None`` when no row fits."""
+        try:
+            return self._table(rows, known)
+        except Exception:
+            pass
+        fitting = []
+        for row in rows:
+            try:
+                self._table([row], known)
+            except Exception as exc:
+                tally.error = tally.error or exc
+            else:
+                fitting.append(row)
+        return self._table(fitting, known) if fitting else None
 
     def _table(self, rows: list[dict[str, Any]], known: Any) -> Any:
         """The rows as an Arrow table without ``model``: the open file's column types where they fit, new columns
@@ -331,6 +366,7 @@ class ParquetSink:
         _log.warning(message, *args)
 
     def _start(self, key: tuple[str, str], schema: Any, tally: _Tally) -> _OpenFile:
+        self._make_room(tally)
         model, hour = key
         folder = self.directory / f"model={quote(model, safe='')}" / f"hour={hour}"
         folder.mkdir(parents=True, exist_ok=True)
@@ -352,6 +388,18 @@ class ParquetSink:
         f = _OpenFile(writer, schema, temp, final, time.monotonic(), self._new_journal(final, schema, tally), lock)
         self._open[key] = f
         return f
+
+    def _make_room(self, tally: _Tally) -> None:
+        """Complete the least recently written files while ``max_open_files`` are open (a flood of model names kept
+        3 descriptors per name open until rotation, and the host app's own ``open()`` then failed with EMFILE)."""
+        while len(self._open) >= self.max_open_files:
+            oldest = next(iter(self._open))
+            self.forced_rotations += 1
+            warn_rate_limited("parquet_sink.max_open_files", "aiwatch: prediction log has %d files open "
+                              "(max_open_files): completing the least recently written one (%s) early; %d so far",
+                              len(self._open), self._open[oldest].final, self.forced_rotations)
+            with suppress(Exception):  # counted in the tally (its rows recoverable or lost); the new file is made
+                self._rotate(oldest, tally)
 
     @staticmethod
     def _new_name(folder: Path) -> tuple[Path, Path, OpenFileLock | None]:

@@ -27,7 +27,7 @@ from typing import Any
 
 from aiwatch.amounts import as_real, shown
 from aiwatch.floats import finite_or_infinite
-from aiwatch.utf8 import text_or_value, utf8_text
+from aiwatch.utf8 import utf8_text
 
 #: The log's own columns, in order. ``model`` is also the first partition key of the Parquet sink.
 LOG_COLUMNS: tuple[str, ...] = ("request_id", "timestamp", "model", "model_version", "trace_id", "latency_seconds",
@@ -51,6 +51,35 @@ def unix_seconds(timestamp: Any) -> float:
     if seconds is None or not _FIRST_SECOND <= seconds <= _LAST_SECOND:  # NaN fails both comparisons
         raise ValueError(f"timestamp must be Unix seconds between the years 1 and 9999, got {shown(timestamp)}")
     return seconds
+
+
+def text(value: Any) -> str | None:
+    """An id column's value (``request_id``, ``model``, ``model_version``) as the text the sinks store: a client's
+    int id, a model registry's version 3 are ids, not numbers, and a non-str value in one of these string columns
+    failed the whole Parquet batch it was in. ``None`` stays null.
+
+    >>> text(123), text("v1"), text(None)
+    ('123', 'v1', None)
+    """
+    if value is None:
+        return None
+    return utf8_text(value if type(value) is str else str(value))
+
+
+_TRACE_ID_LIMIT = 1 << 128
+
+
+def trace_id_text(value: Any) -> str | None:
+    """A ``trace_id`` as the log stores it: an int (OpenTelemetry's ``SpanContext.trace_id``) as the 32 lowercase
+    hex digits W3C Trace Context writes, as aiwatch writes the current span's (:mod:`aiwatch.timing`); anything else
+    as :func:`text`.
+
+    >>> trace_id_text(0x4BF92F3577B34DA6A3CE929D0E0E4736), trace_id_text(1), trace_id_text(-1)
+    ('4bf92f3577b34da6a3ce929d0e0e4736', '00000000000000000000000000000001', '-1')
+    """
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < _TRACE_ID_LIMIT:
+        return format(value, "032x")
+    return text(value)
 
 
 class PredictionRecord:
@@ -138,11 +167,11 @@ class FieldPolicy:
         """The row written for ``record``."""
         latency = record.latency_seconds
         row: dict[str, Any] = {
-            "request_id": text_or_value(record.request_id),
+            "request_id": text(record.request_id),
             "timestamp": unix_seconds(record.timestamp),
-            "model": text_or_value(record.model),
-            "model_version": text_or_value(record.model_version),
-            "trace_id": text_or_value(record.trace_id),
+            "model": text(record.model),
+            "model_version": text(record.model_version),
+            "trace_id": trace_id_text(record.trace_id),
             "latency_seconds": float(latency) if latency is not None and math.isfinite(latency) else None,
             "error": bool(record.error),
             "sample_rate": record.sample_rate,

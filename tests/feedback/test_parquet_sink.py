@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
-from aiwatch.feedback import ParquetSink, PredictionLog
+from aiwatch.feedback import ParquetSink, PredictionLog, RowsLost
 from aiwatch.feedback.parquet_sink import hour_key, microseconds
 from tests.servers import REPO, python_env
 
@@ -266,6 +266,59 @@ def test_through_the_log_end_to_end(tmp_path: Path) -> None:
     assert sorted(table.column("basket_value").to_pylist()) == [float(i) for i in range(50)]
     assert {"request_id", "timestamp", "trace_id", "latency_seconds", "error", "sample_rate",
             "output.score", "country"} <= set(table.schema.names)
+
+
+def test_a_row_that_does_not_fit_its_columns_fails_alone(tmp_path: Path) -> None:
+    # rows of a caller's own (no FieldPolicy): an int in a string column, a timestamp with no hour
+    sink = ParquetSink(tmp_path)
+    rows = [row(0), row(1, request_id=7), row(2, trace_id=12), row(3, ts=float("nan")), row(4)]
+    with pytest.raises(RowsLost) as lost:
+        sink.write(rows)
+    assert (lost.value.failed, lost.value.lost) == (3, 0)
+    sink.close()
+    table = ds.dataset(tmp_path, format="parquet", partitioning="hive").to_table()
+    assert sorted(table.column("request_id").to_pylist()) == ["r0", "r4"]
+
+
+def open_descriptors() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts descriptors in /proc/self/fd")
+def test_a_flood_of_model_names_keeps_at_most_max_open_files_open_and_every_row(tmp_path: Path) -> None:
+    # 3000 model names kept 9000 descriptors open until rotation: the host app's own open() failed with EMFILE
+    cap, extra = 8, 12
+    sink = ParquetSink(tmp_path, max_open_files=cap)
+    before = open_descriptors()
+    most = 0
+    for i in range(cap + extra):
+        sink.write([row(i, model=f"gpt-{i}"), row(1000 + i, model=f"gpt-{i}")])
+        most = max(most, open_descriptors() - before)
+        assert len(sink._open) <= cap
+    assert most <= 3 * cap
+    assert sink.forced_rotations == extra
+    sink.write([row(5000, model=f"gpt-{cap + extra - 1}")])  # the most recent is still open: no rotation
+    assert sink.forced_rotations == extra
+    sink.close()
+    assert open_descriptors() <= before
+    table = ds.dataset(tmp_path, format="parquet", partitioning="hive").to_table()
+    assert table.num_rows == 2 * (cap + extra) + 1
+
+
+def test_the_least_recently_written_file_is_the_one_completed(tmp_path: Path) -> None:
+    sink = ParquetSink(tmp_path, max_open_files=2)
+    sink.write([row(0, model="a")])
+    sink.write([row(1, model="b")])
+    sink.write([row(2, model="a")])  # "b" is now the least recently written
+    sink.write([row(3, model="c")])
+    assert [f.parent.parent.name for f in sink.completed] == ["model=b"]
+    sink.close()
+
+
+@pytest.mark.parametrize("bad", [0, -1, True, 1.5, "64", None])
+def test_a_max_open_files_that_is_no_whole_number_is_refused_by_name(tmp_path: Path, bad: object) -> None:
+    with pytest.raises(ValueError, match=f"^max_open_files must be a whole number >= 1, got {bad!r}$"):
+        ParquetSink(tmp_path, max_open_files=bad)  # type: ignore[arg-type]
 
 
 def test_bad_settings_are_refused(tmp_path: Path) -> None:

@@ -214,6 +214,44 @@ def test_a_record_with_an_unusable_timestamp_fails_alone_in_a_real_sink(
         unix_seconds(bad)
 
 
+TRACE = 0x4BF92F3577B34DA6A3CE929D0E0E4736
+
+
+@pytest.mark.parametrize(("given", "column", "stored"), [
+    ({"request_id": 123}, "request_id", "123"),  # a client's numeric id, passed through
+    ({"version": 3}, "model_version", "3"),  # a model registry's version number
+    ({"trace_id": TRACE}, "trace_id", "4bf92f3577b34da6a3ce929d0e0e4736"),  # OpenTelemetry's int, as W3C writes it
+    ({"trace_id": 1}, "trace_id", "0" * 31 + "1"),
+])
+def test_a_non_text_id_is_stored_as_text_and_its_batch_kept_in_a_real_sink(
+        given: dict[str, Any], column: str, stored: str, tmp_path: Path, registry: CollectorRegistry) -> None:
+    # one such value made pyarrow refuse the string column: the whole batch (every other user's rows) failed
+    with PredictionLog(ParquetSink(tmp_path), registry=registry, batch_size=100) as log:
+        for i in range(5):
+            log.log("m", {"x": float(i)}, 0.5, request_id=f"good-{i}", trace_id="ab" * 16)
+        log.log("m", {"x": 5.0}, 0.5, **{"request_id": "odd", "trace_id": "ab" * 16, **given})
+    table = ds.dataset(tmp_path, format="parquet", partitioning="hive").to_table()
+    rows = sorted(table.to_pylist(), key=lambda r: r["x"])
+    assert [r["x"] for r in rows] == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
+    assert rows[-1][column] == stored
+    assert records(registry, "failed") == 0 and records(registry, "written") == 6
+
+
+def test_a_value_whose_text_cannot_be_made_fails_alone_in_a_real_sink(tmp_path: Path,
+                                                                         registry: CollectorRegistry) -> None:
+    class NoText:
+        def __str__(self) -> str:
+            raise RuntimeError("no text")
+
+    with PredictionLog(ParquetSink(tmp_path), registry=registry) as log:
+        log.log("m", {"x": 1.0})
+        log.log("m", {"x": 2.0}, request_id=NoText())  # type: ignore[arg-type]
+        log.log("m", {"x": 3.0})
+    table = ds.dataset(tmp_path, format="parquet", partitioning="hive").to_table()
+    assert sorted(table.column("x").to_pylist()) == [1.0, 3.0]
+    assert records(registry, "failed") == 1 and records(registry, "written") == 2
+
+
 def test_an_int_past_float64_is_logged_as_infinite_with_the_rest_of_its_record(
         tmp_path: Path, registry: CollectorRegistry) -> None:
     # float(10**400) raises: the record failed whole; as a float it is infinite (drift reads that as missing)
