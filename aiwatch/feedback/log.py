@@ -10,7 +10,8 @@
     ...     len(list(Path(tmp).rglob("*.parquet")))
     1
 
-The request path does a random draw, builds one small object and appends it to a bounded deque (no lock, no I/O).
+The request path does a random draw, builds one small object (with shallow copies of the caller's ``inputs`` and
+``outputs`` mappings) and appends it to a bounded deque (no lock, no I/O).
 When the deque is full the record is dropped and counted (``aiwatch_prediction_log_records_total{result="dropped"}``)
 and the request goes on. The writer thread turns records into rows (:class:`~aiwatch.feedback.schema.FieldPolicy`:
 allow/deny lists, hashing) and hands them to the sink in batches.
@@ -43,6 +44,17 @@ from aiwatch.safety import record_error
 from aiwatch.timing import current_timeline
 
 COMPONENT = "prediction_log"
+
+
+def _snapshot(value: Any) -> Any:
+    """A shallow copy of a mapping (the caller may reuse or change its dict once ``log()`` returns, and the row is
+    built later, on the writer thread); any other value as it is. Nested values are not copied."""
+    kind = type(value)
+    if kind is dict:
+        return value.copy()
+    if kind is float or kind is str or value is None or not isinstance(value, Mapping):
+        return value
+    return dict(value.items())
 
 
 def _current_trace_id() -> str | None:
@@ -151,7 +163,9 @@ class PredictionLog:
         pass your own, or keep the one returned), or ``None`` when the request was not kept. ``latency`` defaults
         to the time the current aiwatch request has taken so far, ``trace_id`` to the current trace's, ``timestamp``
         (Unix seconds) to now; a record whose ``timestamp`` is no time between the years 1 and 9999 is counted as
-        failed on its own. Never raises into the caller."""
+        failed on its own. ``inputs`` and ``outputs`` mappings are copied (shallow: the caller may reuse its dict
+        once this returns; nested values are the caller's until the record is written). Never raises into the
+        caller."""
         try:
             if latency is None:
                 tl = current_timeline()
@@ -163,6 +177,12 @@ class PredictionLog:
                 return None
             if self._closed or len(self._pending) >= self.queue_size:
                 self._dropped(1.0)
+                return None
+            try:
+                inputs, outputs = _snapshot(inputs), _snapshot(outputs)
+            except Exception as exc:  # a mapping that cannot be read: this record alone fails
+                record_error(COMPONENT, exc, self.metrics)
+                self._failed.inc()
                 return None
             rid = request_id or f"{self._id_prefix}{next(self._ids):012x}"
             self._pending.append(PredictionRecord(

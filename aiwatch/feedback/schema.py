@@ -83,8 +83,8 @@ def trace_id_text(value: Any) -> str | None:
 
 
 class PredictionRecord:
-    """What the request path queues: references to the caller's values, no work. :meth:`FieldPolicy.row` turns
-    it into a row on the writer thread."""
+    """What the request path queues: the caller's values (its mappings shallow-copied), no other work.
+    :meth:`FieldPolicy.row` turns it into a row on the writer thread."""
 
     __slots__ = ("error", "inputs", "latency_seconds", "model", "model_version", "outputs", "request_id",
                  "sample_rate", "timestamp", "trace_id")

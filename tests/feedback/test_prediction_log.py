@@ -12,7 +12,7 @@ import random
 import re
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from fractions import Fraction
 from pathlib import Path
@@ -250,6 +250,52 @@ def test_a_value_whose_text_cannot_be_made_fails_alone_in_a_real_sink(tmp_path: 
     table = ds.dataset(tmp_path, format="parquet", partitioning="hive").to_table()
     assert sorted(table.column("x").to_pylist()) == [1.0, 3.0]
     assert records(registry, "failed") == 1 and records(registry, "written") == 2
+
+
+def test_the_callers_mappings_are_copied_when_logged(registry: CollectorRegistry) -> None:
+    # rows are built on the writer thread: a dict reused or changed after log() used to give the rows its later
+    # contents (and a field the app added after logging, PII included, reached the log)
+    sink = BlockedSink()
+    log = PredictionLog(sink, batch_size=1, flush_seconds=0.05, registry=registry)
+    try:
+        log.log("m", {"x": -1.0})
+        assert sink.entered.wait(HANG), "the writer never took the first record"
+        features: dict[str, Any] = {}
+        outputs: dict[str, Any] = {}
+        for i in range(3):
+            features.clear()
+            features["x"] = float(i)
+            outputs["score"] = i / 10
+            log.log("m", features, outputs)
+        features["email"] = "a@b.c"
+        outputs["secret"] = "s"
+    finally:
+        sink.release.set()
+        log.close()
+    assert [(r["x"], r.get("output.score")) for r in sink.rows] == [(-1.0, None), (0.0, 0.0), (1.0, 0.1),
+                                                                    (2.0, 0.2)]
+    assert not any("email" in r or "output.secret" in r for r in sink.rows)
+    assert records(registry, "written") == 4
+
+
+def test_a_mapping_that_cannot_be_copied_fails_alone_without_raising(registry: CollectorRegistry) -> None:
+    class Unreadable(Mapping[str, Any]):
+        def __getitem__(self, key: str) -> Any:
+            raise KeyError(key)
+
+        def __iter__(self) -> Iterator[str]:
+            raise RuntimeError("boom")
+
+        def __len__(self) -> int:
+            return 1
+
+    sink = ListSink()
+    with PredictionLog(sink, registry=registry) as log:
+        assert log.log("m", Unreadable()) is None
+        assert log.log("m", {"x": 1.0}, Unreadable()) is None
+        assert log.log("m", {"x": 2.0}) is not None
+    assert [r["x"] for r in sink.rows] == [2.0]
+    assert records(registry, "failed") == 2 and records(registry, "written") == 1
 
 
 def test_an_int_past_float64_is_logged_as_infinite_with_the_rest_of_its_record(
