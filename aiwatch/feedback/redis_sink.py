@@ -1,8 +1,10 @@
 """``RedisStreamSink``: prediction rows appended to a Redis Stream (``XADD``), one entry per row.
 
 Each entry's fields are the row's columns with JSON-encoded values (``json.loads`` gives the value back, typed);
-null values are left out. The stream is capped near ``maxlen`` entries (``MAXLEN ~``), so Redis memory stays
-bounded when no consumer keeps up. Consumers read it with ``XREAD`` or a consumer group (``XREADGROUP``).
+null values are left out, and so are non-finite floats (NaN, ±inf: not JSON, so Go's and JavaScript's parsers
+refuse them), which are null where nested. The stream is capped near ``maxlen`` entries (``MAXLEN ~``), so Redis
+memory stays bounded when no consumer keeps up. Consumers read it with ``XREAD`` or a consumer group
+(``XREADGROUP``).
 
 What the log counts (``aiwatch_prediction_log_records_total``) follows Redis' replies, one per ``XADD``: a batch
 whose replies are all entry ids is ``written``; one where Redis refused some entries and not others (``OOM`` at
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -34,8 +37,32 @@ _MAX_MAXLEN = 2**63 - 1  # Redis reads MAXLEN as a signed 64-bit integer
 
 
 def entry_fields(row: dict[str, Any]) -> dict[str, str]:
-    """A row as the fields of a stream entry."""
-    return {name: json.dumps(value) for name, value in row.items() if value is not None}
+    """A row as the fields of a stream entry: strict JSON (RFC 8259), which Go's and JavaScript's parsers read. A
+    non-finite float (NaN, ±inf) is null: left out, as a None is, and null where it is nested.
+
+    >>> entry_fields({"x": 1.5, "y": float("nan"), "z": None, "v": [1.0, float("inf")]})
+    {'x': '1.5', 'v': '[1.0, null]'}
+    """
+    fields = {}
+    for name, value in row.items():
+        if value is None or (type(value) is float and not math.isfinite(value)):
+            continue
+        try:
+            fields[name] = json.dumps(value, allow_nan=False)
+        except ValueError:  # a non-finite float nested in a list or dict (a row of the caller's own)
+            fields[name] = json.dumps(_finite(value), allow_nan=False)
+    return fields
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every non-finite float in it, nested ones included, as None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
 
 
 class RedisStreamSink:

@@ -4,7 +4,9 @@ the stream capped near maxlen."""
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -35,6 +37,29 @@ def test_the_log_appends_one_entry_per_record(redis_url: str) -> None:
     assert fields["basket_value"] == 12.0 and fields["country"] == "FR" and fields["output.score"] == 0.5
     assert fields["latency_seconds"] == 0.02 and fields["error"] is False
     assert "trace_id" not in fields  # nulls are left out
+    client.close()
+
+
+def strict_json(text: bytes) -> Any:
+    """``json.loads`` as Go's and JavaScript's parsers read JSON: NaN and Infinity are no JSON (RFC 8259)."""
+    def refuse(constant: str) -> Any:
+        raise ValueError(f"not JSON: {constant}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_non_finite_floats_are_stored_as_strict_json(redis_url: str) -> None:
+    # Python's json.dumps writes bare NaN / Infinity, which Go's encoding/json and JSON.parse refuse
+    client = redis.Redis.from_url(redis_url)
+    with PredictionLog(RedisStreamSink(client, "preds:nan"), registry=CollectorRegistry()) as log:
+        log.log("m", {"x": 1.5, "nan": math.nan, "big": 10**400}, {"p": -math.inf, "q": 0.5})
+    sink = RedisStreamSink(client, "preds:nan")
+    sink.write([{"request_id": "r2", "model": "m", "nested": {"a": [1.0, math.nan], "b": math.inf}}])
+    first, second = (fields for _, fields in client.xrange("preds:nan"))
+    stored = {k.decode(): strict_json(v) for k, v in first.items()}
+    assert stored["x"] == 1.5 and stored["output.q"] == 0.5
+    assert not {"nan", "big", "output.p"} & set(stored)  # null: left out, as None is
+    assert strict_json(second[b"nested"]) == {"a": [1.0, None], "b": None}
     client.close()
 
 
