@@ -204,6 +204,7 @@ class ParquetSink:
         # Each file's lock lets go of itself (OpenFileLock), as its journal does.
         inherited, self._open = self._open, {}
         self.completed, self.recovered, self.recovery = [], [], Recovery()
+        self.forced_rotations = 0
         for f in inherited.values():
             _let_go(f.writer)
 

@@ -45,7 +45,7 @@ def entry_fields(row: dict[str, Any]) -> dict[str, str]:
     """
     fields = {}
     for name, value in row.items():
-        if value is None or (type(value) is float and not math.isfinite(value)):
+        if value is None or (isinstance(value, float) and not math.isfinite(value)):
             continue
         try:
             fields[name] = json.dumps(value, allow_nan=False)
