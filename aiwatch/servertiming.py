@@ -68,6 +68,16 @@ def quote(text: str) -> str:
     return '"' + kept.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def printable_ascii(text: str) -> str:
+    """``text`` with each character outside ASCII written as the ``%XX`` escapes of its UTF-8 bytes (``café`` ->
+    ``caf%C3%A9``): gRPC metadata values must be printable ASCII, where an HTTP header may hold Latin-1. ASCII
+    characters are kept as they are (``quote`` drops the control ones)."""
+    if text.isascii():
+        return text
+    return "".join(c if c.isascii() else "".join(f"%{b:02X}" for b in c.encode("utf-8", "surrogatepass"))
+                   for c in text)
+
+
 @dataclass(frozen=True)
 class Entry:
     """One server-timing metric: its name, ``dur`` in seconds, ``desc`` and ``attempt`` (``None`` when absent)."""

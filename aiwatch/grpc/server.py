@@ -57,7 +57,7 @@ from aiwatch.middleware._common import UNMATCHED_ROUTE
 from aiwatch.recording import resolve_recorder
 from aiwatch.safety import record_error
 from aiwatch.semconv import end_grpc_span, grpc_span_start, rpc_conventions
-from aiwatch.servertiming import ATTEMPT, HEADER
+from aiwatch.servertiming import ATTEMPT, HEADER, OVERHEAD, TOTAL, printable_ascii, quote
 from aiwatch.streaming import ChunkTimer
 from aiwatch.timing import RequestRecorder, RequestTimeline
 from aiwatch.tracing import (
@@ -75,6 +75,8 @@ METHOD_LABEL = "grpc"
 COMPONENT = "grpc_server"
 #: the metadata grpc-core adds to a retried (or hedged) attempt: how many attempts of the call came before
 PREVIOUS_ATTEMPTS = "grpc-previous-rpc-attempts"
+#: the longest service name the ``server-timing`` trailer's ``desc`` carries (after escaping), in characters
+MAX_DESC = 128
 
 _clock = time.perf_counter
 _done_lock = threading.Lock()
@@ -103,9 +105,18 @@ class _Call:
         #: set when grpcio failed to deserialize a message of this RPC's request stream (and answered it)
         self.undecodable: _Undecodable | None = None
 
-    def server_timing(self, now: float | None = None) -> str:
-        """The ``server-timing`` trailer so far, its ``total`` marked with the attempt's number on a retried one."""
-        value = self.timeline.server_timing(now)
+    def server_timing(self, tail: str, now: float | None = None) -> str:
+        """The ``server-timing`` trailer so far, its ``total`` marked with the attempt's number on a retried one.
+        ``tail``: :attr:`_ServerCore.tail`, the overhead and total entries to fill in."""
+        tl = self.timeline
+        total = (_clock() if now is None else now) - tl.start
+        head = ""
+        named = 0.0
+        for (name, _model), secs in tl.phases.items():
+            head += "%s;dur=%.3f, " % (name, secs * 1000.0)  # noqa: UP031
+            named += secs
+        overhead = total - named
+        value = head + tail % ((overhead if overhead > 0.0 else 0.0) * 1000.0, total * 1000.0)
         # the total entry comes last, so a parameter appended here is the total's
         return value if self.attempt is None else f"{value};{ATTEMPT}={self.attempt:d}"
 
@@ -136,6 +147,10 @@ class _ServerCore:
         self.server_timing = server_timing
         self.serialization = serialization
         self.conventions = rpc_conventions()
+        #: the trailer's overhead and total entries, the total's ``desc`` the service name in printable ASCII (gRPC
+        #: metadata allows nothing else: grpc-core fails the call on any other byte), at most MAX_DESC characters
+        desc = quote(printable_ascii(recorder.service)[:MAX_DESC]).replace("%", "%%")
+        self.tail = f"{OVERHEAD};dur=%.3f, {TOTAL};dur=%.3f;desc={desc}"
         self._messages: dict[str, MessageTimer] = {}
 
     def messages(self, method: str) -> MessageTimer:
@@ -219,7 +234,7 @@ class _ServerCore:
                                            call.undecodable is not None and call.undecodable.failed)
             if self.server_timing and not terminated and not isinstance(error, _SENT_ALREADY):
                 try:
-                    _add_trailing(context, call.server_timing(end))
+                    _add_trailing(context, call.server_timing(self.tail, end))
                 except Exception as exc:
                     record_error(COMPONENT, exc, self.metrics)
             if call.streaming:
@@ -332,18 +347,19 @@ class _AioContext:
     """The grpc.aio servicer context, with ``abort()`` adding the server timing to the trailing metadata first
     (grpc.aio sends the status inside ``abort()``, before the interceptor sees the outcome)."""
 
-    __slots__ = ("_call", "_context")
+    __slots__ = ("_call", "_context", "_tail")
 
-    def __init__(self, context: Any, call: _Call) -> None:
+    def __init__(self, context: Any, call: _Call, tail: str) -> None:
         self._context = context
         self._call = call
+        self._tail = tail
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._context, name)
 
     async def abort(self, code: grpc.StatusCode, details: str = "", trailing_metadata: Any = ()) -> None:
         try:
-            timing = (HEADER, self._call.server_timing())
+            timing = (HEADER, self._call.server_timing(self._tail))
             if trailing_metadata:
                 trailing_metadata = (*tuple(trailing_metadata), timing)
             else:
@@ -580,7 +596,7 @@ class AiwatchAioServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[m
                     request = _acount_in(request, call)
                     call.sent = 1
                 if core.server_timing:
-                    inner = _AioContext(context, call)
+                    inner = _AioContext(context, call, core.tail)
             token = _enter(call)
             try:
                 response = await behavior(request, inner)
@@ -608,7 +624,7 @@ class AiwatchAioServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[m
                 elif not request_streaming:
                     call.received = 1
                 if core.server_timing:
-                    inner = _AioContext(context, call)
+                    inner = _AioContext(context, call, core.tail)
             try:
                 token = _enter(call)
                 try:

@@ -117,6 +117,20 @@ async def test_aio_stream_stream_abort_and_exception(metrics: Metrics) -> None:
     assert value(metrics.registry, "aiwatch_instrumentation_errors_total", component="grpc_server") == 0
 
 
+async def test_aio_abort_trailer_escapes_a_service_name_outside_ascii(metrics: Metrics) -> None:
+    """abort() builds the trailer itself: its desc is printable ASCII too (grpc-core rejected the Latin-1 letter)."""
+    async with aio_server([grpc_aio_server_interceptor(service="café-ranker", metrics=metrics)]) as target, \
+            grpc.aio.insecure_channel(target) as channel:
+        stub = pb_grpc.InferenceStub(channel)
+        call = stub.Predict(req())
+        await call
+        assert parse(dict(await call.trailing_metadata())["server-timing"]).service == "caf%C3%A9-ranker"
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.Predict(req(fail="NOT_FOUND"))
+        assert info.value.code() == grpc.StatusCode.NOT_FOUND
+        assert parse(dict(info.value.trailing_metadata())["server-timing"]).service == "caf%C3%A9-ranker"
+
+
 async def _requests_with_failure(code: str) -> AsyncIterator[Any]:
     yield req(features=[1.0], fail=code)
     yield req(features=[2.0])

@@ -11,7 +11,7 @@ import pytest
 from aiwatch.grpc import grpc_server_interceptor
 from aiwatch.grpc.server import DEADLINE_MARGIN_SECONDS, _cancel_status
 from aiwatch.metrics import Metrics
-from aiwatch.servertiming import parse_server_timing
+from aiwatch.servertiming import parse, parse_server_timing
 from examples.grpc_service.servicer import pb, pb_grpc
 from tests.grpc.conftest import CHAT, PREDICT, PREDICT_STREAM, UPLOAD, req, stub_for, sync_server, value
 from tests.servers import wait_until
@@ -344,3 +344,17 @@ def test_an_undecodable_message_of_a_request_stream_is_recorded_internal(metrics
     assert _count(metrics, UPLOAD, "INTERNAL") == 1
     assert _count(metrics, CHAT, "INTERNAL") == 1
     assert value(metrics.registry, "aiwatch_requests_in_flight", service="infer") == 0
+
+
+@pytest.mark.parametrize(("service", "desc"), [("café-ranker", "caf%C3%A9-ranker"), ("推論", "%E6%8E%A8%E8%AB%96"),
+                                               ("ranker", "ranker")])
+def test_a_service_name_outside_ascii_travels_escaped_in_the_trailer(metrics: Metrics, service: str,
+                                                                        desc: str) -> None:
+    """gRPC metadata values are printable ASCII: grpc-core failed every call with INTERNAL "Invalid metadata" when
+    the trailer's desc kept a Latin-1 letter (and a name above U+00FF lost its desc)."""
+    with sync_server([grpc_server_interceptor(service=service, metrics=metrics)]) as target, \
+            stub_for(target) as stub:
+        _, call = stub.Predict.with_call(req(features=[1.0]))
+    trailer = dict(call.trailing_metadata())["server-timing"]
+    assert trailer.isascii()
+    assert parse(trailer).service == desc
