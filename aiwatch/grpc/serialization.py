@@ -17,6 +17,9 @@ what the phase means:
   already ended the RPC and set the trailer: its ``serialize`` phase is recorded on its own, outside the request's
   total, its overhead and the trailer. The caller's network time (client time minus the trailer's total) therefore
   includes it, and the phases of unary RPCs add up to more than their total by exactly this phase.
+
+A serializer that raises or gives ``None`` fails the RPC (grpcio answers it); the interceptor is told (``failed``), so
+that it records the status grpcio sent.
 """
 
 from __future__ import annotations
@@ -119,15 +122,31 @@ class MessageTimer:
 
         return timed
 
-    def serializer(self, serialize: Callable[[Any], bytes] | None, clock: Callable[[], float]
-                   ) -> Callable[[Any], bytes]:
+    def serializer(self, serialize: Callable[[Any], bytes] | None, clock: Callable[[], float],
+                   failed: Callable[[BaseException | None], None] | None = None,
+                   serialized: Callable[[], None] | None = None) -> Callable[[Any], bytes | None]:
+        """``serialize``, timed; ``failed(error)`` is told when it raises or gives ``None`` (which grpcio then
+        answers, ``error`` ``None`` for the latter), ``serialized()`` after every message, failed or not."""
         size = self._sizes[1]
         recorder = self._recorder
 
-        def timed(message: Any) -> bytes:
+        def timed(message: Any) -> bytes | None:
             start = clock()
-            data = serialize(message) if serialize is not None else message
+            try:
+                data = serialize(message) if serialize is not None else message
+            except Exception as exc:
+                if failed is not None:
+                    failed(exc)
+                if serialized is not None:
+                    serialized()
+                raise
             seconds = clock() - start
+            if data is None:  # grpcio fails the RPC: "Failed to serialize response!"
+                if failed is not None:
+                    failed(None)
+                if serialized is not None:
+                    serialized()
+                return None  # grpcio answers it, as it would without aiwatch
             try:
                 observe(size, len(data))
                 tl = current_timeline()
@@ -140,6 +159,8 @@ class MessageTimer:
                         recorder.observe_late_phase(done, SERIALIZE, seconds)
             except Exception as exc:
                 record_error(COMPONENT, exc, recorder.metrics)
+            if serialized is not None:
+                serialized()
             return data
 
         return timed

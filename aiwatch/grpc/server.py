@@ -14,6 +14,9 @@ Per RPC (see docs/grpc.md):
   ``INTERNAL`` (grpc.aio: ``UNKNOWN``). So is a request stream message it cannot deserialize: the thread-pool server
   answers ``INTERNAL`` (or the code the servicer set) and ends the handler's request stream as if the client had
   closed it; grpc.aio raises the error in the handler, which fails with it (``UNKNOWN``, as for any exception).
+  A response (or a response stream message) grpcio cannot serialize is recorded with the status grpcio answers:
+  ``INTERNAL`` or the code the servicer set (grpc.aio: ``UNKNOWN``); a unary RPC is therefore recorded once grpcio
+  has serialized its response (or the RPC ended), not when its handler returns.
 * ``aiwatch.phase(...)`` inside the servicer feeds ``aiwatch_phase_duration_seconds`` and the ``overhead`` phase: the
   servicer runs inside the RPC's timeline (for the thread-pool server, in the pool thread that runs the handler).
 * Streaming RPCs are timed to the last message; RPCs with a streaming side also count messages in
@@ -88,7 +91,7 @@ class _Call:
     """One RPC's state, kept in the wrapped behavior's closure (never on the interceptor)."""
 
     __slots__ = ("attempt", "chunks", "done", "otel_context", "received", "sent", "streaming", "timeline",
-                 "undecodable")
+                 "undecodable", "unserializable")
 
     def __init__(self, timeline: RequestTimeline, streaming: bool, otel_context: Any = None) -> None:
         self.timeline = timeline
@@ -104,6 +107,8 @@ class _Call:
         self.attempt: int | None = None
         #: set when grpcio failed to deserialize a message of this RPC's request stream (and answered it)
         self.undecodable: _Undecodable | None = None
+        #: set when grpcio failed to serialize this RPC's response, or a message of its response stream
+        self.unserializable: _Unserializable | None = None
 
     def server_timing(self, tail: str, now: float | None = None) -> str:
         """The ``server-timing`` trailer so far, its ``total`` marked with the attempt's number on a retried one.
@@ -135,14 +140,40 @@ class _Undecodable:
         self.failed = True
 
 
+class _Unserializable:
+    """One RPC's response (or a message of its response stream) grpcio could not serialize: the serializer raised or
+    gave ``None``. grpcio then answers the RPC itself (thread pool: ``INTERNAL`` or the code the servicer set;
+    grpc.aio: ``UNKNOWN``). A unary RPC's response is serialized after its handler returned, so the interceptor
+    holds that RPC's record (``pending``) until the serializer has run: :meth:`release`."""
+
+    __slots__ = ("error", "failed", "pending")
+
+    def __init__(self) -> None:
+        self.failed = False
+        self.error: BaseException | None = None
+        self.pending: Callable[[], None] | None = None
+
+    def fail(self, error: BaseException | None) -> None:
+        self.failed = True
+        self.error = error
+
+    def release(self, *_: Any) -> None:
+        """Record the held RPC now (once; also a grpcio done-callback, so an RPC never left unrecorded)."""
+        with _done_lock:
+            pending, self.pending = self.pending, None
+        if pending is not None:
+            pending()
+
+
 class _ServerCore:
     """What the sync and aio interceptors share: starting and finishing one RPC's timeline."""
 
     def __init__(self, recorder: RequestRecorder, server_timing: bool, serialization: bool = True,
-                 undecodable_status: str = "INTERNAL") -> None:
+                 failed_status: str = "INTERNAL") -> None:
         self.recorder = recorder
-        #: what the server answers a request it cannot deserialize (grpc.aio: UNKNOWN)
-        self.undecodable_status = undecodable_status
+        #: what the server answers a request it cannot deserialize or a response it cannot serialize (grpc.aio:
+        #: UNKNOWN)
+        self.failed_status = failed_status
         self.metrics = recorder.metrics
         self.server_timing = server_timing
         self.serialization = serialization
@@ -219,7 +250,8 @@ class _ServerCore:
 
     def end(self, call: _Call | None, method: str, context: Any, error: BaseException | None,
             terminated: bool = False) -> None:
-        """Finish ``call`` once. ``terminated``: the RPC ended without the handler finishing (client cancel)."""
+        """Finish ``call`` once. ``terminated``: the RPC ended without the handler finishing (client cancel). A unary
+        RPC whose handler returned is recorded when grpcio has serialized its response (:class:`_Unserializable`)."""
         if call is None:
             return
         end = _clock()
@@ -228,29 +260,56 @@ class _ServerCore:
                 return
             call.done = True
         try:
-            tl = call.timeline
-            recorder = self.recorder
+            held = call.unserializable
             status, report_error = _status(context, error, terminated,
-                                           call.undecodable is not None and call.undecodable.failed)
+                                           call.undecodable is not None and call.undecodable.failed,
+                                           held is not None and held.failed, self.failed_status)
             if self.server_timing and not terminated and not isinstance(error, _SENT_ALREADY):
                 try:
                     _add_trailing(context, call.server_timing(self.tail, end))
                 except Exception as exc:
                     record_error(COMPONENT, exc, self.metrics)
-            if call.streaming:
-                m = self.metrics
-                route = recorder.guard.fold("route", method)
-                m.child(m.rpc_messages, (recorder.service, route, "sent")).inc(call.sent)
-                m.child(m.rpc_messages, (recorder.service, route, "received")).inc(call.received)
-            if tl.span is not None and tl.owns_span:
-                try:
-                    end_grpc_span(tl.span, self.conventions, status, status_value(status),
-                                  error if report_error else None, server=True)
-                except Exception as exc:
-                    record_error("tracing", exc, self.metrics)
-            recorder.finish(tl, method, METHOD_LABEL, status, error if report_error else None, end=end)
+            if held is not None and held.failed:
+                error, report_error = held.error, held.error is not None
+                if call.streaming and call.sent:
+                    call.sent -= 1  # the message grpcio could not serialize never went out
+            elif held is not None and not call.streaming and error is None:
+                held.pending = functools.partial(self._record, call, method, context, status, end)
+                _release_at_end(context, held)
+                return
+            self._finish(call, method, status, error if report_error else None, end)
         except Exception as exc:
             record_error(COMPONENT, exc, self.metrics)
+
+    def _record(self, call: _Call, method: str, context: Any, status: str, end: float) -> None:
+        """Record a unary RPC held until its response was serialized (:meth:`end`)."""
+        try:
+            held = call.unserializable
+            error = None
+            if held is not None and held.failed:
+                error = held.error
+                if status == "OK" or self.failed_status == "UNKNOWN":  # grpc.aio answers UNKNOWN whatever was set
+                    status = self.failed_status
+            self._finish(call, method, status, error, end)
+        except Exception as exc:
+            record_error(COMPONENT, exc, self.metrics)
+
+    def _finish(self, call: _Call, method: str, status: str, error: BaseException | None, end: float) -> None:
+        """Count ``call``'s messages, end its span and record it with ``status`` (``error``: the exception to report
+        on the span and the request)."""
+        tl = call.timeline
+        recorder = self.recorder
+        if call.streaming:
+            m = self.metrics
+            route = recorder.guard.fold("route", method)
+            m.child(m.rpc_messages, (recorder.service, route, "sent")).inc(call.sent)
+            m.child(m.rpc_messages, (recorder.service, route, "received")).inc(call.received)
+        if tl.span is not None and tl.owns_span:
+            try:
+                end_grpc_span(tl.span, self.conventions, status, status_value(status), error, server=True)
+            except Exception as exc:
+                record_error("tracing", exc, self.metrics)
+        recorder.finish(tl, method, METHOD_LABEL, status, error, end=end)
 
     def undecodable(self, method: str, start: float) -> None:
         """Record a unary-request RPC whose request grpcio failed to deserialize (from ``start``): grpcio answers it
@@ -259,7 +318,7 @@ class _ServerCore:
             recorder = self.recorder
             tl = recorder.begin_with(None, "undecodable")
             tl.start = start
-            recorder.finish(tl, method, METHOD_LABEL, self.undecodable_status)
+            recorder.finish(tl, method, METHOD_LABEL, self.failed_status)
         except Exception as exc:
             record_error(COMPONENT, exc, self.metrics)
 
@@ -274,16 +333,20 @@ class _ServerCore:
             record_error(COMPONENT, exc, self.metrics)
 
 
-def _status(context: Any, error: BaseException | None, terminated: bool,
-            undecodable: bool = False) -> tuple[str, bool]:
+def _status(context: Any, error: BaseException | None, terminated: bool, undecodable: bool = False,
+            unserializable: bool = False, failed_status: str = "INTERNAL") -> tuple[str, bool]:
     """The status name the client sees, and whether ``error`` is an unhandled servicer failure. ``undecodable``: the
-    thread-pool server failed to deserialize a request stream message and sent the status already."""
-    if undecodable:  # grpcio sent the code the servicer had set, else INTERNAL, whatever the handler did next
+    thread-pool server failed to deserialize a request stream message and sent the status already.
+    ``unserializable``: grpcio failed to serialize a message of the response stream and answered ``failed_status``
+    (the thread-pool server: the code the servicer had set, if any)."""
+    if unserializable and failed_status == "UNKNOWN":
+        return failed_status, False
+    if undecodable or unserializable:  # grpcio sent the code the servicer had set, else INTERNAL
         try:
             code = status_name(context.code())
         except Exception:
             code = None
-        return code or "INTERNAL", False
+        return code if code is not None and code != "OK" else failed_status, False
     if terminated or isinstance(error, asyncio.CancelledError | GeneratorExit):
         return _cancel_status(context), False
     code = None
@@ -302,6 +365,19 @@ def _status(context: Any, error: BaseException | None, terminated: bool,
     if not _active(context):
         return _cancel_status(context), False
     return "OK", False
+
+
+def _release_at_end(context: Any, held: _Unserializable) -> None:
+    """Have ``held`` recorded when the RPC ends, should grpcio never run the serializer (another interceptor around
+    aiwatch's raised, say); at once when the RPC has ended already."""
+    try:
+        if hasattr(context, "add_done_callback"):  # grpc.aio
+            context.add_done_callback(held.release)
+        elif not context.add_callback(held.release):
+            held.release()
+    except Exception:
+        held.release()
+        raise
 
 
 def _attempt(previous: Any) -> int | None:
@@ -387,11 +463,15 @@ def _handler_parts(handler: Any) -> tuple[Any, Callable[..., Any]]:
 
 
 def _rewrap(handler: Any, behavior: Callable[..., Any], factory: Callable[..., Any],
-            messages: MessageTimer | None = None, failed: Callable[[float], None] | None = None) -> Any:
+            messages: MessageTimer | None = None, failed: Callable[[float], None] | None = None,
+            unserializable: _Unserializable | None = None) -> Any:
     deserializer, serializer = handler.request_deserializer, handler.response_serializer
     if messages is not None:
         deserializer = messages.deserializer(deserializer, _clock, failed)
-        serializer = messages.serializer(serializer, _clock)
+        if unserializable is None:
+            serializer = messages.serializer(serializer, _clock)
+        else:
+            serializer = messages.serializer(serializer, _clock, unserializable.fail, unserializable.release)
     return factory(behavior, request_deserializer=deserializer, response_serializer=serializer)
 
 
@@ -411,13 +491,16 @@ def _instrument_handler(interceptor: Any, handler: Any, handler_call_details: An
         wrap = interceptor._wrap_stream if handler.response_streaming else interceptor._wrap_unary
         core = interceptor._core
         messages = core.messages(method) if core.serialization else None
+        # grpcio asks for the handler per RPC: one flag per RPC (none without the serializer that sets it)
+        out = _Unserializable() if messages is not None else None
         if not handler.request_streaming:
-            return _rewrap(handler, wrap(behavior, method, False), factory, messages,
-                           functools.partial(core.undecodable, method))
+            return _rewrap(handler, wrap(behavior, method, False, out), factory, messages,
+                           functools.partial(core.undecodable, method), out)
         if only_async:  # grpc.aio raises the deserializer's error in the handler: its outcome, seen as usual
-            return _rewrap(handler, wrap(behavior, method, True), factory, messages)
-        undecodable = _Undecodable()  # grpcio asks for the handler per RPC: one flag per RPC
-        return _rewrap(handler, wrap(behavior, method, True, undecodable), factory, messages, undecodable.fail)
+            return _rewrap(handler, wrap(behavior, method, True, out), factory, messages, None, out)
+        undecodable = _Undecodable()
+        return _rewrap(handler, wrap(behavior, method, True, out, undecodable), factory, messages, undecodable.fail,
+                       out)
     except Exception as exc:
         record_error(COMPONENT, exc, interceptor._core.metrics)
         return handler
@@ -450,11 +533,14 @@ class AiwatchServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         return _instrument_handler(self, continuation(handler_call_details), handler_call_details, only_async=False)
 
     def _wrap_unary(self, behavior: Callable[..., Any], method: str, request_streaming: bool,
+                    unserializable: _Unserializable | None = None,
                     undecodable: _Undecodable | None = None) -> Callable[..., Any]:
         core = self._core
 
         def unary(request: Any, context: Any) -> Any:
             call = core.start(method, context, request_streaming, None if request_streaming else request)
+            if call is not None:
+                call.unserializable = unserializable
             if call is not None and request_streaming:
                 request = _count_in(request, call)
                 call.sent = 1
@@ -475,12 +561,14 @@ class AiwatchServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         return unary
 
     def _wrap_stream(self, behavior: Callable[..., Any], method: str, request_streaming: bool,
+                     unserializable: _Unserializable | None = None,
                      undecodable: _Undecodable | None = None) -> Callable[..., Any]:
         core = self._core
 
         def stream(request: Any, context: Any) -> Iterator[Any]:
             call = core.start(method, context, True, None if request_streaming else request)
             if call is not None:
+                call.unserializable = unserializable
                 call.undecodable = undecodable
                 if request_streaming:
                     request = _count_in(request, call)
@@ -572,7 +660,7 @@ class AiwatchAioServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[m
             "service": service, "model": model, "registry": registry, "metrics": metrics,
             "tracer_provider": tracer_provider, "max_label_values": max_label_values,
             "slow_threshold": slow_threshold, "model_version": model_version,
-            "traffic_classes": traffic_classes}), server_timing, undecodable_status="UNKNOWN")
+            "traffic_classes": traffic_classes}), server_timing, failed_status="UNKNOWN")
 
     @property
     def recorder(self) -> RequestRecorder:
@@ -585,13 +673,15 @@ class AiwatchAioServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[m
         handler = await continuation(handler_call_details)
         return _instrument_handler(self, handler, handler_call_details, only_async=True)
 
-    def _wrap_unary(self, behavior: Callable[..., Any], method: str, request_streaming: bool) -> Callable[..., Any]:
+    def _wrap_unary(self, behavior: Callable[..., Any], method: str, request_streaming: bool,
+                    unserializable: _Unserializable | None = None) -> Callable[..., Any]:
         core = self._core
 
         async def unary(request: Any, context: Any) -> Any:
             call = core.start(method, context, request_streaming, None if request_streaming else request)
             inner = context
             if call is not None:
+                call.unserializable = unserializable
                 if request_streaming and hasattr(request, "__aiter__"):
                     request = _acount_in(request, call)
                     call.sent = 1
@@ -612,13 +702,15 @@ class AiwatchAioServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[m
 
         return unary
 
-    def _wrap_stream(self, behavior: Callable[..., Any], method: str, request_streaming: bool) -> Callable[..., Any]:
+    def _wrap_stream(self, behavior: Callable[..., Any], method: str, request_streaming: bool,
+                     unserializable: _Unserializable | None = None) -> Callable[..., Any]:
         core = self._core
 
         async def stream(request: Any, context: Any) -> AsyncIterator[Any]:
             call = core.start(method, context, True, None if request_streaming else request)
             inner = context
             if call is not None:
+                call.unserializable = unserializable
                 if request_streaming and hasattr(request, "__aiter__"):
                     request = _acount_in(request, call)
                 elif not request_streaming:

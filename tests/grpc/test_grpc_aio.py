@@ -16,7 +16,7 @@ import pytest
 from aiwatch.grpc import grpc_aio_client_interceptors, grpc_aio_server_interceptor
 from aiwatch.metrics import Metrics
 from aiwatch.servertiming import parse, parse_server_timing
-from examples.grpc_service.servicer import pb, pb_grpc
+from examples.grpc_service.servicer import AioInferenceServicer, pb, pb_grpc
 from tests.grpc.conftest import CHAT, PREDICT, PREDICT_STREAM, UPLOAD, aio_server, req, value
 
 pytestmark = pytest.mark.slow
@@ -129,6 +129,41 @@ async def test_aio_abort_trailer_escapes_a_service_name_outside_ascii(metrics: M
             await stub.Predict(req(fail="NOT_FOUND"))
         assert info.value.code() == grpc.StatusCode.NOT_FOUND
         assert parse(dict(info.value.trailing_metadata())["server-timing"]).service == "caf%C3%A9-ranker"
+
+
+class _Unserializable(AioInferenceServicer):
+    """Predict forgets ``return``; PredictStream's second message is of the wrong type."""
+
+    async def Predict(self, request: Any, context: Any) -> Any:
+        await super().Predict(request, context)
+
+    async def PredictStream(self, request: Any, context: Any) -> AsyncIterator[Any]:
+        yield pb.PredictReply(score=1.0)
+        yield "not a PredictReply"
+
+
+async def test_aio_a_response_grpcio_cannot_serialize_is_recorded_unknown(metrics: Metrics) -> None:
+    """grpc.aio answers a response it cannot serialize with UNKNOWN: aiwatch records that (it recorded OK for the
+    unary call, CANCELLED for the stream)."""
+    async with aio_server([grpc_aio_server_interceptor(service="infer", metrics=metrics)], _Unserializable()) \
+            as target, grpc.aio.insecure_channel(target) as channel:
+        stub = pb_grpc.InferenceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.Predict(req())
+        assert info.value.code() == grpc.StatusCode.UNKNOWN
+        got = []
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            async for reply in stub.PredictStream(req()):
+                got.append(reply.score)
+        assert info.value.code() == grpc.StatusCode.UNKNOWN
+        assert got == [1.0]
+        await _eventually(lambda: _count(metrics, PREDICT_STREAM, "UNKNOWN") + _count(metrics, PREDICT_STREAM,
+                                                                                      "CANCELLED") == 1)
+    assert _count(metrics, PREDICT, "UNKNOWN") == 1
+    assert _count(metrics, PREDICT, "OK") == 0
+    assert _count(metrics, PREDICT_STREAM, "UNKNOWN") == 1
+    assert value(metrics.registry, "aiwatch_requests_in_flight", service="infer") == 0
+    assert value(metrics.registry, "aiwatch_instrumentation_errors_total", component="grpc_server") == 0
 
 
 async def _requests_with_failure(code: str) -> AsyncIterator[Any]:

@@ -4,6 +4,8 @@ metadata, phases, message counts, deadlines and cancellation."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from typing import Any
 
 import grpc
 import pytest
@@ -12,7 +14,7 @@ from aiwatch.grpc import grpc_server_interceptor
 from aiwatch.grpc.server import DEADLINE_MARGIN_SECONDS, _cancel_status
 from aiwatch.metrics import Metrics
 from aiwatch.servertiming import parse, parse_server_timing
-from examples.grpc_service.servicer import pb, pb_grpc
+from examples.grpc_service.servicer import InferenceServicer, pb, pb_grpc
 from tests.grpc.conftest import CHAT, PREDICT, PREDICT_STREAM, UPLOAD, req, stub_for, sync_server, value
 from tests.servers import wait_until
 
@@ -358,3 +360,38 @@ def test_a_service_name_outside_ascii_travels_escaped_in_the_trailer(metrics: Me
     trailer = dict(call.trailing_metadata())["server-timing"]
     assert trailer.isascii()
     assert parse(trailer).service == desc
+
+
+class _Unserializable(InferenceServicer):
+    """A servicer that forgets ``return`` in Predict and yields a wrong type as PredictStream's second message."""
+
+    def Predict(self, request: Any, context: Any) -> Any:
+        super().Predict(request, context)
+
+    def PredictStream(self, request: Any, context: Any) -> Iterator[Any]:
+        yield pb.PredictReply(score=1.0)
+        yield "not a PredictReply"
+
+
+def test_a_response_grpcio_cannot_serialize_is_recorded_internal(metrics: Metrics) -> None:
+    """grpcio answers a response it cannot serialize with INTERNAL: aiwatch records that (it recorded OK for the
+    unary call, CANCELLED for the stream) and does not count the message that never went out."""
+    with sync_server([grpc_server_interceptor(service="infer", metrics=metrics)], _Unserializable()) as target, \
+            stub_for(target) as stub:
+        with pytest.raises(grpc.RpcError) as info:
+            stub.Predict(req())
+        assert (info.value.code(), info.value.details()) == (grpc.StatusCode.INTERNAL, "Failed to serialize response!")
+        got = []
+        with pytest.raises(grpc.RpcError) as info:
+            got.extend(reply.score for reply in stub.PredictStream(req(features=[1.0, 2.0])))
+        assert info.value.code() == grpc.StatusCode.INTERNAL
+        assert got == [1.0]
+        wait_until(lambda: _count(metrics, PREDICT_STREAM, "INTERNAL") + _count(metrics, PREDICT_STREAM, "CANCELLED")
+                   == 1, timeout=10, what="stream recorded")
+    assert _count(metrics, PREDICT, "INTERNAL") == 1
+    assert _count(metrics, PREDICT, "OK") == 0
+    assert _count(metrics, PREDICT_STREAM, "INTERNAL") == 1
+    assert value(metrics.registry, "aiwatch_rpc_messages_total", service="infer", route=PREDICT_STREAM,
+                 direction="sent") == 1
+    assert value(metrics.registry, "aiwatch_requests_in_flight", service="infer") == 0
+    assert value(metrics.registry, "aiwatch_instrumentation_errors_total", component="grpc_server") == 0
