@@ -7,8 +7,8 @@ Per RPC (see docs/grpc.md):
   the RPC kind is a fixed property of the route, so it would add series without adding information) and
   ``status`` = the gRPC status code name (``OK``, ``INVALID_ARGUMENT``...). An unhandled servicer exception is
   ``UNKNOWN``, as grpcio reports it; a call the client cancelled is ``CANCELLED``, or ``DEADLINE_EXCEEDED`` when its
-  deadline had passed (also when the handler fails with the ``RpcError`` grpcio raises from such a call's request
-  stream). A call to a method the server does not implement is recorded as ``UNIMPLEMENTED`` under the
+  deadline had passed (or was within a margin of it, :func:`_cancel_margin`) when the call ended (also when the
+  handler fails with the ``RpcError`` grpcio raises from such a call's request stream). A call to a method the server does not implement is recorded as ``UNIMPLEMENTED`` under the
   route ``__unmatched__`` (the client's method name never becomes a label, as a URL path never does).
   A unary request grpcio cannot deserialize (the handler never runs) is recorded with the status grpcio answers:
   ``INTERNAL`` (grpc.aio: ``UNKNOWN``). So is a request stream message it cannot deserialize: the thread-pool server
@@ -82,6 +82,20 @@ PREVIOUS_ATTEMPTS = "grpc-previous-rpc-attempts"
 MAX_DESC = 128
 
 _clock = time.perf_counter
+
+#: A call that ended this close to its deadline ended by it. The server's deadline is the client's plus the time the
+#: call took to arrive (it is the client's remaining time, counted from when the server read it), so the client's
+#: expiry reaches the server as a cancel a little before the server's own: 3-5 ms early on a loaded 2-core machine,
+#: about a one-way trip between regions. A cancel this close to the deadline is taken for it; for a call whose
+#: deadline was under a second away when it started, the margin is a tenth of that, at least
+#: :data:`DEADLINE_MARGIN_FLOOR_SECONDS` (:func:`_cancel_margin`), so that the cancel of a call with a tight deadline
+#: is not taken for its deadline.
+DEADLINE_MARGIN_SECONDS = 0.1
+#: the share of the time a call had to its deadline (when its handler started) taken as its margin, if smaller
+DEADLINE_MARGIN_SHARE = 0.1
+#: the smallest margin: a cancel this close to the deadline is the deadline's, however tight (the 3-5 ms above)
+DEADLINE_MARGIN_FLOOR_SECONDS = 0.02
+_UNREAD = object()
 _done_lock = threading.Lock()
 # the status is already out (aio abort() sent it with the timing) or will never be sent (cancelled)
 _SENT_ALREADY = (asyncio.CancelledError, grpc.aio.AbortError)
@@ -90,8 +104,8 @@ _SENT_ALREADY = (asyncio.CancelledError, grpc.aio.AbortError)
 class _Call:
     """One RPC's state, kept in the wrapped behavior's closure (never on the interceptor)."""
 
-    __slots__ = ("attempt", "chunks", "done", "otel_context", "received", "sent", "streaming", "timeline",
-                 "undecodable", "unserializable")
+    __slots__ = ("attempt", "chunks", "done", "margin", "otel_context", "received", "remaining", "sent", "streaming",
+                 "timeline", "undecodable", "unserializable", "watched")
 
     def __init__(self, timeline: RequestTimeline, streaming: bool, otel_context: Any = None) -> None:
         self.timeline = timeline
@@ -109,6 +123,12 @@ class _Call:
         self.undecodable: _Undecodable | None = None
         #: set when grpcio failed to serialize this RPC's response, or a message of its response stream
         self.unserializable: _Unserializable | None = None
+        #: how close to its deadline a cancel counts as the deadline (:func:`_cancel_margin`)
+        self.margin = DEADLINE_MARGIN_SECONDS
+        #: the time left to the deadline when the RPC ended before its handler did (read then, by grpcio's callback)
+        self.remaining: Any = _UNREAD
+        #: whether grpcio calls :meth:`_ServerCore.rpc_ended` when the RPC ends
+        self.watched = False
 
     def server_timing(self, tail: str, now: float | None = None) -> str:
         """The ``server-timing`` trailer so far, its ``total`` marked with the attempt's number on a retried one.
@@ -230,10 +250,34 @@ class _ServerCore:
                     tl.traffic_class = recorder.traffic.from_headers(named)
             if request is not None:
                 take_pending(tl, request)
+            remaining = context.time_remaining()
+            if remaining is not None:
+                call.margin = _cancel_margin(remaining)
             return call
         except Exception as exc:
             record_error(COMPONENT, exc, self.metrics)
             return None
+
+    def watch(self, call: _Call | None, context: Any) -> None:
+        """Have grpcio tell the thread-pool server's unary ``call`` when the RPC ends (:meth:`rpc_ended`): a cancel
+        ends it while the handler runs on, and the handler's end is too late to read the time left then."""
+        if call is None:
+            return
+        try:
+            call.watched = bool(context.add_callback(functools.partial(self.rpc_ended, call, context)))
+        except Exception as exc:
+            record_error(COMPONENT, exc, self.metrics)
+
+    def rpc_ended(self, call: _Call, context: Any) -> None:
+        """grpcio's callback at the end of a watched RPC: read the time left if the handler still runs, and record a
+        unary RPC held for its response's serialization, should grpcio never have serialized it."""
+        try:
+            if not call.done:
+                call.remaining = context.time_remaining()
+            if call.unserializable is not None:
+                call.unserializable.release()
+        except Exception as exc:
+            record_error(COMPONENT, exc, self.metrics)
 
     def sent(self, call: _Call | None, method: str) -> None:
         """A server stream sent a message: count it and time it as a chunk of the stream."""
@@ -263,7 +307,8 @@ class _ServerCore:
             held = call.unserializable
             status, report_error = _status(context, error, terminated,
                                            call.undecodable is not None and call.undecodable.failed,
-                                           held is not None and held.failed, self.failed_status)
+                                           held is not None and held.failed, self.failed_status, call.margin,
+                                           call.remaining)
             if self.server_timing and not terminated and not isinstance(error, _SENT_ALREADY):
                 try:
                     _add_trailing(context, call.server_timing(self.tail, end))
@@ -275,7 +320,8 @@ class _ServerCore:
                     call.sent -= 1  # the message grpcio could not serialize never went out
             elif held is not None and not call.streaming and error is None:
                 held.pending = functools.partial(self._record, call, method, context, status, end)
-                _release_at_end(context, held)
+                if not call.watched:
+                    _release_at_end(context, held)
                 return
             self._finish(call, method, status, error if report_error else None, end)
         except Exception as exc:
@@ -334,11 +380,13 @@ class _ServerCore:
 
 
 def _status(context: Any, error: BaseException | None, terminated: bool, undecodable: bool = False,
-            unserializable: bool = False, failed_status: str = "INTERNAL") -> tuple[str, bool]:
+            unserializable: bool = False, failed_status: str = "INTERNAL", margin: float = DEADLINE_MARGIN_SECONDS,
+            remaining: Any = None) -> tuple[str, bool]:
     """The status name the client sees, and whether ``error`` is an unhandled servicer failure. ``undecodable``: the
     thread-pool server failed to deserialize a request stream message and sent the status already.
     ``unserializable``: grpcio failed to serialize a message of the response stream and answered ``failed_status``
-    (the thread-pool server: the code the servicer had set, if any)."""
+    (the thread-pool server: the code the servicer had set, if any). ``margin``, ``remaining``: as for
+    :func:`_cancel_status`."""
     if unserializable and failed_status == "UNKNOWN":
         return failed_status, False
     if undecodable or unserializable:  # grpcio sent the code the servicer had set, else INTERNAL
@@ -348,7 +396,7 @@ def _status(context: Any, error: BaseException | None, terminated: bool, undecod
             code = None
         return code if code is not None and code != "OK" else failed_status, False
     if terminated or isinstance(error, asyncio.CancelledError | GeneratorExit):
-        return _cancel_status(context), False
+        return _cancel_status(context, margin, remaining), False
     code = None
     try:
         code = status_name(context.code())
@@ -358,12 +406,13 @@ def _status(context: Any, error: BaseException | None, terminated: bool, undecod
         if code is not None and code != "OK":
             return code, False  # abort(), or set_code() then raise: grpcio sends that code
         if isinstance(error, grpc.RpcError) and not _active(context):
-            return _cancel_status(context), False  # the request stream ended with the call (cancel, deadline)
+            # the request stream ended with the call (cancel, deadline)
+            return _cancel_status(context, margin, remaining), False
         return "UNKNOWN", True
     if code is not None:
         return code, False
     if not _active(context):
-        return _cancel_status(context), False
+        return _cancel_status(context, margin, remaining), False
     return "OK", False
 
 
@@ -395,21 +444,25 @@ def _active(context: Any) -> bool:
         return True
 
 
-#: A call that ended this close to its deadline ended by it. The server's deadline is the client's plus the time the
-#: call took to arrive (it is the client's remaining time, counted from when the server read it), so the client's
-#: expiry reaches the server as a cancel a little before the server's own: 3-5 ms early on a loaded 2-core machine,
-#: about a one-way trip between regions. A cancel this close to the deadline is taken for it.
-DEADLINE_MARGIN_SECONDS = 0.1
 
 
-def _cancel_status(context: Any) -> str:
-    """``DEADLINE_EXCEEDED`` for a call that ended at (or within :data:`DEADLINE_MARGIN_SECONDS` of) its deadline,
-    else ``CANCELLED``: the client gave up."""
-    try:
-        remaining = context.time_remaining()
-    except Exception:
-        remaining = None
-    deadline = isinstance(remaining, int | float) and remaining <= DEADLINE_MARGIN_SECONDS
+def _cancel_margin(remaining: Any) -> float:
+    """The margin of a call that had ``remaining`` seconds to its deadline when its handler started."""
+    if isinstance(remaining, int | float) and remaining == remaining:  # not NaN
+        return min(DEADLINE_MARGIN_SECONDS, max(DEADLINE_MARGIN_FLOOR_SECONDS, remaining * DEADLINE_MARGIN_SHARE))
+    return DEADLINE_MARGIN_SECONDS
+
+
+def _cancel_status(context: Any, margin: float = DEADLINE_MARGIN_SECONDS, remaining: Any = _UNREAD) -> str:
+    """``DEADLINE_EXCEEDED`` for a call that ended at (or within ``margin`` seconds of) its deadline, else
+    ``CANCELLED``: the client gave up. ``remaining``: the time that was left when the call ended, if read then (else
+    it is read now)."""
+    if remaining is _UNREAD:
+        try:
+            remaining = context.time_remaining()
+        except Exception:
+            remaining = None
+    deadline = isinstance(remaining, int | float) and remaining <= margin
     return "DEADLINE_EXCEEDED" if deadline else "CANCELLED"
 
 
@@ -541,6 +594,7 @@ class AiwatchServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
             call = core.start(method, context, request_streaming, None if request_streaming else request)
             if call is not None:
                 call.unserializable = unserializable
+                core.watch(call, context)
             if call is not None and request_streaming:
                 request = _count_in(request, call)
                 call.sent = 1

@@ -4,6 +4,7 @@ metadata, phases, message counts, deadlines and cancellation."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,7 +12,12 @@ import grpc
 import pytest
 
 from aiwatch.grpc import grpc_server_interceptor
-from aiwatch.grpc.server import DEADLINE_MARGIN_SECONDS, _cancel_status
+from aiwatch.grpc.server import (
+    DEADLINE_MARGIN_FLOOR_SECONDS,
+    DEADLINE_MARGIN_SECONDS,
+    _cancel_margin,
+    _cancel_status,
+)
 from aiwatch.metrics import Metrics
 from aiwatch.servertiming import parse, parse_server_timing
 from examples.grpc_service.servicer import InferenceServicer, pb, pb_grpc
@@ -395,3 +401,46 @@ def test_a_response_grpcio_cannot_serialize_is_recorded_internal(metrics: Metric
                  direction="sent") == 1
     assert value(metrics.registry, "aiwatch_requests_in_flight", service="infer") == 0
     assert value(metrics.registry, "aiwatch_instrumentation_errors_total", component="grpc_server") == 0
+
+
+class _OutlivesItsCaller(InferenceServicer):
+    """Predict tells when it started, waits for its caller's cancel, then runs past the call's deadline."""
+
+    def __init__(self) -> None:
+        self.started = threading.Event()
+
+    def Predict(self, request: Any, context: Any) -> Any:
+        cancelled = threading.Event()
+        context.add_callback(cancelled.set)
+        self.started.set()
+        cancelled.wait(30)
+        # what is measured: the handler returns after the deadline the caller never reached
+        time.sleep(max(context.time_remaining() or 0.0, 0.0) + 0.05)
+        return pb.PredictReply()
+
+
+def test_a_cancel_long_before_the_deadline_is_cancelled_though_the_handler_returns_after_it(
+        metrics: Metrics) -> None:
+    """The status is decided when the call ended (grpcio's callback), not when the handler returned: aiwatch read the
+    time left to the deadline at the handler's return and recorded DEADLINE_EXCEEDED."""
+    servicer = _OutlivesItsCaller()
+    with sync_server([grpc_server_interceptor(service="infer", metrics=metrics)], servicer) as target, \
+            stub_for(target) as stub:
+        future = stub.Predict.future(req(), timeout=1.0)
+        assert servicer.started.wait(30)
+        future.cancel()
+        wait_until(lambda: sum(_count(metrics, PREDICT, status) for status in ("CANCELLED", "DEADLINE_EXCEEDED"))
+                   == 1, timeout=30, what="the cancelled call recorded")
+    assert _count(metrics, PREDICT, "CANCELLED") == 1
+
+
+@pytest.mark.parametrize(("remaining", "margin"), [
+    (None, DEADLINE_MARGIN_SECONDS), (float("nan"), DEADLINE_MARGIN_SECONDS),
+    (30.0, DEADLINE_MARGIN_SECONDS), (1.0, DEADLINE_MARGIN_SECONDS),
+    (0.5, 0.05), (0.08, DEADLINE_MARGIN_FLOOR_SECONDS), (0.0, DEADLINE_MARGIN_FLOOR_SECONDS),
+])
+def test_the_deadline_margin_scales_with_the_calls_deadline(remaining: object, margin: float) -> None:
+    """A call with an 80 ms deadline cancelled 10 ms in is CANCELLED: a flat 0.1 s margin took it for its deadline."""
+    assert _cancel_margin(remaining) == pytest.approx(margin)
+    assert _cancel_status(_Ended(0.07), _cancel_margin(0.08)) == "CANCELLED"
+    assert _cancel_status(_Ended(0.004), _cancel_margin(0.08)) == "DEADLINE_EXCEEDED"
