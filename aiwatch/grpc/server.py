@@ -8,8 +8,9 @@ Per RPC (see docs/grpc.md):
   ``status`` = the gRPC status code name (``OK``, ``INVALID_ARGUMENT``...). An unhandled servicer exception is
   ``UNKNOWN``, as grpcio reports it; a call the client cancelled is ``CANCELLED``, or ``DEADLINE_EXCEEDED`` when its
   deadline had passed (or was within a margin of it, :func:`_cancel_margin`) when the call ended (also when the
-  handler fails with the ``RpcError`` grpcio raises from such a call's request stream). A call to a method the server does not implement is recorded as ``UNIMPLEMENTED`` under the
-  route ``__unmatched__`` (the client's method name never becomes a label, as a URL path never does).
+  handler fails with the ``RpcError`` grpcio raises from such a call's request stream). A call to a method the
+  server does not implement is recorded as ``UNIMPLEMENTED`` under the route ``__unmatched__`` (the client's method
+  name never becomes a label, as a URL path never does).
   A unary request grpcio cannot deserialize (the handler never runs) is recorded with the status grpcio answers:
   ``INTERNAL`` (grpc.aio: ``UNKNOWN``). So is a request stream message it cannot deserialize: the thread-pool server
   answers ``INTERNAL`` (or the code the servicer set) and ends the handler's request stream as if the client had
