@@ -81,6 +81,17 @@ COMPONENT = "grpc_server"
 PREVIOUS_ATTEMPTS = "grpc-previous-rpc-attempts"
 #: the longest service name the ``server-timing`` trailer's ``desc`` carries (after escaping), in characters
 MAX_DESC = 128
+#: the longest ``server-timing`` trailer, in characters: phase entries that would make it longer are left out (the
+#: overhead and total entries are always sent). grpc-core's clients fail a call whose metadata passes their limit
+#: (8 KiB by default: at random between 8 and 16 KiB) with RESOURCE_EXHAUSTED.
+MAX_TRAILER = 1024
+#: the trailing metadata a call may carry with aiwatch's trailer, in HPACK's measure (name + value + 32 per entry,
+#: counting grpc-status and a short grpc-message too): when the servicer's own metadata and the trailer would pass
+#: it, the trailer is not sent
+MAX_TRAILING = 8192
+_STATUS_ENTRIES = 64
+#: ``aiwatch_instrumentation_errors_total{component}`` of a trailer cut short or left out for its size
+TRAILER_COMPONENT = "grpc_server_trailer"
 
 _clock = time.perf_counter
 
@@ -136,15 +147,31 @@ class _Call:
         ``tail``: :attr:`_ServerCore.tail`, the overhead and total entries to fill in."""
         tl = self.timeline
         total = (_clock() if now is None else now) - tl.start
-        head = ""
+        entries = []
         named = 0.0
         for (name, _model), secs in tl.phases.items():
-            head += "%s;dur=%.3f, " % (name, secs * 1000.0)  # noqa: UP031
+            entries.append("%s;dur=%.3f, " % (name, secs * 1000.0))  # noqa: UP031
             named += secs
         overhead = total - named
-        value = head + tail % ((overhead if overhead > 0.0 else 0.0) * 1000.0, total * 1000.0)
-        # the total entry comes last, so a parameter appended here is the total's
-        return value if self.attempt is None else f"{value};{ATTEMPT}={self.attempt:d}"
+        end = tail % ((overhead if overhead > 0.0 else 0.0) * 1000.0, total * 1000.0)
+        if self.attempt is not None:  # the total entry comes last, so a parameter appended here is the total's
+            end += f";{ATTEMPT}={self.attempt:d}"
+        head = "".join(entries)
+        if len(head) + len(end) > MAX_TRAILER:
+            head = self._cut(entries, MAX_TRAILER - len(end))
+        return head + end
+
+    def _cut(self, entries: list[str], room: int) -> str:
+        """The phase entries that fit in ``room`` characters, in order (the others left out, counted)."""
+        kept = []
+        for entry in entries:
+            if len(entry) <= room:
+                kept.append(entry)
+                room -= len(entry)
+        _count_trailer(self.timeline.recorder.metrics,
+                       f"server-timing trailer over {MAX_TRAILER} characters: {len(entries) - len(kept)} of "
+                       f"{len(entries)} phase entries left out")
+        return "".join(kept)
 
 
 class _Undecodable:
@@ -312,7 +339,7 @@ class _ServerCore:
                                            call.remaining)
             if self.server_timing and not terminated and not isinstance(error, _SENT_ALREADY):
                 try:
-                    _add_trailing(context, call.server_timing(self.tail, end))
+                    _add_trailing(context, call.server_timing(self.tail, end), self.metrics)
                 except Exception as exc:
                     record_error(COMPONENT, exc, self.metrics)
             if held is not None and held.failed:
@@ -467,10 +494,29 @@ def _cancel_status(context: Any, margin: float = DEADLINE_MARGIN_SECONDS, remain
     return "DEADLINE_EXCEEDED" if deadline else "CANCELLED"
 
 
-def _add_trailing(context: Any, value: str) -> None:
+def _count_trailer(metrics: Metrics, what: str) -> None:
+    record_error(TRAILER_COMPONENT, ValueError(what), metrics)
+
+
+def _with_timing(pairs: tuple[Any, ...], value: str, metrics: Metrics) -> tuple[Any, ...] | None:
+    """``pairs`` (the servicer's trailing metadata) with the trailer added; ``None`` (counted) when together they
+    would pass :data:`MAX_TRAILING`, so that the trailer does not push the call over the client's metadata limit."""
+    size = len(HEADER) + len(value) + 32 + _STATUS_ENTRIES
+    for key, item in pairs:
+        size += len(key) + len(item) + 32
+    if size > MAX_TRAILING:
+        _count_trailer(metrics, f"server-timing trailer left out: the trailing metadata would be {size} bytes, over "
+                                f"{MAX_TRAILING}")
+        return None
+    return (*pairs, (HEADER, value))
+
+
+def _add_trailing(context: Any, value: str, metrics: Metrics) -> None:
     existing = context.trailing_metadata()
     pairs = tuple((k, v) for k, v in existing or ()) if existing else ()
-    context.set_trailing_metadata((*pairs, (HEADER, value)))
+    metadata = _with_timing(pairs, value, metrics)
+    if metadata is not None:
+        context.set_trailing_metadata(metadata)
 
 
 class _AioContext:
@@ -489,12 +535,12 @@ class _AioContext:
 
     async def abort(self, code: grpc.StatusCode, details: str = "", trailing_metadata: Any = ()) -> None:
         try:
-            timing = (HEADER, self._call.server_timing(self._tail))
-            if trailing_metadata:
-                trailing_metadata = (*tuple(trailing_metadata), timing)
-            else:
-                existing = self._context.trailing_metadata()
-                trailing_metadata = (*((k, v) for k, v in existing or ()), timing)
+            timing = self._call.server_timing(self._tail)
+            pairs = tuple(trailing_metadata) if trailing_metadata else tuple(
+                (k, v) for k, v in self._context.trailing_metadata() or ())
+            with_timing = _with_timing(pairs, timing, self._call.timeline.recorder.metrics)
+            if with_timing is not None:
+                trailing_metadata = with_timing
         except Exception as exc:
             record_error(COMPONENT, exc, self._call.timeline.recorder.metrics)
         await self._context.abort(code, details, trailing_metadata)

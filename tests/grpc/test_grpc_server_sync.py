@@ -11,10 +11,13 @@ from typing import Any
 import grpc
 import pytest
 
+import aiwatch
 from aiwatch.grpc import grpc_server_interceptor
 from aiwatch.grpc.server import (
     DEADLINE_MARGIN_FLOOR_SECONDS,
     DEADLINE_MARGIN_SECONDS,
+    MAX_TRAILER,
+    TRAILER_COMPONENT,
     _cancel_margin,
     _cancel_status,
 )
@@ -444,3 +447,38 @@ def test_the_deadline_margin_scales_with_the_calls_deadline(remaining: object, m
     assert _cancel_margin(remaining) == pytest.approx(margin)
     assert _cancel_status(_Ended(0.07), _cancel_margin(0.08)) == "CANCELLED"
     assert _cancel_status(_Ended(0.004), _cancel_margin(0.08)) == "DEADLINE_EXCEEDED"
+
+
+class _ManyPhases(InferenceServicer):
+    """Predict runs 40 phases with long names (a 2 KiB trailer uncut); ``request.model == "big"``: it also sets
+    8000 bytes of trailing metadata of its own."""
+
+    def Predict(self, request: Any, context: Any) -> Any:
+        for i in range(40):
+            with aiwatch.phase(f"step{i:02d}_" + "x" * 40):
+                pass
+        if request.model == "big":
+            context.set_trailing_metadata((("debug-info", "d" * 8000),))
+        return pb.PredictReply()
+
+
+def test_the_trailer_is_cut_to_its_cap_and_left_out_when_the_metadata_would_be_too_big(metrics: Metrics) -> None:
+    """Phase entries are left out past 1 KiB (overhead and total kept), and the trailer is left out when the
+    servicer's own trailing metadata and it would pass 8 KiB: either pushed the call over the client's metadata limit
+    (RESOURCE_EXHAUSTED) while the server recorded OK. Both are counted."""
+    with sync_server([grpc_server_interceptor(service="infer", metrics=metrics)], _ManyPhases()) as target, \
+            stub_for(target) as stub:
+        _, call = stub.Predict.with_call(req())
+        trailer = dict(call.trailing_metadata())["server-timing"]
+        assert len(trailer) <= MAX_TRAILER
+        timing = parse_server_timing(trailer)
+        assert {"overhead", "total", "step00_" + "x" * 40} <= set(timing)
+        assert "step39_" + "x" * 40 not in timing
+        assert value(metrics.registry, "aiwatch_instrumentation_errors_total", component=TRAILER_COMPONENT) == 1
+
+        _, call = stub.Predict.with_call(req(model="big"))
+        trailing = dict(call.trailing_metadata())
+        assert "server-timing" not in trailing
+        assert len(trailing["debug-info"]) == 8000
+    assert value(metrics.registry, "aiwatch_instrumentation_errors_total", component=TRAILER_COMPONENT) == 3
+    assert value(metrics.registry, "aiwatch_instrumentation_errors_total", component="grpc_server") == 0
