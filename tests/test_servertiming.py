@@ -11,6 +11,7 @@ from aiwatch.servertiming import (
     format_server_timing,
     parse,
     parse_server_timing,
+    printable_ascii,
     quote,
     server_total,
 )
@@ -168,3 +169,12 @@ def test_the_total_of_a_retried_attempt_carries_its_number() -> None:
 def test_an_attempt_that_is_no_count_is_refused_naming_its_entry(bad: str) -> None:
     with pytest.raises(ValueError, match=r"^malformed Server-Timing entry 'total': attempt="):
         parse(bad)
+
+
+@pytest.mark.parametrize(("name", "escaped"), [
+    ("ranker", "ranker"), ("café-ranker", "caf%C3%A9-ranker"), ("推論", "%E6%8E%A8%E8%AB%96"),
+    ("a%b", "a%b"), ("\U0001f600", "%F0%9F%98%80"), ("\ud800", "%ED%A0%80"),
+])
+def test_printable_ascii_escapes_what_is_not_ascii(name: str, escaped: str) -> None:
+    assert printable_ascii(name) == escaped
+    assert printable_ascii(name).isascii()
