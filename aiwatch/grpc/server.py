@@ -16,7 +16,7 @@ Per RPC (see docs/grpc.md):
   answers ``INTERNAL`` (or the code the servicer set) and ends the handler's request stream as if the client had
   closed it; grpc.aio raises the error in the handler, which fails with it (``UNKNOWN``, as for any exception).
   A response (or a response stream message) grpcio cannot serialize is recorded with the status grpcio answers:
-  ``INTERNAL`` or the code the servicer set (grpc.aio: ``UNKNOWN``); a unary RPC is therefore recorded once grpcio
+  ``INTERNAL`` (grpc.aio: ``UNKNOWN``) or the code the servicer set; a unary RPC is therefore recorded once grpcio
   has serialized its response (or the RPC ended), not when its handler returns.
 * ``aiwatch.phase(...)`` inside the servicer feeds ``aiwatch_phase_duration_seconds`` and the ``overhead`` phase: the
   servicer runs inside the RPC's timeline (for the thread-pool server, in the pool thread that runs the handler).
@@ -109,6 +109,7 @@ DEADLINE_MARGIN_SHARE = 0.1
 DEADLINE_MARGIN_FLOOR_SECONDS = 0.02
 _UNREAD = object()
 _done_lock = threading.Lock()
+_CANCEL_STATUSES = ("CANCELLED", "DEADLINE_EXCEEDED")
 # the status is already out (aio abort() sent it with the timing) or will never be sent (cancelled)
 _SENT_ALREADY = (asyncio.CancelledError, grpc.aio.AbortError)
 
@@ -190,8 +191,8 @@ class _Undecodable:
 
 class _Unserializable:
     """One RPC's response (or a message of its response stream) grpcio could not serialize: the serializer raised or
-    gave ``None``. grpcio then answers the RPC itself (thread pool: ``INTERNAL`` or the code the servicer set;
-    grpc.aio: ``UNKNOWN``). A unary RPC's response is serialized after its handler returned, so the interceptor
+    gave ``None``. grpcio then answers the RPC itself (the code the servicer set, else ``INTERNAL``; grpc.aio:
+    ``UNKNOWN``). A unary RPC's response is serialized after its handler returned, so the interceptor
     holds that RPC's record (``pending``) until the serializer has run: :meth:`release`."""
 
     __slots__ = ("error", "failed", "pending")
@@ -321,9 +322,10 @@ class _ServerCore:
             record_error(COMPONENT, exc, self.metrics)
 
     def end(self, call: _Call | None, method: str, context: Any, error: BaseException | None,
-            terminated: bool = False) -> None:
-        """Finish ``call`` once. ``terminated``: the RPC ended without the handler finishing (client cancel). A unary
-        RPC whose handler returned is recorded when grpcio has serialized its response (:class:`_Unserializable`)."""
+            terminated: bool = False, unary_response: bool = False) -> None:
+        """Finish ``call`` once. ``terminated``: the RPC ended without the handler finishing (client cancel).
+        ``unary_response``: the handler returned the RPC's one response, which grpcio serializes next; the RPC is
+        recorded when it has (:class:`_Unserializable`)."""
         if call is None:
             return
         end = _clock()
@@ -346,7 +348,7 @@ class _ServerCore:
                 error, report_error = held.error, held.error is not None
                 if call.streaming and call.sent:
                     call.sent -= 1  # the message grpcio could not serialize never went out
-            elif held is not None and not call.streaming and error is None:
+            elif held is not None and unary_response and error is None:
                 held.pending = functools.partial(self._record, call, method, context, status, end)
                 if not call.watched:
                     _release_at_end(context, held)
@@ -362,8 +364,10 @@ class _ServerCore:
             error = None
             if held is not None and held.failed:
                 error = held.error
-                if status == "OK" or self.failed_status == "UNKNOWN":  # grpc.aio answers UNKNOWN whatever was set
-                    status = self.failed_status
+                if status not in _CANCEL_STATUSES:  # a caller that left gets no answer
+                    status = _code(context) or self.failed_status
+                if call.streaming and call.sent:
+                    call.sent -= 1  # the response never went out
             self._finish(call, method, status, error, end)
         except Exception as exc:
             record_error(COMPONENT, exc, self.metrics)
@@ -409,20 +413,14 @@ class _ServerCore:
 
 def _status(context: Any, error: BaseException | None, terminated: bool, undecodable: bool = False,
             unserializable: bool = False, failed_status: str = "INTERNAL", margin: float = DEADLINE_MARGIN_SECONDS,
-            remaining: Any = None) -> tuple[str, bool]:
+            remaining: Any = _UNREAD) -> tuple[str, bool]:
     """The status name the client sees, and whether ``error`` is an unhandled servicer failure. ``undecodable``: the
     thread-pool server failed to deserialize a request stream message and sent the status already.
-    ``unserializable``: grpcio failed to serialize a message of the response stream and answered ``failed_status``
-    (the thread-pool server: the code the servicer had set, if any). ``margin``, ``remaining``: as for
+    ``unserializable``: grpcio failed to serialize a message of the response stream. In both grpcio sent the code the
+    servicer had set, else ``failed_status``, whatever the handler did next. ``margin``, ``remaining``: as for
     :func:`_cancel_status`."""
-    if unserializable and failed_status == "UNKNOWN":
-        return failed_status, False
-    if undecodable or unserializable:  # grpcio sent the code the servicer had set, else INTERNAL
-        try:
-            code = status_name(context.code())
-        except Exception:
-            code = None
-        return code if code is not None and code != "OK" else failed_status, False
+    if undecodable or unserializable:
+        return _code(context) or failed_status, False
     if terminated or isinstance(error, asyncio.CancelledError | GeneratorExit):
         return _cancel_status(context, margin, remaining), False
     code = None
@@ -455,6 +453,14 @@ def _release_at_end(context: Any, held: _Unserializable) -> None:
     except Exception:
         held.release()
         raise
+
+
+def _code(context: Any) -> str | None:
+    """The name of the code the servicer set on ``context`` (``None``: none, or unreadable)."""
+    try:
+        return status_name(context.code())
+    except Exception:
+        return None
 
 
 def _attempt(previous: Any) -> int | None:
@@ -654,7 +660,7 @@ class AiwatchServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
                 raise
             finally:
                 _leave(token, call)
-            core.end(call, method, context, None)
+            core.end(call, method, context, None, unary_response=True)
             if call is not None:
                 ended(call.timeline)
             return response
@@ -796,7 +802,7 @@ class AiwatchAioServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[m
                 raise
             finally:
                 _leave(token, call)
-            core.end(call, method, context, None)
+            core.end(call, method, context, None, unary_response=True)
             if call is not None:
                 ended(call.timeline)
             return response

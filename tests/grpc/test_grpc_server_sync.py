@@ -375,7 +375,12 @@ class _Unserializable(InferenceServicer):
     """A servicer that forgets ``return`` in Predict and yields a wrong type as PredictStream's second message."""
 
     def Predict(self, request: Any, context: Any) -> Any:
+        if request.model == "missing":  # grpcio sends the code the servicer set
+            context.set_code(grpc.StatusCode.NOT_FOUND)
         super().Predict(request, context)
+
+    def Upload(self, request_iterator: Iterator[Any], context: Any) -> Any:
+        super().Upload(request_iterator, context)
 
     def PredictStream(self, request: Any, context: Any) -> Iterator[Any]:
         yield pb.PredictReply(score=1.0)
@@ -390,6 +395,12 @@ def test_a_response_grpcio_cannot_serialize_is_recorded_internal(metrics: Metric
         with pytest.raises(grpc.RpcError) as info:
             stub.Predict(req())
         assert (info.value.code(), info.value.details()) == (grpc.StatusCode.INTERNAL, "Failed to serialize response!")
+        with pytest.raises(grpc.RpcError) as info:
+            stub.Predict(req(model="missing"))
+        assert info.value.code() == grpc.StatusCode.NOT_FOUND
+        with pytest.raises(grpc.RpcError) as info:
+            stub.Upload(iter([req(), req()]))
+        assert info.value.code() == grpc.StatusCode.INTERNAL
         got = []
         with pytest.raises(grpc.RpcError) as info:
             got.extend(reply.score for reply in stub.PredictStream(req(features=[1.0, 2.0])))
@@ -398,7 +409,10 @@ def test_a_response_grpcio_cannot_serialize_is_recorded_internal(metrics: Metric
         wait_until(lambda: _count(metrics, PREDICT_STREAM, "INTERNAL") + _count(metrics, PREDICT_STREAM, "CANCELLED")
                    == 1, timeout=10, what="stream recorded")
     assert _count(metrics, PREDICT, "INTERNAL") == 1
+    assert _count(metrics, PREDICT, "NOT_FOUND") == 1
     assert _count(metrics, PREDICT, "OK") == 0
+    assert _count(metrics, UPLOAD, "INTERNAL") == 1
+    assert value(metrics.registry, "aiwatch_rpc_messages_total", service="infer", route=UPLOAD, direction="sent") == 0
     assert _count(metrics, PREDICT_STREAM, "INTERNAL") == 1
     assert value(metrics.registry, "aiwatch_rpc_messages_total", service="infer", route=PREDICT_STREAM,
                  direction="sent") == 1
