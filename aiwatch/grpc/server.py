@@ -16,8 +16,8 @@ Per RPC (see docs/grpc.md):
   answers ``INTERNAL`` (or the code the servicer set) and ends the handler's request stream as if the client had
   closed it; grpc.aio raises the error in the handler, which fails with it (``UNKNOWN``, as for any exception).
   A response (or a response stream message) grpcio cannot serialize is recorded with the status grpcio answers:
-  ``INTERNAL`` (grpc.aio: ``UNKNOWN``) or the code the servicer set; a unary RPC is therefore recorded once grpcio
-  has serialized its response (or the RPC ended), not when its handler returns.
+  ``INTERNAL`` (grpc.aio: ``UNKNOWN``) or the code the servicer set; a unary RPC whose status is ``OK`` is therefore
+  recorded once grpcio has serialized its response (or the RPC ended), not when its handler returns.
 * ``aiwatch.phase(...)`` inside the servicer feeds ``aiwatch_phase_duration_seconds`` and the ``overhead`` phase: the
   servicer runs inside the RPC's timeline (for the thread-pool server, in the pool thread that runs the handler).
 * Streaming RPCs are timed to the last message; RPCs with a streaming side also count messages in
@@ -117,8 +117,8 @@ _SENT_ALREADY = (asyncio.CancelledError, grpc.aio.AbortError)
 class _Call:
     """One RPC's state, kept in the wrapped behavior's closure (never on the interceptor)."""
 
-    __slots__ = ("attempt", "chunks", "done", "margin", "otel_context", "received", "remaining", "sent", "streaming",
-                 "timeline", "undecodable", "unserializable", "watched")
+    __slots__ = ("attempt", "chunks", "done", "ended", "margin", "otel_context", "received", "remaining", "sent",
+                 "streaming", "timeline", "undecodable", "unserializable", "watched")
 
     def __init__(self, timeline: RequestTimeline, streaming: bool, otel_context: Any = None) -> None:
         self.timeline = timeline
@@ -142,6 +142,8 @@ class _Call:
         self.remaining: Any = _UNREAD
         #: whether grpcio calls :meth:`_ServerCore.rpc_ended` when the RPC ends
         self.watched = False
+        #: set (under ``_done_lock``) by :meth:`_ServerCore.rpc_ended`: the RPC is over, nothing will be serialized
+        self.ended = False
 
     def server_timing(self, tail: str, now: float | None = None) -> str:
         """The ``server-timing`` trailer so far, its ``total`` marked with the attempt's number on a retried one.
@@ -303,6 +305,8 @@ class _ServerCore:
         try:
             if not call.done:
                 call.remaining = context.time_remaining()
+            with _done_lock:  # end() holds a record only while this is unset (it checks under the same lock)
+                call.ended = True
             if call.unserializable is not None:
                 call.unserializable.release()
         except Exception as exc:
@@ -324,8 +328,9 @@ class _ServerCore:
     def end(self, call: _Call | None, method: str, context: Any, error: BaseException | None,
             terminated: bool = False, unary_response: bool = False) -> None:
         """Finish ``call`` once. ``terminated``: the RPC ended without the handler finishing (client cancel).
-        ``unary_response``: the handler returned the RPC's one response, which grpcio serializes next; the RPC is
-        recorded when it has (:class:`_Unserializable`)."""
+        ``unary_response``: the handler returned the RPC's one response, which grpcio serializes next; an RPC whose
+        status is ``OK`` is recorded when it has (:class:`_Unserializable`), any other at once (grpc.aio does not
+        serialize then, and the thread-pool server sends the servicer's code either way)."""
         if call is None:
             return
         end = _clock()
@@ -348,9 +353,16 @@ class _ServerCore:
                 error, report_error = held.error, held.error is not None
                 if call.streaming and call.sent:
                     call.sent -= 1  # the message grpcio could not serialize never went out
-            elif held is not None and unary_response and error is None:
-                held.pending = functools.partial(self._record, call, method, context, status, end)
-                if not call.watched:
+            elif held is not None and unary_response and error is None and status == "OK":
+                # grpcio serializes the response next (grpc.aio only while the code is OK): record once it has
+                record = functools.partial(self._record, call, method, context, status, end)
+                with _done_lock:
+                    over = call.ended
+                    if not over:
+                        held.pending = record
+                if over:  # rpc_ended already ran and released nothing: nothing will be serialized now
+                    record()
+                elif not call.watched:
                     _release_at_end(context, held)
                 return
             self._finish(call, method, status, error if report_error else None, end)

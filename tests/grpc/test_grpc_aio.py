@@ -17,7 +17,7 @@ from aiwatch.grpc import grpc_aio_client_interceptors, grpc_aio_server_intercept
 from aiwatch.metrics import Metrics
 from aiwatch.servertiming import parse, parse_server_timing
 from examples.grpc_service.servicer import AioInferenceServicer, pb, pb_grpc
-from tests.grpc.conftest import CHAT, PREDICT, PREDICT_STREAM, UPLOAD, aio_server, req, value
+from tests.grpc.conftest import CHAT, PREDICT, PREDICT_STREAM, UPLOAD, aio_server, req, stub_for, value
 
 pytestmark = pytest.mark.slow
 
@@ -162,6 +162,50 @@ async def test_aio_a_response_grpcio_cannot_serialize_is_recorded_unknown(metric
     assert _count(metrics, PREDICT, "UNKNOWN") == 1
     assert _count(metrics, PREDICT, "OK") == 0
     assert _count(metrics, PREDICT_STREAM, "UNKNOWN") == 1
+    assert value(metrics.registry, "aiwatch_requests_in_flight", service="infer") == 0
+    assert value(metrics.registry, "aiwatch_instrumentation_errors_total", component="grpc_server") == 0
+
+
+class _SetCode(AioInferenceServicer):
+    """Predict and Upload set a code and return (Predict a reply, or ``None`` when ``request.model == "none"``)."""
+
+    async def Predict(self, request: Any, context: Any) -> Any:
+        context.set_code(grpc.StatusCode.NOT_FOUND)
+        reply = await super().Predict(request, context)
+        return None if request.model == "none" else reply
+
+    async def Upload(self, request_iterator: AsyncIterator[Any], context: Any) -> Any:
+        reply = await super().Upload(request_iterator, context)
+        context.set_code(grpc.StatusCode.ALREADY_EXISTS)
+        return reply
+
+
+def _recorded_at_once(metrics: Metrics, target: str) -> list[tuple[str, str, bool]]:
+    """Blocking calls from this thread (the server's loop runs on): each one's route, code, and whether it was
+    recorded when the call returned."""
+    out = []
+    with stub_for(target) as stub:
+        for _ in range(30):
+            for route, model, call in ((PREDICT, "ranker", lambda m: stub.Predict(req(model=m))),
+                                       (PREDICT, "none", lambda m: stub.Predict(req(model=m))),
+                                       (UPLOAD, "", lambda m: stub.Upload(iter([req(), req()])))):
+                before = sum(_count(metrics, route, s) for s in ("NOT_FOUND", "ALREADY_EXISTS"))
+                with pytest.raises(grpc.RpcError) as info:
+                    call(model)
+                after = sum(_count(metrics, route, s) for s in ("NOT_FOUND", "ALREADY_EXISTS"))
+                out.append((route, info.value.code().name, after == before + 1))
+    return out
+
+
+async def test_aio_a_code_set_and_returned_is_recorded_before_the_caller_has_it(metrics: Metrics) -> None:
+    """grpc.aio serializes a unary response only while the code is OK: a record held for that serialization waited
+    for the RPC's done-callback, after the caller already had its answer (about a third of the calls)."""
+    async with aio_server([grpc_aio_server_interceptor(service="infer", metrics=metrics)], _SetCode()) as target:
+        calls = await asyncio.to_thread(_recorded_at_once, metrics, target)
+    assert {(route, code) for route, code, _ in calls} == {(PREDICT, "NOT_FOUND"), (UPLOAD, "ALREADY_EXISTS")}
+    assert [c for c in calls if not c[2]] == []
+    assert _count(metrics, PREDICT, "NOT_FOUND") == 60
+    assert _count(metrics, UPLOAD, "ALREADY_EXISTS") == 30
     assert value(metrics.registry, "aiwatch_requests_in_flight", service="infer") == 0
     assert value(metrics.registry, "aiwatch_instrumentation_errors_total", component="grpc_server") == 0
 

@@ -21,6 +21,7 @@ from aiwatch.grpc.server import (
     _cancel_margin,
     _cancel_status,
 )
+from aiwatch.grpc.server import _Unserializable as _Held
 from aiwatch.metrics import Metrics
 from aiwatch.servertiming import parse, parse_server_timing
 from examples.grpc_service.servicer import InferenceServicer, pb, pb_grpc
@@ -395,12 +396,15 @@ def test_a_response_grpcio_cannot_serialize_is_recorded_internal(metrics: Metric
         with pytest.raises(grpc.RpcError) as info:
             stub.Predict(req())
         assert (info.value.code(), info.value.details()) == (grpc.StatusCode.INTERNAL, "Failed to serialize response!")
+        assert _count(metrics, PREDICT, "INTERNAL") == 1  # recorded before grpcio answered: no waiting
         with pytest.raises(grpc.RpcError) as info:
             stub.Predict(req(model="missing"))
         assert info.value.code() == grpc.StatusCode.NOT_FOUND
+        assert _count(metrics, PREDICT, "NOT_FOUND") == 1
         with pytest.raises(grpc.RpcError) as info:
             stub.Upload(iter([req(), req()]))
         assert info.value.code() == grpc.StatusCode.INTERNAL
+        assert _count(metrics, UPLOAD, "INTERNAL") == 1
         got = []
         with pytest.raises(grpc.RpcError) as info:
             got.extend(reply.score for reply in stub.PredictStream(req(features=[1.0, 2.0])))
@@ -496,3 +500,50 @@ def test_the_trailer_is_cut_to_its_cap_and_left_out_when_the_metadata_would_be_t
         assert len(trailing["debug-info"]) == 8000
     assert value(metrics.registry, "aiwatch_instrumentation_errors_total", component=TRAILER_COMPONENT) == 3
     assert value(metrics.registry, "aiwatch_instrumentation_errors_total", component="grpc_server") == 0
+
+
+class _EndsFirst:
+    """A servicer context whose RPC ends (grpcio runs the callbacks) before the handler returns, while the status
+    read afterwards is still OK: the race between a client's cancel and the handler's end."""
+
+    def __init__(self) -> None:
+        self.callbacks: list[Any] = []
+
+    def invocation_metadata(self) -> tuple[Any, ...]:
+        return ()
+
+    def time_remaining(self) -> None:
+        return None
+
+    def add_callback(self, callback: Any) -> bool:
+        self.callbacks.append(callback)
+        return True
+
+    def is_active(self) -> bool:
+        return True
+
+    def code(self) -> None:
+        return None
+
+    def trailing_metadata(self) -> tuple[Any, ...]:
+        return ()
+
+    def set_trailing_metadata(self, metadata: Any) -> None:
+        pass
+
+
+def test_a_unary_rpc_that_ended_before_its_handler_returned_is_recorded(metrics: Metrics) -> None:
+    """grpcio's end-of-RPC callback ran first and found no held record; the handler's end then held one for a
+    serialization that never came (another interceptor failed the call): the RPC was never recorded and the in-flight
+    gauge stayed at 1."""
+    core = grpc_server_interceptor(service="infer", metrics=metrics)._core
+    context = _EndsFirst()
+    call = core.start(PREDICT, context, False)
+    assert call is not None
+    call.unserializable = _Held()
+    core.watch(call, context)
+    for callback in context.callbacks:  # the RPC ends
+        callback()
+    core.end(call, PREDICT, context, None, unary_response=True)
+    assert _count(metrics, PREDICT, "OK") == 1
+    assert value(metrics.registry, "aiwatch_requests_in_flight", service="infer") == 0
