@@ -68,14 +68,22 @@ def quote(text: str) -> str:
     return '"' + kept.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def printable_ascii(text: str) -> str:
-    """``text`` with each character outside ASCII written as the ``%XX`` escapes of its UTF-8 bytes (``café`` ->
-    ``caf%C3%A9``): gRPC metadata values must be printable ASCII, where an HTTP header may hold Latin-1. ASCII
-    characters are kept as they are (``quote`` drops the control ones)."""
-    if text.isascii():
+def printable_ascii(text: str, limit: int | None = None) -> str:
+    """``text`` with each character outside printable ASCII (0x20-0x7E) written as the ``%XX`` escapes of its UTF-8
+    bytes (``café`` -> ``caf%C3%A9``, a tab -> ``%09``): gRPC metadata values must be printable ASCII (grpc-core fails
+    the call on any other byte), where an HTTP header may hold Latin-1. Printable characters, ``%`` included, are
+    kept. ``limit``: at most this many characters, cut between characters (never inside an escape)."""
+    if limit is None and text.isascii() and text.isprintable():
         return text
-    return "".join(c if c.isascii() else "".join(f"%{b:02X}" for b in c.encode("utf-8", "surrogatepass"))
-                   for c in text)
+    out: list[str] = []
+    size = 0
+    for c in text:
+        piece = c if " " <= c <= "~" else "".join(f"%{b:02X}" for b in c.encode("utf-8", "surrogatepass"))
+        if limit is not None and size + len(piece) > limit:
+            break
+        out.append(piece)
+        size += len(piece)
+    return "".join(out)
 
 
 @dataclass(frozen=True)

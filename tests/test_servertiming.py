@@ -174,7 +174,20 @@ def test_an_attempt_that_is_no_count_is_refused_naming_its_entry(bad: str) -> No
 @pytest.mark.parametrize(("name", "escaped"), [
     ("ranker", "ranker"), ("café-ranker", "caf%C3%A9-ranker"), ("推論", "%E6%8E%A8%E8%AB%96"),
     ("a%b", "a%b"), ("\U0001f600", "%F0%9F%98%80"), ("\ud800", "%ED%A0%80"),
+    ("tab\there", "tab%09here"), ("a\x7fb\nc\x00", "a%7Fb%0Ac%00"), ("a b~", "a b~"),
 ])
 def test_printable_ascii_escapes_what_is_not_ascii(name: str, escaped: str) -> None:
     assert printable_ascii(name) == escaped
     assert printable_ascii(name).isascii()
+
+
+@pytest.mark.parametrize(("name", "limit", "cut"), [
+    ("x" * 200, 128, "x" * 128),
+    ("x" * 126 + "é", 128, "x" * 126),  # "%C3%A9" would pass 128: left out whole, never split
+    ("x" * 122 + "é", 128, "x" * 122 + "%C3%A9"),
+    ("x" * 126 + "\t", 128, "x" * 126),
+    ("x" * 125 + "\t", 128, "x" * 125 + "%09"),
+    ("ab", 128, "ab"),
+])
+def test_printable_ascii_cuts_at_its_limit_between_escapes(name: str, limit: int, cut: str) -> None:
+    assert printable_ascii(name, limit) == cut

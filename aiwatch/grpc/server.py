@@ -231,7 +231,7 @@ class _ServerCore:
         self.conventions = rpc_conventions()
         #: the trailer's overhead and total entries, the total's ``desc`` the service name in printable ASCII (gRPC
         #: metadata allows nothing else: grpc-core fails the call on any other byte), at most MAX_DESC characters
-        desc = quote(printable_ascii(recorder.service)[:MAX_DESC]).replace("%", "%%")
+        desc = quote(printable_ascii(recorder.service, MAX_DESC)).replace("%", "%%")
         self.tail = f"{OVERHEAD};dur=%.3f, {TOTAL};dur=%.3f;desc={desc}"
         self._messages: dict[str, MessageTimer] = {}
 

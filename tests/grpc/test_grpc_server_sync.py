@@ -359,7 +359,7 @@ def test_an_undecodable_message_of_a_request_stream_is_recorded_internal(metrics
 
 
 @pytest.mark.parametrize(("service", "desc"), [("café-ranker", "caf%C3%A9-ranker"), ("推論", "%E6%8E%A8%E8%AB%96"),
-                                               ("ranker", "ranker")])
+                                               ("tab\there", "tab%09here"), ("ranker", "ranker")])
 def test_a_service_name_outside_ascii_travels_escaped_in_the_trailer(metrics: Metrics, service: str,
                                                                         desc: str) -> None:
     """gRPC metadata values are printable ASCII: grpc-core failed every call with INTERNAL "Invalid metadata" when
