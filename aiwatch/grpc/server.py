@@ -145,8 +145,9 @@ class _Call:
         #: set (under ``_done_lock``) by :meth:`_ServerCore.rpc_ended`: the RPC is over, nothing will be serialized
         self.ended = False
 
-    def server_timing(self, tail: str, now: float | None = None) -> str:
-        """The ``server-timing`` trailer so far, its ``total`` marked with the attempt's number on a retried one.
+    def server_timing(self, tail: str, now: float | None = None) -> tuple[str, str | None]:
+        """The ``server-timing`` trailer so far, its ``total`` marked with the attempt's number on a retried one, and
+        why it was cut short (``None``: it was not; :func:`_with_timing` counts it, once per trailer).
         ``tail``: :attr:`_ServerCore.tail`, the overhead and total entries to fill in."""
         tl = self.timeline
         total = (_clock() if now is None else now) - tl.start
@@ -160,21 +161,16 @@ class _Call:
         if self.attempt is not None:  # the total entry comes last, so a parameter appended here is the total's
             end += f";{ATTEMPT}={self.attempt:d}"
         head = "".join(entries)
-        if len(head) + len(end) > MAX_TRAILER:
-            head = self._cut(entries, MAX_TRAILER - len(end))
-        return head + end
-
-    def _cut(self, entries: list[str], room: int) -> str:
-        """The phase entries that fit in ``room`` characters, in order (the others left out, counted)."""
+        if len(head) + len(end) <= MAX_TRAILER:
+            return head + end, None
+        room = MAX_TRAILER - len(end)
         kept = []
         for entry in entries:
             if len(entry) <= room:
                 kept.append(entry)
                 room -= len(entry)
-        _count_trailer(self.timeline.recorder.metrics,
-                       f"server-timing trailer over {MAX_TRAILER} characters: {len(entries) - len(kept)} of "
-                       f"{len(entries)} phase entries left out")
-        return "".join(kept)
+        return "".join(kept) + end, (f"server-timing trailer over {MAX_TRAILER} characters: "
+                                     f"{len(entries) - len(kept)} of {len(entries)} phase entries left out")
 
 
 class _Undecodable:
@@ -516,9 +512,12 @@ def _count_trailer(metrics: Metrics, what: str) -> None:
     record_error(TRAILER_COMPONENT, ValueError(what), metrics)
 
 
-def _with_timing(pairs: tuple[Any, ...], value: str, metrics: Metrics) -> tuple[Any, ...] | None:
-    """``pairs`` (the servicer's trailing metadata) with the trailer added; ``None`` (counted) when together they
-    would pass :data:`MAX_TRAILING`, so that the trailer does not push the call over the client's metadata limit."""
+def _with_timing(pairs: tuple[Any, ...], timing: tuple[str, str | None], metrics: Metrics
+                 ) -> tuple[Any, ...] | None:
+    """``pairs`` (the servicer's trailing metadata) with the trailer added; ``None`` when together they would pass
+    :data:`MAX_TRAILING`, so that the trailer does not push the call over the client's metadata limit. ``timing``:
+    the trailer and why it was cut short (:meth:`_Call.server_timing`). Either is counted, once per trailer."""
+    value, cut = timing
     size = len(HEADER) + len(value) + 32 + _STATUS_ENTRIES
     for key, item in pairs:
         size += len(key) + len(item) + 32
@@ -526,13 +525,15 @@ def _with_timing(pairs: tuple[Any, ...], value: str, metrics: Metrics) -> tuple[
         _count_trailer(metrics, f"server-timing trailer left out: the trailing metadata would be {size} bytes, over "
                                 f"{MAX_TRAILING}")
         return None
+    if cut is not None:
+        _count_trailer(metrics, cut)
     return (*pairs, (HEADER, value))
 
 
-def _add_trailing(context: Any, value: str, metrics: Metrics) -> None:
+def _add_trailing(context: Any, timing: tuple[str, str | None], metrics: Metrics) -> None:
     existing = context.trailing_metadata()
     pairs = tuple((k, v) for k, v in existing or ()) if existing else ()
-    metadata = _with_timing(pairs, value, metrics)
+    metadata = _with_timing(pairs, timing, metrics)
     if metadata is not None:
         context.set_trailing_metadata(metadata)
 
