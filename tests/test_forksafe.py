@@ -675,6 +675,12 @@ def test_a_gpu_poller_started_in_the_parent_keeps_polling_there_and_not_in_a_chi
         poller.stop(timeout=HANG)
 
 
+def _outside_multiprocess(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No prometheus_client multiprocess directory: a worker's /metrics serves its own registry."""
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    monkeypatch.delenv("prometheus_multiproc_dir", raising=False)
+
+
 def _polling_collector(registry: CollectorRegistry, nvml: FakeNVML) -> GpuCollector:
     """A collector polling every 0.05 s on ``registry``, with a poll finished."""
     collector = GpuCollector(interval=0.05, nvml=nvml, registry=registry, metrics=get_metrics(registry))
@@ -701,8 +707,7 @@ def test_a_gpu_collector_polling_in_the_parent_polls_again_in_the_child_from_its
         registry: CollectorRegistry, monkeypatch: pytest.MonkeyPatch) -> None:
     # without multiprocess mode a worker's /metrics serves its own collector: it served the snapshot of the fork for
     # ever, with aiwatch_gpu_last_poll_timestamp_seconds standing still
-    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
-    monkeypatch.delenv("prometheus_multiproc_dir", raising=False)
+    _outside_multiprocess(monkeypatch)
     nvml = FakeNVML.with_gpus(1)
     nvml.xid(0)
     collector = _polling_collector(registry, nvml)
@@ -733,8 +738,7 @@ def test_a_gpu_collector_polling_in_the_parent_polls_again_in_the_child_from_its
 def test_a_gpu_poller_not_resumed_yet_is_resumed_by_a_grandchild(registry: CollectorRegistry,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     # a child forked before its first scrape (a fork pool, or the workers of a master that is itself a forked child)
-    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
-    monkeypatch.delenv("prometheus_multiproc_dir", raising=False)
+    _outside_multiprocess(monkeypatch)
     collector = _polling_collector(registry, FakeNVML.with_gpus(1))
     try:
         def fork_again() -> dict[str, Any]:
@@ -754,8 +758,7 @@ def test_a_gpu_poller_forked_while_pynvml_held_its_load_lock_polls_in_the_child(
         registry: CollectorRegistry, monkeypatch: pytest.MonkeyPatch) -> None:
     # pynvml loads NVML and counts nvmlInit under a plain module lock: forked while the parent held it (its poll
     # loading NVML), the child's first nvmlInit waited for ever, its poller hung and its GPUs read as down
-    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
-    monkeypatch.delenv("prometheus_multiproc_dir", raising=False)
+    _outside_multiprocess(monkeypatch)
     nvml = FakeNVML.with_gpus(1)
     collector = _polling_collector(registry, nvml)
     try:
@@ -774,8 +777,7 @@ def test_a_gpu_poller_forked_while_pynvml_held_its_load_lock_polls_in_the_child(
 def test_a_child_that_stops_its_gpu_poller_before_its_first_scrape_starts_none(registry: CollectorRegistry,
                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     # stop() cancels the restart the fork left pending: a scrape after it must not start the poller again
-    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
-    monkeypatch.delenv("prometheus_multiproc_dir", raising=False)
+    _outside_multiprocess(monkeypatch)
     nvml = FakeNVML.with_gpus(1)
     collector = _polling_collector(registry, nvml)
     try:
@@ -841,8 +843,7 @@ def test_a_gpu_collector_in_a_multiprocess_child_does_not_poll_and_initialises_n
 
 def test_a_child_whose_gpu_poller_cannot_start_counts_it_and_tries_again_at_its_next_scrape(
         registry: CollectorRegistry, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
-    monkeypatch.delenv("prometheus_multiproc_dir", raising=False)
+    _outside_multiprocess(monkeypatch)
     collector = _polling_collector(registry, FakeNVML.with_gpus(1))
     try:
         def refused_once() -> dict[str, Any]:

@@ -507,19 +507,25 @@ def test_sinks_starting_at_once_in_several_processes_recover_each_journal_once(t
     assert [p for p in tmp_path.rglob(".*") if p.is_file()] == []
 
 
+def _directories_cannot_be_synced(monkeypatch: pytest.MonkeyPatch, code: int) -> None:
+    """``os.fsync`` of a directory fails with ``code`` (a filesystem without directory sync: EINVAL; a failing disk:
+    EIO); of a file it works."""
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise OSError(code, os.strerror(code))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+
+
 def test_a_journal_whose_directory_cannot_be_synced_stays_its_live_writers(tmp_path: Path,
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """journal_fsync on a filesystem whose directories cannot be fsynced (EINVAL) or on EIO: the failed directory
     sync after the rename left the journal under its journal name unlocked while its writer lived, and a sink
     starting on the directory (another worker) took it for a dead writer's and deleted the writer's open file."""
-    real_fsync = os.fsync
-
-    def fsync(fd: int) -> None:
-        if stat.S_ISDIR(os.fstat(fd).st_mode):
-            raise OSError(errno.EINVAL, "Invalid argument")
-        real_fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", fsync)
+    _directories_cannot_be_synced(monkeypatch, errno.EINVAL)
     live = ParquetSink(tmp_path, fsync=False, journal_fsync=True)
     live.write([row(i) for i in range(3)])  # no RowsLost: the journal is written and locked
     [journal] = journals(tmp_path)
@@ -664,14 +670,7 @@ def test_a_length_prefix_claiming_huge_metadata_is_a_torn_end_not_read(
 def test_a_directory_that_cannot_be_synced_is_logged_once_per_directory_and_never_raised(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     """A failed directory sync (journal_fsync, rotation's fsync) was ignored without a word."""
-    real_fsync = os.fsync
-
-    def fsync(fd: int) -> None:
-        if stat.S_ISDIR(os.fstat(fd).st_mode):
-            raise OSError(errno.EIO, "Input/output error")
-        real_fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", fsync)
+    _directories_cannot_be_synced(monkeypatch, errno.EIO)
     monkeypatch.setattr(journal_module, "_sync_told", set(), raising=False)
     with caplog.at_level(logging.WARNING, logger="aiwatch"):
         sink = ParquetSink(tmp_path, max_rows=2, journal_fsync=True)

@@ -527,16 +527,21 @@ def test_a_child_starts_its_loops_sampler_while_the_samplers_lock_was_held_at_th
     assert child_while_held([eventloop._lock], sample_in_the_child) == "done"
 
 
-def test_the_delay_reaches_the_merged_view_in_multiprocess_mode(tmp_path: Path) -> None:
-    code = """
+#: A process's loop sampled for 0.3 s by service "svc" (run with ``python -c``, more lines appended).
+_SAMPLED_FOR_A_MOMENT = """
 import asyncio
-from aiwatch.exposition import serving_registry
 from aiwatch.recording import make_recorder
 recorder = make_recorder(service="svc")
 async def main():
     recorder.watch_loop()
     await asyncio.sleep(0.3)
 asyncio.run(main())
+"""
+
+
+def test_the_delay_reaches_the_merged_view_in_multiprocess_mode(tmp_path: Path) -> None:
+    code = _SAMPLED_FOR_A_MOMENT + """
+from aiwatch.exposition import serving_registry
 print(serving_registry().get_sample_value("aiwatch_event_loop_delay_seconds_count", {"service": "svc"}))
 """
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
@@ -549,14 +554,8 @@ print(serving_registry().get_sample_value("aiwatch_event_loop_delay_seconds_coun
 def test_the_time_watched_by_two_processes_adds_up_in_the_merged_view(tmp_path: Path) -> None:
     """gunicorn -k uvicorn workers: one scrape target merges every worker's sample files, so the counter's rate is
     the number of loops watched and the merged delay sum over it the mean share of the time they stood still."""
-    code = """
-import asyncio, os
-from aiwatch.recording import make_recorder
-recorder = make_recorder(service="svc")
-async def main():
-    recorder.watch_loop()
-    await asyncio.sleep(0.3)
-asyncio.run(main())
+    code = _SAMPLED_FOR_A_MOMENT + """
+import os
 print(os.getpid())
 """
     env = python_env(PROMETHEUS_MULTIPROC_DIR=str(tmp_path), AIWATCH_EVENT_LOOP_INTERVAL="0.05")
