@@ -53,6 +53,11 @@ from aiwatch.feedback.sink import RowsLost
 from aiwatch.forksafe import renew_at_fork
 from aiwatch.safety import warn_rate_limited
 
+try:
+    import resource
+except ImportError:  # not POSIX: the descriptor limit is not read
+    resource = None  # type: ignore[assignment]
+
 #: The types of the log's own columns; every other column's type is inferred from its first values.
 _FIXED_TYPES = {"request_id": "string", "timestamp": "timestamp", "model_version": "string", "trace_id": "string",
                 "latency_seconds": "float64", "error": "bool_", "sample_rate": "float64"}
@@ -76,6 +81,10 @@ _MAX_ORPHANS_TOLD = 100
 #: objects cost more than its data: a journal of tiny batches would otherwise pile up many of them).
 _REBUILD_BYTES = 16 << 20
 _REBUILD_BATCHES = 1024
+#: ``max_open_files`` where the process's descriptor limit cannot be read (no ``resource`` module: Windows), and its
+#: bounds where it can (a quarter of the soft limit, at 3 descriptors per open file).
+FALLBACK_MAX_OPEN_FILES = 256
+_MIN_OPEN_FILES, _MAX_OPEN_FILES = 16, 1024
 
 
 @dataclass
@@ -140,6 +149,22 @@ def microseconds(timestamp: float) -> int:
     return int(whole) * 1_000_000 + round(fraction * 1e6)
 
 
+def default_max_open_files() -> int:
+    """``max_open_files`` when none is given: a quarter of the process's soft ``RLIMIT_NOFILE`` at 3 descriptors per
+    open file, between 16 and 1024 (1024 with no limit; :data:`FALLBACK_MAX_OPEN_FILES` where it cannot be read).
+    A fixed 64 rotated one file per model per batch as soon as a service wrote to more than 64 models at once."""
+    if resource is None:
+        return FALLBACK_MAX_OPEN_FILES
+    try:
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (OSError, ValueError):
+        return FALLBACK_MAX_OPEN_FILES
+    unlimited = soft == resource.RLIM_INFINITY
+    if unlimited or soft < 0:
+        return _MAX_OPEN_FILES
+    return max(_MIN_OPEN_FILES, min(_MAX_OPEN_FILES, soft // 12))
+
+
 def hour_key(timestamp: float) -> str:
     """The ``hour`` partition value of a Unix time (UTC): ``2026-11-30T10``."""
     return time.strftime("%Y-%m-%dT%H", time.gmtime(timestamp))
@@ -151,17 +176,21 @@ class ParquetSink:
     (recovered after a crash), ``journal_fsync`` syncs it after each batch (docs/prediction-log.md, "The journal").
     ``max_open_files`` bounds the files open at once (one per model and hour, each holding up to 3 file
     descriptors): a new one past it first completes the least recently written one (counted in
-    :attr:`forced_rotations`), so that a flood of model names cannot take the process's descriptors."""
+    :attr:`forced_rotations`), so that a flood of model names cannot take the process's descriptors. ``None`` (the
+    default) takes it from the process's descriptor limit (:func:`default_max_open_files`). Past the cap every batch
+    that writes to more files than it completes files early: the cap is for floods, not for the models served."""
 
     def __init__(self, directory: str | os.PathLike[str], *, max_rows: int = 100_000,
                  max_file_seconds: float = 300.0, compression: str = "zstd", fsync: bool = True,
-                 journal: bool = True, journal_fsync: bool = False, max_open_files: int = 64) -> None:
+                 journal: bool = True, journal_fsync: bool = False, max_open_files: int | None = None) -> None:
         self.pa = require("pyarrow", "data")
         self.pq = require("pyarrow.parquet", "data")
+        if max_open_files is None:
+            max_open_files = default_max_open_files()
         for label, number in (("max_rows", max_rows), ("max_open_files", max_open_files)):
             if isinstance(number, bool) or not isinstance(number, int) or number < 1:
                 raise ValueError(f"{label} must be a whole number >= 1, got {number!r}")
-        self.max_open_files = max_open_files
+        self.max_open_files: int = max_open_files
         #: Files completed early because ``max_open_files`` were open and another was needed.
         self.forced_rotations = 0
         self.directory = Path(directory)
@@ -287,15 +316,28 @@ class ParquetSink:
             return self._table(rows, known)
         except Exception:
             pass
-        fitting = []
-        for row in rows:
-            try:
-                self._table([row], known)
-            except Exception as exc:
-                tally.error = tally.error or exc
-            else:
-                fitting.append(row)
+        fitting: list[dict[str, Any]] = []
+        self._keep_fitting(rows, known, tally, fitting)
         return self._table(fitting, known) if fitting else None
+
+    def _keep_fitting(self, rows: list[dict[str, Any]], known: Any, tally: _Tally, fitting: list[dict[str, Any]],
+                      ) -> None:
+        """Append to ``fitting``, in order, the rows of a batch whose table failed that fit alone: each half whose
+        table builds is kept whole and each that fails is split again, down to single rows (a table per row, over
+        every column, took 16 s for 1000 rows of 200 columns with one bad row)."""
+        half = len(rows) // 2
+        for part in (rows[:half], rows[half:]):
+            if not part:
+                continue
+            try:
+                self._table(part, known)
+            except Exception as exc:
+                if len(part) == 1:
+                    tally.error = tally.error or exc
+                else:
+                    self._keep_fitting(part, known, tally, fitting)
+            else:
+                fitting.extend(part)
 
     def _table(self, rows: list[dict[str, Any]], known: Any) -> Any:
         """The rows as an Arrow table without ``model``: the open file's column types where they fit, new columns
@@ -397,7 +439,9 @@ class ParquetSink:
             oldest = next(iter(self._open))
             self.forced_rotations += 1
             warn_rate_limited("parquet_sink.max_open_files", "aiwatch: prediction log has %d files open "
-                              "(max_open_files): completing the least recently written one (%s) early; %d so far",
+                              "(max_open_files): completing the least recently written one (%s) early; %d so far "
+                              "(more models are written at once than that: raise max_open_files, or the process's "
+                              "descriptor limit, ulimit -n)",
                               len(self._open), self._open[oldest].final, self.forced_rotations)
             with suppress(Exception):  # counted in the tally (its rows recoverable or lost); the new file is made
                 self._rotate(oldest, tally)
