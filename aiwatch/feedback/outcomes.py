@@ -130,10 +130,11 @@ def read_labels(path: str | os.PathLike[str], id_column: str = "request_id", out
         if pa.types.is_dictionary(id_type):  # a pandas categorical's ids
             id_type = id_type.value_type
             table = table.set_column(0, "request_id", table.column("request_id").cast(id_type))
-        if not (is_text_type(id_type) or pa.types.is_integer(id_type) or pa.types.is_null(id_type)):
+        if pa.types.is_floating(id_type) or pa.types.is_decimal(id_type):
+            table = table.set_column(0, "request_id", _whole_number_ids(table.column("request_id"), path, id_column))
+        elif not (is_text_type(id_type) or pa.types.is_integer(id_type) or pa.types.is_null(id_type)):
             raise ValueError(f"labels {os.fspath(path)!r}: the id column {id_column!r} is {id_type}; request ids "
-                             "must be text or whole numbers (a float or decimal id is written as '7.0', '7.00' or "
-                             "'1.2345678901234568e+16' and would match no logged request)")
+                             "must be text or whole numbers")
         if not parquet:
             table = _missing_text_as_null(table)
         return _last_label_of_each_request(table).cast(
@@ -141,6 +142,28 @@ def read_labels(path: str | os.PathLike[str], id_column: str = "request_id", out
     except pa.ArrowException as exc:  # pyarrow's messages may span lines and need not name the file
         detail = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
         raise ValueError(f"cannot read labels {os.fspath(path)!r}: {detail}") from None
+
+
+def _whole_number_ids(ids: Any, path: str | os.PathLike[str], id_column: str) -> Any:
+    """A float or decimal id column (pandas writes int ids with a gap as float64) as int64, so that ``7.0`` is the
+    id ``"7"``; an id that is not a whole number (``7.5``, NaN, a float past 2**53, which stands for several ints, or
+    a decimal past int64) is an error: it would match no logged request, or the wrong one."""
+    pa = require("pyarrow", "data")
+    if pa.types.is_decimal(ids.type):
+        try:
+            return ids.cast(pa.int64())  # safe: a fraction or an overflow raises
+        except pa.ArrowInvalid:
+            bad = "a fraction or a number past int64"
+    else:
+        values = np.asarray(ids.drop_null().cast(pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
+        with np.errstate(invalid="ignore"):
+            wrong = ~(np.isfinite(values) & (np.floor(values) == values) & (np.abs(values) <= 2.0 ** 53))
+        if not wrong.any():
+            return ids.cast(pa.int64())
+        bad = repr(float(values[np.flatnonzero(wrong)[0]]))
+    raise ValueError(f"labels {os.fspath(path)!r}: the id column {id_column!r} is {ids.type} and holds {bad}, "
+                     "which is not a request id; a float or decimal id column is read when each id is a whole "
+                     "number (of at most 2**53 for a float)")
 
 
 def _missing_text_as_null(table: Any) -> Any:
@@ -283,13 +306,17 @@ def quality_report(log: str | os.PathLike[str], labels: Any, *, kind: Kind = "cl
     if missing:
         raise ValueError(f"the log has no {', '.join(map(repr, missing))} column (its columns: "
                          f"{', '.join(dataset.schema.names)}); set the prediction column with --prediction")
-    columns = ["request_id", time_column, prediction] + (["model"] if "model" in dataset.schema.names else [])
+    columns = ["request_id", time_column, prediction] + [c for c in ("model", "model_version")
+                                                          if c in dataset.schema.names and c not in (time_column,
+                                                                                                     prediction)]
     logged = dataset.to_table(columns=columns, filter=time_filter(dataset, since, until, time_column))
     logged, seconds, untimed = _timed_rows(logged, time_column)
     models = (pc.fill_null(logged.column("model").cast(pa.string()), "").to_numpy(zero_copy_only=False)
               if "model" in logged.column_names else np.full(len(seconds), "", dtype=object))
     request_ids = logged.column("request_id").cast(pa.string())
-    keep = _latest_row_of_each_request(models, request_ids, seconds)
+    versions = (logged.column("model_version").cast(pa.string()) if "model_version" in logged.column_names
+                else None)
+    keep = _latest_row_of_each_request(models, request_ids, seconds, versions)
     duplicates = logged.num_rows - len(keep)
     if duplicates:
         logged, seconds, models = logged.take(pa.array(keep)), seconds[keep], models[keep]
@@ -340,11 +367,12 @@ def _timed_rows(logged: Any, time_column: str) -> tuple[Any, npt.NDArray[np.floa
     return logged, seconds, untimed
 
 
-def _latest_row_of_each_request(models: npt.NDArray[Any], request_ids: Any,
-                                seconds: npt.NDArray[np.float64]) -> npt.NDArray[np.int64]:
-    """The rows to keep, in order: for each (model, request id) logged more than once (a retried request logged
-    under the caller's id) the latest (by timestamp, then as stored), so that its label counts once; every row
-    without a request id (it joins no label)."""
+def _latest_row_of_each_request(models: npt.NDArray[Any], request_ids: Any, seconds: npt.NDArray[np.float64],
+                                versions: Any = None) -> npt.NDArray[np.int64]:
+    """The rows to keep, in order: for each (model, model version, request id) logged more than once (a retried
+    request logged under the caller's id) the latest (by timestamp, then as stored), so that its label counts once;
+    every row without a request id (it joins no label). ``versions`` (the ``model_version`` column, when the log has
+    one) keeps the rows of shadow or A/B versions that answered one request apart."""
     pa = require("pyarrow", "data")
     n = len(seconds)
     order = np.lexsort((np.arange(n), seconds))  # by time, then as stored
@@ -355,7 +383,10 @@ def _latest_row_of_each_request(models: npt.NDArray[Any], request_ids: Any,
                      "rank": pa.array(rank[has_id])})
     if keys.num_rows == 0:
         return np.arange(n)
-    latest = keys.group_by(["model", "request_id"], use_threads=False).aggregate([("rank", "max")])
+    key = ["model", "request_id"]
+    if versions is not None:
+        keys, key = keys.append_column("model_version", versions.filter(pa.array(has_id))), [*key, "model_version"]
+    latest = keys.group_by(key, use_threads=False).aggregate([("rank", "max")])
     if latest.num_rows == keys.num_rows:
         return np.arange(n)
     kept = order[latest.column("rank_max").to_numpy()]
@@ -364,7 +395,9 @@ def _latest_row_of_each_request(models: npt.NDArray[Any], request_ids: Any,
 
 def _as_classes(predicted: Any, outcome: Any, positive: Any) -> tuple[npt.NDArray[Any], npt.NDArray[Any], Any]:
     """A classifier's predictions, outcomes and positive class, compared as floats when both sides are numbers or
-    bools (the log stores ints as doubles; ``True`` is 1, ``False`` 0), else as text (:func:`_as_text`)."""
+    bools (the log stores ints as doubles; ``True`` is 1, ``False`` 0), else as text: read as numbers
+    (:func:`_as_text`) when one side is numbers or bools (a prediction column that drifted to text in one batch
+    holds its doubles as ``"1.0"``), as written when both are text (classes are codes: ``"007"`` is not ``"7"``)."""
     pa = require("pyarrow", "data")
     number = _class_number(positive)
     if _is_number_type(predicted.type) and number is not None:
@@ -373,7 +406,9 @@ def _as_classes(predicted: Any, outcome: Any, positive: Any) -> tuple[npt.NDArra
                     outcome.cast(pa.float64()).to_numpy(zero_copy_only=False), number)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, TypeError, ValueError):
             pass  # outcomes that are not all numbers ("true", "spam"): compared as text
-    return _as_text(predicted.to_pylist()), _as_text(outcome.to_pylist()), _as_text([positive])[0]
+    if _is_number_type(predicted.type) or _is_number_type(outcome.type):
+        return _as_text(predicted.to_pylist()), _as_text(outcome.to_pylist()), _as_text([positive])[0]
+    return _as_written(predicted.to_pylist()), _as_written(outcome.to_pylist()), _as_written([positive])[0]
 
 
 def _is_number_type(kind: Any) -> bool:
@@ -407,6 +442,16 @@ def _as_text(values: list[Any]) -> npt.NDArray[Any]:
             if isinstance(number, float) and not (number.is_integer() and abs(number) >= 2 ** 53):
                 values[i] = number  # a whole number past 2**53 stays as written: its double is another number
     return np.asarray([_class_text(v) for v in values] + [None], dtype=object)[:-1]
+
+
+def _as_written(values: list[Any]) -> npt.NDArray[Any]:
+    """Text classes as written; a ``positive`` given as a number is its text (``1`` and ``1.0`` are ``"1"``)."""
+    return np.asarray([v if v is None or isinstance(v, str) else _number_text(v) for v in values] + [None],
+                      dtype=object)[:-1]
+
+
+def _number_text(value: Any) -> str:
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
 
 
 def _class_text(value: Any) -> str | None:

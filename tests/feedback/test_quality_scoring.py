@@ -9,6 +9,7 @@ import os
 import time
 from collections.abc import Iterator
 from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 
 import pyarrow as pa
@@ -134,7 +135,9 @@ def test_rows_without_a_timestamp_are_left_out_and_counted_and_a_null_model_is_t
     assert "2 logged rows left out: a missing or non-finite timestamp" in captured.err
 
 
-@pytest.mark.parametrize("ids", [pa.array([7.0, 8.0]), pa.array([7, 8]).cast(pa.decimal128(22, 2)),
+@pytest.mark.parametrize("ids", [pa.array([7.5, 8.0]), pa.array([7.0, float("nan")]), pa.array([7.0, 2.0 ** 60]),
+                                 pa.array([7.0, float("inf")]),
+                                 pa.array([Decimal("7.5"), Decimal("8")], type=pa.decimal128(22, 2)),
                                  pa.array([b"7", b"8"])])
 def test_label_ids_that_are_not_text_or_whole_numbers_are_refused_naming_the_column_and_file(
         tmp_path: Path, ids: pa.Array) -> None:
@@ -142,6 +145,45 @@ def test_label_ids_that_are_not_text_or_whole_numbers_are_refused_naming_the_col
     pq.write_table(pa.table({"tx": ids, "outcome": [1, 0]}), path)
     with pytest.raises(ValueError, match=rf"labels '{path}': the id column 'tx' is "):
         read_labels(path, id_column="tx")
+
+
+@pytest.mark.parametrize("ids", [pa.array([7.0, None, 12345678.0, 2.0 ** 53]),
+                                 pa.array([7, None, 12345678, 2 ** 53]).cast(pa.decimal128(22, 2))])
+def test_float_or_decimal_label_ids_that_are_whole_numbers_are_read_as_their_int_text(
+        tmp_path: Path, ids: pa.Array) -> None:
+    # pandas writes int ids with a gap as float64: 7.0 is the logged request "7"
+    path = tmp_path / "labels.parquet"
+    pq.write_table(pa.table({"request_id": ids, "outcome": [1, 0, 1, 0]}), path)
+    assert read_labels(path).column("request_id").to_pylist() == ["7", None, "12345678", str(2 ** 53)]
+    log = _sink_log(tmp_path, [{"request_id": "7", "timestamp": T0, "model": "m", "output": 1.0}])
+    [window] = realised_quality(log, path)
+    assert window.labelled == 1 and window.metrics["accuracy"] == 1.0
+
+
+@pytest.mark.parametrize(("predicted", "outcomes", "positive", "accuracy"), [
+    (["007", "7", "007", "7"], ["007", "007", "7", "7"], "007", 0.5),
+    (["1.1", "1.10", "1.1", "1.10"], ["1.1", "1.1", "1.10", "1.10"], "1.1", 0.5),
+    (["True", "true", "TRUE", "1"], ["true", "True", "1", "TRUE"], "True", 0.0)])
+def test_text_classes_on_both_sides_are_compared_as_written(
+        tmp_path: Path, predicted: list[str], outcomes: list[str], positive: str, accuracy: float) -> None:
+    # both sides text: classes are codes ("007" is not "7"); only a side typed as numbers makes text read as numbers
+    log = _sink_log(tmp_path, [{"request_id": f"r{i}", "timestamp": T0, "model": "m", "output.label": p}
+                               for i, p in enumerate(predicted)])
+    path = tmp_path / "labels.parquet"
+    pq.write_table(pa.table({"request_id": [f"r{i}" for i in range(4)], "outcome": outcomes}), path)
+    [window] = realised_quality(log, path, prediction="output.label", positive=positive)
+    assert window.labelled == 4 and window.metrics["accuracy"] == accuracy
+
+
+def test_shadow_versions_that_answered_one_request_are_each_scored(tmp_path: Path) -> None:
+    log = _sink_log(tmp_path, [
+        {"request_id": rid, "timestamp": T0 + i, "model": "m", "model_version": version, "output": output}
+        for i, (rid, version, output) in enumerate([("a", "v1", 1.0), ("a", "v2", 0.0), ("b", "v1", 1.0),
+                                                     ("b", "v2", 0.0), ("b", "v2", 1.0)])])  # b's v2 retried
+    path = _labels(tmp_path, [("a", 1), ("b", 1)])
+    report = outcomes.quality_report(log, path)
+    assert report.duplicates == 1
+    assert [(w.logged, w.labelled, w.metrics["accuracy"]) for w in report.windows] == [(4, 4, 0.75)]
 
 
 def test_a_request_labelled_twice_keeps_its_last_label_and_labels_without_an_id_all_stay(tmp_path: Path) -> None:
