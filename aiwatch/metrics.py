@@ -99,8 +99,8 @@ class MetricSpec:
 #: start. ``tests/test_package.py`` checks that every component aiwatch records under is listed.
 ERROR_COMPONENTS: tuple[str, ...] = (
     "batcher", "cache", "cardinality", "client", "degraded", "drift", "event_loop", "genai", "gpu", "grpc_client",
-    "grpc_server", "grpc_server_timing", "hook", "instrument", "metrics", "multiprocess", "phase", "prediction_log",
-    "queue", "route", "server_timing", "tracing",
+    "grpc_server", "grpc_server_timing", "grpc_server_trailer", "hook", "instrument", "metrics", "multiprocess",
+    "phase", "prediction_log", "queue", "route", "server_timing", "tracing",
 )
 
 

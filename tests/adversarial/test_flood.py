@@ -39,7 +39,7 @@ from aiwatch.metrics import Metrics
 FLOOD = 20_000
 BOUND = 100  # max_label_values: the default
 #: docs/limits.md: the whole flood below (20k names through each entry point) leaves at most this many series
-MAX_SERIES = 30_000
+MAX_SERIES = 36_000
 #: docs/limits.md: ... and grows the process' resident memory by at most this much
 MAX_RSS_GROWTH = 32 * 2**20
 TRAFFIC_LABELS = ("route", "model", "phase", "peer", "feature", "queue", "cache")
