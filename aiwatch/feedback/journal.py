@@ -22,7 +22,6 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import suppress
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -179,21 +178,6 @@ class OpenFileLock:
                 os.close(fd)
 
 
-@dataclass
-class Contents:
-    """What a journal of a dead writer holds: its whole batches, and the bytes of a torn last batch after them;
-    ``invalid`` says why the batch those bytes start with was not valid (a damaged journal, not a torn end)."""
-
-    schema: Any
-    batches: list[Any]
-    torn_bytes: int
-    invalid: str = ""
-
-    @property
-    def rows(self) -> int:
-        return sum(b.num_rows for b in self.batches)
-
-
 def claim(path: Path, *, begun: bool = False) -> int | None:
     """A locked descriptor of the journal (or :class:`OpenFileLock`'s file) at ``path`` when its writer is gone,
     else ``None`` (its writer is alive, or finished with it and removed or renamed it). The caller closes the
@@ -233,15 +217,6 @@ def claim(path: Path, *, begun: bool = False) -> int | None:
 def _stale(found: os.stat_result) -> bool:
     """Whether a file was last modified more than :data:`EMPTY_GRACE_SECONDS` ago (a future mtime is not)."""
     return time.time() - found.st_mtime > EMPTY_GRACE_SECONDS
-
-
-def read(fd: int, pa: Any) -> Contents:
-    """The whole batches of a claimed journal, all in memory (:class:`Reader` streams them); a torn last batch (the
-    writer died while writing it) is left out and its bytes counted, and so is a batch that is not valid, with every
-    byte after it. A journal torn inside its schema has no batches and a ``None`` schema."""
-    reader = Reader(fd, pa)
-    batches = list(reader)
-    return Contents(reader.schema, batches, reader.torn_bytes, reader.invalid)
 
 
 class Reader:
@@ -367,10 +342,10 @@ def _check_still_named(fd: int, path: Path) -> None:
                        f"{EMPTY_GRACE_SECONDS:g} s, and a starting sink took it for a dead writer's)")
 
 
-def _same_file(fd: int, path: Path) -> bool:
-    """Whether ``path`` (not followed) is the open file of ``fd``."""
+def _same_file(fd: int, path: Path, *, follow_symlinks: bool = False) -> bool:
+    """Whether ``path`` (not followed, unless ``follow_symlinks``) is the open file of ``fd``."""
     try:
-        here, mine = os.stat(path, follow_symlinks=False), os.fstat(fd)
+        here, mine = os.stat(path, follow_symlinks=follow_symlinks), os.fstat(fd)
     except OSError:
         return False
     return (here.st_dev, here.st_ino) == (mine.st_dev, mine.st_ino)
@@ -378,13 +353,10 @@ def _same_file(fd: int, path: Path) -> bool:
 
 def _unlink_if_same(fd: int, names: tuple[Path, ...]) -> None:
     """Remove each of ``names`` that is the open file of ``fd``. Never raises."""
-    with suppress(OSError):
-        mine = os.fstat(fd)
-        for name in names:
+    for name in names:
+        if _same_file(fd, name, follow_symlinks=True):
             with suppress(OSError):
-                here = os.stat(name)
-                if (here.st_dev, here.st_ino) == (mine.st_dev, mine.st_ino):
-                    name.unlink()
+                name.unlink()
 
 
 def _write_all(fd: int, data: bytes) -> None:

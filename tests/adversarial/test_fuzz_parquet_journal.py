@@ -1,4 +1,4 @@
-"""Fuzzing the reader of a dead writer's Parquet sink journal (``aiwatch.feedback.journal.read``) with damaged
+"""Fuzzing the reader of a dead writer's Parquet sink journal (``aiwatch.feedback.journal.Reader``) with damaged
 journals: it never raises, never hands back a batch that is not valid (such a batch crashed Parquet's writer), and
 accounts for every byte (those of its whole batches, the rest counted as dropped); a length prefix claiming
 gigabytes allocates nothing of the sort."""
@@ -8,7 +8,9 @@ from __future__ import annotations
 import os
 import struct
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -27,18 +29,29 @@ BATCHES = [pa.RecordBatch.from_pylist([{"request_id": f"r{b}-{i}", "timestamp": 
 JOURNAL = SCHEMA.serialize().to_pybytes() + b"".join(b.serialize().to_pybytes() for b in BATCHES)
 
 
-def read(data: bytes) -> journal.Contents:
+@dataclass
+class Contents:
+    """What recovery's :class:`journal.Reader` gave for a journal, read to its end."""
+
+    schema: Any
+    batches: list[Any]
+    torn_bytes: int
+
+
+def read(data: bytes) -> Contents:
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / ".part-x.parquet.journal"
         path.write_bytes(data)
         fd = os.open(path, os.O_RDONLY)
         try:
-            return journal.read(fd, pa)
+            reader = journal.Reader(fd, pa)
+            batches = list(reader)
+            return Contents(reader.schema, batches, reader.torn_bytes)
         finally:
             os.close(fd)
 
 
-def check(data: bytes) -> journal.Contents:
+def check(data: bytes) -> Contents:
     contents = read(data)
     for batch in contents.batches:
         batch.validate(full=True)
