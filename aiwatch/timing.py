@@ -144,9 +144,11 @@ class RequestTimeline:
     def elapsed(self, now: float | None = None) -> float:
         return (_clock() if now is None else now) - self.start
 
-    def server_timing(self, now: float | None = None) -> str:
+    def server_timing(self, now: float | None = None, tail: str | None = None) -> str:
         """The Server-Timing value for the request so far (the format of
-        :func:`aiwatch.servertiming.format_server_timing`, written out here because it runs on every request)."""
+        :func:`aiwatch.servertiming.format_server_timing`, written out here because it runs on every request).
+        ``tail``: the overhead and total entries to fill in (default: the recorder's
+        :attr:`~RequestRecorder.timing_tail`)."""
         total = (_clock() if now is None else now) - self.start
         head = ""
         named = 0.0
@@ -155,7 +157,8 @@ class RequestTimeline:
             head += "%s;dur=%.3f, " % (name, secs * 1000.0)  # noqa: UP031
             named += secs
         overhead = total - named
-        return head + self.recorder.timing_tail % ((overhead if overhead > 0.0 else 0.0) * 1000.0, total * 1000.0)
+        end = self.recorder.timing_tail if tail is None else tail
+        return head + end % ((overhead if overhead > 0.0 else 0.0) * 1000.0, total * 1000.0)
 
 _timeline: ContextVar[RequestTimeline | None] = ContextVar("aiwatch_timeline", default=None)
 _frame: ContextVar[_Frame | None] = ContextVar("aiwatch_phase_frame", default=None)

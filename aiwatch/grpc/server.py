@@ -150,19 +150,14 @@ class _Call:
         why it was cut short (``None``: it was not; :func:`_with_timing` counts it, once per trailer).
         ``tail``: :attr:`_ServerCore.tail`, the overhead and total entries to fill in."""
         tl = self.timeline
-        total = (_clock() if now is None else now) - tl.start
-        entries = []
-        named = 0.0
-        for (name, _model), secs in tl.phases.items():
-            entries.append("%s;dur=%.3f, " % (name, secs * 1000.0))  # noqa: UP031
-            named += secs
-        overhead = total - named
-        end = tail % ((overhead if overhead > 0.0 else 0.0) * 1000.0, total * 1000.0)
+        value = tl.server_timing(_clock() if now is None else now, tail)
         if self.attempt is not None:  # the total entry comes last, so a parameter appended here is the total's
-            end += f";{ATTEMPT}={self.attempt:d}"
-        head = "".join(entries)
-        if len(head) + len(end) <= MAX_TRAILER:
-            return head + end, None
+            value += f";{ATTEMPT}={self.attempt:d}"
+        if len(value) <= MAX_TRAILER:
+            return value, None
+        # rare: too long to send whole; the same entries, as many phases as fit before the overhead and total
+        entries = ["%s;dur=%.3f, " % (name, secs * 1000.0) for (name, _model), secs in tl.phases.items()]  # noqa: UP031
+        end = value[len("".join(entries)):]
         room = MAX_TRAILER - len(end)
         kept = []
         for entry in entries:
@@ -431,11 +426,7 @@ def _status(context: Any, error: BaseException | None, terminated: bool, undecod
         return _code(context) or failed_status, False
     if terminated or isinstance(error, asyncio.CancelledError | GeneratorExit):
         return _cancel_status(context, margin, remaining), False
-    code = None
-    try:
-        code = status_name(context.code())
-    except Exception:
-        code = None
+    code = _code(context)
     if error is not None:
         if code is not None and code != "OK":
             return code, False  # abort(), or set_code() then raise: grpcio sends that code
@@ -486,8 +477,6 @@ def _active(context: Any) -> bool:
         return True
 
 
-
-
 def _cancel_margin(remaining: Any) -> float:
     """The margin of a call that had ``remaining`` seconds to its deadline when its handler started."""
     if isinstance(remaining, int | float) and remaining == remaining:  # not NaN
@@ -508,8 +497,9 @@ def _cancel_status(context: Any, margin: float = DEADLINE_MARGIN_SECONDS, remain
     return "DEADLINE_EXCEEDED" if deadline else "CANCELLED"
 
 
-def _count_trailer(metrics: Metrics, what: str) -> None:
-    record_error(TRAILER_COMPONENT, ValueError(what), metrics)
+def _trailing_pairs(context: Any) -> tuple[Any, ...]:
+    """The trailing metadata the servicer set on ``context``, as ``(key, value)`` pairs."""
+    return tuple((k, v) for k, v in context.trailing_metadata() or ())
 
 
 def _with_timing(pairs: tuple[Any, ...], timing: tuple[str, str | None], metrics: Metrics
@@ -522,18 +512,17 @@ def _with_timing(pairs: tuple[Any, ...], timing: tuple[str, str | None], metrics
     for key, item in pairs:
         size += len(key) + len(item) + 32
     if size > MAX_TRAILING:
-        _count_trailer(metrics, f"server-timing trailer left out: the trailing metadata would be {size} bytes, over "
-                                f"{MAX_TRAILING}")
+        record_error(TRAILER_COMPONENT, ValueError(
+            f"server-timing trailer left out: the trailing metadata would be {size} bytes, over {MAX_TRAILING}"),
+            metrics)
         return None
     if cut is not None:
-        _count_trailer(metrics, cut)
+        record_error(TRAILER_COMPONENT, ValueError(cut), metrics)
     return (*pairs, (HEADER, value))
 
 
 def _add_trailing(context: Any, timing: tuple[str, str | None], metrics: Metrics) -> None:
-    existing = context.trailing_metadata()
-    pairs = tuple((k, v) for k, v in existing or ()) if existing else ()
-    metadata = _with_timing(pairs, timing, metrics)
+    metadata = _with_timing(_trailing_pairs(context), timing, metrics)
     if metadata is not None:
         context.set_trailing_metadata(metadata)
 
@@ -555,8 +544,7 @@ class _AioContext:
     async def abort(self, code: grpc.StatusCode, details: str = "", trailing_metadata: Any = ()) -> None:
         try:
             timing = self._call.server_timing(self._tail)
-            pairs = tuple(trailing_metadata) if trailing_metadata else tuple(
-                (k, v) for k, v in self._context.trailing_metadata() or ())
+            pairs = tuple(trailing_metadata) if trailing_metadata else _trailing_pairs(self._context)
             with_timing = _with_timing(pairs, timing, self._call.timeline.recorder.metrics)
             if with_timing is not None:
                 trailing_metadata = with_timing
