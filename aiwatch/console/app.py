@@ -705,10 +705,12 @@ def _draw_prediction_log(series: list[Series], w: str) -> None:
         result = s.labels.get("result", "")
         return (s.labels.get("log", ""), lost(result), UNSTORED_RESULTS.index(result) if lost(result) else 0, result)
 
-    shares, losses = unstored_share(series), unstored_share(series, LOST_RESULTS)
-    waiting = unstored_share(series, WAITING_RESULTS)
-    losing = sorted(((log, share) for log, share in losses.items() if share), key=lambda ls: (-ls[1], ls[0]))
-    kept = sorted(((log, share) for log, share in waiting.items() if share), key=lambda ls: (-ls[1], ls[0]))
+    def worst(shares: dict[str, float | None]) -> list[tuple[str, float]]:
+        return sorted(((log, share) for log, share in shares.items() if share), key=lambda ls: (-ls[1], ls[0]))
+
+    shares = unstored_share(series)
+    losing = worst(unstored_share(series, LOST_RESULTS))
+    kept = worst(unstored_share(series, WAITING_RESULTS))
     if losing:
         st.error("Prediction log losing records: " + ", ".join(f"{md(log)} {share:.1%} not stored"
                                                                for log, share in losing[:10]))

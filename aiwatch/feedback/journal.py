@@ -232,8 +232,8 @@ class Reader:
         self._source = pa.PythonFile(_Bounded(fd, self._size), mode="r")
         self.schema: Any = None
         self.rows = self.batches = 0
-        self.torn_bytes, self.invalid = self._size, ""
-        self._whole = 0
+        self.invalid = ""
+        self._whole = 0  # where the last whole batch (or the schema) ends
         self._stream: Any = None
         if _too_long(fd, 0, self._size):
             return
@@ -275,9 +275,12 @@ class Reader:
             self._whole = self._source.tell()
             self.rows += batch.num_rows
             self.batches += 1
-            self.torn_bytes = self._size - self._whole
             yield batch
-        self.torn_bytes = self._size - self._whole
+
+    @property
+    def torn_bytes(self) -> int:
+        """The bytes after the last whole batch read (all of them before any)."""
+        return self._size - self._whole
 
 
 #: The longest metadata of one IPC message a journal may hold: a batch's metadata grows with its columns, not its

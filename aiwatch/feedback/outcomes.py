@@ -459,11 +459,9 @@ def _class_text(value: Any) -> str | None:
         return None
     if isinstance(value, bool):
         return "1" if value else "0"
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
     if isinstance(value, str):
         return _BOOL_TEXT.get(value.strip().lower(), value)
-    return str(value)
+    return _number_text(value)
 
 
 def latest_per_model(results: list[WindowQuality], min_labelled: int = 1) -> dict[str, WindowQuality]:
