@@ -191,3 +191,26 @@ def test_printable_ascii_escapes_what_is_not_ascii(name: str, escaped: str) -> N
 ])
 def test_printable_ascii_cuts_at_its_limit_between_escapes(name: str, limit: int, cut: str) -> None:
     assert printable_ascii(name, limit) == cut
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(), st.one_of(st.none(), st.integers(0, 200)))
+def test_printable_ascii_gives_only_what_grpc_metadata_accepts_within_its_limit(text: str, limit: int | None) -> None:
+    # any service name an operator sets (OTEL_SERVICE_NAME): the trailer's desc must never fail a call
+    out = printable_ascii(text, limit)
+    assert all(" " <= c <= "~" for c in out)
+    assert limit is None or len(out) <= limit
+    # it is a prefix of the whole escaping, cut between characters: no escape is ever split
+    whole = printable_ascii(text, None) if limit is not None else out
+    assert whole.startswith(out)
+    assert limit is None or out == whole or len(out) + len(printable_ascii(text[len(_kept(text, out))], None)) > limit
+
+
+def _kept(text: str, out: str) -> str:
+    """The characters of ``text`` whose escapes make up ``out``."""
+    kept = ""
+    for c in text:
+        if len(printable_ascii(kept + c, None)) > len(out):
+            break
+        kept += c
+    return kept
