@@ -26,6 +26,7 @@ from typing import Any
 
 from aiwatch._optional import require
 from aiwatch.amounts import shown
+from aiwatch.feedback.schema import finite_only
 from aiwatch.feedback.sink import RowsLost
 
 #: Seconds the client the sink makes from a URL waits to connect, and for a reply, unless the URL's query sets
@@ -50,19 +51,8 @@ def entry_fields(row: dict[str, Any]) -> dict[str, str]:
         try:
             fields[name] = json.dumps(value, allow_nan=False)
         except ValueError:  # a non-finite float nested in a list or dict (a row of the caller's own)
-            fields[name] = json.dumps(_finite(value), allow_nan=False)
+            fields[name] = json.dumps(finite_only(value), allow_nan=False)
     return fields
-
-
-def _finite(value: Any) -> Any:
-    """``value`` with every non-finite float in it, nested ones included, as None."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(item) for item in value]
-    return value
 
 
 class RedisStreamSink:

@@ -56,14 +56,18 @@ def unix_seconds(timestamp: Any) -> float:
 def text(value: Any) -> str | None:
     """An id column's value (``request_id``, ``model``, ``model_version``) as the text the sinks store: a client's
     int id, a model registry's version 3 are ids, not numbers, and a non-str value in one of these string columns
-    failed the whole Parquet batch it was in. ``None`` stays null.
+    failed the whole Parquet batch it was in. Bytes are :func:`bytes_text`. ``None`` stays null.
 
-    >>> text(123), text("v1"), text(None)
-    ('123', 'v1', None)
+    >>> text(123), text("v1"), text(b"r-9"), text(None)
+    ('123', 'v1', 'r-9', None)
     """
     if value is None:
         return None
-    return utf8_text(value if type(value) is str else str(value))
+    if type(value) is str:
+        return utf8_text(value)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes_text(bytes(value))
+    return utf8_text(str(value))
 
 
 _TRACE_ID_LIMIT = 1 << 128
@@ -79,7 +83,67 @@ def trace_id_text(value: Any) -> str | None:
     """
     if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < _TRACE_ID_LIMIT:
         return format(value, "032x")
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        raw = bytes(value)
+        if len(raw) == 16:  # a binary trace id (OTLP's protobuf, ``int.to_bytes(16, "big")``)
+            return raw.hex()
+        return bytes_text(raw)
     return text(value)
+
+
+def bytes_text(value: bytes) -> str:
+    """Bytes as the log stores them: the text they hold when they are UTF-8 (a raw ASGI header value), else their
+    ``repr``, which reads them back unambiguously (``ast.literal_eval``).
+
+    >>> bytes_text(b"4bf92f35"), bytes_text(b"\\xff\\x00")
+    ('4bf92f35', "b'\\\\xff\\\\x00'")
+    """
+    try:
+        return utf8_text(value.decode("utf-8"))
+    except UnicodeDecodeError:
+        return repr(value)
+
+
+def _json_default(value: Any) -> Any:
+    """What JSON text holds for a value :mod:`json` cannot write: bytes as :func:`bytes_text`, numpy numbers and
+    arrays as Python's, anything else as its ``str``."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes_text(bytes(value))
+    if hasattr(value, "tolist") and callable(value.tolist):
+        try:
+            return value.tolist()
+        except Exception:
+            pass
+    return str(value)
+
+
+def finite_only(value: Any) -> Any:
+    """``value`` with every non-finite float in it, nested ones included, as None: strict JSON (RFC 8259) has no
+    NaN or infinity, and Go's, JavaScript's and most SQL engines' parsers refuse Python's bare ``NaN``."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: finite_only(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_only(item) for item in value]
+    return value
+
+
+def json_text(value: Any) -> str:
+    """``value`` as strict JSON text (RFC 8259), keys sorted: a non-finite float in it, nested ones included, is
+    ``null``; bytes and objects JSON has no type for are written as :func:`_json_default` says.
+
+    >>> json_text({"b": [1.0, float("nan")], "a": b"id-7"})
+    '{"a": "id-7", "b": [1.0, null]}'
+    """
+    try:
+        return json.dumps(value, default=_json_default, sort_keys=True, allow_nan=False)
+    except ValueError:  # a non-finite float somewhere inside (a circular reference raises it too: see below)
+        pass
+    try:
+        return json.dumps(finite_only(value), default=_json_default, sort_keys=True, allow_nan=False)
+    except (ValueError, RecursionError):  # a circular container, or non-finite floats only :func:`_json_default` met
+        return str(value)
 
 
 class PredictionRecord:
@@ -111,6 +175,8 @@ def normalise(value: Any) -> Any:
         return value
     if isinstance(value, str):
         return utf8_text(str(value))
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes_text(bytes(value))
     if isinstance(value, numbers.Real):  # ints, floats, numpy scalars
         return finite_or_infinite(value)
     if hasattr(value, "item") and callable(value.item):  # numpy scalars and 0-d arrays, numpy bool_, tensors
@@ -122,8 +188,8 @@ def normalise(value: Any) -> Any:
             item = value.tolist()
         return normalise(item)
     try:
-        return json.dumps(value, default=str, sort_keys=True)
-    except (TypeError, ValueError):
+        return json_text(value)
+    except TypeError:  # keys JSON cannot sort (an int beside a str)
         return str(value)
 
 

@@ -222,6 +222,9 @@ TRACE = 0x4BF92F3577B34DA6A3CE929D0E0E4736
     ({"version": 3}, "model_version", "3"),  # a model registry's version number
     ({"trace_id": TRACE}, "trace_id", "4bf92f3577b34da6a3ce929d0e0e4736"),  # OpenTelemetry's int, as W3C writes it
     ({"trace_id": 1}, "trace_id", "0" * 31 + "1"),
+    ({"trace_id": TRACE.to_bytes(16, "big")}, "trace_id", "4bf92f3577b34da6a3ce929d0e0e4736"),  # OTLP's binary id
+    ({"trace_id": b"4bf92f3577b34da6a3ce929d0e0e4736"}, "trace_id", "4bf92f3577b34da6a3ce929d0e0e4736"),  # a raw header
+    ({"request_id": b"req-9"}, "request_id", "req-9"),
 ])
 def test_a_non_text_id_is_stored_as_text_and_its_batch_kept_in_a_real_sink(
         given: dict[str, Any], column: str, stored: str, tmp_path: Path, registry: CollectorRegistry) -> None:
@@ -512,3 +515,31 @@ def test_close_with_a_timeout_that_is_no_number_never_raises(registry: Collector
     assert registry.get_sample_value("aiwatch_instrumentation_errors_total", {"component": "prediction_log"}) == 1
     with pytest.raises(ValueError, match="timeout must be a number of seconds"):
         log.flush(bad)
+
+
+def _strict_json(text: str) -> Any:
+    def refuse(constant: str) -> None:
+        raise ValueError(f"not strict JSON: {constant}")
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_lists_and_dicts_are_stored_as_strict_json_in_a_real_sink(tmp_path: Path, registry: CollectorRegistry) -> None:
+    # json.dumps wrote a bare NaN / Infinity inside a list, which Go's, JavaScript's and SQL engines' parsers refuse,
+    # and bytes inside as the text of their repr
+    with PredictionLog(ParquetSink(tmp_path), registry=registry) as log:
+        log.log("m", {"x": 1.0, "embedding": [0.5, float("nan"), float("-inf")],
+                      "meta": {"w": np.float64("inf"), "tag": b"blue", "ok": 2}},
+                {"scores": np.array([0.25, np.nan])}, request_id="r1")
+    row = ds.dataset(tmp_path, format="parquet", partitioning="hive").to_table().to_pylist()[0]
+    assert _strict_json(row["embedding"]) == [0.5, None, None]
+    assert _strict_json(row["meta"]) == {"ok": 2, "tag": "blue", "w": None}
+    assert _strict_json(row["output.scores"]) == [0.25, None]
+    assert records(registry, "written") == 1
+
+
+def test_bytes_are_stored_as_the_text_they_hold(tmp_path: Path, registry: CollectorRegistry) -> None:
+    with PredictionLog(ParquetSink(tmp_path), registry=registry) as log:
+        log.log("m", {"x": 1.0, "header": b"gzip, br", "blob": b"\xff\x00"}, request_id="r1")
+    row = ds.dataset(tmp_path, format="parquet", partitioning="hive").to_table().to_pylist()[0]
+    assert row["header"] == "gzip, br"
+    assert row["blob"] == "b'\\xff\\x00'"  # not UTF-8: its repr, which ast.literal_eval reads back
