@@ -271,10 +271,10 @@ def build(gpu_source: str = "aiwatch") -> dict[str, Any]:
                        "Records per second of each prediction log (aiwatch.PredictionLog) by result: queued, then "
                        "written to the sink; or dropped (the queue was full), failed (the sink raised) or lost (a "
                        "Parquet file that could not be finished); recoverable (orange): written, but their file "
-                       "could not be finished, so they wait in its journal until a restart of one process on the log "
-                       "directory recovers them. Drift checks and label joins on the log miss every record that is "
-                       "not in a finished file; AiwatchPredictionLogLosingRecords fires on the share of dropped, "
-                       "failed, lost and recoverable.",
+                       "could not be finished, so they wait in its journal until the sink makes them into a file (a "
+                       "minute after the disk has room again). Drift checks and label joins on the log miss every "
+                       "record that is not in a finished file; AiwatchPredictionLogLosingRecords fires on the share "
+                       "of dropped, failed, lost and recoverable.",
                        overrides=[{"matcher": {"id": "byRegexp", "options": f".*{result}.*"},
                                    "properties": [{"id": "color", "value": {"mode": "fixed", "fixedColor": color}}]}
                                   for result, color in (("dropped", "red"), ("failed", "red"), ("lost", "red"),

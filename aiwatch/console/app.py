@@ -717,7 +717,8 @@ def _draw_prediction_log(series: list[Series], w: str) -> None:
     if kept:
         st.warning("Prediction log records waiting in journals: " + ", ".join(
             f"{md(log)} {share:.1%} not in a finished file" for log, share in kept[:10]) + ". Drift checks and "
-            "label joins do not see them until a restart of one process on the log directory recovers them.")
+            "label joins do not see them until the sink makes them into a file (a minute after the disk has "
+            "room again, or at the log's close; a restarted process on the directory does it at its start).")
     if not losing and not kept and any(share is not None for share in shares.values()):
         st.success(f"Every record the prediction log kept in the last {w} reached a finished file.")
     st.caption(f"Not stored: the share of the records a log dealt with that were dropped (its queue was full), failed "

@@ -74,6 +74,8 @@ class PredictionLog:
     ``queue_size`` bounds the records waiting for the writer; ``batch_size`` rows go to the sink at a time, at least
     every ``flush_seconds``. ``name`` is the ``log`` label of ``aiwatch_prediction_log_records_total``.
     Close the log (or use it as a context manager) to write out what is queued; it is closed at interpreter exit.
+    A sink with a ``take_recovery()`` (:class:`~aiwatch.feedback.ParquetSink`) has it called at the start, after each
+    flush and at close, and must hand over what it recovered since the last call only.
     """
 
     def __init__(self, sink: PredictionSink, *, sampling: SamplingPolicy | None = None, sample_rate: float = 1.0,
@@ -100,6 +102,7 @@ class PredictionLog:
         self._failed = self.metrics.child(counter, (name, "failed"))
         self._lost = self.metrics.child(counter, (name, "lost"))
         self._recoverable = self.metrics.child(counter, (name, "recoverable"))
+        self._recovery_broken = False
         self._count_recovery()
         # request ids: a random prefix per log and a counter, unique without building a uuid4 per request
         self._id_prefix = os.urandom(8).hex()
@@ -116,10 +119,11 @@ class PredictionLog:
         renew_at_fork(self)
 
     def _count_recovery(self) -> None:
-        """Count what the sink recovered when it started (a ParquetSink: the files of writers that died), which it
-        did before it knew this log's name and metrics."""
+        """Count what the sink recovered since the last count: at its start (a ParquetSink: the files of writers
+        that died), which it did before it knew this log's name and metrics, then at each flush and at close (the
+        journals of its own files that failed)."""
         take = getattr(self.sink, "take_recovery", None)
-        if take is None:
+        if take is None or self._recovery_broken:
             return
         try:
             recovery = take()
@@ -127,7 +131,8 @@ class PredictionLog:
                 files = recovery.files.get(result, 0)
                 self.metrics.child(self.metrics.prediction_log_recovery_files, (self.name, result)).inc(files)
             self.metrics.child(self.metrics.prediction_log_recovered_records, (self.name,)).inc(recovery.records)
-        except Exception as exc:  # a sink of the user's with a method of that name
+        except Exception as exc:  # a sink of the user's with a method of that name: counted once, not per flush
+            self._recovery_broken = True
             record_error(COMPONENT, exc, self.metrics)
 
     def _new_writer(self) -> threading.Thread:
@@ -209,9 +214,11 @@ class PredictionLog:
             now = time.monotonic()
             if closing:
                 self._call("close")
+                self._count_recovery()
                 return
             if now >= next_flush:
                 self._call("flush")
+                self._count_recovery()  # what the flush recovered of the sink's kept journals (a ParquetSink)
                 next_flush = now + self.flush_seconds
 
     def _drain(self) -> None:

@@ -26,7 +26,10 @@ gives it back as a column). Reading a single file gives every other column.
 
 A write that fails (the disk is full, an I/O error) leaves pyarrow's writer unusable and its file without a footer:
 that file is removed at once, never renamed, and the next batch starts a new one. Its journal, when it holds rows, is
-kept (unlocked) for the next sink that starts on the directory to recover. ``write``, ``flush`` and ``close`` then
+kept (unlocked): the sink tries to make it into a file again at its first flush :data:`KEPT_RETRY_SECONDS` later
+(a disk that was full may have room by then), then as often while it fails, and at its close; a sink that starts on
+the directory recovers it too (if this process died first). What a retry recovers is counted as a start's recovery
+is. ``write``, ``flush`` and ``close`` then
 raise :class:`~aiwatch.feedback.sink.RowsLost` with the rows of the batch not stored, the rows of the removed files
 written before and lost (no journal), and those kept in a journal (``recoverable``).
 """
@@ -76,6 +79,10 @@ UNRECOVERABLE_SUFFIX = ".unrecoverable"
 RECOVERY_RESULTS = ("recovered", "torn", "set_aside", "orphan_removed", "failed")
 #: Orphans removed at one start that are logged by name; past these, one line sums up the rest.
 _MAX_ORPHANS_TOLD = 100
+#: Seconds a running sink waits before trying again to make the journal of a file that failed into a file (its
+#: flushes do it, every ``flush_seconds`` of the log: 60 s at most between them by default).
+KEPT_RETRY_SECONDS = 60.0
+_monotonic = time.monotonic  # the kept journals' clock
 #: Recovery writes a journal's batches to the rebuilt file once they hold this many bytes of data, or once it holds
 #: this many batches (one row group): it holds at most that many of a journal of any size at once (a batch's Arrow
 #: objects cost more than its data: a journal of tiny batches would otherwise pile up many of them).
@@ -215,13 +222,16 @@ class ParquetSink:
         self.torn_batches = 0
         #: What the start did with dead writers' files, until :meth:`take_recovery` hands it to a log's metrics.
         self.recovery = Recovery()
+        #: The journals this sink kept for files of its own that failed, with when to try each again (monotonic).
+        self._kept: dict[Path, float] = {}
         if journals.AVAILABLE:  # without flock nothing tells a dead writer's files from a live one's
             self._recover_all()
         renew_at_fork(self)
 
     def take_recovery(self) -> Recovery:
-        """What the sink's start recovered, for the metrics of the log it is given to (once: a second caller gets
-        nothing, so that two logs sharing a sink do not count it twice)."""
+        """What the sink recovered since the last call (at its start: dead writers' journals; later: its own kept
+        ones), for the metrics of the log it is given to (once: a second caller gets nothing, so that two logs
+        sharing a sink do not count it twice)."""
         recovery, self.recovery = self.recovery, Recovery()
         return recovery
 
@@ -233,6 +243,7 @@ class ParquetSink:
         # Each file's lock lets go of itself (OpenFileLock), as its journal does.
         inherited, self._open = self._open, {}
         self.completed, self.recovered, self.recovery = [], [], Recovery()
+        self._kept = {}  # the parent's to retry
         self.forced_rotations = 0
         for f in inherited.values():
             _let_go(f.writer)
@@ -258,13 +269,40 @@ class ParquetSink:
         tally.raise_if_failed(len(rows) - tally.stored)
 
     def flush(self) -> None:
-        """Rotate the files that are ``max_file_seconds`` old or whose hour is over."""
+        """Rotate the files that are ``max_file_seconds`` old or whose hour is over; try again the journals kept
+        :data:`KEPT_RETRY_SECONDS` ago or more."""
         now, current_hour = time.monotonic(), hour_key(time.time())
-        self._rotate_all([key for key, f in self._open.items()
-                          if now - f.opened >= self.max_file_seconds or key[1] < current_hour])
+        try:
+            self._rotate_all([key for key, f in self._open.items()
+                              if now - f.opened >= self.max_file_seconds or key[1] < current_hour])
+        finally:
+            self._retry_kept(_monotonic())
 
     def close(self) -> None:
-        self._rotate_all(list(self._open))
+        try:
+            self._rotate_all(list(self._open))
+        finally:
+            self._retry_kept(None)
+
+    @property
+    def kept_journals(self) -> list[Path]:
+        """The journals of this sink's files that failed, whose rows wait for a retry (or a sink's start)."""
+        return list(self._kept)
+
+    def _retry_kept(self, now: float | None) -> None:
+        """Make the journals this sink kept, those due at ``now`` (``None``: all), into files, as a sink's start
+        would. Never raises: one that fails again (the disk still full) waits :data:`KEPT_RETRY_SECONDS` more."""
+        for path, due in list(self._kept.items()):
+            if now is not None and now < due:
+                continue
+            try:
+                self._recover(path, JOURNAL_SUFFIX)  # gone already (another sink's start took it): nothing to do
+            except Exception as exc:
+                self._kept[path] = _monotonic() + KEPT_RETRY_SECONDS
+                warn_rate_limited("parquet_sink.kept_retry", "aiwatch: prediction log journal %s still cannot be "
+                                  "made into a file (%r): tried again in %.0f s", path, exc, KEPT_RETRY_SECONDS)
+                continue
+            del self._kept[path]
 
     # --- files --------------------------------------------------------------------------------------------
     def _write_group(self, key: tuple[str, str], rows: list[dict[str, Any]], tally: _Tally) -> None:
@@ -585,7 +623,9 @@ class ParquetSink:
             if not unnamed and not final.exists():
                 try:
                     self._rebuild(fd, temp, final, path)
-                except OSError:  # the disk, not the journal: the next sink may succeed
+                except OSError:  # the disk, not the journal: a later try may succeed
+                    with suppress(OSError):  # what it wrote, while the journal is still locked (no one else's)
+                        temp.unlink()
                     raise
                 except Exception as exc:
                     self._set_aside(path, temp, exc)
@@ -682,10 +722,10 @@ class ParquetSink:
         closed file"), and its file has no footer (closing the writer may still write one, over data not all there)."""
         self._remove(self._open.pop(key), tally, exc)
 
-    @staticmethod
-    def _remove(f: _OpenFile, tally: _Tally, exc: Exception) -> None:
-        """Remove a file that failed. Its journal, when it holds rows, is kept (unlocked) for the next sink that
-        starts on the directory to make into a file: those rows are counted ``recoverable``, not lost."""
+    def _remove(self, f: _OpenFile, tally: _Tally, exc: Exception) -> None:
+        """Remove a file that failed. Its journal, when it holds rows, is kept (unlocked) for this sink to retry
+        (:meth:`_retry_kept`) and for the next sink that starts on the directory: those rows are counted
+        ``recoverable``, not lost."""
         for _ in range(2):  # a close that raised keeps the file open; pyarrow's next close releases it
             with suppress(Exception):
                 f.writer.close()
@@ -697,9 +737,11 @@ class ParquetSink:
         if f.journal is not None:
             if kept:  # after the file's unlink: a recoverer that takes it now rebuilds the file under that name
                 f.journal.let_go()
+                self._kept[f.journal.path] = _monotonic() + KEPT_RETRY_SECONDS
                 warn_rate_limited("parquet_sink.kept", "aiwatch: prediction log file %s could not be completed "
-                                  "(%r): its journal %s (%d rows) is kept, for the next sink that starts on the "
-                                  "directory to recover", f.final, exc, f.journal.path, kept)
+                                  "(%r): its journal %s (%d rows) is kept, to be made into a file in %.0f s, at "
+                                  "close, or by the next sink that starts on the directory", f.final, exc,
+                                  f.journal.path, kept, KEPT_RETRY_SECONDS)
             else:
                 f.journal.remove()
         tally.file_failed(f, exc, kept)

@@ -671,9 +671,9 @@ def meta_alerts(cfg: RulesConfig) -> list[Alert]:
               f"{{{{ $value | humanizePercentage }}}} of the records prediction log {{{{ $labels.log }}}} on "
               f"{{{{ $labels.instance }}}} dealt with in the last {m.prediction_log_window} are not in storage "
               f"(dropped by a full queue, failed by the sink, or lost from a file it could not finish; or recoverable: "
-              f"a file it could not finish whose rows wait in its journal until a restart of one process on the log "
-              f"directory recovers them), above {_pct(m.prediction_log_loss_max)}. Requests were served; drift "
-              "checks and label joins on the log miss these records."),
+              f"a file it could not finish whose rows wait in its journal until the sink makes it into a file, a "
+              f"minute on once the disk has room), above {_pct(m.prediction_log_loss_max)}. Requests were served; "
+              "drift checks and label joins on the log miss these records."),
         Alert("AiwatchTargetDown", f"{up} == 0", m.target_down_for, "warning",
               "Prometheus cannot scrape {{ $labels.instance }}",
               "Scrapes of {{ $labels.instance }} (job {{ $labels.job }}) have failed for "

@@ -174,7 +174,7 @@ def test_rows_waiting_in_journals_are_not_read_as_stored() -> None:
     assert not at.success and not at.error
     (warning,) = texts(at.warning)
     assert warning.startswith("Prediction log records waiting in journals: p 50.0% not in a finished file")
-    assert "restart of one process on the log directory" in warning
+    assert "until the sink makes them into a file" in warning
     (table,) = [df.value for df in at.dataframe if "not stored %" in df.value.columns]
     assert table["not stored %"].iloc[0] == pytest.approx(50)
     colors = dict(zip(*(records_chart(at)["encoding"]["color"]["scale"][k] for k in ("domain", "range")),

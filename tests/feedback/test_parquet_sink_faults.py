@@ -15,6 +15,7 @@ import io
 import logging
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from prometheus_client import CollectorRegistry
 from aiwatch import safety
 from aiwatch.cli import main
 from aiwatch.drift.datasets import open_dataset
-from aiwatch.feedback import ParquetSink, PredictionLog, RowsLost
+from aiwatch.feedback import ParquetSink, PredictionLog, RowsLost, parquet_sink
 from tests.feedback.test_parquet_sink import T0, row
 
 
@@ -143,7 +144,9 @@ def test_after_a_failed_write_the_next_batch_goes_to_a_new_file(tmp_path: Path, 
     disk.full = False
     sink.write(rows(5, 9))
     sink.close()
-    assert values(tmp_path) == [5.0, 6.0, 7.0, 8.0]
+    assert [pq.read_table(p).column("basket_value").to_pylist() for p in sink.completed] == [[5, 6, 7, 8]]
+    # the failed file's rows written before its failure, from its journal, at close
+    assert [pq.read_table(p).column("basket_value").to_pylist() for p in sink.recovered] == [[0, 1, 2]]
 
 
 @pytest.mark.parametrize("error", [errno.ENOSPC, errno.EIO])
@@ -157,9 +160,11 @@ def test_a_file_whose_write_failed_is_removed_at_once_and_its_journal_kept(tmp_p
 
 def test_a_file_whose_write_failed_is_never_renamed_into_view(tmp_path: Path, disk: Disk) -> None:
     sink = sink_whose_second_write_failed(tmp_path, disk)
+    assert files(tmp_path)[0] == [] and hidden_kinds(tmp_path) == ["journal"]
     disk.full = False
     sink.close()
-    assert files(tmp_path)[0] == [] and hidden_kinds(tmp_path) == ["journal"]
+    # what reaches view is the file rebuilt from its journal (the rows before the failed write), nothing half-written
+    assert values(tmp_path) == [0.0, 1.0, 2.0] and unreadable(tmp_path) == [] and files(tmp_path)[1] == []
 
 
 @pytest.mark.parametrize("where", ["write", "footer"])
@@ -176,10 +181,12 @@ def test_the_rows_of_a_file_that_failed_are_kept_in_its_journal_and_recovered_by
     assert (lost.value.failed, lost.value.lost, lost.value.recoverable) == ((2 if where == "write" else 0), 0, 3)
     disk.full = False
     sink.write(rows(5, 7))  # the writer goes on, into a new file
-    sink.close()
-    assert values(tmp_path) == [5.0, 6.0]
+    # another sink starting on the directory (a worker, a restart) before this one retries: the journal is unlocked
     again = ParquetSink(tmp_path)
     assert (again.recovery.records, again.recovery.files["recovered"]) == (3, 1)
+    assert values(tmp_path) == [0.0, 1.0, 2.0]
+    sink.close()  # its retry finds the journal gone: nothing made twice, nothing counted
+    assert sink.take_recovery().records == 0 and sink.kept_journals == []
     assert values(tmp_path) == [0.0, 1.0, 2.0, 5.0, 6.0]
     assert files(tmp_path)[1] == [] and unreadable(tmp_path) == []
 
@@ -232,9 +239,10 @@ def test_close_completes_every_other_file_when_one_footer_fails(tmp_path: Path, 
     disk.fail_next = 1  # the first footer
     with pytest.raises(RowsLost):
         sink.close()
-    visible, _ = files(tmp_path)
-    assert (len(visible), hidden_kinds(tmp_path)) == (2, ["journal"])
-    assert values(tmp_path) == [2.0, 3.0]
+    assert [pq.read_table(p).column("basket_value").to_pylist() for p in sink.completed] == [[2], [3]]
+    # and the one whose footer failed, from its journal, by close's retry (the disk works again)
+    assert [pq.read_table(p).column("basket_value").to_pylist() for p in sink.recovered] == [[1]]
+    assert values(tmp_path) == [1.0, 2.0, 3.0] and files(tmp_path)[1] == []
 
 
 def test_files_rotated_before_the_fault_stay_complete(tmp_path: Path, disk: Disk) -> None:
@@ -268,12 +276,13 @@ def test_the_log_counts_a_disk_full_episode_and_resumes_by_itself(tmp_path: Path
         assert log.flush()
     finally:
         log.close()
-    assert values(tmp_path) == [8.0, 9.0, 10.0, 11.0]
     assert [records(registry, result) for result in ("written", "failed", "lost", "recoverable")] == [9, 3, 0, 5]
+    # the failed file's 5 rows, kept in its journal, made into a file by the log's close (the disk has room)
+    assert values(tmp_path) == [0.0, 1.0, 2.0, 3.0, 4.0, 8.0, 9.0, 10.0, 11.0]
+    assert registry.get_sample_value("aiwatch_prediction_log_recovered_records_total", {"log": "predictions"}) == 5
     again = CollectorRegistry()
     PredictionLog(ParquetSink(tmp_path), registry=again, name="again").close()
-    assert values(tmp_path) == [0.0, 1.0, 2.0, 3.0, 4.0, 8.0, 9.0, 10.0, 11.0]
-    assert again.get_sample_value("aiwatch_prediction_log_recovered_records_total", {"log": "again"}) == 5
+    assert again.get_sample_value("aiwatch_prediction_log_recovered_records_total", {"log": "again"}) == 0
 
 
 def test_a_footer_that_fails_at_close_is_counted_lost_by_the_log(tmp_path: Path, disk: Disk,
@@ -285,6 +294,82 @@ def test_a_footer_that_fails_at_close_is_counted_lost_by_the_log(tmp_path: Path,
         disk.full = True
     assert [records(registry, result) for result in ("written", "lost", "recoverable")] == [4, 0, 4]
     assert files(tmp_path)[0] == [] and hidden_kinds(tmp_path) == ["journal"]
+
+
+# --- a running sink retries its kept journals ----------------------------------------------------------------------
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The kept journals' clock, moved by hand: ``clock[0]`` is now."""
+    now = [1000.0]
+    monkeypatch.setattr(parquet_sink, "_monotonic", lambda: now[0])
+    return now
+
+
+def test_a_running_sink_makes_its_kept_journal_into_a_file_once_the_retry_is_due(tmp_path: Path, disk: Disk,
+                                                                                 clock: list[float]) -> None:
+    sink = sink_whose_second_write_failed(tmp_path, disk)  # rows 0-2 in the journal of the file that failed
+    [kept] = sink.kept_journals
+    disk.full = False
+    sink.write(rows(5, 7))
+    clock[0] += parquet_sink.KEPT_RETRY_SECONDS - 1
+    sink.flush()  # rotates the file of rows 5-6 (its hour, T0's, is over); the retry is not due yet
+    assert sink.kept_journals == [kept] and kept.exists() and values(tmp_path) == [5.0, 6.0]
+    clock[0] += 1
+    sink.flush()
+    assert sink.kept_journals == [] and not kept.exists()
+    assert values(tmp_path) == [0.0, 1.0, 2.0, 5.0, 6.0] and unreadable(tmp_path) == []
+    recovery = sink.take_recovery()
+    assert (recovery.records, recovery.files["recovered"]) == (3, 1)
+    sink.close()
+    assert values(tmp_path) == [0.0, 1.0, 2.0, 5.0, 6.0] and files(tmp_path)[1] == []
+    assert sink.take_recovery().records == 0  # made and counted once
+
+
+def test_a_retry_while_the_disk_is_still_full_keeps_the_journal_and_waits_again(
+        tmp_path: Path, disk: Disk, clock: list[float], quiet_burst: None, caplog: pytest.LogCaptureFixture) -> None:
+    sink = sink_whose_second_write_failed(tmp_path, disk)  # the disk stays full
+    [kept] = sink.kept_journals
+    clock[0] += parquet_sink.KEPT_RETRY_SECONDS
+    with caplog.at_level(logging.WARNING, logger="aiwatch"):
+        sink.flush()  # never raises for a retry
+    assert sink.kept_journals == [kept] and hidden_kinds(tmp_path) == ["journal"]  # what the rebuild wrote is gone
+    assert any("still cannot be made into a file" in r.getMessage() for r in caplog.records)
+    disk.full = False
+    clock[0] += parquet_sink.KEPT_RETRY_SECONDS - 1  # counted from the failed retry
+    sink.flush()
+    assert sink.kept_journals == [kept] and files(tmp_path)[0] == []
+    clock[0] += 1
+    sink.flush()
+    assert sink.kept_journals == [] and values(tmp_path) == [0.0, 1.0, 2.0] and files(tmp_path)[1] == []
+    assert sink.take_recovery().files["failed"] == 0  # a running sink's failed retry is logged, not counted
+
+
+def test_the_log_counts_what_its_running_sink_recovers(tmp_path: Path, disk: Disk, clock: list[float],
+                                                       registry: CollectorRegistry) -> None:
+    log = PredictionLog(ParquetSink(tmp_path), registry=registry, flush_seconds=0.05)
+    try:
+        for i in range(3):
+            log.log("ranker", {"basket_value": i}, timestamp=T0)
+        assert log.flush()
+        disk.full = True
+        log.log("ranker", {"basket_value": 3}, timestamp=T0)
+        assert log.flush()
+        assert records(registry, "recoverable") == 3
+        disk.full = False
+        clock[0] += parquet_sink.KEPT_RETRY_SECONDS
+        deadline = time.monotonic() + 30  # the writer's next flush retries (every 0.05 s)
+        recovered = 0.0
+        while time.monotonic() < deadline and recovered < 3:
+            time.sleep(0.05)
+            recovered = registry.get_sample_value("aiwatch_prediction_log_recovered_records_total",
+                                                  {"log": "predictions"}) or 0.0
+        assert recovered == 3
+        assert values(tmp_path) == [0.0, 1.0, 2.0]  # while the process runs, no restart
+        files_recovered = registry.get_sample_value("aiwatch_prediction_log_recovery_files_total",
+                                                    {"log": "predictions", "result": "recovered"})
+        assert files_recovered == 1
+    finally:
+        log.close()
 
 
 def test_a_failure_streak_is_logged_once_with_its_cause_not_per_batch_or_row(
@@ -353,10 +438,9 @@ def test_a_real_disk_that_fills_and_frees(small_disk: Path, tmp_path: Path, regi
         assert log.flush()
     finally:
         log.close()
-    assert values(data) == [0.0, 1.0, 2.0, 3.0, 4.0, 12.0, 13.0, 14.0]
-    assert unreadable(data) == [] and hidden_kinds(data) == ["journal"]
     assert [records(registry, result) for result in ("written", "failed", "lost", "recoverable")] == [11, 4, 0, 3]
-    assert ParquetSink(data).recovery.records == 3  # the next start, with the disk freed
+    # the journal's 3 rows made into a file by the log's close, the disk freed
+    assert registry.get_sample_value("aiwatch_prediction_log_recovered_records_total", {"log": "predictions"}) == 3
     assert values(data) == [float(i) for i in range(8)] + [12.0, 13.0, 14.0]
     assert unreadable(data) == [] and files(data)[1] == []
     assert main(["profile", "build", str(data), "-o", str(tmp_path / "profile.json")]) == 0
