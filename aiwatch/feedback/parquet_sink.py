@@ -91,7 +91,7 @@ _REBUILD_BATCHES = 1024
 #: ``max_open_files`` where the process's descriptor limit cannot be read (no ``resource`` module: Windows), and its
 #: bounds where it can (a quarter of the soft limit, at 3 descriptors per open file).
 FALLBACK_MAX_OPEN_FILES = 256
-_MIN_OPEN_FILES, _MAX_OPEN_FILES = 16, 1024
+_MIN_OPEN_FILES, _MAX_OPEN_FILES = 1, 1024
 
 
 @dataclass
@@ -158,7 +158,7 @@ def microseconds(timestamp: float) -> int:
 
 def default_max_open_files() -> int:
     """``max_open_files`` when none is given: a quarter of the process's soft ``RLIMIT_NOFILE`` at 3 descriptors per
-    open file, between 16 and 1024 (1024 with no limit; :data:`FALLBACK_MAX_OPEN_FILES` where it cannot be read).
+    open file, between 1 and 1024 (1024 with no limit; :data:`FALLBACK_MAX_OPEN_FILES` where it cannot be read).
     A fixed 64 rotated one file per model per batch as soon as a service wrote to more than 64 models at once."""
     if resource is None:
         return FALLBACK_MAX_OPEN_FILES
@@ -354,40 +354,56 @@ class ParquetSink:
             return self._table(rows, known)
         except Exception:
             pass
+        names = self._names(rows, known)
+        failing = [name for name in names if not self._builds(rows, known, name)]
         fitting: list[dict[str, Any]] = []
-        self._keep_fitting(rows, known, tally, fitting)
+        self._keep_fitting(rows, known, tally, fitting, failing or names)  # none alone: the table as a whole
         return self._table(fitting, known) if fitting else None
 
+    def _builds(self, rows: list[dict[str, Any]], known: Any, name: str) -> bool:
+        try:
+            self._table(rows, known, (name,))
+        except Exception:
+            return False
+        return True
+
     def _keep_fitting(self, rows: list[dict[str, Any]], known: Any, tally: _Tally, fitting: list[dict[str, Any]],
-                      ) -> None:
+                      columns: Sequence[str]) -> None:
         """Append to ``fitting``, in order, the rows of a batch whose table failed that fit alone: each half whose
-        table builds is kept whole and each that fails is split again, down to single rows (a table per row, over
-        every column, took 16 s for 1000 rows of 200 columns with one bad row)."""
+        ``columns`` (those that failed over the whole batch) build is kept whole and each that fails is split again,
+        down to single rows. A table per row, over every column, took 16 s for 1000 rows of 200 columns with one
+        bad row; halves over every column, 10 s for 1000 rows all bad."""
         half = len(rows) // 2
         for part in (rows[:half], rows[half:]):
             if not part:
                 continue
             try:
-                self._table(part, known)
+                self._table(part, known, columns)
             except Exception as exc:
                 if len(part) == 1:
                     tally.error = tally.error or exc
                 else:
-                    self._keep_fitting(part, known, tally, fitting)
+                    self._keep_fitting(part, known, tally, fitting, columns)
             else:
                 fitting.extend(part)
 
-    def _table(self, rows: list[dict[str, Any]], known: Any) -> Any:
-        """The rows as an Arrow table without ``model``: the open file's column types where they fit, new columns
-        after them; a value that does not fit its column's type gives that column a freshly inferred type."""
-        pa = self.pa
+    @staticmethod
+    def _names(rows: list[dict[str, Any]], known: Any) -> list[str]:
+        """The columns of a table of ``rows``: the open file's, then the new ones in the order they come."""
         names: dict[str, None] = {}
         if known is not None:
             names.update((name, None) for name in known.names)
         for row in rows:
             names.update((name, None) for name in row if name != "model")
+        return list(names)
+
+    def _table(self, rows: list[dict[str, Any]], known: Any, columns: Sequence[str] | None = None) -> Any:
+        """The rows as an Arrow table without ``model``: the open file's column types where they fit, new columns
+        after them; a value that does not fit its column's type gives that column a freshly inferred type.
+        ``columns``: only those (a check that they build)."""
+        pa = self.pa
         arrays, fields = [], []
-        for name in names:
+        for name in self._names(rows, known) if columns is None else columns:
             values = [row.get(name) for row in rows]
             array = None
             if known is not None and name in known.names and name not in _FIXED_TYPES:

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -286,18 +287,24 @@ def test_the_rows_that_do_not_fit_are_found_by_halves_at_both_ends_and_in_the_mi
     sink = ParquetSink(tmp_path)
     bad = {0, 1, 100, 254, 255}
     rows = [row(i, request_id=i) if i in bad else row(i) for i in range(256)]
-    builds = []
+    builds: list[tuple[int, int]] = []  # (rows, columns) of each table tried
     table = sink._table
 
-    def counted(part: list[dict[str, object]], known: object) -> object:
-        builds.append(len(part))
-        return table(part, known)
+    def counted(part: list[dict[str, object]], known: object, columns: Sequence[str] | None = None) -> object:
+        builds.append((len(part), len(sink._names(part, known)) if columns is None else len(columns)))
+        return table(part, known, columns)
 
     monkeypatch.setattr(sink, "_table", counted)
     with pytest.raises(RowsLost) as lost:
         sink.write(rows)
     assert (lost.value.failed, lost.value.lost) == (len(bad), 0)
-    assert len(builds) <= 2 + 2 * len(bad) * 8  # whole, final, and two halves per level (log2 256) per bad row
+    every = len(sink._names(rows, None))
+    # every column: the whole batch (failed), then the rows that fit (written); nothing else builds every column
+    assert [n for n, columns in builds if columns == every] == [256, 256 - len(bad)]
+    # each column checked once over the batch, then halves over the failing one (request_id) alone: at most two
+    # halves per level (log2 256) per bad row
+    assert len([n for n, columns in builds if columns == 1]) <= every + 2 * len(bad) * 8
+    assert len(builds) == 2 + len([n for n, columns in builds if columns == 1])
     sink.close()
     stored = pq.read_table(parquet_files(tmp_path)[0]).column("request_id").to_pylist()
     assert stored == [f"r{i}" for i in range(256) if i not in bad]
@@ -306,7 +313,8 @@ def test_the_rows_that_do_not_fit_are_found_by_halves_at_both_ends_and_in_the_mi
 def test_the_default_max_open_files_follows_the_descriptor_limit(tmp_path: Path,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     resource = pytest.importorskip("resource")
-    for soft, expected in ((60, 16), (1200, 100), (1024, 85), (1_000_000, 1024), (resource.RLIM_INFINITY, 1024)):
+    limits = ((12, 1), (60, 5), (1200, 100), (1024, 85), (1_000_000, 1024), (resource.RLIM_INFINITY, 1024))
+    for soft, expected in limits:
         monkeypatch.setattr(resource, "getrlimit", lambda _which, soft=soft: (soft, resource.RLIM_INFINITY))
         assert ParquetSink(tmp_path).max_open_files == expected
         assert ParquetSink(tmp_path, max_open_files=3).max_open_files == 3  # one given is kept as is
