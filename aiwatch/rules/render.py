@@ -88,6 +88,8 @@ SLOW_RATIO = "service:aiwatch_request_slow:ratio_rate{window}"
 PHASE_QUANTILE = "service_model_phase:aiwatch_phase_duration_seconds:p{percent}"
 MODEL_P99 = "service_model:aiwatch_model_latency_seconds:p99"
 NETWORK_P99 = "service_peer:aiwatch_network_duration_seconds:p99"
+#: the same, over the calls of the replicas whose event loop is prompt (what AiwatchNetworkLatencyHigh fires on)
+NETWORK_P99_PROMPT = "service_peer:aiwatch_network_duration_seconds:p99_prompt_loops"
 LOOP_DELAY_P99 = "service:aiwatch_event_loop_delay_seconds:p99"
 REPLICA_LOOP_DELAY_P99 = "instance_service:aiwatch_event_loop_delay_seconds:p99"
 LOOP_STALLED_RATIO = "instance_service:aiwatch_event_loop_stalled:ratio_rate{window}"
@@ -209,6 +211,16 @@ def _replica(cfg: RulesConfig) -> tuple[str, ...]:
     return _scope(cfg, *REPLICA_LABELS)
 
 
+def _calls_of_prompt_loops(cfg: RulesConfig, window: str) -> str:
+    """The network histogram's bucket rates, less the replicas (scrape target and service) whose event loop
+    AiwatchEventLoopDelayHigh's share or p99 branch finds starved."""
+    lat = cfg.latency
+    return (f"\n  {rate(NETWORK.bucket, window, cfg.selectors.network)}\n"
+            f"  unless on ({', '.join(_replica(cfg))})\n"
+            f"  (\n    {LOOP_STALLED_RATIO.format(window=window)} > {number(lat.loop_stalled_ratio)}\n    or\n"
+            f"    {REPLICA_LOOP_DELAY_P99} > {number(lat.loop_delay_p99_seconds)}\n  )\n")
+
+
 def _record(name: str, expr: str, **labels: str) -> dict[str, Any]:
     rule: dict[str, Any] = {"record": name, "expr": expr}
     if labels:
@@ -296,6 +308,12 @@ def latency_records(cfg: RulesConfig) -> list[dict[str, Any]]:
         # nor the p99 above has anything to read)
         _record(LOOP_SAMPLED_INCREASE.format(window=lat.loop_stuck_window),
                 by("sum", _replica(cfg), increase(LOOP_SAMPLED, lat.loop_stuck_window, cfg.selectors.event_loop))),
+        # the network alert's: a caller whose loop is starved (AiwatchEventLoopDelayHigh's share or p99 branch)
+        # reads its responses late and counts the wait as network time, so its calls are left out, and one starved
+        # replica of ten neither fires the alert nor (as an Alertmanager inhibition did) silences it for the other
+        # nine; a replica without the loop records (a sync app, or an aiwatch without the sampler) counts
+        _record(NETWORK_P99_PROMPT, "histogram_quantile(0.99, "
+                + by("sum", [*_scope(cfg, "service", "peer"), "le"], _calls_of_prompt_loops(cfg, w)) + ")"),
         # the caller-side network time is one more non-model "phase" (service = the caller, peer = the callee)
         _record(NON_MODEL_P99,
                 f"(\n  {histogram_quantile(0.99, PHASES, w, service_phase, req, other)}\n"
@@ -487,11 +505,12 @@ def latency_alerts(cfg: RulesConfig) -> list[Alert]:
               f"This time is outside the model (queueing, feature fetch, network or serving overhead), so scaling "
               f"or tuning the model will not fix it.{outside}"),
         Alert("AiwatchNetworkLatencyHigh",
-              f"{NETWORK_P99} > {number(lat.network_p99_seconds)}",
+              f"{NETWORK_P99_PROMPT} > {number(lat.network_p99_seconds)}",
               lat.network_for, "warning",
               "The network from {{ $labels.service }} to {{ $labels.peer }} is slow",
               f"p99 of the network time {{{{ $labels.service }}}} measures on its calls to {{{{ $labels.peer }}}} "
-              f"(its client time minus the server time {{{{ $labels.peer }}}} reported) is "
+              f"(its client time minus the server time {{{{ $labels.peer }}}} reported; the calls of its replicas "
+              f"whose event loop is starved left out, as AiwatchEventLoopDelayHigh tells) is "
               f"{{{{ $value | humanizeDuration }}}} over {lat.window}, above {_ms(lat.network_p99_seconds)}. The "
               "time is between the two services (connections, proxies, load balancer, congestion, payload size), "
               "not inside either: look at the path, not at the model."),

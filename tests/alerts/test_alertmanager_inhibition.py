@@ -5,6 +5,7 @@ link, however alike their other labels (the same deployment runs in each cluster
 from __future__ import annotations
 
 import json
+import time
 import urllib.request
 from typing import Any
 
@@ -22,8 +23,6 @@ SOURCES = [
      "slo": "time_to_first_token", "cluster": "eu", "namespace": "ml"},
     {"alertname": "AiwatchNetworkLatencyHigh", "severity": "warning", "service": "gateway", "peer": "ranker",
      "cluster": "eu", "namespace": "ml"},
-    {"alertname": "AiwatchEventLoopDelayHigh", "severity": "warning", "service": "gateway", "cluster": "eu",
-     "namespace": "ml"},
 ]
 
 
@@ -31,13 +30,10 @@ def _target(source: dict[str, str], **labels: str) -> dict[str, str]:
     alertname = {"AiwatchQueueBacklog": "AiwatchQueueBacklog",
                  "AiwatchAvailabilityBudgetBurnFast": "AiwatchAvailabilityBudgetBurnSlow",
                  "AiwatchTimeToFirstTokenBudgetBurnFast": "AiwatchTimeToFirstTokenBudgetBurnSlow",
-                 "AiwatchNetworkLatencyHigh": "AiwatchNonModelLatencyHigh",
-                 "AiwatchEventLoopDelayHigh": "AiwatchNetworkLatencyHigh"}[source["alertname"]]
+                 "AiwatchNetworkLatencyHigh": "AiwatchNonModelLatencyHigh"}[source["alertname"]]
     target = {**source, "alertname": alertname, "severity": "warning", **labels}
     if alertname == "AiwatchNonModelLatencyHigh":
         target["phase"] = "network"
-    if source["alertname"] == "AiwatchEventLoopDelayHigh":  # the network time the starved service measures
-        target["peer"] = "ranker"
     return target
 
 
@@ -60,10 +56,10 @@ def test_an_alert_silences_its_own_clusters_target_only(source: dict[str, str]) 
 
 
 @pytest.mark.slow
-def test_a_starved_loop_silences_the_network_alerts_of_its_own_calls_only() -> None:
-    """A caller's starved loop reads its responses late: its network alerts are that one problem. The callee's loop
-    alert cannot silence its callers' network alerts: ``equal`` compares one label name on both alerts, and the loop
-    alert's ``service`` is the network alert's ``peer``."""
+def test_a_starved_loop_silences_no_network_alert() -> None:
+    """The loop alert is per replica, the network alert per service: silencing the service's network alert while one
+    replica of many is starved hid a slow link its healthy replicas saw. The rules leave the starved replica's calls
+    out of the network alert instead (promtool: eventloop_test.yml), so Alertmanager silences none of them."""
     # the loop alert is per replica: it carries the starved target's job and instance, which the network alerts lack
     loop = {"alertname": "AiwatchEventLoopDelayHigh", "severity": "warning", "service": "ranker", "cluster": "eu",
             "namespace": "ml", "job": "ranker", "instance": "10.0.0.7:8000"}
@@ -79,9 +75,11 @@ def test_a_starved_loop_silences_the_network_alerts_of_its_own_calls_only() -> N
         def status(labels: dict[str, str]) -> dict[str, Any]:
             return next(a["status"] for a in am_alerts(am_url) if a["labels"] == labels)
 
-        wait_until(lambda: bool(status(from_it)["inhibitedBy"]), 10, what="the starved caller's network alert")
-        assert status(from_it)["state"] == "suppressed"
-        for labels in (loop, to_it, other_caller, not_network):
+        wait_until(lambda: all(status(labels)["state"] == "active"
+                               for labels in (loop, from_it, to_it, other_caller, not_network)),
+                   10, what="the five alerts active")
+        time.sleep(1)  # the inhibitor sees alerts asynchronously: one that would be inhibited has had the time
+        for labels in (loop, from_it, to_it, other_caller, not_network):
             assert status(labels)["inhibitedBy"] == [] and status(labels)["state"] == "active", labels
 
 
