@@ -21,6 +21,7 @@ a test (or an embedding app) can instead put a ready :class:`~aiwatch.console.so
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from contextvars import ContextVar
@@ -316,14 +317,25 @@ LOOP_STALLED_RATIO = Latency().loop_stalled_ratio
 NAMED_REPLICAS = 10
 
 
+#: The note of a replica whose share is not a finite number.
+UNKNOWN_SHARE = "unknown: a counter is not a finite number"
+
+
 def _stall_text(row: LoopStall, w: str) -> str:
-    return f"no sample in the last {w}: hung?" if row.stuck else f"{row.stalled:.1%}"
+    if row.stuck:
+        return f"no sample in the last {w}: hung?"
+    return f"{row.stalled:.1%}" if math.isfinite(row.stalled) else UNKNOWN_SHARE
+
+
+def _stall_note(row: LoopStall, w: str) -> str:
+    return _stall_text(row, w) if row.stuck or not math.isfinite(row.stalled) else ""
 
 
 def _draw_loop_stalls(rows: list[LoopStall], w: str) -> None:
     """The share of the window each replica's loop stood still, worst first (the sources sort them); a loop
-    whose sampler took no sample all window reads 100% with a note. A warning names those above the alert's
-    default threshold."""
+    whose sampler took no sample all window reads 100% with a note; one whose share is not a finite number (a
+    counter at infinity) is unknown: no figure, a note, and last. A warning names those above the alert's default
+    threshold."""
     over = [r for r in rows if r.stuck or r.stalled > LOOP_STALLED_RATIO]
     if over:
         st.warning(f"Event loops standing still more than {LOOP_STALLED_RATIO:.0%} of the last {w}: "
@@ -338,11 +350,11 @@ def _draw_loop_stalls(rows: list[LoopStall], w: str) -> None:
                f"when a replica takes no sample while its target is up: such a replica reads 100%, \"no sample in "
                f"the last {w}: hung?\" (a loop blocked all window; or a host that runs its loop only per request).")
     df = pd.DataFrame([{"service": r.service, "instance": r.instance, "job": r.job,
-                        "stood still %": r.stalled * 100, "note": _stall_text(r, w) if r.stuck else ""}
-                       for r in rows])
+                        "stood still %": r.stalled * 100 if math.isfinite(r.stalled) else None,
+                        "note": _stall_note(r, w)} for r in rows])
     if len({r.job for r in rows}) < 2:  # one job (or none, scraped directly): the instance says which replica
         df = df.drop(columns="job")
-    if not any(r.stuck for r in rows):
+    if not any(_stall_note(r, w) for r in rows):
         df = df.drop(columns="note")
     st.dataframe(df, hide_index=True, width="stretch", height=min(400, 38 + 35 * len(df)),
                  column_config={"stood still %": st.column_config.NumberColumn(format="%.1f%%")})

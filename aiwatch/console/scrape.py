@@ -15,7 +15,8 @@ until it has answered (or its timeout ended it).
 
 Differences from Prometheus worth knowing: rates are computed between the first and last scrape inside the window
 (no extrapolation to the window's edges), a series new in the window counts from 0 and a histogram's series restart
-together (:func:`_grown`; PromQL's ``rate()`` drops a new series' first value and resets each series alone), and
+together (:func:`_grown`; PromQL's ``rate()`` drops a new series' first value and resets each series alone), except
+in :meth:`ScrapeSource.loop_stalls`, which reads what an alert reads and so takes PromQL's rule for new series; and
 there are no alert rules, so :meth:`ScrapeSource.alerts` raises
 :class:`~aiwatch.console.source.NotSupported`.
 """
@@ -170,27 +171,32 @@ def _still_there(grown: dict[LabelKey, tuple[float, float]], service: str, last:
     return any(dict(key).get("service", "") == service and until == last for key, (_, until) in grown.items())
 
 
-def _grown(good: Sequence[Snapshot], name: str) -> dict[LabelKey, tuple[float, float]]:
+def _grown(good: Sequence[Snapshot], name: str, *, promql: bool = False) -> dict[LabelKey, tuple[float, float]]:
     """How much each series ``name`` grew over the good scrapes ``good`` of one endpoint (in time order, at least
     one), with the time of the last of them that had it. Resets handled: a value going down, or its histogram's
     ``_bucket``, ``_sum`` or ``_count`` sibling going down (:attr:`Snapshot.restarts`), counts the value whole. A series
     absent from the first scrape, which was good, was created since: it counts from 0 there, so a new error status
-    or route is counted in full (PromQL's ``rate()`` and ``increase()`` drop a new series' first value)."""
-    state = {key: [0.0, value, good[0].ts] for key, value in good[0].series(name)}  # [grown, last value, its time]
+    or route is counted in full (PromQL's ``rate()`` and ``increase()`` drop a new series' first value).
+
+    ``promql``: PromQL's rule instead, for a view that must read what an alert reads: a series counts from its
+    first value wherever it first appears, and one seen in fewer than two of the scrapes has no growth (is left
+    out), as ``increase()`` has no result from one sample."""
+    # [grown, last value, its time, samples seen]
+    state = {key: [0.0, value, good[0].ts, 1] for key, value in good[0].series(name)}
     base = histogram_of(name)
     for snap in good[1:]:
         ts, restarted = snap.ts, snap.restarts if base is not None else frozenset()
         for key, value in snap.series(name):
             found = state.get(key)
             if found is None:  # created since the first scrape, which was good and did not have it
-                state[key] = [value, value, ts]
+                state[key] = [0.0 if promql else value, value, ts, 1]
                 continue
             if value < found[1] or (restarted and (base, without_le(key)) in restarted):
                 found[0] += value
             else:
                 found[0] += value - found[1]
-            found[1], found[2] = value, ts
-    return {key: (grown, until) for key, (grown, _, until) in state.items()}
+            found[1], found[2], found[3] = value, ts, found[3] + 1
+    return {key: (grown, until) for key, (grown, _, until, seen) in state.items() if seen >= 2 or not promql}
 
 
 class ScrapeSource(DataSource):
@@ -525,24 +531,32 @@ class ScrapeSource(DataSource):
 
     def loop_stalls(self, window: float) -> list[LoopStall]:
         """Per endpoint and ``service``: the growth of the delays' ``_sum`` over that of the time watched, between
-        the good scrapes in the window (:func:`_grown`, restarts handled). A service whose time watched did not grow
-        while the endpoint's latest scrape in the window succeeded and still had its counter is stuck: its loop took
-        no sample the whole window (a loop that serves ``/metrics`` itself fails its scrape instead, and shows as
-        down). Not with fewer than two good scrapes in the window."""
+        the good scrapes in the window (:func:`_grown`, restarts handled), on PromQL's rule, as the alert reads it: a
+        series counts from its first value in the window, and one seen in only one scrape has no growth yet (a
+        replica that started in the window is not charged its startup, and is read from its second scrape). A
+        service whose time watched did not grow while the endpoint's latest scrape in the window succeeded and
+        still had its counter is stuck: its loop took no sample the whole window (a loop that serves ``/metrics``
+        itself fails its scrape instead, and shows as down). A growth that is not a finite number (a counter at
+        infinity) gives an unknown share, NaN (:func:`~aiwatch.console.source.worst_first` puts it last). Not with
+        fewer than two good scrapes in the window."""
         t, out = time.time(), []
         for url, snaps in self._copy():
             scraped = _in_window(snaps, t, window)
             good = [s for s in scraped if s.ok]
             if len(good) < 2:
                 continue
-            watched = _grown(good, Q.LOOP_SAMPLED.name)
-            late = sum_by([(dict(key), grown) for key, (grown, _) in _grown(good, Q.LOOP_DELAY.sum).items()],
+            watched = _grown(good, Q.LOOP_SAMPLED.name, promql=True)
+            late = sum_by([(dict(key), grown)
+                           for key, (grown, _) in _grown(good, Q.LOOP_DELAY.sum, promql=True).items()],
                           ("service",))
             instance = self._instances.get(url, url)
             for (service,), grown in sum_by([(dict(k), g) for k, (g, _) in watched.items()], ("service",)).items():
-                if grown > 0:
+                if not math.isfinite(grown):
+                    out.append(LoopStall(service, instance, math.nan))
+                elif grown > 0:
                     if (service,) in late:  # as PromQL's division: no share without the delays' _sum
-                        out.append(LoopStall(service, instance, late[(service,)] / grown))
+                        share = late[(service,)] / grown
+                        out.append(LoopStall(service, instance, share if math.isfinite(share) else math.nan))
                 elif scraped[-1].ok and good[-1].ts > good[0].ts and _still_there(watched, service, good[-1].ts):
                     out.append(LoopStall(service, instance, 1.0, stuck=True))
         return worst_first(out)

@@ -98,7 +98,8 @@ class LoopStall:
     time it stood still (the seconds its timers ran late per second its sampler watched it, the mean over the
     workers of a multiprocess target; what AiwatchEventLoopDelayHigh fires on). ``stuck``: its sampler took no
     sample in the whole window while the target answered its scrapes (a loop blocked all along, or hung for good),
-    shown as ``stalled`` 1.0. ``job`` is empty where the source has none (the scrape source)."""
+    shown as ``stalled`` 1.0. A ``stalled`` that is not a finite number (NaN or infinite: a counter at infinity
+    makes the growth unknown) is an unknown share. ``job`` is empty where the source has none (the scrape source)."""
 
     service: str
     instance: str
@@ -108,8 +109,11 @@ class LoopStall:
 
 
 def worst_first(stalls: Iterable[LoopStall]) -> list[LoopStall]:
-    """The replicas stuck first, then by the share of the time stood still, highest first."""
-    return sorted(stalls, key=lambda r: (not r.stuck, -r.stalled, r.service, r.instance, r.job))
+    """The replicas stuck first, then by the share of the time stood still, highest first; a share that is not a
+    finite number (NaN: a counter at infinity) is unknown, and last."""
+    return sorted(stalls, key=lambda r: (not r.stuck, not math.isfinite(r.stalled),
+                                         -r.stalled if math.isfinite(r.stalled) else 0.0,
+                                         r.service, r.instance, r.job))
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ each scrape is recorded by hand."""
 
 from __future__ import annotations
 
+import math
 import subprocess
 import time
 from pathlib import Path
@@ -26,7 +27,7 @@ def loop(**services: tuple[float, float]) -> str:
     lines = ["# TYPE aiwatch_event_loop_delay_seconds histogram",
              "# TYPE aiwatch_event_loop_sampled_seconds counter"]
     for service, (late, watched) in services.items():
-        samples = round(watched * 10)  # one sample per 0.1 s watched
+        samples = round(watched * 10) if math.isfinite(watched) else 0  # one sample per 0.1 s watched
         lines += [f'aiwatch_event_loop_delay_seconds_bucket{{service="{service}",le="+Inf"}} {samples}',
                   f'aiwatch_event_loop_delay_seconds_sum{{service="{service}"}} {late}',
                   f'aiwatch_event_loop_delay_seconds_count{{service="{service}"}} {samples}',
@@ -84,6 +85,91 @@ def test_no_share_without_two_good_scrapes_a_failed_last_scrape_or_the_counter()
     # the counter gone from the latest scrape (a restart without the sampler): not stuck
     gone = fed((URL, loop(api=(1.0, 10.0))), (URL, loop(api=(1.0, 10.0))), (URL, "other_metric 1\n"))
     assert gone.loop_stalls(30.0) == []
+
+
+def test_a_series_new_in_the_window_counts_from_its_first_value_as_promql_does() -> None:
+    """PromQL's rule (what the alert reads): a series absent from the window's first good scrape is not charged its
+    first value, and one seen in a single scrape has no growth yet."""
+    # a replica's sampler appears in the second scrape with a startup stall (5 s late over its first 10 s), then is
+    # prompt: 0.1 s late over 10 s watched since, 1% (counted from 0 it read (5.1) / 20 = 25.5%)
+    late_start = fed((URL, "other_metric 1\n"), (URL, loop(api=(5.0, 10.0))), (URL, loop(api=(5.05, 15.0))),
+                     (URL, loop(api=(5.1, 20.0))))
+    assert late_start.loop_stalls(30.0) == [LoopStall("api", "127.0.0.1:9", pytest.approx(0.01))]
+    # it watched 1 s, then hung: its time watched stays flat over three scrapes: stuck (it read 1%)
+    hung = fed((URL, "other_metric 1\n"), (URL, loop(api=(0.01, 1.0))), (URL, loop(api=(0.01, 1.0))),
+               (URL, loop(api=(0.01, 1.0))))
+    assert hung.loop_stalls(30.0) == [LoopStall("api", "127.0.0.1:9", 1.0, stuck=True)]
+    # a service seen in the last scrape only, nothing watched yet: no growth, neither a share nor stuck (it was
+    # listed as hung at 100%)
+    new = fed((URL, loop(api=(0.1, 50.0))), (URL, loop(api=(0.2, 55.0))), (URL, loop(api=(0.3, 60.0), new=(0.0, 0.0))))
+    assert new.loop_stalls(30.0) == [LoopStall("api", "127.0.0.1:9", pytest.approx(0.02))]
+
+
+@pytest.mark.parametrize("samples", [
+    [None, (5.0, 10.0), (5.05, 15.0), (5.1, 20.0)],  # a replica new in the window, with a startup stall
+    [None, (0.01, 1.0), (0.01, 1.0), (0.01, 1.0)],  # one new in the window that hung after 1 s watched
+    [(10.0, 100.0), (10.1, 105.0), (10.2, 110.0)],  # a prompt one, there all along
+], ids=["startup-stall", "hung-after-start", "steady"])
+def test_the_scrape_source_reads_what_promql_reads_on_the_same_samples(
+        tmp_path: Path, samples: list[tuple[float, float] | None]) -> None:
+    """The same samples, 5 s apart, through promtool (the Prometheus source's two queries) and the scrape source:
+    the same replica has the same share or is stuck in both. (Counters far from 0: PromQL's extrapolation stops a
+    counter's at 0, which can scale the delays' growth and the time watched apart.)"""
+    promtool = require_binary("promtool")
+    q = PanelQueries(scope=())
+    where = 'job="j", instance="i", service="api"'
+
+    def values(i: int) -> str:
+        return " ".join("_" if s is None else repr(s[i]) for s in samples)
+
+    series = [{"series": f"aiwatch_event_loop_delay_seconds_sum{{{where}}}", "values": values(0)},
+              {"series": f"aiwatch_event_loop_sampled_seconds_total{{{where}}}", "values": values(1)},
+              {"series": 'up{job="j", instance="i"}', "values": " ".join(["1"] * len(samples))}]
+    src = ScrapeSource([URL], interval=5.0, history=600, start=False)
+    t0 = time.time() - 5 * len(samples)
+    for i, s in enumerate(samples):
+        src.record(URL, "other_metric 1\n" if s is None else loop(api=s), ts=t0 + 5 * i)
+    rows = src.loop_stalls(30.0)
+    assert len(rows) == 1
+    # to a thousandth, as PromQL's round() does it: the last digits of the two divisions differ
+    share = [] if rows[0].stuck else [{"labels": f"{{{where}}}",
+                                       "value": math.floor(rows[0].stalled * 1000 + 0.5) / 1000}]
+    stuck = [{"labels": f"{{{where}}}", "value": 0}] if rows[0].stuck else []
+    at = f"{5 * (len(samples) - 1)}s"
+    test = {"evaluation_interval": "5s", "tests": [{"interval": "5s", "input_series": series, "promql_expr_test": [
+        {"eval_time": at, "expr": f"round({q.loop_stalled_ratio('30s')}, 0.001)", "exp_samples": share},
+        {"eval_time": at, "expr": q.loop_unwatched("30s"), "exp_samples": stuck}]}]}
+    path = tmp_path / "loop_test.yml"
+    path.write_text(yaml.safe_dump(test))
+    proc = subprocess.run([promtool, "test", "rules", str(path)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_a_share_that_is_not_a_finite_number_is_unknown_and_last() -> None:
+    # an infinite delays' _sum: its growth is NaN; it was sorted first (NaN compares false) as "nan%"
+    inf_late = fed((URL, loop(api=(math.inf, 10.0), b=(0.5, 10.0), c=(0.1, 10.0))),
+                   (URL, loop(api=(math.inf, 15.0), b=(1.5, 15.0), c=(0.2, 15.0))))
+    rows = inf_late.loop_stalls(30.0)
+    assert [(r.service, r.stuck) for r in rows] == [("b", False), ("c", False), ("api", False)]
+    assert rows[:2] == [LoopStall("b", "127.0.0.1:9", pytest.approx(0.2)),
+                        LoopStall("c", "127.0.0.1:9", pytest.approx(0.02))]
+    assert math.isnan(rows[2].stalled)
+    # an infinite time watched: unknown too, not a loop that took no sample (hung?)
+    inf_watched = fed((URL, loop(api=(1.0, math.inf))), (URL, loop(api=(2.0, math.inf))))
+    [row] = inf_watched.loop_stalls(30.0)
+    assert not row.stuck and math.isnan(row.stalled)
+
+
+def test_latency_view_shows_an_unknown_share_as_unknown(console_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIWATCH_CONSOLE_WINDOW", "30")
+    src = fed((URL, loop(api=(math.inf, 10.0), b=(0.5, 10.0))), (URL, loop(api=(math.inf, 15.0), b=(2.0, 15.0))))
+    at = run_view(src, "Latency")
+    table = next(d.value for d in at.dataframe if "stood still %" in d.value.columns)
+    assert list(table["service"]) == ["b", "api"]
+    assert table["stood still %"].iloc[0] == pytest.approx(30.0) and math.isnan(table["stood still %"].iloc[1])
+    assert list(table["note"]) == ["", "unknown: a counter is not a finite number"]
+    warning = next(t for t in texts(at.warning) if t.startswith("Event loops standing still"))
+    assert "nan" not in warning and "of api" not in warning and "of b: 30.0%" in warning
 
 
 def test_latency_view_lists_each_replica_worst_first_with_the_stuck_one_named(
