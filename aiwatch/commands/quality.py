@@ -130,10 +130,16 @@ def run(args: argparse.Namespace) -> int:
               + (" or one that is not a number" if args.kind == "regressor" else ""), file=sys.stderr)
     if report.duplicates:
         print(f"aiwatch quality: {report.duplicates} logged row{'s' * (report.duplicates != 1)} left out: a request "
-              "logged again under the same model and request id (its latest row is scored)", file=sys.stderr)
+              "logged again under the same model and request id, whatever its model_version (its latest row is "
+              "scored: the quality is per model)", file=sys.stderr)
     if report.untimed:
         print(f"aiwatch quality: {report.untimed} logged row{'s' * (report.untimed != 1)} left out: a missing or "
               "non-finite timestamp", file=sys.stderr)
+    if report.positive_found is False:
+        shown = ", ".join(map(repr, report.classes)) or "none"
+        print(f"aiwatch quality: --positive {args.positive!r} is no class of the labelled requests' predictions or "
+              f"outcomes (their classes: {shown}): precision and recall are NaN; name the positive class as the "
+              "predictions or labels write it", file=sys.stderr)
     if unscored:
         print(f"aiwatch quality: {unscored} labelled request{'s' * (unscored != 1)} not scored: a prediction that "
               "is missing" + (", NaN, infinite or not a number" if args.kind == "regressor" else " or NaN"),
@@ -142,6 +148,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"windows": [q.to_dict() for q in results], "labels_left_out": unusable,
                           "logged_duplicates_left_out": report.duplicates, "logged_untimed_left_out": report.untimed,
+                          "positive_found": report.positive_found,
                           "below_objective": {m: f for m, f in failing.items() if f}}, indent=2))
     else:
         names = sorted({name for q in results for name in q.metrics})

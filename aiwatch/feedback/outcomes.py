@@ -136,7 +136,7 @@ def read_labels(path: str | os.PathLike[str], id_column: str = "request_id", out
             raise ValueError(f"labels {os.fspath(path)!r}: the id column {id_column!r} is {id_type}; request ids "
                              "must be text or whole numbers")
         if not parquet:
-            table = _missing_text_as_null(table)
+            table = _missing_text_as_null(_csv_ids(table))
         return _last_label_of_each_request(table).cast(
             pa.schema([("request_id", pa.string()), ("outcome", table.schema.field("outcome").type)]))
     except pa.ArrowException as exc:  # pyarrow's messages may span lines and need not name the file
@@ -146,8 +146,9 @@ def read_labels(path: str | os.PathLike[str], id_column: str = "request_id", out
 
 def _whole_number_ids(ids: Any, path: str | os.PathLike[str], id_column: str) -> Any:
     """A float or decimal id column (pandas writes int ids with a gap as float64) as int64, so that ``7.0`` is the
-    id ``"7"``; an id that is not a whole number (``7.5``, NaN, a float past 2**53, which stands for several ints, or
-    a decimal past int64) is an error: it would match no logged request, or the wrong one."""
+    id ``"7"``; a NaN id is a missing one (null: pandas writes a missing id as NaN). An id that is not a whole number
+    (``7.5``, infinity, a float from 2**53 on, which stands for several ints: 2**53 + 1 is read as 2**53, or a
+    decimal past int64) is an error: it would match no logged request, or the wrong one."""
     pa = require("pyarrow", "data")
     if pa.types.is_decimal(ids.type):
         try:
@@ -155,15 +156,37 @@ def _whole_number_ids(ids: Any, path: str | os.PathLike[str], id_column: str) ->
         except pa.ArrowInvalid:
             bad = "a fraction or a number past int64"
     else:
+        pc = require("pyarrow.compute", "data")
+        ids = pc.if_else(pc.is_nan(ids), pa.scalar(None, ids.type), ids)
         values = np.asarray(ids.drop_null().cast(pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
         with np.errstate(invalid="ignore"):
-            wrong = ~(np.isfinite(values) & (np.floor(values) == values) & (np.abs(values) <= 2.0 ** 53))
+            wrong = ~(np.isfinite(values) & (np.floor(values) == values) & (np.abs(values) < 2.0 ** 53))
         if not wrong.any():
             return ids.cast(pa.int64())
         bad = repr(float(values[np.flatnonzero(wrong)[0]]))
     raise ValueError(f"labels {os.fspath(path)!r}: the id column {id_column!r} is {ids.type} and holds {bad}, "
                      "which is not a request id; a float or decimal id column is read when each id is a whole "
-                     "number (of at most 2**53 for a float)")
+                     "number (below 2**53 for a float)")
+
+
+#: A CSV id written as a whole-number decimal (pandas' ``df.to_csv`` of int ids with a gap writes ``7.0``): its
+#: int part, and its sign. Not ``007.0`` (ids with leading zeros are codes) nor ``7.5``.
+_WHOLE_DECIMAL = r"^(-?)(0|[1-9][0-9]*)\.0+$"
+
+
+def _csv_ids(table: Any) -> Any:
+    """A CSV's ids (read as text) with an empty id null (left out and counted by :func:`drop_unusable`) and a
+    whole-number decimal (``7.0``, ``7.00``) as its int text (``7``; ``-0.0`` is ``0``), as a Parquet float id
+    column's are (:func:`_whole_number_ids`)."""
+    pa = require("pyarrow", "data")
+    pc = require("pyarrow.compute", "data")
+    ids = table.column("request_id")
+    whole = pc.fill_null(pc.match_substring_regex(ids, _WHOLE_DECIMAL), False)
+    if pc.any(whole).as_py():
+        ints = pc.replace_substring_regex(ids, _WHOLE_DECIMAL, "\\1\\2")
+        ids = pc.if_else(whole, pc.if_else(pc.equal(ints, "-0"), "0", ints), ids)
+    ids = pc.if_else(pc.equal(ids, ""), pa.scalar(None, ids.type), ids)
+    return table.set_column(0, "request_id", ids)
 
 
 def _missing_text_as_null(table: Any) -> Any:
@@ -262,15 +285,24 @@ def _as_numbers(values: Any, what: str) -> npt.NDArray[np.float64]:
     return np.asarray(values.cast(pa.float64(), safe=False).to_numpy(zero_copy_only=False), dtype=np.float64)
 
 
+#: How many of the classes seen :attr:`QualityReport.classes` names.
+SHOWN_CLASSES = 10
+
+
 @dataclass
 class QualityReport:
     """:func:`quality_report`'s windows, and the logged rows left out before the join: ``duplicates`` (a request
-    logged again under the same model and id: its latest row is kept) and ``untimed`` (a missing or non-finite
-    timestamp: no window)."""
+    logged again under the same model and id, whatever its ``model_version``: its latest row is kept) and
+    ``untimed`` (a missing or non-finite timestamp: no window). ``positive_found``: for a classifier with labelled
+    requests, whether ``positive`` is a class of any of their predictions or outcomes (when not, precision and
+    recall are NaN everywhere: a misnamed class); ``None`` otherwise. ``classes``: the first
+    :data:`SHOWN_CLASSES` of those classes, sorted, as compared."""
 
     windows: list[WindowQuality]
     duplicates: int = 0
     untimed: int = 0
+    positive_found: bool | None = None
+    classes: list[str] = field(default_factory=list)
 
 
 def realised_quality(log: str | os.PathLike[str], labels: Any, *, kind: Kind = "classifier",
@@ -292,7 +324,9 @@ def quality_report(log: str | os.PathLike[str], labels: Any, *, kind: Kind = "cl
 
     A naive ``since`` / ``until`` is UTC, as ``--since/--until`` are. A classifier's ``positive`` class is read
     as the predictions are: ``True`` / ``"true"`` / ``1`` / ``"1"`` are one class (as are ``False`` / ``"false"``
-    / ``0`` / ``"0"``) when they are numbers or bools."""
+    / ``0`` / ``"0"``) when they are numbers or bools; when predictions and outcomes are both text (compared as
+    written), such a ``positive`` names the one class written as that bool or number (:func:`_written_positive`).
+    :attr:`QualityReport.positive_found` says whether it named a class at all."""
     if kind not in METRICS:
         raise ValueError(f"kind must be 'classifier' or 'regressor', got {kind!r}")
     window_seconds = period(window_seconds, "window_seconds")
@@ -306,17 +340,14 @@ def quality_report(log: str | os.PathLike[str], labels: Any, *, kind: Kind = "cl
     if missing:
         raise ValueError(f"the log has no {', '.join(map(repr, missing))} column (its columns: "
                          f"{', '.join(dataset.schema.names)}); set the prediction column with --prediction")
-    columns = ["request_id", time_column, prediction] + [c for c in ("model", "model_version")
-                                                          if c in dataset.schema.names and c not in (time_column,
-                                                                                                     prediction)]
+    columns = ["request_id", time_column, prediction] + (
+        ["model"] if "model" in dataset.schema.names and "model" not in (time_column, prediction) else [])
     logged = dataset.to_table(columns=columns, filter=time_filter(dataset, since, until, time_column))
     logged, seconds, untimed = _timed_rows(logged, time_column)
     models = (pc.fill_null(logged.column("model").cast(pa.string()), "").to_numpy(zero_copy_only=False)
               if "model" in logged.column_names else np.full(len(seconds), "", dtype=object))
     request_ids = logged.column("request_id").cast(pa.string())
-    versions = (logged.column("model_version").cast(pa.string()) if "model_version" in logged.column_names
-                else None)
-    keep = _latest_row_of_each_request(models, request_ids, seconds, versions)
+    keep = _latest_row_of_each_request(models, request_ids, seconds)
     duplicates = logged.num_rows - len(keep)
     if duplicates:
         logged, seconds, models = logged.take(pa.array(keep)), seconds[keep], models[keep]
@@ -327,6 +358,8 @@ def quality_report(log: str | os.PathLike[str], labels: Any, *, kind: Kind = "cl
     rows = joined.column("_row").to_numpy()
     outcome = joined.column("outcome")
     predicted = logged.column(prediction).take(pa.array(rows))
+    found: bool | None = None
+    classes: list[str] = []
     if kind == "regressor":
         pred_np = _as_numbers(predicted, f"predictions (the log's {prediction!r} column)")
         act_np = _as_numbers(outcome, "outcomes")
@@ -335,6 +368,10 @@ def quality_report(log: str | os.PathLike[str], labels: Any, *, kind: Kind = "cl
         # a missing or NaN prediction is no class: not a miss, not a match for any outcome
         scored = ~np.asarray(pc.is_null(predicted, nan_is_null=True).to_numpy(zero_copy_only=False), dtype=np.bool_)
         pred_np, act_np, positive_value = _as_classes(predicted, outcome, positive)
+        if rows.size:
+            found = bool(np.any(pred_np == positive_value) or np.any(act_np == positive_value))
+            classes = sorted({_number_text(v) for v in (*pred_np.tolist(), *act_np.tolist())
+                              if v is not None and v == v})[:SHOWN_CLASSES]  # v == v: not NaN
     results: list[WindowQuality] = []
     labelled_windows, labelled_models = window[rows], models[rows]
     for model in sorted(set(models.tolist())):
@@ -348,7 +385,7 @@ def quality_report(log: str | os.PathLike[str], labels: Any, *, kind: Kind = "cl
                 values = regressor_metrics(pred_np[used], act_np[used])
             results.append(WindowQuality(str(model), start, start + window_seconds, n_logged, int(mask.sum()),
                                          values, int(np.sum(mask & ~scored))))
-    return QualityReport(sorted(results, key=lambda q: (q.start, q.model)), duplicates, untimed)
+    return QualityReport(sorted(results, key=lambda q: (q.start, q.model)), duplicates, untimed, found, classes)
 
 
 def _timed_rows(logged: Any, time_column: str) -> tuple[Any, npt.NDArray[np.float64], int]:
@@ -368,11 +405,11 @@ def _timed_rows(logged: Any, time_column: str) -> tuple[Any, npt.NDArray[np.floa
 
 
 def _latest_row_of_each_request(models: npt.NDArray[Any], request_ids: Any, seconds: npt.NDArray[np.float64],
-                                versions: Any = None) -> npt.NDArray[np.int64]:
-    """The rows to keep, in order: for each (model, model version, request id) logged more than once (a retried
-    request logged under the caller's id) the latest (by timestamp, then as stored), so that its label counts once;
-    every row without a request id (it joins no label). ``versions`` (the ``model_version`` column, when the log has
-    one) keeps the rows of shadow or A/B versions that answered one request apart."""
+                                ) -> npt.NDArray[np.int64]:
+    """The rows to keep, in order: for each (model, request id) logged more than once (a retried request logged
+    under the caller's id, on whichever ``model_version`` answered it) the latest (by timestamp, then as stored), so
+    that its label counts once in its model's quality, which is per model; every row without a request id (it joins
+    no label)."""
     pa = require("pyarrow", "data")
     n = len(seconds)
     order = np.lexsort((np.arange(n), seconds))  # by time, then as stored
@@ -383,10 +420,7 @@ def _latest_row_of_each_request(models: npt.NDArray[Any], request_ids: Any, seco
                      "rank": pa.array(rank[has_id])})
     if keys.num_rows == 0:
         return np.arange(n)
-    key = ["model", "request_id"]
-    if versions is not None:
-        keys, key = keys.append_column("model_version", versions.filter(pa.array(has_id))), [*key, "model_version"]
-    latest = keys.group_by(key, use_threads=False).aggregate([("rank", "max")])
+    latest = keys.group_by(["model", "request_id"], use_threads=False).aggregate([("rank", "max")])
     if latest.num_rows == keys.num_rows:
         return np.arange(n)
     kept = order[latest.column("rank_max").to_numpy()]
@@ -408,7 +442,25 @@ def _as_classes(predicted: Any, outcome: Any, positive: Any) -> tuple[npt.NDArra
             pass  # outcomes that are not all numbers ("true", "spam"): compared as text
     if _is_number_type(predicted.type) or _is_number_type(outcome.type):
         return _as_text(predicted.to_pylist()), _as_text(outcome.to_pylist()), _as_text([positive])[0]
-    return _as_written(predicted.to_pylist()), _as_written(outcome.to_pylist()), _as_written([positive])[0]
+    written_predicted, written_outcome = _as_written(predicted.to_pylist()), _as_written(outcome.to_pylist())
+    return written_predicted, written_outcome, _written_positive(positive, written_predicted, written_outcome)
+
+
+def _written_positive(positive: Any, predicted: npt.NDArray[Any], outcome: npt.NDArray[Any]) -> Any:
+    """The class ``positive`` names among text classes compared as written: itself when a prediction or an outcome
+    is written so; else, for a positive that names the class 1 or 0 (``1``, ``True``, ``"true"``; ``0``,
+    ``False``, ``"false"``), the one class present that is written as that bool or number (``"1"``, ``"true"``,
+    ``"True"``...), so that ``1``, ``true`` and ``True`` name one class whichever way the classes are written; as
+    written when none or several are (``"True"`` and ``"true"`` both present are two classes)."""
+    written = _as_written([positive])[0]
+    present = {v for v in (*predicted.tolist(), *outcome.tolist()) if v is not None}
+    if written in present:
+        return written
+    number = _class_number(positive)
+    if number not in (0.0, 1.0):
+        return written
+    spelled = [c for c in present if _class_number(c) == number and c.strip().lower() in ("1", "0", "true", "false")]
+    return spelled[0] if len(spelled) == 1 else written
 
 
 def _is_number_type(kind: Any) -> bool:

@@ -135,7 +135,7 @@ def test_rows_without_a_timestamp_are_left_out_and_counted_and_a_null_model_is_t
     assert "2 logged rows left out: a missing or non-finite timestamp" in captured.err
 
 
-@pytest.mark.parametrize("ids", [pa.array([7.5, 8.0]), pa.array([7.0, float("nan")]), pa.array([7.0, 2.0 ** 60]),
+@pytest.mark.parametrize("ids", [pa.array([7.5, 8.0]), pa.array([7.0, 2.0 ** 60]), pa.array([7.0, 2.0 ** 53]),
                                  pa.array([7.0, float("inf")]),
                                  pa.array([Decimal("7.5"), Decimal("8")], type=pa.decimal128(22, 2)),
                                  pa.array([b"7", b"8"])])
@@ -147,17 +147,88 @@ def test_label_ids_that_are_not_text_or_whole_numbers_are_refused_naming_the_col
         read_labels(path, id_column="tx")
 
 
-@pytest.mark.parametrize("ids", [pa.array([7.0, None, 12345678.0, 2.0 ** 53]),
-                                 pa.array([7, None, 12345678, 2 ** 53]).cast(pa.decimal128(22, 2))])
+@pytest.mark.parametrize("ids", [pa.array([7.0, None, 12345678.0, 2.0 ** 53 - 1]),
+                                 pa.array([7, None, 12345678, 2 ** 53 - 1]).cast(pa.decimal128(22, 2))])
 def test_float_or_decimal_label_ids_that_are_whole_numbers_are_read_as_their_int_text(
         tmp_path: Path, ids: pa.Array) -> None:
     # pandas writes int ids with a gap as float64: 7.0 is the logged request "7"
     path = tmp_path / "labels.parquet"
     pq.write_table(pa.table({"request_id": ids, "outcome": [1, 0, 1, 0]}), path)
-    assert read_labels(path).column("request_id").to_pylist() == ["7", None, "12345678", str(2 ** 53)]
+    assert read_labels(path).column("request_id").to_pylist() == ["7", None, "12345678", str(2 ** 53 - 1)]
     log = _sink_log(tmp_path, [{"request_id": "7", "timestamp": T0, "model": "m", "output": 1.0}])
     [window] = realised_quality(log, path)
     assert window.labelled == 1 and window.metrics["accuracy"] == 1.0
+
+
+def test_a_nan_float_label_id_is_a_missing_id_left_out_and_counted(tmp_path: Path) -> None:
+    # pandas writes a missing id as NaN: it was refused with the whole file, while a null id is left out and counted
+    path = tmp_path / "labels.parquet"
+    pq.write_table(pa.table({"request_id": [7.0, float("nan"), None], "outcome": [1, 0, 1]}), path)
+    labels = read_labels(path)
+    assert labels.column("request_id").to_pylist() == ["7", None, None]
+    assert drop_unusable(labels)[1] == 2
+
+
+def test_float_label_ids_from_2_to_the_53_are_refused_as_they_stand_for_several_ints(tmp_path: Path) -> None:
+    path = tmp_path / "labels.parquet"
+    pq.write_table(pa.table({"request_id": [float(2 ** 53 + 1)], "outcome": [1]}), path)  # read back as 2**53
+    with pytest.raises(ValueError, match=r"holds 9007199254740992\.0, .*below 2\*\*53 for a float"):
+        read_labels(path)
+
+
+def test_csv_ids_written_as_whole_number_decimals_are_their_int_text_and_an_empty_id_is_missing(
+        tmp_path: Path) -> None:
+    # pandas' df.to_csv of int ids with a gap writes 7.0 and an empty field: they matched nothing, and "" was an id
+    path = tmp_path / "labels.csv"
+    path.write_text("request_id,outcome\n7.0,1\n,0\n8.00,0\n-0.0,1\n007,1\n7.5,0\n007.0,1\nabc,0\n")
+    labels = read_labels(path)
+    assert labels.column("request_id").to_pylist() == ["7", None, "8", "0", "007", "7.5", "007.0", "abc"]
+    assert drop_unusable(labels)[1] == 1
+    log = _sink_log(tmp_path, [{"request_id": rid, "timestamp": T0, "model": "m", "output": 1.0}
+                               for rid in ("7", "8")])
+    [window] = realised_quality(log, path)
+    assert (window.logged, window.labelled, window.metrics["accuracy"]) == (2, 2, 0.5)
+
+
+@pytest.mark.parametrize(("written", "positive"), [
+    (("1", "0"), True), (("1", "0"), "True"), (("1", "0"), "true"), (("1", "0"), 1), (("1", "0"), "1"),
+    (("true", "false"), "1"), (("true", "false"), 1), (("true", "false"), 1.0), (("true", "false"), True),
+    (("True", "False"), "1"), (("True", "False"), "true"), (("1", "0"), False), (("true", "false"), "0")])
+def test_positive_1_true_and_true_name_one_class_whichever_way_text_classes_are_written(
+        tmp_path: Path, written: tuple[str, str], positive: object) -> None:
+    """Predictions and labels both text (compared as written): the positive ``1``, ``true``, ``True`` (or ``0``,
+    ``false``, ``False``) names the class written as that bool or number. It named none: precision and recall NaN."""
+    yes, no = written
+    log = _sink_log(tmp_path, [{"request_id": f"r{i}", "timestamp": T0, "model": "m", "output.label": p}
+                               for i, p in enumerate([yes, no, yes, no, yes])])
+    path = tmp_path / "labels.parquet"
+    pq.write_table(pa.table({"request_id": [f"r{i}" for i in range(5)], "outcome": [yes, yes, no, no, yes]}), path)
+    report = outcomes.quality_report(log, path, prediction="output.label", positive=positive)
+    # positive class yes: predicted r0 r2 r4, actual r0 r1 r4; the class no: predicted r1 r3, actual r2 r3
+    expected = (2 / 3, 2 / 3) if outcomes._class_number(positive) == 1.0 else (0.5, 0.5)
+    assert (report.windows[0].metrics["precision"], report.windows[0].metrics["recall"]) == \
+        pytest.approx(expected)
+    assert report.positive_found is True
+
+
+def test_a_positive_that_names_no_class_is_said_on_stderr_and_in_json(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    log = _sink_log(tmp_path, [{"request_id": f"r{i}", "timestamp": T0, "model": "m", "output.label": p}
+                               for i, p in enumerate(["spam", "ham"])])
+    path = _labels(tmp_path, [("r0", "spam"), ("r1", "spam")])
+    report = outcomes.quality_report(log, path, prediction="output.label", positive="Spam")
+    assert (report.positive_found, report.classes) == (False, ["ham", "spam"])
+    assert outcomes.quality_report(log, path, prediction="output.label", positive="spam").positive_found is True
+    assert main(["quality", str(log), str(path), "--prediction", "output.label", "--min-labelled", "1",
+                 "--json"]) == 0  # the default --positive 1
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["positive_found"] is False
+    assert ("aiwatch quality: --positive '1' is no class of the labelled requests' predictions or outcomes (their "
+            "classes: 'ham', 'spam'): precision and recall are NaN") in captured.err
+    assert main(["quality", str(log), str(path), "--prediction", "output.label", "--min-labelled", "1",
+                 "--positive", "spam", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["positive_found"] is True and "--positive" not in captured.err
 
 
 @pytest.mark.parametrize(("predicted", "outcomes", "positive", "accuracy"), [
@@ -175,15 +246,21 @@ def test_text_classes_on_both_sides_are_compared_as_written(
     assert window.labelled == 4 and window.metrics["accuracy"] == accuracy
 
 
-def test_shadow_versions_that_answered_one_request_are_each_scored(tmp_path: Path) -> None:
+def test_a_request_answered_by_two_versions_of_its_model_counts_its_label_once(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The quality is per model: one label is one request, whichever versions answered it (a retry that crossed
+    A/B arms); its latest row is scored. Scored per version, 2 labels were counted labelled 3 or 4 times."""
     log = _sink_log(tmp_path, [
         {"request_id": rid, "timestamp": T0 + i, "model": "m", "model_version": version, "output": output}
-        for i, (rid, version, output) in enumerate([("a", "v1", 1.0), ("a", "v2", 0.0), ("b", "v1", 1.0),
-                                                     ("b", "v2", 0.0), ("b", "v2", 1.0)])])  # b's v2 retried
+        for i, (rid, version, output) in enumerate([("a", "v1", 0.0), ("a", "v2", 1.0), ("b", "v1", 1.0),
+                                                     ("b", "v2", 1.0), ("b", "v2", 0.0)])])  # b's v2 retried
     path = _labels(tmp_path, [("a", 1), ("b", 1)])
     report = outcomes.quality_report(log, path)
-    assert report.duplicates == 1
-    assert [(w.logged, w.labelled, w.metrics["accuracy"]) for w in report.windows] == [(4, 4, 0.75)]
+    assert report.duplicates == 3
+    assert [(w.logged, w.labelled, w.metrics["accuracy"]) for w in report.windows] == [(2, 2, 0.5)]
+    assert main(["quality", str(log), str(path), "--min-labelled", "1"]) == 0
+    assert ("3 logged rows left out: a request logged again under the same model and request id, whatever its "
+            "model_version") in capsys.readouterr().err
 
 
 def test_a_request_labelled_twice_keeps_its_last_label_and_labels_without_an_id_all_stay(tmp_path: Path) -> None:
