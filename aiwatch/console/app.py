@@ -735,7 +735,8 @@ def _draw_prediction_log(series: list[Series], w: str) -> None:
         st.success(f"Every record the prediction log kept in the last {w} reached a finished file.")
     st.caption(f"Not stored: the share of the records a log dealt with that were dropped (its queue was full), failed "
                f"or lost by its sink, or are recoverable (written, but their file could not be finished: they wait "
-               f"in its journal until a sink starts on the directory), ({' + '.join(UNSTORED_RESULTS)}) / "
+               f"in its journal until the sink makes it into a file, and count here for the window even once it "
+               f"has), ({' + '.join(UNSTORED_RESULTS)}) / "
                f"({' + '.join(HANDLED_RESULTS)}), over {w} and summed over replicas; "
                "AiwatchPredictionLogLosingRecords fires on the same share per replica, over "
                "meta.prediction_log_window. Drift checks and label joins on the log miss every record not in a "

@@ -302,6 +302,9 @@ class ParquetSink:
                 warn_rate_limited("parquet_sink.kept_retry", "aiwatch: prediction log journal %s still cannot be "
                                   "made into a file (%r): tried again in %.0f s", path, exc, KEPT_RETRY_SECONDS)
                 continue
+            if os.path.lexists(path):  # locked: another process's sink is recovering it, and may fail to
+                self._kept[path] = _monotonic() + KEPT_RETRY_SECONDS
+                continue
             del self._kept[path]
 
     # --- files --------------------------------------------------------------------------------------------

@@ -108,7 +108,10 @@ def _json_default(value: Any) -> Any:
     """What JSON text holds for a value :mod:`json` cannot write: bytes as :func:`bytes_text`, numpy numbers and
     arrays as Python's, anything else as its ``str``."""
     if isinstance(value, (bytes, bytearray, memoryview)):
-        return bytes_text(bytes(value))
+        try:
+            return bytes_text(bytes(value))
+        except ValueError:  # a released memoryview
+            return str(value)
     if hasattr(value, "tolist") and callable(value.tolist):
         try:
             return value.tolist()
@@ -118,14 +121,30 @@ def _json_default(value: Any) -> Any:
 
 
 def finite_only(value: Any) -> Any:
-    """``value`` with every non-finite float in it, nested ones included, as None: strict JSON (RFC 8259) has no
-    NaN or infinity, and Go's, JavaScript's and most SQL engines' parsers refuse Python's bare ``NaN``."""
+    """``value`` with every non-finite number in it, nested ones included, as None: strict JSON (RFC 8259) has no
+    NaN or infinity, and Go's, JavaScript's and most SQL engines' parsers refuse Python's bare ``NaN``. numpy
+    numbers and arrays inside are made Python's first (``np.float32`` is no ``float``).
+
+    >>> import numpy as np
+    >>> finite_only({"a": [np.float32("nan"), np.float32(0.5)], "b": np.array([0.25, np.inf])})
+    {'a': [None, 0.5], 'b': [0.25, None]}
+    """
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, dict):
         return {key: finite_only(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
         return [finite_only(item) for item in value]
+    if isinstance(value, (str, bytes, bytearray, memoryview, bool, int)) or value is None:
+        return value
+    tolist = getattr(value, "tolist", None)
+    if callable(tolist):  # a numpy array or scalar (np.float32 is no float), a tensor
+        try:
+            return finite_only(tolist())
+        except Exception:
+            return value
+    if isinstance(value, numbers.Real):  # a Decimal, a Fraction
+        return value if math.isfinite(value) else None
     return value
 
 
@@ -136,14 +155,20 @@ def json_text(value: Any) -> str:
     >>> json_text({"b": [1.0, float("nan")], "a": b"id-7"})
     '{"a": "id-7", "b": [1.0, null]}'
     """
-    try:
-        return json.dumps(value, default=_json_default, sort_keys=True, allow_nan=False)
-    except ValueError:  # a non-finite float somewhere inside (a circular reference raises it too: see below)
-        pass
-    try:
-        return json.dumps(finite_only(value), default=_json_default, sort_keys=True, allow_nan=False)
-    except (ValueError, RecursionError):  # a circular container, or non-finite floats only :func:`_json_default` met
-        return str(value)
+    for sort_keys in (True, False):  # keys JSON cannot sort (an int beside a str): written as they come
+        try:
+            return json.dumps(value, default=_json_default, sort_keys=sort_keys, allow_nan=False)
+        except ValueError:  # a non-finite number somewhere inside (a circular reference raises it too: see below)
+            pass
+        except TypeError:
+            continue
+        try:
+            return json.dumps(finite_only(value), default=_json_default, sort_keys=sort_keys, allow_nan=False)
+        except (ValueError, RecursionError):  # a circular container
+            return str(value)
+        except TypeError:
+            continue
+    return str(value)
 
 
 class PredictionRecord:
@@ -176,7 +201,10 @@ def normalise(value: Any) -> Any:
     if isinstance(value, str):
         return utf8_text(str(value))
     if isinstance(value, (bytes, bytearray, memoryview)):
-        return bytes_text(bytes(value))
+        try:
+            return bytes_text(bytes(value))
+        except ValueError:  # a released memoryview
+            return str(value)
     if isinstance(value, numbers.Real):  # ints, floats, numpy scalars
         return finite_or_infinite(value)
     if hasattr(value, "item") and callable(value.item):  # numpy scalars and 0-d arrays, numpy bool_, tensors
@@ -187,10 +215,7 @@ def normalise(value: Any) -> Any:
                 raise
             item = value.tolist()
         return normalise(item)
-    try:
-        return json_text(value)
-    except TypeError:  # keys JSON cannot sort (an int beside a str)
-        return str(value)
+    return json_text(value)
 
 
 class FieldPolicy:

@@ -314,11 +314,12 @@ def latency_records(cfg: RulesConfig) -> list[dict[str, Any]]:
         # nine; a replica without the loop records (a sync app, or an aiwatch without the sampler) counts
         _record(NETWORK_P99_PROMPT, "histogram_quantile(0.99, "
                 + by("sum", [*_scope(cfg, "service", "peer"), "le"], _calls_of_prompt_loops(cfg, w)) + ")"),
-        # the caller-side network time is one more non-model "phase" (service = the caller, peer = the callee)
+        # the caller-side network time is one more non-model "phase" (service = the caller, peer = the callee), as
+        # AiwatchNetworkLatencyHigh reads it: without the calls of starved loops, which nothing silences any more
         _record(NON_MODEL_P99,
                 f"(\n  {histogram_quantile(0.99, PHASES, w, service_phase, req, other)}\n"
                 f"  unless on ({', '.join(service_phase)})\n  {calling}\n)\nor\n"
-                f'label_replace({NETWORK_P99}, {quote("phase")}, {quote("network")}, "", "")'),
+                f'label_replace({NETWORK_P99_PROMPT}, {quote("phase")}, {quote("network")}, "", "")'),
         # bytes both ways over network seconds: a call's network time covers its request and its response
         # together, so it cannot be split by direction; "> 0": no network time (a peer that reports no
         # Server-Timing, or no calls) gives no sample rather than a division by zero
@@ -691,7 +692,8 @@ def meta_alerts(cfg: RulesConfig) -> list[Alert]:
               f"{{{{ $labels.instance }}}} dealt with in the last {m.prediction_log_window} are not in storage "
               f"(dropped by a full queue, failed by the sink, or lost from a file it could not finish; or recoverable: "
               f"a file it could not finish whose rows wait in its journal until the sink makes it into a file, a "
-              f"minute on once the disk has room), above {_pct(m.prediction_log_loss_max)}. Requests were served; "
+              f"minute on once the disk has room; counted for the window even once recovered), above "
+              f"{_pct(m.prediction_log_loss_max)}. Requests were served; "
               "drift checks and label joins on the log miss these records."),
         Alert("AiwatchTargetDown", f"{up} == 0", m.target_down_for, "warning",
               "Prometheus cannot scrape {{ $labels.instance }}",

@@ -28,6 +28,7 @@ from aiwatch import safety
 from aiwatch.cli import main
 from aiwatch.drift.datasets import open_dataset
 from aiwatch.feedback import ParquetSink, PredictionLog, RowsLost, parquet_sink
+from aiwatch.feedback import journal as journals
 from tests.feedback.test_parquet_sink import T0, row
 
 
@@ -342,6 +343,25 @@ def test_a_retry_while_the_disk_is_still_full_keeps_the_journal_and_waits_again(
     sink.flush()
     assert sink.kept_journals == [] and values(tmp_path) == [0.0, 1.0, 2.0] and files(tmp_path)[1] == []
     assert sink.take_recovery().files["failed"] == 0  # a running sink's failed retry is logged, not counted
+
+
+def test_a_kept_journal_another_sink_holds_is_tried_again(tmp_path: Path, disk: Disk, clock: list[float]) -> None:
+    # another process's sink starting on the directory holds the journal's lock while it rebuilds it, and may fail
+    # (the disk still full): the retry that met the lock dropped the journal for good, its rows waiting for a restart
+    sink = sink_whose_second_write_failed(tmp_path, disk)
+    [kept] = sink.kept_journals
+    disk.full = False
+    held = journals.claim(kept)  # as that sink's start does
+    assert held is not None
+    try:
+        clock[0] += parquet_sink.KEPT_RETRY_SECONDS
+        sink.flush()
+        assert sink.kept_journals == [kept] and kept.exists()
+    finally:
+        os.close(held)  # that sink's rebuild failed: it lets go, the journal left
+    clock[0] += parquet_sink.KEPT_RETRY_SECONDS
+    sink.flush()
+    assert sink.kept_journals == [] and values(tmp_path) == [0.0, 1.0, 2.0]
 
 
 def test_the_log_counts_what_its_running_sink_recovers(tmp_path: Path, disk: Disk, clock: list[float],

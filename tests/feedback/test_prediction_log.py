@@ -528,12 +528,18 @@ def test_lists_and_dicts_are_stored_as_strict_json_in_a_real_sink(tmp_path: Path
     # and bytes inside as the text of their repr
     with PredictionLog(ParquetSink(tmp_path), registry=registry) as log:
         log.log("m", {"x": 1.0, "embedding": [0.5, float("nan"), float("-inf")],
-                      "meta": {"w": np.float64("inf"), "tag": b"blue", "ok": 2}},
+                      "meta": {"w": np.float64("inf"), "tag": b"blue", "ok": 2},
+                      "scores32": [np.float32("nan"), np.float32(0.5)], "nested": {"emb": np.array([0.25, np.inf])},
+                      "mixed_keys": {1: "a", "b": 2}},
                 {"scores": np.array([0.25, np.nan])}, request_id="r1")
     row = ds.dataset(tmp_path, format="parquet", partitioning="hive").to_table().to_pylist()[0]
     assert _strict_json(row["embedding"]) == [0.5, None, None]
     assert _strict_json(row["meta"]) == {"ok": 2, "tag": "blue", "w": None}
     assert _strict_json(row["output.scores"]) == [0.25, None]
+    # numpy numbers inside a list or dict (a float32 is no float): were written as their Python repr, not JSON
+    assert _strict_json(row["scores32"]) == [None, 0.5]
+    assert _strict_json(row["nested"]) == {"emb": [0.25, None]}
+    assert _strict_json(row["mixed_keys"]) == {"1": "a", "b": 2}  # keys JSON cannot sort: as they come
     assert records(registry, "written") == 1
 
 
