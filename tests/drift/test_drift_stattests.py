@@ -480,3 +480,83 @@ def test_float32_values_and_counts_are_tested_as_the_same_numbers_in_float64() -
 def test_benjamini_hochberg_adjusts_p_values_given_as_integers() -> None:
     assert stattests.benjamini_hochberg([1, 0, 1]) == [1.0, 0.0, 1.0]
     assert stattests.benjamini_hochberg([0, 0]) == [0.0, 0.0]
+
+
+# ------------------------------------------- the exact mode's Wasserstein on every current value, left unsorted
+
+def _exact_statistic(reference: np.ndarray, current: np.ndarray) -> tuple[float, float]:
+    """The exact mode's statistic (the reference sample is the whole reference) and scipy's on the finite values."""
+    from aiwatch.drift.evaluate import compare
+    from aiwatch.drift.profile import ReferenceProfile
+
+    profile = ReferenceProfile.build({"x": reference}, sample_size=reference.size)
+    found = compare(profile, {"x": current}, exact=True, method="wasserstein", min_samples=1).features["x"]
+    finite = current[np.isfinite(current)]
+    assert (found.current_count, found.missing) == (finite.size, current.size - finite.size)
+    return found.statistic, stats.wasserstein_distance(reference, finite) / max(float(np.std(reference)), 0.001)
+
+
+def _adversarial(name: str) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(sum(map(ord, name)))
+    ref = rng.normal(0.0, 1.0, 400)
+    if name == "same-distribution":
+        return ref, rng.normal(0.0, 1.0, 40_000)
+    if name == "shifted":
+        return ref, rng.normal(0.3, 1.2, 40_000)
+    if name == "the-reference-repeated":  # F_cur = F_ref wherever both step: every cell is a crossing
+        return ref, np.tile(ref, 100)
+    if name == "ties-across-both-sides":  # 2 decimals: many distinct values, each repeated on both sides
+        return np.round(ref, 2), np.round(rng.normal(0.1, 1.0, 40_000), 2)
+    if name == "ties-at-the-reference-values":
+        return ref, np.concatenate([rng.choice(ref, 30_000), rng.normal(size=10_000)])
+    if name == "outside-the-reference-range":
+        return ref, np.concatenate([rng.normal(0.0, 1.0, 20_000), rng.uniform(-50, -5, 5000), rng.uniform(5, 80, 5000)])
+    if name == "wholly-above-the-reference":
+        return ref, rng.normal(100.0, 1.0, 40_000)
+    if name == "wholly-below-with-ties":
+        return ref, np.full(40_000, -7.25)
+    if name == "all-current-values-equal-a-reference-value":
+        return ref, np.full(40_000, float(ref[17]))
+    if name == "far-from-zero":
+        return ref + 1e9, rng.normal(1e9 + 0.05, 1.0, 40_000)
+    if name == "far-from-zero-negative":
+        return ref * 1e-3 - 5e6, rng.normal(-5e6, 1e-3, 40_000)
+    if name == "non-finite-current-values":
+        cur = rng.normal(0.1, 1.0, 40_000)
+        cur[rng.choice(cur.size, 3000, replace=False)] = rng.choice([np.nan, np.inf, -np.inf], 3000)
+        return ref, cur
+    if name == "one-reference-value-repeated":  # a reference of one value (zero spread)
+        return np.full(400, 2.5), rng.normal(2.5, 0.1, 40_000)
+    raise AssertionError(name)
+
+
+ADVERSARIAL = ["same-distribution", "shifted", "the-reference-repeated", "ties-across-both-sides",
+               "ties-at-the-reference-values", "outside-the-reference-range", "wholly-above-the-reference",
+               "wholly-below-with-ties", "all-current-values-equal-a-reference-value", "far-from-zero",
+               "far-from-zero-negative", "non-finite-current-values", "one-reference-value-repeated"]
+
+
+@pytest.mark.parametrize("name", ADVERSARIAL)
+def test_the_exact_mode_is_scipy_on_many_current_values_per_reference_value(name: str) -> None:
+    # 100 current values per reference value: the exact mode's Wasserstein of unsorted current values against
+    # the sorted reference sample
+    reference, current = _adversarial(name)
+    found, expected = _exact_statistic(reference, current)
+    assert found == pytest.approx(expected, rel=1e-9, abs=1e-12)
+
+
+@settings(max_examples=150, deadline=None)
+@given(ref=st.lists(st.floats(-50, 50, allow_subnormal=False) | st.sampled_from([0.0, 1.0, 2.5]), min_size=2,
+                    max_size=60),
+       cur=st.lists(st.floats(-60, 60, allow_subnormal=False)
+                    | st.sampled_from([math.nan, math.inf, -math.inf, 0.0, 1.0, 2.5]), min_size=1, max_size=200),
+       repeat=st.integers(1, 40), offset=st.sampled_from([0.0, 1e6, -1e9]))
+def test_the_exact_mode_is_scipy_for_any_long_current_data(ref: list[float], cur: list[float], repeat: int,
+                                                           offset: float) -> None:
+    reference = np.asarray(ref) + offset
+    current = np.tile(np.asarray(cur), repeat) + offset
+    if not np.isfinite(current).any():
+        return
+    found, expected = _exact_statistic(reference, current)
+    assert found == pytest.approx(expected, rel=1e-9, abs=1e-9)
+
