@@ -56,12 +56,19 @@ class CurrentFeature:
 
 def numerical_current(feat: NumericalFeature, values: Any, max_exact: int | None = DEFAULT_MAX_EXACT,
                       rng: np.random.Generator | None = None, bins: bool = True,
-                      buffer: SortBuffer | None = None) -> CurrentFeature:
+                      buffer: SortBuffer | None = None, sort: bool = True) -> CurrentFeature:
     """Summarise a column of current values for ``feat`` (non-finite values and wrong types are missing/invalid).
 
     ``max_exact``: the values kept for KS / Wasserstein (a systematic sample past it; ``None``: every value, sorted
     once, the bin counts read off the sorted values; ``buffer``: where to sort them, then the result's values are
-    valid until the buffer's next use). ``bins=False`` skips the bin counts (when the test uses raw values only)."""
+    valid until the buffer's next use; ``sort=False`` with ``bins=False``: every finite value as it is, unsorted,
+    possibly a view of ``values``, for a test that needs no order, see
+    :func:`~aiwatch.drift.stattests.wasserstein_distance_to_sorted`). ``bins=False`` skips the bin counts (when the
+    test uses raw values only)."""
+    if max_exact is None and not sort and not bins:
+        finite, missing, invalid = _finite(values)
+        return CurrentFeature(int(finite.size), np.zeros(0, dtype=np.int64), finite, missing, invalid,
+                              int(feat.new_values(finite).size))
     if max_exact is None:
         arr, invalid = to_float_counting(values)
         ordered = finite_of_sorted(np.sort(arr) if buffer is None else buffer.sorted_copy(arr))

@@ -228,14 +228,18 @@ def select_method(feat: Feature, current: CurrentFeature, options: Options) -> s
 DISCRETE_MANY = 1 << 30
 
 
-def run_test(feat: Feature, current: CurrentFeature, name: str, threshold: float | None) -> stattests.TestResult:
+def run_test(feat: Feature, current: CurrentFeature, name: str, threshold: float | None,
+             scratch: stattests.Scratch | None = None) -> stattests.TestResult:
+    """One feature's test. ``scratch``: work arrays reused between features, for a Wasserstein distance of
+    unsorted current values (the exact mode's), which then are not sorted."""
     if name in VALUE_TESTS:
         assert isinstance(feat, NumericalFeature) and current.values is not None
         sample = sorted_sample(feat)
         if name == "ks":
             return stattests.ks(sample, current.values, threshold)
         return stattests.wasserstein(sample, current.values, threshold, reference_std=feat.std,
-                                     reference_sorted=True, current_sorted=current.values_sorted)
+                                     reference_sorted=True, current_sorted=current.values_sorted,
+                                     scratch=scratch)
     ref_counts = np.asarray(feat.bin_counts if isinstance(feat, NumericalFeature) else feat.bucket_counts())
     return stattests.COUNT_TESTS[name](ref_counts, current.bin_counts, threshold)
 
@@ -259,6 +263,7 @@ def compare_features(profile: ReferenceProfile, current: Mapping[str, CurrentFea
     """Test every profiled feature present in ``current`` and reach the dataset verdict."""
     options = options or Options()
     options.validate(profile)
+    scratch = current.scratch if isinstance(current, _SortedOneByOne) else None
     results: dict[str, FeatureDrift] = {}
     for name, feat in profile.features.items():
         cur = current.get(name)
@@ -276,7 +281,7 @@ def compare_features(profile: ReferenceProfile, current: Mapping[str, CurrentFea
         if cur.count < options.min_samples:
             result.status = STATUS_INSUFFICIENT
             continue
-        t = run_test(feat, cur, m, threshold)
+        t = run_test(feat, cur, m, threshold, scratch)
         result.statistic, result.pvalue, result.threshold, result.drifted = t.statistic, t.pvalue, t.threshold, \
             t.drifted
     if options.correction:
@@ -324,16 +329,19 @@ def summarise(profile: ReferenceProfile, data: Any, options: Options | None = No
 
 
 class _SortedOneByOne(Mapping[str, CurrentFeature]):
-    """:func:`summarise` in the exact mode, one feature at a time as :func:`compare_features` asks for it: every
-    numerical column is sorted into the same buffer (a new 8 MB array per 1M-value column cost more in page faults
-    than its sort, and all of them were held at once), so a feature's values are only valid until the next feature
-    is asked for; the previous one's are then dropped, so that a late read fails instead of reading another
-    column."""
+    """:func:`summarise` in the exact mode, one feature at a time as :func:`compare_features` asks for it. A
+    numerical column whose test needs bin counts is sorted into the same buffer (a new 8 MB array per 1M-value
+    column cost more in page faults than its sort, and all of them were held at once); one whose test reads raw
+    values only (KS, Wasserstein) keeps its finite values unsorted, and a Wasserstein distance works on them in
+    :attr:`scratch`'s reused arrays (:func:`~aiwatch.drift.stattests.wasserstein_distance_to_sorted`), without
+    sorting them. A feature's values are only valid until the next feature is asked for; the previous one's are
+    then dropped, so that a late read fails instead of reading another column."""
 
     def __init__(self, profile: ReferenceProfile, columns: Mapping[str, Any], options: Options) -> None:
         self._profile, self._columns, self._options = profile, columns, options
         self._names = [name for name in profile.features if name in columns]
         self._buffer = SortBuffer()
+        self.scratch = stattests.Scratch()
         self._last: CurrentFeature | None = None
 
     def __getitem__(self, name: str) -> CurrentFeature:
@@ -343,8 +351,9 @@ class _SortedOneByOne(Mapping[str, CurrentFeature]):
             self._last.values = None
         feat = self._profile.features[name]
         if isinstance(feat, NumericalFeature):
-            self._last = numerical_current(feat, self._columns[name], None, bins=needs_bins(feat, self._options),
-                                           buffer=self._buffer)
+            bins = needs_bins(feat, self._options)
+            self._last = numerical_current(feat, self._columns[name], None, bins=bins, buffer=self._buffer,
+                                           sort=bins)
             return self._last
         return categorical_current(feat, self._columns[name])
 

@@ -367,19 +367,21 @@ def test_the_exact_mode_is_scipy_on_every_finite_current_value(ref: list[float],
     assert np.array_equal(current, np.asarray(cur), equal_nan=True)  # the caller's column is left as it was
 
 
-def test_the_exact_mode_drops_a_features_sorted_values_when_the_next_is_summarised() -> None:
+def test_the_exact_mode_drops_a_features_values_when_the_next_is_summarised() -> None:
     from aiwatch.drift.evaluate import Options, _SortedOneByOne
     from aiwatch.drift.profile import ReferenceProfile
 
     rng = np.random.default_rng(8)
     profile = ReferenceProfile.build({"a": rng.normal(size=500), "b": rng.normal(size=500)})
-    lazy = _SortedOneByOne(profile, {"a": rng.normal(size=300), "b": rng.normal(size=200), "z": [1.0]},
-                           Options(exact=True))
+    columns = {"a": rng.normal(size=300), "b": rng.normal(size=200), "z": [1.0]}
+    lazy = _SortedOneByOne(profile, columns, Options(exact=True))
     assert list(lazy) == ["a", "b"] and "a" in lazy and "z" not in lazy and len(lazy) == 2
-    first = lazy["a"]
-    assert first.values is not None and first.values.size == 300 and first.values_sorted
+    first = lazy["a"]  # a raw-value test (Wasserstein): the finite values as they are, not sorted
+    assert first.values is not None and first.values.tolist() == columns["a"].tolist() and not first.values_sorted
     second = lazy["b"]
     assert first.values is None and second.values is not None and second.values.size == 200
+    binned = _SortedOneByOne(profile, columns, Options(exact=True, method="psi"))["a"]  # bins: read off sorted values
+    assert binned.values_sorted and binned.values.tolist() == np.sort(columns["a"]).tolist()  # type: ignore[union-attr]
     with pytest.raises(KeyError):
         lazy["z"]
 
@@ -560,3 +562,44 @@ def test_the_exact_mode_is_scipy_for_any_long_current_data(ref: list[float], cur
     found, expected = _exact_statistic(reference, current)
     assert found == pytest.approx(expected, rel=1e-9, abs=1e-9)
 
+
+@pytest.mark.parametrize("name", ADVERSARIAL)
+@pytest.mark.parametrize("share", [stattests.MAX_CROSSING_SHARE, 1.0])
+def test_the_wasserstein_of_unsorted_values_against_a_sorted_reference_is_scipys(name: str, share: float) -> None:
+    # share 1.0: the cells' sums and the crossing cells' merge alone, never the fallback that sorts every value
+    reference, current = _adversarial(name)
+    finite = current[np.isfinite(current)]
+    expected = stats.wasserstein_distance(reference, finite)
+    found = stattests.wasserstein_distance_to_sorted(np.sort(reference), finite, stattests.Scratch(), share)
+    assert found == pytest.approx(expected, rel=1e-9, abs=1e-12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(u=_values, v=_values, repeat=st.integers(1, 5), offset=st.sampled_from([0.0, 1e6, -1e9]),
+       cells=st.sampled_from([1, 2, 3]))
+def test_the_wasserstein_of_unsorted_values_is_scipys_for_any_values(u: list[float], v: list[float], repeat: int,
+                                                                     offset: float, cells: int) -> None:
+    ref, cur = np.asarray(u) + offset, np.tile(np.asarray(v), repeat) + offset
+    expected = stats.wasserstein_distance(ref, cur)
+    with pytest.MonkeyPatch.context() as patch:  # the cells even for a short current side, at several widths
+        patch.setattr(stattests, "MIN_CURRENT_PER_REFERENCE", 0)
+        patch.setattr(stattests, "CELLS_PER_REFERENCE", cells)
+        found = stattests.wasserstein_distance_to_sorted(np.sort(ref), cur, max_crossing_share=1.0)
+    assert found == pytest.approx(expected, rel=1e-9, abs=1e-9)
+    assert cur.tolist() == (np.tile(np.asarray(v), repeat) + offset).tolist()  # the caller's values, as they were
+
+
+def test_the_wasserstein_of_unsorted_values_sorts_where_its_sums_could_overflow() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        reference = np.sort(np.random.default_rng(3).normal(size=50))
+        current = np.append(np.zeros(999), MAX_FLOAT)  # the sum of the current values overflows: sorted instead
+        expected = stattests.wasserstein_distance_sorted(reference, np.sort(current))
+        assert stattests.wasserstein_distance_to_sorted(reference, current) == expected
+        assert math.isfinite(expected)
+        huge = np.array([-MAX_FLOAT, MAX_FLOAT])  # a reference span past the largest float: |F_u - F_v| = 1/2
+        assert stattests.wasserstein_distance_to_sorted(huge, np.zeros(100)) == MAX_FLOAT
+        tiny = np.array([0.0, 2.0**-1022])  # a span so small that its cells per unit overflow: sorted
+        assert stattests.wasserstein_distance_to_sorted(tiny, np.zeros(100)) == pytest.approx(2.0**-1023)
+    with pytest.raises(ValueError, match="both sides"):
+        stattests.wasserstein_distance_to_sorted(np.empty(0), np.array([1.0]))
