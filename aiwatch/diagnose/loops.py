@@ -1,11 +1,47 @@
-"""How much of a network part's rise the event loops' delay explains: an estimate, said next to the part.
+"""How much of a network part's rise the event loops' waits explain: an estimate, said next to the part.
 
 A caller's network time (its time minus the time the peer reported) holds the time the call waited for an event
 loop: the request in the peer's socket until the peer's loop read it, the response in the caller's socket until
-the caller's loop read it. The mean delay the loop sampler records (``aiwatch_event_loop_delay_seconds``) estimates
-how long an event arriving at a random time waits for that loop, so about one wait on each side per call is
+the caller's loop read it. About one wait on each side per call:
 
-    loop wait per request = calls per request x (rise of the caller's mean delay + rise of the peer's mean delay)
+    loop wait per request = calls per request x (rise of the caller's expected wait + rise of the peer's)
+
+where a loop's *expected wait* is how long an event arriving at a uniformly random time waits for it: over a window
+of ``T`` seconds in which the loop stood still in blocks of ``B_k`` seconds, ``sum(B_k ** 2 / 2) / T`` (an arrival
+inside a block waits for the rest of it, half of it on average, and lands in it with probability ``B_k / T``).
+
+Estimating it from the sampler (:mod:`aiwatch.eventloop`). The sampler's timer is due ``I`` (the interval) after the
+previous sample ran, and records ``d``, how late it ran; each sample adds ``I + d`` to the watched time, so per
+window ``I = (watched - sum) / count`` (``aiwatch_event_loop_sampled_seconds_total``, the delay's ``_sum`` and
+``_count``). The mean delay per sample, the estimate before, is right while the loop's blocks are shorter than the
+interval: the samples fall at random moments, and a block is sampled about as often as its length says. A block
+longer than the interval is sampled exactly once (the next sample is due ``I`` after it ends), however long, where
+an arrival lands in it with probability ``B / T`` and waits ``B / 2``. So the samples are taken in two kinds:
+
+- a *long* sample (``d > I``) is one stall of ``B = d + a`` seconds, ``a`` being how long it had run when the sample
+  was due, between 0 and ``I`` (``I / 2`` on average): its arrivals waited about ``(d + I / 2) ** 2 / 2``, which is
+  ``d (d + I) / 2`` leaving out ``I ** 2 / 8``;
+- the *short* samples (``d <= I``) are the wait at random moments of the rest of the time, ``sum(I + d)`` over
+  them: there the wait is their mean delay, as before.
+
+    expected wait = (mean short d x sum over short (I + d) + sum over long d (d + I) / 2) / watched
+
+A loop without long samples gets the mean delay per sample exactly; a loop blocked 1 s in every 2 s waits 0.25 s on
+average, and its mean delay per sample is 0.09 s.
+
+The metrics give no sample's own ``d``, only the histogram's buckets and the exact ``_sum``. The long samples are
+taken as close together as their buckets allow (each at one level, clamped into its bucket), adding up to the
+``_sum`` less the short ones at their buckets' midpoints: the smallest sum of squares the buckets allow them, so a
+few percent low for stalls spread over wide buckets (1-2.5 s, 2.5-5 s). The short samples then share the rest of
+the ``_sum``, each at the same relative place in its bucket (the mean delay exactly without long samples). The
+``+Inf`` bucket's samples (over 10 s) take what the finite buckets at their midpoints leave of the ``_sum`` (at
+least 10 s each). Checked against an exact simulation of the sampler (``tests/diagnose/loop_stalls.py``; ``python
+-m tests.diagnose.loop_stalls`` prints the table in docs/diagnose.md): within 6% of the true wait where the old mean
+was 2-50x low (9% high for a strictly periodic 1 s block), and the old mean where blocks are shorter than the
+interval. Blocks that come at the interval's period fall in step with the sampler and read too high, as before (less
+so). A window without the watched time (an aiwatch before ``aiwatch_event_loop_sampled_seconds_total``) falls back
+to the mean delay per sample, and the report says so. Several loops under one service (replicas, workers) add up:
+the estimate is their time-weighted mean.
 
 A network part that rose by the noise floor or more gets this estimate; when it is at least :data:`EXPLAINS_SHARE` of
 the part's rise, the diagnosis says that the loops, not the wire, moved. The part's own number stays as measured.
@@ -16,6 +52,8 @@ server, an older aiwatch), has no delay series, and its side counts as unknown.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +71,8 @@ class LoopWait:
     """The estimated rise of the time one network part's calls waited for event loops, per request of the diagnosed
     service: ``caller_seconds`` on the caller's loop, ``peer_seconds`` on the peer's (``None`` where that service
     has no delay series in both windows); ``explains``: their sum is at least :data:`EXPLAINS_SHARE` of the part's
-    rise."""
+    rise; ``mean_only``: the sides whose estimate is, in a window, only the mean delay per sample (no watched-time
+    counter: an older aiwatch), which under-counts stalls longer than the sampling interval."""
 
     caller: str
     peer: str
@@ -41,6 +80,7 @@ class LoopWait:
     peer_seconds: float | None
     calls_per_request: float
     explains: bool
+    mean_only: tuple[str, ...] = ()
 
     @property
     def seconds(self) -> float:
@@ -58,19 +98,138 @@ class LoopWait:
 
     def to_dict(self) -> dict[str, Any]:
         return {"caller_seconds": self.caller_seconds, "peer_seconds": self.peer_seconds, "seconds": self.seconds,
-                "calls_per_request": self.calls_per_request, "explains": self.explains}
+                "calls_per_request": self.calls_per_request, "explains": self.explains,
+                "mean_delay_only": list(self.mean_only)}
 
 
 def mean_delay(w: WindowTotals, service: str) -> float | None:
     """The mean sampled delay of the service's event loop(s) in ``w``; ``None`` without samples."""
-    samples = w.total("loop_delay_samples", service)
+    samples = _samples(w, service)
     return w.total("loop_delay_seconds", service) / samples if samples > 0 else None
 
 
-def delay_rise(baseline: WindowTotals, incident: WindowTotals, service: str) -> float | None:
-    """The rise of the service's mean loop delay between the windows; ``None`` unless both have samples."""
-    before, after = mean_delay(baseline, service), mean_delay(incident, service)
-    return None if before is None or after is None else after - before
+def stalled_share(w: WindowTotals, service: str) -> float | None:
+    """The share of the time the service's loop(s) stood still in ``w``: the delays' sum over the time the sampler
+    watched (what ``AiwatchEventLoopDelayHigh`` fires on); ``None`` without the watched time."""
+    watched = w.total("loop_sampled_seconds", service)
+    return w.total("loop_delay_seconds", service) / watched if watched > 0 else None
+
+
+@dataclass(frozen=True)
+class WaitEstimate:
+    """How long an event arriving at a random time in a window waits for the service's loop(s): ``seconds``;
+    ``watched``: estimated from the buckets and the watched time (:func:`expected_wait`), else (no watched time in
+    the window: an older aiwatch) the mean delay per sample, which under-counts stalls longer than the interval."""
+
+    seconds: float
+    watched: bool
+
+
+def expected_wait(buckets: Iterable[tuple[float, float]], delay_sum: float, watched: float) -> float | None:
+    """The expected wait of a uniformly random arrival (see the module's docstring) from a window's increase of the
+    delay histogram's cumulative ``(upper bound, count)`` buckets (``+Inf`` included: the samples' count), its
+    ``_sum`` and the watched seconds; ``None`` without samples or watched time.
+
+        >>> inf = float("inf")
+        >>> round(expected_wait([(0.001, 600), (inf, 600)], 600 * 0.0005, 600 * 0.1005), 6)  # prompt: the mean
+        0.0005
+        >>> # blocked 1 s in every 2 s for a minute (true wait 30 x 1 / 2 / 60 = 0.25 s): 285 prompt samples, and
+        >>> # 30 that read 0.95 s on average (the stall had run 0.05 s when the sample was due); their mean is 0.091 s
+        >>> round(expected_wait([(0.001, 285), (0.5, 285), (1.0, 315), (inf, 315)], 285 * 0.0005 + 30 * 0.95, 60), 3)
+        0.25
+    """
+    cumulatives = sorted(buckets)
+    if not cumulatives or watched <= 0:
+        return None
+    counts: list[float] = []
+    bounds: list[float] = []
+    lows: list[float] = []
+    seen = 0.0
+    for le, cumulative in cumulatives:
+        # Prometheus extrapolates each bucket's increase on its own: a cumulative count may dip, never below zero
+        n = max(0.0, cumulative - seen)
+        seen = max(seen, cumulative)
+        lows.append(bounds[-1] if bounds else 0.0)
+        bounds.append(le)
+        counts.append(n)
+    count = seen
+    if count <= 0:
+        return None
+    interval = max(0.0, watched - delay_sum) / count
+    rows = [(lo, hi, n) for lo, hi, n in zip(lows, bounds, counts, strict=True) if n > 0]
+    long = [(lo, hi, n) for lo, hi, n in rows if (lo + hi) / 2 > interval and math.isfinite(hi)]
+    short = [(lo, hi, n) for lo, hi, n in rows if (lo + hi) / 2 <= interval]
+    over = [(lo, n) for lo, hi, n in rows if not math.isfinite(hi)]
+    # the +Inf bucket's samples: what the finite buckets at their midpoints leave of the sum (at least its bound)
+    over_mean = 0.0
+    if over:
+        lo, n = over[0]
+        over_mean = max(lo, (delay_sum - sum(n * (lo + hi) / 2 for lo, hi, n in rows if math.isfinite(hi))) / n)
+    left = delay_sum - sum(n * over_mean for _, n in over)
+    # the long samples as close together as their buckets allow, adding up to the sum less the short samples at their
+    # midpoints: the smallest sum of squares they can have
+    level = _level(long, left - sum(n * (lo + hi) / 2 for lo, hi, n in short))
+    samples = [(min(hi, max(lo, level)), n) for lo, hi, n in long]
+    samples += [(over_mean, n) for _, n in over]
+    # the short samples' buckets share the rest, each at the same relative place in its bucket: the mean delay per
+    # sample exactly when there is no long sample
+    short_place = _place(short, left - sum(d * n for d, n in samples[:len(long)]))
+    short_samples = [(lo + short_place * (hi - lo), n) for lo, hi, n in short]
+    short_count = sum(n for _, n in short_samples)
+    short_mean = sum(d * n for d, n in short_samples) / short_count if short_count > 0 else 0.0
+    # the short cycles' time at their samples' mean delay, and each long sample a stall of about d + interval / 2
+    short_wait = short_mean * sum((interval + d) * n for d, n in short_samples)
+    stalls_wait = sum(n * d * (d + interval) / 2 for d, n in samples)
+    return (short_wait + stalls_wait) / watched
+
+
+def _place(buckets: list[tuple[float, float, float]], total: float) -> float:
+    """The relative place (0: lower bounds, 1: upper bounds) in each of ``(lower, upper, count)`` buckets at which
+    their samples add up to ``total``, within [0, 1]; 0.5 for no width."""
+    width = sum((hi - lo) * n for lo, hi, n in buckets)
+    if width <= 0:
+        return 0.5
+    return min(1.0, max(0.0, (total - sum(lo * n for lo, _, n in buckets)) / width))
+
+
+def _level(buckets: list[tuple[float, float, float]], total: float) -> float:
+    """The level ``c`` at which ``(lower, upper, count)`` buckets' samples, each at ``c`` clamped into its bucket,
+    add up to ``total`` (the lowest or highest place where they cannot)."""
+    low, high = 0.0, max((hi for _, hi, _ in buckets), default=0.0)
+    for _ in range(60):
+        mid = (low + high) / 2
+        if sum(n * min(hi, max(lo, mid)) for lo, hi, n in buckets) < total:
+            low = mid
+        else:
+            high = mid
+    return (low + high) / 2
+
+
+def wait_estimate(w: WindowTotals, service: str) -> WaitEstimate | None:
+    """The service's loops' expected wait in ``w`` (:func:`expected_wait`), or the mean delay per sample where the
+    window has samples but no watched time; ``None`` without samples."""
+    buckets = [(float(le), n) for (le,), n in w.matching("loop_delay_buckets", service)]
+    watched = w.total("loop_sampled_seconds", service)
+    if watched > 0:
+        found = expected_wait(buckets, w.total("loop_delay_seconds", service), watched)
+        if found is not None:
+            return WaitEstimate(found, True)
+    mean = mean_delay(w, service)
+    return None if mean is None else WaitEstimate(mean, False)
+
+
+def wait_rise(baseline: WindowTotals, incident: WindowTotals, service: str) -> tuple[float | None, bool]:
+    """The rise of the service's expected loop wait between the windows (``None`` unless both have samples), and
+    whether either window's is only the mean delay per sample (no watched time)."""
+    before, after = wait_estimate(baseline, service), wait_estimate(incident, service)
+    if before is None or after is None:
+        return None, False
+    return after.seconds - before.seconds, not (before.watched and after.watched)
+
+
+def _samples(w: WindowTotals, service: str) -> float:
+    """The samples' count: the +Inf bucket's increase (the same series as ``_count``)."""
+    return sum(n for (le,), n in w.matching("loop_delay_buckets", service) if le == "+Inf")
 
 
 def loop_wait(baseline: WindowTotals, incident: WindowTotals, part: Part, per_request: float,
@@ -78,8 +237,8 @@ def loop_wait(baseline: WindowTotals, incident: WindowTotals, part: Part, per_re
     """The loops' estimated share of the rise ``delta`` of the network ``part`` (``per_request``: its seconds per
     request of the diagnosed service in the incident). ``None`` when neither side has the delay in both windows,
     or the incident's calls cannot be counted."""
-    caller = delay_rise(baseline, incident, part.service)
-    peer = delay_rise(baseline, incident, part.peer)
+    caller, caller_mean = wait_rise(baseline, incident, part.service)
+    peer, peer_mean = wait_rise(baseline, incident, part.peer)
     if caller is None and peer is None:
         return None
     key = (part.service, part.peer, part.phase)
@@ -90,5 +249,7 @@ def loop_wait(baseline: WindowTotals, incident: WindowTotals, part: Part, per_re
     # for a callee's call reached through the call graph (scaled like its network time)
     calls_per_request = per_request * calls / seconds
     wait = LoopWait(part.service, part.peer, None if caller is None else caller * calls_per_request,
-                    None if peer is None else peer * calls_per_request, calls_per_request, False)
+                    None if peer is None else peer * calls_per_request, calls_per_request, False,
+                    tuple(dict.fromkeys(name for name, mean in ((part.service, caller_mean), (part.peer, peer_mean))
+                                        if mean)))
     return LoopWait(**{**wait.__dict__, "explains": delta > 0 and wait.seconds >= EXPLAINS_SHARE * delta})

@@ -24,7 +24,7 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiwatch.diagnose.loops import LoopWait, loop_wait, mean_delay
+from aiwatch.diagnose.loops import LoopWait, loop_wait, stalled_share, wait_estimate
 from aiwatch.diagnose.split import Part, mean_seconds, request_split, splittable_in, tail_split
 from aiwatch.diagnose.window import WindowTotals
 
@@ -35,6 +35,12 @@ NOISE_FLOOR_SECONDS = 0.002
 NOISE_FLOOR_SHARE = 0.05
 #: Load changes within this factor are "the same load" in the verdict.
 SAME_LOAD = 1.2
+#: The signal of each loop's expected wait (:func:`aiwatch.diagnose.loops.wait_estimate`)...
+WAIT_SIGNAL = "event loop wait (estimated)"
+#: ...its name where neither window has the watched time (an older aiwatch): the mean delay per sample...
+MEAN_SIGNAL = "event loop delay (mean)"
+#: ...and the share of the time each loop stood still.
+STALLED_SIGNAL = "event loop stalled (share of time)"
 
 
 class DiagnoseError(Exception):
@@ -319,8 +325,14 @@ def signals(baseline: WindowTotals, incident: WindowTotals, service: str) -> lis
                                     ("gpu_memory_used", "GPU memory used", "bytes", "gpu")):
         for key in _keys(baseline, incident, read):
             add(name, {label: key[0]}, unit, baseline.of(read).get(key), incident.of(read).get(key))
-    for (loop,) in _keys(baseline, incident, "loop_delay_samples"):
-        add("event loop delay (mean)", {"service": loop}, "s", mean_delay(baseline, loop), mean_delay(incident, loop))
+    for (loop,) in _keys(baseline, incident, "loop_delay_seconds"):
+        # how long an event arriving at a random time waited for the loop (loops.py), and the share of the time it
+        # stood still (what AiwatchEventLoopDelayHigh fires on); without the watched time, the mean delay per sample
+        before, after = wait_estimate(baseline, loop), wait_estimate(incident, loop)
+        watched = any(e is not None and e.watched for e in (before, after))
+        add(WAIT_SIGNAL if watched else MEAN_SIGNAL, {"service": loop}, "s",
+            None if before is None else before.seconds, None if after is None else after.seconds)
+        add(STALLED_SIGNAL, {"service": loop}, "ratio", stalled_share(baseline, loop), stalled_share(incident, loop))
     for (model,) in sorted({k for w in (baseline, incident) for k in w.of("batches")}):
         add("batch size", {"model": model}, "items",
             ratio(baseline, baseline.total("batch_items", model), baseline.total("batches", model)),

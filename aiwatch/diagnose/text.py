@@ -61,7 +61,7 @@ def _loops(d: Diagnosis) -> list[str]:
     if not rows:
         return []
     out = ["", "Event loops: the estimated rise of the network time spent waiting for a loop (the rise of each "
-               "loop's mean delay x calls per request)"]
+               "loop's expected wait for an event arriving at a random time x calls per request)"]
     for c in rows:
         wait = c.event_loop
         assert wait is not None
@@ -70,6 +70,10 @@ def _loops(d: Diagnosis) -> list[str]:
         said = "the loops, not the wire" if wait.explains else "not the loops"
         out.append(f"  {c.part.describe()} {signed_ms(c.delta_seconds)} ms: loops {signed_ms(wait.seconds)} ms "
                    f"({sides}; {wait.calls_per_request:.3g} call(s) per request): mostly {said}")
+        if wait.mean_only:
+            out.append(f"    {' and '.join(wait.mean_only)}: the mean delay per sample, no watched time "
+                       "(aiwatch_event_loop_sampled_seconds_total: an older aiwatch) in a window; it under-counts "
+                       "stalls longer than the sampling interval")
     return out
 
 

@@ -59,9 +59,11 @@ READS: tuple[Read, ...] = (
     # supporting signals
     Read("queue_depth", "aiwatch_queue_depth", ("queue",), "avg"),
     Read("in_flight", "aiwatch_requests_in_flight", ("service",), "avg"),
-    # the event loop's delay: how long an event arriving at the loop waits (some of a caller's network time)
+    # the event loop's delay, from which how long an event arriving at the loop waits (some of a caller's network
+    # time) is estimated: the samples' sum, their buckets (the +Inf bucket is their count) and the wall time watched
     Read("loop_delay_seconds", "aiwatch_event_loop_delay_seconds_sum", ("service",)),
-    Read("loop_delay_samples", "aiwatch_event_loop_delay_seconds_count", ("service",)),
+    Read("loop_delay_buckets", "aiwatch_event_loop_delay_seconds_bucket", ("service", "le")),
+    Read("loop_sampled_seconds", "aiwatch_event_loop_sampled_seconds_total", ("service",)),
     Read("batch_items", "aiwatch_batch_size_sum", ("model",)),
     Read("batches", "aiwatch_batch_size_count", ("model",)),
     Read("cache_lookups", "aiwatch_feature_cache_requests_total", ("cache", "result")),

@@ -2,26 +2,58 @@
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import json
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import pytest
 
-from aiwatch.diagnose import PrometheusWindows, diagnose, diagnose_windows, format_diagnosis
+from aiwatch.diagnose import PrometheusWindows, diagnose, diagnose_windows, format_diagnosis, totals_from_snapshots
+from aiwatch.diagnose.loops import EXPLAINS_SHARE
 from aiwatch.diagnose.report import Diagnosis
 from aiwatch.diagnose.window import WindowTotals
+from aiwatch.metrics import EVENT_LOOP_DELAY_BUCKETS
+from aiwatch.scrape import Samples
 from tests.diagnose.backfill import backfilled_prometheus
+from tests.diagnose.loop_stalls import sampled_patterns
 from tests.diagnose.test_sources import scrape_source
-from tests.diagnose.traffic import BASELINE, INCIDENT, History, from_snapshots, history, slower
+from tests.diagnose.traffic import BASELINE, INCIDENT, History, from_snapshots, history, slower, stall_wait
 
 MODEL = 0.03
 REQUESTS = 100.0
-SAMPLES = 600.0  # a minute of the loop sampler at 0.1 s
+SAMPLES = 100.0  # a minute of the loop sampler at LOOP_INTERVAL
+#: the sampler's interval in these windows (AIWATCH_EVENT_LOOP_INTERVAL=0.5): every delay below is shorter, so the
+#: estimated wait is the mean delay per sample
+LOOP_INTERVAL = 0.5
+INF = float("inf")
+
+
+def loop_reads(delays: Sequence[float] | Mapping[float, float], watched: float | None) -> dict[str, Any]:
+    """One loop's answers to the loop reads: the histogram of ``delays`` (each sample's, or ``{delay: samples}``),
+    and ``watched`` seconds (``None``: an aiwatch before the watched-time counter)."""
+    counts = dict(delays) if isinstance(delays, Mapping) else {d: float(n) for d, n in Counter(delays).items()}
+    bounds = (*EVENT_LOOP_DELAY_BUCKETS, INF)
+    per_bucket = Counter({le: 0.0 for le in bounds})
+    for d, n in counts.items():
+        per_bucket[bounds[bisect.bisect_left(bounds, d)]] += n
+    buckets = dict(zip((f"{le:g}" if le != INF else "+Inf" for le in bounds),
+                       itertools.accumulate(per_bucket[le] for le in bounds), strict=True))
+    out: dict[str, Any] = {"sum": sum(d * n for d, n in counts.items()), "buckets": buckets,
+                                               "count": buckets["+Inf"]}
+    if watched is not None:
+        out["watched"] = watched
+    return out
 
 
 def window(start: float, network: float, gateway_delay: float | None = None, inference_delay: float | None = None,
-           calls: int = 1) -> WindowTotals:
+           calls: int = 1, watched: bool = True, loops: Mapping[str, Mapping[str, Any]] | None = None) -> WindowTotals:
     """A minute of gateway calling inference ``calls`` times per request; ``network`` seconds per call; each loop's
-    mean sampled delay, or ``None`` for a service without the signal."""
+    mean sampled delay (every sample the same, shorter than the interval), or ``None`` for a service without the
+    signal; ``watched``: the windows have the watched time (else: an older aiwatch). ``loops``: each service's
+    :func:`loop_reads`, instead."""
     n, c = REQUESTS, REQUESTS * calls
     values: dict[str, dict[tuple[str, ...], float]] = {
         "requests": {("gateway",): n, ("inference",): c},
@@ -31,12 +63,21 @@ def window(start: float, network: float, gateway_delay: float | None = None, inf
         "call_seconds": {("gateway", "inference", "inference_call"): c * (MODEL + network)},
         "network_seconds": {("gateway", "inference", "inference_call"): c * network},
         "network_calls": {("gateway", "inference", "inference_call"): c},
-        "loop_delay_seconds": {}, "loop_delay_samples": {},
+        "loop_delay_seconds": {}, "loop_delay_buckets": {}, "loop_sampled_seconds": {},
+        # the samples' count as diagnose read it before the buckets: the same windows diagnosed by the old code
+        "loop_delay_samples": {},
     }
+    found = dict(loops or {})
     for service, delay in (("gateway", gateway_delay), ("inference", inference_delay)):
         if delay is not None:
-            values["loop_delay_seconds"][(service,)] = SAMPLES * delay
-            values["loop_delay_samples"][(service,)] = SAMPLES
+            found[service] = loop_reads({delay: SAMPLES}, SAMPLES * (LOOP_INTERVAL + delay) if watched else None)
+    for service, reads in found.items():
+        values["loop_delay_seconds"][(service,)] = reads["sum"]
+        values["loop_delay_samples"][(service,)] = reads["count"]
+        for le, count in reads["buckets"].items():
+            values["loop_delay_buckets"][(service, le)] = count
+        if "watched" in reads:
+            values["loop_sampled_seconds"][(service,)] = reads["watched"]
     return WindowTotals(start, start + 60, values)
 
 
@@ -54,7 +95,8 @@ def test_a_loop_rise_that_explains_the_network_rise_is_said_in_the_verdict_repor
     assert "of which the event loop delay of inference rose +170 ms" in format_diagnosis(d)
     loop = network_row(d)["event_loop"]
     assert loop == {"caller_seconds": pytest.approx(0.0), "peer_seconds": pytest.approx(0.170),
-                    "seconds": pytest.approx(0.170), "calls_per_request": pytest.approx(1.0), "explains": True}
+                    "seconds": pytest.approx(0.170), "calls_per_request": pytest.approx(1.0), "explains": True,
+                    "mean_delay_only": []}
 
 
 def test_a_network_rise_with_flat_loops_gets_no_clause() -> None:
@@ -111,11 +153,18 @@ def test_the_report_lists_the_loops_estimate_of_each_network_part_that_rose() ->
             "1 call(s) per request): mostly not the loops") in flat
 
 
-def test_each_loops_mean_delay_is_a_signal() -> None:
+def test_each_loops_estimated_wait_and_stalled_share_are_signals() -> None:
     d = diagnose_windows(window(0, 0.002, 0.0005, 0.0005), window(60, 0.182, 0.0006, 0.1705), "gateway")
-    loops = {s.labels["service"]: (s.baseline, s.incident) for s in d.signals if s.name == "event loop delay (mean)"}
+    loops = {s.labels["service"]: (s.baseline, s.incident) for s in d.signals
+             if s.name == "event loop wait (estimated)"}
     assert loops == {"gateway": pytest.approx((0.0005, 0.0006)), "inference": pytest.approx((0.0005, 0.1705))}
-    assert "event loop delay (mean) (service=inference): 0.0005 s -> 0.171 s" in format_diagnosis(d)
+    stalled = {s.labels["service"]: (s.baseline, s.incident) for s in d.signals
+               if s.name == "event loop stalled (share of time)"}
+    assert stalled == {"gateway": pytest.approx((0.0005 / 0.5005, 0.0006 / 0.5006)),
+                       "inference": pytest.approx((0.0005 / 0.5005, 0.1705 / 0.6705))}
+    text = format_diagnosis(d)
+    assert "event loop wait (estimated) (service=inference): 0.0005 s -> 0.171 s" in text
+    assert "event loop stalled (share of time) (service=inference): 0.1% -> 25.4%" in text
 
 
 # --- every source answers the reads: the simulated traffic of tests/diagnose/traffic.py -----------------------------
@@ -162,3 +211,173 @@ def test_prometheus_network_rise_with_prompt_loops_names_no_loop(network_history
                  at=network_history.incident_end)
     assert d.cause == "network:gateway->inference" and "event loop" not in d.verdict
     assert loop_of(d)["explains"] is False
+
+
+# --- the expected wait, not the mean delay per sample: tests/diagnose/loop_stalls.py simulates the sampler ----------
+
+PROMPT = "prompt: 0.1-1 ms callbacks, 100/s"
+ONE_SECOND = "1 s blocks after gaps of 0.9-1.1 s"
+
+
+def simulated(what: str, watched: bool = True) -> dict[str, Any]:
+    """A simulated loop's answers to the loop reads (the default interval, 0.1 s)."""
+    s = sampled_patterns()[what]
+    return loop_reads(s.delays, s.watched if watched else None)
+
+
+def loop_signals(d: Diagnosis, name: str) -> dict[str, tuple[float | None, float | None]]:
+    return {s.labels["service"]: (s.baseline, s.incident) for s in d.signals if s.name == name}
+
+
+def test_a_prompt_loops_estimated_wait_is_its_mean_delay_per_sample() -> None:
+    reads = simulated(PROMPT)
+    w = window(0, 0.002, loops={"inference": reads})
+    d = diagnose_windows(w, window(60, 0.003, loops={"inference": reads}), "gateway")
+    wait = loop_signals(d, "event loop wait (estimated)")["inference"]
+    assert wait == pytest.approx((reads["sum"] / reads["count"],) * 2, rel=1e-9)
+    assert wait[0] == pytest.approx(0.0005, rel=0.05)
+
+
+@pytest.mark.parametrize("what", [w for w in sampled_patterns() if w != PROMPT and "in step" not in w])
+def test_the_estimated_wait_is_the_wait_of_a_random_arrival(what: str) -> None:
+    """Within 15% of the exact wait of a uniformly random arrival, from the histogram's buckets, where the mean
+    delay per sample was 2-50x low for stalls longer than the interval (docs/diagnose.md has the table)."""
+    s = sampled_patterns()[what]
+    reads = simulated(what)
+    d = diagnose_windows(window(0, 0.002, loops={"inference": simulated(PROMPT)}),
+                         window(60, 0.002 + s.true_wait, loops={"inference": reads}), "gateway")
+    _, incident = loop_signals(d, "event loop wait (estimated)")["inference"]
+    assert incident == pytest.approx(s.true_wait, rel=0.15)
+    if "ms blocks" not in what:  # stalls of 300 ms and more
+        assert s.mean() < 0.6 * s.true_wait  # the old estimate: far too low
+
+
+def test_long_stalls_explain_the_network_rise_the_mean_delay_left_to_the_wire() -> None:
+    # the inference loop blocked 1 s after gaps of 0.9-1.1 s: an arrival waits 250 ms on average, the mean delay per
+    # sample is 91 ms; the network part rose by the wait
+    s = sampled_patterns()[ONE_SECOND]
+    assert s.mean() < EXPLAINS_SHARE * s.true_wait  # the old estimate did not explain the rise
+    d = diagnose_windows(window(0, 0.002, loops={"inference": simulated(PROMPT)}),
+                         window(60, 0.002 + s.true_wait, loops={"inference": simulated(ONE_SECOND)}), "gateway")
+    assert "network gateway -> inference (+250 ms), of which the event loop delay of inference rose +2" in d.verdict
+    assert "its loop is starved" in d.verdict
+    loop = network_row(d)["event_loop"]
+    assert isinstance(loop, dict) and loop["explains"] is True and loop["mean_delay_only"] == []
+    assert loop["peer_seconds"] == pytest.approx(s.true_wait, rel=0.05)
+
+
+def test_without_the_watched_time_the_mean_delay_per_sample_stands_in_and_the_report_says_so() -> None:
+    # an aiwatch before aiwatch_event_loop_sampled_seconds_total: the mean delay per sample, in both windows
+    old = {"inference": simulated(PROMPT, watched=False)}
+    d = diagnose_windows(window(0, 0.002, loops=old),
+                         window(60, 0.252, loops={"inference": simulated(ONE_SECOND, watched=False)}), "gateway")
+    s = sampled_patterns()[ONE_SECOND]
+    assert loop_signals(d, "event loop delay (mean)")["inference"] == pytest.approx(
+        (sampled_patterns()[PROMPT].mean(), s.mean()))
+    assert not loop_signals(d, "event loop wait (estimated)")
+    assert not loop_signals(d, "event loop stalled (share of time)")
+    loop = network_row(d)["event_loop"]
+    assert isinstance(loop, dict) and loop["mean_delay_only"] == ["inference"] and loop["explains"] is False
+    assert ("    inference: the mean delay per sample, no watched time (aiwatch_event_loop_sampled_seconds_total: an "
+            "older aiwatch) in a window; it under-counts stalls longer than the sampling interval"
+            ) in format_diagnosis(d)
+    # one window without it (the baseline before an upgrade): that window's mean, the other's estimate
+    d = diagnose_windows(window(0, 0.002, loops=old),
+                         window(60, 0.252, loops={"inference": simulated(ONE_SECOND)}), "gateway")
+    loop = network_row(d)["event_loop"]
+    assert isinstance(loop, dict) and loop["mean_delay_only"] == ["inference"] and loop["explains"] is True
+    assert loop_signals(d, "event loop stalled (share of time)")["inference"][0] is None
+
+
+def test_stalls_of_the_inf_bucket_get_the_rest_of_the_sum() -> None:
+    # two stalls of 20 s in 10 minutes, past the largest finite bucket (10 s), and prompt samples: the +Inf bucket's
+    # samples take what the finite buckets leave of the sum
+    prompt = 5600
+    reads = loop_reads({0.0005: prompt, 19.95: 2}, prompt * 0.1005 + 2 * 20.05)
+    assert reads["buckets"]["10"] == prompt and reads["buckets"]["+Inf"] == prompt + 2
+    true = 2 * 20.0 ** 2 / 2 / reads["watched"]
+    d = diagnose_windows(window(0, 0.002, inference_delay=0.0005),
+                         window(60, 0.002 + true, loops={"inference": reads}), "gateway")
+    _, incident = loop_signals(d, "event loop wait (estimated)")["inference"]
+    assert incident == pytest.approx(true, rel=0.02)
+    loop = network_row(d)["event_loop"]
+    assert isinstance(loop, dict) and loop["explains"] is True
+
+
+def test_a_restart_in_the_window_counts_the_loops_series_from_zero() -> None:
+    # the snapshots' increase counts a histogram and the watched time from 0 after a restart (Prometheus' increase()
+    # counts each series alone, the same here: every one of them went down)
+    def scrape(reads: dict[str, Any], requests: float) -> Samples:
+        key = (("service", "inference"),)
+        return {"aiwatch_event_loop_delay_seconds_bucket": {(*key, ("le", le)): n
+                                                            for le, n in reads["buckets"].items()},
+                "aiwatch_event_loop_delay_seconds_sum": {key: reads["sum"]},
+                "aiwatch_event_loop_delay_seconds_count": {key: reads["count"]},
+                "aiwatch_event_loop_sampled_seconds_total": {key: reads["watched"]},
+                "aiwatch_request_duration_seconds_count": {(("service", "gateway"),): requests}}
+
+    before = scrape(loop_reads({0.0005: 50_000.0}, 50_000 * 0.1005), 9000.0)
+    after_restart = simulated(ONE_SECOND)
+    w = totals_from_snapshots(before, scrape(after_restart, 100.0), 0.0, 600.0)
+    s = sampled_patterns()[ONE_SECOND]
+    assert w.total("loop_sampled_seconds", "inference") == pytest.approx(s.watched)
+    from aiwatch.diagnose.loops import wait_estimate  # here: the other tests also run on the code before it
+
+    estimate = wait_estimate(w, "inference")
+    assert estimate is not None and estimate.watched
+    assert estimate.seconds == pytest.approx(s.true_wait, rel=0.05)
+
+
+#: the incident: the inference loop stands still 0.375-1.125 s at a time after gaps of 3 s on average (its sampler
+#: simulated): a request arriving at a random time waits 81 ms on average, which the network part gains, while the
+#: mean delay per sample rises by about 22 ms, too little to explain it
+STALLS = slower(network=stall_wait(0.75, 3.0), inference_stall=0.75)
+
+
+def old_mean_rise(h: History) -> float:
+    """The rise of the inference loop's mean delay per sample between the windows: the estimate before."""
+    s = h.traffic.samples
+
+    def mean(a: float, b: float) -> float:
+        w = totals_from_snapshots(s(a), s(b), a, b)
+        return w.total("loop_delay_seconds", "inference") / w.of("loop_delay_buckets")[("inference", "+Inf")]
+
+    return mean(h.incident_start, h.incident_end) - mean(h.start, h.incident_start)
+
+
+def test_snapshots_and_the_scrape_source_say_long_stalls_starve_the_peers_loop() -> None:
+    h = history(STALLS, watched=True)
+    expected = from_snapshots(h)
+    rise = next(c for c in expected.contributors if c.part.component == "network").delta_seconds
+    assert old_mean_rise(h) < EXPLAINS_SHARE * rise  # the mean delay per sample left it to the wire
+    got = diagnose(scrape_source(h), "gateway", incident=INCIDENT, baseline=BASELINE, at=h.incident_end)
+    for d in (expected, got):
+        assert d.cause == "network:gateway->inference"
+        assert CLAUSE in d.verdict and "its loop is starved" in d.verdict
+    assert loop_of(got) == pytest.approx(loop_of(expected), abs=1e-12)
+    assert loop_of(expected)["peer_seconds"] == pytest.approx(stall_wait(0.75, 3.0), rel=0.15)
+
+
+@pytest.mark.slow
+def test_prometheus_says_long_stalls_starve_the_peers_loop_like_the_snapshots() -> None:
+    h = history(STALLS, watched=True)
+    expected = from_snapshots(h)
+    with backfilled_prometheus(h.traffic.openmetrics()) as prom:
+        d = diagnose(PrometheusWindows(prom.url), "gateway", incident=INCIDENT, baseline=BASELINE, at=h.incident_end)
+    assert d.cause == "network:gateway->inference" and CLAUSE in d.verdict, d.verdict
+    got, want = loop_of(d), loop_of(expected)
+    assert got["explains"] is True and got["mean_delay_only"] == []
+    # increase() extrapolates each bucket, the sum and the watched time on its own: close, not equal
+    for key in ("caller_seconds", "peer_seconds", "calls_per_request"):
+        assert got[key] == pytest.approx(want[key], rel=0.05, abs=1e-3), key
+    signals = {s.name: s.incident for s in d.signals if s.labels.get("service") == "inference"}
+    assert signals["event loop stalled (share of time)"] == pytest.approx(0.75 / 3.75, rel=0.25)
+
+
+def test_the_estimators_doctests() -> None:
+    import doctest
+
+    import aiwatch.diagnose.loops
+
+    result = doctest.testmod(aiwatch.diagnose.loops)
+    assert result.attempted >= 3 and result.failed == 0

@@ -190,12 +190,13 @@ def test_the_snapshots_and_the_scrape_source_read_the_loops_delay_and_the_networ
     got = scrape_source(h).window_totals(h.incident_start, h.incident_end)
     scrapes = round(INCIDENT / INTERVAL)
     for w in (expected, got):
-        assert w.of("loop_delay_samples") == {("gateway",): scrapes * LOOP_SAMPLES,
-                                              ("inference",): scrapes * LOOP_SAMPLES}
-        mean = w.total("loop_delay_seconds", "inference") / w.total("loop_delay_samples", "inference")
+        samples = {key: n for key, n in w.of("loop_delay_buckets").items() if key[1] == "+Inf"}
+        assert samples == {("gateway", "+Inf"): scrapes * LOOP_SAMPLES, ("inference", "+Inf"): scrapes * LOOP_SAMPLES}
+        mean = w.total("loop_delay_seconds", "inference") / samples[("inference", "+Inf")]
         assert mean == pytest.approx(0.1005, rel=0.1)  # each sample uniform in [0.5, 1.5] x the mean
         assert w.of("network_calls") == {("gateway", "inference", "inference_call"): scrapes * PER_SCRAPE}
     assert got.of("loop_delay_seconds") == pytest.approx(expected.of("loop_delay_seconds"), rel=1e-12)
+    assert got.of("loop_delay_buckets") == pytest.approx(expected.of("loop_delay_buckets"), rel=1e-12)
 
 
 def test_every_read_names_a_sample_of_the_contract_and_a_valid_query() -> None:

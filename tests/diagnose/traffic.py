@@ -24,6 +24,7 @@ from aiwatch.metrics import Metrics
 from aiwatch.scrape import Samples, parse_metrics
 from aiwatch.servertiming import format_server_timing
 from aiwatch.timing import RequestRecorder
+from tests.diagnose.loop_stalls import blocks_after_gaps, sample
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,17 @@ class Means:
     #: mean event loop delays (add the same to ``network``: a starved loop's wait is network time to the caller)
     gateway_loop: float = 0.0005
     inference_loop: float = 0.0005
+    #: in a history whose loops' sampler is simulated (``watched``): the inference loop stands still this many
+    #: seconds at a time (uniform in [0.5, 1.5] x it; 0: never) after exponential gaps of ``stall_gap`` seconds on
+    #: average (add :func:`stall_wait` to ``network``)
+    inference_stall: float = 0.0
+    stall_gap: float = 3.0
+
+
+def stall_wait(stall: float, gap: float) -> float:
+    """The expected wait of an arrival at a random time on a loop standing still as :class:`Means` says: the
+    stalls' rate times the mean of their square, halved."""
+    return (stall ** 2 + stall ** 2 / 12) / 2 / (gap + stall)
 
 
 #: event loop delay samples per service per scrape (drawn from their own random sequence: the requests' draws are
@@ -52,7 +64,7 @@ class Traffic:
     """Records requests at a synthetic clock and keeps a scrape every ``interval`` seconds."""
 
     def __init__(self, start: float, interval: float = 15.0, seed: int = 3, slow_threshold: float = 0.1,
-                 gateway: str = "gateway", inference: str = "inference") -> None:
+                 gateway: str = "gateway", inference: str = "inference", watched: bool = False) -> None:
         self.registry = CollectorRegistry()
         self.metrics = Metrics(self.registry)
         self.gateway = RequestRecorder(self.metrics, gateway, slow_threshold=slow_threshold)
@@ -60,6 +72,9 @@ class Traffic:
         self.client = ClientRecorder(service=gateway, metrics=self.metrics)
         self.rng = random.Random(seed)
         self.loop_rng = random.Random(seed + 1000)
+        #: the loops' sampler simulated (tests/diagnose/loop_stalls.py) over each scrape interval, with the watched
+        #: time (aiwatch_event_loop_sampled_seconds_total); else LOOP_SAMPLES draws around the means, without it
+        self.watched = watched
         self.clock = start
         self.interval = interval
         self.scrapes: list[tuple[float, str]] = []
@@ -95,11 +110,26 @@ class Traffic:
                 self.request(means)
             self.metrics.queue_depth.labels("predict").set(self._draw(means.queue_depth))
             for recorder, delay in ((self.gateway, means.gateway_loop), (self.inference, means.inference_loop)):
+                if self.watched:
+                    self._sample_loop(recorder.service, means.inference_stall if recorder is self.inference else 0.0,
+                                      means.stall_gap)
+                    continue
                 for _ in range(LOOP_SAMPLES):
                     self.metrics.event_loop_delay.labels(recorder.service).observe(
                         delay * self.loop_rng.uniform(0.5, 1.5))
             self.clock += self.interval
             self.scrape()
+
+    def _sample_loop(self, service: str, stall: float, gap: float) -> None:
+        """A scrape interval of the loop sampler (every 0.1 s) over a loop standing still in stalls of about
+        ``stall`` seconds after exponential gaps of ``gap`` seconds on average (none for 0)."""
+        rng = self.loop_rng
+        blocks = blocks_after_gaps(rng, self.interval, lambda: rng.expovariate(1 / gap),
+                                   lambda: stall * rng.uniform(0.5, 1.5)) if stall > 0 else []
+        sampled = sample(blocks, self.interval, seed=rng.randrange(2**32))
+        for delay in sampled.delays:
+            self.metrics.event_loop_delay.labels(service).observe(delay)
+        self.metrics.event_loop_sampled.labels(service).inc(sampled.watched)
 
     def scrape(self) -> None:
         self.scrapes.append((self.clock, generate_latest(self.registry).decode()))
@@ -173,11 +203,12 @@ class History:
 
 
 @functools.lru_cache(maxsize=8)
-def history(injected: Means, seed: int = 3) -> History:
+def history(injected: Means, seed: int = 3, watched: bool = False) -> History:
     """A baseline at the default means, an incident with ``injected`` at the same load, then no traffic at all
-    (the services stay up: their counters stop growing). Starts 3 hours ago, on the scrape interval's grid."""
+    (the services stay up: their counters stop growing). Starts 3 hours ago, on the scrape interval's grid.
+    ``watched``: the loops' sampler simulated, with the watched time (:attr:`Traffic.watched`)."""
     start = float(int(time.time() - 3 * 3600) // INTERVAL * INTERVAL)
-    traffic = Traffic(start, INTERVAL, seed=seed)
+    traffic = Traffic(start, INTERVAL, seed=seed, watched=watched)
     traffic.run(BASELINE, PER_SCRAPE, Means())
     traffic.run(INCIDENT, PER_SCRAPE, injected)
     incident_end = traffic.clock
