@@ -15,7 +15,9 @@ from contextlib import ExitStack, contextmanager
 import pytest
 
 from aiwatch.demo.scrape import scrape_all
-from aiwatch.diagnose import diagnose_windows, format_diagnosis, totals_from_snapshots
+from aiwatch.diagnose import Diagnosis, diagnose_windows, format_diagnosis, totals_from_snapshots
+from aiwatch.diagnose.loops import EXPLAINS_SHARE
+from aiwatch.diagnose.window import WindowTotals
 from aiwatch.scrape import Samples
 from tests.servers import Process, free_port, http_get, python_app, python_env, require_module
 
@@ -24,6 +26,8 @@ pytestmark = pytest.mark.slow
 #: seconds of traffic in each window, and the gateway's requests per second (Poisson arrivals: each request comes
 #: at a random time, as the loop delay's mean assumes)
 WINDOW, RATE = 8.0, 20.0
+#: seconds of the incident with long stalls (about one every 3.75 s)
+LONG_WINDOW = 30.0
 
 
 @contextmanager
@@ -63,7 +67,9 @@ async def _load(url: str, seconds: float, rng: random.Random) -> list[str]:
     return [f"{r.status_code} {r.text[:200]!r}" for r in answers if r.status_code != 200]
 
 
-def test_a_starved_inference_loop_is_named_in_the_verdict_not_the_wire() -> None:
+def _diagnose(starve: str, incident: float) -> tuple[Diagnosis, WindowTotals, WindowTotals]:
+    """Diagnose the gateway over a baseline of :data:`WINDOW` seconds and, after ``starve`` on the inference
+    service, an incident of ``incident`` seconds; the diagnosis and the two windows."""
     rng = random.Random(3)
     with two_services() as (gateway, inference, processes):
         def snapshot() -> tuple[float, Samples]:
@@ -77,10 +83,15 @@ def test_a_starved_inference_loop_is_named_in_the_verdict_not_the_wire() -> None
         t0, s0 = snapshot()
         load(WINDOW)
         t1, s1 = snapshot()
-        assert http_get(f"{inference}/starve")[0] == 200
-        load(WINDOW)
+        assert http_get(f"{inference}{starve}")[0] == 200
+        load(incident)
         t2, s2 = snapshot()
-    d = diagnose_windows(totals_from_snapshots(s0, s1, t0, t1), totals_from_snapshots(s1, s2, t1, t2), "gateway")
+    baseline, incident_window = totals_from_snapshots(s0, s1, t0, t1), totals_from_snapshots(s1, s2, t1, t2)
+    return diagnose_windows(baseline, incident_window, "gateway"), baseline, incident_window
+
+
+def test_a_starved_inference_loop_is_named_in_the_verdict_not_the_wire() -> None:
+    d, _, _ = _diagnose("/starve", WINDOW)
     report = format_diagnosis(d)
     assert d.cause == "network:gateway->inference", report
     assert "of which the event loop delay of inference rose" in d.verdict, report
@@ -88,3 +99,24 @@ def test_a_starved_inference_loop_is_named_in_the_verdict_not_the_wire() -> None
     loop = d.contributors[0].event_loop
     assert loop is not None and loop.explains and loop.peer_seconds is not None, report
     assert loop.calls_per_request == pytest.approx(1.0)
+
+
+def test_long_stalls_of_the_inference_loop_are_named_where_the_mean_delay_per_sample_was_too_low() -> None:
+    # stalls of 0.375-1.125 s after gaps of 3 s on average: the sampler sees each once, so the mean delay per sample
+    # rises by about a third of the wait a request arriving at a random time has (tests/diagnose/loop_stalls.py)
+    d, baseline, incident = _diagnose("/starve?long", LONG_WINDOW)
+    report = format_diagnosis(d)
+    assert d.cause == "network:gateway->inference", report
+    assert "of which the event loop delay of inference rose" in d.verdict, report
+    loop = d.contributors[0].event_loop
+    assert loop is not None and loop.explains and loop.peer_seconds is not None, report
+    assert loop.mean_only == (), report
+    signals = {s.name for s in d.signals if s.labels.get("service") == "inference"}
+    assert "event loop wait (estimated)" in signals and "event loop delay (mean)" not in signals, report
+
+    def mean(w: WindowTotals) -> float:  # the estimate before: the mean delay per sample
+        return w.total("loop_delay_seconds", "inference") / w.of("loop_delay_buckets")[("inference", "+Inf")]
+
+    rise = mean(incident) - mean(baseline)
+    assert rise < EXPLAINS_SHARE * d.contributors[0].delta_seconds, (rise, report)
+    print(f"mean delay per sample rose {rise * 1000:.1f} ms\n{report}")  # shown with -s
