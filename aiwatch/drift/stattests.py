@@ -262,6 +262,10 @@ CELLS_PER_REFERENCE = 2
 MIN_CURRENT_PER_REFERENCE = 4
 #: When more than this share of the current values lies in crossing cells, they are all sorted instead.
 MAX_CROSSING_SHARE = 0.25
+#: A cell holding more reference values than this is taken to be crossing (the current values' distribution function
+#: jumps there too): when such cells hold more than ``MAX_CROSSING_SHARE`` of the reference, the current values are
+#: sorted at once, before the pass over them (heavy-tailed and discrete columns: latencies, token counts).
+DENSE_CELL = 4
 
 
 def wasserstein_distance_to_sorted(u: npt.NDArray[np.float64], v: npt.NDArray[np.float64],
@@ -333,9 +337,12 @@ def _cells_distance(u: npt.NDArray[np.float64], v: npt.NDArray[np.float64], scal
     shift = 1.0 - float(u[0]) * scale
     top = float(math.floor(float(u[-1]) * scale + shift) + 1)
     k = int(top) + 1
-    v, cv = _shifted_cells(v, scale, shift, top, scratch.floats(n), scratch.cells(n))
     u, cu = _shifted_cells(u, scale, shift, top, np.empty(m), np.empty(m, dtype=np.intp))
-    nv, nu = np.bincount(cv, minlength=k), np.bincount(cu, minlength=k)
+    nu = np.bincount(cu, minlength=k)
+    if float(np.sum(nu[nu > DENSE_CELL])) > max_crossing_share * m:  # most cells would cross: sort v now
+        return None
+    v, cv = _shifted_cells(v, scale, shift, top, scratch.floats(n), scratch.cells(n))
+    nv = np.bincount(cv, minlength=k)
     sv, su = np.bincount(cv, weights=v, minlength=k), np.bincount(cu, weights=u, minlength=k)
     before_v, before_u = np.cumsum(nv) - nv, np.cumsum(nu) - nu
     # in units of 1 / (m n): F_v spans [before_v m, (before_v + nv) m] over a cell, F_u [before_u n, ...]
