@@ -380,6 +380,17 @@ def record_phase(name: str, seconds: float, model: str | None = None) -> None:
     _record(tl, name, model, seconds)
 
 
+def add_measured_phase(tl: RequestTimeline, name: str, seconds: float) -> None:
+    """:func:`record_phase` of the current request ``tl`` for an integration's own phase (a gRPC message's
+    (de)serialization), timed on this module's clock: ``name`` is a valid phase name and ``seconds`` the difference of
+    two readings of that clock, so neither is checked again. Under the request's model, and exclusive of a phase the
+    app has open."""
+    frame = _frame.get()
+    if frame is not None:
+        frame[_CHILD] += seconds  # keep the enclosing phase exclusive of this one
+    tl.add(name, None, seconds)
+
+
 def _label_or_none(name: str, model: Any) -> Any:
     """A phase's ``model`` that is not a str: itself when a label can be made of it (an int), else ``None`` (the
     request's model) and aiwatch's error (component ``phase``): a list raised TypeError (unhashable) into the app."""

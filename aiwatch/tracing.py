@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from aiwatch.metrics import Metrics
 
 _OFF = {"0", "false", "off", "no"}
+_current_context = context.get_current
 _monotonic = time.monotonic
 
 
@@ -80,6 +81,8 @@ def span_in_progress(kind: trace.SpanKind) -> Any:
     """The current span when it is a recording span of ``kind`` that another instrumentation started for this
     request or call (OpenTelemetry's middleware or interceptor in front of aiwatch's), else ``None``. A span whose
     kind cannot be read (not the SDK's) counts as one of ``kind``."""
+    if not _current_context():  # no value in the context, so no span: the common case, looked up at half the cost
+        return None
     span = trace.get_current_span()
     if span.is_recording() and getattr(span, "kind", kind) is kind:
         return span

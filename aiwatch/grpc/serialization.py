@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiwatch.fastpath import observe
 from aiwatch.safety import record_error
-from aiwatch.timing import current_timeline, record_phase
+from aiwatch.timing import add_measured_phase, current_timeline, record_phase
 
 if TYPE_CHECKING:
     from aiwatch.timing import RequestRecorder, RequestTimeline
@@ -113,7 +113,7 @@ class MessageTimer:
                 observe(size, len(data))
                 tl = current_timeline()
                 if tl is not None and tl.recorder is recorder:  # a request stream, read by the handler
-                    record_phase(DESERIALIZE, seconds)  # exclusive of a phase the handler has open
+                    add_measured_phase(tl, DESERIALIZE, seconds)  # exclusive of a phase the handler has open
                 else:
                     _hold(message, start, seconds)
             except Exception as exc:
@@ -151,7 +151,7 @@ class MessageTimer:
                 observe(size, len(data))
                 tl = current_timeline()
                 if tl is not None and tl.recorder is recorder:  # a stream's message, inside the RPC
-                    record_phase(SERIALIZE, seconds)
+                    add_measured_phase(tl, SERIALIZE, seconds)
                 else:
                     done = _ended.get()
                     if done is not None and done.recorder is recorder:
