@@ -665,17 +665,25 @@ class RequestRecorder:
                 total = None
             if total.__class__ is not float or not 0.0 <= total <= MAX_SECONDS:
                 total = self._duration(tl.start, now)  # rare: NaN, numpy, a start and an end from two clocks
-            route = self.guard.fold("route", route)
             exemplar = {"trace_id": tl.trace_id} if tl.trace_id else None
             traffic_class = tl.traffic_class
+            child = None
             if self.traffic.has_routes:
+                route = self.guard.fold("route", route)
                 traffic_class = tl.traffic_class = self.traffic.for_route(route, traffic_class)
-            key = (route, method, status, traffic_class)
-            child = self._request_children.get(key)
+            else:
+                # the common case: a known route's child, cached under the route as the guard admitted it (a value
+                # the guard admitted stays admitted, so folding it again would give it back unchanged)
+                child = self._request_children.get((route, method, status, traffic_class))
+                if child is None:
+                    route = self.guard.fold("route", route)
             if child is None:
-                child = m.child(m.request_duration, (self.service, *key))
-                if len(self._request_children) < _MAX_CACHED_CHILDREN:
-                    self._request_children[key] = child
+                key = (route, method, status, traffic_class)
+                child = self._request_children.get(key)
+                if child is None:
+                    child = m.child(m.request_duration, (self.service, *key))
+                    if len(self._request_children) < _MAX_CACHED_CHILDREN:
+                        self._request_children[key] = child
             if total is not None:
                 observe(child, total, exemplar)
             overhead_key = (OVERHEAD, tl.model)
