@@ -116,17 +116,26 @@ def end_http_server_span(span: Any, owned: bool, method: str, route: str | None,
     """Describe a finished request on its server span. On a span another instrumentation owns (``owned`` false:
     OpenTelemetry's middleware in front of aiwatch) only the route is added, and the name made ``{method} {route}``;
     that instrumentation sets the rest and ends it."""
-    if route:
-        span.set_attribute(HTTP_ROUTE, route)
-        span.update_name(http_span_name(method, route))
     if not owned:
+        if route:
+            span.set_attribute(HTTP_ROUTE, route)
+            span.update_name(http_span_name(method, route))
         return
+    # one set_attributes() (the SDK's set_attribute() is a set_attributes() of one, each taking the span's lock)
+    attributes: dict[str, Any] = {}
+    if route:
+        attributes[HTTP_ROUTE] = route
     if status_code is not None:
-        span.set_attribute(HTTP_RESPONSE_STATUS_CODE, status_code)
+        attributes[HTTP_RESPONSE_STATUS_CODE] = status_code
+        if error is None and status_code >= 500:
+            attributes[ERROR_TYPE] = str(status_code)
+    if attributes:
+        span.set_attributes(attributes)
+    if route:
+        span.update_name(http_span_name(method, route))
     if error is not None:
         record_http_server_error(span, error)
     elif status_code is not None and status_code >= 500:
-        span.set_attribute(ERROR_TYPE, str(status_code))
         span.set_status(_ERROR)
 
 

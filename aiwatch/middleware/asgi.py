@@ -60,6 +60,8 @@ __all__ = ["UNMATCHED_ROUTE", "AiwatchMiddleware", "starlette_route"]
 
 _SERVER_TIMING = HEADER.encode("latin-1")
 _STATUS = {code: str(code) for code in range(100, 600)}
+#: the trace context's request headers (a tuple: membership by ``==``, as a header name need not be hashable)
+_TRACE_HEADERS = (b"traceparent", b"tracestate", b"baggage")
 _clock = time.perf_counter
 
 
@@ -205,7 +207,7 @@ class AiwatchMiddleware:
                 chunked = True
         if named is not None:
             tl.traffic_class = traffic.from_headers(named)
-        declared = content_length(length)
+        declared = content_length(length) if length is not None else None
         received: list[int] | None = None
         if declared is None and (chunked or length is not None):
             # a body of unknown size, or a Content-Length that is no count of bytes (+7, 1_000): count what the
@@ -340,13 +342,21 @@ class AiwatchMiddleware:
             current = span_in_progress(SpanKind.SERVER)
             if current is not None:
                 return recorder.begin_in_span(current), None
-            parent = self._parent_context(scope)
-            server = scope.get("server")
+            # one pass over the headers: the first Host, and the trace context's headers (the last of each name)
             host = None
-            for name, value in scope.get("headers") or ():
+            found: list[tuple[Any, Any]] | None = None
+            for item in scope.get("headers") or ():
+                name = item[0]
                 if name == b"host":
-                    host = value.decode("latin-1")
-                    break
+                    if host is None:
+                        host = item[1].decode("latin-1")
+                elif name in _TRACE_HEADERS:
+                    if found is None:
+                        found = [item]
+                    else:
+                        found.append(item)
+            parent = self._parent_context(found) if found is not None else None
+            server = scope.get("server")
             attributes = http_server_attributes(
                 raw_method, scope.get("scheme", "http"), scope.get("path", ""),
                 (scope.get("query_string") or b"").decode("latin-1"), host,
@@ -364,10 +374,11 @@ class AiwatchMiddleware:
             return False
 
     @staticmethod
-    def _parent_context(scope: Scope) -> Any:
+    def _parent_context(headers: list[tuple[Any, Any]]) -> Any:
+        """The caller's context from the request's ``traceparent``, ``tracestate`` and ``baggage`` headers (the
+        last of each name); ``None`` when they cannot be read."""
         try:
-            carrier = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers") or ()
-                       if k in (b"traceparent", b"tracestate", b"baggage")}
+            carrier = {k.decode("latin-1"): v.decode("latin-1") for k, v in headers}
             return extract_context(carrier) if carrier else None
         except Exception:
             return None
