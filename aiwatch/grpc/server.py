@@ -228,6 +228,8 @@ class _ServerCore:
         desc = quote(printable_ascii(recorder.service, MAX_DESC)).replace("%", "%%")
         self.tail = f"{OVERHEAD};dur=%.3f, {TOTAL};dur=%.3f;desc={desc}"
         self._messages: dict[str, MessageTimer] = {}
+        #: method -> (grpcio's deserializer, its timer, the timed deserializer of its unary requests)
+        self._deserializers: dict[str, tuple[Any, MessageTimer, Callable[[bytes], Any]]] = {}
 
     def messages(self, method: str) -> MessageTimer:
         """The (de)serializer timer of ``method`` (one per method: grpcio asks for the handler per call)."""
@@ -237,6 +239,18 @@ class _ServerCore:
             if len(self._messages) < 10_000:
                 self._messages[method] = timer
         return timer
+
+    def unary_deserializer(self, method: str, messages: MessageTimer, deserialize: Any) -> Callable[[bytes], Any]:
+        """``deserialize`` of ``method``'s unary requests, timed by ``messages`` (:meth:`undecodable` told of a
+        failure): made once per method and deserializer, not on every RPC (grpcio asks for the handler per RPC, and
+        nothing in it is the RPC's own)."""
+        found = self._deserializers.get(method)
+        if found is not None and found[0] is deserialize and found[1] is messages:
+            return found[2]
+        timed = messages.deserializer(deserialize, _clock, functools.partial(self.undecodable, method))
+        if len(self._deserializers) < 10_000:
+            self._deserializers[method] = (deserialize, messages, timed)
+        return timed
 
     def start(self, method: str, context: Any, streaming: bool, request: Any = None) -> _Call | None:
         recorder = self.recorder
@@ -588,10 +602,12 @@ def _handler_parts(handler: Any) -> tuple[Any, Callable[..., Any]]:
 
 def _rewrap(handler: Any, behavior: Callable[..., Any], factory: Callable[..., Any],
             messages: MessageTimer | None = None, failed: Callable[[float], None] | None = None,
-            unserializable: _Unserializable | None = None) -> Any:
+            unserializable: _Unserializable | None = None, timed: Callable[[bytes], Any] | None = None) -> Any:
+    """``handler`` with ``behavior``, its (de)serializers timed by ``messages``; ``timed``: its deserializer timed
+    already (:meth:`_ServerCore.unary_deserializer`)."""
     deserializer, serializer = handler.request_deserializer, handler.response_serializer
     if messages is not None:
-        deserializer = messages.deserializer(deserializer, _clock, failed)
+        deserializer = timed if timed is not None else messages.deserializer(deserializer, _clock, failed)
         if unserializable is None:
             serializer = messages.serializer(serializer, _clock)
         else:
@@ -618,8 +634,9 @@ def _instrument_handler(interceptor: Any, handler: Any, handler_call_details: An
         # grpcio asks for the handler per RPC: one flag per RPC (none without the serializer that sets it)
         out = _Unserializable() if messages is not None else None
         if not handler.request_streaming:
-            return _rewrap(handler, wrap(behavior, method, False, out), factory, messages,
-                           functools.partial(core.undecodable, method), out)
+            timed = (core.unary_deserializer(method, messages, handler.request_deserializer)
+                     if messages is not None else None)
+            return _rewrap(handler, wrap(behavior, method, False, out), factory, messages, None, out, timed)
         if only_async:  # grpc.aio raises the deserializer's error in the handler: its outcome, seen as usual
             return _rewrap(handler, wrap(behavior, method, True, out), factory, messages, None, out)
         undecodable = _Undecodable()
