@@ -49,25 +49,17 @@ def fast_observe(child: Any, amount: float, exemplar: dict[str, str] | None = No
     except (AttributeError, IndexError, TypeError):
         child.observe(amount, exemplar)
         return
-    # MutexValue.inc() inlined: two Python calls fewer per observation. acquire()/release() in try/finally rather
-    # than `with`: the same guarantee, about half the interpreter's work per lock (two locks per observation)
-    total_lock.acquire()
-    try:
+    # MutexValue.inc() inlined: two Python calls fewer per observation. `with`, not acquire() then try/finally
+    # (half the interpreter's work): a signal handler that raises (a timeout, KeyboardInterrupt) runs after
+    # acquire() returns and before the try, and left the lock held for good, hanging the next request
+    with total_lock:
         total._value += amount
-    finally:
-        total_lock.release()
-    bucket_lock.acquire()
-    try:
+    with bucket_lock:
         bucket._value += 1
-    finally:
-        bucket_lock.release()
     if exemplar:
         found = Exemplar(exemplar, amount, time.time())
-        bucket_lock.acquire()  # MutexValue.set_exemplar() inlined
-        try:
+        with bucket_lock:  # MutexValue.set_exemplar() inlined
             bucket._exemplar = found
-        finally:
-            bucket_lock.release()
 
 
 def public_adder(child: Any) -> Adder:
@@ -81,18 +73,14 @@ def public_adder(child: Any) -> Adder:
 
 def fast_adder(child: Any) -> Adder:
     """A gauge or counter child's ``inc``, written into its ``MutexValue`` (``_value`` under its ``_lock``, read
-    at each call): one Python call per update instead of two, its lock taken without ``with``."""
+    at each call): one Python call per update instead of two."""
     try:
         value = child._value
         if type(value) is values.MutexValue and not getattr(child, "_is_most_recent", False):
 
             def inc(amount: float) -> None:
-                lock = value._lock  # read per call: a forked child replaces a lock held at the fork
-                lock.acquire()
-                try:
+                with value._lock:  # read per call: a forked child replaces a lock held at the fork
                     value._value += amount
-                finally:
-                    lock.release()
 
             inc.value = value  # type: ignore[attr-defined]  # what check_layout() checks
             return inc

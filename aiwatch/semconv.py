@@ -127,15 +127,14 @@ def end_http_server_span(span: Any, owned: bool, method: str, route: str | None,
         attributes[HTTP_ROUTE] = route
     if status_code is not None:
         attributes[HTTP_RESPONSE_STATUS_CODE] = status_code
-        if error is None and status_code >= 500:
-            attributes[ERROR_TYPE] = str(status_code)
     if attributes:
         span.set_attributes(attributes)
     if route:
         span.update_name(http_span_name(method, route))
     if error is not None:
         record_http_server_error(span, error)
-    elif status_code is not None and status_code >= 500:
+    elif status_code is not None and status_code >= 500:  # last: a status that is no number raises here
+        span.set_attribute(ERROR_TYPE, str(status_code))
         span.set_status(_ERROR)
 
 

@@ -49,7 +49,7 @@ from opentelemetry import context, trace
 
 from aiwatch.amounts import MAX_COUNT, MAX_SECONDS, as_count, as_elapsed, as_seconds, period, shown
 from aiwatch.amounts import seconds as seconds_of
-from aiwatch.cardinality import LabelGuard, guard_for
+from aiwatch.cardinality import OVERFLOW, LabelGuard, guard_for
 from aiwatch.env import SLOW_THRESHOLD, service_name
 from aiwatch.eventloop import loop_interval, watch
 from aiwatch.fastpath import adder, observe
@@ -675,7 +675,8 @@ class RequestRecorder:
                 # the common case: a known route's child, cached under the route as the guard admitted it (a value
                 # the guard admitted stays admitted, so folding it again would give it back unchanged)
                 child = self._request_children.get((route, method, status, traffic_class))
-                if child is None:
+                if child is None or route == OVERFLOW:  # a route named as the fold's: counted as a fold, as before
+                    child = None
                     route = self.guard.fold("route", route)
             if child is None:
                 key = (route, method, status, traffic_class)

@@ -115,3 +115,15 @@ def test_a_value_utf8_cannot_encode_is_escaped_once_and_then_known() -> None:
     assert guard.fold("model", "b") == "b"
     assert guard.fold("model", "c\udfff") == OVERFLOW  # escaped, it still takes a place under the bound
     assert guard.fold("queue", 7) == 7  # type: ignore[arg-type]  # not text: passed on as before
+
+
+def test_a_route_named_as_the_fold_is_folded_and_counted_each_time() -> None:
+    # a catch-all handler or resolver naming its route "__overflow__": the recorder's cache of request children
+    # skipped the guard for it, so those folds went uncounted
+    from aiwatch.timing import RequestRecorder
+
+    m = Metrics(CollectorRegistry())
+    recorder = RequestRecorder(metrics=m, service="svc", guard=guard_for(m, 2))
+    for route in ["/a", "/b", "/c", "/d", *["__overflow__"] * 5]:
+        recorder.finish(recorder.begin_with(None, "GET"), route, "GET", "200")
+    assert m.registry.get_sample_value("aiwatch_label_overflow_total", {"label": "route"}) == 7

@@ -150,3 +150,48 @@ print(merged.get_sample_value("aiwatch_request_duration_seconds_count",
     problem, counts = _run(code, PROMETHEUS_MULTIPROC_DIR=str(tmp_path))[:2]
     assert problem == "prometheus_client is in multiprocess mode"
     assert counts.split() == ["1.0", "1.0"]
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def test_a_signal_handler_that_raises_never_leaves_a_metric_lock_held() -> None:
+    """A signal-based timeout (Celery's soft limit, RQ, KeyboardInterrupt) raising inside an observation: a lock taken
+    with acquire() and released in a try/finally was left held when the handler ran between the two, and the next
+    request on that series hung the process. Up to 3000 interruptions (a few seconds at most)."""
+    import signal
+    import time
+
+    m = Metrics(CollectorRegistry())
+    child = m.request_duration.labels("svc", "/r", "GET", "200", "realtime")
+    gauge = m.requests_in_flight.labels("svc")
+    add = fastpath.adder(gauge)
+    locks = [child._sum._lock, *(bucket._lock for bucket in child._buckets), gauge._value._lock]
+    armed = [False]
+
+    def handler(signum: int, frame: object) -> None:
+        if armed[0]:
+            armed[0] = False
+            raise _Interrupted
+
+    previous = signal.signal(signal.SIGALRM, handler)
+    signal.setitimer(signal.ITIMER_REAL, 0.0001, 0.00003)
+    interrupted, held, deadline = 0, False, time.monotonic() + 5
+    try:
+        while interrupted < 3000 and not held and time.monotonic() < deadline:
+            armed[0] = True
+            try:
+                fastpath.observe(child, 0.1, {"trace_id": "0" * 32})
+                add(1)
+                add(-1)
+                armed[0] = False
+            except _Interrupted:
+                interrupted += 1
+                held = any(lock.locked() for lock in locks)
+    finally:
+        armed[0] = False
+        signal.setitimer(signal.ITIMER_REAL, 0, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert interrupted > 0
+    assert not held, f"a metric lock was left held after {interrupted} interruptions"

@@ -71,3 +71,15 @@ def test_urls_matched_as_opentelemetry_builds_them() -> None:
     assert wsgi_url({"wsgi.url_scheme": "http", "SERVER_NAME": "h", "SERVER_PORT": "8080", "SCRIPT_NAME": "/app",
                      "PATH_INFO": "/x"}) == "http://h:8080/app/x"
     assert wsgi_url({"wsgi.url_scheme": "https", "HTTP_HOST": "api", "PATH_INFO": "/x"}) == "https://api/x"
+
+
+def test_a_server_span_keeps_its_route_and_name_when_the_status_is_no_number() -> None:
+    # a server that passed a str status: the >= 500 check raised before the route, status and name were set
+    from opentelemetry.sdk.trace import TracerProvider
+
+    span = TracerProvider().get_tracer("t").start_span("GET")
+    with pytest.raises(TypeError):
+        semconv.end_http_server_span(span, True, "GET", "/items/{id}", "503", None)  # type: ignore[arg-type]
+    assert span.name == "GET /items/{id}"  # type: ignore[attr-defined]
+    assert span.attributes["http.route"] == "/items/{id}"  # type: ignore[attr-defined]
+    assert span.attributes["http.response.status_code"] == "503"  # type: ignore[attr-defined]

@@ -201,11 +201,8 @@ class _Unserializable:
 
     def release(self, *_: Any) -> None:
         """Record the held RPC now (once; also a grpcio done-callback, so an RPC never left unrecorded)."""
-        _done_lock.acquire()  # not `with`: this runs on every unary RPC, and a `with` costs twice the work
-        try:
+        with _done_lock:  # `with`: a signal handler raising between acquire() and a try left the lock held
             pending, self.pending = self.pending, None
-        finally:
-            _done_lock.release()
         if pending is not None:
             pending()
 
@@ -315,13 +312,10 @@ class _ServerCore:
                 call.remaining = context.time_remaining()
             held = call.unserializable
             pending = None
-            _done_lock.acquire()  # end() holds a record only while ended is unset (it checks under the same lock)
-            try:
+            with _done_lock:  # end() holds a record only while ended is unset (it checks under the same lock)
                 call.ended = True
                 if held is not None:
                     pending, held.pending = held.pending, None
-            finally:
-                _done_lock.release()
             if pending is not None:
                 pending()
         except Exception as exc:
@@ -349,13 +343,10 @@ class _ServerCore:
         if call is None:
             return
         end = _clock()
-        _done_lock.acquire()
-        try:
+        with _done_lock:
             if call.done:
                 return
             call.done = True
-        finally:
-            _done_lock.release()
         try:
             held = call.unserializable
             status, report_error = _status(context, error, terminated,
@@ -374,13 +365,10 @@ class _ServerCore:
             elif held is not None and unary_response and error is None and status == "OK":
                 # grpcio serializes the response next (grpc.aio only while the code is OK): record once it has
                 record = functools.partial(self._record, call, method, context, status, end)
-                _done_lock.acquire()
-                try:
+                with _done_lock:
                     over = call.ended
                     if not over:
                         held.pending = record
-                finally:
-                    _done_lock.release()
                 if over:  # rpc_ended already ran and released nothing: nothing will be serialized now
                     record()
                 elif not call.watched:
