@@ -73,13 +73,27 @@ def test_urls_matched_as_opentelemetry_builds_them() -> None:
     assert wsgi_url({"wsgi.url_scheme": "https", "HTTP_HOST": "api", "PATH_INFO": "/x"}) == "https://api/x"
 
 
+class _RecordingSpan:
+    """What end_http_server_span calls on a span, recorded (the core's tests run without the SDK)."""
+
+    def __init__(self) -> None:
+        self.name = "GET"
+        self.attributes: dict[str, object] = {}
+
+    def set_attributes(self, attributes: dict[str, object]) -> None:
+        self.attributes.update(attributes)
+
+    def set_attribute(self, key: str, value: object) -> None:
+        self.attributes[key] = value
+
+    def update_name(self, name: str) -> None:
+        self.name = name
+
+
 def test_a_server_span_keeps_its_route_and_name_when_the_status_is_no_number() -> None:
     # a server that passed a str status: the >= 500 check raised before the route, status and name were set
-    from opentelemetry.sdk.trace import TracerProvider
-
-    span = TracerProvider().get_tracer("t").start_span("GET")
+    span = _RecordingSpan()
     with pytest.raises(TypeError):
         semconv.end_http_server_span(span, True, "GET", "/items/{id}", "503", None)  # type: ignore[arg-type]
-    assert span.name == "GET /items/{id}"  # type: ignore[attr-defined]
-    assert span.attributes["http.route"] == "/items/{id}"  # type: ignore[attr-defined]
-    assert span.attributes["http.response.status_code"] == "503"  # type: ignore[attr-defined]
+    assert span.name == "GET /items/{id}"
+    assert span.attributes == {"http.route": "/items/{id}", "http.response.status_code": "503"}
