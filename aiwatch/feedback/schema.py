@@ -65,12 +65,13 @@ def text(value: Any) -> str | None:
         return None
     if type(value) is str:
         return utf8_text(value)
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return bytes_text(bytes(value))
+    if isinstance(value, _BYTES):
+        return bytes_text(value)
     return utf8_text(str(value))
 
 
 _TRACE_ID_LIMIT = 1 << 128
+_BYTES = (bytes, bytearray, memoryview)
 
 
 def trace_id_text(value: Any) -> str | None:
@@ -83,7 +84,7 @@ def trace_id_text(value: Any) -> str | None:
     """
     if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < _TRACE_ID_LIMIT:
         return format(value, "032x")
-    if isinstance(value, (bytes, bytearray, memoryview)):
+    if isinstance(value, _BYTES):
         raw = bytes(value)
         if len(raw) == 16:  # a binary trace id (OTLP's protobuf, ``int.to_bytes(16, "big")``)
             return raw.hex()
@@ -91,27 +92,29 @@ def trace_id_text(value: Any) -> str | None:
     return text(value)
 
 
-def bytes_text(value: bytes) -> str:
+def bytes_text(value: bytes | bytearray | memoryview) -> str:
     """Bytes as the log stores them: the text they hold when they are UTF-8 (a raw ASGI header value), else their
-    ``repr``, which reads them back unambiguously (``ast.literal_eval``).
+    ``repr``, which reads them back unambiguously (``ast.literal_eval``); a released memoryview, which holds none, as
+    its ``str``.
 
     >>> bytes_text(b"4bf92f35"), bytes_text(b"\\xff\\x00")
     ('4bf92f35', "b'\\\\xff\\\\x00'")
     """
     try:
-        return utf8_text(value.decode("utf-8"))
+        raw = bytes(value)
+    except ValueError:  # a released memoryview
+        return str(value)
+    try:
+        return utf8_text(raw.decode("utf-8"))
     except UnicodeDecodeError:
-        return repr(value)
+        return repr(raw)
 
 
 def _json_default(value: Any) -> Any:
     """What JSON text holds for a value :mod:`json` cannot write: bytes as :func:`bytes_text`, numpy numbers and
     arrays as Python's, anything else as its ``str``."""
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        try:
-            return bytes_text(bytes(value))
-        except ValueError:  # a released memoryview
-            return str(value)
+    if isinstance(value, _BYTES):
+        return bytes_text(value)
     if hasattr(value, "tolist") and callable(value.tolist):
         try:
             return value.tolist()
@@ -135,7 +138,7 @@ def finite_only(value: Any) -> Any:
         return {key: finite_only(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
         return [finite_only(item) for item in value]
-    if isinstance(value, (str, bytes, bytearray, memoryview, bool, int)) or value is None:
+    if isinstance(value, (str, *_BYTES, bool, int)) or value is None:
         return value
     tolist = getattr(value, "tolist", None)
     if callable(tolist):  # a numpy array or scalar (np.float32 is no float), a tensor
@@ -200,11 +203,8 @@ def normalise(value: Any) -> Any:
         return value
     if isinstance(value, str):
         return utf8_text(str(value))
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        try:
-            return bytes_text(bytes(value))
-        except ValueError:  # a released memoryview
-            return str(value)
+    if isinstance(value, _BYTES):
+        return bytes_text(value)
     if isinstance(value, numbers.Real):  # ints, floats, numpy scalars
         return finite_or_infinite(value)
     if hasattr(value, "item") and callable(value.item):  # numpy scalars and 0-d arrays, numpy bool_, tensors
