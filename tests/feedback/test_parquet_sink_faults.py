@@ -16,7 +16,7 @@ import logging
 import os
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -259,22 +259,23 @@ def test_files_rotated_before_the_fault_stay_complete(tmp_path: Path, disk: Disk
     assert [pq.read_table(p).column("basket_value").to_pylist() for p in rotated] == [[0, 1, 2], [3, 4, 5]]
 
 
+def log_and_flush(log: PredictionLog, numbers: Iterable[int]) -> None:
+    """Log one record per number (its ``basket_value``) at T0, and wait until the writer has handed them over."""
+    for i in numbers:
+        log.log("ranker", {"basket_value": i}, timestamp=T0)
+    assert log.flush()
+
+
 # --- injected faults: through the log -----------------------------------------------------------------------------
 def test_the_log_counts_a_disk_full_episode_and_resumes_by_itself(tmp_path: Path, disk: Disk,
                                                                   registry: CollectorRegistry) -> None:
     log = PredictionLog(ParquetSink(tmp_path), registry=registry, flush_seconds=3600)
     try:
-        for i in range(5):
-            log.log("ranker", {"basket_value": i}, timestamp=T0)
-        assert log.flush()
+        log_and_flush(log, range(5))
         disk.full = True
-        for i in range(5, 8):
-            log.log("ranker", {"basket_value": i}, timestamp=T0)
-        assert log.flush()
+        log_and_flush(log, range(5, 8))
         disk.full = False
-        for i in range(8, 12):
-            log.log("ranker", {"basket_value": i}, timestamp=T0)
-        assert log.flush()
+        log_and_flush(log, range(8, 12))
     finally:
         log.close()
     assert [records(registry, result) for result in ("written", "failed", "lost", "recoverable")] == [9, 3, 0, 5]
@@ -289,9 +290,7 @@ def test_the_log_counts_a_disk_full_episode_and_resumes_by_itself(tmp_path: Path
 def test_a_footer_that_fails_at_close_is_counted_lost_by_the_log(tmp_path: Path, disk: Disk,
                                                                  registry: CollectorRegistry) -> None:
     with PredictionLog(ParquetSink(tmp_path), registry=registry, flush_seconds=3600) as log:
-        for i in range(4):
-            log.log("ranker", {"basket_value": i}, timestamp=T0)
-        assert log.flush()
+        log_and_flush(log, range(4))
         disk.full = True
     assert [records(registry, result) for result in ("written", "lost", "recoverable")] == [4, 0, 4]
     assert files(tmp_path)[0] == [] and hidden_kinds(tmp_path) == ["journal"]
@@ -368,12 +367,9 @@ def test_the_log_counts_what_its_running_sink_recovers(tmp_path: Path, disk: Dis
                                                        registry: CollectorRegistry) -> None:
     log = PredictionLog(ParquetSink(tmp_path), registry=registry, flush_seconds=0.05)
     try:
-        for i in range(3):
-            log.log("ranker", {"basket_value": i}, timestamp=T0)
-        assert log.flush()
+        log_and_flush(log, range(3))
         disk.full = True
-        log.log("ranker", {"basket_value": 3}, timestamp=T0)
-        assert log.flush()
+        log_and_flush(log, [3])
         assert records(registry, "recoverable") == 3
         disk.full = False
         clock[0] += parquet_sink.KEPT_RETRY_SECONDS
