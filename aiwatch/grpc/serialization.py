@@ -150,7 +150,9 @@ class MessageTimer:
             try:
                 observe(size, len(data))
                 tl = current_timeline()
-                if tl is not None and tl.recorder is recorder:  # a stream's message, inside the RPC
+                # a stream's message, inside the RPC; a unary RPC's timeline is still current while its record waits
+                # for this serialization (_ServerCore.end), but its total and trailer are taken: not a phase of it
+                if tl is not None and tl.recorder is recorder and _ended.get() is not tl:
                     add_measured_phase(tl, SERIALIZE, seconds)
                 else:
                     done = _ended.get()

@@ -4,6 +4,7 @@ the bytes the sync and aio clients move per peer for every call kind."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from concurrent import futures
 from typing import Any
@@ -12,6 +13,7 @@ import grpc
 import grpc.aio
 import pytest
 
+import aiwatch
 from aiwatch.grpc import grpc_aio_server_interceptor, grpc_server_interceptor
 from aiwatch.metrics import Metrics
 from aiwatch.servertiming import parse_server_timing
@@ -84,6 +86,116 @@ def test_deserialization_is_inside_the_total_and_unary_serialization_after_it(me
     # a unary response is serialized after the interceptor ended the RPC: a phase of its own, not in the trailer
     assert "serialize" not in timing
     assert phase(metrics, "serialize", "sum") >= SLOW
+
+
+def _slow_serializer_handler(handler: Any) -> Any:
+    """``handler`` (unary-unary) whose response serializer takes SLOW seconds."""
+
+    def slow_serialize(message: Any) -> bytes:
+        time.sleep(SLOW)
+        return bytes(message.SerializeToString())
+
+    return grpc.unary_unary_rpc_method_handler(handler, request_deserializer=pb.PredictRequest.FromString,
+                                               response_serializer=slow_serialize)
+
+
+def _assert_unary_serialization_outside_the_total(metrics: Metrics, trailing: Any) -> None:
+    """A unary response's serialization is a phase of its own, after the RPC's total: the total is the phases inside
+    it plus the overhead, in the histograms and in the trailer alike (docs/grpc.md, "Serialization")."""
+    timing = parse_server_timing(dict(trailing)["server-timing"])
+    total = value(metrics.registry, "aiwatch_request_duration_seconds_sum", service="infer", route=PREDICT,
+                  method="grpc", status="OK")
+    inside = phase(metrics, "deserialize", "sum") + phase(metrics, "inference", "sum")
+    overhead = phase(metrics, "overhead", "sum")
+    assert phase(metrics, "serialize", "sum") >= SLOW  # measured, as a phase of its own
+    assert "serialize" not in timing
+    # before: the serialization was added to the timeline's phases after the total was taken, so the overhead read
+    # low by it (or was clamped at 0) and disagreed with the trailer's
+    assert value(metrics.registry, "aiwatch_overhead_clamped_total", service="infer") == 0
+    assert inside + overhead == pytest.approx(total, rel=1e-12, abs=1e-12)
+    # the trailer's entries are milliseconds to 3 decimals: the same figures to within half a microsecond
+    assert timing["total"] == pytest.approx(total, abs=6e-7)
+    assert timing["overhead"] == pytest.approx(overhead, abs=6e-7)
+
+
+def test_unary_serialization_leaves_the_overhead_and_the_trailer_consistent(metrics: Metrics) -> None:
+    def predict(request: Any, context: Any) -> Any:
+        with aiwatch.phase("inference"):
+            pass
+        time.sleep(3 * SLOW)  # outside every phase: overhead, more than the serialization takes
+        return pb.PredictReply(score=1.0)
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2),
+                         interceptors=[grpc_server_interceptor(service="infer", model="ranker", metrics=metrics)])
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+        "aiwatch.example.Inference", {"Predict": _slow_serializer_handler(predict)}),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        with stub_for(f"127.0.0.1:{port}") as stub:
+            _, call = stub.Predict.with_call(req(features=[1.0]))
+    finally:
+        server.stop(None)
+    _assert_unary_serialization_outside_the_total(metrics, call.trailing_metadata())
+
+
+async def test_aio_unary_serialization_leaves_the_overhead_and_the_trailer_consistent(metrics: Metrics) -> None:
+    async def predict(request: Any, context: Any) -> Any:
+        with aiwatch.phase("inference"):
+            pass
+        await asyncio.sleep(3 * SLOW)  # outside every phase: overhead, more than the serialization takes
+        return pb.PredictReply(score=1.0)
+
+    server = grpc.aio.server(interceptors=[grpc_aio_server_interceptor(service="infer", model="ranker",
+                                                                       metrics=metrics)])
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+        "aiwatch.example.Inference", {"Predict": _slow_serializer_handler(predict)}),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            call = pb_grpc.InferenceStub(channel).Predict(req(features=[1.0]))
+            await call
+            trailing = await call.trailing_metadata()
+    finally:
+        await server.stop(None)
+    _assert_unary_serialization_outside_the_total(metrics, trailing)
+
+
+def _phase_sums(metrics: Metrics) -> dict[str, float]:
+    return {sample.labels["phase"]: sample.value for family in metrics.registry.collect()
+            if family.name == "aiwatch_phase_duration_seconds" for sample in family.samples
+            if sample.name.endswith("_sum") and sample.labels["service"] == "infer"}
+
+
+def _assert_partitioned(metrics: Metrics, route: str, response_inside: bool) -> None:
+    """The RPC's phases inside its total (``serialize`` among them only when ``response_inside``) and its overhead
+    add up to its total."""
+    sums = _phase_sums(metrics)
+    assert sums.get("serialize", 0.0) > 0.0 and sums.get("deserialize", 0.0) > 0.0
+    total = value(metrics.registry, "aiwatch_request_duration_seconds_sum", service="infer", route=route,
+                  method="grpc", status="OK")
+    inside = sum(seconds for name, seconds in sums.items() if response_inside or name != "serialize")
+    assert inside == pytest.approx(total, rel=1e-12, abs=1e-12)
+
+
+def test_a_request_streams_response_is_serialized_outside_its_total(metrics: Metrics) -> None:
+    # a request stream with a unary response (stream-unary): grpcio serializes its response after the handler, too
+    interceptor = grpc_server_interceptor(service="infer", model="ranker", metrics=metrics)
+    with sync_server([interceptor]) as target, stub_for(target) as stub:
+        stub.Upload(iter([req(features=[1.0]), req(features=[2.0])]))
+    _assert_partitioned(metrics, UPLOAD, response_inside=False)
+
+
+async def test_aio_a_request_streams_response_is_serialized_outside_its_total(metrics: Metrics) -> None:
+    async def requests() -> Any:
+        for features in ([1.0], [2.0]):
+            yield req(features=features)
+
+    async with aio_server([grpc_aio_server_interceptor(service="infer", model="ranker", metrics=metrics)]) as target, \
+            grpc.aio.insecure_channel(target) as channel:
+        await pb_grpc.InferenceStub(channel).Upload(requests())
+    _assert_partitioned(metrics, UPLOAD, response_inside=False)
 
 
 def test_the_traffic_class_comes_from_the_metadata(metrics: Metrics) -> None:
