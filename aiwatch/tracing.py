@@ -160,6 +160,28 @@ def iterate_in_context(items: Iterable[T], ctx: Any, metrics: Metrics | None) ->
         yield item
 
 
+#: the W3C trace context's request fields
+TRACEPARENT = "traceparent"
+TRACESTATE = "tracestate"
+BAGGAGE = "baggage"
+
+
 def extract_context(carrier: dict[str, str]) -> Any:
-    """The parent context from W3C ``traceparent``/``tracestate`` in ``carrier`` (header name -> value)."""
+    """The parent context from W3C ``traceparent``/``tracestate`` (and ``baggage``) in ``carrier`` (field name ->
+    value). A request that repeats a field is read as OpenTelemetry's propagators read one: the first ``traceparent``
+    wins, and repeated ``tracestate`` and ``baggage`` fields are one list, joined in order with ``,`` (RFC 9110
+    5.3): the integrations build ``carrier`` so (:func:`add_repeated`, :func:`first_traceparent`)."""
     return extract(carrier)
+
+
+def add_repeated(carrier: dict[str, str], name: str, value: str, found: str) -> None:
+    """``carrier`` given the field ``name: value`` of a request that had ``name: found`` already: a ``traceparent``
+    after the first is left out; any other field (``tracestate``, ``baggage``) is joined to the earlier values."""
+    if name != TRACEPARENT:
+        carrier[name] = f"{found},{value}"
+
+
+def first_traceparent(value: str) -> str:
+    """The first ``traceparent`` of ``value``, the request's ``traceparent`` fields as a WSGI server hands them: joined
+    with commas into one ``HTTP_TRACEPARENT`` (a ``traceparent`` has none of its own)."""
+    return value.partition(",")[0] if "," in value else value

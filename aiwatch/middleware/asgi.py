@@ -47,7 +47,7 @@ from aiwatch.semconv import end_http_server_span, http_server_attributes, record
 from aiwatch.servertiming import HEADER
 from aiwatch.streaming import ChunkTimer
 from aiwatch.timing import RequestRecorder, RequestTimeline
-from aiwatch.tracing import deactivate, extract_context, span_in_progress
+from aiwatch.tracing import add_repeated, deactivate, extract_context, span_in_progress
 from aiwatch.traffic import TrafficClasses
 
 Scope = MutableMapping[str, Any]
@@ -342,7 +342,7 @@ class AiwatchMiddleware:
             current = span_in_progress(SpanKind.SERVER)
             if current is not None:
                 return recorder.begin_in_span(current), None
-            # one pass over the headers: the first Host, and the trace context's headers (the last of each name)
+            # one pass over the headers: the first Host, and the trace context's headers
             host = None
             found: list[tuple[Any, Any]] | None = None
             for item in scope.get("headers") or ():
@@ -375,10 +375,18 @@ class AiwatchMiddleware:
 
     @staticmethod
     def _parent_context(headers: list[tuple[Any, Any]]) -> Any:
-        """The caller's context from the request's ``traceparent``, ``tracestate`` and ``baggage`` headers (the
-        last of each name); ``None`` when they cannot be read."""
+        """The caller's context from the request's ``traceparent``, ``tracestate`` and ``baggage`` headers (a repeated
+        one read as OpenTelemetry reads it: :func:`~aiwatch.tracing.extract_context`); ``None`` when they cannot be
+        read."""
         try:
-            carrier = {k.decode("latin-1"): v.decode("latin-1") for k, v in headers}
+            carrier: dict[str, str] = {}
+            for k, v in headers:
+                name = k.decode("latin-1")
+                found = carrier.get(name)
+                if found is None:
+                    carrier[name] = v.decode("latin-1")
+                else:
+                    add_repeated(carrier, name, v.decode("latin-1"), found)
             return extract_context(carrier) if carrier else None
         except Exception:
             return None

@@ -48,6 +48,7 @@ from aiwatch.tracing import (
     deactivate,
     deactivate_counted,
     extract_context,
+    first_traceparent,
     iterate_in_context,
     span_in_progress,
 )
@@ -204,6 +205,8 @@ class AiwatchWSGIMiddleware:
             carrier = {name: environ[key] for name, key in (("traceparent", "HTTP_TRACEPARENT"),
                                                             ("tracestate", "HTTP_TRACESTATE"),
                                                             ("baggage", "HTTP_BAGGAGE")) if key in environ}
+            if "traceparent" in carrier:  # the server joined repeated fields with commas: the first traceparent wins
+                carrier["traceparent"] = first_traceparent(carrier["traceparent"])
             return extract_context(carrier) if carrier else None
         except Exception:
             return None

@@ -345,3 +345,66 @@ async def test_spans_an_aio_handler_starts_are_in_the_rpcs_trace(metrics: Metric
         await stub.Predict(req(features=[1.0]), metadata=metadata)
         assert len([r async for r in stub.PredictStream(req(features=[1.0, 2.0]), metadata=metadata)]) == 2
     _assert_handler_spans_in_the_rpcs_trace(exporter, seen)
+
+
+#: two traceparents, two tracestates and two baggage entries in one call's metadata
+_SECOND = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+_REPEATED = (("traceparent", _CALLER), ("tracestate", "congo=t61rcWkgMzE"), ("baggage", "user=alice"),
+             ("traceparent", _SECOND), ("tracestate", "rojo=00f067aa0ba902b7"), ("baggage", "tenant=acme"))
+
+
+def _noted(context: Any) -> tuple[list[str], dict[str, object]]:
+    """The traceparents of the call's metadata as the handler gets them, and the baggage current in it."""
+    return [v for k, v in context.invocation_metadata() if k == "traceparent"], dict(baggage.get_all())
+
+
+class _BaggageServicer(InferenceServicer):
+    def __init__(self, seen: list[object]) -> None:
+        self.seen = seen
+
+    def Predict(self, request: Any, context: Any) -> Any:
+        self.seen.append(_noted(context))
+        return super().Predict(request, context)
+
+
+class _AioBaggageServicer(AioInferenceServicer):
+    def __init__(self, seen: list[object]) -> None:
+        self.seen = seen
+
+    async def Predict(self, request: Any, context: Any) -> Any:
+        self.seen.append(_noted(context))
+        return await super().Predict(request, context)
+
+
+def _assert_read_as_opentelemetry_reads_it(exporter: InMemorySpanExporter, seen: list[Any]) -> None:
+    """The first traceparent the handler gets is the parent; the tracestates are one list in order, and so are the
+    baggage entries (before: the first tracestate and the first baggage only)."""
+    [(traceparents, current)] = seen
+    # grpc-core keeps one traceparent per call, the last (a key of its own in its metadata map; a raw HTTP/2 request
+    # with two gets the same): the interceptor never sees the first
+    assert traceparents == [_SECOND]
+    servers = [s for s in exporter.get_finished_spans() if s.kind == SpanKind.SERVER]
+    assert len(servers) == 1
+    parent = servers[0].parent
+    assert parent is not None
+    assert f"00-{parent.trace_id:032x}-{parent.span_id:016x}-01" == traceparents[0]
+    assert list(parent.trace_state.items()) == [("congo", "t61rcWkgMzE"), ("rojo", "00f067aa0ba902b7")]
+    assert current == {"user": "alice", "tenant": "acme"}
+
+
+def test_repeated_trace_context_metadata(metrics: Metrics, provider: TracerProvider,
+                                         exporter: InMemorySpanExporter) -> None:
+    seen: list[object] = []
+    with sync_server([grpc_server_interceptor(service="infer", metrics=metrics, tracer_provider=provider)],
+                     _BaggageServicer(seen)) as target, stub_for(target) as stub:
+        stub.Predict(req(features=[1.0]), metadata=_REPEATED)
+    _assert_read_as_opentelemetry_reads_it(exporter, seen)
+
+
+async def test_aio_repeated_trace_context_metadata(metrics: Metrics, provider: TracerProvider,
+                                                   exporter: InMemorySpanExporter) -> None:
+    seen: list[object] = []
+    async with aio_server([grpc_aio_server_interceptor(service="infer", metrics=metrics, tracer_provider=provider)],
+                          _AioBaggageServicer(seen)) as target, grpc.aio.insecure_channel(target) as channel:
+        await pb_grpc.InferenceStub(channel).Predict(req(features=[1.0]), metadata=_REPEATED)
+    _assert_read_as_opentelemetry_reads_it(exporter, seen)

@@ -1,0 +1,93 @@
+"""A request that repeats its W3C trace-context headers is read as OpenTelemetry's propagators read it: the first
+``traceparent`` is the parent, the ``tracestate`` headers are one list in order, and so are the ``baggage`` headers.
+Behind real servers: uvicorn hands an ASGI app each header line, werkzeug joins them with commas in the WSGI environ.
+Before, the ASGI middleware took the last of each, and the WSGI middleware read the joined traceparents as none (a
+new trace)."""
+
+from __future__ import annotations
+
+import http.client
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from flask import Flask
+from opentelemetry import baggage
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+from prometheus_client import CollectorRegistry
+
+import aiwatch
+from tests.http.test_http_wsgi_server import serving
+from tests.servers import uvicorn_in_thread, wait_until
+
+FIRST_TRACE, FIRST_SPAN = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+SECOND_TRACE, SECOND_SPAN = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
+HEADERS = [
+    ("traceparent", f"00-{FIRST_TRACE}-{FIRST_SPAN}-01"),
+    ("tracestate", "congo=t61rcWkgMzE"),
+    ("baggage", "user=alice"),
+    ("traceparent", f"00-{SECOND_TRACE}-{SECOND_SPAN}-01"),
+    ("tracestate", "rojo=00f067aa0ba902b7"),
+    ("baggage", "tenant=acme"),
+]
+
+
+@contextmanager
+def asgi_server(registry: CollectorRegistry, provider: TracerProvider, seen: list[Any]) -> Iterator[int]:
+    app = FastAPI()
+
+    @app.get("/items")
+    async def items() -> dict[str, str]:
+        seen.append(dict(baggage.get_all()))
+        return {"ok": "yes"}
+
+    with uvicorn_in_thread(aiwatch.instrument(app, registry=registry, service="svc",
+                                              tracer_provider=provider)) as (port, _):
+        yield port
+
+
+@contextmanager
+def wsgi_server(registry: CollectorRegistry, provider: TracerProvider, seen: list[Any]) -> Iterator[int]:
+    app = Flask(__name__)
+
+    @app.get("/items")
+    def items() -> dict[str, str]:
+        seen.append(dict(baggage.get_all()))
+        return {"ok": "yes"}
+
+    with serving(aiwatch.instrument(app, registry=registry, service="svc", tracer_provider=provider)) as conn:
+        yield conn.port
+
+
+def server_spans(exporter: InMemorySpanExporter) -> list[Any]:
+    return [s for s in exporter.get_finished_spans() if s.kind is SpanKind.SERVER
+            and s.instrumentation_scope is not None and s.instrumentation_scope.name == "aiwatch"]
+
+
+@pytest.mark.parametrize("server", [asgi_server, wsgi_server], ids=["asgi-uvicorn", "wsgi-werkzeug"])
+def test_the_first_traceparent_wins_and_the_tracestates_and_baggage_add_up(
+        registry: CollectorRegistry, provider: TracerProvider, exporter: InMemorySpanExporter, server: Any) -> None:
+    seen: list[Any] = []
+    with server(registry, provider, seen) as port:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            conn.putrequest("GET", "/items")
+            for name, value in HEADERS:
+                conn.putheader(name, value)
+            conn.endheaders()
+            response = conn.getresponse()
+            response.read()
+            assert response.status == 200
+        finally:
+            conn.close()
+        wait_until(lambda: len(server_spans(exporter)) == 1, what="the request's SERVER span ended")
+    span = server_spans(exporter)[0]
+    assert span.parent is not None
+    assert (f"{span.parent.trace_id:032x}", f"{span.parent.span_id:016x}") == (FIRST_TRACE, FIRST_SPAN)
+    assert f"{span.context.trace_id:032x}" == FIRST_TRACE
+    assert list(span.parent.trace_state.items()) == [("congo", "t61rcWkgMzE"), ("rojo", "00f067aa0ba902b7")]
+    assert seen == [{"user": "alice", "tenant": "acme"}]
