@@ -100,7 +100,7 @@ class MetricSpec:
 ERROR_COMPONENTS: tuple[str, ...] = (
     "batcher", "cache", "cardinality", "client", "degraded", "drift", "event_loop", "genai", "gpu", "grpc_client",
     "grpc_server", "grpc_server_timing", "grpc_server_trailer", "hook", "instrument", "metrics", "multiprocess",
-    "phase", "prediction_log", "queue", "route", "server_timing", "tracing",
+    "phase", "prediction_log", "queue", "route", "server_timing", "server_timing_header", "tracing",
 )
 
 

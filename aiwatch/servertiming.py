@@ -20,6 +20,19 @@ attempt only, not the earlier ones nor the backoff the caller waited, so the cal
     >>> parse('total;dur=45.000;desc="ranker";attempt=2').retried
     True
 
+The value is kept small, because proxies and clients refuse a response whose headers pass their limit, and the
+host app's response would fail with it: nginx reads all of an upstream's response headers into ``proxy_buffer_size``
+(one memory page by default, 4 or 8 KiB) and answers 502 "upstream sent too big header" past it; Node's HTTP parser
+and h11 stop at 16 KiB of headers, grpc-core's clients fail a call whose metadata passes 8 KiB (at random between 8
+and 16 KiB) with RESOURCE_EXHAUSTED. So the value is at most :data:`MAX_LENGTH` characters (a quarter of nginx's
+smaller page, leaving the rest to the app's own headers), on HTTP as on gRPC: phase entries that would pass it are
+left out (:func:`fit`), the ``overhead`` and ``total`` entries are always sent, their values unchanged (the
+``overhead`` is still the time outside every phase, the left-out ones included). The ``desc`` carries at most
+:data:`MAX_DESC` characters of the service name, so that the two always fit::
+
+    >>> fit("a;dur=1.000, " * 100, "overhead;dur=0.000, total;dur=100.000", 64)
+    ('a;dur=1.000, a;dur=1.000, overhead;dur=0.000, total;dur=100.000', 98)
+
 Parsing follows the header's grammar (https://www.w3.org/TR/server-timing/#the-server-timing-header-field)::
 
     Server-Timing             = #server-timing-metric
@@ -47,6 +60,14 @@ TOTAL = "total"
 OVERHEAD = "overhead"
 #: the ``total`` entry's parameter: the number of the attempt that answered, when the channel retried the call
 ATTEMPT = "attempt"
+#: the longest Server-Timing value aiwatch sends (the HTTP header, the gRPC trailer), in characters (= bytes: it is
+#: Latin-1 on HTTP, ASCII on gRPC). A quarter of nginx's default ``proxy_buffer_size`` (4 KiB on most platforms),
+#: which must hold the status line and every response header; 30-40 phase entries fit.
+MAX_LENGTH = 1024
+#: the most characters of the service name the ``total`` entry's ``desc`` carries (before escaping): the longest
+#: name an aiwatch client takes as a ``peer`` label, and short enough that the ``overhead`` and ``total`` entries
+#: always fit in :data:`MAX_LENGTH`
+MAX_DESC = 128
 
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _OWS = re.compile(r"[ \t]*")
@@ -62,10 +83,44 @@ def is_token(name: str) -> bool:
     return _TOKEN.fullmatch(name) is not None
 
 
-def quote(text: str) -> str:
-    """``text`` as a quoted-string (backslash and double quote escaped; other control characters dropped)."""
+def quote(text: str, limit: int | None = None) -> str:
+    """``text`` as a quoted-string (backslash and double quote escaped; other control characters and characters
+    past Latin-1 dropped). ``limit``: at most this many of the kept characters (before escaping)."""
     kept = "".join(c for c in text if c == "\t" or " " <= c <= "~" or "\x80" <= c <= "\xff")
+    if limit is not None:
+        kept = kept[:limit]
     return '"' + kept.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def timing_tail(service: str, ascii_only: bool = False) -> str:
+    """The end of every Server-Timing value of ``service``'s server: the ``overhead`` and ``total`` entries, as a
+    %-format of their durations in milliseconds, the total's ``desc`` the service name (at most :data:`MAX_DESC`
+    characters of it; ``ascii_only``, for gRPC metadata: in printable ASCII, :func:`printable_ascii`)."""
+    desc = quote(printable_ascii(service, MAX_DESC)) if ascii_only else quote(service, MAX_DESC)
+    return f"{OVERHEAD};dur=%.3f, {TOTAL};dur=%.3f;desc={desc.replace('%', '%%')}"
+
+
+def fit(entries: str, end: str, limit: int = MAX_LENGTH) -> tuple[str, int]:
+    """``entries`` then ``end`` within ``limit`` characters, and how many entries were left out for it.
+
+    ``entries``: phase entries, each followed by ``", "`` (aiwatch's phase names are tokens and its ``dur`` a
+    number, so no entry holds ``", "``); ``end``: the ``overhead`` and ``total`` entries, always kept. The entries
+    that fit are kept in order, each one that would pass ``limit`` left out (a later, shorter one may still fit). An
+    ``end`` longer than ``limit`` on its own is returned alone (:func:`timing_tail` keeps it well within
+    :data:`MAX_LENGTH`)."""
+    if len(entries) + len(end) <= limit:
+        return entries + end, 0
+    room = limit - len(end)
+    kept: list[str] = []
+    left_out = 0
+    for entry in entries[:-2].split(", ") if entries else ():
+        size = len(entry) + 2
+        if size <= room:
+            kept.append(entry)
+            room -= size
+        else:
+            left_out += 1
+    return "".join(entry + ", " for entry in kept) + end, left_out
 
 
 def printable_ascii(text: str, limit: int | None = None) -> str:

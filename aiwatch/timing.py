@@ -56,7 +56,7 @@ from aiwatch.fastpath import adder, observe
 from aiwatch.forksafe import at_fork_in_child
 from aiwatch.metrics import Metrics, default_metrics
 from aiwatch.safety import record_error
-from aiwatch.servertiming import OVERHEAD, TOTAL, is_token, quote
+from aiwatch.servertiming import MAX_LENGTH, OVERHEAD, TOTAL, fit, is_token, timing_tail
 from aiwatch.status import is_error_status
 from aiwatch.traffic import TrafficClasses
 
@@ -144,11 +144,14 @@ class RequestTimeline:
     def elapsed(self, now: float | None = None) -> float:
         return (_clock() if now is None else now) - self.start
 
-    def server_timing(self, now: float | None = None, tail: str | None = None) -> str:
+    def server_timing(self, now: float | None = None, tail: str | None = None,
+                      limit: int = MAX_LENGTH) -> tuple[str, str | None]:
         """The Server-Timing value for the request so far (the format of
-        :func:`aiwatch.servertiming.format_server_timing`, written out here because it runs on every request).
-        ``tail``: the overhead and total entries to fill in (default: the recorder's
-        :attr:`~RequestRecorder.timing_tail`)."""
+        :func:`aiwatch.servertiming.format_server_timing`, written out here because it runs on every request), and
+        why it was cut short (``None``: it was not; the integration counts it). ``tail``: the overhead and total
+        entries to fill in (default: the recorder's :attr:`~RequestRecorder.timing_tail`). At most ``limit``
+        characters: phase entries that would pass it are left out (:func:`aiwatch.servertiming.fit`), the overhead
+        and total kept as they are."""
         total = (_clock() if now is None else now) - self.start
         head = ""
         named = 0.0
@@ -157,8 +160,13 @@ class RequestTimeline:
             head += "%s;dur=%.3f, " % (name, secs * 1000.0)  # noqa: UP031
             named += secs
         overhead = total - named
-        end = self.recorder.timing_tail if tail is None else tail
-        return head + end % ((overhead if overhead > 0.0 else 0.0) * 1000.0, total * 1000.0)
+        end = (self.recorder.timing_tail if tail is None else tail) % (
+            (overhead if overhead > 0.0 else 0.0) * 1000.0, total * 1000.0)
+        value = head + end
+        if len(value) <= limit:  # the common case: one length check
+            return value, None
+        value, left_out = fit(head, end, limit)
+        return value, f"over {limit} characters: {left_out} of {head.count(', ')} phase entries left out"
 
 _timeline: ContextVar[RequestTimeline | None] = ContextVar("aiwatch_timeline", default=None)
 _frame: ContextVar[_Frame | None] = ContextVar("aiwatch_phase_frame", default=None)
@@ -443,7 +451,7 @@ class RequestRecorder:
         #: Requests slower than this count in the slow-request counters (the tail diagnose splits).
         self.slow_threshold = threshold
         #: The end of every Server-Timing value: overhead, and the total with this service's name as its ``desc``.
-        self.timing_tail = f"{OVERHEAD};dur=%.3f, {TOTAL};dur=%.3f;desc={quote(self.service).replace('%', '%%')}"
+        self.timing_tail = timing_tail(self.service)
         try:
             self.metrics.child(self.metrics.slow_threshold, (self.service,)).set(threshold)
         except Exception as exc:

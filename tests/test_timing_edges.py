@@ -495,7 +495,7 @@ def test_server_timing_names_a_service_with_spaces_and_a_percent_sign_quoted(met
     recorder = RequestRecorder(metrics, service="my svc 100%")
     tl = recorder.begin()
     clock.advance(0.002)
-    assert tl.server_timing() == "overhead;dur=2.000, total;dur=2.000;desc=\"my svc 100%\""
+    assert tl.server_timing() == ("overhead;dur=2.000, total;dur=2.000;desc=\"my svc 100%\"", None)
     recorder.finish(tl, "/", "GET", "200")
 
 

@@ -61,7 +61,7 @@ from aiwatch.middleware._common import UNMATCHED_ROUTE
 from aiwatch.recording import resolve_recorder
 from aiwatch.safety import record_error
 from aiwatch.semconv import end_grpc_span, grpc_span_start, rpc_conventions
-from aiwatch.servertiming import ATTEMPT, HEADER, OVERHEAD, TOTAL, printable_ascii, quote
+from aiwatch.servertiming import ATTEMPT, HEADER, MAX_LENGTH, timing_tail
 from aiwatch.streaming import ChunkTimer
 from aiwatch.timing import RequestRecorder, RequestTimeline
 from aiwatch.tracing import (
@@ -79,12 +79,10 @@ METHOD_LABEL = "grpc"
 COMPONENT = "grpc_server"
 #: the metadata grpc-core adds to a retried (or hedged) attempt: how many attempts of the call came before
 PREVIOUS_ATTEMPTS = "grpc-previous-rpc-attempts"
-#: the longest service name the ``server-timing`` trailer's ``desc`` carries (after escaping), in characters
-MAX_DESC = 128
 #: the longest ``server-timing`` trailer, in characters: phase entries that would make it longer are left out (the
-#: overhead and total entries are always sent). grpc-core's clients fail a call whose metadata passes their limit
-#: (8 KiB by default: at random between 8 and 16 KiB) with RESOURCE_EXHAUSTED.
-MAX_TRAILER = 1024
+#: overhead and total entries are always sent; :func:`aiwatch.servertiming.fit`). grpc-core's clients fail a call
+#: whose metadata passes their limit (8 KiB by default: at random between 8 and 16 KiB) with RESOURCE_EXHAUSTED.
+MAX_TRAILER = MAX_LENGTH
 #: the trailing metadata a call may carry with aiwatch's trailer, in HPACK's measure (name + value + 32 per entry,
 #: counting grpc-status and a short grpc-message too): when the servicer's own metadata and the trailer would pass
 #: it, the trailer is not sent
@@ -147,25 +145,12 @@ class _Call:
 
     def server_timing(self, tail: str, now: float | None = None) -> tuple[str, str | None]:
         """The ``server-timing`` trailer so far, its ``total`` marked with the attempt's number on a retried one, and
-        why it was cut short (``None``: it was not; :func:`_with_timing` counts it, once per trailer).
-        ``tail``: :attr:`_ServerCore.tail`, the overhead and total entries to fill in."""
-        tl = self.timeline
-        value = tl.server_timing(_clock() if now is None else now, tail)
-        if self.attempt is not None:  # the total entry comes last, so a parameter appended here is the total's
-            value += f";{ATTEMPT}={self.attempt:d}"
-        if len(value) <= MAX_TRAILER:
-            return value, None
-        # rare: too long to send whole; the same entries, as many phases as fit before the overhead and total
-        entries = ["%s;dur=%.3f, " % (name, secs * 1000.0) for (name, _model), secs in tl.phases.items()]  # noqa: UP031
-        end = value[len("".join(entries)):]
-        room = MAX_TRAILER - len(end)
-        kept = []
-        for entry in entries:
-            if len(entry) <= room:
-                kept.append(entry)
-                room -= len(entry)
-        return "".join(kept) + end, (f"server-timing trailer over {MAX_TRAILER} characters: "
-                                     f"{len(entries) - len(kept)} of {len(entries)} phase entries left out")
+        why it was cut short to :data:`MAX_TRAILER` (``None``: it was not; :func:`_with_timing` counts it, once per
+        trailer). ``tail``: :attr:`_ServerCore.tail`, the overhead and total entries to fill in."""
+        if self.attempt is not None:  # the total entry comes last, so a parameter appended to it is the total's
+            tail = f"{tail};{ATTEMPT}={self.attempt:d}"
+        value, cut = self.timeline.server_timing(_clock() if now is None else now, tail, MAX_TRAILER)
+        return value, None if cut is None else f"server-timing trailer {cut}"
 
 
 class _Undecodable:
@@ -221,9 +206,8 @@ class _ServerCore:
         self.serialization = serialization
         self.conventions = rpc_conventions()
         #: the trailer's overhead and total entries, the total's ``desc`` the service name in printable ASCII (gRPC
-        #: metadata allows nothing else: grpc-core fails the call on any other byte), at most MAX_DESC characters
-        desc = quote(printable_ascii(recorder.service, MAX_DESC)).replace("%", "%%")
-        self.tail = f"{OVERHEAD};dur=%.3f, {TOTAL};dur=%.3f;desc={desc}"
+        #: metadata allows nothing else: grpc-core fails the call on any other byte), cut short: :func:`timing_tail`
+        self.tail = timing_tail(recorder.service, ascii_only=True)
         self._messages: dict[str, MessageTimer] = {}
         #: method -> (grpcio's deserializer, its timer, the timed deserializer of its unary requests)
         self._deserializers: dict[str, tuple[Any, MessageTimer, Callable[[bytes], Any]]] = {}

@@ -1,5 +1,5 @@
-"""What the ASGI and WSGI middleware share: the bounded ``route`` and ``method`` labels of HTTP requests, and
-starting a request on a new SERVER span."""
+"""What the ASGI and WSGI middleware share: the bounded ``route`` and ``method`` labels of HTTP requests, the
+component that counts a ``Server-Timing`` header cut short, and starting a request on a new SERVER span."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from aiwatch.semconv import KNOWN_HTTP_METHODS, OTHER_METHOD, http_span_name
 from aiwatch.timing import RequestRecorder, RequestTimeline
 from aiwatch.tracing import activate_counted
 
-__all__ = ["CLIENT_CLOSED_STATUS", "KNOWN_METHODS", "OTHER_METHOD", "UNMATCHED_ROUTE", "begin_on_new_span"]
+__all__ = ["CLIENT_CLOSED_STATUS", "HEADER_COMPONENT", "KNOWN_METHODS", "OTHER_METHOD", "UNMATCHED_ROUTE",
+           "begin_on_new_span"]
 
 UNMATCHED_ROUTE = "__unmatched__"
 """The route label of requests that matched no route template: the raw path is never used as a label."""
@@ -18,6 +19,10 @@ UNMATCHED_ROUTE = "__unmatched__"
 #: HTTP methods used as the ``method`` label as they are; any other method (clients can send any token) is
 #: labelled ``_OTHER`` so that the label stays bounded (the same rule as the spans' ``http.request.method``).
 KNOWN_METHODS = KNOWN_HTTP_METHODS
+
+#: ``aiwatch_instrumentation_errors_total{component}`` of a ``Server-Timing`` header cut short to
+#: :data:`aiwatch.servertiming.MAX_LENGTH` (phase entries left out), once per response
+HEADER_COMPONENT = "server_timing_header"
 
 CLIENT_CLOSED_STATUS = "499"
 """The ``status`` label of a request whose response could not be delivered because the client went away (the

@@ -10,7 +10,9 @@ Per request it records ``aiwatch_request_duration_seconds`` (route template, met
 body chunk or ``http.response.pathsend`` (so streaming responses count in full and Starlette background tasks, which
 run after it, do not), the
 request's phases and its ``overhead``, keeps ``aiwatch_requests_in_flight``, and adds a ``Server-Timing`` header
-with the phases and the total up to the moment the headers are sent. Per-request state lives in closures and
+with the phases and the total up to the moment the headers are sent (at most
+:data:`~aiwatch.servertiming.MAX_LENGTH` characters: phase entries past it are left out, the overhead and total
+kept, and the cut counted under ``component="server_timing_header"``). Per-request state lives in closures and
 contextvars, never on ``self``. A request whose response the server could not send because the client went away
 (its ``send`` raised an ``OSError``, as the ASGI spec has servers do, or was cancelled) is recorded with status
 ``499`` (:data:`~aiwatch.middleware._common.CLIENT_CLOSED_STATUS`), not as a server error; one whose message the
@@ -36,6 +38,7 @@ from aiwatch.exclusion import ExcludedUrls, asgi_url, exclude_path_set
 from aiwatch.metrics import Metrics
 from aiwatch.middleware._common import (
     CLIENT_CLOSED_STATUS,
+    HEADER_COMPONENT,
     KNOWN_METHODS,
     OTHER_METHOD,
     UNMATCHED_ROUTE,
@@ -255,10 +258,13 @@ class AiwatchMiddleware:
                     self._describe(tl, method, self._route(scope, root_path), code, None)
                 if add_timing:
                     try:
-                        entry = (_SERVER_TIMING, tl.server_timing().encode("latin-1"))
+                        value, cut = tl.server_timing()
+                        entry = (_SERVER_TIMING, value.encode("latin-1"))
                         message = dict(message)  # a copy: the app's message and header list stay untouched
                         headers = message.get("headers")
                         message["headers"] = [*headers, entry] if headers else [entry]
+                        if cut is not None:
+                            record_error(HEADER_COMPONENT, ValueError(f"Server-Timing header {cut}"), self.metrics)
                     except Exception as exc:
                         record_error("server_timing", exc, self.metrics)
             elif kind == "http.response.body":

@@ -15,12 +15,14 @@ stores the matched rule (``/items/<int:item_id>``) for the route label. Any othe
 Per request it records ``aiwatch_request_duration_seconds`` (route template, method, status) timed until the
 server closes the response iterable (so streamed bodies count in full), the request's phases and its ``overhead``,
 keeps ``aiwatch_requests_in_flight``, and adds a ``Server-Timing`` header with the phases and the total up to the
-moment ``start_response`` is called. Bytes the app sends through ``start_response``'s ``write()`` count in the
-response size; a chunked request body (no ``CONTENT_LENGTH``) counts as the app reads it from ``wsgi.input``, which
-is wrapped for that. Requests without a route template are labelled ``__unmatched__``, never with the raw path. The
-response iterable is wrapped, so a server's ``wsgi.file_wrapper`` fast path is not used for instrumented responses.
-With tracing on, the context the app was called in (aiwatch's SERVER span, the caller's baggage) is current again
-while the server takes each chunk of the body and closes it: a streamed body is produced then, inside the request.
+moment ``start_response`` is called (at most :data:`~aiwatch.servertiming.MAX_LENGTH` characters: phase entries
+past it are left out, the overhead and total kept, and the cut counted under ``component="server_timing_header"``).
+Bytes the app sends through ``start_response``'s ``write()`` count in the response size; a chunked request body
+(no ``CONTENT_LENGTH``) counts as the app reads it from ``wsgi.input``, which is wrapped for that. Requests without
+a route template are labelled ``__unmatched__``, never with the raw path. The response iterable is wrapped, so a
+server's ``wsgi.file_wrapper`` fast path is not used for instrumented responses. With tracing on, the context the app
+was called in (aiwatch's SERVER span, the caller's baggage) is current again while the server takes each chunk of
+the body and closes it: a streamed body is produced then, inside the request.
 """
 
 from __future__ import annotations
@@ -36,7 +38,13 @@ from prometheus_client import CollectorRegistry
 from aiwatch.contentlength import content_length
 from aiwatch.exclusion import ExcludedUrls, exclude_path_set, wsgi_url
 from aiwatch.metrics import Metrics
-from aiwatch.middleware._common import KNOWN_METHODS, OTHER_METHOD, UNMATCHED_ROUTE, begin_on_new_span
+from aiwatch.middleware._common import (
+    HEADER_COMPONENT,
+    KNOWN_METHODS,
+    OTHER_METHOD,
+    UNMATCHED_ROUTE,
+    begin_on_new_span,
+)
 from aiwatch.recording import resolve_recorder
 from aiwatch.safety import call_hook, record_error, resolve_route, sync_hook
 from aiwatch.semconv import end_http_server_span, http_server_attributes
@@ -142,7 +150,10 @@ class AiwatchWSGIMiddleware:
             request.status = request.code = status.split(" ", 1)[0]
             if self.server_timing:
                 try:
-                    headers = [*headers, (_SERVER_TIMING, tl.server_timing())]
+                    value, cut = tl.server_timing()
+                    headers = [*headers, (_SERVER_TIMING, value)]
+                    if cut is not None:
+                        record_error(HEADER_COMPONENT, ValueError(f"Server-Timing header {cut}"), self.metrics)
                 except Exception as exc:
                     record_error("server_timing", exc, self.metrics)
             write = start_response(status, headers, exc_info)

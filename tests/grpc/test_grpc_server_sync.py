@@ -10,6 +10,9 @@ from typing import Any
 
 import grpc
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry
 
 import aiwatch
 from aiwatch.grpc import grpc_server_interceptor
@@ -18,14 +21,18 @@ from aiwatch.grpc.server import (
     DEADLINE_MARGIN_SECONDS,
     MAX_TRAILER,
     TRAILER_COMPONENT,
+    _Call,
     _cancel_margin,
     _cancel_status,
+    _ServerCore,
 )
 from aiwatch.grpc.server import _Unserializable as _Held
 from aiwatch.metrics import Metrics
-from aiwatch.servertiming import parse, parse_server_timing
+from aiwatch.servertiming import Entry, parse, parse_server_timing
+from aiwatch.timing import RequestRecorder
 from examples.grpc_service.servicer import InferenceServicer, pb, pb_grpc
 from tests.grpc.conftest import CHAT, PREDICT, PREDICT_STREAM, UPLOAD, req, stub_for, sync_server, value
+from tests.hostile_timing import PHASES, SERVICES
 from tests.servers import wait_until
 
 pytestmark = pytest.mark.slow
@@ -501,6 +508,27 @@ def test_the_trailer_is_cut_to_its_cap_and_left_out_when_the_metadata_would_be_t
     # once per trailer: the second one was cut and then left out, counted once (it counted twice)
     assert value(metrics.registry, "aiwatch_instrumentation_errors_total", component=TRAILER_COMPONENT) == 2
     assert value(metrics.registry, "aiwatch_instrumentation_errors_total", component="grpc_server") == 0
+
+
+@settings(max_examples=100, deadline=None)
+@given(PHASES, SERVICES, st.none() | st.integers(1, 9_999_999_999))
+def test_any_trailer_is_within_its_cap_in_printable_ascii_and_parses(phases: list[tuple[str, float]], service: str,
+                                                                     attempt: int | None) -> None:
+    """The trailer is cut by the code that cuts the HTTP header (aiwatch.servertiming.fit): the same bound, with the
+    retried attempt's number on the total counted in, and gRPC's desc in printable ASCII."""
+    core = _ServerCore(RequestRecorder(Metrics(CollectorRegistry()), service=service), server_timing=True)
+    tl = core.recorder.begin("grpc")
+    for name, seconds in phases:
+        tl.phases[(name, "")] = seconds
+    call = _Call(tl, streaming=False)
+    call.attempt = attempt
+    trailer, cut = call.server_timing(core.tail, tl.start + 0.05)
+    core.recorder.finish(tl, PREDICT, "grpc", "OK")
+    assert len(trailer) <= MAX_TRAILER and trailer.isascii() and trailer.isprintable()
+    timing = parse(trailer)
+    assert [entry.name for entry in timing.entries][-2:] == ["overhead", "total"]
+    assert timing.get("total") == Entry("total", pytest.approx(0.05, abs=1e-6), timing.service, attempt)
+    assert (cut is not None) == (len(timing.entries) - 2 < len(phases))
 
 
 class _EndsFirst:
