@@ -160,12 +160,11 @@ class RequestTimeline:
             head += "%s;dur=%.3f, " % (name, secs * 1000.0)  # noqa: UP031
             named += secs
         overhead = total - named
-        end = (self.recorder.timing_tail if tail is None else tail) % (
+        value = head + (self.recorder.timing_tail if tail is None else tail) % (
             (overhead if overhead > 0.0 else 0.0) * 1000.0, total * 1000.0)
-        value = head + end
         if len(value) <= limit:  # the common case: one length check
             return value, None
-        value, left_out = fit(head, end, limit)
+        value, left_out = fit(head, value[len(head):], limit)
         return value, f"over {limit} characters: {left_out} of {head.count(', ')} phase entries left out"
 
 _timeline: ContextVar[RequestTimeline | None] = ContextVar("aiwatch_timeline", default=None)
