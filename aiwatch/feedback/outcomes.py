@@ -136,7 +136,7 @@ def read_labels(path: str | os.PathLike[str], id_column: str = "request_id", out
             raise ValueError(f"labels {os.fspath(path)!r}: the id column {id_column!r} is {id_type}; request ids "
                              "must be text or whole numbers")
         if not parquet:
-            table = _missing_text_as_null(_csv_ids(table))
+            table = _missing_text_as_null(_csv_ids(table, path, id_column))
         return _last_label_of_each_request(table).cast(
             pa.schema([("request_id", pa.string()), ("outcome", table.schema.field("outcome").type)]))
     except pa.ArrowException as exc:  # pyarrow's messages may span lines and need not name the file
@@ -172,17 +172,33 @@ def _whole_number_ids(ids: Any, path: str | os.PathLike[str], id_column: str) ->
 #: A CSV id written as a whole-number decimal (pandas' ``df.to_csv`` of int ids with a gap writes ``7.0``): its
 #: int part, and its sign. Not ``007.0`` (ids with leading zeros are codes) nor ``7.5``.
 _WHOLE_DECIMAL = r"^(-?)(0|[1-9][0-9]*)\.0+$"
+#: 2**53 in digits: a whole-number decimal from it on may be a double's text, which stands for several ints
+#: (pandas writes the float64 of 2**53 + 1 as ``9007199254740992.0``).
+_DOUBLE_EXACT_LIMIT = str(2 ** 53)
 
 
-def _csv_ids(table: Any) -> Any:
+def _csv_ids(table: Any, path: str | os.PathLike[str], id_column: str) -> Any:
     """A CSV's ids (read as text) with an empty id null (left out and counted by :func:`drop_unusable`) and a
     whole-number decimal (``7.0``, ``7.00``) as its int text (``7``; ``-0.0`` is ``0``), as a Parquet float id
-    column's are (:func:`_whole_number_ids`)."""
+    column's are (:func:`_whole_number_ids`); a whole-number decimal from 2**53 on is an error, as there: it may be
+    a double's text, another request's id."""
     pa = require("pyarrow", "data")
     pc = require("pyarrow.compute", "data")
     ids = table.column("request_id")
     whole = pc.fill_null(pc.match_substring_regex(ids, _WHOLE_DECIMAL), False)
     if pc.any(whole).as_py():
+        digits = pc.replace_substring_regex(ids, _WHOLE_DECIMAL, "\\2")
+        length = pc.utf8_length(digits)
+        limit = len(_DOUBLE_EXACT_LIMIT)
+        large = pc.and_(whole, pc.or_(pc.greater(length, limit),
+                                      pc.and_(pc.equal(length, limit),
+                                              pc.greater_equal(digits, _DOUBLE_EXACT_LIMIT))))
+        if pc.any(large).as_py():
+            bad = pc.filter(ids, large)[0].as_py()
+            raise ValueError(f"labels {os.fspath(path)!r}: the id column {id_column!r} holds {bad!r}, which is not "
+                             "a request id: a whole-number decimal is read as its int only below 2**53 (from there "
+                             "on it may be a double's text, which stands for several ints); write the ids as ints "
+                             "or text")
         ints = pc.replace_substring_regex(ids, _WHOLE_DECIMAL, "\\1\\2")
         ids = pc.if_else(whole, pc.if_else(pc.equal(ints, "-0"), "0", ints), ids)
     ids = pc.if_else(pc.equal(ids, ""), pa.scalar(None, ids.type), ids)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -188,6 +189,24 @@ def test_csv_ids_written_as_whole_number_decimals_are_their_int_text_and_an_empt
                                for rid in ("7", "8")])
     [window] = realised_quality(log, path)
     assert (window.logged, window.labelled, window.metrics["accuracy"]) == (2, 2, 0.5)
+
+
+@pytest.mark.parametrize("big", ["9007199254740992.0", "-9007199254740993.00", "12345678901234567.0"])
+def test_a_csv_id_written_as_a_whole_number_decimal_from_2_53_on_is_refused_as_a_parquet_float_id_is(
+        tmp_path: Path, big: str) -> None:
+    # pandas writes the float64 of 2**53 + 1 as 9007199254740992.0: read as the int text, it was another request's id
+    path = tmp_path / "labels.csv"
+    path.write_text(f"request_id,outcome\n7.0,1\n{big},0\n")
+    with pytest.raises(ValueError, match=rf"'request_id' holds '{re.escape(big)}', which is not a request id"):
+        read_labels(path)
+
+
+@pytest.mark.parametrize("written", ["9007199254740991.0", "-9007199254740991.0", "9007199254740992",
+                                     "900719925474099.0"])
+def test_a_csv_id_below_2_53_or_written_as_an_int_is_read(tmp_path: Path, written: str) -> None:
+    path = tmp_path / "labels.csv"
+    path.write_text(f"request_id,outcome\n{written},0\n")
+    assert read_labels(path).column("request_id").to_pylist() == [written.removesuffix(".0")]
 
 
 @pytest.mark.parametrize(("written", "positive"), [
