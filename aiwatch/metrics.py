@@ -238,21 +238,24 @@ CONTRACT: tuple[MetricSpec, ...] = (
                "dropped (the queue was full or the log closed; the request was not slowed), written (handed to the "
                "sink), failed (the sink or the record raised), lost (written, then lost by the sink: a Parquet file "
                "that could not be completed, as when the disk filled, without a journal), recoverable (written, then "
-               "its Parquet file could not be completed, but kept in its journal: the next ParquetSink to start on "
-               "the directory makes them into a file and counts them in "
+               "its Parquet file could not be completed, but kept in its journal: the sink makes them into a file "
+               "once the disk has room, a minute on, or the next ParquetSink to start on the directory does, and "
+               "counts them in "
                "aiwatch_prediction_log_recovered_records_total).", ("log", "result")),
     MetricSpec("aiwatch_prediction_log_recovery_files_total", "counter",
-               "Files of prediction-log writers that died, found by a ParquetSink when it started, by what it did with "
-               "each: recovered (a journal made into the finished file it was for), torn (the same after dropping a "
+               "Files of prediction-log writers that died, found by a ParquetSink when it started, and the journals "
+               "it kept of its own files that failed (a full disk), made into files later, by what it did with each: "
+               "recovered (a journal made into the finished file it was for), torn (the same after dropping a "
                "batch torn by the crash or not valid, and every byte after it; no file when no whole batch came "
                "before it), set_aside (a journal that cannot become a Parquet file, kept as "
                ".journal.unrecoverable), orphan_removed (an unreadable .inprogress file without a journal, or an "
                "empty .journal.new with its .inprogress file, of a writer killed before it locked it, deleted), "
-               "failed (left for the next start: an I/O error). Counted when the log is made, before its first "
-               "scrape: read the value, not increase().", ("log", "result")),
+               "failed (left for the next start: an I/O error). A start's are counted when the log is made, before "
+               "its first scrape: read the value, not increase().", ("log", "result")),
     MetricSpec("aiwatch_prediction_log_recovered_records_total", "counter",
-               "Prediction-log records a ParquetSink made into finished files, when it started, from the journals of "
-               "writers that died (the process that died had counted them written). Counted when the log is made, "
+               "Prediction-log records a ParquetSink made into finished files from journals: when it started, those "
+               "of writers that died (the process that died had counted them written); later, those it kept of its "
+               "own files that failed (counted recoverable before). A start's are counted when the log is made, "
                "before its first scrape: read the value, not increase().", ("log",)),
     MetricSpec("aiwatch_model_quality", "gauge",
                "Realised quality of a model in its latest labelled window: delayed labels joined to the prediction "
