@@ -40,6 +40,25 @@ def histogram_of(sample: str) -> str | None:
     return next((sample.removesuffix(s) for s in HISTOGRAM_SAMPLES if sample.endswith(s)), None)
 
 
+RESTART_COMPANIONS = {"aiwatch_event_loop_sampled_seconds_total": "aiwatch_event_loop_delay_seconds"}
+"""Counters that restart with a histogram of the same labels and are read with it: the loop sampler's watched time
+is the delay histogram's denominator, so a restart seen on either must count both from 0 (a watched time that grew
+past its old value would otherwise count only the difference next to a histogram counted whole)."""
+
+
+def restart_group(sample: str) -> str | None:
+    """The histogram whose series of one label set restart together that the sample name ``sample`` belongs to:
+    its own (:func:`histogram_of`), or the one it is a :data:`RESTART_COMPANIONS` counter of; ``None`` otherwise."""
+    return histogram_of(sample) or RESTART_COMPANIONS.get(sample)
+
+
+def restart_members(histogram: str) -> tuple[str, ...]:
+    """The sample names of :func:`restart_group` ``histogram``: its ``_bucket``, ``_sum`` and ``_count``, and its
+    :data:`RESTART_COMPANIONS`."""
+    return (*(histogram + s for s in HISTOGRAM_SAMPLES),
+            *(name for name, group in RESTART_COMPANIONS.items() if group == histogram))
+
+
 def without_le(key: LabelKey) -> LabelKey:
     """A histogram series' labels without ``le``: what its ``_bucket``, ``_sum`` and ``_count`` series share."""
     return tuple(kv for kv in key if kv[0] != "le")

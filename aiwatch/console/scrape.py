@@ -64,7 +64,7 @@ from aiwatch.console.source import (
     worst_first,
 )
 from aiwatch.httpconfig import HTTPConfig, TooLarge
-from aiwatch.scrape import LabelKey, fetch_metrics, histogram_of, parse_metrics, without_le
+from aiwatch.scrape import LabelKey, fetch_metrics, parse_metrics, restart_group, without_le
 from aiwatch.scrape import Samples as Scraped
 from aiwatch.status import is_error_status
 from aiwatch.traffic import REALTIME
@@ -97,7 +97,7 @@ class SeriesIndex:
                     slot = len(self.slots)
                     self.slots[(name, key)] = slot
                     self.by_name.setdefault(name, []).append((key, slot))
-                    base = histogram_of(name)
+                    base = restart_group(name)
                     if base is not None:
                         self.children.append((slot, (base, without_le(key))))
         values = array("d", [math.nan]) * len(self.slots)
@@ -109,7 +109,8 @@ class SeriesIndex:
     def restarts(self, values: array[float]) -> frozenset[Child]:
         """The histogram children of which a ``_bucket``, ``_sum`` or ``_count`` series went down since the last
         scrape that had it: they restart together, so that is a restart of all three (a ``_sum`` that grew past its
-        value before the restart does not show it). ``values`` (from :meth:`pack`) become the last ones."""
+        value before the restart does not show it); a :data:`~aiwatch.scrape.RESTART_COMPANIONS` counter going down
+        restarts its histogram's child too. ``values`` (from :meth:`pack`) become the last ones."""
         last = self.last
         last.extend(array("d", [math.nan]) * (len(values) - len(last)))
         out: set[Child] = set()
@@ -174,7 +175,8 @@ def _still_there(grown: dict[LabelKey, tuple[float, float]], service: str, last:
 def _grown(good: Sequence[Snapshot], name: str, *, promql: bool = False) -> dict[LabelKey, tuple[float, float]]:
     """How much each series ``name`` grew over the good scrapes ``good`` of one endpoint (in time order, at least
     one), with the time of the last of them that had it. Resets handled: a value going down, or its histogram's
-    ``_bucket``, ``_sum`` or ``_count`` sibling going down (:attr:`Snapshot.restarts`), counts the value whole. A series
+    ``_bucket``, ``_sum`` or ``_count`` sibling going down (:attr:`Snapshot.restarts`; a
+    :data:`~aiwatch.scrape.RESTART_COMPANIONS` counter and its histogram are siblings), counts the value whole. A series
     absent from the first scrape, which was good, was created since: it counts from 0 there, so a new error status
     or route is counted in full (PromQL's ``rate()`` and ``increase()`` drop a new series' first value).
 
@@ -183,7 +185,7 @@ def _grown(good: Sequence[Snapshot], name: str, *, promql: bool = False) -> dict
     out), as ``increase()`` has no result from one sample."""
     # [grown, last value, its time, samples seen]
     state = {key: [0.0, value, good[0].ts, 1] for key, value in good[0].series(name)}
-    base = histogram_of(name)
+    base = restart_group(name)
     for snap in good[1:]:
         ts, restarted = snap.ts, snap.restarts if base is not None else frozenset()
         for key, value in snap.series(name):

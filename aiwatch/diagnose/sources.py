@@ -31,7 +31,7 @@ from aiwatch.diagnose.window import READS, Key, Read, WindowTotals
 from aiwatch.httpconfig import HTTPConfig
 from aiwatch.promapi import PrometheusAPI
 from aiwatch.promql import DEFAULT_AGGREGATION_LABELS, by, matchers_of, matches, scoped, series
-from aiwatch.scrape import HISTOGRAM_SAMPLES, LabelKey, Samples, histogram_of, without_le
+from aiwatch.scrape import LabelKey, Samples, restart_group, restart_members, without_le
 from aiwatch.status import ERROR_STATUS_RE, is_error_status
 
 if TYPE_CHECKING:
@@ -226,7 +226,8 @@ def totals_from_snapshots(before: Samples, after: Samples, start: float, end: fl
     - counters: ``after - before`` per series; a series absent before counts from 0, one that went down (a
       restart) counts from 0 again. A histogram's ``_bucket``, ``_sum`` and ``_count`` series of one label set
       restart together: when one of them went down, all of them count from 0 (a ``_sum`` that grew past its value
-      before the restart would otherwise count only the difference);
+      before the restart would otherwise count only the difference); so does the loop sampler's watched time with
+      the loop delay histogram of its labels (:data:`~aiwatch.scrape.RESTART_COMPANIONS`);
     - gauges read as an average (``avg``): the average of the two snapshots' values, per series;
     - gauges read as a maximum (``max``: states such as ``aiwatch_drift_detected``): the value at ``end``, per series
       (the value at ``start`` only for a series gone by ``end``). With two snapshots there is no peak to take, and
@@ -254,19 +255,19 @@ def totals_from_snapshots(before: Samples, after: Samples, start: float, end: fl
 
 
 def _histogram_child(name: str, key: LabelKey) -> tuple[str, LabelKey] | None:
-    """The histogram and label set (without ``le``) a sample belongs to; ``None`` for a sample of no histogram."""
-    histogram = histogram_of(name)
+    """The histogram and label set (without ``le``) a sample restarts with (:func:`~aiwatch.scrape.restart_group`);
+    ``None`` for a sample of no histogram."""
+    histogram = restart_group(name)
     return None if histogram is None else (histogram, without_le(key))
 
 
 def _reset_histograms(before: Samples, after: Samples) -> set[tuple[str, LabelKey]]:
-    """The histograms' label sets that restarted between ``before`` and ``after``: one of their series went down."""
+    """The histograms' label sets that restarted between ``before`` and ``after``: one of their series, or of their
+    companion counters (:func:`~aiwatch.scrape.restart_members`), went down."""
     reset: set[tuple[str, LabelKey]] = set()
-    for read in READS:
-        histogram = histogram_of(read.metric)
-        if read.kind != "increase" or histogram is None:
-            continue
-        for name in (histogram + suffix for suffix in HISTOGRAM_SAMPLES):
+    groups = {g for read in READS if read.kind == "increase" and (g := restart_group(read.metric)) is not None}
+    for histogram in groups:
+        for name in restart_members(histogram):
             old = before.get(name, {})
             reset.update((histogram, without_le(key))
                          for key, value in after.get(name, {}).items() if key in old and value < old[key])

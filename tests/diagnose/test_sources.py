@@ -311,6 +311,54 @@ def test_snapshots_reset_a_histograms_sum_with_its_count() -> None:
     assert w.of("request_buckets") == {("gw", "0.05"): 0.0, ("gw", "+Inf"): 600.0}
 
 
+def loop_scrape(samples: float, late: float, watched: float) -> str:
+    """One /metrics answer of a loop sampler: ``samples`` prompt samples (under 1 ms) adding up to ``late`` seconds
+    and ``watched`` seconds."""
+    return ("# TYPE aiwatch_event_loop_delay_seconds histogram\n"
+            f'aiwatch_event_loop_delay_seconds_bucket{{service="a",le="0.001"}} {samples}\n'
+            f'aiwatch_event_loop_delay_seconds_bucket{{service="a",le="+Inf"}} {samples}\n'
+            f'aiwatch_event_loop_delay_seconds_sum{{service="a"}} {late}\n'
+            f'aiwatch_event_loop_delay_seconds_count{{service="a"}} {samples}\n'
+            "# TYPE aiwatch_event_loop_sampled_seconds_total counter\n"
+            f'aiwatch_event_loop_sampled_seconds_total{{service="a"}} {watched}\n')
+
+
+def test_snapshots_reset_the_loops_watched_time_with_its_delay_histogram() -> None:
+    # the old process had sampled 5000 times in 500 s; the restarted one 1000 times in 600 s by the second snapshot
+    # (its samples' _count went down, its watched time did not): the window holds 1000 samples and 600 s, not 1000
+    # samples and 100 s (an estimate 6x too high)
+    a = (("service", "a"),)
+
+    def snapshot(samples: float, watched: float) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+        return {"aiwatch_event_loop_delay_seconds_bucket": {(("le", "0.001"), *a): samples,
+                                                            (("le", "+Inf"), *a): samples},
+                "aiwatch_event_loop_delay_seconds_sum": {a: samples * 0.0005},
+                "aiwatch_event_loop_delay_seconds_count": {a: samples},
+                "aiwatch_event_loop_sampled_seconds_total": {a: watched}}
+
+    w = totals_from_snapshots(snapshot(5000, 500.0), snapshot(1000, 600.0), 0.0, 600.0)
+    assert w.of("loop_delay_buckets") == {("a", "0.001"): 1000.0, ("a", "+Inf"): 1000.0}
+    assert w.total("loop_sampled_seconds", "a") == 600.0
+    # and the other way: the watched time went down (a process restarted on a slower sampler), the histogram did not
+    w = totals_from_snapshots(snapshot(1000, 600.0), snapshot(1200, 120.0), 0.0, 600.0)
+    assert w.total("loop_delay_seconds", "a") == pytest.approx(1200 * 0.0005)
+    assert w.of("loop_delay_buckets") == {("a", "0.001"): 1200.0, ("a", "+Inf"): 1200.0}
+    assert w.total("loop_sampled_seconds", "a") == 120.0
+
+
+def test_the_scrape_source_resets_the_loops_watched_time_with_its_delay_histogram() -> None:
+    # a restart between the scrapes at 1 and 2: the samples' count falls (5000 -> 1000), the watched time does not
+    # (500 s -> 600 s); and between 2 and 3 the watched time falls (600 s -> 60 s), the count does not (1000 -> 1100)
+    src = ScrapeSource([URL], interval=1, history=100, start=False)
+    for t, (samples, watched) in enumerate([(4000, 400.0), (5000, 500.0), (1000, 600.0), (1100, 60.0)]):
+        src.record(URL, loop_scrape(samples, samples * 0.0005, watched), ts=float(t))
+    assert src.increase("aiwatch_event_loop_sampled_seconds_total", 1.0, 2.0)[0][1] == 600.0
+    assert src.increase("aiwatch_event_loop_delay_seconds_count", 1.0, 2.0)[0][1] == 1000.0
+    assert src.increase("aiwatch_event_loop_sampled_seconds_total", 2.0, 3.0)[0][1] == 60.0
+    assert src.increase("aiwatch_event_loop_delay_seconds_count", 2.0, 3.0)[0][1] == 1100.0
+    assert src.increase("aiwatch_event_loop_sampled_seconds_total", 0.0, 1.0)[0][1] == 100.0
+
+
 def test_a_restart_between_the_windows_is_seen_by_the_snapshots_and_the_scrape_source() -> None:
     # the services restart as the incident starts: their counters fall from the baseline's totals to 0, then count
     # the incident's 600 requests of ~245 ms. The request histogram's _sum ends above where the baseline left it
