@@ -103,16 +103,21 @@ class LoopWait:
 
 
 def mean_delay(w: WindowTotals, service: str) -> float | None:
-    """The mean sampled delay of the service's event loop(s) in ``w``; ``None`` without samples."""
-    samples = _samples(w, service)
-    return w.total("loop_delay_seconds", service) / samples if samples > 0 else None
+    """The mean sampled delay of the service's event loop(s) in ``w``; ``None`` without samples or with a ``_sum``
+    that is not a number."""
+    samples, delay = _samples(w, service), w.total("loop_delay_seconds", service)
+    return delay / samples if samples > 0 and math.isfinite(delay) else None
 
 
 def stalled_share(w: WindowTotals, service: str) -> float | None:
     """The share of the time the service's loop(s) stood still in ``w``: the delays' sum over the time the sampler
-    watched (what ``AiwatchEventLoopDelayHigh`` fires on); ``None`` without the watched time."""
-    watched = w.total("loop_sampled_seconds", service)
-    return w.total("loop_delay_seconds", service) / watched if watched > 0 else None
+    watched (what ``AiwatchEventLoopDelayHigh`` fires on), at most 1; ``None`` without the watched time, or with a
+    ``_sum`` or watched time that is not a number."""
+    watched, delay = w.total("loop_sampled_seconds", service), w.total("loop_delay_seconds", service)
+    if not (watched > 0 and math.isfinite(watched) and math.isfinite(delay)):
+        return None
+    # a stall that began before the window is counted whole by the sample that ends it
+    return min(1.0, delay / watched)
 
 
 @dataclass(frozen=True)
@@ -128,7 +133,8 @@ class WaitEstimate:
 def expected_wait(buckets: Iterable[tuple[float, float]], delay_sum: float, watched: float) -> float | None:
     """The expected wait of a uniformly random arrival (see the module's docstring) from a window's increase of the
     delay histogram's cumulative ``(upper bound, count)`` buckets (``+Inf`` included: the samples' count), its
-    ``_sum`` and the watched seconds; ``None`` without samples or watched time.
+    ``_sum`` and the watched seconds, at most the watched seconds; ``None`` without samples or watched time, or
+    with a ``_sum`` or watched time that is not a finite number.
 
         >>> inf = float("inf")
         >>> round(expected_wait([(0.001, 600), (inf, 600)], 600 * 0.0005, 600 * 0.1005), 6)  # prompt: the mean
@@ -139,7 +145,7 @@ def expected_wait(buckets: Iterable[tuple[float, float]], delay_sum: float, watc
         0.25
     """
     cumulatives = sorted(buckets)
-    if not cumulatives or watched <= 0:
+    if not cumulatives or not watched > 0 or not math.isfinite(watched) or not math.isfinite(delay_sum):
         return None
     counts: list[float] = []
     bounds: list[float] = []
@@ -180,7 +186,9 @@ def expected_wait(buckets: Iterable[tuple[float, float]], delay_sum: float, watc
     # the short cycles' time at their samples' mean delay, and each long sample a stall of about d + interval / 2
     short_wait = short_mean * sum((interval + d) * n for d, n in short_samples)
     stalls_wait = sum(n * d * (d + interval) / 2 for d, n in samples)
-    return (short_wait + stalls_wait) / watched
+    # a stall that began before the window (its sample's delay counted whole) can make the sum of squares exceed
+    # what the watched time holds: no arrival in the window waits longer than the window
+    return min(watched, (short_wait + stalls_wait) / watched)
 
 
 def _place(buckets: list[tuple[float, float, float]], total: float) -> float:

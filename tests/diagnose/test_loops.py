@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from aiwatch.diagnose import PrometheusWindows, diagnose, diagnose_windows, format_diagnosis, totals_from_snapshots
-from aiwatch.diagnose.loops import EXPLAINS_SHARE
+from aiwatch.diagnose.loops import EXPLAINS_SHARE, expected_wait, stalled_share, wait_estimate
 from aiwatch.diagnose.report import Diagnosis
 from aiwatch.diagnose.window import WindowTotals
 from aiwatch.metrics import EVENT_LOOP_DELAY_BUCKETS
@@ -372,6 +372,35 @@ def test_prometheus_says_long_stalls_starve_the_peers_loop_like_the_snapshots() 
         assert got[key] == pytest.approx(want[key], rel=0.05, abs=1e-3), key
     signals = {s.name: s.incident for s in d.signals if s.labels.get("service") == "inference"}
     assert signals["event loop stalled (share of time)"] == pytest.approx(0.75 / 3.75, rel=0.25)
+
+
+def loop_window(delay_sum: float, watched: float, buckets: Mapping[str, float]) -> WindowTotals:
+    """A window holding only inference's loop reads."""
+    return WindowTotals(0.0, 60.0, {"loop_delay_seconds": {("inference",): delay_sum},
+                                    "loop_delay_buckets": {("inference", le): n for le, n in buckets.items()},
+                                    "loop_sampled_seconds": {("inference",): watched}})
+
+
+def test_the_estimated_wait_and_stalled_share_are_at_most_the_watched_time() -> None:
+    # one sample 50 s late in a window that watched 30 s (a stall that began before the window, or counters that
+    # disagree): an arrival in the window cannot wait longer than it, nor the loop stand still more than all of it
+    inf = float("inf")
+    assert expected_wait([(10.0, 0), (inf, 1)], 50.0, 30.0) == 30.0
+    w = loop_window(50.0, 30.0, {"10": 0.0, "+Inf": 1.0})
+    estimate = wait_estimate(w, "inference")
+    assert estimate is not None and estimate.seconds == 30.0 and estimate.watched
+    assert stalled_share(w, "inference") == 1.0
+
+
+def test_a_delay_sum_that_is_not_a_number_gives_no_estimate() -> None:
+    nan, inf = float("nan"), float("inf")
+    assert expected_wait([(0.001, 600), (inf, 600)], nan, 60.0) is None
+    assert expected_wait([(0.001, 600), (inf, 600)], 0.3, nan) is None
+    w = loop_window(nan, 60.0, {"0.001": 600.0, "+Inf": 600.0})
+    assert wait_estimate(w, "inference") is None
+    assert stalled_share(w, "inference") is None
+    # without the watched time the mean delay per sample stands in: not a number either
+    assert wait_estimate(loop_window(nan, 0.0, {"0.001": 600.0, "+Inf": 600.0}), "inference") is None
 
 
 def test_the_estimators_doctests() -> None:
