@@ -7,6 +7,7 @@ installs every one through scripts/setup-system.sh.
 
 from __future__ import annotations
 
+import http.client
 import importlib
 import json
 import os
@@ -77,6 +78,22 @@ def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
             return int(resp.status), resp.read()
     except urllib.error.HTTPError as exc:
         return int(exc.code), exc.read()
+
+
+def get_with_repeated_headers(port: int, headers: Sequence[tuple[str, str]], path: str = "/items") -> int:
+    """GET ``path`` on 127.0.0.1:``port`` with ``headers`` sent as given, a name repeated as often as it comes (which
+    ``http.client``'s dict of headers cannot do); the response's status."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.putrequest("GET", path)
+        for name, value in headers:
+            conn.putheader(name, value)
+        conn.endheaders()
+        response = conn.getresponse()
+        response.read()
+        return response.status
+    finally:
+        conn.close()
 
 
 def python_env(**extra: str) -> dict[str, str]:

@@ -6,7 +6,6 @@ new trace)."""
 
 from __future__ import annotations
 
-import http.client
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -22,7 +21,7 @@ from prometheus_client import CollectorRegistry
 
 import aiwatch
 from tests.http.test_http_wsgi_server import serving
-from tests.servers import uvicorn_in_thread, wait_until
+from tests.servers import get_with_repeated_headers, uvicorn_in_thread, wait_until
 
 FIRST_TRACE, FIRST_SPAN = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
 SECOND_TRACE, SECOND_SPAN = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
@@ -73,17 +72,7 @@ def test_the_first_traceparent_wins_and_the_tracestates_and_baggage_add_up(
         registry: CollectorRegistry, provider: TracerProvider, exporter: InMemorySpanExporter, server: Any) -> None:
     seen: list[Any] = []
     with server(registry, provider, seen) as port:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-        try:
-            conn.putrequest("GET", "/items")
-            for name, value in HEADERS:
-                conn.putheader(name, value)
-            conn.endheaders()
-            response = conn.getresponse()
-            response.read()
-            assert response.status == 200
-        finally:
-            conn.close()
+        assert get_with_repeated_headers(port, HEADERS) == 200
         wait_until(lambda: len(server_spans(exporter)) == 1, what="the request's SERVER span ended")
     span = server_spans(exporter)[0]
     assert span.parent is not None

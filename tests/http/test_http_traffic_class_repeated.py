@@ -4,7 +4,6 @@ read the joined ``batch,batch`` as no class at all."""
 
 from __future__ import annotations
 
-import http.client
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -17,7 +16,7 @@ from prometheus_client import CollectorRegistry
 import aiwatch
 from aiwatch.traffic import HEADER
 from tests.http.test_http_wsgi_server import serving
-from tests.servers import uvicorn_in_thread, wait_until
+from tests.servers import get_with_repeated_headers, uvicorn_in_thread, wait_until
 
 # the header's values as sent (one header line each) -> the class the request counts as
 CASES = [
@@ -63,17 +62,7 @@ def counted(registry: CollectorRegistry, traffic_class: str) -> float | None:
 def test_a_repeated_header_names_a_class_only_when_every_value_names_it(
         registry: CollectorRegistry, server: Any, values: list[str], expected: str) -> None:
     with server(registry) as port:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-        try:
-            conn.putrequest("GET", "/items")
-            for value in values:
-                conn.putheader(HEADER, value)
-            conn.endheaders()
-            response = conn.getresponse()
-            response.read()
-            assert response.status == 200
-        finally:
-            conn.close()
+        assert get_with_repeated_headers(port, [(HEADER, value) for value in values]) == 200
         wait_until(lambda: counted(registry, expected) == 1, what=f"the request counted as {expected}")
     other = "realtime" if expected == "batch" else "batch"
     assert counted(registry, other) is None
