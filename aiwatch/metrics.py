@@ -102,6 +102,10 @@ ERROR_COMPONENTS: tuple[str, ...] = (
     "grpc_server", "grpc_server_timing", "grpc_server_trailer", "hook", "instrument", "metrics", "multiprocess",
     "phase", "prediction_log", "queue", "route", "server_timing", "server_timing_header", "tracing",
 )
+#: The components that count a Server-Timing header or trailer cut to its size cap, not a failure: the response went
+#: out and every metric was kept, so AiwatchInstrumentationErrors does not fire on them (an app that opens 40 phases
+#: would cut every response).
+SIZE_CAP_COMPONENTS: tuple[str, ...] = ("grpc_server_trailer", "server_timing_header")
 
 
 CONTRACT: tuple[MetricSpec, ...] = (

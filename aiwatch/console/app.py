@@ -821,10 +821,17 @@ def _per_name(series: list[Series], label: str) -> list[tuple[str, float]]:
 
 def _draw_own_errors(series: list[Series], w: str) -> None:
     from aiwatch.cardinality import OVERFLOW
+    from aiwatch.metrics import SIZE_CAP_COMPONENTS
 
     errors = [s for s in series if "component" in s.labels]
     folded = [s for s in series if "component" not in s.labels]
-    failing, folding = _per_name(errors, "component"), _per_name(folded, "label")
+    counted, folding = _per_name(errors, "component"), _per_name(folded, "label")
+    failing = [(name, rate) for name, rate in counted if name not in SIZE_CAP_COMPONENTS]
+    capped = [(name, rate) for name, rate in counted if name in SIZE_CAP_COMPONENTS]
+    if capped:  # the cap at work, not a failure: as in AiwatchInstrumentationErrors, no warning
+        st.info(f"Server-Timing values cut to their size cap in the last {w}: "
+                + ", ".join(f"{md(name)} {rate:.3g}/s" for name, rate in capped)
+                + ". The responses went out and every metric was kept; callers got fewer phase entries.")
     if failing:
         st.warning(f"aiwatch swallowed errors in the last {w}: "
                    + ", ".join(f"{md(name)} {rate:.3g}/s" for name, rate in failing[:10])

@@ -24,7 +24,9 @@ from prometheus_client.utils import floatToGoString
 
 from aiwatch.drift.promql import JS_RECORD, PSI_RECORD, fleet_js_expr, fleet_psi_expr, live_values_expr
 from aiwatch.gpuseries import POD_LABELS, GpuSeries
+from aiwatch.metrics import SIZE_CAP_COMPONENTS
 from aiwatch.promql import (
+    alternatives,
     by,
     eq,
     histogram_quantile,
@@ -671,7 +673,8 @@ def quality_alerts(cfg: RulesConfig) -> list[Alert]:
 
 def meta_alerts(cfg: RulesConfig) -> list[Alert]:
     m, up = cfg.meta, series(UP, cfg.selectors.targets)
-    errors = increase(INSTRUMENTATION_ERRORS, m.instrumentation_window, cfg.selectors.instrumentation)
+    errors = increase(INSTRUMENTATION_ERRORS, m.instrumentation_window,
+                      not_matches("component", alternatives(SIZE_CAP_COMPONENTS)), cfg.selectors.instrumentation)
     log_scope = _scope(cfg, "job", "instance", "log")
     unstored, handled = (by("sum", log_scope, increase(PREDICTION_LOG_RECORDS, m.prediction_log_window,
                                                     one_of("result", results), cfg.selectors.prediction_log))
@@ -683,7 +686,8 @@ def meta_alerts(cfg: RulesConfig) -> list[Alert]:
               f"aiwatch's {{{{ $labels.component }}}} component on {{{{ $labels.instance }}}} failed "
               f"{{{{ $value | printf \"%.0f\" }}}} time(s) in the last {m.instrumentation_window}. Requests were "
               "served, but the metrics of that component are incomplete: the app's logs carry the first error of "
-              "each burst."),
+              "each burst. (Server-Timing headers and trailers cut to their size cap are counted under "
+              f"{', '.join(SIZE_CAP_COMPONENTS)} and do not fire this.)"),
         Alert("AiwatchPredictionLogLosingRecords",
               f"(\n  {unstored}\n/\n  {handled}\n) > {number(m.prediction_log_loss_max)}\n",
               m.prediction_log_for, "warning",

@@ -157,6 +157,17 @@ def test_errors_that_stopped_are_drawn_under_an_all_clear() -> None:
     assert any("drift errors" in c.proto.spec for c in at.get("vega_lite_chart"))
 
 
+def test_server_timing_cut_to_its_cap_is_told_apart_from_a_failure() -> None:
+    # the cap at work (every response of an app with 40 phases) is not a failure: an info line, the all-clear stays
+    src = fed({("component", "server_timing_header"): 0, ("component", "grpc_server_trailer"): 0},
+              {("component", "server_timing_header"): 5, ("component", "grpc_server_trailer"): 2})
+    at = run_view(src, "Alerts")
+    assert not at.warning
+    assert texts(at.success) == [f"{ALL_CLEAR}."]
+    (capped,) = [t for t in texts(at.info) if t.startswith("Server-Timing values cut to their size cap")]
+    assert "server_timing_header 5/s" in capped and "grpc_server_trailer 2/s" in capped
+
+
 def test_replicas_are_told_apart_by_instance() -> None:
     urls = ("http://10.0.0.1:8000/metrics", "http://10.0.0.2:8000/metrics")
     src = fed({("component", "tracing"): 0, ("label", "peer"): 0}, {("component", "tracing"): 3, ("label", "peer"): 2},
