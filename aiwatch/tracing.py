@@ -164,20 +164,25 @@ def iterate_in_context(items: Iterable[T], ctx: Any, metrics: Metrics | None) ->
 TRACEPARENT = "traceparent"
 TRACESTATE = "tracestate"
 BAGGAGE = "baggage"
+#: the fields of which only the first a request repeats is read (:func:`extract_context`)
+_FIRST_WINS = (TRACEPARENT, BAGGAGE)
 
 
 def extract_context(carrier: dict[str, str]) -> Any:
     """The parent context from W3C ``traceparent``/``tracestate`` (and ``baggage``) in ``carrier`` (field name ->
     value). A request that repeats a field is read as OpenTelemetry's propagators read one: the first ``traceparent``
-    wins, and repeated ``tracestate`` and ``baggage`` fields are one list, joined in order with ``,`` (RFC 9110
-    5.3): the integrations build ``carrier`` so (:func:`add_repeated`, :func:`first_traceparent`)."""
+    wins, repeated ``tracestate`` fields are one list, joined in order with ``,`` (RFC 9110 5.3), and the first
+    ``baggage`` wins (OpenTelemetry's W3C baggage propagator reads only the first, and drops all baggage past 8192
+    bytes, so joining two could lose what the first alone keeps): the integrations build ``carrier`` so
+    (:func:`add_repeated`, :func:`first_traceparent`). A WSGI server joins repeated headers itself, so behind one the
+    ``baggage`` values arrive joined."""
     return extract(carrier)
 
 
 def add_repeated(carrier: dict[str, str], name: str, value: str, found: str) -> None:
     """``carrier`` given the field ``name: value`` of a request that had ``name: found`` already: a ``traceparent``
-    after the first is left out; any other field (``tracestate``, ``baggage``) is joined to the earlier values."""
-    if name != TRACEPARENT:
+    or ``baggage`` after the first is left out; any other field (``tracestate``) is joined to the earlier values."""
+    if name not in _FIRST_WINS:
         carrier[name] = f"{found},{value}"
 
 

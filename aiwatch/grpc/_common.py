@@ -7,10 +7,8 @@ from typing import Any
 
 import grpc
 
-from aiwatch.tracing import BAGGAGE, TRACESTATE
+from aiwatch.tracing import TRACESTATE
 
-#: the trace-context keys whose repeated values are one list (:func:`metadata_dict`)
-_JOINED = (TRACESTATE, BAGGAGE)
 _NAMES: dict[Any, str] = {}
 _VALUES: dict[str, int] = {}
 for _code in grpc.StatusCode:
@@ -49,8 +47,8 @@ def metadata_value(metadata: Iterable[Any] | None, key: str) -> str | None:
 
 def metadata_dict(metadata: Iterable[Any] | None) -> dict[str, str]:
     """Text metadata as a dict (binary ``-bin`` entries skipped), for trace-context extraction: a repeated key read as
-    OpenTelemetry reads a repeated field (:func:`aiwatch.tracing.extract_context`: the first ``traceparent``,
-    ``tracestate`` and ``baggage`` joined in order; the first value of any other key)."""
+    OpenTelemetry reads a repeated field (:func:`aiwatch.tracing.extract_context`): the first ``traceparent``;
+    ``tracestate`` joined in order; the first ``baggage``; the first value of any other key."""
     out: dict[str, str] = {}
     for item in metadata or ():
         k, v = item[0], item[1]
@@ -58,6 +56,6 @@ def metadata_dict(metadata: Iterable[Any] | None) -> dict[str, str]:
             found = out.get(k)
             if found is None:
                 out[k] = v
-            elif k in _JOINED:
+            elif k == TRACESTATE:
                 out[k] = f"{found},{v}"
     return out
