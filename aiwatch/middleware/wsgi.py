@@ -152,7 +152,10 @@ class AiwatchWSGIMiddleware:
                 try:
                     value, cut = tl.server_timing()
                     headers = [*headers, (_SERVER_TIMING, value)]
-                    if cut is not None:
+                    # a second start_response (with exc_info, PEP 3333) replaces the headers: the one response's
+                    # cut is counted once
+                    if cut is not None and not request.cut_counted:
+                        request.cut_counted = True
                         record_error(HEADER_COMPONENT, ValueError(f"Server-Timing header {cut}"), self.metrics)
                 except Exception as exc:
                     record_error("server_timing", exc, self.metrics)
@@ -233,8 +236,8 @@ class AiwatchWSGIMiddleware:
 class _Request:
     """One request's state: lives as long as its response body, never on the middleware."""
 
-    __slots__ = ("chunks", "code", "context", "environ", "finished", "method", "middleware", "received", "sent",
-                 "status", "tl")
+    __slots__ = ("chunks", "code", "context", "cut_counted", "environ", "finished", "method", "middleware",
+                 "received", "sent", "status", "tl")
 
     def __init__(self, middleware: AiwatchWSGIMiddleware, environ: Environ, tl: RequestTimeline,
                  method: str) -> None:
@@ -246,6 +249,8 @@ class _Request:
         #: the status line's code as the app sent it ("" until start_response), for the span
         self.code = ""
         self.finished = False
+        #: whether the response's Server-Timing cut has been counted (once however often start_response is called)
+        self.cut_counted = False
         #: request and response body bytes (``None``: payload sizes are off)
         self.received: int | None = None
         self.sent: int | None = None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -181,3 +182,31 @@ def test_any_phases_and_service_name_give_a_header_within_the_cap_that_parses(
         else:  # left out only when it would not fit
             assert len(header) + len(f"{name};dur={seconds * 1000.0:.3f}, ") > MAX_LENGTH
     assert cut_count(registry) == (1 if len(sent) < len(phases) else 0)
+
+
+def test_a_second_start_response_with_exc_info_counts_the_cut_once(registry: CollectorRegistry) -> None:
+    """PEP 3333 lets an app call ``start_response`` again with ``exc_info`` before the body is sent, to answer an
+    error instead: the header is built again for the new headers, but it is one response, its cut counted once
+    (before: twice)."""
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        open_phases("/many")
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        try:
+            raise RuntimeError("render failed after start_response")
+        except RuntimeError:
+            start_response("500 Internal Server Error", [("Content-Type", "text/plain"), ("Content-Length", "5")],
+                           sys.exc_info())
+        return [b"error"]
+
+    with serving(aiwatch.instrument(app, registry=registry, service="svc")) as conn:
+        conn.request("GET", "/many")
+        response = conn.getresponse()
+        assert (response.status, response.read()) == (500, b"error")
+        header = response.getheader("server-timing")
+    assert header is not None
+    check_many(header)
+    wait_until(lambda: registry.get_sample_value(
+        "aiwatch_request_duration_seconds_count",
+        {"service": "svc", "route": "__unmatched__", "method": "GET", "status": "500",
+         "traffic_class": "realtime"}) == 1, what="the request recorded")
+    assert cut_count(registry) == 1
