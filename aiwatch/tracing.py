@@ -160,12 +160,8 @@ def iterate_in_context(items: Iterable[T], ctx: Any, metrics: Metrics | None) ->
         yield item
 
 
-#: the W3C trace context's request fields
-TRACEPARENT = "traceparent"
+#: the W3C trace context's one field whose repeats are joined (:func:`add_repeated`)
 TRACESTATE = "tracestate"
-BAGGAGE = "baggage"
-#: the fields of which only the first a request repeats is read (:func:`extract_context`)
-_FIRST_WINS = (TRACEPARENT, BAGGAGE)
 
 
 def extract_context(carrier: dict[str, str]) -> Any:
@@ -180,9 +176,9 @@ def extract_context(carrier: dict[str, str]) -> Any:
 
 
 def add_repeated(carrier: dict[str, str], name: str, value: str, found: str) -> None:
-    """``carrier`` given the field ``name: value`` of a request that had ``name: found`` already: a ``traceparent``
-    or ``baggage`` after the first is left out; any other field (``tracestate``) is joined to the earlier values."""
-    if name not in _FIRST_WINS:
+    """``carrier`` given the field ``name: value`` of a request that had ``name: found`` already: a ``tracestate`` is
+    joined to the earlier values; any other field (``traceparent``, ``baggage``) after the first is left out."""
+    if name == TRACESTATE:
         carrier[name] = f"{found},{value}"
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import grpc
 
-from aiwatch.tracing import TRACESTATE
+from aiwatch.tracing import add_repeated
 
 _NAMES: dict[Any, str] = {}
 _VALUES: dict[str, int] = {}
@@ -56,6 +56,6 @@ def metadata_dict(metadata: Iterable[Any] | None) -> dict[str, str]:
             found = out.get(k)
             if found is None:
                 out[k] = v
-            elif k == TRACESTATE:
-                out[k] = f"{found},{v}"
+            else:
+                add_repeated(out, k, v, found)
     return out
