@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 from opentelemetry.semconv._incubating.attributes import rpc_attributes
+from opentelemetry.trace import Status, StatusCode
 
 from aiwatch import semconv
 from aiwatch.exclusion import ExcludedUrls, asgi_url, wsgi_url
@@ -79,6 +80,7 @@ class _RecordingSpan:
     def __init__(self) -> None:
         self.name = "GET"
         self.attributes: dict[str, object] = {}
+        self.status: Status | None = None
 
     def set_attributes(self, attributes: dict[str, object]) -> None:
         self.attributes.update(attributes)
@@ -89,11 +91,30 @@ class _RecordingSpan:
     def update_name(self, name: str) -> None:
         self.name = name
 
+    def set_status(self, status: Status) -> None:
+        self.status = status
 
-def test_a_server_span_keeps_its_route_and_name_when_the_status_is_no_number() -> None:
-    # a server that passed a str status: the >= 500 check raised before the route, status and name were set
+
+def test_a_str_status_is_read_as_its_number_as_opentelemetry_reads_it() -> None:
+    # a server that passed a str status: the >= 500 check raised, and the span had no error.type nor ERROR status
     span = _RecordingSpan()
-    with pytest.raises(TypeError):
-        semconv.end_http_server_span(span, True, "GET", "/items/{id}", "503", None)  # type: ignore[arg-type]
+    semconv.end_http_server_span(span, True, "GET", "/items/{id}", "503", None)  # type: ignore[arg-type]
     assert span.name == "GET /items/{id}"
-    assert span.attributes == {"http.route": "/items/{id}", "http.response.status_code": "503"}
+    assert span.attributes == {"http.route": "/items/{id}", "http.response.status_code": 503, "error.type": "503"}
+    assert span.status is not None and span.status.status_code is StatusCode.ERROR
+
+
+@pytest.mark.parametrize("status", ["teapot", [503], "5e2"])
+def test_a_status_that_is_no_number_is_the_spans_error_type(status: object) -> None:
+    span = _RecordingSpan()
+    semconv.end_http_server_span(span, True, "GET", "/items/{id}", status, None)  # type: ignore[arg-type]
+    assert span.attributes == {"http.route": "/items/{id}", "error.type": str(status)}
+    assert span.status is not None and span.status.status_code is StatusCode.ERROR
+    assert span.status.description == f"Non-integer HTTP status: {status}"
+
+
+def test_a_str_status_below_500_is_no_error() -> None:
+    span = _RecordingSpan()
+    semconv.end_http_server_span(span, True, "GET", "/", "204", None)  # type: ignore[arg-type]
+    assert span.attributes == {"http.route": "/", "http.response.status_code": 204}
+    assert span.status is None
