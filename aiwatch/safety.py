@@ -63,8 +63,7 @@ def set_burst_seconds(seconds: float) -> None:
     _burst.burst_seconds = seconds
 
 
-def record_error(component: str, exc: BaseException, metrics: Metrics | None = None) -> None:
-    """Count and (rate-limited) log a failure inside aiwatch. Never raises."""
+def _count(component: str, metrics: Metrics | None) -> None:
     try:
         if metrics is None:
             from aiwatch.metrics import default_metrics
@@ -73,6 +72,19 @@ def record_error(component: str, exc: BaseException, metrics: Metrics | None = N
         metrics.child(metrics.instrumentation_errors, (component,)).inc()
     except Exception:  # the counter itself failed: logging is all that is left
         pass
+
+
+def record_cut(component: str, what: str, metrics: Metrics | None = None) -> None:
+    """Count and (rate-limited) log a size cap at work: a header or trailer sent shorter than it would have been
+    (``component`` one of :data:`aiwatch.metrics.SIZE_CAP_COMPONENTS`, which no alert reads as a failure). Counted
+    in the same counter as a failure; logged as what was left out, not as a failure. Never raises."""
+    _count(component, metrics)
+    warn_rate_limited(component, "aiwatch: %s capped: %s (the rest was sent)", component, what)
+
+
+def record_error(component: str, exc: BaseException, metrics: Metrics | None = None) -> None:
+    """Count and (rate-limited) log a failure inside aiwatch. Never raises."""
+    _count(component, metrics)
     try:
         log_now, suppressed = _burst.should_log(component)
         if log_now:

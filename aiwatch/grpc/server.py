@@ -59,7 +59,7 @@ from aiwatch.grpc.serialization import MessageTimer, ended, take_pending, take_s
 from aiwatch.metrics import Metrics
 from aiwatch.middleware._common import UNMATCHED_ROUTE
 from aiwatch.recording import resolve_recorder
-from aiwatch.safety import record_error
+from aiwatch.safety import record_cut, record_error
 from aiwatch.semconv import end_grpc_span, grpc_span_start, rpc_conventions
 from aiwatch.servertiming import ATTEMPT, HEADER, MAX_LENGTH, timing_tail
 from aiwatch.streaming import ChunkTimer
@@ -515,12 +515,12 @@ def _with_timing(pairs: tuple[Any, ...], timing: tuple[str, str | None], metrics
     for key, item in pairs:
         size += len(key) + len(item) + 32
     if size > MAX_TRAILING:
-        record_error(TRAILER_COMPONENT, ValueError(
-            f"server-timing trailer left out: the trailing metadata would be {size} bytes, over {MAX_TRAILING}"),
-            metrics)
+        record_cut(TRAILER_COMPONENT,
+                   f"server-timing trailer left out: the trailing metadata would be {size} bytes, over {MAX_TRAILING}",
+                   metrics)
         return None
     if cut is not None:
-        record_error(TRAILER_COMPONENT, ValueError(cut), metrics)
+        record_cut(TRAILER_COMPONENT, cut, metrics)
     return (*pairs, (HEADER, value))
 
 

@@ -45,7 +45,7 @@ from aiwatch.middleware._common import (
     begin_on_new_span,
 )
 from aiwatch.recording import resolve_recorder
-from aiwatch.safety import call_hook, record_error, resolve_route, sync_hook
+from aiwatch.safety import call_hook, record_cut, record_error, resolve_route, sync_hook
 from aiwatch.semconv import end_http_server_span, http_server_attributes, record_http_server_error
 from aiwatch.servertiming import HEADER
 from aiwatch.streaming import ChunkTimer
@@ -264,7 +264,7 @@ class AiwatchMiddleware:
                         headers = message.get("headers")
                         message["headers"] = [*headers, entry] if headers else [entry]
                         if cut is not None:
-                            record_error(HEADER_COMPONENT, ValueError(f"Server-Timing header {cut}"), self.metrics)
+                            record_cut(HEADER_COMPONENT, f"Server-Timing header {cut}", self.metrics)
                     except Exception as exc:
                         record_error("server_timing", exc, self.metrics)
             elif kind == "http.response.body":

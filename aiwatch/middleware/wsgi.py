@@ -46,7 +46,7 @@ from aiwatch.middleware._common import (
     begin_on_new_span,
 )
 from aiwatch.recording import resolve_recorder
-from aiwatch.safety import call_hook, record_error, resolve_route, sync_hook
+from aiwatch.safety import call_hook, record_cut, record_error, resolve_route, sync_hook
 from aiwatch.semconv import end_http_server_span, http_server_attributes
 from aiwatch.servertiming import HEADER
 from aiwatch.streaming import ChunkTimer
@@ -156,7 +156,7 @@ class AiwatchWSGIMiddleware:
                     # cut is counted once
                     if cut is not None and not request.cut_counted:
                         request.cut_counted = True
-                        record_error(HEADER_COMPONENT, ValueError(f"Server-Timing header {cut}"), self.metrics)
+                        record_cut(HEADER_COMPONENT, f"Server-Timing header {cut}", self.metrics)
                 except Exception as exc:
                     record_error("server_timing", exc, self.metrics)
             write = start_response(status, headers, exc_info)

@@ -487,7 +487,8 @@ class _ManyPhases(InferenceServicer):
         return pb.PredictReply()
 
 
-def test_the_trailer_is_cut_to_its_cap_and_left_out_when_the_metadata_would_be_too_big(metrics: Metrics) -> None:
+def test_the_trailer_is_cut_to_its_cap_and_left_out_when_the_metadata_would_be_too_big(
+        metrics: Metrics, caplog: pytest.LogCaptureFixture) -> None:
     """Phase entries are left out past 1 KiB (overhead and total kept), and the trailer is left out when the
     servicer's own trailing metadata and it would pass 8 KiB: either pushed the call over the client's metadata limit
     (RESOURCE_EXHAUSTED) while the server recorded OK. Each trailer is counted once."""
@@ -500,6 +501,11 @@ def test_the_trailer_is_cut_to_its_cap_and_left_out_when_the_metadata_would_be_t
         assert {"overhead", "total", "step00_" + "x" * 40} <= set(timing)
         assert "step39_" + "x" * 40 not in timing
         assert value(metrics.registry, "aiwatch_instrumentation_errors_total", component=TRAILER_COMPONENT) == 1
+        logged = [r.getMessage() for r in caplog.records if "grpc_server_trailer" in r.getMessage()]
+        # a cut is the cap at work: logged as what was left out, not as a failure
+        assert len(logged) == 1
+        assert logged[0].startswith("aiwatch: grpc_server_trailer capped: server-timing trailer over "), logged
+        assert logged[0].endswith("phase entries left out (the rest was sent)"), logged
 
         _, call = stub.Predict.with_call(req(model="big"))
         trailing = dict(call.trailing_metadata())
