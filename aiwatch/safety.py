@@ -77,9 +77,10 @@ def _count(component: str, metrics: Metrics | None) -> None:
 def record_cut(component: str, what: str, metrics: Metrics | None = None) -> None:
     """Count and (rate-limited) log a size cap at work: a header or trailer sent shorter than it would have been
     (``component`` one of :data:`aiwatch.metrics.SIZE_CAP_COMPONENTS`, which no alert reads as a failure). Counted
-    in the same counter as a failure; logged as what was left out, not as a failure. Never raises."""
+    in the same counter as a failure; logged as ``what`` (what was left out, and what was sent), not as a failure.
+    Never raises."""
     _count(component, metrics)
-    warn_rate_limited(component, "aiwatch: %s capped: %s (the rest was sent)", component, what)
+    warn_rate_limited(component, "aiwatch: %s capped: %s", component, what)
 
 
 def record_error(component: str, exc: BaseException, metrics: Metrics | None = None) -> None:

@@ -121,9 +121,10 @@ def end_http_server_span(span: Any, owned: bool, method: str, route: str | None,
             span.set_attribute(HTTP_ROUTE, route)
             span.update_name(http_span_name(method, route))
         return
-    not_a_number = None
-    if status_code is not None and status_code.__class__ is not int:  # ASGI wants an int; a server may pass "503"
-        status_code, not_a_number = http_status(status_code)
+    text = None  # a status that is no int: its own text, for error.type
+    # ASGI wants an int; a server may pass "503". A negative one is no status, as OpenTelemetry reads it
+    if status_code is not None and (status_code.__class__ is not int or status_code < 0):
+        status_code, text = http_status(status_code)
     # one set_attributes() (the SDK's set_attribute() is a set_attributes() of one, each taking the span's lock)
     attributes: dict[str, Any] = {}
     if route:
@@ -136,22 +137,28 @@ def end_http_server_span(span: Any, owned: bool, method: str, route: str | None,
         span.update_name(http_span_name(method, route))
     if error is not None:
         record_http_server_error(span, error)
-    elif not_a_number is not None:
-        span.set_attribute(ERROR_TYPE, not_a_number)
-        span.set_status(Status(StatusCode.ERROR, "Non-integer HTTP status: " + not_a_number))
-    elif status_code is not None and status_code >= 500:
-        span.set_attribute(ERROR_TYPE, str(status_code))
+    elif status_code is None:
+        if text is not None:
+            span.set_attribute(ERROR_TYPE, text)
+            span.set_status(Status(StatusCode.ERROR, "Non-integer HTTP status: " + text))
+    elif status_code >= 500 or status_code < 100:  # OpenTelemetry's http_status_to_status_code for a server span
+        span.set_attribute(ERROR_TYPE, text if text is not None else str(status_code))
         span.set_status(_ERROR)
 
 
-def http_status(value: object) -> tuple[int | None, str | None]:
-    """A response status that is no int, read as OpenTelemetry's ASGI middleware reads it: its ``int()`` when it has
-    one (``"503"`` is 503), else no status code and the value's text, which goes to ``error.type`` with an ERROR
-    status ("Non-integer HTTP status")."""
+def http_status(value: object) -> tuple[int | None, str]:
+    """A response status that is no int, read as OpenTelemetry's ASGI middleware reads it (``set_status_code``): its
+    ``int()`` when it has one of 0 or more (``"503"`` is 503), else no status code; and the value's text (its class
+    name when even that raises), which is ``error.type`` when the status is an error or no number."""
     try:
-        return int(value), None  # type: ignore[call-overload]
-    except (TypeError, ValueError, OverflowError):
-        return None, str(value)
+        text = str(value)
+    except Exception:
+        text = type(value).__qualname__
+    try:
+        number = int(value)  # type: ignore[call-overload]
+    except Exception:
+        return None, text
+    return (number if number >= 0 else None), text
 
 
 def record_http_server_error(span: Any, error: BaseException) -> None:

@@ -113,6 +113,31 @@ def test_a_status_that_is_no_number_is_the_spans_error_type(status: object) -> N
     assert span.status.description == f"Non-integer HTTP status: {status}"
 
 
+class _Raising:
+    def __int__(self) -> int:
+        raise RuntimeError("__int__ broke")
+
+    def __str__(self) -> str:
+        raise RuntimeError("__str__ broke")
+
+
+def test_a_status_whose_int_and_str_raise_leaves_the_route_and_name_and_is_the_error_type() -> None:
+    span = _RecordingSpan()
+    semconv.end_http_server_span(span, True, "GET", "/items/{id}", _Raising(), None)  # type: ignore[arg-type]
+    assert span.name == "GET /items/{id}"
+    assert span.attributes == {"http.route": "/items/{id}", "error.type": "_Raising"}
+    assert span.status is not None and span.status.status_code is StatusCode.ERROR
+
+
+@pytest.mark.parametrize("status", [42, 0, 99, 600])
+def test_an_int_status_outside_100_to_599_is_an_error_below_100_and_from_500(status: int) -> None:
+    # OpenTelemetry's http_status_to_status_code for a server span: ERROR below 100 and from 500, else unset
+    span = _RecordingSpan()
+    semconv.end_http_server_span(span, True, "GET", "/", status, None)
+    assert span.attributes == {"http.route": "/", "http.response.status_code": status, "error.type": str(status)}
+    assert span.status is not None and span.status.status_code is StatusCode.ERROR
+
+
 def test_a_str_status_below_500_is_no_error() -> None:
     span = _RecordingSpan()
     semconv.end_http_server_span(span, True, "GET", "/", "204", None)  # type: ignore[arg-type]

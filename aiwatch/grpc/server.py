@@ -516,11 +516,12 @@ def _with_timing(pairs: tuple[Any, ...], timing: tuple[str, str | None], metrics
         size += len(key) + len(item) + 32
     if size > MAX_TRAILING:
         record_cut(TRAILER_COMPONENT,
-                   f"server-timing trailer left out: the trailing metadata would be {size} bytes, over {MAX_TRAILING}",
+                   f"server-timing trailer left out: the trailing metadata would be {size} bytes, over {MAX_TRAILING} "
+                   "(the servicer's own trailing metadata was sent)",
                    metrics)
         return None
     if cut is not None:
-        record_cut(TRAILER_COMPONENT, cut, metrics)
+        record_cut(TRAILER_COMPONENT, f"{cut} (the rest was sent)", metrics)
     return (*pairs, (HEADER, value))
 
 

@@ -253,7 +253,11 @@ class AiwatchMiddleware:
             if kind == "http.response.start":
                 code = message.get("status", 500)
                 response_headers = message.get("headers")
-                status = _STATUS.get(code) or str(code)
+                try:
+                    status = _STATUS.get(code) or str(code)
+                except Exception as exc:  # a status that is unhashable or has no text: no server sends it
+                    status = "500"
+                    record_error("metrics", exc, self.metrics)
                 if tl.span is not None and not tl.owns_span:  # its owner may end it with the last body chunk
                     self._describe(tl, method, self._route(scope, root_path), code, None)
                 if add_timing:
@@ -264,7 +268,8 @@ class AiwatchMiddleware:
                         headers = message.get("headers")
                         message["headers"] = [*headers, entry] if headers else [entry]
                         if cut is not None:
-                            record_cut(HEADER_COMPONENT, f"Server-Timing header {cut}", self.metrics)
+                            record_cut(HEADER_COMPONENT, f"Server-Timing header {cut} (the rest was sent)",
+                                       self.metrics)
                     except Exception as exc:
                         record_error("server_timing", exc, self.metrics)
             elif kind == "http.response.body":

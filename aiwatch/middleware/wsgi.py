@@ -156,7 +156,7 @@ class AiwatchWSGIMiddleware:
                     # cut is counted once
                     if cut is not None and not request.cut_counted:
                         request.cut_counted = True
-                        record_cut(HEADER_COMPONENT, f"Server-Timing header {cut}", self.metrics)
+                        record_cut(HEADER_COMPONENT, f"Server-Timing header {cut} (the rest was sent)", self.metrics)
                 except Exception as exc:
                     record_error("server_timing", exc, self.metrics)
             write = start_response(status, headers, exc_info)

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 import aiwatch
+from aiwatch import safety
 from aiwatch.grpc import grpc_server_interceptor
 from aiwatch.grpc.server import (
     DEADLINE_MARGIN_FLOOR_SECONDS,
@@ -492,6 +493,7 @@ def test_the_trailer_is_cut_to_its_cap_and_left_out_when_the_metadata_would_be_t
     """Phase entries are left out past 1 KiB (overhead and total kept), and the trailer is left out when the
     servicer's own trailing metadata and it would pass 8 KiB: either pushed the call over the client's metadata limit
     (RESOURCE_EXHAUSTED) while the server recorded OK. Each trailer is counted once."""
+    safety.set_burst_seconds(0)  # both logged (this test's burst log is its own: conftest)
     with sync_server([grpc_server_interceptor(service="infer", metrics=metrics)], _ManyPhases()) as target, \
             stub_for(target) as stub:
         _, call = stub.Predict.with_call(req())
@@ -511,6 +513,10 @@ def test_the_trailer_is_cut_to_its_cap_and_left_out_when_the_metadata_would_be_t
         trailing = dict(call.trailing_metadata())
         assert "server-timing" not in trailing
         assert len(trailing["debug-info"]) == 8000
+    logged = [r.getMessage() for r in caplog.records if "grpc_server_trailer" in r.getMessage()]
+    assert len(logged) == 2 and logged[1].startswith(
+        "aiwatch: grpc_server_trailer capped: server-timing trailer left out: the trailing metadata would be "), logged
+    assert logged[1].endswith("(the servicer's own trailing metadata was sent)"), logged
     # once per trailer: the second one was cut and then left out, counted once (it counted twice)
     assert value(metrics.registry, "aiwatch_instrumentation_errors_total", component=TRAILER_COMPONENT) == 2
     assert value(metrics.registry, "aiwatch_instrumentation_errors_total", component="grpc_server") == 0

@@ -23,6 +23,7 @@ import aiwatch.client
 import aiwatch.tracing
 from aiwatch import safety
 from aiwatch.metrics import Metrics
+from aiwatch.middleware.asgi import AiwatchMiddleware
 from tests.http.asgi_driver import call
 from tests.http.peer import peer
 
@@ -262,3 +263,37 @@ def test_a_hook_that_returns_an_awaitable_is_counted(kind: str, metrics: Metrics
     # coroutine is closed (no 'never awaited' warning) and counted as the hook's failure
     check_unaltered_and_counted(build(kind, metrics, on_request_end=lambda *args: _async_hook()), registry, "hook",
                                 caplog)
+
+
+class _NoText:
+    def __str__(self) -> str:
+        raise RuntimeError("__str__ broke")
+
+
+@pytest.mark.parametrize("status", [[503], _NoText()], ids=["unhashable", "no_text"])
+def test_a_status_the_metrics_cannot_label_is_counted_and_passed_to_the_server(
+        status: object, metrics: Metrics, registry: CollectorRegistry) -> None:
+    # the status label was made outside any guard: aiwatch raised into the app's send() (no server sends such a
+    # status, but the error is the server's to give, with the message the app sent)
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": status, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    sent: list[dict[str, Any]] = []
+
+    async def server_send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
+             "path": "/", "raw_path": b"/", "query_string": b"", "root_path": "", "headers": []}
+    middleware = AiwatchMiddleware(app, metrics=metrics, service="svc", server_timing=False)
+    asyncio.run(middleware(scope, receive, server_send))
+    assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]
+    assert sent[0]["status"] is status
+    assert errors(registry, "metrics") == 1
+    assert registry.get_sample_value("aiwatch_request_duration_seconds_count", {
+        "service": "svc", "route": "__unmatched__", "method": "GET", "status": "500",
+        "traffic_class": "realtime"}) == 1

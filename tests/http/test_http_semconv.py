@@ -30,6 +30,7 @@ from starlette.routing import Route
 
 import aiwatch
 import aiwatch.client
+from aiwatch import semconv
 from aiwatch.middleware.asgi import AiwatchMiddleware
 from aiwatch.middleware.wsgi import AiwatchWSGIMiddleware
 from tests.http.asgi_driver import call
@@ -523,3 +524,42 @@ def test_a_bad_excluded_urls_regex_is_an_error_naming_its_variable(monkeypatch: 
 def test_a_bad_excluded_urls_argument_is_an_error_naming_it(middleware: Any) -> None:
     with pytest.raises(ValueError, match=r"^excluded_urls: '\(' is not a valid regular expression"):
         middleware(lambda *args: None, registry=CollectorRegistry(), excluded_urls="(")
+
+
+class _StatusSpan:
+    """What both OpenTelemetry's ``set_status_code`` and aiwatch's ``end_http_server_span`` set on a span."""
+
+    def __init__(self) -> None:
+        self.attributes: dict[str, object] = {}
+        self.status: Any = None
+
+    def is_recording(self) -> bool:
+        return True
+
+    def set_attribute(self, key: str, value: object) -> None:
+        self.attributes[key] = value
+
+    def set_attributes(self, attributes: dict[str, object]) -> None:
+        self.attributes.update(attributes)
+
+    def set_status(self, status: Any) -> None:
+        self.status = status
+
+    def update_name(self, name: str) -> None:
+        pass
+
+    def seen(self) -> tuple[object, object, object]:
+        code = self.status.status_code if self.status is not None else StatusCode.UNSET
+        return (self.attributes.get("http.response.status_code"), self.attributes.get("error.type"), code)
+
+
+@pytest.mark.parametrize("status", ["503", "5e2", "teapot", "-1", True, "42", 42, "0", 503.0, " 503 ", b"503", 204,
+                                    "204", 404, 500, 599, 600, -3, 503.7])
+def test_a_status_is_read_as_opentelemetrys_asgi_middleware_reads_it(status: object) -> None:
+    from opentelemetry.instrumentation._semconv import _StabilityMode
+    from opentelemetry.instrumentation.asgi import set_status_code
+
+    theirs, ours = _StatusSpan(), _StatusSpan()
+    set_status_code(theirs, status, sem_conv_opt_in_mode=_StabilityMode.HTTP)
+    semconv.end_http_server_span(ours, True, "GET", None, status, None)  # type: ignore[arg-type]
+    assert ours.seen() == theirs.seen()
