@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import random
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -141,30 +142,37 @@ class Traffic:
         return self._parsed[at]
 
     def openmetrics(self) -> str:
-        """Every scrape as one OpenMetrics text with timestamps (families grouped, each series' points in time
-        order), the input of ``promtool tsdb create-blocks-from openmetrics``."""
-        types: dict[str, str] = {}
-        points: dict[str, dict[tuple[tuple[str, str], ...], list[tuple[float, float]]]] = {}
-        family_of: dict[str, tuple[str, str]] = {}
-        for t, text in self.scrapes:
-            for line in text.splitlines():
-                if line.startswith("# TYPE "):
-                    _, _, name, kind = line.split()
-                    types[name] = kind
-            for name, series in self.samples(t).items():
-                family = _family(name, types)
-                family_of[name] = family
-                for key, value in series.items():
-                    points.setdefault(name, {}).setdefault(key, []).append((t, value))
-        out: list[str] = []
-        for family, kind in sorted(set(family_of.values())):
-            out.append(f"# TYPE {family} {kind}")
-            for name in sorted(n for n, f in family_of.items() if f == (family, kind)):
-                for key, values in sorted(points[name].items()):
-                    labels = ",".join(f'{k}="{_escape(v)}"' for k, v in key)
-                    for t, value in values:
-                        out.append(f"{name}{{{labels}}} {value!r} {t:.3f}")
-        return "\n".join(out) + "\n# EOF\n"
+        """Every scrape as one OpenMetrics text with timestamps (:func:`openmetrics`)."""
+        return openmetrics(self.scrapes, self.samples)
+
+
+def openmetrics(scrapes: Sequence[tuple[float, str]], parsed: Callable[[float], Samples] | None = None) -> str:
+    """``(time, Prometheus text)`` scrapes as one OpenMetrics text with timestamps (families grouped, each series'
+    points in the scrapes' order: time order), the input of ``promtool tsdb create-blocks-from openmetrics``;
+    ``parsed``: the scrape at a time, parsed (default: each text parsed here; scrapes of several endpoints, their
+    series told apart by their labels, may then share a time)."""
+    types: dict[str, str] = {}
+    points: dict[str, dict[tuple[tuple[str, str], ...], list[tuple[float, float]]]] = {}
+    family_of: dict[str, tuple[str, str]] = {}
+    for t, text in scrapes:
+        for line in text.splitlines():
+            if line.startswith("# TYPE "):
+                _, _, name, kind = line.split()
+                types[name] = kind
+        for name, series in (parsed(t) if parsed else parse_metrics(text)).items():
+            family = _family(name, types)
+            family_of[name] = family
+            for key, value in series.items():
+                points.setdefault(name, {}).setdefault(key, []).append((t, value))
+    out: list[str] = []
+    for family, kind in sorted(set(family_of.values())):
+        out.append(f"# TYPE {family} {kind}")
+        for name in sorted(n for n, f in family_of.items() if f == (family, kind)):
+            for key, values in sorted(points[name].items()):
+                labels = ",".join(f'{k}="{_escape(v)}"' for k, v in key)
+                for t, value in values:
+                    out.append(f"{name}{{{labels}}} {value!r} {t:.3f}")
+    return "\n".join(out) + "\n# EOF\n"
 
 
 def _family(name: str, types: dict[str, str]) -> tuple[str, str]:
