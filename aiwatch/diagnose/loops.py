@@ -41,7 +41,10 @@ was 2-50x low (9% high for a strictly periodic 1 s block), and the old mean wher
 interval. Blocks that come at the interval's period fall in step with the sampler and read too high, as before (less
 so). A window without the watched time (an aiwatch before ``aiwatch_event_loop_sampled_seconds_total``) falls back
 to the mean delay per sample, and the report says so. Several loops under one service (replicas, workers) add up:
-the estimate is their time-weighted mean.
+the estimate is their time-weighted mean. The loops are read per replica (scrape target): where only some replicas
+have the watched time (a rolling upgrade from an older aiwatch), the estimate and the stalled share are those of the
+replicas with it, each one's delay over its own watched time, and the report names the replicas left out
+(:func:`unwatched_notes`); another replica's delay over their watched time would read as stalls that never were.
 
 A network part that rose by the noise floor or more gets this estimate; when it is at least :data:`EXPLAINS_SHARE` of
 the part's rise, the diagnosis says that the loops, not the wire, moved. The part's own number stays as measured.
@@ -53,12 +56,12 @@ server, an older aiwatch), has no delay series, and its side counts as unknown.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from aiwatch.diagnose.split import Part
-from aiwatch.diagnose.window import WindowTotals
+from aiwatch.diagnose.window import Key, WindowTotals
 
 #: The loops explain a network rise when their estimated wait is at least this share of it.
 EXPLAINS_SHARE = 0.5
@@ -102,6 +105,18 @@ class LoopWait:
                 "mean_delay_only": list(self.mean_only)}
 
 
+def _watched(w: WindowTotals, service: str) -> dict[Key, float]:
+    """The watched seconds of each of the service's replicas (the loop reads' labels after ``service``) whose
+    watched time grew in ``w``: those that export it."""
+    return {replica: v for replica, v in w.matching("loop_sampled_seconds", service) if v > 0}
+
+
+def _unwatched(w: WindowTotals, service: str, watched: Collection[Key]) -> int:
+    """How many of the service's replicas took samples in ``w`` but are not in ``watched``."""
+    return sum(1 for (*replica, le), n in w.matching("loop_delay_buckets", service)
+               if le == "+Inf" and n > 0 and tuple(replica) not in watched)
+
+
 def mean_delay(w: WindowTotals, service: str) -> float | None:
     """The mean sampled delay of the service's event loop(s) in ``w``; ``None`` without samples or with a ``_sum``
     that is not a number."""
@@ -112,8 +127,10 @@ def mean_delay(w: WindowTotals, service: str) -> float | None:
 def stalled_share(w: WindowTotals, service: str) -> float | None:
     """The share of the time the service's loop(s) stood still in ``w``: the delays' sum over the time the sampler
     watched (what ``AiwatchEventLoopDelayHigh`` fires on), at most 1; ``None`` without the watched time, or with a
-    ``_sum`` or watched time that is not a number."""
-    watched, delay = w.total("loop_sampled_seconds", service), w.total("loop_delay_seconds", service)
+    ``_sum`` or watched time that is not a number. Only the replicas with the watched time count."""
+    replicas = _watched(w, service)
+    watched = sum(replicas.values())
+    delay = sum(v for replica, v in w.matching("loop_delay_seconds", service) if replica in replicas)
     if not (watched > 0 and math.isfinite(watched) and math.isfinite(delay)):
         return None
     # a stall that began before the window is counted whole by the sample that ends it
@@ -124,10 +141,14 @@ def stalled_share(w: WindowTotals, service: str) -> float | None:
 class WaitEstimate:
     """How long an event arriving at a random time in a window waits for the service's loop(s): ``seconds``;
     ``watched``: estimated from the buckets and the watched time (:func:`expected_wait`), else (no watched time in
-    the window: an older aiwatch) the mean delay per sample, which under-counts stalls longer than the interval."""
+    the window: an older aiwatch) the mean delay per sample, which under-counts stalls longer than the interval;
+    ``left_out``: the replicas with samples but no watched time that a ``watched`` estimate leaves out, of
+    ``replicas`` with samples or watched time."""
 
     seconds: float
     watched: bool
+    left_out: int = 0
+    replicas: int = 0
 
 
 def expected_wait(buckets: Iterable[tuple[float, float]], delay_sum: float, watched: float) -> float | None:
@@ -215,13 +236,19 @@ def _level(buckets: list[tuple[float, float, float]], total: float) -> float:
 
 def wait_estimate(w: WindowTotals, service: str) -> WaitEstimate | None:
     """The service's loops' expected wait in ``w`` (:func:`expected_wait`), or the mean delay per sample where the
-    window has samples but no watched time; ``None`` without samples."""
-    buckets = [(float(le), n) for (le,), n in w.matching("loop_delay_buckets", service)]
-    watched = w.total("loop_sampled_seconds", service)
-    if watched > 0:
-        found = expected_wait(buckets, w.total("loop_delay_seconds", service), watched)
+    window has samples but no watched time; ``None`` without samples. Where only some replicas have the watched
+    time, the estimate is theirs: each replica's delay goes with its own watched time."""
+    replicas = _watched(w, service)
+    if replicas:
+        buckets: dict[float, float] = {}
+        for (*replica, le), n in w.matching("loop_delay_buckets", service):
+            if tuple(replica) in replicas:
+                buckets[float(le)] = buckets.get(float(le), 0.0) + n
+        delay = sum(v for replica, v in w.matching("loop_delay_seconds", service) if replica in replicas)
+        found = expected_wait(buckets.items(), delay, sum(replicas.values()))
         if found is not None:
-            return WaitEstimate(found, True)
+            left_out = _unwatched(w, service, replicas)
+            return WaitEstimate(found, True, left_out, len(replicas) + left_out)
     mean = mean_delay(w, service)
     return None if mean is None else WaitEstimate(mean, False)
 
@@ -237,7 +264,22 @@ def wait_rise(baseline: WindowTotals, incident: WindowTotals, service: str) -> t
 
 def _samples(w: WindowTotals, service: str) -> float:
     """The samples' count: the +Inf bucket's increase (the same series as ``_count``)."""
-    return sum(n for (le,), n in w.matching("loop_delay_buckets", service) if le == "+Inf")
+    return sum(n for (*_, le), n in w.matching("loop_delay_buckets", service) if le == "+Inf")
+
+
+def unwatched_notes(baseline: WindowTotals, incident: WindowTotals) -> list[str]:
+    """A note for each window and service whose loop estimate leaves out replicas without the watched time
+    (:func:`wait_estimate`)."""
+    notes = []
+    for name, w in (("baseline", baseline), ("incident", incident)):
+        for service in sorted({k[0] for k in w.of("loop_delay_seconds")}):
+            found = wait_estimate(w, service)
+            if found is not None and found.left_out:
+                notes.append(f"the {name} window's event loop estimates of {service} (wait, stalled share) leave "
+                             f"out {found.left_out} of its {found.replicas} replicas: they export no "
+                             "aiwatch_event_loop_sampled_seconds_total (an older aiwatch, as in a rolling upgrade); "
+                             "the estimates are those of the replicas that do")
+    return notes
 
 
 def loop_wait(baseline: WindowTotals, incident: WindowTotals, part: Part, per_request: float,

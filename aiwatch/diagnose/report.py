@@ -24,7 +24,7 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiwatch.diagnose.loops import LoopWait, loop_wait, stalled_share, wait_estimate
+from aiwatch.diagnose.loops import LoopWait, loop_wait, stalled_share, unwatched_notes, wait_estimate
 from aiwatch.diagnose.split import Part, mean_seconds, request_split, splittable_in, tail_split
 from aiwatch.diagnose.window import WindowTotals
 
@@ -210,7 +210,7 @@ def diagnose_windows(baseline: WindowTotals, incident: WindowTotals, service: st
     diagnosis = Diagnosis(service, before, after, contributors, floor, _tail(baseline, incident, service,
                                                                                model_phases, splittable),
                           signals(baseline, incident, service), drifted,
-                          notes=restart_notes(baseline, incident))
+                          notes=restart_notes(baseline, incident) + unwatched_notes(baseline, incident))
     return Diagnosis(**{**diagnosis.__dict__, "verdict": verdict(diagnosis)})
 
 
@@ -325,7 +325,7 @@ def signals(baseline: WindowTotals, incident: WindowTotals, service: str) -> lis
                                     ("gpu_memory_used", "GPU memory used", "bytes", "gpu")):
         for key in _keys(baseline, incident, read):
             add(name, {label: key[0]}, unit, baseline.of(read).get(key), incident.of(read).get(key))
-    for (loop,) in _keys(baseline, incident, "loop_delay_seconds"):
+    for loop in sorted({k[0] for w in (baseline, incident) for k in w.of("loop_delay_seconds")}):
         # how long an event arriving at a random time waited for the loop (loops.py), and the share of the time it
         # stood still (what AiwatchEventLoopDelayHigh fires on); without the watched time, the mean delay per sample
         before, after = wait_estimate(baseline, loop), wait_estimate(incident, loop)

@@ -40,6 +40,10 @@ class Read:
     errors_only: bool = False
 
 
+REPLICA = ("job", "instance")
+"""The labels that tell a scrape target (a replica) apart: Prometheus' own; the console's scrape source and merged
+snapshots give each endpoint an ``instance`` (a source without a label reads it as ``""``)."""
+
 READS: tuple[Read, ...] = (
     # the latency split: requests, their phases, and the calls each phase made to other services
     Read("requests", "aiwatch_request_duration_seconds_count", ("service",)),
@@ -60,10 +64,11 @@ READS: tuple[Read, ...] = (
     Read("queue_depth", "aiwatch_queue_depth", ("queue",), "avg"),
     Read("in_flight", "aiwatch_requests_in_flight", ("service",), "avg"),
     # the event loop's delay, from which how long an event arriving at the loop waits (some of a caller's network
-    # time) is estimated: the samples' sum, their buckets (the +Inf bucket is their count) and the wall time watched
-    Read("loop_delay_seconds", "aiwatch_event_loop_delay_seconds_sum", ("service",)),
-    Read("loop_delay_buckets", "aiwatch_event_loop_delay_seconds_bucket", ("service", "le")),
-    Read("loop_sampled_seconds", "aiwatch_event_loop_sampled_seconds_total", ("service",)),
+    # time) is estimated: the samples' sum, their buckets (the +Inf bucket is their count) and the wall time watched,
+    # per replica (REPLICA): a replica of an older aiwatch has no watched time, and its delay is no one else's share
+    Read("loop_delay_seconds", "aiwatch_event_loop_delay_seconds_sum", ("service", *REPLICA)),
+    Read("loop_delay_buckets", "aiwatch_event_loop_delay_seconds_bucket", ("service", *REPLICA, "le")),
+    Read("loop_sampled_seconds", "aiwatch_event_loop_sampled_seconds_total", ("service", *REPLICA)),
     Read("batch_items", "aiwatch_batch_size_sum", ("model",)),
     Read("batches", "aiwatch_batch_size_count", ("model",)),
     Read("cache_lookups", "aiwatch_feature_cache_requests_total", ("cache", "result")),

@@ -5,22 +5,33 @@ from __future__ import annotations
 import bisect
 import itertools
 import json
+import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pytest
 
+from aiwatch.console.scrape import ScrapeSource
 from aiwatch.diagnose import PrometheusWindows, diagnose, diagnose_windows, format_diagnosis, totals_from_snapshots
-from aiwatch.diagnose.loops import EXPLAINS_SHARE, expected_wait, stalled_share, wait_estimate
+from aiwatch.diagnose.loops import EXPLAINS_SHARE, expected_wait, mean_delay, stalled_share, wait_estimate
 from aiwatch.diagnose.report import Diagnosis
 from aiwatch.diagnose.window import WindowTotals
 from aiwatch.metrics import EVENT_LOOP_DELAY_BUCKETS
-from aiwatch.scrape import Samples
+from aiwatch.scrape import Samples, parse_metrics
 from tests.diagnose.backfill import backfilled_prometheus
 from tests.diagnose.loop_stalls import sampled_patterns
 from tests.diagnose.test_sources import scrape_source
-from tests.diagnose.traffic import BASELINE, INCIDENT, History, from_snapshots, history, slower, stall_wait
+from tests.diagnose.traffic import (
+    BASELINE,
+    INCIDENT,
+    History,
+    from_snapshots,
+    history,
+    openmetrics,
+    slower,
+    stall_wait,
+)
 
 MODEL = 0.03
 REQUESTS = 100.0
@@ -340,7 +351,9 @@ def old_mean_rise(h: History) -> float:
 
     def mean(a: float, b: float) -> float:
         w = totals_from_snapshots(s(a), s(b), a, b)
-        return w.total("loop_delay_seconds", "inference") / w.of("loop_delay_buckets")[("inference", "+Inf")]
+        found = mean_delay(w, "inference")
+        assert found is not None
+        return found
 
     return mean(h.incident_start, h.incident_end) - mean(h.start, h.incident_start)
 
@@ -410,3 +423,133 @@ def test_the_estimators_doctests() -> None:
 
     result = doctest.testmod(aiwatch.diagnose.loops)
     assert result.attempted >= 3 and result.failed == 0
+
+
+# --- a mixed fleet: replicas of an older aiwatch, without the watched time, next to new ones (a rolling upgrade) ---
+
+#: each service's replicas that export the watched time and those that do not, every one's loop blocked 1 s after
+#: gaps of 0.9-1.1 s (ONE_SECOND): an arrival waits 250 ms, and the loop stands still 48% of the time
+FLEET = {"inference": (1, 3), "ranker": (2, 0), "legacy": (0, 2)}
+FLEET_SCRAPES, FLEET_STEP = 20, 15.0
+
+
+def scaled(reads: Mapping[str, Any], k: float) -> dict[str, Any]:
+    """:func:`loop_reads` answers ``k`` times over (the estimate and the stalled share stay the same)."""
+    return {key: {le: n * k for le, n in value.items()} if key == "buckets" else value * k
+            for key, value in reads.items()}
+
+
+def loop_exposition(service: str, instance: str, reads: Mapping[str, Any]) -> str:
+    """One replica's ``/metrics`` holding its loop's :func:`loop_reads` (the watched time only where they have it)."""
+    labels = f'instance="{instance}",job="{service}",service="{service}"'
+    lines = ["# TYPE aiwatch_event_loop_delay_seconds histogram"]
+    lines += [f'aiwatch_event_loop_delay_seconds_bucket{{{labels},le="{le}"}} {n!r}'
+              for le, n in reads["buckets"].items()]
+    lines += [f"aiwatch_event_loop_delay_seconds_sum{{{labels}}} {reads['sum']!r}",
+              f"aiwatch_event_loop_delay_seconds_count{{{labels}}} {reads['count']!r}"]
+    if "watched" in reads:
+        lines += ["# TYPE aiwatch_event_loop_sampled_seconds_total counter",
+                  f"aiwatch_event_loop_sampled_seconds_total{{{labels}}} {reads['watched']!r}"]
+    return "\n".join(lines) + "\n"
+
+
+def fleet_scrapes(start: float, restarted: float = 0.0) -> dict[str, list[tuple[float, str]]]:
+    """Each :data:`FLEET` replica's ``(time, /metrics)`` scrapes, by ``instance``, from ``start`` every FLEET_STEP
+    seconds for FLEET_SCRAPES intervals, over which each grew by ONE_SECOND's reads in equal steps. ``restarted``:
+    inference's new replica restarted after the first scrape, which held its old process' prompt samples over
+    ``restarted`` watched seconds: when that is a little less than a later scrape's, the histogram went down there
+    and the watched time did not, and only the restart handling of both together counts them right."""
+    one = simulated(ONE_SECOND)
+    out: dict[str, list[tuple[float, str]]] = {}
+    for service, (new, old) in FLEET.items():
+        for n in range(new + old):
+            instance, scrapes = f"{service}-{n}.test:8000", []
+            for i in range(FLEET_SCRAPES + 1):
+                reads = scaled(one, 1 + i / FLEET_SCRAPES)
+                if restarted and (service, n) == ("inference", 0):
+                    reads = loop_reads({0.0005: restarted / 0.1005}, restarted) if i == 0 else scaled(
+                        one, i / FLEET_SCRAPES)
+                if n >= new:
+                    del reads["watched"]
+                scrapes.append((start + i * FLEET_STEP, loop_exposition(service, instance, reads)))
+            out[instance] = scrapes
+    return out
+
+
+def fleet_snapshots(restarted: float = 0.0) -> WindowTotals:
+    """The FLEET window from its first and last scrapes (:func:`fleet_scrapes` from 0), merged."""
+    fleet = fleet_scrapes(0.0, restarted)
+
+    def snapshot(i: int) -> Samples:
+        merged: Samples = {}
+        for scrapes in fleet.values():
+            for name, series in parse_metrics(scrapes[i][1]).items():
+                merged.setdefault(name, {}).update(series)
+        return merged
+
+    return totals_from_snapshots(snapshot(0), snapshot(-1), 0.0, FLEET_SCRAPES * FLEET_STEP)
+
+
+def assert_fleet_estimates(w: WindowTotals, rel: float) -> None:
+    """Each FLEET service's estimates in ``w`` are those of one of its replicas with the watched time alone, left
+    out the replicas without it (said); a service without it at all gets its mean delay per sample, as before."""
+    one = simulated(ONE_SECOND)
+    alone = loop_window(one["sum"], one["watched"], one["buckets"])
+    want, share = wait_estimate(alone, "inference"), stalled_share(alone, "inference")
+    assert want is not None and want.seconds == pytest.approx(sampled_patterns()[ONE_SECOND].true_wait, rel=0.01)
+    for service, (new, old) in FLEET.items():
+        got = wait_estimate(w, service)
+        assert got is not None, service
+        if new:
+            assert got.watched and got.seconds == pytest.approx(want.seconds, rel=rel), service
+            assert (got.left_out, got.replicas) == (old, new + old), service
+            assert stalled_share(w, service) == pytest.approx(share, rel=rel), service
+        else:
+            assert not got.watched and got.seconds == pytest.approx(one["sum"] / one["count"], rel=rel), service
+            assert stalled_share(w, service) is None, service
+
+
+@pytest.mark.parametrize("restarted", [False, True])
+def test_a_mixed_fleets_loop_estimate_pairs_each_replicas_delay_with_its_own_watched_time_snapshots(
+        restarted: bool) -> None:
+    # before, every replica's delay over the new replica's watched time: 0.89 s for 0.25 s, stalled share capped at 1
+    # (restarted: the snapshots see the restart at the last scrape, the old process' watched time 90% of the new's)
+    assert_fleet_estimates(fleet_snapshots(0.9 * simulated(ONE_SECOND)["watched"] if restarted else 0.0), 1e-9)
+
+
+@pytest.mark.parametrize("restarted", [False, True])
+def test_a_mixed_fleets_loop_estimate_pairs_each_replicas_delay_with_its_own_watched_time_scrape_source(
+        restarted: bool) -> None:
+    # restarted: the scrape source sees the restart at the second scrape, the old process' watched time 90% of the new's
+    fleet = fleet_scrapes(0.0, 0.9 * simulated(ONE_SECOND)["watched"] / FLEET_SCRAPES if restarted else 0.0)
+    src = ScrapeSource([f"http://{instance}/metrics" for instance in fleet], interval=FLEET_STEP, history=4000,
+                       start=False)
+    for instance, scrapes in fleet.items():
+        for t, text in scrapes:
+            src.record(f"http://{instance}/metrics", text, ts=t)
+    assert_fleet_estimates(src.window_totals(0.0, FLEET_SCRAPES * FLEET_STEP), 1e-9)
+
+
+@pytest.mark.slow
+def test_a_mixed_fleets_loop_estimate_pairs_each_replicas_delay_with_its_own_watched_time_prometheus() -> None:
+    start = float(int(time.time() - 3600) // FLEET_STEP * FLEET_STEP)
+    fleet = fleet_scrapes(start)
+    with backfilled_prometheus(openmetrics([s for scrapes in fleet.values() for s in scrapes])) as prom:
+        w = PrometheusWindows(prom.url).window_totals(start, start + FLEET_SCRAPES * FLEET_STEP)
+    # increase() extrapolates each series to the window's edges: steady growth, so close to exact
+    assert_fleet_estimates(w, 1e-6)
+
+
+def test_the_report_notes_the_replicas_a_loop_estimate_leaves_out() -> None:
+    loops = fleet_snapshots()
+    true = sampled_patterns()[ONE_SECOND].true_wait
+    incident = window(60, 0.002 + true)
+    incident = WindowTotals(60.0, 120.0, {**incident.values, **{k: loops.of(k) for k in (
+        "loop_delay_seconds", "loop_delay_buckets", "loop_sampled_seconds")}})
+    d = diagnose_windows(window(0, 0.002, loops={"inference": simulated(PROMPT)}), incident, "gateway")
+    note = ("the incident window's event loop estimates of inference (wait, stalled share) leave out 3 of its 4 "
+            "replicas: they export no aiwatch_event_loop_sampled_seconds_total (an older aiwatch, as in a rolling "
+            "upgrade); the estimates are those of the replicas that do")
+    assert d.notes == [note] and f"note: {note}" in format_diagnosis(d)
+    assert json.loads(json.dumps(d.to_dict()))["notes"] == [note]
+    assert loop_of(d)["peer_seconds"] == pytest.approx(true, rel=0.05)

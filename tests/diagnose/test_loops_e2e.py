@@ -16,7 +16,7 @@ import pytest
 
 from aiwatch.demo.scrape import scrape_all
 from aiwatch.diagnose import Diagnosis, diagnose_windows, format_diagnosis, totals_from_snapshots
-from aiwatch.diagnose.loops import EXPLAINS_SHARE
+from aiwatch.diagnose.loops import EXPLAINS_SHARE, mean_delay
 from aiwatch.diagnose.window import WindowTotals
 from aiwatch.scrape import Samples
 from tests.servers import Process, free_port, http_get, python_app, python_env, require_module
@@ -115,7 +115,9 @@ def test_long_stalls_of_the_inference_loop_are_named_where_the_mean_delay_per_sa
     assert "event loop wait (estimated)" in signals and "event loop delay (mean)" not in signals, report
 
     def mean(w: WindowTotals) -> float:  # the estimate before: the mean delay per sample
-        return w.total("loop_delay_seconds", "inference") / w.of("loop_delay_buckets")[("inference", "+Inf")]
+        found = mean_delay(w, "inference")
+        assert found is not None
+        return found
 
     rise = mean(incident) - mean(baseline)
     assert rise < EXPLAINS_SHARE * d.contributors[0].delta_seconds, (rise, report)

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from aiwatch.console.scrape import ScrapeSource
+from aiwatch.console.scrape import ScrapeSource, instance_names
 from aiwatch.diagnose import (
     READS,
     Contributor,
@@ -190,13 +190,16 @@ def test_the_snapshots_and_the_scrape_source_read_the_loops_delay_and_the_networ
     got = scrape_source(h).window_totals(h.incident_start, h.incident_end)
     scrapes = round(INCIDENT / INTERVAL)
     for w in (expected, got):
-        samples = {key: n for key, n in w.of("loop_delay_buckets").items() if key[1] == "+Inf"}
-        assert samples == {("gateway", "+Inf"): scrapes * LOOP_SAMPLES, ("inference", "+Inf"): scrapes * LOOP_SAMPLES}
-        mean = w.total("loop_delay_seconds", "inference") / samples[("inference", "+Inf")]
+        samples = {key[0]: n for key, n in w.of("loop_delay_buckets").items() if key[-1] == "+Inf"}
+        assert samples == {"gateway": scrapes * LOOP_SAMPLES, "inference": scrapes * LOOP_SAMPLES}
+        mean = w.total("loop_delay_seconds", "inference") / samples["inference"]
         assert mean == pytest.approx(0.1005, rel=0.1)  # each sample uniform in [0.5, 1.5] x the mean
         assert w.of("network_calls") == {("gateway", "inference", "inference_call"): scrapes * PER_SCRAPE}
-    assert got.of("loop_delay_seconds") == pytest.approx(expected.of("loop_delay_seconds"), rel=1e-12)
-    assert got.of("loop_delay_buckets") == pytest.approx(expected.of("loop_delay_buckets"), rel=1e-12)
+    # per replica: the scrape source names its endpoint's instance, these snapshots have none
+    instance = instance_names([URL])[URL]
+    for key in ("loop_delay_seconds", "loop_delay_buckets"):
+        assert got.of(key) == pytest.approx({(k[0], "", instance, *k[3:]): v for k, v in expected.of(key).items()},
+                                            rel=1e-12)
 
 
 def test_every_read_names_a_sample_of_the_contract_and_a_valid_query() -> None:
@@ -337,12 +340,12 @@ def test_snapshots_reset_the_loops_watched_time_with_its_delay_histogram() -> No
                 "aiwatch_event_loop_sampled_seconds_total": {a: watched}}
 
     w = totals_from_snapshots(snapshot(5000, 500.0), snapshot(1000, 600.0), 0.0, 600.0)
-    assert w.of("loop_delay_buckets") == {("a", "0.001"): 1000.0, ("a", "+Inf"): 1000.0}
+    assert w.of("loop_delay_buckets") == {("a", "", "", "0.001"): 1000.0, ("a", "", "", "+Inf"): 1000.0}
     assert w.total("loop_sampled_seconds", "a") == 600.0
     # and the other way: the watched time went down (a process restarted on a slower sampler), the histogram did not
     w = totals_from_snapshots(snapshot(1000, 600.0), snapshot(1200, 120.0), 0.0, 600.0)
     assert w.total("loop_delay_seconds", "a") == pytest.approx(1200 * 0.0005)
-    assert w.of("loop_delay_buckets") == {("a", "0.001"): 1200.0, ("a", "+Inf"): 1200.0}
+    assert w.of("loop_delay_buckets") == {("a", "", "", "0.001"): 1200.0, ("a", "", "", "+Inf"): 1200.0}
     assert w.total("loop_sampled_seconds", "a") == 120.0
 
 
