@@ -44,6 +44,7 @@ from aiwatch.drift.features import CategoricalFeature, NumericalFeature
 from aiwatch.drift.profile import ReferenceProfile
 from aiwatch.forksafe import renew_at_fork
 from aiwatch.metrics import Metrics, get_metrics
+from aiwatch.prefork import check_fork_hooks, uwsgi_master
 from aiwatch.safety import record_error, warn_rate_limited
 from aiwatch.utf8 import text_or_value
 
@@ -564,6 +565,9 @@ class DriftMonitor:
                                   name=f"aiwatch-drift-{self.model}", daemon=True)
         thread.start()
         self._thread = thread  # only once started: a thread that could not start is no schedule
+        check_fork_hooks(f"the drift monitor of model {self.model!r}", self.metrics)
+        if uwsgi_master():  # serves no request: its window would get no rows (as aiwatch.gunicorn's pre_fork)
+            self._hand_over()
         return self
 
     def stop(self, timeout: float = 5.0) -> None:

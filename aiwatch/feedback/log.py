@@ -40,6 +40,7 @@ from aiwatch.feedback.schema import FieldPolicy, PredictionRecord
 from aiwatch.feedback.sink import PredictionSink, RowsLost
 from aiwatch.forksafe import renew_at_fork
 from aiwatch.metrics import Metrics, get_metrics
+from aiwatch.prefork import check_fork_hooks
 from aiwatch.safety import record_error
 from aiwatch.timing import current_timeline
 
@@ -117,6 +118,7 @@ class PredictionLog:
         self._thread = self._new_writer()
         atexit.register(self.close)
         renew_at_fork(self)
+        check_fork_hooks(f"the prediction log {name!r}", self.metrics)
 
     def _count_recovery(self) -> None:
         """Count what the sink recovered since the last count: at its start (a ParquetSink: the files of writers
@@ -138,6 +140,7 @@ class PredictionLog:
     def _new_writer(self) -> threading.Thread:
         thread = threading.Thread(target=self._run, name=f"aiwatch-prediction-log-{self.name}", daemon=True)
         thread.start()
+        self._writer_pid = os.getpid()
         return thread
 
     def _renew_after_fork(self) -> None:
@@ -300,6 +303,14 @@ class PredictionLog:
             wait = 10.0
         self._closed = True
         atexit.unregister(self.close)
+        if self._writer_pid != os.getpid():
+            # Forked without Python's fork hooks (uWSGI's default, reported at the log's start: aiwatch.prefork): the
+            # writer, the sink's files and the lock are the parent's. Nothing here writes them; waiting for a thread
+            # this process does not have held its exit for the whole timeout.
+            if self._pending:
+                self._dropped(float(len(self._pending)))
+                self._pending.clear()
+            return
         self._wake.set()
         self._thread.join(wait)
         if self._pending and not self._thread.is_alive():  # appended while the writer was finishing

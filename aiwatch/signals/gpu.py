@@ -74,6 +74,7 @@ from aiwatch.env import GPU_POLL_INTERVAL
 from aiwatch.exposition import multiprocess_enabled
 from aiwatch.forksafe import renew_at_fork
 from aiwatch.metrics import GPU_LABELS, SPECS, Metrics, get_metrics
+from aiwatch.prefork import check_fork_hooks
 from aiwatch.safety import record_error
 
 logger = logging.getLogger("aiwatch.signals.gpu")
@@ -423,6 +424,7 @@ class GpuPoller:
         thread = threading.Thread(target=self._run, args=(stop,), name="aiwatch-gpu-poller", daemon=True)
         thread.start()
         self._thread = thread  # only once started: a thread that could not start is no poller
+        check_fork_hooks("the GPU poller", self.metrics)
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:
         """Stop the thread and shut NVML down (idempotent; never raises). Waits ``timeout`` seconds at most: a poll

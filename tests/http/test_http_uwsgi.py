@@ -1,0 +1,88 @@
+"""uWSGI: the app is imported in the master, which forks the workers (aiwatch.prefork). By default uWSGI runs no
+Python fork hooks in them, so the prediction log and drift monitor the app made at import do not run there; with
+``py-call-uwsgi-fork-hooks`` (or ``lazy-apps``) they do. The app is test_http_preload's (a log and a monitor made at
+import, 7 warm-up rows in the master's drift window)."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.http.test_http_e2e import scrape, value
+from tests.http.test_http_preload import rows_written
+from tests.servers import Process, free_port, http_get, python_env, require_module, running, wait_until
+
+pytestmark = pytest.mark.slow
+
+
+@contextmanager
+def uwsgi(tmp_path: Path, *options: str) -> Iterator[tuple[str, Process]]:
+    """uWSGI (pyuwsgi's) serving tests.http.preload_app with a master and one worker, in multiprocess mode."""
+    require_module("pyuwsgi")
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    multiproc = tmp_path / "multiproc"
+    multiproc.mkdir()
+    env = python_env(PROMETHEUS_MULTIPROC_DIR=str(multiproc), AIWATCH_TEST_LOG_DIR=str(tmp_path / "rows"))
+    args = [str(Path(sys.executable).with_name("uwsgi")), "--http-socket", f"127.0.0.1:{port}", "--master",
+            "--processes", "1", "--die-on-term", "--module", "tests.http.preload_app:app", *options]
+    proc = Process(args, tmp_path / "uwsgi.log", env=env)
+    with running(proc, lambda: http_get(f"{base}/metrics")[0] == 200, 30, "uWSGI"):
+        yield base, proc
+
+
+def serve(base: str, n: int) -> None:
+    for i in range(n):
+        assert requests.get(f"{base}/predict/{i}", timeout=10).status_code == 200
+
+
+def errors(base: str) -> float | None:
+    return value(scrape(f"{base}/metrics"), "aiwatch_instrumentation_errors_total", component="multiprocess")
+
+
+def drift_window(base: str) -> float | None:
+    return value(scrape(f"{base}/metrics"), "aiwatch_drift_window_samples", model="preloaded", feature="x")
+
+
+def test_with_fork_hooks_the_worker_writes_the_log_and_alone_runs_the_monitor(tmp_path: Path) -> None:
+    n = 5
+    with uwsgi(tmp_path, "--py-call-uwsgi-fork-hooks") as (base, _):
+        serve(base, n)
+        wait_until(lambda: rows_written(tmp_path / "rows") == n, 20, what=f"{n} rows in the Parquet files")
+        wait_until(lambda: drift_window(base) == n, 20, what="the worker's drift evaluation in /metrics")
+        # the master serves no request: its monitor is handed over at its start, as gunicorn's pre_fork does.
+        # Evaluating its window (the 7 warm-up rows) every 0.2 s, it took turns with the worker's in the gauge
+        seen = []
+        for _ in range(15):
+            seen.append(drift_window(base))
+            time.sleep(0.1)
+        assert seen == [n] * len(seen)
+        assert errors(base) == 0
+
+
+def test_lazy_apps_import_the_app_in_the_worker_and_report_nothing(tmp_path: Path) -> None:
+    n = 5
+    with uwsgi(tmp_path, "--lazy-apps") as (base, _):
+        serve(base, n)
+        wait_until(lambda: rows_written(tmp_path / "rows") == n, 20, what=f"{n} rows in the Parquet files")
+        assert errors(base) == 0
+
+
+def test_without_fork_hooks_the_master_reports_what_will_not_run(tmp_path: Path) -> None:
+    with uwsgi(tmp_path) as (base, proc):
+        serve(base, 3)
+        assert errors(base) == 1  # once, by the first object made (the monitor), not once per object
+        assert "set py-call-uwsgi-fork-hooks = true (or lazy-apps = true)" in proc.output()
+        assert rows_written(tmp_path / "rows") == 0  # what the report says: the worker has no writer
+        proc.stop(signal.SIGINT)
+    # the worker's log did not wait out its close timeout for the master's writer, which it does not have (it held
+    # the worker's exit for 10 s, and Process.stop killed it)
+    assert proc.proc.returncode != -signal.SIGKILL, proc.output()
+    assert "did not stop within" not in proc.output()
