@@ -36,8 +36,22 @@ def _uwsgi() -> Any:
 
 def _forking(uwsgi: Any) -> bool:
     """This process imports the app before uWSGI forks workers from it: worker 0 (not yet a worker: ``lazy-apps``
-    imports in each worker) that is the master, or will fork more than one worker."""
-    return bool(uwsgi.worker_id() == 0 and (uwsgi.masterpid() == os.getpid() or uwsgi.numproc > 1))
+    imports in each worker) that is the master, or, without a master (``masterpid()`` 0), the first of several
+    workers, which forks the others. Not a mule or spooler (worker 0 too, forked by the master)."""
+    master = uwsgi.masterpid()
+    return bool(uwsgi.worker_id() == 0 and (master == os.getpid() or (master == 0 and uwsgi.numproc > 1)))
+
+
+def _on(value: Any) -> bool:
+    """A uWSGI flag as uWSGI reads it: ``True`` from the command line; from an ini or env, text that is not
+    false/off/no/0 (``b"false"`` is off); the last of a repeated one."""
+    if isinstance(value, list):
+        value = value[-1] if value else None
+    if isinstance(value, bytes):
+        value = value.decode("latin-1")
+    if isinstance(value, str):
+        return value.strip().lower() not in ("", "false", "off", "no", "0")
+    return bool(value)
 
 
 def uwsgi_master() -> bool:
@@ -58,7 +72,7 @@ def fork_hooks_problem() -> str | None:
         if not _forking(uwsgi):
             return None
         options = uwsgi.opt
-        if options.get("py-call-uwsgi-fork-hooks") or options.get("py-call-osafterfork"):
+        if _on(options.get("py-call-uwsgi-fork-hooks")) or _on(options.get("py-call-osafterfork")):
             return None
     except Exception:
         return None
@@ -74,8 +88,8 @@ def check_fork_hooks(what: str, metrics: Metrics | None = None) -> None:
         problem = fork_hooks_problem()
         if problem is None or not _reported.acquire(blocking=False):
             return
-        from aiwatch.safety import record_error
+        from aiwatch.safety import record_problem
 
-        record_error("multiprocess", RuntimeError(f"{what}: {problem}"), metrics)
+        record_problem("multiprocess", f"{what}: {problem}", metrics)
     except Exception:
         pass

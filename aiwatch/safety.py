@@ -74,6 +74,13 @@ def _count(component: str, metrics: Metrics | None) -> None:
         pass
 
 
+def record_problem(component: str, message: str, metrics: Metrics | None = None) -> None:
+    """Count (as aiwatch's error under ``component``) and log (rate-limited, as ``"aiwatch: " + message``, without
+    a traceback) a problem that is no exception: a setting that keeps part of aiwatch from working. Never raises."""
+    _count(component, metrics)
+    warn_rate_limited(component, "aiwatch: %s", message)
+
+
 def record_cut(component: str, what: str, metrics: Metrics | None = None) -> None:
     """Count and (rate-limited) log a size cap at work: a header or trailer sent shorter than it would have been
     (``component`` one of :data:`aiwatch.metrics.SIZE_CAP_COMPONENTS`, which no alert reads as a failure). Counted

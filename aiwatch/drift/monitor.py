@@ -568,6 +568,7 @@ class DriftMonitor:
         check_fork_hooks(f"the drift monitor of model {self.model!r}", self.metrics)
         if uwsgi_master():  # serves no request: its window would get no rows (as aiwatch.gunicorn's pre_fork)
             self._hand_over()
+            _hand_over_before_forks()
         return self
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -646,6 +647,19 @@ def hand_over_schedules() -> None:
     forked later; a monitor started again after it evaluates and exports again."""
     for monitor in list(_started):
         monitor._hand_over()
+
+
+#: set once this process hands its monitors' schedules over before each fork (uWSGI's master)
+_handing_over_at_forks: list[bool] = []
+
+
+def _hand_over_before_forks() -> None:
+    """In uWSGI's master, which hands a monitor's schedule over at its start: hand over again before each fork (a
+    worker, or one respawned), which counts the rows the app observed in the master since into the bin counters
+    (the workers leave them to it). uWSGI runs this hook with ``py-call-uwsgi-fork-hooks``."""
+    if not _handing_over_at_forks and hasattr(os, "register_at_fork"):
+        os.register_at_fork(before=hand_over_schedules)
+        _handing_over_at_forks.append(True)
 
 
 def _run(ref: weakref.ReferenceType[DriftMonitor], stop: _Schedule) -> None:

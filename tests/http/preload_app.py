@@ -1,6 +1,7 @@
 """The app that ``test_http_preload`` serves with ``gunicorn --preload``: its prediction log (Parquet files into
 ``$AIWATCH_TEST_LOG_DIR``) and its drift monitor, started on a short schedule (and given warm-up rows), are made at
-import, in the master."""
+import, in the master. ``$AIWATCH_TEST_FLUSH_EVERY``: the monitor's ``flush_every`` (default 1: every row counted at
+once)."""
 
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ from aiwatch.drift import DriftMonitor, ReferenceProfile
 from aiwatch.feedback import ParquetSink, PredictionLog
 
 monitor = DriftMonitor(ReferenceProfile.build({"x": np.random.default_rng(1).normal(0, 1, 200)}), model="preloaded",
-                       interval=0.2, flush_every=1).start()
-monitor.observe_batch({"x": np.zeros(7)})  # warm-up rows in the master: the workers' windows do not hold them
+                       interval=0.2, flush_every=int(os.environ.get("AIWATCH_TEST_FLUSH_EVERY", "1"))).start()
+for _ in range(7):  # warm-up rows in the master, one by one (counted every flush_every): the workers' windows do
+    monitor.observe({"x": 0.0})  # not hold them
 log = PredictionLog(ParquetSink(os.environ["AIWATCH_TEST_LOG_DIR"], max_file_seconds=0.2, fsync=False),
                     batch_size=1, flush_seconds=0.1)
 app = Flask("preload")

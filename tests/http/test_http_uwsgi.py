@@ -23,16 +23,18 @@ pytestmark = pytest.mark.slow
 
 
 @contextmanager
-def uwsgi(tmp_path: Path, *options: str) -> Iterator[tuple[str, Process]]:
-    """uWSGI (pyuwsgi's) serving tests.http.preload_app with a master and one worker, in multiprocess mode."""
+def uwsgi(tmp_path: Path, *options: str, processes: int = 1, **env_vars: str) -> Iterator[tuple[str, Process]]:
+    """uWSGI (pyuwsgi's) serving tests.http.preload_app with a master and ``processes`` workers, in multiprocess
+    mode; ``env_vars`` added to its environment."""
     require_module("pyuwsgi")
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     multiproc = tmp_path / "multiproc"
     multiproc.mkdir()
-    env = python_env(PROMETHEUS_MULTIPROC_DIR=str(multiproc), AIWATCH_TEST_LOG_DIR=str(tmp_path / "rows"))
+    env = python_env(PROMETHEUS_MULTIPROC_DIR=str(multiproc), AIWATCH_TEST_LOG_DIR=str(tmp_path / "rows"),
+                     **env_vars)
     args = [str(Path(sys.executable).with_name("uwsgi")), "--http-socket", f"127.0.0.1:{port}", "--master",
-            "--processes", "1", "--die-on-term", "--module", "tests.http.preload_app:app", *options]
+            "--processes", str(processes), "--die-on-term", "--module", "tests.http.preload_app:app", *options]
     proc = Process(args, tmp_path / "uwsgi.log", env=env)
     with running(proc, lambda: http_get(f"{base}/metrics")[0] == 200, 30, "uWSGI"):
         yield base, proc
@@ -67,19 +69,37 @@ def test_with_fork_hooks_the_worker_writes_the_log_and_alone_runs_the_monitor(tm
         assert errors(base) == 0
 
 
-def test_lazy_apps_import_the_app_in_the_worker_and_report_nothing(tmp_path: Path) -> None:
+def bins_counted(base: str) -> float:
+    return sum(v for (name, labels), v in scrape(f"{base}/metrics").items() if name == "aiwatch_feature_bin_total"
+               and ("model", "preloaded") in labels and ("feature", "x") in labels)
+
+
+def test_rows_the_master_observes_after_handing_over_are_counted_before_the_fork(tmp_path: Path) -> None:
+    # the app observes 7 warm-up rows in the master after start(), which handed the schedule over: with flush_every
+    # 256 they were pending, the worker leaves the parent's rows to it, and the master (no thread) never counted them
+    with uwsgi(tmp_path, "--py-call-uwsgi-fork-hooks", AIWATCH_TEST_FLUSH_EVERY="256") as (base, _):
+        wait_until(lambda: bins_counted(base) == 7, 20, what="the master's 7 rows in aiwatch_feature_bin_total")
+
+
+def test_lazy_apps_import_the_app_in_the_worker_and_report_nothing_nor_in_a_mule(tmp_path: Path) -> None:
+    # a mule is forked by the master and forks nothing: its prediction log works, and was reported as not working
     n = 5
-    with uwsgi(tmp_path, "--lazy-apps") as (base, _):
+    with uwsgi(tmp_path, "--lazy-apps", "--mule=tests/http/uwsgi_mule.py", processes=2) as (base, _):
         serve(base, n)
-        wait_until(lambda: rows_written(tmp_path / "rows") == n, 20, what=f"{n} rows in the Parquet files")
+        wait_until(lambda: rows_written(tmp_path / "rows") == n + 1, 20, what=f"{n} + the mule's 1 rows in the files")
+        assert rows_written(tmp_path / "rows" / "mule") == 1
         assert errors(base) == 0
 
 
-def test_without_fork_hooks_the_master_reports_what_will_not_run(tmp_path: Path) -> None:
-    with uwsgi(tmp_path) as (base, proc):
+@pytest.mark.parametrize("env_vars", [{}, {"UWSGI_PY_CALL_UWSGI_FORK_HOOKS": "false"}], ids=["unset", "false"])
+def test_without_fork_hooks_the_master_reports_what_will_not_run(tmp_path: Path, env_vars: dict[str, str]) -> None:
+    # "false" (from an ini or the environment) is off, as uWSGI reads it: b"false" was taken for on
+    with uwsgi(tmp_path, **env_vars) as (base, proc):
         serve(base, 3)
         assert errors(base) == 1  # once, by the first object made (the monitor), not once per object
-        assert "set py-call-uwsgi-fork-hooks = true (or lazy-apps = true)" in proc.output()
+        logged = [line for line in proc.output().splitlines() if "aiwatch:" in line]
+        assert len(logged) == 1 and "set py-call-uwsgi-fork-hooks = true (or lazy-apps = true)" in logged[0], logged
+        assert "failed" not in logged[0] and "Traceback" not in proc.output()  # a setting, not an exception
         assert rows_written(tmp_path / "rows") == 0  # what the report says: the worker has no writer
         proc.stop(signal.SIGINT)
     # the worker's log did not wait out its close timeout for the master's writer, which it does not have (it held
