@@ -93,7 +93,8 @@ class Selectors:
     cache: str = field(default="", metadata=_help("matchers on aiwatch_feature_cache_requests_total"))
     drift: str = field(default="", metadata=_help("matchers on the drift gauges and the bin sketch"))
     instrumentation: str = field(default="", metadata=_help("matchers on aiwatch_instrumentation_errors_total"))
-    prediction_log: str = field(default="", metadata=_help("matchers on aiwatch_prediction_log_records_total"))
+    prediction_log: str = field(default="", metadata=_help(
+        "matchers on aiwatch_prediction_log_records_total and aiwatch_prediction_log_recovery_files_total"))
     targets: str = field(default='job="aiwatch"', metadata=_help(
         "matchers on `up` naming the scrape job(s) of the instrumented services (equality matchers give "
         "absent() its labels)"))
@@ -274,6 +275,12 @@ class Meta:
         "(dropped, failed or lost by the sink, or recoverable: waiting in a journal for a sink to start on the "
         "directory): drift on the log and joined labels miss them", 0, 1))
     prediction_log_for: str = "5m"
+    prediction_log_recovery_window: str = field(default="1h", metadata=_help(
+        "how long AiwatchPredictionLogRecoveryIncomplete fires after a prediction log's count of journals torn, "
+        "set aside or failed at recovery appears above 0, grows, or is above 0 after a restart"))
+    prediction_log_recovery_for: str = field(default="1m", metadata=_help(
+        "how long AiwatchPredictionLogRecoveryIncomplete's condition must hold before it fires; shorter than "
+        "prediction_log_recovery_window"))
     target_down_for: str = "5m"
     target_absent_for: str = "5m"
 
@@ -352,7 +359,9 @@ class RulesConfig:
         # increase()/changes() over a window stays above 0 for that window after a burst, and no longer
         for path, for_, window in (("meta.instrumentation_for", self.meta.instrumentation_for,
                                     self.meta.instrumentation_window),
-                                   ("gpu.xid_for", self.gpu.xid_for, self.gpu.xid_window)):
+                                   ("gpu.xid_for", self.gpu.xid_for, self.gpu.xid_window),
+                                   ("meta.prediction_log_recovery_for", self.meta.prediction_log_recovery_for,
+                                    self.meta.prediction_log_recovery_window)):
             if (duration_ns(for_) or 0) >= (duration_ns(window) or 0):
                 raise ConfigError(f"{path}: {for_!r} must be shorter than its window {window!r}: the count over "
                                   "the window drops back to 0 once a burst leaves it, so the alert would never fire "
@@ -366,7 +375,8 @@ class RulesConfig:
 _NON_NEGATIVE = (0.0, math.inf, False, False)
 #: Durations that are range windows or periods: they must be longer than 0 (a ``for`` may be 0s).
 _DURATIONS = {"window", "windows", "degraded_window", "period", "long", "short", "absent_lookback", "xid_window",
-              "psi_window", "instrumentation_window", "prediction_log_window", "interval", "loop_stuck_window"}
+              "psi_window", "instrumentation_window", "prediction_log_window", "prediction_log_recovery_window",
+              "interval", "loop_stuck_window"}
 
 
 def _check_text(path: str, value: str) -> None:

@@ -74,6 +74,10 @@ LOST_RESULTS = ("dropped", "failed", "lost")
 WAITING_RESULTS = ("recoverable",)
 UNSTORED_RESULTS = (*LOST_RESULTS, *WAITING_RESULTS)
 HANDLED_RESULTS = ("queued", "dropped", "lost", "recoverable")
+PREDICTION_LOG_RECOVERY_FILES = metric("aiwatch_prediction_log_recovery_files_total")
+#: The ``result`` values of a ParquetSink's journal recovery that leave rows in no finished file: dropped (torn),
+#: kept for a person (set_aside), or left on disk for the next start (failed). recovered and orphan_removed do not.
+UNFINISHED_RECOVERY_RESULTS = ("torn", "set_aside", "failed")
 TIME_TO_FIRST_TOKEN = metric("aiwatch_gen_ai_time_to_first_token_seconds")
 DEGRADED = metric("aiwatch_degraded_responses_total")
 MODEL_QUALITY = metric("aiwatch_model_quality")
@@ -671,6 +675,24 @@ def quality_alerts(cfg: RulesConfig) -> list[Alert]:
     ]
 
 
+def _recovery_incomplete(cfg: RulesConfig) -> str:
+    """Per log and result of :data:`UNFINISHED_RECOVERY_RESULTS`: the count of files, while it is above 0 and
+    either appeared within the window (a start counts before the log's first scrape, so ``increase()`` sees
+    nothing), changed within it (grew: a kept journal retried; or a restart counted another number), or the
+    process restarted within it (its log's records counters reset: a crash loop whose every start finds one torn
+    journal counts the same 1 each time). ``> 0`` alone would fire for the life of the process."""
+    m = cfg.meta
+    files = series(PREDICTION_LOG_RECOVERY_FILES, one_of("result", UNFINISHED_RECOVERY_RESULTS),
+                   cfg.selectors.prediction_log)
+    window = m.prediction_log_recovery_window
+    log_scope = _scope(cfg, "job", "instance", "log")
+    restarted = by("max", log_scope, f"resets({series(PREDICTION_LOG_RECORDS, cfg.selectors.prediction_log)}"
+                                     f"[{window}])")
+    return (f"(\n  {files} > 0\n  unless\n  {files} offset {window}\n)\n"
+            f"or\n(\n  {files} > 0\n  and\n  changes({files}[{window}]) > 0\n)\n"
+            f"or\n(\n  {files} > 0\n  and on ({', '.join(log_scope)})\n  {restarted} > 0\n)\n")
+
+
 def meta_alerts(cfg: RulesConfig) -> list[Alert]:
     m, up = cfg.meta, series(UP, cfg.selectors.targets)
     errors = increase(INSTRUMENTATION_ERRORS, m.instrumentation_window,
@@ -699,6 +721,19 @@ def meta_alerts(cfg: RulesConfig) -> list[Alert]:
               f"minute on once the disk has room; counted for the window even once recovered), above "
               f"{_pct(m.prediction_log_loss_max)}. Requests were served; "
               "drift checks and label joins on the log miss these records."),
+        Alert("AiwatchPredictionLogRecoveryIncomplete", _recovery_incomplete(cfg), m.prediction_log_recovery_for,
+              "warning",
+              "Prediction log {{ $labels.log }} on {{ $labels.instance }}: journals {{ $labels.result }} at "
+              "recovery",
+              f"The ParquetSink of prediction log {{{{ $labels.log }}}} on {{{{ $labels.instance }}}} counted "
+              f"{{{{ $value | printf \"%.0f\" }}}} journal(s) {{{{ $labels.result }}}} since its process started, "
+              f"the latest in the last {m.prediction_log_recovery_window}: torn (a batch torn by a crash, and every "
+              "byte after it, dropped: those rows are gone), set_aside (a journal that cannot become a Parquet "
+              "file, kept as a hidden .journal.unrecoverable file in the log directory) or failed (a journal left "
+              "for the next start by an I/O error). Their rows are in no finished file: drift checks and label "
+              "joins miss them until someone acts. A start counts before the first scrape, so this reads the "
+              "count's value, not its increase: it fires when the count appears above 0, grows, or is above 0 "
+              f"after the process restarted, and clears {m.prediction_log_recovery_window} later."),
         Alert("AiwatchTargetDown", f"{up} == 0", m.target_down_for, "warning",
               "Prometheus cannot scrape {{ $labels.instance }}",
               "Scrapes of {{ $labels.instance }} (job {{ $labels.job }}) have failed for "

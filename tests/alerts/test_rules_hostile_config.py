@@ -53,6 +53,8 @@ def _exprs(files: dict[str, str]) -> list[str]:
     # a burst's count over the window is above 0 for exactly the window: a `for` as long never fires
     ({"meta": {"instrumentation_for": "10m"}}, "meta.instrumentation_for: '10m' must be shorter than its window '10m'"),
     ({"gpu": {"xid_window": "5m", "xid_for": "1h"}}, "gpu.xid_for: '1h' must be shorter than its window '5m'"),
+    ({"meta": {"prediction_log_recovery_window": "30m", "prediction_log_recovery_for": "30m"}},
+     "meta.prediction_log_recovery_for: '30m' must be shorter than its window '30m'"),
 ])
 def test_bad_values_are_rejected_with_the_key(data: dict[Any, Any], message: str) -> None:
     with pytest.raises(ConfigError) as info:
