@@ -648,6 +648,9 @@ def drift_view(src: DataSource, window: float) -> None:
           "No prediction log: no aiwatch_prediction_log_records_total series. Log each prediction with "
           "`aiwatch.PredictionLog` (docs/prediction-log.md): drift checks on what was served and delayed labels "
           "(`aiwatch quality`) read that log, and this panel shows whether its records reach storage.", windowed=True)
+    panel("Prediction log: journals recovered (files, since each process started)", src.prediction_log_recovery,
+          _draw_recovery, "No journal recovery counts: no aiwatch_prediction_log_recovery_files_total series (only a "
+          "prediction log with a ParquetSink keeps journals, docs/prediction-log.md).")
     features = sorted({(r.model, r.feature) for r in rows or []})
     if not features:
         return
@@ -697,6 +700,32 @@ def _draw_quality(rows: list[Any]) -> None:
                  column_config={"value": st.column_config.NumberColumn(format="%.4g"),
                                 "objective": st.column_config.NumberColumn(format="%.4g"),
                                 "labelled requests": st.column_config.NumberColumn(format="%.0f")})
+
+
+RECOVERY_ALERT = "AiwatchPredictionLogRecoveryIncomplete"
+
+
+def _draw_recovery(rows: list[Any]) -> None:
+    from aiwatch.console.source import RECOVERY_RESULTS
+
+    unfinished = [(r.log, result, n) for r in rows for result, n in r.unfinished.items()]
+    if unfinished:
+        page = runbook_page_link(RECOVERY_ALERT)
+        st.error("Prediction log journals not recovered: " + ", ".join(
+            f"{md(log)} {n:.0f} {result}" for log, result, n in unfinished[:10]) + ". Their rows are in no finished "
+            "file: torn (dropped, with every byte after them), set_aside (kept as .journal.unrecoverable for a "
+            "person) or failed (left for the next start)" + (f"; see the [runbook]({page})." if page else "."))
+    else:
+        st.success("No journal torn, set aside or left unrecovered since the logs' processes started.")
+    st.caption(f"What each log's ParquetSinks did with the journals they found at their start (of writers that "
+               f"died) and with their own kept ones (files that failed), summed over replicas, each since its "
+               f"process started: the counters' values, not their rates (a start counts before the first scrape). "
+               f"{RECOVERY_ALERT} fires on torn, set_aside and failed for meta.prediction_log_recovery_window "
+               f"(1h by default) after they appear, grow, or are above 0 after a restart.")
+    df = pd.DataFrame([{"log": r.log, **{result: r.files.get(result, 0.0) for result in RECOVERY_RESULTS},
+                        "rows recovered": r.records} for r in rows])
+    st.dataframe(df, hide_index=True, width="stretch", column_config={
+        c: st.column_config.NumberColumn(format="%.0f") for c in (*RECOVERY_RESULTS, "rows recovered")})
 
 
 # Colours of the prediction log's results: reds for the records it lost, orange for those waiting in a journal,

@@ -26,6 +26,7 @@ from aiwatch.console.source import (
     GpuRow,
     LoopStall,
     QualityRow,
+    RecoveryRow,
     Series,
     Signal,
     SourceError,
@@ -38,6 +39,7 @@ from aiwatch.console.source import (
     natural_key,
     quality_rows,
     quantile_overflows,
+    recovery_rows,
     tell_scopes_apart,
     worst_first,
 )
@@ -337,6 +339,12 @@ class PrometheusSource(DataSource):
 
     def prediction_log(self, window: float) -> list[Series]:
         return self.range(self.q.prediction_log_records(duration(window)))
+
+    def prediction_log_recovery(self) -> list[RecoveryRow]:
+        files, records = self._all([partial(self.instant, self.q.prediction_log_recovery_files()),
+                                    partial(self.instant, self.q.prediction_log_recovered_records())])
+        return recovery_rows({(lb.get("log", ""), lb.get("result", "")): v for lb, v in files},
+                             {lb.get("log", ""): v for lb, v in records})
 
     def instrumentation_errors(self, window: float) -> list[Series]:
         return self.range(self.q.instrumentation_errors(duration(window)))

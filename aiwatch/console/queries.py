@@ -68,6 +68,8 @@ MODEL_QUALITY_OBJECTIVE = metric("aiwatch_model_quality_objective")
 MODEL_QUALITY_LABELLED = metric("aiwatch_model_quality_labelled")
 PREDICTION_LOG_RECORDS = metric("aiwatch_prediction_log_records_total")
 SAMPLED_OUT = "sampled_out"
+PREDICTION_LOG_RECOVERY_FILES = metric("aiwatch_prediction_log_recovery_files_total")
+PREDICTION_LOG_RECOVERED_RECORDS = metric("aiwatch_prediction_log_recovered_records_total")
 """The prediction log's ``result`` of the requests it did not sample: left out of the prediction-log panels, which
 show what became of the records it kept."""
 REFERENCE_RATIO = metric("aiwatch_feature_reference_ratio")
@@ -330,6 +332,15 @@ class PanelQueries:
         became of the records it kept (queued, then written; or dropped, failed, lost)."""
         return by("sum", self._by("log", "result"),
                   rate(PREDICTION_LOG_RECORDS, w, *self._m(ne("result", SAMPLED_OUT))))
+
+    def prediction_log_recovery_files(self) -> str:
+        """Journals the ParquetSinks of each prediction ``log`` recovered, by ``result``, summed over replicas: the
+        value (a start counts before the first scrape, so a rate or increase() misses it)."""
+        return by("sum", self._by("log", "result"), series(PREDICTION_LOG_RECOVERY_FILES, *self._m()))
+
+    def prediction_log_recovered_records(self) -> str:
+        """Rows the ParquetSinks of each prediction ``log`` made into files from journals, summed over replicas."""
+        return by("sum", self._by("log"), series(PREDICTION_LOG_RECOVERED_RECORDS, *self._m()))
 
     # --- aiwatch's own errors ----------------------------------------------------------------------------
     def instrumentation_errors(self, w: str) -> str:

@@ -52,6 +52,7 @@ from aiwatch.console.source import (
     LoopStall,
     NotSupported,
     QualityRow,
+    RecoveryRow,
     Series,
     Signal,
     TargetHealth,
@@ -61,6 +62,7 @@ from aiwatch.console.source import (
     histogram_quantile,
     quality_rows,
     quantile_overflows,
+    recovery_rows,
     worst_first,
 )
 from aiwatch.httpconfig import HTTPConfig, TooLarge
@@ -663,6 +665,12 @@ class ScrapeSource(DataSource):
     def prediction_log(self, window: float) -> list[Series]:
         return self._rate_by(Q.PREDICTION_LOG_RECORDS.name, ("log", "result"), window,
                              lambda lb: lb.get("result") != Q.SAMPLED_OUT)
+
+    def prediction_log_recovery(self) -> list[RecoveryRow]:
+        data, t = self._copy(), time.time()
+        files = sum_by(self._gauge(data, Q.PREDICTION_LOG_RECOVERY_FILES.name, t), ("log", "result"))
+        records = sum_by(self._gauge(data, Q.PREDICTION_LOG_RECOVERED_RECORDS.name, t), ("log",))
+        return recovery_rows({(k[0], k[1]): v for k, v in files.items()}, {k[0]: v for k, v in records.items()})
 
     def instrumentation_errors(self, window: float) -> list[Series]:
         return self._rate_by(Q.INSTRUMENTATION_ERRORS.name, ("instance", "component"), window)

@@ -129,6 +129,26 @@ class DriftRow:
 
 
 @dataclass(frozen=True)
+class RecoveryRow:
+    """What the ParquetSinks of one prediction log did with the journals they recovered (of writers that died, and
+    their own kept ones), summed over its replicas, each since its process started:
+    ``aiwatch_prediction_log_recovery_files_total`` by ``result`` (:data:`RECOVERY_RESULTS`) and
+    ``aiwatch_prediction_log_recovered_records_total``."""
+
+    log: str
+    files: dict[str, float]
+    records: float | None
+
+    @property
+    def unfinished(self) -> dict[str, float]:
+        """The results above 0 whose rows are in no finished file (torn, set_aside, failed): what
+        AiwatchPredictionLogRecoveryIncomplete fires on."""
+        from aiwatch.rules.render import UNFINISHED_RECOVERY_RESULTS
+
+        return {r: self.files[r] for r in UNFINISHED_RECOVERY_RESULTS if self.files.get(r, 0.0) > 0}
+
+
+@dataclass(frozen=True)
 class QualityRow:
     """A model's realised quality in its latest labelled window (``aiwatch quality``: delayed labels joined to the
     prediction log) and the objective it is held to."""
@@ -334,6 +354,12 @@ class DataSource(ABC):
         ``sampled_out`` requests left out. :func:`unstored_share` reads each log's share of losses from it."""
 
     @abstractmethod
+    def prediction_log_recovery(self) -> list[RecoveryRow]:
+        """Per prediction ``log``, the journals its ParquetSinks recovered by result, and the rows they made into
+        files: the counters' values, summed over replicas (a start counts before the first scrape: a rate misses
+        it). Empty when no log has a ParquetSink."""
+
+    @abstractmethod
     def instrumentation_errors(self, window: float) -> list[Series]:
         """Failures aiwatch swallowed per second (``aiwatch_instrumentation_errors_total``), per ``instance`` (the
         scrape target, ``host:port``, where the source has one) and ``component`` (``metrics``, ``tracing``,
@@ -467,6 +493,25 @@ def quality_rows(values: dict[tuple[str, str], float], objectives: dict[tuple[st
     return [QualityRow(model, name, finite(value), finite(objectives.get((model, name))),
                        finite(labelled.get(model)))
             for (model, name), value in sorted(values.items(), key=lambda kv: (natural_key(kv[0][0]), kv[0][1]))]
+
+
+#: The ``result`` values of ``aiwatch_prediction_log_recovery_files_total``, in the order the console shows them
+#: (:data:`aiwatch.feedback.parquet_sink.RECOVERY_RESULTS`); others a sink might give are left out.
+RECOVERY_RESULTS = ("recovered", "torn", "set_aside", "orphan_removed", "failed")
+
+
+def recovery_rows(files: dict[tuple[str, str], float], records: dict[str, float]) -> list[RecoveryRow]:
+    """The recovery table from (log, result) -> files and log -> records, one row per log that has either, by
+    log name.
+
+    >>> recovery_rows({("p", "set_aside"): 1.0, ("p", "bogus"): 5.0}, {"p": 0.0})
+    [RecoveryRow(log='p', files={'recovered': 0.0, 'torn': 0.0, 'set_aside': 1.0, 'orphan_removed': 0.0, \
+'failed': 0.0}, records=0.0)]
+    """
+    logs = {log for log, _ in files} | set(records)
+    return [RecoveryRow(log, {r: finite(files.get((log, r))) or 0.0 for r in RECOVERY_RESULTS},
+                        finite(records.get(log)))
+            for log in sorted(logs, key=natural_key)]
 
 
 def unstored_share(series: Iterable[Series], results: Iterable[str] | None = None) -> dict[str, float | None]:

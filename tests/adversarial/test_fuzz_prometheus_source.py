@@ -121,6 +121,7 @@ QUESTIONS: dict[str, Callable[[PrometheusSource], Any]] = {
     "batch_size": lambda s: s.batch_size(60),
     "cache_hit_ratio": lambda s: s.cache_hit_ratio(60),
     "prediction_log": lambda s: s.prediction_log(60),
+    "prediction_log_recovery": lambda s: s.prediction_log_recovery(),
     "instrumentation_errors": lambda s: s.instrumentation_errors(60),
     "label_overflow": lambda s: s.label_overflow(60),
     "drift_table": lambda s: s.drift_table(),

@@ -1,12 +1,15 @@
 """The Drift view's prediction-log panel: both sources read the console workload's real PredictionLog counters (its
 sink fails every third batch, tests/console/workload.py), the share of records not stored is the one
-AiwatchPredictionLogLosingRecords computes, and the view draws the log with its losses marked."""
+AiwatchPredictionLogLosingRecords computes, and the view draws the log with its losses marked. Below it, the journals
+its ParquetSinks recovered, torn, set aside or failed on (AiwatchPredictionLogRecoveryIncomplete's counts)."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,17 +17,18 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from aiwatch.console import PrometheusSource, ScrapeSource, Series
 from aiwatch.console.queries import SAMPLED_OUT
-from aiwatch.console.source import DataSource, unstored_share
+from aiwatch.console.source import RECOVERY_RESULTS, DataSource, RecoveryRow, unstored_share
 from aiwatch.metrics import Metrics
 from aiwatch.rules.render import HANDLED_RESULTS, LOST_RESULTS, UNSTORED_RESULTS
 from tests.console.conftest import WINDOW, Stack, log_counts, log_growth, run_view, texts
-from tests.console.workload import LOG_NAME, SERVICE
+from tests.console.workload import LOG_NAME, RECOVERED_RECORDS, RECOVERY_AT_START, SERVICE
 from tests.servers import wait_until
 
 pytestmark = pytest.mark.usefixtures("console_env")
 
 URL = "http://127.0.0.1:9/metrics"
 BANNER = "Prediction log losing records: "
+RECOVERY_BANNER = "Prediction log journals not recovered: "
 
 
 @pytest.fixture(params=["prometheus", "scrape"])
@@ -107,6 +111,95 @@ def test_the_drift_view_shows_the_log_and_marks_its_losses(stack: Stack, source:
                            *(f"{log} {r} (not stored)" for r in LOST_RESULTS)}
     lost = {c for name, c in colors.items() if name.endswith("(not stored)")}
     assert len(lost) == len(LOST_RESULTS) and not lost & {c for c in colors.values() if c not in lost}
+
+
+def recovery_table(at: Any) -> Any:
+    (table,) = [df.value for df in at.dataframe if "rows recovered" in df.value.columns]
+    return table
+
+
+@pytest.mark.slow
+def test_both_sources_read_the_journals_recovered_at_start_and_the_view_names_the_unrecovered(
+        stack: Stack, source: DataSource) -> None:
+    # the workload's sink reports its start's recovery once, before the first scrape: the counters' values, which a
+    # rate would read as 0
+    wait_until(lambda: bool(source.prediction_log_recovery()), 20, what="journal recovery counts")
+    (row,) = source.prediction_log_recovery()
+    assert row == RecoveryRow(LOG_NAME, {r: float(n) for r, n in RECOVERY_AT_START.items()}, RECOVERED_RECORDS)
+    assert row.unfinished == {"torn": 1.0, "set_aside": 1.0}
+    at = run_view(source, "Drift")
+    (banner,) = [t for t in texts(at.error) if t.startswith(RECOVERY_BANNER)]
+    assert banner.startswith(f"{RECOVERY_BANNER}{LOG_NAME} 1 torn, {LOG_NAME} 1 set_aside. Their rows are in no "
+                             "finished file")
+    assert "runbook" in banner
+    table = recovery_table(at)
+    assert list(table.columns) == ["log", *RECOVERY_RESULTS, "rows recovered"]
+    assert table.iloc[0].to_dict() == {"log": LOG_NAME, **RECOVERY_AT_START, "rows recovered": RECOVERED_RECORDS}
+
+
+# --- journals a real ParquetSink recovered, through a real log's counters and the scrape source --------------------
+def sink_started_on_journals(tmp_path: Path, *, torn: bool, set_aside: bool) -> ScrapeSource:
+    """A ScrapeSource fed the exposition of a PredictionLog ``orders`` whose ParquetSink started on a directory
+    where writers that died (killed, tests/feedback) left a journal of 8 rows, and, if asked, one whose second batch
+    was torn and one that cannot become a Parquet file."""
+    pa = pytest.importorskip("pyarrow")
+    from aiwatch.feedback import ParquetSink, PredictionLog
+    from tests.feedback.test_parquet_sink_journal import journals, killed_writer_with_journal_sizes
+    from tests.feedback.test_parquet_sink_recovery import gather
+
+    root, left = tmp_path / "log", []
+    for name, wanted in (("whole", True), ("torn", torn), ("aside", set_aside)):
+        if not wanted:
+            continue
+        folder = tmp_path / name
+        sizes = killed_writer_with_journal_sizes(folder, 2)
+        [journal] = journals(folder)
+        if name == "torn":
+            os.truncate(journal, sizes[1] - 1)  # died inside its second batch: 4 rows recovered
+        elif name == "aside":  # a union column: Parquet cannot store it
+            union = pa.UnionArray.from_dense(pa.array([0, 1], type=pa.int8()), pa.array([0, 0], type=pa.int32()),
+                                             [pa.array([1.0]), pa.array(["a"])])
+            batch = pa.RecordBatch.from_arrays([union], names=["x"])
+            journal.write_bytes(batch.schema.serialize().to_pybytes() + batch.serialize().to_pybytes())
+        left.append(folder)
+    gather(left, root)
+    src = ScrapeSource([URL], interval=1.0, history=60, start=False)
+    registry = CollectorRegistry()
+    with PredictionLog(ParquetSink(root), registry=registry, name="orders"):
+        src.record(URL, generate_latest(registry).decode(), ts=time.time() - 1)
+    return src
+
+
+def test_journals_torn_or_set_aside_at_a_sinks_start_are_shown_by_the_scrape_source(tmp_path: Path) -> None:
+    src = sink_started_on_journals(tmp_path, torn=True, set_aside=True)
+    files = {"recovered": 1.0, "torn": 1.0, "set_aside": 1.0, "orphan_removed": 0.0, "failed": 0.0}
+    assert src.prediction_log_recovery() == [RecoveryRow("orders", files, 8 + 4)]
+    at = run_view(src, "Drift")
+    (banner,) = [t for t in texts(at.error) if t.startswith(RECOVERY_BANNER)]
+    assert banner.startswith(f"{RECOVERY_BANNER}orders 1 torn, orders 1 set_aside. Their rows are in no finished "
+                             "file: torn (dropped, with every byte after them), set_aside (kept as "
+                             ".journal.unrecoverable for a person) or failed (left for the next start)")
+    assert not [t for t in texts(at.success) if t.startswith("No journal torn")]
+    assert recovery_table(at).iloc[0].to_dict() == {"log": "orders", **files, "rows recovered": 12}
+    # the banner links the alert's runbook page in the console
+    (shown,) = [str(e.value) for e in at.error if str(e.value).startswith(RECOVERY_BANNER)]
+    assert "(?runbook=AiwatchPredictionLogRecoveryIncomplete)" in shown
+
+
+def test_journals_all_recovered_at_a_sinks_start_are_an_all_clear(tmp_path: Path) -> None:
+    src = sink_started_on_journals(tmp_path, torn=False, set_aside=False)
+    (row,) = src.prediction_log_recovery()
+    assert row.files["recovered"] == 1 and row.unfinished == {} and row.records == 8
+    at = run_view(src, "Drift")
+    assert not [t for t in texts(at.error) if t.startswith(RECOVERY_BANNER)]
+    assert "No journal torn, set aside or left unrecovered since the logs' processes started." in texts(at.success)
+
+
+def test_a_log_without_a_parquet_sink_has_no_recovery_counts() -> None:
+    src = fed({"p": dict.fromkeys(("queued", "written"), 0.0)}, {"p": {"queued": 4, "written": 4}})
+    assert src.prediction_log_recovery() == []
+    at = run_view(src, "Drift")
+    assert any(t.startswith("No journal recovery counts") for t in texts(at.info))
 
 
 # --- the share and the scrape source's rates, on counters written by hand ------------------------------------------

@@ -24,6 +24,7 @@ from prometheus_client import CollectorRegistry
 from aiwatch.cardinality import guard_for
 from aiwatch.exposition import start_http_server
 from aiwatch.feedback import PredictionLog
+from aiwatch.feedback.parquet_sink import Recovery
 from aiwatch.metrics import Metrics
 from aiwatch.signals.gpu import GpuCollector
 from aiwatch.timing import RequestRecorder
@@ -62,11 +63,24 @@ for): once the guard is full, each one is folded into ``__overflow__`` and count
 Only the route changes: the request is one of the step's own, every answer by service stays the same."""
 
 
+#: What the workload's sink hands its log at the start, as a ParquetSink does on a directory where writers that died
+#: left journals (aiwatch_prediction_log_recovery_files_total, counted before the first scrape): two made into files,
+#: one torn, one set aside, with the rows made into files.
+RECOVERY_AT_START = {"recovered": 2, "torn": 1, "set_aside": 1, "orphan_removed": 0, "failed": 0}
+RECOVERED_RECORDS = 40
+
+
 class FlakySink:
-    """A prediction-log sink that counts the rows it keeps and raises on every :data:`FAILING_BATCH`-th batch."""
+    """A prediction-log sink that counts the rows it keeps and raises on every :data:`FAILING_BATCH`-th batch; at
+    the start it reports :data:`RECOVERY_AT_START` (``take_recovery``, once, as a ParquetSink does)."""
 
     def __init__(self) -> None:
         self.batches = self.rows = 0
+        self.recovery = Recovery(dict(RECOVERY_AT_START), RECOVERED_RECORDS)
+
+    def take_recovery(self) -> Recovery:
+        recovery, self.recovery = self.recovery, Recovery()
+        return recovery
 
     def write(self, rows: Sequence[dict[str, Any]]) -> None:
         self.batches += 1
