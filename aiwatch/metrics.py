@@ -261,6 +261,11 @@ CONTRACT: tuple[MetricSpec, ...] = (
                "of writers that died (the process that died had counted them written); later, those it kept of its "
                "own files that failed (counted recoverable before). A start's are counted when the log is made, "
                "before its first scrape: read the value, not increase().", ("log",)),
+    MetricSpec("aiwatch_prediction_log_forced_rotations_total", "counter",
+               "Prediction-log files a ParquetSink completed early because max_open_files of them were open and a "
+               "batch needed another (a model or hour with no open file): smaller files than max_rows and "
+               "max_file_seconds make. A steady rate means more models are written at once than the cap: raise "
+               "max_open_files or the process's descriptor limit (ulimit -n).", ("log",)),
     MetricSpec("aiwatch_model_quality", "gauge",
                "Realised quality of a model in its latest labelled window: delayed labels joined to the prediction "
                "log (accuracy, precision, recall for a classifier; mae, rmse for a regressor).", ("model", "metric"),
@@ -560,6 +565,7 @@ class Metrics:
         self.prediction_log_records: Counter = m["aiwatch_prediction_log_records_total"]
         self.prediction_log_recovery_files: Counter = m["aiwatch_prediction_log_recovery_files_total"]
         self.prediction_log_recovered_records: Counter = m["aiwatch_prediction_log_recovered_records_total"]
+        self.prediction_log_forced_rotations: Counter = m["aiwatch_prediction_log_forced_rotations_total"]
         self.model_quality: Gauge = m["aiwatch_model_quality"]
         self.model_quality_objective: Gauge = m["aiwatch_model_quality_objective"]
         self.model_quality_labelled: Gauge = m["aiwatch_model_quality_labelled"]

@@ -103,7 +103,7 @@ class PredictionLog:
         self._failed = self.metrics.child(counter, (name, "failed"))
         self._lost = self.metrics.child(counter, (name, "lost"))
         self._recoverable = self.metrics.child(counter, (name, "recoverable"))
-        self._recovery_broken = False
+        self._recovery_broken = self._rotations_broken = False
         self._count_recovery()
         # request ids: a random prefix per log and a counter, unique without building a uuid4 per request
         self._id_prefix = os.urandom(8).hex()
@@ -123,7 +123,8 @@ class PredictionLog:
     def _count_recovery(self) -> None:
         """Count what the sink recovered since the last count: at its start (a ParquetSink: the files of writers
         that died), which it did before it knew this log's name and metrics, then at each flush and at close (the
-        journals of its own files that failed)."""
+        journals of its own files that failed); and the files it completed early (:meth:`_count_forced_rotations`)."""
+        self._count_forced_rotations()
         take = getattr(self.sink, "take_recovery", None)
         if take is None or self._recovery_broken:
             return
@@ -135,6 +136,18 @@ class PredictionLog:
             self.metrics.child(self.metrics.prediction_log_recovered_records, (self.name,)).inc(recovery.records)
         except Exception as exc:  # a sink of the user's with a method of that name: counted once, not per flush
             self._recovery_broken = True
+            record_error(COMPONENT, exc, self.metrics)
+
+    def _count_forced_rotations(self) -> None:
+        """Count the files the sink completed early since the last count (a ParquetSink at ``max_open_files``), at
+        the log's start (0), after each flush and at close, as :meth:`_count_recovery` counts recovery."""
+        take = getattr(self.sink, "take_forced_rotations", None)
+        if take is None or self._rotations_broken:
+            return
+        try:
+            self.metrics.child(self.metrics.prediction_log_forced_rotations, (self.name,)).inc(take())
+        except Exception as exc:  # a sink of the user's with a method of that name: counted once, not per flush
+            self._rotations_broken = True
             record_error(COMPONENT, exc, self.metrics)
 
     def _new_writer(self) -> threading.Thread:

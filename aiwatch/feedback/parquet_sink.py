@@ -200,6 +200,7 @@ class ParquetSink:
         self.max_open_files: int = max_open_files
         #: Files completed early because ``max_open_files`` were open and another was needed.
         self.forced_rotations = 0
+        self._forced_rotations_taken = 0
         self.directory = Path(directory)
         self.max_rows, self.max_file_seconds = max_rows, period(max_file_seconds, "max_file_seconds")
         self.compression, self.fsync = compression, fsync
@@ -235,6 +236,13 @@ class ParquetSink:
         recovery, self.recovery = self.recovery, Recovery()
         return recovery
 
+    def take_forced_rotations(self) -> int:
+        """The files completed early (:attr:`forced_rotations`) since the last call, for the metrics of the log the
+        sink is given to (once, as :meth:`take_recovery`: two logs sharing a sink do not count them twice)."""
+        total = self.forced_rotations
+        taken, self._forced_rotations_taken = total - self._forced_rotations_taken, total
+        return taken
+
     def _renew_after_fork(self) -> None:
         # The open files are the parent's: it writes, closes and renames them. The child starts files of its own
         # (named by its pid) and lets go of its copies of the parent's without writing: a pyarrow writer that is
@@ -244,7 +252,7 @@ class ParquetSink:
         inherited, self._open = self._open, {}
         self.completed, self.recovered, self.recovery = [], [], Recovery()
         self._kept = {}  # the parent's to retry
-        self.forced_rotations = 0
+        self.forced_rotations = self._forced_rotations_taken = 0
         for f in inherited.values():
             _let_go(f.writer)
 

@@ -361,6 +361,25 @@ def test_a_flood_of_model_names_keeps_at_most_max_open_files_open_and_every_row(
     assert table.num_rows == 2 * (cap + extra) + 1
 
 
+def test_a_log_exports_the_files_its_sink_completed_early(tmp_path: Path) -> None:
+    """sink.forced_rotations was an attribute only: a flood of model names made small files unseen by the metrics."""
+    registry = CollectorRegistry()
+    sink = ParquetSink(tmp_path, max_open_files=2, fsync=False)
+    name, labels = "aiwatch_prediction_log_forced_rotations_total", {"log": "tenants"}
+    log = PredictionLog(sink, registry=registry, name="tenants", batch_size=100, flush_seconds=3600)
+    assert registry.get_sample_value(name, labels) == 0  # the series exists from the start
+    for i in range(5):  # five models in one batch: three files completed early at a cap of two
+        log.log(f"tenant-{i}", {"x": float(i)}, {"score": 0.5})
+    assert log.flush(60)
+    log.close()  # counts what the sink did since the last count, as at each flush
+    assert sink.forced_rotations == 3
+    assert registry.get_sample_value(name, labels) == 3
+    # taken once: a second log on the same sink counts nothing again
+    other = CollectorRegistry()
+    PredictionLog(sink, registry=other, name="tenants").close()
+    assert other.get_sample_value(name, labels) == 0
+
+
 def test_the_least_recently_written_file_is_the_one_completed(tmp_path: Path) -> None:
     sink = ParquetSink(tmp_path, max_open_files=2)
     sink.write([row(0, model="a")])
