@@ -1,7 +1,8 @@
 """AiwatchPredictionLogLosingRecords on real counters: the console stack's workload logs every request through a real
 :class:`~aiwatch.PredictionLog` whose sink fails every third batch (tests/console/workload.py), a real Prometheus
 scrapes it, and the alert's expression, its window shortened through the rules config, reads the share of the
-log's records that never reached storage."""
+log's records that never reached storage. AiwatchPredictionLogRecoveryIncomplete on the same log: its sink reports
+a torn and a set-aside journal at the start, before the first scrape."""
 
 from __future__ import annotations
 
@@ -11,14 +12,15 @@ import pytest
 
 from aiwatch.rules import RulesConfig
 from aiwatch.rules.render import ALERTING_FILE, rule_files
-from tests.console.conftest import Stack, log_counts, log_growth
+from tests.console.conftest import Stack, counts, log_counts, log_growth
+from tests.console.workload import RECOVERY_AT_START
 
 ALERT = "AiwatchPredictionLogLosingRecords"
 
 
-def alert_expr(cfg: RulesConfig) -> str:
+def alert_expr(cfg: RulesConfig, alert: str = ALERT) -> str:
     rules: list[dict[str, Any]] = [r for g in rule_files(cfg)[ALERTING_FILE]["groups"] for r in g["rules"]]
-    expr: str = next(r["expr"] for r in rules if r.get("alert") == ALERT)
+    expr: str = next(r["expr"] for r in rules if r.get("alert") == alert)
     return expr
 
 
@@ -43,3 +45,25 @@ def test_a_threshold_above_the_share_keeps_the_alert_quiet(stack: Stack) -> None
     cfg.meta.prediction_log_window = "10s"
     cfg.meta.prediction_log_loss_max = 0.9
     assert stack.prom.query(alert_expr(cfg)) == []
+
+
+RECOVERY_ALERT = "AiwatchPredictionLogRecoveryIncomplete"
+
+
+@pytest.mark.slow
+def test_the_recovery_alert_names_the_journals_torn_and_set_aside_at_the_start(stack: Stack) -> None:
+    # counted before the first scrape: the series appeared with its count, within the hour
+    assert counts(stack, "aiwatch_prediction_log_recovery_files", "result") == RECOVERY_AT_START
+    found = stack.prom.query(alert_expr(RulesConfig(), RECOVERY_ALERT))
+    assert sorted((f["metric"]["result"], float(f["value"][1])) for f in found) == [("set_aside", 1.0), ("torn", 1.0)]
+    assert all(f["metric"]["log"] == "predictions" and f["metric"]["instance"] == stack.service["target"]
+               for f in found)
+
+
+@pytest.mark.slow
+def test_the_recovery_alert_clears_once_its_window_has_passed(stack: Stack) -> None:
+    cfg = RulesConfig()
+    cfg.meta.prediction_log_recovery_window = "3s"  # the workload started (and counted) longer ago than that
+    cfg.meta.prediction_log_recovery_for = "0s"
+    stack.prom.wait_for('count_over_time(aiwatch_prediction_log_recovery_files_total{result="torn"}[1m]) >= 5')
+    assert stack.prom.query(alert_expr(cfg, RECOVERY_ALERT)) == []
