@@ -44,13 +44,13 @@ def _forking(uwsgi: Any) -> bool:
 
 def _on(value: Any) -> bool:
     """A uWSGI flag as uWSGI reads it: ``True`` from the command line; from an ini or env, text that is not
-    false/off/no/0 (``b"false"`` is off); the last of a repeated one."""
+    false/off/no/0 (``b"false"`` is off; an empty value, a bare ini line, is on); the last of a repeated one."""
     if isinstance(value, list):
         value = value[-1] if value else None
     if isinstance(value, bytes):
         value = value.decode("latin-1")
     if isinstance(value, str):
-        return value.strip().lower() not in ("", "false", "off", "no", "0")
+        return value.strip().lower() not in ("false", "off", "no", "0")
     return bool(value)
 
 

@@ -658,7 +658,15 @@ def _hand_over_before_forks() -> None:
     worker, or one respawned), which counts the rows the app observed in the master since into the bin counters
     (the workers leave them to it). uWSGI runs this hook with ``py-call-uwsgi-fork-hooks``."""
     if not _handing_over_at_forks and hasattr(os, "register_at_fork"):
-        os.register_at_fork(before=hand_over_schedules)
+        master = os.getpid()
+
+        def before_fork() -> None:
+            # the children inherit the hook: a worker that forks (a subprocess with preexec_fn, multiprocessing)
+            # must keep its own schedule, which it is running
+            if os.getpid() == master:
+                hand_over_schedules()
+
+        os.register_at_fork(before=before_fork)
         _handing_over_at_forks.append(True)
 
 

@@ -6,6 +6,7 @@ once)."""
 from __future__ import annotations
 
 import os
+import subprocess
 
 import numpy as np
 from flask import Flask
@@ -28,6 +29,12 @@ def predict(n: int) -> dict[str, int]:
     monitor.observe({"x": float(n)})
     log.log("preloaded", {"x": float(n)}, {"y": 1.0})
     return {"pid": os.getpid()}
+
+
+@app.get("/spawn")
+def spawn() -> dict[str, int]:
+    """A worker that forks: a subprocess with ``preexec_fn`` runs Python's fork hooks in it."""
+    return {"code": subprocess.run(["true"], preexec_fn=os.setpgrp, check=False).returncode}
 
 
 aiwatch.instrument(app, service="preload")

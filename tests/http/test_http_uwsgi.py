@@ -53,9 +53,13 @@ def drift_window(base: str) -> float | None:
     return value(scrape(f"{base}/metrics"), "aiwatch_drift_window_samples", model="preloaded", feature="x")
 
 
-def test_with_fork_hooks_the_worker_writes_the_log_and_alone_runs_the_monitor(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("options", "env_vars"), [(("--py-call-uwsgi-fork-hooks",), {}),
+                                                 ((), {"UWSGI_PY_CALL_UWSGI_FORK_HOOKS": ""})], ids=["flag", "empty"])
+def test_with_fork_hooks_the_worker_writes_the_log_and_alone_runs_the_monitor(
+        tmp_path: Path, options: tuple[str, ...], env_vars: dict[str, str]) -> None:
+    # an empty value (a bare ini line) is on, as uWSGI reads it: it was taken for off, and reported
     n = 5
-    with uwsgi(tmp_path, "--py-call-uwsgi-fork-hooks") as (base, _):
+    with uwsgi(tmp_path, *options, **env_vars) as (base, _):
         serve(base, n)
         wait_until(lambda: rows_written(tmp_path / "rows") == n, 20, what=f"{n} rows in the Parquet files")
         wait_until(lambda: drift_window(base) == n, 20, what="the worker's drift evaluation in /metrics")
@@ -106,3 +110,14 @@ def test_without_fork_hooks_the_master_reports_what_will_not_run(tmp_path: Path,
     # the worker's exit for 10 s, and Process.stop killed it)
     assert proc.proc.returncode != -signal.SIGKILL, proc.output()
     assert "did not stop within" not in proc.output()
+
+
+def test_a_worker_that_forks_keeps_running_its_monitor(tmp_path: Path) -> None:
+    # the master's before-fork hand-over is inherited by the workers: a worker's own fork (a subprocess with
+    # preexec_fn) stopped the worker's monitor for good
+    with uwsgi(tmp_path, "--py-call-uwsgi-fork-hooks") as (base, _):
+        serve(base, 3)
+        wait_until(lambda: drift_window(base) == 3, 20, what="the worker's drift evaluation of 3 rows")
+        assert requests.get(f"{base}/spawn", timeout=10).json() == {"code": 0}
+        serve(base, 2)
+        wait_until(lambda: drift_window(base) == 5, 20, what="the worker's evaluation of its 5 rows after its fork")
