@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from opentelemetry import context, trace
-from opentelemetry.propagate import extract
+from opentelemetry.propagate import extract, get_global_textmap
 
 from aiwatch._version import __version__
 from aiwatch.env import OTEL_SDK_DISABLED, TRACING
@@ -162,16 +162,80 @@ def iterate_in_context(items: Iterable[T], ctx: Any, metrics: Metrics | None) ->
 
 #: the W3C trace context's one field whose repeats are joined (:func:`add_repeated`)
 TRACESTATE = "tracestate"
+#: the fields of OpenTelemetry's default propagators (W3C trace context and baggage), in the order looked for; what
+#: a propagator whose ``fields`` cannot be read is given
+W3C_FIELDS = ("traceparent", "tracestate", "baggage")
 
 
-def extract_context(carrier: dict[str, str]) -> Any:
-    """The parent context from W3C ``traceparent``/``tracestate`` (and ``baggage``) in ``carrier`` (field name ->
-    value). A request that repeats a field is read as OpenTelemetry's propagators read one: the first ``traceparent``
-    wins, repeated ``tracestate`` fields are one list, joined in order with ``,`` (RFC 9110 5.3), and the first
-    ``baggage`` wins (OpenTelemetry's W3C baggage propagator reads only the first, and drops all baggage past 8192
-    bytes, so joining two could lose what the first alone keeps): the integrations build ``carrier`` so
-    (:func:`add_repeated`, :func:`first_traceparent`). A WSGI server joins repeated headers itself, so behind one the
-    ``baggage`` values arrive joined."""
+class CarrierFields:
+    """The request fields one propagator reads (its ``fields``), in the forms the integrations look for them:
+    ``names`` (lowercase, as ASGI and gRPC spell them), ``raw`` (the same as ASGI header bytes) and ``environ`` (each
+    name with its WSGI environ key, ``HTTP_X_B3_TRACEID`` for ``x-b3-traceid``). ``declared``: the name the
+    propagator looks up for each lowercase name it spells otherwise (AWS X-Ray's ``X-Amzn-Trace-Id``), ``None`` when
+    it spells them all in lowercase."""
+
+    __slots__ = ("declared", "environ", "names", "raw", "textmap")
+
+    def __init__(self, textmap: object, declared: tuple[str, ...]) -> None:
+        self.textmap = textmap
+        self.names = tuple(name.lower() for name in declared)
+        self.raw = tuple(name.encode("latin-1") for name in self.names)
+        self.environ = tuple((name, "HTTP_" + name.upper().replace("-", "_")) for name in self.names)
+        renamed = {name.lower(): name for name in declared if name != name.lower()}
+        self.declared: dict[str, str] | None = renamed or None
+
+
+def _declared_fields(textmap: Any) -> tuple[str, ...]:
+    """``textmap.fields`` (a CompositePropagator's: the union of its propagators'), one name per lowercase spelling,
+    the W3C ones first in their order, then the rest sorted (of two spellings of one name, the first sorted is kept).
+    A name that is not text, or that no HTTP header could carry (not latin-1), is left out."""
+    lowered: dict[str, str] = {}
+    for name in sorted(name for name in textmap.fields if isinstance(name, str) and name):
+        try:
+            name.encode("latin-1")
+        except UnicodeEncodeError:
+            continue
+        lowered.setdefault(name.lower(), name)
+    first = tuple(lowered.pop(name) for name in W3C_FIELDS if name in lowered)
+    return first + tuple(sorted(lowered.values()))
+
+
+_fields = CarrierFields(None, W3C_FIELDS)
+
+
+def carrier_fields() -> CarrierFields:
+    """The fields the global propagator (``OTEL_PROPAGATORS``, or ``set_global_textmap``) reads: read once per
+    propagator object, so on the request path this is a call and an identity check. A propagator whose ``fields``
+    cannot be read is given the W3C ones (:data:`W3C_FIELDS`), and nothing is counted."""
+    fields = _fields
+    textmap = get_global_textmap()
+    if fields.textmap is textmap:
+        return fields
+    return _fields_of(textmap)
+
+
+def _fields_of(textmap: object) -> CarrierFields:
+    global _fields
+    try:
+        fields = CarrierFields(textmap, _declared_fields(textmap))
+    except Exception:
+        fields = CarrierFields(textmap, W3C_FIELDS)
+    _fields = fields
+    return fields
+
+
+def extract_context(carrier: dict[str, str], fields: CarrierFields | None = None) -> Any:
+    """The parent context that the global propagator reads from ``carrier`` (field name, lowercase -> value), built
+    from the request's :func:`carrier_fields` (``fields``: the ones it was built for). A request that repeats a field
+    is read as OpenTelemetry's propagators read one: the first ``traceparent`` wins, repeated ``tracestate`` fields
+    are one list, joined in order with ``,`` (RFC 9110 5.3), and the first ``baggage`` wins (OpenTelemetry's W3C
+    baggage propagator reads only the first, and drops all baggage past 8192 bytes, so joining two could lose what
+    the first alone keeps), as does the first of any other field (B3's, Jaeger's): the integrations build ``carrier``
+    so (:func:`add_repeated`, :func:`first_traceparent`). A WSGI server joins repeated headers itself, so behind one
+    the ``baggage`` values, and those of a repeated field other than the W3C ones, arrive joined."""
+    if fields is not None and fields.declared is not None:
+        declared = fields.declared
+        carrier = {declared.get(name, name): value for name, value in carrier.items()}
     return extract(carrier)
 
 

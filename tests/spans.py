@@ -7,6 +7,11 @@ own run (scripts/test-lowest.sh) has none, so only the tests that check spans im
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from opentelemetry.propagate import get_global_textmap, set_global_textmap
+from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -17,3 +22,15 @@ def recording_provider(exporter: InMemorySpanExporter) -> TracerProvider:
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     return provider
+
+
+@contextmanager
+def global_textmap(propagator: TextMapPropagator) -> Iterator[None]:
+    """``propagator`` as OpenTelemetry's global propagator (what ``OTEL_PROPAGATORS`` chooses) meanwhile; the one
+    before it restored after."""
+    before = get_global_textmap()
+    set_global_textmap(propagator)
+    try:
+        yield
+    finally:
+        set_global_textmap(before)

@@ -66,6 +66,7 @@ from aiwatch.streaming import ChunkTimer
 from aiwatch.timing import RequestRecorder, RequestTimeline
 from aiwatch.tracing import (
     attach_counted,
+    carrier_fields,
     deactivate_counted,
     extract_context,
     iterate_in_context,
@@ -247,8 +248,11 @@ class _ServerCore:
                     tl = recorder.begin_with(None, method)
                 else:
                     parent = None
-                    if metadata and any(item[0] == "traceparent" for item in metadata):  # extracting costs
-                        parent = extract_context(metadata_dict(metadata))
+                    if metadata:  # extracting costs: only when a field the global propagator reads is there
+                        fields = carrier_fields()
+                        names = fields.names
+                        if any(item[0] in names for item in metadata):
+                            parent = extract_context(metadata_dict(metadata), fields)
                     name, attributes = grpc_span_start(method, self.conventions)
                     tl = recorder.begin_with(tracer, name, parent, attributes)
                     if tl.span is not None:

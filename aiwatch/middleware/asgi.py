@@ -50,7 +50,7 @@ from aiwatch.semconv import end_http_server_span, http_server_attributes, record
 from aiwatch.servertiming import HEADER
 from aiwatch.streaming import ChunkTimer
 from aiwatch.timing import RequestRecorder, RequestTimeline
-from aiwatch.tracing import add_repeated, deactivate, extract_context, span_in_progress
+from aiwatch.tracing import CarrierFields, add_repeated, carrier_fields, deactivate, extract_context, span_in_progress
 from aiwatch.traffic import TrafficClasses
 
 Scope = MutableMapping[str, Any]
@@ -63,8 +63,6 @@ __all__ = ["UNMATCHED_ROUTE", "AiwatchMiddleware", "starlette_route"]
 
 _SERVER_TIMING = HEADER.encode("latin-1")
 _STATUS = {code: str(code) for code in range(100, 600)}
-#: the trace context's request headers (a tuple: membership by ``==``, as a header name need not be hashable)
-_TRACE_HEADERS = (b"traceparent", b"tracestate", b"baggage")
 _clock = time.perf_counter
 
 
@@ -353,7 +351,10 @@ class AiwatchMiddleware:
             current = span_in_progress(SpanKind.SERVER)
             if current is not None:
                 return recorder.begin_in_span(current), None
-            # one pass over the headers: the first Host, and the trace context's headers
+            # one pass over the headers: the first Host, and the trace context's headers (those the global
+            # propagator reads; a tuple: membership by ``==``, as a header name need not be hashable)
+            fields = carrier_fields()
+            trace_headers = fields.raw
             host = None
             found: list[tuple[Any, Any]] | None = None
             for item in scope.get("headers") or ():
@@ -361,12 +362,12 @@ class AiwatchMiddleware:
                 if name == b"host":
                     if host is None:
                         host = item[1].decode("latin-1")
-                elif name in _TRACE_HEADERS:
+                elif name in trace_headers:
                     if found is None:
                         found = [item]
                     else:
                         found.append(item)
-            parent = self._parent_context(found) if found is not None else None
+            parent = self._parent_context(found, fields) if found is not None else None
             server = scope.get("server")
             attributes = http_server_attributes(
                 raw_method, scope.get("scheme", "http"), scope.get("path", ""),
@@ -385,10 +386,10 @@ class AiwatchMiddleware:
             return False
 
     @staticmethod
-    def _parent_context(headers: list[tuple[Any, Any]]) -> Any:
-        """The caller's context from the request's ``traceparent``, ``tracestate`` and ``baggage`` headers (a repeated
-        one read as OpenTelemetry reads it: :func:`~aiwatch.tracing.extract_context`); ``None`` when they cannot be
-        read."""
+    def _parent_context(headers: list[tuple[Any, Any]], fields: CarrierFields) -> Any:
+        """The caller's context from the request's headers that the global propagator reads (``fields``: W3C
+        ``traceparent``, ``tracestate`` and ``baggage`` by default; a repeated one read as OpenTelemetry reads it:
+        :func:`~aiwatch.tracing.extract_context`); ``None`` when they cannot be read."""
         try:
             carrier: dict[str, str] = {}
             for k, v in headers:
@@ -398,7 +399,7 @@ class AiwatchMiddleware:
                     carrier[name] = v.decode("latin-1")
                 else:
                     add_repeated(carrier, name, v.decode("latin-1"), found)
-            return extract_context(carrier) if carrier else None
+            return extract_context(carrier, fields) if carrier else None
         except Exception:
             return None
 

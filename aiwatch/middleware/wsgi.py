@@ -53,6 +53,7 @@ from aiwatch.streaming import ChunkTimer
 from aiwatch.timing import RequestRecorder, RequestTimeline
 from aiwatch.tracing import (
     attach_counted,
+    carrier_fields,
     deactivate,
     deactivate_counted,
     extract_context,
@@ -216,12 +217,11 @@ class AiwatchWSGIMiddleware:
     @staticmethod
     def _parent_context(environ: Environ) -> Any:
         try:
-            carrier = {name: environ[key] for name, key in (("traceparent", "HTTP_TRACEPARENT"),
-                                                            ("tracestate", "HTTP_TRACESTATE"),
-                                                            ("baggage", "HTTP_BAGGAGE")) if key in environ}
+            fields = carrier_fields()  # those the global propagator reads: W3C's three by default
+            carrier = {name: environ[key] for name, key in fields.environ if key in environ}
             if "traceparent" in carrier:  # the server joined repeated fields with commas: the first traceparent wins
                 carrier["traceparent"] = first_traceparent(carrier["traceparent"])
-            return extract_context(carrier) if carrier else None
+            return extract_context(carrier, fields) if carrier else None
         except Exception:
             return None
 

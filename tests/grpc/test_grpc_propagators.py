@@ -1,0 +1,88 @@
+"""aiwatch's gRPC server interceptors (thread pool and grpc.aio) continue the caller's trace through OpenTelemetry's
+global propagator (``OTEL_PROPAGATORS``) when the call's metadata has a field it reads (its ``fields``): a B3 caller's
+trace is continued with ``b3multi``, ``b3`` or ``b3multi,tracecontext``. Before, the metadata was read only when it
+had a ``traceparent``, and every B3 call started a new trace."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import grpc.aio
+import pytest
+from opentelemetry.baggage.propagation import W3CBaggagePropagator
+from opentelemetry.propagators.b3 import B3MultiFormat, B3SingleFormat
+from opentelemetry.propagators.composite import CompositePropagator
+from opentelemetry.propagators.textmap import TextMapPropagator
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from aiwatch.grpc import grpc_aio_server_interceptor, grpc_server_interceptor
+from aiwatch.metrics import Metrics
+from examples.grpc_service.servicer import pb_grpc
+from tests.grpc.conftest import aio_server, req, stub_for, sync_server
+from tests.servers import wait_until
+from tests.spans import global_textmap
+
+pytestmark = pytest.mark.slow
+
+TRACE, SPAN = "463ac35c9f6413ad48485a3953bb6124", "a2fb4a1d1a96d312"
+OTHER_TRACE, OTHER_SPAN = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
+B3_MULTI = (("x-b3-traceid", TRACE), ("x-b3-spanid", SPAN), ("x-b3-sampled", "1"))
+B3_SINGLE = (("b3", f"{TRACE}-{SPAN}-1"),)
+W3C = (("traceparent", f"00-{OTHER_TRACE}-{OTHER_SPAN}-01"),)
+
+CASES = pytest.mark.parametrize(("propagator", "calls", "expected"), [
+    (B3MultiFormat(), [B3_MULTI], [(TRACE, SPAN)]),
+    (B3SingleFormat(), [B3_SINGLE], [(TRACE, SPAN)]),
+    (CompositePropagator([B3MultiFormat(), TraceContextTextMapPropagator(), W3CBaggagePropagator()]),
+     [B3_MULTI, W3C, ()], [(TRACE, SPAN), (OTHER_TRACE, OTHER_SPAN), None]),
+], ids=["b3multi", "b3", "b3multi,tracecontext,baggage"])
+
+
+def _ended(exporter: InMemorySpanExporter) -> bool:
+    return any(s.kind is SpanKind.SERVER for s in exporter.get_finished_spans())
+
+
+def _parent(exporter: InMemorySpanExporter) -> Any:
+    """The one finished SERVER span's parent (trace id, span id) in hex, or ``None`` (a new trace); clears."""
+    [span] = [s for s in exporter.get_finished_spans() if s.kind is SpanKind.SERVER]
+    exporter.clear()
+    parent = span.parent
+    return None if parent is None else (f"{parent.trace_id:032x}", f"{parent.span_id:016x}")
+
+
+@CASES
+def test_a_b3_callers_trace_is_continued_on_the_sync_server(
+        metrics: Metrics, provider: TracerProvider, exporter: InMemorySpanExporter, propagator: TextMapPropagator,
+        calls: list[tuple[tuple[str, str], ...]], expected: list[Any]) -> None:
+    parents = []
+    with global_textmap(propagator), sync_server([grpc_server_interceptor(
+            service="infer", metrics=metrics, tracer_provider=provider)]) as target, stub_for(target) as stub:
+        for metadata in calls:
+            stub.Predict(req(features=[1.0]), metadata=metadata)
+            wait_until(lambda: _ended(exporter), what="the call's SERVER span ended")
+            parents.append(_parent(exporter))
+    assert parents == expected
+
+
+@CASES
+async def test_a_b3_callers_trace_is_continued_on_the_aio_server(
+        metrics: Metrics, provider: TracerProvider, exporter: InMemorySpanExporter, propagator: TextMapPropagator,
+        calls: list[tuple[tuple[str, str], ...]], expected: list[Any]) -> None:
+    parents = []
+    with global_textmap(propagator):
+        async with aio_server([grpc_aio_server_interceptor(service="infer", metrics=metrics,
+                                                           tracer_provider=provider)]) as target, \
+                grpc.aio.insecure_channel(target) as channel:
+            stub = pb_grpc.InferenceStub(channel)
+            for metadata in calls:
+                await stub.Predict(req(features=[1.0]), metadata=metadata)
+                for _ in range(1000):  # the server runs in this loop: polled without blocking it
+                    if _ended(exporter):
+                        break
+                    await asyncio.sleep(0.01)
+                parents.append(_parent(exporter))
+    assert parents == expected
