@@ -256,6 +256,11 @@ CONTRACT: tuple[MetricSpec, ...] = (
                "empty .journal.new with its .inprogress file, of a writer killed before it locked it, deleted), "
                "failed (left for the next start: an I/O error). A start's are counted when the log is made, before "
                "its first scrape: read the value, not increase().", ("log", "result")),
+    MetricSpec("aiwatch_prediction_log_recovery_last_timestamp_seconds", "gauge",
+               "Unix time at which a ParquetSink's recovery last counted a journal torn, set_aside or failed in "
+               "aiwatch_prediction_log_recovery_files_total (at its start, when the log is made, or when a kept "
+               "journal was retried later); no series until one is. AiwatchPredictionLogRecoveryIncomplete fires "
+               "while it is recent.", ("log", "result"), "seconds", multiprocess_mode="max"),
     MetricSpec("aiwatch_prediction_log_recovered_records_total", "counter",
                "Prediction-log records a ParquetSink made into finished files from journals: when it started, those "
                "of writers that died (the process that died had counted them written); later, those it kept of its "
@@ -565,6 +570,8 @@ class Metrics:
         self.prediction_log_records: Counter = m["aiwatch_prediction_log_records_total"]
         self.prediction_log_recovery_files: Counter = m["aiwatch_prediction_log_recovery_files_total"]
         self.prediction_log_recovered_records: Counter = m["aiwatch_prediction_log_recovered_records_total"]
+        self.prediction_log_recovery_last_timestamp: Gauge = m[
+            "aiwatch_prediction_log_recovery_last_timestamp_seconds"]
         self.prediction_log_forced_rotations: Counter = m["aiwatch_prediction_log_forced_rotations_total"]
         self.model_quality: Gauge = m["aiwatch_model_quality"]
         self.model_quality_objective: Gauge = m["aiwatch_model_quality_objective"]

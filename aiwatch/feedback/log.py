@@ -34,7 +34,7 @@ from prometheus_client import CollectorRegistry
 from aiwatch.amounts import as_timeout, period, shown
 from aiwatch.amounts import timeout as seconds_to_wait
 from aiwatch.fastpath import adder
-from aiwatch.feedback.parquet_sink import RECOVERY_RESULTS
+from aiwatch.feedback.parquet_sink import RECOVERY_RESULTS, UNFINISHED_RECOVERY_RESULTS
 from aiwatch.feedback.sampling import SamplingPolicy
 from aiwatch.feedback.schema import FieldPolicy, PredictionRecord
 from aiwatch.feedback.sink import PredictionSink, RowsLost
@@ -130,9 +130,15 @@ class PredictionLog:
             return
         try:
             recovery = take()
+            now = time.time()
             for result in RECOVERY_RESULTS:  # these alone: label values stay bounded whatever the sink gives
                 files = recovery.files.get(result, 0)
                 self.metrics.child(self.metrics.prediction_log_recovery_files, (self.name, result)).inc(files)
+                if files > 0 and result in UNFINISHED_RECOVERY_RESULTS:
+                    # what AiwatchPredictionLogRecoveryIncomplete reads: the count alone cannot tell a new one
+                    # (a restart counting the same number) from an old one seen again after a scrape gap
+                    self.metrics.child(self.metrics.prediction_log_recovery_last_timestamp,
+                                       (self.name, result)).set(now)
             self.metrics.child(self.metrics.prediction_log_recovered_records, (self.name,)).inc(recovery.records)
         except Exception as exc:  # a sink of the user's with a method of that name: counted once, not per flush
             self._recovery_broken = True

@@ -276,8 +276,8 @@ class Meta:
         "directory): drift on the log and joined labels miss them", 0, 1))
     prediction_log_for: str = "5m"
     prediction_log_recovery_window: str = field(default="1h", metadata=_help(
-        "how long AiwatchPredictionLogRecoveryIncomplete fires after a prediction log's count of journals torn, "
-        "set aside or failed at recovery appears above 0, grows, or is above 0 after a restart"))
+        "how long AiwatchPredictionLogRecoveryIncomplete fires after a prediction log last counted a journal "
+        "torn, set aside or failed at recovery (aiwatch_prediction_log_recovery_last_timestamp_seconds)"))
     prediction_log_recovery_for: str = field(default="1m", metadata=_help(
         "how long AiwatchPredictionLogRecoveryIncomplete's condition must hold before it fires; shorter than "
         "prediction_log_recovery_window"))

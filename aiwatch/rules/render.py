@@ -75,6 +75,7 @@ WAITING_RESULTS = ("recoverable",)
 UNSTORED_RESULTS = (*LOST_RESULTS, *WAITING_RESULTS)
 HANDLED_RESULTS = ("queued", "dropped", "lost", "recoverable")
 PREDICTION_LOG_RECOVERY_FILES = metric("aiwatch_prediction_log_recovery_files_total")
+PREDICTION_LOG_RECOVERY_LAST = metric("aiwatch_prediction_log_recovery_last_timestamp_seconds")
 #: The ``result`` values of a ParquetSink's journal recovery that leave rows in no finished file: dropped (torn),
 #: kept for a person (set_aside), or left on disk for the next start (failed). recovered and orphan_removed do not.
 UNFINISHED_RECOVERY_RESULTS = ("torn", "set_aside", "failed")
@@ -676,21 +677,18 @@ def quality_alerts(cfg: RulesConfig) -> list[Alert]:
 
 
 def _recovery_incomplete(cfg: RulesConfig) -> str:
-    """Per log and result of :data:`UNFINISHED_RECOVERY_RESULTS`: the count of files, while it is above 0 and
-    either appeared within the window (a start counts before the log's first scrape, so ``increase()`` sees
-    nothing), changed within it (grew: a kept journal retried; or a restart counted another number), or the
-    process restarted within it (its log's records counters reset: a crash loop whose every start finds one torn
-    journal counts the same 1 each time). ``> 0`` alone would fire for the life of the process."""
+    """Per log and result of :data:`UNFINISHED_RECOVERY_RESULTS`: the count of files, while it is above 0 and the
+    log last counted one within the window (its ``..._recovery_last_timestamp_seconds``). A start counts before the
+    log's first scrape, so ``increase()`` sees nothing; ``> 0`` alone would fire for the life of the process; and the
+    count's own history cannot tell a new count from an old one: a scrape gap made it look new an hour later
+    (``offset``), and a restart that counts the same number on a log that recorded nothing changed no series."""
     m = cfg.meta
-    files = series(PREDICTION_LOG_RECOVERY_FILES, one_of("result", UNFINISHED_RECOVERY_RESULTS),
-                   cfg.selectors.prediction_log)
-    window = m.prediction_log_recovery_window
-    log_scope = _scope(cfg, "job", "instance", "log")
-    restarted = by("max", log_scope, f"resets({series(PREDICTION_LOG_RECORDS, cfg.selectors.prediction_log)}"
-                                     f"[{window}])")
-    return (f"(\n  {files} > 0\n  unless\n  {files} offset {window}\n)\n"
-            f"or\n(\n  {files} > 0\n  and\n  changes({files}[{window}]) > 0\n)\n"
-            f"or\n(\n  {files} > 0\n  and on ({', '.join(log_scope)})\n  {restarted} > 0\n)\n")
+    selectors = (one_of("result", UNFINISHED_RECOVERY_RESULTS), cfg.selectors.prediction_log)
+    files = series(PREDICTION_LOG_RECOVERY_FILES, *selectors)
+    last = series(PREDICTION_LOG_RECOVERY_LAST, *selectors)
+    window = number(duration_seconds(m.prediction_log_recovery_window))
+    return (f"{files} > 0\nand on ({', '.join(_scope(cfg, 'job', 'instance', 'log', 'result'))})\n"
+            f"(time() - {last}) < {window}\n")
 
 
 def meta_alerts(cfg: RulesConfig) -> list[Alert]:
@@ -732,8 +730,9 @@ def meta_alerts(cfg: RulesConfig) -> list[Alert]:
               "file, kept as a hidden .journal.unrecoverable file in the log directory) or failed (a journal left "
               "for the next start by an I/O error). Their rows are in no finished file: drift checks and label "
               "joins miss them until someone acts. A start counts before the first scrape, so this reads the "
-              "count's value, not its increase: it fires when the count appears above 0, grows, or is above 0 "
-              f"after the process restarted, and clears {m.prediction_log_recovery_window} later."),
+              "count's value, not its increase, and fires while the log's last such count "
+              "(aiwatch_prediction_log_recovery_last_timestamp_seconds: a start, or a kept journal retried) is less "
+              f"than {m.prediction_log_recovery_window} old."),
         Alert("AiwatchTargetDown", f"{up} == 0", m.target_down_for, "warning",
               "Prometheus cannot scrape {{ $labels.instance }}",
               "Scrapes of {{ $labels.instance }} (job {{ $labels.job }}) have failed for "

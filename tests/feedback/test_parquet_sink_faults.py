@@ -30,6 +30,7 @@ from aiwatch.drift.datasets import open_dataset
 from aiwatch.feedback import ParquetSink, PredictionLog, RowsLost, parquet_sink
 from aiwatch.feedback import journal as journals
 from tests.feedback.test_parquet_sink import T0, row
+from tests.feedback.test_parquet_sink_recovery import LAST_COUNTED, unstorable_journal
 
 
 class Disk:
@@ -475,3 +476,22 @@ def test_a_real_disk_full_at_close_leaves_only_the_journal_for_the_next_start(sm
     assert ParquetSink(small_disk / "log").recovery.records == 2
     assert values(small_disk / "log") == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
     assert files(small_disk / "log")[1] == []
+
+
+def test_the_log_stamps_a_kept_journal_its_running_sink_sets_aside_later(tmp_path: Path, disk: Disk,
+                                                                         registry: CollectorRegistry) -> None:
+    """Long after the start (whose count was 0): the time moves with the later count, and the alert fires on it."""
+    sink = sink_whose_second_write_failed(tmp_path, disk)
+    [kept] = sink.kept_journals
+    disk.full = False
+    log = PredictionLog(sink, registry=registry)
+    assert [s for m in registry.collect() for s in m.samples if s.name == LAST_COUNTED] == []
+    kept.write_bytes(unstorable_journal())  # what the retry finds: a stream Parquet refuses
+    before = time.time()
+    log.close()  # the sink's close retries its kept journals; the log counts what it did after
+    after = time.time()
+    assert registry.get_sample_value("aiwatch_prediction_log_recovery_files_total",
+                                     {"log": "predictions", "result": "set_aside"}) == 1
+    stamp = registry.get_sample_value(LAST_COUNTED, {"log": "predictions", "result": "set_aside"})
+    assert stamp is not None and before <= stamp <= after
+    assert registry.get_sample_value(LAST_COUNTED, {"log": "predictions", "result": "recovered"}) is None

@@ -15,6 +15,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 from prometheus_client import CollectorRegistry
 
@@ -281,6 +282,40 @@ def test_a_log_exports_what_its_sink_recovered_at_start_once(tmp_path: Path) -> 
     assert [p for p in root.rglob(".*") if p.is_file()] == []
 
 
+LAST_COUNTED = "aiwatch_prediction_log_recovery_last_timestamp_seconds"
+
+
+def unstorable_journal() -> bytes:
+    """An Arrow stream that reads but that Parquet refuses (a dense union column): a sink sets it aside."""
+    union = pa.UnionArray.from_dense(pa.array([0, 1], type=pa.int8()), pa.array([0, 0], type=pa.int32()),
+                                     [pa.array([1.0]), pa.array(["a"])])
+    batch = pa.RecordBatch.from_arrays([union], names=["x"])
+    return bytes(batch.schema.serialize().to_pybytes() + batch.serialize().to_pybytes())
+
+
+def test_a_log_stamps_when_its_sink_counted_journals_torn_or_set_aside_at_start(tmp_path: Path) -> None:
+    """The count alone cannot tell a restart that counts the same number from the old count:
+    AiwatchPredictionLogRecoveryIncomplete reads the time it was last counted."""
+    torn, aside, root = tmp_path / "torn", tmp_path / "aside", tmp_path / "log"
+    sizes = killed_writer_with_journal_sizes(torn, 2)
+    [journal] = journals(torn)
+    os.truncate(journal, sizes[1] - 1)
+    killed_writer_with_journal_sizes(aside, 1)
+    [journal] = journals(aside)
+    journal.write_bytes(unstorable_journal())
+    gather([torn, aside], root)
+    registry = CollectorRegistry()
+    before = time.time()
+    with PredictionLog(ParquetSink(root), registry=registry, name="orders"):
+        after = time.time()
+        assert sample(registry, "aiwatch_prediction_log_recovery_files_total",
+                      {"log": "orders", "result": "set_aside"}) == 1
+        stamps = {result: sample(registry, LAST_COUNTED, {"log": "orders", "result": result})
+                  for result in RECOVERY_RESULTS}
+    assert {result for result, stamp in stamps.items() if stamp is not None} == {"torn", "set_aside"}
+    assert before <= stamps["torn"] <= after and before <= stamps["set_aside"] <= after  # type: ignore[operator]
+
+
 def test_a_journal_that_cannot_be_recovered_now_is_counted_failed_and_left(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     killed_writer_with_journal_sizes(tmp_path, 1)
@@ -294,6 +329,7 @@ def test_a_journal_that_cannot_be_recovered_now_is_counted_failed_and_left(
         pass
     assert sample(registry, "aiwatch_prediction_log_recovery_files_total",
                   {"log": "predictions", "result": "failed"}) == 1
+    assert sample(registry, LAST_COUNTED, {"log": "predictions", "result": "failed"}) is not None
     # the journal is kept; the file it was rebuilt into is removed (on a full disk it takes the space a retry needs)
     assert len(journals(tmp_path)) == 1 and open_files(tmp_path) == []
     monkeypatch.undo()
