@@ -8,6 +8,7 @@ import errno
 import fcntl
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import time
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from prometheus_client import CollectorRegistry
 
@@ -285,12 +287,14 @@ def test_a_log_exports_what_its_sink_recovered_at_start_once(tmp_path: Path) -> 
 LAST_COUNTED = "aiwatch_prediction_log_recovery_last_timestamp_seconds"
 
 
-def unstorable_journal() -> bytes:
-    """An Arrow stream that reads but that Parquet refuses (a dense union column): a sink sets it aside."""
+def unstorable_journal(*, torn: bool = False) -> bytes:
+    """An Arrow stream that reads but that Parquet refuses (a dense union column ``x`` beside a string column): a
+    sink sets it aside. Two whole batches of two rows; with ``torn``, half a third batch after them."""
     union = pa.UnionArray.from_dense(pa.array([0, 1], type=pa.int8()), pa.array([0, 0], type=pa.int32()),
                                      [pa.array([1.0]), pa.array(["a"])])
-    batch = pa.RecordBatch.from_arrays([union], names=["x"])
-    return bytes(batch.schema.serialize().to_pybytes() + batch.serialize().to_pybytes())
+    batch = pa.RecordBatch.from_arrays([pa.array(["r0", "r1"]), union], names=["request_id", "x"])
+    body = batch.serialize().to_pybytes()
+    return bytes(batch.schema.serialize().to_pybytes() + body + body + (body[:len(body) // 2] if torn else b""))
 
 
 def test_a_log_stamps_when_its_sink_counted_journals_torn_or_set_aside_at_start(tmp_path: Path) -> None:
@@ -388,3 +392,24 @@ def test_a_sinks_take_recovery_that_raises_is_counted_and_one_with_other_results
                if s.labels.get("log") == "b" and s.name.endswith("_total")}
     assert results == {**dict.fromkeys(RECOVERY_RESULTS, 0.0), "recovered": 2.0}
     assert sample(registry, "aiwatch_prediction_log_recovered_records_total", {"log": "b"}) == 7
+
+
+RUNBOOK = REPO / "aiwatch" / "runbooks" / "AiwatchPredictionLogRecoveryIncomplete.md"
+
+
+@pytest.mark.parametrize("torn", [False, True], ids=["whole", "torn-end"])
+def test_the_runbooks_salvage_makes_a_set_aside_journal_into_a_parquet_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, torn: bool) -> None:
+    """A journal is set aside only when Parquet refuses its data, so the snippet's plain ``pq.write_table`` failed on
+    every real one: it now writes the refused column as text."""
+    killed_writer_with_journal_sizes(tmp_path, 1)
+    [journal] = journals(tmp_path)
+    journal.write_bytes(unstorable_journal(torn=torn))
+    assert ParquetSink(tmp_path).recovery.files["set_aside"] == 1
+    [aside] = tmp_path.rglob(".part-*.parquet.journal.unrecoverable")
+    name = aside.name[len(".part-"):-len(".parquet.journal.unrecoverable")]
+    [block] = [b for b in re.findall(r"```python\n(.*?)```", RUNBOOK.read_text(), re.S) if ".unrecoverable" in b]
+    monkeypatch.chdir(aside.parent)  # where the runbook runs it
+    exec(compile(textwrap.dedent(block).replace("<name>", name), str(RUNBOOK), "exec"), {})
+    salvaged = aside.parent / f".salvaged-part-{name}.parquet"
+    assert pq.read_table(salvaged).to_pylist() == [{"request_id": "r0", "x": "1.0"}, {"request_id": "r1", "x": "a"}] * 2
