@@ -705,23 +705,47 @@ def _draw_quality(rows: list[Any]) -> None:
 RECOVERY_ALERT = "AiwatchPredictionLogRecoveryIncomplete"
 
 
-def _draw_recovery(rows: list[Any]) -> None:
-    from aiwatch.console.source import RECOVERY_RESULTS
+def _ago(seconds: float) -> str:
+    """``seconds`` ago, coarse: the banner names how old a count is, not when to the second."""
+    if seconds < 60:
+        return "under a minute ago"
+    if seconds < 3600:
+        return f"{seconds // 60:.0f} min ago"
+    if seconds < 2 * 86400:
+        return f"{seconds // 3600:.0f} h ago"
+    return f"{seconds // 86400:.0f} days ago"
 
-    unfinished = [(r.log, result, n) for r in rows for result, n in r.unfinished.items()]
-    if unfinished:
-        page = runbook_page_link(RECOVERY_ALERT)
-        st.error("Prediction log journals not recovered: " + ", ".join(
-            f"{md(log)} {n:.0f} {result}" for log, result, n in unfinished[:10]) + ". Their rows are in no finished "
-            "file: torn (dropped, with every byte after them), set_aside (kept as .journal.unrecoverable for a "
-            "person) or failed (left for the next start)" + (f"; see the [runbook]({page})." if page else "."))
-    else:
+
+def _draw_recovery(rows: list[Any]) -> None:
+    from aiwatch.console.source import RECOVERY_RECENT_SECONDS, RECOVERY_RESULTS
+
+    now = time.time()
+    recent: list[str] = []
+    old: list[str] = []
+    for r in rows:
+        for result, n in r.unfinished.items():
+            at = r.last.get(result)
+            told = f"{md(r.log)} {n:.0f} {result}" + ("" if at is None else f" (last {_ago(max(0.0, now - at))})")
+            # a count without a time (an app older than the gauge) stays red, as it was
+            (old if at is not None and now - at >= RECOVERY_RECENT_SECONDS else recent).append(told)
+    page = runbook_page_link(RECOVERY_ALERT)
+    see = f"; see the [runbook]({page})." if page else "."
+    if recent:
+        st.error("Prediction log journals not recovered: " + ", ".join(recent[:10]) + ". Their rows are in no "
+                 "finished file: torn (dropped, with every byte after them), set_aside (kept as "
+                 ".journal.unrecoverable for a person) or failed (left for the next start)" + see)
+    if old:
+        st.warning("Prediction log journals not recovered, last counted over an hour ago (past the alert's "
+                   "default window): " + ", ".join(old[:10]) + ". Their rows are still in no finished file until "
+                   "someone acts" + see)
+    if not recent and not old:
         st.success("No journal torn, set aside or left unrecovered since the logs' processes started.")
     st.caption(f"What each log's ParquetSinks did with the journals they found at their start (of writers that "
                f"died) and with their own kept ones (files that failed), summed over replicas, each since its "
                f"process started: the counters' values, not their rates (a start counts before the first scrape). "
-               f"{RECOVERY_ALERT} fires on torn, set_aside and failed for meta.prediction_log_recovery_window "
-               f"(1h by default) after they appear, grow, or are above 0 after a restart.")
+               f"{RECOVERY_ALERT} fires on torn, set_aside and failed while the log last counted one within "
+               f"meta.prediction_log_recovery_window (1h by default): the red banner names those, a yellow one "
+               f"those counted longer ago.")
     df = pd.DataFrame([{"log": r.log, **{result: r.files.get(result, 0.0) for result in RECOVERY_RESULTS},
                         "rows recovered": r.records} for r in rows])
     st.dataframe(df, hide_index=True, width="stretch", column_config={

@@ -341,10 +341,12 @@ class PrometheusSource(DataSource):
         return self.range(self.q.prediction_log_records(duration(window)))
 
     def prediction_log_recovery(self) -> list[RecoveryRow]:
-        files, records = self._all([partial(self.instant, self.q.prediction_log_recovery_files()),
-                                    partial(self.instant, self.q.prediction_log_recovered_records())])
+        files, records, last = self._all([partial(self.instant, self.q.prediction_log_recovery_files()),
+                                          partial(self.instant, self.q.prediction_log_recovered_records()),
+                                          partial(self.instant, self.q.prediction_log_recovery_last())])
         return recovery_rows({(lb.get("log", ""), lb.get("result", "")): v for lb, v in files},
-                             {lb.get("log", ""): v for lb, v in records})
+                             {lb.get("log", ""): v for lb, v in records},
+                             {(lb.get("log", ""), lb.get("result", "")): v for lb, v in last})
 
     def instrumentation_errors(self, window: float) -> list[Series]:
         return self.range(self.q.instrumentation_errors(duration(window)))

@@ -69,6 +69,7 @@ MODEL_QUALITY_LABELLED = metric("aiwatch_model_quality_labelled")
 PREDICTION_LOG_RECORDS = metric("aiwatch_prediction_log_records_total")
 SAMPLED_OUT = "sampled_out"
 PREDICTION_LOG_RECOVERY_FILES = metric("aiwatch_prediction_log_recovery_files_total")
+PREDICTION_LOG_RECOVERY_LAST = metric("aiwatch_prediction_log_recovery_last_timestamp_seconds")
 PREDICTION_LOG_RECOVERED_RECORDS = metric("aiwatch_prediction_log_recovered_records_total")
 """The prediction log's ``result`` of the requests it did not sample: left out of the prediction-log panels, which
 show what became of the records it kept."""
@@ -337,6 +338,11 @@ class PanelQueries:
         """Journals the ParquetSinks of each prediction ``log`` recovered, by ``result``, summed over replicas: the
         value (a start counts before the first scrape, so a rate or increase() misses it)."""
         return by("sum", self._by("log", "result"), series(PREDICTION_LOG_RECOVERY_FILES, *self._m()))
+
+    def prediction_log_recovery_last(self) -> str:
+        """When the sinks of each prediction ``log`` last counted a journal by ``result`` (torn, set_aside,
+        failed), unix seconds, the latest over replicas."""
+        return by("max", self._by("log", "result"), series(PREDICTION_LOG_RECOVERY_LAST, *self._m()))
 
     def prediction_log_recovered_records(self) -> str:
         """Rows the ParquetSinks of each prediction ``log`` made into files from journals, summed over replicas."""

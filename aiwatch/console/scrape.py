@@ -670,7 +670,9 @@ class ScrapeSource(DataSource):
         data, t = self._copy(), time.time()
         files = sum_by(self._gauge(data, Q.PREDICTION_LOG_RECOVERY_FILES.name, t), ("log", "result"))
         records = sum_by(self._gauge(data, Q.PREDICTION_LOG_RECOVERED_RECORDS.name, t), ("log",))
-        return recovery_rows({(k[0], k[1]): v for k, v in files.items()}, {k[0]: v for k, v in records.items()})
+        last = max_by(self._gauge(data, Q.PREDICTION_LOG_RECOVERY_LAST.name, t), ("log", "result"))
+        return recovery_rows({(k[0], k[1]): v for k, v in files.items()}, {k[0]: v for k, v in records.items()},
+                             {(k[0], k[1]): v for k, v in last.items()})
 
     def instrumentation_errors(self, window: float) -> list[Series]:
         return self._rate_by(Q.INSTRUMENTATION_ERRORS.name, ("instance", "component"), window)

@@ -138,6 +138,10 @@ class RecoveryRow:
     log: str
     files: dict[str, float]
     records: float | None
+    #: Per result, the unix time one of the log's sinks last counted a file with it, the latest over replicas
+    #: (``aiwatch_prediction_log_recovery_last_timestamp_seconds``: torn, set_aside and failed only); a result
+    #: without one is left out (none counted, or an app older than that gauge).
+    last: dict[str, float] = field(default_factory=dict)
 
     @property
     def unfinished(self) -> dict[str, float]:
@@ -500,17 +504,25 @@ def quality_rows(values: dict[tuple[str, str], float], objectives: dict[tuple[st
 RECOVERY_RESULTS = ("recovered", "torn", "set_aside", "orphan_removed", "failed")
 
 
-def recovery_rows(files: dict[tuple[str, str], float], records: dict[str, float]) -> list[RecoveryRow]:
-    """The recovery table from (log, result) -> files and log -> records, one row per log that has either, by
-    log name.
+#: Seconds after which the console shows a journal torn, set aside or failed as old: the default
+#: ``meta.prediction_log_recovery_window`` of AiwatchPredictionLogRecoveryIncomplete (1h), after which it stops firing.
+RECOVERY_RECENT_SECONDS = 3600.0
 
-    >>> recovery_rows({("p", "set_aside"): 1.0, ("p", "bogus"): 5.0}, {"p": 0.0})
+
+def recovery_rows(files: dict[tuple[str, str], float], records: dict[str, float],
+                  last: dict[tuple[str, str], float] | None = None) -> list[RecoveryRow]:
+    """The recovery table from (log, result) -> files, log -> records and (log, result) -> the unix time it was
+    last counted, one row per log that has files or records, by log name.
+
+    >>> recovery_rows({("p", "set_aside"): 1.0, ("p", "bogus"): 5.0}, {"p": 0.0}, {("p", "set_aside"): 9.0})
     [RecoveryRow(log='p', files={'recovered': 0.0, 'torn': 0.0, 'set_aside': 1.0, 'orphan_removed': 0.0, \
-'failed': 0.0}, records=0.0)]
+'failed': 0.0}, records=0.0, last={'set_aside': 9.0})]
     """
     logs = {log for log, _ in files} | set(records)
+    stamps = {key: t for key, t in (last or {}).items() if finite(t) is not None}
     return [RecoveryRow(log, {r: finite(files.get((log, r))) or 0.0 for r in RECOVERY_RESULTS},
-                        finite(records.get(log)))
+                        finite(records.get(log)),
+                        {r: stamps[(log, r)] for r in RECOVERY_RESULTS if (log, r) in stamps})
             for log in sorted(logs, key=natural_key)]
 
 

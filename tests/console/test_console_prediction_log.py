@@ -9,6 +9,7 @@ import json
 import os
 import re
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -125,12 +126,13 @@ def test_both_sources_read_the_journals_recovered_at_start_and_the_view_names_th
     # rate would read as 0
     wait_until(lambda: bool(source.prediction_log_recovery()), 20, what="journal recovery counts")
     (row,) = source.prediction_log_recovery()
-    assert row == RecoveryRow(LOG_NAME, {r: float(n) for r, n in RECOVERY_AT_START.items()}, RECOVERED_RECORDS)
-    assert row.unfinished == {"torn": 1.0, "set_aside": 1.0}
+    assert replace(row, last={}) == RecoveryRow(LOG_NAME, {r: float(n) for r, n in RECOVERY_AT_START.items()},
+                                                RECOVERED_RECORDS)
+    assert row.unfinished == {"torn": 1.0, "set_aside": 1.0} and set(row.last) == {"torn", "set_aside"}
     at = run_view(source, "Drift")
     (banner,) = [t for t in texts(at.error) if t.startswith(RECOVERY_BANNER)]
-    assert banner.startswith(f"{RECOVERY_BANNER}{LOG_NAME} 1 torn, {LOG_NAME} 1 set_aside. Their rows are in no "
-                             "finished file")
+    assert re.match(rf"{RECOVERY_BANNER}{LOG_NAME} 1 torn \(last [^)]+\), {LOG_NAME} 1 set_aside \(last [^)]+\)\. "
+                    "Their rows are in no finished file", banner), banner
     assert "runbook" in banner
     table = recovery_table(at)
     assert list(table.columns) == ["log", *RECOVERY_RESULTS, "rows recovered"]
@@ -173,9 +175,11 @@ def sink_started_on_journals(tmp_path: Path, *, torn: bool, set_aside: bool) -> 
 def test_journals_torn_or_set_aside_at_a_sinks_start_are_shown_by_the_scrape_source(tmp_path: Path) -> None:
     src = sink_started_on_journals(tmp_path, torn=True, set_aside=True)
     files = {"recovered": 1.0, "torn": 1.0, "set_aside": 1.0, "orphan_removed": 0.0, "failed": 0.0}
-    assert src.prediction_log_recovery() == [RecoveryRow("orders", files, 8 + 4)]
+    (row,) = src.prediction_log_recovery()
+    assert replace(row, last={}) == RecoveryRow("orders", files, 8 + 4) and set(row.last) == {"torn", "set_aside"}
     at = run_view(src, "Drift")
     (banner,) = [t for t in texts(at.error) if t.startswith(RECOVERY_BANNER)]
+    banner = re.sub(r" \(last [^)]+\)", "", banner)  # how long ago: the test below
     assert banner.startswith(f"{RECOVERY_BANNER}orders 1 torn, orders 1 set_aside. Their rows are in no finished "
                              "file: torn (dropped, with every byte after them), set_aside (kept as "
                              ".journal.unrecoverable for a person) or failed (left for the next start)")
@@ -184,6 +188,25 @@ def test_journals_torn_or_set_aside_at_a_sinks_start_are_shown_by_the_scrape_sou
     # the banner links the alert's runbook page in the console
     (shown,) = [str(e.value) for e in at.error if str(e.value).startswith(RECOVERY_BANNER)]
     assert "(?runbook=AiwatchPredictionLogRecoveryIncomplete)" in shown
+
+
+def test_journals_counted_longer_ago_than_the_alerts_window_are_a_warning_that_says_when(tmp_path: Path) -> None:
+    """The red banner stayed for the life of the process, long after AiwatchPredictionLogRecoveryIncomplete (which
+    reads when the log last counted them) had cleared; a count within the window stays red."""
+    src = ScrapeSource([URL], interval=1.0, history=60, start=False)
+    registry = CollectorRegistry()
+    metrics, now = Metrics(registry), time.time()
+    for result, n, ago in (("torn", 1, 3 * 3600 + 600), ("set_aside", 2, 1200)):
+        metrics.prediction_log_recovery_files.labels("orders", result).inc(n)
+        metrics.prediction_log_recovery_last_timestamp.labels("orders", result).set(now - ago)
+    src.record(URL, generate_latest(registry).decode(), ts=now - 1)
+    (row,) = src.prediction_log_recovery()
+    assert row.last == {"torn": now - 3 * 3600 - 600, "set_aside": now - 1200}
+    at = run_view(src, "Drift")
+    (banner,) = [t for t in texts(at.error) if t.startswith(RECOVERY_BANNER)]
+    assert re.match(rf"{RECOVERY_BANNER}orders 2 set_aside \(last 2\d min ago\)\. Their rows", banner), banner
+    (warning,) = [t for t in texts(at.warning) if t.startswith("Prediction log journals not recovered, last counted")]
+    assert "orders 1 torn (last 3 h ago)" in warning and "runbook" in warning and "set_aside" not in warning
 
 
 def test_journals_all_recovered_at_a_sinks_start_are_an_all_clear(tmp_path: Path) -> None:
