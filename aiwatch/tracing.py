@@ -185,12 +185,26 @@ class CarrierFields:
         self.declared: dict[str, str] | None = renamed or None
 
 
+#: Every header B3's propagators read: the multi-header one (``b3multi``) names only TraceId, SpanId and Sampled in
+#: its ``fields`` but reads ``X-B3-Flags`` (a debug request: no Sampled) and the single ``b3`` header too; the
+#: single-header one (``b3``) names only ``b3`` but reads the multi-header form too (it inherits the same extract)
+B3_FIELDS = ("b3", "x-b3-flags", "x-b3-parentspanid", "x-b3-sampled", "x-b3-spanid", "x-b3-traceid")
+
+
 def _declared_fields(textmap: Any) -> tuple[str, ...]:
     """``textmap.fields`` (a CompositePropagator's: the union of its propagators'), one name per lowercase spelling,
     the W3C ones first in their order, then the rest sorted (of two spellings of one name, the first sorted is kept).
-    A name that is not text, or that no HTTP header could carry (not latin-1), is left out."""
+    A name that is not text, or that no HTTP header could carry (not latin-1), is left out. ``fields`` are the keys a
+    propagator *injects*, which need not be all it reads: where one of B3's is named, all of B3's are
+    (:data:`B3_FIELDS`)."""
+    declared = textmap.fields
+    if isinstance(declared, str):  # one name, not its letters
+        declared = (declared,)
+    names = {name for name in declared if isinstance(name, str) and name}
+    if any(name.lower() in B3_FIELDS for name in names):
+        names.update(B3_FIELDS)
     lowered: dict[str, str] = {}
-    for name in sorted(name for name in textmap.fields if isinstance(name, str) and name):
+    for name in sorted(names):
         try:
             name.encode("latin-1")
         except UnicodeEncodeError:

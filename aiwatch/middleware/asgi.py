@@ -344,8 +344,9 @@ class AiwatchMiddleware:
 
     def _begin_traced(self, tracer: Any, scope: Scope, raw_method: str, method: str) -> tuple[RequestTimeline, Any]:
         """Start a traced request: on the SERVER span OpenTelemetry's middleware in front already started, else on
-        a new one (continuing the caller's ``traceparent``) made current while the app runs. Returns the timeline
-        and the token that :func:`~aiwatch.tracing.deactivate` takes (``None``: nothing was made current)."""
+        a new one (continuing the caller's trace, read by the global propagator) made current while the app runs.
+        Returns the timeline and the token that :func:`~aiwatch.tracing.deactivate` takes (``None``: nothing was made
+        current)."""
         recorder = self.recorder
         try:
             current = span_in_progress(SpanKind.SERVER)

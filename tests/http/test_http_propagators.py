@@ -42,6 +42,8 @@ OTHER_TRACE, OTHER_SPAN = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
 B3_MULTI = [("X-B3-TraceId", TRACE), ("X-B3-SpanId", SPAN), ("X-B3-Sampled", "1")]
 B3_SINGLE = [("b3", f"{TRACE}-{SPAN}-1")]
 W3C = [("traceparent", f"00-{OTHER_TRACE}-{OTHER_SPAN}-01")]
+#: a B3 debug request: X-B3-Flags: 1 and no X-B3-Sampled (B3's spec), which b3multi reads though its fields omit it
+B3_DEBUG = [("X-B3-TraceId", TRACE), ("X-B3-SpanId", SPAN), ("X-B3-Flags", "1")]
 
 
 @contextmanager
@@ -95,7 +97,12 @@ SERVERS = pytest.mark.parametrize("server", [asgi_server, wsgi_server], ids=["as
 @pytest.mark.parametrize(("propagator", "headers"), [
     (B3MultiFormat(), B3_MULTI),
     (B3SingleFormat(), B3_SINGLE),
-], ids=["b3multi", "b3"])
+    # a propagator's fields are the headers it injects, not all it reads: without X-B3-Flags a debug request's
+    # context was unsampled and the server span not recorded; b3 reads the multi-header form too (Envoy's)
+    (B3MultiFormat(), B3_DEBUG),
+    (B3SingleFormat(), B3_MULTI),
+    (B3MultiFormat(), B3_SINGLE),
+], ids=["b3multi", "b3", "b3multi-debug", "b3-reads-multi", "b3multi-reads-single"])
 def test_a_b3_callers_trace_is_continued(registry: CollectorRegistry, provider: TracerProvider,
                                          exporter: InMemorySpanExporter, server: Any,
                                          propagator: TextMapPropagator, headers: list[tuple[str, str]]) -> None:
@@ -194,3 +201,18 @@ def test_the_propagators_fields_are_read_once_per_propagator() -> None:
     assert odd.names == ("tracestate", "x-odd")
     assert odd.environ == (("tracestate", "HTTP_TRACESTATE"), ("x-odd", "HTTP_X_ODD"))
     assert odd.declared == {"x-odd": "X-Odd"}  # of two spellings, the first in sorted order is the one looked up
+
+
+class _OneName(_Odd):
+    @property
+    def fields(self) -> Any:
+        return "X-One"  # a str, not a set of names: read as one name, not as its letters
+
+
+def test_b3s_fields_stand_for_every_header_b3_reads_and_a_str_is_one_name() -> None:
+    for propagator in (B3MultiFormat(), B3SingleFormat()):
+        with global_textmap(propagator):
+            assert set(carrier_fields().names) == {"b3", "x-b3-flags", "x-b3-parentspanid", "x-b3-sampled",
+                                                   "x-b3-spanid", "x-b3-traceid"}
+    with global_textmap(_OneName()):
+        assert carrier_fields().names == ("x-one",)
