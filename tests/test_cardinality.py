@@ -127,3 +127,20 @@ def test_a_route_named_as_the_fold_is_folded_and_counted_each_time() -> None:
     for route in ["/a", "/b", "/c", "/d", *["__overflow__"] * 5]:
         recorder.finish(recorder.begin_with(None, "GET"), route, "GET", "200")
     assert m.registry.get_sample_value("aiwatch_label_overflow_total", {"label": "route"}) == 7
+
+
+def test_a_guard_lock_held_at_a_fork_is_replaced_by_a_free_one_in_the_child(metrics: Metrics) -> None:
+    from aiwatch import cardinality
+
+    guard = guard_for(metrics)
+    with guard._lock:  # held by a thread of the parent at the fork: the child's copy would never be released
+        guard._renew_after_fork()
+        assert guard._lock.acquire(blocking=False)
+        guard._lock.release()
+    assert guard.fold("route", "/a") == "/a"
+    held = cardinality._guards_lock
+    with held:
+        cardinality._renew_guards_lock()
+        assert cardinality._guards_lock is not held and cardinality._guards_lock.acquire(blocking=False)
+        cardinality._guards_lock.release()
+    assert guard_for(metrics) is guard

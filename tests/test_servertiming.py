@@ -8,12 +8,14 @@ from hypothesis import strategies as st
 
 from aiwatch.servertiming import (
     Entry,
+    fit,
     format_server_timing,
     parse,
     parse_server_timing,
     printable_ascii,
     quote,
     server_total,
+    timing_tail,
 )
 
 
@@ -167,14 +169,21 @@ def test_the_total_of_a_retried_attempt_carries_its_number() -> None:
 @pytest.mark.parametrize("bad", ["total;dur=2;attempt=0", "total;dur=2;attempt=two", "total;dur=2;attempt=-2",
                                  "total;dur=2;attempt=2.0", "total;dur=2;attempt=12345678901"])
 def test_an_attempt_that_is_no_count_is_refused_naming_its_entry(bad: str) -> None:
-    with pytest.raises(ValueError, match=r"^malformed Server-Timing entry 'total': attempt="):
+    with pytest.raises(ValueError, match=r"^malformed Server-Timing entry 'total': attempt=.* is not a whole number "
+                                         r"from 1 to 9999999999$"):
         parse(bad)
+
+
+def test_the_first_attempt_of_an_entry_wins_and_a_later_one_is_not_read() -> None:
+    assert parse("total;dur=2;attempt=2;attempt=0").retried
+    assert not parse("total;dur=2;attempt=1;attempt=two").retried
 
 
 @pytest.mark.parametrize(("name", "escaped"), [
     ("ranker", "ranker"), ("café-ranker", "caf%C3%A9-ranker"), ("推論", "%E6%8E%A8%E8%AB%96"),
     ("a%b", "a%b"), ("\U0001f600", "%F0%9F%98%80"), ("\ud800", "%ED%A0%80"),
     ("tab\there", "tab%09here"), ("a\x7fb\nc\x00", "a%7Fb%0Ac%00"), ("a b~", "a b~"),
+    ("a b\t", "a b%09"),  # a space is kept on the escaping path too
 ])
 def test_printable_ascii_escapes_what_is_not_ascii(name: str, escaped: str) -> None:
     assert printable_ascii(name) == escaped
@@ -214,3 +223,64 @@ def _kept(text: str, out: str) -> str:
             break
         kept += c
     return kept
+
+
+END = "overhead;dur=0.000, total;dur=1.000"
+
+
+@pytest.mark.parametrize("extra", [0, 1, 40])
+def test_fit_keeps_a_value_at_or_under_its_limit_whole(extra: int) -> None:
+    entries = "a;dur=1.000, bb;dur=2.000, "
+    limit = len(entries) + len(END) + extra  # extra 0: exactly at the limit
+    assert fit(entries, END, limit) == (entries + END, 0)
+
+
+def test_fit_leaves_out_each_entry_that_would_pass_the_limit_and_keeps_later_shorter_ones() -> None:
+    a, long, b, c = "a;dur=1.000", "long_phase_name;dur=2.000", "b;dur=3.000", "c;dur=4.000"
+    entries = f"{a}, {long}, {b}, {c}, "
+    # room for exactly two short entries (each with its ", "): the long one is left out, b fills the room, c is out
+    limit = len(END) + 2 * (len(a) + 2)
+    assert fit(entries, END, limit) == (f"{a}, {b}, " + END, 2)
+    # one character less: a only, the room then one short of b
+    assert fit(entries, END, limit - 1) == (f"{a}, " + END, 3)
+    # one character more than the whole value needs to fall back: the whole value
+    assert fit(entries, END, len(entries) + len(END)) == (entries + END, 0)
+
+
+def test_fit_keeps_the_end_alone_when_no_entry_fits_or_there_is_none() -> None:
+    assert fit("abc;dur=1.000, ", END, len(END)) == (END, 1)
+    assert fit("", END, len(END) - 5) == (END, 0)  # an end past the limit on its own is returned as it is
+    assert fit("a;dur=1.000, b;dur=2.000, ", END, len(END) - 5) == (END, 2)
+
+
+@settings(max_examples=300, deadline=None)
+@given(names=st.lists(st.text(string.ascii_letters + "_", min_size=1, max_size=30), max_size=40),
+       limit=st.integers(len(END), 800))
+def test_fit_keeps_the_entries_in_order_within_the_limit_and_counts_the_others(names: list[str], limit: int) -> None:
+    phases = [f"{name};dur={i}.000" for i, name in enumerate(names)]
+    entries = "".join(entry + ", " for entry in phases)
+    value, left_out = fit(entries, END, limit)
+    assert len(value) <= limit and value.endswith(END)
+    kept = value[:-len(END)]
+    assert kept == "".join(entry + ", " for entry in phases if entry + ", " in kept)  # in order, whole
+    assert left_out == len(phases) - kept.count(", ")
+    # greedy: each left-out entry would not have fitted in the room left when it came
+    room = limit - len(END)
+    for entry in phases:
+        if entry + ", " in kept:
+            room -= len(entry) + 2
+        else:
+            assert len(entry) + 2 > room
+    assert (left_out == 0) == (len(entries) + len(END) <= limit)
+
+
+def test_the_timing_tail_carries_the_service_name_as_latin1_on_http_and_escaped_on_grpc() -> None:
+    assert timing_tail("café") % (1, 2) == 'overhead;dur=1.000, total;dur=2.000;desc="café"'
+    assert timing_tail("café", ascii_only=True) % (1, 2) == 'overhead;dur=1.000, total;dur=2.000;desc="caf%C3%A9"'
+
+
+def test_the_timing_tail_carries_at_most_128_characters_of_the_service_name() -> None:
+    assert timing_tail("x" * 200) % (1, 2) == f'overhead;dur=1.000, total;dur=2.000;desc="{"x" * 128}"'
+    # on gRPC cut between escapes: 21 escaped characters of 6 each
+    assert timing_tail("é" * 100, ascii_only=True) % (1, 2) == (
+        f'overhead;dur=1.000, total;dur=2.000;desc="{"%C3%A9" * 21}"')

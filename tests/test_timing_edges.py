@@ -1286,3 +1286,83 @@ def test_a_traced_requests_span_carries_its_token_usage(
     assert {k: v for k, v in (span.attributes or {}).items() if k.startswith("gen_ai.")} == {
         "gen_ai.usage.input_tokens": 12, "gen_ai.usage.output_tokens": 3, "gen_ai.request.model": "chat-small"}
     assert errors(metrics, "tracing") == 0
+
+
+@pytest.mark.parametrize("slack", [0, 1])
+def test_server_timing_at_its_limit_is_whole_and_one_character_under_it_is_cut(metrics: Metrics,
+                                                                               clock: ManualClock, slack: int) -> None:
+    recorder = RequestRecorder(metrics, service="svc")
+    tl = recorder.begin()
+    tl.phases[("inference", "")] = 0.001
+    tl.phases[("features", "m")] = 0.0005
+    clock.advance(0.004)
+    whole = "inference;dur=1.000, features;dur=0.500, overhead;dur=2.500, total;dur=4.000;desc=\"svc\""
+    assert tl.server_timing(limit=len(whole) + slack) == (whole, None)
+    # one character short: the first phase still fits, the second would pass the limit
+    end = "overhead;dur=2.500, total;dur=4.000;desc=\"svc\""
+    assert tl.server_timing(limit=len(whole) - 1) == (
+        "inference;dur=1.000, " + end, f"over {len(whole) - 1} characters: 1 of 2 phase entries left out")
+    # room for the shorter second entry only: the first is left out, the second kept
+    limit = len("features;dur=0.500, " + end)
+    assert tl.server_timing(limit=limit) == (
+        "features;dur=0.500, " + end, f"over {limit} characters: 1 of 2 phase entries left out")
+    # the overhead stays the time outside every phase, the left-out ones included; a given tail is used
+    assert tl.server_timing(tl.start + 0.01, "overhead;dur=%.3f, total;dur=%.3f", 40) == (
+        "overhead;dur=8.500, total;dur=10.000", "over 40 characters: 2 of 2 phase entries left out")
+    recorder.finish(tl, "/", "GET", "200")
+
+
+def test_a_phase_recorded_under_the_requests_model_keeps_it_and_one_under_none_moves(metrics: Metrics) -> None:
+    recorder = RequestRecorder(metrics, service="svc")
+    tl = recorder.begin()
+    set_model("a")
+    record_phase("named", 0.125, model="a")  # names the request's model of the moment itself: stays under it
+    record_phase("queue", 0.25, model="b")  # under b already, before the request's own phases move there
+    record_phase("queue", 0.5)
+    record_phase("plain", 0.0625)
+    set_model("a")  # the same model again: nothing moves, nothing is added twice
+    assert tl.phases == {("named", "a"): 0.125, ("queue", "b"): 0.25, ("queue", "a"): 0.5, ("plain", "a"): 0.0625}
+    set_model("b")  # the phases that named no model move, adding up with those already under b
+    assert tl.phases == {("named", "a"): 0.125, ("queue", "b"): 0.75, ("plain", "b"): 0.0625}
+    recorder.finish(tl, "/", "GET", "200")
+
+
+def test_a_measured_phase_is_kept_out_of_the_phase_the_app_has_open(metrics: Metrics, clock: ManualClock) -> None:
+    recorder = RequestRecorder(metrics, service="svc")
+    tl = recorder.begin()
+    timing.add_measured_phase(tl, "deserialize", 0.125)  # no phase open
+    with aiwatch.phase("handler"):
+        clock.advance(1.0)
+        timing.add_measured_phase(tl, "serialize", 0.25)
+        timing.add_measured_phase(tl, "serialize", 0.125)
+    assert tl.phases == {("deserialize", ""): 0.125, ("handler", ""): 0.625, ("serialize", ""): 0.375}
+    recorder.finish(tl, "/", "GET", "200")
+
+
+def test_a_phases_span_is_current_while_it_runs_and_the_requests_again_after_it(
+        metrics: Metrics, provider: TracerProvider, exporter: InMemorySpanExporter) -> None:
+    recorder = RequestRecorder(metrics, service="svc", tracer_provider=provider)
+    tl = recorder.begin()
+    before = trace.get_current_span()
+    with aiwatch.phase("inference"):
+        inside = trace.get_current_span()
+        provider.get_tracer("app").start_span("app-work").end()  # the app's own span: a child of the phase's
+    after = trace.get_current_span()
+    recorder.finish(tl, "/", "GET", "200")
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    assert set(spans) == {"request", "inference", "app-work"}
+    assert inside.get_span_context().span_id == spans["inference"].context.span_id
+    parents = {name: span.parent.span_id for name, span in spans.items() if span.parent is not None}
+    assert parents["app-work"] == spans["inference"].context.span_id
+    assert parents["inference"] == spans["request"].context.span_id
+    assert after is before
+
+
+def test_the_phase_name_lock_held_at_a_fork_is_replaced_by_a_free_one_in_the_child() -> None:
+    held = timing._valid_lock
+    with held:
+        timing._renew_valid_lock()
+        assert timing._valid_lock is not held and timing._valid_lock.acquire(blocking=False)
+        timing._valid_lock.release()
+    aiwatch.phase("a_name_checked_after_the_fork")  # checked and remembered under the new lock
+    assert "a_name_checked_after_the_fork" in timing._valid_names

@@ -640,3 +640,38 @@ def test_a_reference_in_few_cells_sorts_the_current_values_without_a_pass_over_t
     found = stattests.wasserstein_distance_to_sorted(reference, current)
     assert passes == [reference.size]  # the reference's cells alone
     assert found == stattests.wasserstein_distance_sorted(reference, np.sort(current))
+
+
+@pytest.mark.parametrize("name", ["same-distribution", "shifted"])
+def test_continuous_current_values_go_through_the_cells_without_sorting_them_all(
+        name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # what the exact mode is for: current values of a continuous column are counted into cells and only those of
+    # the few crossing cells are sorted; the whole sort (wasserstein_distance_sorted) is a fallback
+    reference, current = _adversarial(name)
+    expected = stats.wasserstein_distance(reference, current)
+    passes: list[int] = []
+    real = stattests._shifted_cells
+
+    def counted(x: np.ndarray, *args: object) -> object:
+        passes.append(x.size)
+        return real(x, *args)  # type: ignore[arg-type]
+
+    def no_sort(*args: object) -> float:
+        raise AssertionError("all the current values were sorted")
+
+    monkeypatch.setattr(stattests, "_shifted_cells", counted)
+    monkeypatch.setattr(stattests, "wasserstein_distance_sorted", no_sort)
+    found = stattests.wasserstein_distance_to_sorted(np.sort(reference), current)
+    assert passes == [reference.size, current.size]
+    assert found == pytest.approx(expected, rel=1e-9, abs=1e-12)
+
+
+def test_the_scratch_arrays_are_reused_for_a_column_no_longer_than_the_last() -> None:
+    scratch = stattests.Scratch()
+    floats, cells = scratch.floats(100), scratch.cells(100)
+    assert (floats.shape, floats.dtype, cells.shape, cells.dtype) == ((100,), np.float64, (100,), np.intp)
+    for n in (100, 60):  # the same memory, as long as it is long enough
+        assert np.shares_memory(scratch.floats(n), floats) and np.shares_memory(scratch.cells(n), cells)
+        assert (scratch.floats(n).shape, scratch.cells(n).shape) == ((n,), (n,))
+    assert not np.shares_memory(scratch.floats(101), floats)  # a longer one: new arrays
+    assert not np.shares_memory(scratch.cells(101), cells)
