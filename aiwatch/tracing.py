@@ -185,9 +185,10 @@ class CarrierFields:
         self.declared: dict[str, str] | None = renamed or None
 
 
-#: Every header B3's propagators read: the multi-header one (``b3multi``) names only TraceId, SpanId and Sampled in
-#: its ``fields`` but reads ``X-B3-Flags`` (a debug request: no Sampled) and the single ``b3`` header too; the
-#: single-header one (``b3``) names only ``b3`` but reads the multi-header form too (it inherits the same extract)
+#: Every header B3 sends (its propagators read all but ParentSpanId): the multi-header one (``b3multi``) names only
+#: TraceId, SpanId and Sampled in its ``fields`` but reads ``X-B3-Flags`` (a debug request: no Sampled) and the
+#: single ``b3`` header too, which wins when present; the single-header one (``b3``) names only ``b3`` but reads the
+#: multi-header form too (it inherits the same extract)
 B3_FIELDS = ("b3", "x-b3-flags", "x-b3-parentspanid", "x-b3-sampled", "x-b3-spanid", "x-b3-traceid")
 
 

@@ -687,8 +687,13 @@ def _recovery_incomplete(cfg: RulesConfig) -> str:
     files = series(PREDICTION_LOG_RECOVERY_FILES, *selectors)
     last = series(PREDICTION_LOG_RECOVERY_LAST, *selectors)
     window = number(duration_seconds(m.prediction_log_recovery_window))
-    return (f"{files} > 0\nand on ({', '.join(_scope(cfg, 'job', 'instance', 'log', 'result'))})\n"
-            f"(time() - {last}) < {window}\n")
+    scope = ", ".join(_scope(cfg, "job", "instance", "log", "result"))
+    # An app older than the gauge (a rolling upgrade, rules ahead of the apps) has none: the count's appearance
+    # within the window stands for it there (it fires again an hour after a scrape gap); a newer app sets the gauge
+    # with the count, before its first scrape, so the second branch never reads it.
+    return (f"{files} > 0\nand on ({scope})\n(time() - {last}) < {window}\n"
+            f"or\n(\n  {files} > 0\n  unless\n  {files} offset {m.prediction_log_recovery_window}\n)\n"
+            f"unless on ({scope})\n{last}\n")
 
 
 def meta_alerts(cfg: RulesConfig) -> list[Alert]:
