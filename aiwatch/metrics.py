@@ -106,6 +106,12 @@ ERROR_COMPONENTS: tuple[str, ...] = (
 #: out and every metric was kept, so AiwatchInstrumentationErrors does not fire on them (an app that opens 40 phases
 #: would cut every response).
 SIZE_CAP_COMPONENTS: tuple[str, ...] = ("grpc_server_trailer", "server_timing_header")
+#: The ``result`` values of ``aiwatch_prediction_log_recovery_files_total``: what a ParquetSink did with each journal
+#: or file it recovered, one result per file (the sink counts these, the console shows them in this order).
+RECOVERY_RESULTS: tuple[str, ...] = ("recovered", "torn", "set_aside", "orphan_removed", "failed")
+#: The results that leave rows in no finished file (dropped, kept for a person, or left for the next start): what
+#: AiwatchPredictionLogRecoveryIncomplete fires on and ``..._recovery_last_timestamp_seconds`` is stamped for.
+UNFINISHED_RECOVERY_RESULTS: tuple[str, ...] = ("torn", "set_aside", "failed")
 
 
 CONTRACT: tuple[MetricSpec, ...] = (

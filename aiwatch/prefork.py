@@ -58,7 +58,7 @@ def uwsgi_master() -> bool:
     """This process is uWSGI's master importing the app for the workers it forks: it serves no request."""
     uwsgi = _uwsgi()
     try:
-        return uwsgi is not None and _forking(uwsgi) and uwsgi.masterpid() == os.getpid()
+        return uwsgi is not None and uwsgi.worker_id() == 0 and uwsgi.masterpid() == os.getpid()
     except Exception:  # an odd uwsgi build: take it for no pre-fork server
         return False
 

@@ -86,8 +86,7 @@ def record_cut(component: str, what: str, metrics: Metrics | None = None) -> Non
     (``component`` one of :data:`aiwatch.metrics.SIZE_CAP_COMPONENTS`, which no alert reads as a failure). Counted
     in the same counter as a failure; logged as ``what`` (what was left out, and what was sent), not as a failure.
     Never raises."""
-    _count(component, metrics)
-    warn_rate_limited(component, "aiwatch: %s capped: %s", component, what)
+    record_problem(component, f"{component} capped: {what}", metrics)
 
 
 def record_error(component: str, exc: BaseException, metrics: Metrics | None = None) -> None:

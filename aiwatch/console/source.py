@@ -22,6 +22,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+# the results of journal recovery are the metrics contract's (RECOVERY_RESULTS, in the order the console shows them)
+from aiwatch.metrics import RECOVERY_RESULTS as RECOVERY_RESULTS
+from aiwatch.metrics import UNFINISHED_RECOVERY_RESULTS
+
 # the one definition of an error lives in aiwatch.status; these names stay importable from here
 from aiwatch.status import ERROR_STATUS_RE as ERROR_STATUS_RE
 from aiwatch.status import is_error_status as is_error_status
@@ -147,8 +151,6 @@ class RecoveryRow:
     def unfinished(self) -> dict[str, float]:
         """The results above 0 whose rows are in no finished file (torn, set_aside, failed): what
         AiwatchPredictionLogRecoveryIncomplete fires on."""
-        from aiwatch.rules.render import UNFINISHED_RECOVERY_RESULTS
-
         return {r: self.files[r] for r in UNFINISHED_RECOVERY_RESULTS if self.files.get(r, 0.0) > 0}
 
 
@@ -499,9 +501,6 @@ def quality_rows(values: dict[tuple[str, str], float], objectives: dict[tuple[st
             for (model, name), value in sorted(values.items(), key=lambda kv: (natural_key(kv[0][0]), kv[0][1]))]
 
 
-#: The ``result`` values of ``aiwatch_prediction_log_recovery_files_total``, in the order the console shows them
-#: (:data:`aiwatch.feedback.parquet_sink.RECOVERY_RESULTS`); others a sink might give are left out.
-RECOVERY_RESULTS = ("recovered", "torn", "set_aside", "orphan_removed", "failed")
 
 
 #: Seconds after which the console shows a journal torn, set aside or failed as old: the default

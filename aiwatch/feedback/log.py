@@ -34,12 +34,11 @@ from prometheus_client import CollectorRegistry
 from aiwatch.amounts import as_timeout, period, shown
 from aiwatch.amounts import timeout as seconds_to_wait
 from aiwatch.fastpath import adder
-from aiwatch.feedback.parquet_sink import RECOVERY_RESULTS, UNFINISHED_RECOVERY_RESULTS
 from aiwatch.feedback.sampling import SamplingPolicy
 from aiwatch.feedback.schema import FieldPolicy, PredictionRecord
 from aiwatch.feedback.sink import PredictionSink, RowsLost
 from aiwatch.forksafe import renew_at_fork
-from aiwatch.metrics import Metrics, get_metrics
+from aiwatch.metrics import RECOVERY_RESULTS, UNFINISHED_RECOVERY_RESULTS, Metrics, get_metrics
 from aiwatch.prefork import check_fork_hooks
 from aiwatch.safety import record_error
 from aiwatch.timing import current_timeline

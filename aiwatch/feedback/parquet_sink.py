@@ -54,6 +54,7 @@ from aiwatch.feedback import journal as journals
 from aiwatch.feedback.journal import JOURNAL_SUFFIX, NEW_SUFFIX, Journal, OpenFileLock
 from aiwatch.feedback.sink import RowsLost
 from aiwatch.forksafe import renew_at_fork
+from aiwatch.metrics import RECOVERY_RESULTS
 from aiwatch.safety import warn_rate_limited
 
 try:
@@ -74,11 +75,6 @@ TEMP_SUFFIX = ".inprogress"
 _SEQ = itertools.count(1)
 #: Added to the name of a journal whose contents cannot become a Parquet file.
 UNRECOVERABLE_SUFFIX = ".unrecoverable"
-#: What a starting sink did with each file a dead writer left (the ``result`` of
-#: ``aiwatch_prediction_log_recovery_files_total``): one result per file.
-RECOVERY_RESULTS = ("recovered", "torn", "set_aside", "orphan_removed", "failed")
-#: The results that leave rows in no finished file (dropped, kept for a person, or left for the next start).
-UNFINISHED_RECOVERY_RESULTS = ("torn", "set_aside", "failed")
 #: Orphans removed at one start that are logged by name; past these, one line sums up the rest.
 _MAX_ORPHANS_TOLD = 100
 #: Seconds a running sink waits before trying again to make the journal of a file that failed into a file (its

@@ -24,7 +24,7 @@ from prometheus_client.utils import floatToGoString
 
 from aiwatch.drift.promql import JS_RECORD, PSI_RECORD, fleet_js_expr, fleet_psi_expr, live_values_expr
 from aiwatch.gpuseries import POD_LABELS, GpuSeries
-from aiwatch.metrics import SIZE_CAP_COMPONENTS
+from aiwatch.metrics import SIZE_CAP_COMPONENTS, UNFINISHED_RECOVERY_RESULTS
 from aiwatch.promql import (
     alternatives,
     by,
@@ -76,9 +76,6 @@ UNSTORED_RESULTS = (*LOST_RESULTS, *WAITING_RESULTS)
 HANDLED_RESULTS = ("queued", "dropped", "lost", "recoverable")
 PREDICTION_LOG_RECOVERY_FILES = metric("aiwatch_prediction_log_recovery_files_total")
 PREDICTION_LOG_RECOVERY_LAST = metric("aiwatch_prediction_log_recovery_last_timestamp_seconds")
-#: The ``result`` values of a ParquetSink's journal recovery that leave rows in no finished file: dropped (torn),
-#: kept for a person (set_aside), or left on disk for the next start (failed). recovered and orphan_removed do not.
-UNFINISHED_RECOVERY_RESULTS = ("torn", "set_aside", "failed")
 TIME_TO_FIRST_TOKEN = metric("aiwatch_gen_ai_time_to_first_token_seconds")
 DEGRADED = metric("aiwatch_degraded_responses_total")
 MODEL_QUALITY = metric("aiwatch_model_quality")
