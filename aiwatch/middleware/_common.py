@@ -6,12 +6,13 @@ from __future__ import annotations
 from typing import Any
 
 from aiwatch.metrics import Metrics
+from aiwatch.safety import record_cut
 from aiwatch.semconv import KNOWN_HTTP_METHODS, OTHER_METHOD, http_span_name
 from aiwatch.timing import RequestRecorder, RequestTimeline
 from aiwatch.tracing import activate_counted
 
 __all__ = ["CLIENT_CLOSED_STATUS", "HEADER_COMPONENT", "KNOWN_METHODS", "OTHER_METHOD", "UNMATCHED_ROUTE",
-           "begin_on_new_span"]
+           "begin_on_new_span", "count_header_cut"]
 
 UNMATCHED_ROUTE = "__unmatched__"
 """The route label of requests that matched no route template: the raw path is never used as a label."""
@@ -23,6 +24,12 @@ KNOWN_METHODS = KNOWN_HTTP_METHODS
 #: ``aiwatch_instrumentation_errors_total{component}`` of a ``Server-Timing`` header cut short to
 #: :data:`aiwatch.servertiming.MAX_LENGTH` (phase entries left out), once per response
 HEADER_COMPONENT = "server_timing_header"
+
+
+def count_header_cut(cut: str, metrics: Metrics) -> None:
+    """Count and log a ``Server-Timing`` header cut short (``cut``: why, from
+    :meth:`~aiwatch.timing.RequestTimeline.server_timing`), under :data:`HEADER_COMPONENT`."""
+    record_cut(HEADER_COMPONENT, f"Server-Timing header {cut} (the rest was sent)", metrics)
 
 CLIENT_CLOSED_STATUS = "499"
 """The ``status`` label of a request whose response could not be delivered because the client went away (the

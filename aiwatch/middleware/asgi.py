@@ -38,14 +38,14 @@ from aiwatch.exclusion import ExcludedUrls, asgi_url, exclude_path_set
 from aiwatch.metrics import Metrics
 from aiwatch.middleware._common import (
     CLIENT_CLOSED_STATUS,
-    HEADER_COMPONENT,
     KNOWN_METHODS,
     OTHER_METHOD,
     UNMATCHED_ROUTE,
     begin_on_new_span,
+    count_header_cut,
 )
 from aiwatch.recording import resolve_recorder
-from aiwatch.safety import call_hook, record_cut, record_error, resolve_route, sync_hook
+from aiwatch.safety import call_hook, record_error, resolve_route, sync_hook
 from aiwatch.semconv import end_http_server_span, http_server_attributes, record_http_server_error
 from aiwatch.servertiming import HEADER
 from aiwatch.streaming import ChunkTimer
@@ -266,8 +266,7 @@ class AiwatchMiddleware:
                         headers = message.get("headers")
                         message["headers"] = [*headers, entry] if headers else [entry]
                         if cut is not None:
-                            record_cut(HEADER_COMPONENT, f"Server-Timing header {cut} (the rest was sent)",
-                                       self.metrics)
+                            count_header_cut(cut, self.metrics)
                     except Exception as exc:
                         record_error("server_timing", exc, self.metrics)
             elif kind == "http.response.body":

@@ -39,14 +39,14 @@ from aiwatch.contentlength import content_length
 from aiwatch.exclusion import ExcludedUrls, exclude_path_set, wsgi_url
 from aiwatch.metrics import Metrics
 from aiwatch.middleware._common import (
-    HEADER_COMPONENT,
     KNOWN_METHODS,
     OTHER_METHOD,
     UNMATCHED_ROUTE,
     begin_on_new_span,
+    count_header_cut,
 )
 from aiwatch.recording import resolve_recorder
-from aiwatch.safety import call_hook, record_cut, record_error, resolve_route, sync_hook
+from aiwatch.safety import call_hook, record_error, resolve_route, sync_hook
 from aiwatch.semconv import end_http_server_span, http_server_attributes
 from aiwatch.servertiming import HEADER
 from aiwatch.streaming import ChunkTimer
@@ -157,7 +157,7 @@ class AiwatchWSGIMiddleware:
                     # cut is counted once
                     if cut is not None and not request.cut_counted:
                         request.cut_counted = True
-                        record_cut(HEADER_COMPONENT, f"Server-Timing header {cut} (the rest was sent)", self.metrics)
+                        count_header_cut(cut, self.metrics)
                 except Exception as exc:
                     record_error("server_timing", exc, self.metrics)
             write = start_response(status, headers, exc_info)
