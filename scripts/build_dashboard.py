@@ -27,6 +27,7 @@ from aiwatch.console import queries as Q  # noqa: E402
 from aiwatch.console.queries import PanelQueries  # noqa: E402
 from aiwatch.console.source import AUTOSCALING_SIGNALS, QUANTILES  # noqa: E402
 from aiwatch.gpuseries import GpuSeries  # noqa: E402
+from aiwatch.metrics import UNFINISHED_RECOVERY_RESULTS  # noqa: E402
 from aiwatch.promql import DEFAULT_AGGREGATION_LABELS, series  # noqa: E402
 
 #: GPU source -> the dashboard file rendered for it
@@ -279,6 +280,18 @@ def build(gpu_source: str = "aiwatch") -> dict[str, Any]:
                                    "properties": [{"id": "color", "value": {"mode": "fixed", "fixedColor": color}}]}
                                   for result, color in (("dropped", "red"), ("failed", "red"), ("lost", "red"),
                                                         ("recoverable", "orange"))]), w=12)
+    lay.add(timeseries("Prediction log: journals at recovery, files completed early",
+                       [target(q.prediction_log_recovery_files(), "{{log}} {{result}}" + AT, "A"),
+                        target(q.prediction_log_forced_rotations(W), "{{log}} forced rotations/s" + AT, "B")],
+                       "short",
+                       "What each prediction log's ParquetSinks did with the journals they recovered, by result, "
+                       "summed over replicas since each process started (the value: a start counts before the "
+                       "first scrape): torn, set_aside and failed (red) are rows in no finished file, which "
+                       "AiwatchPredictionLogRecoveryIncomplete fires on. Forced rotations: files completed early "
+                       "because max_open_files were open (more models written at once than the cap: small files).",
+                       overrides=[{"matcher": {"id": "byRegexp", "options": f".* {result}.*"},
+                                   "properties": [{"id": "color", "value": {"mode": "fixed", "fixedColor": "red"}}]}
+                                  for result in UNFINISHED_RECOVERY_RESULTS]), w=12)
 
     lay.row("Alerts and autoscaling")
     firing = series("ALERTS", 'alertstate=~"firing|pending"', SCOPE_MATCH)

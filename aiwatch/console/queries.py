@@ -71,6 +71,7 @@ SAMPLED_OUT = "sampled_out"
 PREDICTION_LOG_RECOVERY_FILES = metric("aiwatch_prediction_log_recovery_files_total")
 PREDICTION_LOG_RECOVERY_LAST = metric("aiwatch_prediction_log_recovery_last_timestamp_seconds")
 PREDICTION_LOG_RECOVERED_RECORDS = metric("aiwatch_prediction_log_recovered_records_total")
+PREDICTION_LOG_FORCED_ROTATIONS = metric("aiwatch_prediction_log_forced_rotations_total")
 """The prediction log's ``result`` of the requests it did not sample: left out of the prediction-log panels, which
 show what became of the records it kept."""
 REFERENCE_RATIO = metric("aiwatch_feature_reference_ratio")
@@ -343,6 +344,11 @@ class PanelQueries:
         """When the sinks of each prediction ``log`` last counted a journal by ``result`` (torn, set_aside,
         failed), unix seconds, the latest over replicas."""
         return by("max", self._by("log", "result"), series(PREDICTION_LOG_RECOVERY_LAST, *self._m()))
+
+    def prediction_log_forced_rotations(self, w: str) -> str:
+        """Files per second the ParquetSinks of each prediction ``log`` completed early because ``max_open_files``
+        of them were open, summed over replicas."""
+        return by("sum", self._by("log"), rate(PREDICTION_LOG_FORCED_ROTATIONS, w, *self._m()))
 
     def prediction_log_recovered_records(self) -> str:
         """Rows the ParquetSinks of each prediction ``log`` made into files from journals, summed over replicas."""

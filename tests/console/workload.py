@@ -68,6 +68,8 @@ Only the route changes: the request is one of the step's own, every answer by se
 #: one torn, one set aside, with the rows made into files.
 RECOVERY_AT_START = {"recovered": 2, "torn": 1, "set_aside": 1, "orphan_removed": 0, "failed": 0}
 RECOVERED_RECORDS = 40
+#: the stand-in sink completes a file early every this many batches (aiwatch_prediction_log_forced_rotations_total)
+FORCED_ROTATION_BATCHES = 5
 
 
 class FlakySink:
@@ -75,12 +77,19 @@ class FlakySink:
     the start it reports :data:`RECOVERY_AT_START` (``take_recovery``, once, as a ParquetSink does)."""
 
     def __init__(self) -> None:
-        self.batches = self.rows = 0
+        self.batches = self.rows = self.forced_taken = 0
         self.recovery = Recovery(dict(RECOVERY_AT_START), RECOVERED_RECORDS)
 
     def take_recovery(self) -> Recovery:
         recovery, self.recovery = self.recovery, Recovery()
         return recovery
+
+    def take_forced_rotations(self) -> int:
+        """Files completed early since the last call (a ParquetSink's at max_open_files): one every
+        :data:`FORCED_ROTATION_BATCHES` batches here."""
+        total = self.batches // FORCED_ROTATION_BATCHES
+        taken, self.forced_taken = total - self.forced_taken, total
+        return taken
 
     def write(self, rows: Sequence[dict[str, Any]]) -> None:
         self.batches += 1
