@@ -10,6 +10,9 @@ from prometheus_client import CollectorRegistry
 from aiwatch import safety, timing
 from aiwatch.metrics import Metrics
 
+#: every thread's stack in the report of a test that pytest-timeout fails (tests/hangs.py)
+pytest_plugins = ["tests.hangs"]
+
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
