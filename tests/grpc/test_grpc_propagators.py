@@ -1,11 +1,14 @@
 """aiwatch's gRPC server interceptors (thread pool and grpc.aio) continue the caller's trace through OpenTelemetry's
 global propagator (``OTEL_PROPAGATORS``) when the call's metadata has a field it reads (its ``fields``): a B3 caller's
 trace is continued with ``b3multi``, ``b3`` or ``b3multi,tracecontext``. Before, the metadata was read only when it
-had a ``traceparent``, and every B3 call started a new trace."""
+had a ``traceparent``, and every B3 call started a new trace. The client interceptors inject the current context
+with that propagator unless the app's metadata already has a key it writes (before: unless it had a ``traceparent``,
+so a B3 app's call carried two trace contexts)."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import grpc.aio
@@ -19,9 +22,14 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from aiwatch.grpc import grpc_aio_server_interceptor, grpc_server_interceptor
+from aiwatch.grpc import (
+    grpc_aio_client_interceptors,
+    grpc_aio_server_interceptor,
+    grpc_client_interceptor,
+    grpc_server_interceptor,
+)
 from aiwatch.metrics import Metrics
-from examples.grpc_service.servicer import pb_grpc
+from examples.grpc_service.servicer import pb, pb_grpc
 from tests.grpc.conftest import aio_server, req, stub_for, sync_server
 from tests.servers import wait_until
 from tests.spans import global_textmap
@@ -88,3 +96,58 @@ async def test_a_b3_callers_trace_is_continued_on_the_aio_server(
                     await asyncio.sleep(0.01)
                 parents.append(_parent(exporter))
     assert parents == expected
+
+
+class _EchoMetadata(pb_grpc.InferenceServicer):
+    """Replies with the call's metadata (the keys a propagator may write, in the order received) as JSON."""
+
+    def Predict(self, request: Any, context: Any) -> Any:
+        pairs = [(k, v) for k, v in context.invocation_metadata() if k.startswith(_SENT_KEYS)]
+        return pb.PredictReply(model=json.dumps(pairs))
+
+
+#: the keys the client may have written: B3's, W3C's and Jaeger's
+_SENT_KEYS = ("b3", "x-b3-", "traceparent", "tracestate", "baggage", "uber-trace-id")
+
+APP_W3C = (("traceparent", f"00-{OTHER_TRACE}-{OTHER_SPAN}-01"), ("tracestate", "congo=t61rcWkgMzE"))
+
+CLIENT_CASES = pytest.mark.parametrize(("propagator", "metadata"), [
+    (B3MultiFormat(), B3_MULTI),
+    (B3SingleFormat(), B3_SINGLE),
+    # b3 names only the single header; the app's multi-header context is its trace context all the same
+    (B3SingleFormat(), B3_MULTI),
+    (B3MultiFormat(), B3_SINGLE),
+    (CompositePropagator([TraceContextTextMapPropagator(), W3CBaggagePropagator()]), APP_W3C),
+    (CompositePropagator([B3MultiFormat(), TraceContextTextMapPropagator()]), B3_MULTI),
+], ids=["b3multi", "b3", "b3-app-multi", "b3multi-app-single", "tracecontext,baggage", "b3multi,tracecontext"])
+
+
+@CLIENT_CASES
+def test_the_sync_client_leaves_the_apps_own_trace_context_alone(
+        metrics: Metrics, provider: TracerProvider, propagator: TextMapPropagator,
+        metadata: tuple[tuple[str, str], ...]) -> None:
+    """The app set its own trace context in the call's metadata: the client interceptor injects nothing, so the
+    server gets the app's keys once each and no other trace-context key. Before, only a ``traceparent`` stopped it:
+    a B3 caller's call carried its own ``x-b3-*`` and aiwatch's."""
+    client = grpc_client_interceptor(service="gateway", metrics=metrics, tracer_provider=provider)
+    with global_textmap(propagator), sync_server(servicer=_EchoMetadata()) as target, \
+            stub_for(target, client) as stub, provider.get_tracer("app").start_as_current_span("caller"):
+        injected = json.loads(stub.Predict(req()).model)
+        received = json.loads(stub.Predict(req(), metadata=metadata).model)
+    assert injected  # with nothing of the app's, the current context is injected
+    assert [tuple(pair) for pair in received] == list(metadata)
+
+
+@CLIENT_CASES
+async def test_the_aio_client_leaves_the_apps_own_trace_context_alone(
+        metrics: Metrics, provider: TracerProvider, propagator: TextMapPropagator,
+        metadata: tuple[tuple[str, str], ...]) -> None:
+    clients = grpc_aio_client_interceptors(service="gateway", metrics=metrics, tracer_provider=provider)
+    with global_textmap(propagator), sync_server(servicer=_EchoMetadata()) as target:
+        async with grpc.aio.insecure_channel(target, interceptors=clients) as channel:
+            stub = pb_grpc.InferenceStub(channel)
+            with provider.get_tracer("app").start_as_current_span("caller"):
+                injected = json.loads((await stub.Predict(req())).model)
+                received = json.loads((await stub.Predict(req(), metadata=metadata)).model)
+    assert injected
+    assert [tuple(pair) for pair in received] == list(metadata)
