@@ -259,14 +259,15 @@ def alertmanager(config_yaml: str) -> Iterator[str]:
 
 
 @contextmanager
-def uvicorn_in_thread(app: Any, lifespan: str = "off") -> Iterator[tuple[int, threading.Thread]]:
+def uvicorn_in_thread(app: Any, lifespan: str = "off", **config: Any) -> Iterator[tuple[int, threading.Thread]]:
     """Serve the ASGI ``app`` with uvicorn (h11) on a loopback port, in a thread of this process (so the test reads
-    the app's metrics and spans directly); yields the port and the server's thread, which has ended on the way out."""
+    the app's metrics and spans directly); yields the port and the server's thread, which has ended on the way out.
+    ``config``: more of ``uvicorn.Config``'s arguments."""
     uvicorn = require_module("uvicorn")
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     sock.listen()
-    server = uvicorn.Server(uvicorn.Config(app, http="h11", lifespan=lifespan, log_level="critical"))
+    server = uvicorn.Server(uvicorn.Config(app, http="h11", lifespan=lifespan, log_level="critical", **config))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     wait_until(lambda: server.started, what="uvicorn started")

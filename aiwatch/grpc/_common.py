@@ -45,14 +45,16 @@ def metadata_value(metadata: Iterable[Any] | None, key: str) -> str | None:
     return None
 
 
-def metadata_dict(metadata: Iterable[Any] | None) -> dict[str, str]:
-    """Text metadata as a dict (binary ``-bin`` entries skipped), for trace-context extraction: a repeated key read as
-    OpenTelemetry reads a repeated field (:func:`aiwatch.tracing.extract_context`): the first ``traceparent``;
-    ``tracestate`` joined in order; the first ``baggage``; the first value of any other key."""
+def metadata_dict(metadata: Iterable[Any] | None, names: tuple[str, ...]) -> dict[str, str]:
+    """The text metadata (binary ``-bin`` entries skipped) whose keys are ``names`` (the global propagator's fields,
+    lowercase as gRPC's keys are: :func:`aiwatch.tracing.carrier_fields`) as a dict, for trace-context extraction;
+    a call's other metadata, however much, is left out. A repeated key is read as OpenTelemetry reads a repeated
+    field (:func:`aiwatch.tracing.extract_context`): the first ``traceparent``; ``tracestate`` joined in order; the
+    first ``baggage``; the first value of any other key."""
     out: dict[str, str] = {}
     for item in metadata or ():
         k, v = item[0], item[1]
-        if isinstance(v, str):
+        if isinstance(v, str) and k in names:
             found = out.get(k)
             if found is None:
                 out[k] = v
