@@ -174,15 +174,20 @@ class CarrierFields:
     propagator looks up for each lowercase name it spells otherwise (AWS X-Ray's ``X-Amzn-Trace-Id``), ``None`` when
     it spells them all in lowercase."""
 
-    __slots__ = ("declared", "environ", "names", "raw", "textmap")
+    __slots__ = ("declared", "environ", "names", "prefix", "prefix_environ", "prefix_raw", "raw", "textmap")
 
-    def __init__(self, textmap: object, declared: tuple[str, ...]) -> None:
+    def __init__(self, textmap: object, declared: tuple[str, ...], prefix: str | None = None) -> None:
         self.textmap = textmap
         self.names = tuple(name.lower() for name in declared)
         self.raw = tuple(name.encode("latin-1") for name in self.names)
         self.environ = tuple((name, "HTTP_" + name.upper().replace("-", "_")) for name in self.names)
         renamed = {name.lower(): name for name in declared if name != name.lower()}
         self.declared: dict[str, str] | None = renamed or None
+        #: the start of the names of a family of fields the propagator reads besides ``names`` (which ``fields``
+        #: cannot declare): Jaeger's ``uberctx-`` baggage headers; at most :data:`MAX_PREFIXED` of them are read
+        self.prefix = prefix
+        self.prefix_raw = None if prefix is None else prefix.encode("latin-1")
+        self.prefix_environ = None if prefix is None else "HTTP_" + prefix.upper().replace("-", "_")
 
 
 #: Every header B3 sends (its propagators read all but ParentSpanId): the multi-header one (``b3multi``) names only
@@ -190,6 +195,36 @@ class CarrierFields:
 #: single ``b3`` header too, which wins when present; the single-header one (``b3``) names only ``b3`` but reads the
 #: multi-header form too (it inherits the same extract)
 B3_FIELDS = ("b3", "x-b3-flags", "x-b3-parentspanid", "x-b3-sampled", "x-b3-spanid", "x-b3-traceid")
+
+
+#: Jaeger's baggage headers (``uberctx-KEY: value``), which its propagator reads but its ``fields`` cannot name
+JAEGER_BAGGAGE_PREFIX = "uberctx-"
+#: the most headers of a propagator's prefixed family (:attr:`CarrierFields.prefix`) handed to it per request, the
+#: first ones: the W3C baggage limit on entries, which OpenTelemetry's Jaeger propagator (1.45 on) borrows (its
+#: ``MAX_BAGGAGE_ENTRIES``) to bound the ``uberctx-`` headers it looks at; older ones look at every one
+MAX_PREFIXED = 180
+
+
+def _jaeger_prefix(textmap: Any) -> str | None:
+    """:data:`JAEGER_BAGGAGE_PREFIX` when ``textmap`` is OpenTelemetry's JaegerPropagator, or a CompositePropagator
+    holding one (``OTEL_PROPAGATORS=tracecontext,jaeger``); else ``None``, and always without
+    opentelemetry-propagator-jaeger installed."""
+    try:
+        from opentelemetry.propagators.jaeger import JaegerPropagator
+    except ImportError:
+        return None
+    from opentelemetry.propagators.composite import CompositePropagator
+
+    seen = 0
+    pending = [textmap]
+    while pending and seen < 64:  # a composite of composites, bounded against a cycle
+        seen += 1
+        item = pending.pop()
+        if isinstance(item, JaegerPropagator):
+            return JAEGER_BAGGAGE_PREFIX
+        if isinstance(item, CompositePropagator):
+            pending.extend(getattr(item, "_propagators", ()))
+    return None
 
 
 def _declared_fields(textmap: Any) -> tuple[str, ...]:
@@ -232,7 +267,7 @@ def carrier_fields() -> CarrierFields:
 def _fields_of(textmap: object) -> CarrierFields:
     global _fields
     try:
-        fields = CarrierFields(textmap, _declared_fields(textmap))
+        fields = CarrierFields(textmap, _declared_fields(textmap), _jaeger_prefix(textmap))
     except Exception:
         fields = CarrierFields(textmap, W3C_FIELDS)
     _fields = fields

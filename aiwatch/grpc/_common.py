@@ -7,7 +7,7 @@ from typing import Any
 
 import grpc
 
-from aiwatch.tracing import add_repeated
+from aiwatch.tracing import MAX_PREFIXED, add_repeated
 
 _NAMES: dict[Any, str] = {}
 _VALUES: dict[str, int] = {}
@@ -45,19 +45,27 @@ def metadata_value(metadata: Iterable[Any] | None, key: str) -> str | None:
     return None
 
 
-def metadata_dict(metadata: Iterable[Any] | None, names: tuple[str, ...]) -> dict[str, str]:
+def metadata_dict(metadata: Iterable[Any] | None, names: tuple[str, ...],
+                  prefix: str | None = None) -> dict[str, str]:
     """The text metadata (binary ``-bin`` entries skipped) whose keys are ``names`` (the global propagator's fields,
-    lowercase as gRPC's keys are: :func:`aiwatch.tracing.carrier_fields`) as a dict, for trace-context extraction;
-    a call's other metadata, however much, is left out. A repeated key is read as OpenTelemetry reads a repeated
-    field (:func:`aiwatch.tracing.extract_context`): the first ``traceparent``; ``tracestate`` joined in order; the
-    first ``baggage``; the first value of any other key."""
+    lowercase as gRPC's keys are: :func:`aiwatch.tracing.carrier_fields`), or start with ``prefix`` (Jaeger's
+    ``uberctx-``: the first :data:`~aiwatch.tracing.MAX_PREFIXED` entries), as a dict, for trace-context
+    extraction; a call's other metadata, however much, is left out. A repeated key is read as OpenTelemetry reads a
+    repeated field (:func:`aiwatch.tracing.extract_context`): the first ``traceparent``; ``tracestate`` joined in
+    order; the first ``baggage``; the first value of any other key."""
     out: dict[str, str] = {}
+    prefixed = 0
     for item in metadata or ():
         k, v = item[0], item[1]
-        if isinstance(v, str) and k in names:
-            found = out.get(k)
-            if found is None:
-                out[k] = v
-            else:
-                add_repeated(out, k, v, found)
+        if not isinstance(v, str):
+            continue
+        if k not in names:
+            if prefix is None or prefixed == MAX_PREFIXED or not (isinstance(k, str) and k.startswith(prefix)):
+                continue
+            prefixed += 1
+        found = out.get(k)
+        if found is None:
+            out[k] = v
+        else:
+            add_repeated(out, k, v, found)
     return out

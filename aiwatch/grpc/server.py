@@ -252,7 +252,7 @@ class _ServerCore:
                         fields = carrier_fields()
                         names = fields.names
                         if any(item[0] in names for item in metadata):
-                            parent = extract_context(metadata_dict(metadata, names), fields)
+                            parent = extract_context(metadata_dict(metadata, names, fields.prefix), fields)
                     name, attributes = grpc_span_start(method, self.conventions)
                     tl = recorder.begin_with(tracer, name, parent, attributes)
                     if tl.span is not None:

@@ -50,7 +50,15 @@ from aiwatch.semconv import end_http_server_span, http_server_attributes, record
 from aiwatch.servertiming import HEADER
 from aiwatch.streaming import ChunkTimer
 from aiwatch.timing import RequestRecorder, RequestTimeline
-from aiwatch.tracing import CarrierFields, add_repeated, carrier_fields, deactivate, extract_context, span_in_progress
+from aiwatch.tracing import (
+    MAX_PREFIXED,
+    CarrierFields,
+    add_repeated,
+    carrier_fields,
+    deactivate,
+    extract_context,
+    span_in_progress,
+)
 from aiwatch.traffic import TrafficClasses
 
 Scope = MutableMapping[str, Any]
@@ -355,6 +363,8 @@ class AiwatchMiddleware:
             # propagator reads; a tuple: membership by ``==``, as a header name need not be hashable)
             fields = carrier_fields()
             trace_headers = fields.raw
+            prefix = fields.prefix_raw  # Jaeger's uberctx- baggage headers: None unless its propagator is global
+            prefixed = 0
             host = None
             found: list[tuple[Any, Any]] | None = None
             for item in scope.get("headers") or ():
@@ -363,6 +373,13 @@ class AiwatchMiddleware:
                     if host is None:
                         host = item[1].decode("latin-1")
                 elif name in trace_headers:
+                    if found is None:
+                        found = [item]
+                    else:
+                        found.append(item)
+                elif prefix is not None and prefixed < MAX_PREFIXED and isinstance(name, bytes) \
+                        and name.startswith(prefix):
+                    prefixed += 1
                     if found is None:
                         found = [item]
                     else:

@@ -52,6 +52,7 @@ from aiwatch.servertiming import HEADER
 from aiwatch.streaming import ChunkTimer
 from aiwatch.timing import RequestRecorder, RequestTimeline
 from aiwatch.tracing import (
+    MAX_PREFIXED,
     attach_counted,
     carrier_fields,
     deactivate,
@@ -219,6 +220,9 @@ class AiwatchWSGIMiddleware:
         try:
             fields = carrier_fields()  # those the global propagator reads: W3C's three by default
             carrier = {name: environ[key] for name, key in fields.environ if key in environ}
+            prefix = fields.prefix_environ  # Jaeger's uberctx- baggage headers: None unless its propagator is global
+            if prefix is not None:
+                _add_prefixed(carrier, environ, prefix)
             if "traceparent" in carrier:  # the server joined repeated fields with commas: the first traceparent wins
                 carrier["traceparent"] = first_traceparent(carrier["traceparent"])
             return extract_context(carrier, fields) if carrier else None
@@ -231,6 +235,19 @@ class AiwatchWSGIMiddleware:
 
             self._metrics_app = make_wsgi_app(self.metrics.registry)
         return self._metrics_app(environ, start_response)
+
+
+def _add_prefixed(carrier: dict[str, str], environ: Environ, prefix: str) -> None:
+    """``carrier`` given the first :data:`~aiwatch.tracing.MAX_PREFIXED` environ entries whose key starts with
+    ``prefix`` (``HTTP_UBERCTX_``), each under its header's name as OpenTelemetry's WSGI instrumentation spells it
+    (lowercase, ``_`` read as ``-``)."""
+    taken = 0
+    for key, value in environ.items():
+        if isinstance(key, str) and key.startswith(prefix) and isinstance(value, str):
+            carrier[key[5:].lower().replace("_", "-")] = value
+            taken += 1
+            if taken == MAX_PREFIXED:
+                return
 
 
 class _Request:

@@ -1,0 +1,109 @@
+"""Jaeger's baggage headers (``uberctx-KEY: value``) reach OpenTelemetry's Jaeger propagator when it is the global
+one (``OTEL_PROPAGATORS=jaeger``, or one of a composite's): behind uvicorn, werkzeug and grpcio the app runs with the
+caller's Jaeger baggage, the baggage the propagator reads when called directly on the request's headers. Its
+``fields`` name only ``uber-trace-id`` (a prefix cannot be named), so before, only that header was handed to it and
+the baggage was lost. At most the first :data:`~aiwatch.tracing.MAX_PREFIXED` (180) ``uberctx-`` headers are handed
+to it, however many came."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from opentelemetry import baggage, trace
+from opentelemetry.baggage.propagation import W3CBaggagePropagator
+from opentelemetry.context import Context
+from opentelemetry.propagators.b3 import B3MultiFormat
+from opentelemetry.propagators.composite import CompositePropagator
+from opentelemetry.propagators.jaeger import JaegerPropagator
+from opentelemetry.propagators.textmap import CarrierT, Getter, TextMapPropagator, default_getter
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from aiwatch.metrics import Metrics
+from aiwatch.tracing import JAEGER_BAGGAGE_PREFIX, MAX_PREFIXED, carrier_fields
+from tests.propagation import SERVERS, Seen, ids, server_spans
+from tests.servers import wait_until
+from tests.spans import global_textmap
+
+TRACE, SPAN = "463ac35c9f6413ad48485a3953bb6124", "a2fb4a1d1a96d312"
+UBER = ("uber-trace-id", f"{TRACE}:{SPAN}:0:1")
+
+
+class RecordingJaeger(JaegerPropagator):
+    """OpenTelemetry's Jaeger propagator, keeping a copy of every carrier aiwatch hands its ``extract``."""
+
+    def __init__(self) -> None:
+        self.carriers: list[dict[str, Any]] = []
+
+    def extract(self, carrier: CarrierT, context: Context | None = None,
+                getter: Getter[CarrierT] = default_getter) -> Context:
+        self.carriers.append(dict(carrier))  # type: ignore[call-overload]
+        return super().extract(carrier, context, getter)
+
+
+def _request(server: Any, propagator: TextMapPropagator, headers: list[tuple[str, str]], metrics: Metrics,
+             provider: TracerProvider, exporter: InMemorySpanExporter,
+             monkeypatch: pytest.MonkeyPatch) -> tuple[Seen, Any]:
+    """Send ``headers`` to ``server`` with aiwatch and ``propagator`` global: what the app saw, and the SERVER
+    span's parent."""
+    seen: list[Seen] = []
+    with global_textmap(propagator), server(True, metrics, provider, seen, monkeypatch) as send:
+        assert send(headers)[0] in (0, 200)
+        wait_until(lambda: len(server_spans(exporter)) == 1, what="the request's SERVER span ended")
+    [span] = server_spans(exporter)
+    [one] = seen
+    return one, ids(span.parent)
+
+
+def _direct(carrier: dict[str, list[str]]) -> tuple[dict[str, object], Any]:
+    """The baggage and the parent OpenTelemetry's Jaeger propagator reads from the app's headers, called directly."""
+    ctx = JaegerPropagator().extract(carrier)
+    return dict(baggage.get_all(ctx)), ids(trace.get_current_span(ctx).get_span_context())
+
+
+@pytest.mark.slow
+@SERVERS
+@pytest.mark.parametrize("propagator", [
+    JaegerPropagator(),
+    CompositePropagator([TraceContextTextMapPropagator(), W3CBaggagePropagator(), JaegerPropagator()]),
+], ids=["jaeger", "tracecontext,baggage,jaeger"])
+def test_jaeger_baggage_reaches_the_app(metrics: Metrics, provider: TracerProvider, exporter: InMemorySpanExporter,
+                                        server: Any, propagator: TextMapPropagator,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    headers = [UBER, ("uberctx-user", "alice"), ("uberctx-tenant", "acme%20corp")]
+    seen, parent = _request(server, propagator, headers, metrics, provider, exporter, monkeypatch)
+    assert (seen.baggage, parent) == ({"user": "alice", "tenant": "acme corp"}, (TRACE, SPAN))
+    assert (seen.baggage, parent) == _direct(seen.carrier)
+
+
+@pytest.mark.slow
+@SERVERS
+def test_at_most_the_first_180_uberctx_headers_are_handed_to_the_propagator(
+        metrics: Metrics, provider: TracerProvider, exporter: InMemorySpanExporter, server: Any,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # zero-padded: werkzeug's app lists its environ sorted, which is then the order sent
+    sent = [(f"uberctx-k{i:03d}", f"v{i}") for i in range(300)]
+    propagator = RecordingJaeger()
+    seen, parent = _request(server, propagator, [UBER, *sent], metrics, provider, exporter, monkeypatch)
+    [handed] = propagator.carriers
+    prefixed = [name for name in handed if name.startswith(JAEGER_BAGGAGE_PREFIX)]
+    assert prefixed == [name for name, _ in sent[:MAX_PREFIXED]]
+    assert set(handed) == {UBER[0], *prefixed}
+    # the app's baggage: the first 180 (opentelemetry-propagator-jaeger 1.45 on reads the first 180 itself; older
+    # ones read them all)
+    assert (seen.baggage, parent) == ({f"k{i:03d}": f"v{i}" for i in range(MAX_PREFIXED)}, (TRACE, SPAN))
+
+
+def test_the_prefix_is_read_only_where_a_jaeger_propagator_is_global() -> None:
+    assert carrier_fields().prefix is None  # W3C's default
+    for without in (B3MultiFormat(), CompositePropagator([TraceContextTextMapPropagator(), B3MultiFormat()])):
+        with global_textmap(without):
+            assert carrier_fields().prefix is None
+    nested = CompositePropagator([TraceContextTextMapPropagator(), CompositePropagator([JaegerPropagator()])])
+    for holding in (JaegerPropagator(), RecordingJaeger(), nested):
+        with global_textmap(holding):
+            fields = carrier_fields()
+            assert fields.prefix == JAEGER_BAGGAGE_PREFIX
+            assert "uber-trace-id" in fields.names
