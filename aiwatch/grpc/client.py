@@ -13,7 +13,7 @@ Per call (see docs/grpc.md):
   the backoff, the trailer only the last attempt's server time.
 * The current trace context is injected into the call's metadata by OpenTelemetry's global propagator (W3C's by
   default), unless the metadata already has a key that propagator writes (its ``fields``; B3's all where it writes
-  one of them): then the app's own trace context is the call's, and no second one is sent.
+  one of them; Jaeger's ``uberctx-*`` too): then the app's own trace context is the call's, and no second one is sent.
 * With tracing on (``tracer_provider=`` or a global SDK provider) each call gets a CLIENT span named and described
   as opentelemetry-instrumentation-grpc describes its own (:mod:`aiwatch.semconv`: ``pkg.Service/Method``,
   ``rpc.*``, ERROR for any status but ``OK``; the stable RPC set under ``OTEL_SEMCONV_STABILITY_OPT_IN=rpc``),
@@ -62,7 +62,7 @@ from aiwatch.safety import record_error
 from aiwatch.semconv import end_grpc_span, grpc_span_start, rpc_conventions
 from aiwatch.servertiming import HEADER
 from aiwatch.timing import RequestTimeline, call_site, current_timeline, traffic_class_to_forward
-from aiwatch.tracing import activate_counted, carrier_fields, deactivate_counted
+from aiwatch.tracing import CarrierFields, activate_counted, carrier_fields, deactivate_counted
 from aiwatch.traffic import HEADER as TRAFFIC_CLASS_HEADER
 
 COMPONENT = "grpc_client"
@@ -158,11 +158,11 @@ class _ClientCore:
         """Metadata with the trace context added (``span``'s, else the current one) and the current request's
         traffic class when it is not the default one, or ``None`` when there is nothing to add. The trace context
         is not added when the metadata has a key the global propagator writes (``carrier_fields``: any of B3's
-        where it writes one of them): the app's own context is the call's."""
+        where it writes one of them, Jaeger's ``uberctx-`` baggage keys): the app's own context is the call's."""
         pairs = [(item[0], item[1]) for item in metadata or ()]
         added = False
         if self.propagate and (span is not None or trace.get_current_span().get_span_context().is_valid) \
-                and not _has_field(pairs, carrier_fields().names):
+                and not _has_field(pairs, carrier_fields()):
             headers: dict[str, str] = {}
             inject(headers, context=trace.set_span_in_context(span) if span is not None else None)
             pairs.extend(headers.items())
@@ -195,10 +195,16 @@ class _ClientCore:
             streamed.settle(self.recorder.service, peer)
 
 
-def _has_field(pairs: list[tuple[str, Any]], names: tuple[str, ...]) -> bool:
-    """Whether a key of ``pairs`` is one of ``names`` (lowercase), in any case: grpcio refuses an uppercase key,
-    but an interceptor in front may have added one."""
-    return any(isinstance(key, str) and key.lower() in names for key, _ in pairs)
+def _has_field(pairs: list[tuple[str, Any]], fields: CarrierFields) -> bool:
+    """Whether a key of ``pairs`` is one of ``fields``' names, or of its prefixed family (Jaeger's ``uberctx-``),
+    in any case: grpcio refuses an uppercase key, but an interceptor in front may have added one."""
+    names, prefix = fields.names, fields.prefix
+    for key, _ in pairs:
+        if isinstance(key, str):
+            key = key.lower()
+            if key in names or (prefix is not None and key.startswith(prefix)):
+                return True
+    return False
 
 
 def _future_call(continuation: Any) -> bool | None:

@@ -9,13 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import grpc.aio
 import pytest
+from opentelemetry import baggage
+from opentelemetry import context as otel_context
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
+from opentelemetry.context import Context
 from opentelemetry.propagators.b3 import B3MultiFormat, B3SingleFormat
 from opentelemetry.propagators.composite import CompositePropagator
+from opentelemetry.propagators.jaeger import JaegerPropagator
 from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -107,7 +113,7 @@ class _EchoMetadata(pb_grpc.InferenceServicer):
 
 
 #: the keys the client may have written: B3's, W3C's and Jaeger's
-_SENT_KEYS = ("b3", "x-b3-", "traceparent", "tracestate", "baggage", "uber-trace-id")
+_SENT_KEYS = ("b3", "x-b3-", "traceparent", "tracestate", "baggage", "uber-trace-id", "uberctx-")
 
 APP_W3C = (("traceparent", f"00-{OTHER_TRACE}-{OTHER_SPAN}-01"), ("tracestate", "congo=t61rcWkgMzE"))
 
@@ -119,7 +125,21 @@ CLIENT_CASES = pytest.mark.parametrize(("propagator", "metadata"), [
     (B3MultiFormat(), B3_SINGLE),
     (CompositePropagator([TraceContextTextMapPropagator(), W3CBaggagePropagator()]), APP_W3C),
     (CompositePropagator([B3MultiFormat(), TraceContextTextMapPropagator()]), B3_MULTI),
-], ids=["b3multi", "b3", "b3-app-multi", "b3multi-app-single", "tracecontext,baggage", "b3multi,tracecontext"])
+    (JaegerPropagator(), (("uber-trace-id", f"{TRACE}:{SPAN}:0:1"),)),
+    # the app's Jaeger baggage alone: aiwatch's injection would send uberctx-user twice
+    (JaegerPropagator(), (("uberctx-user", "alice"),)),
+], ids=["b3multi", "b3", "b3-app-multi", "b3multi-app-single", "tracecontext,baggage", "b3multi,tracecontext",
+        "jaeger", "jaeger-baggage"])
+
+
+@contextmanager
+def _current(ctx: Context) -> Iterator[None]:
+    """``ctx`` (the current one with baggage of the caller's own: what the propagator injects too) current."""
+    token = otel_context.attach(ctx)
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
 
 
 @CLIENT_CASES
@@ -131,7 +151,8 @@ def test_the_sync_client_leaves_the_apps_own_trace_context_alone(
     a B3 caller's call carried its own ``x-b3-*`` and aiwatch's."""
     client = grpc_client_interceptor(service="gateway", metrics=metrics, tracer_provider=provider)
     with global_textmap(propagator), sync_server(servicer=_EchoMetadata()) as target, \
-            stub_for(target, client) as stub, provider.get_tracer("app").start_as_current_span("caller"):
+            stub_for(target, client) as stub, provider.get_tracer("app").start_as_current_span("caller"), \
+            _current(baggage.set_baggage("user", "bob")):
         injected = json.loads(stub.Predict(req()).model)
         received = json.loads(stub.Predict(req(), metadata=metadata).model)
     assert injected  # with nothing of the app's, the current context is injected
@@ -146,7 +167,8 @@ async def test_the_aio_client_leaves_the_apps_own_trace_context_alone(
     with global_textmap(propagator), sync_server(servicer=_EchoMetadata()) as target:
         async with grpc.aio.insecure_channel(target, interceptors=clients) as channel:
             stub = pb_grpc.InferenceStub(channel)
-            with provider.get_tracer("app").start_as_current_span("caller"):
+            with provider.get_tracer("app").start_as_current_span("caller"), \
+                    _current(baggage.set_baggage("user", "bob")):
                 injected = json.loads((await stub.Predict(req())).model)
                 received = json.loads((await stub.Predict(req(), metadata=metadata)).model)
     assert injected
