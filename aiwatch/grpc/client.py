@@ -12,8 +12,9 @@ Per call (see docs/grpc.md):
   (the trailer's ``total`` has ``attempt`` above 1) gives no network time: its client time holds every attempt and
   the backoff, the trailer only the last attempt's server time.
 * The current trace context is injected into the call's metadata by OpenTelemetry's global propagator (W3C's by
-  default), unless the metadata already has a key that propagator writes (its ``fields``; B3's all where it writes
-  one of them; Jaeger's ``uberctx-*`` too): then the app's own trace context is the call's, and no second one is sent.
+  default), unless the metadata already has a trace-context key that propagator writes (its ``fields``; B3's all
+  where it writes one of them): then the app's own context is the call's, and nothing is added. Where the app set
+  only baggage (``baggage``, Jaeger's ``uberctx-*``), the trace context is added without aiwatch's baggage.
 * With tracing on (``tracer_provider=`` or a global SDK provider) each call gets a CLIENT span named and described
   as opentelemetry-instrumentation-grpc describes its own (:mod:`aiwatch.semconv`: ``pkg.Service/Method``,
   ``rpc.*``, ERROR for any status but ``OK``; the stable RPC set under ``OTEL_SEMCONV_STABILITY_OPT_IN=rpc``),
@@ -62,7 +63,13 @@ from aiwatch.safety import record_error
 from aiwatch.semconv import end_grpc_span, grpc_span_start, rpc_conventions
 from aiwatch.servertiming import HEADER
 from aiwatch.timing import RequestTimeline, call_site, current_timeline, traffic_class_to_forward
-from aiwatch.tracing import CarrierFields, activate_counted, carrier_fields, deactivate_counted
+from aiwatch.tracing import (
+    JAEGER_BAGGAGE_PREFIX,
+    CarrierFields,
+    activate_counted,
+    carrier_fields,
+    deactivate_counted,
+)
 from aiwatch.traffic import HEADER as TRAFFIC_CLASS_HEADER
 
 COMPONENT = "grpc_client"
@@ -156,17 +163,16 @@ class _ClientCore:
 
     def carrier(self, metadata: Any, span: Any = None) -> list[tuple[str, Any]] | None:
         """Metadata with the trace context added (``span``'s, else the current one) and the current request's
-        traffic class when it is not the default one, or ``None`` when there is nothing to add. The trace context
-        is not added when the metadata has a key the global propagator writes (``carrier_fields``: any of B3's
-        where it writes one of them, Jaeger's ``uberctx-`` baggage keys): the app's own context is the call's."""
+        traffic class when it is not the default one, or ``None`` when there is nothing to add. What the app's
+        metadata already carries is not added again (:func:`_not_the_apps`)."""
         pairs = [(item[0], item[1]) for item in metadata or ()]
         added = False
-        if self.propagate and (span is not None or trace.get_current_span().get_span_context().is_valid) \
-                and not _has_field(pairs, carrier_fields()):
+        if self.propagate and (span is not None or trace.get_current_span().get_span_context().is_valid):
             headers: dict[str, str] = {}
             inject(headers, context=trace.set_span_in_context(span) if span is not None else None)
-            pairs.extend(headers.items())
-            added = bool(headers)
+            kept = _not_the_apps(headers, pairs, carrier_fields())
+            pairs.extend(kept)
+            added = bool(kept)
         traffic_class = traffic_class_to_forward()
         if traffic_class is not None and not any(k == TRAFFIC_CLASS_HEADER for k, _ in pairs):
             pairs.append((TRAFFIC_CLASS_HEADER, traffic_class))
@@ -195,16 +201,34 @@ class _ClientCore:
             streamed.settle(self.recorder.service, peer)
 
 
-def _has_field(pairs: list[tuple[str, Any]], fields: CarrierFields) -> bool:
-    """Whether a key of ``pairs`` is one of ``fields``' names, or of its prefixed family (Jaeger's ``uberctx-``),
-    in any case: grpcio refuses an uppercase key, but an interceptor in front may have added one."""
-    names, prefix = fields.names, fields.prefix
+#: the keys of baggage rather than of a trace: W3C's ``baggage`` and Jaeger's ``uberctx-*``
+_BAGGAGE_KEY, _BAGGAGE_PREFIX = "baggage", JAEGER_BAGGAGE_PREFIX
+
+
+def _is_baggage(key: str) -> bool:
+    return key == _BAGGAGE_KEY or key.startswith(_BAGGAGE_PREFIX)
+
+
+def _not_the_apps(injected: dict[str, str], pairs: list[tuple[str, Any]],
+                  fields: CarrierFields) -> list[tuple[str, str]]:
+    """The ``injected`` entries to send besides the app's metadata ``pairs``. None when the app set a trace-context
+    key of the global propagator (its ``fields`` but baggage's; all of B3's where it names one of them): the app's
+    context is the call's, and a second one under the propagator's other keys would win on a server that reads
+    those last (``b3multi,tracecontext``). Where the app set only baggage (``baggage``, Jaeger's ``uberctx-*``), the
+    trace context without aiwatch's baggage: the app's is not sent twice. Keys compared in any case: grpcio refuses
+    an uppercase key, but an interceptor in front of aiwatch's may have added one."""
+    names = fields.names
+    apps_baggage = False
     for key, _ in pairs:
         if isinstance(key, str):
             key = key.lower()
-            if key in names or (prefix is not None and key.startswith(prefix)):
-                return True
-    return False
+            if _is_baggage(key):
+                apps_baggage = True
+            elif key in names:
+                return []
+    if not apps_baggage:
+        return list(injected.items())
+    return [(k, v) for k, v in injected.items() if not _is_baggage(k.lower())]
 
 
 def _future_call(continuation: Any) -> bool | None:

@@ -15,7 +15,7 @@ from typing import Any
 
 import grpc.aio
 import pytest
-from opentelemetry import baggage
+from opentelemetry import baggage, trace
 from opentelemetry import context as otel_context
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.context import Context
@@ -126,10 +126,17 @@ CLIENT_CASES = pytest.mark.parametrize(("propagator", "metadata"), [
     (CompositePropagator([TraceContextTextMapPropagator(), W3CBaggagePropagator()]), APP_W3C),
     (CompositePropagator([B3MultiFormat(), TraceContextTextMapPropagator()]), B3_MULTI),
     (JaegerPropagator(), (("uber-trace-id", f"{TRACE}:{SPAN}:0:1"),)),
-    # the app's Jaeger baggage alone: aiwatch's injection would send uberctx-user twice
-    (JaegerPropagator(), (("uberctx-user", "alice"),)),
+    # with its baggage: aiwatch's uberctx-user would be sent twice
+    (JaegerPropagator(), (("uber-trace-id", f"{TRACE}:{SPAN}:0:1"), ("uberctx-user", "alice"))),
 ], ids=["b3multi", "b3", "b3-app-multi", "b3multi-app-single", "tracecontext,baggage", "b3multi,tracecontext",
-        "jaeger", "jaeger-baggage"])
+        "jaeger", "jaeger-with-baggage"])
+
+#: (propagator, the app's baggage alone, the keys aiwatch's trace context is sent under)
+BAGGAGE_ONLY_CASES = pytest.mark.parametrize(("propagator", "metadata", "trace_keys"), [
+    (CompositePropagator([TraceContextTextMapPropagator(), W3CBaggagePropagator()]), (("baggage", "user=alice"),),
+     ("traceparent",)),
+    (JaegerPropagator(), (("uberctx-user", "alice"),), ("uber-trace-id",)),
+], ids=["tracecontext,baggage", "jaeger"])
 
 
 @contextmanager
@@ -173,3 +180,21 @@ async def test_the_aio_client_leaves_the_apps_own_trace_context_alone(
                 received = json.loads((await stub.Predict(req(), metadata=metadata)).model)
     assert injected
     assert [tuple(pair) for pair in received] == list(metadata)
+
+
+@BAGGAGE_ONLY_CASES
+def test_the_apps_own_baggage_alone_is_sent_once_with_the_callers_trace_context(
+        metrics: Metrics, provider: TracerProvider, propagator: TextMapPropagator,
+        metadata: tuple[tuple[str, str], ...], trace_keys: tuple[str, ...]) -> None:
+    """The app set baggage of its own but no trace context: its baggage is the call's (aiwatch's, from the current
+    context, is not sent besides), and the trace context of aiwatch's CLIENT span is still sent, so the server
+    continues the caller's trace."""
+    client = grpc_client_interceptor(service="gateway", metrics=metrics, tracer_provider=provider)
+    with global_textmap(propagator), sync_server(servicer=_EchoMetadata()) as target, \
+            stub_for(target, client) as stub, provider.get_tracer("app").start_as_current_span("caller") as caller, \
+            _current(baggage.set_baggage("user", "bob")):
+        received = [tuple(pair) for pair in json.loads(stub.Predict(req(), metadata=metadata).model)]
+    assert [pair for pair in received if pair[0] not in trace_keys] == list(metadata)
+    assert [k for k, _ in received if k in trace_keys] == list(trace_keys)
+    extracted = propagator.extract(dict(received))
+    assert trace.get_current_span(extracted).get_span_context().trace_id == caller.get_span_context().trace_id
