@@ -176,18 +176,19 @@ class CarrierFields:
 
     __slots__ = ("declared", "environ", "names", "prefix", "prefix_environ", "prefix_raw", "raw", "textmap")
 
-    def __init__(self, textmap: object, declared: tuple[str, ...], prefix: str | None = None) -> None:
+    def __init__(self, textmap: object, declared: tuple[str, ...], prefix: tuple[str, ...] | None = None) -> None:
         self.textmap = textmap
         self.names = tuple(name.lower() for name in declared)
         self.raw = tuple(name.encode("latin-1") for name in self.names)
         self.environ = tuple((name, "HTTP_" + name.upper().replace("-", "_")) for name in self.names)
         renamed = {name.lower(): name for name in declared if name != name.lower()}
         self.declared: dict[str, str] | None = renamed or None
-        #: the start of the names of a family of fields the propagator reads besides ``names`` (which ``fields``
-        #: cannot declare): Jaeger's ``uberctx-`` baggage headers; at most :data:`MAX_PREFIXED` of them are read
-        self.prefix = prefix
-        self.prefix_raw = None if prefix is None else prefix.encode("latin-1")
-        self.prefix_environ = None if prefix is None else "HTTP_" + prefix.upper().replace("-", "_")
+        #: the starts of the names of the families of fields the propagator reads besides ``names`` (which
+        #: ``fields`` cannot declare; :data:`BAGGAGE_PREFIXES`), in the three forms, ``None`` when it reads none; at
+        #: most :data:`MAX_PREFIXED` such fields are read (``str.startswith`` takes the tuple)
+        self.prefix = prefix or None
+        self.prefix_raw = None if not prefix else tuple(p.encode("latin-1") for p in prefix)
+        self.prefix_environ = None if not prefix else tuple("HTTP_" + p.upper().replace("-", "_") for p in prefix)
 
 
 #: Every header B3 sends (its propagators read all but ParentSpanId): the multi-header one (``b3multi``) names only
@@ -197,34 +198,38 @@ class CarrierFields:
 B3_FIELDS = ("b3", "x-b3-flags", "x-b3-parentspanid", "x-b3-sampled", "x-b3-spanid", "x-b3-traceid")
 
 
-#: Jaeger's baggage headers (``uberctx-KEY: value``), which its propagator reads but its ``fields`` cannot name
-JAEGER_BAGGAGE_PREFIX = "uberctx-"
-#: the most headers of a propagator's prefixed family (:attr:`CarrierFields.prefix`) handed to it per request, the
-#: first ones: the W3C baggage limit on entries, which OpenTelemetry's Jaeger propagator (1.45 on) borrows (its
-#: ``MAX_BAGGAGE_ENTRIES``) to bound the ``uberctx-`` headers it looks at; older ones look at every one
+#: The baggage header families of propagators whose ``fields`` cannot name them (``uberctx-KEY: value``), by the
+#: propagator's class (its module and name: neither package need be installed): they read every header that starts
+#: so, when the request has their trace context
+BAGGAGE_PREFIXES = {
+    ("opentelemetry.propagators.jaeger", "JaegerPropagator"): "uberctx-",
+    ("opentelemetry.propagators.ot_trace", "OTTracePropagator"): "ot-baggage-",
+}
+#: the most headers of a propagator's prefixed families (:attr:`CarrierFields.prefix`) handed to it per request, the
+#: first ones: the W3C baggage limit on entries, which OpenTelemetry's Jaeger propagator (1.45 on) and OT Trace's
+#: borrow to bound the headers they look at; older ones look at every one
 MAX_PREFIXED = 180
 
 
-def _jaeger_prefix(textmap: Any) -> str | None:
-    """:data:`JAEGER_BAGGAGE_PREFIX` when ``textmap`` is OpenTelemetry's JaegerPropagator, or a CompositePropagator
-    holding one (``OTEL_PROPAGATORS=tracecontext,jaeger``); else ``None``, and always without
-    opentelemetry-propagator-jaeger installed."""
-    try:
-        from opentelemetry.propagators.jaeger import JaegerPropagator
-    except ImportError:
-        return None
-    from opentelemetry.propagators.composite import CompositePropagator
-
+def _baggage_prefixes(textmap: Any) -> tuple[str, ...]:
+    """The :data:`BAGGAGE_PREFIXES` of ``textmap`` (a subclass's too) or of the propagators of a CompositePropagator
+    (``OTEL_PROPAGATORS=tracecontext,jaeger``; nested too)."""
+    found: list[str] = []
     seen = 0
     pending = [textmap]
-    while pending and seen < 64:  # a composite of composites, bounded against a cycle
+    while pending and seen < 256:  # a composite of composites, bounded against a cycle
         seen += 1
         item = pending.pop()
-        if isinstance(item, JaegerPropagator):
-            return JAEGER_BAGGAGE_PREFIX
-        if isinstance(item, CompositePropagator):
-            pending.extend(getattr(item, "_propagators", ()))
-    return None
+        for cls in type(item).__mro__:
+            prefix = BAGGAGE_PREFIXES.get((cls.__module__, cls.__qualname__))
+            if prefix is not None:
+                if prefix not in found:
+                    found.append(prefix)
+                break
+        inner = getattr(item, "_propagators", None)  # CompositePropagator's
+        if isinstance(inner, (list, tuple)):
+            pending.extend(reversed(inner))
+    return tuple(found)
 
 
 def _declared_fields(textmap: Any) -> tuple[str, ...]:
@@ -267,7 +272,7 @@ def carrier_fields() -> CarrierFields:
 def _fields_of(textmap: object) -> CarrierFields:
     global _fields
     try:
-        fields = CarrierFields(textmap, _declared_fields(textmap), _jaeger_prefix(textmap))
+        fields = CarrierFields(textmap, _declared_fields(textmap), _baggage_prefixes(textmap))
     except Exception:
         fields = CarrierFields(textmap, W3C_FIELDS)
     _fields = fields

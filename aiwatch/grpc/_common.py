@@ -46,10 +46,10 @@ def metadata_value(metadata: Iterable[Any] | None, key: str) -> str | None:
 
 
 def metadata_dict(metadata: Iterable[Any] | None, names: tuple[str, ...],
-                  prefix: str | None = None) -> dict[str, str]:
+                  prefix: tuple[str, ...] | None = None) -> dict[str, str]:
     """The text metadata (binary ``-bin`` entries skipped) whose keys are ``names`` (the global propagator's fields,
-    lowercase as gRPC's keys are: :func:`aiwatch.tracing.carrier_fields`), or start with ``prefix`` (Jaeger's
-    ``uberctx-``: the first :data:`~aiwatch.tracing.MAX_PREFIXED` entries), as a dict, for trace-context
+    lowercase as gRPC's keys are: :func:`aiwatch.tracing.carrier_fields`), or start with one of ``prefix``
+    (Jaeger's ``uberctx-``: the first :data:`~aiwatch.tracing.MAX_PREFIXED` keys), as a dict, for trace-context
     extraction; a call's other metadata, however much, is left out. A repeated key is read as OpenTelemetry reads a
     repeated field (:func:`aiwatch.tracing.extract_context`): the first ``traceparent``; ``tracestate`` joined in
     order; the first ``baggage``; the first value of any other key."""
@@ -60,9 +60,12 @@ def metadata_dict(metadata: Iterable[Any] | None, names: tuple[str, ...],
         if not isinstance(v, str):
             continue
         if k not in names:
-            if prefix is None or prefixed == MAX_PREFIXED or not (isinstance(k, str) and k.startswith(prefix)):
+            if prefix is None or not (isinstance(k, str) and k.startswith(prefix)):
                 continue
-            prefixed += 1
+            if k not in out:  # a repeated key counts once, as in OpenTelemetry's dict of the metadata
+                if prefixed == MAX_PREFIXED:
+                    continue
+                prefixed += 1
         found = out.get(k)
         if found is None:
             out[k] = v

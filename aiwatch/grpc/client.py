@@ -13,8 +13,9 @@ Per call (see docs/grpc.md):
   the backoff, the trailer only the last attempt's server time.
 * The current trace context is injected into the call's metadata by OpenTelemetry's global propagator (W3C's by
   default), unless the metadata already has a trace-context key that propagator writes (its ``fields``; B3's all
-  where it writes one of them): then the app's own context is the call's, and nothing is added. Where the app set
-  only baggage (``baggage``, Jaeger's ``uberctx-*``), the trace context is added without aiwatch's baggage.
+  where it writes one of them): then the app's own context is the call's, and nothing is added. What the app set of
+  a trace context's companions (``baggage``, ``tracestate``, Jaeger's ``uberctx-*``) is not added a second time; the
+  trace context still is.
 * With tracing on (``tracer_provider=`` or a global SDK provider) each call gets a CLIENT span named and described
   as opentelemetry-instrumentation-grpc describes its own (:mod:`aiwatch.semconv`: ``pkg.Service/Method``,
   ``rpc.*``, ERROR for any status but ``OK``; the stable RPC set under ``OTEL_SEMCONV_STABILITY_OPT_IN=rpc``),
@@ -64,7 +65,6 @@ from aiwatch.semconv import end_grpc_span, grpc_span_start, rpc_conventions
 from aiwatch.servertiming import HEADER
 from aiwatch.timing import RequestTimeline, call_site, current_timeline, traffic_class_to_forward
 from aiwatch.tracing import (
-    JAEGER_BAGGAGE_PREFIX,
     CarrierFields,
     activate_counted,
     carrier_fields,
@@ -201,34 +201,45 @@ class _ClientCore:
             streamed.settle(self.recorder.service, peer)
 
 
-#: the keys of baggage rather than of a trace: W3C's ``baggage`` and Jaeger's ``uberctx-*``
-_BAGGAGE_KEY, _BAGGAGE_PREFIX = "baggage", JAEGER_BAGGAGE_PREFIX
+#: keys that go with a trace context but are none: W3C's ``baggage`` and ``tracestate`` (ignored without a
+#: ``traceparent``); a propagator's baggage families (``uberctx-``: :attr:`~aiwatch.tracing.CarrierFields.prefix`)
+#: are others
+_COMPANIONS = ("baggage", "tracestate")
 
 
-def _is_baggage(key: str) -> bool:
-    return key == _BAGGAGE_KEY or key.startswith(_BAGGAGE_PREFIX)
+def _family(key: str, prefixes: tuple[str, ...] | None) -> str | None:
+    """``key``'s companion family (:data:`_COMPANIONS`, a baggage prefix), ``None`` for any other key."""
+    if key in _COMPANIONS:
+        return key
+    if prefixes is not None:
+        for prefix in prefixes:
+            if key.startswith(prefix):
+                return prefix
+    return None
 
 
 def _not_the_apps(injected: dict[str, str], pairs: list[tuple[str, Any]],
                   fields: CarrierFields) -> list[tuple[str, str]]:
     """The ``injected`` entries to send besides the app's metadata ``pairs``. None when the app set a trace-context
-    key of the global propagator (its ``fields`` but baggage's; all of B3's where it names one of them): the app's
-    context is the call's, and a second one under the propagator's other keys would win on a server that reads
-    those last (``b3multi,tracecontext``). Where the app set only baggage (``baggage``, Jaeger's ``uberctx-*``), the
-    trace context without aiwatch's baggage: the app's is not sent twice. Keys compared in any case: grpcio refuses
-    an uppercase key, but an interceptor in front of aiwatch's may have added one."""
-    names = fields.names
-    apps_baggage = False
+    key of the global propagator (one of its ``fields`` but a companion; all of B3's where it names one of them):
+    the app's context is the call's, and a second one under the propagator's other keys would win on a server that
+    reads those last (``b3multi,tracecontext``). Else each injected entry but those of a companion family the app set
+    (its ``baggage``, ``tracestate``, ``uberctx-*``): none is sent twice, and the trace context still is. Keys
+    compared in any case: grpcio refuses an uppercase key, but an interceptor in front of aiwatch's may have added
+    one."""
+    names, prefixes = fields.names, fields.prefix
+    apps: set[str] = set()
     for key, _ in pairs:
         if isinstance(key, str):
             key = key.lower()
-            if _is_baggage(key):
-                apps_baggage = True
+            family = _family(key, prefixes)
+            if family is not None:
+                apps.add(family)
             elif key in names:
                 return []
-    if not apps_baggage:
+    if not apps:
         return list(injected.items())
-    return [(k, v) for k, v in injected.items() if not _is_baggage(k.lower())]
+    return [(k, v) for k, v in injected.items() if _family(k.lower(), prefixes) not in apps]
 
 
 def _future_call(continuation: Any) -> bool | None:
@@ -501,7 +512,7 @@ def grpc_client_interceptor(*, recorder: ClientRecorder | None = None, service: 
       :data:`UNKNOWN_PEER`: this interceptor does not see the channel it is given to). Pass ``peer`` to keep what a
       server says out of the label.
     - ``address``: the channel's target, the label when the server reports no name (the instrumentor passes it).
-    - ``propagate``: inject the current W3C trace context into the call's metadata (default on).
+    - ``propagate``: inject the current trace context into the call's metadata with the global propagator (default on).
     - ``tracer_provider``: the provider of the calls' CLIENT spans (default: the global one, if an SDK provider is
       installed); ``address`` also gives them ``server.address`` / ``server.port`` in the stable RPC set.
     """

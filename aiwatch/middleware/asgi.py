@@ -363,7 +363,7 @@ class AiwatchMiddleware:
             # propagator reads; a tuple: membership by ``==``, as a header name need not be hashable)
             fields = carrier_fields()
             trace_headers = fields.raw
-            prefix = fields.prefix_raw  # Jaeger's uberctx- baggage headers: None unless its propagator is global
+            prefix = fields.prefix_raw  # baggage families (uberctx-): None unless such a propagator is global
             prefixed = 0
             host = None
             found: list[tuple[Any, Any]] | None = None
@@ -410,6 +410,8 @@ class AiwatchMiddleware:
         try:
             carrier: dict[str, str] = {}
             for k, v in headers:
+                if not isinstance(v, bytes):  # a malformed header (ASGI servers send bytes): it alone is left out
+                    continue
                 name = k.decode("latin-1")
                 found = carrier.get(name)
                 if found is None:

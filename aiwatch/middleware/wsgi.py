@@ -220,7 +220,7 @@ class AiwatchWSGIMiddleware:
         try:
             fields = carrier_fields()  # those the global propagator reads: W3C's three by default
             carrier = {name: environ[key] for name, key in fields.environ if key in environ}
-            prefix = fields.prefix_environ  # Jaeger's uberctx- baggage headers: None unless its propagator is global
+            prefix = fields.prefix_environ  # baggage families (uberctx-): None unless such a propagator is global
             if prefix is not None:
                 _add_prefixed(carrier, environ, prefix)
             if "traceparent" in carrier:  # the server joined repeated fields with commas: the first traceparent wins
@@ -237,10 +237,10 @@ class AiwatchWSGIMiddleware:
         return self._metrics_app(environ, start_response)
 
 
-def _add_prefixed(carrier: dict[str, str], environ: Environ, prefix: str) -> None:
+def _add_prefixed(carrier: dict[str, str], environ: Environ, prefix: tuple[str, ...]) -> None:
     """``carrier`` given the first :data:`~aiwatch.tracing.MAX_PREFIXED` environ entries whose key starts with
-    ``prefix`` (``HTTP_UBERCTX_``), each under its header's name as OpenTelemetry's WSGI instrumentation spells it
-    (lowercase, ``_`` read as ``-``)."""
+    one of ``prefix`` (``HTTP_UBERCTX_``), each under its header's name as OpenTelemetry's WSGI instrumentation
+    spells it (lowercase, ``_`` read as ``-``)."""
     taken = 0
     for key, value in environ.items():
         if isinstance(key, str) and key.startswith(prefix) and isinstance(value, str):
