@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import os
 import shutil
 import subprocess
 import sys
 import threading
 import time
+import types
 import weakref
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry, multiprocess
 
-from aiwatch import eventloop
+from aiwatch import eventloop, safety
 from aiwatch import timing as timing_module
 from aiwatch.metrics import Metrics
 from aiwatch.middleware.asgi import AiwatchMiddleware
@@ -603,3 +605,82 @@ def test_a_loop_that_cannot_be_weakly_referenced_is_counted_not_raised_into_the_
 
     asyncio.run(request())
     assert errors(metrics) >= 1  # the sampler could not be kept either (its table is weak too), counted
+
+
+def requests_on_one_loop(recorder: RequestRecorder, times: int) -> asyncio.AbstractEventLoop:
+    """Call ``recorder.watch_loop()`` as ``times`` requests on one new event loop would; the loop (closed)."""
+    loops: list[asyncio.AbstractEventLoop] = []
+
+    async def main() -> None:
+        loops.append(asyncio.get_running_loop())
+        for _ in range(times):
+            recorder.watch_loop()
+
+    asyncio.run(main())
+    return loops[0]
+
+
+@pytest.fixture
+def one_warning_per_burst(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fresh burst log whose bursts outlast the test: the first failure of a component is logged, later ones not."""
+    monkeypatch.setattr(safety, "_burst", safety._BurstLog(burst_seconds=3600))
+
+
+def logged_failures(caplog: pytest.LogCaptureFixture) -> list[tuple[str, Any]]:
+    return [(r.getMessage(), r.exc_info[1] if r.exc_info else None) for r in caplog.records]
+
+
+@pytest.mark.usefixtures("one_warning_per_burst")
+def test_a_delay_metric_child_that_cannot_be_made_is_counted_in_the_recorders_metrics_per_request_and_logged_once(
+        metrics: Metrics, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    recorder = RequestRecorder(metrics, "svc")
+    refused = RuntimeError("no child")
+
+    def no_child(*labels: str) -> Any:
+        raise refused
+
+    monkeypatch.setattr(metrics.event_loop_delay, "labels", no_child)
+    with caplog.at_level(logging.WARNING, logger="aiwatch"):
+        loop = requests_on_one_loop(recorder, 3)
+    assert errors(metrics) == 3  # nothing remembered: each request asks again
+    assert logged_failures(caplog) == [
+        ("aiwatch: event_loop failed and was skipped: RuntimeError('no child')", refused)]
+    assert eventloop.sampler_for(loop) is None  # no sampler started without its metrics
+
+
+@pytest.mark.usefixtures("one_warning_per_burst")
+def test_a_loop_recorder_cannot_weakly_reference_is_counted_per_request_and_logged_once_and_still_sampled(
+        metrics: Metrics, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    recorder = RequestRecorder(metrics, "svc")
+    refused = TypeError("cannot create weak reference to 'Loop' object")
+
+    def no_weak_references(obj: Any, *args: Any) -> Any:
+        raise refused
+
+    # timing's own weakref only: the sampler's table (eventloop's weak references) works, so every error counted
+    # is the recorder's
+    monkeypatch.setattr(timing_module, "weakref", types.SimpleNamespace(ref=no_weak_references))
+    with caplog.at_level(logging.WARNING, logger="aiwatch"):
+        loop = requests_on_one_loop(recorder, 3)
+    assert errors(metrics) == 3  # not remembered: asked again on each request
+    assert logged_failures(caplog) == [
+        ("aiwatch: event_loop failed and was skipped: TypeError(\"cannot create weak reference to 'Loop' object\")",
+         refused)]
+    sampler = eventloop.sampler_for(loop)
+    assert sampler is not None and len(sampler.targets) == 1  # the loop is sampled; the same target each time
+
+
+def test_a_recorder_hands_each_loop_to_the_sampler_once_and_later_requests_on_it_only_compare_the_loop(
+        metrics: Metrics, monkeypatch: pytest.MonkeyPatch) -> None:
+    recorder = RequestRecorder(metrics, "svc")
+    handed: list[asyncio.AbstractEventLoop] = []
+
+    def counting_watch(loop: asyncio.AbstractEventLoop, *args: Any) -> None:
+        handed.append(loop)
+        eventloop.watch(loop, *args)
+
+    monkeypatch.setattr(timing_module, "watch", counting_watch)
+    first = requests_on_one_loop(recorder, 3)
+    second = requests_on_one_loop(recorder, 2)
+    assert handed == [first, second]
+    assert errors(metrics) == 0
