@@ -447,6 +447,47 @@ def test_a_phase_span_that_fails_to_end_is_counted_and_the_phase_still_recorded(
         {"service": "svc", "model": "", "model_version": "", "phase": "features"}) == 1.0
 
 
+
+class _PhaseSpanRefusingAttributes:
+    def __init__(self) -> None:
+        self.ended = 0
+
+    def set_attribute(self, *args: Any) -> None:
+        raise RuntimeError("attribute refused")
+
+    def end(self) -> None:
+        self.ended += 1
+
+
+class _TracerOfPhaseSpansRefusingAttributes:
+    def __init__(self) -> None:
+        self.spans: list[_PhaseSpanRefusingAttributes] = []
+
+    def start_span(self, *args: Any, **kwargs: Any) -> Any:
+        span = _PhaseSpanRefusingAttributes()
+        self.spans.append(span)
+        return span
+
+
+def test_a_phase_span_started_but_never_made_current_is_still_ended_once(metrics: Metrics) -> None:
+    # the span is started, then refuses the model attribute before it is made current: the frame holds a span and
+    # no context token, and the span must still be ended (the inline path, taken when the frame has no span, ends
+    # none)
+    recorder = RequestRecorder(metrics, service="svc")
+    tl = recorder.begin_with(None, "GET")
+    tracer = _TracerOfPhaseSpansRefusingAttributes()
+    tl.tracer, tl.span = tracer, object()
+    with aiwatch.phase("features", model="ranker"):
+        pass
+    assert [span.ended for span in tracer.spans] == [1]
+    assert errors(metrics, "tracing") == 1.0
+    tl.tracer = tl.span = None
+    recorder.finish(tl, "/p", "GET", "200")
+    assert metrics.registry.get_sample_value(
+        "aiwatch_phase_duration_seconds_count",
+        {"service": "svc", "model": "ranker", "model_version": "", "phase": "features"}) == 1.0
+
+
 # ------------------------------------------------------------------------------------------ the recorder's set-up
 
 
@@ -1252,6 +1293,27 @@ def test_stream_histograms_fold_routes_past_the_bound_the_request_histograms_sha
     assert chunk_sum("time_to_first_chunk", "/a") == 0.125
     assert chunk_sum("time_to_first_chunk", "/b") is None
     assert overflows(metrics, "route") == 1
+
+
+
+def test_routes_folded_for_traffic_class_rules_share_the_route_label_budget_and_overflow_count(
+        metrics: Metrics) -> None:
+    recorder = make_recorder(service="svc", metrics=metrics, max_label_values=1,
+                             traffic_classes=TrafficClasses(["realtime", "batch"], routes={"/bulk/*": "batch"}))
+    recorder.finish(recorder.begin(), "/bulk/a", "POST", "200")  # "/bulk/a" takes the only place
+    recorder.finish(recorder.begin(), "/bulk/b", "POST", "200")  # folded, then matched as the overflow route
+
+    def requests(route: str, traffic_class: str) -> float | None:
+        return metrics.registry.get_sample_value(
+            "aiwatch_request_duration_seconds_count",
+            {"service": "svc", "route": route, "method": "POST", "status": "200", "traffic_class": traffic_class})
+
+    assert requests("/bulk/a", "batch") == 1.0
+    assert requests(OVERFLOW, "realtime") == 1.0  # no rule names the overflow route: the request's own class
+    assert recorder.guard.known("route") == frozenset({"/bulk/a"})
+    assert overflows(metrics, "route") == 1.0
+    recorder.stream_children("/c")[0].observe(0.5)  # the stream histograms fold routes under the same budget
+    assert overflows(metrics, "route") == 2.0
 
 
 class _TracerThatFails:
