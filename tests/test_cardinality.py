@@ -144,3 +144,21 @@ def test_a_guard_lock_held_at_a_fork_is_replaced_by_a_free_one_in_the_child(metr
         assert cardinality._guards_lock is not held and cardinality._guards_lock.acquire(blocking=False)
         cardinality._guards_lock.release()
     assert guard_for(metrics) is guard
+
+
+def test_each_labels_first_overflow_warning_is_logged_though_another_labels_was_logged_just_before(
+        caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a fresh burst log whose bursts outlast the test: one label's warning must not open the burst of another's
+    monkeypatch.setattr(safety, "_burst", safety._BurstLog(burst_seconds=3600))
+    metrics = Metrics(CollectorRegistry())
+    guard = guard_for(metrics, 1)
+    guard.fold("burst_route", "/a")
+    guard.fold("burst_model", "m1")
+    with caplog.at_level(logging.WARNING, logger="aiwatch"):
+        assert guard.fold("burst_route", "/b") == OVERFLOW
+        assert guard.fold("burst_model", "m2") == OVERFLOW
+        assert guard.fold("burst_route", "/c") == OVERFLOW  # in the route's burst: counted, not logged
+    assert [r.getMessage().split(" reached ")[0] for r in caplog.records] == [
+        "aiwatch: label 'burst_route'", "aiwatch: label 'burst_model'"]
+    assert metrics.registry.get_sample_value("aiwatch_label_overflow_total", {"label": "burst_route"}) == 2.0
+    assert metrics.registry.get_sample_value("aiwatch_label_overflow_total", {"label": "burst_model"}) == 1.0
