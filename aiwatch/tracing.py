@@ -220,7 +220,7 @@ def _baggage_prefixes(textmap: Any) -> tuple[str, ...]:
     while pending and seen < 256:  # a composite of composites, bounded against a cycle
         seen += 1
         item = pending.pop()
-        for cls in type(item).__mro__:
+        for cls in getattr(item, "__class__", type(item)).__mro__:  # a proxy's (wrapt) class is its target's
             prefix = BAGGAGE_PREFIXES.get((cls.__module__, cls.__qualname__))
             if prefix is not None:
                 if prefix not in found:

@@ -60,11 +60,10 @@ def metadata_dict(metadata: Iterable[Any] | None, names: tuple[str, ...],
         if not isinstance(v, str):
             continue
         if k not in names:
-            if prefix is None or not (isinstance(k, str) and k.startswith(prefix)):
+            if prefix is None or not isinstance(k, str) or (prefixed == MAX_PREFIXED and k not in out) \
+                    or not k.startswith(prefix):
                 continue
             if k not in out:  # a repeated key counts once, as in OpenTelemetry's dict of the metadata
-                if prefixed == MAX_PREFIXED:
-                    continue
                 prefixed += 1
         found = out.get(k)
         if found is None:

@@ -14,8 +14,8 @@ Per call (see docs/grpc.md):
 * The current trace context is injected into the call's metadata by OpenTelemetry's global propagator (W3C's by
   default), unless the metadata already has a trace-context key that propagator writes (its ``fields``; B3's all
   where it writes one of them): then the app's own context is the call's, and nothing is added. What the app set of
-  a trace context's companions (``baggage``, ``tracestate``, Jaeger's ``uberctx-*``) is not added a second time; the
-  trace context still is.
+  a trace context's companions (``tracestate``; baggage: ``baggage``, Jaeger's ``uberctx-*``, OT Trace's
+  ``ot-baggage-*``) is not added a second time; the trace context still is. Keys are written in lowercase.
 * With tracing on (``tracer_provider=`` or a global SDK provider) each call gets a CLIENT span named and described
   as opentelemetry-instrumentation-grpc describes its own (:mod:`aiwatch.semconv`: ``pkg.Service/Method``,
   ``rpc.*``, ERROR for any status but ``OK``; the stable RPC set under ``OTEL_SEMCONV_STABILITY_OPT_IN=rpc``),
@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple
@@ -45,6 +46,7 @@ from opentelemetry import trace
 # contrib's gRPC client interceptor makes no span while this key is set (its is_instrumentation_enabled())
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
 from opentelemetry.propagate import inject
+from opentelemetry.propagators.textmap import Setter
 from opentelemetry.trace import SpanKind
 from prometheus_client import CollectorRegistry
 
@@ -60,7 +62,7 @@ from aiwatch.grpc.streambytes import (
 )
 from aiwatch.metrics import Metrics
 from aiwatch.recording import resolve_client_recorder
-from aiwatch.safety import record_error
+from aiwatch.safety import record_error, warn_rate_limited
 from aiwatch.semconv import end_grpc_span, grpc_span_start, rpc_conventions
 from aiwatch.servertiming import HEADER
 from aiwatch.timing import RequestTimeline, call_site, current_timeline, traffic_class_to_forward
@@ -169,7 +171,8 @@ class _ClientCore:
         added = False
         if self.propagate and (span is not None or trace.get_current_span().get_span_context().is_valid):
             headers: dict[str, str] = {}
-            inject(headers, context=trace.set_span_in_context(span) if span is not None else None)
+            inject(headers, context=trace.set_span_in_context(span) if span is not None else None,
+                   setter=_METADATA_SETTER)
             kept = _not_the_apps(headers, pairs, carrier_fields())
             pairs.extend(kept)
             added = bool(kept)
@@ -201,20 +204,39 @@ class _ClientCore:
             streamed.settle(self.recorder.service, peer)
 
 
-#: keys that go with a trace context but are none: W3C's ``baggage`` and ``tracestate`` (ignored without a
-#: ``traceparent``); a propagator's baggage families (``uberctx-``: :attr:`~aiwatch.tracing.CarrierFields.prefix`)
-#: are others
-_COMPANIONS = ("baggage", "tracestate")
+#: what grpc-core takes as a metadata key: any other fails the call ("Illegal header key")
+_METADATA_KEY = re.compile(r"[0-9a-z_.-]+")
 
 
-def _family(key: str, prefixes: tuple[str, ...] | None) -> str | None:
-    """``key``'s companion family (:data:`_COMPANIONS`, a baggage prefix), ``None`` for any other key."""
-    if key in _COMPANIONS:
+class _MetadataSetter(Setter[dict[str, str]]):
+    """Writes what the propagator injects under lowercase keys, as OpenTelemetry's gRPC client instrumentation does:
+    Jaeger and OT Trace spell a baggage key as the app did (``uberctx-userId``), which grpc-core refuses, failing the
+    call. A key that is still none grpc-core takes (``ot-baggage-a!``) is left out, and logged."""
+
+    def set(self, carrier: dict[str, str], key: str, value: str) -> None:
+        lowered = key.lower()
+        if _METADATA_KEY.fullmatch(lowered):
+            carrier[lowered] = value
+        else:
+            warn_rate_limited("grpc_client_metadata_key", "aiwatch: the trace context's %r is no gRPC metadata key "
+                              "(0-9, a-z, '_', '.', '-'): left out of the call's metadata", key)
+
+
+_METADATA_SETTER = _MetadataSetter()
+
+
+def _family(key: str, fields: CarrierFields) -> str | None:
+    """The family of companions of a trace context ``key`` (lowercase) is in: ``tracestate`` (ignored without a
+    ``traceparent``), or ``baggage`` for every form of baggage the global propagator reads (W3C's ``baggage`` where
+    it reads it, Jaeger's ``uberctx-*``, OT Trace's ``ot-baggage-*``: a composite merges them, and one form of the
+    same entry would override another); ``None`` for any other key."""
+    if key == "tracestate":
         return key
-    if prefixes is not None:
-        for prefix in prefixes:
-            if key.startswith(prefix):
-                return prefix
+    if key == "baggage":
+        return key if key in fields.names else None
+    prefixes = fields.prefix
+    if prefixes is not None and key.startswith(prefixes):
+        return "baggage"
     return None
 
 
@@ -224,22 +246,22 @@ def _not_the_apps(injected: dict[str, str], pairs: list[tuple[str, Any]],
     key of the global propagator (one of its ``fields`` but a companion; all of B3's where it names one of them):
     the app's context is the call's, and a second one under the propagator's other keys would win on a server that
     reads those last (``b3multi,tracecontext``). Else each injected entry but those of a companion family the app set
-    (its ``baggage``, ``tracestate``, ``uberctx-*``): none is sent twice, and the trace context still is. Keys
-    compared in any case: grpcio refuses an uppercase key, but an interceptor in front of aiwatch's may have added
-    one."""
-    names, prefixes = fields.names, fields.prefix
+    (:func:`_family`: its ``tracestate``; its baggage, in any form the propagator reads): none is sent twice, and the
+    trace context still is. Keys compared in any case: grpcio refuses an uppercase key, but an interceptor in front
+    of aiwatch's may have added one."""
+    names = fields.names
     apps: set[str] = set()
     for key, _ in pairs:
         if isinstance(key, str):
             key = key.lower()
-            family = _family(key, prefixes)
+            family = _family(key, fields)
             if family is not None:
                 apps.add(family)
             elif key in names:
                 return []
     if not apps:
         return list(injected.items())
-    return [(k, v) for k, v in injected.items() if _family(k.lower(), prefixes) not in apps]
+    return [(k, v) for k, v in injected.items() if _family(k, fields) not in apps]
 
 
 def _future_call(continuation: Any) -> bool | None:

@@ -410,7 +410,7 @@ class AiwatchMiddleware:
         try:
             carrier: dict[str, str] = {}
             for k, v in headers:
-                if not isinstance(v, bytes):  # a malformed header (ASGI servers send bytes): it alone is left out
+                if not isinstance(v, (bytes, bytearray)):  # malformed (ASGI servers send bytes): it alone left out
                     continue
                 name = k.decode("latin-1")
                 found = carrier.get(name)

@@ -22,6 +22,7 @@ from opentelemetry.context import Context
 from opentelemetry.propagators.b3 import B3MultiFormat, B3SingleFormat
 from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.propagators.jaeger import JaegerPropagator
+from opentelemetry.propagators.ot_trace import OTTracePropagator
 from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -112,8 +113,8 @@ class _EchoMetadata(pb_grpc.InferenceServicer):
         return pb.PredictReply(model=json.dumps(pairs))
 
 
-#: the keys the client may have written: B3's, W3C's and Jaeger's
-_SENT_KEYS = ("b3", "x-b3-", "traceparent", "tracestate", "baggage", "uber-trace-id", "uberctx-")
+#: the keys the client may have written: B3's, W3C's, Jaeger's and OT Trace's
+_SENT_KEYS = ("b3", "x-b3-", "traceparent", "tracestate", "baggage", "uber-trace-id", "uberctx-", "ot-")
 
 APP_W3C = (("traceparent", f"00-{OTHER_TRACE}-{OTHER_SPAN}-01"), ("tracestate", "congo=t61rcWkgMzE"))
 
@@ -133,16 +134,26 @@ CLIENT_CASES = pytest.mark.parametrize(("propagator", "metadata"), [
 
 W3C_AND_BAGGAGE = CompositePropagator([TraceContextTextMapPropagator(), W3CBaggagePropagator()])
 
-#: (propagator, the app's companions of a trace context alone, the keys aiwatch's context is sent under)
-BAGGAGE_ONLY_CASES = pytest.mark.parametrize(("propagator", "metadata", "added"), [
-    (W3C_AND_BAGGAGE, (("baggage", "user=alice"),), ("traceparent",)),
-    (JaegerPropagator(), (("uberctx-user", "alice"),), ("uber-trace-id",)),
+#: (propagator, the app's companions of a trace context alone, the keys aiwatch's context is sent under, the baggage
+#: "user" the server's propagator reads from the whole call: the app's where it wrote it in a form that propagator
+#: reads, else aiwatch's "bob")
+BAGGAGE_ONLY_CASES = pytest.mark.parametrize(("propagator", "metadata", "added", "user"), [
+    (W3C_AND_BAGGAGE, (("baggage", "user=alice"),), ("traceparent",), "alice"),
+    (JaegerPropagator(), (("uberctx-user", "alice"),), ("uber-trace-id",), "alice"),
     # a tracestate alone is no trace context (W3C: ignored without a traceparent)
-    (W3C_AND_BAGGAGE, (("tracestate", "congo=t61rcWkgMzE"),), ("traceparent", "baggage")),
+    (W3C_AND_BAGGAGE, (("tracestate", "congo=t61rcWkgMzE"),), ("traceparent", "baggage"), "bob"),
     # the app's baggage in a form the global propagator does not write leaves aiwatch's baggage to be sent
-    (W3C_AND_BAGGAGE, (("uberctx-x", "1"),), ("traceparent", "baggage")),
-    (JaegerPropagator(), (("baggage", "a=1"),), ("uber-trace-id", "uberctx-user")),
-], ids=["tracecontext,baggage", "jaeger", "tracestate-alone", "uberctx-under-w3c", "baggage-under-jaeger"])
+    (W3C_AND_BAGGAGE, (("uberctx-user", "alice"),), ("traceparent", "baggage"), "bob"),
+    (JaegerPropagator(), (("baggage", "user=alice"),), ("uber-trace-id", "uberctx-user"), "bob"),
+    (OTTracePropagator(), (("ot-baggage-user", "alice"),), ("ot-tracer-sampled", "ot-tracer-spanid",
+                                                             "ot-tracer-traceid"), "alice"),
+    # the server's composite merges both forms of baggage: aiwatch's in the other form would override the app's
+    (CompositePropagator([TraceContextTextMapPropagator(), W3CBaggagePropagator(), JaegerPropagator()]),
+     (("baggage", "user=alice"),), ("traceparent", "uber-trace-id"), "alice"),
+    (CompositePropagator([JaegerPropagator(), OTTracePropagator()]), (("uberctx-user", "alice"),),
+     ("uber-trace-id", "ot-tracer-sampled", "ot-tracer-spanid", "ot-tracer-traceid"), "alice"),
+], ids=["tracecontext,baggage", "jaeger", "tracestate-alone", "uberctx-under-w3c", "baggage-under-jaeger", "ottrace",
+        "tracecontext,baggage,jaeger", "jaeger,ottrace"])
 
 
 @contextmanager
@@ -189,9 +200,9 @@ async def test_the_aio_client_leaves_the_apps_own_trace_context_alone(
 
 
 @BAGGAGE_ONLY_CASES
-def test_the_apps_own_baggage_alone_is_sent_once_with_the_callers_trace_context(
+def test_the_apps_own_baggage_or_tracestate_alone_is_sent_once_with_the_callers_trace_context(
         metrics: Metrics, provider: TracerProvider, propagator: TextMapPropagator,
-        metadata: tuple[tuple[str, str], ...], added: tuple[str, ...]) -> None:
+        metadata: tuple[tuple[str, str], ...], added: tuple[str, ...], user: str) -> None:
     """The app set baggage (or a tracestate) of its own but no trace context: what it set goes out once, as it set
     it (aiwatch's own under the same key is not sent besides), and the trace context of aiwatch's CLIENT span is
     still sent (with aiwatch's baggage under the keys the app left alone), so the server continues the caller's
@@ -205,5 +216,27 @@ def test_the_apps_own_baggage_alone_is_sent_once_with_the_callers_trace_context(
     aiwatchs = [pair for pair in received if pair not in metadata]
     assert sorted(apps) == sorted(metadata)  # each once (grpc-core gives traceparent a slot of its own: not in order)
     assert sorted(k for k, _ in aiwatchs) == sorted(added)
-    extracted = propagator.extract(dict(aiwatchs))
-    assert trace.get_current_span(extracted).get_span_context().trace_id == caller.get_span_context().trace_id
+    extracted = trace.get_current_span(propagator.extract(dict(aiwatchs))).get_span_context()
+    low64 = (1 << 64) - 1  # OT Trace sends a trace id's lower 64 bits
+    assert extracted.trace_id & low64 == caller.get_span_context().trace_id & low64
+    assert baggage.get_all(propagator.extract(dict(received)))["user"] == user
+
+
+@pytest.mark.parametrize("propagator", [JaegerPropagator(), OTTracePropagator()], ids=["jaeger", "ottrace"])
+def test_baggage_keys_are_sent_in_lowercase_and_one_no_grpc_key_is_left_out(
+        metrics: Metrics, provider: TracerProvider, propagator: TextMapPropagator,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Jaeger and OT Trace write a baggage key as the app spelled it (``uberctx-userId``), which grpc-core refuses:
+    the call failed ("Illegal header key"). The keys go out in lowercase, as OpenTelemetry's gRPC client
+    instrumentation writes them, and one grpc-core takes in no case (``a!``) is left out and logged; the call
+    succeeds."""
+    client = grpc_client_interceptor(service="gateway", metrics=metrics, tracer_provider=provider)
+    ctx = baggage.set_baggage("userId", "bob", baggage.set_baggage("a!", "x"))
+    with global_textmap(propagator), sync_server(servicer=_EchoMetadata()) as target, \
+            stub_for(target, client) as stub, provider.get_tracer("app").start_as_current_span("caller"), \
+            _current(ctx), caplog.at_level("WARNING", logger="aiwatch"):
+        received = dict(tuple(pair) for pair in json.loads(stub.Predict(req()).model))
+    prefix = "uberctx-" if isinstance(propagator, JaegerPropagator) else "ot-baggage-"
+    assert received[f"{prefix}userid"] == "bob"
+    assert not [k for k in received if k.startswith(prefix) and k != f"{prefix}userid"]
+    assert any(f"'{prefix}a!'" in r.getMessage() for r in caplog.records)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import wrapt
 from opentelemetry import baggage, trace
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.context import Context
@@ -131,6 +132,8 @@ def test_the_prefixes_are_read_only_where_a_jaeger_or_ot_trace_propagator_is_glo
             assert "uber-trace-id" in fields.names
     with global_textmap(OTTracePropagator()):
         assert carrier_fields().prefix == ("ot-baggage-",)
+    with global_textmap(wrapt.ObjectProxy(JaegerPropagator())):  # a proxy (instrumented, wrapped) reads as its target
+        assert carrier_fields().prefix == (JAEGER_BAGGAGE_PREFIX,)
     with global_textmap(CompositePropagator([JaegerPropagator(), TraceContextTextMapPropagator(),
                                              OTTracePropagator(), JaegerPropagator()])):
         assert carrier_fields().prefix == (JAEGER_BAGGAGE_PREFIX, "ot-baggage-")
@@ -142,8 +145,9 @@ def test_a_header_of_the_wrong_type_is_left_out_alone() -> None:
     with global_textmap(JaegerPropagator()):
         fields = carrier_fields()
         ctx = AiwatchMiddleware._parent_context(
-            [(b"uber-trace-id", UBER[1].encode()), (b"uberctx-user", "alice"), (b"uberctx-team", b"ml")], fields)
-    assert ids(trace.get_current_span(ctx).get_span_context()) == (TRACE, SPAN)
+            [(b"uber-trace-id", bytearray(UBER[1].encode())), (b"uberctx-user", "alice"), (b"uberctx-team", b"ml")],
+            fields)
+    assert ids(trace.get_current_span(ctx).get_span_context()) == (TRACE, SPAN)  # a bytearray reads as bytes do
     assert dict(baggage.get_all(ctx)) == {"team": "ml"}
 
 
