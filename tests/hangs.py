@@ -30,7 +30,7 @@ def dump_delay(timeout: float) -> float:
     return max(timeout - DUMP_AHEAD_SECONDS, timeout * 0.9)
 
 
-@pytest.hookimpl(tryfirst=True)
+@pytest.hookimpl(tryfirst=True, optionalhook=True)
 def pytest_timeout_set_timer(item: pytest.Item, settings: Any) -> None:
     """Arms the dump; returns None so that pytest-timeout's own timer is set after it."""
     if not settings.timeout or settings.timeout <= 0:
@@ -40,7 +40,7 @@ def pytest_timeout_set_timer(item: pytest.Item, settings: Any) -> None:
     faulthandler.dump_traceback_later(dump_delay(float(settings.timeout)), file=dump)
 
 
-@pytest.hookimpl(tryfirst=True)
+@pytest.hookimpl(tryfirst=True, optionalhook=True)
 def pytest_timeout_cancel_timer(item: pytest.Item) -> None:
     dump = item.stash.get(_dump, None)
     if dump is not None:
