@@ -583,8 +583,9 @@ class ParquetSink:
                     self._recover(path, suffix)
                 except Exception as exc:
                     self.recovery.files["failed"] += 1
+                    # not an I/O error (memory short, a bug): the traceback says where
                     _log.warning("aiwatch: prediction log journal %s could not be recovered (left for the next "
-                                 "sink): %r", path, exc)
+                                 "sink): %r", path, exc, exc_info=None if isinstance(exc, OSError) else exc)
         # after the journals: the open files they were for are gone now, rebuilt or removed
         removed: list[tuple[Path, int]] = []
         for path in found:
@@ -648,11 +649,11 @@ class ParquetSink:
             if not unnamed and not final.exists():
                 try:
                     self._rebuild(fd, temp, final, path)
-                except OSError:  # the disk, not the journal: a later try may succeed
-                    with suppress(OSError):  # what it wrote, while the journal is still locked (no one else's)
-                        temp.unlink()
-                    raise
                 except Exception as exc:
+                    if not self._refused(exc):  # the disk, memory, a bug: not the journal, a later try may succeed
+                        with suppress(OSError):  # what it wrote, while the journal is still locked (no one else's)
+                            temp.unlink()
+                        raise
                     self._set_aside(path, temp, exc)
                     return
             with suppress(FileNotFoundError):
@@ -679,6 +680,15 @@ class ParquetSink:
         self.recovery.files["orphan_removed"] += 1
         _log.warning("aiwatch: prediction log journal %s, empty, of a writer that died before locking it removed "
                      "(with its open file: no rows)", path)
+
+    def _refused(self, exc: Exception) -> bool:
+        """Whether ``exc``, raised rebuilding a journal, is Arrow or Parquet refusing its data (a type Parquet
+        cannot store, a value past a size limit): the same at every try, so the journal is set aside. Anything else
+        (an I/O error, memory short, an error inside aiwatch or pyarrow) says nothing of the journal: it is left
+        under its name, counted ``failed``, for the next try (an ArrowMemoryError is a MemoryError: not a refusal)."""
+        pa = self.pa
+        refusals = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, pa.ArrowCapacityError)
+        return isinstance(exc, refusals)
 
     def _set_aside(self, path: Path, temp: Path, exc: Exception) -> None:
         """Keep a journal whose contents cannot become a Parquet file under a name recovery does not look for (for

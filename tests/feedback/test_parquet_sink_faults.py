@@ -345,6 +345,36 @@ def test_a_retry_while_the_disk_is_still_full_keeps_the_journal_and_waits_again(
     assert sink.take_recovery().files["failed"] == 0  # a running sink's failed retry is logged, not counted
 
 
+@pytest.mark.parametrize("fault", [MemoryError("out of memory"), RuntimeError("a bug in the rebuild")],
+                         ids=lambda e: type(e).__name__)
+def test_a_retry_that_fails_for_any_reason_but_its_data_keeps_the_journal_unchanged_to_try_again(
+        tmp_path: Path, disk: Disk, clock: list[float], monkeypatch: pytest.MonkeyPatch, fault: Exception) -> None:
+    """Not set aside for a person: the rows come back once the retry works."""
+    sink = sink_whose_second_write_failed(tmp_path, disk)
+    [kept] = sink.kept_journals
+    before = kept.read_bytes()
+    disk.full = False
+    failing = [True]
+    real = ParquetSink._rebuild_part
+
+    def rebuild_part(self: ParquetSink, writer: Any, temp: Path, schema: Any, batches: list[Any]) -> Any:
+        if failing[0]:
+            raise fault
+        return real(self, writer, temp, schema, batches)
+
+    monkeypatch.setattr(ParquetSink, "_rebuild_part", rebuild_part)
+    clock[0] += parquet_sink.KEPT_RETRY_SECONDS
+    sink.flush()  # never raises for a retry
+    assert sink.kept_journals == [kept] and kept.read_bytes() == before and hidden_kinds(tmp_path) == ["journal"]
+    recovery = sink.take_recovery()
+    assert (recovery.files["set_aside"], recovery.files["recovered"]) == (0, 0)
+    failing[0] = False
+    clock[0] += parquet_sink.KEPT_RETRY_SECONDS
+    sink.flush()
+    assert sink.kept_journals == [] and values(tmp_path) == [0.0, 1.0, 2.0] and files(tmp_path)[1] == []
+    assert sink.take_recovery().files["recovered"] == 1
+
+
 def test_a_kept_journal_another_sink_holds_is_tried_again(tmp_path: Path, disk: Disk, clock: list[float]) -> None:
     # another process's sink starting on the directory holds the journal's lock while it rebuilds it, and may fail
     # (the disk still full): the retry that met the lock dropped the journal for good, its rows waiting for a restart

@@ -340,6 +340,34 @@ def test_a_journal_that_cannot_be_recovered_now_is_counted_failed_and_left(
     assert ParquetSink(tmp_path).recovery.files["recovered"] == 1 and open_files(tmp_path) == []
 
 
+@pytest.mark.parametrize("fault", [MemoryError("out of memory"), pa.ArrowMemoryError("malloc of 64 MiB failed"),
+                                   RuntimeError("a bug in the rebuild")], ids=lambda e: type(e).__name__)
+def test_a_rebuild_that_fails_for_any_reason_but_its_data_leaves_the_journal_unchanged_counted_failed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, fault: Exception) -> None:
+    """Only data that Parquet refuses is the journal's fault: a rebuild that ran short of memory (or met a bug) set
+    the journal aside for a person, whose per-column salvage then found nothing wrong with it."""
+    killed_writer_with_journal_sizes(tmp_path, 1)
+    [journal] = journals(tmp_path)
+    before = journal.read_bytes()
+
+    def failing(self: ParquetSink, writer: object, temp: Path, schema: object, batches: list[object]) -> object:
+        raise fault
+
+    monkeypatch.setattr(ParquetSink, "_rebuild_part", failing)
+    registry = CollectorRegistry()
+    with caplog.at_level(logging.WARNING, logger="aiwatch"), PredictionLog(ParquetSink(tmp_path), registry=registry):
+        pass
+    files = {result: sample(registry, "aiwatch_prediction_log_recovery_files_total",
+                            {"log": "predictions", "result": result}) for result in RECOVERY_RESULTS}
+    assert files == {"recovered": 0, "torn": 0, "set_aside": 0, "orphan_removed": 0, "failed": 1}
+    assert journals(tmp_path) == [journal] and journal.read_bytes() == before  # under its name, unchanged
+    assert list(tmp_path.rglob("*.unrecoverable")) == [] and open_files(tmp_path) == []
+    assert [r for r in caplog.records if str(journal) in r.getMessage() and repr(fault) in r.getMessage()]
+    monkeypatch.undo()  # the fault gone: the next start recovers its rows
+    assert ParquetSink(tmp_path).recovery.files["recovered"] == 1
+    assert dataset_rows(tmp_path) == [f"r0-{i}" for i in range(4)] and journals(tmp_path) == []
+
+
 def test_a_fifo_under_an_open_files_name_neither_holds_the_start_nor_is_removed(tmp_path: Path) -> None:
     """Only a regular file is a writer's: opening a FIFO for reading waits for a writer to open it, which held the
     starting sink (and the app making it) for as long as nobody did."""
