@@ -257,10 +257,11 @@ CONTRACT: tuple[MetricSpec, ...] = (
                "it kept of its own files that failed (a full disk), made into files later, by what it did with each: "
                "recovered (a journal made into the finished file it was for), torn (the same after dropping a "
                "batch torn by the crash or not valid, and every byte after it; no file when no whole batch came "
-               "before it), set_aside (a journal that cannot become a Parquet file, kept as "
-               ".journal.unrecoverable), orphan_removed (an unreadable .inprogress file without a journal, or an "
+               "before it), set_aside (a journal whose data Parquet refuses, kept as .journal.unrecoverable), "
+               "orphan_removed (an unreadable .inprogress file without a journal, or an "
                "empty .journal.new with its .inprogress file, of a writer killed before it locked it, deleted), "
-               "failed (left for the next start: an I/O error). A start's are counted when the log is made, before "
+               "failed (left for the next start, unchanged: an I/O error, or another failure that is not its "
+               "data's, such as memory short). A start's are counted when the log is made, before "
                "its first scrape: read the value, not increase().", ("log", "result")),
     MetricSpec("aiwatch_prediction_log_recovery_last_timestamp_seconds", "gauge",
                "Unix time at which a ParquetSink's recovery last counted a journal torn, set_aside or failed in "

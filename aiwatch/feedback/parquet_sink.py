@@ -691,8 +691,8 @@ class ParquetSink:
         return isinstance(exc, refusals)
 
     def _set_aside(self, path: Path, temp: Path, exc: Exception) -> None:
-        """Keep a journal whose contents cannot become a Parquet file under a name recovery does not look for (for
-        a person to look at), rather than read it and log it again at every start."""
+        """Keep a journal whose data Parquet refuses under a name recovery does not look for (for a person to look
+        at), rather than read it and log it again at every start."""
         aside = path.with_name(path.name + UNRECOVERABLE_SUFFIX)
         with suppress(FileNotFoundError):
             temp.unlink()  # first: while the journal has its name, a sink starting at once leaves the file to it

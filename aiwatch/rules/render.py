@@ -728,11 +728,12 @@ def meta_alerts(cfg: RulesConfig) -> list[Alert]:
               f"The ParquetSink of prediction log {{{{ $labels.log }}}} on {{{{ $labels.instance }}}} counted "
               f"{{{{ $value | printf \"%.0f\" }}}} journal(s) {{{{ $labels.result }}}} since its process started, "
               f"the latest in the last {m.prediction_log_recovery_window}: torn (a batch torn by a crash, and every "
-              "byte after it, dropped: those rows are gone), set_aside (a journal that cannot become a Parquet "
-              "file, kept as a hidden .journal.unrecoverable file in the log directory) or failed (a journal left "
-              "for the next start by an I/O error). Their rows are in no finished file: drift checks and label "
-              "joins miss them until someone acts. A start counts before the first scrape, so this reads the "
-              "count's value, not its increase, and fires while the log's last such count "
+              "byte after it, dropped: those rows are gone), set_aside (a journal whose data Parquet refuses, kept "
+              "as a hidden .journal.unrecoverable file in the log directory) or failed (a journal left for the "
+              "next start by an I/O error or another failure not of its data, such as memory short). Their rows "
+              "are in no finished file: drift checks and label joins miss them until someone acts. A start counts "
+              "before the first scrape, so this reads the count's value, not its increase, and fires while the "
+              "log's last such count "
               "(aiwatch_prediction_log_recovery_last_timestamp_seconds: a start, or a kept journal retried) is less "
               f"than {m.prediction_log_recovery_window} old."),
         Alert("AiwatchTargetDown", f"{up} == 0", m.target_down_for, "warning",
