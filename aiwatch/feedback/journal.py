@@ -234,6 +234,7 @@ class Reader:
         self.rows = self.batches = 0
         self.invalid = ""
         self._whole = 0  # where the last whole batch (or the schema) ends
+        self._values = 0  # of the batches read: the values of their arrays, nested ones' included (_values)
         self._stream: Any = None
         if _too_long(fd, 0, self._size):
             return
@@ -269,8 +270,13 @@ class Reader:
                 # the stream reader checks the messages, not the data: offsets out of their buffer crash Parquet's
                 # writer
                 batch.validate(full=True)
-            except pa.ArrowInvalid as exc:
+                self._values += _values(pa, batch)
+            except (pa.ArrowInvalid, UnicodeDecodeError) as exc:  # the latter: a name not UTF-8 (pyarrow < 15)
                 self.invalid = str(exc)
+                break
+            if self._values > MAX_VALUES_PER_BYTE * self._size + VALUES_MARGIN:
+                self.invalid = (f"its arrays claim {self._values} values with the batches before it, more than "
+                                f"{MAX_VALUES_PER_BYTE} per byte of the journal ({self._size} bytes)")
                 break
             self._whole = self._source.tell()
             self.rows += batch.num_rows
@@ -283,6 +289,14 @@ class Reader:
         return self._size - self._whole
 
 
+#: The most values (a batch's rows in each column, and the items of a nested column's children) all the batches of a
+#: journal may hold, per byte of the journal, and besides. A null column holds any number of rows in no bytes (and a
+#: list of nulls any number of items): a damaged or hostile journal claiming 2^40 of them held the start for minutes
+#: writing them, or ran it out of memory. The sink writes only string, float64, bool and timestamp columns, each
+#: value taking at least a bit of the journal's bytes (a bool), no two values the same bits: its journals hold at
+#: most 8 values per byte, and the timestamp column of every batch (8 bytes a row) keeps far below that.
+MAX_VALUES_PER_BYTE = 8
+VALUES_MARGIN = 1024
 #: The longest metadata of one IPC message a journal may hold: a batch's metadata grows with its columns, not its
 #: rows (kilobytes); a longer length is a damaged prefix, taken as the journal's torn end rather than read.
 MAX_METADATA_BYTES = 64 << 20
@@ -301,6 +315,33 @@ def _too_long(fd: int, at: int, size: int) -> bool:
         head = head[4:]
     length = int.from_bytes(head[:4], "little", signed=True)
     return length < 0 or length > MAX_METADATA_BYTES
+
+
+def _values(pa: Any, batch: Any) -> int:
+    """The values a batch's arrays claim: its rows in each column, and the length of each child of a nested one (a
+    list's items, a struct's fields, a dictionary), read from the arrays' lengths, not their data."""
+    # by index: batch.columns decodes each column's name, which a damaged journal may not hold as UTF-8
+    to_struct = getattr(batch, "to_struct_array", None)  # pyarrow >= 15
+    arrays = list(batch.columns) if to_struct is None else [to_struct().field(i) for i in range(batch.num_columns)]
+    total = 0
+    types = pa.types
+    list_views = [getattr(types, name) for name in ("is_list_view", "is_large_list_view") if hasattr(types, name)]
+    while arrays:
+        array = arrays.pop()
+        total += len(array)
+        kind = array.type
+        if isinstance(kind, pa.ExtensionType):
+            arrays.append(array.storage)
+        elif types.is_dictionary(kind):
+            arrays.append(array.dictionary)
+        elif types.is_run_end_encoded(kind):
+            arrays += (array.run_ends, array.values)
+        elif (types.is_list(kind) or types.is_large_list(kind) or types.is_fixed_size_list(kind)
+              or types.is_map(kind) or any(is_view(kind) for is_view in list_views)):  # views: pyarrow >= 16
+            arrays.append(array.values)
+        elif types.is_struct(kind) or types.is_union(kind):
+            arrays += (array.field(i) for i in range(kind.num_fields))
+    return total
 
 
 class _Bounded(io.RawIOBase):

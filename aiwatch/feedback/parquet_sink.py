@@ -210,6 +210,7 @@ class ParquetSink:
         # pyarrow marks the check done either way, and the sink's own arrays do not need pandas.
         with suppress(Exception):
             self.pa.array([0.0])
+        self._check_compression()  # after that first call, which may fail once
         self._open: dict[tuple[str, str], _OpenFile] = {}
         self._told_types: set[str] = set()
         #: Final paths of the files rotated so far, oldest first.
@@ -226,6 +227,25 @@ class ParquetSink:
         if journals.AVAILABLE:  # without flock nothing tells a dead writer's files from a live one's
             self._recover_all()
         renew_at_fork(self)
+
+    def _check_compression(self) -> None:
+        """Raise ``ValueError`` for a ``compression`` Parquet cannot write (a name it does not know, a codec not built
+        into this pyarrow): found now, not at each file's first write. Before recovery, which would otherwise take
+        the refusal for the journal's data and set every journal aside."""
+        pa = self.pa
+        try:
+            table = pa.table({"x": pa.array([0.0])})
+            writer = self.pq.ParquetWriter(pa.BufferOutputStream(), table.schema, compression=self.compression)
+            try:
+                writer.write_table(table)
+            finally:
+                writer.close()
+        except MemoryError:  # an ArrowMemoryError too: not the setting's
+            raise
+        except (pa.ArrowException, ValueError, TypeError, AttributeError, OSError) as exc:
+            if _errno(exc) is not None:
+                raise
+            raise ValueError(f"compression={self.compression!r}: Parquet cannot write it ({exc})") from exc
 
     def take_recovery(self) -> Recovery:
         """What the sink recovered since the last call (at its start: dead writers' journals; later: its own kept
@@ -583,9 +603,9 @@ class ParquetSink:
                     self._recover(path, suffix)
                 except Exception as exc:
                     self.recovery.files["failed"] += 1
-                    # not an I/O error (memory short, a bug): the traceback says where
+                    # the disk's (an errno): no traceback; anything else (memory short, a bug): it says where
                     _log.warning("aiwatch: prediction log journal %s could not be recovered (left for the next "
-                                 "sink): %r", path, exc, exc_info=None if isinstance(exc, OSError) else exc)
+                                 "sink): %r", path, exc, exc_info=None if _errno(exc) is not None else exc)
         # after the journals: the open files they were for are gone now, rebuilt or removed
         removed: list[tuple[Path, int]] = []
         for path in found:
@@ -683,12 +703,15 @@ class ParquetSink:
 
     def _refused(self, exc: Exception) -> bool:
         """Whether ``exc``, raised rebuilding a journal, is Arrow or Parquet refusing its data (a type Parquet
-        cannot store, a value past a size limit): the same at every try, so the journal is set aside. Anything else
-        (an I/O error, memory short, an error inside aiwatch or pyarrow) says nothing of the journal: it is left
-        under its name, counted ``failed``, for the next try (an ArrowMemoryError is a MemoryError: not a refusal)."""
+        cannot store, a value past a size limit): the same at every try, so the journal is set aside. Parquet's own
+        refusals are OSErrors without an errno (``Invalid FIXED_LEN_BYTE_ARRAY length: 0``), the disk's have one
+        (as :class:`~aiwatch.feedback.journal.Reader` tells them apart); the sink's compression, which Parquet could
+        refuse the same way, was checked when it was made. Anything else (an I/O error, memory short, an error
+        inside aiwatch or pyarrow) says nothing of the journal: it is left under its name, counted ``failed``, for
+        the next try (an ArrowMemoryError is a MemoryError: not a refusal)."""
         pa = self.pa
         refusals = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, pa.ArrowCapacityError)
-        return isinstance(exc, refusals)
+        return isinstance(exc, refusals) or (isinstance(exc, OSError) and exc.errno is None)
 
     def _set_aside(self, path: Path, temp: Path, exc: Exception) -> None:
         """Keep a journal whose data Parquet refuses under a name recovery does not look for (for a person to look
@@ -746,11 +769,20 @@ class ParquetSink:
 
     def _rebuild_part(self, writer: Any, temp: Path, schema: Any, batches: list[Any]) -> Any:
         """Write ``batches`` (one row group, or more past pyarrow's row group size) to the file being rebuilt, made
-        at the first of them (no file for a journal without a whole batch)."""
-        if writer is None:
-            writer = self.pq.ParquetWriter(str(temp), schema, compression=self.compression)
-        writer.write_table(self.pa.Table.from_batches(batches, schema=schema))
-        return writer
+        at the first of them (no file for a journal without a whole batch). A writer made here whose first write
+        raises is closed here: the caller never gets it, and its descriptor (of a file the caller removes) would live
+        on with the traceback, which a log handler may keep."""
+        if writer is not None:
+            writer.write_table(self.pa.Table.from_batches(batches, schema=schema))
+            return writer
+        made = self.pq.ParquetWriter(str(temp), schema, compression=self.compression)
+        try:
+            made.write_table(self.pa.Table.from_batches(batches, schema=schema))
+        except BaseException:
+            with suppress(Exception):
+                made.close()
+            raise
+        return made
 
     def _discard(self, key: tuple[str, str], tally: _Tally, exc: Exception) -> None:
         """Remove the file of a writer whose write failed: the writer is done for (every later write: "Operation on
@@ -780,6 +812,11 @@ class ParquetSink:
             else:
                 f.journal.remove()
         tally.file_failed(f, exc, kept)
+
+
+def _errno(exc: BaseException) -> int | None:
+    """The errno of an OSError (the disk's, the system's); ``None`` for anything else, or an OSError without one."""
+    return exc.errno if isinstance(exc, OSError) else None
 
 
 def journal_path(final: Path) -> Path:

@@ -223,8 +223,9 @@ def test_a_file_a_recoverer_is_rebuilding_from_a_journal_is_left_to_it(tmp_path:
 
         def paused(self, table, *args, **kwargs):
             real(self, table, *args, **kwargs)
-            print("rebuilding", flush=True)
-            sys.stdin.readline()
+            if "request_id" in table.column_names:  # not the sink's check of its compression
+                print("rebuilding", flush=True)
+                sys.stdin.readline()
 
         pq.ParquetWriter.write_table = paused
         print(len(ParquetSink({str(tmp_path)!r}).recovered), flush=True)

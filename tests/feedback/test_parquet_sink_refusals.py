@@ -1,0 +1,221 @@
+"""What a starting sink does with a dead writer's journal it cannot make into a file: set aside (``.unrecoverable``)
+only when Arrow or Parquet refuses its data; left unchanged, counted ``failed``, for anything else; a batch that
+claims more values than its journal's bytes could hold dropped as not valid (it held the start, or ran it out of
+memory); and a compression Parquet cannot write refused when the sink is made, before it judges any journal."""
+
+from __future__ import annotations
+
+import errno
+import gc
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from aiwatch.feedback import ParquetSink
+from aiwatch.feedback import journal as journal_module
+from tests.feedback.test_parquet_sink_journal import dataset_rows
+
+NAME = ".part-20260921T141320-1-000001.parquet.journal"
+SCHEMA = pa.schema([("request_id", pa.string()), ("timestamp", pa.timestamp("us", tz="UTC")), ("x", pa.float64())])
+
+
+def good_batch(first: int, rows: int = 2) -> pa.RecordBatch:
+    return pa.record_batch([pa.array([f"r{i}" for i in range(first, first + rows)]),
+                            pa.array([1_758_463_260_000_000] * rows, pa.timestamp("us", tz="UTC")),
+                            pa.array([float(i) for i in range(rows)])], schema=SCHEMA)
+
+
+def good_journal(batches: int = 1) -> bytes:
+    """A journal as the sink writes one: its schema, then each batch's messages."""
+    return SCHEMA.serialize().to_pybytes() + b"".join(good_batch(2 * b).serialize().to_pybytes()
+                                                       for b in range(batches))
+
+
+def journal_at(root: Path, data: bytes) -> Path:
+    """A dead writer's journal holding ``data`` (nothing holds its lock)."""
+    folder = root / "model=m" / "hour=2026-09-21T14"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / NAME
+    path.write_bytes(data)
+    return path
+
+
+def union_journal() -> bytes:
+    """A dense union column: Parquet has no such type (ArrowNotImplementedError)."""
+    union = pa.UnionArray.from_dense(pa.array([0], type=pa.int8()), pa.array([0], type=pa.int32()), [pa.array([1.0])])
+    batch = pa.RecordBatch.from_arrays([pa.array(["r0"]), union], names=["request_id", "x"])
+    return batch.schema.serialize().to_pybytes() + batch.serialize().to_pybytes()
+
+
+def zero_width_binary_journal() -> bytes:
+    """A ``fixed_size_binary(0)`` column: Parquet refuses it with an OSError that has no errno (a ParquetException,
+    "Invalid FIXED_LEN_BYTE_ARRAY length: 0"), where the disk's OSErrors have one."""
+    schema = pa.schema([("request_id", pa.string()), ("x", pa.binary(0))])
+    batch = pa.record_batch([pa.array(["r0", "r1"]), pa.array([b"", b""], pa.binary(0))], schema=schema)
+    return schema.serialize().to_pybytes() + batch.serialize().to_pybytes()
+
+
+def failing_rebuild(monkeypatch: pytest.MonkeyPatch, fault: BaseException) -> None:
+    def rebuild_part(self: ParquetSink, writer: Any, temp: Path, schema: Any, batches: list[Any]) -> Any:
+        raise fault
+
+    monkeypatch.setattr(ParquetSink, "_rebuild_part", rebuild_part)
+
+
+REFUSALS = {
+    "union (ArrowNotImplementedError)": (union_journal, None),
+    "fixed_size_binary(0) (OSError without errno)": (zero_width_binary_journal, None),
+    "ArrowInvalid": (good_journal, pa.ArrowInvalid("Parquet refuses a value")),
+    "ArrowTypeError": (good_journal, pa.ArrowTypeError("Parquet refuses a type")),
+    "ArrowCapacityError": (good_journal, pa.ArrowCapacityError("a value past Parquet's size limit")),
+    "ArrowNotImplementedError": (good_journal, pa.ArrowNotImplementedError("a type Parquet cannot store")),
+}
+
+
+@pytest.mark.parametrize("case", list(REFUSALS))
+def test_a_journal_whose_data_arrow_or_parquet_refuses_is_set_aside_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str) -> None:
+    make, fault = REFUSALS[case]
+    data = make()
+    path = journal_at(tmp_path, data)
+    if fault is not None:  # injected where the rebuild writes: the journal itself is one the sink writes
+        failing_rebuild(monkeypatch, fault)
+    recovery = ParquetSink(tmp_path).recovery
+    assert {k: v for k, v in recovery.files.items() if v} == {"set_aside": 1}
+    aside = path.with_name(NAME + ".unrecoverable")
+    assert not path.exists() and aside.read_bytes() == data
+    assert [p.name for p in path.parent.iterdir()] == [aside.name]  # no file rebuilt half-way left behind
+    assert not any(ParquetSink(tmp_path).recovery.files.values())  # not tried again
+
+
+@pytest.mark.parametrize("fault", [pa.ArrowKeyError("a bug in the rebuild"),
+                                   OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))],
+                         ids=["ArrowKeyError", "OSError-ENOSPC"])
+def test_a_failure_not_of_the_journals_data_leaves_it_counted_failed_logged_with_a_traceback_unless_the_disks(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, fault: Exception) -> None:
+    """An Arrow error that is not a refusal says nothing of the journal; the disk's error (an errno) needs no
+    traceback, anything else does (memory short, a bug: where)."""
+    data = good_journal()
+    path = journal_at(tmp_path, data)
+    failing_rebuild(monkeypatch, fault)
+    with caplog.at_level(logging.WARNING, logger="aiwatch"):
+        recovery = ParquetSink(tmp_path).recovery
+    assert {k: v for k, v in recovery.files.items() if v} == {"failed": 1}
+    assert path.read_bytes() == data and [p.name for p in path.parent.iterdir()] == [NAME]
+    [record] = [r for r in caplog.records if "could not be recovered" in r.getMessage()]
+    if isinstance(fault, OSError):
+        assert record.exc_info is None
+    else:
+        assert record.exc_info is not None and record.exc_info[1] is fault
+
+
+@pytest.mark.parametrize("compression", ["bogus", "lzo"])
+def test_a_compression_parquet_cannot_write_is_refused_when_the_sink_is_made_before_any_journal_is_judged(
+        tmp_path: Path, compression: str) -> None:
+    """A journal rebuilt with it failed as Parquet's refusal of its data would (an OSError without errno, an Arrow
+    error): every journal would have been set aside for a reason not in it."""
+    data = good_journal()
+    path = journal_at(tmp_path, data)
+    with pytest.raises(ValueError, match=f"compression={compression!r}"):
+        ParquetSink(tmp_path, compression=compression)
+    assert [p.name for p in path.parent.iterdir()] == [NAME] and path.read_bytes() == data
+    assert ParquetSink(tmp_path).recovery.files["recovered"] == 1
+
+
+def null_rows_journal(rows: int) -> bytes:
+    """A null column (no bytes a row) whose batch claims ``rows`` rows: reviewer's nulls2.py."""
+    schema = pa.schema([("x", pa.null())])
+    body = pa.RecordBatch.from_arrays([pa.nulls(123457)], schema=schema).serialize().to_pybytes()
+    needle = (123457).to_bytes(8, "little")
+    assert needle in body
+    return schema.serialize().to_pybytes() + body.replace(needle, rows.to_bytes(8, "little"))
+
+
+def null_items_batch(items: int) -> bytes:
+    """A one-row batch whose large_list<null> column claims ``items`` items: reviewer's listnull.py."""
+    lst = pa.LargeListArray.from_arrays(pa.array([0, 987654], pa.int64()), pa.nulls(987654))
+    batch = pa.RecordBatch.from_arrays([pa.array(["b"]), lst], names=["request_id", "x"])
+    return batch.serialize().to_pybytes().replace((987654).to_bytes(8, "little"), items.to_bytes(8, "little"))
+
+
+def null_items_journal(items: int, good: int = 0) -> bytes:
+    """``good`` batches of one row with an empty list, then the batch claiming ``items`` items: midclose.py."""
+    lst = pa.LargeListArray.from_arrays(pa.array([0, 0], pa.int64()), pa.nulls(0))
+    batch = pa.RecordBatch.from_arrays([pa.array(["g"]), lst], names=["request_id", "x"])
+    return batch.schema.serialize().to_pybytes() + batch.serialize().to_pybytes() * good + null_items_batch(items)
+
+
+@pytest.mark.parametrize(("data", "rows"), [
+    (null_rows_journal(1 << 40), 0), (null_items_journal(1 << 40), 0), (null_items_journal(1 << 40, good=3), 3),
+], ids=["null-column-2^40-rows", "list-of-null-2^40-items", "after-3-good-batches"])
+def test_a_batch_claiming_more_values_than_its_journal_could_hold_is_dropped_as_not_valid(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, data: bytes, rows: int) -> None:
+    """Null values take no bytes: a damaged or hostile journal of a few hundred bytes claiming 2^40 of them held the
+    sink's start for minutes (writing them to Parquet) or ran it out of memory, at every start."""
+    path = journal_at(tmp_path, data)
+    with caplog.at_level(logging.WARNING, logger="aiwatch"):
+        sink = ParquetSink(tmp_path)
+    assert {k: v for k, v in sink.recovery.files.items() if v} == {"torn": 1}
+    assert sink.recovery.records == rows and not path.exists()
+    assert [r for r in caplog.records if "is not valid" in r.getMessage() and "per byte" in r.getMessage()]
+    if rows:
+        assert pq.read_table(sink.recovered[0]).column("request_id").to_pylist() == ["g"] * rows
+
+
+def test_the_sinks_own_journal_of_the_densest_rows_is_recovered_whole(tmp_path: Path) -> None:
+    """The bound on values per byte is one the sink's journals never reach: bool columns are its densest (a bit a
+    value), beside the timestamp column every batch has (8 bytes a row)."""
+    live = tmp_path / "live"
+    sink = ParquetSink(live)
+    rows = [{"request_id": f"r{i}", "timestamp": 1_758_463_260.0, "model": "m",
+             **{f"b{c}": bool(i % 2) for c in range(300)}} for i in range(500)]
+    sink.write(rows)
+    [written] = live.rglob(".*.journal")
+    data = written.read_bytes()
+    values = sum(journal_module._values(pa, batch) for batch in pa.ipc.open_stream(data))
+    assert 0 < values <= journal_module.MAX_VALUES_PER_BYTE * len(data)
+    journal_at(tmp_path / "dead", data)
+    recovery = ParquetSink(tmp_path / "dead").recovery
+    assert {k: v for k, v in recovery.files.items() if v} == {"recovered": 1} and recovery.records == 500
+    sink.close()
+
+
+def descriptors_under(root: Path) -> list[str]:
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith(str(root)):
+            found.append(target)
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="reads which file a descriptor is from /proc")
+def test_a_writer_whose_first_write_of_a_rebuild_fails_is_closed_though_a_handler_keeps_the_traceback(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Its descriptor, of a file removed, lived on with the traceback the log record holds (caplog keeps it, as a
+    buffering handler would)."""
+    journal_at(tmp_path, good_journal())
+    real = pq.ParquetWriter.write_table
+
+    def short(self: Any, table: Any, *args: Any, **kwargs: Any) -> None:
+        if "request_id" in table.column_names:  # not the sink's check of its compression
+            raise MemoryError("short")
+        real(self, table, *args, **kwargs)
+
+    monkeypatch.setattr(pq.ParquetWriter, "write_table", short)
+    with caplog.at_level(logging.WARNING, logger="aiwatch"):
+        assert ParquetSink(tmp_path).recovery.files["failed"] == 1
+    [record] = [r for r in caplog.records if "could not be recovered" in r.getMessage()]
+    assert record.exc_info is not None  # the traceback, and its frames, are alive
+    gc.collect()
+    assert descriptors_under(tmp_path) == []
+    monkeypatch.undo()
+    assert ParquetSink(tmp_path).recovery.records == 2 and dataset_rows(tmp_path) == ["r0", "r1"]
