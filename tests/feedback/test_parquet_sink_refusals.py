@@ -9,6 +9,8 @@ import errno
 import gc
 import logging
 import os
+import re
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ import pytest
 from aiwatch.feedback import ParquetSink
 from aiwatch.feedback import journal as journal_module
 from tests.feedback.test_parquet_sink_journal import dataset_rows
+from tests.feedback.test_parquet_sink_recovery import RUNBOOK
 
 NAME = ".part-20260921T141320-1-000001.parquet.journal"
 SCHEMA = pa.schema([("request_id", pa.string()), ("timestamp", pa.timestamp("us", tz="UTC")), ("x", pa.float64())])
@@ -219,3 +222,18 @@ def test_a_writer_whose_first_write_of_a_rebuild_fails_is_closed_though_a_handle
     assert descriptors_under(tmp_path) == []
     monkeypatch.undo()
     assert ParquetSink(tmp_path).recovery.records == 2 and dataset_rows(tmp_path) == ["r0", "r1"]
+
+
+def test_the_runbooks_salvage_writes_a_column_parquet_refuses_with_an_oserror_as_text(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Set aside now, the fixed_size_binary(0) journal needs the salvage too: its column fails with an OSError, which
+    the snippet let through (it caught Arrow's errors only)."""
+    journal_at(tmp_path, zero_width_binary_journal())
+    assert ParquetSink(tmp_path).recovery.files["set_aside"] == 1
+    [aside] = tmp_path.rglob(".part-*.parquet.journal.unrecoverable")
+    name = aside.name[len(".part-"):-len(".parquet.journal.unrecoverable")]
+    [block] = [b for b in re.findall(r"```python\n(.*?)```", RUNBOOK.read_text(), re.S) if ".unrecoverable" in b]
+    monkeypatch.chdir(aside.parent)
+    exec(compile(textwrap.dedent(block).replace("<name>", name), str(RUNBOOK), "exec"), {})
+    salvaged = aside.parent / f".salvaged-part-{name}.parquet"
+    assert pq.read_table(salvaged).to_pylist() == [{"request_id": "r0", "x": "b''"}, {"request_id": "r1", "x": "b''"}]
