@@ -318,13 +318,19 @@ def _too_long(fd: int, at: int, size: int) -> bool:
 
 
 def _values(pa: Any, batch: Any) -> int:
-    """The values a batch's arrays claim: its rows in each column, and the length of each child of a nested one (a
-    list's items, a struct's fields, a dictionary), read from the arrays' lengths, not their data."""
-    # by index: batch.columns decodes each column's name, which a damaged journal may not hold as UTF-8
-    to_struct = getattr(batch, "to_struct_array", None)  # pyarrow >= 15
-    arrays = list(batch.columns) if to_struct is None else [to_struct().field(i) for i in range(batch.num_columns)]
-    total = 0
+    """The values a batch claims: its rows, its rows in each column, and the length of each child of a nested column
+    (a list's items, a struct's fields, a dictionary), read from the arrays' lengths, not their data."""
     types = pa.types
+    rows: int = batch.num_rows
+    # a flat column claims its rows: only a nested one's arrays are looked at (pyarrow hands each out at a cost)
+    nested = [i for i, kind in enumerate(batch.schema.types) if types.is_nested(kind) or types.is_dictionary(kind)
+              or types.is_run_end_encoded(kind) or isinstance(kind, pa.ExtensionType)]
+    total: int = rows * (1 + batch.num_columns - len(nested))  # and the rows: a batch of no columns claims them
+    if not nested:
+        return total
+    # by index: batch.columns decodes each column's name, which a damaged journal may not hold as UTF-8
+    struct = batch.to_struct_array()  # once: each call builds the struct of every column
+    arrays = [struct.field(i) for i in nested]
     list_views = [getattr(types, name) for name in ("is_list_view", "is_large_list_view") if hasattr(types, name)]
     while arrays:
         array = arrays.pop()

@@ -233,13 +233,17 @@ class ParquetSink:
         into this pyarrow): found now, not at each file's first write. Before recovery, which would otherwise take
         the refusal for the journal's data and set every journal aside."""
         pa = self.pa
+        setting: Any = self.compression
         try:
+            # a codec per column (pyarrow takes a dict): each is checked, as the probe's column is none of those
+            codecs = list(dict.fromkeys(setting.values())) if isinstance(setting, dict) else [setting]
             table = pa.table({"x": pa.array([0.0])})
-            writer = self.pq.ParquetWriter(pa.BufferOutputStream(), table.schema, compression=self.compression)
-            try:
-                writer.write_table(table)
-            finally:
-                writer.close()
+            for codec in codecs:
+                writer = self.pq.ParquetWriter(pa.BufferOutputStream(), table.schema, compression=codec)
+                try:
+                    writer.write_table(table)
+                finally:
+                    writer.close()
         except MemoryError:  # an ArrowMemoryError too: not the setting's
             raise
         except (pa.ArrowException, ValueError, TypeError, AttributeError, OSError) as exc:

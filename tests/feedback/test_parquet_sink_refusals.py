@@ -117,14 +117,15 @@ def test_a_failure_not_of_the_journals_data_leaves_it_counted_failed_logged_with
         assert record.exc_info is not None and record.exc_info[1] is fault
 
 
-@pytest.mark.parametrize("compression", ["bogus", "lzo"])
+@pytest.mark.parametrize("compression", ["bogus", "lzo", {"latency_seconds": "lzo"}],
+                         ids=["bogus", "lzo", "per-column"])
 def test_a_compression_parquet_cannot_write_is_refused_when_the_sink_is_made_before_any_journal_is_judged(
-        tmp_path: Path, compression: str) -> None:
+        tmp_path: Path, compression: Any) -> None:
     """A journal rebuilt with it failed as Parquet's refusal of its data would (an OSError without errno, an Arrow
     error): every journal would have been set aside for a reason not in it."""
     data = good_journal()
     path = journal_at(tmp_path, data)
-    with pytest.raises(ValueError, match=f"compression={compression!r}"):
+    with pytest.raises(ValueError, match=re.escape(f"compression={compression!r}")):
         ParquetSink(tmp_path, compression=compression)
     assert [p.name for p in path.parent.iterdir()] == [NAME] and path.read_bytes() == data
     assert ParquetSink(tmp_path).recovery.files["recovered"] == 1
@@ -134,6 +135,16 @@ def null_rows_journal(rows: int) -> bytes:
     """A null column (no bytes a row) whose batch claims ``rows`` rows: reviewer's nulls2.py."""
     schema = pa.schema([("x", pa.null())])
     body = pa.RecordBatch.from_arrays([pa.nulls(123457)], schema=schema).serialize().to_pybytes()
+    needle = (123457).to_bytes(8, "little")
+    assert needle in body
+    return schema.serialize().to_pybytes() + body.replace(needle, rows.to_bytes(8, "little"))
+
+
+def no_column_journal(rows: int) -> bytes:
+    """A schema of no columns whose one batch claims ``rows`` rows."""
+    schema = pa.schema([])
+    batch = pa.record_batch([pa.array(range(123457))], names=["x"]).select([])
+    body = batch.serialize().to_pybytes()
     needle = (123457).to_bytes(8, "little")
     assert needle in body
     return schema.serialize().to_pybytes() + body.replace(needle, rows.to_bytes(8, "little"))
@@ -155,7 +166,8 @@ def null_items_journal(items: int, good: int = 0) -> bytes:
 
 @pytest.mark.parametrize(("data", "rows"), [
     (null_rows_journal(1 << 40), 0), (null_items_journal(1 << 40), 0), (null_items_journal(1 << 40, good=3), 3),
-], ids=["null-column-2^40-rows", "list-of-null-2^40-items", "after-3-good-batches"])
+    (no_column_journal(1 << 40), 0),
+], ids=["null-column-2^40-rows", "list-of-null-2^40-items", "after-3-good-batches", "no-column-2^40-rows"])
 def test_a_batch_claiming_more_values_than_its_journal_could_hold_is_dropped_as_not_valid(
         tmp_path: Path, caplog: pytest.LogCaptureFixture, data: bytes, rows: int) -> None:
     """Null values take no bytes: a damaged or hostile journal of a few hundred bytes claiming 2^40 of them held the
