@@ -324,7 +324,7 @@ def _values(pa: Any, batch: Any) -> int:
     rows: int = batch.num_rows
     # a flat column claims its rows: only a nested one's arrays are looked at (pyarrow hands each out at a cost)
     nested = [i for i, kind in enumerate(batch.schema.types) if types.is_nested(kind) or types.is_dictionary(kind)
-              or types.is_run_end_encoded(kind) or isinstance(kind, pa.ExtensionType)]
+              or types.is_run_end_encoded(kind) or isinstance(kind, pa.BaseExtensionType)]
     total: int = rows * (1 + batch.num_columns - len(nested))  # and the rows: a batch of no columns claims them
     if not nested:
         return total
@@ -336,14 +336,20 @@ def _values(pa: Any, batch: Any) -> int:
         array = arrays.pop()
         total += len(array)
         kind = array.type
-        if isinstance(kind, pa.ExtensionType):
+        if isinstance(kind, pa.BaseExtensionType):  # pyarrow's own (opaque, fixed_shape_tensor...) and Python's
             arrays.append(array.storage)
         elif types.is_dictionary(kind):
             arrays.append(array.dictionary)
         elif types.is_run_end_encoded(kind):
             arrays += (array.run_ends, array.values)
+        elif any(is_view(kind) for is_view in list_views):  # pyarrow >= 16
+            # views may overlap: R rows can each view the same S items, which Parquet writes R x S times
+            from pyarrow import compute
+
+            total += int(compute.sum(array.sizes).as_py() or 0)
+            arrays.append(array.values)
         elif (types.is_list(kind) or types.is_large_list(kind) or types.is_fixed_size_list(kind)
-              or types.is_map(kind) or any(is_view(kind) for is_view in list_views)):  # views: pyarrow >= 16
+              or types.is_map(kind)):
             arrays.append(array.values)
         elif types.is_struct(kind) or types.is_union(kind):
             arrays += (array.field(i) for i in range(kind.num_fields))

@@ -235,15 +235,17 @@ class ParquetSink:
         pa = self.pa
         setting: Any = self.compression
         try:
-            # a codec per column (pyarrow takes a dict): each is checked, as the probe's column is none of those
-            codecs = list(dict.fromkeys(setting.values())) if isinstance(setting, dict) else [setting]
-            table = pa.table({"x": pa.array([0.0])})
-            for codec in codecs:
-                writer = self.pq.ParquetWriter(pa.BufferOutputStream(), table.schema, compression=codec)
-                try:
-                    writer.write_table(table)
-                finally:
-                    writer.close()
+            # the setting as given, on columns of its names where it is a codec per column (pyarrow reads a codec
+            # in a dict otherwise than alone: None is refused there)
+            names = list(setting) if isinstance(setting, dict) else []
+            if not all(isinstance(name, str) for name in names):
+                raise TypeError("a compression dict's keys are column names (str)")
+            table = pa.table({name: pa.array([0.0]) for name in names or ["x"]})
+            writer = self.pq.ParquetWriter(pa.BufferOutputStream(), table.schema, compression=setting)
+            try:
+                writer.write_table(table)
+            finally:
+                writer.close()
         except MemoryError:  # an ArrowMemoryError too: not the setting's
             raise
         except (pa.ArrowException, ValueError, TypeError, AttributeError, OSError) as exc:

@@ -117,8 +117,9 @@ def test_a_failure_not_of_the_journals_data_leaves_it_counted_failed_logged_with
         assert record.exc_info is not None and record.exc_info[1] is fault
 
 
-@pytest.mark.parametrize("compression", ["bogus", "lzo", {"latency_seconds": "lzo"}],
-                         ids=["bogus", "lzo", "per-column"])
+@pytest.mark.parametrize("compression", ["bogus", "lzo", {"latency_seconds": "lzo"}, {"latency_seconds": None},
+                                         {1: "snappy"}],
+                         ids=["bogus", "lzo", "per-column", "per-column-none", "per-column-key-no-str"])
 def test_a_compression_parquet_cannot_write_is_refused_when_the_sink_is_made_before_any_journal_is_judged(
         tmp_path: Path, compression: Any) -> None:
     """A journal rebuilt with it failed as Parquet's refusal of its data would (an OSError without errno, an Arrow
@@ -249,3 +250,46 @@ def test_the_runbooks_salvage_writes_a_column_parquet_refuses_with_an_oserror_as
     exec(compile(textwrap.dedent(block).replace("<name>", name), str(RUNBOOK), "exec"), {})
     salvaged = aside.parent / f".salvaged-part-{name}.parquet"
     assert pq.read_table(salvaged).to_pylist() == [{"request_id": "r0", "x": "b''"}, {"request_id": "r1", "x": "b''"}]
+
+
+def _stream(column: Any) -> bytes:
+    batch = pa.RecordBatch.from_pydict({"x": column})
+    out = pa.BufferOutputStream()
+    with pa.ipc.new_stream(out, batch.schema) as writer:
+        writer.write_batch(batch)
+    return bytes(out.getvalue().to_pybytes())
+
+
+def _large_list_of_nulls(items: int) -> Any:
+    return pa.LargeListArray.from_arrays(pa.array([0, items], pa.int64()), pa.nulls(items))
+
+
+CLAIMS = 1 << 20  # null items a few hundred bytes claim, each written by Parquet: past the bound, not too slow to build
+
+
+@pytest.mark.parametrize("column", [
+    pytest.param(lambda: pa.ExtensionArray.from_storage(pa.opaque(pa.large_list(pa.null()), "t", "v"),
+                                                        _large_list_of_nulls(CLAIMS)), id="opaque-extension"),
+    pytest.param(lambda: pa.ExtensionArray.from_storage(pa.fixed_shape_tensor(pa.null(), [CLAIMS]),
+                                                        pa.FixedSizeListArray.from_arrays(pa.nulls(CLAIMS), CLAIMS)),
+                 id="fixed-shape-tensor-extension"),
+    # 1000 rows each viewing the same items: Parquet writes 1000 x (CLAIMS / 1000)
+    pytest.param(lambda: pa.LargeListViewArray.from_arrays(pa.array([0] * 1000, pa.int64()),
+                                                           pa.array([CLAIMS // 1000] * 1000, pa.int64()),
+                                                           pa.nulls(CLAIMS // 1000)), id="overlapping-list-views"),
+])
+def test_what_pyarrows_own_extension_types_and_overlapping_list_views_claim_is_counted(
+        tmp_path: Path, column: Any) -> None:
+    """pyarrow's built-in extension types (opaque, fixed_shape_tensor: no ``pa.ExtensionType``) were counted as flat
+    columns, their nested storage not at all; overlapping list views counted their items once, not per view."""
+    data = _stream(column())
+    assert len(data) < 20_000
+    path = tmp_path / "hostile.journal"
+    path.write_bytes(data)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        reader = journal_module.Reader(fd, pa)
+        assert list(reader) == []
+        assert "claim" in reader.invalid
+    finally:
+        os.close(fd)
