@@ -277,11 +277,16 @@ CLAIMS = 1 << 20  # null items a few hundred bytes claim, each written by Parque
     pytest.param(lambda: pa.LargeListViewArray.from_arrays(pa.array([0] * 1000, pa.int64()),
                                                            pa.array([CLAIMS // 1000] * 1000, pa.int64()),
                                                            pa.nulls(CLAIMS // 1000)), id="overlapping-list-views"),
+    # views of one list of nulls each: a count of the views' sizes sees 1000 x 1 items, Parquet writes 1000 x CLAIMS
+    pytest.param(lambda: pa.LargeListViewArray.from_arrays(pa.array([0] * 1000, pa.int64()),
+                                                           pa.array([1] * 1000, pa.int64()),
+                                                           _large_list_of_nulls(CLAIMS)), id="views-of-a-nested-list"),
 ])
 def test_what_pyarrows_own_extension_types_and_overlapping_list_views_claim_is_counted(
         tmp_path: Path, column: Any) -> None:
     """pyarrow's built-in extension types (opaque, fixed_shape_tensor: no ``pa.ExtensionType``) were counted as flat
-    columns, their nested storage not at all; overlapping list views counted their items once, not per view."""
+    columns, their nested storage not at all; overlapping list views counted their items once, not per view (a
+    list view is refused: the sink never writes one)."""
     data = _stream(column())
     assert len(data) < 20_000
     path = tmp_path / "hostile.journal"
@@ -290,6 +295,6 @@ def test_what_pyarrows_own_extension_types_and_overlapping_list_views_claim_is_c
     try:
         reader = journal_module.Reader(fd, pa)
         assert list(reader) == []
-        assert "claim" in reader.invalid
+        assert "claim" in reader.invalid or "never writes" in reader.invalid
     finally:
         os.close(fd)
