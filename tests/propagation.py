@@ -14,11 +14,13 @@ import http.client
 from collections.abc import Callable, Iterator, Sequence
 from concurrent import futures
 from contextlib import contextmanager
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import grpc
 import pytest
 from opentelemetry import baggage
+from opentelemetry.context import Context
+from opentelemetry.propagators.textmap import CarrierT, Getter, TextMapPropagator, default_getter
 
 import aiwatch
 from aiwatch.grpc import grpc_server_interceptor
@@ -164,3 +166,23 @@ def ids(span_context: Any) -> tuple[str, str] | None:
     if span_context is None or not span_context.is_valid:
         return None
     return f"{span_context.trace_id:032x}", f"{span_context.span_id:016x}"
+
+
+P = TypeVar("P", bound=TextMapPropagator)
+
+
+def recording(base: type[P]) -> type[P]:
+    """``base``, an OpenTelemetry propagator, keeping a copy of every carrier aiwatch hands its ``extract`` (in
+    ``carriers``)."""
+
+    class Recording(base):  # type: ignore[valid-type,misc]
+        def __init__(self) -> None:
+            super().__init__()
+            self.carriers: list[dict[str, Any]] = []
+
+        def extract(self, carrier: CarrierT, context: Context | None = None,
+                    getter: Getter[CarrierT] = default_getter) -> Context:
+            self.carriers.append(dict(carrier))  # type: ignore[call-overload]
+            return super().extract(carrier, context, getter)
+
+    return Recording

@@ -22,16 +22,14 @@ from typing import Any
 
 import pytest
 from opentelemetry import trace
-from opentelemetry.context import Context
 from opentelemetry.propagators.b3 import B3MultiFormat
-from opentelemetry.propagators.textmap import CarrierT, Getter, default_getter
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import CollectorRegistry
 
 from aiwatch.metrics import Metrics
 from aiwatch.tracing import B3_FIELDS
-from tests.propagation import SERVERS, Seen, ids, server_spans, without_host
+from tests.propagation import SERVERS, Seen, ids, recording, server_spans, without_host
 from tests.servers import wait_until
 from tests.spans import global_textmap
 
@@ -66,16 +64,7 @@ def junk_around_b3() -> list[tuple[str, str]]:
 FLOODS = pytest.mark.parametrize("flood", [repeated_b3, junk_around_b3], ids=["b3-repeated-500", "junk-10000"])
 
 
-class RecordingB3(B3MultiFormat):
-    """OpenTelemetry's b3multi propagator, keeping a copy of every carrier aiwatch hands its ``extract``."""
-
-    def __init__(self) -> None:
-        self.carriers: list[dict[str, Any]] = []
-
-    def extract(self, carrier: CarrierT, context: Context | None = None,
-                getter: Getter[CarrierT] = default_getter) -> Context:
-        self.carriers.append(dict(carrier))  # type: ignore[call-overload]
-        return super().extract(carrier, context, getter)
+RecordingB3 = recording(B3MultiFormat)
 
 
 def _errors(registry: CollectorRegistry) -> float:

@@ -13,12 +13,11 @@ import pytest
 import wrapt
 from opentelemetry import baggage, trace
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
-from opentelemetry.context import Context
 from opentelemetry.propagators.b3 import B3MultiFormat
 from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.propagators.jaeger import JaegerPropagator
 from opentelemetry.propagators.ot_trace import OTTracePropagator
-from opentelemetry.propagators.textmap import CarrierT, Getter, TextMapPropagator, default_getter
+from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
@@ -27,7 +26,7 @@ from aiwatch.grpc._common import metadata_dict
 from aiwatch.metrics import Metrics
 from aiwatch.middleware.asgi import AiwatchMiddleware
 from aiwatch.tracing import MAX_PREFIXED, carrier_fields
-from tests.propagation import SERVERS, Seen, ids, server_spans
+from tests.propagation import SERVERS, Seen, ids, recording, server_spans
 from tests.servers import wait_until
 from tests.spans import global_textmap
 
@@ -37,16 +36,7 @@ JAEGER_BAGGAGE_PREFIX = "uberctx-"
 OT_TRACE = [("ot-tracer-traceid", TRACE), ("ot-tracer-spanid", SPAN), ("ot-tracer-sampled", "true")]
 
 
-class RecordingJaeger(JaegerPropagator):
-    """OpenTelemetry's Jaeger propagator, keeping a copy of every carrier aiwatch hands its ``extract``."""
-
-    def __init__(self) -> None:
-        self.carriers: list[dict[str, Any]] = []
-
-    def extract(self, carrier: CarrierT, context: Context | None = None,
-                getter: Getter[CarrierT] = default_getter) -> Context:
-        self.carriers.append(dict(carrier))  # type: ignore[call-overload]
-        return super().extract(carrier, context, getter)
+RecordingJaeger = recording(JaegerPropagator)
 
 
 def _request(server: Any, propagator: TextMapPropagator, headers: list[tuple[str, str]], metrics: Metrics,
