@@ -155,6 +155,10 @@ def test_quote_keeps_tabs_and_drops_other_control_characters() -> None:
     assert quote("a\tb\x01c\x7f") == '"a\tbc"'
 
 
+def test_quote_keeps_latin_1_from_its_first_to_its_last_character_and_drops_what_follows() -> None:
+    assert quote("\x7f\x80\xff\u0100\u20ac") == '"\x80\xff"'
+
+
 def test_the_total_of_a_retried_attempt_carries_its_number() -> None:
     value = format_server_timing([], overhead=0.001, total=0.002, service="infer", attempt=3)
     assert value == 'overhead;dur=1.000, total;dur=2.000;desc="infer";attempt=3'

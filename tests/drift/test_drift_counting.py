@@ -160,7 +160,8 @@ def test_bucket_counts_missing_and_invalid_add_up_as_the_codes_say(values: objec
     codes = b.codes(values)
     assert counts.tolist() == [int(np.count_nonzero(codes == i)) for i in range(4)]
     assert (missing, invalid) == (int(np.count_nonzero(codes == MISSING)), int(np.count_nonzero(codes == INVALID)))
-    assert b.count_codes(codes)[0].tolist() == counts.tolist()
+    from_codes, missing_codes, invalid_codes = b.count_codes(codes)
+    assert (from_codes.tolist(), missing_codes, invalid_codes) == (counts.tolist(), missing, invalid)
     assert counts.dtype == b.count_codes(codes)[0].dtype == np.int64  # whole numbers, exported as such
 
 
