@@ -666,6 +666,33 @@ def test_continuous_current_values_go_through_the_cells_without_sorting_them_all
     assert found == pytest.approx(expected, rel=1e-9, abs=1e-12)
 
 
+@pytest.mark.parametrize(("n", "scale", "exact_limit", "sorts"), [
+    (200, 1.0, None, False),  # 4 current values per reference value: enough for the cells
+    (199, 1.0, None, True),  # one short of that: sorted
+    (400, 1e-3, None, False),  # a reference spanning less than 1 goes through the cells too
+    (400, 1.0, 50 * 400 - 1, True),  # counts times counts past the exact limit: sorted
+    (400, 1.0, 50 * 400, False),  # at the limit: cells
+])
+def test_the_wasserstein_of_unsorted_values_sorts_them_only_past_its_bounds(
+        n: int, scale: float, exact_limit: int | None, sorts: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(n)
+    reference, current = np.sort(rng.normal(size=50)) * scale, rng.normal(0.2, 1.0, n) * scale
+    if exact_limit is not None:
+        monkeypatch.setattr(stattests, "_COUNTS_EXACT", exact_limit)
+    calls: list[int] = []
+    real = stattests.wasserstein_distance_sorted
+
+    def counted(u: np.ndarray, v: np.ndarray) -> float:
+        calls.append(v.size)
+        return real(u, v)
+
+    monkeypatch.setattr(stattests, "wasserstein_distance_sorted", counted)
+    # every crossing cell allowed: only the bounds checked here can send the values to the sort
+    found = stattests.wasserstein_distance_to_sorted(reference, current, max_crossing_share=1.0)
+    assert calls == ([n] if sorts else [])
+    assert found == pytest.approx(stats.wasserstein_distance(reference, current), rel=1e-9, abs=1e-15)
+
+
 def test_the_scratch_arrays_are_reused_for_a_column_no_longer_than_the_last() -> None:
     scratch = stattests.Scratch()
     floats, cells = scratch.floats(100), scratch.cells(100)
