@@ -264,23 +264,27 @@ def _large_list_of_nulls(items: int) -> Any:
     return pa.LargeListArray.from_arrays(pa.array([0, items], pa.int64()), pa.nulls(items))
 
 
+NEEDS_LIST_VIEWS = pytest.mark.skipif(not hasattr(pa, "LargeListViewArray"), reason="pyarrow < 16 has no list views")
 CLAIMS = 1 << 20  # null items a few hundred bytes claim, each written by Parquet: past the bound, not too slow to build
 
 
 @pytest.mark.parametrize("column", [
     pytest.param(lambda: pa.ExtensionArray.from_storage(pa.opaque(pa.large_list(pa.null()), "t", "v"),
-                                                        _large_list_of_nulls(CLAIMS)), id="opaque-extension"),
+                                                        _large_list_of_nulls(CLAIMS)), id="opaque-extension",
+                 marks=pytest.mark.skipif(not hasattr(pa, "opaque"), reason="pyarrow < 18 has no opaque type")),
     pytest.param(lambda: pa.ExtensionArray.from_storage(pa.fixed_shape_tensor(pa.null(), [CLAIMS]),
                                                         pa.FixedSizeListArray.from_arrays(pa.nulls(CLAIMS), CLAIMS)),
                  id="fixed-shape-tensor-extension"),
     # 1000 rows each viewing the same items: Parquet writes 1000 x (CLAIMS / 1000)
     pytest.param(lambda: pa.LargeListViewArray.from_arrays(pa.array([0] * 1000, pa.int64()),
                                                            pa.array([CLAIMS // 1000] * 1000, pa.int64()),
-                                                           pa.nulls(CLAIMS // 1000)), id="overlapping-list-views"),
+                                                           pa.nulls(CLAIMS // 1000)),
+                 id="overlapping-list-views", marks=NEEDS_LIST_VIEWS),
     # views of one list of nulls each: a count of the views' sizes sees 1000 x 1 items, Parquet writes 1000 x CLAIMS
     pytest.param(lambda: pa.LargeListViewArray.from_arrays(pa.array([0] * 1000, pa.int64()),
                                                            pa.array([1] * 1000, pa.int64()),
-                                                           _large_list_of_nulls(CLAIMS)), id="views-of-a-nested-list"),
+                                                           _large_list_of_nulls(CLAIMS)),
+                 id="views-of-a-nested-list", marks=NEEDS_LIST_VIEWS),
 ])
 def test_what_pyarrows_own_extension_types_and_overlapping_list_views_claim_is_counted(
         tmp_path: Path, column: Any) -> None:
