@@ -372,18 +372,16 @@ class AiwatchMiddleware:
                 if name == b"host":
                     if host is None:
                         host = item[1].decode("latin-1")
-                elif name in trace_headers:
-                    if found is None:
-                        found = [item]
-                    else:
-                        found.append(item)
-                elif prefix is not None and prefixed < MAX_PREFIXED and isinstance(name, bytes) \
-                        and name.startswith(prefix):
+                    continue
+                if name not in trace_headers:
+                    if prefix is None or prefixed == MAX_PREFIXED or not isinstance(name, bytes) \
+                            or not name.startswith(prefix):
+                        continue
                     prefixed += 1
-                    if found is None:
-                        found = [item]
-                    else:
-                        found.append(item)
+                if found is None:
+                    found = [item]
+                else:
+                    found.append(item)
             parent = self._parent_context(found, fields) if found is not None else None
             server = scope.get("server")
             attributes = http_server_attributes(
