@@ -440,12 +440,17 @@ def test_a_phase_span_that_fails_to_end_is_counted_and_the_phase_still_recorded(
     with aiwatch.phase("features"):
         pass
     assert errors(metrics, "tracing") == 1.0
+    _finish_and_assert_the_phase_recorded_once(metrics, recorder, tl, model="")
+
+
+def _finish_and_assert_the_phase_recorded_once(metrics: Metrics, recorder: RequestRecorder, tl: Any,
+                                               model: str) -> None:
+    """Finish the request untraced; its ``features`` phase of ``model`` was recorded once."""
     tl.tracer = tl.span = None
     recorder.finish(tl, "/p", "GET", "200")
     assert metrics.registry.get_sample_value(
         "aiwatch_phase_duration_seconds_count",
-        {"service": "svc", "model": "", "model_version": "", "phase": "features"}) == 1.0
-
+        {"service": "svc", "model": model, "model_version": "", "phase": "features"}) == 1.0
 
 
 class _PhaseSpanRefusingAttributes:
@@ -481,11 +486,7 @@ def test_a_phase_span_started_but_never_made_current_is_still_ended_once(metrics
         pass
     assert [span.ended for span in tracer.spans] == [1]
     assert errors(metrics, "tracing") == 1.0
-    tl.tracer = tl.span = None
-    recorder.finish(tl, "/p", "GET", "200")
-    assert metrics.registry.get_sample_value(
-        "aiwatch_phase_duration_seconds_count",
-        {"service": "svc", "model": "ranker", "model_version": "", "phase": "features"}) == 1.0
+    _finish_and_assert_the_phase_recorded_once(metrics, recorder, tl, model="ranker")
 
 
 # ------------------------------------------------------------------------------------------ the recorder's set-up

@@ -501,8 +501,6 @@ def quality_rows(values: dict[tuple[str, str], float], objectives: dict[tuple[st
             for (model, name), value in sorted(values.items(), key=lambda kv: (natural_key(kv[0][0]), kv[0][1]))]
 
 
-
-
 #: Seconds after which the console shows a journal torn, set aside or failed as old: the default
 #: ``meta.prediction_log_recovery_window`` of AiwatchPredictionLogRecoveryIncomplete (1h), after which it stops firing.
 RECOVERY_RECENT_SECONDS = 3600.0

@@ -31,6 +31,7 @@ def count_header_cut(cut: str, metrics: Metrics) -> None:
     :meth:`~aiwatch.timing.RequestTimeline.server_timing`), under :data:`HEADER_COMPONENT`."""
     record_cut(HEADER_COMPONENT, f"Server-Timing header {cut} (the rest was sent)", metrics)
 
+
 CLIENT_CLOSED_STATUS = "499"
 """The ``status`` label of a request whose response could not be delivered because the client went away (the
 server's ``send`` raised an ``OSError`` or was cancelled): nginx's "client closed request". It is not a 5xx, so the
