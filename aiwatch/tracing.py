@@ -206,8 +206,8 @@ BAGGAGE_PREFIXES = {
     ("opentelemetry.propagators.ot_trace", "OTTracePropagator"): "ot-baggage-",
 }
 #: the most headers of a propagator's prefixed families (:attr:`CarrierFields.prefix`) handed to it per request, the
-#: first ones: the W3C baggage limit on entries, which OpenTelemetry's Jaeger propagator (1.45 on) and OT Trace's
-#: borrow to bound the headers they look at; older ones look at every one
+#: first names (a repeated one counted once): the W3C baggage limit on entries, which OpenTelemetry's Jaeger
+#: propagator (1.45 on) and OT Trace's borrow to bound the headers they look at; older ones look at every one
 MAX_PREFIXED = 180
 
 

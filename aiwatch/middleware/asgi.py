@@ -364,7 +364,7 @@ class AiwatchMiddleware:
             fields = carrier_fields()
             trace_headers = fields.raw
             prefix = fields.prefix_raw  # baggage families (uberctx-): None unless such a propagator is global
-            prefixed = 0
+            prefixed: set[bytes] | None = None  # the names taken, a repeated one counted once (as gRPC's)
             host = None
             found: list[tuple[Any, Any]] | None = None
             for item in scope.get("headers") or ():
@@ -374,10 +374,14 @@ class AiwatchMiddleware:
                         host = item[1].decode("latin-1")
                     continue
                 if name not in trace_headers:
-                    if prefix is None or prefixed == MAX_PREFIXED or not isinstance(name, bytes) \
-                            or not name.startswith(prefix):
+                    if prefix is None or not isinstance(name, bytes) or not name.startswith(prefix):
                         continue
-                    prefixed += 1
+                    if prefixed is None:
+                        prefixed = {name}
+                    elif name not in prefixed:
+                        if len(prefixed) == MAX_PREFIXED:
+                            continue
+                        prefixed.add(name)
                 if found is None:
                     found = [item]
                 else:

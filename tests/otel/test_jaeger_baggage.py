@@ -109,6 +109,22 @@ def test_at_most_the_first_180_uberctx_headers_are_handed_to_the_propagator(
     assert (seen.baggage, parent) == ({f"k{i:03d}": f"v{i}" for i in range(MAX_PREFIXED)}, (TRACE, SPAN))
 
 
+@pytest.mark.slow
+@SERVERS
+def test_a_repeated_uberctx_header_counts_once_towards_the_cap(
+        metrics: Metrics, provider: TracerProvider, exporter: InMemorySpanExporter, server: Any,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A header sent MAX_PREFIXED times takes one place of the 180, as OpenTelemetry's own instrumentations read
+    headers (a dict): the next key is still handed over (ASGI counted each repeat before; WSGI servers join repeats
+    into one environ entry, and gRPC counted once already)."""
+    propagator = RecordingJaeger()
+    sent = [UBER, *[("uberctx-a", "1")] * MAX_PREFIXED, ("uberctx-b", "2")]
+    seen, parent = _request(server, propagator, sent, metrics, provider, exporter, monkeypatch)
+    [handed] = propagator.carriers
+    assert {name for name in handed if name.startswith(JAEGER_BAGGAGE_PREFIX)} == {"uberctx-a", "uberctx-b"}
+    assert (seen.baggage.get("b"), parent) == ("2", (TRACE, SPAN))
+
+
 def test_the_prefixes_are_read_only_where_a_jaeger_or_ot_trace_propagator_is_global() -> None:
     assert carrier_fields().prefix is None  # W3C's default
     for without in (B3MultiFormat(), CompositePropagator([TraceContextTextMapPropagator(), B3MultiFormat()])):
