@@ -23,7 +23,7 @@ import time
 from collections.abc import Iterator
 from contextlib import suppress
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from aiwatch.forksafe import renew_at_fork
 from aiwatch.safety import warn_rate_limited
@@ -224,6 +224,8 @@ class Reader:
     being read is in memory, whatever the journal's size. ``schema`` is ``None`` for a journal torn inside its
     schema. Once the iteration ends, ``torn_bytes`` counts the bytes after the last whole batch (a torn last batch,
     or a batch that is not valid and everything after it: ``invalid`` says why), ``rows`` and ``batches`` the rest.
+    A batch whose body is compressed (Arrow IPC body compression, which the sink never writes) is not valid: it is
+    refused from its message's metadata before pyarrow reads its body (:func:`_refusal`).
     An I/O error reading the journal is raised (the disk, not the journal: the next start may succeed)."""
 
     def __init__(self, fd: int, pa: Any) -> None:
@@ -255,6 +257,12 @@ class Reader:
         pa = self._pa
         while True:
             if _too_long(self._fd, self._source.tell(), self._size):  # a damaged length: torn from here
+                break
+            # judged before pyarrow reads them: it decompresses a compressed body on its own, and a few kilobytes of
+            # zstd decode to gigabytes, which no count of values sees (a run of zeros in one string is one value)
+            refused = _refusal(self._fd, self._source.tell(), self._size)
+            if refused:
+                self.invalid = refused
                 break
             try:
                 batch = self._stream.read_next_batch()
@@ -315,6 +323,111 @@ def _too_long(fd: int, at: int, size: int) -> bool:
         head = head[4:]
     length = int.from_bytes(head[:4], "little", signed=True)
     return length < 0 or length > MAX_METADATA_BYTES
+
+
+#: The header types of an IPC message (Arrow's format/Message.fbs, union MessageHeader) recovery looks into.
+DICTIONARY_BATCH = 2
+RECORD_BATCH = 3
+
+
+class _MessageHeader(NamedTuple):
+    """What :func:`_message_header` reads of an IPC message's metadata: its header type (``RECORD_BATCH``...), the
+    length of its body, and whether its batch's body is compressed (a record batch's, or a dictionary batch's data)."""
+
+    kind: int
+    body_length: int
+    compressed: bool
+
+
+class _OutOfRange(Exception):
+    """An offset of a flatbuffer pointing out of its bytes (raised and caught in :func:`_message_header` only)."""
+
+
+def _message_header(metadata: bytes) -> _MessageHeader | None:
+    """The header of an IPC message, read from its metadata (the ``Message`` flatbuffer, Arrow's
+    format/Message.fbs), or ``None`` when the metadata is not valid: an offset out of its bytes, or a negative body
+    length. Reads only the fields it needs (``Message``: ``header_type``, ``header``, ``bodyLength``; ``RecordBatch``:
+    ``compression``; ``DictionaryBatch``: ``data``), checking each read against the bytes; never raises."""
+    try:
+        message = _table(metadata, _scalar(metadata, 0, 4))
+        at = _field(metadata, message, 1, 1)  # header_type
+        kind = 0 if at is None else _scalar(metadata, at, 1)
+        at = _field(metadata, message, 3, 8)  # bodyLength
+        body_length = 0 if at is None else _scalar(metadata, at, 8, signed=True)
+        if body_length < 0:
+            return None
+        compressed = False
+        batch = _child(metadata, message, 2) if kind in (DICTIONARY_BATCH, RECORD_BATCH) else None  # header
+        if batch is not None and kind == DICTIONARY_BATCH:
+            batch = _child(metadata, batch, 1)  # data: its RecordBatch
+        if batch is not None:
+            compressed = _field(metadata, batch, 3, 4) is not None  # compression: a BodyCompression, any codec
+        return _MessageHeader(kind, body_length, compressed)
+    except _OutOfRange:
+        return None
+
+
+def _scalar(data: bytes, at: int, size: int, *, signed: bool = False) -> int:
+    if at < 0 or at + size > len(data):
+        raise _OutOfRange
+    return int.from_bytes(data[at:at + size], "little", signed=signed)
+
+
+def _table(data: bytes, at: int) -> tuple[int, int, int]:
+    """The flatbuffer table at ``at``: where it is, where its vtable is, and the vtable's size in bytes."""
+    vtable = at - _scalar(data, at, 4, signed=True)
+    size = _scalar(data, vtable, 2)
+    if size % 2 or vtable + size > len(data):
+        raise _OutOfRange
+    return at, vtable, size
+
+
+def _field(data: bytes, table: tuple[int, int, int], index: int, size: int) -> int | None:
+    """Where field ``index`` of ``table`` is (``size`` bytes), or ``None`` when the table does not hold it."""
+    at, vtable, vtable_size = table
+    slot = 4 + 2 * index
+    if slot + 2 > vtable_size:
+        return None
+    offset = _scalar(data, vtable + slot, 2)
+    if not offset:
+        return None
+    _scalar(data, at + offset, size)  # in range
+    return at + offset
+
+
+def _child(data: bytes, table: tuple[int, int, int], index: int) -> tuple[int, int, int] | None:
+    """The table field ``index`` of ``table`` points to, or ``None`` when it has none."""
+    at = _field(data, table, index, 4)
+    return None if at is None else _table(data, at + _scalar(data, at, 4))
+
+
+def _refusal(fd: int, at: int, size: int) -> str:
+    """Why the messages pyarrow's stream reader reads next, from ``at`` (the dictionary batches before the next
+    record batch, and that one), are refused before it reads their bodies, or ``""``: a body compressed (the sink
+    never compresses one: pyarrow would decode it, whatever its size), or metadata that is not valid (its
+    compression cannot be told). A message cut short, or past the journal's end, is not judged here: pyarrow finds
+    the journal torn there."""
+    while True:
+        head = os.pread(fd, 8, at) if at < size else b""
+        prefix = 8 if head[:4] == _CONTINUATION else 4
+        if len(head) < prefix:
+            return ""
+        length = int.from_bytes(head[prefix - 4:prefix], "little", signed=True)
+        if length <= 0 or length > MAX_METADATA_BYTES:  # the end of the stream, or a damaged length
+            return ""
+        metadata = os.pread(fd, length, at + prefix)
+        if len(metadata) < length:
+            return ""
+        header = _message_header(metadata)
+        if header is None:
+            return "a message's metadata is not valid (an offset out of its bytes, or a negative body length)"
+        if header.compressed:
+            kind = "a dictionary batch" if header.kind == DICTIONARY_BATCH else "a record batch"
+            return (f"{kind} whose body is compressed (Arrow IPC body compression), which the sink never writes: "
+                    f"refused before it was read")
+        if header.kind != DICTIONARY_BATCH:
+            return ""
+        at += prefix + length + header.body_length
 
 
 def _values(pa: Any, batch: Any) -> int:
