@@ -18,6 +18,7 @@ import io
 import logging
 import os
 import stat
+import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -309,6 +310,7 @@ VALUES_MARGIN = 1024
 #: rows (kilobytes); a longer length is a damaged prefix, taken as the journal's torn end rather than read.
 MAX_METADATA_BYTES = 64 << 20
 _CONTINUATION = b"\xff\xff\xff\xff"
+_METADATA_GUESS = 1024
 
 
 def _too_long(fd: int, at: int, size: int) -> bool:
@@ -349,11 +351,11 @@ def _message_header(metadata: bytes) -> _MessageHeader | None:
     length. Reads only the fields it needs (``Message``: ``header_type``, ``header``, ``bodyLength``; ``RecordBatch``:
     ``compression``; ``DictionaryBatch``: ``data``), checking each read against the bytes; never raises."""
     try:
-        message = _table(metadata, _scalar(metadata, 0, 4))
+        message = _table(metadata, _scalar(metadata, 0, _U32))
         at = _field(metadata, message, 1, 1)  # header_type
-        kind = 0 if at is None else _scalar(metadata, at, 1)
+        kind = 0 if at is None else _scalar(metadata, at, _U8)
         at = _field(metadata, message, 3, 8)  # bodyLength
-        body_length = 0 if at is None else _scalar(metadata, at, 8, signed=True)
+        body_length = 0 if at is None else _scalar(metadata, at, _I64)
         if body_length < 0:
             return None
         compressed = False
@@ -367,16 +369,20 @@ def _message_header(metadata: bytes) -> _MessageHeader | None:
         return None
 
 
-def _scalar(data: bytes, at: int, size: int, *, signed: bool = False) -> int:
-    if at < 0 or at + size > len(data):
+_U8, _U16, _I32, _U32, _I64 = (struct.Struct(f"<{code}") for code in "BHiIq")
+
+
+def _scalar(data: bytes, at: int, kind: struct.Struct) -> int:
+    if at < 0 or at + kind.size > len(data):
         raise _OutOfRange
-    return int.from_bytes(data[at:at + size], "little", signed=signed)
+    value: int = kind.unpack_from(data, at)[0]
+    return value
 
 
 def _table(data: bytes, at: int) -> tuple[int, int, int]:
     """The flatbuffer table at ``at``: where it is, where its vtable is, and the vtable's size in bytes."""
-    vtable = at - _scalar(data, at, 4, signed=True)
-    size = _scalar(data, vtable, 2)
+    vtable = at - _scalar(data, at, _I32)
+    size = _scalar(data, vtable, _U16)
     if size % 2 or vtable + size > len(data):
         raise _OutOfRange
     return at, vtable, size
@@ -388,17 +394,18 @@ def _field(data: bytes, table: tuple[int, int, int], index: int, size: int) -> i
     slot = 4 + 2 * index
     if slot + 2 > vtable_size:
         return None
-    offset = _scalar(data, vtable + slot, 2)
+    offset = _scalar(data, vtable + slot, _U16)
     if not offset:
         return None
-    _scalar(data, at + offset, size)  # in range
+    if at + offset + size > len(data):  # ``at`` is not negative: the table's own offset was read there
+        raise _OutOfRange
     return at + offset
 
 
 def _child(data: bytes, table: tuple[int, int, int], index: int) -> tuple[int, int, int] | None:
     """The table field ``index`` of ``table`` points to, or ``None`` when it has none."""
     at = _field(data, table, index, 4)
-    return None if at is None else _table(data, at + _scalar(data, at, 4))
+    return None if at is None else _table(data, at + _scalar(data, at, _U32))
 
 
 def _refusal(fd: int, at: int, size: int) -> str:
@@ -408,16 +415,18 @@ def _refusal(fd: int, at: int, size: int) -> str:
     compression cannot be told). A message cut short, or past the journal's end, is not judged here: pyarrow finds
     the journal torn there."""
     while True:
-        head = os.pread(fd, 8, at) if at < size else b""
+        head = os.pread(fd, 8 + _METADATA_GUESS, at) if at < size else b""
         prefix = 8 if head[:4] == _CONTINUATION else 4
         if len(head) < prefix:
             return ""
         length = int.from_bytes(head[prefix - 4:prefix], "little", signed=True)
         if length <= 0 or length > MAX_METADATA_BYTES:  # the end of the stream, or a damaged length
             return ""
-        metadata = os.pread(fd, length, at + prefix)
-        if len(metadata) < length:
-            return ""
+        metadata = head[prefix:prefix + length]
+        if len(metadata) < length:  # one read for most: a batch's metadata is some hundred bytes
+            metadata = os.pread(fd, length, at + prefix)
+            if len(metadata) < length:
+                return ""
         header = _message_header(metadata)
         if header is None:
             return "a message's metadata is not valid (an offset out of its bytes, or a negative body length)"
