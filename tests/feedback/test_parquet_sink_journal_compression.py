@@ -215,6 +215,23 @@ def test_a_compressed_dictionary_batch_is_refused_unread_before_the_batch_that_n
     assert reader.torn_bytes == len(later) and reads.furthest() <= len(plain)
 
 
+@pytest.mark.parametrize("compression", CODECS)
+def test_a_compressed_batch_after_an_uncompressed_dictionary_batch_is_refused_before_either_is_read(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, compression: str) -> None:
+    """pyarrow reads a replacement dictionary and the record batch after it in one call: the walk over the
+    dictionary batch (by its body length) reaches the compressed batch first."""
+    plain = stream(DICT_SCHEMA, [dict_batch(0, ["v1", "v2"])], None)
+    [dictionary] = [m for m in messages(stream(DICT_SCHEMA, [dict_batch(2, ["v3"])], None)) if m.type == "dictionary"]
+    [batch] = [m for m in messages(stream(DICT_SCHEMA, [dict_batch(2, ["v3"] * 1000)], compression))
+               if m.type == "record batch"]
+    later = b"".join(m.serialize().to_pybytes() for m in (dictionary, batch))
+    path = journal_at(tmp_path, plain + later)
+    reads = Reads(monkeypatch)
+    reader, batches = read_journal(path)
+    assert len(batches) == 1 and reader.invalid.startswith("a record batch whose body is compressed")
+    assert reader.torn_bytes == len(later) and reads.furthest() <= len(plain)
+
+
 def test_a_stream_of_dictionary_batches_uncompressed_is_read_whole(tmp_path: Path) -> None:
     """A replacement dictionary between batches: the dictionary batches read before each record batch are walked
     over by their body lengths."""
