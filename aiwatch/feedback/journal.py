@@ -225,8 +225,9 @@ class Reader:
     being read is in memory, whatever the journal's size. ``schema`` is ``None`` for a journal torn inside its
     schema. Once the iteration ends, ``torn_bytes`` counts the bytes after the last whole batch (a torn last batch,
     or a batch that is not valid and everything after it: ``invalid`` says why), ``rows`` and ``batches`` the rest.
-    A batch whose body is compressed (Arrow IPC body compression, which the sink never writes) is not valid: it is
-    refused from its message's metadata before pyarrow reads its body (:func:`_refusal`).
+    A batch whose body is compressed (Arrow IPC body compression, which the sink never writes), or of a metadata
+    version other than V5 (one of V4 may be compressed in an older form), is not valid: it is refused from its
+    message's metadata before pyarrow reads its body (:func:`_refusal`).
     An I/O error reading the journal is raised (the disk, not the journal: the next start may succeed)."""
 
     def __init__(self, fd: int, pa: Any) -> None:
@@ -332,13 +333,22 @@ DICTIONARY_BATCH = 2
 RECORD_BATCH = 3
 
 
+#: The IPC metadata version (Arrow's format/Schema.fbs, enum MetadataVersion) of every message the sink writes (the
+#: default of pyarrow since 1.0). pyarrow also decompresses a batch of version V4 (Arrow 0.17) whose message's
+#: custom metadata names a codec (``ARROW:experimental_compression``), with no compression field for it: a batch of
+#: any other version is refused.
+V5 = 4
+
+
 class _MessageHeader(NamedTuple):
     """What :func:`_message_header` reads of an IPC message's metadata: its header type (``RECORD_BATCH``...), the
-    length of its body, and whether its batch's body is compressed (a record batch's, or a dictionary batch's data)."""
+    length of its body, whether its batch's body is compressed (a record batch's, or a dictionary batch's data: its
+    compression field), and its metadata version (``V5``...)."""
 
     kind: int
     body_length: int
     compressed: bool
+    version: int
 
 
 class _OutOfRange(Exception):
@@ -348,10 +358,13 @@ class _OutOfRange(Exception):
 def _message_header(metadata: bytes) -> _MessageHeader | None:
     """The header of an IPC message, read from its metadata (the ``Message`` flatbuffer, Arrow's
     format/Message.fbs), or ``None`` when the metadata is not valid: an offset out of its bytes, or a negative body
-    length. Reads only the fields it needs (``Message``: ``header_type``, ``header``, ``bodyLength``; ``RecordBatch``:
-    ``compression``; ``DictionaryBatch``: ``data``), checking each read against the bytes; never raises."""
+    length. Reads only the fields it needs (``Message``: ``version``, ``header_type``, ``header``, ``bodyLength``;
+    ``RecordBatch``: ``compression``; ``DictionaryBatch``: ``data``), checking each read against the bytes; never
+    raises."""
     try:
         message = _table(metadata, _scalar(metadata, 0, _U32))
+        at = _field(metadata, message, 0, 2)  # version: V1 when absent (the flatbuffer's default)
+        version = 0 if at is None else _scalar(metadata, at, _I16)
         at = _field(metadata, message, 1, 1)  # header_type
         kind = 0 if at is None else _scalar(metadata, at, _U8)
         at = _field(metadata, message, 3, 8)  # bodyLength
@@ -364,12 +377,12 @@ def _message_header(metadata: bytes) -> _MessageHeader | None:
             batch = _child(metadata, batch, 1)  # data: its RecordBatch
         if batch is not None:
             compressed = _field(metadata, batch, 3, 4) is not None  # compression: a BodyCompression, any codec
-        return _MessageHeader(kind, body_length, compressed)
+        return _MessageHeader(kind, body_length, compressed, version)
     except _OutOfRange:
         return None
 
 
-_U8, _U16, _I32, _U32, _I64 = (struct.Struct(f"<{code}") for code in "BHiIq")
+_U8, _I16, _U16, _I32, _U32, _I64 = (struct.Struct(f"<{code}") for code in "BhHiIq")
 
 
 def _scalar(data: bytes, at: int, kind: struct.Struct) -> int:
@@ -411,9 +424,10 @@ def _child(data: bytes, table: tuple[int, int, int], index: int) -> tuple[int, i
 def _refusal(fd: int, at: int, size: int) -> str:
     """Why the messages pyarrow's stream reader reads next, from ``at`` (the dictionary batches before the next
     record batch, and that one), are refused before it reads their bodies, or ``""``: a body compressed (the sink
-    never compresses one: pyarrow would decode it, whatever its size), or metadata that is not valid (its
-    compression cannot be told). A message cut short, or past the journal's end, is not judged here: pyarrow finds
-    the journal torn there."""
+    never compresses one: pyarrow would decode it, whatever its size), a batch of a metadata version other than
+    :data:`V5` (one of V4 may be compressed in the old form, which its compression field does not show), or metadata
+    that is not valid (its compression cannot be told). A message cut short, or past the journal's end, is not
+    judged here: pyarrow finds the journal torn there."""
     while True:
         head = os.pread(fd, 8 + _METADATA_GUESS, at) if at < size else b""
         prefix = 8 if head[:4] == _CONTINUATION else 4
@@ -430,13 +444,24 @@ def _refusal(fd: int, at: int, size: int) -> str:
         header = _message_header(metadata)
         if header is None:
             return "a message's metadata is not valid (an offset out of its bytes, or a negative body length)"
+        if header.kind not in (DICTIONARY_BATCH, RECORD_BATCH):
+            return ""
+        kind = "a dictionary batch" if header.kind == DICTIONARY_BATCH else "a record batch"
         if header.compressed:
-            kind = "a dictionary batch" if header.kind == DICTIONARY_BATCH else "a record batch"
             return (f"{kind} whose body is compressed (Arrow IPC body compression), which the sink never writes: "
                     f"refused before it was read")
-        if header.kind != DICTIONARY_BATCH:
+        if header.version != V5:
+            return (f"{kind} of IPC metadata version {_version_name(header.version)}, which the sink never writes "
+                    f"(it writes V5): its body may be compressed in the old form (a codec named in its custom "
+                    f"metadata): refused before it was read")
+        if header.kind == RECORD_BATCH:
             return ""
         at += prefix + length + header.body_length
+
+
+def _version_name(version: int) -> str:
+    """The name of an IPC metadata version but V5's: ``V1`` to ``V4`` (before Arrow 1.0), or an unknown one's number."""
+    return f"V{version + 1} (pre-1.0)" if 0 <= version < V5 else f"{version} (unknown)"
 
 
 def _values(pa: Any, batch: Any) -> int:

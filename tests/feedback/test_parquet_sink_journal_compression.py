@@ -2,7 +2,9 @@
 before pyarrow reads it: pyarrow's stream reader decompresses a body on its own, and a few kilobytes of zstd decoded to
 gigabytes at the sink's start (one run of zeros in a string is one value: the bound on values per byte saw nothing).
 The refusal is taken from the message's metadata (a flatbuffer) read apart, by :func:`journal._message_header`, which
-reads any bytes without raising."""
+reads any bytes without raising. pyarrow also decodes a batch of metadata version V4 compressed in Arrow 0.17's form
+(the codec named in the message's custom metadata, no compression field): a batch of any version but V5, the one the
+sink writes, is refused too."""
 
 from __future__ import annotations
 
@@ -31,10 +33,12 @@ def dict_batch(first: int, versions: list[str]) -> pa.RecordBatch:
                             pa.array(versions).dictionary_encode()], schema=DICT_SCHEMA)
 
 
-def stream(schema: pa.Schema, batches: list[pa.RecordBatch], compression: str | None) -> bytes:
+def stream(schema: pa.Schema, batches: list[pa.RecordBatch], compression: str | None,
+           version: pa.ipc.MetadataVersion = pa.ipc.MetadataVersion.V5) -> bytes:
     """The batches as pyarrow's stream writer writes them, without its end marker (a journal has none)."""
     out = pa.BufferOutputStream()
-    with pa.ipc.new_stream(out, schema, options=pa.ipc.IpcWriteOptions(compression=compression)) as writer:
+    options = pa.ipc.IpcWriteOptions(compression=compression, metadata_version=version)
+    with pa.ipc.new_stream(out, schema, options=options) as writer:
         for batch in batches:
             writer.write_batch(batch)
     return out.getvalue().to_pybytes()[:-8]
@@ -57,15 +61,33 @@ def metadata_samples() -> list[bytes]:
 SAMPLES = metadata_samples()
 
 
+@pytest.mark.parametrize("version", [pa.ipc.MetadataVersion.V4, pa.ipc.MetadataVersion.V5])
 @pytest.mark.parametrize("compression", [None, *CODECS])
-def test_the_header_of_each_message_pyarrow_writes_is_read_as_pyarrow_reads_it(compression: str | None) -> None:
-    data = stream(DICT_SCHEMA, [dict_batch(0, ["v1", "v2"]), dict_batch(2, ["v3"])], compression)
+def test_the_header_of_each_message_pyarrow_writes_is_read_as_pyarrow_reads_it(
+        compression: str | None, version: pa.ipc.MetadataVersion) -> None:
+    data = stream(DICT_SCHEMA, [dict_batch(0, ["v1", "v2"]), dict_batch(2, ["v3"])], compression, version)
     found = messages(data)
     assert [m.type for m in found] == ["schema", "dictionary", "record batch", "dictionary", "record batch"]
     for message in found:
         header = journal_module._message_header(message.metadata.to_pybytes())
         body = 0 if message.body is None else message.body.size
-        assert header == (KINDS[message.type], body, compression is not None and message.type != "schema")
+        assert message.metadata_version == version
+        assert header == (KINDS[message.type], body, compression is not None and message.type != "schema",
+                          int(message.metadata_version))
+
+
+def test_every_message_of_the_sinks_own_journal_is_of_metadata_version_v5(tmp_path: Path) -> None:
+    """The rule that refuses a batch of any other version refuses nothing the sink writes (pyarrow's default since
+    1.0, the version ``serialize`` writes)."""
+    assert pa.ipc.IpcWriteOptions().metadata_version == pa.ipc.MetadataVersion.V5 == journal_module.V5
+    sink = ParquetSink(tmp_path)
+    for first in (0, 2):
+        sink.write([{"request_id": f"r{i}", "timestamp": 1_758_463_260.0 + i, "model": "m", "latency_seconds": 0.1,
+                     "error": False, "model_version": "v1"} for i in range(first, first + 2)])
+    [written] = tmp_path.rglob(".*.journal")
+    found = messages(written.read_bytes())
+    assert [m.type for m in found] == ["schema", "record batch", "record batch"]
+    assert {journal_module._message_header(m.metadata.to_pybytes()).version for m in found} == {journal_module.V5}
 
 
 def test_metadata_with_an_offset_out_of_its_bytes_is_not_valid() -> None:
@@ -84,7 +106,7 @@ def test_metadata_with_an_offset_out_of_its_bytes_is_not_valid() -> None:
     damaged = bytearray(metadata)
     damaged[vtable:vtable + 2] = (0xFFFE).to_bytes(2, "little")  # a vtable longer than the bytes
     assert journal_module._message_header(bytes(damaged)) is None
-    for slot in (6, 8, 10):  # header_type, header, bodyLength (version is not read): past the end
+    for slot in (4, 6, 8, 10):  # version, header_type, header, bodyLength: past the end
         damaged = bytearray(metadata)
         damaged[vtable + slot:vtable + slot + 2] = (0xFFFF).to_bytes(2, "little")
         assert journal_module._message_header(bytes(damaged)) is None
@@ -274,3 +296,158 @@ def test_the_sinks_own_journal_is_recovered_bit_for_bit(tmp_path: Path) -> None:
     assert {k: v for k, v in recovered.recovery.files.items() if v} == {"recovered": 1} and not path.exists()
     assert pq.read_table(recovered.recovered[0]).equals(journaled)
     assert recovered.recovered[0].name == NAME[1:].removesuffix(".journal")
+
+
+def _u16(data: bytearray, at: int) -> int:
+    return int.from_bytes(data[at:at + 2], "little")
+
+
+def _table_at(data: bytearray, at: int) -> tuple[int, int]:
+    """A flatbuffer table (where it is, where its vtable is) that the uoffset at ``at`` points to."""
+    table = at + int.from_bytes(data[at:at + 4], "little")
+    return table, table - int.from_bytes(data[table:table + 4], "little", signed=True)
+
+
+def _string(value: bytes) -> bytes:
+    data = len(value).to_bytes(4, "little") + value + b"\0"
+    return data + b"\0" * (-len(data) % 4)
+
+
+def in_the_old_form(metadata: bytes, codec: str) -> bytes:
+    """The metadata of a batch message of version V4 compressed with ``codec`` (its body unchanged) in Arrow 0.17's
+    form, which pyarrow still decodes: no compression field, the codec named in the message's custom metadata
+    (``ARROW:experimental_compression``, appended here with a vtable of its own for the Message table)."""
+    data = bytearray(metadata)
+    message, vtable = _table_at(data, 0)
+    assert int.from_bytes(data[message + _u16(data, vtable + 4):][:2], "little") == pa.ipc.MetadataVersion.V4
+    batch, batch_vtable = _table_at(data, message + _u16(data, vtable + 8))  # header
+    if data[message + _u16(data, vtable + 6)] == KINDS["dictionary"]:
+        batch, batch_vtable = _table_at(data, batch + _u16(data, batch_vtable + 6))  # its data
+    assert _u16(data, batch_vtable + 10)  # the compression field pyarrow wrote ...
+    data[batch_vtable + 10:batch_vtable + 12] = bytes(2)  # ... gone
+    data += bytes(-len(data) % 4)
+    field = len(data)  # the custom_metadata field's uoffset, outside the table but after it: flatbuffers allow it
+    data += bytes(4)
+    size = _u16(data, vtable)
+    new_vtable = len(data)
+    data += bytes(data[vtable:vtable + size]) + bytes(max(0, 14 - size))
+    data[new_vtable:new_vtable + 2] = max(14, size).to_bytes(2, "little")
+    data[new_vtable + 12:new_vtable + 14] = (field - message).to_bytes(2, "little")
+    data += bytes(-len(data) % 4)
+    vector = len(data)
+    data += (1).to_bytes(4, "little") + bytes(4)
+    kv_vtable = len(data)
+    data += b"".join(n.to_bytes(2, "little") for n in (8, 12, 4, 8))
+    kv = len(data)
+    data += (kv - kv_vtable).to_bytes(4, "little", signed=True) + bytes(8)
+    key = len(data)
+    data += _string(b"ARROW:experimental_compression")
+    value = len(data)
+    data += _string(codec.encode())
+    data += bytes(-len(data) % 8)
+    for at, target in ((field, vector), (vector + 4, kv), (kv + 4, key), (kv + 8, value)):
+        data[at:at + 4] = (target - at).to_bytes(4, "little")
+    data[message:message + 4] = (message - new_vtable).to_bytes(4, "little", signed=True)
+    return bytes(data)
+
+
+def old_form_journal(codec: str) -> tuple[bytes, int, pa.RecordBatch]:
+    """A journal of a dictionary batch as the sink's reader accepts it, then one (its dictionary and record batch)
+    compressed with ``codec`` in the old form; where the latter starts, and the batch pyarrow decodes from it."""
+    plain = stream(DICT_SCHEMA, [dict_batch(0, ["v1", "v2"])], None)
+    compressed = dict_batch(2, ["v3" * 1000] * 1000)
+    found = messages(stream(DICT_SCHEMA, [compressed], codec, pa.ipc.MetadataVersion.V4))[1:]
+    later = b"".join(_message(in_the_old_form(m.metadata.to_pybytes(), codec), m.body.to_pybytes()) for m in found)
+    return plain + later, len(plain), compressed
+
+
+def _message(metadata: bytes, body: bytes) -> bytes:
+    return b"\xff\xff\xff\xff" + len(metadata).to_bytes(4, "little") + metadata + body
+
+
+@pytest.mark.parametrize("codec", CODECS)
+def test_pyarrow_decodes_a_batch_compressed_in_the_old_form_which_the_compression_field_does_not_show(
+        codec: str) -> None:
+    """What the version rule is for: the journal built here is one pyarrow decodes whole, its dictionary included,
+    though no compression field of it says it is compressed."""
+    data, _, compressed = old_form_journal(codec)
+    assert pa.ipc.open_stream(data).read_all().to_batches()[1].equals(compressed)
+    later = [journal_module._message_header(m.metadata.to_pybytes()) for m in messages(data)[3:]]
+    assert [(h.kind, h.compressed, h.version) for h in later if h is not None] == [
+        (KINDS["dictionary"], False, pa.ipc.MetadataVersion.V4), (KINDS["record batch"], False, 3)]
+
+
+@pytest.mark.parametrize("codec", CODECS)
+def test_a_dictionary_batch_compressed_in_the_old_form_is_refused_unread_by_its_metadata_version(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, codec: str) -> None:
+    data, start, _ = old_form_journal(codec)
+    path = journal_at(tmp_path, data)
+    reads = Reads(monkeypatch)
+    reader, batches = read_journal(path)
+    assert len(batches) == 1 and batches[0].equals(dict_batch(0, ["v1", "v2"]))
+    assert reader.invalid.startswith("a dictionary batch of IPC metadata version V4 (pre-1.0), which the sink never")
+    assert "compressed in the old form" in reader.invalid
+    assert reader.torn_bytes == len(data) - start and reads.furthest() <= start
+
+
+def old_form_record_batch_journal(codec: str) -> tuple[bytes, int]:
+    """The sink's schema and two of its batches, one compressed with ``codec`` in the old form, then one more; and
+    where the compressed one starts."""
+    head = SCHEMA.serialize().to_pybytes() + good_batch(0).serialize().to_pybytes()
+    [message] = messages(stream(SCHEMA, [good_batch(100, rows=1000)], codec, pa.ipc.MetadataVersion.V4))[1:]
+    compressed = _message(in_the_old_form(message.metadata.to_pybytes(), codec), message.body.to_pybytes())
+    return head + compressed + good_batch(2).serialize().to_pybytes(), len(head)
+
+
+@pytest.mark.parametrize("codec", CODECS)
+def test_a_starting_sink_refuses_a_record_batch_compressed_in_the_old_form_unread_and_keeps_the_batches_before_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, codec: str) -> None:
+    data, start = old_form_record_batch_journal(codec)
+    assert pa.ipc.open_stream(data).read_all().num_rows == 1004  # pyarrow decodes it
+    path = journal_at(tmp_path, data)
+    reads = Reads(monkeypatch)
+    with caplog.at_level(logging.WARNING, logger="aiwatch"):
+        sink = ParquetSink(tmp_path)
+    assert {k: v for k, v in sink.recovery.files.items() if v} == {"torn": 1} and not path.exists()
+    assert pq.read_table(sink.recovered[0]).column("request_id").to_pylist() == ["r0", "r1"]
+    assert reads.furthest() <= start
+    [record] = [r for r in caplog.records if "is not valid" in r.getMessage()]
+    assert f"({len(data) - start} bytes from it on, dropped: a record batch of IPC metadata version V4 (pre-1.0)" in (
+        record.getMessage())
+
+
+def test_a_v5_batch_naming_a_codec_in_its_custom_metadata_is_read_as_plain(tmp_path: Path) -> None:
+    """pyarrow looks for the old form in a batch of version V4 only: a V5 one with the key (custom metadata is
+    anyone's) is read uncompressed, as pyarrow reads it, and kept."""
+    head = SCHEMA.serialize().to_pybytes() + good_batch(0).serialize().to_pybytes()
+    out = pa.BufferOutputStream()
+    with pa.ipc.new_stream(out, SCHEMA) as writer:
+        writer.write_batch(good_batch(2), custom_metadata={"ARROW:experimental_compression": "zstd"})
+    [message] = messages(out.getvalue().to_pybytes())[1:]
+    assert b"ARROW:experimental_compression" in message.metadata.to_pybytes()
+    assert message.metadata_version == pa.ipc.MetadataVersion.V5
+    data = head + message.serialize().to_pybytes()
+    assert [b.equals(e) for b, e in zip(pa.ipc.open_stream(data), [good_batch(0), good_batch(2)], strict=True)] == [
+        True, True]
+    reader, batches = read_journal(journal_at(tmp_path, data))
+    assert reader.invalid == "" and reader.torn_bytes == 0
+    assert [b.equals(e) for b, e in zip(batches, [good_batch(0), good_batch(2)], strict=True)] == [True, True]
+
+
+@pytest.mark.parametrize("version", [0, 2, 3, 5, -1])
+def test_a_record_batch_of_any_metadata_version_but_v5_is_refused_unread(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, version: int) -> None:
+    """Uncompressed: the version alone refuses it (V1 to V3 pyarrow refuses too, a later one it does not know)."""
+    head = SCHEMA.serialize().to_pybytes() + good_batch(0).serialize().to_pybytes()
+    [message] = messages(good_batch(2).serialize().to_pybytes())
+    metadata = bytearray(message.metadata.to_pybytes())
+    table, vtable = _table_at(metadata, 0)
+    at = table + _u16(metadata, vtable + 4)
+    metadata[at:at + 2] = version.to_bytes(2, "little", signed=True)
+    path = journal_at(tmp_path, head + _message(bytes(metadata), message.body.to_pybytes()))
+    reads = Reads(monkeypatch)
+    reader, batches = read_journal(path)
+    assert len(batches) == 1 and reads.furthest() <= len(head)
+    name = f"V{version + 1} (pre-1.0)" if 0 <= version < 4 else f"{version} (unknown)"
+    assert reader.invalid.startswith(f"a record batch of IPC metadata version {name}, which the sink never writes")
+
