@@ -263,6 +263,8 @@ class Reader:
             # judged before pyarrow reads them: it decompresses a compressed body on its own, and a few kilobytes of
             # zstd decode to gigabytes, which no count of values sees (a run of zeros in one string is one value)
             refused = _refusal(self._fd, self._source.tell(), self._size)
+            if refused is None:  # a damaged length after a dictionary batch: torn from here, as _too_long's
+                break
             if refused:
                 self.invalid = refused
                 break
@@ -421,20 +423,24 @@ def _child(data: bytes, table: tuple[int, int, int], index: int) -> tuple[int, i
     return None if at is None else _table(data, at + _scalar(data, at, _U32))
 
 
-def _refusal(fd: int, at: int, size: int) -> str:
+def _refusal(fd: int, at: int, size: int) -> str | None:
     """Why the messages pyarrow's stream reader reads next, from ``at`` (the dictionary batches before the next
     record batch, and that one), are refused before it reads their bodies, or ``""``: a body compressed (the sink
     never compresses one: pyarrow would decode it, whatever its size), a batch of a metadata version other than
     :data:`V5` (one of V4 may be compressed in the old form, which its compression field does not show), or metadata
-    that is not valid (its compression cannot be told). A message cut short, or past the journal's end, is not
-    judged here: pyarrow finds the journal torn there."""
+    that is not valid (its compression cannot be told). ``None`` for a damaged metadata length of a message it meets
+    (as :func:`_too_long` judges the first's): one after a dictionary batch pyarrow reads in the same call, so the
+    journal is torn from ``at``. A message cut short, or past the journal's end, is not judged here: pyarrow finds
+    the journal torn there."""
     while True:
         head = os.pread(fd, 8 + _METADATA_GUESS, at) if at < size else b""
         prefix = 8 if head[:4] == _CONTINUATION else 4
         if len(head) < prefix:
             return ""
         length = int.from_bytes(head[prefix - 4:prefix], "little", signed=True)
-        if length <= 0 or length > MAX_METADATA_BYTES:  # the end of the stream, or a damaged length
+        if length < 0 or length > MAX_METADATA_BYTES:
+            return None
+        if not length:  # the end of the stream
             return ""
         metadata = head[prefix:prefix + length]
         if len(metadata) < length:  # one read for most: a batch's metadata is some hundred bytes

@@ -451,3 +451,19 @@ def test_a_record_batch_of_any_metadata_version_but_v5_is_refused_unread(
     name = f"V{version + 1} (pre-1.0)" if 0 <= version < 4 else f"{version} (unknown)"
     assert reader.invalid.startswith(f"a record batch of IPC metadata version {name}, which the sink never writes")
 
+
+@pytest.mark.parametrize("length", [-8, journal_module.MAX_METADATA_BYTES + 8])
+def test_a_damaged_metadata_length_after_a_dictionary_batch_is_the_torn_end_before_the_dictionary_is_read(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, length: int) -> None:
+    """pyarrow reads a replacement dictionary and the message after it in one call: a damaged length there (as
+    ``_too_long`` judges the first) ends the journal, torn, before pyarrow is handed either."""
+    plain = stream(DICT_SCHEMA, [dict_batch(0, ["v1", "v2"])], None)
+    [dictionary] = [m for m in messages(stream(DICT_SCHEMA, [dict_batch(2, ["v3"])], None)) if m.type == "dictionary"]
+    later = dictionary.serialize().to_pybytes() + b"\xff\xff\xff\xff" + length.to_bytes(4, "little", signed=True)
+    later += stream(DICT_SCHEMA, [dict_batch(2, ["v3"])], None)[len(DICT_SCHEMA.serialize().to_pybytes()):]
+    path = journal_at(tmp_path, plain + later)
+    reads = Reads(monkeypatch)
+    reader, batches = read_journal(path)
+    assert len(batches) == 1 and batches[0].equals(dict_batch(0, ["v1", "v2"]))
+    assert reader.invalid == "" and reader.torn_bytes == len(later)
+    assert reads.furthest() <= len(plain)
