@@ -228,7 +228,13 @@ class Reader:
     A batch whose body is compressed (Arrow IPC body compression, which the sink never writes), or of a metadata
     version other than V5 (one of V4 may be compressed in an older form), is not valid: it is refused from its
     message's metadata before pyarrow reads its body (:func:`_refusal`).
-    An I/O error reading the journal is raised (the disk, not the journal: the next start may succeed)."""
+    Not all damage is taken as a torn end or a batch not valid: only pyarrow's ``ArrowInvalid``, and its ``OSError``
+    without an errno, are (and a batch's ``UnicodeDecodeError``). Any other error of pyarrow's is raised, from the
+    constructor or the iteration: an ``ArrowNotImplementedError`` for a damaged schema naming a type pyarrow does
+    not implement ("Integers with less than 8 bits not implemented"), say, which the sink takes as a refusal of the
+    journal and sets it aside (``ParquetSink._refused``: an ``ArrowTypeError`` or ``ArrowCapacityError`` too; any
+    other it leaves for a later try). An I/O error reading the journal is raised too (the disk, not the journal:
+    the next start may succeed), and so is a ``MemoryError``."""
 
     def __init__(self, fd: int, pa: Any) -> None:
         self._pa, self._fd = pa, fd
