@@ -7,15 +7,17 @@ regressor. :func:`export_quality` sets ``aiwatch_model_quality{model, metric}`` 
 ``aiwatch_model_quality_objective`` (the bound an alert compares it with); ``aiwatch quality`` does the same from
 the command line and writes them to a node_exporter textfile.
 
-Only the log's ``request_id``, ``timestamp``, ``model`` and prediction columns are read (``--since/--until`` pushed
-down); the join runs in Arrow. Requests that were logged but not (yet) labelled are left out of the window's quality
-and counted apart (``labelled`` / ``logged``), and so are labelled requests whose prediction cannot be scored
-(``unscored``): a missing prediction, or a NaN one, and for a regressor one that is infinite or not a number. A
+Only the log's ``request_id``, ``timestamp``, ``model`` (and with ``by_version`` ``model_version``) and prediction
+columns are read (``--since/--until`` pushed down); the join runs in Arrow. Requests that were logged but not
+(yet) labelled are left out of the window's quality and counted apart (``labelled`` / ``logged``), and so are
+labelled requests whose prediction cannot be scored (``unscored``): a missing prediction, or a NaN one, and for a
+regressor one that is infinite or not a number. A
 regressor's predictions or outcomes held as text (a log whose files disagree on the column's type is read as text)
 are read as numbers, each that is one, as Python's ``float()`` reads it, so a double comes back bit for bit. A
 classifier's bools, and the text true / false, are the classes 1 and 0; in text, numbers compare as numbers. A
 request logged twice under one model and id counts once (its latest row), and logged rows without a finite
-timestamp are left out: :func:`quality_report` counts both.
+timestamp are left out: :func:`quality_report` counts both. ``by_version=True`` splits each model's windows by
+``model_version`` (a canary beside the stable version; :func:`latest_per_version`); the gauges stay per model.
 
     >>> import numpy as np
     >>> classifier_metrics(np.array([1., 1., 0., 0.]), np.array([1., 0., 0., 1.]), positive=1.0)
@@ -53,7 +55,9 @@ METRICS: dict[str, tuple[str, ...]] = {"classifier": ("accuracy", "precision", "
 @dataclass
 class WindowQuality:
     """One model's realised quality over ``[start, end)`` (Unix seconds): ``labelled`` of the ``logged`` requests
-    have a label, and ``unscored`` of those a prediction that cannot be scored (left out of the metrics)."""
+    have a label, and ``unscored`` of those a prediction that cannot be scored (left out of the metrics).
+    ``model_version``: ``None`` for a window of the whole model; with ``quality_report(..., by_version=True)`` the
+    version whose requests it holds (``""``: a null or missing ``model_version``)."""
 
     model: str
     start: float
@@ -62,6 +66,7 @@ class WindowQuality:
     labelled: int
     metrics: dict[str, float] = field(default_factory=dict)
     unscored: int = 0
+    model_version: str | None = None
 
     @property
     def scored(self) -> int:
@@ -69,7 +74,9 @@ class WindowQuality:
         return self.labelled - self.unscored
 
     def to_dict(self) -> dict[str, Any]:
-        return {"model": self.model, "start": self.start, "end": self.end, "logged": self.logged,
+        """The window as JSON-ready values; ``model_version`` only for a window of one version."""
+        version = {} if self.model_version is None else {"model_version": self.model_version}
+        return {"model": self.model, **version, "start": self.start, "end": self.end, "logged": self.logged,
                 "labelled": self.labelled, "unscored": self.unscored,
                 "metrics": {k: (v if math.isfinite(v) else None) for k, v in self.metrics.items()}}
 
@@ -312,31 +319,44 @@ class QualityReport:
     ``untimed`` (a missing or non-finite timestamp: no window). ``positive_found``: for a classifier with labelled
     requests, whether ``positive`` is a class of any of their predictions or outcomes (when not, precision and
     recall are NaN everywhere: a misnamed class); ``None`` otherwise. ``classes``: the first
-    :data:`SHOWN_CLASSES` of those classes, sorted, as compared."""
+    :data:`SHOWN_CLASSES` of those classes, sorted, as compared.
+
+    With ``by_version``, ``windows`` are per model and ``model_version``, ``model_windows`` the same log's windows
+    per model (what :func:`export_quality`'s gauges, which have no version label, are set from), and
+    ``unversioned`` counts the logged rows scored as the version ``""``: a null ``model_version``, or a log
+    without the column. Without it, ``model_windows`` is ``windows`` and ``unversioned`` 0."""
 
     windows: list[WindowQuality]
     duplicates: int = 0
     untimed: int = 0
     positive_found: bool | None = None
     classes: list[str] = field(default_factory=list)
+    model_windows: list[WindowQuality] = field(default_factory=list)
+    unversioned: int = 0
 
 
 def realised_quality(log: str | os.PathLike[str], labels: Any, *, kind: Kind = "classifier",
                      prediction: str = "output", positive: Any = 1, window_seconds: float = 3600.0,
                      since: datetime | None = None, until: datetime | None = None,
-                     time_column: str = "timestamp") -> list[WindowQuality]:
+                     time_column: str = "timestamp", by_version: bool = False) -> list[WindowQuality]:
     """Quality per model and window of the prediction log ``log`` (a directory or glob of Parquet files) against
     ``labels`` (a path, or the table of :func:`read_labels`), oldest window first: :func:`quality_report`'s
-    windows."""
+    windows (``by_version``: per model and ``model_version``)."""
     return quality_report(log, labels, kind=kind, prediction=prediction, positive=positive,
-                          window_seconds=window_seconds, since=since, until=until, time_column=time_column).windows
+                          window_seconds=window_seconds, since=since, until=until, time_column=time_column,
+                          by_version=by_version).windows
 
 
 def quality_report(log: str | os.PathLike[str], labels: Any, *, kind: Kind = "classifier",
                    prediction: str = "output", positive: Any = 1, window_seconds: float = 3600.0,
                    since: datetime | None = None, until: datetime | None = None,
-                   time_column: str = "timestamp") -> QualityReport:
+                   time_column: str = "timestamp", by_version: bool = False) -> QualityReport:
     """Quality per model and window (see :func:`realised_quality`), with the logged rows left out counted.
+
+    ``by_version``: windows per model and ``model_version`` (a canary beside the stable version), each window's
+    :attr:`WindowQuality.model_version` set; a null version, or a log without the column, is the version ``""``
+    (counted in :attr:`QualityReport.unversioned`). A request logged again under the same model and id counts once
+    either way, its latest row, whose version it counts towards.
 
     A naive ``since`` / ``until`` is UTC, as ``--since/--until`` are. A classifier's ``positive`` class is read
     as the predictions are: ``True`` / ``"true"`` / ``1`` / ``"1"`` are one class (as are ``False`` / ``"false"``
@@ -356,8 +376,9 @@ def quality_report(log: str | os.PathLike[str], labels: Any, *, kind: Kind = "cl
     if missing:
         raise ValueError(f"the log has no {', '.join(map(repr, missing))} column (its columns: "
                          f"{', '.join(dataset.schema.names)}); set the prediction column with --prediction")
-    columns = ["request_id", time_column, prediction] + (
-        ["model"] if "model" in dataset.schema.names and "model" not in (time_column, prediction) else [])
+    columns = ["request_id", time_column, prediction] + [
+        c for c in ("model", "model_version") if (c == "model" or by_version) and c in dataset.schema.names
+        and c not in (time_column, prediction)]
     logged = dataset.to_table(columns=columns, filter=time_filter(dataset, since, until, time_column))
     logged, seconds, untimed = _timed_rows(logged, time_column)
     models = (pc.fill_null(logged.column("model").cast(pa.string()), "").to_numpy(zero_copy_only=False)
@@ -369,6 +390,16 @@ def quality_report(log: str | os.PathLike[str], labels: Any, *, kind: Kind = "cl
         logged, seconds, models = logged.take(pa.array(keep)), seconds[keep], models[keep]
         request_ids = request_ids.take(pa.array(keep))
     window = np.floor(seconds / window_seconds) * window_seconds
+    versions: npt.NDArray[Any] | None = None
+    unversioned = 0
+    if by_version:
+        if "model_version" in logged.column_names:
+            version_column = logged.column("model_version").cast(pa.string())
+            unversioned = version_column.null_count
+            versions = pc.fill_null(version_column, "").to_numpy(zero_copy_only=False)
+        else:
+            unversioned = logged.num_rows
+            versions = np.full(logged.num_rows, "", dtype=object)
     keyed = pa.table({"request_id": request_ids, "_row": pa.array(np.arange(logged.num_rows))})
     joined = keyed.join(table_labels, "request_id", join_type="inner")
     rows = joined.column("_row").to_numpy()
@@ -376,6 +407,7 @@ def quality_report(log: str | os.PathLike[str], labels: Any, *, kind: Kind = "cl
     predicted = logged.column(prediction).take(pa.array(rows))
     found: bool | None = None
     classes: list[str] = []
+    positive_value: Any = None
     if kind == "regressor":
         pred_np = _as_numbers(predicted, f"predictions (the log's {prediction!r} column)")
         act_np = _as_numbers(outcome, "outcomes")
@@ -388,20 +420,51 @@ def quality_report(log: str | os.PathLike[str], labels: Any, *, kind: Kind = "cl
             found = bool(np.any(pred_np == positive_value) or np.any(act_np == positive_value))
             classes = sorted({_number_text(v) for v in (*pred_np.tolist(), *act_np.tolist())
                               if v is not None and v == v})[:SHOWN_CLASSES]  # v == v: not NaN
+    def windows(by: npt.NDArray[Any] | None) -> list[WindowQuality]:
+        return _windows(models, by, window, window_seconds, rows, scored, pred_np, act_np, kind, positive_value)
+
+    per_model = windows(None)
+    return QualityReport(windows(versions) if by_version else per_model, duplicates, untimed, found, classes,
+                         per_model, unversioned)
+
+
+def _codes(values: npt.NDArray[Any]) -> tuple[npt.NDArray[np.int64], int]:
+    """Each value's rank among the distinct values (sorted), and how many there are."""
+    distinct, inverse = np.unique(values, return_inverse=True)
+    return np.asarray(inverse, dtype=np.int64).reshape(-1), len(distinct)
+
+
+def _windows(models: npt.NDArray[Any], versions: npt.NDArray[Any] | None, window: npt.NDArray[np.float64],
+             window_seconds: float, rows: npt.NDArray[Any], scored: npt.NDArray[np.bool_], pred_np: npt.NDArray[Any],
+             act_np: npt.NDArray[Any], kind: Kind, positive_value: Any) -> list[WindowQuality]:
+    """The windows of each model (and each model's version, given ``versions``), oldest first, then by model and
+    version. Logged row ``i`` is in ``window[i]``; the ``j``-th labelled request is logged row ``rows[j]``. The
+    rows are grouped by sorting, not by a pass per group, so a version per request (a careless client's) costs
+    no more than one version."""
+    key, _ = _codes(models)
+    if versions is not None:
+        version_code, n_versions = _codes(versions)
+        key, _ = _codes(key * n_versions + version_code)
+    window_code, n_starts = _codes(window)
+    groups, first, group_of_row, logged = np.unique(key * n_starts + window_code, return_index=True,
+                                                    return_inverse=True, return_counts=True)
+    group_of_row = np.asarray(group_of_row, dtype=np.int64).reshape(-1)
+    labelled_group = group_of_row[np.asarray(rows, dtype=np.int64)]
+    order = np.argsort(labelled_group, kind="stable")  # within a group, in the join's order
+    bounds = np.searchsorted(labelled_group[order], np.arange(len(groups) + 1))
     results: list[WindowQuality] = []
-    labelled_windows, labelled_models = window[rows], models[rows]
-    for model in sorted(set(models.tolist())):
-        for start in sorted(set(window[models == model].tolist())):
-            mask = (labelled_windows == start) & (labelled_models == model)
-            used = mask & scored
-            n_logged = int(np.sum((window == start) & (models == model)))
-            if kind == "classifier":
-                values = classifier_metrics(pred_np[used], act_np[used], positive_value)
-            else:
-                values = regressor_metrics(pred_np[used], act_np[used])
-            results.append(WindowQuality(str(model), start, start + window_seconds, n_logged, int(mask.sum()),
-                                         values, int(np.sum(mask & ~scored))))
-    return QualityReport(sorted(results, key=lambda q: (q.start, q.model)), duplicates, untimed, found, classes)
+    for g, row in enumerate(first.tolist()):
+        labelled = order[bounds[g]:bounds[g + 1]]
+        used = labelled[scored[labelled]]
+        if kind == "classifier":
+            values = classifier_metrics(pred_np[used], act_np[used], positive_value)
+        else:
+            values = regressor_metrics(pred_np[used], act_np[used])
+        start = float(window[row])
+        results.append(WindowQuality(str(models[row]), start, start + window_seconds, int(logged[g]), len(labelled),
+                                     values, len(labelled) - len(used),
+                                     None if versions is None else str(versions[row])))
+    return sorted(results, key=lambda q: (q.start, q.model))  # stable: a model's versions stay in order
 
 
 def _timed_rows(logged: Any, time_column: str) -> tuple[Any, npt.NDArray[np.float64], int]:
@@ -539,6 +602,18 @@ def latest_per_model(results: list[WindowQuality], min_labelled: int = 1) -> dic
     for q in results:
         if q.scored >= min_labelled and (q.model not in latest or q.start > latest[q.model].start):
             latest[q.model] = q
+    return latest
+
+
+def latest_per_version(results: list[WindowQuality], min_labelled: int = 1,
+                       ) -> dict[tuple[str, str], WindowQuality]:
+    """Each (model, version)'s latest window with at least ``min_labelled`` scored labels, of
+    ``quality_report(..., by_version=True)``'s windows (a window of a whole model is the version ``""``)."""
+    latest: dict[tuple[str, str], WindowQuality] = {}
+    for q in results:
+        key = (q.model, q.model_version or "")
+        if q.scored >= min_labelled and (key not in latest or q.start > latest[key].start):
+            latest[key] = q
     return latest
 
 
