@@ -1,6 +1,7 @@
 """``aiwatch quality LOG LABELS``: realised model quality per window, from delayed labels joined to the prediction
 log. Exit codes: 0 every model's latest window meets its objectives (or none given); 1 one is below; 2 anything
-else (bad arguments, unreadable input, no labelled request)."""
+else (bad arguments, unreadable input, no labelled request). ``--by-version``: per model and model_version, the
+verdict on each version's latest window; the ``--textfile`` gauges stay per model."""
 
 from __future__ import annotations
 
@@ -52,6 +53,11 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--textfile", metavar="PATH", help="also write the gauges in Prometheus text format (for "
                                                            "node_exporter's textfile collector)")
     parser.add_argument("--json", action="store_true", help="print the windows as JSON")
+    parser.add_argument("--by-version", action="store_true",
+                        help="windows per model and model_version (a canary beside the stable version); the verdict "
+                             "is taken on each version's latest window. A request logged again under the same model "
+                             "and id counts once, for the version of its latest row; a null or missing model_version "
+                             "is shown as (none). The --textfile gauges stay per model (they have no version label)")
     add_time_range(parser)
     parser.set_defaults(handler=run)
 
@@ -92,9 +98,11 @@ def run(args: argparse.Namespace) -> int:
 
     from aiwatch.drift.errors import ProfileError
     from aiwatch.feedback.outcomes import (
+        WindowQuality,
         below_objective,
         drop_unusable,
         export_quality,
+        latest_per_version,
         quality_report,
         read_labels,
     )
@@ -104,19 +112,25 @@ def run(args: argparse.Namespace) -> int:
         bounds = objectives(args.objective, args.kind)
         labels, unusable = drop_unusable(read_labels(args.labels, args.id_column, args.outcome_column), args.kind)
         report = quality_report(args.log, labels, kind=args.kind, prediction=args.prediction,
-                                positive=args.positive, window_seconds=args.window, **time_range(args, args.log))
+                                positive=args.positive, window_seconds=args.window, by_version=args.by_version,
+                                **time_range(args, args.log))
         results = report.windows
         # in memory: run where the app runs (PROMETHEUS_MULTIPROC_DIR set), the gauges went into the workers' files
         metrics = Metrics(CollectorRegistry(), in_process=True)
-        latest = export_quality(results, metrics, bounds, args.min_labelled)
+        # the gauges have no version label: per model whatever --by-version says
+        latest: dict[Any, WindowQuality] = dict(export_quality(report.model_windows, metrics, bounds,
+                                                               args.min_labelled))
+        if args.by_version:
+            latest = dict(latest_per_version(results, args.min_labelled))
         unscored = sum(q.unscored for q in results)
         if not latest:
             counts = f"{sum(q.labelled for q in results)} labelled of {sum(q.logged for q in results)} logged" + (
                 f", {report.untimed} logged without a timestamp" if report.untimed else "")
+            which = "no window of one model_version" if args.by_version else "no window"
             raise ValueError(
-                f"no window has {args.min_labelled} labelled requests or more ({counts}): labels not arrived yet, "
+                f"{which} has {args.min_labelled} labelled requests or more ({counts}): labels not arrived yet, "
                 "or request ids that do not match the log's" if not unscored else
-                f"no window has {args.min_labelled} labelled requests or more with a prediction that can be scored "
+                f"{which} has {args.min_labelled} labelled requests or more with a prediction that can be scored "
                 f"({counts}, {unscored} not scored): labels not arrived yet, request ids that do not match the "
                 "log's, or predictions that are missing or not numbers")
         if args.textfile:
@@ -131,7 +145,11 @@ def run(args: argparse.Namespace) -> int:
     if report.duplicates:
         print(f"aiwatch quality: {report.duplicates} logged row{'s' * (report.duplicates != 1)} left out: a request "
               "logged again under the same model and request id, whatever its model_version (its latest row is "
-              "scored: the quality is per model)", file=sys.stderr)
+              + ("scored, for its model_version)" if args.by_version else "scored: the quality is per model)"),
+              file=sys.stderr)
+    if report.unversioned:
+        print(f"aiwatch quality: {report.unversioned} logged row{'s' * (report.unversioned != 1)} without a "
+              "model_version (null, or no such column in the log): shown as the version (none)", file=sys.stderr)
     if report.untimed:
         print(f"aiwatch quality: {report.untimed} logged row{'s' * (report.untimed != 1)} left out: a missing or "
               "non-finite timestamp", file=sys.stderr)
@@ -144,25 +162,42 @@ def run(args: argparse.Namespace) -> int:
         print(f"aiwatch quality: {unscored} labelled request{'s' * (unscored != 1)} not scored: a prediction that "
               "is missing" + (", NaN, infinite or not a number" if args.kind == "regressor" else " or NaN"),
               file=sys.stderr)
-    failing = {model: below_objective(q, bounds) for model, q in latest.items()}
+    failing = {key: below_objective(q, bounds) for key, q in latest.items()}
     if args.json:
+        below: dict[str, Any] = {}
+        for key, worse in failing.items():
+            if worse and args.by_version:
+                below.setdefault(key[0], {})[key[1]] = worse
+            elif worse:
+                below[key] = worse
         print(json.dumps({"windows": [q.to_dict() for q in results], "labels_left_out": unusable,
                           "logged_duplicates_left_out": report.duplicates, "logged_untimed_left_out": report.untimed,
-                          "positive_found": report.positive_found,
-                          "below_objective": {m: f for m, f in failing.items() if f}}, indent=2))
+                          **({"logged_unversioned": report.unversioned} if args.by_version else {}),
+                          "positive_found": report.positive_found, "below_objective": below}, indent=2))
     else:
         names = sorted({name for q in results for name in q.metrics})
-        print(f"{'model':<16} {'window (UTC)':<17} {'logged':>8} {'labelled':>8} {'unscored':>8}  "
+        version = f"{'version':<12} " if args.by_version else ""
+        print(f"{'model':<16} {version}{'window (UTC)':<17} {'logged':>8} {'labelled':>8} {'unscored':>8}  "
               + "  ".join(f"{n:>9}" for n in names))
         for q in results:
             start = time.strftime("%Y-%m-%d %H:%M", time.gmtime(q.start))
-            print(f"{q.model:<16} {start:<17} {q.logged:>8} {q.labelled:>8} {q.unscored:>8}  "
+            version = f"{shown_version(q.model_version or ''):<12} " if args.by_version else ""
+            print(f"{q.model:<16} {version}{start:<17} {q.logged:>8} {q.labelled:>8} {q.unscored:>8}  "
                   + "  ".join(f"{q.metrics.get(n, math.nan):>9.4g}" for n in names))
-        for model, worse in failing.items():
+        for key, worse in failing.items():
             if worse:
-                print(f"{model}: below objective: " + ", ".join(
-                    f"{n} {latest[model].metrics[n]:.4g} (objective {bounds[n]:g})" for n in worse))
+                name = f"{key[0]} version {shown_version(key[1])}" if args.by_version else key
+                print(f"{name}: below objective: " + ", ".join(
+                    f"{n} {latest[key].metrics[n]:.4g} (objective {bounds[n]:g})" for n in worse))
     return EXIT_DRIFT if any(failing.values()) else EXIT_OK
 
 
-__all__ = ["EXIT_ERROR", "duration", "objectives", "register", "run"]
+def shown_version(version: str) -> str:
+    """A model_version as the table shows it: ``(none)`` for a null or missing one; one that would break the line
+    (a newline, a control character) escaped."""
+    if not version:
+        return "(none)"
+    return version if version.isprintable() else ascii(version)[1:-1]
+
+
+__all__ = ["EXIT_ERROR", "duration", "objectives", "register", "run", "shown_version"]
