@@ -56,8 +56,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--by-version", action="store_true",
                         help="windows per model and model_version (a canary beside the stable version); the verdict "
                              "is taken on each version's latest window. A request logged again under the same model "
-                             "and id counts once, for the version of its latest row; a null or missing model_version "
-                             "is shown as (none). The --textfile gauges stay per model (they have no version label)")
+                             "and id counts once, for the version of its latest row; an empty, null or missing "
+                             "model_version is shown as (none). The --textfile gauges stay per model (they have no "
+                             "version label)")
     add_time_range(parser)
     parser.set_defaults(handler=run)
 
@@ -149,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
     if report.unversioned:
         print(f"aiwatch quality: {report.unversioned} logged row{'s' * (report.unversioned != 1)} without a "
-              "model_version (null, or no such column in the log): shown as the version (none)", file=sys.stderr)
+              "model_version (empty, null, or no such column in the log): shown as the version (none)", file=sys.stderr)
     if report.untimed:
         print(f"aiwatch quality: {report.untimed} logged row{'s' * (report.untimed != 1)} left out: a missing or "
               "non-finite timestamp", file=sys.stderr)
@@ -193,8 +194,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def shown_version(version: str) -> str:
-    """A model_version as the table shows it: ``(none)`` for a null or missing one; one that would break the line
-    (a newline, a control character) escaped."""
+    """A model_version as the table shows it: ``(none)`` for an empty, null or missing one; one that would break
+    the line (a newline, a control character) escaped."""
     if not version:
         return "(none)"
     return version if version.isprintable() else ascii(version)[1:-1]

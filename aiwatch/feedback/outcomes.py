@@ -57,7 +57,7 @@ class WindowQuality:
     """One model's realised quality over ``[start, end)`` (Unix seconds): ``labelled`` of the ``logged`` requests
     have a label, and ``unscored`` of those a prediction that cannot be scored (left out of the metrics).
     ``model_version``: ``None`` for a window of the whole model; with ``quality_report(..., by_version=True)`` the
-    version whose requests it holds (``""``: a null or missing ``model_version``)."""
+    version whose requests it holds (``""``: an empty, null or missing ``model_version``)."""
 
     model: str
     start: float
@@ -323,8 +323,9 @@ class QualityReport:
 
     With ``by_version``, ``windows`` are per model and ``model_version``, ``model_windows`` the same log's windows
     per model (what :func:`export_quality`'s gauges, which have no version label, are set from), and
-    ``unversioned`` counts the logged rows scored as the version ``""``: a null ``model_version``, or a log
-    without the column. Without it, ``model_windows`` is ``windows`` and ``unversioned`` 0."""
+    ``unversioned`` counts the logged rows scored as the version ``""``: an empty ``model_version``
+    (``PredictionLog.log``'s default), a null one, or a log without the column. Without it, ``model_windows`` is
+    ``windows`` and ``unversioned`` 0."""
 
     windows: list[WindowQuality]
     duplicates: int = 0
@@ -354,9 +355,9 @@ def quality_report(log: str | os.PathLike[str], labels: Any, *, kind: Kind = "cl
     """Quality per model and window (see :func:`realised_quality`), with the logged rows left out counted.
 
     ``by_version``: windows per model and ``model_version`` (a canary beside the stable version), each window's
-    :attr:`WindowQuality.model_version` set; a null version, or a log without the column, is the version ``""``
-    (counted in :attr:`QualityReport.unversioned`). A request logged again under the same model and id counts once
-    either way, its latest row, whose version it counts towards.
+    :attr:`WindowQuality.model_version` set; an empty or null version, or a log without the column, is the
+    version ``""`` (counted in :attr:`QualityReport.unversioned`). A request logged again under the same model and
+    id counts once either way, its latest row, whose version it counts towards.
 
     A naive ``since`` / ``until`` is UTC, as ``--since/--until`` are. A classifier's ``positive`` class is read
     as the predictions are: ``True`` / ``"true"`` / ``1`` / ``"1"`` are one class (as are ``False`` / ``"false"``
@@ -393,13 +394,9 @@ def quality_report(log: str | os.PathLike[str], labels: Any, *, kind: Kind = "cl
     versions: npt.NDArray[Any] | None = None
     unversioned = 0
     if by_version:
-        if "model_version" in logged.column_names:
-            version_column = logged.column("model_version").cast(pa.string())
-            unversioned = version_column.null_count
-            versions = pc.fill_null(version_column, "").to_numpy(zero_copy_only=False)
-        else:
-            unversioned = logged.num_rows
-            versions = np.full(logged.num_rows, "", dtype=object)
+        versions = (pc.fill_null(logged.column("model_version").cast(pa.string()), "").to_numpy(zero_copy_only=False)
+                    if "model_version" in logged.column_names else np.full(logged.num_rows, "", dtype=object))
+        unversioned = int(np.count_nonzero(versions == ""))
     keyed = pa.table({"request_id": request_ids, "_row": pa.array(np.arange(logged.num_rows))})
     joined = keyed.join(table_labels, "request_id", join_type="inner")
     rows = joined.column("_row").to_numpy()
