@@ -1,0 +1,210 @@
+"""`aiwatch quality --by-version` / `quality_report(by_version=True)`: a canary's version scored apart from the
+stable one, the verdict naming the worse version, a request retried across versions counted once (for its latest
+row's version), logs without a version, and the output without the flag as it was."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from prometheus_client import CollectorRegistry
+
+from aiwatch.cli import main
+from aiwatch.feedback import ParquetSink, PredictionLog
+from aiwatch.feedback.outcomes import quality_report, realised_quality
+
+T0 = 1_790_002_800.0  # 2026-09-21T15:00:00Z, on the hour
+
+
+def _labels(tmp_path: Path, rows: list[tuple[str, object]]) -> Path:
+    path = tmp_path / "labels.csv"
+    path.write_text("request_id,outcome\n" + "".join(f"{rid},{outcome}\n" for rid, outcome in rows))
+    return path
+
+
+def _sink_log(tmp_path: Path, rows: list[dict[str, object]]) -> Path:
+    sink = ParquetSink(tmp_path / "log")
+    sink.write(rows)
+    sink.close()
+    return tmp_path / "log"
+
+
+@pytest.fixture()
+def canary(tmp_path: Path) -> tuple[Path, Path]:
+    """One hour of the model churn through aiwatch.PredictionLog: v6 and its canary v7, 50 requests each, the first
+    40 of each labelled. Every label is 1; v6 predicts 0 for its requests 0-3 (36 of 40 right), v7 for its requests
+    0-15 (24 of 40 right). The model as a whole: 60 of 80."""
+    with PredictionLog(ParquetSink(tmp_path / "log"), registry=CollectorRegistry()) as log:
+        for i in range(50):
+            for version, wrong in (("v6", 4), ("v7", 16)):
+                log.log("churn", {"x": i}, {"label": 0 if i < wrong else 1}, version=version,
+                        request_id=f"{version}-{i}", timestamp=T0 + i)
+    labels = _labels(tmp_path, [(f"{v}-{i}", 1) for v in ("v6", "v7") for i in range(40)])
+    return tmp_path / "log", labels
+
+
+def test_two_versions_are_scored_apart_as_counted_by_hand(canary: tuple[Path, Path]) -> None:
+    log, labels = canary
+    report = quality_report(log, labels, prediction="output.label", by_version=True)
+    assert [(w.model, w.model_version, w.start, w.logged, w.labelled, w.unscored) for w in report.windows] == [
+        ("churn", "v6", T0, 50, 40, 0), ("churn", "v7", T0, 50, 40, 0)]
+    v6, v7 = report.windows
+    # v6: 36 true positives, 4 false negatives, no false positive; v7: 24 and 16
+    assert v6.metrics == {"accuracy": 36 / 40, "precision": 1.0, "recall": 36 / 40}
+    assert v7.metrics == {"accuracy": 24 / 40, "precision": 1.0, "recall": 24 / 40}
+    [whole] = report.model_windows  # the gauges' windows: the model as without by_version
+    assert (whole.model_version, whole.logged, whole.labelled, whole.metrics["accuracy"]) == (None, 100, 80, 0.75)
+    assert realised_quality(log, labels, prediction="output.label") == report.model_windows
+    assert realised_quality(log, labels, prediction="output.label", by_version=True) == report.windows
+    assert v7.to_dict()["model_version"] == "v7" and "model_version" not in whole.to_dict()
+    assert report.unversioned == 0
+
+
+def test_the_verdict_names_the_worse_version(canary: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    log, labels = canary
+    args = ["quality", str(log), str(labels), "--prediction", "output.label", "--objective", "accuracy=0.8"]
+    assert main([*args, "--by-version"]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split()[:2] == ["model", "version"]
+    assert [line.split()[:2] for line in out[1:3]] == [["churn", "v6"], ["churn", "v7"]]
+    assert out[3:] == ["churn version v7: below objective: accuracy 0.6 (objective 0.8)"]
+    assert main([*args, "--by-version", "--json"]) == 1
+    result = json.loads(capsys.readouterr().out)
+    assert result["below_objective"] == {"churn": {"v7": ["accuracy"]}}
+    assert [(w["model_version"], w["metrics"]["accuracy"]) for w in result["windows"]] == [("v6", 0.9), ("v7", 0.6)]
+    # on the objective is not below it: v7's 0.6 meets accuracy=0.6
+    assert main([*args[:-2], "--by-version", "--objective", "accuracy=0.6"]) == 0
+    capsys.readouterr()
+
+
+def test_latest_per_version_keeps_each_versions_latest_window_with_enough_labels(tmp_path: Path) -> None:
+    from aiwatch.feedback.outcomes import latest_per_version  # here: the other tests run on code without it
+
+    # v1 in two hours (its latest has 1 label), v2 in the second hour only
+    rows = [("a", T0, "v1", 1.0), ("b", T0 + 1, "v1", 1.0), ("c", T0 + 3600, "v1", 0.0), ("d", T0 + 3600, "v2", 1.0)]
+    log = _sink_log(tmp_path, [{"request_id": r, "timestamp": t, "model": "m", "model_version": v, "output": o}
+                               for r, t, v, o in rows])
+    windows = realised_quality(log, _labels(tmp_path, [(r, 1) for r, *_ in rows]), by_version=True)
+    latest = latest_per_version(windows, min_labelled=2)
+    assert {k: (q.start, q.labelled) for k, q in latest.items()} == {("m", "v1"): (T0, 2)}
+    assert {k: q.start for k, q in latest_per_version(windows).items()} == {("m", "v1"): T0 + 3600,
+                                                                           ("m", "v2"): T0 + 3600}
+
+
+def test_a_request_retried_across_versions_counts_once_for_its_latest_rows_version(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # a: v1 then v2 (counts for v2); b: v2 then v1 (counts for v1); c: v1 only. All labelled 1.
+    log = _sink_log(tmp_path, [
+        {"request_id": rid, "timestamp": T0 + i, "model": "m", "model_version": version, "output": output}
+        for i, (rid, version, output) in enumerate([("a", "v1", 0.0), ("b", "v2", 0.0), ("a", "v2", 1.0),
+                                                     ("b", "v1", 0.0), ("c", "v1", 1.0)])])
+    labels = _labels(tmp_path, [("a", 1), ("b", 1), ("c", 1)])
+    report = quality_report(log, labels, by_version=True)
+    assert report.duplicates == 2
+    assert [(w.model_version, w.logged, w.labelled, w.metrics["accuracy"]) for w in report.windows] == [
+        ("v1", 2, 2, 0.5), ("v2", 1, 1, 1.0)]
+    assert sum(w.labelled for w in report.windows) == 3  # one per label
+    assert main(["quality", str(log), str(labels), "--min-labelled", "1", "--by-version"]) == 0
+    assert ("2 logged rows left out: a request logged again under the same model and request id, whatever its "
+            "model_version (its latest row is scored, for its model_version)") in capsys.readouterr().err
+
+
+def test_a_null_or_empty_version_is_shown_as_none(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    log = _sink_log(tmp_path, [
+        {"request_id": rid, "timestamp": T0, "model": "m", "model_version": version, "output": 1.0}
+        for rid, version in (("a", None), ("b", ""), ("c", "v1"))])
+    labels = _labels(tmp_path, [("a", 1), ("b", 1), ("c", 0)])
+    report = quality_report(log, labels, by_version=True)
+    assert [(w.model_version, w.labelled) for w in report.windows] == [("", 2), ("v1", 1)]
+    assert report.unversioned == 2
+    assert main(["quality", str(log), str(labels), "--min-labelled", "1", "--by-version"]) == 0
+    captured = capsys.readouterr()
+    assert [line.split()[:2] for line in captured.out.splitlines()[1:]] == [["m", "(none)"], ["m", "v1"]]
+    assert "2 logged rows without a model_version (empty, null, or no such column in the log)" in captured.err
+    assert main(["quality", str(log), str(labels), "--min-labelled", "1", "--by-version", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert [w["model_version"] for w in result["windows"]] == ["", "v1"] and result["logged_unversioned"] == 2
+
+
+def test_a_log_without_a_model_version_column_is_one_version_none(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "log").mkdir()
+    pq.write_table(pa.table({"request_id": ["a", "b"], "timestamp": [T0, T0], "model": ["m", "m"],
+                             "output": [1.0, 0.0]}), tmp_path / "log" / "part-0.parquet")
+    labels = _labels(tmp_path, [("a", 1), ("b", 1)])
+    [window] = realised_quality(tmp_path / "log", labels, by_version=True)
+    assert (window.model_version, window.labelled, window.metrics["accuracy"]) == ("", 2, 0.5)
+    args = ["quality", str(tmp_path / "log"), str(labels), "--min-labelled", "1", "--by-version",
+            "--objective", "accuracy=0.9"]
+    assert main(args) == 1
+    captured = capsys.readouterr()
+    assert captured.out.splitlines()[-1] == "m version (none): below objective: accuracy 0.5 (objective 0.9)"
+    assert "2 logged rows without a model_version" in captured.err
+
+
+def test_versions_written_as_numbers_in_one_file_and_text_in_another_are_one_version(tmp_path: Path) -> None:
+    (tmp_path / "log").mkdir()
+    for i, version in enumerate([pa.array([7, 8], pa.int64()), pa.array(["7", "8"]), pa.array([7.0, 8.0])]):
+        pq.write_table(pa.table({"request_id": [f"{i}a", f"{i}b"], "timestamp": [T0, T0], "model": ["m", "m"],
+                                 "model_version": version, "output": [1.0, 1.0]}),
+                       tmp_path / "log" / f"part-{i}.parquet")
+    labels = _labels(tmp_path, [(f"{i}{s}", 1) for i in range(3) for s in "ab"])
+    windows = realised_quality(tmp_path / "log", labels, by_version=True)
+    assert [(w.model_version, w.logged, w.labelled) for w in windows] == [("7", 3, 3), ("8", 3, 3)]
+
+
+def test_a_version_per_request_runs_and_prints_every_version(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A careless client sends a new model_version with each request (a build hash, a timestamp): 1000 versions
+    are 1000 rows of the table and, below the objective, 1000 verdict lines: no error, nothing left out."""
+    n = 1000
+    log = _sink_log(tmp_path, [{"request_id": f"r{i}", "timestamp": T0 + i, "model": "m",
+                                "model_version": f"build-{i:04d}", "output": float(i % 2)} for i in range(n)])
+    labels = _labels(tmp_path, [(f"r{i}", 1) for i in range(n)])
+    args = ["quality", str(log), str(labels), "--min-labelled", "1", "--by-version", "--objective", "accuracy=0.5"]
+    assert main(args) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 1 + n + n // 2
+    assert [line.split()[1] for line in out[1:n + 1]] == [f"build-{i:04d}" for i in range(n)]
+    assert out[n + 1:] == [f"m version build-{i:04d}: below objective: accuracy 0 (objective 0.5)"
+                           for i in range(0, n, 2)]
+
+
+def test_a_version_that_would_break_the_table_line_is_escaped() -> None:
+    from aiwatch.commands.quality import shown_version
+
+    assert shown_version("v7\n  fake line") == "v7\\n  fake line"
+    assert (shown_version(""), shown_version("v7"), shown_version("é7")) == ("(none)", "v7", "é7")
+
+
+def test_the_textfile_gauges_stay_per_model_with_by_version(canary: tuple[Path, Path], tmp_path: Path) -> None:
+    log, labels = canary
+    args = ["quality", str(log), str(labels), "--prediction", "output.label", "--objective", "accuracy=0.5"]
+    assert main([*args, "--textfile", str(tmp_path / "plain.prom")]) == 0
+    assert main([*args, "--by-version", "--textfile", str(tmp_path / "by-version.prom")]) == 0
+
+    def quality_lines(name: str) -> list[str]:
+        return [line for line in (tmp_path / name).read_text().splitlines() if line.startswith("aiwatch_model_quality")]
+
+    lines = quality_lines("by-version.prom")
+    assert 'aiwatch_model_quality{metric="accuracy",model="churn"} 0.75' in lines
+    assert lines == quality_lines("plain.prom") and not any("version" in line for line in lines)
+
+
+def test_without_the_flag_the_output_is_per_model_as_before(
+        canary: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    log, labels = canary
+    args = ["quality", str(log), str(labels), "--prediction", "output.label", "--objective", "accuracy=0.8"]
+    assert main(args) == 1
+    assert capsys.readouterr().out == (
+        "model            window (UTC)        logged labelled unscored   accuracy  precision     recall\n"
+        "churn            2026-09-21 15:00       100       80        0       0.75          1       0.75\n"
+        "churn: below objective: accuracy 0.75 (objective 0.8)\n")
+    assert main([*args, "--json"]) == 1
+    result = json.loads(capsys.readouterr().out)
+    assert list(result) == ["windows", "labels_left_out", "logged_duplicates_left_out", "logged_untimed_left_out",
+                            "positive_found", "below_objective"]
+    assert "model_version" not in result["windows"][0] and result["below_objective"] == {"churn": ["accuracy"]}
