@@ -5,6 +5,8 @@ row's version), logs without a version, and the output without the flag as it wa
 from __future__ import annotations
 
 import json
+import re
+import shlex
 from pathlib import Path
 
 import pyarrow as pa
@@ -208,3 +210,15 @@ def test_without_the_flag_the_output_is_per_model_as_before(
     assert list(result) == ["windows", "labels_left_out", "logged_duplicates_left_out", "logged_untimed_left_out",
                             "positive_found", "below_objective"]
     assert "model_version" not in result["windows"][0] and result["below_objective"] == {"churn": ["accuracy"]}
+
+
+def test_the_documented_quality_commands_parse() -> None:
+    """docs/prediction-log.md's `aiwatch quality` examples, --by-version's included, are commands the CLI takes."""
+    from aiwatch.cli import build_parser
+    from tests.servers import REPO
+
+    doc = (REPO / "docs" / "prediction-log.md").read_text()
+    commands = [c.replace("\\\n", " ") for block in re.findall(r"```bash\n(.*?)```", doc, re.S)
+                for c in re.findall(r"^aiwatch quality .*?(?<!\\)$", block, re.S | re.M)]
+    parsed = [build_parser().parse_args(shlex.split(c, comments=True)[1:]) for c in commands]
+    assert len(parsed) == 3 and [a.by_version for a in parsed] == [False, False, True]
