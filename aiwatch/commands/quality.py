@@ -121,21 +121,15 @@ def run(args: argparse.Namespace) -> int:
         # the gauges have no version label: per model whatever --by-version says
         latest: dict[Any, WindowQuality] = dict(export_quality(report.model_windows, metrics, bounds,
                                                                args.min_labelled))
-        if args.by_version:
-            latest = dict(latest_per_version(results, args.min_labelled))
         unscored = sum(q.unscored for q in results)
         if not latest:
-            counts = f"{sum(q.labelled for q in results)} labelled of {sum(q.logged for q in results)} logged" + (
-                f", {report.untimed} logged without a timestamp" if report.untimed else "")
-            which = "no window of one model_version" if args.by_version else "no window"
-            raise ValueError(
-                f"{which} has {args.min_labelled} labelled requests or more ({counts}): labels not arrived yet, "
-                "or request ids that do not match the log's" if not unscored else
-                f"{which} has {args.min_labelled} labelled requests or more with a prediction that can be scored "
-                f"({counts}, {unscored} not scored): labels not arrived yet, request ids that do not match the "
-                "log's, or predictions that are missing or not numbers")
-        if args.textfile:
+            raise _no_window("no window", args.min_labelled, results, report.untimed)
+        if args.textfile:  # per model, with --by-version too: what a run without it writes
             _write_textfile(args.textfile, metrics.registry, write_to_textfile)
+        if args.by_version:
+            latest = dict(latest_per_version(results, args.min_labelled))
+            if not latest:
+                raise _no_window("no window of one model_version", args.min_labelled, results, report.untimed)
     except (ProfileError, ValueError, OSError, ImportError, KeyError) as exc:
         return fail(exc, command="aiwatch quality")
     except Exception as exc:  # never a traceback
@@ -191,6 +185,19 @@ def run(args: argparse.Namespace) -> int:
                 print(f"{name}: below objective: " + ", ".join(
                     f"{n} {latest[key].metrics[n]:.4g} (objective {bounds[n]:g})" for n in worse))
     return EXIT_DRIFT if any(failing.values()) else EXIT_OK
+
+
+def _no_window(which: str, min_labelled: int, results: list[Any], untimed: int) -> ValueError:
+    """The error when ``which`` (no window, no window of one version) has ``min_labelled`` scored labels."""
+    unscored = sum(q.unscored for q in results)
+    counts = f"{sum(q.labelled for q in results)} labelled of {sum(q.logged for q in results)} logged" + (
+        f", {untimed} logged without a timestamp" if untimed else "")
+    return ValueError(
+        f"{which} has {min_labelled} labelled requests or more ({counts}): labels not arrived yet, "
+        "or request ids that do not match the log's" if not unscored else
+        f"{which} has {min_labelled} labelled requests or more with a prediction that can be scored "
+        f"({counts}, {unscored} not scored): labels not arrived yet, request ids that do not match the "
+        "log's, or predictions that are missing or not numbers")
 
 
 def shown_version(version: str) -> str:

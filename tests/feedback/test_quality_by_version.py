@@ -222,3 +222,18 @@ def test_the_documented_quality_commands_parse() -> None:
                 for c in re.findall(r"^aiwatch quality .*?(?<!\\)$", block, re.S | re.M)]
     parsed = [build_parser().parse_args(shlex.split(c, comments=True)[1:]) for c in commands]
     assert len(parsed) == 3 and [a.by_version for a in parsed] == [False, False, True]
+
+
+def test_versions_each_under_min_labelled_exit_2_and_the_model_gauges_are_still_written(
+        canary: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """v6 and v7 have 40 labels each, the model 80: with --min-labelled 50 no version has a verdict (exit 2, said
+    so), but the per-model gauges are written as a run without --by-version writes them (a cron job keeps its
+    gauges fresh)."""
+    log, labels = canary
+    textfile = tmp_path / "quality.prom"
+    args = ["quality", str(log), str(labels), "--prediction", "output.label", "--min-labelled", "50",
+            "--textfile", str(textfile)]
+    assert main([*args, "--by-version"]) == 2
+    assert ("no window of one model_version has 50 labelled requests or more (80 labelled of 100 logged)"
+            in capsys.readouterr().err)
+    assert 'aiwatch_model_quality{metric="accuracy",model="churn"} 0.75' in textfile.read_text().splitlines()
