@@ -1,7 +1,8 @@
 """``aiwatch quality LOG LABELS``: realised model quality per window, from delayed labels joined to the prediction
 log. Exit codes: 0 every model's latest window meets its objectives (or none given); 1 one is below; 2 anything
 else (bad arguments, unreadable input, no labelled request). ``--by-version``: per model and model_version, the
-verdict on each version's latest window; the ``--textfile`` gauges stay per model."""
+verdict on each model's latest window and on each version's (exit 1 when either is below); the ``--textfile``
+gauges stay per model."""
 
 from __future__ import annotations
 
@@ -55,8 +56,10 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--json", action="store_true", help="print the windows as JSON")
     parser.add_argument("--by-version", action="store_true",
                         help="windows per model and model_version (a canary beside the stable version); the verdict "
-                             "is taken on each version's latest window. A request logged again under the same model "
-                             "and id counts once, for the version of its latest row; an empty, null or missing "
+                             "is taken on each model's latest window, as without the flag, and on each version's "
+                             "(a version with too few labels for its own is named on stderr). A request logged "
+                             "again under the same model and id counts once, for the version of its latest row; an "
+                             "empty, null or missing "
                              "model_version is shown as (none). The --textfile gauges stay per model (they have no "
                              "version label)")
     add_time_range(parser)
@@ -119,17 +122,16 @@ def run(args: argparse.Namespace) -> int:
         # in memory: run where the app runs (PROMETHEUS_MULTIPROC_DIR set), the gauges went into the workers' files
         metrics = Metrics(CollectorRegistry(), in_process=True)
         # the gauges have no version label: per model whatever --by-version says
-        latest: dict[Any, WindowQuality] = dict(export_quality(report.model_windows, metrics, bounds,
+        latest: dict[str, WindowQuality] = dict(export_quality(report.model_windows, metrics, bounds,
                                                                args.min_labelled))
         unscored = sum(q.unscored for q in results)
         if not latest:
             raise _no_window("no window", args.min_labelled, results, report.untimed)
         if args.textfile:  # per model, with --by-version too: what a run without it writes
             _write_textfile(args.textfile, metrics.registry, write_to_textfile)
-        if args.by_version:
-            latest = dict(latest_per_version(results, args.min_labelled))
-            if not latest:
-                raise _no_window("no window of one model_version", args.min_labelled, results, report.untimed)
+        # with --by-version the per-model verdict stands too: a version with too few labels for its own verdict
+        # (a canary's first hour) must not hide what it does to the model
+        per_version = latest_per_version(results, args.min_labelled) if args.by_version else {}
     except (ProfileError, ValueError, OSError, ImportError, KeyError) as exc:
         return fail(exc, command="aiwatch quality")
     except Exception as exc:  # never a traceback
@@ -157,34 +159,58 @@ def run(args: argparse.Namespace) -> int:
         print(f"aiwatch quality: {unscored} labelled request{'s' * (unscored != 1)} not scored: a prediction that "
               "is missing" + (", NaN, infinite or not a number" if args.kind == "regressor" else " or NaN"),
               file=sys.stderr)
-    failing = {key: below_objective(q, bounds) for key, q in latest.items()}
+    if args.by_version:
+        _say_versions_without_verdict(results, per_version, args.min_labelled)
+    failing = {model: below_objective(q, bounds) for model, q in latest.items()}
+    failing_versions = {key: below_objective(q, bounds) for key, q in per_version.items()}
     if args.json:
-        below: dict[str, Any] = {}
-        for key, worse in failing.items():
-            if worse and args.by_version:
-                below.setdefault(key[0], {})[key[1]] = worse
-            elif worse:
-                below[key] = worse
+        below: dict[str, Any] = {model: worse for model, worse in failing.items() if worse}
+        by_version: dict[str, Any] = {}
+        for (model, version), worse in failing_versions.items():
+            if worse:
+                by_version.setdefault(model, {})[version] = worse
+        verdicts = {"below_objective": by_version, "below_objective_per_model": below} if args.by_version else {
+            "below_objective": below}
         print(json.dumps({"windows": [q.to_dict() for q in results], "labels_left_out": unusable,
                           "logged_duplicates_left_out": report.duplicates, "logged_untimed_left_out": report.untimed,
                           **({"logged_unversioned": report.unversioned} if args.by_version else {}),
-                          "positive_found": report.positive_found, "below_objective": below}, indent=2))
+                          "positive_found": report.positive_found, **verdicts}, indent=2))
     else:
         names = sorted({name for q in results for name in q.metrics})
-        version = f"{'version':<12} " if args.by_version else ""
+        cells = [shown_version(q.model_version or "") for q in results] if args.by_version else []
+        width = 12
+        version = f"{'version':<{width}} " if args.by_version else ""
         print(f"{'model':<16} {version}{'window (UTC)':<17} {'logged':>8} {'labelled':>8} {'unscored':>8}  "
               + "  ".join(f"{n:>9}" for n in names))
-        for q in results:
+        for i, q in enumerate(results):
             start = time.strftime("%Y-%m-%d %H:%M", time.gmtime(q.start))
-            version = f"{shown_version(q.model_version or ''):<12} " if args.by_version else ""
+            version = f"{cells[i]:<{width}} " if args.by_version else ""
             print(f"{q.model:<16} {version}{start:<17} {q.logged:>8} {q.labelled:>8} {q.unscored:>8}  "
                   + "  ".join(f"{q.metrics.get(n, math.nan):>9.4g}" for n in names))
-        for key, worse in failing.items():
+        lines = [(model, latest[model], worse) for model, worse in failing.items()] + [
+            (f"{model} version {shown_version(version)}", per_version[model, version], worse)
+            for (model, version), worse in failing_versions.items()]
+        for name, q, worse in lines:
             if worse:
-                name = f"{key[0]} version {shown_version(key[1])}" if args.by_version else key
                 print(f"{name}: below objective: " + ", ".join(
-                    f"{n} {latest[key].metrics[n]:.4g} (objective {bounds[n]:g})" for n in worse))
-    return EXIT_DRIFT if any(failing.values()) else EXIT_OK
+                    f"{n} {q.metrics[n]:.4g} (objective {bounds[n]:g})" for n in worse))
+    return EXIT_DRIFT if any(failing.values()) or any(failing_versions.values()) else EXIT_OK
+
+
+def _say_versions_without_verdict(results: list[Any], per_version: dict[tuple[str, str], Any],
+                                  min_labelled: int) -> None:
+    """Name on stderr each (model, version) with no window of ``min_labelled`` scored labels: no verdict of its
+    own (the model's verdict still counts its requests)."""
+    most: dict[tuple[str, str], list[int]] = {}
+    for q in results:
+        key = (q.model, q.model_version or "")
+        if key not in per_version:
+            most.setdefault(key, []).append(q.scored)
+    for (model, version), scored in most.items():
+        count = f"{max(scored)} scored label{'s' * (max(scored) != 1)}"
+        print(f"aiwatch quality: {model} version {shown_version(version)}: "
+              + (count if len(scored) == 1 else f"at most {count} in one of its {len(scored)} windows")
+              + f", under --min-labelled {min_labelled}: no verdict", file=sys.stderr)
 
 
 def _no_window(which: str, min_labelled: int, results: list[Any], untimed: int) -> ValueError:

@@ -72,7 +72,8 @@ def test_the_verdict_names_the_worse_version(canary: tuple[Path, Path], capsys: 
     out = capsys.readouterr().out.splitlines()
     assert out[0].split()[:2] == ["model", "version"]
     assert [line.split()[:2] for line in out[1:3]] == [["churn", "v6"], ["churn", "v7"]]
-    assert out[3:] == ["churn version v7: below objective: accuracy 0.6 (objective 0.8)"]
+    assert out[3:] == ["churn: below objective: accuracy 0.75 (objective 0.8)",  # the model's, as without the flag
+                       "churn version v7: below objective: accuracy 0.6 (objective 0.8)"]
     assert main([*args, "--by-version", "--json"]) == 1
     result = json.loads(capsys.readouterr().out)
     assert result["below_objective"] == {"churn": {"v7": ["accuracy"]}}
@@ -224,16 +225,85 @@ def test_the_documented_quality_commands_parse() -> None:
     assert len(parsed) == 3 and [a.by_version for a in parsed] == [False, False, True]
 
 
-def test_versions_each_under_min_labelled_exit_2_and_the_model_gauges_are_still_written(
+def test_versions_each_under_min_labelled_get_no_verdict_the_model_does_and_its_gauges_are_written(
         canary: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """v6 and v7 have 40 labels each, the model 80: with --min-labelled 50 no version has a verdict (exit 2, said
-    so), but the per-model gauges are written as a run without --by-version writes them (a cron job keeps its
-    gauges fresh)."""
+    """v6 and v7 have 40 labels each, the model 80: with --min-labelled 50 no version has a verdict (each named on
+    stderr), the model's verdict decides (0.75 below 0.8: exit 1), and the per-model gauges are written as a run
+    without --by-version writes them (a cron job keeps its gauges fresh)."""
     log, labels = canary
     textfile = tmp_path / "quality.prom"
     args = ["quality", str(log), str(labels), "--prediction", "output.label", "--min-labelled", "50",
-            "--textfile", str(textfile)]
-    assert main([*args, "--by-version"]) == 2
-    assert ("no window of one model_version has 50 labelled requests or more (80 labelled of 100 logged)"
-            in capsys.readouterr().err)
+            "--textfile", str(textfile), "--objective", "accuracy=0.8"]
+    assert main([*args, "--by-version"]) == 1
+    captured = capsys.readouterr()
+    assert [line for line in captured.err.splitlines() if "no verdict" in line] == [
+        f"aiwatch quality: churn version {v}: 40 scored labels, under --min-labelled 50: no verdict"
+        for v in ("v6", "v7")]
+    assert captured.out.splitlines()[-1] == "churn: below objective: accuracy 0.75 (objective 0.8)"
     assert 'aiwatch_model_quality{metric="accuracy",model="churn"} 0.75' in textfile.read_text().splitlines()
+
+
+def _canary_hiding_a_failure(tmp_path: Path) -> tuple[Path, Path]:
+    """v6: 40 labels, all right; v7: 10 labels, all wrong. The model: 40 of 50 (0.8)."""
+    rows = [(f"v6-{i}", "v6", 1.0) for i in range(40)] + [(f"v7-{i}", "v7", 0.0) for i in range(10)]
+    log = _sink_log(tmp_path, [{"request_id": rid, "timestamp": T0 + i, "model": "churn", "model_version": version,
+                                "output": output} for i, (rid, version, output) in enumerate(rows)])
+    return log, _labels(tmp_path, [(rid, 1) for rid, *_ in rows])
+
+
+def test_a_version_under_min_labelled_does_not_hide_the_models_failure(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """v7's 10 wrong answers bring the model to 0.8, below 0.85 (exit 1 without the flag); v7 alone has too few
+    labels for a verdict of its own and v6 meets the objective: --by-version still exits 1, prints the per-model
+    line, and names v7 as left without a verdict."""
+    log, labels = _canary_hiding_a_failure(tmp_path)
+    args = ["quality", str(log), str(labels), "--objective", "accuracy=0.85"]
+    assert main(args) == 1
+    capsys.readouterr()
+    assert main([*args, "--by-version"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out.splitlines()[-1:] == ["churn: below objective: accuracy 0.8 (objective 0.85)"]
+    assert "churn version v7: 10 scored labels, under --min-labelled 30: no verdict" in captured.err
+    assert "v6" not in captured.err
+    assert main([*args, "--by-version", "--json"]) == 1
+    result = json.loads(capsys.readouterr().out)
+    assert result["below_objective"] == {} and result["below_objective_per_model"] == {"churn": ["accuracy"]}
+
+
+def test_by_version_exits_1_on_a_version_below_while_the_model_meets_the_objective(
+        canary: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    """The model (0.75) meets 0.7, v7 (0.6) does not: exit 1, one line for v7 and none for the model."""
+    log, labels = canary
+    args = ["quality", str(log), str(labels), "--prediction", "output.label", "--objective", "accuracy=0.7"]
+    assert main(args) == 0
+    capsys.readouterr()
+    assert main([*args, "--by-version"]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[3:] == ["churn version v7: below objective: accuracy 0.6 (objective 0.7)"]
+    assert main([*args, "--by-version", "--json"]) == 1
+    result = json.loads(capsys.readouterr().out)
+    assert result["below_objective"] == {"churn": {"v7": ["accuracy"]}} and result["below_objective_per_model"] == {}
+
+
+def test_both_the_model_and_a_version_below_print_both_lines(
+        canary: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    log, labels = canary
+    assert main(["quality", str(log), str(labels), "--prediction", "output.label", "--objective", "accuracy=0.8",
+                 "--by-version"]) == 1
+    assert capsys.readouterr().out.splitlines()[3:] == [
+        "churn: below objective: accuracy 0.75 (objective 0.8)",
+        "churn version v7: below objective: accuracy 0.6 (objective 0.8)"]
+
+
+def test_a_version_without_a_verdict_in_several_windows_is_named_with_its_fullest_window(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """v0: 6 labels in the first hour; v1: 2 in the first hour, 1 in the second. --min-labelled 5."""
+    rows = [(f"a{i}", T0 + i, "v0") for i in range(6)] + [("b0", T0, "v1"), ("b1", T0 + 1, "v1"),
+                                                         ("b2", T0 + 3600, "v1")]
+    log = _sink_log(tmp_path, [{"request_id": r, "timestamp": t, "model": "m", "model_version": v, "output": 1.0}
+                               for r, t, v in rows])
+    labels = _labels(tmp_path, [(r, 1) for r, *_ in rows])
+    assert main(["quality", str(log), str(labels), "--min-labelled", "5", "--by-version"]) == 0
+    assert [line for line in capsys.readouterr().err.splitlines() if "no verdict" in line] == [
+        "aiwatch quality: m version v1: at most 2 scored labels in one of its 2 windows, under --min-labelled 5: "
+        "no verdict"]
