@@ -394,8 +394,8 @@ def quality_report(log: str | os.PathLike[str], labels: Any, *, kind: Kind = "cl
     versions: npt.NDArray[Any] | None = None
     unversioned = 0
     if by_version:
-        versions = (pc.fill_null(logged.column("model_version").cast(pa.string()), "").to_numpy(zero_copy_only=False)
-                    if "model_version" in logged.column_names else np.full(logged.num_rows, "", dtype=object))
+        versions = (_versions(logged.column("model_version")) if "model_version" in logged.column_names
+                    else np.full(logged.num_rows, "", dtype=object))
         unversioned = int(np.count_nonzero(versions == ""))
     keyed = pa.table({"request_id": request_ids, "_row": pa.array(np.arange(logged.num_rows))})
     joined = keyed.join(table_labels, "request_id", join_type="inner")
@@ -423,6 +423,22 @@ def quality_report(log: str | os.PathLike[str], labels: Any, *, kind: Kind = "cl
     per_model = windows(None)
     return QualityReport(windows(versions) if by_version else per_model, duplicates, untimed, found, classes,
                          per_model, unversioned)
+
+
+def _versions(column: Any) -> npt.NDArray[Any]:
+    """A ``model_version`` column as text, ``""`` for a null or NaN one (no version); one that is not text or
+    numbers (a list, a struct, bytes that are not UTF-8) is a ValueError naming it."""
+    pa = require("pyarrow", "data")
+    pc = require("pyarrow.compute", "data")
+    try:
+        if pa.types.is_floating(column.type):  # a NaN is no version, not the version "nan"
+            column = pc.if_else(pc.is_nan(column), pa.scalar(None, column.type), column)
+        return np.asarray(pc.fill_null(column.cast(pa.string()), "").to_numpy(zero_copy_only=False), dtype=object)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        binary = pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type)
+        detail = "with bytes that are not UTF-8 text" if binary else "not text or numbers"
+        raise ValueError(f"the log's 'model_version' column is {column.type}, {detail}: --by-version cannot read "
+                         "it") from None
 
 
 def _codes(values: npt.NDArray[Any]) -> tuple[npt.NDArray[np.int64], int]:

@@ -307,3 +307,36 @@ def test_a_version_without_a_verdict_in_several_windows_is_named_with_its_fulles
     assert [line for line in capsys.readouterr().err.splitlines() if "no verdict" in line] == [
         "aiwatch quality: m version v1: at most 2 scored labels in one of its 2 windows, under --min-labelled 5: "
         "no verdict"]
+
+
+@pytest.mark.parametrize("column, type_name", [
+    (pa.array([[1], [2]], pa.list_(pa.int64())), "list<element: int64>"),
+    (pa.array([{"a": 1}, {"a": 2}]), "struct<a: int64>"),
+    (pa.array([b"\xff\xfe", b"v1"], pa.binary()), "binary"),
+])
+def test_a_model_version_column_that_is_not_text_or_numbers_is_an_error_naming_it(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], column: pa.Array, type_name: str) -> None:
+    (tmp_path / "log").mkdir()
+    pq.write_table(pa.table({"request_id": ["a", "b"], "timestamp": [T0, T0], "model": ["m", "m"],
+                             "model_version": column, "output": [1.0, 0.0]}), tmp_path / "log" / "part-0.parquet")
+    labels = _labels(tmp_path, [("a", 1), ("b", 1)])
+    with pytest.raises(ValueError, match=re.escape(f"the log's 'model_version' column is {type_name}")):
+        quality_report(tmp_path / "log", labels, by_version=True)
+    assert main(["quality", str(tmp_path / "log"), str(labels), "--min-labelled", "1", "--by-version"]) == 2
+    err = capsys.readouterr().err
+    assert f"the log's 'model_version' column is {type_name}" in err and "--by-version cannot read it" in err
+    assert "unexpected" not in err
+    assert main(["quality", str(tmp_path / "log"), str(labels), "--min-labelled", "1"]) == 0  # not read without it
+
+
+def test_a_nan_version_is_no_version(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "log").mkdir()
+    pq.write_table(pa.table({"request_id": ["a", "b", "c"], "timestamp": [T0, T0, T0], "model": ["m"] * 3,
+                             "model_version": pa.array([float("nan"), 1.10, None]), "output": [1.0] * 3}),
+                   tmp_path / "log" / "part-0.parquet")
+    labels = _labels(tmp_path, [("a", 1), ("b", 1), ("c", 1)])
+    report = quality_report(tmp_path / "log", labels, by_version=True)
+    assert [(w.model_version, w.logged) for w in report.windows] == [("", 2), ("1.1", 1)]
+    assert report.unversioned == 2
+    assert main(["quality", str(tmp_path / "log"), str(labels), "--min-labelled", "1", "--by-version"]) == 0
+    assert [line.split()[1] for line in capsys.readouterr().out.splitlines()[1:]] == ["(none)", "1.1"]
