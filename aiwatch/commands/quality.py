@@ -7,6 +7,7 @@ gauges stay per model."""
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import re
@@ -177,8 +178,8 @@ def run(args: argparse.Namespace) -> int:
                           "positive_found": report.positive_found, **verdicts}, indent=2))
     else:
         names = sorted({name for q in results for name in q.metrics})
-        cells = [shown_version(q.model_version or "") for q in results] if args.by_version else []
-        width = 12
+        cells = [table_version(shown_version(q.model_version or "")) for q in results] if args.by_version else []
+        width = max([len("version"), *map(len, cells)])
         version = f"{'version':<{width}} " if args.by_version else ""
         print(f"{'model':<16} {version}{'window (UTC)':<17} {'logged':>8} {'labelled':>8} {'unscored':>8}  "
               + "  ".join(f"{n:>9}" for n in names))
@@ -227,11 +228,28 @@ def _no_window(which: str, min_labelled: int, results: list[Any], untimed: int) 
 
 
 def shown_version(version: str) -> str:
-    """A model_version as the table shows it: ``(none)`` for an empty, null or missing one; one that would break
-    the line (a newline, a control character) escaped."""
+    """A model_version as the output shows it: ``(none)`` for an empty, null or missing one; as written when it is
+    printable, has no whitespace and does not start with a quote; else (a newline, a space, the text ``(none)``)
+    quoted as Python writes a string, so that two versions never read alike."""
     if not version:
         return "(none)"
-    return version if version.isprintable() else ascii(version)[1:-1]
+    plain = version.isprintable() and not any(c.isspace() for c in version) and version[0] not in "'\"" and (
+        version != "(none)")
+    return version if plain else repr(version)
 
 
-__all__ = ["EXIT_ERROR", "duration", "objectives", "register", "run", "shown_version"]
+#: The widest version the table shows whole; a longer one is cut (:func:`table_version`).
+VERSION_WIDTH = 40
+
+
+def table_version(shown: str) -> str:
+    """A shown version (:func:`shown_version`) as the table's column holds it: whole up to :data:`VERSION_WIDTH`
+    characters; longer, its start, ``...`` and 10 hex digits of its SHA-1, so that two long versions that start
+    alike stay apart."""
+    if len(shown) <= VERSION_WIDTH:
+        return shown
+    digest = hashlib.sha1(shown.encode("utf-8", "surrogatepass")).hexdigest()[:10]
+    return f"{shown[:VERSION_WIDTH - 13]}...{digest}"
+
+
+__all__ = ["EXIT_ERROR", "VERSION_WIDTH", "duration", "objectives", "register", "run", "shown_version", "table_version"]

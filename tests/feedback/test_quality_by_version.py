@@ -179,7 +179,7 @@ def test_a_version_per_request_runs_and_prints_every_version(
 def test_a_version_that_would_break_the_table_line_is_escaped() -> None:
     from aiwatch.commands.quality import shown_version
 
-    assert shown_version("v7\n  fake line") == "v7\\n  fake line"
+    assert shown_version("v7\n  fake line") == "'v7\\n  fake line'"
     assert (shown_version(""), shown_version("v7"), shown_version("é7")) == ("(none)", "v7", "é7")
 
 
@@ -340,3 +340,42 @@ def test_a_nan_version_is_no_version(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert report.unversioned == 2
     assert main(["quality", str(tmp_path / "log"), str(labels), "--min-labelled", "1", "--by-version"]) == 0
     assert [line.split()[1] for line in capsys.readouterr().out.splitlines()[1:]] == ["(none)", "1.1"]
+
+
+def test_a_version_literally_none_is_shown_apart_from_no_version(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from aiwatch.commands.quality import shown_version
+
+    assert shown_version("(none)") != shown_version("") == "(none)"
+    log = _sink_log(tmp_path, [{"request_id": rid, "timestamp": T0, "model": "m", "model_version": version,
+                                "output": 1.0} for rid, version in (("a", "(none)"), ("b", ""))])
+    labels = _labels(tmp_path, [("a", 1), ("b", 1)])
+    assert main(["quality", str(log), str(labels), "--min-labelled", "1", "--by-version", "--objective",
+                 "accuracy=1"]) == 0
+    rows = capsys.readouterr().out.splitlines()[1:]
+    assert [line.split()[1] for line in rows] == ["(none)", "'(none)'"]  # "" sorts first
+
+
+def test_versions_that_would_read_alike_are_shown_apart() -> None:
+    from aiwatch.commands.quality import shown_version
+
+    versions = ["v7", "v7 ", " v7", "'v7'", "v7\\n", "v7\n", "(none)", "'(none)'", "", "v 7", '"v7"']
+    shown = [shown_version(v) for v in versions]
+    assert len(set(shown)) == len(versions)
+    assert all(s == s.strip() and s.isprintable() for s in shown)
+    assert shown_version("v7") == "v7" and shown_version("é7") == "é7"
+
+
+def test_long_versions_keep_the_table_aligned_and_apart(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    long = "release-candidate-build-" + "x" * 40
+    versions = ["v1", f"{long}-a", f"{long}-b", "y" * 40]
+    log = _sink_log(tmp_path, [{"request_id": f"r{i}", "timestamp": T0, "model": "m", "model_version": v,
+                                "output": 1.0} for i, v in enumerate(versions)])
+    labels = _labels(tmp_path, [(f"r{i}", 1) for i in range(len(versions))])
+    assert main(["quality", str(log), str(labels), "--min-labelled", "1", "--by-version"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len({line.index("2026-09-21") for line in lines[1:]}) == 1  # the window column lines up
+    assert lines[0].index("window") == lines[1].index("2026-09-21")
+    shown = [line.split()[1] for line in lines[1:]]
+    assert len(set(shown)) == 4 and all(len(s) <= 40 for s in shown)
+    assert "y" * 40 in shown  # 40 characters: whole
