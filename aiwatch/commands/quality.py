@@ -184,9 +184,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"{'model':<16} {version}{'window (UTC)':<17} {'logged':>8} {'labelled':>8} {'unscored':>8}  "
               + "  ".join(f"{n:>9}" for n in names))
         for i, q in enumerate(results):
-            start = time.strftime("%Y-%m-%d %H:%M", time.gmtime(q.start))
             version = f"{cells[i]:<{width}} " if args.by_version else ""
-            print(f"{q.model:<16} {version}{start:<17} {q.logged:>8} {q.labelled:>8} {q.unscored:>8}  "
+            print(f"{q.model:<16} {version}{_start(q.start):<17} {q.logged:>8} {q.labelled:>8} {q.unscored:>8}  "
                   + "  ".join(f"{q.metrics.get(n, math.nan):>9.4g}" for n in names))
         lines = [(model, latest[model], worse) for model, worse in failing.items()] + [
             (f"{model} version {shown_version(version)}", per_version[model, version], worse)
@@ -212,6 +211,14 @@ def _say_versions_without_verdict(results: list[Any], per_version: dict[tuple[st
         print(f"aiwatch quality: {model} version {shown_version(version)}: "
               + (count if len(scored) == 1 else f"at most {count} in one of its {len(scored)} windows")
               + f", under --min-labelled {min_labelled}: no verdict", file=sys.stderr)
+
+
+def _start(seconds: float) -> str:
+    """A window's start as the table shows it; its Unix seconds when the platform cannot read it as a date."""
+    try:
+        return time.strftime("%Y-%m-%d %H:%M", time.gmtime(seconds))
+    except (OverflowError, OSError, ValueError):
+        return f"{seconds:.15g}"
 
 
 def _no_window(which: str, min_labelled: int, results: list[Any], untimed: int) -> ValueError:

@@ -390,7 +390,7 @@ def quality_report(log: str | os.PathLike[str], labels: Any, *, kind: Kind = "cl
     if duplicates:
         logged, seconds, models = logged.take(pa.array(keep)), seconds[keep], models[keep]
         request_ids = request_ids.take(pa.array(keep))
-    window = np.floor(seconds / window_seconds) * window_seconds
+    window = _window_starts(seconds, window_seconds)
     versions: npt.NDArray[Any] | None = None
     unversioned = 0
     if by_version:
@@ -423,6 +423,14 @@ def quality_report(log: str | os.PathLike[str], labels: Any, *, kind: Kind = "cl
     per_model = windows(None)
     return QualityReport(windows(versions) if by_version else per_model, duplicates, untimed, found, classes,
                          per_model, unversioned)
+
+
+def _window_starts(seconds: npt.NDArray[np.float64], window_seconds: float) -> npt.NDArray[np.float64]:
+    """Each timestamp's window start. Where ``seconds / window_seconds`` overflows (a huge timestamp, a tiny
+    window) the start is the timestamp itself: no such window is finer than a double's step there."""
+    with np.errstate(over="ignore"):
+        starts = np.floor(seconds / window_seconds) * window_seconds
+    return np.where(np.isfinite(starts), starts, seconds)
 
 
 def _versions(column: Any) -> npt.NDArray[Any]:

@@ -250,3 +250,33 @@ def test_a_textfile_that_cannot_be_written_is_one_line_naming_the_option_and_pat
     assert err.startswith(f"aiwatch quality: error: cannot write --textfile {where!r}: "), err
     assert len(err.splitlines()) == 1 and f"{where}." not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-dir"]
+
+
+def test_a_window_start_out_of_the_platforms_time_range_is_printed_as_seconds(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "log").mkdir()
+    pq.write_table(pa.table({"request_id": ["a"], "timestamp": [1.08e17], "model": ["m"], "output": [1.0]}),
+                   tmp_path / "log" / "part-0.parquet")
+    (tmp_path / "labels.csv").write_text("request_id,outcome\na,1\n")
+    assert main(["quality", str(tmp_path / "log"), str(tmp_path / "labels.csv"), "--min-labelled", "1"]) == 0
+    assert capsys.readouterr().out.splitlines()[1].split()[:2] == ["m", "1.08e+17"]
+
+
+def test_a_window_far_finer_than_a_huge_timestamp_is_the_timestamp_without_a_warning(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """1e300 / 1e-10 overflows: the window starts at the timestamp (no window length is finer than a double there),
+    and numpy's overflow warning stays inside."""
+    import warnings
+
+    (tmp_path / "log").mkdir()
+    pq.write_table(pa.table({"request_id": ["a", "b"], "timestamp": [1e300, T0], "model": ["m", "m"],
+                             "output": [1.0, 1.0]}), tmp_path / "log" / "part-0.parquet")
+    (tmp_path / "labels.csv").write_text("request_id,outcome\na,1\nb,1\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        windows = realised_quality(tmp_path / "log", tmp_path / "labels.csv", window_seconds=1e-10)
+        assert main(["quality", str(tmp_path / "log"), str(tmp_path / "labels.csv"), "--min-labelled", "1",
+                     "--window", "0.0000000001", "--json"]) == 0
+    assert [(w.start, w.logged) for w in windows] == [(math.floor(T0 / 1e-10) * 1e-10, 1), (1e300, 1)]
+    assert all(math.isfinite(w.start) and math.isfinite(w.end) for w in windows)
+    assert [w["start"] for w in json.loads(capsys.readouterr().out)["windows"]] == [windows[0].start, 1e300]
