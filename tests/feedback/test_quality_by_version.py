@@ -329,6 +329,67 @@ def test_a_model_version_column_that_is_not_text_or_numbers_is_an_error_naming_i
     assert main(["quality", str(tmp_path / "log"), str(labels), "--min-labelled", "1"]) == 0  # not read without it
 
 
+def _two_models_two_windows(tmp_path: Path) -> tuple[Path, Path]:
+    """Models "b" and "a" (written in that order), versions "v2" and "v1", in the hours T0 and T0 + 3600."""
+    rows = [{"request_id": f"{model}{version}{hour}", "timestamp": T0 + hour * 3600 + 1, "model": model,
+             "model_version": version, "output": 1.0}
+            for hour in (1, 0) for model in ("b", "a") for version in ("v2", "v1")]
+    log = _sink_log(tmp_path, rows)
+    return log, _labels(tmp_path, [(str(r["request_id"]), 1) for r in rows])
+
+
+def test_two_models_in_two_windows_are_ordered_by_window_then_model_then_version(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    log, labels = _two_models_two_windows(tmp_path)
+    args = ["quality", str(log), str(labels), "--min-labelled", "1"]
+    assert main(args) == 0
+    assert [line.split()[:3] for line in capsys.readouterr().out.splitlines()[1:]] == [
+        ["a", "2026-09-21", "15:00"], ["b", "2026-09-21", "15:00"],
+        ["a", "2026-09-21", "16:00"], ["b", "2026-09-21", "16:00"]]
+    assert main([*args, "--json"]) == 0
+    assert [(w["model"], w["start"]) for w in json.loads(capsys.readouterr().out)["windows"]] == [
+        ("a", T0), ("b", T0), ("a", T0 + 3600), ("b", T0 + 3600)]
+    assert main([*args, "--by-version"]) == 0
+    assert [line.split()[:4] for line in capsys.readouterr().out.splitlines()[1:]] == [
+        [m, v, "2026-09-21", hour] for hour in ("15:00", "16:00") for m in "ab" for v in ("v1", "v2")]
+    assert main([*args, "--by-version", "--json"]) == 0
+    assert [(w["model"], w["model_version"], w["start"]) for w in json.loads(capsys.readouterr().out)["windows"]] == [
+        (m, v, start) for start in (T0, T0 + 3600) for m in "ab" for v in ("v1", "v2")]
+
+
+def test_latest_per_version_counts_scored_labels_not_labelled_ones(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """v1: 3 labels in the first hour; 3 in the second, 2 of them with no prediction (1 scored). With
+    min_labelled 2 v1's verdict is on the first hour (the second has 3 labels but 1 scored)."""
+    from aiwatch.feedback.outcomes import latest_per_version
+
+    rows = [(f"a{i}", T0 + i, 0.0) for i in range(3)] + [("b0", T0 + 3600, 1.0), ("b1", T0 + 3601, None),
+                                                         ("b2", T0 + 3602, None)]
+    log = _sink_log(tmp_path, [{"request_id": r, "timestamp": t, "model": "m", "model_version": "v1", "output": o}
+                               for r, t, o in rows])
+    labels = _labels(tmp_path, [(r, 1) for r, *_ in rows])
+    windows = realised_quality(log, labels, by_version=True)
+    assert [(w.start, w.labelled, w.scored) for w in windows] == [(T0, 3, 3), (T0 + 3600, 3, 1)]
+    assert {k: q.start for k, q in latest_per_version(windows, min_labelled=2).items()} == {("m", "v1"): T0}
+    # the first hour's 0 of 3 is the verdict, not the second hour's 1 of 1
+    assert main(["quality", str(log), str(labels), "--min-labelled", "2", "--by-version",
+                 "--objective", "accuracy=0.5"]) == 1
+    assert "m version v1: below objective: accuracy 0 (objective 0.5)" in capsys.readouterr().out
+
+
+def test_unversioned_counts_the_rows_kept_after_retries(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """a: no version, then v1 (counts for v1); b: v1, then null (unversioned); c: "", then "" (one row); d: v1."""
+    rows = [("a", None), ("b", "v1"), ("c", ""), ("a", "v1"), ("b", None), ("c", ""), ("d", "v1")]
+    log = _sink_log(tmp_path, [{"request_id": rid, "timestamp": T0 + i, "model": "m", "model_version": version,
+                                "output": 1.0} for i, (rid, version) in enumerate(rows)])
+    labels = _labels(tmp_path, [(r, 1) for r in "abcd"])
+    report = quality_report(log, labels, by_version=True)
+    assert (report.duplicates, report.unversioned) == (3, 2)
+    assert [(w.model_version, w.logged) for w in report.windows] == [("", 2), ("v1", 2)]
+    assert main(["quality", str(log), str(labels), "--min-labelled", "1", "--by-version", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["logged_unversioned"] == 2
+
+
 def test_a_nan_version_is_no_version(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "log").mkdir()
     pq.write_table(pa.table({"request_id": ["a", "b", "c"], "timestamp": [T0, T0, T0], "model": ["m"] * 3,
@@ -340,6 +401,16 @@ def test_a_nan_version_is_no_version(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert report.unversioned == 2
     assert main(["quality", str(tmp_path / "log"), str(labels), "--min-labelled", "1", "--by-version"]) == 0
     assert [line.split()[1] for line in capsys.readouterr().out.splitlines()[1:]] == ["(none)", "1.1"]
+
+
+def test_text_7_0_stays_apart_from_the_number_7(tmp_path: Path) -> None:
+    (tmp_path / "log").mkdir()
+    for i, version in enumerate([pa.array([7], pa.int64()), pa.array([7.0]), pa.array(["7.0"])]):
+        pq.write_table(pa.table({"request_id": [f"r{i}"], "timestamp": [T0], "model": ["m"],
+                                 "model_version": version, "output": [1.0]}), tmp_path / "log" / f"part-{i}.parquet")
+    windows = realised_quality(tmp_path / "log", _labels(tmp_path, [(f"r{i}", 1) for i in range(3)]),
+                               by_version=True)
+    assert [(w.model_version, w.logged) for w in windows] == [("7", 2), ("7.0", 1)]
 
 
 def test_a_version_literally_none_is_shown_apart_from_no_version(
