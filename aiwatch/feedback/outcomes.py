@@ -324,7 +324,7 @@ class QualityReport:
     With ``by_version``, ``windows`` are per model and ``model_version``, ``model_windows`` the same log's windows
     per model (what :func:`export_quality`'s gauges, which have no version label, are set from), and
     ``unversioned`` counts the logged rows scored as the version ``""``: an empty ``model_version``
-    (``PredictionLog.log``'s default), a null one, or a log without the column. Without it, ``model_windows`` is
+    (``PredictionLog.log``'s default), a null or NaN one, or a log without the column. Without it, ``model_windows`` is
     ``windows`` and ``unversioned`` 0."""
 
     windows: list[WindowQuality]
