@@ -41,7 +41,7 @@ import numpy.typing as npt
 
 from aiwatch._optional import require
 from aiwatch.amounts import period
-from aiwatch.drift.datasets import is_text_type, open_dataset, time_filter
+from aiwatch.drift.datasets import is_text_type, open_dataset, read_as_text, time_filter
 from aiwatch.drift.files import numbers_in_text
 from aiwatch.metrics import Metrics
 
@@ -394,8 +394,8 @@ def quality_report(log: str | os.PathLike[str], labels: Any, *, kind: Kind = "cl
     versions: npt.NDArray[Any] | None = None
     unversioned = 0
     if by_version:
-        versions = (_versions(logged.column("model_version")) if "model_version" in logged.column_names
-                    else np.full(logged.num_rows, "", dtype=object))
+        versions = (_versions(logged.column("model_version"), "model_version" in read_as_text(dataset))
+                    if "model_version" in logged.column_names else np.full(logged.num_rows, "", dtype=object))
         unversioned = int(np.count_nonzero(versions == ""))
     keyed = pa.table({"request_id": request_ids, "_row": pa.array(np.arange(logged.num_rows))})
     joined = keyed.join(table_labels, "request_id", join_type="inner")
@@ -433,15 +433,26 @@ def _window_starts(seconds: npt.NDArray[np.float64], window_seconds: float) -> n
     return np.where(np.isfinite(starts), starts, seconds)
 
 
-def _versions(column: Any) -> npt.NDArray[Any]:
+#: The text Arrow's cast to string writes for every float NaN (sign and payload aside): in a ``model_version``
+#: column read as text because its files disagree on the type, it is no version.
+_NAN_TEXT = "nan"
+
+
+def _versions(column: Any, read_as_text: bool = False) -> npt.NDArray[Any]:
     """A ``model_version`` column as text, ``""`` for a null or NaN one (no version); one that is not text or
-    numbers (a list, a struct, bytes that are not UTF-8) is a ValueError naming it."""
+    numbers (a list, a struct, bytes that are not UTF-8) is a ValueError naming it. ``read_as_text``: the column
+    was read as text because its files disagree on the type (floats in one, text in another), so a float NaN
+    arrives as the text ``nan``, which is then no version either: after that cast a text ``nan`` cannot be told
+    from a NaN."""
     pa = require("pyarrow", "data")
     pc = require("pyarrow.compute", "data")
     try:
         if pa.types.is_floating(column.type):  # a NaN is no version, not the version "nan"
             column = pc.if_else(pc.is_nan(column), pa.scalar(None, column.type), column)
-        return np.asarray(pc.fill_null(column.cast(pa.string()), "").to_numpy(zero_copy_only=False), dtype=object)
+        text = pc.fill_null(column.cast(pa.string()), "")
+        if read_as_text:
+            text = pc.if_else(pc.equal(text, _NAN_TEXT), "", text)
+        return np.asarray(text.to_numpy(zero_copy_only=False), dtype=object)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
         binary = pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type)
         detail = "with bytes that are not UTF-8 text" if binary else "not text or numbers"

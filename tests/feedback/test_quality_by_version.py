@@ -403,6 +403,29 @@ def test_a_nan_version_is_no_version(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert [line.split()[1] for line in capsys.readouterr().out.splitlines()[1:]] == ["(none)", "1.1"]
 
 
+def test_a_nan_version_in_a_file_of_floats_beside_a_file_of_text_is_no_version(tmp_path: Path) -> None:
+    """The files disagree on the type, so the column is read as text and Arrow writes the NaN as the text nan:
+    no version, as in a log of floats alone. There the text nan cannot be told from it: no version either. In a
+    log whose model_version is text in every file the text nan is a version."""
+    def write(name: str, arrays: list[pa.Array]) -> Path:
+        (tmp_path / name).mkdir()
+        for i, version in enumerate(arrays):
+            pq.write_table(pa.table({"request_id": [f"{i}-{j}" for j in range(len(version))],
+                                     "timestamp": [T0] * len(version), "model": ["m"] * len(version),
+                                     "model_version": version, "output": [1.0] * len(version)}),
+                           tmp_path / name / f"part-{i}.parquet")
+        return tmp_path / name
+
+    labels = _labels(tmp_path, [(f"{i}-{j}", 1) for i in range(2) for j in range(3)])
+    mixed = quality_report(write("mixed", [pa.array([float("nan"), 7.0]), pa.array(["v1", "nan", "NaN"])]), labels,
+                           by_version=True)
+    assert [(w.model_version, w.logged) for w in mixed.windows] == [("", 2), ("7", 1), ("NaN", 1), ("v1", 1)]
+    assert mixed.unversioned == 2
+    text = quality_report(write("text", [pa.array(["nan", "v1"]), pa.array(["v1"])]), labels, by_version=True)
+    assert [(w.model_version, w.logged) for w in text.windows] == [("nan", 1), ("v1", 2)]
+    assert text.unversioned == 0
+
+
 def test_text_7_0_stays_apart_from_the_number_7(tmp_path: Path) -> None:
     (tmp_path / "log").mkdir()
     for i, version in enumerate([pa.array([7], pa.int64()), pa.array([7.0]), pa.array(["7.0"])]):
