@@ -251,12 +251,13 @@ VERSION_WIDTH = 40
 
 def table_version(shown: str) -> str:
     """A shown version (:func:`shown_version`) as the table's column holds it: whole up to :data:`VERSION_WIDTH`
-    characters; longer, its start, ``...`` and 10 hex digits of its SHA-1, so that two long versions that start
-    alike stay apart."""
+    characters; longer, its start, ``... `` and 10 hex digits of its SHA-1, so that two long versions that start
+    alike stay apart. The space and the last character (a hex digit) keep a cut version apart from every whole
+    one: a version shown as written has no whitespace, a quoted one ends with its quote."""
     if len(shown) <= VERSION_WIDTH:
         return shown
     digest = hashlib.sha1(shown.encode("utf-8", "surrogatepass")).hexdigest()[:10]
-    return f"{shown[:VERSION_WIDTH - 13]}...{digest}"
+    return f"{shown[:VERSION_WIDTH - 14]}... {digest}"
 
 
 __all__ = ["EXIT_ERROR", "VERSION_WIDTH", "duration", "objectives", "register", "run", "shown_version", "table_version"]

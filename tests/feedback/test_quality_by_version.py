@@ -470,6 +470,30 @@ def test_long_versions_keep_the_table_aligned_and_apart(tmp_path: Path, capsys: 
     lines = capsys.readouterr().out.splitlines()
     assert len({line.index("2026-09-21") for line in lines[1:]}) == 1  # the window column lines up
     assert lines[0].index("window") == lines[1].index("2026-09-21")
-    shown = [line.split()[1] for line in lines[1:]]
+    shown = [line[lines[0].index("version"):lines[0].index("window")].rstrip() for line in lines[1:]]
     assert len(set(shown)) == 4 and all(len(s) <= 40 for s in shown)
     assert "y" * 40 in shown  # 40 characters: whole
+
+
+def test_a_cut_version_never_reads_as_a_whole_version(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A 40-character version written as another's cut form (its start, ... and a digest) once read alike in
+    the table. A cut form has a space (a version shown as written has none) and ends with a hex digit (a quoted
+    one ends with its quote)."""
+    import hashlib
+
+    from aiwatch.commands.quality import shown_version, table_version
+
+    long = "release-2026-09-21-canary-build-" + "a" * 20
+    digest = hashlib.sha1(long.encode()).hexdigest()[:10]
+    cut = table_version(shown_version(long))
+    versions = sorted({long, cut, f"{long[:27]}...{digest}", f"{long[:26]}...{digest}"})
+    log = _sink_log(tmp_path, [{"request_id": f"r{i}", "timestamp": T0, "model": "m", "model_version": v,
+                                "output": 1.0} for i, v in enumerate(versions)])
+    labels = _labels(tmp_path, [(f"r{i}", 1) for i in range(len(versions))])
+    assert main(["quality", str(log), str(labels), "--min-labelled", "1", "--by-version"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    cells = [line[lines[0].index("version"):lines[0].index("window")].rstrip() for line in lines[1:]]
+    assert len(cells) == len(set(cells)) == len(versions)
+    for version in (long, "'" + "x" * 40 + "'", "v 7" * 20):
+        cut = table_version(shown_version(version))
+        assert len(cut) <= 40 and shown_version(cut) != cut and cut[-1] not in "'\""
