@@ -180,13 +180,15 @@ def run(args: argparse.Namespace) -> int:
         names = sorted({name for q in results for name in q.metrics})
         cells = [table_version(shown_version(q.model_version or "")) for q in results] if args.by_version else []
         width = max([len("version"), *map(len, cells)])
+        starts = [_start(q.start) for q in results]
+        start_width = max([17, *map(len, starts)])
         version = f"{'version':<{width}} " if args.by_version else ""
-        print(f"{'model':<16} {version}{'window (UTC)':<17} {'logged':>8} {'labelled':>8} {'unscored':>8}  "
-              + "  ".join(f"{n:>9}" for n in names))
+        print(f"{'model':<16} {version}{'window (UTC)':<{start_width}} {'logged':>8} {'labelled':>8} "
+              f"{'unscored':>8}  " + "  ".join(f"{n:>9}" for n in names))
         for i, q in enumerate(results):
             version = f"{cells[i]:<{width}} " if args.by_version else ""
-            print(f"{q.model:<16} {version}{_start(q.start):<17} {q.logged:>8} {q.labelled:>8} {q.unscored:>8}  "
-                  + "  ".join(f"{q.metrics.get(n, math.nan):>9.4g}" for n in names))
+            print(f"{q.model:<16} {version}{starts[i]:<{start_width}} {q.logged:>8} {q.labelled:>8} "
+                  f"{q.unscored:>8}  " + "  ".join(f"{q.metrics.get(n, math.nan):>9.4g}" for n in names))
         lines = [(model, latest[model], worse) for model, worse in failing.items()] + [
             (f"{model} version {shown_version(version)}", per_version[model, version], worse)
             for (model, version), worse in failing_versions.items()]
@@ -214,11 +216,12 @@ def _say_versions_without_verdict(results: list[Any], per_version: dict[tuple[st
 
 
 def _start(seconds: float) -> str:
-    """A window's start as the table shows it; its Unix seconds when the platform cannot read it as a date."""
+    """A window's start as the table shows it; its Unix seconds when the platform cannot read it as a date,
+    written whole (the shortest text that reads back as the same number: two starts never read alike)."""
     try:
         return time.strftime("%Y-%m-%d %H:%M", time.gmtime(seconds))
     except (OverflowError, OSError, ValueError):
-        return f"{seconds:.15g}"
+        return repr(seconds)
 
 
 def _no_window(which: str, min_labelled: int, results: list[Any], untimed: int) -> ValueError:

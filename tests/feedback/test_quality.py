@@ -252,14 +252,22 @@ def test_a_textfile_that_cannot_be_written_is_one_line_naming_the_option_and_pat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-dir"]
 
 
-def test_a_window_start_out_of_the_platforms_time_range_is_printed_as_seconds(
+def test_a_window_start_out_of_the_platforms_time_range_is_printed_as_its_exact_seconds_aligned(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """1e17 and the next double, 1e17 + 16: both read 1e+17 to 15 significant digits; each start is printed as
+    the number it is, and the next column stays lined up."""
     (tmp_path / "log").mkdir()
-    pq.write_table(pa.table({"request_id": ["a"], "timestamp": [1.08e17], "model": ["m"], "output": [1.0]}),
-                   tmp_path / "log" / "part-0.parquet")
-    (tmp_path / "labels.csv").write_text("request_id,outcome\na,1\n")
-    assert main(["quality", str(tmp_path / "log"), str(tmp_path / "labels.csv"), "--min-labelled", "1"]) == 0
-    assert capsys.readouterr().out.splitlines()[1].split()[:2] == ["m", "1.08e+17"]
+    stamps = [-1e17, 1e17, 1e17 + 16]
+    pq.write_table(pa.table({"request_id": ["a", "b", "c"], "timestamp": stamps, "model": ["m"] * 3,
+                             "output": [1.0] * 3}), tmp_path / "log" / "part-0.parquet")
+    (tmp_path / "labels.csv").write_text("request_id,outcome\na,1\nb,1\nc,1\n")
+    windows = realised_quality(tmp_path / "log", tmp_path / "labels.csv", window_seconds=1)
+    assert [w.start for w in windows] == stamps
+    assert main(["quality", str(tmp_path / "log"), str(tmp_path / "labels.csv"), "--min-labelled", "1",
+                 "--window", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [float(line.split()[1]) for line in lines[1:]] == [w.start for w in windows]
+    assert {line.index(" 1 ") for line in lines[1:]} == {lines[0].index("logged") + len("logged") - 2}
 
 
 def test_a_window_far_finer_than_a_huge_timestamp_is_the_timestamp_without_a_warning(
