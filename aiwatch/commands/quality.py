@@ -58,10 +58,10 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--by-version", action="store_true",
                         help="windows per model and model_version (a canary beside the stable version); the verdict "
                              "is taken on each model's latest window, as without the flag, and on each version's "
-                             "(a version with too few labels for its own is named on stderr). A request logged "
-                             "again under the same model and id counts once, for the version of its latest row; an "
-                             "empty, null or missing "
-                             "model_version is shown as (none). The --textfile gauges stay per model (they have no "
+                             "(versions with too few labels for their own: the first 10 named on stderr, all "
+                             "listed in --json). A request logged again under the same model and id counts once, "
+                             "for the version of its latest row; an empty, null or missing model_version is shown "
+                             "as (none). The --textfile gauges stay per model (they have no "
                              "version label)")
     add_time_range(parser)
     parser.set_defaults(handler=run)
@@ -160,8 +160,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"aiwatch quality: {unscored} labelled request{'s' * (unscored != 1)} not scored: a prediction that "
               "is missing" + (", NaN, infinite or not a number" if args.kind == "regressor" else " or NaN"),
               file=sys.stderr)
-    if args.by_version:
-        _say_versions_without_verdict(results, per_version, args.min_labelled)
+    without_verdict = _versions_without_verdict(results, per_version) if args.by_version else {}
+    _say_versions_without_verdict(without_verdict, args.min_labelled)
     failing = {model: below_objective(q, bounds) for model, q in latest.items()}
     failing_versions = {key: below_objective(q, bounds) for key, q in per_version.items()}
     if args.json:
@@ -170,8 +170,11 @@ def run(args: argparse.Namespace) -> int:
         for (model, version), worse in failing_versions.items():
             if worse:
                 by_version.setdefault(model, {})[version] = worse
-        verdicts = {"below_objective": by_version, "below_objective_per_model": below} if args.by_version else {
-            "below_objective": below}
+        no_verdict: dict[str, list[str]] = {}
+        for model, version in without_verdict:
+            no_verdict.setdefault(model, []).append(version)
+        verdicts = {"below_objective": by_version, "below_objective_per_model": below,
+                    "versions_without_verdict": no_verdict} if args.by_version else {"below_objective": below}
         print(json.dumps({"windows": [q.to_dict() for q in results], "labels_left_out": unusable,
                           "logged_duplicates_left_out": report.duplicates, "logged_untimed_left_out": report.untimed,
                           **({"logged_unversioned": report.unversioned} if args.by_version else {}),
@@ -199,20 +202,34 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_DRIFT if any(failing.values()) or any(failing_versions.values()) else EXIT_OK
 
 
-def _say_versions_without_verdict(results: list[Any], per_version: dict[tuple[str, str], Any],
-                                  min_labelled: int) -> None:
-    """Name on stderr each (model, version) with no window of ``min_labelled`` scored labels: no verdict of its
-    own (the model's verdict still counts its requests)."""
-    most: dict[tuple[str, str], list[int]] = {}
+#: How many versions without a verdict stderr names one by one; the rest are one line (``--json`` lists them all).
+SHOWN_WITHOUT_VERDICT = 10
+
+
+def _versions_without_verdict(results: list[Any], per_version: dict[tuple[str, str], Any],
+                              ) -> dict[tuple[str, str], list[int]]:
+    """Each (model, version) with no window of ``--min-labelled`` scored labels (no verdict of its own; the
+    model's verdict still counts its requests), in the table's order, with the scored labels of each window."""
+    found: dict[tuple[str, str], list[int]] = {}
     for q in results:
         key = (q.model, q.model_version or "")
         if key not in per_version:
-            most.setdefault(key, []).append(q.scored)
-    for (model, version), scored in most.items():
+            found.setdefault(key, []).append(q.scored)
+    return found
+
+
+def _say_versions_without_verdict(found: dict[tuple[str, str], list[int]], min_labelled: int) -> None:
+    """Name the first :data:`SHOWN_WITHOUT_VERDICT` versions without a verdict on stderr, then count the rest (a
+    version per request would be a line per request)."""
+    for (model, version), scored in list(found.items())[:SHOWN_WITHOUT_VERDICT]:
         count = f"{max(scored)} scored label{'s' * (max(scored) != 1)}"
         print(f"aiwatch quality: {model} version {shown_version(version)}: "
               + (count if len(scored) == 1 else f"at most {count} in one of its {len(scored)} windows")
               + f", under --min-labelled {min_labelled}: no verdict", file=sys.stderr)
+    more = len(found) - SHOWN_WITHOUT_VERDICT
+    if more > 0:
+        print(f"aiwatch quality: ... and {more} more version{'s' * (more != 1)} without a verdict (--json lists "
+              "them)", file=sys.stderr)
 
 
 def _start(seconds: float) -> str:
@@ -263,4 +280,5 @@ def table_version(shown: str) -> str:
     return f"{shown[:VERSION_WIDTH - 14]}... {digest}"
 
 
-__all__ = ["EXIT_ERROR", "VERSION_WIDTH", "duration", "objectives", "register", "run", "shown_version", "table_version"]
+__all__ = ["EXIT_ERROR", "SHOWN_WITHOUT_VERDICT", "VERSION_WIDTH", "duration", "objectives", "register", "run",
+           "shown_version", "table_version"]

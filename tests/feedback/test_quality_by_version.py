@@ -309,6 +309,27 @@ def test_a_version_without_a_verdict_in_several_windows_is_named_with_its_fulles
         "no verdict"]
 
 
+@pytest.mark.parametrize("n", [10, 11, 1000])
+def test_stderr_names_the_first_10_versions_without_a_verdict_and_json_lists_them_all(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], n: int) -> None:
+    """A version per request, each with one label under --min-labelled 2: 10 named on stderr, then one line
+    counting the rest (1000 versions were 1000 lines); --json's versions_without_verdict has every one."""
+    log = _sink_log(tmp_path, [{"request_id": f"r{i}", "timestamp": T0 + i, "model": "m",
+                                "model_version": f"build-{i:04d}", "output": 1.0} for i in range(n)])
+    labels = _labels(tmp_path, [(f"r{i}", 1) for i in range(n)])
+    args = ["quality", str(log), str(labels), "--by-version", "--min-labelled", "2"]
+    assert main(args) == 0
+    err = [line for line in capsys.readouterr().err.splitlines() if "verdict" in line]
+    assert err[:10] == [f"aiwatch quality: m version build-{i:04d}: 1 scored label, under --min-labelled 2: no "
+                        "verdict" for i in range(10)]
+    more = n - 10
+    assert err[10:] == ([f"aiwatch quality: ... and {more} more version{'s' * (more != 1)} without a verdict "
+                         "(--json lists them)"] if more else [])
+    assert main([*args, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["versions_without_verdict"] == {
+        "m": [f"build-{i:04d}" for i in range(n)]}
+
+
 @pytest.mark.parametrize("column, type_name", [
     (pa.array([[1], [2]], pa.list_(pa.int64())), "list<element: int64>"),
     (pa.array([{"a": 1}, {"a": 2}]), "struct<a: int64>"),
