@@ -541,6 +541,14 @@ def test_server_timing_names_a_service_with_spaces_and_a_percent_sign_quoted(met
     recorder.finish(tl, "/", "GET", "200")
 
 
+def test_server_timing_clamps_an_overhead_of_negative_zero_to_zero(metrics: Metrics) -> None:
+    recorder = RequestRecorder(metrics, service="svc")
+    tl = recorder.begin(start=0.0)
+    value, _ = tl.server_timing(now=-0.0)  # a clock reading of -0.0: the time so far is -0.0 - 0.0 = -0.0
+    assert value.startswith("overhead;dur=0.000, ")
+    recorder.finish(tl, "/", "GET", "200")
+
+
 def test_metrics_failing_at_start_up_are_counted_under_metrics_and_requests_still_recorded(
         metrics: Metrics, monkeypatch: pytest.MonkeyPatch) -> None:
     real_child = metrics.child
@@ -1206,7 +1214,8 @@ def test_a_refused_duration_or_size_is_logged_with_what_it_was(metrics: Metrics,
         RequestRecorder(metrics, slow_threshold=math.nan)
 
 
-@pytest.mark.parametrize("sizes", [{"request_bytes": -5}, {"response_bytes": 10**400}, {"request_bytes": 1.5}])
+@pytest.mark.parametrize("sizes", [{"request_bytes": -5}, {"response_bytes": 10**400}, {"request_bytes": 1.5},
+                                   {"response_bytes": 1.5}, {"response_bytes": True}])
 def test_a_refused_size_is_counted_as_a_metrics_error_on_the_recorders_own_metrics(metrics: Metrics,
                                                                                      sizes: dict[str, Any]) -> None:
     recorder = RequestRecorder(metrics, service="svc")
@@ -1214,6 +1223,9 @@ def test_a_refused_size_is_counted_as_a_metrics_error_on_the_recorders_own_metri
     assert errors(metrics, "metrics") == 1
     assert metrics.registry.get_sample_value("aiwatch_request_duration_seconds_count", {
         "service": "svc", "route": "/p", "method": "POST", "status": "200", "traffic_class": "realtime"}) == 1
+    sizes_labels = {"service": "svc", "route": "/p", "method": "POST"}
+    for size in ("request", "response"):  # the refused size observed nowhere
+        assert metrics.registry.get_sample_value(f"aiwatch_{size}_size_bytes_count", sizes_labels) == 0
 
 
 def test_a_request_size_alone_is_recorded_without_a_response_size(metrics: Metrics) -> None:
@@ -1344,6 +1356,18 @@ def test_a_traced_requests_span_carries_its_token_usage(
     tl = recorder.begin()
     aiwatch.record_tokens(input_tokens=12, model="chat-small")
     aiwatch.record_tokens(output_tokens=3)
+    recorder.finish(tl, "/p", "POST", "200")
+    (span,) = exporter.get_finished_spans()
+    assert {k: v for k, v in (span.attributes or {}).items() if k.startswith("gen_ai.")} == {
+        "gen_ai.usage.input_tokens": 12, "gen_ai.usage.output_tokens": 3, "gen_ai.request.model": "chat-small"}
+    assert errors(metrics, "tracing") == 0
+
+
+def test_a_traced_requests_span_takes_the_recorders_model_when_no_token_call_names_one(
+        metrics: Metrics, provider: TracerProvider, exporter: InMemorySpanExporter) -> None:
+    recorder = RequestRecorder(metrics, service="svc", model="chat-small", tracer_provider=provider)
+    tl = recorder.begin()
+    aiwatch.record_tokens(input_tokens=12, output_tokens=3)
     recorder.finish(tl, "/p", "POST", "200")
     (span,) = exporter.get_finished_spans()
     assert {k: v for k, v in (span.attributes or {}).items() if k.startswith("gen_ai.")} == {
