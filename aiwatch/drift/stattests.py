@@ -271,8 +271,9 @@ DENSE_CELL = 4
 def wasserstein_distance_to_sorted(u: npt.NDArray[np.float64], v: npt.NDArray[np.float64],
                                    scratch: Scratch | None = None,
                                    max_crossing_share: float = MAX_CROSSING_SHARE) -> float:
-    """:func:`wasserstein_distance_sorted` of a *sorted* reference ``u`` and finite current values ``v`` in any
-    order, without sorting ``v`` (millions of values in the exact mode, against a 20 000-value reference sample).
+    """:func:`wasserstein_distance_sorted` of a *sorted* reference ``u`` and current values ``v`` in any order,
+    without sorting ``v`` (millions of values in the exact mode, against a 20 000-value reference sample). A NaN
+    among them gives NaN, as scipy and :func:`wasserstein_distance_sorted` do.
 
     The distance is ``integral of |F_u - F_v|``. Every value is taken to cell units, ``x * scale + shift``
     (``scale`` a power of two, about :data:`CELLS_PER_REFERENCE` cells per reference value, the reference from 1),
@@ -295,6 +296,8 @@ def wasserstein_distance_to_sorted(u: npt.NDArray[np.float64], v: npt.NDArray[np
     lo, hi = float(u[0]), float(u[-1])
     span = hi - lo
     if n < MIN_CURRENT_PER_REFERENCE * m or not 0.0 < span < math.inf or m * n > _COUNTS_EXACT:
+        return wasserstein_distance_sorted(u, np.sort(v))
+    if np.isnan(v).any():  # a NaN has no cell: the sort's answer, NaN (scipy's), as without a scratch
         return wasserstein_distance_sorted(u, np.sort(v))
     # cells of width 1 / scale; scale a power of two (x * scale is exact) at most CELLS_PER_REFERENCE cells per value
     cells = CELLS_PER_REFERENCE * m / span

@@ -702,3 +702,58 @@ def test_the_scratch_arrays_are_reused_for_a_column_no_longer_than_the_last() ->
         assert (scratch.floats(n).shape, scratch.cells(n).shape) == ((n,), (n,))
     assert not np.shares_memory(scratch.floats(101), floats)  # a longer one: new arrays
     assert not np.shares_memory(scratch.cells(101), cells)
+
+
+def test_ks_takes_python_ints_past_int64_as_floats() -> None:
+    # a list of Python ints past int64 is an object array to numpy, which scipy's ks_2samp cannot read
+    for reference, current in (([10**20, 1], [1.0, 2.0]), ([1.0, 2.0], [10**20, 1])):
+        expected = stats.ks_2samp(np.asarray(reference, dtype=np.float64), np.asarray(current, dtype=np.float64))
+        got = stattests.ks(reference, current)
+        assert (got.statistic, got.pvalue) == (float(expected.statistic), float(expected.pvalue)) == (0.5, 1.0)
+
+
+def test_chisquare_of_counts_whose_sum_passes_int64_is_taken_in_floats() -> None:
+    # 2**62 + 2**62 wraps to a negative int64: summed as ints, these counts would be "all zero" or negative
+    huge = [2**62, 2**62]
+    assert stattests.chisquare([5, 5], huge).pvalue == 1.0
+    assert stattests.chisquare([5, 5], huge).statistic == 0.0
+    assert stattests.chisquare_expected([1, 1], huge).tolist() == [2.0**62, 2.0**62]
+
+
+@pytest.mark.parametrize("sorted_current", [False, True])
+@pytest.mark.parametrize("scratch", [None, "scratch"])
+def test_a_nan_among_the_current_values_gives_a_nan_wasserstein_on_every_path(
+        scratch: str | None, sorted_current: bool) -> None:
+    # scipy's answer; with a scratch (the exact mode's cells) a NaN has no cell and took numpy's bincount down
+    reference = [0.0, 1.0, 2.0, 3.0]
+    current = np.array([0.5, 1.5, 2.5] * 5 + [math.nan])
+    assert math.isnan(stats.wasserstein_distance(reference, current))
+    found = stattests.wasserstein(reference, np.sort(current) if sorted_current else current,
+                                  current_sorted=sorted_current,
+                                  scratch=stattests.Scratch() if scratch else None).statistic
+    assert math.isnan(found)
+    assert math.isnan(stattests.wasserstein_distance_to_sorted(np.asarray(reference), current, stattests.Scratch(),
+                                                               1.0))
+
+
+def test_the_cells_raise_no_invalid_operation_for_a_current_value_past_the_float_range_in_cell_units() -> None:
+    # -MAX_FLOAT in cell units is -inf, in cell 0, which crosses: an inf * 0 there, kept from the caller's numpy
+    # settings by the cells' own np.errstate(invalid="ignore"); the distance is scipy's all the same
+    start = 2.0**53
+    reference = np.array([start, start + 2, start + 2, start + 4])
+    current = np.array([-MAX_FLOAT] + [start + 100] * 15)
+    with warnings.catch_warnings(), np.errstate(all="raise"):
+        warnings.simplefilter("error")
+        found = stattests.wasserstein_distance_to_sorted(reference, current, stattests.Scratch())
+    assert found == stats.wasserstein_distance(reference, current) == pytest.approx(1.1235582092889473e307)
+
+
+@pytest.mark.parametrize("magnitude", [8.9e307, 3e301])
+def test_the_cells_of_a_reference_spanning_most_of_the_float_range_keep_the_values_near_zero(
+        magnitude: float) -> None:
+    # a scale of 2**-1021 (8.9e307) or 2**-1000 (3e301) cells would round 0, 1 and 2 into one cell: sorted instead
+    reference = np.array([-magnitude, 0.0, 1.0, magnitude])
+    current = np.repeat([-magnitude, 0.0, 2.0, magnitude], 4)
+    expected = stats.wasserstein_distance(reference, current)
+    assert expected == 0.25
+    assert stattests.wasserstein_distance_to_sorted(reference, current, stattests.Scratch(), 1.0) == expected
