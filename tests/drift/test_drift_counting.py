@@ -41,6 +41,7 @@ from aiwatch.drift.counting import (
 )
 from aiwatch.drift.errors import ProfileError
 from aiwatch.drift.sampling import keep_smallest, smallest_keys_sample, systematic_sample
+from tests.servers import require_module
 
 RNG = np.random.default_rng(7)
 
@@ -218,6 +219,13 @@ def test_codes_of_a_tuple_keep_each_value_as_it_is() -> None:
     # not through a numpy array of strings, where NaN would become the category "nan" and 3 the string "3"
     assert _buckets().codes((math.nan, "red", 3, 3.0)).tolist() == _buckets().codes([math.nan, "red", 3, 3.0]).tolist()
     assert _buckets().codes((math.nan, "red"))[0] == MISSING
+
+
+def test_codes_of_an_arrow_array_are_those_of_its_python_values() -> None:
+    # iterated as it is, an Arrow array gives pyarrow scalars, none of them a category
+    pa = require_module("pyarrow")
+    values = ["red", "blue", None, "green", "red"]
+    assert _buckets().codes(pa.array(values)).tolist() == _buckets().codes(values).tolist() == [0, 1, MISSING, 3, 0]
 
 
 # --------------------------------------------------------------------------------------- distinct values
