@@ -11,7 +11,11 @@ middleware, the grpc.aio server interceptor) serves on it: a chain of ``loop.cal
 was due), and adds the wall time since the previous sample ran (from the sampler's start for the first) to
 ``aiwatch_event_loop_sampled_seconds_total{service}``: the seconds of the loop's life it watched, so that the
 delays' sum over it is the share of the time the loop stood still, also for a scrape target that merges several
-processes' loops (prometheus_client's multiprocess mode). A timer callback, not a task: a closed loop drops it
+processes' loops (prometheus_client's multiprocess mode). Each sample, and the sampler's start, also sets
+``aiwatch_event_loop_last_sample_timestamp_seconds{service}`` to the wall clock (``time.time()``, which Prometheus'
+``time()`` compares it with; the delays use ``loop.time()``): a merged target serves the stalest live process's, so
+one process whose loop is blocked for good shows there while the others keep the merged counter growing. A timer
+callback, not a task: a closed loop drops it
 (nothing pending, nothing to cancel), and it never keeps ``run_until_complete``, ``asyncio.run`` or a server's
 shutdown waiting. The interval is ``$AIWATCH_EVENT_LOOP_INTERVAL`` (``off`` turns the sampler off), as the recorder
 that started the sampler read it: a loop has one sampler, and a later recorder asking it for another interval gets
@@ -24,8 +28,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from aiwatch.amounts import period
@@ -95,17 +100,28 @@ class LoopSampler:
         """The (metrics, histogram child, counter child) triples still alive, one per histogram child."""
         return tuple(found for found in (target.resolve() for target in self._targets) if found is not None)
 
-    def add(self, metrics: Metrics, child: Any, sampled: Any) -> None:
+    def add(self, metrics: Metrics, child: Any, sampled: Any, stamp: Any = None) -> None:
         """Record into ``child`` (a histogram child of ``aiwatch_event_loop_delay_seconds``) and ``sampled`` (the
-        same service's child of ``aiwatch_event_loop_sampled_seconds_total``), both of ``metrics``."""
+        same service's child of ``aiwatch_event_loop_sampled_seconds_total``), both of ``metrics``, and set
+        ``stamp`` (its child of ``aiwatch_event_loop_last_sample_timestamp_seconds``, if given) to the wall clock at
+        once and at each sample."""
         live = self._live()
         for target in live:
             if target.child() is child:
                 target.own(metrics)
+                if stamp is not None and target.stamp() is None:
+                    target.stamp = weakref.ref(stamp)
                 break
         else:
-            live = (*live, _Target(metrics, child, sampled))
+            live = (*live, _Target(metrics, child, sampled, stamp))
         self._targets = live
+        if stamp is not None:
+            # at once, not at the first sample: a child is made at 0, which the rules read as no value; set now, a
+            # loop blocked from its first request on shows its age from here
+            try:
+                stamp.set(time.time())
+            except Exception as exc:
+                record_error(COMPONENT, exc, metrics)
 
     def _live(self) -> tuple[_Target, ...]:
         return tuple(target for target in self._targets if target.resolve() is not None)
@@ -145,6 +161,8 @@ class LoopSampler:
         # the time from the sampler's start to its last sample, so their rate is the number of loops watched
         watched = max(0.0, now - self._ran)
         self._ran = now
+        # the wall clock, for the timestamp Prometheus' time() reads it against (loop.time() is monotonic, of no epoch)
+        stamped = time.time()
         gone = False
         for target in self._targets:
             found = target.resolve()
@@ -156,6 +174,9 @@ class LoopSampler:
                 # the time watched first: a scrape between the two reads the share low, never above 100%
                 sampled.inc(watched)
                 child.observe(delay)
+                stamp = target.stamp()
+                if stamp is not None:
+                    stamp.set(stamped)
             except Exception as exc:
                 record_error(COMPONENT, exc, metrics)
         if gone:
@@ -176,11 +197,13 @@ class _Target:
     process holds the same metric objects): the target lives while its children and any of them do, and a failure
     is counted in the first one alive."""
 
-    __slots__ = ("child", "owners", "sampled")
+    __slots__ = ("child", "owners", "sampled", "stamp")
 
-    def __init__(self, metrics: Metrics, child: Any, sampled: Any) -> None:
+    def __init__(self, metrics: Metrics, child: Any, sampled: Any, stamp: Any = None) -> None:
         self.child = weakref.ref(child)
         self.sampled = weakref.ref(sampled)
+        #: the gauge child of the last sample's time (none: a caller that gave none)
+        self.stamp: Callable[[], Any] = _none if stamp is None else weakref.ref(stamp)
         self.owners: tuple[weakref.ref[Metrics], ...] = (weakref.ref(metrics),)
 
     def own(self, metrics: Metrics) -> None:
@@ -198,6 +221,10 @@ class _Target:
             if metrics is not None:
                 return metrics, child, sampled
         return None
+
+
+def _none() -> None:
+    return None
 
 
 #: The sampler of each event loop (not keeping the loop alive: a collected loop's entry goes with it).
@@ -218,9 +245,11 @@ def sampler_for(loop: asyncio.AbstractEventLoop) -> LoopSampler | None:
     return _samplers.get(loop)
 
 
-def watch(loop: asyncio.AbstractEventLoop, interval: float, metrics: Metrics, child: Any, sampled: Any) -> None:
+def watch(loop: asyncio.AbstractEventLoop, interval: float, metrics: Metrics, child: Any, sampled: Any,
+          stamp: Any = None) -> None:
     """Have ``loop``'s sampler observe its delay into ``child`` (a histogram child of ``metrics``) and add the time it
-    watched the loop to ``sampled`` (a counter child of ``metrics``), all held weakly, starting the sampler (every
+    watched the loop to ``sampled`` (a counter child of ``metrics``), and set ``stamp`` (a gauge child of
+    ``metrics``, if given) to the wall clock at once and at each sample, all held weakly, starting the sampler (every
     ``interval`` seconds) if the loop has none running. A loop has one sampler: asked for another interval than the
     running one's, it keeps its own, and a warning naming both is logged (once per loop). Call it on the loop's
     thread. Never raises."""
@@ -230,7 +259,7 @@ def watch(loop: asyncio.AbstractEventLoop, interval: float, metrics: Metrics, ch
             if sampler is None or not sampler.running:
                 started = _samplers[loop] = LoopSampler(loop, interval)
                 started.warned = sampler is not None and sampler.warned
-                started.add(metrics, child, sampled)
+                started.add(metrics, child, sampled, stamp)
                 started.start()
                 return
             if interval != sampler.interval and not sampler.warned:
@@ -239,6 +268,6 @@ def watch(loop: asyncio.AbstractEventLoop, interval: float, metrics: Metrics, ch
                              "every %g s (AIWATCH_EVENT_LOOP_INTERVAL when it was made, or its loop_interval) shares "
                              "that sampler: a loop has one, at the interval of the first recorder to watch it",
                              sampler.interval, interval)
-            sampler.add(metrics, child, sampled)
+            sampler.add(metrics, child, sampled, stamp)
     except Exception as exc:
         record_error(COMPONENT, exc, metrics)

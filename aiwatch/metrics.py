@@ -89,7 +89,8 @@ class MetricSpec:
     #: How a gauge is aggregated across processes in prometheus_client multiprocess mode.
     multiprocess_mode: str = "all"
     #: What a gauge's series reads after :meth:`Metrics.remove` in multiprocess mode, where prometheus_client cannot
-    #: take it out of the sample files: 0 for a flag, count or share; NaN for a statistic (no rule fires on it).
+    #: take it out of the sample files: 0 for a flag, count or share; NaN for a statistic (no rule fires on it); +Inf
+    #: for a ``livemin`` timestamp (the other processes' minimum wins, and no age computed from it is positive).
     removed_value: float = 0.0
 
 
@@ -165,6 +166,13 @@ CONTRACT: tuple[MetricSpec, ...] = (
                "watched, so rate(aiwatch_event_loop_delay_seconds_sum) over it is the share of the time a loop "
                "stood still: exact for one loop, the mean over the loops a scrape target merges (multiprocess "
                "mode).", ("service",), "seconds"),
+    MetricSpec("aiwatch_event_loop_last_sample_timestamp_seconds", "gauge",
+               "Unix time (wall clock) at which the event loop delay sampler last took a sample, or started. It "
+               "stops moving while the loop stands still. A target that merges several processes (multiprocess "
+               "mode) serves the stalest of its live processes' loops, so one loop blocked for good shows here "
+               "even while the other processes keep aiwatch_event_loop_sampled_seconds_total growing. 0 (a "
+               "series made but not yet set) means no value.", ("service",), "seconds",
+               multiprocess_mode="livemin", removed_value=math.inf),
     MetricSpec("aiwatch_rpc_messages_total", "counter",
                "Messages sent and received by streaming RPCs.", ("service", "route", "direction")),
     # --- payloads and bandwidth --------------------------------------------------------------------------
@@ -546,6 +554,7 @@ class Metrics:
         self.slow_threshold: Gauge = m["aiwatch_slow_threshold_seconds"]
         self.event_loop_delay: Histogram = m["aiwatch_event_loop_delay_seconds"]
         self.event_loop_sampled: Counter = m["aiwatch_event_loop_sampled_seconds_total"]
+        self.event_loop_last_sample: Gauge = m["aiwatch_event_loop_last_sample_timestamp_seconds"]
         self.rpc_messages: Counter = m["aiwatch_rpc_messages_total"]
         self.overhead_clamped: Counter = m["aiwatch_overhead_clamped_total"]
         self.request_size: Histogram = m["aiwatch_request_size_bytes"]

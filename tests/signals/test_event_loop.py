@@ -177,6 +177,70 @@ def test_every_service_on_a_loop_counts_the_time_watched_once_per_sample(metrics
     assert watched(metrics, "svc") == pytest.approx(0.3) and watched(metrics, "other") == pytest.approx(0.3)
 
 
+def stamp(metrics: Metrics, service: str = "svc") -> float | None:
+    return metrics.registry.get_sample_value("aiwatch_event_loop_last_sample_timestamp_seconds", {"service": service})
+
+
+class WallClock:
+    """Stands in for ``time`` in :mod:`aiwatch.eventloop`: ``time()`` reads ``now``, or counts up from 1000 by 1 on
+    each read when ``now`` is None."""
+
+    def __init__(self, now: float | None = None) -> None:
+        self.now = now
+        self.reads = 0
+
+    def time(self) -> float:
+        self.reads += 1
+        return self.now if self.now is not None else 999.0 + self.reads
+
+
+def test_the_last_sample_timestamp_is_the_wall_clock_at_the_samplers_start_and_at_each_sample(
+        metrics: Metrics, monkeypatch: pytest.MonkeyPatch) -> None:
+    """aiwatch_event_loop_last_sample_timestamp_seconds: set when the loop is first watched (a child is made at 0,
+    which would read as no value until the first sample) and at each sample, from the wall clock Prometheus' time()
+    compares it with, not the loop's clock (of no epoch)."""
+    wall = WallClock(1000.0)
+    monkeypatch.setattr(eventloop, "time", wall)
+    loop = ClockLoop()
+    eventloop.watch(loop, 0.1, metrics, *children(metrics),  # type: ignore[arg-type]
+                    metrics.child(metrics.event_loop_last_sample, ("svc",)))
+    sampler = eventloop.sampler_for(loop)  # type: ignore[arg-type]
+    assert sampler is not None and count(metrics) == 0
+    assert stamp(metrics) == 1000.0  # before any sample
+    wall.now, loop.now = 1000.1, 100.1
+    sampler._sample()
+    assert stamp(metrics) == 1000.1
+    wall.now, loop.now = 1005.1, 105.1  # 5 s late: the stamp moves only when the sample runs
+    sampler._sample()
+    assert stamp(metrics) == 1005.1 and count(metrics) == 2 and errors(metrics) == 0
+
+
+def test_a_second_service_on_a_running_sampler_gets_its_timestamp_at_once(
+        metrics: Metrics, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(eventloop, "time", WallClock(1000.0))
+    loop = ClockLoop()
+    for service in ("svc", "other"):
+        eventloop.watch(loop, 0.1, metrics, *children(metrics, service),  # type: ignore[arg-type]
+                        metrics.child(metrics.event_loop_last_sample, (service,)))
+    assert stamp(metrics, "svc") == stamp(metrics, "other") == 1000.0
+
+
+def test_a_recorder_sets_its_loops_last_sample_timestamp_when_it_starts_watching_and_at_each_sample(
+        metrics: Metrics, monkeypatch: pytest.MonkeyPatch) -> None:
+    wall = WallClock()
+    monkeypatch.setattr(eventloop, "time", wall)
+    seen: list[float | None] = []
+
+    async def work() -> None:
+        seen.append(stamp(metrics))  # watch_loop ran, no sample yet
+        while count(metrics) < 2:
+            await asyncio.sleep(0.05)
+
+    serve(RequestRecorder(metrics, "svc"), work)
+    assert seen == [1000.0]
+    assert stamp(metrics) == 999.0 + wall.reads and wall.reads >= 3  # the latest of the start's and the samples'
+
+
 class ClockLoop:
     """Stands in for a loop whose clock the test sets: it records the due times the sampler asks for."""
 
@@ -573,6 +637,57 @@ print(os.getpid())
     assert both[0] == pytest.approx(alone[0][0] + alone[1][0])
     assert both[2] == alone[0][2] + alone[1][2]
     assert both[1] / both[0] < 1  # the merged share: the two loops' stood-still seconds over their watched ones
+
+
+def test_a_merged_target_serves_the_stalest_live_processs_timestamp_and_a_dead_ones_goes(tmp_path: Path) -> None:
+    """Two workers' loops sampled one after the other: the merged time watched grows with both, and the merged
+    timestamp is the first one's last sample (livemin: the stalest, as a worker whose loop is blocked for good would
+    leave it), until the worker is marked dead (aiwatch.gunicorn.child_exit) and the other's shows."""
+    code = _SAMPLED_FOR_A_MOMENT + """
+import os
+from prometheus_client import REGISTRY
+print(os.getpid(), REGISTRY.get_sample_value("aiwatch_event_loop_last_sample_timestamp_seconds", {"service": "svc"}))
+"""
+    env = python_env(PROMETHEUS_MULTIPROC_DIR=str(tmp_path), AIWATCH_EVENT_LOOP_INTERVAL="0.05")
+    runs = []
+    for _ in range(2):
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+        assert done.returncode == 0, done.stderr
+        pid, last = done.stdout.split()
+        runs.append((int(pid), float(last)))
+    (first, first_last), (_, second_last) = runs
+    assert 0 < first_last < second_last  # the second ran after the first ended
+
+    def timestamp() -> float | None:
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=str(tmp_path))
+        return registry.get_sample_value("aiwatch_event_loop_last_sample_timestamp_seconds", {"service": "svc"})
+
+    assert timestamp() == first_last
+    multiprocess.mark_process_dead(first, str(tmp_path))  # type: ignore[no-untyped-call]
+    assert timestamp() == second_last
+    assert merged(tmp_path, "*.db")[0] > 0  # the dead worker's counts stay
+
+
+def test_a_removed_timestamp_leaves_the_other_processes_minimum(tmp_path: Path) -> None:
+    """Metrics.remove in multiprocess mode cannot take a series out of the files: the timestamp's removed value is
+    +Inf, which livemin passes over (0 or NaN would be the merged value, or win by file order)."""
+    code = _SAMPLED_FOR_A_MOMENT + """
+import sys
+from aiwatch.metrics import default_metrics
+m = default_metrics()
+if sys.argv[1] == "remove":
+    m.remove(m.event_loop_last_sample, ("svc",))
+"""
+    env = python_env(PROMETHEUS_MULTIPROC_DIR=str(tmp_path), AIWATCH_EVENT_LOOP_INTERVAL="0.05")
+    for action in ("remove", "keep"):
+        done = subprocess.run([sys.executable, "-c", code, action], capture_output=True, text=True, timeout=120,
+                              env=env)
+        assert done.returncode == 0, done.stderr
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=str(tmp_path))
+    value = registry.get_sample_value("aiwatch_event_loop_last_sample_timestamp_seconds", {"service": "svc"})
+    assert value is not None and 0 < value < float("inf")
 
 
 def merged(directory: Path, pattern: str) -> tuple[float, float, float]:
