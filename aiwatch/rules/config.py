@@ -89,7 +89,8 @@ class Selectors:
     queue: str = field(default="", metadata=_help("matchers on aiwatch_queue_depth"))
     gpu: str = field(default="", metadata=_help("matchers on aiwatch_gpu_* series"))
     event_loop: str = field(default="", metadata=_help(
-        "matchers on aiwatch_event_loop_delay_seconds and aiwatch_event_loop_sampled_seconds_total"))
+        "matchers on aiwatch_event_loop_delay_seconds, aiwatch_event_loop_sampled_seconds_total and "
+        "aiwatch_event_loop_last_sample_timestamp_seconds"))
     cache: str = field(default="", metadata=_help("matchers on aiwatch_feature_cache_requests_total"))
     drift: str = field(default="", metadata=_help("matchers on the drift gauges and the bin sketch"))
     instrumentation: str = field(default="", metadata=_help("matchers on aiwatch_instrumentation_errors_total"))
@@ -163,7 +164,9 @@ class Latency:
         "prompt loop stays around a millisecond", open_low=True))
     loop_stuck_window: str = field(default="2m", metadata=_help(
         "AiwatchEventLoopDelayHigh also fires for a replica whose sampler took no sample over this window "
-        "(aiwatch_event_loop_sampled_seconds_total did not grow) while its target is up: a loop blocked for good, or "
+        "(aiwatch_event_loop_sampled_seconds_total did not grow), or one of whose loops took none for longer than "
+        "this (aiwatch_event_loop_last_sample_timestamp_seconds: the stalest worker of a multiprocess target), while "
+        "its target is up: a loop blocked for good, or "
         "in stalls longer than this, takes no sample, so the share and the p99 have nothing to read. At least 2 "
         "scrape intervals plus $AIWATCH_EVENT_LOOP_INTERVAL, or a prompt loop reads as stuck between two scrapes"))
     loop_delay_for: str = "10m"

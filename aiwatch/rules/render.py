@@ -56,6 +56,7 @@ NETWORK = metric("aiwatch_network_duration_seconds")
 CLIENT_BYTES = metric("aiwatch_client_bytes_total")
 LOOP_DELAY = metric("aiwatch_event_loop_delay_seconds")
 LOOP_SAMPLED = metric("aiwatch_event_loop_sampled_seconds_total")
+LOOP_LAST_SAMPLE = metric("aiwatch_event_loop_last_sample_timestamp_seconds")
 IN_FLIGHT = metric("aiwatch_requests_in_flight")
 QUEUE_DEPTH = metric("aiwatch_queue_depth")
 GPU_UP = metric("aiwatch_gpu_up")
@@ -98,6 +99,7 @@ LOOP_DELAY_P99 = "service:aiwatch_event_loop_delay_seconds:p99"
 REPLICA_LOOP_DELAY_P99 = "instance_service:aiwatch_event_loop_delay_seconds:p99"
 LOOP_STALLED_RATIO = "instance_service:aiwatch_event_loop_stalled:ratio_rate{window}"
 LOOP_SAMPLED_INCREASE = "instance_service:aiwatch_event_loop_sampled_seconds:increase{window}"
+LOOP_SAMPLE_AGE = "instance_service:aiwatch_event_loop_last_sample_age_seconds:max"
 LINK_THROUGHPUT = "service_peer:aiwatch_client_throughput_bytes_per_second:rate{window}"
 NON_MODEL_P99 = "service_phase:aiwatch_non_model_latency_seconds:p99"
 OUTSIDE_MODEL = "service:aiwatch_time_outside_model:ratio"
@@ -312,6 +314,11 @@ def latency_records(cfg: RulesConfig) -> list[dict[str, Any]]:
         # nor the p99 above has anything to read)
         _record(LOOP_SAMPLED_INCREASE.format(window=lat.loop_stuck_window),
                 by("sum", _replica(cfg), increase(LOOP_SAMPLED, lat.loop_stuck_window, cfg.selectors.event_loop))),
+        # the seconds since the stalest loop of each replica took its last sample: a merged multiprocess target
+        # serves its stalest live worker's time (livemin), so one worker blocked for good shows here while the
+        # others keep the time watched above growing. "> 0": a series made and not yet set reads 0, no value
+        _record(LOOP_SAMPLE_AGE,
+                "time() - " + by("min", _replica(cfg), f"{series(LOOP_LAST_SAMPLE, cfg.selectors.event_loop)} > 0")),
         # the network alert's: a caller whose loop is starved (AiwatchEventLoopDelayHigh's share or p99 branch)
         # reads its responses late and counts the wait as network time, so its calls are left out, and one starved
         # replica of ten neither fires the alert nor (as an Alertmanager inhibition did) silences it for the other
@@ -484,10 +491,18 @@ def latency_alerts(cfg: RulesConfig) -> list[Alert]:
     watched = LOOP_SAMPLED_INCREASE.format(window=lat.loop_stuck_window)
     replica_matchers, replica_args = _same_scope_matchers(cfg, *REPLICA_LABELS)
     target = ", ".join(_scope(cfg, "job", "instance"))
+    stuck_seconds = number(duration_seconds(lat.loop_stuck_window))
     stuck = ('{{ with query (printf "' + watched + '{' + replica_matchers + '} == 0" ' + replica_args + ') }}'
              "Its sampler took no sample for the last " + lat.loop_stuck_window + " while the target is up: the "
              "loop stood still that whole time (blocked, or hung for good: a share of 100%), and the figures above, "
-             "of the samples that ran before, understate it. {{ end }}")
+             "of the samples that ran before, understate it. {{ else }}"
+             '{{ with query (printf "' + LOOP_SAMPLE_AGE + '{' + replica_matchers + '} > ' + stuck_seconds + '" '
+             + replica_args + ') }}'
+             "One of its loops took no sample for {{ . | first | value | humanizeDuration }} while the target is "
+             "up (aiwatch_event_loop_last_sample_timestamp_seconds: the stalest of the worker processes it merges): "
+             "that worker's loop is blocked, hung for good or in a stall longer than " + lat.loop_stuck_window
+             + ", while the others sample on; the figures above are theirs and leave it out. "
+             "{{ end }}{{ end }}")
     matchers, args = _same_scope_matchers(cfg, "service")
     outside = ('{{ with query (printf "' + OUTSIDE_MODEL + '{' + matchers + '}" ' + args + ') }}'
                "{{ with . }} Share of request time outside the model: {{ . | first | value | humanizePercentage }}."
@@ -521,12 +536,15 @@ def latency_alerts(cfg: RulesConfig) -> list[Alert]:
               "not inside either: look at the path, not at the model."),
         # one replica at a time: the share of the time its loop stood still (a long stall counts by its length),
         # or the p99 of its samples (frequent shorter stalls), or no sample at all while the target is up (a loop
-        # blocked for good, or in stalls longer than the stuck window: 1, stood still the whole window). All three
-        # carry the same labels, so "or" joins them and the "for" runs on when one branch hands over to another
+        # blocked for good, or in stalls longer than the stuck window: 1, stood still the whole window), or no
+        # sample from one of its loops over the stuck window (a multiprocess target's worker blocked for good while
+        # the others sample on: 1, that loop stood still the whole window). All four carry the same labels, so
+        # "or" joins them and the "for" runs on when one branch hands over to another
         Alert("AiwatchEventLoopDelayHigh",
               f"{stalled} > {number(lat.loop_stalled_ratio)}\nor\n"
               f"{REPLICA_LOOP_DELAY_P99} > {number(lat.loop_delay_p99_seconds)}\nor\n"
-              f"(\n  {watched} == 0\n  and on ({target})\n  ({UP} == 1)\n) + 1",
+              f"(\n  {watched} == 0\n  and on ({target})\n  ({UP} == 1)\n) + 1\nor\n"
+              f"(\n  {LOOP_SAMPLE_AGE} > {stuck_seconds}\n  and on ({target})\n  ({UP} == 1)\n) * 0 + 1",
               lat.loop_delay_for, "warning",
               "The event loop of {{ $labels.service }} on {{ $labels.instance }} is starved",
               f"One replica, {{{{ $labels.instance }}}} of {{{{ $labels.service }}}}: its asyncio event loop stood "

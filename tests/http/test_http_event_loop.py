@@ -1,18 +1,27 @@
 """Event loop delay on a real uvicorn server: a handler that blocks the loop shows as a delay, and the sampler ends
-with the server's loop (lifespan on, shutdown not held up, no warning)."""
+with the server's loop (lifespan on, shutdown not held up, no warning); on gunicorn with two uvicorn workers merged
+in one /metrics, the worker whose loop is blocked shows in the merged last-sample timestamp."""
 
 from __future__ import annotations
 
+import contextlib
+import glob
+import os
 import subprocess
 import sys
+import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.multiprocess import MultiProcessCollector
 
+from aiwatch.exposition import make_asgi_app
 from aiwatch.metrics import Metrics
 from aiwatch.middleware.asgi import AiwatchMiddleware
-from tests.servers import http_get, python_env, require_module, uvicorn_in_thread, wait_until
+from tests.http.test_http_e2e import scrape, value
+from tests.servers import free_port, http_get, python_app, python_env, require_module, uvicorn_in_thread, wait_until
 from tests.signals.test_event_loop import count, late
 
 pytestmark = pytest.mark.slow
@@ -73,3 +82,72 @@ print("exited", REGISTRY.get_sample_value("aiwatch_event_loop_delay_seconds_coun
                           timeout=60, env=python_env(AIWATCH_EVENT_LOOP_INTERVAL="0.05"))
     assert (done.returncode, done.stdout.strip()) == (0, "exited True"), done.stderr
     assert "Warning" not in done.stderr and "Task was destroyed" not in done.stderr, done.stderr
+
+
+async def _blocking_app(scope: Any, receive: Any, send: Any) -> None:
+    if scope["type"] == "http" and scope["path"] == "/block":
+        Path(os.environ["AIWATCH_TEST_BLOCKED"]).write_text(str(os.getpid()))
+        time.sleep(30)  # the worker's loop blocked for the rest of the test
+    await app(scope, receive, send)
+
+
+async def _metrics_or_blocking_app(scope: Any, receive: Any, send: Any) -> None:
+    if scope["type"] == "http" and scope["path"] == "/metrics":
+        await _exposition(scope, receive, send)
+    else:
+        await _blocking_app(scope, receive, send)
+
+
+_exposition = make_asgi_app()
+#: served by gunicorn in the test below: every request on the middleware (a scrape starts its worker's sampler)
+merged_app = AiwatchMiddleware(_metrics_or_blocking_app, service="svc")
+STAMP = "aiwatch_event_loop_last_sample_timestamp_seconds"
+
+
+def last_samples(directory: Path) -> dict[int, float]:
+    """Each live worker's own last-sample time of service "svc", from its sample file (what the runbook's snippet
+    reads to find the stuck worker)."""
+    found = {}
+    for path in glob.glob(str(directory / "gauge_livemin_*.db")):
+        for family in MultiProcessCollector.merge([path]):  # type: ignore[no-untyped-call]
+            for sample in family.samples:
+                if sample.name == STAMP and sample.labels.get("service") == "svc":
+                    found[int(path.rsplit("_", 1)[1].removesuffix(".db"))] = sample.value
+    return found
+
+
+def test_a_gunicorn_worker_whose_loop_is_blocked_shows_in_the_merged_last_sample_timestamp(tmp_path: Path) -> None:
+    """Two uvicorn workers, one /metrics merging both: one worker's loop blocked for good. The merged time watched
+    keeps growing (the other worker samples on), and the merged last-sample timestamp is the blocked worker's,
+    from before it blocked (livemin), while the other worker's own is fresh."""
+    require_module("gunicorn")
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    multiproc, blocked = tmp_path / "multiproc", tmp_path / "blocked"
+    multiproc.mkdir()
+    env = python_env(PROMETHEUS_MULTIPROC_DIR=str(multiproc), AIWATCH_EVENT_LOOP_INTERVAL="0.05",
+                     AIWATCH_TEST_BLOCKED=str(blocked))
+    # --timeout: gunicorn kills a worker whose loop misses its heartbeat that long; --graceful-timeout: the blocked
+    # one is killed at the end rather than waited for
+    with python_app(["-m", "gunicorn", "-w", "2", "-k", "uvicorn.workers.UvicornWorker", "--timeout", "120",
+                     "--graceful-timeout", "1", "-b", f"127.0.0.1:{port}", "-c", "python:aiwatch.gunicorn",
+                     "tests.http.test_http_event_loop:merged_app"], f"{base}/metrics", env=env):
+        def block() -> None:
+            with contextlib.suppress(OSError):  # the worker is killed at the end, the request never answered
+                http_get(f"{base}/block", 40.0)
+
+        threading.Thread(target=block, daemon=True).start()
+        wait_until(blocked.exists, 20, what="the /block request on a worker")
+        stuck_pid = int(blocked.read_text())
+        since = time.time()  # the blocked worker took its last sample before this
+        first = scrape(f"{base}/metrics")  # served by the other worker: its first request starts its sampler too
+        wait_until(lambda: (value(scrape(f"{base}/metrics"), "aiwatch_event_loop_sampled_seconds_total",
+                                  service="svc") or 0) > (value(first, "aiwatch_event_loop_sampled_seconds_total",
+                                                                service="svc") or 0) + 0.5,
+                   20, what="the merged time watched growing by the other worker's samples")
+        merged = value(scrape(f"{base}/metrics"), STAMP, service="svc")
+        own = last_samples(multiproc)
+    assert merged is not None and 0 < merged < since  # the stalest: the blocked worker's
+    assert own[stuck_pid] == merged
+    others = [stamp for pid, stamp in own.items() if pid != stuck_pid]
+    assert others and min(others) > since  # the other worker's is fresh
