@@ -14,7 +14,10 @@ delays' sum over it is the share of the time the loop stood still, also for a sc
 processes' loops (prometheus_client's multiprocess mode). Each sample, and the sampler's start, also sets
 ``aiwatch_event_loop_last_sample_timestamp_seconds{service}`` to the wall clock (``time.time()``, which Prometheus'
 ``time()`` compares it with; the delays use ``loop.time()``): a merged target serves the stalest live process's, so
-one process whose loop is blocked for good shows there while the others keep the merged counter growing. A timer
+one process whose loop is blocked for good shows there while the others keep the merged counter growing. And it
+sets ``aiwatch_event_loop_stalled_ratio{service}`` to the share of the last :data:`SHARE_WINDOW` seconds its loop stood
+still (its delays over the time watched, in :data:`SHARE_BUCKETS` buckets of loop time): a merged target serves the
+largest live process's, where the counters' ratio is the mean over the processes. A timer
 callback, not a task: a closed loop drops it
 (nothing pending, nothing to cancel), and it never keeps ``run_until_complete``, ``asyncio.run`` or a server's
 shutdown waiting. The interval is ``$AIWATCH_EVENT_LOOP_INTERVAL`` (``off`` turns the sampler off), as the recorder
@@ -26,6 +29,7 @@ that is gone (a reloaded app, a middleware rebuilt) are not kept alive by it, an
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import threading
 import time
@@ -46,6 +50,12 @@ _OFF = "off"
 #: asyncio runs a timer due within its clock's resolution at once), so a shorter one never lets the loop block in its
 #: poll and the sampler takes a whole core.
 MIN_INTERVAL = 0.001
+
+#: The seconds of loop time ``aiwatch_event_loop_stalled_ratio`` covers (``latency.window``'s default in the rules),
+#: counted in this many buckets: it covers the last 270 to 300 s (less after a longer stall), in constant memory
+#: whatever the interval.
+SHARE_WINDOW = 300.0
+SHARE_BUCKETS = 10
 
 _log = logging.getLogger("aiwatch")
 
@@ -94,26 +104,30 @@ class LoopSampler:
         self._due = 0.0
         #: ``loop.time()`` when the previous sample ran (when the sampler started, before the first)
         self._ran = 0.0
+        self._share = _Share()
 
     @property
     def targets(self) -> tuple[tuple[Metrics, Any, Any], ...]:
         """The (metrics, histogram child, counter child) triples still alive, one per histogram child."""
         return tuple(found for found in (target.resolve() for target in self._targets) if found is not None)
 
-    def add(self, metrics: Metrics, child: Any, sampled: Any, stamp: Any = None) -> None:
+    def add(self, metrics: Metrics, child: Any, sampled: Any, stamp: Any = None, share: Any = None) -> None:
         """Record into ``child`` (a histogram child of ``aiwatch_event_loop_delay_seconds``) and ``sampled`` (the
-        same service's child of ``aiwatch_event_loop_sampled_seconds_total``), both of ``metrics``, and set
-        ``stamp`` (its child of ``aiwatch_event_loop_last_sample_timestamp_seconds``, if given) to the wall clock at
-        once and at each sample."""
+        same service's child of ``aiwatch_event_loop_sampled_seconds_total``), both of ``metrics``, set ``stamp``
+        (its child of ``aiwatch_event_loop_last_sample_timestamp_seconds``, if given) to the wall clock at once and
+        at each sample, and ``share`` (its child of ``aiwatch_event_loop_stalled_ratio``, if given) to the share of
+        the last :data:`SHARE_WINDOW` seconds the loop stood still at each sample."""
         live = self._live()
         for target in live:
             if target.child() is child:
                 target.own(metrics)
                 if stamp is not None and target.stamp() is None:
                     target.stamp = weakref.ref(stamp)
+                if share is not None and target.share() is None:
+                    target.share = weakref.ref(share)
                 break
         else:
-            live = (*live, _Target(metrics, child, sampled, stamp))
+            live = (*live, _Target(metrics, child, sampled, stamp, share))
         self._targets = live
         if stamp is not None:
             # at once, not at the first sample: a child is made at 0, which the rules read as no value; set now, a
@@ -163,6 +177,7 @@ class LoopSampler:
         self._ran = now
         # the wall clock, for the timestamp Prometheus' time() reads it against (loop.time() is monotonic, of no epoch)
         stamped = time.time()
+        stalled = self._share.add(now, watched, delay)
         gone = False
         for target in self._targets:
             found = target.resolve()
@@ -177,6 +192,9 @@ class LoopSampler:
                 stamp = target.stamp()
                 if stamp is not None:
                     stamp.set(stamped)
+                share = target.share()
+                if share is not None and stalled is not None:
+                    share.set(stalled)
             except Exception as exc:
                 record_error(COMPONENT, exc, metrics)
         if gone:
@@ -197,13 +215,14 @@ class _Target:
     process holds the same metric objects): the target lives while its children and any of them do, and a failure
     is counted in the first one alive."""
 
-    __slots__ = ("child", "owners", "sampled", "stamp")
+    __slots__ = ("child", "owners", "sampled", "share", "stamp")
 
-    def __init__(self, metrics: Metrics, child: Any, sampled: Any, stamp: Any = None) -> None:
+    def __init__(self, metrics: Metrics, child: Any, sampled: Any, stamp: Any = None, share: Any = None) -> None:
         self.child = weakref.ref(child)
         self.sampled = weakref.ref(sampled)
-        #: the gauge child of the last sample's time (none: a caller that gave none)
+        #: the gauge children of the last sample's time and of the recent share (none: a caller that gave none)
         self.stamp: Callable[[], Any] = _none if stamp is None else weakref.ref(stamp)
+        self.share: Callable[[], Any] = _none if share is None else weakref.ref(share)
         self.owners: tuple[weakref.ref[Metrics], ...] = (weakref.ref(metrics),)
 
     def own(self, metrics: Metrics) -> None:
@@ -227,6 +246,33 @@ def _none() -> None:
     return None
 
 
+class _Share:
+    """The share of the last :data:`SHARE_WINDOW` seconds of loop time a loop stood still: its samples' delays over
+    the time they watched, summed in :data:`SHARE_BUCKETS` buckets by the loop time they ran at (a stall counts in
+    the bucket of the sample that ends it, as the counters' rate counts it at the scrape after it)."""
+
+    __slots__ = ("buckets",)
+
+    def __init__(self) -> None:
+        #: [start, watched, delay] per bucket, oldest first
+        self.buckets: collections.deque[list[float]] = collections.deque()
+
+    def add(self, now: float, watched: float, delay: float) -> float | None:
+        """Count a sample that ran at ``now``; the share over the window, ``None`` before any time was watched."""
+        width = SHARE_WINDOW / SHARE_BUCKETS
+        buckets = self.buckets
+        if buckets and now < buckets[-1][0] + width:
+            last = buckets[-1]
+            last[1] += watched
+            last[2] += delay
+        else:
+            buckets.append([now, watched, delay])
+        while buckets[0][0] < now - SHARE_WINDOW:  # never the newest: it started at most ``width`` ago
+            buckets.popleft()
+        total = sum(bucket[1] for bucket in buckets)
+        return min(1.0, sum(bucket[2] for bucket in buckets) / total) if total > 0 else None
+
+
 #: The sampler of each event loop (not keeping the loop alive: a collected loop's entry goes with it).
 _samplers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopSampler] = weakref.WeakKeyDictionary()
 _lock = threading.Lock()
@@ -246,20 +292,21 @@ def sampler_for(loop: asyncio.AbstractEventLoop) -> LoopSampler | None:
 
 
 def watch(loop: asyncio.AbstractEventLoop, interval: float, metrics: Metrics, child: Any, sampled: Any,
-          stamp: Any = None) -> None:
+          stamp: Any = None, share: Any = None) -> None:
     """Have ``loop``'s sampler observe its delay into ``child`` (a histogram child of ``metrics``) and add the time it
     watched the loop to ``sampled`` (a counter child of ``metrics``), and set ``stamp`` (a gauge child of
-    ``metrics``, if given) to the wall clock at once and at each sample, all held weakly, starting the sampler (every
-    ``interval`` seconds) if the loop has none running. A loop has one sampler: asked for another interval than the
-    running one's, it keeps its own, and a warning naming both is logged (once per loop). Call it on the loop's
-    thread. Never raises."""
+    ``metrics``, if given) to the wall clock at once and at each sample, and ``share`` (a gauge child of ``metrics``,
+    if given) to the share of the last :data:`SHARE_WINDOW` seconds the loop stood still, all held weakly, starting
+    the sampler (every ``interval`` seconds) if the loop has none running. A loop has one sampler: asked for another
+    interval than the running one's, it keeps its own, and a warning naming both is logged (once per loop). Call it
+    on the loop's thread. Never raises."""
     try:
         with _lock:
             sampler = _samplers.get(loop)
             if sampler is None or not sampler.running:
                 started = _samplers[loop] = LoopSampler(loop, interval)
                 started.warned = sampler is not None and sampler.warned
-                started.add(metrics, child, sampled, stamp)
+                started.add(metrics, child, sampled, stamp, share)
                 started.start()
                 return
             if interval != sampler.interval and not sampler.warned:
@@ -268,6 +315,6 @@ def watch(loop: asyncio.AbstractEventLoop, interval: float, metrics: Metrics, ch
                              "every %g s (AIWATCH_EVENT_LOOP_INTERVAL when it was made, or its loop_interval) shares "
                              "that sampler: a loop has one, at the interval of the first recorder to watch it",
                              sampler.interval, interval)
-            sampler.add(metrics, child, sampled, stamp)
+            sampler.add(metrics, child, sampled, stamp, share)
     except Exception as exc:
         record_error(COMPONENT, exc, metrics)

@@ -173,6 +173,13 @@ CONTRACT: tuple[MetricSpec, ...] = (
                "even while the other processes keep aiwatch_event_loop_sampled_seconds_total growing. 0 (a "
                "series made but not yet set) means no value.", ("service",), "seconds",
                multiprocess_mode="livemin", removed_value=math.inf),
+    MetricSpec("aiwatch_event_loop_stalled_ratio", "gauge",
+               "Share of the last 5 minutes the event loop stood still, computed by its sampler (its delays' sum "
+               "over the time it watched, updated at each sample). A target that merges several processes "
+               "(multiprocess mode) serves the largest of its live processes', where the share read from "
+               "aiwatch_event_loop_delay_seconds_sum and aiwatch_event_loop_sampled_seconds_total is their mean: "
+               "one worker stalled much of the time shows undiluted.", ("service",), "ratio",
+               multiprocess_mode="livemax"),
     MetricSpec("aiwatch_rpc_messages_total", "counter",
                "Messages sent and received by streaming RPCs.", ("service", "route", "direction")),
     # --- payloads and bandwidth --------------------------------------------------------------------------
@@ -555,6 +562,7 @@ class Metrics:
         self.event_loop_delay: Histogram = m["aiwatch_event_loop_delay_seconds"]
         self.event_loop_sampled: Counter = m["aiwatch_event_loop_sampled_seconds_total"]
         self.event_loop_last_sample: Gauge = m["aiwatch_event_loop_last_sample_timestamp_seconds"]
+        self.event_loop_stalled: Gauge = m["aiwatch_event_loop_stalled_ratio"]
         self.rpc_messages: Counter = m["aiwatch_rpc_messages_total"]
         self.overhead_clamped: Counter = m["aiwatch_overhead_clamped_total"]
         self.request_size: Histogram = m["aiwatch_request_size_bytes"]

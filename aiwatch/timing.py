@@ -480,7 +480,8 @@ class RequestRecorder:
     def watch_loop(self) -> None:
         """Have the running event loop's delay sampled into ``aiwatch_event_loop_delay_seconds{service}``, and the time
         watched into ``aiwatch_event_loop_sampled_seconds_total{service}``, and the time of its last sample into
-        ``aiwatch_event_loop_last_sample_timestamp_seconds{service}`` (:mod:`aiwatch.eventloop`): an asyncio
+        ``aiwatch_event_loop_last_sample_timestamp_seconds{service}``, and the share of the last 5 minutes it stood
+        still into ``aiwatch_event_loop_stalled_ratio{service}`` (:mod:`aiwatch.eventloop`): an asyncio
         integration calls it on every request; only the first on a loop does more than two lookups. Never raises."""
         if self.loop_interval is None:
             return
@@ -495,10 +496,11 @@ class RequestRecorder:
             child = self.metrics.child(self.metrics.event_loop_delay, (self.service,))
             sampled = self.metrics.child(self.metrics.event_loop_sampled, (self.service,))
             stamp = self.metrics.child(self.metrics.event_loop_last_sample, (self.service,))
+            share = self.metrics.child(self.metrics.event_loop_stalled, (self.service,))
         except Exception as exc:
             record_error("event_loop", exc, self.metrics)
             return
-        watch(loop, self.loop_interval, self.metrics, child, sampled, stamp)
+        watch(loop, self.loop_interval, self.metrics, child, sampled, stamp, share)
         try:
             self._loop_seen = weakref.ref(loop)
         except TypeError as exc:  # a loop type that cannot be weakly referenced: asked again next request

@@ -241,6 +241,46 @@ def test_a_recorder_sets_its_loops_last_sample_timestamp_when_it_starts_watching
     assert stamp(metrics) == 999.0 + wall.reads and wall.reads >= 3  # the latest of the start's and the samples'
 
 
+def share(metrics: Metrics, service: str = "svc") -> float | None:
+    return metrics.registry.get_sample_value("aiwatch_event_loop_stalled_ratio", {"service": service})
+
+
+def test_the_stalled_ratio_is_the_share_of_the_last_five_minutes_the_loop_stood_still(metrics: Metrics) -> None:
+    """aiwatch_event_loop_stalled_ratio: the sampler's own delays over the time it watched, over the last
+    SHARE_WINDOW seconds of loop time (in buckets of 30 s): a stall leaves it once its bucket is older."""
+    loop = ClockLoop()
+    eventloop.watch(loop, 10.0, metrics, *children(metrics), None,  # type: ignore[arg-type]
+                    metrics.child(metrics.event_loop_stalled, ("svc",)))
+    sampler = eventloop.sampler_for(loop)  # type: ignore[arg-type]
+    assert sampler is not None and share(metrics) == 0  # made, no sample yet
+    loop.now = 110.0  # on time
+    sampler._sample()
+    assert share(metrics) == 0
+    loop.now = 125.0  # due at 120: 5 s late, 15 s watched
+    sampler._sample()
+    assert share(metrics) == pytest.approx(5 / 25)
+    while loop.now < 400:  # on time every 10 s from here on
+        loop.now = loop.scheduled[-1]
+        sampler._sample()
+    assert loop.now == 405.0 and share(metrics) == pytest.approx(5 / 305) == total(metrics) / watched(metrics)
+    loop.now = 415.0  # the bucket that holds the stall (from 110 s) is over 300 s old: dropped
+    sampler._sample()
+    assert share(metrics) == 0 and total(metrics) == pytest.approx(5)
+
+
+def test_a_recorders_stalled_ratio_is_its_loops_delays_over_the_time_watched(metrics: Metrics) -> None:
+    async def block() -> None:
+        await asyncio.sleep(0.1)
+        time.sleep(0.3)  # the loop's thread blocked
+        while count(metrics) < 3:
+            await asyncio.sleep(0.05)
+
+    serve(RequestRecorder(metrics, "svc"), block)
+    found = share(metrics)
+    assert found is not None and found > 0
+    assert found == pytest.approx(total(metrics) / watched(metrics))  # under 5 minutes: the counters' own ratio
+
+
 class ClockLoop:
     """Stands in for a loop whose clock the test sets: it records the due times the sampler asks for."""
 
@@ -688,6 +728,37 @@ if sys.argv[1] == "remove":
     multiprocess.MultiProcessCollector(registry, path=str(tmp_path))
     value = registry.get_sample_value("aiwatch_event_loop_last_sample_timestamp_seconds", {"service": "svc"})
     assert value is not None and 0 < value < float("inf")
+
+
+def test_a_merged_target_serves_the_largest_live_processs_stalled_ratio_not_the_mean(tmp_path: Path) -> None:
+    """One process whose loop stood still much of the time, one prompt: the counters' merged ratio is the mean of
+    the two, diluted; the merged aiwatch_event_loop_stalled_ratio is the stalled one's own (livemax)."""
+    code = """
+import asyncio, os, sys, time
+from aiwatch.recording import make_recorder
+from prometheus_client import REGISTRY
+recorder = make_recorder(service="svc")
+async def main():
+    recorder.watch_loop()
+    await asyncio.sleep(0.1)
+    if sys.argv[1] == "stall":
+        time.sleep(0.4)
+    await asyncio.sleep(0.3)
+asyncio.run(main())
+print(REGISTRY.get_sample_value("aiwatch_event_loop_stalled_ratio", {"service": "svc"}))
+"""
+    env = python_env(PROMETHEUS_MULTIPROC_DIR=str(tmp_path), AIWATCH_EVENT_LOOP_INTERVAL="0.05")
+    own = {}
+    for kind in ("stall", "prompt"):
+        done = subprocess.run([sys.executable, "-c", code, kind], capture_output=True, text=True, timeout=120, env=env)
+        assert done.returncode == 0, done.stderr
+        own[kind] = float(done.stdout)
+    assert own["stall"] > own["prompt"]
+    seconds, delays, _ = merged(tmp_path, "*.db")
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=str(tmp_path))
+    assert registry.get_sample_value("aiwatch_event_loop_stalled_ratio", {"service": "svc"}) == own["stall"]
+    assert delays / seconds < own["stall"]  # the mean of the two
 
 
 def merged(directory: Path, pattern: str) -> tuple[float, float, float]:
