@@ -89,8 +89,8 @@ class Selectors:
     queue: str = field(default="", metadata=_help("matchers on aiwatch_queue_depth"))
     gpu: str = field(default="", metadata=_help("matchers on aiwatch_gpu_* series"))
     event_loop: str = field(default="", metadata=_help(
-        "matchers on aiwatch_event_loop_delay_seconds, aiwatch_event_loop_sampled_seconds_total and "
-        "aiwatch_event_loop_last_sample_timestamp_seconds"))
+        "matchers on aiwatch_event_loop_delay_seconds, aiwatch_event_loop_sampled_seconds_total, "
+        "aiwatch_event_loop_last_sample_timestamp_seconds and aiwatch_event_loop_stalled_ratio"))
     cache: str = field(default="", metadata=_help("matchers on aiwatch_feature_cache_requests_total"))
     drift: str = field(default="", metadata=_help("matchers on the drift gauges and the bin sketch"))
     instrumentation: str = field(default="", metadata=_help("matchers on aiwatch_instrumentation_errors_total"))
@@ -156,7 +156,8 @@ class Latency:
         "AiwatchEventLoopDelayHigh: share of the time one replica's (scrape target's) asyncio event loop stood "
         "still, the seconds its timers ran late per second the sampler watched it (rate of "
         "aiwatch_event_loop_delay_seconds_sum over rate of aiwatch_event_loop_sampled_seconds_total, over window; "
-        "for a multiprocess target, the mean over its worker processes' loops); a prompt loop shows about 1%, a "
+        "for a multiprocess target, the mean over its worker processes' loops), or the share of the last 5 minutes "
+        "its worst worker's loop stood still (aiwatch_event_loop_stalled_ratio); a prompt loop shows about 1%, a "
         "loop blocked 1 s in every 2 s 50%", 0, 1, open_low=True))
     loop_delay_p99_seconds: float = field(default=0.1, metadata=_help(
         "AiwatchEventLoopDelayHigh also fires when the p99 of how late one replica's asyncio event loop ran a timer "

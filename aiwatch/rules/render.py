@@ -57,6 +57,7 @@ CLIENT_BYTES = metric("aiwatch_client_bytes_total")
 LOOP_DELAY = metric("aiwatch_event_loop_delay_seconds")
 LOOP_SAMPLED = metric("aiwatch_event_loop_sampled_seconds_total")
 LOOP_LAST_SAMPLE = metric("aiwatch_event_loop_last_sample_timestamp_seconds")
+LOOP_STALLED = metric("aiwatch_event_loop_stalled_ratio")
 IN_FLIGHT = metric("aiwatch_requests_in_flight")
 QUEUE_DEPTH = metric("aiwatch_queue_depth")
 GPU_UP = metric("aiwatch_gpu_up")
@@ -100,6 +101,7 @@ REPLICA_LOOP_DELAY_P99 = "instance_service:aiwatch_event_loop_delay_seconds:p99"
 LOOP_STALLED_RATIO = "instance_service:aiwatch_event_loop_stalled:ratio_rate{window}"
 LOOP_SAMPLED_INCREASE = "instance_service:aiwatch_event_loop_sampled_seconds:increase{window}"
 LOOP_SAMPLE_AGE = "instance_service:aiwatch_event_loop_last_sample_age_seconds:max"
+LOOP_STALLED_WORST = "instance_service:aiwatch_event_loop_stalled_ratio:max"
 LINK_THROUGHPUT = "service_peer:aiwatch_client_throughput_bytes_per_second:rate{window}"
 NON_MODEL_P99 = "service_phase:aiwatch_non_model_latency_seconds:p99"
 OUTSIDE_MODEL = "service:aiwatch_time_outside_model:ratio"
@@ -317,6 +319,9 @@ def latency_records(cfg: RulesConfig) -> list[dict[str, Any]]:
         # the seconds since the stalest loop of each replica took its last sample: a merged multiprocess target
         # serves its stalest live worker's time (livemin), so one worker blocked for good shows here while the
         # others keep the time watched above growing. "> 0": a series made and not yet set reads 0, no value
+        # the share of the last 5 minutes the worst loop of each replica stood still, by its own sampler: a merged
+        # multiprocess target serves its largest live worker's (livemax), where the ratio above is their mean
+        _record(LOOP_STALLED_WORST, by("max", _replica(cfg), series(LOOP_STALLED, cfg.selectors.event_loop))),
         _record(LOOP_SAMPLE_AGE,
                 "time() - " + by("min", _replica(cfg), f"{series(LOOP_LAST_SAMPLE, cfg.selectors.event_loop)} > 0")),
         # the network alert's: a caller whose loop is starved (AiwatchEventLoopDelayHigh's share or p99 branch)
@@ -503,6 +508,11 @@ def latency_alerts(cfg: RulesConfig) -> list[Alert]:
              "that worker's loop is blocked, hung for good or in a stall longer than " + lat.loop_stuck_window
              + ", while the others sample on; the figures above are theirs and leave it out. "
              "{{ end }}{{ end }}")
+    worst = ('{{ with query (printf "' + LOOP_STALLED_WORST + '{' + replica_matchers + '} > '
+             + number(lat.loop_stalled_ratio) + '" ' + replica_args + ') }}'
+             "Its worst worker's loop stood still {{ . | first | value | humanizePercentage }} of the last 5 "
+             "minutes (aiwatch_event_loop_stalled_ratio: each worker process's own share, the largest of the live "
+             "ones; the share above is their mean). {{ end }}")
     matchers, args = _same_scope_matchers(cfg, "service")
     outside = ('{{ with query (printf "' + OUTSIDE_MODEL + '{' + matchers + '}" ' + args + ') }}'
                "{{ with . }} Share of request time outside the model: {{ . | first | value | humanizePercentage }}."
@@ -535,13 +545,15 @@ def latency_alerts(cfg: RulesConfig) -> list[Alert]:
               "time is between the two services (connections, proxies, load balancer, congestion, payload size), "
               "not inside either: look at the path, not at the model."),
         # one replica at a time: the share of the time its loop stood still (a long stall counts by its length),
+        # or its worst worker's own share (a multiprocess target's mean dilutes one stalled worker among N),
         # or the p99 of its samples (frequent shorter stalls), or no sample at all while the target is up (a loop
         # blocked for good, or in stalls longer than the stuck window: 1, stood still the whole window), or no
         # sample from one of its loops over the stuck window (a multiprocess target's worker blocked for good while
-        # the others sample on: 1, that loop stood still the whole window). All four carry the same labels, so
+        # the others sample on: 1, that loop stood still the whole window). All five carry the same labels, so
         # "or" joins them and the "for" runs on when one branch hands over to another
         Alert("AiwatchEventLoopDelayHigh",
               f"{stalled} > {number(lat.loop_stalled_ratio)}\nor\n"
+              f"{LOOP_STALLED_WORST} > {number(lat.loop_stalled_ratio)}\nor\n"
               f"{REPLICA_LOOP_DELAY_P99} > {number(lat.loop_delay_p99_seconds)}\nor\n"
               f"(\n  {watched} == 0\n  and on ({target})\n  ({UP} == 1)\n) + 1\nor\n"
               f"(\n  {LOOP_SAMPLE_AGE} > {stuck_seconds}\n  and on ({target})\n  ({UP} == 1)\n) * 0 + 1",
@@ -552,7 +564,7 @@ def latency_alerts(cfg: RulesConfig) -> list[Alert]:
               f"each stall counted by its length; the mean over the worker processes a target merges; alert above "
               f"{_pct(lat.loop_stalled_ratio)}), and the p99 of how late its timer samples ran is "
               f"{_replica_value(cfg, REPLICA_LOOP_DELAY_P99, 'humanizeDuration')} (alert above "
-              f"{_ms(lat.loop_delay_p99_seconds)}). {stuck}While it stands still, requests wait in the socket "
+              f"{_ms(lat.loop_delay_p99_seconds)}). {worst}{stuck}While it stands still, requests wait in the socket "
               "before the app sees them and responses wait before they are sent: this replica's latency rises, and "
               "its callers count the wait as network time. Look for CPU-bound or blocking work on the "
               "loop (a sync call in an async handler) or a saturated CPU on that replica, not at the network."),

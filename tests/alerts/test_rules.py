@@ -211,6 +211,7 @@ def test_config_changes_the_rendered_rules() -> None:
     assert 'aiwatch_event_loop_delay_seconds_bucket{service="ranker"}' in recording
     loop = next(r for r in alert_rules(cfg) if r["alert"] == "AiwatchEventLoopDelayHigh")
     assert (loop["expr"], loop["for"]) == ("instance_service:aiwatch_event_loop_stalled:ratio_rate2m > 0.35\nor\n"
+                                           "instance_service:aiwatch_event_loop_stalled_ratio:max > 0.35\nor\n"
                                            "instance_service:aiwatch_event_loop_delay_seconds:p99 > 0.05\nor\n"
                                            "(\n  instance_service:aiwatch_event_loop_sampled_seconds:increase90s == 0\n"
                                            "  and on (cluster, namespace, job, instance)\n  (up == 1)\n) + 1\nor\n"
@@ -219,6 +220,9 @@ def test_config_changes_the_rendered_rules() -> None:
     assert "no sample for the last 90s" in loop["annotations"]["description"]
     assert "aiwatch_event_loop_last_sample_age_seconds:max{" in loop["annotations"]["description"]
     assert "in a stall longer than 90s" in loop["annotations"]["description"]
+    assert "aiwatch_event_loop_stalled_ratio:max{" in loop["annotations"]["description"]
+    assert ('max by (cluster, namespace, job, instance, service) '
+            '(aiwatch_event_loop_stalled_ratio{service="ranker"})') in recording
     assert ('time() - min by (cluster, namespace, job, instance, service) '
             '(aiwatch_event_loop_last_sample_timestamp_seconds{service="ranker"} > 0)') in recording
     assert ('sum by (cluster, namespace, job, instance, service) '
