@@ -94,7 +94,7 @@ class LoopSampler:
         #: weak: the loop's entry in the samplers' table holds its sampler, which must not hold the loop alive
         self.loop = weakref.ref(loop)
         self.interval = interval
-        #: the (histogram, counter) children each sample is recorded into: one per service and registry on the loop.
+        #: the children each sample is recorded into (histogram, counter, gauges): one per service and registry.
         #: Weak: a loop lives as long as its process, and the recorders made on it (a reloaded app, a middleware rebuilt
         #: per mount, tests) come and go; held, each kept its registry alive and was observed into
         self._targets: tuple[_Target, ...] = ()
