@@ -92,11 +92,66 @@ def _running(pid: int) -> bool:
     return True
 
 
+#: the live gauges' sample files (``livesum``, ``livemin``, ``livemax``...): what prometheus_client's
+#: ``mark_process_dead(pid)`` removes, and its live modes then pass over
+_LIVE_GAUGE_FILE = re.compile(r"gauge_live[a-z]*_([0-9]+)\.db")
+
+
+def drop_dead_live_gauges(path: str) -> int:
+    """Remove from ``path`` the live gauges' sample files of processes no longer running (as prometheus_client's
+    ``mark_process_dead`` does for one pid); returns how many. Run before each merge: a server that never calls
+    ``mark_process_dead`` for its exited workers (``uvicorn --workers``, hypercorn, gunicorn without
+    :func:`aiwatch.gunicorn.child_exit`) left their last values in the live gauges for good, a recycled worker's
+    last-sample timestamp (``livemin``) aging as if its loop were stuck. Only when this process is itself one of the
+    directory's writers (a sample file with its own pid): a process that is not (an exporter in another pid namespace,
+    a sidecar sharing the volume) cannot tell a running worker from a gone one by its pid, and removes nothing. A file
+    that cannot be removed is left, and counted once per call as aiwatch's error (component ``multiprocess``)."""
+    try:
+        names = os.listdir(path)
+    except OSError as exc:
+        record_error("multiprocess", exc)
+        return 0
+    own = str(os.getpid())
+    if not any((match := _SAMPLE_FILE.fullmatch(name)) and match.group(1) == own for name in names):
+        return 0
+    removed = 0
+    failed: list[tuple[str, OSError]] = []
+    for name in names:
+        match = _LIVE_GAUGE_FILE.fullmatch(name)
+        if match and not _running(int(match.group(1))):
+            try:
+                os.remove(os.path.join(path, name))
+            except FileNotFoundError:  # another worker's scrape removed it first
+                continue
+            except OSError as exc:
+                failed.append((name, exc))
+                continue
+            removed += 1
+    if failed:
+        first, error = failed[0]
+        record_error("multiprocess", OSError(f"{len(failed)} live gauge file(s) of processes no longer running could "
+                                             f"not be removed, the first {first}: {error}"))
+    return removed
+
+
+class _MergedCollector(_multiprocess.MultiProcessCollector):
+    """prometheus_client's merge of every process's sample files, less the live gauges of processes gone
+    (:func:`drop_dead_live_gauges`) at each collection."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        super().__init__(registry)  # type: ignore[no-untyped-call]
+
+    def collect(self) -> Any:
+        drop_dead_live_gauges(self._path)
+        return super().collect()  # type: ignore[no-untyped-call]
+
+
 def serving_registry(registry: CollectorRegistry | None = None) -> CollectorRegistry:
-    """The registry to expose: in multiprocess mode a fresh one collecting every worker's files."""
+    """The registry to expose: in multiprocess mode a fresh one collecting every worker's files, where the live
+    gauges of the workers no longer running are dropped at each scrape (:func:`drop_dead_live_gauges`)."""
     if multiprocess_enabled():
         merged = CollectorRegistry()
-        _multiprocess.MultiProcessCollector(merged)  # type: ignore[no-untyped-call]
+        _MergedCollector(merged)
         return merged
     return registry if registry is not None else prometheus_client.REGISTRY
 

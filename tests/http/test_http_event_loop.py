@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -151,3 +152,41 @@ def test_a_gunicorn_worker_whose_loop_is_blocked_shows_in_the_merged_last_sample
     assert own[stuck_pid] == merged
     others = [stamp for pid, stamp in own.items() if pid != stuck_pid]
     assert others and min(others) > since  # the other worker's is fresh
+
+
+def test_an_exited_uvicorn_workers_last_sample_timestamp_leaves_the_merged_one(tmp_path: Path) -> None:
+    """uvicorn --workers never calls mark_process_dead: a worker that exited (killed here; recycled by
+    --limit-max-requests alike) left its last-sample timestamp in the livemin for good, aging as if its loop were
+    stuck. /metrics drops the live gauges of workers no longer running before merging: the merged stamp goes fresh."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    multiproc = tmp_path / "multiproc"
+    multiproc.mkdir()
+    env = python_env(PROMETHEUS_MULTIPROC_DIR=str(multiproc), AIWATCH_EVENT_LOOP_INTERVAL="0.05")
+
+    def stamp_files() -> set[int]:
+        return {int(p.name.rsplit("_", 1)[1].removesuffix(".db")) for p in multiproc.glob("gauge_livemin_*.db")}
+
+    with python_app(["-m", "uvicorn", "tests.http.test_http_event_loop:merged_app", "--workers", "2", "--port",
+                     str(port), "--log-level", "warning"], f"{base}/metrics", env=env):
+        def both_sampling() -> bool:
+            http_get(f"{base}/metrics")
+            return len(stamp_files()) >= 2
+
+        wait_until(both_sampling, 30, what="both workers sampling")
+        victim = min(stamp_files())
+        os.kill(victim, signal.SIGKILL)
+        killed = time.time()
+        wait_until(lambda: not _alive(victim), 10, what="the killed worker reaped")
+        merged = value(scrape(f"{base}/metrics"), STAMP, service="svc")
+        left = stamp_files()
+    assert merged is not None and merged > killed  # the dead worker's, from before it was killed, left the min
+    assert victim not in left
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry
 from werkzeug.test import Client
 
 from aiwatch.exposition import (
+    drop_dead_live_gauges,
     make_asgi_app,
     make_wsgi_app,
     multiprocess_dir,
@@ -104,6 +105,49 @@ def test_only_the_files_of_processes_no_longer_running_are_removed(tmp_path: Pat
     kept.append(f"summary_{gone}.db")
     assert remove_dead_process_files() == len(stale)
     assert sorted(p.name for p in directory.iterdir()) == sorted(kept)
+
+
+def test_the_live_gauges_of_processes_gone_are_dropped_when_this_process_writes_the_directory(
+        tmp_path: Path) -> None:
+    """What mark_process_dead(pid) removes (gauge_live*_<pid>.db), for every pid no longer running, and nothing
+    else: their counters, histograms and other gauges keep their counts, a running process keeps its live gauges."""
+    gone, alive = dead_pid(), os.getpid()
+    dropped = [f"gauge_livemin_{gone}.db", f"gauge_livemax_{gone}.db", f"gauge_livesum_{gone}.db"]
+    kept = [f"counter_{gone}.db", f"gauge_max_{gone}.db", f"gauge_all_{gone}.db", f"gauge_livemin_{alive}.db",
+            f"counter_{alive}.db", f"gauge_livemin_{gone}.db.bak"]
+    for name in dropped + kept:
+        (tmp_path / name).write_bytes(b"x")
+    assert drop_dead_live_gauges(str(tmp_path)) == len(dropped)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(kept)
+
+
+def test_a_process_that_writes_no_sample_file_in_the_directory_drops_no_live_gauge(tmp_path: Path) -> None:
+    """An exporter that is not one of the directory's writers (a sidecar sharing the volume, in its own pid
+    namespace) cannot tell a running worker from a gone one by its pid: it removes nothing."""
+    gone = dead_pid()
+    names = [f"gauge_livemin_{gone}.db", f"counter_{gone}.db", f"gauge_livemax_{os.getpid() + 1}.db"]
+    for name in names:
+        (tmp_path / name).write_bytes(b"x")
+    assert drop_dead_live_gauges(str(tmp_path)) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names)
+
+
+def test_a_live_gauge_file_that_cannot_be_dropped_is_counted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    gone = dead_pid()
+    for name in (f"gauge_livemin_{gone}.db", f"gauge_livemax_{gone}.db", f"counter_{os.getpid()}.db"):
+        (tmp_path / name).write_bytes(b"x")
+    remove = os.remove
+
+    def refusing(path: str) -> None:
+        if "livemin" in path:
+            raise PermissionError(1, "Operation not permitted", path)
+        remove(path)
+
+    monkeypatch.setattr(os, "remove", refusing)
+    before = default_errors("multiprocess")
+    assert drop_dead_live_gauges(str(tmp_path)) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"counter_{os.getpid()}.db", f"gauge_livemin_{gone}.db"]
+    assert default_errors("multiprocess") == before + 1
 
 
 def test_a_sample_file_that_cannot_be_removed_leaves_the_others_removed_and_is_counted(
