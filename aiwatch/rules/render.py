@@ -221,11 +221,13 @@ def _replica(cfg: RulesConfig) -> tuple[str, ...]:
 
 def _calls_of_prompt_loops(cfg: RulesConfig, window: str) -> str:
     """The network histogram's bucket rates, less the replicas (scrape target and service) whose event loop
-    AiwatchEventLoopDelayHigh's share or p99 branch finds starved."""
+    AiwatchEventLoopDelayHigh's share, worst worker's share or p99 branch finds starved (not its stuck branches: a
+    hung loop records no calls while it hangs)."""
     lat = cfg.latency
     return (f"\n  {rate(NETWORK.bucket, window, cfg.selectors.network)}\n"
             f"  unless on ({', '.join(_replica(cfg))})\n"
             f"  (\n    {LOOP_STALLED_RATIO.format(window=window)} > {number(lat.loop_stalled_ratio)}\n    or\n"
+            f"    {LOOP_STALLED_WORST} > {number(lat.loop_stalled_ratio)}\n    or\n"
             f"    {REPLICA_LOOP_DELAY_P99} > {number(lat.loop_delay_p99_seconds)}\n  )\n")
 
 
@@ -324,7 +326,7 @@ def latency_records(cfg: RulesConfig) -> list[dict[str, Any]]:
         _record(LOOP_STALLED_WORST, by("max", _replica(cfg), series(LOOP_STALLED, cfg.selectors.event_loop))),
         _record(LOOP_SAMPLE_AGE,
                 "time() - " + by("min", _replica(cfg), f"{series(LOOP_LAST_SAMPLE, cfg.selectors.event_loop)} > 0")),
-        # the network alert's: a caller whose loop is starved (AiwatchEventLoopDelayHigh's share or p99 branch)
+        # the network alert's: a caller whose loop is starved (AiwatchEventLoopDelayHigh's share, worst share or p99)
         # reads its responses late and counts the wait as network time, so its calls are left out, and one starved
         # replica of ten neither fires the alert nor (as an Alertmanager inhibition did) silences it for the other
         # nine; a replica without the loop records (a sync app, or an aiwatch without the sampler) counts
