@@ -101,6 +101,7 @@ REPLICA_LOOP_DELAY_P99 = "instance_service:aiwatch_event_loop_delay_seconds:p99"
 LOOP_STALLED_RATIO = "instance_service:aiwatch_event_loop_stalled:ratio_rate{window}"
 LOOP_SAMPLED_INCREASE = "instance_service:aiwatch_event_loop_sampled_seconds:increase{window}"
 LOOP_SAMPLE_AGE = "instance_service:aiwatch_event_loop_last_sample_age_seconds:max"
+LOOP_SAMPLE_UNCHANGED = "instance_service:aiwatch_event_loop_last_sample_unchanged:count{window}"
 LOOP_STALLED_WORST = "instance_service:aiwatch_event_loop_stalled_ratio:max"
 LINK_THROUGHPUT = "service_peer:aiwatch_client_throughput_bytes_per_second:rate{window}"
 NON_MODEL_P99 = "service_phase:aiwatch_non_model_latency_seconds:p99"
@@ -326,6 +327,14 @@ def latency_records(cfg: RulesConfig) -> list[dict[str, Any]]:
         _record(LOOP_STALLED_WORST, by("max", _replica(cfg), series(LOOP_STALLED, cfg.selectors.event_loop))),
         _record(LOOP_SAMPLE_AGE,
                 "time() - " + by("min", _replica(cfg), f"{series(LOOP_LAST_SAMPLE, cfg.selectors.event_loop)} > 0")),
+        # the loops of each replica whose last-sample timestamp did not change over the stuck window: what the alert
+        # reads, not the age above, which compares the host's clock with Prometheus' (a host clock behind by more
+        # than the window made a prompt loop stuck). A timestamp of 0 (made, not yet set) or +Inf (removed: every
+        # process's sampler stopped) is no loop
+        _record(LOOP_SAMPLE_UNCHANGED.format(window=lat.loop_stuck_window),
+                by("count", _replica(cfg),
+                   f"\n  changes({series(LOOP_LAST_SAMPLE, cfg.selectors.event_loop)}[{lat.loop_stuck_window}]) == 0"
+                   f"\n  and\n  {series(LOOP_LAST_SAMPLE, cfg.selectors.event_loop)} > 0 < +Inf\n")),
         # the network alert's: a caller whose loop is starved (AiwatchEventLoopDelayHigh's share, worst share or p99)
         # reads its responses late and counts the wait as network time, so its calls are left out, and one starved
         # replica of ten neither fires the alert nor (as an Alertmanager inhibition did) silences it for the other
@@ -496,17 +505,17 @@ def latency_alerts(cfg: RulesConfig) -> list[Alert]:
     stalled = LOOP_STALLED_RATIO.format(window=lat.window)
     share = _replica_value(cfg, stalled, "humanizePercentage", "an unknown share")
     watched = LOOP_SAMPLED_INCREASE.format(window=lat.loop_stuck_window)
+    unchanged = LOOP_SAMPLE_UNCHANGED.format(window=lat.loop_stuck_window)
     replica_matchers, replica_args = _same_scope_matchers(cfg, *REPLICA_LABELS)
     target = ", ".join(_scope(cfg, "job", "instance"))
-    stuck_seconds = number(duration_seconds(lat.loop_stuck_window))
     stuck = ('{{ with query (printf "' + watched + '{' + replica_matchers + '} == 0" ' + replica_args + ') }}'
              "Its sampler took no sample for the last " + lat.loop_stuck_window + " while the target is up: the "
              "loop stood still that whole time (blocked, or hung for good: a share of 100%), and the figures above, "
              "of the samples that ran before, understate it. {{ else }}"
-             '{{ with query (printf "' + LOOP_SAMPLE_AGE + '{' + replica_matchers + '} > ' + stuck_seconds + '" '
-             + replica_args + ') }}'
-             "One of its loops took no sample for {{ . | first | value | humanizeDuration }} while the target is "
-             "up (aiwatch_event_loop_last_sample_timestamp_seconds: the stalest of the worker processes it merges): "
+             '{{ with query (printf "' + unchanged + '{' + replica_matchers + '} > 0" ' + replica_args + ') }}'
+             "One of its loops took no sample for the last " + lat.loop_stuck_window + " while the target is up "
+             "(aiwatch_event_loop_last_sample_timestamp_seconds did not change: the stalest of the worker processes "
+             "it merges): "
              "that worker's loop is blocked, hung for good or in a stall longer than " + lat.loop_stuck_window
              + ", while the others sample on; the figures above are theirs and leave it out. "
              "{{ end }}{{ end }}")
@@ -558,7 +567,7 @@ def latency_alerts(cfg: RulesConfig) -> list[Alert]:
               f"{LOOP_STALLED_WORST} > {number(lat.loop_stalled_ratio)}\nor\n"
               f"{REPLICA_LOOP_DELAY_P99} > {number(lat.loop_delay_p99_seconds)}\nor\n"
               f"(\n  {watched} == 0\n  and on ({target})\n  ({UP} == 1)\n) + 1\nor\n"
-              f"(\n  {LOOP_SAMPLE_AGE} > {stuck_seconds}\n  and on ({target})\n  ({UP} == 1)\n) * 0 + 1",
+              f"(\n  {unchanged} > 0\n  and on ({target})\n  ({UP} == 1)\n) * 0 + 1",
               lat.loop_delay_for, "warning",
               "The event loop of {{ $labels.service }} on {{ $labels.instance }} is starved",
               f"One replica, {{{{ $labels.instance }}}} of {{{{ $labels.service }}}}: its asyncio event loop stood "

@@ -215,10 +215,11 @@ def test_config_changes_the_rendered_rules() -> None:
                                            "instance_service:aiwatch_event_loop_delay_seconds:p99 > 0.05\nor\n"
                                            "(\n  instance_service:aiwatch_event_loop_sampled_seconds:increase90s == 0\n"
                                            "  and on (cluster, namespace, job, instance)\n  (up == 1)\n) + 1\nor\n"
-                                           "(\n  instance_service:aiwatch_event_loop_last_sample_age_seconds:max > 90\n"
+                                           "(\n  instance_service:aiwatch_event_loop_last_sample_unchanged:count90s > 0\n"
                                            "  and on (cluster, namespace, job, instance)\n  (up == 1)\n) * 0 + 1", "3m")
     assert "no sample for the last 90s" in loop["annotations"]["description"]
-    assert "aiwatch_event_loop_last_sample_age_seconds:max{" in loop["annotations"]["description"]
+    assert "aiwatch_event_loop_last_sample_unchanged:count90s{" in loop["annotations"]["description"]
+    assert "changes(aiwatch_event_loop_last_sample_timestamp_seconds{service=\"ranker\"}[90s]) == 0" in recording
     assert "in a stall longer than 90s" in loop["annotations"]["description"]
     assert "aiwatch_event_loop_stalled_ratio:max{" in loop["annotations"]["description"]
     assert ('max by (cluster, namespace, job, instance, service) '
