@@ -215,7 +215,8 @@ def test_config_changes_the_rendered_rules() -> None:
                                            "instance_service:aiwatch_event_loop_delay_seconds:p99 > 0.05\nor\n"
                                            "(\n  instance_service:aiwatch_event_loop_sampled_seconds:increase90s == 0\n"
                                            "  and on (cluster, namespace, job, instance)\n  (up == 1)\n) + 1\nor\n"
-                                           "(\n  instance_service:aiwatch_event_loop_last_sample_unchanged:count90s > 0\n"
+                                           "(\n  instance_service:aiwatch_event_loop_last_sample_unchanged:count90s"
+                                           " > 0\n"
                                            "  and on (cluster, namespace, job, instance)\n  (up == 1)\n) * 0 + 1", "3m")
     assert "no sample for the last 90s" in loop["annotations"]["description"]
     assert "aiwatch_event_loop_last_sample_unchanged:count90s{" in loop["annotations"]["description"]
