@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import math
 import threading
 import time
 import weakref
@@ -145,9 +146,12 @@ class LoopSampler:
         self._schedule(starting=True)
 
     def stop(self) -> None:
-        """Take no more samples: the pending one does nothing. (Its timer handle is not kept to cancel it: the handle
-        holds the loop, and the samplers' table holds the sampler.)"""
+        """Take no more samples: the pending one does nothing, and the targets' gauges read as removed
+        (:meth:`_Target.retire`). (Its timer handle is not kept to cancel it: the handle holds the loop, and the
+        samplers' table holds the sampler.)"""
         self.running = False
+        for target in self._targets:
+            target.retire(())
 
     def _schedule(self, starting: bool = False) -> None:
         loop = self.loop()
@@ -161,8 +165,8 @@ class LoopSampler:
             self._due = now + self.interval
             loop.call_at(self._due, self._sample)
         except Exception as exc:
-            self.running = False
             self._record_error(exc)
+            self.stop()
 
     def _sample(self) -> None:
         loop = self.loop()
@@ -177,7 +181,11 @@ class LoopSampler:
         self._ran = now
         # the wall clock, for the timestamp Prometheus' time() reads it against (loop.time() is monotonic, of no epoch)
         stamped = time.time()
-        stalled = self._share.add(now, watched, delay)
+        try:
+            stalled = self._share.add(now, watched, delay)
+        except Exception as exc:  # the other series are still recorded
+            stalled = None
+            self._record_error(exc)
         gone = False
         for target in self._targets:
             found = target.resolve()
@@ -198,7 +206,11 @@ class LoopSampler:
             except Exception as exc:
                 record_error(COMPONENT, exc, metrics)
         if gone:
-            self._targets = self._live()
+            live = self._live()
+            for target in self._targets:
+                if target not in live:
+                    target.retire(live)
+            self._targets = live
             if not self._targets:  # every recorder on the loop is gone: the next one to watch it starts another
                 self.stop()
         if self.running:
@@ -230,6 +242,21 @@ class _Target:
         if all(ref() is not metrics for ref in owners):
             owners = (*owners, weakref.ref(metrics))
         self.owners = owners
+
+    def retire(self, live: tuple[_Target, ...]) -> None:
+        """No sampler records into this target any more: set its timestamp to +Inf (its removed value, which
+        ``livemin`` passes over) and its share to 0, unless one of the ``live`` targets still sets them. Left at their
+        last values, they froze: in multiprocess mode the gauge children are the process's and outlive the recorder
+        that dropped them (an app rebuilt, a loop closed), and an idle worker's timestamp aged as if its loop hung."""
+        stamp, share = self.stamp(), self.share()
+        try:
+            if stamp is not None and all(other.stamp() is not stamp for other in live):
+                stamp.set(math.inf)
+            if share is not None and all(other.share() is not share for other in live):
+                share.set(0.0)
+        except Exception as exc:
+            found = self.resolve()
+            record_error(COMPONENT, exc, found[0] if found is not None else None)
 
     def resolve(self) -> tuple[Metrics, Any, Any] | None:
         child, sampled = self.child(), self.sampled()

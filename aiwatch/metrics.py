@@ -171,7 +171,8 @@ CONTRACT: tuple[MetricSpec, ...] = (
                "stops moving while the loop stands still. A target that merges several processes (multiprocess "
                "mode) serves the stalest of its live processes' loops, so one loop blocked for good shows here "
                "even while the other processes keep aiwatch_event_loop_sampled_seconds_total growing. 0 (a "
-               "series made but not yet set) means no value.", ("service",), "seconds",
+               "series made but not yet set) means no value, +Inf no loop sampled for it any more (its sampler "
+               "stopped or dropped it).", ("service",), "seconds",
                multiprocess_mode="livemin", removed_value=math.inf),
     MetricSpec("aiwatch_event_loop_stalled_ratio", "gauge",
                "Share of the last 5 minutes the event loop stood still, computed by its sampler (its delays' sum "

@@ -268,6 +268,81 @@ def test_the_stalled_ratio_is_the_share_of_the_last_five_minutes_the_loop_stood_
     assert share(metrics) == 0 and total(metrics) == pytest.approx(5)
 
 
+def test_a_dropped_targets_timestamp_reads_removed_and_its_share_zero(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In multiprocess mode the gauge children are the process's and outlive a recorder whose metrics are gone (an
+    app rebuilt): left at their last values, the timestamp froze and an idle worker read as hung. The sampler that
+    drops the target sets the timestamp to +Inf (its removed value, which livemin passes over) and the share to 0."""
+    monkeypatch.setattr(eventloop, "time", WallClock(1000.0))
+    dropped = Metrics(CollectorRegistry())
+    stamp_child = dropped.child(dropped.event_loop_last_sample, ("svc",))
+    share_child = dropped.child(dropped.event_loop_stalled, ("svc",))
+    loop = ClockLoop()
+    eventloop.watch(loop, 10.0, dropped, *children(dropped), stamp_child, share_child)  # type: ignore[arg-type]
+    sampler = eventloop.sampler_for(loop)  # type: ignore[arg-type]
+    assert sampler is not None
+    loop.now = 115.0  # 5 s late
+    sampler._sample()
+    registry = dropped.registry
+    assert registry.get_sample_value("aiwatch_event_loop_last_sample_timestamp_seconds", {"service": "svc"}) == 1000
+    assert registry.get_sample_value("aiwatch_event_loop_stalled_ratio", {"service": "svc"}) == pytest.approx(1 / 3)
+    del dropped
+    gc.collect()
+    loop.now = 125.0
+    sampler._sample()
+    assert not sampler.running
+    assert registry.get_sample_value("aiwatch_event_loop_last_sample_timestamp_seconds",
+                                     {"service": "svc"}) == float("inf")
+    assert registry.get_sample_value("aiwatch_event_loop_stalled_ratio", {"service": "svc"}) == 0
+
+
+def test_a_sampler_whose_loop_is_gone_leaves_its_timestamp_removed(metrics: Metrics) -> None:
+    loop = ClockLoop()
+    eventloop.watch(loop, 10.0, metrics, *children(metrics),  # type: ignore[arg-type]
+                    metrics.child(metrics.event_loop_last_sample, ("svc",)),
+                    metrics.child(metrics.event_loop_stalled, ("svc",)))
+    sampler = eventloop.sampler_for(loop)  # type: ignore[arg-type]
+    assert sampler is not None and stamp(metrics) not in (None, float("inf"))
+    del loop
+    gc.collect()
+    sampler._schedule()  # its next scheduling finds the loop collected
+    assert not sampler.running and stamp(metrics) == float("inf") and share(metrics) == 0
+
+
+def test_a_dropped_target_leaves_a_live_targets_timestamp_alone(metrics: Metrics) -> None:
+    """Two recorders' metrics sharing one timestamp child (one process's metric objects in multiprocess mode) on
+    different histogram children: the one dropped does not mark the child the other still sets."""
+    loop = ClockLoop()
+    shared = metrics.child(metrics.event_loop_last_sample, ("svc",))
+    eventloop.watch(loop, 10.0, metrics, *children(metrics), shared)  # type: ignore[arg-type]
+    dropped = Metrics(CollectorRegistry())
+    eventloop.watch(loop, 10.0, dropped, *children(dropped), shared)  # type: ignore[arg-type]
+    sampler = eventloop.sampler_for(loop)  # type: ignore[arg-type]
+    assert sampler is not None and len(sampler.targets) == 2
+    del dropped
+    gc.collect()
+    loop.now = 110.0
+    sampler._sample()
+    assert sampler.running and len(sampler.targets) == 1
+    assert stamp(metrics) not in (None, float("inf"))
+
+
+def test_a_failing_share_is_counted_and_the_other_series_still_recorded(metrics: Metrics) -> None:
+    loop = ClockLoop()
+    eventloop.watch(loop, 10.0, metrics, *children(metrics), None,  # type: ignore[arg-type]
+                    metrics.child(metrics.event_loop_stalled, ("svc",)))
+    sampler = eventloop.sampler_for(loop)  # type: ignore[arg-type]
+    assert sampler is not None
+
+    class Failing:
+        def add(self, now: float, watched: float, delay: float) -> float | None:
+            raise ArithmeticError("share")
+
+    sampler._share = Failing()  # type: ignore[assignment]
+    loop.now = 110.0
+    sampler._sample()
+    assert errors(metrics) == 1 and count(metrics) == 1 and sampler.running
+
+
 def test_a_recorders_stalled_ratio_is_its_loops_delays_over_the_time_watched(metrics: Metrics) -> None:
     async def block() -> None:
         await asyncio.sleep(0.1)
