@@ -175,8 +175,9 @@ CONTRACT: tuple[MetricSpec, ...] = (
                "stopped or dropped it).", ("service",), "seconds",
                multiprocess_mode="livemin", removed_value=math.inf),
     MetricSpec("aiwatch_event_loop_stalled_ratio", "gauge",
-               "Share of the last 5 minutes the event loop stood still, computed by its sampler (its delays' sum "
-               "over the time it watched, updated at each sample). A target that merges several processes "
+               "Share of the last 5 minutes the event loop stood still in stalls that ended in them, computed by "
+               "its sampler (its delays' sum over the time it watched, updated at each sample: a stall counts in "
+               "full at the sample that ends it). A target that merges several processes "
                "(multiprocess mode) serves the largest of its live processes', where the share read from "
                "aiwatch_event_loop_delay_seconds_sum and aiwatch_event_loop_sampled_seconds_total is their mean: "
                "one worker stalled much of the time shows undiluted.", ("service",), "ratio",

@@ -322,7 +322,8 @@ def latency_records(cfg: RulesConfig) -> list[dict[str, Any]]:
         # the seconds since the stalest loop of each replica took its last sample: a merged multiprocess target
         # serves its stalest live worker's time (livemin), so one worker blocked for good shows here while the
         # others keep the time watched above growing. "> 0": a series made and not yet set reads 0, no value
-        # the share of the last 5 minutes the worst loop of each replica stood still, by its own sampler: a merged
+        # the share of the last 5 minutes the worst loop of each replica stood still (in stalls that ended in them), by
+        # its own sampler: a merged
         # multiprocess target serves its largest live worker's (livemax), where the ratio above is their mean
         _record(LOOP_STALLED_WORST, by("max", _replica(cfg), series(LOOP_STALLED, cfg.selectors.event_loop))),
         _record(LOOP_SAMPLE_AGE,
@@ -522,7 +523,7 @@ def latency_alerts(cfg: RulesConfig) -> list[Alert]:
     worst = ('{{ with query (printf "' + LOOP_STALLED_WORST + '{' + replica_matchers + '} > '
              + number(lat.loop_stalled_ratio) + '" ' + replica_args + ') }}'
              "Its worst worker's loop stood still {{ . | first | value | humanizePercentage }} of the last 5 "
-             "minutes (aiwatch_event_loop_stalled_ratio: each worker process's own share, the largest of the live "
+             "minutes, in stalls that ended in them (aiwatch_event_loop_stalled_ratio: each worker process's own share, the largest of the live "
              "ones; the share above is their mean). {{ end }}")
     matchers, args = _same_scope_matchers(cfg, "service")
     outside = ('{{ with query (printf "' + OUTSIDE_MODEL + '{' + matchers + '}" ' + args + ') }}'
