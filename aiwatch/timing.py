@@ -481,8 +481,9 @@ class RequestRecorder:
         """Have the running event loop's delay sampled into ``aiwatch_event_loop_delay_seconds{service}``, and the time
         watched into ``aiwatch_event_loop_sampled_seconds_total{service}``, and the time of its last sample into
         ``aiwatch_event_loop_last_sample_timestamp_seconds{service}``, and the share of the last 5 minutes it stood
-        still in stalls that ended in them into ``aiwatch_event_loop_stalled_ratio{service}`` (:mod:`aiwatch.eventloop`): an asyncio
-        integration calls it on every request; only the first on a loop does more than two lookups. Never raises."""
+        still in stalls that ended in them into ``aiwatch_event_loop_stalled_ratio{service}``
+        (:mod:`aiwatch.eventloop`): an asyncio integration calls it on every request; only the first on a loop does
+        more than two lookups. Never raises."""
         if self.loop_interval is None:
             return
         try:

@@ -157,8 +157,8 @@ class Latency:
         "still, the seconds its timers ran late per second the sampler watched it (rate of "
         "aiwatch_event_loop_delay_seconds_sum over rate of aiwatch_event_loop_sampled_seconds_total, over window; "
         "for a multiprocess target, the mean over its worker processes' loops), or the share of the last 5 minutes "
-        "its worst worker's loop stood still in stalls that ended in them (aiwatch_event_loop_stalled_ratio); a prompt loop shows about 1%, a "
-        "loop blocked 1 s in every 2 s 50%", 0, 1, open_low=True))
+        "its worst worker's loop stood still in stalls that ended in them (aiwatch_event_loop_stalled_ratio); a "
+        "prompt loop shows about 1%, a loop blocked 1 s in every 2 s 50%", 0, 1, open_low=True))
     loop_delay_p99_seconds: float = field(default=0.1, metadata=_help(
         "AiwatchEventLoopDelayHigh also fires when the p99 of how late one replica's asyncio event loop ran a timer "
         "that was due (aiwatch_event_loop_delay_seconds, over window) is above this: frequent shorter stalls; a "

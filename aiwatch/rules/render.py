@@ -523,8 +523,8 @@ def latency_alerts(cfg: RulesConfig) -> list[Alert]:
     worst = ('{{ with query (printf "' + LOOP_STALLED_WORST + '{' + replica_matchers + '} > '
              + number(lat.loop_stalled_ratio) + '" ' + replica_args + ') }}'
              "Its worst worker's loop stood still {{ . | first | value | humanizePercentage }} of the last 5 "
-             "minutes, in stalls that ended in them (aiwatch_event_loop_stalled_ratio: each worker process's own share, the largest of the live "
-             "ones; the share above is their mean). {{ end }}")
+             "minutes, in stalls that ended in them (aiwatch_event_loop_stalled_ratio: each worker process's own "
+             "share, the largest of the live ones; the share above is their mean). {{ end }}")
     matchers, args = _same_scope_matchers(cfg, "service")
     outside = ('{{ with query (printf "' + OUTSIDE_MODEL + '{' + matchers + '}" ' + args + ') }}'
                "{{ with . }} Share of request time outside the model: {{ . | first | value | humanizePercentage }}."
