@@ -278,26 +278,37 @@ class _Share:
     the time they watched, summed in :data:`SHARE_BUCKETS` buckets by the loop time they ran at (a stall counts in
     the bucket of the sample that ends it, as the counters' rate counts it at the scrape after it)."""
 
-    __slots__ = ("buckets",)
+    __slots__ = ("buckets", "delay", "watched")
 
     def __init__(self) -> None:
         #: [start, watched, delay] per bucket, oldest first
         self.buckets: collections.deque[list[float]] = collections.deque()
+        #: the buckets' totals: added to at each sample, summed anew when a bucket starts or leaves (every 30 s or
+        #: so), so no rounding error builds up from subtracting the buckets that leave
+        self.watched = 0.0
+        self.delay = 0.0
 
     def add(self, now: float, watched: float, delay: float) -> float | None:
         """Count a sample that ran at ``now``; the share over the window, ``None`` before any time was watched."""
         width = SHARE_WINDOW / SHARE_BUCKETS
         buckets = self.buckets
-        if buckets and now < buckets[-1][0] + width:
+        changed = not buckets or now >= buckets[-1][0] + width
+        if changed:
+            buckets.append([now, watched, delay])
+        else:
             last = buckets[-1]
             last[1] += watched
             last[2] += delay
-        else:
-            buckets.append([now, watched, delay])
+            self.watched += watched
+            self.delay += delay
         while buckets[0][0] < now - SHARE_WINDOW:  # never the newest: it started at most ``width`` ago
             buckets.popleft()
-        total = sum(bucket[1] for bucket in buckets)
-        return min(1.0, sum(bucket[2] for bucket in buckets) / total) if total > 0 else None
+            changed = True
+        if changed:
+            self.watched = sum(bucket[1] for bucket in buckets)
+            self.delay = sum(bucket[2] for bucket in buckets)
+        total = self.watched
+        return min(1.0, self.delay / total) if total > 0 else None
 
 
 #: The sampler of each event loop (not keeping the loop alive: a collected loop's entry goes with it).
