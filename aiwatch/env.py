@@ -48,6 +48,16 @@ class EnvVar:
         except ValueError:
             raise ValueError(f"{self.name} must be an integer, got {value!r}") from None
 
+    def switch(self, env: Mapping[str, str] | None = None) -> bool:
+        """``on`` (``true``, ``1``, ``yes``) or ``off`` (``false``, ``0``, ``no``), any case; the default when unset
+        or empty; anything else is a ValueError."""
+        value = self.text(env).strip().lower()
+        if value in ("on", "true", "1", "yes"):
+            return True
+        if value in ("off", "false", "0", "no"):
+            return False
+        raise ValueError(f"{self.name} must be on or off, got {self.text(env)!r}")
+
     def seconds(self, env: Mapping[str, str] | None = None) -> float:
         value = self.text(env)
         try:
@@ -127,6 +137,15 @@ LEGACY_MULTIPROC_DIR = EnvVar("prometheus_multiproc_dir", "",
                               "The old lowercase name of `PROMETHEUS_MULTIPROC_DIR`, which prometheus_client (with a "
                               "DeprecationWarning) and aiwatch still read when that is unset.",
                               owner="prometheus_client")
+MULTIPROCESS_DROP_DEAD = EnvVar(
+    "AIWATCH_MULTIPROCESS_DROP_DEAD", "on",
+    "In multiprocess mode, `/metrics` removes the live gauges' files (what `mark_process_dead` removes) of the pids "
+    "no longer running before each merge, for servers that never call it (`uvicorn --workers`, hypercorn), but only "
+    "when the process serving it holds its own sample files in the directory open (it is one of the directory's "
+    "writers, read from `/proc/self/fd`: Linux only, elsewhere nothing is removed). `off` turns that off: set it when "
+    "a process that writes the directory too serves `/metrics` from another pid namespace than the workers' (a "
+    "sidecar sharing the volume), where a worker's pid may read as gone. Anything but `on` or `off` (or `true`, "
+    "`false`, `1`, `0`, `yes`, `no`) is an error when the `/metrics` app is made.")
 # --- signals ----------------------------------------------------------------------------------------------
 GPU_POLL_INTERVAL = EnvVar("AIWATCH_GPU_POLL_INTERVAL", "5",
                            "Seconds between two NVML polls of `GpuPoller` / `GpuCollector` not given `interval=`.")
@@ -197,7 +216,7 @@ VARIABLES: tuple[EnvVar, ...] = (
     OTEL_SDK_DISABLED,
     SEMCONV_STABILITY_OPT_IN, EXCLUDED_URLS, OTEL_EXCLUDED_URLS, OTEL_ASGI_EXCLUDED_URLS, OTEL_WSGI_EXCLUDED_URLS,
     OTEL_FASTAPI_EXCLUDED_URLS, OTEL_STARLETTE_EXCLUDED_URLS, OTEL_FLASK_EXCLUDED_URLS, MULTIPROC_DIR,
-    LEGACY_MULTIPROC_DIR,
+    LEGACY_MULTIPROC_DIR, MULTIPROCESS_DROP_DEAD,
     GPU_POLL_INTERVAL, EVENT_LOOP_INTERVAL,
     CONSOLE_PROMETHEUS, CONSOLE_SCRAPE, CONSOLE_INTERVAL, CONSOLE_HISTORY, CONSOLE_REFRESH, CONSOLE_WINDOW,
     CONSOLE_SPAN, CONSOLE_TIMEOUT, CONSOLE_AGGREGATION_LABELS, CONSOLE_MATCH, CONSOLE_GPU_SOURCE,

@@ -16,7 +16,7 @@ import prometheus_client
 from prometheus_client import CollectorRegistry
 from prometheus_client import multiprocess as _multiprocess
 
-from aiwatch.env import LEGACY_MULTIPROC_DIR, MULTIPROC_DIR
+from aiwatch.env import LEGACY_MULTIPROC_DIR, MULTIPROC_DIR, MULTIPROCESS_DROP_DEAD
 from aiwatch.safety import record_error
 
 
@@ -97,36 +97,74 @@ def _running(pid: int) -> bool:
 _LIVE_GAUGE_FILE = re.compile(r"gauge_live[a-z]*_([0-9]+)\.db")
 
 
+#: this process's open files, one symbolic link per descriptor (Linux)
+_OPEN_FILES = "/proc/self/fd"
+
+
+def _holds_own_sample_file(path: str) -> bool:
+    """Whether this process holds open a sample file of ``path`` named with its own pid, as prometheus_client's
+    values keep theirs (an ``MmapedDict`` keeps its file open while the process runs). A name alone proves nothing:
+    pid numbers repeat across pid namespaces (a sidecar exporter that is pid 2 finds the ``counter_2.db`` of the app
+    container's worker 2). ``False`` where the open files cannot be listed (not Linux)."""
+    directory = os.path.realpath(path)
+    own = str(os.getpid())
+    try:
+        descriptors = os.listdir(_OPEN_FILES)
+    except OSError:
+        return False
+    for descriptor in descriptors:
+        try:
+            target = os.readlink(os.path.join(_OPEN_FILES, descriptor))
+        except OSError:  # closed meanwhile
+            continue
+        head, name = os.path.split(target)
+        if head == directory and (match := _SAMPLE_FILE.fullmatch(name)) and match.group(1) == own:
+            return True
+    return False
+
+
+def _remove_live_gauges(path: str, names: list[str], failed: list[tuple[str, OSError]]) -> int:
+    """Remove ``names`` from ``path``; a file already gone (another process removed it first) is no error, one that
+    cannot be removed goes to ``failed``; returns how many were removed."""
+    removed = 0
+    for name in names:
+        try:
+            os.remove(os.path.join(path, name))
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            failed.append((name, exc))
+            continue
+        removed += 1
+    return removed
+
+
 def drop_dead_live_gauges(path: str) -> int:
     """Remove from ``path`` the live gauges' sample files of processes no longer running (as prometheus_client's
     ``mark_process_dead`` does for one pid); returns how many. Run before each merge: a server that never calls
     ``mark_process_dead`` for its exited workers (``uvicorn --workers``, hypercorn, gunicorn without
     :func:`aiwatch.gunicorn.child_exit`) left their last values in the live gauges for good, a recycled worker's
-    last-sample timestamp (``livemin``) aging as if its loop were stuck. Only when this process is itself one of the
-    directory's writers (a sample file with its own pid): a process that is not (an exporter in another pid namespace,
-    a sidecar sharing the volume) cannot tell a running worker from a gone one by its pid, and removes nothing. A file
-    that cannot be removed is left, and counted once per call as aiwatch's error (component ``multiprocess``)."""
+    last-sample timestamp (``livemin``) aging as if its loop were stuck.
+
+    Only when this process holds open a sample file of ``path`` named with its own pid (read from ``/proc/self/fd``;
+    where that cannot be read, not Linux, nothing is removed): then it writes the directory, and is most likely in
+    the workers' pid namespace. A process that writes nothing there (an exporter sharing the volume, whatever its
+    pid number) removes nothing. Not guarded: a process that writes the directory too but runs in another pid
+    namespace than the other writers (a sidecar that records its own metrics there) reads their pids in its own
+    namespace, and removes the live gauges of running workers whose pid it does not see; turn it off there with
+    ``AIWATCH_MULTIPROCESS_DROP_DEAD=off``. A file that cannot be removed is left, and counted once per call as
+    aiwatch's error (component ``multiprocess``)."""
     try:
         names = os.listdir(path)
     except OSError as exc:
         record_error("multiprocess", exc)
         return 0
-    own = str(os.getpid())
-    if not any((match := _SAMPLE_FILE.fullmatch(name)) and match.group(1) == own for name in names):
+    if not _holds_own_sample_file(path):
         return 0
-    removed = 0
+    gone = [name for name in names
+            if (match := _LIVE_GAUGE_FILE.fullmatch(name)) and not _running(int(match.group(1)))]
     failed: list[tuple[str, OSError]] = []
-    for name in names:
-        match = _LIVE_GAUGE_FILE.fullmatch(name)
-        if match and not _running(int(match.group(1))):
-            try:
-                os.remove(os.path.join(path, name))
-            except FileNotFoundError:  # another worker's scrape removed it first
-                continue
-            except OSError as exc:
-                failed.append((name, exc))
-                continue
-            removed += 1
+    removed = _remove_live_gauges(path, gone, failed)
     if failed:
         first, error = failed[0]
         record_error("multiprocess", OSError(f"{len(failed)} live gauge file(s) of processes no longer running could "
@@ -134,21 +172,31 @@ def drop_dead_live_gauges(path: str) -> int:
     return removed
 
 
+def drop_dead_enabled() -> bool:
+    """Whether ``/metrics`` drops the live gauges of processes gone (:func:`drop_dead_live_gauges`):
+    ``AIWATCH_MULTIPROCESS_DROP_DEAD``, on unless ``off``; a bad value is a ValueError."""
+    return MULTIPROCESS_DROP_DEAD.switch()
+
+
 class _MergedCollector(_multiprocess.MultiProcessCollector):
     """prometheus_client's merge of every process's sample files, less the live gauges of processes gone
-    (:func:`drop_dead_live_gauges`) at each collection."""
+    (:func:`drop_dead_live_gauges`) at each collection unless ``AIWATCH_MULTIPROCESS_DROP_DEAD`` is off (read
+    here: a bad value is an error when the app is made, not at each scrape)."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
+        self._drop_dead = drop_dead_enabled()
         super().__init__(registry)  # type: ignore[no-untyped-call]
 
     def collect(self) -> Any:
-        drop_dead_live_gauges(self._path)
+        if self._drop_dead:
+            drop_dead_live_gauges(self._path)
         return super().collect()  # type: ignore[no-untyped-call]
 
 
 def serving_registry(registry: CollectorRegistry | None = None) -> CollectorRegistry:
     """The registry to expose: in multiprocess mode a fresh one collecting every worker's files, where the live
-    gauges of the workers no longer running are dropped at each scrape (:func:`drop_dead_live_gauges`)."""
+    gauges of the workers no longer running are dropped at each scrape (:func:`drop_dead_live_gauges`); a bad
+    ``AIWATCH_MULTIPROCESS_DROP_DEAD`` is a ValueError."""
     if multiprocess_enabled():
         merged = CollectorRegistry()
         _MergedCollector(merged)

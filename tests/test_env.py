@@ -160,6 +160,12 @@ def _multiprocess() -> bool:
     return multiprocess_enabled()
 
 
+def _drop_dead() -> bool:
+    from aiwatch.exposition import drop_dead_enabled
+
+    return drop_dead_enabled()
+
+
 def _rpc_conventions() -> tuple[bool, bool]:
     from aiwatch.semconv import rpc_conventions
 
@@ -240,6 +246,7 @@ READERS: dict[str, tuple[Callable[[], Any], Any, str, Any]] = {
     "OTEL_SDK_DISABLED": (_traces, True, "true", False),
     "PROMETHEUS_MULTIPROC_DIR": (_multiprocess, False, "/tmp/aiwatch-multiproc", True),
     "prometheus_multiproc_dir": (_multiprocess, False, "/tmp/aiwatch-multiproc", True),
+    "AIWATCH_MULTIPROCESS_DROP_DEAD": (_drop_dead, True, "off", False),
     "OTEL_SEMCONV_STABILITY_OPT_IN": (_rpc_conventions, (True, False), "http,rpc", (False, True)),
     "AIWATCH_EXCLUDED_URLS": (_excludes("ASGI"), False, r"/health[z]{1,3}$", True),
     "OTEL_PYTHON_EXCLUDED_URLS": (_excludes("WSGI"), False, "nothing,healthz", True),
@@ -305,7 +312,8 @@ def test_defaults_in_the_table_are_the_readers_defaults(monkeypatch: pytest.Monk
         monkeypatch.delenv(var.name, raising=False)
     for var in env.VARIABLES:
         read, unset, _, _ = READERS[var.name]
-        if var.default and var.name not in ("AIWATCH_TRACING", "OTEL_SDK_DISABLED"):  # flags: "on" / "false"
+        if var.default and var.name not in ("AIWATCH_TRACING", "OTEL_SDK_DISABLED",
+                                                "AIWATCH_MULTIPROCESS_DROP_DEAD"):  # flags: "on" / "false"
             parsed = type(unset)(var.default) if not isinstance(unset, tuple) \
                 else tuple(var.default.replace(",", " ").split())
             assert read() == parsed, var.name
@@ -314,6 +322,7 @@ def test_defaults_in_the_table_are_the_readers_defaults(monkeypatch: pytest.Monk
 @pytest.mark.parametrize(("var", "method", "message"), [
     (env.MAX_LABEL_VALUES, "integer", "AIWATCH_MAX_LABEL_VALUES must be an integer, got 'many'"),
     (env.GPU_POLL_INTERVAL, "seconds", "AIWATCH_GPU_POLL_INTERVAL must be a number of seconds, got 'many'"),
+    (env.MULTIPROCESS_DROP_DEAD, "switch", "AIWATCH_MULTIPROCESS_DROP_DEAD must be on or off, got 'many'"),
 ])
 def test_a_malformed_value_names_its_variable(var: env.EnvVar, method: str, message: str) -> None:
     with pytest.raises(ValueError, match=re.escape(message)):

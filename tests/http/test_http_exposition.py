@@ -107,7 +107,7 @@ def test_only_the_files_of_processes_no_longer_running_are_removed(tmp_path: Pat
     assert sorted(p.name for p in directory.iterdir()) == sorted(kept)
 
 
-def test_the_live_gauges_of_processes_gone_are_dropped_when_this_process_writes_the_directory(
+def test_the_live_gauges_of_processes_gone_are_dropped_when_this_process_holds_its_own_file_open(
         tmp_path: Path) -> None:
     """What mark_process_dead(pid) removes (gauge_live*_<pid>.db), for every pid no longer running, and nothing
     else: their counters, histograms and other gauges keep their counts, a running process keeps its live gauges."""
@@ -117,19 +117,91 @@ def test_the_live_gauges_of_processes_gone_are_dropped_when_this_process_writes_
             f"counter_{alive}.db", f"gauge_livemin_{gone}.db.bak"]
     for name in dropped + kept:
         (tmp_path / name).write_bytes(b"x")
-    assert drop_dead_live_gauges(str(tmp_path)) == len(dropped)
+    with open(tmp_path / f"counter_{alive}.db", "a+b"):  # as prometheus_client's MmapedDict keeps it
+        assert drop_dead_live_gauges(str(tmp_path)) == len(dropped)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(kept)
 
 
-def test_a_process_that_writes_no_sample_file_in_the_directory_drops_no_live_gauge(tmp_path: Path) -> None:
-    """An exporter that is not one of the directory's writers (a sidecar sharing the volume, in its own pid
-    namespace) cannot tell a running worker from a gone one by its pid: it removes nothing."""
+def test_a_file_named_with_this_pid_but_not_held_open_by_this_process_drops_no_live_gauge(tmp_path: Path) -> None:
+    """Pid numbers repeat across pid namespaces: a sidecar exporter that is pid 2 in its container finds the
+    counter_2.db of the app container's worker 2. Its name is no proof that this process writes the directory, and
+    its pid not running here no proof that the worker is gone: nothing is removed."""
     gone = dead_pid()
-    names = [f"gauge_livemin_{gone}.db", f"counter_{gone}.db", f"gauge_livemax_{os.getpid() + 1}.db"]
+    names = [f"gauge_livemin_{gone}.db", f"counter_{os.getpid()}.db", f"gauge_livemax_{os.getpid()}.db"]
     for name in names:
         (tmp_path / name).write_bytes(b"x")
     assert drop_dead_live_gauges(str(tmp_path)) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names)
+
+
+def test_a_file_held_open_but_named_with_another_pid_drops_no_live_gauge(tmp_path: Path) -> None:
+    """A file of the directory this process holds open that is not its own (inherited from the parent across a fork,
+    or opened by a reader): it does not make this process one of the directory's writers."""
+    gone = dead_pid()
+    names = [f"gauge_livemin_{gone}.db", f"counter_{gone}.db"]
+    for name in names:
+        (tmp_path / name).write_bytes(b"x")
+    with open(tmp_path / f"counter_{gone}.db", "a+b"):
+        assert drop_dead_live_gauges(str(tmp_path)) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names)
+
+
+def test_where_the_open_files_cannot_be_listed_no_live_gauge_is_dropped(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without /proc/self/fd (not Linux) this process cannot tell that it holds its own file open: nothing goes."""
+    import aiwatch.exposition as exposition
+
+    monkeypatch.setattr(exposition, "_OPEN_FILES", str(tmp_path / "no-such-dir"))
+    gone = dead_pid()
+    names = [f"gauge_livemin_{gone}.db", f"counter_{os.getpid()}.db"]
+    for name in names:
+        (tmp_path / name).write_bytes(b"x")
+    with open(tmp_path / f"counter_{os.getpid()}.db", "a+b"):
+        assert drop_dead_live_gauges(str(tmp_path)) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names)
+
+
+def test_multiprocess_drop_dead_off_drops_no_live_gauge_at_a_scrape(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The opt-out for a directory shared across pid namespaces with an exporter that writes it too."""
+    gone, left = scrape_with_drop_dead(tmp_path, monkeypatch, "off")
+    assert left == [f"counter_{os.getpid()}.db", f"gauge_livemin_{gone}.db"]
+
+
+def test_with_multiprocess_drop_dead_on_a_scrape_drops_a_gone_pids_live_gauges(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _, left = scrape_with_drop_dead(tmp_path, monkeypatch, "on")
+    assert left == [f"counter_{os.getpid()}.db"]
+
+
+def scrape_with_drop_dead(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, setting: str) -> tuple[int, list[str]]:
+    """The pid gone and the files left after one scrape of the merged registry with
+    AIWATCH_MULTIPROCESS_DROP_DEAD=setting, by a process holding its own sample file open (prometheus_client's
+    MmapedDict, as its values do) beside the live gauge of a pid gone."""
+    from prometheus_client.mmap_dict import MmapedDict
+
+    from aiwatch.exposition import serving_registry
+
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    monkeypatch.setenv("AIWATCH_MULTIPROCESS_DROP_DEAD", setting)
+    gone = dead_pid()
+    MmapedDict(str(tmp_path / f"gauge_livemin_{gone}.db")).close()
+    own = MmapedDict(str(tmp_path / f"counter_{os.getpid()}.db"))
+    try:
+        list(serving_registry().collect())
+    finally:
+        own.close()
+    return gone, sorted(p.name for p in tmp_path.iterdir())
+
+
+def test_a_bad_multiprocess_drop_dead_is_an_error_when_the_app_is_made(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    monkeypatch.setenv("AIWATCH_MULTIPROCESS_DROP_DEAD", "sometimes")
+    from aiwatch.exposition import serving_registry
+
+    with pytest.raises(ValueError, match=r"AIWATCH_MULTIPROCESS_DROP_DEAD must be on or off, got 'sometimes'"):
+        serving_registry()
 
 
 def test_a_live_gauge_file_that_cannot_be_dropped_is_counted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -145,7 +217,8 @@ def test_a_live_gauge_file_that_cannot_be_dropped_is_counted(tmp_path: Path, mon
 
     monkeypatch.setattr(os, "remove", refusing)
     before = default_errors("multiprocess")
-    assert drop_dead_live_gauges(str(tmp_path)) == 1
+    with open(tmp_path / f"counter_{os.getpid()}.db", "a+b"):
+        assert drop_dead_live_gauges(str(tmp_path)) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"counter_{os.getpid()}.db", f"gauge_livemin_{gone}.db"]
     assert default_errors("multiprocess") == before + 1
 
