@@ -172,6 +172,19 @@ def drop_dead_live_gauges(path: str) -> int:
     return removed
 
 
+def remove_live_gauges(pid: int, path: str) -> None:
+    """Remove the live gauges' sample files of ``pid`` from ``path``, as prometheus_client's ``mark_process_dead``,
+    but a file another process removed first (a scrape's :func:`drop_dead_live_gauges`) is no error; raises the
+    first other OSError, after trying the rest."""
+    own = str(pid)
+    names = [name for name in os.listdir(path)
+             if (match := _LIVE_GAUGE_FILE.fullmatch(name)) and match.group(1) == own]
+    failed: list[tuple[str, OSError]] = []
+    _remove_live_gauges(path, names, failed)
+    if failed:
+        raise failed[0][1]
+
+
 def drop_dead_enabled() -> bool:
     """Whether ``/metrics`` drops the live gauges of processes gone (:func:`drop_dead_live_gauges`):
     ``AIWATCH_MULTIPROCESS_DROP_DEAD``, on unless ``off``; a bad value is a ValueError."""

@@ -23,7 +23,13 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from aiwatch.exposition import multiprocess_enabled, multiprocess_misconfiguration, remove_dead_process_files
+from aiwatch.exposition import (
+    multiprocess_dir,
+    multiprocess_enabled,
+    multiprocess_misconfiguration,
+    remove_dead_process_files,
+    remove_live_gauges,
+)
 from aiwatch.safety import record_error
 
 __all__ = ["child_exit", "on_starting", "pre_fork"]
@@ -55,13 +61,12 @@ def on_starting(server: Any) -> None:
 def child_exit(server: Any, worker: Any) -> None:
     """gunicorn hook: a worker exited; drop its live gauges (in-flight requests) from the merged view.
 
-    Its counters and histograms stay: the requests it served still count."""
+    Its counters and histograms stay: the requests it served still count. What prometheus_client's
+    ``mark_process_dead`` removes, but a file a scrape's drop of the same gone pid removed first is no error."""
     if not multiprocess_enabled():
         return
     try:
-        from prometheus_client import multiprocess
-
-        multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
+        remove_live_gauges(worker.pid, multiprocess_dir() or "")
     except Exception as exc:
         record_error("multiprocess", exc)
 

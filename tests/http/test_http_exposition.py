@@ -293,3 +293,29 @@ def test_the_starting_hook_logs_what_it_removed_and_does_nothing_without_multipr
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
     on_starting(server)
     assert list(tmp_path.iterdir()) == [] and logged[0][1] == 1
+
+
+def test_child_exit_racing_a_scrape_that_removed_a_live_gauge_first_counts_no_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """child_exit lists the exited worker's live gauges, then removes them; a scrape's drop of the same gone pid may
+    remove one in between. That file is gone as wanted: no `multiprocess` error (AiwatchInstrumentationErrors fired),
+    and the worker's other live gauges still go."""
+    from aiwatch.gunicorn import child_exit
+
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    gone = dead_pid()
+    live = [f"gauge_{mode}_{gone}.db" for mode in ("livesum", "livemin", "livemax", "liveall", "livemostrecent")]
+    for name in [*live, f"counter_{gone}.db"]:
+        (tmp_path / name).write_bytes(b"x")
+    remove = os.remove
+
+    def scrape_first(path: str) -> None:
+        if path.endswith(f"gauge_livesum_{gone}.db"):
+            remove(path)  # the scrape's
+        remove(path)
+
+    monkeypatch.setattr(os, "remove", scrape_first)
+    before = default_errors("multiprocess")
+    child_exit(SimpleNamespace(log=None), SimpleNamespace(pid=gone))
+    assert default_errors("multiprocess") == before
+    assert [p.name for p in tmp_path.iterdir()] == [f"counter_{gone}.db"]
