@@ -165,8 +165,9 @@ class Latency:
         "prompt loop stays around a millisecond", open_low=True))
     loop_stuck_window: str = field(default="2m", metadata=_help(
         "AiwatchEventLoopDelayHigh also fires for a replica whose sampler took no sample over this window "
-        "(aiwatch_event_loop_sampled_seconds_total did not grow), or one of whose loops took none for longer than "
-        "this (aiwatch_event_loop_last_sample_timestamp_seconds: the stalest worker of a multiprocess target), while "
+        "(aiwatch_event_loop_sampled_seconds_total did not grow), or one of whose loops took none over it "
+        "(aiwatch_event_loop_last_sample_timestamp_seconds, the stalest worker of a multiprocess target, did not "
+        "change across at least 2 scrapes in it), while "
         "its target is up: a loop blocked for good, or "
         "in stalls longer than this, takes no sample, so the share and the p99 have nothing to read. At least 2 "
         "scrape intervals plus $AIWATCH_EVENT_LOOP_INTERVAL, or a prompt loop reads as stuck between two scrapes"))

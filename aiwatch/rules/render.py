@@ -327,15 +327,19 @@ def latency_records(cfg: RulesConfig) -> list[dict[str, Any]]:
         # multiprocess target serves its largest live worker's (livemax), where the ratio above is their mean
         _record(LOOP_STALLED_WORST, by("max", _replica(cfg), series(LOOP_STALLED, cfg.selectors.event_loop))),
         _record(LOOP_SAMPLE_AGE,
-                "time() - " + by("min", _replica(cfg), f"{series(LOOP_LAST_SAMPLE, cfg.selectors.event_loop)} > 0")),
+                "time() - " + by("min", _replica(cfg),
+                                 f"{series(LOOP_LAST_SAMPLE, cfg.selectors.event_loop)} > 0")),
         # the loops of each replica whose last-sample timestamp did not change over the stuck window: what the alert
         # reads, not the age above, which compares the host's clock with Prometheus' (a host clock behind by more
         # than the window made a prompt loop stuck). A timestamp of 0 (made, not yet set) or +Inf (removed: every
-        # process's sampler stopped) is no loop
+        # process's sampler stopped) is no loop; nor is one sample alone in the window (a scrape interval as long as
+        # the window), which has no change to show
         _record(LOOP_SAMPLE_UNCHANGED.format(window=lat.loop_stuck_window),
                 by("count", _replica(cfg),
                    f"\n  changes({series(LOOP_LAST_SAMPLE, cfg.selectors.event_loop)}[{lat.loop_stuck_window}]) == 0"
-                   f"\n  and\n  {series(LOOP_LAST_SAMPLE, cfg.selectors.event_loop)} > 0 < +Inf\n")),
+                   f"\n  and\n  {series(LOOP_LAST_SAMPLE, cfg.selectors.event_loop)} > 0 < +Inf"
+                   f"\n  and\n  count_over_time({series(LOOP_LAST_SAMPLE, cfg.selectors.event_loop)}"
+                   f"[{lat.loop_stuck_window}]) >= 2\n")),
         # the network alert's: a caller whose loop is starved (AiwatchEventLoopDelayHigh's share, worst share or p99)
         # reads its responses late and counts the wait as network time, so its calls are left out, and one starved
         # replica of ten neither fires the alert nor (as an Alertmanager inhibition did) silences it for the other

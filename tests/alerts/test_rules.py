@@ -221,6 +221,8 @@ def test_config_changes_the_rendered_rules() -> None:
     assert "no sample for the last 90s" in loop["annotations"]["description"]
     assert "aiwatch_event_loop_last_sample_unchanged:count90s{" in loop["annotations"]["description"]
     assert "changes(aiwatch_event_loop_last_sample_timestamp_seconds{service=\"ranker\"}[90s]) == 0" in recording
+    assert ("count_over_time(aiwatch_event_loop_last_sample_timestamp_seconds{service=\"ranker\"}[90s]) >= 2"
+            in recording)
     assert "in a stall longer than 90s" in loop["annotations"]["description"]
     assert "aiwatch_event_loop_stalled_ratio:max{" in loop["annotations"]["description"]
     assert ('max by (cluster, namespace, job, instance, service) '
