@@ -328,7 +328,7 @@ def latency_records(cfg: RulesConfig) -> list[dict[str, Any]]:
         _record(LOOP_STALLED_WORST, by("max", _replica(cfg), series(LOOP_STALLED, cfg.selectors.event_loop))),
         _record(LOOP_SAMPLE_AGE,
                 "time() - " + by("min", _replica(cfg),
-                                 f"{series(LOOP_LAST_SAMPLE, cfg.selectors.event_loop)} > 0")),
+                                 f"{series(LOOP_LAST_SAMPLE, cfg.selectors.event_loop)} > 0 < +Inf")),
         # the loops of each replica whose last-sample timestamp did not change over the stuck window: what the alert
         # reads, not the age above, which compares the host's clock with Prometheus' (a host clock behind by more
         # than the window made a prompt loop stuck). A timestamp of 0 (made, not yet set) or +Inf (removed: every

@@ -228,7 +228,7 @@ def test_config_changes_the_rendered_rules() -> None:
     assert ('max by (cluster, namespace, job, instance, service) '
             '(aiwatch_event_loop_stalled_ratio{service="ranker"})') in recording
     assert ('time() - min by (cluster, namespace, job, instance, service) '
-            '(aiwatch_event_loop_last_sample_timestamp_seconds{service="ranker"} > 0)') in recording
+            '(aiwatch_event_loop_last_sample_timestamp_seconds{service="ranker"} > 0 < +Inf)') in recording
     assert ('sum by (cluster, namespace, job, instance, service) '
             '(increase(aiwatch_event_loop_sampled_seconds_total{service="ranker"}[90s]))') in recording
     assert "above 50ms" in loop["annotations"]["description"]
