@@ -319,3 +319,25 @@ def test_child_exit_racing_a_scrape_that_removed_a_live_gauge_first_counts_no_er
     child_exit(SimpleNamespace(log=None), SimpleNamespace(pid=gone))
     assert default_errors("multiprocess") == before
     assert [p.name for p in tmp_path.iterdir()] == [f"counter_{gone}.db"]
+
+
+def test_once_found_holding_its_own_file_a_process_does_not_scan_its_descriptors_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """prometheus_client keeps its files open for the process's life: the scan of /proc/self/fd (about 6 us per
+    descriptor, a server's every socket) runs until it first finds one, not at every scrape."""
+    import aiwatch.exposition as exposition
+
+    listdir, scans = os.listdir, []
+
+    def counting(path: str) -> list[str]:
+        if path == exposition._OPEN_FILES:
+            scans.append(path)
+        return listdir(path)
+
+    monkeypatch.setattr(os, "listdir", counting)
+    assert not exposition._holds_own_sample_file(str(tmp_path))
+    assert not exposition._holds_own_sample_file(str(tmp_path))
+    with open(tmp_path / f"counter_{os.getpid()}.db", "a+b"):
+        assert exposition._holds_own_sample_file(str(tmp_path))
+        assert exposition._holds_own_sample_file(str(tmp_path))
+    assert len(scans) == 3
