@@ -116,6 +116,10 @@ class AiwatchWSGIMiddleware:
         self.on_request_end = sync_hook("on_request_end", on_request_end)
         self.payload_sizes = payload_sizes
         self._metrics_app: WSGIApp | None = None
+        if metrics_path is not None:  # its /metrics app is made at the first scrape: a bad setting fails here
+            from aiwatch.exposition import check_serving_settings
+
+            check_serving_settings()
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")

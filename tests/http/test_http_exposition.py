@@ -146,6 +146,21 @@ def test_a_file_held_open_but_named_with_another_pid_drops_no_live_gauge(tmp_pat
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names)
 
 
+def test_its_own_file_open_for_reading_only_drops_no_live_gauge(tmp_path: Path) -> None:
+    """A scrape's merge opens every process's sample file read-only: in a sidecar exporter whose pid number is a
+    worker's, a second scrape in another thread found that worker's file open, named with its own pid. Only a file
+    open for writing, as prometheus_client keeps its own, makes this process one of the directory's writers."""
+    gone = dead_pid()
+    names = [f"gauge_livemin_{gone}.db", f"counter_{os.getpid()}.db"]
+    for name in names:
+        (tmp_path / name).write_bytes(b"x")
+    with open(tmp_path / f"counter_{os.getpid()}.db", "rb"):
+        assert drop_dead_live_gauges(str(tmp_path)) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names)
+    with open(tmp_path / f"counter_{os.getpid()}.db", "r+b"):  # read-write, as a writer's (and no longer cached)
+        assert drop_dead_live_gauges(str(tmp_path)) == 1
+
+
 def test_where_the_open_files_cannot_be_listed_no_live_gauge_is_dropped(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Without /proc/self/fd (not Linux) this process cannot tell that it holds its own file open: nothing goes."""
@@ -202,6 +217,22 @@ def test_a_bad_multiprocess_drop_dead_is_an_error_when_the_app_is_made(
 
     with pytest.raises(ValueError, match=r"AIWATCH_MULTIPROCESS_DROP_DEAD must be on or off, got 'sometimes'"):
         serving_registry()
+
+
+@pytest.mark.parametrize("middleware", ["asgi", "wsgi"])
+def test_a_bad_multiprocess_drop_dead_is_an_error_when_the_middleware_is_made(
+        middleware: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The middleware makes its /metrics app at the first scrape: a bad value failed every scrape (500, the target
+    down) while the app served; it is refused when the middleware is made, and not read without a /metrics path."""
+    from aiwatch.middleware.asgi import AiwatchMiddleware
+    from aiwatch.middleware.wsgi import AiwatchWSGIMiddleware
+
+    make = AiwatchMiddleware if middleware == "asgi" else AiwatchWSGIMiddleware
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    monkeypatch.setenv("AIWATCH_MULTIPROCESS_DROP_DEAD", "sometimes")
+    with pytest.raises(ValueError, match=r"AIWATCH_MULTIPROCESS_DROP_DEAD must be on or off, got 'sometimes'"):
+        make(lambda *_: None, service="svc", registry=CollectorRegistry())
+    make(lambda *_: None, service="svc", registry=CollectorRegistry(), metrics_path=None)
 
 
 def test_a_live_gauge_file_that_cannot_be_dropped_is_counted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
