@@ -17,21 +17,9 @@ from prometheus_client import CollectorRegistry
 from aiwatch.cli import main
 from aiwatch.feedback import ParquetSink, PredictionLog
 from aiwatch.feedback.outcomes import quality_report, realised_quality
+from tests.feedback.quality_files import labels_csv, sink_log
 
 T0 = 1_790_002_800.0  # 2026-09-21T15:00:00Z, on the hour
-
-
-def _labels(tmp_path: Path, rows: list[tuple[str, object]]) -> Path:
-    path = tmp_path / "labels.csv"
-    path.write_text("request_id,outcome\n" + "".join(f"{rid},{outcome}\n" for rid, outcome in rows))
-    return path
-
-
-def _sink_log(tmp_path: Path, rows: list[dict[str, object]]) -> Path:
-    sink = ParquetSink(tmp_path / "log")
-    sink.write(rows)
-    sink.close()
-    return tmp_path / "log"
 
 
 @pytest.fixture()
@@ -44,7 +32,7 @@ def canary(tmp_path: Path) -> tuple[Path, Path]:
             for version, wrong in (("v6", 4), ("v7", 16)):
                 log.log("churn", {"x": i}, {"label": 0 if i < wrong else 1}, version=version,
                         request_id=f"{version}-{i}", timestamp=T0 + i)
-    labels = _labels(tmp_path, [(f"{v}-{i}", 1) for v in ("v6", "v7") for i in range(40)])
+    labels = labels_csv(tmp_path, [(f"{v}-{i}", 1) for v in ("v6", "v7") for i in range(40)])
     return tmp_path / "log", labels
 
 
@@ -88,9 +76,9 @@ def test_latest_per_version_keeps_each_versions_latest_window_with_enough_labels
 
     # v1 in two hours (its latest has 1 label), v2 in the second hour only
     rows = [("a", T0, "v1", 1.0), ("b", T0 + 1, "v1", 1.0), ("c", T0 + 3600, "v1", 0.0), ("d", T0 + 3600, "v2", 1.0)]
-    log = _sink_log(tmp_path, [{"request_id": r, "timestamp": t, "model": "m", "model_version": v, "output": o}
+    log = sink_log(tmp_path, [{"request_id": r, "timestamp": t, "model": "m", "model_version": v, "output": o}
                                for r, t, v, o in rows])
-    windows = realised_quality(log, _labels(tmp_path, [(r, 1) for r, *_ in rows]), by_version=True)
+    windows = realised_quality(log, labels_csv(tmp_path, [(r, 1) for r, *_ in rows]), by_version=True)
     latest = latest_per_version(windows, min_labelled=2)
     assert {k: (q.start, q.labelled) for k, q in latest.items()} == {("m", "v1"): (T0, 2)}
     assert {k: q.start for k, q in latest_per_version(windows).items()} == {("m", "v1"): T0 + 3600,
@@ -100,11 +88,11 @@ def test_latest_per_version_keeps_each_versions_latest_window_with_enough_labels
 def test_a_request_retried_across_versions_counts_once_for_its_latest_rows_version(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # a: v1 then v2 (counts for v2); b: v2 then v1 (counts for v1); c: v1 only. All labelled 1.
-    log = _sink_log(tmp_path, [
+    log = sink_log(tmp_path, [
         {"request_id": rid, "timestamp": T0 + i, "model": "m", "model_version": version, "output": output}
         for i, (rid, version, output) in enumerate([("a", "v1", 0.0), ("b", "v2", 0.0), ("a", "v2", 1.0),
                                                      ("b", "v1", 0.0), ("c", "v1", 1.0)])])
-    labels = _labels(tmp_path, [("a", 1), ("b", 1), ("c", 1)])
+    labels = labels_csv(tmp_path, [("a", 1), ("b", 1), ("c", 1)])
     report = quality_report(log, labels, by_version=True)
     assert report.duplicates == 2
     assert [(w.model_version, w.logged, w.labelled, w.metrics["accuracy"]) for w in report.windows] == [
@@ -116,10 +104,10 @@ def test_a_request_retried_across_versions_counts_once_for_its_latest_rows_versi
 
 
 def test_a_null_or_empty_version_is_shown_as_none(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    log = _sink_log(tmp_path, [
+    log = sink_log(tmp_path, [
         {"request_id": rid, "timestamp": T0, "model": "m", "model_version": version, "output": 1.0}
         for rid, version in (("a", None), ("b", ""), ("c", "v1"))])
-    labels = _labels(tmp_path, [("a", 1), ("b", 1), ("c", 0)])
+    labels = labels_csv(tmp_path, [("a", 1), ("b", 1), ("c", 0)])
     report = quality_report(log, labels, by_version=True)
     assert [(w.model_version, w.labelled) for w in report.windows] == [("", 2), ("v1", 1)]
     assert report.unversioned == 2
@@ -137,7 +125,7 @@ def test_a_log_without_a_model_version_column_is_one_version_none(
     (tmp_path / "log").mkdir()
     pq.write_table(pa.table({"request_id": ["a", "b"], "timestamp": [T0, T0], "model": ["m", "m"],
                              "output": [1.0, 0.0]}), tmp_path / "log" / "part-0.parquet")
-    labels = _labels(tmp_path, [("a", 1), ("b", 1)])
+    labels = labels_csv(tmp_path, [("a", 1), ("b", 1)])
     [window] = realised_quality(tmp_path / "log", labels, by_version=True)
     assert (window.model_version, window.labelled, window.metrics["accuracy"]) == ("", 2, 0.5)
     args = ["quality", str(tmp_path / "log"), str(labels), "--min-labelled", "1", "--by-version",
@@ -154,7 +142,7 @@ def test_versions_written_as_numbers_in_one_file_and_text_in_another_are_one_ver
         pq.write_table(pa.table({"request_id": [f"{i}a", f"{i}b"], "timestamp": [T0, T0], "model": ["m", "m"],
                                  "model_version": version, "output": [1.0, 1.0]}),
                        tmp_path / "log" / f"part-{i}.parquet")
-    labels = _labels(tmp_path, [(f"{i}{s}", 1) for i in range(3) for s in "ab"])
+    labels = labels_csv(tmp_path, [(f"{i}{s}", 1) for i in range(3) for s in "ab"])
     windows = realised_quality(tmp_path / "log", labels, by_version=True)
     assert [(w.model_version, w.logged, w.labelled) for w in windows] == [("7", 3, 3), ("8", 3, 3)]
 
@@ -164,9 +152,9 @@ def test_a_version_per_request_runs_and_prints_every_version(
     """A careless client sends a new model_version with each request (a build hash, a timestamp): 1000 versions
     are 1000 rows of the table and, below the objective, 1000 verdict lines: no error, nothing left out."""
     n = 1000
-    log = _sink_log(tmp_path, [{"request_id": f"r{i}", "timestamp": T0 + i, "model": "m",
+    log = sink_log(tmp_path, [{"request_id": f"r{i}", "timestamp": T0 + i, "model": "m",
                                 "model_version": f"build-{i:04d}", "output": float(i % 2)} for i in range(n)])
-    labels = _labels(tmp_path, [(f"r{i}", 1) for i in range(n)])
+    labels = labels_csv(tmp_path, [(f"r{i}", 1) for i in range(n)])
     args = ["quality", str(log), str(labels), "--min-labelled", "1", "--by-version", "--objective", "accuracy=0.5"]
     assert main(args) == 1
     out = capsys.readouterr().out.splitlines()
@@ -246,9 +234,9 @@ def test_versions_each_under_min_labelled_get_no_verdict_the_model_does_and_its_
 def _canary_hiding_a_failure(tmp_path: Path) -> tuple[Path, Path]:
     """v6: 40 labels, all right; v7: 10 labels, all wrong. The model: 40 of 50 (0.8)."""
     rows = [(f"v6-{i}", "v6", 1.0) for i in range(40)] + [(f"v7-{i}", "v7", 0.0) for i in range(10)]
-    log = _sink_log(tmp_path, [{"request_id": rid, "timestamp": T0 + i, "model": "churn", "model_version": version,
+    log = sink_log(tmp_path, [{"request_id": rid, "timestamp": T0 + i, "model": "churn", "model_version": version,
                                 "output": output} for i, (rid, version, output) in enumerate(rows)])
-    return log, _labels(tmp_path, [(rid, 1) for rid, *_ in rows])
+    return log, labels_csv(tmp_path, [(rid, 1) for rid, *_ in rows])
 
 
 def test_a_version_under_min_labelled_does_not_hide_the_models_failure(
@@ -300,9 +288,9 @@ def test_a_version_without_a_verdict_in_several_windows_is_named_with_its_fulles
     """v0: 6 labels in the first hour; v1: 2 in the first hour, 1 in the second. --min-labelled 5."""
     rows = [(f"a{i}", T0 + i, "v0") for i in range(6)] + [("b0", T0, "v1"), ("b1", T0 + 1, "v1"),
                                                          ("b2", T0 + 3600, "v1")]
-    log = _sink_log(tmp_path, [{"request_id": r, "timestamp": t, "model": "m", "model_version": v, "output": 1.0}
+    log = sink_log(tmp_path, [{"request_id": r, "timestamp": t, "model": "m", "model_version": v, "output": 1.0}
                                for r, t, v in rows])
-    labels = _labels(tmp_path, [(r, 1) for r, *_ in rows])
+    labels = labels_csv(tmp_path, [(r, 1) for r, *_ in rows])
     assert main(["quality", str(log), str(labels), "--min-labelled", "5", "--by-version"]) == 0
     assert [line for line in capsys.readouterr().err.splitlines() if "no verdict" in line] == [
         "aiwatch quality: m version v1: at most 2 scored labels in one of its 2 windows, under --min-labelled 5: "
@@ -314,9 +302,9 @@ def test_stderr_names_the_first_10_versions_without_a_verdict_and_json_lists_the
         tmp_path: Path, capsys: pytest.CaptureFixture[str], n: int) -> None:
     """A version per request, each with one label under --min-labelled 2: 10 named on stderr, then one line
     counting the rest (1000 versions were 1000 lines); --json's versions_without_verdict has every one."""
-    log = _sink_log(tmp_path, [{"request_id": f"r{i}", "timestamp": T0 + i, "model": "m",
+    log = sink_log(tmp_path, [{"request_id": f"r{i}", "timestamp": T0 + i, "model": "m",
                                 "model_version": f"build-{i:04d}", "output": 1.0} for i in range(n)])
-    labels = _labels(tmp_path, [(f"r{i}", 1) for i in range(n)])
+    labels = labels_csv(tmp_path, [(f"r{i}", 1) for i in range(n)])
     args = ["quality", str(log), str(labels), "--by-version", "--min-labelled", "2"]
     assert main(args) == 0
     err = [line for line in capsys.readouterr().err.splitlines() if "verdict" in line]
@@ -340,7 +328,7 @@ def test_a_model_version_column_that_is_not_text_or_numbers_is_an_error_naming_i
     (tmp_path / "log").mkdir()
     pq.write_table(pa.table({"request_id": ["a", "b"], "timestamp": [T0, T0], "model": ["m", "m"],
                              "model_version": column, "output": [1.0, 0.0]}), tmp_path / "log" / "part-0.parquet")
-    labels = _labels(tmp_path, [("a", 1), ("b", 1)])
+    labels = labels_csv(tmp_path, [("a", 1), ("b", 1)])
     with pytest.raises(ValueError, match=re.escape(f"the log's 'model_version' column is {type_name}")):
         quality_report(tmp_path / "log", labels, by_version=True)
     assert main(["quality", str(tmp_path / "log"), str(labels), "--min-labelled", "1", "--by-version"]) == 2
@@ -355,8 +343,8 @@ def _two_models_two_windows(tmp_path: Path) -> tuple[Path, Path]:
     rows = [{"request_id": f"{model}{version}{hour}", "timestamp": T0 + hour * 3600 + 1, "model": model,
              "model_version": version, "output": 1.0}
             for hour in (1, 0) for model in ("b", "a") for version in ("v2", "v1")]
-    log = _sink_log(tmp_path, rows)
-    return log, _labels(tmp_path, [(str(r["request_id"]), 1) for r in rows])
+    log = sink_log(tmp_path, rows)
+    return log, labels_csv(tmp_path, [(str(r["request_id"]), 1) for r in rows])
 
 
 def test_two_models_in_two_windows_are_ordered_by_window_then_model_then_version(
@@ -386,9 +374,9 @@ def test_latest_per_version_counts_scored_labels_not_labelled_ones(
 
     rows = [(f"a{i}", T0 + i, 0.0) for i in range(3)] + [("b0", T0 + 3600, 1.0), ("b1", T0 + 3601, None),
                                                          ("b2", T0 + 3602, None)]
-    log = _sink_log(tmp_path, [{"request_id": r, "timestamp": t, "model": "m", "model_version": "v1", "output": o}
+    log = sink_log(tmp_path, [{"request_id": r, "timestamp": t, "model": "m", "model_version": "v1", "output": o}
                                for r, t, o in rows])
-    labels = _labels(tmp_path, [(r, 1) for r, *_ in rows])
+    labels = labels_csv(tmp_path, [(r, 1) for r, *_ in rows])
     windows = realised_quality(log, labels, by_version=True)
     assert [(w.start, w.labelled, w.scored) for w in windows] == [(T0, 3, 3), (T0 + 3600, 3, 1)]
     assert {k: q.start for k, q in latest_per_version(windows, min_labelled=2).items()} == {("m", "v1"): T0}
@@ -401,9 +389,9 @@ def test_latest_per_version_counts_scored_labels_not_labelled_ones(
 def test_unversioned_counts_the_rows_kept_after_retries(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """a: no version, then v1 (counts for v1); b: v1, then null (unversioned); c: "", then "" (one row); d: v1."""
     rows = [("a", None), ("b", "v1"), ("c", ""), ("a", "v1"), ("b", None), ("c", ""), ("d", "v1")]
-    log = _sink_log(tmp_path, [{"request_id": rid, "timestamp": T0 + i, "model": "m", "model_version": version,
+    log = sink_log(tmp_path, [{"request_id": rid, "timestamp": T0 + i, "model": "m", "model_version": version,
                                 "output": 1.0} for i, (rid, version) in enumerate(rows)])
-    labels = _labels(tmp_path, [(r, 1) for r in "abcd"])
+    labels = labels_csv(tmp_path, [(r, 1) for r in "abcd"])
     report = quality_report(log, labels, by_version=True)
     assert (report.duplicates, report.unversioned) == (3, 2)
     assert [(w.model_version, w.logged) for w in report.windows] == [("", 2), ("v1", 2)]
@@ -416,7 +404,7 @@ def test_a_nan_version_is_no_version(tmp_path: Path, capsys: pytest.CaptureFixtu
     pq.write_table(pa.table({"request_id": ["a", "b", "c"], "timestamp": [T0, T0, T0], "model": ["m"] * 3,
                              "model_version": pa.array([float("nan"), 1.10, None]), "output": [1.0] * 3}),
                    tmp_path / "log" / "part-0.parquet")
-    labels = _labels(tmp_path, [("a", 1), ("b", 1), ("c", 1)])
+    labels = labels_csv(tmp_path, [("a", 1), ("b", 1), ("c", 1)])
     report = quality_report(tmp_path / "log", labels, by_version=True)
     assert [(w.model_version, w.logged) for w in report.windows] == [("", 2), ("1.1", 1)]
     assert report.unversioned == 2
@@ -437,7 +425,7 @@ def test_a_nan_version_in_a_file_of_floats_beside_a_file_of_text_is_no_version(t
                            tmp_path / name / f"part-{i}.parquet")
         return tmp_path / name
 
-    labels = _labels(tmp_path, [(f"{i}-{j}", 1) for i in range(2) for j in range(3)])
+    labels = labels_csv(tmp_path, [(f"{i}-{j}", 1) for i in range(2) for j in range(3)])
     mixed = quality_report(write("mixed", [pa.array([float("nan"), 7.0]), pa.array(["v1", "nan", "NaN"])]), labels,
                            by_version=True)
     assert [(w.model_version, w.logged) for w in mixed.windows] == [("", 2), ("7", 1), ("NaN", 1), ("v1", 1)]
@@ -452,7 +440,7 @@ def test_text_7_0_stays_apart_from_the_number_7(tmp_path: Path) -> None:
     for i, version in enumerate([pa.array([7], pa.int64()), pa.array([7.0]), pa.array(["7.0"])]):
         pq.write_table(pa.table({"request_id": [f"r{i}"], "timestamp": [T0], "model": ["m"],
                                  "model_version": version, "output": [1.0]}), tmp_path / "log" / f"part-{i}.parquet")
-    windows = realised_quality(tmp_path / "log", _labels(tmp_path, [(f"r{i}", 1) for i in range(3)]),
+    windows = realised_quality(tmp_path / "log", labels_csv(tmp_path, [(f"r{i}", 1) for i in range(3)]),
                                by_version=True)
     assert [(w.model_version, w.logged) for w in windows] == [("7", 2), ("7.0", 1)]
 
@@ -462,9 +450,9 @@ def test_a_version_literally_none_is_shown_apart_from_no_version(
     from aiwatch.commands.quality import shown_version
 
     assert shown_version("(none)") != shown_version("") == "(none)"
-    log = _sink_log(tmp_path, [{"request_id": rid, "timestamp": T0, "model": "m", "model_version": version,
+    log = sink_log(tmp_path, [{"request_id": rid, "timestamp": T0, "model": "m", "model_version": version,
                                 "output": 1.0} for rid, version in (("a", "(none)"), ("b", ""))])
-    labels = _labels(tmp_path, [("a", 1), ("b", 1)])
+    labels = labels_csv(tmp_path, [("a", 1), ("b", 1)])
     assert main(["quality", str(log), str(labels), "--min-labelled", "1", "--by-version", "--objective",
                  "accuracy=1"]) == 0
     rows = capsys.readouterr().out.splitlines()[1:]
@@ -484,9 +472,9 @@ def test_versions_that_would_read_alike_are_shown_apart() -> None:
 def test_long_versions_keep_the_table_aligned_and_apart(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     long = "release-candidate-build-" + "x" * 40
     versions = ["v1", f"{long}-a", f"{long}-b", "y" * 40]
-    log = _sink_log(tmp_path, [{"request_id": f"r{i}", "timestamp": T0, "model": "m", "model_version": v,
+    log = sink_log(tmp_path, [{"request_id": f"r{i}", "timestamp": T0, "model": "m", "model_version": v,
                                 "output": 1.0} for i, v in enumerate(versions)])
-    labels = _labels(tmp_path, [(f"r{i}", 1) for i in range(len(versions))])
+    labels = labels_csv(tmp_path, [(f"r{i}", 1) for i in range(len(versions))])
     assert main(["quality", str(log), str(labels), "--min-labelled", "1", "--by-version"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len({line.index("2026-09-21") for line in lines[1:]}) == 1  # the window column lines up
@@ -508,9 +496,9 @@ def test_a_cut_version_never_reads_as_a_whole_version(tmp_path: Path, capsys: py
     digest = hashlib.sha1(long.encode()).hexdigest()[:10]
     cut = table_version(shown_version(long))
     versions = sorted({long, cut, f"{long[:27]}...{digest}", f"{long[:26]}...{digest}"})
-    log = _sink_log(tmp_path, [{"request_id": f"r{i}", "timestamp": T0, "model": "m", "model_version": v,
+    log = sink_log(tmp_path, [{"request_id": f"r{i}", "timestamp": T0, "model": "m", "model_version": v,
                                 "output": 1.0} for i, v in enumerate(versions)])
-    labels = _labels(tmp_path, [(f"r{i}", 1) for i in range(len(versions))])
+    labels = labels_csv(tmp_path, [(f"r{i}", 1) for i in range(len(versions))])
     assert main(["quality", str(log), str(labels), "--min-labelled", "1", "--by-version"]) == 0
     lines = capsys.readouterr().out.splitlines()
     cells = [line[lines[0].index("version"):lines[0].index("window")].rstrip() for line in lines[1:]]

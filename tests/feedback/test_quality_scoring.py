@@ -18,23 +18,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from aiwatch.cli import main
-from aiwatch.feedback import ParquetSink, outcomes
+from aiwatch.feedback import outcomes
 from aiwatch.feedback.outcomes import drop_unusable, read_labels, realised_quality
+from tests.feedback.quality_files import labels_csv, sink_log
 
 T0 = 1_790_002_800.0  # 2026-09-21T15:00:00Z, on the hour
-
-
-def _labels(tmp_path: Path, rows: list[tuple[str, object]], name: str = "labels.csv") -> Path:
-    path = tmp_path / name
-    path.write_text("request_id,outcome\n" + "".join(f"{rid},{outcome}\n" for rid, outcome in rows))
-    return path
-
-
-def _sink_log(tmp_path: Path, rows: list[dict[str, object]]) -> Path:
-    sink = ParquetSink(tmp_path / "log")
-    sink.write(rows)
-    sink.close()
-    return tmp_path / "log"
 
 
 def _table_log(tmp_path: Path, *tables: pa.Table) -> Path:
@@ -48,7 +36,7 @@ def _table_log(tmp_path: Path, *tables: pa.Table) -> Path:
 @pytest.fixture()
 def bool_classifier(tmp_path: Path) -> Path:
     """A fraud classifier that logs a bool, right every time."""
-    return _sink_log(tmp_path, [{"request_id": f"tx{i}", "timestamp": T0 + i, "model": "fraud",
+    return sink_log(tmp_path, [{"request_id": f"tx{i}", "timestamp": T0 + i, "model": "fraud",
                                  "output.is_fraud": i % 10 == 0} for i in range(40)])
 
 
@@ -57,7 +45,7 @@ def bool_classifier(tmp_path: Path) -> Path:
 def test_a_bool_prediction_is_the_class_1_or_0_and_so_is_a_positive_written_true(
         bool_classifier: Path, tmp_path: Path, labels: str, positive: object) -> None:
     outcomes = {"01": ("1", "0"), "truefalse": ("true", "false")}[labels]
-    path = _labels(tmp_path, [(f"tx{i}", outcomes[i % 10 != 0]) for i in range(40)])
+    path = labels_csv(tmp_path, [(f"tx{i}", outcomes[i % 10 != 0]) for i in range(40)])
     [window] = realised_quality(bool_classifier, path, prediction="output.is_fraud", positive=positive)
     assert window.labelled == 40
     assert window.metrics == {"accuracy": 1.0, "precision": 1.0, "recall": 1.0}
@@ -65,7 +53,7 @@ def test_a_bool_prediction_is_the_class_1_or_0_and_so_is_a_positive_written_true
 
 def test_cli_a_perfect_bool_classifier_meets_its_objective(bool_classifier: Path, tmp_path: Path,
                                                            capsys: pytest.CaptureFixture[str]) -> None:
-    path = _labels(tmp_path, [(f"tx{i}", int(i % 10 == 0)) for i in range(40)])
+    path = labels_csv(tmp_path, [(f"tx{i}", int(i % 10 == 0)) for i in range(40)])
     code = main(["quality", str(bool_classifier), str(path), "--prediction", "output.is_fraud",
                  "--objective", "accuracy=0.9", "--min-labelled", "1", "--json"])
     assert code == 0
@@ -77,15 +65,15 @@ def test_numbers_written_as_text_in_one_file_are_the_classes_the_others_hold_as_
         tmp_path,
         pa.table({"request_id": ["a0", "a1"], "timestamp": [T0, T0], "output": [1.0, 0.0]}),
         pa.table({"request_id": ["b0", "b1", "b2"], "timestamp": [T0, T0, T0], "output": ["1.0", "1", "unknown"]}))
-    path = _labels(tmp_path, [(rid, 1) for rid in ("a0", "a1", "b0", "b1", "b2")])
+    path = labels_csv(tmp_path, [(rid, 1) for rid in ("a0", "a1", "b0", "b1", "b2")])
     [window] = realised_quality(log, path)
     assert window.labelled == 5 and window.metrics["accuracy"] == pytest.approx(3 / 5)
 
 
 def test_missing_text_labels_are_left_out_not_scored_as_classes(tmp_path: Path) -> None:
-    log = _sink_log(tmp_path, [{"request_id": f"r{i}", "timestamp": T0, "model": "m", "output.label": "spam"}
+    log = sink_log(tmp_path, [{"request_id": f"r{i}", "timestamp": T0, "model": "m", "output.label": "spam"}
                                for i in range(8)])
-    path = _labels(tmp_path, [("r0", "spam"), ("r1", "spam"), ("r2", "spam"), ("r3", "ham"), ("r4", ""),
+    path = labels_csv(tmp_path, [("r0", "spam"), ("r1", "spam"), ("r2", "spam"), ("r3", "ham"), ("r4", ""),
                               ("r5", "NA"), ("r6", "NaN"), ("r7", "null")])
     kept, left_out = drop_unusable(read_labels(path), "classifier")
     assert kept.column("outcome").to_pylist() == ["spam", "spam", "spam", "ham"] and left_out == 4
@@ -95,12 +83,12 @@ def test_missing_text_labels_are_left_out_not_scored_as_classes(tmp_path: Path) 
 
 def test_a_request_logged_twice_counts_its_label_once_with_its_latest_prediction(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    log = _sink_log(tmp_path, [
+    log = sink_log(tmp_path, [
         {"request_id": "a", "timestamp": T0 + 1, "model": "m", "output": 1.0},
         {"request_id": "a", "timestamp": T0, "model": "m", "output": 0.0},  # the first try, stored after
         {"request_id": "b", "timestamp": T0, "model": "m", "output": 0.0},
         {"request_id": "a", "timestamp": T0, "model": "other", "output": 0.0}])  # another model's request
-    path = _labels(tmp_path, [("a", 1), ("b", 0)])
+    path = labels_csv(tmp_path, [("a", 1), ("b", 0)])
     report = outcomes.quality_report(log, path)
     assert report.duplicates == 1
     assert [(w.model, w.logged, w.labelled, w.metrics["accuracy"]) for w in report.windows] == [
@@ -112,10 +100,10 @@ def test_a_request_logged_twice_counts_its_label_once_with_its_latest_prediction
 
 
 def test_model_directories_that_read_as_the_same_number_stay_two_models(tmp_path: Path) -> None:
-    log = _sink_log(tmp_path, [{"request_id": f"a{i}", "timestamp": T0, "model": "007", "output": 1.0}
+    log = sink_log(tmp_path, [{"request_id": f"a{i}", "timestamp": T0, "model": "007", "output": 1.0}
                                for i in range(3)] + [{"request_id": f"b{i}", "timestamp": T0, "model": "7",
                                                       "output": 0.0} for i in range(3)])
-    path = _labels(tmp_path, [(f"{p}{i}", 1) for p in "ab" for i in range(3)])
+    path = labels_csv(tmp_path, [(f"{p}{i}", 1) for p in "ab" for i in range(3)])
     assert [(w.model, w.labelled, w.metrics["accuracy"]) for w in realised_quality(log, path)] == [
         ("007", 3, 1.0), ("7", 3, 0.0)]
 
@@ -126,7 +114,7 @@ def test_rows_without_a_timestamp_are_left_out_and_counted_and_a_null_model_is_t
         "request_id": ["a", "b", "c", "d", "e"],
         "timestamp": pa.array([T0, None, float("nan"), T0, T0], pa.float64()),
         "model": ["m", "m", "m", None, "m"], "output": [1.0, 1.0, 1.0, 1.0, 0.0]}))
-    path = _labels(tmp_path, [(rid, 1) for rid in "abcde"])
+    path = labels_csv(tmp_path, [(rid, 1) for rid in "abcde"])
     report = outcomes.quality_report(log, path)
     assert report.untimed == 2
     assert [(w.model, w.start, w.logged, w.labelled) for w in report.windows] == [("", T0, 1, 1), ("m", T0, 2, 2)]
@@ -156,7 +144,7 @@ def test_float_or_decimal_label_ids_that_are_whole_numbers_are_read_as_their_int
     path = tmp_path / "labels.parquet"
     pq.write_table(pa.table({"request_id": ids, "outcome": [1, 0, 1, 0]}), path)
     assert read_labels(path).column("request_id").to_pylist() == ["7", None, "12345678", str(2 ** 53 - 1)]
-    log = _sink_log(tmp_path, [{"request_id": "7", "timestamp": T0, "model": "m", "output": 1.0}])
+    log = sink_log(tmp_path, [{"request_id": "7", "timestamp": T0, "model": "m", "output": 1.0}])
     [window] = realised_quality(log, path)
     assert window.labelled == 1 and window.metrics["accuracy"] == 1.0
 
@@ -185,7 +173,7 @@ def test_csv_ids_written_as_whole_number_decimals_are_their_int_text_and_an_empt
     labels = read_labels(path)
     assert labels.column("request_id").to_pylist() == ["7", None, "8", "0", "007", "7.5", "007.0", "abc"]
     assert drop_unusable(labels)[1] == 1
-    log = _sink_log(tmp_path, [{"request_id": rid, "timestamp": T0, "model": "m", "output": 1.0}
+    log = sink_log(tmp_path, [{"request_id": rid, "timestamp": T0, "model": "m", "output": 1.0}
                                for rid in ("7", "8")])
     [window] = realised_quality(log, path)
     assert (window.logged, window.labelled, window.metrics["accuracy"]) == (2, 2, 0.5)
@@ -218,7 +206,7 @@ def test_positive_1_true_and_true_name_one_class_whichever_way_text_classes_are_
     """Predictions and labels both text (compared as written): the positive ``1``, ``true``, ``True`` (or ``0``,
     ``false``, ``False``) names the class written as that bool or number. It named none: precision and recall NaN."""
     yes, no = written
-    log = _sink_log(tmp_path, [{"request_id": f"r{i}", "timestamp": T0, "model": "m", "output.label": p}
+    log = sink_log(tmp_path, [{"request_id": f"r{i}", "timestamp": T0, "model": "m", "output.label": p}
                                for i, p in enumerate([yes, no, yes, no, yes])])
     path = tmp_path / "labels.parquet"
     pq.write_table(pa.table({"request_id": [f"r{i}" for i in range(5)], "outcome": [yes, yes, no, no, yes]}), path)
@@ -232,9 +220,9 @@ def test_positive_1_true_and_true_name_one_class_whichever_way_text_classes_are_
 
 def test_a_positive_that_names_no_class_is_said_on_stderr_and_in_json(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    log = _sink_log(tmp_path, [{"request_id": f"r{i}", "timestamp": T0, "model": "m", "output.label": p}
+    log = sink_log(tmp_path, [{"request_id": f"r{i}", "timestamp": T0, "model": "m", "output.label": p}
                                for i, p in enumerate(["spam", "ham"])])
-    path = _labels(tmp_path, [("r0", "spam"), ("r1", "spam")])
+    path = labels_csv(tmp_path, [("r0", "spam"), ("r1", "spam")])
     report = outcomes.quality_report(log, path, prediction="output.label", positive="Spam")
     assert (report.positive_found, report.classes) == (False, ["ham", "spam"])
     assert outcomes.quality_report(log, path, prediction="output.label", positive="spam").positive_found is True
@@ -257,7 +245,7 @@ def test_a_positive_that_names_no_class_is_said_on_stderr_and_in_json(
 def test_text_classes_on_both_sides_are_compared_as_written(
         tmp_path: Path, predicted: list[str], outcomes: list[str], positive: str, accuracy: float) -> None:
     # both sides text: classes are codes ("007" is not "7"); only a side typed as numbers makes text read as numbers
-    log = _sink_log(tmp_path, [{"request_id": f"r{i}", "timestamp": T0, "model": "m", "output.label": p}
+    log = sink_log(tmp_path, [{"request_id": f"r{i}", "timestamp": T0, "model": "m", "output.label": p}
                                for i, p in enumerate(predicted)])
     path = tmp_path / "labels.parquet"
     pq.write_table(pa.table({"request_id": [f"r{i}" for i in range(4)], "outcome": outcomes}), path)
@@ -269,11 +257,11 @@ def test_a_request_answered_by_two_versions_of_its_model_counts_its_label_once(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The quality is per model: one label is one request, whichever versions answered it (a retry that crossed
     A/B arms); its latest row is scored. Scored per version, 2 labels were counted labelled 3 or 4 times."""
-    log = _sink_log(tmp_path, [
+    log = sink_log(tmp_path, [
         {"request_id": rid, "timestamp": T0 + i, "model": "m", "model_version": version, "output": output}
         for i, (rid, version, output) in enumerate([("a", "v1", 0.0), ("a", "v2", 1.0), ("b", "v1", 1.0),
                                                      ("b", "v2", 1.0), ("b", "v2", 0.0)])])  # b's v2 retried
-    path = _labels(tmp_path, [("a", 1), ("b", 1)])
+    path = labels_csv(tmp_path, [("a", 1), ("b", 1)])
     report = outcomes.quality_report(log, path)
     assert report.duplicates == 3
     assert [(w.logged, w.labelled, w.metrics["accuracy"]) for w in report.windows] == [(2, 2, 0.5)]
@@ -309,7 +297,7 @@ def new_york() -> Iterator[None]:
 def test_a_naive_since_and_until_are_utc_on_a_unix_seconds_column_as_on_a_timestamp_one(
         tmp_path: Path, new_york: None, stamp: pa.Array) -> None:
     log = _table_log(tmp_path, pa.table({"request_id": ["a"], "timestamp": stamp, "output": [1.0]}))
-    path = _labels(tmp_path, [("a", 1)])
+    path = labels_csv(tmp_path, [("a", 1)])
     windows = realised_quality(log, path, since=datetime(2026, 9, 21, 15), until=datetime(2026, 9, 21, 16))
     assert [(w.start, w.logged) for w in windows] == [(T0, 1)]
 
@@ -324,7 +312,7 @@ def test_another_layouts_numeric_hour_partition_is_not_pruned_by_since_and_until
     folder = tmp_path / "log" / "model=7" / "hour=15"
     folder.mkdir(parents=True)
     pq.write_table(pa.table({"request_id": ["a"], "timestamp": [T0 + 60], "output": [1.0]}), folder / "p.parquet")
-    windows = realised_quality(tmp_path / "log", _labels(tmp_path, [("a", 1)]),
+    windows = realised_quality(tmp_path / "log", labels_csv(tmp_path, [("a", 1)]),
                                since=datetime(2026, 9, 21, 15), until=datetime(2026, 9, 21, 16))
     assert [(w.model, w.logged, w.labelled) for w in windows] == [("7", 1, 1)]
 
