@@ -141,12 +141,12 @@ MULTIPROCESS_DROP_DEAD = EnvVar(
     "AIWATCH_MULTIPROCESS_DROP_DEAD", "on",
     "In multiprocess mode, `/metrics` removes the live gauges' files (what `mark_process_dead` removes) of the pids "
     "no longer running before each merge, for servers that never call it (`uvicorn --workers`, hypercorn), but only "
-    "when the process serving it holds its own sample files in the directory open for writing (it is one of the "
-    "directory's "
-    "writers, read from `/proc/self/fd`: Linux only, elsewhere nothing is removed). `off` turns that off: set it when "
-    "a process that writes the directory too serves `/metrics` from another pid namespace than the workers' (a "
-    "sidecar sharing the volume), where a worker's pid may read as gone. Anything but `on` or `off` (or `true`, "
-    "`false`, `1`, `0`, `yes`, `no`) is an error when the `/metrics` app or a middleware serving it is made.")
+    "when the process serving it maps its own sample files in the directory writable, as prometheus_client maps its "
+    "values (it is one of the directory's writers, read from `/proc/self/maps`: Linux only, elsewhere nothing is "
+    "removed). `off` turns that off: set it when a process that writes the directory too serves `/metrics` from "
+    "another pid namespace than the workers' (a sidecar sharing the volume), where a worker's pid may read as gone. "
+    "Anything but `on` or `off` (or `true`, `false`, `1`, `0`, `yes`, `no`) is an error when the `/metrics` app is "
+    "made, when `aiwatch.instrument()` instruments an app, and when the WSGI middleware is made.")
 # --- signals ----------------------------------------------------------------------------------------------
 GPU_POLL_INTERVAL = EnvVar("AIWATCH_GPU_POLL_INTERVAL", "5",
                            "Seconds between two NVML polls of `GpuPoller` / `GpuCollector` not given `interval=`.")

@@ -97,55 +97,43 @@ def _running(pid: int) -> bool:
 _LIVE_GAUGE_FILE = re.compile(r"gauge_live[a-z]*_([0-9]+)\.db")
 
 
-#: this process's open files, one symbolic link per descriptor, and each one's flags (Linux)
-_OPEN_FILES = "/proc/self/fd"
-_OPEN_FILE_INFO = "/proc/self/fdinfo"
+#: the files this process maps, with the mapping's permissions (Linux)
+_MAPPED_FILES = "/proc/self/maps"
 
 
-#: (pid, directory) this process was found to hold its own sample file open in: prometheus_client keeps its files
-#: open for the process's life, so the answer stays; a forked child has another pid, and looks again
+#: (pid, directory) this process was found to map its own sample file writable in: prometheus_client keeps its
+#: values mapped for the process's life, so the answer stays; a forked child has another pid, and looks again
 _WRITER_OF: set[tuple[int, str]] = set()
 
 
 def _holds_own_sample_file(path: str) -> bool:
-    """Whether this process holds open *for writing* a sample file of ``path`` named with its own pid, as
-    prometheus_client's values keep theirs (an ``MmapedDict`` keeps its file open, read-write, while the process
+    """Whether this process maps a sample file of ``path`` named with its own pid shared and writable, as
+    prometheus_client's values map theirs (an ``MmapedDict``: ``mmap`` with ``ACCESS_WRITE``, kept while the process
     runs). A name alone proves nothing: pid numbers repeat across pid namespaces (a sidecar exporter that is pid 2
-    finds the ``counter_2.db`` of the app container's worker 2), and neither does a file open for reading (the merge
-    of a scrape running in another thread opens every process's file read-only, worker 2's too). ``False`` where
-    the open files cannot be listed (not Linux)."""
+    finds the ``counter_2.db`` of the app container's worker 2); nor does an open descriptor: a scrape's merge opens
+    every process's file to read it, worker 2's too, and a descriptor's number is reused at once (read by number,
+    a closed file's number already named a socket). A mapping is no descriptor: it stays what it was mapped as.
+    ``False`` where the mappings cannot be read (not Linux)."""
     directory = os.path.realpath(path)
     pid = os.getpid()
-    if (pid, directory) in _WRITER_OF:  # a scan costs about 6 us per open descriptor
+    if (pid, directory) in _WRITER_OF:
         return True
     own = str(pid)
     try:
-        descriptors = os.listdir(_OPEN_FILES)
+        with open(_MAPPED_FILES, encoding="utf-8", errors="replace") as mapped:
+            lines = mapped.readlines()
     except OSError:
         return False
-    for descriptor in descriptors:
-        try:
-            target = os.readlink(os.path.join(_OPEN_FILES, descriptor))
-        except OSError:  # closed meanwhile
+    for line in lines:
+        # address, permissions, offset, device, inode, path (which may hold spaces; a deleted file's ends in
+        # " (deleted)", and matches no name)
+        fields = line.split(maxsplit=5)
+        if len(fields) < 6 or not fields[1].startswith("rw") or fields[1][3:4] != "s":
             continue
-        head, name = os.path.split(target)
-        if head == directory and (match := _SAMPLE_FILE.fullmatch(name)) and match.group(1) == own \
-                and _open_for_writing(descriptor):
+        head, name = os.path.split(fields[5].rstrip("\n"))
+        if head == directory and (match := _SAMPLE_FILE.fullmatch(name)) and match.group(1) == own:
             _WRITER_OF.add((pid, directory))
             return True
-    return False
-
-
-def _open_for_writing(descriptor: str) -> bool:
-    """Whether this process's ``descriptor`` is open for writing (its ``flags``, octal, in ``/proc/self/fdinfo``);
-    ``False`` when that cannot be read."""
-    try:
-        with open(os.path.join(_OPEN_FILE_INFO, descriptor), encoding="ascii") as info:
-            for line in info:
-                if line.startswith("flags:"):
-                    return int(line.split()[1], 8) & os.O_ACCMODE != os.O_RDONLY
-    except (OSError, ValueError, IndexError):
-        pass
     return False
 
 
@@ -172,11 +160,11 @@ def drop_dead_live_gauges(path: str) -> int:
     :func:`aiwatch.gunicorn.child_exit`) left their last values in the live gauges for good, a recycled worker's
     last-sample timestamp (``livemin``) aging as if its loop were stuck.
 
-    Only when this process holds open for writing a sample file of ``path`` named with its own pid (read from
-    ``/proc/self/fd`` and ``fdinfo``; where that cannot be read, not Linux, nothing is removed): then it writes the
-    directory, and is most likely in the workers' pid namespace. A process that writes nothing there (an exporter
-    sharing the volume, whatever its pid number, even while a scrape's merge holds a file of its pid number open to
-    read) removes nothing. Not guarded: a process that writes the directory too but runs in another pid
+    Only when this process maps a sample file of ``path`` named with its own pid writable, as prometheus_client's
+    values do (read from ``/proc/self/maps``; where that cannot be read, not Linux, nothing is removed): then it
+    writes the directory, and is most likely in the workers' pid namespace. A process that writes nothing there (an
+    exporter sharing the volume, whatever its pid number, even while a scrape's merge reads a file of its pid
+    number) removes nothing. Not guarded: a process that writes the directory too but runs in another pid
     namespace than the other writers (a sidecar that records its own metrics there) reads their pids in its own
     namespace, and removes the live gauges of running workers whose pid it does not see; turn it off there with
     ``AIWATCH_MULTIPROCESS_DROP_DEAD=off``. A file that cannot be removed is left, and counted once per call as
@@ -220,8 +208,9 @@ def drop_dead_enabled() -> bool:
 
 
 def check_serving_settings() -> None:
-    """Raise the ValueError a bad ``AIWATCH_MULTIPROCESS_DROP_DEAD`` gives in multiprocess mode, for a middleware to
-    call when it is made: it makes its ``/metrics`` app at the first scrape, which would then fail at every one."""
+    """Raise the ValueError a bad ``AIWATCH_MULTIPROCESS_DROP_DEAD`` gives in multiprocess mode, for
+    :func:`aiwatch.instrument` and the WSGI middleware to call when the app is instrumented: a middleware makes its
+    ``/metrics`` app at the first scrape, which would then fail at every one."""
     if multiprocess_enabled():
         drop_dead_enabled()
 

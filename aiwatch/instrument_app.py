@@ -50,9 +50,14 @@ def instrument(app: A, *, recorder: RequestRecorder | None = None, **options: An
     automatic = getattr(app, _AUTOMATIC, None)
     if (getattr(app, _MARK, None) is not None and automatic is None) or _is_aiwatch_middleware(app):
         return app
-    # checked here, not when Starlette builds its middleware at startup
+    # checked here, not when Starlette builds its middleware at startup (under uvicorn's lifespan "auto", an error
+    # there is logged as "lifespan unsupported" and raised again at every request)
     for hook in ("route_resolver", "on_request_end"):
         sync_hook(hook, options.get(hook))
+    if options.get("metrics_path", "/metrics") is not None:  # the /metrics app is made at the first scrape
+        from aiwatch.exposition import check_serving_settings
+
+        check_serving_settings()
     if "exclude_paths" in options:
         options["exclude_paths"] = exclude_path_set(options["exclude_paths"])
     recorder_options = {k: v for k, v in options.items() if k in RECORDER_OPTIONS}

@@ -168,10 +168,6 @@ class AiwatchMiddleware:
         self.on_request_end = sync_hook("on_request_end", on_request_end)
         self.payload_sizes = payload_sizes
         self._metrics_app: ASGIApp | None = None
-        if metrics_path is not None:  # its /metrics app is made at the first scrape: a bad setting fails here
-            from aiwatch.exposition import check_serving_settings
-
-            check_serving_settings()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         self.recorder.watch_loop()

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import mmap
 import os
 import subprocess
 import sys
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -83,6 +87,13 @@ def test_standalone_server_negotiates(metrics: Metrics, registry: CollectorRegis
         thread.join(5)
 
 
+@contextmanager
+def mapped_for_writing(path: Path) -> Iterator[None]:
+    """``path`` mapped shared and writable by this process, as prometheus_client's MmapedDict maps its values."""
+    with open(path, "a+b") as file, mmap.mmap(file.fileno(), path.stat().st_size, access=mmap.ACCESS_WRITE):
+        yield
+
+
 def dead_pid() -> int:
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     child.wait()
@@ -117,7 +128,7 @@ def test_the_live_gauges_of_processes_gone_are_dropped_when_this_process_holds_i
             f"counter_{alive}.db", f"gauge_livemin_{gone}.db.bak"]
     for name in dropped + kept:
         (tmp_path / name).write_bytes(b"x")
-    with open(tmp_path / f"counter_{alive}.db", "a+b"):  # as prometheus_client's MmapedDict keeps it
+    with mapped_for_writing(tmp_path / f"counter_{alive}.db"):
         assert drop_dead_live_gauges(str(tmp_path)) == len(dropped)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(kept)
 
@@ -141,37 +152,42 @@ def test_a_file_held_open_but_named_with_another_pid_drops_no_live_gauge(tmp_pat
     names = [f"gauge_livemin_{gone}.db", f"counter_{gone}.db"]
     for name in names:
         (tmp_path / name).write_bytes(b"x")
-    with open(tmp_path / f"counter_{gone}.db", "a+b"):
+    with mapped_for_writing(tmp_path / f"counter_{gone}.db"):
         assert drop_dead_live_gauges(str(tmp_path)) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names)
 
 
-def test_its_own_file_open_for_reading_only_drops_no_live_gauge(tmp_path: Path) -> None:
-    """A scrape's merge opens every process's sample file read-only: in a sidecar exporter whose pid number is a
-    worker's, a second scrape in another thread found that worker's file open, named with its own pid. Only a file
-    open for writing, as prometheus_client keeps its own, makes this process one of the directory's writers."""
+def test_its_own_file_open_but_not_mapped_for_writing_drops_no_live_gauge(tmp_path: Path) -> None:
+    """A scrape's merge opens every process's sample file to read it: in a sidecar exporter whose pid number is a
+    worker's, a second scrape in another thread had that worker's file open, named with its own pid, and a
+    descriptor's number is reused at once (a socket's by the time its flags were read). Only a shared writable
+    mapping of its own file, as prometheus_client keeps its values, makes this process one of the writers."""
     gone = dead_pid()
-    names = [f"gauge_livemin_{gone}.db", f"counter_{os.getpid()}.db"]
+    own = tmp_path / f"counter_{os.getpid()}.db"
+    names = [f"gauge_livemin_{gone}.db", own.name]
     for name in names:
         (tmp_path / name).write_bytes(b"x")
-    with open(tmp_path / f"counter_{os.getpid()}.db", "rb"):
+    for mode in ("rb", "r+b", "a+b"):
+        with open(own, mode):
+            assert drop_dead_live_gauges(str(tmp_path)) == 0
+    with open(own, "rb") as file, mmap.mmap(file.fileno(), 1, access=mmap.ACCESS_READ):
         assert drop_dead_live_gauges(str(tmp_path)) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names)
-    with open(tmp_path / f"counter_{os.getpid()}.db", "r+b"):  # read-write, as a writer's (and no longer cached)
+    with mapped_for_writing(own):
         assert drop_dead_live_gauges(str(tmp_path)) == 1
 
 
 def test_where_the_open_files_cannot_be_listed_no_live_gauge_is_dropped(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Without /proc/self/fd (not Linux) this process cannot tell that it holds its own file open: nothing goes."""
+    """Without /proc/self/maps (not Linux) this process cannot tell that it maps its own file: nothing goes."""
     import aiwatch.exposition as exposition
 
-    monkeypatch.setattr(exposition, "_OPEN_FILES", str(tmp_path / "no-such-dir"))
+    monkeypatch.setattr(exposition, "_MAPPED_FILES", str(tmp_path / "no-such-file"))
     gone = dead_pid()
     names = [f"gauge_livemin_{gone}.db", f"counter_{os.getpid()}.db"]
     for name in names:
         (tmp_path / name).write_bytes(b"x")
-    with open(tmp_path / f"counter_{os.getpid()}.db", "a+b"):
+    with mapped_for_writing(tmp_path / f"counter_{os.getpid()}.db"):
         assert drop_dead_live_gauges(str(tmp_path)) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names)
 
@@ -219,20 +235,28 @@ def test_a_bad_multiprocess_drop_dead_is_an_error_when_the_app_is_made(
         serving_registry()
 
 
-@pytest.mark.parametrize("middleware", ["asgi", "wsgi"])
-def test_a_bad_multiprocess_drop_dead_is_an_error_when_the_middleware_is_made(
-        middleware: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The middleware makes its /metrics app at the first scrape: a bad value failed every scrape (500, the target
-    down) while the app served; it is refused when the middleware is made, and not read without a /metrics path."""
+def test_a_bad_multiprocess_drop_dead_is_an_error_when_the_app_is_instrumented(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A middleware makes its /metrics app at the first scrape: a bad value failed every scrape (500, the target
+    down) while the app served. aiwatch.instrument() and the WSGI middleware refuse it at once; the ASGI middleware
+    itself does not (Starlette makes it at the lifespan call, and under uvicorn's lifespan "auto" an error there is
+    raised again at every request), and nothing reads it without a /metrics path."""
+    from starlette.applications import Starlette
+
+    import aiwatch
     from aiwatch.middleware.asgi import AiwatchMiddleware
     from aiwatch.middleware.wsgi import AiwatchWSGIMiddleware
 
-    make = AiwatchMiddleware if middleware == "asgi" else AiwatchWSGIMiddleware
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
     monkeypatch.setenv("AIWATCH_MULTIPROCESS_DROP_DEAD", "sometimes")
-    with pytest.raises(ValueError, match=r"AIWATCH_MULTIPROCESS_DROP_DEAD must be on or off, got 'sometimes'"):
-        make(lambda *_: None, service="svc", registry=CollectorRegistry())
-    make(lambda *_: None, service="svc", registry=CollectorRegistry(), metrics_path=None)
+    refused = r"AIWATCH_MULTIPROCESS_DROP_DEAD must be on or off, got 'sometimes'"
+    with pytest.raises(ValueError, match=refused):
+        aiwatch.instrument(Starlette(), service="svc", registry=CollectorRegistry())
+    with pytest.raises(ValueError, match=refused):
+        AiwatchWSGIMiddleware(lambda *_: [], service="svc", registry=CollectorRegistry())
+    AiwatchMiddleware(lambda *_: None, service="svc", registry=CollectorRegistry())
+    aiwatch.instrument(Starlette(), service="svc", registry=CollectorRegistry(), metrics_path=None)
+    AiwatchWSGIMiddleware(lambda *_: [], service="svc", registry=CollectorRegistry(), metrics_path=None)
 
 
 def test_a_live_gauge_file_that_cannot_be_dropped_is_counted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -248,7 +272,7 @@ def test_a_live_gauge_file_that_cannot_be_dropped_is_counted(tmp_path: Path, mon
 
     monkeypatch.setattr(os, "remove", refusing)
     before = default_errors("multiprocess")
-    with open(tmp_path / f"counter_{os.getpid()}.db", "a+b"):
+    with mapped_for_writing(tmp_path / f"counter_{os.getpid()}.db"):
         assert drop_dead_live_gauges(str(tmp_path)) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"counter_{os.getpid()}.db", f"gauge_livemin_{gone}.db"]
     assert default_errors("multiprocess") == before + 1
@@ -352,23 +376,27 @@ def test_child_exit_racing_a_scrape_that_removed_a_live_gauge_first_counts_no_er
     assert [p.name for p in tmp_path.iterdir()] == [f"counter_{gone}.db"]
 
 
-def test_once_found_holding_its_own_file_a_process_does_not_scan_its_descriptors_again(
+def test_once_found_mapping_its_own_file_a_process_does_not_read_its_mappings_again(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """prometheus_client keeps its files open for the process's life: the scan of /proc/self/fd (about 6 us per
-    descriptor, a server's every socket) runs until it first finds one, not at every scrape."""
+    """prometheus_client keeps its values mapped for the process's life: /proc/self/maps is read until this process
+    is first found mapping its own file, not at every scrape."""
+    import builtins
+
     import aiwatch.exposition as exposition
 
-    listdir, scans = os.listdir, []
+    real_open, reads = builtins.open, []
 
-    def counting(path: str) -> list[str]:
-        if path == exposition._OPEN_FILES:
-            scans.append(path)
-        return listdir(path)
+    def counting(file: Any, *args: Any, **kwargs: Any) -> Any:
+        if file == exposition._MAPPED_FILES:
+            reads.append(file)
+        return real_open(file, *args, **kwargs)
 
-    monkeypatch.setattr(os, "listdir", counting)
+    monkeypatch.setattr(builtins, "open", counting)
+    own = tmp_path / f"counter_{os.getpid()}.db"
+    own.write_bytes(b"x")
     assert not exposition._holds_own_sample_file(str(tmp_path))
     assert not exposition._holds_own_sample_file(str(tmp_path))
-    with open(tmp_path / f"counter_{os.getpid()}.db", "a+b"):
+    with mapped_for_writing(own):
         assert exposition._holds_own_sample_file(str(tmp_path))
         assert exposition._holds_own_sample_file(str(tmp_path))
-    assert len(scans) == 3
+    assert len(reads) == 3
