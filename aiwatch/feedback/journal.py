@@ -264,12 +264,10 @@ class Reader:
             return
         pa = self._pa
         while True:
-            if _too_long(self._fd, self._source.tell(), self._size):  # a damaged length: torn from here
-                break
             # judged before pyarrow reads them: it decompresses a compressed body on its own, and a few kilobytes of
             # zstd decode to gigabytes, which no count of values sees (a run of zeros in one string is one value)
             refused = _refusal(self._fd, self._source.tell(), self._size)
-            if refused is None:  # a damaged length after a dictionary batch: torn from here, as _too_long's
+            if refused is None:  # a damaged length (:func:`_too_long`'s judgement, of each message read): torn here
                 break
             if refused:
                 self.invalid = refused
@@ -435,9 +433,9 @@ def _refusal(fd: int, at: int, size: int) -> str | None:
     never compresses one: pyarrow would decode it, whatever its size), a batch of a metadata version other than
     :data:`V5` (one of V4 may be compressed in the old form, which its compression field does not show), or metadata
     that is not valid (its compression cannot be told). ``None`` for a damaged metadata length of a message it meets
-    (as :func:`_too_long` judges the first's): one after a dictionary batch pyarrow reads in the same call, so the
-    journal is torn from ``at``. A message cut short, or past the journal's end, is not judged here: pyarrow finds
-    the journal torn there."""
+    (judged as :func:`_too_long` judges the schema's: its reader would read all of the journal left), the next one
+    or one after a dictionary batch pyarrow reads in the same call, so the journal is torn from ``at``. A message
+    cut short, or past the journal's end, is not judged here: pyarrow finds the journal torn there."""
     while True:
         head = os.pread(fd, 8 + _METADATA_GUESS, at) if at < size else b""
         prefix = 8 if head[:4] == _CONTINUATION else 4
