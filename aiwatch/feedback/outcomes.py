@@ -30,11 +30,11 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -627,26 +627,31 @@ def _class_text(value: Any) -> str | None:
     return _number_text(value)
 
 
+K = TypeVar("K")
+
+
+def _latest(results: list[WindowQuality], min_labelled: int, key: Callable[[WindowQuality], K],
+            ) -> dict[K, WindowQuality]:
+    """Each ``key``'s latest window with at least ``min_labelled`` scored labels."""
+    latest: dict[K, WindowQuality] = {}
+    for q in results:
+        k = key(q)
+        if q.scored >= min_labelled and (k not in latest or q.start > latest[k].start):
+            latest[k] = q
+    return latest
+
+
 def latest_per_model(results: list[WindowQuality], min_labelled: int = 1) -> dict[str, WindowQuality]:
     """Each model's latest window with at least ``min_labelled`` labelled requests whose prediction was scored
     (:attr:`WindowQuality.scored`: what its metrics rest on)."""
-    latest: dict[str, WindowQuality] = {}
-    for q in results:
-        if q.scored >= min_labelled and (q.model not in latest or q.start > latest[q.model].start):
-            latest[q.model] = q
-    return latest
+    return _latest(results, min_labelled, lambda q: q.model)
 
 
 def latest_per_version(results: list[WindowQuality], min_labelled: int = 1,
                        ) -> dict[tuple[str, str], WindowQuality]:
     """Each (model, version)'s latest window with at least ``min_labelled`` scored labels, of
     ``quality_report(..., by_version=True)``'s windows (a window of a whole model is the version ``""``)."""
-    latest: dict[tuple[str, str], WindowQuality] = {}
-    for q in results:
-        key = (q.model, q.model_version or "")
-        if q.scored >= min_labelled and (key not in latest or q.start > latest[key].start):
-            latest[key] = q
-    return latest
+    return _latest(results, min_labelled, lambda q: (q.model, q.model_version or ""))
 
 
 def export_quality(results: list[WindowQuality], metrics: Metrics, objectives: Mapping[str, float] | None = None,
