@@ -127,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
                                                                args.min_labelled))
         unscored = sum(q.unscored for q in results)
         if not latest:
-            raise _no_window("no window", args.min_labelled, results, report.untimed)
+            raise _no_window(args.min_labelled, results, report.untimed)
         if args.textfile:  # per model, with --by-version too: what a run without it writes
             _write_textfile(args.textfile, metrics.registry, write_to_textfile)
         # with --by-version the per-model verdict stands too: a version with too few labels for its own verdict
@@ -241,15 +241,15 @@ def _start(seconds: float) -> str:
         return repr(seconds)
 
 
-def _no_window(which: str, min_labelled: int, results: list[Any], untimed: int) -> ValueError:
-    """The error when ``which`` (no window, no window of one version) has ``min_labelled`` scored labels."""
+def _no_window(min_labelled: int, results: list[Any], untimed: int) -> ValueError:
+    """The error when no window has ``min_labelled`` scored labels."""
     unscored = sum(q.unscored for q in results)
     counts = f"{sum(q.labelled for q in results)} labelled of {sum(q.logged for q in results)} logged" + (
         f", {untimed} logged without a timestamp" if untimed else "")
     return ValueError(
-        f"{which} has {min_labelled} labelled requests or more ({counts}): labels not arrived yet, "
+        f"no window has {min_labelled} labelled requests or more ({counts}): labels not arrived yet, "
         "or request ids that do not match the log's" if not unscored else
-        f"{which} has {min_labelled} labelled requests or more with a prediction that can be scored "
+        f"no window has {min_labelled} labelled requests or more with a prediction that can be scored "
         f"({counts}, {unscored} not scored): labels not arrived yet, request ids that do not match the "
         "log's, or predictions that are missing or not numbers")
 
