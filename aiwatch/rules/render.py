@@ -295,6 +295,7 @@ def latency_records(cfg: RulesConfig) -> list[dict[str, Any]]:
     # (AiwatchNetworkLatencyHigh) and the callees' own phases cover it, so it is no non-model phase of the caller
     service_phase = _scope(cfg, "service", "phase")
     calling = f"{by('sum', service_phase, rate(NETWORK.count, w, cfg.selectors.network))} > 0"
+    stamp = series(LOOP_LAST_SAMPLE, cfg.selectors.event_loop)
     rules = [_record(PHASE_QUANTILE.format(percent=number(_decimal(q * 100))),
                      histogram_quantile(q, PHASES, w, _scope(cfg, "service", "model", "phase"), req))
              for q in QUANTILES]
@@ -323,12 +324,10 @@ def latency_records(cfg: RulesConfig) -> list[dict[str, Any]]:
         # serves its stalest live worker's time (livemin), so one worker blocked for good shows here while the
         # others keep the time watched above growing. "> 0": a series made and not yet set reads 0, no value
         # the share of the last 5 minutes the worst loop of each replica stood still (in stalls that ended in them), by
-        # its own sampler: a merged
-        # multiprocess target serves its largest live worker's (livemax), where the ratio above is their mean
+        # its own sampler: a merged multiprocess target serves its largest live worker's (livemax), where the ratio
+        # above is their mean
         _record(LOOP_STALLED_WORST, by("max", _replica(cfg), series(LOOP_STALLED, cfg.selectors.event_loop))),
-        _record(LOOP_SAMPLE_AGE,
-                "time() - " + by("min", _replica(cfg),
-                                 f"{series(LOOP_LAST_SAMPLE, cfg.selectors.event_loop)} > 0 < +Inf")),
+        _record(LOOP_SAMPLE_AGE, "time() - " + by("min", _replica(cfg), f"{stamp} > 0 < +Inf")),
         # the loops of each replica whose last-sample timestamp did not change over the stuck window: what the alert
         # reads, not the age above, which compares the host's clock with Prometheus' (a host clock behind by more
         # than the window made a prompt loop stuck). A timestamp of 0 (made, not yet set) or +Inf (removed: every
@@ -336,10 +335,9 @@ def latency_records(cfg: RulesConfig) -> list[dict[str, Any]]:
         # the window), which has no change to show
         _record(LOOP_SAMPLE_UNCHANGED.format(window=lat.loop_stuck_window),
                 by("count", _replica(cfg),
-                   f"\n  changes({series(LOOP_LAST_SAMPLE, cfg.selectors.event_loop)}[{lat.loop_stuck_window}]) == 0"
-                   f"\n  and\n  {series(LOOP_LAST_SAMPLE, cfg.selectors.event_loop)} > 0 < +Inf"
-                   f"\n  and\n  count_over_time({series(LOOP_LAST_SAMPLE, cfg.selectors.event_loop)}"
-                   f"[{lat.loop_stuck_window}]) >= 2\n")),
+                   f"\n  changes({stamp}[{lat.loop_stuck_window}]) == 0"
+                   f"\n  and\n  {stamp} > 0 < +Inf"
+                   f"\n  and\n  count_over_time({stamp}[{lat.loop_stuck_window}]) >= 2\n")),
         # the network alert's: a caller whose loop is starved (AiwatchEventLoopDelayHigh's share, worst share or p99)
         # reads its responses late and counts the wait as network time, so its calls are left out, and one starved
         # replica of ten neither fires the alert nor (as an Alertmanager inhibition did) silences it for the other
