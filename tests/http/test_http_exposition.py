@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
@@ -94,6 +94,12 @@ def mapped_for_writing(path: Path) -> Iterator[None]:
         yield
 
 
+def sample_files(directory: Path, names: Iterable[str]) -> None:
+    """A one-byte file for each of ``names`` in ``directory``."""
+    for name in names:
+        (directory / name).write_bytes(b"x")
+
+
 def dead_pid() -> int:
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     child.wait()
@@ -110,8 +116,7 @@ def test_only_the_files_of_processes_no_longer_running_are_removed(tmp_path: Pat
              f"counter_{2**70}.db", "gauge_all_0.db"]  # no pid can be these (os.kill: OverflowError; 0 is our group)
     kept = [f"counter_{alive}.db", f"gauge_livesum_{alive}.db", "counter_worker-a.db", f"notes-{gone}.txt",
             f"counter_{gone}.db.bak"]
-    for name in stale + kept:
-        (directory / name).write_bytes(b"x")
+    sample_files(directory, stale + kept)
     (directory / f"summary_{gone}.db").mkdir()  # not prometheus_client's: left alone, and no error
     kept.append(f"summary_{gone}.db")
     assert remove_dead_process_files() == len(stale)
@@ -126,8 +131,7 @@ def test_the_live_gauges_of_processes_gone_are_dropped_when_this_process_holds_i
     dropped = [f"gauge_livemin_{gone}.db", f"gauge_livemax_{gone}.db", f"gauge_livesum_{gone}.db"]
     kept = [f"counter_{gone}.db", f"gauge_max_{gone}.db", f"gauge_all_{gone}.db", f"gauge_livemin_{alive}.db",
             f"counter_{alive}.db", f"gauge_livemin_{gone}.db.bak"]
-    for name in dropped + kept:
-        (tmp_path / name).write_bytes(b"x")
+    sample_files(tmp_path, dropped + kept)
     with mapped_for_writing(tmp_path / f"counter_{alive}.db"):
         assert drop_dead_live_gauges(str(tmp_path)) == len(dropped)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(kept)
@@ -139,8 +143,7 @@ def test_a_file_named_with_this_pid_but_not_held_open_by_this_process_drops_no_l
     its pid not running here no proof that the worker is gone: nothing is removed."""
     gone = dead_pid()
     names = [f"gauge_livemin_{gone}.db", f"counter_{os.getpid()}.db", f"gauge_livemax_{os.getpid()}.db"]
-    for name in names:
-        (tmp_path / name).write_bytes(b"x")
+    sample_files(tmp_path, names)
     assert drop_dead_live_gauges(str(tmp_path)) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names)
 
@@ -150,8 +153,7 @@ def test_a_file_held_open_but_named_with_another_pid_drops_no_live_gauge(tmp_pat
     or opened by a reader): it does not make this process one of the directory's writers."""
     gone = dead_pid()
     names = [f"gauge_livemin_{gone}.db", f"counter_{gone}.db"]
-    for name in names:
-        (tmp_path / name).write_bytes(b"x")
+    sample_files(tmp_path, names)
     with mapped_for_writing(tmp_path / f"counter_{gone}.db"):
         assert drop_dead_live_gauges(str(tmp_path)) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names)
@@ -165,8 +167,7 @@ def test_its_own_file_open_but_not_mapped_for_writing_drops_no_live_gauge(tmp_pa
     gone = dead_pid()
     own = tmp_path / f"counter_{os.getpid()}.db"
     names = [f"gauge_livemin_{gone}.db", own.name]
-    for name in names:
-        (tmp_path / name).write_bytes(b"x")
+    sample_files(tmp_path, names)
     for mode in ("rb", "r+b", "a+b"):
         with open(own, mode):
             assert drop_dead_live_gauges(str(tmp_path)) == 0
@@ -185,8 +186,7 @@ def test_where_the_open_files_cannot_be_listed_no_live_gauge_is_dropped(
     monkeypatch.setattr(exposition, "_MAPPED_FILES", str(tmp_path / "no-such-file"))
     gone = dead_pid()
     names = [f"gauge_livemin_{gone}.db", f"counter_{os.getpid()}.db"]
-    for name in names:
-        (tmp_path / name).write_bytes(b"x")
+    sample_files(tmp_path, names)
     with mapped_for_writing(tmp_path / f"counter_{os.getpid()}.db"):
         assert drop_dead_live_gauges(str(tmp_path)) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names)
@@ -261,8 +261,7 @@ def test_a_bad_multiprocess_drop_dead_is_an_error_when_the_app_is_instrumented(
 
 def test_a_live_gauge_file_that_cannot_be_dropped_is_counted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     gone = dead_pid()
-    for name in (f"gauge_livemin_{gone}.db", f"gauge_livemax_{gone}.db", f"counter_{os.getpid()}.db"):
-        (tmp_path / name).write_bytes(b"x")
+    sample_files(tmp_path, (f"gauge_livemin_{gone}.db", f"gauge_livemax_{gone}.db", f"counter_{os.getpid()}.db"))
     remove = os.remove
 
     def refusing(path: str) -> None:
@@ -284,8 +283,7 @@ def test_a_sample_file_that_cannot_be_removed_leaves_the_others_removed_and_is_c
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
     gone = dead_pid()
     names = [f"counter_{gone}.db", f"histogram_{gone}.db", f"gauge_livesum_{gone}.db"]
-    for name in names:
-        (tmp_path / name).write_bytes(b"x")
+    sample_files(tmp_path, names)
     refused = sorted(names)[0]
     unlink = Path.unlink
 
@@ -360,8 +358,7 @@ def test_child_exit_racing_a_scrape_that_removed_a_live_gauge_first_counts_no_er
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
     gone = dead_pid()
     live = [f"gauge_{mode}_{gone}.db" for mode in ("livesum", "livemin", "livemax", "liveall", "livemostrecent")]
-    for name in [*live, f"counter_{gone}.db"]:
-        (tmp_path / name).write_bytes(b"x")
+    sample_files(tmp_path, [*live, f"counter_{gone}.db"])
     remove = os.remove
 
     def scrape_first(path: str) -> None:
