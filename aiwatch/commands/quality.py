@@ -7,11 +7,14 @@ gauges stay per model."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import math
+import os
 import re
 import sys
+import threading
 import time
 from typing import Any
 
@@ -95,6 +98,12 @@ def _write_textfile(path: str, registry: Any, write: Any) -> None:
     try:
         write(path, registry)
     except OSError as exc:  # its message names prometheus_client's temporary file, not the option's path
+        # prometheus_client before 0.22 leaves its temporary file behind when the rename fails (a directory at
+        # --textfile): the node exporter's textfile directory would collect a stray file a failed run. Its name
+        # is the same in every version aiwatch allows (0.20-0.26: the path, the pid, the thread's ident).
+        leftover = f"{path}.{os.getpid()}.{threading.current_thread().ident}"
+        with contextlib.suppress(OSError):
+            os.remove(leftover)
         raise OSError(f"cannot write --textfile {path!r}: {exc.strerror or exc}") from None
 
 
