@@ -11,7 +11,7 @@ uv="${AIWATCH_VENV:-.venv}/bin/uv"
 python="${PYTHON:-python3}"
 # grpc and demo stay out: the grpc extra's protobuf 7.35 lifts streamlit and the demo's fastapi lifts starlette past
 # their floors, which this environment is for (their own floors are checked by resolving and importing, below)
-extras=(console data rules otel evidently http gpu dask test)
+extras=(console data rules otel evidently http gpu dask redis test)
 
 [ -x "$venv/bin/python" ] || "$uv" venv -q --python "$python" "$venv"
 pinned="$venv/lowest-requirements.txt"
@@ -52,5 +52,5 @@ echo "== pytest on the lowest versions"
 exec timeout -k 30 1200 "$venv/bin/python" -m pytest -q -ra -p no:cacheprovider -n auto --dist loadgroup -W ignore::DeprecationWarning:altair.utils.schemapi \
     tests/test_cardinality.py tests/test_env.py tests/test_fastpath.py tests/test_promql.py \
     tests/test_scrape.py tests/test_timing.py tests/test_otel_api_only.py \
-    tests/drift tests/alerts/test_rules.py \
+    tests/drift tests/feedback tests/alerts/test_rules.py \
     tests/console/test_console_views.py tests/console/test_console_failures.py tests/console/test_console_math.py "$@"
