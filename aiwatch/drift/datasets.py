@@ -101,11 +101,12 @@ def open_dataset(source: str | os.PathLike[str]) -> Any:
         raise ProfileError(f"cannot read Parquet data {text!r}: {detail}") from exc
 
 
-#: Partition keys read as text whatever their values look like: the prediction log's ``model=`` directories
-#: (discovery would read ``model=007`` and ``model=7`` as the one int 7, merging two models). Its ``hour=`` values
-#: (``2026-11-30T10``) are text already; another layout's ``hour=13`` stays a number, which :func:`time_filter` does
-#: not compare with its ``YYYY-MM-DDTHH`` keys.
-TEXT_PARTITION_KEYS = frozenset({"model"})
+#: Partition keys read as text whatever their values look like: the prediction log's ``model=`` directories, and
+#: the ``model_version=`` ones of a log another tool partitioned by version (discovery reads values that are all
+#: int32 as ints: ``model=007`` and ``model=7`` as the one int 7, merging two models, ``model_version=-0`` as ``0``).
+#: The prediction log's ``hour=`` values (``2026-11-30T10``) are text already; another layout's ``hour=13`` stays a
+#: number, which :func:`time_filter` does not compare with its ``YYYY-MM-DDTHH`` keys.
+TEXT_PARTITION_KEYS = frozenset({"model", "model_version"})
 
 
 def _text_partitioning(ds: Any, pa: Any, dataset: Any) -> Any:
@@ -113,10 +114,21 @@ def _text_partitioning(ds: Any, pa: Any, dataset: Any) -> Any:
     discovery already typed them so (or found none)."""
     found = getattr(dataset, "partitioning", None)
     schema = getattr(found, "schema", None)
-    if schema is None or not any(f.name in TEXT_PARTITION_KEYS and not pa.types.is_string(f.type) for f in schema):
+    retyped = {f.name for f in schema or () if f.name in TEXT_PARTITION_KEYS and not pa.types.is_string(f.type)}
+    if retyped:
+        # without key=value directories discovery's schema is the files' own, whose int model_version is a column
+        retyped &= _partition_keys(ds, dataset)
+    if schema is None or not retyped:
         return None
-    return ds.HivePartitioning(pa.schema([f.with_type(pa.string()) if f.name in TEXT_PARTITION_KEYS else f
-                                          for f in schema]))
+    return ds.HivePartitioning(pa.schema([f.with_type(pa.string()) if f.name in retyped else f for f in schema]))
+
+
+def _partition_keys(ds: Any, dataset: Any) -> set[str]:
+    """The keys of ``dataset``'s ``key=value`` directories, over all its files."""
+    keys: set[str] = set()
+    for fragment in dataset.get_fragments():
+        keys.update(ds.get_partition_keys(fragment.partition_expression))
+    return keys
 
 
 #: The schema metadata key listing the columns :func:`open_dataset` reads as text (their files disagree on the type).
