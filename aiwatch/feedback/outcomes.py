@@ -124,12 +124,8 @@ def read_labels(path: str | os.PathLike[str], id_column: str = "request_id", out
         if missing:
             raise ValueError(f"labels {os.fspath(path)!r} have no {', '.join(map(repr, missing))} column (its columns: "
                              f"{_shown_names(names)}); name the columns with --id-column and --outcome-column")
-        if parquet:
-            table = require("pyarrow.parquet", "data").read_table(p, columns=[id_column, outcome_column])
-        else:
-            table = require("pyarrow.csv", "data").read_csv(p, convert_options=require(
-                "pyarrow.csv", "data").ConvertOptions(include_columns=[id_column, outcome_column],
-                                                      column_types={id_column: pa.string()}))
+        table = require("pyarrow.parquet", "data").read_table(p, columns=[id_column, outcome_column]) \
+            if parquet else _read_csv_labels(p, id_column, outcome_column)
         table = table.rename_columns(["request_id", "outcome"]) \
             if table.column_names == [id_column, outcome_column] \
             else table.select([id_column, outcome_column]).rename_columns(["request_id", "outcome"])
@@ -143,7 +139,7 @@ def read_labels(path: str | os.PathLike[str], id_column: str = "request_id", out
             raise ValueError(f"labels {os.fspath(path)!r}: the id column {id_column!r} is {id_type}; request ids "
                              "must be text or whole numbers")
         if not parquet:
-            table = _missing_text_as_null(_csv_ids(table, path, id_column))
+            table = _empty_text_as_null(_csv_ids(table, path, id_column))
         return _last_label_of_each_request(table).cast(
             pa.schema([("request_id", pa.string()), ("outcome", table.schema.field("outcome").type)]))
     except pa.ArrowException as exc:  # pyarrow's messages may span lines and need not name the file
@@ -212,17 +208,31 @@ def _csv_ids(table: Any, path: str | os.PathLike[str], id_column: str) -> Any:
     return table.set_column(0, "request_id", ids)
 
 
-def _missing_text_as_null(table: Any) -> Any:
-    """A CSV's text outcomes with the fields pyarrow reads as missing in a number column ("", NA, NaN, null, N/A...)
-    made null: a label not known yet, left out rather than scored as the class "NA"."""
+def _read_csv_labels(path: Path, id_column: str, outcome_column: str) -> Any:
+    """A labels CSV's id (as text) and outcome columns. pyarrow types the outcomes: in a column of numbers (or
+    true / false) its missing-value markers (NA, N/A, NaN, null...) are missing numbers; a column of text keeps them
+    as written (a class NA: Namibia, not applicable). A column of nothing but empty fields and markers, which
+    pyarrow types as nulls, holds no number either: it is read again as text."""
+    pa = require("pyarrow", "data")
+    csv = require("pyarrow.csv", "data")
+    columns = [id_column, outcome_column]
+    table = csv.read_csv(path, convert_options=csv.ConvertOptions(include_columns=columns,
+                                                                 column_types={id_column: pa.string()}))
+    if pa.types.is_null(table.schema.field(outcome_column).type):
+        table = csv.read_csv(path, convert_options=csv.ConvertOptions(
+            include_columns=columns, column_types={id_column: pa.string(), outcome_column: pa.string()}))
+    return table
+
+
+def _empty_text_as_null(table: Any) -> Any:
+    """A CSV's text outcomes with an empty field made null (pyarrow reads it as ``""`` in a text column): a label
+    not known yet, left out rather than scored as the class ``""``."""
     pa = require("pyarrow", "data")
     pc = require("pyarrow.compute", "data")
     outcome = table.column("outcome")
     if not is_text_type(outcome.type):
         return table
-    markers = pa.array(require("pyarrow.csv", "data").ConvertOptions().null_values, type=outcome.type)
-    missing = pc.is_in(outcome, value_set=markers)
-    return table.set_column(1, "outcome", pc.if_else(missing, pa.scalar(None, outcome.type), outcome))
+    return table.set_column(1, "outcome", pc.if_else(pc.equal(outcome, ""), pa.scalar(None, outcome.type), outcome))
 
 
 def _last_label_of_each_request(table: Any) -> Any:
