@@ -1,8 +1,9 @@
 """``aiwatch quality LOG LABELS``: realised model quality per window, from delayed labels joined to the prediction
 log. Exit codes: 0 every model's latest window meets its objectives (or none given); 1 one is below; 2 anything
 else (bad arguments, unreadable input, no labelled request). ``--by-version``: per model and model_version, the
-verdict on each model's latest window and on each version's (exit 1 when either is below); the ``--textfile``
-gauges stay per model."""
+verdict on each model's latest window and on each version's (exit 1 when either is below); the table shows at most
+``--max-versions`` versions per model, those below their objective first (``--json`` has them all); the
+``--textfile`` gauges stay per model."""
 
 from __future__ import annotations
 
@@ -66,8 +67,27 @@ def register(subparsers: Any) -> None:
                              "for the version of its latest row; an empty, null or missing model_version is shown "
                              "as (none). The --textfile gauges stay per model (they have no "
                              "version label)")
+    parser.add_argument("--max-versions", type=_count, default=MAX_VERSIONS, metavar="N",
+                        help="with --by-version, the versions of each model the table shows (default "
+                             f"{MAX_VERSIONS}): those below their objective first, then the latest; the others are "
+                             "counted on stderr, and their verdict lines left out. 0 shows all; --json lists all")
     add_time_range(parser)
     parser.set_defaults(handler=run)
+
+
+#: How many versions of each model ``--by-version``'s table shows by default (``--max-versions``).
+MAX_VERSIONS = 20
+
+
+def _count(text: str) -> int:
+    """An argparse type: a whole number >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got {text!r}")
+    return value
 
 
 def objectives(items: list[str], kind: str) -> dict[str, float]:
@@ -190,20 +210,25 @@ def run(args: argparse.Namespace) -> int:
                           "positive_found": report.positive_found, **verdicts}, indent=2))
     else:
         names = sorted({name for q in results for name in q.metrics})
-        cells = [table_version(shown_version(q.model_version or "")) for q in results] if args.by_version else []
+        in_table = _shown_versions(results, failing_versions, args.max_versions) if args.by_version else None
+        rows = results if in_table is None else [q for q in results if (q.model, q.model_version or "") in in_table]
+        cells = [table_version(shown_version(q.model_version or "")) for q in rows] if args.by_version else []
         width = max([len("version"), *map(len, cells)])
-        starts = [_start(q.start) for q in results]
+        starts = [_start(q.start) for q in rows]
         start_width = max([17, *map(len, starts)])
         version = f"{'version':<{width}} " if args.by_version else ""
         print(f"{'model':<16} {version}{'window (UTC)':<{start_width}} {'logged':>8} {'labelled':>8} "
               f"{'unscored':>8}  " + "  ".join(f"{n:>9}" for n in names))
-        for i, q in enumerate(results):
+        for i, q in enumerate(rows):
             version = f"{cells[i]:<{width}} " if args.by_version else ""
             print(f"{q.model:<16} {version}{starts[i]:<{start_width}} {q.logged:>8} {q.labelled:>8} "
                   f"{q.unscored:>8}  " + "  ".join(f"{q.metrics.get(n, math.nan):>9.4g}" for n in names))
+        if in_table is not None:
+            _say_versions_not_shown(results, in_table, failing_versions, args.max_versions)
         lines = [(model, latest[model], worse) for model, worse in failing.items()] + [
             (f"{model} version {shown_version(version)}", per_version[model, version], worse)
-            for (model, version), worse in failing_versions.items()]
+            for (model, version), worse in failing_versions.items()
+            if in_table is None or (model, version) in in_table]
         for name, q, worse in lines:
             if worse:
                 print(f"{name}: below objective: " + ", ".join(
@@ -239,6 +264,40 @@ def _say_versions_without_verdict(found: dict[tuple[str, str], list[int]], min_l
     if more > 0:
         print(f"aiwatch quality: ... and {more} more version{'s' * (more != 1)} without a verdict (--json lists "
               "them)", file=sys.stderr)
+
+
+def _shown_versions(results: list[Any], failing: dict[tuple[str, str], list[str]], limit: int,
+                    ) -> set[tuple[str, str]]:
+    """The (model, version)s the ``--by-version`` table shows: per model at most ``limit`` (0: all) versions, those
+    whose latest verdict is below an objective first, then the others, each group the latest first: by the start of
+    its latest window, then (versions seen in one window only) the last by name first."""
+    latest: dict[tuple[str, str], float] = {}
+    for q in results:
+        key = (q.model, q.model_version or "")
+        latest[key] = max(q.start, latest.get(key, q.start))
+    if not limit:
+        return set(latest)
+    by_model: dict[str, list[tuple[str, str]]] = {}
+    by_name = sorted(latest, key=lambda k: k[1], reverse=True)
+    for key in sorted(by_name, key=lambda k: (not failing.get(k), -latest[k])):  # stable: by name within a tie
+        by_model.setdefault(key[0], []).append(key)
+    return {key for keys in by_model.values() for key in keys[:limit]}
+
+
+def _say_versions_not_shown(results: list[Any], shown: set[tuple[str, str]],
+                            failing: dict[tuple[str, str], list[str]], limit: int) -> None:
+    """Count, per model, the versions the table leaves out (``--max-versions``), and those of them below an
+    objective (their verdict lines are left out too)."""
+    hidden: dict[str, set[str]] = {}
+    for q in results:
+        key = (q.model, q.model_version or "")
+        if key not in shown:
+            hidden.setdefault(q.model, set()).add(key[1])
+    for model, versions in sorted(hidden.items()):
+        below = sum(1 for version in versions if failing.get((model, version)))
+        print(f"aiwatch quality: {model}: {len(versions)} more version{'s' * (len(versions) != 1)} not shown "
+              f"({below} below objective); the table shows {limit} per model, those below objective first, then "
+              "the latest: --max-versions 0 shows all, --json lists all", file=sys.stderr)
 
 
 def _start(seconds: float) -> str:
@@ -289,5 +348,5 @@ def table_version(shown: str) -> str:
     return f"{shown[:VERSION_WIDTH - 14]}... {digest}"
 
 
-__all__ = ["EXIT_ERROR", "SHOWN_WITHOUT_VERDICT", "VERSION_WIDTH", "duration", "objectives", "register", "run",
-           "shown_version", "table_version"]
+__all__ = ["EXIT_ERROR", "MAX_VERSIONS", "SHOWN_WITHOUT_VERDICT", "VERSION_WIDTH", "duration", "objectives",
+           "register", "run", "shown_version", "table_version"]

@@ -147,21 +147,93 @@ def test_versions_written_as_numbers_in_one_file_and_text_in_another_are_one_ver
     assert [(w.model_version, w.logged, w.labelled) for w in windows] == [("7", 3, 3), ("8", 3, 3)]
 
 
-def test_a_version_per_request_runs_and_prints_every_version(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """A careless client sends a new model_version with each request (a build hash, a timestamp): 1000 versions
-    are 1000 rows of the table and, below the objective, 1000 verdict lines: no error, nothing left out."""
-    n = 1000
+def _version_per_request(tmp_path: Path, n: int) -> list[str]:
+    """A careless client sends a new model_version with each request (a build hash, a timestamp): ``n`` versions
+    of the model m, one request each, a second apart, the even ones wrong. The command's arguments, the verdict
+    ``accuracy=0.5``."""
     log = sink_log(tmp_path, [{"request_id": f"r{i}", "timestamp": T0 + i, "model": "m",
                                 "model_version": f"build-{i:04d}", "output": float(i % 2)} for i in range(n)])
     labels = labels_csv(tmp_path, [(f"r{i}", 1) for i in range(n)])
-    args = ["quality", str(log), str(labels), "--min-labelled", "1", "--by-version", "--objective", "accuracy=0.5"]
-    assert main(args) == 1
-    out = capsys.readouterr().out.splitlines()
+    return ["quality", str(log), str(labels), "--min-labelled", "1", "--by-version", "--objective", "accuracy=0.5"]
+
+
+def test_a_version_per_request_with_max_versions_0_prints_every_version(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """1000 versions are 1000 rows of the table and, below the objective, 500 verdict lines: no error, nothing left
+    out."""
+    n = 1000
+    args = _version_per_request(tmp_path, n)
+    assert main([*args, "--max-versions", "0"]) == 1
+    captured = capsys.readouterr()
+    out = captured.out.splitlines()
     assert len(out) == 1 + n + n // 2
     assert [line.split()[1] for line in out[1:n + 1]] == [f"build-{i:04d}" for i in range(n)]
     assert out[n + 1:] == [f"m version build-{i:04d}: below objective: accuracy 0 (objective 0.5)"
                            for i in range(0, n, 2)]
+    assert "not shown" not in captured.err
+
+
+def test_a_version_per_request_shows_20_versions_below_objective_the_latest_first_and_counts_the_rest(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """By default the table shows 20 versions per model (it printed all 1000): the 500 below the objective come
+    first, so the 20 latest of them, in the table's order, with their verdict lines; one stderr line counts the
+    980 others, 480 of them below; --json keeps every window and verdict; the exit code counts every version."""
+    n = 1000
+    args = _version_per_request(tmp_path, n)
+    assert main(args) == 1
+    captured = capsys.readouterr()
+    out = captured.out.splitlines()
+    shown = [f"build-{i:04d}" for i in range(n - 40, n, 2)]
+    assert [line.split()[1] for line in out[1:21]] == shown
+    assert out[21:] == [f"m version {v}: below objective: accuracy 0 (objective 0.5)" for v in shown]
+    assert [line for line in captured.err.splitlines() if "not shown" in line] == [
+        "aiwatch quality: m: 980 more versions not shown (480 below objective); the table shows 20 per model, those "
+        "below objective first, then the latest: --max-versions 0 shows all, --json lists all"]
+    assert main([*args, "--json"]) == 1
+    result = json.loads(capsys.readouterr().out)
+    assert len(result["windows"]) == n and len(result["below_objective"]["m"]) == n // 2
+
+
+def test_max_versions_is_per_model_below_objective_first_then_the_latest(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Per model, hour h holds version v{h}'s 2 requests. Model a: v0 (the oldest) is wrong, the others right;
+    model b: all right. --max-versions 2: a shows v0 (below) and v4 (the latest), b v3 and v4; each model's
+    others are counted apart."""
+    rows = [(f"{m}{h}-{i}", T0 + 3600 * h, m, f"v{h}", 0.0 if (m, h) == ("a", 0) else 1.0)
+            for m in "ab" for h in range(5) for i in range(2)]
+    log = sink_log(tmp_path, [{"request_id": r, "timestamp": t, "model": m, "model_version": v, "output": o}
+                               for r, t, m, v, o in rows])
+    labels = labels_csv(tmp_path, [(r, 1) for r, *_ in rows])
+    args = ["quality", str(log), str(labels), "--min-labelled", "1", "--by-version", "--objective", "accuracy=0.5",
+            "--max-versions", "2"]
+    assert main(args) == 1
+    captured = capsys.readouterr()
+    out = captured.out.splitlines()
+    assert [tuple(line.split()[:2]) for line in out[1:5]] == [("a", "v0"), ("b", "v3"), ("a", "v4"), ("b", "v4")]
+    assert out[5:] == ["a version v0: below objective: accuracy 0 (objective 0.5)"]
+    assert [line.split(";")[0] for line in captured.err.splitlines() if "not shown" in line] == [
+        "aiwatch quality: a: 3 more versions not shown (0 below objective)",
+        "aiwatch quality: b: 3 more versions not shown (0 below objective)"]
+
+
+def test_max_versions_leaves_the_output_without_by_version_as_it_was(
+        canary: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    log, labels = canary
+    args = ["quality", str(log), str(labels), "--prediction", "output.label", "--objective", "accuracy=0.8"]
+    assert main(args) == 1
+    before = capsys.readouterr()
+    assert main([*args, "--max-versions", "1"]) == 1
+    assert capsys.readouterr() == before
+
+
+@pytest.mark.parametrize("value", ["-1", "x", "1.5"])
+def test_max_versions_must_be_a_whole_number_from_0(
+        canary: tuple[Path, Path], capsys: pytest.CaptureFixture[str], value: str) -> None:
+    log, labels = canary
+    with pytest.raises(SystemExit) as exit_:
+        main(["quality", str(log), str(labels), "--by-version", "--max-versions", value])
+    assert exit_.value.code == 2
+    assert f"--max-versions: must be a whole number >= 0, got {value!r}" in capsys.readouterr().err
 
 
 def test_a_version_that_would_break_the_table_line_is_escaped() -> None:
