@@ -50,6 +50,12 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--positive", default="1", help="a classifier's positive class (default 1)")
     parser.add_argument("--id-column", default="request_id", help="the labels' request id column")
     parser.add_argument("--outcome-column", default="outcome", help="the labels' outcome column")
+    parser.add_argument("--na-labels", choices=("missing", "class"), default="missing",
+                        help="in a CSV column of text labels, pyarrow's missing-value markers (NA, N/A, NaN, null, "
+                             "#N/A...): missing labels, left out, as pandas and R read them (default), or classes as "
+                             "written (class: NA for Namibia or not applicable; only an empty field is missing). In a "
+                             "column of numbers or true/false, and in a column of nothing but markers, they are "
+                             "missing either way; a Parquet file's text is read as written")
     parser.add_argument("--window", type=duration, default=3600.0, help="window length (default 1h)")
     parser.add_argument("--objective", action="append", default=[], metavar="METRIC=BOUND",
                         help="a floor for accuracy/precision/recall, a ceiling for mae/rmse (repeatable)")
@@ -138,13 +144,15 @@ def run(args: argparse.Namespace) -> int:
         export_quality,
         latest_per_version,
         quality_report,
-        read_labels,
+        read_labels_counting_markers,
     )
     from aiwatch.metrics import Metrics
 
     try:
         bounds = objectives(args.objective, args.kind)
-        labels, unusable = drop_unusable(read_labels(args.labels, args.id_column, args.outcome_column), args.kind)
+        read, markers = read_labels_counting_markers(args.labels, args.id_column, args.outcome_column,
+                                                     na_labels=args.na_labels)
+        labels, unusable = drop_unusable(read, args.kind)
         report = quality_report(args.log, labels, kind=args.kind, prediction=args.prediction,
                                 positive=args.positive, window_seconds=args.window, by_version=args.by_version,
                                 **time_range(args, args.log))
@@ -167,8 +175,11 @@ def run(args: argparse.Namespace) -> int:
     except Exception as exc:  # never a traceback
         return fail(exc, unexpected=True, command="aiwatch quality")
     if unusable:
+        # a regressor's NA is no number either way: the option would change nothing
+        hint = f" ({markers} of them NA, null or another missing-value marker in a column of text: --na-labels " \
+            "class reads them as classes)" if markers and args.kind == "classifier" else ""
         print(f"aiwatch quality: {unusable} labels left out: no request id, or a missing, NaN or infinite outcome"
-              + (" or one that is not a number" if args.kind == "regressor" else ""), file=sys.stderr)
+              + (" or one that is not a number" if args.kind == "regressor" else "") + hint, file=sys.stderr)
     if report.duplicates:
         print(f"aiwatch quality: {report.duplicates} logged row{'s' * (report.duplicates != 1)} left out: a request "
               "logged again under the same model and request id, whatever its model_version (its latest row is "

@@ -46,6 +46,8 @@ from aiwatch.drift.files import numbers_in_text
 from aiwatch.metrics import Metrics
 
 Kind = Literal["classifier", "regressor"]
+#: How a labels CSV's text column reads pyarrow's missing-value markers: as missing labels, or as classes.
+NaLabels = Literal["missing", "class"]
 #: Metrics where higher is better (an alert fires below the objective); the others fire above it.
 HIGHER_IS_BETTER = frozenset({"accuracy", "precision", "recall"})
 METRICS: dict[str, tuple[str, ...]] = {"classifier": ("accuracy", "precision", "recall"),
@@ -108,9 +110,28 @@ def regressor_metrics(predicted: npt.NDArray[np.float64], actual: npt.NDArray[np
     return {"mae": scale * float(np.mean(relative)), "rmse": scale * math.sqrt(float(np.mean(relative * relative)))}
 
 
-def read_labels(path: str | os.PathLike[str], id_column: str = "request_id", outcome_column: str = "outcome") -> Any:
+def read_labels(path: str | os.PathLike[str], id_column: str = "request_id", outcome_column: str = "outcome", *,
+                na_labels: NaLabels = "missing") -> Any:
     """The labels file (``.csv`` or ``.parquet``) as an Arrow table of ``request_id`` and ``outcome``; a request
-    labelled twice keeps its last label."""
+    labelled twice keeps its last label.
+
+    In a CSV, an empty field is a missing outcome, and so are pyarrow's missing-value markers (``NA``, ``N/A``,
+    ``NaN``, ``null``, ``#N/A``...: ``pyarrow.csv.ConvertOptions().null_values``) in a column of numbers or true /
+    false. In a column of text they are missing outcomes too with ``na_labels="missing"`` (pandas and R read them
+    so; R's ``write.csv`` writes a missing label as ``NA``), classes as written with ``na_labels="class"`` (``NA``:
+    Namibia, not applicable). A column of nothing but markers and empty fields holds no label either way, nor does
+    a Parquet outcome column of type null; a Parquet file's text is read as written."""
+    return read_labels_counting_markers(path, id_column, outcome_column, na_labels=na_labels)[0]
+
+
+def read_labels_counting_markers(path: str | os.PathLike[str], id_column: str = "request_id",
+                                 outcome_column: str = "outcome", *,
+                                 na_labels: NaLabels = "missing") -> tuple[Any, int]:
+    """:func:`read_labels`' table, and how many of its labels with a request id are missing because their
+    outcome, in a CSV column of text, is a missing-value marker (``NA``, ``null``...) that ``na_labels="class"``
+    reads as a class (0 with ``na_labels="class"``)."""
+    if na_labels not in ("missing", "class"):
+        raise ValueError(f"na_labels must be 'missing' or 'class', got {na_labels!r}")
     pa = require("pyarrow", "data")
     p = Path(path)
     if not p.exists():
@@ -138,10 +159,18 @@ def read_labels(path: str | os.PathLike[str], id_column: str = "request_id", out
         elif not (is_text_type(id_type) or pa.types.is_integer(id_type) or pa.types.is_null(id_type)):
             raise ValueError(f"labels {os.fspath(path)!r}: the id column {id_column!r} is {id_type}; request ids "
                              "must be text or whole numbers")
+        if pa.types.is_null(table.schema.field("outcome").type):
+            # nothing but missing outcomes (a CSV of empty fields and markers, which pyarrow types as nulls): as
+            # text, which Arrow's join takes (it refuses a null column) and drop_unusable leaves out
+            table = table.set_column(1, "outcome", pa.nulls(table.num_rows, pa.string()))
+        markers = 0
         if not parquet:
-            table = _empty_text_as_null(_csv_ids(table, path, id_column))
-        return _last_label_of_each_request(table).cast(
-            pa.schema([("request_id", pa.string()), ("outcome", table.schema.field("outcome").type)]))
+            table = _last_label_of_each_request(_csv_ids(table, path, id_column))
+            table, markers = _missing_text_as_null(table, na_labels)
+        else:
+            table = _last_label_of_each_request(table)
+        return table.cast(
+            pa.schema([("request_id", pa.string()), ("outcome", table.schema.field("outcome").type)])), markers
     except pa.ArrowException as exc:  # pyarrow's messages may span lines and need not name the file
         detail = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
         raise ValueError(f"cannot read labels {os.fspath(path)!r}: {detail}") from None
@@ -209,30 +238,33 @@ def _csv_ids(table: Any, path: str | os.PathLike[str], id_column: str) -> Any:
 
 
 def _read_csv_labels(path: Path, id_column: str, outcome_column: str) -> Any:
-    """A labels CSV's id (as text) and outcome columns. pyarrow types the outcomes: in a column of numbers (or
-    true / false) its missing-value markers (NA, N/A, NaN, null...) are missing numbers; a column of text keeps them
-    as written (a class NA: Namibia, not applicable). A column of nothing but empty fields and markers, which
-    pyarrow types as nulls, holds no number either: it is read again as text."""
+    """A labels CSV's id (as text) and outcome columns, the outcomes typed by pyarrow: in a column of numbers (or
+    true / false) its missing-value markers are missing numbers; a column of text keeps them as written."""
     pa = require("pyarrow", "data")
     csv = require("pyarrow.csv", "data")
-    columns = [id_column, outcome_column]
-    table = csv.read_csv(path, convert_options=csv.ConvertOptions(include_columns=columns,
+    return csv.read_csv(path, convert_options=csv.ConvertOptions(include_columns=[id_column, outcome_column],
                                                                  column_types={id_column: pa.string()}))
-    if pa.types.is_null(table.schema.field(outcome_column).type):
-        table = csv.read_csv(path, convert_options=csv.ConvertOptions(
-            include_columns=columns, column_types={id_column: pa.string(), outcome_column: pa.string()}))
-    return table
 
 
-def _empty_text_as_null(table: Any) -> Any:
-    """A CSV's text outcomes with an empty field made null (pyarrow reads it as ``""`` in a text column): a label
-    not known yet, left out rather than scored as the class ``""``."""
+def _missing_text_as_null(table: Any, na_labels: NaLabels) -> tuple[Any, int]:
+    """A CSV's text outcomes with an empty field made null (pyarrow reads it as ``""`` in a text column), and with
+    ``na_labels="missing"`` each missing-value marker too (``NA``, ``null``...: a label not known yet, left out
+    rather than scored as the class ``NA``); and how many markers of a request with an id were made null."""
     pa = require("pyarrow", "data")
     pc = require("pyarrow.compute", "data")
     outcome = table.column("outcome")
     if not is_text_type(outcome.type):
-        return table
-    return table.set_column(1, "outcome", pc.if_else(pc.equal(outcome, ""), pa.scalar(None, outcome.type), outcome))
+        return table, 0
+    empty = pc.equal(outcome, "")
+    if na_labels == "class":
+        missing, markers = empty, 0
+    else:
+        # the markers pyarrow reads as missing in a column of numbers, so that "1,0,NA" and "spam,ham,NA" agree
+        markers_text = pa.array(require("pyarrow.csv", "data").ConvertOptions().null_values, type=outcome.type)
+        marker = pc.and_(pc.is_in(outcome, value_set=markers_text), pc.invert(empty))
+        missing = pc.or_(empty, marker)
+        markers = pc.sum(pc.and_(marker, pc.is_valid(table.column("request_id")))).as_py() or 0
+    return table.set_column(1, "outcome", pc.if_else(missing, pa.scalar(None, outcome.type), outcome)), markers
 
 
 def _last_label_of_each_request(table: Any) -> Any:

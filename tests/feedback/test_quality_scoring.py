@@ -1,5 +1,5 @@
 """Realised quality scores what was logged as what it is: bool classes against 0/1 labels, a log whose files disagree
-on the prediction's type, empty text labels, a request logged twice, model directories that look like numbers,
+on the prediction's type, missing text labels, a request logged twice, model directories that look like numbers,
 rows without a timestamp, label ids that are floats, and naive --since/--until times."""
 
 from __future__ import annotations
@@ -70,18 +70,15 @@ def test_numbers_written_as_text_in_one_file_are_the_classes_the_others_hold_as_
     assert window.labelled == 5 and window.metrics["accuracy"] == pytest.approx(3 / 5)
 
 
-def test_an_empty_text_label_is_left_out_and_na_like_text_is_a_class(tmp_path: Path) -> None:
-    """In a CSV column of text labels only an empty field is missing; NA, NaN, null are classes as written (they
-    were left out as missing: a class NA, Namibia or not applicable, could not be scored)."""
+def test_missing_text_labels_are_left_out_not_scored_as_classes(tmp_path: Path) -> None:
     log = sink_log(tmp_path, [{"request_id": f"r{i}", "timestamp": T0, "model": "m", "output.label": "spam"}
                                for i in range(8)])
     path = labels_csv(tmp_path, [("r0", "spam"), ("r1", "spam"), ("r2", "spam"), ("r3", "ham"), ("r4", ""),
                               ("r5", "NA"), ("r6", "NaN"), ("r7", "null")])
     kept, left_out = drop_unusable(read_labels(path), "classifier")
-    assert kept.column("outcome").to_pylist() == ["spam", "spam", "spam", "ham", "NA", "NaN", "null"]
-    assert left_out == 1
+    assert kept.column("outcome").to_pylist() == ["spam", "spam", "spam", "ham"] and left_out == 4
     [window] = realised_quality(log, path, prediction="output.label", positive="spam")
-    assert window.labelled == 7 and window.metrics["accuracy"] == 3 / 7
+    assert window.labelled == 4 and window.metrics["accuracy"] == 0.75
 
 
 def test_a_request_logged_twice_counts_its_label_once_with_its_latest_prediction(
