@@ -2,8 +2,8 @@
 log. Exit codes: 0 every model's latest window meets its objectives (or none given); 1 one is below; 2 anything
 else (bad arguments, unreadable input, no labelled request). ``--by-version``: per model and model_version, the
 verdict on each model's latest window and on each version's (exit 1 when either is below); the table shows at most
-``--max-versions`` versions per model, those below their objective first (``--json`` has them all); the
-``--textfile`` gauges stay per model."""
+``--max-versions`` versions per model, chosen below their objective first, then the latest, and keeps its usual
+order, by window (``--json`` has them all); the ``--textfile`` gauges stay per model."""
 
 from __future__ import annotations
 
@@ -74,9 +74,10 @@ def register(subparsers: Any) -> None:
                              "as (none). The --textfile gauges stay per model (they have no "
                              "version label)")
     parser.add_argument("--max-versions", type=_count, default=MAX_VERSIONS, metavar="N",
-                        help="with --by-version, the versions of each model the table shows (default "
-                             f"{MAX_VERSIONS}): those below their objective first, then the latest; the others are "
-                             "counted on stderr, and their verdict lines left out. 0 shows all; --json lists all")
+                        help="with --by-version, how many versions of each model the table shows (default "
+                             f"{MAX_VERSIONS}), chosen below their objective first, then the latest; the table "
+                             "keeps its usual order, by window. The others are counted on stderr, and their verdict "
+                             "lines left out. 0 shows all; --json lists all")
     add_time_range(parser)
     parser.set_defaults(handler=run)
 
@@ -307,7 +308,7 @@ def _say_versions_not_shown(results: list[Any], shown: set[tuple[str, str]],
     for model, versions in sorted(hidden.items()):
         below = sum(1 for version in versions if failing.get((model, version)))
         print(f"aiwatch quality: {model}: {len(versions)} more version{'s' * (len(versions) != 1)} not shown "
-              f"({below} below objective); the table shows {limit} per model, those below objective first, then "
+              f"({below} below objective); the table shows {limit} per model, chosen below objective first, then "
               "the latest: --max-versions 0 shows all, --json lists all", file=sys.stderr)
 
 

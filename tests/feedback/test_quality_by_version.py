@@ -175,9 +175,10 @@ def test_a_version_per_request_with_max_versions_0_prints_every_version(
 
 def test_a_version_per_request_shows_20_versions_below_objective_the_latest_first_and_counts_the_rest(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """By default the table shows 20 versions per model (it printed all 1000): the 500 below the objective come
-    first, so the 20 latest of them, in the table's order, with their verdict lines; one stderr line counts the
-    980 others, 480 of them below; --json keeps every window and verdict; the exit code counts every version."""
+    """By default the table shows 20 versions per model (it printed all 1000): the 500 below the objective are
+    chosen first, so the 20 latest of them, shown in the table's order, with their verdict lines; one stderr line
+    counts the 980 others, 480 of them below; --json keeps every window and verdict; the exit code counts every
+    version."""
     n = 1000
     args = _version_per_request(tmp_path, n)
     assert main(args) == 1
@@ -187,7 +188,7 @@ def test_a_version_per_request_shows_20_versions_below_objective_the_latest_firs
     assert [line.split()[1] for line in out[1:21]] == shown
     assert out[21:] == [f"m version {v}: below objective: accuracy 0 (objective 0.5)" for v in shown]
     assert [line for line in captured.err.splitlines() if "not shown" in line] == [
-        "aiwatch quality: m: 980 more versions not shown (480 below objective); the table shows 20 per model, those "
+        "aiwatch quality: m: 980 more versions not shown (480 below objective); the table shows 20 per model, chosen "
         "below objective first, then the latest: --max-versions 0 shows all, --json lists all"]
     assert main([*args, "--json"]) == 1
     result = json.loads(capsys.readouterr().out)
