@@ -52,10 +52,10 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--outcome-column", default="outcome", help="the labels' outcome column")
     parser.add_argument("--na-labels", choices=("missing", "class"), default="missing",
                         help="in a CSV column of text labels, pyarrow's missing-value markers (NA, N/A, NaN, null, "
-                             "#N/A...): missing labels, left out, as pandas and R read them (default), or classes as "
-                             "written (class: NA for Namibia or not applicable; only an empty field is missing). In a "
-                             "column of numbers or true/false, and in a column of nothing but markers, they are "
-                             "missing either way; a Parquet file's text is read as written")
+                             "#N/A...): missing labels, left out, as pyarrow reads them (pandas and R read NA so too) "
+                             "(default), or classes as written (class: NA for Namibia or not applicable; only an "
+                             "empty field is missing). In a column of numbers or true/false they are missing either "
+                             "way; a Parquet file's text is read as written")
     parser.add_argument("--window", type=duration, default=3600.0, help="window length (default 1h)")
     parser.add_argument("--objective", action="append", default=[], metavar="METRIC=BOUND",
                         help="a floor for accuracy/precision/recall, a ceiling for mae/rmse (repeatable)")
@@ -121,6 +121,17 @@ def objectives(items: list[str], kind: str) -> dict[str, float]:
     return out
 
 
+def _say_unusable(unusable: int, markers: int, kind: str) -> None:
+    """The stderr line counting the labels left out, and how many of them were missing-value markers."""
+    if not unusable:
+        return
+    # a regressor's NA is no number either way: the option would change nothing
+    hint = f" ({markers} of them NA, null or another missing-value marker in a column of text: --na-labels " \
+        "class reads them as classes)" if markers and kind == "classifier" else ""
+    print(f"aiwatch quality: {unusable} labels left out: no request id, or a missing, NaN or infinite outcome"
+          + (" or one that is not a number" if kind == "regressor" else "") + hint, file=sys.stderr)
+
+
 def _write_textfile(path: str, registry: Any, write: Any) -> None:
     try:
         write(path, registry)
@@ -154,6 +165,7 @@ def run(args: argparse.Namespace) -> int:
         read, markers = read_labels_counting_markers(args.labels, args.id_column, args.outcome_column,
                                                      na_labels=args.na_labels)
         labels, unusable = drop_unusable(read, args.kind)
+        _say_unusable(unusable, markers, args.kind)  # before any error: markers may be why no window has labels
         report = quality_report(args.log, labels, kind=args.kind, prediction=args.prediction,
                                 positive=args.positive, window_seconds=args.window, by_version=args.by_version,
                                 **time_range(args, args.log))
@@ -175,12 +187,6 @@ def run(args: argparse.Namespace) -> int:
         return fail(exc, command="aiwatch quality")
     except Exception as exc:  # never a traceback
         return fail(exc, unexpected=True, command="aiwatch quality")
-    if unusable:
-        # a regressor's NA is no number either way: the option would change nothing
-        hint = f" ({markers} of them NA, null or another missing-value marker in a column of text: --na-labels " \
-            "class reads them as classes)" if markers and args.kind == "classifier" else ""
-        print(f"aiwatch quality: {unusable} labels left out: no request id, or a missing, NaN or infinite outcome"
-              + (" or one that is not a number" if args.kind == "regressor" else "") + hint, file=sys.stderr)
     if report.duplicates:
         print(f"aiwatch quality: {report.duplicates} logged row{'s' * (report.duplicates != 1)} left out: a request "
               "logged again under the same model and request id, whatever its model_version (its latest row is "

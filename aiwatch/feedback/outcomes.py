@@ -159,10 +159,7 @@ def read_labels_counting_markers(path: str | os.PathLike[str], id_column: str = 
         elif not (is_text_type(id_type) or pa.types.is_integer(id_type) or pa.types.is_null(id_type)):
             raise ValueError(f"labels {os.fspath(path)!r}: the id column {id_column!r} is {id_type}; request ids "
                              "must be text or whole numbers")
-        if pa.types.is_null(table.schema.field("outcome").type):
-            # nothing but missing outcomes (a CSV of empty fields and markers, which pyarrow types as nulls): as
-            # text, which Arrow's join takes (it refuses a null column) and drop_unusable leaves out
-            table = table.set_column(1, "outcome", pa.nulls(table.num_rows, pa.string()))
+        table = _null_outcomes_as_text(table)
         markers = 0
         if not parquet:
             table = _last_label_of_each_request(_csv_ids(table, path, id_column))
@@ -239,11 +236,29 @@ def _csv_ids(table: Any, path: str | os.PathLike[str], id_column: str) -> Any:
 
 def _read_csv_labels(path: Path, id_column: str, outcome_column: str) -> Any:
     """A labels CSV's id (as text) and outcome columns, the outcomes typed by pyarrow: in a column of numbers (or
-    true / false) its missing-value markers are missing numbers; a column of text keeps them as written."""
+    true / false) its missing-value markers are missing numbers; a column of text keeps them as written. A column of
+    nothing but markers and empty fields, which pyarrow types as nulls, is read again as text: which of them are
+    labels is :func:`_missing_text_as_null`'s choice, as in any text column (a day's file of nothing but the class
+    ``NA`` under ``na_labels="class"``; under the default, the markers counted)."""
     pa = require("pyarrow", "data")
     csv = require("pyarrow.csv", "data")
-    return csv.read_csv(path, convert_options=csv.ConvertOptions(include_columns=[id_column, outcome_column],
+    columns = [id_column, outcome_column]
+    table = csv.read_csv(path, convert_options=csv.ConvertOptions(include_columns=columns,
                                                                  column_types={id_column: pa.string()}))
+    if pa.types.is_null(table.schema.field(outcome_column).type):
+        table = csv.read_csv(path, convert_options=csv.ConvertOptions(
+            include_columns=columns, column_types={id_column: pa.string(), outcome_column: pa.string()}))
+    return table
+
+
+def _null_outcomes_as_text(table: Any) -> Any:
+    """``table`` with an outcome column of type null (a Parquet column of nothing but nulls, a pandas column of
+    ``None``) as text nulls, which Arrow's join takes (it refuses a null column) and :func:`drop_unusable` leaves
+    out: the run then says no window has enough labels, not Arrow's "Data type null is not supported"."""
+    pa = require("pyarrow", "data")
+    if "outcome" not in table.column_names or not pa.types.is_null(table.schema.field("outcome").type):
+        return table
+    return table.set_column(table.schema.get_field_index("outcome"), "outcome", pa.nulls(table.num_rows, pa.string()))
 
 
 def _missing_text_as_null(table: Any, na_labels: NaLabels) -> tuple[Any, int]:
@@ -412,8 +427,8 @@ def quality_report(log: str | os.PathLike[str], labels: Any, *, kind: Kind = "cl
     pa = require("pyarrow", "data")
     pc = require("pyarrow.compute", "data")
     # a caller's own table may hold a request twice, which the join would count twice: its last label is kept
-    table_labels = drop_unusable(_last_label_of_each_request(labels) if isinstance(labels, pa.Table)
-                                 else read_labels(labels), kind)[0]
+    table_labels = drop_unusable(_last_label_of_each_request(_null_outcomes_as_text(labels))
+                                 if isinstance(labels, pa.Table) else read_labels(labels), kind)[0]
     dataset = open_dataset(log)
     missing = [c for c in ("request_id", time_column, prediction) if dataset.schema.get_field_index(c) < 0]
     if missing:

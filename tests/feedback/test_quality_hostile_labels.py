@@ -75,7 +75,10 @@ def check(code: int, out: str, err: str) -> None:
     assert "Traceback" not in err and "unexpected" not in err, err
     if code == 2:
         lines = err.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("aiwatch quality: error: "), err
+        # one error line, after the count of labels left out when there are some (it may say why no window has
+        # enough labels)
+        assert lines[-1].startswith("aiwatch quality: error: "), err
+        assert len(lines) == 1 or (len(lines) == 2 and " labels left out: " in lines[0]), err
         return
     report = json.loads(out)
     for window in report["windows"]:

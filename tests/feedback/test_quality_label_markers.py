@@ -7,6 +7,7 @@ column of nothing but markers holds no label either way: the run says no window 
 from __future__ import annotations
 
 import csv
+import json
 import string
 import tempfile
 from pathlib import Path
@@ -40,10 +41,8 @@ words = st.text(alphabet=string.ascii_letters + " /#-_é", min_size=1, max_size=
 
 
 def _expected(outcomes: list[str], na_labels: NaLabels) -> list[str | None]:
-    """The outcomes read: a column of nothing but markers (pyarrow types it as nulls) holds no label; in a column
-    of text an empty field is missing, and so is a marker unless ``na_labels`` is ``class``."""
-    if all(outcome in MARKERS for outcome in outcomes):
-        return [None] * len(outcomes)
+    """The outcomes read: in a column of text (one of nothing but markers too, which pyarrow types as nulls) an
+    empty field is missing, and so is a marker unless ``na_labels`` is ``class``."""
     return [None if outcome == "" or (na_labels == "missing" and outcome in MARKERS) else outcome
             for outcome in outcomes]
 
@@ -139,21 +138,50 @@ def test_na_among_int_labels_typed_as_text_is_a_class_with_na_labels_class(
     assert "left out" not in out.err
 
 
-@pytest.mark.parametrize("na_labels", ["missing", "class"])
 @pytest.mark.parametrize("outcomes", [["NA"] * 4, ["", "NA", "", ""], ["null", "N/A", "NaN", "#N/A"]])
 @pytest.mark.parametrize("kind", ["classifier", "regressor"])
-def test_a_column_of_nothing_but_markers_has_no_label(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str], na_labels: str, outcomes: list[str], kind: str) -> None:
+def test_a_column_of_nothing_but_markers_has_no_label_by_default(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], outcomes: list[str], kind: str) -> None:
     """pyarrow types such a column as nulls, which Arrow's join refused ("Data type null is not supported in join
-    non-key field outcome"): the run says no window has enough labels."""
+    non-key field outcome"): the run says no window has enough labels, after the line counting them left out."""
     log = sink_log(tmp_path, [{"request_id": f"r{i}", "timestamp": T0, "model": "m", "output": 1.0}
                               for i in range(4)])
     labels = labels_csv(tmp_path, [(f"r{i}", outcome) for i, outcome in enumerate(outcomes)])
-    assert main(["quality", str(log), str(labels), "--kind", kind, "--min-labelled", "1",
-                 "--na-labels", na_labels]) == 2
+    assert main(["quality", str(log), str(labels), "--kind", kind, "--min-labelled", "1"]) == 2
     err = capsys.readouterr().err
     assert "error: no window has 1 labelled requests or more (0 labelled of 4 logged)" in err
     assert "join" not in err
+    markers = sum(outcome != "" for outcome in outcomes)
+    assert err.startswith("aiwatch quality: 4 labels left out: ")
+    assert (f"({markers} of them NA, null or another missing-value marker" in err) == (kind == "classifier")
+
+
+def test_a_file_of_nothing_but_the_class_na_is_scored_with_na_labels_class(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A day's labels file may hold one class only: under --na-labels class, a file of nothing but NA (which
+    pyarrow types as nulls) is read as text like any other, not as a file without labels."""
+    log = sink_log(tmp_path, [{"request_id": f"r{i}", "timestamp": T0, "model": "m", "output": out}
+                              for i, out in enumerate(["NA", "NA", "ZA"])])
+    labels = labels_csv(tmp_path, [(f"r{i}", "NA") for i in range(3)])
+    assert read_labels(labels, na_labels="class").column("outcome").to_pylist() == ["NA", "NA", "NA"]
+    assert main(["quality", str(log), str(labels), "--min-labelled", "1", "--positive", "NA",
+                 "--na-labels", "class", "--json"]) == 0
+    window = json.loads(capsys.readouterr().out)["windows"][0]
+    assert (window["labelled"], window["metrics"]["accuracy"]) == (3, pytest.approx(2 / 3))
+
+
+def test_the_markers_left_out_are_counted_when_too_few_labels_remain(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The hint matters most when the markers are why no window has enough labels: it comes before the error."""
+    log = sink_log(tmp_path, [{"request_id": f"r{i}", "timestamp": T0, "model": "m", "output": "ZA"}
+                              for i in range(5)])
+    labels = labels_csv(tmp_path, [(f"r{i}", outcome) for i, outcome in enumerate(["ZA", "ZA", "NA", "NA", "NA"])])
+    assert main(["quality", str(log), str(labels), "--min-labelled", "3"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("aiwatch quality: 3 labels left out: ")
+    assert err[0].endswith("(3 of them NA, null or another missing-value marker in a column of text: --na-labels "
+                           "class reads them as classes)")
+    assert "error: no window has 3 labelled requests or more" in err[1]
 
 
 def test_a_parquet_outcome_column_of_type_null_has_no_label(
@@ -178,3 +206,13 @@ def test_a_regressors_left_out_na_names_no_option(tmp_path: Path, capsys: pytest
     err = capsys.readouterr().err
     assert ("aiwatch quality: 2 labels left out: no request id, or a missing, NaN or infinite outcome or one that "
             "is not a number\n") in err
+
+
+def test_a_table_whose_outcome_column_is_of_type_null_has_no_label(tmp_path: Path) -> None:
+    """A Python caller's own table (a pandas column of nothing but None): no label, not Arrow's join error."""
+    from aiwatch.feedback.outcomes import quality_report
+
+    log = sink_log(tmp_path, [{"request_id": f"r{i}", "timestamp": T0, "model": "m", "output": 1}
+                              for i in range(2)])
+    report = quality_report(str(log), pa.table({"request_id": ["r0", "r1"], "outcome": pa.nulls(2)}))
+    assert [(w.logged, w.labelled) for w in report.windows] == [(2, 0)]
