@@ -321,43 +321,78 @@ NAMED_REPLICAS = 10
 UNKNOWN_SHARE = "unknown: a counter is not a finite number"
 
 
+#: The worst worker's column: a share of the last 5 minutes (aiwatch_event_loop_stalled_ratio), whatever the window.
+WORST_WORKER = "worst worker % (5m)"
+
+
+def _finite(value: float | None) -> bool:
+    return value is not None and math.isfinite(value)
+
+
+def _stall_over(row: LoopStall) -> bool:
+    """Whether AiwatchEventLoopDelayHigh (at its default threshold) would count this replica: stuck, one of its
+    loops stuck, or the mean share or the worst worker's over the threshold."""
+    return (row.stuck or row.worker_stuck or row.stalled > LOOP_STALLED_RATIO
+            or (_finite(row.worst) and (row.worst or 0.0) > LOOP_STALLED_RATIO))
+
+
 def _stall_text(row: LoopStall, w: str) -> str:
     if row.stuck:
         return f"no sample in the last {w}: hung?"
-    return f"{row.stalled:.1%}" if math.isfinite(row.stalled) else UNKNOWN_SHARE
+    if row.worker_stuck:
+        return f"one worker's loop took no sample in the last {w}: hung?"
+    mean = f"{row.stalled:.1%}" if math.isfinite(row.stalled) else UNKNOWN_SHARE
+    if _finite(row.worst) and (row.worst or 0.0) > LOOP_STALLED_RATIO:
+        return f"worst worker {row.worst:.1%} of the last 5m (mean {mean})"
+    return mean
 
 
 def _stall_note(row: LoopStall, w: str) -> str:
-    return _stall_text(row, w) if row.stuck or not math.isfinite(row.stalled) else ""
+    return _stall_text(row, w) if row.stuck or row.worker_stuck or not math.isfinite(row.stalled) else ""
 
 
 def _draw_loop_stalls(rows: list[LoopStall], w: str) -> None:
-    """The share of the window each replica's loop stood still, worst first (the sources sort them); a loop
-    whose sampler took no sample all window reads 100% with a note; one whose share is not a finite number (a
-    counter at infinity) is unknown: no figure, a note, and last. A warning names those above the alert's default
+    """The share of the window each replica's loop stood still (the mean over a multiprocess target's workers)
+    and, where the replica exports it, its worst worker's share of the last 5 minutes, worst first by the larger
+    of the two (the sources sort them); a loop whose sampler took no sample all window reads 100% with a note, as
+    does (in the note) one whose stalest worker took none; one whose share is not a finite number (a counter at
+    infinity) is unknown: no figure, a note, and last. A warning names those the alert would count at its default
     threshold."""
-    over = [r for r in rows if r.stuck or r.stalled > LOOP_STALLED_RATIO]
+    over = [r for r in rows if _stall_over(r)]
     if over:
         st.warning(f"Event loops standing still more than {LOOP_STALLED_RATIO:.0%} of the last {w}: "
                    + "; ".join(f"{md(r.instance)} of {md(r.service)}: {_stall_text(r, w)}"
                                for r in over[:NAMED_REPLICAS])
                    + ("…" if len(over) > NAMED_REPLICAS else "")
                    + ". Runbook AiwatchEventLoopDelayHigh.")
-    st.caption(f"The seconds each replica's timers ran late per second its sampler watched the loop, over {w}: the "
-               f"share of the time it stood still (each stall counted by its length; the mean over the workers of "
-               f"a multiprocess target). A prompt loop reads about 1%. AiwatchEventLoopDelayHigh fires above "
-               f"{LOOP_STALLED_RATIO:.0%} (latency.loop_stalled_ratio, its default) held for its 'for' time, or "
-               f"when a replica takes no sample while its target is up: such a replica reads 100%, \"no sample in "
-               f"the last {w}: hung?\" (a loop blocked all window; or a host that runs its loop only per request).")
+    worst = any(r.worst is not None for r in rows)
+    st.caption(f"\"stood still %\": the seconds each replica's timers ran late per second its sampler watched the "
+               f"loop, over {w}: the share of the time it stood still (each stall counted by its length; the mean "
+               f"over the workers of a multiprocess target, so one worker stalled 60% of the time among four reads "
+               f"15%). A prompt loop reads about 1%. "
+               + (f"\"{WORST_WORKER}\": the share of its worst worker alone (each worker's own sampler; the largest "
+                  f"of the live workers, aiwatch_event_loop_stalled_ratio), over the last 5 minutes whatever the "
+                  f"window; empty where the replica's aiwatch does not export it. The rows are sorted by the larger "
+                  f"of the two. " if worst else "")
+               + f"AiwatchEventLoopDelayHigh fires above {LOOP_STALLED_RATIO:.0%} (latency.loop_stalled_ratio, its "
+               f"default){' on either' if worst else ''} held for its 'for' time, or when a replica takes no sample "
+               f"while its target is up: such a replica reads 100%, \"no sample in the last {w}: hung?\" (a loop "
+               f"blocked all window; or a host that runs its loop only per request), or when one of its workers "
+               f"takes none (its last-sample timestamp did not change over two scrapes or more): \"one worker's loop "
+               f"took no sample in the last {w}: hung?\", while the others' share reads on.")
     df = pd.DataFrame([{"service": r.service, "instance": r.instance, "job": r.job,
                         "stood still %": r.stalled * 100 if math.isfinite(r.stalled) else None,
+                        WORST_WORKER: (r.worst or 0.0) * 100 if _finite(r.worst) else None,
                         "note": _stall_note(r, w)} for r in rows])
     if len({r.job for r in rows}) < 2:  # one job (or none, scraped directly): the instance says which replica
         df = df.drop(columns="job")
+    if not worst:  # an aiwatch without the gauge: the column would be empty
+        df = df.drop(columns=WORST_WORKER)
     if not any(_stall_note(r, w) for r in rows):
         df = df.drop(columns="note")
     st.dataframe(df, hide_index=True, width="stretch", height=min(400, 38 + 35 * len(df)),
-                 column_config={"stood still %": st.column_config.NumberColumn(format="%.1f%%")})
+                 column_config={"stood still %": st.column_config.NumberColumn(format="%.1f%%"),
+                                WORST_WORKER: st.column_config.NumberColumn(format="%.1f%%")})
 
 
 # The diagnosis' baselines: 0 is the window before the view's window (as long as it), the others are seconds.

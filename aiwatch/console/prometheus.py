@@ -273,12 +273,20 @@ class PrometheusSource(DataSource):
 
     def loop_stalls(self, window: float) -> list[LoopStall]:
         w, at = duration(window), time.time()
-        shares, unwatched = self._all([partial(self._instant, self.q.loop_stalled_ratio(w), at),
-                                       partial(self._instant, self.q.loop_unwatched(w), at)])
+        shares, unwatched, worst, unchanged = self._all([
+            partial(self._instant, self.q.loop_stalled_ratio(w), at),
+            partial(self._instant, self.q.loop_unwatched(w), at),
+            partial(self._instant, self.q.loop_worst_stalled(), at),
+            partial(self._instant, self.q.loop_sample_unchanged(w), at)])
         found = [(labels, value, False) for labels, value in shares] + [(labels, 1.0, True) for labels, _ in unwatched]
+        # the worst worker's gauges join the rows of the replicas that have a share or are stuck: the same labels
+        worst_of = {frozenset(labels.items()): value for labels, value in worst}
+        stuck_worker = {frozenset(labels.items()) for labels, _ in unchanged}
         names = tell_scopes_apart([labels for labels, _, _ in found], self.q.scope)
-        return worst_first(LoopStall(n.get("service", ""), n.get("instance", ""), value, stuck, n.get("job", ""))
-                           for n, (_, value, stuck) in zip(names, found, strict=True))
+        return worst_first(LoopStall(n.get("service", ""), n.get("instance", ""), value, stuck, n.get("job", ""),
+                                     worst_of.get(frozenset(labels.items())),
+                                     frozenset(labels.items()) in stuck_worker)
+                           for n, (labels, value, stuck) in zip(names, found, strict=True))
 
     def _quantile_ranges(self, query: Callable[[float, str], str], window: float) -> list[Series]:
         w = duration(window)

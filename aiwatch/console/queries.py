@@ -52,6 +52,8 @@ NETWORK = metric("aiwatch_network_duration_seconds")
 CLIENT_BYTES = metric("aiwatch_client_bytes_total")
 LOOP_DELAY = metric("aiwatch_event_loop_delay_seconds")
 LOOP_SAMPLED = metric("aiwatch_event_loop_sampled_seconds_total")
+LOOP_LAST_SAMPLE = metric("aiwatch_event_loop_last_sample_timestamp_seconds")
+LOOP_STALLED = metric("aiwatch_event_loop_stalled_ratio")
 IN_FLIGHT = metric("aiwatch_requests_in_flight")
 QUEUE_DEPTH = metric("aiwatch_queue_depth")
 QUEUE_WAIT = metric("aiwatch_queue_wait_seconds")
@@ -184,6 +186,26 @@ class PanelQueries:
         labels = self._by("job", "instance", "service")
         watched = by("sum", labels, increase(LOOP_SAMPLED, w, *self._m(svc)))
         return f"{watched} == 0 and on ({', '.join(self._by('job', 'instance'))}) (up == 1)"
+
+    def loop_worst_stalled(self, svc: MatcherText = "") -> str:
+        """The share of the last 5 minutes the worst worker's event loop of each replica (``job``, ``instance`` and
+        ``service``) stood still, by its own sampler (``aiwatch_event_loop_stalled_ratio``: a merged multiprocess
+        target serves its largest live worker's, where :meth:`loop_stalled_ratio` is their mean), as the
+        ``instance_service:aiwatch_event_loop_stalled_ratio:max`` rule AiwatchEventLoopDelayHigh reads. Always
+        5 minutes, whatever the window; no sample for an aiwatch without the gauge."""
+        return by("max", self._by("job", "instance", "service"), series(LOOP_STALLED, *self._m(svc)))
+
+    def loop_sample_unchanged(self, w: str, svc: MatcherText = "") -> str:
+        """The replicas (``job``, ``instance`` and ``service``) one of whose loops took no sample over ``w`` while
+        their target is up (value: how many such series, > 0): ``aiwatch_event_loop_last_sample_timestamp_seconds``
+        (a merged multiprocess target's stalest live worker's) did not change over ``w`` and was seen at least twice
+        in it, neither 0 (made, not set) nor +Inf (every sampler stopped). The clock-free stuck branch of
+        AiwatchEventLoopDelayHigh (the ``instance_service:aiwatch_event_loop_last_sample_unchanged:count`` rule over
+        ``latency.loop_stuck_window``); it shows the one worker of several that :meth:`loop_unwatched` misses."""
+        stamp = series(LOOP_LAST_SAMPLE, *self._m(svc))
+        unchanged = by("count", self._by("job", "instance", "service"),
+                       f"changes({stamp}[{w}]) == 0 and {stamp} > 0 < +Inf and count_over_time({stamp}[{w}]) >= 2")
+        return f"{unchanged} and on ({', '.join(self._by('job', 'instance'))}) (up == 1)"
 
     def link_throughput(self, w: str, svc: MatcherText = "") -> str:
         """Each link's effective throughput: bytes the calling ``service`` sent to and received from ``peer`` per

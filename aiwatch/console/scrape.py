@@ -174,6 +174,18 @@ def _still_there(grown: dict[LabelKey, tuple[float, float]], service: str, last:
     return any(dict(key).get("service", "") == service and until == last for key, (_, until) in grown.items())
 
 
+def _unchanged_services(good: Sequence[Snapshot]) -> set[str]:
+    """The services of one endpoint with a last-sample timestamp series that is in two or more of the good scrapes
+    ``good`` (in time order), never changed, and ends neither 0 (made, not set) nor infinite (every sampler
+    stopped): PromQL's ``changes(..) == 0 and .. > 0 < +Inf and count_over_time(..) >= 2``."""
+    seen: dict[LabelKey, list[float]] = {}
+    for snap in good:
+        for key, value in snap.series(Q.LOOP_LAST_SAMPLE.name):
+            seen.setdefault(key, []).append(value)
+    return {dict(key).get("service", "") for key, values in seen.items()
+            if len(values) >= 2 and len(set(values)) == 1 and 0 < values[-1] < math.inf}
+
+
 def _grown(good: Sequence[Snapshot], name: str, *, promql: bool = False) -> dict[LabelKey, tuple[float, float]]:
     """How much each series ``name`` grew over the good scrapes ``good`` of one endpoint (in time order, at least
     one), with the time of the last of them that had it. Resets handled: a value going down, or its histogram's
@@ -542,7 +554,13 @@ class ScrapeSource(DataSource):
         still had its counter is stuck: its loop took no sample the whole window (a loop that serves ``/metrics``
         itself fails its scrape instead, and shows as down). A growth that is not a finite number (a counter at
         infinity) gives an unknown share, NaN (:func:`~aiwatch.console.source.worst_first` puts it last). Not with
-        fewer than two good scrapes in the window."""
+        fewer than two good scrapes in the window.
+
+        The worst worker's share (:attr:`LoopStall.worst`) is the largest ``aiwatch_event_loop_stalled_ratio`` of
+        the service in the latest good scrape; the service is :attr:`LoopStall.worker_stuck` when the latest scrape
+        succeeded and a series of its ``aiwatch_event_loop_last_sample_timestamp_seconds`` was in two good scrapes
+        or more of the window, never changed, and is neither 0 nor infinite (as :meth:`PanelQueries.
+        loop_sample_unchanged` reads it)."""
         t, out = time.time(), []
         for url, snaps in self._copy():
             scraped = _in_window(snaps, t, window)
@@ -553,16 +571,21 @@ class ScrapeSource(DataSource):
             late = sum_by([(dict(key), grown)
                            for key, (grown, _) in _grown(good, Q.LOOP_DELAY.sum, promql=True).items()],
                           ("service",))
+            worst = max_by([(dict(key), v) for key, v in good[-1].series(Q.LOOP_STALLED.name)], ("service",))
+            unchanged = _unchanged_services(good) if scraped[-1].ok else set()
             instance = self._instances.get(url, url)
+            found: list[tuple[str, float, bool]] = []  # (service, share, stuck)
             for (service,), grown in sum_by([(dict(k), g) for k, (g, _) in watched.items()], ("service",)).items():
                 if not math.isfinite(grown):
-                    out.append(LoopStall(service, instance, math.nan))
+                    found.append((service, math.nan, False))
                 elif grown > 0:
                     if (service,) in late:  # as PromQL's division: no share without the delays' _sum
                         share = late[(service,)] / grown
-                        out.append(LoopStall(service, instance, share if math.isfinite(share) else math.nan))
+                        found.append((service, share if math.isfinite(share) else math.nan, False))
                 elif scraped[-1].ok and good[-1].ts > good[0].ts and _still_there(watched, service, good[-1].ts):
-                    out.append(LoopStall(service, instance, 1.0, stuck=True))
+                    found.append((service, 1.0, True))
+            out += [LoopStall(service, instance, share, stuck, worst=worst.get((service,)),
+                              worker_stuck=service in unchanged) for service, share, stuck in found]
         return worst_first(out)
 
     def _quantile_range(self, bucket: str, by: tuple[str, ...], window: float,

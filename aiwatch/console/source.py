@@ -103,20 +103,37 @@ class LoopStall:
     workers of a multiprocess target; what AiwatchEventLoopDelayHigh fires on). ``stuck``: its sampler took no
     sample in the whole window while the target answered its scrapes (a loop blocked all along, or hung for good),
     shown as ``stalled`` 1.0. A ``stalled`` that is not a finite number (NaN or infinite: a counter at infinity
-    makes the growth unknown) is an unknown share. ``job`` is empty where the source has none (the scrape source)."""
+    makes the growth unknown) is an unknown share. ``job`` is empty where the source has none (the scrape source).
+
+    ``worst``: the share of the last 5 minutes (not the window) its worst worker's loop stood still, by that
+    worker's own sampler (``aiwatch_event_loop_stalled_ratio``, the largest of a merged target's live workers; the
+    alert's worst-worker branch); None where the replica does not export it (an older aiwatch). ``worker_stuck``:
+    one of its loops took no sample over the window while the target answered (its
+    ``aiwatch_event_loop_last_sample_timestamp_seconds``, the stalest live worker's, did not change over two
+    scrapes or more: the alert's clock-free stuck branch), while the others may sample on."""
 
     service: str
     instance: str
     stalled: float
     stuck: bool = False
     job: str = ""
+    worst: float | None = None
+    worker_stuck: bool = False
+
+    @property
+    def worse(self) -> float:
+        """The larger of the mean share and the worst worker's, of those that are finite numbers; NaN if neither
+        is."""
+        known = [v for v in (self.stalled, self.worst) if v is not None and math.isfinite(v)]
+        return max(known) if known else math.nan
 
 
 def worst_first(stalls: Iterable[LoopStall]) -> list[LoopStall]:
-    """The replicas stuck first, then by the share of the time stood still, highest first; a share that is not a
-    finite number (NaN: a counter at infinity) is unknown, and last."""
-    return sorted(stalls, key=lambda r: (not r.stuck, not math.isfinite(r.stalled),
-                                         -r.stalled if math.isfinite(r.stalled) else 0.0,
+    """The replicas stuck (all their loops, or one) first, then by the worse of the share of the time stood still
+    and the worst worker's, highest first; one with neither a finite number (NaN: a counter at infinity) is
+    unknown, and last."""
+    return sorted(stalls, key=lambda r: (not (r.stuck or r.worker_stuck), not math.isfinite(r.worse),
+                                         -r.worse if math.isfinite(r.worse) else 0.0,
                                          r.service, r.instance, r.job))
 
 
@@ -284,7 +301,10 @@ class DataSource(ABC):
         """The share of the window each replica's event loop stood still, per ``service`` and scrape target,
         worst first (:func:`worst_first`): rate of ``aiwatch_event_loop_delay_seconds_sum`` over rate of
         ``aiwatch_event_loop_sampled_seconds_total``, the expression AiwatchEventLoopDelayHigh reads. A replica whose
-        sampled counter did not grow over the window while its target answered is :attr:`LoopStall.stuck`."""
+        sampled counter did not grow over the window while its target answered is :attr:`LoopStall.stuck`. Where
+        the replica exports them, its worst worker's 5-minute share (``aiwatch_event_loop_stalled_ratio``) is
+        :attr:`LoopStall.worst`, and a last-sample timestamp that did not change over the window while its target
+        answered makes it :attr:`LoopStall.worker_stuck`."""
 
     @abstractmethod
     def link_throughput(self, window: float) -> list[Series]:

@@ -224,3 +224,154 @@ def test_prometheus_queries_give_the_share_and_the_stuck_replicas_that_are_up(tm
     path.write_text(yaml.safe_dump(test))
     proc = subprocess.run([promtool, "test", "rules", str(path)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+# --- the worst worker of a multiprocess target: aiwatch_event_loop_stalled_ratio (livemax) and the last-sample
+# timestamp (livemin), beside the merged mean the delays' histogram gives -----------------------------------------
+
+
+def workers(**services: tuple[float | None, float | None]) -> str:
+    """The two per-process gauges of one scrape, as a merged multiprocess target serves them: per service, (the
+    worst live worker's share of the last 5 minutes, the stalest live worker's last-sample time); None leaves one
+    out."""
+    lines = ["# TYPE aiwatch_event_loop_stalled_ratio gauge",
+             "# TYPE aiwatch_event_loop_last_sample_timestamp_seconds gauge"]
+    for service, (share, stamp) in services.items():
+        if share is not None:
+            lines.append(f'aiwatch_event_loop_stalled_ratio{{service="{service}"}} {share!r}')
+        if stamp is not None:
+            lines.append(f'aiwatch_event_loop_last_sample_timestamp_seconds{{service="{service}"}} {stamp!r}')
+    return "\n".join(lines) + "\n"
+
+
+def test_the_worst_workers_share_stands_beside_the_mean_and_sorts_by_the_worse() -> None:
+    """Four workers merged, one stalled 60% of the time: the mean over them reads 15%, under a replica whose one
+    loop stood still 20%; by the worst worker's share, the first replica is the worse. A replica without the gauge
+    (an older aiwatch) has no worst share, not 0."""
+    src = fed((URL, loop(api=(0.0, 40.0)) + workers(api=(0.6, 100.0))), (OTHER, loop(api=(0.0, 10.0))),
+              (URL, loop(api=(1.5, 50.0)) + workers(api=(0.6, 101.0))), (OTHER, loop(api=(0.2, 11.0))),
+              (URL, loop(api=(3.0, 60.0)) + workers(api=(0.6, 102.0))), (OTHER, loop(api=(0.4, 12.0))))
+    rows = src.loop_stalls(30.0)
+    assert rows == [LoopStall("api", "127.0.0.1:9", pytest.approx(0.15), worst=0.6),
+                    LoopStall("api", "127.0.0.2:9", pytest.approx(0.2))]
+    assert rows[1].worst is None and rows[0].worse == 0.6 and rows[1].worse == pytest.approx(0.2)
+
+
+def test_a_worker_whose_last_sample_time_stood_still_makes_its_replica_stuck() -> None:
+    """The merged timestamp (the stalest live worker's) did not change over three good scrapes while the others'
+    time watched grew: one worker's loop took no sample, the alert's clock-free stuck branch. Listed first."""
+    src = fed((URL, loop(api=(0.0, 30.0), web=(0.0, 30.0)) + workers(api=(0.05, 100.0), web=(0.01, 100.0))),
+              (URL, loop(api=(0.3, 33.0), web=(0.03, 33.0)) + workers(api=(0.05, 100.0), web=(0.01, 101.0))),
+              (URL, loop(api=(0.6, 36.0), web=(0.06, 36.0)) + workers(api=(0.05, 100.0), web=(0.01, 102.0))))
+    rows = src.loop_stalls(30.0)
+    assert [(r.service, r.stuck, r.worker_stuck) for r in rows] == [("api", False, True), ("web", False, False)]
+    assert rows[0].stalled == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("stamps", [
+    (0.0, 0.0, 0.0),  # made, not yet set
+    (math.inf, math.inf, math.inf),  # every process's sampler stopped
+    (None, None, 100.0),  # seen once in the window: no change to show
+], ids=["zero", "inf", "once"])
+def test_a_last_sample_time_that_is_no_loop_or_seen_once_is_not_stuck(stamps: tuple[float | None, ...]) -> None:
+    src = fed(*((URL, loop(api=(0.1 * i, 10.0 + i)) + workers(api=(0.01, stamp))) for i, stamp in enumerate(stamps)))
+    [row] = src.loop_stalls(30.0)
+    assert not row.worker_stuck and row.worst == 0.01
+
+
+def test_an_unchanged_last_sample_time_is_not_stuck_when_the_latest_scrape_failed() -> None:
+    src = fed((URL, loop(api=(0.0, 10.0)) + workers(api=(0.01, 100.0))),
+              (URL, loop(api=(0.1, 11.0)) + workers(api=(0.01, 100.0))), (URL, None))
+    [row] = src.loop_stalls(30.0)
+    assert not row.worker_stuck
+
+
+def test_prometheus_queries_give_the_worst_worker_and_the_replicas_with_a_stuck_worker(tmp_path: Path) -> None:
+    """The Prometheus source's two worst-worker queries, on promtool, with the merged samples of multiprocess
+    targets written directly: a's worst worker stood still 60% (its mean, of four, 15%); b's last-sample time
+    stayed put over the window while its target is up (one worker stuck: listed, a count of 1); c's stayed put
+    but its target is down; d's is +Inf (every sampler stopped) and e's 0 (not yet set): no loop."""
+    promtool = require_binary("promtool")
+    series = []
+    for instance, stamp, share, up in (("a:1", "0+60x20", "0.6x20", "1x20"), ("b:1", "100x20", "0.05x20", "1x20"),
+                                       ("c:1", "100x20", "0.05x20", "0x20"), ("d:1", "Inf+0x20", "0x20", "1x20"),
+                                       ("e:1", "0x20", "0x20", "1x20")):
+        where = f'job="api", instance="{instance}"'
+        series += [{"series": f'aiwatch_event_loop_last_sample_timestamp_seconds{{{where}, service="s"}}',
+                    "values": stamp},
+                   {"series": f'aiwatch_event_loop_stalled_ratio{{{where}, service="s"}}', "values": share},
+                   {"series": f"up{{{where}}}", "values": up}]
+    q = PanelQueries()
+    worst = [{"labels": f'{{job="api", instance="{i}", service="s"}}', "value": v}
+             for i, v in (("a:1", 0.6), ("b:1", 0.05), ("c:1", 0.05), ("d:1", 0), ("e:1", 0))]
+    test = {"evaluation_interval": "1m", "tests": [{"interval": "1m", "input_series": series, "promql_expr_test": [
+        {"eval_time": "10m", "expr": q.loop_worst_stalled(), "exp_samples": worst},
+        {"eval_time": "10m", "expr": q.loop_sample_unchanged("5m"),
+         "exp_samples": [{"labels": '{job="api", instance="b:1", service="s"}', "value": 1}]},
+    ]}]}
+    path = tmp_path / "loop_test.yml"
+    path.write_text(yaml.safe_dump(test))
+    proc = subprocess.run([promtool, "test", "rules", str(path)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_latency_view_shows_the_worst_worker_beside_the_mean_and_warns_on_it(
+        console_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One worker of four stalled 60%: the mean, 15%, is under the alert's 20%, the worst worker's share over it;
+    the table shows both, sorts the replica first, and the warning names it as the alert would. A replica without
+    the gauge shows no worst share (not 0)."""
+    monkeypatch.setenv("AIWATCH_CONSOLE_WINDOW", "30")
+    src = fed((URL, loop(api=(0.0, 40.0)) + workers(api=(0.6, 100.0))), (OTHER, loop(api=(0.0, 10.0))),
+              (URL, loop(api=(1.5, 50.0)) + workers(api=(0.6, 101.0))), (OTHER, loop(api=(0.1, 11.0))),
+              (URL, loop(api=(3.0, 60.0)) + workers(api=(0.6, 102.0))), (OTHER, loop(api=(0.2, 12.0))))
+    at = run_view(src, "Latency")
+    table = next(d.value for d in at.dataframe if "stood still %" in d.value.columns)
+    assert list(table.columns) == ["service", "instance", "stood still %", "worst worker % (5m)"]
+    assert list(table["instance"]) == ["127.0.0.1:9", "127.0.0.2:9"]
+    assert list(table["stood still %"]) == [pytest.approx(15.0), pytest.approx(10.0)]
+    assert table["worst worker % (5m)"].iloc[0] == pytest.approx(60.0)
+    assert math.isnan(table["worst worker % (5m)"].iloc[1])
+    warning = next(t for t in texts(at.warning) if t.startswith("Event loops standing still"))
+    assert warning == ("Event loops standing still more than 20% of the last 30s: 127.0.0.1:9 of api: worst worker "
+                       "60.0% of the last 5m (mean 15.0%). Runbook AiwatchEventLoopDelayHigh.")
+    caption = next(plain(str(c.value)) for c in at.caption if "stood still %" in plain(str(c.value)))
+    assert "the mean over the workers" in caption and "worst worker alone" in caption
+    assert "over the last 5 minutes whatever the window" in caption and "sorted by the larger of the two" in caption
+
+
+def test_latency_view_names_a_replica_with_a_stuck_worker(console_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIWATCH_CONSOLE_WINDOW", "30")
+    src = fed((URL, loop(api=(0.0, 30.0), web=(0.0, 30.0)) + workers(api=(0.05, 100.0), web=(0.3, 100.0))),
+              (URL, loop(api=(0.3, 33.0), web=(0.03, 33.0)) + workers(api=(0.05, 100.0), web=(0.3, 101.0))),
+              (URL, loop(api=(0.6, 36.0), web=(0.06, 36.0)) + workers(api=(0.05, 100.0), web=(0.3, 102.0))))
+    at = run_view(src, "Latency")
+    table = next(d.value for d in at.dataframe if "stood still %" in d.value.columns)
+    assert list(table["service"]) == ["api", "web"]  # stuck first, though web's worst worker is worse
+    assert list(table["note"]) == ["one worker's loop took no sample in the last 30s: hung?", ""]
+    warning = next(t for t in texts(at.warning) if t.startswith("Event loops standing still"))
+    assert warning == ("Event loops standing still more than 20% of the last 30s: 127.0.0.1:9 of api: one worker's "
+                       "loop took no sample in the last 30s: hung?; 127.0.0.1:9 of web: worst worker 30.0% of the "
+                       "last 5m (mean 1.0%). Runbook AiwatchEventLoopDelayHigh.")
+
+
+def test_the_prometheus_source_joins_the_worst_worker_to_each_replicas_row(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The four answers joined on the replica's labels (scope, job, instance, service): a's worst worker (60%)
+    beside its mean (15%), sorted above b (20%, no gauge: an older aiwatch, unknown rather than 0); c's worker
+    stuck, listed first; d's gauge alone (no share, not stuck) makes no row."""
+    from aiwatch.console import PrometheusSource
+
+    src = PrometheusSource("http://127.0.0.1:9")
+    q = src.q
+
+    def replica(instance: str) -> dict[str, str]:
+        return {"cluster": "eu", "job": "api", "instance": instance, "service": "s"}
+
+    answers = {q.loop_stalled_ratio("30s"): [(replica("a:1"), 0.15), (replica("b:1"), 0.2), (replica("c:1"), 0.01)],
+               q.loop_unwatched("30s"): [],
+               q.loop_worst_stalled(): [(replica("a:1"), 0.6), (replica("c:1"), 0.02), (replica("d:1"), 0.9)],
+               q.loop_sample_unchanged("30s"): [(replica("c:1"), 1.0)]}
+    monkeypatch.setattr(src.api, "query", lambda promql, at=None: answers[promql])
+    rows = src.loop_stalls(30.0)
+    assert rows == [LoopStall("s", "c:1", 0.01, job="api", worst=0.02, worker_stuck=True),
+                    LoopStall("s", "a:1", 0.15, job="api", worst=0.6),
+                    LoopStall("s", "b:1", 0.2, job="api")]

@@ -35,6 +35,7 @@ from tests.console.workload import (
     SERVICE,
     STABLE,
     STARVED_LOOP,
+    WORST_WORKER,
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("console_env")]
@@ -237,6 +238,18 @@ def test_loop_stalls_are_each_replicas_share_of_the_time_stood_still(stack: Stac
     assert all(bool(r.job) == isinstance(source, PrometheusSource) for r in rows)
 
 
+def test_loop_stalls_carry_each_replicas_worst_worker_beside_the_mean(stack: Stack, source: DataSource) -> None:
+    """The workload's recommender stands for a merged multiprocess target with one worker stalled 60% among several
+    (aiwatch_event_loop_stalled_ratio, livemax) whose mean is ~27%: the row carries both; its timestamp moves each
+    step, so no worker is stuck."""
+    rows = {r.service: r for r in source.loop_stalls(5.0)}
+    assert rows.keys() == {SERVICE, GATEWAY}
+    assert rows[SERVICE].worst == pytest.approx(WORST_WORKER[SERVICE])
+    assert rows[GATEWAY].worst == pytest.approx(WORST_WORKER[GATEWAY])
+    assert rows[SERVICE].stalled < rows[SERVICE].worst
+    assert not any(r.worker_stuck or r.stuck for r in rows.values())
+
+
 def test_latency_view_tables_the_time_each_replica_stood_still(stack: Stack, source: DataSource) -> None:
     at = run_view(source, "Latency")
     table = next(d.value for d in at.dataframe if "stood still %" in d.value.columns)
@@ -244,6 +257,8 @@ def test_latency_view_tables_the_time_each_replica_stood_still(stack: Stack, sou
     assert list(table["instance"]) == [stack.service["target"]] * 2
     low, high = stood_still(STARVED_LOOP)
     assert 100 * low <= table["stood still %"].iloc[0] <= 100 * high
+    assert list(table["worst worker % (5m)"]) == [pytest.approx(100 * WORST_WORKER[SERVICE]),
+                                                  pytest.approx(100 * WORST_WORKER[GATEWAY])]
     warning = next(t for t in texts(at.warning) if t.startswith(LOOP_WARNING))
     assert warning.startswith(f"Event loops standing still more than 20% of the last 5s: {stack.service['target']} "
                               f"of {SERVICE}: ") and GATEWAY not in warning

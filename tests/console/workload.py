@@ -15,6 +15,7 @@ import random
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -49,6 +50,10 @@ LOOP_SAMPLES = 10
 LOOP_INTERVAL = 0.1
 """The interval the workload's loop samples stand for (aiwatch_event_loop_sampled_seconds_total grows by it and the
 delay per sample): the recommender's loop stands still about 27% of the time, the gateway's under 1%."""
+WORST_WORKER = {SERVICE: 0.6, GATEWAY: 0.005}
+"""Each service's aiwatch_event_loop_stalled_ratio, as a merged multiprocess target serves it (its worst live
+worker's share of the last 5 minutes, livemax): the recommender stands for one worker stalled 60% among several whose
+mean is the ~27% above."""
 LOG_NAME = "predictions"
 """The ``log`` label of the workload's prediction log."""
 FAILING_BATCH = 3
@@ -199,6 +204,9 @@ class Workload:
                     m.event_loop_delay.labels(service).observe(delay)
                     # what the sampler watched since its previous sample: its interval and this sample's delay
                     m.event_loop_sampled.labels(service).inc(LOOP_INTERVAL + delay)
+            for service in (SERVICE, GATEWAY):
+                m.event_loop_stalled.labels(service).set(WORST_WORKER[service])
+                m.event_loop_last_sample.labels(service).set(time.time())  # the loops sample on: never stuck
             m.batch_size.labels(MODEL).observe(rng.choice([4, 8, 16, 32]))
             m.queue_depth.labels("predict").set(rng.randint(2, 12))
             for _ in range(requests):
