@@ -142,15 +142,21 @@ def build(gpu_source: str = "aiwatch") -> dict[str, Any]:
                        [target(q.loop_delay_quantile(0.99, W, SVC), f"{{{{service}}}} p99{AT}"),
                         target(q.loop_delay_mean(W, SVC), f"{{{{service}}}} mean{AT}", "B"),
                         target(q.loop_stalled_ratio(W, SVC), f"{{{{service}}}} {{{{instance}}}} {STOOD_STILL}{AT}",
-                               "C")], "s",
+                               "C"),
+                        target(q.loop_worst_stalled(SVC),
+                               f"{{{{service}}}} {{{{instance}}}} worst worker {STOOD_STILL} (last 5m){AT}", "D")], "s",
                        "How late each service's asyncio event loop ran a timer that was due "
                        "(aiwatch_event_loop_delay_seconds, ASGI and grpc.aio servers): p99 and mean per service, "
                        "left axis. A prompt loop stays around a millisecond; a starved one (CPU-bound work on the "
                        "loop, a saturated CPU) slows every request and shows as network time on its callers (the "
                        "panel to the left). Right axis: the share of the time each replica's loop stood still "
                        "(seconds late per second watched; about 1% when prompt; the mean over the workers of a "
-                       "multiprocess target), what AiwatchEventLoopDelayHigh reads: a stall of seconds is one sample "
-                       "to the p99 and the mean, but counts by its length here.",
+                       "multiprocess target, so one worker stalled 60% among four reads 15%), what "
+                       "AiwatchEventLoopDelayHigh reads: a stall of seconds is one sample to the p99 and the mean, "
+                       "but counts by its length here. 'worst worker': the share of the last 5 minutes (whatever "
+                       "the dashboard's range) the worst worker of each replica stood still, by its own sampler "
+                       "(aiwatch_event_loop_stalled_ratio, the largest of a merged target's live workers), which "
+                       "the alert reads too; none from an aiwatch without that gauge.",
                        overrides=[{"matcher": {"id": "byRegexp", "options": f".* {STOOD_STILL}.*"},
                                    "properties": [{"id": "unit", "value": "percentunit"},
                                                   {"id": "custom.axisPlacement", "value": "right"}]}]),

@@ -16,7 +16,7 @@ import pytest
 from aiwatch.console.queries import PanelQueries
 from aiwatch.gpuseries import DCGM_METRICS
 from aiwatch.metrics import exposed_sample_names, metric_names
-from aiwatch.rules.render import LOOP_STALLED_RATIO, RECORDING_FILE, rule_files
+from aiwatch.rules.render import LOOP_STALLED_RATIO, LOOP_STALLED_WORST, RECORDING_FILE, rule_files
 from tests.console.conftest import Stack
 
 REPO = Path(__file__).resolve().parents[2]
@@ -114,8 +114,9 @@ def test_latency_panels_never_mix_services() -> None:
             assert "{{service}}" in t["legendFormat"] or panels[title].get("repeat") == "service", title
     # the event loop delay sits next to the network time it shows up in, per service
     loop = panels["Event loop delay p99 / mean, time stood still"]
-    assert [t["legendFormat"].split("}}")[1].split()[0] for t in loop["targets"]] == ["p99", "mean", "{{instance"]
-    p99, mean, stood = (t["expr"] for t in loop["targets"])
+    assert [t["legendFormat"].split("}}")[1].split()[0] for t in loop["targets"]] == \
+        ["p99", "mean", "{{instance", "{{instance"]
+    p99, mean, stood, worst = (t["expr"] for t in loop["targets"])
     assert p99.startswith("histogram_quantile(0.99, sum by (cluster, namespace, service, le) (rate("
                           "aiwatch_event_loop_delay_seconds_bucket{")
     assert "sum by (cluster, namespace, service) (rate(aiwatch_event_loop_delay_seconds_sum{" in mean
@@ -129,11 +130,19 @@ def test_latency_panels_never_mix_services() -> None:
     rule = next(r["expr"] for g in rule_files()[RECORDING_FILE]["groups"] for r in g["rules"]
                 if r["record"] == LOOP_STALLED_RATIO.format(window="5m"))
     assert rule == PanelQueries().loop_stalled_ratio("5m")  # the panel draws what the alert reads
+    records = {r["record"]: r["expr"] for g in rule_files()[RECORDING_FILE]["groups"] for r in g["rules"]
+               if "record" in r}
+    assert records[LOOP_STALLED_WORST] == PanelQueries().loop_worst_stalled()
     override = loop["fieldConfig"]["overrides"][0]
     assert override["matcher"]["options"] == ".* stood still.*"
     assert {"id": "unit", "value": "percentunit"} in override["properties"]
+    # beside the mean, each replica's worst worker (a multiprocess target's mean dilutes one stalled worker among
+    # N), from the gauge the alert's worst-worker branch reads, on the same percent axis; a 5-minute share
+    assert worst.startswith("max by (cluster, namespace, job, instance, service) (aiwatch_event_loop_stalled_ratio{")
+    assert re.fullmatch(r".* stood still.*", loop["targets"][3]["legendFormat"])
+    assert "worst worker" in loop["targets"][3]["legendFormat"] and "5m" in loop["targets"][3]["legendFormat"]
     assert all('service=~"$service"' in e and "{{service}}" in t["legendFormat"]
-               for e, t in zip((p99, mean, stood), loop["targets"], strict=True))
+               for e, t in zip((p99, mean, stood, worst), loop["targets"], strict=True))
     network = panels["Network time seen by callers"]
     assert network["gridPos"]["y"] == loop["gridPos"]["y"] and loop["gridPos"]["w"] == network["gridPos"]["w"]
 
