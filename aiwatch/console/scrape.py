@@ -414,10 +414,11 @@ class ScrapeSource(DataSource):
         return out
 
     def over_time(self, name: str, start: float, end: float, how: str = "avg") -> Samples:
-        """Each gauge sample ``name``'s average (``how="avg"``) or maximum (``"max"``) over the good scrapes in
-        ``[start, end]``, per endpoint (``instance`` added): PromQL's ``avg_over_time`` / ``max_over_time``."""
-        if how not in ("avg", "max"):
-            raise ValueError(f"how must be 'avg' or 'max', got {how!r}")
+        """Each gauge sample ``name``'s average (``how="avg"``), maximum (``"max"``) or latest value (``"last"``)
+        over the good scrapes in ``[start, end]``, per endpoint (``instance`` added): PromQL's ``avg_over_time`` /
+        ``max_over_time`` / ``last_over_time``."""
+        if how not in ("avg", "max", "last"):
+            raise ValueError(f"how must be 'avg', 'max' or 'last', got {how!r}")
         out: Samples = []
         for url, snaps in self._copy():
             seen: dict[LabelKey, list[float]] = {}
@@ -426,7 +427,7 @@ class ScrapeSource(DataSource):
                     for key, value in snap.series(name):
                         seen.setdefault(key, []).append(value)
             for key, values in seen.items():
-                value = sum(values) / len(values) if how == "avg" else max(values)
+                value = sum(values) / len(values) if how == "avg" else max(values) if how == "max" else values[-1]
                 out.append((self._labels(key, url), value))
         return out
 

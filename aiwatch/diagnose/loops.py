@@ -75,7 +75,10 @@ class LoopWait:
     service: ``caller_seconds`` on the caller's loop, ``peer_seconds`` on the peer's (``None`` where that service
     has no delay series in both windows); ``explains``: their sum is at least :data:`EXPLAINS_SHARE` of the part's
     rise; ``mean_only``: the sides whose estimate is, in a window, only the mean delay per sample (no watched-time
-    counter: an older aiwatch), which under-counts stalls longer than the sampling interval."""
+    counter: an older aiwatch), which under-counts stalls longer than the sampling interval. ``worst_shares``: per
+    side whose replicas export ``aiwatch_event_loop_stalled_ratio`` (:func:`worst_worker_share`), ``(service,
+    share)``: the worst worker's share of the 5 minutes before the incident window's end it stood still (not the
+    window's share: the gauge's own fixed 5 minutes); empty without the gauge."""
 
     caller: str
     peer: str
@@ -84,6 +87,7 @@ class LoopWait:
     calls_per_request: float
     explains: bool
     mean_only: tuple[str, ...] = ()
+    worst_shares: tuple[tuple[str, float], ...] = ()
 
     @property
     def seconds(self) -> float:
@@ -100,9 +104,17 @@ class LoopWait:
         return list(dict.fromkeys(named))  # a service calling itself waits on one loop
 
     def to_dict(self) -> dict[str, Any]:
-        return {"caller_seconds": self.caller_seconds, "peer_seconds": self.peer_seconds, "seconds": self.seconds,
-                "calls_per_request": self.calls_per_request, "explains": self.explains,
-                "mean_delay_only": list(self.mean_only)}
+        out: dict[str, Any] = {"caller_seconds": self.caller_seconds, "peer_seconds": self.peer_seconds,
+                               "seconds": self.seconds, "calls_per_request": self.calls_per_request,
+                               "explains": self.explains, "mean_delay_only": list(self.mean_only)}
+        if self.worst_shares:  # only where the gauge is: the output of an older aiwatch stays as it was
+            out[WORST_SHARE_FIELD] = dict(self.worst_shares)
+        return out
+
+
+#: The JSON field of :attr:`LoopWait.worst_shares`: a 5-minute share at the incident window's end, whatever the
+#: window's length.
+WORST_SHARE_FIELD = "worst_worker_stalled_share_5m_to_incident_end"
 
 
 def _watched(w: WindowTotals, service: str) -> dict[Key, float]:
@@ -135,6 +147,15 @@ def stalled_share(w: WindowTotals, service: str) -> float | None:
         return None
     # a stall that began before the window is counted whole by the sample that ends it
     return min(1.0, delay / watched)
+
+
+def worst_worker_share(w: WindowTotals, service: str) -> float | None:
+    """The largest ``aiwatch_event_loop_stalled_ratio`` of the service's replicas at the end of ``w``: each one's
+    worst live worker's share of the 5 minutes before it stood still (its own sampler's, where the delays read above
+    are a merged multiprocess target's mean over its workers); ``None`` where no replica exports it (an older
+    aiwatch) or none is a finite number."""
+    found = [v for _, v in w.matching("loop_worst_share", service) if math.isfinite(v)]
+    return max(found) if found else None
 
 
 @dataclass(frozen=True)
@@ -298,8 +319,10 @@ def loop_wait(baseline: WindowTotals, incident: WindowTotals, part: Part, per_re
     # the part's seconds per request over the seconds per call: calls per request of the diagnosed service, also
     # for a callee's call reached through the call graph (scaled like its network time)
     calls_per_request = per_request * calls / seconds
+    worst = ((name, worst_worker_share(incident, name)) for name in dict.fromkeys((part.service, part.peer)))
     wait = LoopWait(part.service, part.peer, None if caller is None else caller * calls_per_request,
                     None if peer is None else peer * calls_per_request, calls_per_request, False,
                     tuple(dict.fromkeys(name for name, mean in ((part.service, caller_mean), (part.peer, peer_mean))
-                                        if mean)))
+                                        if mean)),
+                    tuple((name, share) for name, share in worst if share is not None))
     return LoopWait(**{**wait.__dict__, "explains": delta > 0 and wait.seconds >= EXPLAINS_SHARE * delta})

@@ -54,14 +54,14 @@ class WindowSource(Protocol):
 
 
 def aggregate(read: Read, samples: Iterable[tuple[Mapping[str, str], float]]) -> dict[Key, float]:
-    """``sum by`` (``max by`` for a ``max`` read) the read's labels, keeping only error statuses when the read
-    asks for them: what the PromQL of :func:`read_promql` does, for sources that hold raw series."""
+    """``sum by`` (``max by`` for a ``max`` or ``last`` read) the read's labels, keeping only error statuses when
+    the read asks for them: what the PromQL of :func:`read_promql` does, for sources that hold raw series."""
     out: dict[Key, float] = {}
     for labels, value in samples:
         if read.errors_only and not is_error_status(labels.get("status", "")):
             continue
         key = tuple(labels.get(label, "") for label in read.by)
-        if read.kind == "max":
+        if read.kind in ("max", "last"):
             out[key] = max(out[key], value) if key in out else value
         else:
             out[key] = out.get(key, 0.0) + value
@@ -84,6 +84,8 @@ def read_promql(read: Read, seconds: float, match: str = "", scope: Sequence[str
         return by("sum", labels, f"increase({selected}[{w}])")
     if read.kind == "avg":
         return by("sum", labels, f"avg_over_time({selected}[{w}])")
+    if read.kind == "last":
+        return by("max", labels, f"last_over_time({selected}[{w}])")
     return by("max", labels, f"max_over_time({selected}[{w}])")
 
 
@@ -229,10 +231,11 @@ def totals_from_snapshots(before: Samples, after: Samples, start: float, end: fl
       before the restart would otherwise count only the difference); so does the loop sampler's watched time with
       the loop delay histogram of its labels (:data:`~aiwatch.scrape.RESTART_COMPANIONS`);
     - gauges read as an average (``avg``): the average of the two snapshots' values, per series;
-    - gauges read as a maximum (``max``: states such as ``aiwatch_drift_detected``): the value at ``end``, per series
-      (the value at ``start`` only for a series gone by ``end``). With two snapshots there is no peak to take, and
-      the value at ``start`` is the state the previous window left: a feature that drifted in the window before and
-      is back to normal by ``end`` is not reported for this one.
+    - gauges read as a maximum (``max``: states such as ``aiwatch_drift_detected``) or as their latest value
+      (``last``): the value at ``end``, per series (the value at ``start`` only for a series gone by ``end``).
+      With two snapshots there is no peak to take, and the value at ``start`` is the state the previous window
+      left: a feature that drifted in the window before and is back to normal by ``end`` is not reported for this
+      one.
     """
     if end <= start:
         raise ValueError(f"a window must end after it starts, got [{start}, {end}]")

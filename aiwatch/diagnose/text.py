@@ -74,6 +74,11 @@ def _loops(d: Diagnosis) -> list[str]:
             out.append(f"    {' and '.join(wait.mean_only)}: the mean delay per sample, no watched time "
                        "(aiwatch_event_loop_sampled_seconds_total: an older aiwatch) in a window; it under-counts "
                        "stalls longer than the sampling interval")
+        if wait.worst_shares:
+            out.append("    worst worker's share of the time stood still in the 5 minutes to the incident window's end "
+                       "(aiwatch_event_loop_stalled_ratio, not the window's share; the figures above are the mean "
+                       "over a multiprocess target's workers): "
+                       + ", ".join(f"{name} {share:.1%}" for name, share in wait.worst_shares))
     return out
 
 

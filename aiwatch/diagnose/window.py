@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 Key = tuple[str, ...]
-ReadKind = Literal["increase", "avg", "max"]
+ReadKind = Literal["increase", "avg", "max", "last"]
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,9 @@ class Read:
       sum over every series with the same ``by`` labels;
     - ``avg``: the gauge's average over the window, summed over series with the same ``by`` labels (queue depth
       of every replica adds up);
-    - ``max``: the gauge's largest value in the window, the maximum over series with the same ``by`` labels.
+    - ``max``: the gauge's largest value in the window, the maximum over series with the same ``by`` labels;
+    - ``last``: the gauge's latest value in the window (at its end), the maximum over series with the same ``by``
+      labels.
 
     ``errors_only`` keeps only series whose ``status`` label counts as an error.
     """
@@ -69,6 +71,9 @@ READS: tuple[Read, ...] = (
     Read("loop_delay_seconds", "aiwatch_event_loop_delay_seconds_sum", ("service", *REPLICA)),
     Read("loop_delay_buckets", "aiwatch_event_loop_delay_seconds_bucket", ("service", *REPLICA, "le")),
     Read("loop_sampled_seconds", "aiwatch_event_loop_sampled_seconds_total", ("service", *REPLICA)),
+    # the worst worker's own share of the 5 minutes before the window's end (a merged multiprocess target's mean
+    # above dilutes one stalled worker among N); none from an aiwatch without the gauge
+    Read("loop_worst_share", "aiwatch_event_loop_stalled_ratio", ("service", *REPLICA), "last"),
     Read("batch_items", "aiwatch_batch_size_sum", ("model",)),
     Read("batches", "aiwatch_batch_size_count", ("model",)),
     Read("cache_lookups", "aiwatch_feature_cache_requests_total", ("cache", "result")),

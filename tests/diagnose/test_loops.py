@@ -14,7 +14,14 @@ import pytest
 
 from aiwatch.console.scrape import ScrapeSource
 from aiwatch.diagnose import PrometheusWindows, diagnose, diagnose_windows, format_diagnosis, totals_from_snapshots
-from aiwatch.diagnose.loops import EXPLAINS_SHARE, expected_wait, mean_delay, stalled_share, wait_estimate
+from aiwatch.diagnose.loops import (
+    EXPLAINS_SHARE,
+    WORST_SHARE_FIELD,
+    expected_wait,
+    mean_delay,
+    stalled_share,
+    wait_estimate,
+)
 from aiwatch.diagnose.report import Diagnosis
 from aiwatch.diagnose.window import WindowTotals
 from aiwatch.metrics import EVENT_LOOP_DELAY_BUCKETS
@@ -60,11 +67,13 @@ def loop_reads(delays: Sequence[float] | Mapping[float, float], watched: float |
 
 
 def window(start: float, network: float, gateway_delay: float | None = None, inference_delay: float | None = None,
-           calls: int = 1, watched: bool = True, loops: Mapping[str, Mapping[str, Any]] | None = None) -> WindowTotals:
+           calls: int = 1, watched: bool = True, loops: Mapping[str, Mapping[str, Any]] | None = None,
+           worst: Mapping[tuple[str, ...], float] | None = None) -> WindowTotals:
     """A minute of gateway calling inference ``calls`` times per request; ``network`` seconds per call; each loop's
     mean sampled delay (every sample the same, shorter than the interval), or ``None`` for a service without the
     signal; ``watched``: the windows have the watched time (else: an older aiwatch). ``loops``: each service's
-    :func:`loop_reads`, instead."""
+    :func:`loop_reads`, instead. ``worst``: ``aiwatch_event_loop_stalled_ratio`` at the window's end per (service,
+    job, instance), where the replicas export it."""
     n, c = REQUESTS, REQUESTS * calls
     values: dict[str, dict[tuple[str, ...], float]] = {
         "requests": {("gateway",): n, ("inference",): c},
@@ -78,6 +87,8 @@ def window(start: float, network: float, gateway_delay: float | None = None, inf
         # the samples' count as diagnose read it before the buckets: the same windows diagnosed by the old code
         "loop_delay_samples": {},
     }
+    if worst is not None:
+        values["loop_worst_share"] = dict(worst)
     found = dict(loops or {})
     for service, delay in (("gateway", gateway_delay), ("inference", inference_delay)):
         if delay is not None:
@@ -108,6 +119,39 @@ def test_a_loop_rise_that_explains_the_network_rise_is_said_in_the_verdict_repor
     assert loop == {"caller_seconds": pytest.approx(0.0), "peer_seconds": pytest.approx(0.170),
                     "seconds": pytest.approx(0.170), "calls_per_request": pytest.approx(1.0), "explains": True,
                     "mean_delay_only": []}
+
+
+def test_the_worst_workers_share_at_the_incident_end_is_reported_beside_the_loops_estimate() -> None:
+    """Where the replicas export aiwatch_event_loop_stalled_ratio, each side's worst worker's share of the 5 minutes
+    to the incident window's end (the incident's, not the baseline's; the largest over a service's replicas) is in
+    the JSON under a field that says so, and in the report's event loop line; the estimate is unchanged."""
+    baseline = window(0, 0.002, 0.0005, 0.0005, worst={("inference", "j", "a"): 0.9})
+    incident = window(60, 0.182, 0.0005, 0.1705, worst={("gateway", "j", "g"): 0.005, ("inference", "j", "a"): 0.1,
+                                                        ("inference", "j", "b"): 0.6})
+    d = diagnose_windows(baseline, incident, "gateway")
+    loop = network_row(d)["event_loop"]
+    assert isinstance(loop, dict)
+    assert loop[WORST_SHARE_FIELD] == {"gateway": pytest.approx(0.005), "inference": pytest.approx(0.6)}
+    assert WORST_SHARE_FIELD == "worst_worker_stalled_share_5m_to_incident_end"
+    assert loop["peer_seconds"] == pytest.approx(0.170) and loop["explains"] is True
+    assert ("    worst worker's share of the time stood still in the 5 minutes to the incident window's end "
+            "(aiwatch_event_loop_stalled_ratio, not the window's share; the figures above are the mean over a "
+            "multiprocess target's workers): gateway 0.5%, inference 60.0%") in format_diagnosis(d).splitlines()
+
+
+def test_a_side_without_the_worst_workers_gauge_is_left_out_and_none_leaves_the_output_as_it_was() -> None:
+    # the gateway's replicas export the gauge, the inference's (an older aiwatch) do not; a share that is not a
+    # number is none
+    d = diagnose_windows(window(0, 0.002, 0.0005, 0.0005),
+                         window(60, 0.182, 0.0005, 0.1705, worst={("gateway", "j", "g"): 0.3,
+                                                                  ("inference", "j", "a"): float("nan")}), "gateway")
+    loop = network_row(d)["event_loop"]
+    assert isinstance(loop, dict) and loop[WORST_SHARE_FIELD] == {"gateway": pytest.approx(0.3)}
+    assert "gateway 30.0%" in format_diagnosis(d) and "inference 0" not in format_diagnosis(d)
+    d = diagnose_windows(window(0, 0.002, 0.0005, 0.0005), window(60, 0.182, 0.0005, 0.1705, worst={}), "gateway")
+    loop = network_row(d)["event_loop"]
+    assert isinstance(loop, dict) and WORST_SHARE_FIELD not in loop
+    assert "worst worker" not in format_diagnosis(d)
 
 
 def test_a_network_rise_with_flat_loops_gets_no_clause() -> None:

@@ -4,9 +4,12 @@ source and the snapshots must agree exactly."""
 
 from __future__ import annotations
 
+import subprocess
 import time
+from pathlib import Path
 
 import pytest
+import yaml
 
 from aiwatch.console.scrape import ScrapeSource, instance_names
 from aiwatch.diagnose import (
@@ -20,6 +23,7 @@ from aiwatch.diagnose import (
 from aiwatch.diagnose.sources import read_promql, scrape_totals
 from aiwatch.metrics import exposed_sample_names
 from aiwatch.promql import LABEL_NAME
+from aiwatch.scrape import parse_metrics
 from tests.diagnose.backfill import backfilled_prometheus
 from tests.diagnose.traffic import (
     BASELINE,
@@ -34,6 +38,7 @@ from tests.diagnose.traffic import (
     restarted_history,
     slower,
 )
+from tests.servers import require_binary
 
 URL = "http://traffic.test/metrics"
 
@@ -122,8 +127,43 @@ def test_the_scrape_source_averages_and_maxes_gauges_over_the_window() -> None:
         src.record(URL, f'# TYPE g gauge\ng{{q="a"}} {value}\n', ts=float(t))
     assert src.over_time("g", 1.0, 3.0, "avg")[0][1] == pytest.approx((3 + 8 + 2) / 3)
     assert src.over_time("g", 0.0, 1.0, "max")[0][1] == 3.0
-    with pytest.raises(ValueError, match="'avg' or 'max'"):
+    with pytest.raises(ValueError, match="'avg', 'max' or 'last'"):
         src.over_time("g", 0.0, 1.0, "min")
+
+
+def test_the_scrape_source_reads_a_gauges_latest_value_in_the_window() -> None:
+    """``last`` (the worst worker's 5-minute share at the window's end): the value of the window's latest good
+    scrape, not its largest."""
+    src = ScrapeSource([URL], interval=1, history=100, start=False)
+    for t, value in enumerate([1.0, 8.0, 3.0, 2.0]):
+        src.record(URL, f'# TYPE g gauge\ng{{q="a"}} {value}\n', ts=float(t))
+    src.record(URL, None, ts=4.0, error="connection refused")
+    assert src.over_time("g", 0.0, 2.0, "last")[0][1] == 3.0
+    assert src.over_time("g", 0.0, 4.0, "last")[0][1] == 2.0  # the failed scrape at 4 holds no value
+
+
+def test_the_worst_workers_share_is_read_at_the_windows_end_by_every_source(tmp_path: Path) -> None:
+    """``aiwatch_event_loop_stalled_ratio`` per service and replica, its value at the window's end: from two
+    snapshots (the one at the end), and from Prometheus (``last_over_time``, checked on promtool), the largest of a
+    replica's series."""
+    read = next(r for r in READS if r.key == "loop_worst_share")
+    assert read.metric == "aiwatch_event_loop_stalled_ratio" and read.kind == "last"
+    before = parse_metrics('aiwatch_event_loop_stalled_ratio{service="inference"} 0.7\n')
+    after = parse_metrics('aiwatch_event_loop_stalled_ratio{service="inference"} 0.6\n')
+    w = totals_from_snapshots(before, after, 0.0, 60.0)
+    assert w.of("loop_worst_share") == {("inference", "", ""): 0.6}
+    promtool = require_binary("promtool")
+    where = 'job="j", instance="i", service="inference"'
+    test = {"evaluation_interval": "1m", "tests": [{"interval": "1m", "input_series": [
+        {"series": f'aiwatch_event_loop_stalled_ratio{{{where}, worker="1"}}', "values": "0.1 0.9 0.6 0.6 0.6"},
+        {"series": f'aiwatch_event_loop_stalled_ratio{{{where}, worker="2"}}', "values": "0.2 0.2 0.2 0.2 0.2"}],
+        "promql_expr_test": [{"eval_time": "4m", "expr": read_promql(read, 300),
+                              "exp_samples": [{"labels": '{service="inference", job="j", instance="i"}',
+                                               "value": 0.6}]}]}]}
+    path = tmp_path / "worst_test.yml"
+    path.write_text(yaml.safe_dump(test))
+    proc = subprocess.run([promtool, "test", "rules", str(path)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def test_a_window_starting_before_the_scrape_history_starts_at_its_first_scrape() -> None:
@@ -209,7 +249,7 @@ def test_every_read_names_a_sample_of_the_contract_and_a_valid_query() -> None:
         assert all(LABEL_NAME.fullmatch(label) for label in read.by)
         query = read_promql(read, 300)
         assert f"{read.metric}" in query and "[300s]" in query
-        assert query.startswith("max by" if read.kind == "max" else "sum by")
+        assert query.startswith("max by" if read.kind in ("max", "last") else "sum by")
 
 
 # --- a real Prometheus --------------------------------------------------------------------------------------------
