@@ -32,6 +32,7 @@ from aiwatch._optional import require
 from aiwatch.console.config import ConsoleConfig
 from aiwatch.console.pool import Prefetch
 from aiwatch.console.source import (
+    LOOP_STUCK_WINDOW,
     MODEL_PHASES,
     DataSource,
     LoopStall,
@@ -340,7 +341,7 @@ def _stall_text(row: LoopStall, w: str) -> str:
     if row.stuck:
         return f"no sample in the last {w}: hung?"
     if row.worker_stuck:
-        return f"one worker's loop took no sample in the last {w}: hung?"
+        return f"one worker's loop took no sample in the last {LOOP_STUCK_WINDOW}: hung?"
     mean = f"{row.stalled:.1%}" if math.isfinite(row.stalled) else UNKNOWN_SHARE
     if _finite(row.worst) and (row.worst or 0.0) > LOOP_STALLED_RATIO:
         return f"worst worker {row.worst:.1%} of the last 5m (mean {mean})"
@@ -355,9 +356,9 @@ def _draw_loop_stalls(rows: list[LoopStall], w: str) -> None:
     """The share of the window each replica's loop stood still (the mean over a multiprocess target's workers)
     and, where the replica exports it, its worst worker's share of the last 5 minutes, worst first by the larger
     of the two (the sources sort them); a loop whose sampler took no sample all window reads 100% with a note, as
-    does (in the note) one whose stalest worker took none; one whose share is not a finite number (a counter at
-    infinity) is unknown: no figure, a note, and last. A warning names those the alert would count at its default
-    threshold."""
+    does (in the note) one whose stalest worker took none over the alert's stuck window; one whose share is not a
+    finite number (a counter at infinity) is unknown: no figure, a note, and last. A warning names those the alert
+    would count at its default threshold."""
     over = [r for r in rows if _stall_over(r)]
     if over:
         st.warning(f"Event loops standing still more than {LOOP_STALLED_RATIO:.0%} of the last {w}: "
@@ -366,20 +367,22 @@ def _draw_loop_stalls(rows: list[LoopStall], w: str) -> None:
                    + ("…" if len(over) > NAMED_REPLICAS else "")
                    + ". Runbook AiwatchEventLoopDelayHigh.")
     worst = any(r.worst is not None for r in rows)
-    st.caption(f"\"stood still %\": the seconds each replica's timers ran late per second its sampler watched the "
-               f"loop, over {w}: the share of the time it stood still (each stall counted by its length; the mean "
-               f"over the workers of a multiprocess target, so one worker stalled 60% of the time among four reads "
-               f"15%). A prompt loop reads about 1%. "
-               + (f"\"{WORST_WORKER}\": the share of its worst worker alone (each worker's own sampler; the largest "
-                  f"of the live workers, aiwatch_event_loop_stalled_ratio), over the last 5 minutes whatever the "
-                  f"window; empty where the replica's aiwatch does not export it. The rows are sorted by the larger "
-                  f"of the two. " if worst else "")
-               + f"AiwatchEventLoopDelayHigh fires above {LOOP_STALLED_RATIO:.0%} (latency.loop_stalled_ratio, its "
-               f"default){' on either' if worst else ''} held for its 'for' time, or when a replica takes no sample "
-               f"while its target is up: such a replica reads 100%, \"no sample in the last {w}: hung?\" (a loop "
-               f"blocked all window; or a host that runs its loop only per request), or when one of its workers "
-               f"takes none (its last-sample timestamp did not change over two scrapes or more): \"one worker's loop "
-               f"took no sample in the last {w}: hung?\", while the others' share reads on.")
+    st.caption(f"\"stood still %\": the seconds each replica's timers ran late per second its sampler watched "
+               f"the loop, over {w}: the share of the time it stood still (each stall counted by its length; the "
+               f"mean over the workers of a multiprocess target, so one worker stalled 60% of the time among "
+               f"four reads 15%). A prompt loop reads about 1%. "
+               + (f"\"{WORST_WORKER}\": the share of its worst worker alone (each worker's own sampler; the "
+                  f"largest of the live workers, aiwatch_event_loop_stalled_ratio), over the last 5 minutes "
+                  f"whatever the window; empty where the replica's aiwatch does not export it. The rows are "
+                  f"sorted by the larger of the two. " if worst else "")
+               + f"AiwatchEventLoopDelayHigh fires above {LOOP_STALLED_RATIO:.0%} (latency.loop_stalled_ratio, "
+               f"its default){' on either' if worst else ''} held for its 'for' time, or when a replica takes no "
+               f"sample while its target is up: such a replica reads 100%, \"no sample in the last {w}: "
+               f"hung?\" (a loop blocked all window; or a host that runs its loop only per request), or when one "
+               f"of its workers takes none over the last {LOOP_STUCK_WINDOW} whatever the window (the alert's "
+               f"range, latency.loop_stuck_window, its default; its last-sample timestamp did not change over two "
+               f"scrapes or more in it): \"one worker's loop took no sample in the last {LOOP_STUCK_WINDOW}: "
+               f"hung?\", while the others' share reads on.")
     df = pd.DataFrame([{"service": r.service, "instance": r.instance, "job": r.job,
                         "stood still %": r.stalled * 100 if math.isfinite(r.stalled) else None,
                         WORST_WORKER: (r.worst or 0.0) * 100 if _finite(r.worst) else None,

@@ -201,7 +201,8 @@ class PanelQueries:
         (a merged multiprocess target's stalest live worker's) did not change over ``w`` and was seen at least twice
         in it, neither 0 (made, not set) nor +Inf (every sampler stopped). The clock-free stuck branch of
         AiwatchEventLoopDelayHigh (the ``instance_service:aiwatch_event_loop_last_sample_unchanged:count`` rule over
-        ``latency.loop_stuck_window``); it shows the one worker of several that :meth:`loop_unwatched` misses."""
+        ``latency.loop_stuck_window``, the ``w`` the console passes whatever its window); it shows the one worker of
+        several that :meth:`loop_unwatched` misses."""
         stamp = series(LOOP_LAST_SAMPLE, *self._m(svc))
         unchanged = by("count", self._by("job", "instance", "service"),
                        f"changes({stamp}[{w}]) == 0 and {stamp} > 0 < +Inf and count_over_time({stamp}[{w}]) >= 2")

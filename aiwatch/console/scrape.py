@@ -43,6 +43,7 @@ from aiwatch.console import queries as Q
 from aiwatch.console.pool import DaemonPool
 from aiwatch.console.source import (
     AUTOSCALING_SIGNALS,
+    LOOP_STUCK_SECONDS,
     QUANTILES,
     AlertRow,
     BinRow,
@@ -560,7 +561,8 @@ class ScrapeSource(DataSource):
         The worst worker's share (:attr:`LoopStall.worst`) is the largest ``aiwatch_event_loop_stalled_ratio`` of
         the service in the latest good scrape; the service is :attr:`LoopStall.worker_stuck` when the latest scrape
         succeeded and a series of its ``aiwatch_event_loop_last_sample_timestamp_seconds`` was in two good scrapes
-        or more of the window, never changed, and is neither 0 nor infinite (as :meth:`PanelQueries.
+        or more of the last :data:`~aiwatch.console.source.LOOP_STUCK_WINDOW` (not the window: the alert's range),
+        never changed, and is neither 0 nor infinite (as :meth:`PanelQueries.
         loop_sample_unchanged` reads it)."""
         t, out = time.time(), []
         for url, snaps in self._copy():
@@ -573,7 +575,8 @@ class ScrapeSource(DataSource):
                            for key, (grown, _) in _grown(good, Q.LOOP_DELAY.sum, promql=True).items()],
                           ("service",))
             worst = max_by([(dict(key), v) for key, v in good[-1].series(Q.LOOP_STALLED.name)], ("service",))
-            unchanged = _unchanged_services(good) if scraped[-1].ok else set()
+            recent = _in_window(snaps, t, LOOP_STUCK_SECONDS)
+            unchanged = _unchanged_services([s for s in recent if s.ok]) if recent and recent[-1].ok else set()
             instance = self._instances.get(url, url)
             found: list[tuple[str, float, bool]] = []  # (service, share, stuck)
             for (service,), grown in sum_by([(dict(k), g) for k, (g, _) in watched.items()], ("service",)).items():

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 # the results of journal recovery are the metrics contract's (RECOVERY_RESULTS, in the order the console shows them)
 from aiwatch.metrics import RECOVERY_RESULTS as RECOVERY_RESULTS
 from aiwatch.metrics import UNFINISHED_RECOVERY_RESULTS
+from aiwatch.rules.config import Latency, duration_ns
 
 # the one definition of an error lives in aiwatch.status; these names stay importable from here
 from aiwatch.status import ERROR_STATUS_RE as ERROR_STATUS_RE
@@ -96,6 +97,15 @@ class GpuRow:
     temperature_celsius: float | None = None
 
 
+#: The range AiwatchEventLoopDelayHigh's clock-free stuck branch reads a last-sample timestamp over (the rules
+#: config's default ``latency.loop_stuck_window``: the console does not read the rules config), and so the console's
+#: :attr:`LoopStall.worker_stuck`, whatever the console's window: a longer window would hide a worker stuck for
+#: this long after sampling earlier in it, a shorter one flag a worker the alert does not (yet) count.
+LOOP_STUCK_WINDOW: str = Latency().loop_stuck_window
+#: :data:`LOOP_STUCK_WINDOW` in seconds.
+LOOP_STUCK_SECONDS: float = (duration_ns(LOOP_STUCK_WINDOW) or 0) / 1e9
+
+
 @dataclass(frozen=True)
 class LoopStall:
     """One replica's (scrape target's) event loop of one ``service`` over the window: ``stalled``, the share of the
@@ -108,9 +118,9 @@ class LoopStall:
     ``worst``: the share of the last 5 minutes (not the window) its worst worker's loop stood still, by that
     worker's own sampler (``aiwatch_event_loop_stalled_ratio``, the largest of a merged target's live workers; the
     alert's worst-worker branch); None where the replica does not export it (an older aiwatch). ``worker_stuck``:
-    one of its loops took no sample over the window while the target answered (its
-    ``aiwatch_event_loop_last_sample_timestamp_seconds``, the stalest live worker's, did not change over two
-    scrapes or more: the alert's clock-free stuck branch), while the others may sample on."""
+    one of its loops took no sample over the last :data:`LOOP_STUCK_WINDOW` (not the window) while the target
+    answered (its ``aiwatch_event_loop_last_sample_timestamp_seconds``, the stalest live worker's, did not change
+    over two scrapes or more in it: the alert's clock-free stuck branch), while the others may sample on."""
 
     service: str
     instance: str
@@ -303,8 +313,9 @@ class DataSource(ABC):
         ``aiwatch_event_loop_sampled_seconds_total``, the expression AiwatchEventLoopDelayHigh reads. A replica whose
         sampled counter did not grow over the window while its target answered is :attr:`LoopStall.stuck`. Where
         the replica exports them, its worst worker's 5-minute share (``aiwatch_event_loop_stalled_ratio``) is
-        :attr:`LoopStall.worst`, and a last-sample timestamp that did not change over the window while its target
-        answered makes it :attr:`LoopStall.worker_stuck`."""
+        :attr:`LoopStall.worst`, and a last-sample timestamp that did not change over the last
+        :data:`LOOP_STUCK_WINDOW` (whatever the window, as the alert reads it) while its target answered makes it
+        :attr:`LoopStall.worker_stuck`."""
 
     @abstractmethod
     def link_throughput(self, window: float) -> list[Series]:

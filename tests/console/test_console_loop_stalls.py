@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -347,11 +348,14 @@ def test_latency_view_names_a_replica_with_a_stuck_worker(console_env: None, mon
     at = run_view(src, "Latency")
     table = next(d.value for d in at.dataframe if "stood still %" in d.value.columns)
     assert list(table["service"]) == ["api", "web"]  # stuck first, though web's worst worker is worse
-    assert list(table["note"]) == ["one worker's loop took no sample in the last 30s: hung?", ""]
+    # the note names the alert's stuck window (latency.loop_stuck_window's default), not the view's
+    assert list(table["note"]) == ["one worker's loop took no sample in the last 2m: hung?", ""]
     warning = next(t for t in texts(at.warning) if t.startswith("Event loops standing still"))
     assert warning == ("Event loops standing still more than 20% of the last 30s: 127.0.0.1:9 of api: one worker's "
-                       "loop took no sample in the last 30s: hung?; 127.0.0.1:9 of web: worst worker 30.0% of the "
+                       "loop took no sample in the last 2m: hung?; 127.0.0.1:9 of web: worst worker 30.0% of the "
                        "last 5m (mean 1.0%). Runbook AiwatchEventLoopDelayHigh.")
+    caption = next(plain(str(c.value)) for c in at.caption if "stood still %" in plain(str(c.value)))
+    assert "one of its workers takes none over the last 2m whatever the window" in caption
 
 
 def test_the_prometheus_source_joins_the_worst_worker_to_each_replicas_row(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -369,9 +373,83 @@ def test_the_prometheus_source_joins_the_worst_worker_to_each_replicas_row(monke
     answers = {q.loop_stalled_ratio("30s"): [(replica("a:1"), 0.15), (replica("b:1"), 0.2), (replica("c:1"), 0.01)],
                q.loop_unwatched("30s"): [],
                q.loop_worst_stalled(): [(replica("a:1"), 0.6), (replica("c:1"), 0.02), (replica("d:1"), 0.9)],
-               q.loop_sample_unchanged("30s"): [(replica("c:1"), 1.0)]}
+               q.loop_sample_unchanged("2m"): [(replica("c:1"), 1.0)]}
     monkeypatch.setattr(src.api, "query", lambda promql, at=None: answers[promql])
     rows = src.loop_stalls(30.0)
     assert rows == [LoopStall("s", "c:1", 0.01, job="api", worst=0.02, worker_stuck=True),
                     LoopStall("s", "a:1", 0.15, job="api", worst=0.6),
                     LoopStall("s", "b:1", 0.2, job="api")]
+
+
+# --- a worker stuck over the alert's stuck window (latency.loop_stuck_window, 2m), whatever the console's window ---
+
+
+def fed_every(scrapes: int, text: Callable[[int], str], step: float = 15.0) -> ScrapeSource:
+    """A scrape source given ``scrapes`` good scrapes ``step`` seconds apart, the last one ``step`` seconds ago: the
+    ``i``-th scrape's text is ``text(i)``."""
+    src = ScrapeSource([URL], interval=step, history=scrapes * step + 600, start=False)
+    t0 = time.time() - scrapes * step
+    for i in range(scrapes):
+        src.record(URL, text(i), ts=t0 + i * step)
+    return src
+
+
+def frozen_stamp(scrapes: int, frozen: int) -> Callable[[int], str]:
+    """One replica of two workers, 15 s scrapes: the stalest worker's last-sample time (livemin) moves with each
+    scrape until the last ``frozen`` scrapes, where it stands still (that worker's loop blocked for good); the
+    other worker samples on (the time watched and the delays grow), the worst worker's share 1%."""
+    return lambda i: (loop(api=(0.075 * i, 15.0 * i))
+                      + workers(api=(0.01, 1e9 + 15.0 * min(i, scrapes - 1 - frozen))))
+
+
+@pytest.mark.parametrize("window", [900.0, 3600.0])
+def test_the_scrape_source_flags_a_worker_stuck_over_the_alerts_range_whatever_the_window(window: float) -> None:
+    """70 minutes of 15 s scrapes; the stamp the same in the last 10 minutes' scrapes (41): the alert's stuck
+    branch (over latency.loop_stuck_window, 2m) fires. A 15-minute or an hour's window holds earlier samples where the
+    stamp moved: read over the window it was not flagged."""
+    src = fed_every(280, frozen_stamp(280, 40))
+    [row] = src.loop_stalls(window)
+    assert row.worker_stuck and not row.stuck and row.worst == 0.01
+
+
+def test_the_scrape_source_does_not_flag_a_worker_stuck_shorter_than_the_alerts_range_in_a_shorter_window() -> None:
+    """A 1-minute window, the stamp the same in the last 6 scrapes (75 s; the 3 in the window among them): the
+    alert's 2m range still holds a change, so it does not count the worker (yet), and neither does the console: a
+    window shorter than the stuck window does not make the check quicker than the alert. The same in the last 10
+    (135 s): flagged, though the rest of the range is outside the window."""
+    src = fed_every(40, frozen_stamp(40, 5))
+    [row] = src.loop_stalls(60.0)
+    assert not row.worker_stuck
+    assert fed_every(40, frozen_stamp(40, 9)).loop_stalls(60.0)[0].worker_stuck
+
+
+def test_the_prometheus_source_reads_a_stuck_worker_over_the_alerts_range_whatever_the_window(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The query the Prometheus source sends for an hour's window, on promtool, against 70 minutes of a replica whose
+    stalest worker's stamp stood still over the last 10 minutes (what fires AiwatchEventLoopDelayHigh): the replica
+    is listed. Read over the hour (``[1h]``), the stamp changed in it and it was not."""
+    from aiwatch.console import PrometheusSource
+
+    promtool = require_binary("promtool")
+    src = PrometheusSource("http://127.0.0.1:9")
+    sent: list[str] = []
+
+    def query(promql: str, at: float | None = None) -> list[tuple[dict[str, str], float]]:
+        sent.append(promql)
+        return []
+
+    monkeypatch.setattr(src.api, "query", query)
+    assert src.loop_stalls(3600.0) == []
+    [unchanged] = [promql for promql in sent if "changes(" in promql]
+    assert unchanged == src.q.loop_sample_unchanged("2m")
+    where = 'job="api", instance="10.0.0.1:8000", service="rec"'
+    series = [{"series": f"aiwatch_event_loop_last_sample_timestamp_seconds{{{where}}}",
+               "values": "1000000000+15x200 1000003000x80"},
+              {"series": 'up{job="api", instance="10.0.0.1:8000"}', "values": "1x280"}]
+    test = {"evaluation_interval": "1m", "tests": [{"interval": "15s", "input_series": series, "promql_expr_test": [
+        {"eval_time": "70m", "expr": unchanged, "exp_samples": [{"labels": f"{{{where}}}", "value": 1}]}]}]}
+    path = tmp_path / "stuck_test.yml"
+    path.write_text(yaml.safe_dump(test))
+    proc = subprocess.run([promtool, "test", "rules", str(path)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
