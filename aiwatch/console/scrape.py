@@ -177,14 +177,18 @@ def _still_there(grown: dict[LabelKey, tuple[float, float]], service: str, last:
 
 def _unchanged_services(good: Sequence[Snapshot]) -> set[str]:
     """The services of one endpoint with a last-sample timestamp series that is in two or more of the good scrapes
-    ``good`` (in time order), never changed, and ends neither 0 (made, not set) nor infinite (every sampler
-    stopped): PromQL's ``changes(..) == 0 and .. > 0 < +Inf and count_over_time(..) >= 2``."""
+    ``good`` (in time order) and in the latest of them, never changed, and reads neither 0 (made, not set) nor
+    infinite (every sampler stopped): PromQL's ``changes(..) == 0 and .. > 0 < +Inf and count_over_time(..) >= 2``,
+    whose instant selector has no sample of a series gone from the latest scrape (Prometheus marks it stale)."""
+    if not good:
+        return set()
     seen: dict[LabelKey, list[float]] = {}
     for snap in good:
         for key, value in snap.series(Q.LOOP_LAST_SAMPLE.name):
             seen.setdefault(key, []).append(value)
+    latest = {key for key, _ in good[-1].series(Q.LOOP_LAST_SAMPLE.name)}
     return {dict(key).get("service", "") for key, values in seen.items()
-            if len(values) >= 2 and len(set(values)) == 1 and 0 < values[-1] < math.inf}
+            if key in latest and len(values) >= 2 and len(set(values)) == 1 and 0 < values[-1] < math.inf}
 
 
 def _grown(good: Sequence[Snapshot], name: str, *, promql: bool = False) -> dict[LabelKey, tuple[float, float]]:
@@ -561,8 +565,8 @@ class ScrapeSource(DataSource):
         The worst worker's share (:attr:`LoopStall.worst`) is the largest ``aiwatch_event_loop_stalled_ratio`` of
         the service in the latest good scrape; the service is :attr:`LoopStall.worker_stuck` when the latest scrape
         succeeded and a series of its ``aiwatch_event_loop_last_sample_timestamp_seconds`` was in two good scrapes
-        or more of the last :data:`~aiwatch.console.source.LOOP_STUCK_WINDOW` (not the window: the alert's range),
-        never changed, and is neither 0 nor infinite (as :meth:`PanelQueries.
+        or more of the last :data:`~aiwatch.console.source.LOOP_STUCK_WINDOW` (not the window: the alert's range)
+        and in the latest, never changed, and is neither 0 nor infinite (as :meth:`PanelQueries.
         loop_sample_unchanged` reads it)."""
         t, out = time.time(), []
         for url, snaps in self._copy():

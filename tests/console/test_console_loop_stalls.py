@@ -423,6 +423,15 @@ def test_the_scrape_source_does_not_flag_a_worker_stuck_shorter_than_the_alerts_
     assert fed_every(40, frozen_stamp(40, 9)).loop_stalls(60.0)[0].worker_stuck
 
 
+def test_a_last_sample_time_gone_from_the_latest_scrape_is_not_stuck() -> None:
+    """The stamp stood still over four scrapes, then left the scrape (a replica rolled back to an aiwatch without the
+    gauge) while the time watched grows: PromQL's instant selector has no sample of it (Prometheus marks it stale),
+    so the alert does not count it; neither does the console."""
+    src = fed_every(8, lambda i: loop(api=(0.01 * i, 15.0 * i)) + (workers(api=(0.01, 5e8)) if i < 4 else ""))
+    [row] = src.loop_stalls(300.0)
+    assert not row.worker_stuck and not row.stuck
+
+
 def test_the_prometheus_source_reads_a_stuck_worker_over_the_alerts_range_whatever_the_window(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The query the Prometheus source sends for an hour's window, on promtool, against 70 minutes of a replica whose
