@@ -366,23 +366,33 @@ def _draw_loop_stalls(rows: list[LoopStall], w: str) -> None:
                                for r in over[:NAMED_REPLICAS])
                    + ("…" if len(over) > NAMED_REPLICAS else "")
                    + ". Runbook AiwatchEventLoopDelayHigh.")
+    # the worst worker's gauges (an aiwatch that has them): a share, or a stuck worker (its timestamp)
     worst = any(r.worst is not None for r in rows)
-    st.caption(f"\"stood still %\": the seconds each replica's timers ran late per second its sampler watched "
-               f"the loop, over {w}: the share of the time it stood still (each stall counted by its length; the "
-               f"mean over the workers of a multiprocess target, so one worker stalled 60% of the time among "
-               f"four reads 15%). A prompt loop reads about 1%. "
-               + (f"\"{WORST_WORKER}\": the share of its worst worker alone (each worker's own sampler; the "
-                  f"largest of the live workers, aiwatch_event_loop_stalled_ratio), over the last 5 minutes "
-                  f"whatever the window; empty where the replica's aiwatch does not export it. The rows are "
-                  f"sorted by the larger of the two. " if worst else "")
-               + f"AiwatchEventLoopDelayHigh fires above {LOOP_STALLED_RATIO:.0%} (latency.loop_stalled_ratio, "
-               f"its default){' on either' if worst else ''} held for its 'for' time, or when a replica takes no "
-               f"sample while its target is up: such a replica reads 100%, \"no sample in the last {w}: "
-               f"hung?\" (a loop blocked all window; or a host that runs its loop only per request), or when one "
-               f"of its workers takes none over the last {LOOP_STUCK_WINDOW} whatever the window (the alert's "
-               f"range, latency.loop_stuck_window, its default; its last-sample timestamp did not change over two "
-               f"scrapes or more in it): \"one worker's loop took no sample in the last {LOOP_STUCK_WINDOW}: "
-               f"hung?\", while the others' share reads on.")
+    if worst or any(r.worker_stuck for r in rows):
+        st.caption(f"\"stood still %\": the seconds each replica's timers ran late per second its sampler watched "
+                   f"the loop, over {w}: the share of the time it stood still (each stall counted by its length; the "
+                   f"mean over the workers of a multiprocess target, so one worker stalled 60% of the time among "
+                   f"four reads 15%). A prompt loop reads about 1%. "
+                   + (f"\"{WORST_WORKER}\": the share of its worst worker alone (each worker's own sampler; the "
+                      f"largest of the live workers, aiwatch_event_loop_stalled_ratio), over the last 5 minutes "
+                      f"whatever the window; empty where the replica's aiwatch does not export it. The rows are "
+                      f"sorted by the larger of the two. " if worst else "")
+                   + f"AiwatchEventLoopDelayHigh fires above {LOOP_STALLED_RATIO:.0%} (latency.loop_stalled_ratio, "
+                   f"its default){' on either' if worst else ''} held for its 'for' time, or when a replica takes no "
+                   f"sample while its target is up: such a replica reads 100%, \"no sample in the last {w}: "
+                   f"hung?\" (a loop blocked all window; or a host that runs its loop only per request), or when one "
+                   f"of its workers takes none over the last {LOOP_STUCK_WINDOW} whatever the window (the alert's "
+                   f"range, latency.loop_stuck_window, its default; its last-sample timestamp did not change over two "
+                   f"scrapes or more in it): \"one worker's loop took no sample in the last {LOOP_STUCK_WINDOW}: "
+                   f"hung?\", while the others' share reads on.")
+    else:  # an aiwatch without the gauges: nothing to say of them
+        st.caption(f"The seconds each replica's timers ran late per second its sampler watched the loop, over {w}: "
+                   f"the share of the time it stood still (each stall counted by its length; the mean over the "
+                   f"workers of a multiprocess target). A prompt loop reads about 1%. AiwatchEventLoopDelayHigh fires "
+                   f"above {LOOP_STALLED_RATIO:.0%} (latency.loop_stalled_ratio, its default) held for its 'for' "
+                   f"time, or when a replica takes no sample while its target is up: such a replica reads 100%, "
+                   f"\"no sample in the last {w}: hung?\" (a loop blocked all window; or a host that runs its loop "
+                   f"only per request).")
     df = pd.DataFrame([{"service": r.service, "instance": r.instance, "job": r.job,
                         "stood still %": r.stalled * 100 if math.isfinite(r.stalled) else None,
                         WORST_WORKER: (r.worst or 0.0) * 100 if _finite(r.worst) else None,

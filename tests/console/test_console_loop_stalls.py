@@ -462,3 +462,14 @@ def test_the_prometheus_source_reads_a_stuck_worker_over_the_alerts_range_whatev
     proc = subprocess.run([promtool, "test", "rules", str(path)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
+
+def test_latency_view_says_nothing_of_the_worst_worker_where_no_replica_has_the_gauges(
+        console_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An aiwatch older than the gauges: the caption is the mean share's alone, with no word of a worst worker's
+    column or of one stuck worker the table cannot show."""
+    monkeypatch.setenv("AIWATCH_CONSOLE_WINDOW", "30")
+    src = fed((URL, loop(api=(1.0, 10.0))), (URL, loop(api=(1.5, 12.0))), (URL, loop(api=(2.0, 14.0))))
+    at = run_view(src, "Latency")
+    caption = next(plain(str(c.value)) for c in at.caption if "timers ran late" in plain(str(c.value)))
+    assert caption.startswith("The seconds each replica's timers ran late per second its sampler watched the loop")
+    assert "worker" not in caption.replace("the mean over the workers", "")
