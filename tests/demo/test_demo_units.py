@@ -358,3 +358,16 @@ def test_without_the_rules_extra_the_demo_runs_on_without_its_alerts(monkeypatch
     assert 'the demo runs on without Prometheus' in out.getvalue()
     assert 'pip install "aiwatch[rules]"' in out.getvalue()
     assert supervisor.children == []
+
+
+def test_the_matrix_reads_the_worst_workers_share_at_the_windows_end_as_diagnose_does() -> None:
+    """The matrix asks its Prometheus diagnose's own query per read, over one cell's series: the worst worker's
+    share (a ``last`` read) is its value at the window's end, ``last_over_time``, not the window's peak (a copy of
+    the query without that kind read it with ``max_over_time``)."""
+    from aiwatch.demo.matrix.reads import read_promql
+    from aiwatch.diagnose import READS, sources
+
+    worst = next(r for r in READS if r.key == "loop_worst_share")
+    assert read_promql(worst, 300, "db200") == ('max by (service, job, instance) '
+                                                '(last_over_time(aiwatch_event_loop_stalled_ratio{cell="db200"}[300s]))')
+    assert all(read_promql(r, 300, "db200") == sources.read_promql(r, 300, 'cell="db200"') for r in READS)

@@ -11,27 +11,21 @@ import urllib.request
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 
-from aiwatch.console.source import ERROR_STATUS_RE, duration
+from aiwatch.console.source import duration
 from aiwatch.demo import alerting
 from aiwatch.demo.matrix.cells import Cell
 from aiwatch.demo.processes import HOST
-from aiwatch.diagnose import READS, Read, WindowTotals
+from aiwatch.diagnose import READS, Read, WindowTotals, sources
 from aiwatch.diagnose.sources import aggregate
 from aiwatch.diagnose.window import Key
-from aiwatch.promql import by, eq, matches, series
+from aiwatch.promql import eq
 
 
 def read_promql(read: Read, seconds: float, cell: str) -> str:
     """The instant query answering ``read`` for the window of ``seconds`` ending at the query's time, for one cell's
-    series (``cell`` is the label Prometheus' scrape config gives each cell's targets)."""
-    selected = series(read.metric, eq("cell", cell), *([matches("status", ERROR_STATUS_RE)]
-                                                        if read.errors_only else []))
-    w = duration(seconds)
-    if read.kind == "increase":
-        return by("sum", read.by, f"increase({selected}[{w}])")
-    if read.kind == "avg":
-        return by("sum", read.by, f"avg_over_time({selected}[{w}])")
-    return by("max", read.by, f"max_over_time({selected}[{w}])")
+    series (``cell`` is the label Prometheus' scrape config gives each cell's targets): diagnose's own query
+    (:func:`aiwatch.diagnose.sources.read_promql`, each read kind as it reads it), over that cell's series alone."""
+    return sources.read_promql(read, seconds, str(eq("cell", cell)))
 
 
 def prometheus_window(prometheus_url: str, cell: str, start: float, end: float) -> WindowTotals:
