@@ -144,14 +144,23 @@ def test_the_scrape_source_reads_a_gauges_latest_value_in_the_window() -> None:
 
 def test_the_worst_workers_share_is_read_at_the_windows_end_by_every_source(tmp_path: Path) -> None:
     """``aiwatch_event_loop_stalled_ratio`` per service and replica, its value at the window's end: from two
-    snapshots (the one at the end), and from Prometheus (``last_over_time``, checked on promtool), the largest of a
-    replica's series."""
+    snapshots (the one at the end), from the scrape source's history (the latest good scrape) and from Prometheus
+    (``last_over_time``, checked on promtool), the largest of a replica's series; the window's peak (0.9) is not
+    it."""
     read = next(r for r in READS if r.key == "loop_worst_share")
     assert read.metric == "aiwatch_event_loop_stalled_ratio" and read.kind == "last"
     before = parse_metrics('aiwatch_event_loop_stalled_ratio{service="inference"} 0.7\n')
     after = parse_metrics('aiwatch_event_loop_stalled_ratio{service="inference"} 0.6\n')
     w = totals_from_snapshots(before, after, 0.0, 60.0)
     assert w.of("loop_worst_share") == {("inference", "", ""): 0.6}
+    # two workers' series of one replica, a scrape a minute: worker 1 peaks at 0.9, ends at 0.6
+    src = ScrapeSource([URL], interval=60, history=1000, start=False)
+    for i, (one, two) in enumerate([(0.1, 0.2), (0.9, 0.2), (0.6, 0.2), (0.6, 0.2), (0.6, 0.2)]):
+        src.record(URL, "# TYPE aiwatch_event_loop_stalled_ratio gauge\n"
+                        f'aiwatch_event_loop_stalled_ratio{{service="inference", worker="1"}} {one}\n'
+                        f'aiwatch_event_loop_stalled_ratio{{service="inference", worker="2"}} {two}\n', ts=60.0 * i)
+    src.record(URL, None, ts=270.0, error="connection refused")  # a failed scrape holds no value
+    assert scrape_totals(src, 0.0, 280.0).of("loop_worst_share") == {("inference", "", "traffic.test"): 0.6}
     promtool = require_binary("promtool")
     where = 'job="j", instance="i", service="inference"'
     test = {"evaluation_interval": "1m", "tests": [{"interval": "1m", "input_series": [
