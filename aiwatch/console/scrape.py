@@ -253,7 +253,9 @@ class ScrapeSource(DataSource):
         self.points = points
         self.http = http or HTTPConfig()
         self.timeout = timeout if timeout is not None else min(self.interval, 5.0)
-        maxlen = math.ceil(self.history / self.interval) + 1
+        # the loop table's stuck check reads the alert's range (LOOP_STUCK_SECONDS) whatever the history: kept
+        # shorter, a worker frozen for less than the range would read as frozen over all of it
+        maxlen = math.ceil(max(self.history, LOOP_STUCK_SECONDS) / self.interval) + 1
         self._targets = [_Target(url, maxlen) for url in dict.fromkeys(endpoints)]
         self._instances = instance_names([t.url for t in self._targets])
         self._lock = threading.Lock()

@@ -423,6 +423,21 @@ def test_the_scrape_source_does_not_flag_a_worker_stuck_shorter_than_the_alerts_
     assert fed_every(40, frozen_stamp(40, 9)).loop_stalls(60.0)[0].worker_stuck
 
 
+@pytest.mark.parametrize("frozen, stuck", [(13, False), (18, False), (25, True)])
+def test_a_history_shorter_than_the_alerts_range_still_reads_the_whole_range(frozen: int, stuck: bool) -> None:
+    """AIWATCH_CONSOLE_HISTORY=60 with 5 s scrapes, ten minutes in, the stamp the same in the last ``frozen``
+    scrapes: kept for 60 s only, any freeze longer than that read as one over the whole 2m, where the alert's range
+    still holds a change (65 s and 90 s); 125 s is stuck for both."""
+    step, scrapes = 5.0, 120
+    src = ScrapeSource([URL], interval=step, history=60, start=False)
+    t0 = time.time() - scrapes * step
+    for i in range(scrapes):
+        stamp = 1e9 + step * min(i, scrapes - 1 - frozen)
+        src.record(URL, loop(api=(0.025 * i, step * i)) + workers(api=(0.01, stamp)), ts=t0 + i * step)
+    [row] = src.loop_stalls(30.0)
+    assert row.worker_stuck is stuck
+
+
 def test_a_last_sample_time_gone_from_the_latest_scrape_is_not_stuck() -> None:
     """The stamp stood still over four scrapes, then left the scrape (a replica rolled back to an aiwatch without the
     gauge) while the time watched grows: PromQL's instant selector has no sample of it (Prometheus marks it stale),
