@@ -25,6 +25,7 @@ import numpy.typing as npt
 
 from aiwatch.drift.columns import (
     FloatArray,
+    NullableInts,
     SortBuffer,
     category_counts,
     category_key,
@@ -565,7 +566,8 @@ def _head(chunks: Sequence[Mapping[str, Any]], rows: int) -> dict[str, Any]:
             parts.setdefault(str(name), []).append(values)
     head: dict[str, Any] = {}
     for name, values in parts.items():
-        arrays = [v if isinstance(v, np.ndarray) and v.ndim == 1 else python_column(v) for v in values]
+        arrays = [v.objects() if isinstance(v, NullableInts) else v if isinstance(v, np.ndarray) and v.ndim == 1
+                  else python_column(v) for v in values]
         head[name] = np.concatenate(arrays)[:rows] if len(arrays) > 1 else arrays[0][:rows]
     return head
 

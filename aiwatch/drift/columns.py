@@ -66,6 +66,11 @@ def infer_kind(values: Any) -> str:
 def infer_kind_counting(values: Any) -> tuple[str, Counter[Any] | None]:
     """:func:`infer_kind`, and the column's :func:`distinct_counts` when telling text from categories counted them
     (``None`` otherwise), so that a builder does not count the column twice."""
+    if isinstance(values, NullableInts):  # typed as its object column of Python ints and None is
+        if values.missing.all():
+            return "unknown", None
+        distinct = len(np.unique(values.values[~values.missing]))
+        return ("categorical" if distinct <= INTEGER_CARDINALITY_LIMIT else "numerical"), None
     dtype_name = str(getattr(values, "dtype", ""))
     if not dtype_name:
         values = python_column(values)
@@ -210,7 +215,9 @@ def extension_column(values: Any) -> Any:
     ``int64[pyarrow]``, ``double[pyarrow]``, ``bool[pyarrow]``, ``string[pyarrow]``...); any other column as it is.
 
     Without a missing value, the counterpart's own array (``Int64`` -> int64, ``boolean`` -> bool); with one, floats
-    with NaN for a float dtype, otherwise its Python values with None where one is missing. ``to_numpy()`` made an
+    with NaN for a float dtype, its ints and where they are missing for an integer dtype (:class:`NullableInts`,
+    read as its Python ints with None where one is missing), otherwise its Python values with None where one is
+    missing. ``to_numpy()`` made an
     integer column with a missing value floats, so one missing value changed its kind (:func:`infer_kind`)."""
     if _is_arrow(values):
         return arrow_values(values)
@@ -250,16 +257,16 @@ def _is_arrow(values: Any) -> bool:
 def arrow_values(column: Any) -> Any:
     """A pyarrow column (Array or ChunkedArray, from a Parquet file or handed over in memory) as numpy, as
     ``to_numpy`` gives it, except an integer column with a null, which that makes floats (so numerical, where the
-    same column without a null is typed by its ints): its Python ints, None where a value is null. A
+    same column without a null is typed by its ints): its ints and where they are null (:class:`NullableInts`,
+    read as its Python ints with None where a value is null). A
     dictionary-encoded column (what ``pa.array`` makes of a pandas category) is read as its values."""
     pa = require("pyarrow", "data")
     if pa.types.is_dictionary(column.type):
         column = column.cast(column.type.value_type)
     if not column.null_count or not pa.types.is_integer(column.type):
         return column.to_numpy(zero_copy_only=False)
-    out = column.fill_null(0).to_numpy(zero_copy_only=False).astype(object)
-    out[column.is_null().to_numpy(zero_copy_only=False)] = None
-    return out
+    return NullableInts(column.fill_null(0).to_numpy(zero_copy_only=False),
+                        np.asarray(column.is_null().to_numpy(zero_copy_only=False), dtype=bool))
 
 
 def _category_values(categorical: Any) -> npt.NDArray[Any]:
@@ -280,9 +287,71 @@ def _nullable_numbers(values: Any, counterpart: np.dtype[Any]) -> Any:
         return values.to_numpy(dtype=counterpart)
     if counterpart.kind == "f":
         return values.to_numpy(dtype=np.float64, na_value=np.nan)
-    out = values.to_numpy(dtype=counterpart, na_value=counterpart.type(0)).astype(object)
-    out[missing] = None  # Python ints or bools and None: several times faster than to_numpy(dtype=object)
+    filled = values.to_numpy(dtype=counterpart, na_value=counterpart.type(0))
+    if counterpart.kind in "iu":
+        return NullableInts(filled, missing)
+    out = filled.astype(object)
+    out[missing] = None  # Python bools and None: several times faster than to_numpy(dtype=object)
     return out
+
+
+class NullableInts:
+    """An integer column with missing values (pandas' nullable ``Int64``..., an Arrow integer column with a null):
+    its ints (any value where one is missing) and where they are missing. It stands for the object column of its
+    Python ints with None where a value is missing (:meth:`objects`, what ``np.asarray`` of it gives), and reads
+    as that column does everywhere, but the hot paths read the ints themselves: the kind (:func:`infer_kind`), the
+    floats of a numerical column (:func:`to_float_flagging`: numpy's int -> float64 rounds as ``float()`` of a
+    Python int does, to nearest, ties to even) and a categorical column's counts (:func:`distinct_counts`), without
+    a Python object per value."""
+
+    def __init__(self, values: npt.NDArray[Any], missing: npt.NDArray[np.bool_]) -> None:
+        self.values, self.missing = values, missing
+
+    def __len__(self) -> int:
+        return int(self.values.size)
+
+    def __repr__(self) -> str:
+        return f"NullableInts({self.objects()!r})"
+
+    def objects(self) -> npt.NDArray[Any]:
+        """The object column this stands for: Python ints, None where a value is missing."""
+        out = self.values.astype(object)
+        out[self.missing] = None
+        return out
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> npt.NDArray[Any]:
+        out = self.objects()
+        return out if dtype is None or np.dtype(dtype) == out.dtype else out.astype(dtype)
+
+    def __iter__(self) -> Any:
+        return iter(self.objects().tolist())
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, slice):
+            return NullableInts(self.values[key], self.missing[key])
+        return self.objects()[key]
+
+    def floats(self) -> FloatArray:
+        """float64 of the ints, NaN where a value is missing."""
+        out = self.values.astype(np.float64)
+        out[self.missing] = math.nan
+        return out
+
+    def counts(self) -> Counter[Any]:
+        """:func:`distinct_counts` of :meth:`objects`: each distinct Python int's count, and None's, in the order of
+        each one's first occurrence (the order a Counter of the objects meets them)."""
+        present = np.flatnonzero(~self.missing)
+        ints = self.values[present]
+        if not ints.size:
+            return Counter({None: int(self.values.size)} if self.values.size else {})
+        distinct, sizes = np.unique(ints, return_counts=True)  # return_index would sort: several times slower
+        seen = present[_first_occurrences(ints, distinct)]
+        order = np.argsort(seen)
+        found: list[tuple[Any, int]] = list(zip(distinct[order].tolist(), sizes[order].tolist(), strict=True))
+        if present.size < self.values.size:
+            at = int(np.searchsorted(seen[order], np.argmax(self.missing)))
+            found.insert(at, (None, int(self.values.size - present.size)))
+        return Counter(dict(found))
 
 
 def object_column(values: Any) -> npt.NDArray[Any]:
@@ -312,6 +381,8 @@ def distinct_counts(values: Any) -> Counter[Any]:
     object per distinct string (pandas and pyarrow deduplicate them), so this is several times faster than hashing
     every value; a column of mostly distinct objects is counted value by value. Numeric arrays (an integer column
     with few values is categorical) are counted by ``np.unique``."""
+    if isinstance(values, NullableInts):
+        return values.counts()
     if isinstance(values, np.ndarray) and values.ndim == 1 and values.size:
         if values.dtype.kind == "O" and values.size >= _BY_REFERENCE_MIN:
             found = _count_by_reference(values)
@@ -332,6 +403,8 @@ def category_counts(values: Any, counts: Counter[Any] | None = None) -> Counter[
     read again: its values are counted by category, as their category string, ``None`` when missing, or
     :data:`NO_CATEGORY`; so is a column holding a value that cannot be hashed (a list, a dict, a ``__hash__`` that
     raises), which is no category."""
+    if isinstance(values, NullableInts):  # ints and None: no two types to mix up
+        return values.counts() if counts is None else counts
     if counts is None:
         try:
             counts = distinct_counts(values)
@@ -453,8 +526,8 @@ def _count_references_sorted(references: npt.NDArray[np.intp]) -> tuple[npt.NDAr
     return _first_occurrences(references, grouped[starts]), np.diff(starts, append=grouped.size)
 
 
-def _first_occurrences(references: npt.NDArray[np.intp], distinct: npt.NDArray[np.intp]) -> npt.NDArray[np.intp]:
-    """Index of the first occurrence of each of the (sorted) ``distinct`` references. Usually every distinct
+def _first_occurrences(references: npt.NDArray[Any], distinct: npt.NDArray[Any]) -> npt.NDArray[np.intp]:
+    """Index of the first occurrence of each of the (sorted) ``distinct`` references (or ints). Usually every distinct
     object turns up within the first few thousand values, so growing prefixes are searched before the whole
     column (an argsort, several times the cost of the plain sort that found ``distinct``)."""
     size = 4096
@@ -504,6 +577,8 @@ _PANDAS_MISSING_TYPES = frozenset({("pandas._libs.missing", "NAType"), ("pandas.
 
 def isna(values: Any) -> npt.NDArray[np.bool_]:
     """:func:`is_missing` of every value of a column."""
+    if isinstance(values, NullableInts):
+        return values.missing.copy()
     arr = np.asarray(values)
     if arr.dtype.kind == "f":
         return np.asarray(~np.isfinite(arr), dtype=bool)
@@ -576,6 +651,8 @@ def to_float_counting(values: Any) -> tuple[FloatArray, int]:
 def to_float_flagging(values: Any) -> tuple[FloatArray, npt.NDArray[np.bool_] | None]:
     """:func:`to_float_counting`, with where the wrong-typed entries are (``None`` when there are none), for a
     caller that keeps the values and must tell a wrong-typed value from a missing one."""
+    if isinstance(values, NullableInts):
+        return values.floats(), None
     arr = values if isinstance(values, np.ndarray) else object_column(values)
     if arr.dtype.kind == "O" and arr.size and _plain_numbers(arr):
         with contextlib.suppress(OverflowError):  # an int past float64: converted one by one below
@@ -616,6 +693,8 @@ def fitting_none(kind: str, values: Any, examples: int = 3) -> list[Any] | None:
     """A few of the (distinct) values of a column given the ``kind`` ``numerical`` or ``categorical`` when values
     are present and none of them is of that kind (each would be wrong-typed: a profile of them is empty); ``None``
     when one fits or none is present."""
+    if isinstance(values, NullableInts):  # an int is either kind's value
+        return None
     if kind == "numerical":
         arr, wrong_typed = to_float_flagging(values)
         if wrong_typed is None or bool(np.isfinite(arr).any()):
