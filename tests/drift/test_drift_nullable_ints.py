@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry
 
 from aiwatch.drift import ReferenceProfile, compare
 from aiwatch.drift import columns as columns_module
@@ -27,6 +28,7 @@ from aiwatch.drift.batch import compare_file
 from aiwatch.drift.columns import NullableInts, extension_column
 from aiwatch.drift.errors import ProfileError
 from aiwatch.drift.evaluate import Options
+from aiwatch.drift.monitor import DriftMonitor
 from tests.servers import require_module
 
 pd = require_module("pandas")
@@ -160,6 +162,29 @@ def test_parquet_profile_and_comparison_are_the_object_columns(ref: tuple[str, l
         with _old_readers():
             old = run()
     assert new == old
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ref=nullable_columns(), cur=nullable_columns())
+def test_the_monitor_reads_a_batch_as_the_object_column(ref: tuple[str, list[int | None]],
+                                                         cur: tuple[str, list[int | None]]) -> None:
+    frames = _frames(ref, cur)
+    reference = frames[0][0]
+    try:
+        profile = ReferenceProfile.build(reference)
+    except ProfileError:
+        return
+    seen = []
+    for _, batch in frames:  # the object column, pandas, pyarrow
+        registry = CollectorRegistry()
+        monitor = DriftMonitor(profile, registry=registry, window_size=100)
+        monitor.observe_batch(batch)
+        monitor.flush()
+        samples = sorted((m.name, s.name, sorted(s.labels.items()), s.value) for m in registry.collect()
+                         for s in m.samples if not s.name.endswith("_created"))
+        seen.append((_outcome(monitor.evaluate), samples))
+    assert seen[1] == seen[0]
+    assert seen[2] == seen[0]
 
 
 @settings(max_examples=200, deadline=None)
