@@ -22,6 +22,7 @@ import tempfile
 import time
 import tracemalloc
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,10 @@ def peak_mb(call: Callable[[], Any]) -> float:
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     return peak / 1e6
+
+
+def _check_built(check: Callable[[Any], Any], build: Callable[[], Any]) -> Any:
+    return check(build())
 
 
 def main() -> None:
@@ -81,9 +86,8 @@ def main() -> None:
         }
         for name, (build, check) in cases.items():
             profile = build()
-            results[name] = [best(build, args.calls),
-                             best(lambda check=check, profile=profile: check(profile), args.calls),
-                             peak_mb(lambda check=check, build=build: check(build()))]
+            results[name] = [best(build, args.calls), best(partial(check, profile), args.calls),
+                             peak_mb(partial(_check_built, check, build))]
     if args.json:
         print(json.dumps(results))
         return

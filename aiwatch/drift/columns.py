@@ -8,7 +8,8 @@ for the streaming monitor and for the batch comparison too:
 * a **categorical** value is read as a string (:func:`category_key`); None and non-finite floats are missing
   (:func:`is_missing`); values that cannot be a category (lists, dicts...) are wrong-typed;
 * a pandas extension dtype (nullable ``Int64``, ``boolean``, ``string``, Arrow-backed ``int64[pyarrow]``...) is
-  read as its numpy counterpart, a missing value as missing (:func:`extension_column`);
+  read as its numpy counterpart, a missing value as missing (:func:`extension_column`); an integer column with a
+  missing value (pandas or Arrow) as :class:`NullableInts`, its ints and where they are missing;
 * pandas' and numpy's missing markers (``pd.NA``, which a nullable ``string``, ``boolean`` or ``Int64`` column holds
   where a value is missing, ``pd.NaT``, numpy's ``NaT``) are missing in either kind of feature.
 
@@ -793,7 +794,9 @@ def frame_column(column: Any) -> Any:
 
 def columns_of(data: Any) -> dict[str, Any]:
     """Column name -> values for a mapping of columns, a pandas DataFrame, a pyarrow Table or RecordBatch, a list of
-    row dicts or a 2-D numpy array (rows x features, columns named ``"0"``, ``"1"``...). Two columns with one name
+    row dicts or a 2-D numpy array (rows x features, columns named ``"0"``, ``"1"``...); each column as
+    :func:`extension_column` reads it (an integer column with a missing value: a :class:`NullableInts`, which
+    ``np.asarray`` turns into its Python ints and None, not an ndarray). Two columns with one name
     (``1`` and ``"1"``, a DataFrame's or a table's repeated label), a numpy column of more than one dimension and a
     column that is one value (a string, bytes, a mapping, a number, None) are refused by name."""
     if isinstance(data, Mapping):

@@ -11,6 +11,7 @@ import json
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -124,15 +125,15 @@ def test_in_memory_profile_and_comparison_are_the_object_columns(ref: tuple[str,
                                                                   cur: tuple[str, list[int | None]],
                                                                   kind: str | None, exact: bool) -> None:
     kinds = None if kind is None else {"x": kind}
-    results = []
+    results: list[tuple[str, str | None]] = []
     for reference, current in _frames(ref, cur):
-        built = _outcome(lambda reference=reference: ReferenceProfile.build(reference, kinds=kinds))
+        built = _outcome(partial(ReferenceProfile.build, reference, kinds=kinds))
         try:
             profile = ReferenceProfile.build(reference, kinds=kinds)
         except ProfileError:
             results.append((built, None))
             continue
-        results.append((built, _outcome(lambda p=profile, c=current: compare(p, c, Options(exact=exact)))))
+        results.append((built, _outcome(partial(compare, profile, current, Options(exact=exact)))))
     assert results[1] == results[0]  # pandas' nullable dtype
     assert results[2] == results[0]  # pyarrow's int array with nulls
 
