@@ -165,7 +165,9 @@ CONSOLE_SCRAPE = EnvVar("AIWATCH_CONSOLE_SCRAPE", "http://127.0.0.1:8000/metrics
                         "`/metrics` URLs (comma or space separated) the console scrapes itself when no Prometheus "
                         "URL is set.")
 CONSOLE_INTERVAL = EnvVar("AIWATCH_CONSOLE_INTERVAL", "5", "Seconds between the console's own scrapes.")
-CONSOLE_HISTORY = EnvVar("AIWATCH_CONSOLE_HISTORY", "1800", "Seconds of scraped history the console keeps.")
+CONSOLE_HISTORY = EnvVar("AIWATCH_CONSOLE_HISTORY", "1800",
+                         "Seconds of scraped history the console keeps (at least 120: the event loop table's stuck "
+                         "check reads 2 minutes).")
 CONSOLE_REFRESH = EnvVar("AIWATCH_CONSOLE_REFRESH", "10",
                          "Seconds between automatic redraws of the open view (0 turns them off).")
 CONSOLE_WINDOW = EnvVar("AIWATCH_CONSOLE_WINDOW", "60",

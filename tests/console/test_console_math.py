@@ -14,7 +14,7 @@ import pytest
 from aiwatch.commands.console import register, streamlit_command
 from aiwatch.console import PrometheusSource, ScrapeSource, histogram_quantile
 from aiwatch.console.config import ConsoleConfig
-from aiwatch.console.source import Series, duration, service_order
+from aiwatch.console.source import LOOP_STUCK_SECONDS, Series, duration, service_order
 from aiwatch.promql import one_of, selector
 from aiwatch.status import is_error_status
 from tests.hostile_numbers import NOT_A_PERIOD
@@ -193,13 +193,17 @@ def test_services_are_laid_out_callers_first_then_by_name() -> None:
     assert sorted(service_order(["a", "b"], [call("a", "b"), call("b", "a")])) == ["a", "b"]
 
 
-def test_history_is_bounded() -> None:
-    src = ScrapeSource([URL], interval=1.0, history=5, start=False)
-    t0 = time.time() - 100
-    for i in range(50):
+@pytest.mark.parametrize("history", [5.0, 300.0])
+def test_history_is_bounded(history: float) -> None:
+    """The history's scrapes, or the event loop's stuck range's (2m) where the history is shorter: the loop table's
+    stuck check reads that range whatever the history."""
+    src = ScrapeSource([URL], interval=1.0, history=history, start=False)
+    t0 = time.time() - 1000
+    for i in range(500):
         src.record(URL, f"aiwatch_queue_depth{{queue=\"q\"}} {i}\n", ts=t0 + i)
     snaps = src._copy()[0][1]
-    assert len(snaps) == 6 and dict(snaps[-1].series("aiwatch_queue_depth")) == {(("queue", "q"),): 49.0}
+    assert len(snaps) == max(history, LOOP_STUCK_SECONDS) + 1
+    assert dict(snaps[-1].series("aiwatch_queue_depth")) == {(("queue", "q"),): 499.0}
 
 
 def test_over_time_panels_are_downsampled_to_points() -> None:
