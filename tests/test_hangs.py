@@ -54,6 +54,7 @@ def test_a_hung_test_reports_the_stack_of_a_thread_that_was_waiting(tmp_path: Pa
          "--rootdir", str(tmp_path), str(tmp_path / "test_hung.py")],
         capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=tmp_path)
     assert run.returncode == 1, run.stdout + run.stderr
+    assert "threads of test_hung.py::test_hung before its timeout" in run.stdout, run.stdout + run.stderr
     summary = run.stdout.split("threads of test_hung.py::test_hung before its timeout", 1)[1]
     assert "in waits_in_a_thread_of_its_own" in summary
     assert "in test_hung" in summary
