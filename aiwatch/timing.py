@@ -161,7 +161,7 @@ class RequestTimeline:
             named += secs
         overhead = total - named
         value = head + (self.recorder.timing_tail if tail is None else tail) % (
-            (overhead if overhead > 0.0 else 0.0) * 1000.0, total * 1000.0)
+            (overhead if overhead > 0.0 else 0.0) * 1000.0, (total if total > 0.0 else 0.0) * 1000.0)
         if len(value) <= limit:  # the common case: one length check
             return value, None
         value, left_out = fit(head, value[len(head):], limit)

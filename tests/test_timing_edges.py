@@ -21,6 +21,7 @@ from aiwatch import safety, timing
 from aiwatch.cardinality import OVERFLOW, guard_for
 from aiwatch.metrics import Metrics, default_metrics
 from aiwatch.recording import make_recorder
+from aiwatch.servertiming import parse_server_timing
 from aiwatch.streaming import ChunkTimer
 from aiwatch.timing import RequestRecorder, call_site, record_phase, set_model
 from aiwatch.traffic import TrafficClasses
@@ -546,6 +547,15 @@ def test_server_timing_clamps_an_overhead_of_negative_zero_to_zero(metrics: Metr
     tl = recorder.begin(start=0.0)
     value, _ = tl.server_timing(now=-0.0)  # a clock reading of -0.0: the time so far is -0.0 - 0.0 = -0.0
     assert value.startswith("overhead;dur=0.000, ")
+    recorder.finish(tl, "/", "GET", "200")
+
+
+def test_server_timing_clamps_a_total_of_negative_zero_to_zero_which_its_own_parser_reads(metrics: Metrics) -> None:
+    recorder = RequestRecorder(metrics, service="svc")
+    tl = recorder.begin(start=0.0)
+    value, _ = tl.server_timing(now=-0.0)  # the time so far is -0.0 - 0.0 = -0.0, printed "-0.000" unclamped
+    assert value == 'overhead;dur=0.000, total;dur=0.000;desc="svc"'
+    assert parse_server_timing(value) == {"overhead": 0.0, "total": 0.0}  # the parser refuses a negative dur
     recorder.finish(tl, "/", "GET", "200")
 
 
