@@ -154,6 +154,10 @@ def test_a_value_whose_hash_raises_is_invalid_where_the_others_are_counted() -> 
     [3, np.timedelta64(3, "s"), "red"],
     ["red", b"raw", b"raw", (1, 2), "blue"],  # hashable values that cannot be categories, two distinct ones
     np.asarray(["red", "blue"] * 2000 + ["green", None] * 10, dtype=object),
+    # a numpy column of datetimes or durations (docs/drift.md: wrong-typed in a categorical feature): each distinct
+    # value is a key of its own with no category, so the wrong-typed count is their sum, not the last one's count
+    np.array(["2026-01-01", "2026-01-02", "2026-01-01", "NaT"], dtype="datetime64[D]"),
+    np.array([3, 5, 5, 7], dtype="timedelta64[s]"),
 ])
 def test_bucket_counts_missing_and_invalid_add_up_as_the_codes_say(values: object) -> None:
     b = _buckets()
