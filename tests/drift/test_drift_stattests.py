@@ -757,3 +757,16 @@ def test_the_cells_of_a_reference_spanning_most_of_the_float_range_keep_the_valu
     expected = stats.wasserstein_distance(reference, current)
     assert expected == 0.25
     assert stattests.wasserstein_distance_to_sorted(reference, current, stattests.Scratch(), 1.0) == expected
+
+
+@pytest.mark.parametrize("magnitude", [1e-150, 1e-200, 1e-280])
+def test_the_cells_take_a_reference_of_tiny_values_and_give_scipys_distance(magnitude: float) -> None:
+    # cells of 2**-exponent with exponent up to 999: values near 1e-200 are cells of 2**-668 (the scale 2**668, as a
+    # power of two exact); the scale check must not compute a power past the float range there
+    rng = np.random.default_rng(2)
+    reference = np.sort(rng.normal(0.0, 1.0, 50) * magnitude)
+    current = rng.normal(0.0, 1.0, 400) * magnitude
+    expected = stats.wasserstein_distance(reference, current)
+    assert expected > 0.1 * magnitude  # not tiny next to the values: scipy's within 1e-9 is the contract
+    found = stattests.wasserstein_distance_to_sorted(reference, current, stattests.Scratch())
+    assert found == pytest.approx(expected, rel=1e-9)
