@@ -10,6 +10,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -34,6 +35,13 @@ def loop(**services: tuple[float, float]) -> str:
                   f'aiwatch_event_loop_delay_seconds_count{{service="{service}"}} {samples}',
                   f'aiwatch_event_loop_sampled_seconds_total{{service="{service}"}} {watched}']
     return "\n".join(lines) + "\n"
+
+
+def passes_promtool(promtool: str, path: Path, test: dict[str, Any]) -> None:
+    """``promtool test rules`` of the unit test ``test``, written to ``path``, passes."""
+    path.write_text(yaml.safe_dump(test))
+    proc = subprocess.run([promtool, "test", "rules", str(path)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def fed(*scrapes: tuple[str, str | None], interval: float = 1.0) -> ScrapeSource:
@@ -140,10 +148,7 @@ def test_the_scrape_source_reads_what_promql_reads_on_the_same_samples(
     test = {"evaluation_interval": "5s", "tests": [{"interval": "5s", "input_series": series, "promql_expr_test": [
         {"eval_time": at, "expr": f"round({q.loop_stalled_ratio('30s')}, 0.001)", "exp_samples": share},
         {"eval_time": at, "expr": q.loop_unwatched("30s"), "exp_samples": stuck}]}]}
-    path = tmp_path / "loop_test.yml"
-    path.write_text(yaml.safe_dump(test))
-    proc = subprocess.run([promtool, "test", "rules", str(path)], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    passes_promtool(promtool, tmp_path / "loop_test.yml", test)
 
 
 def test_a_share_that_is_not_a_finite_number_is_unknown_and_last() -> None:
@@ -221,10 +226,7 @@ def test_prometheus_queries_give_the_share_and_the_stuck_replicas_that_are_up(tm
         {"eval_time": "10m", "expr": q.loop_unwatched("5m"),
          "exp_samples": [{"labels": '{job="api", instance="b:1", service="s"}', "value": 0}]},
     ]}]}
-    path = tmp_path / "loop_test.yml"
-    path.write_text(yaml.safe_dump(test))
-    proc = subprocess.run([promtool, "test", "rules", str(path)], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    passes_promtool(promtool, tmp_path / "loop_test.yml", test)
 
 
 # --- the worst worker of a multiprocess target: aiwatch_event_loop_stalled_ratio (livemax) and the last-sample
@@ -310,10 +312,7 @@ def test_prometheus_queries_give_the_worst_worker_and_the_replicas_with_a_stuck_
         {"eval_time": "10m", "expr": q.loop_sample_unchanged("5m"),
          "exp_samples": [{"labels": '{job="api", instance="b:1", service="s"}', "value": 1}]},
     ]}]}
-    path = tmp_path / "loop_test.yml"
-    path.write_text(yaml.safe_dump(test))
-    proc = subprocess.run([promtool, "test", "rules", str(path)], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    passes_promtool(promtool, tmp_path / "loop_test.yml", test)
 
 
 def test_latency_view_shows_the_worst_worker_beside_the_mean_and_warns_on_it(
@@ -472,10 +471,7 @@ def test_the_prometheus_source_reads_a_stuck_worker_over_the_alerts_range_whatev
               {"series": 'up{job="api", instance="10.0.0.1:8000"}', "values": "1x280"}]
     test = {"evaluation_interval": "1m", "tests": [{"interval": "15s", "input_series": series, "promql_expr_test": [
         {"eval_time": "70m", "expr": unchanged, "exp_samples": [{"labels": f"{{{where}}}", "value": 1}]}]}]}
-    path = tmp_path / "stuck_test.yml"
-    path.write_text(yaml.safe_dump(test))
-    proc = subprocess.run([promtool, "test", "rules", str(path)], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    passes_promtool(promtool, tmp_path / "stuck_test.yml", test)
 
 
 def test_latency_view_says_nothing_of_the_worst_worker_where_no_replica_has_the_gauges(
