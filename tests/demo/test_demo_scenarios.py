@@ -411,7 +411,9 @@ def test_the_network_scenario_end_to_end_is_diagnosed_as_the_network(tmp_path: P
     fault = stages["net congested"]["diagnosis"]
     assert fault["cause"] == "network:gateway->inference", proc.stdout
     top = fault["contributors"][0]
-    assert top["component"] == "network" and top["delta_seconds"] >= 0.2
+    # the link adds 200 ms per round trip; the delta is the stage's mean less the baseline's, and a loaded machine's
+    # baseline can hold more of its own noise than the stage (CI run 77: +197.7 ms)
+    assert top["component"] == "network" and top["delta_seconds"] >= 0.15
     # switched off: the requests still on the link when the stage ended are all the recovery sees of it
     after = {(c["component"], c["peer"]): c["delta_seconds"] for c in stages["recovery"]["diagnosis"]["contributors"]}
     assert after[("network", "inference")] < 0.1, proc.stdout
