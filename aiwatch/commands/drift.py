@@ -158,6 +158,7 @@ def run(args: argparse.Namespace) -> int:
     from aiwatch.drift.evaluate import Options
     from aiwatch.feedback.schema import LOG_COLUMNS
 
+    doing = ""
     try:
         if args.report:  # before the comparison, not after it
             check_report_reference(args.reference)
@@ -175,11 +176,13 @@ def run(args: argparse.Namespace) -> int:
             report = compare_source(profile, args.current, options, chunk_rows=args.chunk_rows, ignore=LOG_COLUMNS,
                                     **window)
         if args.report:
-            write_report(args.reference, args.current, args.report, list(profile.features))
+            doing = f"writing the --report {args.report}: "
+            write_report(args.reference, args.current, args.report,
+                         {name: f.kind for name, f in profile.features.items()})
     except (ProfileError, ValueError, OSError, ImportError, KeyError) as exc:
-        return fail(exc)
+        return fail(exc, doing=doing)
     except Exception as exc:  # a CI gate must never print a traceback that could be read as a verdict
-        return fail(exc, unexpected=True)
+        return fail(exc, unexpected=True, doing=doing)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:
@@ -221,14 +224,14 @@ def compare_on_dask(args: argparse.Namespace, options: Any, window: dict[str, An
     return report, profile
 
 
-def fail(exc: BaseException, unexpected: bool = False, command: str = "aiwatch drift") -> int:
-    """Print one error line for ``exc`` and return exit code 2."""
+def fail(exc: BaseException, unexpected: bool = False, command: str = "aiwatch drift", doing: str = "") -> int:
+    """Print one error line for ``exc`` (after ``doing``, what failed) and return exit code 2."""
     text = str(exc) or type(exc).__name__
     if unexpected or isinstance(exc, KeyError):
         text = f"{type(exc).__name__}: {text}"
     if unexpected:
         text += " (unexpected: please report it)"
-    print(f"{command}: error: {text}", file=sys.stderr)
+    print(f"{command}: error: {doing}{text}", file=sys.stderr)
     return EXIT_ERROR
 
 
@@ -237,15 +240,16 @@ def check_report_reference(reference: str) -> None:
         raise ValueError("--report needs reference data (.csv/.parquet): Evidently cannot read an aiwatch profile")
 
 
-def write_report(reference: str, current: str, path: str, columns: list[str]) -> None:
-    """Evidently's HTML report of ``reference`` against ``current`` (``run`` has checked the reference first)."""
+def write_report(reference: str, current: str, path: str, kinds: dict[str, str]) -> None:
+    """Evidently's HTML report of ``reference`` against ``current`` (``run`` has checked the reference first), of
+    the profile's features typed with the profile's ``kinds``, as aiwatch's comparison reads them."""
     from aiwatch.drift.files import read_chunks
     from aiwatch.drift.report import evidently_html
 
     pd = __import__("pandas")
     ref = pd.concat([pd.DataFrame(c) for c in read_chunks(reference)], ignore_index=True)
     cur = pd.concat([pd.DataFrame(c) for c in read_chunks(current)], ignore_index=True)
-    evidently_html(ref, cur, path, [c for c in columns if c in ref.columns and c in cur.columns])
+    evidently_html(ref, cur, path, [c for c in kinds if c in ref.columns and c in cur.columns], kinds=kinds)
 
 
 def _fmt(x: float | None) -> str:

@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 import os
+import warnings
+from collections.abc import Mapping
 from typing import Any
+
+import numpy as np
 
 from aiwatch._optional import require
 
 
 def evidently_html(reference: Any, current: Any, path: str | os.PathLike[str],
-                   columns: list[str] | None = None) -> None:
+                   columns: list[str] | None = None, *, kinds: Mapping[str, str] | None = None) -> None:
     """Write Evidently's DataDriftPreset report for two pandas DataFrames (or dicts of columns) to ``path``.
+
+    ``kinds`` (``{"x": "numerical", "c": "categorical"}``, as a profile's features have them) types those columns
+    for Evidently, which otherwise infers types from the dtypes: it types an ``object`` column of ints and
+    ``None`` (an integer column with a missing value, as aiwatch reads it) and pandas' ``Int64`` unknown and leaves
+    it out, and divides by zero when no column is left. A numerical column is handed over as the float64 values
+    aiwatch's numerical tests read (missing and wrong-typed values NaN); a categorical one as its Python values.
 
     Evidently needs the reference *data* (not a profile) and holds both frames in memory."""
     evidently = require("evidently", "evidently")
@@ -20,5 +30,36 @@ def evidently_html(reference: Any, current: Any, path: str | os.PathLike[str],
     cur = current if isinstance(current, pd.DataFrame) else pd.DataFrame(current)
     if columns is not None:
         ref, cur = ref[columns], cur[columns]
-    snapshot = evidently.Report([presets.DataDriftPreset()]).run(cur, ref)
+    if kinds is None:
+        snapshot = evidently.Report([presets.DataDriftPreset()]).run(cur, ref)
+    else:
+        typed = [c for c in ref.columns if c in kinds and c in cur.columns]
+        numerical = [c for c in typed if kinds[c] == "numerical"]
+        categorical = [c for c in typed if kinds[c] == "categorical"]
+        if not numerical and not categorical:
+            raise ValueError("no numerical or categorical column to report")
+        definition = evidently.DataDefinition(numerical_columns=numerical, categorical_columns=categorical)
+        ref, cur = (_typed(pd, frame[numerical + categorical], numerical) for frame in (ref, cur))
+        with warnings.catch_warnings():  # Evidently's replace(inf, NaN) on an object column of ints and None
+            warnings.filterwarnings("ignore", "Downcasting behavior in `replace`", FutureWarning)
+            snapshot = evidently.Report([presets.DataDriftPreset()]).run(
+                evidently.Dataset.from_pandas(cur, data_definition=definition),
+                evidently.Dataset.from_pandas(ref, data_definition=definition))
     snapshot.save_html(os.fspath(path))
+
+
+def _typed(pd: Any, frame: Any, numerical: list[str]) -> Any:
+    """``frame``'s columns as aiwatch's tests read them: a numerical one as its float64 values (a missing or
+    wrong-typed value, such as a string or a bool, NaN), a categorical one as
+    its values, held as objects (as Python values where they are numpy's)."""
+    from aiwatch.drift.columns import frame_column, object_column, to_float_counting
+
+    columns: dict[str, Any] = {}
+    for name in frame.columns:
+        values = frame_column(frame[name])
+        if name in numerical:
+            columns[name] = to_float_counting(values)[0]
+        else:  # a numpy column of no missing value as it is (ints: Evidently warns of an object column of them)
+            plain = isinstance(values, np.ndarray) and values.dtype.kind in "biufU"
+            columns[name] = values if plain else object_column(values)
+    return pd.DataFrame(columns, index=frame.index)

@@ -82,6 +82,71 @@ def test_report_writes_evidently_html(files: dict[str, Path], tmp_path: Path) ->
     assert "<html" in text.lower() and "Drifted Columns" in text and len(text) > 10_000
 
 
+@pytest.mark.slow
+def test_report_of_parquet_int_columns_with_nulls(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An integer column with a null is read as ints and None, which Evidently typed unknown: with every column
+    left out it divided by zero (``ZeroDivisionError ... (unexpected: please report it)``, exit 2). The report now
+    types the columns as the profile does, and the command exits as it does without --report."""
+    require_module("evidently")
+    pa, pq = require_module("pyarrow"), require_module("pyarrow.parquet")
+    rng = np.random.default_rng(11)
+
+    def write(path: Path, shift: int) -> None:
+        nulls = rng.random(500) < 0.1
+        plan = pa.array(rng.integers(0, 4 + shift, 500), type=pa.int64(), mask=nulls)
+        visits = pa.array(rng.integers(-400, 400, 500) + 50 * shift, type=pa.int32(), mask=nulls)
+        empty = pa.array([None] * 500, type=pa.int64())
+        pq.write_table(pa.table({"plan_code": plan, "visit_count": visits, "all_null_ints": empty}), path)
+
+    ref, cur, html = tmp_path / "ref.parquet", tmp_path / "cur.parquet", tmp_path / "drift.html"
+    write(ref, 0)
+    write(cur, 3)
+    plain = main(["drift", str(ref), str(cur), "--json"])
+    kinds = {f["feature"]: f["kind"] for f in json.loads(capsys.readouterr().out)["features"]}
+    assert plain == 1 and kinds == {"plan_code": "categorical", "visit_count": "numerical"}
+    assert main(["drift", str(ref), str(cur), "--json", "--report", str(html)]) == plain
+    assert "error" not in capsys.readouterr().err
+    text = html.read_text()
+    assert "<html" in text.lower() and "Drifted Columns" in text
+    assert "plan_code" in text and "visit_count" in text and "all_null_ints" not in text
+
+
+@pytest.mark.slow
+def test_evidently_html_types_pandas_nullable_ints_with_the_given_kinds(tmp_path: Path) -> None:
+    """Evidently types pandas' ``Int64`` unknown (left out, and with no column left it divides by zero);
+    ``kinds=`` types it as the profile does."""
+    require_module("evidently")
+    from aiwatch.drift.report import evidently_html
+
+    rng = np.random.default_rng(12)
+
+    def frame(shift: int) -> object:
+        few = pd.array(rng.integers(0, 4, 300) + shift, dtype="Int64")
+        many = pd.array(rng.integers(0, 1000, 300) + 100 * shift, dtype="Int64")
+        few[::7], many[::9] = pd.NA, pd.NA
+        return pd.DataFrame({"few_codes": few, "many_counts": many})
+
+    html = tmp_path / "r.html"
+    evidently_html(frame(0), frame(1), html, kinds={"few_codes": "categorical", "many_counts": "numerical"})
+    text = html.read_text()
+    assert "Drifted Columns" in text and "few_codes" in text and "many_counts" in text
+
+
+def test_a_failing_report_names_the_report_and_stays_unexpected(files: dict[str, Path], tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    import aiwatch.drift.report
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise ZeroDivisionError("division by zero")
+
+    monkeypatch.setattr(aiwatch.drift.report, "evidently_html", broken)
+    html = tmp_path / "r.html"
+    assert main(["drift", str(files["ref"]), str(files["shifted"]), "--report", str(html)]) == 2
+    assert capsys.readouterr().err == (f"aiwatch drift: error: writing the --report {html}: ZeroDivisionError: "
+                                       "division by zero (unexpected: please report it)\n")
+
+
 def test_report_needs_reference_data_not_a_profile(files: dict[str, Path], tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
