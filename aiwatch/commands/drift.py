@@ -11,6 +11,7 @@ import argparse
 import json
 import math
 import sys
+from collections.abc import Collection, Iterable
 from typing import Any
 
 from aiwatch.commands._paths import output_file
@@ -175,10 +176,10 @@ def run(args: argparse.Namespace) -> int:
             profile = load_reference(args.reference, chunk_rows=args.chunk_rows)
             report = compare_source(profile, args.current, options, chunk_rows=args.chunk_rows, ignore=LOG_COLUMNS,
                                     **window)
-        if args.report:
+        if args.report and not report.why_nothing_tested():  # else the error below says why, not the report's
             doing = f"writing the --report {args.report}: "
             write_report(args.reference, args.current, args.report,
-                         {name: f.kind for name, f in profile.features.items()})
+                         {name: f.kind for name, f in profile.features.items()}, window)
     except (ProfileError, ValueError, OSError, ImportError, KeyError) as exc:
         return fail(exc, doing=doing)
     except Exception as exc:  # a CI gate must never print a traceback that could be read as a verdict
@@ -240,16 +241,31 @@ def check_report_reference(reference: str) -> None:
         raise ValueError("--report needs reference data (.csv/.parquet): Evidently cannot read an aiwatch profile")
 
 
-def write_report(reference: str, current: str, path: str, kinds: dict[str, str]) -> None:
+def write_report(reference: str, current: str, path: str, kinds: dict[str, str],
+                 window: dict[str, Any] | None = None) -> None:
     """Evidently's HTML report of ``reference`` against ``current`` (``run`` has checked the reference first), of
-    the profile's features typed with the profile's ``kinds``, as aiwatch's comparison reads them."""
-    from aiwatch.drift.files import read_chunks
+    the profile's features typed with the profile's ``kinds``, as aiwatch's comparison reads them, and of the
+    current rows it compared (``window``: :func:`time_range`'s ``since`` / ``until`` / ``time_column``)."""
     from aiwatch.drift.report import evidently_html
 
     pd = __import__("pandas")
-    ref = pd.concat([pd.DataFrame(c) for c in read_chunks(reference)], ignore_index=True)
-    cur = pd.concat([pd.DataFrame(c) for c in read_chunks(current)], ignore_index=True)
+    ref = pd.concat([pd.DataFrame(c) for c in _report_chunks(reference, kinds, {})], ignore_index=True)
+    cur = pd.concat([pd.DataFrame(c) for c in _report_chunks(current, kinds, window or {})], ignore_index=True)
     evidently_html(ref, cur, path, [c for c in kinds if c in ref.columns and c in cur.columns], kinds=kinds)
+
+
+def _report_chunks(source: str, columns: Collection[str], window: dict[str, Any]) -> Iterable[dict[str, Any]]:
+    """The rows of ``source`` the comparison read, as :func:`~aiwatch.drift.batch.compare_source` selects them: a
+    file whole, a dataset (a directory or glob of Parquet files) or a time window through the dataset reader."""
+    from aiwatch.drift.datasets import DEFAULT_TIME_COLUMN, is_dataset, open_dataset, scan_chunks, time_filter
+    from aiwatch.drift.files import read_chunks
+
+    since, until = window.get("since"), window.get("until")
+    if not is_dataset(source) and since is None and until is None:
+        return read_chunks(source)
+    dataset = open_dataset(source)
+    predicate = time_filter(dataset, since, until, window.get("time_column") or DEFAULT_TIME_COLUMN)
+    return scan_chunks(dataset, list(columns), predicate=predicate)
 
 
 def _fmt(x: float | None) -> str:

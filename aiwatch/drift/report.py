@@ -51,16 +51,17 @@ def evidently_html(reference: Any, current: Any, path: str | os.PathLike[str],
 
 
 def _typed(pd: Any, frame: Any, numerical: list[str]) -> Any:
-    """``frame``'s columns as aiwatch's tests read them: a numerical one as its float64 values (a missing or
-    wrong-typed value, such as a string or a bool, NaN), a categorical one as
+    """``frame``'s columns as aiwatch's tests read them: a numerical one as its float64 values (a missing, infinite
+    or wrong-typed value, such as a string or a bool, NaN), a categorical one as
     its values, held as objects (as Python values where they are numpy's)."""
     from aiwatch.drift.columns import frame_column, object_column, to_float_counting
 
     columns: dict[str, Any] = {}
     for name in frame.columns:
         values = frame_column(frame[name])
-        if name in numerical:
-            columns[name] = to_float_counting(values)[0]
+        if name in numerical:  # infinite is missing for aiwatch's tests too
+            floats = to_float_counting(values)[0]
+            columns[name] = np.where(np.isinf(floats), np.nan, floats)
         else:  # a numpy column of no missing value as it is (ints: Evidently warns of an object column of them)
             plain = isinstance(values, np.ndarray) and values.dtype.kind in "biufU"
             columns[name] = values if plain else object_column(values)

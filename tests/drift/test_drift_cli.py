@@ -272,3 +272,58 @@ def test_reference_text_in_a_numerical_column_is_counted_and_shown_apart_from_mi
     main(["drift", str(profile), str(tmp_path / "cur.csv"), "--json"])
     by_name = {f["feature"]: f for f in json.loads(capsys.readouterr().out)["features"]}
     assert (by_name["age"]["reference_invalid"], by_name["plan"]["reference_invalid"]) == (100, 0)
+
+
+def _captured_report(monkeypatch: pytest.MonkeyPatch) -> list[tuple[object, object]]:
+    """The frames ``aiwatch drift --report`` hands Evidently, in place of the report."""
+    import aiwatch.drift.report
+
+    seen: list[tuple[object, object]] = []
+
+    def capture(reference: object, current: object, path: object, columns: object = None, **kinds: object) -> None:
+        seen.append((reference, current))
+
+    monkeypatch.setattr(aiwatch.drift.report, "evidently_html", capture)
+    return seen
+
+
+def test_the_report_reads_the_current_rows_of_since_and_until_as_the_comparison_does(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """The comparison reads the rows in [--since, --until); the report read every row, so its verdict was on data the
+    table left out (the first half shifted by 3: no drift in the window, drift in the report)."""
+    pa, pq = require_module("pyarrow"), require_module("pyarrow.parquet")
+    rng = np.random.default_rng(3)
+    start = 1_768_608_000  # 2026-01-17T00:00:00Z
+    pq.write_table(pa.table({"x": rng.normal(0, 1, 400)}), tmp_path / "ref.parquet")
+    current = pa.table({"x": np.concatenate([rng.normal(3, 1, 400), rng.normal(0, 1, 400)]),
+                        "timestamp": pa.array([start + 60 * i for i in range(800)], pa.float64())})
+    pq.write_table(current, tmp_path / "cur.parquet")
+    seen = _captured_report(monkeypatch)
+    since = "2026-01-17T06:40:00Z"  # the 401st row's minute
+    assert main(["drift", str(tmp_path / "ref.parquet"), str(tmp_path / "cur.parquet"), "--since", since,
+                 "--report", str(tmp_path / "r.html")]) == 0, capsys.readouterr()
+    [(reference, window)] = seen
+    assert (len(reference), len(window)) == (400, 400)  # type: ignore[arg-type]
+    assert abs(float(window["x"].mean())) < 0.5  # type: ignore[index]
+
+
+def test_no_report_is_written_when_nothing_was_tested(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """The table and "nothing was tested" say why, as without --report (the report failed first, with no column
+    to report)."""
+    pd.DataFrame({"a": [1.0, 2.0, 3.0]}).to_csv(tmp_path / "ref.csv", index=False)
+    pd.DataFrame({"b": [1.0, 2.0, 3.0]}).to_csv(tmp_path / "cur.csv", index=False)
+    seen = _captured_report(monkeypatch)
+    assert main(["drift", str(tmp_path / "ref.csv"), str(tmp_path / "cur.csv"), "--report",
+                 str(tmp_path / "r.html")]) == 2
+    assert seen == []
+    assert "error: nothing was tested: the current data has none of the reference's features" in \
+        capsys.readouterr().err
+
+
+def test_infinite_values_reach_evidently_as_missing(tmp_path: Path) -> None:
+    """aiwatch's tests count an infinite value as missing; Evidently was handed it as it is."""
+    from aiwatch.drift.report import _typed
+
+    frame = pd.DataFrame({"x": [1.0, np.inf, -np.inf, np.nan, 2.0]})
+    assert np.isnan(_typed(pd, frame, ["x"])["x"].to_numpy()).tolist() == [False, True, True, True, False]
