@@ -249,8 +249,13 @@ def write_report(reference: str, current: str, path: str, kinds: dict[str, str],
     from aiwatch.drift.report import evidently_html
 
     pd = __import__("pandas")
-    ref = pd.concat([pd.DataFrame(c) for c in _report_chunks(reference, kinds, {})], ignore_index=True)
-    cur = pd.concat([pd.DataFrame(c) for c in _report_chunks(current, kinds, window or {})], ignore_index=True)
+    frames = []
+    for source, rows in ((reference, {}), (current, window or {})):
+        chunks = [pd.DataFrame(c) for c in _report_chunks(source, kinds, rows)]
+        if not chunks:  # pandas' own "No objects to concatenate" names nothing
+            raise ValueError(f"no rows of {source!r} to report")
+        frames.append(pd.concat(chunks, ignore_index=True))
+    ref, cur = frames
     evidently_html(ref, cur, path, [c for c in kinds if c in ref.columns and c in cur.columns], kinds=kinds)
 
 

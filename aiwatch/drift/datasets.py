@@ -17,7 +17,7 @@ import os
 from collections import deque
 from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -209,16 +209,26 @@ def time_filter(dataset: Any, since: datetime | None, until: datetime | None,
     field = pc.field(time_column)
 
     def bound(t: datetime) -> Any:
+        # a column of whole ticks (seconds, milliseconds...) compared with the first tick at or after t: for a
+        # whole x, x >= t is x >= ceil(t) and x < t is x < ceil(t); a cast truncated 100.5 s to 100, so a row
+        # before --since was kept and one before --until left out
+        micros = (t - _EPOCH) // _MICROSECOND
         if pa.types.is_timestamp(kind):
-            return pa.scalar(t, type=pa.timestamp("us", tz="UTC")).cast(kind)
-        if pa.types.is_integer(kind) or pa.types.is_floating(kind):
+            per_tick = _MICROS_PER_TICK.get(kind.unit)
+            if per_tick is None:  # nanoseconds: a microsecond is whole ticks
+                return pa.scalar(t, type=pa.timestamp("us", tz="UTC")).cast(kind)
+            return pa.scalar(-(-micros // per_tick), type=pa.int64()).cast(pa.timestamp(kind.unit, tz=kind.tz))
+        if pa.types.is_integer(kind):
+            return pa.scalar(-(-micros // 10**6), type=pa.int64()).cast(kind, safe=False)
+        if pa.types.is_floating(kind):
             return pa.scalar(t.timestamp(), type=pa.float64()).cast(kind, safe=False)
         raise ProfileError(f"column {time_column!r} is {kind}, not a timestamp or Unix time: --since/--until "
                            "cannot compare it")
 
     expr = None
-    hour = pc.field("hour") if "hour" in dataset.schema.names and pa.types.is_string(
-        dataset.schema.field("hour").type) else None
+    # the hour= partition is ParquetSink's, of its timestamp column: it says nothing of another time column's
+    hour = pc.field("hour") if time_column == DEFAULT_TIME_COLUMN and "hour" in dataset.schema.names and \
+        pa.types.is_string(dataset.schema.field("hour").type) else None
     for t, upper in ((since, False), (until, True)):
         if t is None:
             continue
@@ -228,6 +238,12 @@ def time_filter(dataset: Any, since: datetime | None, until: datetime | None,
             part = part & (hour <= key if upper else hour >= key)
         expr = part if expr is None else expr & part
     return expr
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MICROSECOND = timedelta(microseconds=1)
+#: microseconds per tick of a timestamp unit coarser than one
+_MICROS_PER_TICK = {"s": 10**6, "ms": 10**3, "us": 1}
 
 
 def _utc(t: datetime | None) -> datetime | None:

@@ -275,3 +275,44 @@ def test_files_whose_column_types_cannot_be_read_as_one_are_refused_by_name(tmp_
     widened = open_dataset(str(tmp_path / "*.parquet"))
     assert str(widened.schema.field("y").type) == "double"
     assert [v for chunk in scan_chunks(widened, ["y"]) for v in chunk["y"].tolist()] == [1.0, 2.0, 0.5]
+
+
+def _rows_in(source: Path, **window: object) -> list[int]:
+    """The ``row`` values the dataset reader keeps for ``window`` (``since`` / ``until`` / ``time_column``)."""
+    from aiwatch.drift.datasets import time_filter
+
+    dataset = open_dataset(source)
+    predicate = time_filter(dataset, window.get("since"), window.get("until"),  # type: ignore[arg-type]
+                            str(window.get("time_column", "timestamp")))
+    return sorted(int(v) for chunk in scan_chunks(dataset, ["row"], predicate=predicate) for v in chunk["row"])
+
+
+@pytest.mark.parametrize("kind", [pa.int64(), pa.int32(), pa.timestamp("s", tz="UTC"), pa.timestamp("ms"),
+                                  pa.timestamp("us", tz="UTC"), pa.timestamp("ns"), pa.float64()])
+def test_a_window_of_fractional_seconds_keeps_exactly_the_rows_in_it(tmp_path: Path, kind: pa.DataType) -> None:
+    """Unix seconds as whole numbers, a window from 100.5 s to 300.5 s past a whole minute: rows 101..300. The bound
+    was cast to the column's type, which truncated 100.5 to 100: a row before --since kept, one before --until left
+    out (on one machine; Dask compares the exact times)."""
+    base = 1_768_608_000
+    seconds = np.arange(base, base + 400, dtype=np.int64)
+    times = pa.array(seconds, pa.int64()).cast(pa.timestamp("s", tz="UTC")).cast(kind) \
+        if pa.types.is_timestamp(kind) else pa.array(seconds).cast(kind)
+    pq.write_table(pa.table({"row": np.arange(400), "timestamp": times}), tmp_path / "t.parquet")
+    since, until = parse_time("2026-01-17T00:01:40.5Z"), parse_time("2026-01-17T00:05:00.5Z")
+    assert _rows_in(tmp_path / "t.parquet", since=since, until=until) == list(range(101, 301))
+
+
+def test_the_hour_partition_prunes_only_by_its_own_timestamp(tmp_path: Path) -> None:
+    """ParquetSink's hour= directories are of its timestamp column; a window on another time column (an event's
+    own time, 3 h before it was logged) was pruned by hour too, and dropped every row in it."""
+    base = 1_768_608_000  # 2026-01-17T00:00:00Z
+    for hour in range(6):
+        logged = base + 3600 * hour + np.arange(0, 3600, 60)
+        part = tmp_path / f"hour=2026-01-17T{hour:02d}"
+        part.mkdir()
+        pq.write_table(pa.table({"row": logged - base, "timestamp": logged.astype(float),
+                                 "event_time": (logged - 3 * 3600).astype(float)}), part / "p.parquet")
+    since, until = parse_time("2026-01-17T00:00Z"), parse_time("2026-01-17T01:00Z")
+    assert _rows_in(tmp_path, since=since, until=until, time_column="event_time") == \
+        list(range(3 * 3600, 4 * 3600, 60))
+    assert _rows_in(tmp_path, since=since, until=until) == list(range(0, 3600, 60))
