@@ -218,8 +218,8 @@ def time_filter(dataset: Any, since: datetime | None, until: datetime | None,
             if per_tick is None:  # nanoseconds: a microsecond is whole ticks
                 return pa.scalar(t, type=pa.timestamp("us", tz="UTC")).cast(kind)
             return pa.scalar(-(-micros // per_tick), type=pa.int64()).cast(pa.timestamp(kind.unit, tz=kind.tz))
-        if pa.types.is_integer(kind):
-            return pa.scalar(-(-micros // 10**6), type=pa.int64()).cast(kind, safe=False)
+        if pa.types.is_integer(kind):  # not cast to the column's type: past an int32's range it wrapped
+            return pa.scalar(-(-micros // 10**6), type=pa.int64())
         if pa.types.is_floating(kind):
             return pa.scalar(t.timestamp(), type=pa.float64()).cast(kind, safe=False)
         raise ProfileError(f"column {time_column!r} is {kind}, not a timestamp or Unix time: --since/--until "

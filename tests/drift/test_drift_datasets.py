@@ -316,3 +316,17 @@ def test_the_hour_partition_prunes_only_by_its_own_timestamp(tmp_path: Path) -> 
     assert _rows_in(tmp_path, since=since, until=until, time_column="event_time") == \
         list(range(3 * 3600, 4 * 3600, 60))
     assert _rows_in(tmp_path, since=since, until=until) == list(range(0, 3600, 60))
+
+
+@pytest.mark.parametrize("kind", [pa.int16(), pa.int32(), pa.uint32(), pa.int64(), pa.uint64()])
+@pytest.mark.parametrize("since, until, rows", [
+    ("1900-01-01T00:00Z", None, [0, 1, 2]), (None, "1900-01-01T00:00Z", []),
+    ("2100-01-01T00:00Z", None, []), (None, "2100-01-01T00:00Z", [0, 1, 2]),
+    ("1969-12-31T23:58Z", "1970-01-01T00:00:01Z", [0])])
+def test_a_bound_past_an_int_columns_range_selects_as_the_times_say(
+        tmp_path: Path, kind: pa.DataType, since: str | None, until: str | None, rows: list[int]) -> None:
+    """Unix seconds 0, 100 and 20 000 in an int16..uint64 column: a bound cast to the column's type wrapped (an
+    int32 --since 1900 selected nothing, --until 2100 nothing, a uint32 bound before 1970 everything)."""
+    pq.write_table(pa.table({"row": [0, 1, 2], "timestamp": pa.array([0, 100, 20_000], kind)}), tmp_path / "t.parquet")
+    window = {"since": since and parse_time(since), "until": until and parse_time(until)}
+    assert _rows_in(tmp_path / "t.parquet", **window) == rows
