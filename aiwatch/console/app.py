@@ -32,7 +32,6 @@ from aiwatch._optional import require
 from aiwatch.console.config import ConsoleConfig
 from aiwatch.console.pool import Prefetch
 from aiwatch.console.source import (
-    LOOP_STUCK_WINDOW,
     MODEL_PHASES,
     DataSource,
     LoopStall,
@@ -41,6 +40,7 @@ from aiwatch.console.source import (
     SourceError,
     SourceUnavailable,
     by_service,
+    loop_stuck_window,
     service_order,
     unstored_share,
 )
@@ -341,7 +341,7 @@ def _stall_text(row: LoopStall, w: str) -> str:
     if row.stuck:
         return f"no sample in the last {w}: hung?"
     if row.worker_stuck:
-        return f"one worker's loop took no sample in the last {LOOP_STUCK_WINDOW}: hung?"
+        return f"one worker's loop took no sample in the last {loop_stuck_window()}: hung?"
     mean = f"{row.stalled:.1%}" if math.isfinite(row.stalled) else UNKNOWN_SHARE
     if _finite(row.worst) and (row.worst or 0.0) > LOOP_STALLED_RATIO:
         return f"worst worker {row.worst:.1%} of the last 5m (mean {mean})"
@@ -381,9 +381,9 @@ def _draw_loop_stalls(rows: list[LoopStall], w: str) -> None:
                    f"its default){' on either' if worst else ''} held for its 'for' time, or when a replica takes no "
                    f"sample while its target is up: such a replica reads 100%, \"no sample in the last {w}: "
                    f"hung?\" (a loop blocked all window; or a host that runs its loop only per request), or when one "
-                   f"of its workers takes none over the last {LOOP_STUCK_WINDOW} whatever the window (the alert's "
+                   f"of its workers takes none over the last {loop_stuck_window()} whatever the window (the alert's "
                    f"range, latency.loop_stuck_window, its default; its last-sample timestamp did not change over two "
-                   f"scrapes or more in it): \"one worker's loop took no sample in the last {LOOP_STUCK_WINDOW}: "
+                   f"scrapes or more in it): \"one worker's loop took no sample in the last {loop_stuck_window()}: "
                    f"hung?\", while the others' share reads on.")
     else:  # an aiwatch without the gauges: nothing to say of them
         st.caption(f"The seconds each replica's timers ran late per second its sampler watched the loop, over {w}: "

@@ -18,7 +18,6 @@ from aiwatch.console.pool import DaemonPool
 from aiwatch.console.queries import PanelQueries
 from aiwatch.console.source import (
     AUTOSCALING_SIGNALS,
-    LOOP_STUCK_WINDOW,
     QUANTILES,
     AlertRow,
     BinRow,
@@ -37,6 +36,7 @@ from aiwatch.console.source import (
     bin_rows,
     drift_rows,
     duration,
+    loop_stuck_window,
     natural_key,
     quality_rows,
     quantile_overflows,
@@ -278,7 +278,7 @@ class PrometheusSource(DataSource):
             partial(self._instant, self.q.loop_stalled_ratio(w), at),
             partial(self._instant, self.q.loop_unwatched(w), at),
             partial(self._instant, self.q.loop_worst_stalled(), at),
-            partial(self._instant, self.q.loop_sample_unchanged(LOOP_STUCK_WINDOW), at)])
+            partial(self._instant, self.q.loop_sample_unchanged(loop_stuck_window()), at)])
         found = [(labels, value, False) for labels, value in shares] + [(labels, 1.0, True) for labels, _ in unwatched]
         # the worst worker's gauges join the rows of the replicas that have a share or are stuck: the same labels
         worst_of = {frozenset(labels.items()): value for labels, value in worst}

@@ -43,7 +43,6 @@ from aiwatch.console import queries as Q
 from aiwatch.console.pool import DaemonPool
 from aiwatch.console.source import (
     AUTOSCALING_SIGNALS,
-    LOOP_STUCK_SECONDS,
     QUANTILES,
     AlertRow,
     BinRow,
@@ -61,6 +60,7 @@ from aiwatch.console.source import (
     drift_rows,
     gpu_rows,
     histogram_quantile,
+    loop_stuck_seconds,
     quality_rows,
     quantile_overflows,
     recovery_rows,
@@ -253,9 +253,9 @@ class ScrapeSource(DataSource):
         self.points = points
         self.http = http or HTTPConfig()
         self.timeout = timeout if timeout is not None else min(self.interval, 5.0)
-        # the loop table's stuck check reads the alert's range (LOOP_STUCK_SECONDS) whatever the history: kept
+        # the loop table's stuck check reads the alert's range (loop_stuck_seconds) whatever the history: kept
         # shorter, a worker frozen for less than the range would read as frozen over all of it
-        maxlen = math.ceil(max(self.history, LOOP_STUCK_SECONDS) / self.interval) + 1
+        maxlen = math.ceil(max(self.history, loop_stuck_seconds()) / self.interval) + 1
         self._targets = [_Target(url, maxlen) for url in dict.fromkeys(endpoints)]
         self._instances = instance_names([t.url for t in self._targets])
         self._lock = threading.Lock()
@@ -567,7 +567,7 @@ class ScrapeSource(DataSource):
         The worst worker's share (:attr:`LoopStall.worst`) is the largest ``aiwatch_event_loop_stalled_ratio`` of
         the service in the latest good scrape; the service is :attr:`LoopStall.worker_stuck` when the latest scrape
         succeeded and a series of its ``aiwatch_event_loop_last_sample_timestamp_seconds`` was in two good scrapes
-        or more of the last :data:`~aiwatch.console.source.LOOP_STUCK_WINDOW` (not the window: the alert's range)
+        or more of the last :func:`~aiwatch.console.source.loop_stuck_window` (not the window: the alert's range)
         and in the latest, never changed, and is neither 0 nor infinite (as :meth:`PanelQueries.
         loop_sample_unchanged` reads it)."""
         t, out = time.time(), []
@@ -581,7 +581,7 @@ class ScrapeSource(DataSource):
                            for key, (grown, _) in _grown(good, Q.LOOP_DELAY.sum, promql=True).items()],
                           ("service",))
             worst = max_by([(dict(key), v) for key, v in good[-1].series(Q.LOOP_STALLED.name)], ("service",))
-            recent = _in_window(snaps, t, LOOP_STUCK_SECONDS)
+            recent = _in_window(snaps, t, loop_stuck_seconds())
             unchanged = _unchanged_services([s for s in recent if s.ok]) if recent and recent[-1].ok else set()
             instance = self._instances.get(url, url)
             found: list[tuple[str, float, bool]] = []  # (service, share, stuck)

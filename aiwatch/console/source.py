@@ -16,6 +16,7 @@ e.g. no GPU). No other exception leaves a question.
 
 from __future__ import annotations
 
+import functools
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
@@ -25,7 +26,6 @@ from typing import TYPE_CHECKING, Any
 # the results of journal recovery are the metrics contract's (RECOVERY_RESULTS, in the order the console shows them)
 from aiwatch.metrics import RECOVERY_RESULTS as RECOVERY_RESULTS
 from aiwatch.metrics import UNFINISHED_RECOVERY_RESULTS
-from aiwatch.rules.config import Latency, duration_ns
 
 # the one definition of an error lives in aiwatch.status; these names stay importable from here
 from aiwatch.status import ERROR_STATUS_RE as ERROR_STATUS_RE
@@ -97,13 +97,24 @@ class GpuRow:
     temperature_celsius: float | None = None
 
 
-#: The range AiwatchEventLoopDelayHigh's clock-free stuck branch reads a last-sample timestamp over (the rules
-#: config's default ``latency.loop_stuck_window``: the console does not read the rules config), and so the console's
-#: :attr:`LoopStall.worker_stuck`, whatever the console's window: a longer window would hide a worker stuck for
-#: this long after sampling earlier in it, a shorter one flag a worker the alert does not (yet) count.
-LOOP_STUCK_WINDOW: str = Latency().loop_stuck_window
-#: :data:`LOOP_STUCK_WINDOW` in seconds.
-LOOP_STUCK_SECONDS: float = (duration_ns(LOOP_STUCK_WINDOW) or 0) / 1e9
+@functools.cache
+def loop_stuck_window() -> str:
+    """The range AiwatchEventLoopDelayHigh's clock-free stuck branch reads a last-sample timestamp over (the rules
+    config's default ``latency.loop_stuck_window``: the console does not read the rules config), and so the
+    console's :attr:`LoopStall.worker_stuck`, whatever the console's window: a longer window would hide a worker
+    stuck for this long after sampling earlier in it, a shorter one flag a worker the alert does not (yet) count.
+    Read at the first call, not at import: :mod:`aiwatch.rules` loads its renderer and the drift statistics, which
+    ``aiwatch diagnose`` (it imports this module) does not need."""
+    from aiwatch.rules.config import Latency
+
+    return Latency().loop_stuck_window
+
+
+def loop_stuck_seconds() -> float:
+    """:func:`loop_stuck_window` in seconds."""
+    from aiwatch.rules.config import duration_ns
+
+    return (duration_ns(loop_stuck_window()) or 0) / 1e9
 
 
 @dataclass(frozen=True)
@@ -118,7 +129,7 @@ class LoopStall:
     ``worst``: the share of the last 5 minutes (not the window) its worst worker's loop stood still, by that
     worker's own sampler (``aiwatch_event_loop_stalled_ratio``, the largest of a merged target's live workers; the
     alert's worst-worker branch); None where the replica does not export it (an older aiwatch). ``worker_stuck``:
-    one of its loops took no sample over the last :data:`LOOP_STUCK_WINDOW` (not the window) while the target
+    one of its loops took no sample over the last :func:`loop_stuck_window` (not the window) while the target
     answered (its ``aiwatch_event_loop_last_sample_timestamp_seconds``, the stalest live worker's, did not change
     over two scrapes or more in it: the alert's clock-free stuck branch), while the others may sample on."""
 
@@ -314,7 +325,7 @@ class DataSource(ABC):
         sampled counter did not grow over the window while its target answered is :attr:`LoopStall.stuck`. Where
         the replica exports them, its worst worker's 5-minute share (``aiwatch_event_loop_stalled_ratio``) is
         :attr:`LoopStall.worst`, and a last-sample timestamp that did not change over the last
-        :data:`LOOP_STUCK_WINDOW` (whatever the window, as the alert reads it) while its target answered makes it
+        :func:`loop_stuck_window` (whatever the window, as the alert reads it) while its target answered makes it
         :attr:`LoopStall.worker_stuck`."""
 
     @abstractmethod

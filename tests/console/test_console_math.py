@@ -14,7 +14,7 @@ import pytest
 from aiwatch.commands.console import register, streamlit_command
 from aiwatch.console import PrometheusSource, ScrapeSource, histogram_quantile
 from aiwatch.console.config import ConsoleConfig
-from aiwatch.console.source import LOOP_STUCK_SECONDS, Series, duration, service_order
+from aiwatch.console.source import Series, duration, loop_stuck_seconds, service_order
 from aiwatch.promql import one_of, selector
 from aiwatch.status import is_error_status
 from tests.hostile_numbers import NOT_A_PERIOD
@@ -202,7 +202,7 @@ def test_history_is_bounded(history: float) -> None:
     for i in range(500):
         src.record(URL, f"aiwatch_queue_depth{{queue=\"q\"}} {i}\n", ts=t0 + i)
     snaps = src._copy()[0][1]
-    assert len(snaps) == max(history, LOOP_STUCK_SECONDS) + 1
+    assert len(snaps) == max(history, loop_stuck_seconds()) + 1
     assert dict(snaps[-1].series("aiwatch_queue_depth")) == {(("queue", "q"),): 499.0}
 
 
