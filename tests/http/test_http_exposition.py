@@ -148,15 +148,21 @@ def test_a_file_named_with_this_pid_but_not_held_open_by_this_process_drops_no_l
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names)
 
 
+def assert_nothing_dropped_while_mapped(tmp_path: Path, names: list[str], mapped: str) -> None:
+    """The sample files ``names``, ``mapped`` among them mapped shared and writable as a writer maps its own: the
+    drop removes none of them."""
+    sample_files(tmp_path, names)
+    with mapped_for_writing(tmp_path / mapped):
+        assert drop_dead_live_gauges(str(tmp_path)) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names)
+
+
 def test_a_file_held_open_but_named_with_another_pid_drops_no_live_gauge(tmp_path: Path) -> None:
     """A file of the directory this process holds open that is not its own (inherited from the parent across a fork,
     or opened by a reader): it does not make this process one of the directory's writers."""
     gone = dead_pid()
-    names = [f"gauge_livemin_{gone}.db", f"counter_{gone}.db"]
-    sample_files(tmp_path, names)
-    with mapped_for_writing(tmp_path / f"counter_{gone}.db"):
-        assert drop_dead_live_gauges(str(tmp_path)) == 0
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names)
+    assert_nothing_dropped_while_mapped(tmp_path, [f"gauge_livemin_{gone}.db", f"counter_{gone}.db"],
+                                        f"counter_{gone}.db")
 
 
 def test_its_own_file_open_but_not_mapped_for_writing_drops_no_live_gauge(tmp_path: Path) -> None:
@@ -185,11 +191,8 @@ def test_where_the_open_files_cannot_be_listed_no_live_gauge_is_dropped(
 
     monkeypatch.setattr(exposition, "_MAPPED_FILES", str(tmp_path / "no-such-file"))
     gone = dead_pid()
-    names = [f"gauge_livemin_{gone}.db", f"counter_{os.getpid()}.db"]
-    sample_files(tmp_path, names)
-    with mapped_for_writing(tmp_path / f"counter_{os.getpid()}.db"):
-        assert drop_dead_live_gauges(str(tmp_path)) == 0
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names)
+    assert_nothing_dropped_while_mapped(tmp_path, [f"gauge_livemin_{gone}.db", f"counter_{os.getpid()}.db"],
+                                        f"counter_{os.getpid()}.db")
 
 
 def test_multiprocess_drop_dead_off_drops_no_live_gauge_at_a_scrape(
