@@ -223,6 +223,7 @@ def run(args: argparse.Namespace) -> int:
         verdicts = {"below_objective": by_version, "below_objective_per_model": below,
                     "versions_without_verdict": no_verdict} if args.by_version else {"below_objective": below}
         print(json.dumps({"windows": [q.to_dict() for q in results], "labels_left_out": unusable,
+                          "labels_markers_left_out": markers,
                           "logged_duplicates_left_out": report.duplicates, "logged_untimed_left_out": report.untimed,
                           **({"logged_unversioned": report.unversioned} if args.by_version else {}),
                           "positive_found": report.positive_found, **verdicts}, indent=2))

@@ -382,7 +382,12 @@ class QualityReport:
     per model (what :func:`export_quality`'s gauges, which have no version label, are set from), and
     ``unversioned`` counts the logged rows scored as the version ``""``: an empty ``model_version``
     (``PredictionLog.log``'s default), a null or NaN one, or a log without the column. Without it, ``model_windows`` is
-    ``windows`` and ``unversioned`` 0."""
+    ``windows`` and ``unversioned`` 0.
+
+    ``label_markers``: given the labels as a path, how many labels were left out because their outcome, in a CSV
+    column of text, is a missing-value marker (``NA``, ``null``...: :func:`read_labels_counting_markers`), which
+    ``na_labels="class"`` reads as classes; 0 with ``na_labels="class"``, for a Parquet file, and for labels given
+    as a table (read already)."""
 
     windows: list[WindowQuality]
     duplicates: int = 0
@@ -391,24 +396,27 @@ class QualityReport:
     classes: list[str] = field(default_factory=list)
     model_windows: list[WindowQuality] = field(default_factory=list)
     unversioned: int = 0
+    label_markers: int = 0
 
 
 def realised_quality(log: str | os.PathLike[str], labels: Any, *, kind: Kind = "classifier",
                      prediction: str = "output", positive: Any = 1, window_seconds: float = 3600.0,
                      since: datetime | None = None, until: datetime | None = None,
-                     time_column: str = "timestamp", by_version: bool = False) -> list[WindowQuality]:
+                     time_column: str = "timestamp", by_version: bool = False,
+                     na_labels: NaLabels = "missing") -> list[WindowQuality]:
     """Quality per model and window of the prediction log ``log`` (a directory or glob of Parquet files) against
     ``labels`` (a path, or the table of :func:`read_labels`), oldest window first: :func:`quality_report`'s
-    windows (``by_version``: per model and ``model_version``)."""
+    windows (``by_version``: per model and ``model_version``; ``na_labels``: as there)."""
     return quality_report(log, labels, kind=kind, prediction=prediction, positive=positive,
                           window_seconds=window_seconds, since=since, until=until, time_column=time_column,
-                          by_version=by_version).windows
+                          by_version=by_version, na_labels=na_labels).windows
 
 
 def quality_report(log: str | os.PathLike[str], labels: Any, *, kind: Kind = "classifier",
                    prediction: str = "output", positive: Any = 1, window_seconds: float = 3600.0,
                    since: datetime | None = None, until: datetime | None = None,
-                   time_column: str = "timestamp", by_version: bool = False) -> QualityReport:
+                   time_column: str = "timestamp", by_version: bool = False,
+                   na_labels: NaLabels = "missing") -> QualityReport:
     """Quality per model and window (see :func:`realised_quality`), with the logged rows left out counted.
 
     ``by_version``: windows per model and ``model_version`` (a canary beside the stable version), each window's
@@ -420,15 +428,27 @@ def quality_report(log: str | os.PathLike[str], labels: Any, *, kind: Kind = "cl
     as the predictions are: ``True`` / ``"true"`` / ``1`` / ``"1"`` are one class (as are ``False`` / ``"false"``
     / ``0`` / ``"0"``) when they are numbers or bools; when predictions and outcomes are both text (compared as
     written), such a ``positive`` names the one class written as that bool or number (:func:`_written_positive`).
-    :attr:`QualityReport.positive_found` says whether it named a class at all."""
+    :attr:`QualityReport.positive_found` says whether it named a class at all.
+
+    ``na_labels`` (``"missing"``, the default, or ``"class"``, as ``aiwatch quality --na-labels``): how a labels
+    CSV's column of text reads pyarrow's missing-value markers (``NA``, ``null``...; :func:`read_labels`); the
+    markers left out are counted in :attr:`QualityReport.label_markers`. It applies to ``labels`` given as a path:
+    a table is taken as read (pass the same ``na_labels`` to :func:`read_labels`). Another value is a ValueError
+    naming it."""
     if kind not in METRICS:
         raise ValueError(f"kind must be 'classifier' or 'regressor', got {kind!r}")
+    if not isinstance(na_labels, str) or na_labels not in ("missing", "class"):
+        raise ValueError(f"na_labels must be 'missing' or 'class', got {na_labels!r}")
     window_seconds = period(window_seconds, "window_seconds")
     pa = require("pyarrow", "data")
     pc = require("pyarrow.compute", "data")
     # a caller's own table may hold a request twice, which the join would count twice: its last label is kept
-    table_labels = drop_unusable(_last_label_of_each_request(_null_outcomes_as_text(labels))
-                                 if isinstance(labels, pa.Table) else read_labels(labels), kind)[0]
+    markers = 0
+    if isinstance(labels, pa.Table):
+        read = _last_label_of_each_request(_null_outcomes_as_text(labels))
+    else:
+        read, markers = read_labels_counting_markers(labels, na_labels=na_labels)
+    table_labels = drop_unusable(read, kind)[0]
     dataset = open_dataset(log)
     missing = [c for c in ("request_id", time_column, prediction) if dataset.schema.get_field_index(c) < 0]
     if missing:
@@ -479,7 +499,7 @@ def quality_report(log: str | os.PathLike[str], labels: Any, *, kind: Kind = "cl
 
     per_model = windows(None)
     return QualityReport(windows(versions) if by_version else per_model, duplicates, untimed, found, classes,
-                         per_model, unversioned)
+                         per_model, unversioned, markers)
 
 
 def _window_starts(seconds: npt.NDArray[np.float64], window_seconds: float) -> npt.NDArray[np.float64]:

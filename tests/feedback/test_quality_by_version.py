@@ -269,8 +269,8 @@ def test_without_the_flag_the_output_is_per_model_as_before(
         "churn: below objective: accuracy 0.75 (objective 0.8)\n")
     assert main([*args, "--json"]) == 1
     result = json.loads(capsys.readouterr().out)
-    assert list(result) == ["windows", "labels_left_out", "logged_duplicates_left_out", "logged_untimed_left_out",
-                            "positive_found", "below_objective"]
+    assert list(result) == ["windows", "labels_left_out", "labels_markers_left_out", "logged_duplicates_left_out",
+                            "logged_untimed_left_out", "positive_found", "below_objective"]
     assert "model_version" not in result["windows"][0] and result["below_objective"] == {"churn": ["accuracy"]}
 
 
