@@ -63,7 +63,15 @@ def _files(source: str) -> tuple[list[str] | str, str | None]:
 
 def open_dataset(source: str | os.PathLike[str]) -> Any:
     """The Parquet dataset of a directory, glob or file, with Hive partitions (``key=value`` directories) as
-    columns and every file's columns (a column added later in the log is still found)."""
+    columns and every file's columns (a column added later in the log is still found).
+
+    A partition key that is also a column of the files (``model=ranker/`` directories whose files hold a ``model``
+    column; a ``ParquetSink`` log with an input named ``hour``): the column in a file is the data, and wins over
+    the directory's name for that file's rows (nulls included), whatever either holds; the directory's value is
+    the column's value only in the files without the column. Their types are unified as files that disagree are
+    (:func:`_unified`: an int in the files and text in the directories is read as text, and numbers in it turned
+    back into numbers where :func:`read_as_text` says so). Such a key is no partition column
+    (:func:`partition_columns`), and an ``hour`` key that is also a column does not prune (:func:`time_filter`)."""
     ds = require("pyarrow.dataset", "data")
     pa = require("pyarrow", "data")
     text = os.fspath(source)
@@ -75,15 +83,27 @@ def open_dataset(source: str | os.PathLike[str]) -> Any:
                            f"prediction log need Parquet data")
     try:
         partitioning = ds.HivePartitioning.discover(infer_dictionary=False)
-        dataset = ds.dataset(files, format="parquet", partitioning=partitioning, partition_base_dir=base)
-        text_keys = _text_partitioning(ds, pa, dataset)
-        if text_keys is not None:
-            partitioning = text_keys
+        try:
             dataset = ds.dataset(files, format="parquet", partitioning=partitioning, partition_base_dir=base)
+            text_keys = _text_partitioning(ds, pa, dataset)
+            if text_keys is not None:
+                partitioning = text_keys
+                dataset = ds.dataset(files, format="parquet", partitioning=partitioning, partition_base_dir=base)
+        except (pa.ArrowTypeError, pa.ArrowInvalid):
+            # a partition key that is also a column of the first file, of another type: pyarrow cannot merge them
+            partitioning = _partitioning_alone(ds, pa, files, base)
+            if partitioning is None:
+                raise
+            dataset = ds.dataset(files, format="parquet", partitioning=partitioning, partition_base_dir=base,
+                                 schema=partitioning.schema)
         fragments = list(dataset.get_fragments())
         if not fragments:
             raise ProfileError(f"no Parquet file in {text!r}")
         schemas = [f.physical_schema for f in fragments]
+        keys = [ds.get_partition_keys(f.partition_expression) for f in fragments]
+        in_files = {k for found in keys for k in found} & {name for schema in schemas for name in schema.names}
+        if in_files:
+            return _file_columns_win(ds, pa, dataset, fragments, schemas, keys, in_files)
         if any(not s.equals(schemas[0]) for s in schemas[1:]):
             unified, as_text = _unified(pa, schemas)
             for field in dataset.schema:  # the partition columns
@@ -133,6 +153,90 @@ def _partition_keys(ds: Any, dataset: Any) -> set[str]:
 
 #: The schema metadata key listing the columns :func:`open_dataset` reads as text (their files disagree on the type).
 _AS_TEXT = b"aiwatch.columns_read_as_text"
+#: The schema metadata key listing the partition keys that are also columns of the files (the files' values win).
+_KEYS_IN_FILES = b"aiwatch.partition_keys_in_files"
+
+
+def _partitioning_alone(ds: Any, pa: Any, files: list[str] | str, base: str | None) -> Any:
+    """The Hive partitioning of ``files`` (the :data:`TEXT_PARTITION_KEYS` as text), discovered from the directory
+    names without merging its schema with the files' (which fails where a key is also a column of another type);
+    ``None`` when there is no ``key=value`` directory."""
+    found = ds.dataset(files, format="parquet", partitioning=ds.HivePartitioning.discover(infer_dictionary=False),
+                       partition_base_dir=base, schema=pa.schema([]))
+    # discovery keeps the keys the given schema names: name them all, as text, then type each as discovery would
+    names: dict[str, None] = {}
+    root = base if base is not None else files if isinstance(files, str) else None
+    for fragment in found.get_fragments():
+        path = fragment.path if root is None else os.path.relpath(fragment.path, root)
+        names.update((part.partition("=")[0], None) for part in Path(path).parts[:-1] if "=" in part)
+    if not names:
+        return None
+    as_text = ds.HivePartitioning(pa.schema([(name, pa.string()) for name in names]))
+    listing = ds.dataset(files, format="parquet", partitioning=as_text, partition_base_dir=base,
+                         schema=as_text.schema)
+    values: dict[str, list[Any]] = {name: [] for name in names}
+    for fragment in listing.get_fragments():
+        for key, value in ds.get_partition_keys(fragment.partition_expression).items():
+            values[key].append(value)
+    return ds.HivePartitioning(pa.schema([(name, pa.string() if name in TEXT_PARTITION_KEYS
+                                           else _discovered_type(pa, values[name])) for name in names]))
+
+
+def _discovered_type(pa: Any, values: list[str | None]) -> Any:
+    """The type Hive discovery gives a key of these values: int32 when each that is not null is one, else text."""
+    try:
+        pa.array(values, type=pa.string()).cast(pa.int32())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return pa.string()
+    return pa.int32()
+
+
+def _file_columns_win(ds: Any, pa: Any, dataset: Any, fragments: list[Any], schemas: list[Any],
+                      keys: list[dict[str, Any]], in_files: set[str]) -> Any:
+    """``dataset`` whose partition keys ``in_files`` (also columns of some files) are the files' columns where a
+    file has one, the directory's value (cast to the unified type) in the others (:func:`open_dataset`)."""
+    pc = require("pyarrow.compute", "data")
+    directory_types = {k: _partition_type(pa, dataset, k) for found in keys for k in found}
+    # a directory's value is data only in a file without the column: only then does its type count
+    lacking = sorted({k for found, schema in zip(keys, schemas, strict=True) for k in found
+                      if k in in_files and schema.get_field_index(k) < 0})
+    extra = [pa.schema([pa.field(k, directory_types[k]) for k in lacking])] if lacking else []
+    unified, as_text = _unified(pa, schemas + extra)
+    for name, kind in directory_types.items():  # the partition columns no file holds
+        if unified.get_field_index(name) < 0:
+            unified = unified.append(pa.field(name, kind))
+    metadata = {_KEYS_IN_FILES: json.dumps(sorted(in_files))}
+    if as_text:
+        metadata[_AS_TEXT] = json.dumps(as_text)
+    expressions = []
+    for found, schema in zip(keys, schemas, strict=True):
+        expression = pc.scalar(True)
+        for key, value in found.items():
+            if schema.get_field_index(key) >= 0:  # the file's own column is the data
+                continue
+            kind = unified.field(key).type
+            expression = expression & (pc.field(key).is_null() if value is None else
+                                       pc.field(key) == pa.scalar(value, directory_types[key]).cast(kind))
+        expressions.append(expression)
+    return ds.FileSystemDataset.from_paths([f.path for f in fragments], schema=unified.with_metadata(metadata),
+                                           format=ds.ParquetFileFormat(), filesystem=dataset.filesystem,
+                                           partitions=expressions)
+
+
+def _partition_type(pa: Any, dataset: Any, key: str) -> Any:
+    """The type of partition ``key``'s values: the partitioning's (discovered, or text for the
+    :data:`TEXT_PARTITION_KEYS`)."""
+    schema = getattr(getattr(dataset, "partitioning", None), "schema", None)
+    if schema is None or schema.get_field_index(key) < 0:
+        return pa.string()
+    return schema.field(key).type
+
+
+def partition_keys_in_files(dataset: Any) -> set[str]:
+    """The partition keys of ``dataset`` (:func:`open_dataset`'s) that are also columns of its files, whose values
+    the files' columns give where they have one."""
+    metadata = dataset.schema.metadata or {}
+    return set(json.loads(metadata[_KEYS_IN_FILES])) if _KEYS_IN_FILES in metadata else set()
 
 
 def _unified(pa: Any, schemas: list[Any]) -> tuple[Any, list[str]]:
@@ -227,8 +331,10 @@ def time_filter(dataset: Any, since: datetime | None, until: datetime | None,
 
     expr = None
     # the hour= partition is ParquetSink's, of its timestamp column: it says nothing of another time column's
+    # and only where hour is the directories' key: a column of the files named hour (an input) is data
     hour = pc.field("hour") if time_column == DEFAULT_TIME_COLUMN and "hour" in dataset.schema.names and \
-        pa.types.is_string(dataset.schema.field("hour").type) else None
+        pa.types.is_string(dataset.schema.field("hour").type) and "hour" not in partition_keys_in_files(dataset) \
+        else None
     for t, upper in ((since, False), (until, True)):
         if t is None:
             continue
@@ -315,10 +421,12 @@ def _prefetched(reads: Iterator[Callable[[], T]], ahead: int) -> Iterator[T]:
 
 def partition_columns(dataset: Any) -> set[str]:
     """Columns that come from ``key=value`` directory names rather than from the files (none for a flat directory:
-    the discovered partitioning's schema is then the files' own)."""
+    the discovered partitioning's schema is then the files' own; a key that is also a column of the files is
+    data, :func:`partition_keys_in_files`)."""
     ds = require("pyarrow.dataset", "data")
     try:
         first = next(iter(dataset.get_fragments()), None)
-        return set(ds.get_partition_keys(first.partition_expression)) if first is not None else set()
+        keys = set(ds.get_partition_keys(first.partition_expression)) if first is not None else set()
+        return keys - partition_keys_in_files(dataset)
     except Exception:
         return set()

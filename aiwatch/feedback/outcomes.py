@@ -430,6 +430,12 @@ def quality_report(log: str | os.PathLike[str], labels: Any, *, kind: Kind = "cl
     written), such a ``positive`` names the one class written as that bool or number (:func:`_written_positive`).
     :attr:`QualityReport.positive_found` says whether it named a class at all.
 
+    A Hive partition key that is also a column of the log's files (``model=ranker/`` directories over files with a
+    ``model`` column, ``model_version=3/`` over an int ``model_version``): the column in a file is the data and
+    wins over the directory's name for that file's rows, nulls included; the directory's value counts only in the
+    files without the column, and where the types differ the column is read as text
+    (:func:`~aiwatch.drift.datasets.open_dataset`). A ``model`` column that is not text or numbers is a ValueError.
+
     ``na_labels`` (``"missing"``, the default, or ``"class"``, as ``aiwatch quality --na-labels``): how a labels
     CSV's column of text reads pyarrow's missing-value markers (``NA``, ``null``...; :func:`read_labels`); the
     markers left out are counted in :attr:`QualityReport.label_markers`. It applies to ``labels`` given as a path:
@@ -459,8 +465,8 @@ def quality_report(log: str | os.PathLike[str], labels: Any, *, kind: Kind = "cl
         and c not in (time_column, prediction)]
     logged = dataset.to_table(columns=columns, filter=time_filter(dataset, since, until, time_column))
     logged, seconds, untimed = _timed_rows(logged, time_column)
-    models = (pc.fill_null(logged.column("model").cast(pa.string()), "").to_numpy(zero_copy_only=False)
-              if "model" in logged.column_names else np.full(len(seconds), "", dtype=object))
+    models = (_models(logged.column("model")) if "model" in logged.column_names
+              else np.full(len(seconds), "", dtype=object))
     request_ids = logged.column("request_id").cast(pa.string())
     keep = _latest_row_of_each_request(models, request_ids, seconds)
     duplicates = logged.num_rows - len(keep)
@@ -535,6 +541,19 @@ def _versions(column: Any, read_as_text: bool = False) -> npt.NDArray[Any]:
         detail = "with bytes that are not UTF-8 text" if binary else "not text or numbers"
         raise ValueError(f"the log's 'model_version' column is {column.type}, {detail}: --by-version cannot read "
                          "it") from None
+
+
+def _models(column: Any) -> npt.NDArray[Any]:
+    """A ``model`` column as text, ``""`` for a null one; one that is not text or numbers (a list, a struct: a
+    foreign log's, or the files' own column under ``model=`` directories, which is the data) is a ValueError
+    naming it."""
+    pa = require("pyarrow", "data")
+    pc = require("pyarrow.compute", "data")
+    try:
+        return np.asarray(pc.fill_null(column.cast(pa.string()), "").to_numpy(zero_copy_only=False), dtype=object)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        raise ValueError(f"the log's 'model' column is {column.type}, not text or numbers: the quality is per model "
+                         "and cannot read it") from None
 
 
 def _codes(values: npt.NDArray[Any]) -> tuple[npt.NDArray[np.int64], int]:

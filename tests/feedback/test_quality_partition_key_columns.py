@@ -1,0 +1,186 @@
+"""A Hive partition key that is also a column of the log's files (``log/model=ranker/part-0.parquet`` whose files
+hold a ``model`` column, ``model_version=3/`` over an int ``model_version`` column, a ParquetSink log with an input
+named ``hour``): the log opens, and the column in a file is the data, winning over the directory's name for that
+file's rows; the directory's value is the column's only in the files without it. Types are unified as files that
+disagree are (an int in the files, text in the directories: read as text)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from aiwatch.cli import main
+from aiwatch.drift.datasets import open_dataset, partition_columns, partition_keys_in_files
+from aiwatch.drift.errors import ProfileError
+from aiwatch.feedback.outcomes import quality_report
+from tests.feedback.quality_files import labels_csv, sink_log
+
+T0 = 1_790_002_800.0  # 2026-09-21T15:00:00Z
+
+
+def _log(tmp_path: Path, files: dict[str, dict[str, list[Any]]]) -> tuple[Path, Path]:
+    """``files`` (a path under log/ -> its columns besides request_id, timestamp and output) written by pyarrow,
+    each request labelled 1 and predicted 1; the log and the labels."""
+    ids = []
+    for n, (relative, columns) in enumerate(files.items()):
+        rows = len(next(iter(columns.values()))) if columns else 1
+        part = [f"f{n}-{i}" for i in range(rows)]
+        path = tmp_path / "log" / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.table({"request_id": part, "timestamp": [T0] * rows, "output": [1.0] * rows, **columns}),
+                       path)
+        ids += part
+    return tmp_path / "log", labels_csv(tmp_path, [(rid, 1) for rid in ids])
+
+
+def _groups(log: Path, labels: Path, **options: Any) -> list[tuple[str, str | None, int]]:
+    report = quality_report(log, labels, by_version=True, **options)
+    return [(w.model, w.model_version, w.labelled) for w in report.windows]
+
+
+def test_a_model_column_of_the_same_type_as_its_directory_is_the_data(tmp_path: Path) -> None:
+    """Text in both: pyarrow opened it, but the directory's name replaced the file's values."""
+    log, labels = _log(tmp_path, {"model=ranker/part-0.parquet": {"model": ["ranker", "ranker"]},
+                                  "model=ranker/part-1.parquet": {"model": ["reranker", "reranker", "reranker"]}})
+    assert _groups(log, labels) == [("ranker", "", 2), ("reranker", "", 3)]
+
+
+def test_an_int_column_under_text_directories_opens(tmp_path: Path) -> None:
+    """``model_version=3/`` (read as text) over an int64 column: pyarrow's merge failed (int64 vs int32)."""
+    log, labels = _log(tmp_path, {"model=m/model_version=3/part-0.parquet": {"model_version": [3, 3]},
+                                  "model=m/model_version=4/part-0.parquet": {"model_version": [4]}})
+    assert _groups(log, labels) == [("m", "3", 2), ("m", "4", 1)]
+
+
+def test_an_int_model_column_under_a_text_directory_is_the_data(tmp_path: Path) -> None:
+    log, labels = _log(tmp_path, {"model=ranker/part-0.parquet": {"model": [7, 7]}})
+    assert _groups(log, labels) == [("7", "", 2)]
+
+
+def test_a_key_in_some_files_only_is_the_directorys_value_in_the_others(tmp_path: Path) -> None:
+    """The file with an int model_version column is its own; the file without it gets its directory's text: the
+    column is read as text (an int and text), ``1`` and ``v2``."""
+    log, labels = _log(tmp_path, {"model=m/model_version=v1/part-0.parquet": {"model_version": [1, 1]},
+                                  "model=m/model_version=v2/part-1.parquet": {"unrelated": [0.5]}})
+    assert _groups(log, labels) == [("m", "1", 2), ("m", "v2", 1)]
+    dataset = open_dataset(log)
+    assert partition_keys_in_files(dataset) == {"model_version"}
+    assert "model_version" not in partition_columns(dataset) and "model" in partition_columns(dataset)
+
+
+def test_a_key_in_the_files_and_in_no_directory_of_some_files(tmp_path: Path) -> None:
+    """A file's model column, and a file whose directory has no model= at all: its rows are the model ``""``."""
+    log, labels = _log(tmp_path, {"model=a/part-0.parquet": {"model": ["b"]},
+                                  "model=a/part-1.parquet": {"x": [1.0, 2.0]}})
+    assert _groups(log, labels) == [("a", "", 2), ("b", "", 1)]
+
+
+def test_an_int_key_that_is_an_int_column_keeps_numbers(tmp_path: Path) -> None:
+    """``shard=1/`` (an int32 partition) over an int64 ``shard`` column, and a file without it: numbers, not
+    text (the log opens; pyarrow's merge failed on int64 vs int32)."""
+    log, _ = _log(tmp_path, {"shard=1/part-0.parquet": {"shard": [5, 6]}, "shard=2/part-1.parquet": {"x": [0.0]}})
+    dataset = open_dataset(log)
+    assert pa.types.is_integer(dataset.schema.field("shard").type)
+    assert sorted(dataset.to_table(columns=["shard"]).column("shard").to_pylist()) == [2, 5, 6]
+
+
+@pytest.mark.parametrize(("directory", "without", "with_column"), [
+    ("model=", "", "file"),  # an empty value
+    ("model=__HIVE_DEFAULT_PARTITION__", "", "file"),  # Hive's null
+    ("model=a%2Fb", "a/b", "file"),  # URL-encoded, as ParquetSink writes a model named a/b
+    ("model=%ZZ", "%ZZ", "file"),  # not valid URL encoding: as written
+    ("model=%E2%82%AC", "\N{EURO SIGN}", "file"),
+])
+def test_hostile_directory_values(tmp_path: Path, directory: str, without: str, with_column: str) -> None:
+    log, labels = _log(tmp_path, {f"{directory}/part-0.parquet": {"x": [1.0]},
+                                  f"{directory}/part-1.parquet": {"model": [with_column, with_column]}})
+    assert _groups(log, labels) == sorted([(without, "", 1), (with_column, "", 2)])
+
+
+def test_a_null_in_the_files_column_stays_null_not_the_directorys_name(tmp_path: Path) -> None:
+    log, labels = _log(tmp_path, {"model=ranker/part-0.parquet": {"model": ["ranker", None]}})
+    assert _groups(log, labels) == [("", "", 1), ("ranker", "", 1)]
+
+
+def test_mixed_types_across_files_and_directories_are_read_as_text(tmp_path: Path) -> None:
+    """An int column in one file, text in another, a float in a third, and the directories' text in a fourth."""
+    log, labels = _log(tmp_path, {"model=m/model_version=a/part-0.parquet": {"model_version": [7]},
+                                  "model=m/model_version=b/part-1.parquet": {"model_version": ["07"]},
+                                  "model=m/model_version=c/part-2.parquet": {"model_version": [1.5]},
+                                  "model=m/model_version=d/part-3.parquet": {"x": [0.0]}})
+    assert _groups(log, labels) == [("m", "07", 1), ("m", "1.5", 1), ("m", "7", 1), ("m", "d", 1)]
+
+
+@pytest.mark.parametrize("column", [
+    pa.array([[1], [2]], type=pa.list_(pa.int64())),
+    pa.array([{"a": 1}, {"a": 2}]),
+])
+def test_a_column_that_cannot_be_read_with_the_directorys_text_is_an_error_naming_it(
+        tmp_path: Path, column: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    log, labels = _log(tmp_path, {"model=m/model_version=v1/part-0.parquet": {"model_version": column},
+                                  "model=m/model_version=v2/part-1.parquet": {"x": [0.0]}})
+    with pytest.raises(ProfileError, match="column 'model_version' has the types"):
+        quality_report(log, labels, by_version=True)
+    assert main(["quality", str(log), str(labels), "--min-labelled", "1", "--by-version"]) == 2
+    err = capsys.readouterr().err
+    assert "column 'model_version' has the types" in err and "Traceback" not in err
+
+
+def test_a_glob_of_such_files_opens_too(tmp_path: Path) -> None:
+    log, labels = _log(tmp_path, {"model=m/model_version=3/part-0.parquet": {"model_version": [3]}})
+    assert _groups(Path(f"{log}/model=*/*/*.parquet"), labels) == [("m", "3", 1)]
+
+
+def test_the_command_reads_such_a_log(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    log, labels = _log(tmp_path, {"model=m/model_version=3/part-0.parquet": {"model_version": [3, 3]}})
+    assert main(["quality", str(log), str(labels), "--min-labelled", "1", "--by-version", "--json"]) == 0
+    windows = json.loads(capsys.readouterr().out)["windows"]
+    assert [(w["model"], w["model_version"], w["labelled"]) for w in windows] == [("m", "3", 2)]
+
+
+# ParquetSink's own layout: model=M/hour=YYYY-MM-DDTHH, with an input named hour in the files
+
+
+def _sink_log_with_an_hour_input(tmp_path: Path, hours: list[Any]) -> tuple[Path, Path]:
+    rows = [{"request_id": f"r{i}", "timestamp": T0 + i, "model": "m", "model_version": "v1", "hour": hour,
+             "output": 1.0} for i, hour in enumerate(hours)]
+    return sink_log(tmp_path, rows), labels_csv(tmp_path, [(f"r{i}", 1) for i in range(len(hours))])
+
+
+def test_a_parquet_sink_log_with_a_number_input_named_hour_opens(tmp_path: Path) -> None:
+    """The sink writes the input as a double column under hour=2026-09-21T15/: pyarrow's merge failed (double vs
+    string). The column read is the input's."""
+    log, labels = _sink_log_with_an_hour_input(tmp_path, [13.0, 14.0, 15.0])
+    assert _groups(log, labels) == [("m", "v1", 3)]
+    assert open_dataset(log).to_table(columns=["hour"]).column("hour").to_pylist() == [13.0, 14.0, 15.0]
+
+
+def test_a_text_input_named_hour_is_no_partition_to_prune_by(tmp_path: Path) -> None:
+    """A text input ``hour`` (``morning``): the log opened with the directory's hour replacing it, and --since
+    compared the input's values with 2026-09-21T15, leaving out every row (no window had a label)."""
+    log, labels = _sink_log_with_an_hour_input(tmp_path, ["morning", "evening"])
+    since = datetime.fromtimestamp(T0 - 60, tz=timezone.utc)
+    assert _groups(log, labels, since=since) == [("m", "v1", 2)]
+    assert open_dataset(log).to_table(columns=["hour"]).column("hour").to_pylist() == ["morning", "evening"]
+
+
+def test_the_sinks_hour_directories_still_prune_without_such_an_input(tmp_path: Path) -> None:
+    """Without an input named hour, the hour= directories are a partition column as before."""
+    log = sink_log(tmp_path, [{"request_id": "r0", "timestamp": T0, "model": "m", "output": 1.0}])
+    dataset = open_dataset(log)
+    assert partition_keys_in_files(dataset) == set() and partition_columns(dataset) == {"model", "hour"}
+
+
+@pytest.mark.parametrize("under", ["", "model=m/"])
+def test_a_model_column_that_is_not_text_or_numbers_is_an_error_naming_it(tmp_path: Path, under: str) -> None:
+    """A list column ``model`` (a foreign log's; under model= directories it is the data): a ValueError naming the
+    column and its type, not pyarrow's cast error."""
+    log, labels = _log(tmp_path, {f"{under}part-0.parquet": {"model": pa.array([[1], [2]])}})
+    with pytest.raises(ValueError, match=r"the log's 'model' column is list<.*>, not text or numbers"):
+        quality_report(log, labels)
