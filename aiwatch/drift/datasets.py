@@ -165,7 +165,8 @@ def _partitioning_alone(ds: Any, pa: Any, files: list[str] | str, base: str | No
                        partition_base_dir=base, schema=pa.schema([]))
     # discovery keeps the keys the given schema names: name them all, as text, then type each as discovery would
     names: dict[str, None] = {}
-    root = base if base is not None else files if isinstance(files, str) else None
+    # a directory's keys are below it; a file's, as pyarrow reads them, anywhere on its path
+    root = base if base is not None else files if isinstance(files, str) and Path(files).is_dir() else None
     for fragment in found.get_fragments():
         path = fragment.path if root is None else os.path.relpath(fragment.path, root)
         names.update((part.partition("=")[0], None) for part in Path(path).parts[:-1] if "=" in part)

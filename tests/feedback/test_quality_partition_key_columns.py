@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from aiwatch.cli import main
-from aiwatch.drift.datasets import open_dataset, partition_columns, partition_keys_in_files
+from aiwatch.drift.datasets import open_dataset, partition_columns, partition_keys_in_files, scan_chunks, time_filter
 from aiwatch.drift.errors import ProfileError
 from aiwatch.feedback.outcomes import quality_report
 from tests.feedback.quality_files import labels_csv, sink_log
@@ -184,3 +184,26 @@ def test_a_model_column_that_is_not_text_or_numbers_is_an_error_naming_it(tmp_pa
     log, labels = _log(tmp_path, {f"{under}part-0.parquet": {"model": pa.array([[1], [2]])}})
     with pytest.raises(ValueError, match=r"the log's 'model' column is list<.*>, not text or numbers"):
         quality_report(log, labels)
+
+
+def test_one_file_of_such_a_log_opens(tmp_path: Path) -> None:
+    """A single file under ``model_version=v1/`` holding an int ``model_version`` column: pyarrow reads the keys
+    on a file's path too, and failed to merge them."""
+    log, labels = _log(tmp_path, {"model=m/model_version=v1/part-0.parquet": {"model_version": [1, 1]}})
+    assert _groups(log / "model=m" / "model_version=v1" / "part-0.parquet", labels) == [("m", "1", 2)]
+
+
+def test_the_drift_reader_reads_the_files_column_and_the_directorys_value(tmp_path: Path) -> None:
+    """scan_chunks (aiwatch drift's reader) row group by row group: the file's ints as numbers, the directory's
+    value in the file without the column, and the hour= directories still pruning by --since."""
+    log, _ = _log(tmp_path, {"model=m/model_version=v1/hour=2026-09-21T15/a.parquet": {"model_version": [1]},
+                             "model=m/model_version=v2/hour=2026-09-21T15/b.parquet": {"x": [2.0]},
+                             "model=m/model_version=v2/hour=2026-09-21T10/c.parquet": {"x": [3.0]}})
+    dataset = open_dataset(log)
+    since = datetime.fromtimestamp(T0 - 60, tz=timezone.utc)
+    read = [value for chunk in scan_chunks(dataset, ["model_version"], predicate=time_filter(dataset, since, None))
+            for value in chunk["model_version"].tolist()]
+    # c.parquet's hour=2026-09-21T10 directory is pruned (its row's timestamp would be kept: the prune is the proof)
+    assert sorted(map(str, read)) == ["1.0", "v2"]
+    kept = [fragment.path for fragment in dataset.get_fragments(filter=time_filter(dataset, since, None))]
+    assert len(kept) == 2 and partition_columns(dataset) == {"model", "hour"}
