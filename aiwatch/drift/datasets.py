@@ -202,7 +202,13 @@ def _file_columns_win(ds: Any, pa: Any, dataset: Any, fragments: list[Any], sche
     lacking = sorted({k for found, schema in zip(keys, schemas, strict=True) for k in found
                       if k in in_files and schema.get_field_index(k) < 0})
     extra = [pa.schema([pa.field(k, directory_types[k]) for k in lacking])] if lacking else []
-    unified, as_text = _unified(pa, schemas + extra)
+    try:
+        unified, as_text = _unified(pa, schemas + extra)
+    except ProfileError as exc:
+        if not lacking:
+            raise
+        raise ProfileError(f"{exc} (counting the {', '.join(f'{k}=' for k in lacking)} directories, whose value "
+                           "stands for the column in the files without it)") from None
     for name, kind in directory_types.items():  # the partition columns no file holds
         if unified.get_field_index(name) < 0:
             unified = unified.append(pa.field(name, kind))
