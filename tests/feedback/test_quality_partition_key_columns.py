@@ -7,13 +7,17 @@ disagree are (an int in the files, text in the directories: read as text)."""
 from __future__ import annotations
 
 import json
+import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from aiwatch.cli import main
 from aiwatch.drift.datasets import open_dataset, partition_columns, partition_keys_in_files, scan_chunks, time_filter
@@ -208,3 +212,27 @@ def test_the_drift_reader_reads_the_files_column_and_the_directorys_value(tmp_pa
     assert sorted(map(str, read)) == ["1.0", "v2"]
     kept = [fragment.path for fragment in dataset.get_fragments(filter=time_filter(dataset, since, None))]
     assert len(kept) == 2 and partition_columns(dataset) == {"model", "hour"}
+
+
+model_names = st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc")), max_size=6).filter(
+    lambda name: name != "__HIVE_DEFAULT_PARTITION__")
+
+
+@settings(max_examples=40, deadline=None)
+@given(files=st.lists(st.tuples(model_names, st.one_of(st.none(), model_names, st.integers(-5, 5))),
+                      min_size=1, max_size=5))
+def test_each_files_model_column_wins_and_its_directory_stands_in_where_there_is_none(
+        files: list[tuple[str, str | int | None]]) -> None:
+    """``model=<quoted name>/`` directories (as ParquetSink writes them), each file with its own ``model`` column (a
+    name, or an int) or none: a file's column wins, the directory's decoded name stands in where there is none."""
+    with tempfile.TemporaryDirectory() as folder:
+        layout: dict[str, dict[str, list[Any]]] = {}
+        expected: dict[str, int] = {}
+        for n, (directory, column) in enumerate(files):
+            layout[f"model={quote(directory, safe='')}/part-{n}.parquet"] = (
+                {"x": [0.0]} if column is None else {"model": [column]})
+            name = directory if column is None else str(column)
+            expected[name] = expected.get(name, 0) + 1
+        log, labels = _log(Path(folder), layout)
+        report = quality_report(log, labels)
+    assert [(w.model, w.labelled) for w in report.windows] == sorted(expected.items())
