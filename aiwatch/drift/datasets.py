@@ -100,10 +100,14 @@ def open_dataset(source: str | os.PathLike[str]) -> Any:
         if not fragments:
             raise ProfileError(f"no Parquet file in {text!r}")
         schemas = [f.physical_schema for f in fragments]
-        keys = [ds.get_partition_keys(f.partition_expression) for f in fragments]
-        in_files = {k for found in keys for k in found} & {name for schema in schemas for name in schema.names}
-        if in_files:
-            return _file_columns_win(ds, pa, dataset, fragments, schemas, keys, in_files)
+        # only where a column is named as a partition field (a flat directory's are the files' own columns): the
+        # fragments' keys took 11-19 ms for a log of 2000 files, which ParquetSink's own layout no longer pays
+        named = getattr(getattr(dataset, "partitioning", None), "schema", None)
+        if named is not None and set(named.names) & {name for schema in schemas for name in schema.names}:
+            keys = [ds.get_partition_keys(f.partition_expression) for f in fragments]
+            in_files = {k for found in keys for k in found} & {name for schema in schemas for name in schema.names}
+            if in_files:
+                return _file_columns_win(ds, pa, dataset, fragments, schemas, keys, in_files)
         if any(not s.equals(schemas[0]) for s in schemas[1:]):
             unified, as_text = _unified(pa, schemas)
             for field in dataset.schema:  # the partition columns
