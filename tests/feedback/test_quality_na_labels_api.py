@@ -99,3 +99,12 @@ def test_a_bad_na_labels_is_a_value_error_naming_it(tmp_path: Path, bad: Any) ->
     table = read_labels(labels)
     with pytest.raises(ValueError, match="na_labels must be"):  # refused for a table too: a typo is no choice
         quality_report(log, table, na_labels=bad)
+
+
+def test_the_json_counts_a_regressors_markers_too(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A regressor's NA is no number either way (stderr names no option), but the count is a fact of the file."""
+    log = sink_log(tmp_path, [{"request_id": f"r{i}", "timestamp": T0, "model": "m", "output": 1.0}
+                              for i in range(4)])
+    labels = labels_csv(tmp_path, [("r0", "1.5"), ("r1", "NA"), ("r2", "unknown"), ("r3", "2")])
+    out = _json(capsys, ["quality", str(log), str(labels), "--kind", "regressor", "--min-labelled", "1", "--json"])
+    assert (out["labels_left_out"], out["labels_markers_left_out"]) == (2, 1)
