@@ -182,7 +182,7 @@ def _partitioning_alone(ds: Any, pa: Any, files: list[str] | str, base: str | No
     values: dict[str, list[Any]] = {name: [] for name in names}
     for fragment in listing.get_fragments():
         for key, value in ds.get_partition_keys(fragment.partition_expression).items():
-            values[key].append(value)
+            values.setdefault(key, []).append(value)
     return ds.HivePartitioning(pa.schema([(name, pa.string() if name in TEXT_PARTITION_KEYS
                                            else _discovered_type(pa, values[name])) for name in names]))
 
