@@ -20,6 +20,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import unquote
 
 from aiwatch._optional import require
 from aiwatch.drift.columns import arrow_values
@@ -173,7 +174,8 @@ def _partitioning_alone(ds: Any, pa: Any, files: list[str] | str, base: str | No
     root = base if base is not None else files if isinstance(files, str) and Path(files).is_dir() else None
     for fragment in found.get_fragments():
         path = fragment.path if root is None else os.path.relpath(fragment.path, root)
-        names.update((part.partition("=")[0], None) for part in Path(path).parts[:-1] if "=" in part)
+        # key names decoded as the partitioning's segment_encoding="uri" decodes them (my%20key= is 'my key')
+        names.update((unquote(part.partition("=")[0]), None) for part in Path(path).parts[:-1] if "=" in part)
     if not names:
         return None
     as_text = ds.HivePartitioning(pa.schema([(name, pa.string()) for name in names]))
@@ -183,12 +185,16 @@ def _partitioning_alone(ds: Any, pa: Any, files: list[str] | str, base: str | No
     for fragment in listing.get_fragments():
         for key, value in ds.get_partition_keys(fragment.partition_expression).items():
             values.setdefault(key, []).append(value)
+    # a name no directory gave a value for is not pyarrow's key: typing it would add an empty column
     return ds.HivePartitioning(pa.schema([(name, pa.string() if name in TEXT_PARTITION_KEYS
-                                           else _discovered_type(pa, values[name])) for name in names]))
+                                           else _discovered_type(pa, values[name])) for name in names
+                                          if values.get(name)]))
 
 
 def _discovered_type(pa: Any, values: list[str | None]) -> Any:
     """The type Hive discovery gives a key of these values: int32 when each that is not null is one, else text."""
+    if not values:
+        raise ValueError("a partition key without values has no type")
     try:
         pa.array(values, type=pa.string()).cast(pa.int32())
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):

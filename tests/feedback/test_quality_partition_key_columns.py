@@ -236,3 +236,16 @@ def test_each_files_model_column_wins_and_its_directory_stands_in_where_there_is
         log, labels = _log(Path(folder), layout)
         report = quality_report(log, labels)
     assert [(w.model, w.labelled) for w in report.windows] == sorted(expected.items())
+
+
+def test_a_key_whose_name_is_quoted_in_the_directory_is_applied_by_its_decoded_name(tmp_path: Path) -> None:
+    """``my%20key=`` directories (pyarrow decodes the name to ``my key``), an int ``my key`` column in one file
+    only: the fallback took the name raw, added an empty int32 ``my%20key`` column and never applied the key, so
+    the file without the column lost its directory's value (5, None)."""
+    for relative, columns in (("my%20key=x/a.parquet", {"id": [1], "my key": [5]}),
+                              ("my%20key=y/b.parquet", {"id": [2]})):
+        (tmp_path / "E" / relative).parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.table(columns), tmp_path / "E" / relative)
+    dataset = open_dataset(tmp_path / "E")
+    assert dataset.schema.names == ["id", "my key"] and str(dataset.schema.field("my key").type) == "string"
+    assert dataset.to_table().sort_by("id").column("my key").to_pylist() == ["5", "y"]
