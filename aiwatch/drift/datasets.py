@@ -348,10 +348,10 @@ def time_filter(dataset: Any, since: datetime | None, until: datetime | None,
 
     expr = None
     # the hour= partition is ParquetSink's, of its timestamp column: it says nothing of another time column's
-    # and only where hour is the directories' key: a column of the files named hour (an input) is data
+    # and only where hour is the directories' key: a column of the files named hour (an input) is data, also where
+    # no hour= directory is above the files (the log named by its hour directory, a glob under it, or one file)
     hour = pc.field("hour") if time_column == DEFAULT_TIME_COLUMN and "hour" in dataset.schema.names and \
-        pa.types.is_string(dataset.schema.field("hour").type) and "hour" not in partition_keys_in_files(dataset) \
-        else None
+        pa.types.is_string(dataset.schema.field("hour").type) and "hour" in partition_columns(dataset) else None
     for t, upper in ((since, False), (until, True)):
         if t is None:
             continue

@@ -249,3 +249,27 @@ def test_a_key_whose_name_is_quoted_in_the_directory_is_applied_by_its_decoded_n
     dataset = open_dataset(tmp_path / "E")
     assert dataset.schema.names == ["id", "my key"] and str(dataset.schema.field("my key").type) == "string"
     assert dataset.to_table().sort_by("id").column("my key").to_pylist() == ["5", "y"]
+
+
+@pytest.mark.parametrize("named", ["", "model=r/hour=2026-11-30T10", "model=r/hour=2026-11-30T10/*.parquet",
+                                   "model=r/hour=2026-11-30T10/p.parquet"])
+def test_a_text_hour_column_does_not_prune_however_the_log_is_named(tmp_path: Path, named: str) -> None:
+    """A text ``hour`` column (``morning``) in files under ``hour=`` directories: named by its hour directory or
+    a glob under it there is no ``hour=`` key above the files, and time_filter compared the column's values with
+    ``2026-11-30T10``, every row left out ([] instead of [1, 2])."""
+    ts = pa.array([datetime(2026, 11, 30, 10, 5, tzinfo=timezone.utc)], pa.timestamp("us", tz="UTC"))
+    for name, n, value in (("p", 1, "morning"), ("q", 2, "evening")):
+        path = tmp_path / "log" / "model=r" / "hour=2026-11-30T10" / f"{name}.parquet"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.table({"id": [n], "timestamp": ts, "hour": [value]}), path)
+    dataset = open_dataset(str(tmp_path / "log" / named) if named else tmp_path / "log")
+    since, until = datetime(2026, 11, 30, 10, tzinfo=timezone.utc), datetime(2026, 11, 30, 11, tzinfo=timezone.utc)
+    kept = dataset.to_table(filter=time_filter(dataset, since, until)).column("id").to_pylist()
+    assert sorted(kept) == ([1] if named.endswith("p.parquet") else [1, 2])
+
+
+def test_the_sinks_hour_directories_are_in_the_time_filter(tmp_path: Path) -> None:
+    """Without an input named hour, ``--since`` prunes by the sink's ``hour=`` directories."""
+    log = sink_log(tmp_path, [{"request_id": "r0", "timestamp": T0, "model": "m", "output": 1.0}])
+    dataset = open_dataset(log)
+    assert "hour" in str(time_filter(dataset, datetime.fromtimestamp(T0 - 60, tz=timezone.utc), None))
