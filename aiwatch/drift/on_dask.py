@@ -38,7 +38,14 @@ from aiwatch.drift.batch import count_current, report_counted
 from aiwatch.drift.builder import KIND_ROWS, ProfileBuilder, count_finite
 from aiwatch.drift.columns import frame_column
 from aiwatch.drift.current import ChunkedCurrent, CurrentPart
-from aiwatch.drift.datasets import DEFAULT_TIME_COLUMN, is_dataset, open_dataset, partition_columns, read_as_text
+from aiwatch.drift.datasets import (
+    DEFAULT_TIME_COLUMN,
+    is_dataset,
+    open_dataset,
+    partition_columns,
+    partition_keys_in_files,
+    read_as_text,
+)
 from aiwatch.drift.errors import ProfileError
 from aiwatch.drift.evaluate import DriftReport, Options
 from aiwatch.drift.features import DEFAULT_BINS, DEFAULT_SAMPLE_SIZE, DEFAULT_TOP_K, Feature
@@ -128,9 +135,16 @@ def read_frame(source: str | os.PathLike[str], *, columns: Sequence[str] | None 
     dd = require("dask.dataframe", "dask")
     text = os.fspath(source)
     wanted = None if columns is None else list(dict.fromkeys([*columns, *([time_column] if since or until else [])]))
+    parquet = is_dataset(text) or Path(text).suffix.lower() in (".parquet", ".pq")
     try:
-        if is_dataset(text) or Path(text).suffix.lower() in (".parquet", ".pq"):
-            physical, as_text = _parquet_read_as_text(open_local(text) if dataset is None else dataset)
+        if parquet and dataset is None:
+            dataset = open_local(text)
+    except Exception as exc:  # a file that is not Parquet...
+        raise _cannot_read(text, exc) from exc
+    _refuse_keys_in_some_files(dataset, text)
+    try:
+        if parquet:
+            physical, as_text = _parquet_read_as_text(dataset)
             if as_text:
                 frame = dd.read_parquet(text, columns=wanted, dataset={"schema": physical}).map_partitions(
                     _numbers_in_columns, columns=as_text)
@@ -141,8 +155,7 @@ def read_frame(source: str | os.PathLike[str], *, columns: Sequence[str] | None 
         else:
             frame = dd.read_csv(text, usecols=wanted)
     except Exception as exc:  # a missing path, not Parquet...
-        detail = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-        raise ProfileError(f"cannot read {text!r} with Dask: {detail}") from exc
+        raise _cannot_read(text, exc) from exc
     if since is None and until is None:
         return frame
     if time_column not in frame.columns:
@@ -150,6 +163,11 @@ def read_frame(source: str | os.PathLike[str], *, columns: Sequence[str] | None 
                            f"{', '.join(map(str, frame.columns))}")
     frame = frame.map_partitions(_in_range, time_column=time_column, since=since, until=until)
     return frame if columns is not None and time_column in columns else frame.drop(columns=[time_column])
+
+
+def _cannot_read(text: str, exc: Exception) -> ProfileError:
+    detail = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+    return ProfileError(f"cannot read {text!r} with Dask: {detail}")
 
 
 def retrying_csv_as_text(run: Callable[[bool], T]) -> T:
@@ -187,6 +205,22 @@ def open_local(source: str | os.PathLike[str]) -> Any:
     parquet = is_dataset(text) or Path(text).suffix.lower() in (".parquet", ".pq")
     local = Path(text).exists() or (is_dataset(text) and bool(glob.glob(text, recursive=True)))
     return open_dataset(text) if parquet and local else None
+
+
+def _refuse_keys_in_some_files(dataset: Any, text: str) -> None:
+    """A :class:`ProfileError` when a partition key of ``dataset`` (local Parquet, or None) is a column of some of
+    its files only: Dask reads it neither as one machine does (the file's column, else the directory's value) nor
+    at all (a raw KeyError "['region'] not in index" from the workers)."""
+    keys = partition_keys_in_files(dataset) if dataset is not None else set()
+    if not keys:
+        return
+    lacking = sorted({k for fragment in dataset.get_fragments() for k in keys
+                      if fragment.physical_schema.get_field_index(k) < 0})
+    if lacking:
+        raise ProfileError(f"{text!r}: the partition key{'s' if len(lacking) > 1 else ''} "
+                           f"{', '.join(map(repr, lacking))} {'are columns' if len(lacking) > 1 else 'is a column'} "
+                           "of some files only, which --dask cannot read (the directory's value standing in for "
+                           "the files without it); read it without --dask")
 
 
 def _parquet_read_as_text(dataset: Any) -> tuple[Any, list[str]]:

@@ -330,3 +330,28 @@ def test_a_partition_with_no_number_in_a_numerical_column_is_profiled(cluster: A
         on_cluster = profile_dask(dd.from_pandas(frame, npartitions=3, sort=False))
     assert set(features_apart(whole, on_cluster).get("v", {})) <= {"sample", "sample_keys"}  # in memory: rng keys
     assert (on_cluster.features["v"].kind, on_cluster.features["v"].count) == ("numerical", 10)
+
+
+def test_a_partition_key_that_is_a_column_of_some_files_only_is_refused_by_name_on_dask(
+        cluster: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``region=`` directories, a ``region`` column in some files only: one machine reads it (the file's column,
+    else the directory's value); --dask failed with a raw KeyError "['region'] not in index" (profile build:
+    "unexpected: please report it"). Now an error naming the key and saying to read without --dask."""
+    for relative, columns in (("region=eu/a.parquet", {"x": [1.0] * 40, "region": ["us"] * 40}),
+                              ("region=eu/b.parquet", {"x": [3.0] * 40}),
+                              ("region=asia/c.parquet", {"x": [4.0] * 40, "region": ["us"] * 40})):
+        (tmp_path / "A" / relative).parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.table(columns), tmp_path / "A" / relative)
+    reference = tmp_path / "ref.parquet"
+    pq.write_table(pa.table({"x": [1.0] * 40 + [3.0] * 40 + [4.0] * 40, "region": ["us"] * 80 + ["eu"] * 40}),
+                   reference)
+    address = cluster.scheduler.address
+    assert main(["drift", str(reference), str(tmp_path / "A"), "--json"]) == 0
+    assert main(["profile", "build", str(tmp_path / "A"), "-o", str(tmp_path / "p.json")]) == 0
+    capsys.readouterr()
+    for args in (["drift", str(reference), str(tmp_path / "A"), "--json"],
+                 ["profile", "build", str(tmp_path / "A"), "-o", str(tmp_path / "p-dask.json")]):
+        assert main([*args, "--dask", address]) == 2
+        error = capsys.readouterr().err
+        assert "partition key 'region' is a column of some files only" in error and "without --dask" in error
+    assert not (tmp_path / "p-dask.json").exists()
