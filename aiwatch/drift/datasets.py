@@ -285,13 +285,19 @@ def _unified(pa: Any, schemas: list[Any]) -> tuple[Any, list[str]]:
                 raise ProfileError(f"column {name!r} has the types {', '.join(map(str, seen))} in different files, "
                                    "which cannot be read as one") from None
             fields.append(pa.field(name, pa.string()))
-            if not all(is_text_type(t) or pa.types.is_null(t) for t in seen):
+            if not all(is_text_type(_value_type(pa, t)) or pa.types.is_null(t) for t in seen):
                 as_text.append(name)
     return pa.schema(fields), as_text
 
 
+def _value_type(pa: Any, kind: Any) -> Any:
+    """A dictionary's value type (a ``dictionary<string>`` column is text), else ``kind``."""
+    return kind.value_type if pa.types.is_dictionary(kind) else kind
+
+
 def _castable_to_text(pa: Any, kind: Any) -> bool:
     types = pa.types
+    kind = _value_type(pa, kind)  # a dictionary of text or numbers casts to text as its values do
     return bool(types.is_null(kind) or types.is_boolean(kind) or types.is_integer(kind) or types.is_floating(kind)
                 or is_text_type(kind))
 

@@ -273,3 +273,19 @@ def test_the_sinks_hour_directories_are_in_the_time_filter(tmp_path: Path) -> No
     log = sink_log(tmp_path, [{"request_id": "r0", "timestamp": T0, "model": "m", "output": 1.0}])
     dataset = open_dataset(log)
     assert "hour" in str(time_filter(dataset, datetime.fromtimestamp(T0 - 60, tz=timezone.utc), None))
+
+
+@pytest.mark.parametrize(("values", "read"), [(["a", "b"], ["a", "b", "asia"]), ([1, 2], [1, 2, "asia"])])
+def test_a_dictionary_key_column_in_some_files_is_read_with_the_directorys_value(
+        tmp_path: Path, values: list[Any], read: list[Any]) -> None:
+    """A ``region`` column dictionary-encoded (pandas' category) in one file, ``region=asia/`` alone in the other:
+    a dictionary of text was 'the types dictionary<values=string, ...>, string ... cannot be read as one'."""
+    for relative, columns in (("region=eu/a.parquet", {"id": [1, 2], "region": pa.array(values).dictionary_encode()}),
+                              ("region=asia/b.parquet", {"id": [3]})):
+        (tmp_path / "D" / relative).parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.table(columns), tmp_path / "D" / relative)
+    dataset = open_dataset(tmp_path / "D")
+    assert dataset.to_table().sort_by("id").column("region").to_pylist() == [str(v) for v in read]
+    rows = [(i, r) for chunk in scan_chunks(dataset, ["id", "region"])
+            for i, r in zip(chunk["id"], chunk["region"], strict=True)]
+    assert [r for _, r in sorted(rows, key=lambda row: int(row[0]))] == read
