@@ -364,7 +364,10 @@ def time_filter(dataset: Any, since: datetime | None, until: datetime | None,
         part = field < bound(t) if upper else field >= bound(t)
         if hour is not None:
             key = t.astimezone(timezone.utc).strftime("%Y-%m-%dT%H")
-            part = part & (hour <= key if upper else hour >= key)
+            # a file under no hour= directory (the log's own root, or beside the hour= directories) has a null
+            # hour: kept and filtered by its timestamp; partition_columns saw only the first file, so it decides
+            # only whether to prune, never which rows of a file without the key are left out
+            part = part & ((hour <= key if upper else hour >= key) | hour.is_null())
         expr = part if expr is None else expr & part
     return expr
 

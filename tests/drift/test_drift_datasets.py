@@ -15,7 +15,7 @@ import pytest
 
 from aiwatch.cli import main
 from aiwatch.drift.batch import compare_file, compare_source, profile_source
-from aiwatch.drift.datasets import is_text_type, open_dataset, parse_time, read_as_text, scan_chunks
+from aiwatch.drift.datasets import is_text_type, open_dataset, parse_time, read_as_text, scan_chunks, time_filter
 from aiwatch.drift.errors import ProfileError
 from aiwatch.drift.profile import NumericalFeature, ReferenceProfile
 from aiwatch.feedback import ParquetSink
@@ -330,3 +330,26 @@ def test_a_bound_past_an_int_columns_range_selects_as_the_times_say(
     pq.write_table(pa.table({"row": [0, 1, 2], "timestamp": pa.array([0, 100, 20_000], kind)}), tmp_path / "t.parquet")
     window = {"since": since and parse_time(since), "until": until and parse_time(until)}
     assert _rows_in(tmp_path / "t.parquet", **window) == rows
+
+
+@pytest.mark.parametrize("odd", ["zz.parquet", "aa.parquet"])
+def test_a_file_beside_the_hour_directories_is_filtered_by_its_timestamp(tmp_path: Path, odd: str) -> None:
+    """A file under the log but under no ``hour=`` directory (``model=a/zz.parquet`` beside ``model=a/hour=.../``)
+    has a null hour: with the hour= predicate taken from the first file's directories, its rows in the window were
+    all left out (kept [1] of [1, 9]) when it sorted after the sink's files; sorted first, no hour= predicate. The
+    out-of-window hour directory is still pruned where the first file is under one."""
+    def write(relative: str, hour: int, x: int) -> None:
+        path = tmp_path / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        stamp = pa.array([1_796_032_800 + 3600 * (hour - 10) + 300], pa.int64()).cast(pa.timestamp("s", tz="UTC"))
+        pq.write_table(pa.table({"x": [x], "timestamp": stamp.cast(pa.timestamp("us", tz="UTC"))}), path)
+    write("model=a/hour=2026-11-30T10/p1.parquet", 10, 1)
+    write("model=a/hour=2026-11-30T12/p2.parquet", 12, 2)
+    write(f"model=a/{odd}", 10, 9)
+    write(f"model=a/late-{odd}", 12, 8)  # outside the window: left out by its timestamp
+    dataset = open_dataset(tmp_path)
+    window = time_filter(dataset, parse_time("2026-11-30T10:00Z"), parse_time("2026-11-30T11:00Z"))
+    assert sorted(dataset.to_table(filter=window).column("x").to_pylist()) == [1, 9]
+    if odd == "zz.parquet":  # the first file is under hour=: its directories prune (not so for aa.parquet's)
+        read = {Path(f.path).relative_to(tmp_path).as_posix() for f in dataset.get_fragments(filter=window)}
+        assert read == {"model=a/hour=2026-11-30T10/p1.parquet", "model=a/zz.parquet", "model=a/late-zz.parquet"}
