@@ -141,7 +141,7 @@ def read_frame(source: str | os.PathLike[str], *, columns: Sequence[str] | None 
             dataset = open_local(text)
     except Exception as exc:  # a file that is not Parquet...
         raise _cannot_read(text, exc) from exc
-    _refuse_keys_in_some_files(dataset, text)
+    _refuse_keys_in_files(dataset, text)
     try:
         if parquet:
             physical, as_text = _parquet_read_as_text(dataset)
@@ -166,8 +166,20 @@ def read_frame(source: str | os.PathLike[str], *, columns: Sequence[str] | None 
 
 
 def _cannot_read(text: str, exc: Exception) -> ProfileError:
-    detail = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+    detail = _first_line(exc)
+    cause = exc.__cause__ or exc.__context__
+    if detail.startswith(_DASK_BACKEND_WRAPPER) and cause is not None:  # Dask's wrapper says nothing: its cause
+        detail = _first_line(cause)
     return ProfileError(f"cannot read {text!r} with Dask: {detail}")
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+
+
+#: How Dask wraps an error of a backend's reader ("... the read_parquet method registered to the pandas backend."),
+#: raising it from the reader's own error.
+_DASK_BACKEND_WRAPPER = "An error occurred while calling the "
 
 
 def retrying_csv_as_text(run: Callable[[bool], T]) -> T:
@@ -207,20 +219,17 @@ def open_local(source: str | os.PathLike[str]) -> Any:
     return open_dataset(text) if parquet and local else None
 
 
-def _refuse_keys_in_some_files(dataset: Any, text: str) -> None:
-    """A :class:`ProfileError` when a partition key of ``dataset`` (local Parquet, or None) is a column of some of
-    its files only: Dask reads it neither as one machine does (the file's column, else the directory's value) nor
-    at all (a raw KeyError "['region'] not in index" from the workers)."""
-    keys = partition_keys_in_files(dataset) if dataset is not None else set()
-    if not keys:
-        return
-    lacking = sorted({k for fragment in dataset.get_fragments() for k in keys
-                      if fragment.physical_schema.get_field_index(k) < 0})
-    if lacking:
-        raise ProfileError(f"{text!r}: the partition key{'s' if len(lacking) > 1 else ''} "
-                           f"{', '.join(map(repr, lacking))} {'are columns' if len(lacking) > 1 else 'is a column'} "
-                           "of some files only, which --dask cannot read (the directory's value standing in for "
-                           "the files without it); read it without --dask")
+def _refuse_keys_in_files(dataset: Any, text: str) -> None:
+    """A :class:`ProfileError` when a partition key of ``dataset`` (local Parquet, or None) is also a column of its
+    files (some or all of them): Dask reads it neither as one machine does (the file's column, else the directory's
+    value) nor at all (a raw KeyError "['region'] not in index" from the workers where some files lack it, and
+    "An error occurred while calling the read_parquet method" where every file holds it). Known from
+    :func:`~aiwatch.drift.datasets.open_dataset`'s schema: no file is read again."""
+    keys = sorted(partition_keys_in_files(dataset)) if dataset is not None else []
+    if keys:
+        raise ProfileError(f"{text!r}: {'each of ' if len(keys) > 1 else ''}{', '.join(map(repr, keys))} is both a "
+                           "key= directory and a column of the files, which --dask cannot read (the file's column, "
+                           "else the directory's value); read it without --dask")
 
 
 def _parquet_read_as_text(dataset: Any) -> tuple[Any, list[str]]:

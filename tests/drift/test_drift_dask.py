@@ -332,16 +332,22 @@ def test_a_partition_with_no_number_in_a_numerical_column_is_profiled(cluster: A
     assert (on_cluster.features["v"].kind, on_cluster.features["v"].count) == ("numerical", 10)
 
 
-def test_a_partition_key_that_is_a_column_of_some_files_only_is_refused_by_name_on_dask(
-        cluster: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """``region=`` directories, a ``region`` column in some files only: one machine reads it (the file's column,
-    else the directory's value); --dask failed with a raw KeyError "['region'] not in index" (profile build:
-    "unexpected: please report it"). Now an error naming the key and saying to read without --dask."""
+@pytest.mark.parametrize("in_every_file", [False, True])
+def test_a_partition_key_that_is_a_column_of_the_files_is_refused_by_name_on_dask(
+        cluster: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str], in_every_file: bool) -> None:
+    """``region=`` directories, a ``region`` column in some files (or every file): one machine reads it (the file's
+    column, else the directory's value); --dask failed with a raw KeyError "['region'] not in index" (profile build:
+    "unexpected: please report it"), or, the column in every file under region=/day=1/, with Dask's "An error
+    occurred while calling the read_parquet method registered to the pandas backend." and no cause (its cause: "No
+    partition-columns should be written in the file unless they are ALL written in the file"). Now an error naming
+    the key and saying to read without --dask."""
+    b = {"x": [3.0] * 40, **({"region": ["eu"] * 40} if in_every_file else {})}
     for relative, columns in (("region=eu/a.parquet", {"x": [1.0] * 40, "region": ["us"] * 40}),
-                              ("region=eu/b.parquet", {"x": [3.0] * 40}),
+                              ("region=eu/b.parquet", b),
                               ("region=asia/c.parquet", {"x": [4.0] * 40, "region": ["us"] * 40})):
-        (tmp_path / "A" / relative).parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(pa.table(columns), tmp_path / "A" / relative)
+        path = tmp_path / "A" / (relative.replace("/", "/day=1/") if in_every_file else relative)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.table(columns), path)
     reference = tmp_path / "ref.parquet"
     pq.write_table(pa.table({"x": [1.0] * 40 + [3.0] * 40 + [4.0] * 40, "region": ["us"] * 80 + ["eu"] * 40}),
                    reference)
@@ -353,5 +359,19 @@ def test_a_partition_key_that_is_a_column_of_some_files_only_is_refused_by_name_
                  ["profile", "build", str(tmp_path / "A"), "-o", str(tmp_path / "p-dask.json")]):
         assert main([*args, "--dask", address]) == 2
         error = capsys.readouterr().err
-        assert "partition key 'region' is a column of some files only" in error and "without --dask" in error
+        assert "'region' is both a key= directory and a column of the files" in error and "without --dask" in error
     assert not (tmp_path / "p-dask.json").exists()
+
+
+def test_dasks_wrapper_of_a_readers_error_gives_way_to_the_cause() -> None:
+    """Dask raises "An error occurred while calling the read_parquet method registered to the pandas backend."
+    from the reader's error; only that first line was kept, saying nothing of what went wrong."""
+    try:
+        try:
+            raise ValueError("Unable to merge: Field region has incompatible types")
+        except ValueError as exc:
+            raise ValueError("An error occurred while calling the read_parquet method registered to the pandas "
+                             "backend.\nOriginal Message: Unable to merge") from exc
+    except ValueError as wrapped:
+        error = on_dask._cannot_read("logs", wrapped)
+    assert str(error) == "cannot read 'logs' with Dask: Unable to merge: Field region has incompatible types"
