@@ -335,22 +335,30 @@ def time_filter(dataset: Any, since: datetime | None, until: datetime | None,
     kind = dataset.schema.field(index).type
     field = pc.field(time_column)
 
-    def bound(t: datetime) -> Any:
+    def compared(t: datetime, upper: bool) -> Any:
+        """``field < t`` (``upper``) or ``field >= t``, exactly, on the column's type."""
         # a column of whole ticks (seconds, milliseconds...) compared with the first tick at or after t: for a
         # whole x, x >= t is x >= ceil(t) and x < t is x < ceil(t); a cast truncated 100.5 s to 100, so a row
         # before --since was kept and one before --until left out
         micros = (t - _EPOCH) // _MICROSECOND
         if pa.types.is_timestamp(kind):
             per_tick = _MICROS_PER_TICK.get(kind.unit)
-            if per_tick is None:  # nanoseconds: a microsecond is whole ticks
-                return pa.scalar(t, type=pa.timestamp("us", tz="UTC")).cast(kind)
-            return pa.scalar(-(-micros // per_tick), type=pa.int64()).cast(pa.timestamp(kind.unit, tz=kind.tz))
-        if pa.types.is_integer(kind):  # not cast to the column's type: past an int32's range it wrapped
-            return pa.scalar(-(-micros // 10**6), type=pa.int64())
-        if pa.types.is_floating(kind):
-            return pa.scalar(t.timestamp(), type=pa.float64()).cast(kind, safe=False)
-        raise ProfileError(f"column {time_column!r} is {kind}, not a timestamp or Unix time: --since/--until "
-                           "cannot compare it")
+            ticks = micros * 1000 if per_tick is None else -(-micros // per_tick)  # ns: a microsecond is 1000
+            # past the int64 ticks' range (a timestamp[ns] before 1677-09-21 or after 2262-04-11): every value of
+            # the column is on one side of t, as the Dask path's pandas comparison finds; the cast raised
+            if ticks < _INT64_MIN:  # x >= t for every x: since keeps every row, until none
+                return field < _tick(pa, _INT64_MIN, kind) if upper else field >= _tick(pa, _INT64_MIN, kind)
+            if ticks > _INT64_MAX:  # x < t for every x
+                return field <= _tick(pa, _INT64_MAX, kind) if upper else field > _tick(pa, _INT64_MAX, kind)
+            value = _tick(pa, ticks, kind)
+        elif pa.types.is_integer(kind):  # not cast to the column's type: past an int32's range it wrapped
+            value = pa.scalar(-(-micros // 10**6), type=pa.int64())
+        elif pa.types.is_floating(kind):
+            value = pa.scalar(t.timestamp(), type=pa.float64()).cast(kind, safe=False)
+        else:
+            raise ProfileError(f"column {time_column!r} is {kind}, not a timestamp or Unix time: --since/--until "
+                               "cannot compare it")
+        return field < value if upper else field >= value
 
     expr = None
     # the hour= partition is ParquetSink's, of its timestamp column: it says nothing of another time column's
@@ -361,7 +369,7 @@ def time_filter(dataset: Any, since: datetime | None, until: datetime | None,
     for t, upper in ((since, False), (until, True)):
         if t is None:
             continue
-        part = field < bound(t) if upper else field >= bound(t)
+        part = compared(t, upper)
         if hour is not None:
             key = t.astimezone(timezone.utc).strftime("%Y-%m-%dT%H")
             # a file under no hour= directory (the log's own root, or beside the hour= directories) has a null
@@ -376,6 +384,12 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _MICROSECOND = timedelta(microseconds=1)
 #: microseconds per tick of a timestamp unit coarser than one
 _MICROS_PER_TICK = {"s": 10**6, "ms": 10**3, "us": 1}
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
+def _tick(pa: Any, ticks: int, kind: Any) -> Any:
+    """``ticks`` (in the int64 range) as a scalar of the timestamp type ``kind``."""
+    return pa.scalar(ticks, type=pa.int64()).cast(pa.timestamp(kind.unit, tz=kind.tz))
 
 
 def _utc(t: datetime | None) -> datetime | None:
