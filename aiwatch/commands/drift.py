@@ -199,7 +199,7 @@ def compare_on_dask(args: argparse.Namespace, options: Any, window: dict[str, An
     """``--dask``: the reference profiled (unless it is a .json profile) and the current data compared on the
     cluster; the columns reported unknown are those the single-machine run reports. Each local Parquet dataset is
     opened (every file's footer read) once."""
-    from aiwatch.drift.datasets import is_dataset, partition_columns
+    from aiwatch.drift.datasets import empty_window, is_dataset, partition_columns
     from aiwatch.drift.on_dask import compare_dask, open_local, profile_dask, read_frame, retrying_csv_as_text
     from aiwatch.drift.profile import ReferenceProfile
     from aiwatch.feedback.schema import LOG_COLUMNS
@@ -222,6 +222,7 @@ def compare_on_dask(args: argparse.Namespace, options: Any, window: dict[str, An
         # Dask adds the partition columns of a path that is not local too, and those are reported unknown
         skip |= {*LOG_COLUMNS, window["time_column"], *(partition_columns(current) if current is not None else ())}
     report.unknown_features = sorted(set(every) - skip)
+    empty_window(report, wanted, window["since"], window["until"], window["time_column"])
     return report, profile
 
 

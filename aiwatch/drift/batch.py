@@ -15,6 +15,7 @@ from aiwatch.drift.builder import ProfileBuilder
 from aiwatch.drift.current import ChunkedCurrent, CurrentFeature
 from aiwatch.drift.datasets import (
     DEFAULT_TIME_COLUMN,
+    empty_window,
     is_dataset,
     open_dataset,
     partition_columns,
@@ -110,6 +111,7 @@ def compare_source(profile: ReferenceProfile, source: str | os.PathLike[str], op
     report = _compare_chunks(profile, chunks, options, set())
     other = set(dataset.schema.names) - set(profile.features) - partition_columns(dataset) - set(ignore)
     report.unknown_features = sorted(other - {time_column})
+    empty_window(report, [n for n in profile.features if n in dataset.schema.names], since, until, time_column)
     return report
 
 

@@ -380,6 +380,27 @@ def time_filter(dataset: Any, since: datetime | None, until: datetime | None,
     return expr
 
 
+def empty_window(report: Any, present: Collection[str], since: datetime | None, until: datetime | None,
+                 time_column: str) -> None:
+    """Set ``report.no_rows`` when ``[since, until)`` selected no row: a window was given, the data has some of the
+    profile's features (``present``) and no row reached any of them (each row read counts in every present
+    feature, as a value, a missing or a wrong-typed one). Without this the report said the data had none of the
+    features, or no values for them."""
+    if (since is None and until is None) or not present:
+        return
+    if any(f.current_count + f.missing + f.invalid for f in report.features.values()):
+        return
+    report.no_rows = f"the time window selected no row: no {time_column!r} of the current data is " + \
+        window_text(since, until)
+
+
+def window_text(since: datetime | None, until: datetime | None) -> str:
+    """``at or after SINCE and before UNTIL``, in UTC, for the bounds given."""
+    parts = [f"{word} {_utc(t).astimezone(timezone.utc).isoformat()}"  # type: ignore[union-attr]
+             for word, t in (("at or after", since), ("before", until)) if t is not None]
+    return " and ".join(parts) + " (--since/--until)"
+
+
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _MICROSECOND = timedelta(microseconds=1)
 #: microseconds per tick of a timestamp unit coarser than one

@@ -109,6 +109,9 @@ class DriftReport:
     missing_features: list[str] = field(default_factory=list)
     unknown_features: list[str] = field(default_factory=list)
     min_samples: int = DEFAULT_MIN_SAMPLES
+    #: Why no current row was read, where the reader knows it (a time window that selected none): then the
+    #: reason :meth:`why_nothing_tested` gives, before any guess from the features.
+    no_rows: str | None = None
 
     @property
     def share_drifted(self) -> float:
@@ -126,6 +129,8 @@ class DriftReport:
         report is no evidence either way: ``aiwatch drift`` exits 2, not 0)."""
         if self.tested_count:
             return None
+        if self.no_rows:
+            return self.no_rows
         if not self.features and not self.missing_features:
             return "the reference profile has no features"
         if not self.features:

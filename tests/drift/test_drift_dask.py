@@ -23,6 +23,7 @@ pq = pytest.importorskip("pyarrow.parquet")
 from aiwatch.cli import main  # noqa: E402
 from aiwatch.drift import on_dask  # noqa: E402
 from aiwatch.drift.batch import compare_source, profile_source  # noqa: E402
+from aiwatch.drift.datasets import parse_time  # noqa: E402
 from aiwatch.drift.errors import ProfileError  # noqa: E402
 from aiwatch.drift.evaluate import Options  # noqa: E402
 from aiwatch.drift.on_dask import compare_dask, profile_dask, read_frame  # noqa: E402
@@ -375,3 +376,24 @@ def test_dasks_wrapper_of_a_readers_error_gives_way_to_the_cause() -> None:
     except ValueError as wrapped:
         error = on_dask._cannot_read("logs", wrapped)
     assert str(error) == "cannot read 'logs' with Dask: Unable to merge: Field region has incompatible types"
+
+
+@pytest.mark.parametrize("window", [["--since", "2300-01-01"], ["--until", "2000-01-01T00:00Z"],
+                                    ["--since", "2026-01-01T00:00:00.000001Z", "--until", "2026-01-02"]])
+def test_a_window_that_selects_no_row_says_so_on_both_paths(cluster: Any, tmp_path: Path, window: list[str],
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    # it said "the current data has none of the reference's features" (one machine) or "no values for" them (Dask)
+    rng = np.random.default_rng(5)
+    pq.write_table(pa.table({"x": rng.normal(size=300)}), tmp_path / "ref.parquet")
+    # 2026-01-01T00:00Z less 5 s, itself, one day and 25 hours later: the third window ends where a row starts
+    times = pa.array([(1767225600 + i) * 10**9 for i in (-5, 0, 86400, 90000)], pa.timestamp("ns", tz="UTC"))
+    pq.write_table(pa.table({"when": times, "x": rng.normal(size=4)}), tmp_path / "cur.parquet")
+    args = ["drift", str(tmp_path / "ref.parquet"), str(tmp_path / "cur.parquet"), *window, "--time-column", "when"]
+    capsys.readouterr()
+    for extra in ([], ["--dask", cluster.scheduler.address]):
+        assert main([*args, *extra]) == 2
+        err = capsys.readouterr().err
+        assert "the time window selected no row: no 'when' of the current data is " in err, err
+        assert "none of the reference's features" not in err and "no values for" not in err
+        for bound in window[1::2]:
+            assert parse_time(bound).isoformat() in err
