@@ -17,6 +17,8 @@ from typing import Any
 from aiwatch.commands._paths import output_file
 
 EXIT_OK, EXIT_DRIFT, EXIT_ERROR = 0, 1, 2
+#: --chunk-rows's default, aiwatch.drift.files.DEFAULT_CHUNK_ROWS (not imported: the drift package loads on use)
+CHUNK_ROWS = 100_000
 
 
 def register(subparsers: Any) -> None:
@@ -46,7 +48,7 @@ def register(subparsers: Any) -> None:
                         help="share of drifted features, in (0, 1] (default 0.5)")
     parser.add_argument("--min-samples", type=positive_int, default=30,
                         help="fewer current values: insufficient data (default 30)")
-    parser.add_argument("--chunk-rows", type=positive_int, default=100_000, help="rows read at a time")
+    parser.add_argument("--chunk-rows", type=positive_int, default=CHUNK_ROWS, help="rows read at a time")
     parser.add_argument("--exact", action="store_true",
                         help="KS / Wasserstein on every current value instead of a uniform sample of 100 000 per "
                              "feature (holds the numerical columns in memory)")
@@ -179,7 +181,7 @@ def run(args: argparse.Namespace) -> int:
         if args.report and not report.why_nothing_tested():  # else the error below says why, not the report's
             doing = f"writing the --report {args.report}: "
             write_report(args.reference, args.current, args.report,
-                         {name: f.kind for name, f in profile.features.items()}, window)
+                         {name: f.kind for name, f in profile.features.items()}, window, chunk_rows=args.chunk_rows)
     except (ProfileError, ValueError, OSError, ImportError, KeyError) as exc:
         return fail(exc, doing=doing)
     except Exception as exc:  # a CI gate must never print a traceback that could be read as a verdict
@@ -243,16 +245,17 @@ def check_report_reference(reference: str) -> None:
 
 
 def write_report(reference: str, current: str, path: str, kinds: dict[str, str],
-                 window: dict[str, Any] | None = None) -> None:
+                 window: dict[str, Any] | None = None, *, chunk_rows: int = CHUNK_ROWS) -> None:
     """Evidently's HTML report of ``reference`` against ``current`` (``run`` has checked the reference first), of
     the profile's features typed with the profile's ``kinds``, as aiwatch's comparison reads them, and of the
-    current rows it compared (``window``: :func:`time_range`'s ``since`` / ``until`` / ``time_column``)."""
+    current rows it compared (``window``: :func:`time_range`'s ``since`` / ``until`` / ``time_column``), read
+    ``chunk_rows`` rows at a time as the comparison reads them (``--chunk-rows``)."""
     from aiwatch.drift.report import evidently_html
 
     pd = __import__("pandas")
     frames = []
     for source, rows in ((reference, {}), (current, window or {})):
-        chunks = [pd.DataFrame(c) for c in _report_chunks(source, kinds, rows)]
+        chunks = [pd.DataFrame(c) for c in _report_chunks(source, kinds, rows, chunk_rows)]
         if not chunks:  # pandas' own "No objects to concatenate" names nothing
             raise ValueError(f"no rows of {source!r} to report")
         frames.append(pd.concat(chunks, ignore_index=True))
@@ -260,7 +263,8 @@ def write_report(reference: str, current: str, path: str, kinds: dict[str, str],
     evidently_html(ref, cur, path, [c for c in kinds if c in ref.columns and c in cur.columns], kinds=kinds)
 
 
-def _report_chunks(source: str, columns: Collection[str], window: dict[str, Any]) -> Iterable[dict[str, Any]]:
+def _report_chunks(source: str, columns: Collection[str], window: dict[str, Any],
+                   chunk_rows: int = CHUNK_ROWS) -> Iterable[dict[str, Any]]:
     """The rows of ``source`` the comparison read, as :func:`~aiwatch.drift.batch.compare_source` selects them: a
     file whole, a dataset (a directory or glob of Parquet files) or a time window through the dataset reader."""
     from aiwatch.drift.datasets import DEFAULT_TIME_COLUMN, is_dataset, open_dataset, scan_chunks, time_filter
@@ -268,10 +272,10 @@ def _report_chunks(source: str, columns: Collection[str], window: dict[str, Any]
 
     since, until = window.get("since"), window.get("until")
     if not is_dataset(source) and since is None and until is None:
-        return read_chunks(source)
+        return read_chunks(source, chunk_rows)
     dataset = open_dataset(source)
     predicate = time_filter(dataset, since, until, window.get("time_column") or DEFAULT_TIME_COLUMN)
-    return scan_chunks(dataset, list(columns), predicate=predicate)
+    return scan_chunks(dataset, list(columns), predicate=predicate, chunk_rows=chunk_rows)
 
 
 def _fmt(x: float | None) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -327,3 +328,31 @@ def test_infinite_values_reach_evidently_as_missing(tmp_path: Path) -> None:
 
     frame = pd.DataFrame({"x": [1.0, np.inf, -np.inf, np.nan, 2.0]})
     assert np.isnan(_typed(pd, frame, ["x"])["x"].to_numpy()).tolist() == [False, True, True, True, False]
+
+
+@pytest.mark.parametrize("window", [[], ["--since", "2026-01-17T00:00Z"]], ids=["files", "dataset-reader"])
+def test_the_reports_reads_use_chunk_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, window: list[str],
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """--chunk-rows was not passed to the report's reads: each source was read 100 000 rows at a time, whatever it
+    said. Counted in batches: 95 reference rows and 61 current ones, 10 at a time."""
+    import aiwatch.commands.drift as command
+
+    pa, pq = require_module("pyarrow"), require_module("pyarrow.parquet")
+    rng = np.random.default_rng(4)
+    pq.write_table(pa.table({"x": rng.normal(0, 1, 95)}), tmp_path / "ref.parquet")
+    start = 1_768_608_000  # 2026-01-17T00:00:00Z
+    pq.write_table(pa.table({"x": rng.normal(0, 1, 61), "timestamp": pa.array([start + i for i in range(61)])}),
+                   tmp_path / "cur.parquet")
+    batches: list[list[int]] = []
+    read = command._report_chunks
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        batches.append([len(chunk["x"]) for chunk in read(*args, **kwargs)])
+        return [{"x": [0.0] * n} for n in batches[-1]]
+
+    monkeypatch.setattr(command, "_report_chunks", counted)
+    seen = _captured_report(monkeypatch)
+    assert main(["drift", str(tmp_path / "ref.parquet"), str(tmp_path / "cur.parquet"), "--chunk-rows", "10",
+                 "--report", str(tmp_path / "r.html"), *window]) in (0, 1), capsys.readouterr()
+    assert len(seen) == 1
+    assert batches == [[10] * 9 + [5], [10] * 6 + [1]]
