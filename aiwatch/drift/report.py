@@ -17,10 +17,12 @@ def evidently_html(reference: Any, current: Any, path: str | os.PathLike[str],
     """Write Evidently's DataDriftPreset report for two pandas DataFrames (or dicts of columns) to ``path``.
 
     ``kinds`` (``{"x": "numerical", "c": "categorical"}``, as a profile's features have them) types those columns
-    for Evidently, which otherwise infers types from the dtypes: it types an ``object`` column of ints and
-    ``None`` (an integer column with a missing value, as aiwatch reads it) and pandas' ``Int64`` unknown and leaves
-    it out, and divides by zero when no column is left. A numerical column is handed over as the float64 values
-    aiwatch's numerical tests read (missing and wrong-typed values NaN); a categorical one as its Python values.
+    for Evidently; without it each column of the reference is typed as aiwatch's profile types it (Evidently's
+    rules, plus pandas' nullable ``Int64`` and an ``object`` column of ints and ``None``, which Evidently types
+    unknown and leaves out: with no column left it divided by zero). Columns of no numerical or categorical kind
+    (text, datetimes, all missing) are left out, as aiwatch's comparison leaves them out; when none is left, a
+    ``ValueError`` says so. A numerical column is handed over as the float64 values aiwatch's numerical tests read
+    (missing and wrong-typed values NaN); a categorical one as its values.
 
     Evidently needs the reference *data* (not a profile) and holds both frames in memory."""
     evidently = require("evidently", "evidently")
@@ -30,30 +32,41 @@ def evidently_html(reference: Any, current: Any, path: str | os.PathLike[str],
     cur = current if isinstance(current, pd.DataFrame) else pd.DataFrame(current)
     if columns is not None:
         ref, cur = ref[columns], cur[columns]
+    for side, frame in (("reference", ref), ("current data", cur)):
+        if not len(frame):  # Evidently's own error for it names a column, as if one were at fault
+            raise ValueError(f"the {side} has no rows to report")
     if kinds is None:
-        snapshot = evidently.Report([presets.DataDriftPreset()]).run(cur, ref)
-    else:
-        typed = [c for c in ref.columns if c in kinds and c in cur.columns]
-        numerical = [c for c in typed if kinds[c] == "numerical"]
-        categorical = [c for c in typed if kinds[c] == "categorical"]
-        if not numerical and not categorical:
-            raise ValueError("no numerical or categorical column to report")
-        definition = evidently.DataDefinition(numerical_columns=numerical, categorical_columns=categorical)
-        ref, cur = (_typed(pd, frame[numerical + categorical], numerical) for frame in (ref, cur))
-        with warnings.catch_warnings():  # Evidently's replace(inf, NaN) on an object column of ints and None
-            warnings.filterwarnings("ignore", "Downcasting behavior in `replace`", FutureWarning)
-            # its chi-square of a category the reference never had: p = 0, which the report shows
-            warnings.filterwarnings("ignore", "divide by zero encountered in divide", RuntimeWarning, r"scipy\.stats")
-            snapshot = evidently.Report([presets.DataDriftPreset()]).run(
-                evidently.Dataset.from_pandas(cur, data_definition=definition),
-                evidently.Dataset.from_pandas(ref, data_definition=definition))
+        kinds = profile_kinds(ref)
+    typed = [c for c in ref.columns if c in kinds and c in cur.columns]
+    numerical = [c for c in typed if kinds[c] == "numerical"]
+    categorical = [c for c in typed if kinds[c] == "categorical"]
+    if not numerical and not categorical:
+        left_out = ", ".join(f"{c!r} {kinds.get(c, 'not in the current data')}" for c in list(ref.columns)[:20])
+        raise ValueError("no numerical or categorical column to report" + (f" ({left_out})" if left_out else ""))
+    definition = evidently.DataDefinition(numerical_columns=numerical, categorical_columns=categorical)
+    ref, cur = (_typed(pd, frame[numerical + categorical], numerical) for frame in (ref, cur))
+    with warnings.catch_warnings():  # Evidently's replace(inf, NaN) on an object column of ints and None
+        warnings.filterwarnings("ignore", "Downcasting behavior in `replace`", FutureWarning)
+        # its chi-square of a category the reference never had: p = 0, which the report shows
+        warnings.filterwarnings("ignore", "divide by zero encountered in divide", RuntimeWarning, r"scipy\.stats")
+        snapshot = evidently.Report([presets.DataDriftPreset()]).run(
+            evidently.Dataset.from_pandas(cur, data_definition=definition),
+            evidently.Dataset.from_pandas(ref, data_definition=definition))
     snapshot.save_html(os.fspath(path))
+
+
+def profile_kinds(frame: Any) -> dict[str, str]:
+    """Each column's kind as :class:`~aiwatch.drift.profile.ReferenceProfile` types a reference column:
+    ``numerical``, ``categorical``, or what left it out (``text``, ``datetime``, ``unknown``)."""
+    from aiwatch.drift.columns import columns_of, infer_kind
+
+    return {str(name): infer_kind(values) for name, values in columns_of(frame).items()}
 
 
 def _typed(pd: Any, frame: Any, numerical: list[str]) -> Any:
     """``frame``'s columns as aiwatch's tests read them: a numerical one as its float64 values (a missing, infinite
-    or wrong-typed value, such as a string or a bool, NaN), a categorical one as
-    its values, held as objects (as Python values where they are numpy's)."""
+    or wrong-typed value, such as a string or a bool, NaN), a categorical one as its values, held as objects (as
+    Python values where they are numpy's)."""
     from aiwatch.drift.columns import frame_column, object_column, to_float_counting
 
     columns: dict[str, Any] = {}

@@ -1,0 +1,75 @@
+"""aiwatch.drift.report.evidently_html: without ``kinds=`` the columns are typed as aiwatch's profile types them
+(Evidently typed pandas' ``Int64`` unknown, left every column out and divided by zero), and the report runs without
+changing the process's warning filters (``warnings.catch_warnings`` is not thread-safe: another thread's warnings
+could be lost while a report ran), yet without pandas' downcasting FutureWarning or scipy's divide-by-zero."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tests.servers import require_module
+
+pd = require_module("pandas")
+pytestmark = pytest.mark.slow  # Evidently's report: seconds each
+
+
+def frames() -> tuple[Any, Any]:
+    """Int64 columns with missing values (a few codes: categorical; many counts: numerical), an object column of
+    ints and None (categorical), and a category the reference never had in each categorical column."""
+    rng = np.random.default_rng(21)
+
+    def frame(shift: int, rows: int) -> Any:
+        few = pd.array(rng.integers(0, 4 + shift, rows), dtype="Int64")
+        many = pd.array(rng.integers(0, 1000, rows) + 100 * shift, dtype="Int64")
+        few[::7], many[::9] = pd.NA, pd.NA
+        codes = pd.Series([*rng.integers(0, 3 + shift, rows - 1).tolist(), None], dtype=object)
+        return pd.DataFrame({"few_codes": few, "many_counts": many, "object_codes": codes})
+
+    return frame(0, 300), frame(2, 200)
+
+
+def test_int64_columns_are_reported_without_kinds(tmp_path: Path) -> None:
+    require_module("evidently")
+    from aiwatch.drift.report import evidently_html, profile_kinds
+
+    reference, current = frames()
+    assert profile_kinds(reference) == {"few_codes": "categorical", "many_counts": "numerical",
+                                        "object_codes": "categorical"}
+    evidently_html(reference, current, tmp_path / "r.html")  # ZeroDivisionError inside Evidently
+    text = (tmp_path / "r.html").read_text()
+    assert "Drifted Columns" in text and all(name in text for name in reference.columns)
+
+
+@pytest.mark.parametrize("columns, left_out", [
+    ({"x": [None] * 40}, "'x' unknown"),
+    ({"x": pd.array([pd.NA] * 40, dtype="Int64")}, "'x' unknown"),
+    ({"x": [f"word {i}" for i in range(40)]}, "'x' text"),
+    ({"x": pd.date_range("2026-01-01", periods=40)}, "'x' datetime"),
+], ids=["none", "int64-na", "text", "datetime"])
+def test_no_reportable_column_is_a_clear_error_without_kinds(tmp_path: Path, columns: dict[str, Any],
+                                                             left_out: str) -> None:
+    require_module("evidently")
+    from aiwatch.drift.report import evidently_html
+
+    frame = pd.DataFrame(columns)
+    with pytest.raises(ValueError, match="no numerical or categorical column to report") as raised:
+        evidently_html(frame, frame, tmp_path / "r.html")
+    assert left_out in str(raised.value)
+    assert not (tmp_path / "r.html").exists()
+
+
+@pytest.mark.parametrize("kinds", [None, {"x": "numerical"}], ids=["inferred", "given"])
+def test_a_frame_of_no_rows_is_named(tmp_path: Path, kinds: dict[str, str] | None) -> None:
+    require_module("evidently")
+    from aiwatch.drift.report import evidently_html
+
+    rows, empty = pd.DataFrame({"x": np.arange(40.0)}), pd.DataFrame({"x": pd.array([], dtype="Int64")})
+    with pytest.raises(ValueError, match=r"^the reference has no rows to report$"):
+        evidently_html(empty, rows, tmp_path / "r.html", kinds=kinds)
+    with pytest.raises(ValueError, match=r"^the current data has no rows to report$"):
+        evidently_html(rows, empty, tmp_path / "r.html", kinds=kinds)
+
