@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -45,10 +44,12 @@ def evidently_html(reference: Any, current: Any, path: str | os.PathLike[str],
         raise ValueError("no numerical or categorical column to report" + (f" ({left_out})" if left_out else ""))
     definition = evidently.DataDefinition(numerical_columns=numerical, categorical_columns=categorical)
     ref, cur = (_typed(pd, frame[numerical + categorical], numerical) for frame in (ref, cur))
-    with warnings.catch_warnings():  # Evidently's replace(inf, NaN) on an object column of ints and None
-        warnings.filterwarnings("ignore", "Downcasting behavior in `replace`", FutureWarning)
-        # its chi-square of a category the reference never had: p = 0, which the report shows
-        warnings.filterwarnings("ignore", "divide by zero encountered in divide", RuntimeWarning, r"scipy\.stats")
+    # No warnings.catch_warnings() here: it changes the process's warning filters, so a host app's other threads
+    # could lose their warnings while the report runs (it is not thread-safe before Python 3.14). The frames are
+    # typed so that Evidently's replace(inf, NaN) has nothing to downcast (pandas' FutureWarning); a category the
+    # reference never had gives a chi-square p-value of 0 through a division by zero in scipy, which np.errstate
+    # (this thread's floating-point state only) keeps quiet.
+    with np.errstate(divide="ignore"):
         snapshot = evidently.Report([presets.DataDriftPreset()]).run(
             evidently.Dataset.from_pandas(cur, data_definition=definition),
             evidently.Dataset.from_pandas(ref, data_definition=definition))
@@ -66,7 +67,9 @@ def profile_kinds(frame: Any) -> dict[str, str]:
 def _typed(pd: Any, frame: Any, numerical: list[str]) -> Any:
     """``frame``'s columns as aiwatch's tests read them: a numerical one as its float64 values (a missing, infinite
     or wrong-typed value, such as a string or a bool, NaN), a categorical one as its values, held as objects (as
-    Python values where they are numpy's)."""
+    Python values where they are numpy's) unless they are all numbers and missing values: then as float64 with NaN,
+    which is what Evidently's ``replace([inf, -inf], NaN)`` downcast such an object column to (with a FutureWarning
+    from pandas 2.2 on)."""
     from aiwatch.drift.columns import frame_column, object_column, to_float_counting
 
     columns: dict[str, Any] = {}
@@ -77,5 +80,6 @@ def _typed(pd: Any, frame: Any, numerical: list[str]) -> Any:
             columns[name] = np.where(np.isinf(floats), np.nan, floats)
         else:  # a numpy column of no missing value as it is (ints: Evidently warns of an object column of them)
             plain = isinstance(values, np.ndarray) and values.dtype.kind in "biufU"
-            columns[name] = values if plain else object_column(values)
+            columns[name] = values if plain else pd.Series(object_column(values), index=frame.index,
+                                                           dtype=object).infer_objects()
     return pd.DataFrame(columns, index=frame.index)

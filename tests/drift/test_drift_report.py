@@ -5,6 +5,8 @@ could be lost while a report ran), yet without pandas' downcasting FutureWarning
 
 from __future__ import annotations
 
+import threading
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -73,3 +75,29 @@ def test_a_frame_of_no_rows_is_named(tmp_path: Path, kinds: dict[str, str] | Non
     with pytest.raises(ValueError, match=r"^the current data has no rows to report$"):
         evidently_html(rows, empty, tmp_path / "r.html", kinds=kinds)
 
+
+@pytest.mark.parametrize("kinds", [None, {"few_codes": "categorical", "many_counts": "numerical",
+                                          "object_codes": "categorical"}], ids=["inferred", "given"])
+def test_the_report_leaves_the_warning_filters_alone_and_warns_of_nothing_it_silenced(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kinds: dict[str, str] | None) -> None:
+    evidently = require_module("evidently")
+    from aiwatch.drift.report import evidently_html
+
+    run = evidently.Report.run
+    seen: list[tuple[bool, bool]] = []
+    before: list[Any] = []
+
+    def spied(self: Any, *args: Any, **kwargs: Any) -> Any:
+        # catch_warnings() swaps warnings.filters for a copy, process-wide, until it exits
+        seen.append((warnings.filters is before[0], threading.current_thread() is threading.main_thread()))
+        return run(self, *args, **kwargs)
+
+    monkeypatch.setattr(evidently.Report, "run", spied)
+    reference, current = frames()
+    with warnings.catch_warnings(record=True) as caught:  # the test's own, around the call
+        warnings.simplefilter("always")
+        before.append(warnings.filters)
+        evidently_html(reference, current, tmp_path / "r.html", kinds=kinds)
+    assert seen == [(True, True)]
+    messages = [str(w.message) for w in caught]
+    assert not [m for m in messages if "Downcasting" in m or "divide by zero" in m], messages
