@@ -11,6 +11,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from aiwatch._optional import require
 from aiwatch.drift.builder import ProfileBuilder
 from aiwatch.drift.current import ChunkedCurrent, CurrentFeature
 from aiwatch.drift.datasets import (
@@ -50,7 +51,12 @@ def compare_file(profile: ReferenceProfile, path: str | os.PathLike[str], option
     """Drift of a CSV/Parquet file against ``profile``, chunk by chunk: bin and category counts are exact over
     every row; KS/Wasserstein use a uniform sample of at most ``options.max_exact`` values per feature, or every
     value with ``options.exact`` (then the numerical columns' values are held in memory)."""
-    return _compare_chunks(profile, read_chunks(path, chunk_rows), options, set())
+    report = _compare_chunks(profile, read_chunks(path, chunk_rows), options, set())
+    if not report.tested_count and not report.features and Path(path).suffix.lower() in (".parquet", ".pq"):
+        # a Parquet file of no rows gives no chunk, so no column was seen: its footer names them
+        names = require("pyarrow.parquet", "data").read_schema(path).names
+        empty_window(report, [n for n in profile.features if n in names], None, None, DEFAULT_TIME_COLUMN)
+    return report
 
 
 def _compare_chunks(profile: ReferenceProfile, chunks: Iterable[dict[str, Any]], options: Options | None,

@@ -382,16 +382,17 @@ def time_filter(dataset: Any, since: datetime | None, until: datetime | None,
 
 def empty_window(report: Any, present: Collection[str], since: datetime | None, until: datetime | None,
                  time_column: str) -> None:
-    """Set ``report.no_rows`` when ``[since, until)`` selected no row: a window was given, the data has some of the
-    profile's features (``present``) and no row reached any of them (each row read counts in every present
-    feature, as a value, a missing or a wrong-typed one). Without this the report said the data had none of the
-    features, or no values for them."""
-    if (since is None and until is None) or not present:
+    """Set ``report.no_rows`` when no row was read: the data has some of the profile's features (``present``) and
+    no row reached any of them (each row read counts in every present feature, as a value, a missing or a
+    wrong-typed one). Then either ``[since, until)`` selected none, or (without a window) the data has none. Without
+    this the report said the data had none of the features, or no values for them."""
+    if not present or any(f.current_count + f.missing + f.invalid for f in report.features.values()):
         return
-    if any(f.current_count + f.missing + f.invalid for f in report.features.values()):
-        return
-    report.no_rows = f"the time window selected no row: no {time_column!r} of the current data is " + \
-        window_text(since, until)
+    if since is None and until is None:
+        report.no_rows = "the current data has no rows"
+    else:
+        report.no_rows = f"the time window selected no row: no {time_column!r} of the current data is " + \
+            window_text(since, until)
 
 
 def window_text(since: datetime | None, until: datetime | None) -> str:

@@ -397,3 +397,17 @@ def test_a_window_that_selects_no_row_says_so_on_both_paths(cluster: Any, tmp_pa
         assert "none of the reference's features" not in err and "no values for" not in err
         for bound in window[1::2]:
             assert parse_time(bound).isoformat() in err
+
+
+@pytest.mark.parametrize("as_dataset", [False, True], ids=["file", "dataset"])
+def test_parquet_of_no_rows_says_so_on_both_paths(cluster: Any, tmp_path: Path, as_dataset: bool,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    # a 0-row Parquet file has the columns: it said "the current data has none of the reference's features 'x'"
+    pq.write_table(pa.table({"x": np.random.default_rng(6).normal(size=300)}), tmp_path / "ref.parquet")
+    (tmp_path / "cur").mkdir()
+    pq.write_table(pa.table({"x": pa.array([], pa.float64())}), tmp_path / "cur" / "part-0.parquet")
+    current = tmp_path / "cur" if as_dataset else tmp_path / "cur" / "part-0.parquet"
+    capsys.readouterr()
+    for extra in ([], ["--dask", cluster.scheduler.address]):
+        assert main(["drift", str(tmp_path / "ref.parquet"), str(current), *extra]) == 2
+        assert capsys.readouterr().err == "aiwatch drift: error: nothing was tested: the current data has no rows\n"
