@@ -371,7 +371,8 @@ def time_filter(dataset: Any, since: datetime | None, until: datetime | None,
             continue
         part = compared(t, upper)
         if hour is not None:
-            key = t.astimezone(timezone.utc).strftime("%Y-%m-%dT%H")
+            # isoformat, not strftime("%Y"), which writes year 500 as "500": "500-..." sorted after "2026-..."
+            key = t.astimezone(timezone.utc).isoformat()[:13]
             # a file under no hour= directory (the log's own root, or beside the hour= directories) has a null
             # hour: kept and filtered by its timestamp; partition_columns saw only the first file, so it decides
             # only whether to prune, never which rows of a file without the key are left out

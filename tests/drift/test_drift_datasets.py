@@ -353,3 +353,22 @@ def test_a_file_beside_the_hour_directories_is_filtered_by_its_timestamp(tmp_pat
     if odd == "zz.parquet":  # the first file is under hour=: its directories prune (not so for aa.parquet's)
         read = {Path(f.path).relative_to(tmp_path).as_posix() for f in dataset.get_fragments(filter=window)}
         assert read == {"model=a/hour=2026-11-30T10/p1.parquet", "model=a/zz.parquet", "model=a/late-zz.parquet"}
+
+
+@pytest.mark.parametrize("bound, since_rows, until_rows", [("0500-01-01T00:00Z", 3 * PER_HOUR, 0),
+                                                          ("9999-12-31T23:00Z", 0, 3 * PER_HOUR)])
+def test_the_hour_partition_compares_bounds_of_any_year(data: dict[str, Path], bound: str, since_rows: int,
+                                                        until_rows: int) -> None:
+    """The hour= key of a bound was written with strftime("%Y"): year 500 as "500-01-01T00", which sorts after
+    "2026-09-21T15", so --since 0500 pruned every directory of the log."""
+    window = parse_time(bound)
+    assert len(_rows_in_log(data["log"], since=window)) == since_rows
+    assert len(_rows_in_log(data["log"], until=window)) == until_rows
+
+
+def _rows_in_log(log: Path, **window: object) -> list[str]:
+    from aiwatch.drift.datasets import time_filter
+
+    dataset = open_dataset(log)
+    predicate = time_filter(dataset, window.get("since"), window.get("until"))  # type: ignore[arg-type]
+    return [str(v) for chunk in scan_chunks(dataset, ["request_id"], predicate=predicate) for v in chunk["request_id"]]
