@@ -298,6 +298,8 @@ def print_table(report: Any) -> None:
             print(f"{r.feature:<24} left out of the reference: {r.reference_invalid} not numbers (text)")
     for name in report.missing_features:
         print(f"{name:<24} missing from the current data")
+    if getattr(report, "no_rows", None):
+        print(f"no row compared: {report.no_rows}")
     if report.unknown_features:
         print(f"not in the reference (ignored): {', '.join(report.unknown_features)}")
     verdict = "DRIFT" if report.drifted else "no drift"

@@ -386,9 +386,12 @@ def empty_window(report: Any, present: Collection[str], since: datetime | None, 
     """Set ``report.no_rows`` when no row was read: the data has some of the profile's features (``present``) and
     no row reached any of them (each row read counts in every present feature, as a value, a missing or a
     wrong-typed one). Then either ``[since, until)`` selected none, or (without a window) the data has none. Without
-    this the report said the data had none of the features, or no values for them."""
+    this the report said the data had none of the features, or no values for them. The present features are then
+    no longer listed as missing from the current data (the table and ``--json`` said they were, while the error
+    said no row was read)."""
     if not present or any(f.current_count + f.missing + f.invalid for f in report.features.values()):
         return
+    report.missing_features = [n for n in report.missing_features if n not in present]
     if since is None and until is None:
         report.no_rows = "the current data has no rows"
     else:

@@ -121,7 +121,7 @@ class DriftReport:
         return {"drifted": self.drifted, "drifted_count": self.drifted_count, "tested_count": self.tested_count,
                 "share_drifted": self.share_drifted, "drift_share": self.drift_share, "rule": self.rule,
                 "correction": self.correction, "missing_features": self.missing_features,
-                "unknown_features": self.unknown_features,
+                "unknown_features": self.unknown_features, "nothing_tested": self.why_nothing_tested(),
                 "features": [f.to_dict() for f in self.features.values()]}
 
     def why_nothing_tested(self) -> str | None:

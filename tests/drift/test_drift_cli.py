@@ -356,3 +356,17 @@ def test_the_reports_reads_use_chunk_rows(tmp_path: Path, monkeypatch: pytest.Mo
                  "--report", str(tmp_path / "r.html"), *window]) in (0, 1), capsys.readouterr()
     assert len(seen) == 1
     assert batches == [[10] * 9 + [5], [10] * 6 + [1]]
+
+
+def test_json_says_why_nothing_was_tested(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # "nothing_tested": why_nothing_tested()'s text, null when something was tested
+    rng = np.random.default_rng(8)
+    for name, column in (("ref", "x"), ("cur", "x"), ("other", "y")):
+        (tmp_path / f"{name}.csv").write_text(column + "\n" + "\n".join(map(str, rng.normal(size=300))) + "\n")
+    assert main(["drift", str(tmp_path / "ref.csv"), str(tmp_path / "cur.csv"), "--json"]) in (0, 1)
+    assert json.loads(capsys.readouterr().out)["nothing_tested"] is None
+    assert main(["drift", str(tmp_path / "ref.csv"), str(tmp_path / "other.csv"), "--json"]) == 2
+    out, err = capsys.readouterr()
+    assert json.loads(out)["nothing_tested"] == "the current data has none of the reference's features 'x' (its " \
+        "columns: 'y')"
+    assert err.endswith(json.loads(out)["nothing_tested"] + "\n")

@@ -411,3 +411,27 @@ def test_parquet_of_no_rows_says_so_on_both_paths(cluster: Any, tmp_path: Path, 
     for extra in ([], ["--dask", cluster.scheduler.address]):
         assert main(["drift", str(tmp_path / "ref.parquet"), str(current), *extra]) == 2
         assert capsys.readouterr().err == "aiwatch drift: error: nothing was tested: the current data has no rows\n"
+
+
+@pytest.mark.parametrize("case", ["window", "no rows"])
+def test_no_row_read_is_not_reported_as_missing_features(cluster: Any, tmp_path: Path, case: str,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    # stdout said `"missing_features": ["x"]` / "x missing from the current data" while stderr said no row was read
+    pq.write_table(pa.table({"x": np.random.default_rng(7).normal(size=300)}), tmp_path / "ref.parquet")
+    times = pa.array([1767225600 * 10**9], pa.timestamp("ns", tz="UTC"))
+    rows = {"when": times, "x": pa.array([0.5])} if case == "window" else {"x": pa.array([], pa.float64())}
+    pq.write_table(pa.table(rows), tmp_path / "cur.parquet")
+    window = ["--since", "2030-01-01", "--time-column", "when"] if case == "window" else []
+    reason = ("the time window selected no row: no 'when' of the current data is at or after "
+              "2030-01-01T00:00:00+00:00 (--since/--until)" if case == "window" else "the current data has no rows")
+    args = ["drift", str(tmp_path / "ref.parquet"), str(tmp_path / "cur.parquet"), *window]
+    capsys.readouterr()
+    for extra in ([], ["--dask", cluster.scheduler.address]):
+        assert main([*args, "--json", *extra]) == 2
+        out, err = capsys.readouterr()
+        assert err == f"aiwatch drift: error: nothing was tested: {reason}\n"
+        report = json.loads(out)
+        assert (report["missing_features"], report["nothing_tested"], report["features"]) == ([], reason, [])
+        assert main([*args, *extra]) == 2
+        out = capsys.readouterr().out
+        assert "missing from the current data" not in out and f"no row compared: {reason}\n" in out, out
