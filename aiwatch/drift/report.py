@@ -31,6 +31,8 @@ def evidently_html(reference: Any, current: Any, path: str | os.PathLike[str],
     cur = current if isinstance(current, pd.DataFrame) else pd.DataFrame(current)
     if columns is not None:
         ref, cur = ref[columns], cur[columns]
+    # kinds are keyed by str names (a profile's, profile_kinds'): a frame's int names (DataFrame(ndarray)) too
+    ref, cur = (frame.rename(columns=str) for frame in (ref, cur))
     for side, frame in (("reference", ref), ("current data", cur)):
         if not len(frame):  # Evidently's own error for it names a column, as if one were at fault
             raise ValueError(f"the {side} has no rows to report")
@@ -40,7 +42,7 @@ def evidently_html(reference: Any, current: Any, path: str | os.PathLike[str],
     numerical = [c for c in typed if kinds[c] == "numerical"]
     categorical = [c for c in typed if kinds[c] == "categorical"]
     if not numerical and not categorical:
-        left_out = ", ".join(f"{c!r} {kinds.get(c, 'not in the current data')}" for c in list(ref.columns)[:20])
+        left_out = ", ".join(f"{c!r} {_why_left_out(c, kinds, cur.columns)}" for c in list(ref.columns)[:20])
         raise ValueError("no numerical or categorical column to report" + (f" ({left_out})" if left_out else ""))
     definition = evidently.DataDefinition(numerical_columns=numerical, categorical_columns=categorical)
     ref, cur = _typed(pd, [ref[numerical + categorical], cur[numerical + categorical]], numerical)
@@ -54,6 +56,14 @@ def evidently_html(reference: Any, current: Any, path: str | os.PathLike[str],
             evidently.Dataset.from_pandas(cur, data_definition=definition),
             evidently.Dataset.from_pandas(ref, data_definition=definition))
     snapshot.save_html(os.fspath(path))
+
+
+def _why_left_out(name: str, kinds: Mapping[str, str], current: Any) -> str:
+    """Why the reference's column ``name`` is not in the report: absent from ``current``, of no kind, or its
+    kind (neither numerical nor categorical)."""
+    if name not in current:
+        return "not in the current data"
+    return kinds.get(name, "no kind given")
 
 
 def profile_kinds(frame: Any) -> dict[str, str]:

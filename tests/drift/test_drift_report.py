@@ -141,3 +141,32 @@ def test_ints_within_2_53_with_none_are_still_handed_as_floats(tmp_path: Path,
     frame = pd.DataFrame({"c": pd.Series([big, -big] * 50 + [None], dtype=object)})
     evidently_html(frame, frame, tmp_path / "r.html")
     assert [f["c"].dtype.kind for f in handed] == ["f", "f"]
+
+
+def test_int_column_names_are_reported(tmp_path: Path) -> None:
+    # profile_kinds keys by str(name) and the lookup used the raw name: "no ... column to report ('0' not in the
+    # current data)" for a frame of int names (DataFrame(ndarray))
+    require_module("evidently")
+    from aiwatch.drift.report import evidently_html
+
+    rng = np.random.default_rng(22)
+    evidently_html(pd.DataFrame(rng.normal(size=(100, 2))), pd.DataFrame(rng.normal(size=(100, 2))),
+                   tmp_path / "r.html")
+    assert "Drifted Columns" in (tmp_path / "r.html").read_text()
+
+
+@pytest.mark.parametrize("current, kinds, reason", [
+    ({"y": np.arange(40.0)}, None, "'x' not in the current data"),
+    ({"y": np.arange(40.0)}, {"x": "numerical"}, "'x' not in the current data"),
+    ({"x": np.arange(40.0)}, {}, "'x' no kind given"),
+], ids=["absent-inferred", "absent-given", "no-kind"])
+def test_each_left_out_column_is_given_its_own_reason(tmp_path: Path, current: dict[str, Any],
+                                                      kinds: dict[str, str] | None, reason: str) -> None:
+    # it said "'x' numerical" for a numerical column absent from current, "'x' not in the current data" for one
+    # absent from kinds={}
+    require_module("evidently")
+    from aiwatch.drift.report import evidently_html
+
+    with pytest.raises(ValueError, match="no numerical or categorical column to report") as raised:
+        evidently_html(pd.DataFrame({"x": np.arange(40.0)}), pd.DataFrame(current), tmp_path / "r.html", kinds=kinds)
+    assert str(raised.value).endswith(f"({reason})")
