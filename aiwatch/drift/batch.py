@@ -52,9 +52,12 @@ def compare_file(profile: ReferenceProfile, path: str | os.PathLike[str], option
     every row; KS/Wasserstein use a uniform sample of at most ``options.max_exact`` values per feature, or every
     value with ``options.exact`` (then the numerical columns' values are held in memory)."""
     report = _compare_chunks(profile, read_chunks(path, chunk_rows), options, set())
-    if not report.tested_count and not report.features and Path(path).suffix.lower() in (".parquet", ".pq"):
-        # a Parquet file of no rows gives no chunk, so no column was seen: its footer names them
-        names = require("pyarrow.parquet", "data").read_schema(path).names
+    if not report.tested_count:
+        # a CSV file of a header only gives a chunk of no rows (its columns seen: report.features); a Parquet
+        # file of no rows gives no chunk, so no column was seen: its footer names them
+        names: Collection[str] = report.features
+        if not names and Path(path).suffix.lower() in (".parquet", ".pq"):
+            names = require("pyarrow.parquet", "data").read_schema(path).names
         empty_window(report, [n for n in profile.features if n in names], None, None, DEFAULT_TIME_COLUMN)
     return report
 

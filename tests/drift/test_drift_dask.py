@@ -435,3 +435,14 @@ def test_no_row_read_is_not_reported_as_missing_features(cluster: Any, tmp_path:
         assert main([*args, *extra]) == 2
         out = capsys.readouterr().out
         assert "missing from the current data" not in out and f"no row compared: {reason}\n" in out, out
+
+
+def test_a_csv_of_a_header_only_says_no_rows_on_both_paths(cluster: Any, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    # one machine said "no values for the reference's features (no rows, or every value missing)", Dask "no rows"
+    pq.write_table(pa.table({"x": np.random.default_rng(9).normal(size=300)}), tmp_path / "ref.parquet")
+    (tmp_path / "cur.csv").write_text("x\n")
+    capsys.readouterr()
+    for extra in ([], ["--dask", cluster.scheduler.address]):
+        assert main(["drift", str(tmp_path / "ref.parquet"), str(tmp_path / "cur.csv"), *extra]) == 2
+        assert capsys.readouterr().err == "aiwatch drift: error: nothing was tested: the current data has no rows\n"
