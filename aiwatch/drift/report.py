@@ -45,7 +45,7 @@ def evidently_html(reference: Any, current: Any, path: str | os.PathLike[str],
         left_out = ", ".join(f"{c!r} {_why_left_out(c, kinds, cur.columns)}" for c in list(ref.columns)[:20])
         raise ValueError("no numerical or categorical column to report" + (f" ({left_out})" if left_out else ""))
     definition = evidently.DataDefinition(numerical_columns=numerical, categorical_columns=categorical)
-    ref, cur = _typed(pd, [ref[numerical + categorical], cur[numerical + categorical]], numerical)
+    ref, cur = (_typed(pd, frame[numerical + categorical], numerical) for frame in (ref, cur))
     # No warnings.catch_warnings() here: it changes the process's warning filters, so a host app's other threads
     # could lose their warnings while the report runs (it is not thread-safe before Python 3.14). The frames are
     # typed so that Evidently's replace(inf, NaN) has nothing to downcast (pandas' FutureWarning); a category the
@@ -74,49 +74,22 @@ def profile_kinds(frame: Any) -> dict[str, str]:
     return {str(name): infer_kind(values) for name, values in columns_of(frame).items()}
 
 
-def _typed(pd: Any, frames: list[Any], numerical: list[str]) -> list[Any]:
-    """The ``frames``' columns as aiwatch's tests read them: a numerical one as its float64 values (a missing,
-    infinite or wrong-typed value, such as a string or a bool, NaN), a categorical one as its values, held as
-    objects (as Python values where they are numpy's) unless they are all numbers and missing values: then as
-    float64 with NaN, which is what Evidently's ``replace([inf, -inf], NaN)`` downcast such an object column to (with
-    a FutureWarning from pandas 2.2 on) -- except where an int of the column, in either frame, is beyond ±2**53,
-    which float64 cannot tell from its neighbour (2**53 + 1 became 2**53: two categories one). Such a column of
-    ints and None is handed over as the ints' decimal text in both frames (Evidently's drift test would downcast
-    objects to float64 itself); with values of other types it stays objects."""
+def _typed(pd: Any, frame: Any, numerical: list[str]) -> Any:
+    """``frame``'s columns as aiwatch's tests read them: a numerical one as its float64 values (a missing, infinite
+    or wrong-typed value, such as a string or a bool, NaN), a categorical one as its values, held as objects (as
+    Python values where they are numpy's) unless they are all numbers and missing values: then as float64 with NaN,
+    which is what Evidently's ``replace([inf, -inf], NaN)`` downcast such an object column to (with a FutureWarning
+    from pandas 2.2 on)."""
     from aiwatch.drift.columns import frame_column, object_column, to_float_counting
 
-    columns: list[dict[str, Any]] = [{} for _ in frames]
-    for name in frames[0].columns:
-        held = []
-        for frame, out in zip(frames, columns, strict=True):
-            values = frame_column(frame[name])
-            if name in numerical:  # infinite is missing for aiwatch's tests too
-                floats = to_float_counting(values)[0]
-                out[name] = np.where(np.isinf(floats), np.nan, floats)
-            elif isinstance(values, np.ndarray) and values.dtype.kind in "biufU":
-                out[name] = values  # no missing value: as it is (ints: Evidently warns of an object column of them)
-            else:
-                out[name] = pd.Series(object_column(values), index=frame.index, dtype=object)
-                held.append(out)
-        if held and any(_beyond_floats(out[name]) for out in held):
-            if all(v is None or _is_int(v) for out in held for v in out[name]):
-                # as text: Evidently's drift test downcasts an object column of numbers and None to float64 itself
-                for out in held:
-                    out[name] = out[name].map(lambda v: None if v is None else str(int(v)), na_action="ignore")
-        else:
-            for out in held:
-                out[name] = out[name].infer_objects()
-    return [pd.DataFrame(out, index=frame.index) for frame, out in zip(frames, columns, strict=True)]
-
-
-#: the largest magnitude up to which every int is a float64 exactly
-_EXACT_INT = 2**53
-
-
-def _beyond_floats(series: Any) -> bool:
-    """Whether an int of ``series`` (objects) is beyond ±2**53, where float64 no longer holds every int."""
-    return any(_is_int(v) and abs(int(v)) > _EXACT_INT for v in series)
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+    columns: dict[str, Any] = {}
+    for name in frame.columns:
+        values = frame_column(frame[name])
+        if name in numerical:  # infinite is missing for aiwatch's tests too
+            floats = to_float_counting(values)[0]
+            columns[name] = np.where(np.isinf(floats), np.nan, floats)
+        else:  # a numpy column of no missing value as it is (ints: Evidently warns of an object column of them)
+            plain = isinstance(values, np.ndarray) and values.dtype.kind in "biufU"
+            columns[name] = values if plain else pd.Series(object_column(values), index=frame.index,
+                                                           dtype=object).infer_objects()
+    return pd.DataFrame(columns, index=frame.index)

@@ -327,7 +327,7 @@ def test_infinite_values_reach_evidently_as_missing(tmp_path: Path) -> None:
     from aiwatch.drift.report import _typed
 
     frame = pd.DataFrame({"x": [1.0, np.inf, -np.inf, np.nan, 2.0]})
-    assert np.isnan(_typed(pd, [frame], ["x"])[0]["x"].to_numpy()).tolist() == [False, True, True, True, False]
+    assert np.isnan(_typed(pd, frame, ["x"])["x"].to_numpy()).tolist() == [False, True, True, True, False]
 
 
 @pytest.mark.parametrize("window", [[], ["--since", "2026-01-17T00:00Z"]], ids=["files", "dataset-reader"])

@@ -103,46 +103,6 @@ def test_the_report_leaves_the_warning_filters_alone_and_warns_of_nothing_it_sil
     assert not [m for m in messages if "Downcasting" in m or "divide by zero" in m], messages
 
 
-@pytest.mark.parametrize("kinds", [None, {"c": "categorical"}], ids=["inferred", "given"])
-def test_ints_beyond_2_53_with_none_stay_apart_in_the_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                              kinds: dict[str, str] | None) -> None:
-    # infer_objects made them float64: 2**53 + 1 became 2**53, two categories one (and Evidently saw no drift)
-    evidently = require_module("evidently")
-    from aiwatch.drift.report import evidently_html
-
-    handed: list[Any] = []
-    from_pandas = evidently.Dataset.from_pandas
-
-    def spied(frame: Any, *args: Any, **kwargs: Any) -> Any:
-        handed.append(frame)
-        return from_pandas(frame, *args, **kwargs)
-
-    monkeypatch.setattr(evidently.Dataset, "from_pandas", spied)
-    big = 2**53
-    reference = pd.DataFrame({"c": pd.Series([big] * 50 + [big + 1] * 50 + [None] * 2, dtype=object)})
-    current = pd.DataFrame({"c": pd.Series([big] * 100 + [None], dtype=object)})
-    evidently_html(reference, current, tmp_path / "r.html", kinds=kinds)
-    cur, ref = handed
-    assert sorted(ref["c"].dropna().unique()) == [str(big), str(big + 1)]
-    assert cur["c"].dropna().unique().tolist() == [str(big)]
-    assert str(big + 1) in (tmp_path / "r.html").read_text()
-
-
-def test_ints_within_2_53_with_none_are_still_handed_as_floats(tmp_path: Path,
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    evidently = require_module("evidently")
-    from aiwatch.drift.report import evidently_html
-
-    handed: list[Any] = []
-    from_pandas = evidently.Dataset.from_pandas
-    monkeypatch.setattr(evidently.Dataset, "from_pandas",
-                        lambda frame, *a, **k: handed.append(frame) or from_pandas(frame, *a, **k))
-    big = 2**53
-    frame = pd.DataFrame({"c": pd.Series([big, -big] * 50 + [None], dtype=object)})
-    evidently_html(frame, frame, tmp_path / "r.html")
-    assert [f["c"].dtype.kind for f in handed] == ["f", "f"]
-
-
 def test_int_column_names_are_reported(tmp_path: Path) -> None:
     # profile_kinds keys by str(name) and the lookup used the raw name: "no ... column to report ('0' not in the
     # current data)" for a frame of int names (DataFrame(ndarray))
