@@ -130,3 +130,25 @@ def test_each_left_out_column_is_given_its_own_reason(tmp_path: Path, current: d
     with pytest.raises(ValueError, match="no numerical or categorical column to report") as raised:
         evidently_html(pd.DataFrame({"x": np.arange(40.0)}), pd.DataFrame(current), tmp_path / "r.html", kinds=kinds)
     assert str(raised.value).endswith(f"({reason})")
+
+
+@pytest.mark.parametrize("kinds", [None, {"0": "numerical"}], ids=["inferred", "given"])
+def test_two_names_that_are_one_as_text_are_refused_by_name(tmp_path: Path, kinds: dict[str, str] | None) -> None:
+    # renamed to text, 0 and "0" were one name twice: pandas' "Length of values (4) does not match length of index"
+    require_module("evidently")
+    from aiwatch.drift.report import evidently_html
+
+    frame = pd.DataFrame({0: np.arange(40.0)})
+    frame["0"] = np.arange(40.0)
+    with pytest.raises(ValueError, match=r"columns 0 and '0' are both named '0' \(names are read as text\)"):
+        evidently_html(frame, frame, tmp_path / "r.html", kinds=kinds)
+    assert not (tmp_path / "r.html").exists()
+
+
+def test_a_column_name_given_twice_is_refused_by_name(tmp_path: Path) -> None:
+    require_module("evidently")
+    from aiwatch.drift.report import evidently_html
+
+    frame = pd.DataFrame(np.zeros((40, 2)), columns=["x", "x"])
+    with pytest.raises(ValueError, match=r"column 'x' is given twice"):
+        evidently_html(frame, frame, tmp_path / "r.html")
