@@ -220,7 +220,7 @@ def files(tmp_path_factory: pytest.TempPathFactory, good: dict[str, Any]) -> dic
 
 
 @pytest.mark.parametrize(("reference", "current", "message"), [
-    ("profile.json", "header.csv", "nothing was tested: the current data has no values"),
+    ("profile.json", "header.csv", "nothing was tested: the current data has no rows"),
     ("profile.json", "other.csv", "nothing was tested: the current data has none of the reference's features 'x', "
                                   "'c' (its columns: 'y')"),
     ("empty.json", "cur.csv", "nothing was tested: the reference profile has no features"),
