@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, wait
 from dataclasses import dataclass, field
 from functools import partial
+from itertools import pairwise
 from typing import TYPE_CHECKING
 
 from aiwatch.amounts import period
@@ -78,6 +79,8 @@ if TYPE_CHECKING:
 Samples = list[tuple[dict[str, str], float]]
 """Labelled values, the result of one PromQL-like step (``instance`` added)."""
 
+_NO_SLOTS: frozenset[int] = frozenset()
+
 Child = tuple[str, LabelKey]
 """One child of a histogram: its name and labels without ``le``, shared by its ``_bucket``, ``_sum`` and ``_count``."""
 
@@ -93,7 +96,9 @@ class SeriesIndex:
         self.children: list[tuple[int, Child]] = []  # the slots of histogram samples, with their child
         self.last = array("d")  # each slot's value at the last scrape that had it (NaN before)
 
-    def pack(self, data: Scraped) -> array[float]:
+    def pack(self, data: Scraped) -> tuple[array[float], frozenset[int]]:
+        """The values of one scrape by slot (NaN where a series was absent), and the slots whose series the endpoint
+        exported as NaN: a gauge may hold it, and PromQL's ``changes()`` counts a change to and from it."""
         for name, series in data.items():
             for key in series:
                 if (name, key) not in self.slots:
@@ -104,10 +109,14 @@ class SeriesIndex:
                     if base is not None:
                         self.children.append((slot, (base, without_le(key))))
         values = array("d", [math.nan]) * len(self.slots)
+        nans: list[int] = []
         for name, series in data.items():
             for key, value in series.items():
-                values[self.slots[(name, key)]] = value
-        return values
+                slot = self.slots[(name, key)]
+                values[slot] = value
+                if value != value:  # NaN
+                    nans.append(slot)
+        return values, frozenset(nans) if nans else _NO_SLOTS
 
     def restarts(self, values: array[float]) -> frozenset[Child]:
         """The histogram children of which a ``_bucket``, ``_sum`` or ``_count`` series went down since the last
@@ -137,14 +146,17 @@ class Snapshot:
     index: SeriesIndex | None = None
     error: str = ""
     restarts: frozenset[Child] = frozenset()
+    nans: frozenset[int] = frozenset()
+    """The slots whose series the endpoint exported as NaN (:meth:`SeriesIndex.pack`)."""
 
-    def series(self, name: str) -> Iterator[tuple[LabelKey, float]]:
-        """``(sorted label items, value)`` of every sample named ``name`` in this scrape."""
+    def series(self, name: str, *, nan: bool = False) -> Iterator[tuple[LabelKey, float]]:
+        """``(sorted label items, value)`` of every sample named ``name`` in this scrape; ``nan``: with those the
+        endpoint exported as NaN, which are left out otherwise (a NaN slot is a series absent from the scrape)."""
         if self.index is None:
             return
-        values = self.values
+        values, nans = self.values, self.nans if nan else _NO_SLOTS
         for key, slot in list(self.index.by_name.get(name, ())):
-            if slot < len(values) and not math.isnan(values[slot]):
+            if slot < len(values) and (not math.isnan(values[slot]) or slot in nans):
                 yield key, values[slot]
 
     def has(self, name: str) -> bool:
@@ -175,20 +187,27 @@ def _still_there(grown: dict[LabelKey, tuple[float, float]], service: str, last:
     return any(dict(key).get("service", "") == service and until == last for key, (_, until) in grown.items())
 
 
+def _changes(values: Sequence[float]) -> int:
+    """PromQL's ``changes()`` of a series' samples in time order (Prometheus' ``funcChanges``): how many consecutive
+    two differ, where two NaN do not, and a NaN and a number do (5, NaN, 5 changed twice)."""
+    return sum(1 for a, b in pairwise(values) if a != b and not (math.isnan(a) and math.isnan(b)))
+
+
 def _unchanged_services(good: Sequence[Snapshot]) -> set[str]:
     """The services of one endpoint with a last-sample timestamp series that is in two or more of the good scrapes
-    ``good`` (in time order) and in the latest of them, never changed, and reads neither 0 (made, not set) nor
-    infinite (every sampler stopped): PromQL's ``changes(..) == 0 and .. > 0 < +Inf and count_over_time(..) >= 2``,
-    whose instant selector has no sample of a series gone from the latest scrape (Prometheus marks it stale)."""
+    ``good`` (in time order) and in the latest of them, never changed (:func:`_changes`: a NaN the endpoint
+    exported between equal values is two changes), and reads neither 0 (made, not set), NaN nor infinite (every
+    sampler stopped): PromQL's ``changes(..) == 0 and .. > 0 < +Inf and count_over_time(..) >= 2``, whose instant
+    selector has no sample of a series gone from the latest scrape (Prometheus marks it stale)."""
     if not good:
         return set()
     seen: dict[LabelKey, list[float]] = {}
     for snap in good:
-        for key, value in snap.series(Q.LOOP_LAST_SAMPLE.name):
+        for key, value in snap.series(Q.LOOP_LAST_SAMPLE.name, nan=True):
             seen.setdefault(key, []).append(value)
-    latest = {key for key, _ in good[-1].series(Q.LOOP_LAST_SAMPLE.name)}
+    latest = {key for key, _ in good[-1].series(Q.LOOP_LAST_SAMPLE.name, nan=True)}
     return {dict(key).get("service", "") for key, values in seen.items()
-            if key in latest and len(values) >= 2 and len(set(values)) == 1 and 0 < values[-1] < math.inf}
+            if key in latest and len(values) >= 2 and _changes(values) == 0 and 0 < values[-1] < math.inf}
 
 
 def _grown(good: Sequence[Snapshot], name: str, *, promql: bool = False) -> dict[LabelKey, tuple[float, float]]:
@@ -332,8 +351,8 @@ class ScrapeSource(DataSource):
     def _snapshot(target: _Target, ts: float, data: Scraped | None, error: str) -> Snapshot:
         if data is None:
             return Snapshot(ts, False, error=error)
-        values = target.index.pack(data)
-        return Snapshot(ts, True, values, target.index, restarts=target.index.restarts(values))
+        values, nans = target.index.pack(data)
+        return Snapshot(ts, True, values, target.index, restarts=target.index.restarts(values), nans=nans)
 
     def record(self, url: str, text: str | None, ts: float | None = None, error: str = "") -> None:
         """Add one scrape result fetched elsewhere: ``text`` in Prometheus text format, or ``None`` for a failed

@@ -446,6 +446,54 @@ def test_a_last_sample_time_gone_from_the_latest_scrape_is_not_stuck() -> None:
     assert not row.worker_stuck and not row.stuck
 
 
+NAN = math.nan
+
+
+@pytest.mark.parametrize("nans, stuck", [
+    ((), True),  # the stamp stood still: the control
+    ((16,), False),  # 5, NaN, 5: changed twice
+    ((15, 16), False),  # 5, NaN, NaN, 5: changed twice (NaN to NaN is no change)
+    ((19,), False),  # NaN now: not > 0
+], ids=["still", "one-nan-between", "two-nans-between", "nan-now"])
+def test_an_exported_nan_stamp_is_a_change_to_both_sources_as_promqls_changes_counts_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, nans: tuple[int, ...], stuck: bool) -> None:
+    """20 scrapes 15 s apart of a stamp that stood still but for the NaN the endpoint exported at scrapes ``nans``
+    (a gauge may hold NaN): Prometheus' ``changes()`` counts a change to and from NaN (two NaN in a row are none),
+    so a NaN between equal stamps is no stuck worker. The query the Prometheus source sends, on promtool, and the
+    scrape source on the same samples agree."""
+    from aiwatch.console import PrometheusSource
+
+    promtool = require_binary("promtool")
+    stamps = [NAN if i in nans else 1e9 for i in range(20)]
+
+    def scrape(i: int) -> str:
+        shown = "NaN" if math.isnan(stamps[i]) else repr(stamps[i])
+        return (loop(api=(0.075 * i, 15.0 * i)) + workers(api=(0.01, None))
+                + f'aiwatch_event_loop_last_sample_timestamp_seconds{{service="api"}} {shown}\n')
+
+    [row] = fed_every(20, scrape).loop_stalls(300.0)
+    assert row.worker_stuck is stuck and not row.stuck
+    src = PrometheusSource("http://127.0.0.1:9")
+    sent: list[str] = []
+
+    def query(promql: str, at: float | None = None) -> list[tuple[dict[str, str], float]]:
+        sent.append(promql)
+        return []
+
+    monkeypatch.setattr(src.api, "query", query)
+    src.loop_stalls(300.0)
+    [unchanged] = [promql for promql in sent if "changes(" in promql]
+    where = 'job="api", instance="10.0.0.1:8000", service="api"'
+    series = [{"series": f"aiwatch_event_loop_last_sample_timestamp_seconds{{{where}}}",
+               "values": " ".join("NaN" if math.isnan(v) else repr(v) for v in stamps)},
+              {"series": 'up{job="api", instance="10.0.0.1:8000"}', "values": "1x19"}]
+    expected = [{"labels": f"{{{where}}}", "value": 1}] if stuck else []
+    # promtool reads the samples up to the last evaluation at or before eval_time: 15 s, to see the latest
+    test = {"evaluation_interval": "15s", "tests": [{"interval": "15s", "input_series": series, "promql_expr_test": [
+        {"eval_time": "285s", "expr": unchanged, "exp_samples": expected}]}]}
+    passes_promtool(promtool, tmp_path / "nan_test.yml", test)
+
+
 def test_the_prometheus_source_reads_a_stuck_worker_over_the_alerts_range_whatever_the_window(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The query the Prometheus source sends for an hour's window, on promtool, against 70 minutes of a replica whose
