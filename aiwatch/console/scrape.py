@@ -442,16 +442,25 @@ class ScrapeSource(DataSource):
     def over_time(self, name: str, start: float, end: float, how: str = "avg") -> Samples:
         """Each gauge sample ``name``'s average (``how="avg"``), maximum (``"max"``) or latest value (``"last"``)
         over the good scrapes in ``[start, end]``, per endpoint (``instance`` added): PromQL's ``avg_over_time`` /
-        ``max_over_time`` / ``last_over_time``."""
-        if how not in ("avg", "max", "last"):
-            raise ValueError(f"how must be 'avg', 'max' or 'last', got {how!r}")
+        ``max_over_time`` / ``last_over_time``. ``"gone"``: for a series not in the endpoint's last scrape at or
+        before ``end`` (a failed one has none, as Prometheus marks a failed target's series stale), how many seconds
+        before ``end`` the last good scrape in the window that had it was; 0 for one in it."""
+        if how not in ("avg", "max", "last", "gone"):
+            raise ValueError(f"how must be 'avg', 'max', 'last' or 'gone', got {how!r}")
         out: Samples = []
         for url, snaps in self._copy():
             seen: dict[LabelKey, list[float]] = {}
+            when: dict[LabelKey, float] = {}
             for snap in snaps:
                 if snap.ok and start <= snap.ts <= end:
-                    for key, value in snap.series(name):
-                        seen.setdefault(key, []).append(value)
+                    for key, value in snap.series(name, nan=True):  # an exported NaN is a series present
+                        when[key] = snap.ts
+                        if not math.isnan(value):
+                            seen.setdefault(key, []).append(value)
+            if how == "gone":
+                latest = max((s.ts for s in snaps if s.ts <= end), default=None)
+                out += [(self._labels(key, url), 0.0 if ts == latest else end - ts) for key, ts in when.items()]
+                continue
             for key, values in seen.items():
                 value = sum(values) / len(values) if how == "avg" else max(values) if how == "max" else values[-1]
                 out.append((self._labels(key, url), value))

@@ -78,7 +78,9 @@ class LoopWait:
     counter: an older aiwatch), which under-counts stalls longer than the sampling interval. ``worst_shares``: per
     side whose replicas export ``aiwatch_event_loop_stalled_ratio`` (:func:`worst_worker_share`), ``(service,
     share)``: the worst worker's share of the 5 minutes before the incident window's end it stood still (not the
-    window's share: the gauge's own fixed 5 minutes); empty without the gauge."""
+    window's share: the gauge's own fixed 5 minutes); empty without the gauge. ``worst_gone``: ``(service,
+    seconds)`` for each of those shares that is the last value of a replica gone before the incident window's end
+    (it vanished in the window: its share is of the 5 minutes before it was last scraped), how long before the end."""
 
     caller: str
     peer: str
@@ -88,6 +90,7 @@ class LoopWait:
     explains: bool
     mean_only: tuple[str, ...] = ()
     worst_shares: tuple[tuple[str, float], ...] = ()
+    worst_gone: tuple[tuple[str, float], ...] = ()
 
     @property
     def seconds(self) -> float:
@@ -109,12 +112,17 @@ class LoopWait:
                                "explains": self.explains, "mean_delay_only": list(self.mean_only)}
         if self.worst_shares:  # only where the gauge is: the output of an older aiwatch stays as it was
             out[WORST_SHARE_FIELD] = dict(self.worst_shares)
+        if self.worst_gone:  # only where a share is a gone replica's last value
+            out[WORST_GONE_FIELD] = dict(self.worst_gone)
         return out
 
 
 #: The JSON field of :attr:`LoopWait.worst_shares`: a 5-minute share at the incident window's end, whatever the
 #: window's length.
 WORST_SHARE_FIELD = "worst_worker_stalled_share_5m_to_incident_end"
+#: The JSON field of :attr:`LoopWait.worst_gone`: per service whose share in :data:`WORST_SHARE_FIELD` is the last
+#: value of a replica gone before the incident window's end, how many seconds before the end that value was.
+WORST_GONE_FIELD = "worst_worker_stalled_share_last_seen_seconds_before_incident_end"
 
 
 def _watched(w: WindowTotals, service: str) -> dict[Key, float]:
@@ -149,13 +157,20 @@ def stalled_share(w: WindowTotals, service: str) -> float | None:
     return min(1.0, delay / watched)
 
 
-def worst_worker_share(w: WindowTotals, service: str) -> float | None:
+def worst_worker_share(w: WindowTotals, service: str) -> tuple[float, float | None] | None:
     """The largest ``aiwatch_event_loop_stalled_ratio`` of the service's replicas at the end of ``w``: each one's
     worst live worker's share of the 5 minutes before it stood still (its own sampler's, where the delays read above
-    are a merged multiprocess target's mean over its workers); ``None`` where no replica exports it (an older
-    aiwatch) or none is a finite number."""
-    found = [v for _, v in w.matching("loop_worst_share", service) if math.isfinite(v)]
-    return max(found) if found else None
+    are a merged multiprocess target's mean over its workers), with, where it is the last value of a replica gone
+    before the end (the ``loop_worst_share_gone`` read), how many seconds before the end it was (else ``None``; of
+    equal shares, a present replica's); ``None`` where no replica exports it (an older aiwatch) or none is a finite
+    number."""
+    gone = w.of("loop_worst_share_gone")
+    found = [(v, gone.get((service, *replica), 0.0)) for replica, v in w.matching("loop_worst_share", service)
+             if math.isfinite(v)]
+    if not found:
+        return None
+    share, seconds = max(found, key=lambda f: (f[0], -f[1]))
+    return share, seconds if seconds > 0 else None
 
 
 @dataclass(frozen=True)
@@ -319,10 +334,12 @@ def loop_wait(baseline: WindowTotals, incident: WindowTotals, part: Part, per_re
     # the part's seconds per request over the seconds per call: calls per request of the diagnosed service, also
     # for a callee's call reached through the call graph (scaled like its network time)
     calls_per_request = per_request * calls / seconds
-    worst = ((name, worst_worker_share(incident, name)) for name in dict.fromkeys((part.service, part.peer)))
+    worst = [(name, found) for name in dict.fromkeys((part.service, part.peer))
+             if (found := worst_worker_share(incident, name)) is not None]
     wait = LoopWait(part.service, part.peer, None if caller is None else caller * calls_per_request,
                     None if peer is None else peer * calls_per_request, calls_per_request, False,
                     tuple(dict.fromkeys(name for name, mean in ((part.service, caller_mean), (part.peer, peer_mean))
                                         if mean)),
-                    tuple((name, share) for name, share in worst if share is not None))
+                    tuple((name, share) for name, (share, _) in worst),
+                    tuple((name, gone) for name, (_, gone) in worst if gone is not None))
     return LoopWait(**{**wait.__dict__, "explains": delta > 0 and wait.seconds >= EXPLAINS_SHARE * delta})

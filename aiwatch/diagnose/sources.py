@@ -54,8 +54,9 @@ class WindowSource(Protocol):
 
 
 def aggregate(read: Read, samples: Iterable[tuple[Mapping[str, str], float]]) -> dict[Key, float]:
-    """``sum by`` (``max by`` for a ``max`` or ``last`` read) the read's labels, keeping only error statuses when
-    the read asks for them: what the PromQL of :func:`read_promql` does, for sources that hold raw series."""
+    """``sum by`` (``max by`` for a ``max`` or ``last`` read, ``min by`` for a ``gone`` one: a replica with one
+    series present is present) the read's labels, keeping only error statuses when the read asks for them: what the
+    PromQL of :func:`read_promql` does, for sources that hold raw series."""
     out: dict[Key, float] = {}
     for labels, value in samples:
         if read.errors_only and not is_error_status(labels.get("status", "")):
@@ -63,6 +64,8 @@ def aggregate(read: Read, samples: Iterable[tuple[Mapping[str, str], float]]) ->
         key = tuple(labels.get(label, "") for label in read.by)
         if read.kind in ("max", "last"):
             out[key] = max(out[key], value) if key in out else value
+        elif read.kind == "gone":
+            out[key] = min(out[key], value) if key in out else value
         else:
             out[key] = out.get(key, 0.0) + value
     return out
@@ -86,6 +89,15 @@ def read_promql(read: Read, seconds: float, match: str = "", scope: Sequence[str
         return by("sum", labels, f"avg_over_time({selected}[{w}])")
     if read.kind == "last":
         return by("max", labels, f"last_over_time({selected}[{w}])")
+    if read.kind == "gone":
+        # the latest sample's time of each series, from a subquery of timestamp() (each step's instant selector
+        # has the latest sample before it, none after Prometheus marked the series stale): exact where a step
+        # falls between the last sample and its stale marker, else to within the step, the window over
+        # COVERAGE_STEPS; the labels with a series present at the end (the query's time) read 0
+        step = duration(max(1.0, round(seconds / COVERAGE_STEPS)))
+        present = by("count", labels, selected)
+        last = by("min", labels, f"time() - max_over_time(timestamp({selected})[{w}:{step}])")
+        return f"({last} unless {present}) or 0 * {present}"
     return by("max", labels, f"max_over_time({selected}[{w}])")
 
 
@@ -232,7 +244,8 @@ def totals_from_snapshots(before: Samples, after: Samples, start: float, end: fl
       the loop delay histogram of its labels (:data:`~aiwatch.scrape.RESTART_COMPANIONS`);
     - gauges read as an average (``avg``): the average of the two snapshots' values, per series;
     - gauges read as a maximum (``max``: states such as ``aiwatch_drift_detected``) or as their latest value
-      (``last``): the value at ``end``, per series (the value at ``start`` only for a series gone by ``end``).
+      (``last``): the value at ``end``, per series (the value at ``start`` only for a series gone by ``end``,
+      which a ``gone`` read gives ``end - start``, and 0 for one present at ``end``).
       With two snapshots there is no peak to take, and the value at ``start`` is the state the previous window
       left: a feature that drifted in the window before and is back to normal by ``end`` is not reported for this
       one.
@@ -247,6 +260,8 @@ def totals_from_snapshots(before: Samples, after: Samples, start: float, end: fl
             grown = {key: value - old.get(key, 0.0)
                      if value >= old.get(key, 0.0) and _histogram_child(read.metric, key) not in reset else value
                      for key, value in new.items()}
+        elif read.kind == "gone":  # present at end: 0; only at start: its value is the one at start
+            grown = {key: 0.0 if key in new else end - start for key in set(old) | set(new)}
         else:
             grown = {}
             for key in set(old) | set(new):

@@ -78,8 +78,17 @@ def _loops(d: Diagnosis) -> list[str]:
             out.append("    worst worker's share of the time stood still in the 5 minutes to the incident window's end "
                        "(aiwatch_event_loop_stalled_ratio, not the window's share; the figures above are the mean "
                        "over a multiprocess target's workers): "
-                       + ", ".join(f"{name} {share:.1%}" for name, share in wait.worst_shares))
+                       + ", ".join(f"{name} {share:.1%}" + _gone(dict(wait.worst_gone).get(name))
+                                   for name, share in wait.worst_shares))
     return out
+
+
+def _gone(seconds: float | None) -> str:
+    """What follows a worst worker's share that is the last value of a replica gone before the incident's end."""
+    if seconds is None:
+        return ""
+    return (f" (the last value seen, {seconds:.0f} s before the incident window's end: its replica was gone by "
+            "then, and it is of the 5 minutes before that)")
 
 
 def _window(name: str, w: WindowSummary) -> str:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 Key = tuple[str, ...]
-ReadKind = Literal["increase", "avg", "max", "last"]
+ReadKind = Literal["increase", "avg", "max", "last", "gone"]
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,11 @@ class Read:
       of every replica adds up);
     - ``max``: the gauge's largest value in the window, the maximum over series with the same ``by`` labels;
     - ``last``: the gauge's latest value in the window (at its end), the maximum over series with the same ``by``
-      labels.
+      labels;
+    - ``gone``: how many seconds before the window's end the gauge's latest value in the window was taken, for the
+      ``by`` labels none of whose series is present at the end (gone from the last scrape at or before it:
+      Prometheus marked them stale, or they are older than its lookback), and 0 for those with one present: a
+      ``last`` read of a replica that vanished in the window is its last value, not one at the end.
 
     ``errors_only`` keeps only series whose ``status`` label counts as an error.
     """
@@ -74,6 +78,8 @@ READS: tuple[Read, ...] = (
     # the worst worker's own share of the 5 minutes before the window's end (a merged multiprocess target's mean
     # above dilutes one stalled worker among N); none from an aiwatch without the gauge
     Read("loop_worst_share", "aiwatch_event_loop_stalled_ratio", ("service", *REPLICA), "last"),
+    # and, for a replica gone before the window's end, how long before it that last value was
+    Read("loop_worst_share_gone", "aiwatch_event_loop_stalled_ratio", ("service", *REPLICA), "gone"),
     Read("batch_items", "aiwatch_batch_size_sum", ("model",)),
     Read("batches", "aiwatch_batch_size_count", ("model",)),
     Read("cache_lookups", "aiwatch_feature_cache_requests_total", ("cache", "result")),

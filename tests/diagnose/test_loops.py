@@ -16,6 +16,7 @@ from aiwatch.console.scrape import ScrapeSource
 from aiwatch.diagnose import PrometheusWindows, diagnose, diagnose_windows, format_diagnosis, totals_from_snapshots
 from aiwatch.diagnose.loops import (
     EXPLAINS_SHARE,
+    WORST_GONE_FIELD,
     WORST_SHARE_FIELD,
     expected_wait,
     mean_delay,
@@ -68,12 +69,14 @@ def loop_reads(delays: Sequence[float] | Mapping[float, float], watched: float |
 
 def window(start: float, network: float, gateway_delay: float | None = None, inference_delay: float | None = None,
            calls: int = 1, watched: bool = True, loops: Mapping[str, Mapping[str, Any]] | None = None,
-           worst: Mapping[tuple[str, ...], float] | None = None) -> WindowTotals:
+           worst: Mapping[tuple[str, ...], float] | None = None,
+           gone: Mapping[tuple[str, ...], float] | None = None) -> WindowTotals:
     """A minute of gateway calling inference ``calls`` times per request; ``network`` seconds per call; each loop's
     mean sampled delay (every sample the same, shorter than the interval), or ``None`` for a service without the
     signal; ``watched``: the windows have the watched time (else: an older aiwatch). ``loops``: each service's
     :func:`loop_reads`, instead. ``worst``: ``aiwatch_event_loop_stalled_ratio`` at the window's end per (service,
-    job, instance), where the replicas export it."""
+    job, instance), where the replicas export it; ``gone``: for those gone before the window's end, how many seconds
+    before it that value was."""
     n, c = REQUESTS, REQUESTS * calls
     values: dict[str, dict[tuple[str, ...], float]] = {
         "requests": {("gateway",): n, ("inference",): c},
@@ -89,6 +92,8 @@ def window(start: float, network: float, gateway_delay: float | None = None, inf
     }
     if worst is not None:
         values["loop_worst_share"] = dict(worst)
+    if gone is not None:
+        values["loop_worst_share_gone"] = dict(gone)
     found = dict(loops or {})
     for service, delay in (("gateway", gateway_delay), ("inference", inference_delay)):
         if delay is not None:
@@ -137,6 +142,31 @@ def test_the_worst_workers_share_at_the_incident_end_is_reported_beside_the_loop
     assert ("    worst worker's share of the time stood still in the 5 minutes to the incident window's end "
             "(aiwatch_event_loop_stalled_ratio, not the window's share; the figures above are the mean over a "
             "multiprocess target's workers): gateway 0.5%, inference 60.0%") in format_diagnosis(d).splitlines()
+
+
+def test_a_worst_share_of_a_replica_gone_before_the_incident_end_says_so_and_how_long_before() -> None:
+    """inference's replica b vanished 360 s before the incident window's end, its last share 0.6; replica a, present
+    at the end, 0.1. The share reported is b's last value, and the report and the JSON say it is the last one seen
+    and how long before the end; the gateway's share, of a present replica, is as before. A gone replica whose share
+    is not the largest changes nothing."""
+    incident = window(60, 0.182, 0.0005, 0.1705, worst={("gateway", "j", "g"): 0.005, ("inference", "j", "a"): 0.1,
+                                                        ("inference", "j", "b"): 0.6},
+                      gone={("gateway", "j", "g"): 0.0, ("inference", "j", "a"): 0.0, ("inference", "j", "b"): 360.0})
+    d = diagnose_windows(window(0, 0.002, 0.0005, 0.0005), incident, "gateway")
+    loop = network_row(d)["event_loop"]
+    assert isinstance(loop, dict)
+    assert loop[WORST_SHARE_FIELD] == {"gateway": pytest.approx(0.005), "inference": pytest.approx(0.6)}
+    assert loop[WORST_GONE_FIELD] == {"inference": 360.0}
+    assert WORST_GONE_FIELD == "worst_worker_stalled_share_last_seen_seconds_before_incident_end"
+    assert ("multiprocess target's workers): gateway 0.5%, inference 60.0% (the last value seen, 360 s before the "
+            "incident window's end: its replica was gone by then, and it is of the 5 minutes before that)"
+            ) in format_diagnosis(d)
+    incident = window(60, 0.182, 0.0005, 0.1705, worst={("inference", "j", "a"): 0.6, ("inference", "j", "b"): 0.1},
+                      gone={("inference", "j", "a"): 0.0, ("inference", "j", "b"): 360.0})
+    d = diagnose_windows(window(0, 0.002, 0.0005, 0.0005), incident, "gateway")
+    loop = network_row(d)["event_loop"]
+    assert isinstance(loop, dict) and loop[WORST_SHARE_FIELD] == {"inference": pytest.approx(0.6)}
+    assert WORST_GONE_FIELD not in loop and "the last value seen" not in format_diagnosis(d)
 
 
 def test_a_side_without_the_worst_workers_gauge_is_left_out_and_none_leaves_the_output_as_it_was() -> None:

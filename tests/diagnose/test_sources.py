@@ -127,7 +127,7 @@ def test_the_scrape_source_averages_and_maxes_gauges_over_the_window() -> None:
         src.record(URL, f'# TYPE g gauge\ng{{q="a"}} {value}\n', ts=float(t))
     assert src.over_time("g", 1.0, 3.0, "avg")[0][1] == pytest.approx((3 + 8 + 2) / 3)
     assert src.over_time("g", 0.0, 1.0, "max")[0][1] == 3.0
-    with pytest.raises(ValueError, match="'avg', 'max' or 'last'"):
+    with pytest.raises(ValueError, match="'avg', 'max', 'last' or 'gone'"):
         src.over_time("g", 0.0, 1.0, "min")
 
 
@@ -232,6 +232,58 @@ def test_snapshots_read_a_state_gauge_at_the_window_end_not_what_the_window_befo
     assert w.of("drift_detected") == {("m", "basket_value"): 0.0, ("m", "age"): 1.0, ("m", "gone"): 1.0}
 
 
+def test_a_replica_gone_in_the_window_has_its_last_worst_share_and_how_long_before_the_end_by_every_source(
+        tmp_path: Path) -> None:
+    """Replica a exports aiwatch_event_loop_stalled_ratio 0.1 a minute to the window's end (10 minutes); b, 0.8,
+    until 4 minutes in, then its scrapes fail (it vanished). Every source reads b's share as its last value (0.8)
+    and how long before the end it was (the ``gone`` read, 0 for a replica present at the end): Prometheus
+    (``last_over_time`` and the ``gone`` query, on promtool, b marked stale at its failed scrape) 360 s, the scrape
+    source's history 360 s, and two snapshots, where b is only in the one at the start, 600 s. Diagnose reads the
+    worst worker's share 0.8 with that age (:func:`worst_worker_share`)."""
+    from aiwatch.diagnose.loops import worst_worker_share
+
+    last = next(r for r in READS if r.key == "loop_worst_share")
+    gone = next(r for r in READS if r.key == "loop_worst_share_gone")
+    assert gone.metric == last.metric and gone.by == last.by and gone.kind == "gone"
+    text = '# TYPE aiwatch_event_loop_stalled_ratio gauge\naiwatch_event_loop_stalled_ratio{{service="inference"}} {}\n'
+    other = "http://other.test/metrics"
+    src = ScrapeSource([URL, other], interval=60, history=1000, start=False)
+    for i in range(11):
+        src.record(URL, text.format(0.1), ts=60.0 * i)
+        src.record(other, text.format(0.8) if i <= 4 else None, ts=60.0 * i, error="connection refused")
+    names = instance_names([URL, other])
+    a, b = ("inference", "", names[URL]), ("inference", "", names[other])
+    w = scrape_totals(src, 0.0, 600.0)
+    assert w.of("loop_worst_share") == {a: 0.1, b: 0.8}
+    assert w.of("loop_worst_share_gone") == {a: 0.0, b: 360.0}
+    assert worst_worker_share(w, "inference") == (0.8, 360.0)
+    a_text = 'aiwatch_event_loop_stalled_ratio{service="inference", instance="a"} 0.1\n'
+    before = parse_metrics(a_text + 'aiwatch_event_loop_stalled_ratio{service="inference", instance="b"} 0.8\n')
+    after = parse_metrics(a_text)
+    w = totals_from_snapshots(before, after, 0.0, 600.0)
+    assert w.of("loop_worst_share") == {("inference", "", "a"): 0.1, ("inference", "", "b"): 0.8}
+    assert w.of("loop_worst_share_gone") == {("inference", "", "a"): 0.0, ("inference", "", "b"): 600.0}
+    assert worst_worker_share(w, "inference") == (0.8, 600.0)
+    # a present replica with the same share is the one read: no age
+    assert worst_worker_share(totals_from_snapshots(before, before, 0.0, 600.0), "inference") == (0.8, None)
+    promtool = require_binary("promtool")
+    where = 'job="j", service="inference"'
+    test = {"evaluation_interval": "1m", "tests": [{"interval": "1m", "input_series": [
+        {"series": f'aiwatch_event_loop_stalled_ratio{{{where}, instance="a"}}', "values": "0.1x10"},
+        {"series": f'aiwatch_event_loop_stalled_ratio{{{where}, instance="b"}}', "values": "0.8x4 stale"}],
+        "promql_expr_test": [
+            {"eval_time": "10m", "expr": read_promql(last, 600),
+             "exp_samples": [{"labels": f'{{{where}, instance="a"}}', "value": 0.1},
+                             {"labels": f'{{{where}, instance="b"}}', "value": 0.8}]},
+            {"eval_time": "10m", "expr": read_promql(gone, 600),
+             "exp_samples": [{"labels": f'{{{where}, instance="a"}}', "value": 0},
+                             {"labels": f'{{{where}, instance="b"}}', "value": 360}]}]}]}
+    path = tmp_path / "gone_test.yml"
+    path.write_text(yaml.safe_dump(test))
+    proc = subprocess.run([promtool, "test", "rules", str(path)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
 def test_the_snapshots_and_the_scrape_source_read_the_loops_delay_and_the_network_calls() -> None:
     h = history(slower(inference_loop=0.1))
     s = h.traffic.samples
@@ -257,6 +309,9 @@ def test_every_read_names_a_sample_of_the_contract_and_a_valid_query() -> None:
         assert read.metric in samples, read
         assert all(LABEL_NAME.fullmatch(label) for label in read.by)
         query = read_promql(read, 300)
+        if read.kind == "gone":  # a subquery of the latest samples' times over the window
+            assert f"timestamp({read.metric})[300s:" in query and query.startswith("(min by")
+            continue
         assert f"{read.metric}" in query and "[300s]" in query
         assert query.startswith("max by" if read.kind in ("max", "last") else "sum by")
 
