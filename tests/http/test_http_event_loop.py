@@ -4,6 +4,7 @@ in one /metrics, the worker whose loop is blocked shows in the merged last-sampl
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import glob
 import os
@@ -85,10 +86,18 @@ print("exited", REGISTRY.get_sample_value("aiwatch_event_loop_delay_seconds_coun
     assert "Warning" not in done.stderr and "Task was destroyed" not in done.stderr, done.stderr
 
 
+#: How long a /stall request blocks its worker's loop (tests/console/test_console_worst_worker_e2e.py).
+STALL_SECONDS = 6.0
+
+
 async def _blocking_app(scope: Any, receive: Any, send: Any) -> None:
     if scope["type"] == "http" and scope["path"] == "/block":
         Path(os.environ["AIWATCH_TEST_BLOCKED"]).write_text(str(os.getpid()))
         time.sleep(30)  # the worker's loop blocked for the rest of the test
+    elif scope["type"] == "http" and scope["path"] == "/stall":
+        await asyncio.sleep(1.0)  # the worker's sampler (started by this request) takes samples first
+        Path(os.environ["AIWATCH_TEST_BLOCKED"]).write_text(str(os.getpid()))
+        time.sleep(STALL_SECONDS)  # a stall that ends: CPU-bound work on the loop, then the loop runs on
     await app(scope, receive, send)
 
 
