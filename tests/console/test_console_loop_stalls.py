@@ -494,6 +494,26 @@ def test_an_exported_nan_stamp_is_a_change_to_both_sources_as_promqls_changes_co
     passes_promtool(promtool, tmp_path / "nan_test.yml", test)
 
 
+def test_the_snapshots_share_one_set_of_nan_slots_while_it_stays_the_same() -> None:
+    """The slots exported as NaN are kept per snapshot for :func:`_changes`; a new set a scrape would double the
+    history of an endpoint with many NaN gauges (300 of 1000: 17 KiB a snapshot instead of 8.7). Scrapes with the
+    same NaN series share the previous set object; a scrape with others gets its own, and the reads see it."""
+    src = ScrapeSource([URL], interval=15, history=3600, start=False)
+
+    def text(nan: range) -> str:
+        return "# TYPE g gauge\n" + "".join(f'g{{k="{k}"}} {"NaN" if k in nan else k}\n' for k in range(10))
+
+    for i, nan in enumerate([range(3)] * 4 + [range(4)] * 3 + [range(0)] * 2):
+        src.record(URL, text(nan), ts=15.0 * i)
+    [(_, snaps)] = src._copy()
+    sets = [snap.nans for snap in snaps]
+    assert len({id(nans) for nans in sets}) == 3
+    assert sets[:4] == [frozenset(range(3))] * 4 and sets[4:7] == [frozenset(range(4))] * 3
+    assert sets[7:] == [frozenset()] * 2
+    shown = [len(list(snap.series("g", nan=True))) - len(list(snap.series("g"))) for snap in snaps]
+    assert shown == [3] * 4 + [4] * 3 + [0] * 2
+
+
 def test_the_prometheus_source_reads_a_stuck_worker_over_the_alerts_range_whatever_the_window(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The query the Prometheus source sends for an hour's window, on promtool, against 70 minutes of a replica whose
