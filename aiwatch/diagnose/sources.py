@@ -93,10 +93,12 @@ def read_promql(read: Read, seconds: float, match: str = "", scope: Sequence[str
         # the latest sample's time of each series, from a subquery of timestamp() (each step's instant selector
         # has the latest sample before it, none after Prometheus marked the series stale): exact where a step
         # falls between the last sample and its stale marker, else to within the step, the window over
-        # COVERAGE_STEPS; the labels with a series present at the end (the query's time) read 0
+        # COVERAGE_STEPS; the labels with a series present at the end (the query's time) read 0. A step's lookback
+        # (5 minutes) reaches before the window's start: a series last seen before it is left out, as from `last`
         step = duration(max(1.0, round(seconds / COVERAGE_STEPS)))
         present = by("count", labels, selected)
-        last = by("min", labels, f"time() - max_over_time(timestamp({selected})[{w}:{step}])")
+        bound = format(round(seconds * 1000) / 1000, ".15g")  # the window as `w` has it, whole milliseconds
+        last = by("min", labels, f"(time() - max_over_time(timestamp({selected})[{w}:{step}])) <= {bound}")
         return f"({last} unless {present}) or 0 * {present}"
     return by("max", labels, f"max_over_time({selected}[{w}])")
 

@@ -284,6 +284,38 @@ def test_a_replica_gone_in_the_window_has_its_last_worst_share_and_how_long_befo
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+def test_the_prometheus_gone_read_leaves_out_a_replica_last_seen_before_a_short_window(tmp_path: Path) -> None:
+    """The ``gone`` query's subquery steps each look back Prometheus' 5 minutes, past the start of a shorter window:
+    a replica last seen before the window (c, 405 s before its end) must be left out, as ``last_over_time`` leaves
+    its share out, not read as gone 405 s before the end of a 2-minute window. In a 10-minute window it is read.
+    On promtool, 15 s scrapes to 1 h: a present, b gone 60 s before the end (marked stale), c 405 s before it with
+    no stale marker (Prometheus was down when it went): a step's lookback finds only such a sample."""
+    last = next(r for r in READS if r.key == "loop_worst_share")
+    gone = next(r for r in READS if r.key == "loop_worst_share_gone")
+    promtool = require_binary("promtool")
+    where = 'job="j", service="inference"'
+
+    def labels(instance: str) -> str:
+        return f'{{{where}, instance="{instance}"}}'
+
+    series = [{"series": f"aiwatch_event_loop_stalled_ratio{labels(name)}", "values": values}
+              for name, values in (("a", "0.1x240"), ("b", "0.8x236 stale"), ("c", "0.7x213"))]
+    tests = [
+        {"eval_time": "60m", "expr": read_promql(last, 120),
+         "exp_samples": [{"labels": labels("a"), "value": 0.1}, {"labels": labels("b"), "value": 0.8}]},
+        {"eval_time": "60m", "expr": read_promql(gone, 120),
+         "exp_samples": [{"labels": labels("a"), "value": 0}, {"labels": labels("b"), "value": 60}]},
+        {"eval_time": "60m", "expr": read_promql(gone, 600),
+         "exp_samples": [{"labels": labels("a"), "value": 0}, {"labels": labels("b"), "value": 60},
+                         {"labels": labels("c"), "value": 405}]}]
+    test = {"evaluation_interval": "15s",
+            "tests": [{"interval": "15s", "input_series": series, "promql_expr_test": tests}]}
+    path = tmp_path / "gone_short_test.yml"
+    path.write_text(yaml.safe_dump(test))
+    proc = subprocess.run([promtool, "test", "rules", str(path)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
 def test_the_snapshots_and_the_scrape_source_read_the_loops_delay_and_the_network_calls() -> None:
     h = history(slower(inference_loop=0.1))
     s = h.traffic.samples
