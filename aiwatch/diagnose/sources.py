@@ -27,7 +27,7 @@ from aiwatch.console.pool import DaemonPool
 from aiwatch.console.source import NAME_LABELS, duration
 from aiwatch.diagnose.report import DiagnoseError
 from aiwatch.diagnose.timeargs import format_time
-from aiwatch.diagnose.window import READS, Key, Read, WindowTotals
+from aiwatch.diagnose.window import READS, Key, Read, WindowTotals, subquery_step
 from aiwatch.httpconfig import HTTPConfig
 from aiwatch.promapi import PrometheusAPI
 from aiwatch.promql import DEFAULT_AGGREGATION_LABELS, by, matchers_of, matches, scoped, series
@@ -39,8 +39,6 @@ if TYPE_CHECKING:
 
 #: How many of a window's queries are in flight at once (Prometheus evaluates them in parallel).
 PARALLEL_QUERIES = 8
-#: Steps of the subquery finding where a window's data begins (its precision: the window over this many).
-COVERAGE_STEPS = 250
 
 
 class WindowSource(Protocol):
@@ -92,10 +90,10 @@ def read_promql(read: Read, seconds: float, match: str = "", scope: Sequence[str
     if read.kind == "gone":
         # the latest sample's time of each series, from a subquery of timestamp() (each step's instant selector
         # has the latest sample before it, none after Prometheus marked the series stale): exact where a step
-        # falls between the last sample and its stale marker, else to within the step, the window over
-        # COVERAGE_STEPS; the labels with a series present at the end (the query's time) read 0. A step's lookback
-        # (5 minutes) reaches before the window's start: a series last seen before it is left out, as from `last`
-        step = duration(max(1.0, round(seconds / COVERAGE_STEPS)))
+        # falls between the last sample and its stale marker, else to within the step (subquery_step); the labels
+        # with a series present at the end (the query's time) read 0. A step's lookback (5 minutes) reaches before
+        # the window's start: a series last seen before it is left out, as from `last`
+        step = duration(subquery_step(seconds))
         present = by("count", labels, selected)
         bound = format(round(seconds * 1000) / 1000, ".15g")  # the window as `w` has it, whole milliseconds
         last = by("min", labels, f"(time() - max_over_time(timestamp({selected})[{w}:{step}])) <= {bound}")
@@ -147,9 +145,9 @@ def _resets(api: PrometheusAPI, start: float, end: float, match: str) -> float:
 
 def _covered_from(api: PrometheusAPI, start: float, end: float, match: str) -> float:
     """Where the request series' data in ``[start, end]`` begins: ``start`` when a series has a sample at (or
-    within one step of :data:`COVERAGE_STEPS` after) it, else the first sample in the window (the service was
-    deployed, or first scraped, inside it); ``start`` when the window holds none."""
-    step = max(1.0, round((end - start) / COVERAGE_STEPS))
+    within one step, :func:`~aiwatch.diagnose.window.subquery_step`, after) it, else the first sample in the window
+    (the service was deployed, or first scraped, inside it); ``start`` when the window holds none."""
+    step = subquery_step(end - start)
     selected = series(READS[0].metric, match)
     found = api.query(f"min(min_over_time(timestamp({selected})[{duration(end - start)}:{duration(step)}]))",
                       time=end)

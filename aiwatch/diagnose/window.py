@@ -92,6 +92,15 @@ READS: tuple[Read, ...] = (
 
 READ_KEYS = frozenset(r.key for r in READS)
 
+#: Steps of a subquery over a window (where its data begins, when a gone replica was last seen): its precision is
+#: the window over this many (:func:`subquery_step`).
+COVERAGE_STEPS = 250
+
+
+def subquery_step(seconds: float) -> float:
+    """The step of the Prometheus source's subqueries over a window of ``seconds``: whole seconds, at least 1."""
+    return max(1.0, round(seconds / COVERAGE_STEPS))
+
 Reader = Callable[[Read], Mapping[Key, float]]
 """A source's answer to one :class:`Read` for one window."""
 

@@ -169,6 +169,18 @@ def test_a_worst_share_of_a_replica_gone_before_the_incident_end_says_so_and_how
     assert WORST_GONE_FIELD not in loop and "the last value seen" not in format_diagnosis(d)
 
 
+def test_a_gone_replicas_time_read_over_a_long_incident_window_says_about_and_to_within_what() -> None:
+    """Over a day's incident window Prometheus reads when a gone replica was last seen only to within its subquery's
+    step (86400 s / 250: 346 s): the report says about, and the step; over a window of an hour (step 14 s, at most a
+    scrape interval) it says the seconds alone."""
+    for seconds, said in ((86400.0, "about 150 s (to within 346 s) before"), (3600.0, "150 s before")):
+        short = window(seconds, 0.182, 0.0005, 0.1705, worst={("inference", "j", "b"): 0.6},
+                       gone={("inference", "j", "b"): 150.0})
+        incident = WindowTotals(0.0, seconds, short.values)
+        d = diagnose_windows(window(-60.0, 0.002, 0.0005, 0.0005), incident, "gateway")
+        assert f"inference 60.0% (the last value seen, {said} the incident window's end" in format_diagnosis(d)
+
+
 def test_a_side_without_the_worst_workers_gauge_is_left_out_and_none_leaves_the_output_as_it_was() -> None:
     # the gateway's replicas export the gauge, the inference's (an older aiwatch) do not; a share that is not a
     # number is none
