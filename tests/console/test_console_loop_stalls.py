@@ -474,13 +474,7 @@ def test_an_exported_nan_stamp_is_a_change_to_both_sources_as_promqls_changes_co
     [row] = fed_every(20, scrape).loop_stalls(300.0)
     assert row.worker_stuck is stuck and not row.stuck
     src = PrometheusSource("http://127.0.0.1:9")
-    sent: list[str] = []
-
-    def query(promql: str, at: float | None = None) -> list[tuple[dict[str, str], float]]:
-        sent.append(promql)
-        return []
-
-    monkeypatch.setattr(src.api, "query", query)
+    sent = _sent_queries(src, monkeypatch)
     src.loop_stalls(300.0)
     [unchanged] = [promql for promql in sent if "changes(" in promql]
     where = 'job="api", instance="10.0.0.1:8000", service="api"'
@@ -523,13 +517,7 @@ def test_the_prometheus_source_reads_a_stuck_worker_over_the_alerts_range_whatev
 
     promtool = require_binary("promtool")
     src = PrometheusSource("http://127.0.0.1:9")
-    sent: list[str] = []
-
-    def query(promql: str, at: float | None = None) -> list[tuple[dict[str, str], float]]:
-        sent.append(promql)
-        return []
-
-    monkeypatch.setattr(src.api, "query", query)
+    sent = _sent_queries(src, monkeypatch)
     assert src.loop_stalls(3600.0) == []
     [unchanged] = [promql for promql in sent if "changes(" in promql]
     assert unchanged == src.q.loop_sample_unchanged("2m")
@@ -552,3 +540,15 @@ def test_latency_view_says_nothing_of_the_worst_worker_where_no_replica_has_the_
     caption = next(plain(str(c.value)) for c in at.caption if "timers ran late" in plain(str(c.value)))
     assert caption.startswith("The seconds each replica's timers ran late per second its sampler watched the loop")
     assert "worker" not in caption.replace("the mean over the workers", "")
+
+
+def _sent_queries(src: Any, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The PromQL ``src`` (a PrometheusSource) sends from now on, each answered with no series."""
+    sent: list[str] = []
+
+    def query(promql: str, at: float | None = None) -> list[tuple[dict[str, str], float]]:
+        sent.append(promql)
+        return []
+
+    monkeypatch.setattr(src.api, "query", query)
+    return sent
