@@ -92,11 +92,14 @@ def read_promql(read: Read, seconds: float, match: str = "", scope: Sequence[str
         # has the latest sample before it, none after Prometheus marked the series stale): exact where a step
         # falls between the last sample and its stale marker, else to within the step (subquery_step); the labels
         # with a series present at the end (the query's time) read 0. A step's lookback (5 minutes) reaches before
-        # the window's start: a series last seen before it is left out, as from `last`
+        # the window's start: the series are those `last` reads (`and last_over_time`: one last seen before the
+        # window is left out, one last seen in it is kept), and an age the lookback took from before the window
+        # (no step fell between its last sample and its stale marker) is capped at the window
         step = duration(subquery_step(seconds))
         present = by("count", labels, selected)
         bound = format(round(seconds * 1000) / 1000, ".15g")  # the window as `w` has it, whole milliseconds
-        last = by("min", labels, f"(time() - max_over_time(timestamp({selected})[{w}:{step}])) <= {bound}")
+        last = by("min", labels, f"clamp_max(time() - max_over_time(timestamp({selected})[{w}:{step}]), {bound})"
+                                 f" and last_over_time({selected}[{w}])")
         return f"({last} unless {present}) or 0 * {present}"
     return by("max", labels, f"max_over_time({selected}[{w}])")
 

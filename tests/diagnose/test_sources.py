@@ -310,6 +310,14 @@ def test_the_prometheus_gone_read_leaves_out_a_replica_last_seen_before_a_short_
                          {"labels": labels("c"), "value": 405}]}]
     test = {"evaluation_interval": "15s",
             "tests": [{"interval": "15s", "input_series": series, "promql_expr_test": tests}]}
+    # a replica last seen early in a long window, no subquery step between its last sample and its stale marker:
+    # 3 h of 15 s scrapes, a window of 7180 s from 3620 s (step 29 s), b's last sample at 3630 s and the step at
+    # 3625 s finding 3615 s's, before the window: b was left out (read as present) where `last` reads its share
+    tests_long = [{"eval_time": "3h", "expr": read_promql(gone, 7180),
+                   "exp_samples": [{"labels": labels("a"), "value": 0}, {"labels": labels("b"), "value": 7180}]}]
+    series_long = [{"series": f"aiwatch_event_loop_stalled_ratio{labels(name)}", "values": values}
+                   for name, values in (("a", "0.1x720"), ("b", "0.9x242 stale"))]
+    test["tests"].append({"interval": "15s", "input_series": series_long, "promql_expr_test": tests_long})
     path = tmp_path / "gone_short_test.yml"
     path.write_text(yaml.safe_dump(test))
     proc = subprocess.run([promtool, "test", "rules", str(path)], capture_output=True, text=True)
