@@ -792,6 +792,12 @@ def frame_column(column: Any) -> Any:
     return extension_column(column)
 
 
+def check_column_names(names: Iterable[Any]) -> None:
+    """Refuse, by name, a column name given twice or two that are one as text (``0`` and ``"0"``): names are read
+    as text."""
+    _one_column_per_name([(name, None) for name in names], values=False)
+
+
 def columns_of(data: Any) -> dict[str, Any]:
     """Column name -> values for a mapping of columns, a pandas DataFrame, a pyarrow Table or RecordBatch, a list of
     row dicts or a 2-D numpy array (rows x features, columns named ``"0"``, ``"1"``...); each column as
@@ -808,8 +814,7 @@ def columns_of(data: Any) -> dict[str, Any]:
     if type(data).__module__.startswith("pyarrow") and hasattr(data, "column_names"):  # a Table or RecordBatch
         return _one_column_per_name(list(zip(data.column_names, data.columns, strict=True)))
     if hasattr(data, "columns") and hasattr(data, "__getitem__"):  # pandas DataFrame (duck-typed)
-        # first: data[c] of a repeated label is a frame
-        _one_column_per_name([(c, None) for c in data.columns], values=False)
+        check_column_names(data.columns)  # first: data[c] of a repeated label is a frame
         return {str(c): frame_column(data[c]) for c in data.columns}
     if isinstance(data, Sequence) and not isinstance(data, (str, bytes)):
         names: dict[str, None] = {}

@@ -104,9 +104,10 @@ def open_dataset(source: str | os.PathLike[str]) -> Any:
         # only where a column is named as a partition field (a flat directory's are the files' own columns): the
         # fragments' keys took 11-19 ms for a log of 2000 files, which ParquetSink's own layout no longer pays
         named = getattr(getattr(dataset, "partitioning", None), "schema", None)
-        if named is not None and set(named.names) & {name for schema in schemas for name in schema.names}:
+        file_columns = {name for schema in schemas for name in schema.names}
+        if named is not None and set(named.names) & file_columns:
             keys = [ds.get_partition_keys(f.partition_expression) for f in fragments]
-            in_files = {k for found in keys for k in found} & {name for schema in schemas for name in schema.names}
+            in_files = {k for found in keys for k in found} & file_columns
             if in_files:
                 return _file_columns_win(ds, pa, dataset, fragments, schemas, keys, in_files)
         if any(not s.equals(schemas[0]) for s in schemas[1:]):

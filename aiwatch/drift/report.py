@@ -33,8 +33,10 @@ def evidently_html(reference: Any, current: Any, path: str | os.PathLike[str],
         ref, cur = ref[columns], cur[columns]
     # kinds are keyed by str names (a profile's, profile_kinds'): a frame's int names (DataFrame(ndarray)) too; two
     # names that are one as text (0 and "0") are refused first, as a profile refuses them
+    from aiwatch.drift.columns import check_column_names
+
     for frame in (ref, cur):
-        _one_name_each(frame.columns)
+        check_column_names(frame.columns)
     ref, cur = (frame.rename(columns=str) for frame in (ref, cur))
     for side, frame in (("reference", ref), ("current data", cur)):
         if not len(frame):  # Evidently's own error for it names a column, as if one were at fault
@@ -75,17 +77,6 @@ def profile_kinds(frame: Any) -> dict[str, str]:
     from aiwatch.drift.columns import columns_of, infer_kind
 
     return {str(name): infer_kind(values) for name, values in columns_of(frame).items()}
-
-
-def _one_name_each(names: Any) -> None:
-    """Refuse two column names that are one as text (``0`` and ``"0"``), in a profile's words."""
-    seen: dict[str, Any] = {}
-    for name in names:
-        if str(name) in seen:
-            first = seen[str(name)]
-            raise ValueError(f"column {str(name)!r} is given twice" if first == name else
-                             f"columns {first!r} and {name!r} are both named {str(name)!r} (names are read as text)")
-        seen[str(name)] = name
 
 
 def _typed(pd: Any, frame: Any, numerical: list[str]) -> Any:
