@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -51,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--allow-missing", action="append", default=[], metavar="METRIC",
                         help="a metric this GPU model does not report (repeatable)")
     parser.add_argument("--seconds", type=float, default=3.0, help="how long to run the background poller")
+    parser.add_argument("--fork-timeout", type=float, default=30.0, metavar="SECONDS",
+                        help="how long past its own wait a forked child may take to exit before it counts as hung "
+                             "and is killed")
     args = parser.parse_args(argv)
 
     failures: list[str] = []
@@ -127,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         body = generate_latest(registry)
     scrape_ms = (time.perf_counter() - t0) / scrapes * 1000
     latest = poller.snapshot
-    failures += forked_child_polls(collector, registry, args.seconds)
+    failures += forked_child_polls(collector, registry, args.seconds, args.fork_timeout)
     collector.close()
     assert latest is not None
     if not latest.timestamp > ts0:
@@ -145,9 +149,12 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def forked_child_polls(collector: GpuCollector, registry: CollectorRegistry, seconds: float) -> list[str]:
+def forked_child_polls(collector: GpuCollector, registry: CollectorRegistry, seconds: float,
+                       timeout: float = 30.0) -> list[str]:
     """Fork; the child scrapes (which starts its own poller, NVML initialised in the child) and must export a poll
-    made after the fork with NVML up. The failures, if any (none where os.fork does not exist)."""
+    made after the fork with NVML up. A child still running ``timeout`` seconds after its own wait (e.g. stuck on a
+    lock another thread held at the fork) is killed and reported. The failures, if any (none where os.fork does not
+    exist)."""
     if not hasattr(os, "fork") or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         return []
     at_fork = collector.poller.snapshot
@@ -163,7 +170,17 @@ def forked_child_polls(collector: GpuCollector, registry: CollectorRegistry, sec
             ok = snap is not at_fork and snap.nvml_up and registry.get_sample_value("aiwatch_gpu_nvml_up") == 1.0
         finally:
             os._exit(0 if ok else 1)
-    _, status = os.waitpid(pid, 0)
+    limit = max(seconds, 3.0) + timeout
+    deadline = time.monotonic() + limit
+    done, status = os.waitpid(pid, os.WNOHANG)
+    while done == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+        done, status = os.waitpid(pid, os.WNOHANG)
+    if done == 0:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        return [f"a forked child had not exited {limit:.0f} s after the fork (hung, e.g. on a lock another thread "
+                "held at the fork): killed it"]
     if os.waitstatus_to_exitcode(status) != 0:
         return ["a forked child did not poll NVML itself (stale or NVML down in the child)"]
     print("forked child: polled NVML itself after the fork")
