@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 import yaml
 
 from aiwatch.demo import scrape
-from aiwatch.scrape import parse_metrics
+from aiwatch.scrape import Samples, parse_metrics
 from tests.servers import REPO, free_port, http_get, python_app, python_env, require_binary, require_module
 
 EXAMPLES = REPO / "examples"
@@ -24,13 +25,25 @@ def _post(url: str, body: dict[str, object]) -> tuple[int, dict[str, str], bytes
         return int(resp.status), {k.lower(): v for k, v in resp.headers.items()}, resp.read()
 
 
+def _samples_once_recorded(port: int, service: str) -> Samples:
+    """The service's /metrics once the request is recorded. A WSGI server closes the response, which is when the
+    middleware records it (PEP 3333), after the client has the body: a scrape at once may come first."""
+    deadline = time.monotonic() + 15
+    while True:
+        status, metrics = http_get(f"http://127.0.0.1:{port}/metrics")
+        assert status == 200
+        samples = parse_metrics(metrics.decode())
+        recorded = scrape.total(samples, "aiwatch_request_duration_seconds_count", service=service, route="/predict")
+        if recorded or time.monotonic() > deadline:
+            return samples
+        time.sleep(0.05)
+
+
 def _check_service(port: int, service: str) -> None:
     status, headers, body = _post(f"http://127.0.0.1:{port}/predict", {"user_id": 3, "basket_value": 42.0})
     assert status == 200 and len(json.loads(body)["items"]) == 10
     assert "inference;dur=" in headers["server-timing"] and "features;dur=" in headers["server-timing"]
-    status, metrics = http_get(f"http://127.0.0.1:{port}/metrics")
-    assert status == 200
-    samples = parse_metrics(metrics.decode())
+    samples = _samples_once_recorded(port, service)
     for phase in ("features", "inference", "overhead"):
         assert scrape.total(samples, "aiwatch_phase_duration_seconds_count", service=service, phase=phase) == 1.0
     assert scrape.total(samples, "aiwatch_request_duration_seconds_count", service=service, route="/predict") == 1.0
