@@ -79,15 +79,21 @@ def forked_child(action: Callable[[], bool]) -> str:
             code = 0 if action() else 1
         finally:
             os._exit(code)
-    deadline = time.monotonic() + HANG
+    code = exit_code_or_kill(pid, HANG)
+    return "hung" if code is None else "done" if code == 0 else "failed"
+
+
+def exit_code_or_kill(pid: int, seconds: float) -> int | None:
+    """The child's exit code once it exits; ``None`` when it had not within ``seconds`` (then killed and reaped)."""
+    deadline = time.monotonic() + seconds
     while True:
         done, status = os.waitpid(pid, os.WNOHANG)
         if done:
-            return "done" if os.waitstatus_to_exitcode(status) == 0 else "failed"
+            return os.waitstatus_to_exitcode(status)
         if time.monotonic() > deadline:
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
-            return "hung"
+            return None
         time.sleep(0.05)
 
 
@@ -318,7 +324,7 @@ def _recovered_while_the_writers_child_lives(tmp_path: Path, write: Writes, *, j
                 time.sleep(0.01)
         finally:
             os.kill(os.getpid(), signal.SIGKILL)
-    os.waitpid(writer, 0)
+    assert exit_code_or_kill(writer, 2 * HANG) is not None, "the forked writer hung (killed)"
     child = int(child_pid.read_text())
     try:
         assert ready.exists()
