@@ -37,13 +37,17 @@ ALERT_KEYS = ("service", "phase", "peer", "model", "queue", "cache", "feature", 
 HOLD_SECONDS = 20
 
 
-def rules_config(runbook_url: str | None = None, hold_seconds: int = HOLD_SECONDS) -> RulesConfig:
+def rules_config(runbook_url: str | None = None, hold_seconds: int = HOLD_SECONDS,
+                 outside_model_hold_seconds: int | None = None) -> RulesConfig:
     """aiwatch's rules on the demo's time scale: second-long windows and ``for`` durations, and thresholds for a
     model that answers in tens of milliseconds. ``runbook_url``: where the links point (the demo's console).
 
     The latency alerts look at the p99 over 10 s and fire when it holds for ``hold_seconds``. Held longer than
     the window (the matrix's 20 s), requests that stalled once on a busy machine leave the window before they
-    could fire it; the interactive demo holds for a third of a stage, so that alerts fire while the stage runs."""
+    could fire it; the interactive demo holds for a third of a stage, so that alerts fire while the stage runs.
+    ``outside_model_hold_seconds`` (default ``hold_seconds``) is the hold of the non-model and network alerts
+    alone: the time between two services' clocks waits for both processes' CPU, and the root-cause matrix holds
+    it longer (:attr:`aiwatch.demo.matrix.MatrixOptions.outside_model_hold_seconds`)."""
     cfg = RulesConfig()
     if runbook_url:
         cfg.runbook_url = runbook_url
@@ -53,7 +57,9 @@ def rules_config(runbook_url: str | None = None, hold_seconds: int = HOLD_SECOND
     lat = cfg.latency
     # The thresholds are bucket bounds of the latency histograms (a p99 between two bounds is interpolated).
     lat.window = "10s"
-    lat.model_for = lat.non_model_for = lat.network_for = f"{hold_seconds}s"
+    lat.model_for = f"{hold_seconds}s"
+    outside = hold_seconds if outside_model_hold_seconds is None else outside_model_hold_seconds
+    lat.non_model_for = lat.network_for = f"{outside}s"
     lat.model_p99_seconds = 0.15
     lat.non_model_p99_seconds = lat.network_p99_seconds = 0.05
     cfg.queue.per_replica_warning, cfg.queue.per_replica_critical, cfg.queue.for_ = 3.0, 10.0, "5s"

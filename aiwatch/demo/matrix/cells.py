@@ -13,6 +13,7 @@ from aiwatch.demo.names import Names
 from aiwatch.demo.scenarios import AlertMatch, Scenario
 from aiwatch.demo.slowlink import SlowLink
 from aiwatch.diagnose import Diagnosis
+from aiwatch.rules import RulesConfig
 
 SEVERITIES_MS: tuple[float, ...] = (50.0, 200.0)
 #: The matrix's noise floor: a part whose time per request moved less than this did not move. A fifth of the
@@ -75,6 +76,23 @@ class MatrixOptions:
     interval: str = "2s"
     seed: int = 11
     transport: str = "grpc"
+    #: How long the latency alerts must hold, the non-model and network alerts' apart (``for``, seconds; see
+    #: :func:`aiwatch.demo.alerting.rules_config`). A caller's network time (its client time minus the time the
+    #: callee reported) includes both processes' waits for a CPU, and with under 100 calls in the alerts' 10 s
+    #: window the p99 is the window's slowest call: on a busy 2-core machine, a fault-free cell's network p99 over
+    #: 10 s rises past the 50 ms threshold whenever one call waited that long, for about a window's length. The more
+    #: calls, the more often: the drift cells (8 req/s, 2.7 times the others') held it there for 22 s (a run at CPU
+    #: pressure 0.99) and longer than 20 s (a CI run at 0.53), firing NetworkLatencyHigh and
+    #: NonModelLatencyHigh(network) with no fault, where the cells at 2-3 req/s held it at most 8 s (pressure 0.74)
+    #: or 18 s (0.99). An injected fault holds it there from 2-4 s after the injection to the stage's end (net50:
+    #: 99 ms and more), so 30 s still fires 6 s or more before the fault stage and its grace end.
+    hold_seconds: int = alerting.HOLD_SECONDS
+    outside_model_hold_seconds: int = 30
+
+    def rules_config(self) -> RulesConfig:
+        """The demo's rules as the matrix evaluates them."""
+        return alerting.rules_config(hold_seconds=self.hold_seconds,
+                                     outside_model_hold_seconds=self.outside_model_hold_seconds)
 
 
 @dataclass

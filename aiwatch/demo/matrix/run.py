@@ -54,7 +54,7 @@ def _run(options: MatrixOptions, cells: list[Cell], supervisor: Supervisor, bina
               for c in cells]
     stack = alerting.start_stack(lambda name, args: supervisor.start(name, args, die_with_parent=True),
                                  supervisor.wait_ready,
-                                 supervisor.log_dir, groups, alerting.rules_config(), binaries, free_port(),
+                                 supervisor.log_dir, groups, options.rules_config(), binaries, free_port(),
                                  free_port(), interval=options.interval)
     for cell in cells:
         supervisor.wait_ready(supervisor_child(supervisor, f"{cell.key}-inference"), f"{cell.inference_url}/healthz",
