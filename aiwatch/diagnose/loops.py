@@ -80,7 +80,9 @@ class LoopWait:
     share)``: the worst worker's share of the 5 minutes before the incident window's end it stood still (not the
     window's share: the gauge's own fixed 5 minutes); empty without the gauge. ``worst_gone``: ``(service,
     seconds)`` for each of those shares that is the last value of a replica gone before the incident window's end
-    (it vanished in the window: its share is of the 5 minutes before it was last scraped), how long before the end."""
+    (it vanished in the window: its share is of the 5 minutes before it was last scraped), how long before the end;
+    ``gone_within``: how much later than said those times may have been (0: exact; the incident window's
+    :meth:`~aiwatch.diagnose.window.WindowTotals.gone_within`)."""
 
     caller: str
     peer: str
@@ -91,6 +93,7 @@ class LoopWait:
     mean_only: tuple[str, ...] = ()
     worst_shares: tuple[tuple[str, float], ...] = ()
     worst_gone: tuple[tuple[str, float], ...] = ()
+    gone_within: float = 0.0
 
     @property
     def seconds(self) -> float:
@@ -342,4 +345,5 @@ def loop_wait(baseline: WindowTotals, incident: WindowTotals, part: Part, per_re
                                         if mean)),
                     tuple((name, share) for name, (share, _) in worst),
                     tuple((name, gone) for name, (_, gone) in worst if gone is not None))
-    return LoopWait(**{**wait.__dict__, "explains": delta > 0 and wait.seconds >= EXPLAINS_SHARE * delta})
+    return LoopWait(**{**wait.__dict__, "explains": delta > 0 and wait.seconds >= EXPLAINS_SHARE * delta,
+                       "gone_within": incident.gone_within() if wait.worst_gone else 0.0})

@@ -133,9 +133,11 @@ def prometheus_totals(api: PrometheusAPI, start: float, end: float, *, match: st
     if not answers[0]:
         _two_samples_or_none(api, start, end, match)
     _one_scope_each([labels for found in answers for labels, _ in found], scope)
-    # a window that starts before the data is the part the data covers: rates are per second of that
+    # a window that starts before the data is the part the data covers: rates are per second of that; the `gone`
+    # read's step is the window asked's
     return WindowTotals(covered_from, end, {read.key: aggregate(read, found)
-                                           for read, found in zip(READS, answers, strict=True)}, resets)
+                                           for read, found in zip(READS, answers, strict=True)}, resets,
+                        subquery_step(end - start))
 
 
 def _resets(api: PrometheusAPI, start: float, end: float, match: str) -> float:
@@ -230,7 +232,7 @@ def scrape_totals(source: ScrapeSource, start: float, end: float) -> WindowTotal
         else:
             samples = source.over_time(read.metric, start, end, read.kind)
         values[read.key] = aggregate(read, samples)
-    return WindowTotals(*span, values)
+    return WindowTotals(*span, values, gone_step=0.0)  # each scrape's own time
 
 
 # --- two /metrics snapshots ---------------------------------------------------------------------------------------
@@ -272,7 +274,7 @@ def totals_from_snapshots(before: Samples, after: Samples, start: float, end: fl
                 if seen:
                     grown[key] = sum(seen) / len(seen) if read.kind == "avg" else seen[-1]
         values[read.key] = aggregate(read, ((dict(key), value) for key, value in grown.items()))
-    return WindowTotals(start, end, values)
+    return WindowTotals(start, end, values, gone_step=0.0)  # the snapshots' own times
 
 
 def _histogram_child(name: str, key: LabelKey) -> tuple[str, LabelKey] | None:

@@ -9,15 +9,11 @@ from __future__ import annotations
 
 from aiwatch.diagnose.report import Contributor, Diagnosis, SignalChange, WindowSummary, ms, signed_ms
 from aiwatch.diagnose.timeargs import format_time
-from aiwatch.diagnose.window import subquery_step
 
 #: Contributors listed before the rest are summarised in one line.
 ROWS = 12
 #: The widest the parts' column grows: a longer name (from traffic) is shown whole on a line of its own.
 NAME_WIDTH = 72
-#: The largest subquery step (s) at which a gone replica's time from Prometheus reads as exact: a step falls
-#: between its last sample and the stale marker a scrape interval after (15 s or more) and finds that sample.
-EXACT_GONE_STEP = 15.0
 
 
 def printable(text: str, *, backslashes: bool = True) -> str:
@@ -82,19 +78,19 @@ def _loops(d: Diagnosis) -> list[str]:
             out.append("    worst worker's share of the time stood still in the 5 minutes to the incident window's end "
                        "(aiwatch_event_loop_stalled_ratio, not the window's share; the figures above are the mean "
                        "over a multiprocess target's workers): "
-                       + ", ".join(f"{name} {share:.1%}" + _gone(dict(wait.worst_gone).get(name), d.incident)
+                       + ", ".join(f"{name} {share:.1%}" + _gone(dict(wait.worst_gone).get(name), wait.gone_within)
                                    for name, share in wait.worst_shares))
     return out
 
 
-def _gone(seconds: float | None, incident: WindowSummary) -> str:
-    """What follows a worst worker's share that is the last value of a replica gone before the incident's end. Over
-    a long window Prometheus reads the time to within its subquery's step (the window over
-    :data:`~aiwatch.diagnose.window.COVERAGE_STEPS`): past :data:`EXACT_GONE_STEP` it says about, and the step."""
+def _gone(seconds: float | None, within: float) -> str:
+    """What follows a worst worker's share that is the last value of a replica gone before the incident's end.
+    ``within``: how much later than said its last sample may have been, 0 where the source has each sample's own
+    time (exact); from Prometheus, its subquery's step (the window asked over
+    :data:`~aiwatch.diagnose.window.COVERAGE_STEPS`): it says about, and the step."""
     if seconds is None:
         return ""
-    step = subquery_step(incident.end - incident.start)
-    when = f"{seconds:.0f} s" if step <= EXACT_GONE_STEP else f"about {seconds:.0f} s (to within {step:.0f} s)"
+    when = f"{seconds:.0f} s" if within <= 0 else f"about {seconds:.0f} s (to within {within:.0f} s)"
     return (f" (the last value seen, {when} before the incident window's end: its replica was gone by "
             "then, and it is of the 5 minutes before that)")
 

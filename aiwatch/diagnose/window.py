@@ -109,12 +109,16 @@ Reader = Callable[[Read], Mapping[Key, float]]
 class WindowTotals:
     """The answers to :data:`READS` for the window ``[start, end]`` (unix seconds). ``resets``: the counter resets
     (restarts) the source saw in the window where it counts each series alone, so that a histogram's ``_sum`` may be
-    undercounted (Prometheus); 0 where it counts a histogram's series from 0 together, or cannot tell."""
+    undercounted (Prometheus); 0 where it counts a histogram's series from 0 together, or cannot tell.
+    ``gone_step``: the step (s) of the subquery the source's ``gone`` read took its times from, that of the window
+    asked (which may start before :attr:`start`, where the data does); 0 where the source has each sample's own time
+    (the scrape source, two snapshots); ``None``, unknown (:meth:`gone_within`)."""
 
     start: float
     end: float
     values: Mapping[str, Mapping[Key, float]] = field(default_factory=dict)
     resets: float = 0.0
+    gone_step: float | None = None
 
     @classmethod
     def read(cls, reader: Reader, start: float, end: float) -> WindowTotals:
@@ -145,6 +149,18 @@ class WindowTotals:
         for k, v in self.of(key).items():
             if k[:n] == prefix:
                 yield k[n:], v
+
+    def gone_within(self) -> float:
+        """How many seconds later than a ``gone`` read says a replica's last sample may have been: 0 where the time
+        is exact (:attr:`gone_step` 0), else the subquery's step (a step finds the last sample before it, up to a
+        step earlier than the replica went); unknown (``None``), :func:`subquery_step` of the window.
+
+            >>> WindowTotals(0.0, 3600.0, gone_step=346.0).gone_within(), WindowTotals(0.0, 86400.0).gone_within()
+            (346.0, 346.0)
+            >>> WindowTotals(0.0, 86400.0, gone_step=0.0).gone_within()  # each sample's own time: exact
+            0.0
+        """
+        return float(subquery_step(self.seconds)) if self.gone_step is None else self.gone_step
 
     def services(self) -> set[str]:
         """Services that served requests in the window."""

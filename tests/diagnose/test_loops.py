@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import itertools
 import json
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -24,8 +25,10 @@ from aiwatch.diagnose.loops import (
     wait_estimate,
 )
 from aiwatch.diagnose.report import Diagnosis
-from aiwatch.diagnose.window import WindowTotals
+from aiwatch.diagnose.sources import scrape_totals
+from aiwatch.diagnose.window import READS, WindowTotals
 from aiwatch.metrics import EVENT_LOOP_DELAY_BUCKETS
+from aiwatch.promapi import PrometheusAPI
 from aiwatch.scrape import Samples, parse_metrics
 from tests.diagnose.backfill import backfilled_prometheus
 from tests.diagnose.loop_stalls import sampled_patterns
@@ -105,7 +108,7 @@ def window(start: float, network: float, gateway_delay: float | None = None, inf
             values["loop_delay_buckets"][(service, le)] = count
         if "watched" in reads:
             values["loop_sampled_seconds"][(service,)] = reads["watched"]
-    return WindowTotals(start, start + 60, values)
+    return WindowTotals(start, start + 60, values, gone_step=0.0)  # as two snapshots: each sample's own time
 
 
 def network_row(d: Diagnosis) -> dict[str, object]:
@@ -169,16 +172,102 @@ def test_a_worst_share_of_a_replica_gone_before_the_incident_end_says_so_and_how
     assert WORST_GONE_FIELD not in loop and "the last value seen" not in format_diagnosis(d)
 
 
-def test_a_gone_replicas_time_read_over_a_long_incident_window_says_about_and_to_within_what() -> None:
-    """Over a day's incident window Prometheus reads when a gone replica was last seen only to within its subquery's
-    step (86400 s / 250: 346 s): the report says about, and the step; over a window of an hour (step 14 s, at most a
-    scrape interval) it says the seconds alone."""
-    for seconds, said in ((86400.0, "about 150 s (to within 346 s) before"), (3600.0, "150 s before")):
+class AnsweringPrometheus:
+    """Stands for :class:`~aiwatch.promapi.PrometheusAPI`: answers each query that holds one of ``answers``' texts
+    with its samples (none otherwise)."""
+
+    def __init__(self, answers: Mapping[str, list[tuple[dict[str, str], float]]]) -> None:
+        self.answers = answers
+
+    def query(self, promql: str, time: float | None = None) -> list[tuple[dict[str, str], float]]:
+        return next((found for text, found in self.answers.items() if text in promql), [])
+
+
+def prometheus_incident(seconds: float, *, data_for: float | None = None) -> WindowTotals:
+    """The incident window read by :func:`~aiwatch.diagnose.sources.prometheus_totals` over the ``seconds`` to
+    1e6 s, from a Prometheus whose request data covers the last ``data_for`` seconds (``None``: the whole
+    window), where inference's replica b, last seen 150 s before the end, read 0.6; the rest as :func:`window`'s."""
+    from aiwatch.diagnose.sources import prometheus_totals, read_promql
+    from aiwatch.promql import DEFAULT_AGGREGATION_LABELS
+
+    end = 1e6
+    b = {"service": "inference", "job": "j", "instance": "b"}
+    last, gone = (next(r for r in READS if r.key == key) for key in ("loop_worst_share", "loop_worst_share_gone"))
+    api = AnsweringPrometheus({
+        read_promql(last, seconds, "", DEFAULT_AGGREGATION_LABELS): [(b, 0.6)],
+        read_promql(gone, seconds, "", DEFAULT_AGGREGATION_LABELS): [(b, 150.0)],
+        "min(min_over_time(timestamp(": [] if data_for is None else [({}, end - data_for)]})
+    read = prometheus_totals(cast(PrometheusAPI, api), end - seconds, end)
+    built = window(end - seconds, 0.182, 0.0005, 0.1705)
+    return dataclasses.replace(read, values={**built.values, **{k: read.of(k) for k in (last.key, gone.key)}})
+
+
+def gone_line(incident: WindowTotals) -> str:
+    """The worst worker's share in the report of ``incident`` (against :func:`window`'s baseline)."""
+    d = diagnose_windows(window(0.0, 0.002, 0.0005, 0.0005), incident, "gateway")
+    return next(line for line in format_diagnosis(d).splitlines() if "worst worker" in line).split(": ", 1)[1]
+
+
+def said(when: str) -> str:
+    return (f"inference 60.0% (the last value seen, {when} before the incident window's end: its replica was gone by "
+            "then, and it is of the 5 minutes before that)")
+
+
+def test_a_gone_replicas_time_read_from_prometheus_is_about_to_within_its_querys_step() -> None:
+    """Prometheus reads when a gone replica was last seen with a subquery step (the window over 250): a step finds
+    the last sample before it, up to a step earlier than the replica went (5 s scrapes: a 14 s step can fall two
+    scrapes after its last sample). Whatever the scrape interval (diagnose does not ask it), the report says about,
+    and the step: a day's window 346 s, an hour's 14 s (before: exact over an hour, assuming 15 s scrapes). The
+    JSON has the figure alone."""
+    for seconds, step in ((3600.0, 14), (86400.0, 346)):
+        incident = prometheus_incident(seconds)
+        assert gone_line(incident) == said(f"about 150 s (to within {step} s)")
+        assert incident.gone_step == step
+        loop = network_row(diagnose_windows(window(0.0, 0.002, 0.0005, 0.0005), incident, "gateway"))["event_loop"]
+        assert isinstance(loop, dict) and loop[WORST_GONE_FIELD] == {"inference": 150.0}
+
+
+def test_a_gone_replicas_time_is_to_within_the_step_prometheus_used_not_the_step_of_the_window_its_data_covers(
+        ) -> None:
+    """A day's incident window whose request data begins an hour before its end (the service was first scraped
+    then): the report's window is that hour (its rates are per second of it), but the ``gone`` query's subquery
+    step was the day's, 346 s, not the hour's 14 s: the time is about, to within 346 s (before: said exact, from
+    the hour's step)."""
+    incident = prometheus_incident(86400.0, data_for=3600.0)
+    assert gone_line(incident) == said("about 150 s (to within 346 s)")
+    assert incident.seconds == 3600.0 and incident.gone_step == 346.0
+
+
+def test_a_window_built_without_the_gone_reads_step_says_about_to_within_the_windows_step() -> None:
+    """A caller building :class:`WindowTotals` itself, positionally as before ``gone_step`` was a field (its
+    ``gone`` times read from Prometheus, say): the step is unknown, so the line says about, to within the window's
+    step (an hour's: 14 s, before: exact; a day's: 346 s)."""
+    for seconds, step in ((3600.0, 14), (86400.0, 346)):
         short = window(seconds, 0.182, 0.0005, 0.1705, worst={("inference", "j", "b"): 0.6},
                        gone={("inference", "j", "b"): 150.0})
-        incident = WindowTotals(0.0, seconds, short.values)
-        d = diagnose_windows(window(-60.0, 0.002, 0.0005, 0.0005), incident, "gateway")
-        assert f"inference 60.0% (the last value seen, {said} the incident window's end" in format_diagnosis(d)
+        assert gone_line(WindowTotals(0.0, seconds, short.values)) == said(f"about 150 s (to within {step} s)")
+
+
+def test_the_scrape_source_and_two_snapshots_say_a_gone_replicas_time_exactly_over_a_long_window() -> None:
+    """The console's scrape source and two snapshots have each sample's own time: a gone replica's time is exact
+    over any window (before: about, to within the window over 250, over two hours' scrape history and a day
+    between snapshots)."""
+    text = '# TYPE aiwatch_event_loop_stalled_ratio gauge\naiwatch_event_loop_stalled_ratio{{service="inference"}} {}\n'
+    urls = ["http://a.test/metrics", "http://b.test/metrics"]
+    src = ScrapeSource(urls, interval=60, history=8000, start=False)
+    for i in range(121):  # two hours; b's scrapes fail from 6 minutes before the end on
+        src.record(urls[0], text.format(0.1), ts=60.0 * i)
+        src.record(urls[1], text.format(0.6) if i <= 114 else None, ts=60.0 * i, error="connection refused")
+    snapshot = 'aiwatch_event_loop_stalled_ratio{{service="inference", instance="{}"}} {}\n'
+    before = parse_metrics(snapshot.format("a", 0.1) + snapshot.format("b", 0.6))
+    for read, seconds in ((scrape_totals(src, 0.0, 7200.0), 360),
+                          (totals_from_snapshots(before, parse_metrics(snapshot.format("a", 0.1)), 0.0, 86400.0),
+                           86400)):
+        built = window(read.start, 0.182, 0.0005, 0.1705)
+        keys = ("loop_worst_share", "loop_worst_share_gone")
+        incident = dataclasses.replace(read, values={**built.values, **{k: read.of(k) for k in keys}})
+        assert gone_line(incident) == said(f"{seconds} s")
+        assert read.gone_step == 0.0
 
 
 def test_a_side_without_the_worst_workers_gauge_is_left_out_and_none_leaves_the_output_as_it_was() -> None:
