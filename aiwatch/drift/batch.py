@@ -11,6 +11,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from aiwatch._optional import require
 from aiwatch.drift.builder import ProfileBuilder
 from aiwatch.drift.current import ChunkedCurrent, CurrentFeature
@@ -51,32 +53,42 @@ def compare_file(profile: ReferenceProfile, path: str | os.PathLike[str], option
     """Drift of a CSV/Parquet file against ``profile``, chunk by chunk: bin and category counts are exact over
     every row; KS/Wasserstein use a uniform sample of at most ``options.max_exact`` values per feature, or every
     value with ``options.exact`` (then the numerical columns' values are held in memory)."""
-    report = _compare_chunks(profile, read_chunks(path, chunk_rows), options, set())
+    options = options or Options()
+    options.validate(profile)
+    columns: set[str] = set()
+    acc = count_current(profile, read_chunks(path, chunk_rows), options, columns)
+    if not columns and Path(path).suffix.lower() in (".parquet", ".pq"):
+        # a CSV file of a header only gives a chunk of no rows (its columns seen); a Parquet file of no rows gives
+        # no chunk, so no column was seen: its footer names them
+        columns = set(require("pyarrow.parquet", "data").read_schema(path).names)
+    report = report_counted(profile, acc, options, columns, present=columns)
     if not report.tested_count:
-        # a CSV file of a header only gives a chunk of no rows (its columns seen: report.features); a Parquet
-        # file of no rows gives no chunk, so no column was seen: its footer names them
-        names: Collection[str] = report.features
-        if not names and Path(path).suffix.lower() in (".parquet", ".pq"):
-            names = require("pyarrow.parquet", "data").read_schema(path).names
-        empty_window(report, [n for n in profile.features if n in names], None, None, DEFAULT_TIME_COLUMN)
+        empty_window(report, [n for n in profile.features if n in columns], None, None, DEFAULT_TIME_COLUMN)
     return report
 
 
 def _compare_chunks(profile: ReferenceProfile, chunks: Iterable[dict[str, Any]], options: Options | None,
-                    columns_seen: set[str]) -> DriftReport:
+                    columns_seen: set[str], present: Collection[str] = ()) -> DriftReport:
     options = options or Options()
     options.validate(profile)
     acc = count_current(profile, chunks, options, columns_seen)
-    return report_counted(profile, acc, options, columns_seen)
+    return report_counted(profile, acc, options, columns_seen, present)
 
 
 def report_counted(profile: ReferenceProfile, counted: dict[str, ChunkedCurrent], options: Options,
-                   columns_seen: Collection[str]) -> DriftReport:
+                   columns_seen: Collection[str], present: Collection[str] = ()) -> DriftReport:
     """The drift report of the current side's per-feature counts (of a file's chunks or a cluster's partitions):
-    each feature's test, and the columns seen that the profile does not know."""
+    each feature's test, and the columns seen that the profile does not know. ``present``: columns the data has
+    (a file's header or footer, a dataset's schema, a frame's columns): a feature among them that no row reached
+    (a file of no rows, a window that selects none) is reported with no value (``insufficient_data``, or
+    ``no_reference``), like a feature whose values are all missing, not left out of both ``features`` and
+    ``missing_features``."""
     current: dict[str, CurrentFeature] = {}
     for name, chunked in counted.items():
         summary = chunked.result()
+        if summary is None and name in present:
+            chunked.add(np.empty(0), np.empty(0))  # no value: the counts of no row
+            summary = chunked.result()
         if summary is not None:
             current[name] = summary
     report = compare_features(profile, current, options)
@@ -117,7 +129,7 @@ def compare_source(profile: ReferenceProfile, source: str | os.PathLike[str], op
     dataset = open_dataset(source)
     predicate = time_filter(dataset, since, until, time_column)
     chunks = scan_chunks(dataset, list(profile.features), predicate=predicate, chunk_rows=chunk_rows)
-    report = _compare_chunks(profile, chunks, options, set())
+    report = _compare_chunks(profile, chunks, options, set(), present=dataset.schema.names)
     other = set(dataset.schema.names) - set(profile.features) - partition_columns(dataset) - set(ignore)
     report.unknown_features = sorted(other - {time_column})
     empty_window(report, [n for n in profile.features if n in dataset.schema.names], since, until, time_column)

@@ -389,7 +389,8 @@ def empty_window(report: Any, present: Collection[str], since: datetime | None, 
     wrong-typed one). Then either ``[since, until)`` selected none, or (without a window) the data has none. Without
     this the report said the data had none of the features, or no values for them. The present features are then
     no longer listed as missing from the current data (the table and ``--json`` said they were, while the error
-    said no row was read)."""
+    said no row was read); the readers list them in ``report.features``, untested, with no value
+    (:func:`~aiwatch.drift.batch.report_counted`'s ``present``)."""
     if not present or any(f.current_count + f.missing + f.invalid for f in report.features.values()):
         return
     report.missing_features = [n for n in report.missing_features if n not in present]

@@ -111,7 +111,7 @@ def compare_dask(profile: ReferenceProfile, frame: Any, options: Options | None 
                                merge, shared)
         for name, part in merged.items():
             acc[name].merge(part)
-    return report_counted(profile, acc, options, {str(c) for c in frame.columns} - set(ignore))
+    return report_counted(profile, acc, options, {str(c) for c in frame.columns} - set(ignore), present=present)
 
 
 def read_frame(source: str | os.PathLike[str], *, columns: Sequence[str] | None = None,

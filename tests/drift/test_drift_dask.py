@@ -29,7 +29,17 @@ from aiwatch.drift.evaluate import Options  # noqa: E402
 from aiwatch.drift.on_dask import compare_dask, profile_dask, read_frame  # noqa: E402
 from aiwatch.drift.profile import ReferenceProfile  # noqa: E402
 from aiwatch.drift.sampling import keep_smallest, row_keys  # noqa: E402
-from tests.drift.test_drift_datasets import HOUR, PER_HOUR, SALE, T0, count_opens, log_rows  # noqa: E402
+from tests.drift.test_drift_datasets import (  # noqa: E402
+    HOUR,
+    NO_ROW_CASES,
+    PER_HOUR,
+    SALE,
+    T0,
+    count_opens,
+    log_rows,
+    no_row_sources,
+    reference_x_c_z,
+)
 
 CHUNK = 3000
 SAMPLE = 4000
@@ -431,7 +441,10 @@ def test_no_row_read_is_not_reported_as_missing_features(cluster: Any, tmp_path:
         out, err = capsys.readouterr()
         assert err == f"aiwatch drift: error: nothing was tested: {reason}\n"
         report = json.loads(out)
-        assert (report["missing_features"], report["nothing_tested"], report["features"]) == ([], reason, [])
+        assert (report["missing_features"], report["nothing_tested"]) == ([], reason)
+        # the feature the data has is listed, untested (it was in neither list)
+        assert [(f["feature"], f["status"], f["current_count"]) for f in report["features"]] == \
+            [("x", "insufficient_data", 0)]
         assert main([*args, *extra]) == 2
         out = capsys.readouterr().out
         assert "missing from the current data" not in out and f"no row compared: {reason}\n" in out, out
@@ -446,3 +459,20 @@ def test_a_csv_of_a_header_only_says_no_rows_on_both_paths(cluster: Any, tmp_pat
     for extra in ([], ["--dask", cluster.scheduler.address]):
         assert main(["drift", str(tmp_path / "ref.parquet"), str(tmp_path / "cur.csv"), *extra]) == 2
         assert capsys.readouterr().err == "aiwatch drift: error: nothing was tested: the current data has no rows\n"
+
+
+@pytest.mark.parametrize("case", NO_ROW_CASES)
+def test_with_no_row_read_both_paths_list_the_features_present_alike(cluster: Any, tmp_path: Path, case: str,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    # --dask listed no feature where the data has x and c but no row reaches them (one machine listed them for a
+    # CSV of a header only, as insufficient_data with 0 values, and none for the others)
+    reference = reference_x_c_z(tmp_path)
+    current, extra = no_row_sources(tmp_path)[case]
+    args = ["drift", str(reference), str(current), *extra]
+    capsys.readouterr()
+    local, on_cluster = cli_json(capsys, *args), cli_json(capsys, *args, "--dask", cluster.scheduler.address)
+    assert on_cluster == local
+    code, report = local
+    assert code == 2 and [(f["feature"], f["status"], f["current_count"]) for f in report["features"]] == \
+        [("x", "insufficient_data", 0), ("c", "insufficient_data", 0)]
+    assert (report["missing_features"], report["unknown_features"]) == (["z"], ["y"])

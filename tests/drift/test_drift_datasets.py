@@ -372,3 +372,48 @@ def _rows_in_log(log: Path, **window: object) -> list[str]:
     dataset = open_dataset(log)
     predicate = time_filter(dataset, window.get("since"), window.get("until"))  # type: ignore[arg-type]
     return [str(v) for chunk in scan_chunks(dataset, ["request_id"], predicate=predicate) for v in chunk["request_id"]]
+
+
+def no_row_sources(tmp_path: Path) -> dict[str, tuple[Path, list[str]]]:
+    """Current data with the reference's columns x and c (and y, which the reference lacks) but no row read: a CSV
+    of a header only, a Parquet file or dataset of no rows, a window that selects no row. (Path, extra CLI args.)"""
+    (tmp_path / "header.csv").write_text("x,c,y\n")
+    empty = pa.table({"x": pa.array([], pa.float64()), "c": pa.array([], pa.string()), "y": pa.array([], pa.int64())})
+    pq.write_table(empty, tmp_path / "empty.parquet")
+    (tmp_path / "empty").mkdir()
+    pq.write_table(empty, tmp_path / "empty" / "part-0.parquet")
+    pq.write_table(pa.table({"timestamp": pa.array([1767225600 * 10**9], pa.timestamp("ns", tz="UTC")),
+                             "x": [0.5], "c": ["a"], "y": [1]}), tmp_path / "one.parquet")
+    return {"header-only csv": (tmp_path / "header.csv", []), "parquet file": (tmp_path / "empty.parquet", []),
+            "parquet dataset": (tmp_path / "empty", []),
+            "window": (tmp_path / "one.parquet", ["--since", "2030-01-01"])}
+
+
+def reference_x_c_z(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(11)
+    path = tmp_path / "ref.parquet"
+    pq.write_table(pa.table({"x": rng.normal(size=300), "c": rng.choice(["a", "b"], 300),
+                             "z": rng.normal(size=300)}), path)
+    return path
+
+
+NO_ROW_CASES = ["header-only csv", "parquet file", "parquet dataset", "window"]
+
+
+@pytest.mark.parametrize("case", NO_ROW_CASES)
+def test_with_no_row_read_the_features_present_are_listed_untested(tmp_path: Path, case: str,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    # a Parquet file or dataset of no rows and an empty window listed the features the data has (x, c) neither in
+    # "features" nor in "missing_features": --json did not say which features were there but untested; a CSV of a
+    # header only listed them as insufficient_data, each with 0 values
+    reference = reference_x_c_z(tmp_path)
+    current, extra = no_row_sources(tmp_path)[case]
+    assert main(["drift", str(reference), str(current), *extra, "--json"]) == 2
+    out, err = capsys.readouterr()
+    report = json.loads(out)
+    reason = report["nothing_tested"]
+    assert err == f"aiwatch drift: error: nothing was tested: {reason}\n"
+    assert reason.startswith("the time window selected no row" if case == "window" else "the current data has no rows")
+    assert [(f["feature"], f["status"], f["current_count"], f["missing"], f["invalid"]) for f in report["features"]] \
+        == [("x", "insufficient_data", 0, 0, 0), ("c", "insufficient_data", 0, 0, 0)]
+    assert (report["missing_features"], report["unknown_features"]) == (["z"], ["y"])
