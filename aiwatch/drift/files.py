@@ -35,7 +35,7 @@ def read_chunks(path: str | os.PathLike[str], chunk_rows: int = DEFAULT_CHUNK_RO
                                         for batch in pq.ParquetFile(p).iter_batches(batch_size=chunk_rows)))
     elif suffix in TEXT_SUFFIXES:
         pd = require("pandas", "data")
-        sep = "\t" if suffix == ".tsv" else ","
+        sep = text_separator(p)
         yield from _reading(p, lambda: ({str(c): csv_column(frame[c]) for c in frame.columns}
                                         for frame in pd.read_csv(p, chunksize=chunk_rows, sep=sep)))
     else:
@@ -44,6 +44,12 @@ def read_chunks(path: str | os.PathLike[str], chunk_rows: int = DEFAULT_CHUNK_RO
 
 #: The suffixes of the text files :func:`read_chunks` reads with pandas' CSV reader (tab-separated for ``.tsv``).
 TEXT_SUFFIXES = (".csv", ".txt", ".tsv")
+
+
+def text_separator(path: str | os.PathLike[str]) -> str:
+    """The field separator of a text file of :data:`TEXT_SUFFIXES`: a tab for ``.tsv``, else a comma. One rule for
+    every reader (one machine's and ``--dask``'s, which read a ``.tsv`` file with commas: one column)."""
+    return "\t" if Path(path).suffix.lower() == ".tsv" else ","
 
 #: How many of a text column's first values :func:`csv_column` tries as numbers before it leaves the column as text.
 NUMBER_PROBE = 100

@@ -49,7 +49,7 @@ from aiwatch.drift.datasets import (
 from aiwatch.drift.errors import ProfileError
 from aiwatch.drift.evaluate import DriftReport, Options
 from aiwatch.drift.features import DEFAULT_BINS, DEFAULT_SAMPLE_SIZE, DEFAULT_TOP_K, Feature
-from aiwatch.drift.files import DEFAULT_CHUNK_ROWS, csv_column, numbers_in_text
+from aiwatch.drift.files import DEFAULT_CHUNK_ROWS, csv_column, numbers_in_text, text_separator
 from aiwatch.drift.merge import merge_features
 from aiwatch.drift.profile import ReferenceProfile
 from aiwatch.drift.validation import DEFAULT_LIMITS, ProfileLimits
@@ -151,9 +151,10 @@ def read_frame(source: str | os.PathLike[str], *, columns: Sequence[str] | None 
             else:
                 frame = dd.read_parquet(text, columns=wanted)
         elif csv_as_text:
-            frame = dd.read_csv(text, usecols=wanted, dtype=object).map_partitions(_typed_csv_fields)
+            frame = dd.read_csv(text, usecols=wanted, dtype=object, sep=text_separator(text)).map_partitions(
+                _typed_csv_fields)
         else:
-            frame = dd.read_csv(text, usecols=wanted)
+            frame = dd.read_csv(text, usecols=wanted, sep=text_separator(text))
     except Exception as exc:  # a missing path, not Parquet...
         raise _cannot_read(text, exc) from exc
     if since is None and until is None:

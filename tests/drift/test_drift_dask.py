@@ -476,3 +476,28 @@ def test_with_no_row_read_both_paths_list_the_features_present_alike(cluster: An
     assert code == 2 and [(f["feature"], f["status"], f["current_count"]) for f in report["features"]] == \
         [("x", "insufficient_data", 0), ("c", "insufficient_data", 0)]
     assert (report["missing_features"], report["unknown_features"]) == (["z"], ["y"])
+
+
+@pytest.mark.parametrize("rows", [0, 200], ids=["header only", "with rows"])
+def test_a_tab_separated_file_is_read_alike_on_both_paths(cluster: Any, tmp_path: Path, rows: int,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    # --dask read a .tsv file with commas as the separator: its one column "x\tc" was no feature of the reference
+    # ("none of the reference's features"), while one machine reads it tab-separated, as the CSV of a header only
+    # next to it; the profile built from one on the cluster failed alike ("no numerical or categorical column")
+    rng = np.random.default_rng(12)
+    reference = reference_x_c_z(tmp_path)
+    x, c = rng.normal(0.5, 1.0, rows), rng.choice(["a", "b"], rows)
+    (tmp_path / "cur.tsv").write_text("x\tc\n" + "".join(f"{float(a)!r}\t{b}\n" for a, b in zip(x, c, strict=True)))
+    (tmp_path / "cur.csv").write_text("x,c\n" + "".join(f"{float(a)!r},{b}\n" for a, b in zip(x, c, strict=True)))
+    capsys.readouterr()
+    address = cluster.scheduler.address
+    as_csv = cli_json(capsys, "drift", str(reference), str(tmp_path / "cur.csv"))
+    for extra in ([], ["--dask", address]):
+        assert cli_json(capsys, "drift", str(reference), str(tmp_path / "cur.tsv"), *extra) == as_csv
+    assert [(f["feature"], f["current_count"]) for f in as_csv[1]["features"]] == [("x", rows), ("c", rows)]
+    if rows:  # the profile of a .tsv reference, on the cluster as on one machine
+        for extra in ([], ["--dask", address]):
+            out = tmp_path / f"p{len(extra)}.json"
+            assert main(["profile", "build", str(tmp_path / "cur.tsv"), "-o", str(out), *extra]) == 0
+        assert sorted(ReferenceProfile.load(tmp_path / "p0.json").features) == \
+            sorted(ReferenceProfile.load(tmp_path / "p2.json").features) == ["c", "x"]
