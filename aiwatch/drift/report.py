@@ -21,7 +21,8 @@ def evidently_html(reference: Any, current: Any, path: str | os.PathLike[str],
     unknown and leaves out: with no column left it divided by zero). Columns of no numerical or categorical kind
     (text, datetimes, all missing) are left out, as aiwatch's comparison leaves them out; when none is left, a
     ``ValueError`` says so. A numerical column is handed over as the float64 values aiwatch's numerical tests read
-    (missing and wrong-typed values NaN); a categorical one as its values.
+    (missing and wrong-typed values NaN); a categorical one as its categories, the text the profile reads each value
+    as (:func:`category_texts`: ints mixed with text, which failed in Evidently, are text alike in both frames).
 
     Evidently needs the reference *data* (not a profile) and holds both frames in memory."""
     evidently = require("evidently", "evidently")
@@ -81,11 +82,10 @@ def profile_kinds(frame: Any) -> dict[str, str]:
 
 def _typed(pd: Any, frame: Any, numerical: list[str]) -> Any:
     """``frame``'s columns as aiwatch's tests read them: a numerical one as its float64 values (a missing, infinite
-    or wrong-typed value, such as a string or a bool, NaN), a categorical one as its values, held as objects (as
-    Python values where they are numpy's) unless they are all numbers and missing values: then as float64 with NaN,
-    which is what Evidently's ``replace([inf, -inf], NaN)`` downcast such an object column to (with a FutureWarning
-    from pandas 2.2 on)."""
-    from aiwatch.drift.columns import frame_column, object_column, to_float_counting
+    or wrong-typed value, such as a string or a bool, NaN), a categorical one as its categories, the text the
+    profile reads each value as (:func:`category_texts`), in both frames alike. Its values as they were failed in
+    Evidently where ints and text are mixed (a Z-test sorted them: ``TypeError``)."""
+    from aiwatch.drift.columns import frame_column, to_float_counting
 
     columns: dict[str, Any] = {}
     for name in frame.columns:
@@ -93,8 +93,37 @@ def _typed(pd: Any, frame: Any, numerical: list[str]) -> Any:
         if name in numerical:  # infinite is missing for aiwatch's tests too
             floats = to_float_counting(values)[0]
             columns[name] = np.where(np.isinf(floats), np.nan, floats)
-        else:  # a numpy column of no missing value as it is (ints: Evidently warns of an object column of them)
-            plain = isinstance(values, np.ndarray) and values.dtype.kind in "biufU"
-            columns[name] = values if plain else pd.Series(object_column(values), index=frame.index,
-                                                           dtype=object).infer_objects()
+        else:
+            columns[name] = pd.Series(category_texts(values), index=frame.index, dtype=object)
     return pd.DataFrame(columns, index=frame.index)
+
+
+def category_texts(values: Any) -> Any:
+    """A categorical column as the profile reads it: each value's category, its text
+    (:func:`~aiwatch.drift.columns.category_key`: ``1`` and ``1.0`` are ``"1"``, ``True`` is ``"True"``, an int
+    past 2**53 its exact digits), None where it is missing or has no category (a list), as an object array.
+
+    >>> category_texts([1, 1.0, "x", None, float("nan"), True, [2]]).tolist()
+    ['1', '1', 'x', None, None, 'True', None]
+    """
+    from aiwatch.drift.columns import NullableInts, category_key, is_missing, object_column
+
+    if isinstance(values, NullableInts):
+        out = values.values.astype(str).astype(object)
+        out[values.missing] = None
+        return out
+    if isinstance(values, np.ndarray) and values.dtype.kind in "biuU":  # the same text, without a call per value
+        return values.astype(str).astype(object)
+    items = object_column(values).tolist()
+    out = np.empty(len(items), dtype=object)
+    memo: dict[Any, str | None] = {}
+    for k, v in enumerate(items):
+        key = v if type(v) is str else (type(v), v)  # False == 0, yet their categories differ
+        try:
+            text = memo[key]
+        except KeyError:
+            text = memo[key] = None if is_missing(v) else category_key(v)
+        except Exception:  # unhashable, or a __hash__ / __eq__ that raises
+            text = None if is_missing(v) else category_key(v)
+        out[k] = text
+    return out

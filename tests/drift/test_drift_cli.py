@@ -84,6 +84,23 @@ def test_report_writes_evidently_html(files: dict[str, Path], tmp_path: Path) ->
 
 
 @pytest.mark.slow
+def test_report_of_a_csv_column_of_ints_and_text(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A CSV column of ints with a text field among them (1, 1, unknown: categorical, two categories) made
+    Evidently's Z-test sort ints with text: ``TypeError: '<' not supported between instances of 'str' and 'int'
+    (unexpected: please report it)``, exit 2. Its values reach Evidently as the profile reads them, as text."""
+    require_module("evidently")
+    ref, cur, html = tmp_path / "ref.csv", tmp_path / "cur.csv", tmp_path / "drift.html"
+    ref.write_text("code\n" + "1\n1\nunknown\n" * 40)
+    cur.write_text("code\n" + "1\nunknown\nunknown\n" * 40)
+    plain = main(["drift", str(ref), str(cur), "--json"])
+    kinds = {f["feature"]: f["kind"] for f in json.loads(capsys.readouterr().out)["features"]}
+    assert plain in (0, 1) and kinds == {"code": "categorical"}
+    assert main(["drift", str(ref), str(cur), "--json", "--report", str(html)]) == plain
+    assert "error" not in capsys.readouterr().err
+    assert "Drifted Columns" in html.read_text()
+
+
+@pytest.mark.slow
 def test_report_of_parquet_int_columns_with_nulls(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """An integer column with a null is read as ints and None, which Evidently typed unknown: with every column
     left out it divided by zero (``ZeroDivisionError ... (unexpected: please report it)``, exit 2). The report now

@@ -9,7 +9,7 @@ import pytest
 
 MODULES = ["aiwatch.drift.columns", "aiwatch.drift.counting", "aiwatch.drift.builder", "aiwatch.drift.profile",
            "aiwatch.drift.stattests", "aiwatch.drift.current", "aiwatch.drift.evaluate", "aiwatch.drift.monitor",
-           "aiwatch.drift.promql"]
+           "aiwatch.drift.promql", "aiwatch.drift.report"]
 
 
 @pytest.mark.parametrize("name", MODULES)

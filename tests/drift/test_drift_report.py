@@ -152,3 +152,37 @@ def test_a_column_name_given_twice_is_refused_by_name(tmp_path: Path) -> None:
     frame = pd.DataFrame(np.zeros((40, 2)), columns=["x", "x"])
     with pytest.raises(ValueError, match=r"column 'x' is given twice"):
         evidently_html(frame, frame, tmp_path / "r.html")
+
+
+def handed_over(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """The frames evidently_html hands Evidently (current, then reference), recorded as it builds its datasets."""
+    evidently = require_module("evidently")
+    build = evidently.Dataset.from_pandas
+    frames: list[Any] = []
+
+    def spied(frame: Any, *args: Any, **kwargs: Any) -> Any:
+        frames.append(frame.copy())
+        return build(frame, *args, **kwargs)
+
+    monkeypatch.setattr(evidently.Dataset, "from_pandas", spied)
+    return frames
+
+
+@pytest.mark.parametrize("kinds", [None, {"code": "categorical"}], ids=["inferred", "given"])
+def test_a_categorical_column_of_ints_and_text_is_reported_as_its_categories(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kinds: dict[str, str] | None) -> None:
+    # ints with a text value among them (a CSV column 1, 1, unknown): Evidently's Z-test of a column of two
+    # categories sorted them and raised "TypeError: '<' not supported between instances of 'str' and 'int'". The
+    # profile reads a categorical value as its text (category_key: 1 and 1.0 are "1", True "True"), and so is
+    # each value now handed to Evidently, in both frames
+    require_module("evidently")
+    from aiwatch.drift.report import evidently_html, profile_kinds
+
+    reference = pd.DataFrame({"code": pd.Series([1, 1, "unknown"] * 40, dtype=object)})
+    current = pd.DataFrame({"code": pd.Series([1.0, "unknown", None, True] * 30, dtype=object)})
+    assert profile_kinds(reference) == {"code": "categorical"}
+    frames = handed_over(monkeypatch)
+    evidently_html(reference, current, tmp_path / "r.html", kinds=kinds)
+    assert "Drifted Columns" in (tmp_path / "r.html").read_text()
+    cur, ref = (frame["code"].tolist() for frame in frames)
+    assert ref == ["1", "1", "unknown"] * 40 and cur == ["1", "unknown", None, "True"] * 30
