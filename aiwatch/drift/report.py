@@ -22,7 +22,8 @@ def evidently_html(reference: Any, current: Any, path: str | os.PathLike[str],
     (text, datetimes, all missing) are left out, as aiwatch's comparison leaves them out; when none is left, a
     ``ValueError`` says so. A numerical column is handed over as the float64 values aiwatch's numerical tests read
     (missing and wrong-typed values NaN); a categorical one as its categories, the text the profile reads each value
-    as (:func:`category_texts`: ints mixed with text, which failed in Evidently, are text alike in both frames).
+    as (:func:`category_texts`: ints mixed with text, which failed in Evidently, are text alike in both frames, and
+    an int past 2**53 is its exact digits, where a frame with a missing value made it a float).
 
     Evidently needs the reference *data* (not a profile) and holds both frames in memory."""
     evidently = require("evidently", "evidently")

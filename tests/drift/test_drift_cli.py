@@ -101,6 +101,28 @@ def test_report_of_a_csv_column_of_ints_and_text(tmp_path: Path, capsys: pytest.
 
 
 @pytest.mark.slow
+def test_report_of_parquet_ints_past_2_53_keeps_them_apart(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """A Parquet int64 column of a few codes past 2**53 (categorical), a null in the current file only: the
+    reference's codes went to Evidently as ints, the current's as floats (2**53 + 1 was 2**53, one category with
+    it). Both go as the profile's categories, the exact digits."""
+    require_module("evidently")
+    pa, pq = require_module("pyarrow"), require_module("pyarrow.parquet")
+    from tests.drift.test_drift_report import handed_over
+
+    big = 2**53
+    codes = [big - 1, big, big + 1, big + 3]
+    ref, cur, html = tmp_path / "ref.parquet", tmp_path / "cur.parquet", tmp_path / "drift.html"
+    pq.write_table(pa.table({"code": pa.array(codes * 30, pa.int64())}), ref)
+    pq.write_table(pa.table({"code": pa.array([*codes * 20, None], pa.int64())}), cur)
+    frames = handed_over(monkeypatch)
+    assert main(["drift", str(ref), str(cur), "--report", str(html)]) == 0
+    assert "error" not in capsys.readouterr().err
+    current, reference = (frame["code"].tolist() for frame in frames)
+    assert reference == list(map(str, codes)) * 30 and current == [*map(str, codes * 20), None]
+
+
+@pytest.mark.slow
 def test_report_of_parquet_int_columns_with_nulls(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """An integer column with a null is read as ints and None, which Evidently typed unknown: with every column
     left out it divided by zero (``ZeroDivisionError ... (unexpected: please report it)``, exit 2). The report now

@@ -186,3 +186,47 @@ def test_a_categorical_column_of_ints_and_text_is_reported_as_its_categories(
     assert "Drifted Columns" in (tmp_path / "r.html").read_text()
     cur, ref = (frame["code"].tolist() for frame in frames)
     assert ref == ["1", "1", "unknown"] * 40 and cur == ["1", "unknown", None, "True"] * 30
+
+
+BIG = 2**53  # past it, float64 holds only every other int: BIG + 1 is read as BIG, BIG + 3 as BIG + 4
+
+
+def test_ints_past_2_53_in_a_categorical_column_are_reported_as_their_exact_categories(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the current frame's ints (with a missing value: an object column, or pandas' Int64) were handed over as
+    # float64, the reference's (none missing) as int64: BIG + 1 became BIG, one category with it, and BIG + 3 and
+    # -BIG - 3 became BIG + 4 and -BIG - 4, categories the reference never had. The profile's categories are the
+    # ints' exact digits
+    require_module("evidently")
+    from aiwatch.drift.profile import ReferenceProfile
+    from aiwatch.drift.report import evidently_html
+
+    codes = [BIG - 1, BIG, BIG + 1, BIG + 3, -BIG - 3]
+    reference = pd.DataFrame({"code": np.array(codes * 30, dtype=np.int64)})
+    categories = ReferenceProfile.build(reference).features["code"].categories  # type: ignore[union-attr]
+    assert sorted(categories) == sorted(map(str, codes))
+    for current in (pd.Series([*codes * 20, None], dtype=object), pd.Series([*codes * 20, None], dtype="Int64")):
+        frames = handed_over(monkeypatch)
+        evidently_html(reference, pd.DataFrame({"code": current}), tmp_path / "r.html")
+        cur, ref = (frame["code"].tolist() for frame in frames)
+        assert pd.Series(cur).dropna().nunique() == len(codes)  # BIG and BIG + 1 were one float
+        assert ref == list(map(str, codes)) * 30 and cur == [*map(str, codes * 20), None]
+
+
+def test_ints_past_2_53_in_a_numerical_column_are_reported_as_the_floats_the_profile_reads(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the profile's numerical statistics read every value as a float64 (to nearest, ties to even), whatever held
+    # it; Evidently is handed those floats in both frames, whichever type held the ints
+    require_module("evidently")
+    from aiwatch.drift.profile import ReferenceProfile
+    from aiwatch.drift.report import evidently_html
+
+    ints = [BIG + 2 * i + 1 for i in range(40)]
+    reference = pd.DataFrame({"n": np.array(ints, dtype=np.int64)})
+    feature = ReferenceProfile.build(reference).features["n"]
+    assert feature.kind == "numerical" and feature.max == float(ints[-1])  # type: ignore[union-attr]
+    frames = handed_over(monkeypatch)
+    evidently_html(reference, pd.DataFrame({"n": pd.Series([*ints, None], dtype=object)}), tmp_path / "r.html")
+    cur, ref = frames
+    assert ref["n"].dtype == cur["n"].dtype == np.float64
+    assert ref["n"].tolist() == [float(i) for i in ints] and cur["n"].tolist()[:-1] == [float(i) for i in ints]
