@@ -79,14 +79,14 @@ def run_build(args: argparse.Namespace) -> int:
 def _profile_on_dask(args: argparse.Namespace, options: dict[str, Any], window: dict[str, Any],
                      ignore: tuple[str, ...]) -> Any:
     """``--dask``: the profile built on the cluster, a local Parquet dataset opened (every footer read) once."""
-    from aiwatch.drift.datasets import partition_columns
+    from aiwatch.drift.datasets import data_columns, partition_columns
     from aiwatch.drift.on_dask import open_local, profile_dask, read_frame, retrying_csv_as_text
 
     with dask_client(args):
         dataset = open_local(args.data)
         columns = None
         if ignore:
-            names = dataset.schema.names if dataset is not None else read_frame(args.data).columns
+            names = data_columns(dataset) if dataset is not None else read_frame(args.data).columns
             skip = {*ignore, window["time_column"], *(partition_columns(dataset) if dataset is not None else ())}
             columns = [str(name) for name in names if name not in skip]
         return retrying_csv_as_text(lambda as_text: profile_dask(

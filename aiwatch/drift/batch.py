@@ -18,6 +18,7 @@ from aiwatch.drift.builder import ProfileBuilder
 from aiwatch.drift.current import ChunkedCurrent, CurrentFeature
 from aiwatch.drift.datasets import (
     DEFAULT_TIME_COLUMN,
+    data_columns,
     empty_window,
     is_dataset,
     open_dataset,
@@ -26,7 +27,7 @@ from aiwatch.drift.datasets import (
     time_filter,
 )
 from aiwatch.drift.evaluate import DriftReport, Options, compare_features
-from aiwatch.drift.files import DEFAULT_CHUNK_ROWS, read_chunks
+from aiwatch.drift.files import DEFAULT_CHUNK_ROWS, pandas_index_columns, read_chunks
 from aiwatch.drift.profile import ReferenceProfile
 from aiwatch.drift.sampling import key_seed, row_keys
 
@@ -60,7 +61,8 @@ def compare_file(profile: ReferenceProfile, path: str | os.PathLike[str], option
     if not columns and Path(path).suffix.lower() in (".parquet", ".pq"):
         # a CSV file of a header only gives a chunk of no rows (its columns seen); a Parquet file of no rows gives
         # no chunk, so no column was seen: its footer names them
-        columns = set(require("pyarrow.parquet", "data").read_schema(path).names)
+        schema = require("pyarrow.parquet", "data").read_schema(path)
+        columns = set(schema.names) - pandas_index_columns(schema)
     report = report_counted(profile, acc, options, columns, present=columns)
     if not report.tested_count:
         empty_window(report, [n for n in profile.features if n in columns], None, None, DEFAULT_TIME_COLUMN)
@@ -129,10 +131,11 @@ def compare_source(profile: ReferenceProfile, source: str | os.PathLike[str], op
     dataset = open_dataset(source)
     predicate = time_filter(dataset, since, until, time_column)
     chunks = scan_chunks(dataset, list(profile.features), predicate=predicate, chunk_rows=chunk_rows)
-    report = _compare_chunks(profile, chunks, options, set(), present=dataset.schema.names)
-    other = set(dataset.schema.names) - set(profile.features) - partition_columns(dataset) - set(ignore)
+    names = data_columns(dataset)
+    report = _compare_chunks(profile, chunks, options, set(), present=names)
+    other = set(names) - set(profile.features) - partition_columns(dataset) - set(ignore)
     report.unknown_features = sorted(other - {time_column})
-    empty_window(report, [n for n in profile.features if n in dataset.schema.names], since, until, time_column)
+    empty_window(report, [n for n in profile.features if n in names], since, until, time_column)
     return report
 
 
@@ -148,7 +151,7 @@ def profile_source(source: str | os.PathLike[str], *, chunk_rows: int = DEFAULT_
     dataset = open_dataset(source)
     predicate = time_filter(dataset, since, until, time_column)
     skip = {*partition_columns(dataset), time_column, *ignore}
-    wanted = list(columns) if columns is not None else [n for n in dataset.schema.names if n not in skip]
+    wanted = list(columns) if columns is not None else [n for n in data_columns(dataset) if n not in skip]
     builder = ProfileBuilder(**options)
     builder.add_chunks(scan_chunks(dataset, wanted, predicate=predicate, chunk_rows=chunk_rows))
     if builder.needs_second_pass:

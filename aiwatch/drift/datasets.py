@@ -25,7 +25,7 @@ from urllib.parse import unquote
 from aiwatch._optional import require
 from aiwatch.drift.columns import arrow_values
 from aiwatch.drift.errors import ProfileError
-from aiwatch.drift.files import DEFAULT_CHUNK_ROWS, TEXT_SUFFIXES, numbers_in_text
+from aiwatch.drift.files import DEFAULT_CHUNK_ROWS, TEXT_SUFFIXES, numbers_in_text, pandas_index_columns
 
 T = TypeVar("T")
 DEFAULT_TIME_COLUMN = "timestamp"
@@ -115,8 +115,11 @@ def open_dataset(source: str | os.PathLike[str]) -> Any:
             for field in dataset.schema:  # the partition columns
                 if unified.get_field_index(field.name) < 0:
                     unified = unified.append(field)
+            # the first file's metadata, as the dataset's schema (and Dask's) has it: pandas' index columns
+            metadata = dict(schemas[0].metadata or {})
             if as_text:
-                unified = unified.with_metadata({_AS_TEXT: json.dumps(as_text)})
+                metadata[_AS_TEXT] = json.dumps(as_text).encode()
+            unified = unified.with_metadata(metadata)
             dataset = ds.dataset(files, format="parquet", partitioning=partitioning, partition_base_dir=base,
                                  schema=unified)
         return dataset
@@ -485,6 +488,14 @@ def _prefetched(reads: Iterator[Callable[[], T]], ahead: int) -> Iterator[T]:
         finally:
             for future in pending:
                 future.cancel()
+
+
+def data_columns(dataset: Any) -> list[str]:
+    """The columns of ``dataset`` (:func:`open_dataset`'s) but pandas' stored index
+    (:func:`~aiwatch.drift.files.pandas_index_columns` of its first file's metadata, which Dask reads as the
+    index)."""
+    index = pandas_index_columns(dataset.schema)
+    return [name for name in dataset.schema.names if name not in index]
 
 
 def partition_columns(dataset: Any) -> set[str]:

@@ -5,6 +5,7 @@ Reading files needs pandas (CSV) or pyarrow (Parquet): ``pip install "aiwatch[da
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,10 +30,7 @@ def read_chunks(path: str | os.PathLike[str], chunk_rows: int = DEFAULT_CHUNK_RO
         raise ProfileError(f"data file {os.fspath(path)!r} does not exist")
     suffix = p.suffix.lower()
     if suffix in (".parquet", ".pq"):
-        pq = require("pyarrow.parquet", "data")
-        yield from _reading(p, lambda: ({name: arrow_values(col)
-                                         for name, col in zip(batch.schema.names, batch.columns, strict=True)}
-                                        for batch in pq.ParquetFile(p).iter_batches(batch_size=chunk_rows)))
+        yield from _reading(p, lambda: _parquet_chunks(p, chunk_rows))
     elif suffix in TEXT_SUFFIXES:
         pd = require("pandas", "data")
         sep = text_separator(p)
@@ -40,6 +38,31 @@ def read_chunks(path: str | os.PathLike[str], chunk_rows: int = DEFAULT_CHUNK_RO
                                         for frame in pd.read_csv(p, chunksize=chunk_rows, sep=sep)))
     else:
         raise ProfileError(f"cannot read {os.fspath(path)!r}: expected a .csv or .parquet file")
+
+
+def _parquet_chunks(path: Path, chunk_rows: int) -> Iterator[dict[str, Any]]:
+    parquet = require("pyarrow.parquet", "data").ParquetFile(path)
+    index = pandas_index_columns(parquet.schema_arrow)
+    for batch in parquet.iter_batches(batch_size=chunk_rows):
+        yield {name: arrow_values(col) for name, col in zip(batch.schema.names, batch.columns, strict=True)
+               if name not in index}
+
+
+def pandas_index_columns(schema: Any) -> set[str]:
+    """The columns of a Parquet schema (pyarrow's) that hold a pandas DataFrame's index: those its ``pandas``
+    metadata lists in ``index_columns`` (``__index_level_0__`` for an unnamed index, its name for a named one;
+    ``to_parquet`` stores an index that is not a RangeIndex so, a filtered frame's for one). Dask's
+    ``read_parquet`` (``index=None``) makes them the frame's index, not columns; the local readers leave them out
+    too, so that both paths see the same columns (they were a drift feature, or an unknown column, on one machine
+    only). A RangeIndex is stored as metadata, not a column (a dict in ``index_columns``)."""
+    metadata = (schema.metadata or {}).get(b"pandas")
+    if not metadata:
+        return set()
+    try:
+        index = json.loads(metadata).get("index_columns", [])
+    except (ValueError, AttributeError):  # not JSON, or not an object: no index pandas could read either
+        return set()
+    return {name for name in index if isinstance(name, str)} & set(schema.names) if isinstance(index, list) else set()
 
 
 #: The suffixes of the text files :func:`read_chunks` reads with pandas' CSV reader (tab-separated for ``.tsv``).

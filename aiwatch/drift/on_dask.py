@@ -243,7 +243,9 @@ def _parquet_read_as_text(dataset: Any) -> tuple[Any, list[str]]:
         return None, []
     pa = require("pyarrow", "dask")
     partitions = partition_columns(dataset)
-    return pa.schema([f for f in dataset.schema if f.name not in partitions]), as_text
+    # with the dataset's metadata: Dask reads pandas' stored index from it (as the index, not a column)
+    return pa.schema([f for f in dataset.schema if f.name not in partitions], metadata=dataset.schema.metadata), \
+        as_text
 
 
 def _numbers_in_columns(frame: Any, columns: list[str]) -> Any:
