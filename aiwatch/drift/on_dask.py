@@ -40,6 +40,7 @@ from aiwatch.drift.columns import frame_column
 from aiwatch.drift.current import ChunkedCurrent, CurrentPart
 from aiwatch.drift.datasets import (
     DEFAULT_TIME_COLUMN,
+    empty_window,
     is_dataset,
     open_dataset,
     partition_columns,
@@ -111,7 +112,10 @@ def compare_dask(profile: ReferenceProfile, frame: Any, options: Options | None 
                                merge, shared)
         for name, part in merged.items():
             acc[name].merge(part)
-    return report_counted(profile, acc, options, {str(c) for c in frame.columns} - set(ignore), present=present)
+    report = report_counted(profile, acc, options, {str(c) for c in frame.columns} - set(ignore), present=present)
+    # a frame of no rows says so, as compare_source does (the CLI says which --since/--until window selected none)
+    empty_window(report, present, None, None, DEFAULT_TIME_COLUMN)
+    return report
 
 
 def read_frame(source: str | os.PathLike[str], *, columns: Sequence[str] | None = None,

@@ -529,3 +529,23 @@ def test_pandas_stored_index_is_read_alike_on_both_paths(cluster: Any, tmp_path:
             (code, report)
         assert code == 0 and [f["feature"] for f in report["features"]] == ["x", "c"]
 
+
+@pytest.mark.parametrize("source", ["parquet", "pandas"])
+def test_compare_dask_on_no_rows_gives_compare_sources_report(cluster: Any, tmp_path: Path, source: str) -> None:
+    # the library call on a frame of no rows never set no_rows: its reason said "no values for the reference's
+    # features" where compare_source (and the CLI with --dask, which sets it afterwards) say "no rows"
+    import dask.dataframe as dd
+    import pandas as pd
+
+    rng = np.random.default_rng(14)
+    profile = ReferenceProfile.build({"x": rng.normal(size=300), "c": rng.choice(["a", "b"], 300),
+                                      "z": rng.normal(size=300)})
+    path = tmp_path / "empty.parquet"
+    pq.write_table(pa.table({"x": pa.array([], pa.float64()), "c": pa.array([], pa.string()),
+                             "y": pa.array([], pa.int64())}), path)
+    frame = read_frame(path) if source == "parquet" else \
+        dd.from_pandas(pd.DataFrame({"x": np.empty(0), "c": np.empty(0, dtype=object), "y": np.empty(0, np.int64)}),
+                       npartitions=1)
+    local, on_cluster = compare_source(profile, path), compare_dask(profile, frame)
+    assert on_cluster.why_nothing_tested() == local.why_nothing_tested() == "the current data has no rows"
+    assert asdict(on_cluster) == asdict(local)
