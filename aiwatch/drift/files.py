@@ -29,7 +29,7 @@ def read_chunks(path: str | os.PathLike[str], chunk_rows: int = DEFAULT_CHUNK_RO
     if not p.exists():
         raise ProfileError(f"data file {os.fspath(path)!r} does not exist")
     suffix = p.suffix.lower()
-    if suffix in (".parquet", ".pq"):
+    if suffix in PARQUET_SUFFIXES:
         yield from _reading(p, lambda: _parquet_chunks(p, chunk_rows))
     elif suffix in TEXT_SUFFIXES:
         pd = require("pandas", "data")
@@ -37,7 +37,7 @@ def read_chunks(path: str | os.PathLike[str], chunk_rows: int = DEFAULT_CHUNK_RO
         yield from _reading(p, lambda: ({str(c): csv_column(frame[c]) for c in frame.columns}
                                         for frame in pd.read_csv(p, chunksize=chunk_rows, sep=sep)))
     else:
-        raise ProfileError(f"cannot read {os.fspath(path)!r}: expected a .csv or .parquet file")
+        raise unreadable_suffix(path)
 
 
 def _parquet_chunks(path: Path, chunk_rows: int) -> Iterator[dict[str, Any]]:
@@ -67,6 +67,16 @@ def pandas_index_columns(schema: Any) -> set[str]:
 
 #: The suffixes of the text files :func:`read_chunks` reads with pandas' CSV reader (tab-separated for ``.tsv``).
 TEXT_SUFFIXES = (".csv", ".txt", ".tsv")
+#: The suffixes of the Parquet files read as one file (a directory or a glob is a dataset, whatever its names).
+PARQUET_SUFFIXES = (".parquet", ".pq")
+
+
+def unreadable_suffix(path: str | os.PathLike[str]) -> ProfileError:
+    """The error for a data file whose suffix is none of :data:`TEXT_SUFFIXES` and :data:`PARQUET_SUFFIXES`: one
+    message for every reader (one machine's, and ``--dask``'s :func:`~aiwatch.drift.on_dask.read_frame`, which sent
+    any such file to Dask's CSV reader: a ``.csv.gz`` or a file without a suffix was read there and refused here)."""
+    return ProfileError(f"cannot read {os.fspath(path)!r}: expected a .csv, .txt or .tsv file (uncompressed text) "
+                        "or a .parquet or .pq file")
 
 
 def text_separator(path: str | os.PathLike[str]) -> str:

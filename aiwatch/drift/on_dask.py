@@ -50,7 +50,15 @@ from aiwatch.drift.datasets import (
 from aiwatch.drift.errors import ProfileError
 from aiwatch.drift.evaluate import DriftReport, Options
 from aiwatch.drift.features import DEFAULT_BINS, DEFAULT_SAMPLE_SIZE, DEFAULT_TOP_K, Feature
-from aiwatch.drift.files import DEFAULT_CHUNK_ROWS, csv_column, numbers_in_text, text_separator
+from aiwatch.drift.files import (
+    DEFAULT_CHUNK_ROWS,
+    PARQUET_SUFFIXES,
+    TEXT_SUFFIXES,
+    csv_column,
+    numbers_in_text,
+    text_separator,
+    unreadable_suffix,
+)
 from aiwatch.drift.merge import merge_features
 from aiwatch.drift.profile import ReferenceProfile
 from aiwatch.drift.validation import DEFAULT_LIMITS, ProfileLimits
@@ -139,7 +147,9 @@ def read_frame(source: str | os.PathLike[str], *, columns: Sequence[str] | None 
     dd = require("dask.dataframe", "dask")
     text = os.fspath(source)
     wanted = None if columns is None else list(dict.fromkeys([*columns, *([time_column] if since or until else [])]))
-    parquet = is_dataset(text) or Path(text).suffix.lower() in (".parquet", ".pq")
+    parquet = is_dataset(text) or Path(text).suffix.lower() in PARQUET_SUFFIXES
+    if not parquet and Path(text).suffix.lower() not in TEXT_SUFFIXES:  # as read_chunks refuses it on one machine
+        raise unreadable_suffix(text)
     try:
         if parquet and dataset is None:
             dataset = open_local(text)
@@ -219,7 +229,7 @@ def open_local(source: str | os.PathLike[str]) -> Any:
     """:func:`~aiwatch.drift.datasets.open_dataset` of local Parquet data (a file, a directory, a glob of files
     here), else None: a CSV file, or a path that is not local (``s3://...``), which is left to Dask."""
     text = os.fspath(source)
-    parquet = is_dataset(text) or Path(text).suffix.lower() in (".parquet", ".pq")
+    parquet = is_dataset(text) or Path(text).suffix.lower() in PARQUET_SUFFIXES
     local = Path(text).exists() or (is_dataset(text) and bool(glob.glob(text, recursive=True)))
     return open_dataset(text) if parquet and local else None
 

@@ -549,3 +549,30 @@ def test_compare_dask_on_no_rows_gives_compare_sources_report(cluster: Any, tmp_
     local, on_cluster = compare_source(profile, path), compare_dask(profile, frame)
     assert on_cluster.why_nothing_tested() == local.why_nothing_tested() == "the current data has no rows"
     assert asdict(on_cluster) == asdict(local)
+
+
+@pytest.mark.parametrize("name", ["cur.csv.gz", "cur.tsv.gz", "cur", "cur.xlsx"])
+def test_a_file_one_machine_refuses_is_refused_alike_on_dask(cluster: Any, tmp_path: Path, name: str,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    # read_frame sent any file that is not Parquet to Dask's CSV reader: a .csv.gz or a file without a suffix was
+    # read (and a .tsv.gz with commas: one column), where one machine refuses every suffix but .csv/.txt/.tsv/.parquet
+    import pandas as pd
+
+    rng = np.random.default_rng(15)
+    reference = reference_x_c_z(tmp_path)
+    path = tmp_path / name
+    pd.DataFrame({"x": rng.normal(size=50), "c": rng.choice(["a", "b"], 50)}).to_csv(
+        path, index=False, sep="\t" if ".tsv" in name else ",", compression="gzip" if name.endswith(".gz") else None)
+    message = f"cannot read {str(path)!r}: expected a .csv, .txt or .tsv file (uncompressed text) or a .parquet or " \
+        ".pq file"
+    with pytest.raises(ProfileError) as refused:
+        read_frame(path)
+    assert str(refused.value) == message
+    capsys.readouterr()
+    for extra in ([], ["--dask", cluster.scheduler.address]):
+        assert main(["drift", str(reference), str(path), *extra]) == 2
+        assert capsys.readouterr().err == f"aiwatch drift: error: {message}\n"
+        assert main(["drift", str(path), str(reference), *extra]) == 2
+        assert capsys.readouterr().err == f"aiwatch drift: error: {message}\n"
+        assert main(["profile", "build", str(path), "-o", str(tmp_path / "p.json"), *extra]) == 2
+        assert message in capsys.readouterr().err

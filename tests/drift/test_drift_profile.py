@@ -286,7 +286,8 @@ def test_unreadable_inputs_are_named(tmp_path: Path) -> None:
     with pytest.raises(ProfileError, match="does not exist"):
         profile_file(tmp_path / "none.csv")
     (tmp_path / "data.xlsx").write_text("x")
-    with pytest.raises(ProfileError, match=r"expected a \.csv or \.parquet"):
+    with pytest.raises(ProfileError, match=r"expected a \.csv, \.txt or \.tsv file \(uncompressed text\) or a "
+                       r"\.parquet or \.pq file"):
         profile_file(tmp_path / "data.xlsx")
     with pytest.raises(ProfileError, match="rows must be dicts"):
         ReferenceProfile.build([1, 2, 3])
