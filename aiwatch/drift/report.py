@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -113,13 +114,21 @@ def category_texts(values: Any) -> Any:
         out = values.values.astype(str).astype(object)
         out[values.missing] = None
         return out
-    if isinstance(values, np.ndarray) and values.dtype.kind in "biuU":  # the same text, without a call per value
-        return values.astype(str).astype(object)
+    if isinstance(values, np.ndarray) and (values.dtype.kind == "U" or (values.dtype.kind in "iu" and
+                                                                       _mostly_distinct(values))):
+        return values.astype(str).astype(object)  # the same text, without a call per value
+    if isinstance(values, np.ndarray) and (values.dtype.kind in "biu" or values.dtype in _FLOATS):
+        return _distinct_texts(values, category_key)
     items = object_column(values).tolist()
-    out = np.empty(len(items), dtype=object)
+    out = np.empty(len(items), dtype=object)  # None where nothing is written
     memo: dict[Any, str | None] = {}
     for k, v in enumerate(items):
-        key = v if type(v) is str else (type(v), v)  # False == 0, yet their categories differ
+        if type(v) is str:
+            key: Any = v
+        elif v is None or (isinstance(v, (float, np.floating)) and v != v):  # NaN: each one would be a new key
+            continue
+        else:
+            key = (type(v), v)  # False == 0, yet their categories differ
         try:
             text = memo[key]
         except KeyError:
@@ -128,3 +137,27 @@ def category_texts(values: Any) -> Any:
             text = None if is_missing(v) else category_key(v)
         out[k] = text
     return out
+
+
+#: The float dtypes whose values ``float()`` reads exactly (a longdouble past float64's range is missing, not inf).
+_FLOATS = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _mostly_distinct(values: Any, probe: int = 10_000) -> bool:
+    """Whether more than a tenth of ``values``' first ``probe`` are distinct (ids, hashes): then ``astype(str)``
+    is faster than :func:`_distinct_texts` (1M distinct int64: 0.29 s, against 0.42 s)."""
+    head = values[:probe]
+    return len(np.unique(head)) * 10 > len(head)
+
+
+def _distinct_texts(values: Any, category_key: Callable[[Any], str | None]) -> Any:
+    """:func:`category_texts` of a numpy array of bools, ints or floats: each distinct value's text found once
+    (``pd.factorize``), then taken for every value; NaN and ±inf (missing) are None. About 10x faster than a
+    Python call (or ``astype(str)``) per value where few values are distinct."""
+    pd = require("pandas", "evidently")
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)  # NaN: code -1, the None appended last
+    if values.dtype.kind in "biu":  # exact digits (an int past 2**53 too), True / False
+        texts = uniques.astype(str).astype(object)
+    else:
+        texts = np.array([category_key(u) if math.isfinite(u) else None for u in uniques.tolist()], dtype=object)
+    return np.append(texts, np.array([None], dtype=object))[codes]
