@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections.abc import Callable, Mapping
@@ -10,6 +11,8 @@ from typing import Any
 import numpy as np
 
 from aiwatch._optional import require
+
+log = logging.getLogger("aiwatch.drift")
 
 
 def evidently_html(reference: Any, current: Any, path: str | os.PathLike[str],
@@ -21,10 +24,13 @@ def evidently_html(reference: Any, current: Any, path: str | os.PathLike[str],
     rules, plus pandas' nullable ``Int64`` and an ``object`` column of ints and ``None``, which Evidently types
     unknown and leaves out: with no column left it divided by zero). Columns of no numerical or categorical kind
     (text, datetimes, all missing) are left out, as aiwatch's comparison leaves them out; when none is left, a
-    ``ValueError`` says so. A numerical column is handed over as the float64 values aiwatch's numerical tests read
-    (missing and wrong-typed values NaN); a categorical one as its categories, the text the profile reads each value
-    as (:func:`category_texts`: ints mixed with text, which failed in Evidently, are text alike in both frames, and
-    an int past 2**53 is its exact digits, where a frame with a missing value made it a float).
+    ``ValueError`` says so. A column with no value in either frame (every value missing, infinite or wrong-typed),
+    which Evidently refuses ("An empty column ... was provided"), is left out with a warning of the
+    ``aiwatch.drift`` logger (a ``ValueError`` when no other column is left). A numerical column is handed over as
+    the float64 values aiwatch's numerical tests read (missing and wrong-typed values NaN); a categorical one as its
+    categories, the text the profile reads each value as (:func:`category_texts`: ints mixed with text, which failed
+    in Evidently, are text alike in both frames, and an int past 2**53 is its exact digits, where a frame with a
+    missing value made it a float).
 
     Evidently needs the reference *data* (not a profile) and holds both frames in memory."""
     evidently = require("evidently", "evidently")
@@ -52,8 +58,21 @@ def evidently_html(reference: Any, current: Any, path: str | os.PathLike[str],
     if not numerical and not categorical:
         left_out = ", ".join(f"{c!r} {_why_left_out(c, kinds, cur.columns)}" for c in list(ref.columns)[:20])
         raise ValueError("no numerical or categorical column to report" + (f" ({left_out})" if left_out else ""))
-    definition = evidently.DataDefinition(numerical_columns=numerical, categorical_columns=categorical)
     ref, cur = (_typed(pd, frame[numerical + categorical], numerical) for frame in (ref, cur))
+    # a column with no value in a frame (every value missing, infinite or wrong-typed) failed the whole report
+    # in Evidently ("An empty column 'c' was provided for drift calculation in the current dataset"), where
+    # aiwatch's comparison reports that feature insufficient_data and tests the others: it is left out, and said so
+    empty = {c: side for side, frame in (("current data", cur), ("reference", ref)) for c in frame.columns
+             if not frame[c].notna().any()}
+    if empty:
+        said = ", ".join(f"{c!r} (no value in the {side})" for c, side in empty.items())
+        if len(empty) == len(numerical) + len(categorical):
+            raise ValueError(f"no column with values to report: {said}")
+        log.warning("aiwatch: the Evidently report leaves out %s: every value missing or wrong-typed (aiwatch "
+                    "reports such a feature insufficient_data)", said)
+        numerical, categorical = ([c for c in names if c not in empty] for names in (numerical, categorical))
+        ref, cur = ref[numerical + categorical], cur[numerical + categorical]
+    definition = evidently.DataDefinition(numerical_columns=numerical, categorical_columns=categorical)
     # No warnings.catch_warnings() here: it changes the process's warning filters, so a host app's other threads
     # could lose their warnings while the report runs (it is not thread-safe before Python 3.14). The frames are
     # typed so that Evidently's replace(inf, NaN) has nothing to downcast (pandas' FutureWarning); a category the

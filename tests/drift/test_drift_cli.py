@@ -100,6 +100,26 @@ def test_report_of_a_csv_column_of_ints_and_text(tmp_path: Path, capsys: pytest.
     assert "Drifted Columns" in html.read_text()
 
 
+def test_report_with_a_categorical_column_of_no_value_exits_as_without(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> None:
+    """A categorical feature whose current values are all missing: drift tests the others and exits 0 (that one
+    insufficient_data); --report failed (exit 2) with Evidently's "An empty column 'c' was provided for drift
+    calculation in the current dataset". The column is left out of the report, with a note."""
+    require_module("evidently")
+    rng = np.random.default_rng(23)
+    ref, cur, html = tmp_path / "ref.csv", tmp_path / "cur.csv", tmp_path / "drift.html"
+    pd.DataFrame({"x": rng.normal(size=200), "c": rng.choice(["a", "b"], 200)}).to_csv(ref, index=False)
+    pd.DataFrame({"x": rng.normal(size=200), "c": [None] * 200}).to_csv(cur, index=False)
+    assert main(["drift", str(ref), str(cur), "--json"]) == 0
+    plain = json.loads(capsys.readouterr().out)
+    assert [(f["feature"], f["status"]) for f in plain["features"]] == [("x", "ok"), ("c", "insufficient_data")]
+    assert main(["drift", str(ref), str(cur), "--json", "--report", str(html)]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out) == plain and "Drifted Columns" in html.read_text()
+    assert "error" not in err  # the note is a warning of the aiwatch.drift logger (stderr without logging set up)
+    assert "the Evidently report leaves out 'c' (no value in the current data)" in caplog.text
+
+
 @pytest.mark.slow
 def test_report_of_parquet_ints_past_2_53_keeps_them_apart(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                           capsys: pytest.CaptureFixture[str]) -> None:

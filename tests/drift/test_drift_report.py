@@ -276,3 +276,31 @@ def test_category_texts_of_a_numpy_column_read_each_distinct_value_once(monkeypa
     values = np.tile([np.nan, 1.5, 0.5], 1000)
     assert category_texts(values).tolist() == [None, "1.5", "0.5"] * 1000
     assert len(calls) <= 3
+
+
+@pytest.mark.parametrize("empty", ["current categorical", "current numerical", "reference categorical"])
+def test_a_column_with_no_value_in_a_frame_is_left_out_with_a_note(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                   caplog: pytest.LogCaptureFixture,
+                                                                   empty: str) -> None:
+    # Evidently failed the whole report ("An empty column 'c' was provided for drift calculation in the current
+    # dataset") where aiwatch's comparison reports that feature insufficient_data and tests the others
+    require_module("evidently")
+    from aiwatch.drift.report import evidently_html
+
+    rng = np.random.default_rng(22)
+    full = {"x": rng.normal(size=120), "c": rng.choice(["a", "b"], 120)}
+    column = "x" if "numerical" in empty else "c"
+    hollow = {**full, column: np.full(120, np.inf) if column == "x" else pd.Series([None, [1]] * 60, dtype=object)}
+    reference, current = (hollow, full) if empty.startswith("reference") else (full, hollow)
+    frames = handed_over(monkeypatch)
+    with caplog.at_level("WARNING", logger="aiwatch.drift"):
+        evidently_html(reference, current, tmp_path / "r.html", kinds={"x": "numerical", "c": "categorical"})
+    assert "Drifted Columns" in (tmp_path / "r.html").read_text()
+    assert [list(frame.columns) for frame in frames] == [[n for n in ("x", "c") if n != column]] * 2
+    side = "reference" if empty.startswith("reference") else "current data"
+    assert [r.getMessage() for r in caplog.records] == [
+        f"aiwatch: the Evidently report leaves out {column!r} (no value in the {side}): every value missing or "
+        "wrong-typed (aiwatch reports such a feature insufficient_data)"]
+    with pytest.raises(ValueError, match=rf"^no column with values to report: {column!r} \(no value in the {side}\)"):
+        evidently_html({column: reference[column]}, {column: current[column]}, tmp_path / "r2.html",
+                       kinds={column: "numerical" if column == "x" else "categorical"})
