@@ -421,7 +421,8 @@ def test_with_no_row_read_the_features_present_are_listed_untested(tmp_path: Pat
 
 def pandas_index_sources(tmp_path: Path) -> dict[str, Path]:
     """Parquet written by pandas from filtered frames, whose index pandas stores as a column (``__index_level_0__``,
-    or the index's name): a file and a dataset of rows, the same of no rows, and a file whose index is named."""
+    or the index's name): a file and a dataset of rows, the same of no rows, a dataset whose files disagree on a
+    column's type, and a file whose index is named."""
     import pandas as pd
 
     rng = np.random.default_rng(13)
@@ -432,14 +433,19 @@ def pandas_index_sources(tmp_path: Path) -> dict[str, Path]:
         part = frame.iloc[i * 300:(i + 1) * 300]
         part[part.c == "a"].to_parquet(tmp_path / "dataset" / f"part-{i}.parquet")
         part[part.x > 100].to_parquet(tmp_path / "empty dataset" / f"part-{i}.parquet")
+    (tmp_path / "dataset of mixed types").mkdir()  # x: doubles in one file, text in the other (read as text)
+    first, second = frame.iloc[:300], frame.iloc[300:]
+    first[first.c == "a"].to_parquet(tmp_path / "dataset of mixed types" / "part-0.parquet")
+    second[second.c == "a"].assign(x=second.x.map(repr)).to_parquet(
+        tmp_path / "dataset of mixed types" / "part-1.parquet")
     frame[frame.c == "a"].to_parquet(tmp_path / "file.parquet")
     frame[frame.x > 100].to_parquet(tmp_path / "empty file.parquet")
     frame[frame.c == "b"].rename_axis("row").to_parquet(tmp_path / "named index.parquet")
     return {name: tmp_path / (name if "dataset" in name else f"{name}.parquet")
-            for name in ("file", "empty file", "dataset", "empty dataset", "named index")}
+            for name in PANDAS_INDEX_CASES}
 
 
-PANDAS_INDEX_CASES = ["file", "empty file", "dataset", "empty dataset", "named index"]
+PANDAS_INDEX_CASES = ["file", "empty file", "dataset", "empty dataset", "dataset of mixed types", "named index"]
 
 
 @pytest.mark.parametrize("case", PANDAS_INDEX_CASES)
