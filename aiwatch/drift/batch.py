@@ -130,8 +130,9 @@ def compare_source(profile: ReferenceProfile, source: str | os.PathLike[str], op
         return compare_file(profile, source, options, chunk_rows)
     dataset = open_dataset(source)
     predicate = time_filter(dataset, since, until, time_column)
-    chunks = scan_chunks(dataset, list(profile.features), predicate=predicate, chunk_rows=chunk_rows)
     names = data_columns(dataset)
+    chunks = scan_chunks(dataset, [n for n in profile.features if n in names], predicate=predicate,
+                         chunk_rows=chunk_rows)
     report = _compare_chunks(profile, chunks, options, set(), present=names)
     other = set(names) - set(profile.features) - partition_columns(dataset) - set(ignore)
     report.unknown_features = sorted(other - {time_column})

@@ -466,3 +466,21 @@ def test_pandas_stored_index_is_no_column_of_the_data(tmp_path: Path, case: str,
         profile = profile_source(source) if source.is_dir() else ReferenceProfile.from_file(source)
         assert sorted(profile.features) == ["c", "x"]
         assert sorted(profile_source(source, ignore=["c"]).features) == ["x"]
+
+
+@pytest.mark.parametrize("index", ["z", "__index_level_0__"])
+def test_a_feature_named_like_a_datasets_pandas_index_is_missing(tmp_path: Path, index: str) -> None:
+    # a profile feature named like the pandas index a dataset's files store (set_index("z"), or a filtered frame's
+    # __index_level_0__) is no column of the data: one machine read it all the same (and tested it), where Dask
+    # finds it missing
+    import pandas as pd
+
+    rng = np.random.default_rng(17)
+    frame = pd.DataFrame({"x": rng.normal(size=300), "c": rng.choice(["a", "b"], 300), "z": rng.normal(size=300)})
+    (tmp_path / "dataset").mkdir()
+    (frame.set_index("z") if index == "z" else frame[frame.c == "a"]).to_parquet(tmp_path / "dataset" / "a.parquet")
+    reference = frame.assign(__index_level_0__=np.arange(300.0))
+    profile = ReferenceProfile.build(reference)
+    report = compare_source(profile, tmp_path / "dataset")
+    assert index in report.missing_features
+    assert index not in report.features
