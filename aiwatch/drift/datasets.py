@@ -101,6 +101,9 @@ def open_dataset(source: str | os.PathLike[str]) -> Any:
         if not fragments:
             raise ProfileError(f"no Parquet file in {text!r}")
         schemas = [f.physical_schema for f in fragments]
+        # pandas' stored index of any file (each file's own metadata: a file of a filtered frame stores
+        # __index_level_0__ where another's RangeIndex stores none), read from the footers already opened
+        index = sorted(set().union(*(pandas_index_columns(s) for s in schemas)))
         # only where a column is named as a partition field (a flat directory's are the files' own columns): the
         # fragments' keys took 11-19 ms for a log of 2000 files, which ParquetSink's own layout no longer pays
         named = getattr(getattr(dataset, "partitioning", None), "schema", None)
@@ -109,19 +112,22 @@ def open_dataset(source: str | os.PathLike[str]) -> Any:
             keys = [ds.get_partition_keys(f.partition_expression) for f in fragments]
             in_files = {k for found in keys for k in found} & file_columns
             if in_files:
-                return _file_columns_win(ds, pa, dataset, fragments, schemas, keys, in_files)
+                return _file_columns_win(ds, pa, dataset, fragments, schemas, keys, in_files, index)
         if any(not s.equals(schemas[0]) for s in schemas[1:]):
             unified, as_text = _unified(pa, schemas)
             for field in dataset.schema:  # the partition columns
                 if unified.get_field_index(field.name) < 0:
                     unified = unified.append(field)
             # the first file's metadata, as the dataset's schema (and Dask's) has it: pandas' index columns
-            metadata = dict(schemas[0].metadata or {})
+            metadata = {**(schemas[0].metadata or {}), _INDEX: json.dumps(index).encode()}
             if as_text:
                 metadata[_AS_TEXT] = json.dumps(as_text).encode()
             unified = unified.with_metadata(metadata)
             dataset = ds.dataset(files, format="parquet", partitioning=partitioning, partition_base_dir=base,
                                  schema=unified)
+        elif index != sorted(pandas_index_columns(dataset.schema)):  # the same columns, not the same metadata
+            dataset = dataset.replace_schema(dataset.schema.with_metadata(
+                {**(dataset.schema.metadata or {}), _INDEX: json.dumps(index).encode()}))
         return dataset
     except ProfileError:
         raise
@@ -164,6 +170,9 @@ def _partition_keys(ds: Any, dataset: Any) -> set[str]:
 _AS_TEXT = b"aiwatch.columns_read_as_text"
 #: The schema metadata key listing the partition keys that are also columns of the files (the files' values win).
 _KEYS_IN_FILES = b"aiwatch.partition_keys_in_files"
+#: The schema metadata key listing pandas' stored index columns of every file (:func:`data_columns`), where the
+#: first file's ``pandas`` metadata, which the dataset's schema keeps, does not list them all.
+_INDEX = b"aiwatch.pandas_index"
 
 
 def _partitioning_alone(ds: Any, pa: Any, files: list[str] | str, base: str | None) -> Any:
@@ -207,7 +216,7 @@ def _discovered_type(pa: Any, values: list[str | None]) -> Any:
 
 
 def _file_columns_win(ds: Any, pa: Any, dataset: Any, fragments: list[Any], schemas: list[Any],
-                      keys: list[dict[str, Any]], in_files: set[str]) -> Any:
+                      keys: list[dict[str, Any]], in_files: set[str], index: list[str]) -> Any:
     """``dataset`` whose partition keys ``in_files`` (also columns of some files) are the files' columns where a
     file has one, the directory's value (cast to the unified type) in the others (:func:`open_dataset`)."""
     pc = require("pyarrow.compute", "data")
@@ -226,9 +235,10 @@ def _file_columns_win(ds: Any, pa: Any, dataset: Any, fragments: list[Any], sche
     for name, kind in directory_types.items():  # the partition columns no file holds
         if unified.get_field_index(name) < 0:
             unified = unified.append(pa.field(name, kind))
-    metadata = {_KEYS_IN_FILES: json.dumps(sorted(in_files))}
+    metadata = {**(schemas[0].metadata or {}), _KEYS_IN_FILES: json.dumps(sorted(in_files)).encode(),
+                _INDEX: json.dumps(index).encode()}
     if as_text:
-        metadata[_AS_TEXT] = json.dumps(as_text)
+        metadata[_AS_TEXT] = json.dumps(as_text).encode()
     expressions = []
     for found, schema in zip(keys, schemas, strict=True):
         expression = pc.scalar(True)
@@ -492,9 +502,10 @@ def _prefetched(reads: Iterator[Callable[[], T]], ahead: int) -> Iterator[T]:
 
 def data_columns(dataset: Any) -> list[str]:
     """The columns of ``dataset`` (:func:`open_dataset`'s) but pandas' stored index
-    (:func:`~aiwatch.drift.files.pandas_index_columns` of its first file's metadata, which Dask reads as the
-    index)."""
-    index = pandas_index_columns(dataset.schema)
+    (:func:`~aiwatch.drift.files.pandas_index_columns` of any of its files' metadata, which Dask reads as the
+    index or leaves out)."""
+    metadata = dataset.schema.metadata or {}
+    index = set(json.loads(metadata[_INDEX])) if _INDEX in metadata else pandas_index_columns(dataset.schema)
     return [name for name in dataset.schema.names if name not in index]
 
 

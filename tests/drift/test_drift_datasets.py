@@ -484,3 +484,33 @@ def test_a_feature_named_like_a_datasets_pandas_index_is_missing(tmp_path: Path,
     report = compare_source(profile, tmp_path / "dataset")
     assert index in report.missing_features
     assert index not in report.features
+
+
+@pytest.mark.parametrize("case", ["first file without index", "hive key also a column", "same columns"])
+def test_pandas_stored_index_of_any_file_is_no_column_of_the_data(tmp_path: Path, case: str) -> None:
+    # only the first file's pandas metadata counted: a dataset whose first file has a RangeIndex (no column) and
+    # whose later file is a filtered frame's (__index_level_0__) reported __index_level_0__ unknown, and a profile
+    # built from it made it a feature; so did a dataset whose key= directories are also a column of its files,
+    # whose schema lost the files' metadata; and files of the same columns, only one of which pandas wrote
+    import pandas as pd
+
+    rng = np.random.default_rng(19)
+    frame = pd.DataFrame({"x": rng.normal(size=300), "c": rng.choice(["a", "b"], 300)})
+    if case == "first file without index":
+        (tmp_path / "data").mkdir()
+        frame.to_parquet(tmp_path / "data" / "a.parquet")
+        frame[frame.x > 0].to_parquet(tmp_path / "data" / "b.parquet")
+    elif case == "hive key also a column":
+        for key in "ab":
+            (tmp_path / "data" / f"c={key}").mkdir(parents=True)
+            frame[frame.c == key].to_parquet(tmp_path / "data" / f"c={key}" / "p.parquet")
+    else:
+        (tmp_path / "data").mkdir()
+        part = frame[frame.x > 0]
+        pq.write_table(pa.table({"x": part.x.to_numpy(), "c": part.c.to_numpy(),
+                                 "__index_level_0__": part.index.to_numpy()}), tmp_path / "data" / "a.parquet")
+        part.to_parquet(tmp_path / "data" / "b.parquet")
+    assert "__index_level_0__" in pq.read_schema(next((tmp_path / "data").rglob("*.parquet"))).names
+    report = compare_source(ReferenceProfile.build(frame), tmp_path / "data")
+    assert report.unknown_features == [] and sorted(report.features) == ["c", "x"]
+    assert sorted(profile_source(tmp_path / "data").features) == ["c", "x"]
