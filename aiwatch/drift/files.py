@@ -60,7 +60,8 @@ def pandas_index_columns(schema: Any) -> set[str]:
         return set()
     try:
         index = json.loads(metadata).get("index_columns", [])
-    except (ValueError, AttributeError):  # not JSON, or not an object: no index pandas could read either
+    # not JSON (or nested past the recursion limit), or not an object: no index pandas could read either
+    except (ValueError, AttributeError, RecursionError):
         return set()
     return {name for name in index if isinstance(name, str)} & set(schema.names) if isinstance(index, list) else set()
 

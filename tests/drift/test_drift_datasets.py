@@ -514,3 +514,18 @@ def test_pandas_stored_index_of_any_file_is_no_column_of_the_data(tmp_path: Path
     report = compare_source(ReferenceProfile.build(frame), tmp_path / "data")
     assert report.unknown_features == [] and sorted(report.features) == ["c", "x"]
     assert sorted(profile_source(tmp_path / "data").features) == ["c", "x"]
+
+
+@pytest.mark.parametrize("metadata", [b"{not json", b"[1, 2]", b"[" * 100_000 + b"]" * 100_000],
+                         ids=["not json", "a list", "nested past the recursion limit"])
+def test_pandas_metadata_no_json_object_lists_no_index(tmp_path: Path, metadata: bytes) -> None:
+    # pandas metadata that is no JSON object lists no index pandas could read: the file is read without one. JSON
+    # nested past Python's recursion limit raised RecursionError, which failed the file (and the dataset)
+    rng = np.random.default_rng(23)
+    table = pa.table({"x": rng.normal(size=300), "__index_level_0__": np.arange(300)})
+    (tmp_path / "data").mkdir()
+    pq.write_table(table.replace_schema_metadata({b"pandas": metadata}), tmp_path / "data" / "a.parquet")
+    profile = ReferenceProfile.build({"x": rng.normal(size=300)})
+    for source in (tmp_path / "data", tmp_path / "data" / "a.parquet"):
+        report = compare_source(profile, source)
+        assert report.unknown_features == ["__index_level_0__"] and report.features["x"].current_count == 300
