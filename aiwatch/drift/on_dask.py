@@ -148,7 +148,8 @@ def read_frame(source: str | os.PathLike[str], *, columns: Sequence[str] | None 
     text = os.fspath(source)
     wanted = None if columns is None else list(dict.fromkeys([*columns, *([time_column] if since or until else [])]))
     parquet = is_dataset(text) or Path(text).suffix.lower() in PARQUET_SUFFIXES
-    if not parquet and Path(text).suffix.lower() not in TEXT_SUFFIXES:  # as read_chunks refuses it on one machine
+    # a local file read_chunks refuses on one machine; a URL (s3://.../cur.csv.gz) is Dask's to read, compressed or not
+    if not parquet and "://" not in text and Path(text).suffix.lower() not in TEXT_SUFFIXES:
         raise unreadable_suffix(text)
     try:
         if parquet and dataset is None:

@@ -576,3 +576,18 @@ def test_a_file_one_machine_refuses_is_refused_alike_on_dask(cluster: Any, tmp_p
         assert capsys.readouterr().err == f"aiwatch drift: error: {message}\n"
         assert main(["profile", "build", str(path), "-o", str(tmp_path / "p.json"), *extra]) == 2
         assert message in capsys.readouterr().err
+
+
+def test_a_compressed_csv_url_is_still_dasks_to_read(tmp_path: Path) -> None:
+    # refusing every suffix but .csv/.txt/.tsv/.parquet/.pq (as one machine does for a local file) refused a URL too:
+    # a file:// or s3:// .csv.gz, which Dask's reader reads (compression="infer") and --dask used to
+    import pandas as pd
+
+    rng = np.random.default_rng(29)
+    path = tmp_path / "cur.csv.gz"
+    frame = pd.DataFrame({"x": rng.normal(size=50), "c": rng.choice(["a", "b"], 50)})
+    frame.to_csv(path, index=False, compression="gzip")
+    with pytest.warns(UserWarning, match="gzip"):  # Dask reads a gzip file as one partition, and says so
+        read = read_frame(path.as_uri()).compute()
+    expected = pd.read_csv(path)  # the same text parsed by pandas
+    assert read.x.tolist() == expected.x.tolist() and read.c.tolist() == frame.c.tolist()
