@@ -118,7 +118,7 @@ def open_dataset(source: str | os.PathLike[str]) -> Any:
             for field in dataset.schema:  # the partition columns
                 if unified.get_field_index(field.name) < 0:
                     unified = unified.append(field)
-            # the first file's metadata, as the dataset's schema (and Dask's) has it: pandas' index columns
+            # the first file's metadata, as the dataset's schema (and Dask's) has it, and every file's pandas index
             metadata = {**(schemas[0].metadata or {}), _INDEX: json.dumps(index).encode()}
             if as_text:
                 metadata[_AS_TEXT] = json.dumps(as_text).encode()
