@@ -136,7 +136,9 @@ def category_texts(values: Any) -> Any:
     if isinstance(values, np.ndarray) and (values.dtype.kind == "U" or (values.dtype.kind in "iu" and
                                                                        _mostly_distinct(values))):
         return values.astype(str).astype(object)  # the same text, without a call per value
-    if isinstance(values, np.ndarray) and (values.dtype.kind in "biu" or values.dtype in _FLOATS):
+    # pd.factorize refuses a buffer that is not native (a big-endian file's column): the loop below reads it
+    if isinstance(values, np.ndarray) and values.dtype.isnative and (values.dtype.kind in "biu" or
+                                                                      values.dtype in _FLOATS):
         return _distinct_texts(values, category_key)
     items = object_column(values).tolist()
     out = np.empty(len(items), dtype=object)  # None where nothing is written

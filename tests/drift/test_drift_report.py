@@ -245,6 +245,9 @@ CATEGORY_TEXT_CASES = {
     "objects with NaN": np.array([np.nan, 1, 1.0, "x", None, float("nan"), True, np.float64("nan"), np.float32(2),
                                   [1], False, 0, -0.0, np.inf, 2**64], dtype=object),
     "empty floats": np.empty(0),
+    # not native (a big-endian file's column): pd.factorize refuses such a buffer ("Big-endian buffer not supported")
+    "big-endian ints": np.tile(np.array([3, -1, 0, 2**53 + 1], dtype=">i8"), 10),  # few distinct: factorized
+    "big-endian floats": np.array([1.0, np.nan, 0.5, 1.0, np.inf], dtype=">f8"),
 }
 
 
