@@ -62,10 +62,11 @@ def evidently_html(reference: Any, current: Any, path: str | os.PathLike[str],
     # a column with no value in a frame (every value missing, infinite or wrong-typed) failed the whole report
     # in Evidently ("An empty column 'c' was provided for drift calculation in the current dataset"), where
     # aiwatch's comparison reports that feature insufficient_data and tests the others: it is left out, and said so
-    empty = {c: side for side, frame in (("current data", cur), ("reference", ref)) for c in frame.columns
-             if not frame[c].notna().any()}
+    sides = {c: [side for side, frame in (("reference", ref), ("current data", cur)) if not frame[c].notna().any()]
+             for c in cur.columns}
+    empty = {c: found for c, found in sides.items() if found}
     if empty:
-        said = ", ".join(f"{c!r} (no value in the {side})" for c, side in empty.items())
+        said = ", ".join(f"{c!r} (no value in the {' or the '.join(found)})" for c, found in empty.items())
         if len(empty) == len(numerical) + len(categorical):
             raise ValueError(f"no column with values to report: {said}")
         log.warning("aiwatch: the Evidently report leaves out %s: every value missing or wrong-typed (aiwatch "

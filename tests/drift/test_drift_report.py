@@ -281,7 +281,8 @@ def test_category_texts_of_a_numpy_column_read_each_distinct_value_once(monkeypa
     assert len(calls) <= 3
 
 
-@pytest.mark.parametrize("empty", ["current categorical", "current numerical", "reference categorical"])
+@pytest.mark.parametrize("empty", ["current categorical", "current numerical", "reference categorical",
+                                   "both categorical"])
 def test_a_column_with_no_value_in_a_frame_is_left_out_with_a_note(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                    caplog: pytest.LogCaptureFixture,
                                                                    empty: str) -> None:
@@ -294,13 +295,16 @@ def test_a_column_with_no_value_in_a_frame_is_left_out_with_a_note(tmp_path: Pat
     full = {"x": rng.normal(size=120), "c": rng.choice(["a", "b"], 120)}
     column = "x" if "numerical" in empty else "c"
     hollow = {**full, column: np.full(120, np.inf) if column == "x" else pd.Series([None, [1]] * 60, dtype=object)}
-    reference, current = (hollow, full) if empty.startswith("reference") else (full, hollow)
+    reference, current = {"reference": (hollow, full), "current": (full, hollow), "both": (hollow, hollow)}[
+        empty.split()[0]]
     frames = handed_over(monkeypatch)
     with caplog.at_level("WARNING", logger="aiwatch.drift"):
         evidently_html(reference, current, tmp_path / "r.html", kinds={"x": "numerical", "c": "categorical"})
     assert "Drifted Columns" in (tmp_path / "r.html").read_text()
     assert [list(frame.columns) for frame in frames] == [[n for n in ("x", "c") if n != column]] * 2
-    side = "reference" if empty.startswith("reference") else "current data"
+    # a column empty in both frames was named for one of them only (the reference)
+    side = {"reference": "reference", "current": "current data", "both": "reference or the current data"}[
+        empty.split()[0]]
     assert [r.getMessage() for r in caplog.records] == [
         f"aiwatch: the Evidently report leaves out {column!r} (no value in the {side}): every value missing or "
         "wrong-typed (aiwatch reports such a feature insufficient_data)"]
