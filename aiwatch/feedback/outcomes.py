@@ -178,24 +178,109 @@ def _whole_number_ids(ids: Any, path: str | os.PathLike[str], id_column: str) ->
     id ``"7"``; a NaN id is a missing one (null: pandas writes a missing id as NaN). An id that is not a whole number
     (``7.5``, infinity, a float from 2**53 on, which stands for several ints: 2**53 + 1 is read as 2**53, or a
     decimal past int64) is an error: it would match no logged request, or the wrong one."""
-    pa = require("pyarrow", "data")
-    if pa.types.is_decimal(ids.type):
-        try:
-            return ids.cast(pa.int64())  # safe: a fraction or an overflow raises
-        except pa.ArrowInvalid:
-            bad = "a fraction or a number past int64"
-    else:
-        pc = require("pyarrow.compute", "data")
-        ids = pc.if_else(pc.is_nan(ids), pa.scalar(None, ids.type), ids)
-        values = np.asarray(ids.drop_null().cast(pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
-        with np.errstate(invalid="ignore"):
-            wrong = ~(np.isfinite(values) & (np.floor(values) == values) & (np.abs(values) < 2.0 ** 53))
-        if not wrong.any():
-            return ids.cast(pa.int64())
-        bad = repr(float(values[np.flatnonzero(wrong)[0]]))
+    ints, bad = _whole_numbers(ids)
+    if bad is None:
+        return ints
     raise ValueError(f"labels {os.fspath(path)!r}: the id column {id_column!r} is {ids.type} and holds {bad}, "
                      "which is not a request id; a float or decimal id column is read when each id is a whole "
                      "number (below 2**53 for a float)")
+
+
+def _whole_numbers(ids: Any) -> tuple[Any, str | None]:
+    """A float or decimal id column as int64 (a NaN id null), and ``None``; or, where an id is not a whole number
+    that one type holds exactly (a fraction, infinity, a float from 2**53 on, a decimal past int64), ``None`` and
+    that id's text."""
+    pa = require("pyarrow", "data")
+    if pa.types.is_decimal(ids.type):
+        try:
+            return ids.cast(pa.int64()), None  # safe: a fraction or an overflow raises
+        except pa.ArrowInvalid:
+            return None, "a fraction or a number past int64"
+    pc = require("pyarrow.compute", "data")
+    ids = pc.if_else(pc.is_nan(ids), pa.scalar(None, ids.type), ids)
+    values = np.asarray(ids.drop_null().cast(pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        wrong = ~(np.isfinite(values) & (np.floor(values) == values) & (np.abs(values) < 2.0 ** 53))
+    if not wrong.any():
+        return ids.cast(pa.int64()), None
+    return None, repr(float(values[np.flatnonzero(wrong)[0]]))
+
+
+def _ids_read_exactly(dataset: Any) -> tuple[Any, bool]:
+    """``dataset``, with its ``request_id`` read as text where its files hold it as ints in some and floats in
+    others (Arrow would read them all as double, and refuses an int from 2**53 on, which no double holds exactly),
+    and whether it is: each int is then its digits, each double its text, which :func:`_log_request_ids` reads."""
+    pa = require("pyarrow", "data")
+    index = dataset.schema.get_field_index("request_id")
+    if index < 0 or not pa.types.is_floating(dataset.schema.field(index).type):
+        return dataset, False
+    kinds = [s.field(i).type for s in (f.physical_schema for f in dataset.get_fragments())
+             if (i := s.get_field_index("request_id")) >= 0]
+    if not any(pa.types.is_integer(k) for k in kinds):
+        return dataset, False
+    ds = require("pyarrow.dataset", "data")
+    schema = dataset.schema.set(index, pa.field("request_id", pa.string()))
+    # not replace_schema, which refuses a double read as text; each fragment keeps its partition's values
+    return ds.FileSystemDataset(list(dataset.get_fragments()), schema, dataset.format, dataset.filesystem), True
+
+
+#: An int's text (a log's int ids read as text by :func:`_ids_read_exactly`).
+_INT_TEXT = r"^-?[0-9]+$"
+
+
+def _log_request_ids(ids: Any, ints_and_floats: bool = False) -> Any:
+    """The log's request ids as text, as the labels' are (:func:`read_labels`): an int id its digits; a float or
+    decimal id (a foreign log's: pandas writes int ids with a gap as float64) its int's digits when it is a whole
+    number below 2**53 for a float (``7.0`` the id ``7``, ``1e15`` the id ``1000000000000000``, not Arrow's text
+    ``1e+15``), a NaN id a missing one; any other (``7.5``, infinity, a float from 2**53 on, which stands for
+    several ints) is a ValueError naming the column and the value: it would match no label, or the wrong one.
+    ``ints_and_floats``: the ids are text read from files of ints and files of floats (:func:`_ids_read_exactly`),
+    so each that is not an int's digits is a double's text, read back as that double and held to the same rule."""
+    pa = require("pyarrow", "data")
+    pc = require("pyarrow.compute", "data")
+    if pa.types.is_dictionary(ids.type):
+        ids = ids.cast(ids.type.value_type)
+    kind = str(ids.type)
+    if ints_and_floats:
+        ids = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
+        is_int = pc.fill_null(pc.match_substring_regex(ids, _INT_TEXT), True)
+        floats = pc.filter(ids, pc.invert(is_int))
+        if len(floats):
+            parsed, bad = _whole_numbers(pa.array([float(v) for v in floats.to_pylist()], type=pa.float64()))
+            if bad is not None:
+                _bad_log_id("ints in some files and doubles in others", bad)
+            ids = pc.replace_with_mask(ids, pc.invert(is_int), parsed.cast(pa.string()))
+        return pc.if_else(pc.equal(ids, "-0"), "0", ids)
+    if pa.types.is_floating(ids.type) or pa.types.is_decimal(ids.type):
+        ids, bad = _whole_numbers(ids)
+        if bad is not None:
+            _bad_log_id(kind, bad)
+    return ids.cast(pa.string())
+
+
+def _bad_log_id(kind: str, bad: str) -> None:
+    raise ValueError(f"the log's 'request_id' column is {kind} and holds {bad}, which is not a request id: a float "
+                     "or decimal id is read as its int only when it is a whole number (below 2**53 for a float: "
+                     "from there on a double stands for several ints, 2**53 + 1 is stored as 2**53); log request "
+                     "ids as text (ParquetSink does) or ints")
+
+
+def _scan_error(dataset: Any, columns: list[str], exc: Exception) -> str:
+    """The message for a log that Arrow cannot read: the columns its files hold as ints in some and floats in
+    others (read as double, which refuses an int from 2**53 on), named, else Arrow's first line."""
+    pa = require("pyarrow", "data")
+    detail = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+    mixed = []
+    for name in columns:
+        kinds = [s.field(i).type for s in (f.physical_schema for f in dataset.get_fragments())
+                 if (i := s.get_field_index(name)) >= 0]
+        if any(pa.types.is_integer(k) for k in kinds) and any(pa.types.is_floating(k) for k in kinds):
+            mixed.append(name)
+    if not mixed:
+        return f"cannot read the log: {detail}"
+    return (f"cannot read the log's {', '.join(map(repr, mixed))} column: its files hold it as ints in some and "
+            f"doubles in others, and an int from 2**53 on has no exact double ({detail}); write the column with "
+            "one type in every file (text for ids and classes)")
 
 
 #: A CSV id written as a whole-number decimal (pandas' ``df.to_csv`` of int ids with a gap writes ``7.0``): its
@@ -463,11 +548,15 @@ def quality_report(log: str | os.PathLike[str], labels: Any, *, kind: Kind = "cl
     columns = ["request_id", time_column, prediction] + [
         c for c in ("model", "model_version") if (c == "model" or by_version) and c in dataset.schema.names
         and c not in (time_column, prediction)]
-    logged = dataset.to_table(columns=columns, filter=time_filter(dataset, since, until, time_column))
+    dataset, ids_as_text = _ids_read_exactly(dataset)
+    try:
+        logged = dataset.to_table(columns=columns, filter=time_filter(dataset, since, until, time_column))
+    except pa.ArrowInvalid as exc:  # an int past 2**53 in a column that other files hold as double
+        raise ValueError(_scan_error(dataset, columns, exc)) from None
     logged, seconds, untimed = _timed_rows(logged, time_column)
     models = (_models(logged.column("model")) if "model" in logged.column_names
               else np.full(len(seconds), "", dtype=object))
-    request_ids = logged.column("request_id").cast(pa.string())
+    request_ids = _log_request_ids(logged.column("request_id"), ids_as_text)
     keep = _latest_row_of_each_request(models, request_ids, seconds)
     duplicates = logged.num_rows - len(keep)
     if duplicates:
