@@ -139,3 +139,15 @@ def test_classes_past_2_53_compare_exactly_int_with_double(tmp_path: Path) -> No
     pq.write_table(pa.table({"request_id": ["a", "b"], "outcome": pa.array([2.0 ** 53] * 2, pa.float64())}), labels)
     [window] = quality_report(tmp_path / "log", labels).windows
     assert window.metrics["accuracy"] == 0.5
+
+
+def test_a_log_of_int_and_double_id_files_whose_model_directories_are_also_columns(tmp_path: Path) -> None:
+    # model=x/ directories over files that hold a model column in one file only: the file's column wins there
+    for name, ids, kind, model in (("model=x/a.parquet", [BIG], pa.int64(), "a"),
+                                   ("model=y/b.parquet", [8.0], pa.float64(), None)):
+        path = tmp_path / "log" / name
+        path.parent.mkdir(parents=True)
+        columns = {"request_id": pa.array(ids, kind), "timestamp": [T0], "output": pa.array([1], pa.int64())}
+        pq.write_table(pa.table(columns if model is None else {**columns, "model": [model]}), path)
+    report = quality_report(tmp_path / "log", _labels(tmp_path, [BIG, 8], pa.int64()))
+    assert sorted((w.model, w.labelled) for w in report.windows) == [("a", 1), ("y", 1)]
