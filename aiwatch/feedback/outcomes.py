@@ -208,20 +208,36 @@ def _whole_numbers(ids: Any) -> tuple[Any, str | None]:
 
 def _ids_read_exactly(dataset: Any) -> tuple[Any, bool]:
     """``dataset``, with its ``request_id`` read as text where its files hold it as ints in some and floats in
-    others (Arrow would read them all as double, and refuses an int from 2**53 on, which no double holds exactly),
-    and whether it is: each int is then its digits, each double its text, which :func:`_log_request_ids` reads."""
+    others (Arrow would read them all as double, and refuses an int from 2**53 on, which no double holds exactly)
+    or as signed ints in some and unsigned in others (Arrow would read them all as one, and refuses a uint64 past
+    int64 or a negative int64), and whether it is: each int is then its digits, each double its text, which
+    :func:`_log_request_ids` reads."""
     pa = require("pyarrow", "data")
     index = dataset.schema.get_field_index("request_id")
-    if index < 0 or not pa.types.is_floating(dataset.schema.field(index).type):
-        return dataset, False
-    kinds = [s.field(i).type for s in (f.physical_schema for f in dataset.get_fragments())
-             if (i := s.get_field_index("request_id")) >= 0]
-    if not any(pa.types.is_integer(k) for k in kinds):
+    if index < 0 or not (pa.types.is_floating(dataset.schema.field(index).type)
+                         or pa.types.is_integer(dataset.schema.field(index).type)):
+        return dataset, False  # text where any file holds text: read as it is
+    if _mixed_numbers(dataset, "request_id") is None:
         return dataset, False
     ds = require("pyarrow.dataset", "data")
     schema = dataset.schema.set(index, pa.field("request_id", pa.string()))
     # not replace_schema, which refuses a double read as text; each fragment keeps its partition's values
     return ds.FileSystemDataset(list(dataset.get_fragments()), schema, dataset.format, dataset.filesystem), True
+
+
+def _mixed_numbers(dataset: Any, name: str) -> str | None:
+    """How the log's files hold the column ``name`` where they hold it as more than one kind of number, which one
+    type for all cannot hold exactly: ``"ints in some and doubles in others"`` or ``"signed ints in some and
+    unsigned in others"``; else ``None``."""
+    pa = require("pyarrow", "data")
+    kinds = [s.field(i).type for s in (f.physical_schema for f in dataset.get_fragments())
+             if (i := s.get_field_index(name)) >= 0]
+    ints = [k for k in kinds if pa.types.is_integer(k)]
+    if ints and any(pa.types.is_floating(k) for k in kinds):
+        return "ints in some and doubles in others"
+    if len({pa.types.is_signed_integer(k) for k in ints}) > 1:
+        return "signed ints in some and unsigned in others"
+    return None
 
 
 #: An int's text (a log's int ids read as text by :func:`_ids_read_exactly`).
@@ -265,22 +281,19 @@ def _bad_log_id(kind: str, bad: str) -> None:
                      "ids as text (ParquetSink does) or ints")
 
 
-def _scan_error(dataset: Any, columns: list[str], exc: Exception) -> str:
-    """The message for a log that Arrow cannot read: the columns its files hold as ints in some and floats in
-    others (read as double, which refuses an int from 2**53 on), named, else Arrow's first line."""
-    pa = require("pyarrow", "data")
+def _scan_error(dataset: Any, columns: list[str], exc: Exception, ids_as_text: bool = False) -> str:
+    """The message for a log that Arrow cannot read: the columns its files hold as more than one kind of number
+    (ints in some and floats in others, read as double, which refuses an int from 2**53 on; signed ints in some
+    and unsigned in others, read as one, which refuses the other's values; :func:`_mixed_numbers`), named, else
+    Arrow's first line. ``ids_as_text``: ``request_id`` is read as text (:func:`_ids_read_exactly`), so not it."""
     detail = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-    mixed = []
-    for name in columns:
-        kinds = [s.field(i).type for s in (f.physical_schema for f in dataset.get_fragments())
-                 if (i := s.get_field_index(name)) >= 0]
-        if any(pa.types.is_integer(k) for k in kinds) and any(pa.types.is_floating(k) for k in kinds):
-            mixed.append(name)
+    mixed = {name: how for name in columns
+             if not (ids_as_text and name == "request_id") and (how := _mixed_numbers(dataset, name)) is not None}
     if not mixed:
         return f"cannot read the log: {detail}"
-    return (f"cannot read the log's {', '.join(map(repr, mixed))} column: its files hold it as ints in some and "
-            f"doubles in others, and an int from 2**53 on has no exact double ({detail}); write the column with "
-            "one type in every file (text for ids and classes)")
+    return (f"cannot read the log's {', '.join(map(repr, mixed))} column: its files hold it as "
+            f"{' or '.join(dict.fromkeys(mixed.values()))}, and one type cannot hold every value ({detail}); write "
+            "the column with one type in every file (text for ids and classes)")
 
 
 #: A CSV id written as a whole-number decimal (pandas' ``df.to_csv`` of int ids with a gap writes ``7.0``): its
@@ -551,8 +564,8 @@ def quality_report(log: str | os.PathLike[str], labels: Any, *, kind: Kind = "cl
     dataset, ids_as_text = _ids_read_exactly(dataset)
     try:
         logged = dataset.to_table(columns=columns, filter=time_filter(dataset, since, until, time_column))
-    except pa.ArrowInvalid as exc:  # an int past 2**53 in a column that other files hold as double
-        raise ValueError(_scan_error(dataset, columns, exc)) from None
+    except pa.ArrowInvalid as exc:  # a column whose files hold more than one kind of number
+        raise ValueError(_scan_error(dataset, columns, exc, ids_as_text)) from None
     logged, seconds, untimed = _timed_rows(logged, time_column)
     models = (_models(logged.column("model")) if "model" in logged.column_names
               else np.full(len(seconds), "", dtype=object))

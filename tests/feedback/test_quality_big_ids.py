@@ -151,3 +151,25 @@ def test_a_log_of_int_and_double_id_files_whose_model_directories_are_also_colum
         pq.write_table(pa.table(columns if model is None else {**columns, "model": [model]}), path)
     report = quality_report(tmp_path / "log", _labels(tmp_path, [BIG, 8], pa.int64()))
     assert sorted((w.model, w.labelled) for w in report.windows) == [("a", 1), ("y", 1)]
+
+
+@pytest.mark.parametrize("ids", [([BIG], [8.0]), (["a"], ["b"])], ids=["int-and-double-ids", "text-ids"])
+def test_the_error_names_the_column_of_signed_and_unsigned_ints_not_the_ids_read_as_text(
+        tmp_path: Path, ids: tuple[list[object], list[object]]) -> None:
+    # the ids, read as text, were named for the other column's failure (or no column was, with text ids)
+    (tmp_path / "log").mkdir()
+    for name, id_, output in (("a", ids[0], pa.array([2 ** 64 - 1], pa.uint64())),
+                              ("b", ids[1], pa.array([1], pa.int64()))):
+        pq.write_table(pa.table({"request_id": id_, "timestamp": [T0], "output": output}),
+                       tmp_path / "log" / f"{name}.parquet")
+    message = ("cannot read the log's 'output' column: its files hold it as signed ints in some and unsigned in "
+               "others")
+    with pytest.raises(ValueError, match=re.escape(message)):
+        quality_report(tmp_path / "log", _labels(tmp_path, [1], pa.int64()))
+
+
+def test_a_log_of_uint64_and_int64_id_files_joins_exactly(tmp_path: Path) -> None:
+    # Arrow reads such a column as int64 and refused the uint64 file: "Integer value 18446744073709551615 not in range"
+    log = _log(tmp_path, ("a.parquet", [2 ** 64 - 1, 2 ** 63], pa.uint64()), ("b.parquet", [7, -1], pa.int64()))
+    assert _labelled(log, _labels(tmp_path, [2 ** 64 - 1, 7], pa.uint64())) == 2
+    assert _labelled(log, _labels(tmp_path, ["-1", str(2 ** 63)], pa.string())) == 2
