@@ -176,20 +176,33 @@ def read_labels_counting_markers(path: str | os.PathLike[str], id_column: str = 
 def _whole_number_ids(ids: Any, path: str | os.PathLike[str], id_column: str) -> Any:
     """A float or decimal id column (pandas writes int ids with a gap as float64) as int64, so that ``7.0`` is the
     id ``"7"``; a NaN id is a missing one (null: pandas writes a missing id as NaN). An id that is not a whole number
-    (``7.5``, infinity, a float from 2**53 on, which stands for several ints: 2**53 + 1 is read as 2**53, or a
-    decimal past int64) is an error: it would match no logged request, or the wrong one."""
+    (``7.5``, infinity, a float from the first int its type cannot hold on, which stands for several ints: 2**53
+    for a double, 2**53 + 1 being read as 2**53; 2**24 for a float32, 2**11 for a float16; or a decimal past int64)
+    is an error: it would match no logged request, or the wrong one."""
     ints, bad = _whole_numbers(ids)
     if bad is None:
         return ints
     raise ValueError(f"labels {os.fspath(path)!r}: the id column {id_column!r} is {ids.type} and holds {bad}, "
                      "which is not a request id; a float or decimal id column is read when each id is a whole "
-                     "number (below 2**53 for a float)")
+                     f"number (below {_FLOAT_LIMITS_TEXT})")
 
 
-def _whole_numbers(ids: Any) -> tuple[Any, str | None]:
+#: Below these (by a float type's bits) every int has its own float: 2**53 + 1 is stored as the double 2**53,
+#: 2**24 + 1 as the float32 2**24, 2**11 + 1 as the float16 2**11.
+_FLOAT_EXACT_LIMITS = {16: 2.0 ** 11, 32: 2.0 ** 24, 64: 2.0 ** 53}
+_FLOAT_LIMITS_TEXT = "2**53 for a double, 2**24 for a float32, 2**11 for a float16"
+
+
+def _float_limit(kind: Any) -> float:
+    """The bound below which a float of type ``kind`` is an int's exact value (:data:`_FLOAT_EXACT_LIMITS`)."""
+    return _FLOAT_EXACT_LIMITS.get(kind.bit_width, 2.0 ** 53)
+
+
+def _whole_numbers(ids: Any, limit: float | None = None) -> tuple[Any, str | None]:
     """A float or decimal id column as int64 (a NaN id null), and ``None``; or, where an id is not a whole number
-    that one type holds exactly (a fraction, infinity, a float from 2**53 on, a decimal past int64), ``None`` and
-    that id's text."""
+    that one type holds exactly (a fraction, infinity, a float from the first int its type cannot hold on: 2**53
+    for a double, 2**24 for a float32, 2**11 for a float16, :func:`_float_limit`; a decimal past int64), ``None``
+    and that id's text. ``limit``: that bound, where the values were read from floats of a narrower type."""
     pa = require("pyarrow", "data")
     if pa.types.is_decimal(ids.type):
         try:
@@ -197,10 +210,13 @@ def _whole_numbers(ids: Any) -> tuple[Any, str | None]:
         except pa.ArrowInvalid:
             return None, "a fraction or a number past int64"
     pc = require("pyarrow.compute", "data")
+    if limit is None:
+        limit = _float_limit(ids.type)
+    ids = ids.cast(pa.float64())  # exact from a float16 or float32
     ids = pc.if_else(pc.is_nan(ids), pa.scalar(None, ids.type), ids)
-    values = np.asarray(ids.drop_null().cast(pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
+    values = np.asarray(ids.drop_null().to_numpy(zero_copy_only=False), dtype=np.float64)
     with np.errstate(invalid="ignore"):
-        wrong = ~(np.isfinite(values) & (np.floor(values) == values) & (np.abs(values) < 2.0 ** 53))
+        wrong = ~(np.isfinite(values) & (np.floor(values) == values) & (np.abs(values) < limit))
     if not wrong.any():
         return ids.cast(pa.int64()), None
     return None, repr(float(values[np.flatnonzero(wrong)[0]]))
@@ -219,6 +235,13 @@ def _ids_read_exactly(dataset: Any) -> tuple[Any, bool]:
         return dataset, False  # text where any file holds text: read as it is
     if _mixed_numbers(dataset, "request_id") is None:
         return dataset, False
+    for fragment in dataset.get_fragments():  # a float32's text (16777216) reads as an int's digits: held here
+        found = fragment.physical_schema.get_field_index("request_id")
+        kind = fragment.physical_schema.field(found).type if found >= 0 else None
+        if kind is not None and pa.types.is_floating(kind) and kind.bit_width < 64:
+            bad = _whole_numbers(fragment.to_table(columns=["request_id"]).column(0).combine_chunks())[1]
+            if bad is not None:
+                _bad_log_id(f"ints in some files and {kind} in others", bad)
     ds = require("pyarrow.dataset", "data")
     schema = dataset.schema.set(index, pa.field("request_id", pa.string()))
     # not replace_schema, which refuses a double read as text; each fragment keeps its partition's values
@@ -247,11 +270,13 @@ _INT_TEXT = r"^-?[0-9]+$"
 def _log_request_ids(ids: Any, ints_and_floats: bool = False) -> Any:
     """The log's request ids as text, as the labels' are (:func:`read_labels`): an int id its digits; a float or
     decimal id (a foreign log's: pandas writes int ids with a gap as float64) its int's digits when it is a whole
-    number below 2**53 for a float (``7.0`` the id ``7``, ``1e15`` the id ``1000000000000000``, not Arrow's text
-    ``1e+15``), a NaN id a missing one; any other (``7.5``, infinity, a float from 2**53 on, which stands for
-    several ints) is a ValueError naming the column and the value: it would match no label, or the wrong one.
-    ``ints_and_floats``: the ids are text read from files of ints and files of floats (:func:`_ids_read_exactly`),
-    so each that is not an int's digits is a double's text, read back as that double and held to the same rule."""
+    number below 2**53 for a double (2**24 for a float32, 2**11 for a float16; ``7.0`` the id ``7``, ``1e15`` the
+    id ``1000000000000000``, not Arrow's text ``1e+15``), a NaN id a missing one; any other (``7.5``, infinity, a
+    double from 2**53 on, which stands for several ints) is a ValueError naming the column and the value: it would
+    match no label, or the wrong one. ``ints_and_floats``: the ids are text read from files of ints and files of
+    floats (:func:`_ids_read_exactly`, which holds a float32 or float16 file's ids to their own bound first, as
+    their text may read as an int's digits), so each that is not an int's digits is a double's text, read back as
+    that double and held to the same rule."""
     pa = require("pyarrow", "data")
     pc = require("pyarrow.compute", "data")
     if pa.types.is_dictionary(ids.type):
@@ -276,8 +301,9 @@ def _log_request_ids(ids: Any, ints_and_floats: bool = False) -> Any:
 
 def _bad_log_id(kind: str, bad: str) -> None:
     raise ValueError(f"the log's 'request_id' column is {kind} and holds {bad}, which is not a request id: a float "
-                     "or decimal id is read as its int only when it is a whole number (below 2**53 for a float: "
-                     "from there on a double stands for several ints, 2**53 + 1 is stored as 2**53); log request "
+                     "or decimal id is read as its int only when it is a whole number (below 2**53 for a double, "
+                     "2**24 for a float32, 2**11 for a float16: from there on a float stands for several ints, "
+                     "2**53 + 1 is stored as the double 2**53); log request "
                      "ids as text (ParquetSink does) or ints")
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -173,3 +174,23 @@ def test_a_log_of_uint64_and_int64_id_files_joins_exactly(tmp_path: Path) -> Non
     log = _log(tmp_path, ("a.parquet", [2 ** 64 - 1, 2 ** 63], pa.uint64()), ("b.parquet", [7, -1], pa.int64()))
     assert _labelled(log, _labels(tmp_path, [2 ** 64 - 1, 7], pa.uint64())) == 2
     assert _labelled(log, _labels(tmp_path, ["-1", str(2 ** 63)], pa.string())) == 2
+
+
+@pytest.mark.parametrize(("kind", "past", "below"), [(pa.float32(), 2 ** 24 + 1, 2 ** 24 - 1),
+                                                     (pa.float16(), 2 ** 11 + 1, 2 ** 11 - 1)])
+@pytest.mark.parametrize("with_int_file", [False, True], ids=["alone", "with-an-int-file"])
+def test_a_narrow_float_id_is_exact_only_below_its_own_bound_in_the_log_and_the_labels(
+        tmp_path: Path, kind: pa.DataType, past: int, below: int, with_int_file: bool) -> None:
+    # a float32 holds 2**24 + 1 as 2**24, which silently matched the label 2**24 (the bound was 2**53 for all floats)
+    stored = np.array([past], dtype=kind.to_pandas_dtype())
+    assert int(stored[0]) == past - 1
+    ints = [("i.parquet", [5], pa.int64())] if with_int_file else []
+    log = _log(tmp_path, *ints, ("f.parquet", pa.array(stored).to_pylist(), kind))
+    with pytest.raises(ValueError, match=re.escape(f"holds {float(past - 1)!r}, which is not a request id")):
+        _labelled(log, _labels(tmp_path, [past - 1], pa.int64()))
+    exact = _log(tmp_path, *ints, ("f.parquet", [float(below)], kind))
+    assert _labelled(exact, _labels(tmp_path, [below], pa.int64())) == 1
+    labels = tmp_path / "float-labels.parquet"
+    pq.write_table(pa.table({"request_id": pa.array(stored), "outcome": [1]}), labels)
+    with pytest.raises(ValueError, match=re.escape(f"holds {float(past - 1)!r}, which is not a request id")):
+        _labelled(_log(tmp_path, ("f.parquet", [past - 1], pa.int64())), labels)

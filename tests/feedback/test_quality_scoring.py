@@ -161,7 +161,7 @@ def test_a_nan_float_label_id_is_a_missing_id_left_out_and_counted(tmp_path: Pat
 def test_float_label_ids_from_2_to_the_53_are_refused_as_they_stand_for_several_ints(tmp_path: Path) -> None:
     path = tmp_path / "labels.parquet"
     pq.write_table(pa.table({"request_id": [float(2 ** 53 + 1)], "outcome": [1]}), path)  # read back as 2**53
-    with pytest.raises(ValueError, match=r"holds 9007199254740992\.0, .*below 2\*\*53 for a float"):
+    with pytest.raises(ValueError, match=r"holds 9007199254740992\.0, .*below 2\*\*53 for a double"):
         read_labels(path)
 
 
