@@ -263,6 +263,38 @@ def _mixed_numbers(dataset: Any, name: str) -> str | None:
     return None
 
 
+def _float_id_parts(dataset: Any) -> list[Any] | None:
+    """Where the log's ``request_id`` is read as text (some file holds it as text) and some files hold it as
+    floats: the dataset split into those float files, by float type, each read with its ids as that type, and the
+    others, read as text; else ``None``. Read as text, a double id would be Arrow's text of it (``1e+15``, not the
+    id ``1000000000000000``); read as a float, it is held to the whole-number rule (:func:`_ids_as_text`)."""
+    pa = require("pyarrow", "data")
+    ds = require("pyarrow.dataset", "data")
+    index = dataset.schema.get_field_index("request_id")
+    if index < 0 or not (pa.types.is_string(dataset.schema.field(index).type)
+                         or pa.types.is_large_string(dataset.schema.field(index).type)):
+        return None
+    groups: dict[Any, list[Any]] = {}
+    for fragment in dataset.get_fragments():
+        found = fragment.physical_schema.get_field_index("request_id")
+        kind = fragment.physical_schema.field(found).type if found >= 0 else None
+        groups.setdefault(kind if kind is not None and pa.types.is_floating(kind) else None, []).append(fragment)
+    if all(kind is None for kind in groups):
+        return None
+    return [ds.FileSystemDataset(fragments, dataset.schema if kind is None else
+                                 dataset.schema.set(index, pa.field("request_id", kind)),
+                                 dataset.format, dataset.filesystem) for kind, fragments in groups.items()]
+
+
+def _ids_as_text(table: Any) -> Any:
+    """``table`` (a part of :func:`_float_id_parts`) with its request ids as the text they are matched by
+    (:func:`_log_request_ids`)."""
+    pa = require("pyarrow", "data")
+    index = table.schema.get_field_index("request_id")
+    return table.set_column(index, pa.field("request_id", pa.string()),
+                            _log_request_ids(table.column("request_id")).cast(pa.string()))
+
+
 #: An int's text (a log's int ids read as text by :func:`_ids_read_exactly`).
 _INT_TEXT = r"^-?[0-9]+$"
 
@@ -589,7 +621,10 @@ def quality_report(log: str | os.PathLike[str], labels: Any, *, kind: Kind = "cl
         and c not in (time_column, prediction)]
     dataset, ids_as_text = _ids_read_exactly(dataset)
     try:
-        logged = dataset.to_table(columns=columns, filter=time_filter(dataset, since, until, time_column))
+        rows = time_filter(dataset, since, until, time_column)
+        parts = None if ids_as_text else _float_id_parts(dataset)  # ints and floats only: each row's own text
+        logged = (dataset.to_table(columns=columns, filter=rows) if parts is None else
+                  pa.concat_tables([_ids_as_text(part.to_table(columns=columns, filter=rows)) for part in parts]))
     except pa.ArrowInvalid as exc:  # a column whose files hold more than one kind of number
         raise ValueError(_scan_error(dataset, columns, exc, ids_as_text)) from None
     logged, seconds, untimed = _timed_rows(logged, time_column)

@@ -194,3 +194,16 @@ def test_a_narrow_float_id_is_exact_only_below_its_own_bound_in_the_log_and_the_
     pq.write_table(pa.table({"request_id": pa.array(stored), "outcome": [1]}), labels)
     with pytest.raises(ValueError, match=re.escape(f"holds {float(past - 1)!r}, which is not a request id")):
         _labelled(_log(tmp_path, ("f.parquet", [past - 1], pa.int64())), labels)
+
+
+def test_double_id_files_beside_text_id_files_are_held_to_the_whole_number_rule(tmp_path: Path) -> None:
+    # read as text, the double 1e15 was Arrow's text "1e+15" (no match for the id 1000000000000000) and the double
+    # 2**53, which stands for 2**53 + 1 too, matched nothing instead of being refused
+    log = _log(tmp_path, ("model=a/t.parquet", ["5", "1e15"], pa.string()),
+               ("model=b/d.parquet", [1e15, 7.0], pa.float64()), ("model=c/i.parquet", [BIG], pa.int64()),
+               ("model=d/f.parquet", [3.0], pa.float32()))
+    report = quality_report(log, _labels(tmp_path, ["5", "1e15", str(10 ** 15), "7", str(BIG), "3"], pa.string()))
+    assert sorted((w.model, w.labelled) for w in report.windows) == [("a", 2), ("b", 2), ("c", 1), ("d", 1)]
+    bad = _log(tmp_path / "bad", ("t.parquet", ["5"], pa.string()), ("d.parquet", [2.0 ** 53], pa.float64()))
+    with pytest.raises(ValueError, match=re.escape("holds 9007199254740992.0, which is not a request id")):
+        _labelled(bad, _labels(tmp_path, [2 ** 53, BIG], pa.int64()))
