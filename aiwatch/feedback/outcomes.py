@@ -28,6 +28,7 @@ timestamp are left out: :func:`quality_report` counts both. ``by_version=True`` 
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 from collections.abc import Callable, Mapping
@@ -274,16 +275,18 @@ def _float_id_parts(dataset: Any) -> list[Any] | None:
     if index < 0 or not (pa.types.is_string(dataset.schema.field(index).type)
                          or pa.types.is_large_string(dataset.schema.field(index).type)):
         return None
-    groups: dict[Any, list[Any]] = {}
-    for fragment in dataset.get_fragments():
+    def float_kind(fragment: Any) -> Any:
         found = fragment.physical_schema.get_field_index("request_id")
         kind = fragment.physical_schema.field(found).type if found >= 0 else None
-        groups.setdefault(kind if kind is not None and pa.types.is_floating(kind) else None, []).append(fragment)
-    if all(kind is None for kind in groups):
+        return kind if kind is not None and pa.types.is_floating(kind) else None
+
+    # runs of files in their order, not groups by type: a repeated request's tie is broken as stored
+    runs = [(kind, list(fragments)) for kind, fragments in itertools.groupby(dataset.get_fragments(), float_kind)]
+    if all(kind is None for kind, _ in runs):
         return None
     return [ds.FileSystemDataset(fragments, dataset.schema if kind is None else
                                  dataset.schema.set(index, pa.field("request_id", kind)),
-                                 dataset.format, dataset.filesystem) for kind, fragments in groups.items()]
+                                 dataset.format, dataset.filesystem) for kind, fragments in runs]
 
 
 def _ids_as_text(table: Any) -> Any:

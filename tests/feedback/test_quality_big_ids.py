@@ -207,3 +207,17 @@ def test_double_id_files_beside_text_id_files_are_held_to_the_whole_number_rule(
     bad = _log(tmp_path / "bad", ("t.parquet", ["5"], pa.string()), ("d.parquet", [2.0 ** 53], pa.float64()))
     with pytest.raises(ValueError, match=re.escape("holds 9007199254740992.0, which is not a request id")):
         _labelled(bad, _labels(tmp_path, [2 ** 53, BIG], pa.int64()))
+
+
+def test_a_repeated_request_in_text_and_double_id_files_keeps_the_row_stored_last(tmp_path: Path) -> None:
+    """Files a (text), b (double 7.0), c (text "7"), one timestamp: the tie is broken as stored, so request 7 counts to
+    c's version, as in a log of text ids alone."""
+    root = tmp_path / "log"
+    root.mkdir()
+    for name, ids, version in (("a.parquet", pa.array(["1"]), "va"), ("b.parquet", pa.array([7.0]), "vb"),
+                               ("c.parquet", pa.array(["7"]), "vc")):
+        pq.write_table(pa.table({"request_id": ids, "timestamp": pa.array([T0]), "output": pa.array([1]),
+                                 "model_version": pa.array([version])}), root / name)
+    report = quality_report(root, _labels(tmp_path, [7], pa.int64()), by_version=True)
+    assert {w.model_version: w.labelled for w in report.windows if w.labelled} == {"vc": 1}
+    assert report.duplicates == 1
