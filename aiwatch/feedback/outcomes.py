@@ -789,7 +789,8 @@ def _latest_row_of_each_request(models: npt.NDArray[Any], request_ids: Any, seco
     rank = np.empty(n, dtype=np.int64)
     rank[order] = np.arange(n)
     has_id = np.asarray(request_ids.is_valid().to_numpy(zero_copy_only=False), dtype=np.bool_)
-    keys = pa.table({"model": pa.array(models[has_id], type=pa.string()), "request_id": request_ids.filter(has_id),
+    keys = pa.table({"model": pa.array(models[has_id], type=pa.string()),
+                     "request_id": request_ids.filter(pa.array(has_id)),  # pyarrow < 15: a chunked array's mask
                      "rank": pa.array(rank[has_id])})
     if keys.num_rows == 0:
         return np.arange(n)

@@ -176,8 +176,11 @@ def test_a_log_of_uint64_and_int64_id_files_joins_exactly(tmp_path: Path) -> Non
     assert _labelled(log, _labels(tmp_path, ["-1", str(2 ** 63)], pa.string())) == 2
 
 
-@pytest.mark.parametrize(("kind", "past", "below"), [(pa.float32(), 2 ** 24 + 1, 2 ** 24 - 1),
-                                                     (pa.float16(), 2 ** 11 + 1, 2 ** 11 - 1)])
+@pytest.mark.parametrize(("kind", "past", "below"), [
+    (pa.float32(), 2 ** 24 + 1, 2 ** 24 - 1),
+    pytest.param(pa.float16(), 2 ** 11 + 1, 2 ** 11 - 1,
+                 marks=pytest.mark.skipif(int(pa.__version__.split(".")[0]) < 15,
+                                          reason="pyarrow < 15 writes no float16 to Parquet"))])
 @pytest.mark.parametrize("with_int_file", [False, True], ids=["alone", "with-an-int-file"])
 def test_a_narrow_float_id_is_exact_only_below_its_own_bound_in_the_log_and_the_labels(
         tmp_path: Path, kind: pa.DataType, past: int, below: int, with_int_file: bool) -> None:
