@@ -11,13 +11,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from aiwatch.drift import ReferenceProfile, compare
 from aiwatch.drift.features import CategoricalFeature, Feature, NumericalFeature
+from tests.drift.pandas_arrays import exact_array
 from tests.servers import require_module
 
 pd = require_module("pandas")
@@ -214,18 +214,6 @@ def extension_columns(draw: Any) -> tuple[str, list[Any]]:
     if all(v is None for v in values):  # an all-missing category column has no categories: pandas writes doubles
         values[0] = draw(PROPERTY_VALUES[name])
     return name.split("-")[0], values
-
-
-def exact_array(values: list[Any], dtype: str) -> Any:
-    """``pd.array(values, dtype=dtype)`` holding exactly ``values`` (None: missing). pandas 2 reads a list of ints
-    through ``np.asarray``, which makes ints below and past 2**63 float64, and checks only the largest one for a lost
-    digit: ``pd.array([2**53 + 1, 2**63], dtype="UInt64")`` holds 2**53, 2**63 (the list, the dict-of-lists path,
-    still 2**53 + 1). From an object array its ints are cast one by one, exactly."""
-    if dtype in ("Int64", "UInt64"):
-        out = pd.array(np.array(values, dtype=object), dtype=dtype)
-        assert [None if v is pd.NA else v for v in out.tolist()] == values
-        return out
-    return pd.array(values, dtype=dtype)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
