@@ -75,12 +75,20 @@ quoted_content = st.text(alphabet=QDTEXT + '"\\', max_size=12)
 durations = st.floats(0, 1e9, allow_nan=False).map(lambda v: f"{v:.3f}")
 
 
+# aiwatch's extension parameter of the total entry: a whole number from 1 to 9999999999, or refused; its text as the
+# other parameters', as a token or quoted
+attempts = st.one_of(st.integers(0, 10**11).map(str), st.sampled_from(["-2", "2.0", "01", "0000000001", "two"]))
+
+
 @st.composite
 def params(draw: st.DrawFn) -> tuple[str, str, str]:
     """(name, decoded value, wire form) of one server-timing-param."""
-    name = draw(st.one_of(st.sampled_from(["dur", "DUR", "desc", "Desc"]), tokens))
+    name = draw(st.one_of(st.sampled_from(["dur", "DUR", "desc", "Desc", "attempt", "Attempt"]), tokens))
     if name.lower() == "dur":
         value = draw(durations)
+        wire = draw(st.sampled_from([value, f'"{value}"']))
+    elif name.lower() == "attempt" and draw(st.booleans()):
+        value = draw(attempts)
         wire = draw(st.sampled_from([value, f'"{value}"']))
     else:
         value = draw(st.one_of(tokens, quoted_content))
@@ -89,14 +97,18 @@ def params(draw: st.DrawFn) -> tuple[str, str, str]:
 
 
 @st.composite
-def headers(draw: st.DrawFn) -> tuple[str, list[Entry]]:
+def headers(draw: st.DrawFn) -> tuple[str, list[Entry] | None]:
+    """A Server-Timing value and its entries, or None where aiwatch refuses it: a ``total`` entry whose first
+    ``attempt`` is no whole number from 1 to 9999999999 (on another entry, ``attempt`` is any server's parameter)."""
     entries: list[Entry] = []
     wires: list[str] = []
+    refused = False
     for _ in range(draw(st.integers(0, 5))):
-        name = draw(tokens)
+        name = draw(st.one_of(tokens, st.sampled_from(["total", "Total"])))
         wire = name
         dur: float | None = None
         desc: str | None = None
+        attempt: int | None = None
         seen: set[str] = set()
         for pname, value, pwire in draw(st.lists(params(), max_size=4)):
             wire += f"{draw(ows)};{draw(ows)}{pwire}"
@@ -105,21 +117,30 @@ def headers(draw: st.DrawFn) -> tuple[str, list[Entry]]:
                 dur = float(value) / 1000.0
             if key == "desc" and key not in seen:
                 desc = value
+            if key == "attempt" and key not in seen and name == "total":
+                if value.isascii() and value.isdigit() and len(value) <= 10 and int(value) >= 1:
+                    attempt = int(value)
+                else:
+                    refused = True
             seen.add(key)
-        entries.append(Entry(name, dur, desc))
+        entries.append(Entry(name, dur, desc, attempt))
         wires.append(wire)
     separators = [draw(st.sampled_from([",", ", ", " ,", ",\t", ",,"])) for _ in wires]
     text = draw(ows) + "".join(w + (sep if i < len(wires) - 1 else "") for i, (w, sep) in
                                enumerate(zip(wires, separators, strict=True))) + draw(ows)
-    return text, entries
+    return text, None if refused else entries
 
 
 @settings(max_examples=400, deadline=None)
 @given(headers())
-def test_every_value_the_grammar_allows_parses_to_its_entries(case: tuple[str, list[Entry]]) -> None:
+def test_every_value_the_grammar_allows_parses_to_its_entries(case: tuple[str, list[Entry] | None]) -> None:
     text, expected = case
+    if expected is None:
+        with pytest.raises(ValueError, match=r"^malformed Server-Timing entry 'total': attempt="):
+            parse(text)
+        return
     got = parse(text).entries
-    assert [(e.name, e.desc) for e in got] == [(e.name, e.desc) for e in expected]
+    assert [(e.name, e.desc, e.attempt) for e in got] == [(e.name, e.desc, e.attempt) for e in expected]
     for g, e in zip(got, expected, strict=True):
         assert (g.seconds is None) == (e.seconds is None)
         if g.seconds is not None and e.seconds is not None:
@@ -178,6 +199,12 @@ def test_an_attempt_that_is_no_count_is_refused_naming_its_entry(bad: str) -> No
     with pytest.raises(ValueError, match=r"^malformed Server-Timing entry 'total': attempt=.* is not a whole number "
                                          r"from 1 to 9999999999$"):
         parse(bad)
+
+
+def test_attempt_on_another_entry_is_any_servers_parameter_and_is_ignored() -> None:
+    timing = parse("db;dur=1;attempt=two, cache;attempt=2, total;dur=2")
+    assert timing.entries == (Entry("db", 0.001, None), Entry("cache", None, None), Entry("total", 0.002, None))
+    assert not timing.retried
 
 
 def test_the_first_attempt_of_an_entry_wins_and_a_later_one_is_not_read() -> None:
