@@ -140,8 +140,11 @@ class DriftReport:
             return "the current data has no values for the reference's features (no rows, or every value missing)"
         if all(f.status == STATUS_NO_REFERENCE for f in self.features.values()):
             return "the reference has no values for the features the current data has"
-        counts = ", ".join(f"{f.feature}: {f.current_count}" for f in list(self.features.values())[:20])
-        return f"no feature has enough current values to test (at least {self.min_samples}; found {counts})"
+        features = list(self.features.values())
+        # names as the other reasons quote them: a CSV header may name a column with a newline or a comma
+        counts = ", ".join(f"{f.feature!r}: {f.current_count}" for f in features[:20])
+        more = f" and {len(features) - 20} more" if len(features) > 20 else ""
+        return f"no feature has enough current values to test (at least {self.min_samples}; found {counts}{more})"
 
 
 @dataclass

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from aiwatch.cli import main
@@ -111,6 +111,7 @@ SETTINGS = settings(max_examples=120, deadline=None,
 
 @SETTINGS
 @given(data=csv_bytes, json_out=st.booleans())
+@example(data=b'\n"\n"\n1\n', json_out=False)  # a column named by a newline: the error stays one line
 def test_any_csv_is_tested_or_exits_2_with_a_message(profile_path: Path, data: bytes, json_out: bool,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
     with tempfile.TemporaryDirectory() as tmp:

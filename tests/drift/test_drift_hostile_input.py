@@ -225,7 +225,7 @@ def files(tmp_path_factory: pytest.TempPathFactory, good: dict[str, Any]) -> dic
                                   "'c' (its columns: 'y')"),
     ("empty.json", "cur.csv", "nothing was tested: the reference profile has no features"),
     ("profile.json", "few.csv", "nothing was tested: no feature has enough current values to test (at least 30; "
-                                "found x: 5, c: 5)"),
+                                "found 'x': 5, 'c': 5)"),
     ("big.json", "cur.csv", "feature 'x': count must be a whole number"),
     ("deep.json", "cur.csv", "nested deeper than 16 levels"),
     ("unsorted.json", "cur.csv", "cuts must be strictly increasing"),
