@@ -140,11 +140,9 @@ class DriftReport:
             return "the current data has no values for the reference's features (no rows, or every value missing)"
         if all(f.status == STATUS_NO_REFERENCE for f in self.features.values()):
             return "the reference has no values for the features the current data has"
-        features = list(self.features.values())
-        # names as the other reasons quote them: a CSV header may name a column with a newline or a comma
-        counts = ", ".join(f"{f.feature!r}: {f.current_count}" for f in features[:20])
-        more = f" and {len(features) - 20} more" if len(features) > 20 else ""
-        return f"no feature has enough current values to test (at least {self.min_samples}; found {counts}{more})"
+        # names quoted as the other reasons quote them: a CSV header may name a column with a newline or a comma
+        counts = _listed([f"{f.feature!r}: {f.current_count}" for f in self.features.values()])
+        return f"no feature has enough current values to test (at least {self.min_samples}; found {counts})"
 
 
 @dataclass
@@ -218,8 +216,12 @@ def _real(value: object) -> bool:
 
 
 def _names(names: list[str]) -> str:
-    shown = ", ".join(repr(n) for n in names[:20])
-    return shown + (f" and {len(names) - 20} more" if len(names) > 20 else "")
+    return _listed([repr(n) for n in names])
+
+
+def _listed(items: list[str]) -> str:
+    """The first 20 of ``items``, and how many more."""
+    return ", ".join(items[:20]) + (f" and {len(items) - 20} more" if len(items) > 20 else "")
 
 
 def select_method(feat: Feature, current: CurrentFeature, options: Options) -> str:

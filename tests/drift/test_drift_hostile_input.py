@@ -296,3 +296,12 @@ def test_profile_build_arguments(files: dict[str, Path], tmp_path: Path, args: l
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert not (tmp_path / "p.json").exists()
+
+
+def test_too_few_values_names_the_first_20_features_quoted_and_counts_the_rest() -> None:
+    names = [f"f{i},\n" for i in range(25)]  # a comma and a newline in every name: quoted, the error stays one line
+    reference = {name: np.arange(100.0) for name in names}
+    report = compare(ReferenceProfile.build(reference), {name: np.arange(3.0) for name in names})
+    reason = report.why_nothing_tested()
+    assert reason is not None and "\n" not in reason
+    assert reason.endswith(", ".join(f"{n!r}: 3" for n in names[:20]) + " and 5 more)")
