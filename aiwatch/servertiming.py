@@ -283,8 +283,8 @@ def _entry(s: _Scanner) -> Entry:
         elif key == "desc" and not has_desc:
             has_desc = True
             desc = raw
-        elif key == ATTEMPT and name == TOTAL and not has_attempt:  # another entry's attempt: a parameter
-            # aiwatch does not define there, ignored as the grammar says of unknown ones
+        # attempt is the total's parameter; on another entry it is unknown, ignored as the grammar says
+        elif key == ATTEMPT and name == TOTAL and not has_attempt:
             has_attempt = True
             if _ATTEMPT.fullmatch(raw) is None or int(raw) < 1:
                 raise ValueError(f"malformed Server-Timing entry {name!r}: attempt={raw!r} is not a whole number "

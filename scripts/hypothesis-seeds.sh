@@ -25,6 +25,6 @@ for _ in $(seq 1 "$seeds"); do
   seed=$((RANDOM * 32768 + RANDOM))
   echo "== seed $seed"
   "$python" -m pytest -q -p no:cacheprovider -n auto --dist loadgroup -m "not alone" --hypothesis-seed="$seed" \
-      -W ignore::DeprecationWarning:altair.utils.schemapi "${modules[@]}" || failed=1
+      "${modules[@]}" || failed=1
 done
 exit "$failed"
