@@ -13,18 +13,19 @@ from tests.servers import REPO, python_env, require_binary
 
 pytestmark = pytest.mark.slow
 
-#: bench script and arguments -> a line its output must hold (seconds each on this machine: 2-15)
+#: bench script and arguments -> a line its output must hold (seconds each on this machine: 2-15; the console's 35)
 QUICK = {
     ("signals_bench.py", "--quick"): "scrape (generate_latest) of aiwatch's metrics",
     ("grpc_bench.py", "--quick"): "CPU: aiwatch (metrics only) / one-histogram added",
     ("ai_signals_bench.py", "--quick"): "aiwatch (default) added over bare",
     ("alerts_rule_eval.py", "--quick"): "all aiwatch groups",
+    ("console_bench.py", "--quick", "--renders", "1"): "all four views from Prometheus",
 }
 
 
 @pytest.mark.parametrize(("args", "expected"), list(QUICK.items()), ids=[a[0] for a in QUICK])
 def test_a_quick_bench_runs_to_its_figures(args: tuple[str, ...], expected: str) -> None:
-    if args[0] == "alerts_rule_eval.py":
+    if args[0] in ("alerts_rule_eval.py", "console_bench.py"):
         require_binary("prometheus")
     done = subprocess.run([sys.executable, str(REPO / "bench" / args[0]), *args[1:]], cwd=REPO, env=python_env(),
                           capture_output=True, text=True, timeout=300)
