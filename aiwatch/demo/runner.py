@@ -201,7 +201,8 @@ def _run(options: DemoOptions, supervisor: Supervisor, out: TextIO) -> int:
     prometheus = options.prometheus
     if prometheus is None and options.alerts:
         hold = round(min(max(stages[1].seconds / 3, 5.0), alerting.HOLD_SECONDS))
-        stack = _start_alerting(supervisor, [f"{HOST}:{gw_port}", f"{HOST}:{inf_port}"], console_port, hold, out)
+        stack = _start_alerting(supervisor, [f"{HOST}:{gw_port}", f"{HOST}:{inf_port}"], console_port, hold,
+                                alerting.outside_model_threshold(severity_ms / 1000.0), out)
         prometheus = stack.prometheus_url if stack else None
     if not options.headless:
         _open_console(supervisor, metrics_urls, prometheus, console_port, out)
@@ -249,13 +250,14 @@ def _slow_link(supervisor: Supervisor, target_port: int) -> SlowLink:
 
 
 def _start_alerting(supervisor: Supervisor, targets: list[str], console_port: int, hold_seconds: int,
-                    out: TextIO) -> alerting.Stack | None:
+                    outside_model_p99_seconds: float, out: TextIO) -> alerting.Stack | None:
     binaries = alerting.find_binaries()
     if binaries is None:
         print(f"  alerts: Prometheus or Alertmanager not found: {alerting.INSTALL_HINT}", file=out, flush=True)
         return None
     try:
-        cfg = alerting.rules_config(f"http://{HOST}:{console_port}/?runbook={{alert}}", hold_seconds)
+        cfg = alerting.rules_config(f"http://{HOST}:{console_port}/?runbook={{alert}}", hold_seconds,
+                                    outside_model_p99_seconds=outside_model_p99_seconds)
     except MissingExtraError as exc:  # the rules need aiwatch[rules]; the demo runs on without its alerts
         print(f"  alerts: cannot render aiwatch's rules, the demo runs on without Prometheus: {exc}", file=out,
               flush=True)

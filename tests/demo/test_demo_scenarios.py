@@ -17,7 +17,7 @@ import pytest
 from prometheus_client import generate_latest
 
 from aiwatch.commands.demo import SCENARIO_NAMES
-from aiwatch.demo import alerting, loadgen, scenarios, summary
+from aiwatch.demo import alerting, loadgen, runner, scenarios, summary
 from aiwatch.demo.faults import Faults, Injector
 from aiwatch.demo.names import Names
 from aiwatch.demo.slowlink import SlowLink
@@ -295,6 +295,29 @@ def test_the_matrix_holds_the_network_and_non_model_alerts_longer_and_within_its
     # hold later, and must be seen before the fault stage and its grace end
     interval = float(options.interval.removesuffix("s"))
     assert options.outside_model_hold_seconds + 2 * interval < options.fault_seconds + options.grace_seconds
+
+
+def _outside_model_thresholds(text: str) -> dict[str, float]:
+    yaml = pytest.importorskip("yaml")
+    return {r["alert"]: float(r["expr"].rsplit(">", 1)[1]) for g in yaml.safe_load(text)["groups"]
+            for r in g["rules"] if r.get("alert") in ("AiwatchNonModelLatencyHigh", "AiwatchNetworkLatencyHigh")}
+
+
+def test_the_interactive_demo_sets_its_outside_model_threshold_above_one_queued_model_call() -> None:
+    """Before any fault the queue's p99 is about a model call (24-49 ms in the normal stage, 60-70 ms in the cache
+    warm-up): at a 50 ms threshold the queue alert fired in the normal stage with no fault in each of three quiet
+    demo runs. The demo's default fault (200 ms) leaves room for 100 ms; a fault under 150 ms, and the matrix's
+    50 ms cells, keep 50 ms."""
+    from aiwatch.demo.matrix import MatrixOptions
+
+    assert alerting.outside_model_threshold(runner.DEFAULT_SEVERITY_MS / 1000) == 0.1
+    assert alerting.outside_model_threshold(0.15) == 0.1
+    assert alerting.outside_model_threshold(0.149) == 0.05
+    assert alerting.outside_model_threshold(0.05) == 0.05
+    wide = render(alerting.rules_config(outside_model_p99_seconds=0.1))["aiwatch-alerts.rules.yml"]
+    assert _outside_model_thresholds(wide) == {"AiwatchNonModelLatencyHigh": 0.1, "AiwatchNetworkLatencyHigh": 0.1}
+    assert _outside_model_thresholds(render(MatrixOptions().rules_config())["aiwatch-alerts.rules.yml"]) == {
+        "AiwatchNonModelLatencyHigh": 0.05, "AiwatchNetworkLatencyHigh": 0.05}
 
 
 def test_the_stack_configs_are_what_prometheus_and_alertmanager_read(tmp_path: Path) -> None:

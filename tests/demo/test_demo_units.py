@@ -352,7 +352,7 @@ def test_without_the_rules_extra_the_demo_runs_on_without_its_alerts(monkeypatch
     supervisor = Supervisor()
     out = io.StringIO()
     try:
-        assert runner._start_alerting(supervisor, ["127.0.0.1:1"], 8501, 20, out) is None
+        assert runner._start_alerting(supervisor, ["127.0.0.1:1"], 8501, 20, 0.1, out) is None
     finally:
         supervisor.stop()
     assert 'the demo runs on without Prometheus' in out.getvalue()
