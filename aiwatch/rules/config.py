@@ -494,7 +494,9 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
         return number
     if tp is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{path}: expected a string, got {_short(value)}")
+            hint = " (a number or a boolean: quote it to give a string)" if isinstance(
+                value, (bool, int, float)) else ""
+            raise ConfigError(f"{path}: expected a string, got {_short(value)}{hint}")
         return value
     raise ConfigError(f"{path}: unsupported type {tp}")  # pragma: no cover - a bug in this module
 

@@ -2,7 +2,8 @@
 
 Writing: block mappings in insertion order, sequences indented under their key, multi-line strings (the PromQL) as
 ``|`` blocks when YAML can keep them exactly (else PyYAML quotes and escapes them), no line folding. Every string
-is PyYAML's to quote, so a label value or a regex with a quote, a NEL or a U+2028 reads back unchanged.
+is PyYAML's to quote, so a label value or a regex with a quote, a NEL or a U+2028 reads back unchanged, and so does
+one that YAML 1.2 reads as a number (``1e5``: quoted).
 Reading: ``safe_load`` with YAML 1.2's numbers, so ``1e-07`` is a number (YAML 1.1, PyYAML's default, reads it as
 a string). Both import PyYAML when called, so that ``import aiwatch.rules`` does not need it.
 """
@@ -18,7 +19,7 @@ from typing import Any
 from aiwatch._optional import require
 
 #: YAML 1.2 core schema floats that YAML 1.1 does not resolve as numbers (an exponent without a dot: ``1e-07``).
-_YAML12_FLOAT = re.compile(r"^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+$")
+YAML12_FLOAT = re.compile(r"^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+$")
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _OTHER_BREAKS = re.compile("[\x85\u2028\u2029]")
 
@@ -38,7 +39,7 @@ def _loader() -> Any:
     class Loader(yaml.SafeLoader):  # type: ignore[misc, name-defined]
         pass
 
-    Loader.add_implicit_resolver("tag:yaml.org,2002:float", _YAML12_FLOAT, list("-+0123456789."))
+    Loader.add_implicit_resolver("tag:yaml.org,2002:float", YAML12_FLOAT, list("-+0123456789."))
     return Loader
 
 
@@ -60,6 +61,8 @@ def _dumper() -> Any:
         return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
 
     Dumper.add_representer(str, text)
+    # a string that load() reads as a YAML 1.2 number ("1e5") is quoted, as PyYAML quotes one that looks like a 1.1 one
+    Dumper.add_implicit_resolver("tag:yaml.org,2002:float", YAML12_FLOAT, list("-+0123456789."))
     return Dumper
 
 

@@ -469,12 +469,15 @@ def test_alertmanager_example_passes_amtool() -> None:
     "colon:", 'say "hi"', "back\\slash", "{{ $labels.service }}", "[x]", "tab\there", "multi\nline\ntext",
     "ünïcode ✓", "  lead\nx", "x  \ny", "end\n", "a\n\nb", "a\r\nb",
     "@at", "%pct", "`tick`", "*star", "&anchor", "!tag", "|pipe", ">gt", "'single'",
+    # numbers to YAML 1.2 (aiwatch's reader), not to 1.1 (PyYAML's): written unquoted, they read back as floats
+    "0E0", "1e5", ".5e1", "-3E+2", "+7e-1",
 ])
 def test_yaml_writer_round_trips_strings(value: str) -> None:
-    from aiwatch.rules.yamlout import dump
+    from aiwatch.rules.yamlout import dump, load
 
     data = {"key": value, "list": [value, {"nested": value}], "n": 14.4, "i": 3, "b": True, "f": float("inf")}
     assert yaml.safe_load(dump(data)) == data
+    assert load(dump(data)) == data
 
 
 @pytest.mark.parametrize("value", ["\x85", "a\u2028b", "a\u2029", "line\nthen\x85", "ü\u2028"])

@@ -102,6 +102,19 @@ def test_hostile_files_are_config_errors(tmp_path: Path, text: str, message: str
         load_config(config)
 
 
+def test_a_string_key_that_yaml_reads_as_a_number_says_to_quote_it(tmp_path: Path) -> None:
+    """PyYAML (YAML 1.1) writes the string 0E0 unquoted; aiwatch reads YAML 1.2's numbers, where it is 0.0."""
+    config = tmp_path / "rules.yml"
+    config.write_text(yaml.safe_dump({"slo": {"error_status": "0E0"}}))
+    assert config.read_text() == "slo:\n  error_status: 0E0\n"
+    with pytest.raises(ConfigError) as info:
+        load_config(config)
+    assert str(info.value).endswith("slo.error_status: expected a string, got 0.0 (a number or a boolean: quote it "
+                                    "to give a string)")
+    config.write_text("slo:\n  error_status: '0E0'\n")
+    assert load_config(config).slo.error_status == "0E0"
+
+
 ODD_BUT_VALID: list[dict[str, Any]] = [
     {"latency": {"model_phases": "inference|x{{y"}},
     {"latency": {"model_phases": "a{"}, "selectors": {"targets": 'job="{{x"'}},
