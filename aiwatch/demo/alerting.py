@@ -50,9 +50,9 @@ def outside_model_threshold(fault_seconds: float) -> float:
     waits for it. At a 50 ms threshold the queue alert fired in the normal stage of each of three quiet demo runs;
     in a fourth, polled every second (model ~37 ms per call), the p99 was 60-70 ms while the cache warm-up ran at 3x
     the normal rate and 24-49 ms in the normal stage, and the warm-up's requests, still in the window, held the
-    alert pending until it fired 6 s into the normal stage. A fault of
-    150 ms or more leaves room for a threshold above that (100 ms, a bound of the latency buckets); a smaller one
-    does not, and keeps the matrix's 50 ms (and the noise that comes with it)."""
+    alert pending until it fired 6 s into the normal stage. A fault of 150 ms or more leaves room for a threshold
+    above that (100 ms, a bound of the latency buckets); a smaller one does not, and keeps the matrix's 50 ms (and
+    the noise that comes with it)."""
     return WIDE_OUTSIDE_MODEL_P99_SECONDS if fault_seconds >= WIDE_FAULT_SECONDS else OUTSIDE_MODEL_P99_SECONDS
 
 
