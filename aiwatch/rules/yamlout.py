@@ -19,7 +19,7 @@ from typing import Any
 from aiwatch._optional import require
 
 #: YAML 1.2 core schema floats that YAML 1.1 does not resolve as numbers (an exponent without a dot: ``1e-07``).
-YAML12_FLOAT = re.compile(r"^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+$")
+_YAML12_FLOAT = re.compile(r"^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+$")
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _OTHER_BREAKS = re.compile("[\x85\u2028\u2029]")
 
@@ -32,6 +32,13 @@ def _yaml() -> Any:
     return require("yaml", "rules")
 
 
+def with_yaml12_floats(cls: Any) -> Any:
+    """``cls`` (a PyYAML loader or dumper class of its own) resolving YAML 1.2's floats as numbers: a loader reads
+    ``1e-07`` as a number, a dumper quotes the string ``"1e-07"``."""
+    cls.add_implicit_resolver("tag:yaml.org,2002:float", _YAML12_FLOAT, list("-+0123456789."))
+    return cls
+
+
 @cache
 def _loader() -> Any:
     yaml = _yaml()
@@ -39,8 +46,7 @@ def _loader() -> Any:
     class Loader(yaml.SafeLoader):  # type: ignore[misc, name-defined]
         pass
 
-    Loader.add_implicit_resolver("tag:yaml.org,2002:float", YAML12_FLOAT, list("-+0123456789."))
-    return Loader
+    return with_yaml12_floats(Loader)
 
 
 @cache
@@ -62,8 +68,7 @@ def _dumper() -> Any:
 
     Dumper.add_representer(str, text)
     # a string that load() reads as a YAML 1.2 number ("1e5") is quoted, as PyYAML quotes one that looks like a 1.1 one
-    Dumper.add_implicit_resolver("tag:yaml.org,2002:float", YAML12_FLOAT, list("-+0123456789."))
-    return Dumper
+    return with_yaml12_floats(Dumper)
 
 
 def load(text: str) -> Any:

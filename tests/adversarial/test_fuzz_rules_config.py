@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from aiwatch.promql import quote
 from aiwatch.rules import ConfigError, config_from_dict, load_config, render
 from aiwatch.rules.render import rule_files
-from aiwatch.rules.yamlout import YAML12_FLOAT
+from aiwatch.rules.yamlout import with_yaml12_floats
 from tests.servers import require_binary
 
 ODD_CHARS = '"\\{}\n\r\t\x00\x7f\x85\u2028\u2029\ufeff:#\'|*()[].?=~!,$`<>&%@ é✓'
@@ -116,13 +116,11 @@ def test_a_config_is_rejected_or_renders_rules_promtool_accepts(data: dict[str, 
     assert proc.returncode == 0, f"{data!r}\n{proc.stdout}{proc.stderr}"
 
 
+@with_yaml12_floats
 class _Yaml12Dumper(yaml.SafeDumper):
     """PyYAML's writer, quoting what YAML 1.2 (aiwatch's reader) reads as a number: PyYAML follows YAML 1.1, where
     ``0E0`` (no dot) is a string, and writes it unquoted (a string field so written is refused, and says to quote it:
     tests/alerts/test_rules_hostile_config.py)."""
-
-
-_Yaml12Dumper.add_implicit_resolver("tag:yaml.org,2002:float", YAML12_FLOAT, list("-+0123456789."))
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
