@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client import generate_latest
@@ -274,10 +275,14 @@ def test_the_demos_rules_pass_promtool_and_link_to_the_console(tmp_path: Path) -
     assert not cfg.runbook_url_is_placeholder
 
 
-def _latency_holds(text: str) -> dict[str, str]:
+def _latency_alerts(text: str) -> dict[str, dict[str, Any]]:
     yaml = pytest.importorskip("yaml")
-    return {r["alert"]: r["for"] for g in yaml.safe_load(text)["groups"] for r in g["rules"]
+    return {r["alert"]: r for g in yaml.safe_load(text)["groups"] for r in g["rules"]
             if r.get("alert") in ("AiwatchModelLatencyHigh", "AiwatchNonModelLatencyHigh", "AiwatchNetworkLatencyHigh")}
+
+
+def _latency_holds(text: str) -> dict[str, str]:
+    return {name: rule["for"] for name, rule in _latency_alerts(text).items()}
 
 
 def test_the_matrix_holds_the_network_and_non_model_alerts_longer_and_within_its_fault_stage() -> None:
@@ -298,9 +303,8 @@ def test_the_matrix_holds_the_network_and_non_model_alerts_longer_and_within_its
 
 
 def _outside_model_thresholds(text: str) -> dict[str, float]:
-    yaml = pytest.importorskip("yaml")
-    return {r["alert"]: float(r["expr"].rsplit(">", 1)[1]) for g in yaml.safe_load(text)["groups"]
-            for r in g["rules"] if r.get("alert") in ("AiwatchNonModelLatencyHigh", "AiwatchNetworkLatencyHigh")}
+    return {name: float(rule["expr"].rsplit(">", 1)[1]) for name, rule in _latency_alerts(text).items()
+            if name != "AiwatchModelLatencyHigh"}
 
 
 def test_the_interactive_demo_sets_its_outside_model_threshold_above_one_queued_model_call() -> None:

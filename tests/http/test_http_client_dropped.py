@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import threading
-import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler
 
@@ -21,7 +20,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from prometheus_client import CollectorRegistry
 
 import aiwatch.client
-from tests.servers import handler_server
+from tests.servers import handler_server, wait_until
 
 FIRST = b"x" * 1000
 REST = b"y" * 500
@@ -73,18 +72,17 @@ def _received(registry: CollectorRegistry, base: str) -> float:
                                       "direction": "received"}) or 0.0
 
 
-def _collected_until_sync(check: Callable[[], bool], what: str) -> None:
-    """Collect garbage until ``check()`` holds (generous bound: a test that never sees it fails, rather than hangs).
+def _recorded_once_collected(registry: CollectorRegistry, base: str) -> None:
+    """Collect garbage until the dropped response's call is recorded, with either status (the callers assert which).
     One ``gc.collect()`` is not enough: while another thread of the process is collecting (a server's, a poller's),
     CPython's ``gc.collect()`` returns at once without collecting, and the finalizer runs in that thread a moment
     later: the likely cause of one CI failure, where the response read to its end was not recorded yet at the assert
     (not reproduced here in 15 runs of the module alone)."""
-    deadline = time.monotonic() + 20
-    while not check():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
+    def recorded() -> bool:
         gc.collect()
-        time.sleep(0.01)
+        return _count(registry, base) + _count(registry, base, "200") > 0
+
+    wait_until(recorded, timeout=20, interval=0.01, what="the dropped response recorded")
 
 
 @pytest.mark.parametrize("read", [True, False], ids=["half-read", "unread"])
@@ -97,9 +95,8 @@ def test_a_streamed_response_dropped_unclosed_is_recorded_with_the_bytes_read(ba
             assert next(response.iter_raw()) == FIRST
         assert _count(registry, base) == 0  # still open: not recorded yet
         del response
+        _recorded_once_collected(registry, base)
         # before: recorded as 200, as a response read to its end is
-        _collected_until_sync(lambda: _count(registry, base) + _count(registry, base, "200") > 0,
-                              "the dropped response recorded")
         assert _count(registry, base) == 1
         assert _count(registry, base, "200") == 0
     assert _received(registry, base) == (len(FIRST) if read else 0)
@@ -111,8 +108,7 @@ def test_a_streamed_response_read_to_its_end_and_dropped_unclosed_keeps_its_stat
         response = client.send(client.build_request("GET", f"{base}/whole"), stream=True)
         assert b"".join(response.stream) == FIRST + REST  # the transport's stream: httpx does not close it
         del response
-        _collected_until_sync(lambda: _count(registry, base) + _count(registry, base, "200") > 0,
-                              "the dropped response recorded")
+        _recorded_once_collected(registry, base)
         assert _count(registry, base, "200") == 1
     assert _count(registry, base) == 0
     assert _received(registry, base) == len(FIRST + REST)
@@ -125,8 +121,7 @@ def test_the_span_of_a_dropped_response_keeps_the_peers_status(base: str, regist
                                          tracer_provider=provider) as client:
         response = client.send(client.build_request("GET", f"{base}/stream"), stream=True)
         del response
-        _collected_until_sync(lambda: _count(registry, base) + _count(registry, base, "200") > 0,
-                              "the dropped response recorded")
+        _recorded_once_collected(registry, base)
     (span,) = exporter.get_finished_spans()
     assert span.attributes is not None and span.attributes["http.response.status_code"] == 200
     assert _count(registry, base) == 1
