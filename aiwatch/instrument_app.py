@@ -6,6 +6,7 @@ import inspect
 from typing import Any, TypeVar
 
 from aiwatch.exclusion import ExcludedUrls, exclude_path_set
+from aiwatch.middleware._common import is_fastapi
 from aiwatch.recording import RECORDER_OPTIONS, resolve_recorder
 from aiwatch.safety import sync_hook
 from aiwatch.timing import RequestRecorder, set_default_recorder
@@ -67,7 +68,7 @@ def instrument(app: A, *, recorder: RequestRecorder | None = None, **options: An
     if hasattr(app, "add_middleware") and hasattr(app, "user_middleware"):
         from aiwatch.middleware.asgi import AiwatchMiddleware
 
-        framework = "FASTAPI" if _is_fastapi(app) else "STARLETTE"
+        framework = "FASTAPI" if is_fastapi(app) else "STARLETTE"
         middleware_options.setdefault("excluded_urls", ExcludedUrls.from_env(framework))
         app.add_middleware(AiwatchMiddleware, recorder=recorder, **middleware_options)
         if automatic is not None:
@@ -101,10 +102,6 @@ def instrument_automatically(app: Any, recorder: RequestRecorder, options: dict[
         return
     instrument(app, recorder=recorder, **options)
     setattr(app, _AUTOMATIC, app.user_middleware[0])
-
-
-def _is_fastapi(app: Any) -> bool:
-    return any(cls.__module__.split(".")[0] == "fastapi" for cls in type(app).__mro__)
 
 
 def _mark(app: Any, recorder: RequestRecorder) -> None:

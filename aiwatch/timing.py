@@ -94,7 +94,7 @@ class RequestTimeline:
         #: ``(reason, model)`` of each fallback that served the response (``aiwatch.degraded``), or ``None``; a
         #: ``None`` model is the request's model at its end.
         self.degraded: list[tuple[str, str | None]] | None = None
-        #: The request's SERVER span; phase spans are its children.
+        #: The request's SERVER span; phase spans are in its trace, under it.
         self.span: Any = None
         #: Whether aiwatch started ``span`` (and so renames and ends it when the request finishes).
         self.owns_span = False
@@ -334,6 +334,12 @@ def _start_phase_span(tl: RequestTimeline, frame: _Frame) -> None:
         parent_span = parent[_SPAN] if parent is not None and parent[_SPAN] else tl.span
         if parent_span is None:
             return
+        current = trace.get_current_span()
+        if (current is not parent_span and current.is_recording()
+                and current.get_span_context().trace_id == parent_span.get_span_context().trace_id):
+            # a span opened in the request's trace since (the app's own, FastAPI's "fastapi.endpoint"): the phase
+            # runs inside it, so it is the phase's parent, as for any span started there
+            parent_span = current
         span = frame[_SPAN] = tl.tracer.start_span(frame[_NAME], context=trace.set_span_in_context(parent_span))
         model = frame[_MODEL] or tl.model
         if model:

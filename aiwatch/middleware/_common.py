@@ -12,7 +12,7 @@ from aiwatch.timing import RequestRecorder, RequestTimeline
 from aiwatch.tracing import activate_counted
 
 __all__ = ["CLIENT_CLOSED_STATUS", "HEADER_COMPONENT", "KNOWN_METHODS", "OTHER_METHOD", "UNMATCHED_ROUTE",
-           "begin_on_new_span", "count_header_cut"]
+           "begin_on_new_span", "count_header_cut", "is_fastapi"]
 
 UNMATCHED_ROUTE = "__unmatched__"
 """The route label of requests that matched no route template: the raw path is never used as a label."""
@@ -24,6 +24,11 @@ KNOWN_METHODS = KNOWN_HTTP_METHODS
 #: ``aiwatch_instrumentation_errors_total{component}`` of a ``Server-Timing`` header cut short to
 #: :data:`aiwatch.servertiming.MAX_LENGTH` (phase entries left out), once per response
 HEADER_COMPONENT = "server_timing_header"
+
+
+def is_fastapi(app: Any) -> bool:
+    """Whether ``app`` is a FastAPI application (an instance of a class from the ``fastapi`` package)."""
+    return any(cls.__module__.split(".")[0] == "fastapi" for cls in type(app).__mro__)
 
 
 def count_header_cut(cut: str, metrics: Metrics) -> None:

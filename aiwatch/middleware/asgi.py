@@ -30,7 +30,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import SpanKind, get_current_span
 from prometheus_client import CollectorRegistry
 
 from aiwatch.contentlength import content_length
@@ -43,9 +43,10 @@ from aiwatch.middleware._common import (
     UNMATCHED_ROUTE,
     begin_on_new_span,
     count_header_cut,
+    is_fastapi,
 )
 from aiwatch.recording import resolve_recorder
-from aiwatch.safety import call_hook, record_error, resolve_route, sync_hook
+from aiwatch.safety import call_hook, logger, record_error, resolve_route, sync_hook
 from aiwatch.semconv import end_http_server_span, http_server_attributes, record_http_server_error
 from aiwatch.servertiming import HEADER
 from aiwatch.streaming import ChunkTimer
@@ -168,6 +169,10 @@ class AiwatchMiddleware:
         self.on_request_end = sync_hook("on_request_end", on_request_end)
         self.payload_sizes = payload_sizes
         self._metrics_app: ASGIApp | None = None
+        #: FastAPI's built-in telemetry (0.136+) starts its own SERVER span from the request's headers alone, so
+        #: behind aiwatch's span it makes a second one, in another trace unless the caller sent one: looked for
+        #: at the response's start until seen once (then said in a warning)
+        self._look_for_inner_server_span = is_fastapi(app)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         self.recorder.watch_loop()
@@ -266,6 +271,8 @@ class AiwatchMiddleware:
                     record_error("metrics", exc, self.metrics)
                 if tl.span is not None and not tl.owns_span:  # its owner may end it with the last body chunk
                     self._describe(tl, method, self._route(scope, root_path), code, None)
+                elif self._look_for_inner_server_span and tl.owns_span:
+                    self._warn_of_inner_server_span(tl)
                 if add_timing:
                     try:
                         value, cut = tl.server_timing()
@@ -321,6 +328,26 @@ class AiwatchMiddleware:
                 deactivate(token)
         if not finished:  # the app returned without completing a response
             finish(None)
+
+    def _warn_of_inner_server_span(self, tl: RequestTimeline) -> None:
+        """Warn, once, when the FastAPI app aiwatch wraps opened a SERVER span of its own for the request: at the
+        response's start, FastAPI's span is current."""
+        try:
+            current = get_current_span()
+            if (current is tl.span or not current.is_recording()
+                    or getattr(current, "kind", None) is not SpanKind.SERVER):
+                return
+            self._look_for_inner_server_span = False
+            same_trace = current.get_span_context().trace_id == tl.span.get_span_context().trace_id
+            logger.warning(
+                "aiwatch: the FastAPI app AiwatchMiddleware wraps traces requests itself (FastAPI's built-in "
+                "telemetry), so each request has two SERVER spans, %s: FastAPI reads the caller's trace context "
+                "from the request's headers only, not aiwatch's span. Use aiwatch.instrument(app) instead (aiwatch "
+                "then runs inside FastAPI and uses FastAPI's span), or turn FastAPI's tracing off with "
+                "FastAPI(telemetry={'tracing': False}). This is said once.",
+                "side by side under the caller's" if same_trace else "in two traces")
+        except Exception as exc:
+            record_error("tracing", exc, self.metrics)
 
     def _route(self, scope: Scope, root_path: str) -> str | None:
         resolver = self.route_resolver

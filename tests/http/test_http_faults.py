@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry
 
 import aiwatch
 import aiwatch.client
+import aiwatch.middleware.asgi
 import aiwatch.tracing
 from aiwatch import safety
 from aiwatch.metrics import Metrics
@@ -134,6 +135,28 @@ def test_a_span_that_cannot_be_made_current(kind: str, metrics: Metrics, registr
     # each request's SERVER span still ends and is exported (the phase spans are its children by explicit parent)
     server_spans = [span for span in exporter.get_finished_spans() if span.kind is SpanKind.SERVER]
     assert len(server_spans) == REQUESTS
+
+
+def test_a_failure_looking_for_fastapis_own_span_is_counted(metrics: Metrics, registry: CollectorRegistry,
+                                                            monkeypatch: pytest.MonkeyPatch,
+                                                            caplog: pytest.LogCaptureFixture,
+                                                            provider: TracerProvider) -> None:
+    """AiwatchMiddleware around a FastAPI app looks, at each traced response's start, for a SERVER span FastAPI's
+    built-in telemetry opened (to warn of two spans per request): a failure there is counted, never raised."""
+    api = FastAPI()
+
+    @api.get("/items/{item_id}")
+    async def item(item_id: int) -> dict[str, int]:
+        return {"id": item_id}
+
+    app = AiwatchMiddleware(api, metrics=metrics, service="svc", tracer_provider=provider)
+    monkeypatch.setattr(aiwatch.middleware.asgi, "get_current_span", _raise)
+
+    def run() -> tuple[int, bytes, dict[str, str]]:
+        resp = asyncio.run(call(app, "/items/7"))
+        return resp.status, resp.body, resp.headers
+
+    check_unaltered_and_counted(run, registry, "tracing", caplog)
 
 
 @pytest.mark.parametrize("client_kind", ["httpx", "requests"])

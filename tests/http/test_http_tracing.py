@@ -24,6 +24,7 @@ from starlette.routing import Route
 
 import aiwatch
 import aiwatch.client
+from aiwatch.middleware.asgi import AiwatchMiddleware
 from aiwatch.timing import RequestTimeline
 from tests.http.asgi_driver import call
 from tests.http.peer import peer
@@ -162,9 +163,20 @@ async def test_fastapis_own_server_span_is_used_under_a_global_provider(
         registry: CollectorRegistry, provider: TracerProvider, exporter: InMemorySpanExporter,
         monkeypatch: pytest.MonkeyPatch) -> None:
     """FastAPI (0.136+) traces requests itself when a global SDK provider is installed: aiwatch adds its phase spans
-    to FastAPI's SERVER span instead of opening a second one."""
+    to FastAPI's SERVER span instead of opening a second one, each under the span current where it starts (FastAPI's
+    "fastapi.endpoint" operation span, where FastAPI makes one)."""
     monkeypatch.setattr(trace, "get_tracer_provider", lambda: provider)
-    app = fastapi_app(registry)
+    in_endpoint: list[int] = []
+    app = FastAPI()
+
+    @app.get("/items/{item_id}")
+    async def item(item_id: int) -> dict[str, int]:
+        in_endpoint.append(trace.get_current_span().get_span_context().span_id)
+        with aiwatch.phase("inference", model="ranker"), aiwatch.phase("tokenize"):
+            pass
+        return {"id": item_id}
+
+    aiwatch.instrument(app, registry=registry, service="svc")
     assert (await call(app, "/items/1", headers=[("traceparent", TRACEPARENT)])).status == 200
     finished = [s for s in exporter.get_finished_spans() if f"{s.context.trace_id:032x}" == TRACE_ID]
     servers = [s for s in finished if s.kind is SpanKind.SERVER]
@@ -172,8 +184,103 @@ async def test_fastapis_own_server_span_is_used_under_a_global_provider(
     assert servers[0].instrumentation_scope.name != "aiwatch"
     assert servers[0].name == "GET /items/{item_id}"
     phases = {s.name: s for s in finished if s.instrumentation_scope and s.instrumentation_scope.name == "aiwatch"}
-    assert set(phases) == {"inference", "tokenize", "postprocess"}
-    assert phases["inference"].parent.span_id == servers[0].context.span_id  # type: ignore[union-attr]
+    assert set(phases) == {"inference", "tokenize"}
+    assert phases["inference"].parent.span_id == in_endpoint[0]  # type: ignore[union-attr]
+    assert phases["tokenize"].parent.span_id == phases["inference"].context.span_id  # type: ignore[union-attr]
+    by_id = {s.context.span_id: s for s in finished}
+    ancestor = by_id[in_endpoint[0]]
+    while ancestor.kind is not SpanKind.SERVER:  # the endpoint's span is FastAPI's SERVER span or under it
+        ancestor = by_id[ancestor.parent.span_id]  # type: ignore[union-attr]
+    assert ancestor is servers[0]
+
+
+async def test_a_phase_started_inside_an_app_span_is_its_child(
+        registry: CollectorRegistry, provider: TracerProvider, exporter: InMemorySpanExporter) -> None:
+    """A phase the app opens inside a span of its own (in the request's trace) is that span's child, as any span
+    started there would be; a phase outside it stays the SERVER span's child, and a span of another trace current
+    at a phase's start (a new root the app made) is not taken as its parent."""
+    tracer = provider.get_tracer("app")
+
+    async def item(request: Any) -> PlainTextResponse:
+        with tracer.start_as_current_span("handler"), aiwatch.phase("inference"):
+            pass
+        with aiwatch.phase("postprocess"):
+            pass
+        with tracer.start_as_current_span("elsewhere", context=trace.set_span_in_context(trace.INVALID_SPAN)), \
+                aiwatch.phase("audit"):
+            pass
+        return PlainTextResponse("ok")
+
+    app = aiwatch.instrument(Starlette(routes=[Route("/items/{item_id}", item)]), registry=registry,
+                             tracer_provider=provider)
+    assert (await call(app, "/items/1", headers=[("traceparent", TRACEPARENT)])).status == 200
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    server, handler = spans["GET /items/{item_id}"], spans["handler"]
+    assert handler.parent.span_id == server.context.span_id  # type: ignore[union-attr]
+    assert spans["inference"].parent.span_id == handler.context.span_id  # type: ignore[union-attr]
+    assert spans["postprocess"].parent.span_id == server.context.span_id  # type: ignore[union-attr]
+    assert spans["elsewhere"].context.trace_id != server.context.trace_id
+    assert spans["audit"].parent.span_id == server.context.span_id  # type: ignore[union-attr]
+    assert spans["audit"].context.trace_id == server.context.trace_id
+
+
+def _fastapi_app_tracing_itself(telemetry: dict[str, Any]) -> FastAPI:
+    pytest.importorskip("fastapi.telemetry", reason="FastAPI traces requests itself from 0.136")
+    app = FastAPI(telemetry=telemetry)  # type: ignore[arg-type,call-arg,unused-ignore]
+
+    @app.get("/items/{item_id}")
+    async def item(item_id: int) -> dict[str, int]:
+        with aiwatch.phase("inference"):
+            return {"id": item_id}
+
+    return app
+
+
+@pytest.mark.parametrize(("headers", "said"), [([], "in two traces"),
+                                               ([("traceparent", TRACEPARENT)], "side by side")])
+async def test_aiwatch_around_a_fastapi_app_that_traces_itself_says_so_once(
+        registry: CollectorRegistry, provider: TracerProvider, exporter: InMemorySpanExporter,
+        caplog: pytest.LogCaptureFixture, headers: list[tuple[str, str]], said: str) -> None:
+    """AiwatchMiddleware(app) around a FastAPI app whose built-in telemetry traces: FastAPI starts its SERVER span
+    from the request's headers alone, not under aiwatch's current span, so a request has two SERVER spans. aiwatch
+    cannot merge them from outside: it says so in one warning, with the two ways out, and the requests go on."""
+    app = AiwatchMiddleware(_fastapi_app_tracing_itself({"tracer_provider": provider}), registry=registry,
+                            tracer_provider=provider)
+    with caplog.at_level("WARNING", logger="aiwatch"):
+        for _ in range(3):
+            assert (await call(app, "/items/1", headers=headers)).status == 200
+    warnings = [r.getMessage() for r in caplog.records if "two SERVER spans" in r.getMessage()]
+    assert len(warnings) == 1
+    assert said in warnings[0] and "aiwatch.instrument(app)" in warnings[0]
+    assert "FastAPI(telemetry={'tracing': False})" in warnings[0]
+    servers = [s for s in exporter.get_finished_spans() if s.kind is SpanKind.SERVER]
+    assert sorted(s.instrumentation_scope.name for s in servers) == ["aiwatch"] * 3 + ["fastapi"] * 3  # type: ignore[union-attr]
+    assert not registry.get_sample_value("aiwatch_instrumentation_errors_total", {"component": "tracing"})
+
+
+async def test_aiwatch_around_a_fastapi_app_with_its_tracing_off_makes_one_trace(
+        registry: CollectorRegistry, provider: TracerProvider, exporter: InMemorySpanExporter,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The way out the warning names: FastAPI(telemetry={"tracing": False}) behind aiwatch gives one SERVER span,
+    aiwatch's, with the phase under it, and no warning. Inside FastAPI (aiwatch.instrument) there is none either."""
+    inside = aiwatch.instrument(_fastapi_app_tracing_itself({"tracer_provider": provider}), registry=registry,
+                                tracer_provider=provider)
+    outside = AiwatchMiddleware(_fastapi_app_tracing_itself({"tracer_provider": provider, "tracing": False}),
+                                registry=registry, tracer_provider=provider)
+    with caplog.at_level("WARNING", logger="aiwatch"):
+        for app in (outside, inside):
+            exporter.clear()
+            assert (await call(app, "/items/1", headers=[("traceparent", TRACEPARENT)])).status == 200
+            finished = exporter.get_finished_spans()
+            server, = (s for s in finished if s.kind is SpanKind.SERVER)
+            assert server.instrumentation_scope.name == ("aiwatch" if app is outside else "fastapi")  # type: ignore[union-attr]
+            assert {s.context.trace_id for s in finished} == {int(TRACE_ID, 16)}
+            phase, = (s for s in finished if s.name == "inference")
+            ancestor = phase
+            by_id = {s.context.span_id: s for s in finished}
+            while ancestor is not server:
+                ancestor = by_id[ancestor.parent.span_id]  # type: ignore[union-attr]
+    assert not [r for r in caplog.records if "two SERVER spans" in r.getMessage()]
 
 
 async def test_calls_and_app_spans_made_inside_a_phase_are_its_children(
