@@ -93,6 +93,13 @@ SEMCONV_STABILITY_OPT_IN = EnvVar(
     "`pkg.Service/Method`, `rpc.response.status_code`, `error.type`) instead of the ones "
     "opentelemetry-instrumentation-grpc emits by default; `rpc/dup` gives them both sets.",
     owner="OpenTelemetry")
+HTTP_KNOWN_METHODS = EnvVar(
+    "OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS", "",
+    "Comma-separated, case-sensitive: the HTTP methods reported as they are in the `method` label and "
+    "`http.request.method`, in place of the default ten (RFC 9110's, `PATCH`, `QUERY`) when it lists any; any "
+    "other method is `_OTHER`. A full override, as the HTTP conventions define it (list the defaults you keep); "
+    "at most 64 methods, each an HTTP token, else the middleware and clients refuse to start (`ValueError`).",
+    owner="OpenTelemetry")
 TRAFFIC_CLASSES = EnvVar("AIWATCH_TRAFFIC_CLASSES", "realtime,batch",
                          "The traffic classes servers tell apart (the `traffic_class` label), comma-separated; the "
                          "first is the default, given to requests that name no class (or one not listed) in their "
@@ -216,7 +223,7 @@ PROMETHEUS_KEY_FILE = EnvVar("AIWATCH_PROMETHEUS_KEY_FILE", "", "The client cert
 
 VARIABLES: tuple[EnvVar, ...] = (
     SERVICE, OTEL_SERVICE_NAME, SLOW_THRESHOLD, MAX_LABEL_VALUES, TRAFFIC_CLASSES, TRAFFIC_CLASS_ROUTES, TRACING,
-    OTEL_SDK_DISABLED,
+    OTEL_SDK_DISABLED, HTTP_KNOWN_METHODS,
     SEMCONV_STABILITY_OPT_IN, EXCLUDED_URLS, OTEL_EXCLUDED_URLS, OTEL_ASGI_EXCLUDED_URLS, OTEL_WSGI_EXCLUDED_URLS,
     OTEL_FASTAPI_EXCLUDED_URLS, OTEL_STARLETTE_EXCLUDED_URLS, OTEL_FLASK_EXCLUDED_URLS, MULTIPROC_DIR,
     LEGACY_MULTIPROC_DIR, MULTIPROCESS_DROP_DEAD,

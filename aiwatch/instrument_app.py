@@ -9,6 +9,7 @@ from aiwatch.exclusion import ExcludedUrls, exclude_path_set
 from aiwatch.middleware._common import is_fastapi
 from aiwatch.recording import RECORDER_OPTIONS, resolve_recorder
 from aiwatch.safety import sync_hook
+from aiwatch.semconv import known_http_methods
 from aiwatch.timing import RequestRecorder, set_default_recorder
 
 A = TypeVar("A")
@@ -55,6 +56,7 @@ def instrument(app: A, *, recorder: RequestRecorder | None = None, **options: An
     # there is logged as "lifespan unsupported" and raised again at every request)
     for hook in ("route_resolver", "on_request_end"):
         sync_hook(hook, options.get(hook))
+    known_http_methods()  # a bad OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS is a ValueError here too
     if options.get("metrics_path", "/metrics") is not None:  # the /metrics app is made at the first scrape
         from aiwatch.exposition import check_serving_settings
 

@@ -32,7 +32,8 @@ from opentelemetry.semconv.attributes.server_attributes import SERVER_ADDRESS, S
 from opentelemetry.semconv.attributes.url_attributes import URL_FULL, URL_PATH, URL_QUERY, URL_SCHEME
 from opentelemetry.trace import Status, StatusCode
 
-from aiwatch.env import SEMCONV_STABILITY_OPT_IN
+from aiwatch.env import HTTP_KNOWN_METHODS, SEMCONV_STABILITY_OPT_IN
+from aiwatch.servertiming import is_token
 from aiwatch.status import GRPC_SERVER_ERRORS as _GRPC_SERVER_ERROR_CODES
 
 RPC_SYSTEM = _rpc.RPC_SYSTEM
@@ -45,9 +46,16 @@ RPC_SYSTEM_NAME: str = getattr(_rpc, "RPC_SYSTEM_NAME", "rpc.system.name")
 RPC_METHOD_ORIGINAL: str = getattr(_rpc, "RPC_METHOD_ORIGINAL", "rpc.method_original")
 RPC_RESPONSE_STATUS_CODE: str = getattr(_rpc, "RPC_RESPONSE_STATUS_CODE", "rpc.response.status_code")
 
-#: Methods reported as they are; any other is ``_OTHER`` (the original in ``http.request.method_original``).
-KNOWN_HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"})
+#: Methods reported as they are by default (RFC 9110's, PATCH from RFC 5789 and QUERY from RFC 10008, as
+#: OpenTelemetry's instrumentations and FastAPI know them); any other is ``_OTHER`` (the original in
+#: ``http.request.method_original``). ``OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS`` replaces them:
+#: :func:`known_http_methods`.
+DEFAULT_KNOWN_HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE",
+                                        "PATCH", "QUERY"})
 OTHER_METHOD = "_OTHER"
+#: The most methods ``OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS`` may list: each is a value of the ``method`` label
+#: (IANA's method registry holds about 40).
+MAX_KNOWN_HTTP_METHODS = 64
 
 #: The gRPC codes opentelemetry-instrumentation-grpc (and the stable gRPC conventions) count as server errors: the
 #: same codes the metrics count as errors (aiwatch.status, the one definition).
@@ -59,9 +67,33 @@ _ERROR = Status(StatusCode.ERROR)
 
 
 # --- HTTP ----------------------------------------------------------------------------------------------------
-def http_method(raw: str) -> str:
-    """``http.request.method``: the method when it is a known one, else ``_OTHER``."""
-    return raw if raw in KNOWN_HTTP_METHODS else OTHER_METHOD
+def known_http_methods(env: Mapping[str, str] | None = None) -> frozenset[str]:
+    """The HTTP methods reported as they are: ``OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS`` (comma-separated,
+    case-sensitive, spaces around each ignored; a full override of the defaults, as the HTTP conventions define
+    it), else :data:`DEFAULT_KNOWN_HTTP_METHODS` when it lists none (unset, empty). A method that is no HTTP token,
+    or more than :data:`MAX_KNOWN_HTTP_METHODS`, is a ``ValueError`` naming the variable.
+
+        >>> sorted(known_http_methods({"OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS": "GET, PROPFIND"}))
+        ['GET', 'PROPFIND']
+        >>> known_http_methods({}) == DEFAULT_KNOWN_HTTP_METHODS
+        True
+    """
+    methods = frozenset(m.strip() for m in HTTP_KNOWN_METHODS.raw(env).split(",") if m.strip())
+    if not methods:
+        return DEFAULT_KNOWN_HTTP_METHODS
+    for method in sorted(methods):
+        if not is_token(method):
+            raise ValueError(f"{HTTP_KNOWN_METHODS.name}: {method[:40]!r} is no HTTP method (a method is a token: "
+                             "letters, digits and !#$%&'*+-.^_`|~)")
+    if len(methods) > MAX_KNOWN_HTTP_METHODS:
+        raise ValueError(f"{HTTP_KNOWN_METHODS.name} lists {len(methods)} methods: at most {MAX_KNOWN_HTTP_METHODS} "
+                         "(each is a value of the method label)")
+    return methods
+
+
+def http_method(raw: str, known: frozenset[str] = DEFAULT_KNOWN_HTTP_METHODS) -> str:
+    """``http.request.method``: the method when it is a ``known`` one, else ``_OTHER``."""
+    return raw if raw in known else OTHER_METHOD
 
 
 def http_span_name(method: str, route: str | None = None) -> str:
@@ -70,8 +102,8 @@ def http_span_name(method: str, route: str | None = None) -> str:
     return f"{name} {route}" if route else name
 
 
-def _method_attributes(raw: str) -> dict[str, Any]:
-    method = http_method(raw)
+def _method_attributes(raw: str, known: frozenset[str]) -> dict[str, Any]:
+    method = http_method(raw, known)
     attributes: dict[str, Any] = {HTTP_REQUEST_METHOD: method}
     if method != raw:
         attributes[HTTP_REQUEST_METHOD_ORIGINAL] = raw
@@ -93,10 +125,11 @@ def split_host(host: str) -> tuple[str, int | None]:
 
 
 def http_server_attributes(raw_method: str, scheme: str, path: str, query: str, host: str | None,
-                           server: tuple[str, int | None] | None, protocol_version: str | None) -> dict[str, Any]:
+                           server: tuple[str, int | None] | None, protocol_version: str | None,
+                           known_methods: frozenset[str] = DEFAULT_KNOWN_HTTP_METHODS) -> dict[str, Any]:
     """A server span's attributes known when the request starts. ``host`` is the ``Host`` header (``server.*``
     come from it, else from ``server``, the address the request arrived on)."""
-    attributes = _method_attributes(raw_method)
+    attributes = _method_attributes(raw_method, known_methods)
     attributes[URL_SCHEME] = scheme
     attributes[URL_PATH] = path
     if query:
@@ -187,10 +220,11 @@ def redact_url(url: str) -> str:
 
 
 def http_client_attributes(raw_method: str, url: str, scheme: str, host: str, port: int | None,
-                           route: str | None) -> tuple[str, dict[str, Any]]:
+                           route: str | None,
+                           known_methods: frozenset[str] = DEFAULT_KNOWN_HTTP_METHODS) -> tuple[str, dict[str, Any]]:
     """A client span's name (``{method}``, or ``{method} {route}`` when the call names its route template) and its
     attributes known when the call starts."""
-    attributes = _method_attributes(raw_method)
+    attributes = _method_attributes(raw_method, known_methods)
     attributes[URL_FULL] = redact_url(url)
     if scheme:
         attributes[URL_SCHEME] = scheme

@@ -173,6 +173,15 @@ def _rpc_conventions() -> tuple[bool, bool]:
     return conventions.old, conventions.new
 
 
+def _propfind_is_known() -> bool:
+    """Whether a middleware made now labels PROPFIND as it is (it is outside the default methods)."""
+    from prometheus_client import CollectorRegistry
+
+    from aiwatch.middleware.asgi import AiwatchMiddleware
+
+    return "PROPFIND" in AiwatchMiddleware(lambda *a: None, registry=CollectorRegistry()).known_methods  # type: ignore[arg-type]
+
+
 def _excludes(instrumentation: str) -> Callable[[], bool]:
     def read() -> bool:
         from aiwatch.exclusion import ExcludedUrls
@@ -248,6 +257,7 @@ READERS: dict[str, tuple[Callable[[], Any], Any, str, Any]] = {
     "prometheus_multiproc_dir": (_multiprocess, False, "/tmp/aiwatch-multiproc", True),
     "AIWATCH_MULTIPROCESS_DROP_DEAD": (_drop_dead, True, "off", False),
     "OTEL_SEMCONV_STABILITY_OPT_IN": (_rpc_conventions, (True, False), "http,rpc", (False, True)),
+    "OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS": (_propfind_is_known, False, "GET,PROPFIND", True),
     "AIWATCH_EXCLUDED_URLS": (_excludes("ASGI"), False, r"/health[z]{1,3}$", True),
     "OTEL_PYTHON_EXCLUDED_URLS": (_excludes("WSGI"), False, "nothing,healthz", True),
     "OTEL_PYTHON_ASGI_EXCLUDED_URLS": (_excludes("ASGI"), False, "healthz", True),

@@ -25,7 +25,7 @@ from aiwatch.env import service_name
 from aiwatch.metrics import Metrics, get_metrics
 from aiwatch.middleware._common import CLIENT_CLOSED_STATUS
 from aiwatch.safety import record_error, resolve_route, sync_hook
-from aiwatch.semconv import end_http_client_span, http_client_attributes
+from aiwatch.semconv import end_http_client_span, http_client_attributes, known_http_methods
 from aiwatch.servertiming import OVERHEAD, ServerTiming, parse
 from aiwatch.timing import RequestTimeline, call_site, current_timeline, traffic_class_to_forward
 from aiwatch.tracing import TracerSource, activate_counted, deactivate_counted
@@ -138,6 +138,9 @@ class ClientRecorder:
         self.reported_names = ReportedNames()
         self.route_resolver = sync_hook("route_resolver", route_resolver)
         self.tracing = TracerSource(tracer_provider)
+        #: the methods named as they are on CLIENT spans (any other is ``_OTHER``):
+        #: $OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS
+        self.known_methods = known_http_methods()
 
     def start(self, method: str, scheme: str, host: str, port: int | None, url: str,
               headers: MutableMapping[str, str], route: str | None = None) -> _Call:
@@ -178,7 +181,8 @@ class ClientRecorder:
                     context = trace.set_span_in_context(tl.span)
             if tracer is not None:
                 route = call.route if not call.route.startswith("__") else None  # unmatched, overflow: no route
-                name, attributes = http_client_attributes(call.method, url, scheme, host, port, route)
+                name, attributes = http_client_attributes(call.method, url, scheme, host, port, route,
+                                                          self.known_methods)
                 call.span = tracer.start_span(name, context=context, kind=SpanKind.CLIENT, attributes=attributes)
                 context = trace.set_span_in_context(call.span, context)
             inject(headers, context=context)

@@ -7,19 +7,15 @@ from typing import Any
 
 from aiwatch.metrics import Metrics
 from aiwatch.safety import record_cut
-from aiwatch.semconv import KNOWN_HTTP_METHODS, OTHER_METHOD, http_span_name
+from aiwatch.semconv import OTHER_METHOD, http_span_name
 from aiwatch.timing import RequestRecorder, RequestTimeline
 from aiwatch.tracing import activate_counted
 
-__all__ = ["CLIENT_CLOSED_STATUS", "HEADER_COMPONENT", "KNOWN_METHODS", "OTHER_METHOD", "UNMATCHED_ROUTE",
+__all__ = ["CLIENT_CLOSED_STATUS", "HEADER_COMPONENT", "OTHER_METHOD", "UNMATCHED_ROUTE",
            "begin_on_new_span", "count_header_cut", "is_fastapi"]
 
 UNMATCHED_ROUTE = "__unmatched__"
 """The route label of requests that matched no route template: the raw path is never used as a label."""
-
-#: HTTP methods used as the ``method`` label as they are; any other method (clients can send any token) is
-#: labelled ``_OTHER`` so that the label stays bounded (the same rule as the spans' ``http.request.method``).
-KNOWN_METHODS = KNOWN_HTTP_METHODS
 
 #: ``aiwatch_instrumentation_errors_total{component}`` of a ``Server-Timing`` header cut short to
 #: :data:`aiwatch.servertiming.MAX_LENGTH` (phase entries left out), once per response

@@ -38,7 +38,6 @@ from aiwatch.exclusion import ExcludedUrls, asgi_url, exclude_path_set
 from aiwatch.metrics import Metrics
 from aiwatch.middleware._common import (
     CLIENT_CLOSED_STATUS,
-    KNOWN_METHODS,
     OTHER_METHOD,
     UNMATCHED_ROUTE,
     begin_on_new_span,
@@ -47,7 +46,12 @@ from aiwatch.middleware._common import (
 )
 from aiwatch.recording import resolve_recorder
 from aiwatch.safety import call_hook, logger, record_error, resolve_route, sync_hook
-from aiwatch.semconv import end_http_server_span, http_server_attributes, record_http_server_error
+from aiwatch.semconv import (
+    end_http_server_span,
+    http_server_attributes,
+    known_http_methods,
+    record_http_server_error,
+)
 from aiwatch.servertiming import HEADER
 from aiwatch.streaming import ChunkTimer
 from aiwatch.timing import RequestRecorder, RequestTimeline
@@ -168,6 +172,8 @@ class AiwatchMiddleware:
         self.route_resolver = sync_hook("route_resolver", route_resolver)
         self.on_request_end = sync_hook("on_request_end", on_request_end)
         self.payload_sizes = payload_sizes
+        #: the methods labelled as they are (any other is ``_OTHER``): $OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS
+        self.known_methods = known_http_methods()
         self._metrics_app: ASGIApp | None = None
         #: FastAPI's built-in telemetry (0.136+) starts its own SERVER span from the request's headers alone, so
         #: behind aiwatch's span it makes a second one, in another trace unless the caller sent one: looked for
@@ -189,7 +195,7 @@ class AiwatchMiddleware:
 
         recorder = self.recorder
         raw_method = scope.get("method", "GET")
-        method = raw_method if raw_method in KNOWN_METHODS else OTHER_METHOD
+        method = raw_method if raw_method in self.known_methods else OTHER_METHOD
         root_path = scope.get("root_path", "")
         tracer = recorder.tracing.tracer()
         token = None
@@ -418,7 +424,7 @@ class AiwatchMiddleware:
             attributes = http_server_attributes(
                 raw_method, scope.get("scheme", "http"), scope.get("path", ""),
                 (scope.get("query_string") or b"").decode("latin-1"), host,
-                (server[0], server[1]) if server else None, scope.get("http_version"))
+                (server[0], server[1]) if server else None, scope.get("http_version"), self.known_methods)
         except Exception as exc:
             record_error("tracing", exc, self.metrics)
             return recorder.begin_with(None, method), None

@@ -39,7 +39,6 @@ from aiwatch.contentlength import content_length
 from aiwatch.exclusion import ExcludedUrls, exclude_path_set, wsgi_url
 from aiwatch.metrics import Metrics
 from aiwatch.middleware._common import (
-    KNOWN_METHODS,
     OTHER_METHOD,
     UNMATCHED_ROUTE,
     begin_on_new_span,
@@ -47,7 +46,7 @@ from aiwatch.middleware._common import (
 )
 from aiwatch.recording import resolve_recorder
 from aiwatch.safety import call_hook, record_error, resolve_route, sync_hook
-from aiwatch.semconv import end_http_server_span, http_server_attributes
+from aiwatch.semconv import end_http_server_span, http_server_attributes, known_http_methods
 from aiwatch.servertiming import HEADER
 from aiwatch.streaming import ChunkTimer
 from aiwatch.timing import RequestRecorder, RequestTimeline
@@ -115,6 +114,8 @@ class AiwatchWSGIMiddleware:
         self.route_resolver = sync_hook("route_resolver", route_resolver) or environ_route
         self.on_request_end = sync_hook("on_request_end", on_request_end)
         self.payload_sizes = payload_sizes
+        #: the methods labelled as they are (any other is ``_OTHER``): $OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS
+        self.known_methods = known_http_methods()
         self._metrics_app: WSGIApp | None = None
         if metrics_path is not None:  # its /metrics app is made at the first scrape: a bad setting fails here
             from aiwatch.exposition import check_serving_settings
@@ -130,7 +131,7 @@ class AiwatchWSGIMiddleware:
 
         recorder = self.recorder
         raw_method = environ.get("REQUEST_METHOD", "GET")
-        method = raw_method if raw_method in KNOWN_METHODS else OTHER_METHOD
+        method = raw_method if raw_method in self.known_methods else OTHER_METHOD
         tracer = recorder.tracing.tracer()
         token = None
         if tracer is None:
@@ -206,7 +207,7 @@ class AiwatchWSGIMiddleware:
                 f"{environ.get('SCRIPT_NAME', '')}{environ.get('PATH_INFO', '')}",
                 str(environ.get("QUERY_STRING", "")), environ.get("HTTP_HOST"),
                 (str(environ.get("SERVER_NAME", "")), int(port) if port.isdigit() else None),
-                protocol.partition("/")[2] if protocol.startswith("HTTP/") else None)
+                protocol.partition("/")[2] if protocol.startswith("HTTP/") else None, self.known_methods)
         except Exception as exc:
             record_error("tracing", exc, self.metrics)
             return recorder.begin_with(None, method), None
