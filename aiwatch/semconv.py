@@ -61,8 +61,11 @@ MAX_KNOWN_HTTP_METHODS = 64
 #: same codes the metrics count as errors (aiwatch.status, the one definition).
 GRPC_SERVER_ERRORS = frozenset(_GRPC_SERVER_ERROR_CODES)
 
-#: Query parameters whose values the HTTP conventions say to redact from ``url.full``.
-_REDACTED_PARAMS = ("AWSAccessKeyId", "Signature", "sig", "X-Goog-Signature")
+#: Query parameters whose values the HTTP conventions say to redact from ``url.full`` and ``url.query`` (semantic
+#: conventions 1.3x: AWS SigV4's, Azure's SAS ``sig``, Google's signed URLs), and the SigV2 pair the earlier list
+#: named (``AWSAccessKeyId``, ``Signature``): still in presigned URLs, and redacting more leaks less.
+REDACTED_QUERY_PARAMS = ("X-Amz-Signature", "X-Amz-Credential", "X-Amz-Security-Token", "sig", "X-Goog-Signature",
+                         "AWSAccessKeyId", "Signature")
 _ERROR = Status(StatusCode.ERROR)
 
 
@@ -133,7 +136,7 @@ def http_server_attributes(raw_method: str, scheme: str, path: str, query: str, 
     attributes[URL_SCHEME] = scheme
     attributes[URL_PATH] = path
     if query:
-        attributes[URL_QUERY] = query
+        attributes[URL_QUERY] = redact_query(query)
     address, port = split_host(host) if host else server or (None, None)
     if address:
         attributes[SERVER_ADDRESS] = address
@@ -202,10 +205,23 @@ def record_http_server_error(span: Any, error: BaseException) -> None:
     span.set_status(Status(StatusCode.ERROR, type(error).__qualname__))
 
 
+def redact_query(query: str) -> str:
+    """``url.query`` as the conventions want it: the values of :data:`REDACTED_QUERY_PARAMS` (keys matched
+    case-sensitively) replaced by ``REDACTED``, the keys and everything else kept.
+
+        >>> redact_query("X-Amz-Credential=AKIA%2F1&X-Amz-Signature=ab12&part=3")
+        'X-Amz-Credential=REDACTED&X-Amz-Signature=REDACTED&part=3'
+    """
+    if not any(f"{p}=" in query for p in REDACTED_QUERY_PARAMS):
+        return query
+    return "&".join(f"{k}=REDACTED" if (k := item.partition("=")[0]) in REDACTED_QUERY_PARAMS and "=" in item
+                    else item for item in query.split("&"))
+
+
 def redact_url(url: str) -> str:
     """``url.full`` as the conventions want it: credentials and signature query parameters replaced by
-    ``REDACTED``."""
-    if "@" not in url and not any(f"{p}=" in url for p in _REDACTED_PARAMS):
+    ``REDACTED`` (:func:`redact_query`)."""
+    if "@" not in url and not any(f"{p}=" in url for p in REDACTED_QUERY_PARAMS):
         return url
     try:
         parts = urlsplit(url)
@@ -214,9 +230,7 @@ def redact_url(url: str) -> str:
     netloc = parts.netloc
     if "@" in netloc:
         netloc = "REDACTED:REDACTED@" + netloc.rpartition("@")[2]
-    query = "&".join(f"{k}=REDACTED" if (k := item.partition("=")[0]) in _REDACTED_PARAMS else item
-                     for item in parts.query.split("&")) if parts.query else ""
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    return urlunsplit((parts.scheme, netloc, parts.path, redact_query(parts.query), parts.fragment))
 
 
 def http_client_attributes(raw_method: str, url: str, scheme: str, host: str, port: int | None,

@@ -4,6 +4,8 @@ the installed opentelemetry-semantic-conventions."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 from opentelemetry.semconv._incubating.attributes import rpc_attributes
 from opentelemetry.trace import Status, StatusCode
 
@@ -44,9 +46,29 @@ def test_opt_in_values_as_contrib_reads_them(value: str, old: bool, new: bool) -
     ("http://a.b/x?y=1", "http://a.b/x?y=1"),
     ("https://u:p@a.b:8443/x", "https://REDACTED:REDACTED@a.b:8443/x"),
     ("https://a.b/x?AWSAccessKeyId=k&Signature=s&keep=1", "https://a.b/x?AWSAccessKeyId=REDACTED&Signature=REDACTED&keep=1"),
+    ("https://b.s3.amazonaws.com/w.bin?X-Amz-Credential=AKIA%2Fx&X-Amz-Security-Token=t&X-Amz-Signature=s#f",
+     "https://b.s3.amazonaws.com/w.bin?X-Amz-Credential=REDACTED&X-Amz-Security-Token=REDACTED&X-Amz-Signature=REDACTED#f"),
 ])
 def test_url_full_redaction(url: str, expected: str) -> None:
     assert semconv.redact_url(url) == expected
+
+
+_QUERY_PART = st.one_of(st.sampled_from(semconv.REDACTED_QUERY_PARAMS), st.sampled_from(["sig ", "SIG", "q", ""]),
+                        st.text(alphabet="aX-=&%2F", max_size=8))
+
+
+@given(st.lists(st.tuples(_QUERY_PART, st.sampled_from(["=", "", "=="]), st.text(max_size=12)), max_size=8))
+@example([("X-Amz-Signature", "=", "a=b"), ("sig", "", "x")])
+def test_redact_query_hides_every_sensitive_value_and_keeps_the_rest(parts: list[tuple[str, str, str]]) -> None:
+    """Any query string a client sends: each ``&``-separated item whose key is on the list (matched exactly) and has
+    a value becomes ``key=REDACTED``; every other item, and the items' order and count, are unchanged."""
+    query = "&".join(f"{key}{sep}{value}" for key, sep, value in parts)
+    redacted = semconv.redact_query(query)
+    before, after = query.split("&"), redacted.split("&")
+    assert len(after) == len(before)
+    for item, out in zip(before, after, strict=True):
+        key, sep, _ = item.partition("=")
+        assert out == (f"{key}=REDACTED" if sep and key in semconv.REDACTED_QUERY_PARAMS else item)
 
 
 def test_http_span_names() -> None:

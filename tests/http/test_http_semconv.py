@@ -384,6 +384,45 @@ def test_client_url_full_hides_credentials_and_signatures(registry: CollectorReg
     assert url == base.replace("http://", "http://REDACTED:REDACTED@") + "/ok?sig=REDACTED&page=2"
 
 
+#: an AWS SigV4 presigned URL's query (the form S3 hands out for model weights and datasets), and an Azure SAS one
+PRESIGNED = ("X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIAEXAMPLE%2F20261204%2Fus-east-1%2Fs3%2Faws4_request"
+             "&X-Amz-Date=20261204T000000Z&X-Amz-Expires=900&X-Amz-Security-Token=IQoJb3JpZ2lu"
+             "&X-Amz-SignedHeaders=host&X-Amz-Signature=0f1e2d3c&sig=azure%2Bsig&Sig=kept")
+PRESIGNED_REDACTED = ("X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=REDACTED&X-Amz-Date=20261204T000000Z"
+                      "&X-Amz-Expires=900&X-Amz-Security-Token=REDACTED&X-Amz-SignedHeaders=host"
+                      "&X-Amz-Signature=REDACTED&sig=REDACTED&Sig=kept")  # keys are matched case-sensitively
+
+
+def test_presigned_url_signatures_and_tokens_are_redacted_on_client_spans(
+        registry: CollectorRegistry, provider: TracerProvider, exporter: InMemorySpanExporter, base: str) -> None:
+    """The conventions' list (semantic conventions 1.3x): AWS SigV4's credential, security token and signature,
+    Azure's ``sig``, Google's ``X-Goog-Signature``; the keys stay, as the conventions want."""
+    with aiwatch.client.instrument_httpx(httpx.Client(), registry=registry, tracer_provider=provider) as c:
+        c.get(f"{base}/ok?{PRESIGNED}")
+    assert attributes(only(exporter, SpanKind.CLIENT))["url.full"] == f"{base}/ok?{PRESIGNED_REDACTED}"
+
+
+async def test_presigned_query_is_redacted_on_asgi_server_spans(registry: CollectorRegistry,
+                                                                provider: TracerProvider,
+                                                                exporter: InMemorySpanExporter) -> None:
+    app = aiwatch.instrument(fastapi_app(), registry=registry, tracer_provider=provider)
+    assert (await call(app, "/items/7", query=PRESIGNED)).status == 200
+    assert attributes(only(exporter, SpanKind.SERVER))["url.query"] == PRESIGNED_REDACTED
+
+
+def test_presigned_query_is_redacted_on_wsgi_server_spans(registry: CollectorRegistry, provider: TracerProvider,
+                                                          exporter: InMemorySpanExporter) -> None:
+    app = Flask("presigned")
+
+    @app.get("/items/<int:item_id>")
+    def item(item_id: int) -> dict[str, int]:
+        return {"id": item_id}
+
+    aiwatch.instrument(app, registry=registry, tracer_provider=provider)
+    assert app.test_client().get(f"/items/3?{PRESIGNED}", buffered=True).status_code == 200
+    assert attributes(only(exporter, SpanKind.SERVER))["url.query"] == PRESIGNED_REDACTED
+
+
 def test_httpx_with_otel_instrumentation_has_one_client_span(registry: CollectorRegistry, provider: TracerProvider,
                                                              exporter: InMemorySpanExporter, base: str) -> None:
     """OpenTelemetry's httpx instrumentation patches the transport aiwatch wraps: aiwatch's span is current and HTTP
