@@ -97,7 +97,7 @@ def known_http_methods(env: Mapping[str, str] | None = None) -> frozenset[str]:
     return methods
 
 
-def http_method(raw: str, known: frozenset[str] = DEFAULT_KNOWN_HTTP_METHODS) -> str:
+def http_method(raw: str, known: frozenset[str]) -> str:
     """``http.request.method``: the method when it is a ``known`` one, else ``_OTHER``."""
     return raw if raw in known else OTHER_METHOD
 
@@ -132,9 +132,10 @@ def split_host(host: str) -> tuple[str, int | None]:
 
 def http_server_attributes(raw_method: str, scheme: str, path: str, query: str, host: str | None,
                            server: tuple[str, int | None] | None, protocol_version: str | None,
-                           known_methods: frozenset[str] = DEFAULT_KNOWN_HTTP_METHODS) -> dict[str, Any]:
+                           known_methods: frozenset[str]) -> dict[str, Any]:
     """A server span's attributes known when the request starts. ``host`` is the ``Host`` header (``server.*``
-    come from it, else from ``server``, the address the request arrived on)."""
+    come from it, else from ``server``, the address the request arrived on); ``known_methods``: the integration's
+    :func:`known_http_methods`."""
     attributes = _method_attributes(raw_method, known_methods)
     attributes[URL_SCHEME] = scheme
     attributes[URL_PATH] = path
@@ -237,10 +238,9 @@ def redact_url(url: str) -> str:
 
 
 def http_client_attributes(raw_method: str, url: str, scheme: str, host: str, port: int | None,
-                           route: str | None,
-                           known_methods: frozenset[str] = DEFAULT_KNOWN_HTTP_METHODS) -> tuple[str, dict[str, Any]]:
+                           route: str | None, known_methods: frozenset[str]) -> tuple[str, dict[str, Any]]:
     """A client span's name (``{method}``, or ``{method} {route}`` when the call names its route template) and its
-    attributes known when the call starts."""
+    attributes known when the call starts; ``known_methods``: the recorder's :func:`known_http_methods`."""
     attributes = _method_attributes(raw_method, known_methods)
     attributes[URL_FULL] = redact_url(url)
     if scheme:
