@@ -30,7 +30,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
-from opentelemetry.trace import SpanKind, get_current_span
+from opentelemetry.trace import SpanKind
 from prometheus_client import CollectorRegistry
 
 from aiwatch.contentlength import content_length
@@ -339,9 +339,8 @@ class AiwatchMiddleware:
         """Warn, once, when the FastAPI app aiwatch wraps opened a SERVER span of its own for the request: at the
         response's start, FastAPI's span is current."""
         try:
-            current = get_current_span()
-            if (current is tl.span or not current.is_recording()
-                    or getattr(current, "kind", None) is not SpanKind.SERVER):
+            current = span_in_progress(SpanKind.SERVER)
+            if current is None or current is tl.span:
                 return
             self._look_for_inner_server_span = False
             same_trace = current.get_span_context().trace_id == tl.span.get_span_context().trace_id

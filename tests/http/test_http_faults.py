@@ -13,6 +13,7 @@ import pytest
 import requests
 from fastapi import FastAPI
 from flask import Flask
+from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
@@ -150,7 +151,15 @@ def test_a_failure_looking_for_fastapis_own_span_is_counted(metrics: Metrics, re
         return {"id": item_id}
 
     app = AiwatchMiddleware(api, metrics=metrics, service="svc", tracer_provider=provider)
-    monkeypatch.setattr(aiwatch.middleware.asgi, "get_current_span", _raise)
+    found = aiwatch.middleware.asgi.span_in_progress
+
+    def broken_once_traced(kind: SpanKind) -> Any:
+        """Fails where the look runs, at the response's start (aiwatch's span current), not at the request's."""
+        if trace.get_current_span().is_recording():
+            raise _Boom("injected")
+        return found(kind)
+
+    monkeypatch.setattr(aiwatch.middleware.asgi, "span_in_progress", broken_once_traced)
 
     def run() -> tuple[int, bytes, dict[str, str]]:
         resp = asyncio.run(call(app, "/items/7"))
