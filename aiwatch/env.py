@@ -100,6 +100,31 @@ HTTP_KNOWN_METHODS = EnvVar(
     "other method is `_OTHER`. A full override, as the HTTP conventions define it (list the defaults you keep); "
     "at most 64 methods, each an HTTP token, else the middleware and clients refuse to start (`ValueError`).",
     owner="OpenTelemetry")
+_CAPTURE = ("Comma-separated regular expressions (Python `re`, any case), each matched against a whole header name: "
+            "the {which} headers put on the {side} spans aiwatch makes, as `http.{kind}.header.<name>` (lowercase, "
+            "dashes kept) with the list of values; none by default (headers can hold credentials). A pattern that is "
+            "no regular expression is an error naming this variable when the {maker} is made.")
+CAPTURE_SERVER_REQUEST_HEADERS = EnvVar(
+    "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST", "",
+    _CAPTURE.format(which="request", side="SERVER", kind="request", maker="middleware")
+    + " Given to the span when it starts, so a sampler sees them.", owner="OpenTelemetry")
+CAPTURE_SERVER_RESPONSE_HEADERS = EnvVar(
+    "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_RESPONSE", "",
+    _CAPTURE.format(which="response", side="SERVER", kind="response", maker="middleware")
+    + " `Server-Timing` too, when it matches: the headers as sent.", owner="OpenTelemetry")
+CAPTURE_CLIENT_REQUEST_HEADERS = EnvVar(
+    "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_CLIENT_REQUEST", "",
+    _CAPTURE.format(which="request", side="CLIENT", kind="request", maker="client recorder")
+    + " The application's headers, before aiwatch adds the trace context.", owner="OpenTelemetry")
+CAPTURE_CLIENT_RESPONSE_HEADERS = EnvVar(
+    "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_CLIENT_RESPONSE", "",
+    _CAPTURE.format(which="response", side="CLIENT", kind="response", maker="client recorder"),
+    owner="OpenTelemetry")
+CAPTURE_HEADERS_SANITIZE_FIELDS = EnvVar(
+    "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS", "",
+    "Comma-separated regular expressions (any case), each searched in a captured header's name: the values of the "
+    "headers they find are captured as `[REDACTED]` (e.g. `.*session.*,set-cookie,authorization`).",
+    owner="OpenTelemetry")
 TRAFFIC_CLASSES = EnvVar("AIWATCH_TRAFFIC_CLASSES", "realtime,batch",
                          "The traffic classes servers tell apart (the `traffic_class` label), comma-separated; the "
                          "first is the default, given to requests that name no class (or one not listed) in their "
@@ -223,7 +248,8 @@ PROMETHEUS_KEY_FILE = EnvVar("AIWATCH_PROMETHEUS_KEY_FILE", "", "The client cert
 
 VARIABLES: tuple[EnvVar, ...] = (
     SERVICE, OTEL_SERVICE_NAME, SLOW_THRESHOLD, MAX_LABEL_VALUES, TRAFFIC_CLASSES, TRAFFIC_CLASS_ROUTES, TRACING,
-    OTEL_SDK_DISABLED, HTTP_KNOWN_METHODS,
+    OTEL_SDK_DISABLED, HTTP_KNOWN_METHODS, CAPTURE_SERVER_REQUEST_HEADERS, CAPTURE_SERVER_RESPONSE_HEADERS,
+    CAPTURE_CLIENT_REQUEST_HEADERS, CAPTURE_CLIENT_RESPONSE_HEADERS, CAPTURE_HEADERS_SANITIZE_FIELDS,
     SEMCONV_STABILITY_OPT_IN, EXCLUDED_URLS, OTEL_EXCLUDED_URLS, OTEL_ASGI_EXCLUDED_URLS, OTEL_WSGI_EXCLUDED_URLS,
     OTEL_FASTAPI_EXCLUDED_URLS, OTEL_STARLETTE_EXCLUDED_URLS, OTEL_FLASK_EXCLUDED_URLS, MULTIPROC_DIR,
     LEGACY_MULTIPROC_DIR, MULTIPROCESS_DROP_DEAD,

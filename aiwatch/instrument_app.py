@@ -6,6 +6,7 @@ import inspect
 from typing import Any, TypeVar
 
 from aiwatch.exclusion import ExcludedUrls, exclude_path_set
+from aiwatch.headercapture import HeaderCapture
 from aiwatch.middleware._common import is_fastapi
 from aiwatch.recording import RECORDER_OPTIONS, resolve_recorder
 from aiwatch.safety import sync_hook
@@ -57,6 +58,7 @@ def instrument(app: A, *, recorder: RequestRecorder | None = None, **options: An
     for hook in ("route_resolver", "on_request_end"):
         sync_hook(hook, options.get(hook))
     known_http_methods()  # a bad OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS is a ValueError here too
+    HeaderCapture.server()  # and a bad OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_* regex
     if options.get("metrics_path", "/metrics") is not None:  # the /metrics app is made at the first scrape
         from aiwatch.exposition import check_serving_settings
 

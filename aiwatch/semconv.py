@@ -1,8 +1,9 @@
 """What OpenTelemetry's semantic conventions say aiwatch's spans carry: names, attributes and statuses.
 
 - HTTP server and client spans follow the stable HTTP conventions (``http.request.method``, ``http.route``,
-  ``http.response.status_code``, ``url.*``, ``server.*``, ``network.protocol.version``, ``error.type``; ERROR for
-  5xx on servers, 4xx and 5xx on clients).
+  ``http.response.status_code``, ``url.*``, ``server.*``, ``network.protocol.version``, ``error.type``; on servers
+  ``client.address`` and ``user_agent.original``; ERROR for 5xx on servers, 4xx and 5xx on clients). Headers are
+  captured as configured (:mod:`aiwatch.headercapture`).
 - gRPC spans carry what opentelemetry-instrumentation-grpc emits by default (``rpc.system``, ``rpc.service``,
   ``rpc.method``, ``rpc.grpc.status_code``; ERROR for the codes it treats as server errors, for any code but ``OK``
   on clients), or under ``OTEL_SEMCONV_STABILITY_OPT_IN=rpc`` the stable RPC set (``rpc.system.name``, ``rpc.method``
@@ -21,6 +22,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from opentelemetry.semconv._incubating.attributes import rpc_attributes as _rpc
+from opentelemetry.semconv.attributes.client_attributes import CLIENT_ADDRESS
 from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
 from opentelemetry.semconv.attributes.http_attributes import (
     HTTP_REQUEST_METHOD,
@@ -31,6 +33,7 @@ from opentelemetry.semconv.attributes.http_attributes import (
 from opentelemetry.semconv.attributes.network_attributes import NETWORK_PROTOCOL_VERSION
 from opentelemetry.semconv.attributes.server_attributes import SERVER_ADDRESS, SERVER_PORT
 from opentelemetry.semconv.attributes.url_attributes import URL_FULL, URL_PATH, URL_QUERY, URL_SCHEME
+from opentelemetry.semconv.attributes.user_agent_attributes import USER_AGENT_ORIGINAL
 from opentelemetry.trace import Status, StatusCode
 
 from aiwatch.env import HTTP_KNOWN_METHODS, SEMCONV_STABILITY_OPT_IN
@@ -132,10 +135,15 @@ def split_host(host: str) -> tuple[str, int | None]:
 
 def http_server_attributes(raw_method: str, scheme: str, path: str, query: str, host: str | None,
                            server: tuple[str, int | None] | None, protocol_version: str | None,
-                           known_methods: frozenset[str]) -> dict[str, Any]:
-    """A server span's attributes known when the request starts. ``host`` is the ``Host`` header (``server.*``
-    come from it, else from ``server``, the address the request arrived on); ``known_methods``: the integration's
-    :func:`known_http_methods`."""
+                           known_methods: frozenset[str], client_address: str | None,
+                           user_agent: str | None) -> dict[str, Any]:
+    """A server span's attributes known when the request starts (given to the span when it starts, as the
+    conventions ask of those a sampler may read). ``host`` is the ``Host`` header (``server.*`` come from it, else
+    from ``server``, the address the request arrived on); ``known_methods``: the integration's
+    :func:`known_http_methods`; ``client_address``: the peer the server names (``client.address``: the client
+    behind a proxy when the server is told it, as uvicorn's ``--proxy-headers`` does; forwarding headers, which any
+    client can write, are not read here); ``user_agent``: the first ``User-Agent`` header
+    (``user_agent.original``)."""
     attributes = _method_attributes(raw_method, known_methods)
     attributes[URL_SCHEME] = scheme
     attributes[URL_PATH] = path
@@ -148,6 +156,10 @@ def http_server_attributes(raw_method: str, scheme: str, path: str, query: str, 
             attributes[SERVER_PORT] = int(port)
     if protocol_version:
         attributes[NETWORK_PROTOCOL_VERSION] = protocol_version
+    if client_address:
+        attributes[CLIENT_ADDRESS] = client_address
+    if user_agent:
+        attributes[USER_AGENT_ORIGINAL] = user_agent
     return attributes
 
 

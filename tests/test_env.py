@@ -173,6 +173,35 @@ def _rpc_conventions() -> tuple[bool, bool]:
     return conventions.old, conventions.new
 
 
+_HEADERS = [("X-Tenant", "a"), ("X-Key", "s3cr3t")]
+
+
+def _server_captures(side: str) -> list[str]:
+    """The header attributes a middleware made now puts on its SERVER spans' ``side`` (request, response)."""
+    from prometheus_client import CollectorRegistry
+
+    from aiwatch.middleware.asgi import AiwatchMiddleware
+
+    capture = AiwatchMiddleware(lambda *a: None, registry=CollectorRegistry()).header_capture  # type: ignore[arg-type]
+    return sorted(getattr(capture, f"{side}_attributes")(_HEADERS))
+
+
+def _client_captures(side: str) -> list[str]:
+    from prometheus_client import CollectorRegistry
+
+    from aiwatch.client import ClientRecorder
+
+    return sorted(getattr(ClientRecorder(registry=CollectorRegistry()).header_capture, f"{side}_attributes")(_HEADERS))
+
+
+def _x_key_captured_as() -> list[str]:
+    """The value X-Key is captured with when the server captures it (the request list given here)."""
+    from aiwatch.headercapture import HeaderCapture
+
+    capture = HeaderCapture.server({**os.environ, "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST": "x-key"})
+    return capture.request_attributes(_HEADERS)["http.request.header.x-key"]
+
+
 def _propfind_is_known() -> bool:
     """Whether a middleware made now labels PROPFIND as it is (it is outside the default methods)."""
     from prometheus_client import CollectorRegistry
@@ -258,6 +287,17 @@ READERS: dict[str, tuple[Callable[[], Any], Any, str, Any]] = {
     "AIWATCH_MULTIPROCESS_DROP_DEAD": (_drop_dead, True, "off", False),
     "OTEL_SEMCONV_STABILITY_OPT_IN": (_rpc_conventions, (True, False), "http,rpc", (False, True)),
     "OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS": (_propfind_is_known, False, "GET,PROPFIND", True),
+    "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST": (
+        lambda: _server_captures("request"), [], "x-tenant", ["http.request.header.x-tenant"]),
+    "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_RESPONSE": (
+        lambda: _server_captures("response"), [], "X-.*", ["http.response.header.x-key",
+                                                           "http.response.header.x-tenant"]),
+    "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_CLIENT_REQUEST": (
+        lambda: _client_captures("request"), [], "x-key", ["http.request.header.x-key"]),
+    "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_CLIENT_RESPONSE": (
+        lambda: _client_captures("response"), [], "x-tenant", ["http.response.header.x-tenant"]),
+    "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS": (_x_key_captured_as, ["s3cr3t"], "key",
+                                                                  ["[REDACTED]"]),
     "AIWATCH_EXCLUDED_URLS": (_excludes("ASGI"), False, r"/health[z]{1,3}$", True),
     "OTEL_PYTHON_EXCLUDED_URLS": (_excludes("WSGI"), False, "nothing,healthz", True),
     "OTEL_PYTHON_ASGI_EXCLUDED_URLS": (_excludes("ASGI"), False, "healthz", True),

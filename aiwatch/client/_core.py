@@ -22,6 +22,7 @@ from aiwatch.amounts import MAX_COUNT, MAX_SECONDS, as_count, as_elapsed, shown
 from aiwatch.cardinality import guard_for
 from aiwatch.contentlength import content_length
 from aiwatch.env import service_name
+from aiwatch.headercapture import HeaderCapture
 from aiwatch.metrics import Metrics, get_metrics
 from aiwatch.middleware._common import CLIENT_CLOSED_STATUS
 from aiwatch.safety import record_error, resolve_route, sync_hook
@@ -141,6 +142,8 @@ class ClientRecorder:
         #: the methods named as they are on CLIENT spans (any other is ``_OTHER``):
         #: $OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS
         self.known_methods = known_http_methods()
+        #: the headers put on CLIENT spans: $OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_CLIENT_*
+        self.header_capture = HeaderCapture.client()
 
     def start(self, method: str, scheme: str, host: str, port: int | None, url: str,
               headers: MutableMapping[str, str], route: str | None = None) -> _Call:
@@ -183,9 +186,30 @@ class ClientRecorder:
                 route = call.route if not call.route.startswith("__") else None  # unmatched, overflow: no route
                 name, attributes = http_client_attributes(call.method, url, scheme, host, port, route,
                                                           self.known_methods)
+                if self.header_capture.request is not None:  # the application's, before the trace context
+                    attributes.update(self._request_headers(headers))
                 call.span = tracer.start_span(name, context=context, kind=SpanKind.CLIENT, attributes=attributes)
                 context = trace.set_span_in_context(call.span, context)
             inject(headers, context=context)
+        except Exception as exc:
+            record_error("tracing", exc, self.metrics)
+
+    def _request_headers(self, headers: Any) -> dict[str, list[str]]:
+        try:
+            return self.header_capture.request_attributes(_header_pairs(headers))
+        except Exception as exc:
+            record_error("tracing", exc, self.metrics)
+            return {}
+
+    def capture_response(self, call: _Call, headers: Any) -> None:
+        """Put the response headers configured for capture on ``call``'s span, if it has one (a mapping of
+        headers: httpx's keep repeated ones apart). Never raises."""
+        if call.span is None or self.header_capture.response is None:
+            return
+        try:
+            attributes = self.header_capture.response_attributes(_header_pairs(headers))
+            if attributes:
+                call.span.set_attributes(attributes)
         except Exception as exc:
             record_error("tracing", exc, self.metrics)
 
@@ -336,6 +360,13 @@ class ClientRecorder:
             record_error("client", ValueError(f"bytes {direction} must be an integer from 0 to 2**53, got "
                                               f"{shown(moved)}"), self.metrics)
         return number
+
+
+def _header_pairs(headers: Any) -> Any:
+    """A client's headers as (name, value) pairs: httpx's ``multi_items()`` (a repeated header's lines apart),
+    else ``items()`` (requests joins them)."""
+    multi_items = getattr(headers, "multi_items", None)
+    return multi_items() if multi_items is not None else headers.items()
 
 
 def headers_arrived(headers: Any) -> float | None:

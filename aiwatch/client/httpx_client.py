@@ -166,6 +166,7 @@ class AiwatchTransport(httpx.BaseTransport):
             raise
         finally:
             self.recorder.leave(token)
+        self.recorder.capture_response(call, response.headers)
         if response.is_closed:  # built already read (Response(content=...), MockTransport): no body left to time
             _finish_read(self.recorder, call, response, request)
             return response
@@ -195,6 +196,7 @@ class AiwatchAsyncTransport(httpx.AsyncBaseTransport):
             raise
         finally:
             self.recorder.leave(token)
+        self.recorder.capture_response(call, response.headers)
         if response.is_closed:
             _finish_read(self.recorder, call, response, request)
             return response

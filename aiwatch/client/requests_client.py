@@ -67,6 +67,7 @@ class AiwatchHTTPAdapter(HTTPAdapter):
             raise
         finally:
             recorder.leave(token)
+        recorder.capture_response(call, response.headers)
         server_timing = response.headers.get("server-timing")
         count_later = stream and _has_body(request, response) and _countable(response.raw)
         if stream:

@@ -35,12 +35,15 @@ from prometheus_client import CollectorRegistry
 
 from aiwatch.contentlength import content_length
 from aiwatch.exclusion import ExcludedUrls, asgi_url, exclude_path_set
+from aiwatch.headercapture import HeaderCapture, asgi_headers
 from aiwatch.metrics import Metrics
 from aiwatch.middleware._common import (
     CLIENT_CLOSED_STATUS,
     OTHER_METHOD,
     UNMATCHED_ROUTE,
     begin_on_new_span,
+    capture_request_headers,
+    capture_response_headers,
     count_header_cut,
     is_fastapi,
 )
@@ -174,6 +177,8 @@ class AiwatchMiddleware:
         self.payload_sizes = payload_sizes
         #: the methods labelled as they are (any other is ``_OTHER``): $OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS
         self.known_methods = known_http_methods()
+        #: the headers put on aiwatch's SERVER spans: $OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_*
+        self.header_capture = HeaderCapture.server()
         self._metrics_app: ASGIApp | None = None
         #: FastAPI's built-in telemetry (0.136+) starts its own SERVER span from the request's headers alone, so
         #: behind aiwatch's span it makes a second one, in another trace unless the caller sent one: looked for
@@ -209,6 +214,7 @@ class AiwatchMiddleware:
         send_failed = False
         add_timing = self.server_timing
         sizes = self.payload_sizes
+        capture_response = self.header_capture.response is not None
         # one pass over the request headers: the traffic class, and the body's size when it is declared
         traffic = recorder.traffic
         wanted = traffic.header_bytes
@@ -290,6 +296,9 @@ class AiwatchMiddleware:
                             count_header_cut(cut, self.metrics)
                     except Exception as exc:
                         record_error("server_timing", exc, self.metrics)
+                if capture_response and tl.owns_span and tl.span is not None:  # the headers as sent
+                    capture_response_headers(tl.span, self.header_capture, asgi_headers(message.get("headers")),
+                                             self.metrics)
             elif kind == "http.response.body":
                 body = message.get("body")
                 if sizes and body:
@@ -398,12 +407,17 @@ class AiwatchMiddleware:
             prefix = fields.prefix_raw  # baggage families (uberctx-): None unless such a propagator is global
             prefixed: set[bytes] | None = None  # the names taken, a repeated one counted once (as gRPC's)
             host = None
+            user_agent = None
             found: list[tuple[Any, Any]] | None = None
             for item in scope.get("headers") or ():
                 name = item[0]
                 if name == b"host":
                     if host is None:
                         host = item[1].decode("latin-1")
+                    continue
+                if name == b"user-agent":
+                    if user_agent is None:
+                        user_agent = item[1].decode("latin-1")
                     continue
                 if name not in trace_headers:
                     if prefix is None or not isinstance(name, bytes) or not name.startswith(prefix):
@@ -420,13 +434,18 @@ class AiwatchMiddleware:
                     found.append(item)
             parent = self._parent_context(found, fields) if found is not None else None
             server = scope.get("server")
+            client = scope.get("client")
             attributes = http_server_attributes(
                 raw_method, scope.get("scheme", "http"), scope.get("path", ""),
                 (scope.get("query_string") or b"").decode("latin-1"), host,
-                (server[0], server[1]) if server else None, scope.get("http_version"), self.known_methods)
+                (server[0], server[1]) if server else None, scope.get("http_version"), self.known_methods,
+                client[0] if client else None, user_agent)
         except Exception as exc:
             record_error("tracing", exc, self.metrics)
             return recorder.begin_with(None, method), None
+        if self.header_capture.request is not None:
+            attributes.update(capture_request_headers(self.header_capture, asgi_headers(scope.get("headers")),
+                                                      self.metrics))
         return begin_on_new_span(recorder, tracer, method, parent, attributes, self.metrics)
 
     def _excluded(self, scope: Scope) -> bool:

@@ -37,11 +37,14 @@ from prometheus_client import CollectorRegistry
 
 from aiwatch.contentlength import content_length
 from aiwatch.exclusion import ExcludedUrls, exclude_path_set, wsgi_url
+from aiwatch.headercapture import HeaderCapture, environ_headers
 from aiwatch.metrics import Metrics
 from aiwatch.middleware._common import (
     OTHER_METHOD,
     UNMATCHED_ROUTE,
     begin_on_new_span,
+    capture_request_headers,
+    capture_response_headers,
     count_header_cut,
 )
 from aiwatch.recording import resolve_recorder
@@ -116,6 +119,8 @@ class AiwatchWSGIMiddleware:
         self.payload_sizes = payload_sizes
         #: the methods labelled as they are (any other is ``_OTHER``): $OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS
         self.known_methods = known_http_methods()
+        #: the headers put on aiwatch's SERVER spans: $OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_*
+        self.header_capture = HeaderCapture.server()
         self._metrics_app: WSGIApp | None = None
         if metrics_path is not None:  # its /metrics app is made at the first scrape: a bad setting fails here
             from aiwatch.exposition import check_serving_settings
@@ -166,6 +171,8 @@ class AiwatchWSGIMiddleware:
                         count_header_cut(cut, self.metrics)
                 except Exception as exc:
                     record_error("server_timing", exc, self.metrics)
+            if self.header_capture.response is not None and tl.owns_span and tl.span is not None:
+                capture_response_headers(tl.span, self.header_capture, headers, self.metrics)  # as sent
             write = start_response(status, headers, exc_info)
             if request.sent is None or not callable(write):
                 return write
@@ -207,10 +214,13 @@ class AiwatchWSGIMiddleware:
                 f"{environ.get('SCRIPT_NAME', '')}{environ.get('PATH_INFO', '')}",
                 str(environ.get("QUERY_STRING", "")), environ.get("HTTP_HOST"),
                 (str(environ.get("SERVER_NAME", "")), int(port) if port.isdigit() else None),
-                protocol.partition("/")[2] if protocol.startswith("HTTP/") else None, self.known_methods)
+                protocol.partition("/")[2] if protocol.startswith("HTTP/") else None, self.known_methods,
+                environ.get("REMOTE_ADDR") or None, environ.get("HTTP_USER_AGENT") or None)
         except Exception as exc:
             record_error("tracing", exc, self.metrics)
             return recorder.begin_with(None, method), None
+        if self.header_capture.request is not None:
+            attributes.update(capture_request_headers(self.header_capture, environ_headers(environ), self.metrics))
         return begin_on_new_span(recorder, tracer, method, parent, attributes, self.metrics)
 
     def _excluded(self, environ: Environ) -> bool:

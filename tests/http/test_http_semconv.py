@@ -94,7 +94,8 @@ def attributes(span: ReadableSpan) -> dict[str, Any]:
 async def test_asgi_server_span_has_every_stable_http_attribute(registry: CollectorRegistry, provider: TracerProvider,
                                                                 exporter: InMemorySpanExporter) -> None:
     app = aiwatch.instrument(fastapi_app(), registry=registry, tracer_provider=provider)
-    resp = await call(app, "/items/7", headers=[("host", "api.example:8443"), ("traceparent", TRACEPARENT)],
+    resp = await call(app, "/items/7", headers=[("host", "api.example:8443"), ("traceparent", TRACEPARENT),
+                                                 ("user-agent", "curl/8.5.0"), ("user-agent", "second/1")],
                       query="q=1&x=2")
     assert resp.status == 200
     server = only(exporter, SpanKind.SERVER)
@@ -103,7 +104,8 @@ async def test_asgi_server_span_has_every_stable_http_attribute(registry: Collec
     assert attributes(server) == {
         "http.request.method": "GET", "http.route": "/items/{item_id}", "http.response.status_code": 200,
         "url.scheme": "http", "url.path": "/items/7", "url.query": "q=1&x=2",
-        "server.address": "api.example", "server.port": 8443, "network.protocol.version": "1.1"}
+        "server.address": "api.example", "server.port": 8443, "network.protocol.version": "1.1",
+        "client.address": "127.0.0.1", "user_agent.original": "curl/8.5.0"}
     assert server.status.status_code is StatusCode.UNSET
     assert f"{server.context.trace_id:032x}" == TRACE_ID
     phase = next(s for s in exporter.get_finished_spans() if s.name == "inference")
@@ -223,15 +225,17 @@ def test_wsgi_server_span_has_every_stable_http_attribute(registry: CollectorReg
 
     aiwatch.instrument(app, registry=registry, tracer_provider=provider)
     client = app.test_client()
-    assert client.get("/items/3?q=1", headers={"traceparent": TRACEPARENT}, buffered=True,
-                      base_url="https://api.example:8443").status_code == 200
+    assert client.get("/items/3?q=1", headers={"traceparent": TRACEPARENT, "User-Agent": "curl/8.5.0"},
+                      buffered=True, base_url="https://api.example:8443",
+                      environ_overrides={"REMOTE_ADDR": "10.1.2.3"}).status_code == 200
     assert client.get("/items/0", buffered=True).status_code == 500
     ok, failed = spans_of(exporter, SpanKind.SERVER)
     assert ok.name == "GET /items/<int:item_id>"
     assert attributes(ok) == {
         "http.request.method": "GET", "http.route": "/items/<int:item_id>", "http.response.status_code": 200,
         "url.scheme": "https", "url.path": "/items/3", "url.query": "q=1", "server.address": "api.example",
-        "server.port": 8443, "network.protocol.version": "1.1"}
+        "server.port": 8443, "network.protocol.version": "1.1", "client.address": "10.1.2.3",
+        "user_agent.original": "curl/8.5.0"}
     assert f"{ok.context.trace_id:032x}" == TRACE_ID
     assert ok.status.status_code is StatusCode.UNSET
     assert attributes(failed)["http.response.status_code"] == 500 and attributes(failed)["error.type"] == "500"
