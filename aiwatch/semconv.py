@@ -73,6 +73,7 @@ REDACTED_QUERY_PARAMS = ("X-Amz-Signature", "X-Amz-Credential", "X-Amz-Security-
 #: finds a query that may hold one (one scan, not one per key: this runs for every traced request with a query)
 _MAY_BE_REDACTED = re.compile("|".join(re.escape(f"{p}=") for p in REDACTED_QUERY_PARAMS))
 _ERROR = Status(StatusCode.ERROR)
+_OLD_HTTP_METHOD = "http.method"  # the method attribute OpenTelemetry's Python instrumentations still set by default
 
 
 # --- HTTP ----------------------------------------------------------------------------------------------------
@@ -171,7 +172,7 @@ def end_http_server_span(span: Any, owned: bool, method: str, route: str | None,
     if not owned:
         if route:
             span.set_attribute(HTTP_ROUTE, route)
-            span.update_name(http_span_name(method, route))
+            span.update_name(http_span_name(_owners_method(span, method), route))
         return
     text = None  # a status that is no int: its own text, for error.type
     # ASGI wants an int; a server may pass "503". A negative one is no status, as OpenTelemetry reads it
@@ -196,6 +197,19 @@ def end_http_server_span(span: Any, owned: bool, method: str, route: str | None,
     elif status_code >= 500 or status_code < 100:  # OpenTelemetry's http_status_to_status_code for a server span
         span.set_attribute(ERROR_TYPE, text if text is not None else str(status_code))
         span.set_status(_ERROR)
+
+
+def _owners_method(span: Any, method: str) -> str:
+    """The method a span another instrumentation owns already carries (``http.request.method``, else the old
+    conventions' ``http.method``), so that the name aiwatch gives it agrees with it when the two know different
+    methods (opentelemetry-util-http 0.66b2 reads no ``OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS``); ``method``,
+    aiwatch's, when it carries neither."""
+    attributes = getattr(span, "attributes", None)
+    if attributes:
+        owners = attributes.get(HTTP_REQUEST_METHOD) or attributes.get(_OLD_HTTP_METHOD)
+        if isinstance(owners, str) and owners:
+            return owners
+    return method
 
 
 def http_status(value: object) -> tuple[int | None, str]:

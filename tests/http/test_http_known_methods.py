@@ -163,3 +163,26 @@ def test_any_value_gives_a_bounded_set_of_tokens_or_a_clear_error(value: str) ->
     assert known == (listed or DEFAULT_KNOWN_HTTP_METHODS)
     assert len(known) <= MAX_KNOWN_HTTP_METHODS
     assert all(m and all(c.isascii() and (c.isalnum() or c in "!#$%&'*+-.^_`|~") for c in m) for m in known)
+
+
+@pytest.mark.parametrize("opt_in", ["", "http"])
+async def test_a_borrowed_span_is_named_after_its_owners_method(registry: CollectorRegistry, provider: TracerProvider,
+                                                                exporter: InMemorySpanExporter,
+                                                                monkeypatch: pytest.MonkeyPatch, opt_in: str) -> None:
+    """OpenTelemetry's ASGI middleware in front knows its own ten methods (it reads no override): when aiwatch names
+    its span ``{method} {route}``, the name follows the method that span carries, not aiwatch's list, so name and
+    attribute agree. The ``method`` label follows aiwatch's list."""
+    from opentelemetry.instrumentation import _semconv
+    from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+
+    monkeypatch.setenv(VARIABLE, "GET,PROPFIND")
+    monkeypatch.setenv("OTEL_SEMCONV_STABILITY_OPT_IN", opt_in)
+    monkeypatch.setattr(_semconv._OpenTelemetrySemanticConventionStability, "_initialized", False)
+    app = OpenTelemetryMiddleware(asgi_app(registry, provider), tracer_provider=provider,
+                                  exclude_spans=["send", "receive"])
+    for method in ("PROPFIND", "GET"):
+        assert (await call(app, "/things", method=method)).status == 200
+    named = sorted((dict(span.attributes or {}).get("http.request.method") or dict(span.attributes or {})[
+        "http.method"], span.name) for span in exporter.get_finished_spans())
+    assert named == [("GET", "GET /things"), ("_OTHER", "HTTP /things")]  # PROPFIND is _OTHER to OpenTelemetry
+    assert count(registry, "/things", "PROPFIND") == 1
