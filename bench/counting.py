@@ -54,9 +54,12 @@ class Work:
     series: int
     samples: int
     family_names: tuple[str, ...]
+    #: span attributes set per request, over all its spans (what each span carries costs too)
+    span_attributes: float = 0.0
 
     def describe(self) -> str:
-        return f"{self.spans:g} spans, {self.families} families, {self.series} series, {self.samples} samples"
+        spans = f"{self.spans:g} spans ({self.span_attributes:g} attributes)" if self.spans else "0 spans"
+        return f"{spans}, {self.families} families, {self.series} series, {self.samples} samples"
 
 
 def _samples(registry: CollectorRegistry | None) -> dict[tuple[str, str, tuple[tuple[str, str], ...]], float]:
@@ -82,10 +85,12 @@ def count_work(run_once: Callable[[], None], registry: CollectorRegistry | None,
     changed = [key for key, value in after.items() if before.get(key) != value]
     families = sorted({family for family, _, _ in changed})
     series = {(family, tuple(kv for kv in labels if kv[0] not in ("le", "quantile"))) for family, _, labels in changed}
-    spans = 0.0
+    spans = attributes = 0.0
     if exporter is not None:
         exporter.clear()
         for _ in range(spans_over):
             run_once()
-        spans = len(exporter.get_finished_spans()) / spans_over
-    return Work(spans, len(families), len(series), len(changed), tuple(families))
+        finished = exporter.get_finished_spans()
+        spans = len(finished) / spans_over
+        attributes = sum(len(span.attributes or {}) for span in finished) / spans_over
+    return Work(spans, len(families), len(series), len(changed), tuple(families), attributes)
