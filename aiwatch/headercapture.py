@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiwatch.env import (
@@ -38,7 +38,7 @@ from aiwatch.env import (
     EnvVar,
 )
 
-__all__ = ["REDACTED", "HeaderCapture", "asgi_headers", "environ_headers"]
+__all__ = ["REDACTED", "HeaderCapture", "environ_headers"]
 
 #: The value a sanitized header is captured with (opentelemetry-util-http's).
 REDACTED = "[REDACTED]"
@@ -46,6 +46,10 @@ REQUEST_PREFIX = "http.request.header."
 RESPONSE_PREFIX = "http.response.header."
 #: The environ keys of a WSGI request's headers that have no ``HTTP_`` prefix (PEP 3333).
 _UNPREFIXED = {"CONTENT_TYPE": "content-type", "CONTENT_LENGTH": "content-length"}
+#: Header names whose decision (captured or not, redacted or not) a capture remembers per direction; past it the
+#: decisions are forgotten and made again (names come from traffic: a client sending new names costs only time).
+MAX_DECIDED_NAMES = 512
+_UNDECIDED: Any = object()
 
 
 def header_patterns(variable: EnvVar, env: Mapping[str, str] | None = None) -> re.Pattern[str] | None:
@@ -67,6 +71,67 @@ def header_patterns(variable: EnvVar, env: Mapping[str, str] | None = None) -> r
                          "such as (?i) are not needed (the match ignores case)") from None
 
 
+class _Decisions:
+    """Whether each header name is captured, under which attribute, and whether redacted: decided once per name
+    (a regex match is most of a capture's cost), at most :data:`MAX_DECIDED_NAMES` remembered. Lock-free: two
+    threads deciding one name at once both store the same answer."""
+
+    __slots__ = ("_decided", "_pattern", "_prefix", "_sanitize")
+
+    def __init__(self, pattern: re.Pattern[str], sanitize: re.Pattern[str] | None, prefix: str) -> None:
+        self._pattern = pattern
+        self._sanitize = sanitize
+        self._prefix = prefix
+        self._decided: dict[str | bytes, tuple[str, bool] | None] = {}
+
+    def decide(self, name: str | bytes, text: str) -> tuple[str, bool] | None:
+        """``(attribute, redacted)`` for the header ``name`` (``text``: its text), ``None`` when not captured."""
+        lowered = text.lower()
+        decision = None
+        if self._pattern.fullmatch(lowered) is not None:
+            decision = (self._prefix + lowered,
+                        self._sanitize is not None and self._sanitize.search(lowered) is not None)
+        if len(self._decided) >= MAX_DECIDED_NAMES:
+            self._decided.clear()
+        self._decided[name] = decision
+        return decision
+
+    def capture(self, headers: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
+        captured: dict[str, list[str]] = {}
+        decided = self._decided
+        for name, value in headers:
+            decision = decided.get(name, _UNDECIDED)
+            if decision is _UNDECIDED:
+                decision = self.decide(name, name)
+            if decision is not None:
+                _add(captured, decision, value)
+        return captured
+
+    def capture_raw(self, headers: Iterable[tuple[bytes, bytes]]) -> dict[str, list[str]]:
+        """:meth:`capture` of an ASGI message's headers (bytes, read as Latin-1 as ASGI sends them); a name or a
+        captured value that is not bytes raises (the server's fault: the caller counts it)."""
+        captured: dict[str, list[str]] = {}
+        decided = self._decided
+        for name, value in headers:
+            decision = decided.get(name, _UNDECIDED)
+            if decision is _UNDECIDED:
+                decision = self.decide(name, name.decode("latin-1"))
+            if decision is not None:
+                _add(captured, decision, value.decode("latin-1"))
+        return captured
+
+
+def _add(captured: dict[str, list[str]], decision: tuple[str, bool], value: str) -> None:
+    key, redacted = decision
+    if redacted:
+        value = REDACTED
+    values = captured.get(key)
+    if values is None:
+        captured[key] = [value]
+    else:
+        values.append(value)
+
+
 @dataclass(frozen=True)
 class HeaderCapture:
     """The request and response headers one side (server or client) captures, and the names sanitized."""
@@ -74,6 +139,14 @@ class HeaderCapture:
     request: re.Pattern[str] | None = None
     response: re.Pattern[str] | None = None
     sanitize: re.Pattern[str] | None = None
+    _request: _Decisions | None = field(init=False, repr=False, compare=False, default=None)
+    _response: _Decisions | None = field(init=False, repr=False, compare=False, default=None)
+
+    def __post_init__(self) -> None:
+        if self.request is not None:
+            object.__setattr__(self, "_request", _Decisions(self.request, self.sanitize, REQUEST_PREFIX))
+        if self.response is not None:
+            object.__setattr__(self, "_response", _Decisions(self.response, self.sanitize, RESPONSE_PREFIX))
 
     @classmethod
     def server(cls, env: Mapping[str, str] | None = None) -> HeaderCapture:
@@ -93,39 +166,19 @@ class HeaderCapture:
     def request_attributes(self, headers: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
         """The ``http.request.header.*`` attributes of ``headers`` (name, value pairs); ``{}`` when none is
         captured."""
-        if self.request is None:
-            return {}
-        return _captured(self.request, self.sanitize, REQUEST_PREFIX, headers)
+        return self._request.capture(headers) if self._request is not None else {}
 
     def response_attributes(self, headers: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
         """The ``http.response.header.*`` attributes of ``headers``; ``{}`` when none is captured."""
-        if self.response is None:
-            return {}
-        return _captured(self.response, self.sanitize, RESPONSE_PREFIX, headers)
+        return self._response.capture(headers) if self._response is not None else {}
 
+    def asgi_request_attributes(self, headers: Iterable[tuple[bytes, bytes]] | None) -> dict[str, list[str]]:
+        """:meth:`request_attributes` of an ASGI scope's headers (bytes)."""
+        return self._request.capture_raw(headers or ()) if self._request is not None else {}
 
-def _captured(pattern: re.Pattern[str], sanitize: re.Pattern[str] | None, prefix: str,
-              headers: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
-    captured: dict[str, list[str]] = {}
-    for name, value in headers:
-        name = name.lower()
-        if pattern.fullmatch(name) is None:
-            continue
-        if sanitize is not None and sanitize.search(name) is not None:
-            value = REDACTED
-        key = prefix + name
-        values = captured.get(key)
-        if values is None:
-            captured[key] = [value]
-        else:
-            values.append(value)
-    return captured
-
-
-def asgi_headers(raw: Iterable[tuple[bytes, bytes]] | None) -> Iterator[tuple[str, str]]:
-    """An ASGI message's header pairs (bytes) as text, each read as Latin-1 as the ASGI spec sends them."""
-    for name, value in raw or ():
-        yield name.decode("latin-1"), value.decode("latin-1")
+    def asgi_response_attributes(self, headers: Iterable[tuple[bytes, bytes]] | None) -> dict[str, list[str]]:
+        """:meth:`response_attributes` of an ``http.response.start`` message's headers (bytes)."""
+        return self._response.capture_raw(headers or ()) if self._response is not None else {}
 
 
 def environ_headers(environ: Mapping[str, Any]) -> Iterator[tuple[str, str]]:

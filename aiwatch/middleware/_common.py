@@ -3,10 +3,9 @@ component that counts a ``Server-Timing`` header cut short, and starting a reque
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
-from aiwatch.headercapture import HeaderCapture
 from aiwatch.metrics import Metrics
 from aiwatch.safety import record_cut, record_error
 from aiwatch.semconv import OTHER_METHOD, http_span_name
@@ -16,6 +15,8 @@ from aiwatch.tracing import activate_counted
 __all__ = ["CLIENT_CLOSED_STATUS", "HEADER_COMPONENT", "OTHER_METHOD", "UNMATCHED_ROUTE",
            "begin_on_new_span", "capture_request_headers", "capture_response_headers", "count_header_cut",
            "is_fastapi"]
+
+H = TypeVar("H")
 
 UNMATCHED_ROUTE = "__unmatched__"
 """The route label of requests that matched no route template: the raw path is never used as a label."""
@@ -52,23 +53,24 @@ def begin_on_new_span(recorder: RequestRecorder, tracer: Any, method: str, paren
     return tl, activate_counted(tl.span, parent, None, metrics)
 
 
-def capture_request_headers(capture: HeaderCapture, headers: Iterable[tuple[str, str]],
+def capture_request_headers(capture: Callable[[H], dict[str, list[str]]], headers: H,
                             metrics: Metrics | None) -> dict[str, list[str]]:
-    """The ``http.request.header.*`` attributes ``capture`` takes from ``headers``, for a SERVER span about to
-    start; ``{}`` when reading them fails (counted under ``tracing``: the span is still made)."""
+    """The ``http.request.header.*`` attributes ``capture`` (a :class:`~aiwatch.headercapture.HeaderCapture`'s
+    method) takes from ``headers``, for a SERVER span about to start; ``{}`` when reading them fails (counted under
+    ``tracing``: the span is still made)."""
     try:
-        return capture.request_attributes(headers)
+        return capture(headers)
     except Exception as exc:
         record_error("tracing", exc, metrics)
         return {}
 
 
-def capture_response_headers(span: Any, capture: HeaderCapture, headers: Iterable[tuple[str, str]],
+def capture_response_headers(span: Any, capture: Callable[[H], dict[str, list[str]]], headers: H,
                              metrics: Metrics | None) -> None:
     """Put the ``http.response.header.*`` attributes ``capture`` takes from ``headers`` on ``span``; a failure is
     counted under ``tracing``, never raised."""
     try:
-        attributes = capture.response_attributes(headers)
+        attributes = capture(headers)
         if attributes:
             span.set_attributes(attributes)
     except Exception as exc:

@@ -35,7 +35,7 @@ from prometheus_client import CollectorRegistry
 
 from aiwatch.contentlength import content_length
 from aiwatch.exclusion import ExcludedUrls, asgi_url, exclude_path_set
-from aiwatch.headercapture import HeaderCapture, asgi_headers
+from aiwatch.headercapture import HeaderCapture
 from aiwatch.metrics import Metrics
 from aiwatch.middleware._common import (
     CLIENT_CLOSED_STATUS,
@@ -297,8 +297,8 @@ class AiwatchMiddleware:
                     except Exception as exc:
                         record_error("server_timing", exc, self.metrics)
                 if capture_response and tl.owns_span and tl.span is not None:  # the headers as sent
-                    capture_response_headers(tl.span, self.header_capture, asgi_headers(message.get("headers")),
-                                             self.metrics)
+                    capture_response_headers(tl.span, self.header_capture.asgi_response_attributes,
+                                             message.get("headers"), self.metrics)
             elif kind == "http.response.body":
                 body = message.get("body")
                 if sizes and body:
@@ -444,8 +444,8 @@ class AiwatchMiddleware:
             record_error("tracing", exc, self.metrics)
             return recorder.begin_with(None, method), None
         if self.header_capture.request is not None:
-            attributes.update(capture_request_headers(self.header_capture, asgi_headers(scope.get("headers")),
-                                                      self.metrics))
+            attributes.update(capture_request_headers(self.header_capture.asgi_request_attributes,
+                                                      scope.get("headers"), self.metrics))
         return begin_on_new_span(recorder, tracer, method, parent, attributes, self.metrics)
 
     def _excluded(self, scope: Scope) -> bool:

@@ -172,7 +172,8 @@ class AiwatchWSGIMiddleware:
                 except Exception as exc:
                     record_error("server_timing", exc, self.metrics)
             if self.header_capture.response is not None and tl.owns_span and tl.span is not None:
-                capture_response_headers(tl.span, self.header_capture, headers, self.metrics)  # as sent
+                capture_response_headers(tl.span, self.header_capture.response_attributes, headers,
+                                         self.metrics)  # as sent
             write = start_response(status, headers, exc_info)
             if request.sent is None or not callable(write):
                 return write
@@ -220,7 +221,8 @@ class AiwatchWSGIMiddleware:
             record_error("tracing", exc, self.metrics)
             return recorder.begin_with(None, method), None
         if self.header_capture.request is not None:
-            attributes.update(capture_request_headers(self.header_capture, environ_headers(environ), self.metrics))
+            attributes.update(capture_request_headers(self.header_capture.request_attributes, environ_headers(environ),
+                                                      self.metrics))
         return begin_on_new_span(recorder, tracer, method, parent, attributes, self.metrics)
 
     def _excluded(self, environ: Environ) -> bool:

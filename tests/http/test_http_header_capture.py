@@ -33,7 +33,7 @@ from starlette.routing import Route
 import aiwatch
 import aiwatch.client
 from aiwatch import headercapture
-from aiwatch.headercapture import REDACTED, HeaderCapture, environ_headers, header_patterns
+from aiwatch.headercapture import MAX_DECIDED_NAMES, REDACTED, HeaderCapture, environ_headers, header_patterns
 from aiwatch.middleware.asgi import AiwatchMiddleware
 from aiwatch.middleware.wsgi import AiwatchWSGIMiddleware
 from tests.http.asgi_driver import call
@@ -287,8 +287,8 @@ async def test_a_failure_while_capturing_is_counted_and_the_request_served(
     def broken(self: HeaderCapture, headers: Any) -> dict[str, list[str]]:
         raise RuntimeError("injected")
 
-    monkeypatch.setattr(HeaderCapture, "request_attributes", broken)
-    monkeypatch.setattr(HeaderCapture, "response_attributes", broken)
+    monkeypatch.setattr(HeaderCapture, "asgi_request_attributes", broken)
+    monkeypatch.setattr(HeaderCapture, "asgi_response_attributes", broken)
     resp = await call(app, "/hello", headers=REQUEST_HEADERS)
     assert (resp.status, resp.body) == (200, b"hi")
     server = only_server(exporter)  # the span is still made, without the headers
@@ -353,3 +353,18 @@ def test_any_variable_value_is_a_pattern_or_an_error_naming_it(value: str) -> No
 def test_a_global_flag_that_cannot_be_combined_is_refused_with_a_hint() -> None:
     with pytest.raises(ValueError, match=re.escape(f"{SERVER_REQUEST}: its patterns cannot be combined")):
         HeaderCapture.server({SERVER_REQUEST: "x-a,(?i)x-b"})
+
+
+def test_a_flood_of_header_names_keeps_the_decisions_bounded_and_right() -> None:
+    """Names come from traffic: a client sending thousands of new ones never grows what a capture remembers past
+    MAX_DECIDED_NAMES, and every answer stays right (bytes and text names alike)."""
+    capture = HeaderCapture.server({SERVER_REQUEST: "x-keep-.*", SANITIZE: "secret"})
+    decisions = capture._request
+    assert decisions is not None
+    for i in range(5 * MAX_DECIDED_NAMES):
+        raw = [(f"x-flood-{i}".encode(), b"v"), (b"x-keep-me", b"a"), (b"x-keep-secret", b"b")]
+        assert capture.asgi_request_attributes(raw) == {"http.request.header.x-keep-me": ["a"],
+                                                        "http.request.header.x-keep-secret": [REDACTED]}
+        assert capture.request_attributes([(f"X-Flood-{i}", "v"), ("X-Keep-Me", "a")]) == {
+            "http.request.header.x-keep-me": ["a"]}
+        assert len(decisions._decided) <= MAX_DECIDED_NAMES
