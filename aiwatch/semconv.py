@@ -19,7 +19,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from opentelemetry.semconv._incubating.attributes import rpc_attributes as _rpc
 from opentelemetry.semconv.attributes.client_attributes import CLIENT_ADDRESS
@@ -30,7 +30,11 @@ from opentelemetry.semconv.attributes.http_attributes import (
     HTTP_RESPONSE_STATUS_CODE,
     HTTP_ROUTE,
 )
-from opentelemetry.semconv.attributes.network_attributes import NETWORK_PROTOCOL_VERSION
+from opentelemetry.semconv.attributes.network_attributes import (
+    NETWORK_PEER_ADDRESS,
+    NETWORK_PEER_PORT,
+    NETWORK_PROTOCOL_VERSION,
+)
 from opentelemetry.semconv.attributes.server_attributes import SERVER_ADDRESS, SERVER_PORT
 from opentelemetry.semconv.attributes.url_attributes import URL_FULL, URL_PATH, URL_QUERY, URL_SCHEME
 from opentelemetry.semconv.attributes.user_agent_attributes import USER_AGENT_ORIGINAL
@@ -49,6 +53,10 @@ RPC_GRPC_STATUS_CODE = _rpc.RPC_GRPC_STATUS_CODE
 RPC_SYSTEM_NAME: str = getattr(_rpc, "RPC_SYSTEM_NAME", "rpc.system.name")
 RPC_METHOD_ORIGINAL: str = getattr(_rpc, "RPC_METHOD_ORIGINAL", "rpc.method_original")
 RPC_RESPONSE_STATUS_CODE: str = getattr(_rpc, "RPC_RESPONSE_STATUS_CODE", "rpc.response.status_code")
+# the peer on gRPC server spans in the default set, as opentelemetry-instrumentation-grpc names it (the conventions'
+# deprecated names; its port is an int here, as the conventions type it)
+NET_PEER_IP = "net.peer.ip"
+NET_PEER_PORT = "net.peer.port"
 
 #: Methods reported as they are by default (RFC 9110's, PATCH from RFC 5789 and QUERY from RFC 10008, as
 #: OpenTelemetry's instrumentations and FastAPI know them); any other is ``_OTHER`` (the original in
@@ -338,6 +346,43 @@ def grpc_target_address(target: str) -> tuple[str, int | None]:
         return target, None
     address, port = split_host(rest)
     return (address, port) if port is not None else (target, None)
+
+
+def grpc_peer(peer: str) -> tuple[str, int | None] | None:
+    """The address and port in grpcio's peer string (``context.peer()``): ``ipv4:10.0.0.7:51234``,
+    ``ipv6:%5B::1%5D:51234`` (grpcio percent-encodes the brackets), ``unix:/run/app.sock`` (no port); ``None`` for
+    a peer that names no address (``unix:`` of an unnamed socket) or another kind.
+
+        >>> grpc_peer("ipv6:%5B::1%5D:51234"), grpc_peer("unix:")
+        (('::1', 51234), None)
+    """
+    kind, _, rest = peer.partition(":")
+    if kind in ("ipv4", "ipv6"):
+        address, port = split_host(unquote(rest))
+        return (address, port) if address else None
+    if kind == "unix" and rest:
+        return unquote(rest), None
+    return None
+
+
+def grpc_peer_attributes(peer: str, conventions: RpcConventions) -> dict[str, Any]:
+    """A gRPC server span's peer: ``net.peer.ip`` / ``net.peer.port`` in the default set (as
+    opentelemetry-instrumentation-grpc sets them), ``network.peer.address`` / ``network.peer.port`` in the stable
+    set; ``{}`` when the peer names no address."""
+    found = grpc_peer(peer)
+    if found is None:
+        return {}
+    address, port = found
+    attributes: dict[str, Any] = {}
+    if conventions.old:
+        attributes[NET_PEER_IP] = address
+        if port is not None:
+            attributes[NET_PEER_PORT] = port
+    if conventions.new:
+        attributes[NETWORK_PEER_ADDRESS] = address
+        if port is not None:
+            attributes[NETWORK_PEER_PORT] = port
+    return attributes
 
 
 def grpc_span_start(full_method: str, conventions: RpcConventions, target: str | None = None) -> tuple[

@@ -33,6 +33,28 @@ def test_grpc_target_address_as_the_grpc_conventions_parse_it(target: str, expec
     assert semconv.grpc_target_address(target) == expected
 
 
+@pytest.mark.parametrize(("peer", "expected"), [
+    ("ipv4:10.0.0.7:51234", ("10.0.0.7", 51234)),
+    ("ipv6:%5B::1%5D:33406", ("::1", 33406)),  # as grpcio writes it
+    ("ipv6:[2001:db8::1]:443", ("2001:db8::1", 443)),
+    ("unix:/run/app.sock", ("/run/app.sock", None)),
+    ("unix:", None),  # an unnamed socket: grpcio's peer for a client of a unix-socket server
+    ("unix-abstract:x", None), ("", None), ("ipv4:", None), ("garbage", None),
+])
+def test_grpc_peer_as_grpcio_writes_it(peer: str, expected: tuple[str, int | None] | None) -> None:
+    assert semconv.grpc_peer(peer) == expected
+
+
+@pytest.mark.parametrize(("conventions", "expected"), [
+    (semconv.RpcConventions(), {"net.peer.ip": "10.0.0.7", "net.peer.port": 51234}),
+    (semconv.RpcConventions(old=False, new=True), {"network.peer.address": "10.0.0.7", "network.peer.port": 51234}),
+])
+def test_grpc_peer_attributes_follow_the_opted_in_set(conventions: semconv.RpcConventions,
+                                                      expected: dict[str, object]) -> None:
+    assert semconv.grpc_peer_attributes("ipv4:10.0.0.7:51234", conventions) == expected
+    assert semconv.grpc_peer_attributes("unix:", conventions) == {}
+
+
 @pytest.mark.parametrize(("value", "old", "new"), [
     ("", True, False), ("http", True, False), ("rpc", False, True), (" rpc ,http", False, True),
     ("rpc/dup", True, True), ("rpc,rpc/dup", True, True), ("rpcx", True, False),

@@ -60,7 +60,7 @@ from aiwatch.metrics import Metrics
 from aiwatch.middleware._common import UNMATCHED_ROUTE
 from aiwatch.recording import resolve_recorder
 from aiwatch.safety import record_cut, record_error
-from aiwatch.semconv import end_grpc_span, grpc_span_start, rpc_conventions
+from aiwatch.semconv import end_grpc_span, grpc_peer_attributes, grpc_span_start, rpc_conventions
 from aiwatch.servertiming import ATTEMPT, HEADER, MAX_LENGTH, timing_tail
 from aiwatch.streaming import ChunkTimer
 from aiwatch.timing import RequestRecorder, RequestTimeline
@@ -254,6 +254,7 @@ class _ServerCore:
                         if any(item[0] in names for item in metadata):
                             parent = extract_context(metadata_dict(metadata, names, fields.prefix), fields)
                     name, attributes = grpc_span_start(method, self.conventions)
+                    attributes.update(self._peer_attributes(context))
                     tl = recorder.begin_with(tracer, name, parent, attributes)
                     if tl.span is not None:
                         otel_context = trace.set_span_in_context(tl.span, parent)
@@ -281,6 +282,15 @@ class _ServerCore:
         except Exception as exc:
             record_error(COMPONENT, exc, self.metrics)
             return None
+
+    def _peer_attributes(self, context: Any) -> dict[str, Any]:
+        """The span's peer attributes from ``context.peer()``; ``{}`` (the failure counted) when it cannot be read:
+        the RPC is still recorded and traced."""
+        try:
+            return grpc_peer_attributes(context.peer(), self.conventions)
+        except Exception as exc:
+            record_error("tracing", exc, self.metrics)
+            return {}
 
     def watch(self, call: _Call | None, context: Any) -> None:
         """Have grpcio tell the thread-pool server's unary ``call`` when the RPC ends (:meth:`rpc_ended`): a cancel

@@ -10,6 +10,7 @@ import grpc
 import grpc.aio
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import SpanKind
 from prometheus_client import CollectorRegistry
 
 import aiwatch.grpc.client
@@ -88,6 +89,25 @@ def test_sync_outcomes_unchanged_when_aiwatch_itself_raises(monkeypatch: pytest.
             stub_for(target) as stub:
         assert _exercise_sync(stub) == expected
     assert value(metrics.registry, "aiwatch_instrumentation_errors_total", component="grpc_server") == 7
+
+
+def test_a_peer_that_cannot_be_read_is_counted_and_the_rpc_still_recorded_and_traced(
+        monkeypatch: pytest.MonkeyPatch, metrics: Metrics, provider: TracerProvider, exporter: Any) -> None:
+    def broken_peer(peer: str, conventions: Any) -> Any:
+        raise RuntimeError("peer is broken")
+
+    with sync_server() as target, stub_for(target) as stub:
+        expected = _exercise_sync(stub)
+    monkeypatch.setattr(grpc_server_module, "grpc_peer_attributes", broken_peer)
+    with sync_server([grpc_server_interceptor(service="infer", metrics=metrics, tracer_provider=provider)]) \
+            as target, stub_for(target) as stub:
+        assert _exercise_sync(stub) == expected
+    assert value(metrics.registry, "aiwatch_instrumentation_errors_total", component="tracing") == 7
+    assert value(metrics.registry, "aiwatch_instrumentation_errors_total", component="grpc_server") == 0
+    servers = [span for span in exporter.get_finished_spans() if span.kind is SpanKind.SERVER]
+    assert len(servers) == 7 and not any("peer" in key for span in servers for key in (span.attributes or {}))
+    assert sum(s.value for m in metrics.registry.collect() for s in m.samples
+               if s.name == "aiwatch_request_duration_seconds_count") == 7
 
 
 def test_sync_client_outcomes_unchanged_when_its_span_cannot_be_made_current(
