@@ -206,6 +206,8 @@ class _ServerCore:
         self.server_timing = server_timing
         self.serialization = serialization
         self.conventions = rpc_conventions()
+        #: the last peer string read and its attributes: the RPCs of one HTTP/2 connection share its peer
+        self._last_peer: tuple[str, dict[str, Any]] = ("", {})
         #: the trailer's overhead and total entries, the total's ``desc`` the service name in printable ASCII (gRPC
         #: metadata allows nothing else: grpc-core fails the call on any other byte), cut short: :func:`timing_tail`
         self.tail = timing_tail(recorder.service, ascii_only=True)
@@ -287,7 +289,13 @@ class _ServerCore:
         """The span's peer attributes from ``context.peer()``; ``{}`` (the failure counted) when it cannot be read:
         the RPC is still recorded and traced."""
         try:
-            return grpc_peer_attributes(context.peer(), self.conventions)
+            peer = context.peer()
+            last = self._last_peer  # one read: another thread may replace it meanwhile
+            if peer == last[0]:
+                return last[1]
+            attributes = grpc_peer_attributes(peer, self.conventions)
+            self._last_peer = (peer, attributes)
+            return attributes
         except Exception as exc:
             record_error("tracing", exc, self.metrics)
             return {}

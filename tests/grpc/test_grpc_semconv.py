@@ -207,3 +207,19 @@ async def test_aio_with_otel_interceptors_in_front(metrics: Metrics, provider: T
 
 def value_of(metrics: Metrics, name: str, **labels: str) -> float:
     return metrics.registry.get_sample_value(name, with_defaults(name, labels)) or 0.0
+
+
+def test_each_connection_is_its_own_peer(metrics: Metrics, provider: TracerProvider,
+                                         exporter: InMemorySpanExporter) -> None:
+    """Two channels, two connections from two ports: each server span names its own (the last peer read is
+    remembered, never given to another connection's RPC)."""
+    server_side = [grpc_server_interceptor(service="infer", metrics=metrics, tracer_provider=provider)]
+    with sync_server(server_side) as target:
+        for _ in range(2):
+            # a channel of its own subchannel pool: its own connection (channels share one by default)
+            with grpc.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)]) as channel:
+                stub = pb_grpc.InferenceStub(channel)
+                stub.Predict(req(features=[1.0]))
+                stub.Predict(req(features=[2.0]))
+    ports = [attributes(s)["net.peer.port"] for s in of_kind(exporter, SpanKind.SERVER)]
+    assert len(ports) == 4 and ports[0] == ports[1] and ports[2] == ports[3] and ports[0] != ports[2]
