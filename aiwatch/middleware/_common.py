@@ -12,9 +12,9 @@ from aiwatch.semconv import OTHER_METHOD, http_span_name
 from aiwatch.timing import RequestRecorder, RequestTimeline
 from aiwatch.tracing import activate_counted
 
-__all__ = ["CLIENT_CLOSED_STATUS", "HEADER_COMPONENT", "OTHER_METHOD", "UNMATCHED_ROUTE",
-           "begin_on_new_span", "capture_request_headers", "capture_response_headers", "count_header_cut",
-           "is_fastapi"]
+__all__ = ["CLIENT_CLOSED_STATUS", "HEADER_COMPONENT", "OTHER_METHOD", "UNMATCHED_ROUTE", "begin_on_new_span",
+           "capture_request_headers", "count_header_cut", "is_fastapi", "owner_captures_headers",
+           "put_captured_headers"]
 
 H = TypeVar("H")
 
@@ -65,13 +65,22 @@ def capture_request_headers(capture: Callable[[H], dict[str, list[str]]], header
         return {}
 
 
-def capture_response_headers(span: Any, capture: Callable[[H], dict[str, list[str]]], headers: H,
+def put_captured_headers(span: Any, capture: Callable[[H], dict[str, list[str]]], headers: H,
                              metrics: Metrics | None) -> None:
-    """Put the ``http.response.header.*`` attributes ``capture`` takes from ``headers`` on ``span``; a failure is
-    counted under ``tracing``, never raised."""
+    """Put the header attributes ``capture`` (a :class:`~aiwatch.headercapture.HeaderCapture`'s method) takes from
+    ``headers`` on ``span``, which has started; a failure is counted under ``tracing``, never raised."""
     try:
         attributes = capture(headers)
         if attributes:
             span.set_attributes(attributes)
     except Exception as exc:
         record_error("tracing", exc, metrics)
+
+
+def owner_captures_headers(span: Any) -> bool:
+    """Whether the instrumentation that started ``span`` (a SERVER span aiwatch borrows) captures the configured
+    headers itself: OpenTelemetry's instrumentations read the same variables; another owner (FastAPI's built-in
+    telemetry, instrumentation scope ``fastapi``) does not, so aiwatch adds them to its span."""
+    scope = getattr(span, "instrumentation_scope", None)
+    name = getattr(scope, "name", None)
+    return isinstance(name, str) and name.startswith("opentelemetry.instrumentation.")

@@ -43,9 +43,10 @@ from aiwatch.middleware._common import (
     UNMATCHED_ROUTE,
     begin_on_new_span,
     capture_request_headers,
-    capture_response_headers,
     count_header_cut,
     is_fastapi,
+    owner_captures_headers,
+    put_captured_headers,
 )
 from aiwatch.recording import resolve_recorder
 from aiwatch.safety import call_hook, logger, record_error, resolve_route, sync_hook
@@ -296,8 +297,9 @@ class AiwatchMiddleware:
                             count_header_cut(cut, self.metrics)
                     except Exception as exc:
                         record_error("server_timing", exc, self.metrics)
-                if capture_response and tl.owns_span and tl.span is not None:  # the headers as sent
-                    capture_response_headers(tl.span, self.header_capture.asgi_response_attributes,
+                if capture_response and tl.span is not None and (tl.owns_span or not owner_captures_headers(
+                        tl.span)):  # the headers as sent
+                    put_captured_headers(tl.span, self.header_capture.asgi_response_attributes,
                                              message.get("headers"), self.metrics)
             elif kind == "http.response.body":
                 body = message.get("body")
@@ -399,7 +401,12 @@ class AiwatchMiddleware:
         try:
             current = span_in_progress(SpanKind.SERVER)
             if current is not None:
-                return recorder.begin_in_span(current), None
+                tl = recorder.begin_in_span(current)
+                if self.header_capture.request is not None and tl.span is not None \
+                        and not owner_captures_headers(current):
+                    put_captured_headers(current, self.header_capture.asgi_request_attributes,
+                                             scope.get("headers"), self.metrics)
+                return tl, None
             # one pass over the headers: the first Host, and the trace context's headers (those the global
             # propagator reads; a tuple: membership by ``==``, as a header name need not be hashable)
             fields = carrier_fields()

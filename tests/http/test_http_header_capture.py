@@ -151,6 +151,31 @@ async def test_a_span_opentelemetrys_middleware_owns_gets_no_header_of_aiwatchs(
     assert set(header_attributes(server)) == {"http.request.header.x_tenant", "http.response.header.x_model_version"}
 
 
+async def test_fastapis_own_span_gets_the_headers_from_aiwatch(
+        monkeypatch: pytest.MonkeyPatch, registry: CollectorRegistry, provider: TracerProvider,
+        exporter: InMemorySpanExporter) -> None:
+    """aiwatch.instrument(app) on a FastAPI app that traces itself (0.136+): FastAPI's SERVER span is the request's,
+    and FastAPI captures no header, so aiwatch puts the configured ones on it."""
+    pytest.importorskip("fastapi.telemetry", reason="FastAPI traces requests itself from 0.136")
+    from fastapi import FastAPI
+    from fastapi.responses import PlainTextResponse as FastAPIText
+
+    monkeypatch.setenv(SERVER_REQUEST, "x-tenant")
+    monkeypatch.setenv(SERVER_RESPONSE, "x-model-version")
+    app = FastAPI(telemetry={"tracer_provider": provider})  # type: ignore[call-arg,unused-ignore]
+
+    @app.get("/hello")
+    async def hello_route() -> FastAPIText:
+        return FastAPIText("hi", headers={"X-Model-Version": "v7"})
+
+    aiwatch.instrument(app, registry=registry, tracer_provider=provider)
+    assert (await call(app, "/hello", headers=REQUEST_HEADERS)).status == 200
+    server = only_server(exporter)
+    assert server.instrumentation_scope is not None and server.instrumentation_scope.name == "fastapi"
+    assert header_attributes(server) == {"http.request.header.x-tenant": ("acme", "beta"),
+                                         "http.response.header.x-model-version": ("v7",)}
+
+
 # --- WSGI ------------------------------------------------------------------------------------------------------
 def test_wsgi_server_span_captures_request_and_response_headers(
         monkeypatch: pytest.MonkeyPatch, registry: CollectorRegistry, provider: TracerProvider,
@@ -171,6 +196,36 @@ def test_wsgi_server_span_captures_request_and_response_headers(
     assert header_attributes(only_server(exporter)) == {
         "http.request.header.x-tenant": ("acme",), "http.request.header.content-type": ("application/json",),
         "http.request.header.x-api-key": (REDACTED,), "http.response.header.x-model-version": ("v7",)}
+
+
+@pytest.mark.parametrize("owner", ["opentelemetry.instrumentation.wsgi", "another.framework"])
+def test_a_borrowed_wsgi_span_gets_the_headers_only_when_its_owner_is_not_opentelemetrys(
+        monkeypatch: pytest.MonkeyPatch, registry: CollectorRegistry, provider: TracerProvider,
+        exporter: InMemorySpanExporter, owner: str) -> None:
+    """A SERVER span current when the WSGI middleware runs is the request's: OpenTelemetry's instrumentations capture
+    headers themselves; any other owner gets aiwatch's."""
+    monkeypatch.setenv(SERVER_REQUEST, "x-tenant")
+    monkeypatch.setenv(SERVER_RESPONSE, "x-model-version")
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [("X-Model-Version", "v7")])
+        return [b"ok"]
+
+    inner = AiwatchWSGIMiddleware(app, registry=registry, tracer_provider=provider, metrics_path=None)
+    tracer = provider.get_tracer(owner)
+
+    def outer(environ: dict[str, Any], start_response: Any) -> Any:
+        with tracer.start_as_current_span("GET", kind=SpanKind.SERVER):
+            body = inner(environ, start_response)
+            return list(body)
+
+    from werkzeug.test import Client
+
+    response = Client(outer).get("/", headers={"X-Tenant": "acme"})
+    assert response.status_code == 200
+    expected = {} if owner.startswith("opentelemetry.") else {"http.request.header.x-tenant": ("acme",),
+                                                              "http.response.header.x-model-version": ("v7",)}
+    assert header_attributes(only_server(exporter)) == expected
 
 
 def test_wsgi_environ_headers_are_named_as_opentelemetry_names_them() -> None:
