@@ -128,9 +128,29 @@ def _method_attributes(raw: str, known: frozenset[str]) -> dict[str, Any]:
     return attributes
 
 
+def port_number(text: str) -> int | None:
+    """The port ``text`` names: 0 to 65535 in ASCII digits; ``None`` for anything else. A ``Host`` header comes
+    from traffic: a Unicode digit (``²``) is no port for ``int()``, and a number past 2**63 on a span would make an
+    OTLP exporter refuse the whole batch it is in.
+
+        >>> port_number("8443"), port_number("²"), port_number("99999999999999999999")
+        (8443, None, None)
+    """
+    if text.isascii() and text.isdigit() and len(text) <= 5:
+        number = int(text)
+        if number <= 65535:
+            return number
+    return None
+
+
+def status_number(text: str) -> int | None:
+    """The HTTP status ``text`` (a WSGI status line's code) names: three ASCII digits at most, else ``None``."""
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 3 else None
+
+
 def split_host(host: str) -> tuple[str, int | None]:
     """``("example.com", 8080)`` for ``example.com:8080``; brackets of an IPv6 literal removed; ``None`` port when
-    there is none."""
+    there is none or it is no port (:func:`port_number`)."""
     if host.startswith("["):
         end = host.find("]")
         address, rest = host[1:end], host[end + 1:]
@@ -139,7 +159,7 @@ def split_host(host: str) -> tuple[str, int | None]:
         address, sep, port = host.rpartition(":")
         if not sep:
             address, port = host, ""
-    return address, int(port) if port.isdigit() else None
+    return address, port_number(port) if port else None
 
 
 def http_server_attributes(raw_method: str, scheme: str, path: str, query: str, host: str | None,
@@ -183,8 +203,9 @@ def end_http_server_span(span: Any, owned: bool, method: str, route: str | None,
             span.update_name(http_span_name(_owners_method(span, method), route))
         return
     text = None  # a status that is no int: its own text, for error.type
-    # ASGI wants an int; a server may pass "503". A negative one is no status, as OpenTelemetry reads it
-    if status_code is not None and (status_code.__class__ is not int or status_code < 0):
+    # ASGI wants an int; a server may pass "503". A negative one is no status, as OpenTelemetry reads it; nor is one
+    # past 999 (RFC 9110's are three digits; past 2**63 an OTLP exporter would refuse the batch the span is in)
+    if status_code is not None and (status_code.__class__ is not int or not 0 <= status_code <= 999):
         status_code, text = http_status(status_code)
     # one set_attributes() (the SDK's set_attribute() is a set_attributes() of one, each taking the span's lock)
     attributes: dict[str, Any] = {}
@@ -222,7 +243,7 @@ def _owners_method(span: Any, method: str) -> str:
 
 def http_status(value: object) -> tuple[int | None, str]:
     """A response status that is no int, read as OpenTelemetry's ASGI middleware reads it (``set_status_code``): its
-    ``int()`` when it has one of 0 or more (``"503"`` is 503), else no status code; and the value's text (its class
+    ``int()`` when it has one from 0 to 999 (``"503"`` is 503), else no status code; and the value's text (its class
     name when even that raises), which is ``error.type`` when the status is an error or no number."""
     try:
         text = str(value)
@@ -232,7 +253,7 @@ def http_status(value: object) -> tuple[int | None, str]:
         number = int(value)  # type: ignore[call-overload]
     except Exception:
         return None, text
-    return (number if number >= 0 else None), text
+    return (number if 0 <= number <= 999 else None), text
 
 
 def record_http_server_error(span: Any, error: BaseException) -> None:

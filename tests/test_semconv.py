@@ -187,3 +187,51 @@ def test_a_str_status_below_500_is_no_error() -> None:
     semconv.end_http_server_span(span, True, "GET", "/", "204", None)  # type: ignore[arg-type]
     assert span.attributes == {"http.route": "/", "http.response.status_code": 204}
     assert span.status is None
+
+
+def _otlp_encodable(value: object) -> None:
+    """What an OTLP exporter does with an attribute value (opentelemetry-proto's AnyValue): raises on an int past
+    int64, which fails the whole batch the span is exported in."""
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+
+    if isinstance(value, bool):
+        AnyValue(bool_value=value)
+    elif isinstance(value, int):
+        AnyValue(int_value=value)
+
+
+@given(st.text(max_size=30))
+@example("api.example:²")
+@example("api.example:99999999999999999999")
+@example("[::1]:65536")
+@example("[::1")
+def test_split_host_never_raises_and_its_port_is_a_port(host: str) -> None:
+    """The Host header comes from traffic: any text gives an address and a port from 0 to 65535 or none."""
+    address, port = semconv.split_host(host)
+    assert isinstance(address, str)
+    assert port is None or (isinstance(port, int) and 0 <= port <= 65535)
+    _otlp_encodable(port)
+
+
+@pytest.mark.parametrize(("text", "expected"), [("8443", 8443), ("0", 0), ("65535", 65535), ("65536", None),
+                                                ("²", None), ("٣", None), ("99999999999999999999", None), ("", None),
+                                                ("-1", None), ("+80", None)])
+def test_port_number(text: str, expected: int | None) -> None:
+    assert semconv.port_number(text) == expected
+
+
+@pytest.mark.parametrize("status", [10**30, 1000, -1])
+def test_an_int_status_outside_0_to_999_is_no_status_code(status: int) -> None:
+    """No HTTP status (RFC 9110's are three digits): it stays off http.response.status_code, where a number past
+    int64 would fail an OTLP export; it is the span's error.type."""
+    span = _RecordingSpan()
+    semconv.end_http_server_span(span, True, "GET", "/", status, None)
+    assert span.attributes == {"http.route": "/", "error.type": str(status)}
+    assert span.status is not None and span.status.status_code is StatusCode.ERROR
+    for value in span.attributes.values():
+        _otlp_encodable(value)
+
+
+@pytest.mark.parametrize(("text", "expected"), [("200", 200), ("99999", None), ("²00", None), ("", None)])
+def test_status_number(text: str, expected: int | None) -> None:
+    assert semconv.status_number(text) == expected

@@ -50,7 +50,13 @@ from aiwatch.middleware._common import (
 )
 from aiwatch.recording import resolve_recorder
 from aiwatch.safety import call_hook, record_error, resolve_route, sync_hook
-from aiwatch.semconv import end_http_server_span, http_server_attributes, known_http_methods
+from aiwatch.semconv import (
+    end_http_server_span,
+    http_server_attributes,
+    known_http_methods,
+    port_number,
+    status_number,
+)
 from aiwatch.servertiming import HEADER
 from aiwatch.streaming import ChunkTimer
 from aiwatch.timing import RequestRecorder, RequestTimeline
@@ -221,7 +227,7 @@ class AiwatchWSGIMiddleware:
                 raw_method, str(environ.get("wsgi.url_scheme", "http")),
                 f"{environ.get('SCRIPT_NAME', '')}{environ.get('PATH_INFO', '')}",
                 str(environ.get("QUERY_STRING", "")), environ.get("HTTP_HOST"),
-                (str(environ.get("SERVER_NAME", "")), int(port) if port.isdigit() else None),
+                (str(environ.get("SERVER_NAME", "")), port_number(port)),
                 protocol.partition("/")[2] if protocol.startswith("HTTP/") else None, self.known_methods,
                 environ.get("REMOTE_ADDR") or None, environ.get("HTTP_USER_AGENT") or None)
         except Exception as exc:
@@ -315,7 +321,7 @@ class _Request:
         tl = self.tl
         if tl.span is not None:
             try:
-                code = int(self.code) if self.code.isdigit() else None
+                code = status_number(self.code)
                 end_http_server_span(tl.span, tl.owns_span, self.method, route, code, error)
             except Exception as exc:
                 record_error("tracing", exc, mw.metrics)

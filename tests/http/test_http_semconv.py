@@ -606,3 +606,22 @@ def test_a_status_is_read_as_opentelemetrys_asgi_middleware_reads_it(status: obj
     set_status_code(theirs, status, sem_conv_opt_in_mode=_StabilityMode.HTTP)
     semconv.end_http_server_span(ours, True, "GET", None, status, None)  # type: ignore[arg-type]
     assert ours.seen() == theirs.seen()
+
+
+@pytest.mark.parametrize("host", [b"api.example:\xb2", b"api.example:99999999999999999999", b"api.example:65536"])
+async def test_a_host_header_whose_port_is_no_port_still_gives_a_span(registry: CollectorRegistry,
+                                                                    provider: TracerProvider,
+                                                                    exporter: InMemorySpanExporter,
+                                                                    host: bytes) -> None:
+    """A client's Host with a byte that Latin-1 reads as a digit (0xB2, ``²``) or a huge number as its port: the
+    request is traced (for ``²`` the span was dropped and a tracing failure counted before), with server.address and
+    no server.port (a number past int64 would have made an OTLP exporter refuse the batch)."""
+    inner = aiwatch.instrument(fastapi_app(), registry=registry, tracer_provider=provider)
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:  # the raw bytes a client sent, as a server passes them
+        await inner(dict(scope, headers=[(b"host", host)]), receive, send)
+
+    assert (await call(app, "/items/7")).status == 200
+    found = attributes(only(exporter, SpanKind.SERVER))
+    assert found["server.address"] == "api.example" and "server.port" not in found
+    assert registry.get_sample_value("aiwatch_instrumentation_errors_total", {"component": "tracing"}) == 0
