@@ -235,3 +235,14 @@ def test_an_int_status_outside_0_to_999_is_no_status_code(status: int) -> None:
 @pytest.mark.parametrize(("text", "expected"), [("200", 200), ("99999", None), ("²00", None), ("", None)])
 def test_status_number(text: str, expected: int | None) -> None:
     assert semconv.status_number(text) == expected
+
+
+@given(st.text(max_size=40))
+@example("ipv4:1.2.3.4:\xb2")
+@example("ipv6:%5B::1")
+def test_grpc_peer_never_raises_and_its_port_is_a_port(peer: str) -> None:
+    found = semconv.grpc_peer(peer)
+    if found is not None:
+        address, port = found
+        assert isinstance(address, str) and address
+        assert port is None or 0 <= port <= 65535
