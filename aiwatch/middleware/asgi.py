@@ -7,8 +7,8 @@
     app.add_middleware(AiwatchMiddleware, service="recommender")
 
 Per request it records ``aiwatch_request_duration_seconds`` (route template, method, status) timed to the last
-body chunk or ``http.response.pathsend`` (so streaming responses count in full and Starlette background tasks, which
-run after it, do not), the
+body chunk, ``http.response.pathsend``, or the last ``http.response.trailers`` message of a response that announced
+trailers (so streaming responses count in full and Starlette background tasks, which run after it, do not), the
 request's phases and its ``overhead``, keeps ``aiwatch_requests_in_flight``, and adds a ``Server-Timing`` header
 with the phases and the total up to the moment the headers are sent (at most
 :data:`~aiwatch.servertiming.MAX_LENGTH` characters: phase entries past it are left out, the overhead and total
@@ -244,6 +244,7 @@ class AiwatchMiddleware:
         sent = 0
         chunks: ChunkTimer | None = None
         response_headers: Any = None
+        trailers = False  # the response ends with trailers (ASGI's HTTP trailers extension), not its last body
         # the span's end (ns since the epoch) when the response was sent before the app returned: the span is ended
         # then, but only once the app returns, so that an exception it raises after its response is still on it
         span_end: int | None = None
@@ -271,12 +272,13 @@ class AiwatchMiddleware:
                 call_hook("hook", self.on_request_end, self.metrics, scope, tl, status)
 
         async def send_wrapper(message: Message) -> None:
-            nonlocal status, send_failed, code, sent, chunks, response_headers
+            nonlocal status, send_failed, code, sent, chunks, response_headers, trailers
             kind = message["type"]
             last = False  # the message that ends the response: the request is recorded once it is sent
             if kind == "http.response.start":
                 code = message.get("status", 500)
                 response_headers = message.get("headers")
+                trailers = message.get("trailers", False) is True
                 try:
                     status = _STATUS.get(code) or str(code)
                 except Exception as exc:  # a status that is unhashable or has no text: no server sends it
@@ -300,7 +302,7 @@ class AiwatchMiddleware:
                 if capture_response and tl.span is not None and (tl.owns_span or not owner_captures_headers(
                         tl.span)):  # the headers as sent
                     put_captured_headers(tl.span, self.header_capture.asgi_response_attributes,
-                                             message.get("headers"), self.metrics)
+                                         message.get("headers"), self.metrics)
             elif kind == "http.response.body":
                 body = message.get("body")
                 if sizes and body:
@@ -314,7 +316,9 @@ class AiwatchMiddleware:
                 elif not finished:
                     if chunks is not None and body:
                         chunks.chunk(_clock())
-                    last = True
+                    last = not trailers
+            elif kind == "http.response.trailers":  # with trailers, the last trailers message ends the response
+                last = not finished and not message.get("more_trailers", False)
             elif kind == "http.response.pathsend" and not finished:
                 # the zero-copy extension (Starlette's FileResponse, when the server offers it): the file is the
                 # whole body, and this message ends the response like a last body message

@@ -13,6 +13,8 @@ class Response:
     status: int = 0
     headers: dict[str, str] = field(default_factory=dict)
     chunks: list[bytes] = field(default_factory=list)
+    #: the headers of each http.response.trailers message (ASGI's HTTP trailers extension)
+    trailers: list[dict[str, str]] = field(default_factory=list)
 
     @property
     def body(self) -> bytes:
@@ -48,6 +50,8 @@ async def call(app: Any, path: str, method: str = "GET", headers: Sequence[tuple
             response.headers = {k.decode().lower(): v.decode() for k, v in message.get("headers", [])}
         elif message["type"] == "http.response.body":
             response.chunks.append(message.get("body", b""))
+        elif message["type"] == "http.response.trailers":
+            response.trailers.append({k.decode().lower(): v.decode() for k, v in message.get("headers", [])})
         elif message["type"] == "http.response.pathsend":
             with open(message["path"], "rb") as file:
                 response.chunks.append(file.read())
