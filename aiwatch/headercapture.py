@@ -10,8 +10,9 @@ lowercased with its dashes kept, as the stable HTTP conventions name it (opentel
 dashes into underscores, the conventions' old form). Its value is a list of strings: one per header line where the
 server or client keeps them apart (ASGI, httpx), else the one comma-joined value it gives (WSGI, requests).
 
-Nothing is captured unless configured, since headers can hold credentials, and only on spans aiwatch owns: a span
-another instrumentation started (OpenTelemetry's middleware in front of aiwatch) is that instrumentation's to fill.
+Nothing is captured unless configured, since headers can hold credentials. A span OpenTelemetry's instrumentation
+started (its middleware in front of aiwatch) is that instrumentation's to fill; the integrations put the headers on
+the spans aiwatch starts and on those of another owner (FastAPI's built-in telemetry captures none).
 
     >>> capture = HeaderCapture.server({
     ...     "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST": "content-type, x-.*",
@@ -49,6 +50,8 @@ _UNPREFIXED = {"CONTENT_TYPE": "content-type", "CONTENT_LENGTH": "content-length
 #: Header names whose decision (captured or not, redacted or not) a capture remembers per direction; past it the
 #: decisions are forgotten and made again (names come from traffic: a client sending new names costs only time).
 MAX_DECIDED_NAMES = 512
+#: Names longer than this are decided each time, never remembered (what the memo holds stays under 64 KiB).
+MAX_DECIDED_NAME_LENGTH = 128
 _UNDECIDED: Any = object()
 
 
@@ -91,9 +94,10 @@ class _Decisions:
         if self._pattern.fullmatch(lowered) is not None:
             decision = (self._prefix + lowered,
                         self._sanitize is not None and self._sanitize.search(lowered) is not None)
-        if len(self._decided) >= MAX_DECIDED_NAMES:
-            self._decided.clear()
-        self._decided[name] = decision
+        if len(name) <= MAX_DECIDED_NAME_LENGTH:
+            if len(self._decided) >= MAX_DECIDED_NAMES:
+                self._decided.clear()
+            self._decided[name] = decision
         return decision
 
     def capture(self, headers: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
@@ -103,8 +107,8 @@ class _Decisions:
             decision = decided.get(name, _UNDECIDED)
             if decision is _UNDECIDED:
                 decision = self.decide(name, name)
-            if decision is not None:
-                _add(captured, decision, value)
+            if decision is not None:  # requests takes bytes values too
+                _add(captured, decision, value if value.__class__ is str else _text(value))
         return captured
 
     def capture_raw(self, headers: Iterable[tuple[bytes, bytes]]) -> dict[str, list[str]]:
@@ -119,6 +123,10 @@ class _Decisions:
             if decision is not None:
                 _add(captured, decision, value.decode("latin-1"))
         return captured
+
+
+def _text(value: Any) -> str:
+    return value.decode("latin-1") if isinstance(value, bytes | bytearray) else str(value)
 
 
 def _add(captured: dict[str, list[str]], decision: tuple[str, bool], value: str) -> None:

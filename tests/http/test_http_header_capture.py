@@ -33,7 +33,14 @@ from starlette.routing import Route
 import aiwatch
 import aiwatch.client
 from aiwatch import headercapture
-from aiwatch.headercapture import MAX_DECIDED_NAMES, REDACTED, HeaderCapture, environ_headers, header_patterns
+from aiwatch.headercapture import (
+    MAX_DECIDED_NAME_LENGTH,
+    MAX_DECIDED_NAMES,
+    REDACTED,
+    HeaderCapture,
+    environ_headers,
+    header_patterns,
+)
 from aiwatch.middleware.asgi import AiwatchMiddleware
 from aiwatch.middleware.wsgi import AiwatchWSGIMiddleware
 from tests.http.asgi_driver import call
@@ -306,9 +313,10 @@ def test_requests_client_span_captures_request_and_response_headers(
         exporter: InMemorySpanExporter) -> None:
     _client_env(monkeypatch)
     session = aiwatch.client.instrument_requests(requests.Session(), registry=registry, tracer_provider=provider)
-    assert session.get(f"{shard_peer}/x", headers={"X-Tenant": "acme"}).status_code == 200
+    assert session.get(f"{shard_peer}/x", headers={"X-Tenant": "acme", "X-Bytes": b"raw"}).status_code == 200
     attributes = header_attributes(only_client(exporter))
     assert attributes["http.request.header.x-tenant"] == ("acme",)
+    assert attributes["http.request.header.x-bytes"] == ("raw",)  # requests takes bytes values: text on the span
     assert "http.request.header.traceparent" not in attributes
     assert attributes["http.response.header.x-shard"] == ("1, 2",)  # urllib3 joins them
     assert attributes["http.response.header.set-cookie"] == (REDACTED,)
@@ -423,3 +431,16 @@ def test_a_flood_of_header_names_keeps_the_decisions_bounded_and_right() -> None
         assert capture.request_attributes([(f"X-Flood-{i}", "v"), ("X-Keep-Me", "a")]) == {
             "http.request.header.x-keep-me": ["a"]}
         assert len(decisions._decided) <= MAX_DECIDED_NAMES
+
+
+def test_long_header_names_are_captured_but_never_remembered() -> None:
+    """A client's 8 KiB header names: each is still decided right, and none is kept (the memo stays small)."""
+    capture = HeaderCapture.server({SERVER_REQUEST: "x-.*"})
+    decisions = capture._request
+    assert decisions is not None
+    for i in range(3):
+        name = f"x-{i}-" + "a" * 8192
+        assert capture.asgi_request_attributes([(name.encode(), b"v")]) == {"http.request.header." + name: ["v"]}
+    assert capture.asgi_request_attributes([(b"x-short", b"v")]) == {"http.request.header.x-short": ["v"]}
+    assert all(len(name) <= MAX_DECIDED_NAME_LENGTH for name in decisions._decided)
+    assert list(decisions._decided) == [b"x-short"]
