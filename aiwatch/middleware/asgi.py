@@ -409,7 +409,7 @@ class AiwatchMiddleware:
                 if self.header_capture.request is not None and tl.span is not None \
                         and not owner_captures_headers(current):
                     put_captured_headers(current, self.header_capture.asgi_request_attributes,
-                                             scope.get("headers"), self.metrics)
+                                         scope.get("headers"), self.metrics)
                 return tl, None
             # one pass over the headers: the first Host, and the trace context's headers (those the global
             # propagator reads; a tuple: membership by ``==``, as a header name need not be hashable)

@@ -181,7 +181,7 @@ class AiwatchWSGIMiddleware:
             if self.header_capture.response is not None and tl.span is not None and (
                     tl.owns_span or not owner_captures_headers(tl.span)):
                 put_captured_headers(tl.span, self.header_capture.response_attributes, headers,
-                                         self.metrics)  # as sent
+                                     self.metrics)  # as sent
             write = start_response(status, headers, exc_info)
             if request.sent is None or not callable(write):
                 return write
@@ -218,7 +218,7 @@ class AiwatchWSGIMiddleware:
                 if self.header_capture.request is not None and tl.span is not None \
                         and not owner_captures_headers(current):
                     put_captured_headers(current, self.header_capture.request_attributes,
-                                             environ_headers(environ), self.metrics)
+                                         environ_headers(environ), self.metrics)
                 return tl, None
             parent = self._parent_context(environ)
             protocol = str(environ.get("SERVER_PROTOCOL", ""))
