@@ -17,6 +17,7 @@ pytestmark = pytest.mark.slow
 QUICK = {
     ("signals_bench.py", "--quick"): "scrape (generate_latest) of aiwatch's metrics",
     ("grpc_bench.py", "--quick"): "CPU: aiwatch (metrics only) / one-histogram added",
+    ("header_capture_bench.py", "--quick"): "capture - no-capture, median of the rounds' differences",
     ("ai_signals_bench.py", "--quick"): "aiwatch (default) added over bare",
     ("alerts_rule_eval.py", "--quick"): "all aiwatch groups",
     ("console_bench.py", "--quick", "--renders", "1"): "all four views from Prometheus",
