@@ -80,3 +80,30 @@ async def test_a_client_gone_before_the_trailers_is_499(registry: CollectorRegis
         await app(scope, receive, send)
     assert duration(registry, "499")[0] == 1
     assert duration(registry, "200")[0] is None
+
+
+async def test_an_early_hint_passes_through_untouched(registry: CollectorRegistry) -> None:
+    """ASGI's early-hints extension (uvicorn's HTTP/2 offers it): a 103 sent before the response goes to the server
+    as the app sent it, and the request is recorded once, with the final status."""
+    seen: list[dict[str, Any]] = []
+    hint = {"type": "http.response.early_hint", "links": ["</style.css>; rel=preload; as=style"]}
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send(hint)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        seen.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "2", "method": "GET", "scheme": "http",
+             "path": "/", "raw_path": b"/", "query_string": b"", "root_path": "", "headers": [],
+             "client": ("127.0.0.1", 1234), "server": ("127.0.0.1", 80),
+             "extensions": {"http.response.early_hint": {}}}
+    await AiwatchMiddleware(app, registry=registry, service="svc")(scope, receive, send)
+    assert seen[0] is hint
+    assert [m["type"] for m in seen] == ["http.response.early_hint", "http.response.start", "http.response.body"]
+    assert duration(registry)[0] == 1
