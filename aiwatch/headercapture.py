@@ -30,6 +30,11 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from opentelemetry.semconv.attributes.http_attributes import (
+    HTTP_REQUEST_HEADER_TEMPLATE,
+    HTTP_RESPONSE_HEADER_TEMPLATE,
+)
+
 from aiwatch.env import (
     CAPTURE_CLIENT_REQUEST_HEADERS,
     CAPTURE_CLIENT_RESPONSE_HEADERS,
@@ -43,8 +48,8 @@ __all__ = ["REDACTED", "HeaderCapture", "environ_headers"]
 
 #: The value a sanitized header is captured with (opentelemetry-util-http's).
 REDACTED = "[REDACTED]"
-REQUEST_PREFIX = "http.request.header."
-RESPONSE_PREFIX = "http.response.header."
+REQUEST_PREFIX = HTTP_REQUEST_HEADER_TEMPLATE + "."
+RESPONSE_PREFIX = HTTP_RESPONSE_HEADER_TEMPLATE + "."
 #: The environ keys of a WSGI request's headers that have no ``HTTP_`` prefix (PEP 3333).
 _UNPREFIXED = {"CONTENT_TYPE": "content-type", "CONTENT_LENGTH": "content-length"}
 #: Header names whose decision (captured or not, redacted or not) a capture remembers per direction; past it the

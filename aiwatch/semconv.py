@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from opentelemetry.semconv._incubating.attributes import rpc_attributes as _rpc
+from opentelemetry.semconv._incubating.attributes.http_attributes import HTTP_METHOD as OLD_HTTP_METHOD
 from opentelemetry.semconv.attributes.client_attributes import CLIENT_ADDRESS
 from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
 from opentelemetry.semconv.attributes.http_attributes import (
@@ -54,7 +55,8 @@ RPC_SYSTEM_NAME: str = getattr(_rpc, "RPC_SYSTEM_NAME", "rpc.system.name")
 RPC_METHOD_ORIGINAL: str = getattr(_rpc, "RPC_METHOD_ORIGINAL", "rpc.method_original")
 RPC_RESPONSE_STATUS_CODE: str = getattr(_rpc, "RPC_RESPONSE_STATUS_CODE", "rpc.response.status_code")
 # the peer on gRPC server spans in the default set, as opentelemetry-instrumentation-grpc names it (the conventions'
-# deprecated names; its port is an int here, as the conventions type it)
+# deprecated names; its port is an int here, as the conventions type it); spelled here because 0.46b0, the floor, has
+# no net_attributes module (tests/test_semconv.py checks them against the installed package)
 NET_PEER_IP = "net.peer.ip"
 NET_PEER_PORT = "net.peer.port"
 
@@ -81,7 +83,6 @@ REDACTED_QUERY_PARAMS = ("X-Amz-Signature", "X-Amz-Credential", "X-Amz-Security-
 #: finds a query that may hold one (one scan, not one per key: this runs for every traced request with a query)
 _MAY_BE_REDACTED = re.compile("|".join(re.escape(f"{p}=") for p in REDACTED_QUERY_PARAMS))
 _ERROR = Status(StatusCode.ERROR)
-_OLD_HTTP_METHOD = "http.method"  # the method attribute OpenTelemetry's Python instrumentations still set by default
 
 
 # --- HTTP ----------------------------------------------------------------------------------------------------
@@ -235,7 +236,7 @@ def _owners_method(span: Any, method: str) -> str:
     aiwatch's, when it carries neither."""
     attributes = getattr(span, "attributes", None)
     if attributes:
-        owners = attributes.get(HTTP_REQUEST_METHOD) or attributes.get(_OLD_HTTP_METHOD)
+        owners = attributes.get(HTTP_REQUEST_METHOD) or attributes.get(OLD_HTTP_METHOD)
         if isinstance(owners, str) and owners:
             return owners
     return method
