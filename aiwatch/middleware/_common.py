@@ -13,8 +13,8 @@ from aiwatch.timing import RequestRecorder, RequestTimeline
 from aiwatch.tracing import activate_counted
 
 __all__ = ["CLIENT_CLOSED_STATUS", "HEADER_COMPONENT", "OTHER_METHOD", "UNMATCHED_ROUTE", "begin_on_new_span",
-           "capture_request_headers", "count_header_cut", "is_fastapi", "owner_captures_headers",
-           "put_captured_headers"]
+           "capture_request_headers", "count_header_cut", "is_fastapi", "put_captured_headers",
+           "takes_captured_headers"]
 
 H = TypeVar("H")
 
@@ -66,7 +66,7 @@ def capture_request_headers(capture: Callable[[H], dict[str, list[str]]], header
 
 
 def put_captured_headers(span: Any, capture: Callable[[H], dict[str, list[str]]], headers: H,
-                             metrics: Metrics | None) -> None:
+                         metrics: Metrics | None) -> None:
     """Put the header attributes ``capture`` (a :class:`~aiwatch.headercapture.HeaderCapture`'s method) takes from
     ``headers`` on ``span``, which has started; a failure is counted under ``tracing``, never raised."""
     try:
@@ -77,10 +77,14 @@ def put_captured_headers(span: Any, capture: Callable[[H], dict[str, list[str]]]
         record_error("tracing", exc, metrics)
 
 
-def owner_captures_headers(span: Any) -> bool:
-    """Whether the instrumentation that started ``span`` (a SERVER span aiwatch borrows) captures the configured
-    headers itself: OpenTelemetry's instrumentations read the same variables; another owner (FastAPI's built-in
-    telemetry, instrumentation scope ``fastapi``) does not, so aiwatch adds them to its span."""
-    scope = getattr(span, "instrumentation_scope", None)
-    name = getattr(scope, "name", None)
-    return isinstance(name, str) and name.startswith("opentelemetry.instrumentation.")
+def takes_captured_headers(tl: RequestTimeline) -> bool:
+    """Whether aiwatch puts the configured headers on the request's span: one it started, or one another owner
+    started that captures none itself. OpenTelemetry's instrumentations (scope ``opentelemetry.instrumentation.*``)
+    read the same variables; FastAPI's built-in telemetry (scope ``fastapi``) does not."""
+    span = tl.span
+    if span is None:
+        return False
+    if tl.owns_span:
+        return True
+    name = getattr(getattr(span, "instrumentation_scope", None), "name", None)
+    return not (isinstance(name, str) and name.startswith("opentelemetry.instrumentation."))

@@ -45,8 +45,8 @@ from aiwatch.middleware._common import (
     capture_request_headers,
     count_header_cut,
     is_fastapi,
-    owner_captures_headers,
     put_captured_headers,
+    takes_captured_headers,
 )
 from aiwatch.recording import resolve_recorder
 from aiwatch.safety import call_hook, logger, record_error, resolve_route, sync_hook
@@ -299,8 +299,7 @@ class AiwatchMiddleware:
                             count_header_cut(cut, self.metrics)
                     except Exception as exc:
                         record_error("server_timing", exc, self.metrics)
-                if capture_response and tl.span is not None and (tl.owns_span or not owner_captures_headers(
-                        tl.span)):  # the headers as sent
+                if capture_response and takes_captured_headers(tl):  # the headers as sent
                     put_captured_headers(tl.span, self.header_capture.asgi_response_attributes,
                                          message.get("headers"), self.metrics)
             elif kind == "http.response.body":
@@ -406,9 +405,8 @@ class AiwatchMiddleware:
             current = span_in_progress(SpanKind.SERVER)
             if current is not None:
                 tl = recorder.begin_in_span(current)
-                if self.header_capture.request is not None and tl.span is not None \
-                        and not owner_captures_headers(current):
-                    put_captured_headers(current, self.header_capture.asgi_request_attributes,
+                if self.header_capture.request is not None and takes_captured_headers(tl):
+                    put_captured_headers(tl.span, self.header_capture.asgi_request_attributes,
                                          scope.get("headers"), self.metrics)
                 return tl, None
             # one pass over the headers: the first Host, and the trace context's headers (those the global

@@ -45,8 +45,8 @@ from aiwatch.middleware._common import (
     begin_on_new_span,
     capture_request_headers,
     count_header_cut,
-    owner_captures_headers,
     put_captured_headers,
+    takes_captured_headers,
 )
 from aiwatch.recording import resolve_recorder
 from aiwatch.safety import call_hook, record_error, resolve_route, sync_hook
@@ -178,8 +178,7 @@ class AiwatchWSGIMiddleware:
                         count_header_cut(cut, self.metrics)
                 except Exception as exc:
                     record_error("server_timing", exc, self.metrics)
-            if self.header_capture.response is not None and tl.span is not None and (
-                    tl.owns_span or not owner_captures_headers(tl.span)):
+            if self.header_capture.response is not None and takes_captured_headers(tl):
                 put_captured_headers(tl.span, self.header_capture.response_attributes, headers,
                                      self.metrics)  # as sent
             write = start_response(status, headers, exc_info)
@@ -215,9 +214,8 @@ class AiwatchWSGIMiddleware:
             current = span_in_progress(SpanKind.SERVER)
             if current is not None:
                 tl = recorder.begin_in_span(current)
-                if self.header_capture.request is not None and tl.span is not None \
-                        and not owner_captures_headers(current):
-                    put_captured_headers(current, self.header_capture.request_attributes,
+                if self.header_capture.request is not None and takes_captured_headers(tl):
+                    put_captured_headers(tl.span, self.header_capture.request_attributes,
                                          environ_headers(environ), self.metrics)
                 return tl, None
             parent = self._parent_context(environ)
