@@ -185,6 +185,14 @@ class HeaderCapture:
         """The ``http.response.header.*`` attributes of ``headers``; ``{}`` when none is captured."""
         return self._response.capture(headers) if self._response is not None else {}
 
+    def client_request_attributes(self, headers: Any) -> dict[str, list[str]]:
+        """:meth:`request_attributes` of an HTTP client's header mapping (:func:`client_header_pairs`)."""
+        return self._request.capture(client_header_pairs(headers)) if self._request is not None else {}
+
+    def client_response_attributes(self, headers: Any) -> dict[str, list[str]]:
+        """:meth:`response_attributes` of an HTTP client's header mapping (:func:`client_header_pairs`)."""
+        return self._response.capture(client_header_pairs(headers)) if self._response is not None else {}
+
     def asgi_request_attributes(self, headers: Iterable[tuple[bytes, bytes]] | None) -> dict[str, list[str]]:
         """:meth:`request_attributes` of an ASGI scope's headers (bytes)."""
         return self._request.capture_raw(headers or ()) if self._request is not None else {}
@@ -192,6 +200,13 @@ class HeaderCapture:
     def asgi_response_attributes(self, headers: Iterable[tuple[bytes, bytes]] | None) -> dict[str, list[str]]:
         """:meth:`response_attributes` of an ``http.response.start`` message's headers (bytes)."""
         return self._response.capture_raw(headers or ()) if self._response is not None else {}
+
+
+def client_header_pairs(headers: Any) -> Any:
+    """An HTTP client's headers as (name, value) pairs: httpx's ``multi_items()`` (a repeated header's lines
+    apart), else ``items()`` (requests joins them)."""
+    multi_items = getattr(headers, "multi_items", None)
+    return multi_items() if multi_items is not None else headers.items()
 
 
 def environ_headers(environ: Mapping[str, Any]) -> Iterator[tuple[str, str]]:

@@ -24,7 +24,7 @@ from aiwatch.contentlength import content_length
 from aiwatch.env import service_name
 from aiwatch.headercapture import HeaderCapture
 from aiwatch.metrics import Metrics, get_metrics
-from aiwatch.middleware._common import CLIENT_CLOSED_STATUS
+from aiwatch.middleware._common import CLIENT_CLOSED_STATUS, capture_request_headers, put_captured_headers
 from aiwatch.safety import record_error, resolve_route, sync_hook
 from aiwatch.semconv import end_http_client_span, http_client_attributes, known_http_methods
 from aiwatch.servertiming import OVERHEAD, ServerTiming, parse
@@ -187,31 +187,19 @@ class ClientRecorder:
                 name, attributes = http_client_attributes(call.method, url, scheme, host, port, route,
                                                           self.known_methods)
                 if self.header_capture.request is not None:  # the application's, before the trace context
-                    attributes.update(self._request_headers(headers))
+                    attributes.update(capture_request_headers(self.header_capture.client_request_attributes,
+                                                              headers, self.metrics))
                 call.span = tracer.start_span(name, context=context, kind=SpanKind.CLIENT, attributes=attributes)
                 context = trace.set_span_in_context(call.span, context)
             inject(headers, context=context)
         except Exception as exc:
             record_error("tracing", exc, self.metrics)
 
-    def _request_headers(self, headers: Any) -> dict[str, list[str]]:
-        try:
-            return self.header_capture.request_attributes(_header_pairs(headers))
-        except Exception as exc:
-            record_error("tracing", exc, self.metrics)
-            return {}
-
     def capture_response(self, call: _Call, headers: Any) -> None:
         """Put the response headers configured for capture on ``call``'s span, if it has one (a mapping of
         headers: httpx's keep repeated ones apart). Never raises."""
-        if call.span is None or self.header_capture.response is None:
-            return
-        try:
-            attributes = self.header_capture.response_attributes(_header_pairs(headers))
-            if attributes:
-                call.span.set_attributes(attributes)
-        except Exception as exc:
-            record_error("tracing", exc, self.metrics)
+        if call.span is not None and self.header_capture.response is not None:
+            put_captured_headers(call.span, self.header_capture.client_response_attributes, headers, self.metrics)
 
     def enter(self, call: _Call) -> object | None:
         """Make ``call``'s span current while the wrapped client sends it, with OpenTelemetry's HTTP client
@@ -360,13 +348,6 @@ class ClientRecorder:
             record_error("client", ValueError(f"bytes {direction} must be an integer from 0 to 2**53, got "
                                               f"{shown(moved)}"), self.metrics)
         return number
-
-
-def _header_pairs(headers: Any) -> Any:
-    """A client's headers as (name, value) pairs: httpx's ``multi_items()`` (a repeated header's lines apart),
-    else ``items()`` (requests joins them)."""
-    multi_items = getattr(headers, "multi_items", None)
-    return multi_items() if multi_items is not None else headers.items()
 
 
 def headers_arrived(headers: Any) -> float | None:

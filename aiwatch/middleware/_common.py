@@ -56,7 +56,7 @@ def begin_on_new_span(recorder: RequestRecorder, tracer: Any, method: str, paren
 def capture_request_headers(capture: Callable[[H], dict[str, list[str]]], headers: H,
                             metrics: Metrics | None) -> dict[str, list[str]]:
     """The ``http.request.header.*`` attributes ``capture`` (a :class:`~aiwatch.headercapture.HeaderCapture`'s
-    method) takes from ``headers``, for a SERVER span about to start; ``{}`` when reading them fails (counted under
+    method) takes from ``headers``, for a span about to start; ``{}`` when reading them fails (counted under
     ``tracing``: the span is still made)."""
     try:
         return capture(headers)

@@ -444,3 +444,20 @@ def test_long_header_names_are_captured_but_never_remembered() -> None:
     assert capture.asgi_request_attributes([(b"x-short", b"v")]) == {"http.request.header.x-short": ["v"]}
     assert all(len(name) <= MAX_DECIDED_NAME_LENGTH for name in decisions._decided)
     assert list(decisions._decided) == [b"x-short"]
+
+
+def test_a_client_capture_failure_is_counted_and_the_call_returns(
+        monkeypatch: pytest.MonkeyPatch, shard_peer: str, registry: CollectorRegistry, provider: TracerProvider,
+        exporter: InMemorySpanExporter) -> None:
+    _client_env(monkeypatch)
+
+    def broken(self: HeaderCapture, headers: Any) -> dict[str, list[str]]:
+        raise RuntimeError("injected")
+
+    monkeypatch.setattr(HeaderCapture, "client_request_attributes", broken)
+    monkeypatch.setattr(HeaderCapture, "client_response_attributes", broken)
+    session = aiwatch.client.instrument_requests(requests.Session(), registry=registry, tracer_provider=provider)
+    response = session.get(f"{shard_peer}/x", headers={"X-Tenant": "acme"})
+    assert (response.status_code, response.content) == (200, b"ok")
+    assert header_attributes(only_client(exporter)) == {}  # the span is still made, without the headers
+    assert registry.get_sample_value("aiwatch_instrumentation_errors_total", {"component": "tracing"}) == 2
