@@ -157,6 +157,11 @@ OTEL_STARLETTE_EXCLUDED_URLS = EnvVar("OTEL_PYTHON_STARLETTE_EXCLUDED_URLS", "",
 OTEL_FLASK_EXCLUDED_URLS = EnvVar("OTEL_PYTHON_FLASK_EXCLUDED_URLS", "",
                                   "`OTEL_PYTHON_EXCLUDED_URLS` for Flask apps given to `aiwatch.instrument` "
                                   "(when set, instead of it).", owner="OpenTelemetry")
+# --- RPCs neither timed nor traced -------------------------------------------------------------------------
+GRPC_EXCLUDED_SERVICES = EnvVar("OTEL_PYTHON_GRPC_EXCLUDED_SERVICES", "",
+                                "Comma-separated full gRPC service names (`grpc.health.v1.Health`): RPCs to them "
+                                "are neither timed nor traced by aiwatch's gRPC server and client interceptors "
+                                "(the `excluded_services=` argument replaces this list).", owner="OpenTelemetry")
 MULTIPROC_DIR = EnvVar("PROMETHEUS_MULTIPROC_DIR", "",
                        "prometheus_client's multiprocess mode (gunicorn with several workers): when set (before "
                        "prometheus_client is imported), every worker writes its samples there, `/metrics` serves the "
@@ -251,8 +256,8 @@ VARIABLES: tuple[EnvVar, ...] = (
     OTEL_SDK_DISABLED, HTTP_KNOWN_METHODS, CAPTURE_SERVER_REQUEST_HEADERS, CAPTURE_SERVER_RESPONSE_HEADERS,
     CAPTURE_CLIENT_REQUEST_HEADERS, CAPTURE_CLIENT_RESPONSE_HEADERS, CAPTURE_HEADERS_SANITIZE_FIELDS,
     SEMCONV_STABILITY_OPT_IN, EXCLUDED_URLS, OTEL_EXCLUDED_URLS, OTEL_ASGI_EXCLUDED_URLS, OTEL_WSGI_EXCLUDED_URLS,
-    OTEL_FASTAPI_EXCLUDED_URLS, OTEL_STARLETTE_EXCLUDED_URLS, OTEL_FLASK_EXCLUDED_URLS, MULTIPROC_DIR,
-    LEGACY_MULTIPROC_DIR, MULTIPROCESS_DROP_DEAD,
+    OTEL_FASTAPI_EXCLUDED_URLS, OTEL_STARLETTE_EXCLUDED_URLS, OTEL_FLASK_EXCLUDED_URLS, GRPC_EXCLUDED_SERVICES,
+    MULTIPROC_DIR, LEGACY_MULTIPROC_DIR, MULTIPROCESS_DROP_DEAD,
     GPU_POLL_INTERVAL, EVENT_LOOP_INTERVAL,
     CONSOLE_PROMETHEUS, CONSOLE_SCRAPE, CONSOLE_INTERVAL, CONSOLE_HISTORY, CONSOLE_REFRESH, CONSOLE_WINDOW,
     CONSOLE_SPAN, CONSOLE_TIMEOUT, CONSOLE_AGGREGATION_LABELS, CONSOLE_MATCH, CONSOLE_GPU_SOURCE,

@@ -1,4 +1,5 @@
-"""Which HTTP requests aiwatch leaves alone: URLs excluded the way OpenTelemetry's instrumentations exclude them.
+"""Which HTTP requests and gRPC calls aiwatch leaves alone: URLs and services excluded the way OpenTelemetry's
+instrumentations exclude them.
 
 OpenTelemetry's ``OTEL_PYTHON_EXCLUDED_URLS`` (and its per-instrumentation variants) is a comma-separated list of
 regular expressions, each searched (``re.search``) in the request's full URL (``scheme://host[:port]/path``); aiwatch
@@ -12,6 +13,16 @@ has, so an install that pairs it with an older one fails at import.
     >>> rule = ExcludedUrls.parse("healthz, /internal/.*", r"/v\\d{1,3}/ping$")
     >>> rule.excludes("http://svc:8000/healthz"), rule.excludes("http://svc/v12/ping"), rule.excludes("http://svc/x")
     (True, True, False)
+
+gRPC: ``OTEL_PYTHON_GRPC_EXCLUDED_SERVICES`` is a comma-separated list of full service names
+(``grpc.health.v1.Health``); an RPC to one of them is neither timed, nor traced, nor given a ``server-timing``
+trailer, on the server and the client side alike. The usual ones are the health service, which Kubernetes' gRPC
+probes and load balancers call every few seconds (and whose ``Watch`` stream stays open for as long as its caller
+watches), and server reflection. An interceptor's ``excluded_services=`` argument replaces the variable's list.
+
+    >>> services = ExcludedServices.parse("grpc.health.v1.Health, grpc.reflection.v1.ServerReflection")
+    >>> services.excludes("/grpc.health.v1.Health/Check"), services.excludes("/shop.Recommender/Rank")
+    (True, False)
 """
 
 from __future__ import annotations
@@ -20,7 +31,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from aiwatch.env import EXCLUDED_URLS, otel_excluded_urls_variable
+from aiwatch.env import EXCLUDED_URLS, GRPC_EXCLUDED_SERVICES, otel_excluded_urls_variable
 
 
 class ExcludedUrls:
@@ -69,6 +80,59 @@ def exclude_path_set(paths: Iterable[str]) -> frozenset[str]:
             raise TypeError(f"exclude_paths must hold str paths, got {path!r}")
     return found
 
+
+class ExcludedServices:
+    """A set of excluded gRPC service names; :attr:`active` is false when it is empty (then no method is split)."""
+
+    __slots__ = ("active", "services")
+
+    def __init__(self, services: Iterable[str] = (), *, source: str = "excluded_services") -> None:
+        if isinstance(services, (str, bytes)):
+            raise TypeError(f"{source} must be a collection of service names, got the single "
+                            f"{type(services).__name__} {services!r}: write [{services!r}]")
+        found = frozenset(services)
+        for name in found:
+            _check_service(name, source)
+        #: the full service names excluded (``pkg.Service``)
+        self.services = found
+        self.active = bool(found)
+
+    @classmethod
+    def parse(cls, text: str, *, source: str = GRPC_EXCLUDED_SERVICES.name) -> ExcludedServices:
+        """The rule of a comma-separated list, as opentelemetry-instrumentation-grpc reads it (each item stripped;
+        empty items are left out). ``source`` names where it came from in errors."""
+        return cls([item for item in (part.strip() for part in text.split(",")) if item], source=source)
+
+    @classmethod
+    def resolve(cls, services: Iterable[str] | None, env: Mapping[str, str] | None = None) -> ExcludedServices:
+        """The rule an interceptor uses: ``services`` (the ``excluded_services=`` argument) when given, else
+        ``OTEL_PYTHON_GRPC_EXCLUDED_SERVICES``."""
+        if services is None:
+            return cls.parse(GRPC_EXCLUDED_SERVICES.raw(env))
+        return cls(services)
+
+    def excludes(self, method: str) -> bool:
+        """Whether the RPC of full method name ``method`` (``/pkg.Service/Method``) is to a service excluded."""
+        return self.active and service_of(method) in self.services
+
+
+def service_of(method: str) -> str:
+    """The service of a full method name: ``pkg.Service`` for ``/pkg.Service/Method`` (``""`` when it has none).
+
+        >>> service_of("/grpc.health.v1.Health/Check"), service_of("Check")
+        ('grpc.health.v1.Health', '')
+    """
+    return method.rpartition("/")[0].lstrip("/")
+
+
+def _check_service(name: object, source: str) -> None:
+    """A service name an RPC can have: a str without ``/`` (a full method name, or a name written with its leading
+    slash, would never match any RPC, so it is refused rather than excluding nothing)."""
+    if not isinstance(name, str):
+        raise TypeError(f"{source} must hold str service names, got {name!r}")
+    if not name or "/" in name or name != name.strip():
+        raise ValueError(f"{source}: {name!r} is no gRPC service name; write the full service name, "
+                         "such as 'grpc.health.v1.Health' (no slash, no method)")
 
 def _compile(name: str, pattern: str) -> re.Pattern[str]:
     try:

@@ -220,6 +220,14 @@ def _excludes(instrumentation: str) -> Callable[[], bool]:
     return read
 
 
+def _grpc_excludes_health() -> bool:
+    """Whether the gRPC interceptors' default rule leaves the health service alone (read without grpcio, which the
+    lowest-versions run does not install)."""
+    from aiwatch.exclusion import ExcludedServices
+
+    return ExcludedServices.resolve(None).excludes("/grpc.health.v1.Health/Check")
+
+
 def _console_on_prometheus(field: str) -> Callable[[], Any]:
     """A console field that needs a Prometheus URL (the dcgm GPU source)."""
     def read() -> Any:
@@ -305,6 +313,7 @@ READERS: dict[str, tuple[Callable[[], Any], Any, str, Any]] = {
     "OTEL_PYTHON_FASTAPI_EXCLUDED_URLS": (_excludes("FASTAPI"), False, "healthz", True),
     "OTEL_PYTHON_STARLETTE_EXCLUDED_URLS": (_excludes("STARLETTE"), False, "healthz", True),
     "OTEL_PYTHON_FLASK_EXCLUDED_URLS": (_excludes("FLASK"), False, "healthz", True),
+    "OTEL_PYTHON_GRPC_EXCLUDED_SERVICES": (_grpc_excludes_health, False, "a.B, grpc.health.v1.Health", True),
     "AIWATCH_GPU_POLL_INTERVAL": (_gpu_interval, 5.0, "0.5", 0.5),
     "AIWATCH_EVENT_LOOP_INTERVAL": (_loop_interval, 0.1, "0.5", 0.5),
     "AIWATCH_TRAFFIC_CLASSES": (_traffic_classes, "realtime,batch", "Interactive, offline", "interactive,offline"),

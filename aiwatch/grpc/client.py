@@ -36,7 +36,7 @@ import asyncio
 import collections
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, NamedTuple
 
 import grpc
@@ -51,6 +51,7 @@ from opentelemetry.trace import SpanKind
 from prometheus_client import CollectorRegistry
 
 from aiwatch.client import ClientRecorder
+from aiwatch.exclusion import ExcludedServices
 from aiwatch.grpc._common import metadata_value, method_name, status_name, status_value
 from aiwatch.grpc.heldcall import HeldCall, HeldStream
 from aiwatch.grpc.streambytes import (
@@ -103,8 +104,10 @@ class _ClientCore:
     """What the sync and aio client interceptors share: the recorder's labels and metrics, and one call's record."""
 
     def __init__(self, recorder: ClientRecorder, peer: str | None, propagate: bool,
-                 address: str | None = None) -> None:
+                 address: str | None = None, excluded: ExcludedServices | None = None) -> None:
         self.recorder = recorder
+        #: the services whose calls are handed on untouched (not timed, traced or given trace context)
+        self.excluded = excluded if excluded is not None else ExcludedServices.resolve(None)
         self.metrics = recorder.metrics
         self.guard = recorder.guard
         #: a fixed ``peer`` label (else the name the server reports, else ``address``, else UNKNOWN_PEER)
@@ -116,11 +119,12 @@ class _ClientCore:
     @classmethod
     def of(cls, recorder: ClientRecorder | None, peer: str | None, propagate: bool, *, service: str | None,
            registry: CollectorRegistry | None, metrics: Metrics | None, max_label_values: int | None,
-           address: str | None = None, tracer_provider: Any = None) -> _ClientCore:
+           address: str | None = None, tracer_provider: Any = None,
+           excluded_services: Iterable[str] | None = None) -> _ClientCore:
         return cls(resolve_client_recorder(recorder, {"service": service, "registry": registry, "metrics": metrics,
                                                       "max_label_values": max_label_values,
                                                       "tracer_provider": tracer_provider}), peer, propagate,
-                   address)
+                   address, ExcludedServices.resolve(excluded_services))
 
     def start_span(self, method: str) -> Any:
         """The call's CLIENT span, or ``None``: tracing is off, or another instrumentation's CLIENT span is
@@ -294,10 +298,10 @@ class AiwatchClientInterceptor(
     def __init__(self, *, recorder: ClientRecorder | None = None, service: str | None = None,
                  peer: str | None = None, registry: CollectorRegistry | None = None, metrics: Metrics | None = None,
                  max_label_values: int | None = None, propagate: bool = True, address: str | None = None,
-                 tracer_provider: Any = None) -> None:
+                 tracer_provider: Any = None, excluded_services: Iterable[str] | None = None) -> None:
         self._core = _ClientCore.of(recorder, peer, propagate, service=service, registry=registry, metrics=metrics,
                                     max_label_values=max_label_values, address=address,
-                                    tracer_provider=tracer_provider)
+                                    tracer_provider=tracer_provider, excluded_services=excluded_services)
 
     @property
     def recorder(self) -> ClientRecorder:
@@ -306,6 +310,9 @@ class AiwatchClientInterceptor(
 
     def _intercept(self, continuation: Callable[[Any, Any], Any], details: Any, request: Any,
                    unary_response: bool = False, unary_request: bool = False) -> Any:
+        excluded = self._core.excluded
+        if excluded.active and excluded.excludes(method_name(details.method)):
+            return continuation(details, request)
         start = _clock()
         sent = message_size(request) if unary_request else None
         site = call_site()
@@ -389,10 +396,12 @@ class _AioClientBase:
     def __init__(self, *, recorder: ClientRecorder | None = None, service: str | None = None,
                  peer: str | None = None, registry: CollectorRegistry | None = None, metrics: Metrics | None = None,
                  max_label_values: int | None = None, propagate: bool = True, core: _ClientCore | None = None,
-                 address: str | None = None, tracer_provider: Any = None) -> None:
+                 address: str | None = None, tracer_provider: Any = None,
+                 excluded_services: Iterable[str] | None = None) -> None:
         self._core = core if core is not None else _ClientCore.of(
             recorder, peer, propagate, service=service, registry=registry, metrics=metrics,
-            max_label_values=max_label_values, address=address, tracer_provider=tracer_provider)
+            max_label_values=max_label_values, address=address, tracer_provider=tracer_provider,
+            excluded_services=excluded_services)
         self._tasks: set[asyncio.Task[None]] = set()
 
     @property
@@ -402,6 +411,9 @@ class _AioClientBase:
 
     async def _intercept(self, continuation: Callable[[Any, Any], Awaitable[Any]], details: Any,
                          request: Any, unary_request: bool, unary_response: bool) -> Any:
+        excluded = self._core.excluded
+        if excluded.active and excluded.excludes(method_name(details.method)):
+            return await continuation(details, request)
         start = _clock()
         site = call_site()
         core = self._core
@@ -523,7 +535,8 @@ def grpc_client_interceptor(*, recorder: ClientRecorder | None = None, service: 
                             peer: str | None = None, registry: CollectorRegistry | None = None,
                             metrics: Metrics | None = None, max_label_values: int | None = None,
                             propagate: bool = True, tracer_provider: Any = None,
-                            address: str | None = None) -> AiwatchClientInterceptor:
+                            address: str | None = None,
+                            excluded_services: Iterable[str] | None = None) -> AiwatchClientInterceptor:
     """An interceptor for sync channels: ``grpc.intercept_channel(channel, grpc_client_interceptor(...))``.
 
     - ``recorder`` or the recorder options ``service`` (the calling service), ``registry`` / ``metrics`` and
@@ -537,21 +550,26 @@ def grpc_client_interceptor(*, recorder: ClientRecorder | None = None, service: 
     - ``propagate``: inject the current trace context into the call's metadata with the global propagator (default on).
     - ``tracer_provider``: the provider of the calls' CLIENT spans (default: the global one, if an SDK provider is
       installed); ``address`` also gives them ``server.address`` / ``server.port`` in the stable RPC set.
+    - ``excluded_services``: full service names whose calls are handed on untouched: not timed, not traced, no
+      trace context added (default: ``OTEL_PYTHON_GRPC_EXCLUDED_SERVICES``; :mod:`aiwatch.exclusion`).
     """
     return AiwatchClientInterceptor(recorder=recorder, service=service, peer=peer, registry=registry,
                                     metrics=metrics, max_label_values=max_label_values, propagate=propagate,
-                                    tracer_provider=tracer_provider, address=address)
+                                    tracer_provider=tracer_provider, address=address,
+                                    excluded_services=excluded_services)
 
 
 def grpc_aio_client_interceptors(*, recorder: ClientRecorder | None = None, service: str | None = None,
                                  peer: str | None = None, registry: CollectorRegistry | None = None,
                                  metrics: Metrics | None = None, max_label_values: int | None = None,
                                  propagate: bool = True, address: str | None = None,
-                                 tracer_provider: Any = None) -> list[Any]:
+                                 tracer_provider: Any = None,
+                                 excluded_services: Iterable[str] | None = None) -> list[Any]:
     """The four interceptors for ``grpc.aio.insecure_channel(target, interceptors=...)`` (grpc.aio files each
     interceptor under one call kind only, so there is one per kind); arguments as :func:`grpc_client_interceptor`.
     """
     core = _ClientCore.of(recorder, peer, propagate, service=service, registry=registry, metrics=metrics,
-                          max_label_values=max_label_values, address=address, tracer_provider=tracer_provider)
+                          max_label_values=max_label_values, address=address, tracer_provider=tracer_provider,
+                          excluded_services=excluded_services)
     return [cls(core=core) for cls in (AioUnaryUnaryClientInterceptor, AioUnaryStreamClientInterceptor,
                                        AioStreamUnaryClientInterceptor, AioStreamStreamClientInterceptor)]

@@ -21,6 +21,7 @@ from typing import Any
 import grpc
 import grpc.aio
 
+from aiwatch.exclusion import ExcludedServices
 from aiwatch.grpc.client import AiwatchClientInterceptor, grpc_aio_client_interceptors
 from aiwatch.grpc.server import AiwatchAioServerInterceptor, AiwatchServerInterceptor
 from aiwatch.instrumentor import PatchingInstrumentor
@@ -55,7 +56,8 @@ def _split(options: dict[str, Any], names: tuple[str, ...], allowed: tuple[str, 
 class AiwatchGrpcInstrumentorServer(PatchingInstrumentor):
     """Adds aiwatch's server interceptor to every ``grpc.server(...)`` and ``grpc.aio.server(...)`` created while
     instrumented. Options (keyword-only, to the constructor or ``instrument()``) as
-    :func:`aiwatch.grpc.grpc_server_interceptor`: ``recorder`` or the recorder options, and ``server_timing``; one
+    :func:`aiwatch.grpc.grpc_server_interceptor`: ``recorder`` or the recorder options, ``server_timing`` and
+    ``excluded_services`` (default: ``OTEL_PYTHON_GRPC_EXCLUDED_SERVICES``, read by ``instrument()``); one
     interceptor per kind is shared by all servers (it keeps no per-request state), and both record through one
     recorder."""
 
@@ -66,12 +68,15 @@ class AiwatchGrpcInstrumentorServer(PatchingInstrumentor):
         return ("grpcio >= 1.60",)
 
     def _configure(self, options: dict[str, Any]) -> None:
-        recorder_options = _split(options, _SERVER_OPTIONS, ("recorder", "server_timing"))
+        recorder_options = _split(options, _SERVER_OPTIONS, ("recorder", "server_timing", "excluded_services"))
         recorder = resolve_recorder(options.get("recorder"), recorder_options)
         server_timing = bool(options.get("server_timing", True))
+        excluded = ExcludedServices.resolve(options.get("excluded_services")).services
         #: the interceptors the patched factories add
-        self.interceptor = AiwatchServerInterceptor(recorder=recorder, server_timing=server_timing)
-        self.aio_interceptor = AiwatchAioServerInterceptor(recorder=recorder, server_timing=server_timing)
+        self.interceptor = AiwatchServerInterceptor(recorder=recorder, server_timing=server_timing,
+                                                    excluded_services=excluded)
+        self.aio_interceptor = AiwatchAioServerInterceptor(recorder=recorder, server_timing=server_timing,
+                                                           excluded_services=excluded)
 
     def _targets(self) -> list[tuple[Any, str, Maker]]:
         sync, aio = self.interceptor, self.aio_interceptor
@@ -95,8 +100,8 @@ class AiwatchGrpcInstrumentorClient(PatchingInstrumentor):
     ``grpc.secure_channel``, ``grpc.aio.insecure_channel`` and ``grpc.aio.secure_channel`` while instrumented, with
     the service name the server reports (else the channel's target) as the ``peer`` label and the target as the
     spans' ``server.address``. Options as :func:`aiwatch.grpc.grpc_client_interceptor` (``recorder`` or the recorder
-    options, ``propagate``); every channel records through one recorder, so peers and routes are bounded across
-    them."""
+    options, ``propagate``, ``excluded_services``); every channel records through one recorder, so peers and routes
+    are bounded across them."""
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
@@ -105,10 +110,11 @@ class AiwatchGrpcInstrumentorClient(PatchingInstrumentor):
         return ("grpcio >= 1.60",)
 
     def _configure(self, options: dict[str, Any]) -> None:
-        recorder_options = _split(options, _CLIENT_OPTIONS, ("recorder", "propagate"))
+        recorder_options = _split(options, _CLIENT_OPTIONS, ("recorder", "propagate", "excluded_services"))
         #: the recorder every channel's interceptors record through
         self.recorder = resolve_client_recorder(options.get("recorder"), recorder_options)
         self._propagate = bool(options.get("propagate", True))
+        self._excluded = ExcludedServices.resolve(options.get("excluded_services")).services
 
     def _targets(self) -> list[tuple[Any, str, Maker]]:
         return [(grpc, "insecure_channel", self._sync_factory),
@@ -117,25 +123,27 @@ class AiwatchGrpcInstrumentorClient(PatchingInstrumentor):
                 (grpc.aio, "secure_channel", lambda original, patch: self._aio_factory(original, patch, 4))]
 
     def _sync_factory(self, original: Callable[..., Any], patch: Patch) -> Callable[..., Any]:
-        recorder, propagate = self.recorder, self._propagate
+        recorder, propagate, excluded = self.recorder, self._propagate, self._excluded
 
         @functools.wraps(original)
         def channel(target: str, *args: Any, **kwargs: Any) -> Any:
             made = original(target, *args, **kwargs)
             if not patch.active:
                 return made
-            interceptor = AiwatchClientInterceptor(recorder=recorder, address=str(target), propagate=propagate)
+            interceptor = AiwatchClientInterceptor(recorder=recorder, address=str(target), propagate=propagate,
+                                                   excluded_services=excluded)
             return grpc.intercept_channel(made, interceptor)
 
         return channel
 
     def _aio_factory(self, original: Callable[..., Any], patch: Patch, index: int) -> Callable[..., Any]:
-        recorder, propagate = self.recorder, self._propagate
+        recorder, propagate, excluded = self.recorder, self._propagate, self._excluded
 
         @functools.wraps(original)
         def channel(target: str, *args: Any, **kwargs: Any) -> Any:
             if patch.active:
-                extra = grpc_aio_client_interceptors(recorder=recorder, address=str(target), propagate=propagate)
+                extra = grpc_aio_client_interceptors(recorder=recorder, address=str(target), propagate=propagate,
+                                                     excluded_services=excluded)
                 # index counts target: insecure_channel(target, options, compression, interceptors)
                 full, kwargs = _with_interceptors((target, *args), kwargs, index, extra)
                 return original(*full, **kwargs)

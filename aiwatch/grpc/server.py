@@ -33,6 +33,8 @@ Per RPC (see docs/grpc.md):
   caller's context, while the handler runs and while a streaming handler produces each reply), named and described
   as opentelemetry-instrumentation-grpc describes its own (:mod:`aiwatch.semconv`: ``pkg.Service/Method``,
   ``rpc.*``, ERROR for the server-error codes; the stable RPC set under ``OTEL_SEMCONV_STABILITY_OPT_IN=rpc``).
+* An RPC to a service in ``excluded_services`` (default ``OTEL_PYTHON_GRPC_EXCLUDED_SERVICES``; health checks, say)
+  is left alone: not timed, not traced, no trailer (:mod:`aiwatch.exclusion`).
 
 aiwatch's own failures are counted in ``aiwatch_instrumentation_errors_total`` and never change the RPC's outcome;
 the servicer's exceptions, abort codes and trailing metadata pass through untouched.
@@ -54,6 +56,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 from prometheus_client import CollectorRegistry
 
+from aiwatch.exclusion import ExcludedServices
 from aiwatch.grpc._common import metadata_dict, method_name, status_name, status_value
 from aiwatch.grpc.serialization import MessageTimer, ended, take_pending, take_streamed
 from aiwatch.metrics import Metrics
@@ -614,7 +617,11 @@ def _instrument_handler(interceptor: Any, handler: Any, handler_call_details: An
     """``handler`` with its behavior wrapped by ``interceptor._wrap_unary``/``_wrap_stream``; on any failure of
     aiwatch's own, the handler as it was (counted). With ``only_async``, plain-function handlers pass through.
     No handler (a method the server does not implement): the call is recorded as ``UNIMPLEMENTED`` now, since
-    grpcio answers it without running anything aiwatch could wrap."""
+    grpcio answers it without running anything aiwatch could wrap. An RPC to an excluded service
+    (:mod:`aiwatch.exclusion`) gets its handler as it is, and nothing is recorded."""
+    excluded = interceptor._excluded
+    if excluded.active and excluded.excludes(method_name(handler_call_details.method)):
+        return handler
     if handler is None:
         interceptor._core.unimplemented()
         return None
@@ -653,7 +660,9 @@ class AiwatchServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
                  registry: CollectorRegistry | None = None, metrics: Metrics | None = None,
                  tracer_provider: Any = None, max_label_values: int | None = None,
                  server_timing: bool = True, slow_threshold: float | None = None, model_version: str = "",
-                 traffic_classes: TrafficClasses | None = None) -> None:
+                 traffic_classes: TrafficClasses | None = None, excluded_services: Iterable[str] | None = None
+                 ) -> None:
+        self._excluded = ExcludedServices.resolve(excluded_services)
         self._core = _ServerCore(resolve_recorder(recorder, {
             "service": service, "model": model, "registry": registry, "metrics": metrics,
             "tracer_provider": tracer_provider, "max_label_values": max_label_values,
@@ -794,7 +803,9 @@ class AiwatchAioServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[m
                  registry: CollectorRegistry | None = None, metrics: Metrics | None = None,
                  tracer_provider: Any = None, max_label_values: int | None = None,
                  server_timing: bool = True, slow_threshold: float | None = None, model_version: str = "",
-                 traffic_classes: TrafficClasses | None = None) -> None:
+                 traffic_classes: TrafficClasses | None = None, excluded_services: Iterable[str] | None = None
+                 ) -> None:
+        self._excluded = ExcludedServices.resolve(excluded_services)
         self._core = _ServerCore(resolve_recorder(recorder, {
             "service": service, "model": model, "registry": registry, "metrics": metrics,
             "tracer_provider": tracer_provider, "max_label_values": max_label_values,
@@ -886,19 +897,23 @@ def grpc_server_interceptor(*, recorder: RequestRecorder | None = None, service:
                             metrics: Metrics | None = None, tracer_provider: Any = None,
                             max_label_values: int | None = None, server_timing: bool = True,
                             slow_threshold: float | None = None, model_version: str = "",
-                            traffic_classes: TrafficClasses | None = None) -> AiwatchServerInterceptor:
+                            traffic_classes: TrafficClasses | None = None,
+                            excluded_services: Iterable[str] | None = None) -> AiwatchServerInterceptor:
     """An interceptor for ``grpc.server(..., interceptors=[...])``.
 
     - ``recorder`` or the recorder options ``service``, ``model``, ``registry`` / ``metrics``,
       ``tracer_provider``, ``max_label_values``, ``slow_threshold``, ``model_version`` and ``traffic_classes``:
       where and under which labels RPCs are recorded, as for every integration (:mod:`aiwatch.recording`).
     - ``server_timing``: report timing in the ``server-timing`` trailing metadata (default on).
+    - ``excluded_services``: full service names whose RPCs are neither timed nor traced (health checks:
+      ``["grpc.health.v1.Health"]``); default: ``OTEL_PYTHON_GRPC_EXCLUDED_SERVICES``
+      (:mod:`aiwatch.exclusion`).
     """
     return AiwatchServerInterceptor(recorder=recorder, service=service, model=model, registry=registry,
                                     metrics=metrics, tracer_provider=tracer_provider,
                                     max_label_values=max_label_values, server_timing=server_timing,
                                     slow_threshold=slow_threshold, model_version=model_version,
-                                    traffic_classes=traffic_classes)
+                                    traffic_classes=traffic_classes, excluded_services=excluded_services)
 
 
 def grpc_aio_server_interceptor(*, recorder: RequestRecorder | None = None, service: str | None = None,
@@ -906,10 +921,11 @@ def grpc_aio_server_interceptor(*, recorder: RequestRecorder | None = None, serv
                                 metrics: Metrics | None = None, tracer_provider: Any = None,
                                 max_label_values: int | None = None, server_timing: bool = True,
                                 slow_threshold: float | None = None, model_version: str = "",
-                                traffic_classes: TrafficClasses | None = None) -> AiwatchAioServerInterceptor:
+                                traffic_classes: TrafficClasses | None = None,
+                                excluded_services: Iterable[str] | None = None) -> AiwatchAioServerInterceptor:
     """An interceptor for ``grpc.aio.server(interceptors=[...])``; arguments as :func:`grpc_server_interceptor`."""
     return AiwatchAioServerInterceptor(recorder=recorder, service=service, model=model, registry=registry,
                                        metrics=metrics, tracer_provider=tracer_provider,
                                        max_label_values=max_label_values, server_timing=server_timing,
                                        slow_threshold=slow_threshold, model_version=model_version,
-                                       traffic_classes=traffic_classes)
+                                       traffic_classes=traffic_classes, excluded_services=excluded_services)
