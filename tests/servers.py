@@ -7,6 +7,7 @@ installs every one through scripts/setup-system.sh.
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import importlib
 import json
@@ -259,15 +260,17 @@ def alertmanager(config_yaml: str) -> Iterator[str]:
 
 
 @contextmanager
-def uvicorn_in_thread(app: Any, lifespan: str = "off", **config: Any) -> Iterator[tuple[int, threading.Thread]]:
-    """Serve the ASGI ``app`` with uvicorn (h11) on a loopback port, in a thread of this process (so the test reads
-    the app's metrics and spans directly); yields the port and the server's thread, which has ended on the way out.
-    ``config``: more of ``uvicorn.Config``'s arguments."""
+def uvicorn_in_thread(app: Any, lifespan: str = "off", http: str = "h11",
+                      **config: Any) -> Iterator[tuple[int, threading.Thread]]:
+    """Serve the ASGI ``app`` with uvicorn (h11 unless ``http`` says otherwise: ``http="zttp", http2=True`` serves
+    HTTP/2 too) on a loopback port, in a thread of this process (so the test reads the app's metrics and spans
+    directly); yields the port and the server's thread, which has ended on the way out. ``config``: more of
+    ``uvicorn.Config``'s arguments."""
     uvicorn = require_module("uvicorn")
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     sock.listen()
-    server = uvicorn.Server(uvicorn.Config(app, http="h11", lifespan=lifespan, log_level="critical", **config))
+    server = uvicorn.Server(uvicorn.Config(app, http=http, lifespan=lifespan, log_level="critical", **config))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     wait_until(lambda: server.started, what="uvicorn started")
@@ -275,6 +278,69 @@ def uvicorn_in_thread(app: Any, lifespan: str = "off", **config: Any) -> Iterato
         yield sock.getsockname()[1], thread
     finally:
         server.should_exit = True
+        thread.join(30)
+        sock.close()
+
+
+@contextmanager
+def hypercorn_in_thread(app: Any) -> Iterator[int]:
+    """Serve the ASGI ``app`` with Hypercorn (HTTP/1.1, and HTTP/2 on a cleartext connection that opens with the
+    HTTP/2 preface) on a loopback port, in a thread of this process with its own event loop; yields the port once
+    the app's lifespan startup is done. The server shuts down gracefully on the way out and its thread has ended."""
+    require_module("hypercorn")
+    from hypercorn.asyncio import serve
+    from hypercorn.config import Config
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    config = Config()
+    config.bind = [f"fd://{os.dup(sock.fileno())}"]  # Hypercorn owns (and closes) the duplicate
+    config.errorlog = None  # its "Running on" line
+    started = threading.Event()
+    loop: asyncio.AbstractEventLoop | None = None
+    stop: asyncio.Event | None = None
+    failure: list[BaseException] = []
+
+    async def with_startup_signal(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "lifespan":
+            await app(scope, receive, send)
+            return
+
+        async def startup_signalling_send(message: Any) -> None:
+            await send(message)
+            if message.get("type", "").startswith("lifespan.startup."):
+                started.set()
+
+        try:
+            await app(scope, receive, startup_signalling_send)
+        finally:
+            started.set()  # an app without lifespan support: Hypercorn serves without it
+
+    async def main() -> None:
+        nonlocal loop, stop
+        loop, stop = asyncio.get_running_loop(), asyncio.Event()
+        await serve(with_startup_signal, config, shutdown_trigger=stop.wait)
+
+    def run() -> None:
+        try:
+            asyncio.run(main())
+        except BaseException as exc:
+            failure.append(exc)
+        finally:
+            started.set()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        wait_until(started.is_set, what="Hypercorn's lifespan startup")
+        if failure:
+            raise AssertionError(f"Hypercorn did not start: {failure[0]!r}")
+        yield sock.getsockname()[1]
+    finally:
+        if loop is not None and stop is not None and not loop.is_closed():
+            with suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(stop.set)
         thread.join(30)
         sock.close()
 
