@@ -14,8 +14,10 @@ with the phases and the total up to the moment the headers are sent (at most
 :data:`~aiwatch.servertiming.MAX_LENGTH` characters: phase entries past it are left out, the overhead and total
 kept, and the cut counted under ``component="server_timing_header"``). Per-request state lives in closures and
 contextvars, never on ``self``. A request whose response the server could not send because the client went away
-(its ``send`` raised an ``OSError``, as the ASGI spec has servers do, or was cancelled) is recorded with status
-``499`` (:data:`~aiwatch.middleware._common.CLIENT_CLOSED_STATUS`), not as a server error; one whose message the
+(its ``send`` raised an ``OSError``, as the ASGI spec has servers do, or was cancelled; or its ``receive`` said
+``http.disconnect`` before the response ended, as servers of spec versions before 2.4 may instead, uvicorn's HTTP/2
+and Hypercorn among them) is recorded with status ``499``
+(:data:`~aiwatch.middleware._common.CLIENT_CLOSED_STATUS`), not as a server error; one whose message the
 server refused (any other exception from ``send``) is a ``500``. Either way the exception goes on to the app and
 the server untouched. An aiwatch span is ended when the app returns, with the time its response ended: an exception
 the app raises after its response (an error middleware inside aiwatch sent the 500, then re-raised) is on the span.
@@ -213,6 +215,7 @@ class AiwatchMiddleware:
         status = "500"
         finished = False
         send_failed = False
+        client_left = False  # the server's receive said http.disconnect before the response ended
         add_timing = self.server_timing
         sizes = self.payload_sizes
         capture_response = self.header_capture.response is not None
@@ -252,7 +255,7 @@ class AiwatchMiddleware:
         def finish(error: BaseException | None, keep_span_open: bool = False) -> None:
             nonlocal finished, status, span_end
             finished = True
-            if send_failed:
+            if send_failed or client_left:
                 status = CLIENT_CLOSED_STATUS
             elif error is not None:
                 status = "500"
@@ -270,6 +273,20 @@ class AiwatchMiddleware:
                 recorder.finish(tl, route or UNMATCHED_ROUTE, method, status, error, end_span=end_span)
             if self.on_request_end is not None:
                 call_hook("hook", self.on_request_end, self.metrics, scope, tl, status)
+
+        async def receive_wrapper() -> Message:
+            # a server of ASGI spec < 2.4 may drop what the app sends once the client left, without raising (uvicorn's
+            # HTTP/2 and Hypercorn after a RST_STREAM): then only receive tells. Once the response ended, servers
+            # answer http.disconnect too, and that is no client gone.
+            nonlocal client_left
+            message = await receive()
+            if not finished:
+                try:
+                    if message.get("type") == "http.disconnect":
+                        client_left = True
+                except Exception as exc:  # a message that is no mapping: the app's to find out, not aiwatch's
+                    record_error("metrics", exc, self.metrics)
+            return message
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status, send_failed, code, sent, chunks, response_headers, trailers
@@ -333,7 +350,7 @@ class AiwatchMiddleware:
                 finish(None, keep_span_open=True)
 
         try:
-            await self.app(scope, receive, send_wrapper)
+            await self.app(scope, receive_wrapper, send_wrapper)
         except BaseException as exc:
             if not finished:
                 finish(exc)

@@ -79,6 +79,51 @@ async def test_an_app_that_swallows_the_send_failure_is_still_499(metrics: Metri
     assert statuses(metrics) == {CLIENT_CLOSED_STATUS: 1.0}
 
 
+def receive_then_gone() -> Any:
+    """A server's ``receive`` that hands over the request, then says the client left (``http.disconnect``)."""
+    messages = [{"type": "http.request", "body": b"", "more_body": False}, {"type": "http.disconnect"}]
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0) if len(messages) > 1 else messages[0]
+
+    return receive
+
+
+async def sent_anyway(message: dict[str, Any]) -> None:
+    """A server ``send`` that drops what the app sends once the client left, without raising: ASGI specs before 2.4
+    allow it, and uvicorn's HTTP/2 (spec 2.3) and Hypercorn (2.1) do so after a RST_STREAM."""
+
+
+async def test_a_disconnect_received_before_the_response_ended_is_499(metrics: Metrics) -> None:
+    """The client left mid-stream and the server's send did not raise: the app heard of it from ``receive`` (as
+    Starlette's StreamingResponse listens for it) and ended its response, or went on to send into the void. Either
+    way the client did not get the response whole. Before, this was recorded with the status the response began
+    with (200)."""
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        assert (await receive())["type"] == "http.request"
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"a", "more_body": True})
+        assert (await receive())["type"] == "http.disconnect"
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    await aiwatch.instrument(app, metrics=metrics, service="svc")(dict(SCOPE), receive_then_gone(), sent_anyway)
+    assert statuses(metrics) == {CLIENT_CLOSED_STATUS: 1.0}
+    assert metrics.registry.get_sample_value("aiwatch_requests_in_flight", {"service": "svc"}) == 0
+
+
+async def test_a_disconnect_received_after_the_response_ended_keeps_its_status(metrics: Metrics) -> None:
+    """Servers answer ``receive`` with ``http.disconnect`` once the response is complete too: the response was
+    delivered, and keeps its status."""
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        assert (await receive())["type"] == "http.request"
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"done", "more_body": False})
+        assert (await receive())["type"] == "http.disconnect"
+
+    await aiwatch.instrument(app, metrics=metrics, service="svc")(dict(SCOPE), receive_then_gone(), sent_anyway)
+    assert statuses(metrics) == {"200": 1.0}
+
+
 async def test_an_app_exception_without_a_disconnect_is_still_500(metrics: Metrics) -> None:
     async def failing_app(scope: Any, receive: Any, send: Any) -> None:
         raise RuntimeError("boom")
