@@ -216,6 +216,8 @@ class AiwatchMiddleware:
         finished = False
         send_failed = False
         client_left = False  # the server's receive said http.disconnect before the response ended
+        ending = False  # the message that ends the response is being sent
+        heard_end = False  # ... and the server's receive said http.disconnect meanwhile: the response is complete
         add_timing = self.server_timing
         sizes = self.payload_sizes
         capture_response = self.header_capture.response is not None
@@ -277,19 +279,24 @@ class AiwatchMiddleware:
         async def receive_wrapper() -> Message:
             # a server of ASGI spec < 2.4 may drop what the app sends once the client left, without raising (uvicorn's
             # HTTP/2 and Hypercorn after a RST_STREAM): then only receive tells. Once the response ended, servers
-            # answer http.disconnect too, and that is no client gone.
-            nonlocal client_left
+            # answer http.disconnect too, and that is no client gone: Hypercorn answers it from inside the send of
+            # the last message, and a task listening for it (Starlette's StreamingResponse) may run before that send
+            # returns, so a disconnect heard once that send began is the response's end.
+            nonlocal client_left, heard_end
             message = await receive()
             if not finished:
                 try:
                     if message.get("type") == "http.disconnect":
-                        client_left = True
+                        if ending:
+                            heard_end = True
+                        else:
+                            client_left = True
                 except Exception as exc:  # a message that is no mapping: the app's to find out, not aiwatch's
                     record_error("metrics", exc, self.metrics)
             return message
 
         async def send_wrapper(message: Message) -> None:
-            nonlocal status, send_failed, code, sent, chunks, response_headers, trailers
+            nonlocal status, send_failed, code, sent, chunks, response_headers, trailers, ending
             kind = message["type"]
             last = False  # the message that ends the response: the request is recorded once it is sent
             if kind == "http.response.start":
@@ -341,10 +348,15 @@ class AiwatchMiddleware:
                 if sizes:
                     sent += _pathsend_size(response_headers, message, self.metrics)
                 last = True
+            if last:
+                ending = True
             try:
                 await send(message)
             except BaseException as exc:
-                send_failed = _client_gone(exc)
+                # a send of the last message cancelled once the server said the response was complete: the app's
+                # listener for http.disconnect heard that and cancelled the send (Starlette's StreamingResponse on
+                # Hypercorn); the client has its response
+                send_failed = _client_gone(exc) and not (last and heard_end and not isinstance(exc, Exception))
                 raise
             if last:
                 finish(None, keep_span_open=True)

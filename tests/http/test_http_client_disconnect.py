@@ -5,11 +5,16 @@ with promtool)."""
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import re
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from starlette.applications import Starlette
+from starlette.responses import StreamingResponse
+from starlette.routing import Route
 
 import aiwatch
 from aiwatch.metrics import Metrics
@@ -122,6 +127,85 @@ async def test_a_disconnect_received_after_the_response_ended_keeps_its_status(m
 
     await aiwatch.instrument(app, metrics=metrics, service="svc")(dict(SCOPE), receive_then_gone(), sent_anyway)
     assert statuses(metrics) == {"200": 1.0}
+
+
+def server_that_ends_inside_the_last_send(spec_version: str = "2.1") -> tuple[dict[str, Any], Any, Any]:
+    """A scope, ``receive`` and ``send`` that behave as Hypercorn's: ``receive`` answers ``http.disconnect`` once the
+    response is complete, and the send of the last body makes it so, then awaits more of the server's own work
+    before it returns (so a task waiting on ``receive`` runs first)."""
+    complete = asyncio.Event()
+    request_read = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal request_read
+        if not request_read:
+            request_read = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await complete.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body" and not message.get("more_body", False):
+            complete.set()
+            for _ in range(3):  # the stream closed, the connection told, the access log written
+                await asyncio.sleep(0)
+
+    scope = {**SCOPE, "path": "/stream", "raw_path": b"/stream", "asgi": {"version": "3.0",
+                                                                         "spec_version": spec_version}}
+    return scope, receive, send
+
+
+async def test_a_last_send_cancelled_once_the_server_said_the_response_ended_keeps_its_status(
+        metrics: Metrics) -> None:
+    """Starlette's StreamingResponse, on a server of ASGI spec < 2.4, listens for ``http.disconnect`` while it
+    streams and cancels its sending when it hears one. Hypercorn says it from inside the send of the last body,
+    once the response is complete, so that send is cancelled with the response delivered: before, recorded as a
+    499 for every such response whose listener ran first (half of them over Hypercorn's HTTP/2)."""
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(3):
+            yield b"y"
+
+    async def endpoint(request: Any) -> StreamingResponse:
+        return StreamingResponse(chunks())
+
+    app = aiwatch.instrument(Starlette(routes=[Route("/stream", endpoint)]), metrics=metrics, service="svc")
+    scope, receive, send = server_that_ends_inside_the_last_send()
+    await app(scope, receive, send)
+    assert statuses(metrics) == {"200": 1.0}
+    assert metrics.registry.get_sample_value("aiwatch_requests_in_flight", {"service": "svc"}) == 0
+
+
+async def test_a_disconnect_heard_before_the_last_send_is_still_499(metrics: Metrics) -> None:
+    """The counterpart: the client left mid-stream, heard before the app sent its last body (which the server
+    then dropped without raising)."""
+    gone = asyncio.Event()
+    request_read = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal request_read
+        if not request_read:
+            request_read = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await gone.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message.get("more_body"):
+            gone.set()  # the client reset the stream after the first chunk
+            await asyncio.sleep(0)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(3):
+            yield b"y"
+            await asyncio.sleep(0)
+
+    async def endpoint(request: Any) -> StreamingResponse:
+        return StreamingResponse(chunks())
+
+    app = aiwatch.instrument(Starlette(routes=[Route("/stream", endpoint)]), metrics=metrics, service="svc")
+    scope = {**SCOPE, "path": "/stream", "raw_path": b"/stream", "asgi": {"version": "3.0", "spec_version": "2.1"}}
+    await app(scope, receive, send)
+    assert statuses(metrics) == {CLIENT_CLOSED_STATUS: 1.0}
 
 
 async def test_an_app_exception_without_a_disconnect_is_still_500(metrics: Metrics) -> None:

@@ -113,6 +113,14 @@ def make_app(registry: CollectorRegistry, provider: TracerProvider) -> App:
 
         return StreamingResponse(chunks(), media_type="text/plain")
 
+    @app.get("/short")
+    async def short() -> StreamingResponse:
+        async def chunks() -> AsyncIterator[bytes]:
+            for _ in range(3):
+                yield b"y" * 10
+
+        return StreamingResponse(chunks(), media_type="text/plain")
+
     class WithTrailers(Response):
         """The body, a pause, then trailers, when the server offers them (a Response sends raw ASGI messages)."""
 
@@ -349,3 +357,23 @@ def test_a_stream_reset_by_the_client_mid_response_is_recorded_once_as_499(
         assert counts(registry, "/items/{item_id}") == {"200": 1.0}
         assert counts(registry, "/stream") == {CLIENT_CLOSED_STATUS: 1.0}
         wait_until(lambda: in_flight(registry) == 0, WAIT, 0.01, "no request in flight")
+
+
+WHOLE = 40  # streamed responses delivered whole, per protocol
+
+
+@pytest.mark.parametrize("http2", [True, False], ids=["http2", "http1.1"])
+async def test_a_streamed_response_delivered_whole_keeps_its_status(
+        server: str, http2: bool, registry: CollectorRegistry, provider: TracerProvider) -> None:
+    """Servers of ASGI spec < 2.4 make Starlette's StreamingResponse listen for ``http.disconnect`` while it streams,
+    and they answer it once the response is complete, from inside the send of the last body (Hypercorn) or right
+    after: that is no client gone, and the request is no 499."""
+    served = make_app(registry, provider)
+    with serving(server, served.app) as port:
+        async with httpx.AsyncClient(http1=not http2, http2=http2, timeout=WAIT) as client:
+            for _ in range(WHOLE):
+                response = await client.get(f"http://127.0.0.1:{port}/short")
+                assert (response.status_code, response.content) == (200, b"y" * 30)
+                assert response.http_version == ("HTTP/2" if http2 else "HTTP/1.1")
+        wait_until(lambda: sum(counts(registry, "/short").values()) == WHOLE, WAIT, 0.01, "every request recorded")
+        assert counts(registry, "/short") == {"200": WHOLE}
