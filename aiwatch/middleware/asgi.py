@@ -50,6 +50,7 @@ from aiwatch.middleware._common import (
     put_captured_headers,
     takes_captured_headers,
 )
+from aiwatch.middleware.routes import starlette_route
 from aiwatch.recording import resolve_recorder
 from aiwatch.safety import call_hook, logger, record_error, resolve_route, sync_hook
 from aiwatch.semconv import (
@@ -122,17 +123,6 @@ def _client_gone(exc: BaseException) -> bool:
     exception is the server refusing the app's message (a body before its start, more bytes than the
     Content-Length): a server failure, which the client sees as a 500 or a cut-short response."""
     return isinstance(exc, OSError) or not isinstance(exc, Exception)
-
-
-def starlette_route(scope: Scope, root_path: str = "") -> str | None:
-    """The route template Starlette's router stored in ``scope`` (``/items/{item_id}``), ``None`` if no route
-    matched. Routes under a ``Mount`` keep the mount's prefix."""
-    route = scope.get("route")
-    path = getattr(route, "path", None)
-    if not path:
-        return None
-    prefix = scope.get("root_path", "")[len(root_path):]
-    return f"{prefix}{path}" if prefix else str(path)
 
 
 class AiwatchMiddleware:

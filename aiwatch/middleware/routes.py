@@ -1,0 +1,92 @@
+"""The route template of an ASGI request, as Starlette's and FastAPI's routers leave it in the scope.
+
+Starlette's router stores the route it chose in ``scope["route"]``; a route under a ``Mount`` keeps the mount's
+prefix, read from how far the mounts grew ``scope["root_path"]``. FastAPI (from about 0.16x) keeps an included
+router as one route of its own instead of copying its routes with their prefix: the ``scope["route"]`` of an
+``APIRoute`` under ``include_router(router, prefix="/v1")`` has the router's own path (``/predict``), and a plain
+Starlette route of a FastAPI app is stored nowhere at all. FastAPI's telemetry names such requests from the route
+context its router puts in ``scope["fastapi"]``, and so does aiwatch (``/v1/predict``); a plain route at the top of
+a FastAPI app is found by matching the app's routes, as Starlette's router did.
+
+Nothing here imports Starlette or FastAPI: a bare ASGI app has no route, and the middleware's ``route_resolver``
+names it.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import MutableMapping
+from typing import Any
+
+from aiwatch.middleware._common import is_fastapi
+
+Scope = MutableMapping[str, Any]
+
+#: the template of a ``Mount`` whose app chose no route of its own (static files): the mount's prefix and this
+MOUNT_REST = "/{path}"
+
+
+def starlette_route(scope: Scope, root_path: str = "") -> str | None:
+    """The route template of the request ``scope`` describes (``/items/{item_id}``), ``None`` if no route matched.
+    ``root_path``: the scope's ``root_path`` when the request reached aiwatch (the mounts' prefix is what was added
+    to it since)."""
+    route = scope.get("route")
+    context = _fastapi_route_context(scope)
+    if context is not None and (route is None or route is getattr(context, "original_route", None)):
+        path = _context_path(context)
+        if path:
+            return _prefixed(scope, root_path, path)
+    if route is None:
+        route = _fastapi_plain_route(scope)
+        if route is None:
+            return None
+    routing = sys.modules.get("starlette.routing")
+    if routing is not None and isinstance(route, routing.Mount):
+        # the mount's own path is in root_path already; its app (static files) chose no route of its own
+        return _prefixed(scope, root_path, MOUNT_REST)
+    path = getattr(route, "path", None)
+    if not path:
+        return None
+    return _prefixed(scope, root_path, str(path))
+
+
+def _prefixed(scope: Scope, root_path: str, path: str) -> str:
+    prefix = scope.get("root_path", "")[len(root_path):]
+    return f"{prefix}{path}" if prefix else path
+
+
+def _fastapi_route_context(scope: Scope) -> Any:
+    """The route context FastAPI's router stored for the request (``None``: none, or not FastAPI)."""
+    fastapi_scope = scope.get("fastapi")
+    if not isinstance(fastapi_scope, dict):
+        return None
+    return fastapi_scope.get("effective_route_context")
+
+
+def _context_path(context: Any) -> str | None:
+    """The full path of a FastAPI route context, its router's prefix included: a plain Starlette route's own path
+    (FastAPI copies it with the prefix), else the context's."""
+    path = getattr(getattr(context, "starlette_route", None), "path", None) or getattr(context, "path", None)
+    return path if isinstance(path, str) and path else None
+
+
+def _fastapi_plain_route(scope: Scope) -> Any:
+    """The plain Starlette route at the top of the FastAPI app in ``scope["app"]`` that took the request (FastAPI's
+    router stores none for one): a ``Route`` that matches it fully, or the ``Mount`` it went into (static files);
+    ``None`` for any other app or request. Matching costs what the router's own matching cost: one pattern per
+    route, for the requests that have no route stored (these, and 404s)."""
+    app = scope.get("app")
+    routing = sys.modules.get("starlette.routing")
+    if routing is None or app is None or not is_fastapi(app):
+        return None
+    root_path = scope.get("root_path", "")
+    probe = {"type": scope.get("type", "http"), "path": scope.get("path", ""), "root_path": root_path,
+             "method": scope.get("method", "GET")}
+    for route in getattr(getattr(app, "router", None), "routes", ()):
+        kind = type(route)
+        if kind is routing.Route and route.matches(probe)[0] is routing.Match.FULL:
+            return route
+        # a mount adds its path to root_path as it hands the request on: the one this request went into
+        if kind is routing.Mount and route.path and root_path.endswith(route.path):
+            return route
+    return None
