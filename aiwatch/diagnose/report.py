@@ -438,6 +438,6 @@ def _span(w: WindowTotals) -> str:
     import datetime as dt
 
     def fmt(t: float) -> str:
-        return dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
 
     return f"{fmt(w.start)} to {fmt(w.end)} UTC"

@@ -47,7 +47,7 @@ def parse_time(text: str) -> float:
             raise ValueError(f"not a time: {text!r} (write unix seconds or RFC 3339, e.g. 2025-03-01T12:00:00Z)"
                              ) from None
         if when.tzinfo is None:
-            when = when.replace(tzinfo=dt.timezone.utc)
+            when = when.replace(tzinfo=dt.UTC)
         seconds = when.timestamp()
     if not math.isfinite(seconds) or seconds <= 0:
         raise ValueError(f"not a time: {text!r}")
@@ -78,4 +78,4 @@ def format_time(t: float) -> str:
     >>> format_time(1700000000)
     '2023-11-14 22:13:20 UTC'
     """
-    return dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")

@@ -17,7 +17,7 @@ import os
 from collections import deque
 from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import unquote
@@ -45,7 +45,7 @@ def parse_time(text: str) -> datetime:
         value = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:
         raise ValueError(f"not an ISO 8601 date or time: {text!r} (e.g. 2026-11-30T10:00Z)") from None
-    return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def _files(source: str) -> tuple[list[str] | str, str | None]:
@@ -386,7 +386,7 @@ def time_filter(dataset: Any, since: datetime | None, until: datetime | None,
         part = compared(t, upper)
         if hour is not None:
             # isoformat, not strftime("%Y"), which writes year 500 as "500": "500-..." sorted after "2026-..."
-            key = t.astimezone(timezone.utc).isoformat()[:13]
+            key = t.astimezone(UTC).isoformat()[:13]
             # a file under no hour= directory (the log's own root, or beside the hour= directories) has a null
             # hour: kept and filtered by its timestamp; partition_columns saw only the first file, so it decides
             # only whether to prune, never which rows of a file without the key are left out
@@ -416,12 +416,12 @@ def empty_window(report: Any, present: Collection[str], since: datetime | None, 
 
 def window_text(since: datetime | None, until: datetime | None) -> str:
     """``at or after SINCE and before UNTIL``, in UTC, for the bounds given."""
-    parts = [f"{word} {_utc(t).astimezone(timezone.utc).isoformat()}"  # type: ignore[union-attr]
+    parts = [f"{word} {_utc(t).astimezone(UTC).isoformat()}"  # type: ignore[union-attr]
              for word, t in (("at or after", since), ("before", until)) if t is not None]
     return " and ".join(parts) + " (--since/--until)"
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 #: microseconds per tick of a timestamp unit coarser than one
 _MICROS_PER_TICK = {"s": 10**6, "ms": 10**3, "us": 1}
@@ -435,7 +435,7 @@ def _tick(pa: Any, ticks: int, kind: Any) -> Any:
 
 def _utc(t: datetime | None) -> datetime | None:
     """``t`` with a naive time read as UTC (not the machine's local time, which ``datetime.timestamp`` assumes)."""
-    return t if t is None or t.tzinfo is not None else t.replace(tzinfo=timezone.utc)
+    return t if t is None or t.tzinfo is not None else t.replace(tzinfo=UTC)
 
 
 #: Row groups decoded ahead of the one being counted (each decoded with every core, one column per thread).

@@ -196,7 +196,7 @@ class MicroBatcher(Generic[T, R]):
                 return await future
             try:
                 return await asyncio.wait_for(future, timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise TimeoutError(f"MicroBatcher: no result within {timeout} s") from None
         finally:
             if self.record_phases and entry.started is not None:

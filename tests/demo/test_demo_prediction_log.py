@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +39,7 @@ def test_drift_on_the_demo_log_finds_the_sale(tmp_path: Path, metrics: Metrics,
             for i in range(800):
                 log.log(MODEL, {name: values[i] for name, values in features.items()}, {"items": 10},
                         timestamp=start + i)
-    sale_began = datetime.fromtimestamp(hour_ago + 1800, timezone.utc).isoformat()
+    sale_began = datetime.fromtimestamp(hour_ago + 1800, UTC).isoformat()
     profile = write_log_profile(log_dir)
 
     assert main(["drift", str(profile), str(log_dir), "--until", sale_began, *DEMO_TEST]) == 0

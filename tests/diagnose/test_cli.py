@@ -95,7 +95,7 @@ def test_json_is_the_diagnosis_object_and_rfc3339_means_the_same_time(capsys: py
     assert top["delta_seconds"] == pytest.approx(top["incident_seconds"] - top["baseline_seconds"])
     assert found["incident"]["end"] == pytest.approx(h.incident_end)
     assert found["baseline"]["end"] == pytest.approx(h.incident_start)
-    rfc3339 = dt.datetime.fromtimestamp(h.incident_end, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    rfc3339 = dt.datetime.fromtimestamp(h.incident_end, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     args = ["--prometheus", prometheus_url, "--incident", "5m", "--baseline", "20m", "--at", rfc3339, "--json"]
     assert run(capsys, *args)[1] == out
 
@@ -203,7 +203,7 @@ def test_no_traffic_and_an_unknown_service_exit_4(capsys: pytest.CaptureFixture[
 def test_an_incident_window_ending_in_the_future_exits_2(capsys: pytest.CaptureFixture[str], prometheus_url: str,
                                                          at: str) -> None:
     if not at.isdigit():  # made here, not in the parameters: pytest-xdist's workers must collect the same test ids
-        at = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M:%S")
+        at = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M:%S")
     code, out, err = run(capsys, "--prometheus", prometheus_url, "--at", at)
     assert code == 2 and out == ""
     assert "--at: the incident window must end by now" in one_clear_line(err)

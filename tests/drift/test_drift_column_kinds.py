@@ -21,7 +21,7 @@ pa = require_module("pyarrow")
 pq = require_module("pyarrow.parquet")
 
 ROWS = 60
-UTC = dt.timezone.utc
+UTC = dt.UTC
 PARIS = dt.timezone(dt.timedelta(hours=1))
 AWARE = [dt.datetime(2026, 1, 1, tzinfo=UTC) + dt.timedelta(hours=i) for i in range(ROWS)]
 NUMBERS = [0.5 * i for i in range(ROWS)]

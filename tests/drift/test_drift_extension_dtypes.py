@@ -203,7 +203,7 @@ PROPERTY_VALUES = {
     "string[pyarrow]": st.sampled_from(["a", "b", "c"]),
     # a timezone-aware datetime column: datetime (left out) on every path; it was unknown in memory
     "datetime64[ns, UTC]": st.datetimes(dt.datetime(1970, 1, 1), dt.datetime(2200, 1, 1),
-                                        timezones=st.just(dt.timezone.utc)),
+                                        timezones=st.just(dt.UTC)),
 }
 
 

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
@@ -65,7 +65,7 @@ def test_batches_appended_to_an_open_file_keep_their_timestamps(tmp_path: Path) 
 @given(st.floats(min_value=-2e9, max_value=4e9, allow_nan=False))
 def test_a_timestamp_is_stored_at_the_microsecond_its_datetime_has(ts: float) -> None:
     # --since / --until are datetimes: a row logged at ts must compare with datetime.fromtimestamp(ts) as equal
-    since_epoch = datetime.fromtimestamp(ts, timezone.utc) - datetime(1970, 1, 1, tzinfo=timezone.utc)
+    since_epoch = datetime.fromtimestamp(ts, UTC) - datetime(1970, 1, 1, tzinfo=UTC)
     assert microseconds(ts) == since_epoch // timedelta(microseconds=1)
 
 
@@ -76,7 +76,7 @@ def test_a_row_at_the_boundary_is_on_the_since_side(tmp_path: Path) -> None:
     sink.write([row(1, ts=ts)])
     sink.close()
     stored = pq.read_table(parquet_files(tmp_path)[0]).column("timestamp").to_pylist()
-    assert stored == [datetime.fromtimestamp(ts, timezone.utc)]
+    assert stored == [datetime.fromtimestamp(ts, UTC)]
 
 
 def test_files_rotate_at_max_rows(tmp_path: Path) -> None:

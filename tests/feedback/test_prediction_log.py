@@ -13,7 +13,7 @@ import re
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -380,7 +380,7 @@ def test_a_timestamp_is_a_time_a_datetime_holds_or_refused_by_name(value: object
         assert str(exc).startswith("timestamp must be Unix seconds between the years 1 and 9999, got ")
     else:
         assert type(seconds) is float
-        assert datetime.fromtimestamp(seconds, timezone.utc).year in range(1, 10000)
+        assert datetime.fromtimestamp(seconds, UTC).year in range(1, 10000)
 
 
 @pytest.mark.parametrize("value", [True, False, "1790000000", b"1790000000", 10**400, -(10**400)],

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import tempfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -170,7 +170,7 @@ def test_a_text_input_named_hour_is_no_partition_to_prune_by(tmp_path: Path) -> 
     """A text input ``hour`` (``morning``): the log opened with the directory's hour replacing it, and --since
     compared the input's values with 2026-09-21T15, leaving out every row (no window had a label)."""
     log, labels = _sink_log_with_an_hour_input(tmp_path, ["morning", "evening"])
-    since = datetime.fromtimestamp(T0 - 60, tz=timezone.utc)
+    since = datetime.fromtimestamp(T0 - 60, tz=UTC)
     assert _groups(log, labels, since=since) == [("m", "v1", 2)]
     assert open_dataset(log).to_table(columns=["hour"]).column("hour").to_pylist() == ["morning", "evening"]
 
@@ -205,7 +205,7 @@ def test_the_drift_reader_reads_the_files_column_and_the_directorys_value(tmp_pa
                              "model=m/model_version=v2/hour=2026-09-21T15/b.parquet": {"x": [2.0]},
                              "model=m/model_version=v2/hour=2026-09-21T10/c.parquet": {"x": [3.0]}})
     dataset = open_dataset(log)
-    since = datetime.fromtimestamp(T0 - 60, tz=timezone.utc)
+    since = datetime.fromtimestamp(T0 - 60, tz=UTC)
     read = [value for chunk in scan_chunks(dataset, ["model_version"], predicate=time_filter(dataset, since, None))
             for value in chunk["model_version"].tolist()]
     # c.parquet's hour=2026-09-21T10 directory is pruned (its row's timestamp would be kept: the prune is the proof)
@@ -257,13 +257,13 @@ def test_a_text_hour_column_does_not_prune_however_the_log_is_named(tmp_path: Pa
     """A text ``hour`` column (``morning``) in files under ``hour=`` directories: named by its hour directory or
     a glob under it there is no ``hour=`` key above the files, and time_filter compared the column's values with
     ``2026-11-30T10``, every row left out ([] instead of [1, 2])."""
-    ts = pa.array([datetime(2026, 11, 30, 10, 5, tzinfo=timezone.utc)], pa.timestamp("us", tz="UTC"))
+    ts = pa.array([datetime(2026, 11, 30, 10, 5, tzinfo=UTC)], pa.timestamp("us", tz="UTC"))
     for name, n, value in (("p", 1, "morning"), ("q", 2, "evening")):
         path = tmp_path / "log" / "model=r" / "hour=2026-11-30T10" / f"{name}.parquet"
         path.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(pa.table({"id": [n], "timestamp": ts, "hour": [value]}), path)
     dataset = open_dataset(str(tmp_path / "log" / named) if named else tmp_path / "log")
-    since, until = datetime(2026, 11, 30, 10, tzinfo=timezone.utc), datetime(2026, 11, 30, 11, tzinfo=timezone.utc)
+    since, until = datetime(2026, 11, 30, 10, tzinfo=UTC), datetime(2026, 11, 30, 11, tzinfo=UTC)
     kept = dataset.to_table(filter=time_filter(dataset, since, until)).column("id").to_pylist()
     assert sorted(kept) == ([1] if named.endswith("p.parquet") else [1, 2])
 
@@ -272,7 +272,7 @@ def test_the_sinks_hour_directories_are_in_the_time_filter(tmp_path: Path) -> No
     """Without an input named hour, ``--since`` prunes by the sink's ``hour=`` directories."""
     log = sink_log(tmp_path, [{"request_id": "r0", "timestamp": T0, "model": "m", "output": 1.0}])
     dataset = open_dataset(log)
-    assert "hour" in str(time_filter(dataset, datetime.fromtimestamp(T0 - 60, tz=timezone.utc), None))
+    assert "hour" in str(time_filter(dataset, datetime.fromtimestamp(T0 - 60, tz=UTC), None))
 
 
 @pytest.mark.parametrize(("values", "read"), [(["a", "b"], ["a", "b", "asia"]), ([1, 2], [1, 2, "asia"])])
