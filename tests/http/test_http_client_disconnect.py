@@ -129,11 +129,13 @@ async def test_a_disconnect_received_after_the_response_ended_keeps_its_status(m
     assert statuses(metrics) == {"200": 1.0}
 
 
-def server_that_ends_inside_the_last_send(spec_version: str = "2.1") -> tuple[dict[str, Any], Any, Any]:
-    """A scope, ``receive`` and ``send`` that behave as Hypercorn's: ``receive`` answers ``http.disconnect`` once the
-    response is complete, and the send of the last body makes it so, then awaits more of the server's own work
-    before it returns (so a task waiting on ``receive`` runs first)."""
-    complete = asyncio.Event()
+#: a request to /stream from a server of ASGI spec 2.1 (Hypercorn's): Starlette's StreamingResponse listens for
+#: ``http.disconnect`` while it streams
+STREAM_SCOPE = {**SCOPE, "path": "/stream", "raw_path": b"/stream", "asgi": {"version": "3.0", "spec_version": "2.1"}}
+
+
+def receive_until(event: asyncio.Event) -> Any:
+    """A server's ``receive``: the request, then ``http.disconnect`` once ``event`` is set."""
     request_read = False
 
     async def receive() -> dict[str, Any]:
@@ -141,8 +143,34 @@ def server_that_ends_inside_the_last_send(spec_version: str = "2.1") -> tuple[di
         if not request_read:
             request_read = True
             return {"type": "http.request", "body": b"", "more_body": False}
-        await complete.wait()
+        await event.wait()
         return {"type": "http.disconnect"}
+
+    return receive
+
+
+def starlette_streaming_app(metrics: Metrics, pause: bool) -> Any:
+    """A Starlette app streaming three chunks from /stream (``pause``: yielding to the loop after each)."""
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(3):
+            yield b"y"
+            if pause:
+                await asyncio.sleep(0)
+
+    async def endpoint(request: Any) -> StreamingResponse:
+        return StreamingResponse(chunks())
+
+    return aiwatch.instrument(Starlette(routes=[Route("/stream", endpoint)]), metrics=metrics, service="svc")
+
+
+async def test_a_last_send_cancelled_once_the_server_said_the_response_ended_keeps_its_status(
+        metrics: Metrics) -> None:
+    """Starlette's StreamingResponse, on a server of ASGI spec < 2.4, listens for ``http.disconnect`` while it
+    streams and cancels its sending when it hears one. Hypercorn says it from inside the send of the last body,
+    once the response is complete, and awaits more of its own work before that send returns; so the send is
+    cancelled with the response delivered: before, recorded as a 499 for every such response whose listener ran
+    first (half of them over Hypercorn's HTTP/2)."""
+    complete = asyncio.Event()
 
     async def send(message: dict[str, Any]) -> None:
         if message["type"] == "http.response.body" and not message.get("more_body", False):
@@ -150,27 +178,7 @@ def server_that_ends_inside_the_last_send(spec_version: str = "2.1") -> tuple[di
             for _ in range(3):  # the stream closed, the connection told, the access log written
                 await asyncio.sleep(0)
 
-    scope = {**SCOPE, "path": "/stream", "raw_path": b"/stream", "asgi": {"version": "3.0",
-                                                                         "spec_version": spec_version}}
-    return scope, receive, send
-
-
-async def test_a_last_send_cancelled_once_the_server_said_the_response_ended_keeps_its_status(
-        metrics: Metrics) -> None:
-    """Starlette's StreamingResponse, on a server of ASGI spec < 2.4, listens for ``http.disconnect`` while it
-    streams and cancels its sending when it hears one. Hypercorn says it from inside the send of the last body,
-    once the response is complete, so that send is cancelled with the response delivered: before, recorded as a
-    499 for every such response whose listener ran first (half of them over Hypercorn's HTTP/2)."""
-    async def chunks() -> AsyncIterator[bytes]:
-        for _ in range(3):
-            yield b"y"
-
-    async def endpoint(request: Any) -> StreamingResponse:
-        return StreamingResponse(chunks())
-
-    app = aiwatch.instrument(Starlette(routes=[Route("/stream", endpoint)]), metrics=metrics, service="svc")
-    scope, receive, send = server_that_ends_inside_the_last_send()
-    await app(scope, receive, send)
+    await starlette_streaming_app(metrics, pause=False)(dict(STREAM_SCOPE), receive_until(complete), send)
     assert statuses(metrics) == {"200": 1.0}
     assert metrics.registry.get_sample_value("aiwatch_requests_in_flight", {"service": "svc"}) == 0
 
@@ -179,32 +187,13 @@ async def test_a_disconnect_heard_before_the_last_send_is_still_499(metrics: Met
     """The counterpart: the client left mid-stream, heard before the app sent its last body (which the server
     then dropped without raising)."""
     gone = asyncio.Event()
-    request_read = False
-
-    async def receive() -> dict[str, Any]:
-        nonlocal request_read
-        if not request_read:
-            request_read = True
-            return {"type": "http.request", "body": b"", "more_body": False}
-        await gone.wait()
-        return {"type": "http.disconnect"}
 
     async def send(message: dict[str, Any]) -> None:
         if message.get("more_body"):
             gone.set()  # the client reset the stream after the first chunk
             await asyncio.sleep(0)
 
-    async def chunks() -> AsyncIterator[bytes]:
-        for _ in range(3):
-            yield b"y"
-            await asyncio.sleep(0)
-
-    async def endpoint(request: Any) -> StreamingResponse:
-        return StreamingResponse(chunks())
-
-    app = aiwatch.instrument(Starlette(routes=[Route("/stream", endpoint)]), metrics=metrics, service="svc")
-    scope = {**SCOPE, "path": "/stream", "raw_path": b"/stream", "asgi": {"version": "3.0", "spec_version": "2.1"}}
-    await app(scope, receive, send)
+    await starlette_streaming_app(metrics, pause=True)(dict(STREAM_SCOPE), receive_until(gone), send)
     assert statuses(metrics) == {CLIENT_CLOSED_STATUS: 1.0}
 
 
