@@ -39,10 +39,12 @@ headers = st.lists(st.tuples(st.sampled_from([b"traceparent", b"tracestate", b"b
 
 def _check_trace(exporter: InMemorySpanExporter, sent: list[tuple[bytes, bytes]]) -> None:
     """The server span joins a valid parent's trace, or starts a new one for an invalid parent; a valid parent that
-    was not sampled (its flags' sampled bit 0) makes none: the SDK's default sampler follows the parent's decision."""
+    was not sampled (its flags' sampled bit 0) makes none: the SDK's default sampler follows the parent's decision.
+    Of repeated ``traceparent`` headers the first is the parent, the others ignored (docs/http.md), as OpenTelemetry's
+    W3C propagator reads a repeated field."""
     spans = [s for s in exporter.get_finished_spans() if s.kind is SpanKind.SERVER]
     parents = [v for k, v in sent if k == b"traceparent"]
-    match = VALID.match(parents[0].decode("latin-1").strip()) if len(parents) == 1 else None
+    match = VALID.match(parents[0].decode("latin-1").strip()) if parents else None
     # whitespace around the value is not part of it (OpenTelemetry's W3C propagator matches ^\s*...\s*$)
     continued = match is not None and (match.group(1) != "00" or not match.group(5))
     if continued and match is not None and not int(match.group(4), 16) & 1:
@@ -53,7 +55,7 @@ def _check_trace(exporter: InMemorySpanExporter, sent: list[tuple[bytes, bytes]]
     if continued and match is not None:
         assert f"{span.context.trace_id:032x}" == match.group(2)
         assert span.parent is not None and f"{span.parent.span_id:016x}" == match.group(3)
-    elif len(parents) == 1 and match is None:
+    elif parents and match is None:
         assert span.parent is None or not span.parent.is_valid
 
 
@@ -85,6 +87,9 @@ async def _asgi_call(app: Any, sent: list[tuple[bytes, bytes]]) -> tuple[int, by
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(sent=headers)
 @example(sent=[(b"traceparent", b"00-00000000000000000000000000000001-0000000000000001-00")])  # a parent not sampled
+# found on Python 3.13: the first of two is a parent not sampled (the oracle took two headers for no parent)
+@example(sent=[(b"traceparent", b"00-00000000000000000000000000000001-0000000000000001-00"), (b"traceparent", b"")])
+@example(sent=[(b"traceparent", b"x"), (b"traceparent", b"00-00000000000000000000000000000001-0000000000000001-01")])
 def test_asgi_never_fails_a_request_on_trace_headers(sent: list[tuple[bytes, bytes]]) -> None:
     exporter = InMemorySpanExporter()  # a fresh one per example: hypothesis runs many in one test
     provider = recording_provider(exporter)
