@@ -245,7 +245,8 @@ def _utc_datetimes(values: Any, counterpart: Any) -> Any:
     unit = counterpart if isinstance(counterpart, np.dtype) else f"datetime64[{getattr(values.dtype, 'unit', 'ns')}]"
     try:
         # NaT of the column's own unit: a unitless NaT is deprecated from NumPy 2.5 on, to become an error
-        return values.to_numpy(dtype=unit, na_value=np.datetime64("NaT", np.datetime_data(np.dtype(unit))[0]))
+        own_unit: Any = np.datetime_data(np.dtype(unit))[0]  # "ns", "us"...: numpy's stubs want a literal
+        return values.to_numpy(dtype=unit, na_value=np.datetime64("NaT", own_unit))
     except (TypeError, ValueError):  # a datetime dtype that converts otherwise: its values as they are
         return values.to_numpy()
 
