@@ -31,18 +31,23 @@ def starlette_route(scope: Scope, root_path: str = "") -> str | None:
     ``root_path``: the scope's ``root_path`` when the request reached aiwatch (the mounts' prefix is what was added
     to it since)."""
     route = scope.get("route")
+    routing = sys.modules.get("starlette.routing")
     context = _fastapi_route_context(scope)
-    if context is not None and (route is None or route is getattr(context, "original_route", None)):
-        path = _context_path(context)
-        if path:
-            return _prefixed(scope, root_path, path)
+    if context is not None:
+        original = getattr(context, "original_route", None)
+        if route is None or route is original:
+            if routing is not None and isinstance(original, routing.Mount):
+                return _prefixed(scope, root_path, MOUNT_REST)
+            path = _context_path(context)
+            if path:
+                return _prefixed(scope, root_path, path)
     if route is None:
         route = _fastapi_plain_route(scope)
         if route is None:
             return None
-    routing = sys.modules.get("starlette.routing")
     if routing is not None and isinstance(route, routing.Mount):
-        # the mount's own path is in root_path already; its app (static files) chose no route of its own
+        # the mount's own path (and its router's prefix) is in root_path already; its app (static files) chose no
+        # route of its own
         return _prefixed(scope, root_path, MOUNT_REST)
     path = getattr(route, "path", None)
     if not path:

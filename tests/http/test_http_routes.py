@@ -100,6 +100,20 @@ def test_a_fastapi_apps_own_plain_routes_and_mounts_have_templates(registry: Col
         ("/legacy/old/{y}", "200"): 1, (UNMATCHED_ROUTE, "404"): 2}
 
 
+def test_mounts_in_an_included_router_keep_the_prefix_once(registry: CollectorRegistry, tmp_path: Path) -> None:
+    """A mount of an included router: its path and the router's prefix are in root_path already (before:
+    ``/v1/files/v1/files``)."""
+    (tmp_path / "a.txt").write_text("a")
+    router = APIRouter()
+    router.mount("/files", StaticFiles(directory=tmp_path))
+    router.mount("/legacy", Starlette(routes=[Route("/old/{y}", plain)]))
+    app = FastAPI()
+    app.include_router(router, prefix="/v1")
+    aiwatch.instrument(app, registry=registry, service="svc")
+    assert call(app, [("GET", "/v1/files/a.txt"), ("GET", "/v1/legacy/old/3")]) == [200, 200]
+    assert routes(registry) == {("/v1/files/{path}", "200"): 1, ("/v1/legacy/old/{y}", "200"): 1}
+
+
 def test_a_starlette_static_mount_is_the_mount_and_the_rest(registry: CollectorRegistry, tmp_path: Path) -> None:
     """Before: ``/static/static`` (the mount's path twice: once in root_path, once as the route's)."""
     (tmp_path / "a.txt").write_text("a")
