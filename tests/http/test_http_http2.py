@@ -377,3 +377,30 @@ async def test_a_streamed_response_delivered_whole_keeps_its_status(
                 assert response.http_version == ("HTTP/2" if http2 else "HTTP/1.1")
         wait_until(lambda: sum(counts(registry, "/short").values()) == WHOLE, WAIT, 0.01, "every request recorded")
         assert counts(registry, "/short") == {"200": WHOLE}
+
+
+@pytest.mark.parametrize("http2", [True, False], ids=["http2", "http1.1"])
+async def test_an_app_behind_fastapis_http_middleware_keeps_its_statuses(
+        server: str, http2: bool, registry: CollectorRegistry, provider: TracerProvider) -> None:
+    """``@app.middleware("http")`` (Starlette's BaseHTTPMiddleware; added after ``aiwatch.instrument``, so around
+    aiwatch's middleware) reads ``receive`` in a task of its own to hear a disconnect while the endpoint runs, and
+    streams the response on: no whole response through it is a 499. A guard for the disconnect handling of this
+    stop; it passes on the code before it too."""
+    served = make_app(registry, provider)
+
+    @served.app.middleware("http")
+    async def tag(request: Request, call_next: Any) -> Any:
+        response = await call_next(request)
+        response.headers["x-tagged"] = "1"
+        return response
+
+    with serving(server, served.app) as port:
+        async with httpx.AsyncClient(http1=not http2, http2=http2, timeout=WAIT) as client:
+            for _ in range(WHOLE // 2):
+                for path in ("/short", "/items/3"):
+                    response = await client.get(f"http://127.0.0.1:{port}{path}")
+                    assert (response.status_code, response.headers.get("x-tagged")) == (200, "1")
+        wait_until(lambda: sum(counts(registry, "/short").values()) == WHOLE // 2
+                   and sum(counts(registry, "/items/{item_id}").values()) == WHOLE // 2, WAIT, 0.01,
+                   "every request recorded")
+        assert counts(registry, "/short") == counts(registry, "/items/{item_id}") == {"200": WHOLE // 2}
