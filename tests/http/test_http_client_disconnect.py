@@ -197,6 +197,29 @@ async def test_a_disconnect_heard_before_the_last_send_is_still_499(metrics: Met
     assert statuses(metrics) == {CLIENT_CLOSED_STATUS: 1.0}
 
 
+async def test_a_receive_message_that_is_no_mapping_reaches_the_app_and_is_counted(metrics: Metrics) -> None:
+    """A broken server's ``receive`` returning something that is no message: aiwatch's look at it fails, is counted
+    under ``metrics``, and the app gets the object as it came (its to handle); the request is recorded."""
+    odd = ["not", "a", "message"]
+    seen: list[Any] = []
+
+    async def receive() -> Any:
+        return odd
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        seen.append(await receive())
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok", "more_body": False})
+
+    async def send(message: dict[str, Any]) -> None:
+        pass
+
+    await aiwatch.instrument(app, metrics=metrics, service="svc")(dict(SCOPE), receive, send)
+    assert seen == [odd] and seen[0] is odd
+    assert statuses(metrics) == {"200": 1.0}
+    assert metrics.registry.get_sample_value("aiwatch_instrumentation_errors_total", {"component": "metrics"}) == 1
+
+
 async def test_an_app_exception_without_a_disconnect_is_still_500(metrics: Metrics) -> None:
     async def failing_app(scope: Any, receive: Any, send: Any) -> None:
         raise RuntimeError("boom")
