@@ -192,6 +192,16 @@ def test_a_signal_handler_that_raises_never_leaves_a_metric_lock_held() -> None:
     finally:
         armed[0] = False
         signal.setitimer(signal.ITIMER_REAL, 0, 0)
+        # A SIGALRM the timer raised just before it was disarmed may not have landed yet: the kernel hands a
+        # process's signal to any of its threads (an xdist worker has execnet's too) and acts on the handler in place
+        # when it lands. Landing on the handler restored below (pytest-timeout's, which fails "the test" from
+        # wherever it interrupts), it broke a CI run's worker with an INTERNALERROR; on SIG_DFL it would end the
+        # process. So this handler, disarmed, stays until nothing is pending.
+        time.sleep(0.05)
+        for _ in range(200):
+            if signal.SIGALRM not in signal.sigpending():
+                break
+            time.sleep(0.01)
         signal.signal(signal.SIGALRM, previous)
     assert interrupted > 0
     assert not held, f"a metric lock was left held after {interrupted} interruptions"
