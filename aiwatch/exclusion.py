@@ -71,13 +71,19 @@ def exclude_path_set(paths: Iterable[str]) -> frozenset[str]:
     """The middleware's ``exclude_paths``: exact request paths passed through untimed. A str (or bytes) is a
     ``TypeError``, not the set of its characters (which excluded every request to ``/`` and no health check), and so
     is an item that is not a str (no request path equals it)."""
-    if isinstance(paths, (str, bytes)):
-        raise TypeError(f"exclude_paths must be a collection of paths, got the single {type(paths).__name__} "
-                        f"{paths!r}: write [{paths!r}]")
-    found = frozenset(paths)
-    for path in found:
-        if not isinstance(path, str):
-            raise TypeError(f"exclude_paths must hold str paths, got {path!r}")
+    return _str_set(paths, "exclude_paths", "path")
+
+
+def _str_set(values: Iterable[str], source: str, noun: str) -> frozenset[str]:
+    """``values`` (the argument ``source``, a collection of ``noun``s) as a set; a single str or bytes is a
+    ``TypeError`` rather than the set of its characters, and so is an item that is not a str."""
+    if isinstance(values, (str, bytes)):
+        raise TypeError(f"{source} must be a collection of {noun}s, got the single {type(values).__name__} "
+                        f"{values!r}: write [{values!r}]")
+    found = frozenset(values)
+    for item in found:
+        if not isinstance(item, str):
+            raise TypeError(f"{source} must hold str {noun}s, got {item!r}")
     return found
 
 
@@ -87,10 +93,7 @@ class ExcludedServices:
     __slots__ = ("active", "services")
 
     def __init__(self, services: Iterable[str] = (), *, source: str = "excluded_services") -> None:
-        if isinstance(services, (str, bytes)):
-            raise TypeError(f"{source} must be a collection of service names, got the single "
-                            f"{type(services).__name__} {services!r}: write [{services!r}]")
-        found = frozenset(services)
+        found = _str_set(services, source, "service name")
         for name in found:
             _check_service(name, source)
         #: the full service names excluded (``pkg.Service``)
@@ -125,14 +128,13 @@ def service_of(method: str) -> str:
     return method.rpartition("/")[0].lstrip("/")
 
 
-def _check_service(name: object, source: str) -> None:
-    """A service name an RPC can have: a str without ``/`` (a full method name, or a name written with its leading
-    slash, would never match any RPC, so it is refused rather than excluding nothing)."""
-    if not isinstance(name, str):
-        raise TypeError(f"{source} must hold str service names, got {name!r}")
+def _check_service(name: str, source: str) -> None:
+    """A service name an RPC can have: no ``/`` (a full method name, or a name written with its leading slash, would
+    never match any RPC, so it is refused rather than excluding nothing)."""
     if not name or "/" in name or name != name.strip():
         raise ValueError(f"{source}: {name!r} is no gRPC service name; write the full service name, "
                          "such as 'grpc.health.v1.Health' (no slash, no method)")
+
 
 def _compile(name: str, pattern: str) -> re.Pattern[str]:
     try:
