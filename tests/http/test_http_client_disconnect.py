@@ -84,14 +84,26 @@ async def test_an_app_that_swallows_the_send_failure_is_still_499(metrics: Metri
     assert statuses(metrics) == {CLIENT_CLOSED_STATUS: 1.0}
 
 
-def receive_then_gone() -> Any:
-    """A server's ``receive`` that hands over the request, then says the client left (``http.disconnect``)."""
-    messages = [{"type": "http.request", "body": b"", "more_body": False}, {"type": "http.disconnect"}]
+def receive_until(event: asyncio.Event) -> Any:
+    """A server's ``receive``: the request, then ``http.disconnect`` once ``event`` is set."""
+    request_read = False
 
     async def receive() -> dict[str, Any]:
-        return messages.pop(0) if len(messages) > 1 else messages[0]
+        nonlocal request_read
+        if not request_read:
+            request_read = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await event.wait()
+        return {"type": "http.disconnect"}
 
     return receive
+
+
+def receive_then_gone() -> Any:
+    """A server's ``receive`` that hands over the request, then says the client left (``http.disconnect``)."""
+    gone = asyncio.Event()
+    gone.set()
+    return receive_until(gone)
 
 
 async def sent_anyway(message: dict[str, Any]) -> None:
@@ -132,21 +144,6 @@ async def test_a_disconnect_received_after_the_response_ended_keeps_its_status(m
 #: a request to /stream from a server of ASGI spec 2.1 (Hypercorn's): Starlette's StreamingResponse listens for
 #: ``http.disconnect`` while it streams
 STREAM_SCOPE = {**SCOPE, "path": "/stream", "raw_path": b"/stream", "asgi": {"version": "3.0", "spec_version": "2.1"}}
-
-
-def receive_until(event: asyncio.Event) -> Any:
-    """A server's ``receive``: the request, then ``http.disconnect`` once ``event`` is set."""
-    request_read = False
-
-    async def receive() -> dict[str, Any]:
-        nonlocal request_read
-        if not request_read:
-            request_read = True
-            return {"type": "http.request", "body": b"", "more_body": False}
-        await event.wait()
-        return {"type": "http.disconnect"}
-
-    return receive
 
 
 def starlette_streaming_app(metrics: Metrics, pause: bool) -> Any:
