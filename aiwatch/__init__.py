@@ -35,6 +35,7 @@ _LAZY: dict[str, str] = {
     "make_client_recorder": "aiwatch.recording",
     "AiwatchMiddleware": "aiwatch.middleware.asgi",
     "AiwatchWSGIMiddleware": "aiwatch.middleware.wsgi",
+    "AiwatchDjangoRouteMiddleware": "aiwatch.middleware.django",
     "AiwatchStarletteInstrumentor": "aiwatch.middleware.instrumentor",
     "instrument_httpx": "aiwatch.client",
     "instrument_requests": "aiwatch.client",
@@ -83,6 +84,7 @@ _LAZY: dict[str, str] = {
 
 __all__ = [
     "CONTRACT",
+    "AiwatchDjangoRouteMiddleware",
     "AiwatchGrpcInstrumentorClient",
     "AiwatchGrpcInstrumentorServer",
     "AiwatchMiddleware",

@@ -157,6 +157,9 @@ OTEL_STARLETTE_EXCLUDED_URLS = EnvVar("OTEL_PYTHON_STARLETTE_EXCLUDED_URLS", "",
 OTEL_FLASK_EXCLUDED_URLS = EnvVar("OTEL_PYTHON_FLASK_EXCLUDED_URLS", "",
                                   "`OTEL_PYTHON_EXCLUDED_URLS` for Flask apps given to `aiwatch.instrument` "
                                   "(when set, instead of it).", owner="OpenTelemetry")
+OTEL_DJANGO_EXCLUDED_URLS = EnvVar("OTEL_PYTHON_DJANGO_EXCLUDED_URLS", "",
+                                   "`OTEL_PYTHON_EXCLUDED_URLS` for Django's WSGI or ASGI handler given to "
+                                   "`aiwatch.instrument` (when set, instead of it).", owner="OpenTelemetry")
 # --- RPCs neither timed nor traced -------------------------------------------------------------------------
 GRPC_EXCLUDED_SERVICES = EnvVar("OTEL_PYTHON_GRPC_EXCLUDED_SERVICES", "",
                                 "Comma-separated full gRPC service names (`grpc.health.v1.Health`): RPCs to them "
@@ -256,8 +259,8 @@ VARIABLES: tuple[EnvVar, ...] = (
     OTEL_SDK_DISABLED, HTTP_KNOWN_METHODS, CAPTURE_SERVER_REQUEST_HEADERS, CAPTURE_SERVER_RESPONSE_HEADERS,
     CAPTURE_CLIENT_REQUEST_HEADERS, CAPTURE_CLIENT_RESPONSE_HEADERS, CAPTURE_HEADERS_SANITIZE_FIELDS,
     SEMCONV_STABILITY_OPT_IN, EXCLUDED_URLS, OTEL_EXCLUDED_URLS, OTEL_ASGI_EXCLUDED_URLS, OTEL_WSGI_EXCLUDED_URLS,
-    OTEL_FASTAPI_EXCLUDED_URLS, OTEL_STARLETTE_EXCLUDED_URLS, OTEL_FLASK_EXCLUDED_URLS, GRPC_EXCLUDED_SERVICES,
-    MULTIPROC_DIR, LEGACY_MULTIPROC_DIR, MULTIPROCESS_DROP_DEAD,
+    OTEL_FASTAPI_EXCLUDED_URLS, OTEL_STARLETTE_EXCLUDED_URLS, OTEL_FLASK_EXCLUDED_URLS, OTEL_DJANGO_EXCLUDED_URLS,
+    GRPC_EXCLUDED_SERVICES, MULTIPROC_DIR, LEGACY_MULTIPROC_DIR, MULTIPROCESS_DROP_DEAD,
     GPU_POLL_INTERVAL, EVENT_LOOP_INTERVAL,
     CONSOLE_PROMETHEUS, CONSOLE_SCRAPE, CONSOLE_INTERVAL, CONSOLE_HISTORY, CONSOLE_REFRESH, CONSOLE_WINDOW,
     CONSOLE_SPAN, CONSOLE_TIMEOUT, CONSOLE_AGGREGATION_LABELS, CONSOLE_MATCH, CONSOLE_GPU_SOURCE,
@@ -283,13 +286,14 @@ def named_variable(name: str, env: Mapping[str, str] | None = None) -> str:
 _EXCLUDED_URLS_BY_INSTRUMENTATION = {
     "ASGI": OTEL_ASGI_EXCLUDED_URLS, "WSGI": OTEL_WSGI_EXCLUDED_URLS, "FASTAPI": OTEL_FASTAPI_EXCLUDED_URLS,
     "STARLETTE": OTEL_STARLETTE_EXCLUDED_URLS, "FLASK": OTEL_FLASK_EXCLUDED_URLS,
+    "DJANGO": OTEL_DJANGO_EXCLUDED_URLS,
 }
 
 
 def otel_excluded_urls(instrumentation: str, env: Mapping[str, str] | None = None) -> str:
     """OpenTelemetry's excluded-URL list for ``instrumentation`` (``ASGI``, ``WSGI``, ``FASTAPI``, ``STARLETTE``,
-    ``FLASK``): its own ``OTEL_PYTHON_{NAME}_EXCLUDED_URLS`` when set, else ``OTEL_PYTHON_EXCLUDED_URLS``, as
-    ``opentelemetry.util.http.get_excluded_urls`` reads them.
+    ``FLASK``, ``DJANGO``): its own ``OTEL_PYTHON_{NAME}_EXCLUDED_URLS`` when set, else
+    ``OTEL_PYTHON_EXCLUDED_URLS``, as ``opentelemetry.util.http.get_excluded_urls`` reads them.
 
         >>> otel_excluded_urls("ASGI", {"OTEL_PYTHON_EXCLUDED_URLS": "a", "OTEL_PYTHON_ASGI_EXCLUDED_URLS": "b"})
         'b'

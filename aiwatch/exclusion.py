@@ -57,7 +57,7 @@ class ExcludedUrls:
     @classmethod
     def from_env(cls, instrumentation: str, env: Mapping[str, str] | None = None) -> ExcludedUrls:
         """The rule the environment sets for ``instrumentation`` (``ASGI``, ``WSGI``, ``FASTAPI``, ``STARLETTE``,
-        ``FLASK``): :func:`aiwatch.env.otel_excluded_urls` plus ``AIWATCH_EXCLUDED_URLS``."""
+        ``FLASK``, ``DJANGO``): :func:`aiwatch.env.otel_excluded_urls` plus ``AIWATCH_EXCLUDED_URLS``."""
         variable = otel_excluded_urls_variable(instrumentation, env)
         return cls.parse(variable.raw(env), EXCLUDED_URLS.raw(env), otel_name=variable.name)
 

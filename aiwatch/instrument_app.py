@@ -7,7 +7,7 @@ from typing import Any, TypeVar
 
 from aiwatch.exclusion import ExcludedUrls, exclude_path_set
 from aiwatch.headercapture import HeaderCapture
-from aiwatch.middleware._common import is_fastapi
+from aiwatch.middleware._common import UNMATCHED_ROUTE, is_fastapi
 from aiwatch.recording import RECORDER_OPTIONS, resolve_recorder
 from aiwatch.safety import sync_hook
 from aiwatch.semconv import known_http_methods
@@ -29,6 +29,10 @@ def instrument(app: A, *, recorder: RequestRecorder | None = None, **options: An
     - **Flask** (anything with ``wsgi_app`` and ``before_request``): wraps ``app.wsgi_app`` in
       :class:`aiwatch.middleware.wsgi.AiwatchWSGIMiddleware`, registers a first ``before_request`` function that
       stores the matched rule as the route label, and returns ``app`` itself.
+    - **Django's handler** (``get_wsgi_application()`` or ``get_asgi_application()``): returns a new WSGI or ASGI
+      middleware wrapping it; Django's ``MIDDLEWARE`` must hold
+      :class:`aiwatch.middleware.django.AiwatchDjangoRouteMiddleware`, which hands it the matched URL pattern (else a
+      ``ValueError``, unless a ``route_resolver`` is given). Serve the returned object.
     - **A bare ASGI callable** (``async def app(scope, receive, send)`` or an object with such a ``__call__``):
       returns a new :class:`~aiwatch.middleware.asgi.AiwatchMiddleware` wrapping it. Serve the returned object.
     - **A bare WSGI callable** (``app(environ, start_response)``): returns a new
@@ -46,9 +50,9 @@ def instrument(app: A, *, recorder: RequestRecorder | None = None, **options: An
 
     ``excluded_urls`` (comma-separated regexes searched in each request's full URL) defaults to the environment as
     OpenTelemetry's instrumentation of the same framework reads it: ``OTEL_PYTHON_FASTAPI_EXCLUDED_URLS``,
-    ``..._STARLETTE_...``, ``..._FLASK_...``, ``..._ASGI_...`` or ``..._WSGI_...`` (bare apps), else
-    ``OTEL_PYTHON_EXCLUDED_URLS``; plus the regex in ``AIWATCH_EXCLUDED_URLS``. Matching requests are neither timed
-    nor traced.
+    ``..._STARLETTE_...``, ``..._FLASK_...``, ``..._DJANGO_...``, ``..._ASGI_...`` or ``..._WSGI_...`` (bare
+    apps), else ``OTEL_PYTHON_EXCLUDED_URLS``; plus the regex in ``AIWATCH_EXCLUDED_URLS``. Matching requests are
+    neither timed nor traced.
     """
     automatic = getattr(app, _AUTOMATIC, None)
     if (getattr(app, _MARK, None) is not None and automatic is None) or _is_aiwatch_middleware(app):
@@ -65,6 +69,9 @@ def instrument(app: A, *, recorder: RequestRecorder | None = None, **options: An
         check_serving_settings()
     if "exclude_paths" in options:
         options["exclude_paths"] = exclude_path_set(options["exclude_paths"])
+    django = _is_django_handler(app)
+    if django and options.get("route_resolver") is None:
+        _require_route_middleware()
     recorder_options = {k: v for k, v in options.items() if k in RECORDER_OPTIONS}
     middleware_options = {k: v for k, v in options.items() if k not in RECORDER_OPTIONS}
     recorder = resolve_recorder(recorder, recorder_options)
@@ -84,6 +91,8 @@ def instrument(app: A, *, recorder: RequestRecorder | None = None, **options: An
         middleware_options.setdefault("excluded_urls", ExcludedUrls.from_env("FLASK"))
         _instrument_flask(app, recorder, middleware_options)
         return app
+    if django:
+        middleware_options.setdefault("excluded_urls", ExcludedUrls.from_env("DJANGO"))
     if _is_asgi(app):
         from aiwatch.middleware.asgi import AiwatchMiddleware
 
@@ -120,6 +129,35 @@ def _is_aiwatch_middleware(app: Any) -> bool:
     from aiwatch.middleware.wsgi import AiwatchWSGIMiddleware
 
     return isinstance(app, (AiwatchMiddleware, AiwatchWSGIMiddleware))
+
+
+def _is_django_handler(app: Any) -> bool:
+    """Whether ``app`` is Django's WSGI or ASGI handler (``get_wsgi_application()``, ``get_asgi_application()``)."""
+    return any(cls.__module__.startswith("django.core.handlers.") for cls in type(app).__mro__)
+
+
+def _require_route_middleware() -> None:
+    """A ``ValueError`` unless Django's ``MIDDLEWARE`` has
+    :class:`~aiwatch.middleware.django.AiwatchDjangoRouteMiddleware` (or a subclass): without it, every request of
+    the app would be ``__unmatched__``."""
+    from django.conf import settings
+    from django.utils.module_loading import import_string
+
+    from aiwatch.middleware.django import MIDDLEWARE_PATH, AiwatchDjangoRouteMiddleware
+
+    for entry in settings.MIDDLEWARE:
+        if entry == MIDDLEWARE_PATH:
+            return
+        try:
+            middleware = import_string(entry)
+        except ImportError:  # Django's handler imported every entry already; one that fails is not aiwatch's
+            continue
+        if isinstance(middleware, type) and issubclass(middleware, AiwatchDjangoRouteMiddleware):
+            return
+    raise ValueError(f"aiwatch.instrument(): Django's MIDDLEWARE setting has no {MIDDLEWARE_PATH!r}, so aiwatch "
+                     "cannot see which URL pattern a request matched and every request would be labelled "
+                     f"{UNMATCHED_ROUTE!r}: add it at the top of MIDDLEWARE (before the handler is made), or pass "
+                     "route_resolver=")
 
 
 def _is_asgi(app: Any) -> bool:

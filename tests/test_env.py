@@ -313,6 +313,7 @@ READERS: dict[str, tuple[Callable[[], Any], Any, str, Any]] = {
     "OTEL_PYTHON_FASTAPI_EXCLUDED_URLS": (_excludes("FASTAPI"), False, "healthz", True),
     "OTEL_PYTHON_STARLETTE_EXCLUDED_URLS": (_excludes("STARLETTE"), False, "healthz", True),
     "OTEL_PYTHON_FLASK_EXCLUDED_URLS": (_excludes("FLASK"), False, "healthz", True),
+    "OTEL_PYTHON_DJANGO_EXCLUDED_URLS": (_excludes("DJANGO"), False, "healthz", True),
     "OTEL_PYTHON_GRPC_EXCLUDED_SERVICES": (_grpc_excludes_health, False, "a.B, grpc.health.v1.Health", True),
     "AIWATCH_GPU_POLL_INTERVAL": (_gpu_interval, 5.0, "0.5", 0.5),
     "AIWATCH_EVENT_LOOP_INTERVAL": (_loop_interval, 0.1, "0.5", 0.5),

@@ -12,14 +12,24 @@ from aiwatch.semconv import OTHER_METHOD, http_span_name
 from aiwatch.timing import RequestRecorder, RequestTimeline
 from aiwatch.tracing import activate_counted
 
-__all__ = ["CLIENT_CLOSED_STATUS", "HEADER_COMPONENT", "OTHER_METHOD", "UNMATCHED_ROUTE", "begin_on_new_span",
-           "capture_request_headers", "count_header_cut", "is_fastapi", "put_captured_headers",
-           "takes_captured_headers"]
+__all__ = ["CLIENT_CLOSED_STATUS", "HEADER_COMPONENT", "OTHER_METHOD", "ROUTE_KEY", "UNMATCHED_ROUTE",
+           "begin_on_new_span", "capture_request_headers", "count_header_cut", "is_fastapi", "put_captured_headers",
+           "stored_route", "takes_captured_headers"]
 
 H = TypeVar("H")
 
 UNMATCHED_ROUTE = "__unmatched__"
 """The route label of requests that matched no route template: the raw path is never used as a label."""
+
+ROUTE_KEY = "aiwatch.route"
+"""The WSGI environ or ASGI scope key where a framework integration (Flask's, Django's, or the app's own code)
+stores the route template the request matched."""
+
+
+def stored_route(environ_or_scope: Any) -> str | None:
+    """The route template stored under :data:`ROUTE_KEY` in a WSGI environ or an ASGI scope, if any."""
+    route = environ_or_scope.get(ROUTE_KEY)
+    return str(route) if route else None
 
 #: ``aiwatch_instrumentation_errors_total{component}`` of a ``Server-Timing`` header cut short to
 #: :data:`aiwatch.servertiming.MAX_LENGTH` (phase entries left out), once per response

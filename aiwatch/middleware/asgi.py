@@ -48,6 +48,7 @@ from aiwatch.middleware._common import (
     count_header_cut,
     is_fastapi,
     put_captured_headers,
+    stored_route,
     takes_captured_headers,
 )
 from aiwatch.middleware.routes import starlette_route
@@ -139,7 +140,9 @@ class AiwatchMiddleware:
       as OpenTelemetry's ``excluded_urls``: matching requests are neither timed nor traced. Default: the
       environment, ``OTEL_PYTHON_ASGI_EXCLUDED_URLS`` or else ``OTEL_PYTHON_EXCLUDED_URLS``, plus the regex in
       ``AIWATCH_EXCLUDED_URLS`` (:mod:`aiwatch.exclusion`).
-    - ``route_resolver``: ``scope -> route template or None`` for non-Starlette apps.
+    - ``route_resolver``: ``scope -> route template or None`` for non-Starlette apps. Without one, the route is the
+      template stored in ``scope["aiwatch.route"]`` (Django's :mod:`aiwatch.middleware.django` stores it there, and
+      so may any app), else the one Starlette's or FastAPI's router chose.
     - ``on_request_end``: hook called with ``(scope, timeline, status)`` after each request; failures are counted.
     """
 
@@ -392,7 +395,7 @@ class AiwatchMiddleware:
         if resolver is not None:
             return resolve_route(resolver, self.metrics, scope)
         try:
-            return starlette_route(scope, root_path)
+            return stored_route(scope) or starlette_route(scope, root_path)
         except Exception as exc:
             record_error("route", exc, self.metrics)
             return None

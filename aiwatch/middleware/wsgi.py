@@ -6,7 +6,8 @@
     app = aiwatch.instrument(Flask(__name__), service="recommender")
 
 For Flask, :func:`aiwatch.instrument` wraps ``app.wsgi_app`` and registers a ``before_request`` function that
-stores the matched rule (``/items/<int:item_id>``) for the route label. Any other WSGI app::
+stores the matched rule (``/items/<int:item_id>``) for the route label; for Django, :mod:`aiwatch.middleware.django`
+stores the URL pattern that matched. Any other WSGI app::
 
     from aiwatch.middleware.wsgi import AiwatchWSGIMiddleware
 
@@ -41,11 +42,13 @@ from aiwatch.headercapture import HeaderCapture, environ_headers
 from aiwatch.metrics import Metrics
 from aiwatch.middleware._common import (
     OTHER_METHOD,
+    ROUTE_KEY,
     UNMATCHED_ROUTE,
     begin_on_new_span,
     capture_request_headers,
     count_header_cut,
     put_captured_headers,
+    stored_route,
     takes_captured_headers,
 )
 from aiwatch.recording import resolve_recorder
@@ -79,7 +82,7 @@ Environ = dict[str, Any]
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
 
-ROUTE_ENVIRON_KEY = "aiwatch.route"
+ROUTE_ENVIRON_KEY = ROUTE_KEY
 """The environ key where a framework integration stores the matched route template."""
 
 _SERVER_TIMING = "Server-Timing"
@@ -88,9 +91,9 @@ assert _SERVER_TIMING.lower() == HEADER
 
 
 def environ_route(environ: Environ) -> str | None:
-    """The route template stored in ``environ[ROUTE_ENVIRON_KEY]`` (Flask's integration sets it), if any."""
-    route = environ.get(ROUTE_ENVIRON_KEY)
-    return str(route) if route else None
+    """The route template stored in ``environ[ROUTE_ENVIRON_KEY]`` (Flask's and Django's integrations set it), if
+    any."""
+    return stored_route(environ)
 
 
 class AiwatchWSGIMiddleware:

@@ -1,0 +1,97 @@
+"""Django: the route template of each request, for aiwatch's WSGI or ASGI middleware around Django's handler.
+
+Django matches the URL inside its handler, where middleware wrapped around the handler cannot see it: without
+this, every request of a Django app is ``__unmatched__``. Add :class:`AiwatchDjangoRouteMiddleware` to the top of
+``MIDDLEWARE`` and instrument the handler::
+
+    # settings.py
+    MIDDLEWARE = ["aiwatch.middleware.django.AiwatchDjangoRouteMiddleware", ...]
+
+    # wsgi.py (asgi.py: the same with get_asgi_application)
+    import aiwatch
+    from django.core.wsgi import get_wsgi_application
+
+    application = aiwatch.instrument(get_wsgi_application(), service="recommender")
+
+The route is Django's own template of the URL pattern that matched (``request.resolver_match.route``:
+``api/v1/predict/<int:model_id>/``, or a ``re_path`` regex), as OpenTelemetry's Django instrumentation sets
+``http.route``; the site root (Django's empty route) is ``/``. A request no pattern matched (a 404) stays
+``__unmatched__``. The middleware stores the template once the rest of the chain returned, so a request that
+another middleware answered after the URL was matched (CSRF's 403) is labelled with its route too. It is
+``async_capable``: under ASGI it runs on the event loop, with no thread hop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+
+from aiwatch.middleware._common import ROUTE_KEY
+from aiwatch.safety import record_error
+from aiwatch.timing import current_timeline
+
+__all__ = ["MIDDLEWARE_PATH", "AiwatchDjangoRouteMiddleware", "django_route"]
+
+MIDDLEWARE_PATH = "aiwatch.middleware.django.AiwatchDjangoRouteMiddleware"
+"""The entry to add to Django's ``MIDDLEWARE`` setting."""
+
+#: the label of Django's empty route (the site root, ``path("", view)``): a label is never empty
+ROOT_ROUTE = "/"
+
+
+def django_route(request: Any) -> str | None:
+    """The template of the URL pattern that matched ``request``, ``None`` if none did."""
+    match = getattr(request, "resolver_match", None)
+    if match is None:
+        return None
+    route = getattr(match, "route", None)
+    if not isinstance(route, str):
+        return None
+    return route or ROOT_ROUTE
+
+
+def store_route(request: Any) -> None:
+    """Store ``request``'s route template where aiwatch's middleware reads it: the ASGI scope (``request.scope``)
+    or the WSGI environ (``request.environ``), which are the very dicts the server handed the middleware. Never
+    raises: a failure is counted under ``component="route"``, in the metrics of the request's recorder."""
+    try:
+        route = django_route(request)
+        if route is None:
+            return
+        scope = getattr(request, "scope", None)
+        target = scope if isinstance(scope, dict) else getattr(request, "environ", None)
+        if isinstance(target, dict):
+            target[ROUTE_KEY] = route
+    except Exception as exc:
+        timeline = current_timeline()
+        record_error("route", exc, timeline.recorder.metrics if timeline is not None else None)
+
+
+class AiwatchDjangoRouteMiddleware:
+    """Django middleware that hands aiwatch the route template each request matched (see the module's text)."""
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: Callable[[Any], Any]) -> None:
+        self.get_response = get_response
+        self.is_async = iscoroutinefunction(get_response)
+        if self.is_async:
+            markcoroutinefunction(self)  # so that Django awaits this middleware instead of running it in a thread
+
+    def __call__(self, request: Any) -> Any:
+        if self.is_async:
+            return self._call_async(request)
+        try:
+            return self.get_response(request)
+        finally:
+            store_route(request)
+
+    async def _call_async(self, request: Any) -> Any:
+        response: Awaitable[Any] = self.get_response(request)
+        try:
+            return await response
+        finally:
+            store_route(request)
