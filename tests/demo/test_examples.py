@@ -25,7 +25,7 @@ def _post(url: str, body: dict[str, object]) -> tuple[int, dict[str, str], bytes
         return int(resp.status), {k.lower(): v for k, v in resp.headers.items()}, resp.read()
 
 
-def _samples_once_recorded(port: int, service: str) -> Samples:
+def _samples_once_recorded(port: int, service: str, route: str) -> Samples:
     """The service's /metrics once the request is recorded. A WSGI server closes the response, which is when the
     middleware records it (PEP 3333), after the client has the body: a scrape at once may come first."""
     deadline = time.monotonic() + 15
@@ -33,20 +33,20 @@ def _samples_once_recorded(port: int, service: str) -> Samples:
         status, metrics = http_get(f"http://127.0.0.1:{port}/metrics")
         assert status == 200
         samples = parse_metrics(metrics.decode())
-        recorded = scrape.total(samples, "aiwatch_request_duration_seconds_count", service=service, route="/predict")
+        recorded = scrape.total(samples, "aiwatch_request_duration_seconds_count", service=service, route=route)
         if recorded or time.monotonic() > deadline:
             return samples
         time.sleep(0.05)
 
 
-def _check_service(port: int, service: str) -> None:
+def _check_service(port: int, service: str, route: str = "/predict") -> None:
     status, headers, body = _post(f"http://127.0.0.1:{port}/predict", {"user_id": 3, "basket_value": 42.0})
     assert status == 200 and len(json.loads(body)["items"]) == 10
     assert "inference;dur=" in headers["server-timing"] and "features;dur=" in headers["server-timing"]
-    samples = _samples_once_recorded(port, service)
+    samples = _samples_once_recorded(port, service, route)
     for phase in ("features", "inference", "overhead"):
         assert scrape.total(samples, "aiwatch_phase_duration_seconds_count", service=service, phase=phase) == 1.0
-    assert scrape.total(samples, "aiwatch_request_duration_seconds_count", service=service, route="/predict") == 1.0
+    assert scrape.total(samples, "aiwatch_request_duration_seconds_count", service=service, route=route) == 1.0
 
 
 @pytest.mark.slow
@@ -64,6 +64,15 @@ def test_flask_example_serves_the_latency_split() -> None:
     with python_app([str(EXAMPLES / "flask_service" / "app.py"), "--port", str(port)],
                     f"http://127.0.0.1:{port}/healthz"):
         _check_service(port, "recommender-flask")
+
+
+@pytest.mark.slow
+def test_django_example_serves_the_latency_split() -> None:
+    """Django's own route format (no leading slash), from aiwatch's route middleware."""
+    port = free_port()
+    with python_app([str(EXAMPLES / "django_service" / "app.py"), "--port", str(port)],
+                    f"http://127.0.0.1:{port}/healthz"):
+        _check_service(port, "recommender-django", route="predict")
 
 
 def _run(args: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
