@@ -87,19 +87,6 @@ _STATUS = {code: str(code) for code in range(100, 600)}
 _clock = time.perf_counter
 
 
-def _counting(receive: Receive, received: list[int]) -> Receive:
-    """``receive``, adding the bytes of each request body message to ``received[0]``."""
-
-    async def counted() -> Message:
-        message = await receive()
-        body = message.get("body")
-        if body:
-            received[0] += len(body)
-        return message
-
-    return counted
-
-
 def _pathsend_size(headers: Any, message: Message, metrics: Metrics) -> int:
     """The body size of an ``http.response.pathsend`` response: its declared ``Content-Length``, else the size of
     the file it names (0 if neither is known). Never raises."""
@@ -236,9 +223,8 @@ class AiwatchMiddleware:
         received: list[int] | None = None
         if declared is None and (chunked or length is not None):
             # a body of unknown size, or a Content-Length that is no count of bytes (+7, 1_000): count what the
-            # app reads
+            # app reads (receive_wrapper)
             received = [0]
-            receive = _counting(receive, received)
         sent = 0
         chunks: ChunkTimer | None = None
         response_headers: Any = None
@@ -284,6 +270,10 @@ class AiwatchMiddleware:
                             heard_end = True
                         else:
                             client_left = True
+                    elif received is not None:
+                        body = message.get("body")
+                        if body:
+                            received[0] += len(body)
                 except Exception as exc:  # a message that is no mapping: the app's to find out, not aiwatch's
                     record_error("metrics", exc, self.metrics)
             return message

@@ -194,9 +194,15 @@ async def test_a_disconnect_heard_before_the_last_send_is_still_499(metrics: Met
     assert statuses(metrics) == {CLIENT_CLOSED_STATUS: 1.0}
 
 
-async def test_a_receive_message_that_is_no_mapping_reaches_the_app_and_is_counted(metrics: Metrics) -> None:
+CHUNKED_SCOPE = {**SCOPE, "method": "POST", "headers": [(b"transfer-encoding", b"chunked")]}
+
+
+@pytest.mark.parametrize("scope", [SCOPE, CHUNKED_SCOPE], ids=["sized", "chunked"])
+async def test_a_receive_message_that_is_no_mapping_reaches_the_app_and_is_counted(metrics: Metrics,
+                                                                                    scope: dict[str, Any]) -> None:
     """A broken server's ``receive`` returning something that is no message: aiwatch's look at it fails, is counted
-    under ``metrics``, and the app gets the object as it came (its to handle); the request is recorded."""
+    under ``metrics``, and the app gets the object as it came (its to handle); the request is recorded. With a
+    chunked body (counted as the app reads it), the AttributeError of the count reached the app before."""
     odd = ["not", "a", "message"]
     seen: list[Any] = []
 
@@ -211,7 +217,7 @@ async def test_a_receive_message_that_is_no_mapping_reaches_the_app_and_is_count
     async def send(message: dict[str, Any]) -> None:
         pass
 
-    await aiwatch.instrument(app, metrics=metrics, service="svc")(dict(SCOPE), receive, send)
+    await aiwatch.instrument(app, metrics=metrics, service="svc")(dict(scope), receive, send)
     assert seen == [odd] and seen[0] is odd
     assert statuses(metrics) == {"200": 1.0}
     assert metrics.registry.get_sample_value("aiwatch_instrumentation_errors_total", {"component": "metrics"}) == 1
