@@ -125,6 +125,17 @@ CAPTURE_HEADERS_SANITIZE_FIELDS = EnvVar(
     "Comma-separated regular expressions (any case), each searched in a captured header's name: the values of the "
     "headers they find are captured as `[REDACTED]` (e.g. `.*session.*,set-cookie,authorization`).",
     owner="OpenTelemetry")
+CAPTURE_GRPC_SERVER_REQUEST_METADATA = EnvVar(
+    "OTEL_INSTRUMENTATION_GRPC_CAPTURE_METADATA_SERVER_REQUEST", "",
+    "Comma-separated gRPC metadata keys (regular expressions, each matched against a whole key) whose values the "
+    "SERVER spans aiwatch's gRPC server interceptors start carry, as `rpc.grpc.request.metadata.<key>` "
+    "(`rpc.request.metadata.<key>` under `OTEL_SEMCONV_STABILITY_OPT_IN=rpc`); the name is the OpenTelemetry Java "
+    "agent's. `OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS` redacts here too.",
+    owner="OpenTelemetry")
+CAPTURE_GRPC_CLIENT_REQUEST_METADATA = EnvVar(
+    "OTEL_INSTRUMENTATION_GRPC_CAPTURE_METADATA_CLIENT_REQUEST", "",
+    "`OTEL_INSTRUMENTATION_GRPC_CAPTURE_METADATA_SERVER_REQUEST` for the CLIENT spans of aiwatch's gRPC client "
+    "interceptors: the keys of the metadata the app sends.", owner="OpenTelemetry")
 TRAFFIC_CLASSES = EnvVar("AIWATCH_TRAFFIC_CLASSES", "realtime,batch",
                          "The traffic classes servers tell apart (the `traffic_class` label), comma-separated; the "
                          "first is the default, given to requests that name no class (or one not listed) in their "
@@ -258,6 +269,7 @@ VARIABLES: tuple[EnvVar, ...] = (
     SERVICE, OTEL_SERVICE_NAME, SLOW_THRESHOLD, MAX_LABEL_VALUES, TRAFFIC_CLASSES, TRAFFIC_CLASS_ROUTES, TRACING,
     OTEL_SDK_DISABLED, HTTP_KNOWN_METHODS, CAPTURE_SERVER_REQUEST_HEADERS, CAPTURE_SERVER_RESPONSE_HEADERS,
     CAPTURE_CLIENT_REQUEST_HEADERS, CAPTURE_CLIENT_RESPONSE_HEADERS, CAPTURE_HEADERS_SANITIZE_FIELDS,
+    CAPTURE_GRPC_SERVER_REQUEST_METADATA, CAPTURE_GRPC_CLIENT_REQUEST_METADATA,
     SEMCONV_STABILITY_OPT_IN, EXCLUDED_URLS, OTEL_EXCLUDED_URLS, OTEL_ASGI_EXCLUDED_URLS, OTEL_WSGI_EXCLUDED_URLS,
     OTEL_FASTAPI_EXCLUDED_URLS, OTEL_STARLETTE_EXCLUDED_URLS, OTEL_FLASK_EXCLUDED_URLS, OTEL_DJANGO_EXCLUDED_URLS,
     GRPC_EXCLUDED_SERVICES, MULTIPROC_DIR, LEGACY_MULTIPROC_DIR, MULTIPROCESS_DROP_DEAD,

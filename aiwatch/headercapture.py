@@ -79,7 +79,7 @@ def header_patterns(variable: EnvVar, env: Mapping[str, str] | None = None) -> r
                          "such as (?i) are not needed (the match ignores case)") from None
 
 
-class _Decisions:
+class NameDecisions:
     """Whether each header name is captured, under which attribute, and whether redacted: decided once per name
     (a regex match is most of a capture's cost), at most :data:`MAX_DECIDED_NAMES` remembered. Lock-free: two
     threads deciding one name at once both store the same answer."""
@@ -152,14 +152,14 @@ class HeaderCapture:
     request: re.Pattern[str] | None = None
     response: re.Pattern[str] | None = None
     sanitize: re.Pattern[str] | None = None
-    _request: _Decisions | None = field(init=False, repr=False, compare=False, default=None)
-    _response: _Decisions | None = field(init=False, repr=False, compare=False, default=None)
+    _request: NameDecisions | None = field(init=False, repr=False, compare=False, default=None)
+    _response: NameDecisions | None = field(init=False, repr=False, compare=False, default=None)
 
     def __post_init__(self) -> None:
         if self.request is not None:
-            object.__setattr__(self, "_request", _Decisions(self.request, self.sanitize, REQUEST_PREFIX))
+            object.__setattr__(self, "_request", NameDecisions(self.request, self.sanitize, REQUEST_PREFIX))
         if self.response is not None:
-            object.__setattr__(self, "_response", _Decisions(self.response, self.sanitize, RESPONSE_PREFIX))
+            object.__setattr__(self, "_response", NameDecisions(self.response, self.sanitize, RESPONSE_PREFIX))
 
     @classmethod
     def server(cls, env: Mapping[str, str] | None = None) -> HeaderCapture:

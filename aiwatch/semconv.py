@@ -54,6 +54,10 @@ RPC_GRPC_STATUS_CODE = _rpc.RPC_GRPC_STATUS_CODE
 RPC_SYSTEM_NAME: str = getattr(_rpc, "RPC_SYSTEM_NAME", "rpc.system.name")
 RPC_METHOD_ORIGINAL: str = getattr(_rpc, "RPC_METHOD_ORIGINAL", "rpc.method_original")
 RPC_RESPONSE_STATUS_CODE: str = getattr(_rpc, "RPC_RESPONSE_STATUS_CODE", "rpc.response.status_code")
+# captured request metadata: the default set's rpc.grpc.request.metadata.<key>, the stable set's
+# rpc.request.metadata.<key> (not in 0.46b0, the floor)
+RPC_GRPC_REQUEST_METADATA: str = getattr(_rpc, "RPC_GRPC_REQUEST_METADATA_TEMPLATE", "rpc.grpc.request.metadata")
+RPC_REQUEST_METADATA: str = getattr(_rpc, "RPC_REQUEST_METADATA_TEMPLATE", "rpc.request.metadata")
 # the peer on gRPC server spans in the default set, as opentelemetry-instrumentation-grpc names it (the conventions'
 # deprecated names; its port is an int here, as the conventions type it); spelled here because 0.46b0, the floor, has
 # no net_attributes module (tests/test_semconv.py checks them against the installed package)

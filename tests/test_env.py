@@ -194,6 +194,25 @@ def _client_captures(side: str) -> list[str]:
     return sorted(getattr(ClientRecorder(registry=CollectorRegistry()).header_capture, f"{side}_attributes")(_HEADERS))
 
 
+def _grpc_captures(side: str) -> list[str]:
+    """The span attributes the gRPC ``side``'s interceptor captures from metadata with X-Key and X-Tenant (where
+    grpcio is installed: the lowest-versions run has no grpc extra, and reads the capture the interceptor makes)."""
+    from prometheus_client import CollectorRegistry
+
+    from aiwatch.metadatacapture import MetadataCapture
+    from aiwatch.semconv import rpc_conventions
+
+    try:
+        from aiwatch.grpc import grpc_client_interceptor, grpc_server_interceptor
+    except ImportError:
+        make = MetadataCapture.server if side == "server" else MetadataCapture.client
+        capture = make(rpc_conventions())
+    else:
+        interceptor = grpc_server_interceptor if side == "server" else grpc_client_interceptor
+        capture = interceptor(service="svc", registry=CollectorRegistry())._core.metadata_capture
+    return [] if capture is None else sorted(capture.attributes([("x-key", "s3cr3t"), ("x-tenant", "a")]))
+
+
 def _x_key_captured_as() -> list[str]:
     """The value X-Key is captured with when the server captures it (the request list given here)."""
     from aiwatch.headercapture import HeaderCapture
@@ -304,6 +323,10 @@ READERS: dict[str, tuple[Callable[[], Any], Any, str, Any]] = {
         lambda: _client_captures("request"), [], "x-key", ["http.request.header.x-key"]),
     "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_CLIENT_RESPONSE": (
         lambda: _client_captures("response"), [], "x-tenant", ["http.response.header.x-tenant"]),
+    "OTEL_INSTRUMENTATION_GRPC_CAPTURE_METADATA_SERVER_REQUEST": (
+        lambda: _grpc_captures("server"), [], "x-key", ["rpc.grpc.request.metadata.x-key"]),
+    "OTEL_INSTRUMENTATION_GRPC_CAPTURE_METADATA_CLIENT_REQUEST": (
+        lambda: _grpc_captures("client"), [], "x-tenant", ["rpc.grpc.request.metadata.x-tenant"]),
     "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS": (_x_key_captured_as, ["s3cr3t"], "key",
                                                                   ["[REDACTED]"]),
     "AIWATCH_EXCLUDED_URLS": (_excludes("ASGI"), False, r"/health[z]{1,3}$", True),

@@ -17,6 +17,8 @@ def test_stable_rpc_names_are_the_packages() -> None:
     assert semconv.RPC_SYSTEM_NAME == rpc_attributes.RPC_SYSTEM_NAME
     assert semconv.RPC_METHOD_ORIGINAL == rpc_attributes.RPC_METHOD_ORIGINAL
     assert semconv.RPC_RESPONSE_STATUS_CODE == rpc_attributes.RPC_RESPONSE_STATUS_CODE
+    assert semconv.RPC_GRPC_REQUEST_METADATA == rpc_attributes.RPC_GRPC_REQUEST_METADATA_TEMPLATE
+    assert semconv.RPC_REQUEST_METADATA == rpc_attributes.RPC_REQUEST_METADATA_TEMPLATE
     from opentelemetry.semconv._incubating.attributes import net_attributes
 
     assert (semconv.NET_PEER_IP, semconv.NET_PEER_PORT) == (net_attributes.NET_PEER_IP, net_attributes.NET_PEER_PORT)

@@ -61,7 +61,9 @@ from aiwatch.grpc.streambytes import (
     counted_requests,
     message_size,
 )
+from aiwatch.metadatacapture import MetadataCapture
 from aiwatch.metrics import Metrics
+from aiwatch.middleware._common import capture_request_headers
 from aiwatch.recording import resolve_client_recorder
 from aiwatch.safety import record_error, warn_rate_limited
 from aiwatch.semconv import end_grpc_span, grpc_span_start, rpc_conventions
@@ -115,6 +117,8 @@ class _ClientCore:
         self.address = address
         self.propagate = propagate
         self.conventions = rpc_conventions()
+        #: the metadata the app sends that CLIENT spans carry (``None``: none configured)
+        self.metadata_capture = MetadataCapture.client(self.conventions)
 
     @classmethod
     def of(cls, recorder: ClientRecorder | None, peer: str | None, propagate: bool, *, service: str | None,
@@ -126,9 +130,9 @@ class _ClientCore:
                                                       "tracer_provider": tracer_provider}), peer, propagate,
                    address, ExcludedServices.resolve(excluded_services))
 
-    def start_span(self, method: str) -> Any:
+    def start_span(self, method: str, metadata: Any = None) -> Any:
         """The call's CLIENT span, or ``None``: tracing is off, or another instrumentation's CLIENT span is
-        current (it is the call's span). Never raises."""
+        current (it is the call's span). ``metadata``: the app's, for :attr:`metadata_capture`. Never raises."""
         try:
             current = trace.get_current_span()
             if current.is_recording() and getattr(current, "kind", None) is SpanKind.CLIENT:
@@ -142,6 +146,8 @@ class _ClientCore:
                 if tl is not None and tl.span is not None:
                     context = trace.set_span_in_context(tl.span)
             name, attributes = grpc_span_start(method, self.conventions, self.address)
+            if self.metadata_capture is not None and metadata:
+                attributes.update(capture_request_headers(self.metadata_capture.attributes, metadata, self.metrics))
             return tracer.start_span(name, context=context, kind=SpanKind.CLIENT, attributes=attributes)
         except Exception as exc:
             record_error("tracing", exc, self.metrics)
@@ -326,7 +332,7 @@ class AiwatchClientInterceptor(
             except Exception as exc:
                 record_error(COMPONENT, exc, core.metrics)
         method = method_name(details.method)
-        span = core.start_span(method)
+        span = core.start_span(method, details.metadata)
         try:
             pairs = core.carrier(details.metadata, span)
             if pairs is not None:
@@ -428,7 +434,7 @@ class _AioClientBase:
         except Exception as exc:
             record_error(COMPONENT, exc, core.metrics)
         method = method_name(details.method)
-        span = core.start_span(method)
+        span = core.start_span(method, details.metadata)
         try:
             pairs = core.carrier(details.metadata, span)
             if pairs is not None:

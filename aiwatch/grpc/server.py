@@ -59,8 +59,9 @@ from prometheus_client import CollectorRegistry
 from aiwatch.exclusion import ExcludedServices
 from aiwatch.grpc._common import metadata_dict, method_name, status_name, status_value
 from aiwatch.grpc.serialization import MessageTimer, ended, take_pending, take_streamed
+from aiwatch.metadatacapture import MetadataCapture
 from aiwatch.metrics import Metrics
-from aiwatch.middleware._common import UNMATCHED_ROUTE
+from aiwatch.middleware._common import UNMATCHED_ROUTE, capture_request_headers
 from aiwatch.recording import resolve_recorder
 from aiwatch.safety import record_cut, record_error
 from aiwatch.semconv import end_grpc_span, grpc_peer_attributes, grpc_span_start, rpc_conventions
@@ -209,6 +210,8 @@ class _ServerCore:
         self.server_timing = server_timing
         self.serialization = serialization
         self.conventions = rpc_conventions()
+        #: the request metadata SERVER spans carry (``None``: none configured)
+        self.metadata_capture = MetadataCapture.server(self.conventions)
         #: the last peer string read and its attributes: the RPCs of one HTTP/2 connection share its peer
         self._last_peer: tuple[str, dict[str, Any]] = ("", {})
         #: the trailer's overhead and total entries, the total's ``desc`` the service name in printable ASCII (gRPC
@@ -260,6 +263,9 @@ class _ServerCore:
                             parent = extract_context(metadata_dict(metadata, names, fields.prefix), fields)
                     name, attributes = grpc_span_start(method, self.conventions)
                     attributes.update(self._peer_attributes(context))
+                    if self.metadata_capture is not None and metadata:
+                        attributes.update(capture_request_headers(self.metadata_capture.attributes, metadata,
+                                                                  self.metrics))
                     tl = recorder.begin_with(tracer, name, parent, attributes)
                     if tl.span is not None:
                         otel_context = trace.set_span_in_context(tl.span, parent)
