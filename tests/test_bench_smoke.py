@@ -18,6 +18,7 @@ QUICK = {
     ("signals_bench.py", "--quick"): "scrape (generate_latest) of aiwatch's metrics",
     ("grpc_bench.py", "--quick"): "CPU: aiwatch (metrics only) / one-histogram added",
     ("header_capture_bench.py", "--quick"): "capture - no-capture, median of the rounds' differences",
+    ("wsgi_bench.py", "--quick"): "django: aiwatch / one-histogram added",
     ("ai_signals_bench.py", "--quick"): "aiwatch (default) added over bare",
     ("alerts_rule_eval.py", "--quick"): "all aiwatch groups",
     ("console_bench.py", "--quick", "--renders", "1"): "all four views from Prometheus",
