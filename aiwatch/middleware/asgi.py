@@ -51,7 +51,7 @@ from aiwatch.middleware._common import (
     stored_route,
     takes_captured_headers,
 )
-from aiwatch.middleware.routes import starlette_route
+from aiwatch.middleware.routes import litestar_route, starlette_route
 from aiwatch.recording import resolve_recorder
 from aiwatch.safety import call_hook, logger, record_error, resolve_route, sync_hook
 from aiwatch.semconv import (
@@ -129,7 +129,7 @@ class AiwatchMiddleware:
       ``AIWATCH_EXCLUDED_URLS`` (:mod:`aiwatch.exclusion`).
     - ``route_resolver``: ``scope -> route template or None`` for non-Starlette apps. Without one, the route is the
       template stored in ``scope["aiwatch.route"]`` (Django's :mod:`aiwatch.middleware.django` stores it there, and
-      so may any app), else the one Starlette's or FastAPI's router chose.
+      so may any app), else the one Starlette's, FastAPI's or Litestar's router chose.
     - ``on_request_end``: hook called with ``(scope, timeline, status)`` after each request; failures are counted.
     """
 
@@ -385,7 +385,7 @@ class AiwatchMiddleware:
         if resolver is not None:
             return resolve_route(resolver, self.metrics, scope)
         try:
-            return stored_route(scope) or starlette_route(scope, root_path)
+            return stored_route(scope) or starlette_route(scope, root_path) or litestar_route(scope)
         except Exception as exc:
             record_error("route", exc, self.metrics)
             return None

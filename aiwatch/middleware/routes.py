@@ -8,8 +8,11 @@ Starlette route of a FastAPI app is stored nowhere at all. FastAPI's telemetry n
 context its router puts in ``scope["fastapi"]``, and so does aiwatch (``/v1/predict``); a plain route at the top of
 a FastAPI app is found by matching the app's routes, as Starlette's router did.
 
-Nothing here imports Starlette or FastAPI: a bare ASGI app has no route, and the middleware's ``route_resolver``
-names it.
+Litestar's router stores the template of the route it chose in ``scope["path_template"]`` (``/items/{item_id}``,
+the one its Prometheus plugin labels with), read by :func:`litestar_route`.
+
+Nothing here imports Starlette, FastAPI or Litestar: a bare ASGI app has no route, and the middleware's
+``route_resolver`` names it.
 """
 
 from __future__ import annotations
@@ -53,6 +56,19 @@ def starlette_route(scope: Scope, root_path: str = "") -> str | None:
     if not path:
         return None
     return _prefixed(scope, root_path, str(path))
+
+
+def litestar_route(scope: Scope) -> str | None:
+    """The template Litestar's router stored for the route it chose (``scope["path_template"]``), if any. Litestar
+    writes it only once a route matched, so a 404 has none. For a mounted ASGI app (``@asgi(..., is_mount=True)``)
+    Litestar 2.25 stores the template of the root route instead of the mount's (``/`` when the app has one), so such
+    requests have no template here."""
+    template = scope.get("path_template")
+    if not isinstance(template, str) or not template:
+        return None
+    if getattr(scope.get("route_handler"), "is_mount", False) is True:
+        return None
+    return template
 
 
 def _prefixed(scope: Scope, root_path: str, path: str) -> str:
