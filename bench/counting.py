@@ -10,7 +10,7 @@ The benches print these next to their timings, so a ratio is read against what e
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,7 +74,20 @@ def _samples(registry: CollectorRegistry | None) -> dict[tuple[str, str, tuple[t
     return out
 
 
-def count_work(run_once: Callable[[], None], registry: CollectorRegistry | None,
+def count_variants(variants: Mapping[str, Callable[[CollectorRegistry, Any], Any]], names: Iterable[str],
+                   run_once: Callable[[Any], object]) -> dict[str, Work]:
+    """What one request of each named variant records: each variant's app (``variants[name](registry,
+    provider)``) made on a fresh registry and a span-keeping provider, ``run_once(app)`` sending it one request."""
+    out = {}
+    for name in names:
+        registry = CollectorRegistry()
+        provider, exporter = recording_provider()
+        app = variants[name](registry, provider)
+        out[name] = count_work(lambda app=app: run_once(app), registry, exporter)
+    return out
+
+
+def count_work(run_once: Callable[[], object], registry: CollectorRegistry | None,
                exporter: InMemorySpanExporter | None, spans_over: int = 20) -> Work:
     """Spans per request over ``spans_over`` requests, and what one request changed in ``registry`` (after one
     warm-up request, so that label children already exist, as in a running service)."""

@@ -55,7 +55,7 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 import aiwatch
-from bench.counting import Work, count_work, discarding_provider, recording_provider
+from bench.counting import count_variants, discarding_provider
 
 
 def make_app(with_phase: bool) -> FastAPI:
@@ -228,17 +228,6 @@ async def bench(rounds: int, n: int, names: list[str]) -> dict[str, list[float]]
     return results
 
 
-def count(names: list[str]) -> dict[str, Work]:
-    """What one request of each variant records (a fresh app on a fresh registry and a span-keeping provider)."""
-    out = {}
-    for name in names:
-        registry = CollectorRegistry()
-        provider, exporter = recording_provider()
-        app = VARIANTS[name](registry, provider)
-        out[name] = count_work(lambda app=app: asyncio.run(run_requests(app, 1)), registry, exporter)
-    return out
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds and requests")
@@ -248,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     rounds = args.rounds or (15 if args.quick else 41)
     n = args.requests or (500 if args.quick else 1000)
     names = list(VARIANTS)
-    work = count(names)
+    work = count_variants(VARIANTS, names, lambda app: asyncio.run(run_requests(app, 1)))
     load_before = os.getloadavg()[0]
     results = asyncio.run(bench(rounds, n, names))
     median = {name: statistics.median(v) for name, v in results.items()}

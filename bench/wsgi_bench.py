@@ -47,7 +47,7 @@ from prometheus_client import CollectorRegistry
 
 import aiwatch
 from aiwatch.middleware.django import MIDDLEWARE_PATH
-from bench.counting import Work, count_work, discarding_provider, recording_provider
+from bench.counting import count_variants, discarding_provider
 
 settings.configure(DEBUG=False, ALLOWED_HOSTS=["*"], SECRET_KEY="bench", ROOT_URLCONF=__name__, MIDDLEWARE=[],
                    INSTALLED_APPS=[], USE_TZ=True, LOGGING_CONFIG=None)
@@ -200,17 +200,6 @@ def bench(rounds: int, n: int, names: list[str]) -> dict[str, list[float]]:
     return results
 
 
-def count(names: list[str]) -> dict[str, Work]:
-    """What one request of each variant records (a fresh app on a fresh registry and a span-keeping provider)."""
-    out = {}
-    for name in names:
-        registry = CollectorRegistry()
-        provider, exporter = recording_provider()
-        app = VARIANTS[name](registry, provider)
-        out[name] = count_work(lambda app=app: run_requests(app, 1) and None, registry, exporter)
-    return out
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds and requests")
@@ -220,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     rounds = args.rounds or (9 if args.quick else 31)
     n = args.requests or (300 if args.quick else 1000)
     names = list(VARIANTS)
-    work = count(names)
+    work = count_variants(VARIANTS, names, lambda app: run_requests(app, 1))
     load_before = os.getloadavg()[0]
     results = bench(rounds, n, names)
     median = {name: statistics.median(v) for name, v in results.items()}

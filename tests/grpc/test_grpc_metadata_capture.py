@@ -65,13 +65,19 @@ def one_of(exporter: InMemorySpanExporter, kind: SpanKind) -> ReadableSpan:
     return spans[0]
 
 
-@pytest.mark.usefixtures("configured")
-def test_sync_spans_carry_the_listed_keys(metrics: Metrics, provider: TracerProvider,
-                                          exporter: InMemorySpanExporter) -> None:
+def sync_predict(metrics: Metrics, provider: TracerProvider) -> Any:
+    """One Predict call with :data:`SENT` as its metadata, through aiwatch's sync client and server interceptors;
+    its reply."""
     with sync_server([grpc_server_interceptor(service="infer", metrics=metrics, tracer_provider=provider)]) as target:
         client = grpc_client_interceptor(service="gw", metrics=metrics, tracer_provider=provider)
         with grpc.insecure_channel(target) as channel:
-            pb_grpc.InferenceStub(grpc.intercept_channel(channel, client)).Predict(req(), metadata=SENT)
+            return pb_grpc.InferenceStub(grpc.intercept_channel(channel, client)).Predict(req(), metadata=SENT)
+
+
+@pytest.mark.usefixtures("configured")
+def test_sync_spans_carry_the_listed_keys(metrics: Metrics, provider: TracerProvider,
+                                          exporter: InMemorySpanExporter) -> None:
+    sync_predict(metrics, provider)
     expected = named("rpc.grpc.request.metadata")
     assert metadata_attributes(one_of(exporter, SpanKind.SERVER)) == expected
     assert metadata_attributes(one_of(exporter, SpanKind.CLIENT)) == expected
@@ -110,10 +116,7 @@ def test_the_stable_names_under_the_opt_in(opt_in: str, prefixes: list[str], met
 
 def test_nothing_is_captured_unless_configured(metrics: Metrics, provider: TracerProvider,
                                                exporter: InMemorySpanExporter) -> None:
-    with sync_server([grpc_server_interceptor(service="infer", metrics=metrics, tracer_provider=provider)]) as target:
-        client = grpc_client_interceptor(service="gw", metrics=metrics, tracer_provider=provider)
-        with grpc.insecure_channel(target) as channel:
-            pb_grpc.InferenceStub(grpc.intercept_channel(channel, client)).Predict(req(), metadata=SENT)
+    sync_predict(metrics, provider)
     assert [metadata_attributes(span) for span in rpc_spans(exporter)] == [{}, {}]
 
 
@@ -139,11 +142,7 @@ def test_a_capture_that_fails_is_counted_and_costs_the_rpc_nothing(metrics: Metr
         raise RuntimeError("capture failed")
 
     monkeypatch.setattr(MetadataCapture, "attributes", broken)
-    with sync_server([grpc_server_interceptor(service="infer", metrics=metrics, tracer_provider=provider)]) as target:
-        client = grpc_client_interceptor(service="gw", metrics=metrics, tracer_provider=provider)
-        with grpc.insecure_channel(target) as channel:
-            reply = pb_grpc.InferenceStub(grpc.intercept_channel(channel, client)).Predict(req(), metadata=SENT)
-    assert reply is not None
+    assert sync_predict(metrics, provider) is not None
     spans = rpc_spans(exporter)
     assert sorted(span.kind.name for span in spans) == ["CLIENT", "SERVER"]  # both spans made, without metadata
     assert [metadata_attributes(span) for span in spans] == [{}, {}]
