@@ -74,7 +74,9 @@ class TrafficClasses:
             if name not in names:
                 where = "" if routes is not None else f"{TRAFFIC_CLASS_ROUTES.name}: "
                 raise ValueError(f"{where}route rule {pattern!r} names traffic class {name!r}, not one of {names}")
-        self._exact = {p: c for p, c in rules.items() if not _is_glob(p)}
+        # every rule is tried as the exact template first: a Django re_path route (^items/(?P<pk>[0-9]+)/$) has glob
+        # characters, and as a glob it would not match itself
+        self._exact = dict(rules)
         self._globs = tuple((p, c) for p, c in rules.items() if _is_glob(p))
         self.has_routes = bool(rules)
         self.header = header.lower()

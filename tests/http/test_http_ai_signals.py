@@ -121,6 +121,15 @@ def test_route_rules_given_in_code_name_their_class_as_classes_do() -> None:
     assert classes.for_route("/train", "realtime") == "batch"
 
 
+def test_a_route_rule_with_glob_characters_matches_its_own_template() -> None:
+    """A Django ``re_path`` template has ``?`` and ``[``: as a glob it matched no route, itself included."""
+    django_regex = r"^bulk/(?P<pk>[0-9]+)/$"
+    classes = TrafficClasses(routes={django_regex: "batch", "/v1/bulk/*": "batch"})
+    assert classes.for_route(django_regex, "realtime") == "batch"
+    assert classes.for_route("^bulk/7/$", "realtime") == "realtime"  # a template, not a path: no regex matching
+    assert classes.for_route("/v1/bulk/embed", "realtime") == "batch"  # globs still match
+
+
 @pytest.mark.parametrize(("classes", "routes", "error"), [
     (["realtime", 7], None, TypeError),
     (["realtime", None], None, TypeError),
