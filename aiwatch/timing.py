@@ -382,7 +382,7 @@ def record_phase(name: str, seconds: float, model: str | None = None) -> None:
         checked = as_seconds(seconds)
         if checked is None:
             record_error("phase", ValueError(f"phase {name!r} got an invalid duration {shown(seconds)}"),
-                         _metrics_of(tl))
+                         metrics_of(tl))
             return
         seconds = checked
     if model is not None and model.__class__ is not str:
@@ -412,7 +412,7 @@ def _label_or_none(name: str, model: Any) -> Any:
     except Exception:
         tl = _timeline.get()
         record_error("phase", TypeError(f"phase {name!r} got a model that is no label: {shown(model)}"),
-                     _metrics_of(tl))
+                     metrics_of(tl))
         return None
     return model
 
@@ -817,7 +817,7 @@ def recorder_outside_requests(component: str) -> RequestRecorder | None:
         return None
 
 
-def _metrics_of(tl: RequestTimeline | None) -> Metrics | None:
+def metrics_of(tl: RequestTimeline | None) -> Metrics | None:
     """Where an error of the current request (or outside one) is counted: ``None`` is the default metrics."""
     if tl is not None:
         return tl.recorder.metrics

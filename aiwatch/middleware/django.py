@@ -30,7 +30,7 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 
 from aiwatch.middleware._common import ROUTE_KEY
 from aiwatch.safety import record_error
-from aiwatch.timing import current_timeline
+from aiwatch.timing import current_timeline, metrics_of
 
 __all__ = ["MIDDLEWARE_PATH", "AiwatchDjangoRouteMiddleware", "django_route"]
 
@@ -55,7 +55,8 @@ def django_route(request: Any) -> str | None:
 def store_route(request: Any) -> None:
     """Store ``request``'s route template where aiwatch's middleware reads it: the ASGI scope (``request.scope``)
     or the WSGI environ (``request.environ``), which are the very dicts the server handed the middleware. Never
-    raises: a failure is counted under ``component="route"``, in the metrics of the request's recorder."""
+    raises: a failure is counted under ``component="route"``, in the metrics of the request's recorder (outside
+    a request, of :func:`aiwatch.instrument`'s)."""
     try:
         route = django_route(request)
         if route is None:
@@ -65,8 +66,7 @@ def store_route(request: Any) -> None:
         if isinstance(target, dict):
             target[ROUTE_KEY] = route
     except Exception as exc:
-        timeline = current_timeline()
-        record_error("route", exc, timeline.recorder.metrics if timeline is not None else None)
+        record_error("route", exc, metrics_of(current_timeline()))
 
 
 class AiwatchDjangoRouteMiddleware:
@@ -79,7 +79,9 @@ class AiwatchDjangoRouteMiddleware:
         self.get_response = get_response
         self.is_async = iscoroutinefunction(get_response)
         if self.is_async:
-            markcoroutinefunction(self)  # so that Django awaits this middleware instead of running it in a thread
+            # Django's chain then sees a coroutine function: the wrapper that turns an exception into a response
+            # awaits this middleware (not marked, it would hand the coroutine on un-awaited and convert nothing)
+            markcoroutinefunction(self)
 
     def __call__(self, request: Any) -> Any:
         if self.is_async:
