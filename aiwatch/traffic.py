@@ -178,10 +178,34 @@ def parse_classes(text: str) -> list[str]:
     return [c.strip() for c in text.replace(";", ",").split(",") if c.strip()]
 
 
+_OPENERS = {"(": ")", "[": "]", "{": "}"}
+
+
+def split_rules(text: str) -> list[str]:
+    """``text`` split at the commas outside brackets: a route template's own commas (a regex route's ``{1,3}`` or
+    ``[,;]``, a group's ``(a|b,c)``) stay in it. A bracket that never closes, or closes nothing, is text: it
+    does not join the rules after it into one."""
+    unclosed: set[int] = set()  # openers taken as text
+    while True:
+        parts, start, open_at = [], 0, []  # (closing character, position) of each bracket open here
+        for i, c in enumerate(text):
+            if c in _OPENERS and i not in unclosed:
+                open_at.append((_OPENERS[c], i))
+            elif open_at and c == open_at[-1][0]:
+                open_at.pop()
+            elif c == "," and not open_at:
+                parts.append(text[start:i])
+                start = i + 1
+        if not open_at:
+            return [*parts, text[start:]]
+        unclosed.add(open_at[0][1])
+
+
 def parse_routes(text: str) -> dict[str, str]:
-    """``"/v1/bulk/*=batch, /train=batch"`` -> ``{"/v1/bulk/*": "batch", "/train": "batch"}``."""
+    """``"/v1/bulk/*=batch, /train=batch"`` -> ``{"/v1/bulk/*": "batch", "/train": "batch"}``; a comma inside
+    brackets is the route's (``"^items/[0-9]{1,3}/$=batch"``)."""
     rules: dict[str, str] = {}
-    for part in text.split(","):
+    for part in split_rules(text):
         part = part.strip()
         if not part:
             continue

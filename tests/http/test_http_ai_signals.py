@@ -13,12 +13,14 @@ import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, StreamingResponse
 from flask import Flask, Response, stream_with_context
+from hypothesis import given
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 from starlette.background import BackgroundTask
 from starlette.responses import Response as StarletteResponse
 
 import aiwatch
-from aiwatch.traffic import TrafficClasses
+from aiwatch.traffic import TrafficClasses, parse_routes
 from tests.http.asgi_driver import call
 
 
@@ -128,6 +130,46 @@ def test_a_route_rule_with_glob_characters_matches_its_own_template() -> None:
     assert classes.for_route(django_regex, "realtime") == "batch"
     assert classes.for_route("^bulk/7/$", "realtime") == "realtime"  # a template, not a path: no regex matching
     assert classes.for_route("/v1/bulk/embed", "realtime") == "batch"  # globs still match
+
+
+def test_route_rules_from_the_environment_keep_the_commas_inside_a_templates_brackets(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``AIWATCH_TRAFFIC_CLASS_ROUTES`` splits at commas; a regex route's ``{1,3}`` was cut in two, and the rule
+    refused as no ``ROUTE=CLASS``."""
+    quantified, listed = r"^bulk/(?P<pk>[0-9]{1,3})/$", r"^jobs/(?P<kind>(train,eval|[,;]))/$"
+    monkeypatch.setenv("AIWATCH_TRAFFIC_CLASS_ROUTES", f"{quantified}=batch, /v1/bulk/*=batch,{listed}=batch")
+    classes = TrafficClasses()
+    for route in (quantified, listed, "/v1/bulk/embed"):
+        assert classes.for_route(route, "realtime") == "batch"
+    assert classes.for_route("/v1/predict", "realtime") == "realtime"
+
+
+@pytest.mark.parametrize(("text", "rules"), [
+    ("/a[=batch,/b=batch", {"/a[": "batch", "/b": "batch"}),  # never closed
+    ("/a(]=batch,/b=batch", {"/a(]": "batch", "/b": "batch"}),  # closed by the wrong bracket
+    ("^a{1,3}$=batch,/x[=batch,/y=realtime", {"^a{1,3}$": "batch", "/x[": "batch", "/y": "realtime"}),
+    ("/a)=batch,/b]=batch", {"/a)": "batch", "/b]": "batch"}),  # closes nothing
+], ids=["unclosed", "mismatched", "unclosed-after-closed", "stray-closer"])
+def test_a_bracket_that_never_closes_does_not_join_the_route_rules_after_it(text: str, rules: dict[str, str]) -> None:
+    assert parse_routes(text) == rules
+
+
+def _bracketed(inner: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+    """``inner`` pieces joined by commas inside one pair of brackets: a regex's ``{1,3}``, ``[,;]``, ``(a|b,c)``."""
+    return st.builds(lambda b, parts: b[0] + ",".join(parts) + b[1], st.sampled_from(["()", "[]", "{}"]),
+                     st.lists(inner, min_size=1, max_size=3))
+
+
+_TEMPLATES = st.lists(st.recursive(st.text(alphabet="/ab09?*^$.<>:", max_size=4), _bracketed, max_leaves=6),
+                      min_size=1, max_size=4).map("".join).filter(lambda p: p.strip() == p and p != "")
+
+
+@given(st.lists(st.tuples(_TEMPLATES, st.sampled_from(["batch", "realtime"])), min_size=1, max_size=4))
+def test_route_rules_are_read_back_as_written_whatever_commas_their_brackets_hold(
+        rules: list[tuple[str, str]]) -> None:
+    """Templates with commas inside closed brackets, at any depth, come back as written; only the commas between
+    rules separate them."""
+    assert parse_routes(",".join(f"{p}={c}" for p, c in rules)) == dict(rules)
 
 
 @pytest.mark.parametrize(("classes", "routes", "error"), [
