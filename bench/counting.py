@@ -107,3 +107,14 @@ def count_work(run_once: Callable[[], object], registry: CollectorRegistry | Non
         spans = len(finished) / spans_over
         attributes = sum(len(span.attributes or {}) for span in finished) / spans_over
     return Work(spans, len(families), len(series), len(changed), tuple(families), attributes)
+
+
+def require_same_work(work: Mapping[str, Work], mine: str, by_hand: str) -> None:
+    """Refuse a comparison that is not like for like: ``by_hand`` (a hand-written equivalent of ``mine``) must change
+    as many metric families, series and samples per request, and make as many spans with as many attributes."""
+    def shape(w: Work) -> tuple[float, float, int, int, int]:
+        return w.spans, w.span_attributes, w.families, w.series, w.samples
+
+    if shape(work[mine]) != shape(work[by_hand]):
+        raise SystemExit(f"{by_hand!r} does not record what {mine!r} records: {work[by_hand].describe()} against "
+                         f"{work[mine].describe()}")

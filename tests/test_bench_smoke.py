@@ -16,7 +16,8 @@ pytestmark = pytest.mark.slow
 #: bench script and arguments -> a line its output must hold (seconds each on this machine: 2-15; the console's 35)
 QUICK = {
     ("signals_bench.py", "--quick"): "scrape (generate_latest) of aiwatch's metrics",
-    ("grpc_bench.py", "--quick"): "CPU: aiwatch (metrics only) / one-histogram added",
+    ("grpc_bench.py", "--quick"): "CPU: aiwatch (metrics + span) / same families + span by hand added",
+    ("http_bench.py", "--rounds", "2", "--requests", "100"): "median: aiwatch / same-families added",
     ("header_capture_bench.py", "--quick"): "capture - no-capture, median of the rounds' differences",
     ("wsgi_bench.py", "--quick"): "django: aiwatch / one-histogram added",
     ("ai_signals_bench.py", "--quick"): "aiwatch (default) added over bare",
