@@ -16,6 +16,11 @@ Variants, for Flask and for Django's WSGI handler:
 - ``aiwatch``: ``aiwatch.instrument`` with its defaults (Django: with aiwatch's route middleware, the only entry of
   ``MIDDLEWARE``);
 - ``aiwatch+tracing``: the same with its SERVER span (one span);
+- ``same-families``: what ``aiwatch`` records (its four histogram families, same labels and buckets, and the
+  in-flight gauge), written by hand with prometheus_client's documented API, the route stored by a hook as
+  aiwatch's hooks store it: the floor for recording that much;
+- ``same-families+span``: the same plus the span ``aiwatch+tracing`` makes (same 9 attributes, parent from the
+  environ, made current), by hand with the OpenTelemetry API;
 - ``otel-wsgi``: OpenTelemetry's WSGI middleware (opentelemetry-instrumentation-wsgi) at its defaults: one SERVER
   span; no MeterProvider is set, so its metric calls are no-ops.
 
@@ -47,7 +52,7 @@ from prometheus_client import CollectorRegistry
 
 import aiwatch
 from aiwatch.middleware.django import MIDDLEWARE_PATH
-from bench.counting import count_variants, discarding_provider
+from bench.counting import count_variants, discarding_provider, require_same_work
 
 settings.configure(DEBUG=False, ALLOWED_HOSTS=["*"], SECRET_KEY="bench", ROOT_URLCONF=__name__, MIDDLEWARE=[],
                    INSTALLED_APPS=[], USE_TZ=True, LOGGING_CONFIG=None)
@@ -56,6 +61,10 @@ django.setup()
 from django.core.wsgi import get_wsgi_application  # noqa: E402 - after the settings
 from django.http import HttpRequest, JsonResponse  # noqa: E402
 from django.test import override_settings  # noqa: E402
+
+#: where the by-hand variants' route hooks leave the route (aiwatch's hooks use their own key)
+ROUTE_KEY = "bench.route"
+HAND_ROUTE_MIDDLEWARE = f"{__name__}.HandRouteMiddleware"
 from django.urls import path  # noqa: E402
 from flask import Flask  # noqa: E402
 
@@ -67,14 +76,38 @@ def django_item(request: HttpRequest, item_id: int) -> JsonResponse:
 urlpatterns = [path("items/<int:item_id>", django_item)]
 
 
-def flask_app() -> Flask:
+def flask_app(route_by_hand: bool = False) -> Flask:
     app = Flask(__name__)
 
     @app.get("/items/<int:item_id>")
     def item(item_id: int) -> dict[str, int]:
         return {"id": item_id}
 
+    if route_by_hand:
+        @app.before_request
+        def store_route() -> None:  # what aiwatch's Flask hook does, for the by-hand variants
+            from flask import request
+
+            current = request._get_current_object()  # type: ignore[attr-defined]
+            if current.url_rule is not None:
+                current.environ[ROUTE_KEY] = current.url_rule.rule
+
     return app
+
+
+class HandRouteMiddleware:
+    """What aiwatch's Django route middleware does, for the by-hand variants: the matched route stored after the
+    chain returns."""
+
+    def __init__(self, get_response: Any) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> Any:
+        response = self.get_response(request)
+        match = request.resolver_match
+        if match is not None:
+            request.META[ROUTE_KEY] = match.route or "/"
+        return response
 
 
 def django_app(middleware: list[str]) -> Any:
@@ -114,6 +147,92 @@ def one_histogram(inner: Any, registry: CollectorRegistry) -> Any:
     return app
 
 
+def by_hand(inner: Any, registry: CollectorRegistry, provider: Any = None) -> Any:
+    """What ``aiwatch`` records per request, written by hand in the fewest lines with prometheus_client's documented
+    API: the same four histogram families with the same labels and buckets (request time, the ``overhead`` phase,
+    request and response body sizes, observed when the server closes the body) and the in-flight gauge moved up
+    and down; the route as the framework's hook stored it. With a tracer provider, also aiwatch's span: the parent
+    read from the environ by the global propagator, one SERVER span with the same 9 attributes (7 at the start, the
+    route and the status at the end), current while the app runs. No Server-Timing header, no label guard, no checks
+    of the numbers, and the span current only in the app's call, not while the body is iterated (aiwatch's is)."""
+    from opentelemetry import context, propagate
+    from opentelemetry.trace import SpanKind, set_span_in_context
+    from prometheus_client import Gauge, Histogram
+
+    from aiwatch.metrics import BYTES_BUCKETS, LATENCY_BUCKETS
+
+    duration = Histogram("hand_request_duration_seconds", "Request time.",
+                         ("service", "route", "method", "status", "traffic_class"), buckets=LATENCY_BUCKETS,
+                         registry=registry)
+    phase = Histogram("hand_phase_duration_seconds", "Phase time.", ("service", "model", "model_version", "phase"),
+                      buckets=LATENCY_BUCKETS, registry=registry)
+    request_size = Histogram("hand_request_size_bytes", "Request body size.", ("service", "route", "method"),
+                             buckets=BYTES_BUCKETS, registry=registry)
+    response_size = Histogram("hand_response_size_bytes", "Response body size.", ("service", "route", "method"),
+                              buckets=BYTES_BUCKETS, registry=registry)
+    in_flight = Gauge("hand_requests_in_flight", "Requests in flight.", ("service",), registry=registry)
+    tracer = provider.get_tracer("bench") if provider is not None else None
+
+    class Recorded:
+        def __init__(self, body: Any, environ: dict[str, Any], start: float, status: list[str], span: Any) -> None:
+            self.body, self.environ, self.start, self.status, self.span = body, environ, start, status, span
+            self.sent = 0
+
+        def __iter__(self) -> Any:
+            for chunk in self.body:
+                self.sent += len(chunk)
+                yield chunk
+
+        def close(self) -> None:
+            try:
+                close = getattr(self.body, "close", None)
+                if close is not None:
+                    close()
+            finally:
+                elapsed = time.perf_counter() - self.start
+                environ = self.environ
+                in_flight.labels("bench").dec()
+                route = environ.get(ROUTE_KEY, "__unmatched__")
+                method = environ["REQUEST_METHOD"]
+                status = self.status[0] if self.status else "500"
+                duration.labels("bench", route, method, status, "realtime").observe(elapsed)
+                phase.labels("bench", "", "", "overhead").observe(elapsed)
+                request_size.labels("bench", route, method).observe(int(environ.get("CONTENT_LENGTH") or 0))
+                response_size.labels("bench", route, method).observe(self.sent)
+                if self.span is not None:
+                    self.span.set_attributes({"http.route": route, "http.response.status_code": int(status)})
+                    self.span.update_name(f"{method} {route}")
+                    self.span.end()
+
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        start = time.perf_counter()
+        in_flight.labels("bench").inc()
+        status: list[str] = []
+
+        def recording_start_response(line: str, headers: Any, exc_info: Any = None) -> Any:
+            status[:] = [line.split(" ", 1)[0]]
+            return start_response(line, headers, exc_info)
+
+        span = token = None
+        if tracer is not None:
+            span = tracer.start_span(environ["REQUEST_METHOD"], context=propagate.extract(environ),
+                                     kind=SpanKind.SERVER, attributes={
+                                         "http.request.method": environ["REQUEST_METHOD"],
+                                         "url.scheme": environ["wsgi.url_scheme"], "url.path": environ["PATH_INFO"],
+                                         "server.address": environ.get("HTTP_HOST", ""),
+                                         "network.protocol.version": environ["SERVER_PROTOCOL"].split("/")[1],
+                                         "client.address": environ["REMOTE_ADDR"],
+                                         "user_agent.original": environ.get("HTTP_USER_AGENT", "")})
+            token = context.attach(set_span_in_context(span))
+        try:
+            return Recorded(inner(environ, recording_start_response), environ, start, status, span)
+        finally:
+            if token is not None:
+                context.detach(token)
+
+    return app
+
+
 def otel_wsgi(inner: Any, provider: Any) -> Any:
     from opentelemetry.instrumentation.wsgi import OpenTelemetryMiddleware
 
@@ -135,11 +254,16 @@ VARIANTS: dict[str, Factory] = {
     "flask-one-histogram": lambda registry, provider: one_histogram(flask_app(), registry),
     "flask-aiwatch": lambda registry, provider: flask_instrumented(registry),
     "flask-aiwatch+tracing": flask_instrumented,
+    "flask-same-families": lambda registry, provider: by_hand(flask_app(True), registry),
+    "flask-same-families+span": lambda registry, provider: by_hand(flask_app(True), registry, provider),
     "flask-otel-wsgi": lambda registry, provider: otel_wsgi(flask_app(), provider),
     "django-bare": lambda registry, provider: django_app([]),
     "django-one-histogram": lambda registry, provider: one_histogram(django_app([]), registry),
     "django-aiwatch": lambda registry, provider: django_instrumented(registry),
     "django-aiwatch+tracing": django_instrumented,
+    "django-same-families": lambda registry, provider: by_hand(django_app([HAND_ROUTE_MIDDLEWARE]), registry),
+    "django-same-families+span": lambda registry, provider: by_hand(django_app([HAND_ROUTE_MIDDLEWARE]), registry,
+                                                                    provider),
     "django-otel-wsgi": lambda registry, provider: otel_wsgi(django_app([]), provider),
 }
 
@@ -147,6 +271,9 @@ VARIANTS: dict[str, Factory] = {
 PAIRS: list[tuple[str, str, float | None, str]] = [
     ("aiwatch+tracing", "otel-wsgi", 0.5, "tracing, one span each"),
     ("aiwatch", "one-histogram", 2.0, "metrics-only against the one-histogram floor"),
+    ("aiwatch", "same-families", None, "metrics-only against its own families written by hand"),
+    ("aiwatch+tracing", "same-families+span", None, "tracing against its own families and span written by hand"),
+    ("same-families+span", "otel-wsgi", None, "aiwatch's work written by hand against OpenTelemetry's span"),
 ]
 
 ENVIRON: dict[str, Any] = {
@@ -210,6 +337,9 @@ def main(argv: list[str] | None = None) -> int:
     n = args.requests or (300 if args.quick else 1000)
     names = list(VARIANTS)
     work = count_variants(VARIANTS, names, lambda app: run_requests(app, 1))
+    for framework in ("flask", "django"):
+        require_same_work(work, f"{framework}-aiwatch", f"{framework}-same-families")
+        require_same_work(work, f"{framework}-aiwatch+tracing", f"{framework}-same-families+span")
     load_before = os.getloadavg()[0]
     results = bench(rounds, n, names)
     median = {name: statistics.median(v) for name, v in results.items()}
