@@ -37,6 +37,8 @@ _LAZY: dict[str, str] = {
     "AiwatchWSGIMiddleware": "aiwatch.middleware.wsgi",
     "AiwatchDjangoRouteMiddleware": "aiwatch.middleware.django",
     "AiwatchStarletteInstrumentor": "aiwatch.middleware.instrumentor",
+    "AiwatchFlaskInstrumentor": "aiwatch.middleware.instrumentor",
+    "AiwatchDjangoInstrumentor": "aiwatch.middleware.instrumentor",
     "instrument_httpx": "aiwatch.client",
     "instrument_requests": "aiwatch.client",
     "make_asgi_app": "aiwatch.exposition",
@@ -84,7 +86,9 @@ _LAZY: dict[str, str] = {
 
 __all__ = [
     "CONTRACT",
+    "AiwatchDjangoInstrumentor",
     "AiwatchDjangoRouteMiddleware",
+    "AiwatchFlaskInstrumentor",
     "AiwatchGrpcInstrumentorClient",
     "AiwatchGrpcInstrumentorServer",
     "AiwatchMiddleware",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from aiwatch.exclusion import ExcludedUrls, exclude_path_set
 from aiwatch.headercapture import HeaderCapture
@@ -16,8 +16,9 @@ from aiwatch.timing import RequestRecorder, set_default_recorder
 A = TypeVar("A")
 
 _MARK = "_aiwatch_recorder"
-#: On an app that :class:`~aiwatch.middleware.instrumentor.AiwatchStarletteInstrumentor` picked up: the
-#: ``user_middleware`` entry it added, which an explicit :func:`instrument` call replaces.
+#: On what an instrumentor (:mod:`aiwatch.middleware.instrumentor`) instrumented, what an explicit :func:`instrument`
+#: call replaces: a Starlette app's ``user_middleware`` entry, a Flask app's :class:`ReplaceableWSGIApp`, ``True``
+#: on the middleware wrapping a Django handler.
 _AUTOMATIC = "_aiwatch_automatic"
 
 
@@ -55,7 +56,10 @@ def instrument(app: A, *, recorder: RequestRecorder | None = None, **options: An
     neither timed nor traced.
     """
     automatic = getattr(app, _AUTOMATIC, None)
-    if (getattr(app, _MARK, None) is not None and automatic is None) or _is_aiwatch_middleware(app):
+    if _is_aiwatch_middleware(app):
+        # a Django handler's, made by AiwatchDjangoInstrumentor: this call's options hold instead
+        return instrument(cast(Any, app).app, recorder=recorder, **options) if automatic else app
+    if getattr(app, _MARK, None) is not None and automatic is None:
         return app
     # checked here, not when Starlette builds its middleware at startup (under uvicorn's lifespan "auto", an error
     # there is logged as "lifespan unsupported" and raised again at every request)
@@ -88,7 +92,15 @@ def instrument(app: A, *, recorder: RequestRecorder | None = None, **options: An
         _mark(app, recorder)
         return app
     if hasattr(app, "wsgi_app") and hasattr(app, "before_request_funcs"):
+        from aiwatch.middleware.wsgi import AiwatchWSGIMiddleware
+
         middleware_options.setdefault("excluded_urls", ExcludedUrls.from_env("FLASK"))
+        if isinstance(automatic, ReplaceableWSGIApp):  # AiwatchFlaskInstrumentor's: its route hook stays
+            automatic.middleware = AiwatchWSGIMiddleware(automatic.middleware.app, recorder=recorder,
+                                                         **middleware_options)
+            setattr(app, _AUTOMATIC, None)
+            _mark(app, recorder)
+            return app
         _instrument_flask(app, recorder, middleware_options)
         return app
     if django:
@@ -107,14 +119,34 @@ def instrument(app: A, *, recorder: RequestRecorder | None = None, **options: An
                     "FastAPI/Starlette or Flask app, or an ASGI or WSGI callable")
 
 
-def instrument_automatically(app: Any, recorder: RequestRecorder, options: dict[str, Any]) -> None:
-    """:func:`instrument` for :class:`~aiwatch.middleware.instrumentor.AiwatchStarletteInstrumentor`: the middleware
+class ReplaceableWSGIApp:
+    """What :class:`~aiwatch.middleware.instrumentor.AiwatchFlaskInstrumentor` puts in a Flask app's ``wsgi_app``:
+    it calls ``middleware``, which an explicit :func:`instrument` call replaces, even after the app's code wrapped
+    ``wsgi_app`` again (``ProxyFix``)."""
+
+    def __init__(self, middleware: Any) -> None:
+        self.middleware = middleware
+
+    def __call__(self, environ: Any, start_response: Any) -> Any:
+        return self.middleware(environ, start_response)
+
+
+def instrument_automatically(app: A, recorder: RequestRecorder, options: dict[str, Any]) -> A:
+    """:func:`instrument` for aiwatch's HTTP instrumentors (:mod:`aiwatch.middleware.instrumentor`): the middleware
     it adds is replaced by a later explicit :func:`instrument` call's, whose options are the ones the app's code
-    chose."""
-    if getattr(app, _MARK, None) is not None:
-        return
-    instrument(app, recorder=recorder, **options)
-    setattr(app, _AUTOMATIC, app.user_middleware[0])
+    chose. Returns the app to serve (a new middleware for a Django handler)."""
+    if getattr(app, _MARK, None) is not None or _is_aiwatch_middleware(app):
+        return app
+    served = instrument(app, recorder=recorder, **options)
+    if hasattr(app, "add_middleware") and hasattr(app, "user_middleware"):
+        setattr(app, _AUTOMATIC, app.user_middleware[0])
+    elif served is app:  # Flask
+        replaceable = ReplaceableWSGIApp(app.wsgi_app)  # type: ignore[attr-defined]
+        app.wsgi_app = replaceable  # type: ignore[attr-defined]
+        setattr(app, _AUTOMATIC, replaceable)
+    else:
+        setattr(served, _AUTOMATIC, True)
+    return served
 
 
 def _mark(app: Any, recorder: RequestRecorder) -> None:
@@ -136,10 +168,9 @@ def _is_django_handler(app: Any) -> bool:
     return any(cls.__module__.startswith("django.core.handlers.") for cls in type(app).__mro__)
 
 
-def _require_route_middleware() -> None:
-    """A ``ValueError`` unless Django's ``MIDDLEWARE`` has
-    :class:`~aiwatch.middleware.django.AiwatchDjangoRouteMiddleware` (or a subclass): without it, every request of
-    the app would be ``__unmatched__``."""
+def has_route_middleware() -> bool:
+    """Whether Django's ``MIDDLEWARE`` has :class:`~aiwatch.middleware.django.AiwatchDjangoRouteMiddleware` (or a
+    subclass)."""
     from django.conf import settings
     from django.utils.module_loading import import_string
 
@@ -147,13 +178,24 @@ def _require_route_middleware() -> None:
 
     for entry in settings.MIDDLEWARE:
         if entry == MIDDLEWARE_PATH:
-            return
+            return True
         try:
             middleware = import_string(entry)
-        except ImportError:  # Django's handler imported every entry already; one that fails is not aiwatch's
+        except ImportError:  # Django's handler imports every entry; one that fails is not aiwatch's to report
             continue
         if isinstance(middleware, type) and issubclass(middleware, AiwatchDjangoRouteMiddleware):
-            return
+            return True
+    return False
+
+
+def _require_route_middleware() -> None:
+    """A ``ValueError`` unless Django's ``MIDDLEWARE`` has
+    :class:`~aiwatch.middleware.django.AiwatchDjangoRouteMiddleware` (or a subclass): without it, every request of
+    the app would be ``__unmatched__``."""
+    from aiwatch.middleware.django import MIDDLEWARE_PATH
+
+    if has_route_middleware():
+        return
     raise ValueError(f"aiwatch.instrument(): Django's MIDDLEWARE setting has no {MIDDLEWARE_PATH!r}, so aiwatch "
                      "cannot see which URL pattern a request matched and every request would be labelled "
                      f"{UNMATCHED_ROUTE!r}: add it at the top of MIDDLEWARE (before the handler is made), or pass "

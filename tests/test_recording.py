@@ -37,7 +37,11 @@ def _server_integrations() -> list[tuple[str, Build]]:
         grpc_server_interceptor,
     )
     from aiwatch.middleware.asgi import AiwatchMiddleware
-    from aiwatch.middleware.instrumentor import AiwatchStarletteInstrumentor
+    from aiwatch.middleware.instrumentor import (
+        AiwatchDjangoInstrumentor,
+        AiwatchFlaskInstrumentor,
+        AiwatchStarletteInstrumentor,
+    )
     from aiwatch.middleware.wsgi import AiwatchWSGIMiddleware
 
     return [
@@ -48,6 +52,8 @@ def _server_integrations() -> list[tuple[str, Build]]:
         ("grpc_aio_server", lambda **o: grpc_aio_server_interceptor(**o).recorder),
         ("grpc_server_instrumentor", lambda **o: AiwatchGrpcInstrumentorServer(**o).interceptor.recorder),
         ("starlette_instrumentor", lambda **o: AiwatchStarletteInstrumentor(**o).recorder),
+        ("flask_instrumentor", lambda **o: AiwatchFlaskInstrumentor(**o).recorder),
+        ("django_instrumentor", lambda **o: AiwatchDjangoInstrumentor(**o).recorder),
     ]
 
 
