@@ -148,9 +148,13 @@ class AiwatchDjangoInstrumentor(_HttpInstrumentor):
 
 def _add_route_middleware() -> None:
     """Put aiwatch's route middleware at the top of Django's ``MIDDLEWARE`` unless it (or a subclass) is there."""
+    import django
     from django.conf import settings
 
     from aiwatch.middleware.django import MIDDLEWARE_PATH
 
+    # what get_wsgi_application() does first: the apps loaded, so that importing the entries to look for a subclass
+    # is safe for a middleware module that imports models (AppRegistryNotReady before)
+    django.setup(set_prefix=False)
     if not has_route_middleware():
         settings.MIDDLEWARE = [MIDDLEWARE_PATH, *settings.MIDDLEWARE]

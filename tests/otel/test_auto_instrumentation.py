@@ -79,6 +79,7 @@ def test_opentelemetry_instrument_picks_aiwatch_up_for_flask_and_django(tmp_path
                for m in result["flask_metrics"]), result["flask_metrics"]
     # Django: the project's get_wsgi_application() came back instrumented, the route middleware put first
     assert result["django_middleware"] == ["aiwatch.middleware.django.AiwatchDjangoRouteMiddleware",
+                                           "tests.otel.django_project.middleware.ModelsMiddleware",
                                            "django.middleware.common.CommonMiddleware"]
     assert result["django_server_timing"] and "total;dur=" in result["django_server_timing"]
     assert any('route="items/<int:item_id>/"' in m and 'service="auto"' in m and m.endswith(" 1.0")
