@@ -1455,6 +1455,48 @@ def test_a_phases_span_is_current_while_it_runs_and_the_requests_again_after_it(
     assert after is before
 
 
+def test_a_phase_started_inside_an_app_span_of_the_requests_trace_is_that_spans_child(
+        metrics: Metrics, provider: TracerProvider, exporter: InMemorySpanExporter) -> None:
+    recorder = RequestRecorder(metrics, service="svc", tracer_provider=provider)
+    tl = recorder.begin()
+    app = provider.get_tracer("app")
+    with app.start_as_current_span("handler", context=trace.set_span_in_context(tl.span)), \
+            aiwatch.phase("inference"):
+        pass
+    with aiwatch.phase("postprocess"):  # the app's span ended: the request's span is the parent again
+        pass
+    recorder.finish(tl, "/", "GET", "200")
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    assert set(spans) == {"request", "handler", "inference", "postprocess"}
+    parents = {name: span.parent.span_id for name, span in spans.items() if span.parent is not None}
+    assert parents["handler"] == spans["request"].context.span_id
+    assert parents["inference"] == spans["handler"].context.span_id
+    assert parents["postprocess"] == spans["request"].context.span_id
+    assert {span.context.trace_id for span in spans.values()} == {spans["request"].context.trace_id}
+    assert errors(metrics, "tracing") == 0
+
+
+def test_a_phase_nested_in_a_phase_under_a_span_of_another_trace_stays_the_enclosing_phases_child(
+        metrics: Metrics, provider: TracerProvider, exporter: InMemorySpanExporter) -> None:
+    recorder = RequestRecorder(metrics, service="svc", tracer_provider=provider)
+    tl = recorder.begin()
+    app = provider.get_tracer("app")
+    # a new root the app made inside the phase: not in the request's trace, so not the nested phase's parent
+    with aiwatch.phase("features"), \
+            app.start_as_current_span("elsewhere", context=trace.set_span_in_context(trace.INVALID_SPAN)), \
+            aiwatch.phase("lookup"):
+        pass
+    recorder.finish(tl, "/", "GET", "200")
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    assert set(spans) == {"request", "features", "elsewhere", "lookup"}
+    request, features, lookup = spans["request"], spans["features"], spans["lookup"]
+    assert spans["elsewhere"].context.trace_id != request.context.trace_id and spans["elsewhere"].parent is None
+    assert features.parent is not None and features.parent.span_id == request.context.span_id
+    assert lookup.parent is not None and lookup.parent.span_id == features.context.span_id
+    assert lookup.context.trace_id == request.context.trace_id
+    assert errors(metrics, "tracing") == 0
+
+
 def test_the_phase_name_lock_held_at_a_fork_is_replaced_by_a_free_one_in_the_child() -> None:
     # the memo of checked names is bounded: empty it, so that what ran before in this process (a Hypothesis test's
     # thousands of names) cannot have filled it
