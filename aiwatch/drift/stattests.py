@@ -132,8 +132,8 @@ def wasserstein(reference: ArrayLike, current: ArrayLike, threshold: float | Non
 
     ``reference_std`` (population std, ddof 0) lets a profile pass the exact std of the full reference when
     ``reference`` is a sample of it; ``reference_sorted`` / ``current_sorted`` skip sorting a side that already is.
-    With ``scratch`` (the exact mode: millions of current values), unsorted current values are not sorted, see
-    :func:`wasserstein_distance_to_sorted`.
+    With ``scratch`` (a check's current values: millions in the exact mode, a sample of up to 100 000 by
+    default), unsorted current values are not sorted, see :func:`wasserstein_distance_to_sorted`.
 
     >>> round(wasserstein([0.0, 1.0], [1.0, 2.0]).statistic, 6)
     2.0

@@ -157,6 +157,32 @@ def test_compare_in_exact_mode_uses_every_current_value_and_sorts_it_once() -> N
         Options(exact="yes").check_numbers()  # type: ignore[arg-type]
 
 
+def test_the_default_check_takes_the_wasserstein_of_its_sample_by_cells_without_sorting_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sampled check's Wasserstein is scipy's on the systematic sample, computed by cells as the exact mode's
+    is: no sort of the sample (which cost 2.9x the whole check at 1M rows), and the same distance."""
+    from aiwatch.drift.evaluate import compare
+    from aiwatch.drift.profile import ReferenceProfile
+    from aiwatch.drift.sampling import systematic_sample
+
+    rng = np.random.default_rng(7)
+    ref, cur = rng.normal(0, 1, 5000), rng.normal(0.05, 1.2, 300_000)
+    profile = ReferenceProfile.build({"x": ref}, sample_size=5000)
+    sample = systematic_sample(cur, 100_000, np.random.default_rng(0))  # the check's own draw (Options.seed 0)
+    expected = stats.wasserstein_distance(ref, sample) / np.std(ref)
+    sorted_path = stattests.wasserstein_distance_sorted
+    calls: list[int] = []
+
+    def counted(u: np.ndarray, v: np.ndarray) -> float:
+        calls.append(v.size)
+        return sorted_path(u, v)
+
+    monkeypatch.setattr(stattests, "wasserstein_distance_sorted", counted)
+    found = compare(profile, {"x": cur}).features["x"]
+    assert found.method == "wasserstein" and found.statistic == pytest.approx(expected, rel=1e-9)
+    assert calls == []  # neither the sample nor any part of it went through a full sort
+
+
 # ------------------------------------------------------------------ thresholds, degenerate buckets, corrections
 
 
