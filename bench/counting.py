@@ -120,3 +120,41 @@ def require_same_work(work: Mapping[str, Work], mine: str, by_hand: str) -> None
     if shape(work[mine]) != shape(work[by_hand]):
         raise SystemExit(f"{by_hand!r} does not record what {mine!r} records: {work[by_hand].describe()} against "
                          f"{work[mine].describe()}")
+
+
+@dataclass(frozen=True)
+class HandFamilies:
+    """aiwatch's HTTP families written by hand with prometheus_client's documented API (same labels and buckets):
+    what the benches' ``same-families`` variants record, to tell aiwatch's own cost from recording that much."""
+
+    duration: Any
+    phase: Any
+    request_size: Any
+    response_size: Any
+    in_flight: Any
+
+    @classmethod
+    def on(cls, registry: CollectorRegistry) -> HandFamilies:
+        from prometheus_client import Gauge, Histogram
+
+        from aiwatch.metrics import BYTES_BUCKETS, LATENCY_BUCKETS
+
+        def sizes(name: str, what: str) -> Histogram:
+            return Histogram(name, what, ("service", "route", "method"), buckets=BYTES_BUCKETS, registry=registry)
+
+        return cls(
+            Histogram("hand_request_duration_seconds", "Request time.",
+                      ("service", "route", "method", "status", "traffic_class"), buckets=LATENCY_BUCKETS,
+                      registry=registry),
+            Histogram("hand_phase_duration_seconds", "Phase time.", ("service", "model", "model_version", "phase"),
+                      buckets=LATENCY_BUCKETS, registry=registry),
+            sizes("hand_request_size_bytes", "Request body size."),
+            sizes("hand_response_size_bytes", "Response body size."),
+            Gauge("hand_requests_in_flight", "Requests in flight.", ("service",), registry=registry))
+
+    def record(self, seconds: float, route: str, method: str, status: str, received: int, sent: int) -> None:
+        """One request, as aiwatch records one with no phase (its ``overhead`` phase is the whole request)."""
+        self.duration.labels("bench", route, method, status, "realtime").observe(seconds)
+        self.phase.labels("bench", "", "", "overhead").observe(seconds)
+        self.request_size.labels("bench", route, method).observe(received)
+        self.response_size.labels("bench", route, method).observe(sent)

@@ -59,7 +59,7 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 import aiwatch
-from bench.counting import count_variants, discarding_provider, require_same_work
+from bench.counting import HandFamilies, count_variants, discarding_provider, require_same_work
 
 
 def make_app(with_phase: bool) -> FastAPI:
@@ -118,25 +118,13 @@ def with_same_families_span(registry: CollectorRegistry, provider: Any) -> Any:
 def _by_hand(registry: CollectorRegistry, tracer: Any) -> Any:
     from opentelemetry import context, propagate
     from opentelemetry.trace import SpanKind, set_span_in_context
-    from prometheus_client import Gauge, Histogram
 
-    from aiwatch.metrics import BYTES_BUCKETS, LATENCY_BUCKETS
-
-    duration = Histogram("hand_request_duration_seconds", "Request time.",
-                         ("service", "route", "method", "status", "traffic_class"), buckets=LATENCY_BUCKETS,
-                         registry=registry)
-    phase = Histogram("hand_phase_duration_seconds", "Phase time.", ("service", "model", "model_version", "phase"),
-                      buckets=LATENCY_BUCKETS, registry=registry)
-    request_size = Histogram("hand_request_size_bytes", "Request body size.", ("service", "route", "method"),
-                             buckets=BYTES_BUCKETS, registry=registry)
-    response_size = Histogram("hand_response_size_bytes", "Response body size.", ("service", "route", "method"),
-                              buckets=BYTES_BUCKETS, registry=registry)
-    in_flight = Gauge("hand_requests_in_flight", "Requests in flight.", ("service",), registry=registry)
+    families = HandFamilies.on(registry)
     inner = make_app(False)
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
         start = time.perf_counter()
-        gauge = in_flight.labels("bench")
+        gauge = families.in_flight.labels("bench")
         gauge.inc()
         status, sent = 500, 0
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
@@ -166,10 +154,7 @@ def _by_hand(registry: CollectorRegistry, tracer: Any) -> Any:
             gauge.dec()
             route = getattr(scope.get("route"), "path", "__unmatched__")
             method = scope["method"]
-            duration.labels("bench", route, method, str(status), "realtime").observe(elapsed)
-            phase.labels("bench", "", "", "overhead").observe(elapsed)
-            request_size.labels("bench", route, method).observe(int(headers.get("content-length", 0)))
-            response_size.labels("bench", route, method).observe(sent)
+            families.record(elapsed, route, method, str(status), int(headers.get("content-length", 0)), sent)
             if span is not None:
                 context.detach(token)
                 span.set_attributes({"http.route": route, "http.response.status_code": status})

@@ -52,7 +52,7 @@ from prometheus_client import CollectorRegistry
 
 import aiwatch
 from aiwatch.middleware.django import MIDDLEWARE_PATH
-from bench.counting import count_variants, discarding_provider, require_same_work
+from bench.counting import HandFamilies, count_variants, discarding_provider, require_same_work
 
 settings.configure(DEBUG=False, ALLOWED_HOSTS=["*"], SECRET_KEY="bench", ROOT_URLCONF=__name__, MIDDLEWARE=[],
                    INSTALLED_APPS=[], USE_TZ=True, LOGGING_CONFIG=None)
@@ -157,20 +157,8 @@ def by_hand(inner: Any, registry: CollectorRegistry, provider: Any = None) -> An
     of the numbers, and the span current only in the app's call, not while the body is iterated (aiwatch's is)."""
     from opentelemetry import context, propagate
     from opentelemetry.trace import SpanKind, set_span_in_context
-    from prometheus_client import Gauge, Histogram
 
-    from aiwatch.metrics import BYTES_BUCKETS, LATENCY_BUCKETS
-
-    duration = Histogram("hand_request_duration_seconds", "Request time.",
-                         ("service", "route", "method", "status", "traffic_class"), buckets=LATENCY_BUCKETS,
-                         registry=registry)
-    phase = Histogram("hand_phase_duration_seconds", "Phase time.", ("service", "model", "model_version", "phase"),
-                      buckets=LATENCY_BUCKETS, registry=registry)
-    request_size = Histogram("hand_request_size_bytes", "Request body size.", ("service", "route", "method"),
-                             buckets=BYTES_BUCKETS, registry=registry)
-    response_size = Histogram("hand_response_size_bytes", "Response body size.", ("service", "route", "method"),
-                              buckets=BYTES_BUCKETS, registry=registry)
-    in_flight = Gauge("hand_requests_in_flight", "Requests in flight.", ("service",), registry=registry)
+    families = HandFamilies.on(registry)
     tracer = provider.get_tracer("bench") if provider is not None else None
 
     class Recorded:
@@ -191,14 +179,11 @@ def by_hand(inner: Any, registry: CollectorRegistry, provider: Any = None) -> An
             finally:
                 elapsed = time.perf_counter() - self.start
                 environ = self.environ
-                in_flight.labels("bench").dec()
+                families.in_flight.labels("bench").dec()
                 route = environ.get(ROUTE_KEY, "__unmatched__")
                 method = environ["REQUEST_METHOD"]
                 status = self.status[0] if self.status else "500"
-                duration.labels("bench", route, method, status, "realtime").observe(elapsed)
-                phase.labels("bench", "", "", "overhead").observe(elapsed)
-                request_size.labels("bench", route, method).observe(int(environ.get("CONTENT_LENGTH") or 0))
-                response_size.labels("bench", route, method).observe(self.sent)
+                families.record(elapsed, route, method, status, int(environ.get("CONTENT_LENGTH") or 0), self.sent)
                 if self.span is not None:
                     self.span.set_attributes({"http.route": route, "http.response.status_code": int(status)})
                     self.span.update_name(f"{method} {route}")
@@ -206,7 +191,7 @@ def by_hand(inner: Any, registry: CollectorRegistry, provider: Any = None) -> An
 
     def app(environ: dict[str, Any], start_response: Any) -> Any:
         start = time.perf_counter()
-        in_flight.labels("bench").inc()
+        families.in_flight.labels("bench").inc()
         status: list[str] = []
 
         def recording_start_response(line: str, headers: Any, exc_info: Any = None) -> Any:
