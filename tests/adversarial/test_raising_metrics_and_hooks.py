@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import queue
+import threading
 from typing import Any
 
 import numpy as np
@@ -127,6 +128,40 @@ def test_queues_with_raising_metrics_pass_every_item(caplog: pytest.LogCaptureFi
         q.put(i)
     assert [q.get() for _ in range(20)] == list(range(20))
     assert errors(metrics.registry, "queue") == 1 + 40  # instrumenting, then each put and get
+
+
+def test_a_queue_finalizer_failing_while_a_failure_is_being_logged_does_not_hang_the_thread() -> None:
+    """A garbage collection can run anywhere an object is allocated, so also inside aiwatch's rate limiter of its
+    own logs, while it holds its lock. A collected instrumented queue's finalizer then takes its share out of the
+    depth gauge; when that fails, it records the failure, in the same thread. With a plain lock that thread waited
+    for ever (seen on Python 3.13 as a test stuck until pytest-timeout). Here the collection happens at a chosen
+    point inside the rate limiter's block."""
+    from aiwatch.signals.queues import _MARK
+
+    metrics = RaisingMetrics(CollectorRegistry())  # the finalizer's gauge decrement raises
+    q = aiwatch.instrument_queue(queue.Queue(), "jobs", metrics=metrics)
+    q.put(1)
+    # the queue's weakref.finalize, run as a collection would run it (a failed put's logged traceback keeps the
+    # queue itself alive here, so dropping it would not collect it)
+    finalizer = getattr(q, _MARK).finalizer
+    burst = safety._burst
+
+    class CollectingOnRead(dict):  # type: ignore[type-arg]
+        def get(self, key: Any, default: Any = None) -> Any:
+            if finalizer.alive:
+                finalizer()  # inside the rate limiter's block, in this thread
+            return super().get(key, default)
+
+    burst._last = CollectingOnRead()
+    done: list[bool] = []
+    worker = threading.Thread(target=lambda: (safety.record_error("cache", RuntimeError("outer"), metrics),
+                                              done.append(True)), daemon=True)
+    worker.start()
+    worker.join(60)  # a deadlock, not a slow run: the thread never finishes
+    assert done == [True]
+    assert errors(metrics.registry, "cache") == 1
+    assert not finalizer.alive
+    assert errors(metrics.registry, "queue") == 1 + 1 + 1  # instrumenting, the put, and the finalizer's release
 
 
 def test_feature_cache_with_raising_metrics_and_hooks_returns_the_values(caplog: pytest.LogCaptureFixture) -> None:
