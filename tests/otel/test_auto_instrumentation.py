@@ -1,7 +1,7 @@
 """``opentelemetry-instrument python app.py`` picks aiwatch up with no code change: a real FastAPI app served by
-uvicorn and a real gRPC server, then a Flask app and a Django project on werkzeug's server, each in a subprocess,
-with the OpenTelemetry SDK configured from the environment and OpenTelemetry's own instrumentations loaded next to
-aiwatch's."""
+uvicorn and a real gRPC server, then a Flask app and a Django project on the standard library's WSGI server, each
+in a subprocess, with the OpenTelemetry SDK configured from the environment and OpenTelemetry's own
+instrumentations loaded next to aiwatch's."""
 
 from __future__ import annotations
 
