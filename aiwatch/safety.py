@@ -32,19 +32,17 @@ H = TypeVar("H")
 class _BurstLog:
     def __init__(self, burst_seconds: float = 60.0) -> None:
         self.burst_seconds = burst_seconds
-        self._last: dict[str, float] = {}
-        self._suppressed: dict[str, int] = {}
-        # reentrant: a garbage collection inside the block can run a finalizer that records a failure in the same
-        # thread (an instrumented queue's, whose gauge fails), which waited on this lock for ever with a plain one
-        self._lock = threading.RLock()
+        self._renew_after_fork()
         renew_at_fork(self)
 
     def _renew_after_fork(self) -> None:
+        # reentrant: a garbage collection inside the block can run a finalizer that records a failure in the same
+        # thread (an instrumented queue's, whose gauge fails), which waited on this lock for ever with a plain one
         self._lock = threading.RLock()
         # The parent's bursts are the parent's: a worker's log may be a stream of its own, and its first warning of
         # a kind the master logged a moment before (a drift monitor's unknown feature) was silenced for a burst.
-        self._last = {}
-        self._suppressed = {}
+        self._last: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
 
     def should_log(self, component: str) -> tuple[bool, int]:
         now = time.monotonic()
