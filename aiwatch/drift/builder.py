@@ -30,7 +30,6 @@ from aiwatch.drift.columns import (
     category_counts,
     category_key,
     describe_values,
-    finite_of_sorted,
     fitting_none,
     infer_kind_counting,
     is_missing,
@@ -51,6 +50,7 @@ from aiwatch.drift.features import (
     NumericalFeature,
 )
 from aiwatch.drift.sampling import keep_smallest, key_seed, row_keys, smallest_keys_sample
+from aiwatch.drift.selection import order_statistics
 from aiwatch.drift.validation import DEFAULT_LIMITS, ProfileLimits, check_cuts
 
 _log = logging.getLogger("aiwatch.drift")
@@ -90,6 +90,12 @@ def numerical_cuts_sorted(ordered: FloatArray, n_bins: int, unordered: FloatArra
     return [float(c) for c in np.unique(quantiles_sorted(ordered, np.linspace(0, 1, n_bins + 1)[1:-1]))]
 
 
+def numerical_cuts_selected(finite: FloatArray, n_bins: int, sample: FloatArray) -> list[float]:
+    """:func:`numerical_cuts` of a column with more than :data:`~aiwatch.drift.features.DISCRETE_LIMIT` distinct
+    values, whose quantiles are selected (:func:`quantiles_selected`) rather than sorted for."""
+    return [float(c) for c in np.unique(quantiles_selected(finite, np.linspace(0, 1, n_bins + 1)[1:-1], sample))]
+
+
 def _discrete_cuts(distinct: FloatArray) -> list[float]:
     """A cut at each distinct value, after one just below the smallest (bin 0: values below them all). Below the
     most negative float no finite value exists (and its ``nextafter`` is -inf, which a profile refuses), so a column
@@ -117,12 +123,29 @@ def distinct_sorted(ordered: FloatArray, limit: int, unordered: FloatArray | Non
 
 def quantiles_sorted(ordered: FloatArray, qs: FloatArray) -> FloatArray:
     """``np.quantile(ordered, qs)`` (method ``linear``) of a sorted, non-empty array, by the same arithmetic."""
-    n = ordered.size
+    below, above, gamma = _quantile_positions(ordered.size, qs)
+    return _interpolate(ordered[below], ordered[above], gamma)
+
+
+def quantiles_selected(finite: FloatArray, qs: FloatArray, sample: FloatArray) -> FloatArray:
+    """:func:`quantiles_sorted` of ``finite`` values in any order: the order statistics it reads are selected
+    (:func:`~aiwatch.drift.selection.order_statistics`, ``sample`` drawn from ``finite``), not sorted for."""
+    below, above, gamma = _quantile_positions(finite.size, qs)
+    positions = np.unique(np.concatenate([below, above]))
+    statistics = order_statistics(finite, positions, sample)
+    return _interpolate(statistics[np.searchsorted(positions, below)], statistics[np.searchsorted(positions, above)],
+                        gamma)
+
+
+def _quantile_positions(n: int, qs: FloatArray) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp], FloatArray]:
+    """The two order statistics each quantile of ``n`` values lies between, and how far along (``np.quantile``'s
+    ``linear`` method)."""
     virtual = (n - 1) * qs
     below = np.floor(virtual).astype(np.intp)
-    above = np.minimum(below + 1, n - 1)
-    gamma = virtual - below
-    a, b = ordered[below], ordered[above]
+    return below, np.minimum(below + 1, n - 1), virtual - below
+
+
+def _interpolate(a: FloatArray, b: FloatArray, gamma: FloatArray) -> FloatArray:
     diff = b - a
     out = a + diff * gamma
     np.subtract(b, diff * (1 - gamma), out=out, where=gamma >= 0.5)  # numpy's _lerp: exact at both ends
@@ -194,23 +217,36 @@ class _NumericalPass1:
 
 class _Scratch(SortBuffer):
     """What :meth:`ProfileBuilder.add_whole` reuses from one column to the next: the buffer of the sorted copy,
-    and one for the deviations from the mean (grown with it)."""
+    and one for the deviations from the mean."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.deviations = np.empty(0)
+        self._deviations = np.empty(0)
 
-    def sorted_copy(self, values: FloatArray) -> FloatArray:
-        if self.deviations.size < values.size:
-            self.deviations = np.empty(values.size)
-        return super().sorted_copy(values)
+    def deviations(self, n: int) -> FloatArray:
+        if self._deviations.size < n:
+            self._deviations = np.empty(n)
+        return self._deviations[:n]
 
 
-def _finite_sorted(arr: FloatArray, scratch: _Scratch) -> tuple[FloatArray, FloatArray]:
-    """The finite values of ``arr``, and the same sorted (in ``scratch``); ``arr`` itself when every value is
-    finite, which the sorted copy's ends tell without a mask (:func:`~aiwatch.drift.columns.finite_of_sorted`)."""
-    ordered = finite_of_sorted(scratch.sorted_copy(arr))
-    return (arr if ordered.size == arr.size else arr[np.isfinite(arr)]), ordered
+def _finite_of(arr: FloatArray) -> FloatArray:
+    """The finite values of ``arr``: ``arr`` itself when its extremes are finite (a NaN makes them NaN)."""
+    if arr.size == 0 or (arr.min() > -np.inf and arr.max() < np.inf):
+        return arr
+    return arr[np.isfinite(arr)]
+
+
+#: :meth:`ProfileBuilder.add_whole` selects a numerical column's quantiles instead of sorting it
+#: (:func:`quantiles_selected`) from this many finite values on, when its sample holds at least
+#: :data:`SELECT_MIN_SAMPLE` of them and its first values are not few distinct ones; a smaller column's sort is
+#: cheap, and a discrete column's distinct values are read off its sort.
+SELECT_MIN_VALUES = 65_536
+SELECT_MIN_SAMPLE = 2_000
+
+
+def _selects(finite: FloatArray, sample: FloatArray) -> bool:
+    return (finite.size >= SELECT_MIN_VALUES and sample.size >= SELECT_MIN_SAMPLE
+            and np.unique(finite[:4096]).size > DISCRETE_LIMIT)
 
 
 class ProfileBuilder:
@@ -344,10 +380,11 @@ class ProfileBuilder:
         self._cat_missing[name] = self._cat_missing.get(name, 0) + missing
 
     def add_whole(self, columns: Mapping[str, Any]) -> None:
-        """Both passes at once over columns held whole in memory (:func:`build_in_memory`): each numerical column
-        is sorted once, and its cuts (the exact quantiles of all its values, unless ``edges`` fixes them), bin
-        counts, extremes and distinct values are read off the sorted values. Each column's kind is decided on its
-        first :data:`KIND_ROWS` values, as a file's is."""
+        """Both passes at once over columns held whole in memory (:func:`build_in_memory`): each numerical column's
+        cuts are the exact quantiles of all its values (unless ``edges`` fixes them), and its bins count every
+        value. A large column with many distinct values has its quantiles selected (:func:`quantiles_selected`);
+        any other is sorted once, and its cuts, bin counts and distinct values are read off the sorted values.
+        Each column's kind is decided on its first :data:`KIND_ROWS` values, as a file's is."""
         scratch = _Scratch()
         for name, values in columns.items():
             name = str(name)
@@ -361,18 +398,26 @@ class ProfileBuilder:
                 if name in self._num:
                     raise ProfileError(f"column {name!r} was already added: add_whole takes each column once")
                 arr, invalid = to_float_counting(values)
-                finite, ordered = _finite_sorted(arr, scratch)
+                finite = _finite_of(arr)
                 acc = self._num[name] = _NumericalPass1(invalid=invalid)
                 acc.missing = int(arr.size - finite.size) - invalid
-                acc.add(finite, ordered=ordered, scratch=scratch.deviations)
                 acc.sample, acc.keys = smallest_keys_sample(finite, self.sample_size, self.rng)
-                if name in self.edges:
-                    cuts = self.edges[name]
+                if _selects(finite, acc.sample):
+                    acc.add(finite, scratch=scratch.deviations(finite.size))
+                    cuts = self.edges[name] if name in self.edges else self._checked_cuts(
+                        name, numerical_cuts_selected(finite, self.n_bins, acc.sample))
+                    self._bins[name] = count_bins(np.asarray(cuts, dtype=np.float64), finite)
                 else:
-                    cuts = numerical_cuts_sorted(ordered, self.n_bins, finite)
-                    check_cuts(cuts, self.limits, f"edges of {name!r}")
+                    ordered = scratch.sorted_copy(finite)
+                    acc.add(finite, ordered=ordered, scratch=scratch.deviations(finite.size))
+                    cuts = self.edges[name] if name in self.edges else self._checked_cuts(
+                        name, numerical_cuts_sorted(ordered, self.n_bins, finite))
+                    self._bins[name] = count_bins_sorted(np.asarray(cuts, dtype=np.float64), ordered)
                 self._cuts[name] = cuts
-                self._bins[name] = count_bins_sorted(np.asarray(cuts, dtype=np.float64), ordered)
+
+    def _checked_cuts(self, name: str, cuts: list[float]) -> list[float]:
+        check_cuts(cuts, self.limits, f"edges of {name!r}")
+        return cuts
 
     @property
     def needs_second_pass(self) -> bool:

@@ -7,7 +7,8 @@ import importlib
 
 import pytest
 
-MODULES = ["aiwatch.drift.columns", "aiwatch.drift.counting", "aiwatch.drift.builder", "aiwatch.drift.profile",
+MODULES = ["aiwatch.drift.columns", "aiwatch.drift.counting", "aiwatch.drift.builder", "aiwatch.drift.selection",
+           "aiwatch.drift.profile",
            "aiwatch.drift.stattests", "aiwatch.drift.current", "aiwatch.drift.evaluate", "aiwatch.drift.monitor",
            "aiwatch.drift.promql", "aiwatch.drift.report"]
 
