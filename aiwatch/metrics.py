@@ -226,6 +226,10 @@ CONTRACT: tuple[MetricSpec, ...] = (
     MetricSpec("aiwatch_overhead_clamped_total", "counter",
                "Requests whose named phases added up to more than the request's total time (concurrent phases or "
                "clock anomalies); their overhead was recorded as 0.", ("service",)),
+    MetricSpec("aiwatch_unclosed_responses_total", "counter",
+               "WSGI responses the server dropped without closing them (PEP 3333 says it must; werkzeug's "
+               "development server does so when the client resets the connection): each was recorded as it stood "
+               "when dropped, at the next request.", ("service",)),
     # --- queues and batching ------------------------------------------------------------------------------
     MetricSpec("aiwatch_queue_depth", "gauge", "Items waiting in a queue in front of a model.", ("queue",),
                multiprocess_mode="livesum"),
@@ -567,6 +571,7 @@ class Metrics:
         self.event_loop_stalled: Gauge = m["aiwatch_event_loop_stalled_ratio"]
         self.rpc_messages: Counter = m["aiwatch_rpc_messages_total"]
         self.overhead_clamped: Counter = m["aiwatch_overhead_clamped_total"]
+        self.unclosed_responses: Counter = m["aiwatch_unclosed_responses_total"]
         self.request_size: Histogram = m["aiwatch_request_size_bytes"]
         self.response_size: Histogram = m["aiwatch_response_size_bytes"]
         self.rpc_message_size: Histogram = m["aiwatch_rpc_message_size_bytes"]

@@ -14,7 +14,9 @@ stores the URL pattern that matched. Any other WSGI app::
     application = AiwatchWSGIMiddleware(application, service="recommender", route_resolver=my_resolver)
 
 Per request it records ``aiwatch_request_duration_seconds`` (route template, method, status) timed until the
-server closes the response iterable (so streamed bodies count in full), the request's phases and its ``overhead``,
+server closes the response iterable (so streamed bodies count in full; a server that drops it unclosed has the
+request recorded as it stood then, by the next request, and counted in ``aiwatch_unclosed_responses_total``), the
+request's phases and its ``overhead``,
 keeps ``aiwatch_requests_in_flight``, and adds a ``Server-Timing`` header with the phases and the total up to the
 moment ``start_response`` is called (at most :data:`~aiwatch.servertiming.MAX_LENGTH` characters: phase entries
 past it are left out, the overhead and total kept, and the cut counted under ``component="server_timing_header"``).
@@ -29,6 +31,7 @@ the body and closes it: a streamed body is produced then, inside the request.
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -52,7 +55,7 @@ from aiwatch.middleware._common import (
     takes_captured_headers,
 )
 from aiwatch.recording import resolve_recorder
-from aiwatch.safety import call_hook, record_error, resolve_route, sync_hook
+from aiwatch.safety import call_hook, record_error, resolve_route, sync_hook, warn_rate_limited
 from aiwatch.semconv import (
     end_http_server_span,
     http_server_attributes,
@@ -132,12 +135,16 @@ class AiwatchWSGIMiddleware:
         #: the headers put on aiwatch's SERVER spans: $OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_*
         self.header_capture = HeaderCapture.server()
         self._metrics_app: WSGIApp | None = None
+        #: requests whose response bodies the server dropped without closing them, left to the next call to record
+        self._dropped: deque[_Request] = deque()
         if metrics_path is not None:  # its /metrics app is made at the first scrape: a bad setting fails here
             from aiwatch.exposition import check_serving_settings
 
             check_serving_settings()
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        if self._dropped:
+            self._finish_dropped()
         path = environ.get("PATH_INFO", "")
         if path == self.metrics_path:
             return self._serve_metrics(environ, start_response)
@@ -207,6 +214,24 @@ class AiwatchWSGIMiddleware:
             if token is not None:
                 deactivate(token)
         return _ClosingBody(body, request)
+
+    def _finish_dropped(self) -> None:
+        """Record the requests whose bodies the server dropped unclosed (:meth:`_ClosingBody.__del__`), each
+        ending when it was dropped."""
+        dropped = self._dropped
+        while dropped:
+            try:
+                request = dropped.popleft()
+            except IndexError:  # another thread took the last one
+                return
+            try:
+                self.metrics.child(self.metrics.unclosed_responses, (self.recorder.service,)).inc()
+                warn_rate_limited("unclosed_response", "aiwatch: the WSGI server dropped a response body without "
+                                  "closing it (PEP 3333), so the request was recorded as it stood when dropped: "
+                                  "%s %s%s", request.method, request.environ.get("PATH_INFO", ""))
+                request.finish(None)
+            except Exception as exc:
+                record_error("metrics", exc, self.metrics)
 
     def _begin_traced(self, tracer: Any, environ: Environ, raw_method: str, method: str) -> tuple[
             RequestTimeline, Any]:
@@ -284,8 +309,8 @@ def _add_prefixed(carrier: dict[str, str], environ: Environ, prefix: tuple[str, 
 class _Request:
     """One request's state: lives as long as its response body, never on the middleware."""
 
-    __slots__ = ("chunks", "code", "context", "cut_counted", "environ", "finished", "method", "middleware",
-                 "received", "sent", "status", "tl")
+    __slots__ = ("chunks", "code", "context", "cut_counted", "dropped_at", "environ", "finished", "method",
+                 "middleware", "received", "sent", "status", "tl")
 
     def __init__(self, middleware: AiwatchWSGIMiddleware, environ: Environ, tl: RequestTimeline,
                  method: str) -> None:
@@ -306,6 +331,8 @@ class _Request:
         #: the OpenTelemetry context the app was called in, with aiwatch's SERVER span (``None``: not traced, or
         #: the span is another instrumentation's, which keeps it current itself)
         self.context: Any = None
+        #: when the server dropped the body without closing it: (:data:`_clock`, nanoseconds since the epoch)
+        self.dropped_at: tuple[float, int] | None = None
 
     def route(self) -> str:
         """The route label (for a streamed body's chunk timer)."""
@@ -326,8 +353,15 @@ class _Request:
                 end_http_server_span(tl.span, tl.owns_span, self.method, route, code, error)
             except Exception as exc:
                 record_error("tracing", exc, mw.metrics)
+        dropped_at = self.dropped_at
         mw.recorder.finish(tl, route or UNMATCHED_ROUTE, self.method, self.status, error,
-                           request_bytes=self.received, response_bytes=self.sent)
+                           end=None if dropped_at is None else dropped_at[0], request_bytes=self.received,
+                           response_bytes=self.sent, end_span=dropped_at is None)
+        if dropped_at is not None and tl.span is not None and tl.owns_span:
+            try:
+                mw.recorder.tracing.end_server_span(tl.span, end_time=dropped_at[1])
+            except Exception as exc:
+                record_error("tracing", exc, mw.metrics)
         if mw.on_request_end is not None:
             call_hook("hook", mw.on_request_end, mw.metrics, self.environ, self.tl, self.status)
 
@@ -413,3 +447,16 @@ class _ClosingBody:
             request.finish(exc)
             raise
         request.finish(None)
+
+    def __del__(self) -> None:
+        # PEP 3333: the server must close the body, and aiwatch records the request then. werkzeug's development
+        # server skips the close when the client resets the connection. The request is left, with the moment it
+        # was dropped, to the middleware's next call: a finalizer may run inside any lock (a garbage collection in
+        # the middle of prometheus_client's), so it records nothing and takes no lock here.
+        try:
+            request = self._request
+            if not request.finished and request.dropped_at is None:
+                request.dropped_at = (_clock(), time.time_ns())
+                request.middleware._dropped.append(request)
+        except Exception:  # at interpreter exit, the module's globals may be gone
+            pass

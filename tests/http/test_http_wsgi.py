@@ -189,3 +189,64 @@ def test_unknown_methods_fold_into_other(registry: CollectorRegistry) -> None:
         client.open("/stream", method=f"BREW{i}", buffered=True)
     assert count(registry, "__unmatched__", "405", method="_OTHER") == 3  # werkzeug matches no rule
     assert b"BREW" not in generate_latest(registry)
+
+
+def test_a_body_the_server_drops_unclosed_is_recorded_by_the_next_call(registry: CollectorRegistry,
+                                                                         exporter: Any, provider: Any) -> None:
+    """PEP 3333 says the server closes the body, and aiwatch records the request then. A server that drops it
+    unclosed (werkzeug's development server on a reset connection) lost the request; now it is recorded, ending
+    when it was dropped, by the middleware's next call, and counted as unclosed."""
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        start_response("200 OK", [("Content-Length", "4")])
+        return [b"ok", b"ok"]
+
+    mw = aiwatch.instrument(app, registry=registry, service="svc", tracer_provider=provider,
+                            route_resolver=lambda environ: environ["PATH_INFO"])
+    client = Client(mw)
+    started = time.perf_counter()
+    body = mw(_environ("/dropped"), lambda status, headers, exc_info=None: None)
+    chunks = iter(body)
+    assert next(chunks) == b"ok"
+    del chunks, body  # dropped half read, never closed
+    dropped, dropped_ns = time.perf_counter(), time.time_ns()
+    assert count(registry, "/dropped") is None
+    assert registry.get_sample_value("aiwatch_requests_in_flight", {"service": "svc"}) == 1
+    time.sleep(0.2)  # the next call comes later: the request still ends when it was dropped
+
+    assert client.get("/next", buffered=True).data == b"okok"
+    assert count(registry, "/dropped") == 1 and count(registry, "/next") == 1
+    assert registry.get_sample_value("aiwatch_unclosed_responses_total", {"service": "svc"}) == 1
+    assert registry.get_sample_value("aiwatch_requests_in_flight", {"service": "svc"}) == 0
+    duration = registry.get_sample_value("aiwatch_request_duration_seconds_sum", {
+        "service": "svc", "route": "/dropped", "method": "GET", "status": "200", "traffic_class": "realtime"})
+    assert duration is not None and 0 <= duration <= dropped - started
+    spans = {span.name: span for span in exporter.get_finished_spans()}
+    assert spans["GET /dropped"].end_time <= dropped_ns
+    assert spans["GET /dropped"].attributes["http.response.status_code"] == 200
+
+    # closed by the test client: recorded once, not as unclosed
+    assert client.get("/closed", buffered=True).data == b"okok"
+    assert count(registry, "/closed") == 1
+    assert registry.get_sample_value("aiwatch_unclosed_responses_total", {"service": "svc"}) == 1
+
+
+def _environ(path: str) -> dict[str, Any]:
+    from wsgiref.util import setup_testing_defaults
+
+    environ: dict[str, Any] = {"PATH_INFO": path}
+    setup_testing_defaults(environ)
+    return environ
+
+
+def test_a_scrape_of_the_middlewares_metrics_records_a_dropped_body_first(registry: CollectorRegistry) -> None:
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        start_response("200 OK", [])
+        return [b"ok"]
+
+    mw = aiwatch.instrument(app, registry=registry, service="svc")
+    body = mw(_environ("/anything"), lambda status, headers, exc_info=None: None)
+    del body  # dropped before the server iterated it
+    scrape = Client(mw).get("/metrics", buffered=True).get_data(as_text=True)
+    assert 'aiwatch_unclosed_responses_total{service="svc"} 1.0' in scrape
+    assert ('aiwatch_request_duration_seconds_count{method="GET",route="__unmatched__",service="svc",status="200",'
+            'traffic_class="realtime"} 1.0') in scrape
