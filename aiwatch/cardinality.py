@@ -52,12 +52,14 @@ class LabelGuard:
     def __init__(self, max_values: int | None = None, on_overflow: Callable[[str], None] | None = None) -> None:
         self.max_values = _limit(max_values)
         self._seen: dict[str, set[str]] = {}
-        self._lock = threading.Lock()
         self._on_overflow = on_overflow
+        self._renew_after_fork()
         renew_at_fork(self)
 
     def _renew_after_fork(self) -> None:
-        self._lock = threading.Lock()
+        # reentrant: a garbage collection can start inside the block (at its set()) and run a finalizer that
+        # records through this guard in the same thread (a dropped httpx response's)
+        self._lock = threading.RLock()
 
     def fold(self, label: str, value: str) -> str:
         """``value`` if it is already known or there is room for it, else :data:`OVERFLOW`. A value UTF-8 cannot
@@ -92,12 +94,12 @@ class LabelGuard:
 
 
 _guards: weakref.WeakKeyDictionary[Metrics, LabelGuard] = weakref.WeakKeyDictionary()
-_guards_lock = threading.Lock()
+_guards_lock = threading.RLock()  # reentrant, as LabelGuard's lock, for a finalizer run inside the block
 
 
 def _renew_guards_lock() -> None:
     global _guards_lock
-    _guards_lock = threading.Lock()
+    _guards_lock = threading.RLock()
 
 
 at_fork_in_child(_renew_guards_lock)

@@ -163,3 +163,36 @@ def test_a_streamed_response_closed_is_recorded_once(base: str, registry: Collec
     assert _count(registry, base, "200") == 1
     assert _count(registry, base) == 0
     assert _received(registry, base) == len(FIRST)
+
+
+def test_a_dropped_response_collected_inside_the_label_guard_does_not_hang_the_thread(
+        base: str, registry: CollectorRegistry) -> None:
+    """A garbage collection can start at any allocation, so also inside the label guard's block, where it admits a
+    new label value (``set()``). A dropped response's finalizer records its call there, in the same thread, and
+    folds its labels through the same guard: with a plain lock, that thread waited for ever on itself. Here the
+    collection happens at a chosen point inside the guard's block."""
+    from aiwatch.cardinality import guard_for
+    from aiwatch.metrics import Metrics
+
+    metrics = Metrics(registry)
+    with aiwatch.client.instrument_httpx(httpx.Client(), service="gw", metrics=metrics) as client:
+        response = client.send(client.build_request("GET", f"{base}/whole"), stream=True)
+        assert b"".join(response.stream) == FIRST + REST
+        finalizer = response.stream._stream._dropped  # httpx binds aiwatch's stream: what its collection runs
+        guard = guard_for(metrics)
+
+        class CollectingOnAdmit(dict):  # type: ignore[type-arg]
+            def setdefault(self, key: str, default: set[str]) -> set[str]:
+                if finalizer.alive:
+                    finalizer()  # inside the guard's block, in this thread
+                return super().setdefault(key, default)
+
+        guard._seen = CollectingOnAdmit(guard._seen)
+        folded: list[str] = []
+        worker = threading.Thread(target=lambda: folded.append(guard.fold("route", "/new")), daemon=True)
+        worker.start()
+        worker.join(60)  # a deadlock, not a slow run: the thread never finishes
+        assert folded == ["/new"]
+        assert not finalizer.alive
+        assert _count(registry, base, "200") == 1
+        del response
