@@ -38,15 +38,17 @@ def order_statistics(values: FloatArray, positions: npt.NDArray[np.intp], sample
     ``sample`` (values drawn at random from ``values``, any order) to bracket each; ``values`` is not changed."""
     n, m = values.size, sample.size
     found = np.empty(positions.size)
-    if n == 0 or positions.size == 0:
+    if positions.size == 0:
         return found
+    if n == 0:
+        raise ValueError(f"no values, so no order statistic at positions {positions.tolist()}")
     if positions[0] < 0 or positions[-1] >= n or np.any(np.diff(positions) < 0):
         raise ValueError(f"positions must be increasing and within 0..{n - 1}, got {positions.tolist()}")
     missed: list[int] = []
     ordered_sample = np.sort(sample)
     for group in _groups(positions, n, m):
         first, last = int(positions[group[0]]), int(positions[group[-1]])
-        inside = _bracket(values, ordered_sample, first, last) if m else None
+        inside = _bracket(values, ordered_sample, first, last)
         if inside is None:
             missed.extend(group)
             continue
@@ -64,7 +66,8 @@ def order_statistics(values: FloatArray, positions: npt.NDArray[np.intp], sample
 
 
 def _groups(positions: npt.NDArray[np.intp], n: int, m: int) -> list[list[int]]:
-    """Indices of ``positions`` that share one bracket: those closer together than a bracket is wide."""
+    """Indices of ``positions`` that share one bracket: each within one sample spacing (``n / m`` values) of the
+    one before, as a quantile's two neighbouring order statistics are."""
     width = max(1.0, n / max(m, 1))
     groups: list[list[int]] = []
     for i, k in enumerate(positions.tolist()):
@@ -77,14 +80,12 @@ def _groups(positions: npt.NDArray[np.intp], n: int, m: int) -> list[list[int]]:
 
 def _bracket(values: FloatArray, ordered_sample: FloatArray, first: int, last: int) -> tuple[int, FloatArray] | None:
     """How many ``values`` lie below the bracket around order statistics ``first..last``, and the values inside it
-    (a new array); ``None`` when the bracket would hold too many of them."""
+    (a new array); ``None`` when the bracket would hold too many of them (a sample too small to bracket anything
+    makes one that holds them all)."""
     n, m = values.size, ordered_sample.size
-    low_rank = _sample_rank(first, n, m, -1)
-    high_rank = _sample_rank(last, n, m, +1)
+    low_rank, high_rank = _sample_ranks(first, last, n, m)
     low = float(ordered_sample[low_rank]) if low_rank >= 0 else -math.inf
     high = float(ordered_sample[high_rank]) if high_rank < m else math.inf
-    if low == -math.inf and high == math.inf:
-        return None
     below = int(np.count_nonzero(values < low))
     mask = values >= low
     mask &= values <= high
@@ -94,11 +95,15 @@ def _bracket(values: FloatArray, ordered_sample: FloatArray, first: int, last: i
     return below, values[mask]
 
 
-def _sample_rank(position: int, n: int, m: int, side: int) -> int:
-    """The rank in a sorted sample of ``m`` (of ``n`` values) that lies :data:`BRACKET_DEVIATIONS` standard
-    deviations beyond order statistic ``position`` on ``side`` (-1 below, +1 above); out of ``0..m-1`` when the
+def _sample_ranks(first: int, last: int, n: int, m: int) -> tuple[int, int]:
+    """The ranks in a sorted sample of ``m`` (of ``n`` values) that lie :data:`BRACKET_DEVIATIONS` standard
+    deviations below order statistic ``first`` and above order statistic ``last``; out of ``0..m-1`` where the
     bracket reaches past the sample's end."""
-    share = position / (n - 1) if n > 1 else 0.5
-    centre = share * (m - 1)
-    reach = BRACKET_DEVIATIONS * math.sqrt(m * share * (1 - share)) + 2
-    return math.floor(centre - reach) if side < 0 else math.ceil(centre + reach)
+
+    def centre_and_reach(position: int) -> tuple[float, float]:
+        share = position / (n - 1) if n > 1 else 0.5
+        return share * (m - 1), BRACKET_DEVIATIONS * math.sqrt(m * share * (1 - share)) + 2
+
+    low_centre, low_reach = centre_and_reach(first)
+    high_centre, high_reach = centre_and_reach(last)
+    return math.floor(low_centre - low_reach), math.ceil(high_centre + high_reach)

@@ -55,13 +55,35 @@ def _spy_partitions(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return sizes
 
 
-def test_a_sample_from_the_column_brackets_every_statistic(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_sample_from_the_column_brackets_every_statistic_in_a_few_percent_of_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     values = np.random.default_rng(1).lognormal(size=300_000)
     positions = np.array([0, 29_999, 30_000, 150_000, 269_999, 270_000, 299_999])
     sizes = _spy_partitions(monkeypatch)
+    taken: list[int] = []
+    real_bracket = selection._bracket
+
+    def spy_bracket(*args: Any) -> Any:
+        found = real_bracket(*args)
+        taken.append(-1 if found is None else found[1].size)
+        return found
+
+    monkeypatch.setattr(selection, "_bracket", spy_bracket)
     found = order_statistics(values, positions, np.random.default_rng(2).choice(values, 20_000, replace=False))
     assert found.tolist() == np.sort(values)[positions].tolist()
     assert sizes == []  # no whole-column partition: every bracket held its statistics
+    assert len(taken) == 5  # a quantile's two neighbouring statistics share one bracket
+    assert 0 < max(taken) <= 0.04 * values.size  # 5 standard deviations of a 20 000-value sample's ranks
+
+
+def test_brackets_ending_at_every_offset_around_the_statistic_give_it_exactly() -> None:
+    """Samples shifted against the column put a bracket's ends just below, at and just above the wanted order
+    statistic: only a bracket that holds it may answer (one ending a value short must fall back)."""
+    values = np.random.default_rng(4).permutation(np.arange(1000.0))
+    for position in (0, 283, 500, 999):
+        for offset in range(-150, 151):
+            found = order_statistics(values, np.array([position]), np.arange(1000.0) + offset)
+            assert found.tolist() == [float(position)], (position, offset)
 
 
 def test_brackets_that_miss_fall_back_to_one_partition_of_the_column(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -89,6 +111,8 @@ def test_positions_out_of_order_or_range_are_refused() -> None:
     for positions in ([3, 2], [-1], [10]):
         with pytest.raises(ValueError, match=r"positions must be increasing and within 0\.\.9"):
             order_statistics(values, np.asarray(positions, dtype=np.intp), values)
+    with pytest.raises(ValueError, match=r"no values, so no order statistic at positions \[0\]"):
+        order_statistics(np.empty(0), np.array([0]), values)
 
 
 # ------------------------------------------------------------------------------------- the in-memory build
