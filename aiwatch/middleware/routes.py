@@ -61,14 +61,43 @@ def starlette_route(scope: Scope, root_path: str = "") -> str | None:
 def litestar_route(scope: Scope) -> str | None:
     """The template Litestar's router stored for the route it chose (``scope["path_template"]``), if any. Litestar
     writes it only once a route matched, so a 404 has none. For a mounted ASGI app (``@asgi(..., is_mount=True)``)
-    Litestar 2.25 stores the template of the root route instead of the mount's (``/`` when the app has one), so such
-    requests have no template here."""
+    Litestar 2.25 stores the template of the root route instead of the mount's (``/`` when the app has one): such a
+    request is labelled with the mount's path, its routers' and controller's prefixes before it, and
+    :data:`MOUNT_REST` after it (``/files/{path}``), as a Starlette ``Mount`` is."""
+    handler = scope.get("route_handler")
+    if getattr(handler, "is_mount", False) is True:
+        return _litestar_mount(scope, handler)
     template = scope.get("path_template")
     if not isinstance(template, str) or not template:
         return None
-    if getattr(scope.get("route_handler"), "is_mount", False) is True:
-        return None
     return template
+
+
+def _litestar_mount(scope: Scope, handler: Any) -> str | None:
+    """The template of a request to a Litestar mount: the mount's path after its owners' (app, routers,
+    controller: ``ownership_layers``, the handler last); of a handler mounted at several paths, the one the
+    request's path is under (``None`` when that is not one of them)."""
+    layers = list(getattr(handler, "ownership_layers", ()))[:-1]
+    prefix = "".join(_path_part(getattr(layer, "path", None)) for layer in layers)
+    paths = getattr(handler, "paths", None)
+    if not isinstance(paths, (set, frozenset, list, tuple)) or not paths:
+        return None
+    mounts = sorted({prefix + _path_part(path) or "/" for path in paths if isinstance(path, str)})
+    if len(mounts) != 1:
+        raw = scope.get("raw_path")
+        path = raw.decode("latin-1") if isinstance(raw, bytes) else str(scope.get("path", ""))
+        mounts = [m for m in mounts if path == m or path.startswith(m.rstrip("/") + "/")]
+        if len(mounts) != 1:
+            return None
+    return mounts[0].rstrip("/") + MOUNT_REST
+
+
+def _path_part(path: object) -> str:
+    """A route path as a prefix: ``/api`` for ``api``, ``/api/`` or ``/api``; empty for ``/`` or no path."""
+    if not isinstance(path, str):
+        return ""
+    stripped = path.strip("/")
+    return f"/{stripped}" if stripped else ""
 
 
 def _prefixed(scope: Scope, root_path: str, path: str) -> str:
