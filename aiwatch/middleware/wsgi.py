@@ -451,8 +451,9 @@ class _ClosingBody:
     def __del__(self) -> None:
         # PEP 3333: the server must close the body, and aiwatch records the request then. werkzeug's development
         # server skips the close when the client resets the connection. The request is left, with the moment it
-        # was dropped, to the middleware's next call: a finalizer may run inside any lock (a garbage collection in
-        # the middle of prometheus_client's), so it records nothing and takes no lock here.
+        # was dropped, to the middleware's next call: a garbage collection, and this finalizer with it, can start
+        # at any allocation, inside whatever lock the thread holds then (OpenTelemetry's span processor's, a
+        # threading.Event's), so it records nothing and takes no lock here.
         try:
             request = self._request
             if not request.finished and request.dropped_at is None:
