@@ -118,7 +118,7 @@ def test_each_kind_of_value_gets_its_code() -> None:
 def test_numpy_durations_and_datetimes_are_no_categories() -> None:
     """np.timedelta64 is a numpy integer: one read as its count of units, the category '3'."""
     b = _buckets()
-    values = [np.timedelta64(3, "ns"), np.timedelta64(3, "s"), np.datetime64(3, "s"), np.timedelta64("NaT"), 3]
+    values = [np.timedelta64(3, "ns"), np.timedelta64(3, "s"), np.datetime64(3, "s"), np.timedelta64("NaT", "ns"), 3]
     assert [b.code(v) for v in values] == [INVALID, INVALID, INVALID, MISSING, 2]
     assert b.codes(values).tolist() == [INVALID, INVALID, INVALID, MISSING, 2]
 

@@ -19,8 +19,8 @@ from tests.servers import require_module
 pd = require_module("pandas")
 
 MARKERS = [pytest.param(lambda: pd.NA, id="pd.NA"), pytest.param(lambda: pd.NaT, id="pd.NaT"),
-           pytest.param(lambda: np.datetime64("NaT"), id="np.NaT"),
-           pytest.param(lambda: np.timedelta64("NaT"), id="np.timedelta-NaT"),
+           pytest.param(lambda: np.datetime64("NaT", "ns"), id="np.NaT"),
+           pytest.param(lambda: np.timedelta64("NaT", "ns"), id="np.timedelta-NaT"),
            pytest.param(lambda: np.float32("nan"), id="float32-nan"),
            pytest.param(lambda: np.float16("inf"), id="float16-inf")]
 
