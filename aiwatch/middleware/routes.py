@@ -76,20 +76,20 @@ def litestar_route(scope: Scope) -> str | None:
 def _litestar_mount(scope: Scope, handler: Any) -> str | None:
     """The template of a request to a Litestar mount: the mount's path after its owners' (app, routers,
     controller: ``ownership_layers``, the handler last); of a handler mounted at several paths, the one the
-    request's path is under (``None`` when that is not one of them)."""
+    request's path is under, the longest (``None`` when it is under none of them)."""
     layers = list(getattr(handler, "ownership_layers", ()))[:-1]
     prefix = "".join(_path_part(getattr(layer, "path", None)) for layer in layers)
     paths = getattr(handler, "paths", None)
     if not isinstance(paths, (set, frozenset, list, tuple)) or not paths:
         return None
-    mounts = sorted({prefix + _path_part(path) or "/" for path in paths if isinstance(path, str)})
-    if len(mounts) != 1:
+    mounts = {prefix + _path_part(path) or "/" for path in paths if isinstance(path, str)}
+    if len(mounts) > 1:
         raw = scope.get("raw_path")
         path = raw.decode("latin-1") if isinstance(raw, bytes) else str(scope.get("path", ""))
-        mounts = [m for m in mounts if path == m or path.startswith(m.rstrip("/") + "/")]
-        if len(mounts) != 1:
-            return None
-    return mounts[0].rstrip("/") + MOUNT_REST
+        mounts = {m for m in mounts if path == m or path.startswith(m.rstrip("/") + "/")}
+    if not mounts:
+        return None
+    return max(mounts, key=len).rstrip("/") + MOUNT_REST  # the longest: "/" is under every path
 
 
 def _path_part(path: object) -> str:

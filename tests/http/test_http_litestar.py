@@ -142,6 +142,8 @@ def test_no_template_from_what_litestar_did_not_store(scope: dict[str, Any]) -> 
     (_mount({"/"}, "/", "/static"), b"/static/x", "/static/{path}"),
     (_mount(frozenset({"/a", "/ab"}), "/"), b"/ab/c", "/ab/{path}"),  # the mount the path is under, not a prefix
     (_mount(["/a", "/b"], "/"), b"/a", "/a/{path}"),
+    (_mount({"/", "/a"}, "/"), b"/a/x", "/a/{path}"),  # every path is under "/": the longest mount wins
+    (_mount({"/", "/a"}, "/"), b"/b", "/{path}"),
 ])
 def test_a_mount_is_labelled_with_its_path_and_its_owners(handler: Any, raw_path: bytes, template: str) -> None:
     assert litestar_route({"path_template": "/", "route_handler": handler, "raw_path": raw_path}) == template
