@@ -228,7 +228,7 @@ class AiwatchWSGIMiddleware:
                 self.metrics.child(self.metrics.unclosed_responses, (self.recorder.service,)).inc()
                 warn_rate_limited("unclosed_response", "aiwatch: the WSGI server dropped a response body without "
                                   "closing it (PEP 3333), so the request was recorded as it stood when dropped: "
-                                  "%s %s%s", request.method, request.environ.get("PATH_INFO", ""))
+                                  "%s %r", request.method, str(request.environ.get("PATH_INFO", ""))[:200])
                 request.finish(None)
             except Exception as exc:
                 record_error("metrics", exc, self.metrics)

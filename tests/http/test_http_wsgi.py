@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -236,6 +237,24 @@ def _environ(path: str) -> dict[str, Any]:
     environ: dict[str, Any] = {"PATH_INFO": path}
     setup_testing_defaults(environ)
     return environ
+
+
+def test_a_dropped_body_is_logged_with_its_request(registry: CollectorRegistry,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        start_response("200 OK", [])
+        return [b"ok"]
+
+    mw = aiwatch.instrument(app, registry=registry, service="svc")
+    path = "/dropped\nFAKE LOG LINE" + "x" * 500  # from traffic: a decoded %0A, and no end
+    body = mw(_environ(path), lambda status, headers, exc_info=None: None)
+    del body
+    caplog.set_level(logging.WARNING, logger="aiwatch")
+    Client(mw).get("/next", buffered=True)
+    assert [r.getMessage() for r in caplog.records] == [
+        "aiwatch: the WSGI server dropped a response body without closing it (PEP 3333), so the request was "
+        f"recorded as it stood when dropped: GET {path[:200]!r}"]
+    assert "\n" not in caplog.records[0].getMessage()
 
 
 def test_a_scrape_of_the_middlewares_metrics_records_a_dropped_body_first(registry: CollectorRegistry) -> None:
