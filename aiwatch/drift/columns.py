@@ -266,10 +266,39 @@ def arrow_values(column: Any) -> Any:
     pa = require("pyarrow", "data")
     if pa.types.is_dictionary(column.type):
         column = column.cast(column.type.value_type)
+    if (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)) and _few_distinct(column):
+        return _deduplicated_strings(column)
     if not column.null_count or not pa.types.is_integer(column.type):
         return column.to_numpy(zero_copy_only=False)
     return NullableInts(column.fill_null(0).to_numpy(zero_copy_only=False),
                         np.asarray(column.is_null().to_numpy(zero_copy_only=False), dtype=bool))
+
+
+#: A string column whose first :data:`_DISTINCT_PROBE` values hold at most this share of distinct ones is read
+#: through a dictionary of its distinct strings (:func:`_deduplicated_strings`).
+_FEW_DISTINCT_SHARE = 0.25
+_DISTINCT_PROBE = 4096
+
+
+def _few_distinct(column: Any) -> bool:
+    head = column.slice(0, _DISTINCT_PROBE).to_pylist()
+    return len(set(head)) <= _FEW_DISTINCT_SHARE * len(head)
+
+
+def _deduplicated_strings(column: Any) -> npt.NDArray[Any]:
+    """A pyarrow string column as ``to_numpy`` gives it (its strings, None where null), with one Python object per
+    distinct string, as pandas reads a CSV: :func:`distinct_counts` then counts its categories by reference, where
+    ``to_numpy``'s one object per value had every value hashed (about 40 against 215 ms to read and count a
+    column of 1M values and 8 categories). Made by Arrow's dictionary encoding, which costs several times
+    ``to_numpy`` on a column of mostly distinct strings: :func:`arrow_values` reads those as they are."""
+    whole = column.combine_chunks() if hasattr(column, "combine_chunks") else column
+    encoded = whole.dictionary_encode()
+    strings = encoded.dictionary.to_numpy(zero_copy_only=False)
+    distinct = np.empty(len(strings) + 1, dtype=object)
+    distinct[:-1] = strings
+    distinct[-1] = None  # index -1: a null
+    out: npt.NDArray[Any] = distinct.take(encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False))
+    return out
 
 
 def _category_values(categorical: Any) -> npt.NDArray[Any]:

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from aiwatch.drift.builder import ProfileBuilder, build_in_memory, numerical_cuts, quantiles_sorted
 from aiwatch.drift.columns import (
+    arrow_values,
     category_counts,
     category_key,
     distinct_counts,
@@ -238,6 +239,33 @@ def test_codes_of_an_arrow_array_are_those_of_its_python_values() -> None:
 def _fresh(text: str) -> str:
     """An equal string that is not the same object."""
     return "".join(list(text))
+
+
+@pytest.mark.parametrize("kind", ["string", "large_string", "dictionary"])
+def test_an_arrow_string_column_of_few_categories_is_read_as_one_object_per_category(kind: str) -> None:
+    """pyarrow's ``to_numpy`` makes one Python string per value, so every value was hashed to count the categories
+    (the costliest part of a profile build from an Arrow table or a Parquet file); read through Arrow's dictionary,
+    each category is one object, counted by reference."""
+    pa = require_module("pyarrow")
+    values = ["red", None, "blue", "green"] * 3000
+    arrow_type = pa.string() if kind == "dictionary" else getattr(pa, kind)()
+
+    def part(items: list[str | None]) -> Any:
+        array = pa.array(items, type=arrow_type)
+        return array.dictionary_encode() if kind == "dictionary" else array
+
+    read = arrow_values(pa.chunked_array([part(values[:5000]), part(values[5000:])]))
+    assert read.dtype == object and read.tolist() == values
+    assert len({id(v) for v in read.tolist() if v is not None}) == 3
+    assert distinct_counts(read) == Counter(values)
+
+
+@pytest.mark.parametrize("values", [[], [None, None], [f"id-{i}" for i in range(5000)] + [None]],
+                         ids=["empty", "only-nulls", "mostly-distinct"])
+def test_arrow_string_columns_read_as_their_values(values: list[str | None]) -> None:
+    pa = require_module("pyarrow")
+    read = arrow_values(pa.chunked_array([pa.array(values, type=pa.string())], type=pa.string()))
+    assert read.dtype == object and read.tolist() == values
 
 
 def test_distinct_counts_merges_equal_objects_that_are_not_the_same_object() -> None:
