@@ -228,6 +228,12 @@ def extension_column(values: Any) -> Any:
     categorical = getattr(values, "array", values)  # a Series' values: a Categorical for a category column
     if hasattr(categorical, "codes") and hasattr(categorical, "categories"):
         return _category_values(categorical)
+    if getattr(dtype, "storage", None) == "pyarrow" and hasattr(categorical, "__arrow_array__"):
+        # strings kept by Arrow (string[pyarrow], pandas 3's str): read from their Arrow array, one Python object
+        # per category (arrow_values), where to_numpy() makes one per value; the same values, None where missing
+        arrow = categorical.__arrow_array__()
+        if _is_arrow(arrow) and _is_string_type(arrow.type):
+            return arrow_values(arrow)
     counterpart = getattr(dtype, "numpy_dtype", None)
     if getattr(dtype, "kind", None) == "M":  # a timezone-aware or Arrow-backed datetime column
         return _utc_datetimes(values, counterpart)
@@ -266,12 +272,17 @@ def arrow_values(column: Any) -> Any:
     pa = require("pyarrow", "data")
     if pa.types.is_dictionary(column.type):
         column = column.cast(column.type.value_type)
-    if (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)) and _few_distinct(column):
+    if _is_string_type(column.type) and _few_distinct(column):
         return _deduplicated_strings(column)
     if not column.null_count or not pa.types.is_integer(column.type):
         return column.to_numpy(zero_copy_only=False)
     return NullableInts(column.fill_null(0).to_numpy(zero_copy_only=False),
                         np.asarray(column.is_null().to_numpy(zero_copy_only=False), dtype=bool))
+
+
+def _is_string_type(arrow_type: Any) -> bool:
+    pa = require("pyarrow", "data")
+    return bool(pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type))
 
 
 #: A string column whose first :data:`_DISTINCT_PROBE` values hold at most this share of distinct ones is read

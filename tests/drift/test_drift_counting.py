@@ -24,6 +24,7 @@ from aiwatch.drift.columns import (
     category_counts,
     category_key,
     distinct_counts,
+    extension_column,
     infer_kind,
     infer_kind_counting,
     to_float,
@@ -258,6 +259,20 @@ def test_an_arrow_string_column_of_few_categories_is_read_as_one_object_per_cate
     assert read.dtype == object and read.tolist() == values
     assert len({id(v) for v in read.tolist() if v is not None}) == 3
     assert distinct_counts(read) == Counter(values)
+
+
+@pytest.mark.parametrize("dtype", ["string[pyarrow]", "str-nan", "arrow-large-string"])
+def test_a_pandas_string_column_kept_by_arrow_is_read_as_one_object_per_category(dtype: str) -> None:
+    """pandas 3 keeps strings in Arrow by default (``str``); its ``to_numpy`` made one object per value too."""
+    pd = require_module("pandas")
+    pa = require_module("pyarrow")
+    values = ["red", None, "blue", "green"] * 3000
+    pandas_dtype = {"string[pyarrow]": pd.StringDtype("pyarrow"), "str-nan": pd.StringDtype("pyarrow", na_value=np.nan),
+                    "arrow-large-string": pd.ArrowDtype(pa.large_string())}[dtype]
+    series = pd.Series(values, dtype=pandas_dtype)
+    read = extension_column(series)
+    assert read.dtype == object and read.tolist() == series.to_numpy(dtype=object, na_value=None).tolist() == values
+    assert len({id(v) for v in read.tolist() if v is not None}) == 3
 
 
 @pytest.mark.parametrize("values", [[], [None, None], [f"id-{i}" for i in range(5000)] + [None]],
