@@ -273,7 +273,10 @@ def arrow_values(column: Any) -> Any:
     if pa.types.is_dictionary(column.type):
         column = column.cast(column.type.value_type)
     if _is_string_type(column.type) and _few_distinct(column):
-        return _deduplicated_strings(column)
+        try:
+            return _deduplicated_strings(column)
+        except pa.ArrowException:  # past what one array holds (2 GiB of text in a string column): as it is, below
+            pass
     if not column.null_count or not pa.types.is_integer(column.type):
         return column.to_numpy(zero_copy_only=False)
     return NullableInts(column.fill_null(0).to_numpy(zero_copy_only=False),

@@ -261,6 +261,24 @@ def test_an_arrow_string_column_of_few_categories_is_read_as_one_object_per_cate
     assert distinct_counts(read) == Counter(values)
 
 
+def test_an_arrow_string_column_too_large_to_combine_is_read_as_it_is() -> None:
+    """Combining a string column's chunks fails past 2 GiB of text (32-bit offsets); such a column is read chunk by
+    chunk by to_numpy, as before, instead of failing the build inside pyarrow."""
+    pa = require_module("pyarrow")
+    values = ["red", None, "blue"] * 2000
+    real = pa.chunked_array([pa.array(values[:3000]), pa.array(values[3000:])])
+
+    class Overflowing:  # a ChunkedArray whose chunks hold too much text to be one array
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
+
+        def combine_chunks(self) -> Any:
+            raise pa.ArrowInvalid("offset overflow while concatenating arrays")
+
+    read = arrow_values(Overflowing())
+    assert read.dtype == object and read.tolist() == values
+
+
 @pytest.mark.parametrize("dtype", ["string[pyarrow]", "str-nan", "arrow-large-string"])
 def test_a_pandas_string_column_kept_by_arrow_is_read_as_one_object_per_category(dtype: str) -> None:
     """pandas 3 keeps strings in Arrow by default (``str``); its ``to_numpy`` made one object per value too."""
