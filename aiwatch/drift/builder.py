@@ -30,6 +30,7 @@ from aiwatch.drift.columns import (
     category_counts,
     category_key,
     describe_values,
+    finite_values,
     fitting_none,
     infer_kind_counting,
     is_missing,
@@ -229,13 +230,6 @@ class _Scratch(SortBuffer):
         return self._deviations[:n]
 
 
-def _finite_of(arr: FloatArray) -> FloatArray:
-    """The finite values of ``arr``: ``arr`` itself when its extremes are finite (a NaN makes them NaN)."""
-    if arr.size == 0 or (arr.min() > -np.inf and arr.max() < np.inf):
-        return arr
-    return arr[np.isfinite(arr)]
-
-
 #: :meth:`ProfileBuilder.add_whole` selects a numerical column's quantiles instead of sorting it
 #: (:func:`quantiles_selected`) from this many finite values on, when its sample holds at least
 #: :data:`SELECT_MIN_SAMPLE` of them and its first values are not few distinct ones; a smaller column's sort is
@@ -398,11 +392,12 @@ class ProfileBuilder:
                 if name in self._num:
                     raise ProfileError(f"column {name!r} was already added: add_whole takes each column once")
                 arr, invalid = to_float_counting(values)
-                finite = _finite_of(arr)
+                finite = finite_values(arr)
                 acc = self._num[name] = _NumericalPass1(invalid=invalid)
                 acc.missing = int(arr.size - finite.size) - invalid
                 acc.sample, acc.keys = smallest_keys_sample(finite, self.sample_size, self.rng)
                 if _selects(finite, acc.sample):
+                    acc.distinct = None  # _selects found more distinct values than that among the first ones
                     acc.add(finite, scratch=scratch.deviations(finite.size))
                     cuts = self.edges[name] if name in self.edges else self._checked_cuts(
                         name, numerical_cuts_selected(finite, self.n_bins, acc.sample))

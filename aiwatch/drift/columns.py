@@ -232,7 +232,7 @@ def extension_column(values: Any) -> Any:
         # strings kept by Arrow (string[pyarrow], pandas 3's str): read from their Arrow array, one Python object
         # per category (arrow_values), where to_numpy() makes one per value; the same values, None where missing
         arrow = categorical.__arrow_array__()
-        if _is_arrow(arrow) and _is_string_type(arrow.type):
+        if _is_arrow(arrow) and is_text_type(arrow.type):
             return arrow_values(arrow)
     counterpart = getattr(dtype, "numpy_dtype", None)
     if getattr(dtype, "kind", None) == "M":  # a timezone-aware or Arrow-backed datetime column
@@ -272,10 +272,11 @@ def arrow_values(column: Any) -> Any:
     pa = require("pyarrow", "data")
     if pa.types.is_dictionary(column.type):
         column = column.cast(column.type.value_type)
-    if _is_string_type(column.type) and _few_distinct(column):
+    if is_text_type(column.type) and _few_distinct(column):
         try:
             return _deduplicated_strings(column)
-        except pa.ArrowException:  # past what one array holds (2 GiB of text in a string column): as it is, below
+        # past what one array holds (2 GiB of text in a string column), or a text type this pyarrow cannot encode
+        except pa.ArrowException:
             pass
     if not column.null_count or not pa.types.is_integer(column.type):
         return column.to_numpy(zero_copy_only=False)
@@ -283,19 +284,22 @@ def arrow_values(column: Any) -> Any:
                         np.asarray(column.is_null().to_numpy(zero_copy_only=False), dtype=bool))
 
 
-def _is_string_type(arrow_type: Any) -> bool:
-    pa = require("pyarrow", "data")
-    return bool(pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type))
+def is_text_type(kind: Any) -> bool:
+    """Whether an Arrow type is text: ``string``, ``large_string`` or ``string_view``. Parquet has one text type;
+    a file written from a ``string_view`` column (Polars' strings, pyarrow's ``string_view()``) keeps that in its
+    Arrow schema, and pyarrow (16 and later) reads it back as ``string_view``."""
+    types = require("pyarrow", "data").types
+    is_view = getattr(types, "is_string_view", None)  # pyarrow >= 16; the data extra allows 14
+    return bool(types.is_string(kind) or types.is_large_string(kind) or (is_view is not None and is_view(kind)))
 
 
-#: A string column whose first :data:`_DISTINCT_PROBE` values hold at most this share of distinct ones is read
-#: through a dictionary of its distinct strings (:func:`_deduplicated_strings`).
+#: A text column whose first :data:`_PROBE` values hold at most this share of distinct ones is read through a
+#: dictionary of its distinct strings (:func:`_deduplicated_strings`).
 _FEW_DISTINCT_SHARE = 0.25
-_DISTINCT_PROBE = 4096
 
 
 def _few_distinct(column: Any) -> bool:
-    head = column.slice(0, _DISTINCT_PROBE).to_pylist()
+    head = column.slice(0, _PROBE).to_pylist()
     return len(set(head)) <= _FEW_DISTINCT_SHARE * len(head)
 
 
@@ -631,6 +635,18 @@ def isna(values: Any) -> npt.NDArray[np.bool_]:
     if arr.dtype.kind == "O":
         return np.fromiter((is_missing(v) for v in arr.tolist()), dtype=bool, count=arr.size)
     return np.zeros(arr.shape, dtype=bool)
+
+
+def finite_values(arr: FloatArray) -> FloatArray:
+    """The finite values of a float array: ``arr`` itself when its extremes are finite (a NaN makes them NaN), else
+    a copy without the others.
+
+    >>> finite_values(np.array([2.0, np.nan, -np.inf, 1.0])).tolist()
+    [2.0, 1.0]
+    """
+    if arr.size == 0 or (arr.min() > -np.inf and arr.max() < np.inf):
+        return arr
+    return arr[np.isfinite(arr)]
 
 
 def finite_of_sorted(ordered: FloatArray) -> FloatArray:

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from aiwatch.drift.columns import FloatArray, SortBuffer, finite_of_sorted, to_float_counting
+from aiwatch.drift.columns import FloatArray, SortBuffer, finite_of_sorted, finite_values, to_float_counting
 from aiwatch.drift.counting import CategoryBuckets, IntArray, count_bins, count_bins_sorted, merge_new_values
 from aiwatch.drift.features import CategoricalFeature, Feature, NumericalFeature
 from aiwatch.drift.sampling import keep_smallest, systematic_sample
@@ -99,8 +99,7 @@ def _categorical(feat: CategoricalFeature, counts: IntArray, missing: int, inval
 def _finite(values: Any) -> tuple[FloatArray, int, int]:
     """The finite values of a column, the missing count and the wrong-typed count."""
     arr, invalid = to_float_counting(values)
-    finite_mask = np.isfinite(arr)
-    finite = arr if finite_mask.all() else arr[finite_mask]
+    finite = finite_values(arr)
     return finite, int(arr.size - finite.size) - invalid, invalid
 
 

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 from urllib.parse import unquote
 
 from aiwatch._optional import require
-from aiwatch.drift.columns import arrow_values
+from aiwatch.drift.columns import arrow_values, is_text_type
 from aiwatch.drift.errors import ProfileError
 from aiwatch.drift.files import DEFAULT_CHUNK_ROWS, TEXT_SUFFIXES, numbers_in_text, pandas_index_columns
 
@@ -314,15 +314,6 @@ def _castable_to_text(pa: Any, kind: Any) -> bool:
     kind = _value_type(pa, kind)  # a dictionary of text or numbers casts to text as its values do
     return bool(types.is_null(kind) or types.is_boolean(kind) or types.is_integer(kind) or types.is_floating(kind)
                 or is_text_type(kind))
-
-
-def is_text_type(kind: Any) -> bool:
-    """Whether an Arrow type is text: ``string``, ``large_string`` or ``string_view``. Parquet has one text type;
-    a file written from a ``string_view`` column (Polars' strings, pyarrow's ``string_view()``) keeps that in its
-    Arrow schema, and pyarrow (16 and later) reads it back as ``string_view``."""
-    types = require("pyarrow", "data").types
-    is_view = getattr(types, "is_string_view", None)  # pyarrow >= 16; the data extra allows 14
-    return bool(types.is_string(kind) or types.is_large_string(kind) or (is_view is not None and is_view(kind)))
 
 
 def read_as_text(dataset: Any) -> set[str]:

@@ -42,7 +42,8 @@ import numpy.typing as npt
 
 from aiwatch._optional import require
 from aiwatch.amounts import period
-from aiwatch.drift.datasets import is_text_type, open_dataset, read_as_text, time_filter
+from aiwatch.drift.columns import is_text_type
+from aiwatch.drift.datasets import open_dataset, read_as_text, time_filter
 from aiwatch.drift.files import numbers_in_text
 from aiwatch.metrics import Metrics
 

@@ -15,7 +15,8 @@ import pytest
 
 from aiwatch.cli import main
 from aiwatch.drift.batch import compare_file, compare_source, profile_source
-from aiwatch.drift.datasets import is_text_type, open_dataset, parse_time, read_as_text, scan_chunks, time_filter
+from aiwatch.drift.columns import is_text_type
+from aiwatch.drift.datasets import open_dataset, parse_time, read_as_text, scan_chunks, time_filter
 from aiwatch.drift.errors import ProfileError
 from aiwatch.drift.profile import NumericalFeature, ReferenceProfile
 from aiwatch.feedback import ParquetSink
