@@ -27,6 +27,7 @@ import math
 import threading
 import time
 import weakref
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -34,6 +35,7 @@ from typing import Any, Literal
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, values
 from prometheus_client.utils import floatToGoString
 
+from aiwatch.deferred import DeferredWork, RunDeferredOnScrape, new_queue
 from aiwatch.forksafe import at_fork_in_child, renew_at_fork
 from aiwatch.safety import record_error
 from aiwatch.utf8 import text_or_value
@@ -545,6 +547,14 @@ class Metrics:
         self.registry: CollectorRegistry = registry if registry is not None else REGISTRY
         #: contract name -> why that metric could not be created (it then records nothing)
         self.unavailable: dict[str, str] = {}
+        #: recording that finalizers left for later (see :mod:`aiwatch.deferred`): done by the next call of an
+        #: instrumentation using these metrics, or by the next scrape of the registry
+        self.deferred: deque[DeferredWork] = new_queue()
+        hook_refused = None
+        try:  # before the metrics: the scrape that records what was left shows it
+            self.registry.register(RunDeferredOnScrape(self))
+        except Exception as exc:  # a registry that refuses collectors: the next call still records it
+            hook_refused = exc
         m: dict[str, Any] = {}
         for spec in CONTRACT:
             if spec.collector:
@@ -617,9 +627,13 @@ class Metrics:
             listed = "; ".join(f"{name}: {reason}" for name, reason in self.unavailable.items())
             record_error("metrics", RuntimeError(f"{len(self.unavailable)} aiwatch metric(s) could not be created "
                                                  f"and record nothing: {listed}"), self)
+        if hook_refused is not None:
+            record_error("metrics", RuntimeError(f"the registry refused aiwatch's scrape hook ({hook_refused!r}): what "
+                                                 "a dropped response leaves is recorded at the next call only"), self)
 
     def _renew_after_fork(self) -> None:
         self._children_lock = threading.Lock()
+        self.deferred.clear()  # the parent's dropped requests: the parent records them
 
     def child(self, metric: Any, labels: Sequence[str]) -> Any:
         """``metric.labels(*labels)``, cached: the hot path skips prometheus_client's label validation and lock. A

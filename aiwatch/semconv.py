@@ -312,8 +312,9 @@ def http_client_attributes(raw_method: str, url: str, scheme: str, host: str, po
 
 
 def end_http_client_span(span: Any, status: str, error: BaseException | None,
-                         protocol_version: str | None = None) -> None:
-    """Describe a finished call (``status``: the HTTP status, or the client error's name) and end its span."""
+                         protocol_version: str | None = None, end_time: int | None = None) -> None:
+    """Describe a finished call (``status``: the HTTP status, or the client error's name) and end its span (at
+    ``end_time``, nanoseconds since the epoch, when given; else now)."""
     code = int(status) if status.isdigit() else None
     if code is not None:
         span.set_attribute(HTTP_RESPONSE_STATUS_CODE, code)
@@ -326,7 +327,7 @@ def end_http_client_span(span: Any, status: str, error: BaseException | None,
     elif code is not None and code >= 400:
         span.set_attribute(ERROR_TYPE, str(code))
         span.set_status(_ERROR)
-    span.end()
+    span.end(end_time=end_time)
 
 
 # --- gRPC ----------------------------------------------------------------------------------------------------

@@ -1076,3 +1076,20 @@ def test_an_owner_that_fails_to_renew_leaves_the_others_renewed(caplog: pytest.L
     assert forked_child(lambda: sorted(called) == ["first", "second"] and caplog.text.count("cannot renew") == 2
                         ) == "done"
     assert called == [] and owners
+
+
+def test_a_child_drops_what_the_parents_finalizers_left_to_record(metrics: Metrics) -> None:
+    """The parent records the requests its finalizers left (aiwatch.deferred); a child recording them too would
+    count them twice."""
+    ran: list[str] = []
+    metrics.deferred.append(lambda: ran.append("recorded"))
+
+    def child() -> dict[str, Any]:
+        from aiwatch.deferred import run_deferred
+
+        left = len(metrics.deferred)
+        run_deferred(metrics)
+        return {"left": left, "ran": ran}
+
+    assert child_reports(child) == {"left": 0, "ran": []}
+    assert len(metrics.deferred) == 1  # the parent's, still to record

@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry
 from aiwatch.amounts import MAX_COUNT, MAX_SECONDS, as_count, as_elapsed, shown
 from aiwatch.cardinality import guard_for
 from aiwatch.contentlength import content_length
+from aiwatch.deferred import run_deferred
 from aiwatch.env import service_name
 from aiwatch.headercapture import HeaderCapture
 from aiwatch.metrics import Metrics, get_metrics
@@ -150,6 +151,8 @@ class ClientRecorder:
         """Start timing a call, start its CLIENT span when tracing is on (unless another instrumentation's CLIENT
         span for it is current: OpenTelemetry's requests instrumentation in front) and inject trace context into
         ``headers``. Never raises."""
+        if self.metrics.deferred:  # what dropped responses' finalizers left (aiwatch.deferred)
+            run_deferred(self.metrics)
         start = _clock()
         try:
             address = f"{host}:{port or _DEFAULT_PORTS.get(scheme, 0)}"
@@ -212,23 +215,26 @@ class ClientRecorder:
 
     def finish(self, call: _Call, status: str, server_timing: str | None,
                error: BaseException | None = None, sent: int | None = None, received: int | None = None,
-               headers_at: float | None = None, retried: bool = False, abandoned: bool = False) -> str:
+               headers_at: float | None = None, retried: bool = False, abandoned: bool = False,
+               ended: tuple[float, int] | None = None) -> str:
         """Record a finished call: ``status`` is the HTTP status or the client error's name; ``sent`` /
         ``received``: the request and response bodies' bytes, when known; ``headers_at``: the clock reading
         (:func:`headers_arrived`) at which the headers of a streamed response arrived, for its network time;
         ``retried``: the client made several attempts (no network time, as :meth:`record` says); ``abandoned``:
         the application dropped the response before its body's end, recorded as ``499``
         (:data:`~aiwatch.middleware._common.CLIENT_CLOSED_STATUS`, as the ASGI middleware records a client
-        that went away) while the span keeps ``status``. Returns the ``peer`` label it used (for
-        :meth:`count_received`). Never raises."""
+        that went away) while the span keeps ``status``; ``ended``: when the call ended, if before now (the clock
+        reading and nanoseconds since the epoch: a response dropped, recorded later). Returns the ``peer`` label it
+        used (for :meth:`count_received`). Never raises."""
         m = self.metrics
         recorded = CLIENT_CLOSED_STATUS if abandoned else status
-        peer = self.record(call.start, _clock(), call.address, call.route, recorded, server_timing, call.timeline,
+        end = _clock() if ended is None else ended[0]
+        peer = self.record(call.start, end, call.address, call.route, recorded, server_timing, call.timeline,
                            call.phase, "server_timing", sent=sent, received=received, served_end=headers_at,
                            retried=retried)
         if call.span is not None:
             try:
-                end_http_client_span(call.span, status, error)
+                end_http_client_span(call.span, status, error, end_time=None if ended is None else ended[1])
             except Exception as exc:
                 record_error("tracing", exc, m)
         return peer

@@ -13,19 +13,21 @@ or build the client with the transport yourself::
 A call is timed from the moment it is sent until its response body is closed (httpx closes it after reading it); a
 response that a transport returns already read (``httpx.Response(content=...)``, as ``httpx.MockTransport`` does)
 is recorded when the transport returns it. A response the application drops without closing it (sent with
-``stream=True``) is recorded when it is collected, with the bytes read until then, as ``499`` when its body was not
-read to its end (the client went away: the ASGI middleware's ``499``; the span keeps the peer's status). The
+``stream=True``) is recorded as it stood when it was collected, with the bytes read until then, as ``499`` when its
+body was not read to its end (the client went away: the ASGI middleware's ``499``; the span keeps the peer's
+status); the client's next call or the next scrape of its registry records it (:mod:`aiwatch.deferred`). The
 network time of a streamed response (chunked) is counted to its headers, which carried the peer's Server-Timing.
 """
 
 from __future__ import annotations
 
+import time
 import weakref
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, TypeVar
 
 from aiwatch._optional import require
-from aiwatch.client._core import ROUTE_EXTENSION, ClientRecorder, _Call, body_length, headers_arrived
+from aiwatch.client._core import ROUTE_EXTENSION, ClientRecorder, _Call, _clock, body_length, headers_arrived
 from aiwatch.recording import resolve_client_recorder
 
 require("httpx", "http")
@@ -78,15 +80,19 @@ class _Pending:
         self.received = 0
         self.ended = False  # the body was read to its end
 
-    def finish(self, status: str, error: BaseException | None, abandoned: bool = False) -> None:
+    def finish(self, status: str, error: BaseException | None, abandoned: bool = False,
+               ended: tuple[float, int] | None = None) -> None:
         call, self.call = self.call, None
         if call is not None:
             self.recorder.finish(call, status, self.server_timing, error, self.sent, self.received, self.headers_at,
-                                 abandoned=abandoned)
+                                 abandoned=abandoned, ended=ended)
 
     def dropped(self, status: str) -> None:
-        """The application dropped the response unclosed: abandoned unless its body was read to its end."""
-        self.finish(status, None, abandoned=not self.ended)
+        """The application dropped the response unclosed (the finalizer): recorded as of now, abandoned unless
+        its body was read to its end, by the client's next call or the next scrape (:mod:`aiwatch.deferred`: a
+        finalizer records nothing itself)."""
+        ended, abandoned = (_clock(), time.time_ns()), not self.ended
+        self.recorder.metrics.deferred.append(lambda: self.finish(status, None, abandoned, ended))
 
 
 class _CallFinisher:

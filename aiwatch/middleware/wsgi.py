@@ -30,8 +30,8 @@ the body and closes it: a streamed body is produced then, inside the request.
 
 from __future__ import annotations
 
+import functools
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -40,6 +40,7 @@ from opentelemetry.trace import SpanKind
 from prometheus_client import CollectorRegistry
 
 from aiwatch.contentlength import content_length
+from aiwatch.deferred import run_deferred
 from aiwatch.exclusion import ExcludedUrls, exclude_path_set, wsgi_url
 from aiwatch.headercapture import HeaderCapture, environ_headers
 from aiwatch.metrics import Metrics
@@ -135,16 +136,16 @@ class AiwatchWSGIMiddleware:
         #: the headers put on aiwatch's SERVER spans: $OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_*
         self.header_capture = HeaderCapture.server()
         self._metrics_app: WSGIApp | None = None
-        #: requests whose response bodies the server dropped without closing them, left to the next call to record
-        self._dropped: deque[_Request] = deque()
+        #: what finalizers left to record (a response body the server dropped unclosed): the next call records it
+        self._deferred = self.metrics.deferred
         if metrics_path is not None:  # its /metrics app is made at the first scrape: a bad setting fails here
             from aiwatch.exposition import check_serving_settings
 
             check_serving_settings()
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
-        if self._dropped:
-            self._finish_dropped()
+        if self._deferred:
+            run_deferred(self.metrics)
         path = environ.get("PATH_INFO", "")
         if path == self.metrics_path:
             return self._serve_metrics(environ, start_response)
@@ -215,23 +216,14 @@ class AiwatchWSGIMiddleware:
                 deactivate(token)
         return _ClosingBody(body, request)
 
-    def _finish_dropped(self) -> None:
-        """Record the requests whose bodies the server dropped unclosed (:meth:`_ClosingBody.__del__`), each
-        ending when it was dropped."""
-        dropped = self._dropped
-        while dropped:
-            try:
-                request = dropped.popleft()
-            except IndexError:  # another thread took the last one
-                return
-            try:
-                self.metrics.child(self.metrics.unclosed_responses, (self.recorder.service,)).inc()
-                warn_rate_limited("unclosed_response", "aiwatch: the WSGI server dropped a response body without "
-                                  "closing it (PEP 3333), so the request was recorded as it stood when dropped: "
-                                  "%s %r", request.method, str(request.environ.get("PATH_INFO", ""))[:200])
-                request.finish(None)
-            except Exception as exc:
-                record_error("metrics", exc, self.metrics)
+    def _finish_dropped(self, request: _Request) -> None:
+        """Record a request whose body the server dropped unclosed (:meth:`_ClosingBody.__del__`), ending when it
+        was dropped."""
+        self.metrics.child(self.metrics.unclosed_responses, (self.recorder.service,)).inc()
+        warn_rate_limited("unclosed_response", "aiwatch: the WSGI server dropped a response body without closing it "
+                          "(PEP 3333), so the request was recorded as it stood when dropped: %s %r", request.method,
+                          str(request.environ.get("PATH_INFO", ""))[:200])
+        request.finish(None)
 
     def _begin_traced(self, tracer: Any, environ: Environ, raw_method: str, method: str) -> tuple[
             RequestTimeline, Any]:
@@ -451,13 +443,13 @@ class _ClosingBody:
     def __del__(self) -> None:
         # PEP 3333: the server must close the body, and aiwatch records the request then. werkzeug's development
         # server skips the close when the client resets the connection. The request is left, with the moment it
-        # was dropped, to the middleware's next call: a garbage collection, and this finalizer with it, can start
-        # at any allocation, inside whatever lock the thread holds then (OpenTelemetry's span processor's, a
-        # threading.Event's), so it records nothing and takes no lock here.
+        # was dropped, to the middleware's next call or the next scrape (aiwatch.deferred): a finalizer records
+        # nothing and takes no lock.
         try:
             request = self._request
             if not request.finished and request.dropped_at is None:
                 request.dropped_at = (_clock(), time.time_ns())
-                request.middleware._dropped.append(request)
+                middleware = request.middleware
+                middleware._deferred.append(functools.partial(middleware._finish_dropped, request))
         except Exception:  # at interpreter exit, the module's globals may be gone
             pass

@@ -1,5 +1,6 @@
 """An httpx response streamed (``client.send(request, stream=True)``) that the application drops without closing:
-httpx does nothing when it is collected, and aiwatch records the call then, with the bytes the application read.
+httpx does nothing when it is collected, and aiwatch records the call as it stood then, with the bytes the
+application read (at the client's next call or the next scrape: a finalizer records nothing itself).
 Before, aiwatch recorded a streamed call only when its body was read to the end, failed or was closed, so a
 dropped response was never recorded. A body dropped before its end is recorded as ``499`` (the client went away
 before the response's end, as the ASGI middleware records it from the server's side); its span keeps the peer's
@@ -10,16 +11,18 @@ from __future__ import annotations
 import asyncio
 import gc
 import threading
+import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler
 
 import httpx
 import pytest
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import CollectorRegistry
 
 import aiwatch.client
+from aiwatch.metrics import Metrics
 from tests.servers import handler_server, wait_until
 
 FIRST = b"x" * 1000
@@ -172,7 +175,6 @@ def test_a_dropped_response_collected_inside_the_label_guard_does_not_hang_the_t
     folds its labels through the same guard: with a plain lock, that thread waited for ever on itself. Here the
     collection happens at a chosen point inside the guard's block."""
     from aiwatch.cardinality import guard_for
-    from aiwatch.metrics import Metrics
 
     metrics = Metrics(registry)
     with aiwatch.client.instrument_httpx(httpx.Client(), service="gw", metrics=metrics) as client:
@@ -195,4 +197,81 @@ def test_a_dropped_response_collected_inside_the_label_guard_does_not_hang_the_t
         assert folded == ["/new"]
         assert not finalizer.alive
         assert _count(registry, base, "200") == 1
+        del response
+
+
+def _finalized(metrics: Metrics) -> None:
+    """Collect garbage until the dropped response's finalizer has left its call (no scrape: that would record it)."""
+    def left() -> bool:
+        gc.collect()
+        return len(metrics.deferred) > 0
+
+    wait_until(left, timeout=20, interval=0.01, what="the dropped response's finalizer")
+
+
+def test_a_dropped_response_is_recorded_by_the_clients_next_call_as_it_stood_when_dropped(
+        base: str, registry: CollectorRegistry, provider: TracerProvider, exporter: InMemorySpanExporter) -> None:
+    """The finalizer records nothing itself (it may run inside any lock of its thread): it leaves the call, with
+    the moment of the drop, to the client's next call, which records it before it starts."""
+    metrics = Metrics(registry)
+    with aiwatch.client.instrument_httpx(httpx.Client(), service="gw", metrics=metrics,
+                                         tracer_provider=provider) as client:
+        started = time.perf_counter()
+        response = client.send(client.build_request("GET", f"{base}/stream"), stream=True)
+        assert next(response.iter_raw()) == FIRST
+        del response
+        _finalized(metrics)
+        dropped, dropped_ns = time.perf_counter(), time.time_ns()
+        assert exporter.get_finished_spans() == ()  # the span is not ended by the finalizer either
+        time.sleep(0.2)  # the next call comes later: the dropped one still ends when it was dropped
+        assert client.get(f"{base}/whole").content == FIRST + REST
+        assert not metrics.deferred  # that call recorded it, before any scrape
+    assert _count(registry, base) == 1 and _count(registry, base, "200") == 1
+    took = registry.get_sample_value("aiwatch_client_request_duration_seconds_sum", {
+        "service": "gw", "peer": base.removeprefix("http://"), "route": "__unmatched__", "status": "499",
+        "phase": ""})
+    assert took is not None and 0 < took <= dropped - started
+    spans = exporter.get_finished_spans()
+    assert len(spans) == 2 and spans[0].end_time is not None and spans[0].end_time <= dropped_ns
+
+
+class _LockOnEnd(SpanProcessor):
+    """A span processor that takes a plain lock when a span ends, as OpenTelemetry's batch processor does when its
+    queue fills (``threading.Event.set``)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.ended: list[str] = []
+
+    def on_end(self, span: ReadableSpan) -> None:
+        with self.lock:
+            self.ended.append(span.name)
+
+
+def test_a_dropped_response_collected_inside_a_span_processors_lock_does_not_hang_the_thread(
+        base: str, registry: CollectorRegistry) -> None:
+    """A garbage collection can start inside the lock a span processor holds while it ends another span. The
+    dropped response's finalizer ended its call's span there, in the same thread, and the processor waited for
+    ever on its own lock. Now the finalizer leaves the call to the next scrape."""
+    processor = _LockOnEnd()
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    metrics = Metrics(registry)
+    with aiwatch.client.instrument_httpx(httpx.Client(), service="gw", metrics=metrics,
+                                         tracer_provider=provider) as client:
+        response = client.send(client.build_request("GET", f"{base}/whole"), stream=True)
+        assert b"".join(response.stream) == FIRST + REST
+        finalizer = response.stream._stream._dropped  # httpx binds aiwatch's stream: what its collection runs
+
+        def collect_inside_the_lock() -> None:
+            with processor.lock:
+                finalizer()  # as a collection starting in this block would
+
+        worker = threading.Thread(target=collect_inside_the_lock, daemon=True)
+        worker.start()
+        worker.join(60)  # a deadlock, not a slow run: the thread never finishes
+        assert not worker.is_alive()
+        assert not finalizer.alive and processor.ended == []
+        assert _count(registry, base, "200") == 1  # the scrape recorded it
+        assert processor.ended == ["GET"]
         del response

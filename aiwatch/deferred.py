@@ -1,0 +1,65 @@
+"""Recording that a finalizer leaves to the next call of an instrumentation, or to the next scrape of its registry.
+
+A garbage collection runs finalizers (``__del__``, :class:`weakref.finalize`) at whatever allocation starts it,
+inside whatever lock its thread holds then. A dropped response's finalizer that recorded the request itself could
+wait for ever on a lock its own thread holds: OpenTelemetry's span processors take plain locks when a span ends
+(a ``threading.Event`` when the batch processor's queue fills), and aiwatch's own label guards took one until they
+were made reentrant. So such a finalizer records nothing: it appends the work to :attr:`Metrics.deferred
+<aiwatch.metrics.Metrics.deferred>` (a deque's append takes no lock), with the moment of the drop, and
+:func:`run_deferred` does it later, outside any lock:
+
+* at the next request or call through an instrumentation using those metrics (the WSGI middleware, the HTTP and
+  gRPC clients), which look at the deque first;
+* at the next scrape of the metrics' registry (:class:`RunDeferredOnScrape`, registered before the metrics, so that
+  the scrape shows what it recorded), so a process that makes no further call still records it.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from aiwatch.safety import record_error
+
+if TYPE_CHECKING:
+    from aiwatch.metrics import Metrics
+
+#: What a finalizer leaves: a call that records, never raising (what it raises is counted as a ``metrics`` error).
+DeferredWork = Callable[[], None]
+
+
+def new_queue() -> deque[DeferredWork]:
+    return deque()
+
+
+def run_deferred(metrics: Metrics) -> None:
+    """Do the work finalizers left on ``metrics.deferred``, oldest first, each once (threads may drain at once)."""
+    queue = metrics.deferred
+    while queue:
+        try:
+            work = queue.popleft()
+        except IndexError:  # another thread took the last one
+            return
+        try:
+            work()
+        except Exception as exc:
+            record_error("metrics", exc, metrics)
+
+
+class RunDeferredOnScrape:
+    """A collector of no metric whose collection runs :func:`run_deferred`: registered on a registry before the
+    metrics, it records what finalizers left before the scrape reads them. It holds its metrics weakly."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = weakref.ref(metrics)
+
+    def describe(self) -> list[Any]:  # no names: prometheus_client registers it without calling collect
+        return []
+
+    def collect(self) -> list[Any]:
+        metrics = self._metrics()
+        if metrics is not None and metrics.deferred:
+            run_deferred(metrics)
+        return []
