@@ -11,7 +11,10 @@ were made reentrant. So such a finalizer records nothing: it appends the work to
 * at the next request or call through an instrumentation using those metrics (the WSGI middleware, the HTTP and
   gRPC clients), which look at the deque first;
 * at the next scrape of the metrics' registry (:class:`RunDeferredOnScrape`, registered before the metrics, so that
-  the scrape shows what it recorded), so a process that makes no further call still records it.
+  the scrape shows what it recorded), so a process that makes no further call still records it. In
+  prometheus_client's multiprocess mode a scrape reads the workers' sample files instead of a registry: aiwatch's
+  merged exposition (:func:`aiwatch.exposition.serving_registry`) runs every queue of the worker serving it first
+  (:func:`run_every_deferred`); another worker's wait for that worker's next call or scrape.
 """
 
 from __future__ import annotations
@@ -30,8 +33,21 @@ if TYPE_CHECKING:
 DeferredWork = Callable[[], None]
 
 
-def new_queue() -> deque[DeferredWork]:
+#: Every live :class:`~aiwatch.metrics.Metrics` of the process, for :func:`run_every_deferred`.
+_everyone: weakref.WeakSet[Metrics] = weakref.WeakSet()
+
+
+def new_queue(metrics: Metrics) -> deque[DeferredWork]:
+    """The queue of ``metrics`` (kept weakly, for :func:`run_every_deferred`)."""
+    _everyone.add(metrics)
     return deque()
+
+
+def run_every_deferred() -> None:
+    """:func:`run_deferred` on every live ``Metrics`` of this process."""
+    for metrics in list(_everyone):
+        if metrics.deferred:
+            run_deferred(metrics)
 
 
 def run_deferred(metrics: Metrics) -> None:

@@ -16,6 +16,7 @@ import prometheus_client
 from prometheus_client import CollectorRegistry
 from prometheus_client import multiprocess as _multiprocess
 
+from aiwatch.deferred import run_every_deferred
 from aiwatch.env import LEGACY_MULTIPROC_DIR, MULTIPROC_DIR, MULTIPROCESS_DROP_DEAD
 from aiwatch.safety import record_error
 
@@ -218,13 +219,15 @@ def check_serving_settings() -> None:
 class _MergedCollector(_multiprocess.MultiProcessCollector):
     """prometheus_client's merge of every process's sample files, less the live gauges of processes gone
     (:func:`drop_dead_live_gauges`) at each collection unless ``AIWATCH_MULTIPROCESS_DROP_DEAD`` is off (read
-    here: a bad value is an error when the app is made, not at each scrape)."""
+    here: a bad value is an error when the app is made, not at each scrape); what this process's finalizers left to
+    record (:mod:`aiwatch.deferred`) is recorded first."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self._drop_dead = drop_dead_enabled()
         super().__init__(registry)  # type: ignore[no-untyped-call]
 
     def collect(self) -> Any:
+        run_every_deferred()  # this worker's dropped responses, into its sample file before the merge reads it
         if self._drop_dead:
             drop_dead_live_gauges(self._path)
         return super().collect()  # type: ignore[no-untyped-call]

@@ -549,7 +549,7 @@ class Metrics:
         self.unavailable: dict[str, str] = {}
         #: recording that finalizers left for later (see :mod:`aiwatch.deferred`): done by the next call of an
         #: instrumentation using these metrics, or by the next scrape of the registry
-        self.deferred: deque[DeferredWork] = new_queue()
+        self.deferred: deque[DeferredWork] = new_queue(self)
         hook_refused = None
         try:  # before the metrics: the scrape that records what was left shows it
             self.registry.register(RunDeferredOnScrape(self))

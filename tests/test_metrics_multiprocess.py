@@ -213,3 +213,24 @@ def test_a_worker_forked_while_a_master_thread_held_prometheus_clients_locks_upd
                                                                                              ) -> None:
     # exit 1: the child raised; 2: a value it set did not read back
     assert _run(_FORK_WHILE_HELD, tmp_path) == ["exit", "0"]
+
+
+# A finalizer leaves a dropped response's recording (aiwatch.deferred); the merged /metrics reads sample files, not
+# the registry whose scrape would record it: the worker serving it records its own queues first.
+_DEFERRED = """
+from prometheus_client import CollectorRegistry
+from aiwatch.exposition import serving_registry
+from aiwatch.metrics import Metrics, get_metrics
+
+metrics = [get_metrics(), Metrics(CollectorRegistry())]
+for m in metrics:
+    m.deferred.append(lambda m=m: m.child(m.unclosed_responses, ("svc",)).inc())
+print(serving_registry().get_sample_value("aiwatch_unclosed_responses_total", {"service": "svc"}))
+print(*(len(m.deferred) for m in metrics))
+"""
+
+
+def test_the_merged_metrics_record_what_this_workers_finalizers_left_first(tmp_path: Path) -> None:
+    unclosed, *left = _run(_DEFERRED, tmp_path)
+    assert unclosed == "2.0"
+    assert left == ["0", "0"]
