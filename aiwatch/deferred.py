@@ -8,8 +8,8 @@ were made reentrant. So such a finalizer records nothing: it appends the work to
 <aiwatch.metrics.Metrics.deferred>` (a deque's append takes no lock), with the moment of the drop, and
 :func:`run_deferred` does it later, outside any lock:
 
-* at the next request or call through an instrumentation using those metrics (the WSGI middleware, the HTTP and
-  gRPC clients), which look at the deque first;
+* at the next request or call through an instrumentation using those metrics (the WSGI middleware, the httpx and
+  requests clients), which look at the deque first;
 * at the next scrape of the metrics' registry (:class:`RunDeferredOnScrape`, registered before the metrics, so that
   the scrape shows what it recorded), so a process that makes no further call still records it. In
   prometheus_client's multiprocess mode a scrape reads the workers' sample files instead of a registry: aiwatch's

@@ -231,7 +231,7 @@ CONTRACT: tuple[MetricSpec, ...] = (
     MetricSpec("aiwatch_unclosed_responses_total", "counter",
                "WSGI responses the server dropped without closing them (PEP 3333 says it must; werkzeug's "
                "development server does so when the client resets the connection): each was recorded as it stood "
-               "when dropped, at the next request.", ("service",)),
+               "when dropped, at the next request or scrape.", ("service",)),
     # --- queues and batching ------------------------------------------------------------------------------
     MetricSpec("aiwatch_queue_depth", "gauge", "Items waiting in a queue in front of a model.", ("queue",),
                multiprocess_mode="livesum"),
