@@ -91,8 +91,11 @@ class _Pending:
         """The application dropped the response unclosed (the finalizer): recorded as of now, abandoned unless
         its body was read to its end, by the client's next call or the next scrape (:mod:`aiwatch.deferred`: a
         finalizer records nothing itself)."""
-        ended, abandoned = (_clock(), time.time_ns()), not self.ended
-        self.recorder.metrics.deferred.append(lambda: self.finish(status, None, abandoned, ended))
+        try:
+            ended, abandoned = (_clock(), time.time_ns()), not self.ended
+            self.recorder.metrics.deferred.append(lambda: self.finish(status, None, abandoned, ended))
+        except Exception:  # at interpreter exit, the module's globals may be gone
+            pass
 
 
 class _CallFinisher:
