@@ -35,6 +35,9 @@ NOISE_FLOOR_SECONDS = 0.002
 NOISE_FLOOR_SHARE = 0.05
 #: Load changes within this factor are "the same load" in the verdict.
 SAME_LOAD = 1.2
+#: A network part is said to be a lower bound when at least this share of its calls in a window had a peer's report
+#: longer than the call (their network time recorded as 0: ``aiwatch_network_clamped_total``).
+CLAMPED_SHARE = 0.01
 #: The signal of each loop's expected wait (:func:`aiwatch.diagnose.loops.wait_estimate`)...
 WAIT_SIGNAL = "event loop wait (estimated)"
 #: ...its name where neither window has the watched time (an older aiwatch): the mean delay per sample...
@@ -207,11 +210,49 @@ def diagnose_windows(baseline: WindowTotals, incident: WindowTotals, service: st
                               compare(request_split(baseline, service, model_phases, splittable=splittable),
                                       request_split(incident, service, model_phases, splittable=splittable)))
     drifted = newly_drifted(baseline, incident)
+    clamped = clamped_edges(baseline, incident, contributors)
     diagnosis = Diagnosis(service, before, after, contributors, floor, _tail(baseline, incident, service,
                                                                                model_phases, splittable),
                           signals(baseline, incident, service), drifted,
-                          notes=restart_notes(baseline, incident) + unwatched_notes(baseline, incident))
-    return Diagnosis(**{**diagnosis.__dict__, "verdict": verdict(diagnosis)})
+                          notes=restart_notes(baseline, incident) + unwatched_notes(baseline, incident)
+                          + [clamped_note(*edge) for edge in clamped])
+    lower_bounds = [f"network {caller} -> {peer}" for caller, peer, _, _ in clamped]
+    return Diagnosis(**{**diagnosis.__dict__, "verdict": verdict(diagnosis, lower_bounds)})
+
+
+def clamped_share(w: WindowTotals, caller: str, peer: str) -> float | None:
+    """The share of ``caller``'s calls to ``peer`` in ``w`` whose network time was clamped to 0 (the peer reported
+    more time than the call took); ``None`` without calls."""
+    calls = w.total("network_calls", caller, peer)
+    return min(1.0, w.total("network_clamped", caller, peer) / calls) if calls > 0 else None
+
+
+def clamped_edges(baseline: WindowTotals, incident: WindowTotals,
+                  contributors: list[Contributor]) -> list[tuple[str, str, float | None, float | None]]:
+    """``(caller, peer, baseline share, incident share)`` of each network part of the split with at least
+    :data:`CLAMPED_SHARE` of its calls clamped in a window (:func:`clamped_share`): those calls' network time counts as
+    0 and their whole time as the peer's, so the part is a lower bound and the peer's parts upper bounds, whatever
+    the ranking says."""
+    edges = sorted({(c.part.service, c.part.peer) for c in contributors if c.part.component == "network"})
+    found = []
+    for caller, peer in edges:
+        before, after = clamped_share(baseline, caller, peer), clamped_share(incident, caller, peer)
+        if max(before or 0.0, after or 0.0) >= CLAMPED_SHARE:
+            found.append((caller, peer, before, after))
+    return found
+
+
+def clamped_note(caller: str, peer: str, before: float | None, after: float | None) -> str:
+    """The note of a network part found by :func:`clamped_edges`."""
+    return (f"network {caller} -> {peer} is a lower bound: {peer} reported more time than {caller} saw the call take "
+            f"in {_share_text(after)} of the calls in the incident window ({_share_text(before)} in the baseline; "
+            f"aiwatch_network_clamped_total). Their network time counts as 0 and the whole call as {peer}'s time, so "
+            f"{peer}'s parts are upper bounds: compare the total in {peer}'s Server-Timing with the time {caller} "
+            "measures (a total that counts time before the request reached it, or read on another clock)")
+
+
+def _share_text(share: float | None) -> str:
+    return "-" if share is None else f"{share:.0%}" if share >= 0.01 or share == 0 else f"{share:.2%}"
 
 
 def restart_notes(baseline: WindowTotals, incident: WindowTotals) -> list[str]:
@@ -354,9 +395,18 @@ def _keys(baseline: WindowTotals, incident: WindowTotals, read: str) -> list[tup
     return sorted(set(baseline.of(read)) | set(incident.of(read)))
 
 
-def verdict(d: Diagnosis) -> str:
+def verdict(d: Diagnosis, lower_bounds: Collection[str] = ()) -> str:
     """One line: the latency change and the load, the part that added the most time, the part that fell the most
-    (when one fell beyond the noise floor), and the model's own time."""
+    (when one fell beyond the noise floor), and the model's own time; and a caution naming the network parts that
+    are ``lower_bounds`` (:func:`clamped_edges`: the split of their peers' time is not to be trusted)."""
+    line = _verdict(d)
+    if lower_bounds:
+        are = "is a lower bound" if len(lower_bounds) == 1 else "are lower bounds"
+        line += f"; caution: {', '.join(lower_bounds)} {are} (see the note)"
+    return line
+
+
+def _verdict(d: Diagnosis) -> str:
     b, i = d.baseline, d.incident
     if b.p99_seconds is not None and i.p99_seconds is not None:
         head = f"{d.service} p99 {ms(b.p99_seconds)} -> {ms(i.p99_seconds)} ms"

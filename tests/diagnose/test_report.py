@@ -257,3 +257,43 @@ def test_a_restart_in_the_baseline_is_noted_for_the_baseline() -> None:
     d = diagnose_windows(dataclasses.replace(baseline, resets=1.0), incident, "gateway")
     assert d.notes == ["the baseline window holds a restart (1 counter reset): parts may be undercounted; compare "
                        "windows without a restart"]
+
+
+def _with_clamps(w: WindowTotals, clamped: float) -> WindowTotals:
+    """``w`` with ``clamped`` of gateway's calls to inference clamped (their network time recorded as 0)."""
+    return dataclasses.replace(w, values={**w.values, "network_clamped": {("gateway", "inference"): clamped}})
+
+
+def test_a_network_part_with_clamped_calls_is_noted_as_a_lower_bound() -> None:
+    baseline, incident = windows()
+    calls = incident.total("network_calls", "gateway", "inference")
+    assert calls > 0
+    d = diagnose_windows(baseline, _with_clamps(incident, 0.25 * calls), "gateway")
+    note = ("network gateway -> inference is a lower bound: inference reported more time than gateway saw the call "
+            "take in 25% of the calls in the incident window (0% in the baseline; aiwatch_network_clamped_total). "
+            "Their network time counts as 0 and the whole call as inference's time, so inference's parts are upper "
+            "bounds: compare the total in inference's Server-Timing with the time gateway measures (a total that "
+            "counts time before the request reached it, or read on another clock)")
+    assert d.notes == [note]
+    assert f"note: {note}" in format_diagnosis(d).splitlines()
+    assert json.loads(json.dumps(d.to_dict()))["notes"] == [note]
+    plain = diagnose_windows(baseline, incident, "gateway")
+    assert d.verdict == f"{plain.verdict}; caution: network gateway -> inference is a lower bound (see the note)"
+    # in the baseline only: said the other way round
+    (before,) = diagnose_windows(_with_clamps(baseline, 0.5 * calls), incident, "gateway").notes
+    assert "in 0% of the calls in the incident window (" in before and "in the baseline;" in before
+
+
+@pytest.mark.parametrize("share", [0.0, 0.009])
+def test_a_few_clamped_calls_or_none_get_no_note(share: float) -> None:
+    baseline, incident = windows()
+    calls = incident.total("network_calls", "gateway", "inference")
+    d = diagnose_windows(baseline, _with_clamps(incident, share * calls), "gateway")
+    assert d.notes == [] and "caution" not in d.verdict
+
+
+def test_clamps_of_a_peer_outside_the_split_get_no_note() -> None:
+    baseline, incident = windows()
+    clamped = dataclasses.replace(incident, values={**incident.values,
+                                                    "network_clamped": {("gateway", "elsewhere"): 50.0}})
+    assert diagnose_windows(baseline, clamped, "gateway").notes == []

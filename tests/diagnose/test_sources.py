@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from aiwatch.diagnose import (
     READS,
     Contributor,
     DiagnoseError,
+    Diagnosis,
     PrometheusWindows,
     diagnose,
     totals_from_snapshots,
@@ -540,3 +542,45 @@ def test_prometheus_notes_a_restart_in_the_window_that_holds_it() -> None:
     assert d.notes == ["the incident window holds a restart (2 counter resets): parts may be undercounted; compare "
                        "windows without a restart"]
     assert "restart" not in d.verdict
+
+
+# --- a peer that reports more time than its callers see -----------------------------------------------------------
+
+
+def _clamped_history() -> History:
+    """inference's Server-Timing total 20 ms longer than its own time in the incident window (more than any call's
+    network time): every call of the incident has its network time clamped to 0, none of the baseline."""
+    return history(replace(Means(), reported_extra=0.02))
+
+
+CLAMPED_NOTE = ("network gateway -> inference is a lower bound: inference reported more time than gateway saw the "
+                "call take in 100% of the calls in the incident window (0% in the baseline; "
+                "aiwatch_network_clamped_total)")
+
+
+def _says_the_network_is_a_lower_bound(d: Diagnosis) -> None:
+    (note,) = d.notes
+    assert note.startswith(CLAMPED_NOTE)
+    # the verdict blames inference's model for the time moved out of the network: it says not to trust that
+    assert "of the added time is the model's own time in inference" in d.verdict
+    assert d.verdict.endswith("; caution: network gateway -> inference is a lower bound (see the note)")
+    # what it warns of: the network part fell to nothing, its time counted as inference's
+    network = next(c for c in d.contributors if c.part.component == "network")
+    assert network.incident_seconds == 0.0 and network.baseline_seconds == pytest.approx(0.005, rel=0.1)
+
+
+def test_snapshots_and_the_scrape_source_note_a_peer_reporting_more_than_the_call_took() -> None:
+    h = _clamped_history()
+    expected = from_snapshots(h)
+    got = diagnose(scrape_source(h), "gateway", incident=INCIDENT, baseline=BASELINE, at=h.incident_end)
+    for d in (expected, got):
+        _says_the_network_is_a_lower_bound(d)
+
+
+@pytest.mark.slow
+def test_prometheus_notes_a_peer_reporting_more_than_the_call_took() -> None:
+    h = _clamped_history()
+    with backfilled_prometheus(h.traffic.openmetrics()) as prom:
+        d = diagnose(PrometheusWindows(prom.url), "gateway", incident=INCIDENT, baseline=BASELINE,
+                     at=h.incident_end)
+    _says_the_network_is_a_lower_bound(d)
