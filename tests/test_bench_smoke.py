@@ -23,6 +23,7 @@ QUICK = {
     ("ai_signals_bench.py", "--quick"): "aiwatch (default) added over bare",
     ("alerts_rule_eval.py", "--quick"): "all aiwatch groups",
     ("console_bench.py", "--quick", "--renders", "1"): "all four views from Prometheus",
+    ("drift_exact_passes.py", "--rows", "100000", "--repeat", "1"): "the passes alone:",
 }
 
 
