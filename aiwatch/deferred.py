@@ -9,7 +9,9 @@ were made reentrant. So such a finalizer records nothing: it appends the work to
 :func:`run_deferred` does it later, outside any lock:
 
 * at the next request or call through an instrumentation using those metrics (the WSGI middleware, the httpx and
-  requests clients), which look at the deque first;
+  requests clients), which look at the deque first and record at most :data:`PER_CALL` of it, so that one request
+  does not pay for a burst (a collection that frees thousands of dropped responses at once); each call adds at most
+  one, so the deque stays bounded by the traffic;
 * at the next scrape of the metrics' registry (:class:`RunDeferredOnScrape`, registered before the metrics, so that
   the scrape shows what it recorded), so a process that makes no further call still records it. In
   prometheus_client's multiprocess mode a scrape reads the workers' sample files instead of a registry: aiwatch's
@@ -31,6 +33,8 @@ if TYPE_CHECKING:
 
 #: What a finalizer leaves: a call that records, never raising (what it raises is counted as a ``metrics`` error).
 DeferredWork = Callable[[], None]
+#: The most an instrumentation's call records of what was left (a scrape records all of it).
+PER_CALL = 64
 
 
 #: Every live :class:`~aiwatch.metrics.Metrics` of the process, for :func:`run_every_deferred`.
@@ -50,10 +54,13 @@ def run_every_deferred() -> None:
             run_deferred(metrics)
 
 
-def run_deferred(metrics: Metrics) -> None:
-    """Do the work finalizers left on ``metrics.deferred``, oldest first, each once (threads may drain at once)."""
+def run_deferred(metrics: Metrics, limit: int | None = None) -> None:
+    """Do the work finalizers left on ``metrics.deferred``, oldest first, each once (threads may drain at once);
+    at most ``limit`` of it (default: all)."""
     queue = metrics.deferred
-    while queue:
+    left = -1 if limit is None else limit
+    while queue and left:
+        left -= 1
         try:
             work = queue.popleft()
         except IndexError:  # another thread took the last one

@@ -8,7 +8,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from aiwatch.deferred import run_deferred
+from aiwatch.deferred import PER_CALL, run_deferred
 from aiwatch.metrics import Metrics
 
 
@@ -73,3 +73,57 @@ def test_a_registry_that_refuses_the_scrape_hook_still_gets_the_metrics_and_the_
     assert registry.get_sample_value("aiwatch_unclosed_responses_total", {"service": "svc"}) is None  # no hook
     run_deferred(metrics)  # what an instrumentation's next call does
     assert registry.get_sample_value("aiwatch_unclosed_responses_total", {"service": "svc"}) == 1
+
+
+def test_a_limit_runs_that_many_oldest_first(registry: CollectorRegistry) -> None:
+    metrics = Metrics(registry)
+    ran: list[int] = []
+    metrics.deferred.extend(lambda i=i: ran.append(i) for i in range(5))
+    run_deferred(metrics, 3)
+    assert ran == [0, 1, 2] and len(metrics.deferred) == 2
+    run_deferred(metrics, 0)
+    assert len(metrics.deferred) == 2
+
+
+def _burst(metrics: Metrics, size: int) -> None:
+    """What a collection freeing ``size`` dropped responses at once leaves."""
+    metrics.deferred.extend(lambda: metrics.child(metrics.unclosed_responses, ("burst",)).inc() for _ in range(size))
+
+
+def _unclosed(registry: CollectorRegistry) -> float | None:
+    return registry.get_sample_value("aiwatch_unclosed_responses_total", {"service": "burst"})
+
+
+def test_a_wsgi_request_records_at_most_its_share_of_a_burst_and_a_scrape_the_rest(registry: CollectorRegistry
+                                                                                     ) -> None:
+    from wsgiref.util import setup_testing_defaults
+
+    import aiwatch
+
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        start_response("200 OK", [])
+        return [b"ok"]
+
+    mw = aiwatch.instrument(app, registry=registry, service="svc")
+    _burst(mw.metrics, 1000)
+    environ: dict[str, Any] = {"PATH_INFO": "/x"}
+    setup_testing_defaults(environ)
+    body = mw(environ, lambda status, headers, exc_info=None: None)
+    assert len(mw.metrics.deferred) == 1000 - PER_CALL  # the request paid for its share only
+    body.close()  # type: ignore[attr-defined]
+    assert _unclosed(registry) == 1000  # the scrape recorded the rest
+    assert not mw.metrics.deferred
+
+
+def test_a_client_call_records_at_most_its_share_of_a_burst(registry: CollectorRegistry) -> None:
+    import httpx
+
+    import aiwatch.client
+
+    metrics = Metrics(registry)
+    _burst(metrics, 1000)
+    transport = aiwatch.client.AiwatchTransport(httpx.MockTransport(lambda request: httpx.Response(200)),
+                                                metrics=metrics, service="gw")
+    with httpx.Client(transport=transport) as client:
+        assert client.get("http://peer/x").status_code == 200
+    assert len(metrics.deferred) == 1000 - PER_CALL

@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry
 from aiwatch.amounts import MAX_COUNT, MAX_SECONDS, as_count, as_elapsed, shown
 from aiwatch.cardinality import guard_for
 from aiwatch.contentlength import content_length
-from aiwatch.deferred import run_deferred
+from aiwatch.deferred import PER_CALL, run_deferred
 from aiwatch.env import service_name
 from aiwatch.headercapture import HeaderCapture
 from aiwatch.metrics import Metrics, get_metrics
@@ -152,7 +152,7 @@ class ClientRecorder:
         span for it is current: OpenTelemetry's requests instrumentation in front) and inject trace context into
         ``headers``. Never raises."""
         if self.metrics.deferred:  # what dropped responses' finalizers left (aiwatch.deferred)
-            run_deferred(self.metrics)
+            run_deferred(self.metrics, PER_CALL)
         start = _clock()
         try:
             address = f"{host}:{port or _DEFAULT_PORTS.get(scheme, 0)}"

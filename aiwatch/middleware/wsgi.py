@@ -40,7 +40,7 @@ from opentelemetry.trace import SpanKind
 from prometheus_client import CollectorRegistry
 
 from aiwatch.contentlength import content_length
-from aiwatch.deferred import run_deferred
+from aiwatch.deferred import PER_CALL, run_deferred
 from aiwatch.exclusion import ExcludedUrls, exclude_path_set, wsgi_url
 from aiwatch.headercapture import HeaderCapture, environ_headers
 from aiwatch.metrics import Metrics
@@ -145,7 +145,7 @@ class AiwatchWSGIMiddleware:
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         if self._deferred:
-            run_deferred(self.metrics)
+            run_deferred(self.metrics, PER_CALL)
         path = environ.get("PATH_INFO", "")
         if path == self.metrics_path:
             return self._serve_metrics(environ, start_response)
