@@ -401,8 +401,8 @@ def verdict(d: Diagnosis, lower_bounds: Collection[str] = ()) -> str:
     are ``lower_bounds`` (:func:`clamped_edges`: the split of their peers' time is not to be trusted)."""
     line = _verdict(d)
     if lower_bounds:
-        are = "is a lower bound" if len(lower_bounds) == 1 else "are lower bounds"
-        line += f"; caution: {', '.join(lower_bounds)} {are} (see the note)"
+        are = "is a lower bound (see the note)" if len(lower_bounds) == 1 else "are lower bounds (see the notes)"
+        line += f"; caution: {', '.join(lower_bounds)} {are}"
     return line
 
 

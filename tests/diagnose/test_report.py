@@ -297,3 +297,21 @@ def test_clamps_of_a_peer_outside_the_split_get_no_note() -> None:
     clamped = dataclasses.replace(incident, values={**incident.values,
                                                     "network_clamped": {("gateway", "elsewhere"): 50.0}})
     assert diagnose_windows(baseline, clamped, "gateway").notes == []
+
+
+def test_two_network_parts_with_clamped_calls_are_both_cautioned() -> None:
+    def two_peers() -> World:
+        return World({"gateway": Service("gateway", {"features": 0.004, "call": 0.001},
+                                         {"call": [("inference", 0.005, 1), ("ranker", 0.005, 1)]}),
+                      "inference": Service("inference", {"inference": 0.03}),
+                      "ranker": Service("ranker", {"inference": 0.02})})
+
+    baseline = two_peers().window("gateway", 500, seed=1)
+    incident = two_peers().window("gateway", 500, seed=2, start=60)
+    clamped = dataclasses.replace(incident, values={**incident.values, "network_clamped": {
+        ("gateway", "inference"): 100.0, ("gateway", "ranker"): 50.0}})
+    d = diagnose_windows(baseline, clamped, "gateway")
+    assert [n.split(":")[0] for n in d.notes] == ["network gateway -> inference is a lower bound",
+                                                  "network gateway -> ranker is a lower bound"]
+    assert d.verdict.endswith("; caution: network gateway -> inference, network gateway -> ranker are lower bounds "
+                              "(see the notes)")
