@@ -32,6 +32,7 @@ from aiwatch.drift.columns import (
     describe_values,
     finite_values,
     fitting_none,
+    head_more_distinct,
     infer_kind_counting,
     is_missing,
     present_examples,
@@ -71,7 +72,7 @@ def numerical_cuts(finite: FloatArray, n_bins: int) -> list[float]:
     "above"."""
     if finite.size == 0:
         return []
-    if np.unique(finite[:4096]).size <= DISCRETE_LIMIT:  # cheap probe before a full sort
+    if not head_more_distinct(finite, DISCRETE_LIMIT):
         distinct = np.unique(finite)
         if distinct.size <= DISCRETE_LIMIT:
             return _discrete_cuts(distinct)
@@ -112,7 +113,7 @@ def distinct_sorted(ordered: FloatArray, limit: int, unordered: FloatArray | Non
     answers ``None`` without a pass over the whole array)."""
     if ordered.size == 0:
         return ordered
-    if unordered is not None and np.unique(unordered[:4096]).size > limit:
+    if unordered is not None and head_more_distinct(unordered, limit):
         return None
     starts = np.empty(ordered.size, dtype=bool)
     starts[0] = True
@@ -195,7 +196,7 @@ class _NumericalPass1:
         if self.distinct is not None:
             if ordered is not None:
                 distinct = distinct_sorted(ordered, DISCRETE_LIMIT, finite)
-            elif np.unique(finite[:4096]).size > DISCRETE_LIMIT:  # cheap probe before a full sort
+            elif head_more_distinct(finite, DISCRETE_LIMIT):
                 distinct = None
             else:
                 distinct = np.unique(finite)
@@ -240,7 +241,7 @@ SELECT_MIN_SAMPLE = 2_000
 
 def _selects(finite: FloatArray, sample: FloatArray) -> bool:
     return (finite.size >= SELECT_MIN_VALUES and sample.size >= SELECT_MIN_SAMPLE
-            and np.unique(finite[:4096]).size > DISCRETE_LIMIT)
+            and head_more_distinct(finite, DISCRETE_LIMIT))
 
 
 class ProfileBuilder:

@@ -293,13 +293,13 @@ def is_text_type(kind: Any) -> bool:
     return bool(types.is_string(kind) or types.is_large_string(kind) or (is_view is not None and is_view(kind)))
 
 
-#: A text column whose first :data:`_PROBE` values hold at most this share of distinct ones is read through a
+#: A text column whose first :data:`PROBE` values hold at most this share of distinct ones is read through a
 #: dictionary of its distinct strings (:func:`_deduplicated_strings`).
 _FEW_DISTINCT_SHARE = 0.25
 
 
 def _few_distinct(column: Any) -> bool:
-    head = column.slice(0, _PROBE).to_pylist()
+    head = column.slice(0, PROBE).to_pylist()
     return len(set(head)) <= _FEW_DISTINCT_SHARE * len(head)
 
 
@@ -544,14 +544,21 @@ def _count_by_reference(values: npt.NDArray[Any]) -> Counter[Any] | None:
 #: Up to this many distinct references in a column's first values, each is counted by one comparison pass over the
 #: column (cheaper than sorting the references while there are few).
 _FEW_REFERENCES = 16
-_PROBE = 4096
+#: How many of a column's first values are probed for how distinct they are, before a pass over the whole column.
+PROBE = 4096
+
+
+def head_more_distinct(values: npt.NDArray[Any], limit: int) -> bool:
+    """Whether the first :data:`PROBE` values hold more than ``limit`` distinct ones: the cheap probe before a full
+    sort or pass (a column of few distinct values shows them early; one that passes is not few anyway)."""
+    return bool(np.unique(values[:PROBE]).size > limit)
 
 
 def _count_few_references(references: npt.NDArray[np.intp]) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]] \
         | None:
     """Each distinct reference's first occurrence and count, when the first values hold at most
     :data:`_FEW_REFERENCES` distinct ones and the rest of the column holds no other; ``None`` otherwise."""
-    distinct, first_seen = np.unique(references[:_PROBE], return_index=True)
+    distinct, first_seen = np.unique(references[:PROBE], return_index=True)
     if distinct.size > _FEW_REFERENCES:
         return None
     equal = np.empty(references.size, dtype=bool)
@@ -580,7 +587,7 @@ def _first_occurrences(references: npt.NDArray[Any], distinct: npt.NDArray[Any])
     """Index of the first occurrence of each of the (sorted) ``distinct`` references (or ints). Usually every distinct
     object turns up within the first few thousand values, so growing prefixes are searched before the whole
     column (an argsort, several times the cost of the plain sort that found ``distinct``)."""
-    size = 4096
+    size = PROBE
     while size < references.size:
         found, index = np.unique(references[:size], return_index=True)
         if found.size == distinct.size:  # the same sorted set: the prefix holds every distinct reference
