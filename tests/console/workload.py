@@ -1,7 +1,8 @@
 """Test data for the console: a two-tier deployment, a "gateway" calling an instrumented "recommender", whose
 traffic is recorded through aiwatch's real :class:`~aiwatch.timing.RequestRecorder` (synthetic clock values
-instead of sleeps), plus queue, batch, cache and drift metrics written through :class:`~aiwatch.metrics.Metrics`,
-served on a real HTTP ``/metrics`` endpoint.
+instead of sleeps) and the gateway's calls through a real :class:`~aiwatch.client.ClientRecorder` reading the
+recommender's Server-Timing value, plus queue, batch, cache and drift metrics written through
+:class:`~aiwatch.metrics.Metrics`, served on a real HTTP ``/metrics`` endpoint.
 
 GPUs: NVML cannot run here, so aiwatch's own :class:`~aiwatch.GpuCollector` polls the pynvml stand-in of
 tests/signals/fake_pynvml.py once per :meth:`Workload.step`: only the NVML boundary is fake, the ``aiwatch_gpu_*``
@@ -23,6 +24,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from aiwatch.cardinality import guard_for
+from aiwatch.client import ClientRecorder
 from aiwatch.exposition import start_http_server
 from aiwatch.feedback import PredictionLog
 from aiwatch.feedback.parquet_sink import Recovery
@@ -42,6 +44,16 @@ STABLE, CANARY = "v1", "v2"
 BATCH = "batch"
 REQUEST_BYTES, RESPONSE_BYTES = 2_000, 48_000
 """What each gateway call to the recommender sends and receives (aiwatch_client_bytes_total)."""
+CLAMPED_CALL = 2
+"""The request of each step whose Server-Timing ``total`` the recommender reads 4 ms past the gateway's end of the call
+(a total read on another clock): the gateway's client records that call's network time as 0 and counts it in
+aiwatch_network_clamped_total, one call in a step's :data:`REQUESTS`."""
+OVERLAPPED_REQUEST = 3
+"""The request of each step whose phases add up to 100 ns more than the request's time (its end read on a coarser
+clock): the recorder records its overhead as 0 and counts it in aiwatch_overhead_clamped_total. So little that each
+service's phases still add up to its request time to a millionth."""
+REQUESTS = 20
+"""Requests per step (``--requests``)."""
 DEGRADED_REASON = "cached_prediction"
 STARVED_LOOP, PROMPT_LOOP = (0.03, 0.045), (0.0002, 0.0009)
 """The range of the recommender's and the gateway's event loop delays (aiwatch_event_loop_delay_seconds)."""
@@ -129,6 +141,7 @@ class Workload:
         guard = guard_for(metrics, LABEL_VALUES)
         self.recorder = RequestRecorder(metrics, SERVICE, MODEL, guard=guard)
         self.gateway = RequestRecorder(metrics, GATEWAY, guard=guard)
+        self.client = ClientRecorder(service=GATEWAY, peer=SERVICE, metrics=metrics, max_label_values=LABEL_VALUES)
         self.steps = 0
         self._lock = threading.Lock()
         self.nvml = FakeNVML.with_gpus(gpus)
@@ -147,7 +160,9 @@ class Workload:
                 metrics.feature_reference_ratio.labels(MODEL, feature, str(b)).set(1.0 / self.BINS)
 
     def request(self, status: str = "200", traffic_class: str = "realtime", version: str = STABLE,
-                route: str = "/predict") -> None:
+                route: str = "/predict", *, clamped: bool = False, overlapped: bool = False) -> None:
+        """One gateway request calling the recommender once; ``clamped``: the call of :data:`CLAMPED_CALL`,
+        ``overlapped``: the request of :data:`OVERLAPPED_REQUEST`."""
         rng, clock = self.rng, 1000.0 + self.steps
         tl = self.recorder.begin(start=clock)
         tl.traffic_class, tl.version = traffic_class, version
@@ -155,23 +170,25 @@ class Workload:
         tl.add("queue", None, queue)
         tl.add("features", None, features)
         tl.add("inference", None, inference)
-        overhead = rng.uniform(0.002, 0.01)
+        overhead = -1e-7 if overlapped else rng.uniform(0.002, 0.01)
         served = queue + features + inference + overhead
+        network = rng.uniform(0.003, 0.02)  # between the gateway and the recommender, both ways
+        # the Server-Timing value the recommender answers with, as its middleware writes it
+        reported, _ = tl.server_timing(now=clock + served + (network + 0.004 if clamped else 0.0))
         self.recorder.finish(tl, route, "POST", status, end=clock + served)
         self.metrics.queue_wait.labels("predict").observe(queue)
         # The gateway in front: its own feature lookup, then the call (recommender time + network), then overhead.
-        network = rng.uniform(0.003, 0.02)
         gw = self.gateway.begin(start=clock)
         lookup = rng.uniform(0.002, 0.006)
         gw.add("features", None, lookup)
         gw.add("inference_call", None, served + network)
-        self.gateway.finish(gw, "/recommend", "POST", status,
-                            end=clock + lookup + served + network + rng.uniform(0.001, 0.003))
-        self.metrics.network_duration.labels(GATEWAY, SERVICE, "call").observe(network)
+        # the call, recorded by the gateway's client recorder from the recommender's Server-Timing value
+        call_start, call_end = clock + lookup, clock + lookup + served + network
+        self.client.record(call_start, call_end, f"{SERVICE}:8000", "/predict", status, reported, None,
+                           "inference_call", "server_timing", sent=REQUEST_BYTES, received=RESPONSE_BYTES)
+        self.gateway.finish(gw, "/recommend", "POST", status, end=call_end + rng.uniform(0.001, 0.003))
         self.prediction_log.log(MODEL, {"basket_value": rng.uniform(5, 120)}, {"score": rng.random()},
                                 version=version)
-        self.metrics.client_bytes.labels(GATEWAY, SERVICE, "sent").inc(REQUEST_BYTES)
-        self.metrics.client_bytes.labels(GATEWAY, SERVICE, "received").inc(RESPONSE_BYTES)
 
     def stream(self, requests: int) -> None:
         """Streamed answers of the ``/generate`` route: chunk times, tokens, and a few served from a cache."""
@@ -187,14 +204,18 @@ class Workload:
             if i == 0:
                 m.degraded_responses.labels(SERVICE, MODEL, DEGRADED_REASON).inc()
 
-    def step(self, requests: int = 20) -> None:
+    def step(self, requests: int = REQUESTS) -> None:
         with self._lock:
             m, rng = self.metrics, self.rng
             for i in range(requests):
                 # every fifth request is a batch one, every fourth is served by the canary
                 self.request("500" if i == 0 and self.steps % 2 == 0 else "200",
                              BATCH if i % 5 == 4 else "realtime", CANARY if i % 4 == 0 else STABLE,
-                             RAW_PATH.format(self.steps) if i == 1 else "/predict")
+                             RAW_PATH.format(self.steps) if i == 1 else "/predict",
+                             clamped=i == CLAMPED_CALL, overlapped=i == OVERLAPPED_REQUEST)
+            # one response per step the recommender's WSGI server dropped unclosed, counted as aiwatch's WSGI
+            # middleware counts it (that path itself: tests/http/test_http_wsgi.py)
+            m.unclosed_responses.labels(SERVICE).inc()
             self.stream(requests)
             # the event loop samplers: the recommender's loop is late by 30-45 ms (CPU-bound work on it), the
             # gateway's prompt (0.2-0.9 ms)
@@ -253,7 +274,8 @@ class _BetweenSteps:
 
 
 @contextmanager
-def serve(features: int = 5, gpus: int = 2, interval: float = 0.2, requests: int = 20) -> Iterator[dict[str, Any]]:
+def serve(features: int = 5, gpus: int = 2, interval: float = 0.2,
+          requests: int = REQUESTS) -> Iterator[dict[str, Any]]:
     """A real ``/metrics`` endpoint on loopback with traffic recorded every ``interval`` seconds, served by the
     workload in a process of its own, as a service would be: its prediction log's failing sink and its label folds
     are counted and logged through aiwatch's process-wide error limiter (:mod:`aiwatch.safety`), which must never
@@ -311,6 +333,6 @@ if __name__ == "__main__":
     parser.add_argument("--features", type=int, default=5)
     parser.add_argument("--gpus", type=int, default=2)
     parser.add_argument("--interval", type=float, default=0.2)
-    parser.add_argument("--requests", type=int, default=20)
+    parser.add_argument("--requests", type=int, default=REQUESTS)
     options = parser.parse_args()
     _run(options.features, options.gpus, options.interval, options.requests)
