@@ -39,6 +39,7 @@ MDL = 'model=~"$model"'
 FEATURE = 'model=~"$model", feature=~"$feature"'
 PHASE_TITLE = "Time per request by phase: $service (model vs not model)"
 LINK_TITLE = "Effective throughput per link (bytes per network second)"
+CAVEATS_TITLE = "What the split could not measure as it is"
 LOOP_TITLE = "Event loop delay p99 / mean, time stood still"
 STOOD_STILL = "stood still"
 SCOPE = DEFAULT_AGGREGATION_LABELS
@@ -173,14 +174,27 @@ def build(gpu_source: str = "aiwatch") -> dict[str, Any]:
                                                                               "fixedColor": "red"}}]}])
     phases.update({"repeat": "service", "repeatDirection": "h", "maxPerRow": 2})
     lay.add(phases, w=24)
-    lay.add(timeseries("Throughput", [target(q.throughput(W, SVC), "{{service}}" + AT)], "reqps"), w=8)
+    lay.add(timeseries("Throughput", [target(q.throughput(W, SVC), "{{service}}" + AT)], "reqps"), w=6)
     lay.add(timeseries("Error ratio", [target(q.error_ratio(W, SVC), "{{service}}" + AT)], "percentunit",
-                       "Share of requests with an HTTP 5xx or failed gRPC status."), w=8)
+                       "Share of requests with an HTTP 5xx or failed gRPC status."), w=6)
     lay.add(timeseries(LINK_TITLE, [target(q.link_throughput(W, SVC), "{{service}} → {{peer}}" + AT)], "Bps",
                        "Bytes instrumented clients sent to and received from each peer (aiwatch_client_bytes_total, "
                        "both directions) per second of network time to it (aiwatch_network_duration_seconds), not "
                        "of wall time. Small calls are latency-bound: the figure means most for large payloads."),
-            w=8)
+            w=6)
+    lay.add(timeseries(CAVEATS_TITLE,
+                       [target(q.network_clamped_share(W, SVC), "network counted as 0: {{service}} → {{peer}}" + AT),
+                        target(q.overhead_clamped_share(W, SVC), "overhead counted as 0: {{service}}" + AT, "B"),
+                        target(q.unclosed_share(W, SVC), "dropped unclosed (WSGI): {{service}}" + AT, "C")],
+                       "percentunit",
+                       "Share of each service's calls or requests the latency split could not measure as it is. "
+                       "Network counted as 0: the peer reported more time than the caller saw the call take "
+                       "(aiwatch_network_clamped_total), so the network panel reads low and the peer's time high. "
+                       "Overhead counted as 0: the request's named phases added up to more than it (concurrent "
+                       "phases, clock anomalies; aiwatch_overhead_clamped_total), so its phase stack adds up to more "
+                       "than its time. Dropped unclosed: WSGI responses the server never closed "
+                       "(aiwatch_unclosed_responses_total), each recorded as it stood when dropped. Empty when none."),
+            w=6)
 
     lay.row("AI traffic: real-time vs batch, streams, fallbacks, model versions")
     p95 = dict(QUANTILES)["p95"]

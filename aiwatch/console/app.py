@@ -32,6 +32,8 @@ from aiwatch._optional import require
 from aiwatch.console.config import ConsoleConfig
 from aiwatch.console.pool import Prefetch
 from aiwatch.console.source import (
+    CAVEAT_TEXT,
+    CAVEATS,
     MODEL_PHASES,
     DataSource,
     LoopStall,
@@ -45,6 +47,7 @@ from aiwatch.console.source import (
     unstored_share,
 )
 from aiwatch.console.text import latency_text, md, md_link, safe_url
+from aiwatch.diagnose.report import CLAMPED_SHARE
 from aiwatch.rules.config import Latency
 from aiwatch.traffic import REALTIME
 
@@ -242,6 +245,7 @@ def _latency_view(src: DataSource, window: float, prefetch: Prefetch) -> None:
     rates = prefetch(lambda: src.throughput(window))
     network = prefetch(lambda: src.network_time(window))
     links = prefetch(lambda: src.link_throughput(window))
+    caveats = prefetch(lambda: src.measurement_caveats(window))
     loops = prefetch(lambda: src.loop_delay(window))
     stalls = prefetch(lambda: src.loop_stalls(window))
     latency = prefetch(lambda: src.latency_quantiles(window))
@@ -286,6 +290,11 @@ def _latency_view(src: DataSource, window: float, prefetch: Prefetch) -> None:
           lambda d: line(d, ["service", "peer"], "MB/s", 1e-6),
           "No link throughput: it needs both the bytes instrumented clients moved (aiwatch_client_bytes_total) "
           f"and their network time to the peer in the last {w}.", windowed=True)
+    panel(f"What the split could not measure as it is (share of calls or requests, over {w})",
+          lambda: _only(_grown(caveats()), shown, "service", "peer"), lambda d: _draw_caveats(d, w),
+          f"Every call's network time and every request's overhead in the last {w} were measured as they are: no "
+          "peer reported more time than its caller saw, no request's phases added up to more than the request, no "
+          "WSGI response was dropped unclosed.", empty_is_good=True, windowed=True)
     panel(f"Event loop delay per service (ms; p99 and mean over {w}): how late each asyncio server's loop ran; a "
           "starved loop slows every request and shows as network time on its callers",
           lambda: _only(loops(), shown, "service"),
@@ -309,6 +318,41 @@ def _latency_view(src: DataSource, window: float, prefetch: Prefetch) -> None:
               lambda: _only(errors(), shown, "service"),
               lambda d: line(d, ["service"], "ratio"), f"No requests in the last {w}, so no error ratio.",
               windowed=True)
+
+
+CAVEAT_SHARE = CLAMPED_SHARE
+"""The share of a service's calls or requests from which a caveat is warned about (the diagnosis' own threshold for
+its note on a clamped network part, :data:`aiwatch.diagnose.report.CLAMPED_SHARE`)."""
+
+
+def _caveat_subject(s: Series) -> str:
+    """Who a caveat's series is about: ``service`` or ``service → peer``."""
+    peer = s.labels.get("peer")
+    return s.labels.get("service", "") + (f" → {peer}" if peer is not None else "")
+
+
+def _draw_caveats(series: list[Series], w: str) -> None:
+    """A warning per caveat whose latest share is :data:`CAVEAT_SHARE` or more for some service (names escaped: they
+    come from traffic), then a table of the latest shares and a chart of them over time."""
+    ordered = sorted(series, key=lambda s: (CAVEATS.index(s.labels["caveat"]), _caveat_subject(s)))
+    warned = False
+    for caveat in CAVEATS:
+        what, of, why = CAVEAT_TEXT[caveat]
+        worst = sorted(((s.last, _caveat_subject(s)) for s in ordered
+                        if s.labels["caveat"] == caveat and s.last is not None and s.last >= CAVEAT_SHARE),
+                       key=lambda found: (-found[0], found[1]))
+        if worst:
+            warned = True
+            st.warning(f"{what} in the last {w}: "
+                       + ", ".join(f"{md(who)} {share:.1%} of {of}" for share, who in worst[:10]) + f". {why}")
+    if not warned:
+        st.info(f"Under {CAVEAT_SHARE:.0%} of every service's calls and requests in the last {w}: the panels above "
+                "stand as measured.")
+    rows = [{"caveat": CAVEAT_TEXT[s.labels["caveat"]][0], "service → peer": _caveat_subject(s),
+             "share %": None if s.last is None else s.last * 100} for s in ordered]
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch",
+                 column_config={"share %": st.column_config.NumberColumn(format="%.1f%%")})
+    chart(frame(ordered, lambda s: f"{s.labels['caveat']}: {_caveat_subject(s)}", 100.0), "%")
 
 
 # AiwatchEventLoopDelayHigh's default threshold on a replica's share of the time stood still (rules config

@@ -18,7 +18,10 @@ from aiwatch.console.pool import DaemonPool
 from aiwatch.console.queries import PanelQueries
 from aiwatch.console.source import (
     AUTOSCALING_SIGNALS,
+    NETWORK_CLAMPED,
+    OVERHEAD_CLAMPED,
     QUANTILES,
+    UNCLOSED,
     AlertRow,
     BinRow,
     DataSource,
@@ -266,6 +269,14 @@ class PrometheusSource(DataSource):
 
     def link_throughput(self, window: float) -> list[Series]:
         return self.range(self.q.link_throughput(duration(window)))
+
+    def measurement_caveats(self, window: float) -> list[Series]:
+        w, end = duration(window), time.time()
+        queries = ((NETWORK_CLAMPED, self.q.network_clamped_share(w)),
+                   (OVERHEAD_CLAMPED, self.q.overhead_clamped_share(w)), (UNCLOSED, self.q.unclosed_share(w)))
+        answers = self._all([partial(self._range, query, end) for _, query in queries])
+        return [s for (caveat, _), answer in zip(queries, answers, strict=True)
+                for s in self._named(answer, {"caveat": caveat})]
 
     def loop_delay(self, window: float) -> list[Series]:
         w = duration(window)

@@ -86,6 +86,9 @@ DEGRADED = metric("aiwatch_degraded_responses_total")
 VERSION_ERRORS = metric("aiwatch_model_version_errors_total")
 INSTRUMENTATION_ERRORS = metric("aiwatch_instrumentation_errors_total")
 LABEL_OVERFLOW = metric("aiwatch_label_overflow_total")
+NETWORK_CLAMPED = metric("aiwatch_network_clamped_total")
+OVERHEAD_CLAMPED = metric("aiwatch_overhead_clamped_total")
+UNCLOSED_RESPONSES = metric("aiwatch_unclosed_responses_total")
 
 REPLICA_GAUGES = (IN_FLIGHT, QUEUE_DEPTH, GPU_NVML_UP)
 """The serving gauges whose exporters count as replicas."""
@@ -386,6 +389,26 @@ class PanelQueries:
     def label_overflow(self, w: str) -> str:
         """Label values the cardinality guard folded into ``__overflow__`` per second, per ``label``."""
         return by("sum", self._by("label"), rate(LABEL_OVERFLOW, w, *self._m()))
+
+    # --- what the latency split could not measure as it is ----------------------------------------------------
+    def network_clamped_share(self, w: str, svc: MatcherText = "") -> str:
+        """Share of each ``service``'s calls to each ``peer`` whose network time was recorded as 0, because the
+        peer reported more time than the caller saw the call take (every such call is in the network time's
+        count, at 0)."""
+        labels = self._by("service", "peer")
+        return (f"{by('sum', labels, rate(NETWORK_CLAMPED, w, *self._m(svc)))}"
+                f" / {by('sum', labels, rate(NETWORK.count, w, *self._m(svc)))}")
+
+    def overhead_clamped_share(self, w: str, svc: MatcherText = "") -> str:
+        """Share of each ``service``'s requests whose named phases added up to more than the request (phases that
+        ran concurrently, or clock anomalies): their overhead was recorded as 0."""
+        return f"{by('sum', self._by('service'), rate(OVERHEAD_CLAMPED, w, *self._m(svc)))} / {self.throughput(w, svc)}"
+
+    def unclosed_share(self, w: str, svc: MatcherText = "") -> str:
+        """Share of each ``service``'s requests whose response the WSGI server dropped without closing it: each was
+        recorded as it stood when dropped."""
+        return (f"{by('sum', self._by('service'), rate(UNCLOSED_RESPONSES, w, *self._m(svc)))}"
+                f" / {self.throughput(w, svc)}")
 
     # --- realised model quality ---------------------------------------------------------------------------
     def quality_gauge(self, gauge: str, labels: tuple[str, ...] = ("model", "metric")) -> str:

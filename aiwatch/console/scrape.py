@@ -44,7 +44,10 @@ from aiwatch.console import queries as Q
 from aiwatch.console.pool import DaemonPool
 from aiwatch.console.source import (
     AUTOSCALING_SIGNALS,
+    NETWORK_CLAMPED,
+    OVERHEAD_CLAMPED,
     QUANTILES,
+    UNCLOSED,
     AlertRow,
     BinRow,
     DataSource,
@@ -572,6 +575,20 @@ class ScrapeSource(DataSource):
             network = sum_by(self._rate(data, Q.NETWORK.sum, t, window), ("service", "peer"))
             return [({"service": svc, "peer": peer}, v / network[(svc, peer)])
                     for (svc, peer), v in moved.items() if network.get((svc, peer), 0.0) > 0]
+        return self._range(fn)
+
+    def measurement_caveats(self, window: float) -> list[Series]:
+        def fn(data: list[tuple[str, list[Snapshot]]], t: float) -> Samples:
+            calls = sum_by(self._rate(data, Q.NETWORK.count, t, window), ("service", "peer"))
+            clamped = sum_by(self._rate(data, Q.NETWORK_CLAMPED.name, t, window), ("service", "peer"))
+            out: Samples = [({"caveat": NETWORK_CLAMPED, "service": svc, "peer": peer}, v / calls[(svc, peer)])
+                            for (svc, peer), v in clamped.items() if calls.get((svc, peer), 0.0) > 0]
+            requests = sum_by(self._rate(data, Q.REQUESTS.count, t, window), ("service",))
+            for caveat, counter in ((OVERHEAD_CLAMPED, Q.OVERHEAD_CLAMPED), (UNCLOSED, Q.UNCLOSED_RESPONSES)):
+                counted = sum_by(self._rate(data, counter.name, t, window), ("service",))
+                out += [({"caveat": caveat, "service": k[0]}, v / requests[k])
+                        for k, v in counted.items() if requests.get(k, 0.0) > 0]
+            return out
         return self._range(fn)
 
     def loop_delay(self, window: float) -> list[Series]:

@@ -333,6 +333,12 @@ class DataSource(ABC):
         """Bytes moved (both directions) per second of network time, by calling ``service`` and ``peer``; links
         without network time have no series."""
 
+    @abstractmethod
+    def measurement_caveats(self, window: float) -> list[Series]:
+        """What the latency split could not measure as it is: per ``caveat`` (:data:`CAVEATS`) and ``service``
+        (and ``peer`` for :data:`NETWORK_CLAMPED`), the share of the service's calls or requests it happened to,
+        from its counter's rate over the calls' or requests' rate. A series exists once its counter does."""
+
     # --- AI traffic ---------------------------------------------------------------------------------------
     @abstractmethod
     def latency_by_class(self, window: float) -> list[Series]:
@@ -632,6 +638,33 @@ def service_order(services: Iterable[str], network: Iterable[Series] = ()) -> li
             break
     return sorted(names, key=lambda n: (depth[n], n))
 
+
+NETWORK_CLAMPED, OVERHEAD_CLAMPED, UNCLOSED = "network_clamped", "overhead_clamped", "unclosed"
+"""The ``caveat`` of :meth:`DataSource.measurement_caveats`' series:
+
+- ``network_clamped``: a call whose peer reported more time than the caller saw it take; its network time counts as
+  0 and its whole time as the peer's (``aiwatch_network_clamped_total`` over the network time's count);
+- ``overhead_clamped``: a request whose named phases added up to more than its time; its overhead counts as 0
+  (``aiwatch_overhead_clamped_total`` over the requests);
+- ``unclosed``: a WSGI response the server dropped without closing it, recorded as it stood then
+  (``aiwatch_unclosed_responses_total`` over the requests)."""
+CAVEATS = (NETWORK_CLAMPED, OVERHEAD_CLAMPED, UNCLOSED)
+
+#: Per caveat: what happened to the calls or requests, what it does to the panels above, and what is counted.
+CAVEAT_TEXT = {
+    NETWORK_CLAMPED: ("Network time counted as 0", "calls",
+                      "The peer reported more time than the caller saw the call take (a Server-Timing total that "
+                      "counts time before the request reached it, or one read on another clock): the network panel "
+                      "reads low for these links, and the caller's time in the peer high. The diagnosis names such a "
+                      "network part as a lower bound."),
+    OVERHEAD_CLAMPED: ("Overhead counted as 0", "requests",
+                       "Their named phases added up to more than the request (phases that ran concurrently, or "
+                       "clock anomalies): these services' phase stacks add up to more than their request time."),
+    UNCLOSED: ("WSGI responses the server dropped without closing them", "requests",
+               "Each was recorded as it stood when dropped, so its time may end before its whole body was sent "
+               "(PEP 3333 says the server must close it; werkzeug's development server does not when the client "
+               "resets the connection)."),
+}
 
 NAME_LABELS = ("service", "peer", "model", "queue", "cache", "log", "component", "label")
 """Labels whose values name something the console shows by name (a service, a model, a queue, a cache, a prediction

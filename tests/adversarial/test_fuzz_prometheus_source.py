@@ -103,6 +103,7 @@ QUESTIONS: dict[str, Callable[[PrometheusSource], Any]] = {
     "error_ratio": lambda s: s.error_ratio(60),
     "network_time": lambda s: s.network_time(60),
     "link_throughput": lambda s: s.link_throughput(60),
+    "measurement_caveats": lambda s: s.measurement_caveats(60),
     "loop_delay": lambda s: s.loop_delay(60),
     "loop_stalls": lambda s: s.loop_stalls(60),
     "latency_by_class": lambda s: s.latency_by_class(60),

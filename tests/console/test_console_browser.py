@@ -62,7 +62,9 @@ def test_console_renders_in_a_real_browser() -> None:
             expected = ("aiwatch console", "Latency: where the time goes", "request p50", "request p99",
                         "Time per request by phase, per service", "model vs not model", "gateway", "recommender",
                         "model share", "inference_call share", "Throughput", "Error ratio",
-                        "Network time seen by callers", "Resources", "Drift", "Alerts")
+                        "Network time seen by callers", "What the split could not measure as it is",
+                        "Network time counted as 0 in the last 30s: gateway → recommender", "Resources", "Drift",
+                        "Alerts")
             wait_for(page, " && ".join(f"{TEXT}.includes({json.dumps(part)})" for part in expected))
             text = str(page.evaluate(TEXT))
             assert "Traceback" not in text and "Error" not in text.replace("Error ratio", "")

@@ -49,6 +49,8 @@ def _traffic(m: Metrics, stop: threading.Event) -> None:
         for _ in range(5):
             m.request_duration.labels(SERVICE, "/predict", "POST", "200", "realtime").observe(0.05)
             m.phase_duration.labels(SERVICE, "", "", PHASE).observe(0.04)
+        # a fifth of its requests' phases overlapped: the Latency view's warning names the service
+        m.overhead_clamped.labels(SERVICE).inc()
         m.queue_depth.labels(QUEUE).set(3)
         m.drift_score.labels(MODEL, FEATURE, "psi").set(0.5)
         m.drift_detected.labels(MODEL, FEATURE, "psi").set(1)
@@ -75,6 +77,8 @@ def test_hostile_names_render_as_text_in_every_view(tmp_path: Path) -> None:
                             f"http://127.0.0.1:{port}/_stcore/health", timeout=60, env=python_env()) as console, \
                     chromium(f"http://127.0.0.1:{port}/") as page:
                 wait_for(page, f"{TEXT}.includes('{PHASE} share')", timeout=90)
+                caveat = f"Overhead counted as 0 in the last 5s: {SERVICE} 20.0% of requests"
+                wait_for(page, f"{TEXT}.includes({caveat!r})", timeout=60)
                 latency = str(page.evaluate(TEXT))
                 assert SERVICE in latency and PHASE in latency, latency[:2000]
                 assert page.evaluate(DANGER) == [], "a label became a link or an image in the Latency view"

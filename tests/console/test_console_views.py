@@ -12,8 +12,9 @@ import pytest
 
 from aiwatch.console import PrometheusSource, ScrapeSource
 from aiwatch.console.scrape import sum_by
-from aiwatch.console.source import DataSource
+from aiwatch.console.source import NETWORK_CLAMPED, OVERHEAD_CLAMPED, UNCLOSED, DataSource
 from tests.console.conftest import (
+    CAVEAT_WARNINGS,
     HOSTILE_SERVICE,
     LOOP_WARNING,
     Stack,
@@ -31,6 +32,7 @@ from tests.console.workload import (
     MODEL,
     PROMPT_LOOP,
     REQUEST_BYTES,
+    REQUESTS,
     RESPONSE_BYTES,
     SERVICE,
     STABLE,
@@ -94,9 +96,9 @@ def test_latency_view(source: DataSource) -> None:
     assert phases[SERVICE]["model share"].endswith("%")
     assert set(phases[GATEWAY]) == {"time per request", "inference_call", "inference_call share"}
     assert card(phases[GATEWAY], "time per request") > card(phases[SERVICE], "time per request")
-    # latency x2 services, phase split x2 services, network time, link throughput, event loop delay, throughput,
-    # error ratio
-    assert len(at.get("vega_lite_chart")) == 9
+    # latency x2 services, phase split x2 services, network time, link throughput, what the split could not
+    # measure, event loop delay, throughput, error ratio
+    assert len(at.get("vega_lite_chart")) == 10
     assert not at.info, texts(at.info)
 
 
@@ -136,9 +138,9 @@ def test_phases_are_split_per_service_never_summed_across_services(source: DataS
     at.selectbox(key="latency_service").set_value(SERVICE).run()
     assert not at.exception
     assert list(phase_charts(at)) == [SERVICE] and list(per_service(at, "latency")) == [SERVICE]
-    # its latency and phases, the network time and link throughput of the calls to it, its event loop delay,
-    # throughput, error ratio
-    assert len(at.get("vega_lite_chart")) == 7
+    # its latency and phases, the network time and link throughput of the calls to it, what the split could not
+    # measure of its requests and of the calls to it, its event loop delay, throughput, error ratio
+    assert len(at.get("vega_lite_chart")) == 8
 
 
 def test_each_service_stack_adds_up_to_its_own_mean_request_time(stack: Stack, source: DataSource,
@@ -193,6 +195,39 @@ def test_link_throughput_is_bytes_per_second_of_network_time(source: DataSource)
     # however many calls the workload's steps made
     per_call = REQUEST_BYTES + RESPONSE_BYTES
     assert per_call / 0.02 <= (links[(GATEWAY, SERVICE)] or 0) <= per_call / 0.003
+
+
+def test_measurement_caveats_are_the_workloads_shares(source: DataSource) -> None:
+    """In each step's 20 requests the workload clamps one call's network time (CLAMPED_CALL) and one request's
+    overhead (OVERLAPPED_REQUEST), and counts one WSGI response dropped unclosed: each a twentieth of the gateway's
+    calls or the recommender's requests, and nothing of the others."""
+    shares = {(s.labels["caveat"], s.labels["service"], s.labels.get("peer")): s.last
+              for s in source.measurement_caveats(5.0)}
+    assert shares.keys() == {(NETWORK_CLAMPED, GATEWAY, SERVICE), (OVERHEAD_CLAMPED, SERVICE, None),
+                             (UNCLOSED, SERVICE, None)}
+    for key, share in shares.items():
+        # Prometheus extrapolates each series of the request rate to the window's edges on its own
+        assert share == pytest.approx(1 / REQUESTS, rel=0.1), key
+
+
+def test_the_latency_view_warns_of_what_the_split_could_not_measure(source: DataSource) -> None:
+    at = run_view(source, "Latency")
+    warned = {t.split(" in the last ")[0]: t for t in texts(at.warning) if t.startswith(CAVEAT_WARNINGS)}
+    assert list(warned) == list(CAVEAT_WARNINGS)  # in the order of CAVEATS
+    share = r"\d+\.\d% of "
+    assert re.search(f"in the last 5s: {GATEWAY} → {SERVICE} {share}calls\\. The peer reported more time",
+                     warned[CAVEAT_WARNINGS[0]]), warned
+    assert re.search(f"in the last 5s: {SERVICE} {share}requests\\. Their named phases added up",
+                     warned[CAVEAT_WARNINGS[1]]), warned
+    assert re.search(f"in the last 5s: {SERVICE} {share}requests\\. Each was recorded as it stood",
+                     warned[CAVEAT_WARNINGS[2]]), warned
+    table = next(d.value for d in at.dataframe if "share %" in d.value.columns)
+    assert list(table["service → peer"]) == [f"{GATEWAY} → {SERVICE}", SERVICE, SERVICE]
+    assert list(table["share %"]) == pytest.approx([100 / REQUESTS] * 3, rel=0.1)
+    # picking the gateway keeps the calls it made, not the recommender's own requests
+    at.selectbox(key="latency_service").set_value(GATEWAY).run()
+    table = next(d.value for d in at.dataframe if "share %" in d.value.columns)
+    assert list(table["service → peer"]) == [f"{GATEWAY} → {SERVICE}"]
 
 
 def test_event_loop_delay_is_each_services_own(source: DataSource) -> None:
@@ -402,7 +437,8 @@ def test_sources_agree_on_the_same_endpoint(prom_source: PrometheusSource, scrap
                      "loop_delay",
                      "batch_size", "cache_hit_ratio", "latency_by_class", "throughput_by_class", "first_chunk",
                      "first_token", "per_output_token", "token_rate", "degraded_share", "version_latency",
-                     "version_error_ratio", "prediction_log", "instrumentation_errors", "label_overflow"):
+                     "version_error_ratio", "prediction_log", "instrumentation_errors", "label_overflow",
+                     "measurement_caveats"):
         prom_labels = sorted(tuple(sorted(s.labels.items())) for s in getattr(prom_source, question)(5.0))
         scrape_labels = sorted(tuple(sorted(s.labels.items())) for s in getattr(scrape_source, question)(5.0))
         assert prom_labels == scrape_labels, question
