@@ -1,0 +1,114 @@
+"""The Latency view's panel of what the split could not measure as it is, on shares the shared workload never shows:
+under the 1% it warns from, at exactly 1%, grown earlier in the window and back to 0, and never at all. The counters
+come from aiwatch's real recorders on a registry (synthetic clock values), scraped into a ScrapeSource by hand."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+
+from aiwatch.client import ClientRecorder
+from aiwatch.console import ScrapeSource
+from aiwatch.console.source import CAVEAT_TEXT, NETWORK_CLAMPED, OVERHEAD_CLAMPED
+from aiwatch.metrics import Metrics
+from aiwatch.timing import RequestRecorder
+from tests.console.conftest import run_view, texts
+
+URL = "http://127.0.0.1:9/metrics"
+TITLE = "What the split could not measure as it is"
+NETWORK, OVERHEAD = CAVEAT_TEXT[NETWORK_CLAMPED][0], CAVEAT_TEXT[OVERHEAD_CLAMPED][0]
+
+
+class Service:
+    """A caller ``gw`` serving requests, each calling ``api`` once: 10 ms of network, 40 ms reported by ``api``."""
+
+    def __init__(self) -> None:
+        self.metrics = Metrics(CollectorRegistry())
+        self.requests = RequestRecorder(self.metrics, "gw")
+        self.client = ClientRecorder(service="gw", peer="api", metrics=self.metrics)
+        self.clock = 1000.0
+
+    def serve(self, requests: int, clamped: int = 0, overlapped: int = 0) -> None:
+        """``requests`` requests, ``clamped`` of whose calls the peer reports 5 ms longer than they took, and
+        ``overlapped`` of which have phases adding up to more than the request."""
+        for i in range(requests):
+            start = self.clock
+            tl = self.requests.begin(start=start)
+            tl.add("call", None, 0.05)
+            reported = 0.055 if i < clamped else 0.04
+            self.client.record(start, start + 0.05, "api:80", "/", "200", f"total;dur={reported * 1000}", None,
+                               "call", "server_timing")
+            self.requests.finish(tl, "/", "GET", "200", end=start + (0.049 if i < overlapped else 0.06))
+            self.clock += 1.0
+
+    def scrapes(self, src: ScrapeSource, *steps: tuple[int, int, int]) -> None:
+        """One scrape after each ``(requests, clamped, overlapped)`` step, the last one now, 10 s apart."""
+        now = time.time()
+        for i, step in enumerate(steps):
+            self.serve(*step)
+            src.record(URL, generate_latest(self.metrics.registry).decode(), ts=now - 10 * (len(steps) - 1 - i))
+
+
+@pytest.fixture
+def view(monkeypatch: pytest.MonkeyPatch) -> Any:
+    for var in ("AIWATCH_CONSOLE_WINDOW", "AIWATCH_CONSOLE_PROMETHEUS_URL"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AIWATCH_CONSOLE_WINDOW", "60")
+
+    def run(*steps: tuple[int, int, int]) -> Any:
+        src = ScrapeSource([URL], interval=10.0, history=600, start=False)
+        Service().scrapes(src, *steps)
+        return run_view(src, "Latency")
+    return run
+
+
+def caveats_table(at: Any) -> Any:
+    return next(d.value for d in at.dataframe if "share %" in d.value.columns)
+
+
+def test_a_share_under_one_percent_is_shown_without_a_warning(view: Any) -> None:
+    # 1 clamped call of 200, 1 overlapped request of 200 over the window
+    at = view((1, 0, 0), (100, 1, 0), (100, 0, 1))
+    assert not [t for t in texts(at.warning) if t.startswith((NETWORK, OVERHEAD))]
+    assert "Under 1% of every service's calls and requests in the last 1m: the panels above stand as measured." \
+        in texts(at.info)
+    table = caveats_table(at)
+    assert list(table["caveat"]) == [NETWORK, OVERHEAD]
+    assert list(table["service → peer"]) == ["gw → api", "gw"]
+    assert list(table["share %"]) == pytest.approx([0.5, 0.5])
+
+
+def test_one_percent_is_warned(view: Any) -> None:
+    at = view((1, 0, 0), (100, 1, 0), (100, 1, 2))
+    (network,) = [t for t in texts(at.warning) if t.startswith(NETWORK)]
+    assert network.startswith(f"{NETWORK} in the last 1m: gw → api 1.0% of calls. The peer reported more time")
+    (overhead,) = [t for t in texts(at.warning) if t.startswith(OVERHEAD)]
+    assert overhead.startswith(f"{OVERHEAD} in the last 1m: gw 1.0% of requests. Their named phases")
+    assert not [t for t in texts(at.info) if t.startswith("Under 1%")]
+
+
+def test_a_caveat_gone_by_now_stays_in_the_table_at_its_latest_share(view: Any) -> None:
+    # half the calls and requests clamped between the scrapes 80 s and 70 s ago: in the chart, not in the last 1m
+    at = view((1, 0, 0), (100, 50, 50), *[(100, 0, 0)] * 7)
+    assert not [t for t in texts(at.warning) if t.startswith((NETWORK, OVERHEAD))]
+    table = caveats_table(at)
+    assert list(table["share %"]) == [0.0, 0.0]
+    assert any(t.startswith("Under 1% of every service's calls and requests") for t in texts(at.info))
+
+
+def test_nothing_to_caveat_is_said_as_an_all_clear(view: Any) -> None:
+    at = view((1, 0, 0), (100, 0, 0), (100, 0, 0))
+    assert any(t.startswith("Every call's network time and every request's overhead in the last 1m were measured "
+                            "as they are") for t in texts(at.success))
+    assert not [d for d in at.dataframe if "share %" in d.value.columns]
+
+
+def test_counters_that_did_not_grow_in_the_span_are_no_news(view: Any) -> None:
+    # the counters exist (clamps before the first scrape) and stand still through every window: the all-clear
+    at = view((100, 50, 50), (100, 0, 0), (100, 0, 0))
+    assert any(t.startswith("Every call's network time and every request's overhead in the last 1m were measured "
+                            "as they are") for t in texts(at.success))
+    assert not [d for d in at.dataframe if "share %" in d.value.columns]
