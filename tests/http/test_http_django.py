@@ -16,6 +16,7 @@ from django.core.wsgi import get_wsgi_application
 from django.test import override_settings
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
 from prometheus_client import CollectorRegistry
 from werkzeug.serving import make_server
 
@@ -168,6 +169,41 @@ def test_otel_django_excluded_urls_leave_requests_untimed(registry: CollectorReg
         assert [client.get(url).status_code for url in ("/items/4/", "/api/v1/predict/2/")] == [200, 200]
         wait_until(recorded(registry, 1), what="the request recorded")
     assert routes(registry) == {(PREDICT, "GET", "200"): 1}
+
+
+OTEL_DJANGO = "opentelemetry.instrumentation.django.middleware.otel_middleware._DjangoMiddleware"
+"""The middleware OpenTelemetry's ``DjangoInstrumentor`` puts first in ``settings.MIDDLEWARE``."""
+
+
+@pytest.mark.parametrize("kind", ["wsgi", "asgi"])
+def test_opentelemetrys_django_instrumentation_behind_aiwatch_makes_an_internal_span(
+        kind: str, registry: CollectorRegistry, provider: TracerProvider, exporter: InMemorySpanExporter) -> None:
+    """OpenTelemetry's ``DjangoInstrumentor`` puts its middleware inside the handler aiwatch wraps: aiwatch's SERVER
+    span is the request's, OpenTelemetry's an INTERNAL span under it in the same trace, and both name the URL pattern
+    (docs/http.md, "With OpenTelemetry's own instrumentation")."""
+    from opentelemetry.instrumentation.django import DjangoInstrumentor
+
+    instrumentor = DjangoInstrumentor()
+    instrumentor.instrument(tracer_provider=provider)
+    try:
+        with serving(kind, [OTEL_DJANGO, MIDDLEWARE_PATH, django_app.CSRF], registry=registry, service="svc",
+                     tracer_provider=provider) as client:
+            assert client.get("/api/v1/predict/7/").status_code == 200
+            wait_until(recorded(registry, 1), what="the request recorded")
+    finally:
+        instrumentor.uninstrument()
+    assert routes(registry) == {(PREDICT, "GET", "200"): 1}
+    spans = exporter.get_finished_spans()
+    (server,) = [s for s in spans if s.kind is SpanKind.SERVER]
+    (internal,) = [s for s in spans if s.kind is SpanKind.INTERNAL]
+    assert server.instrumentation_scope is not None and server.instrumentation_scope.name == "aiwatch"
+    assert internal.instrumentation_scope is not None
+    assert internal.instrumentation_scope.name == "opentelemetry.instrumentation.django"
+    assert internal.parent is not None and internal.parent.span_id == server.context.span_id
+    assert internal.context.trace_id == server.context.trace_id
+    assert server.name == internal.name == f"GET {PREDICT}"
+    assert server.attributes is not None and internal.attributes is not None
+    assert server.attributes["http.route"] == internal.attributes["http.route"] == PREDICT
 
 
 def test_any_asgi_app_may_store_its_route_in_the_scope(registry: CollectorRegistry) -> None:

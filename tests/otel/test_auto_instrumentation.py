@@ -37,11 +37,11 @@ def _spans(stdout: str) -> list[dict[str, Any]]:
     return spans
 
 
-def _run_instrumented(script: Path, cwd: Path) -> tuple[dict[str, Any], str]:
+def _run_instrumented(script: Path, cwd: Path, **extra_env: str) -> tuple[dict[str, Any], str]:
     """``opentelemetry-instrument python script``: its RESULT and its whole stdout (the console exporter's spans)."""
     bin_dir = Path(sys.executable).parent
     env = {**os.environ, "OTEL_SERVICE_NAME": "auto", "OTEL_TRACES_EXPORTER": "console",
-           "OTEL_METRICS_EXPORTER": "none", "OTEL_LOGS_EXPORTER": "none", "PYTHONPATH": str(REPO)}
+           "OTEL_METRICS_EXPORTER": "none", "OTEL_LOGS_EXPORTER": "none", "PYTHONPATH": str(REPO), **extra_env}
     env.pop("AIWATCH_SERVICE", None)
     done = subprocess.run([str(bin_dir / "opentelemetry-instrument"), sys.executable, str(script)], env=env,
                           capture_output=True, text=True, timeout=120, cwd=cwd)
@@ -72,19 +72,34 @@ def test_opentelemetry_instrument_picks_aiwatch_up(tmp_path: Path) -> None:
 
 
 def test_opentelemetry_instrument_picks_aiwatch_up_for_flask_and_django(tmp_path: Path) -> None:
-    result, stdout = _run_instrumented(WSGI_APPS, tmp_path)
+    # OpenTelemetry's Django instrumentation is installed too, and it needs the settings module in the environment
+    # before the project's wsgi.py sets it: it configures Django's default settings otherwise, with or without
+    # aiwatch (open-telemetry/opentelemetry-python-contrib#677; docs/http.md)
+    result, stdout = _run_instrumented(WSGI_APPS, tmp_path,
+                                       DJANGO_SETTINGS_MODULE="tests.otel.django_project.settings")
     # Flask: aiwatch's middleware and route hook on the app made at import (Server-Timing, /metrics, the rule)
     assert result["flask_server_timing"] and "total;dur=" in result["flask_server_timing"]
     assert any('route="/items/<int:item_id>"' in m and 'service="auto"' in m and m.endswith(" 1.0")
                for m in result["flask_metrics"]), result["flask_metrics"]
-    # Django: the project's get_wsgi_application() came back instrumented, the route middleware put first
+    # Django: the project's get_wsgi_application() came back instrumented, the route middleware put first, before
+    # the one OpenTelemetry's DjangoInstrumentor put first at startup
     assert result["django_middleware"] == ["aiwatch.middleware.django.AiwatchDjangoRouteMiddleware",
+                                           "opentelemetry.instrumentation.django.middleware.otel_middleware."
+                                           "_DjangoMiddleware",
                                            "tests.otel.django_project.middleware.ModelsMiddleware",
                                            "django.middleware.common.CommonMiddleware"]
     assert result["django_server_timing"] and "total;dur=" in result["django_server_timing"]
     assert any('route="items/<int:item_id>/"' in m and 'service="auto"' in m and m.endswith(" 1.0")
                for m in result["django_metrics"]), result["django_metrics"]
-    # aiwatch's own SERVER span per request (no OpenTelemetry instrumentation of Flask or Django is installed)
-    routes = sorted(s["attributes"].get("http.route") for s in _spans(stdout) if s["kind"] == "SpanKind.SERVER"
-                    and s["attributes"].get("http.route") not in (None, "/metrics"))
-    assert routes == ["/items/<int:item_id>", "items/<int:item_id>/"], routes
+    # aiwatch's own SERVER span per request (no OpenTelemetry instrumentation of Flask is installed; OpenTelemetry's
+    # Django middleware runs inside the handler aiwatch wraps)
+    spans = _spans(stdout)
+    servers = [s for s in spans if s["kind"] == "SpanKind.SERVER" and s["attributes"].get("http.route") not in
+               (None, "/metrics")]
+    assert sorted(s["attributes"]["http.route"] for s in servers) == ["/items/<int:item_id>", "items/<int:item_id>/"]
+    # and OpenTelemetry's Django span is an INTERNAL one under aiwatch's, in its trace
+    django = next(s for s in servers if s["attributes"]["http.route"] == "items/<int:item_id>/")
+    (internal,) = [s for s in spans if s["kind"] == "SpanKind.INTERNAL"
+                   and s["attributes"].get("http.route") == "items/<int:item_id>/"]
+    assert internal["parent_id"] == django["context"]["span_id"]
+    assert internal["context"]["trace_id"] == django["context"]["trace_id"]
