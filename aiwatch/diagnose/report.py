@@ -211,13 +211,15 @@ def diagnose_windows(baseline: WindowTotals, incident: WindowTotals, service: st
                                       request_split(incident, service, model_phases, splittable=splittable)))
     drifted = newly_drifted(baseline, incident)
     clamped = clamped_edges(baseline, incident, contributors)
+    overlapped = overlapped_services(contributors, floor)
     diagnosis = Diagnosis(service, before, after, contributors, floor, _tail(baseline, incident, service,
                                                                                model_phases, splittable),
                           signals(baseline, incident, service), drifted,
                           notes=restart_notes(baseline, incident) + unwatched_notes(baseline, incident)
-                          + [clamped_note(*edge) for edge in clamped])
+                          + [clamped_note(*edge) for edge in clamped]
+                          + [overlap_note(baseline, incident, s) for s in overlapped])
     lower_bounds = [f"network {caller} -> {peer}" for caller, peer, _, _ in clamped]
-    return Diagnosis(**{**diagnosis.__dict__, "verdict": verdict(diagnosis, lower_bounds)})
+    return Diagnosis(**{**diagnosis.__dict__, "verdict": verdict(diagnosis, lower_bounds, overlapped)})
 
 
 def clamped_share(w: WindowTotals, caller: str, peer: str) -> float | None:
@@ -249,6 +251,37 @@ def clamped_note(caller: str, peer: str, before: float | None, after: float | No
             f"aiwatch_network_clamped_total). Their network time counts as 0 and the whole call as {peer}'s time, so "
             f"{peer}'s parts are upper bounds: compare the total in {peer}'s Server-Timing with the time {caller} "
             "measures (a total that counts time before the request reached it, or read on another clock)")
+
+
+def overlapped_services(contributors: list[Contributor], floor: float) -> list[str]:
+    """The services of the split whose phases added up to more than their requests by at least ``floor`` per
+    request (of the diagnosed service) in a window: their ``unaccounted`` part is that much below 0. Phases that
+    run at once (``asyncio.gather``, threads) each count their whole time, so such a service's phase parts
+    overstate what they added to its requests."""
+    return sorted({c.part.service for c in contributors if c.part.component == "unaccounted"
+                   and min(c.baseline_seconds, c.incident_seconds) <= -floor})
+
+
+def overlap_per_request(w: WindowTotals, service: str) -> float:
+    """How much longer than ``service``'s mean request its phases add up to in ``w`` (0 when they do not)."""
+    requests = w.total("requests", service)
+    if requests <= 0:
+        return 0.0
+    return max(0.0, (w.total("phase_seconds", service) - w.total("request_seconds", service)) / requests)
+
+
+def overlap_note(baseline: WindowTotals, incident: WindowTotals, service: str) -> str:
+    """The note of a service found by :func:`overlapped_services`."""
+    def share(w: WindowTotals) -> str:
+        requests = w.total("requests", service)
+        return _share_text(min(1.0, w.total("overhead_clamped", service) / requests) if requests > 0 else None)
+
+    return (f"{service}'s phases overlap: in the incident window they add up to "
+            f"{ms(overlap_per_request(incident, service))} ms more than its mean request "
+            f"({ms(overlap_per_request(baseline, service))} ms in the baseline), from {share(incident)} of its "
+            f"requests ({share(baseline)} in the baseline; aiwatch_overhead_clamped_total). Phases that run at once "
+            "each count their whole time, so a phase that grew beside a longer one may have added nothing to the "
+            f"request; the part 'time outside {service}'s phases' is that overlap, below 0")
 
 
 def _share_text(share: float | None) -> str:
@@ -395,14 +428,18 @@ def _keys(baseline: WindowTotals, incident: WindowTotals, read: str) -> list[tup
     return sorted(set(baseline.of(read)) | set(incident.of(read)))
 
 
-def verdict(d: Diagnosis, lower_bounds: Collection[str] = ()) -> str:
+def verdict(d: Diagnosis, lower_bounds: Collection[str] = (), overlapped: Collection[str] = ()) -> str:
     """One line: the latency change and the load, the part that added the most time, the part that fell the most
     (when one fell beyond the noise floor), and the model's own time; and a caution naming the network parts that
-    are ``lower_bounds`` (:func:`clamped_edges`: the split of their peers' time is not to be trusted)."""
+    are ``lower_bounds`` (:func:`clamped_edges`: the split of their peers' time is not to be trusted) and the
+    services whose phases ``overlapped`` (:func:`overlapped_services`: their phase parts overstate)."""
     line = _verdict(d)
     if lower_bounds:
         are = "is a lower bound (see the note)" if len(lower_bounds) == 1 else "are lower bounds (see the notes)"
         line += f"; caution: {', '.join(lower_bounds)} {are}"
+    if overlapped:
+        whose = ", ".join(f"{s}'s" for s in overlapped)
+        line += f"; caution: {whose} phases overlap (see the note{'s' if len(overlapped) > 1 else ''})"
     return line
 
 

@@ -62,6 +62,8 @@ READS: tuple[Read, ...] = (
     Read("network_calls", "aiwatch_network_duration_seconds_count", ("service", "peer", "phase")),
     # calls whose peer reported more time than the caller saw: their network time was recorded as 0
     Read("network_clamped", "aiwatch_network_clamped_total", ("service", "peer")),
+    # requests whose phases added up to more than the request (run at once): their overhead was recorded as 0
+    Read("overhead_clamped", "aiwatch_overhead_clamped_total", ("service",)),
     # the tail: the same split, counted only for requests slower than the service's latency objective
     Read("slow_requests", "aiwatch_slow_requests_total", ("service",)),
     Read("slow_phase_seconds", "aiwatch_slow_phase_seconds_total", ("service", "phase")),

@@ -315,3 +315,57 @@ def test_two_network_parts_with_clamped_calls_are_both_cautioned() -> None:
                                                   "network gateway -> ranker is a lower bound"]
     assert d.verdict.endswith("; caution: network gateway -> inference, network gateway -> ranker are lower bounds "
                               "(see the notes)")
+
+
+def _with_overlap(w: WindowTotals, service: str, seconds: float, share: float) -> WindowTotals:
+    """``w`` with ``service``'s phases adding up to ``seconds`` per request more than its requests (phases run at
+    once), ``share`` of its requests counted in aiwatch_overhead_clamped_total."""
+    requests = w.total("requests", service)
+    shorter = {**w.of("request_seconds"), (service,): w.total("request_seconds", service) - seconds * requests}
+    return dataclasses.replace(w, values={**w.values, "request_seconds": shorter,
+                                          "overhead_clamped": {(service,): share * requests}})
+
+
+def overlap_note(service: str, incident_ms: str, baseline_ms: str, incident: str, baseline: str) -> str:
+    return (f"{service}'s phases overlap: in the incident window they add up to {incident_ms} ms more than its mean "
+            f"request ({baseline_ms} ms in the baseline), from {incident} of its requests ({baseline} in the "
+            "baseline; aiwatch_overhead_clamped_total). Phases that run at once each count their whole time, so a "
+            "phase that grew beside a longer one may have added nothing to the request; the part 'time outside "
+            f"{service}'s phases' is that overlap, below 0")
+
+
+def test_phases_that_overlap_are_noted_and_cautioned() -> None:
+    # the features lookup grew by 20 ms beside the call: the phase grew, the requests did not
+    baseline, incident = windows(features=0.024)
+    d = diagnose_windows(baseline, _with_overlap(incident, "gateway", 0.02, 0.8), "gateway")
+    note = overlap_note("gateway", "20", "0.0", "80%", "0%")
+    assert d.notes == [note]
+    assert f"note: {note}" in format_diagnosis(d).splitlines()
+    assert json.loads(json.dumps(d.to_dict()))["notes"] == [note]
+    assert d.cause == "phase:gateway/features"
+    assert "; offset by time outside gateway's phases (-20 ms)" in d.verdict
+    assert d.verdict.endswith("; caution: gateway's phases overlap (see the note)")
+    unaccounted = next(c for c in d.contributors if c.part.component == "unaccounted" and c.part.service == "gateway")
+    assert unaccounted.incident_seconds == pytest.approx(-0.02) and unaccounted.baseline_seconds == pytest.approx(0)
+    # in the baseline only: said the other way round
+    (before,) = diagnose_windows(_with_overlap(baseline, "gateway", 0.02, 0.5), incident, "gateway").notes
+    assert before == overlap_note("gateway", "0.0", "20", "0%", "50%")
+
+
+def test_an_overlap_under_the_noise_floor_gets_no_note() -> None:
+    baseline, incident = windows()
+    d = diagnose_windows(baseline, _with_overlap(incident, "gateway", 0.0005, 0.5), "gateway")
+    assert d.noise_floor_seconds > 0.0005
+    assert d.notes == [] and "caution" not in d.verdict
+
+
+def test_a_callees_overlap_is_noted_with_a_network_lower_bound() -> None:
+    baseline, incident = windows(model=0.06)
+    calls = incident.total("network_calls", "gateway", "inference")
+    incident = _with_clamps(_with_overlap(incident, "inference", 0.01, 0.3), 0.25 * calls)
+    d = diagnose_windows(baseline, incident, "gateway")
+    assert [n.split(":")[0] for n in d.notes] == ["network gateway -> inference is a lower bound",
+                                                  "inference's phases overlap"]
+    assert d.notes[1] == overlap_note("inference", "10", "0.0", "30%", "0%")
+    assert d.verdict.endswith("; caution: network gateway -> inference is a lower bound (see the note); caution: "
+                              "inference's phases overlap (see the note)")

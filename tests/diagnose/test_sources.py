@@ -8,6 +8,7 @@ import subprocess
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -24,6 +25,7 @@ from aiwatch.diagnose import (
 )
 from aiwatch.diagnose.sources import read_promql, scrape_totals
 from aiwatch.metrics import exposed_sample_names
+from aiwatch.promapi import PrometheusAPI
 from aiwatch.promql import LABEL_NAME
 from aiwatch.scrape import parse_metrics
 from tests.diagnose.backfill import backfilled_prometheus
@@ -584,3 +586,51 @@ def test_prometheus_notes_a_peer_reporting_more_than_the_call_took() -> None:
         d = diagnose(PrometheusWindows(prom.url), "gateway", incident=INCIDENT, baseline=BASELINE,
                      at=h.incident_end)
     _says_the_network_is_a_lower_bound(d)
+
+
+def _overlap_history() -> History:
+    """The gateway's features lookup 24 ms on average in the incident window, all of it beside its call to inference
+    (40 ms): the lookup's phase grew, the requests did not, and every request's phases add up to more than it."""
+    return history(replace(Means(), features=0.024, overlap=1.0))
+
+
+def _says_the_phases_overlap(d: Diagnosis) -> None:
+    (note,) = d.notes
+    assert note.startswith("gateway's phases overlap: in the incident window they add up to ")
+    assert "ms more than its mean request (0.0 ms in the baseline), from 100% of its requests (0% in the baseline; " \
+        "aiwatch_overhead_clamped_total)" in note
+    # what it warns of: the phase that grew is blamed, though the requests got no slower
+    assert d.cause == "phase:gateway/features"
+    assert d.incident.mean_seconds is not None and d.baseline.mean_seconds is not None
+    assert d.incident.mean_seconds < d.baseline.mean_seconds
+    assert d.verdict.endswith("; caution: gateway's phases overlap (see the note)")
+    # the lookup (12-36 ms) less the gateway's own overhead (0.5-1.5 ms)
+    unaccounted = next(c for c in d.contributors if c.part.component == "unaccounted" and c.part.service == "gateway")
+    assert unaccounted.incident_seconds == pytest.approx(-0.023, rel=0.1)
+
+
+def test_snapshots_and_the_scrape_source_note_phases_that_overlap() -> None:
+    h = _overlap_history()
+    expected = from_snapshots(h)
+    got = diagnose(scrape_source(h), "gateway", incident=INCIDENT, baseline=BASELINE, at=h.incident_end)
+    for d in (expected, got):
+        _says_the_phases_overlap(d)
+
+
+@pytest.mark.slow
+def test_prometheus_notes_phases_that_overlap(monkeypatch: pytest.MonkeyPatch) -> None:
+    h = _overlap_history()
+    asked: list[str] = []
+    query = PrometheusAPI.query
+
+    def counted(self: PrometheusAPI, promql: str, *args: Any, **kwargs: Any) -> Any:
+        asked.append(promql)
+        return query(self, promql, *args, **kwargs)
+
+    monkeypatch.setattr(PrometheusAPI, "query", counted)
+    with backfilled_prometheus(h.traffic.openmetrics()) as prom:
+        d = diagnose(PrometheusWindows(prom.url), "gateway", incident=INCIDENT, baseline=BASELINE,
+                     at=h.incident_end)
+    _says_the_phases_overlap(d)
+    # per window: one query per read, one for where the data begins, one for the resets (docs/diagnose.md)
+    assert len(asked) == 2 * (len(READS) + 2) == 62
