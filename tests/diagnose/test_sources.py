@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -571,23 +572,6 @@ def _says_the_network_is_a_lower_bound(d: Diagnosis) -> None:
     assert network.incident_seconds == 0.0 and network.baseline_seconds == pytest.approx(0.005, rel=0.1)
 
 
-def test_snapshots_and_the_scrape_source_note_a_peer_reporting_more_than_the_call_took() -> None:
-    h = _clamped_history()
-    expected = from_snapshots(h)
-    got = diagnose(scrape_source(h), "gateway", incident=INCIDENT, baseline=BASELINE, at=h.incident_end)
-    for d in (expected, got):
-        _says_the_network_is_a_lower_bound(d)
-
-
-@pytest.mark.slow
-def test_prometheus_notes_a_peer_reporting_more_than_the_call_took() -> None:
-    h = _clamped_history()
-    with backfilled_prometheus(h.traffic.openmetrics()) as prom:
-        d = diagnose(PrometheusWindows(prom.url), "gateway", incident=INCIDENT, baseline=BASELINE,
-                     at=h.incident_end)
-    _says_the_network_is_a_lower_bound(d)
-
-
 def _overlap_history() -> History:
     """The gateway's features lookup 24 ms on average in the incident window, all of it beside its call to inference
     (40 ms): the lookup's phase grew, the requests did not, and every request's phases add up to more than it."""
@@ -609,17 +593,27 @@ def _says_the_phases_overlap(d: Diagnosis) -> None:
     assert unaccounted.incident_seconds == pytest.approx(-0.023, rel=0.1)
 
 
-def test_snapshots_and_the_scrape_source_note_phases_that_overlap() -> None:
-    h = _overlap_history()
+#: a history and what its diagnosis must say, for each measure the split cannot take as it is
+CAVEATS: list[Any] = [pytest.param(_clamped_history, _says_the_network_is_a_lower_bound, id="network-lower-bound"),
+                      pytest.param(_overlap_history, _says_the_phases_overlap, id="phases-overlap")]
+
+
+@pytest.mark.parametrize(("make", "says"), CAVEATS)
+def test_snapshots_and_the_scrape_source_note_what_the_split_cannot_take_as_it_is(
+        make: Callable[[], History], says: Callable[[Diagnosis], None]) -> None:
+    h = make()
     expected = from_snapshots(h)
     got = diagnose(scrape_source(h), "gateway", incident=INCIDENT, baseline=BASELINE, at=h.incident_end)
     for d in (expected, got):
-        _says_the_phases_overlap(d)
+        says(d)
 
 
 @pytest.mark.slow
-def test_prometheus_notes_phases_that_overlap(monkeypatch: pytest.MonkeyPatch) -> None:
-    h = _overlap_history()
+@pytest.mark.parametrize(("make", "says"), CAVEATS)
+def test_prometheus_notes_what_the_split_cannot_take_as_it_is(make: Callable[[], History],
+                                                              says: Callable[[Diagnosis], None],
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    h = make()
     asked: list[str] = []
     query = PrometheusAPI.query
 
@@ -631,6 +625,6 @@ def test_prometheus_notes_phases_that_overlap(monkeypatch: pytest.MonkeyPatch) -
     with backfilled_prometheus(h.traffic.openmetrics()) as prom:
         d = diagnose(PrometheusWindows(prom.url), "gateway", incident=INCIDENT, baseline=BASELINE,
                      at=h.incident_end)
-    _says_the_phases_overlap(d)
+    says(d)
     # per window: one query per read, one for where the data begins, one for the resets (docs/diagnose.md)
     assert len(asked) == 2 * (len(READS) + 2) == 62
