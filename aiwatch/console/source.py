@@ -655,8 +655,8 @@ CAVEAT_TEXT = {
     NETWORK_CLAMPED: ("Network time counted as 0", "calls",
                       "The peer reported more time than the caller saw the call take (a Server-Timing total that "
                       "counts time before the request reached it, or one read on another clock): the network panel "
-                      "reads low for these links, and the caller's time in the peer high. The diagnosis names such a "
-                      "network part as a lower bound."),
+                      "reads low for these links, and the peer's share of the caller's time high. The diagnosis "
+                      "names such a network part as a lower bound."),
     OVERHEAD_CLAMPED: ("Overhead counted as 0", "requests",
                        "Their named phases added up to more than the request (phases that ran concurrently, or "
                        "clock anomalies): these services' phase stacks add up to more than their request time."),
