@@ -13,7 +13,7 @@ diagnosis of ``svc-00`` must name it.
 Timed, after one warm-up query:
 
 - the library, ``diagnose(PrometheusWindows(url), "svc-00", at=...)``: one instant query per read in each window
-  (2 x 29 at stop 48) and each window's coverage and resets queries, 62 in all (the bench counts and prints them),
+  (2 x 30 at stop 48) and each window's coverage and resets queries, 64 in all (the bench counts and prints them),
   8 in flight;
 - the command end to end, ``python -m aiwatch diagnose --prometheus URL --service svc-00 --at T --json`` (a new
   Python process: imports included), and without ``--service`` (the entry service is found from the same reads).

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -210,15 +210,18 @@ def diagnose_windows(baseline: WindowTotals, incident: WindowTotals, service: st
                               compare(request_split(baseline, service, model_phases, splittable=splittable),
                                       request_split(incident, service, model_phases, splittable=splittable)))
     drifted = newly_drifted(baseline, incident)
-    clamped = clamped_edges(baseline, incident, contributors)
+    clamped = lower_bound_edges(baseline, incident, contributors, clamped_share)
+    unmeasured = lower_bound_edges(baseline, incident, contributors, unmeasured_share)
     overlapped = overlapped_services(contributors, floor)
     diagnosis = Diagnosis(service, before, after, contributors, floor, _tail(baseline, incident, service,
                                                                                model_phases, splittable),
                           signals(baseline, incident, service), drifted,
                           notes=restart_notes(baseline, incident) + unwatched_notes(baseline, incident)
                           + [clamped_note(*edge) for edge in clamped]
+                          + [unmeasured_note(*edge) for edge in unmeasured]
                           + [overlap_note(baseline, incident, s) for s in overlapped])
-    lower_bounds = [f"network {caller} -> {peer}" for caller, peer, _, _ in clamped]
+    lower_bounds = [f"network {caller} -> {peer}"
+                    for caller, peer in sorted({(caller, peer) for caller, peer, _, _ in clamped + unmeasured})]
     return Diagnosis(**{**diagnosis.__dict__, "verdict": verdict(diagnosis, lower_bounds, overlapped)})
 
 
@@ -229,28 +232,48 @@ def clamped_share(w: WindowTotals, caller: str, peer: str) -> float | None:
     return min(1.0, w.total("network_clamped", caller, peer) / calls) if calls > 0 else None
 
 
-def clamped_edges(baseline: WindowTotals, incident: WindowTotals,
-                  contributors: list[Contributor]) -> list[tuple[str, str, float | None, float | None]]:
+def lower_bound_edges(baseline: WindowTotals, incident: WindowTotals, contributors: list[Contributor],
+                      share: Callable[[WindowTotals, str, str], float | None],
+                      ) -> list[tuple[str, str, float | None, float | None]]:
     """``(caller, peer, baseline share, incident share)`` of each network part of the split with at least
-    :data:`CLAMPED_SHARE` of its calls clamped in a window (:func:`clamped_share`): those calls' network time counts as
-    0 and their whole time as the peer's, so the part is a lower bound and the peer's parts upper bounds, whatever
-    the ranking says."""
+    :data:`CLAMPED_SHARE` of its calls in a window counted by ``share`` (:func:`clamped_share`,
+    :func:`unmeasured_share`): those calls' network time counts as 0 or not at all, and their whole time as the
+    peer's, so the part is a lower bound and the peer's parts upper bounds, whatever the ranking says."""
     edges = sorted({(c.part.service, c.part.peer) for c in contributors if c.part.component == "network"})
     found = []
     for caller, peer in edges:
-        before, after = clamped_share(baseline, caller, peer), clamped_share(incident, caller, peer)
+        before, after = share(baseline, caller, peer), share(incident, caller, peer)
         if max(before or 0.0, after or 0.0) >= CLAMPED_SHARE:
             found.append((caller, peer, before, after))
     return found
 
 
 def clamped_note(caller: str, peer: str, before: float | None, after: float | None) -> str:
-    """The note of a network part found by :func:`clamped_edges`."""
+    """The note of a network part found by :func:`lower_bound_edges` with :func:`clamped_share`."""
     return (f"network {caller} -> {peer} is a lower bound: {peer} reported more time than {caller} saw the call take "
             f"in {_share_text(after)} of the calls in the incident window ({_share_text(before)} in the baseline; "
             f"aiwatch_network_clamped_total). Their network time counts as 0 and the whole call as {peer}'s time, so "
             f"{peer}'s parts are upper bounds: compare the total in {peer}'s Server-Timing with the time {caller} "
             "measures (a total that counts time before the request reached it, or read on another clock)")
+
+
+def unmeasured_share(w: WindowTotals, caller: str, peer: str) -> float | None:
+    """The share of ``caller``'s calls to ``peer`` in ``w`` that have no network time: no total came back in the
+    peer's report (an error or a timeout before the peer answered, a proxy that drops the header), or the call was
+    retried; ``None`` without calls."""
+    calls = w.total("calls", caller, peer)
+    return min(1.0, max(0.0, 1.0 - w.total("network_calls", caller, peer) / calls)) if calls > 0 else None
+
+
+def unmeasured_note(caller: str, peer: str, before: float | None, after: float | None) -> str:
+    """The note of a network part found by :func:`lower_bound_edges` with :func:`unmeasured_share`."""
+    return (f"network {caller} -> {peer} is a lower bound: {_share_text(after)} of {caller}'s calls to {peer} in the "
+            f"incident window ({_share_text(before)} in the baseline) have no network time, since no total came "
+            f"back from {peer} (an error or a timeout before {peer} answered, a proxy that drops the Server-Timing "
+            "header) or the call was retried (aiwatch_client_request_duration_seconds_count against "
+            f"aiwatch_network_duration_seconds_count). Their whole time counts as {peer}'s, so {peer}'s parts may "
+            f"hold time {peer} never saw: compare them with {peer}'s own request latency, and {caller}'s calls by "
+            "status")
 
 
 def overlapped_services(contributors: list[Contributor], floor: float) -> list[str]:
@@ -431,7 +454,7 @@ def _keys(baseline: WindowTotals, incident: WindowTotals, read: str) -> list[tup
 def verdict(d: Diagnosis, lower_bounds: Collection[str] = (), overlapped: Collection[str] = ()) -> str:
     """One line: the latency change and the load, the part that added the most time, the part that fell the most
     (when one fell beyond the noise floor), and the model's own time; and a caution naming the network parts that
-    are ``lower_bounds`` (:func:`clamped_edges`: the split of their peers' time is not to be trusted) and the
+    are ``lower_bounds`` (:func:`lower_bound_edges`: the split of their peers' time is not to be trusted) and the
     services whose phases ``overlapped`` (:func:`overlapped_services`: their phase parts overstate)."""
     line = _verdict(d)
     if lower_bounds:

@@ -60,6 +60,8 @@ READS: tuple[Read, ...] = (
     Read("call_seconds", "aiwatch_client_request_duration_seconds_sum", ("service", "peer", "phase")),
     Read("network_seconds", "aiwatch_network_duration_seconds_sum", ("service", "peer", "phase")),
     Read("network_calls", "aiwatch_network_duration_seconds_count", ("service", "peer", "phase")),
+    # every call, with a network time or not (no report came back, or the call was retried)
+    Read("calls", "aiwatch_client_request_duration_seconds_count", ("service", "peer", "phase")),
     # calls whose peer reported more time than the caller saw: their network time was recorded as 0
     Read("network_clamped", "aiwatch_network_clamped_total", ("service", "peer")),
     # requests whose phases added up to more than the request (run at once): their overhead was recorded as 0

@@ -50,6 +50,7 @@ class World:
                     self.add("call_seconds", (name, peer, phase), client)
                     self.add("network_seconds", (name, peer, phase), net)
                     self.add("network_calls", (name, peer, phase), 1.0)
+                    self.add("calls", (name, peer, phase), 1.0)
                     call_parts.append((peer, phase, client, net))
                     seconds += client
             self.add("phase_seconds", (name, phase), seconds)

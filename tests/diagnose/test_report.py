@@ -369,3 +369,45 @@ def test_a_callees_overlap_is_noted_with_a_network_lower_bound() -> None:
     assert d.notes[1] == overlap_note("inference", "10", "0.0", "30%", "0%")
     assert d.verdict.endswith("; caution: network gateway -> inference is a lower bound (see the note); caution: "
                               "inference's phases overlap (see the note)")
+
+
+def _with_unmeasured(w: WindowTotals, share: float, seconds: float = 0.2) -> WindowTotals:
+    """``w`` with as many more gateway calls to inference as make ``share`` of them unmeasured: each ``seconds``
+    long, with no network time (no report came back), in gateway's inference_call phase and requests."""
+    calls = w.total("calls", "gateway", "inference")
+    extra = share * calls / (1.0 - share)
+    key, phase, request = ("gateway", "inference", "inference_call"), ("gateway", "inference_call"), ("gateway",)
+
+    def plus(read: str, k: tuple[str, ...], value: float) -> dict[tuple[str, ...], float]:
+        return {**w.of(read), k: w.of(read).get(k, 0.0) + value}
+
+    return dataclasses.replace(w, values={**w.values, "calls": plus("calls", key, extra),
+                                          "call_seconds": plus("call_seconds", key, extra * seconds),
+                                          "phase_seconds": plus("phase_seconds", phase, extra * seconds),
+                                          "request_seconds": plus("request_seconds", request, extra * seconds)})
+
+
+def test_calls_without_a_network_time_make_the_network_a_lower_bound() -> None:
+    baseline, incident = windows()
+    d = diagnose_windows(baseline, _with_unmeasured(incident, 0.1), "gateway")
+    (note,) = d.notes
+    assert note.startswith("network gateway -> inference is a lower bound: 10% of gateway's calls to inference in "
+                           "the incident window (0% in the baseline) have no network time, since no total came back "
+                           "from inference")
+    assert d.verdict.endswith("; caution: network gateway -> inference is a lower bound (see the note)")
+    # in the baseline only: said for the baseline
+    (before,) = diagnose_windows(_with_unmeasured(baseline, 0.05), incident, "gateway").notes
+    assert "0% of gateway's calls to inference in the incident window (5% in the baseline)" in before
+    # under the threshold: nothing
+    few = diagnose_windows(baseline, _with_unmeasured(incident, 0.009), "gateway")
+    assert few.notes == [] and "caution" not in few.verdict
+
+
+def test_a_part_that_is_a_lower_bound_twice_is_cautioned_once() -> None:
+    baseline, incident = windows()
+    calls = incident.total("network_calls", "gateway", "inference")
+    d = diagnose_windows(baseline, _with_clamps(_with_unmeasured(incident, 0.1), 0.25 * calls), "gateway")
+    clamped, unmeasured = d.notes
+    assert clamped.startswith("network gateway -> inference is a lower bound: inference reported more time")
+    assert unmeasured.startswith("network gateway -> inference is a lower bound: 10% of gateway's calls")
+    assert d.verdict.endswith("; caution: network gateway -> inference is a lower bound (see the note)")

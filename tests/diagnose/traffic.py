@@ -55,6 +55,12 @@ class Means:
     #: much earlier): 1 hides the whole lookup behind the call, and the gateway's phases add up to more than its
     #: requests (their overhead clamped to 0 and counted)
     overlap: float = 0.0
+    #: the share of the gateway's calls that get no answer: they time out after ``unanswered_after`` seconds without
+    #: reaching inference (a load balancer's queue, a partition), recorded with no Server-Timing under the peer
+    #: ``inference``, as a client with a fixed peer labels them (``ClientRecorder(peer=...)``; one that takes the
+    #: names peers report labels them with the address instead: a peer part of their own)
+    unanswered: float = 0.0
+    unanswered_after: float = 0.2
 
 
 def stall_wait(stall: float, gap: float) -> float:
@@ -99,6 +105,13 @@ class Traffic:
         gw.add("features", None, features)
         own = t + features * (1.0 - m.overlap)  # the call phase's start: the lookup's end, or beside it
         call_start = own + self._draw(m.call_own)
+        if m.unanswered and self.rng.random() < m.unanswered:  # drawn only then: the other histories keep theirs
+            call_end = call_start + m.unanswered_after
+            self.client.record(call_start, call_end, "10.0.0.2:8001", "/predict", "ReadTimeout", None, gw,
+                               "inference_call", "server_timing", fixed_peer=self.inference.service)
+            gw.add("inference_call", None, call_end - own)
+            self.gateway.finish(gw, "/recommend", "POST", "504", end=call_end + self._draw(m.gateway_overhead))
+            return
         served = self.inference.begin(start=call_start)
         parts = [("queue", self._draw(m.queue)), ("inference", self._draw(m.model))]
         for name, seconds in parts:
