@@ -184,12 +184,16 @@ def build(gpu_source: str = "aiwatch") -> dict[str, Any]:
             w=6)
     lay.add(timeseries(CAVEATS_TITLE,
                        [target(q.network_clamped_share(W, SVC), "network counted as 0: {{service}} → {{peer}}" + AT),
-                        target(q.overhead_clamped_share(W, SVC), "overhead counted as 0: {{service}}" + AT, "B"),
-                        target(q.unclosed_share(W, SVC), "dropped unclosed (WSGI): {{service}}" + AT, "C")],
+                        target(q.unmeasured_share(W, SVC), "no network time: {{service}} → {{peer}}" + AT, "B"),
+                        target(q.overhead_clamped_share(W, SVC), "overhead counted as 0: {{service}}" + AT, "C"),
+                        target(q.unclosed_share(W, SVC), "dropped unclosed (WSGI): {{service}}" + AT, "D")],
                        "percentunit",
                        "Share of each service's calls or requests the latency split could not measure as it is. "
                        "Network counted as 0: the peer reported more time than the caller saw the call take "
-                       "(aiwatch_network_clamped_total), so the network panel reads low and the peer's time high. "
+                       "(aiwatch_network_clamped_total), so the network panel reads low and the peer's time high. No "
+                       "network time: no total came back from the peer (an error or a timeout before it answered, a "
+                       "proxy that drops Server-Timing) or the call was retried; their whole time counts as the "
+                       "peer's in the diagnosis (peers that never report are left out). "
                        "Overhead counted as 0: the request's named phases added up to more than it (concurrent "
                        "phases, clock anomalies; aiwatch_overhead_clamped_total), so its phase stack adds up to more "
                        "than its time. Dropped unclosed: WSGI responses the server never closed "

@@ -291,7 +291,7 @@ def _latency_view(src: DataSource, window: float, prefetch: Prefetch) -> None:
           "No link throughput: it needs both the bytes instrumented clients moved (aiwatch_client_bytes_total) "
           f"and their network time to the peer in the last {w}.", windowed=True)
     panel(f"What the split could not measure as it is (share of calls or requests, over {w})",
-          lambda: _only(_grown(caveats()), shown, "service", "peer"), lambda d: _draw_caveats(d, w),
+          lambda: _only(_grown(caveats(), CAVEAT_NOISE), shown, "service", "peer"), lambda d: _draw_caveats(d, w),
           f"Every call's network time and every request's overhead in the last {w} were measured as they are: no "
           "peer reported more time than its caller saw, no request's phases added up to more than the request, no "
           "WSGI response was dropped unclosed.", empty_is_good=True, windowed=True)
@@ -319,6 +319,10 @@ def _latency_view(src: DataSource, window: float, prefetch: Prefetch) -> None:
               lambda d: line(d, ["service"], "ratio"), f"No requests in the last {w}, so no error ratio.",
               windowed=True)
 
+
+CAVEAT_NOISE = 1e-6
+"""A caveat's share at or under this is 0: a share of calls with no network time is one less a ratio of two rates
+that Prometheus extrapolates each on its own, a rounding away from 0 when every call was measured."""
 
 CAVEAT_SHARE = CLAMPED_SHARE
 """The share of a service's calls or requests from which a caveat is warned about (the diagnosis' own threshold for
@@ -950,9 +954,10 @@ def alerts_view(src: DataSource, window: float) -> None:
               empty_is_good=True, windowed=True)
 
 
-def _grown(series: list[Series]) -> list[Series]:
-    """The series of a counter's rate that were above zero at some time: a counter that did not grow is no news."""
-    return [s for s in series if any(v > 0 for _, v in s.points)]
+def _grown(series: list[Series], above: float = 0.0) -> list[Series]:
+    """The series of a counter's rate that were ``above`` zero (or a value that is noise) at some time: a counter
+    that did not grow is no news."""
+    return [s for s in series if any(v > above for _, v in s.points)]
 
 
 def _per_name(series: list[Series], label: str) -> list[tuple[str, float]]:

@@ -22,6 +22,7 @@ from aiwatch.console.source import (
     OVERHEAD_CLAMPED,
     QUANTILES,
     UNCLOSED,
+    UNMEASURED,
     AlertRow,
     BinRow,
     DataSource,
@@ -272,7 +273,7 @@ class PrometheusSource(DataSource):
 
     def measurement_caveats(self, window: float) -> list[Series]:
         w, end = duration(window), time.time()
-        queries = ((NETWORK_CLAMPED, self.q.network_clamped_share(w)),
+        queries = ((NETWORK_CLAMPED, self.q.network_clamped_share(w)), (UNMEASURED, self.q.unmeasured_share(w)),
                    (OVERHEAD_CLAMPED, self.q.overhead_clamped_share(w)), (UNCLOSED, self.q.unclosed_share(w)))
         answers = self._all([partial(self._range, query, end) for _, query in queries])
         return [s for (caveat, _), answer in zip(queries, answers, strict=True)

@@ -87,6 +87,7 @@ VERSION_ERRORS = metric("aiwatch_model_version_errors_total")
 INSTRUMENTATION_ERRORS = metric("aiwatch_instrumentation_errors_total")
 LABEL_OVERFLOW = metric("aiwatch_label_overflow_total")
 NETWORK_CLAMPED = metric("aiwatch_network_clamped_total")
+CLIENT_REQUESTS = metric("aiwatch_client_request_duration_seconds")
 OVERHEAD_CLAMPED = metric("aiwatch_overhead_clamped_total")
 UNCLOSED_RESPONSES = metric("aiwatch_unclosed_responses_total")
 
@@ -398,6 +399,14 @@ class PanelQueries:
         labels = self._by("service", "peer")
         return (f"{by('sum', labels, rate(NETWORK_CLAMPED, w, *self._m(svc)))}"
                 f" / {by('sum', labels, rate(NETWORK.count, w, *self._m(svc)))}")
+
+    def unmeasured_share(self, w: str, svc: MatcherText = "") -> str:
+        """Share of each ``service``'s calls to each ``peer`` with no network time (no total came back from the peer,
+        or the call was retried), for the peers whose network time has a count: one that never reports has no
+        series."""
+        labels = self._by("service", "peer")
+        return (f"clamp_min(1 - {by('sum', labels, rate(NETWORK.count, w, *self._m(svc)))}"
+                f" / {by('sum', labels, rate(CLIENT_REQUESTS.count, w, *self._m(svc)))}, 0)")
 
     def overhead_clamped_share(self, w: str, svc: MatcherText = "") -> str:
         """Share of each ``service``'s requests whose named phases added up to more than the request (phases that

@@ -48,6 +48,7 @@ from aiwatch.console.source import (
     OVERHEAD_CLAMPED,
     QUANTILES,
     UNCLOSED,
+    UNMEASURED,
     AlertRow,
     BinRow,
     DataSource,
@@ -583,6 +584,9 @@ class ScrapeSource(DataSource):
             clamped = sum_by(self._rate(data, Q.NETWORK_CLAMPED.name, t, window), ("service", "peer"))
             out: Samples = [({"caveat": NETWORK_CLAMPED, "service": svc, "peer": peer}, v / calls[(svc, peer)])
                             for (svc, peer), v in clamped.items() if calls.get((svc, peer), 0.0) > 0]
+            made = sum_by(self._rate(data, Q.CLIENT_REQUESTS.count, t, window), ("service", "peer"))
+            out += [({"caveat": UNMEASURED, "service": svc, "peer": peer}, max(0.0, 1.0 - calls[(svc, peer)] / v))
+                    for (svc, peer), v in made.items() if v > 0 and (svc, peer) in calls]
             requests = sum_by(self._rate(data, Q.REQUESTS.count, t, window), ("service",))
             for caveat, counter in ((OVERHEAD_CLAMPED, Q.OVERHEAD_CLAMPED), (UNCLOSED, Q.UNCLOSED_RESPONSES)):
                 counted = sum_by(self._rate(data, counter.name, t, window), ("service",))

@@ -336,8 +336,9 @@ class DataSource(ABC):
     @abstractmethod
     def measurement_caveats(self, window: float) -> list[Series]:
         """What the latency split could not measure as it is: per ``caveat`` (:data:`CAVEATS`) and ``service``
-        (and ``peer`` for :data:`NETWORK_CLAMPED`), the share of the service's calls or requests it happened to,
-        from its counter's rate over the calls' or requests' rate. A series exists once its counter does."""
+        (and ``peer`` for :data:`NETWORK_CLAMPED` and :data:`UNMEASURED`), the share of the service's calls or
+        requests it happened to, from its counter's rate over the calls' or requests' rate. A series exists once its
+        counter does."""
 
     # --- AI traffic ---------------------------------------------------------------------------------------
     @abstractmethod
@@ -639,16 +640,20 @@ def service_order(services: Iterable[str], network: Iterable[Series] = ()) -> li
     return sorted(names, key=lambda n: (depth[n], n))
 
 
-NETWORK_CLAMPED, OVERHEAD_CLAMPED, UNCLOSED = "network_clamped", "overhead_clamped", "unclosed"
+NETWORK_CLAMPED, UNMEASURED = "network_clamped", "unmeasured"
+OVERHEAD_CLAMPED, UNCLOSED = "overhead_clamped", "unclosed"
 """The ``caveat`` of :meth:`DataSource.measurement_caveats`' series:
 
 - ``network_clamped``: a call whose peer reported more time than the caller saw it take; its network time counts as
   0 and its whole time as the peer's (``aiwatch_network_clamped_total`` over the network time's count);
+- ``unmeasured``: a call with no network time, since no total came back from the peer or the call was retried
+  (the calls' count less the network time's, over the calls' count: only for the peers that report at all, whose
+  network time has a count);
 - ``overhead_clamped``: a request whose named phases added up to more than its time; its overhead counts as 0
   (``aiwatch_overhead_clamped_total`` over the requests);
 - ``unclosed``: a WSGI response the server dropped without closing it, recorded as it stood then
   (``aiwatch_unclosed_responses_total`` over the requests)."""
-CAVEATS = (NETWORK_CLAMPED, OVERHEAD_CLAMPED, UNCLOSED)
+CAVEATS = (NETWORK_CLAMPED, UNMEASURED, OVERHEAD_CLAMPED, UNCLOSED)
 
 #: Per caveat: what happened to the calls or requests, what it does to the panels above, and what is counted.
 CAVEAT_TEXT = {
@@ -657,6 +662,11 @@ CAVEAT_TEXT = {
                       "counts time before the request reached it, or one read on another clock): the network panel "
                       "reads low for these links, and the peer's share of the caller's time high. The diagnosis "
                       "names such a network part as a lower bound."),
+    UNMEASURED: ("Calls with no network time", "calls",
+                 "No total came back from the peer (an error or a timeout before it answered, a proxy that drops the "
+                 "Server-Timing header), or the call was retried: the network panel leaves them out, and the "
+                 "diagnosis counts their whole time as the peer's, so it names such a network part as a lower "
+                 "bound."),
     OVERHEAD_CLAMPED: ("Overhead counted as 0", "requests",
                        "Their named phases added up to more than the request (phases that ran concurrently, or "
                        "clock anomalies): these services' phase stacks add up to more than their request time."),

@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from aiwatch.client import ClientRecorder
 from aiwatch.console import ScrapeSource
-from aiwatch.console.source import CAVEAT_TEXT, NETWORK_CLAMPED, OVERHEAD_CLAMPED
+from aiwatch.console.source import CAVEAT_TEXT, NETWORK_CLAMPED, OVERHEAD_CLAMPED, UNMEASURED
 from aiwatch.metrics import Metrics
 from aiwatch.timing import RequestRecorder
 from tests.console.conftest import run_view, texts
@@ -20,6 +20,7 @@ from tests.console.conftest import run_view, texts
 URL = "http://127.0.0.1:9/metrics"
 TITLE = "What the split could not measure as it is"
 NETWORK, OVERHEAD = CAVEAT_TEXT[NETWORK_CLAMPED][0], CAVEAT_TEXT[OVERHEAD_CLAMPED][0]
+UNANSWERED = CAVEAT_TEXT[UNMEASURED][0]
 
 
 class Service:
@@ -31,21 +32,25 @@ class Service:
         self.client = ClientRecorder(service="gw", peer="api", metrics=self.metrics)
         self.clock = 1000.0
 
-    def serve(self, requests: int, clamped: int = 0, overlapped: int = 0) -> None:
-        """``requests`` requests, ``clamped`` of whose calls the peer reports 5 ms longer than they took, and
-        ``overlapped`` of which have phases adding up to more than the request."""
+    def serve(self, requests: int, clamped: int = 0, overlapped: int = 0, unanswered: int = 0) -> None:
+        """``requests`` requests, ``clamped`` of whose calls the peer reports 5 ms longer than they took,
+        ``overlapped`` of which have phases adding up to more than the request, and ``unanswered`` of whose calls
+        get no report back (after the clamped ones). Each also calls ``cache``, which never reports."""
         for i in range(requests):
             start = self.clock
             tl = self.requests.begin(start=start)
             tl.add("call", None, 0.05)
             reported = 0.055 if i < clamped else 0.04
-            self.client.record(start, start + 0.05, "api:80", "/", "200", f"total;dur={reported * 1000}", None,
-                               "call", "server_timing")
+            timing = None if clamped <= i < clamped + unanswered else f"total;dur={reported * 1000}"
+            self.client.record(start, start + 0.05, "api:80", "/", "200", timing, None, "call", "server_timing")
+            self.client.record(start, start + 0.001, "cache:6379", "/", "200", None, None, "call", "server_timing",
+                               fixed_peer="cache")
             self.requests.finish(tl, "/", "GET", "200", end=start + (0.049 if i < overlapped else 0.06))
             self.clock += 1.0
 
-    def scrapes(self, src: ScrapeSource, *steps: tuple[int, int, int]) -> None:
-        """One scrape after each ``(requests, clamped, overlapped)`` step, the last one now, 10 s apart."""
+    def scrapes(self, src: ScrapeSource, *steps: tuple[int, ...]) -> None:
+        """One scrape after each ``(requests, clamped, overlapped[, unanswered])`` step, the last one now, 10 s
+        apart."""
         now = time.time()
         for i, step in enumerate(steps):
             self.serve(*step)
@@ -58,7 +63,7 @@ def view(monkeypatch: pytest.MonkeyPatch) -> Any:
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("AIWATCH_CONSOLE_WINDOW", "60")
 
-    def run(*steps: tuple[int, int, int]) -> Any:
+    def run(*steps: tuple[int, ...]) -> Any:
         src = ScrapeSource([URL], interval=10.0, history=600, start=False)
         Service().scrapes(src, *steps)
         return run_view(src, "Latency")
@@ -112,3 +117,12 @@ def test_counters_that_did_not_grow_in_the_span_are_no_news(view: Any) -> None:
     assert any(t.startswith("Every call's network time and every request's overhead in the last 1m were measured "
                             "as they are") for t in texts(at.success))
     assert not [d for d in at.dataframe if "share %" in d.value.columns]
+
+
+def test_calls_without_a_report_are_a_share_of_the_peers_calls(view: Any) -> None:
+    # 10 of 100 calls to api got no report back in the window; cache never reports, so it is no peer of this panel
+    at = view((1, 0, 0, 0), (100, 0, 0, 10), (100, 0, 0, 10))
+    (unanswered,) = [t for t in texts(at.warning) if t.startswith(UNANSWERED)]
+    assert unanswered.startswith(f"{UNANSWERED} in the last 1m: gw → api 10.0% of calls. No total came back")
+    table = caveats_table(at)
+    assert list(table["caveat"]) == [UNANSWERED] and list(table["service → peer"]) == ["gw → api"]

@@ -12,7 +12,14 @@ import pytest
 
 from aiwatch.console import PrometheusSource, ScrapeSource
 from aiwatch.console.scrape import sum_by
-from aiwatch.console.source import NETWORK_CLAMPED, OVERHEAD_CLAMPED, UNCLOSED, DataSource
+from aiwatch.console.source import (
+    CAVEAT_TEXT,
+    NETWORK_CLAMPED,
+    OVERHEAD_CLAMPED,
+    UNCLOSED,
+    UNMEASURED,
+    DataSource,
+)
 from tests.console.conftest import (
     CAVEAT_WARNINGS,
     HOSTILE_SERVICE,
@@ -203,8 +210,10 @@ def test_measurement_caveats_are_the_workloads_shares(source: DataSource) -> Non
     calls or the recommender's requests, and nothing of the others."""
     shares = {(s.labels["caveat"], s.labels["service"], s.labels.get("peer")): s.last
               for s in source.measurement_caveats(5.0)}
-    assert shares.keys() == {(NETWORK_CLAMPED, GATEWAY, SERVICE), (OVERHEAD_CLAMPED, SERVICE, None),
-                             (UNCLOSED, SERVICE, None)}
+    assert shares.keys() == {(NETWORK_CLAMPED, GATEWAY, SERVICE), (UNMEASURED, GATEWAY, SERVICE),
+                             (OVERHEAD_CLAMPED, SERVICE, None), (UNCLOSED, SERVICE, None)}
+    # every call gets the recommender's report: none goes without a network time
+    assert shares.pop((UNMEASURED, GATEWAY, SERVICE)) == pytest.approx(0, abs=1e-6)
     for key, share in shares.items():
         # Prometheus extrapolates each series of the request rate to the window's edges on its own
         assert share == pytest.approx(1 / REQUESTS, rel=0.1), key
@@ -213,14 +222,17 @@ def test_measurement_caveats_are_the_workloads_shares(source: DataSource) -> Non
 def test_the_latency_view_warns_of_what_the_split_could_not_measure(source: DataSource) -> None:
     at = run_view(source, "Latency")
     warned = {t.split(" in the last ")[0]: t for t in texts(at.warning) if t.startswith(CAVEAT_WARNINGS)}
-    assert list(warned) == list(CAVEAT_WARNINGS)  # in the order of CAVEATS
+    # in the order of CAVEATS; every call of the workload gets the recommender's report, none goes without a network
+    # time
+    network, overhead, unclosed = (CAVEAT_TEXT[c][0] for c in (NETWORK_CLAMPED, OVERHEAD_CLAMPED, UNCLOSED))
+    assert list(warned) == [network, overhead, unclosed]
     share = r"\d+\.\d% of "
     assert re.search(f"in the last 5s: {GATEWAY} → {SERVICE} {share}calls\\. The peer reported more time",
-                     warned[CAVEAT_WARNINGS[0]]), warned
+                     warned[network]), warned
     assert re.search(f"in the last 5s: {SERVICE} {share}requests\\. Their named phases added up",
-                     warned[CAVEAT_WARNINGS[1]]), warned
+                     warned[overhead]), warned
     assert re.search(f"in the last 5s: {SERVICE} {share}requests\\. Each was recorded as it stood",
-                     warned[CAVEAT_WARNINGS[2]]), warned
+                     warned[unclosed]), warned
     table = next(d.value for d in at.dataframe if "share %" in d.value.columns)
     assert list(table["service → peer"]) == [f"{GATEWAY} → {SERVICE}", SERVICE, SERVICE]
     assert list(table["share %"]) == pytest.approx([100 / REQUESTS] * 3, rel=0.1)
