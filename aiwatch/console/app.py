@@ -293,8 +293,8 @@ def _latency_view(src: DataSource, window: float, prefetch: Prefetch) -> None:
     panel(f"What the split could not measure as it is (share of calls or requests, over {w})",
           lambda: _only(_grown(caveats(), CAVEAT_NOISE), shown, "service", "peer"), lambda d: _draw_caveats(d, w),
           f"Every call's network time and every request's overhead in the last {w} were measured as they are: no "
-          "peer reported more time than its caller saw, no request's phases added up to more than the request, no "
-          "WSGI response was dropped unclosed.", empty_is_good=True, windowed=True)
+          "peer reported more time than its caller saw or left a call without its report, no request's phases added "
+          "up to more than the request, no WSGI response was dropped unclosed.", empty_is_good=True, windowed=True)
     panel(f"Event loop delay per service (ms; p99 and mean over {w}): how late each asyncio server's loop ran; a "
           "starved loop slows every request and shows as network time on its callers",
           lambda: _only(loops(), shown, "service"),
