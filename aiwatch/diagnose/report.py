@@ -222,7 +222,8 @@ def diagnose_windows(baseline: WindowTotals, incident: WindowTotals, service: st
                           + [overlap_note(baseline, incident, s) for s in overlapped])
     lower_bounds = [f"network {caller} -> {peer}"
                     for caller, peer in sorted({(caller, peer) for caller, peer, _, _ in clamped + unmeasured})]
-    return Diagnosis(**{**diagnosis.__dict__, "verdict": verdict(diagnosis, lower_bounds, overlapped)})
+    return Diagnosis(**{**diagnosis.__dict__,
+                        "verdict": verdict(diagnosis, lower_bounds, overlapped, len(clamped) + len(unmeasured))})
 
 
 def clamped_share(w: WindowTotals, caller: str, peer: str) -> float | None:
@@ -451,15 +452,18 @@ def _keys(baseline: WindowTotals, incident: WindowTotals, read: str) -> list[tup
     return sorted(set(baseline.of(read)) | set(incident.of(read)))
 
 
-def verdict(d: Diagnosis, lower_bounds: Collection[str] = (), overlapped: Collection[str] = ()) -> str:
+def verdict(d: Diagnosis, lower_bounds: Collection[str] = (), overlapped: Collection[str] = (),
+            lower_bound_notes: int | None = None) -> str:
     """One line: the latency change and the load, the part that added the most time, the part that fell the most
     (when one fell beyond the noise floor), and the model's own time; and a caution naming the network parts that
-    are ``lower_bounds`` (:func:`lower_bound_edges`: the split of their peers' time is not to be trusted) and the
-    services whose phases ``overlapped`` (:func:`overlapped_services`: their phase parts overstate)."""
+    are ``lower_bounds`` (:func:`lower_bound_edges`: the split of their peers' time is not to be trusted), pointing
+    at their ``lower_bound_notes`` (default: one each), and the services whose phases ``overlapped``
+    (:func:`overlapped_services`: their phase parts overstate)."""
     line = _verdict(d)
     if lower_bounds:
-        are = "is a lower bound (see the note)" if len(lower_bounds) == 1 else "are lower bounds (see the notes)"
-        line += f"; caution: {', '.join(lower_bounds)} {are}"
+        are = "is a lower bound" if len(lower_bounds) == 1 else "are lower bounds"
+        notes = len(lower_bounds) if lower_bound_notes is None else lower_bound_notes
+        line += f"; caution: {', '.join(lower_bounds)} {are} (see the note{'s' if notes > 1 else ''})"
     if overlapped:
         whose = ", ".join(f"{s}'s" for s in overlapped)
         line += f"; caution: {whose} phases overlap (see the note{'s' if len(overlapped) > 1 else ''})"

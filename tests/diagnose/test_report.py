@@ -410,4 +410,4 @@ def test_a_part_that_is_a_lower_bound_twice_is_cautioned_once() -> None:
     clamped, unmeasured = d.notes
     assert clamped.startswith("network gateway -> inference is a lower bound: inference reported more time")
     assert unmeasured.startswith("network gateway -> inference is a lower bound: 10% of gateway's calls")
-    assert d.verdict.endswith("; caution: network gateway -> inference is a lower bound (see the note)")
+    assert d.verdict.endswith("; caution: network gateway -> inference is a lower bound (see the notes)")
