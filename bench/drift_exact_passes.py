@@ -30,12 +30,11 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from drift_bench import N_NUM, make_data
+from drift_bench import N_NUM, stored_profile_case
 
 from aiwatch.drift import stattests
 from aiwatch.drift.evaluate import compare
 from aiwatch.drift.features import NumericalFeature
-from aiwatch.drift.profile import ReferenceProfile
 from aiwatch.drift.sampling import systematic_sample
 
 
@@ -61,11 +60,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=7)
     args = parser.parse_args()
-    profile = ReferenceProfile.build(make_data(args.rows, seed=1, shifted=False))
-    current = make_data(args.rows, seed=2, shifted=True)
-    import scipy.spatial.distance  # what the checks import on first use, outside the timings
-    import scipy.stats  # noqa: F401
-
+    profile, current = stored_profile_case(args.rows)
     sampled_check = best_cpu(lambda: compare(profile, current), args.repeat)
     exact_check = best_cpu(lambda: compare(profile, current, exact=True), args.repeat)
 

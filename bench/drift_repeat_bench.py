@@ -30,10 +30,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "bench")]
 
-from drift_bench import N_CAT, N_NUM, make_data  # noqa: E402
+from drift_bench import N_CAT, N_NUM, stored_profile_case  # noqa: E402
 
 from aiwatch.drift.evaluate import DEFAULT_MAX_EXACT, compare  # noqa: E402
-from aiwatch.drift.profile import ReferenceProfile  # noqa: E402
 
 
 def main() -> None:
@@ -41,12 +40,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--rounds", type=int, default=15)
     args = parser.parse_args()
-    # imported by the first check otherwise: not timed on either side
-    import scipy.spatial.distance
-    import scipy.stats  # noqa: F401
-
-    profile = ReferenceProfile.build(make_data(args.rows, seed=1, shifted=False))
-    current = make_data(args.rows, seed=2, shifted=True)
+    profile, current = stored_profile_case(args.rows)
     print(f"stored-profile check, {args.rows} rows x ({N_NUM} numerical + {N_CAT} categorical), {args.rounds} rounds;"
           f" python {sys.version.split()[0]}, load average {os.getloadavg()[0]:.2f} at the start")
     sampled_values = min(args.rows, DEFAULT_MAX_EXACT) * N_NUM
