@@ -131,7 +131,8 @@ CONTRACT: tuple[MetricSpec, ...] = (
     MetricSpec("aiwatch_network_duration_seconds", "histogram",
                "Network and transport time seen by a caller: client-observed time minus the time the server "
                "reported back (Server-Timing header or gRPC trailing metadata). 'peer' is the name the server "
-               "reported (its service), else its address; 'phase' is the caller's phase the call was made in.",
+               "reported (its service), else the one name that answered the same route at that address before, "
+               "else its address; 'phase' is the caller's phase the call was made in.",
                ("service", "peer", "phase"), "seconds", LATENCY_BUCKETS),
     MetricSpec("aiwatch_client_request_duration_seconds", "histogram",
                "Client-observed time per outgoing call, by peer, route, status (including client-side statuses "

@@ -46,7 +46,13 @@ NAMES_PER_ADDRESS = 16
 """The most distinct service names the peers at one address may report as ``peer`` labels; a further one is
 refused (the call is labelled with the address): one peer cannot take the label guard's slots from all others."""
 
+UNKNOWN_ADDRESS = "unknown"
+"""The ``address`` of a call whose integration does not know where it went (a gRPC interceptor given no channel):
+it names no one peer, so a name reported under it labels no call that brought none
+(:meth:`ReportedNames.answering`)."""
+
 _TRACKED_ADDRESSES = 1024  # addresses whose reported names are remembered; when full, forgotten and learnt again
+_TRACKED_ROUTES = 4096  # (address, route) pairs whose answering name is remembered; the same
 
 _route: ContextVar[str | None] = ContextVar("aiwatch_client_route", default=None)
 _clock = time.perf_counter
@@ -88,10 +94,11 @@ class ReportedNames:
     labels one peer can make. Lock-free: threads racing on one address may take a few names more, never without
     bound."""
 
-    __slots__ = ("_by_address",)
+    __slots__ = ("_by_address", "_by_route")
 
     def __init__(self) -> None:
         self._by_address: dict[str, set[str]] = {}
+        self._by_route: dict[tuple[str, str], str] = {}  # (address, route): the name that answered, "" for several
 
     def refusal(self, address: str, name: str) -> str | None:
         """Why ``name``, reported by the peer at ``address``, is no ``peer`` label; ``None`` when it is one."""
@@ -112,6 +119,28 @@ class ReportedNames:
         known.add(name)
         return None
 
+    def remember(self, address: str, route: str, name: str) -> None:
+        """Note that the call to ``route`` at ``address`` was answered by ``name`` (a name :meth:`refusal` took), for
+        :meth:`answering`. Calls with no route template (``__unmatched__``, ``__overflow__``) or no address are not
+        noted: which peer behind a shared address (an ingress routing by path) answered them tells nothing of the
+        next one."""
+        if route.startswith("__") or address == UNKNOWN_ADDRESS:
+            return
+        key = (address, route)
+        known = self._by_route.get(key)
+        if known is None:
+            if len(self._by_route) >= _TRACKED_ROUTES:
+                self._by_route.clear()
+            self._by_route[key] = name
+        elif known and known != name:
+            self._by_route[key] = ""  # answered by two names: which one a call that brought none was for is unknown
+
+    def answering(self, address: str, route: str) -> str | None:
+        """The one name that answered calls to ``route`` at ``address`` (:meth:`remember`): the ``peer`` label of a
+        call to it that brought no name back (an error, a timeout, a load balancer's 503), so that it is counted
+        under the peer it was meant for. ``None`` when none answered yet, or several."""
+        return self._by_route.get((address, route)) or None
+
 
 class ClientRecorder:
     """Times outgoing calls and records ``aiwatch_client_request_duration_seconds`` and
@@ -124,8 +153,9 @@ class ClientRecorder:
     a CLIENT span per HTTP call; W3C trace context is injected either way), and
 
     - ``peer``: a fixed ``peer`` label (default: the service name the peer reports in ``Server-Timing``, when
-      :class:`ReportedNames` takes it, else ``host:port`` of each URL or the gRPC interceptor's ``address``;
-      bounded by the cardinality guard).
+      :class:`ReportedNames` takes it; for a call that brought no name back, the one name that answered calls to
+      its route template at its address before (:meth:`ReportedNames.answering`); else ``host:port`` of each URL
+      or the gRPC interceptor's ``address``; bounded by the cardinality guard).
     - ``route_resolver``: ``(method, url) -> route template or None``, used when an HTTP call names no route.
     """
 
@@ -262,7 +292,8 @@ class ClientRecorder:
         the peer's ``total``; none when the call was ``retried`` or the report is a retried attempt's
         (:attr:`aiwatch.servertiming.ServerTiming.retried`): its total misses the earlier attempts. The
         ``peer`` label is ``fixed_peer`` or this recorder's fixed peer, else the service name the peer reported when
-        :class:`ReportedNames` takes it (a refused one is counted under ``timing_component``), else ``address``;
+        :class:`ReportedNames` takes it (a refused one is counted under ``timing_component``), else, when the call
+        brought no name back, the one name that answered ``route`` at ``address`` before, else ``address``;
         ``timeline`` and ``phase`` are where the call was made (:func:`aiwatch.timing.call_site`); ``sent`` and
         ``received`` are bytes moved (``aiwatch_client_bytes_total``), when known: an integer from 0 to 2**53, else
         (a negative number, a float: the integration's mistake) counted as aiwatch's error (component ``client``)
@@ -286,7 +317,8 @@ class ClientRecorder:
         network = None
         try:
             fixed = self.guard.fold("peer", fixed_peer) if fixed_peer else self.peer
-            peer = fixed or self.guard.fold("peer", self._reported(timing, address, timing_component) or address)
+            peer = fixed or self.guard.fold("peer", self._reported(timing, address, route, timing_component)
+                                            or address)
             if phase and phase != OVERHEAD:  # the caller's phase: its name may come from data
                 phase = self.guard.fold("phase", phase)
         except Exception as exc:
@@ -326,13 +358,17 @@ class ClientRecorder:
                 record_error("client", exc, m)
         return peer
 
-    def _reported(self, timing: ServerTiming | None, address: str, component: str) -> str | None:
-        """The service name the peer at ``address`` reported, when it may be its ``peer`` label."""
+    def _reported(self, timing: ServerTiming | None, address: str, route: str, component: str) -> str | None:
+        """The service name the peer at ``address`` reported, when it may be its ``peer`` label; with no name
+        reported (no report, or one without a service), the one name that answered ``route`` there before, if
+        one."""
+        names = self.reported_names
         name = timing.service if timing is not None else None
         if not name:
-            return None
-        refusal = self.reported_names.refusal(address, name)
+            return names.answering(address, route)
+        refusal = names.refusal(address, name)
         if refusal is None:
+            names.remember(address, route, name)
             return name
         record_error(component, ValueError(refusal), self.metrics)
         return None

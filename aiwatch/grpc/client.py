@@ -51,6 +51,7 @@ from opentelemetry.trace import SpanKind
 from prometheus_client import CollectorRegistry
 
 from aiwatch.client import ClientRecorder
+from aiwatch.client._core import UNKNOWN_ADDRESS
 from aiwatch.exclusion import ExcludedServices
 from aiwatch.grpc._common import metadata_value, method_name, status_name, status_value
 from aiwatch.grpc.heldcall import HeldCall, HeldStream
@@ -79,7 +80,7 @@ from aiwatch.traffic import HEADER as TRAFFIC_CLASS_HEADER
 
 COMPONENT = "grpc_client"
 TIMING_COMPONENT = "grpc_server_timing"
-UNKNOWN_PEER = "unknown"
+UNKNOWN_PEER = UNKNOWN_ADDRESS
 """The ``peer`` label of calls whose interceptor was given no ``peer`` nor ``address``, to a server that reports no
 service name."""
 

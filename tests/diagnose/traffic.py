@@ -56,9 +56,8 @@ class Means:
     #: requests (their overhead clamped to 0 and counted)
     overlap: float = 0.0
     #: the share of the gateway's calls that get no answer: they time out after ``unanswered_after`` seconds without
-    #: reaching inference (a load balancer's queue, a partition), recorded with no Server-Timing under the peer
-    #: ``inference``, as a client with a fixed peer labels them (``ClientRecorder(peer=...)``; one that takes the
-    #: names peers report labels them with the address instead: a peer part of their own)
+    #: reaching inference (a load balancer's queue, a partition), recorded with no Server-Timing: the client labels
+    #: them ``inference``, the name that answered its calls to ``/predict`` at that address before
     unanswered: float = 0.0
     unanswered_after: float = 0.2
 
@@ -107,8 +106,9 @@ class Traffic:
         call_start = own + self._draw(m.call_own)
         if m.unanswered and self.rng.random() < m.unanswered:  # drawn only then: the other histories keep theirs
             call_end = call_start + m.unanswered_after
-            self.client.record(call_start, call_end, "10.0.0.2:8001", "/predict", "ReadTimeout", None, gw,
-                               "inference_call", "server_timing", fixed_peer=self.inference.service)
+            peer = self.client.record(call_start, call_end, "10.0.0.2:8001", "/predict", "ReadTimeout", None, gw,
+                                      "inference_call", "server_timing")
+            assert peer == self.inference.service, peer
             gw.add("inference_call", None, call_end - own)
             self.gateway.finish(gw, "/recommend", "POST", "504", end=call_end + self._draw(m.gateway_overhead))
             return

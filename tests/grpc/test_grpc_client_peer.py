@@ -5,6 +5,7 @@ without bound; a call with no ``peer`` nor ``address`` and no name reported is `
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from concurrent import futures
 from contextlib import contextmanager
@@ -20,6 +21,7 @@ from aiwatch.metrics import Metrics
 from aiwatch.servertiming import quote
 
 UNARY = "/t.Peer/Unary"
+SLOW = b"!slow"
 STREAM = "/t.Peer/Stream"
 
 
@@ -30,6 +32,9 @@ def _trailer(request: bytes, context: grpc.ServicerContext) -> None:
 
 
 def _unary(request: bytes, context: grpc.ServicerContext) -> bytes:
+    if request == SLOW:  # past the caller's deadline, with no trailer
+        time.sleep(1)
+        return b"ok"
     _trailer(request, context)
     return b"ok"
 
@@ -145,3 +150,31 @@ async def test_aio_without_peer_or_address_a_server_that_names_nothing_is_unknow
             await asyncio.sleep(0.01)
     assert calls(metrics) == {UNKNOWN_PEER: 3.0}
     assert errors(metrics) == 1
+
+
+def test_a_call_past_its_deadline_counts_against_the_name_that_answered_its_method(metrics: Metrics) -> None:
+    # no trailer comes back from a call that timed out: it is labelled with the name that answered the same method
+    # at the same target before, so the diagnosis sees a call to ranker with no network time
+    with plain_server() as target:
+        interceptor = grpc_client_interceptor(service="gw", metrics=metrics, address=target)
+        with grpc.intercept_channel(grpc.insecure_channel(target), interceptor) as channel:
+            with pytest.raises(grpc.RpcError) as raised:
+                channel.unary_unary(UNARY)(SLOW, timeout=0.2)  # before any answer: the target
+            assert raised.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+            channel.unary_unary(UNARY)(b"ranker", timeout=10)
+            with pytest.raises(grpc.RpcError):
+                channel.unary_unary(UNARY)(SLOW, timeout=0.2)
+    assert calls(metrics) == {target: 1.0, "ranker": 2.0}
+    assert metrics.registry.get_sample_value("aiwatch_network_duration_seconds_count",
+                                             {"service": "gw", "peer": "ranker", "phase": ""}) == 1
+
+
+def test_without_an_address_a_call_past_its_deadline_stays_unknown(metrics: Metrics) -> None:
+    # the interceptor does not see its channel: the name that answered may be another channel's server
+    with plain_server() as target:
+        interceptor = grpc_client_interceptor(service="gw", metrics=metrics)
+        with grpc.intercept_channel(grpc.insecure_channel(target), interceptor) as channel:
+            channel.unary_unary(UNARY)(b"ranker", timeout=10)
+            with pytest.raises(grpc.RpcError):
+                channel.unary_unary(UNARY)(SLOW, timeout=0.2)
+    assert calls(metrics) == {"ranker": 1.0, UNKNOWN_PEER: 1.0}
