@@ -92,7 +92,10 @@ class ReportedNames:
     fine: a service may be called ``"fraud scorer"``) of 1 to :data:`MAX_REPORTED_NAME` characters, and its address
     reported at most :data:`NAMES_PER_ADDRESS` names before it: that cap, not the name's characters, bounds the
     labels one peer can make. Lock-free: threads racing on one address may take a few names more, never without
-    bound."""
+    bound.
+
+    It also keeps, per address and route template, the one name that answered there (:meth:`remember`,
+    :meth:`answering`): the label of a later call to it that brings no name back."""
 
     __slots__ = ("_by_address", "_by_route")
 
