@@ -128,6 +128,11 @@ CONTRACT: tuple[MetricSpec, ...] = (
                "request time outside every named phase. 'model_version' is the version set_model() gave the "
                "request's model (empty when none).",
                ("service", "model", "model_version", "phase"), "seconds", LATENCY_BUCKETS),
+    MetricSpec("aiwatch_background_phase_duration_seconds", "histogram",
+               "Time of each phase recorded outside any request (a background worker, a batch job, a startup "
+               "step), for the service of the last instrument() call. Kept out of aiwatch_phase_duration_seconds, "
+               "whose phases add up to the requests' time: the latency split and the phase alerts read that one.",
+               ("service", "model", "phase"), "seconds", LATENCY_BUCKETS),
     MetricSpec("aiwatch_network_duration_seconds", "histogram",
                "Network and transport time seen by a caller: client-observed time minus the time the server "
                "reported back (Server-Timing header or gRPC trailing metadata). 'peer' is the name the server "
@@ -567,6 +572,7 @@ class Metrics:
                 self.unavailable[spec.name] = repr(exc)
         self.request_duration: Histogram = m["aiwatch_request_duration_seconds"]
         self.phase_duration: Histogram = m["aiwatch_phase_duration_seconds"]
+        self.background_phase_duration: Histogram = m["aiwatch_background_phase_duration_seconds"]
         self.network_duration: Histogram = m["aiwatch_network_duration_seconds"]
         self.client_request_duration: Histogram = m["aiwatch_client_request_duration_seconds"]
         self.network_clamped: Counter = m["aiwatch_network_clamped_total"]

@@ -24,7 +24,9 @@ Semantics:
   wall time, so the phases can add up to more than the request's total; the overhead is then clamped at 0 and
   ``aiwatch_overhead_clamped_total`` counts it.
 * **Outside a request** (a background worker, a batch job) a phase is observed directly into
-  ``aiwatch_phase_duration_seconds`` for the default service.
+  ``aiwatch_background_phase_duration_seconds`` for the default service: not into
+  ``aiwatch_phase_duration_seconds``, whose phases partition requests (a job's time there would read as request
+  time in the latency split and the phase alerts).
 * **Traced requests**: a phase's span is current while the phase runs, so the CLIENT spans of calls made in it
   (aiwatch's clients, OpenTelemetry's instrumentations) and the spans the app starts in it are its children.
 
@@ -370,7 +372,8 @@ def _finish_phase(frame: _Frame, exclusive: float, exc: BaseException | None) ->
 def record_phase(name: str, seconds: float, model: str | None = None) -> None:
     """Record a duration measured elsewhere (in seconds) as a phase of the current request.
 
-    Outside a request it is observed directly for the default service. ``seconds`` is a real number (``float``,
+    Outside a request it is observed directly for the default service, into
+    ``aiwatch_background_phase_duration_seconds``. ``seconds`` is a real number (``float``,
     ``int``, a numpy number, ``Decimal``, ``Fraction``) from 0 to 1e9 (about 32 years: a Unix timestamp is not a
     duration). Anything else (negative, NaN, infinite, past 1e9, a ``bool``, a string, ``None``) is a bug in the
     caller's clock arithmetic: it is counted as aiwatch's error (component ``phase``, in the request's metrics) and
@@ -428,7 +431,8 @@ def _record(tl: RequestTimeline | None, name: str, model: str | None, seconds: f
         m = recorder.metrics
         guard = recorder.guard
         model_label = guard.fold("model", model) if model else recorder.model
-        m.child(m.phase_duration, (recorder.service, model_label, "", guard.fold("phase", name))).observe(seconds)
+        m.child(m.background_phase_duration, (recorder.service, model_label, guard.fold("phase", name))
+                ).observe(seconds)
     except Exception as exc:
         record_error("metrics", exc, recorder.metrics)
 

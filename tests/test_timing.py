@@ -185,9 +185,12 @@ def test_phase_outside_request_goes_to_default_recorder(metrics: Metrics, regist
         aiwatch.record_phase("queue", 0.25)
     finally:
         set_default_recorder(None)
-    assert sample(registry, "aiwatch_phase_duration_seconds_count", service="worker", model="batch",
+    assert sample(registry, "aiwatch_background_phase_duration_seconds_count", service="worker", model="batch",
                   phase="inference") == 1
-    assert sample(registry, "aiwatch_phase_duration_seconds_sum", service="worker", model="", phase="queue") == 0.25
+    assert sample(registry, "aiwatch_background_phase_duration_seconds_sum", service="worker", model="",
+                  phase="queue") == 0.25
+    assert sample(registry, "aiwatch_phase_duration_seconds_count", service="worker", model="batch",
+                  phase="inference") is None
 
 
 @pytest.mark.parametrize("bad", ["", "has space", "semi;colon", "total", "overhead"])

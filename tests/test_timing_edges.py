@@ -41,6 +41,20 @@ def phase_sum(registry: CollectorRegistry, phase: str, model: str = "", service:
                                      {"service": service, "model": model, "model_version": "", "phase": phase})
 
 
+def background_sum(registry: CollectorRegistry, phase: str, model: str = "", service: str = "svc") -> float | None:
+    """A phase recorded outside any request: in its own histogram, not in the requests' phases."""
+    return registry.get_sample_value("aiwatch_background_phase_duration_seconds_sum",
+                                     {"service": service, "model": model, "phase": phase})
+
+
+def recorded_sum(registry: CollectorRegistry, phase: str, model: str, in_request: bool) -> float | None:
+    """The time of ``phase`` where it belongs: the requests' phases in a request, else the background phases; the
+    other family holds none of it."""
+    found, other = ((phase_sum, background_sum) if in_request else (background_sum, phase_sum))
+    assert other(registry, phase, model) is None
+    return found(registry, phase, model)
+
+
 def errors(metrics: Metrics, component: str) -> float:
     return metrics.registry.get_sample_value("aiwatch_instrumentation_errors_total", {"component": component}) or 0.0
 
@@ -198,10 +212,12 @@ def test_a_phase_recorded_outside_a_request_goes_to_the_default_recorder(metrics
     record_phase("inference", 0.25, model="ranker")
     record_phase("idle", 0.0)
     r = metrics.registry
-    assert phase_sum(r, "queue", "base", "worker") == 0.5
-    assert phase_sum(r, "inference", "ranker", "worker") == 0.25
-    assert r.get_sample_value("aiwatch_phase_duration_seconds_count",
-                              {"service": "worker", "model": "base", "model_version": "", "phase": "idle"}) == 1.0
+    assert background_sum(r, "queue", "base", "worker") == 0.5
+    assert background_sum(r, "inference", "ranker", "worker") == 0.25
+    assert r.get_sample_value("aiwatch_background_phase_duration_seconds_count",
+                              {"service": "worker", "model": "base", "phase": "idle"}) == 1.0
+    # none of it is request time: the requests' phases, which the latency split and the phase alerts read, are empty
+    assert not [s for f in r.collect() for s in f.samples if s.name.startswith("aiwatch_phase_duration_seconds")]
 
 
 def test_names_recorded_outside_a_request_pass_the_guard(metrics: Metrics) -> None:
@@ -209,7 +225,7 @@ def test_names_recorded_outside_a_request_pass_the_guard(metrics: Metrics) -> No
     timing.set_default_recorder(recorder)
     record_phase("a", 0.5, model="m1")
     record_phase("b", 0.25, model="m2")
-    assert phase_sum(metrics.registry, OVERFLOW, OVERFLOW, "worker") == 0.25
+    assert background_sum(metrics.registry, OVERFLOW, OVERFLOW, "worker") == 0.25
     assert metrics.registry.get_sample_value("aiwatch_label_overflow_total", {"label": "phase"}) == 1.0
     assert metrics.registry.get_sample_value("aiwatch_label_overflow_total", {"label": "model"}) == 1.0
 
@@ -240,7 +256,7 @@ def test_a_duration_that_is_no_number_of_seconds_is_counted_in_the_requests_metr
     if tl is not None:
         recorder.finish(tl, "/p", "GET", "200")
     assert errors(metrics, "phase") == 1
-    assert phase_sum(metrics.registry, "queue", "m") == 0.25  # the bad value left the series as it was
+    assert recorded_sum(metrics.registry, "queue", "m", in_request) == 0.25  # the bad value left the series as it was
     assert metrics.registry.get_sample_value("aiwatch_degraded_responses_total",
                                              {"service": "svc", "model": "m", "reason": "fallback"}) == 1
 
@@ -301,8 +317,8 @@ def test_a_duration_of_another_numeric_type_is_recorded_as_a_float(metrics: Metr
     record_phase("queue", 0.25)
     if tl is not None:
         recorder.finish(tl, "/p", "GET", "200")
-    total = phase_sum(metrics.registry, "queue", "m")
-    assert total == float(other) + 0.25 and exact_float(total)
+    total = recorded_sum(metrics.registry, "queue", "m", in_request)
+    assert total is not None and total == float(other) + 0.25 and exact_float(total)
     assert errors(metrics, "phase") == errors(metrics, "metrics") == 0
 
 
@@ -332,7 +348,7 @@ def test_a_failing_phase_metric_outside_a_request_is_counted_under_metrics(metri
         def labels(self, *args: Any) -> Any:
             raise RuntimeError("no histogram")
 
-    monkeypatch.setattr(metrics, "phase_duration", Broken())
+    monkeypatch.setattr(metrics, "background_phase_duration", Broken())
     record_phase("queue", 0.5)
     assert errors(metrics, "metrics") == 1.0
 
@@ -720,7 +736,7 @@ def test_phase_names_share_one_budget_and_overhead_is_never_folded(metrics: Metr
     with aiwatch.phase("inference"):
         pass
     recorder.finish(tl, "/p", "GET", "200")
-    assert phase_sum(metrics.registry, "queue") == 0.25
+    assert background_sum(metrics.registry, "queue") == 0.25
     assert phase_sum(metrics.registry, "inference") is None
     assert phase_sum(metrics.registry, OVERFLOW) is not None
     assert phase_sum(metrics.registry, "overhead") is not None
@@ -902,7 +918,7 @@ def test_a_failing_phase_metric_outside_a_request_is_logged_with_its_cause(
         def labels(self, *args: Any) -> Any:
             raise RuntimeError("no histogram")
 
-    monkeypatch.setattr(metrics, "phase_duration", Broken())
+    monkeypatch.setattr(metrics, "background_phase_duration", Broken())
     try:
         record_phase("queue", 0.5)
     finally:

@@ -611,11 +611,28 @@ def _says_unanswered_calls_make_the_network_a_lower_bound(d: Diagnosis) -> None:
     assert d.verdict.endswith("; caution: network gateway -> inference is a lower bound (see the note)")
 
 
+def _background_history() -> History:
+    """In the incident window, a background job in the gateway's process records a 500 ms phase per gateway
+    request, outside any request: the requests do not change."""
+    return history(replace(Means(), background=0.5))
+
+
+def _says_background_phases_are_not_request_time(d: Diagnosis) -> None:
+    # before they had their own histogram: "100% of the added time is reindex in gateway (+500 ms); offset by time
+    # outside gateway's phases (-500 ms) ...; caution: gateway's phases overlap (see the note)"
+    assert d.cause == "none", d.verdict
+    assert "reindex" not in d.verdict
+    assert not [c for c in d.contributors if c.part.phase == "reindex"]
+    assert d.notes == []
+
+
 #: a history and what its diagnosis must say, for each measure the split cannot take as it is
 CAVEATS: list[Any] = [pytest.param(_clamped_history, _says_the_network_is_a_lower_bound, id="network-lower-bound"),
                       pytest.param(_unanswered_history, _says_unanswered_calls_make_the_network_a_lower_bound,
                                    id="unanswered-calls"),
-                      pytest.param(_overlap_history, _says_the_phases_overlap, id="phases-overlap")]
+                      pytest.param(_overlap_history, _says_the_phases_overlap, id="phases-overlap"),
+                      pytest.param(_background_history, _says_background_phases_are_not_request_time,
+                                   id="background-phases")]
 
 
 @pytest.mark.parametrize(("make", "says"), CAVEATS)
