@@ -57,7 +57,7 @@ from aiwatch.eventloop import loop_interval, watch
 from aiwatch.fastpath import adder, observe
 from aiwatch.forksafe import at_fork_in_child
 from aiwatch.metrics import Metrics, default_metrics
-from aiwatch.safety import record_error
+from aiwatch.safety import logger, record_error
 from aiwatch.servertiming import MAX_LENGTH, OVERHEAD, TOTAL, fit, is_token, timing_tail
 from aiwatch.status import is_error_status
 from aiwatch.traffic import TrafficClasses
@@ -67,6 +67,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 RESERVED_PHASES = frozenset({OVERHEAD, TOTAL})
 
 _clock = time.perf_counter
+_told_of_background = False  # whether the first phase recorded outside any request was logged
 _MAX_CACHED_CHILDREN = 10_000
 
 
@@ -435,6 +436,15 @@ def _record(tl: RequestTimeline | None, name: str, model: str | None, seconds: f
                 ).observe(seconds)
     except Exception as exc:
         record_error("metrics", exc, recorder.metrics)
+    global _told_of_background
+    if not _told_of_background:
+        _told_of_background = True
+        logger.warning(
+            "aiwatch: phase %r was recorded outside any request, into aiwatch_background_phase_duration_seconds, "
+            "not into a request's phases. If it ran for a request: code run by loop.run_in_executor() or a "
+            "ThreadPoolExecutor does not see the request (context variables do not follow it); run it with "
+            "asyncio.to_thread() or loop.run_in_executor(None, contextvars.copy_context().run, fn). This is said "
+            "once.", name[:100])
 
 
 class RequestRecorder:

@@ -1,0 +1,91 @@
+"""Phases run in another thread for a request, through a real FastAPI app: ``asyncio.to_thread`` and a sync endpoint
+carry the request's context, so the phase is the request's; ``loop.run_in_executor`` and a ``ThreadPoolExecutor``
+do not, so it is recorded outside any request, in its own histogram, and the first such phase is logged with the
+way out (``contextvars.copy_context().run``), which puts it back in the request."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
+
+import aiwatch
+from aiwatch import timing
+from tests.http.asgi_driver import call
+
+POOL = ThreadPoolExecutor(2)
+
+
+def predict() -> None:
+    with aiwatch.phase("inference"):
+        time.sleep(0.001)
+
+
+def make_app(registry: CollectorRegistry) -> FastAPI:
+    app = FastAPI()
+
+    @app.get("/executor")
+    async def executor() -> dict[str, str]:
+        await asyncio.get_running_loop().run_in_executor(None, predict)
+        return {}
+
+    @app.get("/pool")
+    def pool() -> dict[str, str]:
+        POOL.submit(predict).result()
+        return {}
+
+    @app.get("/executor-copied")
+    async def executor_copied() -> dict[str, str]:
+        await asyncio.get_running_loop().run_in_executor(None, contextvars.copy_context().run, predict)
+        return {}
+
+    @app.get("/to-thread")
+    async def to_thread() -> dict[str, str]:
+        await asyncio.to_thread(predict)
+        return {}
+
+    @app.get("/sync")
+    def sync() -> dict[str, str]:
+        predict()
+        return {}
+
+    return aiwatch.instrument(app, registry=registry, service="svc")
+
+
+def where(registry: CollectorRegistry) -> tuple[float, float]:
+    """(the requests' inference phases, the background ones) counted so far."""
+    request = registry.get_sample_value("aiwatch_phase_duration_seconds_count",
+                                        {"service": "svc", "model": "", "model_version": "", "phase": "inference"})
+    background = registry.get_sample_value("aiwatch_background_phase_duration_seconds_count",
+                                           {"service": "svc", "model": "", "phase": "inference"})
+    return request or 0.0, background or 0.0
+
+
+@pytest.mark.parametrize(("path", "in_request"), [("/to-thread", True), ("/sync", True), ("/executor-copied", True),
+                                                  ("/executor", False), ("/pool", False)])
+async def test_a_phase_run_in_another_thread_is_the_requests_only_where_its_context_follows(
+        registry: CollectorRegistry, path: str, in_request: bool) -> None:
+    app = make_app(registry)
+    assert (await call(app, path)).status == 200
+    assert where(registry) == ((1.0, 0.0) if in_request else (0.0, 1.0))
+
+
+async def test_the_first_phase_outside_any_request_is_logged_once_with_the_way_out(
+        registry: CollectorRegistry, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(timing, "_told_of_background", False)
+    app = make_app(registry)
+    with caplog.at_level(logging.WARNING, logger="aiwatch"):
+        await call(app, "/executor")
+        await call(app, "/pool")
+        aiwatch.record_phase("reindex", 0.5)
+    told = [r.getMessage() for r in caplog.records if "outside any request" in r.getMessage()]
+    assert len(told) == 1, told
+    assert "phase 'inference' was recorded outside any request" in told[0]
+    assert "contextvars.copy_context().run" in told[0]
+    assert where(registry) == (0.0, 2.0)
