@@ -34,12 +34,15 @@ class _Backend(BaseHTTPRequestHandler):
         if "sleep" in query:
             time.sleep(float(query["sleep"][0]))
         name = query.get("as", [None])[0]
-        self.send_response(200 if name else 503)
-        self.send_header("Content-Length", "2")
-        if name:
-            self.send_header("Server-Timing", f"total;dur=0.001;desc={quote(name)}")
-        self.end_headers()
-        self.wfile.write(b"ok")
+        try:
+            self.send_response(200 if name else 503)
+            self.send_header("Content-Length", "2")
+            if name:
+                self.send_header("Server-Timing", f"total;dur=0.001;desc={quote(name)}")
+            self.end_headers()
+            self.wfile.write(b"ok")
+        except (BrokenPipeError, ConnectionResetError):  # the client timed out and went away
+            pass
 
     def log_message(self, format: str, *args: object) -> None:
         pass
