@@ -5,6 +5,7 @@ call with no network time to that peer; with no template, or two names, it keeps
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler
@@ -169,3 +170,34 @@ def test_no_name_is_remembered_for_an_unknown_address_or_an_unmatched_route() ->
     assert names.answering(UNKNOWN_ADDRESS, "/t.Peer/Unary") is None
     assert names.answering("10.0.0.2:8001", "__unmatched__") is None
     assert names.answering("10.0.0.2:8001", "__overflow__") is None
+
+
+def test_threads_remembering_and_reading_at_once_keep_the_bound() -> None:
+    # lock-free: dict operations are atomic, and a clear racing a read gives a miss (the address), never an error
+    names = ReportedNames()
+    errors: list[BaseException] = []
+
+    def remember(offset: int) -> None:
+        try:
+            for i in range(2 * _TRACKED_ROUTES):
+                names.remember("10.0.0.2:8001", f"/r/{offset}/{i}", f"svc-{i % 3}")
+        except BaseException as exc:  # any error at all fails the test
+            errors.append(exc)
+
+    def read() -> None:
+        try:
+            for i in range(2 * _TRACKED_ROUTES):
+                found = names.answering("10.0.0.2:8001", f"/r/0/{i}")
+                assert found in (None, f"svc-{i % 3}")
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=remember, args=(n,)) for n in range(4)]
+    threads += [threading.Thread(target=read) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert errors == []
+    # each writer may add its one pair past a check another made at the bound, never more
+    assert len(names._by_route) <= _TRACKED_ROUTES + 4
