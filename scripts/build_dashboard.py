@@ -41,6 +41,7 @@ PHASE_TITLE = "Time per request by phase: $service (model vs not model)"
 LINK_TITLE = "Effective throughput per link (bytes per network second)"
 CAVEATS_TITLE = "What the split could not measure as it is"
 LOOP_TITLE = "Event loop delay p99 / mean, time stood still"
+BACKGROUND_TITLE = "Phases outside requests p99 / mean"
 STOOD_STILL = "stood still"
 SCOPE = DEFAULT_AGGREGATION_LABELS
 #: every query selects the scope the template variables chose (All: any value, none included)
@@ -199,6 +200,13 @@ def build(gpu_source: str = "aiwatch") -> dict[str, Any]:
                        "than its time. Dropped unclosed: WSGI responses the server never closed "
                        "(aiwatch_unclosed_responses_total), each recorded as it stood when dropped. Empty when none."),
             w=6)
+    lay.add(timeseries(BACKGROUND_TITLE,
+                       [target(q.background_phase_quantile(0.99, W, SVC), f"{{{{service}}}} {{{{phase}}}} p99{AT}"),
+                        target(q.background_phase_mean(W, SVC), f"{{{{service}}}} {{{{phase}}}} mean{AT}", "B")], "s",
+                       "Phases recorded outside any request (aiwatch_background_phase_duration_seconds): background "
+                       "workers and batch jobs in the services' processes, and code a request ran in another thread "
+                       "without its context (loop.run_in_executor). Not request time: the panels above and the "
+                       "diagnosis leave them out. Empty when none."), w=24)
 
     lay.row("AI traffic: real-time vs batch, streams, fallbacks, model versions")
     p95 = dict(QUANTILES)["p95"]

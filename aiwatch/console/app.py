@@ -247,6 +247,7 @@ def _latency_view(src: DataSource, window: float, prefetch: Prefetch) -> None:
     links = prefetch(lambda: src.link_throughput(window))
     caveats = prefetch(lambda: src.measurement_caveats(window))
     loops = prefetch(lambda: src.loop_delay(window))
+    background = prefetch(lambda: src.background_phases(window))
     stalls = prefetch(lambda: src.loop_stalls(window))
     latency = prefetch(lambda: src.latency_quantiles(window))
     phases = prefetch(lambda: src.phase_split(window))
@@ -318,6 +319,12 @@ def _latency_view(src: DataSource, window: float, prefetch: Prefetch) -> None:
               lambda: _only(errors(), shown, "service"),
               lambda d: line(d, ["service"], "ratio"), f"No requests in the last {w}, so no error ratio.",
               windowed=True)
+    panel(f"Phases outside requests per service (ms; p99 and mean over {w}): background workers and batch jobs in "
+          "the services' processes, not request time",
+          lambda: _only(background(), shown, "service"),
+          lambda d: line(d, ["service", "phase", "stat"], "ms", 1000.0),
+          f"No phase was recorded outside a request in the last {w} "
+          "(aiwatch_background_phase_duration_seconds).", windowed=True)
 
 
 CAVEAT_NOISE = 1e-6

@@ -284,6 +284,11 @@ class PrometheusSource(DataSource):
         return self._quantiles([(self.q.loop_delay_quantile(0.99, w), {"stat": "p99"}),
                                 (self.q.loop_delay_mean(w), {"stat": "mean"})])
 
+    def background_phases(self, window: float) -> list[Series]:
+        w = duration(window)
+        return self._quantiles([(self.q.background_phase_quantile(0.99, w), {"stat": "p99"}),
+                                (self.q.background_phase_mean(w), {"stat": "mean"})])
+
     def loop_stalls(self, window: float) -> list[LoopStall]:
         w, at = duration(window), time.time()
         shares, unwatched, worst, unchanged = self._all([

@@ -29,6 +29,7 @@ from aiwatch.gpuseries import GpuSeries
 from aiwatch.promql import (
     DEFAULT_AGGREGATION_LABELS,
     Matcher,
+    Metric,
     by,
     eq,
     histogram_quantile,
@@ -48,6 +49,7 @@ from aiwatch.traffic import REALTIME
 
 REQUESTS = metric("aiwatch_request_duration_seconds")
 PHASES = metric("aiwatch_phase_duration_seconds")
+BACKGROUND_PHASES = metric("aiwatch_background_phase_duration_seconds")
 NETWORK = metric("aiwatch_network_duration_seconds")
 CLIENT_BYTES = metric("aiwatch_client_bytes_total")
 LOOP_DELAY = metric("aiwatch_event_loop_delay_seconds")
@@ -167,9 +169,23 @@ class PanelQueries:
 
     def loop_delay_mean(self, w: str, svc: MatcherText = "") -> str:
         """Mean event loop delay per ``service``; no sample for a service that took none in the window."""
-        labels = self._by("service")
-        return (f"{by('sum', labels, rate(LOOP_DELAY.sum, w, *self._m(svc)))}"
-                f" / ({by('sum', labels, rate(LOOP_DELAY.count, w, *self._m(svc)))} > 0)")
+        return self._mean(LOOP_DELAY, w, svc, "service")
+
+    def background_phase_quantile(self, q: float, w: str, svc: MatcherText = "") -> str:
+        """Quantile of the phases recorded outside any request (a background worker, a batch job), per ``service``
+        and ``phase``: not request time."""
+        return histogram_quantile(q, BACKGROUND_PHASES, w, self._by("service", "phase"), *self._m(svc))
+
+    def background_phase_mean(self, w: str, svc: MatcherText = "") -> str:
+        """Mean of the phases recorded outside any request, per ``service`` and ``phase``; no sample for one that
+        did not run in the window."""
+        return self._mean(BACKGROUND_PHASES, w, svc, "service", "phase")
+
+    def _mean(self, histogram: Metric, w: str, svc: MatcherText, *labels: str) -> str:
+        """A histogram's mean observation over ``w`` by ``labels``; no sample without observations."""
+        by_labels = self._by(*labels)
+        return (f"{by('sum', by_labels, rate(histogram.sum, w, *self._m(svc)))}"
+                f" / ({by('sum', by_labels, rate(histogram.count, w, *self._m(svc)))} > 0)")
 
     def loop_stalled_ratio(self, w: str, svc: MatcherText = "") -> str:
         """Share of the time each replica's event loop stood still, per ``service`` and scrape target (``job``,

@@ -72,6 +72,7 @@ from aiwatch.console.source import (
     worst_first,
 )
 from aiwatch.httpconfig import HTTPConfig, TooLarge
+from aiwatch.promql import Metric
 from aiwatch.scrape import LabelKey, fetch_metrics, parse_metrics, restart_group, without_le
 from aiwatch.scrape import Samples as Scraped
 from aiwatch.status import is_error_status
@@ -596,13 +597,20 @@ class ScrapeSource(DataSource):
         return self._range(fn)
 
     def loop_delay(self, window: float) -> list[Series]:
+        return self._p99_and_mean(Q.LOOP_DELAY, ("service",), window)
+
+    def background_phases(self, window: float) -> list[Series]:
+        return self._p99_and_mean(Q.BACKGROUND_PHASES, ("service", "phase"), window)
+
+    def _p99_and_mean(self, histogram: Metric, by: tuple[str, ...], window: float) -> list[Series]:
+        """A histogram's p99 and mean over the window by ``by``, as ``stat`` ``p99`` and ``mean``."""
         def answers(data: list[tuple[str, list[Snapshot]]], t: float) -> list[Quantile]:
-            p99 = _quantiles(self._rate(data, Q.LOOP_DELAY.bucket, t, window), ("service",), (("p99", 0.99),))
-            sums = sum_by(self._rate(data, Q.LOOP_DELAY.sum, t, window), ("service",))
-            counts = sum_by(self._rate(data, Q.LOOP_DELAY.count, t, window), ("service",))
-            mean = [({"service": k[0], "stat": "mean"}, sums.get(k, 0.0) / c, False)
+            p99 = _quantiles(self._rate(data, histogram.bucket, t, window), by, (("p99", 0.99),))
+            sums = sum_by(self._rate(data, histogram.sum, t, window), by)
+            counts = sum_by(self._rate(data, histogram.count, t, window), by)
+            mean = [({**dict(zip(by, k, strict=True)), "stat": "mean"}, sums.get(k, 0.0) / c, False)
                     for k, c in counts.items() if c > 0]
-            return [({"service": labels["service"], "stat": "p99"}, value, at_least)
+            return [({**{label: labels[label] for label in by}, "stat": "p99"}, value, at_least)
                     for labels, value, at_least in p99] + mean
 
         return self._bounded_range(answers)

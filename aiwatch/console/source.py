@@ -318,6 +318,12 @@ class DataSource(ABC):
         every request of the process, and its callers count that wait as network time."""
 
     @abstractmethod
+    def background_phases(self, window: float) -> list[Series]:
+        """The phases recorded outside any request (``aiwatch_background_phase_duration_seconds``: a background
+        worker, a batch job): the p99 and the mean over the window, per ``service``, ``phase`` and ``stat``
+        (``p99``, ``mean``). Not request time: the latency split leaves them out."""
+
+    @abstractmethod
     def loop_stalls(self, window: float) -> list[LoopStall]:
         """The share of the window each replica's event loop stood still, per ``service`` and scrape target,
         worst first (:func:`worst_first`): rate of ``aiwatch_event_loop_delay_seconds_sum`` over rate of

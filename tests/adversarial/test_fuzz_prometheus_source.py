@@ -105,6 +105,7 @@ QUESTIONS: dict[str, Callable[[PrometheusSource], Any]] = {
     "link_throughput": lambda s: s.link_throughput(60),
     "measurement_caveats": lambda s: s.measurement_caveats(60),
     "loop_delay": lambda s: s.loop_delay(60),
+    "background_phases": lambda s: s.background_phases(60),
     "loop_stalls": lambda s: s.loop_stalls(60),
     "latency_by_class": lambda s: s.latency_by_class(60),
     "throughput_by_class": lambda s: s.throughput_by_class(60),

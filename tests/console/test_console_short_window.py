@@ -50,8 +50,8 @@ def test_a_window_of_one_scrape_interval_says_it_is_too_short(window_env: pytest
     # before: "No requests in the last 30s." (and the like) in every rate panel
     assert not [i for i in infos if "in the last 30s" in i]
     # latency, phases, network, links, what the split could not measure, loop delay, loop stood still,
-    # throughput, error ratio
-    assert warnings.count(TOO_SHORT) == 9
+    # throughput, error ratio, phases outside requests
+    assert warnings.count(TOO_SHORT) == 10
     warnings, _ = panel_messages(every_30s(), "Alerts")
     assert TOO_SHORT in warnings  # not "aiwatch swallowed no errors in the last 30s" as an all-clear
 

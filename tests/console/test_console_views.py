@@ -32,6 +32,8 @@ from tests.console.conftest import (
     texts,
 )
 from tests.console.workload import (
+    BACKGROUND_PHASE,
+    BACKGROUND_SECONDS,
     CANARY,
     DEGRADED_REASON,
     GATEWAY,
@@ -104,8 +106,8 @@ def test_latency_view(source: DataSource) -> None:
     assert set(phases[GATEWAY]) == {"time per request", "inference_call", "inference_call share"}
     assert card(phases[GATEWAY], "time per request") > card(phases[SERVICE], "time per request")
     # latency x2 services, phase split x2 services, network time, link throughput, what the split could not
-    # measure, event loop delay, throughput, error ratio
-    assert len(at.get("vega_lite_chart")) == 10
+    # measure, event loop delay, throughput, error ratio, phases outside requests
+    assert len(at.get("vega_lite_chart")) == 11
     assert not at.info, texts(at.info)
 
 
@@ -146,8 +148,9 @@ def test_phases_are_split_per_service_never_summed_across_services(source: DataS
     assert not at.exception
     assert list(phase_charts(at)) == [SERVICE] and list(per_service(at, "latency")) == [SERVICE]
     # its latency and phases, the network time and link throughput of the calls to it, what the split could not
-    # measure of its requests and of the calls to it, its event loop delay, throughput, error ratio
-    assert len(at.get("vega_lite_chart")) == 8
+    # measure of its requests and of the calls to it, its event loop delay, throughput, error ratio, its background
+    # job's phase
+    assert len(at.get("vega_lite_chart")) == 9
 
 
 def test_each_service_stack_adds_up_to_its_own_mean_request_time(stack: Stack, source: DataSource,
@@ -252,6 +255,23 @@ def test_event_loop_delay_is_each_services_own(source: DataSource) -> None:
     assert STARVED_LOOP[0] <= (found[(SERVICE, "mean")].last or 0) <= STARVED_LOOP[1]
     assert 0 < (found[(GATEWAY, "p99")].last or 0) <= 0.001
     assert PROMPT_LOOP[0] <= (found[(GATEWAY, "mean")].last or 0) <= PROMPT_LOOP[1]
+
+
+def test_phases_outside_requests_are_their_services_own_and_not_request_time(source: DataSource) -> None:
+    """The recommender's background job: one phase per step outside any request, 0.2 to 0.4 s, all in the
+    (0.3 s, 0.5 s] bucket's range or below; none in the requests' phase split."""
+    found = {(s.labels["service"], s.labels["phase"], s.labels["stat"]): s for s in source.background_phases(5.0)}
+    assert found.keys() == {(SERVICE, BACKGROUND_PHASE, stat) for stat in ("p99", "mean")}
+    assert 0.3 < (found[(SERVICE, BACKGROUND_PHASE, "p99")].last or 0) <= 0.5
+    assert min(BACKGROUND_SECONDS) <= (found[(SERVICE, BACKGROUND_PHASE, "mean")].last or 0) <= max(BACKGROUND_SECONDS)
+    assert BACKGROUND_PHASE not in {s.labels.get("phase") for s in source.phase_split(5.0)}
+
+
+def test_latency_view_draws_the_phases_outside_requests(source: DataSource) -> None:
+    at = run_view(source, "Latency")
+    assert any(t.startswith("**Phases outside requests") for t in texts(at.markdown))
+    at.selectbox(key="latency_service").set_value(GATEWAY).run()  # the gateway has none: the panel says so
+    assert any("No phase was recorded outside a request" in t for t in texts(at.info))
 
 
 def test_latency_view_draws_the_event_loop_delay(source: DataSource) -> None:

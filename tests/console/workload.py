@@ -23,6 +23,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from aiwatch import timing
 from aiwatch.cardinality import guard_for
 from aiwatch.client import ClientRecorder
 from aiwatch.exposition import start_http_server
@@ -30,7 +31,7 @@ from aiwatch.feedback import PredictionLog
 from aiwatch.feedback.parquet_sink import Recovery
 from aiwatch.metrics import Metrics
 from aiwatch.signals.gpu import GpuCollector
-from aiwatch.timing import RequestRecorder
+from aiwatch.timing import RequestRecorder, record_phase
 from tests.servers import REPO, python_env
 from tests.signals.fake_pynvml import FakeNVML
 
@@ -54,6 +55,9 @@ clock): the recorder records its overhead as 0 and counts it in aiwatch_overhead
 service's phases still add up to its request time to a millionth."""
 REQUESTS = 20
 """Requests per step (``--requests``)."""
+BACKGROUND_PHASE, BACKGROUND_SECONDS = "reindex", (0.2, 0.3, 0.4)
+"""The phase a background job in the recommender's process records outside any request, once per step, and its
+lengths in turn (aiwatch_background_phase_duration_seconds): not request time."""
 DEGRADED_REASON = "cached_prediction"
 STARVED_LOOP, PROMPT_LOOP = (0.03, 0.045), (0.0002, 0.0009)
 """The range of the recommender's and the gateway's event loop delays (aiwatch_event_loop_delay_seconds)."""
@@ -190,6 +194,17 @@ class Workload:
         self.prediction_log.log(MODEL, {"basket_value": rng.uniform(5, 120)}, {"score": rng.random()},
                                 version=version)
 
+    def background_step(self) -> None:
+        """A background job in the recommender's process: one :data:`BACKGROUND_PHASE` per step, recorded outside
+        any request through aiwatch's own path for it (the recommender's recorder as the default, as
+        ``aiwatch.instrument`` sets it; restored after), :data:`BACKGROUND_SECONDS` long in turn."""
+        kept = timing._default_recorder
+        timing.set_default_recorder(self.recorder)
+        try:
+            record_phase(BACKGROUND_PHASE, BACKGROUND_SECONDS[self.steps % len(BACKGROUND_SECONDS)])
+        finally:
+            timing.set_default_recorder(kept)
+
     def stream(self, requests: int) -> None:
         """Streamed answers of the ``/generate`` route: chunk times, tokens, and a few served from a cache."""
         m, rng = self.metrics, self.rng
@@ -216,6 +231,7 @@ class Workload:
             # one response per step the recommender's WSGI server dropped unclosed, counted as aiwatch's WSGI
             # middleware counts it (that path itself: tests/http/test_http_wsgi.py)
             m.unclosed_responses.labels(SERVICE).inc()
+            self.background_step()
             self.stream(requests)
             # the event loop samplers: the recommender's loop is late by 30-45 ms (CPU-bound work on it), the
             # gateway's prompt (0.2-0.9 ms)
