@@ -17,8 +17,7 @@ What is exact and what is not:
 
 * exact: the parts of one service add up to its mean request time (a part ``unaccounted`` holds any difference,
   e.g. phases that ran at once, and is normally 0; phases recorded outside a request have their own histogram and
-  are not read); the network time and the callee's server time of
-  the calls made *by this caller*;
+  are not read); the network time and the callee's server time of the calls made *by this caller*;
 * proportional: the callee's server time is split among the callee's phases in the proportions of *all* the
   callee's requests in the window. When the callee serves other callers whose requests look different, this split
   is an estimate; the total it splits is still exact.
