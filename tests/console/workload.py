@@ -23,7 +23,6 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from aiwatch import timing
 from aiwatch.cardinality import guard_for
 from aiwatch.client import ClientRecorder
 from aiwatch.exposition import start_http_server
@@ -31,7 +30,8 @@ from aiwatch.feedback import PredictionLog
 from aiwatch.feedback.parquet_sink import Recovery
 from aiwatch.metrics import Metrics
 from aiwatch.signals.gpu import GpuCollector
-from aiwatch.timing import RequestRecorder, record_phase
+from aiwatch.timing import RequestRecorder
+from tests.background import record_background_phase
 from tests.servers import REPO, python_env
 from tests.signals.fake_pynvml import FakeNVML
 
@@ -198,12 +198,8 @@ class Workload:
         """A background job in the recommender's process: one :data:`BACKGROUND_PHASE` per step, recorded outside
         any request through aiwatch's own path for it (the recommender's recorder as the default, as
         ``aiwatch.instrument`` sets it; restored after), :data:`BACKGROUND_SECONDS` long in turn."""
-        kept = timing._default_recorder
-        timing.set_default_recorder(self.recorder)
-        try:
-            record_phase(BACKGROUND_PHASE, BACKGROUND_SECONDS[self.steps % len(BACKGROUND_SECONDS)])
-        finally:
-            timing.set_default_recorder(kept)
+        record_background_phase(self.recorder, BACKGROUND_PHASE,
+                                BACKGROUND_SECONDS[self.steps % len(BACKGROUND_SECONDS)])
 
     def stream(self, requests: int) -> None:
         """Streamed answers of the ``/generate`` route: chunk times, tokens, and a few served from a cache."""

@@ -19,13 +19,13 @@ from dataclasses import dataclass, replace
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from aiwatch import timing
 from aiwatch.client._core import ClientRecorder
 from aiwatch.diagnose import Diagnosis, diagnose_windows, totals_from_snapshots
 from aiwatch.metrics import Metrics
 from aiwatch.scrape import Samples, parse_metrics
 from aiwatch.servertiming import format_server_timing
-from aiwatch.timing import RequestRecorder, record_phase
+from aiwatch.timing import RequestRecorder
+from tests.background import record_background_phase
 from tests.diagnose.loop_stalls import blocks_after_gaps, sample
 
 
@@ -99,22 +99,12 @@ class Traffic:
         self._parsed: dict[float, Samples] = {}
         self.scrape()
 
-    def _background_step(self, seconds: float) -> None:
-        """A background job's step recorded by aiwatch's own path for phases outside a request, into the gateway's
-        metrics (the default recorder set for the call only: other tests in this process keep theirs)."""
-        kept = timing._default_recorder
-        timing.set_default_recorder(self.gateway)
-        try:
-            record_phase("reindex", seconds)
-        finally:
-            timing.set_default_recorder(kept)
-
     def _draw(self, mean: float) -> float:
         return mean * self.rng.uniform(0.5, 1.5)
 
     def request(self, m: Means) -> None:
-        if m.background:
-            self._background_step(m.background)
+        if m.background:  # a background job's step, into the gateway's metrics
+            record_background_phase(self.gateway, "reindex", m.background)
         t = self.clock
         gw = self.gateway.begin(start=t)
         features = self._draw(m.features)
