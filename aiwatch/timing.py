@@ -608,8 +608,9 @@ class RequestRecorder:
         return named, found.get(overhead_key) or self._phase_child(overhead_key, tl.version, found)
 
     def observe_late_phase(self, tl: RequestTimeline, name: str, seconds: float) -> None:
-        """Record a phase of the request's model that ran after ``tl`` finished (a unary gRPC response's
-        serialization): in the phase histogram only, outside the request's total and overhead."""
+        """Record a phase of the request's model that ran after ``tl`` finished (a unary gRPC response serialized
+        after its caller cancelled and the RPC was recorded): in the phase histogram only, outside the request's
+        total and overhead."""
         try:
             key = (name, tl.model)
             if tl.version:

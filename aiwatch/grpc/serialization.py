@@ -13,10 +13,11 @@ what the phase means:
   trailer include it.
 * **response messages of streams** are serialized between the handler's yields, inside the timeline: part of the
   total and of the trailer sent when the stream ends.
-* **the response of a unary RPC** is serialized by grpcio *after* the handler returned, when the interceptor has
-  already ended the RPC and set the trailer: its ``serialize`` phase is recorded on its own, outside the request's
-  total, its overhead and the trailer. The caller's network time (client time minus the trailer's total) therefore
-  includes it, and the phases of unary RPCs add up to more than their total by exactly this phase.
+* **the response of a unary RPC** is serialized by grpcio *after* the handler returned, before it sends the status
+  and the trailing metadata. The interceptor holds the RPC's record until then (:class:`aiwatch.grpc.server.
+  _Unserializable`), so its ``serialize`` phase is inside the request's total, its overhead and the trailer, and the
+  caller's network time (client time minus the trailer's total) leaves it out. Only a serialization after the RPC
+  was recorded (its caller cancelled first) is recorded on its own, outside that total.
 
 A serializer that raises or gives ``None`` fails the RPC (grpcio answers it); the interceptor is told (``failed``), so
 that it records the status grpcio sent.
@@ -124,9 +125,11 @@ class MessageTimer:
 
     def serializer(self, serialize: Callable[[Any], bytes] | None, clock: Callable[[], float],
                    failed: Callable[[BaseException | None], None] | None = None,
-                   serialized: Callable[[], None] | None = None) -> Callable[[Any], bytes | None]:
+                   serialized: Callable[[float | None], bool] | None = None) -> Callable[[Any], bytes | None]:
         """``serialize``, timed; ``failed(error)`` is told when it raises or gives ``None`` (which grpcio then
-        answers, ``error`` ``None`` for the latter), ``serialized()`` after every message, failed or not."""
+        answers, ``error`` ``None`` for the latter). ``serialized(seconds)`` is told after a unary RPC's response,
+        and after any message that failed (``seconds`` ``None``): it gives whether it took the RPC's record, which
+        was waiting for this serialization (:class:`aiwatch.grpc.server._Unserializable`)."""
         size = self._sizes[1]
         recorder = self._recorder
 
@@ -138,31 +141,34 @@ class MessageTimer:
                 if failed is not None:
                     failed(exc)
                 if serialized is not None:
-                    serialized()
+                    serialized(None)
                 raise
             seconds = clock() - start
             if data is None:  # grpcio fails the RPC: "Failed to serialize response!"
                 if failed is not None:
                     failed(None)
                 if serialized is not None:
-                    serialized()
+                    serialized(None)
                 return None  # grpcio answers it, as it would without aiwatch
             try:
-                observe(size, len(data))
                 tl = current_timeline()
-                # a stream's message, inside the RPC; a unary RPC's timeline is still current while its record waits
-                # for this serialization (_ServerCore.end), but its total and trailer are taken: not a phase of it
+                # a stream's message, inside the RPC; a unary RPC's timeline is still current after its handler
+                # returned (_ServerCore.end), and its record waits for this serialization: its phase, through
+                # ``serialized``, unless the RPC was recorded already (it ended first)
                 if tl is not None and tl.recorder is recorder and _ended.get() is not tl:
                     add_measured_phase(tl, SERIALIZE, seconds)
                 else:
                     done = _ended.get()
                     if done is not None and done.recorder is recorder:
                         _ended.set(None)
-                        recorder.observe_late_phase(done, SERIALIZE, seconds)
+                        if serialized is None or not serialized(seconds):
+                            recorder.observe_late_phase(done, SERIALIZE, seconds)
             except Exception as exc:
                 record_error(COMPONENT, exc, recorder.metrics)
-            if serialized is not None:
-                serialized()
+            try:  # apart: a size that cannot be observed must not keep the RPC's record and trailer waiting
+                observe(size, len(data))
+            except Exception as exc:
+                record_error(COMPONENT, exc, recorder.metrics)
             return data
 
         return timed

@@ -16,8 +16,9 @@ Per RPC (see docs/grpc.md):
   answers ``INTERNAL`` (or the code the servicer set) and ends the handler's request stream as if the client had
   closed it; grpc.aio raises the error in the handler, which fails with it (``UNKNOWN``, as for any exception).
   A response (or a response stream message) grpcio cannot serialize is recorded with the status grpcio answers:
-  ``INTERNAL`` (grpc.aio: ``UNKNOWN``) or the code the servicer set; a unary RPC whose status is ``OK`` is therefore
-  recorded once grpcio has serialized its response (or the RPC ended), not when its handler returns.
+  ``INTERNAL`` (grpc.aio: ``UNKNOWN``) or the code the servicer set. A unary RPC whose response grpcio serializes is
+  therefore recorded, and its ``server-timing`` trailer set, once grpcio has serialized its response (or the RPC
+  ended), not when its handler returns: the serialization is inside its total and its trailer.
 * ``aiwatch.phase(...)`` inside the servicer feeds ``aiwatch_phase_duration_seconds`` and the ``overhead`` phase: the
   servicer runs inside the RPC's timeline (for the thread-pool server, in the pool thread that runs the handler).
 * Streaming RPCs are timed to the last message; RPCs with a streaming side also count messages in
@@ -58,7 +59,7 @@ from prometheus_client import CollectorRegistry
 
 from aiwatch.exclusion import ExcludedServices
 from aiwatch.grpc._common import metadata_dict, method_name, status_name, status_value
-from aiwatch.grpc.serialization import MessageTimer, ended, take_pending, take_streamed
+from aiwatch.grpc.serialization import SERIALIZE, MessageTimer, ended, take_pending, take_streamed
 from aiwatch.metadatacapture import MetadataCapture
 from aiwatch.metrics import Metrics
 from aiwatch.middleware._common import UNMATCHED_ROUTE, capture_request_headers
@@ -175,37 +176,54 @@ class _Undecodable:
 class _Unserializable:
     """One RPC's response (or a message of its response stream) grpcio could not serialize: the serializer raised or
     gave ``None``. grpcio then answers the RPC itself (the code the servicer set, else ``INTERNAL``; grpc.aio:
-    ``UNKNOWN``). A unary RPC's response is serialized after its handler returned, so the interceptor
-    holds that RPC's record (``pending``) until the serializer has run: :meth:`release`."""
+    ``UNKNOWN``). A unary RPC's response is serialized after its handler returned and before grpcio sends it with
+    the status and the trailing metadata, so the interceptor holds that RPC's record (``pending``) until the
+    serializer has run (:meth:`serialized`): its total, its phases and its trailer then include the serialization.
+    :meth:`release` records it should the serializer never run."""
 
     __slots__ = ("error", "failed", "pending")
 
     def __init__(self) -> None:
         self.failed = False
         self.error: BaseException | None = None
-        self.pending: Callable[[], None] | None = None
+        #: the held record: called with whether the serializer ran, and how long it took when it succeeded
+        self.pending: Callable[[bool, float | None], None] | None = None
 
     def fail(self, error: BaseException | None) -> None:
         self.failed = True
         self.error = error
 
-    def release(self, *_: Any) -> None:
-        """Record the held RPC now (once; also a grpcio done-callback, so an RPC never left unrecorded)."""
+    def serialized(self, seconds: float | None) -> bool:
+        """The serializer ran (``seconds``: its time; ``None``: it failed): record the held RPC now, with it. False:
+        no record was held (a stream's message, or an RPC recorded already: it ended first)."""
         with _done_lock:  # `with`: a signal handler raising between acquire() and a try left the lock held
             pending, self.pending = self.pending, None
+        if pending is None:
+            return False
+        pending(True, seconds)
+        return True
+
+    def release(self, *_: Any) -> None:
+        """Record the held RPC now, without a serialization (once; also a grpcio done-callback, so an RPC is never
+        left unrecorded)."""
+        with _done_lock:
+            pending, self.pending = self.pending, None
         if pending is not None:
-            pending()
+            pending(False, None)
 
 
 class _ServerCore:
     """What the sync and aio interceptors share: starting and finishing one RPC's timeline."""
 
     def __init__(self, recorder: RequestRecorder, server_timing: bool, serialization: bool = True,
-                 failed_status: str = "INTERNAL") -> None:
+                 failed_status: str = "INTERNAL", serializes_any_code: bool = True) -> None:
         self.recorder = recorder
         #: what the server answers a request it cannot deserialize or a response it cannot serialize (grpc.aio:
         #: UNKNOWN)
         self.failed_status = failed_status
+        #: whether the server serializes a unary handler's response whatever code the servicer set (the thread-pool
+        #: server does; grpc.aio only while the code is OK)
+        self.serializes_any_code = serializes_any_code
         self.metrics = recorder.metrics
         self.server_timing = server_timing
         self.serialization = serialization
@@ -332,7 +350,7 @@ class _ServerCore:
                 if held is not None:
                     pending, held.pending = held.pending, None
             if pending is not None:
-                pending()
+                pending(False, None)
         except Exception as exc:
             record_error(COMPONENT, exc, self.metrics)
 
@@ -352,9 +370,10 @@ class _ServerCore:
     def end(self, call: _Call | None, method: str, context: Any, error: BaseException | None,
             terminated: bool = False, unary_response: bool = False) -> None:
         """Finish ``call`` once. ``terminated``: the RPC ended without the handler finishing (client cancel).
-        ``unary_response``: the handler returned the RPC's one response, which grpcio serializes next; an RPC whose
-        status is ``OK`` is recorded when it has (:class:`_Unserializable`), any other at once (grpc.aio does not
-        serialize then, and the thread-pool server sends the servicer's code either way)."""
+        ``unary_response``: the handler returned the RPC's one response, which grpcio serializes next, before it
+        sends the status and the trailing metadata: such an RPC is recorded, and its trailer set, once the serializer
+        has run (:class:`_Unserializable`). grpc.aio serializes only while the code is ``OK``: an RPC with another
+        is recorded at once there."""
         if call is None:
             return
         end = _clock()
@@ -368,7 +387,9 @@ class _ServerCore:
                                            call.undecodable is not None and call.undecodable.failed,
                                            held is not None and held.failed, self.failed_status, call.margin,
                                            call.remaining)
-            if self.server_timing and not terminated and not isinstance(error, _SENT_ALREADY):
+            hold = (held is not None and not held.failed and unary_response and error is None
+                    and (status == "OK" or self.serializes_any_code))
+            if self.server_timing and not hold and not terminated and not isinstance(error, _SENT_ALREADY):
                 try:
                     _add_trailing(context, call.server_timing(self.tail, end), self.metrics)
                 except Exception as exc:
@@ -377,15 +398,14 @@ class _ServerCore:
                 error, report_error = held.error, held.error is not None
                 if call.streaming and call.sent:
                     call.sent -= 1  # the message grpcio could not serialize never went out
-            elif held is not None and unary_response and error is None and status == "OK":
-                # grpcio serializes the response next (grpc.aio only while the code is OK): record once it has
+            elif hold and held is not None:
                 record = functools.partial(self._record, call, method, context, status, end)
                 with _done_lock:
                     over = call.ended
                     if not over:
                         held.pending = record
-                if over:  # rpc_ended already ran and released nothing: nothing will be serialized now
-                    record()
+                if over:  # rpc_ended already ran and released nothing: nothing will be sent now
+                    record(False, None)
                 elif not call.watched:
                     _release_at_end(context, held)
                 return
@@ -393,10 +413,23 @@ class _ServerCore:
         except Exception as exc:
             record_error(COMPONENT, exc, self.metrics)
 
-    def _record(self, call: _Call, method: str, context: Any, status: str, end: float) -> None:
-        """Record a unary RPC held until its response was serialized (:meth:`end`)."""
+    def _record(self, call: _Call, method: str, context: Any, status: str, end: float, serialized: bool,
+                seconds: float | None) -> None:
+        """Record a unary RPC held until its response was serialized (:meth:`end`). ``serialized``: the serializer
+        ran, in ``seconds`` when it succeeded (``None``: it failed). The RPC's total then runs to now, and its trailer
+        (set now: grpcio sends it next, with the status) includes the serialization; otherwise the total ends
+        at ``end``, when the handler returned."""
         try:
             held = call.unserializable
+            if serialized:
+                if seconds is not None:
+                    call.timeline.add(SERIALIZE, None, seconds)
+                end = _clock()
+                if self.server_timing:
+                    try:
+                        _add_trailing(context, call.server_timing(self.tail, end), self.metrics)
+                    except Exception as exc:
+                        record_error(COMPONENT, exc, self.metrics)
             error = None
             if held is not None and held.failed:
                 error = held.error
@@ -615,7 +648,7 @@ def _rewrap(handler: Any, behavior: Callable[..., Any], factory: Callable[..., A
         if unserializable is None:
             serializer = messages.serializer(serializer, _clock)
         else:
-            serializer = messages.serializer(serializer, _clock, unserializable.fail, unserializable.release)
+            serializer = messages.serializer(serializer, _clock, unserializable.fail, unserializable.serialized)
     return factory(behavior, request_deserializer=deserializer, response_serializer=serializer)
 
 
@@ -816,7 +849,7 @@ class AiwatchAioServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[m
             "service": service, "model": model, "registry": registry, "metrics": metrics,
             "tracer_provider": tracer_provider, "max_label_values": max_label_values,
             "slow_threshold": slow_threshold, "model_version": model_version,
-            "traffic_classes": traffic_classes}), server_timing, failed_status="UNKNOWN")
+            "traffic_classes": traffic_classes}), server_timing, failed_status="UNKNOWN", serializes_any_code=False)
 
     @property
     def recorder(self) -> RequestRecorder:

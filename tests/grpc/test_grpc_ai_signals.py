@@ -5,6 +5,7 @@ the bytes the sync and aio clients move per peer for every call kind."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from concurrent import futures
 from typing import Any
@@ -70,7 +71,8 @@ def _slow_server(metrics: Metrics) -> tuple[grpc.Server, str]:
     return server, f"127.0.0.1:{port}"
 
 
-def test_deserialization_is_inside_the_total_and_unary_serialization_after_it(metrics: Metrics) -> None:
+def test_a_unary_rpcs_deserialization_and_serialization_are_inside_its_total_and_its_trailer(
+        metrics: Metrics) -> None:
     server, target = _slow_server(metrics)
     try:
         with stub_for(target) as stub:
@@ -78,14 +80,14 @@ def test_deserialization_is_inside_the_total_and_unary_serialization_after_it(me
     finally:
         server.stop(None)
     timing = parse_server_timing(dict(call.trailing_metadata())["server-timing"])
-    # grpcio deserializes before the handler: the RPC's start moves back to include it
-    assert timing["deserialize"] >= SLOW and timing["total"] >= SLOW
+    # grpcio deserializes before the handler: the RPC's start moves back to include it; it serializes the response
+    # after the handler returned, before it sends the trailer: the trailer waits for it
+    assert timing["deserialize"] >= SLOW and timing["serialize"] >= SLOW
+    assert timing["total"] >= timing["deserialize"] + timing["serialize"]
     total = value(metrics.registry, "aiwatch_request_duration_seconds_sum", service="infer", route=PREDICT,
                   method="grpc", status="OK")
-    assert total >= phase(metrics, "deserialize", "sum") >= SLOW
-    # a unary response is serialized after the interceptor ended the RPC: a phase of its own, not in the trailer
-    assert "serialize" not in timing
-    assert phase(metrics, "serialize", "sum") >= SLOW
+    assert total >= phase(metrics, "deserialize", "sum") + phase(metrics, "serialize", "sum") >= 2 * SLOW
+    assert timing["total"] == pytest.approx(total, abs=6e-7)
 
 
 def _slow_serializer_handler(handler: Any) -> Any:
@@ -99,22 +101,22 @@ def _slow_serializer_handler(handler: Any) -> Any:
                                                response_serializer=slow_serialize)
 
 
-def _assert_unary_serialization_outside_the_total(metrics: Metrics, trailing: Any) -> None:
-    """A unary response's serialization is a phase of its own, after the RPC's total: the total is the phases inside
-    it plus the overhead, in the histograms and in the trailer alike (docs/grpc.md, "Serialization")."""
+def _assert_unary_serialization_inside_the_total(metrics: Metrics, trailing: Any) -> None:
+    """A unary response's serialization is a phase of its RPC: the total is its phases plus the overhead, in the
+    histograms and in the trailer alike (docs/grpc.md, "Serialization")."""
     timing = parse_server_timing(dict(trailing)["server-timing"])
     total = value(metrics.registry, "aiwatch_request_duration_seconds_sum", service="infer", route=PREDICT,
                   method="grpc", status="OK")
-    inside = phase(metrics, "deserialize", "sum") + phase(metrics, "inference", "sum")
+    serialize = phase(metrics, "serialize", "sum")
+    inside = phase(metrics, "deserialize", "sum") + phase(metrics, "inference", "sum") + serialize
     overhead = phase(metrics, "overhead", "sum")
-    assert phase(metrics, "serialize", "sum") >= SLOW  # measured, as a phase of its own
-    assert "serialize" not in timing
-    # before: the serialization was added to the timeline's phases after the total was taken, so the overhead read
-    # low by it (or was clamped at 0) and disagreed with the trailer's
+    assert serialize >= SLOW
     assert value(metrics.registry, "aiwatch_overhead_clamped_total", service="infer") == 0
+    # before: the serialization was recorded after the total was taken, so the phases added up to more than it
     assert inside + overhead == pytest.approx(total, rel=1e-12, abs=1e-12)
     # the trailer's entries are milliseconds to 3 decimals: the same figures to within half a microsecond
     assert timing["total"] == pytest.approx(total, abs=6e-7)
+    assert timing["serialize"] == pytest.approx(serialize, abs=6e-7)
     assert timing["overhead"] == pytest.approx(overhead, abs=6e-7)
 
 
@@ -136,7 +138,7 @@ def test_unary_serialization_leaves_the_overhead_and_the_trailer_consistent(metr
             _, call = stub.Predict.with_call(req(features=[1.0]))
     finally:
         server.stop(None)
-    _assert_unary_serialization_outside_the_total(metrics, call.trailing_metadata())
+    _assert_unary_serialization_inside_the_total(metrics, call.trailing_metadata())
 
 
 async def test_aio_unary_serialization_leaves_the_overhead_and_the_trailer_consistent(metrics: Metrics) -> None:
@@ -159,7 +161,120 @@ async def test_aio_unary_serialization_leaves_the_overhead_and_the_trailer_consi
             trailing = await call.trailing_metadata()
     finally:
         await server.stop(None)
-    _assert_unary_serialization_outside_the_total(metrics, trailing)
+    _assert_unary_serialization_inside_the_total(metrics, trailing)
+
+
+def _serve_sync(metrics: Metrics, predict: Any) -> tuple[grpc.Server, str]:
+    """A thread-pool server whose Predict is ``predict``, its response serializer taking SLOW seconds."""
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2),
+                         interceptors=[grpc_server_interceptor(service="infer", model="ranker", metrics=metrics)])
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+        "aiwatch.example.Inference", {"Predict": _slow_serializer_handler(predict)}),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    return server, f"127.0.0.1:{port}"
+
+
+def test_a_response_returned_with_an_error_code_is_serialized_inside_its_total(metrics: Metrics) -> None:
+    # the thread-pool server serializes a returned response whatever code the servicer set, and sends it with it
+    def predict(request: Any, context: Any) -> Any:
+        context.set_code(grpc.StatusCode.NOT_FOUND)
+        return pb.PredictReply(score=1.0)
+
+    server, target = _serve_sync(metrics, predict)
+    try:
+        with stub_for(target) as stub, pytest.raises(grpc.RpcError) as info:
+            stub.Predict(req(features=[1.0]))
+    finally:
+        server.stop(None)
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    timing = parse_server_timing(dict(info.value.trailing_metadata())["server-timing"])
+    total = value(metrics.registry, "aiwatch_request_duration_seconds_sum", service="infer", route=PREDICT,
+                  method="grpc", status="NOT_FOUND")
+    assert timing["serialize"] == pytest.approx(phase(metrics, "serialize", "sum"), abs=6e-7)
+    assert timing["serialize"] >= SLOW
+    assert timing["total"] == pytest.approx(total, abs=6e-7)
+    assert sum(_phase_sums(metrics).values()) == pytest.approx(total, rel=1e-12, abs=1e-12)
+
+
+def test_a_response_serialized_after_its_caller_left_is_still_a_phase(metrics: Metrics) -> None:
+    """The caller cancels while the handler runs; the handler returns once the RPC has ended. The RPC is recorded
+    CANCELLED as it ends, and grpcio still runs the serializer: that phase is recorded on its own, not lost."""
+    started = threading.Event()
+
+    def predict(request: Any, context: Any) -> Any:
+        over = threading.Event()
+        context.add_callback(over.set)  # after aiwatch's own: aiwatch has seen the end when this is set
+        started.set()
+        over.wait(10)
+        return pb.PredictReply(score=1.0)
+
+    server, target = _serve_sync(metrics, predict)
+    try:
+        with stub_for(target) as stub:
+            future = stub.Predict.future(req(features=[1.0]))
+            assert started.wait(10)
+            future.cancel()
+            wait_until(lambda: phase(metrics, "serialize") == 1, 10, what="the serialization recorded")
+    finally:
+        server.stop(None)
+    assert value(metrics.registry, "aiwatch_request_duration_seconds_count", service="infer", route=PREDICT,
+                 method="grpc", status="CANCELLED") == 1
+    assert phase(metrics, "serialize", "sum") >= SLOW
+    assert value(metrics.registry, "aiwatch_instrumentation_errors_total", component="grpc_server") == 0
+
+
+def _own(handler: Any, details: Any) -> Any:
+    """Predict's ``handler`` with a response serializer of its own instead of the one aiwatch wrapped."""
+    if handler is None or not details.method.endswith("/Predict"):
+        return handler
+    return grpc.unary_unary_rpc_method_handler(handler.unary_unary, handler.request_deserializer,
+                                               pb.PredictReply.SerializeToString)
+
+
+class _OwnSerializer(grpc.ServerInterceptor):  # type: ignore[misc]
+    """An interceptor in front of aiwatch's that replaces Predict's response serializer: aiwatch's never runs."""
+
+    def intercept_service(self, continuation: Any, details: Any) -> Any:
+        return _own(continuation(details), details)
+
+
+class _AioOwnSerializer(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    async def intercept_service(self, continuation: Any, details: Any) -> Any:
+        return _own(await continuation(details), details)
+
+
+def _assert_recorded_without_a_serialization(metrics: Metrics, trailing: Any) -> None:
+    wait_until(lambda: value(metrics.registry, "aiwatch_request_duration_seconds_count", service="infer",
+                             route=PREDICT, method="grpc", status="OK") == 1, 10, what="the RPC recorded")
+    assert "server-timing" not in dict(trailing)  # it waited for a serialization that never came
+    assert phase(metrics, "serialize") == 0 and phase(metrics, "inference") == 1
+    assert value(metrics.registry, "aiwatch_requests_in_flight", service="infer") == 0
+    assert value(metrics.registry, "aiwatch_instrumentation_errors_total", component="grpc_server") == 0
+
+
+def test_a_unary_rpc_whose_response_aiwatch_never_serializes_is_recorded_when_it_ends(metrics: Metrics) -> None:
+    interceptors = [_OwnSerializer(), grpc_server_interceptor(service="infer", model="ranker", metrics=metrics)]
+    with sync_server(interceptors) as target, stub_for(target) as stub:
+        reply, call = stub.Predict.with_call(req(features=[1.0, 3.0]))
+        assert reply.score == 2.0
+        _assert_recorded_without_a_serialization(metrics, call.trailing_metadata())
+
+
+async def test_aio_a_unary_rpc_whose_response_aiwatch_never_serializes_is_recorded_when_it_ends(
+        metrics: Metrics) -> None:
+    interceptors = [_AioOwnSerializer(), grpc_aio_server_interceptor(service="infer", model="ranker",
+                                                                     metrics=metrics)]
+    async with aio_server(interceptors) as target, grpc.aio.insecure_channel(target) as channel:
+        call = pb_grpc.InferenceStub(channel).Predict(req(features=[1.0, 3.0]))
+        assert (await call).score == 2.0
+        trailing = await call.trailing_metadata()
+        for _ in range(200):
+            if value(metrics.registry, "aiwatch_request_duration_seconds_count", service="infer", route=PREDICT,
+                     method="grpc", status="OK") == 1:
+                break
+            await asyncio.sleep(0.05)
+    _assert_recorded_without_a_serialization(metrics, trailing)
 
 
 def _phase_sums(metrics: Metrics) -> dict[str, float]:
@@ -168,26 +283,24 @@ def _phase_sums(metrics: Metrics) -> dict[str, float]:
             if sample.name.endswith("_sum") and sample.labels["service"] == "infer"}
 
 
-def _assert_partitioned(metrics: Metrics, route: str, response_inside: bool) -> None:
-    """The RPC's phases inside its total (``serialize`` among them only when ``response_inside``) and its overhead
-    add up to its total."""
+def _assert_partitioned(metrics: Metrics, route: str) -> None:
+    """The RPC's phases, ``serialize`` and ``deserialize`` among them, and its overhead add up to its total."""
     sums = _phase_sums(metrics)
     assert sums.get("serialize", 0.0) > 0.0 and sums.get("deserialize", 0.0) > 0.0
     total = value(metrics.registry, "aiwatch_request_duration_seconds_sum", service="infer", route=route,
                   method="grpc", status="OK")
-    inside = sum(seconds for name, seconds in sums.items() if response_inside or name != "serialize")
-    assert inside == pytest.approx(total, rel=1e-12, abs=1e-12)
+    assert sum(sums.values()) == pytest.approx(total, rel=1e-12, abs=1e-12)
 
 
-def test_a_request_streams_response_is_serialized_outside_its_total(metrics: Metrics) -> None:
+def test_a_request_streams_response_is_serialized_inside_its_total(metrics: Metrics) -> None:
     # a request stream with a unary response (stream-unary): grpcio serializes its response after the handler, too
     interceptor = grpc_server_interceptor(service="infer", model="ranker", metrics=metrics)
     with sync_server([interceptor]) as target, stub_for(target) as stub:
         stub.Upload(iter([req(features=[1.0]), req(features=[2.0])]))
-    _assert_partitioned(metrics, UPLOAD, response_inside=False)
+    _assert_partitioned(metrics, UPLOAD)
 
 
-async def test_aio_a_request_streams_response_is_serialized_outside_its_total(metrics: Metrics) -> None:
+async def test_aio_a_request_streams_response_is_serialized_inside_its_total(metrics: Metrics) -> None:
     async def requests() -> Any:
         for features in ([1.0], [2.0]):
             yield req(features=features)
@@ -195,7 +308,7 @@ async def test_aio_a_request_streams_response_is_serialized_outside_its_total(me
     async with aio_server([grpc_aio_server_interceptor(service="infer", model="ranker", metrics=metrics)]) as target, \
             grpc.aio.insecure_channel(target) as channel:
         await pb_grpc.InferenceStub(channel).Upload(requests())
-    _assert_partitioned(metrics, UPLOAD, response_inside=False)
+    _assert_partitioned(metrics, UPLOAD)
 
 
 def test_the_traffic_class_comes_from_the_metadata(metrics: Metrics) -> None:

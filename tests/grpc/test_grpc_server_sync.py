@@ -61,8 +61,9 @@ def test_unary_records_duration_phases_and_reports_server_timing(metrics: Metric
     assert value(metrics.registry, "aiwatch_phase_duration_seconds_sum", service="infer", model="ranker",
                  phase="inference") >= 0.005
     timing = parse_server_timing(dict(call.trailing_metadata())["server-timing"])
-    # the request message's deserialization ran before the handler: part of the RPC and of its trailer
-    assert set(timing) == {"deserialize", "features", "inference", "overhead", "total"}
+    # the request message's deserialization ran before the handler, and its response's serialization after it
+    # returned: both part of the RPC and of its trailer
+    assert set(timing) == {"deserialize", "features", "inference", "serialize", "overhead", "total"}
     assert timing["total"] >= timing["inference"] >= 0.005
     server_sum = value(metrics.registry, "aiwatch_request_duration_seconds_sum", service="infer", route=PREDICT,
                        method="grpc", status="OK")
