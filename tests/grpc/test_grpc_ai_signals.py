@@ -120,6 +120,17 @@ def _assert_unary_serialization_inside_the_total(metrics: Metrics, trailing: Any
     assert timing["overhead"] == pytest.approx(overhead, abs=6e-7)
 
 
+def _serve_sync(metrics: Metrics, predict: Any) -> tuple[grpc.Server, str]:
+    """A thread-pool server whose Predict is ``predict``, its response serializer taking SLOW seconds."""
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2),
+                         interceptors=[grpc_server_interceptor(service="infer", model="ranker", metrics=metrics)])
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+        "aiwatch.example.Inference", {"Predict": _slow_serializer_handler(predict)}),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    return server, f"127.0.0.1:{port}"
+
+
 def test_unary_serialization_leaves_the_overhead_and_the_trailer_consistent(metrics: Metrics) -> None:
     def predict(request: Any, context: Any) -> Any:
         with aiwatch.phase("inference"):
@@ -127,14 +138,9 @@ def test_unary_serialization_leaves_the_overhead_and_the_trailer_consistent(metr
         time.sleep(3 * SLOW)  # outside every phase: overhead, more than the serialization takes
         return pb.PredictReply(score=1.0)
 
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2),
-                         interceptors=[grpc_server_interceptor(service="infer", model="ranker", metrics=metrics)])
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
-        "aiwatch.example.Inference", {"Predict": _slow_serializer_handler(predict)}),))
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
+    server, target = _serve_sync(metrics, predict)
     try:
-        with stub_for(f"127.0.0.1:{port}") as stub:
+        with stub_for(target) as stub:
             _, call = stub.Predict.with_call(req(features=[1.0]))
     finally:
         server.stop(None)
@@ -162,17 +168,6 @@ async def test_aio_unary_serialization_leaves_the_overhead_and_the_trailer_consi
     finally:
         await server.stop(None)
     _assert_unary_serialization_inside_the_total(metrics, trailing)
-
-
-def _serve_sync(metrics: Metrics, predict: Any) -> tuple[grpc.Server, str]:
-    """A thread-pool server whose Predict is ``predict``, its response serializer taking SLOW seconds."""
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2),
-                         interceptors=[grpc_server_interceptor(service="infer", model="ranker", metrics=metrics)])
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
-        "aiwatch.example.Inference", {"Predict": _slow_serializer_handler(predict)}),))
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    return server, f"127.0.0.1:{port}"
 
 
 def test_a_response_returned_with_an_error_code_is_serialized_inside_its_total(metrics: Metrics) -> None:
