@@ -56,22 +56,33 @@ class Work:
     family_names: tuple[str, ...]
     #: span attributes set per request, over all its spans (what each span carries costs too)
     span_attributes: float = 0.0
+    #: exemplars set per request: histogram buckets whose exemplar (a trace id, a value, a timestamp) changed
+    exemplars: int = 0
 
     def describe(self) -> str:
         spans = f"{self.spans:g} spans ({self.span_attributes:g} attributes)" if self.spans else "0 spans"
-        return f"{spans}, {self.families} families, {self.series} series, {self.samples} samples"
+        return (f"{spans}, {self.families} families, {self.series} series, {self.samples} samples, "
+                f"{self.exemplars} exemplars")
 
 
-def _samples(registry: CollectorRegistry | None) -> dict[tuple[str, str, tuple[tuple[str, str], ...]], float]:
-    out: dict[tuple[str, str, tuple[tuple[str, str], ...]], float] = {}
+def _samples(registry: CollectorRegistry | None) -> dict[tuple[str, str, tuple[tuple[str, str], ...]],
+                                                          tuple[float, Any]]:
+    """Each sample's value and exemplar."""
+    out: dict[tuple[str, str, tuple[tuple[str, str], ...]], tuple[float, Any]] = {}
     if registry is None:
         return out
     for family in registry.collect():
         for s in family.samples:
             if s.name.endswith("_created"):
                 continue
-            out[(family.name, s.name, tuple(sorted(s.labels.items())))] = s.value
+            out[(family.name, s.name, tuple(sorted(s.labels.items())))] = (s.value, s.exemplar)
     return out
+
+
+def trace_exemplar(span: Any) -> dict[str, str] | None:
+    """The exemplar aiwatch attaches to a traced request's observations: the span's trace id, when it is sampled."""
+    context = span.get_span_context()
+    return {"trace_id": format(context.trace_id, "032x")} if context.trace_flags.sampled else None
 
 
 def count_variants(variants: Mapping[str, Callable[[CollectorRegistry, Any], Any]], names: Iterable[str],
@@ -95,7 +106,9 @@ def count_work(run_once: Callable[[], object], registry: CollectorRegistry | Non
     before = _samples(registry)
     run_once()
     after = _samples(registry)
-    changed = [key for key, value in after.items() if before.get(key) != value]
+    changed = [key for key, (value, _) in after.items() if key not in before or before[key][0] != value]
+    exemplars = sum(1 for key, (_, exemplar) in after.items()
+                    if exemplar is not None and (key not in before or before[key][1] != exemplar))
     families = sorted({family for family, _, _ in changed})
     series = {(family, tuple(kv for kv in labels if kv[0] not in ("le", "quantile"))) for family, _, labels in changed}
     spans = attributes = 0.0
@@ -106,16 +119,16 @@ def count_work(run_once: Callable[[], object], registry: CollectorRegistry | Non
         finished = exporter.get_finished_spans()
         spans = len(finished) / spans_over
         attributes = sum(len(span.attributes or {}) for span in finished) / spans_over
-    return Work(spans, len(families), len(series), len(changed), tuple(families), attributes)
+    return Work(spans, len(families), len(series), len(changed), tuple(families), attributes, exemplars)
 
 
 def require_same_work(work: Mapping[str, Work], mine: str, by_hand: str) -> None:
     """Refuse a comparison that is not like for like: ``by_hand`` (a hand-written equivalent of ``mine``) must change
-    as many metric families and series per request, and make as many spans with as many attributes. Not the
-    samples: how many buckets an observation changes depends on the value observed (a slower request changes
-    fewer), so the two sides' counts may differ by a bucket or two from one request to the next."""
-    def shape(w: Work) -> tuple[float, float, int, int]:
-        return w.spans, w.span_attributes, w.families, w.series
+    as many metric families and series per request, make as many spans with as many attributes, and set as many
+    exemplars. Not the samples: how many buckets an observation changes depends on the value observed (a slower
+    request changes fewer), so the two sides' counts may differ by a bucket or two from one request to the next."""
+    def shape(w: Work) -> tuple[float, float, int, int, int]:
+        return w.spans, w.span_attributes, w.families, w.series, w.exemplars
 
     if shape(work[mine]) != shape(work[by_hand]):
         raise SystemExit(f"{by_hand!r} does not record what {mine!r} records: {work[by_hand].describe()} against "
@@ -152,9 +165,11 @@ class HandFamilies:
             sizes("hand_response_size_bytes", "Response body size."),
             Gauge("hand_requests_in_flight", "Requests in flight.", ("service",), registry=registry))
 
-    def record(self, seconds: float, route: str, method: str, status: str, received: int, sent: int) -> None:
-        """One request, as aiwatch records one with no phase (its ``overhead`` phase is the whole request)."""
-        self.duration.labels("bench", route, method, status, "realtime").observe(seconds)
-        self.phase.labels("bench", "", "", "overhead").observe(seconds)
+    def record(self, seconds: float, route: str, method: str, status: str, received: int, sent: int,
+               exemplar: dict[str, str] | None = None) -> None:
+        """One request, as aiwatch records one with no phase (its ``overhead`` phase is the whole request);
+        ``exemplar``: a traced request's (:func:`trace_exemplar`), on the time observations as aiwatch puts it."""
+        self.duration.labels("bench", route, method, status, "realtime").observe(seconds, exemplar)
+        self.phase.labels("bench", "", "", "overhead").observe(seconds, exemplar)
         self.request_size.labels("bench", route, method).observe(received)
         self.response_size.labels("bench", route, method).observe(sent)

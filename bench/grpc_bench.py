@@ -47,7 +47,14 @@ from opentelemetry.trace import SpanKind
 from prometheus_client import CollectorRegistry, Histogram
 
 from aiwatch.grpc import grpc_client_interceptor, grpc_server_interceptor
-from bench.counting import Work, count_work, discarding_provider, recording_provider, require_same_work
+from bench.counting import (
+    Work,
+    count_work,
+    discarding_provider,
+    recording_provider,
+    require_same_work,
+    trace_exemplar,
+)
 from examples.grpc_service.servicer import pb, pb_grpc
 
 
@@ -117,9 +124,10 @@ class SameFamiliesInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
     in-flight gauge moved up and down.
     With a tracer provider, also the span aiwatch makes: the parent read from the call's metadata by the global
     propagator, one SERVER span with the same 6 attributes (5 at the start, the status code at the end), made
-    current while the handler runs. No ``server-timing`` trailer, no label guard, and the call's time taken before
-    its response is serialized (aiwatch's includes it): what is left between this and aiwatch is aiwatch's own
-    work beyond recording the same samples and span."""
+    current while the handler runs, and its trace id as the exemplar of the call's time and phases (4 exemplars, as
+    aiwatch sets). No ``server-timing`` trailer, no label guard, and the call's time taken before its response is
+    serialized (aiwatch's includes it): what is left between this and aiwatch is aiwatch's own work beyond
+    recording the same samples, exemplars and span."""
 
     def __init__(self, registry: CollectorRegistry, provider: Any = None) -> None:
         from prometheus_client import Gauge
@@ -148,22 +156,28 @@ class SameFamiliesInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         request_size = self.sizes.labels("bench", route, "request")
         response_size = self.sizes.labels("bench", route, "response")
         clock = time.perf_counter
+        # this call's deserialization time and exemplar: grpcio asks for the handler per call, so these are the
+        # call's own (its phases carry the exemplar, as aiwatch's do, so they are observed once the span exists)
+        deserialized = 0.0
+        exemplar: dict[str, str] | None = None
 
         def deserializer(data: bytes) -> Any:
+            nonlocal deserialized
             start = clock()
             message = deserialize(data) if deserialize is not None else data
-            self.phase.labels("bench", "", "", "deserialize").observe(clock() - start)
+            deserialized = clock() - start
             request_size.observe(len(data))
             return message
 
         def serializer(message: Any) -> bytes:
             start = clock()
             data = serialize(message) if serialize is not None else message
-            self.phase.labels("bench", "", "", "serialize").observe(clock() - start)
+            self.phase.labels("bench", "", "", "serialize").observe(clock() - start, exemplar)
             response_size.observe(len(data))
             return data
 
         def unary(request: Any, context: Any) -> Any:
+            nonlocal exemplar
             start = time.perf_counter()
             gauge = self.in_flight.labels("bench")
             gauge.inc()
@@ -177,6 +191,8 @@ class SameFamiliesInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
                     attributes={"rpc.system": "grpc", "rpc.service": service, "rpc.method": method,
                                 "net.peer.ip": host, "net.peer.port": int(port)})
                 token = otel_context.attach(set_span_in_context(span))
+                exemplar = trace_exemplar(span)
+            self.phase.labels("bench", "", "", "deserialize").observe(deserialized, exemplar)
             try:
                 return behavior(request, context)
             except Exception:
@@ -185,8 +201,8 @@ class SameFamiliesInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
             finally:
                 elapsed = time.perf_counter() - start
                 gauge.dec()
-                self.duration.labels("bench", route, "grpc", status, "realtime").observe(elapsed)
-                self.phase.labels("bench", "", "", "overhead").observe(elapsed)
+                self.duration.labels("bench", route, "grpc", status, "realtime").observe(elapsed, exemplar)
+                self.phase.labels("bench", "", "", "overhead").observe(elapsed, exemplar)
                 if span is not None:
                     otel_context.detach(token)
                     span.set_attribute("rpc.grpc.status_code", 0 if status == "OK" else 2)

@@ -59,7 +59,7 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 import aiwatch
-from bench.counting import HandFamilies, count_variants, discarding_provider, require_same_work
+from bench.counting import HandFamilies, count_variants, discarding_provider, require_same_work, trace_exemplar
 
 
 def make_app(with_phase: bool) -> FastAPI:
@@ -154,7 +154,8 @@ def _by_hand(registry: CollectorRegistry, tracer: Any) -> Any:
             gauge.dec()
             route = getattr(scope.get("route"), "path", "__unmatched__")
             method = scope["method"]
-            families.record(elapsed, route, method, str(status), int(headers.get("content-length", 0)), sent)
+            families.record(elapsed, route, method, str(status), int(headers.get("content-length", 0)), sent,
+                            None if span is None else trace_exemplar(span))
             if span is not None:
                 context.detach(token)
                 span.set_attributes({"http.route": route, "http.response.status_code": status})

@@ -52,7 +52,7 @@ from prometheus_client import CollectorRegistry
 
 import aiwatch
 from aiwatch.middleware.django import MIDDLEWARE_PATH
-from bench.counting import HandFamilies, count_variants, discarding_provider, require_same_work
+from bench.counting import HandFamilies, count_variants, discarding_provider, require_same_work, trace_exemplar
 
 settings.configure(DEBUG=False, ALLOWED_HOSTS=["*"], SECRET_KEY="bench", ROOT_URLCONF=__name__, MIDDLEWARE=[],
                    INSTALLED_APPS=[], USE_TZ=True, LOGGING_CONFIG=None)
@@ -183,7 +183,8 @@ def by_hand(inner: Any, registry: CollectorRegistry, provider: Any = None) -> An
                 route = environ.get(ROUTE_KEY, "__unmatched__")
                 method = environ["REQUEST_METHOD"]
                 status = self.status[0] if self.status else "500"
-                families.record(elapsed, route, method, status, int(environ.get("CONTENT_LENGTH") or 0), self.sent)
+                families.record(elapsed, route, method, status, int(environ.get("CONTENT_LENGTH") or 0), self.sent,
+                                None if self.span is None else trace_exemplar(self.span))
                 if self.span is not None:
                     self.span.set_attributes({"http.route": route, "http.response.status_code": int(status)})
                     self.span.update_name(f"{method} {route}")
