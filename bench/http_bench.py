@@ -18,7 +18,8 @@ Variants (the endpoint opens no phase unless the name says so):
 - ``same-families``: what ``aiwatch`` records (its four histogram families, same labels and buckets, and the
   in-flight gauge) written by hand with prometheus_client's documented API: the floor for recording that much;
 - ``same-families+span``: the same plus the span ``aiwatch+tracing`` makes (same 9 attributes, parent from the
-  headers, made current), written by hand with the OpenTelemetry API;
+  headers, made current), written by hand with the OpenTelemetry API, and its trace id as the exemplar of the
+  request's time and overhead observations, as aiwatch sets them;
 - ``one-span``: the floor of any tracing middleware, a raw ASGI wrapper starting and ending one span;
 - ``aiwatch``: ``aiwatch.instrument`` with its defaults (request histogram, the ``overhead`` phase histogram, the
   in-flight gauge, the Server-Timing header with the service name);
@@ -111,7 +112,8 @@ def with_same_families(registry: CollectorRegistry, provider: Any) -> Any:
 def with_same_families_span(registry: CollectorRegistry, provider: Any) -> Any:
     """``same-families`` plus the span ``aiwatch+tracing`` makes, by hand with the OpenTelemetry API: the parent
     read from the request's headers by the global propagator, one SERVER span with the same 9 attributes (7 given
-    at the start, the route and the status at the end), made current while the app runs."""
+    at the start, the route and the status at the end), made current while the app runs, and its trace id as the
+    exemplar of the time observations (2, as aiwatch sets)."""
     return _by_hand(registry, provider.get_tracer("bench"))
 
 

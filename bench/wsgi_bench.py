@@ -20,7 +20,8 @@ Variants, for Flask and for Django's WSGI handler:
   in-flight gauge), written by hand with prometheus_client's documented API, the route stored by a hook as
   aiwatch's hooks store it: the floor for recording that much;
 - ``same-families+span``: the same plus the span ``aiwatch+tracing`` makes (same 9 attributes, parent from the
-  environ, made current), by hand with the OpenTelemetry API;
+  environ, made current), by hand with the OpenTelemetry API, and its trace id as the exemplar of the request's
+  time and overhead observations, as aiwatch sets them;
 - ``otel-wsgi``: OpenTelemetry's WSGI middleware (opentelemetry-instrumentation-wsgi) at its defaults: one SERVER
   span; no MeterProvider is set, so its metric calls are no-ops.
 
@@ -153,7 +154,8 @@ def by_hand(inner: Any, registry: CollectorRegistry, provider: Any = None) -> An
     request and response body sizes, observed when the server closes the body) and the in-flight gauge moved up
     and down; the route as the framework's hook stored it. With a tracer provider, also aiwatch's span: the parent
     read from the environ by the global propagator, one SERVER span with the same 9 attributes (7 at the start, the
-    route and the status at the end), current while the app runs. No Server-Timing header, no label guard, no checks
+    route and the status at the end), current while the app runs, and its trace id as the exemplar of the time
+    observations (2, as aiwatch sets). No Server-Timing header, no label guard, no checks
     of the numbers, and the span current only in the app's call, not while the body is iterated (aiwatch's is)."""
     from opentelemetry import context, propagate
     from opentelemetry.trace import SpanKind, set_span_in_context
