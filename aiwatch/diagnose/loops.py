@@ -61,7 +61,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiwatch.diagnose.split import Part
-from aiwatch.diagnose.window import Key, WindowTotals
+from aiwatch.diagnose.window import Key, WindowTotals, bucket_bound
 
 #: The loops explain a network rise when their estimated wait is at least this share of it.
 EXPLAINS_SHARE = 0.5
@@ -281,8 +281,9 @@ def wait_estimate(w: WindowTotals, service: str) -> WaitEstimate | None:
     if replicas:
         buckets: dict[float, float] = {}
         for (*replica, le), n in w.matching("loop_delay_buckets", service):
-            if tuple(replica) in replicas:
-                buckets[float(le)] = buckets.get(float(le), 0.0) + n
+            bound = bucket_bound(le)
+            if tuple(replica) in replicas and bound is not None:
+                buckets[bound] = buckets.get(bound, 0.0) + n
         delay = sum(v for replica, v in w.matching("loop_delay_seconds", service) if replica in replicas)
         found = expected_wait(buckets.items(), delay, sum(replicas.values()))
         if found is not None:

@@ -26,7 +26,7 @@ from typing import Any
 
 from aiwatch.diagnose.loops import LoopWait, loop_wait, stalled_share, unwatched_notes, wait_estimate
 from aiwatch.diagnose.split import Part, mean_seconds, request_split, splittable_in, tail_split
-from aiwatch.diagnose.window import WindowTotals
+from aiwatch.diagnose.window import WindowTotals, bucket_bound
 
 DEFAULT_MODEL_PHASES: tuple[str, ...] = ("inference",)
 #: The noise floor: a part whose time per request moved by less than this many seconds...
@@ -346,7 +346,8 @@ def entry_service(baseline: WindowTotals, incident: WindowTotals) -> str:
 def summarise(w: WindowTotals, service: str) -> WindowSummary:
     requests = w.total("requests", service)
     errors = w.total("errors", service)
-    buckets = [(float(le), count) for (le,), count in w.matching("request_buckets", service)]
+    buckets = [(bound, count) for (le,), count in w.matching("request_buckets", service)
+               if (bound := bucket_bound(le)) is not None]
     return WindowSummary(w.start, w.end, requests, w.rate("requests", service), mean_seconds(w, service),
                          histogram_quantile(0.99, buckets), errors / requests if requests > 0 else None)
 

@@ -728,3 +728,18 @@ def test_the_report_notes_the_replicas_a_loop_estimate_leaves_out() -> None:
     assert d.notes == [note] and f"note: {note}" in format_diagnosis(d)
     assert json.loads(json.dumps(d.to_dict()))["notes"] == [note]
     assert loop_of(d)["peer_seconds"] == pytest.approx(true, rel=0.05)
+
+
+@pytest.mark.parametrize("le", ["x", "NaN"])
+def test_a_loop_delay_bucket_whose_le_is_no_number_is_left_out(le: str) -> None:
+    """As a request bucket's: a loop delay bucket whose ``le`` is no number is left out of the loop's estimate, and
+    the diagnosis is the one without it."""
+    def hostile(w: WindowTotals) -> WindowTotals:
+        buckets = {**w.values["loop_delay_buckets"], ("inference", le): 1e9}
+        return dataclasses.replace(w, values={**w.values, "loop_delay_buckets": buckets})
+
+    before, after = window(0, 0.002, 0.0005, 0.0005), window(60, 0.182, 0.0005, 0.1705)
+    expected = diagnose_windows(before, after, "gateway")
+    d = diagnose_windows(hostile(before), hostile(after), "gateway")
+    assert d.verdict == expected.verdict
+    assert network_row(d)["event_loop"] == network_row(expected)["event_loop"]

@@ -411,3 +411,24 @@ def test_a_part_that_is_a_lower_bound_twice_is_cautioned_once() -> None:
     assert clamped.startswith("network gateway -> inference is a lower bound: inference reported more time")
     assert unmeasured.startswith("network gateway -> inference is a lower bound: 10% of gateway's calls")
     assert d.verdict.endswith("; caution: network gateway -> inference is a lower bound (see the notes)")
+
+
+def _with_bucket(w: WindowTotals, read: str, key: tuple[str, ...], count: float) -> WindowTotals:
+    values = {k: dict(v) for k, v in w.values.items()}
+    values.setdefault(read, {})[key] = count
+    return dataclasses.replace(w, values=values)
+
+
+@pytest.mark.parametrize("le", ["x", "", "NaN", "0,5"])
+def test_a_request_bucket_whose_le_is_no_number_is_left_out(le: str) -> None:
+    """A source answering a ``_bucket`` series whose ``le`` is no number (a hostile Prometheus, an exporter that is
+    not aiwatch's) has that bucket left out, as the console's Prometheus source does: the diagnosis is made from the
+    rest, never a ``ValueError`` (which the command took for an invalid argument, exit 2)."""
+    baseline, incident = windows(network=0.2)
+    expected = diagnose_windows(baseline, incident, "gateway")
+    hostile = [_with_bucket(w, "request_buckets", ("gateway", le), 1e9) for w in (baseline, incident)]
+    d = diagnose_windows(*hostile, "gateway")
+    assert d.cause == expected.cause == "network:gateway->inference"
+    assert (d.baseline.p99_seconds, d.incident.p99_seconds) == (expected.baseline.p99_seconds,
+                                                                expected.incident.p99_seconds)
+    assert d.verdict == expected.verdict
