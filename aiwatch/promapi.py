@@ -259,6 +259,20 @@ def labels(value: object, what: str) -> dict[str, str]:
     return dict(value)
 
 
+def bucket_bound(le: str) -> float | None:
+    """A histogram bucket's upper bound from its ``le`` label, ``None`` for one that is no number (or NaN): an
+    exporter that is not aiwatch's, or a hostile source. Readers leave such a bucket out.
+
+        >>> bucket_bound("0.25"), bucket_bound("+Inf"), bucket_bound("x"), bucket_bound("NaN")
+        (0.25, inf, None, None)
+    """
+    try:
+        bound = float(le)
+    except ValueError:
+        return None
+    return None if math.isnan(bound) else bound
+
+
 def sample(value: object, promql: str) -> tuple[float, float]:
     """``[unix seconds, "value"]`` as two floats (the value may be NaN or infinite; callers drop those)."""
     try:

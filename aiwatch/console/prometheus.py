@@ -166,12 +166,11 @@ class PrometheusSource(DataSource):
 
     def _bucket_ranges(self, expr: str, end: float) -> Buckets:
         """The ``(upper bound, count)`` buckets per label set (``le`` left out) and time of bucket rates ``expr``
-        over the span ending at ``end``; a bucket whose ``le`` is no number is left out."""
+        over the span ending at ``end``; a bucket whose ``le`` is no number (or NaN) is left out."""
         grouped: Buckets = {}
         for labels, points in self._range(expr, end):
-            try:
-                bound = float(labels.get("le", ""))
-            except ValueError:
+            bound = promapi.bucket_bound(labels.get("le", ""))
+            if bound is None:
                 continue
             key = _key(labels)
             for t, value in points:
@@ -180,12 +179,11 @@ class PrometheusSource(DataSource):
 
     def _buckets(self, expr: str, at: float | None) -> dict[frozenset[tuple[str, str]], list[tuple[float, float]]]:
         """The ``(upper bound, count)`` buckets per label set (``le`` left out) of bucket rates ``expr`` at ``at``;
-        a bucket whose ``le`` is no number is left out."""
+        a bucket whose ``le`` is no number (or NaN) is left out."""
         grouped: dict[frozenset[tuple[str, str]], list[tuple[float, float]]] = {}
         for labels, value in self._instant(expr, at):
-            try:
-                bound = float(labels.get("le", ""))
-            except ValueError:
+            bound = promapi.bucket_bound(labels.get("le", ""))
+            if bound is None:
                 continue
             grouped.setdefault(_key(labels), []).append((bound, value))
         return grouped

@@ -61,7 +61,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiwatch.diagnose.split import Part
-from aiwatch.diagnose.window import Key, WindowTotals, bucket_bound
+from aiwatch.diagnose.window import Key, WindowTotals
+from aiwatch.promapi import bucket_bound
 
 #: The loops explain a network rise when their estimated wait is at least this share of it.
 EXPLAINS_SHARE = 0.5

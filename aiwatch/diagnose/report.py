@@ -26,7 +26,8 @@ from typing import Any
 
 from aiwatch.diagnose.loops import LoopWait, loop_wait, stalled_share, unwatched_notes, wait_estimate
 from aiwatch.diagnose.split import Part, mean_seconds, request_split, splittable_in, tail_split
-from aiwatch.diagnose.window import WindowTotals, bucket_bound
+from aiwatch.diagnose.window import WindowTotals
+from aiwatch.promapi import bucket_bound
 
 DEFAULT_MODEL_PHASES: tuple[str, ...] = ("inference",)
 #: The noise floor: a part whose time per request moved by less than this many seconds...

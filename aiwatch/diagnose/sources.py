@@ -54,9 +54,13 @@ class WindowSource(Protocol):
 def aggregate(read: Read, samples: Iterable[tuple[Mapping[str, str], float]]) -> dict[Key, float]:
     """``sum by`` (``max by`` for a ``max`` or ``last`` read, ``min by`` for a ``gone`` one: a replica with one
     series present is present) the read's labels, keeping only error statuses when the read asks for them: what the
-    PromQL of :func:`read_promql` does, for sources that hold raw series."""
+    PromQL of :func:`read_promql` does, for sources that hold raw series. NaN and infinite values are left out, as
+    :mod:`aiwatch.promapi` leaves them out of Prometheus' answers (an endpoint that is not aiwatch's may export
+    them; one would make every sum it enters NaN or infinite)."""
     out: dict[Key, float] = {}
     for labels, value in samples:
+        if not math.isfinite(value):
+            continue
         if read.errors_only and not is_error_status(labels.get("status", "")):
             continue
         key = tuple(labels.get(label, "") for label in read.by)

@@ -12,7 +12,6 @@ with ``{label values: number}``; :class:`WindowTotals` holds the answers and the
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
@@ -107,21 +106,6 @@ COVERAGE_STEPS = 250
 def subquery_step(seconds: float) -> float:
     """The step of the Prometheus source's subqueries over a window of ``seconds``: whole seconds, at least 1."""
     return max(1.0, round(seconds / COVERAGE_STEPS))
-
-def bucket_bound(le: str) -> float | None:
-    """A histogram bucket's upper bound from its ``le`` label, ``None`` for one that is no number (or NaN): a
-    hostile source or an exporter that is not aiwatch's; the bucket is left out, as the console's Prometheus
-    source leaves it out.
-
-        >>> bucket_bound("0.25"), bucket_bound("+Inf"), bucket_bound("x"), bucket_bound("NaN")
-        (0.25, inf, None, None)
-    """
-    try:
-        bound = float(le)
-    except ValueError:
-        return None
-    return None if math.isnan(bound) else bound
-
 
 Reader = Callable[[Read], Mapping[Key, float]]
 """A source's answer to one :class:`Read` for one window."""

@@ -4,6 +4,7 @@ source and the snapshots must agree exactly."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import time
@@ -23,6 +24,7 @@ from aiwatch.diagnose import (
     Diagnosis,
     PrometheusWindows,
     diagnose,
+    diagnose_windows,
     totals_from_snapshots,
 )
 from aiwatch.diagnose.sources import read_promql, scrape_totals
@@ -462,6 +464,22 @@ def test_snapshots_reset_a_histograms_sum_with_its_count() -> None:
     assert w.total("request_seconds", "gw") == 60.0
     assert w.of("phase_seconds") == {("gw", "inference"): 60.0}
     assert w.of("request_buckets") == {("gw", "0.05"): 0.0, ("gw", "+Inf"): 600.0}
+
+
+def test_snapshots_leave_out_a_series_whose_increase_is_not_finite_as_prometheus_answers_do() -> None:
+    # two replicas of gw; in the incident window one exports a _sum that became +Inf (an exporter that is not
+    # aiwatch's): before, the window's request time was infinite, every mean NaN, and `--json` printed NaN, which is
+    # no JSON
+    def snapshot(requests: float, seconds_a: float, seconds_b: float) -> dict[str, dict[Any, float]]:
+        a, b = (("instance", "a"), ("service", "gw")), (("instance", "b"), ("service", "gw"))
+        return {"aiwatch_request_duration_seconds_count": {a: requests, b: requests},
+                "aiwatch_request_duration_seconds_sum": {a: seconds_a, b: seconds_b}}
+
+    baseline = totals_from_snapshots(snapshot(0, 0.0, 0.0), snapshot(100, 5.0, 5.0), 0.0, 60.0)
+    incident = totals_from_snapshots(snapshot(100, 5.0, 5.0), snapshot(200, 15.0, float("inf")), 60.0, 120.0)
+    assert incident.total("request_seconds", "gw") == 10.0  # replica a's increase only
+    report = diagnose_windows(baseline, incident, "gw")
+    json.dumps(report.to_dict(), allow_nan=False)  # raises on NaN or infinity
 
 
 def loop_scrape(samples: float, late: float, watched: float) -> str:
