@@ -9,7 +9,9 @@
 
 A call is timed until its body is read; with ``stream=True`` only until the response headers arrive, and its body's
 bytes are counted as received as they are read (a chunked body's too), not its ``Content-Length`` (a body never read
-counts none). A call that urllib3 retried (the adapter's ``max_retries``) gives no network time: its time holds every
+counts none). A redirect (a 3xx with a ``Location``) is timed to its headers too, its body counted as requests reads
+it: requests reads it only to free the connection and ignores a body it cannot decode, which the adapter must not
+raise. A call that urllib3 retried (the adapter's ``max_retries``) gives no network time: its time holds every
 attempt and the backoff between them, the peer's ``Server-Timing`` only the last attempt's server time (the peer's
 name in it still labels the call).
 """
@@ -59,9 +61,12 @@ class AiwatchHTTPAdapter(HTTPAdapter):
             response = super().send(request, stream=stream, timeout=timeout, verify=verify, cert=cert,
                                     proxies=proxies)
             headers_at = None
-            if not stream:
+            # what Session.send does next anyway: time the body too. Not a redirect's: requests reads it itself
+            # only to free the connection, and ignores a body it cannot decode, which raised here
+            read_now = not stream and not response.is_redirect
+            if read_now:
                 headers_at = headers_arrived(response.headers)
-                _ = response.content  # what Session.send does next anyway: time the body too
+                _ = response.content
         except BaseException as exc:
             recorder.finish(call, type(exc).__name__, None, exc)
             raise
@@ -69,8 +74,8 @@ class AiwatchHTTPAdapter(HTTPAdapter):
             recorder.leave(token)
         recorder.capture_response(call, response.headers)
         server_timing = response.headers.get("server-timing")
-        count_later = stream and _has_body(request, response) and _countable(response.raw)
-        if stream:
+        count_later = not read_now and _has_body(request, response) and _countable(response.raw)
+        if not read_now:
             received = None if count_later else _streamed_length(request, response)
         else:
             received = body_length(response.content, response.headers)
