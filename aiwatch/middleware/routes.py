@@ -102,7 +102,52 @@ def _path_part(path: object) -> str:
 
 def _prefixed(scope: Scope, root_path: str, path: str) -> str:
     prefix = scope.get("root_path", "")[len(root_path):]
+    if prefix:
+        prefix = _mount_templates(scope, root_path, prefix)
     return f"{prefix}{path}" if prefix else path
+
+
+#: the most mounts within mounts :func:`_mount_templates` follows
+_MAX_MOUNTS = 16
+
+
+def _mount_templates(scope: Scope, root_path: str, added: str) -> str:
+    """``added``, the path the mounts the request went into added to ``root_path``, written with the mounts'
+    templates: Starlette's ``Mount`` adds the path it matched (``/tenants/acme`` for ``/tenants/{tenant}``), which
+    is the raw path, never a label. Found by following, from the app's router (``scope["router"]``), the mounts
+    that match the request, as the router did; ``added`` as it is when they cannot be followed (a mount that adds
+    nothing, one inside a FastAPI included router: their paths have no parameters in practice). Never raises."""
+    routing = sys.modules.get("starlette.routing")
+    router = scope.get("router")
+    if routing is None or router is None:
+        return added
+    target = scope.get("root_path", "")
+    try:
+        probe = {"type": "http", "path": scope.get("path", ""), "root_path": root_path}
+        current = root_path
+        template = ""
+        routes = getattr(router, "routes", None)
+        for _ in range(_MAX_MOUNTS):
+            if not isinstance(routes, list):
+                return added
+            for route in routes:
+                if not isinstance(route, routing.Mount):
+                    continue
+                probe["root_path"] = current
+                match, child = route.matches(probe)
+                grown = child.get("root_path") if match is routing.Match.FULL else None
+                if isinstance(grown, str) and grown != current and target.startswith(grown):
+                    template += str(route.path)
+                    current = grown
+                    routes = route.routes
+                    break
+            else:
+                return added
+            if current == target:
+                return template
+    except Exception:  # a route of the app's own making that matches otherwise: the path as it is
+        pass
+    return added
 
 
 def _fastapi_route_context(scope: Scope) -> Any:

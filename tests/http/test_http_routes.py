@@ -142,3 +142,26 @@ def test_an_unexpected_fastapi_scope_entry_is_no_route_and_no_error(fastapi_scop
     assert starlette_route(scope) is None
     scope["route"] = Route("/x", plain)
     assert starlette_route(scope) == "/x"
+
+
+def test_a_mount_with_path_parameters_is_labelled_with_its_template(registry: CollectorRegistry) -> None:
+    """Starlette's ``Mount`` adds the path it matched to ``root_path`` (``/tenants/acme``), not its template: before,
+    each tenant's name went into the route label (``/tenants/acme/items/{id}``), the raw path that never may."""
+    sub = FastAPI()
+
+    @sub.get("/items/{item_id}")
+    async def item(item_id: int) -> dict[str, int]:
+        return {"id": item_id}
+
+    app = FastAPI()
+    app.mount("/tenants/{tenant}", Starlette(routes=[Route("/items/{id}", plain),
+                                                     Mount("/v/{version:int}", routes=[Route("/p", plain)])]))
+    app.mount("/orgs/{org}", sub)
+    aiwatch.instrument(app, registry=registry, service="svc")
+    statuses = call(app, [("GET", "/tenants/acme/items/1"), ("GET", "/tenants/globex/items/2"),
+                          ("GET", "/tenants/acme/v/3/p"), ("GET", "/orgs/initech/items/4"),
+                          ("GET", "/orgs/umbrella/items/5"), ("GET", "/tenants/acme/nowhere")])
+    assert statuses == [200, 200, 200, 200, 200, 404]
+    assert routes(registry) == {
+        ("/tenants/{tenant}/items/{id}", "200"): 2, ("/tenants/{tenant}/v/{version:int}/p", "200"): 1,
+        ("/orgs/{org}/items/{item_id}", "200"): 2, (UNMATCHED_ROUTE, "404"): 1}
