@@ -21,8 +21,9 @@ keeps ``aiwatch_requests_in_flight``, and adds a ``Server-Timing`` header with t
 moment ``start_response`` is called (at most :data:`~aiwatch.servertiming.MAX_LENGTH` characters: phase entries
 past it are left out, the overhead and total kept, and the cut counted under ``component="server_timing_header"``).
 Bytes the app sends through ``start_response``'s ``write()`` count in the response size; a chunked request body
-(no ``CONTENT_LENGTH``) counts as the app reads it from ``wsgi.input``, which is wrapped for that. Requests without
-a route template are labelled ``__unmatched__``, never with the raw path. The response iterable is wrapped, so a
+(no ``CONTENT_LENGTH``) counts as the app reads it from ``wsgi.input``, which is wrapped for that. A response iterable
+that has a length (a list) keeps it, so that a server can set the ``Content-Length`` of a one-item body. Requests
+without a route template are labelled ``__unmatched__``, never with the raw path. The response iterable is wrapped, so a
 server's ``wsgi.file_wrapper`` fast path is not used for instrumented responses. With tracing on, the context the app
 was called in (aiwatch's SERVER span, the caller's baggage) is current again while the server takes each chunk of
 the body and closes it: a streamed body is produced then, inside the request.
@@ -214,7 +215,8 @@ class AiwatchWSGIMiddleware:
         finally:
             if token is not None:
                 deactivate(token)
-        return _ClosingBody(body, request)
+        # a sized body (a list) stays sized: servers set the Content-Length of a one-item body from its len()
+        return (_SizedClosingBody if hasattr(type(body), "__len__") else _ClosingBody)(body, request)
 
     def _finish_dropped(self, request: _Request) -> None:
         """Record a request whose body the server dropped unclosed (:meth:`_ClosingBody.__del__`), ending when it
@@ -453,3 +455,14 @@ class _ClosingBody:
                 middleware._deferred.append(functools.partial(middleware._finish_dropped, request))
         except Exception:  # at interpreter exit, the module's globals may be gone
             pass
+
+
+class _SizedClosingBody(_ClosingBody):
+    """A response iterable that has a length (a list, a tuple), with that length: PEP 3333 servers set the
+    ``Content-Length`` of a body that is a sequence of one item from ``len()`` (wsgiref, waitress), which a wrapper
+    without one hid. Only for such bodies: waitress calls ``len()`` on any iterable that has ``__len__``."""
+
+    __slots__ = ()
+
+    def __len__(self) -> int:
+        return len(self._body)  # type: ignore[arg-type]

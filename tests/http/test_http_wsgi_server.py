@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry
 from werkzeug.serving import make_server
 
 import aiwatch
+from aiwatch.middleware.wsgi import AiwatchWSGIMiddleware
 from tests.servers import wait_until
 
 
@@ -109,3 +110,38 @@ def test_a_request_whose_client_resets_the_connection_is_still_recorded(registry
         wait_until(recorded, what="the reset request recorded by a later one")
     # the reset skipped the close: otherwise this test no longer shows the case it is about
     assert registry.get_sample_value("aiwatch_unclosed_responses_total", {"service": "svc"}) == 1
+
+
+def test_a_one_item_body_keeps_the_content_length_wsgiref_infers(registry: CollectorRegistry) -> None:
+    """PEP 3333 servers may set the Content-Length of a body that is a sequence of one item (wsgiref does, from
+    ``len()`` of the iterable; so does waitress): before, the wrapped body had no length, and the response went out
+    without a Content-Length. A body without a length still gets none."""
+    from wsgiref.simple_server import WSGIRequestHandler
+    from wsgiref.simple_server import make_server as make_wsgiref_server
+
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"hello"] if environ["PATH_INFO"] == "/list" else iter([b"hello"])
+
+    wrapped = AiwatchWSGIMiddleware(app, service="svc", registry=registry)
+    got = {}
+    for path in ("/list", "/iterator"):
+        server = make_wsgiref_server("127.0.0.1", 0, wrapped, handler_class=Quiet)
+        thread = threading.Thread(target=server.handle_request, daemon=True)
+        thread.start()
+        try:
+            connection = http.client.HTTPConnection("127.0.0.1", server.server_port, timeout=10)
+            connection.request("GET", path)
+            response = connection.getresponse()
+            got[path] = (response.getheader("Content-Length"), response.read())
+            connection.close()
+            thread.join(10)
+        finally:
+            server.server_close()
+    assert got == {"/list": ("5", b"hello"), "/iterator": (None, b"hello")}
+    assert registry.get_sample_value("aiwatch_response_size_bytes_sum", {
+        "service": "svc", "route": "__unmatched__", "method": "GET"}) == 10
