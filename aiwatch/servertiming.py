@@ -10,6 +10,14 @@ without any configuration::
     >>> timing.total, timing.service
     (0.045, 'ranker')
 
+A response may carry more than one ``total``: an app that forwards its upstream's Server-Timing (a gateway's common
+practice) leaves the upstream's in front of the one aiwatch adds, for aiwatch's server appends its value after every
+header or trailer the app set. So the caller reads the **last** ``total``: its own peer's::
+
+    >>> timing = parse('total;dur=5.000;desc="upstream", overhead;dur=1.000, total;dur=200.000;desc="gateway"')
+    >>> timing.total, timing.service
+    (0.2, 'gateway')
+
 The same text travels in gRPC trailing metadata under the key ``server-timing``. An aiwatch gRPC server answering an
 attempt the channel retried (gRFC A6: the attempt carries ``grpc-previous-rpc-attempts``) adds the attempt's number
 to the ``total`` entry, as an extension parameter ``attempt`` (2 for the first retry). The total then covers that
@@ -153,7 +161,8 @@ class Entry:
 
 @dataclass(frozen=True)
 class ServerTiming:
-    """A parsed Server-Timing value: its entries in order, the first of each name winning in lookups."""
+    """A parsed Server-Timing value: its entries in order, the first of each name winning in lookups, but for the
+    ``total``, whose last entry is the peer's own (the module's docstring says why)."""
 
     entries: tuple[Entry, ...]
 
@@ -161,22 +170,26 @@ class ServerTiming:
         return next((e for e in self.entries if e.name == name), None)
 
     @property
+    def _total(self) -> Entry | None:
+        return next((e for e in reversed(self.entries) if e.name == TOTAL), None)
+
+    @property
     def total(self) -> float | None:
-        """The ``total`` entry's duration in seconds."""
-        entry = self.get(TOTAL)
+        """The last ``total`` entry's duration in seconds."""
+        entry = self._total
         return entry.seconds if entry is not None else None
 
     @property
     def service(self) -> str | None:
-        """The ``total`` entry's ``desc``: the reporting server's service name (aiwatch servers send it)."""
-        entry = self.get(TOTAL)
+        """The last ``total`` entry's ``desc``: the reporting server's service name (aiwatch servers send it)."""
+        entry = self._total
         return entry.desc or None if entry is not None else None
 
     @property
     def retried(self) -> bool:
-        """Whether the ``total`` is that of a retried attempt (its ``attempt`` is above 1): it does not cover the
-        whole call."""
-        entry = self.get(TOTAL)
+        """Whether the last ``total`` is that of a retried attempt (its ``attempt`` is above 1): it does not cover
+        the whole call."""
+        entry = self._total
         return entry is not None and entry.attempt is not None and entry.attempt > 1
 
     def durations(self) -> dict[str, float]:
@@ -308,7 +321,7 @@ def parse_server_timing(value: str) -> dict[str, float]:
 
 
 def server_total(value: str) -> float | None:
-    """The ``total`` duration in seconds from a Server-Timing value, ``None`` if it has none.
+    """The (last) ``total`` duration in seconds from a Server-Timing value, ``None`` if it has none.
 
     Raises ValueError when the value is malformed.
     """

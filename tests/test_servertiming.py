@@ -55,9 +55,13 @@ def test_a_desc_cannot_forge_the_total() -> None:
     assert server_total('db;desc="x, total;dur=900000"') is None
 
 
-def test_the_first_dur_and_the_first_entry_of_a_name_win() -> None:
-    assert parse_server_timing("db;dur=5;dur=7") == pytest.approx({"db": 0.005})
-    assert server_total("total;dur=10, total;dur=20") == pytest.approx(0.010)
+def test_the_first_dur_and_the_first_entry_of_a_name_win_but_the_last_total() -> None:
+    assert parse_server_timing("db;dur=5;dur=7, db;dur=9") == pytest.approx({"db": 0.005})
+    # the total aiwatch's server appends comes after any the app forwarded
+    assert server_total("total;dur=10, total;dur=20;dur=30") == pytest.approx(0.020)
+    timing = parse('total;dur=10;desc="upstream";attempt=2, total;dur=20;desc="gateway"')
+    assert (timing.service, timing.retried) == ("gateway", False)
+    assert parse('total;dur=10;desc="gateway", total;dur=20').service is None  # the last total names no one
 
 
 def test_the_total_carries_the_service_name() -> None:

@@ -35,14 +35,15 @@ def method_name(method: Any) -> str:
 
 
 def metadata_value(metadata: Iterable[Any] | None, key: str) -> str | None:
-    """The first value of ``key`` in gRPC metadata (pairs or ``grpc.aio.Metadata``), decoded; ``None`` if absent."""
-    if not metadata:
+    """The last value of ``key`` in gRPC metadata (pairs or ``grpc.aio.Metadata``), decoded; ``None`` if absent.
+    The last: an aiwatch server appends its ``server-timing`` after any the servicer set (a forwarded upstream's)."""
+    found = None
+    for item in metadata or ():
+        if item[0] == key:
+            found = item[1]
+    if found is None:
         return None
-    for item in metadata:
-        k, v = item[0], item[1]
-        if k == key:
-            return v.decode("latin-1") if isinstance(v, bytes) else str(v)
-    return None
+    return found.decode("latin-1") if isinstance(found, bytes) else str(found)
 
 
 def metadata_dict(metadata: Iterable[Any] | None, names: tuple[str, ...],

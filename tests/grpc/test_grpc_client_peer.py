@@ -6,16 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent import futures
 from contextlib import contextmanager
 
 import grpc
 import grpc.aio
 import pytest
+from prometheus_client import CollectorRegistry
 
 from aiwatch.client._core import NAMES_PER_ADDRESS
-from aiwatch.grpc import grpc_aio_client_interceptors, grpc_client_interceptor
+from aiwatch.grpc import grpc_aio_client_interceptors, grpc_client_interceptor, grpc_server_interceptor
 from aiwatch.grpc.client import UNKNOWN_PEER
 from aiwatch.metrics import Metrics
 from aiwatch.servertiming import quote
@@ -45,9 +46,9 @@ def _stream(request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
 
 
 @contextmanager
-def plain_server() -> Iterator[str]:
-    """A grpcio server without aiwatch, on a loopback port; yields its target."""
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+def plain_server(interceptors: Sequence[grpc.ServerInterceptor] = ()) -> Iterator[str]:
+    """A grpcio server (without aiwatch unless ``interceptors`` hold its), on a loopback port; yields its target."""
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2), interceptors=interceptors)
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("t.Peer", {
         "Unary": grpc.unary_unary_rpc_method_handler(_unary),
         "Stream": grpc.unary_stream_rpc_method_handler(_stream)}),))
@@ -87,6 +88,21 @@ def test_a_reported_name_that_is_no_short_printable_text_is_counted_and_the_addr
     # the trailer's total is still the server's time: the network time is kept, under the address
     assert metrics.registry.get_sample_value("aiwatch_network_duration_seconds_count",
                                              {"service": "gw", "peer": target, "phase": ""}) == 1
+
+
+def test_a_servicer_forwarding_its_upstreams_server_timing_is_labelled_by_the_aiwatch_server_that_answered(
+        metrics: Metrics) -> None:
+    # the servicer sets the `server-timing` trailer its upstream sent; aiwatch's server interceptor appends its own
+    # after it, and the caller reads the last: before, it took the first and labelled the call "upstream"
+    server_side = Metrics(registry=CollectorRegistry())
+    with plain_server([grpc_server_interceptor(service="gateway", metrics=server_side)]) as target:
+        interceptor = grpc_client_interceptor(service="gw", metrics=metrics, address=target)
+        with grpc.intercept_channel(grpc.insecure_channel(target), interceptor) as channel:
+            _, call = channel.unary_unary(UNARY).with_call(b"upstream", timeout=10)
+    sent = [v for k, v in call.trailing_metadata() if k == "server-timing"]
+    assert len(sent) == 2 and sent[0].endswith('desc="upstream"') and sent[1].endswith('desc="gateway"')
+    assert calls(metrics) == {"gateway": 1.0}
+    assert errors(metrics) == 0
 
 
 @pytest.mark.parametrize("name", ["a" * 128, "fraud scorer", "team/ranker", 'say "hi"'],

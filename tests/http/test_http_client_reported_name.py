@@ -3,6 +3,7 @@ is the ``peer`` label only when it is short printable text, and one address cann
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler
 from urllib.parse import unquote
@@ -17,6 +18,7 @@ from aiwatch.client import ReportedNames
 from aiwatch.client._core import MAX_REPORTED_NAME, NAMES_PER_ADDRESS
 from aiwatch.servertiming import quote
 from tests.http.peer import peer
+from tests.servers import uvicorn_in_thread
 
 
 class _Naming(BaseHTTPRequestHandler):
@@ -106,6 +108,33 @@ def test_an_explicit_peer_wins_over_the_name_the_peer_reports(base: str, registr
     with aiwatch.client.instrument_httpx(httpx.Client(), service="gw", registry=registry, peer="ranker") as client:
         client.get(f"{base}/name/evil")
     assert calls(registry) == {"ranker": 1.0}
+
+
+def test_an_app_forwarding_its_upstreams_server_timing_is_labelled_by_the_aiwatch_server_that_answered(
+        get: Get, registry: CollectorRegistry) -> None:
+    # a gateway app forwards the Server-Timing its upstream sent; aiwatch's middleware appends its own after it, and
+    # the caller reads the last total: before, it took the first, labelled the call "upstream" and took the
+    # upstream's 5 ms for the gateway's time, so the gateway's 200 ms read as network
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    async def forwarding(request: object) -> PlainTextResponse:
+        await asyncio.sleep(0.2)
+        return PlainTextResponse("ok", headers={"Server-Timing": 'total;dur=5;desc="upstream"'})
+
+    app = aiwatch.instrument(Starlette(routes=[Route("/x", forwarding)]), service="gateway",
+                             registry=CollectorRegistry())
+    with uvicorn_in_thread(app) as (port, _):
+        response = get(f"http://127.0.0.1:{port}/x")
+    assert 'desc="upstream"' in response.headers["server-timing"]  # type: ignore[attr-defined]
+    assert calls(registry) == {"gateway": 1.0}
+    labels = {"service": "gw", "peer": "gateway", "phase": ""}
+    client = registry.get_sample_value("aiwatch_client_request_duration_seconds_sum",
+                                       {**labels, "route": "__unmatched__", "status": "200"})
+    network = registry.get_sample_value("aiwatch_network_duration_seconds_sum", labels)
+    assert client is not None and network is not None
+    assert network <= client - 0.2  # the client's time less the gateway's total, which holds the 200 ms sleep
 
 
 def test_the_names_of_one_address_do_not_count_against_another() -> None:
