@@ -305,3 +305,12 @@ def test_too_few_values_names_the_first_20_features_quoted_and_counts_the_rest()
     reason = report.why_nothing_tested()
     assert reason is not None and "\n" not in reason
     assert reason.endswith(", ".join(f"{n!r}: 3" for n in names[:20]) + " and 5 more)")
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("text", ['"\\' * 200_000, '["' + '\\"' * 200_000 + "]", '"' * 400_001])
+def test_unterminated_strings_are_refused_in_one_pass(text: str) -> None:
+    # the depth check strips strings before the parse: with no closing quote, it scanned to the end of the text from
+    # every quote (quadratic: this 400 kB text took minutes), where the parser refuses it at once
+    with pytest.raises(ProfileError, match="not valid JSON"):
+        _load(text)
