@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from aiwatch._optional import require
-from aiwatch.drift.columns import arrow_values
+from aiwatch.drift.columns import arrow_values, check_column_names
 from aiwatch.drift.errors import ProfileError
 
 DEFAULT_CHUNK_ROWS = 100_000
@@ -42,6 +42,12 @@ def read_chunks(path: str | os.PathLike[str], chunk_rows: int = DEFAULT_CHUNK_RO
 
 def _parquet_chunks(path: Path, chunk_rows: int) -> Iterator[dict[str, Any]]:
     parquet = require("pyarrow.parquet", "data").ParquetFile(path)
+    # a file may hold two columns of one name (pyarrow writes them): the batch's dict kept the last one's values
+    # under it, silently (a dataset of such files is refused by pyarrow, a DataFrame of them by columns_of)
+    try:
+        check_column_names(parquet.schema_arrow.names)
+    except ProfileError as exc:
+        raise ProfileError(f"cannot read data file {os.fspath(path)!r}: {exc}") from None
     index = pandas_index_columns(parquet.schema_arrow)
     for batch in parquet.iter_batches(batch_size=chunk_rows):
         yield {name: arrow_values(col) for name, col in zip(batch.schema.names, batch.columns, strict=True)

@@ -314,3 +314,20 @@ def test_unterminated_strings_are_refused_in_one_pass(text: str) -> None:
     # every quote (quadratic: this 400 kB text took minutes), where the parser refuses it at once
     with pytest.raises(ProfileError, match="not valid JSON"):
         _load(text)
+
+
+def test_a_parquet_file_with_two_columns_of_one_name_is_refused(files: dict[str, Path], tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    # pyarrow writes such a file; its chunks were dicts by name, so the second 'x' silently stood for both (a CSV's
+    # reader renames it 'x.1', a dataset of such files is refused by pyarrow, a DataFrame by columns_of)
+    pa = require_module("pyarrow")
+    pq = require_module("pyarrow.parquet")
+    path = tmp_path / "twice.parquet"
+    table = pa.Table.from_arrays([pa.array(RNG.normal(size=300)), pa.array(RNG.normal(50, 1, size=300)),
+                                  pa.array(["a"] * 300)], names=["x", "x", "c"])
+    pq.write_table(table, path)
+    assert main(["drift", str(files["profile.json"]), str(path)]) == 2
+    assert main(["profile", "build", str(path), "-o", str(tmp_path / "p.json")]) == 2
+    err = capsys.readouterr().err
+    assert err.count(f"cannot read data file {str(path)!r}: column 'x' is given twice") == 2, err
+    assert not (tmp_path / "p.json").exists()
