@@ -11,7 +11,7 @@ categorical column shifted). aiwatch is timed in its two workflows:
 * **one-off**: two raw datasets compared once, the profile build included (what Evidently and scipy always do).
 
 each in the default mode (KS / Wasserstein against the profile's reference sample of 20 000 values, on a
-systematic sample of 100 000 current values; category counts, and bin counts where a test uses them (none of
+stratified sample of 100 000 current values; category counts, and bin counts where a test uses them (none of
 Wasserstein's here), over every value) and in the exact mode
 (every current value). Evidently and the scipy loop read all the raw data of both sides. The scipy loop runs what
 Evidently's defaults pick at these sizes (Wasserstein normalised by the reference std, Jensen-Shannon on category
@@ -100,9 +100,9 @@ def reset_peak() -> bool:
 
 #: What each aiwatch workflow samples (printed next to its figures).
 SAMPLING = {
-    "profile": "ref: 20k-value profile sample; cur: 100k systematic sample (categories: every value counted)",
+    "profile": "ref: 20k-value profile sample; cur: 100k stratified sample (categories: every value counted)",
     "profile-exact": "ref: 20k-value profile sample; cur: every value",
-    "one-off": "build from all ref values (20k sample kept); cur: 100k systematic sample",
+    "one-off": "build from all ref values (20k sample kept); cur: 100k stratified sample",
     "one-off-exact": "build from all ref values (20k sample kept); cur: every value",
     "build": "the reference profile build alone (all values)",
     "load": "loading the stored profile (JSON, every field checked), once per process",

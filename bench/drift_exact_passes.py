@@ -5,7 +5,7 @@
 On drift_bench's data (20 numerical + 5 categorical columns, a stored profile), one process:
 
 * the whole check, sampled (``compare``) and exact (``compare(exact=True)``), CPU seconds, best of ``--repeat``;
-* per numerical column, the Wasserstein distance the two modes take: of the 100 000-value systematic sample, and of
+* per numerical column, the Wasserstein distance the two modes take: of the 100 000-value stratified sample, and of
   every value (``wasserstein_distance_to_sorted``, by cells, as ``compare`` calls it);
 * per numerical column, the passes over every value that the exact distance cannot do without, each alone: the
   values to cell units (a multiply and an add), each value's cell (a clip into integers), the cells' counts and the
@@ -35,7 +35,7 @@ from drift_bench import N_NUM, stored_profile_case
 from aiwatch.drift import stattests
 from aiwatch.drift.evaluate import compare
 from aiwatch.drift.features import NumericalFeature
-from aiwatch.drift.sampling import systematic_sample
+from aiwatch.drift.sampling import stratified_sample
 
 
 def best_cpu(run: Callable[[], Any], repeat: int) -> float:
@@ -70,7 +70,7 @@ def main() -> None:
         assert isinstance(feature, NumericalFeature)
         reference[name] = np.sort(np.asarray(feature.sample, dtype=np.float64))
     scratch = stattests.Scratch()
-    samples = {name: systematic_sample(current[name], 100_000, np.random.default_rng(0)) for name in NUMERICAL}
+    samples = {name: stratified_sample(current[name], 100_000, np.random.default_rng(0)) for name in NUMERICAL}
     sampled = per_column(lambda n: stattests.wasserstein_distance_to_sorted(reference[n], samples[n], scratch),
                          args.repeat)
     exact = per_column(lambda n: stattests.wasserstein_distance_to_sorted(reference[n], current[n], scratch),

@@ -9,7 +9,7 @@ is checked again and again by one long-lived process, so this bench builds the p
 two modes on the same current data for ``--rounds`` rounds (sampled then exact, so that a change in the machine's
 load falls on both), timing each check's CPU time. The data is drift_bench's: 20 numerical + 5 categorical columns.
 
-Per numerical column, the default mode runs Wasserstein on a systematic sample of at most 100 000 current values
+Per numerical column, the default mode runs Wasserstein on a stratified sample of at most 100 000 current values
 against the profile's 20 000-value reference sample; the exact mode runs it on every current value. Both work on
 unsorted values: per cell of about half a reference value's width, counts and sums, and only the values in cells
 where the two distribution functions may cross are sorted (``aiwatch.drift.stattests.wasserstein_distance_to_sorted``;
@@ -44,7 +44,7 @@ def main() -> None:
     print(f"stored-profile check, {args.rows} rows x ({N_NUM} numerical + {N_CAT} categorical), {args.rounds} rounds;"
           f" python {sys.version.split()[0]}, load average {os.getloadavg()[0]:.2f} at the start")
     sampled_values = min(args.rows, DEFAULT_MAX_EXACT) * N_NUM
-    reads = {"sampled": f"Wasserstein on {sampled_values} current values (systematic sample, by cells, unsorted)",
+    reads = {"sampled": f"Wasserstein on {sampled_values} current values (stratified sample, by cells, unsorted)",
              "exact": f"Wasserstein on {args.rows * N_NUM} current values (by cells, unsorted)"}
     cpu: dict[str, list[float]] = {"sampled": [], "exact": []}
     verdicts: dict[str, set[int]] = {"sampled": set(), "exact": set()}

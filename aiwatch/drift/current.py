@@ -25,11 +25,11 @@ import numpy.typing as npt
 from aiwatch.drift.columns import FloatArray, SortBuffer, finite_of_sorted, finite_values, to_float_counting
 from aiwatch.drift.counting import CategoryBuckets, IntArray, count_bins, count_bins_sorted, merge_new_values
 from aiwatch.drift.features import CategoricalFeature, Feature, NumericalFeature
-from aiwatch.drift.sampling import keep_smallest, systematic_sample
+from aiwatch.drift.sampling import keep_smallest, stratified_sample
 
-#: KS and Wasserstein use at most this many current values per feature (a systematic sample of larger data:
-#: every k-th value from a random start), unless the exact mode asks for all of them (``max_exact=None``). Bin and
-#: category counts always cover every value.
+#: KS and Wasserstein use at most this many current values per feature (a stratified sample of larger data:
+#: :func:`~aiwatch.drift.sampling.stratified_sample`), unless the exact mode asks for all of them
+#: (``max_exact=None``). Bin and category counts always cover every value.
 DEFAULT_MAX_EXACT = 100_000
 
 
@@ -59,7 +59,7 @@ def numerical_current(feat: NumericalFeature, values: Any, max_exact: int | None
                       buffer: SortBuffer | None = None, sort: bool = True) -> CurrentFeature:
     """Summarise a column of current values for ``feat`` (non-finite values and wrong types are missing/invalid).
 
-    ``max_exact``: the values kept for KS / Wasserstein (a systematic sample past it; ``None``: every value, sorted
+    ``max_exact``: the values kept for KS / Wasserstein (a stratified sample past it; ``None``: every value, sorted
     once, the bin counts read off the sorted values; ``buffer``: where to sort them, then the result's values are
     valid until the buffer's next use; ``sort=False`` with ``bins=False``: every finite value as it is, unsorted,
     possibly a view of ``values``, for a test that needs no order, see
@@ -78,7 +78,7 @@ def numerical_current(feat: NumericalFeature, values: Any, max_exact: int | None
     finite, missing, invalid = _finite(values)
     new = int(feat.new_values(finite).size)
     counts = count_bins(feat.cut_array(), finite) if bins else np.zeros(0, dtype=np.int64)
-    return CurrentFeature(int(finite.size), counts, systematic_sample(finite, max_exact, rng), missing, invalid, new)
+    return CurrentFeature(int(finite.size), counts, stratified_sample(finite, max_exact, rng), missing, invalid, new)
 
 
 def categorical_current(feat: CategoricalFeature, values: Any,

@@ -156,7 +156,7 @@ class Options:
     when the share of drifted features is at least ``drift_share`` (``rule="share"``, Evidently's rule, default 0.5)
     or when any feature drifts (``rule="any"``, the usual pairing with a correction). Features with fewer than
     ``min_samples`` current values are "insufficient_data": never drifted, and not counted in the share. KS and
-    Wasserstein use at most ``max_exact`` current values per feature (a systematic sample of more, see
+    Wasserstein use at most ``max_exact`` current values per feature (a stratified sample of more, see
     :mod:`aiwatch.drift.current`); ``exact=True`` uses every value (slower and, for files, memory that grows with
     the data).
     """

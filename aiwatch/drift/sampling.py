@@ -6,7 +6,8 @@
 * :func:`row_keys`: the random key of each row, a function of the seed and the row's position in the data only, so
   that data read in chunks on one machine or in partitions on a cluster keeps the very same sample.
 * :func:`smallest_keys_sample`: the same sample of one column, drawn without a key per value.
-* :func:`systematic_sample`: every k-th value from a random start, for one column held in memory.
+* :func:`stratified_sample`: one value at a random place in each run of k values in a row, for one column held
+  in memory.
 """
 
 from __future__ import annotations
@@ -55,13 +56,28 @@ def row_keys(seed: int, start: int, n: int) -> FloatArray:
     return (z >> np.uint64(11)).astype(np.float64) * 2.0**-53
 
 
-def systematic_sample(values: FloatArray, size: int, rng: np.random.Generator | None = None) -> FloatArray:
-    """At most ``size`` of ``values``: every k-th from a random start (``values`` itself when it is small enough)."""
-    if values.size <= size:
+def stratified_sample(values: FloatArray, size: int, rng: np.random.Generator | None = None) -> FloatArray:
+    """At most ``size`` of ``values`` (``values`` itself when it is small enough): the values cut into runs of
+    ``k = ceil(n / size)`` in a row, one value at a random place in each run (in the last, shorter run, with the
+    chance its length gives), so every value is drawn with the same chance ``1 / k``.
+
+    Not every k-th value from one random start (systematic sampling): data whose order repeats with a period that
+    divides ``k`` would line up with such a draw (rows alternating between two sources: every 2nd row is one
+    source's only, and the sample of a mixture that has not moved reads as drifted).
+
+    >>> picked = stratified_sample(np.arange(10.0), 4, np.random.default_rng(0))
+    >>> [int(v) // 3 for v in picked] == list(range(picked.size))  # one from each run of 3: 0-2, 3-5, 6-8, 9
+    True
+    """
+    n = values.size
+    if n <= size:
         return values
     rng = rng or np.random.default_rng(0)
-    step = -(-values.size // size)
-    return values[int(rng.integers(0, step)):: step]
+    step = -(-n // size)
+    runs = -(-n // step)
+    picked = np.arange(0, runs * step, step)
+    picked += rng.integers(0, step, size=runs)
+    return values[picked[:-1] if picked[-1] >= n else picked]
 
 
 def smallest_keys_sample(values: FloatArray, size: int, rng: np.random.Generator) -> tuple[FloatArray, FloatArray]:

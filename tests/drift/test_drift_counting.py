@@ -42,7 +42,7 @@ from aiwatch.drift.counting import (
     new_values,
 )
 from aiwatch.drift.errors import ProfileError
-from aiwatch.drift.sampling import keep_smallest, smallest_keys_sample, systematic_sample
+from aiwatch.drift.sampling import keep_smallest, smallest_keys_sample, stratified_sample
 from tests.servers import require_module
 
 RNG = np.random.default_rng(7)
@@ -536,11 +536,24 @@ def test_samples_drawn_in_parts_merge_like_keys_drawn_per_value() -> None:
     assert abs(int(np.count_nonzero(sample == 0.0)) - 500) < 80
 
 
-def test_systematic_sample_takes_every_kth_value() -> None:
+def test_a_stratified_sample_takes_one_value_from_each_run_of_k() -> None:
     values = np.arange(100.0)
-    assert systematic_sample(values, 200) is values
-    picked = systematic_sample(values, 10, np.random.default_rng(1))
-    assert picked.size == 10 and set(np.diff(picked).tolist()) == {10.0}
+    assert stratified_sample(values, 200) is values
+    picked = stratified_sample(values, 10, np.random.default_rng(1))
+    assert (picked // 10).tolist() == list(range(10))  # one of 0-9, one of 10-19, ...
+    assert len({tuple(stratified_sample(values, 10, np.random.default_rng(seed)) % 10) for seed in range(5)}) == 5
+    # 103 values in runs of 11: 9 full runs and one of 4, drawn from with the chance 4/11
+    drawn = [stratified_sample(np.arange(103.0), 10, np.random.default_rng(seed)) for seed in range(2000)]
+    assert all((d[:9] // 11).tolist() == list(range(9)) and d.size in (9, 10) and d[-1] < 103 for d in drawn)
+    assert abs(sum(d.size == 10 for d in drawn) / 2000 - 4 / 11) < 0.05  # sd 0.011
+
+
+def test_a_stratified_sample_of_rows_alternating_between_two_sources_holds_both() -> None:
+    # every 2nd row from one random start would hold one source only
+    rows = np.tile([0.0, 10.0], 100_000)
+    for seed in range(5):
+        picked = stratified_sample(rows, 100_000, np.random.default_rng(seed))
+        assert picked.size == 100_000 and abs(np.count_nonzero(picked == 0.0) / picked.size - 0.5) < 0.01
 
 
 @settings(max_examples=25, deadline=None)
