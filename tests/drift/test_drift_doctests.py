@@ -10,7 +10,8 @@ import pytest
 MODULES = ["aiwatch.drift.columns", "aiwatch.drift.counting", "aiwatch.drift.builder", "aiwatch.drift.selection",
            "aiwatch.drift.profile",
            "aiwatch.drift.stattests", "aiwatch.drift.current", "aiwatch.drift.evaluate", "aiwatch.drift.monitor",
-           "aiwatch.drift.promql", "aiwatch.drift.report"]
+           "aiwatch.drift.promql", "aiwatch.drift.report", "aiwatch.drift.sampling",
+           "aiwatch.drift.validation"]
 
 
 @pytest.mark.parametrize("name", MODULES)
