@@ -50,6 +50,7 @@ from aiwatch.drift.features import (
     CategoricalFeature,
     Feature,
     NumericalFeature,
+    split_top_k,
 )
 from aiwatch.drift.sampling import keep_smallest, key_seed, row_keys, smallest_keys_sample
 from aiwatch.drift.selection import order_statistics
@@ -540,11 +541,10 @@ class ProfileBuilder:
 
     def _categorical(self, name: str) -> CategoricalFeature:
         counter = self._cat[name]
-        top = sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))
-        kept = sorted(top[: self.top_k])
-        rest = [c for c, _ in top[self.top_k:]]
+        kept, others = split_top_k(counter.items(), self.top_k)
+        rest = [c for c, _ in others]
         return CategoricalFeature(
-            name, [c for c, _ in kept], [n for _, n in kept], sum(n for _, n in top[self.top_k:]),
+            name, [c for c, _ in kept], [n for _, n in kept], sum(n for _, n in others),
             sum(counter.values()), self._cat_missing.get(name, 0), sorted(rest[:MAX_OTHER_NAMES]),
             exact=len(rest) <= MAX_OTHER_NAMES)
 

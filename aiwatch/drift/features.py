@@ -13,6 +13,7 @@ categorical values into buckets (a top-K category, :data:`OTHER` for a reference
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from typing import Literal
 
@@ -32,6 +33,8 @@ DISCRETE_LIMIT = 20
 MAX_OTHER_NAMES = 1000
 OTHER = "__other__"
 UNSEEN = "__unseen__"
+#: the bucket names a category cannot take: a category named so is counted in :data:`OTHER` (see :func:`split_top_k`)
+BUCKET_NAMES = frozenset((OTHER, UNSEEN))
 
 Kind = Literal["numerical", "categorical"]
 #: A sequence of floats: a float64 array or a list (``np.asarray(values, dtype=np.float64)`` reads both).
@@ -146,6 +149,22 @@ class CategoricalFeature:
     def has_new_values(self, bucket_counts: npt.NDArray[np.int64]) -> bool:
         """Whether live values counted into ``bucket_counts`` include a category the reference never had."""
         return bool(bucket_counts[-1])  # the UNSEEN bucket: only ever used when the reference knows every name
+
+
+def split_top_k(counts: Iterable[tuple[str, int]], k: int) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
+    """The ``k`` most frequent categories (ties by name) sorted by name, and the others, most frequent first.
+
+    A category named like one of the buckets (:data:`BUCKET_NAMES`: data whose pipeline already folded rare values
+    into an ``__other__`` of its own) is never kept: its exported ``bin`` label would be one series with the
+    bucket's, whose counts and reference ratio would then mix. It is counted in :data:`OTHER`, which it means.
+
+    >>> split_top_k([("a", 5), ("__other__", 9), ("b", 7), ("c", 1)], 2)
+    ([('a', 5), ('b', 7)], [('__other__', 9), ('c', 1)])
+    """
+    ranked = sorted(counts, key=lambda kv: (-kv[1], kv[0]))
+    kept = [kv for kv in ranked if kv[0] not in BUCKET_NAMES][:k]
+    names = {name for name, _ in kept}
+    return sorted(kept), [kv for kv in ranked if kv[0] not in names]
 
 
 Feature = NumericalFeature | CategoricalFeature

@@ -25,6 +25,7 @@ from aiwatch.drift.features import (
     Feature,
     Floats,
     NumericalFeature,
+    split_top_k,
 )
 from aiwatch.drift.sampling import keep_smallest
 
@@ -78,13 +79,12 @@ def _joined(a: Floats, b: Floats) -> FloatArray:
 def merge_categorical(a: CategoricalFeature, b: CategoricalFeature, top_k: int | None) -> CategoricalFeature:
     counts: Counter[str] = Counter(dict(zip(a.categories, a.counts, strict=True)))
     counts.update(dict(zip(b.categories, b.counts, strict=True)))
-    top_k = len(counts) if top_k is None else top_k
     exact = a.exact and b.exact and not (set(a.categories) & set(b.other_names)) \
         and not (set(b.categories) & set(a.other_names))
-    top = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
-    kept = sorted(top[:top_k])
-    other = a.other_count + b.other_count + sum(n for _, n in top[top_k:])
-    names = sorted((set(a.other_names) | set(b.other_names) | {c for c, _ in top[top_k:]}) - {c for c, _ in kept})
+    # top_k None: parts of one build, every category kept, as the builder's partial features keep them
+    kept, others = (sorted(counts.items()), []) if top_k is None else split_top_k(counts.items(), top_k)
+    other = a.other_count + b.other_count + sum(n for _, n in others)
+    names = sorted((set(a.other_names) | set(b.other_names) | {c for c, _ in others}) - {c for c, _ in kept})
     return CategoricalFeature(a.name, [c for c, _ in kept], [n for _, n in kept], other, a.count + b.count,
                               a.missing + b.missing, names[:MAX_OTHER_NAMES],
                               exact=exact and len(names) <= MAX_OTHER_NAMES)

@@ -25,7 +25,14 @@ import numpy as np
 
 from aiwatch.drift.columns import FloatArray
 from aiwatch.drift.errors import ProfileError
-from aiwatch.drift.features import DISCRETE_LIMIT, MAX_OTHER_NAMES, CategoricalFeature, Feature, NumericalFeature
+from aiwatch.drift.features import (
+    BUCKET_NAMES,
+    DISCRETE_LIMIT,
+    MAX_OTHER_NAMES,
+    CategoricalFeature,
+    Feature,
+    NumericalFeature,
+)
 
 #: Counts above 2**53 lose exactness as floats (the tests compute shares in float64).
 MAX_COUNT = 2**53
@@ -119,6 +126,10 @@ def check_categorical(f: CategoricalFeature, limits: ProfileLimits = DEFAULT_LIM
         raise ProfileError(f"{where}: category names must be strings")
     if len(set(f.categories)) != len(f.categories):
         raise ProfileError(f"{where}: a category is listed twice")
+    named_as_bucket = sorted(BUCKET_NAMES.intersection(f.categories))
+    if named_as_bucket:
+        raise ProfileError(f"{where}: category {named_as_bucket[0]!r} has a bucket's name; a profile built since "
+                           "aiwatch counts such a category in that bucket, so build the profile again")
     if len(f.other_names) > MAX_OTHER_NAMES or len(set(f.other_names)) != len(f.other_names) \
             or set(f.other_names) & set(f.categories):
         raise ProfileError(f"{where}: other_names must be at most {MAX_OTHER_NAMES} distinct names outside the "

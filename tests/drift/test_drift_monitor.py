@@ -751,3 +751,32 @@ def test_a_string_whose_hash_raises_is_its_category_on_every_path(profile: Refer
     assert value(registry, "aiwatch_feature_bin_total", model="m", feature="color", bin="red") == 3
     report = compare(profile, {k: [v] * 3 for k, v in row.items()}).features["color"]
     assert (report.current_count, report.invalid) == (3, 0)
+
+
+def test_a_category_named_like_a_bucket_is_counted_in_other_and_its_series_stay_apart(
+        registry: CollectorRegistry) -> None:
+    # data whose pipeline folded rare values into an "__other__" of its own: kept as a top-K category, it was one
+    # `bin="__other__"` series with aiwatch's bucket (both counts in it, the reference ratio of the last one set)
+    ref = ["__other__"] * 500 + ["a"] * 300 + ["b"] * 200 + ["__unseen__"] * 10
+    profile = ReferenceProfile.build({"c": ref}, top_k=2)
+    color = profile.features["c"]
+    assert isinstance(color, CategoricalFeature)
+    assert color.categories == ["a", "b"] and color.other_count == 510
+    assert len(set(color.bin_labels)) == len(color.bin_labels)
+    monitor = DriftMonitor(profile, model="m", registry=registry)
+    monitor.observe_batch({"c": ["__other__"] * 100 + ["a"] * 60 + ["__unseen__"] * 2 + ["new"] * 5})
+    monitor.flush()
+    assert bins(registry, "c", ["a", "b", OTHER, UNSEEN]) == [60, 0, 102, 5]
+    ratios = [value(registry, "aiwatch_feature_reference_ratio", model="m", feature="c", bin=b)
+              for b in ("a", "b", OTHER, UNSEEN)]
+    assert ratios == pytest.approx([300 / 1010, 200 / 1010, 510 / 1010, 0.0])
+
+
+def test_a_profile_listing_a_category_named_like_a_bucket_is_refused(tmp_path: Path) -> None:
+    from aiwatch.drift.errors import ProfileError
+
+    profile = ReferenceProfile.build({"c": ["a"] * 50 + ["b"] * 50})
+    path = tmp_path / "p.json"
+    path.write_text(profile.to_json().replace('"b"', '"__unseen__"'))
+    with pytest.raises(ProfileError, match=r"'__unseen__' has a bucket's name; .* build the profile again"):
+        ReferenceProfile.load(path)
