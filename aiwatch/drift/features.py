@@ -12,6 +12,7 @@ categorical values into buckets (a top-K category, :data:`OTHER` for a reference
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
@@ -33,6 +34,8 @@ DISCRETE_LIMIT = 20
 MAX_OTHER_NAMES = 1000
 OTHER = "__other__"
 UNSEEN = "__unseen__"
+#: The longest category name a ``bin`` label carries whole (see :func:`bucket_label`).
+MAX_LABEL_CHARS = 200
 #: the bucket names a category cannot take: a category named so is counted in :data:`OTHER` (see :func:`split_top_k`)
 BUCKET_NAMES = frozenset((OTHER, UNSEEN))
 
@@ -121,7 +124,7 @@ class CategoricalFeature:
 
     @property
     def bin_labels(self) -> list[str]:
-        return [*self.categories, OTHER, UNSEEN]
+        return [*map(bucket_label, self.categories), OTHER, UNSEEN]
 
     def bucket_counts(self) -> list[int]:
         return [*self.counts, self.other_count, 0]
@@ -149,6 +152,22 @@ class CategoricalFeature:
     def has_new_values(self, bucket_counts: npt.NDArray[np.int64]) -> bool:
         """Whether live values counted into ``bucket_counts`` include a category the reference never had."""
         return bool(bucket_counts[-1])  # the UNSEEN bucket: only ever used when the reference knows every name
+
+
+def bucket_label(category: str) -> str:
+    """The ``bin`` label of a top-K category: its name, or for a name longer than :data:`MAX_LABEL_CHARS` (a
+    templated prompt, a JSON blob: every one would be a label of its own in every scrape) its first
+    :data:`MAX_LABEL_CHARS` characters, ``...`` and 16 hex digits of its hash. Longer than any name kept whole, so
+    no cut label is another category's name, and two long names that share their start stay apart.
+
+    >>> label = bucket_label("x" * 5000)
+    >>> len(label), label[-19:-16], label == bucket_label("x" * 4999 + "y")
+    (219, '...', False)
+    """
+    if len(category) <= MAX_LABEL_CHARS:
+        return category
+    digest = hashlib.blake2b(category.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
+    return f"{category[:MAX_LABEL_CHARS]}...{digest}"
 
 
 def split_top_k(counts: Iterable[tuple[str, int]], k: int) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:

@@ -11,7 +11,7 @@ MODULES = ["aiwatch.drift.columns", "aiwatch.drift.counting", "aiwatch.drift.bui
            "aiwatch.drift.profile",
            "aiwatch.drift.stattests", "aiwatch.drift.current", "aiwatch.drift.evaluate", "aiwatch.drift.monitor",
            "aiwatch.drift.promql", "aiwatch.drift.report", "aiwatch.drift.sampling",
-           "aiwatch.drift.validation"]
+           "aiwatch.drift.validation", "aiwatch.drift.features"]
 
 
 @pytest.mark.parametrize("name", MODULES)

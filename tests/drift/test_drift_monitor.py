@@ -780,3 +780,26 @@ def test_a_profile_listing_a_category_named_like_a_bucket_is_refused(tmp_path: P
     path.write_text(profile.to_json().replace('"b"', '"__unseen__"'))
     with pytest.raises(ProfileError, match=r"'__unseen__' has a bucket's name; .* build the profile again"):
         ReferenceProfile.load(path)
+
+
+def test_long_category_names_are_cut_labels_that_stay_apart(registry: CollectorRegistry) -> None:
+    # templated prompts as a categorical column: every name was a whole `bin` label, 100 kB each, in two families
+    from prometheus_client import generate_latest
+
+    from aiwatch.drift.features import MAX_LABEL_CHARS
+
+    shared = "You are a helpful assistant. " * 4000  # 116 kB, and the names differ only past it
+    ref = [shared + "Summarise."] * 50 + [shared + "Translate."] * 30 + ["short"] * 20
+    profile = ReferenceProfile.build({"prompt": ref})
+    feat = profile.features["prompt"]
+    assert isinstance(feat, CategoricalFeature) and len(feat.categories) == 3
+    labels = feat.bin_labels
+    assert len(set(labels)) == len(labels) and "short" in labels
+    assert all(len(b) <= MAX_LABEL_CHARS + 19 for b in labels)
+    monitor = DriftMonitor(profile, model="m", registry=registry)
+    monitor.observe_batch({"prompt": [shared + "Translate."] * 3})
+    monitor.flush()
+    translate = next(b for b in labels if b != "short" and
+                     value(registry, "aiwatch_feature_reference_ratio", model="m", feature="prompt", bin=b) == 0.3)
+    assert value(registry, "aiwatch_feature_bin_total", model="m", feature="prompt", bin=translate) == 3
+    assert len(generate_latest(registry)) < 100_000  # 21 kB; 716 kB before
