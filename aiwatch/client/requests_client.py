@@ -9,7 +9,8 @@
 
 A call is timed until its body is read; with ``stream=True`` only until the response headers arrive, and its body's
 bytes are counted as received as they are read (a chunked body's too), not its ``Content-Length`` (a body never read
-counts none). A redirect (a 3xx with a ``Location``) is timed to its headers too, its body counted as requests reads
+counts none). Reading the body in the adapter makes requests' ``Response.elapsed`` hold it too, and response hooks
+run after it. A redirect (a 3xx with a ``Location``) is timed to its headers too, its body counted as requests reads
 it: requests reads it only to free the connection and ignores a body it cannot decode, which the adapter must not
 raise. A call that urllib3 retried (the adapter's ``max_retries``) gives no network time: its time holds every
 attempt and the backoff between them, the peer's ``Server-Timing`` only the last attempt's server time (the peer's
