@@ -165,3 +165,14 @@ def test_a_mount_with_path_parameters_is_labelled_with_its_template(registry: Co
     assert routes(registry) == {
         ("/tenants/{tenant}/items/{id}", "200"): 2, ("/tenants/{tenant}/v/{version:int}/p", "200"): 1,
         ("/orgs/{org}/items/{item_id}", "200"): 2, (UNMATCHED_ROUTE, "404"): 1}
+
+
+def test_a_mount_with_path_parameters_added_after_the_first_request_is_labelled_with_its_template(
+        registry: CollectorRegistry) -> None:
+    # whether an app's mounts have parameters is looked up once per router, and again when its routes change
+    app = Starlette(routes=[Mount("/v1", routes=[Route("/p/{id}", plain)])])
+    aiwatch.instrument(app, registry=registry, service="svc")
+    assert call(app, [("GET", "/v1/p/1")]) == [200]
+    app.router.routes.append(Mount("/tenants/{tenant}", routes=[Route("/p/{id}", plain)]))
+    assert call(app, [("GET", "/tenants/acme/p/2"), ("GET", "/v1/p/3")]) == [200, 200]
+    assert routes(registry) == {("/v1/p/{id}", "200"): 2, ("/tenants/{tenant}/p/{id}", "200"): 1}
