@@ -105,6 +105,16 @@ def _pathsend_size(headers: Any, message: Message, metrics: Metrics) -> int:
         return 0
 
 
+def app_path(path: str, root_path: Any) -> str:
+    """``path`` without ``root_path``, as Starlette routes it: ASGI puts the root path in ``path`` (uvicorn's and
+    hypercorn's ``--root-path``, a Starlette ``Mount``), so the app's own ``/metrics`` arrives as
+    ``/api/metrics``. ``path`` itself when it is not under ``root_path`` (a server of an older spec left it out)."""
+    if not root_path or not isinstance(root_path, str) or not path.startswith(root_path):
+        return path
+    rest = path[len(root_path):]
+    return rest if rest.startswith("/") else path
+
+
 def _client_gone(exc: BaseException) -> bool:
     """Whether ``send`` raising ``exc`` means the client went away: the ASGI spec has servers raise an ``OSError``
     then (uvicorn's ``ClientDisconnected``), and a cancelled send is the server dropping the request. Any other
@@ -174,10 +184,12 @@ class AiwatchMiddleware:
             await self.app(scope, receive, send)
             return
         path = scope.get("path", "")
-        if path == self.metrics_path:
+        local = app_path(path, scope.get("root_path"))
+        if path == self.metrics_path or local == self.metrics_path:
             await self._serve_metrics(scope, receive, send)
             return
-        if path in self.exclude_paths or (self.excluded_urls.active and self._excluded(scope)):
+        if (path in self.exclude_paths or local in self.exclude_paths
+                or (self.excluded_urls.active and self._excluded(scope))):
             await self.app(scope, receive, send)
             return
 

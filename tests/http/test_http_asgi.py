@@ -206,6 +206,32 @@ async def test_excluded_paths_and_metrics_path(registry: CollectorRegistry) -> N
     assert count(registry, "/metrics") is None  # scrapes are not requests of the app
 
 
+@pytest.mark.parametrize("root_path", ["/api", "/api/v1"])
+async def test_metrics_path_and_exclude_paths_under_a_root_path(registry: CollectorRegistry, root_path: str) -> None:
+    # ASGI puts root_path in path (uvicorn --root-path, hypercorn --root-path, a Starlette Mount): /metrics and the
+    # excluded paths are the app's own paths, after the root path, as Starlette routes them
+    app = make_app(registry, exclude_paths=["/health"])
+    assert (await call(app, f"{root_path}/items/3", root_path=root_path)).status == 200
+    assert (await call(app, f"{root_path}/health", root_path=root_path)).status == 200
+    assert count(registry, "/health") is None and count(registry, "/items/{item_id}") == 1
+    metrics = await call(app, f"{root_path}/metrics", root_path=root_path)
+    assert metrics.status == 200
+    assert b'aiwatch_request_duration_seconds_count{method="GET",route="/items/{item_id}"' in metrics.body
+    assert count(registry, "/metrics") is None and count(registry, "__unmatched__", "404") is None
+    # a server of an older spec, whose path leaves the root path out, is still served
+    assert (await call(app, "/metrics", root_path=root_path)).status == 200
+    # a path that only starts with the root path's characters is not under it
+    assert (await call(app, f"{root_path}x/metrics", root_path=root_path)).status == 404
+
+
+async def test_metrics_path_of_an_instrumented_app_mounted_in_another(registry: CollectorRegistry) -> None:
+    outer = Starlette(routes=[Mount("/model", app=make_app(registry, exclude_paths=["/health"]))])
+    metrics = await call(outer, "/model/metrics")
+    assert metrics.status == 200 and b"aiwatch_requests_in_flight" in metrics.body
+    assert (await call(outer, "/model/health")).status == 200
+    assert count(registry, "/health") is None and count(registry, "__unmatched__", "404") is None
+
+
 @pytest.mark.parametrize("paths", ["/health", b"/health", ["/health", b"/x"]])
 def test_exclude_paths_that_are_no_collection_of_str_paths_are_refused(registry: CollectorRegistry,
                                                                        paths: Any) -> None:
