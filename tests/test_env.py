@@ -56,6 +56,16 @@ def test_cli_shows_the_values_set() -> None:
     assert re.search(r"^AIWATCH_MAX_LABEL_VALUES +\(unset: '100'\)$", out, re.M)
 
 
+def test_cli_shows_the_names_of_the_extra_headers_not_their_values() -> None:
+    # header values are credentials as often as not (Authorization=Basic ..., an API key): HTTPConfig's repr and
+    # every message name the headers only, and so does aiwatch env
+    out = subprocess.run([sys.executable, "-m", "aiwatch", "env"], capture_output=True, text=True, check=True,
+                         env=python_env(AIWATCH_PROMETHEUS_HEADERS="Authorization=Basic%20czNjcmV0, X-Api-Key=k3y,"),
+                         cwd=REPO).stdout
+    assert "czNjcmV0" not in out and "k3y" not in out
+    assert re.search(r"^AIWATCH_PROMETHEUS_HEADERS +\(set: Authorization, X-Api-Key; values not shown\)$", out, re.M)
+
+
 def _environment_reads() -> set[str]:
     """``file:line`` of every use of ``os.environ`` / ``os.getenv`` in aiwatch/ other than copying the whole
     environment for a child process (``dict(os.environ)``)."""

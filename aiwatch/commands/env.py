@@ -89,8 +89,15 @@ def markdown() -> str:
     return "\n".join(lines) + "\n"
 
 
+def _header_names(value: str) -> str:
+    """The names of the ``name=value`` headers of ``AIWATCH_PROMETHEUS_HEADERS``, their values left out (as
+    :class:`~aiwatch.httpconfig.HTTPConfig` shows them: a value may be a credential, ``Authorization=Basic ...``)."""
+    names = [item.partition("=")[0].strip() for item in value.split(",") if item.strip()]
+    return f"(set: {', '.join(names)}; values not shown)"
+
+
 def run(args: argparse.Namespace) -> int:
-    from aiwatch.env import VARIABLES
+    from aiwatch.env import PROMETHEUS_HEADERS, VARIABLES
 
     if args.markdown:
         print(markdown(), end="")
@@ -100,6 +107,8 @@ def run(args: argparse.Namespace) -> int:
         value = var.raw()
         if value and var.secret:
             shown = "(set, not shown)"
+        elif value and var is PROMETHEUS_HEADERS:
+            shown = _header_names(value)
         else:
             shown = repr(value) if value else f"(unset: {var.default!r})" if var.default else "(unset)"
         print(f"{var.name:<{width}}  {shown}")
