@@ -83,7 +83,8 @@ MAX_LABEL_VALUES = EnvVar("AIWATCH_MAX_LABEL_VALUES", "100",
                           "`__overflow__`, for integrations not given `max_label_values=`.")
 TRACING = EnvVar("AIWATCH_TRACING", "on",
                  "`off`, `false`, `0` or `no` turn aiwatch's spans off even when a TracerProvider is given or "
-                 "installed (metrics are unaffected).")
+                 "installed (metrics are unaffected); `on`, `true`, `1` or `yes` leave them on; any other value is "
+                 "an error when an integration is set up.")
 OTEL_SDK_DISABLED = EnvVar("OTEL_SDK_DISABLED", "false",
                            "`true` turns aiwatch's spans off, as it turns OpenTelemetry's SDK off.",
                            owner="OpenTelemetry")

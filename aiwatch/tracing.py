@@ -21,14 +21,15 @@ from aiwatch.safety import record_error
 if TYPE_CHECKING:
     from aiwatch.metrics import Metrics
 
-_OFF = {"0", "false", "off", "no"}
 _current_context = context.get_current
 _monotonic = time.monotonic
 
 
 def tracing_disabled_by_env() -> bool:
-    """Whether ``$AIWATCH_TRACING`` or ``$OTEL_SDK_DISABLED`` turn aiwatch's spans off."""
-    return TRACING.raw().strip().lower() in _OFF or OTEL_SDK_DISABLED.raw().strip().lower() == "true"
+    """Whether ``$AIWATCH_TRACING`` or ``$OTEL_SDK_DISABLED`` turn aiwatch's spans off. An ``$AIWATCH_TRACING`` that
+    is neither on nor off (``disabled``) is a ValueError naming it, as every aiwatch switch's: read as on, it left
+    spans on that the operator meant off. ``$OTEL_SDK_DISABLED`` is read as OpenTelemetry reads it: ``true`` or not."""
+    return not TRACING.switch() or OTEL_SDK_DISABLED.raw().strip().lower() == "true"
 
 
 def _is_real_provider(provider: Any) -> bool:

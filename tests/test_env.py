@@ -436,3 +436,17 @@ def test_a_malformed_traffic_class_variable_names_itself(monkeypatch: pytest.Mon
     monkeypatch.setenv(name, value)
     with pytest.raises(ValueError, match=re.escape(message)):
         TrafficClasses()
+
+
+@pytest.mark.parametrize("value", ["disabled", "nope", "of"])
+def test_a_tracing_switch_that_is_neither_on_nor_off_is_an_error_at_set_up(
+        value: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # read as on before: AIWATCH_TRACING=disabled left aiwatch's spans on
+    from aiwatch.tracing import TracerSource
+
+    monkeypatch.setenv("AIWATCH_TRACING", value)
+    with pytest.raises(ValueError, match=f"AIWATCH_TRACING must be on or off, got {value!r}"):
+        TracerSource()
+    for on in ("on", "TRUE", " 1 ", "yes", ""):
+        monkeypatch.setenv("AIWATCH_TRACING", on)
+        assert not TracerSource()._disabled
