@@ -245,8 +245,38 @@ def serving_registry(registry: CollectorRegistry | None = None) -> CollectorRegi
 
 
 def make_asgi_app(registry: CollectorRegistry | None = None) -> Any:
-    """An ASGI app serving the metrics of ``registry`` (default: the global registry)."""
-    return prometheus_client.make_asgi_app(serving_registry(registry))
+    """An ASGI app serving the metrics of ``registry`` (default: the global registry). Request headers and a query
+    string that are not UTF-8 are left out before prometheus_client's app reads them: it decodes them as UTF-8, and
+    answered a request with a non-UTF-8 ``Accept`` header 500, logging a traceback per request any client could
+    send."""
+    app = prometheus_client.make_asgi_app(serving_registry(registry))
+
+    async def metrics_app(scope: Any, receive: Any, send: Any) -> None:
+        await app(_utf8_only(scope), receive, send)
+
+    return metrics_app
+
+
+def _utf8_only(scope: Any) -> Any:
+    """``scope``, or a copy without its headers that are not UTF-8 bytes, and with an empty query string for one
+    that is not."""
+    given = scope.get("headers") or []
+    headers = given if isinstance(given, list) else list(given)  # an iterable is read once: the copy gets it
+    kept = [(name, value) for name, value in headers if _is_utf8(name) and _is_utf8(value)]
+    query = scope.get("query_string", b"")
+    if headers is given and len(kept) == len(headers) and _is_utf8(query):
+        return scope
+    return {**scope, "headers": kept, "query_string": query if _is_utf8(query) else b""}
+
+
+def _is_utf8(data: object) -> bool:
+    if not isinstance(data, bytes):
+        return False
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def make_wsgi_app(registry: CollectorRegistry | None = None) -> Any:

@@ -400,3 +400,51 @@ def test_once_found_mapping_its_own_file_a_process_does_not_read_its_mappings_ag
         assert exposition._holds_own_sample_file(str(tmp_path))
         assert exposition._holds_own_sample_file(str(tmp_path))
     assert len(reads) == 3
+
+
+def test_a_scrape_with_headers_that_are_not_utf8_is_answered(metrics: Metrics) -> None:
+    # prometheus_client's ASGI app decodes Accept, Accept-Encoding and the query as UTF-8: such a request, which any
+    # client can send to the app's port, was answered 500 with a traceback logged each time
+    import socket
+
+    import aiwatch
+    from tests.servers import uvicorn_in_thread
+
+    populate(metrics)
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        raise AssertionError("the middleware serves /metrics")
+
+    # (uvicorn answers a query that is not UTF-8 400 itself; the next test gives the app one)
+    requests = [b"GET /metrics HTTP/1.1\r\nHost: a\r\nAccept: \xff\xfe\r\nAccept-Encoding: gz\xe9\r\n"
+                b"Connection: close\r\n\r\n"]
+    answers = []
+    with uvicorn_in_thread(aiwatch.instrument(app, metrics=metrics, service="svc")) as (port, _):
+        for request in requests:
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+                sock.sendall(request)
+                answers.append(b"".join(iter(lambda s=sock: s.recv(65536), b"")))
+    for answer in answers:
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200"), head
+        content_type = next(line.split(b":", 1)[1].strip().decode() for line in head.split(b"\r\n")
+                            if line.lower().startswith(b"content-type:"))
+        check(content_type, body, openmetrics=False)
+
+
+async def test_a_query_that_is_not_utf8_gets_every_metric(metrics: Metrics, registry: CollectorRegistry) -> None:
+    populate(metrics)
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "GET", "path": "/metrics", "query_string": b"name[]=\xe9",
+             "headers": [(b"accept", b"text/plain")]}
+    await make_asgi_app(registry)(scope, receive, send)
+    headers = dict(sent[0]["headers"])
+    assert sent[0]["status"] == 200
+    check(headers[b"Content-Type"].decode(), sent[1]["body"], openmetrics=False)
