@@ -211,7 +211,10 @@ class HTTPConfig:
         """GET ``url`` with this config's headers (plus ``headers``); urllib's response, or urllib's errors
         (:class:`CredentialsError` when a secret file cannot be read; ``TimeoutError`` when the connection, the
         TLS handshake and the answer's head take longer than ``timeout``, each hop of a redirect afresh). The body
-        is the caller's to read against its own deadline."""
+        is the caller's to read against its own deadline. A URL that is not http(s) is a URLError: urllib's opener
+        would read ``file:`` and ``ftp:`` URLs too, and a redirect to one is refused already."""
+        if urllib.parse.urlsplit(url).scheme.lower() not in ("http", "https"):
+            raise urllib.error.URLError(f"not an http(s) URL: {url!r}")
         request = urllib.request.Request(url, headers={**(headers or {}), **self.request_headers()})
         return self.opener.open(request, timeout=timeout)
 

@@ -108,7 +108,8 @@ def _check_address(address: str) -> None:
 def _check_urls(prometheus: str, scrape: tuple[str, ...]) -> None:
     from urllib.parse import urlparse
 
-    for url in ([prometheus] if prometheus else list(scrape)):
+    # each URL as the console will read it: AIWATCH_CONSOLE_SCRAPE's value is split on commas and spaces
+    for url in ([prometheus] if prometheus else [u for given in scrape for u in given.replace(",", " ").split()]):
         try:
             parsed = urlparse(url)
             parsed.port  # noqa: B018 - a port that is not a number from 0 to 65535 raises

@@ -417,3 +417,25 @@ def test_console_urls_with_a_bad_port_or_no_host_are_refused_before_streamlit_st
     message = f"not an http(s) URL: {url!r}" + (f" ({why})" if why else "")
     with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
         streamlit_command(parse(flag, url))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("given", ["http://h:8000/metrics file:///etc/passwd", "http://h:8000/metrics,ftp://h/m"])
+def test_each_scrape_url_the_console_will_read_is_checked(given: str) -> None:
+    # the console splits a --scrape value on commas and spaces: the second URL was read, never checked
+    with pytest.raises(ValueError, match=r"^not an http"):
+        streamlit_command(parse("--scrape", given))  # type: ignore[arg-type]
+    _, env = streamlit_command(parse("--scrape", "http://a:1/m, http://b:2/m"))  # type: ignore[arg-type]
+    assert ConsoleConfig.from_env(env).scrape == ("http://a:1/m", "http://b:2/m")
+
+
+@pytest.mark.parametrize("url", ["file:///etc/hostname", "ftp://127.0.0.1:9/m", "data:text/plain,x 1"])
+def test_a_url_that_is_not_http_is_never_opened(url: str) -> None:
+    import urllib.error
+
+    from aiwatch.httpconfig import HTTPConfig
+    from aiwatch.scrape import fetch_metrics
+
+    with pytest.raises(urllib.error.URLError, match="not an http"):
+        HTTPConfig().open(url, 1.0)
+    with pytest.raises(urllib.error.URLError, match="not an http"):
+        fetch_metrics(url, 1.0)
