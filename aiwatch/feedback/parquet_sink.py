@@ -40,6 +40,7 @@ import itertools
 import logging
 import math
 import os
+import threading
 import time
 from collections.abc import Sequence
 from contextlib import suppress
@@ -224,6 +225,9 @@ class ParquetSink:
         self.recovery = Recovery()
         #: The journals this sink kept for files of its own that failed, with when to try each again (monotonic).
         self._kept: dict[Path, float] = {}
+        #: Held by write, flush, close and the take_ methods: two logs given one sink call it from two writer threads
+        #: (and pyarrow's writer, used from both at once, crashed the process with a segfault).
+        self._lock = threading.RLock()
         if journals.AVAILABLE:  # without flock nothing tells a dead writer's files from a live one's
             self._recover_all()
         renew_at_fork(self)
@@ -257,14 +261,16 @@ class ParquetSink:
         """What the sink recovered since the last call (at its start: dead writers' journals; later: its own kept
         ones), for the metrics of the log it is given to (once: a second caller gets nothing, so that two logs
         sharing a sink do not count it twice)."""
-        recovery, self.recovery = self.recovery, Recovery()
+        with self._lock:
+            recovery, self.recovery = self.recovery, Recovery()
         return recovery
 
     def take_forced_rotations(self) -> int:
         """The files completed early (:attr:`forced_rotations`) since the last call, for the metrics of the log the
         sink is given to (once, as :meth:`take_recovery`: two logs sharing a sink do not count them twice)."""
-        total = self.forced_rotations
-        taken, self._forced_rotations_taken = total - self._forced_rotations_taken, total
+        with self._lock:
+            total = self.forced_rotations
+            taken, self._forced_rotations_taken = total - self._forced_rotations_taken, total
         return taken
 
     def _renew_after_fork(self) -> None:
@@ -273,6 +279,7 @@ class ParquetSink:
         # closed, or only collected, writes its footer at the file offset the child shares with the parent. Each
         # journal lets go of its own descriptor in the child (Journal.let_go), those being made at the fork included.
         # Each file's lock lets go of itself (OpenFileLock), as its journal does.
+        self._lock = threading.RLock()  # a writer thread of the parent's may have held it: it is not in the child
         inherited, self._open = self._open, {}
         self.completed, self.recovered, self.recovery = [], [], Recovery()
         self._kept = {}  # the parent's to retry
@@ -282,6 +289,10 @@ class ParquetSink:
 
     # --- PredictionSink -----------------------------------------------------------------------------------
     def write(self, rows: Sequence[dict[str, Any]]) -> None:
+        with self._lock:
+            self._write(rows)
+
+    def _write(self, rows: Sequence[dict[str, Any]]) -> None:
         groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
         tally = _Tally()
         for row in rows:
@@ -303,6 +314,10 @@ class ParquetSink:
     def flush(self) -> None:
         """Rotate the files that are ``max_file_seconds`` old or whose hour is over; try again the journals kept
         :data:`KEPT_RETRY_SECONDS` ago or more."""
+        with self._lock:
+            self._flush()
+
+    def _flush(self) -> None:
         now, current_hour = time.monotonic(), hour_key(time.time())
         try:
             self._rotate_all([key for key, f in self._open.items()
@@ -311,10 +326,11 @@ class ParquetSink:
             self._retry_kept(_monotonic())
 
     def close(self) -> None:
-        try:
-            self._rotate_all(list(self._open))
-        finally:
-            self._retry_kept(None)
+        with self._lock:
+            try:
+                self._rotate_all(list(self._open))
+            finally:
+                self._retry_kept(None)
 
     @property
     def kept_journals(self) -> list[Path]:
@@ -442,8 +458,13 @@ class ParquetSink:
             values = [row.get(name) for row in rows]
             array = None
             if known is not None and name in known.names and name not in _FIXED_TYPES:
+                kind = known.field(name).type
+                # pyarrow stores True as 1.0 in a float column: a bool would be a number in this file, and a bool or
+                # text (in a batch of bools and numbers) in another
+                if pa.types.is_floating(kind) and any(value.__class__ is bool for value in values):
+                    kind = None
                 try:
-                    array = pa.array(values, type=known.field(name).type)
+                    array = None if kind is None else pa.array(values, type=kind)
                 except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError):
                     array = None
             if array is None:

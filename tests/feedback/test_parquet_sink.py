@@ -9,6 +9,8 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -181,6 +183,19 @@ def test_a_value_of_another_type_in_an_open_file_starts_a_new_file(tmp_path: Pat
     sink.close()
     types = sorted(str(pq.read_schema(p).field("code").type) for p in parquet_files(tmp_path))
     assert types == ["double", "string"]
+
+
+def test_a_bool_after_numbers_in_an_open_file_stays_a_bool(tmp_path: Path) -> None:
+    """pyarrow stores True as 1.0 in a float column: a flag logged as 0.5 once, then as True and False, was written as
+    1.0 and 0.0 while the file was open (booleans stay booleans: docs/prediction-log.md, "Schema")."""
+    sink = ParquetSink(tmp_path)
+    sink.write([row(1, flag=0.5)])
+    sink.write([row(2, flag=True), row(3, flag=False)])
+    sink.write([row(4, flag=None), row(5, flag=True)])
+    sink.close()
+    by_type = {str(t.schema.field("flag").type): t.column("flag").to_pylist()
+               for t in map(pq.read_table, parquet_files(tmp_path))}
+    assert by_type == {"double": [0.5], "bool": [True, False, None, True]}
 
 
 def mixed_type_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -403,3 +418,39 @@ def test_bad_settings_are_refused(tmp_path: Path) -> None:
                                          r"got 0$"):
         ParquetSink(tmp_path, max_file_seconds=0)
     assert not os.listdir(tmp_path)
+
+
+def test_two_logs_given_one_sink_never_write_it_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two logs on one sink (docs/prediction-log.md: "a second log on the same sink") call it from two writer threads:
+    unlocked, both used one pyarrow writer at once, and the process died of a segfault."""
+    inside, most = [0], [0]
+    write_group = ParquetSink._write_group
+
+    def slow_write_group(self: ParquetSink, *args: object) -> None:
+        inside[0] += 1
+        most[0] = max(most[0], inside[0])
+        try:
+            time.sleep(0.005)  # long enough that a second writer thread comes in, if nothing keeps it out
+            write_group(self, *args)  # type: ignore[arg-type]
+        finally:
+            inside[0] -= 1
+
+    monkeypatch.setattr(ParquetSink, "_write_group", slow_write_group)
+    sink = ParquetSink(tmp_path, max_rows=50, fsync=False)
+    logs = [PredictionLog(sink, registry=CollectorRegistry(), name=f"log{k}", batch_size=5, flush_seconds=3600)
+            for k in range(2)]
+
+    def work(k: int) -> None:
+        for i in range(200):
+            logs[k].log("ranker", {"x": float(i)}, 1.0, request_id=f"{k}-{i}", timestamp=T0)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for log in logs:
+        log.close()
+    assert most[0] == 1
+    ids = ds.dataset(tmp_path, format="parquet", partitioning="hive").to_table().column("request_id").to_pylist()
+    assert sorted(ids) == sorted(f"{k}-{i}" for k in range(2) for i in range(200))
