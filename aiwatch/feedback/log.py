@@ -210,7 +210,9 @@ class PredictionLog:
                 record_error(COMPONENT, exc, self.metrics)
                 self._failed.inc()
                 return None
-            rid = request_id or f"{self._id_prefix}{next(self._ids):012x}"
+            # ``or`` took a client's id 0 (an int, as docs/prediction-log.md allows) for no id: its row got another
+            rid = request_id if request_id is not None and (request_id.__class__ is not str or request_id) \
+                else f"{self._id_prefix}{next(self._ids):012x}"
             self._pending.append(PredictionRecord(
                 rid, time.time() if timestamp is None else timestamp, model, version,
                 trace_id if trace_id is not None else _current_trace_id(), latency, error, rate, inputs, outputs))

@@ -240,6 +240,18 @@ def test_a_non_text_id_is_stored_as_text_and_its_batch_kept_in_a_real_sink(
     assert records(registry, "failed") == 0 and records(registry, "written") == 6
 
 
+@pytest.mark.parametrize("given", [0, 0.0, np.int64(0), False])
+def test_a_falsy_request_id_of_the_callers_is_its_request_id(given: Any, registry: CollectorRegistry) -> None:
+    """``request_id or <a new id>`` took a client's id 0 for no id: its row got a generated id, and its label, joined
+    on ``request_id``, never matched it."""
+    sink = ListSink()
+    with PredictionLog(sink, registry=registry) as log:
+        assert log.log("m", {"x": 1.0}, request_id=given) is given
+        generated = log.log("m", {"x": 2.0}, request_id="")  # no id: one is made, as for None
+    assert [row["request_id"] for row in sink.rows] == [str(given), generated]
+    assert generated and len(generated) == 28
+
+
 def test_a_value_whose_text_cannot_be_made_fails_alone_in_a_real_sink(tmp_path: Path,
                                                                          registry: CollectorRegistry) -> None:
     class NoText:
