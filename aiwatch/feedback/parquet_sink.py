@@ -91,6 +91,8 @@ _REBUILD_BATCHES = 1024
 #: bounds where it can (a quarter of the soft limit, at 3 descriptors per open file).
 FALLBACK_MAX_OPEN_FILES = 256
 _MIN_OPEN_FILES, _MAX_OPEN_FILES = 1, 1024
+#: Names a new file may try, each taken already, before its batch fails (:meth:`ParquetSink._new_name`).
+_NAME_TRIES = 100
 
 
 @dataclass
@@ -559,10 +561,30 @@ class ParquetSink:
     @staticmethod
     def _new_name(folder: Path) -> tuple[Path, Path, OpenFileLock | None]:
         """A new file's final and temporary names, its temporary one made and locked before pyarrow writes a byte
-        into it (raises :class:`~aiwatch.feedback.journal.Replaced` when it was removed before it was locked)."""
-        name = f"part-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{os.getpid()}-{next(_SEQ):06d}.parquet"
-        temp = folder / f"{TEMP_PREFIX}{name}{TEMP_SUFFIX}"
-        return folder / name, temp, OpenFileLock(temp) if journals.AVAILABLE else None
+        into it (raises :class:`~aiwatch.feedback.journal.Replaced` when it was removed before it was locked).
+
+        A name taken already (its file, open file or journal there) is passed over for the next number: two
+        processes of one pid (each container's pid 1 on one volume, or one restarted within the second it started
+        a file, whose journal the restart recovered under that name) made the same name, and the second rename
+        replaced the first one's finished file. Checked once the open file is made: its ``O_EXCL`` keeps out any
+        writer whose open file is there, and a writer that renamed its file has made the final name by then."""
+        for _ in range(_NAME_TRIES):
+            name = f"part-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{os.getpid()}-{next(_SEQ):06d}.parquet"
+            final, temp = folder / name, folder / f"{TEMP_PREFIX}{name}{TEMP_SUFFIX}"
+            if not journals.AVAILABLE:
+                if not os.path.lexists(final):
+                    return final, temp, None
+                continue
+            try:
+                lock = OpenFileLock(temp)
+            except FileExistsError:  # a live writer's open file (or a dead one's, left for recovery)
+                continue
+            if not (os.path.lexists(final) or os.path.lexists(journal_path(final))):
+                return final, temp, lock
+            with suppress(OSError):
+                temp.unlink()
+            lock.release()
+        raise FileExistsError(f"no free file name in {folder} after {_NAME_TRIES} tries")
 
     def _new_journal(self, final: Path, schema: Any, tally: _Tally) -> Journal | None:
         """The journal of a new file; ``None``, counted in ``tally``, when it cannot be made (the file's rows then

@@ -4,6 +4,7 @@ back."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import subprocess
@@ -454,3 +455,29 @@ def test_two_logs_given_one_sink_never_write_it_at_once(tmp_path: Path, monkeypa
     assert most[0] == 1
     ids = ds.dataset(tmp_path, format="parquet", partitioning="hive").to_table().column("request_id").to_pylist()
     assert sorted(ids) == sorted(f"{k}-{i}" for k in range(2) for i in range(200))
+
+
+def test_a_name_taken_by_another_process_of_the_same_pid_is_passed_over(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file's name is its second, the pid and a count per process: two processes of one pid in one second (two
+    containers' pid 1 on one volume, a crash-looping one whose restart recovered the dead one's journal under that
+    name) made the same name, and the second's rename replaced the first's finished file, rows and all."""
+    frozen = time.gmtime(T0)
+    gmtime = time.gmtime
+    monkeypatch.setattr(time, "gmtime", lambda *args: gmtime(*args) if args else frozen)
+    for tag in "AB":
+        monkeypatch.setattr(parquet_sink, "_SEQ", itertools.count(1))  # a new process: its count starts again
+        sink = ParquetSink(tmp_path, fsync=False)
+        sink.write([row(i, request_id=f"{tag}{i}") for i in range(3)])
+        sink.close()
+    # a dead writer's journal under the next name: left for recovery, not taken
+    monkeypatch.setattr(parquet_sink, "_SEQ", itertools.count(1))
+    taken = parquet_sink.journal_path(parquet_files(tmp_path)[-1].with_name(
+        parquet_files(tmp_path)[-1].name.replace("000002", "000003")))
+    taken.write_bytes(b"")
+    sink = ParquetSink(tmp_path, fsync=False, journal=False)
+    sink.write([row(9, request_id="C9")])
+    sink.close()
+    assert [p.name[-14:] for p in sink.completed] == ["000004.parquet"]
+    ids = ds.dataset(tmp_path, format="parquet", partitioning="hive").to_table().column("request_id").to_pylist()
+    assert sorted(ids) == ["A0", "A1", "A2", "B0", "B1", "B2", "C9"]
