@@ -2,10 +2,10 @@
 
 A row holds the log's own columns (:data:`LOG_COLUMNS`), then one column per model input under the input's own
 name (so a reference profile built from training data matches the log's columns), then the outputs: ``output``
-for a single value, ``output.<name>`` for each value of a mapping. An input named like a log column is written as
-``input.<name>``. Values are normalised so that a column keeps one type: numbers (ints included) become floats
-(±inf past float64's range), booleans stay booleans, strings stay strings, ``None`` is a null, anything else is
-written as JSON text.
+for a single value, ``output.<name>`` for each value of a mapping. An input named like a log column, or whose name
+starts with ``input.``, is written as ``input.<name>`` (so that ``model`` and ``input.model`` stay two columns).
+Values are normalised so that a column keeps one type: numbers (ints included) become floats (±inf past float64's
+range), booleans stay booleans, strings stay strings, ``None`` is a null, anything else is written as JSON text.
 
     >>> policy = FieldPolicy(deny={"email"}, hash={"user_id"}, hash_key=b"k")
     >>> rec = PredictionRecord("r1", 0.0, "ranker", "v1", None, 0.1, False, 1.0,
@@ -270,7 +270,7 @@ class FieldPolicy:
         plain = self._everything_plain
         for name, value in record.inputs.items():
             field = utf8_text(name if type(name) is str else str(name))
-            if field in row or field == OUTPUT or field.startswith(_OUTPUT_DOT):
+            if field in row or field == OUTPUT or field.startswith((_OUTPUT_DOT, INPUT_PREFIX)):
                 field = INPUT_PREFIX + field
             if plain:
                 row[field] = normalise(value)

@@ -104,6 +104,16 @@ def test_an_input_named_like_a_log_column_is_prefixed(registry: CollectorRegistr
     assert row["output"] == 1.0 and row["request_id"] == "r1"
 
 
+@pytest.mark.parametrize("inputs", [{"input.model": "a", "model": "b"}, {"model": "b", "input.model": "a"}])
+def test_an_input_named_with_the_prefix_is_prefixed_too(registry: CollectorRegistry, inputs: dict[str, str]) -> None:
+    # "model" is written as input.model: an input named input.model was one column with it, the last one's value
+    sink = ListSink()
+    with PredictionLog(sink, registry=registry) as log:
+        log.log("m", inputs, 1.0, request_id="r1")
+    [row] = sink.rows
+    assert (row["input.model"], row["input.input.model"]) == ("b", "a")
+
+
 def test_sample_rate_zero_keeps_nothing_but_failed_and_slow_requests(registry: CollectorRegistry) -> None:
     sink = ListSink()
     with PredictionLog(sink, sample_rate=0.0, slow_seconds=0.5, registry=registry) as log:
