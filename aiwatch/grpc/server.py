@@ -502,7 +502,7 @@ def _status(context: Any, error: BaseException | None, terminated: bool, undecod
         return "UNKNOWN", True
     if code is not None:
         return code, False
-    if not _active(context):
+    if not _active(context) or _expired(remaining):  # the call ended (by its deadline) before the handler did
         return _cancel_status(context, margin, remaining), False
     return "OK", False
 
@@ -727,7 +727,7 @@ class AiwatchServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
                 call.unserializable = unserializable
                 core.watch(call, context)
             if call is not None and request_streaming:
-                request = _count_in(request, call)
+                request = _count_in(request, call, context)
                 call.sent = 1
                 call.undecodable = undecodable
             # _enter() / _leave() written out: nothing to do (two calls fewer) unless aiwatch's span is to be current
@@ -758,7 +758,7 @@ class AiwatchServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
                 call.unserializable = unserializable
                 call.undecodable = undecodable
                 if request_streaming:
-                    request = _count_in(request, call)
+                    request = _count_in(request, call, context)
                 else:
                     call.received = 1
                 try:
@@ -816,11 +816,30 @@ async def _ain_context(responses: AsyncIterator[Any], call: _Call) -> AsyncItera
         yield item
 
 
-def _count_in(requests: Iterator[Any], call: _Call) -> Iterator[Any]:
+def _count_in(requests: Iterator[Any], call: _Call, context: Any) -> Iterator[Any]:
     for item in requests:
         call.received += 1
         take_streamed(item)
         yield item
+    _ended_at_deadline(call, context)
+
+
+def _expired(remaining: Any) -> bool:
+    """Whether ``remaining``, the time a call had left when it ended (read then), says its deadline had passed."""
+    return isinstance(remaining, int | float) and remaining <= 0
+
+
+def _ended_at_deadline(call: _Call, context: Any) -> None:
+    """The thread-pool server's request stream of ``call`` ended: when its deadline had passed by then, grpc-core
+    ended it (and the call, ``DEADLINE_EXCEEDED``) without a message, which grpcio hands the handler as if the
+    client had closed the stream, and grpcio may not have marked the call inactive yet when the handler returns:
+    the time left (none) is kept as the call's at its end, so that it is not recorded ``OK``."""
+    try:
+        remaining = context.time_remaining()
+        if _expired(remaining) and call.remaining is _UNREAD:
+            call.remaining = remaining
+    except Exception as exc:
+        record_error(COMPONENT, exc, call.timeline.recorder.metrics)
 
 
 async def _acount_in(requests: AsyncIterator[Any], call: _Call) -> AsyncIterator[Any]:

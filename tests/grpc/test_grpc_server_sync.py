@@ -25,7 +25,9 @@ from aiwatch.grpc.server import (
     _Call,
     _cancel_margin,
     _cancel_status,
+    _count_in,
     _ServerCore,
+    _status,
 )
 from aiwatch.grpc.server import _Unserializable as _Held
 from aiwatch.metrics import Metrics
@@ -589,3 +591,69 @@ def test_a_unary_rpc_that_ended_before_its_handler_returned_is_recorded(metrics:
     core.end(call, PREDICT, context, None, unary_response=True)
     assert _count(metrics, PREDICT, "OK") == 1
     assert value(metrics.registry, "aiwatch_requests_in_flight", service="infer") == 0
+
+
+class _StreamEndedByItsDeadline:
+    """A servicer context of a call whose deadline has passed while grpcio still reads it as active: grpc-core ended
+    the request stream at the deadline (no message), before grpcio processed the call's end."""
+
+    def time_remaining(self) -> float:
+        return 0.0
+
+    def is_active(self) -> bool:
+        return True
+
+    def code(self) -> None:
+        return None
+
+
+def test_a_request_stream_its_deadline_ended_is_deadline_exceeded_though_the_call_reads_active() -> None:
+    """The handler read its request stream to the end and returned normally; the end was the deadline's, so its
+    caller has DEADLINE_EXCEEDED: never recorded OK (deterministic form of the race below)."""
+    context = _StreamEndedByItsDeadline()
+    tl = RequestRecorder(Metrics(CollectorRegistry()), service="infer").begin("grpc")
+    call = _Call(tl, streaming=True)
+    assert list(_count_in(iter([req(), req()]), call, context)) == [req(), req()]
+    assert call.received == 2
+    assert _status(context, None, False, remaining=call.remaining) == ("DEADLINE_EXCEEDED", False)
+    # a stream its client closed in time leaves the call as it was: OK
+    call = _Call(tl, streaming=True)
+    live = _StreamEndedByItsDeadline()
+    live.time_remaining = lambda: 5.0  # type: ignore[method-assign]
+    assert list(_count_in(iter([req()]), call, live)) == [req()]
+    assert _status(live, None, False, remaining=call.remaining) == ("OK", False)
+    tl.recorder.finish(tl, UPLOAD, "grpc", "OK")  # leaves this thread's context as it found it
+
+
+def _open_stream(stop: threading.Event) -> Iterator[Any]:
+    yield req(features=[1.0])
+    stop.wait(20)
+
+
+@pytest.mark.parametrize("kind", ["Upload", "Chat"])
+def test_a_plain_request_stream_loop_ended_by_the_deadline_is_recorded_deadline_exceeded(metrics: Metrics,
+                                                                                        kind: str) -> None:
+    """The example servicer reads its request stream with a plain ``for`` loop: at the deadline grpc-core ends the
+    stream without a message, the loop ends as if the client had closed it, and the handler returns normally, often
+    while grpcio still reads the call as active. Every such call is DEADLINE_EXCEEDED at its caller; it was recorded
+    OK in about a third of the calls."""
+    calls = 6
+    stop = threading.Event()
+    try:
+        with sync_server([grpc_server_interceptor(service="infer", metrics=metrics)]) as target, \
+                stub_for(target) as stub:
+            for _ in range(calls):
+                with pytest.raises(grpc.RpcError) as info:
+                    if kind == "Upload":
+                        stub.Upload(_open_stream(stop), timeout=0.3)
+                    else:
+                        list(stub.Chat(_open_stream(stop), timeout=0.3))
+                assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            route = UPLOAD if kind == "Upload" else CHAT
+            wait_until(lambda: sum(_count(metrics, route, s) for s in ("DEADLINE_EXCEEDED", "CANCELLED", "OK",
+                                                                       "UNKNOWN")) == calls,
+                       timeout=20, what="every RPC recorded")
+    finally:
+        stop.set()
+    assert _count(metrics, route, "OK") == 0
+    assert _count(metrics, route, "DEADLINE_EXCEEDED") == calls
