@@ -830,10 +830,10 @@ def _expired(remaining: Any) -> bool:
 
 
 def _ended_at_deadline(call: _Call, context: Any) -> None:
-    """The thread-pool server's request stream of ``call`` ended: when its deadline had passed by then, grpc-core
-    ended it (and the call, ``DEADLINE_EXCEEDED``) without a message, which grpcio hands the handler as if the
-    client had closed the stream, and grpcio may not have marked the call inactive yet when the handler returns:
-    the time left (none) is kept as the call's at its end, so that it is not recorded ``OK``."""
+    """The request stream of ``call`` ended: when its deadline had passed by then, grpc-core ended it (and the call,
+    ``DEADLINE_EXCEEDED``) without a message, which grpcio hands the handler as if the client had closed the stream
+    (the thread-pool server may not have marked the call inactive yet when the handler returns; grpc.aio does not
+    cancel the handler): the time left (none) is kept as the call's at its end, so that it is not recorded ``OK``."""
     try:
         remaining = context.time_remaining()
         if _expired(remaining) and call.remaining is _UNREAD:
@@ -842,11 +842,12 @@ def _ended_at_deadline(call: _Call, context: Any) -> None:
         record_error(COMPONENT, exc, call.timeline.recorder.metrics)
 
 
-async def _acount_in(requests: AsyncIterator[Any], call: _Call) -> AsyncIterator[Any]:
+async def _acount_in(requests: AsyncIterator[Any], call: _Call, context: Any) -> AsyncIterator[Any]:
     async for item in requests:
         call.received += 1
         take_streamed(item)
         yield item
+    _ended_at_deadline(call, context)  # grpc.aio ends the request stream at the deadline too, and runs the handler on
 
 
 class AiwatchAioServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
@@ -891,7 +892,7 @@ class AiwatchAioServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[m
             if call is not None:
                 call.unserializable = unserializable
                 if request_streaming and hasattr(request, "__aiter__"):
-                    request = _acount_in(request, call)
+                    request = _acount_in(request, call, context)
                     call.sent = 1
                 if core.server_timing:
                     inner = _AioContext(context, call, core.tail)
@@ -920,7 +921,7 @@ class AiwatchAioServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[m
             if call is not None:
                 call.unserializable = unserializable
                 if request_streaming and hasattr(request, "__aiter__"):
-                    request = _acount_in(request, call)
+                    request = _acount_in(request, call, context)
                 elif not request_streaming:
                     call.received = 1
                 if core.server_timing:

@@ -237,6 +237,40 @@ async def test_aio_deadline_and_cancel_mid_stream(metrics: Metrics) -> None:
     assert value(metrics.registry, "aiwatch_requests_in_flight", service="infer") == 0
 
 
+async def _open_requests(stop: asyncio.Event) -> AsyncIterator[Any]:
+    yield req(features=[1.0])
+    await stop.wait()
+
+
+@pytest.mark.parametrize("kind", ["Upload", "Chat"])
+async def test_aio_a_request_stream_ended_by_the_deadline_is_recorded_deadline_exceeded(metrics: Metrics,
+                                                                                        kind: str) -> None:
+    """grpc.aio ends a request stream at the call's deadline as if the client had closed it, and runs the handler
+    on: the example servicer's ``async for`` loop ends and it returns normally, never cancelled. Its caller has
+    DEADLINE_EXCEEDED; every such call was recorded OK."""
+    calls = 3
+    stop = asyncio.Event()
+    try:
+        async with _served(metrics) as target, grpc.aio.insecure_channel(target) as channel:
+            stub = pb_grpc.InferenceStub(channel)
+            for _ in range(calls):
+                with pytest.raises(grpc.aio.AioRpcError) as info:
+                    if kind == "Upload":
+                        await stub.Upload(_open_requests(stop), timeout=0.2)
+                    else:
+                        async for _reply in stub.Chat(_open_requests(stop), timeout=0.2):
+                            pass
+                assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            route = UPLOAD if kind == "Upload" else CHAT
+            await _eventually(lambda: sum(_count(metrics, route, s) for s in ("DEADLINE_EXCEEDED", "CANCELLED", "OK",
+                                                                              "UNKNOWN")) == calls)
+    finally:
+        stop.set()
+    assert _count(metrics, route, "OK") == 0
+    assert _count(metrics, route, "DEADLINE_EXCEEDED") == calls
+    assert value(metrics.registry, "aiwatch_requests_in_flight", service="infer") == 0
+
+
 async def test_aio_client_records_unavailable(metrics: Metrics) -> None:
     from tests.servers import free_port
 
