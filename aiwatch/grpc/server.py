@@ -847,7 +847,7 @@ async def _acount_in(requests: AsyncIterator[Any], call: _Call, context: Any) ->
         call.received += 1
         take_streamed(item)
         yield item
-    _ended_at_deadline(call, context)  # grpc.aio ends the request stream at the deadline too, and runs the handler on
+    _ended_at_deadline(call, context)  # grpc.aio, too, ends the stream at the deadline and lets the handler run on
 
 
 class AiwatchAioServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
