@@ -772,6 +772,8 @@ class AiwatchServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
                     result = behavior(request, context)
                 finally:
                     _leave(token, call)
+                if not hasattr(type(result), "__next__"):
+                    next(result)  # grpcio takes each response with next(): a list (or None) fails as it does there
                 for item in result if call is None or call.otel_context is None else _in_context(result, call):
                     core.sent(call, method)
                     yield item

@@ -657,3 +657,31 @@ def test_a_plain_request_stream_loop_ended_by_the_deadline_is_recorded_deadline_
         stop.set()
     assert _count(metrics, route, "OK") == 0
     assert _count(metrics, route, "DEADLINE_EXCEEDED") == calls
+
+
+@pytest.mark.parametrize("returned", [[], [pb.PredictReply()], None], ids=["empty-list", "list", "none"])
+@pytest.mark.parametrize("traced", [False, True])
+def test_a_stream_handler_returning_no_iterator_fails_as_it_does_without_aiwatch(returned: Any, traced: bool) -> None:
+    # grpcio takes each response with next(): a list fails there ("'list' object is not an iterator"); aiwatch's
+    # wrapper iterated it with `for`, so a servicer that fails bare worked only while instrumented
+    class ReturnsNoIterator(InferenceServicer):
+        def PredictStream(self, request: Any, context: Any) -> Any:
+            return returned
+
+    def outcome(interceptors: list[Any]) -> tuple[Any, str]:
+        with (sync_server(interceptors, ReturnsNoIterator()) as target, stub_for(target) as stub,
+              pytest.raises(grpc.RpcError) as info):
+            list(stub.PredictStream(req(), timeout=10))
+        return info.value.code(), info.value.details()
+
+    registry = CollectorRegistry()
+    provider = None
+    if traced:
+        from opentelemetry.sdk.trace import TracerProvider
+
+        provider = TracerProvider()
+    bare = outcome([])
+    assert bare[0] is grpc.StatusCode.UNKNOWN
+    assert outcome([grpc_server_interceptor(service="infer", registry=registry, tracer_provider=provider)]) == bare
+    assert value(registry, "aiwatch_request_duration_seconds_count", service="infer", route=PREDICT_STREAM,
+                 method="grpc", status="UNKNOWN") == 1
