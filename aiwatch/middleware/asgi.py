@@ -184,11 +184,12 @@ class AiwatchMiddleware:
             await self.app(scope, receive, send)
             return
         path = scope.get("path", "")
-        local = app_path(path, scope.get("root_path"))
+        root_path = scope.get("root_path", "")
+        local = app_path(path, root_path) if root_path else path
         if path == self.metrics_path or local == self.metrics_path:
             await self._serve_metrics(scope, receive, send)
             return
-        if (path in self.exclude_paths or local in self.exclude_paths
+        if (path in self.exclude_paths or (local is not path and local in self.exclude_paths)
                 or (self.excluded_urls.active and self._excluded(scope))):
             await self.app(scope, receive, send)
             return
@@ -196,7 +197,6 @@ class AiwatchMiddleware:
         recorder = self.recorder
         raw_method = scope.get("method", "GET")
         method = raw_method if raw_method in self.known_methods else OTHER_METHOD
-        root_path = scope.get("root_path", "")
         tracer = recorder.tracing.tracer()
         token = None
         if tracer is None:
