@@ -212,6 +212,11 @@ class _Unserializable:
             pending(False, None)
 
 
+#: methods whose (de)serializer timers a server keeps made (more are made per RPC): a catch-all generic handler
+#: takes any method name a client sends, of up to 8 KiB of metadata, and 10 000 of them held about 100 MB
+MAX_CACHED_METHODS = 1024
+
+
 class _ServerCore:
     """What the sync and aio interceptors share: starting and finishing one RPC's timeline."""
 
@@ -244,7 +249,7 @@ class _ServerCore:
         timer = self._messages.get(method)
         if timer is None:
             timer = MessageTimer(self.recorder, method)
-            if len(self._messages) < 10_000:
+            if len(self._messages) < MAX_CACHED_METHODS:
                 self._messages[method] = timer
         return timer
 
@@ -256,7 +261,7 @@ class _ServerCore:
         if found is not None and found[0] is deserialize and found[1] is messages:
             return found[2]
         timed = messages.deserializer(deserialize, _clock, functools.partial(self.undecodable, method))
-        if len(self._deserializers) < 10_000:
+        if len(self._deserializers) < MAX_CACHED_METHODS:
             self._deserializers[method] = (deserialize, messages, timed)
         return timed
 

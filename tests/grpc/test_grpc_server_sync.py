@@ -685,3 +685,16 @@ def test_a_stream_handler_returning_no_iterator_fails_as_it_does_without_aiwatch
     assert outcome([grpc_server_interceptor(service="infer", registry=registry, tracer_provider=provider)]) == bare
     assert value(registry, "aiwatch_request_duration_seconds_count", service="infer", route=PREDICT_STREAM,
                  method="grpc", status="UNKNOWN") == 1
+
+
+def test_the_methods_whose_timers_are_kept_are_bounded() -> None:
+    # a catch-all generic handler takes any method name a client sends: each had its timers kept, up to 10 000
+    from aiwatch.grpc.server import MAX_CACHED_METHODS
+
+    core = _ServerCore(RequestRecorder(Metrics(CollectorRegistry()), service="s"), server_timing=True)
+    for i in range(MAX_CACHED_METHODS + 50):
+        method = f"/any.Service/{'x' * 4000}{i}"
+        timer = core.messages(method)
+        core.unary_deserializer(method, timer, bytes)
+    assert len(core._messages) == len(core._deserializers) == MAX_CACHED_METHODS
+    assert core.messages("/any.Service/late") is not core.messages("/any.Service/late")  # made per RPC past it
