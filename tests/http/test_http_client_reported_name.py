@@ -134,7 +134,9 @@ def test_an_app_forwarding_its_upstreams_server_timing_is_labelled_by_the_aiwatc
                                        {**labels, "route": "__unmatched__", "status": "200"})
     network = registry.get_sample_value("aiwatch_network_duration_seconds_sum", labels)
     assert client is not None and network is not None
-    assert network <= client - 0.2  # the client's time less the gateway's total, which holds the 200 ms sleep
+    # the client's time less the gateway's total, which holds the 200 ms sleep (less what asyncio's timer may wake
+    # early and the header's rounding); less the upstream's 5 ms before, 195 ms
+    assert network < client - 0.15
 
 
 def test_the_names_of_one_address_do_not_count_against_another() -> None:
