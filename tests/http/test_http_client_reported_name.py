@@ -134,8 +134,8 @@ def test_an_app_forwarding_its_upstreams_server_timing_is_labelled_by_the_aiwatc
                                        {**labels, "route": "__unmatched__", "status": "200"})
     network = registry.get_sample_value("aiwatch_network_duration_seconds_sum", labels)
     assert client is not None and network is not None
-    # the client's time less the gateway's total, which holds the 200 ms sleep (less what asyncio's timer may wake
-    # early and the header's rounding); less the upstream's 5 ms before, 195 ms
+    # the client's time less the gateway's total, which holds the 200 ms sleep (less what the loop's timer may wake
+    # early: uvloop's count whole milliseconds); less the upstream's 5 ms before, 195 ms
     assert network < client - 0.15
 
 
