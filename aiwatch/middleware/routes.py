@@ -116,8 +116,8 @@ def _mount_templates(scope: Scope, root_path: str, added: str) -> str:
     """``added``, the path the mounts the request went into added to ``root_path``, written with the mounts'
     templates: Starlette's ``Mount`` adds the path it matched (``/tenants/acme`` for ``/tenants/{tenant}``), which
     is the raw path, never a label. Found by following, from the app's router (``scope["router"]``), the mounts
-    that match the request, as the router did; ``added`` as it is when they cannot be followed (a mount that adds
-    nothing, one inside a FastAPI included router: their paths have no parameters in practice). Never raises."""
+    that match the request, as the router did; ``added`` as it is when they cannot be followed (a mount inside a
+    FastAPI included router). Never raises."""
     routing = sys.modules.get("starlette.routing")
     router = scope.get("router")
     if routing is None or router is None:
@@ -139,7 +139,8 @@ def _mount_templates(scope: Scope, root_path: str, added: str) -> str:
                 probe["root_path"] = current
                 match, child = route.matches(probe)
                 grown = child.get("root_path") if match is routing.Match.FULL else None
-                if isinstance(grown, str) and grown != current and target.startswith(grown):
+                # a mount at "" adds nothing to the root path: the router went into it all the same
+                if isinstance(grown, str) and target.startswith(grown) and (grown != current or not route.path):
                     template += str(route.path)
                     current = grown
                     routes = route.routes

@@ -176,3 +176,12 @@ def test_a_mount_with_path_parameters_added_after_the_first_request_is_labelled_
     app.router.routes.append(Mount("/tenants/{tenant}", routes=[Route("/p/{id}", plain)]))
     assert call(app, [("GET", "/tenants/acme/p/2"), ("GET", "/v1/p/3")]) == [200, 200]
     assert routes(registry) == {("/v1/p/{id}", "200"): 2, ("/tenants/{tenant}/p/{id}", "200"): 1}
+
+
+def test_a_mount_with_path_parameters_inside_a_mount_at_the_root_is_labelled_with_its_template(
+        registry: CollectorRegistry) -> None:
+    # Mount("") adds nothing to the root path: the mounts were not followed past it, and the tenant was the label's
+    app = Starlette(routes=[Mount("", routes=[Mount("/t/{tenant}", routes=[Route("/p", plain)])])])
+    aiwatch.instrument(app, registry=registry, service="svc")
+    assert call(app, [("GET", "/t/acme/p"), ("GET", "/t/globex/p")]) == [200, 200]
+    assert routes(registry) == {("/t/{tenant}/p", "200"): 2}
