@@ -66,6 +66,15 @@ def test_cli_shows_the_names_of_the_extra_headers_not_their_values() -> None:
     assert re.search(r"^AIWATCH_PROMETHEUS_HEADERS +\(set: Authorization, X-Api-Key; values not shown\)$", out, re.M)
 
 
+def test_cli_shows_nothing_of_malformed_extra_headers() -> None:
+    # "Authorization: Basic ..." has no "=": read as a name, the whole header, credential included, was shown
+    out = subprocess.run([sys.executable, "-m", "aiwatch", "env"], capture_output=True, text=True, check=True,
+                         env=python_env(AIWATCH_PROMETHEUS_HEADERS="Authorization: Basic czNjcmV0"), cwd=REPO).stdout
+    assert "czNjcmV0" not in out
+    assert re.search(r"^AIWATCH_PROMETHEUS_HEADERS +\(set, malformed: each header is written name=value; not shown\)$",
+                     out, re.M)
+
+
 def _environment_reads() -> set[str]:
     """``file:line`` of every use of ``os.environ`` / ``os.getenv`` in aiwatch/ other than copying the whole
     environment for a child process (``dict(os.environ)``)."""

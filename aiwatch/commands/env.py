@@ -91,8 +91,14 @@ def markdown() -> str:
 
 def _header_names(value: str) -> str:
     """The names of the ``name=value`` headers of ``AIWATCH_PROMETHEUS_HEADERS``, their values left out (as
-    :class:`~aiwatch.httpconfig.HTTPConfig` shows them: a value may be a credential, ``Authorization=Basic ...``)."""
-    names = [item.partition("=")[0].strip() for item in value.split(",") if item.strip()]
+    :class:`~aiwatch.httpconfig.HTTPConfig` shows them: a value may be a credential, ``Authorization=Basic ...``).
+    Nothing of a value that is malformed is shown: a header written ``Authorization: Basic ...`` has no name apart."""
+    from aiwatch.httpconfig import parse_headers_env
+
+    try:
+        names = [name for name, _ in parse_headers_env(value)]
+    except ValueError:
+        return "(set, malformed: each header is written name=value; not shown)"
     return f"(set: {', '.join(names)}; values not shown)"
 
 
