@@ -60,7 +60,7 @@ def register(subparsers: Any) -> None:
 
 def streamlit_command(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
     """The ``streamlit run`` command line and environment for ``args`` (validated; ValueError when bad)."""
-    from aiwatch.console.config import DEFAULT_SCRAPE, ConsoleConfig
+    from aiwatch.console.config import DEFAULT_SCRAPE, ConsoleConfig, scrape_urls
     from aiwatch.promql import label_list
 
     if not 0 < args.port < 65536:
@@ -73,7 +73,8 @@ def streamlit_command(args: argparse.Namespace) -> tuple[list[str], dict[str, st
              else label_list(args.aggregation_labels, "--aggregation-labels")}
     config = ConsoleConfig(**{
         **ConsoleConfig.env_values(), "prometheus": args.prometheus or "",
-        "scrape": tuple(args.scrape or (DEFAULT_SCRAPE,)), "interval": args.interval,
+        # each URL as the console reads it: a --scrape value may list several (checked one by one below)
+        "scrape": scrape_urls(args.scrape or (DEFAULT_SCRAPE,)), "interval": args.interval,
         # at least one scrape interval of history; a history that is no period is the config's error to name
         "history": max(args.history, args.interval) if args.history > 0 else args.history,
         "refresh": args.refresh, "window": args.window,
@@ -108,8 +109,7 @@ def _check_address(address: str) -> None:
 def _check_urls(prometheus: str, scrape: tuple[str, ...]) -> None:
     from urllib.parse import urlparse
 
-    # each URL as the console will read it: AIWATCH_CONSOLE_SCRAPE's value is split on commas and spaces
-    for url in ([prometheus] if prometheus else [u for given in scrape for u in given.replace(",", " ").split()]):
+    for url in ([prometheus] if prometheus else list(scrape)):
         try:
             parsed = urlparse(url)
             parsed.port  # noqa: B018 - a port that is not a number from 0 to 65535 raises

@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from aiwatch import env as _env
@@ -18,6 +18,16 @@ from aiwatch.httpconfig import HTTPConfig
 from aiwatch.promql import label_list, matchers_of
 
 DEFAULT_SCRAPE = _env.CONSOLE_SCRAPE.default
+
+
+def scrape_urls(texts: Iterable[str]) -> tuple[str, ...]:
+    """The ``/metrics`` URLs of ``texts``, each a list of them separated by commas or spaces (a URL holds neither
+    unencoded), as ``AIWATCH_CONSOLE_SCRAPE`` and ``--scrape`` give them.
+
+    >>> scrape_urls(["http://a/m, http://b/m", "http://c/m"])
+    ('http://a/m', 'http://b/m', 'http://c/m')
+    """
+    return tuple(url for text in texts for url in text.replace(",", " ").split())
 
 #: Each field's environment variable (the rows of :mod:`aiwatch.env`'s table); ``http`` has its own
 #: (:data:`aiwatch.httpconfig.ENV`).
@@ -109,7 +119,7 @@ class ConsoleConfig:
             if field_name in _TEXT:
                 kwargs[field_name] = raw
             elif field_name == "scrape":
-                kwargs[field_name] = tuple(u for u in raw.replace(",", " ").split() if u)
+                kwargs[field_name] = scrape_urls([raw])
             elif field_name == "aggregation_labels":
                 kwargs[field_name] = label_list(raw, var.name)
             else:

@@ -439,3 +439,11 @@ def test_a_url_that_is_not_http_is_never_opened(url: str) -> None:
         HTTPConfig().open(url, 1.0)
     with pytest.raises(urllib.error.URLError, match="not an http"):
         fetch_metrics(url, 1.0)
+
+
+def test_the_console_configs_doctests() -> None:
+    import doctest
+
+    import aiwatch.console.config
+
+    assert doctest.testmod(aiwatch.console.config).failed == 0
