@@ -196,8 +196,7 @@ class _Unserializable:
     def serialized(self, seconds: float | None) -> bool:
         """The serializer ran (``seconds``: its time; ``None``: it failed): record the held RPC now, with it. False:
         no record was held (a stream's message, or an RPC recorded already: it ended first)."""
-        with _done_lock:  # `with`: a signal handler raising between acquire() and a try left the lock held
-            pending, self.pending = self.pending, None
+        pending = self._take()
         if pending is None:
             return False
         pending(True, seconds)
@@ -206,10 +205,15 @@ class _Unserializable:
     def release(self, *_: Any) -> None:
         """Record the held RPC now, without a serialization (once; also a grpcio done-callback, so an RPC is never
         left unrecorded)."""
-        with _done_lock:
-            pending, self.pending = self.pending, None
+        pending = self._take()
         if pending is not None:
             pending(False, None)
+
+    def _take(self) -> Callable[[bool, float | None], None] | None:
+        """The held record, taken (once: whoever takes it records it)."""
+        with _done_lock:  # `with`: a signal handler raising between acquire() and a try left the lock held
+            pending, self.pending = self.pending, None
+        return pending
 
 
 #: methods whose (de)serializer timers a server keeps made (more are made per RPC): a catch-all generic handler
