@@ -147,7 +147,7 @@ class CategoricalFeature:
 
     def buckets(self) -> CategoryBuckets:
         """The bucket of every live value (see :class:`aiwatch.drift.counting.CategoryBuckets`)."""
-        return CategoryBuckets(self.lookup(), self.unseen_bucket, len(self.bin_labels))
+        return CategoryBuckets(self.lookup(), self.unseen_bucket, len(self.categories) + 2)  # + OTHER, UNSEEN
 
     def has_new_values(self, bucket_counts: npt.NDArray[np.int64]) -> bool:
         """Whether live values counted into ``bucket_counts`` include a category the reference never had."""

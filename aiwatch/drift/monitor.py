@@ -162,8 +162,9 @@ class DriftMonitor:
         self._take_over_series(all_features)
         for feat in all_features:
             # Every bin's counter exists from the start (at 0) so that PromQL sees every bin.
-            self._bin_children[feat.name] = [m.labels(m.feature_bin, (model, feat.name, b)) for b in feat.bin_labels]
-            for b, share in zip(feat.bin_labels, feat.reference_shares(), strict=True):
+            labels = feat.bin_labels  # a category's cut to its hash past MAX_LABEL_CHARS: worked out once
+            self._bin_children[feat.name] = [m.labels(m.feature_bin, (model, feat.name, b)) for b in labels]
+            for b, share in zip(labels, feat.reference_shares(), strict=True):
                 m.labels(m.feature_reference_ratio, (model, feat.name, b)).set(float(share))
             m.child(m.feature_missing, (model, feat.name))
 
