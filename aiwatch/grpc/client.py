@@ -34,9 +34,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any, NamedTuple
 
 import grpc
@@ -56,6 +57,7 @@ from aiwatch.exclusion import ExcludedServices
 from aiwatch.grpc._common import metadata_value, method_name, status_name, status_value
 from aiwatch.grpc.heldcall import HeldCall, HeldStream
 from aiwatch.grpc.streambytes import (
+    RECEIVED,
     CountedResponses,
     StreamBytes,
     counted_aio_responses,
@@ -291,6 +293,65 @@ def _future_call(continuation: Any) -> bool | None:
     return None
 
 
+def _recorded_stream(responses: Iterator[Any], tally: StreamBytes | None,
+                     finish: Callable[[float, Any, Any], None]) -> Iterator[Any]:
+    """A response stream an interceptor behind aiwatch's handed back as a plain iterator, not grpcio's call
+    (OpenTelemetry's client interceptor gives a generator for unary-stream calls): it has no done callback, so the
+    call is recorded as the stream ends, by ``finish(end, code, trailing metadata)``: when it is exhausted, the
+    status and trailer of grpcio's call when the iterator delegates to it (:func:`_delegated_call`), else ``OK`` and
+    no trailer (no network time); the code and trailer of the ``RpcError`` it raises (grpcio raises its call);
+    ``UNKNOWN`` for any other error; ``CANCELLED`` when the application closes or drops it before its end (closing
+    the iterator under it, as dropping it would, cancels grpcio's call). Messages and errors pass as they are."""
+    code: Any = grpc.StatusCode.CANCELLED
+    trailing = None
+    call = None
+    try:
+        for message in responses:
+            if tally is not None:
+                tally.add(RECEIVED, message)
+            if call is None:
+                call = _delegated_call(responses)
+            yield message
+        code = grpc.StatusCode.OK
+        if call is not None:
+            try:
+                code, trailing = call.code(), call.trailing_metadata()
+            except Exception:
+                code, trailing = grpc.StatusCode.OK, None
+    except grpc.RpcError as error:
+        code = grpc.StatusCode.UNKNOWN
+        with contextlib.suppress(Exception):  # an RpcError that is no call: its code is unknown
+            code, trailing = error.code(), error.trailing_metadata()
+        raise
+    except Exception:
+        code = grpc.StatusCode.UNKNOWN
+        raise
+    finally:
+        end = _clock()
+        close = getattr(responses, "close", None)
+        try:
+            if code is grpc.StatusCode.CANCELLED and close is not None:
+                close()
+        finally:
+            finish(end, code, trailing)
+
+
+def _delegated_call(responses: Any) -> Any:
+    """grpcio's call a generator is reading with ``yield from`` (OpenTelemetry's stream wrapper does: ``yield from
+    invoker(...)``), through generators doing the same, found by the generators' ``gi_yieldfrom``; ``None`` if
+    none (the call's status and trailer are then not known)."""
+    try:
+        for _ in range(8):
+            if isinstance(responses, grpc.Call):
+                return responses
+            responses = getattr(responses, "gi_yieldfrom", None)
+            if responses is None:
+                return None
+    except Exception:
+        pass
+    return None
+
+
 class AiwatchClientInterceptor(
     grpc.UnaryUnaryClientInterceptor,  # type: ignore[misc]
     grpc.UnaryStreamClientInterceptor,  # type: ignore[misc]
@@ -351,6 +412,16 @@ class AiwatchClientInterceptor(
             core.leave(token)
         try:
 
+            def finish(end: float, code: Any, trailing: Any, finished: Any = None) -> None:
+                core.end_span(span, code)
+                received = None
+                if unary_response and code == grpc.StatusCode.OK and finished is not None:
+                    try:
+                        received = message_size(finished.result())
+                    except Exception:
+                        received = None
+                core.record(method, start, end, code, trailing, site, sent, received, streamed)
+
             def done(finished: Any) -> None:
                 end = _clock()
                 try:
@@ -359,15 +430,10 @@ class AiwatchClientInterceptor(
                     record_error(COMPONENT, exc, core.metrics)
                     core.end_span(span, None)
                     return
-                core.end_span(span, code)
-                received = None
-                if unary_response and code == grpc.StatusCode.OK:
-                    try:
-                        received = message_size(finished.result())
-                    except Exception:
-                        received = None
-                core.record(method, start, end, code, trailing, site, sent, received, streamed)
+                finish(end, code, trailing, finished)
 
+            if not unary_response and not hasattr(call, "add_done_callback") and hasattr(call, "__next__"):
+                return _recorded_stream(call, streamed, finish)
             call.add_done_callback(done)
             if not unary_response and hasattr(call, "__next__"):
                 return HeldStream(call) if streamed is None else CountedResponses(call, streamed)
