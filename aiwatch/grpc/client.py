@@ -516,6 +516,13 @@ class _AioClientBase:
             core.end_span(span, error.code())
             core.record(method, start, _clock(), error.code(), error.trailing_metadata(), site)
             raise
+        except asyncio.CancelledError:
+            # the caller was cancelled (asyncio.wait_for, a task's cancel()) while another interceptor awaited the
+            # call (OpenTelemetry's waits for a unary call's status): the caller sees its call cancelled
+            end = _clock()
+            core.end_span(span, grpc.StatusCode.CANCELLED)
+            core.record(method, start, end, grpc.StatusCode.CANCELLED, None, site, sent, None, streamed)
+            raise
         except BaseException:
             core.end_span(span, grpc.StatusCode.UNKNOWN)
             raise

@@ -3,6 +3,7 @@ children and aiwatch's metrics, in one trace; the instrumentors in either order,
 
 from __future__ import annotations
 
+import asyncio
 import gc
 from collections.abc import AsyncIterator, Iterator
 from concurrent import futures
@@ -15,6 +16,7 @@ from opentelemetry import baggage
 from opentelemetry.instrumentation.grpc import (
     GrpcInstrumentorClient,
     GrpcInstrumentorServer,
+    aio_client_interceptors,
     aio_server_interceptor,
     server_interceptor,
 )
@@ -25,6 +27,7 @@ from opentelemetry.trace import SpanKind
 from aiwatch.grpc import (
     AiwatchGrpcInstrumentorClient,
     AiwatchGrpcInstrumentorServer,
+    grpc_aio_client_interceptors,
     grpc_aio_server_interceptor,
     grpc_server_interceptor,
 )
@@ -193,6 +196,35 @@ def test_response_streams_under_opentelemetrys_client_instrumentor_are_recorded(
     assert value(reg, "aiwatch_client_bytes_total", service="gateway", peer="infer", direction="received") == \
         sum(r.ByteSize() for r in [*replies, *read, first])
     assert value(reg, "aiwatch_instrumentation_errors_total", component="grpc_client") == 0
+
+
+async def test_aio_a_call_cancelled_while_opentelemetrys_interceptor_awaits_it_is_recorded_cancelled(
+        metrics: Metrics) -> None:
+    """OpenTelemetry's aio interceptor behind aiwatch's awaits a unary call's status before it hands the call on;
+    with no tracer provider it is not told to stay out. A caller cancelled meanwhile (asyncio.wait_for) raised
+    CancelledError through aiwatch's interceptor before aiwatch had the call: the call went unrecorded, so the calls
+    a caller gave up on, its slowest, were missing from its latency."""
+    reg = metrics.registry
+    async with aio_server([grpc_aio_server_interceptor(service="infer", metrics=metrics)]) as target:
+        interceptors = [*grpc_aio_client_interceptors(service="gateway", metrics=metrics, peer="infer"),
+                        *aio_client_interceptors()]
+        async with grpc.aio.insecure_channel(target, interceptors=interceptors) as channel:
+            stub = pb_grpc.InferenceStub(channel)
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(stub.Predict(req(delay_ms=500)), 0.1)
+            # the server works on (OpenTelemetry's interceptor does not cancel the call): its end, then the client's
+            for _ in range(200):
+                if value(reg, "aiwatch_request_duration_seconds_count", service="infer", route=PREDICT,
+                         method="grpc", status="OK") == 1:
+                    break
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.1)
+    assert value(reg, "aiwatch_client_request_duration_seconds_count", service="gateway", peer="infer",
+                 route=PREDICT, status="CANCELLED") == 1
+    assert value(reg, "aiwatch_client_request_duration_seconds_count", service="gateway", peer="infer",
+                 route=PREDICT, status="OK") == 0
+    assert value(reg, "aiwatch_client_request_duration_seconds_sum", service="gateway", peer="infer",
+                 route=PREDICT, status="CANCELLED") >= 0.1
 
 
 def test_uninstrument_restores_and_instrument_is_idempotent(metrics: Metrics) -> None:
