@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from aiwatch.gpuseries import GPU_UTIL, SOURCES, UTILIZATION_FIELDS
-from aiwatch.metrics import LATENCY_BUCKETS, TIME_TO_FIRST_TOKEN_BUCKETS
-from aiwatch.promql import DEFAULT_AGGREGATION_LABELS, LABEL_NAME, check_regex, parse_matchers
+from aiwatch.metrics import LATENCY_BUCKETS, SPECS, TIME_TO_FIRST_TOKEN_BUCKETS
+from aiwatch.promql import DEFAULT_AGGREGATION_LABELS, LABEL_NAME, Matcher, check_regex, parse_matchers
 from aiwatch.status import ERROR_STATUS_RE
 
 # Prometheus' duration syntax (prometheus/common model.ParseDuration): each unit at most once, largest first.
@@ -82,8 +82,10 @@ class Selectors:
     """Extra PromQL label matchers (without braces, e.g. ``service="recommender"``) for each metric family."""
 
     requests: str = field(default="", metadata=_help(
-        "matchers on aiwatch_request_duration_seconds and aiwatch_phase_duration_seconds, "
-        "e.g. service=\"recommender\""))
+        "matchers on aiwatch_request_duration_seconds, aiwatch_phase_duration_seconds, "
+        "aiwatch_gen_ai_time_to_first_token_seconds, aiwatch_degraded_responses_total and "
+        "aiwatch_requests_in_flight: on a label they all carry, e.g. service=\"recommender\", or a target label "
+        "(a matcher on route, status or model would empty the rules of the metrics without it, and is refused)"))
     network: str = field(default="", metadata=_help(
         "matchers on aiwatch_network_duration_seconds and aiwatch_client_bytes_total"))
     queue: str = field(default="", metadata=_help("matchers on aiwatch_queue_depth"))
@@ -345,6 +347,9 @@ class RulesConfig:
                             ("gpu.workload_labels", self.gpu.workload_labels),
                             ("gpu.replica_label", [self.gpu.replica_label])):
             _check_labels(path, names)
+        for name, metrics in SELECTOR_METRICS.items():
+            if name != "gpu" or self.gpu.source == "aiwatch":  # dcgm-exporter's series are not in the contract
+                _check_selector_labels(f"selectors.{name}", getattr(self.selectors, name), metrics)
         if self.gpu.source not in SOURCES:
             raise ConfigError(f"gpu.source: must be one of {list(SOURCES)}, got {self.gpu.source!r}")
         if self.gpu.dcgm_utilization not in UTILIZATION_FIELDS:
@@ -434,6 +439,51 @@ def _check_selector(path: str, value: str) -> None:
             raise ConfigError(f"{path}: a selector cannot match __name__: the rules name each metric themselves")
         if m.op in ("=~", "!~"):
             _check_regex(f"{path} ({m.label}{m.op})", m.value)
+
+
+#: The contract's metrics each selector is applied to (aiwatch.rules.render; a test checks the two agree).
+SELECTOR_METRICS: dict[str, tuple[str, ...]] = {
+    "requests": ("aiwatch_request_duration_seconds", "aiwatch_phase_duration_seconds",
+                 "aiwatch_gen_ai_time_to_first_token_seconds", "aiwatch_degraded_responses_total",
+                 "aiwatch_requests_in_flight"),
+    "network": ("aiwatch_network_duration_seconds", "aiwatch_client_bytes_total"),
+    "queue": ("aiwatch_queue_depth",),
+    "gpu": ("aiwatch_gpu_up", "aiwatch_gpu_nvml_up", "aiwatch_gpu_utilization_ratio", "aiwatch_gpu_memory_used_bytes",
+            "aiwatch_gpu_memory_total_bytes", "aiwatch_gpu_xid_errors_total"),
+    "event_loop": ("aiwatch_event_loop_delay_seconds", "aiwatch_event_loop_sampled_seconds_total",
+                   "aiwatch_event_loop_last_sample_timestamp_seconds", "aiwatch_event_loop_stalled_ratio"),
+    "cache": ("aiwatch_feature_cache_requests_total",),
+    "drift": ("aiwatch_drift_score", "aiwatch_drift_detected", "aiwatch_feature_bin_total",
+              "aiwatch_feature_reference_ratio"),
+    "instrumentation": ("aiwatch_instrumentation_errors_total",),
+    "prediction_log": ("aiwatch_prediction_log_records_total", "aiwatch_prediction_log_recovery_files_total",
+                       "aiwatch_prediction_log_recovery_last_timestamp_seconds"),
+}
+
+
+def _matches_empty(m: Matcher) -> bool:
+    """Whether ``m`` selects a series that lacks its label (Prometheus reads a missing label as "")."""
+    if m.op in ("=", "!="):
+        return (m.value == "") == (m.op == "=")
+    from aiwatch._optional import require
+
+    re2 = require("re2", "rules")
+    return (re2.fullmatch(m.value, "") is not None) == (m.op == "=~")
+
+
+def _check_selector_labels(path: str, value: str, metrics: tuple[str, ...]) -> None:
+    """A matcher on a label that some of the selector's metrics carry and others lack selects no series of the
+    latter (unless it matches the empty value): every rule on those would stay empty and its alert never fire. A
+    label none of them carries (a target label: job, pod, ...) is the operator's to know."""
+    labels = {name: set(SPECS[name].labels) for name in metrics}
+    common = sorted(set.intersection(*labels.values()))
+    for m in parse_matchers(value):
+        lacking = [name for name in metrics if m.label not in labels[name]]
+        if lacking and len(lacking) < len(metrics) and not _matches_empty(m):
+            raise ConfigError(f"{path}: {m} selects no series of {', '.join(lacking)} (no {m.label!r} label), so "
+                              "the rules on them would select nothing and their alerts never fire. The selector "
+                              f"applies to {', '.join(metrics)}: match {' or '.join(map(repr, common)) or 'no label'}"
+                              " of theirs, or target labels (job, namespace, ...)")
 
 
 def duration_ns(text: str) -> int | None:

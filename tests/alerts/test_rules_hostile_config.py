@@ -165,3 +165,55 @@ def test_a_yaml_syntax_error_is_one_line_with_where_it_is(tmp_path: Path, capsys
     assert main(["rules", "render", "--config", str(config), "--out", str(tmp_path / "out")]) == 2
     assert capsys.readouterr().err == f"aiwatch rules: {config}: not valid YAML: {where}\n"
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(("selector", "matcher", "lacking"), [
+    # the SLOs' histogram has route and traffic_class, the phases, the in-flight gauge and the degraded count do not:
+    # the model, non-model, degraded and autoscaling rules selected nothing and never fired
+    ("requests", 'route="/predict"', "aiwatch_phase_duration_seconds"),
+    ("requests", 'traffic_class=~"realtime"', "aiwatch_requests_in_flight"),
+    ("requests", 'model="ranker"', "aiwatch_request_duration_seconds"),
+    ("network", 'direction="out"', "aiwatch_network_duration_seconds"),
+    ("network", 'phase="features"', "aiwatch_client_bytes_total"),
+    ("gpu", 'gpu="0"', "aiwatch_gpu_nvml_up"),
+    ("drift", 'test="ks"', "aiwatch_feature_bin_total"),
+    ("drift", 'bin!=""', "aiwatch_drift_score"),
+])
+def test_a_selector_on_a_label_some_of_its_metrics_lack_is_refused(selector: str, matcher: str, lacking: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        config_from_dict({"selectors": {selector: matcher}})
+    message = str(info.value)
+    assert message.startswith(f"selectors.{selector}: {matcher} selects no series of ") and lacking in message
+
+
+@pytest.mark.parametrize(("selector", "matcher"), [
+    ("requests", 'service="recommender"'),  # every metric of the selector carries it
+    ("requests", 'route!="/healthz"'),  # matches the series without a route too
+    ("requests", 'traffic_class=~"realtime|"'),
+    ("requests", 'pod=~"ranker-.*"'),  # a target label: none of the contract's, the operator's to know
+    ("gpu", 'gpu="0"'),  # with dcgm-exporter as the source (below), aiwatch's GPU series are not read
+    ("queue", 'queue="predict"'),
+])
+def test_a_selector_every_metric_can_satisfy_is_accepted(selector: str, matcher: str) -> None:
+    data: dict[str, Any] = {"selectors": {selector: matcher}}
+    if selector == "gpu":
+        data["gpu"] = {"source": "dcgm"}
+    assert getattr(config_from_dict(data).selectors, selector) == matcher
+
+
+def test_selector_metrics_are_the_metrics_each_selector_reaches_in_the_rules() -> None:
+    """The check above reads SELECTOR_METRICS: it must name exactly the contract metrics each selector is rendered
+    into, or a selector newly applied to a metric without one of its labels would pass again."""
+    import re
+
+    from aiwatch.metrics import SPECS
+    from aiwatch.rules.config import SELECTOR_METRICS
+
+    for name, metrics in SELECTOR_METRICS.items():
+        files = render(config_from_dict({"selectors": {name: 'zz_probe="p"'}}))
+        reached = set()
+        for expr in _exprs(files):
+            for series_name in re.findall(r'([a-zA-Z_:][a-zA-Z0-9_:]*)\{[^{}]*zz_probe="p"', expr):
+                base = re.sub(r"_(bucket|sum|count)$", "", series_name)
+                reached.add(base if base in SPECS else series_name)
+        assert reached == set(metrics), name
