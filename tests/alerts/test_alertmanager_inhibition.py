@@ -103,3 +103,36 @@ def test_a_services_starved_replicas_are_one_notification() -> None:
         wait_until(lambda: sum(map(len, groups())) == 5, 10, what="the five alerts in their groups")
         assert sorted(map(sorted, groups())) == [["eu/10.0.0.0:8000", "eu/10.0.0.1:8000", "eu/10.0.0.2:8000"],
                                                  ["eu/10.0.1.1:8000"], ["us/10.0.0.0:8000"]]
+
+
+@pytest.mark.slow
+def test_each_cluster_namespace_and_model_is_its_own_notification() -> None:
+    """The same service's page in two clusters (or namespaces) was one group: one notification, and one PagerDuty
+    incident (deduplicated by group), so the second cluster's outage paged no one once the first's was acknowledged.
+    Drift and quality alerts carry a model and no service: two models' drift was one ticket."""
+    page = {"alertname": "AiwatchAvailabilityBudgetBurnFast", "severity": "critical", "service": "recommender",
+            "slo": "availability", "cluster": "eu", "namespace": "ml"}
+    drift = {"alertname": "AiwatchFleetInputDrift", "severity": "warning", "feature": "basket_value",
+             "cluster": "eu", "namespace": "ml", "model": "ranker"}
+    sent = [page, {**page, "cluster": "us"}, {**page, "namespace": "staging"},
+            drift, {**drift, "model": "fraud"}, {**drift, "feature": "country"}]
+    with alertmanager(alertmanager_config("http://127.0.0.1:9")) as am_url:
+        post_alerts(am_url, [{"labels": labels} for labels in sent])
+
+        def groups() -> list[tuple[str, list[str]]]:
+            with urllib.request.urlopen(f"{am_url}/api/v2/alerts/groups", timeout=5) as resp:
+                found: list[dict[str, Any]] = json.loads(resp.read())
+            return sorted((g["receiver"]["name"], sorted("/".join(
+                a["labels"][k] for k in ("cluster", "namespace", "alertname", "service", "model", "slo", "feature")
+                if k in a["labels"]) for a in g["alerts"])) for g in found)
+
+        wait_until(lambda: sum(len(alerts) for _, alerts in groups()) == len(sent), 10, what="the alerts grouped")
+        assert groups() == [
+            ("page", ["eu/ml/AiwatchAvailabilityBudgetBurnFast/recommender/availability"]),
+            ("page", ["eu/staging/AiwatchAvailabilityBudgetBurnFast/recommender/availability"]),
+            ("page", ["us/ml/AiwatchAvailabilityBudgetBurnFast/recommender/availability"]),
+            # one model's drifted features are one ticket
+            ("ticket", ["eu/ml/AiwatchFleetInputDrift/fraud/basket_value"]),
+            ("ticket", ["eu/ml/AiwatchFleetInputDrift/ranker/basket_value",
+                        "eu/ml/AiwatchFleetInputDrift/ranker/country"]),
+        ]
