@@ -136,3 +136,23 @@ def test_each_cluster_namespace_and_model_is_its_own_notification() -> None:
             ("ticket", ["eu/ml/AiwatchFleetInputDrift/ranker/basket_value",
                         "eu/ml/AiwatchFleetInputDrift/ranker/country"]),
         ]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("slice_labels", [("mig_gi", "mig_ci"), ("GPU_I_ID",)], ids=["aiwatch", "dcgm"])
+def test_a_mig_slices_critical_silences_no_other_slices_warning(slice_labels: tuple[str, ...]) -> None:
+    """MIG devices of one GPU share its gpu label (and the instance of the collector reading them): the critical
+    memory alert of one slice silenced the warning of another slice, a different workload's memory running out."""
+    def mig(severity: str, slice_id: str) -> dict[str, str]:
+        return {"alertname": "AiwatchGpuMemoryNearlyFull", "severity": severity, "instance": "node-1:9400",
+                "gpu": "0", "cluster": "eu", "namespace": "ml", **{label: slice_id for label in slice_labels}}
+
+    critical, same_slice, other_slice = mig("critical", "1"), mig("warning", "1"), mig("warning", "2")
+    with alertmanager(alertmanager_config("http://127.0.0.1:9")) as am_url:
+        post_alerts(am_url, [{"labels": labels} for labels in (critical, same_slice, other_slice)])
+
+        def status(labels: dict[str, str]) -> dict[str, Any]:
+            return next(a["status"] for a in am_alerts(am_url) if a["labels"] == labels)
+
+        wait_until(lambda: bool(status(same_slice)["inhibitedBy"]), 10, what="the same slice's warning inhibited")
+        assert status(other_slice)["inhibitedBy"] == [] and status(other_slice)["state"] == "active"
