@@ -704,7 +704,9 @@ def quality_alerts(cfg: RulesConfig) -> list[Alert]:
                 f"  {op} on ({', '.join(keep)})\n"
                 f"{by(bound_agg, keep, str(MODEL_QUALITY_OBJECTIVE))}")
 
-    labelled = ('{{ with query (printf "max(' + str(MODEL_QUALITY_LABELLED) + '{model=%q})" $labels.model) }}'
+    # the alert's own cluster and namespace: another cluster's count of the same model is not this window's
+    matchers, args = _same_scope_matchers(cfg, "model")
+    labelled = ('{{ with query (printf "max(' + str(MODEL_QUALITY_LABELLED) + '{' + matchers + '})" ' + args + ') }}'
                 '{{ with . }} ({{ . | first | value | printf "%.0f" }} labelled requests){{ end }}{{ end }}')
     return [
         Alert("AiwatchModelQualityLow",
