@@ -290,6 +290,10 @@ class Meta:
         "prediction_log_recovery_window"))
     target_down_for: str = "5m"
     target_absent_for: str = "5m"
+    target_absent_lookback: str = field(default="1h", metadata=_help(
+        "AiwatchTargetAbsent also fires for a cluster / namespace (the aggregation_labels) that had targets within "
+        "this lookback and has none now, while others still have theirs (absent() alone fires only when no "
+        "cluster has any); it resolves once the lookback has passed"))
 
 
 @dataclass
@@ -386,7 +390,7 @@ _NON_NEGATIVE = (0.0, math.inf, False, False)
 #: Durations that are range windows or periods: they must be longer than 0 (a ``for`` may be 0s).
 _DURATIONS = {"window", "windows", "degraded_window", "period", "long", "short", "absent_lookback", "xid_window",
               "psi_window", "instrumentation_window", "prediction_log_window", "prediction_log_recovery_window",
-              "interval", "loop_stuck_window"}
+              "interval", "loop_stuck_window", "target_absent_lookback"}
 
 
 def _check_text(path: str, value: str) -> None:

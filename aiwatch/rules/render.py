@@ -739,8 +739,20 @@ def _recovery_incomplete(cfg: RulesConfig) -> str:
             f"unless on ({scope})\n{last}\n")
 
 
+def _targets_absent(cfg: RulesConfig, up: str) -> str:
+    """``absent(up)``, which fires only when no target matches at all, or, per aggregation scope (cluster,
+    namespace): one that had targets within the lookback and has none now, while others keep theirs (in a Thanos /
+    Mimir view, a cluster whose targets all vanished; the last ``and`` leaves the all-gone case to ``absent``)."""
+    if not cfg.aggregation_labels:
+        return f"absent({up})"
+    scope = cfg.aggregation_labels
+    return (f"absent({up})\nor\n(\n  {by('group', scope, f'max_over_time({up}[{cfg.meta.target_absent_lookback}])')}"
+            f"\n  unless\n  {by('group', scope, up)}\n  and on ()\n  group({up})\n)")
+
+
 def meta_alerts(cfg: RulesConfig) -> list[Alert]:
     m, up = cfg.meta, series(UP, cfg.selectors.targets)
+    where = "".join(f"{{{{ with $labels.{n} }}}} in {n} {{{{ . }}}}{{{{ end }}}}" for n in cfg.aggregation_labels)
     errors = increase(INSTRUMENTATION_ERRORS, m.instrumentation_window,
                       not_matches("component", alternatives(SIZE_CAP_COMPONENTS)), cfg.selectors.instrumentation)
     log_scope = _scope(cfg, "job", "instance", "log")
@@ -786,11 +798,12 @@ def meta_alerts(cfg: RulesConfig) -> list[Alert]:
               "Prometheus cannot scrape {{ $labels.instance }}",
               "Scrapes of {{ $labels.instance }} (job {{ $labels.job }}) have failed for "
               f"{m.target_down_for}: its metrics, alerts and autoscaling signals are stale."),
-        Alert("AiwatchTargetAbsent", f"absent({up})", m.target_absent_for, "critical",
-              "No aiwatch scrape target is known to Prometheus",
-              f"Prometheus has no target matching {template_text(up)} (job {{{{ $labels.job }}}}) for "
-              f"{m.target_absent_for}: "
-              "service discovery or the scrape config lost the service, and every aiwatch alert is silent."),
+        Alert("AiwatchTargetAbsent", _targets_absent(cfg, up), m.target_absent_for, "critical",
+              f"No aiwatch scrape target is known to Prometheus{where}",
+              f"Prometheus has no target matching {template_text(up)}{where}{{{{ with $labels.job }}}} (job "
+              f"{{{{ . }}}}){{{{ end }}}} for {m.target_absent_for}: service discovery or the scrape config lost "
+              "the service (or that cluster's Prometheus stopped sending its series), and every aiwatch alert of it "
+              "is silent."),
     ]
 
 
