@@ -366,6 +366,21 @@ class RulesConfig:
             windows = getattr(self.slo, name).windows
             if not windows or len(windows) > MAX_WINDOWS:
                 raise ConfigError(f"slo.{name}.windows: between 1 and {MAX_WINDOWS} window pairs are needed")
+        # a pair fires when the bad share over budget exceeds the factor: at factor x budget >= 1 not even every
+        # request bad does (the budget as the rules write it, rounded as aiwatch.rules.render does)
+        for objective_path, objective in (("slo.availability_objective", self.slo.availability_objective),
+                                          ("slo.latency_objective", self.slo.latency_objective),
+                                          ("streaming.ttft_objective", self.streaming.ttft_objective)):
+            budget = float(format(1 - objective, ".12g"))
+            for name in ("page", "ticket"):
+                for i, pair in enumerate(getattr(self.slo, name).windows):
+                    if pair.factor * budget >= 1:
+                        raise ConfigError(
+                            f"slo.{name}.windows[{i}].factor: {pair.factor:g} times the error budget of "
+                            f"{objective_path} {objective:g} ({budget:.4g}) is a bad share of "
+                            f"{pair.factor * budget:.4g}, more than every request: the pair would never fire; "
+                            "choose a factor below "
+                            f"{1 / budget:.4g} (1 / budget) or a higher objective")
         if not self.drift.windows or len(self.drift.windows) > MAX_WINDOWS \
                 or len(set(self.drift.windows)) != len(self.drift.windows):
             raise ConfigError(f"drift.windows: between 1 and {MAX_WINDOWS} distinct windows are needed, got "

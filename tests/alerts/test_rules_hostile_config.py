@@ -55,6 +55,16 @@ def _exprs(files: dict[str, str]) -> list[str]:
     ({"gpu": {"xid_window": "5m", "xid_for": "1h"}}, "gpu.xid_for: '1h' must be shorter than its window '5m'"),
     ({"meta": {"prediction_log_recovery_window": "30m", "prediction_log_recovery_for": "30m"}},
      "meta.prediction_log_recovery_for: '30m' must be shorter than its window '30m'"),
+    # a window pair fires when the bad share exceeds factor x budget: at 1 or more not even every request bad does
+    # (latency objective 0.8: the page's 14.4x and 6x pairs needed 288% and 120% of requests slow, and never fired)
+    ({"slo": {"latency_objective": 0.8}}, "slo.page.windows[0].factor: 14.4 times the error budget of "
+     "slo.latency_objective 0.8 (0.2) is a bad share of 2.88, more than every request: the pair would never fire; "
+     "choose a factor below 5 (1 / budget)"),
+    ({"slo": {"latency_objective": 0.93}}, "slo.page.windows[0].factor: 14.4 times"),
+    ({"slo": {"availability_objective": 0.9, "page": {"windows": [{"long": "1h", "short": "5m", "factor": 10}],
+                                                      "for": "2m"}}}, "slo.page.windows[0].factor: 10 times"),
+    ({"streaming": {"ttft_objective": 0.5}}, "slo.page.windows[0].factor: 14.4 times the error budget of "
+     "streaming.ttft_objective 0.5"),
 ])
 def test_bad_values_are_rejected_with_the_key(data: dict[Any, Any], message: str) -> None:
     with pytest.raises(ConfigError) as info:
@@ -217,3 +227,12 @@ def test_selector_metrics_are_the_metrics_each_selector_reaches_in_the_rules() -
                 base = re.sub(r"_(bucket|sum|count)$", "", series_name)
                 reached.add(base if base in SPECS else series_name)
         assert reached == set(metrics), name
+
+
+def test_a_burn_factor_just_under_one_over_the_budget_is_accepted() -> None:
+    """Objective 0.93 (budget 7%): a page factor of 14 asks for 98% of requests slow, which can happen."""
+    page = {"windows": [{"long": "1h", "short": "5m", "factor": 14}, {"long": "6h", "short": "30m", "factor": 6}],
+            "for": "2m"}
+    cfg = config_from_dict({"slo": {"latency_objective": 0.93, "page": page}})
+    assert "service:aiwatch_request_slow:ratio_rate1h / 0.07 > 14" in rule_files(cfg)[ALERTING_FILE]["groups"][0][
+        "rules"][2]["expr"]
