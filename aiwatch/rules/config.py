@@ -354,6 +354,11 @@ class RulesConfig:
         for name, metrics in SELECTOR_METRICS.items():
             if name != "gpu" or self.gpu.source == "aiwatch":  # dcgm-exporter's series are not in the contract
                 _check_selector_labels(f"selectors.{name}", getattr(self.selectors, name), metrics)
+        split = [label for label in self.aggregation_labels if label in _RATIO_LABELS]
+        if split:
+            raise ConfigError(f"aggregation_labels: {split[0]!r} is a label the rules take ratios across "
+                              f"({_RATIO_LABELS[split[0]]}): kept by every aggregation, each ratio would read 1 for "
+                              "one value and 0 for the others (one failed request in ten thousand paged at 1000x)")
         if self.gpu.source not in SOURCES:
             raise ConfigError(f"gpu.source: must be one of {list(SOURCES)}, got {self.gpu.source!r}")
         if self.gpu.dcgm_utilization not in UTILIZATION_FIELDS:
@@ -402,6 +407,16 @@ class RulesConfig:
 
 
 _NON_NEGATIVE = (0.0, math.inf, False, False)
+#: The contract's labels whose values a rule's ratio is taken across (each numerator selects some values of the label
+#: its denominator sums over): an aggregation label keeps them apart.
+_RATIO_LABELS = {
+    "status": "the error ratio: failed statuses over all",
+    "result": "the cache hit ratio and the prediction log's share of records not stored",
+    "bin": "the fleet PSI and Jensen-Shannon distance: each bin's share of all",
+    "phase": "the share of request time outside the model",
+    "reason": "the degraded share: fallbacks of every reason over all responses",
+    "direction": "the link throughput: bytes both ways over network seconds",
+}
 #: Durations that are range windows or periods: they must be longer than 0 (a ``for`` may be 0s).
 _DURATIONS = {"window", "windows", "degraded_window", "period", "long", "short", "absent_lookback", "xid_window",
               "psi_window", "instrumentation_window", "prediction_log_window", "prediction_log_recovery_window",

@@ -65,6 +65,12 @@ def _exprs(files: dict[str, str]) -> list[str]:
                                                       "for": "2m"}}}, "slo.page.windows[0].factor: 10 times"),
     ({"streaming": {"ttft_objective": 0.5}}, "slo.page.windows[0].factor: 14.4 times the error budget of "
      "streaming.ttft_objective 0.5"),
+    # aggregation labels are kept by every aggregation: the error ratio per status read 1 for status="500", and one
+    # failed request in ten thousand paged at a burn rate of 1000x
+    ({"aggregation_labels": ["cluster", "status"]}, "aggregation_labels: 'status' is a label the rules take ratios "
+     "across (the error ratio: failed statuses over all)"),
+    *(({"aggregation_labels": [label]}, f"aggregation_labels: {label!r} is a label the rules take ratios across")
+      for label in ("result", "bin", "phase", "reason", "direction")),
 ])
 def test_bad_values_are_rejected_with_the_key(data: dict[Any, Any], message: str) -> None:
     with pytest.raises(ConfigError) as info:
