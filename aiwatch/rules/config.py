@@ -517,7 +517,9 @@ def _check_selector_labels(path: str, value: str, metrics: tuple[str, ...]) -> N
             raise ConfigError(f"{path}: {m} selects no series of {', '.join(lacking)} (no {m.label!r} label), so "
                               "the rules on them would select nothing and their alerts never fire. The selector "
                               f"applies to {', '.join(metrics)}: match {' or '.join(map(repr, common)) or 'no label'}"
-                              " of theirs, or target labels (job, namespace, ...)")
+                              " of theirs, or target labels (job, namespace, ...)"
+                              + ("; the SLOs' traffic class is slo.traffic_class" if m.label == "traffic_class"
+                                 else ""))
 
 
 def duration_ns(text: str) -> int | None:

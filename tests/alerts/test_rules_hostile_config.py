@@ -200,6 +200,7 @@ def test_a_selector_on_a_label_some_of_its_metrics_lack_is_refused(selector: str
         config_from_dict({"selectors": {selector: matcher}})
     message = str(info.value)
     assert message.startswith(f"selectors.{selector}: {matcher} selects no series of ") and lacking in message
+    assert ("slo.traffic_class" in message) == ("traffic_class" in matcher)
 
 
 @pytest.mark.parametrize(("selector", "matcher"), [
