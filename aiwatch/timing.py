@@ -74,8 +74,8 @@ _MAX_CACHED_CHILDREN = 10_000
 class RequestTimeline:
     """What aiwatch knows about one request while it runs."""
 
-    __slots__ = ("calls", "degraded", "model", "named", "owns_span", "phases", "recorder", "service", "span",
-                 "start", "tokens", "trace_id", "tracer", "traffic_class", "version")
+    __slots__ = ("calls", "degraded", "model", "named", "owns_span", "phases", "recorder", "route_of", "service",
+                 "span", "start", "tokens", "trace_id", "tracer", "traffic_class", "version")
 
     def __init__(self, recorder: RequestRecorder, start: float, model: str) -> None:
         self.recorder = recorder
@@ -86,6 +86,9 @@ class RequestTimeline:
         self.version = recorder.model_version
         #: The request's traffic class: from its header when the integration read one, else the default.
         self.traffic_class = recorder.traffic.default
+        #: The request's route as the integration sees it so far (``None``: unknown until it finishes), for the route
+        #: rules of the traffic class forwarded by the request's outgoing calls (:func:`traffic_class_to_forward`).
+        self.route_of: Callable[[], str | None] | None = None
         #: ``(phase name, model) -> seconds``. A phase that names no model is under the request's model, moved by
         #: :func:`set_model` when it changes, so that each phase is labelled with the model the request ends with.
         self.phases: dict[tuple[str, str], float] = {}
@@ -181,12 +184,23 @@ def current_timeline() -> RequestTimeline | None:
 
 def traffic_class_to_forward() -> str | None:
     """The traffic class an outgoing call made now carries to the service it calls (the ``aiwatch-traffic-class``
-    header or gRPC metadata): the current request's, when it is not its service's default class; ``None`` outside a
-    request or for default-class requests, which need no header."""
+    header or gRPC metadata): the current request's, when it is not its service's default class (a route rule's
+    class once the request is routed, as it is recorded); ``None`` outside a request or for default-class requests,
+    which need no header."""
     tl = _timeline.get()
-    if tl is None or tl.traffic_class == tl.recorder.traffic.default:
+    if tl is None:
         return None
-    return tl.traffic_class
+    traffic_class = tl.traffic_class
+    traffic = tl.recorder.traffic
+    if traffic.has_routes and tl.route_of is not None:
+        # a route rule names the class from the moment the request is routed, not only once it finishes
+        try:
+            route = tl.route_of()
+            if route:
+                traffic_class = traffic.for_route(route, traffic_class)
+        except Exception as exc:
+            record_error("route", exc, tl.recorder.metrics)
+    return None if traffic_class == traffic.default else traffic_class
 
 
 def call_site() -> tuple[RequestTimeline | None, str]:
@@ -702,8 +716,9 @@ class RequestRecorder:
             traffic_class = tl.traffic_class
             child = None
             if self.traffic.has_routes:
-                route = self.guard.fold("route", route)
+                # the rule of the route itself, also once its label folds into the overflow value
                 traffic_class = tl.traffic_class = self.traffic.for_route(route, traffic_class)
+                route = self.guard.fold("route", route)
             else:
                 # the common case: a known route's child, cached under the route as the guard admitted it (a value
                 # the guard admitted stays admitted, so folding it again would give it back unchanged)

@@ -7,7 +7,7 @@ first one is the default). It comes from, in order:
    so an endpoint that only batch jobs call is batch whatever its callers send;
 2. the **``aiwatch-traffic-class`` request header** (gRPC: the metadata key of the same name), sent by the caller:
    a batch job's client sets it once, and aiwatch's client integrations forward the class of the request they are
-   called in, so the whole call graph under a batch request is batch;
+   called in (its route rule's, once the app has routed it), so the whole call graph under a batch request is batch;
 3. else the **default class** (the first one).
 
 A header value outside the configured classes counts as the default class: callers cannot add label values. A

@@ -1340,7 +1340,7 @@ def test_routes_folded_for_traffic_class_rules_share_the_route_label_budget_and_
     recorder = make_recorder(service="svc", metrics=metrics, max_label_values=1,
                              traffic_classes=TrafficClasses(["realtime", "batch"], routes={"/bulk/*": "batch"}))
     recorder.finish(recorder.begin(), "/bulk/a", "POST", "200")  # "/bulk/a" takes the only place
-    recorder.finish(recorder.begin(), "/bulk/b", "POST", "200")  # folded, then matched as the overflow route
+    recorder.finish(recorder.begin(), "/bulk/b", "POST", "200")  # matched as itself, then folded
 
     def requests(route: str, traffic_class: str) -> float | None:
         return metrics.registry.get_sample_value(
@@ -1348,7 +1348,8 @@ def test_routes_folded_for_traffic_class_rules_share_the_route_label_budget_and_
             {"service": "svc", "route": route, "method": "POST", "status": "200", "traffic_class": traffic_class})
 
     assert requests("/bulk/a", "batch") == 1.0
-    assert requests(OVERFLOW, "realtime") == 1.0  # no rule names the overflow route: the request's own class
+    assert requests(OVERFLOW, "batch") == 1.0  # its own rule's class, though its label folded
+    assert requests(OVERFLOW, "realtime") is None
     assert recorder.guard.known("route") == frozenset({"/bulk/a"})
     assert overflows(metrics, "route") == 1.0
     recorder.stream_children("/c")[0].observe(0.5)  # the stream histograms fold routes under the same budget

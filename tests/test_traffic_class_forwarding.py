@@ -12,6 +12,7 @@ import httpx
 import pytest
 import requests
 from fastapi import FastAPI
+from flask import Flask
 from prometheus_client import CollectorRegistry
 
 import aiwatch
@@ -20,18 +21,23 @@ from aiwatch.grpc import grpc_client_interceptor, grpc_server_interceptor
 from aiwatch.metrics import Metrics
 from aiwatch.timing import RequestRecorder
 from aiwatch.traffic import HEADER
+from examples.grpc_service.servicer import InferenceServicer
 from tests.grpc.conftest import PREDICT, req, stub_for, sync_server, value
 from tests.http.asgi_driver import call
 from tests.http.peer import peer
 
 
-def _gateway(base: str, client_kind: str, registry: CollectorRegistry) -> FastAPI:
+def _client(client_kind: str, registry: CollectorRegistry) -> Any:
+    if client_kind == "httpx":
+        return aiwatch.client.instrument_httpx(httpx.Client(), service="gw", registry=registry)
+    return aiwatch.client.instrument_requests(requests.Session(), service="gw", registry=registry)
+
+
+def _gateway(base: str, client_kind: str, registry: CollectorRegistry,
+             traffic_classes: aiwatch.TrafficClasses | None = None) -> FastAPI:
     """An instrumented app that calls the peer once per request and returns the headers the peer received."""
     api = FastAPI()
-    if client_kind == "httpx":
-        client: Any = aiwatch.client.instrument_httpx(httpx.Client(), service="gw", registry=registry)
-    else:
-        client = aiwatch.client.instrument_requests(requests.Session(), service="gw", registry=registry)
+    client = _client(client_kind, registry)
 
     @api.get("/proxy")
     def proxy(preset: str = "") -> dict[str, str]:
@@ -39,7 +45,7 @@ def _gateway(base: str, client_kind: str, registry: CollectorRegistry) -> FastAP
         received: dict[str, str] = client.get(f"{base}/ok", headers=headers).json()
         return received
 
-    aiwatch.instrument(api, registry=registry, service="gw")
+    aiwatch.instrument(api, registry=registry, service="gw", traffic_classes=traffic_classes)
     return api
 
 
@@ -84,3 +90,66 @@ def test_a_grpc_call_made_in_a_batch_request_counts_as_batch_at_the_callee(metri
                                    traffic_class=traffic_class)
               for traffic_class in ("batch", "realtime")}
     assert counts == {"batch": 2.0, "realtime": 1.0}
+
+
+# --- a route rule's class travels too ----------------------------------------------------------------------
+# A route rule names the class of a request (``/v1/bulk/*=batch``) whatever its header says; it was applied only
+# when the request finished, so the calls made while it ran forwarded the header's class (none, or realtime), and a
+# batch endpoint's downstream work counted as real-time demand at the next service.
+
+BATCH_PROXY = aiwatch.TrafficClasses(routes={"/proxy": "batch"})
+
+
+def _batch_requests(registry: CollectorRegistry, route: str) -> float:
+    return registry.get_sample_value("aiwatch_request_duration_seconds_count", {
+        "service": "gw", "route": route, "method": "GET", "status": "200", "traffic_class": "batch"}) or 0.0
+
+
+@pytest.mark.parametrize("client_kind", ["httpx", "requests"])
+def test_an_http_call_made_in_a_request_a_route_rule_makes_batch_carries_the_class(client_kind: str) -> None:
+    registry = CollectorRegistry()
+    with peer() as base:
+        app = _gateway(base, client_kind, registry, BATCH_PROXY)
+        plain = received(app)
+        overruled = received(app, headers=[(HEADER, "realtime")])
+    assert plain[HEADER] == "batch"
+    assert overruled[HEADER] == "batch"  # the rule wins over the header, downstream too
+    assert _batch_requests(registry, "/proxy") == 2
+
+
+@pytest.mark.parametrize("client_kind", ["httpx", "requests"])
+def test_a_flask_apps_call_made_in_a_request_a_route_rule_makes_batch_carries_the_class(client_kind: str) -> None:
+    registry = CollectorRegistry()
+    with peer() as base:
+        app = Flask("gw")
+        client = _client(client_kind, registry)
+
+        @app.get("/proxy")
+        def proxy() -> dict[str, str]:
+            got: dict[str, str] = client.get(f"{base}/ok").json()
+            return got
+
+        aiwatch.instrument(app, registry=registry, service="gw", traffic_classes=BATCH_PROXY)
+        response = app.test_client().get("/proxy", buffered=True)
+    assert response.status_code == 200
+    assert response.get_json()[HEADER] == "batch"
+    assert _batch_requests(registry, "/proxy") == 1
+
+
+def test_a_call_made_in_a_grpc_method_a_route_rule_makes_batch_carries_the_class(metrics: Metrics) -> None:
+    seen: list[str | None] = []
+    with peer() as base:
+        client = aiwatch.client.instrument_httpx(httpx.Client(), service="infer", metrics=metrics)
+
+        class Calling(InferenceServicer):
+            def Predict(self, request: Any, context: Any) -> Any:
+                seen.append(client.get(f"{base}/ok").json().get(HEADER))
+                return super().Predict(request, context)
+
+        server = grpc_server_interceptor(service="infer", metrics=metrics,
+                                         traffic_classes=aiwatch.TrafficClasses(routes={PREDICT: "batch"}))
+        with sync_server([server], Calling()) as target, stub_for(target) as stub:
+            stub.Predict(req())
+    assert seen == ["batch"]
+    assert value(metrics.registry, "aiwatch_request_duration_seconds_count", service="infer", route=PREDICT,
+                 method="grpc", status="OK", traffic_class="batch") == 1.0

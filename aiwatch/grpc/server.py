@@ -311,6 +311,8 @@ class _ServerCore:
                         call.attempt = _attempt(item[1])
                 if named is not None:
                     tl.traffic_class = recorder.traffic.from_headers(named)
+            if recorder.traffic.has_routes:  # the method's rule, from the start: the class its outgoing calls forward
+                tl.traffic_class = recorder.traffic.for_route(method, tl.traffic_class)
             if request is not None:
                 take_pending(tl, request)
             remaining = context.time_remaining()

@@ -231,6 +231,8 @@ class AiwatchMiddleware:
                 chunked = True
         if named is not None:
             tl.traffic_class = traffic.from_headers(named)
+        if traffic.has_routes:  # for the class its outgoing calls forward, once the app has routed it
+            tl.route_of = lambda: self._route(scope, root_path)
         declared = content_length(length) if length is not None else None
         received: list[int] | None = None
         if declared is None and (chunked or length is not None):

@@ -166,6 +166,8 @@ class AiwatchWSGIMiddleware:
         value = environ.get(traffic.environ_key)
         if value is not None:
             tl.traffic_class = traffic.from_header(value)
+        if traffic.has_routes:  # for the class its outgoing calls forward, once the app has routed it
+            tl.route_of = functools.partial(resolve_route, self.route_resolver, self.metrics, environ)
         request = _Request(self, environ, tl, method)
         if self.payload_sizes:
             # absent, or no count of bytes (+7, 1_000, past 2**53): no body declared

@@ -88,6 +88,17 @@ async def test_a_route_rule_sets_the_class_whatever_the_header_says(registry: Co
     assert requests_of(registry, "/items/{item_id}", "realtime") == 1
 
 
+async def test_a_route_rule_sets_the_class_of_its_route_once_the_route_label_has_folded(
+        registry: CollectorRegistry) -> None:
+    """The route label's bound folds the routes seen after it into ``__overflow__``; the rule was matched against
+    that folded label, so a batch route past the bound was counted as real-time traffic."""
+    app = fastapi_app(registry, traffic_classes=TrafficClasses(routes={"/v1/bulk/*": "batch"}), max_label_values=1)
+    await call(app, "/items/1")  # the one route label the bound admits
+    await call(app, "/v1/bulk/embed", method="POST", body=b"x" * 10)
+    assert requests_of(registry, "__overflow__", "batch", method="POST") == 1
+    assert requests_of(registry, "__overflow__", "realtime", method="POST") is None
+
+
 def test_route_rules_and_classes_are_validated() -> None:
     with pytest.raises(ValueError, match="not one of"):
         TrafficClasses(routes={"/x": "bulk"})
