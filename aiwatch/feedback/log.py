@@ -31,7 +31,7 @@ from typing import Any
 from opentelemetry import trace
 from prometheus_client import CollectorRegistry
 
-from aiwatch.amounts import as_timeout, period, shown
+from aiwatch.amounts import as_count, as_timeout, period, shown
 from aiwatch.amounts import timeout as seconds_to_wait
 from aiwatch.fastpath import adder
 from aiwatch.feedback.sampling import SamplingPolicy
@@ -272,7 +272,13 @@ class PredictionLog:
             self.sink.write(rows)
         except Exception as exc:
             record_error(COMPONENT, exc, self.metrics)
-            failed = exc.failed if isinstance(exc, RowsLost) else len(rows)
+            failed = len(rows)
+            if isinstance(exc, RowsLost):
+                # a sink's miscount (more rows than the batch, a negative count, none: a subclass that skipped
+                # __init__) raised out of the counters and stopped the writer for good; the whole batch fails then
+                told = as_count(getattr(exc, "failed", None))
+                if told is not None and told <= failed:
+                    failed = told
             self._failed.inc(failed)
             self._written.inc(len(rows) - failed)
             self._count_lost(exc)
@@ -287,9 +293,9 @@ class PredictionLog:
             self._count_lost(exc)
 
     def _count_lost(self, exc: Exception) -> None:
-        if isinstance(exc, RowsLost):
-            self._lost.inc(exc.lost)
-            self._recoverable.inc(getattr(exc, "recoverable", 0))  # a subclass that skipped __init__
+        if isinstance(exc, RowsLost):  # counts that are none (negative, not ints, missing) count nothing
+            self._lost.inc(as_count(getattr(exc, "lost", 0)) or 0)
+            self._recoverable.inc(as_count(getattr(exc, "recoverable", 0)) or 0)  # a subclass that skipped __init__
 
     # --- control ------------------------------------------------------------------------------------------
     def pending(self) -> int:

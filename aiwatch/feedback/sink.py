@@ -35,7 +35,9 @@ class RowsLost(Exception):
     batches, which the log counted as written, are gone too (a Parquet file that could not be completed);
     ``recoverable`` rows (of earlier batches or of this one, counted written) are not in a finished file but kept
     where a later start of the sink recovers them (a ParquetSink's journal). The log counts them as
-    ``result="failed"``, ``result="lost"`` and ``result="recoverable"``; ``why`` (the cause) ends the message."""
+    ``result="failed"``, ``result="lost"`` and ``result="recoverable"``; ``why`` (the cause) ends the message. Counts
+    that are no whole numbers from 0 up (or ``failed`` past the batch's rows) are not trusted: the whole batch is
+    counted failed, and a ``lost`` or ``recoverable`` that is no count counts nothing."""
 
     def __init__(self, failed: int, lost: int, why: object = None, *, recoverable: int = 0) -> None:
         because = "" if why is None else f": {why}"

@@ -30,6 +30,7 @@ from aiwatch.feedback import FieldPolicy, ParquetSink, PredictionLog, Prediction
 from aiwatch.feedback.schema import normalise, unix_seconds
 from aiwatch.metrics import Metrics
 from tests.hostile_numbers import BAD_SECONDS, OTHER_SECONDS
+from tests.servers import wait_until
 
 #: No test here should wait anywhere near this long: it only turns a hang (the bug) into a failure.
 HANG = 30.0
@@ -193,6 +194,63 @@ def test_a_sink_that_raises_rows_lost_has_its_rows_counted_exactly(registry: Col
             log.log("ranker", {"basket_value": i})
         assert log.flush()
     assert (records(registry, "written"), records(registry, "failed"), records(registry, "lost")) == (3, 2, 10)
+
+
+class _NoInit(RowsLost):
+    def __init__(self) -> None:  # a sink's own subclass that never calls RowsLost.__init__: no counts at all
+        Exception.__init__(self, "lost some")
+
+
+class MiscountingSink(ListSink):
+    """Raises a RowsLost whose counts are no counts of its batch on each of its first writes and flushes, then
+    stores what it gets."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.wrong: list[Exception] = [RowsLost(6, 0), RowsLost(-1, -2, recoverable=-3), _NoInit(),
+                                       RowsLost(2.5, 0)]  # type: ignore[arg-type]
+        self.flush_wrong: list[Exception] = [RowsLost(0, -4), _NoInit()]
+
+    def write(self, rows: Sequence[dict[str, Any]]) -> None:
+        if self.wrong:
+            raise self.wrong.pop(0)
+        super().write(rows)
+
+    def flush(self) -> None:
+        if self.flush_wrong:
+            raise self.flush_wrong.pop(0)
+        super().flush()
+
+
+def test_a_sink_that_miscounts_its_failed_rows_fails_its_batch_and_the_writer_goes_on(
+        registry: CollectorRegistry) -> None:
+    """A RowsLost naming more failed rows than its batch held made the written counter go negative, which
+    prometheus_client refuses (as it refuses a negative count, or a subclass's missing one): the exception left the
+    writer thread, which died, and every record after it stayed queued (then dropped) and was never written."""
+    sink = MiscountingSink()
+    sink.flush_wrong.clear()
+    with PredictionLog(sink, registry=registry, batch_size=5, flush_seconds=3600) as log:
+        for batch in range(5):
+            for i in range(5):
+                log.log("ranker", {"batch": batch, "i": i})
+            assert log.flush(timeout=HANG)
+    assert [row["batch"] for row in sink.rows] == [4.0] * 5
+    assert (records(registry, "written"), records(registry, "failed")) == (5, 20)
+    assert (records(registry, "lost"), records(registry, "recoverable")) == (0, 0)
+    assert registry.get_sample_value("aiwatch_instrumentation_errors_total", {"component": "prediction_log"}) == 4
+
+
+def test_a_sink_whose_flush_miscounts_its_lost_rows_is_counted_and_the_writer_goes_on(
+        registry: CollectorRegistry) -> None:
+    sink = MiscountingSink()
+    sink.wrong.clear()
+    with PredictionLog(sink, registry=registry, flush_seconds=0.05) as log:
+        wait_until(lambda: sink.flushes > 0, HANG, what="a flush after the two that raised")
+        assert log.log("ranker", {"x": 1}) is not None
+        assert log.flush(timeout=HANG)
+    assert [row["x"] for row in sink.rows] == [1.0]
+    assert (records(registry, "written"), records(registry, "lost")) == (1, 0)
+    assert registry.get_sample_value("aiwatch_instrumentation_errors_total", {"component": "prediction_log"}) == 2
 
 
 def test_a_record_that_cannot_be_read_fails_alone(registry: CollectorRegistry) -> None:
