@@ -16,8 +16,11 @@ regressor's predictions or outcomes held as text (a log whose files disagree on 
 are read as numbers, each that is one, as Python's ``float()`` reads it, so a double comes back bit for bit. A
 classifier's bools, and the text true / false, are the classes 1 and 0; in text, numbers compare as numbers. A
 request logged twice under one model and id counts once (its latest row), and logged rows without a finite
-timestamp are left out: :func:`quality_report` counts both. ``by_version=True`` splits each model's windows by
-``model_version`` (a canary beside the stable version; :func:`latest_per_version`); the gauges stay per model.
+timestamp are left out: :func:`quality_report` counts both. Each labelled request counts in the metrics as the
+``1 / sample_rate`` requests it stands for (the log's ``sample_rate``; 1 where that is no probability above 0), so
+that a sampling policy keeping more of the slow and failed requests does not make their quality the model's.
+``by_version=True`` splits each model's windows by ``model_version`` (a canary beside the stable version;
+:func:`latest_per_version`); the gauges stay per model.
 
     >>> import numpy as np
     >>> classifier_metrics(np.array([1., 1., 0., 0.]), np.array([1., 0., 0., 1.]), positive=1.0)
@@ -85,20 +88,33 @@ class WindowQuality:
                 "metrics": {k: (v if math.isfinite(v) else None) for k, v in self.metrics.items()}}
 
 
-def classifier_metrics(predicted: npt.NDArray[Any], actual: npt.NDArray[Any], positive: Any) -> dict[str, float]:
+def classifier_metrics(predicted: npt.NDArray[Any], actual: npt.NDArray[Any], positive: Any,
+                       weights: npt.NDArray[np.float64] | None = None) -> dict[str, float]:
     """Accuracy, and precision / recall of the ``positive`` class (NaN when undefined: nothing predicted or
-    actually positive)."""
+    actually positive). ``weights``: how many requests each one stands for (``1 / sample_rate``; default 1 each).
+
+    >>> classifier_metrics(np.array([1., 0.]), np.array([1., 1.]), positive=1.0, weights=np.array([1., 3.]))
+    {'accuracy': 0.25, 'precision': 1.0, 'recall': 0.25}
+    """
     hit = predicted == actual
     predicted_pos, actual_pos = predicted == positive, actual == positive
-    true_pos = float(np.sum(predicted_pos & actual_pos))
-    n_pred, n_act = float(np.sum(predicted_pos)), float(np.sum(actual_pos))
-    return {"accuracy": float(np.mean(hit)) if hit.size else math.nan,
+    if weights is None:
+        true_pos = float(np.sum(predicted_pos & actual_pos))
+        n_pred, n_act = float(np.sum(predicted_pos)), float(np.sum(actual_pos))
+        return {"accuracy": float(np.mean(hit)) if hit.size else math.nan,
+                "precision": true_pos / n_pred if n_pred else math.nan,
+                "recall": true_pos / n_act if n_act else math.nan}
+    total = float(np.sum(weights))
+    true_pos = float(np.sum(weights[predicted_pos & actual_pos]))
+    n_pred, n_act = float(np.sum(weights[predicted_pos])), float(np.sum(weights[actual_pos]))
+    return {"accuracy": float(np.sum(weights[hit])) / total if hit.size and total else math.nan,
             "precision": true_pos / n_pred if n_pred else math.nan,
             "recall": true_pos / n_act if n_act else math.nan}
 
 
-def regressor_metrics(predicted: npt.NDArray[np.float64], actual: npt.NDArray[np.float64]) -> dict[str, float]:
-    """Mean absolute error and root mean squared error."""
+def regressor_metrics(predicted: npt.NDArray[np.float64], actual: npt.NDArray[np.float64],
+                      weights: npt.NDArray[np.float64] | None = None) -> dict[str, float]:
+    """Mean absolute error and root mean squared error; ``weights`` as for :func:`classifier_metrics`."""
     if predicted.size == 0:
         return {"mae": math.nan, "rmse": math.nan}
     error = predicted.astype(np.float64) - actual.astype(np.float64)
@@ -109,7 +125,8 @@ def regressor_metrics(predicted: npt.NDArray[np.float64], actual: npt.NDArray[np
     if scale == 0.0 or not math.isfinite(scale):
         return {"mae": scale, "rmse": scale}
     relative = magnitude / scale
-    return {"mae": scale * float(np.mean(relative)), "rmse": scale * math.sqrt(float(np.mean(relative * relative)))}
+    return {"mae": scale * float(np.average(relative, weights=weights)),
+            "rmse": scale * math.sqrt(float(np.average(relative * relative, weights=weights)))}
 
 
 def read_labels(path: str | os.PathLike[str], id_column: str = "request_id", outcome_column: str = "outcome", *,
@@ -621,8 +638,8 @@ def quality_report(log: str | os.PathLike[str], labels: Any, *, kind: Kind = "cl
         raise ValueError(f"the log has no {', '.join(map(repr, missing))} column (its columns: "
                          f"{', '.join(dataset.schema.names)}); set the prediction column with --prediction")
     columns = ["request_id", time_column, prediction] + [
-        c for c in ("model", "model_version") if (c == "model" or by_version) and c in dataset.schema.names
-        and c not in (time_column, prediction)]
+        c for c in ("model", "model_version", SAMPLE_RATE) if (c != "model_version" or by_version)
+        and c in dataset.schema.names and c not in (time_column, prediction)]
     dataset, ids_as_text = _ids_read_exactly(dataset)
     try:
         rows = time_filter(dataset, since, until, time_column)
@@ -667,12 +684,37 @@ def quality_report(log: str | os.PathLike[str], labels: Any, *, kind: Kind = "cl
             found = bool(np.any(pred_np == positive_value) or np.any(act_np == positive_value))
             classes = sorted({_number_text(v) for v in (*pred_np.tolist(), *act_np.tolist())
                               if v is not None and v == v})[:SHOWN_CLASSES]  # v == v: not NaN
+    weights = (_weights(logged.column(SAMPLE_RATE)) if SAMPLE_RATE in logged.column_names
+               and SAMPLE_RATE not in (time_column, prediction) else None)
+    if weights is not None:
+        weights = weights[rows]  # each labelled request's, as the predictions taken above
+
     def windows(by: npt.NDArray[Any] | None) -> list[WindowQuality]:
-        return _windows(models, by, window, window_seconds, rows, scored, pred_np, act_np, kind, positive_value)
+        return _windows(models, by, window, window_seconds, rows, scored, pred_np, act_np, kind, positive_value,
+                        weights)
 
     per_model = windows(None)
     return QualityReport(windows(versions) if by_version else per_model, duplicates, untimed, found, classes,
                          per_model, unversioned, markers)
+
+
+#: The log's column of the keep probability each request was sampled with (:class:`~aiwatch.feedback.SamplingPolicy`).
+SAMPLE_RATE = "sample_rate"
+
+
+def _weights(rates: Any) -> npt.NDArray[np.float64] | None:
+    """How many requests each logged row stands for: ``1 / sample_rate``, so that the slow and failed requests a
+    policy keeps more of count as often as they were served. A rate that is no probability above 0 (a foreign
+    log's null, text or 2) counts as 1; ``None`` when every row's does (nothing to weigh)."""
+    pa = require("pyarrow", "data")
+    kind = rates.type
+    if not (pa.types.is_floating(kind) or pa.types.is_integer(kind) or pa.types.is_decimal(kind)):
+        return None
+    values = np.asarray(rates.cast(pa.float64(), safe=False).to_numpy(zero_copy_only=False), dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        usable = (values > 0.0) & (values <= 1.0)
+        weights = np.where(usable, 1.0 / np.where(usable, values, 1.0), 1.0)
+    return None if bool(np.all(weights == 1.0)) else weights
 
 
 def _window_starts(seconds: npt.NDArray[np.float64], window_seconds: float) -> npt.NDArray[np.float64]:
@@ -731,7 +773,8 @@ def _codes(values: npt.NDArray[Any]) -> tuple[npt.NDArray[np.int64], int]:
 
 def _windows(models: npt.NDArray[Any], versions: npt.NDArray[Any] | None, window: npt.NDArray[np.float64],
              window_seconds: float, rows: npt.NDArray[Any], scored: npt.NDArray[np.bool_], pred_np: npt.NDArray[Any],
-             act_np: npt.NDArray[Any], kind: Kind, positive_value: Any) -> list[WindowQuality]:
+             act_np: npt.NDArray[Any], kind: Kind, positive_value: Any,
+             weights: npt.NDArray[np.float64] | None = None) -> list[WindowQuality]:
     """The windows of each model (and each model's version, given ``versions``), oldest first, then by model and
     version. Logged row ``i`` is in ``window[i]``; the ``j``-th labelled request is logged row ``rows[j]``. The
     rows are grouped by sorting, not by a pass per group, so a version per request (a careless client's) costs
@@ -751,10 +794,11 @@ def _windows(models: npt.NDArray[Any], versions: npt.NDArray[Any] | None, window
     for g, row in enumerate(first.tolist()):
         labelled = order[bounds[g]:bounds[g + 1]]
         used = labelled[scored[labelled]]
+        used_weights = None if weights is None else weights[used]
         if kind == "classifier":
-            values = classifier_metrics(pred_np[used], act_np[used], positive_value)
+            values = classifier_metrics(pred_np[used], act_np[used], positive_value, used_weights)
         else:
-            values = regressor_metrics(pred_np[used], act_np[used])
+            values = regressor_metrics(pred_np[used], act_np[used], used_weights)
         start = float(window[row])
         results.append(WindowQuality(str(models[row]), start, start + window_seconds, int(logged[g]), len(labelled),
                                      values, len(labelled) - len(used),
