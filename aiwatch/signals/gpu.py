@@ -37,7 +37,8 @@ What it does when things go wrong (it never raises into the app):
   is skipped for that device, and not asked for again until the GPU's MIG mode changes (a GPU in MIG mode has no
   utilization; switched back, it has);
 * a field NVML has no value for now (a timeout, no data, not ready): skipped for this poll, not counted;
-* anything else, also a value the bindings should never return (``None``, a string, NaN): the field is skipped for
+* anything else, also a value the bindings should never return (``None``, a string, NaN) and one that is no reading
+  (NVML's "not available", all ones: ``0xFFFFFFFF``; a utilization outside 0-100 %): the field is skipped for
   this poll (the other fields and GPUs are still read) and ``aiwatch_instrumentation_errors_total{component="gpu"}``
   counts it.
 
@@ -213,6 +214,25 @@ def _number(value: Any) -> float:
     return number
 
 
+def _percent(value: Any) -> float:
+    """An NVML utilization rate (a percent) as a 0-1 ratio; one beyond 0-100 is no rate (NVML's "not available"
+    0xFFFFFFFF, a broken reading): an error naming it, as for :func:`_number`."""
+    number = _number(value)
+    if not 0.0 <= number <= 100.0:
+        raise ValueError(f"NVML returned {shown(value)}, not a percent (0 to 100)")
+    return number / 100.0
+
+
+def _unsigned(value: Any, bits: int = 32) -> float:
+    """An NVML reading of an unsigned ``bits``-bit field as a float. NVML fills such a field with all ones
+    (``0xFFFFFFFF``) for a value it does not have, and an unsigned field is never negative: either is an error
+    naming it, as for :func:`_number`."""
+    number = _number(value)
+    if not 0.0 <= number < 2.0 ** bits - 1:
+        raise ValueError(f"NVML returned {shown(value)}, not a reading (NVML's 'not available' is all ones)")
+    return number
+
+
 def _integer(value: Any) -> int:
     """An NVML bit mask, mode or count as an int (an error naming anything else, as for :func:`_number`)."""
     if value.__class__ is bool or not isinstance(value, int):
@@ -227,14 +247,23 @@ def _count(value: Any, most: int, what: str) -> int:
 
 
 def _utilization(rates: Any) -> dict[str, float]:
-    return {UTILIZATION: _number(rates.gpu) / 100.0, MEMORY_UTILIZATION: _number(rates.memory) / 100.0}
+    return {UTILIZATION: _percent(rates.gpu), MEMORY_UTILIZATION: _percent(rates.memory)}
+
+
+def _temperature(value: Any) -> float:
+    """Degrees Celsius: signed from ``nvmlDeviceGetTemperatureV``, unsigned (0xFFFFFFFF: not available) from the
+    legacy getter."""
+    number = _number(value)
+    if number >= 0xFFFFFFFF:
+        raise ValueError(f"NVML returned {shown(value)}, not a temperature (NVML's 'not available' is all ones)")
+    return number
 
 
 def _memory(info: Any) -> dict[str, float]:
-    values = {MEMORY_USED: _number(info.used), MEMORY_TOTAL: _number(info.total)}
+    values = {MEMORY_USED: _unsigned(info.used, 64), MEMORY_TOTAL: _unsigned(info.total, 64)}
     reserved = getattr(info, "reserved", None)  # memory info v2 only
     if reserved is not None:
-        values[MEMORY_RESERVED] = _number(reserved)
+        values[MEMORY_RESERVED] = _unsigned(reserved, 64)
     return values
 
 
@@ -705,23 +734,23 @@ class GpuPoller:
         if mem is None:
             mem = f(unsupported, where, "memory", lambda: _memory(nvml.nvmlDeviceGetMemoryInfo(handle)))
         values.update(mem or {})
-        power = f(unsupported, where, "power", lambda: _number(nvml.nvmlDeviceGetPowerUsage(handle)) / 1000.0)
+        power = f(unsupported, where, "power", lambda: _unsigned(nvml.nvmlDeviceGetPowerUsage(handle)) / 1000.0)
         if power is not None:
             values[POWER] = power  # from milliwatts
         energy = f(unsupported, where, "energy",
-                   lambda: _number(nvml.nvmlDeviceGetTotalEnergyConsumption(handle)) / 1000.0)
+                   lambda: _unsigned(nvml.nvmlDeviceGetTotalEnergyConsumption(handle), 64) / 1000.0)
         if energy is not None:
             values[ENERGY] = energy  # from millijoules
-        temp = self._first(unsupported, where, _number, (
+        temp = self._first(unsupported, where, _temperature, (
             ("temperature_v", getattr(nvml, "nvmlDeviceGetTemperatureV", None), (handle, _TEMPERATURE_GPU)),
             ("temperature", getattr(nvml, "nvmlDeviceGetTemperature", None), (handle, _TEMPERATURE_GPU))))
         if temp is not None:
             values[TEMPERATURE] = temp
-        sm = f(unsupported, where, "sm_clock", lambda: _number(nvml.nvmlDeviceGetClockInfo(handle, _CLOCK_SM)) * 1e6)
+        sm = f(unsupported, where, "sm_clock", lambda: _unsigned(nvml.nvmlDeviceGetClockInfo(handle, _CLOCK_SM)) * 1e6)
         if sm is not None:
             values[SM_CLOCK] = sm  # from MHz
         memclk = f(unsupported, where, "memory_clock",
-                   lambda: _number(nvml.nvmlDeviceGetClockInfo(handle, _CLOCK_MEM)) * 1e6)
+                   lambda: _unsigned(nvml.nvmlDeviceGetClockInfo(handle, _CLOCK_MEM)) * 1e6)
         if memclk is not None:
             values[MEMORY_CLOCK] = memclk
         throttle = self._first(unsupported, where, _throttle, (  # "clocks event reasons" since driver 535

@@ -608,6 +608,25 @@ ODD_VALUES = [  # NVML function, what it returns for GPU 0, the series that must
     pytest.param("nvmlDeviceGetClockInfo", math.nan, {"aiwatch_gpu_sm_clock_hertz", "aiwatch_gpu_memory_clock_hertz"},
                  id="clock-nan"),
     pytest.param("nvmlDeviceGetCurrentClocksEventReasons", "0x4", {"aiwatch_gpu_throttle_reason"}, id="throttle-str"),
+    # NVML's "not available" (all ones) and readings out of their range: before, exported as they were (a
+    # utilization ratio of 42949672.95, which the autoscaling rule turned into 43 million replicas wanted; 4.3e9 C)
+    pytest.param("nvmlDeviceGetUtilizationRates", types.SimpleNamespace(gpu=0xFFFFFFFF, memory=3),
+                 {"aiwatch_gpu_utilization_ratio", "aiwatch_gpu_memory_utilization_ratio"},
+                 id="utilization-0xFFFFFFFF"),
+    pytest.param("nvmlDeviceGetUtilizationRates", types.SimpleNamespace(gpu=180, memory=3),
+                 {"aiwatch_gpu_utilization_ratio", "aiwatch_gpu_memory_utilization_ratio"}, id="utilization-180"),
+    pytest.param("nvmlDeviceGetUtilizationRates", types.SimpleNamespace(gpu=30, memory=-1),
+                 {"aiwatch_gpu_utilization_ratio", "aiwatch_gpu_memory_utilization_ratio"}, id="utilization-minus-1"),
+    pytest.param("nvmlDeviceGetMemoryInfo", types.SimpleNamespace(used=2**64 - 1, total=GIB, reserved=0),
+                 {"aiwatch_gpu_memory_used_bytes", "aiwatch_gpu_memory_total_bytes",
+                  "aiwatch_gpu_memory_reserved_bytes"}, id="memory-2**64-1"),
+    pytest.param("nvmlDeviceGetPowerUsage", 0xFFFFFFFF, {"aiwatch_gpu_power_watts"}, id="power-0xFFFFFFFF"),
+    pytest.param("nvmlDeviceGetTotalEnergyConsumption", 2**64 - 1, {"aiwatch_gpu_energy_joules_total"},
+                 id="energy-2**64-1"),
+    pytest.param("nvmlDeviceGetTemperature", 0xFFFFFFFF, {"aiwatch_gpu_temperature_celsius"},
+                 id="temperature-0xFFFFFFFF"),
+    pytest.param("nvmlDeviceGetClockInfo", 0xFFFFFFFF, {"aiwatch_gpu_sm_clock_hertz", "aiwatch_gpu_memory_clock_hertz"},
+                 id="clock-0xFFFFFFFF"),
 ]
 
 
