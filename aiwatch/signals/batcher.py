@@ -222,19 +222,28 @@ class MicroBatcher(Generic[T, R]):
     async def aclose(self, timeout: float | None = None) -> None:
         """Stop taking items, run every batch already submitted, and wait for the worker (idempotent). With
         ``timeout``, stop waiting after that many seconds: the worker is cancelled and the callers still waiting
-        fail with :class:`BatcherClosedError`. A ``timeout`` that is no number of seconds (NaN, a string) is a
-        ValueError naming it, before anything is closed."""
+        fail with :class:`BatcherClosedError`. Awaited on another thread's loop (an app's shutdown), it does all that
+        on the batcher's own loop and waits for it; once the batcher's loop is closed it only stops taking items. A
+        ``timeout`` that is no number of seconds (NaN, a string) is a ValueError naming it, before anything is
+        closed."""
         wait = None if timeout is None else as_timeout(timeout)
         if timeout is not None and wait is None:
             raise ValueError(f"timeout must be a number of seconds (at most 1e9) or None, got {shown(timeout)}")
         self._closing = True
+        worker, loop = self._worker, self._loop
+        if loop is not None and loop is not asyncio.get_running_loop():
+            if worker is None or worker.done() or loop.is_closed():  # closed: its worker never runs again
+                return
+            if loop.is_running():
+                # the worker's loop runs in another thread: close there (asyncio objects are not thread-safe; an
+                # Event set or a Task cancelled from here did not wake that loop) and wait here
+                await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self.aclose(timeout), loop))
+            else:
+                worker.cancel()
+            return
         if self._wakeup is not None:
             self._wakeup.set()
-        worker = self._worker
         if worker is None or worker.done():
-            return
-        if self._loop is not asyncio.get_running_loop():
-            worker.cancel()
             return
         done, _ = await asyncio.wait({worker}, timeout=wait)
         if not done:

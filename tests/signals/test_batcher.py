@@ -245,3 +245,48 @@ def test_one_batcher_per_event_loop(metrics: Metrics) -> None:
         await b.aclose()
 
     asyncio.run(on_two_loops())
+
+
+def test_aclose_from_another_threads_loop_runs_the_submitted_items_and_stops_the_worker(
+        registry: CollectorRegistry, metrics: Metrics) -> None:
+    # before: from another loop, aclose() set the worker's Event and cancelled its Task from the wrong thread, which
+    # did not wake the worker's loop: aclose() returned at once with the worker still running (for good, on an idle
+    # loop), and the items already submitted were failed rather than run
+    async def double(items: list[int]) -> list[int]:
+        return [2 * x for x in items]
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        b = MicroBatcher(double, max_batch_size=64, max_wait_seconds=3600, model="t", metrics=metrics,
+                         record_phases=False)
+        futures = [asyncio.run_coroutine_threadsafe(b.submit(i), loop) for i in range(3)]
+
+        async def submitted() -> int:
+            return b.pending
+
+        while asyncio.run_coroutine_threadsafe(submitted(), loop).result() < 3:
+            pass
+        asyncio.run(b.aclose())  # the app's shutdown, on the main thread's loop
+        assert b._worker is not None and b._worker.done()
+        assert [f.result() for f in futures] == [0, 2, 4]
+        assert sample(registry, "aiwatch_queue_depth", queue="t") == 0.0
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+        loop.close()
+
+
+def test_aclose_after_its_loop_was_closed_does_not_raise(metrics: Metrics) -> None:
+    # before: RuntimeError('Event loop is closed'), from setting the closed loop's Event
+    async def fn(items: list[int]) -> list[int]:
+        return items
+
+    b = MicroBatcher(fn, max_batch_size=4, max_wait_seconds=0.001, metrics=metrics, record_phases=False)
+    loop = asyncio.new_event_loop()
+    assert loop.run_until_complete(b.submit(1)) == 1
+    loop.close()
+    asyncio.run(b.aclose())
+    with pytest.raises(BatcherClosedError):
+        asyncio.run(b.submit(2))
