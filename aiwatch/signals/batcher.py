@@ -19,7 +19,8 @@ A batch is sent to the model when it is full (``max_batch_size``) or when its ol
 * ``aiwatch_batch_size{model}``: items per model call;
 
 and in each caller's own request (its context, after its result arrives) the ``queue`` phase (the same wait) and the
-``inference`` phase (its batch's model time), so the request's latency split shows both.
+``inference`` phase (its batch's model time), so the request's latency split shows both. ``fn`` itself runs in no
+caller's request (a batch serves many): a phase it records goes to ``aiwatch_background_phase_duration_seconds``.
 
 Results and exceptions go to their own caller only: ``fn`` returns one result per item, in order (a list, a tuple,
 a numpy array: anything with ``len`` and integer indexing). With ``return_exceptions=True`` an exception *instance*
@@ -53,6 +54,7 @@ thread, use ``asyncio.run_coroutine_threadsafe``).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import time
 from collections import deque
@@ -217,7 +219,9 @@ class MicroBatcher(Generic[T, R]):
             raise RuntimeError("this MicroBatcher runs on another event loop; create one batcher per loop")
         self._loop = loop
         self._wakeup = asyncio.Event()
-        self._worker = loop.create_task(self._work(), name=f"aiwatch-batcher-{self.queue}")
+        # in a context of its own: a task copies its creator's, and the first caller's request (its timeline, its
+        # span) would be the context of every batch's model call from then on
+        self._worker = contextvars.Context().run(loop.create_task, self._work(), name=f"aiwatch-batcher-{self.queue}")
 
     async def aclose(self, timeout: float | None = None) -> None:
         """Stop taking items, run every batch already submitted, and wait for the worker (idempotent). With

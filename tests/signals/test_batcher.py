@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry
 
 from aiwatch.metrics import Metrics
 from aiwatch.signals.batcher import BatcherClosedError, BatchResultError, MicroBatcher
-from aiwatch.timing import RequestRecorder
+from aiwatch.timing import RequestRecorder, current_timeline, phase
 from tests.hostile_numbers import BAD_SECONDS, OTHER_SECONDS
 from tests.labels import with_defaults
 
@@ -179,6 +179,35 @@ async def test_queue_and_inference_are_phases_of_each_callers_request(registry: 
     assert inference is not None and inference >= 3 * 0.01  # each caller is charged its batch's model time
     assert sample(registry, "aiwatch_phase_duration_seconds_count", service="svc", model="ranker",
                   phase="queue") == 3.0
+
+
+async def test_the_batch_function_runs_in_no_callers_request(registry: CollectorRegistry, metrics: Metrics) -> None:
+    # before: the worker task was created in the first caller's context, so every later batch's function ran inside
+    # that request, long finished: what it recorded (a phase, a model set, the spans of its calls) went into that
+    # dead timeline and was lost, and while that request was open its time counted twice (the phase inside the
+    # model call and the batcher's inference phase around it: 20 ms of phases in a 10 ms request)
+    recorder = RequestRecorder(metrics, service="svc", model="ranker")
+    seen: list[object] = []
+
+    async def fn(items: list[int]) -> list[int]:
+        seen.append(current_timeline())
+        with phase("preprocess"):
+            await asyncio.sleep(0.01)
+        return items
+
+    b = MicroBatcher(fn, max_batch_size=1, max_wait_seconds=0, model="ranker", metrics=metrics)
+
+    async def request(i: int) -> int:
+        tl = recorder.begin()
+        result = await b.submit(i)
+        assert ("preprocess", "ranker") not in tl.phases
+        recorder.finish(tl, "/predict", "POST", "200")
+        return result
+
+    assert [await request(i) for i in range(3)] == [0, 1, 2]
+    await b.aclose()
+    assert seen == [None, None, None]
+    assert sample(registry, "aiwatch_overhead_clamped_total", service="svc") in (None, 0.0)
 
 
 async def test_callable_object_with_async_call_is_awaited(metrics: Metrics) -> None:
