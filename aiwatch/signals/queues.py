@@ -186,6 +186,11 @@ def instrument_queue(q: Q, name: str, *, metrics: Metrics | None = None,
         metrics = get_metrics(registry)
     target: Any = q
     with _lock_of(q):
+        existing = getattr(q, _MARK, None)  # again, under the lock: another thread may have instrumented it since
+        if existing is not None:
+            if existing.name != name:
+                raise ValueError(f"this queue is already instrumented as {existing.name!r}, not {name!r}")
+            return q
         stamp = _own_hooks(q)
         inst = _QueueInstrumentation(name, metrics, target._put, target._get, stamp, partial(_size, q))
         if stamp:

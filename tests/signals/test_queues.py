@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import linecache
 import queue
+import sys
+import threading
+import time
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -108,6 +112,36 @@ def test_instrument_is_idempotent_and_uninstrument_restores(registry: CollectorR
     assert depth(registry, "x") == 0.0
     assert q.get() == "kept"
     uninstrument_queue(q)  # a second time does nothing
+
+
+def test_threads_instrumenting_one_queue_at_once_instrument_it_once(registry: CollectorRegistry,
+                                                                     metrics: Metrics) -> None:
+    # before: instrumenting was checked for before the queue's lock was taken, so threads relying on the call being
+    # idempotent (a handler instrumenting a shared queue on each request) could each instrument it again: one put
+    # read as a depth of 3 (and 3 waits), for good
+    q: queue.Queue[str] = queue.Queue()
+    threads = [threading.Thread(target=instrument_queue, args=(q, "shared"), kwargs={"metrics": metrics})
+               for _ in range(3)]
+    with q.mutex:  # every thread gets past the check and waits for the lock
+        for t in threads:
+            t.start()
+        while not all(_waiting_for_the_lock(t) for t in threads):
+            time.sleep(0.001)
+    for t in threads:
+        t.join()
+    q.put("x")
+    assert depth(registry, "shared") == 1.0
+    assert q.get() == "x"
+    assert (depth(registry, "shared"), waits(registry, "shared")) == (0.0, 1.0)
+
+
+def _waiting_for_the_lock(thread: threading.Thread) -> bool:
+    frame = sys._current_frames().get(thread.ident or 0)
+    while frame is not None:
+        if frame.f_code is instrument_queue.__code__:
+            return "with _lock_of(q)" in linecache.getline(frame.f_code.co_filename, frame.f_lineno)
+        frame = frame.f_back
+    return False
 
 
 def test_bad_arguments_are_clear_errors(metrics: Metrics) -> None:
