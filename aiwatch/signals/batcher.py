@@ -111,7 +111,8 @@ class MicroBatcher(Generic[T, R]):
     """Collects concurrent ``submit(item)`` calls into batches for one model function; see the module docstring.
 
     - ``fn``: ``async def fn(items: list[T]) -> Sequence[R]``, or a sync function (run in ``executor``, default
-      the loop's default thread pool) returning one result per item, in order.
+      the loop's default thread pool) returning one result per item, in order (or an awaitable of them, awaited on
+      the loop: ``lambda items: model.apredict(items)``).
     - ``max_batch_size`` (an integer >= 1) and ``max_wait_seconds`` (a number of seconds from 0 to 1e9): when a
       batch is sent.
     - ``model``: the ``model`` label of ``aiwatch_batch_size`` and of the callers' phases (default ``fn``'s name for
@@ -326,6 +327,8 @@ class MicroBatcher(Generic[T, R]):
                 results: Any = await cast(Callable[[list[T]], Awaitable[Sequence[R]]], self.fn)(items)
             else:
                 results = await loop.run_in_executor(self.executor, self.fn, items)
+                if inspect.isawaitable(results):  # a sync function handing an async one's work back (a lambda)
+                    results = await results
         except Exception as exc:  # the model's exception: every caller of this batch gets it
             self._resolve(batch, start, error=exc)
             return

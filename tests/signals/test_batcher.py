@@ -219,6 +219,19 @@ async def test_callable_object_with_async_call_is_awaited(metrics: Metrics) -> N
         assert await b.submit(4) == -4
 
 
+async def test_a_sync_function_returning_an_awaitable_has_it_awaited(metrics: Metrics) -> None:
+    # before: the coroutine a lambda over an async model returned was taken for the results: every caller got a
+    # BatchResultError ("returned a coroutine, which has no length") and the model never ran
+    class Model:
+        async def apredict(self, items: list[int]) -> list[int]:
+            return [-x for x in items]
+
+    model = Model()
+    async with MicroBatcher(lambda items: model.apredict(items), max_batch_size=2, max_wait_seconds=3600,
+                            metrics=metrics) as b:
+        assert await asyncio.gather(b.submit(4), b.submit(5)) == [-4, -5]
+
+
 def test_bad_arguments_are_clear_errors(metrics: Metrics) -> None:
     with pytest.raises(TypeError, match="callable"):
         MicroBatcher(42, metrics=metrics)  # type: ignore[call-overload]
