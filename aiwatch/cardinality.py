@@ -1,8 +1,9 @@
 """A bound on label values that come from traffic (routes, models, phases, peers, features, queues, caches).
 
-Each guarded label keeps at most ``max_values`` distinct values; later new values fold into :data:`OVERFLOW`, and
-each fold is counted in ``aiwatch_label_overflow_total{label}`` and logged (a warning per label at most once a
-minute, saying how many folds it did not log). Values seen before the limit was reached keep passing through
+Each guarded label keeps at most ``max_values`` distinct values, each of at most :data:`MAX_VALUE_LENGTH`
+characters; later new values, and longer ones, fold into :data:`OVERFLOW`, and each fold is counted in
+``aiwatch_label_overflow_total{label}`` and logged (a warning per label at most once a minute, saying how many folds
+it did not log). Values seen before the limit was reached keep passing through
 unchanged, with one dict and one set lookup and no lock.
 
     >>> guard = LabelGuard(max_values=2)
@@ -34,6 +35,9 @@ if TYPE_CHECKING:
 
 OVERFLOW = "__overflow__"
 DEFAULT_MAX_VALUES = int(MAX_LABEL_VALUES.default)
+MAX_VALUE_LENGTH = 1024
+"""The longest label value a guard admits, in characters. A value is written in every series of its label (a
+histogram's buckets too): without it, a hundred 100 kB model names sent by a client made /metrics 540 MB."""
 
 
 def _limit(max_values: int | None) -> int:
@@ -53,6 +57,8 @@ class LabelGuard:
         self.max_values = _limit(max_values)
         self._seen: dict[str, set[str]] = {}
         self._on_overflow = on_overflow
+        #: called instead of ``on_overflow`` for a value folded for its length (``guard_for`` logs it as such)
+        self._on_long: Callable[[str], None] | None = None
         self._renew_after_fork()
         renew_at_fork(self)
 
@@ -62,13 +68,18 @@ class LabelGuard:
         self._lock = threading.RLock()
 
     def fold(self, label: str, value: str) -> str:
-        """``value`` if it is already known or there is room for it, else :data:`OVERFLOW`. A value UTF-8 cannot
-        encode (a lone surrogate) is kept with that character escaped (:func:`~aiwatch.utf8.utf8_text`): as it
-        is, it made every later scrape of the registry fail."""
+        """``value`` if it is already known or there is room for it, else :data:`OVERFLOW`; a str longer than
+        :data:`MAX_VALUE_LENGTH` is never admitted. A value UTF-8 cannot encode (a lone surrogate) is kept with that
+        character escaped (:func:`~aiwatch.utf8.utf8_text`): as it is, it made every later scrape of the registry
+        fail."""
         seen = self._seen.get(label)
         if seen is not None and value in seen:
             return value
+        if value.__class__ is str and len(value) > MAX_VALUE_LENGTH:
+            return self._fold_long(label)
         value = text_or_value(value)  # (a caller's int passes as before: prometheus_client writes str() of it)
+        if value.__class__ is str and len(value) > MAX_VALUE_LENGTH:  # its escapes made it longer
+            return self._fold_long(label)
         with self._lock:
             seen = self._seen.setdefault(label, set())
             if value in seen:
@@ -78,6 +89,12 @@ class LabelGuard:
                 return value
         if self._on_overflow is not None:
             self._on_overflow(label)
+        return OVERFLOW
+
+    def _fold_long(self, label: str) -> str:
+        report = self._on_long or self._on_overflow
+        if report is not None:
+            report(label)
         return OVERFLOW
 
     def widen(self, max_values: int) -> None:
@@ -115,7 +132,9 @@ def guard_for(metrics: Metrics, max_values: int | None = None) -> LabelGuard:
         guard = _guards.get(metrics)
         if guard is None:
             guard = LabelGuard(max_values=limit)
-            guard._on_overflow = _OverflowReport(metrics, guard)
+            report = _OverflowReport(metrics, guard)
+            guard._on_overflow = report
+            guard._on_long = report.long
             _guards[metrics] = guard
             return guard
     guard.widen(limit)
@@ -133,15 +152,28 @@ class _OverflowReport:
         self._guard = guard
 
     def __call__(self, label: str) -> None:
+        if self._count(label):
+            warn_rate_limited(
+                f"label_overflow:{label}",
+                "aiwatch: label %r reached its bound of %d distinct values; new values are recorded as %r "
+                "(aiwatch_label_overflow_total counts them; raise max_label_values or AIWATCH_MAX_LABEL_VALUES "
+                "if they are legitimate)", label, self._guard.max_values, OVERFLOW)
+
+    def long(self, label: str) -> None:
+        """A value folded for its length."""
+        if self._count(label):
+            warn_rate_limited(
+                f"label_too_long:{label}",
+                "aiwatch: a value of label %r is longer than %d characters; it is recorded as %r "
+                "(aiwatch_label_overflow_total counts it)", label, MAX_VALUE_LENGTH, OVERFLOW)
+
+    def _count(self, label: str) -> bool:
+        """Count a fold in ``aiwatch_label_overflow_total{label}``; whether the metrics are still there."""
         metrics = self._metrics()
         if metrics is None:
-            return
+            return False
         try:
             metrics.child(metrics.label_overflow, (label,)).inc()
         except Exception as exc:
             record_error("cardinality", exc, metrics)
-        warn_rate_limited(
-            f"label_overflow:{label}",
-            "aiwatch: label %r reached its bound of %d distinct values; new values are recorded as %r "
-            "(aiwatch_label_overflow_total counts them; raise max_label_values or AIWATCH_MAX_LABEL_VALUES "
-            "if they are legitimate)", label, self._guard.max_values, OVERFLOW)
+        return True

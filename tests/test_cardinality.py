@@ -5,11 +5,12 @@ import threading
 from collections.abc import Iterator
 
 import pytest
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, generate_latest
 
 from aiwatch import safety
-from aiwatch.cardinality import OVERFLOW, LabelGuard, guard_for
+from aiwatch.cardinality import MAX_VALUE_LENGTH, OVERFLOW, LabelGuard, guard_for
 from aiwatch.metrics import Metrics
+from aiwatch.timing import RequestRecorder, record_phase, set_model
 
 
 def test_values_beyond_the_bound_fold_and_are_counted() -> None:
@@ -162,3 +163,34 @@ def test_each_labels_first_overflow_warning_is_logged_though_another_labels_was_
         "aiwatch: label 'burst_route'", "aiwatch: label 'burst_model'"]
     assert metrics.registry.get_sample_value("aiwatch_label_overflow_total", {"label": "burst_route"}) == 2.0
     assert metrics.registry.get_sample_value("aiwatch_label_overflow_total", {"label": "burst_model"}) == 1.0
+
+
+def test_a_value_longer_than_the_limit_is_folded_and_counted_never_admitted() -> None:
+    # before: only the number of values was bounded, not their size: a hundred 100 kB model names a client sent made
+    # the registry's /metrics 540 MB (each value is written in every series of its label)
+    folded: list[str] = []
+    guard = LabelGuard(max_values=3, on_overflow=folded.append)
+    at_limit = "m" * MAX_VALUE_LENGTH
+    assert guard.fold("model", at_limit) == at_limit
+    assert guard.fold("model", at_limit + "m") == OVERFLOW
+    assert guard.fold("model", "\ud800" * (MAX_VALUE_LENGTH // 2)) == OVERFLOW  # its escapes are 6 characters each
+    assert guard.known("model") == frozenset({at_limit})
+    assert folded == ["model", "model"]
+
+
+def test_a_long_model_name_from_a_request_stays_out_of_the_scrape(
+        every_warning_logged: None, caplog: pytest.LogCaptureFixture) -> None:
+    metrics = Metrics(CollectorRegistry())
+    recorder = RequestRecorder(metrics, "gw")
+    with caplog.at_level(logging.WARNING, logger="aiwatch"):
+        for i in range(20):  # an OpenAI-style gateway labelling each request with the model its body names
+            tl = recorder.begin()
+            set_model(f"{i}-" + "x" * 100_000)
+            record_phase("inference", 0.01)
+            recorder.finish(tl, "/v1/completions", "POST", "200")
+    text = generate_latest(metrics.registry).decode()
+    assert max(len(line) for line in text.splitlines()) < 2 * MAX_VALUE_LENGTH
+    assert metrics.registry.get_sample_value("aiwatch_label_overflow_total", {"label": "model"}) == 20.0
+    assert metrics.registry.get_sample_value("aiwatch_phase_duration_seconds_count", {
+        "service": "gw", "model": OVERFLOW, "model_version": "", "phase": "inference"}) == 20.0
+    assert any(f"longer than {MAX_VALUE_LENGTH} characters" in r.getMessage() for r in caplog.records)
