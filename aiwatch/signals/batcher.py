@@ -241,8 +241,12 @@ class MicroBatcher(Generic[T, R]):
                 return
             if loop.is_running():
                 # the worker's loop runs in another thread: close there (asyncio objects are not thread-safe; an
-                # Event set or a Task cancelled from here did not wake that loop) and wait here
-                await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self.aclose(timeout), loop))
+                # Event set or a Task cancelled from here did not wake that loop) and wait here, ``timeout`` at most
+                # (that loop may be blocked: the close there then goes on when it runs again)
+                closing = asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self.aclose(timeout), loop))
+                await asyncio.wait({closing}, timeout=wait)
+                if closing.done():
+                    closing.result()
             else:
                 worker.cancel()
             return

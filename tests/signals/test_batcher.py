@@ -320,6 +320,42 @@ def test_aclose_from_another_threads_loop_runs_the_submitted_items_and_stops_the
         loop.close()
 
 
+def test_aclose_with_a_timeout_from_another_thread_returns_while_the_batchers_loop_is_blocked(
+        metrics: Metrics) -> None:
+    async def fn(items: list[int]) -> list[int]:
+        return items
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    release = threading.Event()
+    try:
+        b = MicroBatcher(fn, max_batch_size=4, max_wait_seconds=3600, metrics=metrics, record_phases=False)
+        pending = asyncio.run_coroutine_threadsafe(b.submit(1), loop)
+
+        async def submitted() -> int:
+            return b.pending
+
+        while asyncio.run_coroutine_threadsafe(submitted(), loop).result() < 1:
+            pass
+        blocked = threading.Event()
+
+        def block() -> None:
+            blocked.set()
+            release.wait()
+
+        loop.call_soon_threadsafe(block)
+        blocked.wait()
+        asyncio.run(b.aclose(timeout=0.05))  # returns although the loop cannot run the close yet
+        release.set()
+        assert pending.result() == 1  # and the close, once that loop runs again, runs what was submitted
+    finally:
+        release.set()
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+        loop.close()
+
+
 def test_aclose_after_its_loop_was_closed_does_not_raise(metrics: Metrics) -> None:
     # before: RuntimeError('Event loop is closed'), from setting the closed loop's Event
     async def fn(items: list[int]) -> list[int]:
