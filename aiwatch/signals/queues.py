@@ -218,6 +218,9 @@ def uninstrument_queue(q: Any) -> None:
     if inst is None:
         return
     with _lock_of(q):
+        inst = getattr(q, _MARK, None)  # again, under the lock: another thread may have undone it since
+        if inst is None:
+            return
         if inst.stamp:
             container = _container(q)
             for i in range(len(container)):

@@ -135,10 +135,35 @@ def test_threads_instrumenting_one_queue_at_once_instrument_it_once(registry: Co
     assert (depth(registry, "shared"), waits(registry, "shared")) == (0.0, 1.0)
 
 
-def _waiting_for_the_lock(thread: threading.Thread) -> bool:
+def test_threads_undoing_one_queue_at_once_undo_it_once(registry: CollectorRegistry, metrics: Metrics) -> None:
+    # before: the second thread undid it again and raised AttributeError (its hooks were already gone)
+    q: queue.Queue[str] = queue.Queue()
+    instrument_queue(q, "undone", metrics=metrics)
+    q.put("x")
+    failures: list[BaseException] = []
+
+    def undo() -> None:
+        try:
+            uninstrument_queue(q)
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=undo) for _ in range(2)]
+    with q.mutex:
+        for t in threads:
+            t.start()
+        while not all(_waiting_for_the_lock(t, uninstrument_queue) for t in threads):
+            time.sleep(0.001)
+    for t in threads:
+        t.join()
+    assert failures == []
+    assert depth(registry, "undone") == 0.0 and list(q.queue) == ["x"]
+
+
+def _waiting_for_the_lock(thread: threading.Thread, function: object = instrument_queue) -> bool:
     frame = sys._current_frames().get(thread.ident or 0)
     while frame is not None:
-        if frame.f_code is instrument_queue.__code__:
+        if frame.f_code is getattr(function, "__code__", None):
             return "with _lock_of(q)" in linecache.getline(frame.f_code.co_filename, frame.f_lineno)
         frame = frame.f_back
     return False
