@@ -228,18 +228,21 @@ class FeatureCache:
 class Lookup:
     """One timed lookup (from :meth:`FeatureCache.lookup`). Inside the block, say what happened with
     :meth:`hit`, :meth:`miss` or :meth:`found`; an exception leaving the block is an ``error`` (and propagates);
-    a block that says nothing counts as one hit. A ``BaseException`` that is not an ``Exception`` (a cancelled
-    task, ``KeyboardInterrupt``, ``GeneratorExit``) is one ``error`` too, unless the block had already said what
-    it found: that is then counted, as the lookup itself was done. Each block counts once: a ``Lookup`` used in
+    a block that says nothing counts as one hit (one that says ``hit(0)``, a batch of no keys, counts none). A
+    ``BaseException`` that is not an ``Exception`` (a cancelled task, ``KeyboardInterrupt``, ``GeneratorExit``) is
+    one ``error`` too, unless the block had already said what it found: that is then counted, as the lookup itself
+    was done. Each block counts once: a ``Lookup`` used in
     several ``with`` blocks starts each from nothing."""
 
-    __slots__ = ("_cache", "_start", "hits", "misses")
+    __slots__ = ("_cache", "_said", "_start", "hits", "misses")
 
     def __init__(self, cache: FeatureCache) -> None:
         self._cache = cache
         self._start = 0.0
         self.hits = 0
         self.misses = 0
+        #: whether the block said what it found (``hit(0)`` of an empty batch too: that is no hit)
+        self._said = False
 
     def hit(self, n: int = 1) -> None:
         """Count ``n`` keys found. ``n`` is an integer from 0 to 2**53; anything else is counted as aiwatch's error
@@ -247,12 +250,14 @@ class Lookup:
         if n.__class__ is not int or not 0 <= n <= MAX_COUNT:
             n = self._count(n, "hit")
         self.hits += n
+        self._said = True
 
     def miss(self, n: int = 1) -> None:
         """Count ``n`` keys missed; ``n`` as for :meth:`hit`."""
         if n.__class__ is not int or not 0 <= n <= MAX_COUNT:
             n = self._count(n, "miss")
         self.misses += n
+        self._said = True
 
     def _count(self, n: Any, method: str) -> int:
         try:
@@ -267,6 +272,7 @@ class Lookup:
             self.misses += 1
         else:
             self.hits += 1
+        self._said = True
         return value
 
     def __enter__(self) -> Lookup:
@@ -276,10 +282,11 @@ class Lookup:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         seconds = _clock() - self._start
-        hits, misses = self.hits, self.misses
+        hits, misses, said = self.hits, self.misses, self._said
         self.hits = self.misses = 0
-        if exc is None or (not isinstance(exc, Exception) and (hits or misses)):
-            self._cache.record(seconds, hits=hits if hits or misses else 1, misses=misses)
+        self._said = False
+        if exc is None or (not isinstance(exc, Exception) and said):
+            self._cache.record(seconds, hits=hits if said else 1, misses=misses)
         else:
             self._cache.record(seconds, errors=max(hits + misses, 1))
 

@@ -346,6 +346,21 @@ def results(registry: CollectorRegistry, cache: str) -> tuple[float, float, floa
     return count(registry, cache, "hit"), count(registry, cache, "miss"), count(registry, cache, "error")
 
 
+def test_a_batch_lookup_of_no_keys_counts_no_hit(registry: CollectorRegistry, metrics: Metrics) -> None:
+    # before: a block saying hit(0) / miss(0) (a batch with no keys) was taken for one that said nothing and counted
+    # as one hit: two empty batches and one batch of two misses read as a 50 % hit ratio
+    c = FeatureCache("batches", metrics=metrics)
+    for keys in ([], [], ["a", "b"]):
+        with c.lookup() as lk:
+            rows: list[None] = [None for _ in keys]
+            lk.hit(sum(row is not None for row in rows))
+            lk.miss(sum(row is None for row in rows))
+    assert results(registry, "batches") == (0, 2, 0)
+    with c.lookup():
+        pass  # a block that says nothing is still one hit
+    assert results(registry, "batches") == (1, 2, 0)
+
+
 def test_a_lookup_used_in_several_blocks_counts_each_block_once(registry: CollectorRegistry,
                                                                 metrics: Metrics) -> None:
     # before: the hits and misses of every earlier block were counted again at the end of each later one (6 hits)
