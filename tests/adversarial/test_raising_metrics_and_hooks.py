@@ -128,6 +128,12 @@ def test_queues_with_raising_metrics_pass_every_item(caplog: pytest.LogCaptureFi
         q.put(i)
     assert [q.get() for _ in range(20)] == list(range(20))
     assert errors(metrics.registry, "queue") == 1 + 40  # instrumenting, then each put and get
+    # undone here, not left to its finalizer: the caught errors' tracebacks keep the queue in reference cycles, and a
+    # later collection can run its finalizer inside an ast.parse. The finalizer's failure is logged with a traceback,
+    # which CPython 3.11 formats with ast.parse: parsing inside a parse left the AST constructor's depth off for good,
+    # and every later parse in the process (pytest's rewrite of an import) raised SystemError (gh-106905)
+    aiwatch.uninstrument_queue(q)
+    assert errors(metrics.registry, "queue") == 1 + 40 + 1  # the depth gauge's release
 
 
 def test_a_queue_finalizer_failing_while_a_failure_is_being_logged_does_not_hang_the_thread() -> None:
