@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import threading
 import time
 import weakref
@@ -498,6 +499,23 @@ def _renew_file_backed_lock() -> None:
 at_fork_in_child(_renew_file_backed_lock)
 
 
+def _make_sample_directory() -> OSError | None:
+    """Make ``PROMETHEUS_MULTIPROC_DIR`` when it is missing, as :func:`aiwatch.gunicorn.on_starting` does; the
+    error when it cannot be made. prometheus_client makes each process's sample file there at a value's first use,
+    and a directory not made yet (``uvicorn --workers``, which runs no hook; a volume not mounted) raised its
+    FileNotFoundError out of ``aiwatch.instrument()``, failing the app's start-up."""
+    from aiwatch.exposition import multiprocess_dir
+
+    directory = multiprocess_dir()
+    if not directory:  # set but empty: prometheus_client writes into the working directory
+        return None
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError as exc:
+        return exc
+    return None
+
+
 def _make(spec: MetricSpec, registry: CollectorRegistry, in_process: bool) -> Any:
     if not _file_backed() or in_process:
         return _build(spec, registry, in_process)
@@ -556,6 +574,7 @@ class Metrics:
         #: recording that finalizers left for later (see :mod:`aiwatch.deferred`): done by the next call of an
         #: instrumentation using these metrics, or by the next scrape of the registry
         self.deferred: deque[DeferredWork] = new_queue(self)
+        directory_failed = _make_sample_directory() if _file_backed() and not in_process else None
         hook_refused = None
         try:  # before the metrics: the scrape that records what was left shows it
             self.registry.register(RunDeferredOnScrape(self))
@@ -628,8 +647,13 @@ class Metrics:
         self._children_lock = threading.Lock()
         renew_at_fork(self)
         if "aiwatch_instrumentation_errors_total" not in self.unavailable:
-            for component in ERROR_COMPONENTS:
-                self.child(self.instrumentation_errors, (component,))
+            try:
+                for component in ERROR_COMPONENTS:
+                    self.child(self.instrumentation_errors, (component,))
+            except Exception as exc:  # a sample file that cannot be made: counted in no file, but logged
+                record_error("metrics", exc, self)
+        if directory_failed is not None:
+            record_error("multiprocess", directory_failed, self)
         if self.unavailable:
             listed = "; ".join(f"{name}: {reason}" for name, reason in self.unavailable.items())
             record_error("metrics", RuntimeError(f"{len(self.unavailable)} aiwatch metric(s) could not be created "

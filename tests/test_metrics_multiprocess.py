@@ -234,3 +234,46 @@ def test_the_merged_metrics_record_what_this_workers_finalizers_left_first(tmp_p
     unclosed, *left = _run(_DEFERRED, tmp_path)
     assert unclosed == "2.0"
     assert left == ["0", "0"]
+
+
+# uvicorn --workers runs no hook that makes PROMETHEUS_MULTIPROC_DIR (gunicorn's on_starting does): prometheus_client
+# makes a process's sample file at a value's first use, and a directory not made yet failed aiwatch.instrument()
+# with its FileNotFoundError, each worker dying at import while uvicorn started it again.
+_INSTRUMENT_AND_SERVE = """
+import io, os, sys
+import aiwatch
+from aiwatch.exposition import serving_registry
+
+def inner(environ, start_response):
+    start_response("200 OK", [])
+    return [b"ok"]
+
+app = aiwatch.instrument(inner, service="svc")
+status = []
+environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/x", "SERVER_NAME": "h", "SERVER_PORT": "80",
+           "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(), "SERVER_PROTOCOL": "HTTP/1.1"}
+body = b"".join(app(environ, lambda s, h, e=None: status.append(s)))
+print(status[0].split()[0], body.decode())
+if sys.argv[1] == "merge":
+    print(serving_registry().get_sample_value("aiwatch_request_duration_seconds_count", {
+        "service": "svc", "route": "__unmatched__", "method": "GET", "status": "200", "traffic_class": "realtime"}))
+"""
+
+
+def test_a_multiprocess_directory_not_made_yet_is_made_when_the_app_is_instrumented(tmp_path: Path) -> None:
+    directory = tmp_path / "not-made-yet" / "metrics"
+    done = subprocess.run([sys.executable, "-c", _INSTRUMENT_AND_SERVE, "merge"], capture_output=True, text=True,
+                          timeout=120, env=python_env(PROMETHEUS_MULTIPROC_DIR=str(directory)))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["200", "ok", "1.0"]
+    assert any(name.startswith("histogram_") for name in (p.name for p in directory.iterdir()))
+
+
+def test_a_multiprocess_directory_that_cannot_be_made_serves_the_app_and_logs_why(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("")
+    directory = tmp_path / "a-file" / "metrics"
+    done = subprocess.run([sys.executable, "-c", _INSTRUMENT_AND_SERVE, "serve"], capture_output=True, text=True,
+                          timeout=120, env=python_env(PROMETHEUS_MULTIPROC_DIR=str(directory)))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["200", "ok"]
+    assert "aiwatch: multiprocess failed" in done.stderr and "Not a directory" in done.stderr
