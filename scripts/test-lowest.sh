@@ -51,6 +51,6 @@ core_venv="$venv-core"
 echo "== pytest on the lowest versions"
 exec timeout -k 30 1200 "$venv/bin/python" -m pytest -q -ra -p no:cacheprovider -n auto --dist loadgroup -W ignore::DeprecationWarning:altair.utils.schemapi \
     tests/test_cardinality.py tests/test_env.py tests/test_fastpath.py tests/test_promql.py \
-    tests/test_scrape.py tests/test_timing.py tests/test_otel_api_only.py \
+    tests/test_scrape.py tests/test_timing.py tests/test_otel_api_only.py tests/otel/test_missing_libraries.py \
     tests/drift tests/feedback tests/alerts/test_rules.py \
     tests/console/test_console_views.py tests/console/test_console_failures.py tests/console/test_console_math.py "$@"
