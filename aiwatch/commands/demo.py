@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -127,12 +128,16 @@ def _port(text: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from aiwatch._optional import require
+    from aiwatch._optional import MissingExtraError, require
 
-    for module in ("fastapi", "uvicorn", "httpx"):
-        require(module, "demo")
-    if args.transport == "grpc":
-        require("grpc", "grpc")
+    try:
+        for module in ("fastapi", "uvicorn", "httpx"):
+            require(module, "demo")
+        if args.transport == "grpc":
+            require("grpc", "grpc")
+    except MissingExtraError as exc:  # as `aiwatch console` says it: one line, not a traceback
+        print(f"aiwatch demo: {exc}", file=sys.stderr)
+        return 1
     from aiwatch.demo.runner import options_from_args
     from aiwatch.demo.runner import run as run_demo
 

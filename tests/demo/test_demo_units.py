@@ -371,3 +371,21 @@ def test_the_matrix_reads_the_worst_workers_share_at_the_windows_end_as_diagnose
     assert read_promql(worst, 300, "db200") == ('max by (service, job, instance) '
                                                 '(last_over_time(aiwatch_event_loop_stalled_ratio{cell="db200"}[300s]))')
     assert all(read_promql(r, 300, "db200") == sources.read_promql(r, 300, 'cell="db200"') for r in READS)
+
+
+@pytest.mark.parametrize(("missing", "extra", "transport"),
+                         [("fastapi", "demo", "http"), ("httpx", "demo", "http"), ("grpc", "grpc", "grpc")])
+def test_the_demo_without_its_extra_says_which_to_install_in_one_line(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], missing: str, extra: str,
+        transport: str) -> None:
+    """``aiwatch demo`` on an install without the ``demo`` extra (or ``grpc``, for ``--transport grpc``) says so and
+    exits 1, as ``aiwatch console`` does without its extra; it ended in a traceback of the ImportError."""
+    import sys
+
+    from aiwatch.cli import main
+
+    monkeypatch.setitem(sys.modules, missing, None)  # import -> ImportError, as when the extra is not installed
+    assert main(["demo", "--headless", "--transport", transport]) == 1
+    err = capsys.readouterr().err
+    assert err == (f"aiwatch demo: {missing} is not installed; this aiwatch feature needs it: "
+                   f'pip install "aiwatch[{extra}]"\n')
