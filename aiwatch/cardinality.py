@@ -43,7 +43,9 @@ histogram's buckets too): without it, a hundred 100 kB model names sent by a cli
 def _limit(max_values: int | None) -> int:
     limit = MAX_LABEL_VALUES.integer() if max_values is None else max_values
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-        raise ValueError(f"max_values must be an integer of at least 1, got {limit!r}")
+        # the variable's name when it gave the bound: the operator who set it to 0 reads no argument of any call
+        source = "max_values" if max_values is not None else MAX_LABEL_VALUES.name
+        raise ValueError(f"{source} must be an integer of at least 1, got {limit!r}")
     return limit
 
 

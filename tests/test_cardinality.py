@@ -46,6 +46,13 @@ def test_invalid_bound_is_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
         LabelGuard()
 
 
+@pytest.mark.parametrize("bad", ["0", "-3"])
+def test_a_bound_below_one_from_the_environment_names_the_variable(monkeypatch: pytest.MonkeyPatch, bad: str) -> None:
+    monkeypatch.setenv("AIWATCH_MAX_LABEL_VALUES", bad)
+    with pytest.raises(ValueError, match=rf"^AIWATCH_MAX_LABEL_VALUES must be an integer of at least 1, got {bad}$"):
+        LabelGuard()
+
+
 @pytest.mark.parametrize("bad", [True, 2.5, "10"])
 def test_a_bound_that_is_not_an_integer_is_rejected(bad: object) -> None:
     with pytest.raises(ValueError, match=r"^max_values must be an integer of at least 1, got "):
