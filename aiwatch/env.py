@@ -180,11 +180,12 @@ GRPC_EXCLUDED_SERVICES = EnvVar("OTEL_PYTHON_GRPC_EXCLUDED_SERVICES", "",
                                 "(the `excluded_services=` argument replaces this list).", owner="OpenTelemetry")
 MULTIPROC_DIR = EnvVar("PROMETHEUS_MULTIPROC_DIR", "",
                        "prometheus_client's multiprocess mode (gunicorn with several workers): when set (before "
-                       "prometheus_client is imported), every worker writes its samples there, `/metrics` serves the "
+                       "prometheus_client is imported), every worker writes its samples there (aiwatch makes the "
+                       "directory when it is missing), `/metrics` serves the "
                        "merged view, `aiwatch.gunicorn.on_starting` removes the files a previous run's processes left "
                        "there and `aiwatch.gunicorn.child_exit` drops a dead worker's live gauges. The old "
                        "lowercase `prometheus_multiproc_dir` is read when this is unset, as prometheus_client does; "
-                       "set but empty is an error `on_starting` logs.",
+                       "set but empty, or unset while gunicorn runs several workers, is an error `on_starting` logs.",
                        owner="prometheus_client")
 LEGACY_MULTIPROC_DIR = EnvVar("prometheus_multiproc_dir", "",
                               "The old lowercase name of `PROMETHEUS_MULTIPROC_DIR`, which prometheus_client (with a "

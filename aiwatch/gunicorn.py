@@ -39,14 +39,22 @@ def on_starting(server: Any) -> None:
     """gunicorn hook, in the master before any worker starts: remove the samples that processes no longer running
     left in ``PROMETHEUS_MULTIPROC_DIR`` (:func:`~aiwatch.exposition.remove_dead_process_files`), so that a restart
     after a crash does not serve the dead run's requests as still in flight. A ``PROMETHEUS_MULTIPROC_DIR`` set but
-    empty is logged as an error and counted (component ``multiprocess``): the workers start, each serving only its
-    own samples."""
+    empty, or not set while gunicorn runs several workers, is logged as an error and counted (component
+    ``multiprocess``): the workers start, each serving only its own samples."""
     problem = multiprocess_misconfiguration()
     if problem is not None:
         server.log.error("aiwatch: %s", problem)
         record_error("multiprocess", ValueError(problem))
         return
     if not multiprocess_enabled():
+        workers = getattr(getattr(server, "cfg", None), "workers", 1)
+        if isinstance(workers, int) and workers > 1:
+            problem = (f"gunicorn runs {workers} workers but PROMETHEUS_MULTIPROC_DIR is not set: each worker keeps "
+                       "its own metrics, and /metrics shows only the worker that answers each scrape (its counters "
+                       "jump between the workers' values, which Prometheus reads as resets). Set it to a directory "
+                       "(the same for every worker) before gunicorn starts")
+            server.log.error("aiwatch: %s", problem)
+            record_error("multiprocess", ValueError(problem))
         return
     try:
         removed = remove_dead_process_files()
