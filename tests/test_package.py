@@ -101,3 +101,14 @@ def test_aiwatch_instrument_stays_the_function_whatever_is_imported_first() -> N
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env=python_env()).stdout
     assert out.split() == ["True", "aiwatch.instrument_app"]
+
+
+@pytest.mark.parametrize("command", ["rules", "profile"])
+def test_a_command_given_no_action_shows_its_help_and_exits_2(command: str, capsys: pytest.CaptureFixture[str]
+                                                               ) -> None:
+    """``aiwatch rules`` without ``render`` or ``defaults`` is a usage error, as ``aiwatch profile`` without
+    ``build`` is: it exited 0, so a CI step that forgot the action passed having written and checked nothing."""
+    from aiwatch.cli import main
+
+    assert main([command]) == 2
+    assert f"usage: aiwatch {command}" in capsys.readouterr().out

@@ -21,7 +21,7 @@ def register(subparsers: Any) -> None:
     render.set_defaults(handler=run_render)
     defaults = sub.add_parser("defaults", help="print the default config as commented YAML")
     defaults.set_defaults(handler=run_defaults)
-    parser.set_defaults(handler=lambda args: (parser.print_help(), 0)[1])
+    parser.set_defaults(handler=lambda args: (parser.print_help(), 2)[1])  # no action: a usage error, as for profile
 
 
 def run_render(args: argparse.Namespace) -> int:
