@@ -56,6 +56,17 @@ def test_cli_shows_the_values_set() -> None:
     assert re.search(r"^AIWATCH_MAX_LABEL_VALUES +\(unset: '100'\)$", out, re.M)
 
 
+@pytest.mark.parametrize("name", ["PROMETHEUS_MULTIPROC_DIR", "prometheus_multiproc_dir"])
+def test_cli_shows_a_multiprocess_directory_set_but_empty_as_set(name: str) -> None:
+    # set but empty, prometheus_client runs in multiprocess mode (aiwatch.gunicorn.on_starting logs it as an
+    # error), but aiwatch env showed it "(unset)", as if multiprocess mode were off
+    env = python_env(**{name: ""})
+    env.pop("PROMETHEUS_MULTIPROC_DIR" if name != "PROMETHEUS_MULTIPROC_DIR" else "prometheus_multiproc_dir", None)
+    out = subprocess.run([sys.executable, "-m", "aiwatch", "env"], capture_output=True, text=True, check=True,
+                         env=env, cwd=REPO).stdout
+    assert re.search(rf"^{name} +'' \(set but empty: prometheus_client is in multiprocess mode", out, re.M), out
+
+
 def test_cli_shows_the_names_of_the_extra_headers_not_their_values() -> None:
     # header values are credentials as often as not (Authorization=Basic ..., an API key): HTTPConfig's repr and
     # every message name the headers only, and so does aiwatch env

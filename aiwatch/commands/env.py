@@ -103,7 +103,7 @@ def _header_names(value: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from aiwatch.env import PROMETHEUS_HEADERS, VARIABLES
+    from aiwatch.env import LEGACY_MULTIPROC_DIR, MULTIPROC_DIR, PROMETHEUS_HEADERS, VARIABLES
 
     if args.markdown:
         print(markdown(), end="")
@@ -115,6 +115,9 @@ def run(args: argparse.Namespace) -> int:
             shown = "(set, not shown)"
         elif value and var is PROMETHEUS_HEADERS:
             shown = _header_names(value)
+        elif not value and var in (MULTIPROC_DIR, LEGACY_MULTIPROC_DIR) and var.is_set():
+            # not its default: set, even empty, it puts prometheus_client in multiprocess mode
+            shown = "'' (set but empty: prometheus_client is in multiprocess mode with no directory to merge)"
         else:
             shown = repr(value) if value else f"(unset: {var.default!r})" if var.default else "(unset)"
         print(f"{var.name:<{width}}  {shown}")
