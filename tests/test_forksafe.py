@@ -174,6 +174,21 @@ def test_a_child_names_a_new_phase_while_the_phase_names_were_locked_at_the_fork
     assert child_while_held([timing._valid_lock], new_phase) == "done"
 
 
+def test_a_child_records_a_held_grpc_rpc_while_the_servers_end_lock_was_held_at_the_fork() -> None:
+    # the gRPC server's one lock for every RPC's end (aiwatch.grpc.server._done_lock), which each RPC's end takes
+    from aiwatch.grpc import server
+
+    held_rpc = server._Unserializable()  # an RPC whose record waits for its response's serialization
+    recorded: list[bool] = []
+    held_rpc.pending = lambda serialized, seconds: recorded.append(serialized)
+
+    def release() -> bool:
+        held_rpc.release()
+        return recorded == [False]
+
+    assert child_while_held([server._done_lock], release) == "done"
+
+
 def test_a_child_sets_a_gauge_while_prometheus_client_held_its_locks_at_the_fork(metrics: Metrics) -> None:
     # a drift monitor's thread in the master sets its gauges (in memory here: one worker, no PROMETHEUS_MULTIPROC_DIR)
     gauge = metrics.drift_window_samples

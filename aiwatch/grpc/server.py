@@ -58,6 +58,7 @@ from opentelemetry.trace import SpanKind
 from prometheus_client import CollectorRegistry
 
 from aiwatch.exclusion import ExcludedServices
+from aiwatch.forksafe import at_fork_in_child
 from aiwatch.grpc._common import metadata_dict, method_name, status_name, status_value
 from aiwatch.grpc.serialization import SERIALIZE, MessageTimer, ended, take_pending, take_streamed
 from aiwatch.metadatacapture import MetadataCapture
@@ -113,6 +114,15 @@ DEADLINE_MARGIN_SHARE = 0.1
 DEADLINE_MARGIN_FLOOR_SECONDS = 0.02
 _UNREAD = object()
 _done_lock = threading.Lock()
+
+
+def _renew_done_lock() -> None:
+    global _done_lock
+    _done_lock = threading.Lock()
+
+
+at_fork_in_child(_renew_done_lock)  # a server thread may hold it when the process forks
+
 _CANCEL_STATUSES = ("CANCELLED", "DEADLINE_EXCEEDED")
 # the status is already out (aio abort() sent it with the timing) or will never be sent (cancelled)
 _SENT_ALREADY = (asyncio.CancelledError, grpc.aio.AbortError)
