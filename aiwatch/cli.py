@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import os
 import pkgutil
 import sys
 from collections.abc import Sequence
@@ -38,6 +40,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.handler(args) or 0)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # the reader went away (`aiwatch metrics --markdown | head`): nothing more to say to it, and no traceback
+        # of it either; stdout goes to /dev/null so that the interpreter's own flush at exit does not fail again
+        with contextlib.suppress(OSError, ValueError):  # a stdout with no descriptor (main() called in-process)
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # what a shell reports for a command a SIGPIPE ended
 
 
 if __name__ == "__main__":

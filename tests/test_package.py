@@ -112,3 +112,19 @@ def test_a_command_given_no_action_shows_its_help_and_exits_2(command: str, caps
 
     assert main([command]) == 2
     assert f"usage: aiwatch {command}" in capsys.readouterr().out
+
+
+def test_output_to_a_reader_gone_ends_without_a_traceback() -> None:
+    """``aiwatch metrics --markdown | head -1``: the reader leaves before the output is written. The command ended
+    in a BrokenPipeError traceback (exit 1); it now ends quietly with the status a shell gives a SIGPIPE."""
+    import os
+
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the first write
+    try:
+        done = subprocess.run([sys.executable, "-m", "aiwatch", "metrics", "--markdown"], stdout=write,
+                              stderr=subprocess.PIPE, text=True, timeout=120, env=python_env())
+    finally:
+        os.close(write)
+    assert done.stderr == ""
+    assert done.returncode == 141
