@@ -20,7 +20,8 @@ def register(subparsers: Any) -> None:
         "gpu", help="print the NVIDIA GPUs with their current metrics, or serve them with --serve PORT",
         description="Poll NVML once and print a table of the GPUs (or 'no NVIDIA GPU found: <reason>'; exit 0 "
                     "either way). With --serve PORT, keep polling and serve the aiwatch_gpu_* metrics on "
-                    "http://ADDR:PORT/metrics: run it once per host as a sidecar.")
+                    "http://ADDR:PORT/metrics: run it once per host as a sidecar (exit 1 without the gpu extra, 2 "
+                    "when the port cannot be served).")
     parser.add_argument("--json", action="store_true", help="print the snapshot as JSON")
     parser.add_argument("--serve", type=int, metavar="PORT", help="serve /metrics on this port until stopped")
     parser.add_argument("--addr", default="127.0.0.1", help="address to serve on (default 127.0.0.1)")
@@ -53,6 +54,9 @@ def run(args: argparse.Namespace) -> int:
         # error counters went into the workers' directory, merged into every worker's /metrics
         poller = GpuPoller(args.interval, metrics=Metrics(CollectorRegistry(), in_process=True))
     except MissingExtraError as exc:
+        if args.serve is not None:  # a metrics server that never started: no success, and not "no GPU" either
+            print(f"aiwatch gpu: cannot serve the GPU metrics: {exc}", file=sys.stderr)
+            return 1
         print(f"no NVIDIA GPU found: {exc}")
         return 0
     except ValueError as exc:

@@ -88,6 +88,18 @@ def test_without_pynvml_installed_says_which_extra(monkeypatch: pytest.MonkeyPat
     assert out.startswith("no NVIDIA GPU found: pynvml is not installed") and 'aiwatch[gpu]' in out
 
 
+def test_serving_without_pynvml_installed_fails_and_says_which_extra(monkeypatch: pytest.MonkeyPatch,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """``aiwatch gpu --serve PORT`` (the exporter sidecar) without the gpu extra serves nothing: it said "no NVIDIA
+    GPU found" and exited 0, a success to the service manager that would restart it on failure."""
+    monkeypatch.setitem(sys.modules, "pynvml", None)  # import pynvml -> ImportError
+    assert main(["gpu", "--serve", "0"]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == ('aiwatch gpu: cannot serve the GPU metrics: pynvml is not installed; this aiwatch feature needs '
+                   'it: pip install "aiwatch[gpu]"\n')
+
+
 @pytest.mark.skipif(_has_driver(), reason="this machine has an NVIDIA driver")
 def test_real_nvml_without_driver_in_a_subprocess() -> None:
     out = subprocess.run([sys.executable, "-m", "aiwatch", "gpu"], env=python_env(), capture_output=True,
