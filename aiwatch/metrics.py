@@ -158,9 +158,11 @@ CONTRACT: tuple[MetricSpec, ...] = (
     MetricSpec("aiwatch_slow_network_seconds_total", "counter",
                "Network seconds (client time minus the server's reported time) of outgoing calls made by requests "
                "slower than the slow threshold.", ("service", "peer", "phase"), "seconds"),
+    # livemax: the live workers' threshold; with max, the workers gone before a reload or an upgrade that changed
+    # it (gunicorn HUP, USR2) kept serving the old one until the next cold start
     MetricSpec("aiwatch_slow_threshold_seconds", "gauge",
                "The request time above which a request counts as slow (the latency objective).", ("service",),
-               "seconds", multiprocess_mode="max"),
+               "seconds", multiprocess_mode="livemax"),
     MetricSpec("aiwatch_requests_in_flight", "gauge", "Requests being served right now.",
                ("service",), multiprocess_mode="livesum"),
     MetricSpec("aiwatch_event_loop_delay_seconds", "histogram",

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
 
-from tests.servers import free_port, python_app, python_env
+from tests.http.test_http_e2e import scrape, value
+from tests.servers import free_port, python_app, python_env, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -43,3 +45,33 @@ def test_several_workers_without_a_multiprocess_directory_are_reported_at_start(
     else:
         assert len(reported) == 1, log
         assert "gunicorn runs 2 workers but PROMETHEUS_MULTIPROC_DIR is not set" in reported[0]
+
+
+def test_a_reload_that_lowers_the_slow_threshold_serves_the_new_one(tmp_path: Path) -> None:
+    """gunicorn reloads its config on HUP (a USR2 upgrade likewise replaces every worker): the new workers record with
+    the new threshold. The merged gauge was the max over every process that ever wrote the directory, the workers
+    gone with their old threshold included, so it served the old one until the next cold start (and diagnose read
+    it); it is the max over the live ones."""
+    (tmp_path / "hooks_app.py").write_text(APP)
+    threshold = tmp_path / "threshold"
+    threshold.write_text("0.5")
+    config = tmp_path / "gunicorn_conf.py"
+    config.write_text("from aiwatch.gunicorn import child_exit, on_starting, pre_fork  # noqa: F401\n"
+                      f"raw_env = ['AIWATCH_SLOW_THRESHOLD_SECONDS=' + open({str(threshold)!r}).read()]\n")
+    multiproc = tmp_path / "multiproc"
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/metrics"
+    env = python_env(PROMETHEUS_MULTIPROC_DIR=str(multiproc))
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env["PYTHONPATH"]])
+
+    def served() -> float | None:
+        return value(scrape(url), "aiwatch_slow_threshold_seconds", service="hooks")
+
+    with python_app(["-m", "gunicorn", "-w", "2", "-b", f"127.0.0.1:{port}", "-c", str(config), "hooks_app:app"],
+                    url, env=env) as proc:
+        assert served() == 0.5
+        threshold.write_text("0.2")
+        booted = proc.output().count("Booting worker")
+        os.kill(proc.proc.pid, signal.SIGHUP)
+        wait_until(lambda: proc.output().count("Booting worker") >= booted + 2, 30, what="two new workers")
+        wait_until(lambda: served() == 0.2, 30, what="the new threshold in the merged /metrics")
