@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import os
 import re
+import socket
+import threading
 from pathlib import Path
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import prometheus_client
 from prometheus_client import CollectorRegistry
 from prometheus_client import multiprocess as _multiprocess
+from prometheus_client.exposition import ThreadingWSGIServer
 
 from aiwatch.deferred import run_every_deferred
 from aiwatch.env import LEGACY_MULTIPROC_DIR, MULTIPROC_DIR, MULTIPROCESS_DROP_DEAD
@@ -285,5 +289,35 @@ def make_wsgi_app(registry: CollectorRegistry | None = None) -> Any:
 
 
 def start_http_server(port: int, addr: str = "127.0.0.1", registry: CollectorRegistry | None = None) -> Any:
-    """Serve the metrics on ``addr:port`` from a daemon thread; returns (server, thread)."""
-    return prometheus_client.start_http_server(port, addr=addr, registry=serving_registry(registry))
+    """Serve the metrics on ``addr:port`` from a daemon thread; returns (server, thread).
+
+    In multiprocess mode (:func:`multiprocess_enabled`) every worker of the app runs this at import, so each binds
+    the port with ``SO_REUSEPORT``: the kernel hands each scrape to one of them, and each serves the merged view.
+    Bound alone, every worker but the first failed with "Address already in use", and gunicorn stopped
+    ("Worker failed to boot")."""
+    if not multiprocess_enabled():
+        return prometheus_client.start_http_server(port, addr=addr, registry=serving_registry(registry))
+    family, host = _best_family(addr, port)
+
+    class SharedPortServer(ThreadingWSGIServer):
+        allow_reuse_port = True
+        address_family = family
+
+    server = make_server(host, port, make_wsgi_app(registry), SharedPortServer, handler_class=_QuietHandler)
+    thread = threading.Thread(target=server.serve_forever, name="aiwatch-metrics", daemon=True)
+    thread.start()
+    return server, thread
+
+
+def _best_family(addr: str, port: int) -> tuple[socket.AddressFamily, str]:
+    """The address family and host to bind ``addr`` with (an IPv6 address needs AF_INET6), as prometheus_client's
+    ``start_http_server`` picks them."""
+    family, _, _, _, sockaddr = socket.getaddrinfo(addr, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    return family, str(sockaddr[0])
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """No access log line per scrape on stderr (prometheus_client's server logs none either)."""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass

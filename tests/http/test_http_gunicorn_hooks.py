@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.http.test_http_e2e import scrape, value
-from tests.servers import free_port, python_app, python_env, wait_until
+from tests.servers import free_port, http_get, python_app, python_env, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -75,3 +75,30 @@ def test_a_reload_that_lowers_the_slow_threshold_serves_the_new_one(tmp_path: Pa
         os.kill(proc.proc.pid, signal.SIGHUP)
         wait_until(lambda: proc.output().count("Booting worker") >= booted + 2, 30, what="two new workers")
         wait_until(lambda: served() == 0.2, 30, what="the new threshold in the merged /metrics")
+
+
+def test_every_worker_serves_the_merged_metrics_on_a_port_of_their_own(tmp_path: Path) -> None:
+    """``aiwatch.start_http_server(port)`` at the app's import runs in every worker: each binds the port (with
+    SO_REUSEPORT) and serves the merged view. Bound alone, every worker but the first failed with "Address already in
+    use" and gunicorn stopped ("Worker failed to boot")."""
+    metrics_port, port = free_port(), free_port()
+    (tmp_path / "hooks_app.py").write_text(APP.replace('service="hooks")', 'service="hooks", metrics_path=None)')
+                                           + f"aiwatch.start_http_server({metrics_port})\n")
+    env = python_env(PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "multiproc"))
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env["PYTHONPATH"]])
+    with python_app(["-m", "gunicorn", "-w", "3", "-b", f"127.0.0.1:{port}", "-c", "python:aiwatch.gunicorn",
+                     "hooks_app:app"], f"http://127.0.0.1:{port}/", env=env) as proc:
+        wait_until(lambda: proc.output().count("Booting worker") >= 3, 30, what="three workers")
+        url = f"http://127.0.0.1:{metrics_port}/metrics"
+
+        def served() -> float:
+            return sum(v for (name, labels), v in scrape(url).items()
+                       if name == "aiwatch_request_duration_seconds_count" and ("service", "hooks") in labels)
+
+        before = served()  # the readiness probe's
+        for _ in range(30):
+            assert http_get(f"http://127.0.0.1:{port}/") == (200, b"ok")
+        assert "Address already in use" not in proc.output()
+        for _ in range(10):  # whichever worker the kernel hands a scrape to, it serves every worker's requests
+            assert served() == before + 30
+        assert proc.proc.poll() is None
