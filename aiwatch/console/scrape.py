@@ -72,6 +72,7 @@ from aiwatch.console.source import (
     worst_first,
 )
 from aiwatch.httpconfig import HTTPConfig, TooLarge
+from aiwatch.promapi import bucket_bound
 from aiwatch.promql import Metric
 from aiwatch.scrape import LabelKey, fetch_metrics, parse_metrics, restart_group, without_le
 from aiwatch.scrape import Samples as Scraped
@@ -887,7 +888,10 @@ def _quantiles(bucket_rates: Samples, by: tuple[str, ...], quantiles: Iterable[t
     """``histogram_quantile(q, sum by (by, le) (rate(..._bucket)))`` for each named quantile."""
     grouped: dict[tuple[str, ...], list[tuple[float, float]]] = {}
     for key, value in sum_by(bucket_rates, (*by, "le")).items():
-        grouped.setdefault(key[:-1], []).append((float(key[-1]), value))
+        bound = bucket_bound(key[-1])
+        if bound is None:  # an le that is no number (or none): left out, as PromQL's histogram_quantile does
+            continue
+        grouped.setdefault(key[:-1], []).append((bound, value))
     out: list[Quantile] = []
     for name, q in quantiles:
         for key, buckets in grouped.items():

@@ -1,0 +1,46 @@
+"""What a scraped endpoint exports beyond aiwatch's own well-formed series: a bucket whose ``le`` is no number, and
+series of other libraries whose label values churn. Neither may take a panel down nor grow the scrape source's
+memory without bound."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from aiwatch.console import ScrapeSource
+from tests.console.conftest import run_view, texts
+
+URL = "http://127.0.0.1:9/metrics"
+
+
+def requests(service: str, n: int, bad_le: str | None = None) -> str:
+    """``n`` requests of 50 ms for ``service``; with ``bad_le``, one more bucket of another service whose ``le`` is
+    that text (an exporter that is not aiwatch's; PromQL's histogram_quantile skips such a bucket)."""
+    labels = f'service="{service}",route="/",method="POST",status="200",traffic_class="realtime"'
+    lines = ["# TYPE aiwatch_request_duration_seconds histogram"]
+    lines += [f'aiwatch_request_duration_seconds_bucket{{{labels},le="{le}"}} {n}' for le in ("0.1", "+Inf")]
+    lines += [f"aiwatch_request_duration_seconds_count{{{labels}}} {n}",
+              f"aiwatch_request_duration_seconds_sum{{{labels}}} {0.05 * n}"]
+    if bad_le is not None:
+        lines += ["# TYPE aiwatch_request_duration_seconds_bucket untyped",
+                  f'aiwatch_request_duration_seconds_bucket{{service="other",le="{bad_le}"}} {n}']
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("bad_le", ["abc", ""])
+def test_a_bucket_whose_le_is_no_number_does_not_take_the_latency_panel_down(
+        bad_le: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in [v for v in os.environ if v.startswith("AIWATCH_CONSOLE_")]:
+        monkeypatch.delenv(var)
+    monkeypatch.setenv("AIWATCH_CONSOLE_WINDOW", "5")
+    src = ScrapeSource([URL], interval=1.0, history=60, start=False)
+    t0 = time.time() - 5
+    for i in range(5):
+        src.record(URL, requests("api", 10 * i, bad_le), ts=t0 + i)
+    p99 = [s for s in src.latency_quantiles(5.0) if s.labels == {"service": "api", "quantile": "p99"}]
+    assert len(p99) == 1 and p99[0].last == pytest.approx(0.099)
+    at = run_view(src, "Latency")
+    assert not [e for e in texts(at.error) if "could not be drawn" in e], texts(at.error)
+    assert ("request p99", "99.0 ms") in [(m.label, m.value) for m in at.metric]
