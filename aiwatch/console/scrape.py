@@ -91,10 +91,17 @@ Child = tuple[str, LabelKey]
 """One child of a histogram: its name and labels without ``le``, shared by its ``_bucket``, ``_sum`` and ``_count``."""
 
 
+#: The sample names the scrape source keeps: every metric it reads (:mod:`aiwatch.console.queries`, and the reads of
+#: ``aiwatch diagnose``) is aiwatch's own.
+READ_PREFIX = "aiwatch_"
+
+
 class SeriesIndex:
     """Every series one endpoint ever exposed, each given a slot: a snapshot then stores only a compact array of
     values by slot (NaN where the series was absent), so the history costs 8 bytes per series per scrape instead
-    of a dict of label tuples. Slots are never reused; the cardinality guard keeps label values bounded."""
+    of a dict of label tuples. Slots are never reused; the cardinality guard keeps label values bounded. Only
+    aiwatch's series (:data:`READ_PREFIX`) get a slot: the console reads no other, and another library's series on
+    the same endpoint (a label that churns: a session, a request id) would grow every scrape's array for good."""
 
     def __init__(self) -> None:
         self.slots: dict[tuple[str, LabelKey], int] = {}
@@ -108,6 +115,7 @@ class SeriesIndex:
         exported as NaN: a gauge may hold it, and PromQL's ``changes()`` counts a change to and from it. The set is
         the previous scrape's object when the slots are the same (the usual case), so the history keeps one set, not
         one a scrape (a frozenset of 300 slots is about 8 KiB, as much as the values of 1000 series)."""
+        data = {name: series for name, series in data.items() if name.startswith(READ_PREFIX)}
         for name, series in data.items():
             for key in series:
                 if (name, key) not in self.slots:
