@@ -25,6 +25,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from aiwatch import runbooks
@@ -42,6 +43,7 @@ from aiwatch.console.source import (
     SourceError,
     SourceUnavailable,
     by_service,
+    current,
     loop_stuck_window,
     service_order,
     unstored_share,
@@ -242,6 +244,7 @@ def latency_view(src: DataSource, window: float) -> None:
 def _latency_view(src: DataSource, window: float, prefetch: Prefetch) -> None:
     w = _window_label(window)
     st.header("Latency: where the time goes")
+    now = _Now(time.time(), src.latest_point_age())
     rates = prefetch(lambda: src.throughput(window))
     network = prefetch(lambda: src.network_time(window))
     links = prefetch(lambda: src.link_throughput(window))
@@ -274,12 +277,12 @@ def _latency_view(src: DataSource, window: float, prefetch: Prefetch) -> None:
     diagnosis_panel(src, window, baseline or window, None if shown is None else shown[0])
     panel("Request latency p50 / p95 / p99 per service (ms)", lambda: _only(latency(), shown, "service"),
           lambda d: small_multiples("latency", d, order,
-                                    lambda svc, found: _draw_latency(svc, found, _serving(rates, svc))),
+                                    lambda svc, found: _draw_latency(svc, found, _serving(rates, svc, now))),
           f"No request latency yet: aiwatch_request_duration_seconds has no samples in the last {w}. "
           "Send traffic to the service, or wait for the next scrape.", windowed=True)
     panel(f"Time per request by phase, per service (ms, stacked; mean over {w}): model vs not model",
           lambda: _only(phases(), shown, "service"),
-          lambda d: _draw_phase_services(d, order, lambda svc: _serving(rates, svc)),
+          lambda d: _draw_phase_services(d, order, lambda svc: _serving(rates, svc, now)),
           f"No phase timings yet: aiwatch_phase_duration_seconds has no samples in the last {w}.", windowed=True)
     panel("Network time seen by callers (ms; calling service → peer)",
           lambda: _only(network(), shown, "service", "peer"),
@@ -515,15 +518,28 @@ def diagnosis_panel(src: DataSource, window: float, baseline: float, service: st
                    f"diagnose` on this source; see docs/diagnose.md.")
 
 
-def _serving(rates: Callable[[], list[Series]], service: str) -> bool:
-    """Whether ``service``'s latest request rate is above zero: the latest quantile or mean of a service without
-    requests now is from before they stopped (a rate over no requests has no quantile). True when the rates
-    failed: their panel says why, and the tiles show what they have."""
+@dataclass(frozen=True)
+class _Now:
+    """When a view asked its questions, and how old the last point of a series still current then may be
+    (:meth:`DataSource.latest_point_age`): what :func:`~aiwatch.console.source.current` needs."""
+
+    asked: float
+    age: float | None
+
+    def of(self, series: Sequence[Series]) -> list[Series]:
+        return current(series, self.asked, self.age)
+
+
+def _serving(rates: Callable[[], list[Series]], service: str, now: _Now) -> bool:
+    """Whether ``service``'s request rate now is above zero: the latest quantile or mean of a service without
+    requests now is from before they stopped (a rate over no requests has no quantile), and so is the last one of a
+    service whose rate series ended (every replica gone: :func:`~aiwatch.console.source.current`). True when the
+    rates failed: their panel says why, and the tiles show what they have."""
     try:
         found = rates()
     except Exception:
         return True
-    return any((s.last or 0.0) > 0 for s in found if s.labels.get("service", "") == service)
+    return any((s.last or 0.0) > 0 for s in now.of(found) if s.labels.get("service", "") == service)
 
 
 NO_REQUESTS_NOW = "No requests in the window now: the chart's latest value is from before they stopped."
@@ -604,6 +620,7 @@ def _draw_phases(service: str, series: list[Series], serving: bool) -> None:
 def ai_traffic_view(src: DataSource, window: float) -> None:
     w = _window_label(window)
     st.header("AI traffic: real-time vs batch, streams, fallbacks, model versions")
+    now = _Now(time.time(), src.latest_point_age())
     with Prefetch() as prefetch:
         classes, class_rates = prefetch(lambda: src.latency_by_class(window)), \
             prefetch(lambda: src.throughput_by_class(window))
@@ -614,7 +631,7 @@ def ai_traffic_view(src: DataSource, window: float) -> None:
             prefetch(lambda: src.version_error_ratio(window))
         order = _service_order(class_rates)
         panel(f"Real-time vs batch: request latency p95 per traffic class, per service (ms; over {w})", classes,
-              lambda d: _draw_classes(d, _answer(class_rates), order),
+              lambda d: _draw_classes(d, now.of(_answer(class_rates)), order),
               f"No requests in the last {w} (aiwatch_request_duration_seconds).", windowed=True)
         left, right = st.columns(2)
         with left:
@@ -656,6 +673,8 @@ def _answer(fetch: Callable[[], list[Series]]) -> list[Series]:
 
 
 def _draw_classes(series: list[Series], rates: list[Series], order: Sequence[str]) -> None:
+    """Each service's traffic classes side by side; ``rates`` are the classes' request rates now (their series
+    that ended before left out: their last value is not now)."""
     st.caption(f"Each service's {REALTIME} and batch requests side by side, on the same replicas: batch traffic "
                f"that raises {REALTIME} latency shows as the {REALTIME} line climbing with the batch share. The SLOs "
                f"and autoscaling signals count {REALTIME} traffic only.")

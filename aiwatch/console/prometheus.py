@@ -193,6 +193,10 @@ class PrometheusSource(DataSource):
 
         return self._call(lambda: prometheus_totals(self.api, start, end, match=self.q.match, scope=self.q.scope))
 
+    def latest_point_age(self) -> float:
+        # a range query's last point is at its end, or a step before it (the end rounded to the millisecond)
+        return max(self.span / self.points, 1.0) + 1.0
+
     def answer_warnings(self, since: float) -> list[str]:
         return self.api.warnings_since(since)
 

@@ -307,6 +307,12 @@ class ScrapeSource(DataSource):
     def scrape_interval(self, service: str | None = None) -> float:
         return self.interval  # one for every endpoint
 
+    def latest_point_age(self) -> float | None:
+        """While the scraping thread runs, the latest scrape began at most an interval ago, or two and a timeout
+        when one ran long; without it (results :meth:`record`-ed from elsewhere) the history's time is its own."""
+        running = self._thread is not None and self._thread.is_alive()
+        return 2 * self.interval + self.timeout if running else None
+
     # --- scraping -----------------------------------------------------------------------------------------
     def start(self) -> None:
         """Start the background scraping thread (idempotent)."""

@@ -284,6 +284,13 @@ class DataSource(ABC):
         looks at may be scraped less often than the others."""
         return None
 
+    def latest_point_age(self) -> float | None:
+        """The most seconds before a question was asked that the last point of an over-time answer's series still
+        current then can lie (the answer's time step, and for a scraper the time since its last scrape): a series
+        whose last point is older ended before (every replica of a service gone), and its last value is not now.
+        None when the source cannot tell (:func:`current` then reads the answer's own latest time as now)."""
+        return None
+
     def answer_warnings(self, since: float) -> list[str]:
         """What the source warned about the answers it gave at or after ``since`` (unix seconds): a Prometheus
         remote-read store that failed, a Thanos or Mimir partial response. The answers are incomplete then."""
@@ -462,6 +469,28 @@ class DataSource(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release background resources (threads)."""
+
+
+def current(series: Sequence[Series], asked: float, age: float | None) -> list[Series]:
+    """The series of one over-time answer that are current when the question was ``asked`` (unix seconds): their
+    last point no more than ``age`` seconds (:meth:`DataSource.latest_point_age`) before the answer's latest one,
+    and that one no more than ``age`` before ``asked``; with ``age`` None, their last point is the answer's latest.
+    A series that ended before is of something gone since (a service whose every replica is down): its last value
+    is from then.
+
+    >>> found = [Series({"service": "up"}, [(10.0, 1.0), (20.0, 1.0)]), Series({"service": "gone"}, [(10.0, 1.0)])]
+    >>> [s.labels["service"] for s in current(found, 21.0, 5.0)], current(found, 60.0, 5.0)
+    (['up'], [])
+    """
+    ends = [s.points[-1][0] for s in series if s.points]
+    if not ends:
+        return []
+    latest = max(ends)
+    if age is None:
+        return [s for s in series if s.points and s.points[-1][0] >= latest]
+    if latest < asked - age:
+        return []
+    return [s for s in series if s.points and s.points[-1][0] >= latest - age]
 
 
 def histogram_quantile(q: float, buckets: Iterable[tuple[float, float]]) -> float | None:

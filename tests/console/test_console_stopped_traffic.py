@@ -57,3 +57,27 @@ def test_a_traffic_class_without_requests_now_shows_no_p95(stopped: ScrapeSource
     at = run_view(stopped, "AI traffic")
     tiles = [(m.label, m.value) for m in at.metric]
     assert tiles[0] == ("realtime p95", "195 ms") and tiles[3] == ("realtime p95", "—")
+
+
+def test_the_tiles_of_a_service_whose_endpoint_is_down_show_no_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``gone``'s only endpoint failed its scrapes for the last 6 s (longer than the 2 s window): its rate series
+    ended there, and the tiles showed their last values (150 ms, 40%) as current next to ``busy``'s."""
+    for var in [v for v in os.environ if v.startswith("AIWATCH_CONSOLE_")]:
+        monkeypatch.delenv(var)
+    monkeypatch.setenv("AIWATCH_CONSOLE_WINDOW", "2")
+    down = "http://127.0.0.2:9/metrics"
+    src = ScrapeSource([URL, down], interval=1.0, history=60, start=False)
+    t0 = time.time() - 10
+    for i in range(10):
+        src.record(URL, exposition({"busy": 10 * i}), ts=t0 + i)
+        if i <= 3:
+            src.record(down, exposition({"gone": 10 * i}), ts=t0 + i + 0.01)
+        else:
+            src.record(down, None, ts=t0 + i + 0.01, error="connection refused")
+    tiles = [(m.label, m.value) for m in run_view(src, "Latency").metric]
+    assert tiles[:3] == [("request p50", "150 ms"), ("request p95", "195 ms"), ("request p99", "199 ms")]
+    assert tiles[3:6] == [("request p50", "—"), ("request p95", "—"), ("request p99", "—")]
+    assert tiles[6:9] == [("time per request", "150 ms"), ("model time", "60.0 ms"), ("model share", "40%")]
+    assert tiles[9:12] == [("time per request", "—"), ("model time", "—"), ("model share", "—")]
+    tiles = [(m.label, m.value) for m in run_view(src, "AI traffic").metric]
+    assert tiles[0] == ("realtime p95", "195 ms") and tiles[3] == ("realtime p95", "—")
