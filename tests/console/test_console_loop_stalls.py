@@ -495,7 +495,8 @@ def test_the_snapshots_share_one_set_of_nan_slots_while_it_stays_the_same() -> N
     src = ScrapeSource([URL], interval=15, history=3600, start=False)
 
     def text(nan: range) -> str:
-        return "# TYPE g gauge\n" + "".join(f'g{{k="{k}"}} {"NaN" if k in nan else k}\n' for k in range(10))
+        return "# TYPE aiwatch_queue_depth gauge\n" + "".join(
+            f'aiwatch_queue_depth{{queue="{k}"}} {"NaN" if k in nan else k}\n' for k in range(10))
 
     for i, nan in enumerate([range(3)] * 4 + [range(4)] * 3 + [range(0)] * 2):
         src.record(URL, text(nan), ts=15.0 * i)
@@ -504,7 +505,8 @@ def test_the_snapshots_share_one_set_of_nan_slots_while_it_stays_the_same() -> N
     assert len({id(nans) for nans in sets}) == 3
     assert sets[:4] == [frozenset(range(3))] * 4 and sets[4:7] == [frozenset(range(4))] * 3
     assert sets[7:] == [frozenset()] * 2
-    shown = [len(list(snap.series("g", nan=True))) - len(list(snap.series("g"))) for snap in snaps]
+    shown = [len(list(snap.series("aiwatch_queue_depth", nan=True))) - len(list(snap.series("aiwatch_queue_depth")))
+             for snap in snaps]
     assert shown == [3] * 4 + [4] * 3 + [0] * 2
 
 
