@@ -1114,6 +1114,10 @@ RENDER: dict[str, Callable[[DataSource, float], None]] = {
 
 
 # --- page -----------------------------------------------------------------------------------------------------
+# How many endpoints down the banners name one by one; the others are counted in one banner.
+NAMED_DOWN = 10
+
+
 def health_banner(src: DataSource) -> bool:
     """Show the source's state; False when it cannot answer at all (the views are then skipped)."""
     try:
@@ -1128,9 +1132,12 @@ def health_banner(src: DataSource) -> bool:
     if targets and len(down) == len(targets) and all(t.error == "not scraped yet" for t in down):
         st.info("No data yet: waiting for the first scrape of " + ", ".join(md(t.url) for t in down) + ".")
         return True
-    for t in down:
+    for t in down[:NAMED_DOWN]:
         st.warning(f"Endpoint down: {md(t.url)} ({md(t.error or 'no answer')}). Panels show the endpoints that "
                    "answer.")
+    if len(down) > NAMED_DOWN:  # a Prometheus with hundreds of targets down would push the panels off the page
+        st.warning(f"{len(down) - NAMED_DOWN} more of the {len(targets)} endpoints are down (the first "
+                   f"{NAMED_DOWN} are named above). Panels show the endpoints that answer.")
     return True
 
 

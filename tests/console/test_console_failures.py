@@ -175,3 +175,23 @@ def test_no_alerts_is_a_green_all_clear() -> None:
     # first: the alerts panel's all-clear (aiwatch's own errors come below it: tests/console/test_console_own_errors.py)
     assert texts(at.success)[0] == "No alerts firing or pending."
     assert not at.error and not at.info
+
+
+@pytest.mark.slow
+def test_many_endpoints_down_are_named_up_to_ten_and_counted_beyond() -> None:
+    """A real Prometheus with 25 targets down (a cluster half gone, or another team's jobs): ten banners name the
+    first ten, one counts the other 15, and the view goes on below them; it drew a banner per target, 25 of them
+    above the panels (hundreds on a large Prometheus)."""
+    from tests.servers import prometheus
+
+    dead = [f"127.0.0.1:{free_port()}" for _ in range(25)]
+    with prometheus(dead) as prom:
+        prom.wait_for("count(up == 0) == 25")
+        at = run_view(PrometheusSource(prom.url), "Latency")
+    warnings = source_warnings(at)
+    named = [w for w in warnings if w.startswith("Endpoint down: http://127.0.0.1:")]
+    assert len(named) == 10, warnings
+    assert "15 more of the 25 endpoints are down (the first 10 are named above). Panels show the endpoints that " \
+        "answer." in warnings, warnings
+    assert len(warnings) == 11, warnings
+    assert not at.error
