@@ -28,19 +28,22 @@ def register(subparsers: Any) -> None:
         "console", help="open the Streamlit console (latency split, GPUs, queues, drift, alerts)",
         description="Run the aiwatch console. Without --prometheus it scrapes /metrics endpoints itself.")
     source = parser.add_mutually_exclusive_group()
-    source.add_argument("--prometheus", metavar="URL", help="read from this Prometheus (http://host:9090)")
+    source.add_argument("--prometheus", metavar="URL",
+                        help="read from this Prometheus (http://host:9090; default AIWATCH_CONSOLE_PROMETHEUS)")
     source.add_argument("--scrape", metavar="URL", action="append",
-                        help="a /metrics URL to scrape directly (repeatable; default http://127.0.0.1:8000/metrics)")
+                        help="a /metrics URL to scrape directly (repeatable; default AIWATCH_CONSOLE_SCRAPE, else "
+                             "http://127.0.0.1:8000/metrics)")
     parser.add_argument("--port", type=int, default=8501, help="port to serve the console on (default 8501)")
     parser.add_argument("--address", default="127.0.0.1",
                         help="address to bind (default 127.0.0.1; use 0.0.0.0 only behind an authenticating proxy)")
-    parser.add_argument("--refresh", type=float, default=10.0, metavar="SECONDS",
+    # no argparse defaults: an option not given keeps its AIWATCH_CONSOLE_* variable, else the config's default
+    parser.add_argument("--refresh", type=float, metavar="SECONDS",
                         help="redraw the open view every SECONDS (0: off; default 10)")
-    parser.add_argument("--interval", type=float, default=5.0, metavar="SECONDS",
+    parser.add_argument("--interval", type=float, metavar="SECONDS",
                         help="scrape interval of the embedded scraper (default 5)")
-    parser.add_argument("--history", type=float, default=1800.0, metavar="SECONDS",
+    parser.add_argument("--history", type=float, metavar="SECONDS",
                         help="seconds of history the embedded scraper keeps in memory (default 1800)")
-    parser.add_argument("--window", type=float, default=60.0, metavar="SECONDS",
+    parser.add_argument("--window", type=float, metavar="SECONDS",
                         help="default rate/quantile window (default 60)")
     parser.add_argument("--timeout", type=float, metavar="SECONDS",
                         help="seconds one request to Prometheus (or one scrape) may take (default 5)")
@@ -60,25 +63,31 @@ def register(subparsers: Any) -> None:
 
 def streamlit_command(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
     """The ``streamlit run`` command line and environment for ``args`` (validated; ValueError when bad)."""
-    from aiwatch.console.config import DEFAULT_SCRAPE, ConsoleConfig, scrape_urls
+    from aiwatch.console.config import ConsoleConfig, scrape_urls
     from aiwatch.promql import label_list
 
     if not 0 < args.port < 65536:
         raise ValueError(f"--port must be 1-65535, got {args.port}")
     _check_address(args.address)
-    # the flags not given keep their AIWATCH_CONSOLE_* variables (or the defaults)
-    given = {"timeout": args.timeout, "match": args.match, "gpu_source": args.gpu_source,
+    # the flags not given keep their AIWATCH_CONSOLE_* variables (or the defaults); --prometheus and --scrape
+    # replace both variables: either names the one source
+    given = {"interval": args.interval, "history": args.history, "refresh": args.refresh, "window": args.window,
+             "timeout": args.timeout, "match": args.match, "gpu_source": args.gpu_source,
              "dcgm_utilization": args.dcgm_utilization,
              "aggregation_labels": None if args.aggregation_labels is None
              else label_list(args.aggregation_labels, "--aggregation-labels")}
-    config = ConsoleConfig(**{
-        **ConsoleConfig.env_values(), "prometheus": args.prometheus or "",
+    values: dict[str, Any] = {**ConsoleConfig.env_values(), **{k: v for k, v in given.items() if v is not None},
+                              "http": connection_from_args(args)}
+    if args.prometheus is not None:
+        values["prometheus"] = args.prometheus
+    if args.scrape is not None:
         # each URL as the console reads it: a --scrape value may list several (checked one by one below)
-        "scrape": scrape_urls(args.scrape or (DEFAULT_SCRAPE,)), "interval": args.interval,
-        # at least one scrape interval of history; a history that is no period is the config's error to name
-        "history": max(args.history, args.interval) if args.history > 0 else args.history,
-        "refresh": args.refresh, "window": args.window,
-        "http": connection_from_args(args), **{k: v for k, v in given.items() if v is not None}})
+        values.update(prometheus="", scrape=scrape_urls(args.scrape))
+    defaults = ConsoleConfig()
+    interval, history = values.get("interval", defaults.interval), values.get("history", defaults.history)
+    if history > 0:  # at least one scrape interval of history; one that is no period is the config's error to name
+        values["history"] = max(history, interval)
+    config = ConsoleConfig(**values)
     _check_urls(config.prometheus, config.scrape)
     cmd = [sys.executable, "-m", "streamlit", "run", str(APP),
            "--server.address", args.address, "--server.port", str(args.port),
@@ -133,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"aiwatch console: {exc}", file=sys.stderr)
         return 2
-    where = args.prometheus or ", ".join(args.scrape or ["http://127.0.0.1:8000/metrics"])
+    where = env["AIWATCH_CONSOLE_PROMETHEUS"] or ", ".join(env["AIWATCH_CONSOLE_SCRAPE"].split(","))
     print(f"aiwatch console on http://{args.address}:{args.port} reading {where}", flush=True)
     try:
         return subprocess.call(cmd, env=env)

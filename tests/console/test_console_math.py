@@ -325,6 +325,25 @@ def test_console_command_passes_its_options_to_the_app() -> None:
     assert ConsoleConfig.from_env(env).scrape == ("http://a:1/metrics", "http://b:2/metrics")
 
 
+def test_console_command_options_not_given_keep_their_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``AIWATCH_CONSOLE_PROMETHEUS=... aiwatch console`` reads that Prometheus, as the docs say of every option not
+    given; the command passed its own defaults instead (no Prometheus: it scraped 127.0.0.1:8000, with a 60 s window
+    and a 10 s refresh whatever the variables said)."""
+    for name, value in {"PROMETHEUS": "http://prom:9090", "WINDOW": "300", "REFRESH": "0", "INTERVAL": "2",
+                        "HISTORY": "600", "SCRAPE": "http://a:1/metrics"}.items():
+        monkeypatch.setenv(f"AIWATCH_CONSOLE_{name}", value)
+    cfg = ConsoleConfig.from_env(streamlit_command(parse())[1])  # type: ignore[arg-type]
+    assert (cfg.prometheus, cfg.window, cfg.refresh, cfg.interval, cfg.history) == ("http://prom:9090", 300, 0, 2, 600)
+    # an option given wins over its variable; --scrape over AIWATCH_CONSOLE_PROMETHEUS too (it names the source)
+    cfg = ConsoleConfig.from_env(streamlit_command(parse("--scrape", "http://b:2/metrics", "--window", "30"))[1])  # type: ignore[arg-type]
+    assert (cfg.prometheus, cfg.scrape, cfg.window) == ("", ("http://b:2/metrics",), 30)
+    cfg = ConsoleConfig.from_env(streamlit_command(parse("--prometheus", "http://other:9090"))[1])  # type: ignore[arg-type]
+    assert cfg.prometheus == "http://other:9090"
+    # a history shorter than the interval is still raised to one interval, whichever gave them
+    monkeypatch.setenv("AIWATCH_CONSOLE_HISTORY", "1")
+    assert ConsoleConfig.from_env(streamlit_command(parse())[1]).history == 2  # type: ignore[arg-type]
+
+
 def test_console_command_rejects_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
     from aiwatch.cli import main
 
