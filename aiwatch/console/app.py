@@ -1047,13 +1047,17 @@ def runbook_page_link(alert: str) -> str | None:
     return f"?{RUNBOOK_PARAM}={alert}" if alert in runbooks.names() else None
 
 
+# How many alerts the list above the table writes out one by one (the most urgent first); the table holds them all.
+LISTED_ALERTS = 20
+
+
 def _draw_alerts(rows: list[Any]) -> None:
     firing = [a for a in rows if a.state == "firing"]
     if firing:
         st.error(f"{len(firing)} firing, {len(rows) - len(firing)} pending.")
     else:
         st.warning(f"{len(rows)} pending.")
-    for a in rows:
+    for a in rows[:LISTED_ALERTS]:
         page = runbook_page_link(a.name)
         links = [f"[runbook]({page})"] if page else []
         if not a.runbook_url:
@@ -1064,6 +1068,9 @@ def _draw_alerts(rows: list[Any]) -> None:
             links.append(f"runbook_url is not an http(s) link: {md(a.runbook_url)}")
         st.markdown(f"- **{md(a.state.upper())}** \\[{md(a.severity or 'no severity')}\\] **{md(a.name)}**: "
                     f"{md(a.summary)} — {' · '.join(links)}")
+    if len(rows) > LISTED_ALERTS:  # hundreds of lines (an alert per pod of a fleet) would bury the panels below
+        st.caption(f"The {LISTED_ALERTS} most urgent are listed (firing first, then by severity); the table below "
+                   f"has all {len(rows)}.")
     df = pd.DataFrame([{"state": a.state, "severity": a.severity, "alert": a.name, "summary": a.summary,
                         "runbook": runbook_page_link(a.name), "runbook_url": safe_url(a.runbook_url),
                         "since": a.active_at,
