@@ -99,20 +99,22 @@ def test_the_scrape_source_gives_the_snapshots_answer(injected: Means, cause: st
 
 def test_the_scrape_source_handles_resets_and_series_born_in_the_window() -> None:
     src = ScrapeSource([URL], interval=1, history=100, start=False)
-    texts = ["", 'x_total{a="1"} 5\n', 'x_total{a="1"} 10\nx_total{a="2"} 3\n', 'x_total{a="1"} 2\nx_total{a="2"} 4\n',
-             'x_total{a="1"} 4\nx_total{a="2"} 6\n']
+    # an aiwatch_ name: the scrape source keeps only aiwatch's series
+    texts = ["", 'aiwatch_x_total{a="1"} 5\n', 'aiwatch_x_total{a="1"} 10\naiwatch_x_total{a="2"} 3\n',
+             'aiwatch_x_total{a="1"} 2\naiwatch_x_total{a="2"} 4\n',
+             'aiwatch_x_total{a="1"} 4\naiwatch_x_total{a="2"} 6\n']
     for t, body in enumerate(texts):
-        src.record(URL, "# TYPE x_total counter\n" + body, ts=float(t))
-    grown = {s[0]["a"]: s[1] for s in src.increase("x_total", 0.0, 4.0)}
+        src.record(URL, "# TYPE aiwatch_x_total counter\n" + body, ts=float(t))
+    grown = {s[0]["a"]: s[1] for s in src.increase("aiwatch_x_total", 0.0, 4.0)}
     # a=1: 0 -> 5 (born after the scrape at the window's start) -> 10 -> 2 (reset: +2) -> 4; a=2: 0 -> 3 -> 4 -> 6
     assert grown == {"1": 5 + 5 + 2 + 2, "2": 6}
     # a window starting before the history starts at its first scrape (t=0): a series it lacked was created since and
     # counts from 0, as in an anchored window (it used to count from its first value: a=1 5, a=2 0)
     assert src.covered_from(-10.0, 2.0) == 0.0
-    assert {s[0]["a"]: s[1] for s in src.increase("x_total", -10.0, 2.0)} == {"1": 10, "2": 3}
+    assert {s[0]["a"]: s[1] for s in src.increase("aiwatch_x_total", -10.0, 2.0)} == {"1": 10, "2": 3}
     # a series present in the window's first scrape has that value as its base
-    assert {s[0]["a"]: s[1] for s in src.increase("x_total", 1.0, 2.0)} == {"1": 5, "2": 3}
-    assert {s[0]["a"]: s[1] for s in src.increase("x_total", 2.0, 3.0)} == {"1": 2, "2": 1}
+    assert {s[0]["a"]: s[1] for s in src.increase("aiwatch_x_total", 1.0, 2.0)} == {"1": 5, "2": 3}
+    assert {s[0]["a"]: s[1] for s in src.increase("aiwatch_x_total", 2.0, 3.0)} == {"1": 2, "2": 1}
 
 
 def test_the_scrape_source_resets_a_histograms_sum_with_its_count() -> None:
@@ -120,23 +122,23 @@ def test_the_scrape_source_resets_a_histograms_sum_with_its_count() -> None:
     # 12 s: 5 slow requests since the restart). The three series of one histogram child restart together
     src = ScrapeSource([URL], interval=1, history=100, start=False)
     for t, (count, total, fast) in enumerate([(90, 9.0, 90), (100, 10.0, 100), (5, 12.0, 0), (6, 14.0, 0)]):
-        src.record(URL, "# TYPE h histogram\n"
-                        f'h_bucket{{s="a",le="0.5"}} {fast}\nh_bucket{{s="a",le="+Inf"}} {count}\n'
-                        f'h_sum{{s="a"}} {total}\nh_count{{s="a"}} {count}\n', ts=float(t))
-    assert src.increase("h_count", 1.0, 3.0)[0][1] == 6
-    assert src.increase("h_sum", 1.0, 3.0)[0][1] == 14.0
-    assert src.increase("h_sum", 0.0, 1.0)[0][1] == 1.0
-    assert {s[0]["le"]: s[1] for s in src.increase("h_bucket", 1.0, 3.0)} == {"0.5": 0.0, "+Inf": 6.0}
+        src.record(URL, "# TYPE aiwatch_h histogram\n"
+                        f'aiwatch_h_bucket{{s="a",le="0.5"}} {fast}\naiwatch_h_bucket{{s="a",le="+Inf"}} {count}\n'
+                        f'aiwatch_h_sum{{s="a"}} {total}\naiwatch_h_count{{s="a"}} {count}\n', ts=float(t))
+    assert src.increase("aiwatch_h_count", 1.0, 3.0)[0][1] == 6
+    assert src.increase("aiwatch_h_sum", 1.0, 3.0)[0][1] == 14.0
+    assert src.increase("aiwatch_h_sum", 0.0, 1.0)[0][1] == 1.0
+    assert {s[0]["le"]: s[1] for s in src.increase("aiwatch_h_bucket", 1.0, 3.0)} == {"0.5": 0.0, "+Inf": 6.0}
 
 
 def test_the_scrape_source_averages_and_maxes_gauges_over_the_window() -> None:
     src = ScrapeSource([URL], interval=1, history=100, start=False)
     for t, value in enumerate([1.0, 3.0, 8.0, 2.0]):
-        src.record(URL, f'# TYPE g gauge\ng{{q="a"}} {value}\n', ts=float(t))
-    assert src.over_time("g", 1.0, 3.0, "avg")[0][1] == pytest.approx((3 + 8 + 2) / 3)
-    assert src.over_time("g", 0.0, 1.0, "max")[0][1] == 3.0
+        src.record(URL, f'# TYPE aiwatch_g gauge\naiwatch_g{{q="a"}} {value}\n', ts=float(t))
+    assert src.over_time("aiwatch_g", 1.0, 3.0, "avg")[0][1] == pytest.approx((3 + 8 + 2) / 3)
+    assert src.over_time("aiwatch_g", 0.0, 1.0, "max")[0][1] == 3.0
     with pytest.raises(ValueError, match="'avg', 'max', 'last' or 'gone'"):
-        src.over_time("g", 0.0, 1.0, "min")
+        src.over_time("aiwatch_g", 0.0, 1.0, "min")
 
 
 def test_the_scrape_source_reads_a_gauges_latest_value_in_the_window() -> None:
@@ -144,10 +146,10 @@ def test_the_scrape_source_reads_a_gauges_latest_value_in_the_window() -> None:
     scrape, not its largest."""
     src = ScrapeSource([URL], interval=1, history=100, start=False)
     for t, value in enumerate([1.0, 8.0, 3.0, 2.0]):
-        src.record(URL, f'# TYPE g gauge\ng{{q="a"}} {value}\n', ts=float(t))
+        src.record(URL, f'# TYPE aiwatch_g gauge\naiwatch_g{{q="a"}} {value}\n', ts=float(t))
     src.record(URL, None, ts=4.0, error="connection refused")
-    assert src.over_time("g", 0.0, 2.0, "last")[0][1] == 3.0
-    assert src.over_time("g", 0.0, 4.0, "last")[0][1] == 2.0  # the failed scrape at 4 holds no value
+    assert src.over_time("aiwatch_g", 0.0, 2.0, "last")[0][1] == 3.0
+    assert src.over_time("aiwatch_g", 0.0, 4.0, "last")[0][1] == 2.0  # the failed scrape at 4 holds no value
 
 
 def test_the_worst_workers_share_is_read_at_the_windows_end_by_every_source(tmp_path: Path) -> None:
