@@ -130,6 +130,7 @@ def _check_urls(prometheus: str, scrape: tuple[str, ...]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from aiwatch._optional import MissingExtraError, require
+    from aiwatch.console.config import ENV
 
     try:
         require("streamlit", "console")
@@ -142,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"aiwatch console: {exc}", file=sys.stderr)
         return 2
-    where = env["AIWATCH_CONSOLE_PROMETHEUS"] or ", ".join(env["AIWATCH_CONSOLE_SCRAPE"].split(","))
+    where = env[ENV["prometheus"].name] or ", ".join(env[ENV["scrape"].name].split(","))
     print(f"aiwatch console on http://{args.address}:{args.port} reading {where}", flush=True)
     try:
         return subprocess.call(cmd, env=env)
