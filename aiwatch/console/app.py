@@ -295,7 +295,8 @@ def _latency_view(src: DataSource, window: float, prefetch: Prefetch) -> None:
           "No link throughput: it needs both the bytes instrumented clients moved (aiwatch_client_bytes_total) "
           f"and their network time to the peer in the last {w}.", windowed=True)
     panel(f"What the split could not measure as it is (share of calls or requests, over {w})",
-          lambda: _only(_grown(caveats(), CAVEAT_NOISE), shown, "service", "peer"), lambda d: _draw_caveats(d, w),
+          lambda: _only(_grown(caveats(), CAVEAT_NOISE), shown, "service", "peer"),
+          lambda d: _draw_caveats(d, w, now.ids(caveats)),
           f"Every call's network time and every request's overhead in the last {w} were measured as they are: no "
           "peer reported more time than its caller saw or left a call without its report, no request's phases added "
           "up to more than the request, no WSGI response was dropped unclosed.", empty_is_good=True, windowed=True)
@@ -345,15 +346,17 @@ def _caveat_subject(s: Series) -> str:
     return s.labels.get("service", "") + (f" → {peer}" if peer is not None else "")
 
 
-def _draw_caveats(series: list[Series], w: str) -> None:
-    """A warning per caveat whose latest share is :data:`CAVEAT_SHARE` or more for some service (names escaped: they
-    come from traffic), then a table of the latest shares and a chart of them over time."""
+def _draw_caveats(series: list[Series], w: str, live: set[int]) -> None:
+    """A warning per caveat whose share now is :data:`CAVEAT_SHARE` or more for some service (names escaped: they
+    come from traffic; ``live``: the ``id`` of the series current now, :meth:`_Now.ids`), then a table of the latest
+    shares and a chart of them over time."""
     ordered = sorted(series, key=lambda s: (CAVEATS.index(s.labels["caveat"]), _caveat_subject(s)))
     warned = False
     for caveat in CAVEATS:
         what, of, why = CAVEAT_TEXT[caveat]
         worst = sorted(((s.last, _caveat_subject(s)) for s in ordered
-                        if s.labels["caveat"] == caveat and s.last is not None and s.last >= CAVEAT_SHARE),
+                        if s.labels["caveat"] == caveat and id(s) in live and s.last is not None
+                        and s.last >= CAVEAT_SHARE),
                        key=lambda found: (-found[0], found[1]))
         if worst:
             warned = True
@@ -528,6 +531,12 @@ class _Now:
 
     def of(self, series: Sequence[Series]) -> list[Series]:
         return current(series, self.asked, self.age)
+
+    def ids(self, *answers: Callable[[], list[Series]]) -> set[int]:
+        """The ``id`` of each series current now of the ``answers`` (prefetched: each gives the same list every
+        time), read whole: a panel that draws part of an answer (the series that grew) still tells a series that
+        ended before the answer's latest point."""
+        return {id(s) for answer in answers for s in self.of(_answer(answer))}
 
 
 def _serving(rates: Callable[[], list[Series]], service: str, now: _Now) -> bool:
@@ -758,6 +767,7 @@ def _draw_gpus(rows: list[Any]) -> None:
 def drift_view(src: DataSource, window: float) -> None:
     w = _window_label(window)
     st.header("Drift: which input features moved")
+    now = _Now(time.time(), src.latest_point_age())
     rows = panel("Per-feature drift (latest evaluation; click a column to sort)", src.drift_table, _draw_drift_table,
                  "No drift results yet: no aiwatch_drift_score series. Drift gauges appear after the first "
                  "DriftMonitor evaluation.")
@@ -766,7 +776,7 @@ def drift_view(src: DataSource, window: float) -> None:
           "--textfile ...` exports them once labels arrive (docs/prediction-log.md); until then prediction drift, "
           "the output.* features above, is the proxy.")
     panel(f"Prediction log: what became of kept records (records/s, over {w})", lambda: src.prediction_log(window),
-          lambda d: _draw_prediction_log(d, w),
+          lambda d: _draw_prediction_log(d, w, now.of(d)),
           "No prediction log: no aiwatch_prediction_log_records_total series. Log each prediction with "
           "`aiwatch.PredictionLog` (docs/prediction-log.md): drift checks on what was served and delayed labels "
           "(`aiwatch quality`) read that log, and this panel shows whether its records reach storage.", windowed=True)
@@ -882,7 +892,9 @@ KEPT_COLORS = ("#1f77b4", "#2ca02c", "#9ecae1", "#98df8a", "#7f7f7f")
 NOT_STORED, IN_JOURNAL = " (not stored)", " (in a journal)"
 
 
-def _draw_prediction_log(series: list[Series], w: str) -> None:
+def _draw_prediction_log(series: list[Series], w: str, live: list[Series]) -> None:
+    """What became of each log's records: banners on the shares now (of the ``live`` series, current now: a log
+    whose every process is gone has no share now), a table and a chart."""
     from aiwatch.rules.render import HANDLED_RESULTS, LOST_RESULTS, UNSTORED_RESULTS, WAITING_RESULTS
 
     def lost(result: str) -> bool:
@@ -896,8 +908,8 @@ def _draw_prediction_log(series: list[Series], w: str) -> None:
         return sorted(((log, share) for log, share in shares.items() if share), key=lambda ls: (-ls[1], ls[0]))
 
     shares = unstored_share(series)
-    losing = worst(unstored_share(series, LOST_RESULTS))
-    kept = worst(unstored_share(series, WAITING_RESULTS))
+    losing = worst(unstored_share(live, LOST_RESULTS))
+    kept = worst(unstored_share(live, WAITING_RESULTS))
     if losing:
         st.error("Prediction log losing records: " + ", ".join(f"{md(log)} {share:.1%} not stored"
                                                                for log, share in losing[:10]))
@@ -906,7 +918,7 @@ def _draw_prediction_log(series: list[Series], w: str) -> None:
             f"{md(log)} {share:.1%} not in a finished file" for log, share in kept[:10]) + ". Drift checks and "
             "label joins do not see them until the sink makes them into a file (a minute after the disk has "
             "room again, or at the log's close; a restarted process on the directory does it at its start).")
-    if not losing and not kept and any(share is not None for share in shares.values()):
+    if not losing and not kept and any(share is not None for share in unstored_share(live).values()):
         st.success(f"Every record the prediction log kept in the last {w} reached a finished file.")
     st.caption(f"Not stored: the share of the records a log dealt with that were dropped (its queue was full), failed "
                f"or lost by its sink, or are recoverable (written, but their file could not be finished: they wait "
@@ -968,6 +980,7 @@ def _draw_distribution(bins: list[Any]) -> None:
 def alerts_view(src: DataSource, window: float) -> None:
     w = _window_label(window)
     st.header("Alerts and autoscaling")
+    now = _Now(time.time(), src.latest_point_age())
     with Prefetch() as prefetch:
         alerts, signals = prefetch(src.alerts), prefetch(lambda: src.autoscaling_signals(window))
         errors, overflow = prefetch(lambda: src.instrumentation_errors(window)), \
@@ -975,7 +988,7 @@ def alerts_view(src: DataSource, window: float) -> None:
         panel("Firing and pending alerts", alerts, _draw_alerts, "No alerts firing or pending.", empty_is_good=True)
         panel(f"Autoscaling signals (over {w})", signals, _draw_signals, "No autoscaling signals.")
         panel(f"aiwatch's own errors (per second, over {w})", lambda: _grown([*errors(), *overflow()]),
-              lambda d: _draw_own_errors(d, w),
+              lambda d: _draw_own_errors(d, w, now.ids(errors, overflow)),
               f"aiwatch swallowed no errors in the last {w}, and its cardinality guard folded no label values.",
               empty_is_good=True, windowed=True)
 
@@ -995,13 +1008,16 @@ def _per_name(series: list[Series], label: str) -> list[tuple[str, float]]:
     return sorted(((n, v) for n, v in now.items() if v > 0), key=lambda nv: (-nv[1], nv[0]))
 
 
-def _draw_own_errors(series: list[Series], w: str) -> None:
+def _draw_own_errors(series: list[Series], w: str, live: set[int]) -> None:
+    """Banners on the rates now (of the series whose ``id`` is in ``live``, current now: a replica gone since does not
+    fail now), a table of the latest rates and a chart."""
     from aiwatch.cardinality import OVERFLOW
     from aiwatch.metrics import SIZE_CAP_COMPONENTS
 
     errors = [s for s in series if "component" in s.labels]
     folded = [s for s in series if "component" not in s.labels]
-    counted, folding = _per_name(errors, "component"), _per_name(folded, "label")
+    counted = _per_name([s for s in errors if id(s) in live], "component")
+    folding = _per_name([s for s in folded if id(s) in live], "label")
     failing = [(name, rate) for name, rate in counted if name not in SIZE_CAP_COMPONENTS]
     capped = [(name, rate) for name, rate in counted if name in SIZE_CAP_COMPONENTS]
     if capped:  # the cap at work, not a failure: as in AiwatchInstrumentationErrors, no warning

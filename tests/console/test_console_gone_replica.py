@@ -1,0 +1,99 @@
+"""The banners that say what happens now (aiwatch swallowing errors, requests whose overhead was clamped, a prediction
+log losing records) read the series current now: a replica gone since (its endpoint down, its rate series ended)
+does not still fail "in the last 2s". The real embedded scraper reads two real endpoints; one is shut down."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+from prometheus_client import CollectorRegistry, start_http_server
+
+from aiwatch.console import ScrapeSource
+from aiwatch.metrics import Metrics
+from tests.console.conftest import run_view, texts
+from tests.servers import wait_until
+
+pytestmark = pytest.mark.slow
+
+WINDOW = 2
+OVERHEAD = "Overhead counted as 0"
+SWALLOWED = "aiwatch swallowed errors"
+LOSING = "Prediction log losing records"
+
+
+@contextmanager
+def replica(service: str, failing: bool) -> Iterator[tuple[str, threading.Event]]:
+    """A real /metrics endpoint of ``service``: 10 requests a second; ``failing``, a fifth of them with their overhead
+    clamped, an error swallowed a second and a fifth of its prediction log's records failed. Yields its URL and an
+    event that shuts it down."""
+    m = Metrics(CollectorRegistry())
+    stop = threading.Event()
+
+    def traffic() -> None:
+        while not stop.wait(0.1):
+            m.request_duration.labels(service, "/predict", "POST", "200", "realtime").observe(0.05)
+            m.prediction_log_records.labels(log=service, result="queued").inc()
+            if failing:
+                m.overhead_clamped.labels(service).inc(0.2)
+                m.instrumentation_errors.labels(component="metrics").inc(0.1)
+                m.prediction_log_records.labels(log=service, result="failed").inc(0.2)
+
+    feeder = threading.Thread(target=traffic, daemon=True)
+    feeder.start()
+    server, thread = start_http_server(0, addr="127.0.0.1", registry=m.registry)
+    down = threading.Event()
+
+    def closer() -> None:
+        down.wait()
+        stop.set()
+        server.shutdown()
+        server.server_close()
+
+    closing = threading.Thread(target=closer, daemon=True)
+    closing.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/metrics", down
+    finally:
+        down.set()
+        closing.join(5)
+        feeder.join(5)
+        thread.join(5)
+
+
+def banners(src: ScrapeSource) -> list[str]:
+    shown = []
+    for view in ("Latency", "Alerts", "Drift"):
+        at = run_view(src, view)
+        shown += texts(at.warning) + texts(at.error) + texts(at.success)
+    return shown
+
+
+def test_a_replica_gone_since_no_longer_fails_now(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in [v for v in os.environ if v.startswith("AIWATCH_CONSOLE_")]:
+        monkeypatch.delenv(var)
+    monkeypatch.setenv("AIWATCH_CONSOLE_WINDOW", str(WINDOW))
+    with replica("busy", failing=False) as (busy, _), replica("gone", failing=True) as (gone, shut):
+        src = ScrapeSource([busy, gone], interval=0.25, history=30, timeout=1.0)
+        try:
+            wait_until(lambda: len(src.throughput(WINDOW)) == 2, 20, what="both replicas' rates")
+            before = banners(src)
+            for banner in (OVERHEAD, SWALLOWED, LOSING):
+                assert any(b.startswith(banner) for b in before), (banner, before)
+
+            shut.set()
+            # gone's rate series ended more than the source's latest_point_age (2 intervals and a timeout) ago
+            wait_until(lambda: all(s.points[-1][0] < time.time() - 2 * 0.25 - 1.0 - 0.5
+                                   for s in src.throughput(WINDOW) if s.labels["service"] == "gone"), 30,
+                       what="gone's rate series ended")
+            after = banners(src)
+        finally:
+            src.close()
+    for banner in (OVERHEAD, SWALLOWED, LOSING):
+        assert not any(b.startswith(banner) for b in after), (banner, after)
+    assert f"aiwatch swallowed no errors in the last {WINDOW}s." in after
+    assert f"Every record the prediction log kept in the last {WINDOW}s reached a finished file." in after
