@@ -244,7 +244,7 @@ def latency_view(src: DataSource, window: float) -> None:
 def _latency_view(src: DataSource, window: float, prefetch: Prefetch) -> None:
     w = _window_label(window)
     st.header("Latency: where the time goes")
-    now = _Now(time.time(), src.latest_point_age())
+    now = _Now(time.time(), src.latest_point_age(), window)
     rates = prefetch(lambda: src.throughput(window))
     network = prefetch(lambda: src.network_time(window))
     links = prefetch(lambda: src.link_throughput(window))
@@ -523,14 +523,17 @@ def diagnosis_panel(src: DataSource, window: float, baseline: float, service: st
 
 @dataclass(frozen=True)
 class _Now:
-    """When a view asked its questions, and how old the last point of a series still current then may be
-    (:meth:`DataSource.latest_point_age`): what :func:`~aiwatch.console.source.current` needs."""
+    """When a view asked its questions, how old the last point of a series still current then may be
+    (:meth:`DataSource.latest_point_age`), and how far behind now the source may run (the view's window: a
+    Prometheus fed by remote write ingests late; an answer whose latest point is older than that is of a fleet
+    gone): what :func:`~aiwatch.console.source.current` needs."""
 
     asked: float
     age: float | None
+    late: float
 
     def of(self, series: Sequence[Series]) -> list[Series]:
-        return current(series, self.asked, self.age)
+        return current(series, self.asked, self.age, self.late)
 
     def ids(self, *answers: Callable[[], list[Series]]) -> set[int]:
         """The ``id`` of each series current now of the ``answers`` (prefetched: each gives the same list every
@@ -629,7 +632,7 @@ def _draw_phases(service: str, series: list[Series], serving: bool) -> None:
 def ai_traffic_view(src: DataSource, window: float) -> None:
     w = _window_label(window)
     st.header("AI traffic: real-time vs batch, streams, fallbacks, model versions")
-    now = _Now(time.time(), src.latest_point_age())
+    now = _Now(time.time(), src.latest_point_age(), window)
     with Prefetch() as prefetch:
         classes, class_rates = prefetch(lambda: src.latency_by_class(window)), \
             prefetch(lambda: src.throughput_by_class(window))
@@ -767,7 +770,7 @@ def _draw_gpus(rows: list[Any]) -> None:
 def drift_view(src: DataSource, window: float) -> None:
     w = _window_label(window)
     st.header("Drift: which input features moved")
-    now = _Now(time.time(), src.latest_point_age())
+    now = _Now(time.time(), src.latest_point_age(), window)
     rows = panel("Per-feature drift (latest evaluation; click a column to sort)", src.drift_table, _draw_drift_table,
                  "No drift results yet: no aiwatch_drift_score series. Drift gauges appear after the first "
                  "DriftMonitor evaluation.")
@@ -980,7 +983,7 @@ def _draw_distribution(bins: list[Any]) -> None:
 def alerts_view(src: DataSource, window: float) -> None:
     w = _window_label(window)
     st.header("Alerts and autoscaling")
-    now = _Now(time.time(), src.latest_point_age())
+    now = _Now(time.time(), src.latest_point_age(), window)
     with Prefetch() as prefetch:
         alerts, signals = prefetch(src.alerts), prefetch(lambda: src.autoscaling_signals(window))
         errors, overflow = prefetch(lambda: src.instrumentation_errors(window)), \

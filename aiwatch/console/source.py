@@ -471,16 +471,19 @@ class DataSource(ABC):
         """Release background resources (threads)."""
 
 
-def current(series: Sequence[Series], asked: float, age: float | None) -> list[Series]:
+def current(series: Sequence[Series], asked: float, age: float | None, late: float = 0.0) -> list[Series]:
     """The series of one over-time answer that are current when the question was ``asked`` (unix seconds): their
     last point no more than ``age`` seconds (:meth:`DataSource.latest_point_age`) before the answer's latest one,
-    and that one no more than ``age`` before ``asked``; with ``age`` None, their last point is the answer's latest.
-    A series that ended before is of something gone since (a service whose every replica is down): its last value
-    is from then.
+    and that one no more than ``age + late`` before ``asked`` (``late``: how far behind now the source may run, a
+    Prometheus fed by remote write ingesting its samples late); with ``age`` None, their last point is the answer's
+    latest. A series that ended before is of something gone since (a service whose every replica is down): its last
+    value is from then.
 
     >>> found = [Series({"service": "up"}, [(10.0, 1.0), (20.0, 1.0)]), Series({"service": "gone"}, [(10.0, 1.0)])]
     >>> [s.labels["service"] for s in current(found, 21.0, 5.0)], current(found, 60.0, 5.0)
     (['up'], [])
+    >>> [s.labels["service"] for s in current(found, 60.0, 5.0, late=60.0)]
+    ['up']
     """
     ends = [s.points[-1][0] for s in series if s.points]
     if not ends:
@@ -488,7 +491,7 @@ def current(series: Sequence[Series], asked: float, age: float | None) -> list[S
     latest = max(ends)
     if age is None:
         return [s for s in series if s.points and s.points[-1][0] >= latest]
-    if latest < asked - age:
+    if latest < asked - age - late:
         return []
     return [s for s in series if s.points and s.points[-1][0] >= latest - age]
 

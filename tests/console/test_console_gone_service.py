@@ -26,8 +26,8 @@ WINDOW = 2
 STEP = 1.0
 """The range step of the source below (a span of 60 s in 60 points)."""
 AGE = STEP + 1.0
-"""How far behind its answer's latest point (and that one behind now) a series may end and still be current: the
-step, and a second for the range's end rounded (PrometheusSource.latest_point_age)."""
+"""How far behind its answer's latest point a series may end and still be current: the step, and a second for the
+range's end rounded (PrometheusSource.latest_point_age); and that one behind now, a window more (a source fed late)."""
 
 
 @contextmanager
@@ -100,6 +100,6 @@ def test_the_tiles_of_a_service_whose_replicas_are_gone_show_no_value(monkeypatc
         stop_api.set()
         prom.wait_for(rate, lambda found: not found)
         wait_until(lambda: max(s.points[-1][0] for s in source.throughput(WINDOW))
-                   < time.time() - AGE - STEP, 30, what="every rate series ended")
+                   < time.time() - AGE - STEP - WINDOW, 30, what="every rate series ended")
         latency = tiles(source, "Latency")
         assert {v for _, v in latency} == {"—"}, latency
