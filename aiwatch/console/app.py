@@ -331,13 +331,14 @@ def _latency_view(src: DataSource, window: float, prefetch: Prefetch) -> None:
           "(aiwatch_background_phase_duration_seconds).", windowed=True)
 
 
+# A caveat's share at or under this is 0: a share of calls with no network time is one less a ratio of two rates
+# that Prometheus extrapolates each on its own, a rounding away from 0 when every call was measured. (Comments, not
+# docstrings: Streamlit's magic draws a bare string on every page.)
 CAVEAT_NOISE = 1e-6
-"""A caveat's share at or under this is 0: a share of calls with no network time is one less a ratio of two rates
-that Prometheus extrapolates each on its own, a rounding away from 0 when every call was measured."""
 
+# The share of a service's calls or requests from which a caveat is warned about (the diagnosis' own threshold for
+# its note on a clamped network part, aiwatch.diagnose.report.CLAMPED_SHARE).
 CAVEAT_SHARE = CLAMPED_SHARE
-"""The share of a service's calls or requests from which a caveat is warned about (the diagnosis' own threshold for
-its note on a clamped network part, :data:`aiwatch.diagnose.report.CLAMPED_SHARE`)."""
 
 
 def _caveat_subject(s: Series) -> str:
