@@ -182,10 +182,12 @@ def chart(df: Any, unit: str, *, area: bool = False, colors: Sequence[str] | Non
     color = alt.Color("series:N", title=None, legend=legend,
                       scale=alt.Scale(domain=names, range=list(colors)) if colors else alt.Scale(domain=names))
     base = alt.Chart(long).encode(
-        x=alt.X("time:T", title=None, axis=alt.Axis(format="%H:%M:%S", labelOverlap=True)),
+        # the times are UTC wall clock (naive timestamps, which the browser draws as they are): said so, since the
+        # reader's other tools may show local time
+        x=alt.X("time:T", title="time (UTC)", axis=alt.Axis(format="%H:%M:%S", labelOverlap=True)),
         y=alt.Y("value:Q", title=unit, stack="zero" if area else None, axis=alt.Axis(format="~r")),
         color=color, order=alt.Order("order:Q"),
-        tooltip=[alt.Tooltip("time:T", format="%H:%M:%S"), "series:N", alt.Tooltip("value:Q", format=".3~f"),
+        tooltip=[alt.Tooltip("time:T", format="%H:%M:%S", title="time (UTC)"), "series:N", alt.Tooltip("value:Q", format=".3~f"),
                  alt.Tooltip("bound:N", title="note")])
     mark = base.mark_area(opacity=0.85) if area else base.mark_line()
     if long["at_least"].any():  # a percentile the histogram cannot give: its bucket bound, marked apart

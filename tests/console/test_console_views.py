@@ -125,6 +125,8 @@ def phase_charts(at: Any) -> dict[str, str]:
 def test_phase_chart_separates_model_from_not_model(source: DataSource) -> None:
     at = run_view(source, "Latency")
     spec = phase_charts(at)[SERVICE]
+    # the axis and tooltip say the clock: UTC wall time, drawn as it is in a browser of any time zone
+    assert spec.count('"title": "time (UTC)"') == 2, spec
     assert "inference (model)" in spec
     for phase in ("queue", "features", "overhead"):
         assert f"{phase} (not model)" in spec
