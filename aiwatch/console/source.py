@@ -614,12 +614,15 @@ def unstored_share(series: Iterable[Series], results: Iterable[str] | None = Non
     """Per ``log`` of a :meth:`DataSource.prediction_log` answer, the share of the records it dealt with that are not
     in storage, as AiwatchPredictionLogLosingRecords computes it (:data:`aiwatch.rules.render.UNSTORED_RESULTS`
     over :data:`~aiwatch.rules.render.HANDLED_RESULTS`: (dropped + failed + lost + recoverable) / (queued + dropped +
-    lost + recoverable)), from the rates at the latest time any of the log's series has; ``None`` for a log that
-    dealt with no record then. ``results`` counts only those (of the same denominator): the lost ones, say.
+    lost + recoverable), at most 1: records kept before and failed now are in no denominator now), from the rates
+    at the latest time any of the log's series has; ``None`` for a log that dealt with no record then. ``results``
+    counts only those (of the same denominator): the lost ones, say.
 
     >>> unstored_share([Series({"log": "p", "result": r}, [(1.0, v)])
     ...                 for r, v in (("queued", 10.0), ("written", 8.0), ("failed", 2.0))])
     {'p': 0.2}
+    >>> unstored_share([Series({"log": "p", "result": r}, [(1.0, v)]) for r, v in (("queued", 1.0), ("failed", 30.0))])
+    {'p': 1.0}
     """
     from aiwatch.rules.render import HANDLED_RESULTS, UNSTORED_RESULTS
 
@@ -638,7 +641,9 @@ def unstored_share(series: Iterable[Series], results: Iterable[str] | None = Non
                 result = s.labels.get("result", "")
                 rates[result] = rates.get(result, 0.0) + value
         handled = sum(rates.get(r, 0.0) for r in HANDLED_RESULTS)
-        out[log] = sum(rates.get(r, 0.0) for r in counted) / handled if handled > 0 else None
+        unstored = sum(rates.get(r, 0.0) for r in counted)
+        # at most 1, as the alert clamps it: records kept before and failed now have no denominator now
+        out[log] = min(1.0, unstored / handled) if handled > 0 else (1.0 if unstored > 0 else None)
     return out
 
 

@@ -769,7 +769,10 @@ def meta_alerts(cfg: RulesConfig) -> list[Alert]:
               "each burst. (Server-Timing headers and trailers cut to their size cap are counted under "
               f"{', '.join(SIZE_CAP_COMPONENTS)} and do not fire this.)"),
         Alert("AiwatchPredictionLogLosingRecords",
-              f"(\n  {unstored}\n/\n  {handled}\n) > {number(m.prediction_log_loss_max)}\n",
+              # at most 1: records kept before the window and failed in it count in no denominator of it (as
+              # lost and recoverable ones do: a failed one is mostly kept in the window, and its share exact)
+              f"clamp_max(\n  (\n    {unstored}\n  /\n    {handled}\n  ),\n  1\n) > "
+              f"{number(m.prediction_log_loss_max)}\n",
               m.prediction_log_for, "warning",
               "Prediction log {{ $labels.log }} on {{ $labels.instance }} is losing records",
               f"{{{{ $value | humanizePercentage }}}} of the records prediction log {{{{ $labels.log }}}} on "
