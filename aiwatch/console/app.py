@@ -187,8 +187,8 @@ def chart(df: Any, unit: str, *, area: bool = False, colors: Sequence[str] | Non
         x=alt.X("time:T", title="time (UTC)", axis=alt.Axis(format="%H:%M:%S", labelOverlap=True)),
         y=alt.Y("value:Q", title=unit, stack="zero" if area else None, axis=alt.Axis(format="~r")),
         color=color, order=alt.Order("order:Q"),
-        tooltip=[alt.Tooltip("time:T", format="%H:%M:%S", title="time (UTC)"), "series:N", alt.Tooltip("value:Q", format=".3~f"),
-                 alt.Tooltip("bound:N", title="note")])
+        tooltip=[alt.Tooltip("time:T", format="%H:%M:%S", title="time (UTC)"), "series:N",
+                 alt.Tooltip("value:Q", format=".3~f"), alt.Tooltip("bound:N", title="note")])
     mark = base.mark_area(opacity=0.85) if area else base.mark_line()
     if long["at_least"].any():  # a percentile the histogram cannot give: its bucket bound, marked apart
         mark = mark + base.transform_filter(alt.datum.at_least).mark_point(shape="triangle-up", filled=True, size=60)
