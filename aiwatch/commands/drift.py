@@ -52,6 +52,10 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--exact", action="store_true",
                         help="KS / Wasserstein on every current value instead of a uniform sample of 100 000 per "
                              "feature (holds the numerical columns in memory)")
+    parser.add_argument("--no-reweight", dest="reweight", action="store_false",
+                        help="compare every row of a prediction log as it is; by default, current data with a "
+                             "sample_rate column is thinned to an equal-chance sample of the requests served (the "
+                             "log keeps slow and failed requests more often)")
     parser.set_defaults(handler=run)
 
 
@@ -169,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
         every, thresholds = _split(args.threshold, threshold)
         options = Options(methods=methods, thresholds=thresholds, method=method, threshold=every,
                           correction=args.correction, drift_share=args.drift_share, rule=args.rule,
-                          min_samples=args.min_samples, exact=args.exact)
+                          min_samples=args.min_samples, exact=args.exact, reweight=args.reweight)
         options.check_numbers()
         window = time_range(args, args.current)
         if args.dask:
@@ -204,6 +208,7 @@ def compare_on_dask(args: argparse.Namespace, options: Any, window: dict[str, An
     from aiwatch.drift.datasets import empty_window, is_dataset, partition_columns
     from aiwatch.drift.on_dask import compare_dask, open_local, profile_dask, read_frame, retrying_csv_as_text
     from aiwatch.drift.profile import ReferenceProfile
+    from aiwatch.drift.reweight import SAMPLE_RATE
     from aiwatch.feedback.schema import LOG_COLUMNS
 
     with dask_client(args):
@@ -216,6 +221,8 @@ def compare_on_dask(args: argparse.Namespace, options: Any, window: dict[str, An
         current = open_local(args.current)
         every = [str(c) for c in read_frame(args.current, dataset=current).columns]
         wanted = [c for c in profile.features if c in every]
+        if options.reweight and wanted and SAMPLE_RATE in every and SAMPLE_RATE not in wanted:
+            wanted.append(SAMPLE_RATE)
         report = retrying_csv_as_text(lambda as_text: compare_dask(
             profile, read_frame(args.current, columns=wanted, csv_as_text=as_text, dataset=current, **window),
             options, chunk_rows=args.chunk_rows))
@@ -224,7 +231,8 @@ def compare_on_dask(args: argparse.Namespace, options: Any, window: dict[str, An
         # Dask adds the partition columns of a path that is not local too, and those are reported unknown
         skip |= {*LOG_COLUMNS, window["time_column"], *(partition_columns(current) if current is not None else ())}
     report.unknown_features = sorted(set(every) - skip)
-    empty_window(report, wanted, window["since"], window["until"], window["time_column"])
+    empty_window(report, [c for c in wanted if c in profile.features], window["since"], window["until"],
+                 window["time_column"])
     return report, profile
 
 
@@ -300,6 +308,11 @@ def print_table(report: Any) -> None:
         print(f"{name:<24} missing from the current data")
     if getattr(report, "no_rows", None):
         print(f"no row compared: {report.no_rows}")
+    thinned = getattr(report, "sample_rate_thinning", None)
+    if thinned:
+        from aiwatch.drift.reweight import describe
+
+        print(describe(thinned))
     if report.unknown_features:
         print(f"not in the reference (ignored): {', '.join(report.unknown_features)}")
     verdict = "DRIFT" if report.drifted else "no drift"

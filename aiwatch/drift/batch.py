@@ -27,8 +27,9 @@ from aiwatch.drift.datasets import (
     time_filter,
 )
 from aiwatch.drift.evaluate import DriftReport, Options, compare_features
-from aiwatch.drift.files import DEFAULT_CHUNK_ROWS, pandas_index_columns, read_chunks
+from aiwatch.drift.files import DEFAULT_CHUNK_ROWS, column_chunks, pandas_index_columns, read_chunks
 from aiwatch.drift.profile import ReferenceProfile
+from aiwatch.drift.reweight import SAMPLE_RATE, Thinning, take, thinning_of
 from aiwatch.drift.sampling import key_seed, row_keys
 
 __all__ = ["DEFAULT_CHUNK_ROWS", "compare_file", "compare_source", "load_reference", "profile_file",
@@ -57,34 +58,44 @@ def compare_file(profile: ReferenceProfile, path: str | os.PathLike[str], option
     options = options or Options()
     options.validate(profile)
     columns: set[str] = set()
-    acc = count_current(profile, read_chunks(path, chunk_rows), options, columns)
+    thinned = _file_thinning(path, options, chunk_rows) if profile.features else None
+    acc = count_current(profile, read_chunks(path, chunk_rows), options, columns, thinning=thinned)
     if not columns and Path(path).suffix.lower() in (".parquet", ".pq"):
         # a CSV file of a header only gives a chunk of no rows (its columns seen); a Parquet file of no rows gives
         # no chunk, so no column was seen: its footer names them
         schema = require("pyarrow.parquet", "data").read_schema(path)
         columns = set(schema.names) - pandas_index_columns(schema)
-    report = report_counted(profile, acc, options, columns, present=columns)
+    report = report_counted(profile, acc, options, columns, present=columns, thinning=thinned)
     if not report.tested_count:
         empty_window(report, [n for n in profile.features if n in columns], None, None, DEFAULT_TIME_COLUMN)
     return report
 
 
-def _compare_chunks(profile: ReferenceProfile, chunks: Iterable[dict[str, Any]], options: Options | None,
-                    columns_seen: set[str], present: Collection[str] = ()) -> DriftReport:
-    options = options or Options()
-    options.validate(profile)
-    acc = count_current(profile, chunks, options, columns_seen)
-    return report_counted(profile, acc, options, columns_seen, present)
+def _file_thinning(path: str | os.PathLike[str], options: Options, chunk_rows: int) -> Thinning | None:
+    """The thinning of a file with a ``sample_rate`` column (:mod:`~aiwatch.drift.reweight`), from a first pass
+    that reads that column alone; None without one, or with ``options.reweight`` off."""
+    if not options.reweight:
+        return None
+    return thinning_of(column_chunks(path, SAMPLE_RATE, chunk_rows), key_seed(options.seed))
+
+
+def _compare_chunks(profile: ReferenceProfile, chunks: Iterable[dict[str, Any]], options: Options,
+                    columns_seen: set[str], present: Collection[str] = (),
+                    thinning: Thinning | None = None) -> DriftReport:
+    acc = count_current(profile, chunks, options, columns_seen, thinning=thinning)
+    return report_counted(profile, acc, options, columns_seen, present, thinning=thinning)
 
 
 def report_counted(profile: ReferenceProfile, counted: dict[str, ChunkedCurrent], options: Options,
-                   columns_seen: Collection[str], present: Collection[str] = ()) -> DriftReport:
+                   columns_seen: Collection[str], present: Collection[str] = (),
+                   thinning: Thinning | None = None) -> DriftReport:
     """The drift report of the current side's per-feature counts (of a file's chunks or a cluster's partitions):
     each feature's test, and the columns seen that the profile does not know. ``present``: columns the data has
     (a file's header or footer, a dataset's schema, a frame's columns): a feature among them that no row reached
     (a file of no rows, a window that selects none) is reported with no value (``insufficient_data``, or
     ``no_reference``), like a feature whose values are all missing, not left out of both ``features`` and
-    ``missing_features``."""
+    ``missing_features``. ``thinning``: the rows were thinned so (:mod:`~aiwatch.drift.reweight`), said in the
+    report."""
     current: dict[str, CurrentFeature] = {}
     for name, chunked in counted.items():
         summary = chunked.result()
@@ -95,13 +106,17 @@ def report_counted(profile: ReferenceProfile, counted: dict[str, ChunkedCurrent]
             current[name] = summary
     report = compare_features(profile, current, options)
     report.unknown_features = sorted({str(c) for c in columns_seen} - set(profile.features))
+    if thinning is not None:
+        report.sample_rate_thinning = thinning.to_dict()
     return report
 
 
 def count_current(profile: ReferenceProfile, chunks: Iterable[dict[str, Any]], options: Options,
-                  columns_seen: set[str] | None = None, row_offset: int = 0) -> dict[str, ChunkedCurrent]:
+                  columns_seen: set[str] | None = None, row_offset: int = 0,
+                  thinning: Thinning | None = None) -> dict[str, ChunkedCurrent]:
     """Every profiled feature's current data, summed over ``chunks`` (rows numbered from ``row_offset`` for their
-    sample keys: see :func:`~aiwatch.drift.sampling.row_keys`)."""
+    sample keys: see :func:`~aiwatch.drift.sampling.row_keys`). ``thinning``: only the rows it keeps of chunks
+    with a ``sample_rate`` column are counted (:mod:`~aiwatch.drift.reweight`)."""
     seed = key_seed(options.seed)
     acc = {name: ChunkedCurrent(feat, options.sample_limit()) for name, feat in profile.features.items()}
     rows = row_offset
@@ -113,6 +128,11 @@ def count_current(profile: ReferenceProfile, chunks: Iterable[dict[str, Any]], o
             continue
         n = len(chunk[present[0]])
         keys = row_keys(seed, rows, n)
+        if thinning is not None and SAMPLE_RATE in chunk:
+            kept = thinning.keep(chunk[SAMPLE_RATE], rows)
+            if not kept.all():
+                keys = keys[kept]
+                chunk = {name: take(chunk[name], kept) for name in present}
         rows += n
         for name in present:
             acc[name].add(chunk[name], keys)
@@ -128,12 +148,21 @@ def compare_source(profile: ReferenceProfile, source: str | os.PathLike[str], op
     decoded in parallel. ``ignore``: columns not reported as unknown (a prediction log's own columns)."""
     if not is_dataset(source) and since is None and until is None:
         return compare_file(profile, source, options, chunk_rows)
+    options = options or Options()
+    options.validate(profile)
     dataset = open_dataset(source)
     predicate = time_filter(dataset, since, until, time_column)
     names = data_columns(dataset)
-    chunks = scan_chunks(dataset, [n for n in profile.features if n in names], predicate=predicate,
-                         chunk_rows=chunk_rows)
-    report = _compare_chunks(profile, chunks, options, set(), present=names)
+    wanted = [n for n in profile.features if n in names]
+    thinned = None
+    if options.reweight and wanted and SAMPLE_RATE in names:
+        # a first pass over the rate column alone (the smallest rate decides every row's chance)
+        thinned = thinning_of((c[SAMPLE_RATE] for c in scan_chunks(dataset, [SAMPLE_RATE], predicate=predicate,
+                                                                   chunk_rows=chunk_rows)), key_seed(options.seed))
+    if thinned is not None and SAMPLE_RATE not in wanted:
+        wanted.append(SAMPLE_RATE)
+    chunks = scan_chunks(dataset, wanted, predicate=predicate, chunk_rows=chunk_rows)
+    report = _compare_chunks(profile, chunks, options, set(), present=names, thinning=thinned)
     other = set(names) - set(profile.features) - partition_columns(dataset) - set(ignore)
     report.unknown_features = sorted(other - {time_column})
     empty_window(report, [n for n in profile.features if n in names], since, until, time_column)

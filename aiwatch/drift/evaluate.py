@@ -112,6 +112,11 @@ class DriftReport:
     #: Why no current row was read, where the reader knows it (a time window that selected none): then the
     #: reason :meth:`why_nothing_tested` gives, before any guess from the features.
     no_rows: str | None = None
+    #: How a prediction log's rows were thinned to an equal-chance sample of the traffic (``column``,
+    #: ``min_rate``, ``rows`` read, ``kept``, ``not_rates``: rows whose rate was no chance, counted as 1; see
+    #: :mod:`~aiwatch.drift.reweight`); None when nothing was thinned (no ``sample_rate`` column, one rate for
+    #: every row, or ``Options.reweight`` off).
+    sample_rate_thinning: dict[str, Any] | None = None
 
     @property
     def share_drifted(self) -> float:
@@ -122,6 +127,7 @@ class DriftReport:
                 "share_drifted": self.share_drifted, "drift_share": self.drift_share, "rule": self.rule,
                 "correction": self.correction, "missing_features": self.missing_features,
                 "unknown_features": self.unknown_features, "nothing_tested": self.why_nothing_tested(),
+                "sample_rate_thinning": self.sample_rate_thinning,
                 "features": [f.to_dict() for f in self.features.values()]}
 
     def why_nothing_tested(self) -> str | None:
@@ -158,7 +164,10 @@ class Options:
     ``min_samples`` current values are "insufficient_data": never drifted, and not counted in the share. KS and
     Wasserstein use at most ``max_exact`` current values per feature (a stratified sample of more, see
     :mod:`aiwatch.drift.current`); ``exact=True`` uses every value (slower and, for files, memory that grows with
-    the data).
+    the data). ``reweight``: current data with a ``sample_rate`` column (a prediction log, which keeps some
+    requests more often than others) is thinned to an equal-chance sample of the requests served before it is
+    counted (:mod:`aiwatch.drift.reweight`; files, datasets and Dask frames, not :func:`compare`'s in-memory data);
+    ``False`` counts every row.
     """
 
     methods: Mapping[str, str] = field(default_factory=dict)
@@ -172,6 +181,7 @@ class Options:
     max_exact: int = DEFAULT_MAX_EXACT
     exact: bool = False
     seed: int = 0
+    reweight: bool = True
 
     def sample_limit(self) -> int | None:
         """The current values kept per feature for KS / Wasserstein: ``max_exact``, or ``None`` (all) when exact."""
@@ -197,6 +207,8 @@ class Options:
         """``ValueError`` for a numeric option out of range: NaN, infinite, negative or not a whole number."""
         if not isinstance(self.exact, bool):
             raise ValueError(f"exact must be True or False, got {self.exact!r}")
+        if not isinstance(self.reweight, bool):
+            raise ValueError(f"reweight must be True or False, got {self.reweight!r}")
         if not _real(self.drift_share) or not 0 < self.drift_share <= 1:
             raise ValueError(f"drift_share must be a number in (0, 1], got {self.drift_share!r}")
         for name in ("min_samples", "max_exact"):

@@ -40,6 +40,30 @@ def read_chunks(path: str | os.PathLike[str], chunk_rows: int = DEFAULT_CHUNK_RO
         raise unreadable_suffix(path)
 
 
+def column_chunks(path: str | os.PathLike[str], name: str, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> Iterator[Any]:
+    """The values of one column of a ``.csv`` or ``.parquet`` file, ``chunk_rows`` at a time, read alone (the other
+    columns are not decoded); nothing when the file has no such column, or is none :func:`read_chunks` reads."""
+    p = Path(path)
+    suffix = p.suffix.lower()
+    if not p.exists() or suffix not in (*PARQUET_SUFFIXES, *TEXT_SUFFIXES):
+        return iter(())
+
+    def parquet() -> Iterator[dict[str, Any]]:
+        file = require("pyarrow.parquet", "data").ParquetFile(p)
+        if name in file.schema_arrow.names:
+            for batch in file.iter_batches(batch_size=chunk_rows, columns=[name]):
+                yield {name: arrow_values(batch.column(0))}
+
+    def text() -> Iterator[dict[str, Any]]:
+        pd = require("pandas", "data")
+        sep = text_separator(p)
+        if name in pd.read_csv(p, nrows=0, sep=sep).columns:
+            for frame in pd.read_csv(p, usecols=[name], chunksize=chunk_rows, sep=sep):
+                yield {name: csv_column(frame[name])}
+
+    return (chunk[name] for chunk in _reading(p, parquet if suffix in PARQUET_SUFFIXES else text))
+
+
 def _parquet_chunks(path: Path, chunk_rows: int) -> Iterator[dict[str, Any]]:
     parquet = require("pyarrow.parquet", "data").ParquetFile(path)
     # a file may hold two columns of one name (pyarrow writes them): the batch's dict kept the last one's values

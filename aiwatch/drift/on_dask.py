@@ -61,6 +61,8 @@ from aiwatch.drift.files import (
 )
 from aiwatch.drift.merge import merge_features
 from aiwatch.drift.profile import ReferenceProfile
+from aiwatch.drift.reweight import SAMPLE_RATE, RateBounds, Thinning, merge_bounds, rate_bounds, thinning
+from aiwatch.drift.sampling import key_seed
 from aiwatch.drift.validation import DEFAULT_LIMITS, ProfileLimits
 
 __all__ = ["compare_dask", "connect", "open_local", "profile_dask", "read_frame", "retrying_csv_as_text"]
@@ -112,15 +114,25 @@ def compare_dask(profile: ReferenceProfile, frame: Any, options: Options | None 
     options.validate(profile)
     present = [name for name in profile.features if name in frame.columns]
     acc = {name: ChunkedCurrent(feat, options.sample_limit()) for name, feat in profile.features.items()}
+    thinned = None
+    if present and options.reweight and SAMPLE_RATE in frame.columns:
+        # a first pass over the rate column alone: the smallest rate decides every row's chance
+        bounds = _tree(dask, [dask.delayed(_rate_bounds)(p) for p in frame[[SAMPLE_RATE]].to_delayed()],
+                       merge_bounds)
+        thinned = thinning(bounds, key_seed(options.seed))
     if present:
         shared = dask.delayed(profile, traverse=False)  # one copy in the graph, not one per partition
-        count = functools.partial(_partial_current, options=options, chunk_rows=chunk_rows)
+        count = functools.partial(_partial_current, options=options, chunk_rows=chunk_rows, thinning=thinned)
         merge = functools.partial(_merge_current, max_exact=options.sample_limit())
-        merged = _tree_checked(dask, frame[present], lambda p, offset: dask.delayed(count)(p, offset, shared),
-                               merge, shared)
+        columns = present if thinned is None or SAMPLE_RATE in present else [*present, SAMPLE_RATE]
+        merged, counts = _tree_checked(dask, frame[columns],
+                                       lambda p, offset: dask.delayed(count)(p, offset, shared), merge, shared)
         for name, part in merged.items():
             acc[name].merge(part)
-    report = report_counted(profile, acc, options, {str(c) for c in frame.columns} - set(ignore), present=present)
+        if thinned is not None:
+            thinned.add_counts(counts)
+    report = report_counted(profile, acc, options, {str(c) for c in frame.columns} - set(ignore), present=present,
+                            thinning=thinned)
     # a frame of no rows says so, as compare_source does (the CLI says which --since/--until window selected none)
     empty_window(report, present, None, None, DEFAULT_TIME_COLUMN)
     return report
@@ -355,11 +367,17 @@ def _bin_counts(frame: Any, *, cuts: dict[str, list[float]], chunk_rows: int) ->
     return out
 
 
-def _partial_current(frame: Any, offset: int, profile: ReferenceProfile, *, options: Options,
-                     chunk_rows: int) -> dict[str, CurrentPart]:
-    """The current-side summary of one partition whose first row is row ``offset`` of the data."""
-    counted = count_current(profile, _chunks(frame, chunk_rows), options, row_offset=offset)
-    return {name: acc.part for name, acc in counted.items()}
+def _partial_current(frame: Any, offset: int, profile: ReferenceProfile, *, options: Options, chunk_rows: int,
+                     thinning: Thinning | None = None) -> tuple[dict[str, CurrentPart], tuple[int, int, int]]:
+    """The current-side summary of one partition whose first row is row ``offset`` of the data, and the counts of
+    its ``thinning`` (rows, kept, not rates)."""
+    mine = None if thinning is None else thinning.fresh()
+    counted = count_current(profile, _chunks(frame, chunk_rows), options, row_offset=offset, thinning=mine)
+    return {name: acc.part for name, acc in counted.items()}, (0, 0, 0) if mine is None else mine.counts()
+
+
+def _rate_bounds(frame: Any) -> RateBounds:
+    return rate_bounds(frame_column(frame[SAMPLE_RATE])) if len(frame) else None
 
 
 def _in_range(frame: Any, *, time_column: str, since: datetime | None, until: datetime | None) -> Any:
@@ -453,14 +471,16 @@ def _add_bin_counts(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     return {name: a[name] + b[name] if name in a and name in b else a.get(name, b.get(name)) for name in {*a, *b}}
 
 
-def _merge_current(a: dict[str, CurrentPart], b: dict[str, CurrentPart], profile: ReferenceProfile, *,
-                   max_exact: int | None) -> dict[str, CurrentPart]:
-    """Two partitions' current-side summaries merged."""
+def _merge_current(a: tuple[dict[str, CurrentPart], tuple[int, int, int]],
+                   b: tuple[dict[str, CurrentPart], tuple[int, int, int]], profile: ReferenceProfile, *,
+                   max_exact: int | None) -> tuple[dict[str, CurrentPart], tuple[int, int, int]]:
+    """Two partitions' current-side summaries (and thinning counts) merged."""
+    (parts_a, counts_a), (parts_b, counts_b) = a, b
     out: dict[str, CurrentPart] = {}
-    for name in {*a, *b}:
+    for name in {*parts_a, *parts_b}:
         acc = ChunkedCurrent(profile.features[name], max_exact)
-        for part in (a.get(name), b.get(name)):
+        for part in (parts_a.get(name), parts_b.get(name)):
             if part is not None:
                 acc.merge(part)
         out[name] = acc.part
-    return out
+    return out, (counts_a[0] + counts_b[0], counts_a[1] + counts_b[1], counts_a[2] + counts_b[2])
