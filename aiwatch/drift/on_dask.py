@@ -25,7 +25,6 @@ import itertools
 import logging
 import operator
 import os
-import warnings
 from collections.abc import Callable, Collection, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -328,16 +327,25 @@ def _as_objects(column: Any) -> Any:
 
 def _first_rows(frame: Any, rows: int) -> Any:
     """The first ``rows`` rows of a ``dask.dataframe`` (all of them when it has fewer), read from as few partitions
-    as hold them: the first, then four times as many until they do."""
-    frame = frame.optimize()  # the partitions head() counts: a filter on a Parquet dataset may prune some
-    parts = 1
-    while True:
-        with warnings.catch_warnings():  # "fewer rows than asked for": more partitions are read next
-            warnings.simplefilter("ignore", UserWarning)
-            head = frame.head(rows, npartitions=parts, compute=True)
-        if len(head) >= rows or parts >= frame.npartitions:
-            return head
-        parts = min(parts * 4, frame.npartitions)
+    as hold them: the first, then four times as many until they do.
+
+    The partitions are those of the optimized graph, the ones the summaries read: ``head(npartitions=)`` counted
+    the frame's partitions before Dask fused small Parquet files together, and asked for more than there were (a
+    prediction log of 700-row files: "only 3 partitions, head received 4", and no profile)."""
+    dask = require("dask", "dask")
+    pd = require("pandas", "dask")
+    parts = frame.optimize().to_delayed()
+    got: list[Any] = []
+    held = done = 0
+    while done < len(parts):
+        upto = min(max(1, 4 * done), len(parts))
+        for part in dask.compute(*parts[done:upto]):
+            got.append(part)
+            held += len(part)
+        done = upto
+        if held >= rows:
+            break
+    return pd.concat(got).iloc[:rows] if len(got) > 1 else got[0].iloc[:rows]
 
 
 def _chunks(frame: Any, chunk_rows: int) -> Iterator[dict[str, Any]]:

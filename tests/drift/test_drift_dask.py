@@ -593,31 +593,18 @@ def test_a_compressed_csv_url_is_still_dasks_to_read(tmp_path: Path) -> None:
     assert read.x.tolist() == expected.x.tolist() and read.c.tolist() == frame.c.tolist()
 
 
-def test_a_log_thinned_by_its_sample_rate_on_the_cluster_keeps_the_rows_kept_without(
-        cluster: Any, data: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """A prediction log whose rows were kept with different chances (sample_rate 0.2, or 1 for the big baskets)
-    is thinned to an equal-chance sample on the cluster exactly as on one machine: the same rows, so the same
-    report (the thinning's counts included), with a time window, in the exact mode, and with --no-reweight."""
-    from aiwatch.feedback import ParquetSink
-
-    rng = np.random.default_rng(5)
-    sink = ParquetSink(tmp_path / "log", max_rows=700)
-    for hour in range(3):
-        rows = log_rows(rng, T0 + hour * HOUR, PER_HOUR, sale=hour == 2)
-        for row in rows:
-            row["sample_rate"] = 1.0 if float(row["basket_value"]) > 60 else 0.2  # type: ignore[arg-type]
-        sink.write(rows)
-    sink.close()
-    reference = tmp_path / "ref.parquet"
-    pq.write_table(pa.table({"basket_value": rng.normal(50, 10, 3000)}), reference)
-    address = cluster.scheduler.address
-    for extra in ([], ["--since", SALE], ["--exact"], ["--no-reweight"]):
-        args = ["drift", str(reference), str(tmp_path / "log"), "--chunk-rows", "500", *extra]
-        local = cli_json(capsys, *args)
-        assert cli_json(capsys, *args, "--dask", address) == local
-        thinned = local[1]["sample_rate_thinning"]
-        if extra == ["--no-reweight"]:
-            assert thinned is None
-        else:
-            assert thinned["min_rate"] == 0.2 and thinned["kept"] < thinned["rows"]
-            assert local[1]["features"][0]["current_count"] == thinned["kept"]
+def test_a_log_of_small_files_is_profiled_on_the_cluster(cluster: Any, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """Dask fuses a log's small Parquet files into fewer partitions than the frame says it has: the column kinds,
+    read from the first rows, asked head() for 4 partitions of 3 and the build failed ("only 3 partitions, head
+    received 4", exit 2). The first rows now come from the partitions the summaries read."""
+    log = write_log(tmp_path / "log")
+    frame = read_frame(log, columns=["basket_value", "country"])
+    assert frame.optimize().npartitions < frame.npartitions or frame.npartitions > 1
+    assert len(on_dask._first_rows(frame, 2000)) == 2000
+    assert len(on_dask._first_rows(frame, 10**6)) == 3 * PER_HOUR
+    built = {}
+    for how, extra in (("local", []), ("dask", ["--dask", cluster.scheduler.address])):
+        built[how] = tmp_path / f"{how}.json"
+        assert main(["profile", "build", str(log), "-o", str(built[how]), "--sample-size", "500", *extra]) == 0
+    assert features_apart(*(ReferenceProfile.load(built[how]) for how in ("local", "dask"))) == {}
