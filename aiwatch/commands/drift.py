@@ -179,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
         if args.dask:
             report, profile = compare_on_dask(args, options, window)
         else:
-            profile = load_reference(args.reference, chunk_rows=args.chunk_rows)
+            profile = load_reference(args.reference, chunk_rows=args.chunk_rows, reweight=args.reweight)
             report = compare_source(profile, args.current, options, chunk_rows=args.chunk_rows, ignore=LOG_COLUMNS,
                                     **window)
         if args.report and not report.why_nothing_tested():  # else the error below says why, not the report's
@@ -217,7 +217,8 @@ def compare_on_dask(args: argparse.Namespace, options: Any, window: dict[str, An
         else:
             reference = open_local(args.reference)
             profile = retrying_csv_as_text(lambda as_text: profile_dask(
-                read_frame(args.reference, csv_as_text=as_text, dataset=reference), chunk_rows=args.chunk_rows))
+                read_frame(args.reference, csv_as_text=as_text, dataset=reference), chunk_rows=args.chunk_rows,
+                reweight=options.reweight))
         current = open_local(args.current)
         every = [str(c) for c in read_frame(args.current, dataset=current).columns]
         wanted = [c for c in profile.features if c in every]

@@ -25,6 +25,9 @@ def register(subparsers: Any) -> None:
     build.add_argument("--kind", action="append", default=[], metavar="FEATURE=KIND",
                        help="override an inferred type: numerical or categorical (repeatable)")
     build.add_argument("--chunk-rows", type=positive_int, default=100_000, help="rows read at a time")
+    build.add_argument("--no-reweight", dest="reweight", action="store_false",
+                       help="profile every row of a prediction log as it is; by default, data with a sample_rate "
+                            "column is thinned to an equal-chance sample of the requests served first")
     build.set_defaults(handler=run_build)
     parser.set_defaults(handler=lambda args: (parser.print_help(), 2)[1])
 
@@ -52,10 +55,12 @@ def run_build(args: argparse.Namespace) -> int:
         ignore = LOG_COLUMNS if is_dataset(args.data) else ()
         options: dict[str, Any] = {"n_bins": args.bins, "top_k": args.top_k, "sample_size": args.sample_size,
                                    "kinds": parse_kinds(args.kind), "chunk_rows": args.chunk_rows}
+        thinned: list[Any] = []
         if args.dask:
-            profile = _profile_on_dask(args, options, window, ignore)
+            profile = _profile_on_dask(args, options, window, ignore, thinned)
         else:
-            profile = profile_source(args.data, ignore=ignore, **options, **window)
+            profile = profile_source(args.data, ignore=ignore, reweight=args.reweight, thinned=thinned, **options,
+                                     **window)
         profile.save(args.output)
     except (ProfileError, ValueError, OSError, ImportError) as exc:
         return fail(exc, command="aiwatch profile build")
@@ -65,6 +70,10 @@ def run_build(args: argparse.Namespace) -> int:
     print(f"wrote {args.output}: {len(kinds)} features "
           f"({sum(k == 'numerical' for k in kinds.values())} numerical, "
           f"{sum(k == 'categorical' for k in kinds.values())} categorical)")
+    if thinned:
+        from aiwatch.drift.reweight import describe
+
+        print(f"  {describe(thinned[0].to_dict(), 'profiled')}")
     for name, feature in profile.features.items():
         if isinstance(feature, NumericalFeature) and feature.invalid:
             print(f"  {name!r}: {feature.invalid} values are not numbers (text), left out and counted apart from "
@@ -77,17 +86,23 @@ def run_build(args: argparse.Namespace) -> int:
 
 
 def _profile_on_dask(args: argparse.Namespace, options: dict[str, Any], window: dict[str, Any],
-                     ignore: tuple[str, ...]) -> Any:
+                     ignore: tuple[str, ...], thinned: list[Any]) -> Any:
     """``--dask``: the profile built on the cluster, a local Parquet dataset opened (every footer read) once."""
     from aiwatch.drift.datasets import data_columns, partition_columns
     from aiwatch.drift.on_dask import open_local, profile_dask, read_frame, retrying_csv_as_text
+    from aiwatch.drift.reweight import SAMPLE_RATE
 
     with dask_client(args):
         dataset = open_local(args.data)
         columns = None
+        rate_only: list[str] = []
         if ignore:
             names = data_columns(dataset) if dataset is not None else read_frame(args.data).columns
             skip = {*ignore, window["time_column"], *(partition_columns(dataset) if dataset is not None else ())}
             columns = [str(name) for name in names if name not in skip]
+            if args.reweight and SAMPLE_RATE in names and SAMPLE_RATE not in columns:
+                columns.append(SAMPLE_RATE)  # read to thin the rows by, not profiled
+                rate_only = [SAMPLE_RATE]
         return retrying_csv_as_text(lambda as_text: profile_dask(
-            read_frame(args.data, columns=columns, csv_as_text=as_text, dataset=dataset, **window), **options))
+            read_frame(args.data, columns=columns, csv_as_text=as_text, dataset=dataset, **window),
+            reweight=args.reweight, ignore=rate_only, thinned=thinned, **options))

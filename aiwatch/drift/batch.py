@@ -29,7 +29,7 @@ from aiwatch.drift.datasets import (
 from aiwatch.drift.evaluate import DriftReport, Options, compare_features
 from aiwatch.drift.files import DEFAULT_CHUNK_ROWS, column_chunks, pandas_index_columns, read_chunks
 from aiwatch.drift.profile import ReferenceProfile
-from aiwatch.drift.reweight import SAMPLE_RATE, Thinning, take, thinning_of
+from aiwatch.drift.reweight import SAMPLE_RATE, Thinning, take, thinned_chunks, thinning_of
 from aiwatch.drift.sampling import key_seed, row_keys
 
 __all__ = ["DEFAULT_CHUNK_ROWS", "compare_file", "compare_source", "load_reference", "profile_file",
@@ -172,19 +172,46 @@ def compare_source(profile: ReferenceProfile, source: str | os.PathLike[str], op
 def profile_source(source: str | os.PathLike[str], *, chunk_rows: int = DEFAULT_CHUNK_ROWS,
                    since: datetime | None = None, until: datetime | None = None,
                    time_column: str = DEFAULT_TIME_COLUMN, columns: Collection[str] | None = None,
-                   ignore: Collection[str] = (), **options: Any) -> ReferenceProfile:
+                   ignore: Collection[str] = (), reweight: bool = True,
+                   thinned: list[Thinning] | None = None, **options: Any) -> ReferenceProfile:
     """:func:`profile_file` for a file, a directory or a glob of Parquet files, optionally limited to
     ``[since, until)`` and to ``columns`` (default: every column but the partition keys, ``time_column`` and
-    ``ignore``, such as a prediction log's own columns)."""
+    ``ignore``, such as a prediction log's own columns).
+
+    Data with a ``sample_rate`` column (a prediction log) is thinned to an equal-chance sample of the requests
+    served first, as :func:`compare_source` thins the current data (:mod:`~aiwatch.drift.reweight`), unless
+    ``reweight`` is False; ``thinned``: a list the thinning is appended to, when there is one (what it kept)."""
+    if not isinstance(reweight, bool):
+        raise ValueError(f"reweight must be True or False, got {reweight!r}")
+    seed = key_seed(options.get("seed", 0))
     if not is_dataset(source) and since is None and until is None and columns is None and not ignore:
-        return profile_file(source, chunk_rows=chunk_rows, **options)
-    dataset = open_dataset(source)
-    predicate = time_filter(dataset, since, until, time_column)
-    skip = {*partition_columns(dataset), time_column, *ignore}
-    wanted = list(columns) if columns is not None else [n for n in data_columns(dataset) if n not in skip]
-    builder = ProfileBuilder(**options)
-    builder.add_chunks(scan_chunks(dataset, wanted, predicate=predicate, chunk_rows=chunk_rows))
-    if builder.needs_second_pass:
-        for chunk in scan_chunks(dataset, list(builder.kinds), predicate=predicate, chunk_rows=chunk_rows):
-            builder.count(chunk)
+        thinning = thinning_of(column_chunks(source, SAMPLE_RATE, chunk_rows), seed) if reweight else None
+        if thinning is None:
+            return profile_file(source, chunk_rows=chunk_rows, **options)
+        builder = ProfileBuilder(**options)
+        builder.add_chunks(thinned_chunks(read_chunks(source, chunk_rows), thinning))
+        if builder.needs_second_pass:
+            for chunk in thinned_chunks(read_chunks(source, chunk_rows), thinning.fresh()):
+                builder.count(chunk)
+    else:
+        dataset = open_dataset(source)
+        predicate = time_filter(dataset, since, until, time_column)
+        skip = {*partition_columns(dataset), time_column, *ignore}
+        names = data_columns(dataset)
+        wanted = list(columns) if columns is not None else [n for n in names if n not in skip]
+        thinning = None
+        if reweight and SAMPLE_RATE in names:
+            thinning = thinning_of((c[SAMPLE_RATE] for c in scan_chunks(dataset, [SAMPLE_RATE], predicate=predicate,
+                                                                        chunk_rows=chunk_rows)), seed)
+        rate = [SAMPLE_RATE] if thinning is not None and SAMPLE_RATE not in wanted else []
+        builder = ProfileBuilder(**options)
+        builder.add_chunks(thinned_chunks(scan_chunks(dataset, [*wanted, *rate], predicate=predicate,
+                                                      chunk_rows=chunk_rows), thinning, keep_rate=not rate))
+        if builder.needs_second_pass:
+            pass2 = thinning.fresh() if thinning is not None else None
+            for chunk in thinned_chunks(scan_chunks(dataset, [*builder.kinds, *rate], predicate=predicate,
+                                                    chunk_rows=chunk_rows), pass2, keep_rate=not rate):
+                builder.count(chunk)
+    if thinning is not None and thinned is not None:
+        thinned.append(thinning)
     return ReferenceProfile.from_builder(builder)

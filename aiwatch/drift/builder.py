@@ -52,6 +52,7 @@ from aiwatch.drift.features import (
     NumericalFeature,
     split_top_k,
 )
+from aiwatch.drift.reweight import ThinnedChunk
 from aiwatch.drift.sampling import keep_smallest, key_seed, row_keys, smallest_keys_sample
 from aiwatch.drift.selection import order_statistics
 from aiwatch.drift.validation import DEFAULT_LIMITS, ProfileLimits, check_cuts
@@ -284,17 +285,21 @@ class ProfileBuilder:
 
     def add(self, columns: Mapping[str, Any]) -> None:
         """Pass 1 over one chunk (column name -> values, all of one length). The first chunk fixes each column's
-        kind."""
+        kind. A :class:`~aiwatch.drift.reweight.ThinnedChunk` holds the rows kept of a longer one: each value gets
+        the sample key of its row's position, and the rows read move on by the whole chunk's."""
         keys: FloatArray | None = None
         rows = 0
+        kept = columns.kept if isinstance(columns, ThinnedChunk) else None
         for name, values in columns.items():
             name = str(name)
             kind, counts = self._kind(name, values)
             if kind == "numerical":
                 arr, invalid = to_float_counting(values)
                 if keys is None:
-                    rows = arr.size
+                    rows = arr.size if kept is None else kept.size
                     keys = row_keys(self.key_seed, self.rows, rows)
+                    if kept is not None:
+                        keys = keys[kept]
                 finite_mask = np.isfinite(arr)
                 every = bool(finite_mask.all())
                 finite = arr if every else arr[finite_mask]
@@ -306,7 +311,7 @@ class ProfileBuilder:
             elif kind == "categorical" or kind is None:
                 if kind == "categorical":
                     self._add_categorical(name, values, counts)
-                rows = rows or len(values)
+                rows = rows or (len(values) if kept is None else kept.size)
         self.rows += rows
 
     def add_chunks(self, chunks: Iterable[Mapping[str, Any]]) -> None:

@@ -60,7 +60,16 @@ from aiwatch.drift.files import (
 )
 from aiwatch.drift.merge import merge_features
 from aiwatch.drift.profile import ReferenceProfile
-from aiwatch.drift.reweight import SAMPLE_RATE, RateBounds, Thinning, merge_bounds, rate_bounds, thinning
+from aiwatch.drift.reweight import (
+    SAMPLE_RATE,
+    RateBounds,
+    Thinning,
+    merge_bounds,
+    rate_bounds,
+    take,
+    thinned_chunks,
+    thinning,
+)
 from aiwatch.drift.sampling import key_seed
 from aiwatch.drift.validation import DEFAULT_LIMITS, ProfileLimits
 
@@ -74,33 +83,60 @@ T = TypeVar("T")
 def profile_dask(frame: Any, *, n_bins: int = DEFAULT_BINS, top_k: int = DEFAULT_TOP_K,
                  sample_size: int = DEFAULT_SAMPLE_SIZE, kinds: dict[str, str] | None = None,
                  edges: dict[str, Sequence[float]] | None = None, seed: int | None = 0,
-                 limits: ProfileLimits = DEFAULT_LIMITS, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> ReferenceProfile:
+                 limits: ProfileLimits = DEFAULT_LIMITS, chunk_rows: int = DEFAULT_CHUNK_ROWS,
+                 reweight: bool = True, ignore: Collection[str] = (),
+                 thinned: list[Thinning] | None = None) -> ReferenceProfile:
     """The profile of a ``dask.dataframe``, built on its partitions (the same as
     :meth:`ReferenceProfile.from_file <aiwatch.drift.profile.ReferenceProfile.from_file>` on the same rows).
-    Column kinds are decided on the first :data:`~aiwatch.drift.builder.KIND_ROWS` rows, as a file's are."""
+    Column kinds are decided on the first :data:`~aiwatch.drift.builder.KIND_ROWS` rows, as a file's are.
+    A frame with a ``sample_rate`` column is thinned first, as
+    :func:`~aiwatch.drift.batch.profile_source` thins it (unless ``reweight`` is False; ``thinned``: a list the
+    thinning is appended to). ``ignore``: columns not profiled (``sample_rate`` read only to thin by)."""
     dask = require("dask", "dask")
+    if not isinstance(reweight, bool):
+        raise ValueError(f"reweight must be True or False, got {reweight!r}")
     if seed is None:  # one seed for every partition
         seed = int(np.random.default_rng().integers(0, 2**63))
     final = ProfileBuilder(n_bins=n_bins, top_k=top_k, sample_size=sample_size, kinds=kinds, edges=edges, seed=seed,
                            limits=limits)
-    final.decide_kinds(frame_columns(_first_rows(frame, KIND_ROWS)))
+    thinning_ = None
+    if reweight and SAMPLE_RATE in frame.columns:
+        bounds = _tree(dask, [dask.delayed(_rate_bounds)(p) for p in frame[[SAMPLE_RATE]].to_delayed()],
+                       merge_bounds)
+        thinning_ = thinning(bounds, key_seed(seed))
+    head = _first_kept_rows(frame, thinning_)
+    final.decide_kinds({name: values for name, values in head.items() if name not in ignore})
     names = list(final.kinds)
     if not names:
         final.features()  # raises: nothing to profile
+    read = names if thinning_ is None or SAMPLE_RATE in names else [*names, SAMPLE_RATE]
+    keep_rate = SAMPLE_RATE in names
     pass1 = functools.partial(_partial_profile, kinds=dict(final.kinds), sample_size=sample_size, seed=seed,
-                              limits=limits, chunk_rows=chunk_rows)
+                              limits=limits, chunk_rows=chunk_rows, thinning=thinning_, keep_rate=keep_rate)
     merge1 = functools.partial(_merge_partial_profiles, sample_size=sample_size)
-    merged = _tree_checked(dask, frame[names], lambda p, offset: dask.delayed(pass1)(p, offset), merge1)
+    merged = _tree_checked(dask, frame[read], lambda p, offset: dask.delayed(pass1)(p, offset), merge1)
     if merged is None:
+        raise ProfileError("no rows to profile")
+    features, counts = merged
+    if features is None:
         raise ProfileError("no rows to profile")
     builder = ProfileBuilder(n_bins=n_bins, top_k=top_k, sample_size=sample_size, kinds=kinds, edges=edges,
                              seed=seed, limits=limits)
-    builder.absorb(merged)
+    builder.absorb(features)
     builder.skipped = dict(final.skipped)
-    if builder.needs_second_pass:
+    if builder.needs_second_pass and thinning_ is None:
         pass2 = functools.partial(_bin_counts, cuts=builder.cuts(), chunk_rows=chunk_rows)
         parts = frame[names].to_delayed()
         builder.add_bin_counts(_tree(dask, [dask.delayed(pass2)(p) for p in parts], _add_bin_counts))
+    elif builder.needs_second_pass:  # the rows' positions decide which are kept
+        pass2 = functools.partial(_bin_counts, cuts=builder.cuts(), chunk_rows=chunk_rows, thinning=thinning_,
+                                  keep_rate=keep_rate)
+        builder.add_bin_counts(_tree_checked(dask, frame[read], lambda p, offset: dask.delayed(pass2)(p, offset),
+                                             _add_bin_counts))
+    if thinning_ is not None:
+        thinning_.add_counts(counts)
+        if thinned is not None:
+            thinned.append(thinning_)
     return ReferenceProfile.from_builder(builder)
 
 
@@ -325,6 +361,22 @@ def _as_objects(column: Any) -> Any:
 # ------------------------------------------------------------------------------------- run on the workers
 
 
+def _first_kept_rows(frame: Any, thinned: Thinning | None) -> dict[str, Any]:
+    """The columns of the first :data:`~aiwatch.drift.builder.KIND_ROWS` rows that ``thinned`` keeps (of the
+    first rows when it is None), on which one machine decides the kinds."""
+    rows = KIND_ROWS
+    while True:
+        first = _first_rows(frame, rows)
+        head = frame_columns(first)
+        if thinned is None:
+            return head
+        kept = thinned.fresh().keep(head[SAMPLE_RATE], 0) if len(first) else np.zeros(0, dtype=bool)
+        if int(kept.sum()) >= KIND_ROWS or len(first) < rows:
+            kept &= np.cumsum(kept) <= KIND_ROWS
+            return {name: take(values, kept) for name, values in head.items()}
+        rows *= 4
+
+
 def _first_rows(frame: Any, rows: int) -> Any:
     """The first ``rows`` rows of a ``dask.dataframe`` (all of them when it has fewer), read from as few partitions
     as hold them: the first, then four times as many until they do.
@@ -354,21 +406,27 @@ def _chunks(frame: Any, chunk_rows: int) -> Iterator[dict[str, Any]]:
 
 
 def _partial_profile(frame: Any, offset: int, *, kinds: dict[str, str], sample_size: int, seed: int,
-                     limits: ProfileLimits, chunk_rows: int) -> dict[str, Feature] | None:
-    """Pass 1 over one partition whose first row is row ``offset`` of the data (None when it has no rows)."""
+                     limits: ProfileLimits, chunk_rows: int, thinning: Thinning | None = None,
+                     keep_rate: bool = True) -> tuple[dict[str, Feature] | None, tuple[int, int, int]]:
+    """Pass 1 over one partition whose first row is row ``offset`` of the data (None when it has no rows), with
+    the counts of its ``thinning``."""
     if not len(frame):
-        return None
+        return None, (0, 0, 0)
+    mine = None if thinning is None else thinning.fresh()
     builder = ProfileBuilder(sample_size=sample_size, seed=seed, row_offset=offset, limits=limits)
     builder.use_kinds(kinds)
-    for chunk in _chunks(frame, chunk_rows):
+    for chunk in thinned_chunks(_chunks(frame, chunk_rows), mine, start=offset, keep_rate=keep_rate):
         builder.add(chunk)
-    return builder.partial_features()
+    return builder.partial_features(), (0, 0, 0) if mine is None else mine.counts()
 
 
-def _bin_counts(frame: Any, *, cuts: dict[str, list[float]], chunk_rows: int) -> dict[str, Any]:
-    """Pass 2 over one partition: the bin counts of every numerical column."""
+def _bin_counts(frame: Any, offset: int = 0, *, cuts: dict[str, list[float]], chunk_rows: int,
+                thinning: Thinning | None = None, keep_rate: bool = True) -> dict[str, Any]:
+    """Pass 2 over one partition (whose first row is row ``offset`` of the data): the bin counts of every
+    numerical column."""
     out: dict[str, Any] = {}
-    for chunk in _chunks(frame, chunk_rows):
+    mine = None if thinning is None else thinning.fresh()
+    for chunk in thinned_chunks(_chunks(frame, chunk_rows), mine, start=offset, keep_rate=keep_rate):
         for name, edges in cuts.items():
             counts = count_finite(edges, chunk[name])
             out[name] = out[name] + counts if name in out else counts
@@ -468,11 +526,14 @@ def _tree(dask: Any, tasks: list[Any], merge: Callable[..., Any], *shared: Any) 
     return dask.compute(level[0])[0]
 
 
-def _merge_partial_profiles(a: dict[str, Feature] | None, b: dict[str, Feature] | None, *,
-                            sample_size: int) -> dict[str, Feature] | None:
-    if a is None or b is None:
-        return a if b is None else b
-    return merge_features(a, b, top_k=None, sample_size=sample_size)
+def _merge_partial_profiles(a: tuple[dict[str, Feature] | None, tuple[int, int, int]],
+                            b: tuple[dict[str, Feature] | None, tuple[int, int, int]], *,
+                            sample_size: int) -> tuple[dict[str, Feature] | None, tuple[int, int, int]]:
+    (fa, ca), (fb, cb) = a, b
+    counts = (ca[0] + cb[0], ca[1] + cb[1], ca[2] + cb[2])
+    if fa is None or fb is None:
+        return (fa if fb is None else fb), counts
+    return merge_features(fa, fb, top_k=None, sample_size=sample_size), counts
 
 
 def _add_bin_counts(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:

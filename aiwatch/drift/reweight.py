@@ -18,7 +18,7 @@ that is no chance in (0, 1] (null, NaN, 0, negative, above 1, text) counts as 1,
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,15 +97,15 @@ class Thinning:
                 "not_rates": self.not_rates}
 
 
-def describe(thinned: dict[str, Any]) -> str:
+def describe(thinned: dict[str, Any], doing: str = "compared") -> str:
     """One line for an operator of a report's ``sample_rate_thinning`` (:meth:`Thinning.to_dict`): what was
-    compared and why."""
+    ``doing`` (compared, profiled) and why."""
     bad = thinned.get("not_rates") or 0
     note = f"; {bad} rows whose {SAMPLE_RATE} is no chance in (0, 1] counted as 1" if bad else ""
-    return (f"prediction log sampling: compared {thinned['kept']} of {thinned['rows']} rows, each kept with chance "
+    return (f"prediction log sampling: {doing} {thinned['kept']} of {thinned['rows']} rows, each kept with chance "
             f"{thinned['min_rate']:.4g} / its {SAMPLE_RATE}, so that every request counts as often as it was "
             f"served (the log keeps some requests, such as slow or failed ones, more often){note}; --no-reweight "
-            f"compares every row")
+            f"reads every row")
 
 
 def thinning(bounds: RateBounds, seed: int) -> Thinning | None:
@@ -132,3 +132,28 @@ def take(values: Any, kept: npt.NDArray[np.bool_]) -> Any:
     if isinstance(values, np.ndarray):
         return values[kept]
     return object_column(values)[kept]
+
+
+class ThinnedChunk(dict[str, Any]):
+    """The rows a thinning kept of one chunk, and ``kept``: which of the chunk's rows they are, so that a
+    :class:`~aiwatch.drift.builder.ProfileBuilder` gives each the sample key of its position in the data."""
+
+    kept: npt.NDArray[np.bool_]
+
+
+def thinned_chunks(chunks: Iterable[Mapping[str, Any]], thinned: Thinning | None, *, start: int = 0,
+                   keep_rate: bool = True) -> Iterator[Mapping[str, Any]]:
+    """``chunks`` (rows numbered from ``start``), each cut to the rows ``thinned`` keeps (a :class:`ThinnedChunk`;
+    a chunk without a ``sample_rate`` column, or every chunk when ``thinned`` is None, as it is). ``keep_rate``:
+    leave the ``sample_rate`` column in the chunks (it is a column asked for), else drop it."""
+    rows = start
+    for chunk in chunks:
+        if thinned is None or SAMPLE_RATE not in chunk:
+            yield chunk
+            continue
+        kept = thinned.keep(chunk[SAMPLE_RATE], rows)
+        rows += int(kept.size)
+        out = ThinnedChunk({name: take(values, kept) for name, values in chunk.items()
+                            if keep_rate or name != SAMPLE_RATE})
+        out.kept = kept
+        yield out

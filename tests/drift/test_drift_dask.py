@@ -593,6 +593,51 @@ def test_a_compressed_csv_url_is_still_dasks_to_read(tmp_path: Path) -> None:
     assert read.x.tolist() == expected.x.tolist() and read.c.tolist() == frame.c.tolist()
 
 
+def test_a_log_thinned_by_its_sample_rate_on_the_cluster_keeps_the_rows_kept_without(
+        cluster: Any, data: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A prediction log whose rows were kept with different chances (sample_rate 0.2, or 1 for the big baskets)
+    is thinned to an equal-chance sample on the cluster exactly as on one machine: the same rows, so the same
+    report (the thinning's counts included), with a time window, in the exact mode, and with --no-reweight; and
+    so is a profile built from it (both passes: the sample is smaller than the rows)."""
+    from aiwatch.feedback import ParquetSink
+
+    rng = np.random.default_rng(5)
+    sink = ParquetSink(tmp_path / "log", max_rows=700)
+    for hour in range(3):
+        rows = log_rows(rng, T0 + hour * HOUR, PER_HOUR, sale=hour == 2)
+        for row in rows:
+            row["sample_rate"] = 1.0 if float(row["basket_value"]) > 60 else 0.2  # type: ignore[arg-type]
+        sink.write(rows)
+    sink.close()
+    reference = tmp_path / "ref.parquet"
+    pq.write_table(pa.table({"basket_value": rng.normal(50, 10, 3000)}), reference)
+    address = cluster.scheduler.address
+    for extra in ([], ["--since", SALE], ["--exact"], ["--no-reweight"]):
+        args = ["drift", str(reference), str(tmp_path / "log"), "--chunk-rows", "500", *extra]
+        local = cli_json(capsys, *args)
+        assert cli_json(capsys, *args, "--dask", address) == local
+        thinned = local[1]["sample_rate_thinning"]
+        if extra == ["--no-reweight"]:
+            assert thinned is None
+        else:
+            assert thinned["min_rate"] == 0.2 and thinned["kept"] < thinned["rows"]
+            assert local[1]["features"][0]["current_count"] == thinned["kept"]
+    for extra in ([], ["--until", SALE], ["--no-reweight"]):
+        built = {}
+        for how, dask_args in (("local", []), ("dask", ["--dask", address])):
+            built[how] = tmp_path / f"{how}.json"
+            assert main(["profile", "build", str(tmp_path / "log"), "-o", str(built[how]), "--sample-size", "300",
+                         "--chunk-rows", "400", *extra, *dask_args]) == 0
+        said = capsys.readouterr().out.count("prediction log sampling: profiled")
+        assert said == (0 if extra == ["--no-reweight"] else 2)
+        local, on_cluster = (ReferenceProfile.load(built[how]) for how in ("local", "dask"))
+        assert features_apart(local, on_cluster) == {}
+        assert list(local.features) == ["basket_value", "country", "user_segment", "output.score"]
+        count = local.features["basket_value"].count
+        everything = (2 if extra == ["--until", SALE] else 3) * PER_HOUR
+        assert 300 < count < everything if extra != ["--no-reweight"] else count == everything
+
+
 def test_a_log_of_small_files_is_profiled_on_the_cluster(cluster: Any, tmp_path: Path,
                                                         capsys: pytest.CaptureFixture[str]) -> None:
     """Dask fuses a log's small Parquet files into fewer partitions than the frame says it has: the column kinds,

@@ -199,3 +199,31 @@ def test_a_partial_thinning_counts_and_merges() -> None:
     assert (np.concatenate([a.keep(rates[:1234], 0), b.keep(rates[1234:], 1234)]) == expected).all()
     a.add_counts(b.counts())
     assert a.counts() == whole.counts()
+
+
+def test_a_reference_built_from_a_log_is_the_traffic_served(served: dict[str, Path],
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """profile build on the log thins it as drift does: the profile is the traffic's (the served requests do not
+    drift against it), so a reference built from last month's log and this hour's log compare like with like."""
+    out = served["tmp"] / "from-log.json"
+    assert main(["profile", "build", str(served["log"]), "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    rows = open_dataset(served["log"]).count_rows()
+    profile = ReferenceProfile.load(out)
+    kept = profile.features["prompt_tokens"].count
+    assert f"prediction log sampling: profiled {kept} of {rows} rows" in printed
+    assert kept < rows / 2 and profile.features["tier"].count == kept
+    # before: the log's rows as they are (69 % slow) made the reference, and the traffic served drifted from it
+    code, report = drift_json(capsys, str(out), str(served["tmp"] / "served.parquet"))
+    assert code == 0 and not any(f["drifted"] for f in report["features"])
+    # a reference from the log's first half, the second half as current: no drift either way of reading both
+    until = "2026-09-21T14:30:00Z"  # T0 + 1000 s: half of the 2000 s the log spans
+    half = served["tmp"] / "half.json"
+    for extra in ([], ["--no-reweight"]):
+        assert main(["profile", "build", str(served["log"]), "--until", until, "-o", str(half), *extra]) == 0
+        capsys.readouterr()
+        code, report = drift_json(capsys, str(half), str(served["log"]), "--since", until, *extra)
+        assert code == 0 and (report["sample_rate_thinning"] is None) == bool(extra)
+    assert main(["profile", "build", str(served["log"]), "-o", str(out), "--no-reweight"]) == 0
+    assert "prediction log sampling" not in capsys.readouterr().out
+    assert ReferenceProfile.load(out).features["prompt_tokens"].count == rows
