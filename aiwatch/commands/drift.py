@@ -11,7 +11,7 @@ import argparse
 import json
 import math
 import sys
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 from aiwatch.commands._paths import output_file
@@ -185,7 +185,8 @@ def run(args: argparse.Namespace) -> int:
         if args.report and not report.why_nothing_tested():  # else the error below says why, not the report's
             doing = f"writing the --report {args.report}: "
             write_report(args.reference, args.current, args.report,
-                         {name: f.kind for name, f in profile.features.items()}, window, chunk_rows=args.chunk_rows)
+                         {name: f.kind for name, f in profile.features.items()}, window, chunk_rows=args.chunk_rows,
+                         reweight=args.reweight)
     except (ProfileError, ValueError, OSError, ImportError, KeyError) as exc:
         return fail(exc, doing=doing)
     except Exception as exc:  # a CI gate must never print a traceback that could be read as a verdict
@@ -254,17 +255,18 @@ def check_report_reference(reference: str) -> None:
 
 
 def write_report(reference: str, current: str, path: str, kinds: dict[str, str],
-                 window: dict[str, Any] | None = None, *, chunk_rows: int = CHUNK_ROWS) -> None:
+                 window: dict[str, Any] | None = None, *, chunk_rows: int = CHUNK_ROWS, reweight: bool = True) -> None:
     """Evidently's HTML report of ``reference`` against ``current`` (``run`` has checked the reference first), of
     the profile's features typed with the profile's ``kinds``, as aiwatch's comparison reads them, and of the
     current rows it compared (``window``: :func:`time_range`'s ``since`` / ``until`` / ``time_column``), read
-    ``chunk_rows`` rows at a time as the comparison reads them (``--chunk-rows``)."""
+    ``chunk_rows`` rows at a time as the comparison reads them (``--chunk-rows``); data with a ``sample_rate``
+    column thinned as the comparison thins it, unless ``reweight`` is False (``--no-reweight``)."""
     from aiwatch.drift.report import evidently_html
 
     pd = __import__("pandas")
     frames = []
     for source, rows in ((reference, {}), (current, window or {})):
-        chunks = [pd.DataFrame(c) for c in _report_chunks(source, kinds, rows, chunk_rows)]
+        chunks = [pd.DataFrame(c) for c in _report_chunks(source, kinds, rows, chunk_rows, reweight)]
         if not chunks:  # pandas' own "No objects to concatenate" names nothing
             raise ValueError(f"no rows of {source!r} to report")
         frames.append(pd.concat(chunks, ignore_index=True))
@@ -273,18 +275,30 @@ def write_report(reference: str, current: str, path: str, kinds: dict[str, str],
 
 
 def _report_chunks(source: str, columns: Collection[str], window: dict[str, Any],
-                   chunk_rows: int = CHUNK_ROWS) -> Iterable[dict[str, Any]]:
+                   chunk_rows: int = CHUNK_ROWS, reweight: bool = True) -> Iterable[Mapping[str, Any]]:
     """The rows of ``source`` the comparison read, as :func:`~aiwatch.drift.batch.compare_source` selects them: a
-    file whole, a dataset (a directory or glob of Parquet files) or a time window through the dataset reader."""
+    file whole, a dataset (a directory or glob of Parquet files) or a time window through the dataset reader; a
+    prediction log's rows thinned by their ``sample_rate`` as the comparison and the profile thin them (the
+    default seed's rows: :mod:`~aiwatch.drift.reweight`)."""
     from aiwatch.drift.datasets import DEFAULT_TIME_COLUMN, is_dataset, open_dataset, scan_chunks, time_filter
-    from aiwatch.drift.files import read_chunks
+    from aiwatch.drift.files import column_chunks, read_chunks
+    from aiwatch.drift.reweight import SAMPLE_RATE, thinned_chunks, thinning_of
+    from aiwatch.drift.sampling import key_seed
 
+    seed = key_seed(0)
     since, until = window.get("since"), window.get("until")
     if not is_dataset(source) and since is None and until is None:
-        return read_chunks(source, chunk_rows)
+        thinned = thinning_of(column_chunks(source, SAMPLE_RATE, chunk_rows), seed) if reweight else None
+        return thinned_chunks(read_chunks(source, chunk_rows), thinned)
     dataset = open_dataset(source)
     predicate = time_filter(dataset, since, until, window.get("time_column") or DEFAULT_TIME_COLUMN)
-    return scan_chunks(dataset, list(columns), predicate=predicate, chunk_rows=chunk_rows)
+    thinned = None
+    if reweight and dataset.schema.get_field_index(SAMPLE_RATE) >= 0:
+        thinned = thinning_of((c[SAMPLE_RATE] for c in scan_chunks(dataset, [SAMPLE_RATE], predicate=predicate,
+                                                                    chunk_rows=chunk_rows)), seed)
+    rate = [SAMPLE_RATE] if thinned is not None and SAMPLE_RATE not in columns else []
+    return thinned_chunks(scan_chunks(dataset, [*columns, *rate], predicate=predicate, chunk_rows=chunk_rows),
+                          thinned, keep_rate=not rate)
 
 
 def _fmt(x: float | None) -> str:

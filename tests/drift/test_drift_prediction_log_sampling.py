@@ -227,3 +227,25 @@ def test_a_reference_built_from_a_log_is_the_traffic_served(served: dict[str, Pa
     assert main(["profile", "build", str(served["log"]), "-o", str(out), "--no-reweight"]) == 0
     assert "prediction log sampling" not in capsys.readouterr().out
     assert ReferenceProfile.load(out).features["prompt_tokens"].count == rows
+
+
+def test_the_report_shows_the_rows_compared(served: dict[str, Path], monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """--report hands Evidently the rows the comparison read: a log's thinned rows (every row with --no-reweight),
+    so the HTML does not show the slow requests' distribution next to a verdict on the traffic's."""
+    import aiwatch.drift.report
+
+    seen: list[tuple[Any, Any]] = []
+    monkeypatch.setattr(aiwatch.drift.report, "evidently_html",
+                        lambda reference, current, *args, **kwargs: seen.append((reference, current)))
+    reference = str(served["tmp"] / "served.parquet")
+    for extra in ([], ["--no-reweight"]):
+        report = served["tmp"] / "r.html"
+        code, result = drift_json(capsys, reference, str(served["log"]), "--report", str(report), *extra)
+        ref, cur = seen[-1]
+        assert code == (1 if extra else 0)
+        assert len(ref) == REQUESTS and len(cur) == result["features"][0]["current_count"]
+        # the traffic's mean prompt is 0.9 * 200 + 0.1 * 600 = 240; the log's rows as they are, about 476
+        mean = float(np.mean(cur["prompt_tokens"]))
+        assert (mean > 400) if extra else (220 < mean < 260), mean
+    assert len(seen) == 2 and len(seen[0][1]) < len(seen[1][1])
