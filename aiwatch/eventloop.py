@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextvars
 import logging
 import math
 import threading
@@ -92,8 +93,9 @@ class LoopSampler:
     metrics that asked for it, is gone is dropped, and the sampler stops when it has none left."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, interval: float) -> None:
-        #: weak: the loop's entry in the samplers' table holds its sampler, which must not hold the loop alive
-        self.loop = weakref.ref(loop)
+        #: weak: the loop's entry in the samplers' table holds its sampler, which must not hold the loop alive. A loop
+        #: closed drops the pending sample, so no sample finds it gone: its collection retires the targets
+        self.loop = weakref.ref(loop, self._loop_gone)
         self.interval = interval
         #: the children each sample is recorded into (histogram, counter, gauges): one per service and registry.
         #: Weak: a loop lives as long as its process, and the recorders made on it (a reloaded app, a middleware rebuilt
@@ -153,6 +155,10 @@ class LoopSampler:
         for target in self._targets:
             target.retire(())
 
+    def _loop_gone(self, _: object) -> None:
+        if self.running:
+            self.stop()
+
     def _schedule(self, starting: bool = False) -> None:
         loop = self.loop()
         if loop is None:  # collected: nothing left to sample
@@ -163,7 +169,9 @@ class LoopSampler:
             if starting:  # the first sample's watched time counts from here
                 self._ran = now
             self._due = now + self.interval
-            loop.call_at(self._due, self._sample)
+            # an empty context: by default a callback runs in a copy of the scheduling one, which the chain passed on
+            # from the request that started the sampler (its timeline, its span) for the loop's life
+            loop.call_at(self._due, self._sample, context=contextvars.Context())
         except Exception as exc:
             self._record_error(exc)
             self.stop()

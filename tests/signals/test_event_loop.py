@@ -5,6 +5,7 @@ variable, several loops (threads) and a fork."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import gc
 import logging
 import os
@@ -106,7 +107,7 @@ def test_a_sample_is_how_late_its_timer_ran_not_the_interval(metrics: Metrics) -
         def time(self) -> float:
             return self.now
 
-        def call_at(self, when: float, callback: Any) -> None:
+        def call_at(self, when: float, callback: Any, context: Any = None) -> None:
             self.scheduled.append(when)
 
     loop = Clock()
@@ -235,10 +236,12 @@ def test_a_recorder_sets_its_loops_last_sample_timestamp_when_it_starts_watching
         seen.append(stamp(metrics))  # watch_loop ran, no sample yet
         while count(metrics) < 2:
             await asyncio.sleep(0.05)
+        seen.extend((stamp(metrics), 999.0 + wall.reads))  # the latest of the start's and the samples'
 
     serve(RequestRecorder(metrics, "svc"), work)
-    assert seen == [1000.0]
-    assert stamp(metrics) == 999.0 + wall.reads and wall.reads >= 3  # the latest of the start's and the samples'
+    assert seen[0] == 1000.0 and seen[1] == seen[2] and wall.reads >= 3
+    gc.collect()
+    assert stamp(metrics) == float("inf")  # the loop closed and gone
 
 
 def share(metrics: Metrics, service: str = "svc") -> float | None:
@@ -308,6 +311,58 @@ def test_a_sampler_whose_loop_is_gone_leaves_its_timestamp_removed(metrics: Metr
     assert not sampler.running and stamp(metrics) == float("inf") and share(metrics) == 0
 
 
+def test_a_loop_closed_and_collected_leaves_its_timestamp_removed_and_its_share_zero(metrics: Metrics) -> None:
+    """asyncio.run closes its loop with the next sample pending: no sample runs again to find the loop gone, so the
+    loop's collection retires the targets; left at its last value the timestamp aged as if the loop hung."""
+    async def work() -> None:
+        await asyncio.sleep(0.2)
+
+    serve(RequestRecorder(metrics, "svc"), work)
+    assert count(metrics) >= 1
+    gc.collect()
+    assert stamp(metrics) == float("inf") and share(metrics) == 0
+
+
+@pytest.mark.usefixtures("fast")
+def test_the_samples_do_not_run_in_the_context_of_the_request_that_started_the_sampler(metrics: Metrics) -> None:
+    """The chain of timers ran every sample in a copy of the first request's context, which kept that request's
+    timeline and span (and anything else it set) alive for the loop's life."""
+    request = contextvars.ContextVar[object]("request")
+    seen: list[object] = []
+    recorder = RequestRecorder(metrics, "svc")
+
+    class Payload:
+        pass
+
+    payloads: list[weakref.ref[Payload]] = []
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+
+        async def first_request() -> None:
+            payload = Payload()
+            payloads.append(weakref.ref(payload))
+            request.set(payload)
+            recorder.watch_loop()
+
+        await asyncio.create_task(first_request())
+        sampler = eventloop.sampler_for(loop)
+        assert sampler is not None and sampler.running
+        sample = sampler._sample
+
+        def spy() -> None:
+            seen.append(request.get(None))
+            sample()
+
+        sampler._sample = spy  # type: ignore[method-assign]
+        await asyncio.sleep(0.3)
+        gc.collect()
+        seen.append(payloads[0]())  # the request's context is gone with it
+
+    asyncio.run(main())
+    assert len(seen) >= 2 and seen == [None] * len(seen)
+
+
 def test_a_dropped_target_leaves_a_live_targets_timestamp_alone(metrics: Metrics) -> None:
     """Two recorders' metrics sharing one timestamp child (one process's metric objects in multiprocess mode) on
     different histogram children: the one dropped does not mark the child the other still sets."""
@@ -349,11 +404,14 @@ def test_a_recorders_stalled_ratio_is_its_loops_delays_over_the_time_watched(met
         time.sleep(0.3)  # the loop's thread blocked
         while count(metrics) < 3:
             await asyncio.sleep(0.05)
+        # read while the loop runs: its end retires the share to 0
+        seen.extend((share(metrics), total(metrics) / watched(metrics)))
 
+    seen: list[float | None] = []
     serve(RequestRecorder(metrics, "svc"), block)
-    found = share(metrics)
+    found, ratio = seen
     assert found is not None and found > 0
-    assert found == pytest.approx(total(metrics) / watched(metrics))  # under 5 minutes: the counters' own ratio
+    assert found == pytest.approx(ratio)  # under 5 minutes: the counters' own ratio
 
 
 class ClockLoop:
@@ -366,7 +424,7 @@ class ClockLoop:
     def time(self) -> float:
         return self.now
 
-    def call_at(self, when: float, callback: Any) -> None:
+    def call_at(self, when: float, callback: Any, context: Any = None) -> None:
         self.scheduled.append(when)
 
 
@@ -716,7 +774,12 @@ recorder = make_recorder(service="svc")
 async def main():
     recorder.watch_loop()
     await asyncio.sleep(0.3)
-asyncio.run(main())
+# left open and never collected, as a worker's loop is while it serves (or hangs): a loop closed and collected (at
+# the interpreter's exit too) retires its timestamp and share
+import atexit, os, sys
+atexit.register(lambda: (sys.stdout.flush(), os._exit(0)))
+loop = asyncio.new_event_loop()
+loop.run_until_complete(main())
 """
 
 
@@ -819,7 +882,10 @@ async def main():
     if sys.argv[1] == "stall":
         time.sleep(0.4)
     await asyncio.sleep(0.3)
-asyncio.run(main())
+import atexit
+atexit.register(lambda: (sys.stdout.flush(), os._exit(0)))  # a loop closed and collected retires its share to 0
+loop = asyncio.new_event_loop()
+loop.run_until_complete(main())
 print(REGISTRY.get_sample_value("aiwatch_event_loop_stalled_ratio", {"service": "svc"}))
 """
     env = python_env(PROMETHEUS_MULTIPROC_DIR=str(tmp_path), AIWATCH_EVENT_LOOP_INTERVAL="0.05")
