@@ -375,7 +375,9 @@ def _finish_phase(frame: _Frame, exclusive: float, exc: BaseException | None) ->
         try:
             if frame[_TOKEN] is not None:
                 context.detach(frame[_TOKEN])
-            if exc is not None:
+            # an Exception only, as OpenTelemetry's use_span: a GeneratorExit or CancelledError is a phase cut
+            # short (a streamed response the client left, a generator closed early), not one that failed
+            if isinstance(exc, Exception):
                 span.record_exception(exc)
                 span.set_status(trace.Status(trace.StatusCode.ERROR, type(exc).__name__))
             span.end()

@@ -3,8 +3,9 @@ work at all when tracing is off."""
 
 from __future__ import annotations
 
+import asyncio
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
 import httpx
@@ -16,10 +17,10 @@ from opentelemetry import baggage, trace
 from opentelemetry.instrumentation.requests import RequestsInstrumentor
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import SpanKind, StatusCode
 from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
-from starlette.responses import PlainTextResponse
+from starlette.responses import PlainTextResponse, StreamingResponse
 from starlette.routing import Route
 
 import aiwatch
@@ -28,6 +29,7 @@ from aiwatch.middleware.asgi import AiwatchMiddleware
 from aiwatch.timing import RequestTimeline
 from tests.http.asgi_driver import call
 from tests.http.peer import peer
+from tests.servers import uvicorn_in_thread, wait_until
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"
@@ -363,3 +365,57 @@ def test_a_streamed_wsgi_body_is_produced_inside_the_server_span(registry: Colle
     assert f"{generate.context.trace_id:032x}" == TRACE_ID
     assert seen == ["alice"]
     assert trace.get_current_span() is trace.INVALID_SPAN  # nothing left current after the body
+
+
+def test_a_phase_a_client_that_left_cut_short_is_no_error(registry: CollectorRegistry, provider: TracerProvider,
+                                                          exporter: InMemorySpanExporter) -> None:
+    """A streamed response whose client hangs up mid-stream (uvicorn): Starlette cancels the body's generator, so
+    the phase inside it exits with CancelledError. It was cut short, not failed: its span has no ERROR status and no
+    exception event (OpenTelemetry's use_span records only an Exception), where every client that left an LLM
+    stream made a red span."""
+    async def tokens() -> AsyncIterator[bytes]:
+        with aiwatch.phase("generate"):
+            for _ in range(10_000):
+                yield b"x" * 65536
+                await asyncio.sleep(0.01)
+
+    async def stream(request: Any) -> StreamingResponse:
+        return StreamingResponse(tokens())
+
+    app = aiwatch.instrument(Starlette(routes=[Route("/stream", stream)]), registry=registry, service="svc",
+                             tracer_provider=provider)
+    with uvicorn_in_thread(app) as (port, _), httpx.Client() as client:
+        with client.stream("GET", f"http://127.0.0.1:{port}/stream") as response:
+            assert response.status_code == 200
+            next(response.iter_raw())
+        wait_until(lambda: any(s.name == "generate" for s in exporter.get_finished_spans()), what="phase span")
+    generate = next(s for s in exporter.get_finished_spans() if s.name == "generate")
+    assert generate.status.status_code is StatusCode.UNSET
+    assert [event.name for event in generate.events] == []
+
+
+def test_a_phase_in_a_wsgi_body_the_server_closed_early_is_no_error(registry: CollectorRegistry,
+                                                                    provider: TracerProvider,
+                                                                    exporter: InMemorySpanExporter) -> None:
+    """The server closes a streamed WSGI body its client stopped reading: the phase inside the generator exits with
+    GeneratorExit, which is no error on its span."""
+    app = Flask("closed")
+
+    @app.get("/stream")
+    def stream() -> Response:
+        def chunks() -> Iterator[str]:
+            with aiwatch.phase("generate"):
+                for _ in range(100):
+                    yield "x"
+
+        return Response(chunks())
+
+    aiwatch.instrument(app, registry=registry, tracer_provider=provider)
+    resp = app.test_client().get("/stream", buffered=False)
+    assert next(iter(resp.response)) == b"x"
+    resp.close()
+    generate = next(s for s in exporter.get_finished_spans() if s.name == "generate")
+    assert generate.status.status_code is StatusCode.UNSET
+    assert [event.name for event in generate.events] == []
+    assert next(s for s in exporter.get_finished_spans() if s.name == "GET /stream").status.status_code \
+        is StatusCode.UNSET
