@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextvars
+import functools
 import logging
 import math
 import threading
@@ -156,8 +157,16 @@ class LoopSampler:
             target.retire(())
 
     def _loop_gone(self, _: object) -> None:
-        if self.running:
-            self.stop()
+        """The loop was collected: no more samples, and its targets retired. A collection runs this inside whatever
+        lock its thread holds then (a gauge's own, setting it), so the gauges are set later, by the next call or
+        scrape of their metrics (:mod:`aiwatch.deferred`)."""
+        if not self.running:
+            return
+        self.running = False
+        for target in self._targets:
+            found = target.resolve()
+            if found is not None:
+                found[0].deferred.append(functools.partial(target.retire, ()))
 
     def _schedule(self, starting: bool = False) -> None:
         loop = self.loop()
