@@ -11,11 +11,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
-from prometheus_client import CollectorRegistry, start_http_server
 
 from aiwatch.console import ScrapeSource
 from aiwatch.metrics import Metrics
 from tests.console.conftest import run_view, texts
+from tests.console.endpoints import live_endpoint
 from tests.servers import wait_until
 
 pytestmark = pytest.mark.slow
@@ -31,38 +31,16 @@ def replica(service: str, failing: bool) -> Iterator[tuple[str, threading.Event]
     """A real /metrics endpoint of ``service``: 10 requests a second; ``failing``, a fifth of them with their overhead
     clamped, an error swallowed a second and a fifth of its prediction log's records failed. Yields its URL and an
     event that shuts it down."""
-    m = Metrics(CollectorRegistry())
-    stop = threading.Event()
+    def traffic(m: Metrics) -> None:
+        m.request_duration.labels(service, "/predict", "POST", "200", "realtime").observe(0.05)
+        m.prediction_log_records.labels(log=service, result="queued").inc()
+        if failing:
+            m.overhead_clamped.labels(service).inc(0.2)
+            m.instrumentation_errors.labels(component="metrics").inc(0.1)
+            m.prediction_log_records.labels(log=service, result="failed").inc(0.2)
 
-    def traffic() -> None:
-        while not stop.wait(0.1):
-            m.request_duration.labels(service, "/predict", "POST", "200", "realtime").observe(0.05)
-            m.prediction_log_records.labels(log=service, result="queued").inc()
-            if failing:
-                m.overhead_clamped.labels(service).inc(0.2)
-                m.instrumentation_errors.labels(component="metrics").inc(0.1)
-                m.prediction_log_records.labels(log=service, result="failed").inc(0.2)
-
-    feeder = threading.Thread(target=traffic, daemon=True)
-    feeder.start()
-    server, thread = start_http_server(0, addr="127.0.0.1", registry=m.registry)
-    down = threading.Event()
-
-    def closer() -> None:
-        down.wait()
-        stop.set()
-        server.shutdown()
-        server.server_close()
-
-    closing = threading.Thread(target=closer, daemon=True)
-    closing.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}/metrics", down
-    finally:
-        down.set()
-        closing.join(5)
-        feeder.join(5)
-        thread.join(5)
+    with live_endpoint(traffic) as (port, down):
+        yield f"http://127.0.0.1:{port}/metrics", down
 
 
 def banners(src: ScrapeSource) -> list[str]:

@@ -13,11 +13,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
-from prometheus_client import CollectorRegistry, start_http_server
 
 from aiwatch.console import PrometheusSource, ScrapeSource
 from aiwatch.metrics import Metrics
 from tests.console.conftest import run_view
+from tests.console.endpoints import live_endpoint
 from tests.servers import prometheus, wait_until
 
 pytestmark = pytest.mark.slow
@@ -34,35 +34,13 @@ range's end rounded (PrometheusSource.latest_point_age); and that one behind now
 def serving(service: str) -> Iterator[tuple[str, threading.Event]]:
     """A real /metrics endpoint of ``service`` serving 10 requests a second of 50 ms (20 ms of them in the model);
     yields its ``host:port`` and an event that stops it (its server shut down: its target goes down)."""
-    m = Metrics(CollectorRegistry())
-    stop = threading.Event()
+    def traffic(m: Metrics) -> None:
+        m.request_duration.labels(service, "/predict", "POST", "200", "realtime").observe(0.05)
+        m.phase_duration.labels(service, "m", "", "inference").observe(0.02)
+        m.phase_duration.labels(service, "m", "", "overhead").observe(0.03)
 
-    def traffic() -> None:
-        while not stop.wait(0.1):
-            m.request_duration.labels(service, "/predict", "POST", "200", "realtime").observe(0.05)
-            m.phase_duration.labels(service, "m", "", "inference").observe(0.02)
-            m.phase_duration.labels(service, "m", "", "overhead").observe(0.03)
-
-    feeder = threading.Thread(target=traffic, daemon=True)
-    feeder.start()
-    server, thread = start_http_server(0, addr="127.0.0.1", registry=m.registry)
-    stopped = threading.Event()
-
-    def stopper() -> None:
-        stopped.wait()
-        stop.set()
-        server.shutdown()
-        server.server_close()
-
-    closer = threading.Thread(target=stopper, daemon=True)
-    closer.start()
-    try:
-        yield f"127.0.0.1:{server.server_port}", stopped
-    finally:
-        stopped.set()
-        closer.join(5)
-        feeder.join(5)
-        thread.join(5)
+    with live_endpoint(traffic) as (port, stopped):
+        yield f"127.0.0.1:{port}", stopped
 
 
 def tiles(source: PrometheusSource | ScrapeSource, view: str) -> list[tuple[str, str]]:
