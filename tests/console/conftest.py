@@ -91,12 +91,18 @@ def scrape_source(stack: Stack) -> Iterator[ScrapeSource]:
     src.close()
 
 
-@pytest.fixture
-def console_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The app reads its config from the environment on every run: a short window, no Prometheus default."""
+def console_window(monkeypatch: pytest.MonkeyPatch, window: float) -> None:
+    """The app reads its config from the environment on every run: none of the caller's AIWATCH_CONSOLE_*
+    variables, and a window of ``window`` seconds."""
     for var in [v for v in os.environ if v.startswith("AIWATCH_CONSOLE_")]:
         monkeypatch.delenv(var)
-    monkeypatch.setenv("AIWATCH_CONSOLE_WINDOW", str(WINDOW))
+    monkeypatch.setenv("AIWATCH_CONSOLE_WINDOW", str(window))
+
+
+@pytest.fixture
+def console_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A short window, no Prometheus default."""
+    console_window(monkeypatch, WINDOW)
 
 
 def counts(stack: Stack, family: str, label: str) -> dict[str, float]:

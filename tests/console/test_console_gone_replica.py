@@ -4,7 +4,6 @@ does not still fail "in the last 2s". The real embedded scraper reads two real e
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -14,7 +13,7 @@ import pytest
 
 from aiwatch.console import ScrapeSource
 from aiwatch.metrics import Metrics
-from tests.console.conftest import run_view, texts
+from tests.console.conftest import console_window, run_view, texts
 from tests.console.endpoints import live_endpoint
 from tests.servers import wait_until
 
@@ -52,9 +51,7 @@ def banners(src: ScrapeSource) -> list[str]:
 
 
 def test_a_replica_gone_since_no_longer_fails_now(monkeypatch: pytest.MonkeyPatch) -> None:
-    for var in [v for v in os.environ if v.startswith("AIWATCH_CONSOLE_")]:
-        monkeypatch.delenv(var)
-    monkeypatch.setenv("AIWATCH_CONSOLE_WINDOW", str(WINDOW))
+    console_window(monkeypatch, str(WINDOW))
     with replica("busy", failing=False) as (busy, _), replica("gone", failing=True) as (gone, shut):
         src = ScrapeSource([busy, gone], interval=0.25, history=30, timeout=1.0)
         try:

@@ -6,7 +6,6 @@ when every service is gone, every tile does. A real Prometheus scrapes two real 
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -16,7 +15,7 @@ import pytest
 
 from aiwatch.console import PrometheusSource, ScrapeSource
 from aiwatch.metrics import Metrics
-from tests.console.conftest import run_view
+from tests.console.conftest import console_window, run_view
 from tests.console.endpoints import live_endpoint
 from tests.servers import prometheus, wait_until
 
@@ -48,9 +47,7 @@ def tiles(source: PrometheusSource | ScrapeSource, view: str) -> list[tuple[str,
 
 
 def test_the_tiles_of_a_service_whose_replicas_are_gone_show_no_value(monkeypatch: pytest.MonkeyPatch) -> None:
-    for var in [v for v in os.environ if v.startswith("AIWATCH_CONSOLE_")]:
-        monkeypatch.delenv(var)
-    monkeypatch.setenv("AIWATCH_CONSOLE_WINDOW", str(WINDOW))
+    console_window(monkeypatch, str(WINDOW))
     rate = f"sum by (service) (rate(aiwatch_request_duration_seconds_count[{WINDOW}s]))"
     with serving("api") as (api, stop_api), serving("gone") as (gone, stop_gone), \
             prometheus([api, gone]) as prom:

@@ -4,13 +4,12 @@ memory without bound."""
 
 from __future__ import annotations
 
-import os
 import time
 
 import pytest
 
 from aiwatch.console import ScrapeSource
-from tests.console.conftest import run_view, texts
+from tests.console.conftest import console_window, run_view, texts
 
 URL = "http://127.0.0.1:9/metrics"
 
@@ -32,9 +31,7 @@ def requests(service: str, n: int, bad_le: str | None = None) -> str:
 @pytest.mark.parametrize("bad_le", ["abc", ""])
 def test_a_bucket_whose_le_is_no_number_does_not_take_the_latency_panel_down(
         bad_le: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    for var in [v for v in os.environ if v.startswith("AIWATCH_CONSOLE_")]:
-        monkeypatch.delenv(var)
-    monkeypatch.setenv("AIWATCH_CONSOLE_WINDOW", "5")
+    console_window(monkeypatch, "5")
     src = ScrapeSource([URL], interval=1.0, history=60, start=False)
     t0 = time.time() - 5
     for i in range(5):

@@ -3,13 +3,12 @@ time per request, a traffic class's p95) say there is no value now instead of sh
 
 from __future__ import annotations
 
-import os
 import time
 
 import pytest
 
 from aiwatch.console import ScrapeSource
-from tests.console.conftest import run_view
+from tests.console.conftest import console_window, run_view
 
 URL = "http://127.0.0.1:9/metrics"
 
@@ -34,9 +33,7 @@ def exposition(requests: dict[str, int]) -> str:
 def stopped(monkeypatch: pytest.MonkeyPatch) -> ScrapeSource:
     """``busy`` serves 10 requests a second throughout; ``idle`` did too for 3 s, then none for the last 6 s
     (longer than the 2 s window)."""
-    for var in [v for v in os.environ if v.startswith("AIWATCH_CONSOLE_")]:
-        monkeypatch.delenv(var)
-    monkeypatch.setenv("AIWATCH_CONSOLE_WINDOW", "2")
+    console_window(monkeypatch, "2")
     src = ScrapeSource([URL], interval=1.0, history=60, start=False)
     t0 = time.time() - 10
     for i in range(10):
@@ -62,9 +59,7 @@ def test_a_traffic_class_without_requests_now_shows_no_p95(stopped: ScrapeSource
 def test_the_tiles_of_a_service_whose_endpoint_is_down_show_no_value(monkeypatch: pytest.MonkeyPatch) -> None:
     """``gone``'s only endpoint failed its scrapes for the last 6 s (longer than the 2 s window): its rate series
     ended there, and the tiles showed their last values (150 ms, 40%) as current next to ``busy``'s."""
-    for var in [v for v in os.environ if v.startswith("AIWATCH_CONSOLE_")]:
-        monkeypatch.delenv(var)
-    monkeypatch.setenv("AIWATCH_CONSOLE_WINDOW", "2")
+    console_window(monkeypatch, "2")
     down = "http://127.0.0.2:9/metrics"
     src = ScrapeSource([URL, down], interval=1.0, history=60, start=False)
     t0 = time.time() - 10
