@@ -673,7 +673,8 @@ def _hand_over_before_forks() -> None:
 
 def _run(ref: weakref.ReferenceType[DriftMonitor], stop: _Schedule) -> None:
     """The background thread: evaluate every ``interval`` and flush every ``flush_interval`` seconds, until ``stop``
-    or until the monitor is gone (it is only held between waits)."""
+    or until the monitor is gone (it is only held between waits). A check that takes longer than ``interval`` is
+    followed by a whole ``interval`` without one."""
     monitor = ref()
     if monitor is None:
         return
@@ -687,11 +688,16 @@ def _run(ref: weakref.ReferenceType[DriftMonitor], stop: _Schedule) -> None:
         monitor = ref()
         if monitor is None:
             return
+        evaluating = time.monotonic() >= next_eval
         try:
-            if time.monotonic() >= next_eval:
+            if evaluating:
                 next_eval = time.monotonic() + monitor.interval
                 monitor.evaluate()
             else:
                 monitor.flush()
         except Exception as exc:
             record_error("drift", exc, monitor.metrics)
+        # A check that overran its period waits a whole period from its end: planned from its start, the next one
+        # was due at once, and a check slower than ``interval`` ran back to back, one core busy in the app for good.
+        if evaluating and time.monotonic() >= next_eval:
+            next_eval = time.monotonic() + monitor.interval

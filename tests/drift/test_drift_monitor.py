@@ -397,6 +397,40 @@ def test_background_thread_evaluates_and_stops(profile: ReferenceProfile, regist
     mon.stop()  # idempotent
 
 
+def test_a_check_slower_than_its_interval_is_followed_by_a_whole_interval_without_one() -> None:
+    """The next check was planned from the start of the last one: a check that took longer than ``interval`` (a large
+    window tested exactly) was followed at once by the next, so the monitor evaluated back to back, a core of the
+    serving process busy with it for good."""
+    import time
+
+    rng = np.random.default_rng(11)
+    wide = ReferenceProfile.build({f"x{i}": rng.normal(size=5000) for i in range(4)})
+    interval = 0.02
+    mon = DriftMonitor(wide, model="m", registry=CollectorRegistry(), window_size=400_000, exact=True,
+                       method="ks", interval=interval, flush_interval=60)
+    mon.observe_batch({f"x{i}": rng.normal(size=400_000) for i in range(4)})
+    spans: list[tuple[float, float]] = []
+    done = threading.Event()
+    original = mon.evaluate
+
+    def evaluate() -> Any:
+        started = time.monotonic()
+        try:
+            return original()
+        finally:
+            spans.append((started, time.monotonic()))
+            if len(spans) >= 5:
+                done.set()
+
+    mon.evaluate = evaluate  # type: ignore[method-assign]
+    with mon:
+        assert done.wait(60)
+    overran = [(end, following) for (start, end), (following, _) in zip(spans, spans[1:], strict=False)
+               if end - start > interval]
+    assert len(overran) >= 3, spans  # each of these checks took longer than its interval
+    assert all(following - end >= interval * 0.9 for end, following in overran), spans
+
+
 def test_a_monitor_dropped_without_stop_ends_its_thread(profile: ReferenceProfile,
                                                        registry: CollectorRegistry) -> None:
     """A profile reloaded by making a new monitor: the old one, started and dropped without stop(), was kept alive by
