@@ -307,12 +307,23 @@ def _fmt(x: float | None) -> str:
     return f"{x:.4g}"
 
 
+def _share(share: float, drift_share: float) -> str:
+    """``share`` to 2 decimals, or to as many digits as it takes to stay on its side of ``drift_share``."""
+    text = f"{share:.2f}"
+    return text if (float(text) >= drift_share) == (share >= drift_share) else f"{share:.6g}"
+
+
 def print_table(report: Any) -> None:
-    print(f"{'feature':<24} {'kind':<12} {'test':<14} {'statistic':>10} {'p-value':>10} {'threshold':>9} "
+    # with a correction, the threshold is compared with the adjusted p-value: shown beside the raw one, whose row
+    # read "p-value 0.016, threshold 0.05, ok" (its adjusted 0.082 made it ok)
+    adjusted = bool(report.correction)
+    adj_head = f" {'adj. p':>10}" if adjusted else ""
+    print(f"{'feature':<24} {'kind':<12} {'test':<14} {'statistic':>10} {'p-value':>10}{adj_head} {'threshold':>9} "
           f"{'n':>8}  result")
     for r in report.features.values():
         result = "DRIFT" if r.drifted else ("ok" if r.status == "ok" else r.status)
-        print(f"{r.feature:<24} {r.kind:<12} {r.method:<14} {_fmt(r.statistic):>10} {_fmt(r.pvalue):>10} "
+        adj = f" {_fmt(r.adjusted_pvalue):>10}" if adjusted else ""
+        print(f"{r.feature:<24} {r.kind:<12} {r.method:<14} {_fmt(r.statistic):>10} {_fmt(r.pvalue):>10}{adj} "
               f"{_fmt(r.threshold):>9} {r.current_count:>8}  {result}")
     for r in report.features.values():
         if r.missing or r.invalid:
@@ -331,7 +342,8 @@ def print_table(report: Any) -> None:
     if report.unknown_features:
         print(f"not in the reference (ignored): {', '.join(report.unknown_features)}")
     verdict = "DRIFT" if report.drifted else "no drift"
-    rule = (f"drifted share {report.share_drifted:.2f} >= {report.drift_share}" if report.rule == "share"
+    rule = (f"drifted share {_share(report.share_drifted, report.drift_share)} "
+            f"{'>=' if report.drifted else '<'} {report.drift_share}" if report.rule == "share"
             else "any feature drifted")
     correction = f", correction {report.correction}" if report.correction else ""
     print(f"dataset: {verdict} ({report.drifted_count}/{report.tested_count} features drifted; rule: {rule}"

@@ -429,3 +429,30 @@ def test_json_says_why_nothing_was_tested(tmp_path: Path, capsys: pytest.Capture
     assert json.loads(out)["nothing_tested"] == "the current data has none of the reference's features 'x' (its " \
         "columns: 'y')"
     assert err.endswith(json.loads(out)["nothing_tested"] + "\n")
+
+
+def test_the_table_shows_the_adjusted_p_value_its_verdict_compared_and_a_true_share_rule(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """With a correction, the table showed the raw p-value only: 'f0 ks 0.0775 0.01635 0.05 800 ok' (0.016 under
+    0.05, yet ok: its Bonferroni-adjusted 0.082 was compared). The dataset line read 'drifted share 0.00 >= 0.5'
+    where no feature drifted: the rule with the share written in, a false inequality."""
+    rng = np.random.default_rng(5)
+    n = 800
+    ref = pd.DataFrame({f"f{i}": rng.normal(size=n) for i in range(5)})
+    cur = pd.DataFrame({f"f{i}": rng.normal(size=n) for i in range(5)})
+    cur["f0"] = rng.normal(0.16, 1, n)
+    ref.to_csv(tmp_path / "ref.csv", index=False)  # type: ignore[attr-defined]
+    cur.to_csv(tmp_path / "cur.csv", index=False)  # type: ignore[attr-defined]
+    assert main(["drift", str(tmp_path / "ref.csv"), str(tmp_path / "cur.csv"), "--correction", "bonferroni"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:7] == ["feature", "kind", "test", "statistic", "p-value", "adj.", "p"]
+    f0 = lines[1].split()
+    raw, adjusted, threshold = float(f0[4]), float(f0[5]), float(f0[6])
+    assert raw <= threshold < adjusted and f0[-1] == "ok"  # the verdict is the adjusted p-value's
+    assert adjusted == pytest.approx(min(1.0, 5 * raw), rel=1e-3)
+    assert lines[-1] == ("dataset: no drift (0/5 features drifted; rule: drifted share 0.00 < 0.5, correction "
+                         "bonferroni)")
+    assert main(["drift", str(tmp_path / "ref.csv"), str(tmp_path / "cur.csv"), "--drift-share", "0.2"]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert "adj." not in out[0]  # no correction, no adjusted p-value
+    assert out[-1] == "dataset: DRIFT (1/5 features drifted; rule: drifted share 0.20 >= 0.2)"

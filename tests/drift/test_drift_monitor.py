@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import itertools
 import logging
 import math
 import threading
@@ -425,7 +426,7 @@ def test_a_check_slower_than_its_interval_is_followed_by_a_whole_interval_withou
     mon.evaluate = evaluate  # type: ignore[method-assign]
     with mon:
         assert done.wait(60)
-    overran = [(end, following) for (start, end), (following, _) in zip(spans, spans[1:], strict=False)
+    overran = [(end, following) for (start, end), (following, _) in itertools.pairwise(spans)
                if end - start > interval]
     assert len(overran) >= 3, spans  # each of these checks took longer than its interval
     assert all(following - end >= interval * 0.9 for end, following in overran), spans
