@@ -223,6 +223,17 @@ class Options:
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
 
 
+def options_of(options: Options | None, kwargs: Mapping[str, Any]) -> Options:
+    """``options``, or :class:`Options` made of ``kwargs``; both given is a ``TypeError`` naming the keywords (they
+    were dropped: ``options=Options(), correction="bh"`` tested without a correction)."""
+    if options is None:
+        return Options(**kwargs)
+    if kwargs:
+        raise TypeError(f"give the options either as options= or as keywords, not both: {', '.join(kwargs)} would be "
+                        "ignored (set them on the Options)")
+    return options
+
+
 def _real(value: object) -> bool:
     return isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
 
@@ -396,7 +407,7 @@ def compare(profile: ReferenceProfile, data: Any, options: Options | None = None
     """Drift of ``data`` (dict of columns, list of row dicts, DataFrame, 2-D array) against ``profile``.
 
     Keyword arguments are :class:`Options` fields (``correction="bh"``, ``methods={"age": "psi"}``...)."""
-    options = options or Options(**kwargs)
+    options = options_of(options, kwargs)
     options.validate(profile)
     columns = columns_of(data)
     current = _SortedOneByOne(profile, columns, options) if options.exact else summarise(profile, columns, options)

@@ -39,7 +39,7 @@ from aiwatch.cardinality import guard_for
 from aiwatch.drift.columns import columns_of, to_float, to_float_flagging
 from aiwatch.drift.counting import INVALID, MISSING, count_bins
 from aiwatch.drift.current import CurrentFeature, categorical_current_from_codes, numerical_current
-from aiwatch.drift.evaluate import STATUS_OK, DriftReport, Options, compare_features, needs_bins
+from aiwatch.drift.evaluate import STATUS_OK, DriftReport, Options, compare_features, needs_bins, options_of
 from aiwatch.drift.features import CategoricalFeature, NumericalFeature
 from aiwatch.drift.profile import ReferenceProfile
 from aiwatch.forksafe import renew_at_fork
@@ -85,7 +85,8 @@ class DriftMonitor:
             ``flush_interval`` are numbers of seconds above 0 and at most 1e9 (kept as floats), ``flush_every`` an
             integer >= 1; anything else is a ValueError naming it.
         options: test selection and verdict (:class:`aiwatch.drift.evaluate.Options`); keyword arguments such as
-            ``correction="bh"``, ``methods={"age": "psi"}``, ``min_samples=50`` build one.
+            ``correction="bh"``, ``methods={"age": "psi"}``, ``min_samples=50`` build one (not both: a
+            ``TypeError``). ``window_size`` below ``min_samples`` is a ValueError (such a window never tests).
         flush_every / flush_interval: single-row observations are counted into the Prometheus bin counters every
             ``flush_every`` rows, on :meth:`flush` and :meth:`evaluate`, and every ``flush_interval`` seconds
             after :meth:`start`.
@@ -121,8 +122,12 @@ class DriftMonitor:
         self.window_seconds = None if window_seconds is None else period(window_seconds, "window_seconds")
         self.interval = period(interval, "interval")
         self.flush_interval = period(flush_interval, "flush_interval")
-        self.options = options or Options(**option_kwargs)
+        self.options = options_of(options, option_kwargs)
         self.options.validate(profile)
+        if window_size < self.options.min_samples:
+            raise ValueError(f"window_size ({window_size}) must be at least min_samples "
+                             f"({self.options.min_samples}): a window of fewer rows never holds enough values to test "
+                             "a feature")
         self.clock = clock
         self._flush_every = min(every, window_size)
         self._lock = threading.Lock()

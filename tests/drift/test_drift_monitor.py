@@ -16,7 +16,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from aiwatch.drift import DriftMonitor, ReferenceProfile, compare
-from aiwatch.drift.evaluate import STATUS_INSUFFICIENT
+from aiwatch.drift.evaluate import STATUS_INSUFFICIENT, Options
 from aiwatch.drift.monitor import MAX_UNKNOWN_NAME_CHARS
 from aiwatch.drift.profile import OTHER, UNSEEN, CategoricalFeature, NumericalFeature
 from aiwatch.drift.stattests import jensenshannon, psi
@@ -607,6 +607,30 @@ def test_profile_path_and_bad_options(profile: ReferenceProfile, tmp_path: Path,
         DriftMonitor(profile, registry=CollectorRegistry(), methods={"color": "ks"})
 
 
+def test_options_and_option_keywords_together_are_refused_naming_the_keywords(profile: ReferenceProfile) -> None:
+    """``options=Options(), correction="bh", min_samples=5``: the keywords were dropped without a word, so the
+    monitor (and compare()) tested without the correction asked for, at the default min_samples."""
+    with pytest.raises(TypeError, match="not both: correction, min_samples would be ignored"):
+        DriftMonitor(profile, registry=CollectorRegistry(), options=Options(), correction="bh", min_samples=5)
+    with pytest.raises(TypeError, match="not both: correction would be ignored"):
+        compare(profile, {"x": REF_X[:100]}, Options(), correction="bh")
+    mon = DriftMonitor(profile, registry=CollectorRegistry(), options=Options(correction="bh", min_samples=5))
+    assert (mon.options.correction, mon.options.min_samples) == ("bh", 5)
+    assert DriftMonitor(profile, registry=CollectorRegistry(), correction="bh").options.correction == "bh"
+
+
+def test_a_window_smaller_than_min_samples_is_a_value_error_naming_both(profile: ReferenceProfile) -> None:
+    """window_size=20 with the default min_samples (30): every check found every feature insufficient_data, for ever,
+    and exported aiwatch_drift_detected 0 (no drift) however far the traffic moved."""
+    with pytest.raises(ValueError, match=r"^window_size \(20\) must be at least min_samples \(30\)"):
+        DriftMonitor(profile, registry=CollectorRegistry(), window_size=20)
+    with pytest.raises(ValueError, match=r"^window_size \(4\) must be at least min_samples \(5\)"):
+        DriftMonitor(profile, registry=CollectorRegistry(), window_size=4, options=Options(min_samples=5))
+    mon = DriftMonitor(profile, model="m", registry=CollectorRegistry(), window_size=20, min_samples=20)
+    mon.observe_batch({"x": RNG.normal(5, 1, 100), "color": ["red"] * 100, "score": RNG.uniform(size=100)})
+    assert mon.evaluate().features["x"].drifted
+
+
 BAD_SIZES = [*BAD_COUNTS, pytest.param(0, id="zero")]
 
 
@@ -650,10 +674,10 @@ def test_an_interval_that_is_no_number_of_seconds_is_a_value_error_naming_it(pro
 @pytest.mark.parametrize("other", OTHER_SECONDS)
 def test_intervals_of_another_numeric_type_are_kept_as_floats(profile: ReferenceProfile, other: Any) -> None:
     mon = DriftMonitor(profile, registry=CollectorRegistry(), interval=other, flush_interval=other,
-                       window_seconds=other, window_size=np.int64(10), flush_every=np.int64(3))
+                       window_seconds=other, window_size=np.int64(40), flush_every=np.int64(3))
     assert all(type(v) is float and v == float(other) for v in (mon.interval, mon.flush_interval,
                                                                 mon.window_seconds))
-    assert (mon.window_size, mon._flush_every) == (10, 3)
+    assert (mon.window_size, mon._flush_every) == (40, 3)
 
 
 def test_one_empty_column_does_not_fail_the_others() -> None:
