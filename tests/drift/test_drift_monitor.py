@@ -480,6 +480,38 @@ def test_a_check_copies_the_window_into_pages_touched_before_it_takes_the_lock(p
     assert len(lock.faults) == 3 and max(lock.faults) < 10, lock.faults
 
 
+def test_observe_goes_on_while_a_batch_of_columns_is_read(profile: ReferenceProfile) -> None:
+    """observe_batch read and converted every column holding the lock that every observe() takes: a 200k-row batch
+    held each request that long (0.38 s). Here the batch's reading of one value waits until a single row has been
+    observed on another thread."""
+    mon = DriftMonitor(profile, model="m", registry=CollectorRegistry(), window_size=200)
+    reading, observed, waited = threading.Event(), threading.Event(), []
+
+    class Slow(str):
+        __slots__ = ()
+
+        def __hash__(self) -> int:
+            reading.set()
+            waited.append(observed.wait(10))
+            return str.__hash__(self)
+
+    batch = {"x": [0.5] * 41, "color": [Slow("red"), *["green"] * 40], "score": [0.1] * 41}
+    reader = threading.Thread(target=mon.observe_batch, args=(batch,))
+    reader.start()
+    assert reading.wait(10)
+
+    def one_row() -> None:
+        mon.observe({"x": 0.1, "color": "blue", "score": 0.2})
+        observed.set()
+
+    single = threading.Thread(target=one_row)
+    single.start()
+    reader.join(20)
+    single.join(20)
+    assert waited and waited[0], "the single row waited for the batch's reading"
+    assert mon.evaluate().features["color"].current_count == 42
+
+
 @pytest.mark.parametrize("size", [1, 7, 64])
 def test_the_window_holds_the_latest_rows_in_order_as_it_wraps(size: int) -> None:
     rng = np.random.default_rng(size)
