@@ -512,6 +512,47 @@ def test_observe_goes_on_while_a_batch_of_columns_is_read(profile: ReferenceProf
     assert mon.evaluate().features["color"].current_count == 42
 
 
+@pytest.mark.parametrize("shape", ["row", "rows", "columns"])
+def test_observe_goes_on_while_another_rows_unknown_features_are_counted(profile: ReferenceProfile,
+                                                                        shape: str) -> None:
+    """A row's unknown features were counted, and logged, holding the lock every observe() takes: a hostile row of
+    50 000 unknown keys held every request 0.14 s, and a log handler that blocked (a full pipe) held them all. Here
+    the unknown feature's log line waits until another thread's row has been observed."""
+    mon = DriftMonitor(profile, model="m", registry=CollectorRegistry())
+    logging_now, observed, waited = threading.Event(), threading.Event(), []
+
+    class Waiting(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "is not in the reference profile" in record.getMessage():
+                logging_now.set()
+                waited.append(observed.wait(10))
+
+    handler = Waiting()
+    logger = logging.getLogger("aiwatch")
+    logger.addHandler(handler)
+    row = {"x": 0.5, "color": "red", "score": 0.1, f"hostile_{shape}": 1}
+    observe: Any = {"row": lambda: mon.observe(row), "rows": lambda: mon.observe_batch([row]),
+                    "columns": lambda: mon.observe_batch({k: [v] for k, v in row.items()})}[shape]
+    try:
+        hostile = threading.Thread(target=observe)
+        hostile.start()
+        assert logging_now.wait(10)
+
+        def one_row() -> None:
+            mon.observe({"x": 0.1, "color": "blue", "score": 0.2})
+            observed.set()
+
+        single = threading.Thread(target=one_row)
+        single.start()
+        hostile.join(20)
+        single.join(20)
+    finally:
+        logger.removeHandler(handler)
+    assert waited == [True], "the single row waited for the other row's unknown features to be counted"
+    assert mon.unknown_features == [f"hostile_{shape}"]
+    assert mon.evaluate().features["x"].current_count == 2
+
+
 @pytest.mark.parametrize("size", [1, 7, 64])
 def test_the_window_holds_the_latest_rows_in_order_as_it_wraps(size: int) -> None:
     rng = np.random.default_rng(size)
