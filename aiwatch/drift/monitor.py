@@ -159,7 +159,7 @@ class DriftMonitor:
         self.last_report: DriftReport | None = None
         self._thread: threading.Thread | None = None
         self._stop = _Schedule()
-        self._start_lock = threading.Lock()
+        self._start_lock = threading.RLock()  # start() under it, from _resume_in_child's hold of it too
         self._resume = False  # in a forked child of a started monitor, until its first row starts its thread
         self._handed_over = False  # started, with its schedule left to the children forked from now on
         renew_at_fork(self)
@@ -183,7 +183,7 @@ class DriftMonitor:
         self._eval_lock = threading.Lock()
         self._export_lock = threading.Lock()
         self._stop = _Schedule()
-        self._start_lock = threading.Lock()
+        self._start_lock = threading.RLock()  # start() under it, from _resume_in_child's hold of it too
         # a resume still pending (the parent had no row since its own fork) is a schedule too: a grandchild keeps it
         self._resume = self._resume or self._thread is not None or self._handed_over
         self._handed_over = False
@@ -600,18 +600,21 @@ class DriftMonitor:
         dropped without :meth:`stop` ends its thread (without the final flush :meth:`stop` does)."""
         if interval is not None:
             self.interval = period(interval, "interval")
-        self._resume = self._handed_over = False
-        _started.add(self)
-        if self._thread is not None and self._thread.is_alive():
-            return self
-        # Each thread gets its own stop signal (one still finishing an evaluation after stop()'s timeout still
-        # stops) and holds the monitor weakly (a monitor dropped without stop() ends its thread, instead of being
-        # kept alive by it, evaluating a window nothing adds to and exporting its stale scores for ever).
-        self._stop = _Schedule()
-        thread = threading.Thread(target=_run, args=(weakref.ref(self), self._stop),
-                                  name=f"aiwatch-drift-{self.model}", daemon=True)
-        thread.start()
-        self._thread = thread  # only once started: a thread that could not start is no schedule
+        # under the lock: calls at once from several threads (an app that starts its monitor at its first requests)
+        # each started a thread, and stop() stopped only the last one; the others evaluated for good
+        with self._start_lock:
+            self._resume = self._handed_over = False
+            _started.add(self)
+            if self._thread is not None and self._thread.is_alive():
+                return self
+            # Each thread gets its own stop signal (one still finishing an evaluation after stop()'s timeout still
+            # stops) and holds the monitor weakly (a monitor dropped without stop() ends its thread, instead of
+            # being kept alive by it, evaluating a window nothing adds to and exporting its stale scores for ever).
+            self._stop = _Schedule()
+            thread = threading.Thread(target=_run, args=(weakref.ref(self), self._stop),
+                                      name=f"aiwatch-drift-{self.model}", daemon=True)
+            thread.start()
+            self._thread = thread  # only once started: a thread that could not start is no schedule
         check_fork_hooks(f"the drift monitor of model {self.model!r}", self.metrics)
         if uwsgi_master():  # serves no request: its window would get no rows (as aiwatch.gunicorn's pre_fork)
             self._hand_over()
@@ -622,9 +625,10 @@ class DriftMonitor:
         """Stop the background thread (idempotent) after flushing the bin counters, waiting at most ``timeout``
         seconds for it (a ``timeout`` that is no number of seconds, such as NaN, is a ValueError naming it)."""
         wait = seconds_to_wait(timeout, "timeout")
-        self._resume = self._handed_over = False
-        self._stop.set()
-        thread, self._thread = self._thread, None
+        with self._start_lock:
+            self._resume = self._handed_over = False
+            self._stop.set()
+            thread, self._thread = self._thread, None
         if thread is not None:
             thread.join(wait)
         try:

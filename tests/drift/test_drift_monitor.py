@@ -570,6 +570,38 @@ def test_the_window_holds_the_latest_rows_in_order_as_it_wraps(size: int) -> Non
         assert mon.window()["x"].tolist() == seen[-size:]
 
 
+def test_start_called_from_many_threads_at_once_starts_one_schedule_that_stop_ends(profile: ReferenceProfile) -> None:
+    """start() is idempotent, so an app may call it at its first requests: called from 8 threads at once, up to 7
+    schedules started, stop() ended only the last, and the others evaluated and exported for as long as the
+    monitor lived."""
+    import sys
+
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # thread switches inside start(), where the race is
+    try:
+        for trial in range(20):
+            model = f"many-starts-{trial}"
+            mon = DriftMonitor(profile, model=model, registry=CollectorRegistry(), interval=30)
+            barrier = threading.Barrier(8)
+
+            def start(monitor: DriftMonitor = mon, gate: threading.Barrier = barrier) -> None:
+                gate.wait()
+                monitor.start()
+
+            callers = [threading.Thread(target=start) for _ in range(8)]
+            for caller in callers:
+                caller.start()
+            for caller in callers:
+                caller.join(10)
+            schedules = [t for t in threading.enumerate() if t.name == f"aiwatch-drift-{model}"]
+            mon.stop()
+            assert len(schedules) == 1, (trial, len(schedules))
+            schedules[0].join(10)
+            assert not schedules[0].is_alive()
+    finally:
+        sys.setswitchinterval(switch)
+
+
 def test_a_monitor_dropped_without_stop_ends_its_thread(profile: ReferenceProfile,
                                                        registry: CollectorRegistry) -> None:
     """A profile reloaded by making a new monitor: the old one, started and dropped without stop(), was kept alive by
