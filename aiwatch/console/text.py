@@ -73,9 +73,16 @@ def safe_url(url: str) -> str | None:
 
 
 def md_link(label: str, url: str) -> str:
-    """A Markdown link to ``url`` (http(s) only, with the characters Markdown would end it on percent-encoded)
-    labelled with ``label`` as text; just the label when the URL is not a safe link."""
+    """A Markdown link to ``url`` (http(s) only, with the characters Markdown would end it on percent-encoded;
+    brackets are kept, an IPv6 host's) labelled with ``label`` as text; just the label when the URL is not a safe
+    link.
+
+    >>> md_link("runbook", "http://[::1]:9093/runbooks/(x)")
+    '[runbook](http://[::1]:9093/runbooks/%28x%29)'
+    >>> md_link("runbook", "javascript:alert(1)")
+    'runbook'
+    """
     target = safe_url(url)
     if target is None:
         return md(label)
-    return f"[{md(label)}]({urllib.parse.quote(target, safe=':/?#@!$&*+,;=%~.-_')})"
+    return f"[{md(label)}]({urllib.parse.quote(target, safe=':/?#@!$&*+,;=%~.-_[]')})"

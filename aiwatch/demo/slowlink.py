@@ -12,9 +12,10 @@ Bytes of one connection are delivered in the order they were sent, and nothing i
 not lossy. The proxy runs an asyncio loop on its own thread, so it keeps running across the runner's event loops;
 :meth:`SlowLink.congest` and :meth:`SlowLink.clear` may be called from any thread.
 
-    >>> link = SlowLink("127.0.0.1", 50051)   # doctest: +SKIP
-    >>> port = link.start()                   # doctest: +SKIP  (point the client at 127.0.0.1:port)
-    >>> link.congest(delay=0.2, bandwidth=256_000)   # doctest: +SKIP
+    >>> link = SlowLink("127.0.0.1", 50051)
+    >>> port = link.start()  # point the client at 127.0.0.1:port
+    >>> link.congest(delay=0.2, bandwidth=256_000)
+    >>> link.clear(); link.stop()
 """
 
 from __future__ import annotations
