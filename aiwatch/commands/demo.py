@@ -66,7 +66,7 @@ def register(subparsers: Any) -> None:
                              "and counts the response as degraded")
     parser.add_argument("--no-alerts", action="store_true",
                         help="do not start Prometheus and Alertmanager (started by default when installed)")
-    parser.add_argument("--seed", type=int, default=7, help="seed of the generated traffic")
+    parser.add_argument("--seed", type=_seed, default=7, help="seed of the generated traffic (a whole number >= 0)")
     parser.add_argument("--prediction-log", metavar="DIR", default=None, type=_directory,
                         help="the inference service logs every request into DIR (Parquet by model and hour); then "
                              "`aiwatch drift PROFILE DIR --since TIME` tests the sale's requests")
@@ -118,6 +118,13 @@ def _directory(text: str) -> str:
 def _count(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
+    return int(text)
+
+
+def _seed(text: str) -> int:
+    # numpy's generators take no negative seed: -1 was a ValueError traceback once the services had started
+    if not (text.isascii() and text.isdigit()):
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got {text!r}")
     return int(text)
 
 

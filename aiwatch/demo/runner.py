@@ -24,7 +24,7 @@ from aiwatch._optional import MissingExtraError
 from aiwatch.demo import alerting, loadgen, scenarios, scrape, summary
 from aiwatch.demo.faults import Injector
 from aiwatch.demo.names import Names
-from aiwatch.demo.processes import HOST, DemoFailed, Supervisor, free_port
+from aiwatch.demo.processes import HOST, DemoFailed, Supervisor, claim_port, free_port
 from aiwatch.demo.slowlink import SlowLink
 
 
@@ -130,6 +130,12 @@ def _run(options: DemoOptions, supervisor: Supervisor, out: TextIO) -> int:
     py = sys.executable
     scenario = scenarios.get(options.scenario)
     names = Names()
+    if options.gateway_port and options.gateway_port == options.inference_port:
+        raise DemoFailed(f"--gateway-port and --inference-port are both {options.gateway_port}: the two services need "
+                         "two ports")
+    for flag, port in (("--gateway-port", options.gateway_port), ("--inference-port", options.inference_port)):
+        if port:
+            claim_port(port, flag)
     inf_port, gw_port = options.inference_port or free_port(), options.gateway_port or free_port()
     inf_url, gw_url = f"http://{HOST}:{inf_port}", f"http://{HOST}:{gw_port}"
     if options.transport not in ("grpc", "http"):

@@ -214,6 +214,8 @@ def test_stage_stats_take_the_drift_verdict_from_the_monitor_with_enough_values(
     (["--rps", "100001"], "argument --rps: at most 100000 requests/s, got '100001'"),
     (["--duration", "2e9"], "argument --duration: at most 1e+09 seconds, got '2e9'"),
     (["--duration", "-5"], "argument --duration: must be a finite number > 0, got '-5'"),
+    (["--seed", "-1"], "argument --seed: must be a whole number >= 0, got '-1'"),
+    (["--seed", "1.5"], "argument --seed: must be a whole number >= 0, got '1.5'"),
 ])
 def test_demo_command_rejects_bad_arguments(argv: list[str], message: str,
                                             capsys: pytest.CaptureFixture[str]) -> None:
@@ -389,3 +391,43 @@ def test_the_demo_without_its_extra_says_which_to_install_in_one_line(
     err = capsys.readouterr().err
     assert err == (f"aiwatch demo: {missing} is not installed; this aiwatch feature needs it: "
                    f'pip install "aiwatch[{extra}]"\n')
+
+
+@pytest.mark.parametrize("taken", ["--gateway-port", "--inference-port"])
+def test_a_fixed_port_already_in_use_is_refused_before_any_service_starts(
+        taken: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """A service that could not bind its fixed port exited, but whatever held the port answered the readiness check
+    (the FastAPI example on 8000 serves /healthz), and the demo ended in a traceback (HTTP Error 404 from /info)."""
+    import io
+    import socket
+
+    from aiwatch.demo import processes, runner
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
+        listener.bind((processes.HOST, 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        other = processes.free_port()
+        ports = {"gateway_port": port, "inference_port": other} if taken == "--gateway-port" else \
+            {"gateway_port": other, "inference_port": port}
+        out = io.StringIO()
+        assert runner.run(runner.DemoOptions(headless=True, alerts=False, transport="http", out=out, **ports)) == 1
+    assert capsys.readouterr().err == (f"aiwatch demo: {taken} {port}: {processes.HOST}:{port} is in use (Address "
+                                       f"already in use): stop what listens there, or leave {taken} out for a free "
+                                       "port\n")
+    assert "starting the services" not in out.getvalue()
+
+
+def test_the_same_fixed_port_for_both_services_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    import io
+
+    from aiwatch.demo import processes, runner
+
+    port = processes.free_port()
+    out = io.StringIO()
+    assert runner.run(runner.DemoOptions(headless=True, alerts=False, transport="http", out=out, gateway_port=port,
+                                         inference_port=port)) == 1
+    assert capsys.readouterr().err == (f"aiwatch demo: --gateway-port and --inference-port are both {port}: the two "
+                                       "services need two ports\n")
+    assert "starting the services" not in out.getvalue()
+
