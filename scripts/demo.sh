@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job from a fresh machine: a venv with aiwatch and the demo's dependencies (pip only: the demo needs no
-# system package; Redis is optional, via --redis URL), then `aiwatch demo` with the given arguments.
+# system package; Redis is optional, via --redis URL with AIWATCH_EXTRAS=demo,console,grpc,rules,redis), then
+# `aiwatch demo` with the given arguments.
 #   scripts/demo.sh                          # the flash-sale demo with the console, until Ctrl-C
 #   scripts/demo.sh --headless --duration 60 # one cycle, then the per-stage summary
 set -euo pipefail

@@ -142,6 +142,8 @@ def run(args: argparse.Namespace) -> int:
             require(module, "demo")
         if args.transport == "grpc":
             require("grpc", "grpc")
+        if args.redis:  # else the gateway died of the ImportError, its traceback printed as the demo's failure
+            require("redis.asyncio", "redis")
     except MissingExtraError as exc:  # as `aiwatch console` says it: one line, not a traceback
         print(f"aiwatch demo: {exc}", file=sys.stderr)
         return 1

@@ -97,7 +97,7 @@ class RedisCache:
                  cache: str = CACHE) -> None:
         from aiwatch._optional import require
 
-        redis_asyncio: Any = require("redis.asyncio", "all")
+        redis_asyncio: Any = require("redis.asyncio", "redis")
         client = redis_asyncio.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
         self.client: Any = instrument_redis(client, cache=cache, phase=None, metrics=metrics)
         self.prefix = prefix

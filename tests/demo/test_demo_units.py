@@ -375,19 +375,22 @@ def test_the_matrix_reads_the_worst_workers_share_at_the_windows_end_as_diagnose
     assert all(read_promql(r, 300, "db200") == sources.read_promql(r, 300, 'cell="db200"') for r in READS)
 
 
-@pytest.mark.parametrize(("missing", "extra", "transport"),
-                         [("fastapi", "demo", "http"), ("httpx", "demo", "http"), ("grpc", "grpc", "grpc")])
+@pytest.mark.parametrize(("missing", "extra", "transport", "more"),
+                         [("fastapi", "demo", "http", []), ("httpx", "demo", "http", []), ("grpc", "grpc", "grpc", []),
+                          ("redis.asyncio", "redis", "http",
+                           ["--redis", "redis://127.0.0.1:6379/0", "--duration", "1", "--no-alerts"])])
 def test_the_demo_without_its_extra_says_which_to_install_in_one_line(
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], missing: str, extra: str,
-        transport: str) -> None:
-    """``aiwatch demo`` on an install without the ``demo`` extra (or ``grpc``, for ``--transport grpc``) says so and
-    exits 1, as ``aiwatch console`` does without its extra; it ended in a traceback of the ImportError."""
+        transport: str, more: list[str]) -> None:
+    """``aiwatch demo`` on an install without the ``demo`` extra (or ``grpc``, for ``--transport grpc``; ``redis``, for
+    ``--redis``) says so and exits 1, as ``aiwatch console`` does without its extra; it ended in a traceback of the
+    ImportError (for ``--redis``, the gateway's, printed as the demo's failure once the services had started)."""
     import sys
 
     from aiwatch.cli import main
 
     monkeypatch.setitem(sys.modules, missing, None)  # import -> ImportError, as when the extra is not installed
-    assert main(["demo", "--headless", "--transport", transport]) == 1
+    assert main(["demo", "--headless", "--transport", transport, *more]) == 1
     err = capsys.readouterr().err
     assert err == (f"aiwatch demo: {missing} is not installed; this aiwatch feature needs it: "
                    f'pip install "aiwatch[{extra}]"\n')
