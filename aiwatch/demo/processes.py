@@ -44,19 +44,27 @@ _LOWEST_PORT = 10000
 _handed_out: set[int] = set()
 
 
-def claim_port(port: int, flag: str) -> None:
-    """Check that a port given on the command line is free on :data:`HOST`, and keep :func:`free_port` off it.
-
-    A taken port was not noticed: the service that could not bind it exited, but whatever held the port answered the
-    readiness check (an earlier demo, the FastAPI example on 8000), and the demo failed on with a traceback."""
+def port_in_use(port: int) -> str | None:
+    """Why :data:`HOST`:``port`` cannot be bound now (the OS's reason), or ``None`` when it is free."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         # as uvicorn binds: a connection of an earlier run in TIME_WAIT does not hold the port, a listener does
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((HOST, port))
         except OSError as exc:
-            raise DemoFailed(f"{flag} {port}: {HOST}:{port} is in use ({exc.strerror}): stop what listens there, "
-                             f"or leave {flag} out for a free port") from None
+            return exc.strerror or str(exc)
+    return None
+
+
+def claim_port(port: int, flag: str) -> None:
+    """Check that a port given on the command line is free on :data:`HOST`, and keep :func:`free_port` off it.
+
+    A taken port was not noticed: the service that could not bind it exited, but whatever held the port answered the
+    readiness check (an earlier demo, the FastAPI example on 8000), and the demo failed on with a traceback."""
+    why = port_in_use(port)
+    if why is not None:
+        raise DemoFailed(f"{flag} {port}: {HOST}:{port} is in use ({why}): stop what listens there, or leave {flag} "
+                         "out for a free port")
     _handed_out.add(port)
 
 

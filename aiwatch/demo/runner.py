@@ -24,7 +24,7 @@ from aiwatch._optional import MissingExtraError
 from aiwatch.demo import alerting, loadgen, scenarios, scrape, summary
 from aiwatch.demo.faults import Injector
 from aiwatch.demo.names import Names
-from aiwatch.demo.processes import HOST, DemoFailed, Supervisor, claim_port, free_port
+from aiwatch.demo.processes import HOST, DemoFailed, Supervisor, claim_port, free_port, port_in_use
 from aiwatch.demo.slowlink import SlowLink
 
 
@@ -320,7 +320,12 @@ def _open_console(supervisor: Supervisor, metrics_urls: list[str], prometheus: s
         print('  console: not installed (pip install "aiwatch[console]"); watch the summary below, or scrape\n'
               f"           {' and '.join(metrics_urls)} with Prometheus", file=out, flush=True)
         return
-    # Not essential: a console that cannot start (port taken) leaves the demo and its summary running.
+    why = port_in_use(port)
+    if why is not None:  # the console it would print would be whatever holds the port: another demo's, often
+        print(f"  console: not started, {HOST}:{port} is in use ({why}); another demo's console? --console-port 0 "
+              "picks a free port", file=out, flush=True)
+        return
+    # Not essential: a console that cannot start leaves the demo and its summary running.
     child = supervisor.start("console", console_args(metrics_urls, prometheus, port), essential=False)
     print(f"  console   http://{HOST}:{port}   pid {child.pid} (reading "
           f"{prometheus or 'the services /metrics'}; its log: {child.log})", file=out, flush=True)

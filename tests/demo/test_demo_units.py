@@ -434,3 +434,26 @@ def test_the_same_fixed_port_for_both_services_is_refused(capsys: pytest.Capture
                                        "services need two ports\n")
     assert "starting the services" not in out.getvalue()
 
+
+
+def test_a_console_port_in_use_is_said_and_no_console_is_started() -> None:
+    """The console's port taken (another demo's console on 8501): the demo printed ``console http://127.0.0.1:8501``
+    all the same, whose page was the other demo's, while its own console exited at once."""
+    import io
+    import socket
+
+    from aiwatch.demo import processes, runner
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
+        listener.bind((processes.HOST, 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        supervisor = processes.Supervisor()
+        out = io.StringIO()
+        try:
+            runner._open_console(supervisor, ["http://127.0.0.1:1/metrics"], None, port, out)
+        finally:
+            supervisor.stop()
+    assert supervisor.children == []
+    assert out.getvalue() == (f"  console: not started, {processes.HOST}:{port} is in use (Address already in use); "
+                              "another demo's console? --console-port 0 picks a free port\n")
