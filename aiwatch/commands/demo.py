@@ -47,7 +47,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--console-port", type=_port, default=8501,
                         help="port of the console on 127.0.0.1 (default 8501; 0: a free one)")
     parser.add_argument("--json", metavar="PATH", default=None, type=output_file,
-                        help="also write each cycle's per-stage numbers to PATH as JSON")
+                        help="also write the per-stage numbers to PATH as JSON (rewritten after each cycle: the "
+                             "latest cycle's)")
     parser.add_argument("--scenario", choices=list(SCENARIO_NAMES), default="flash-sale",
                         help="what goes wrong in the middle stage: flash-sale (default: 10x traffic, the queue "
                              "grows), network (the gateway -> inference link is congested), feature-store (the "
