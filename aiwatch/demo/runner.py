@@ -370,7 +370,9 @@ async def _drive(url: str, stages: list[loadgen.Stage], metrics_urls: list[str],
             results.append(stats)
             reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(load.failures.items()))
             why = f" ({reasons})" if reasons else ""
-            say(f"  done: {load.ok} ok, {load.failed} failed{why}, {load.dropped} not sent (over {max_in_flight} in "
+            # the flash sale's own bound with --severity-ms, not the run's 32, is what its requests were dropped over
+            bound = max_in_flight if stage.max_in_flight is None else min(max_in_flight, stage.max_in_flight)
+            say(f"  done: {load.ok} ok, {load.failed} failed{why}, {load.dropped} not sent (over {bound} in "
                 f"flight)" + (f", batch {load.batch_ok} ok, {load.batch_failed} failed" if stage.batch_workers else "")
                 + f"; request p99 {_fmt(stats.p('request', 99))}, model p50 {_fmt(stats.p('model', 50))}, "
                 f"queue p99 {_fmt(stats.p('queue', 99))}")

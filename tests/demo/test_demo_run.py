@@ -233,6 +233,19 @@ def test_a_service_that_cannot_start_is_a_clear_error() -> None:
                                "--gateway-port", str(port)], env=python_env(), capture_output=True, text=True,
                               timeout=90)
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert "the gateway service exited" in proc.stderr
+    assert f"aiwatch demo: --gateway-port {port}: 127.0.0.1:{port} is in use" in proc.stderr
     assert "address already in use" in proc.stderr.lower()
-    assert "Traceback" not in proc.stderr.split("service exited", 1)[0]
+    assert "Traceback" not in proc.stderr
+
+
+def test_the_sale_says_the_bound_its_requests_were_dropped_over() -> None:
+    """With --severity-ms the flash sale has a bound of its own on requests in flight (12 here), which the scenario
+    line names; its "done" line said "not sent (over 32 in flight)", the run's bound, all the same."""
+    proc = subprocess.run([sys.executable, "-m", "aiwatch", "demo", "--headless", "--no-alerts", "--duration", "6",
+                           "--severity-ms", "100"], env=python_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    bound = re.search(r"\(at most (\d+) requests in flight\)", proc.stdout)
+    assert bound is not None and int(bound.group(1)) < 32, proc.stdout
+    sale = re.search(r"stage flash sale:.*\n\s+done: .* not sent \(over (\d+) in flight\)", proc.stdout)
+    assert sale is not None and sale.group(1) == bound.group(1), proc.stdout
+    assert re.search(r"stage recovery:.*\n\s+done: .* not sent \(over 32 in flight\)", proc.stdout), proc.stdout
