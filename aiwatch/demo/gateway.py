@@ -41,7 +41,8 @@ SERVICE = Names().gateway
 
 
 class RecommendBody(BaseModel):
-    user_id: int = Field(ge=0)
+    # the gRPC hop's user_id is an int64: a larger id was protobuf's ValueError, a 500
+    user_id: int = Field(ge=0, le=2**63 - 1)
     basket_value: float = Field(ge=0)
     items_in_cart: float = Field(ge=0)
     session_seconds: float = Field(ge=0)

@@ -39,7 +39,7 @@ GRPC_METHOD = "/aiwatch.demo.Recommender/Recommend"
 
 
 class PredictBody(BaseModel):
-    user_id: int = Field(ge=0)
+    user_id: int = Field(ge=0, le=2**63 - 1)  # as the gRPC transport's int64, so both transports take the same ids
     basket_value: float = Field(ge=0)
     items_in_cart: float = Field(ge=0)
     session_seconds: float = Field(ge=0)

@@ -457,3 +457,20 @@ def test_a_console_port_in_use_is_said_and_no_console_is_started() -> None:
     assert supervisor.children == []
     assert out.getvalue() == (f"  console: not started, {processes.HOST}:{port} is in use (Address already in use); "
                               "another demo's console? --console-port 0 picks a free port\n")
+
+
+@pytest.mark.parametrize("user_id", [2**63, 10**30])
+async def test_the_gateway_refuses_a_user_id_the_grpc_hop_cannot_carry(user_id: int) -> None:
+    """The gRPC hop's ``user_id`` is an int64: a larger id (which the gateway's body accepted) made protobuf raise
+    ValueError inside the handler, and the client got a bare 500 "Internal Server Error"."""
+    import json
+
+    from aiwatch.demo.gateway import create_app
+    from tests.http.asgi_driver import call
+
+    app = create_app(inference_grpc="127.0.0.1:1")  # not reached: the body is refused first
+    body = {"user_id": user_id, "basket_value": 1.0, "items_in_cart": 1.0, "session_seconds": 1.0}
+    resp = await call(app, "/recommend", method="POST", headers=[("content-type", "application/json")],
+                      body=json.dumps(body).encode())
+    assert resp.status == 422
+    assert "less than or equal to 9223372036854775807" in resp.body.decode()
