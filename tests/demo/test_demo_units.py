@@ -474,3 +474,24 @@ async def test_the_gateway_refuses_a_user_id_the_grpc_hop_cannot_carry(user_id: 
                       body=json.dumps(body).encode())
     assert resp.status == 422
     assert "less than or equal to 9223372036854775807" in resp.body.decode()
+
+
+def test_a_port_an_earlier_run_left_in_time_wait_is_not_in_use() -> None:
+    """The fixed-port check binds as uvicorn does (SO_REUSEADDR): a connection the previous demo's service closed
+    first leaves the port in TIME_WAIT for a minute, which a plain bind refuses but a new service binds through."""
+    import socket
+
+    from aiwatch.demo import processes
+
+    with socket.socket() as server:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind((processes.HOST, 0))
+        server.listen()
+        port = server.getsockname()[1]
+        with socket.create_connection((processes.HOST, port)) as client:
+            accepted, _ = server.accept()
+            accepted.close()  # the server closes first: its side of the connection waits in TIME_WAIT
+            client.recv(1)
+    assert processes.port_in_use(port) is None
+    with socket.socket() as plain, pytest.raises(OSError):
+        plain.bind((processes.HOST, port))
