@@ -55,9 +55,10 @@ def register(subparsers: Any) -> None:
                              "store slows, the cache misses), model (the model slows, a GPU throttle), drift (inputs "
                              "shift, latency stays flat), none (the control), batch-backfill (a batch client "
                              "shares the replicas with the real-time traffic)")
-    parser.add_argument("--severity-ms", type=_positive, default=None,
-                        help="time the fault adds to the part it slows (default 200; for flash-sale: the queue "
-                             "wait the sale causes, by bounding its requests in flight; no bound by default)")
+    parser.add_argument("--severity-ms", type=_severity, default=None,
+                        help="time the fault adds to the part it slows (default 200, at most 60000; for flash-sale: "
+                             "the queue wait the sale causes, by bounding its requests in flight; no bound by "
+                             "default)")
     parser.add_argument("--cpu-ms", type=_positive, default=5.0,
                         help="of --model-ms, the part that is the numpy recommender's CPU work; the rest is a "
                              "simulated accelerator's time, which holds no CPU (default 5)")
@@ -95,6 +96,15 @@ def _rate(text: str) -> float:
     value = _positive(text)
     if value > MAX_RPS:
         raise argparse.ArgumentTypeError(f"at most {MAX_RPS:.0f} requests/s, got {text!r}")
+    return value
+
+
+def _severity(text: str) -> float:
+    from aiwatch.demo.faults import MAX_DELAY_MS  # stdlib only: the demo's heavy parts stay unimported
+
+    value = _positive(text)
+    if value > MAX_DELAY_MS:  # the services refuse a longer fault: a 400 and a traceback once the stage began
+        raise argparse.ArgumentTypeError(f"at most {MAX_DELAY_MS:.0f} ms, got {text!r}")
     return value
 
 

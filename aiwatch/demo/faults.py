@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     from aiwatch.demo.slowlink import SlowLink
 
 PATH = "/demo/faults"
+#: The longest delay a fault takes (``--severity-ms`` is held to it too).
+MAX_DELAY_MS = 60_000.0
 
 
 @dataclass
@@ -55,8 +57,8 @@ class Faults:
                     raise ValueError(f"{name} must be true or false, got {value!r}")
                 if value and not self.cold_cache:
                     self.cache_generation += 1
-            elif isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 60_000:
-                raise ValueError(f"{name} must be a number of milliseconds (0-60000), got {value!r}")
+            elif isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= MAX_DELAY_MS:
+                raise ValueError(f"{name} must be a number of milliseconds (0-{MAX_DELAY_MS:.0f}), got {value!r}")
             setattr(self, name, float(value) if name != "cold_cache" else value)
 
     def as_dict(self) -> dict[str, Any]:

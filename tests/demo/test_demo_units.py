@@ -215,6 +215,8 @@ def test_stage_stats_take_the_drift_verdict_from_the_monitor_with_enough_values(
     (["--duration", "2e9"], "argument --duration: at most 1e+09 seconds, got '2e9'"),
     (["--duration", "-5"], "argument --duration: must be a finite number > 0, got '-5'"),
     (["--seed", "-1"], "argument --seed: must be a whole number >= 0, got '-1'"),
+    # the services refuse a fault over a minute: a 400, and a traceback once the middle stage had begun
+    (["--scenario", "model", "--severity-ms", "70000"], "argument --severity-ms: at most 60000 ms, got '70000'"),
     (["--seed", "1.5"], "argument --seed: must be a whole number >= 0, got '1.5'"),
 ])
 def test_demo_command_rejects_bad_arguments(argv: list[str], message: str,
