@@ -26,9 +26,9 @@ def register(subparsers: Any) -> None:
                         help="seconds per cycle of normal / flash sale / recovery (default 60; at most 1e9)")
     parser.add_argument("--cycles", type=_count, default=None,
                         help="cycles to run (default: 1 headless, until Ctrl-C with the console)")
-    parser.add_argument("--redis", metavar="URL", default=None,
+    parser.add_argument("--redis", metavar="URL", default=None, type=_redis_url,
                         help="keep the feature cache in Redis (redis://127.0.0.1:6379/0) instead of in-process")
-    parser.add_argument("--prometheus", metavar="URL", default=None,
+    parser.add_argument("--prometheus", metavar="URL", default=None, type=_http_url,
                         help="point the console at this Prometheus instead of scraping the services directly")
     parser.add_argument("--rps", type=_rate, default=None,
                         help="normal request rate (default: 15%% of the model's measured capacity, so the 10x "
@@ -123,6 +123,27 @@ def _directory(text: str) -> str:
     if existing is not None and not existing.is_dir():
         raise argparse.ArgumentTypeError(f"{text!r} is not a directory" if existing == path else
                                          f"cannot make the directory {text!r}: {str(existing)!r} is not a directory")
+    return text
+
+
+# Both URLs go to a child (the gateway, the console), where a bad one was a traceback in the demo's failure (--redis)
+# or a console that exited unseen while the demo printed its address (--prometheus; headless, it also turned the
+# demo's own Prometheus and alerts off).
+def _http_url(text: str) -> str:
+    from aiwatch.commands.console import _check_urls
+
+    try:
+        _check_urls(text, ())
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _redis_url(text: str) -> str:
+    from urllib.parse import urlparse
+
+    if urlparse(text).scheme not in ("redis", "rediss", "unix"):
+        raise argparse.ArgumentTypeError(f"not a Redis URL (redis://HOST:PORT/DB, rediss://, unix://): {text!r}")
     return text
 
 

@@ -215,6 +215,9 @@ def test_stage_stats_take_the_drift_verdict_from_the_monitor_with_enough_values(
     (["--duration", "2e9"], "argument --duration: at most 1e+09 seconds, got '2e9'"),
     (["--duration", "-5"], "argument --duration: must be a finite number > 0, got '-5'"),
     (["--seed", "-1"], "argument --seed: must be a whole number >= 0, got '-1'"),
+    (["--prometheus", "localhost:9090"], "argument --prometheus: not an http(s) URL: 'localhost:9090'"),
+    (["--redis", "localhost:6379"], "argument --redis: not a Redis URL (redis://HOST:PORT/DB, rediss://, unix://): "
+                                    "'localhost:6379'"),
     # the services refuse a fault over a minute: a 400, and a traceback once the middle stage had begun
     (["--scenario", "model", "--severity-ms", "70000"], "argument --severity-ms: at most 60000 ms, got '70000'"),
     (["--seed", "1.5"], "argument --seed: must be a whole number >= 0, got '1.5'"),
