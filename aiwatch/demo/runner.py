@@ -224,6 +224,8 @@ def _run(options: DemoOptions, supervisor: Supervisor, out: TextIO) -> int:
         if prometheus is not None and options.alerts and options.prometheus is None:
             _alerts_per_stage(prometheus, results)
         print("\n" + summary.format_summary(results, names) + "\n", file=out, flush=True)
+        if options.prediction_log and len(results) > 1:
+            print(log_drift_command(options.prediction_log, results[1]) + "\n", file=out, flush=True)
         if options.json_path:
             Path(options.json_path).write_text(json.dumps([s.as_dict() for s in results], indent=2) + "\n")
     return 0
@@ -290,6 +292,20 @@ def _alerts_per_stage(prometheus_url: str, stages: list[summary.StageStats]) -> 
         except (OSError, RuntimeError, ValueError):
             continue
         stage.alerts = sorted({alerting.describe(labels) for labels in found})
+
+
+def log_drift_command(log_dir: str, stage: summary.StageStats) -> str:
+    """The ``aiwatch drift`` command that tests the prediction log's requests of ``stage`` (the middle one), with its
+    UTC start and end: the docs' ``--since <UTC time the sale began>``, which the demo printed nowhere."""
+    from datetime import UTC, datetime
+
+    def utc(ts: float) -> str:
+        return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    profile = Path(log_dir) / "_reference_profile.json"
+    return (f"prediction log: the {stage.name} ran {utc(stage.started_at)} to {utc(stage.ended_at)}; test its "
+            f"requests for drift:\n  aiwatch drift {profile} {log_dir} --since {utc(stage.started_at)} "
+            f"--until {utc(stage.ended_at)} --method psi --threshold {summary.PSI_THRESHOLD:g} --rule any")
 
 
 def write_log_profile(log_dir: Path) -> Path:

@@ -249,3 +249,24 @@ def test_the_sale_says_the_bound_its_requests_were_dropped_over() -> None:
     sale = re.search(r"stage flash sale:.*\n\s+done: .* not sent \(over (\d+) in flight\)", proc.stdout)
     assert sale is not None and sale.group(1) == bound.group(1), proc.stdout
     assert re.search(r"stage recovery:.*\n\s+done: .* not sent \(over 32 in flight\)", proc.stdout), proc.stdout
+
+
+def test_the_demo_prints_the_drift_command_of_its_prediction_log(tmp_path: Path) -> None:
+    """docs/demo.md has ``aiwatch drift PROFILE DIR --since <UTC time the sale began>`` find the sale in the log of
+    --prediction-log, but the demo printed that time nowhere (its stage lines have none). It now prints the command
+    with the sale's UTC start and end, and the command finds basket_value drifted."""
+    pytest.importorskip("pyarrow")
+    log_dir = tmp_path / "log"
+    proc = subprocess.run([sys.executable, "-m", "aiwatch", "demo", "--headless", "--no-alerts", "--duration", "10",
+                           "--prediction-log", str(log_dir)], env=python_env(), capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    found = re.search(r"prediction log: the flash sale ran .*\n  aiwatch (drift .*)", proc.stdout)
+    assert found is not None, proc.stdout
+    args = found.group(1).split()
+    assert args[1:3] == [str(log_dir / "_reference_profile.json"), str(log_dir)]
+    drift = subprocess.run([sys.executable, "-m", "aiwatch", *args, "--json"], env=python_env(), capture_output=True,
+                           text=True, timeout=120)
+    assert drift.returncode == 1, drift.stdout + drift.stderr
+    report = json.loads(drift.stdout)
+    assert {f["feature"] for f in report["features"] if f["drifted"]} == {"basket_value"}
