@@ -110,13 +110,15 @@ def _table(contributors: list[Contributor], floor: float, rows: int) -> list[str
     shown = [len(printable(name)) for name in names]
     width = min(NAME_WIDTH, max(40, *shown))
     out = [f"  {'part':<{width}} {'baseline':>9} {'incident':>9} {'delta':>9} {'share':>6}"]
+    # a share of added time that is itself noise says nothing (a +0.01 ms sum made a -456% and a 100%): "-"
+    added = sum(max(0.0, c.delta_seconds) for c in contributors)
     for c, name, length in zip(contributors[:rows], names, shown, strict=True):
         if length > width:
             out.append(f"  {name}")
             name, length = "", 0
         mark = "" if abs(c.delta_seconds) > floor else "  (within noise)"
         out.append(f"  {name}{' ' * (width - length)} {ms(c.baseline_seconds):>9} {ms(c.incident_seconds):>9} "
-                   f"{signed_ms(c.delta_seconds):>9} {_share(c.share):>6}{mark}")
+                   f"{signed_ms(c.delta_seconds):>9} {_share(c.share) if added > floor else '-':>6}{mark}")
     rest = contributors[rows:]
     if rest:
         largest = max(abs(c.delta_seconds) for c in rest)

@@ -69,3 +69,17 @@ def test_a_name_holding_an_escape_sequence_as_text_reads_apart_from_the_escaped_
     end = rows[0].index("baseline") + len("baseline")
     for row in rows[1:]:
         assert row[end - 1] != " " and row[end] == " ", row
+
+
+def test_no_share_is_shown_of_an_added_time_within_the_noise() -> None:
+    """The same service in both windows: every part moves by noise only, and the sum of the rises (a share's
+    denominator) is noise too; a share of it read "-456% (within noise)" and "100% (within noise)"."""
+    def world() -> World:
+        return World({"gw": Service("gw", {"features": 0.004, "inference": 0.03, "overhead": 0.001})})
+
+    before, after = world().window("gw", 2000, seed=1), world().window("gw", 2000, seed=2, start=60)
+    text = format_diagnosis(diagnose_windows(before, after, "gw"))
+    rows = table_rows(text)[1:]
+    assert rows and all(row.split()[-3:] == ["-", "(within", "noise)"] for row in rows), rows
+    moved = report("gw", "inference")  # the network to inference rose by 95 ms: its share is said
+    assert any(row.split()[-1].endswith("%") for row in table_rows(moved)[1:])
