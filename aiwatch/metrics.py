@@ -268,6 +268,12 @@ CONTRACT: tuple[MetricSpec, ...] = (
                ("model", "feature", "bin")),
     MetricSpec("aiwatch_feature_reference_ratio", "gauge", "The reference profile's share of each bin.",
                ("model", "feature", "bin"), multiprocess_mode="mostrecent"),
+    # NaN once removed (a profile reloaded without the feature): a 0 there read as "never missing", and the feature's
+    # old missing counts, still in the window, fired AiwatchFeatureMissing
+    MetricSpec("aiwatch_feature_reference_missing_ratio", "gauge",
+               "The reference profile's share of missing values of each feature: missing / (values + missing); "
+               "NaN for a feature whose reference had neither.",
+               ("model", "feature"), multiprocess_mode="mostrecent", removed_value=math.nan),
     MetricSpec("aiwatch_feature_missing_total", "counter",
                "Live feature values that were missing (None, NaN or inf) and excluded from drift.",
                ("model", "feature")),
@@ -632,6 +638,7 @@ class Metrics:
         self.drift_window_samples: Gauge = m["aiwatch_drift_window_samples"]
         self.feature_bin: Counter = m["aiwatch_feature_bin_total"]
         self.feature_reference_ratio: Gauge = m["aiwatch_feature_reference_ratio"]
+        self.feature_reference_missing_ratio: Gauge = m["aiwatch_feature_reference_missing_ratio"]
         self.feature_missing: Counter = m["aiwatch_feature_missing_total"]
         self.feature_invalid: Counter = m["aiwatch_feature_invalid_total"]
         self.instrumentation_errors: Counter = m["aiwatch_instrumentation_errors_total"]

@@ -111,7 +111,7 @@ from aiwatch.drift import DriftMonitor, ReferenceProfile
 rng = np.random.default_rng(5)
 old = ReferenceProfile.build({"x": rng.normal(size=2000), "color": ["red", "blue"] * 1000,
                               "gone": rng.normal(size=2000)})
-new = ReferenceProfile.build({"x": rng.normal(size=2000), "color": ["red", "green"] * 1000})
+new = ReferenceProfile.build({"x": rng.normal(size=2000), "color": ["red", "green", None, None] * 500})
 first = DriftMonitor(old, model="m", registry=CollectorRegistry())
 first.observe_batch({"x": rng.normal(size=300), "color": ["red", "blue"] * 150, "gone": rng.normal(4, 1, 300)})
 method = first.evaluate().features["gone"].method
@@ -124,14 +124,20 @@ MultiProcessCollector(merged, os.environ["PROMETHEUS_MULTIPROC_DIR"])
 print(merged.get_sample_value("aiwatch_drift_detected", {"model": "m", "feature": "gone", "test": method}))
 print(merged.get_sample_value("aiwatch_feature_reference_ratio", {"model": "m", "feature": "color", "bin": "blue"}))
 print(merged.get_sample_value("aiwatch_feature_reference_ratio", {"model": "m", "feature": "color", "bin": "green"}))
+print(merged.get_sample_value("aiwatch_feature_reference_missing_ratio", {"model": "m", "feature": "gone"}))
+print(merged.get_sample_value("aiwatch_feature_reference_missing_ratio", {"model": "m", "feature": "color"}))
 """
 
 
 def test_a_reloaded_profiles_old_series_stop_saying_drift_in_the_merged_metrics(tmp_path: Path) -> None:
-    gone, blue, green = _run(_RELOADED, tmp_path)
+    gone, blue, green, gone_missing, color_missing = _run(_RELOADED, tmp_path)
     assert gone == "0.0"
     assert blue == "0.0"
     assert green == "0.5"
+    # NaN, not 0 ("never missing"): a feature the profile dropped cannot fire AiwatchFeatureMissing on the missing
+    # counts it left in the window
+    assert gone_missing == "nan"
+    assert color_missing == "0.5"
 
 
 # A registry only its own process serves or writes out (a CLI command's, the GPU metrics server's) keeps every value

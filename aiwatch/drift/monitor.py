@@ -173,6 +173,9 @@ class DriftMonitor:
             self._bin_children[feat.name] = [m.labels(m.feature_bin, (model, feat.name, b)) for b in labels]
             for b, share in zip(labels, feat.reference_shares(), strict=True):
                 m.labels(m.feature_reference_ratio, (model, feat.name, b)).set(float(share))
+            total = feat.count + feat.missing
+            m.labels(m.feature_reference_missing_ratio, (model, feat.name)).set(
+                feat.missing / total if total else math.nan)
             m.child(m.feature_missing, (model, feat.name))
 
     def _renew_after_fork(self) -> None:
@@ -212,22 +215,25 @@ class DriftMonitor:
 
     def _take_over_series(self, features: list[NumericalFeature | CategoricalFeature]) -> None:
         """Remove what an earlier monitor of this model on these metrics exported (a profile reloaded at runtime):
-        its drift gauges (this monitor sets its own at its first evaluation), and the bins and reference ratios
-        this profile does not have. Left there, a category or feature only the old profile had kept its reference
-        ratio (the fleet PSI / JS counted it as a bin the live traffic left), and a test the new profile does not
-        choose kept its last drift_detected."""
+        its drift gauges (this monitor sets its own at its first evaluation), and the bins, reference ratios and
+        reference missing ratios this profile does not have. Left there, a category or feature only the old profile
+        had kept its reference ratio (the fleet PSI / JS counted it as a bin the live traffic left), and a test the
+        new profile does not choose kept its last drift_detected."""
         m = self.metrics
         model = text_or_value(self.model)
         bins = {(text_or_value(f.name), text_or_value(b)) for f in features for b in f.bin_labels}
+        names_kept = {(text_or_value(f.name),) for f in features}
         for metric, names in ((m.drift_score, ("feature", "test")), (m.drift_pvalue, ("feature", "test")),
                               (m.drift_detected, ("feature", "test")), (m.drift_window_samples, ("feature",)),
+                              (m.feature_reference_missing_ratio, ("feature",)),
                               (m.feature_reference_ratio, ("feature", "bin")), (m.feature_bin, ("feature", "bin"))):
             collect = getattr(metric, "collect", None)  # not on a metric the registry refused
             if collect is None:
                 continue
             exported = {tuple(s.labels[n] for n in names) for family in collect() for s in family.samples
                         if s.labels.get("model") == model}
-            keep = bins if metric is m.feature_bin or metric is m.feature_reference_ratio else set()
+            keep = (bins if metric is m.feature_bin or metric is m.feature_reference_ratio
+                    else names_kept if metric is m.feature_reference_missing_ratio else set())
             for labels in exported - keep:
                 m.remove(metric, (model, *labels))
 

@@ -265,6 +265,11 @@ class Drift:
         "fewer values is mostly sampling noise (about (bins - 1) / values)"))
     fleet_for: str = "15m"
     local_for: str = "15m"
+    missing_share_increase: float = field(default=0.2, metadata=_help(
+        "AiwatchFeatureMissing when a feature's live share of missing values (None, NaN, inf, or the key absent "
+        "from the row) over psi_window is above its reference profile's share plus this (0.2: 20 percentage "
+        "points), from at least fleet_min_values values and missing ones", 0.0, 1.0, open_low=True))
+    missing_for: str = "15m"
 
 
 @dataclass
@@ -412,9 +417,9 @@ _NON_NEGATIVE = (0.0, math.inf, False, False)
 _RATIO_LABELS = {
     "status": "the error ratio: failed statuses over all",
     "result": "the cache hit ratio and the prediction log's share of records not stored",
-    "bin": "the fleet PSI and Jensen-Shannon distance: each bin's share of all",
+    "bin": "the fleet PSI and Jensen-Shannon distance: each bin's share of all; a feature's missing share",
     "phase": "the share of request time outside the model",
-    "reason": "the degraded share: fallbacks of every reason over all responses",
+    "reason": "the degraded share: fallbacks of every reason over all responses; a feature's missing share",
     "direction": "the link throughput: bytes both ways over network seconds",
 }
 #: Durations that are range windows or periods: they must be longer than 0 (a ``for`` may be 0s).
@@ -488,7 +493,8 @@ SELECTOR_METRICS: dict[str, tuple[str, ...]] = {
                    "aiwatch_event_loop_last_sample_timestamp_seconds", "aiwatch_event_loop_stalled_ratio"),
     "cache": ("aiwatch_feature_cache_requests_total",),
     "drift": ("aiwatch_drift_score", "aiwatch_drift_detected", "aiwatch_feature_bin_total",
-              "aiwatch_feature_reference_ratio"),
+              "aiwatch_feature_reference_ratio", "aiwatch_feature_reference_missing_ratio",
+              "aiwatch_feature_missing_total", "aiwatch_feature_invalid_total"),
     "instrumentation": ("aiwatch_instrumentation_errors_total",),
     "prediction_log": ("aiwatch_prediction_log_records_total", "aiwatch_prediction_log_recovery_files_total",
                        "aiwatch_prediction_log_recovery_last_timestamp_seconds"),

@@ -26,6 +26,7 @@ from aiwatch.drift.promql import JS_RECORD, PSI_RECORD, fleet_js_expr, fleet_psi
 from aiwatch.gpuseries import POD_LABELS, GpuSeries
 from aiwatch.metrics import SIZE_CAP_COMPONENTS, UNFINISHED_RECOVERY_RESULTS
 from aiwatch.promql import (
+    Metric,
     alternatives,
     by,
     eq,
@@ -65,6 +66,10 @@ GPU_NVML_UP = metric("aiwatch_gpu_nvml_up")
 CACHE_REQUESTS = metric("aiwatch_feature_cache_requests_total")
 DRIFT_SCORE = metric("aiwatch_drift_score")
 DRIFT_DETECTED = metric("aiwatch_drift_detected")
+FEATURE_BINS = metric("aiwatch_feature_bin_total")
+FEATURE_MISSING = metric("aiwatch_feature_missing_total")
+FEATURE_INVALID = metric("aiwatch_feature_invalid_total")
+REFERENCE_MISSING_RATIO = metric("aiwatch_feature_reference_missing_ratio")
 INSTRUMENTATION_ERRORS = metric("aiwatch_instrumentation_errors_total")
 PREDICTION_LOG_RECORDS = metric("aiwatch_prediction_log_records_total")
 #: The prediction log's ``result`` values of the records lost (dropped by a full queue, failed by the sink, or lost by
@@ -666,6 +671,32 @@ def gpu_alerts(cfg: RulesConfig) -> list[Alert]:
     ]
 
 
+def _feature_counts(cfg: RulesConfig, *names: Metric) -> str:
+    """Per (scope, model, feature), the increase over ``drift.psi_window`` of the missing values and the rows
+    without the feature's key (``aiwatch_feature_invalid_total{reason="missing_feature"}``), and of whatever else of
+    ``names``. One selector matching every name (``__name__=~``) sums the series that exist: a binary operator
+    between them would drop a feature none of whose rows ever lacked its key (that series does not exist yet)."""
+    names_re = alternatives(sorted(str(n) for n in names))
+    live = increase("", cfg.drift.psi_window, matches("__name__", names_re),
+                    matches("reason", "|missing_feature"), cfg.selectors.drift)
+    return by("sum", _scope(cfg, "model", "feature"), live)
+
+
+def _feature_missing(cfg: RulesConfig) -> str:
+    """A feature's live missing share above its reference profile's plus ``drift.missing_share_increase``, from at
+    least ``drift.fleet_min_values`` values and missing ones. A feature without the reference gauge (exported by an
+    aiwatch older than it) has no reference share to compare with, and never fires: a fixed threshold would page
+    for every feature that is legitimately often missing."""
+    d = cfg.drift
+    keep = ", ".join(_scope(cfg, "model", "feature"))
+    missing = _feature_counts(cfg, FEATURE_MISSING, FEATURE_INVALID)
+    total = _feature_counts(cfg, FEATURE_BINS, FEATURE_MISSING, FEATURE_INVALID)
+    reference = by("max", _scope(cfg, "model", "feature"), series(REFERENCE_MISSING_RATIO, cfg.selectors.drift))
+    return (f"(\n  {missing}\n  /\n  {total}\n)\n> on ({keep})\n"
+            f"(\n  {reference}\n  + {number(d.missing_share_increase)}\n)\n"
+            f"and on ({keep})\n{total} >= {number(d.fleet_min_values)}")
+
+
 def drift_alerts(cfg: RulesConfig) -> list[Alert]:
     d, ds = cfg.drift, cfg.selectors.drift
     psi = PSI_RECORD.format(window=d.psi_window)
@@ -673,6 +704,9 @@ def drift_alerts(cfg: RulesConfig) -> list[Alert]:
     matchers, args = _same_scope_matchers(cfg, "model", "feature")
     js_text = ('{{ with query (printf "' + js + '{' + matchers + '}" ' + args + ') }}'
                '{{ with . }} Jensen-Shannon distance: {{ . | first | value | printf "%.3f" }}.{{ end }}{{ end }}')
+    reference_text = ('{{ with query (printf "max(' + str(REFERENCE_MISSING_RATIO) + '{' + matchers + '})" ' + args
+                      + ') }}{{ with . }}, against {{ . | first | value | humanizePercentage }} in the reference '
+                      'profile{{ end }}{{ end }}')
     return [
         Alert("AiwatchLocalInputDrift",
               by("max", _scope(cfg, "model", "feature", "test"),
@@ -692,6 +726,15 @@ def drift_alerts(cfg: RulesConfig) -> list[Alert]:
               f"{d.psi_window} is {{{{ $value | printf \"%.3f\" }}}} (alert above {number(d.psi_threshold)}; below "
               f"0.1 is stable, 0.1-0.2 moderate, above 0.2 significant; computed from at least "
               f"{number(d.fleet_min_values)} values).{js_text}"),
+        Alert("AiwatchFeatureMissing", _feature_missing(cfg), d.missing_for, "warning",
+              "Input feature {{ $labels.feature }} of {{ $labels.model }} is missing",
+              f"{{{{ $value | humanizePercentage }}}} of the values of {{{{ $labels.feature }}}} (model "
+              f"{{{{ $labels.model }}}}) over all replicas in the last {d.psi_window} were missing (None, NaN or "
+              f"inf, or the key absent from the row){reference_text} (alert when more than "
+              f"{format(d.missing_share_increase * 100, '.4g')} percentage points above the reference's share, from "
+              f"at least {number(d.fleet_min_values)} values and missing ones). Missing values are left out of "
+              "drift, so the drift alerts cannot see this: an upstream pipeline may have stopped sending the "
+              "input."),
     ]
 
 

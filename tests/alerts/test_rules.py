@@ -154,7 +154,7 @@ def test_committed_rule_files_are_the_default_rendering() -> None:
 def test_every_alert_is_complete() -> None:
     rules = alert_rules()
     names = {r["alert"] for r in rules}
-    assert len(names) == 25
+    assert len(names) == 26
     for rule in rules:
         assert duration_seconds(rule["for"]) > 0, rule["alert"]
         assert rule["labels"]["severity"] in SEVERITIES
@@ -241,6 +241,22 @@ def test_config_changes_the_rendered_rules() -> None:
     assert "https://wiki.example.com/oncall/aiwatch/AiwatchTargetAbsent" in urls
 
 
+def test_the_missing_feature_alert_reads_its_config() -> None:
+    cfg = config_from_dict({"drift": {"missing_share_increase": 0.5, "missing_for": "30m", "psi_window": "1d",
+                                      "fleet_min_values": 1000},
+                            "selectors": {"drift": 'job="ranker"'}, "aggregation_labels": ["cluster"]})
+    rule = next(r for r in alert_rules(cfg) if r["alert"] == "AiwatchFeatureMissing")
+    assert rule["for"] == "30m"
+    assert ("max by (cluster, model, feature) (aiwatch_feature_reference_missing_ratio{job=\"ranker\"})\n  + 0.5"
+            in rule["expr"])
+    assert ('sum by (cluster, model, feature) (increase({__name__=~"aiwatch_feature_bin_total|'
+            'aiwatch_feature_invalid_total|aiwatch_feature_missing_total", reason=~"|missing_feature", '
+            'job="ranker"}[1d])) >= 1000') in rule["expr"]
+    description = rule["annotations"]["description"]
+    assert "in the last 1d" in description and "more than 50 percentage points" in description
+    assert "from at least 1000 values" in description
+
+
 @pytest.mark.parametrize(("data", "message"), [
     ({"slo": {"availabilty_objective": 0.99}}, "slo: unknown key(s) ['availabilty_objective']"),
     ({"slo": {"availability_objective": 1.5}}, "slo.availability_objective: must be a finite number in (0, 1)"),
@@ -255,6 +271,10 @@ def test_config_changes_the_rendered_rules() -> None:
     ({"gpu": {"utilization_saturated": "high"}}, "gpu.utilization_saturated: expected a number"),
     ({"slo": {"page": {"windows": [], "for": "2m"}}}, "slo.page.windows: between 1 and 10 window pairs are needed"),
     ({"drift": {"psi_window": "6h"}}, "drift.psi_window: '6h' is not one of drift.windows"),
+    ({"drift": {"missing_share_increase": 0}}, "drift.missing_share_increase: must be a finite number in (0, 1]"),
+    ({"drift": {"missing_share_increase": 1.5}}, "drift.missing_share_increase: must be a finite number in (0, 1]"),
+    ({"drift": {"missing_share_increase": float("nan")}}, "drift.missing_share_increase: expected a finite number"),
+    ({"drift": {"missing_for": "a while"}}, "drift.missing_for: 'a while' is not a Prometheus duration"),
     ({"streaming": {"ttft_threshold_seconds": 0.3}}, "streaming.ttft_threshold_seconds: 0.3 is not a bucket bound"),
     ({"streaming": {"degraded_share_max": 2}}, "streaming.degraded_share_max: must be a finite number in [0, 1]"),
     ({"slo": {"traffic_class": "real(time"}}, "slo.traffic_class"),

@@ -726,6 +726,32 @@ def test_a_new_profile_for_the_same_model_takes_over_its_series(registry: Collec
     assert {f for f, _ in series("aiwatch_feature_reference_ratio", "other")} == {"x", "color", "gone"}
 
 
+def test_the_reference_missing_share_of_each_feature_is_exported_and_replaced_on_reload(
+        registry: CollectorRegistry) -> None:
+    """aiwatch_feature_reference_missing_ratio is missing / (values + missing) of each feature's reference (what
+    AiwatchFeatureMissing compares the live missing share with); a reloaded profile sets its own and removes the
+    share of a feature only the old one had."""
+    rng = np.random.default_rng(22)
+    x = rng.normal(size=400)
+    x[:100] = np.nan  # 25% missing
+    old = ReferenceProfile.build({"x": x, "coupon": ["A", None, None, None, None] * 80, "gone": rng.normal(size=400)})
+    new = ReferenceProfile.build({"x": rng.normal(size=400), "coupon": ["A", "B", None, None] * 100})
+    for feat, share in (("x", 0.25), ("coupon", 0.8), ("gone", 0.0)):
+        f = old.features[feat]
+        assert f.missing / (f.count + f.missing) == share  # what the profile knows, and the gauge exports
+    DriftMonitor(old, model="m", registry=registry).stop()
+    DriftMonitor(old, model="other", registry=registry)
+
+    def shares(model: str) -> dict[str, float]:
+        return {s.labels["feature"]: s.value for metric in registry.collect() for s in metric.samples
+                if s.name == "aiwatch_feature_reference_missing_ratio" and s.labels["model"] == model}
+
+    assert shares("m") == {"x": 0.25, "coupon": 0.8, "gone": 0.0}
+    DriftMonitor(new, model="m", registry=registry)
+    assert shares("m") == {"x": 0.0, "coupon": 0.5}
+    assert shares("other") == {"x": 0.25, "coupon": 0.8, "gone": 0.0}  # another model's series are its own
+
+
 def test_broken_internals_never_raise_into_the_caller(profile: ReferenceProfile, registry: CollectorRegistry,
                                                       metrics: Metrics) -> None:
     """Fault injection: aiwatch's own failure on the request path is counted, not raised."""

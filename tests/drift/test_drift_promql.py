@@ -19,6 +19,8 @@ from prometheus_client.registry import Collector
 from aiwatch.drift import DriftMonitor, ReferenceProfile
 from aiwatch.drift.promql import fleet_js_expr, fleet_psi_expr
 from aiwatch.drift.stattests import jensenshannon, psi
+from aiwatch.rules import RulesConfig
+from aiwatch.rules.render import drift_alerts
 from tests.servers import free_port, prometheus
 
 pytestmark = pytest.mark.slow
@@ -27,13 +29,15 @@ pytestmark = pytest.mark.slow
 class Replicas(Collector):
     """Serves several registries on one endpoint, each sample labelled with its replica."""
 
-    def __init__(self, registries: dict[str, CollectorRegistry]) -> None:
+    def __init__(self, registries: dict[str, CollectorRegistry],
+                 families: tuple[str, ...] = ("aiwatch_feature_bin", "aiwatch_feature_reference_ratio")) -> None:
         self.registries = registries
+        self.families = families
 
     def collect(self) -> Iterator[Metric]:
         for replica, registry in self.registries.items():
             for family in registry.collect():
-                if not family.name.startswith(("aiwatch_feature_bin", "aiwatch_feature_reference_ratio")):
+                if not family.name.startswith(self.families):
                     continue
                 out = Metric(family.name, family.documentation, family.type)
                 for s in family.samples:
@@ -86,3 +90,55 @@ def test_fleet_psi_and_js_in_prometheus_equal_python() -> None:
         assert got_js[name] == pytest.approx(jensenshannon(ref, live).statistic, rel=1e-9), name
     # the unseen "purple" bucket had reference share 0: PSI used the epsilon and stayed finite
     assert np.isfinite(got_psi["color"]) and got_psi["color"] > 0.1
+
+
+def test_a_feature_that_stops_arriving_fires_the_missing_alert_in_prometheus() -> None:
+    """AiwatchFeatureMissing's expression on what two real monitors export: replica a gets x as None, replica b gets
+    rows without the key x (a series born at its first such row); coupon is 80% missing in the reference and live,
+    and stays quiet."""
+    rng = np.random.default_rng(12)
+    profile = ReferenceProfile.build({"x": rng.normal(0, 1, 1000), "coupon": ["A", None, None, None, None] * 200})
+    regs = {"a": CollectorRegistry(), "b": CollectorRegistry()}
+    mons = {r: DriftMonitor(profile, model="m", registry=reg) for r, reg in regs.items()}
+    served = CollectorRegistry()
+    served.register(Replicas(regs, ("aiwatch_feature_bin", "aiwatch_feature_reference", "aiwatch_feature_missing",
+                                    "aiwatch_feature_invalid")))
+    cfg = RulesConfig()
+    cfg.drift.windows = ["10m"]
+    cfg.drift.psi_window = "10m"
+    cfg.drift.fleet_min_values = 100
+    expr = next(a.expr for a in drift_alerts(cfg) if a.name == "AiwatchFeatureMissing")
+    port = free_port()
+    server, thread = start_http_server(port, addr="127.0.0.1", registry=served)
+    try:
+        with prometheus([f"127.0.0.1:{port}"], scrape_interval="1s") as prom:
+            prom.wait_for("count(aiwatch_feature_reference_missing_ratio)",
+                          lambda r: bool(r) and int(float(r[0]["value"][1])) == 4)
+            shares = {(r["metric"]["replica"], r["metric"]["feature"]): float(r["value"][1])
+                      for r in prom.query("aiwatch_feature_reference_missing_ratio")}
+            for mon in mons.values():  # x arrives, then stops
+                for i in range(100):
+                    mon.observe({"x": float(rng.normal()), "coupon": "A" if i % 5 == 0 else None})
+                mon.flush()
+            prom.wait_for('sum(aiwatch_feature_bin_total{feature="x"})',
+                          lambda r: bool(r) and float(r[0]["value"][1]) == 200)
+            assert prom.query(expr) == []
+            for i in range(400):
+                coupon = "A" if i % 5 == 0 else None
+                mons["a"].observe({"x": None, "coupon": coupon})
+                mons["b"].observe({"coupon": coupon})
+            for mon in mons.values():
+                mon.flush()
+            prom.wait_for('sum(aiwatch_feature_missing_total{feature="x"})',
+                          lambda r: bool(r) and float(r[0]["value"][1]) == 400)
+            prom.wait_for('sum(aiwatch_feature_invalid_total{feature="x", reason="missing_feature"})',
+                          lambda r: bool(r) and float(r[0]["value"][1]) == 400)
+            # a scrape more: the series born at its first absent row counts from its second sample
+            prom.wait_for('count(count_over_time(aiwatch_feature_invalid_total{reason="missing_feature"}[1m]) >= 2)')
+            firing = {r["metric"]["feature"]: float(r["value"][1]) for r in prom.query(expr)}
+    finally:
+        server.shutdown()
+        thread.join(5)
+    assert shares == {(r, f): share for r in regs for f, share in (("x", 0.0), ("coupon", 0.8))}
+    assert list(firing) == ["x"]
+    assert 0.2 < firing["x"] <= 1.0

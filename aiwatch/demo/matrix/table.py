@@ -11,7 +11,7 @@ from aiwatch.demo.names import Names
 #: In the compact table, the label that tells apart the alerts of one name (``NonModelLatencyHigh(queue)``).
 _DISTINGUISH = {"AiwatchNonModelLatencyHigh": "phase", "AiwatchLatencyBudgetBurnFast": "service",
                 "AiwatchLatencyBudgetBurnSlow": "service", "AiwatchLocalInputDrift": "feature",
-                "AiwatchFleetInputDrift": "feature"}
+                "AiwatchFleetInputDrift": "feature", "AiwatchFeatureMissing": "feature"}
 
 
 def compact(labels: Mapping[str, str]) -> str:
