@@ -177,6 +177,8 @@ class DriftMonitor:
             m.labels(m.feature_reference_missing_ratio, (model, feat.name)).set(
                 feat.missing / total if total else math.nan)
             m.child(m.feature_missing, (model, feat.name))
+            # at 0 too: the first rows without the key would be lost to increase(), which AiwatchFeatureMissing reads
+            m.child(m.feature_invalid, (model, feat.name, "missing_feature"))
 
     def _renew_after_fork(self) -> None:
         # The child has no evaluation thread: the one that held these is the parent's. A monitor started in the
