@@ -500,16 +500,21 @@ def test_observe_goes_on_while_a_batch_of_columns_is_read(profile: ReferenceProf
     reader.start()
     assert reading.wait(10)
 
+    _observe_a_row_beside(mon, observed, reader)
+    assert waited and waited[0], "the single row waited for the batch's reading"
+    assert mon.evaluate().features["color"].current_count == 42
+
+
+def _observe_a_row_beside(mon: DriftMonitor, observed: threading.Event, other: threading.Thread) -> None:
+    """Observe one row on a thread of its own while ``other`` runs (``observed`` set once it is), and wait for both."""
     def one_row() -> None:
         mon.observe({"x": 0.1, "color": "blue", "score": 0.2})
         observed.set()
 
     single = threading.Thread(target=one_row)
     single.start()
-    reader.join(20)
+    other.join(20)
     single.join(20)
-    assert waited and waited[0], "the single row waited for the batch's reading"
-    assert mon.evaluate().features["color"].current_count == 42
 
 
 @pytest.mark.parametrize("shape", ["row", "rows", "columns"])
@@ -538,14 +543,7 @@ def test_observe_goes_on_while_another_rows_unknown_features_are_counted(profile
         hostile.start()
         assert logging_now.wait(10)
 
-        def one_row() -> None:
-            mon.observe({"x": 0.1, "color": "blue", "score": 0.2})
-            observed.set()
-
-        single = threading.Thread(target=one_row)
-        single.start()
-        hostile.join(20)
-        single.join(20)
+        _observe_a_row_beside(mon, observed, hostile)
     finally:
         logger.removeHandler(handler)
     assert waited == [True], "the single row waited for the other row's unknown features to be counted"
