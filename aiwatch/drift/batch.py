@@ -58,7 +58,7 @@ def compare_file(profile: ReferenceProfile, path: str | os.PathLike[str], option
     options = options or Options()
     options.validate(profile)
     columns: set[str] = set()
-    thinned = _file_thinning(path, options, chunk_rows) if profile.features else None
+    thinned = _file_thinning(path, options.reweight, key_seed(options.seed), chunk_rows) if profile.features else None
     acc = count_current(profile, read_chunks(path, chunk_rows), options, columns, thinning=thinned)
     if not columns and Path(path).suffix.lower() in (".parquet", ".pq"):
         # a CSV file of a header only gives a chunk of no rows (its columns seen); a Parquet file of no rows gives
@@ -71,12 +71,17 @@ def compare_file(profile: ReferenceProfile, path: str | os.PathLike[str], option
     return report
 
 
-def _file_thinning(path: str | os.PathLike[str], options: Options, chunk_rows: int) -> Thinning | None:
+def _file_thinning(path: str | os.PathLike[str], reweight: bool, seed: int, chunk_rows: int) -> Thinning | None:
     """The thinning of a file with a ``sample_rate`` column (:mod:`~aiwatch.drift.reweight`), from a first pass
-    that reads that column alone; None without one, or with ``options.reweight`` off."""
-    if not options.reweight:
-        return None
-    return thinning_of(column_chunks(path, SAMPLE_RATE, chunk_rows), key_seed(options.seed))
+    that reads that column alone; None without one, or with ``reweight`` off."""
+    return thinning_of(column_chunks(path, SAMPLE_RATE, chunk_rows), seed) if reweight else None
+
+
+def _dataset_thinning(dataset: Any, predicate: Any, chunk_rows: int, seed: int) -> Thinning | None:
+    """The thinning of a dataset's rows in the window (``predicate``), from a first pass over its ``sample_rate``
+    column alone (the smallest rate decides every row's chance)."""
+    return thinning_of((c[SAMPLE_RATE] for c in scan_chunks(dataset, [SAMPLE_RATE], predicate=predicate,
+                                                            chunk_rows=chunk_rows)), seed)
 
 
 def _compare_chunks(profile: ReferenceProfile, chunks: Iterable[dict[str, Any]], options: Options,
@@ -156,9 +161,7 @@ def compare_source(profile: ReferenceProfile, source: str | os.PathLike[str], op
     wanted = [n for n in profile.features if n in names]
     thinned = None
     if options.reweight and wanted and SAMPLE_RATE in names:
-        # a first pass over the rate column alone (the smallest rate decides every row's chance)
-        thinned = thinning_of((c[SAMPLE_RATE] for c in scan_chunks(dataset, [SAMPLE_RATE], predicate=predicate,
-                                                                   chunk_rows=chunk_rows)), key_seed(options.seed))
+        thinned = _dataset_thinning(dataset, predicate, chunk_rows, key_seed(options.seed))
     if thinned is not None and SAMPLE_RATE not in wanted:
         wanted.append(SAMPLE_RATE)
     chunks = scan_chunks(dataset, wanted, predicate=predicate, chunk_rows=chunk_rows)
@@ -185,7 +188,7 @@ def profile_source(source: str | os.PathLike[str], *, chunk_rows: int = DEFAULT_
         raise ValueError(f"reweight must be True or False, got {reweight!r}")
     seed = key_seed(options.get("seed", 0))
     if not is_dataset(source) and since is None and until is None and columns is None and not ignore:
-        thinning = thinning_of(column_chunks(source, SAMPLE_RATE, chunk_rows), seed) if reweight else None
+        thinning = _file_thinning(source, reweight, seed, chunk_rows)
         if thinning is None:
             return profile_file(source, chunk_rows=chunk_rows, **options)
         builder = ProfileBuilder(**options)
@@ -201,8 +204,7 @@ def profile_source(source: str | os.PathLike[str], *, chunk_rows: int = DEFAULT_
         wanted = list(columns) if columns is not None else [n for n in names if n not in skip]
         thinning = None
         if reweight and SAMPLE_RATE in names:
-            thinning = thinning_of((c[SAMPLE_RATE] for c in scan_chunks(dataset, [SAMPLE_RATE], predicate=predicate,
-                                                                        chunk_rows=chunk_rows)), seed)
+            thinning = _dataset_thinning(dataset, predicate, chunk_rows, seed)
         rate = [SAMPLE_RATE] if thinning is not None and SAMPLE_RATE not in wanted else []
         builder = ProfileBuilder(**options)
         builder.add_chunks(thinned_chunks(scan_chunks(dataset, [*wanted, *rate], predicate=predicate,

@@ -99,11 +99,7 @@ def profile_dask(frame: Any, *, n_bins: int = DEFAULT_BINS, top_k: int = DEFAULT
         seed = int(np.random.default_rng().integers(0, 2**63))
     final = ProfileBuilder(n_bins=n_bins, top_k=top_k, sample_size=sample_size, kinds=kinds, edges=edges, seed=seed,
                            limits=limits)
-    thinning_ = None
-    if reweight and SAMPLE_RATE in frame.columns:
-        bounds = _tree(dask, [dask.delayed(_rate_bounds)(p) for p in frame[[SAMPLE_RATE]].to_delayed()],
-                       merge_bounds)
-        thinning_ = thinning(bounds, key_seed(seed))
+    thinning_ = _frame_thinning(dask, frame, key_seed(seed)) if reweight else None
     head = _first_kept_rows(frame, thinning_)
     final.decide_kinds({name: values for name, values in head.items() if name not in ignore})
     names = list(final.kinds)
@@ -149,12 +145,7 @@ def compare_dask(profile: ReferenceProfile, frame: Any, options: Options | None 
     options.validate(profile)
     present = [name for name in profile.features if name in frame.columns]
     acc = {name: ChunkedCurrent(feat, options.sample_limit()) for name, feat in profile.features.items()}
-    thinned = None
-    if present and options.reweight and SAMPLE_RATE in frame.columns:
-        # a first pass over the rate column alone: the smallest rate decides every row's chance
-        bounds = _tree(dask, [dask.delayed(_rate_bounds)(p) for p in frame[[SAMPLE_RATE]].to_delayed()],
-                       merge_bounds)
-        thinned = thinning(bounds, key_seed(options.seed))
+    thinned = _frame_thinning(dask, frame, key_seed(options.seed)) if present and options.reweight else None
     if present:
         shared = dask.delayed(profile, traverse=False)  # one copy in the graph, not one per partition
         count = functools.partial(_partial_current, options=options, chunk_rows=chunk_rows, thinning=thinned)
@@ -442,8 +433,22 @@ def _partial_current(frame: Any, offset: int, profile: ReferenceProfile, *, opti
     return {name: acc.part for name, acc in counted.items()}, (0, 0, 0) if mine is None else mine.counts()
 
 
+def _frame_thinning(dask: Any, frame: Any, seed: int) -> Thinning | None:
+    """The thinning of a frame with a ``sample_rate`` column (None without one), from a first pass over that column
+    alone: the smallest rate decides every row's chance."""
+    if SAMPLE_RATE not in frame.columns:
+        return None
+    return thinning(_tree(dask, [dask.delayed(_rate_bounds)(p) for p in frame[[SAMPLE_RATE]].to_delayed()],
+                          merge_bounds), seed)
+
+
 def _rate_bounds(frame: Any) -> RateBounds:
     return rate_bounds(frame_column(frame[SAMPLE_RATE])) if len(frame) else None
+
+
+def _sum_counts(a: tuple[int, int, int], b: tuple[int, int, int]) -> tuple[int, int, int]:
+    """Two partitions' thinning counts (rows, kept, not rates) added."""
+    return a[0] + b[0], a[1] + b[1], a[2] + b[2]
 
 
 def _in_range(frame: Any, *, time_column: str, since: datetime | None, until: datetime | None) -> Any:
@@ -530,7 +535,7 @@ def _merge_partial_profiles(a: tuple[dict[str, Feature] | None, tuple[int, int, 
                             b: tuple[dict[str, Feature] | None, tuple[int, int, int]], *,
                             sample_size: int) -> tuple[dict[str, Feature] | None, tuple[int, int, int]]:
     (fa, ca), (fb, cb) = a, b
-    counts = (ca[0] + cb[0], ca[1] + cb[1], ca[2] + cb[2])
+    counts = _sum_counts(ca, cb)
     if fa is None or fb is None:
         return (fa if fb is None else fb), counts
     return merge_features(fa, fb, top_k=None, sample_size=sample_size), counts
@@ -552,4 +557,4 @@ def _merge_current(a: tuple[dict[str, CurrentPart], tuple[int, int, int]],
             if part is not None:
                 acc.merge(part)
         out[name] = acc.part
-    return out, (counts_a[0] + counts_b[0], counts_a[1] + counts_b[1], counts_a[2] + counts_b[2])
+    return out, _sum_counts(counts_a, counts_b)
