@@ -280,25 +280,20 @@ def _report_chunks(source: str, columns: Collection[str], window: dict[str, Any]
     file whole, a dataset (a directory or glob of Parquet files) or a time window through the dataset reader; a
     prediction log's rows thinned by their ``sample_rate`` as the comparison and the profile thin them (the
     default seed's rows: :mod:`~aiwatch.drift.reweight`)."""
-    from aiwatch.drift.datasets import DEFAULT_TIME_COLUMN, is_dataset, open_dataset, scan_chunks, time_filter
-    from aiwatch.drift.files import column_chunks, read_chunks
-    from aiwatch.drift.reweight import SAMPLE_RATE, thinned_chunks, thinning_of
+    from aiwatch.drift.batch import dataset_thinning, file_thinning, scan_thinned
+    from aiwatch.drift.datasets import DEFAULT_TIME_COLUMN, is_dataset, open_dataset, time_filter
+    from aiwatch.drift.files import read_chunks
+    from aiwatch.drift.reweight import thinned_chunks
     from aiwatch.drift.sampling import key_seed
 
     seed = key_seed(0)
     since, until = window.get("since"), window.get("until")
     if not is_dataset(source) and since is None and until is None:
-        thinned = thinning_of(column_chunks(source, SAMPLE_RATE, chunk_rows), seed) if reweight else None
-        return thinned_chunks(read_chunks(source, chunk_rows), thinned)
+        return thinned_chunks(read_chunks(source, chunk_rows), file_thinning(source, reweight, seed, chunk_rows))
     dataset = open_dataset(source)
     predicate = time_filter(dataset, since, until, window.get("time_column") or DEFAULT_TIME_COLUMN)
-    thinned = None
-    if reweight and dataset.schema.get_field_index(SAMPLE_RATE) >= 0:
-        thinned = thinning_of((c[SAMPLE_RATE] for c in scan_chunks(dataset, [SAMPLE_RATE], predicate=predicate,
-                                                                    chunk_rows=chunk_rows)), seed)
-    rate = [SAMPLE_RATE] if thinned is not None and SAMPLE_RATE not in columns else []
-    return thinned_chunks(scan_chunks(dataset, [*columns, *rate], predicate=predicate, chunk_rows=chunk_rows),
-                          thinned, keep_rate=not rate)
+    thinned = dataset_thinning(dataset, predicate, chunk_rows, seed) if reweight else None
+    return scan_thinned(dataset, list(columns), predicate, chunk_rows, thinned)
 
 
 def _fmt(x: float | None) -> str:

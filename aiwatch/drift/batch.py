@@ -6,7 +6,7 @@ Reading files needs pandas (CSV) or pyarrow (Parquet): ``pip install "aiwatch[da
 from __future__ import annotations
 
 import os
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -58,7 +58,7 @@ def compare_file(profile: ReferenceProfile, path: str | os.PathLike[str], option
     options = options or Options()
     options.validate(profile)
     columns: set[str] = set()
-    thinned = _file_thinning(path, options.reweight, key_seed(options.seed), chunk_rows) if profile.features else None
+    thinned = file_thinning(path, options.reweight, key_seed(options.seed), chunk_rows) if profile.features else None
     acc = count_current(profile, read_chunks(path, chunk_rows), options, columns, thinning=thinned)
     if not columns and Path(path).suffix.lower() in (".parquet", ".pq"):
         # a CSV file of a header only gives a chunk of no rows (its columns seen); a Parquet file of no rows gives
@@ -71,17 +71,28 @@ def compare_file(profile: ReferenceProfile, path: str | os.PathLike[str], option
     return report
 
 
-def _file_thinning(path: str | os.PathLike[str], reweight: bool, seed: int, chunk_rows: int) -> Thinning | None:
+def file_thinning(path: str | os.PathLike[str], reweight: bool, seed: int, chunk_rows: int) -> Thinning | None:
     """The thinning of a file with a ``sample_rate`` column (:mod:`~aiwatch.drift.reweight`), from a first pass
     that reads that column alone; None without one, or with ``reweight`` off."""
     return thinning_of(column_chunks(path, SAMPLE_RATE, chunk_rows), seed) if reweight else None
 
 
-def _dataset_thinning(dataset: Any, predicate: Any, chunk_rows: int, seed: int) -> Thinning | None:
+def dataset_thinning(dataset: Any, predicate: Any, chunk_rows: int, seed: int) -> Thinning | None:
     """The thinning of a dataset's rows in the window (``predicate``), from a first pass over its ``sample_rate``
-    column alone (the smallest rate decides every row's chance)."""
+    column alone (the smallest rate decides every row's chance); None without the column."""
+    if SAMPLE_RATE not in dataset.schema.names:
+        return None
     return thinning_of((c[SAMPLE_RATE] for c in scan_chunks(dataset, [SAMPLE_RATE], predicate=predicate,
                                                             chunk_rows=chunk_rows)), seed)
+
+
+def scan_thinned(dataset: Any, columns: Collection[str], predicate: Any, chunk_rows: int,
+                 thinning: Thinning | None) -> Iterator[Mapping[str, Any]]:
+    """The chunks of ``columns`` of a dataset's rows in the window, cut to the rows ``thinning`` keeps (its
+    ``sample_rate`` column read to decide, and dropped unless asked for)."""
+    rate = [SAMPLE_RATE] if thinning is not None and SAMPLE_RATE not in columns else []
+    return thinned_chunks(scan_chunks(dataset, [*columns, *rate], predicate=predicate, chunk_rows=chunk_rows),
+                          thinning, keep_rate=not rate)
 
 
 def _compare_chunks(profile: ReferenceProfile, chunks: Iterable[dict[str, Any]], options: Options,
@@ -160,8 +171,8 @@ def compare_source(profile: ReferenceProfile, source: str | os.PathLike[str], op
     names = data_columns(dataset)
     wanted = [n for n in profile.features if n in names]
     thinned = None
-    if options.reweight and wanted and SAMPLE_RATE in names:
-        thinned = _dataset_thinning(dataset, predicate, chunk_rows, key_seed(options.seed))
+    if options.reweight and wanted:
+        thinned = dataset_thinning(dataset, predicate, chunk_rows, key_seed(options.seed))
     if thinned is not None and SAMPLE_RATE not in wanted:
         wanted.append(SAMPLE_RATE)
     chunks = scan_chunks(dataset, wanted, predicate=predicate, chunk_rows=chunk_rows)
@@ -188,7 +199,7 @@ def profile_source(source: str | os.PathLike[str], *, chunk_rows: int = DEFAULT_
         raise ValueError(f"reweight must be True or False, got {reweight!r}")
     seed = key_seed(options.get("seed", 0))
     if not is_dataset(source) and since is None and until is None and columns is None and not ignore:
-        thinning = _file_thinning(source, reweight, seed, chunk_rows)
+        thinning = file_thinning(source, reweight, seed, chunk_rows)
         if thinning is None:
             return profile_file(source, chunk_rows=chunk_rows, **options)
         builder = ProfileBuilder(**options)
@@ -202,17 +213,12 @@ def profile_source(source: str | os.PathLike[str], *, chunk_rows: int = DEFAULT_
         skip = {*partition_columns(dataset), time_column, *ignore}
         names = data_columns(dataset)
         wanted = list(columns) if columns is not None else [n for n in names if n not in skip]
-        thinning = None
-        if reweight and SAMPLE_RATE in names:
-            thinning = _dataset_thinning(dataset, predicate, chunk_rows, seed)
-        rate = [SAMPLE_RATE] if thinning is not None and SAMPLE_RATE not in wanted else []
+        thinning = dataset_thinning(dataset, predicate, chunk_rows, seed) if reweight else None
         builder = ProfileBuilder(**options)
-        builder.add_chunks(thinned_chunks(scan_chunks(dataset, [*wanted, *rate], predicate=predicate,
-                                                      chunk_rows=chunk_rows), thinning, keep_rate=not rate))
+        builder.add_chunks(scan_thinned(dataset, wanted, predicate, chunk_rows, thinning))
         if builder.needs_second_pass:
             pass2 = thinning.fresh() if thinning is not None else None
-            for chunk in thinned_chunks(scan_chunks(dataset, [*builder.kinds, *rate], predicate=predicate,
-                                                    chunk_rows=chunk_rows), pass2, keep_rate=not rate):
+            for chunk in scan_thinned(dataset, list(builder.kinds), predicate, chunk_rows, pass2):
                 builder.count(chunk)
     if thinning is not None and thinned is not None:
         thinned.append(thinning)
