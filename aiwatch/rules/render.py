@@ -217,6 +217,12 @@ def _same_scope_matchers(cfg: RulesConfig, *labels: str) -> tuple[str, str]:
             " ".join(f'(index $labels "{n}")' if n in cfg.aggregation_labels else f"$labels.{n}" for n in names))
 
 
+def _answer_text(query: str, args: str, shown: str) -> str:
+    """Annotation text ``shown`` (which reads the answer as ``.``) of ``query`` (a printf format of the alert's labels
+    ``args``, see :func:`_same_scope_matchers`), run when the alert fires; nothing when it answers nothing."""
+    return '{{ with query (printf "' + query + '" ' + args + ') }}{{ with . }}' + shown + '{{ end }}{{ end }}'
+
+
 #: What the event loop's per-replica rules keep: one scrape target (a replica, every loop in it) of one service.
 REPLICA_LABELS = ("job", "instance", "service")
 
@@ -533,9 +539,8 @@ def latency_alerts(cfg: RulesConfig) -> list[Alert]:
              "minutes, in stalls that ended in them (aiwatch_event_loop_stalled_ratio: each worker process's own "
              "share, the largest of the live ones; the share above is their mean). {{ end }}")
     matchers, args = _same_scope_matchers(cfg, "service")
-    outside = ('{{ with query (printf "' + OUTSIDE_MODEL + '{' + matchers + '}" ' + args + ') }}'
-               "{{ with . }} Share of request time outside the model: {{ . | first | value | humanizePercentage }}."
-               "{{ end }}{{ end }}")
+    outside = _answer_text(OUTSIDE_MODEL + '{' + matchers + '}', args,
+                           " Share of request time outside the model: {{ . | first | value | humanizePercentage }}.")
     return [
         Alert("AiwatchModelLatencyHigh",
               f"{MODEL_P99} > {number(lat.model_p99_seconds)}",
@@ -702,11 +707,10 @@ def drift_alerts(cfg: RulesConfig) -> list[Alert]:
     psi = PSI_RECORD.format(window=d.psi_window)
     js = JS_RECORD.format(window=d.psi_window)
     matchers, args = _same_scope_matchers(cfg, "model", "feature")
-    js_text = ('{{ with query (printf "' + js + '{' + matchers + '}" ' + args + ') }}'
-               '{{ with . }} Jensen-Shannon distance: {{ . | first | value | printf "%.3f" }}.{{ end }}{{ end }}')
-    reference_text = ('{{ with query (printf "max(' + str(REFERENCE_MISSING_RATIO) + '{' + matchers + '})" ' + args
-                      + ') }}{{ with . }}, against {{ . | first | value | humanizePercentage }} in the reference '
-                      'profile{{ end }}{{ end }}')
+    js_text = _answer_text(js + '{' + matchers + '}', args,
+                           ' Jensen-Shannon distance: {{ . | first | value | printf "%.3f" }}.')
+    reference_text = _answer_text(f"max({REFERENCE_MISSING_RATIO}{{{matchers}}})", args,
+                                  ", against {{ . | first | value | humanizePercentage }} in the reference profile")
     return [
         Alert("AiwatchLocalInputDrift",
               by("max", _scope(cfg, "model", "feature", "test"),
@@ -749,8 +753,8 @@ def quality_alerts(cfg: RulesConfig) -> list[Alert]:
 
     # the alert's own cluster and namespace: another cluster's count of the same model is not this window's
     matchers, args = _same_scope_matchers(cfg, "model")
-    labelled = ('{{ with query (printf "max(' + str(MODEL_QUALITY_LABELLED) + '{' + matchers + '})" ' + args + ') }}'
-                '{{ with . }} ({{ . | first | value | printf "%.0f" }} labelled requests){{ end }}{{ end }}')
+    labelled = _answer_text(f"max({MODEL_QUALITY_LABELLED}{{{matchers}}})", args,
+                            ' ({{ . | first | value | printf "%.0f" }} labelled requests)')
     return [
         Alert("AiwatchModelQualityLow",
               f"(\n{side('accuracy|precision|recall', '<', 'max', 'min')}\n)\nor\n(\n"
