@@ -15,7 +15,9 @@ stores the URL pattern that matched. Any other WSGI app::
 
 Per request it records ``aiwatch_request_duration_seconds`` (route template, method, status) timed until the
 server closes the response iterable (so streamed bodies count in full; a server that drops it unclosed has the
-request recorded as it stood then, by the next request, and counted in ``aiwatch_unclosed_responses_total``), the
+request recorded as it stood then, by the next request, and counted in ``aiwatch_unclosed_responses_total``; one it
+closes before its end, its write to a client gone having failed, is recorded as ``499``, as by the ASGI
+middleware), the
 request's phases and its ``overhead``,
 keeps ``aiwatch_requests_in_flight``, and adds a ``Server-Timing`` header with the phases and the total up to the
 moment ``start_response`` is called (at most :data:`~aiwatch.servertiming.MAX_LENGTH` characters: phase entries
@@ -46,6 +48,7 @@ from aiwatch.exclusion import ExcludedUrls, exclude_path_set, wsgi_url
 from aiwatch.headercapture import HeaderCapture, environ_headers
 from aiwatch.metrics import Metrics
 from aiwatch.middleware._common import (
+    CLIENT_CLOSED_STATUS,
     OTHER_METHOD,
     ROUTE_KEY,
     UNMATCHED_ROUTE,
@@ -173,7 +176,6 @@ class AiwatchWSGIMiddleware:
             # absent, or no count of bytes (+7, 1_000, past 2**53): no body declared
             declared = content_length(environ.get("CONTENT_LENGTH"))
             request.received = declared or 0
-            request.sent = 0
             if declared is None and "chunked" in str(environ.get("HTTP_TRANSFER_ENCODING", "")).lower():
                 stream = environ.get("wsgi.input")
                 if stream is not None:  # a body of unknown size: count what the app reads
@@ -181,6 +183,7 @@ class AiwatchWSGIMiddleware:
 
         def start_response_wrapper(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
             request.status = request.code = status.split(" ", 1)[0]
+            request.length = _declared_length(headers, self.metrics)
             if self.server_timing:
                 try:
                     value, cut = tl.server_timing()
@@ -196,13 +199,13 @@ class AiwatchWSGIMiddleware:
                 put_captured_headers(tl.span, self.header_capture.response_attributes, headers,
                                      self.metrics)  # as sent
             write = start_response(status, headers, exc_info)
-            if request.sent is None or not callable(write):
+            if not callable(write):
                 return write
 
             def counted_write(data: bytes) -> Any:  # PEP 3333's write(): body bytes outside the iterable
                 result = write(data)
                 if data:
-                    request.sent += len(data)  # type: ignore[operator]
+                    request.sent += len(data)
                 return result
 
             return counted_write
@@ -305,8 +308,8 @@ def _add_prefixed(carrier: dict[str, str], environ: Environ, prefix: tuple[str, 
 class _Request:
     """One request's state: lives as long as its response body, never on the middleware."""
 
-    __slots__ = ("chunks", "code", "context", "cut_counted", "dropped_at", "environ", "finished", "method",
-                 "middleware", "received", "sent", "status", "tl")
+    __slots__ = ("chunks", "code", "context", "cut_counted", "dropped_at", "environ", "exhausted", "finished",
+                 "length", "method", "middleware", "received", "sent", "status", "tl")
 
     def __init__(self, middleware: AiwatchWSGIMiddleware, environ: Environ, tl: RequestTimeline,
                  method: str) -> None:
@@ -320,9 +323,14 @@ class _Request:
         self.finished = False
         #: whether the response's Server-Timing cut has been counted (once however often start_response is called)
         self.cut_counted = False
-        #: request and response body bytes (``None``: payload sizes are off)
+        #: request body bytes (``None``: payload sizes are off)
         self.received: int | None = None
-        self.sent: int | None = None
+        #: response body bytes the app gave the server (the iterable's and write()'s)
+        self.sent = 0
+        #: the response's Content-Length as the app declared it in start_response, if it did
+        self.length: int | None = None
+        #: the server took the iterable to its end (StopIteration)
+        self.exhausted = False
         self.chunks: ChunkTimer | None = None
         #: the OpenTelemetry context the app was called in, with aiwatch's SERVER span (``None``: not traced, or
         #: the span is another instrumentation's, which keeps it current itself)
@@ -341,6 +349,8 @@ class _Request:
         mw = self.middleware
         if error is not None:
             self.status = "500"
+        elif self.dropped_at is None and self._client_left():  # a body dropped unclosed: why is unknown
+            self.status = CLIENT_CLOSED_STATUS
         route = resolve_route(mw.route_resolver, mw.metrics, self.environ)
         tl = self.tl
         if tl.span is not None:
@@ -352,7 +362,7 @@ class _Request:
         dropped_at = self.dropped_at
         mw.recorder.finish(tl, route or UNMATCHED_ROUTE, self.method, self.status, error,
                            end=None if dropped_at is None else dropped_at[0], request_bytes=self.received,
-                           response_bytes=self.sent, end_span=dropped_at is None)
+                           response_bytes=self.sent if mw.payload_sizes else None, end_span=dropped_at is None)
         if dropped_at is not None and tl.span is not None and tl.owns_span:
             try:
                 mw.recorder.tracing.end_server_span(tl.span, end_time=dropped_at[1])
@@ -360,6 +370,29 @@ class _Request:
                 record_error("tracing", exc, mw.metrics)
         if mw.on_request_end is not None:
             call_hook("hook", mw.on_request_end, mw.metrics, self.environ, self.tl, self.status)
+
+
+    def _client_left(self) -> bool:
+        """Whether the server closed the body before its end with no error from the app: it could not
+        deliver the rest, the client having gone away (a write to its socket failed), as the ASGI middleware's
+        ``499``. A body whose declared ``Content-Length`` the app gave in full is complete whatever the server did
+        next (a server may stop iterating there), and so is one a response cannot have (a HEAD, a 1xx, 204 or 304):
+        a server need not iterate it."""
+        if self.exhausted or self.method == "HEAD" or self.code[:1] == "1" or self.code in ("204", "304"):
+            return False
+        return self.length is None or self.sent < self.length
+
+
+def _declared_length(headers: Any, metrics: Metrics) -> int | None:
+    """The ``Content-Length`` among the response ``headers`` the app passed to ``start_response``, if one that is a
+    count of bytes."""
+    try:
+        for name, value in headers:
+            if name.lower() == "content-length":
+                return content_length(value)
+    except Exception as exc:  # headers that are no (name, value) pairs: the server's to refuse
+        record_error("metrics", exc, metrics)
+    return None
 
 
 class _CountingInput:
@@ -410,19 +443,18 @@ class _ClosingBody:
 
     def __iter__(self) -> Iterator[bytes]:
         request = self._request
-        counting = request.sent is not None
         try:
             for chunk in (self._body if request.context is None
                           else iterate_in_context(self._body, request.context, request.middleware.metrics)):
                 if chunk:
-                    if counting:
-                        request.sent += len(chunk)  # type: ignore[operator]
+                    request.sent += len(chunk)
                     chunks = request.chunks
                     if chunks is None:
                         chunks = request.chunks = ChunkTimer(request.middleware.recorder, request.tl.start,
                                                              request.route)
                     chunks.chunk(_clock())
                 yield chunk
+            request.exhausted = True
         except GeneratorExit:  # the iterator was dropped; close() finishes the request
             raise
         except BaseException as exc:

@@ -283,3 +283,37 @@ def test_a_scrape_of_the_middlewares_metrics_records_a_dropped_body_first(regist
     assert 'aiwatch_unclosed_responses_total{service="svc"} 1.0' in scrape
     assert ('aiwatch_request_duration_seconds_count{method="GET",route="__unmatched__",service="svc",status="200",'
             'traffic_class="realtime"} 1.0') in scrape
+
+
+@pytest.mark.parametrize(("method", "status", "headers", "taken", "recorded"), [
+    ("GET", "200 OK", [], 1, "499"),  # closed after one of two chunks: the client went away
+    ("GET", "200 OK", [("Content-Length", "4")], 1, "499"),  # two of the four declared bytes
+    ("GET", "200 OK", [("content-length", "2")], 1, "200"),  # its declared length given whole: complete
+    ("HEAD", "200 OK", [], 0, "200"),  # a server need not iterate a body it sends none of
+    ("GET", "204 No Content", [], 0, "204"),
+    ("GET", "304 Not Modified", [], 0, "304"),
+    ("GET", "200 OK", [], 2, "200"),  # iterated to its end (StopIteration) and closed
+])
+def test_a_body_closed_before_its_end_is_499_unless_complete(registry: CollectorRegistry, method: str, status: str,
+                                                             headers: list[tuple[str, str]], taken: int,
+                                                             recorded: str) -> None:
+    """What a server does when the client leaves mid-stream (tests/http/test_http_wsgi_server.py): it closes the
+    body without taking it to its end. Recorded as 499, as the ASGI middleware does, except for a body that is
+    complete without that end: its declared ``Content-Length`` given whole, or a response that has no body."""
+    def app(environ: Any, start_response: Any) -> Iterator[bytes]:
+        start_response(status, headers)
+        return iter([b"ok", b"ok"])
+
+    mw = aiwatch.instrument(app, registry=registry, service="svc")
+    environ = _environ("/x")
+    environ["REQUEST_METHOD"] = method
+    body = mw(environ, lambda status, headers, exc_info=None: None)
+    chunks = iter(body)
+    for _ in range(taken):
+        next(chunks)
+    if taken == 2:
+        assert list(chunks) == []
+    body.close()  # type: ignore[attr-defined]
+    assert registry.get_sample_value("aiwatch_request_duration_seconds_count", {
+        "service": "svc", "route": "__unmatched__", "method": method, "status": recorded,
+        "traffic_class": "realtime"}) == 1

@@ -7,10 +7,14 @@ import http.client
 import socket
 import struct
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler
+from wsgiref.simple_server import make_server as make_wsgiref_server
 
+import pytest
 from prometheus_client import CollectorRegistry
 from werkzeug.serving import make_server
 
@@ -32,6 +36,36 @@ def serving(app: Any) -> Iterator[http.client.HTTPConnection]:
         conn.close()
         server.shutdown()
         thread.join(10)
+
+
+class _QuietWSGIRequestHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@contextmanager
+def wsgiref_serving(app: Any) -> Iterator[int]:
+    """``app`` served by the standard library's wsgiref server, one request at a time; yields its port."""
+    server = make_wsgiref_server("127.0.0.1", 0, app, handler_class=_QuietWSGIRequestHandler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield server.server_port
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
+@contextmanager
+def served_by(name: str, app: Any) -> Iterator[int]:
+    """``app`` served by werkzeug's or wsgiref's server; yields its port."""
+    if name == "wsgiref":
+        with wsgiref_serving(app) as port:
+            yield port
+    else:
+        with serving(app) as conn:
+            yield conn.port
 
 
 def size(registry: CollectorRegistry, direction: str, method: str = "GET") -> tuple[float | None, float | None]:
@@ -116,32 +150,68 @@ def test_a_one_item_body_keeps_the_content_length_wsgiref_infers(registry: Colle
     """PEP 3333 servers may set the Content-Length of a body that is a sequence of one item (wsgiref does, from
     ``len()`` of the iterable; so does waitress): before, the wrapped body had no length, and the response went out
     without a Content-Length. A body without a length still gets none."""
-    from wsgiref.simple_server import WSGIRequestHandler
-    from wsgiref.simple_server import make_server as make_wsgiref_server
-
-    class Quiet(WSGIRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
     def app(environ: dict[str, Any], start_response: Any) -> Any:
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [b"hello"] if environ["PATH_INFO"] == "/list" else iter([b"hello"])
 
     wrapped = AiwatchWSGIMiddleware(app, service="svc", registry=registry)
     got = {}
-    for path in ("/list", "/iterator"):
-        server = make_wsgiref_server("127.0.0.1", 0, wrapped, handler_class=Quiet)
-        thread = threading.Thread(target=server.handle_request, daemon=True)
-        thread.start()
-        try:
-            connection = http.client.HTTPConnection("127.0.0.1", server.server_port, timeout=10)
+    with wsgiref_serving(wrapped) as port:
+        for path in ("/list", "/iterator"):
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
             connection.request("GET", path)
             response = connection.getresponse()
             got[path] = (response.getheader("Content-Length"), response.read())
             connection.close()
-            thread.join(10)
-        finally:
-            server.server_close()
     assert got == {"/list": ("5", b"hello"), "/iterator": (None, b"hello")}
     assert registry.get_sample_value("aiwatch_response_size_bytes_sum", {
         "service": "svc", "route": "__unmatched__", "method": "GET"}) == 10
+
+
+def statuses(registry: CollectorRegistry, route: str) -> dict[str, float]:
+    return {sample.labels["status"]: sample.value for family in registry.collect() for sample in family.samples
+            if sample.name == "aiwatch_request_duration_seconds_count" and sample.labels["route"] == route}
+
+
+def endless_stream(produced: list[int]) -> Any:
+    """A WSGI app streaming ``?n`` chunks (default 1000, 10 ms apart), noting each one in ``produced``."""
+    def app(environ: Any, start_response: Any) -> Iterator[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        for i in range(int(environ.get("QUERY_STRING") or 1000)):
+            produced.append(i)
+            yield b"chunk %d\n" % i
+            time.sleep(0.01)
+
+    return app
+
+
+@pytest.mark.parametrize("server", ["werkzeug", "wsgiref"])
+def test_a_client_gone_mid_stream_is_499(registry: CollectorRegistry, server: str) -> None:
+    """The client resets the connection after three chunks of a stream: the server's next write fails and it closes
+    the body before its end (PEP 3333). Before, that request was recorded with the app's 200, as if delivered; the
+    ASGI middleware records such a request as 499 (the client went away), and now so does the WSGI one."""
+    produced: list[int] = []
+    mw = aiwatch.instrument(endless_stream(produced), registry=registry, service="svc",
+                            route_resolver=lambda environ: environ["PATH_INFO"])
+    with served_by(server, mw) as port:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+            raw.sendall(b"GET /gone HTTP/1.1\r\nHost: test\r\n\r\n")
+            answer = b""
+            while b"chunk 2\n" not in answer:
+                data = raw.recv(4096)
+                assert data, f"the server closed mid-stream: {answer!r}"
+                answer += data
+            assert answer.startswith(b"HTTP/1.")
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close() resets
+        wait_until(lambda: statuses(registry, "/gone") != {}, what="the request recorded")
+        # the server stopped the stream: the client did leave before the end
+        assert statuses(registry, "/gone") == {"499": 1.0} and len(produced) < 1000
+
+        # a stream the client reads to its end keeps its status
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        connection.request("GET", "/whole?5")
+        response = connection.getresponse()
+        assert (response.status, response.read()) == (200, b"".join(b"chunk %d\n" % i for i in range(5)))
+        connection.close()
+        wait_until(lambda: statuses(registry, "/whole") != {}, what="the request recorded")
+        assert statuses(registry, "/whole") == {"200": 1.0}
