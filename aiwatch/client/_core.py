@@ -395,6 +395,42 @@ class ClientRecorder:
         return number
 
 
+class PendingCall:
+    """A call whose response body is read after the integration returned it (httpx's stream, the body requests
+    reads in ``Session.send``): recorded once, by :meth:`finish`, or, when the application drops the response
+    first, by :meth:`dropped`."""
+
+    __slots__ = ("call", "ended", "headers_at", "received", "recorder", "retried", "sent", "server_timing")
+
+    def __init__(self, recorder: ClientRecorder, call: _Call, server_timing: str | None, sent: int | None,
+                 headers_at: float | None, retried: bool = False) -> None:
+        self.recorder = recorder
+        self.call: _Call | None = call
+        self.server_timing = server_timing
+        self.sent = sent
+        self.headers_at = headers_at
+        self.retried = retried
+        self.received = 0
+        self.ended = False  # the body was read to its end
+
+    def finish(self, status: str, error: BaseException | None, abandoned: bool = False,
+               ended: tuple[float, int] | None = None) -> None:
+        call, self.call = self.call, None
+        if call is not None:
+            self.recorder.finish(call, status, self.server_timing, error, self.sent, self.received, self.headers_at,
+                                 retried=self.retried, abandoned=abandoned, ended=ended)
+
+    def dropped(self, status: str) -> None:
+        """The application dropped the response unclosed (the finalizer): recorded as of now, abandoned unless
+        its body was read to its end, by the client's next call or the next scrape (:mod:`aiwatch.deferred`: a
+        finalizer records nothing itself)."""
+        try:
+            ended, abandoned = (_clock(), time.time_ns()), not self.ended
+            self.recorder.metrics.deferred.append(lambda: self.finish(status, None, abandoned, ended))
+        except Exception:  # at interpreter exit, the module's globals may be gone
+            pass
+
+
 def headers_arrived(headers: Any) -> float | None:
     """The moment a response's headers arrived (now), when its body is streamed (of unknown length: chunked): the
     ``Server-Timing`` sent with those headers covers the server's time up to them, not the time it then spends

@@ -21,13 +21,12 @@ network time of a streamed response (chunked) is counted to its headers, which c
 
 from __future__ import annotations
 
-import time
 import weakref
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, TypeVar
 
 from aiwatch._optional import require
-from aiwatch.client._core import ROUTE_EXTENSION, ClientRecorder, _Call, _clock, body_length, headers_arrived
+from aiwatch.client._core import ROUTE_EXTENSION, ClientRecorder, PendingCall, _Call, body_length, headers_arrived
 from aiwatch.recording import resolve_client_recorder
 
 require("httpx", "http")
@@ -65,39 +64,6 @@ def _sent(request: httpx.Request) -> int | None:
         return None
 
 
-class _Pending:
-    """A streamed response's call not yet recorded: recorded once, by :meth:`finish`."""
-
-    __slots__ = ("call", "ended", "headers_at", "received", "recorder", "sent", "server_timing")
-
-    def __init__(self, recorder: ClientRecorder, call: _Call, server_timing: str | None, sent: int | None,
-                 headers_at: float | None) -> None:
-        self.recorder = recorder
-        self.call: _Call | None = call
-        self.server_timing = server_timing
-        self.sent = sent
-        self.headers_at = headers_at
-        self.received = 0
-        self.ended = False  # the body was read to its end
-
-    def finish(self, status: str, error: BaseException | None, abandoned: bool = False,
-               ended: tuple[float, int] | None = None) -> None:
-        call, self.call = self.call, None
-        if call is not None:
-            self.recorder.finish(call, status, self.server_timing, error, self.sent, self.received, self.headers_at,
-                                 abandoned=abandoned, ended=ended)
-
-    def dropped(self, status: str) -> None:
-        """The application dropped the response unclosed (the finalizer): recorded as of now, abandoned unless
-        its body was read to its end, by the client's next call or the next scrape (:mod:`aiwatch.deferred`: a
-        finalizer records nothing itself)."""
-        try:
-            ended, abandoned = (_clock(), time.time_ns()), not self.ended
-            self.recorder.metrics.deferred.append(lambda: self.finish(status, None, abandoned, ended))
-        except Exception:  # at interpreter exit, the module's globals may be gone
-            pass
-
-
 class _CallFinisher:
     """A response stream's pending call: finished once, when the body is read to its end, fails or is closed, or
     when the stream is collected unclosed (the application dropped its response: httpx does nothing then). The
@@ -107,7 +73,7 @@ class _CallFinisher:
                  server_timing: str | None, sent: int | None = None, headers_at: float | None = None) -> None:
         self._stream = stream
         self._status = status
-        self._pending = _Pending(recorder, call, server_timing, sent, headers_at)
+        self._pending = PendingCall(recorder, call, server_timing, sent, headers_at)
         self._dropped = weakref.finalize(self, self._pending.dropped, status)
         self._dropped.atexit = False  # a response still open at exit: no recording while the interpreter ends
 

@@ -7,10 +7,12 @@
     with aiwatch.client.route("/predict"):
         session.post("http://inference:8000/predict", json=payload)
 
-A call is timed until its body is read; with ``stream=True`` only until the response headers arrive, and its body's
-bytes are counted as received as they are read (a chunked body's too), not its ``Content-Length`` (a body never read
-counts none). Reading the body in the adapter makes requests' ``Response.elapsed`` hold it too, and response hooks
-run after it. A redirect (a 3xx with a ``Location``) is timed to its headers too, its body counted as requests reads
+A call is timed until its body is read: requests reads it at the end of ``Session.send``, after it set
+``Response.elapsed`` (the time to the headers) and ran the response hooks, and the call is recorded then; a response
+dropped before its body was read (a response hook raised) is recorded when it is collected, as ``499``, as httpx's
+are. With ``stream=True`` a call is timed only until the response headers arrive, and its body's bytes are counted
+as received as they are read (a chunked body's too), not its ``Content-Length`` (a body never read counts none). A
+redirect (a 3xx with a ``Location``) is timed to its headers too, its body counted as requests reads
 it: requests reads it only to free the connection and ignores a body it cannot decode, which the adapter must not
 raise. A call that urllib3 retried (the adapter's ``max_retries``) gives no network time: its time holds every
 attempt and the backoff between them, the peer's ``Server-Timing`` only the last attempt's server time (the peer's
@@ -21,11 +23,12 @@ from __future__ import annotations
 
 import threading
 import weakref
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
 from aiwatch._optional import require
-from aiwatch.client._core import ClientRecorder, body_length, headers_arrived
+from aiwatch.client._core import ClientRecorder, PendingCall, body_length, headers_arrived
 from aiwatch.recording import CLIENT_RECORDER_OPTIONS, resolve_client_recorder
 from aiwatch.safety import record_error
 
@@ -61,13 +64,6 @@ class AiwatchHTTPAdapter(HTTPAdapter):
         try:
             response = super().send(request, stream=stream, timeout=timeout, verify=verify, cert=cert,
                                     proxies=proxies)
-            headers_at = None
-            # what Session.send does next anyway: time the body too. Not a redirect's: requests reads it itself
-            # only to free the connection, and ignores a body it cannot decode, which raised here
-            read_now = not stream and not response.is_redirect
-            if read_now:
-                headers_at = headers_arrived(response.headers)
-                _ = response.content
         except BaseException as exc:
             recorder.finish(call, type(exc).__name__, None, exc)
             raise
@@ -75,17 +71,65 @@ class AiwatchHTTPAdapter(HTTPAdapter):
             recorder.leave(token)
         recorder.capture_response(call, response.headers)
         server_timing = response.headers.get("server-timing")
-        count_later = not read_now and _has_body(request, response) and _countable(response.raw)
-        if not read_now:
-            received = None if count_later else _streamed_length(request, response)
-        else:
-            received = body_length(response.content, response.headers)
-        peer = recorder.finish(call, str(response.status_code), server_timing,
-                               sent=body_length(request.body, request.headers), received=received,
-                               headers_at=headers_at, retried=_retried(response))
+        sent = body_length(request.body, request.headers)
+        # Session.send reads the body once it set Response.elapsed and ran the hooks: the call ends with it. Not a
+        # redirect's: requests reads it only to free the connection, and ignores a body it cannot decode
+        if not stream and not response.is_redirect:
+            _finish_at_body_end(response, PendingCall(recorder, call, server_timing, sent,
+                                                      headers_arrived(response.headers), _retried(response)))
+            return response
+        count_later = _has_body(request, response) and _countable(response.raw)
+        received = None if count_later else _streamed_length(request, response)
+        peer = recorder.finish(call, str(response.status_code), server_timing, sent=sent, received=received,
+                               retried=_retried(response))
         if count_later:
             _count_as_read(response.raw, recorder, peer)
         return response
+
+
+def _finish_at_body_end(response: Response, pending: PendingCall) -> None:
+    """Record ``pending`` when requests has read ``response``'s body (``Response.content`` reads it through
+    ``iter_content``, which is wrapped on the instance for that), with the error that cut it short, if one; or, when
+    the response is collected unread, as the application's dropping it (:meth:`PendingCall.dropped`). The wrapper
+    holds the response only weakly, so that it is freed, not kept for a cycle collection."""
+    status = str(response.status_code)
+    if response.raw is None or getattr(response, "_content", False) is not False:  # nothing left to read
+        pending.received = body_length(response.content, response.headers) or 0
+        pending.finish(status, None)
+        return
+    dropped = weakref.finalize(response, pending.dropped, status)
+    dropped.atexit = False  # a response still unread at exit: no recording while the interpreter ends
+    ref = weakref.ref(response)
+    original = type(response).iter_content
+
+    def timed(chunks: Iterator[Any]) -> Iterator[Any]:
+        try:
+            for chunk in chunks:
+                pending.received += len(chunk)
+                yield chunk
+        except GeneratorExit:  # left half read: recorded when the response is collected
+            raise
+        except BaseException as exc:
+            dropped.detach()
+            pending.finish(type(exc).__name__, exc)
+            raise
+        pending.ended = True
+        dropped.detach()
+        pending.finish(status, None)
+
+    def iter_content(*args: Any, **kwargs: Any) -> Iterator[Any]:
+        target = ref()
+        if target is None:  # called on the response while it is being freed
+            return iter(())
+        chunks = original(target, *args, **kwargs)
+        return chunks if pending.call is None else timed(chunks)
+
+    try:
+        response.iter_content = iter_content  # type: ignore[method-assign]
+    except Exception as exc:  # a Response subclass with slots: recorded now, to its headers
+        dropped.detach()
+        record_error("client", exc, pending.recorder.metrics)
+        pending.finish(status, None)
 
 
 #: urllib3's response methods that read its body (stream(), readinto() and the data property read through read();
