@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
-from flask import Flask
+from flask import Flask, Response
 
 import aiwatch
 
@@ -46,6 +46,17 @@ def work(n: int) -> dict[str, int]:
     with aiwatch.phase("inference"):
         time.sleep(0.02)
     return {"pid": os.getpid(), "n": n}
+
+
+@flask_app.get("/stream/<int:n>")
+def stream_chunks(n: int) -> Response:
+    """``n`` chunks, 10 ms apart."""
+    def chunks() -> Iterator[bytes]:
+        for i in range(n):
+            yield b"chunk %d\n" % i
+            time.sleep(0.01)
+
+    return Response(chunks(), mimetype="text/plain")
 
 
 aiwatch.instrument(flask_app, service="flask")

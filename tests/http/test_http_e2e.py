@@ -19,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import aiwatch.client
 from aiwatch.servertiming import parse_server_timing
+from tests.http.test_http_wsgi_server import leave_mid_stream
 from tests.labels import with_defaults
 from tests.servers import free_port, http_get, python_app, python_env, wait_until
 
@@ -131,3 +132,23 @@ def test_gunicorn_two_workers_count_every_request_once(tmp_path: Path, registry:
     assert value(samples, "aiwatch_requests_in_flight", service="flask") == 0
     assert registry.get_sample_value("aiwatch_network_duration_seconds_count",
                                      {"service": "caller", "peer": "flask", "phase": ""}) == n
+
+
+def test_gunicorn_records_a_client_gone_mid_stream_as_499(tmp_path: Path) -> None:
+    """gunicorn's worker closes the body when its write to a client gone fails (PEP 3333): the request is 499, as
+    the ASGI middleware records it; before, it kept the app's 200. A stream read whole stays 200."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    multiproc = tmp_path / "multiproc"
+    multiproc.mkdir()
+    with python_app(["-m", "gunicorn", "-w", "1", "-b", f"127.0.0.1:{port}", "-c", "python:aiwatch.gunicorn",
+                     "tests.http.e2e_apps:flask_app"], f"{base}/metrics",
+                    env=python_env(PROMETHEUS_MULTIPROC_DIR=str(multiproc))):
+        leave_mid_stream(port, "/stream/1000")
+        assert requests.get(f"{base}/stream/3", timeout=10).text == "chunk 0\nchunk 1\nchunk 2\n"
+
+        def counted(status: str) -> float | None:
+            return value(scrape(f"{base}/metrics"), "aiwatch_request_duration_seconds_count", service="flask",
+                         route="/stream/<int:n>", method="GET", status=status)
+
+        wait_until(lambda: counted("499") == 1 and counted("200") == 1, 10, what="both streams recorded")

@@ -185,24 +185,30 @@ def endless_stream(produced: list[int]) -> Any:
     return app
 
 
+def leave_mid_stream(port: int, path: str) -> None:
+    """GET ``path`` from the server at ``port``, read until its third chunk (``chunk 2``) and reset the connection."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        raw.sendall(b"GET %s HTTP/1.1\r\nHost: test\r\n\r\n" % path.encode())
+        answer = b""
+        while b"chunk 2\n" not in answer:
+            data = raw.recv(4096)
+            assert data, f"the server closed mid-stream: {answer!r}"
+            answer += data
+        assert answer.startswith(b"HTTP/1.")
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close() resets
+
+
 @pytest.mark.parametrize("server", ["werkzeug", "wsgiref"])
 def test_a_client_gone_mid_stream_is_499(registry: CollectorRegistry, server: str) -> None:
     """The client resets the connection after three chunks of a stream: the server's next write fails and it closes
     the body before its end (PEP 3333). Before, that request was recorded with the app's 200, as if delivered; the
-    ASGI middleware records such a request as 499 (the client went away), and now so does the WSGI one."""
+    ASGI middleware records such a request as 499 (the client went away), and now so does the WSGI one. (gunicorn:
+    tests/http/test_http_e2e.py.)"""
     produced: list[int] = []
     mw = aiwatch.instrument(endless_stream(produced), registry=registry, service="svc",
                             route_resolver=lambda environ: environ["PATH_INFO"])
     with served_by(server, mw) as port:
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
-            raw.sendall(b"GET /gone HTTP/1.1\r\nHost: test\r\n\r\n")
-            answer = b""
-            while b"chunk 2\n" not in answer:
-                data = raw.recv(4096)
-                assert data, f"the server closed mid-stream: {answer!r}"
-                answer += data
-            assert answer.startswith(b"HTTP/1.")
-            raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close() resets
+        leave_mid_stream(port, "/gone")
         wait_until(lambda: statuses(registry, "/gone") != {}, what="the request recorded")
         # the server stopped the stream: the client did leave before the end
         assert statuses(registry, "/gone") == {"499": 1.0} and len(produced) < 1000
