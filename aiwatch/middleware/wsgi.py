@@ -17,7 +17,7 @@ Per request it records ``aiwatch_request_duration_seconds`` (route template, met
 server closes the response iterable (so streamed bodies count in full; a server that drops it unclosed has the
 request recorded as it stood then, by the next request, and counted in ``aiwatch_unclosed_responses_total``; one it
 closes before its end, its write to a client gone having failed, is recorded as ``499``, as by the ASGI
-middleware), the
+middleware, and so is one whose ``write()`` raised an ``OSError``), the
 request's phases and its ``overhead``,
 keeps ``aiwatch_requests_in_flight``, and adds a ``Server-Timing`` header with the phases and the total up to the
 moment ``start_response`` is called (at most :data:`~aiwatch.servertiming.MAX_LENGTH` characters: phase entries
@@ -203,7 +203,11 @@ class AiwatchWSGIMiddleware:
                 return write
 
             def counted_write(data: bytes) -> Any:  # PEP 3333's write(): body bytes outside the iterable
-                result = write(data)
+                try:
+                    result = write(data)
+                except OSError:  # the client went away (BrokenPipeError, ConnectionResetError)
+                    request.write_failed = True
+                    raise
                 if data:
                     request.sent += len(data)
                 return result
@@ -309,7 +313,7 @@ class _Request:
     """One request's state: lives as long as its response body, never on the middleware."""
 
     __slots__ = ("chunks", "code", "context", "cut_counted", "dropped_at", "environ", "exhausted", "finished",
-                 "length", "method", "middleware", "received", "sent", "status", "tl")
+                 "length", "method", "middleware", "received", "sent", "status", "tl", "write_failed")
 
     def __init__(self, middleware: AiwatchWSGIMiddleware, environ: Environ, tl: RequestTimeline,
                  method: str) -> None:
@@ -331,6 +335,8 @@ class _Request:
         self.length: int | None = None
         #: the server took the iterable to its end (StopIteration)
         self.exhausted = False
+        #: the server's write() raised an OSError: the client went away
+        self.write_failed = False
         self.chunks: ChunkTimer | None = None
         #: the OpenTelemetry context the app was called in, with aiwatch's SERVER span (``None``: not traced, or
         #: the span is another instrumentation's, which keeps it current itself)
@@ -347,7 +353,9 @@ class _Request:
             return
         self.finished = True
         mw = self.middleware
-        if error is not None:
+        if self.write_failed:  # whatever the app did with the exception, as the ASGI middleware's send
+            self.status = CLIENT_CLOSED_STATUS
+        elif error is not None:
             self.status = "500"
         elif self.dropped_at is None and self._client_left():  # a body dropped unclosed: why is unknown
             self.status = CLIENT_CLOSED_STATUS

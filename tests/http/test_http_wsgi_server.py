@@ -8,7 +8,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler
@@ -173,14 +173,22 @@ def statuses(registry: CollectorRegistry, route: str) -> dict[str, float]:
             if sample.name == "aiwatch_request_duration_seconds_count" and sample.labels["route"] == route}
 
 
-def endless_stream(produced: list[int]) -> Any:
-    """A WSGI app streaming ``?n`` chunks (default 1000, 10 ms apart), noting each one in ``produced``."""
-    def app(environ: Any, start_response: Any) -> Iterator[bytes]:
-        start_response("200 OK", [("Content-Type", "text/plain")])
+def endless_stream(produced: list[int], through_write: bool = False) -> Any:
+    """A WSGI app streaming ``?n`` chunks (default 1000, 10 ms apart), noting each one in ``produced``; as the body
+    it returns, or ``through_write``: through PEP 3333's ``write()``, returning an empty body."""
+    def chunks(environ: Any) -> Iterator[bytes]:
         for i in range(int(environ.get("QUERY_STRING") or 1000)):
             produced.append(i)
             yield b"chunk %d\n" % i
             time.sleep(0.01)
+
+    def app(environ: Any, start_response: Any) -> Iterable[bytes]:
+        write = start_response("200 OK", [("Content-Type", "text/plain")])
+        if not through_write:
+            return chunks(environ)
+        for chunk in chunks(environ):
+            write(chunk)
+        return []
 
     return app
 
@@ -198,14 +206,16 @@ def leave_mid_stream(port: int, path: str) -> None:
         raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close() resets
 
 
+@pytest.mark.parametrize("through_write", [False, True], ids=["body", "write"])
 @pytest.mark.parametrize("server", ["werkzeug", "wsgiref"])
-def test_a_client_gone_mid_stream_is_499(registry: CollectorRegistry, server: str) -> None:
+def test_a_client_gone_mid_stream_is_499(registry: CollectorRegistry, server: str, through_write: bool) -> None:
     """The client resets the connection after three chunks of a stream: the server's next write fails and it closes
     the body before its end (PEP 3333). Before, that request was recorded with the app's 200, as if delivered; the
     ASGI middleware records such a request as 499 (the client went away), and now so does the WSGI one. (gunicorn:
-    tests/http/test_http_e2e.py.)"""
+    tests/http/test_http_e2e.py.) A stream sent through ``write()`` gets the server's OSError in the app, which
+    raises it: it was recorded as the app's failure, 500."""
     produced: list[int] = []
-    mw = aiwatch.instrument(endless_stream(produced), registry=registry, service="svc",
+    mw = aiwatch.instrument(endless_stream(produced, through_write), registry=registry, service="svc",
                             route_resolver=lambda environ: environ["PATH_INFO"])
     with served_by(server, mw) as port:
         leave_mid_stream(port, "/gone")
