@@ -374,11 +374,15 @@ def latency_records(cfg: RulesConfig) -> list[dict[str, Any]]:
         _record(SERVICE_REPLICAS, by("count", _scope(cfg, "service"), series(IN_FLIGHT, req))),
     ]
     # the autoscaling signal of demand: the SLOs' traffic class only (real-time by default), so that a batch job
-    # sharing the replicas does not read as demand to scale for (its load shows as real-time latency instead)
+    # sharing the replicas does not read as demand to scale for (its load shows as real-time latency instead).
+    # "or 0 * replicas": replicas up with no request of the class since they started have no counter series, and
+    # their demand is 0, not none (KEDA with ignoreNullValues "false" reads none as an error and goes to its
+    # fallback); without replicas both sides are empty, so a broken scrape still gives no value
     shortest = burn_windows(cfg)[0]
     realtime = by("sum", _scope(cfg, "service"), rate(REQUESTS.count, shortest, req, *_traffic(cfg)))
     replicas = by("count", _scope(cfg, "service"), series(IN_FLIGHT, req))
-    rules.append(_record(REQUESTS_PER_REPLICA.format(window=shortest), f"{realtime}\n/\n{replicas}"))
+    rules.append(_record(REQUESTS_PER_REPLICA.format(window=shortest),
+                         f"({realtime} or 0 * {replicas})\n/\n{replicas}"))
     return rules
 
 

@@ -116,3 +116,17 @@ def test_every_autoscaling_query_returns_one_series() -> None:
         missing = [re.sub(r"aiwatch_gpu_utilization_ratio", "aiwatch_gpu_utilization_ratio_absent", q)
                    for q in queries if "gpu" in q]
         assert all(prom.query(q) == [] for q in missing)
+
+
+def test_demand_per_replica_is_zero_on_replicas_up_without_requests() -> None:
+    """The shipped recording rules on a real Prometheus scraping a replica that has served no request yet (a quiet
+    night after a restart: no request counter exists): the demand signal is one series of 0, which an autoscaler
+    scales to its minimum on, not an empty result, which KEDA with ignoreNullValues "false" reads as an error and
+    answers with its fallback replica count. A service with no replica up has no signal at all."""
+    signal = "service:aiwatch_requests_per_replica:rate5m"
+    with demo_app() as target, prometheus([target], [REPO / "alerts" / "aiwatch-recording.rules.yml"]) as prom:
+        prom.wait_for('service:aiwatch_replicas:count{service="demo"} == 1')
+        (series,) = prom.wait_for(signal)
+        assert series["metric"] == {"__name__": signal, "service": "demo"}
+        assert float(series["value"][1]) == 0
+        assert prom.query(f'{signal}{{service="not-running"}}') == []
