@@ -83,7 +83,8 @@ def rules_config(runbook_url: str | None = None, hold_seconds: int = HOLD_SECOND
     lat.non_model_for = lat.network_for = f"{outside}s"
     lat.model_p99_seconds = 0.15
     lat.non_model_p99_seconds = lat.network_p99_seconds = outside_model_p99_seconds
-    cfg.queue.per_replica_warning, cfg.queue.per_replica_critical, cfg.queue.for_ = 3.0, 10.0, "5s"
+    cfg.queue.per_replica_warning, cfg.queue.per_replica_critical = 3.0, 10.0
+    cfg.queue.window = cfg.queue.for_ = "5s"
     # the degraded share over a stage's time scale (the shipped rule's 10m would never fire in a demo)
     cfg.streaming.degraded_window, cfg.streaming.degraded_for = "10s", f"{max(hold_seconds // 2, 5)}s"
     cfg.cache.window, cfg.cache.hit_ratio_min, cfg.cache.for_ = "10s", 0.3, "10s"

@@ -196,6 +196,9 @@ class Streaming:
 class Queue:
     """Queue backlog and the autoscaling signal (queue depth per replica)."""
 
+    window: str = field(default="5m", metadata=_help(
+        "AiwatchQueueBacklog reads the median depth per replica over this window: a batcher that drains the "
+        "queue in bursts shows a low depth at some scrapes of a lasting backlog, and one burst is no backlog"))
     per_replica_warning: float = field(default=20.0, metadata=_help("AiwatchQueueBacklog warning: items per replica"))
     per_replica_critical: float = field(default=100.0, metadata=_help("AiwatchQueueBacklog critical"))
     for_: str = "5m"

@@ -601,14 +601,19 @@ def latency_alerts(cfg: RulesConfig) -> list[Alert]:
 
 def capacity_alerts(cfg: RulesConfig) -> list[Alert]:
     q, c = cfg.queue, cfg.cache
-    queue_desc = ("Queue {{ $labels.queue }} holds {{ $value | printf \"%.1f\" }} items per replica (alert above "
-                  "{limit}; the autoscaling target is " + number(q.target_per_replica) + " per replica). If the "
-                  "autoscaler is not adding replicas it is at its maximum or cannot read the metric.")
+    # the median over the window, not the latest depth: one evaluation below the limit resets "for", and a queue
+    # drained in bursts while it refills is below it at some evaluations of a backlog that never clears; not the
+    # mean either, which one large burst between empty scrapes lifts above the limit for a whole window
+    backlog = f"quantile_over_time(0.5, {QUEUE_PER_REPLICA}[{q.window}])"
+    queue_desc = ("Queue {{ $labels.queue }} held a median of {{ $value | printf \"%.1f\" }} items per replica over "
+                  f"the last {q.window} (alert above {{limit}}; the autoscaling target is "
+                  f"{number(q.target_per_replica)} per replica). If the autoscaler is not adding replicas it is at "
+                  "its maximum or cannot read the metric.")
     return [
-        Alert("AiwatchQueueBacklog", f"{QUEUE_PER_REPLICA} > {number(q.per_replica_warning)}",
+        Alert("AiwatchQueueBacklog", f"{backlog} > {number(q.per_replica_warning)}",
               q.for_, "warning", "Queue {{ $labels.queue }} is backing up",
               queue_desc.replace("{limit}", number(q.per_replica_warning))),
-        Alert("AiwatchQueueBacklog", f"{QUEUE_PER_REPLICA} > {number(q.per_replica_critical)}",
+        Alert("AiwatchQueueBacklog", f"{backlog} > {number(q.per_replica_critical)}",
               q.for_, "critical", "Queue {{ $labels.queue }} is far behind",
               queue_desc.replace("{limit}", number(q.per_replica_critical))),
         Alert("AiwatchFeatureCacheHitRatioLow",

@@ -301,7 +301,7 @@ def test_defaults_round_trip_and_cli(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert main(["rules", "render", "--config", str(config), "--out", str(out)]) == 0
     text = (out / ALERTING_FILE).read_text()
     assert "service:aiwatch_request_slow:ratio_rate1h / 0.05 > 14.4" in text
-    assert "queue:aiwatch_queue_depth:per_replica > 7" in text
+    assert "quantile_over_time(0.5, queue:aiwatch_queue_depth:per_replica[5m]) > 7" in text
     assert (out / RECORDING_FILE).read_text() == render(load_config(config))[RECORDING_FILE]
 
     assert main(["rules", "render", "--check", "--out", str(ALERTS_DIR)]) == 0

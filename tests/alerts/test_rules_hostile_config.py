@@ -92,8 +92,8 @@ def test_yaml_numbers_are_read_as_numbers_and_written_exactly(tmp_path: Path) ->
     assert (cfg.latency.model_p99_seconds, cfg.queue.per_replica_warning) == (1e-07, 123456789012.5)
     alerting = render(cfg)[ALERTING_FILE]
     assert "service_model:aiwatch_model_latency_seconds:p99 > 1e-07" in alerting
-    assert "queue:aiwatch_queue_depth:per_replica > 123456789012.5" in alerting
-    assert "queue:aiwatch_queue_depth:per_replica > 1500\n" in alerting
+    assert "queue:aiwatch_queue_depth:per_replica[5m]) > 123456789012.5" in alerting
+    assert "queue:aiwatch_queue_depth:per_replica[5m]) > 1500\n" in alerting
 
 
 @pytest.mark.parametrize("text", ["latency: {model_p99_seconds: .nan}", "latency: {model_p99_seconds: .inf}",
