@@ -26,16 +26,19 @@ def _per_replica(gauge: Metric, label: str, value: str | None, replica_label: st
         check_label_name(replica_label)
     except ValueError:
         raise ValueError(f"replica_label must be a Prometheus label name, got {replica_label!r}") from None
-    selected = series(gauge, eq(label, value)) if value else series(gauge)
+    if value == "":
+        raise ValueError(f"{label} must name a {label}: an empty name would select every {label} "
+                         f"(pass None for that)")
+    selected = series(gauge) if value is None else series(gauge, eq(label, value))
     return by("avg", (label,), by("sum", (label, replica_label), selected))
 
 
 def queue_depth_per_replica_expr(queue: str | None = None, replica_label: str = "instance") -> str:
-    """Average queue depth per replica, per queue (all queues when ``queue`` is ``None``). ``replica_label`` is the
-    target label that tells replicas apart (``instance``, or ``pod`` on Kubernetes)."""
+    """Average queue depth per replica, per queue (all queues when ``queue`` is ``None``; an empty name is refused).
+    ``replica_label`` is the target label that tells replicas apart (``instance``, or ``pod`` on Kubernetes)."""
     return _per_replica(QUEUE_DEPTH, "queue", queue, replica_label)
 
 
 def in_flight_per_replica_expr(service: str | None = None, replica_label: str = "instance") -> str:
-    """Average in-flight requests per replica, per service."""
+    """Average in-flight requests per replica, per service (all services when ``service`` is ``None``)."""
     return _per_replica(IN_FLIGHT, "service", service, replica_label)

@@ -19,6 +19,17 @@ def test_expressions_escape_and_validate() -> None:
         in_flight_per_replica_expr("svc", replica_label="not a label")
 
 
+def test_an_empty_name_is_refused_not_read_as_every_one() -> None:
+    """A queue or service name that came out empty (an unset setting) would otherwise drop the matcher and scale
+    one deployment on the depth of every queue; None is the explicit "all"."""
+    with pytest.raises(ValueError, match="queue must name a queue: an empty name would select every queue"):
+        queue_depth_per_replica_expr("")
+    with pytest.raises(ValueError, match="service must name a service: an empty name would select every service"):
+        in_flight_per_replica_expr("")
+    assert in_flight_per_replica_expr() == \
+        "avg by (service) (sum by (service, instance) (aiwatch_requests_in_flight))"
+
+
 @pytest.mark.slow
 def test_per_replica_depth_and_in_flight_in_prometheus() -> None:
     servers = []
