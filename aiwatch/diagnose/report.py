@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiwatch.diagnose.loops import LoopWait, loop_wait, stalled_share, unwatched_notes, wait_estimate
-from aiwatch.diagnose.split import Part, mean_seconds, request_split, splittable_in, tail_split
+from aiwatch.diagnose.split import Part, graph_services, mean_seconds, request_split, splittable_in, tail_split
 from aiwatch.diagnose.window import WindowTotals
 from aiwatch.promapi import bucket_bound
 
@@ -217,7 +217,8 @@ def diagnose_windows(baseline: WindowTotals, incident: WindowTotals, service: st
     diagnosis = Diagnosis(service, before, after, contributors, floor, _tail(baseline, incident, service,
                                                                                model_phases, splittable),
                           signals(baseline, incident, service), drifted,
-                          notes=restart_notes(baseline, incident) + unwatched_notes(baseline, incident)
+                          notes=restart_notes(baseline, incident, graph_services(service, baseline, incident))
+                          + unwatched_notes(baseline, incident)
                           + [clamped_note(*edge) for edge in clamped]
                           + [unmeasured_note(*edge) for edge in unmeasured]
                           + [overlap_note(baseline, incident, s) for s in overlapped])
@@ -313,13 +314,15 @@ def _share_text(share: float | None) -> str:
     return "-" if share is None else f"{share:.0%}" if share >= 0.01 or share == 0 else f"{share:.2%}"
 
 
-def restart_notes(baseline: WindowTotals, incident: WindowTotals) -> list[str]:
-    """A note for each window whose source saw counter resets it counts series by series (Prometheus'
+def restart_notes(baseline: WindowTotals, incident: WindowTotals, services: Collection[str]) -> list[str]:
+    """A note for each window whose source saw counter resets of ``services`` (the diagnosed call graph's; another
+    service's restart undercounts nothing the diagnosis reads) it counts series by series (Prometheus'
     ``increase()``): a histogram's ``_sum`` that grew past its value before the restart counts only the excess."""
     notes = []
     for name, w in (("baseline", baseline), ("incident", incident)):
-        if w.resets > 0:
-            count = f"{w.resets:.0f} counter reset{'' if w.resets == 1 else 's'}"
+        resets = sum(w.resets.get(s, 0.0) for s in services)
+        if resets > 0:
+            count = f"{resets:.0f} counter reset{'' if resets == 1 else 's'}"
             notes.append(f"the {name} window holds a restart ({count}): parts may be undercounted; compare windows "
                          "without a restart")
     return notes

@@ -144,12 +144,13 @@ def prometheus_totals(api: PrometheusAPI, start: float, end: float, *, match: st
                         subquery_step(end - start))
 
 
-def _resets(api: PrometheusAPI, start: float, end: float, match: str) -> float:
-    """How many times a request count series went down (a restart) in ``[start, end]``. ``increase()`` handles a
-    reset per series: a histogram's ``_sum`` already above its old value after a restart is undercounted, and the
-    diagnosis says so. The request counts stand for every histogram: a restarted service's went down too."""
-    found = api.query(f"sum(resets({series(READS[0].metric, match)}[{duration(end - start)}]))", time=end)
-    return found[0][1] if found else 0.0
+def _resets(api: PrometheusAPI, start: float, end: float, match: str) -> dict[str, float]:
+    """Per service, how many times a request count series went down (a restart) in ``[start, end]``.
+    ``increase()`` handles a reset per series: a histogram's ``_sum`` already above its old value after a restart is
+    undercounted, and the diagnosis says so for the services it reads. The request counts stand for every
+    histogram: a restarted service's went down too."""
+    counted = by("sum", ("service",), f"resets({series(READS[0].metric, match)}[{duration(end - start)}])")
+    return {labels.get("service", ""): value for labels, value in api.query(counted, time=end)}
 
 
 def _covered_from(api: PrometheusAPI, start: float, end: float, match: str) -> float:

@@ -168,6 +168,19 @@ def _add(out: dict[Part, float], part: Part, seconds: float) -> None:
     out[part] = out.get(part, 0.0) + seconds
 
 
+def graph_services(service: str, *windows: WindowTotals) -> set[str]:
+    """``service`` and the peers it calls, directly or through other services, in any of ``windows``: the services
+    whose metrics its diagnosis reads."""
+    graphs = [call_graph(w) for w in windows]
+    found, todo = {service}, [service]
+    while todo:
+        caller = todo.pop()
+        for peer in set().union(*(g.get(caller, set()) for g in graphs)) - found:
+            found.add(peer)
+            todo.append(peer)
+    return found
+
+
 def call_graph(w: WindowTotals) -> dict[str, set[str]]:
     """``caller -> peers`` from the calls recorded in the window (peers that are services or not)."""
     graph: dict[str, set[str]] = {}

@@ -113,9 +113,10 @@ Reader = Callable[[Read], Mapping[Key, float]]
 
 @dataclass(frozen=True)
 class WindowTotals:
-    """The answers to :data:`READS` for the window ``[start, end]`` (unix seconds). ``resets``: the counter resets
-    (restarts) the source saw in the window where it counts each series alone, so that a histogram's ``_sum`` may be
-    undercounted (Prometheus); 0 where it counts a histogram's series from 0 together, or cannot tell.
+    """The answers to :data:`READS` for the window ``[start, end]`` (unix seconds). ``resets``: per service, the
+    counter resets (restarts) the source saw in the window where it counts each series alone, so that a histogram's
+    ``_sum`` may be undercounted (Prometheus); none where it counts a histogram's series from 0 together, or cannot
+    tell.
     ``gone_step``: the step (s) of the subquery the source's ``gone`` read took its times from, that of the window
     asked (which may start before :attr:`start`, where the data does); 0 where the source has each sample's own time
     (the scrape source, two snapshots); ``None``, unknown (:meth:`gone_within`)."""
@@ -123,7 +124,7 @@ class WindowTotals:
     start: float
     end: float
     values: Mapping[str, Mapping[Key, float]] = field(default_factory=dict)
-    resets: float = 0.0
+    resets: Mapping[str, float] = field(default_factory=dict)
     gone_step: float | None = None
 
     @classmethod

@@ -238,7 +238,7 @@ def test_a_slow_threshold_changed_between_the_windows_is_said() -> None:
 def test_a_window_holding_counter_resets_gets_a_note_in_text_and_json_not_in_the_verdict() -> None:
     baseline, incident = windows(network=0.2)
     plain = diagnose_windows(baseline, incident, "gateway")
-    d = diagnose_windows(baseline, dataclasses.replace(incident, resets=4.0), "gateway")
+    d = diagnose_windows(baseline, dataclasses.replace(incident, resets={"gateway": 3.0, "inference": 1.0}), "gateway")
     assert plain.notes == []
     note = ("the incident window holds a restart (4 counter resets): parts may be undercounted; compare windows "
             "without a restart")
@@ -252,9 +252,21 @@ def test_a_window_holding_counter_resets_gets_a_note_in_text_and_json_not_in_the
     assert not any(line.startswith("note:") for line in format_diagnosis(plain).splitlines())
 
 
+def test_a_restart_of_a_service_outside_the_diagnosed_graph_is_not_noted() -> None:
+    baseline, incident = windows(network=0.2)
+    d = diagnose_windows(baseline, dataclasses.replace(incident, resets={"batch-indexer": 5.0, "gateway": 0.0}),
+                         "gateway")
+    assert d.notes == []
+    # inference is in gateway's graph (gateway calls it): its restart is
+    d = diagnose_windows(baseline, dataclasses.replace(incident, resets={"batch-indexer": 5.0, "inference": 1.0}),
+                         "gateway")
+    assert d.notes == ["the incident window holds a restart (1 counter reset): parts may be undercounted; compare "
+                       "windows without a restart"]
+
+
 def test_a_restart_in_the_baseline_is_noted_for_the_baseline() -> None:
     baseline, incident = windows(network=0.2)
-    d = diagnose_windows(dataclasses.replace(baseline, resets=1.0), incident, "gateway")
+    d = diagnose_windows(dataclasses.replace(baseline, resets={"inference": 1.0}), incident, "gateway")
     assert d.notes == ["the baseline window holds a restart (1 counter reset): parts may be undercounted; compare "
                        "windows without a restart"]
 

@@ -561,11 +561,31 @@ def test_prometheus_notes_a_restart_in_the_window_that_holds_it() -> None:
         baseline = src.window_totals(h.start, h.incident_start)
         incident = src.window_totals(h.incident_start, h.incident_end)
         d = diagnose(src, "gateway", incident=INCIDENT, baseline=BASELINE, at=h.incident_end)
-    assert baseline.resets == 0
-    assert incident.resets == 2  # the request count series of gateway and of inference, one each
+    assert baseline.resets == {"gateway": 0, "inference": 0}
+    assert incident.resets == {"gateway": 1, "inference": 1}  # the request count series of each, one each
     assert d.notes == ["the incident window holds a restart (2 counter resets): parts may be undercounted; compare "
                        "windows without a restart"]
     assert "restart" not in d.verdict
+
+
+@pytest.mark.slow
+def test_prometheus_notes_no_restart_of_a_service_outside_the_diagnosed_graph() -> None:
+    # gateway -> inference run through the incident without a restart while two other services the selector also
+    # holds (shop -> search) restart as it starts: their resets undercount nothing gateway's diagnosis reads, and
+    # the note is left out; the diagnosis of shop still says its window holds a restart
+    h = history(slower(network=0.2))
+    other = restarted_history(Means(), start=h.start, gateway="shop", inference="search")
+    assert other.incident_start == h.incident_start
+    with backfilled_prometheus([h.traffic.openmetrics(), other.traffic.openmetrics()]) as prom:
+        src = PrometheusWindows(prom.url)
+        incident = src.window_totals(h.incident_start, h.incident_end)
+        d = diagnose(src, "gateway", incident=INCIDENT, baseline=BASELINE, at=h.incident_end)
+        shop = diagnose(src, "shop", incident=INCIDENT, baseline=BASELINE, at=h.incident_end)
+    assert incident.resets == {"gateway": 0, "inference": 0, "shop": 1, "search": 1}
+    assert d.cause == "network:gateway->inference"
+    assert d.notes == []
+    assert shop.notes == ["the incident window holds a restart (2 counter resets): parts may be undercounted; "
+                          "compare windows without a restart"]
 
 
 # --- a peer that reports more time than its callers see -----------------------------------------------------------

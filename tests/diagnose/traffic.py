@@ -253,14 +253,17 @@ def history(injected: Means, seed: int = 3, watched: bool = False) -> History:
     return History(traffic, start, start + BASELINE, incident_end, traffic.clock)
 
 
-@functools.lru_cache(maxsize=2)
-def restarted_history(injected: Means, seed: int = 3) -> History:
+@functools.lru_cache(maxsize=4)
+def restarted_history(injected: Means, seed: int = 3, start: float | None = None, gateway: str = "gateway",
+                      inference: str = "inference") -> History:
     """As :func:`history`, but the services restart when the incident starts: every counter starts again from 0
-    (the last scrape before the restart is the incident window's first), then serves the incident."""
-    start = float(int(time.time() - 3 * 3600) // INTERVAL * INTERVAL)
-    traffic = Traffic(start, INTERVAL, seed=seed)
+    (the last scrape before the restart is the incident window's first), then serves the incident. ``start``:
+    another history's, to lay the two side by side; ``gateway``, ``inference``: the services' names."""
+    if start is None:
+        start = float(int(time.time() - 3 * 3600) // INTERVAL * INTERVAL)
+    traffic = Traffic(start, INTERVAL, seed=seed, gateway=gateway, inference=inference)
     traffic.run(BASELINE, PER_SCRAPE, Means())
-    restarted = Traffic(traffic.clock, INTERVAL, seed=seed + 1)
+    restarted = Traffic(traffic.clock, INTERVAL, seed=seed + 1, gateway=gateway, inference=inference)
     restarted.scrapes.clear()  # its first scrape, before any request, is at the time of the last one before it
     restarted.run(INCIDENT, PER_SCRAPE, injected)
     traffic.scrapes.extend(restarted.scrapes)
