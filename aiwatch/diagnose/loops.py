@@ -308,12 +308,12 @@ def _samples(w: WindowTotals, service: str) -> float:
     return sum(n for (*_, le), n in w.matching("loop_delay_buckets", service) if le == "+Inf")
 
 
-def unwatched_notes(baseline: WindowTotals, incident: WindowTotals) -> list[str]:
-    """A note for each window and service whose loop estimate leaves out replicas without the watched time
-    (:func:`wait_estimate`)."""
+def unwatched_notes(baseline: WindowTotals, incident: WindowTotals, services: Collection[str]) -> list[str]:
+    """A note for each window and service of ``services`` (the diagnosed call graph's) whose loop estimate leaves
+    out replicas without the watched time (:func:`wait_estimate`)."""
     notes = []
     for name, w in (("baseline", baseline), ("incident", incident)):
-        for service in sorted({k[0] for k in w.of("loop_delay_seconds")}):
+        for service in sorted({k[0] for k in w.of("loop_delay_seconds")} & set(services)):
             found = wait_estimate(w, service)
             if found is not None and found.left_out:
                 notes.append(f"the {name} window's event loop estimates of {service} (wait, stalled share) leave "

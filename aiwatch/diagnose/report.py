@@ -214,11 +214,12 @@ def diagnose_windows(baseline: WindowTotals, incident: WindowTotals, service: st
     clamped = lower_bound_edges(baseline, incident, contributors, clamped_share)
     unmeasured = lower_bound_edges(baseline, incident, contributors, unmeasured_share)
     overlapped = overlapped_services(contributors, floor)
+    graph = graph_services(service, baseline, incident)
     diagnosis = Diagnosis(service, before, after, contributors, floor, _tail(baseline, incident, service,
                                                                                model_phases, splittable),
                           signals(baseline, incident, service), drifted,
-                          notes=restart_notes(baseline, incident, graph_services(service, baseline, incident))
-                          + unwatched_notes(baseline, incident)
+                          notes=restart_notes(baseline, incident, graph)
+                          + unwatched_notes(baseline, incident, graph)
                           + [clamped_note(*edge) for edge in clamped]
                           + [unmeasured_note(*edge) for edge in unmeasured]
                           + [overlap_note(baseline, incident, s) for s in overlapped])

@@ -22,6 +22,7 @@ from aiwatch.diagnose.loops import (
     expected_wait,
     mean_delay,
     stalled_share,
+    unwatched_notes,
     wait_estimate,
 )
 from aiwatch.diagnose.report import Diagnosis
@@ -728,6 +729,14 @@ def test_the_report_notes_the_replicas_a_loop_estimate_leaves_out() -> None:
     assert d.notes == [note] and f"note: {note}" in format_diagnosis(d)
     assert json.loads(json.dumps(d.to_dict()))["notes"] == [note]
     assert loop_of(d)["peer_seconds"] == pytest.approx(true, rel=0.05)
+
+
+def test_the_note_on_replicas_a_loop_estimate_leaves_out_is_for_the_diagnosed_graphs_services_only() -> None:
+    loops = fleet_snapshots()
+    incident = WindowTotals(60.0, 120.0, {k: loops.of(k) for k in (
+        "loop_delay_seconds", "loop_delay_buckets", "loop_sampled_seconds")})
+    assert len(unwatched_notes(incident, incident, {"gateway", "inference"})) == 2
+    assert unwatched_notes(incident, incident, {"gateway", "search"}) == []
 
 
 @pytest.mark.parametrize("le", ["x", "NaN"])
