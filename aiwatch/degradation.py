@@ -14,13 +14,15 @@ Each degraded response counts once per reason in ``aiwatch_degraded_responses_to
 Divided by the request rate it is the degraded share: the console shows it, an alert fires above a configured share,
 and it is a scale-out signal (docs/autoscaling.md): the service is still answering, but not with its model.
 
-Reasons and models pass the cardinality guard, as every label that comes from code paths or traffic.
+Reasons and models pass the cardinality guard, as every label that comes from code paths or traffic. Called in a
+:class:`~aiwatch.signals.batcher.MicroBatcher`'s batch function, it marks every request of that batch: the batch
+served them all (to mark one caller's response, call it in that caller, after ``submit`` returns).
 """
 
 from __future__ import annotations
 
 from aiwatch.safety import record_error
-from aiwatch.timing import current_timeline, recorder_outside_requests
+from aiwatch.timing import current_timeline, recorder_outside_requests, shared_work
 
 CACHED_PREDICTION = "cached_prediction"
 SMALLER_MODEL = "smaller_model"
@@ -30,9 +32,17 @@ DEFAULT_ANSWER = "default_answer"
 def degraded(reason: str, model: str | None = None) -> None:
     """Mark the current response as served by a fallback, for ``reason`` (``cached_prediction``,
     ``smaller_model``, ``default_answer``, or your own word). Counted when the request finishes, once per reason;
-    outside a request it is counted at once for the default service. Never raises: a reason that is not a
-    non-empty string is counted as aiwatch's error (component ``degraded``) and ignored."""
+    outside a request it is counted at once for the default service; in a
+    :class:`~aiwatch.signals.batcher.MicroBatcher`'s batch function, for each request of the batch (with its
+    service, route and model), as its fallback. Never raises: a reason that is not a non-empty string is counted as
+    aiwatch's error (component ``degraded``) and ignored."""
     tl = current_timeline()
+    if tl is None and isinstance(reason, str) and reason:
+        work = shared_work()
+        if work is not None:  # a batch's: each of its requests takes it when its result arrives
+            if (reason, model) not in work.degraded:
+                work.degraded.append((reason, model))
+            return
     recorder = tl.recorder if tl is not None else recorder_outside_requests("degraded")
     if recorder is None:
         return

@@ -26,7 +26,8 @@ Semantics:
 * **Outside a request** (a background worker, a batch job) a phase is observed directly into
   ``aiwatch_background_phase_duration_seconds`` for the default service: not into
   ``aiwatch_phase_duration_seconds``, whose phases partition requests (a job's time there would read as request
-  time in the latency split and the phase alerts).
+  time in the latency split and the phase alerts). A :class:`~aiwatch.signals.batcher.MicroBatcher`'s batch
+  function is the exception: it works for the requests of its batch, and each of them gets its phases.
 * **Traced requests**: a phase's span is current while the phase runs, so the CLIENT spans of calls made in it
   (aiwatch's clients, OpenTelemetry's instrumentations) and the spans the app starts in it are its children.
 
@@ -175,6 +176,43 @@ class RequestTimeline:
 
 _timeline: ContextVar[RequestTimeline | None] = ContextVar("aiwatch_timeline", default=None)
 _frame: ContextVar[_Frame | None] = ContextVar("aiwatch_phase_frame", default=None)
+
+
+class SharedWork:
+    """What code run once for several requests records outside each of them (a
+    :class:`~aiwatch.signals.batcher.MicroBatcher`'s batch function): its phases and fallbacks, which each of those
+    requests takes into its own timeline when its result arrives (:func:`share_work`)."""
+
+    __slots__ = ("degraded", "open", "phases")
+
+    def __init__(self) -> None:
+        #: ``(phase name, model or None) -> seconds``, as :class:`RequestTimeline` keeps them before the model is known
+        self.phases: dict[tuple[str, str | None], float] = {}
+        #: ``(reason, model or None)`` of each :func:`aiwatch.degraded` call, once each
+        self.degraded: list[tuple[str, str | None]] = []
+        #: Still taking what is recorded: once closed, a late phase (a task the batch left running) is background work
+        self.open = True
+
+
+_shared: ContextVar[SharedWork | None] = ContextVar("aiwatch_shared_work", default=None)
+
+
+def shared_work() -> SharedWork | None:
+    """The shared work being recorded in this context (outside any request), if any."""
+    work = _shared.get()
+    return work if work is not None and work.open else None
+
+
+def share_work(work: SharedWork | None) -> Any:
+    """Make ``work`` receive the phases and fallbacks recorded outside a request in this context; returns the token
+    that :func:`end_shared_work` takes."""
+    return _shared.set(work)
+
+
+def end_shared_work(work: SharedWork, token: Any) -> None:
+    """Stop recording into ``work`` (what is recorded later goes where it would outside any request)."""
+    work.open = False
+    _shared.reset(token)
 
 
 def current_timeline() -> RequestTimeline | None:
@@ -408,7 +446,7 @@ def record_phase(name: str, seconds: float, model: str | None = None) -> None:
     if model is not None and model.__class__ is not str:
         model = _label_or_none(name, model)
     frame = _frame.get()
-    if frame is not None and tl is not None:
+    if frame is not None and (tl is not None or shared_work() is not None):
         frame[_CHILD] += seconds  # keep the enclosing phase exclusive of this one
     _record(tl, name, model, seconds)
 
@@ -440,6 +478,11 @@ def _label_or_none(name: str, model: Any) -> Any:
 def _record(tl: RequestTimeline | None, name: str, model: str | None, seconds: float) -> None:
     if tl is not None:
         tl.add(name, model, seconds)
+        return
+    work = shared_work()
+    if work is not None:  # a batch's: each of its requests takes it (MicroBatcher), no background work
+        key = (name, model)
+        work.phases[key] = work.phases.get(key, 0.0) + seconds
         return
     recorder = recorder_outside_requests("phase")
     if recorder is None:

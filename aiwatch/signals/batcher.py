@@ -20,7 +20,13 @@ A batch is sent to the model when it is full (``max_batch_size``) or when its ol
 
 and in each caller's own request (its context, after its result arrives) the ``queue`` phase (the same wait) and the
 ``inference`` phase (its batch's model time), so the request's latency split shows both. ``fn`` itself runs in no
-caller's request (a batch serves many): a phase it records goes to ``aiwatch_background_phase_duration_seconds``.
+caller's request (a batch serves many: its spans start no caller's trace), but it works for each of them, as its
+model time does: a phase it records (``with aiwatch.phase("features")``) goes to each caller's request too, the
+``inference`` phase then being the rest of the model call (nested phases are exclusive), and
+``aiwatch.degraded(reason)`` marks each caller's response as served by that fallback (counted with the caller's
+service and model, and on its span). ``set_model`` there changes nothing (no request is current); a phase that a
+task ``fn`` leaves running records after ``fn`` returned is background work
+(``aiwatch_background_phase_duration_seconds``).
 
 Results and exceptions go to their own caller only: ``fn`` returns one result per item, in order (a list, a tuple,
 a numpy array: anything with ``len`` and integer indexing). With ``return_exceptions=True`` an exception *instance*
@@ -60,7 +66,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
-from concurrent.futures import Executor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from types import TracebackType
 from typing import Any, Generic, TypeVar, cast
 
@@ -68,9 +74,10 @@ from prometheus_client import CollectorRegistry
 
 from aiwatch.amounts import MAX_SECONDS, as_seconds, as_timeout, shown
 from aiwatch.cardinality import guard_for
+from aiwatch.degradation import degraded
 from aiwatch.metrics import Metrics, get_metrics
 from aiwatch.safety import record_error
-from aiwatch.timing import record_phase
+from aiwatch.timing import SharedWork, end_shared_work, record_phase, share_work
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -92,7 +99,7 @@ class BatcherClosedError(RuntimeError):
 
 
 class _Entry:
-    __slots__ = ("enqueued", "future", "item", "model_seconds", "started")
+    __slots__ = ("enqueued", "future", "item", "model_seconds", "shared", "started")
 
     def __init__(self, item: Any, future: asyncio.Future[Any], enqueued: float) -> None:
         self.item = item
@@ -100,6 +107,8 @@ class _Entry:
         self.enqueued = enqueued
         self.started: float | None = None
         self.model_seconds: float | None = None
+        #: What the batch function recorded for its batch (phases, fallbacks), when it recorded anything
+        self.shared: SharedWork | None = None
 
 
 def _is_async(fn: Callable[..., Any]) -> bool:
@@ -202,15 +211,24 @@ class MicroBatcher(Generic[T, R]):
             except TimeoutError:
                 raise TimeoutError(f"MicroBatcher: no result within {timeout} s") from None
         finally:
-            if self.record_phases and entry.started is not None:
+            if entry.started is not None and (self.record_phases or entry.shared is not None):
                 self._record_phases(entry)
 
     def _record_phases(self, entry: _Entry) -> None:
         try:
             assert entry.started is not None
-            record_phase("queue", max(entry.started - entry.enqueued, 0.0), self.model)
-            if entry.model_seconds is not None:
-                record_phase("inference", entry.model_seconds, self.model)
+            inside = 0.0
+            shared = entry.shared
+            if shared is not None:
+                for (name, model), seconds in shared.phases.items():
+                    record_phase(name, seconds, model)
+                    inside += seconds
+                for reason, model in shared.degraded:
+                    degraded(reason, model)
+            if self.record_phases:
+                record_phase("queue", max(entry.started - entry.enqueued, 0.0), self.model)
+                if entry.model_seconds is not None:
+                    record_phase("inference", max(entry.model_seconds - inside, 0.0), self.model)
         except Exception as exc:
             record_error("batcher", exc, self.metrics)
 
@@ -326,37 +344,48 @@ class MicroBatcher(Generic[T, R]):
         except Exception as exc:
             record_error("batcher", exc, self.metrics)
         items = [entry.item for entry in batch]
+        work = SharedWork()
+        token = share_work(work)  # in the worker's own context: what fn records is its batch's
         try:
             if self._async:
                 results: Any = await cast(Callable[[list[T]], Awaitable[Sequence[R]]], self.fn)(items)
             else:
-                results = await loop.run_in_executor(self.executor, self.fn, items)
+                if self.executor is None or isinstance(self.executor, ThreadPoolExecutor):
+                    # run_in_executor copies no context; another kind of executor may pickle what it runs
+                    results = await loop.run_in_executor(self.executor, contextvars.copy_context().run, self.fn,
+                                                         items)
+                else:
+                    results = await loop.run_in_executor(self.executor, self.fn, items)
                 if inspect.isawaitable(results):  # a sync function handing an async one's work back (a lambda)
                     results = await results
         except Exception as exc:  # the model's exception: every caller of this batch gets it
-            self._resolve(batch, start, error=exc)
+            self._resolve(batch, start, work, error=exc)
             return
         except BaseException as exc:
             if isinstance(exc, asyncio.CancelledError) and _worker_cancelled():
                 raise  # aclose(timeout=) or the loop's shutdown: _work fails the callers as it stops
             error = BatchFunctionError(f"MicroBatcher's batch function raised {type(exc).__name__}: {exc}")
             error.__cause__ = exc
-            self._resolve(batch, start, error=error)
+            self._resolve(batch, start, work, error=error)
             if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                 raise
             return
+        finally:
+            end_shared_work(work, token)
         try:
             values = _one_result_per_item(results, len(batch))
         except BatchResultError as exc:
-            self._resolve(batch, start, error=exc)
+            self._resolve(batch, start, work, error=exc)
             return
-        self._resolve(batch, start, results=values)
+        self._resolve(batch, start, work, results=values)
 
-    def _resolve(self, batch: list[_Entry], start: float, results: list[Any] | None = None,
+    def _resolve(self, batch: list[_Entry], start: float, work: SharedWork, results: list[Any] | None = None,
                  error: BaseException | None = None) -> None:
         seconds = _clock() - start
+        shared = work if work.phases or work.degraded else None
         for i, entry in enumerate(batch):
             entry.model_seconds = seconds
+            entry.shared = shared
             if entry.future.done():
                 continue
             if error is not None:

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
+import time
 from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
 
+import aiwatch
+from aiwatch import timing
 from aiwatch.metrics import Metrics
 from aiwatch.signals.batcher import BatcherClosedError, BatchResultError, MicroBatcher
-from aiwatch.timing import RequestRecorder, current_timeline, phase
+from aiwatch.timing import RequestRecorder, current_timeline, phase, set_default_recorder
 from tests.hostile_numbers import BAD_SECONDS, OTHER_SECONDS
 from tests.labels import with_defaults
 
@@ -185,7 +189,8 @@ async def test_the_batch_function_runs_in_no_callers_request(registry: Collector
     # before: the worker task was created in the first caller's context, so every later batch's function ran inside
     # that request, long finished: what it recorded (a phase, a model set, the spans of its calls) went into that
     # dead timeline and was lost, and while that request was open its time counted twice (the phase inside the
-    # model call and the batcher's inference phase around it: 20 ms of phases in a 10 ms request)
+    # model call and the batcher's inference phase around it: 20 ms of phases in a 10 ms request). Its phase is
+    # given to each caller with the result, the inference phase then being the rest of the model call
     recorder = RequestRecorder(metrics, service="svc", model="ranker")
     seen: list[object] = []
 
@@ -200,7 +205,9 @@ async def test_the_batch_function_runs_in_no_callers_request(registry: Collector
     async def request(i: int) -> int:
         tl = recorder.begin()
         result = await b.submit(i)
-        assert ("preprocess", "ranker") not in tl.phases
+        assert set(tl.phases) == {("queue", "ranker"), ("preprocess", "ranker"), ("inference", "ranker")}
+        assert tl.phases[("queue", "ranker")] + tl.phases[("preprocess", "ranker")] + tl.phases[
+            ("inference", "ranker")] <= tl.elapsed()
         recorder.finish(tl, "/predict", "POST", "200")
         return result
 
@@ -208,6 +215,67 @@ async def test_the_batch_function_runs_in_no_callers_request(registry: Collector
     await b.aclose()
     assert seen == [None, None, None]
     assert sample(registry, "aiwatch_overhead_clamped_total", service="svc") in (None, 0.0)
+
+
+@pytest.mark.parametrize("kind", ["async", "sync"])
+async def test_what_the_batch_function_records_goes_to_each_callers_request(
+        kind: str, registry: CollectorRegistry, metrics: Metrics, caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # before: the batch function's phase went to the background histogram with the one-time warning "recorded
+    # outside any request (run_in_executor?)", whose advice does not apply to a batcher, and degraded() there
+    # counted once per batch for the default service (model ""), not for the requests it answered
+    monkeypatch.setattr(timing, "_told_of_background", False)
+    set_default_recorder(RequestRecorder(metrics, service="default"))
+    recorders = {"a": RequestRecorder(metrics, service="svc-a", model="ranker"),
+                 "b": RequestRecorder(metrics, service="svc-b", model="ranker")}
+
+    def sync_fn(items: list[int]) -> list[int]:  # run in a thread
+        with phase("features"):
+            time.sleep(0.02)
+        aiwatch.degraded("smaller_model")
+        time.sleep(0.01)
+        return items
+
+    async def async_fn(items: list[int]) -> list[int]:
+        with phase("features"):
+            await asyncio.sleep(0.02)
+        aiwatch.degraded("smaller_model")
+        await asyncio.sleep(0.01)
+        return items
+
+    fn: Any = async_fn if kind == "async" else sync_fn
+    b = MicroBatcher(fn, max_batch_size=3, max_wait_seconds=3600, model="ranker", metrics=metrics)
+
+    async def request(service: str, i: int) -> dict[tuple[str, str], float]:
+        recorder = recorders[service]
+        tl = recorder.begin()
+        assert await b.submit(i) == i
+        phases = dict(tl.phases)
+        recorder.finish(tl, "/predict", "POST", "200")
+        return phases
+
+    with caplog.at_level(logging.WARNING, logger="aiwatch"):
+        seen = await asyncio.gather(request("a", 1), request("a", 2), request("b", 3))
+    await b.aclose()
+    for phases in seen:
+        assert set(phases) == {("queue", "ranker"), ("features", "ranker"), ("inference", "ranker")}
+        assert phases[("features", "ranker")] >= 0.02
+        assert phases[("inference", "ranker")] >= 0.01  # the rest of the model call: exclusive of its features phase
+    assert sample(registry, "aiwatch_phase_duration_seconds_count", service="svc-a", model="ranker",
+                  phase="features") == 2.0
+    assert sample(registry, "aiwatch_phase_duration_seconds_count", service="svc-b", model="ranker",
+                  phase="features") == 1.0
+    assert sample(registry, "aiwatch_background_phase_duration_seconds_count", service="default", model="",
+                  phase="features") is None
+    assert [r.getMessage() for r in caplog.records if "outside any request" in r.getMessage()] == []
+    assert sample(registry, "aiwatch_degraded_responses_total", service="svc-a", model="ranker",
+                  reason="smaller_model") == 2.0
+    assert sample(registry, "aiwatch_degraded_responses_total", service="svc-b", model="ranker",
+                  reason="smaller_model") == 1.0
+    assert sample(registry, "aiwatch_degraded_responses_total", service="default", model="",
+                  reason="smaller_model") is None
+    for service in ("svc-a", "svc-b"):
+        assert sample(registry, "aiwatch_overhead_clamped_total", service=service) in (None, 0.0)
 
 
 async def test_callable_object_with_async_call_is_awaited(metrics: Metrics) -> None:
