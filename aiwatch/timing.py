@@ -28,6 +28,9 @@ Semantics:
   ``aiwatch_phase_duration_seconds``, whose phases partition requests (a job's time there would read as request
   time in the latency split and the phase alerts). A :class:`~aiwatch.signals.batcher.MicroBatcher`'s batch
   function is the exception: it works for the requests of its batch, and each of them gets its phases.
+* **A phase that ends after its request was recorded** (an async generator holding it, dropped without
+  ``aclose()``: asyncio closes it later in a task of its own) is in no histogram; its span is ended and it is
+  counted as aiwatch's error (component ``phase``).
 * **Traced requests**: a phase's span is current while the phase runs, so the CLIENT spans of calls made in it
   (aiwatch's clients, OpenTelemetry's instrumentations) and the spans the app starts in it are its children.
 
@@ -75,8 +78,8 @@ _MAX_CACHED_CHILDREN = 10_000
 class RequestTimeline:
     """What aiwatch knows about one request while it runs."""
 
-    __slots__ = ("calls", "degraded", "model", "named", "owns_span", "phases", "recorder", "route_of", "service",
-                 "span", "start", "tokens", "trace_id", "tracer", "traffic_class", "version")
+    __slots__ = ("calls", "degraded", "finished", "model", "named", "owns_span", "phases", "recorder", "route_of",
+                 "service", "span", "start", "tokens", "trace_id", "tracer", "traffic_class", "version")
 
     def __init__(self, recorder: RequestRecorder, start: float, model: str) -> None:
         self.recorder = recorder
@@ -111,6 +114,9 @@ class RequestTimeline:
         #: Outgoing calls made by this request: ``(peer, caller's phase) -> [client seconds, network seconds]``,
         #: kept for the slow-request counters (``None`` until the first call).
         self.calls: dict[tuple[str, str], list[float]] | None = None
+        #: Whether the request was recorded (:meth:`RequestRecorder.finish`): a phase of it that ends later is not
+        #: added (its time would be lost unseen)
+        self.finished = False
 
     def add(self, name: str, model: str | None, seconds: float) -> None:
         if model is None:
@@ -274,11 +280,15 @@ def set_model(model: str, version: str = "") -> None:
         tl.model, tl.version = model_label, version_label
 
 
-#: An open phase: ``[name, model, parent frame, start, time of the phases inside it, span, token of the context
-#: that made the span current]``. A list rather than an object: built on every phase entry, a list literal costs a
-#: third of a class's ``__init__``.
+#: An open phase: ``[name, model, parent frame, start, time of the phases inside it, span, (token of the context
+#: that made the span current, token of _entered), the request it was opened in]``. A list rather than an object:
+#: built on every phase entry, a list literal costs a third of a class's ``__init__``.
 _Frame = list[Any]
-_NAME, _MODEL, _PARENT, _START, _CHILD, _SPAN, _TOKEN = range(7)
+_NAME, _MODEL, _PARENT, _START, _CHILD, _SPAN, _TOKEN, _TIMELINE = range(8)
+
+#: Set where a phase span is made current, so that the phase's end can tell whether it runs in that same context
+#: (its token resets there only), before it detaches the span there
+_entered: ContextVar[None] = ContextVar("aiwatch_phase_entered", default=None)
 
 
 _valid_names: set[str] = set()
@@ -322,8 +332,8 @@ class phase:
         self.model = model if model is None or model.__class__ is str else _label_or_none(name, model)
 
     def __enter__(self) -> phase:
-        frame = [self.name, self.model, _frame.get(), _clock(), 0.0, None, None]
         tl = _timeline.get()
+        frame = [self.name, self.model, _frame.get(), _clock(), 0.0, None, None, tl]
         if tl is not None and tl.tracer is not None:
             _start_phase_span(tl, frame)
         _frame.set(frame)
@@ -344,9 +354,9 @@ class phase:
         exclusive = elapsed - frame[4]
         if exclusive < 0.0:
             exclusive = 0.0
-        if frame[5] is None:  # the common case, inlined: add to the request's timeline
-            tl = _timeline.get()
-            if tl is not None:
+        if frame[5] is None:  # the common case, inlined: add to the timeline of the request it was opened in
+            tl = frame[7]
+            if tl is not None and not tl.finished:
                 model = self.model
                 if model is None:
                     key = (self.name, tl.model)
@@ -401,18 +411,19 @@ def _start_phase_span(tl: RequestTimeline, frame: _Frame) -> None:
             span.set_attribute("aiwatch.model", model)
         # current while the phase runs: the spans of calls made in it (aiwatch's clients, OpenTelemetry's
         # instrumentations) and the app's own spans are its children
-        frame[_TOKEN] = context.attach(trace.set_span_in_context(span))
+        frame[_TOKEN] = (context.attach(trace.set_span_in_context(span)), _entered.set(None))
     except Exception as exc:
         record_error("tracing", exc, tl.recorder.metrics)
 
 
 def _finish_phase(frame: _Frame, exclusive: float, exc: BaseException | None) -> None:
-    tl = _timeline.get()
+    tl = frame[_TIMELINE]
     span = frame[_SPAN]
     if span is not None:
         try:
-            if frame[_TOKEN] is not None:
-                context.detach(frame[_TOKEN])
+            tokens = frame[_TOKEN]
+            if tokens is not None and _in_entering_context(tokens[1]):
+                context.detach(tokens[0])
             # an Exception only, as OpenTelemetry's use_span: a GeneratorExit or CancelledError is a phase cut
             # short (a streamed response the client left, a generator closed early), not one that failed
             if isinstance(exc, Exception):
@@ -421,7 +432,26 @@ def _finish_phase(frame: _Frame, exclusive: float, exc: BaseException | None) ->
             span.end()
         except Exception as span_exc:
             record_error("tracing", span_exc, tl.recorder.metrics if tl else None)
-    _record(tl, frame[_NAME], frame[_MODEL], exclusive)
+    if tl is None:
+        _record(_timeline.get(), frame[_NAME], frame[_MODEL], exclusive)
+    elif not tl.finished:
+        _record(tl, frame[_NAME], frame[_MODEL], exclusive)
+    else:
+        record_error("phase", RuntimeError(
+            f"phase {frame[_NAME]!r} ended after its request was recorded, so its time is in no request: was it "
+            "in an async generator dropped without aclose() (asyncio then closes it in a task of its own, later)? "
+            "Close it (contextlib.aclosing) so that the phase ends with the response"), tl.recorder.metrics)
+
+
+def _in_entering_context(token: Any) -> bool:
+    """Whether this runs in the context where the phase of ``token`` (of :data:`_entered`) made its span current;
+    not in the task asyncio closes a dropped async generator in, which runs in a copy of a context: there the span's
+    token cannot be detached (OpenTelemetry logs a traceback), and it need not be (the copy goes with the task)."""
+    try:
+        _entered.reset(token)
+    except ValueError:
+        return False
+    return True
 
 
 def record_phase(name: str, seconds: float, model: str | None = None) -> None:
@@ -748,6 +778,7 @@ class RequestRecorder:
         recorded. ``end_span`` false: a span aiwatch started is left for the integration to end (it may still
         learn of an exception)."""
         now = _clock() if end is None else end
+        tl.finished = True
         m = self.metrics
         try:
             self._in_flight(-1)

@@ -6,8 +6,11 @@ with promtool)."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import http.client
 import re
+import socket
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -266,3 +269,53 @@ def test_a_message_the_server_refuses_is_500_not_499(metrics: Metrics, app: Any)
         conn.close()
         wait_until(lambda: bool(statuses(metrics)), what="the request recorded")
     assert statuses(metrics) == {"500": 1.0}
+
+
+async def _generate() -> AsyncIterator[bytes]:
+    with aiwatch.phase("generate"):
+        for _ in range(100_000):
+            yield b"token "
+
+
+async def _paced_stream(request: Any) -> StreamingResponse:
+    async def body() -> AsyncIterator[bytes]:
+        async for token in _generate():  # left suspended, never closed, when the client leaves (the sleep below)
+            await asyncio.sleep(0.01)
+            yield token
+
+    return StreamingResponse(body())
+
+
+def test_a_phase_in_an_async_generator_dropped_when_the_client_left_ends_quietly_and_is_counted(
+        metrics: Metrics, provider: Any, exporter: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """An LLM-style stream: the response's body iterates a generator that holds the phase "generate"; the client
+    leaves, Starlette cancels the body, and the generator, dropped without ``aclose()``, is closed later by asyncio in
+    a task of its own, in a copy of a context. Before, the phase's end there failed to detach its span (OpenTelemetry
+    logged "Failed to detach context" with a traceback) and its time went into a request already recorded, unseen
+    (or, where that copy had no request, into the background histogram with the "run_in_executor?" warning). Now its
+    span ends, its time is in no histogram, and aiwatch counts it (component "phase") with what to do."""
+    app = Starlette(routes=[Route("/stream", _paced_stream)])
+    with uvicorn_in_thread(aiwatch.instrument(app, metrics=metrics, service="svc", tracer_provider=provider)) as (
+            port, _):
+        client = socket.create_connection(("127.0.0.1", port))
+        client.sendall(b"GET /stream HTTP/1.1\r\nHost: test\r\n\r\n")
+        assert client.recv(4096).startswith(b"HTTP/1.1 200")
+        time.sleep(0.1)
+        client.close()
+
+        def closed() -> bool:
+            gc.collect()
+            return metrics.registry.get_sample_value("aiwatch_instrumentation_errors_total",
+                                                     {"component": "phase"}) == 1.0
+
+        wait_until(closed, what="the dropped generator closed by asyncio")
+    assert statuses(metrics) == {CLIENT_CLOSED_STATUS: 1.0}
+    assert "Failed to detach context" not in caplog.text
+    assert "ended after its request was recorded" in caplog.text
+    assert metrics.registry.get_sample_value("aiwatch_phase_duration_seconds_count", {
+        "service": "svc", "model": "", "model_version": "", "phase": "generate"}) is None
+    assert metrics.registry.get_sample_value("aiwatch_background_phase_duration_seconds_count", {
+        "service": "svc", "model": "", "phase": "generate"}) is None
+    spans = {span.name: span for span in exporter.get_finished_spans()}
+    assert set(spans) == {"GET /stream", "generate"}
+    assert spans["generate"].parent.span_id == spans["GET /stream"].context.span_id
