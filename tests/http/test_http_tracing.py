@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import threading
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
@@ -392,6 +393,57 @@ def test_a_phase_a_client_that_left_cut_short_is_no_error(registry: CollectorReg
     generate = next(s for s in exporter.get_finished_spans() if s.name == "generate")
     assert generate.status.status_code is StatusCode.UNSET
     assert [event.name for event in generate.events] == []
+
+
+async def _answers_late(request: Any) -> PlainTextResponse:
+    await asyncio.sleep(30)
+    return PlainTextResponse("late")
+
+
+async def _streams_then_waits(request: Any) -> StreamingResponse:
+    async def body() -> AsyncIterator[bytes]:
+        yield b"first "
+        await asyncio.sleep(30)
+        yield b"late"
+
+    return StreamingResponse(body())
+
+
+@pytest.mark.parametrize(("path", "code"), [("/late", None), ("/stream", 200)])
+def test_a_request_the_server_abandons_at_shutdown_is_a_server_error_on_span_and_metric(
+        registry: CollectorRegistry, provider: TracerProvider, exporter: InMemorySpanExporter, path: str,
+        code: int | None) -> None:
+    """uvicorn shuts down with a request running and cancels its task once ``timeout_graceful_shutdown`` ran out.
+    The client gets uvicorn's 500 (or, once the response started, a body cut short): the request was cancelled
+    before its response was complete, which the HTTP conventions have a server span record as ERROR with
+    ``error.type`` (OpenTelemetry's ASGI middleware leaves it UNSET, and its duration without an error: its
+    ``use_span`` records only an ``Exception``). The metric agrees: ``500``, a server failure the availability SLO
+    counts (not ``499``: the client did not leave)."""
+    app = aiwatch.instrument(Starlette(routes=[Route("/late", _answers_late), Route("/stream", _streams_then_waits)]),
+                             registry=registry, service="svc", tracer_provider=provider)
+    seen: list[Any] = []
+
+    def ask(port: int) -> None:
+        with httpx.Client(timeout=30) as client:
+            try:
+                response = client.get(f"http://127.0.0.1:{port}{path}")
+                seen.append((response.status_code, response.content))
+            except httpx.HTTPError as exc:
+                seen.append(type(exc).__name__)
+
+    with uvicorn_in_thread(app, timeout_graceful_shutdown=0.2) as (port, _):
+        asker = threading.Thread(target=ask, args=(port,))
+        asker.start()
+        wait_until(lambda: registry.get_sample_value("aiwatch_requests_in_flight", {"service": "svc"}) == 1.0,
+                   what="the request running")
+    asker.join(30)
+    assert seen == ([(500, b"Internal Server Error")] if code is None else ["RemoteProtocolError"])
+    assert registry.get_sample_value("aiwatch_request_duration_seconds_count", {
+        "service": "svc", "route": path, "method": "GET", "status": "500", "traffic_class": "realtime"}) == 1.0
+    (server,) = (span for span in exporter.get_finished_spans() if span.kind is SpanKind.SERVER)
+    assert server.status.status_code is StatusCode.ERROR
+    assert server.attributes is not None and server.attributes["error.type"] == "CancelledError"
+    assert server.attributes.get("http.response.status_code") == code
 
 
 def test_a_phase_in_a_wsgi_body_the_server_closed_early_is_no_error(registry: CollectorRegistry,
