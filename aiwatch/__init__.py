@@ -10,14 +10,15 @@
         with aiwatch.phase("inference", model="ranker"):
             return {"score": 0.5}
 
-Importing ``aiwatch`` imports no optional dependency; names below that need one are imported on first use.
+Importing ``aiwatch`` imports no optional dependency; names below that need one are imported on first use. A name
+whose extra is not installed is a placeholder that raises the ImportError naming the extra when it is used.
 """
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
+from aiwatch._optional import lazy_attribute
 from aiwatch._version import __version__
 from aiwatch.cardinality import LabelGuard
 from aiwatch.metrics import CONTRACT, Metrics, MetricSpec, get_metrics
@@ -156,9 +157,8 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'aiwatch' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+    return lazy_attribute(__name__, globals(), _LAZY, name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

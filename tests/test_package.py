@@ -4,6 +4,7 @@ resolves."""
 from __future__ import annotations
 
 import importlib
+import os
 import shutil
 import subprocess
 import sys
@@ -56,6 +57,65 @@ def test_every_public_name_is_the_object_its_module_defines_and_is_documented() 
         if (callable(value) or isinstance(value, type)) and not (getattr(value, "__doc__", "") or "").strip():
             undocumented.append(name)
     assert undocumented == [], f"public names without a docstring: {undocumented}"
+
+
+BARE_INSTALL = '''\
+import sys
+
+
+class _BareInstall:
+    """As if only aiwatch's core were installed: every module that aiwatch's require() calls ask for is missing
+    (tests/test_package.py)."""
+
+    def find_spec(self, name, path=None, target=None):
+        if any(name == m or name.startswith(m + ".") for m in {modules!r}):
+            raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
+        return None
+
+
+sys.meta_path.insert(0, _BareInstall())
+'''
+
+
+@pytest.mark.slow  # a subprocess
+def test_star_import_and_getmembers_work_on_a_bare_install(tmp_path: Path) -> None:
+    """``from aiwatch import *`` raised MissingExtraError on an install without the extras (``__all__`` lists names
+    whose modules need them); each such name is now a placeholder that raises it when used."""
+    from tests.test_extras import require_calls
+
+    (tmp_path / "sitecustomize.py").write_text(BARE_INSTALL.format(modules=sorted({m for _, m, _ in require_calls()})))
+    env = python_env()
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env["PYTHONPATH"]])
+    code = ("import inspect, sys, types, aiwatch\n"
+            "from aiwatch import *\n"
+            "from aiwatch.client import *\n"
+            "members = dict(inspect.getmembers(aiwatch))\n"
+            "print(sorted(set(aiwatch.__all__) - set(members)))\n"
+            "print('grpc' in sys.modules, 'starlette' in sys.modules)\n"
+            "print(instrument.__module__, make_wsgi_app.__module__)  # names the core serves are the real ones\n"
+            "for use in (lambda: grpc_server_interceptor(), lambda: AiwatchGrpcInstrumentorServer.instrument,\n"
+            "            lambda: types.new_class('Mine', (TimedJSONResponse,)),\n"
+            "            lambda: isinstance(1, instrument_httpx)):\n"
+            "    try:\n"
+            "        use()\n"
+            "    except ImportError as exc:\n"
+            "        print(type(exc).__name__, exc)\n")
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    missing, loaded, core, *used = result.stdout.splitlines()
+    assert missing == "[]"
+    assert loaded == "False False"
+    assert core == "aiwatch.instrument_app aiwatch.exposition"
+    assert used == [
+        'MissingExtraError aiwatch.grpc_server_interceptor cannot be used: grpc is not installed; this aiwatch '
+        'feature needs it: pip install "aiwatch[grpc]"',
+        'MissingExtraError aiwatch.AiwatchGrpcInstrumentorServer cannot be used: grpc is not installed; this aiwatch '
+        'feature needs it: pip install "aiwatch[grpc]"',
+        'MissingExtraError aiwatch.TimedJSONResponse cannot be used: starlette is not installed; this aiwatch '
+        'feature needs it: pip install "aiwatch[demo]"',
+        'MissingExtraError aiwatch.client.instrument_httpx cannot be used: httpx is not installed; this aiwatch '
+        'feature needs it: pip install "aiwatch[http]"',
+    ]
 
 
 def test_unknown_attribute_is_an_attribute_error() -> None:

@@ -12,9 +12,9 @@ integration is used (``pip install "aiwatch[http]"``).
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
+from aiwatch._optional import lazy_attribute
 from aiwatch.client._core import ROUTE_EXTENSION, UNMATCHED_ROUTE, ClientRecorder, ReportedNames, route
 
 _LAZY = {
@@ -30,9 +30,4 @@ __all__ = ["ROUTE_EXTENSION", "UNMATCHED_ROUTE", "AiwatchAsyncTransport", "Aiwat
 
 
 def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'aiwatch.client' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+    return lazy_attribute(__name__, globals(), _LAZY, name)

@@ -10,9 +10,9 @@ The sources need no optional dependency; only :mod:`aiwatch.console.app` imports
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any
 
+from aiwatch._optional import lazy_attribute
 from aiwatch.console.source import (
     AlertRow,
     BinRow,
@@ -57,9 +57,4 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'aiwatch.console' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+    return lazy_attribute(__name__, globals(), _LAZY, name)

@@ -1,5 +1,5 @@
-"""grpc is optional: ``import aiwatch`` does not import it, and without grpcio the gRPC names raise an ImportError
-that says which extra to install."""
+"""grpc is optional: ``import aiwatch`` does not import it, and without grpcio using a gRPC name raises an
+ImportError that says which extra to install."""
 
 from __future__ import annotations
 
@@ -29,10 +29,16 @@ def test_import_aiwatch_does_not_import_grpc() -> None:
 def test_missing_grpcio_names_the_extra() -> None:
     result = _run("import sys\n"
                   "sys.modules['grpc'] = None  # as if grpcio were not installed\n"
-                  "import aiwatch\n"
+                  "from aiwatch import AiwatchGrpcInstrumentorServer  # a placeholder: only using it raises\n"
                   "try:\n"
-                  "    aiwatch.AiwatchGrpcInstrumentorServer\n"
+                  "    AiwatchGrpcInstrumentorServer()\n"
                   "except ImportError as exc:\n"
-                  "    print(exc)\n")
+                  "    print(exc)\n"
+                  "del sys.modules['grpc']  # installed after all: the next access imports it\n"
+                  "import aiwatch\n"
+                  "print(aiwatch.AiwatchGrpcInstrumentorServer.__module__)\n")
     assert result.returncode == 0, result.stderr
-    assert 'pip install "aiwatch[grpc]"' in result.stdout
+    unavailable, module = result.stdout.splitlines()
+    assert unavailable.startswith("aiwatch.AiwatchGrpcInstrumentorServer cannot be used: ")
+    assert unavailable.endswith('pip install "aiwatch[grpc]"')
+    assert module == "aiwatch.grpc.instrumentor"
