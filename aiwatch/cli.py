@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from aiwatch._version import __version__
+from aiwatch.commands import usage_error
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,8 +35,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "handler", None) is None:
-        parser.print_help()
-        return 0
+        return usage_error(parser)
     try:
         return int(args.handler(args) or 0)
     except KeyboardInterrupt:

@@ -171,7 +171,18 @@ def test_a_command_given_no_action_shows_its_help_and_exits_2(command: str, caps
     from aiwatch.cli import main
 
     assert main([command]) == 2
-    assert f"usage: aiwatch {command}" in capsys.readouterr().out
+    shown = capsys.readouterr()
+    assert shown.out == ""
+    assert shown.err.startswith(f"usage: aiwatch {command}")
+
+
+def test_aiwatch_without_a_command_shows_its_help_on_stderr_and_exits_2() -> None:
+    """Bare ``aiwatch`` printed its help on stdout and exited 0: a script that lost its subcommand passed."""
+    done = _run()
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert done.stderr.startswith("usage: aiwatch [-h] [--version] COMMAND ...")
+    assert "rules" in done.stderr
 
 
 def test_output_to_a_reader_gone_ends_without_a_traceback() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from aiwatch.commands import usage_error
 from aiwatch.commands._paths import output_file
 from aiwatch.commands.drift import add_dask, add_time_range, dask_client, fail, positive_int, time_range
 
@@ -29,7 +30,7 @@ def register(subparsers: Any) -> None:
                        help="profile every row of a prediction log as it is; by default, data with a sample_rate "
                             "column is thinned to an equal-chance sample of the requests served first")
     build.set_defaults(handler=run_build)
-    parser.set_defaults(handler=lambda args: (parser.print_help(), 2)[1])
+    parser.set_defaults(handler=lambda args: usage_error(parser))
 
 
 def parse_kinds(items: list[str]) -> dict[str, str]:

@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from aiwatch.commands import usage_error
+
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("rules", help="render Prometheus alerting/recording rules from a config")
@@ -21,7 +23,7 @@ def register(subparsers: Any) -> None:
     render.set_defaults(handler=run_render)
     defaults = sub.add_parser("defaults", help="print the default config as commented YAML")
     defaults.set_defaults(handler=run_defaults)
-    parser.set_defaults(handler=lambda args: (parser.print_help(), 2)[1])  # no action: a usage error, as for profile
+    parser.set_defaults(handler=lambda args: usage_error(parser))
 
 
 def run_render(args: argparse.Namespace) -> int:
