@@ -68,8 +68,9 @@ class EnvVar:
 
 # --- every integration ------------------------------------------------------------------------------------
 SERVICE = EnvVar("AIWATCH_SERVICE", "app",
-                 "The `service` label of every integration not given `service=`. When unset, `OTEL_SERVICE_NAME` "
-                 "is used if set, else `app`.")
+                 "The `service` label of every integration not given `service=`. When unset (or empty), "
+                 "`OTEL_SERVICE_NAME` is used if set, else `app`; blanks alone are an error when an integration is "
+                 "set up.")
 OTEL_SERVICE_NAME = EnvVar("OTEL_SERVICE_NAME", "",
                            "OpenTelemetry's service name: aiwatch's `service` label when `AIWATCH_SERVICE` is unset.",
                            owner="OpenTelemetry")
@@ -287,8 +288,22 @@ VARIABLES: tuple[EnvVar, ...] = (
 
 
 def service_name(env: Mapping[str, str] | None = None) -> str:
-    """The default ``service`` label: ``$AIWATCH_SERVICE``, else ``$OTEL_SERVICE_NAME``, else ``app``."""
-    return SERVICE.raw(env) or OTEL_SERVICE_NAME.raw(env) or SERVICE.default
+    """The default ``service`` label: ``$AIWATCH_SERVICE``, else ``$OTEL_SERVICE_NAME``, else ``app`` (an empty
+    variable counts as unset); a variable of blanks alone is a ValueError naming it.
+
+        >>> service_name({"AIWATCH_SERVICE": "  "})
+        Traceback (most recent call last):
+        ...
+        ValueError: AIWATCH_SERVICE must name the service, got '  ' (unset it for the default)
+    """
+    for variable in (SERVICE, OTEL_SERVICE_NAME):
+        value = variable.raw(env)
+        if value and not value.strip():
+            # a label of blanks matches no service="..." of a rule or a dashboard
+            raise ValueError(f"{variable.name} must name the service, got {value!r} (unset it for the default)")
+        if value:
+            return value
+    return SERVICE.default
 
 
 def named_variable(name: str, env: Mapping[str, str] | None = None) -> str:

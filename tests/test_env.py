@@ -470,3 +470,17 @@ def test_a_tracing_switch_that_is_neither_on_nor_off_is_an_error_at_set_up(
     for on in ("on", "TRUE", " 1 ", "yes", ""):
         monkeypatch.setenv("AIWATCH_TRACING", on)
         assert not TracerSource()._disabled
+
+
+@pytest.mark.parametrize("name", ["AIWATCH_SERVICE", "OTEL_SERVICE_NAME"])
+@pytest.mark.parametrize("value", ["  ", "\t"])
+def test_a_service_variable_of_blanks_is_an_error_at_set_up(name: str, value: str,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    # AIWATCH_SERVICE="  " was the service label "  ", which no rule's or dashboard's service="..." matches
+    for var in (env.SERVICE, env.OTEL_SERVICE_NAME):
+        monkeypatch.delenv(var.name, raising=False)
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError, match=re.escape(f"{name} must name the service, got {value!r}")):
+        _recorder_service()
+    monkeypatch.setenv(name, "")  # empty is unset, as for every variable
+    assert _recorder_service() == "app"
