@@ -155,9 +155,16 @@ def status_number(text: str) -> int | None:
 
 def split_host(host: str) -> tuple[str, int | None]:
     """``("example.com", 8080)`` for ``example.com:8080``; brackets of an IPv6 literal removed; ``None`` port when
-    there is none or it is no port (:func:`port_number`)."""
+    there is none or it is no port (:func:`port_number`). A bracket left open is no address and port: the whole text
+    and no port.
+
+        >>> split_host("[::1]:8080"), split_host("[::1:8080")
+        (('::1', 8080), ('[::1:8080', None))
+    """
     if host.startswith("["):
         end = host.find("]")
+        if end < 0:
+            return host, None
         address, rest = host[1:end], host[end + 1:]
         port = rest[1:] if rest.startswith(":") else ""
     else:

@@ -221,6 +221,24 @@ def test_split_host_never_raises_and_its_port_is_a_port(host: str) -> None:
     _otlp_encodable(port)
 
 
+@pytest.mark.parametrize(("host", "expected"), [
+    ("example.com:8080", ("example.com", 8080)), ("example.com", ("example.com", None)), ("[::1]:80", ("::1", 80)),
+    ("[::1]", ("::1", None)),
+    # a bracket left open: the address was the text less its first and last characters ('::', the unspecified
+    # address, for '[::1'; '::1:808' for '[::1:8080')
+    ("[::1", ("[::1", None)), ("[::1:8080", ("[::1:8080", None)), ("[", ("[", None)),
+])
+def test_split_host(host: str, expected: tuple[str, int | None]) -> None:
+    assert semconv.split_host(host) == expected
+
+
+def test_a_host_header_with_a_bracket_left_open_is_the_server_address_as_sent() -> None:
+    attributes = semconv.http_server_attributes("GET", "http", "/", "", "[::1:8080", ("10.0.0.7", 8000), "1.1",
+                                                frozenset({"GET"}), None, None)
+    assert attributes[semconv.SERVER_ADDRESS] == "[::1:8080"
+    assert semconv.SERVER_PORT not in attributes
+
+
 @pytest.mark.parametrize(("text", "expected"), [("8443", 8443), ("0", 0), ("65535", 65535), ("65536", None),
                                                 ("²", None), ("٣", None), ("99999999999999999999", None), ("", None),
                                                 ("-1", None), ("+80", None)])
