@@ -44,7 +44,16 @@ def fetch_features(user_id: int) -> np.ndarray:
 
 
 def predict(request: HttpRequest) -> JsonResponse:
-    user = fetch_features(int(json.loads(request.body)["user_id"]))
+    try:
+        body = json.loads(request.body)
+    except ValueError:
+        body = None
+    user_id = body.get("user_id") if isinstance(body, dict) else None
+    if isinstance(user_id, bool) or not isinstance(user_id, int) or user_id < 0:
+        # the client's mistake, answered as the FastAPI example answers it: a 500 would count against availability
+        return JsonResponse({"error": 'the body must be a JSON object whose "user_id" is an integer of at least 0'},
+                            status=422)
+    user = fetch_features(user_id)
     with aiwatch.phase("inference", model="mf"):
         top = np.argsort(-(ITEM_FACTORS @ user))[:10]
     return JsonResponse({"items": top.tolist()})

@@ -33,8 +33,12 @@ def fetch_features(user_id: int) -> np.ndarray:
 
 @app.post("/predict")
 def predict():
-    body = request.get_json(force=True)
-    user = fetch_features(int(body["user_id"]))
+    body = request.get_json(force=True, silent=True)
+    user_id = body.get("user_id") if isinstance(body, dict) else None
+    if isinstance(user_id, bool) or not isinstance(user_id, int) or user_id < 0:
+        # the client's mistake, answered as the FastAPI example answers it: a 500 would count against availability
+        return jsonify(error='the body must be a JSON object whose "user_id" is an integer of at least 0'), 422
+    user = fetch_features(user_id)
     with aiwatch.phase("inference", model="mf"):
         top = np.argsort(-(ITEM_FACTORS @ user))[:10]
     return jsonify(items=top.tolist())

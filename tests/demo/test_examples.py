@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -47,6 +48,12 @@ def _check_service(port: int, service: str, route: str = "/predict") -> None:
     for phase in ("features", "inference", "overhead"):
         assert scrape.total(samples, "aiwatch_phase_duration_seconds_count", service=service, phase=phase) == 1.0
     assert scrape.total(samples, "aiwatch_request_duration_seconds_count", service=service, route=route) == 1.0
+    # a body without user_id is the client's mistake (the Flask and Django examples answered it 500, an error of
+    # the service in its availability): 422, as FastAPI answers it, and a body that says so
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        _post(f"http://127.0.0.1:{port}/predict", {"basket_value": 42.0})
+    assert refused.value.code == 422
+    assert "user_id" in refused.value.read().decode()
 
 
 @pytest.mark.slow
