@@ -17,6 +17,7 @@ import re
 import sys
 import threading
 import time
+from decimal import ROUND_FLOOR, Decimal
 from typing import Any
 
 from aiwatch.commands.drift import EXIT_DRIFT, EXIT_ERROR, EXIT_OK, add_time_range, fail, positive_int, time_range
@@ -233,7 +234,7 @@ def run(args: argparse.Namespace) -> int:
         rows = results if in_table is None else [q for q in results if (q.model, q.model_version or "") in in_table]
         cells = [table_version(shown_version(q.model_version or "")) for q in rows] if args.by_version else []
         width = max([len("version"), *map(len, cells)])
-        starts = [_start(q.start) for q in rows]
+        starts = [_start(q.start, args.window) for q in rows]
         start_width = max([17, *map(len, starts)])
         version = f"{'version':<{width}} " if args.by_version else ""
         print(f"{'model':<16} {version}{'window (UTC)':<{start_width}} {'logged':>8} {'labelled':>8} "
@@ -319,12 +320,20 @@ def _say_versions_not_shown(results: list[Any], shown: set[tuple[str, str]],
               "the latest: --max-versions 0 shows all, --json lists all", file=sys.stderr)
 
 
-def _start(seconds: float) -> str:
-    """A window's start as the table shows it; its Unix seconds when the platform cannot read it as a date,
-    written whole (the shortest text that reads back as the same number: two starts never read alike)."""
+def _start(seconds: float, window: float) -> str:
+    """A window's start as the table shows it, to the resolution of the window (``window`` seconds): minutes for a
+    whole number of minutes, else seconds, with as many decimals as the window has (two windows of one minute read
+    alike at minutes). Its Unix seconds when the platform cannot read it as a date, written whole (the shortest text
+    that reads back as the same number: two starts never read alike)."""
     try:
-        return time.strftime("%Y-%m-%d %H:%M", time.gmtime(seconds))
-    except (OverflowError, OSError, ValueError):
+        if window % 60 == 0:
+            return time.strftime("%Y-%m-%d %H:%M", time.gmtime(seconds))
+        decimals = max(0, -int(Decimal(repr(window)).normalize().as_tuple().exponent))
+        start = Decimal(seconds).quantize(Decimal(1).scaleb(-decimals))  # the double's value, to those decimals
+        whole = int(start.to_integral_value(rounding=ROUND_FLOOR))
+        text = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(whole))
+        return text + f"{start - whole:.{decimals}f}"[1:]  # "0.250": the decimals, from the point (none: "0")
+    except (OverflowError, OSError, ValueError, ArithmeticError):
         return repr(seconds)
 
 

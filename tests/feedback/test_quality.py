@@ -270,6 +270,26 @@ def test_a_window_start_out_of_the_platforms_time_range_is_printed_as_its_exact_
     assert {line.index(" 1 ") for line in lines[1:]} == {lines[0].index("logged") + len("logged") - 2}
 
 
+@pytest.mark.parametrize(("window", "shown"), [
+    ("30", ["2026-09-21 15:00:00", "2026-09-21 15:00:30"]),
+    ("0.5", ["2026-09-21 15:00:00.0", "2026-09-21 15:00:00.5", "2026-09-21 15:00:30.0"]),
+    ("90", ["2026-09-21 15:00:00"]),
+    ("1m", ["2026-09-21 15:00"]),
+])
+def test_window_starts_are_shown_to_the_windows_resolution(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                           window: str, shown: list[str]) -> None:
+    """The table showed every start to the minute: windows of 30 s (or 0.5 s) in one minute all read 15:00."""
+    (tmp_path / "log").mkdir()
+    stamps = [T0, T0 + 0.25, T0 + 0.5, T0 + 30]
+    pq.write_table(pa.table({"request_id": ["a", "b", "c", "d"], "timestamp": stamps, "model": ["m"] * 4,
+                             "output": [1.0] * 4}), tmp_path / "log" / "part-0.parquet")
+    (tmp_path / "labels.csv").write_text("request_id,outcome\na,1\nb,1\nc,1\nd,1\n")
+    assert main(["quality", str(tmp_path / "log"), str(tmp_path / "labels.csv"), "--min-labelled", "1",
+                 "--window", window]) == 0
+    rows = capsys.readouterr().out.splitlines()[1:]
+    assert [" ".join(row.split()[1:3]) for row in rows] == shown
+
+
 def test_a_window_far_finer_than_a_huge_timestamp_is_the_timestamp_without_a_warning(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """1e300 / 1e-10 overflows: the window starts at the timestamp (no window length is finer than a double there),
