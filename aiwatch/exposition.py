@@ -11,6 +11,7 @@ import os
 import re
 import socket
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, make_server
@@ -19,6 +20,7 @@ import prometheus_client
 from prometheus_client import CollectorRegistry
 from prometheus_client import multiprocess as _multiprocess
 from prometheus_client.exposition import ThreadingWSGIServer
+from prometheus_client.metrics_core import Metric
 
 from aiwatch.deferred import run_every_deferred
 from aiwatch.env import LEGACY_MULTIPROC_DIR, MULTIPROC_DIR, MULTIPROCESS_DROP_DEAD
@@ -237,12 +239,35 @@ class _MergedCollector(_multiprocess.MultiProcessCollector):
         return super().collect()  # type: ignore[no-untyped-call]
 
 
+class _MergedRegistry(CollectorRegistry):
+    """The registry of the merged view. ``/metrics?name[]=...`` asks for a ``restricted_registry``, which
+    prometheus_client builds from the names its collectors describe: the merge describes none (its names are in
+    the files), so every such scrape answered an empty 200. Here the merged metrics are restricted by their
+    samples' names, as prometheus_client restricts a described collector's."""
+
+    def restricted_registry(self, names: Any) -> Any:
+        return _Restricted(self, frozenset(names))
+
+
+class _Restricted:
+    def __init__(self, registry: CollectorRegistry, names: frozenset[str]) -> None:
+        self._registry, self._names = registry, names
+
+    def collect(self) -> Iterator[Metric]:
+        for metric in self._registry.collect():
+            samples = [sample for sample in metric.samples if sample.name in self._names]
+            if samples:
+                restricted = Metric(metric.name, metric.documentation, metric.type, metric.unit)
+                restricted.samples = samples
+                yield restricted
+
+
 def serving_registry(registry: CollectorRegistry | None = None) -> CollectorRegistry:
     """The registry to expose: in multiprocess mode a fresh one collecting every worker's files, where the live
     gauges of the workers no longer running are dropped at each scrape (:func:`drop_dead_live_gauges`); a bad
     ``AIWATCH_MULTIPROCESS_DROP_DEAD`` is a ValueError."""
     if multiprocess_enabled():
-        merged = CollectorRegistry()
+        merged = _MergedRegistry()
         _MergedCollector(merged)
         return merged
     return registry if registry is not None else prometheus_client.REGISTRY

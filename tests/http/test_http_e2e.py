@@ -152,3 +152,35 @@ def test_gunicorn_records_a_client_gone_mid_stream_as_499(tmp_path: Path) -> Non
                          route="/stream/<int:n>", method="GET", status=status)
 
         wait_until(lambda: counted("499") == 1 and counted("200") == 1, 10, what="both streams recorded")
+
+
+def test_gunicorn_two_workers_serve_only_the_metrics_a_scrape_names(tmp_path: Path) -> None:
+    """``/metrics?name[]=...`` (prometheus_client's filter, which Prometheus' params can set) answered an empty 200
+    in multiprocess mode: the merged view describes no names for prometheus_client to restrict it by."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    multiproc = tmp_path / "multiproc"
+    multiproc.mkdir()
+    env = python_env(PROMETHEUS_MULTIPROC_DIR=str(multiproc))
+    named = "name[]=aiwatch_request_duration_seconds_count&name[]=aiwatch_requests_in_flight"
+    with python_app(["-m", "gunicorn", "-w", "2", "-b", f"127.0.0.1:{port}", "-c", "python:aiwatch.gunicorn",
+                     "tests.http.e2e_apps:flask_app"], f"{base}/metrics", env=env):
+        for i in range(6):
+            assert requests.get(f"{base}/work/{i}", timeout=10).status_code == 200
+        samples: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+
+        def all_counted() -> bool:
+            samples.clear()
+            samples.update(scrape(f"{base}/metrics?{named}"))
+            return value(samples, "aiwatch_request_duration_seconds_count", service="flask", route="/work/<int:n>",
+                         method="GET", status="200") == 6
+
+        wait_until(all_counted, 10, what="6 requests counted")
+        openmetrics = requests.get(f"{base}/metrics?name[]=aiwatch_requests_in_flight", timeout=10,
+                                   headers={"Accept": "application/openmetrics-text; version=1.0.0"})
+    assert {name for name, _ in samples} == {"aiwatch_request_duration_seconds_count", "aiwatch_requests_in_flight"}
+    assert value(samples, "aiwatch_requests_in_flight", service="flask") == 0
+    assert openmetrics.status_code == 200
+    lines = [line for line in openmetrics.text.splitlines() if not line.startswith("#")]
+    assert 'aiwatch_requests_in_flight{service="flask"} 0.0' in lines
+    assert {line.partition("{")[0] for line in lines} == {"aiwatch_requests_in_flight"}
