@@ -229,11 +229,13 @@ class Reader:
     version other than V5 (one of V4 may be compressed in an older form), is not valid: it is refused from its
     message's metadata before pyarrow reads its body (:func:`_refusal`).
     Not all damage is taken as a torn end or a batch not valid: only pyarrow's ``ArrowInvalid``, and its ``OSError``
-    without an errno, are (and a batch's ``UnicodeDecodeError``). Any other error of pyarrow's is raised, from the
-    constructor or the iteration: an ``ArrowNotImplementedError`` for a damaged schema naming a type pyarrow does
-    not implement ("Integers with less than 8 bits not implemented"), say, which the sink takes as a refusal of the
-    journal and sets it aside (``ParquetSink._refused``: an ``ArrowTypeError`` or ``ArrowCapacityError`` too; any
-    other it leaves for a later try). An I/O error reading the journal is raised too (the disk, not the journal:
+    without an errno, are (and a batch's ``UnicodeDecodeError``): a torn end where the journal stops inside the
+    message pyarrow could not read, a batch not valid where that message is all there (damage: a flipped bit). Any
+    other error of pyarrow's is raised, from the constructor or the iteration: an ``ArrowNotImplementedError`` for a
+    damaged schema naming a type pyarrow does not implement ("Integers with less than 8 bits not implemented"), say,
+    which the sink takes as a refusal of the journal and sets it aside (``ParquetSink._refused``: an
+    ``ArrowTypeError`` or ``ArrowCapacityError`` too; any other it leaves for a later try). An I/O error reading the
+    journal is raised too (the disk, not the journal:
     the next start may succeed), and so is a ``MemoryError``."""
 
     def __init__(self, fd: int, pa: Any) -> None:
@@ -250,11 +252,13 @@ class Reader:
             return
         try:
             self._stream = pa.ipc.open_stream(self._source)
-        except pa.ArrowInvalid:
+        except pa.ArrowInvalid as exc:
+            self._unreadable(exc)
             return
         except OSError as exc:  # pyarrow's own "Expected to read" errors are OSErrors too; the disk's have errno
             if exc.errno is not None:
                 raise
+            self._unreadable(exc)
             return
         self.schema = self._stream.schema
         self._whole = self._source.tell()
@@ -276,11 +280,13 @@ class Reader:
                 batch = self._stream.read_next_batch()
             except StopIteration:
                 break
-            except pa.ArrowInvalid:  # "Expected to read N bytes": the end of a torn batch
+            except pa.ArrowInvalid as exc:  # "Expected to read N bytes": the end of a torn batch, or damage
+                self._unreadable(exc)
                 break
             except OSError as exc:
                 if exc.errno is not None:
                     raise
+                self._unreadable(exc)
                 break
             try:
                 # the stream reader checks the messages, not the data: offsets out of their buffer crash Parquet's
@@ -298,6 +304,13 @@ class Reader:
             self.rows += batch.num_rows
             self.batches += 1
             yield batch
+
+    def _unreadable(self, exc: Exception) -> None:
+        """pyarrow could not read the message after the last whole batch (or the schema): the journal's torn end
+        when it stops inside that message (a writer that dies leaves a prefix of the batch it was appending), damage
+        (``invalid``) when the message is all there (:func:`_whole_message`)."""
+        if _whole_message(self._fd, self._whole, self._size):
+            self.invalid = f"a message whose bytes are all there cannot be read ({exc}): damaged, not torn"
 
     @property
     def torn_bytes(self) -> int:
@@ -332,6 +345,21 @@ def _too_long(fd: int, at: int, size: int) -> bool:
         head = head[4:]
     length = int.from_bytes(head[:4], "little", signed=True)
     return length < 0 or length > MAX_METADATA_BYTES
+
+
+def _whole_message(fd: int, at: int, size: int) -> bool:
+    """Whether the IPC message at ``at`` is all there as its lengths say (its metadata, and the body its metadata
+    names, when it can be read): a message that is not, or an end-of-stream marker, is what a writer that died while
+    appending it leaves."""
+    head = os.pread(fd, 8, at) if at < size else b""
+    prefix = 8 if head[:4] == _CONTINUATION else 4
+    if len(head) < prefix:
+        return False
+    length = int.from_bytes(head[prefix - 4:prefix], "little", signed=True)
+    if length <= 0 or length > MAX_METADATA_BYTES or at + prefix + length > size:
+        return False
+    header = _message_header(os.pread(fd, length, at + prefix))
+    return header is None or at + prefix + length + header.body_length <= size
 
 
 #: The header types of an IPC message (Arrow's format/Message.fbs, union MessageHeader) recovery looks into.

@@ -220,8 +220,8 @@ class ParquetSink:
         self.completed: list[Path] = []
         #: Final paths of the files made from the journals of dead writers when the sink started.
         self.recovered: list[Path] = []
-        #: Journals of dead writers that ended in a torn batch, or held one that was not valid (dropped, with the
-        #: batches after it, when the sink started).
+        #: Journals of dead writers that ended in a torn batch (dropped), were empty, or held a batch that was not
+        #: valid (the journal set aside), when the sink started.
         self.torn_batches = 0
         #: What the start did with dead writers' files, until :meth:`take_recovery` hands it to a log's metrics.
         self.recovery = Recovery()
@@ -717,13 +717,16 @@ class ParquetSink:
             # a file that exists: its writer died after completing it, before removing the journal
             if not unnamed and not final.exists():
                 try:
-                    self._rebuild(fd, temp, final, path)
+                    damage = self._rebuild(fd, temp, final, path)
                 except Exception as exc:
                     if not self._refused(exc):  # the disk, memory, a bug: not the journal, a later try may succeed
                         with suppress(OSError):  # what it wrote, while the journal is still locked (no one else's)
                             temp.unlink()
                         raise
-                    self._set_aside(path, temp, exc)
+                    self._set_aside(path, temp, f"cannot be made into a Parquet file ({exc!r})")
+                    return
+                if damage:
+                    self._set_aside(path, temp, damage)
                     return
             with suppress(FileNotFoundError):
                 temp.unlink()
@@ -762,21 +765,23 @@ class ParquetSink:
         refusals = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, pa.ArrowCapacityError)
         return isinstance(exc, refusals) or (isinstance(exc, OSError) and exc.errno is None)
 
-    def _set_aside(self, path: Path, temp: Path, exc: Exception) -> None:
-        """Keep a journal whose data Parquet refuses under a name recovery does not look for (for a person to look
-        at), rather than read it and log it again at every start."""
+    def _set_aside(self, path: Path, temp: Path, why: str) -> None:
+        """Keep a journal whose data Parquet refuses, or that is damaged (not torn), under a name recovery does not
+        look for (for a person to look at), rather than delete it or read it and log it again at every start."""
         aside = path.with_name(path.name + UNRECOVERABLE_SUFFIX)
         with suppress(FileNotFoundError):
             temp.unlink()  # first: while the journal has its name, a sink starting at once leaves the file to it
         os.replace(path, aside)
         self.recovery.files["set_aside"] += 1
-        _log.warning("aiwatch: prediction log journal %s of a writer that died cannot be made into a Parquet file "
-                     "(%r): kept as %s, not tried again", path, exc, aside)
+        _log.warning("aiwatch: prediction log journal %s of a writer that died %s: kept as %s, not tried again",
+                     path, why, aside)
 
-    def _rebuild(self, fd: int, temp: Path, final: Path, path: Path) -> None:
+    def _rebuild(self, fd: int, temp: Path, final: Path, path: Path) -> str:
         """Write the whole batches of a dead writer's journal (claimed, ``fd``) as the file it was writing (under its
         name), streamed: batches are read and written in turn, at most :data:`_REBUILD_BYTES` of data or
-        :data:`_REBUILD_BATCHES` batches held at once, so a journal of any size is rebuilt without holding it."""
+        :data:`_REBUILD_BATCHES` batches held at once, so a journal of any size is rebuilt without holding it.
+        Returns why the journal is to be set aside (a batch in it that is not valid: damage, not a torn end, with
+        whole batches perhaps after it), else ``""``."""
         journal = journals.Reader(fd, self.pa)
         writer = None
         try:
@@ -795,26 +800,31 @@ class ParquetSink:
         finally:
             if writer is not None:
                 writer.close()
-        if journal.invalid:
-            _log.warning("aiwatch: prediction log journal %s of a writer that died holds a batch that is not valid "
-                         "(%d bytes from it on, dropped: %s); %d rows of %d whole batches recovered", path,
-                         journal.torn_bytes, journal.invalid, journal.rows, journal.batches)
-        elif journal.torn_bytes:
+        if journal.torn_bytes and not journal.invalid:
             _log.warning("aiwatch: prediction log journal %s of a writer that died ends in a torn batch (%d bytes, "
                          "being written when it died): dropped; %d rows of %d whole batches recovered", path,
                          journal.torn_bytes, journal.rows, journal.batches)
-        torn = bool(journal.invalid or journal.torn_bytes)
+        elif journal.schema is None and not journal.invalid:  # empty: its schema never reached the disk
+            _log.warning("aiwatch: prediction log journal %s of a writer that died is empty (what was written to it "
+                         "never reached the disk: a power cut before it was synced?): its rows are lost", path)
         if journal.rows:
             self._publish(temp, final)
             self.recovered.append(final)
             self.recovery.records += journal.rows
             _log.info("aiwatch: prediction log: %d rows of a writer that died recovered from its journal into %s",
                       journal.rows, final)
-        if torn:  # counted once the file is made: a failure to make it is counted failed instead
+        # counted once the file is made: a failure to make it is counted failed instead
+        if journal.invalid:  # set aside by the caller, and counted there
+            self.torn_batches += 1
+            return (f"holds a batch that is not valid ({journal.invalid}), damage rather than a torn end: "
+                    f"{journal.rows} rows of the {journal.batches} whole batches before it recovered"
+                    + (f" into {final}" if journal.rows else "") + f", {journal.torn_bytes} bytes from it on not read")
+        if journal.torn_bytes or journal.schema is None:
             self.torn_batches += 1
             self.recovery.files["torn"] += 1
         elif journal.rows:
             self.recovery.files["recovered"] += 1
+        return ""
 
     def _rebuild_part(self, writer: Any, temp: Path, schema: Any, batches: list[Any]) -> Any:
         """Write ``batches`` (one row group, or more past pyarrow's row group size) to the file being rebuilt, made

@@ -328,12 +328,12 @@ def test_journal_fsync_syncs_the_journal_after_each_batch_and_its_name_once(
     assert len(synced) == 3  # fsync=False: the Parquet file is not synced
 
 
-def test_a_journal_batch_that_does_not_validate_is_dropped_not_written_and_the_start_survives(
+def test_a_journal_batch_that_does_not_validate_is_not_written_and_its_journal_set_aside(
         tmp_path: Path) -> None:
     """A damaged journal (a flipped byte on disk, not a torn end) can hold a batch that Arrow's stream reader accepts
     while its string offsets point outside their data: writing it as Parquet crashed the starting process
-    (SIGSEGV in libparquet). It is dropped with the bytes after it, logged and counted; the batches before it are
-    recovered."""
+    (SIGSEGV in libparquet). The batches before it are recovered; the journal, counted torn and deleted before
+    (the batches after the damage with it), is set aside for a person and counted so."""
     sizes = killed_writer_with_journal_sizes(tmp_path, 2)
     [journal] = journals(tmp_path)
     data = journal.read_bytes()
@@ -345,14 +345,16 @@ def test_a_journal_batch_that_does_not_validate_is_dropped_not_written_and_the_s
         from aiwatch.feedback import ParquetSink
         logging.basicConfig(level=logging.WARNING)
         sink = ParquetSink({str(tmp_path)!r})
-        print(len(sink.recovered), sink.torn_batches)
+        print(len(sink.recovered), sink.torn_batches, sink.recovery.files["set_aside"], sink.recovery.files["torn"])
     """)], env=python_env(), cwd=REPO, capture_output=True, text=True, timeout=120)
     assert start.returncode == 0, start.stderr
-    assert start.stdout.split() == ["1", "1"]
+    assert start.stdout.split() == ["1", "1", "1", "0"]
     assert str(journal) in start.stderr and "not valid" in start.stderr
-    assert f"({sizes[1] - sizes[0]} bytes" in start.stderr and "4 rows of 1 whole batches" in start.stderr
+    assert f"{sizes[1] - sizes[0]} bytes from it on not read" in start.stderr
+    assert "4 rows of the 1 whole batches before it recovered" in start.stderr
     assert dataset_rows(tmp_path) == [f"r0-{i}" for i in range(4)]
     assert journals(tmp_path) == []
+    assert journal.with_name(journal.name + ".unrecoverable").exists()
 
 
 def test_a_journal_left_under_its_temporary_name_is_removed_once_its_writer_is_gone(tmp_path: Path) -> None:

@@ -195,28 +195,30 @@ def test_a_compressed_batch_is_refused_unread_and_the_batches_before_it_are_kept
 
 
 @pytest.mark.parametrize("compression", CODECS)
-def test_a_starting_sink_counts_a_journal_with_a_compressed_batch_torn_and_recovers_the_batches_before_it(
+def test_a_starting_sink_sets_a_journal_with_a_compressed_batch_aside_and_recovers_the_batches_before_it(
         tmp_path: Path, caplog: pytest.LogCaptureFixture, compression: str) -> None:
     data, start = compressed_journal(compression)
     path = journal_at(tmp_path, data)
     with caplog.at_level(logging.WARNING, logger="aiwatch"):
         sink = ParquetSink(tmp_path)
-    assert {k: v for k, v in sink.recovery.files.items() if v} == {"torn": 1}
+    assert {k: v for k, v in sink.recovery.files.items() if v} == {"set_aside": 1}
     assert sink.recovery.records == 4 and not path.exists() and sink.torn_batches == 1
+    assert path.with_name(path.name + ".unrecoverable").read_bytes() == data  # not a sink's: kept to find its writer
     assert pq.read_table(sink.recovered[0]).column("request_id").to_pylist() == ["r0", "r1", "r2", "r3"]
     [record] = [r for r in caplog.records if "is not valid" in r.getMessage()]
-    assert f"({len(data) - start} bytes from it on, dropped" in record.getMessage()
+    assert f"{len(data) - start} bytes from it on not read: kept as" in record.getMessage()
     assert "body is compressed" in record.getMessage()
 
 
 @pytest.mark.parametrize("compression", CODECS)
-def test_a_journal_compressed_from_its_first_batch_recovers_nothing_and_is_removed(
+def test_a_journal_compressed_from_its_first_batch_recovers_nothing_and_is_set_aside(
         tmp_path: Path, compression: str) -> None:
     data = stream(SCHEMA, [good_batch(0), good_batch(2)], compression)
     path = journal_at(tmp_path, data)
     sink = ParquetSink(tmp_path)
-    assert {k: v for k, v in sink.recovery.files.items() if v} == {"torn": 1}
+    assert {k: v for k, v in sink.recovery.files.items() if v} == {"set_aside": 1}
     assert sink.recovery.records == 0 and sink.recovered == [] and not path.exists()
+    assert path.with_name(path.name + ".unrecoverable").read_bytes() == data
 
 
 @pytest.mark.parametrize("compression", CODECS)
@@ -408,12 +410,12 @@ def test_a_starting_sink_refuses_a_record_batch_compressed_in_the_old_form_unrea
     reads = Reads(monkeypatch)
     with caplog.at_level(logging.WARNING, logger="aiwatch"):
         sink = ParquetSink(tmp_path)
-    assert {k: v for k, v in sink.recovery.files.items() if v} == {"torn": 1} and not path.exists()
+    assert {k: v for k, v in sink.recovery.files.items() if v} == {"set_aside": 1} and not path.exists()
     assert pq.read_table(sink.recovered[0]).column("request_id").to_pylist() == ["r0", "r1"]
     assert reads.furthest() <= start
     [record] = [r for r in caplog.records if "is not valid" in r.getMessage()]
-    assert f"({len(data) - start} bytes from it on, dropped: a record batch of IPC metadata version V4 (pre-1.0)" in (
-        record.getMessage())
+    assert "is not valid (a record batch of IPC metadata version V4 (pre-1.0)" in record.getMessage()
+    assert f"{len(data) - start} bytes from it on not read" in record.getMessage()
 
 
 def test_a_v5_batch_naming_a_codec_in_its_custom_metadata_is_read_as_plain(tmp_path: Path) -> None:

@@ -426,6 +426,13 @@ def test_a_sinks_take_recovery_that_raises_is_counted_and_one_with_other_results
 RUNBOOK = REPO / "aiwatch" / "runbooks" / "AiwatchPredictionLogRecoveryIncomplete.md"
 
 
+def runbook_salvage(marker: str) -> str:
+    """The runbook's Python snippet holding ``marker``: ``as text`` (a journal whose data Parquet refuses),
+    ``read_message`` (a damaged one)."""
+    [block] = [b for b in re.findall(r"```python\n(.*?)```", RUNBOOK.read_text(), re.S) if marker in b]
+    return textwrap.dedent(block)
+
+
 @pytest.mark.parametrize("torn", [False, True], ids=["whole", "torn-end"])
 def test_the_runbooks_salvage_makes_a_set_aside_journal_into_a_parquet_file(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, torn: bool) -> None:
@@ -437,8 +444,7 @@ def test_the_runbooks_salvage_makes_a_set_aside_journal_into_a_parquet_file(
     assert ParquetSink(tmp_path).recovery.files["set_aside"] == 1
     [aside] = tmp_path.rglob(".part-*.parquet.journal.unrecoverable")
     name = aside.name[len(".part-"):-len(".parquet.journal.unrecoverable")]
-    [block] = [b for b in re.findall(r"```python\n(.*?)```", RUNBOOK.read_text(), re.S) if ".unrecoverable" in b]
     monkeypatch.chdir(aside.parent)  # where the runbook runs it
-    exec(compile(textwrap.dedent(block).replace("<name>", name), str(RUNBOOK), "exec"), {})
+    exec(compile(runbook_salvage("as text").replace("<name>", name), str(RUNBOOK), "exec"), {})
     salvaged = aside.parent / f".salvaged-part-{name}.parquet"
     assert pq.read_table(salvaged).to_pylist() == [{"request_id": "r0", "x": "1.0"}, {"request_id": "r1", "x": "a"}] * 2

@@ -10,7 +10,6 @@ import gc
 import logging
 import os
 import re
-import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ import pytest
 from aiwatch.feedback import ParquetSink
 from aiwatch.feedback import journal as journal_module
 from tests.feedback.test_parquet_sink_journal import dataset_rows
-from tests.feedback.test_parquet_sink_recovery import RUNBOOK
+from tests.feedback.test_parquet_sink_recovery import RUNBOOK, runbook_salvage
 
 NAME = ".part-20260921T141320-1-000001.parquet.journal"
 SCHEMA = pa.schema([("request_id", pa.string()), ("timestamp", pa.timestamp("us", tz="UTC")), ("x", pa.float64())])
@@ -176,8 +175,9 @@ def test_a_batch_claiming_more_values_than_its_journal_could_hold_is_dropped_as_
     path = journal_at(tmp_path, data)
     with caplog.at_level(logging.WARNING, logger="aiwatch"):
         sink = ParquetSink(tmp_path)
-    assert {k: v for k, v in sink.recovery.files.items() if v} == {"torn": 1}
+    assert {k: v for k, v in sink.recovery.files.items() if v} == {"set_aside": 1}
     assert sink.recovery.records == rows and not path.exists()
+    assert path.with_name(path.name + ".unrecoverable").read_bytes() == data
     assert [r for r in caplog.records if "is not valid" in r.getMessage() and "per byte" in r.getMessage()]
     if rows:
         assert pq.read_table(sink.recovered[0]).column("request_id").to_pylist() == ["g"] * rows
@@ -245,9 +245,8 @@ def test_the_runbooks_salvage_writes_a_column_parquet_refuses_with_an_oserror_as
     assert ParquetSink(tmp_path).recovery.files["set_aside"] == 1
     [aside] = tmp_path.rglob(".part-*.parquet.journal.unrecoverable")
     name = aside.name[len(".part-"):-len(".parquet.journal.unrecoverable")]
-    [block] = [b for b in re.findall(r"```python\n(.*?)```", RUNBOOK.read_text(), re.S) if ".unrecoverable" in b]
     monkeypatch.chdir(aside.parent)
-    exec(compile(textwrap.dedent(block).replace("<name>", name), str(RUNBOOK), "exec"), {})
+    exec(compile(runbook_salvage("as text").replace("<name>", name), str(RUNBOOK), "exec"), {})
     salvaged = aside.parent / f".salvaged-part-{name}.parquet"
     assert pq.read_table(salvaged).to_pylist() == [{"request_id": "r0", "x": "b''"}, {"request_id": "r1", "x": "b''"}]
 
@@ -302,3 +301,76 @@ def test_what_pyarrows_own_extension_types_and_overlapping_list_views_claim_is_c
         assert "claim" in reader.invalid or "never writes" in reader.invalid
     finally:
         os.close(fd)
+
+
+def header_type_flipped(batches: int, damaged: int) -> bytes:
+    """A journal of ``batches`` good batches whose batch ``damaged`` has a bit of its message's header type flipped
+    (a bad sector, not a torn end): its bytes are all there, and pyarrow cannot read it."""
+    data = bytearray(good_journal(batches))
+    at = len(SCHEMA.serialize().to_pybytes()) + damaged * len(good_batch(0).serialize().to_pybytes())
+    length = int.from_bytes(data[at + 4:at + 8], "little")
+    metadata = bytes(data[at + 8:at + 8 + length])
+    message = journal_module._table(metadata, journal_module._scalar(metadata, 0, journal_module._U32))
+    header_type = journal_module._field(metadata, message, 1, 1)
+    assert header_type is not None and metadata[header_type] == journal_module.RECORD_BATCH
+    data[at + 8 + header_type] ^= 0x04
+    return bytes(data)
+
+
+def test_a_journal_damaged_but_not_torn_is_set_aside_with_the_batches_before_the_damage_recovered(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A batch pyarrow cannot read though its bytes are all there (a flipped bit) was taken for a torn end: the
+    journal was counted torn and deleted, with the whole batches after the damage. It is set aside now."""
+    data = header_type_flipped(3, damaged=1)
+    path = journal_at(tmp_path, data)
+    with caplog.at_level(logging.WARNING, logger="aiwatch"):
+        sink = ParquetSink(tmp_path)
+    assert {k: v for k, v in sink.recovery.files.items() if v} == {"set_aside": 1}
+    assert sink.recovery.records == 2 and dataset_rows(tmp_path) == ["r0", "r1"]
+    assert not path.exists() and path.with_name(path.name + ".unrecoverable").read_bytes() == data
+    [record] = [r for r in caplog.records if "is not valid" in r.getMessage()]
+    assert "cannot be read" in record.getMessage() and "damaged, not torn" in record.getMessage()
+    assert "2 rows of the 1 whole batches before it recovered into" in record.getMessage()
+
+
+def test_a_journal_cut_anywhere_is_torn_never_damaged(tmp_path: Path) -> None:
+    """What a writer that dies leaves, a journal cut short at any byte, is never taken for damage."""
+    data = good_journal(3)
+    path = tmp_path / "cut.journal"
+    judged = []
+    for cut in range(len(data) + 1):
+        path.write_bytes(data[:cut])
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            reader = journal_module.Reader(fd, pa)
+            judged.append((len(list(reader)), reader.invalid))
+        finally:
+            os.close(fd)
+    assert {invalid for _, invalid in judged} == {""}
+    assert [batches for batches, _ in judged][-1] == 3
+
+
+def test_an_empty_journal_is_removed_counted_torn_and_logged(tmp_path: Path, caplog: pytest.LogCaptureFixture
+                                                            ) -> None:
+    """A journal has its schema from the moment it has its name: an empty one lost what was written to it (a power
+    cut before the disk had it). It was removed without a count or a word."""
+    path = journal_at(tmp_path, b"")
+    with caplog.at_level(logging.WARNING, logger="aiwatch"):
+        sink = ParquetSink(tmp_path)
+    assert {k: v for k, v in sink.recovery.files.items() if v} == {"torn": 1}
+    assert sink.torn_batches == 1 and not path.exists() and sink.recovered == []
+    assert [r for r in caplog.records if str(path) in r.getMessage() and "is empty" in r.getMessage()]
+
+
+def test_the_runbooks_salvage_of_a_damaged_journal_writes_the_batches_after_the_damage(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rows before the damaged batch are in the recovered file already: the runbook's snippet for a damaged
+    journal writes only those after it, skipping the batch that cannot be read."""
+    path = journal_at(tmp_path, header_type_flipped(4, damaged=1))
+    sink = ParquetSink(tmp_path)
+    assert sink.recovery.files["set_aside"] == 1 and dataset_rows(tmp_path) == ["r0", "r1"]
+    name = NAME[len(".part-"):-len(".parquet.journal")]
+    monkeypatch.chdir(path.parent)  # where the runbook runs it
+    exec(compile(runbook_salvage("read_message").replace("<name>", name), str(RUNBOOK), "exec"), {})
+    salvaged = pq.read_table(path.parent / f".part-{name}-salvaged.parquet")
+    assert salvaged.column("request_id").to_pylist() == ["r4", "r5", "r6", "r7"]
