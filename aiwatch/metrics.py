@@ -263,11 +263,17 @@ CONTRACT: tuple[MetricSpec, ...] = (
     MetricSpec("aiwatch_drift_window_samples", "gauge",
                "Live values in the window used by the latest drift evaluation.", ("model", "feature"),
                multiprocess_mode="mostrecent"),
+    # ``reference`` (the feature's reference_id, aiwatch.drift.features): only counts binned by the same edges,
+    # against the same shares, are added up. During a re-baselining rollout the replicas on the old profile and those
+    # on the new one exported the same bin indices (quantile bins: the same 0.1 shares), and the fleet PSI of traffic
+    # matching the new profile read 0.21 where its own was 0.002.
     MetricSpec("aiwatch_feature_bin_total", "counter",
                "Live values counted into the reference profile's bins (the mergeable fleet drift sketch).",
-               ("model", "feature", "bin")),
+               ("model", "feature", "bin", "reference")),
+    # NaN once removed: in multiprocess mode the old reference's counts stay in the window after a reload, and a 0
+    # share there (every bin) made its PSI large
     MetricSpec("aiwatch_feature_reference_ratio", "gauge", "The reference profile's share of each bin.",
-               ("model", "feature", "bin"), multiprocess_mode="mostrecent"),
+               ("model", "feature", "bin", "reference"), multiprocess_mode="mostrecent", removed_value=math.nan),
     # NaN once removed (a profile reloaded without the feature): a 0 there read as "never missing", and the feature's
     # old missing counts, still in the window, fired AiwatchFeatureMissing
     MetricSpec("aiwatch_feature_reference_missing_ratio", "gauge",

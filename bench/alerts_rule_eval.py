@@ -76,8 +76,8 @@ def traffic(m: Metrics, stop: threading.Event) -> None:
         for model in MODELS:
             for feature in FEATURES:
                 for b in BINS:
-                    m.feature_bin.labels(model, feature, b).inc(random.randint(0, 5))
-                    m.feature_reference_ratio.labels(model, feature, b).set(0.1)
+                    m.feature_bin.labels(model, feature, b, "r1").inc(random.randint(0, 5))
+                    m.feature_reference_ratio.labels(model, feature, b, "r1").set(0.1)
                 m.drift_detected.labels(model, feature, "psi").set(0)
                 m.drift_score.labels(model, feature, "psi").set(random.random() / 10)
         for log in ("predictions", "shadow"):

@@ -28,7 +28,7 @@ from aiwatch.metrics import Metrics, get_metrics
 mine = CollectorRegistry()
 metrics = [get_metrics(), get_metrics(mine), Metrics(CollectorRegistry())]
 # each object makes its series (as at start-up or a first request), then each records in turn
-children = [(m.child(m.feature_bin, ("ranker", "basket_value", "3")),
+children = [(m.child(m.feature_bin, ("ranker", "basket_value", "3", "r1")),
              m.child(m.phase_duration, ("svc", "ranker", "", "inference")),
              m.child(m.requests_in_flight, ("svc",))) for m in metrics]
 for bins, phases, in_flight in children:
@@ -36,12 +36,13 @@ for bins, phases, in_flight in children:
     phases.observe(0.01)
     in_flight.inc()
 merged = serving_registry()
-print(merged.get_sample_value("aiwatch_feature_bin_total", {"model": "ranker", "feature": "basket_value", "bin": "3"}))
+bin3 = {"model": "ranker", "feature": "basket_value", "bin": "3", "reference": "r1"}
+print(merged.get_sample_value("aiwatch_feature_bin_total", bin3))
 print(merged.get_sample_value("aiwatch_phase_duration_seconds_count",
                               {"service": "svc", "model": "ranker", "model_version": "", "phase": "inference"}))
 print(merged.get_sample_value("aiwatch_requests_in_flight", {"service": "svc"}))
 # each registry of this process still reads the process's values, and has every metric
-print(mine.get_sample_value("aiwatch_feature_bin_total", {"model": "ranker", "feature": "basket_value", "bin": "3"}))
+print(mine.get_sample_value("aiwatch_feature_bin_total", bin3))
 print(*(len(m.unavailable) for m in metrics))
 """
 
@@ -68,11 +69,12 @@ m.labels(m.drift_detected, series).set(1)
 m.labels(m.drift_score, series).set(0.8)
 m.labels(m.drift_pvalue, series).set(0.001)
 m.labels(m.drift_window_samples, series[:2]).set(500)
-m.labels(m.feature_reference_ratio, (*series[:2], "3")).set(0.25)
-m.labels(m.feature_bin, (*series[:2], "3")).inc(7)
+bin3 = (*series[:2], "3", "r1")
+m.labels(m.feature_reference_ratio, bin3).set(0.25)
+m.labels(m.feature_bin, bin3).inc(7)
 for metric, labels in ((m.drift_detected, series), (m.drift_score, series), (m.drift_pvalue, series),
-                       (m.drift_window_samples, series[:2]), (m.feature_reference_ratio, (*series[:2], "3")),
-                       (m.feature_bin, (*series[:2], "3")), (m.drift_pvalue, ("ranker", "never", "psi"))):
+                       (m.drift_window_samples, series[:2]), (m.feature_reference_ratio, bin3),
+                       (m.feature_bin, bin3), (m.drift_pvalue, ("ranker", "never", "psi"))):
     with warnings.catch_warnings(record=True) as warned:
         warnings.simplefilter("always")
         Metrics.remove(metric, labels)
@@ -82,8 +84,8 @@ MultiProcessCollector(merged, os.environ["PROMETHEUS_MULTIPROC_DIR"])
 key = {"model": "ranker", "feature": "basket_value"}
 for name, labels in (("aiwatch_drift_detected", {**key, "test": "ks"}), ("aiwatch_drift_score", {**key, "test": "ks"}),
                      ("aiwatch_drift_pvalue", {**key, "test": "ks"}), ("aiwatch_drift_window_samples", key),
-                     ("aiwatch_feature_reference_ratio", {**key, "bin": "3"}),
-                     ("aiwatch_feature_bin_total", {**key, "bin": "3"}),
+                     ("aiwatch_feature_reference_ratio", {**key, "bin": "3", "reference": "r1"}),
+                     ("aiwatch_feature_bin_total", {**key, "bin": "3", "reference": "r1"}),
                      ("aiwatch_drift_pvalue", {"model": "ranker", "feature": "never", "test": "psi"})):
     print(merged.get_sample_value(name, labels))
 """
@@ -91,8 +93,10 @@ for name, labels in (("aiwatch_drift_detected", {**key, "test": "ks"}), ("aiwatc
 
 def test_a_removed_series_reads_as_nothing_in_the_merged_metrics(tmp_path: Path) -> None:
     *warned, detected, score, pvalue, samples, ratio, bins, never = _run(_REMOVED, tmp_path)
-    assert (detected, samples, ratio) == ("0.0", "0.0", "0.0")
-    assert (score, pvalue) == ("nan", "nan")
+    assert (detected, samples) == ("0.0", "0.0")
+    # a reference share NaN, not 0: the old reference's counts still in the window, against shares of 0 in every
+    # bin, made a large PSI for it after a reload
+    assert (score, pvalue, ratio) == ("nan", "nan", "nan")
     assert bins == "7.0"  # a counter cannot go back
     assert never == "None"  # a series that never existed is not made by its removal
     assert warned == ["0"] * 7  # not prometheus_client's "not implemented in multi-process mode": it is handled
@@ -122,18 +126,25 @@ second.evaluate()
 merged = CollectorRegistry()
 MultiProcessCollector(merged, os.environ["PROMETHEUS_MULTIPROC_DIR"])
 print(merged.get_sample_value("aiwatch_drift_detected", {"model": "m", "feature": "gone", "test": method}))
-print(merged.get_sample_value("aiwatch_feature_reference_ratio", {"model": "m", "feature": "color", "bin": "blue"}))
-print(merged.get_sample_value("aiwatch_feature_reference_ratio", {"model": "m", "feature": "color", "bin": "green"}))
+def ratio(profile, feature, b):
+    ref = profile.features[feature].reference_id
+    return merged.get_sample_value("aiwatch_feature_reference_ratio",
+                                   {"model": "m", "feature": feature, "bin": b, "reference": ref})
+print(ratio(old, "color", "blue"))
+print(ratio(new, "color", "green"))
+print(ratio(old, "x", "0"), ratio(new, "x", "0"))
 print(merged.get_sample_value("aiwatch_feature_reference_missing_ratio", {"model": "m", "feature": "gone"}))
 print(merged.get_sample_value("aiwatch_feature_reference_missing_ratio", {"model": "m", "feature": "color"}))
 """
 
 
 def test_a_reloaded_profiles_old_series_stop_saying_drift_in_the_merged_metrics(tmp_path: Path) -> None:
-    gone, blue, green, gone_missing, color_missing = _run(_RELOADED, tmp_path)
+    gone, blue, green, old_x, new_x, gone_missing, color_missing = _run(_RELOADED, tmp_path)
     assert gone == "0.0"
-    assert blue == "0.0"
+    assert blue == "nan"
     assert green == "0.5"
+    # the old edges' shares read as nothing (their counts, still in the window, are another reference's)
+    assert (old_x, new_x) == ("nan", "0.1")
     # NaN, not 0 ("never missing"): a feature the profile dropped cannot fire AiwatchFeatureMissing on the missing
     # counts it left in the window
     assert gone_missing == "nan"
@@ -150,14 +161,14 @@ from aiwatch.metrics import Metrics
 m = Metrics(CollectorRegistry(), in_process=True)
 m.child(m.phase_duration, ("svc", "ranker", "", "inference")).observe(0.01)
 m.child(m.model_quality, ("churn", "accuracy")).set(0.75)
-m.child(m.feature_bin, ("ranker", "basket_value", "3")).inc(2)
+m.child(m.feature_bin, ("ranker", "basket_value", "3", "r1")).inc(2)
 phase = {"service": "svc", "model": "ranker", "model_version": "", "phase": "inference"}
 print(m.registry.get_sample_value("aiwatch_phase_duration_seconds_bucket", {**phase, "le": "0.01"}))
 print(m.registry.get_sample_value("aiwatch_phase_duration_seconds_bucket", {**phase, "le": "0.0075"}))
 print(m.registry.get_sample_value("aiwatch_phase_duration_seconds_sum", phase))
 print(m.registry.get_sample_value("aiwatch_model_quality", {"model": "churn", "metric": "accuracy"}))
 print(m.registry.get_sample_value("aiwatch_feature_bin_total",
-                                  {"model": "ranker", "feature": "basket_value", "bin": "3"}))
+                                  {"model": "ranker", "feature": "basket_value", "bin": "3", "reference": "r1"}))
 print(len(os.listdir(os.environ["PROMETHEUS_MULTIPROC_DIR"])))
 """
 

@@ -37,11 +37,11 @@ from aiwatch.console.source import (
     SourceSlow,
     SourceUnavailable,
     TargetHealth,
-    bin_rows,
     drift_rows,
     duration,
     loop_stuck_window,
     natural_key,
+    one_reference_bins,
     quality_rows,
     quantile_overflows,
     recovery_rows,
@@ -436,9 +436,11 @@ class PrometheusSource(DataSource):
         where = [eq("model", name), eq("feature", feature)]
         if place is not None:  # a label the series lack is empty, as eq matches it
             where += [eq(label, value) for label, value in zip(self.q.scope, place, strict=True)]
-        reference, live = self._all([lambda: self.instant(self.q.reference_share_for(*where)),
-                                     lambda: self.instant(self.q.live_share_for(duration(window), *where))])
-        return bin_rows({lb.get("bin", ""): v for lb, v in reference}, {lb.get("bin", ""): v for lb, v in live})
+        reference, live, values = self._all([
+            lambda: self.instant(self.q.reference_share_for(*where)),
+            lambda: self.instant(self.q.live_share_for(duration(window), *where)),
+            lambda: self.instant(self.q.live_values_for(duration(window), *where))])
+        return one_reference_bins(reference, live, {lb.get("reference", ""): v for lb, v in values})
 
     def alerts(self) -> list[AlertRow]:
         data = self._api("/api/v1/alerts")

@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TypeAlias
 
-from aiwatch.drift.promql import live_share_expr, reference_share_expr
+from aiwatch.drift.promql import live_share_expr, live_values_expr, reference_share_expr
 from aiwatch.gpuseries import GpuSeries
 from aiwatch.promql import (
     DEFAULT_AGGREGATION_LABELS,
@@ -338,6 +338,10 @@ class PanelQueries:
     def live_share_for(self, w: str, *matchers: MatcherText) -> str:
         """The live share per bin over ``w`` of the features the matchers select."""
         return live_share_expr(w, selector(*self._m(*matchers)), self.scope)
+
+    def live_values_for(self, w: str, *matchers: MatcherText) -> str:
+        """How many live values over ``w`` each reference of the features the matchers select counted."""
+        return live_values_expr(w, selector(*self._m(*matchers)), self.scope)
 
     def feature_reference(self, model: str, feature: str) -> str:
         return self.reference_share_for(eq("model", model), eq("feature", feature))

@@ -61,11 +61,11 @@ from aiwatch.console.source import (
     Series,
     Signal,
     TargetHealth,
-    bin_rows,
     drift_rows,
     gpu_rows,
     histogram_quantile,
     loop_stuck_seconds,
+    one_reference_bins,
     quality_rows,
     quantile_overflows,
     recovery_rows,
@@ -824,13 +824,14 @@ class ScrapeSource(DataSource):
         def mine(samples: Samples) -> Samples:
             return [(lb, v) for lb, v in samples if lb.get("model") == model and lb.get("feature") == feature]
 
-        reference = {k[0]: v for k, v in
-                     max_by(mine(self._gauge(data, Q.REFERENCE_RATIO.name, t)), ("bin",)).items()}
-        counts = {k[0]: v for k, v in
-                  sum_by(mine(self._rate(data, Q.FEATURE_BINS.name, t, window)), ("bin",)).items()}
-        total = sum(counts.values())
-        live = {b: c / total for b, c in counts.items()} if total > 0 else {}
-        return bin_rows(reference, live)
+        by = ("reference", "bin")
+        reference = [(dict(zip(by, k, strict=True)), v)
+                     for k, v in max_by(mine(self._gauge(data, Q.REFERENCE_RATIO.name, t)), by).items()]
+        counts = sum_by(mine(self._rate(data, Q.FEATURE_BINS.name, t, window)), by)
+        totals = {ref: v for (ref,), v in sum_by((({"reference": k[0]}, c) for k, c in counts.items()),
+                                                    ("reference",)).items()}
+        live = [({"reference": ref, "bin": b}, c / totals[ref]) for (ref, b), c in counts.items() if totals[ref] > 0]
+        return one_reference_bins(reference, live, totals)
 
     def alerts(self) -> list[AlertRow]:
         raise NotSupported("Alert rules are evaluated by Prometheus: start the console with --prometheus URL to see "

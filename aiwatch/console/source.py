@@ -652,6 +652,32 @@ def bin_rows(reference: dict[str, float], live: dict[str, float]) -> list[BinRow
     return [BinRow(b, reference.get(b), live.get(b)) for b in sorted(set(reference) | set(live), key=natural_key)]
 
 
+LabelledValues = Iterable[tuple[dict[str, str], float]]
+
+
+def one_reference_bins(reference: LabelledValues, live: LabelledValues, values: dict[str, float]) -> list[BinRow]:
+    """:func:`bin_rows` of the rows of one ``reference`` label (each series' ``bin``): while a re-baselined profile
+    rolls out, a feature's bins come from two profiles (other edges, other shares under the same bin index), and one
+    profile's shares against the other's live shares mean nothing. The reference kept is the one whose replicas
+    counted the most live values (``values``, by reference), as the fleet mostly serves it; then the first by name.
+
+    >>> rows = one_reference_bins([({"bin": "0", "reference": "a"}, 0.5), ({"bin": "0", "reference": "b"}, 0.9)],
+    ...                           [({"bin": "0", "reference": "b"}, 1.0)], {"a": 10.0, "b": 30.0})
+    >>> [(r.bin, r.reference, r.live) for r in rows]
+    [('0', 0.9, 1.0)]
+    """
+    reference, live = list(reference), list(live)
+    names = sorted({lb.get("reference", "") for lb, _ in [*reference, *live]} | set(values))
+    if not names:
+        return []
+    kept = max(names, key=lambda name: values.get(name, 0.0))
+
+    def of_kept(rows: list[tuple[dict[str, str], float]]) -> dict[str, float]:
+        return {lb.get("bin", ""): v for lb, v in rows if lb.get("reference", "") == kept}
+
+    return bin_rows(of_kept(reference), of_kept(live))
+
+
 def by_service(series: Iterable[Series]) -> dict[str, list[Series]]:
     """Series grouped by their ``service`` label (``""`` for none), in first-seen order."""
     out: dict[str, list[Series]] = {}

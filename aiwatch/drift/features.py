@@ -13,6 +13,7 @@ categorical values into buckets (a top-K category, :data:`OTHER` for a reference
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
@@ -91,6 +92,11 @@ class NumericalFeature:
     def reference_shares(self) -> FloatArray:
         return _shares(self.bin_counts)
 
+    @property
+    def reference_id(self) -> str:
+        """The ``reference`` label of the fleet sketch: what the bins mean (their edges) and hold (the shares)."""
+        return _digest("numerical", [float(c) for c in self.cuts], self.reference_shares().tolist())
+
     def cut_array(self) -> FloatArray:
         return np.asarray(self.cuts, dtype=np.float64)
 
@@ -131,6 +137,13 @@ class CategoricalFeature:
 
     def reference_shares(self) -> FloatArray:
         return _shares(self.bucket_counts())
+
+    @property
+    def reference_id(self) -> str:
+        """The ``reference`` label of the fleet sketch: which bucket each category goes to (see :meth:`lookup`,
+        :attr:`unseen_bucket`) and the buckets' shares."""
+        return _digest("categorical", self.categories, sorted(self.other_names), self.unseen_bucket,
+                       self.reference_shares().tolist())
 
     def lookup(self) -> dict[str, int]:
         """category -> bucket index, for the categories the reference saw."""
@@ -187,6 +200,18 @@ def split_top_k(counts: Iterable[tuple[str, int]], k: int) -> tuple[list[tuple[s
 
 
 Feature = NumericalFeature | CategoricalFeature
+
+
+REFERENCE_ID_HEX = 12
+"""Hex digits of a feature's :attr:`~NumericalFeature.reference_id`: a collision of two references of one feature
+live at once (a rollout) is a 1 in 2**48 chance."""
+
+
+def _digest(*parts: object) -> str:
+    """A short content hash of ``parts`` (JSON: floats by their shortest repr, so a profile reloaded from its JSON
+    has the hash of the one it was saved from)."""
+    text = json.dumps(parts, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=REFERENCE_ID_HEX // 2).hexdigest()
 
 
 def _shares(counts: list[int]) -> FloatArray:

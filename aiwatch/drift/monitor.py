@@ -169,10 +169,10 @@ class DriftMonitor:
         self._take_over_series(all_features)
         for feat in all_features:
             # Every bin's counter exists from the start (at 0) so that PromQL sees every bin.
-            labels = feat.bin_labels  # a category's cut to its hash past MAX_LABEL_CHARS: worked out once
-            self._bin_children[feat.name] = [m.labels(m.feature_bin, (model, feat.name, b)) for b in labels]
+            labels, ref = feat.bin_labels, feat.reference_id  # a category's cut to its hash: worked out once
+            self._bin_children[feat.name] = [m.labels(m.feature_bin, (model, feat.name, b, ref)) for b in labels]
             for b, share in zip(labels, feat.reference_shares(), strict=True):
-                m.labels(m.feature_reference_ratio, (model, feat.name, b)).set(float(share))
+                m.labels(m.feature_reference_ratio, (model, feat.name, b, ref)).set(float(share))
             total = feat.count + feat.missing
             m.labels(m.feature_reference_missing_ratio, (model, feat.name)).set(
                 feat.missing / total if total else math.nan)
@@ -218,17 +218,19 @@ class DriftMonitor:
     def _take_over_series(self, features: list[NumericalFeature | CategoricalFeature]) -> None:
         """Remove what an earlier monitor of this model on these metrics exported (a profile reloaded at runtime):
         its drift gauges (this monitor sets its own at its first evaluation), and the bins, reference ratios and
-        reference missing ratios this profile does not have. Left there, a category or feature only the old profile
-        had kept its reference ratio (the fleet PSI / JS counted it as a bin the live traffic left), and a test the
-        new profile does not choose kept its last drift_detected."""
+        reference missing ratios this profile does not have (a bin of another ``reference``: binned by other edges).
+        Left there, a category or feature only the old profile had kept its reference ratio (the fleet PSI / JS
+        counted it as a bin the live traffic left), and a test the new profile does not choose kept its last
+        drift_detected."""
         m = self.metrics
         model = text_or_value(self.model)
-        bins = {(text_or_value(f.name), text_or_value(b)) for f in features for b in f.bin_labels}
+        bins = {(text_or_value(f.name), text_or_value(b), f.reference_id) for f in features for b in f.bin_labels}
         names_kept = {(text_or_value(f.name),) for f in features}
         for metric, names in ((m.drift_score, ("feature", "test")), (m.drift_pvalue, ("feature", "test")),
                               (m.drift_detected, ("feature", "test")), (m.drift_window_samples, ("feature",)),
                               (m.feature_reference_missing_ratio, ("feature",)),
-                              (m.feature_reference_ratio, ("feature", "bin")), (m.feature_bin, ("feature", "bin"))):
+                              (m.feature_reference_ratio, ("feature", "bin", "reference")),
+                              (m.feature_bin, ("feature", "bin", "reference"))):
             collect = getattr(metric, "collect", None)  # not on a metric the registry refused
             if collect is None:
                 continue

@@ -7,13 +7,14 @@ these functions, and a test runs them in a real Prometheus against the Python st
 Selectors and metric names go through :mod:`aiwatch.promql`.
 
 Every aggregation keeps the ``scope`` labels (default :data:`~aiwatch.promql.DEFAULT_AGGREGATION_LABELS`), so the
-fleet of one cluster is never mixed with another's.
+fleet of one cluster is never mixed with another's, and the ``reference`` label (:data:`FEATURE`), so the replicas of
+one reference profile are never mixed with those of another (a rollout).
 
 Zero shares follow Evidently's PSI convention: a share that is exactly 0 is replaced by :data:`PSI_EPSILON` for PSI;
 the Jensen-Shannon distance needs no epsilon (``0 * ln 0`` is taken as 0, as scipy does).
 
     >>> print(fleet_psi_expr("1h"))  # doctest: +ELLIPSIS
-    sum by (cluster, namespace, model, feature) (...
+    sum by (cluster, namespace, model, feature, reference) (...
 """
 
 from __future__ import annotations
@@ -30,6 +31,14 @@ PSI_EPSILON = 0.0001
 
 TINY = 1e-300
 """Keeps ``ln`` finite where a share is 0; the term it sits in is then multiplied by 0."""
+
+FEATURE = ("model", "feature", "reference")
+"""What every expression here keeps apart: ``reference`` (a hash of the feature's bin edges and shares, see
+:attr:`aiwatch.drift.features.NumericalFeature.reference_id`) adds up only counts binned alike, against the same
+shares. While a re-baselined profile rolls out, each (model, feature) has one PSI per reference, each from its own
+replicas' traffic: mixed, the old profile's counts read against the new one's shares (the same 0.1 per quantile bin,
+other edges) made a fleet PSI of 0.21 from traffic whose PSI against either replica's own profile was 0.002 or 0.89.
+Series without the label (an aiwatch older than it) are one reference of their own."""
 
 PSI_RECORD = "model_feature:aiwatch_feature_psi:{window}"
 JS_RECORD = "model_feature:aiwatch_feature_js_distance:{window}"
@@ -50,19 +59,20 @@ Scope = Sequence[str]
 
 def live_share_expr(window: str, selector: str = "", scope: Scope = DEFAULT_AGGREGATION_LABELS) -> str:
     """Each bin's share of the live values counted over ``window``, summed over every replica."""
-    live = by("sum", scoped(scope, ("model", "feature", "bin")), increase(FEATURE_BINS, window, _matchers(selector)))
-    return f"({live} / ignoring (bin) group_left {by('sum', scoped(scope, ('model', 'feature')), live)})"
+    live = by("sum", scoped(scope, (*FEATURE, "bin")), increase(FEATURE_BINS, window, _matchers(selector)))
+    return f"({live} / ignoring (bin) group_left {by('sum', scoped(scope, FEATURE), live)})"
 
 
 def live_values_expr(window: str, selector: str = "", scope: Scope = DEFAULT_AGGREGATION_LABELS) -> str:
-    """How many live values each (model, feature) counted over ``window``, over every replica: what a fleet PSI
-    was computed from (PSI of a few values is mostly sampling noise)."""
-    return by("sum", scoped(scope, ("model", "feature")), increase(FEATURE_BINS, window, _matchers(selector)))
+    """How many live values each (model, feature, reference) counted over ``window``, over every replica: what a
+    fleet PSI was computed from (PSI of a few values is mostly sampling noise)."""
+    return by("sum", scoped(scope, FEATURE), increase(FEATURE_BINS, window, _matchers(selector)))
 
 
 def reference_share_expr(selector: str = "", scope: Scope = DEFAULT_AGGREGATION_LABELS) -> str:
-    """The reference profile's share of each bin (the same on every replica, so ``max`` picks it)."""
-    return by("max", scoped(scope, ("model", "feature", "bin")), series(REFERENCE_RATIO, _matchers(selector)))
+    """The reference profile's share of each bin (the same on every replica of one ``reference``, so ``max`` picks
+    it)."""
+    return by("max", scoped(scope, (*FEATURE, "bin")), series(REFERENCE_RATIO, _matchers(selector)))
 
 
 def _no_zero(expr: str) -> str:
@@ -70,17 +80,18 @@ def _no_zero(expr: str) -> str:
 
 
 def fleet_psi_expr(window: str = "1h", selector: str = "", scope: Scope = DEFAULT_AGGREGATION_LABELS) -> str:
-    """Population Stability Index per (model, feature) over ``window``: sum((p - q) * ln(p / q))."""
+    """Population Stability Index per (model, feature, reference) over ``window``: sum((p - q) * ln(p / q))."""
     p = _no_zero(live_share_expr(window, selector, scope))
     q = _no_zero(reference_share_expr(selector, scope))
-    return by("sum", scoped(scope, ("model", "feature")), f"({p} - {q}) * ln({p} / {q})")
+    return by("sum", scoped(scope, FEATURE), f"({p} - {q}) * ln({p} / {q})")
 
 
 def fleet_js_expr(window: str = "1h", selector: str = "", scope: Scope = DEFAULT_AGGREGATION_LABELS) -> str:
-    """Jensen-Shannon distance (natural log, as ``scipy.spatial.distance.jensenshannon``) per (model, feature)."""
+    """Jensen-Shannon distance (natural log, as ``scipy.spatial.distance.jensenshannon``) per (model, feature,
+    reference)."""
     p = live_share_expr(window, selector, scope)
     q = reference_share_expr(selector, scope)
     m = f"(({p} + {q}) / 2)"
     term_p = f"{p} * ln(clamp_min({p}, {TINY}) / clamp_min({m}, {TINY}))"
     term_q = f"{q} * ln(clamp_min({q}, {TINY}) / clamp_min({m}, {TINY}))"
-    return f"sqrt(clamp_min({by('sum', scoped(scope, ('model', 'feature')), f'{term_p} + {term_q}')} / 2, 0))"
+    return f"sqrt(clamp_min({by('sum', scoped(scope, FEATURE), f'{term_p} + {term_q}')} / 2, 0))"

@@ -22,7 +22,15 @@ from typing import Any
 
 from prometheus_client.utils import floatToGoString
 
-from aiwatch.drift.promql import JS_RECORD, PSI_RECORD, fleet_js_expr, fleet_psi_expr, live_values_expr
+from aiwatch.drift.promql import (
+    FEATURE,
+    JS_RECORD,
+    PSI_RECORD,
+    REFERENCE_RATIO,
+    fleet_js_expr,
+    fleet_psi_expr,
+    live_values_expr,
+)
 from aiwatch.gpuseries import POD_LABELS, GpuSeries
 from aiwatch.metrics import SIZE_CAP_COMPONENTS, UNFINISHED_RECOVERY_RESULTS
 from aiwatch.promql import (
@@ -208,13 +216,14 @@ def _scope(cfg: RulesConfig, *labels: str) -> tuple[str, ...]:
     return scoped(cfg.aggregation_labels, labels)
 
 
-def _same_scope_matchers(cfg: RulesConfig, *labels: str) -> tuple[str, str]:
+def _same_scope_matchers(cfg: RulesConfig, *labels: str, optional: tuple[str, ...] = ()) -> tuple[str, str]:
     """For an annotation's ``query``: matcher text ``a=%q, b=%q`` over the aggregation labels and ``labels``, and
     the Go template arguments filling it from the alert's labels (``index`` gives "" for a label the alert lacks,
-    and ``a=""`` matches series without it)."""
+    as it may the aggregation labels and ``optional``, and ``a=""`` matches series without it)."""
     names = _scope(cfg, *labels)
+    lenient = {*cfg.aggregation_labels, *optional}
     return (", ".join(f"{n}=%q" for n in names),
-            " ".join(f'(index $labels "{n}")' if n in cfg.aggregation_labels else f"$labels.{n}" for n in names))
+            " ".join(f'(index $labels "{n}")' if n in lenient else f"$labels.{n}" for n in names))
 
 
 def _answer_text(query: str, args: str, shown: str) -> str:
@@ -715,10 +724,16 @@ def drift_alerts(cfg: RulesConfig) -> list[Alert]:
     d, ds = cfg.drift, cfg.selectors.drift
     psi = PSI_RECORD.format(window=d.psi_window)
     js = JS_RECORD.format(window=d.psi_window)
-    matchers, args = _same_scope_matchers(cfg, "model", "feature")
+    # an aiwatch older than the reference label exports none: its fleet PSI has none either
+    matchers, args = _same_scope_matchers(cfg, *FEATURE, optional=("reference",))
     js_text = _answer_text(js + '{' + matchers + '}', args,
                            ' Jensen-Shannon distance: {{ . | first | value | printf "%.3f" }}.')
-    reference_text = _answer_text(f"max({REFERENCE_MISSING_RATIO}{{{matchers}}})", args,
+    feature_matchers, feature_args = _same_scope_matchers(cfg, "model", "feature")
+    references_text = _answer_text(
+        f"count(count by (reference) ({REFERENCE_RATIO}{{{feature_matchers}}})) > 1", feature_args,
+        " The replicas run {{ . | first | value }} reference profiles of this feature (a rollout of a new one?): "
+        "each has its own PSI, from its own replicas; this one is reference {{ $labels.reference }}'s.")
+    reference_text = _answer_text(f"max({REFERENCE_MISSING_RATIO}{{{feature_matchers}}})", feature_args,
                                   ", against {{ . | first | value | humanizePercentage }} in the reference profile")
     return [
         Alert("AiwatchLocalInputDrift",
@@ -730,7 +745,7 @@ def drift_alerts(cfg: RulesConfig) -> list[Alert]:
               "{{ $value | printf \"%.3g\" }}. One replica's window can be unrepresentative: compare with the fleet "
               "PSI before acting."),
         Alert("AiwatchFleetInputDrift",
-              f"{psi} > {number(d.psi_threshold)}\nand on ({', '.join(_scope(cfg, 'model', 'feature'))})\n"
+              f"{psi} > {number(d.psi_threshold)}\nand on ({', '.join(_scope(cfg, *FEATURE))})\n"
               f"{live_values_expr(d.psi_window, selector(ds), cfg.aggregation_labels)} >= "
               f"{number(d.fleet_min_values)}",
               d.fleet_for, "warning",
@@ -738,7 +753,7 @@ def drift_alerts(cfg: RulesConfig) -> list[Alert]:
               f"PSI of {{{{ $labels.feature }}}} (model {{{{ $labels.model }}}}) over all replicas in the last "
               f"{d.psi_window} is {{{{ $value | printf \"%.3f\" }}}} (alert above {number(d.psi_threshold)}; below "
               f"0.1 is stable, 0.1-0.2 moderate, above 0.2 significant; computed from at least "
-              f"{number(d.fleet_min_values)} values).{js_text}"),
+              f"{number(d.fleet_min_values)} values).{js_text}{references_text}"),
         Alert("AiwatchFeatureMissing", _feature_missing(cfg), d.missing_for, "warning",
               "Input feature {{ $labels.feature }} of {{ $labels.model }} is missing",
               f"{{{{ $value | humanizePercentage }}}} of the values of {{{{ $labels.feature }}}} (model "

@@ -55,8 +55,8 @@ def _traffic(m: Metrics, stop: threading.Event) -> None:
         m.drift_score.labels(MODEL, FEATURE, "psi").set(0.5)
         m.drift_detected.labels(MODEL, FEATURE, "psi").set(1)
         for b, share in (("0", 0.25), ("1", 0.75)):
-            m.feature_reference_ratio.labels(MODEL, FEATURE, b).set(share)
-            m.feature_bin.labels(MODEL, FEATURE, b).inc()
+            m.feature_reference_ratio.labels(MODEL, FEATURE, b, "r1").set(share)
+            m.feature_bin.labels(MODEL, FEATURE, b, "r1").inc()
 
 
 def test_hostile_names_render_as_text_in_every_view(tmp_path: Path) -> None:

@@ -22,9 +22,9 @@ def test_drift_queries_select_awkward_names_exactly() -> None:
     for i, feature in enumerate(FEATURES + DECOYS):
         m.drift_score.labels(MODEL, feature, "psi").set(i + 1)
     for bin_label, share, count in (("0", 0.25, 30), ("1", 0.75, 10)):
-        m.feature_reference_ratio.labels(MODEL, FEATURES[0], bin_label).set(share)
-        m.feature_bin.labels(MODEL, FEATURES[0], bin_label).inc(count)
-        m.feature_reference_ratio.labels(MODEL, DECOYS[1], bin_label).set(1 - share)
+        m.feature_reference_ratio.labels(MODEL, FEATURES[0], bin_label, "r1").set(share)
+        m.feature_bin.labels(MODEL, FEATURES[0], bin_label, "r1").inc(count)
+        m.feature_reference_ratio.labels(MODEL, DECOYS[1], bin_label, "r1").set(1 - share)
     server, thread = start_http_server(0, addr="127.0.0.1", registry=m.registry)
     try:
         with prometheus([f"127.0.0.1:{server.server_port}"]) as prom:

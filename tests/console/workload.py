@@ -40,6 +40,7 @@ GATEWAY = "gateway"
 """The calling tier: its phases are features / inference_call (the hop to the recommender) / overhead, so its
 ``inference_call`` holds the recommender's whole request time plus the network."""
 MODEL = "ranker"
+REFERENCE = "4d3c61ed7249"  # the fleet sketch's reference label: one profile
 STABLE, CANARY = "v1", "v2"
 """The ranker's two versions (``set_model(model, version)``): a quarter of the requests go to the canary."""
 BATCH = "batch"
@@ -161,7 +162,7 @@ class Workload:
                                             metrics=metrics)
         for feature in self.features:
             for b in range(self.BINS):
-                metrics.feature_reference_ratio.labels(MODEL, feature, str(b)).set(1.0 / self.BINS)
+                metrics.feature_reference_ratio.labels(MODEL, feature, str(b), REFERENCE).set(1.0 / self.BINS)
 
     def request(self, status: str = "200", traffic_class: str = "realtime", version: str = STABLE,
                 route: str = "/predict", *, clamped: bool = False, overlapped: bool = False) -> None:
@@ -248,7 +249,7 @@ class Workload:
                 shift = 3 if idx == 0 else 0  # the first feature drifted
                 for _ in range(5):
                     b = min(self.BINS - 1, max(0, int(rng.gauss(4.5 + shift, 2.0))))
-                    m.feature_bin.labels(MODEL, feature, str(b)).inc()
+                    m.feature_bin.labels(MODEL, feature, str(b), REFERENCE).inc()
                 score = 0.31 if idx == 0 else 0.01 + 0.001 * (idx % 7) + 0.002 * (self.steps % 3)
                 m.drift_score.labels(MODEL, feature, "psi").set(score)
                 m.drift_detected.labels(MODEL, feature, "psi").set(1.0 if score > 0.2 else 0.0)

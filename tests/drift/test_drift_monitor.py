@@ -36,8 +36,18 @@ def profile() -> ReferenceProfile:
     return ReferenceProfile.build({"x": REF_X, "color": REF_C, "score": score})
 
 
+SKETCH = ("aiwatch_feature_bin_total", "aiwatch_feature_reference_ratio")
+
+
 def value(registry: CollectorRegistry, name: str, **labels: str) -> float | None:
-    return registry.get_sample_value(name, labels)
+    """The sample of ``name`` with ``labels``; for the fleet sketch, whatever its ``reference`` (a monitor exports
+    one per feature)."""
+    if name not in SKETCH or "reference" in labels:
+        return registry.get_sample_value(name, labels)
+    found = [s.value for family in registry.collect() for s in family.samples
+             if s.name == name and {k: v for k, v in s.labels.items() if k != "reference"} == labels]
+    assert len(found) <= 1, (name, labels, found)
+    return found[0] if found else None
 
 
 def bins(registry: CollectorRegistry, feature: str, labels: list[str]) -> list[float]:
@@ -148,7 +158,7 @@ def test_names_utf8_cannot_encode_are_escaped_in_labels_and_matched_as_they_are(
     text = generate_latest(registry).decode("utf-8")
     assert report.features["c"].current_count == 2 and report.features[feature].current_count == 1
     labels = {"model": "m\\ud800", "feature": "c", "bin": "a\\ud800"}
-    assert registry.get_sample_value("aiwatch_feature_bin_total", labels) == 1
+    assert value(registry, "aiwatch_feature_bin_total", **labels) == 1
     assert registry.get_sample_value("aiwatch_feature_invalid_total", {"model": "m\\ud800", "feature": "x\\udfff",
                                                                         "reason": "wrong_type"}) == 1
     assert 'feature="x\\\\udfff"' in text  # the escape's backslash, escaped again by the exposition format
@@ -717,6 +727,11 @@ def test_a_new_profile_for_the_same_model_takes_over_its_series(registry: Collec
         assert sum(v for (f, _), v in ratios.items() if f == name) == pytest.approx(1.0)
     assert {f for f, _ in ratios} == {f for f, _ in series("aiwatch_feature_bin_total")} == {"x", "color"}
     assert sorted(series("aiwatch_feature_bin_total")) == sorted(ratios)
+    # the bins of x's old edges (another reference) are gone, not beside the new ones
+    for name in ("aiwatch_feature_bin_total", "aiwatch_feature_reference_ratio"):
+        assert {(s.labels["feature"], s.labels["reference"]) for metric in registry.collect() for s in metric.samples
+                if s.name == name and s.labels["model"] == "m"} == {(f, new.features[f].reference_id)
+                                                                     for f in ("x", "color")}
     tests = {(name, r.method) for name, r in report.features.items()}
     for gauge in ("aiwatch_drift_detected", "aiwatch_drift_score"):
         assert set(series(gauge)) == tests

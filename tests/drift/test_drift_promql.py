@@ -17,7 +17,8 @@ from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
 from aiwatch.drift import DriftMonitor, ReferenceProfile
-from aiwatch.drift.promql import fleet_js_expr, fleet_psi_expr
+from aiwatch.drift.features import Feature, NumericalFeature
+from aiwatch.drift.promql import PSI_RECORD, fleet_js_expr, fleet_psi_expr
 from aiwatch.drift.stattests import jensenshannon, psi
 from aiwatch.rules import RulesConfig
 from aiwatch.rules.render import drift_alerts
@@ -45,9 +46,10 @@ class Replicas(Collector):
                 yield out
 
 
-def _counts(registry: CollectorRegistry, feature: str, labels: list[str]) -> list[float]:
-    return [registry.get_sample_value("aiwatch_feature_bin_total", {"model": "m", "feature": feature, "bin": b})
-            or 0.0 for b in labels]
+def _counts(registry: CollectorRegistry, feature: Feature) -> list[float]:
+    return [registry.get_sample_value("aiwatch_feature_bin_total", {"model": "m", "feature": feature.name, "bin": b,
+                                                                    "reference": feature.reference_id})
+            or 0.0 for b in feature.bin_labels]
 
 
 def test_fleet_psi_and_js_in_prometheus_equal_python() -> None:
@@ -83,8 +85,7 @@ def test_fleet_psi_and_js_in_prometheus_equal_python() -> None:
         thread.join(5)
     assert [r["metric"]["feature"] for r in selected] == ["x"]
     for name, feat in profile.features.items():
-        labels = feat.bin_labels
-        live = np.add(_counts(regs["a"], name, labels), _counts(regs["b"], name, labels))
+        live = np.add(_counts(regs["a"], feat), _counts(regs["b"], feat))
         ref = feat.bin_counts if hasattr(feat, "bin_counts") else feat.bucket_counts()  # type: ignore[union-attr]
         assert got_psi[name] == pytest.approx(psi(ref, live).statistic, rel=1e-9), name
         assert got_js[name] == pytest.approx(jensenshannon(ref, live).statistic, rel=1e-9), name
@@ -142,3 +143,62 @@ def test_a_feature_that_stops_arriving_fires_the_missing_alert_in_prometheus() -
     assert shares == {(r, f): share for r in regs for f, share in (("x", 0.0), ("coupon", 0.8))}
     assert list(firing) == ["x"]
     assert 0.2 < firing["x"] <= 1.0
+
+
+def test_a_rollout_of_a_new_profile_is_one_fleet_psi_per_reference_in_prometheus() -> None:
+    """Replica a on the old profile, b and c on a re-baselined one (a fresh sample of the same traffic, 20 bins):
+    their bins share indices but not edges or shares. Added up by index, unmoved traffic made a fleet PSI of 0.21
+    that fired AiwatchFleetInputDrift; per ``reference`` each profile's PSI is its own replicas' (the Python PSI of
+    what they counted). Then b and c's traffic moves: the alert fires for the new reference only."""
+    rng = np.random.default_rng(5)
+    old = ReferenceProfile.build({"x": rng.normal(0, 1, 5000)})
+    new = ReferenceProfile.build({"x": rng.normal(0, 1, 5000)}, n_bins=20)
+    profiles = {"a": old, "b": new, "c": new}
+    regs = {r: CollectorRegistry() for r in profiles}
+    mons = {r: DriftMonitor(profiles[r], model="m", registry=regs[r]) for r in profiles}
+    fed: dict[str, list[np.ndarray]] = {r: [] for r in profiles}
+
+    def feed(replica: str, values: np.ndarray) -> None:
+        mons[replica].observe_batch({"x": values})
+        fed[replica].append(values)
+
+    def python_psi(*replicas: str) -> float:
+        feat = profiles[replicas[0]].features["x"]
+        assert isinstance(feat, NumericalFeature)
+        values = np.concatenate([v for r in replicas for v in fed[r]])
+        return float(psi(feat.bin_counts, np.bincount(feat.bin_index(values), minlength=len(feat.bin_counts)))
+                     .statistic)
+
+    served = CollectorRegistry()
+    served.register(Replicas(regs))
+    cfg = RulesConfig()
+    cfg.drift.windows = ["10m"]
+    cfg.drift.psi_window = "10m"
+    cfg.drift.fleet_min_values = 100
+    alert = next(a.expr for a in drift_alerts(cfg) if a.name == "AiwatchFleetInputDrift")
+    alert = alert.replace(PSI_RECORD.format(window="10m"), f"({fleet_psi_expr('10m')})")
+    port = free_port()
+    server, thread = start_http_server(port, addr="127.0.0.1", registry=served)
+    try:
+        with prometheus([f"127.0.0.1:{port}"], scrape_interval="1s") as prom:
+            prom.wait_for("count(aiwatch_feature_bin_total == 0)",
+                          lambda r: bool(r) and int(float(r[0]["value"][1])) == 50)
+            for r in profiles:
+                feed(r, rng.normal(0, 1, 2000))
+            prom.wait_for("sum(aiwatch_feature_bin_total)", lambda r: bool(r) and float(r[0]["value"][1]) == 6000)
+            unmoved = sorted(float(r["value"][1]) for r in prom.query(fleet_psi_expr("10m")))
+            quiet = prom.query(alert)
+            unmoved_expected = sorted([python_psi("a"), python_psi("b", "c")])
+            for r in "bc":
+                feed(r, rng.normal(1, 1, 4000))
+            prom.wait_for("sum(aiwatch_feature_bin_total)", lambda r: bool(r) and float(r[0]["value"][1]) == 14000)
+            firing = [(r["metric"].get("reference"), float(r["value"][1])) for r in prom.query(alert)]
+    finally:
+        server.shutdown()
+        thread.join(5)
+    assert unmoved == pytest.approx(unmoved_expected, rel=1e-9)
+    assert max(unmoved) < 0.05
+    assert quiet == []
+    assert firing == [(new.features["x"].reference_id, pytest.approx(python_psi("b", "c"), rel=1e-9))]
+    assert firing[0][1] > 0.2
+    assert old.features["x"].reference_id != new.features["x"].reference_id
