@@ -151,6 +151,40 @@ def test_a_reloaded_profiles_old_series_stop_saying_drift_in_the_merged_metrics(
     assert color_missing == "0.5"
 
 
+# A model unloaded (DriftMonitor.close) in a worker: its series cannot leave the sample files, which every worker's
+# merged /metrics serves; its last drift_detected 1 must read 0 there, its reference shares NaN (no PSI).
+_CLOSED = """
+import os
+import numpy as np
+from prometheus_client import CollectorRegistry
+from prometheus_client.multiprocess import MultiProcessCollector
+from aiwatch.drift import DriftMonitor, ReferenceProfile
+
+rng = np.random.default_rng(5)
+profile = ReferenceProfile.build({"x": rng.normal(size=2000)})
+mon = DriftMonitor(profile, model="m", registry=CollectorRegistry())
+mon.observe_batch({"x": rng.normal(4, 1, 300)})
+method = mon.evaluate().features["x"].method
+merged = CollectorRegistry()
+MultiProcessCollector(merged, os.environ["PROMETHEUS_MULTIPROC_DIR"])
+detected = {"model": "m", "feature": "x", "test": method}
+ratio = {"model": "m", "feature": "x", "bin": "9", "reference": profile.features["x"].reference_id}  # N(4, 1)'s
+print(merged.get_sample_value("aiwatch_drift_detected", detected))
+mon.close()
+print(merged.get_sample_value("aiwatch_drift_detected", detected))
+print(merged.get_sample_value("aiwatch_drift_score", detected))
+print(merged.get_sample_value("aiwatch_feature_reference_ratio", ratio))
+print(merged.get_sample_value("aiwatch_feature_bin_total", ratio))
+"""
+
+
+def test_a_closed_monitors_series_stop_saying_drift_in_the_merged_metrics(tmp_path: Path) -> None:
+    before, detected, score, ratio, counted = _run(_CLOSED, tmp_path)
+    assert before == "1.0"
+    assert (detected, score, ratio) == ("0.0", "nan", "nan")
+    assert float(counted) > 0  # a counter cannot go back
+
+
 # A registry only its own process serves or writes out (a CLI command's, the GPU metrics server's) keeps every value
 # in memory: written into PROMETHEUS_MULTIPROC_DIR, every worker's merged /metrics served it too.
 _IN_PROCESS = """

@@ -43,7 +43,7 @@ from aiwatch.drift.current import CurrentFeature, categorical_current_from_codes
 from aiwatch.drift.evaluate import STATUS_OK, DriftReport, Options, compare_features, needs_bins, options_of
 from aiwatch.drift.features import CategoricalFeature, NumericalFeature
 from aiwatch.drift.profile import ReferenceProfile
-from aiwatch.forksafe import renew_at_fork
+from aiwatch.forksafe import at_fork_in_child, renew_at_fork
 from aiwatch.metrics import Metrics, get_metrics
 from aiwatch.prefork import check_fork_hooks, uwsgi_master
 from aiwatch.safety import record_error, warn_rate_limited
@@ -162,11 +162,14 @@ class DriftMonitor:
         self._start_lock = threading.RLock()  # start() under it, from _resume_in_child's hold of it too
         self._resume = False  # in a forked child of a started monitor, until its first row starts its thread
         self._handed_over = False  # started, with its schedule left to the children forked from now on
+        self._closed = False
         renew_at_fork(self)
         m = self.metrics
         self._bin_children: dict[str, list[Any]] = {}
         all_features: list[NumericalFeature | CategoricalFeature] = [*self._num, *self._cat]
-        self._take_over_series(all_features)
+        with _series_owners_lock:
+            self._take_over_series(all_features)
+            _series_owners[self._owner_key()] = self
         for feat in all_features:
             # Every bin's counter exists from the start (at 0) so that PromQL sees every bin.
             labels, ref = feat.bin_labels, feat.reference_id  # a category's cut to its hash: worked out once
@@ -215,8 +218,14 @@ class DriftMonitor:
                     self._resume = True
                     record_error("drift", exc, self.metrics)
 
+    def _owner_key(self) -> tuple[int, str]:
+        # the metric object, not the Metrics: in multiprocess mode every Metrics of a process holds the same ones. It
+        # lives while its owner does (the owner holds it), so its id is not another's.
+        return id(self.metrics.drift_detected), text_or_value(self.model)
+
     def _take_over_series(self, features: list[NumericalFeature | CategoricalFeature]) -> None:
-        """Remove what an earlier monitor of this model on these metrics exported (a profile reloaded at runtime):
+        """Remove what an earlier monitor of this model on these metrics exported (a profile reloaded at runtime; or,
+        with no ``features``, everything this one exported: :meth:`close`):
         its drift gauges (this monitor sets its own at its first evaluation), and the bins, reference ratios and
         reference missing ratios this profile does not have (a bin of another ``reference``: binned by other edges).
         Left there, a category or feature only the old profile had kept its reference ratio (the fleet PSI / JS
@@ -254,6 +263,8 @@ class DriftMonitor:
                 row = {**row, **outputs}
             if self._resume:
                 self._resume_in_child()
+            if self._closed:
+                return
             with self._lock:
                 unknown = self._observe_row(row)
             if unknown:
@@ -346,6 +357,8 @@ class DriftMonitor:
         try:
             if self._resume:
                 self._resume_in_child()
+            if self._closed:
+                return
             if isinstance(data, list) and outputs is None:
                 unknown: list[str] = []
                 try:
@@ -552,14 +565,14 @@ class DriftMonitor:
 
     def evaluate(self) -> DriftReport:
         """Run the drift tests on the current window, export the results, and return them. On the background
-        thread of a schedule handed over (:func:`hand_over_schedules`), even while the tests ran, the results are
-        returned only: not exported, nor kept as :attr:`last_report`."""
+        thread of a schedule handed over (:func:`hand_over_schedules`), even while the tests ran, and once
+        :meth:`close` d, the results are returned only: not exported, nor kept as :attr:`last_report`."""
         with self._eval_lock:
             report = self._report()
             schedule: _Schedule | None = getattr(_running, "schedule", None)
             # checked under the lock the hand-over marks the schedule under: once it returns, no export starts
             with self._export_lock:
-                if schedule is None or not schedule.handed_over:
+                if (schedule is None or not schedule.handed_over) and not self._closed:
                     self._export(report)
                     self.last_report = report
             return report
@@ -608,6 +621,9 @@ class DriftMonitor:
         """Evaluate every ``interval`` seconds on a daemon thread (idempotent). ``interval`` is a number of seconds
         above 0 and at most 1e9, else a ValueError naming it. The thread does not keep the monitor alive: a monitor
         dropped without :meth:`stop` ends its thread (without the final flush :meth:`stop` does)."""
+        if self._closed:
+            raise RuntimeError(f"the drift monitor of model {self.model!r} is closed: make a new one to monitor it "
+                               "again")
         if interval is not None:
             self.interval = period(interval, "interval")
         # under the lock: calls at once from several threads (an app that starts its monitor at its first requests)
@@ -633,7 +649,9 @@ class DriftMonitor:
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the background thread (idempotent) after flushing the bin counters, waiting at most ``timeout``
-        seconds for it (a ``timeout`` that is no number of seconds, such as NaN, is a ValueError naming it)."""
+        seconds for it (a ``timeout`` that is no number of seconds, such as NaN, is a ValueError naming it). The
+        series stay exported, the last verdict with them, and :meth:`start` starts it again: a model unloaded for
+        good is :meth:`close` d."""
         wait = seconds_to_wait(timeout, "timeout")
         with self._start_lock:
             self._resume = self._handed_over = False
@@ -675,11 +693,35 @@ class DriftMonitor:
         finally:
             self._lock.release()
 
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the monitor (:meth:`stop`, ``timeout`` alike) and remove what it exports for its model: the drift
+        gauges, the bin counters and the reference ratios. For a model unloaded: left there, its last
+        ``drift_detected 1`` fired AiwatchLocalInputDrift for good. A newer monitor of the model on the same metrics
+        (a profile reloaded) has taken the series over: they are its own, and stay. Idempotent; afterwards the
+        monitor observes nothing, :meth:`evaluate` exports nothing and :meth:`start` is a RuntimeError. The counts
+        of missing and rejected values (``aiwatch_feature_missing_total``, ``aiwatch_feature_invalid_total``) stay:
+        no alert reads them without the reference's missing share, which goes. In prometheus_client's multiprocess
+        mode a series cannot leave the sample files: the gauges read 0 or NaN there (see
+        :meth:`aiwatch.metrics.Metrics.remove`), the bin counters keep their counts. A monitor dropped without
+        ``close()`` keeps its series: removing them at garbage collection could take a newer monitor's."""
+        self.stop(timeout)
+        with self._export_lock:  # an evaluation exporting now finishes first; none exports after
+            self._closed = True
+        with _series_owners_lock:
+            key = self._owner_key()
+            if _series_owners.get(key) is not self:
+                return
+            del _series_owners[key]
+            try:
+                self._take_over_series([])
+            except Exception as exc:
+                record_error("drift", exc, self.metrics)
+
     def __enter__(self) -> DriftMonitor:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
-        self.stop()
+        self.close()
 
 
 @dataclass
@@ -704,6 +746,19 @@ class _Schedule(threading.Event):
 #: ``schedule``: on a monitor's background thread, the :class:`_Schedule` it runs (what :meth:`DriftMonitor.evaluate`
 #: checks before it exports).
 _running = threading.local()
+
+#: Per metric object and model, the monitor that exports the model's series on it: the latest made (see
+#: :meth:`DriftMonitor.close`). Not holding it alive.
+_series_owners: weakref.WeakValueDictionary[tuple[int, str], DriftMonitor] = weakref.WeakValueDictionary()
+_series_owners_lock = threading.Lock()
+
+
+def _renew_series_owners_lock() -> None:
+    global _series_owners_lock
+    _series_owners_lock = threading.Lock()
+
+
+at_fork_in_child(_renew_series_owners_lock)
 
 #: The monitors started in this process (not holding them alive), for :func:`hand_over_schedules`.
 _started: weakref.WeakSet[DriftMonitor] = weakref.WeakSet()

@@ -1086,3 +1086,88 @@ def test_long_category_names_are_cut_labels_that_stay_apart(registry: CollectorR
                      value(registry, "aiwatch_feature_reference_ratio", model="m", feature="prompt", bin=b) == 0.3)
     assert value(registry, "aiwatch_feature_bin_total", model="m", feature="prompt", bin=translate) == 3
     assert len(generate_latest(registry)) < 100_000  # 21 kB; 716 kB before
+
+
+#: what close() leaves of a model: the counts of missing and rejected values, which no alert reads without the
+#: reference's missing share
+KEPT_AT_CLOSE = {f"aiwatch_feature_{c}_{s}" for c in ("missing", "invalid") for s in ("total", "created")}
+
+
+def _exported(registry: CollectorRegistry, model: str) -> set[str]:
+    """The names of the samples ``registry`` exports for ``model``."""
+    return {s.name for family in registry.collect() for s in family.samples if s.labels.get("model") == model}
+
+
+@pytest.mark.slow
+def test_a_closed_monitor_leaves_prometheus_no_series_to_alert_on(profile: ReferenceProfile) -> None:
+    """A model unloaded: its monitor found drift, then was stopped and dropped, and its last drift_detected 1 was
+    scraped for good (AiwatchLocalInputDrift fired for a model no longer served). close() removes its series: the
+    local alert's expression and the fleet PSI answer nothing once Prometheus scrapes again. A second model's
+    monitor on the same registry keeps its own."""
+    from prometheus_client import start_http_server
+
+    from aiwatch.drift.promql import fleet_psi_expr
+    from aiwatch.rules import RulesConfig
+    from aiwatch.rules.render import drift_alerts
+    from tests.servers import prometheus
+
+    registry = CollectorRegistry()
+    local = next(a.expr for a in drift_alerts(RulesConfig()) if a.name == "AiwatchLocalInputDrift")
+    mons = {m: DriftMonitor(profile, model=m, registry=registry, min_samples=10) for m in ("unloaded", "kept")}
+    for mon in mons.values():
+        mon.observe_batch({"x": RNG.normal(4, 1, 300), "color": ["red"] * 300, "score": RNG.uniform(0, 1, 300)})
+        mon.start(interval=3600)
+        assert mon.evaluate().features["x"].drifted
+    server, thread = start_http_server(0, addr="127.0.0.1", registry=registry)
+    try:
+        with prometheus([f"127.0.0.1:{server.server_port}"], scrape_interval="1s") as prom:
+            prom.wait_for(f"count by (model) ({local})", lambda r: len(r) == 2)
+            prom.wait_for(f"count by (model) ({fleet_psi_expr('5m')})", lambda r: len(r) == 2)
+            mons["unloaded"].close()
+            prom.wait_for(f"count by (model) ({local})", lambda r: [x["metric"]["model"] for x in r] == ["kept"])
+            psi_models = [r["metric"]["model"] for r in prom.query(fleet_psi_expr("5m"))]
+            left = prom.query('count by (__name__) ({model="unloaded"})')
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+        mons["kept"].stop()
+    assert set(psi_models) == {"kept"}
+    assert {r["metric"]["__name__"] for r in left} <= KEPT_AT_CLOSE
+    assert mons["unloaded"]._thread is None
+
+
+def test_closing_an_old_monitor_leaves_the_series_of_the_newer_one_that_took_them_over(
+        registry: CollectorRegistry, profile: ReferenceProfile) -> None:
+    """A profile reloaded: the new monitor took the model's series over; the old one closed after it (or dropped,
+    or closed twice) removes nothing of the new one's. Closing the new one then removes them."""
+    old = DriftMonitor(profile, model="m", registry=registry, min_samples=10)
+    new = DriftMonitor(profile, model="m", registry=registry, min_samples=10)
+    new.observe_batch({"x": RNG.normal(4, 1, 300), "color": ["red"] * 300, "score": RNG.uniform(0, 1, 300)})
+    new.evaluate()
+    before = _exported(registry, "m")
+    assert {"aiwatch_drift_detected", "aiwatch_feature_bin_total", "aiwatch_feature_reference_ratio"} <= before
+    old.close()
+    old.close()
+    assert _exported(registry, "m") == before
+    with new:
+        pass  # the context's exit closes
+    assert _exported(registry, "m") <= KEPT_AT_CLOSE
+
+
+def test_a_closed_monitor_observes_and_exports_nothing_and_cannot_start(registry: CollectorRegistry,
+                                                                        profile: ReferenceProfile) -> None:
+    mon = DriftMonitor(profile, model="m", registry=registry, min_samples=10)
+    mon.close()
+    mon.observe({"x": 1.0, "color": "red", "score": 0.5})
+    mon.observe_batch({"x": RNG.normal(4, 1, 300), "color": ["red"] * 300, "score": RNG.uniform(0, 1, 300)})
+    report = mon.evaluate()
+    assert report.features["x"].current_count == 0 and mon.last_report is None
+    assert _exported(registry, "m") <= KEPT_AT_CLOSE
+    with pytest.raises(RuntimeError, match="drift monitor of model 'm' is closed"):
+        mon.start()
+    # a new monitor of the model exports again
+    again = DriftMonitor(profile, model="m", registry=registry, min_samples=10)
+    again.observe_batch({"x": RNG.normal(4, 1, 300), "color": ["red"] * 300, "score": RNG.uniform(0, 1, 300)})
+    again.evaluate()
+    assert value(registry, "aiwatch_drift_detected", model="m", feature="x", test="wasserstein") == 1
