@@ -828,8 +828,9 @@ class ScrapeSource(DataSource):
         reference = [(dict(zip(by, k, strict=True)), v)
                      for k, v in max_by(mine(self._gauge(data, Q.REFERENCE_RATIO.name, t)), by).items()]
         counts = sum_by(mine(self._rate(data, Q.FEATURE_BINS.name, t, window)), by)
-        totals = {ref: v for (ref,), v in sum_by((({"reference": k[0]}, c) for k, c in counts.items()),
-                                                    ("reference",)).items()}
+        totals: dict[str, float] = {}
+        for (ref, _), c in counts.items():
+            totals[ref] = totals.get(ref, 0.0) + c
         live = [({"reference": ref, "bin": b}, c / totals[ref]) for (ref, b), c in counts.items() if totals[ref] > 0]
         return one_reference_bins(reference, live, totals)
 
