@@ -279,6 +279,29 @@ def matchers_of(items: Iterable[Matcher | str]) -> tuple[Matcher, ...]:
     return tuple(out)
 
 
+def check_selection(text: str, what: str) -> str:
+    """``text`` if it is PromQL label matchers (:func:`parse_matchers`) whose regexes Prometheus compiles
+    (:func:`check_regex`), else ``ValueError`` naming ``what`` (the option or variable that gave it): a regex
+    Prometheus refuses would fail every query it is added to.
+
+    >>> check_selection('cluster=~"eu-("', "--match")
+    Traceback (most recent call last):
+    ...
+    ValueError: --match: the regex of cluster=~"eu-(" is one Prometheus cannot compile: not an RE2 regular ...
+    """
+    try:
+        found = parse_matchers(text)
+    except ValueError as exc:
+        raise ValueError(f"{what}: {text!r} is not PromQL label matchers ({exc})") from None
+    for m in found:
+        if m.op in ("=~", "!~"):
+            try:
+                check_regex(m.value)
+            except ValueError as exc:
+                raise ValueError(f"{what}: the regex of {m} is one Prometheus cannot compile: {exc}") from None
+    return text
+
+
 def selector(*matchers: Matcher | str) -> str:
     """``{a="x", b=~"y"}`` from the matchers, or ``""`` when there are none."""
     found = matchers_of(matchers)

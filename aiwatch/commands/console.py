@@ -64,7 +64,7 @@ def register(subparsers: Any) -> None:
 def streamlit_command(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
     """The ``streamlit run`` command line and environment for ``args`` (validated; ValueError when bad)."""
     from aiwatch.console.config import ConsoleConfig, scrape_urls
-    from aiwatch.promql import label_list
+    from aiwatch.promql import check_selection, label_list
 
     if not 0 < args.port < 65536:
         raise ValueError(f"--port must be 1-65535, got {args.port}")
@@ -72,7 +72,8 @@ def streamlit_command(args: argparse.Namespace) -> tuple[list[str], dict[str, st
     # the flags not given keep their AIWATCH_CONSOLE_* variables (or the defaults); --prometheus and --scrape
     # replace both variables: either names the one source
     given = {"interval": args.interval, "history": args.history, "refresh": args.refresh, "window": args.window,
-             "timeout": args.timeout, "match": args.match, "gpu_source": args.gpu_source,
+             "timeout": args.timeout, "gpu_source": args.gpu_source,
+             "match": None if args.match is None else check_selection(args.match, "--match"),
              "dcgm_utilization": args.dcgm_utilization,
              "aggregation_labels": None if args.aggregation_labels is None
              else label_list(args.aggregation_labels, "--aggregation-labels")}
@@ -135,6 +136,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         require("streamlit", "console")
         require("pandas", "console")
+        require("re2", "console")  # checks --match's regexes as Prometheus compiles them
     except MissingExtraError as exc:
         print(f"aiwatch console: {exc}", file=sys.stderr)
         return 1

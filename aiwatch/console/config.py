@@ -15,7 +15,7 @@ from aiwatch.amounts import period
 from aiwatch.console.source import MIN_WINDOW, DataSource
 from aiwatch.gpuseries import GpuSeries
 from aiwatch.httpconfig import HTTPConfig
-from aiwatch.promql import label_list, matchers_of
+from aiwatch.promql import check_selection, label_list
 
 DEFAULT_SCRAPE = _env.CONSOLE_SCRAPE.default
 
@@ -90,10 +90,7 @@ class ConsoleConfig:
             period(self.refresh, "console refresh (0: off)")
         if not self.prometheus and not self.scrape:
             raise ValueError("the console needs a Prometheus URL or at least one /metrics URL to scrape")
-        try:
-            matchers_of([self.match])
-        except ValueError as exc:
-            raise ValueError(f"console match: {self.match!r} is not PromQL label matchers ({exc})") from None
+        check_selection(self.match, "console match")
         if self.gpu.dcgm and not self.prometheus:
             raise ValueError("the dcgm GPU source needs a Prometheus URL: the embedded scraper reads aiwatch's own "
                              "metrics only")
@@ -116,7 +113,9 @@ class ConsoleConfig:
             raw = var.raw(env).strip()
             if not raw:
                 continue
-            if field_name in _TEXT:
+            if field_name == "match":
+                kwargs[field_name] = check_selection(raw, var.name)
+            elif field_name in _TEXT:
                 kwargs[field_name] = raw
             elif field_name == "scrape":
                 kwargs[field_name] = scrape_urls([raw])

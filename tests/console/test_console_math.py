@@ -355,6 +355,27 @@ def test_console_command_rejects_bad_arguments(capsys: pytest.CaptureFixture[str
         main(["console", "--prometheus", "http://a:1", "--scrape", "http://b:2/metrics"])
 
 
+@pytest.mark.parametrize("match", ['cluster=~"eu-("', 'cluster!~"(?=eu)"', 'cluster="eu", job=~"a)|(b"'])
+def test_console_match_with_a_regex_prometheus_cannot_compile_is_refused_at_startup(
+        match: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from aiwatch.cli import main
+
+    # it was taken: the console started and every panel showed Prometheus' 400 (bad_data: error parsing regexp)
+    with pytest.raises(ValueError, match="^--match: the regex of "):
+        streamlit_command(parse("--prometheus", "http://127.0.0.1:9", "--match", match))  # type: ignore[arg-type]
+    assert main(["console", "--prometheus", "http://127.0.0.1:9", "--match", match]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("aiwatch console: --match: the regex of ") and "Prometheus cannot compile" in err, err
+    monkeypatch.setenv("AIWATCH_CONSOLE_MATCH", match)
+    assert main(["console", "--prometheus", "http://127.0.0.1:9"]) == 2
+    assert capsys.readouterr().err.startswith("aiwatch console: AIWATCH_CONSOLE_MATCH: the regex of ")
+    with pytest.raises(ValueError, match="^console match: the regex of "):
+        ConsoleConfig(prometheus="http://127.0.0.1:9", match=match)
+    monkeypatch.delenv("AIWATCH_CONSOLE_MATCH")
+    _, env = streamlit_command(parse("--prometheus", "http://127.0.0.1:9", "--match", 'cluster=~"eu-.+"'))  # type: ignore[arg-type]
+    assert ConsoleConfig.from_env(env).match == 'cluster=~"eu-.+"'
+
+
 @pytest.mark.parametrize("address", ["not an address", "", " ", "nohost.invalid", "[::1]", "203.0.113.7",
                                      "a" * 64 + ".example"])
 def test_console_address_that_cannot_be_served_on_is_refused(address: str, capsys: pytest.CaptureFixture[str]) -> None:
