@@ -361,7 +361,7 @@ def test_console_match_with_a_regex_prometheus_cannot_compile_is_refused_at_star
     from aiwatch.cli import main
 
     # it was taken: the console started and every panel showed Prometheus' 400 (bad_data: error parsing regexp)
-    with pytest.raises(ValueError, match="^--match: the regex of "):
+    with pytest.raises(ValueError, match=r"^--match: the regex of "):
         streamlit_command(parse("--prometheus", "http://127.0.0.1:9", "--match", match))  # type: ignore[arg-type]
     assert main(["console", "--prometheus", "http://127.0.0.1:9", "--match", match]) == 2
     err = capsys.readouterr().err
@@ -369,7 +369,7 @@ def test_console_match_with_a_regex_prometheus_cannot_compile_is_refused_at_star
     monkeypatch.setenv("AIWATCH_CONSOLE_MATCH", match)
     assert main(["console", "--prometheus", "http://127.0.0.1:9"]) == 2
     assert capsys.readouterr().err.startswith("aiwatch console: AIWATCH_CONSOLE_MATCH: the regex of ")
-    with pytest.raises(ValueError, match="^console match: the regex of "):
+    with pytest.raises(ValueError, match=r"^console match: the regex of "):
         ConsoleConfig(prometheus="http://127.0.0.1:9", match=match)
     monkeypatch.delenv("AIWATCH_CONSOLE_MATCH")
     _, env = streamlit_command(parse("--prometheus", "http://127.0.0.1:9", "--match", 'cluster=~"eu-.+"'))  # type: ignore[arg-type]
