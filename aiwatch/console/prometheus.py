@@ -208,7 +208,18 @@ class PrometheusSource(DataSource):
             raise SourceError("Prometheus' list of targets has an unexpected shape")
         self._targets, self._targets_read = targets, True
         return [TargetHealth(_text(t.get("scrapeUrl")), t.get("health") == "up", _text(t.get("lastError")))
-                for t in targets]
+                for t in self._selected(targets)]
+
+    def _selected(self, targets: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The ``targets`` whose series ``match`` selects, as the panels' (all of them without ``match``): those
+        whose labels are all on one of the ``up`` series it selects. Prometheus matches them itself, so a regex means
+        what it means in the panels' queries; through Thanos or Mimir the series may carry more labels (external
+        ones) than the target. A target not scraped yet has no ``up`` series: it is left out until its first
+        scrape."""
+        if not self.q.match:
+            return targets
+        selected = [frozenset(labels.items()) for labels, _ in self._instant(self.q.selected_targets())]
+        return [t for t in targets if (own := _label_set(t)) is not None and any(own <= s for s in selected)]
 
     def scrape_interval(self, service: str | None = None) -> float | None:
         """The shortest ``scrapeInterval`` of the active targets that export aiwatch's series (``match`` applied),
@@ -493,6 +504,14 @@ def _job_instance(target: dict[str, Any]) -> tuple[str, str] | None:
     if not isinstance(labels, dict):
         return None
     return _text(labels.get("job")), _text(labels.get("instance"))
+
+
+def _label_set(target: dict[str, Any]) -> frozenset[tuple[str, str]] | None:
+    """A target's labels; None when they are not names and values."""
+    labels = target.get("labels")
+    if not isinstance(labels, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items()):
+        return None
+    return frozenset(labels.items())
 
 
 def _interval(target: dict[str, Any]) -> float | None:

@@ -355,6 +355,10 @@ class PanelQueries:
         exporting = series("", *self._m(matches("__name__", _REPLICA_NAMES)))
         return by("count", self.scope, by("count", self._by("instance"), exporting))
 
+    def selected_targets(self) -> str:
+        """The scrape targets ``match`` selects (their ``up`` series, labelled as the targets are)."""
+        return series("up", *self._m())
+
     def exporters(self) -> str:
         """The scrape targets (``job``, ``instance``) exporting any aiwatch series: the ones the panels read."""
         return by("group", ("job", "instance"), series("", *self._m(matches("__name__", "aiwatch_.+"))))

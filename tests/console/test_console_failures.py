@@ -229,3 +229,25 @@ def test_hundreds_of_alerts_list_the_most_urgent_and_table_them_all(tmp_path: Pa
         in texts(at.caption)
     assert len(at.dataframe[0].value) == 60
     assert "queue depth per replica (items)" in [m.label for m in at.metric]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("match", ['cluster="eu"', 'cluster=~"e.+"'])
+def test_endpoint_down_banners_name_only_the_targets_match_selects(match: str) -> None:
+    """A Prometheus scraping a cluster ``eu`` target, a cluster ``us`` one and another job's, all down: with
+    ``--match`` selecting ``eu`` the banners name the eu target alone, as the panels read eu's series alone. They
+    named all three (every target of the Prometheus, whatever --match said)."""
+    from aiwatch.console.queries import PanelQueries
+    from tests.servers import prometheus
+
+    eu, us, other = (f"127.0.0.1:{free_port()}" for _ in range(3))
+    jobs = "".join(f"  - job_name: {cluster}\n    static_configs:\n      - targets: ['{target}']\n"
+                   f"        labels: {{cluster: {cluster}}}\n" for cluster, target in (("eu", eu), ("us", us)))
+    with prometheus([other], extra_config=jobs) as prom:
+        prom.wait_for("count(up == 0) == 3")
+        every = source_warnings(run_view(PrometheusSource(prom.url), "Latency"))
+        narrowed = run_view(PrometheusSource(prom.url, queries=PanelQueries(match=match)), "Latency")
+    assert sorted(w.split(" (")[0] for w in every) == sorted(f"Endpoint down: http://{t}/metrics"
+                                                             for t in (eu, us, other))
+    assert [w.split(" (")[0] for w in source_warnings(narrowed)] == [f"Endpoint down: http://{eu}/metrics"]
+    assert not narrowed.error
