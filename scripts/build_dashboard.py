@@ -29,6 +29,7 @@ from aiwatch.console.source import AUTOSCALING_SIGNALS, QUANTILES  # noqa: E402
 from aiwatch.gpuseries import GpuSeries  # noqa: E402
 from aiwatch.metrics import UNFINISHED_RECOVERY_RESULTS  # noqa: E402
 from aiwatch.promql import DEFAULT_AGGREGATION_LABELS, series  # noqa: E402
+from aiwatch.rules.config import Drift  # noqa: E402
 
 #: GPU source -> the dashboard file rendered for it
 OUT = {"aiwatch": REPO / "dashboards" / "aiwatch.json", "dcgm": REPO / "dashboards" / "aiwatch-dcgm.json"}
@@ -43,6 +44,8 @@ CAVEATS_TITLE = "What the split could not measure as it is"
 LOOP_TITLE = "Event loop delay p99 / mean, time stood still"
 BACKGROUND_TITLE = "Phases outside requests p99 / mean"
 STOOD_STILL = "stood still"
+#: AiwatchFeatureMissing's default thresholds (drift.missing_share_increase, drift.fleet_min_values)
+MISSING_SHARE_INCREASE, MISSING_MIN_COUNTED = Drift().missing_share_increase, Drift().fleet_min_values
 SCOPE = DEFAULT_AGGREGATION_LABELS
 #: every query selects the scope the template variables chose (All: any value, none included)
 SCOPE_MATCH = ", ".join(f'{label}=~"${label}"' for label in SCOPE)
@@ -291,6 +294,29 @@ def build(gpu_source: str = "aiwatch") -> dict[str, Any]:
     lay.add(timeseries("Drift score over time",
                        [target(q.drift_gauge(Q.DRIFT_SCORE.name, MDL, 'feature=~"$feature"'),
                                "{{feature}} {{test}}" + AT)], "short"), w=24)
+    missing = table(
+        "Missing values per feature: live vs reference",
+        [target(q.missing_share("$__range", MDL), ref="A", instant=True),
+         target(q.reference_missing_share(MDL), ref="B", instant=True),
+         target(f"{q.missing_share('$__range', MDL)}\n- on ({', '.join((*SCOPE, 'model', 'feature'))})\n"
+                f"{q.reference_missing_share(MDL)}", ref="C", instant=True),
+         target(q.missing_counted("$__range", MDL), ref="D", instant=True)],
+        "Each feature's share of missing live values over the range (None, NaN or inf, or the key absent from the "
+        "row), over every replica, against its reference profile's share. Missing values are left out of drift, so "
+        f"the drift panels cannot see them. AiwatchFeatureMissing fires when the rise is over "
+        f"{MISSING_SHARE_INCREASE * 100:.4g} percentage points (red; drift.missing_share_increase) over "
+        f"drift.psi_window, from at least {MISSING_MIN_COUNTED:g} values and missing ones.",
+        rename={"Value #A": "live missing", "Value #B": "reference missing", "Value #C": "rise",
+                "Value #D": "values counted"}, sort="rise")
+    missing["fieldConfig"]["overrides"] = [
+        {"matcher": {"id": "byRegexp", "options": "live missing|reference missing|rise"},
+         "properties": [{"id": "unit", "value": "percentunit"}, {"id": "decimals", "value": 1}]},
+        {"matcher": {"id": "byName", "options": "rise"},
+         "properties": [{"id": "custom.cellOptions", "value": {"type": "color-text"}},
+                        {"id": "thresholds", "value": {"mode": "absolute", "steps": [
+                            {"color": "green", "value": None}, {"color": "red", "value": MISSING_SHARE_INCREASE}]}}]},
+        {"matcher": {"id": "byName", "options": "values counted"}, "properties": [{"id": "decimals", "value": 0}]}]
+    lay.add(missing, w=12)
     quality = (*SCOPE, "model", "metric")
     lay.add(timeseries("Realised model quality vs objective",
                        [target(q.quality_gauge(Q.MODEL_QUALITY.name, quality), "{{model}} {{metric}}" + AT, "A"),

@@ -38,6 +38,7 @@ from aiwatch.console.source import (
     MODEL_PHASES,
     DataSource,
     LoopStall,
+    MissingRow,
     NotSupported,
     Series,
     SourceError,
@@ -50,7 +51,7 @@ from aiwatch.console.source import (
 )
 from aiwatch.console.text import latency_text, md, md_link, safe_url
 from aiwatch.diagnose.report import CLAMPED_SHARE
-from aiwatch.rules.config import Latency
+from aiwatch.rules.config import Drift, Latency
 from aiwatch.traffic import REALTIME
 
 st: Any = require("streamlit", "console")
@@ -777,6 +778,10 @@ def drift_view(src: DataSource, window: float) -> None:
     rows = panel("Per-feature drift (latest evaluation; click a column to sort)", src.drift_table, _draw_drift_table,
                  "No drift results yet: no aiwatch_drift_score series. Drift gauges appear after the first "
                  "DriftMonitor evaluation.")
+    panel(f"Missing values per feature: live share over {w} vs the reference profile's",
+          lambda: src.feature_missing(window), lambda d: _draw_missing(d, w),
+          "No missing-value counts: no aiwatch_feature_missing_total or aiwatch_feature_reference_missing_ratio "
+          "series. A DriftMonitor exports them with its drift gauges.", windowed=True)
     panel("Realised model quality (delayed labels joined to the prediction log)", src.model_quality,
           _draw_quality, "No realised quality: no aiwatch_model_quality series. `aiwatch quality LOG LABELS "
           "--textfile ...` exports them once labels arrive (docs/prediction-log.md); until then prediction drift, "
@@ -974,6 +979,45 @@ def _draw_drift_table(rows: list[Any]) -> None:
     st.dataframe(df, hide_index=True, width="stretch", height=min(400, 38 + 35 * len(df)),
                  column_config={"score": st.column_config.NumberColumn(format="%.4f"),
                                 "p-value": st.column_config.NumberColumn(format="%.4g")})
+
+
+# AiwatchFeatureMissing's default thresholds (rules config drift.missing_share_increase and drift.fleet_min_values;
+# the console does not read the rules config).
+MISSING_SHARE_INCREASE = Drift().missing_share_increase
+MISSING_MIN_COUNTED = Drift().fleet_min_values
+MISSING_ALERT = "AiwatchFeatureMissing"
+
+
+def _draw_missing(rows: list[MissingRow], w: str) -> None:
+    """Each feature's live missing share against its reference's, the largest rise first (the sources sort them);
+    a warning names those past AiwatchFeatureMissing's default threshold over the view's window."""
+    margin = f"{MISSING_SHARE_INCREASE * 100:.4g} percentage points"
+    over = [r for r in rows if r.past(MISSING_SHARE_INCREASE, MISSING_MIN_COUNTED)]
+    page = runbook_page_link(MISSING_ALERT)
+    see = f"; see the [runbook]({page})." if page else "."
+    if over:
+        st.warning(f"Features missing more often than in their reference profile (over {margin} above its share) in "
+                   f"the last {w}: "
+                   + ", ".join(f"{md(r.feature)} of {md(r.model)} {r.live or 0.0:.1%} (reference "
+                               f"{r.reference or 0.0:.1%})" for r in over[:10])
+                   + ("…" if len(over) > 10 else "")
+                   + ". Missing values are left out of drift, so the drift tests above cannot see this" + see)
+    else:
+        st.success(f"No feature is missing over {margin} more often than in its reference profile in the last {w}.")
+    st.caption(f"Missing: None, NaN or inf (aiwatch_feature_missing_total), or the key absent from the row "
+               f"(aiwatch_feature_invalid_total, reason missing_feature), as a share of those and the values counted, "
+               f"over every replica. {MISSING_ALERT} fires when the share is over {margin} above the reference's over "
+               f"drift.psi_window ({Drift().psi_window} by default, not the window picked here), from at least "
+               f"{MISSING_MIN_COUNTED:g} values and missing ones; a feature without a reference share never fires.")
+    df = pd.DataFrame([{"feature": r.feature, "model": r.model,
+                        "live missing %": None if r.live is None else r.live * 100,
+                        "reference missing %": None if r.reference is None else r.reference * 100,
+                        "values counted": r.counted,
+                        "past threshold": r.past(MISSING_SHARE_INCREASE, MISSING_MIN_COUNTED)} for r in rows])
+    st.dataframe(df, hide_index=True, width="stretch", height=min(400, 38 + 35 * len(df)),
+                 column_config={"live missing %": st.column_config.NumberColumn(format="%.1f%%"),
+                                "reference missing %": st.column_config.NumberColumn(format="%.1f%%"),
+                                "values counted": st.column_config.NumberColumn(format="%.0f")})
 
 
 def _draw_distribution(bins: list[Any]) -> None:

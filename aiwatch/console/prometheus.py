@@ -29,6 +29,7 @@ from aiwatch.console.source import (
     DriftRow,
     GpuRow,
     LoopStall,
+    MissingRow,
     QualityRow,
     RecoveryRow,
     Series,
@@ -40,6 +41,7 @@ from aiwatch.console.source import (
     drift_rows,
     duration,
     loop_stuck_window,
+    missing_rows,
     natural_key,
     one_reference_bins,
     quality_rows,
@@ -452,6 +454,19 @@ class PrometheusSource(DataSource):
             lambda: self.instant(self.q.live_share_for(duration(window), *where)),
             lambda: self.instant(self.q.live_values_for(duration(window), *where))])
         return one_reference_bins(reference, live, {lb.get("reference", ""): v for lb, v in values})
+
+    def feature_missing(self, window: float) -> list[MissingRow]:
+        w = duration(window)
+        answers = self._all([partial(self._instant, self.q.missing_share(w)),
+                             partial(self._instant, self.q.reference_missing_share()),
+                             partial(self._instant, self.q.missing_counted(w))])
+        # the three named together, so that a feature is shown alike in each
+        names = iter(tell_scopes_apart([labels for answer in answers for labels, _ in answer], self.q.scope))
+        keyed = []
+        for answer in answers:
+            keyed.append({(shown.get("model", ""), shown.get("feature", "")): value
+                          for shown, (_, value) in [(next(names), found) for found in answer]})
+        return missing_rows(*keyed)
 
     def alerts(self) -> list[AlertRow]:
         data = self._api("/api/v1/alerts")

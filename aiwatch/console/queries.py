@@ -24,7 +24,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TypeAlias
 
-from aiwatch.drift.promql import live_share_expr, live_values_expr, reference_share_expr
+from aiwatch.drift.promql import (
+    FEATURE_INVALID,
+    FEATURE_MISSING,
+    feature_counts_expr,
+    live_missing_share_expr,
+    live_share_expr,
+    live_values_expr,
+    reference_missing_share_expr,
+    reference_share_expr,
+)
 from aiwatch.gpuseries import GpuSeries
 from aiwatch.promql import (
     DEFAULT_AGGREGATION_LABELS,
@@ -342,6 +351,21 @@ class PanelQueries:
     def live_values_for(self, w: str, *matchers: MatcherText) -> str:
         """How many live values over ``w`` each reference of the features the matchers select counted."""
         return live_values_expr(w, selector(*self._m(*matchers)), self.scope)
+
+    def missing_share(self, w: str, *matchers: MatcherText) -> str:
+        """Each feature's live share of missing values over ``w`` (None, NaN, inf, or the key absent from the row),
+        as AiwatchFeatureMissing reads it over ``drift.psi_window``."""
+        return live_missing_share_expr(w, selector(*self._m(*matchers)), self.scope)
+
+    def reference_missing_share(self, *matchers: MatcherText) -> str:
+        """Each feature's share of missing values in the reference profile."""
+        return reference_missing_share_expr(selector(*self._m(*matchers)), self.scope)
+
+    def missing_counted(self, w: str, *matchers: MatcherText) -> str:
+        """How many values and missing ones each feature counted over ``w``: what its missing share is a share of
+        (AiwatchFeatureMissing fires from ``drift.fleet_min_values`` of them)."""
+        return feature_counts_expr(w, (FEATURE_BINS, FEATURE_MISSING, FEATURE_INVALID), selector(*self._m(*matchers)),
+                                   self.scope)
 
     def feature_reference(self, model: str, feature: str) -> str:
         return self.reference_share_for(eq("model", model), eq("feature", feature))

@@ -55,6 +55,7 @@ from aiwatch.console.source import (
     DriftRow,
     GpuRow,
     LoopStall,
+    MissingRow,
     NotSupported,
     QualityRow,
     RecoveryRow,
@@ -65,6 +66,7 @@ from aiwatch.console.source import (
     gpu_rows,
     histogram_quantile,
     loop_stuck_seconds,
+    missing_rows,
     one_reference_bins,
     quality_rows,
     quantile_overflows,
@@ -833,6 +835,21 @@ class ScrapeSource(DataSource):
             totals[ref] = totals.get(ref, 0.0) + c
         live = [({"reference": ref, "bin": b}, c / totals[ref]) for (ref, b), c in counts.items() if totals[ref] > 0]
         return one_reference_bins(reference, live, totals)
+
+    def feature_missing(self, window: float) -> list[MissingRow]:
+        from aiwatch.drift.promql import FEATURE_INVALID, FEATURE_MISSING, REFERENCE_MISSING_RATIO
+
+        data, t = self._copy(), time.time()
+        by = ("model", "feature")
+        absent = [(lb, v) for lb, v in self._rate(data, FEATURE_INVALID.name, t, window)
+                  if lb.get("reason") == "missing_feature"]
+        missing = sum_by([*self._rate(data, FEATURE_MISSING.name, t, window), *absent], by)
+        values = sum_by(self._rate(data, Q.FEATURE_BINS.name, t, window), by)
+        # per second: the shares are the same as of the increases, the counts are rates times the window
+        totals = {k: missing.get(k, 0.0) + values.get(k, 0.0) for k in set(missing) | set(values)}
+        live = {(k[0], k[1]): missing.get(k, 0.0) / n for k, n in totals.items() if n > 0}
+        reference = {(k[0], k[1]): v for k, v in max_by(self._gauge(data, REFERENCE_MISSING_RATIO.name, t), by).items()}
+        return missing_rows(live, reference, {(k[0], k[1]): n * window for k, n in totals.items()})
 
     def alerts(self) -> list[AlertRow]:
         raise NotSupported("Alert rules are evaluated by Prometheus: start the console with --prometheus URL to see "

@@ -223,6 +223,30 @@ class BinRow:
 
 
 @dataclass(frozen=True)
+class MissingRow:
+    """One feature's share of missing live values over the window (None, NaN, inf, or the key absent from the
+    row), over every replica, against its reference profile's share: what AiwatchFeatureMissing compares.
+    ``counted``: the values and missing ones it counted over the window."""
+
+    model: str
+    feature: str
+    live: float | None
+    reference: float | None
+    counted: float | None
+
+    def past(self, increase: float, min_counted: float) -> bool:
+        """Whether the live share is more than ``increase`` above the reference's, from at least ``min_counted``
+        values and missing ones: AiwatchFeatureMissing's condition (``drift.missing_share_increase``,
+        ``drift.fleet_min_values``). A feature without a reference share never is, as the alert never fires for it.
+
+        >>> [MissingRow("m", "f", 0.3, 0.05, counted).past(0.2, 200.0) for counted in (500.0, 50.0)]
+        [True, False]
+        """
+        return (self.live is not None and self.reference is not None and self.counted is not None
+                and self.counted >= min_counted and self.live > self.reference + increase)
+
+
+@dataclass(frozen=True)
 class AlertRow:
     """A firing or pending alert, read generically from its labels and annotations."""
 
@@ -450,6 +474,11 @@ class DataSource(ABC):
     def feature_distribution(self, model: str, feature: str, window: float) -> list[BinRow]:
         """Reference share vs live share per bin of one feature (live counted over ``window``)."""
 
+    def feature_missing(self, window: float) -> list[MissingRow]:
+        """Each feature's live share of missing values over ``window`` against its reference profile's (none when
+        nothing exports the counts)."""
+        return []
+
     @abstractmethod
     def alerts(self) -> list[AlertRow]:
         """Firing and pending alerts."""
@@ -645,6 +674,26 @@ def unstored_share(series: Iterable[Series], results: Iterable[str] | None = Non
         # at most 1, as the alert clamps it: records kept before and failed now have no denominator now
         out[log] = min(1.0, unstored / handled) if handled > 0 else (1.0 if unstored > 0 else None)
     return out
+
+
+def missing_rows(live: dict[tuple[str, str], float], reference: dict[tuple[str, str], float],
+                 counted: dict[tuple[str, str], float]) -> list[MissingRow]:
+    """The missing-share table from (model, feature) -> live share, reference share and values counted: every
+    feature with a share, the largest rise over the reference first (then by model and feature), those without both
+    shares last.
+
+    >>> [r.feature for r in missing_rows({("m", "a"): 0.1, ("m", "b"): 0.5}, {("m", "a"): 0.0, ("m", "b"): 0.0}, {})]
+    ['b', 'a']
+    """
+    rows = [MissingRow(model, feature, finite(live.get(key)), finite(reference.get(key)), finite(counted.get(key)))
+            for key in set(live) | set(reference) for model, feature in (key,)]
+    rows = [r for r in rows if r.live is not None or r.reference is not None]
+
+    def rise(r: MissingRow) -> tuple[bool, float, tuple[int, float, str], str]:
+        up = None if r.live is None or r.reference is None else r.live - r.reference
+        return (up is None, -(up or 0.0), natural_key(r.model), r.feature)
+
+    return sorted(rows, key=rise)
 
 
 def bin_rows(reference: dict[str, float], live: dict[str, float]) -> list[BinRow]:

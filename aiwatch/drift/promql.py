@@ -21,10 +21,23 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from aiwatch.promql import DEFAULT_AGGREGATION_LABELS, by, increase, metric, scoped, series
+from aiwatch.promql import (
+    DEFAULT_AGGREGATION_LABELS,
+    Metric,
+    alternatives,
+    by,
+    increase,
+    matches,
+    metric,
+    scoped,
+    series,
+)
 
 FEATURE_BINS = metric("aiwatch_feature_bin_total")
 REFERENCE_RATIO = metric("aiwatch_feature_reference_ratio")
+FEATURE_MISSING = metric("aiwatch_feature_missing_total")
+FEATURE_INVALID = metric("aiwatch_feature_invalid_total")
+REFERENCE_MISSING_RATIO = metric("aiwatch_feature_reference_missing_ratio")
 
 PSI_EPSILON = 0.0001
 """Replaces a bin share of exactly 0 in PSI (Evidently's value), so an empty bin never makes PSI infinite."""
@@ -95,3 +108,28 @@ def fleet_js_expr(window: str = "1h", selector: str = "", scope: Scope = DEFAULT
     term_p = f"{p} * ln(clamp_min({p}, {TINY}) / clamp_min({m}, {TINY}))"
     term_q = f"{q} * ln(clamp_min({q}, {TINY}) / clamp_min({m}, {TINY}))"
     return f"sqrt(clamp_min({by('sum', scoped(scope, FEATURE), f'{term_p} + {term_q}')} / 2, 0))"
+
+
+def feature_counts_expr(window: str, names: Sequence[Metric], selector: str = "",
+                        scope: Scope = DEFAULT_AGGREGATION_LABELS) -> str:
+    """Per (model, feature), the increase over ``window`` of the series of ``names``, over every replica, of
+    ``aiwatch_feature_invalid_total`` the rows without the feature's key (``reason="missing_feature"``) only. One
+    selector matching every name (``__name__=~``) sums the series that exist: a binary operator between them would
+    drop a feature none of whose rows ever lacked its key (that series does not exist yet)."""
+    names_re = alternatives(sorted(str(n) for n in names))
+    live = increase("", window, matches("__name__", names_re), matches("reason", "|missing_feature"),
+                    _matchers(selector))
+    return by("sum", scoped(scope, ("model", "feature")), live)
+
+
+def live_missing_share_expr(window: str, selector: str = "", scope: Scope = DEFAULT_AGGREGATION_LABELS) -> str:
+    """Each feature's share of missing live values over ``window``, over every replica: the missing ones (None, NaN,
+    inf) and the rows without its key, of those and the values counted into its bins."""
+    missing = feature_counts_expr(window, (FEATURE_MISSING, FEATURE_INVALID), selector, scope)
+    total = feature_counts_expr(window, (FEATURE_BINS, FEATURE_MISSING, FEATURE_INVALID), selector, scope)
+    return f"(\n  {missing}\n  /\n  {total}\n)"
+
+
+def reference_missing_share_expr(selector: str = "", scope: Scope = DEFAULT_AGGREGATION_LABELS) -> str:
+    """Each feature's share of missing values in the reference profile (the same on every replica)."""
+    return by("max", scoped(scope, ("model", "feature")), series(REFERENCE_MISSING_RATIO, _matchers(selector)))

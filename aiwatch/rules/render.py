@@ -24,17 +24,23 @@ from prometheus_client.utils import floatToGoString
 
 from aiwatch.drift.promql import (
     FEATURE,
+    FEATURE_BINS,
+    FEATURE_INVALID,
+    FEATURE_MISSING,
     JS_RECORD,
     PSI_RECORD,
+    REFERENCE_MISSING_RATIO,
     REFERENCE_RATIO,
+    feature_counts_expr,
     fleet_js_expr,
     fleet_psi_expr,
+    live_missing_share_expr,
     live_values_expr,
+    reference_missing_share_expr,
 )
 from aiwatch.gpuseries import POD_LABELS, GpuSeries
 from aiwatch.metrics import SIZE_CAP_COMPONENTS, UNFINISHED_RECOVERY_RESULTS
 from aiwatch.promql import (
-    Metric,
     alternatives,
     by,
     eq,
@@ -74,10 +80,6 @@ GPU_NVML_UP = metric("aiwatch_gpu_nvml_up")
 CACHE_REQUESTS = metric("aiwatch_feature_cache_requests_total")
 DRIFT_SCORE = metric("aiwatch_drift_score")
 DRIFT_DETECTED = metric("aiwatch_drift_detected")
-FEATURE_BINS = metric("aiwatch_feature_bin_total")
-FEATURE_MISSING = metric("aiwatch_feature_missing_total")
-FEATURE_INVALID = metric("aiwatch_feature_invalid_total")
-REFERENCE_MISSING_RATIO = metric("aiwatch_feature_reference_missing_ratio")
 INSTRUMENTATION_ERRORS = metric("aiwatch_instrumentation_errors_total")
 PREDICTION_LOG_RECORDS = metric("aiwatch_prediction_log_records_total")
 #: The prediction log's ``result`` values of the records lost (dropped by a full queue, failed by the sink, or lost by
@@ -694,28 +696,17 @@ def gpu_alerts(cfg: RulesConfig) -> list[Alert]:
     ]
 
 
-def _feature_counts(cfg: RulesConfig, *names: Metric) -> str:
-    """Per (scope, model, feature), the increase over ``drift.psi_window`` of the missing values and the rows
-    without the feature's key (``aiwatch_feature_invalid_total{reason="missing_feature"}``), and of whatever else of
-    ``names``. One selector matching every name (``__name__=~``) sums the series that exist: a binary operator
-    between them would drop a feature none of whose rows ever lacked its key (that series does not exist yet)."""
-    names_re = alternatives(sorted(str(n) for n in names))
-    live = increase("", cfg.drift.psi_window, matches("__name__", names_re),
-                    matches("reason", "|missing_feature"), cfg.selectors.drift)
-    return by("sum", _scope(cfg, "model", "feature"), live)
-
-
 def _feature_missing(cfg: RulesConfig) -> str:
     """A feature's live missing share above its reference profile's plus ``drift.missing_share_increase``, from at
     least ``drift.fleet_min_values`` values and missing ones. A feature without the reference gauge (exported by an
     aiwatch older than it) has no reference share to compare with, and never fires: a fixed threshold would page
     for every feature that is legitimately often missing."""
-    d = cfg.drift
+    d, ds = cfg.drift, selector(cfg.selectors.drift)
     keep = ", ".join(_scope(cfg, "model", "feature"))
-    missing = _feature_counts(cfg, FEATURE_MISSING, FEATURE_INVALID)
-    total = _feature_counts(cfg, FEATURE_BINS, FEATURE_MISSING, FEATURE_INVALID)
-    reference = by("max", _scope(cfg, "model", "feature"), series(REFERENCE_MISSING_RATIO, cfg.selectors.drift))
-    return (f"(\n  {missing}\n  /\n  {total}\n)\n> on ({keep})\n"
+    total = feature_counts_expr(d.psi_window, (FEATURE_BINS, FEATURE_MISSING, FEATURE_INVALID), ds,
+                                cfg.aggregation_labels)
+    reference = reference_missing_share_expr(ds, cfg.aggregation_labels)
+    return (f"{live_missing_share_expr(d.psi_window, ds, cfg.aggregation_labels)}\n> on ({keep})\n"
             f"(\n  {reference}\n  + {number(d.missing_share_increase)}\n)\n"
             f"and on ({keep})\n{total} >= {number(d.fleet_min_values)}")
 

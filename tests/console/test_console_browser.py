@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.console.browser import chromium, open_view, wait_for
-from tests.console.workload import serve
+from tests.console.workload import MISSING_FEATURE, serve
 from tests.servers import free_port, python_app, python_env
 
 REPO = Path(__file__).resolve().parents[2]
@@ -78,6 +78,10 @@ def test_console_renders_in_a_real_browser() -> None:
             open_view(page, "Drift")
             wait_for(page, f"{TEXT}.includes('Drift detected in 1 of 8 features: basket_value')")
             wait_for(page, "document.querySelectorAll('[data-testid=\"stDataFrame\"]').length >= 1")
+            # the broken input's missing share against its reference's, past AiwatchFeatureMissing's margin
+            past = f"in the last 30s: {MISSING_FEATURE} of ranker [0-9.]+% \\(reference 2\\.0%\\)"
+            wait_for(page, f"{TEXT}.includes('Missing values per feature: live share over 30s') && "
+                           f"/{past}/.test({TEXT})")
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     assert 20_000 < len(data) < 500_000, len(data)

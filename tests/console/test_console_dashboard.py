@@ -52,7 +52,7 @@ def metric_names_in(expr: str) -> set[str]:
     expanded, and any other identifier directly followed by a selector."""
     names = set()
     for regex in re.findall(r'__name__=~"([^"]+)"', expr):
-        found = re.fullmatch(r"(\w*)\(([\w|]+)\)(\w*)", regex)
+        found = re.fullmatch(r"(\w*)\(([\w|]+)\)(\w*)", regex) or re.fullmatch(r"()([\w|]+)()", regex)
         assert found, f"cannot expand __name__ regex {regex!r}"
         names |= {found[1] + alt + found[3] for alt in found[2].split("|")}
     expr = re.sub(r'"[^"]*"', '""', expr)
@@ -208,6 +208,33 @@ def test_metric_name_extraction_catches_unknown_names() -> None:
     assert metric_names_in('sum(rate(aiwatch_made_up_total{a="aiwatch_in_label"}[5m]))') == {"aiwatch_made_up_total"}
     assert metric_names_in('count({__name__=~"aiwatch_(a|b)"}) + foo_bar{x="1"}') == {"aiwatch_a", "aiwatch_b",
                                                                                        "foo_bar"}
+    assert metric_names_in('sum(increase({__name__=~"aiwatch_a_total|aiwatch_b_total"}[5m]))') == {
+        "aiwatch_a_total", "aiwatch_b_total"}
+
+
+def test_the_missing_values_panel_reads_what_aiwatch_feature_missing_compares() -> None:
+    """AiwatchFeatureMissing had no panel: the Drift row shows each feature's live missing share against its
+    reference's, and their difference, red past the alert's default margin (drift.missing_share_increase)."""
+    from aiwatch.rules.config import Drift
+    from aiwatch.rules.render import ALERTING_FILE
+
+    for path in (DASHBOARD, DCGM_DASHBOARD):
+        panels = {p["title"]: p for p in load(path)["panels"]}
+        missing = panels["Missing values per feature: live vs reference"]
+        drift_row = next(p for p in load(path)["panels"] if p["title"] == "Drift: which input features moved")
+        assert missing["gridPos"]["y"] > drift_row["gridPos"]["y"]
+        live, reference, rise, counted = (t["expr"] for t in missing["targets"])
+        rule = next(r["expr"] for g in rule_files()[ALERTING_FILE]["groups"] for r in g["rules"]
+                    if r.get("alert") == "AiwatchFeatureMissing")
+        # the rule's own live share and reference share, over the dashboard's range, for its model variable
+        query = PanelQueries(match='model=~"$model", cluster=~"$cluster", namespace=~"$namespace"')
+        assert live == query.missing_share("$__range") and reference == query.reference_missing_share()
+        assert PanelQueries().missing_share(Drift().psi_window) in rule
+        assert PanelQueries().reference_missing_share() in rule
+        assert rise.startswith(live) and rise.endswith(reference) and counted == query.missing_counted("$__range")
+        red = next(o for o in missing["fieldConfig"]["overrides"] if o["matcher"]["options"] == "rise")
+        thresholds = next(p["value"] for p in red["properties"] if p["id"] == "thresholds")
+        assert thresholds["steps"][-1] == {"color": "red", "value": Drift().missing_share_increase}
 
 
 @pytest.mark.slow

@@ -38,6 +38,7 @@ from tests.console.workload import (
     DEGRADED_REASON,
     GATEWAY,
     LOOP_INTERVAL,
+    MISSING_FEATURE,
     MODEL,
     PROMPT_LOOP,
     REQUEST_BYTES,
@@ -47,6 +48,7 @@ from tests.console.workload import (
     STABLE,
     STARVED_LOOP,
     WORST_WORKER,
+    feature_names,
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("console_env")]
@@ -400,7 +402,18 @@ def test_drift_view(source: DataSource) -> None:
     # its sink reported a torn and a set-aside journal at the start (tests/console/workload.py), minutes ago at most
     assert re.match(r"Prediction log journals not recovered: predictions 1 torn \(last ([0-9]+ min|under a minute) "
                     r"ago\), predictions 1 set_aside \(last ([0-9]+ min|under a minute) ago\)\. ", errors[3]), errors[3]
-    quality = at.dataframe[1].value  # realised quality, next to drift
+    # each feature's missing share against its reference's (AiwatchFeatureMissing), the broken input first
+    missing = at.dataframe[1].value
+    assert missing.iloc[0]["feature"] == MISSING_FEATURE and sorted(missing["feature"]) == sorted(feature_names(5))
+    assert missing.iloc[0]["live missing %"] == pytest.approx(75, abs=5)
+    assert (missing["reference missing %"] == 2).all() and (missing["live missing %"].iloc[1:] == 0).all()
+    assert list(missing["past threshold"]) == [True, False, False, False, False]
+    assert [w for w in texts(at.warning) if w.startswith("Features missing")] == [
+        "Features missing more often than in their reference profile (over 20 percentage points above its share) "
+        f"in the last 5s: {MISSING_FEATURE} of ranker {missing.iloc[0]['live missing %']:.1f}% (reference 2.0%). "
+        "Missing values are left out of drift, so the drift tests above cannot see this; see the "
+        "[runbook](?runbook=AiwatchFeatureMissing)."]
+    quality = at.dataframe[2].value  # realised quality, next to drift
     assert list(quality["metric"]) == ["accuracy", "recall"]
     assert quality["off objective"].iloc[0] == True  # noqa: E712 - a numpy/pandas bool
     table = at.dataframe[0].value

@@ -88,6 +88,13 @@ Only the route changes: the request is one of the step's own, every answer by se
 #: What the workload's sink hands its log at the start, as a ParquetSink does on a directory where writers that died
 #: left journals (aiwatch_prediction_log_recovery_files_total, counted before the first scrape): two made into files,
 #: one torn, one set aside, with the rows made into files.
+MISSING_FEATURE = "session_length"
+"""The input whose upstream broke: of its 20 rows each step, 12 carry None and 3 lack the key, a 75% missing share
+against its reference profile's 2% (every feature's), past AiwatchFeatureMissing's 20 points, from well over its 200
+values in the tests' 5 s window."""
+MISSING_PER_STEP = {"values": 5, "none": 12, "absent": 3}
+REFERENCE_MISSING = 0.02
+
 RECOVERY_AT_START = {"recovered": 2, "torn": 1, "set_aside": 1, "orphan_removed": 0, "failed": 0}
 RECOVERED_RECORDS = 40
 #: the stand-in sink completes a file early every this many batches (aiwatch_prediction_log_forced_rotations_total)
@@ -163,6 +170,10 @@ class Workload:
         for feature in self.features:
             for b in range(self.BINS):
                 metrics.feature_reference_ratio.labels(MODEL, feature, str(b), REFERENCE).set(1.0 / self.BINS)
+            # as a DriftMonitor exports them: the reference's missing share, and the missing counts from 0
+            metrics.feature_reference_missing_ratio.labels(MODEL, feature).set(REFERENCE_MISSING)
+            metrics.feature_missing.labels(MODEL, feature)
+            metrics.feature_invalid.labels(MODEL, feature, "missing_feature")
 
     def request(self, status: str = "200", traffic_class: str = "realtime", version: str = STABLE,
                 route: str = "/predict", *, clamped: bool = False, overlapped: bool = False) -> None:
@@ -247,9 +258,12 @@ class Workload:
                 m.feature_cache_requests.labels("redis", "hit" if rng.random() < 0.85 else "miss").inc()
             for idx, feature in enumerate(self.features):
                 shift = 3 if idx == 0 else 0  # the first feature drifted
-                for _ in range(5):
+                for _ in range(MISSING_PER_STEP["values"]):
                     b = min(self.BINS - 1, max(0, int(rng.gauss(4.5 + shift, 2.0))))
                     m.feature_bin.labels(MODEL, feature, str(b), REFERENCE).inc()
+                if feature == MISSING_FEATURE:
+                    m.feature_missing.labels(MODEL, feature).inc(MISSING_PER_STEP["none"])
+                    m.feature_invalid.labels(MODEL, feature, "missing_feature").inc(MISSING_PER_STEP["absent"])
                 score = 0.31 if idx == 0 else 0.01 + 0.001 * (idx % 7) + 0.002 * (self.steps % 3)
                 m.drift_score.labels(MODEL, feature, "psi").set(score)
                 m.drift_detected.labels(MODEL, feature, "psi").set(1.0 if score > 0.2 else 0.0)
