@@ -90,7 +90,8 @@ def streamlit_command(args: argparse.Namespace) -> tuple[list[str], dict[str, st
         values["history"] = max(history, interval)
     config = ConsoleConfig(**values)
     _check_urls(config.prometheus, config.scrape)
-    cmd = [sys.executable, "-m", "streamlit", "run", str(APP),
+    # streamlit run, with the data source started first: its scrape history runs from now, not the first page view
+    cmd = [sys.executable, "-m", "aiwatch.console.streamlit_server", "run", str(APP),
            "--server.address", args.address, "--server.port", str(args.port),
            "--server.headless", "true", "--browser.gatherUsageStats", "false",
            "--server.fileWatcherType", "none", "--server.runOnSave", "false",

@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 
 from aiwatch import runbooks
 from aiwatch._optional import require
-from aiwatch.console.config import ConsoleConfig
+from aiwatch.console.config import ConsoleConfig, shared_source
 from aiwatch.console.pool import Prefetch
 from aiwatch.console.source import (
     CAVEAT_TEXT,
@@ -66,14 +66,6 @@ MODEL_COLOR = "#d62728"
 NOT_MODEL_COLORS = ("#1f77b4", "#6baed6", "#9ecae1", "#7f7f7f", "#bcbd22", "#17becf", "#c7c7c7")
 
 T = TypeVar("T")
-
-
-def _make_source(config: ConsoleConfig) -> DataSource:
-    return config.make_source()
-
-
-# One source per server process: every browser session shares the scrape thread and its history.
-_shared_source: Callable[[ConsoleConfig], DataSource] = st.cache_resource(show_spinner=False)(_make_source)
 
 
 def _config() -> ConsoleConfig:
@@ -1233,7 +1225,7 @@ def main() -> None:
     src: DataSource | None = st.session_state.get("aiwatch_source")
     if src is None:
         try:
-            src = _shared_source(config)
+            src = shared_source(config)  # one per process: the sessions share its scrape history
         except ValueError as exc:
             st.error(f"Bad console configuration: {md(exc)}")
             return

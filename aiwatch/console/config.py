@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -148,3 +149,19 @@ class ConsoleConfig:
 
         return ScrapeSource(self.scrape, interval=self.interval, history=self.history,
                             timeout=min(self.timeout, self.interval), http=self.http)
+
+
+_SOURCES: dict[ConsoleConfig, DataSource] = {}
+_SOURCES_LOCK = threading.Lock()
+
+
+def shared_source(config: ConsoleConfig) -> DataSource:
+    """The source ``config`` names, one per process, made on the first call: every browser session shares it (the
+    scrape thread and its history). Streamlit runs the app's script only when a page is viewed, so ``aiwatch
+    console`` makes it before the server starts (:mod:`aiwatch.console.streamlit_server`): the scrape history runs
+    from the console's start, not from the first page view."""
+    with _SOURCES_LOCK:
+        source = _SOURCES.get(config)
+        if source is None:
+            source = _SOURCES[config] = config.make_source()
+        return source

@@ -305,7 +305,7 @@ def parse(*argv: str) -> object:
 
 def test_console_command_binds_loopback_headless_by_default() -> None:
     cmd, env = streamlit_command(parse())  # type: ignore[arg-type]
-    assert cmd[1:4] == ["-m", "streamlit", "run"] and cmd[4].endswith("aiwatch/console/app.py")
+    assert cmd[1:4] == ["-m", "aiwatch.console.streamlit_server", "run"] and cmd[4].endswith("aiwatch/console/app.py")
     flags = dict(zip(cmd[5::2], cmd[6::2], strict=True))
     assert flags["--server.address"] == "127.0.0.1"
     assert flags["--server.headless"] == "true" and flags["--server.port"] == "8501"
