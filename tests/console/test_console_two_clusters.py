@@ -11,6 +11,7 @@ import pytest
 from aiwatch.console import PrometheusSource
 from aiwatch.console.queries import PanelQueries
 from tests.console.conftest import WINDOW, Stack
+from tests.console.workload import MISSING_FEATURE, REFERENCE_MISSING
 from tests.servers import prometheus
 
 FEATURE = "basket_value"
@@ -52,3 +53,10 @@ def test_a_models_drift_over_time_is_its_own_clusters(two_clusters: str) -> None
     assert sorted((s.labels["model"], s.labels["feature"], s.labels["test"], s.labels["cluster"]) for s in found) == [
         (f"ranker ({c})", FEATURE, test, c) for c in ("eu", "us") for test in ("ks", "psi")]
     assert all(s.points for s in found)
+
+
+def test_the_missing_values_table_shows_the_feature_once_per_cluster(two_clusters: str) -> None:
+    # the live share, the reference's and the counts are three answers: a feature is named alike in each
+    rows = [r for r in PrometheusSource(two_clusters).feature_missing(WINDOW) if r.feature == MISSING_FEATURE]
+    assert sorted(r.model for r in rows) == ["ranker (eu)", "ranker (us)"]
+    assert all(r.live and r.reference == REFERENCE_MISSING and r.counted for r in rows), rows
