@@ -1,20 +1,27 @@
-"""Every PromQL query in examples/autoscaling/ runs against a real Prometheus scraping an instrumented app and
-returns exactly one series (KEDA's Prometheus scaler and prometheus-adapter both fail, or mislead, otherwise)."""
+"""Every PromQL query in examples/autoscaling/ runs against a real Prometheus scraping an instrumented app the way
+prometheus-operator scrapes examples/kubernetes/ (its ServiceMonitor's relabelling, tests/alerts/operator.py) and
+returns exactly one series, the Deployment's own (KEDA's Prometheus scaler and prometheus-adapter both fail, or
+mislead, otherwise)."""
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from aiwatch.rules import RulesConfig
+from tests.alerts.operator import scrape_job
 from tests.alerts.support import control, demo_app
-from tests.servers import REPO, prometheus, require_module
+from tests.servers import REPO, Prometheus, prometheus, require_module
 
 yaml = require_module("yaml")
 
 EXAMPLES = REPO / "examples" / "autoscaling"
+KUBERNETES = REPO / "examples" / "kubernetes"
 
 
 def _walk(node: Any, key: str) -> list[Any]:
@@ -46,12 +53,34 @@ def hpa_metrics() -> list[dict[str, Any]]:
     return [m["external"] for d in _docs(EXAMPLES / "hpa-prometheus-adapter.yaml") for m in d["spec"]["metrics"]]
 
 
-def adapter_query(rule: dict[str, Any], selector: dict[str, str]) -> str:
-    """The query prometheus-adapter sends for an HPA external metric with ``selector`` (its template filled)."""
+def kubernetes_manifests() -> dict[str, dict[str, Any]]:
+    """examples/kubernetes/ by kind, as kustomize renders them (its namespace on each)."""
+    (kustomization,) = _docs(KUBERNETES / "kustomization.yaml")
+    manifests = {}
+    for name in kustomization["resources"]:
+        (doc,) = _docs(KUBERNETES / name)
+        if "namespace" in kustomization:
+            doc["metadata"]["namespace"] = kustomization["namespace"]
+        manifests[doc["kind"]] = doc
+    return manifests
+
+
+def adapter_query(rule: dict[str, Any], selector: dict[str, str], namespace: str) -> str:
+    """The query prometheus-adapter sends for an HPA's External metric with ``selector`` in ``namespace``, as its
+    ``BuildExternal`` (pkg/naming/metrics_query.go) fills the template: the selector's matchers, then the HPA's
+    namespace on the label mapped to the namespace resource unless the rule says ``namespaced: false``; GroupBy
+    is empty for external metrics."""
     series = rule["seriesQuery"].split("{")[0]
-    matchers = ",".join(f'{k}="{v}"' for k, v in selector.items())
-    return (rule["metricsQuery"].replace("<<.Series>>", series).replace("<<.LabelMatchers>>", matchers)
-            .replace("<<.GroupBy>>", ",".join(selector)))
+    matchers = [f'{k}="{v}"' for k, v in sorted(selector.items())]
+    resources = rule.get("resources", {})
+    if resources.get("namespaced", True):
+        labels = [lbl for lbl, res in resources.get("overrides", {}).items() if res["resource"] in ("namespace",
+                                                                                               "namespaces")]
+        assert labels, f"{rule['name']}: namespaced, but no label maps to the namespace resource (the adapter errors)"
+        matchers.append(f'{labels[0]}="{namespace}"')
+    template: str = rule["metricsQuery"]
+    return (template.replace("<<.Series>>", series).replace("<<.LabelMatchers>>", ",".join(matchers))
+            .replace("<<.GroupBy>>", ""))
 
 
 def test_examples_are_written_to_fail_safe() -> None:
@@ -92,30 +121,80 @@ def test_every_keda_trigger_authenticates_through_the_trigger_authentication() -
         assert trigger["metadata"]["serverAddress"].startswith("https://")
 
 
+#: The Deployment's namespace, and another one running the same app with the same queue name (staging, a second
+#: team): the autoscaling queries must read the first one's series only.
+OTHER_NAMESPACE = "staging"
+
+
+@pytest.fixture(scope="module")
+def operator_prometheus() -> Iterator[tuple[Prometheus, str]]:
+    """A real Prometheus scraping two pods of the demo app as prometheus-operator scrapes examples/kubernetes/
+    (one in the kustomization's namespace: queue depth 12, GPU 0.9; one in another: 30 and 0.4), with aiwatch's
+    rules loaded; yields it and the Deployment's namespace."""
+    k8s = kubernetes_manifests()
+    namespace = k8s["Deployment"]["metadata"].get("namespace", "default")
+    with demo_app(fake_gpu=True) as ours, demo_app(fake_gpu=True) as theirs:
+        job = scrape_job(k8s["ServiceMonitor"], k8s["Service"], k8s["Deployment"],
+                         {"recommender-6d8f7c9b5-k2xqz": (namespace, ours),
+                          "recommender-59b7d4c8f-q7wtn": (OTHER_NAMESPACE, theirs)})
+        rules = sorted((REPO / "alerts").glob("*.rules.yml"))
+        with prometheus([], rules, extra_config=f"  - {json.dumps(job)}\n") as prom:
+            control(ours, queue_depth=12, gpu_utilization=0.9)
+            control(theirs, queue_depth=30, gpu_utilization=0.4)
+            prom.wait_for("count(aiwatch_queue_depth == 12 or aiwatch_queue_depth == 30) == 2 and on() "
+                          "count(aiwatch_gpu_utilization_ratio == 0.9 or aiwatch_gpu_utilization_ratio == 0.4) == 2",
+                          timeout=30)
+            yield prom, namespace
+
+
 @pytest.mark.slow
-def test_every_autoscaling_query_returns_one_series() -> None:
-    with demo_app(fake_gpu=True) as target, prometheus([target]) as prom:
-        control(target, queue_depth=12, gpu_utilization=0.9)
-        prom.wait_for("aiwatch_queue_depth == 12 and on() aiwatch_gpu_utilization_ratio == 0.9", timeout=30)
-        queries = list(keda_queries())
-        by_name = {r["name"]["as"]: r for r in adapter_rules()}
-        for metric in hpa_metrics():
-            rule = by_name[metric["metric"]["name"]]
-            assert prom.api("/api/v1/series", **{"match[]": rule["seriesQuery"]}), rule["seriesQuery"]
-            queries.append(adapter_query(rule, metric["metric"]["selector"]["matchLabels"]))
-        assert not [q for q in queries if "<<" in q]
-        values = {}
-        for query in queries:
-            result = prom.query(query)
-            assert len(result) == 1, f"{query} returned {len(result)} series: {result}"
-            values[query] = float(result[0]["value"][1])
-        # the queue queries read the injected depth, the GPU ones the injected utilization
-        assert sorted(values.values()) == pytest.approx([0.9, 0.9, 12, 12])
-        # and with the series gone (a scrape target without the GPU collector), the queries return nothing, so
-        # KEDA with ignoreNullValues=false errors into its fallback instead of reading 0
-        missing = [re.sub(r"aiwatch_gpu_utilization_ratio", "aiwatch_gpu_utilization_ratio_absent", q)
-                   for q in queries if "gpu" in q]
-        assert all(prom.query(q) == [] for q in missing)
+def test_the_servicemonitor_keeps_the_labels_aiwatchs_rules_read(operator_prometheus: tuple[Prometheus, str]) -> None:
+    """Scraped through the ServiceMonitor, the targets are in the scrape job the rules watch (``selectors.targets``,
+    job="aiwatch": the operator names the job after the Service otherwise, so AiwatchTargetAbsent fires for good
+    and AiwatchTargetDown never), and the series keep the ``service`` label aiwatch gives them (its callers'
+    ``peer`` label names it): without honorLabels the operator's own ``service`` label (the Service's name)
+    overwrites it and the app's moves to ``exported_service``."""
+    prom, namespace = operator_prometheus
+    targets = RulesConfig().selectors.targets
+    assert len(prom.query(f"up{{{targets}}} == 1")) == 2
+    assert prom.query(f"absent(up{{{targets}}})") == []
+    replicas = prom.wait_for("service:aiwatch_replicas:count", lambda found: len(found) == 2)
+    assert sorted((r["metric"]["namespace"], r["metric"]["service"]) for r in replicas) == sorted(
+        [(namespace, "demo"), (OTHER_NAMESPACE, "demo")])
+    assert prom.query('{__name__=~"aiwatch_.+", exported_service!=""}') == []
+    # the target labels the operator adds, which dashboards and the GPU trigger select on
+    (gpu,) = prom.query(f'aiwatch_gpu_utilization_ratio{{namespace="{namespace}"}}')
+    assert {k: gpu["metric"][k] for k in ("job", "service", "pod", "container")} == {
+        "job": "aiwatch", "service": "recommender", "pod": "recommender-6d8f7c9b5-k2xqz", "container": "model"}
+
+
+@pytest.mark.slow
+def test_every_autoscaling_query_reads_its_own_namespace(operator_prometheus: tuple[Prometheus, str]) -> None:
+    """Each KEDA query, and each query prometheus-adapter makes for the HPA (in the Deployment's namespace),
+    returns one series with the Deployment's own queue depth and GPU utilization, not the sum with another
+    namespace's pods of the same queue name (12, not 42)."""
+    prom, namespace = operator_prometheus
+    queries = list(keda_queries())
+    by_name = {r["name"]["as"]: r for r in adapter_rules()}
+    for metric in hpa_metrics():
+        rule = by_name[metric["metric"]["name"]]
+        assert prom.api("/api/v1/series", **{"match[]": rule["seriesQuery"]}), rule["seriesQuery"]
+        queries.append(adapter_query(rule, metric["metric"]["selector"]["matchLabels"], namespace))
+    assert not [q for q in queries if "<<" in q]
+    values = {}
+    for query in queries:
+        result = prom.query(query)
+        assert len(result) == 1, f"{query} returned {len(result)} series: {result}"
+        values[query] = float(result[0]["value"][1])
+    # the queue queries read the injected depth, the GPU ones the injected utilization
+    assert sorted(values.values()) == pytest.approx([0.9, 0.9, 12, 12]), values
+    # the same as the recording rules the docs compare them with, for this namespace
+    assert prom.value(f'queue:aiwatch_desired_replicas:queue_depth{{namespace="{namespace}", queue="predict"}}') == 3
+    # and with the series gone (a scrape target without the GPU collector), the queries return nothing, so
+    # KEDA with ignoreNullValues=false errors into its fallback instead of reading 0
+    missing = [re.sub(r"aiwatch_gpu_utilization_ratio", "aiwatch_gpu_utilization_ratio_absent", q)
+               for q in queries if "gpu" in q]
+    assert all(prom.query(q) == [] for q in missing)
 
 
 def test_demand_per_replica_is_zero_on_replicas_up_without_requests() -> None:
