@@ -97,6 +97,23 @@ def test_examples_are_written_to_fail_safe() -> None:
     assert all(m["target"]["type"] == "AverageValue" for m in hpa_metrics())
 
 
+def test_every_keda_query_selects_the_workload_its_scaled_object_scales() -> None:
+    """The namespace, container and service each KEDA query (both files) matches on are those of the Deployment
+    its ScaledObject scales, as examples/kubernetes/ deploys it: a query naming another container or namespace
+    returns nothing, and KEDA (ignoreNullValues "false") holds the fallback's replica count for good."""
+    k8s = kubernetes_manifests()
+    deployment = k8s["Deployment"]
+    wanted = {"namespace": {deployment["metadata"]["namespace"]}, "service": {k8s["Service"]["metadata"]["name"]},
+              "container": {c["name"] for c in deployment["spec"]["template"]["spec"]["containers"]}}
+    for name in ("keda-scaledobject.yaml", "keda-scaledobject-dcgm.yaml"):
+        (scaled,) = _docs(EXAMPLES / name)
+        assert scaled["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
+        for trigger in scaled["spec"]["triggers"]:
+            matchers = dict(re.findall(r'(\w+)="([^"]*)"', trigger["metadata"]["query"]))
+            assert "namespace" in matchers, trigger["name"]
+            assert {k: v for k, v in matchers.items() if k in wanted and v not in wanted[k]} == {}, trigger["name"]
+
+
 #: What KEDA's Prometheus scaler reads from a TriggerAuthentication for each of its authModes.
 AUTH_PARAMETERS = {"bearer": {"bearerToken"}, "basic": {"username", "password"}, "tls": {"cert", "key"}}
 
