@@ -114,6 +114,20 @@ def test_every_keda_query_selects_the_workload_its_scaled_object_scales() -> Non
             assert {k: v for k, v in matchers.items() if k in wanted and v not in wanted[k]} == {}, trigger["name"]
 
 
+def test_the_autoscaler_examples_of_a_kind_are_alternatives_for_one_deployment() -> None:
+    """The ScaledObjects (and the HPAs) that scale one Deployment share one name, so applying the directory leaves
+    one of each: KEDA's webhook refuses a second ScaledObject on a workload ("already managed by the ScaledObject"),
+    and two HPAs on one Deployment make neither scale (AmbiguousSelector)."""
+    names: dict[tuple[str, str], set[str]] = {}
+    for path in EXAMPLES.glob("*.yaml"):
+        for doc in _docs(path):
+            if doc.get("kind") in ("ScaledObject", "HorizontalPodAutoscaler"):
+                key = (doc["kind"], doc["spec"]["scaleTargetRef"]["name"])
+                names.setdefault(key, set()).add(doc["metadata"]["name"])
+    assert set(names) == {("ScaledObject", "recommender"), ("HorizontalPodAutoscaler", "recommender")}
+    assert all(len(found) == 1 for found in names.values()), names
+
+
 #: What KEDA's Prometheus scaler reads from a TriggerAuthentication for each of its authModes.
 AUTH_PARAMETERS = {"bearer": {"bearerToken"}, "basic": {"username", "password"}, "tls": {"cert", "key"}}
 
@@ -206,7 +220,7 @@ def test_every_autoscaling_query_reads_its_own_namespace(operator_prometheus: tu
     # the queue queries read the injected depth, the GPU ones the injected utilization
     assert sorted(values.values()) == pytest.approx([0.9, 0.9, 12, 12]), values
     # the same as the recording rules the docs compare them with, for this namespace
-    assert prom.value(f'queue:aiwatch_desired_replicas:queue_depth{{namespace="{namespace}", queue="predict"}}') == 3
+    prom.wait_for(f'queue:aiwatch_desired_replicas:queue_depth{{namespace="{namespace}", queue="predict"}} == 3')
     # and with the series gone (a scrape target without the GPU collector), the queries return nothing, so
     # KEDA with ignoreNullValues=false errors into its fallback instead of reading 0
     missing = [re.sub(r"aiwatch_gpu_utilization_ratio", "aiwatch_gpu_utilization_ratio_absent", q)
