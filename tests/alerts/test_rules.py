@@ -371,6 +371,21 @@ def test_promtool_check_rules() -> None:
 
 
 @pytest.mark.slow
+def test_the_prometheus_example_loads_every_rule_file_and_scrapes_the_job_the_rules_watch() -> None:
+    """examples/prometheus/prometheus.yml: its rule_files pattern (relative to the file) finds both rule files, and
+    its scrape job is the one ``selectors.targets`` names, so AiwatchTargetDown / AiwatchTargetAbsent watch it."""
+    promtool = require_binary("promtool")
+    config = REPO / "examples" / "prometheus" / "prometheus.yml"
+    proc = subprocess.run([promtool, "check", "config", str(config)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    found = re.findall(r"Checking (\S+)\n\s+SUCCESS: (\d+) rules found", proc.stdout)
+    assert sorted(Path(name).name for name, count in found if int(count)) == sorted(
+        p.name for p in ALERTS_DIR.glob("*.rules.yml")), proc.stdout
+    jobs = [job["job_name"] for job in require_module("yaml").safe_load(config.read_text())["scrape_configs"]]
+    assert RulesConfig().selectors.targets == f'job="{jobs[0]}"' and len(jobs) == 1
+
+
+@pytest.mark.slow
 def test_promtool_unit_tests_pass() -> None:
     promtool = require_binary("promtool")
     proc = subprocess.run([promtool, "test", "rules", *map(str, PROMTOOL_TESTS)], capture_output=True, text=True)
