@@ -258,13 +258,13 @@ def build(gpu_source: str = "aiwatch") -> dict[str, Any]:
                   "Latest value per GPU, from dcgm-exporter (DCGM_FI_*)." if dcgm else
                   "Latest value per GPU; empty when the service has no GPU collector.",
                   rename={f"Value #{chr(65 + i)}": field for i, (field, _) in enumerate(Q.GPU_GAUGES)}), w=24)
-    lay.add(timeseries("GPU utilization", [target(q.per_gpu("utilization"), "GPU {{gpu}}" + AT)],
+    lay.add(timeseries("GPU utilization", [target(q.per_gpu("utilization"), "GPU {{gpu}} {{uuid}}" + AT)],
                        "percentunit"), w=12)
-    lay.add(timeseries("GPU power", [target(q.per_gpu("power_watts"), "GPU {{gpu}}" + AT)],
+    lay.add(timeseries("GPU power", [target(q.per_gpu("power_watts"), "GPU {{gpu}} {{uuid}}" + AT)],
                        "watt"), w=6)
-    lay.add(timeseries("GPU temperature", [target(q.per_gpu("temperature_celsius"), "GPU {{gpu}}" + AT)],
+    lay.add(timeseries("GPU temperature", [target(q.per_gpu("temperature_celsius"), "GPU {{gpu}} {{uuid}}" + AT)],
                        "celsius"), w=6)
-    lay.add(timeseries("GPU memory used", [target(q.per_gpu("memory_used_bytes"), "GPU {{gpu}}" + AT)],
+    lay.add(timeseries("GPU memory used", [target(q.per_gpu("memory_used_bytes"), "GPU {{gpu}} {{uuid}}" + AT)],
                        "bytes"), w=6)
     lay.add(timeseries("Queue depth", [target(q.queue_depth(), "{{queue}}" + AT)], "short"), w=6)
     lay.add(timeseries("Requests in flight", [target(q.in_flight(SVC), "{{service}}" + AT)], "short"), w=6)

@@ -723,7 +723,7 @@ def resources_view(src: DataSource, window: float) -> None:
         panel("GPUs (latest)", gpus, _draw_gpus,
               "No GPU metrics: the source has no aiwatch_gpu_* series. This service has no GPU, or its GPU collector "
               "(pip install \"aiwatch[gpu]\") is not running. The rest of the console works without it.")
-        panel("GPU utilization over time", utilization, lambda d: line(d, ["gpu"], "ratio"),
+        panel("GPU utilization over time", utilization, lambda d: line(d, ["gpu", "uuid"], "ratio"),
               "No GPU utilization series (aiwatch_gpu_utilization_ratio).")
         left, right = st.columns(2)
         with left:

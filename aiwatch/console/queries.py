@@ -313,8 +313,9 @@ class PanelQueries:
         return by("max", self._by("gpu", "name", "uuid"), self.gpu.with_aiwatch_labels(self.gpu_reading(reading)))
 
     def per_gpu(self, reading: str) -> str:
-        """A GPU reading per ``gpu`` index, for the over-time charts."""
-        return by("max", self._by("gpu"), self.gpu_reading(reading))
+        """A GPU reading per GPU, for the over-time charts: its ``gpu`` index and ``uuid`` (GPU 0 of every host, of
+        every Kubernetes node, is another one)."""
+        return by("max", self._by("gpu", "uuid"), self.gpu.with_aiwatch_labels(self.gpu_reading(reading)))
 
     # --- queues, batching, cache --------------------------------------------------------------------------
     def queue_depth(self) -> str:

@@ -735,17 +735,18 @@ class ScrapeSource(DataSource):
 
     def gpu_table(self) -> list[GpuRow]:
         data, t = self._copy(), time.time()
-        rows: dict[str, dict[str, object]] = {}
+        rows: dict[tuple[str, str], dict[str, object]] = {}
         for field_name, metric in Q.GPU_GAUGES:
             for key, value in max_by(self._gauge(data, metric, t), ("gpu", "name", "uuid")).items():
-                row = rows.setdefault(key[0], {"name": key[1], "uuid": key[2]})
+                # a GPU is its UUID: GPU 0 of every target's host is another one
+                row = rows.setdefault((key[0], key[2]), {"name": key[1], "uuid": key[2]})
                 row[field_name] = value
         return gpu_rows(rows)
 
     def gpu_utilization(self) -> list[Series]:
         def fn(data: list[tuple[str, list[Snapshot]]], t: float) -> Samples:
-            found = max_by(self._gauge(data, Q.GPU_UTILIZATION.name, t), ("gpu",))
-            return [({"gpu": k[0]}, v) for k, v in found.items()]
+            found = max_by(self._gauge(data, Q.GPU_UTILIZATION.name, t), ("gpu", "uuid"))
+            return [({"gpu": k[0], "uuid": k[1]}, v) for k, v in found.items()]
         return self._range(fn)
 
     def _gauge_sum(self, name: str, by: str) -> list[Series]:

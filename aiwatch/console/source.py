@@ -596,9 +596,10 @@ def natural_key(value: str) -> tuple[int, float, str]:
         return (1, 0.0, value)
 
 
-def gpu_rows(found: dict[str, dict[str, Any]]) -> list[GpuRow]:
-    """The GPU table from gpu index -> :class:`GpuRow` fields, in GPU index order."""
-    return [GpuRow(gpu=gpu, **fields) for gpu, fields in sorted(found.items(), key=lambda kv: natural_key(kv[0]))]
+def gpu_rows(found: dict[tuple[str, str], dict[str, Any]]) -> list[GpuRow]:
+    """The GPU table from (gpu index, uuid) -> :class:`GpuRow` fields, in GPU index order."""
+    return [GpuRow(gpu=key[0], **fields)
+            for key, fields in sorted(found.items(), key=lambda kv: (natural_key(kv[0][0]), kv[0][1]))]
 
 
 def drift_rows(found: dict[tuple[str, str, str], dict[str, float]]) -> list[DriftRow]:
