@@ -281,10 +281,11 @@ def set_model(model: str, version: str = "") -> None:
 
 
 #: An open phase: ``[name, model, parent frame, start, time of the phases inside it, span, (token of the context
-#: that made the span current, token of _entered), the request it was opened in]``. A list rather than an object:
-#: built on every phase entry, a list literal costs a third of a class's ``__init__``.
+#: that made the span current, token of _entered), the request it was opened in, the phase object that opened
+#: it]``. A list rather than an object: built on every phase entry, a list literal costs a third of a class's
+#: ``__init__``.
 _Frame = list[Any]
-_NAME, _MODEL, _PARENT, _START, _CHILD, _SPAN, _TOKEN, _TIMELINE = range(8)
+_NAME, _MODEL, _PARENT, _START, _CHILD, _SPAN, _TOKEN, _TIMELINE, _OPENER = range(9)
 
 #: Set where a phase span is made current, so that the phase's end can tell whether it runs in that same context
 #: (its token resets there only), before it detaches the span there
@@ -323,29 +324,34 @@ class phase:
     instance may be reused and shared between concurrent requests: its per-use state lives in the context.
     """
 
-    __slots__ = ("model", "name")
+    __slots__ = ("_open", "model", "name")
 
     def __init__(self, name: str, model: str | None = None) -> None:
         if name not in _valid_names:  # the common case inlined: a name already checked (one per call site)
             _check_phase_name(name)
         self.name = name
         self.model = model if model is None or model.__class__ is str else _label_or_none(name, model)
+        #: the frame this object opened last, for an exit in another context than its entry (below)
+        self._open: _Frame | None = None
 
     def __enter__(self) -> phase:
         tl = _timeline.get()
-        frame = [self.name, self.model, _frame.get(), _clock(), 0.0, None, None, tl]
+        frame = [self.name, self.model, _frame.get(), _clock(), 0.0, None, None, tl, self]
         if tl is not None and tl.tracer is not None:
             _start_phase_span(tl, frame)
         _frame.set(frame)
+        self._open = frame
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         end = _clock()
         frame = _frame.get()
-        if frame is None or frame[0] != self.name:  # literal indexes here (_NAME...): no global look-ups
-            record_error("phase", RuntimeError(f"phase {self.name!r} exited out of order"))
+        if frame is None or frame[8] is not self:  # literal indexes here (_NAME...): no global look-ups
+            self._exit_elsewhere(end, exc)
             return
+        if self._open is frame:
+            self._open = None
         parent = frame[2]
         _frame.set(parent)
         elapsed = end - frame[3]
@@ -368,6 +374,38 @@ class phase:
                 phases[key] = phases.get(key, 0.0) + exclusive
                 return
         _finish_phase(frame, exclusive, exc)
+
+    def _exit_elsewhere(self, end: float, exc: BaseException | None) -> None:
+        """End the phase this object opened from a context whose open phase is not this one: a generator holding it,
+        iterated by Starlette's StreamingResponse (each step in a thread of its own, in a copy of the request's
+        context), or dropped unclosed and closed by the garbage collector in another thread. That context's open
+        phases are left as they are: before, one of the same name was taken for this one (and this one's span was
+        never ended). Still "out of order" when this phase is open in this very context, or was opened outside any
+        request (its time would go to the request now current)."""
+        frame = self._open
+        current = _frame.get()
+        while current is not None and current is not frame:
+            current = current[_PARENT]
+        tl = frame[_TIMELINE] if frame is not None else None
+        if frame is None or tl is None or current is not None:
+            record_error("phase", RuntimeError(f"phase {self.name!r} exited out of order"))
+            return
+        self._open = None
+        elapsed = end - frame[_START]
+        parent = frame[_PARENT]
+        if parent is not None:
+            parent[_CHILD] += elapsed
+        exclusive = elapsed - frame[_CHILD]
+        if tl.finished or _timeline.get() is tl:
+            _finish_phase(frame, exclusive if exclusive > 0.0 else 0.0, exc)
+            return
+        # another thread's context while its request still runs: a generator dropped unclosed, collected there;
+        # its end is the collection's time, not the work's, so it is in no histogram
+        _end_phase_span(frame, exc, tl)
+        record_error("phase", RuntimeError(
+            f"phase {self.name!r} ended in another thread than its request's, so its time is in no request: was "
+            "it in a generator dropped without close(), which the garbage collector closed there? Close it "
+            "(contextlib.closing) so that the phase ends with the response"), tl.recorder.metrics)
 
     async def __aenter__(self) -> phase:
         return self.__enter__()
@@ -416,8 +454,7 @@ def _start_phase_span(tl: RequestTimeline, frame: _Frame) -> None:
         record_error("tracing", exc, tl.recorder.metrics)
 
 
-def _finish_phase(frame: _Frame, exclusive: float, exc: BaseException | None) -> None:
-    tl = frame[_TIMELINE]
+def _end_phase_span(frame: _Frame, exc: BaseException | None, tl: RequestTimeline | None) -> None:
     span = frame[_SPAN]
     if span is not None:
         try:
@@ -432,6 +469,11 @@ def _finish_phase(frame: _Frame, exclusive: float, exc: BaseException | None) ->
             span.end()
         except Exception as span_exc:
             record_error("tracing", span_exc, tl.recorder.metrics if tl else None)
+
+
+def _finish_phase(frame: _Frame, exclusive: float, exc: BaseException | None) -> None:
+    tl = frame[_TIMELINE]
+    _end_phase_span(frame, exc, tl)
     if tl is None:
         _record(_timeline.get(), frame[_NAME], frame[_MODEL], exclusive)
     elif not tl.finished:
@@ -439,8 +481,9 @@ def _finish_phase(frame: _Frame, exclusive: float, exc: BaseException | None) ->
     else:
         record_error("phase", RuntimeError(
             f"phase {frame[_NAME]!r} ended after its request was recorded, so its time is in no request: was it "
-            "in an async generator dropped without aclose() (asyncio then closes it in a task of its own, later)? "
-            "Close it (contextlib.aclosing) so that the phase ends with the response"), tl.recorder.metrics)
+            "in a generator dropped without close() or an async generator dropped without aclose() (the garbage "
+            "collector or asyncio then closes it later, maybe in another thread)? Close it (contextlib.closing, "
+            "contextlib.aclosing) so that the phase ends with the response"), tl.recorder.metrics)
 
 
 def _in_entering_context(token: Any) -> bool:

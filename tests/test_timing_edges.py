@@ -5,8 +5,11 @@ counts under their own component, and phase spans (their parent, model attribute
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import math
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -23,7 +26,7 @@ from aiwatch.metrics import Metrics, default_metrics
 from aiwatch.recording import make_recorder
 from aiwatch.servertiming import parse_server_timing
 from aiwatch.streaming import ChunkTimer
-from aiwatch.timing import RequestRecorder, call_site, record_phase, set_model
+from aiwatch.timing import RequestRecorder, RequestTimeline, call_site, record_phase, set_model
 from aiwatch.traffic import TrafficClasses
 from tests.hostile_numbers import BAD_SECONDS, NOT_A_PERIOD, OTHER_SECONDS, exact_float
 from tests.test_timing import ManualClock
@@ -1563,3 +1566,32 @@ def test_the_phase_name_lock_held_at_a_fork_is_replaced_by_a_free_one_in_the_chi
     finally:
         timing._valid_names.clear()
         timing._valid_names.update(remembered)
+
+
+def test_a_phase_closed_in_another_thread_while_its_request_runs_is_in_no_histogram(
+        metrics: Metrics, provider: TracerProvider, exporter: InMemorySpanExporter) -> None:
+    """A generator holding a phase, dropped unclosed and closed by the garbage collector in another thread while its
+    request still runs: the phase ends at the collection, not when its work stopped, so its time is counted
+    nowhere (the phase's error says to close the generator); its span is ended. Before, its end there found no phase
+    open ("exited out of order") and the span never ended."""
+    recorder = RequestRecorder(metrics, service="svc", tracer_provider=provider)
+
+    def tokens() -> Iterator[int]:
+        with aiwatch.phase("generate"):
+            yield 1
+            yield 2
+
+    def request() -> tuple[RequestTimeline, Iterator[int]]:  # in a context of its own, as a server runs it
+        tl = recorder.begin()
+        dropped = tokens()
+        assert next(dropped) == 1
+        return tl, dropped
+
+    tl, dropped = contextvars.copy_context().run(request)
+    closer = threading.Thread(target=dropped.close)
+    closer.start()
+    closer.join()
+    assert ("generate", "") not in tl.phases
+    assert errors(metrics, "phase") == 1
+    recorder.finish(tl, "/p", "GET", "200")
+    assert sorted(span.name for span in exporter.get_finished_spans()) == ["generate", "request"]

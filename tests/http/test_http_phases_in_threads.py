@@ -9,15 +9,24 @@ import asyncio
 import contextvars
 import logging
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 from fastapi import FastAPI
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import CollectorRegistry
+from starlette.applications import Starlette
+from starlette.responses import StreamingResponse
+from starlette.routing import Route
 
 import aiwatch
 from aiwatch import timing
+from aiwatch.metrics import Metrics
 from tests.http.asgi_driver import call
+from tests.servers import http_get, uvicorn_in_thread, wait_until
 
 POOL = ThreadPoolExecutor(2)
 
@@ -105,3 +114,35 @@ def test_the_warning_names_at_most_100_characters_of_the_phase(
         aiwatch.record_phase("p" * 150, 0.5)
     assert [r.getMessage() for r in caplog.records if "outside any request" in r.getMessage()] == [
         told_of("p" * 100)]
+
+
+def test_a_phase_a_streamed_sync_generator_holds_across_its_yields_is_the_requests(
+        metrics: Metrics, provider: TracerProvider, exporter: InMemorySpanExporter) -> None:
+    """Starlette's StreamingResponse runs each step of a sync generator in a worker thread, in a fresh copy of the
+    request's context: a phase the generator holds across its yields (a token stream) is opened in one copy and
+    closed in another. Before, its end there found no open phase of its own ("exited out of order"): the phase was
+    lost (its time read as overhead) and its span never ended. Over uvicorn."""
+    def tokens() -> Iterator[bytes]:
+        with aiwatch.phase("generate"):
+            for i in range(3):
+                time.sleep(0.05)
+                yield b"token %d\n" % i
+
+    async def stream(request: Any) -> StreamingResponse:
+        return StreamingResponse(tokens())
+
+    app = aiwatch.instrument(Starlette(routes=[Route("/stream", stream)]), metrics=metrics, service="svc",
+                             tracer_provider=provider)
+    with uvicorn_in_thread(app) as (port, _):
+        assert http_get(f"http://127.0.0.1:{port}/stream") == (200, b"token 0\ntoken 1\ntoken 2\n")
+        wait_until(lambda: metrics.registry.get_sample_value(
+            "aiwatch_request_duration_seconds_count", {"service": "svc", "route": "/stream", "method": "GET",
+                                                       "status": "200", "traffic_class": "realtime"}) == 1)
+    generate = metrics.registry.get_sample_value("aiwatch_phase_duration_seconds_sum", {
+        "service": "svc", "model": "", "model_version": "", "phase": "generate"})
+    assert generate is not None and generate >= 0.15
+    assert metrics.registry.get_sample_value("aiwatch_instrumentation_errors_total", {"component": "phase"}) == 0
+    spans = {span.name: span for span in exporter.get_finished_spans()}
+    assert sorted(spans) == ["GET /stream", "generate"]
+    assert spans["generate"].parent is not None
+    assert spans["generate"].parent.span_id == spans["GET /stream"].context.span_id

@@ -3,6 +3,7 @@ that a test client does not show."""
 
 from __future__ import annotations
 
+import gc
 import http.client
 import socket
 import struct
@@ -15,11 +16,15 @@ from wsgiref.simple_server import WSGIRequestHandler
 from wsgiref.simple_server import make_server as make_wsgiref_server
 
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import CollectorRegistry
 from werkzeug.serving import make_server
 
 import aiwatch
+from aiwatch.metrics import Metrics
 from aiwatch.middleware.wsgi import AiwatchWSGIMiddleware
+from aiwatch.timing import RequestRecorder
 from tests.servers import wait_until
 
 
@@ -231,3 +236,49 @@ def test_a_client_gone_mid_stream_is_499(registry: CollectorRegistry, server: st
         connection.close()
         wait_until(lambda: statuses(registry, "/whole") != {}, what="the request recorded")
         assert statuses(registry, "/whole") == {"200": 1.0}
+
+
+def test_a_generator_dropped_mid_phase_and_collected_in_another_thread_ends_its_phase_there_alone(
+        metrics: Metrics, provider: TracerProvider, exporter: InMemorySpanExporter) -> None:
+    """The app reads one item of a token stream that holds a phase across its yields and drops it (a ``break``);
+    the generator is in a reference cycle, so the garbage collector closes it later, in whatever thread collects:
+    here the test's, in a request of its own with a phase of the same name open. Before, the dropped phase's end
+    took that open phase for its own (ending it there, in no request), the test's phase then exited "out of order",
+    and the dropped phase's span never ended. Now the dropped phase's span ends, its time is in no request (its
+    request was recorded; it is counted as the phase's error, saying to close the generator), and the collecting
+    thread's phase is its request's."""
+    def app(environ: Any, start_response: Any) -> list[bytes]:
+        cycle: dict[str, Any] = {}
+
+        def tokens() -> Iterator[bytes]:
+            assert cycle  # the generator refers to the dict that refers to it
+            with aiwatch.phase("generate"):
+                for i in range(10):
+                    yield b"token %d" % i
+
+        cycle["tokens"] = stream = tokens()
+        first = next(stream)
+        start_response("200 OK", [("Content-Length", str(len(first)))])
+        return [first]
+
+    mw = aiwatch.instrument(app, metrics=metrics, service="svc", tracer_provider=provider,
+                            route_resolver=lambda environ: environ["PATH_INFO"])
+    collector = RequestRecorder(metrics, service="collector")
+    gc.disable()  # the generator is collected below, not by a collection in the server's thread
+    try:
+        with serving(mw) as conn:
+            conn.request("GET", "/tokens")
+            assert conn.getresponse().read() == b"token 0"
+            wait_until(lambda: statuses(metrics.registry, "/tokens") == {"200": 1.0}, what="the request recorded")
+        tl = collector.begin()
+        with aiwatch.phase("generate"):
+            assert gc.collect() > 0
+        collector.finish(tl, "/collect", "GET", "200")
+    finally:
+        gc.enable()
+    assert sorted(span.name for span in exporter.get_finished_spans()) == ["GET /tokens", "generate"]
+    assert metrics.registry.get_sample_value("aiwatch_phase_duration_seconds_count", {
+        "service": "collector", "model": "", "model_version": "", "phase": "generate"}) == 1
+    assert metrics.registry.get_sample_value("aiwatch_phase_duration_seconds_count", {
+        "service": "svc", "model": "", "model_version": "", "phase": "generate"}) is None
+    assert metrics.registry.get_sample_value("aiwatch_instrumentation_errors_total", {"component": "phase"}) == 1
