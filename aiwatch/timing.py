@@ -29,8 +29,11 @@ Semantics:
   time in the latency split and the phase alerts). A :class:`~aiwatch.signals.batcher.MicroBatcher`'s batch
   function is the exception: it works for the requests of its batch, and each of them gets its phases.
 * **A phase that ends after its request was recorded** (an async generator holding it, dropped without
-  ``aclose()``: asyncio closes it later in a task of its own) is in no histogram; its span is ended and it is
-  counted as aiwatch's error (component ``phase``).
+  ``aclose()``: asyncio closes it later in a task of its own; a generator dropped unclosed, which the garbage
+  collector closes later) is in no histogram; its span is ended and it is counted as aiwatch's error (component
+  ``phase``). So is one that ends in another thread than its request's while that runs (the garbage collector's),
+  its end being the collection's time. A phase ending in another copy of its request's context than it began in (a
+  sync generator streamed by Starlette, each step in a worker thread) is its request's.
 * **Traced requests**: a phase's span is current while the phase runs, so the CLIENT spans of calls made in it
   (aiwatch's clients, OpenTelemetry's instrumentations) and the spans the app starts in it are its children.
 
