@@ -14,12 +14,14 @@ with the phases and the total up to the moment the headers are sent (at most
 :data:`~aiwatch.servertiming.MAX_LENGTH` characters: phase entries past it are left out, the overhead and total
 kept, and the cut counted under ``component="server_timing_header"``). Per-request state lives in closures and
 contextvars, never on ``self``. A request whose response the server could not send because the client went away
-(its ``send`` raised an ``OSError``, as the ASGI spec has servers do, or was cancelled; or its ``receive`` said
-``http.disconnect`` before the response ended, as servers of spec versions before 2.4 may instead, uvicorn's HTTP/2
-and Hypercorn among them) is recorded with status ``499``
-(:data:`~aiwatch.middleware._common.CLIENT_CLOSED_STATUS`), not as a server error; one whose message the
-server refused (any other exception from ``send``) is a ``500``. Either way the exception goes on to the app and
-the server untouched. An aiwatch span is ended when the app returns, with the time its response ended: an exception
+(its ``send`` raised an ``OSError``, as ASGI spec 2.4 asks servers to, or was cancelled; or its ``receive`` said
+``http.disconnect`` before the response ended, which is all that servers of older spec versions say: uvicorn 0.55
+(2.3) and Hypercorn 0.18 (2.1) drop what the app sends once the client left, without raising) is recorded with
+status ``499`` (:data:`~aiwatch.middleware._common.CLIENT_CLOSED_STATUS`), not as a server error; one whose message
+the server refused (any other exception from ``send``) is a ``500``. So a client that leaves before the response
+while the app does not read ``receive`` (a plain endpoint never does) is recorded with the app's status on those
+servers (docs/http.md says what to read instead). An exception from ``send`` goes on to the app and the server
+untouched. An aiwatch span is ended when the app returns, with the time its response ended: an exception
 the app raises after its response (an error middleware inside aiwatch sent the 500, then re-raised) is on the span.
 The first call on an event loop (the lifespan startup, else the first request) starts that loop's delay sampler
 (``aiwatch_event_loop_delay_seconds``, :mod:`aiwatch.eventloop`).
@@ -116,8 +118,9 @@ def app_path(path: str, root_path: Any) -> str:
 
 
 def _client_gone(exc: BaseException) -> bool:
-    """Whether ``send`` raising ``exc`` means the client went away: the ASGI spec has servers raise an ``OSError``
-    then (uvicorn's ``ClientDisconnected``), and a cancelled send is the server dropping the request. Any other
+    """Whether ``send`` raising ``exc`` means the client went away: ASGI spec 2.4 has servers raise an ``OSError``
+    then (for HTTP, none of uvicorn 0.55, Hypercorn 0.18 and granian does yet: uvicorn's ``ClientDisconnected`` is
+    for WebSockets), and a cancelled send is the server dropping the request. Any other
     exception is the server refusing the app's message (a body before its start, more bytes than the
     Content-Length): a server failure, which the client sees as a 500 or a cut-short response."""
     return isinstance(exc, OSError) or not isinstance(exc, Exception)

@@ -10,20 +10,22 @@ import gc
 import http.client
 import re
 import socket
+import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
 from starlette.applications import Starlette
-from starlette.responses import StreamingResponse
+from starlette.responses import PlainTextResponse, StreamingResponse
 from starlette.routing import Route
 
 import aiwatch
 from aiwatch.metrics import Metrics
 from aiwatch.middleware._common import CLIENT_CLOSED_STATUS
 from aiwatch.rules import RulesConfig
-from tests.servers import uvicorn_in_thread, wait_until
+from tests.servers import hypercorn_in_thread, uvicorn_in_thread, wait_until
 
 
 class ClientGone(OSError):
@@ -319,3 +321,83 @@ def test_a_phase_in_an_async_generator_dropped_when_the_client_left_ends_quietly
     spans = {span.name: span for span in exporter.get_finished_spans()}
     assert set(spans) == {"GET /stream", "generate"}
     assert spans["generate"].parent.span_id == spans["GET /stream"].context.span_id
+
+
+@contextmanager
+def served(server: str, app: Any) -> Iterator[int]:
+    if server == "hypercorn":
+        with hypercorn_in_thread(app) as port:
+            yield port
+    else:
+        with uvicorn_in_thread(app, http=server.partition("-")[2]) as (port, _):
+            yield port
+
+
+@pytest.mark.parametrize("server", ["uvicorn-h11", "uvicorn-httptools", "hypercorn"])
+def test_a_client_gone_before_the_response_began_is_recorded_with_the_apps_status(metrics: Metrics,
+                                                                                   server: str) -> None:
+    """A LIMIT, pinned (docs/http.md, "status"): the client leaves while the app works, before it sends anything (a
+    gateway's client timeout), and the app does not read ``receive`` again (a plain endpoint never does). The
+    server knows (it says ``http.disconnect`` to whoever asks), but its ``send`` then drops the response without
+    raising: uvicorn 0.55 (h11, httptools: ASGI spec 2.3, ``if self.disconnected: return``) and Hypercorn 0.18
+    (spec 2.1; its write to the closed socket is swallowed). aiwatch learns nothing, so the request is recorded
+    with the app's 200, not 499. If this fails with a 499, the server now raises an ``OSError`` there, as spec 2.4
+    asks: the limit is gone for it, and docs/http.md should say so."""
+    async def slow(request: Any) -> PlainTextResponse:
+        return PlainTextResponse("late")
+
+    instrumented = aiwatch.instrument(Starlette(routes=[Route("/slow", slow)]), metrics=metrics, service="svc")
+    send_raised: list[list[BaseException]] = []
+
+    async def request_only() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def after_the_client_left(scope: Any, receive: Any, send: Any) -> None:
+        """In front of aiwatch: waits until the server says the client left (so the app's response comes after
+        it), then runs the app as one that does not read ``receive``, noting whether the server's send raised."""
+        if scope["type"] != "http":
+            await instrumented(scope, receive, send)
+            return
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        raised: list[BaseException] = []
+        send_raised.append(raised)
+
+        async def noting_send(message: Any) -> None:
+            try:
+                await send(message)
+            except BaseException as exc:
+                raised.append(exc)
+                raise
+
+        await instrumented(scope, request_only, noting_send)
+
+    with served(server, after_the_client_left) as port:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+            client.sendall(b"GET /slow HTTP/1.1\r\nHost: test\r\n\r\n")
+        wait_until(lambda: statuses(metrics) != {}, what="the request recorded")
+    assert statuses(metrics) == {"200": 1.0}  # not 499: see the docstring
+    assert send_raised == [[]]  # the server dropped the response silently
+
+
+@pytest.mark.parametrize("server", ["uvicorn-h11", "uvicorn-httptools", "hypercorn"])
+def test_an_app_that_asks_whether_its_client_left_has_it_recorded_as_499(metrics: Metrics, server: str) -> None:
+    """The way round the limit above that docs/http.md gives: an endpoint that asks Starlette whether its client is
+    still there (``await request.is_disconnected()``, after long work and before answering) reads ``receive``, so
+    aiwatch hears the server's ``http.disconnect`` too and records the request as 499."""
+    client_left = threading.Event()
+
+    async def slow(request: Any) -> PlainTextResponse:
+        while not client_left.is_set():  # the work, outlasting the client
+            await asyncio.sleep(0.01)
+        while not await request.is_disconnected():  # the server may take a moment to see the socket closed
+            await asyncio.sleep(0.01)
+        return PlainTextResponse("late")
+
+    app = aiwatch.instrument(Starlette(routes=[Route("/slow", slow)]), metrics=metrics, service="svc")
+    with served(server, app) as port:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+            client.sendall(b"GET /slow HTTP/1.1\r\nHost: test\r\n\r\n")
+        client_left.set()
+        wait_until(lambda: statuses(metrics) != {}, what="the request recorded")
+    assert statuses(metrics) == {CLIENT_CLOSED_STATUS: 1.0}
