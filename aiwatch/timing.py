@@ -289,6 +289,9 @@ def set_model(model: str, version: str = "") -> None:
 #: ``__init__``.
 _Frame = list[Any]
 _NAME, _MODEL, _PARENT, _START, _CHILD, _SPAN, _TOKEN, _TIMELINE, _OPENER = range(9)
+#: A phase object's ``_open`` once it was entered again while open (one object shared by concurrent uses): which
+#: of its frames an exit in another context ends cannot be told, so none is
+_SHARED: _Frame = []
 
 #: Set where a phase span is made current, so that the phase's end can tell whether it runs in that same context
 #: (its token resets there only), before it detaches the span there
@@ -343,7 +346,7 @@ class phase:
         if tl is not None and tl.tracer is not None:
             _start_phase_span(tl, frame)
         _frame.set(frame)
-        self._open = frame
+        self._open = frame if self._open is None else _SHARED
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -383,14 +386,15 @@ class phase:
         iterated by Starlette's StreamingResponse (each step in a thread of its own, in a copy of the request's
         context), or dropped unclosed and closed by the garbage collector in another thread. That context's open
         phases are left as they are: before, one of the same name was taken for this one (and this one's span was
-        never ended). Still "out of order" when this phase is open in this very context, or was opened outside any
-        request (its time would go to the request now current)."""
+        never ended). Still "out of order" when this phase is open in this very context, was opened outside any
+        request (its time would go to the request now current), or this object was entered again while open (a
+        shared one: which of its uses ends cannot be told)."""
         frame = self._open
         current = _frame.get()
         while current is not None and current is not frame:
             current = current[_PARENT]
-        tl = frame[_TIMELINE] if frame is not None else None
-        if frame is None or tl is None or current is not None:
+        tl = frame[_TIMELINE] if frame else None
+        if not frame or tl is None or current is not None:
             record_error("phase", RuntimeError(f"phase {self.name!r} exited out of order"))
             return
         self._open = None

@@ -1595,3 +1595,34 @@ def test_a_phase_closed_in_another_thread_while_its_request_runs_is_in_no_histog
     assert errors(metrics, "phase") == 1
     recorder.finish(tl, "/p", "GET", "200")
     assert sorted(span.name for span in exporter.get_finished_spans()) == ["generate", "request"]
+
+
+def test_a_shared_phase_object_ended_elsewhere_by_two_requests_takes_neither_ones_phase(
+        metrics: Metrics) -> None:
+    """One phase object (a module's) held across the yields of two requests' generators, each step of which runs in a
+    fresh copy of its request's context (Starlette's StreamingResponse): which of its two uses an end there closes
+    cannot be told, so neither is taken: both are counted as out of order, as before such ends were told apart, and
+    neither request gets the other's time (the first end took the second request's phase where the object kept
+    only the frame it opened last)."""
+    recorder = RequestRecorder(metrics, service="svc")
+    shared = aiwatch.phase("generate")
+
+    def tokens() -> Iterator[int]:
+        with shared:
+            yield 1
+
+    requests = []
+    for _ in range(2):
+        task = contextvars.copy_context()  # the request's task
+        tl = task.run(recorder.begin)
+        stream = tokens()
+        assert task.copy().run(next, stream) == 1  # the first step, in a worker thread
+        requests.append((task, tl, stream))
+    before = errors(default_metrics(), "phase")
+    for task, _tl, stream in requests:
+        with pytest.raises(StopIteration):
+            task.copy().run(next, stream)  # the last step ends the phase
+    assert errors(default_metrics(), "phase") == before + 2
+    for task, tl, _stream in requests:
+        assert tl.phases == {}
+        task.run(recorder.finish, tl, "/p", "GET", "200")
