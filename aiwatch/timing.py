@@ -398,6 +398,9 @@ class phase:
             record_error("phase", RuntimeError(f"phase {self.name!r} exited out of order"))
             return
         self._open = None
+        # the context it made current is left as it is: it was undone with the step or request it began in, and
+        # restoring it here could make a finished request's span current in this thread's request
+        frame[_TOKEN] = None
         elapsed = end - frame[_START]
         parent = frame[_PARENT]
         if parent is not None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from opentelemetry import trace
+from opentelemetry import context, trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import CollectorRegistry
@@ -1626,3 +1626,42 @@ def test_a_shared_phase_object_ended_elsewhere_by_two_requests_takes_neither_one
     for task, tl, _stream in requests:
         assert tl.phases == {}
         task.run(recorder.finish, tl, "/p", "GET", "200")
+
+
+def test_a_phase_of_a_finished_request_ended_in_its_thread_during_the_next_request_leaves_that_ones_span_current(
+        metrics: Metrics, provider: TracerProvider, exporter: InMemorySpanExporter) -> None:
+    """A server thread that serves one request after another in one context (gunicorn's gthread workers): the first
+    request's generator, holding a traced phase, dropped unclosed, is closed while the next one runs there (the
+    garbage collector, collecting a reference cycle). The phase's span is ended, but the context it made current is
+    not restored: that would make the first request's span current again, in the middle of the second request."""
+    recorder = RequestRecorder(metrics, service="svc", tracer_provider=provider)
+    thread_context = contextvars.copy_context()
+
+    def tokens() -> Iterator[int]:
+        with aiwatch.phase("generate"):
+            yield 1
+            yield 2
+
+    def first() -> Iterator[int]:
+        tl = recorder.begin()
+        token = context.attach(trace.set_span_in_context(tl.span))  # as the middleware does while the app runs
+        dropped = tokens()
+        assert next(dropped) == 1
+        context.detach(token)
+        recorder.finish(tl, "/first", "GET", "200")
+        return dropped
+
+    def second(dropped: Iterator[int]) -> tuple[Any, Any]:
+        tl = recorder.begin()
+        token = context.attach(trace.set_span_in_context(tl.span))
+        dropped.close()  # type: ignore[attr-defined]
+        current = trace.get_current_span()
+        context.detach(token)
+        recorder.finish(tl, "/second", "GET", "200")
+        return current, tl.span
+
+    dropped = thread_context.run(first)
+    current, own = thread_context.run(second, dropped)
+    assert current is own
+    assert sorted(span.name for span in exporter.get_finished_spans()) == ["generate", "request", "request"]
+    assert errors(metrics, "phase") == 1
