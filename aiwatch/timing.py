@@ -31,9 +31,9 @@ Semantics:
 * **A phase that ends after its request was recorded** (an async generator holding it, dropped without
   ``aclose()``: asyncio closes it later in a task of its own; a generator dropped unclosed, which the garbage
   collector closes later) is in no histogram; its span is ended and it is counted as aiwatch's error (component
-  ``phase``). So is one that ends in another thread than its request's while that runs (the garbage collector's),
-  its end being the collection's time. A phase ending in another copy of its request's context than it began in (a
-  sync generator streamed by Starlette, each step in a worker thread) is its request's.
+  ``phase``). So is one that ends outside its request while that runs (the garbage collector's, in another thread
+  or another request), its end being the collection's time. A phase ending in another copy of its request's
+  context than it began in (a sync generator streamed by Starlette, each step in a worker thread) is its request's.
 * **Traced requests**: a phase's span is current while the phase runs, so the CLIENT spans of calls made in it
   (aiwatch's clients, OpenTelemetry's instrumentations) and the spans the app starts in it are its children.
 
@@ -409,13 +409,14 @@ class phase:
         if tl.finished or _timeline.get() is tl:
             _finish_phase(frame, exclusive if exclusive > 0.0 else 0.0, exc)
             return
-        # another thread's context while its request still runs: a generator dropped unclosed, collected there;
-        # its end is the collection's time, not the work's, so it is in no histogram
+        # outside its request while that still runs (another thread, or another request in its thread): a generator
+        # dropped unclosed, collected there; its end is the collection's time, not the work's: in no histogram
         _end_phase_span(frame, exc, tl)
         record_error("phase", RuntimeError(
-            f"phase {self.name!r} ended in another thread than its request's, so its time is in no request: was "
-            "it in a generator dropped without close(), which the garbage collector closed there? Close it "
-            "(contextlib.closing) so that the phase ends with the response"), tl.recorder.metrics)
+            f"phase {self.name!r} ended outside its request while that ran (in another thread, or another "
+            "request), so its time is in no request: was it in a generator dropped without close(), which the "
+            "garbage collector closed there? Close it (contextlib.closing) so that the phase ends with the "
+            "response"), tl.recorder.metrics)
 
     async def __aenter__(self) -> phase:
         return self.__enter__()
