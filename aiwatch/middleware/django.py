@@ -16,9 +16,11 @@ this, every request of a Django app is ``__unmatched__``. Add :class:`AiwatchDja
 The route is Django's own template of the URL pattern that matched (``request.resolver_match.route``:
 ``api/v1/predict/<int:model_id>/``, or a ``re_path`` regex), as OpenTelemetry's Django instrumentation sets
 ``http.route``; the site root (Django's empty route) is ``/``. A request no pattern matched (a 404) stays
-``__unmatched__``. The middleware stores the template once the rest of the chain returned, so a request that
-another middleware answered after the URL was matched (CSRF's 403) is labelled with its route too. It is
-``async_capable``: under ASGI it runs on the event loop, with no thread hop.
+``__unmatched__``. The middleware stores the template as soon as the URL is matched (its ``process_view``, before any
+view middleware and the view run), so that a route rule's traffic class is the request's from then on and its
+outgoing calls forward it; and again once the rest of the chain returned, so that a request another middleware
+answered after the URL was matched (CSRF's 403) is labelled with its route too. It is ``async_capable``: under ASGI
+it runs on the event loop, with no thread hop.
 """
 
 from __future__ import annotations
@@ -82,6 +84,10 @@ class AiwatchDjangoRouteMiddleware:
             # Django's chain then sees a coroutine function: the wrapper that turns an exception into a response
             # awaits this middleware (not marked, it would hand the coroutine on un-awaited and convert nothing)
             markcoroutinefunction(self)
+        # Django adapts a process_view of the other mode with a thread hop (sync_to_async under ASGI, the shared
+        # thread): the instance takes the one of the handler's mode, unless a subclass has its own
+        if getattr(type(self), "process_view", None) is None:
+            self.process_view = self._process_view_async if self.is_async else self._process_view
 
     def __call__(self, request: Any) -> Any:
         if self.is_async:
@@ -90,6 +96,12 @@ class AiwatchDjangoRouteMiddleware:
             return self.get_response(request)
         finally:
             store_route(request)
+
+    def _process_view(self, request: Any, view: Any, args: Any, kwargs: Any) -> None:
+        store_route(request)
+
+    async def _process_view_async(self, request: Any, view: Any, args: Any, kwargs: Any) -> None:
+        store_route(request)
 
     async def _call_async(self, request: Any) -> Any:
         response: Awaitable[Any] = self.get_response(request)

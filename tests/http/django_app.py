@@ -57,6 +57,15 @@ def form(request: HttpRequest) -> HttpResponse:
     return HttpResponse("accepted")
 
 
+#: what the ``forward/`` view calls: ``client`` (an instrumented HTTP client) and the peer's ``base`` URL, set by a test
+peer_call: dict[str, Any] = {}
+
+
+def forward(request: HttpRequest) -> JsonResponse:
+    """Calls the peer once and answers with the headers it received."""
+    return JsonResponse(peer_call["client"].get(f"{peer_call['base']}/ok").json())
+
+
 def stream(request: HttpRequest) -> StreamingHttpResponse:
     def chunks() -> Iterator[bytes]:
         yield from (b"a" * 100 for _ in range(5))
@@ -73,6 +82,7 @@ urlpatterns = [
     path("boom/", boom),
     path("form/", form),
     path("stream/", stream),
+    path("forward/", forward),
 ]
 
 

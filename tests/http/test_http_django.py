@@ -21,10 +21,13 @@ from prometheus_client import CollectorRegistry
 from werkzeug.serving import make_server
 
 import aiwatch
+import aiwatch.client
 import aiwatch.middleware.django as aiwatch_django
 from aiwatch.middleware._common import UNMATCHED_ROUTE
 from aiwatch.middleware.django import MIDDLEWARE_PATH, AiwatchDjangoRouteMiddleware
+from aiwatch.traffic import HEADER
 from tests.http import django_app
+from tests.http.peer import peer
 from tests.servers import uvicorn_in_thread, wait_until
 
 django_app.configure()
@@ -118,8 +121,27 @@ def test_under_asgi_the_route_is_stored_on_the_event_loop(registry: CollectorReg
     monkeypatch.setattr(aiwatch_django, "store_route", store_and_note)
     with serving("asgi", registry=registry, service="svc") as client:
         assert client.get("/api/v1/predict-async/3/").status_code == 200
-    assert store_threads == [django_app.view_threads["/api/v1/predict-async/3/"]]
+    # as soon as the URL matched (process_view), and once the chain returned
+    assert store_threads == [django_app.view_threads["/api/v1/predict-async/3/"]] * 2
     assert routes(registry) == {(PREDICT_ASYNC, "GET", "200"): 1}
+
+
+@pytest.mark.parametrize("kind", ["wsgi", "asgi"])
+def test_a_call_made_in_a_view_a_route_rule_makes_batch_carries_the_class(kind: str,
+                                                                          registry: CollectorRegistry) -> None:
+    """A route rule names the class of a request from the moment Django matched its URL, so the view's outgoing calls
+    forward it. The route was stored only once the chain returned: the request was recorded as batch, but its calls
+    carried no class, and the next service counted a batch endpoint's work as real-time demand."""
+    batch = aiwatch.TrafficClasses(routes={"forward/": "batch"})
+    peer_client = aiwatch.client.instrument_httpx(httpx.Client(), service="svc", registry=registry)
+    with peer() as base, peer_client:
+        django_app.peer_call.update(client=peer_client, base=base)
+        with serving(kind, registry=registry, service="svc", traffic_classes=batch) as client:
+            received = client.get("/forward/").json()
+            wait_until(recorded(registry, 1), what="the request recorded")
+    assert received[HEADER] == "batch"
+    assert registry.get_sample_value("aiwatch_request_duration_seconds_count", {
+        "service": "svc", "route": "forward/", "method": "GET", "status": "200", "traffic_class": "batch"}) == 1
 
 
 def test_the_middleware_takes_the_mode_of_the_chain_it_is_in() -> None:
@@ -149,13 +171,13 @@ def test_instrument_refuses_a_django_handler_without_the_route_middleware(
 @pytest.mark.parametrize("kind", ["wsgi", "asgi"])
 def test_a_route_that_cannot_be_read_is_counted_and_the_request_served(kind: str,
                                                                        registry: CollectorRegistry) -> None:
-    """A ``resolver_match`` another middleware broke: the request is served and recorded as unmatched, and the
-    failure is counted in the recorder's metrics under ``component="route"``."""
+    """A ``resolver_match`` another middleware broke once the view returned: the request is served, keeps the route
+    stored when its URL matched, and the failure is counted in the recorder's metrics under ``component="route"``."""
     middleware = [MIDDLEWARE_PATH, "tests.http.django_app.BreakMatchMiddleware"]
     with serving(kind, middleware, registry=registry, service="svc") as client:
         assert client.get("/api/v1/predict/1/").status_code == 200
         wait_until(recorded(registry, 1), what="the request recorded")
-    assert routes(registry) == {(UNMATCHED_ROUTE, "GET", "200"): 1}
+    assert routes(registry) == {(PREDICT, "GET", "200"): 1}
     assert registry.get_sample_value("aiwatch_instrumentation_errors_total", {"component": "route"}) == 1
 
 
