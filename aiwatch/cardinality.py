@@ -34,6 +34,8 @@ if TYPE_CHECKING:
     from aiwatch.metrics import Metrics
 
 OVERFLOW = "__overflow__"
+UNMATCHED_ROUTE = "__unmatched__"
+"""The ``route`` label of a request (or a call) that matched no route template: URL paths are never labels."""
 DEFAULT_MAX_VALUES = int(MAX_LABEL_VALUES.default)
 MAX_VALUE_LENGTH = 1024
 """The longest label value a guard admits, in characters. A value is written in every series of its label (a

@@ -145,8 +145,9 @@ TRAFFIC_CLASSES = EnvVar("AIWATCH_TRAFFIC_CLASSES", "realtime,batch",
 TRAFFIC_CLASS_ROUTES = EnvVar("AIWATCH_TRAFFIC_CLASS_ROUTES", "",
                               "Route rules `ROUTE=CLASS`, comma-separated (`/v1/bulk/*=batch,/train=batch`): a "
                               "request whose route template matches (exactly, or as a `*` glob) is of that class "
-                              "whatever its header says. A comma inside brackets belongs to the route (a regex "
-                              "route's `{1,3}`).")
+                              "whatever its header says (a Django template, written without the leading slash, "
+                              "matches a rule written as its URL path). A comma inside brackets belongs to the route "
+                              "(a regex route's `{1,3}`).")
 # --- URLs neither timed nor traced (comma-separated regexes, each searched in the request's full URL) --------
 EXCLUDED_URLS = EnvVar("AIWATCH_EXCLUDED_URLS", "",
                        "One regular expression (Python `re`, commas allowed): requests whose full URL "

@@ -32,6 +32,7 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Iterable, Mapping, Sequence
 
+from aiwatch.cardinality import UNMATCHED_ROUTE
 from aiwatch.env import TRAFFIC_CLASS_ROUTES, TRAFFIC_CLASSES
 
 HEADER = "aiwatch-traffic-class"
@@ -60,7 +61,8 @@ class TrafficClasses:
     - ``classes``: the allowed classes, the first one the default (default ``realtime, batch``, or
       ``$AIWATCH_TRAFFIC_CLASSES``).
     - ``routes``: route template or ``*`` glob -> class (default: ``$AIWATCH_TRAFFIC_CLASS_ROUTES``,
-      ``"/v1/bulk/*=batch, /train=batch"``). A rule naming a class outside ``classes`` is a ``ValueError``.
+      ``"/v1/bulk/*=batch, /train=batch"``); a Django template, which has no leading slash, matches a rule written
+      as its URL path too. A rule naming a class outside ``classes`` is a ``ValueError``.
     - ``header``: the request header to read (default ``aiwatch-traffic-class``).
     """
 
@@ -122,9 +124,11 @@ class TrafficClasses:
             return current
         found = self._routes.get(route, "")
         if found == "":
-            found = self._exact.get(route)
+            as_path = _as_path(route)
+            found = self._exact.get(route) or self._exact.get(as_path)
             if found is None:
-                found = next((c for p, c in self._globs if fnmatch.fnmatchcase(route, p)), None)
+                found = next((c for p, c in self._globs
+                              if fnmatch.fnmatchcase(route, p) or fnmatch.fnmatchcase(as_path, p)), None)
             if len(self._routes) < 10_000:  # routes are bounded by the label guard; stay bounded regardless
                 self._routes[route] = found
         return found or current
@@ -167,6 +171,15 @@ def _route_rules(routes: Mapping[str, str]) -> dict[str, str]:
             raise ValueError(f"a route rule's pattern is a route template or glob, got {pattern!r}")
         rules[pattern.strip()] = _class_name(name)
     return rules
+
+
+def _as_path(route: str) -> str:
+    """``route`` as the URL path it matches begins: Django writes its templates without the leading slash
+    (``v1/bulk/<int:n>/``, a ``re_path``'s ``^v1/bulk/(?P<n>[0-9]+)/$``), so a rule written as the path
+    (``/v1/bulk/*``) matches them too."""
+    if route.startswith("/") or route == UNMATCHED_ROUTE:
+        return route
+    return "/" + route.removeprefix("^")
 
 
 def _is_glob(pattern: str) -> bool:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from aiwatch.cardinality import UNMATCHED_ROUTE
 from aiwatch.metrics import Metrics
 from aiwatch.safety import record_cut, record_error
 from aiwatch.semconv import OTHER_METHOD, http_span_name
@@ -18,8 +19,6 @@ __all__ = ["CLIENT_CLOSED_STATUS", "HEADER_COMPONENT", "OTHER_METHOD", "ROUTE_KE
 
 H = TypeVar("H")
 
-UNMATCHED_ROUTE = "__unmatched__"
-"""The route label of requests that matched no route template: the raw path is never used as a label."""
 
 ROUTE_KEY = "aiwatch.route"
 """The WSGI environ or ASGI scope key where a framework integration (Flask's, Django's, or the app's own code)

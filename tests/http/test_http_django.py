@@ -144,6 +144,29 @@ def test_a_call_made_in_a_view_a_route_rule_makes_batch_carries_the_class(kind: 
         "service": "svc", "route": "forward/", "method": "GET", "status": "200", "traffic_class": "batch"}) == 1
 
 
+def classes(registry: CollectorRegistry) -> dict[str, str]:
+    """The ``traffic_class`` of each route's requests."""
+    return {s.labels["route"]: s.labels["traffic_class"] for family in registry.collect() for s in family.samples
+            if s.name == "aiwatch_request_duration_seconds_count"}
+
+
+@pytest.mark.parametrize("kind", ["wsgi", "asgi"])
+def test_a_route_rule_written_as_the_url_path_matches_djangos_templates(kind: str,
+                                                                        registry: CollectorRegistry) -> None:
+    """Django writes its templates without the leading slash (``api/v1/predict/<int:model_id>/``, a ``re_path``'s
+    ``^items/...``), and the rules are written as paths (``/v1/bulk/*``, as documented): no rule ever matched a
+    Django route, and a batch endpoint's requests all counted as real-time. The site root and a 404 are matched by
+    no rule here."""
+    rules = aiwatch.TrafficClasses(routes={"/api/v1/predict/*": "batch", "/items/*": "batch", "/form/": "batch"})
+    with serving(kind, registry=registry, service="svc", traffic_classes=rules) as client:
+        for method, url in [("GET", "/api/v1/predict/7/"), ("GET", "/items/3/"), ("POST", "/form/"), ("GET", "/"),
+                            ("GET", "/api/v1/predict-async/2/"), ("GET", "/no/such/page/")]:
+            client.request(method, url)
+        wait_until(recorded(registry, 6), what="every request recorded")
+    assert classes(registry) == {PREDICT: "batch", ITEM: "batch", "form/": "batch", "/": "realtime",
+                                 PREDICT_ASYNC: "realtime", UNMATCHED_ROUTE: "realtime"}
+
+
 def test_the_middleware_takes_the_mode_of_the_chain_it_is_in() -> None:
     sync = AiwatchDjangoRouteMiddleware(lambda request: "response")
     assert not aiwatch_django.iscoroutinefunction(sync)
