@@ -5,7 +5,7 @@
 
     app = aiwatch.instrument(Flask(__name__), service="recommender")
 
-For Flask, :func:`aiwatch.instrument` wraps ``app.wsgi_app`` and registers a ``before_request`` function that
+For Flask, :func:`aiwatch.instrument` wraps ``app.wsgi_app`` and registers a ``url_value_preprocessor`` that
 stores the matched rule (``/items/<int:item_id>``) for the route label; for Django, :mod:`aiwatch.middleware.django`
 stores the URL pattern that matched. Any other WSGI app::
 

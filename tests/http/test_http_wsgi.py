@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from flask import Flask, Response, stream_with_context
+from flask import Blueprint, Flask, Response, abort, stream_with_context
 from prometheus_client import CollectorRegistry, generate_latest
 from werkzeug.test import Client
 
@@ -73,6 +73,34 @@ def test_flask_unmatched_path_never_becomes_a_label(registry: CollectorRegistry)
         assert client.get(f"/nothing/{i}", buffered=True).status_code == 404
     assert count(registry, "__unmatched__", "404") == 3
     assert b"/nothing" not in generate_latest(registry)
+
+
+def test_a_request_a_url_value_preprocessor_refused_keeps_its_route(registry: CollectorRegistry) -> None:
+    """Flask runs the URL value preprocessors before every ``before_request`` function: one that aborts (a language
+    prefix the app does not serve: 404) or fails (500) left a matched request ``__unmatched__``, its 500s out of
+    every per-route view."""
+    app = Flask("wsgi_test")
+    localized = Blueprint("localized", "wsgi_test", url_prefix="/<lang>")
+
+    @localized.url_value_preprocessor
+    def pull_lang(endpoint: str | None, values: dict[str, Any] | None) -> None:
+        lang = (values or {}).pop("lang", None)
+        if lang == "broken":
+            raise RuntimeError("the language table is not loaded")
+        if lang not in ("en", "fr"):
+            abort(404)
+
+    @localized.get("/predict/<int:user_id>")
+    def predict(user_id: int) -> str:
+        return "ok"
+
+    app.register_blueprint(localized)
+    client = aiwatch.instrument(app, registry=registry, service="svc").test_client()
+    statuses = [client.get(f"/{lang}/predict/3", buffered=True).status_code for lang in ("en", "xx", "broken")]
+    assert statuses == [200, 404, 500]
+    route = "/<lang>/predict/<int:user_id>"
+    assert (count(registry, route), count(registry, route, "404"), count(registry, route, "500")) == (1, 1, 1)
+    assert count(registry, "__unmatched__", "404") is None
 
 
 def test_flask_streaming_is_timed_until_the_body_is_closed(registry: CollectorRegistry) -> None:

@@ -217,7 +217,7 @@ def test_an_explicit_instrument_call_replaces_the_flask_instrumentors_middleware
     assert requests_of(registry, "/items/<int:item_id>", "explicit") == 1
     assert requests_of(registry, "__unmatched__", "explicit", "404") is None  # /healthz excluded
     assert [s for f in automatic.collect() if f.name == "aiwatch_request_duration_seconds" for s in f.samples] == []
-    assert len(app.before_request_funcs[None]) == 1  # one route hook
+    assert len(app.url_value_preprocessors[None]) == 1  # one route hook
     assert isinstance(app.wsgi_app, ProxyFix) is wrapped
 
 
