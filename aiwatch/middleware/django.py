@@ -15,7 +15,8 @@ this, every request of a Django app is ``__unmatched__``. Add :class:`AiwatchDja
 
 The route is Django's own template of the URL pattern that matched (``request.resolver_match.route``:
 ``api/v1/predict/<int:model_id>/``, or a ``re_path`` regex), as OpenTelemetry's Django instrumentation sets
-``http.route``; the site root (Django's empty route) is ``/``. A request no pattern matched (a 404) stays
+``http.route``; the site root (Django's empty route) is ``/``, and the language code ``i18n_patterns`` put at
+its start (from the URL) is ``<language>``. A request no pattern matched (a 404) stays
 ``__unmatched__``. The middleware stores the template as soon as the URL is matched (its ``process_view``, before any
 view middleware and the view run), so that a route rule's traffic class is the request's from then on and its
 outgoing calls forward it; and again once the rest of the chain returned, so that a request another middleware
@@ -42,6 +43,14 @@ MIDDLEWARE_PATH = "aiwatch.middleware.django.AiwatchDjangoRouteMiddleware"
 #: the label of Django's empty route (the site root, ``path("", view)``): a label is never empty
 ROOT_ROUTE = "/"
 
+#: what stands for the language code that begins a route matched through ``i18n_patterns`` (``en/predict/`` ->
+#: ``<language>/predict/``): the code comes from the URL, one of ``settings.LANGUAGES`` (99 by default)
+LANGUAGE_PREFIX = "<language>"
+
+#: Django's route -> its label, for the routes seen so far (templates, so few); a label is worked out once
+_labels: dict[str, str] = {}
+_MAX_LABELS = 10_000
+
 
 def django_route(request: Any) -> str | None:
     """The template of the URL pattern that matched ``request``, ``None`` if none did."""
@@ -51,7 +60,27 @@ def django_route(request: Any) -> str | None:
     route = getattr(match, "route", None)
     if not isinstance(route, str):
         return None
-    return route or ROOT_ROUTE
+    label = _labels.get(route)
+    if label is None:
+        label = _language_neutral(request, route) or ROOT_ROUTE
+        if len(_labels) < _MAX_LABELS:
+            _labels[route] = label
+    return label
+
+
+def _language_neutral(request: Any, route: str) -> str:
+    """``route`` with the language code Django's ``i18n_patterns`` matched at its start (from the URL) replaced by
+    :data:`LANGUAGE_PREFIX`: each language was a route label of its own, so a scan of the language codes filled the
+    route label's bound with one endpoint."""
+    from django.conf import settings
+    from django.conf.urls.i18n import is_language_prefix_patterns_used
+
+    code, slash, rest = route.partition("/")
+    if not slash or not is_language_prefix_patterns_used(getattr(request, "urlconf", None) or
+                                                         settings.ROOT_URLCONF)[0]:
+        return route
+    codes = {str(language[0]) for language in settings.LANGUAGES} | {settings.LANGUAGE_CODE}
+    return f"{LANGUAGE_PREFIX}/{rest}" if code in codes else route
 
 
 def store_route(request: Any) -> None:

@@ -11,11 +11,12 @@ from typing import Any
 import django
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
-from django.urls import include, path, re_path
+from django.urls import LocalePrefixPattern, URLResolver, include, path, re_path
 
 from aiwatch.middleware.django import MIDDLEWARE_PATH, AiwatchDjangoRouteMiddleware
 
 CSRF = "django.middleware.csrf.CsrfViewMiddleware"
+LOCALE = "django.middleware.locale.LocaleMiddleware"
 
 
 def configure() -> None:
@@ -47,6 +48,10 @@ async def predict_async(request: HttpRequest, model_id: int) -> JsonResponse:
 
 def item(request: HttpRequest, pk: str) -> HttpResponse:
     return HttpResponse(pk)
+
+
+def item_n(request: HttpRequest, n: int) -> HttpResponse:
+    return HttpResponse(str(n))
 
 
 def boom(request: HttpRequest) -> HttpResponse:
@@ -83,6 +88,9 @@ urlpatterns = [
     path("form/", form),
     path("stream/", stream),
     path("forward/", forward),
+    # i18n_patterns(path("translated/<int:n>/", item_n)), which reads the settings at import: the language code of
+    # the URL (one of settings.LANGUAGES, Django's 99) activated by LocaleMiddleware where MIDDLEWARE lists it
+    URLResolver(LocalePrefixPattern(), [path("translated/<int:n>/", item_n)]),
 ]
 
 

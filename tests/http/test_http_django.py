@@ -144,6 +144,23 @@ def test_a_call_made_in_a_view_a_route_rule_makes_batch_carries_the_class(kind: 
         "service": "svc", "route": "forward/", "method": "GET", "status": "200", "traffic_class": "batch"}) == 1
 
 
+@pytest.mark.parametrize("kind", ["wsgi", "asgi"])
+def test_the_language_code_of_an_i18n_pattern_is_no_part_of_the_route(kind: str, registry: CollectorRegistry) -> None:
+    """``i18n_patterns`` put the URL's language code at the start of Django's route (``de/translated/<int:n>/``):
+    one endpoint was a route value per language of ``settings.LANGUAGES`` (Django's 99), so a scan of the codes
+    filled the route label's bound (100) and the app's next routes were ``__overflow__``."""
+    from django.conf import global_settings
+
+    codes = [code for code, _ in global_settings.LANGUAGES]
+    with serving(kind, [MIDDLEWARE_PATH, django_app.LOCALE], registry=registry, service="svc") as client:
+        assert {client.get(f"/{code}/translated/1/").status_code for code in codes} == {200}
+        assert client.get("/xx/translated/1/").status_code == 404  # no such language: no pattern matched
+        assert client.get("/api/v1/predict/2/").status_code == 200
+        wait_until(recorded(registry, len(codes) + 2), what="every request recorded")
+    assert routes(registry) == {("<language>/translated/<int:n>/", "GET", "200"): len(codes),
+                                (UNMATCHED_ROUTE, "GET", "404"): 1, (PREDICT, "GET", "200"): 1}
+
+
 def classes(registry: CollectorRegistry) -> dict[str, str]:
     """The ``traffic_class`` of each route's requests."""
     return {s.labels["route"]: s.labels["traffic_class"] for family in registry.collect() for s in family.samples
