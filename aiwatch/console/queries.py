@@ -399,7 +399,9 @@ class PanelQueries:
         return [
             by("sum", self.scope, series(QUEUE_DEPTH, *self._m())) + per_replica,
             by("sum", self.scope, series(IN_FLIGHT, *self._m())) + per_replica,
-            by("sum", self.scope, rate(REQUESTS.count, w, *self._m(eq("traffic_class", REALTIME)))) + per_replica,
+            # replicas up and no real-time request since they started: 0, as the recording rule reads it
+            f"({by('sum', self.scope, rate(REQUESTS.count, w, *self._m(eq('traffic_class', REALTIME))))} or 0 * "
+            f"{self.replicas()}){per_replica}",
             histogram_quantile(0.95, QUEUE_WAIT, w, self.scope, *self._m()),
             by("avg", self.scope, self.gpu_reading("utilization")),
         ]

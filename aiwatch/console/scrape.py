@@ -868,13 +868,17 @@ class ScrapeSource(DataSource):
         def per_replica(samples: Samples) -> float | None:
             return sum(v for _, v in samples) / replicas if samples and replicas else None
 
+        realtime = [(lb, v) for lb, v in self._rate(data, Q.REQUESTS.count, t, window)
+                    if lb.get("traffic_class") == REALTIME]
+        # replicas up and no real-time request since they started: 0, as the recording rule reads it (once a rate
+        # could be read: two good scrapes)
+        rated = any(len(_good_in(snaps, t, window)) >= 2 for _, snaps in data)
         queue_wait = _quantiles(self._rate(data, Q.QUEUE_WAIT.bucket, t, window), (), (("p95", 0.95),))
         gpu = self._gauge(data, Q.GPU_UTILIZATION.name, t)
         values = [
             per_replica(self._gauge(data, Q.QUEUE_DEPTH.name, t)),
             per_replica(self._gauge(data, Q.IN_FLIGHT.name, t)),
-            per_replica([(lb, v) for lb, v in self._rate(data, Q.REQUESTS.count, t, window)
-                         if lb.get("traffic_class") == REALTIME]),
+            per_replica(realtime) if realtime else 0.0 if replicas and rated else None,
             queue_wait[0][1] if queue_wait else None,
             sum(v for _, v in gpu) / len(gpu) if gpu else None,
         ]
