@@ -14,6 +14,7 @@ Used by all three paths: the streaming monitor (its window), the batch CLI (chun
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from numbers import Integral, Real
@@ -277,17 +278,26 @@ def run_test(feat: Feature, current: CurrentFeature, name: str, threshold: float
     return stattests.COUNT_TESTS[name](ref_counts, current.bin_counts, threshold)
 
 
+#: id(feature) -> (its sample, the sample sorted). An entry leaves with its feature: one kept until the table was
+#: full held the sample of every profile a process had loaded alive (a monitor whose profile is reloaded every minute,
+#: 10 features of 20 000 values read from JSON: +8 MiB a reload, 1 GiB after two hours, 3.4 GiB before the table of
+#: 4096 features was cleared).
 _sorted_cache: dict[int, tuple[Floats, npt.NDArray[np.float64]]] = {}
+_MAX_SORTED = 4096
 
 
 def sorted_sample(feat: NumericalFeature) -> npt.NDArray[np.float64]:
-    """The reference sample, sorted once per feature object."""
-    cached = _sorted_cache.get(id(feat))
+    """The reference sample, sorted once per feature object (and kept while the feature lives)."""
+    key = id(feat)
+    cached = _sorted_cache.get(key)
     if cached is None or cached[0] is not feat.sample:
         cached = (feat.sample, np.sort(np.asarray(feat.sample, dtype=np.float64)))
-        if len(_sorted_cache) > 4096:
-            _sorted_cache.clear()
-        _sorted_cache[id(feat)] = cached
+        if key not in _sorted_cache:
+            if len(_sorted_cache) >= _MAX_SORTED:  # more live features than that: sorted again as needed
+                return cached[1]
+            # the feature's death takes its entry out, before its id can be reused
+            weakref.finalize(feat, _sorted_cache.pop, key, None).atexit = False
+        _sorted_cache[key] = cached
     return cached[1]
 
 

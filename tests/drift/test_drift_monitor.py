@@ -1155,6 +1155,38 @@ def test_closing_an_old_monitor_leaves_the_series_of_the_newer_one_that_took_the
     assert _exported(registry, "m") <= KEPT_AT_CLOSE
 
 
+def test_a_profile_reloaded_again_and_again_leaves_no_reference_sample_alive(tmp_path: Path,
+                                                                             registry: CollectorRegistry) -> None:
+    """A service that reloads its profile file every minute (a new monitor of the model, the old one closed): the
+    sorted reference samples of the numerical tests were kept in a process-wide table until it held 4096 features,
+    each entry holding its feature's sample alive (10 features of 20 000 values: +8 MiB a reload, 1 GiB after 120
+    reloads). An entry now leaves with its feature: only the live profile's samples stay."""
+    from aiwatch.drift import evaluate
+
+    path = tmp_path / "profile.json"
+    rng = np.random.default_rng(11)
+    ReferenceProfile.build({f"x{i}": rng.normal(0, 1, 3000) for i in range(3)}).save(path)
+    evaluate._sorted_cache.clear()  # other tests' features, which this one does not own
+    samples: list[weakref.ref[Any]] = []
+    monitor = None
+    for _ in range(40):
+        profile = ReferenceProfile.load(path)
+        for feat in profile.features.values():
+            assert isinstance(feat, NumericalFeature)
+            feat.sample = np.asarray(feat.sample)  # as a profile built in the process holds it: weakly referable
+            samples.append(weakref.ref(feat.sample))
+        new = DriftMonitor(profile, model="m", registry=registry, min_samples=10)
+        if monitor is not None:
+            monitor.close()
+        monitor = new
+        del profile, feat, new
+        monitor.observe_batch({f"x{i}": rng.normal(0, 1, 200) for i in range(3)})
+        assert {r.method for r in monitor.evaluate().features.values()} == {"wasserstein"}
+    gc.collect()
+    assert sum(ref() is not None for ref in samples) == 3  # the live monitor's
+    assert len(evaluate._sorted_cache) == 3
+
+
 def test_a_closed_monitor_observes_and_exports_nothing_and_cannot_start(registry: CollectorRegistry,
                                                                         profile: ReferenceProfile) -> None:
     mon = DriftMonitor(profile, model="m", registry=registry, min_samples=10)
