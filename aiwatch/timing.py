@@ -58,7 +58,7 @@ from opentelemetry import context, trace
 
 from aiwatch.amounts import MAX_COUNT, MAX_SECONDS, as_count, as_elapsed, as_seconds, period, shown
 from aiwatch.amounts import seconds as seconds_of
-from aiwatch.cardinality import OVERFLOW, LabelGuard, guard_for
+from aiwatch.cardinality import MAX_VALUE_LENGTH, OVERFLOW, LabelGuard, guard_for
 from aiwatch.env import SLOW_THRESHOLD, service_name
 from aiwatch.eventloop import loop_interval, watch
 from aiwatch.fastpath import adder, observe
@@ -318,9 +318,12 @@ def _check_phase_name(name: str) -> None:
                          f"got {name!r}")
     if name in RESERVED_PHASES:
         raise ValueError(f"phase name {name!r} is reserved: aiwatch computes it")
-    with _valid_lock:
-        if len(_valid_names) < _MAX_CACHED_CHILDREN:  # names made from data are checked again, not remembered
-            _valid_names.add(name)
+    # names made from data are checked again, not remembered, past the bound; and a name longer than a label value
+    # can be never is: 10 000 tool names of 50 kB from request bodies held 500 MB for the process's life
+    if len(name) <= MAX_VALUE_LENGTH:
+        with _valid_lock:
+            if len(_valid_names) < _MAX_CACHED_CHILDREN:
+                _valid_names.add(name)
 
 
 class phase:

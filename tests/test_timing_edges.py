@@ -800,6 +800,39 @@ def test_phase_names_are_checked_and_only_valid_ones_remembered(monkeypatch: pyt
             aiwatch.phase(bad)  # type: ignore[arg-type]
 
 
+def test_a_phase_name_longer_than_a_label_value_is_not_remembered(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An endpoint timing the tool its request body names (``phase(f"tool.{tool}")``), through uvicorn: the names
+    were remembered as valid up to 10 000 of them whatever their length, for the process's life (3 000 requests
+    naming 50 kB tools: 150 M characters, +145 MiB). A name longer than any label value (which the guard folds
+    anyway) is checked each time instead; the phase is still recorded, under ``__overflow__``."""
+    import httpx
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    from aiwatch.cardinality import MAX_VALUE_LENGTH
+    from tests.servers import uvicorn_in_thread
+
+    async def call(request: Request) -> JSONResponse:
+        with aiwatch.phase(f"tool.{(await request.json())['tool']}"):
+            pass
+        return JSONResponse({"ok": True})
+
+    monkeypatch.setattr(timing, "_valid_names", set())
+    registry = CollectorRegistry()
+    app = aiwatch.instrument(Starlette(routes=[Route("/call", call, methods=["POST"])]), registry=registry,
+                             service="tools")
+    with uvicorn_in_thread(app) as (port, _), httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
+        for i in range(200):
+            assert client.post("/call", json={"tool": f"{i}-" + "x" * 20_000}).status_code == 200
+        assert client.post("/call", json={"tool": "search"}).status_code == 200
+    assert timing._valid_names == {"tool.search"}
+    assert max(map(len, timing._valid_names)) <= MAX_VALUE_LENGTH
+    assert registry.get_sample_value("aiwatch_phase_duration_seconds_count", {
+        "service": "tools", "model": "", "model_version": "", "phase": OVERFLOW}) == 200.0
+
+
 def test_an_outer_phase_is_exclusive_of_every_phase_inside_it(recorder: RequestRecorder, clock: ManualClock) -> None:
     tl = recorder.begin()
     with aiwatch.phase("outer"):
