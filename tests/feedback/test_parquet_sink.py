@@ -72,6 +72,20 @@ def test_a_timestamp_is_stored_at_the_microsecond_its_datetime_has(ts: float) ->
     assert microseconds(ts) == since_epoch // timedelta(microseconds=1)
 
 
+def test_the_paths_of_completed_files_kept_are_the_latest_thousand(tmp_path: Path) -> None:
+    """A sink lives as long as its service: ``completed`` kept the path of every file it ever rotated (1.4 kB each;
+    a file every 5 minutes for 10 models is 400 MB a year). It keeps the latest 1000, oldest first; the files
+    themselves are all there."""
+    sink = ParquetSink(tmp_path, max_rows=1, fsync=False)
+    for i in range(1100):
+        sink.write([row(i)])
+    on_disk = parquet_files(tmp_path)
+    assert len(on_disk) == 1100
+    assert sink.completed == on_disk[-1000:]
+    assert parquet_sink.MAX_PATHS_KEPT == 1000
+    sink.close()
+
+
 def test_a_row_at_the_boundary_is_on_the_since_side(tmp_path: Path) -> None:
     # 1790000000.7887235 * 1e6 rounds to ...788724 µs, its datetime to ...788723: the row fell 1 µs after its time
     ts = 1790000000.7887235
