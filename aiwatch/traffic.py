@@ -32,7 +32,7 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Iterable, Mapping, Sequence
 
-from aiwatch.cardinality import UNMATCHED_ROUTE
+from aiwatch.cardinality import MAX_VALUE_LENGTH, UNMATCHED_ROUTE
 from aiwatch.env import TRAFFIC_CLASS_ROUTES, TRAFFIC_CLASSES
 
 HEADER = "aiwatch-traffic-class"
@@ -129,7 +129,9 @@ class TrafficClasses:
             if found is None:
                 found = next((c for p, c in self._globs
                               if fnmatch.fnmatchcase(route, p) or fnmatch.fnmatchcase(as_path, p)), None)
-            if len(self._routes) < 10_000:  # routes are bounded by the label guard; stay bounded regardless
+            # bounded in number, and in length as a label value is: a gRPC proxy's catch-all handler is asked for
+            # any method a client names (10 000 names of 7 kB held 70 MB for the server's life)
+            if len(self._routes) < 10_000 and len(route) <= MAX_VALUE_LENGTH:
                 self._routes[route] = found
         return found or current
 

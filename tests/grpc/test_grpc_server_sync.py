@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from concurrent import futures
 from typing import Any
 
 import grpc
@@ -34,7 +35,7 @@ from aiwatch.metrics import Metrics
 from aiwatch.servertiming import Entry, parse, parse_server_timing
 from aiwatch.timing import RequestRecorder
 from examples.grpc_service.servicer import InferenceServicer, pb, pb_grpc
-from tests.grpc.conftest import CHAT, PREDICT, PREDICT_STREAM, UPLOAD, req, stub_for, sync_server, value
+from tests.grpc.conftest import CHAT, PREDICT, PREDICT_STREAM, UPLOAD, req, serving, stub_for, sync_server, value
 from tests.hostile_timing import PHASES, SERVICES
 from tests.servers import wait_until
 
@@ -685,6 +686,32 @@ def test_a_stream_handler_returning_no_iterator_fails_as_it_does_without_aiwatch
     assert outcome([grpc_server_interceptor(service="infer", registry=registry, tracer_provider=provider)]) == bare
     assert value(registry, "aiwatch_request_duration_seconds_count", service="infer", route=PREDICT_STREAM,
                  method="grpc", status="UNKNOWN") == 1
+
+
+def test_a_proxys_route_rules_remember_no_method_name_longer_than_a_label_value() -> None:
+    """A gRPC proxy (a catch-all generic handler) with traffic-class route rules: the rule found for each method
+    name a client sent was remembered, up to 10 000 names of any length (7 kB names: 14 M characters after 2000
+    calls, 70 MB at the bound, for the server's life). A name longer than a label value is matched each time."""
+    from aiwatch.cardinality import MAX_VALUE_LENGTH
+    from aiwatch.traffic import TrafficClasses
+
+    class CatchAll(grpc.GenericRpcHandler):
+        def service(self, details: Any) -> Any:
+            return grpc.unary_unary_rpc_method_handler(lambda request, context: b"ok")
+
+    registry = CollectorRegistry()
+    classes = TrafficClasses(routes={"/bulk.*": "batch"})
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), interceptors=[
+        grpc_server_interceptor(service="proxy", registry=registry, traffic_classes=classes)])
+    server.add_generic_rpc_handlers((CatchAll(),))
+    with serving(server) as target, grpc.insecure_channel(target) as channel:
+        for i in range(300):
+            assert channel.unary_unary(f"/any.Svc/{i}-" + "x" * 7000)(b"", timeout=10) == b"ok"
+        assert channel.unary_unary("/bulk.Embed/Run")(b"", timeout=10) == b"ok"
+    assert max(map(len, classes._routes)) <= MAX_VALUE_LENGTH
+    assert "/bulk.Embed/Run" in classes._routes
+    assert value(registry, "aiwatch_request_duration_seconds_count", service="proxy", route="/bulk.Embed/Run",
+                 method="grpc", status="OK", traffic_class="batch") == 1
 
 
 def test_the_methods_whose_timers_are_kept_are_bounded() -> None:
