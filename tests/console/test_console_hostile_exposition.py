@@ -55,3 +55,42 @@ def test_series_of_other_libraries_with_churning_labels_do_not_grow_the_history(
     history = src._targets[0].snapshots
     assert {len(snap.values) for snap in history} == {4}  # the request histogram's two buckets, _count and _sum
     assert src.throughput(5.0)[0].last == pytest.approx(10.0)
+
+
+def test_aiwatch_series_that_come_and_go_do_not_grow_the_history(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A service whose drift profile is reloaded every minute: its fleet sketch's 400 series come back under a new
+    ``reference`` each time, the old ones gone. The scrape source gave every series it ever saw a slot for good, so
+    each scrape's array grew with all of them (+250 MiB in 8 hours of 5 s scrapes, and on). The history moves to a
+    compact index once more slots are gone from all of it than present; every scrape in it reads as before."""
+    from aiwatch.console import scrape
+
+    def text(i: int) -> str:
+        reference = f"r{i // 12}"
+        lines = [f'aiwatch_feature_{name}{{model="m",feature="f{f}",bin="{b}",reference="{reference}"}} {value}'
+                 for f in range(20) for b in range(10)
+                 for name, value in (("bin_total", 5 * i + b), ("reference_ratio", 0.1))]
+        return requests("api", 10 * i) + "\n".join(lines) + "\n"
+
+    def fed() -> ScrapeSource:
+        src = ScrapeSource([URL], interval=5.0, history=300, start=False)
+        for i in range(300):
+            src.record(URL, text(i), ts=t0 + 5 * i)
+        return src
+
+    t0 = time.time() - 5 * 300
+    compact = fed()
+    monkeypatch.setattr(scrape, "MIN_GONE_TO_COMPACT", 10**9, raising=False)
+    whole = fed()
+    slots = len(compact._targets[0].index.slots)
+    assert len(whole._targets[0].index.slots) == 25 * 400 + 4  # every reference's series, and the requests'
+    assert slots <= 2 * 6 * 400 + 4  # at most as many gone as the 6 references in the history
+    [(_, kept)], [(_, every)] = compact._copy(), whole._copy()
+    assert len(kept) == len(every) == 61
+    names = ("aiwatch_feature_bin_total", "aiwatch_feature_reference_ratio", "aiwatch_request_duration_seconds_count")
+    for a, b in zip(kept, every, strict=True):
+        assert a.ts == b.ts and a.restarts == b.restarts
+        for name in names:
+            assert dict(a.series(name)) == dict(b.series(name))
+    assert compact.throughput(60.0)[0].last == pytest.approx(2.0)
+    rows = compact.feature_distribution("m", "f3", 60.0)
+    assert len(rows) == 10 and rows == whole.feature_distribution("m", "f3", 60.0)
