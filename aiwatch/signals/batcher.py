@@ -210,9 +210,27 @@ class MicroBatcher(Generic[T, R]):
                 return await asyncio.wait_for(future, timeout)
             except TimeoutError:
                 raise TimeoutError(f"MicroBatcher: no result within {timeout} s") from None
+        except BaseException:
+            if entry.started is None:  # still waiting for its batch: nobody wants its result now
+                self._abandon(entry)
+            raise
         finally:
             if entry.started is not None and (self.record_phases or entry.shared is not None):
                 self._record_phases(entry)
+
+    def _abandon(self, entry: _Entry) -> None:
+        """Take the entry of a caller that timed out or was cancelled out of the queue: left there until its batch
+        was due, it held its item and counted in ``aiwatch_queue_depth`` (an autoscaling signal) while the model was
+        stalled, however many callers had given up (2 000 timed-out calls: 2 000 items queued for nobody). Callers
+        give up oldest first, near the queue's head, where the search starts."""
+        try:
+            self._pending.remove(entry)
+        except ValueError:  # the worker took it already (and skips it: its future is done)
+            return
+        try:
+            self._depth.dec()
+        except Exception as exc:
+            record_error("batcher", exc, self.metrics)
 
     def _record_phases(self, entry: _Entry) -> None:
         try:

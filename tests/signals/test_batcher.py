@@ -104,25 +104,62 @@ async def test_cancelled_caller_does_not_break_the_batch(registry: CollectorRegi
         return items
 
     b = MicroBatcher(fn, max_batch_size=3, max_wait_seconds=3600, model="c", metrics=metrics)
-    # cancelled while waiting for its batch: the batch goes without it
+    # cancelled while waiting for its batch: it leaves the queue, and the batch goes without it
     early = asyncio.ensure_future(b.submit(0))
     await asyncio.sleep(0)
     early.cancel()
+    await asyncio.sleep(0)
+    assert sample(registry, "aiwatch_queue_depth", queue="c") == 0.0
     first = [asyncio.ensure_future(b.submit(i)) for i in (1, 2, 3)]
     while not seen:
         await asyncio.sleep(0)
-    assert seen == [[1, 2]]  # the batch of three taken from the queue held the cancelled caller
+    assert seen == [[1, 2, 3]]  # a full batch of callers still waiting
     # cancelled while its batch is in the model: the others still get their results
     first[0].cancel()
     release.set()
-    closing = asyncio.ensure_future(b.aclose())  # sends item 3 without waiting out the hour
     done = await asyncio.gather(*first, return_exceptions=True)
-    await closing
+    await b.aclose()
     assert isinstance(done[0], asyncio.CancelledError)
     assert done[1:] == [2, 3]
-    assert seen == [[1, 2], [3]]
+    assert seen == [[1, 2, 3]]
     assert early.cancelled()
     assert sample(registry, "aiwatch_queue_depth", queue="c") == 0.0
+
+
+async def test_callers_that_gave_up_leave_the_queue_while_the_model_is_stalled(registry: CollectorRegistry,
+                                                                              metrics: Metrics) -> None:
+    """A model call that stalls (a hung kernel) while callers time out or are cancelled (clients gone, retried):
+    their entries stayed queued until their batch was due, holding their items, and ``aiwatch_queue_depth``, an
+    autoscaling signal, counted them (2 000 timed-out calls: 2 000 items queued for nobody). They leave the queue
+    when their caller gives up; the model gets only items whose callers still wait."""
+    seen: list[list[int]] = []
+    release = asyncio.Event()
+
+    async def fn(items: list[int]) -> list[int]:
+        seen.append(list(items))
+        await release.wait()
+        return items
+
+    b = MicroBatcher(fn, max_batch_size=8, max_wait_seconds=0.001, model="s", metrics=metrics)
+    stalled = asyncio.ensure_future(b.submit(-1))  # the batch in the model, until released
+    while not seen:
+        await asyncio.sleep(0)
+    for wave in range(10):
+        waiting = [asyncio.ensure_future(b.submit(1000 * wave + i, timeout=0.01)) for i in range(50)]
+        cancelled = [asyncio.ensure_future(b.submit(1000 * wave + 500 + i)) for i in range(50)]
+        await asyncio.sleep(0)
+        for task in cancelled:
+            task.cancel()
+        done = await asyncio.gather(*waiting, *cancelled, return_exceptions=True)
+        assert all(isinstance(d, TimeoutError | asyncio.CancelledError) for d in done)
+    assert len(b._pending) == 0
+    assert sample(registry, "aiwatch_queue_depth", queue="s") == 0.0
+    late = asyncio.ensure_future(b.submit(7))
+    release.set()
+    assert await stalled == -1 and await late == 7
+    await b.aclose()
+    assert seen == [[-1], [7]]
+    assert sample(registry, "aiwatch_queue_depth", queue="s") == 0.0
 
 
 @pytest.mark.parametrize("timeout", [float("nan"), "1", True, 10**400], ids=["nan", "text", "True", "10**400"])
