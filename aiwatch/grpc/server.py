@@ -131,8 +131,8 @@ _SENT_ALREADY = (asyncio.CancelledError, grpc.aio.AbortError)
 class _Call:
     """One RPC's state, kept in the wrapped behavior's closure (never on the interceptor)."""
 
-    __slots__ = ("attempt", "chunks", "done", "ended", "margin", "otel_context", "received", "remaining", "sent",
-                 "streaming", "timeline", "undecodable", "unserializable", "watched")
+    __slots__ = ("aborted", "attempt", "chunks", "done", "ended", "margin", "otel_context", "received", "remaining",
+                 "sent", "streaming", "timeline", "undecodable", "unserializable", "watched")
 
     def __init__(self, timeline: RequestTimeline, streaming: bool, otel_context: Any = None) -> None:
         self.timeline = timeline
@@ -158,6 +158,9 @@ class _Call:
         self.watched = False
         #: set (under ``_done_lock``) by :meth:`_ServerCore.rpc_ended`: the RPC is over, nothing will be serialized
         self.ended = False
+        #: set by grpc.aio's ``abort()`` through :class:`_AioContext`: the status went out then, even if the handler
+        #: caught the ``AbortError`` and ran on
+        self.aborted = False
 
     def server_timing(self, tail: str, now: float | None = None) -> tuple[str, str | None]:
         """The ``server-timing`` trailer so far, its ``total`` marked with the attempt's number on a retried one, and
@@ -407,7 +410,8 @@ class _ServerCore:
             status, report_error = _status(context, error, terminated,
                                            call.undecodable is not None and call.undecodable.failed,
                                            held is not None and held.failed, self.failed_status, call.margin,
-                                           call.remaining)
+                                           call.remaining, not self.serializes_any_code and _cancel_requested(),
+                                           call.aborted)
             hold = (held is not None and not held.failed and unary_response and error is None
                     and (status == "OK" or self.serializes_any_code))
             if self.server_timing and not hold and not terminated and not isinstance(error, _SENT_ALREADY):
@@ -503,29 +507,51 @@ class _ServerCore:
 
 def _status(context: Any, error: BaseException | None, terminated: bool, undecodable: bool = False,
             unserializable: bool = False, failed_status: str = "INTERNAL", margin: float = DEADLINE_MARGIN_SECONDS,
-            remaining: Any = _UNREAD) -> tuple[str, bool]:
+            remaining: Any = _UNREAD, cancel_requested: bool = False, aborted: bool = False) -> tuple[str, bool]:
     """The status name the client sees, and whether ``error`` is an unhandled servicer failure. ``undecodable``: the
     thread-pool server failed to deserialize a request stream message and sent the status already.
     ``unserializable``: grpcio failed to serialize a message of the response stream. In both grpcio sent the code the
     servicer had set, else ``failed_status``, whatever the handler did next. ``margin``, ``remaining``: as for
-    :func:`_cancel_status`."""
+    :func:`_cancel_status`. ``cancel_requested``: grpc.aio cancelled the handler's task (the handler swallowed the
+    ``CancelledError``). ``aborted``: grpc.aio's ``abort()`` sent the status already."""
     if undecodable or unserializable:
         return _code(context) or failed_status, False
     if terminated or isinstance(error, asyncio.CancelledError | GeneratorExit):
         return _cancel_status(context, margin, remaining), False
     code = _code(context)
+    if not aborted and not isinstance(error, grpc.aio.AbortError) and (
+            cancel_requested or not _active(context) or _expired(remaining) or _expired(_time_remaining(context))):
+        # the call ended (cancel, deadline) before the handler did: no status the servicer set, nor the outcome of
+        # its exception, reaches the caller (a request stream's RpcError included); a grpc.aio handler that ran
+        # past its deadline without an await, or swallowed the cancel, is not cancelled. A failure of the servicer's
+        # own (no abort, no RpcError of the ended call) is still its span's exception.
+        failed = error is not None and not isinstance(error, grpc.RpcError) and code in (None, "OK")
+        return _cancel_status(context, margin, remaining), failed
     if error is not None:
         if code is not None and code != "OK":
             return code, False  # abort(), or set_code() then raise: grpcio sends that code
-        if isinstance(error, grpc.RpcError) and not _active(context):
-            # the request stream ended with the call (cancel, deadline)
-            return _cancel_status(context, margin, remaining), False
         return "UNKNOWN", True
     if code is not None:
         return code, False
-    if not _active(context) or _expired(remaining):  # the call ended (by its deadline) before the handler did
-        return _cancel_status(context, margin, remaining), False
     return "OK", False
+
+
+def _time_remaining(context: Any) -> Any:
+    """``context.time_remaining()`` (``None``: no deadline, or unreadable)."""
+    try:
+        return context.time_remaining()
+    except Exception:
+        return None
+
+
+def _cancel_requested() -> bool:
+    """Whether the running asyncio task (a grpc.aio RPC's) has a cancel pending: grpc.aio cancels the handler's task
+    when the caller cancels or the deadline passes, and a handler may catch the ``CancelledError`` and return."""
+    try:
+        task = asyncio.current_task()
+        return task is not None and task.cancelling() > 0
+    except Exception:
+        return False
 
 
 def _release_at_end(context: Any, held: _Unserializable) -> None:
@@ -631,6 +657,7 @@ class _AioContext:
         return getattr(self._context, name)
 
     async def abort(self, code: grpc.StatusCode, details: str = "", trailing_metadata: Any = ()) -> None:
+        self._call.aborted = True
         try:
             timing = self._call.server_timing(self._tail)
             pairs = tuple(trailing_metadata) if trailing_metadata else _trailing_pairs(self._context)

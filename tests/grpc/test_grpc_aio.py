@@ -4,7 +4,9 @@ deadline, cancellation mid-stream, and the client's view (network time, client s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import time
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from typing import Any
@@ -377,3 +379,41 @@ async def test_aio_a_retried_call_records_its_client_time_but_no_network_time(me
                      peer="infer", route=PREDICT, status=status) >= 0.2
     assert value(metrics.registry, "aiwatch_network_duration_seconds_count", service="gateway", peer="infer") == 0
     assert [parse(trailer).retried for trailer in trailers] == [True, True]
+
+
+class _OutlivesItsCall(pb_grpc.InferenceServicer):
+    async def Predict(self, request, context):  # type: ignore[no-untyped-def]
+        if request.model == "blocking":
+            time.sleep(request.delay_ms / 1000)  # a model call that never awaits: grpc.aio cannot cancel it
+        else:
+            with contextlib.suppress(asyncio.CancelledError):  # swallowed: the handler runs on
+                await asyncio.sleep(request.delay_ms / 1000)
+        if request.fail:
+            context.set_code(grpc.StatusCode[request.fail])
+        return pb.PredictReply()
+
+
+@pytest.mark.parametrize(("model", "fail", "ending"), [
+    ("blocking", "", "DEADLINE_EXCEEDED"),
+    ("swallowing", "", "DEADLINE_EXCEEDED"),
+    ("swallowing", "OK", "DEADLINE_EXCEEDED"),
+    ("swallowing", "NOT_FOUND", "CANCELLED"),
+])
+async def test_aio_a_handler_that_returns_after_its_call_ended_is_recorded_with_the_callers_status(
+        metrics: Metrics, model: str, fail: str, ending: str) -> None:
+    """grpc.aio cannot cancel a handler that never awaits (a blocking model call) and does not stop one that caught
+    the ``CancelledError``: when either returns, its call is over. They were recorded ``OK`` (or the code they set)
+    while the caller saw ``DEADLINE_EXCEEDED`` or ``CANCELLED``."""
+    async with aio_server([grpc_aio_server_interceptor(service="infer", metrics=metrics)], _OutlivesItsCall()) \
+            as target, grpc.aio.insecure_channel(target) as channel:
+        call = pb_grpc.InferenceStub(channel).Predict(req(model=model, fail=fail, delay_ms=300),
+                                                      timeout=0.05 if ending == "DEADLINE_EXCEEDED" else None)
+        if ending == "CANCELLED":
+            await asyncio.sleep(0.05)
+            call.cancel()
+        with pytest.raises((grpc.aio.AioRpcError, asyncio.CancelledError)):
+            await call
+        assert (await call.code()).name == ending
+        await _eventually(lambda: _count(metrics, PREDICT, ending) == 1)
+    assert _count(metrics, PREDICT, fail or "OK") == 0
+    assert value(metrics.registry, "aiwatch_requests_in_flight", service="infer") == 0

@@ -725,3 +725,50 @@ def test_the_methods_whose_timers_are_kept_are_bounded() -> None:
         core.unary_deserializer(method, timer, bytes)
     assert len(core._messages) == len(core._deserializers) == MAX_CACHED_METHODS
     assert core.messages("/any.Service/late") is not core.messages("/any.Service/late")  # made per RPC past it
+
+
+class _SetsACodeAndOutlivesItsCall(pb_grpc.InferenceServicer):
+    def Predict(self, request, context):  # type: ignore[no-untyped-def]
+        if request.fail != "raise":
+            context.set_code(grpc.StatusCode[request.fail])
+        time.sleep(request.delay_ms / 1000)
+        if request.fail == "raise":
+            raise LookupError("the model went away")
+        return pb.PredictReply()
+
+
+@pytest.mark.parametrize("code", ["OK", "NOT_FOUND"])
+@pytest.mark.parametrize("ending", ["DEADLINE_EXCEEDED", "CANCELLED"])
+def test_a_code_set_by_a_handler_whose_call_ended_first_is_not_its_status(metrics: Metrics, code: str,
+                                                                          ending: str) -> None:
+    """grpcio sends nothing to a caller that left: the code the servicer set (an explicit ``OK`` too) never reaches
+    it. It was the status label (``OK`` for calls the caller saw fail)."""
+    with sync_server([grpc_server_interceptor(service="infer", metrics=metrics)],
+                     _SetsACodeAndOutlivesItsCall()) as target, stub_for(target) as stub:
+        if ending == "DEADLINE_EXCEEDED":
+            with pytest.raises(grpc.RpcError) as info:
+                stub.Predict(req(fail=code, delay_ms=300), timeout=0.05)
+            assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        else:
+            future = stub.Predict.future(req(fail=code, delay_ms=300))
+            time.sleep(0.05)
+            assert future.cancel()
+        wait_until(lambda: _count(metrics, PREDICT, ending) == 1, timeout=10, what=ending)
+    assert _count(metrics, PREDICT, code) == 0
+    assert value(metrics.registry, "aiwatch_requests_in_flight", service="infer") == 0
+
+
+def test_a_handler_that_raises_after_its_call_ended_is_the_callers_status_with_its_exception(
+        metrics: Metrics, provider: Any, exporter: Any) -> None:
+    """The caller saw ``DEADLINE_EXCEEDED``, not the ``UNKNOWN`` the exception would have sent: that is the status;
+    the exception is still the span's."""
+    with sync_server([grpc_server_interceptor(service="infer", metrics=metrics, tracer_provider=provider)],
+                     _SetsACodeAndOutlivesItsCall()) as target, stub_for(target) as stub:
+        with pytest.raises(grpc.RpcError) as info:
+            stub.Predict(req(fail="raise", delay_ms=300), timeout=0.05)
+        assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        wait_until(lambda: _count(metrics, PREDICT, "DEADLINE_EXCEEDED") == 1, timeout=10, what="deadline status")
+    assert _count(metrics, PREDICT, "UNKNOWN") == 0
+    (span,) = exporter.get_finished_spans()
+    assert span.attributes["rpc.grpc.status_code"] == grpc.StatusCode.DEADLINE_EXCEEDED.value[0]
+    assert [e.attributes["exception.type"] for e in span.events if e.name == "exception"] == ["LookupError"]
