@@ -412,6 +412,8 @@ class _ServerCore:
                                            held is not None and held.failed, self.failed_status, call.margin,
                                            call.remaining, not self.serializes_any_code and _cancel_requested(),
                                            call.aborted)
+            if unary_response and call.streaming:  # a request stream's one response: was it sent?
+                call.sent = int(status not in _CANCEL_STATUSES and (status == "OK" or self.serializes_any_code))
             hold = (held is not None and not held.failed and unary_response and error is None
                     and (status == "OK" or self.serializes_any_code))
             if self.server_timing and not hold and not terminated and not isinstance(error, _SENT_ALREADY):
@@ -776,7 +778,6 @@ class AiwatchServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
                 core.watch(call, context)
             if call is not None and request_streaming:
                 request = _count_in(request, call, context)
-                call.sent = 1
                 call.undecodable = undecodable
             # _enter() / _leave() written out: nothing to do (two calls fewer) unless aiwatch's span is to be current
             token = _enter(call) if call is not None and call.otel_context is not None else None
@@ -943,7 +944,6 @@ class AiwatchAioServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[m
                 call.unserializable = unserializable
                 if request_streaming and hasattr(request, "__aiter__"):
                     request = _acount_in(request, call, context)
-                    call.sent = 1
                 if core.server_timing:
                     inner = _AioContext(context, call, core.tail)
             token = _enter(call)

@@ -417,3 +417,15 @@ async def test_aio_a_handler_that_returns_after_its_call_ended_is_recorded_with_
         await _eventually(lambda: _count(metrics, PREDICT, ending) == 1)
     assert _count(metrics, PREDICT, fail or "OK") == 0
     assert value(metrics.registry, "aiwatch_requests_in_flight", service="infer") == 0
+
+
+@pytest.mark.parametrize(("fail", "status"), [("raise", "UNKNOWN"), ("NOT_FOUND", "NOT_FOUND")])
+async def test_aio_a_client_stream_whose_handler_failed_sent_no_message(metrics: Metrics, fail: str,
+                                                                        status: str) -> None:
+    """A request-streaming RPC's one response is counted sent only when it went out (it counted 1 on failures)."""
+    async with _served(metrics) as target, grpc.aio.insecure_channel(target) as channel:
+        with pytest.raises(grpc.aio.AioRpcError):
+            await pb_grpc.InferenceStub(channel).Upload(iter([req(features=[1.0], fail=fail), req(features=[2.0])]))
+        await _eventually(lambda: _count(metrics, UPLOAD, status) == 1)
+    assert value(metrics.registry, "aiwatch_rpc_messages_total", service="infer", route=UPLOAD,
+                 direction="sent") == 0

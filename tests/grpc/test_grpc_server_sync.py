@@ -758,6 +758,18 @@ def test_a_code_set_by_a_handler_whose_call_ended_first_is_not_its_status(metric
     assert value(metrics.registry, "aiwatch_requests_in_flight", service="infer") == 0
 
 
+@pytest.mark.parametrize("fail", ["raise", "NOT_FOUND"])
+def test_a_client_stream_whose_handler_failed_sent_no_message(metrics: Metrics, fail: str) -> None:
+    """A request-streaming RPC's one response is counted sent only when it went out: not when the handler raised or
+    aborted (it counted 1)."""
+    with sync_server([grpc_server_interceptor(service="infer", metrics=metrics)]) as target, \
+            stub_for(target) as stub, pytest.raises(grpc.RpcError):
+        stub.Upload(iter([req(features=[1.0], fail=fail), req(features=[2.0])]))
+    assert _count(metrics, UPLOAD, "UNKNOWN" if fail == "raise" else fail) == 1
+    assert value(metrics.registry, "aiwatch_rpc_messages_total", service="infer", route=UPLOAD,
+                 direction="sent") == 0
+
+
 def test_a_handler_that_raises_after_its_call_ended_is_the_callers_status_with_its_exception(
         metrics: Metrics, provider: Any, exporter: Any) -> None:
     """The caller saw ``DEADLINE_EXCEEDED``, not the ``UNKNOWN`` the exception would have sent: that is the status;
