@@ -65,7 +65,7 @@ from aiwatch.metadatacapture import MetadataCapture
 from aiwatch.metrics import Metrics
 from aiwatch.middleware._common import UNMATCHED_ROUTE, capture_request_headers
 from aiwatch.recording import resolve_recorder
-from aiwatch.safety import record_cut, record_error
+from aiwatch.safety import logger, record_cut, record_error
 from aiwatch.semconv import end_grpc_span, grpc_peer_attributes, grpc_span_start, rpc_conventions
 from aiwatch.servertiming import ATTEMPT, HEADER, MAX_LENGTH, timing_tail
 from aiwatch.streaming import ChunkTimer
@@ -260,6 +260,8 @@ class _ServerCore:
         self._messages: dict[str, MessageTimer] = {}
         #: method -> (grpcio's deserializer, its timer, the timed deserializer of its unary requests)
         self._deserializers: dict[str, tuple[Any, MessageTimer, Callable[[bytes], Any]]] = {}
+        #: the methods of plain-function handlers on a grpc.aio server whose RPCs go unrecorded, warned of once
+        self._plain: set[str] = set()
 
     def messages(self, method: str) -> MessageTimer:
         """The (de)serializer timer of ``method`` (one per method: grpcio asks for the handler per call)."""
@@ -269,6 +271,16 @@ class _ServerCore:
             if len(self._messages) < MAX_CACHED_METHODS:
                 self._messages[method] = timer
         return timer
+
+    def plain_handler(self, method: str) -> None:
+        """A grpc.aio server's handler of ``method`` is a plain function, which grpc.aio runs in its thread pool and
+        aiwatch passes through: say so once per method (up to :data:`MAX_CACHED_METHODS`), as its RPCs are in no
+        metric, span or trailer."""
+        if method in self._plain or len(self._plain) >= MAX_CACHED_METHODS:
+            return
+        self._plain.add(method)
+        logger.warning("aiwatch: the grpc.aio handler of %s is a plain function (grpc.aio runs it in its thread "
+                       "pool): its RPCs are not recorded; make it an async def to record them", method)
 
     def unary_deserializer(self, method: str, messages: MessageTimer, deserialize: Any) -> Callable[[bytes], Any]:
         """``deserialize`` of ``method``'s unary requests, timed by ``messages`` (:meth:`undecodable` told of a
@@ -718,6 +730,7 @@ def _instrument_handler(interceptor: Any, handler: Any, handler_call_details: An
         method = method_name(handler_call_details.method)
         behavior, factory = _handler_parts(handler)
         if only_async and not (inspect.iscoroutinefunction(behavior) or inspect.isasyncgenfunction(behavior)):
+            interceptor._core.plain_handler(method)
             return handler
         wrap = interceptor._wrap_stream if handler.response_streaming else interceptor._wrap_unary
         core = interceptor._core
