@@ -8,7 +8,8 @@ Per RPC (see docs/grpc.md):
   ``status`` = the gRPC status code name (``OK``, ``INVALID_ARGUMENT``...). An unhandled servicer exception is
   ``UNKNOWN``, as grpcio reports it; a call the client cancelled is ``CANCELLED``, or ``DEADLINE_EXCEEDED`` when its
   deadline had passed (or was within a margin of it, :func:`_cancel_margin`) when the call ended (also when the
-  handler fails with the ``RpcError`` grpcio raises from such a call's request stream). A call to a method the
+  handler fails with the ``RpcError`` grpcio raises from such a call's request stream, and whatever code the servicer
+  set or exception it raised after: none reaches a caller that left). A call to a method the
   server does not implement is recorded as ``UNIMPLEMENTED`` under the route ``__unmatched__`` (the client's method
   name never becomes a label, as a URL path never does).
   A unary request grpcio cannot deserialize (the handler never runs) is recorded with the status grpcio answers:
