@@ -195,11 +195,14 @@ class _Unserializable:
     serializer has run (:meth:`serialized`): its total, its phases and its trailer then include the serialization.
     :meth:`release` records it should the serializer never run."""
 
-    __slots__ = ("error", "failed", "pending")
+    __slots__ = ("error", "failed", "pending", "started")
 
     def __init__(self) -> None:
         self.failed = False
         self.error: BaseException | None = None
+        #: set when grpcio called the serializer: a record still held at the RPC's end then is of a call that ended
+        #: (its caller's cancel, its deadline) while its response was being serialized, before its status went out
+        self.started = False
         #: the held record: called with whether the serializer ran, and how long it took when it succeeded
         self.pending: Callable[[bool, float | None], None] | None = None
 
@@ -477,9 +480,24 @@ class _ServerCore:
                     status = _code(context) or self.failed_status
                 if call.streaming and call.sent:
                     call.sent -= 1  # the response never went out
+            if status not in _CANCEL_STATUSES and self._over(call, context, serialized):
+                status = _cancel_status(context, call.margin, call.remaining)
+                if call.streaming:
+                    call.sent = 0
             self._finish(call, method, status, error, end)
         except Exception as exc:
             record_error(COMPONENT, exc, self.metrics)
+
+    def _over(self, call: _Call, context: Any, serialized: bool) -> bool:
+        """Whether a held unary RPC's call ended (its deadline, its caller's cancel) before grpcio could send its
+        status: a response whose serialization outlasted the deadline never reaches the caller. ``serialized``: asked
+        from the serializer, before the status is sent; otherwise at the RPC's end (the status may be out already), so
+        a deadline that has passed, or a serialization that had started, tells."""
+        if _expired(_time_remaining(context)):
+            return True
+        if not serialized:
+            return call.unserializable is not None and call.unserializable.started
+        return call.ended or not _active(context) or (not self.serializes_any_code and _cancel_requested())
 
     def _finish(self, call: _Call, method: str, status: str, error: BaseException | None, end: float) -> None:
         """Count ``call``'s messages, end its span and record it with ``status`` (``error``: the exception to report
@@ -711,8 +729,18 @@ def _rewrap(handler: Any, behavior: Callable[..., Any], factory: Callable[..., A
         if unserializable is None:
             serializer = messages.serializer(serializer, _clock)
         else:
-            serializer = messages.serializer(serializer, _clock, unserializable.fail, unserializable.serialized)
+            serializer = _started(messages.serializer(serializer, _clock, unserializable.fail,
+                                                      unserializable.serialized), unserializable)
     return factory(behavior, request_deserializer=deserializer, response_serializer=serializer)
+
+
+def _started(serializer: Callable[[Any], Any], held: _Unserializable) -> Callable[[Any], Any]:
+    """``serializer``, marking ``held`` started when grpcio calls it."""
+    def serialize(message: Any) -> Any:
+        held.started = True
+        return serializer(message)
+
+    return serialize
 
 
 def _instrument_handler(interceptor: Any, handler: Any, handler_call_details: Any, *, only_async: bool) -> Any:

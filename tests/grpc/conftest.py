@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import time
 import warnings
 from collections.abc import AsyncIterator, Iterator, Sequence
 from concurrent import futures
@@ -19,6 +20,19 @@ UPLOAD = SERVICE + "Upload"
 CHAT = SERVICE + "Chat"
 #: seconds :func:`sync_server` waits for its server to stop
 STOP_WAIT = 10.0
+#: a method whose response takes :func:`slow_serializer`'s 0.3 s to serialize (:func:`slow_serialize_handler`)
+SLOW_SERIALIZE = "/aiwatch.test.Slow/Serialize"
+
+
+def slow_serializer(response: bytes) -> bytes:
+    time.sleep(0.3)  # the app's codec, on a large response, outlasting the call's deadline
+    return response
+
+
+def slow_serialize_handler(handler: Any) -> Any:
+    """A generic handler of :data:`SLOW_SERIALIZE` whose response takes :func:`slow_serializer`'s 0.3 s."""
+    return grpc.method_handlers_generic_handler("aiwatch.test.Slow", {
+        "Serialize": grpc.unary_unary_rpc_method_handler(handler, response_serializer=slow_serializer)})
 
 
 @contextmanager

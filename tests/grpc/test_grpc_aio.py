@@ -19,7 +19,18 @@ from aiwatch.grpc import grpc_aio_client_interceptors, grpc_aio_server_intercept
 from aiwatch.metrics import Metrics
 from aiwatch.servertiming import parse, parse_server_timing
 from examples.grpc_service.servicer import AioInferenceServicer, pb, pb_grpc
-from tests.grpc.conftest import CHAT, PREDICT, PREDICT_STREAM, UPLOAD, aio_server, req, stub_for, value
+from tests.grpc.conftest import (
+    CHAT,
+    PREDICT,
+    PREDICT_STREAM,
+    SLOW_SERIALIZE,
+    UPLOAD,
+    aio_server,
+    req,
+    slow_serialize_handler,
+    stub_for,
+    value,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -449,3 +460,25 @@ async def test_aio_a_plain_function_handler_is_answered_unrecorded_and_warned_of
     assert len(warned) == 1
     assert PREDICT in warned[0]
     assert _count(metrics, PREDICT, "OK") == 0
+
+
+async def test_aio_a_unary_response_whose_serialization_outlasted_the_deadline_is_deadline_exceeded(
+        metrics: Metrics) -> None:
+    """As on the thread-pool server: recorded once serialized, with the status its caller has (it was OK)."""
+    async def echo(request: bytes, context: Any) -> bytes:
+        return request
+
+    server = grpc.aio.server(interceptors=[grpc_aio_server_interceptor(service="infer", metrics=metrics)])
+    server.add_generic_rpc_handlers((slow_serialize_handler(echo),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await channel.unary_unary(SLOW_SERIALIZE)(b"x", timeout=0.1)
+            assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            await _eventually(lambda: _count(metrics, SLOW_SERIALIZE, "DEADLINE_EXCEEDED") == 1)
+    finally:
+        await server.stop(None)
+    assert _count(metrics, SLOW_SERIALIZE, "OK") == 0
+    assert value(metrics.registry, "aiwatch_requests_in_flight", service="infer") == 0

@@ -35,7 +35,19 @@ from aiwatch.metrics import Metrics
 from aiwatch.servertiming import Entry, parse, parse_server_timing
 from aiwatch.timing import RequestRecorder
 from examples.grpc_service.servicer import InferenceServicer, pb, pb_grpc
-from tests.grpc.conftest import CHAT, PREDICT, PREDICT_STREAM, UPLOAD, req, serving, stub_for, sync_server, value
+from tests.grpc.conftest import (
+    CHAT,
+    PREDICT,
+    PREDICT_STREAM,
+    SLOW_SERIALIZE,
+    UPLOAD,
+    req,
+    serving,
+    slow_serialize_handler,
+    stub_for,
+    sync_server,
+    value,
+)
 from tests.hostile_timing import PHASES, SERVICES
 from tests.servers import wait_until
 
@@ -784,3 +796,26 @@ def test_a_handler_that_raises_after_its_call_ended_is_the_callers_status_with_i
     (span,) = exporter.get_finished_spans()
     assert span.attributes["rpc.grpc.status_code"] == grpc.StatusCode.DEADLINE_EXCEEDED.value[0]
     assert [e.attributes["exception.type"] for e in span.events if e.name == "exception"] == ["LookupError"]
+
+
+@pytest.mark.parametrize("ending", ["DEADLINE_EXCEEDED", "CANCELLED"])
+def test_a_unary_call_that_ended_while_its_response_was_serialized_is_the_callers_status(metrics: Metrics,
+                                                                                       ending: str) -> None:
+    """The record waits for the response's serialization; a deadline that passed, or a cancel that came, meanwhile
+    ended the call: the caller has DEADLINE_EXCEEDED or CANCELLED. It was recorded with the status the handler's
+    return had (OK)."""
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4),
+                         interceptors=[grpc_server_interceptor(service="infer", metrics=metrics)])
+    server.add_generic_rpc_handlers((slow_serialize_handler(lambda request, context: request),))
+    with serving(server) as target, grpc.insecure_channel(target) as channel:
+        if ending == "DEADLINE_EXCEEDED":
+            with pytest.raises(grpc.RpcError) as info:
+                channel.unary_unary(SLOW_SERIALIZE)(b"x", timeout=0.1)
+            assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        else:
+            future = channel.unary_unary(SLOW_SERIALIZE).future(b"x")
+            time.sleep(0.1)
+            assert future.cancel()
+        wait_until(lambda: _count(metrics, SLOW_SERIALIZE, ending) == 1, timeout=10, what=ending)
+    assert _count(metrics, SLOW_SERIALIZE, "OK") == 0
+    assert value(metrics.registry, "aiwatch_requests_in_flight", service="infer") == 0
