@@ -82,6 +82,9 @@ from aiwatch.tracing import (
 from aiwatch.traffic import TrafficClasses
 
 METHOD_LABEL = "grpc"
+#: the phase of a thread-pool server's RPC spent waiting for a worker of the server's pool (a ``queue`` phase to the
+#: diagnosis, :func:`aiwatch.diagnose.split.classify`)
+QUEUE_PHASE = "queue_pool"
 """The ``method`` label of gRPC requests in ``aiwatch_request_duration_seconds``."""
 
 COMPONENT = "grpc_server"
@@ -743,12 +746,14 @@ def _started(serializer: Callable[[Any], Any], held: _Unserializable) -> Callabl
     return serialize
 
 
-def _instrument_handler(interceptor: Any, handler: Any, handler_call_details: Any, *, only_async: bool) -> Any:
+def _instrument_handler(interceptor: Any, handler: Any, handler_call_details: Any, *, only_async: bool,
+                        arrived: float | None = None) -> Any:
     """``handler`` with its behavior wrapped by ``interceptor._wrap_unary``/``_wrap_stream``; on any failure of
     aiwatch's own, the handler as it was (counted). With ``only_async``, plain-function handlers pass through.
     No handler (a method the server does not implement): the call is recorded as ``UNIMPLEMENTED`` now, since
     grpcio answers it without running anything aiwatch could wrap. An RPC to an excluded service
-    (:mod:`aiwatch.exclusion`) gets its handler as it is, and nothing is recorded."""
+    (:mod:`aiwatch.exclusion`) gets its handler as it is, and nothing is recorded. ``arrived``: when the thread-pool
+    server asked for the handler (:func:`_queued`)."""
     excluded = interceptor._excluded
     if excluded.active and excluded.excludes(method_name(handler_call_details.method)):
         return handler
@@ -762,6 +767,8 @@ def _instrument_handler(interceptor: Any, handler: Any, handler_call_details: An
             interceptor._core.plain_handler(method)
             return handler
         wrap = interceptor._wrap_stream if handler.response_streaming else interceptor._wrap_unary
+        if arrived is not None:
+            wrap = functools.partial(wrap, arrived=arrived)
         core = interceptor._core
         messages = core.messages(method) if core.serialization else None
         # grpcio asks for the handler per RPC: one flag per RPC (none without the serializer that sets it)
@@ -806,16 +813,20 @@ class AiwatchServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         return self._core.recorder
 
     def intercept_service(self, continuation: Callable[[Any], Any], handler_call_details: Any) -> Any:
-        return _instrument_handler(self, continuation(handler_call_details), handler_call_details, only_async=False)
+        arrived = _clock()  # grpcio asks for the handler in its polling thread, before the call waits for a worker
+        return _instrument_handler(self, continuation(handler_call_details), handler_call_details, only_async=False,
+                                   arrived=arrived)
 
     def _wrap_unary(self, behavior: Callable[..., Any], method: str, request_streaming: bool,
-                    unserializable: _Unserializable | None = None,
-                    undecodable: _Undecodable | None = None) -> Callable[..., Any]:
+                    unserializable: _Unserializable | None = None, undecodable: _Undecodable | None = None,
+                    arrived: float | None = None) -> Callable[..., Any]:
         core = self._core
 
         def unary(request: Any, context: Any) -> Any:
             call = core.start(method, context, request_streaming, None if request_streaming else request)
             if call is not None:
+                if arrived is not None:
+                    _queued(call.timeline, arrived)
                 call.unserializable = unserializable
                 core.watch(call, context)
             if call is not None and request_streaming:
@@ -839,13 +850,15 @@ class AiwatchServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         return unary
 
     def _wrap_stream(self, behavior: Callable[..., Any], method: str, request_streaming: bool,
-                     unserializable: _Unserializable | None = None,
-                     undecodable: _Undecodable | None = None) -> Callable[..., Any]:
+                     unserializable: _Unserializable | None = None, undecodable: _Undecodable | None = None,
+                     arrived: float | None = None) -> Callable[..., Any]:
         core = self._core
 
         def stream(request: Any, context: Any) -> Iterator[Any]:
             call = core.start(method, context, True, None if request_streaming else request)
             if call is not None:
+                if arrived is not None:
+                    _queued(call.timeline, arrived)
                 call.unserializable = unserializable
                 call.undecodable = undecodable
                 if request_streaming:
@@ -874,6 +887,17 @@ class AiwatchServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
             core.end(call, method, context, None)
 
         return stream
+
+
+def _queued(tl: RequestTimeline, arrived: float) -> None:
+    """The thread-pool server's RPC arrived at ``arrived`` (grpcio asked the interceptors for its handler then, in its
+    polling thread) and waited for a worker of the server's pool until its timeline began (at the unary request's
+    deserialization, or the handler's start): that wait is its :data:`QUEUE_PHASE`, and its start moves back to its
+    arrival, so that its total and its trailer hold it (the caller's network time did)."""
+    wait = tl.start - arrived
+    if wait > 0:
+        tl.start = arrived
+        tl.add(QUEUE_PHASE, None, wait)
 
 
 def _enter(call: _Call | None) -> object | None:

@@ -77,8 +77,8 @@ def test_unary_records_duration_phases_and_reports_server_timing(metrics: Metric
                  phase="inference") >= 0.005
     timing = parse_server_timing(dict(call.trailing_metadata())["server-timing"])
     # the request message's deserialization ran before the handler, and its response's serialization after it
-    # returned: both part of the RPC and of its trailer
-    assert set(timing) == {"deserialize", "features", "inference", "serialize", "overhead", "total"}
+    # returned: both part of the RPC and of its trailer, as is its wait for a worker of the server's pool
+    assert set(timing) == {"queue_pool", "deserialize", "features", "inference", "serialize", "overhead", "total"}
     assert timing["total"] >= timing["inference"] >= 0.005
     server_sum = value(metrics.registry, "aiwatch_request_duration_seconds_sum", service="infer", route=PREDICT,
                        method="grpc", status="OK")
@@ -819,3 +819,25 @@ def test_a_unary_call_that_ended_while_its_response_was_serialized_is_the_caller
         wait_until(lambda: _count(metrics, SLOW_SERIALIZE, ending) == 1, timeout=10, what=ending)
     assert _count(metrics, SLOW_SERIALIZE, "OK") == 0
     assert value(metrics.registry, "aiwatch_requests_in_flight", service="infer") == 0
+
+
+
+def test_the_wait_for_a_worker_of_the_servers_pool_is_a_queue_phase_inside_the_total(metrics: Metrics) -> None:
+    """A thread-pool server's call waits for a free worker before its request is read: that wait was outside the
+    server's total and trailer (three 200 ms calls on one worker: totals of 0.2 s each while the last caller waited
+    0.6 s), so its caller counted it as network time. It is the ``queue_pool`` phase now, inside both."""
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1),
+                         interceptors=[grpc_server_interceptor(service="infer", model="ranker", metrics=metrics)])
+    with serving(server) as target, stub_for(target) as stub:
+        calls = [stub.Predict.future(req(delay_ms=200)) for _ in range(3)]
+        totals = sorted(parse_server_timing(dict(call.trailing_metadata())["server-timing"])["total"]
+                        for call in calls)
+        queued = sorted(parse_server_timing(dict(call.trailing_metadata())["server-timing"]).get("queue_pool", 0.0)
+                        for call in calls)
+    # one worker: the calls ran one after the other, each waiting for the ones before it (less the few ms between
+    # the calls' arrivals)
+    assert totals[2] >= 0.5 and totals[1] >= 0.3
+    assert queued[2] >= 0.3 and queued[1] >= 0.1
+    assert _phase_count(metrics, "queue_pool") == 3
+    assert value(metrics.registry, "aiwatch_phase_duration_seconds_sum", service="infer", model="ranker",
+                 phase="queue_pool") == pytest.approx(sum(queued), abs=1e-5)
