@@ -82,10 +82,11 @@ from aiwatch.tracing import (
 from aiwatch.traffic import TrafficClasses
 
 METHOD_LABEL = "grpc"
-#: the phase of a thread-pool server's RPC spent waiting for a worker of the server's pool (a ``queue`` phase to the
-#: diagnosis, :func:`aiwatch.diagnose.split.classify`)
-QUEUE_PHASE = "queue_pool"
 """The ``method`` label of gRPC requests in ``aiwatch_request_duration_seconds``."""
+
+QUEUE_PHASE = "queue_pool"
+"""The phase of a thread-pool server's RPC spent waiting for a worker of the server's pool (a ``queue`` phase to the
+diagnosis, :func:`aiwatch.diagnose.split.classify`)."""
 
 COMPONENT = "grpc_server"
 #: the metadata grpc-core adds to a retried (or hedged) attempt: how many attempts of the call came before
