@@ -360,6 +360,23 @@ def registry_endpoint(registry: Any) -> Iterator[str]:
         thread.join(5)
 
 
+def exposition_handler(body: bytes) -> type[BaseHTTPRequestHandler]:
+    """A handler answering every GET with ``body`` as a Prometheus text exposition (a stand-in exporter's
+    ``/metrics``: dcgm-exporter's recorded payload, or series written out by a test)."""
+
+    class Exporter(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    return Exporter
+
+
 @contextmanager
 def handler_server(handler: type[BaseHTTPRequestHandler], release: threading.Event | None = None) -> Iterator[str]:
     """Serve ``handler`` on a free loopback port from a thread; yields its base URL, ``http://127.0.0.1:PORT``.

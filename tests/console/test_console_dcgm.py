@@ -5,9 +5,7 @@ prometheus-adapter examples read it in aiwatch's units (utilization 0-1, memory 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -16,7 +14,7 @@ from aiwatch.console.config import ConsoleConfig
 from aiwatch.console.queries import PanelQueries
 from aiwatch.gpuseries import MIB, SM_ACTIVE, GpuSeries
 from tests.console.test_console_dashboard import DCGM_DASHBOARD, load, substitute, targets
-from tests.servers import REPO, Prometheus, handler_server, prometheus, require_module
+from tests.servers import REPO, Prometheus, exposition_handler, handler_server, prometheus, require_module
 
 PAYLOAD = Path(__file__).resolve().parents[1] / "fixtures" / "dcgm-exporter-metrics.txt"
 H100 = "NVIDIA H100 80GB HBM3"
@@ -24,19 +22,8 @@ H100 = "NVIDIA H100 80GB HBM3"
 
 @pytest.fixture(scope="module")
 def dcgm_prometheus() -> Iterator[Prometheus]:
-    body = PAYLOAD.read_bytes()
-
-    class Exporter(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    with handler_server(Exporter) as url, prometheus([url.removeprefix("http://")]) as prom:
+    with handler_server(exposition_handler(PAYLOAD.read_bytes())) as url, \
+            prometheus([url.removeprefix("http://")]) as prom:
         prom.wait_for("count(DCGM_FI_DEV_GPU_UTIL) == 2 and count(DCGM_FI_PROF_SM_ACTIVE) == 2")
         yield prom
 

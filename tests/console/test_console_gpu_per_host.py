@@ -13,7 +13,7 @@ import pytest
 from aiwatch.console import PrometheusSource
 from aiwatch.console.scrape import ScrapeSource
 from tests.console.test_console_dashboard import DASHBOARD, load, substitute, targets
-from tests.servers import Prometheus, handler_server, prometheus
+from tests.servers import Prometheus, exposition_handler, handler_server, prometheus
 
 #: (uuid, utilization) of each pod's one GPU
 GPUS = {"GPU-3f5e2b9c-41a7-8d0e-6c1b-92f4d7a0e815": 0.9, "GPU-a81c07d2-5b3e-4f19-9e60-2d7b8c14f3a6": 0.2}
@@ -26,16 +26,7 @@ def exporter(uuid: str, utilization: float) -> type[BaseHTTPRequestHandler]:
         ("aiwatch_gpu_memory_used_bytes", 1e9), ("aiwatch_gpu_memory_total_bytes", 8e10),
         ("aiwatch_gpu_power_watts", 300), ("aiwatch_gpu_temperature_celsius", 60))).encode()
 
-    class Exporter(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-    return Exporter
+    return exposition_handler(body)
 
 
 @pytest.fixture(scope="module")
