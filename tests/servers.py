@@ -217,8 +217,9 @@ class Prometheus:
 @contextmanager
 def prometheus(scrape_targets: Sequence[str] = (), rule_files: Sequence[Path] = (), scrape_interval: str = "1s",
                evaluation_interval: str = "1s", alertmanager_url: str | None = None,
-               extra_config: str = "") -> Iterator[Prometheus]:
-    """Start a real Prometheus scraping ``scrape_targets`` (host:port) with ``rule_files`` loaded."""
+               extra_config: str = "", flags: Sequence[str] = ()) -> Iterator[Prometheus]:
+    """Start a real Prometheus scraping ``scrape_targets`` (host:port) with ``rule_files`` loaded; ``flags``: more
+    command-line flags (``--enable-feature=exemplar-storage``)."""
     binary = require_binary("prometheus")
     with tempfile.TemporaryDirectory(prefix="aiwatch-prom-") as tmp:
         tmpdir = Path(tmp)
@@ -236,7 +237,7 @@ def prometheus(scrape_targets: Sequence[str] = (), rule_files: Sequence[Path] = 
         config.write_text("\n".join(lines) + "\n" + extra_config)
         proc = Process([binary, f"--config.file={config}", f"--storage.tsdb.path={tmpdir / 'data'}",
                         f"--web.listen-address=127.0.0.1:{port}", "--web.enable-lifecycle",
-                        "--storage.tsdb.retention.time=1h"], tmpdir / "prometheus.log")
+                        "--storage.tsdb.retention.time=1h", *flags], tmpdir / "prometheus.log")
         url = f"http://127.0.0.1:{port}"
         with running(proc, lambda: http_get(f"{url}/-/ready")[0] == 200, 30, "Prometheus"):
             yield Prometheus(url, config, proc)

@@ -471,3 +471,39 @@ def test_a_phase_in_a_wsgi_body_the_server_closed_early_is_no_error(registry: Co
     assert [event.name for event in generate.events] == []
     assert next(s for s in exporter.get_finished_spans() if s.name == "GET /stream").status.status_code \
         is StatusCode.UNSET
+
+
+def test_prometheus_stores_exemplars_that_lead_to_the_server_span(registry: CollectorRegistry, provider: TracerProvider,
+                                                                  exporter: InMemorySpanExporter) -> None:
+    """The whole exemplar path an on-call engineer follows: a real Prometheus with exemplar storage scrapes a
+    uvicorn-served FastAPI app (negotiating OpenMetrics with its own Accept header), and the exemplars it returns for
+    the dashboard's p99 query carry, as ``trace_id``, the finished SERVER span's trace id; an unsampled request,
+    served last so a wrong exemplar would overwrite the right one, leaves no trace id that leads nowhere."""
+    from aiwatch.console.queries import PanelQueries
+    from tests.servers import prometheus
+
+    unsampled = "0af7651916cd43dd8448eb211c80319c"
+    with uvicorn_in_thread(fastapi_app(registry, tracer_provider=provider)) as (port, _):
+        assert requests.get(f"http://127.0.0.1:{port}/items/1", timeout=10).status_code == 200
+        assert requests.get(f"http://127.0.0.1:{port}/items/2", timeout=10,
+                            headers={"traceparent": f"00-{unsampled}-{PARENT_ID}-00"}).status_code == 200
+        [server] = [s for s in exporter.get_finished_spans() if s.kind is SpanKind.SERVER
+                    and s.instrumentation_scope is not None and s.instrumentation_scope.name == "aiwatch"]
+        trace_id = f"{server.context.trace_id:032x}"
+        with prometheus([f"127.0.0.1:{port}"], flags=["--enable-feature=exemplar-storage"]) as prom:
+            def exemplars(query: str) -> dict[str, set[str]]:
+                found: dict[str, set[str]] = {}
+                for series in prom.api("/api/v1/query_exemplars", query=query, start="0", end="1e10"):
+                    key = series["seriesLabels"]["__name__"] + series["seriesLabels"].get("phase", "")
+                    found.setdefault(key, set()).update(json_labels["labels"]["trace_id"]
+                                                        for json_labels in series["exemplars"])
+                return found
+
+            p99 = PanelQueries().latency_quantile(0.99, "1m")
+            wait_until(lambda: exemplars(p99), what="exemplars of the p99 query")
+            assert exemplars(p99) == {"aiwatch_request_duration_seconds_bucket": {trace_id}}
+            wait_until(lambda: len(exemplars("aiwatch_phase_duration_seconds_bucket")) == 4,
+                       what="exemplars of every phase")
+            assert exemplars("aiwatch_phase_duration_seconds_bucket") == {
+                f"aiwatch_phase_duration_seconds_bucket{phase}": {trace_id}
+                for phase in ("inference", "tokenize", "postprocess", "overhead")}
