@@ -123,10 +123,11 @@ class TokenUsage:
         if self.first is None or not successful(status):
             return
         labels = (service, tl.model if self.first_model is None else self.first_model, tl.traffic_class)
-        observe(m.child(m.time_to_first_token, labels), max(self.first - tl.start, 0.0))
+        exemplar = {"trace_id": tl.trace_id} if tl.trace_id else None
+        observe(m.child(m.time_to_first_token, labels), max(self.first - tl.start, 0.0), exemplar)
         after_first = sum(counts[1] for counts in self.counts.values()) - self.first_output
         if after_first > 0:
-            observe(m.child(m.time_per_output_token, labels), (self.last - self.first) / after_first)
+            observe(m.child(m.time_per_output_token, labels), (self.last - self.first) / after_first, exemplar)
 
     def describe(self, span: Any, tl: RequestTimeline) -> None:
         """The GenAI usage attributes on the request's span: the request's totals, and the model that produced the

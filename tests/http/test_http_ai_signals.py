@@ -15,6 +15,7 @@ from fastapi.responses import FileResponse, StreamingResponse
 from flask import Flask, Response, stream_with_context
 from hypothesis import given
 from hypothesis import strategies as st
+from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 from starlette.background import BackgroundTask
 from starlette.responses import Response as StarletteResponse
@@ -274,6 +275,19 @@ async def test_tokens_give_usage_time_to_first_token_and_time_per_output_token(r
     # 4 tokens after the first record, which came 2 gaps of >= 10 ms before the last one
     tpot = sample(registry, "aiwatch_gen_ai_time_per_output_token_seconds_sum", model="", traffic_class="realtime")
     assert tpot is not None and tpot >= 0.02 / 4
+
+
+async def test_token_timing_carries_the_requests_trace_id_as_exemplar(registry: CollectorRegistry,
+                                                                       provider: TracerProvider) -> None:
+    """A slow first token leads to its request's trace, as a slow request does: the token-timing histograms carry
+    the sampled trace's id as exemplar (Grafana's time-to-first-token panel draws them)."""
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    await call(fastapi_app(registry, tracer_provider=provider), "/stream",
+               headers=[("traceparent", f"00-{trace_id}-00f067aa0ba902b7-01")])
+    exemplars = {m.name: s.exemplar.labels for m in registry.collect() if m.name.startswith("aiwatch_gen_ai_time")
+                 for s in m.samples if s.exemplar is not None}
+    assert exemplars == {"aiwatch_gen_ai_time_to_first_token_seconds": {"trace_id": trace_id},
+                         "aiwatch_gen_ai_time_per_output_token_seconds": {"trace_id": trace_id}}
 
 
 async def test_token_timing_is_only_for_successful_responses(registry: CollectorRegistry) -> None:
