@@ -86,8 +86,14 @@ class Layout:
         return self.next_id - 1
 
 
-def target(expr: str, legend: str = "", ref: str = "A", instant: bool = False) -> dict[str, Any]:
+def target(expr: str, legend: str = "", ref: str = "A", instant: bool = False,
+           exemplar: bool = False) -> dict[str, Any]:
+    """``exemplar``: Grafana also asks Prometheus for the exemplars of the series ``expr`` reads (aiwatch's trace
+    ids), drawn as points that link to the trace. One target per panel: the exemplars are those of the series read,
+    whatever quantile is taken of them, so a second target would draw each one twice."""
     t: dict[str, Any] = {"datasource": DS, "expr": expr, "legendFormat": legend or "__auto", "refId": ref}
+    if exemplar:
+        t["exemplar"] = True
     if instant:
         t.update({"instant": True, "range": False, "format": "table"})
     return t
@@ -134,10 +140,12 @@ def build(gpu_source: str = "aiwatch") -> dict[str, Any]:
     lay = Layout()
     lay.row("Latency: where the time goes")
     lay.add(timeseries("Request latency p50 / p95 / p99",
-                       [target(q.latency_quantile(quantile, W, SVC), f"{{{{service}}}} {name}{AT}", chr(65 + i))
-                        for i, (name, quantile) in enumerate(QUANTILES)], "s",
+                       [target(q.latency_quantile(quantile, W, SVC), f"{{{{service}}}} {name}{AT}", chr(65 + i),
+                               exemplar=name == "p99") for i, (name, quantile) in enumerate(QUANTILES)], "s",
                        "Server time per request (aiwatch_request_duration_seconds), per service: a gateway's and "
-                       "its backend's requests are never mixed in one histogram."), w=8)
+                       "its backend's requests are never mixed in one histogram. The points on the p99 line are "
+                       "exemplars: one traced request each, which opens its trace once the data source has a trace "
+                       "destination for the trace_id label (docs/console.md)."), w=8)
     lay.add(timeseries("Network time seen by callers",
                        [target(q.network_quantile(quantile, W, SVC), f"{{{{service}}}} → {{{{peer}}}} {name}{AT}",
                                chr(65 + i)) for i, (name, quantile) in enumerate(QUANTILES[:2])], "s",
@@ -214,7 +222,8 @@ def build(gpu_source: str = "aiwatch") -> dict[str, Any]:
     lay.row("AI traffic: real-time vs batch, streams, fallbacks, model versions")
     p95 = dict(QUANTILES)["p95"]
     lay.add(timeseries("Request latency p95: real-time vs batch",
-                       [target(q.latency_by_class(p95, W, SVC), f"{{{{service}}}} {{{{traffic_class}}}} p95{AT}")],
+                       [target(q.latency_by_class(p95, W, SVC), f"{{{{service}}}} {{{{traffic_class}}}} p95{AT}",
+                               exemplar=True)],
                        "s", "Request latency p95 per service and traffic_class (the aiwatch-traffic-class header or "
                             "a route rule), side by side: batch traffic raising real-time latency on the same "
                             "replicas shows as the realtime line climbing with the batch rate (next panel). SLOs and "
@@ -229,12 +238,14 @@ def build(gpu_source: str = "aiwatch") -> dict[str, Any]:
                        "streamed in two chunks or more, and of gRPC server streams."), w=8)
     lay.add(timeseries("Time to first token",
                        [target(q.first_token_quantile(quantile, W, SVC, MDL),
-                               f"{{{{model}}}} {{{{traffic_class}}}} {name}{AT}", chr(65 + i))
+                               f"{{{{model}}}} {{{{traffic_class}}}} {name}{AT}", chr(65 + i),
+                               exemplar=name == "p95")
                         for i, (name, quantile) in enumerate(QUANTILES[:2])], "s",
                        "OpenTelemetry's gen_ai.server.time_to_first_token (aiwatch.record_tokens)."), w=8)
     lay.add(timeseries("Time per output token",
                        [target(q.per_output_token_quantile(quantile, W, SVC, MDL),
-                               f"{{{{model}}}} {{{{traffic_class}}}} {name}{AT}", chr(65 + i))
+                               f"{{{{model}}}} {{{{traffic_class}}}} {name}{AT}", chr(65 + i),
+                               exemplar=name == "p95")
                         for i, (name, quantile) in enumerate(QUANTILES[:2])], "s",
                        "OpenTelemetry's gen_ai.server.time_per_output_token."), w=8)
     lay.add(timeseries("Token usage", [target(q.token_rate(W, SVC, MDL), "{{model}} {{token_type}}" + AT)],
@@ -249,7 +260,8 @@ def build(gpu_source: str = "aiwatch") -> dict[str, Any]:
                        "percentunit", "Share of each model version's requests with an error status "
                                       "(set_model(model, version)): a canary against the stable version."), w=8)
     lay.add(timeseries("Model versions: model time p95",
-                       [target(q.version_latency(p95, W, SVC, MDL), "{{model}} {{model_version}}" + AT)], "s",
+                       [target(q.version_latency(p95, W, SVC, MDL), "{{model}} {{model_version}}" + AT, exemplar=True)],
+                       "s",
                        "The inference phase's p95 per model version."), w=24)
 
     lay.row("Resources: GPUs, queues, batching, cache")

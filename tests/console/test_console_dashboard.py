@@ -254,3 +254,26 @@ def test_every_panel_query_returns_data_from_a_real_prometheus(stack: Stack) -> 
             assert found, variable["definition"]
             series = stack.prom.api("/api/v1/series", **{"match[]": substitute(found[1])})
             assert {s.get(found[2]) for s in series} - {None}, variable["name"]
+
+
+#: the histograms whose observations carry the request's trace id as exemplar (tests/test_timing_edges.py,
+#: tests/http/test_http_ai_signals.py); Prometheus keeps the exemplars on their ``_bucket`` series
+EXEMPLAR_BUCKETS = {f"{name}_bucket" for name in (
+    "aiwatch_request_duration_seconds", "aiwatch_phase_duration_seconds",
+    "aiwatch_gen_ai_time_to_first_token_seconds", "aiwatch_gen_ai_time_per_output_token_seconds")}
+
+
+@pytest.mark.parametrize("path", [DASHBOARD, DCGM_DASHBOARD], ids=["aiwatch", "dcgm"])
+def test_every_panel_of_a_histogram_with_exemplars_draws_them_once(path: Path) -> None:
+    """Grafana draws a trace link only for a target with ``exemplar: true``: each panel reading a histogram aiwatch
+    puts trace ids on has one such target (a second would draw every exemplar twice), and no other panel has one."""
+    drawn: set[str] = set()
+    for panel in load(path)["panels"]:
+        if panel["type"] == "row":
+            continue
+        reading = [t["refId"] for t in panel["targets"] if metric_names_in(substitute(t["expr"])) & EXEMPLAR_BUCKETS]
+        with_exemplars = [t["refId"] for t in panel["targets"] if t.get("exemplar")]
+        assert len(with_exemplars) == (1 if reading else 0) and set(with_exemplars) <= set(reading), panel["title"]
+        if with_exemplars:
+            drawn.add(panel["title"])
+    assert {"Request latency p50 / p95 / p99", "Time to first token"} <= drawn

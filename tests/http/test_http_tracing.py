@@ -26,6 +26,7 @@ from starlette.routing import Route
 
 import aiwatch
 import aiwatch.client
+from aiwatch.feedback import PredictionLog
 from aiwatch.middleware.asgi import AiwatchMiddleware
 from aiwatch.timing import RequestTimeline
 from tests.http.asgi_driver import call
@@ -37,13 +38,15 @@ PARENT_ID = "00f067aa0ba902b7"
 TRACEPARENT = f"00-{TRACE_ID}-{PARENT_ID}-01"
 
 
-def fastapi_app(registry: CollectorRegistry, **options: Any) -> FastAPI:
+def fastapi_app(registry: CollectorRegistry, log: PredictionLog | None = None, **options: Any) -> FastAPI:
+    """A traced app whose request has nested phases; ``log``: each request logs its prediction there."""
     app = FastAPI()
 
     @app.get("/items/{item_id}")
     async def item(item_id: int) -> dict[str, int]:
         with aiwatch.phase("inference", model="ranker"), aiwatch.phase("tokenize"):
-            pass
+            if log is not None:
+                log.log("ranker", {"item": item_id}, {"score": 1.0})
         with aiwatch.phase("postprocess"):
             pass
         return {"id": item_id}
@@ -477,19 +480,26 @@ def test_prometheus_stores_exemplars_that_lead_to_the_server_span(registry: Coll
                                                                   exporter: InMemorySpanExporter) -> None:
     """The whole exemplar path an on-call engineer follows: a real Prometheus with exemplar storage scrapes a
     uvicorn-served FastAPI app (negotiating OpenMetrics with its own Accept header), and the exemplars it returns for
-    the dashboard's p99 query carry, as ``trace_id``, the finished SERVER span's trace id; an unsampled request,
-    served last so a wrong exemplar would overwrite the right one, leaves no trace id that leads nowhere."""
+    the dashboard's p99 query carry, as ``trace_id``, the finished SERVER span's trace id, which the prediction log
+    writes for the request too; an unsampled request, served last so a wrong exemplar would overwrite the right one,
+    leaves no exemplar that leads nowhere."""
     from aiwatch.console.queries import PanelQueries
+    from tests.feedback.test_prediction_log import ListSink
     from tests.servers import prometheus
 
     unsampled = "0af7651916cd43dd8448eb211c80319c"
-    with uvicorn_in_thread(fastapi_app(registry, tracer_provider=provider)) as (port, _):
+    sink = ListSink()
+    log = PredictionLog(sink, registry=registry)
+    with uvicorn_in_thread(fastapi_app(registry, log, tracer_provider=provider)) as (port, _):
         assert requests.get(f"http://127.0.0.1:{port}/items/1", timeout=10).status_code == 200
         assert requests.get(f"http://127.0.0.1:{port}/items/2", timeout=10,
                             headers={"traceparent": f"00-{unsampled}-{PARENT_ID}-00"}).status_code == 200
         [server] = [s for s in exporter.get_finished_spans() if s.kind is SpanKind.SERVER
                     and s.instrumentation_scope is not None and s.instrumentation_scope.name == "aiwatch"]
         trace_id = f"{server.context.trace_id:032x}"
+        log.close()
+        # the logged prediction joins its trace by the same id; the unsampled one keeps its trace's id too
+        assert [row["trace_id"] for row in sink.rows] == [trace_id, unsampled]
         with prometheus([f"127.0.0.1:{port}"], flags=["--enable-feature=exemplar-storage"]) as prom:
             def exemplars(query: str) -> dict[str, set[str]]:
                 found: dict[str, set[str]] = {}
@@ -500,7 +510,7 @@ def test_prometheus_stores_exemplars_that_lead_to_the_server_span(registry: Coll
                 return found
 
             p99 = PanelQueries().latency_quantile(0.99, "1m")
-            wait_until(lambda: exemplars(p99), what="exemplars of the p99 query")
+            wait_until(lambda: bool(exemplars(p99)), what="exemplars of the p99 query")
             assert exemplars(p99) == {"aiwatch_request_duration_seconds_bucket": {trace_id}}
             wait_until(lambda: len(exemplars("aiwatch_phase_duration_seconds_bucket")) == 4,
                        what="exemplars of every phase")
