@@ -24,7 +24,7 @@ def _number(value: float) -> str:
 
 def markdown() -> str:
     """The metric reference page, generated from :data:`aiwatch.metrics.CONTRACT` (docs/metrics.md)."""
-    from aiwatch.metrics import CONTRACT
+    from aiwatch.metrics import CONTRACT, EXEMPLAR_HISTOGRAMS
 
     lines = [
         "# Metrics",
@@ -59,6 +59,15 @@ def markdown() -> str:
     lines += ["", "## Histogram buckets", ""]
     for bounds, names in buckets.items():
         lines.append(f"- {', '.join(f'`{n}`' for n in names)}: {', '.join(_number(b) for b in bounds)}")
+    lines += ["", "## Exemplars", "",
+              "When the app traces (a sampled OpenTelemetry span: [http.md](http.md#tracing)), each bucket of",
+              ", ".join(f"`{n}`" for n in EXEMPLAR_HISTOGRAMS) + " keeps, as exemplar,",
+              "the trace id of the latest request observed in it: label `trace_id`, 32 lowercase hex digits (the W3C",
+              "id Grafana, Tempo and Jaeger read; 40 characters, under OpenMetrics' 128). An unsampled request leaves",
+              "the exemplar as it was: no trace of it was kept.",
+              "They are in OpenMetrics exposition only (Prometheus asks for it; its",
+              "`--enable-feature=exemplar-storage` keeps them), and prometheus_client's multiprocess mode keeps none.",
+              "Grafana: [console.md](console.md#grafana)."]
     gauges = [s for s in CONTRACT if s.kind == "gauge" and not s.collector]
     lines += ["", "## Gauges in multi-process mode", "",
               "With `PROMETHEUS_MULTIPROC_DIR` set (gunicorn with several workers), each gauge is merged across",

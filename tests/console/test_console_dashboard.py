@@ -15,7 +15,7 @@ import pytest
 
 from aiwatch.console.queries import PanelQueries
 from aiwatch.gpuseries import DCGM_METRICS
-from aiwatch.metrics import exposed_sample_names, metric_names
+from aiwatch.metrics import EXEMPLAR_HISTOGRAMS, exposed_sample_names, metric_names
 from aiwatch.rules.render import LOOP_STALLED_RATIO, LOOP_STALLED_WORST, RECORDING_FILE, rule_files
 from tests.console.conftest import Stack
 
@@ -256,11 +256,8 @@ def test_every_panel_query_returns_data_from_a_real_prometheus(stack: Stack) -> 
             assert {s.get(found[2]) for s in series} - {None}, variable["name"]
 
 
-#: the histograms whose observations carry the request's trace id as exemplar (tests/test_timing_edges.py,
-#: tests/http/test_http_ai_signals.py); Prometheus keeps the exemplars on their ``_bucket`` series
-EXEMPLAR_BUCKETS = {f"{name}_bucket" for name in (
-    "aiwatch_request_duration_seconds", "aiwatch_phase_duration_seconds",
-    "aiwatch_gen_ai_time_to_first_token_seconds", "aiwatch_gen_ai_time_per_output_token_seconds")}
+#: Prometheus keeps the exemplars on the histograms' ``_bucket`` series
+EXEMPLAR_BUCKETS = {f"{name}_bucket" for name in EXEMPLAR_HISTOGRAMS}
 
 
 @pytest.mark.parametrize("path", [DASHBOARD, DCGM_DASHBOARD], ids=["aiwatch", "dcgm"])
