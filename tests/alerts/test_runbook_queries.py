@@ -1,0 +1,215 @@
+"""The runbooks' PromQL, run in Prometheus's own engine (promtool) as the on-call will run it: every query parses;
+the first one of each page (what fired) answers in its alert's firing scenario of the promtool unit tests, the
+alert's labels in its ``<label>`` placeholders; and every one answers, its label values relaxed to "the label
+exists", in some alert scenario that holds every series it reads. A renamed metric or label, or a label a recording
+rule drops, leaves the on-call's query answering nothing, and this test names it. The aiwatch commands the pages give
+take the flags they are given."""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from aiwatch.grpc.server import QUEUE_PHASE
+from tests.alerts.test_rules import PROMTOOL_TESTS, RUNBOOKS, alert_rules, promql_metric_names, yaml
+from tests.servers import require_binary
+
+PLACEHOLDER = re.compile(r"<([a-z_]+)>")
+# a trailing filter asks a yes/no question ("any GPU down?"): "no" is an empty answer, so the series it filters
+# must exist, not pass it
+TRAILING_FILTER = re.compile(r"\s*(?:==|!=|>=|<=|>|<)\s*[-+]?[0-9.]+(?:[eE][-+]?\d+)?\s*$")
+# queries whose empty answer is what the alert's scenario shows
+EMPTY_WHILE_FIRING = {
+    ("AiwatchTargetAbsent", 'up{job="aiwatch"}'),  # no target at all: that is the alert
+}
+
+
+def runbook_queries(page: Path) -> list[str]:
+    """The queries of a page's ```promql blocks, one per line, an indented line continuing the one above; comments
+    (``#`` to the end of the line) dropped."""
+    queries: list[str] = []
+    for block in re.findall(r"```promql\n(.*?)```", page.read_text(), re.S):
+        for line in block.splitlines():
+            code = re.sub(r'#[^"]*$', "", line).rstrip()
+            if not code.strip():
+                continue
+            if line[:1].isspace() and queries:
+                queries[-1] += " " + code.strip()
+            else:
+                queries.append(code.strip())
+    return queries
+
+
+def firing_scenarios() -> list[tuple[str, Path, dict[str, Any], dict[str, Any], str]]:
+    """Firing cases of the promtool unit tests: each alert's first, and its first with each other set of label
+    names (per cluster, per result...), in file order: (alert, test file, the case's group without its alert cases,
+    the alert's labels, when)."""
+    found: dict[tuple[str, frozenset[str]], tuple[str, Path, dict[str, Any], dict[str, Any], str]] = {}
+    for path in PROMTOOL_TESTS:
+        for group in yaml.safe_load(path.read_text())["tests"]:
+            series = {k: v for k, v in group.items() if k not in ("alert_rule_test", "promql_expr_test")}
+            for case in group.get("alert_rule_test", []):
+                if case["exp_alerts"]:
+                    labels = case["exp_alerts"][0]["exp_labels"]
+                    found.setdefault((case["alertname"], frozenset(labels)),
+                                     (case["alertname"], path, series, labels, case["eval_time"]))
+    return list(found.values())
+
+
+def probe(query: str, scenario: int) -> str:
+    """An expression that is empty when ``query`` answers in scenario ``scenario`` (so that promtool's expected
+    ``exp_samples: []`` passes), and spelled apart from the same query's probe in another scenario: promtool names
+    a failed case by its expression only."""
+    return f'absent(label_replace({query}, "runbook_scenario", "{scenario}", "", ""))'
+
+
+def test_runbook_queries_parse_in_prometheus(tmp_path: Path) -> None:
+    promtool = require_binary("promtool")
+    rules = []
+    for page in sorted(RUNBOOKS.glob("*.md")):
+        for i, query in enumerate(runbook_queries(page)):
+            rules.append({"record": f"runbook:{page.stem}:q{i}", "expr": PLACEHOLDER.sub(r"\1", query)})
+    assert len(rules) > 80
+    path = tmp_path / "runbooks.rules.yml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "runbooks", "rules": rules}]}))
+    proc = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True, text=True)
+    assert proc.returncode == 0, "a runbook query does not parse:\n" + proc.stdout + proc.stderr
+
+
+def relaxed(query: str) -> str:
+    """``query`` with each matcher that wants a value (``label="value"``, ``label=~"regex"`` not matching "") made
+    ``label=~".+"`` (metric names kept): it answers wherever the labels it filters on exist, whichever their
+    values."""
+    def relax(m: re.Match[str]) -> str:
+        value = m.group(3)
+        if m.group(1) == "__name__" or (m.group(2) == "=~" and re.fullmatch(value, "")):
+            return m.group(0)
+        return f'{m.group(1)}=~".+"'
+    return re.sub(r'([a-zA-Z_]\w*)\s*(=~|=)\s*"((?:[^"\\]|\\.)*)"', relax, query)
+
+
+def test_runbook_queries_answer_in_the_alerts_scenarios(tmp_path: Path) -> None:
+    """The first query of each page (what fired) answers in its alert's own firing scenario, the alert's labels in its
+    placeholders; every query answers, its matchers relaxed to "the label exists", in one of the scenarios that hold
+    every series it reads (most hold only the series their alert reads)."""
+    promtool = require_binary("promtool")
+    scenarios = firing_scenarios()
+    queries = {p.stem: runbook_queries(p) for p in sorted(RUNBOOKS.glob("*.md"))}
+    assert set(queries) <= {s[0] for s in scenarios}, "an alert with no firing promtool case to run its runbook in"
+    first_seen: set[str] = set()
+    rule_files: list[str] = []
+    groups: list[dict[str, Any]] = []
+    firing: list[tuple[str, str, int]] = []  # (page, first query filled, its scenario)
+    names = {query: promql_metric_names(query) for page_queries in queries.values() for query in page_queries}
+    for index, (alert, path, series, labels, eval_time) in enumerate(scenarios):
+        doc = yaml.safe_load(path.read_text())
+        files = [str((path.parent / f).resolve()) for f in doc["rule_files"]]
+        assert not rule_files or files == rule_files, "every promtool test file reads the same rule files"
+        rule_files, order = files, doc["group_eval_order"]
+        exprs = {probe(relaxed(TRAILING_FILTER.sub("", q)), index) for q in names}
+        exprs |= {probe(n, index) for q in names for n in names[q]}
+        for query in queries.get(alert, []):
+            missing = set(PLACEHOLDER.findall(query)) - set(labels) - {"prometheus"}
+            assert not missing, f"{alert}: {query!r} has placeholders its alert has no label for: {missing}"
+        filled = PLACEHOLDER.sub(lambda m, labels=labels: str(labels[m.group(1)]), queries[alert][0])
+        if alert not in first_seen and (alert, filled) not in EMPTY_WHILE_FIRING:
+            first_seen.add(alert)
+            firing.append((alert, filled, index))
+            exprs.add(probe(TRAILING_FILTER.sub("", filled), index))
+        group = copy.deepcopy(series)
+        # exp_samples [] passes when absent() is empty, that is when the query answers
+        group["promql_expr_test"] = [{"expr": e, "eval_time": eval_time, "exp_samples": []} for e in sorted(exprs)]
+        groups.append(group)
+    test = tmp_path / "runbooks_test.yml"
+    test.write_text(yaml.safe_dump({"rule_files": rule_files, "evaluation_interval": "1m",
+                                    "group_eval_order": order, "tests": groups}, sort_keys=False))
+    proc = subprocess.run([promtool, "test", "rules", str(test)], capture_output=True, text=True)
+    out = proc.stdout + proc.stderr
+    assert "parse error" not in out.lower() and ("SUCCESS" in out or "FAILED:" in out), out
+
+    def answers(expr: str, index: int) -> bool:
+        return f"expr: {json.dumps(probe(expr, index))}," not in out
+
+    silent = [f"{page}: {query}" for page, query, i in firing if not answers(TRAILING_FILTER.sub("", query), i)]
+    assert not silent, "the first query of these runbooks answers nothing while their alert fires:\n" + \
+        "\n".join(silent)
+    empty, answered, without_data = [], 0, 0
+    for query, read in names.items():
+        with_data = [i for i in range(len(groups)) if all(answers(n, i) for n in read)]
+        if not with_data:
+            without_data += 1  # no scenario holds every series it reads: nothing to learn
+        elif any(answers(relaxed(TRAILING_FILTER.sub("", query)), i) for i in with_data):
+            answered += 1
+        else:
+            empty.append(query)
+    assert not empty, ("runbook queries answer nothing, whatever their label values, in every alert scenario that "
+                       "holds the series they read (a wrong label, a label the recording rules drop?):\n"
+                       + "\n".join(empty))
+    # the check saw most queries, so it cannot pass vacuously
+    assert answered > 2 * without_data and len(firing) == len(queries) - 1, (answered, without_data, len(firing))
+
+
+def series_read(expr: str) -> set[str]:
+    """The metric names ``expr`` reads, those of its ``__name__=~"a|b"`` selectors included."""
+    return promql_metric_names(expr).union(*(m.split("|") for m in re.findall(r'__name__=~"([^"]*)"', expr)))
+
+
+def test_the_first_query_of_each_runbook_reads_what_its_alert_reads() -> None:
+    """The on-call's first query is the alert's own signal: a slow burn's page showed the 5-minute ratio of the fast
+    one, which reads 0 the morning after a night that spent the budget."""
+    reads: dict[str, set[str]] = {}
+    for rule in alert_rules():
+        reads.setdefault(rule["alert"], set()).update(series_read(rule["expr"]))
+    for page in sorted(RUNBOOKS.glob("*.md")):
+        first = runbook_queries(page)[0]
+        assert series_read(first) & reads[page.stem], f"{page.name}: its first query {first!r} reads nothing " \
+            f"its alert reads ({sorted(reads[page.stem])})"
+
+
+def test_the_non_model_runbook_names_the_phases_aiwatch_records_itself() -> None:
+    """AiwatchNonModelLatencyHigh fires with the slow phase in its ``phase`` label; a thread-pool gRPC server's wait
+    for a worker is ``queue_pool``, which the page did not name."""
+    text = (RUNBOOKS / "AiwatchNonModelLatencyHigh.md").read_text()
+    for section in ("Meaning", "Mitigation"):
+        body = re.search(rf"\n## {section}\n(.*?)(?=\n## |\Z)", text, re.S)
+        assert body, section
+        for phase in ("queue", QUEUE_PHASE, "features", "overhead", "network"):
+            assert f"`{phase}`" in body.group(1), f"{section} does not name the {phase!r} phase"
+
+
+def test_the_aiwatch_commands_of_the_runbooks_take_the_flags_they_are_given() -> None:
+    """``aiwatch <command> --flag`` in a runbook, and a flag on its own (``--incident 10m``) on a page that gives
+    aiwatch commands, is an option of the command (of one of the page's commands); a page that gives a diagnose
+    command says how to point it at the alert's cluster."""
+    from aiwatch.cli import build_parser
+
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    options = {name: {o for a in p._actions for o in a.option_strings} for name, p in commands.items()}
+    others = {"--native", "--limit-max-requests"}  # py-spy's and uvicorn's, on the event loop's page
+    checked = 0
+    for page in sorted(RUNBOOKS.glob("*.md")):
+        text = page.read_text()
+        spans = re.findall(r"`([^`\n]+)`", text) + re.findall(r"```bash\n(.*?)```", text, re.S)
+        named = set(re.findall(r"\baiwatch ([a-z]+) ", text)) & set(options)
+        for span in spans:
+            for line in span.splitlines():
+                command = re.match(r"aiwatch ([a-z]+)\b", line)
+                if command:
+                    assert command.group(1) in options, f"{page.name}: no command aiwatch {command.group(1)}"
+                    allowed = options[command.group(1)]
+                elif line.startswith("--") and named:
+                    allowed = set().union(*(options[n] for n in named)) | others
+                else:
+                    continue
+                for flag in re.findall(r"(?<![\w-])--[a-z][a-z-]*", line):
+                    assert flag in allowed, f"{page.name}: {line!r}: {flag} is not an option of aiwatch {named}"
+                    checked += 1
+        if "aiwatch diagnose --prometheus" in text:
+            # diagnose refuses (exit 2) a service several clusters run until --match says which: the alert's cluster
+            assert "--match 'cluster=\"<cluster>\"'" in text, f"{page.name}: no --match for a multi-cluster alert"
+    assert checked > 40
