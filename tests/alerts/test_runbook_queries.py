@@ -213,3 +213,18 @@ def test_the_aiwatch_commands_of_the_runbooks_take_the_flags_they_are_given() ->
             # diagnose refuses (exit 2) a service several clusters run until --match says which: the alert's cluster
             assert "--match 'cluster=\"<cluster>\"'" in text, f"{page.name}: no --match for a multi-cluster alert"
     assert checked > 40
+
+
+def test_the_slo_pages_count_the_requests_their_slo_counts() -> None:
+    """The SLO rules count the traffic classes of ``slo.traffic_class`` and the statuses of ``slo.error_status``; the
+    availability pages listed every class's errors per route, so a batch route's failures, which burn no budget,
+    ranked beside (or above) the real-time ones that fired the page."""
+    from aiwatch.rules import RulesConfig
+
+    slo = RulesConfig().slo
+    for name in ("AiwatchAvailabilityBudgetBurnFast", "AiwatchAvailabilityBudgetBurnSlow"):
+        raw = [q for q in runbook_queries(RUNBOOKS / f"{name}.md") if "aiwatch_request_duration_seconds" in q]
+        assert raw, name
+        for query in raw:
+            assert f'traffic_class=~"{slo.traffic_class}"' in query and f'status=~"{slo.error_status}"' in query, \
+                f"{name}: {query}"
