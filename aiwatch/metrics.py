@@ -377,11 +377,12 @@ CONTRACT: tuple[MetricSpec, ...] = (
 
 SPECS: dict[str, MetricSpec] = {spec.name: spec for spec in CONTRACT}
 
-#: the histograms whose observations of a request in a sampled trace carry its id as exemplar (label ``trace_id``,
-#: 32 lowercase hex digits), exposed in OpenMetrics only
+#: the histograms whose observations of a request (or an outgoing call) in a sampled trace carry its id as exemplar
+#: (label ``trace_id``, 32 lowercase hex digits), exposed in OpenMetrics only
 EXEMPLAR_HISTOGRAMS: tuple[str, ...] = ("aiwatch_request_duration_seconds", "aiwatch_phase_duration_seconds",
                                         "aiwatch_gen_ai_time_to_first_token_seconds",
-                                        "aiwatch_gen_ai_time_per_output_token_seconds")
+                                        "aiwatch_gen_ai_time_per_output_token_seconds",
+                                        "aiwatch_client_request_duration_seconds", "aiwatch_network_duration_seconds")
 
 
 def metric_names() -> set[str]:

@@ -952,11 +952,18 @@ def _ignore(amount: float) -> None:
     pass
 
 
+def sampled_trace_id(span: Any) -> str | None:
+    """The ``trace_id`` the exemplars of what ``span`` times carry: its trace's id as 32 lowercase hex digits, when
+    it is sampled; ``None`` otherwise (an unsampled span, no span: such an exemplar would lead to no stored trace)."""
+    ctx = span.get_span_context()
+    return format(ctx.trace_id, "032x") if ctx.trace_flags.sampled else None
+
+
 def _take_trace_id(tl: RequestTimeline, span: Any) -> None:
     """The exemplars' trace id: ``span``'s, when it is sampled."""
-    ctx = span.get_span_context()
-    if ctx.trace_flags.sampled:
-        tl.trace_id = format(ctx.trace_id, "032x")
+    trace_id = sampled_trace_id(span)
+    if trace_id is not None:
+        tl.trace_id = trace_id
 
 
 _default_recorder: RequestRecorder | None = None

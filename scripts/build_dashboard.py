@@ -148,10 +148,13 @@ def build(gpu_source: str = "aiwatch") -> dict[str, Any]:
                        "destination for the trace_id label (docs/console.md)."), w=8)
     lay.add(timeseries("Network time seen by callers",
                        [target(q.network_quantile(quantile, W, SVC), f"{{{{service}}}} → {{{{peer}}}} {name}{AT}",
-                               chr(65 + i)) for i, (name, quantile) in enumerate(QUANTILES[:2])], "s",
+                               chr(65 + i), exemplar=name == "p95")
+                        for i, (name, quantile) in enumerate(QUANTILES[:2])], "s",
                        "Client-observed time minus server time (aiwatch_network_duration_seconds), per calling "
                        "service and the peer it called. A call whose peer reported more time than the call took "
-                       "counts 0 here (aiwatch_network_clamped_total): then these quantiles are too low."), w=8)
+                       "counts 0 here (aiwatch_network_clamped_total): then these quantiles are too low. The points "
+                       "on the p95 line are exemplars: one traced call each, which opens its trace (the caller's "
+                       "CLIENT span and the peer's SERVER span below it)."), w=8)
     lay.add(timeseries(LOOP_TITLE,
                        [target(q.loop_delay_quantile(0.99, W, SVC), f"{{{{service}}}} p99{AT}"),
                         target(q.loop_delay_mean(W, SVC), f"{{{{service}}}} mean{AT}", "B"),

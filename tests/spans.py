@@ -15,6 +15,9 @@ from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from prometheus_client import CollectorRegistry
+from prometheus_client.openmetrics.exposition import generate_latest
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 
 def recording_provider(exporter: InMemorySpanExporter) -> TracerProvider:
@@ -34,3 +37,14 @@ def global_textmap(propagator: TextMapPropagator) -> Iterator[None]:
         yield
     finally:
         set_global_textmap(before)
+
+
+def exemplar_trace_ids(registry: CollectorRegistry) -> dict[str, set[str]]:
+    """The ``trace_id`` of every exemplar in ``registry``'s OpenMetrics exposition (what Prometheus scrapes), per
+    histogram."""
+    found: dict[str, set[str]] = {}
+    for family in text_string_to_metric_families(generate_latest(registry).decode()):
+        for sample in family.samples:
+            if sample.exemplar is not None:
+                found.setdefault(family.name, set()).add(sample.exemplar.labels["trace_id"])
+    return found

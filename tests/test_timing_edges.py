@@ -1698,3 +1698,28 @@ def test_a_phase_of_a_finished_request_ended_in_its_thread_during_the_next_reque
     assert current is own
     assert sorted(span.name for span in exporter.get_finished_spans()) == ["generate", "request", "request"]
     assert errors(metrics, "phase") == 1
+
+
+def test_a_call_made_under_a_foreign_span_that_fails_is_recorded_without_exemplar(
+        metrics: Metrics, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The call's trace id (its exemplar) is read from the current span; one that fails is counted under tracing,
+    and the call is timed and recorded without an exemplar."""
+    import requests
+
+    import aiwatch.client
+    from tests.http.peer import peer
+    from tests.spans import exemplar_trace_ids
+
+    monkeypatch.setattr("aiwatch.safety._burst.burst_seconds", 0.0)
+    class CurrentSpanWithoutContext(trace.NonRecordingSpan):  # a Span, so OpenTelemetry hands it out as current
+        def get_span_context(self) -> Any:
+            raise RuntimeError("no span context")
+
+    with peer() as base, trace.use_span(CurrentSpanWithoutContext(trace.INVALID_SPAN_CONTEXT)), \
+            aiwatch.client.instrument_requests(requests.Session(), service="gw", metrics=metrics) as session:
+        assert session.get(f"{base}/ok").status_code == 200
+    assert errors(metrics, "tracing") == 2  # trace context not injected, no trace id taken
+    assert caplog.text.count("RuntimeError('no span context')") == 2
+    assert metrics.registry.get_sample_value("aiwatch_network_duration_seconds_count",
+                                             {"service": "gw", "peer": base.removeprefix("http://"), "phase": ""}) == 1
+    assert exemplar_trace_ids(metrics.registry) == {}

@@ -23,13 +23,14 @@ from aiwatch.cardinality import guard_for
 from aiwatch.contentlength import content_length
 from aiwatch.deferred import PER_CALL, run_deferred
 from aiwatch.env import service_name
+from aiwatch.fastpath import observe
 from aiwatch.headercapture import HeaderCapture
 from aiwatch.metrics import Metrics, get_metrics
 from aiwatch.middleware._common import CLIENT_CLOSED_STATUS, capture_request_headers, put_captured_headers
 from aiwatch.safety import record_error, resolve_route, sync_hook
 from aiwatch.semconv import end_http_client_span, http_client_attributes, known_http_methods
 from aiwatch.servertiming import OVERHEAD, ServerTiming, parse
-from aiwatch.timing import RequestTimeline, call_site, current_timeline, traffic_class_to_forward
+from aiwatch.timing import RequestTimeline, call_site, current_timeline, sampled_trace_id, traffic_class_to_forward
 from aiwatch.tracing import TracerSource, activate_counted, deactivate_counted
 from aiwatch.traffic import HEADER as TRAFFIC_CLASS_HEADER
 
@@ -74,7 +75,7 @@ def route(template: str) -> Iterator[None]:
 
 
 class _Call:
-    __slots__ = ("address", "method", "phase", "route", "span", "start", "timeline")
+    __slots__ = ("address", "method", "phase", "route", "span", "start", "timeline", "trace_id")
 
     def __init__(self, method: str, address: str, route: str, start: float) -> None:
         self.method = method
@@ -82,7 +83,24 @@ class _Call:
         self.route = route
         self.start = start
         self.span: Any = None
+        self.trace_id: str | None = None
         self.timeline, self.phase = call_site()
+
+
+def call_trace_id(span: Any, timeline: RequestTimeline | None, metrics: Metrics) -> str | None:
+    """The ``trace_id`` a call's exemplars carry (:func:`aiwatch.timing.sampled_trace_id`): the trace of its CLIENT
+    span ``span`` (aiwatch's), else of the current span (OpenTelemetry's CLIENT span, the caller's span), else of
+    the aiwatch request ``timeline`` it was made in; ``None`` when that trace is not sampled, or there is none.
+    Never raises: a failure is counted (component ``tracing``)."""
+    try:
+        if span is None:
+            span = trace.get_current_span()
+            if timeline is not None and timeline.span is not None and not span.get_span_context().is_valid:
+                span = timeline.span
+        return sampled_trace_id(span)
+    except Exception as exc:
+        record_error("tracing", exc, metrics)
+        return None
 
 
 class ReportedNames:
@@ -197,6 +215,7 @@ class ClientRecorder:
             record_error("client", exc, self.metrics)
             call = _Call(method, "", UNMATCHED_ROUTE, start)
         self._propagate(call, headers, scheme, host, port, url)
+        call.trace_id = call_trace_id(call.span, call.timeline, self.metrics)
         try:
             traffic_class = traffic_class_to_forward()
             if traffic_class is not None and TRAFFIC_CLASS_HEADER not in headers:
@@ -264,7 +283,7 @@ class ClientRecorder:
         end = _clock() if ended is None else ended[0]
         peer = self.record(call.start, end, call.address, call.route, recorded, server_timing, call.timeline,
                            call.phase, "server_timing", sent=sent, received=received, served_end=headers_at,
-                           retried=retried)
+                           retried=retried, trace_id=call.trace_id)
         if call.span is not None:
             try:
                 end_http_client_span(call.span, status, error, end_time=None if ended is None else ended[1])
@@ -288,7 +307,7 @@ class ClientRecorder:
     def record(self, start: float, end: float, address: str, route: str, status: str, server_timing: str | None,
                timeline: RequestTimeline | None, phase: str, timing_component: str,
                fixed_peer: str | None = None, sent: int | None = None, received: int | None = None,
-               served_end: float | None = None, retried: bool = False) -> str:
+               served_end: float | None = None, retried: bool = False, trace_id: str | None = None) -> str:
         """Record one finished call, HTTP or gRPC: its client-observed time and, when the peer reported its time
         (``server_timing``: the ``Server-Timing`` value or the ``server-timing`` trailer), its network time: the
         client time up to ``served_end`` (when given: the moment the peer's report arrived, before the end) minus
@@ -301,6 +320,7 @@ class ClientRecorder:
         ``received`` are bytes moved (``aiwatch_client_bytes_total``), when known: an integer from 0 to 2**53, else
         (a negative number, a float: the integration's mistake) counted as aiwatch's error (component ``client``)
         and left out. :func:`body_length` gives no such number: a ``Content-Length`` that is no count is unknown.
+        ``trace_id``: the call's sampled trace (:func:`call_trace_id`), its observations' exemplar.
         A malformed ``server_timing`` is counted under ``timing_component``. A duration (``end - start``) that is
         no number of seconds from 0 to 1e9 (a NaN, an ``end`` from another clock) is counted (component
         ``client``) and the call's times are left out. Returns the ``peer`` label it used. Never raises."""
@@ -332,9 +352,11 @@ class ClientRecorder:
             sent = self._bytes(sent, "sent")
         if received and (received.__class__ is not int or not 0 < received <= MAX_COUNT):
             received = self._bytes(received, "received")
+        exemplar = {"trace_id": trace_id} if trace_id else None
         try:
             if client is not None:
-                m.child(m.client_request_duration, (self.service, peer, route, status, phase)).observe(client)
+                observe(m.child(m.client_request_duration, (self.service, peer, route, status, phase)), client,
+                        exemplar)
             if sent:
                 m.child(m.client_bytes, (self.service, peer, "sent")).inc(sent)
             if received:
@@ -351,7 +373,7 @@ class ClientRecorder:
                 if network < 0.0:
                     network = 0.0
                     m.child(m.network_clamped, (self.service, peer)).inc()
-                m.child(m.network_duration, (self.service, peer, phase)).observe(network)
+                observe(m.child(m.network_duration, (self.service, peer, phase)), network, exemplar)
             except Exception as exc:
                 record_error("metrics", exc, m)
         if timeline is not None and client is not None:

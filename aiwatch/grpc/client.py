@@ -52,7 +52,7 @@ from opentelemetry.trace import SpanKind
 from prometheus_client import CollectorRegistry
 
 from aiwatch.client import ClientRecorder
-from aiwatch.client._core import UNKNOWN_ADDRESS
+from aiwatch.client._core import UNKNOWN_ADDRESS, call_trace_id
 from aiwatch.exclusion import ExcludedServices
 from aiwatch.grpc._common import metadata_value, method_name, status_name, status_value
 from aiwatch.grpc.heldcall import HeldCall, HeldStream
@@ -197,9 +197,10 @@ class _ClientCore:
 
     def record(self, method: str, start: float, end: float, code: Any, trailing: Any,
                site: tuple[RequestTimeline | None, str], sent: int | None = None,
-               received: int | None = None, streamed: StreamBytes | None = None) -> None:
+               received: int | None = None, streamed: StreamBytes | None = None, trace_id: str | None = None) -> None:
         """Record a finished call made from ``site`` (:func:`aiwatch.timing.call_site`). ``sent`` / ``received``:
-        the unary messages' sizes; ``streamed``: the tally of the call's streamed messages."""
+        the unary messages' sizes; ``streamed``: the tally of the call's streamed messages; ``trace_id``: its
+        sampled trace (:func:`aiwatch.client._core.call_trace_id`), its observations' exemplar."""
         try:
             route = self.guard.fold("route", method)
             status = status_name(code) or "UNKNOWN"
@@ -212,7 +213,8 @@ class _ClientCore:
             return
         timeline, phase = site
         peer = self.recorder.record(start, end, self.address or UNKNOWN_PEER, route, status, value, timeline,
-                                    phase, TIMING_COMPONENT, fixed_peer=self.peer, sent=sent, received=received)
+                                    phase, TIMING_COMPONENT, fixed_peer=self.peer, sent=sent, received=received,
+                                    trace_id=trace_id)
         if streamed is not None:
             streamed.settle(self.recorder.service, peer)
 
@@ -395,6 +397,7 @@ class AiwatchClientInterceptor(
                 record_error(COMPONENT, exc, core.metrics)
         method = method_name(details.method)
         span = core.start_span(method, details.metadata)
+        trace_id = call_trace_id(span, site[0], core.metrics)
         try:
             pairs = core.carrier(details.metadata, span)
             if pairs is not None:
@@ -420,7 +423,7 @@ class AiwatchClientInterceptor(
                         received = message_size(finished.result())
                     except Exception:
                         received = None
-                core.record(method, start, end, code, trailing, site, sent, received, streamed)
+                core.record(method, start, end, code, trailing, site, sent, received, streamed, trace_id)
 
             def done(finished: Any) -> None:
                 end = _clock()
@@ -458,11 +461,12 @@ class AiwatchClientInterceptor(
 
 
 class _Sizes(NamedTuple):
-    """What a ``grpc.aio`` call's record needs to size its messages."""
+    """What a ``grpc.aio`` call's record needs besides its timing: to size its messages, and its trace."""
 
     sent: int | None
     unary_response: bool
     streamed: StreamBytes | None
+    trace_id: str | None  # the call's sampled trace: its exemplar
 
 
 class _AioClientBase:
@@ -502,6 +506,7 @@ class _AioClientBase:
             record_error(COMPONENT, exc, core.metrics)
         method = method_name(details.method)
         span = core.start_span(method, details.metadata)
+        trace_id = call_trace_id(span, site[0], core.metrics)
         try:
             pairs = core.carrier(details.metadata, span)
             if pairs is not None:
@@ -514,14 +519,14 @@ class _AioClientBase:
             call = await continuation(details, request)
         except grpc.aio.AioRpcError as error:  # another interceptor awaited the call and it failed
             core.end_span(span, error.code())
-            core.record(method, start, _clock(), error.code(), error.trailing_metadata(), site)
+            core.record(method, start, _clock(), error.code(), error.trailing_metadata(), site, trace_id=trace_id)
             raise
         except asyncio.CancelledError:
             # the caller was cancelled (asyncio.wait_for, a task's cancel()) while another interceptor awaited the
             # call (OpenTelemetry's waits for a unary call's status): the caller sees its call cancelled
             end = _clock()
             core.end_span(span, grpc.StatusCode.CANCELLED)
-            core.record(method, start, end, grpc.StatusCode.CANCELLED, None, site, sent, None, streamed)
+            core.record(method, start, end, grpc.StatusCode.CANCELLED, None, site, sent, None, streamed, trace_id)
             raise
         except BaseException:
             core.end_span(span, grpc.StatusCode.UNKNOWN)
@@ -529,7 +534,7 @@ class _AioClientBase:
         finally:
             core.leave(token)
         try:
-            self._watch(call, method, start, site, span, _Sizes(sent, unary_response, streamed))
+            self._watch(call, method, start, site, span, _Sizes(sent, unary_response, streamed, trace_id))
             if streamed is not None and not unary_response:
                 return counted_aio_responses(call, streamed)
         except Exception as exc:
@@ -578,7 +583,8 @@ class _AioClientBase:
                 received = message_size(await call)  # the call is done: its response, not a wait
             except Exception:
                 received = None
-        self._core.record(method, start, end, code, trailing, site, sizes.sent, received, sizes.streamed)
+        self._core.record(method, start, end, code, trailing, site, sizes.sent, received, sizes.streamed,
+                          sizes.trace_id)
 
 
 class AioUnaryUnaryClientInterceptor(_AioClientBase, grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]

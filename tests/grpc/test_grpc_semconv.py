@@ -19,6 +19,7 @@ from opentelemetry.instrumentation.grpc import (
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
+from prometheus_client import CollectorRegistry
 
 from aiwatch.grpc import (
     grpc_aio_client_interceptors,
@@ -30,6 +31,7 @@ from aiwatch.metrics import Metrics
 from examples.grpc_service.servicer import pb_grpc
 from tests.grpc.conftest import aio_server, req, sync_server
 from tests.labels import with_defaults
+from tests.spans import exemplar_trace_ids
 
 pytestmark = pytest.mark.slow
 
@@ -223,3 +225,37 @@ def test_each_connection_is_its_own_peer(metrics: Metrics, provider: TracerProvi
                 stub.Predict(req(features=[2.0]))
     ports = [attributes(s)["net.peer.port"] for s in of_kind(exporter, SpanKind.SERVER)]
     assert len(ports) == 4 and ports[0] == ports[1] and ports[2] == ports[3] and ports[0] != ports[2]
+
+
+def test_sync_and_aio_client_histograms_carry_the_client_spans_trace_as_exemplar(
+        provider: TracerProvider, exporter: InMemorySpanExporter) -> None:
+    """A gRPC call's client and network time (the server reports its time in its trailer) carry its CLIENT span's
+    trace id as exemplar in the OpenMetrics exposition, on sync and aio channels alike (the aio call is recorded in a
+    task after it ended)."""
+    import asyncio
+
+    calls = ("aiwatch_client_request_duration_seconds", "aiwatch_network_duration_seconds")
+    server_metrics = Metrics(CollectorRegistry())
+    sync_registry, aio_registry = CollectorRegistry(), CollectorRegistry()
+    with sync_server([grpc_server_interceptor(service="infer", metrics=server_metrics)]) as target:
+        _one_call(target, grpc_client_interceptor(service="gw", registry=sync_registry, tracer_provider=provider))
+    [sync_span] = of_kind(exporter, SpanKind.CLIENT)
+    assert exemplar_trace_ids(sync_registry) == {key: {f"{sync_span.context.trace_id:032x}"} for key in calls}
+
+    async def aio_call() -> None:
+        async with aio_server([grpc_aio_server_interceptor(service="infer", metrics=server_metrics)]) as target:
+            interceptors = grpc_aio_client_interceptors(service="gw", registry=aio_registry, tracer_provider=provider)
+            async with grpc.aio.insecure_channel(target, interceptors=interceptors) as channel:
+                await pb_grpc.InferenceStub(channel).Predict(req(features=[1.0]))
+            while not exemplar_trace_ids(aio_registry):  # recorded in a task after the call (no time bound)
+                await asyncio.sleep(0.01)
+
+    asyncio.run(aio_call())
+    aio_span = of_kind(exporter, SpanKind.CLIENT)[1]
+    assert aio_span.context.trace_id != sync_span.context.trace_id
+    assert exemplar_trace_ids(aio_registry) == {key: {f"{aio_span.context.trace_id:032x}"} for key in calls}
+
+
+def _one_call(target: str, interceptor: Any) -> None:
+    with grpc.insecure_channel(target) as channel:
+        pb_grpc.InferenceStub(grpc.intercept_channel(channel, interceptor)).Predict(req(features=[1.0]))

@@ -32,6 +32,7 @@ from aiwatch.timing import RequestTimeline
 from tests.http.asgi_driver import call
 from tests.http.peer import peer
 from tests.servers import uvicorn_in_thread, wait_until
+from tests.spans import exemplar_trace_ids
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"
@@ -517,3 +518,59 @@ def test_prometheus_stores_exemplars_that_lead_to_the_server_span(registry: Coll
             assert exemplars("aiwatch_phase_duration_seconds_bucket") == {
                 f"aiwatch_phase_duration_seconds_bucket{phase}": {trace_id}
                 for phase in ("inference", "tokenize", "postprocess", "overhead")}
+
+
+#: the client-side histograms: their exemplars are the call's trace
+CALL_HISTOGRAMS = ("aiwatch_client_request_duration_seconds", "aiwatch_network_duration_seconds")
+
+
+def test_client_histograms_carry_the_calls_sampled_trace_as_exemplar(
+        provider: TracerProvider, exporter: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A call to a real peer (which reports its time, so the network time is observed too) leaves, in the OpenMetrics
+    exposition of its client and network time, the trace id of its CLIENT span: aiwatch's (httpx), OpenTelemetry's
+    (its requests instrumentation in front of aiwatch's), or, with aiwatch's tracing off, the span current when the
+    call was made. A call in an unsampled trace leaves none: it would lead to no stored trace."""
+    def client_spans() -> list[ReadableSpan]:
+        return [s for s in exporter.get_finished_spans() if s.kind is SpanKind.CLIENT]
+
+    unsampled = trace.NonRecordingSpan(trace.SpanContext(int(TRACE_ID, 16), int(PARENT_ID, 16), is_remote=True,
+                                                         trace_flags=trace.TraceFlags(trace.TraceFlags.DEFAULT)))
+    with peer() as base:
+        registry = CollectorRegistry()
+        with trace.use_span(unsampled), aiwatch.client.instrument_httpx(
+                httpx.Client(), registry=registry, tracer_provider=provider) as client:
+            assert client.get(f"{base}/ok").json()["traceparent"].split("-")[::3] == ["00", "00"]  # sent unsampled
+        assert registry.get_sample_value("aiwatch_network_duration_seconds_count",
+                                         {"service": "app", "peer": base.removeprefix("http://"), "phase": ""}) == 1
+        assert exemplar_trace_ids(registry) == {}
+        assert client_spans() == []
+
+        registry = CollectorRegistry()
+        with aiwatch.client.instrument_httpx(httpx.Client(), registry=registry, tracer_provider=provider) as client:
+            client.get(f"{base}/ok")
+        [ours] = client_spans()
+        assert ours.instrumentation_scope is not None and ours.instrumentation_scope.name == "aiwatch"
+        assert exemplar_trace_ids(registry) == {key: {f"{ours.context.trace_id:032x}"} for key in CALL_HISTOGRAMS}
+
+        registry = CollectorRegistry()
+        instrumentor = RequestsInstrumentor()
+        instrumentor.instrument(tracer_provider=provider)
+        try:
+            with aiwatch.client.instrument_requests(requests.Session(), registry=registry,
+                                                    tracer_provider=provider) as session:
+                session.get(f"{base}/ok")
+        finally:
+            instrumentor.uninstrument()
+        [otels] = client_spans()[1:]
+        assert otels.instrumentation_scope is not None and otels.instrumentation_scope.name != "aiwatch"
+        assert otels.context.trace_id != ours.context.trace_id
+        assert exemplar_trace_ids(registry) == {key: {f"{otels.context.trace_id:032x}"} for key in CALL_HISTOGRAMS}
+
+        registry = CollectorRegistry()
+        monkeypatch.setenv("AIWATCH_TRACING", "off")
+        with provider.get_tracer("app").start_as_current_span("handler") as handler, \
+                aiwatch.client.instrument_requests(requests.Session(), registry=registry) as session:
+            session.get(f"{base}/ok")
+        assert len(client_spans()) == 2  # aiwatch made none
+        handler_trace = f"{handler.get_span_context().trace_id:032x}"
+        assert exemplar_trace_ids(registry) == {key: {handler_trace} for key in CALL_HISTOGRAMS}
