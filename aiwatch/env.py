@@ -247,6 +247,10 @@ CONSOLE_GPU_SOURCE = EnvVar("AIWATCH_CONSOLE_GPU_SOURCE", "aiwatch",
 CONSOLE_DCGM_UTILIZATION = EnvVar("AIWATCH_CONSOLE_DCGM_UTILIZATION", "DCGM_FI_DEV_GPU_UTIL",
                                   "With `dcgm`: the field that is GPU utilization, `DCGM_FI_DEV_GPU_UTIL` or, with "
                                   "profiling metrics on, `DCGM_FI_PROF_SM_ACTIVE`.")
+CONSOLE_TRACE_URL = EnvVar("AIWATCH_CONSOLE_TRACE_URL", "",
+                           "An http(s) link to one trace, `{trace_id}` standing for its id, e.g. "
+                           "`https://tempo.example/trace/{trace_id}`: the Latency view links its slowest traced "
+                           "requests there (unset: their trace ids are shown as text).")
 # --- reading Prometheus (the console, ``aiwatch diagnose``; also sent to the /metrics URLs they scrape) ------
 PROMETHEUS_HEADERS = EnvVar("AIWATCH_PROMETHEUS_HEADERS", "",
                             "Extra headers for every request, `name=value` pairs separated by commas, values "
@@ -281,7 +285,7 @@ VARIABLES: tuple[EnvVar, ...] = (
     GPU_POLL_INTERVAL, EVENT_LOOP_INTERVAL,
     CONSOLE_PROMETHEUS, CONSOLE_SCRAPE, CONSOLE_INTERVAL, CONSOLE_HISTORY, CONSOLE_REFRESH, CONSOLE_WINDOW,
     CONSOLE_SPAN, CONSOLE_TIMEOUT, CONSOLE_AGGREGATION_LABELS, CONSOLE_MATCH, CONSOLE_GPU_SOURCE,
-    CONSOLE_DCGM_UTILIZATION,
+    CONSOLE_DCGM_UTILIZATION, CONSOLE_TRACE_URL,
     PROMETHEUS_HEADERS, PROMETHEUS_BEARER_TOKEN, PROMETHEUS_BEARER_TOKEN_FILE, PROMETHEUS_BASIC_AUTH_USER,
     PROMETHEUS_BASIC_AUTH_PASSWORD, PROMETHEUS_BASIC_AUTH_PASSWORD_FILE, PROMETHEUS_TENANT, PROMETHEUS_CA_FILE,
     PROMETHEUS_CERT_FILE, PROMETHEUS_KEY_FILE,

@@ -42,6 +42,8 @@ Sample = tuple[dict[str, str], float]
 """One series of an instant vector: its labels and its value."""
 
 Points = list[tuple[float, float]]
+Exemplar = tuple[dict[str, str], float, float]
+"""An exemplar: its labels (``trace_id``), the value observed and when (unix seconds)."""
 
 #: Sample timestamps outside these Unix seconds are dropped (a chart cannot place year 10^300).
 PLAUSIBLE_TIME = (0.0, 1e11)
@@ -102,6 +104,13 @@ class PrometheusAPI:
     # --- transport ------------------------------------------------------------------------------------------
     def get(self, path: str, params: dict[str, str] | None = None) -> dict[str, Any]:
         """GET ``path`` (``/api/v1/...``) and return the ``data`` object of a successful answer."""
+        data = self._data(path, params)
+        if not isinstance(data, dict):
+            raise PrometheusError(f"Prometheus answered {path} without a data object")
+        return data
+
+    def _data(self, path: str, params: dict[str, str] | None) -> Any:
+        """GET ``path`` and return the ``data`` of a successful answer, whatever its JSON type."""
         query = (params or {}).get("query")
         if query is not None:
             # whole milliseconds: Prometheus refuses a fraction ("2.5s") or an exponent ("1e+09s") in a duration
@@ -140,8 +149,6 @@ class PrometheusAPI:
             error = body.get("error") if isinstance(body, dict) else None
             raise PrometheusError(f"Prometheus query failed: {short(error if isinstance(error, str) else body)}")
         data = body.get("data")
-        if not isinstance(data, dict):
-            raise PrometheusError(f"Prometheus answered {path} without a data object")
         warnings = body.get("warnings")
         if isinstance(warnings, list) and warnings:
             self._keep_warnings(warnings)
@@ -226,6 +233,32 @@ class PrometheusAPI:
             points = [(t, v) for t, v in points if math.isfinite(v) and PLAUSIBLE_TIME[0] <= t < PLAUSIBLE_TIME[1]]
             if points:
                 out.append((labels(item.get("metric"), promql), points))
+        return out
+
+
+    def query_exemplars(self, promql: str, start: float, end: float) -> list[tuple[dict[str, str], list[Exemplar]]]:
+        """The exemplars of the series ``promql`` reads, kept between ``start`` and ``end`` (unix seconds): per
+        series, its labels and ``(labels, value, unix seconds)`` per exemplar; NaN, infinite values and implausible
+        times dropped, series left without exemplars left out. A Prometheus without exemplar storage answers
+        none."""
+        data = self._data("/api/v1/query_exemplars", {"query": promql, "start": f"{start:.3f}", "end": f"{end:.3f}"})
+        if data is None:  # Prometheus answers null for a query whose series kept none
+            return []
+        if not isinstance(data, list) or not all(isinstance(item, dict) for item in data):
+            raise PrometheusError(f"Prometheus' exemplars of {short(promql)} have an unexpected shape")
+        out: list[tuple[dict[str, str], list[Exemplar]]] = []
+        for item in data:
+            found = item.get("exemplars")
+            if not isinstance(found, list) or not all(isinstance(e, dict) for e in found):
+                raise PrometheusError(f"Prometheus' exemplars of {short(promql)} have a series without a list of "
+                                      "exemplars")
+            kept: list[Exemplar] = []
+            for exemplar in found:
+                t, v = sample([exemplar.get("timestamp"), exemplar.get("value")], promql)
+                if math.isfinite(v) and PLAUSIBLE_TIME[0] <= t < PLAUSIBLE_TIME[1]:
+                    kept.append((labels(exemplar.get("labels"), promql), v, t))
+            if kept:
+                out.append((labels(item.get("seriesLabels"), promql), kept))
         return out
 
 

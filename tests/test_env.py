@@ -384,6 +384,8 @@ READERS: dict[str, tuple[Callable[[], Any], Any, str, Any]] = {
     "AIWATCH_CONSOLE_AGGREGATION_LABELS": (_console("aggregation_labels"), ("cluster", "namespace"), "cluster",
                                            ("cluster",)),
     "AIWATCH_CONSOLE_MATCH": (_console("match"), "", 'cluster="eu"', 'cluster="eu"'),
+    "AIWATCH_CONSOLE_TRACE_URL": (_console("trace_url"), "", "https://tempo.example/trace/{trace_id}",
+                                  "https://tempo.example/trace/{trace_id}"),
     "AIWATCH_CONSOLE_GPU_SOURCE": (_console_on_prometheus("gpu_source"), "aiwatch", "dcgm", "dcgm"),
     "AIWATCH_CONSOLE_DCGM_UTILIZATION": (_console_on_prometheus("dcgm_utilization"), "DCGM_FI_DEV_GPU_UTIL",
                                          "DCGM_FI_PROF_SM_ACTIVE", "DCGM_FI_PROF_SM_ACTIVE"),

@@ -27,6 +27,7 @@ from aiwatch.console.source import (
     SourceSlow,
     SourceUnavailable,
     TargetHealth,
+    TracedRequest,
     histogram_quantile,
 )
 
@@ -54,6 +55,7 @@ __all__ = [
     "SourceSlow",
     "SourceUnavailable",
     "TargetHealth",
+    "TracedRequest",
     "histogram_quantile",
 ]
 

@@ -43,13 +43,14 @@ from aiwatch.console.source import (
     Series,
     SourceError,
     SourceUnavailable,
+    TracedRequest,
     by_service,
     current,
     loop_stuck_window,
     service_order,
     unstored_share,
 )
-from aiwatch.console.text import latency_text, md, md_link, safe_url
+from aiwatch.console.text import latency_text, md, md_link, safe_url, trace_link
 from aiwatch.diagnose.report import CLAMPED_SHARE
 from aiwatch.rules.config import Drift, Latency
 from aiwatch.traffic import REALTIME
@@ -248,6 +249,7 @@ def _latency_view(src: DataSource, window: float, prefetch: Prefetch) -> None:
     background = prefetch(lambda: src.background_phases(window))
     stalls = prefetch(lambda: src.loop_stalls(window))
     latency = prefetch(lambda: src.latency_quantiles(window))
+    traced = prefetch(lambda: src.slowest_traces(window))
     phases = prefetch(lambda: src.phase_split(window))
     errors = prefetch(lambda: src.error_ratio(window))
     order = _service_order(rates, network)
@@ -275,6 +277,11 @@ def _latency_view(src: DataSource, window: float, prefetch: Prefetch) -> None:
                                     lambda svc, found: _draw_latency(svc, found, _serving(rates, svc, now))),
           f"No request latency yet: aiwatch_request_duration_seconds has no samples in the last {w}. "
           "Send traffic to the service, or wait for the next scrape.", windowed=True)
+    panel(f"Slowest traced requests per service (last {w}): the exemplars of the p99 panel's series",
+          lambda: [r for r in traced() if shown is None or r.service in shown],
+          lambda d: _draw_slowest_traces(d, _trace_url()),
+          f"No traced request in the last {w}. Exemplars need sampled traces (aiwatch with an OpenTelemetry SDK) "
+          "and a Prometheus run with `--enable-feature=exemplar-storage`, which keeps the trace ids it scrapes.")
     panel(f"Time per request by phase, per service (ms, stacked; mean over {w}): model vs not model",
           lambda: _only(phases(), shown, "service"),
           lambda d: _draw_phase_services(d, order, lambda svc: _serving(rates, svc, now)),
@@ -324,6 +331,28 @@ def _latency_view(src: DataSource, window: float, prefetch: Prefetch) -> None:
           lambda d: line(d, ["service", "phase", "stat"], "ms", 1000.0),
           f"No phase was recorded outside a request in the last {w} "
           "(aiwatch_background_phase_duration_seconds).", windowed=True)
+
+
+def _trace_url() -> str:
+    try:
+        return _config().trace_url
+    except ValueError:  # main() said so above the views
+        return ""
+
+
+def _draw_slowest_traces(rows: list[TracedRequest], trace_url: str) -> None:
+    """The traced requests as a table: their trace ids as text, and links to the traces when ``trace_url`` (a
+    template, :func:`~aiwatch.console.text.trace_link`) is set."""
+    df = pd.DataFrame([{"service": r.service, "time (ms)": r.seconds * 1000.0,
+                        "observed (UTC)": pd.Timestamp(round(r.at), unit="s"), "trace_id": r.trace_id,
+                        **({"trace": trace_link(trace_url, r.trace_id)} if trace_url else {})} for r in rows])
+    columns: dict[str, Any] = {"time (ms)": st.column_config.NumberColumn("time (ms)", format="%.1f")}
+    if trace_url:
+        columns["trace"] = st.column_config.LinkColumn("trace", display_text="open trace")
+    st.dataframe(df, hide_index=True, width="stretch", column_config=columns)
+    if not trace_url:
+        st.caption(md("Set AIWATCH_CONSOLE_TRACE_URL to your tracing backend's trace page, {trace_id} standing for "
+                      "the id (e.g. https://tempo.example/trace/{trace_id}), to link each request to its trace."))
 
 
 # A caveat's share at or under this is 0: a share of calls with no network time is one less a ratio of two rates

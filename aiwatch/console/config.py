@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from aiwatch import env as _env
 from aiwatch.amounts import period
 from aiwatch.console.source import MIN_WINDOW, DataSource
+from aiwatch.console.text import check_trace_url
 from aiwatch.gpuseries import GpuSeries
 from aiwatch.httpconfig import HTTPConfig
 from aiwatch.promql import check_selection, label_list
@@ -45,9 +46,10 @@ ENV = {
     "match": _env.CONSOLE_MATCH,
     "gpu_source": _env.CONSOLE_GPU_SOURCE,
     "dcgm_utilization": _env.CONSOLE_DCGM_UTILIZATION,
+    "trace_url": _env.CONSOLE_TRACE_URL,
 }
 _SECONDS = ("interval", "history", "refresh", "window", "span", "timeout")
-_TEXT = ("prometheus", "match", "gpu_source", "dcgm_utilization")
+_TEXT = ("prometheus", "match", "gpu_source", "dcgm_utilization", "trace_url")
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,8 @@ class ConsoleConfig:
     - ``aggregation_labels``: the labels Prometheus queries keep apart (clusters, namespaces).
     - ``match``: PromQL matchers added to every Prometheus query (``cluster="eu-1"``).
     - ``gpu_source`` / ``dcgm_utilization``: where the GPU panels read from (:mod:`aiwatch.gpuseries`).
+    - ``trace_url``: a link to one trace, ``{trace_id}`` standing for its id (:func:`~aiwatch.console.text.trace_link`);
+      empty: trace ids are shown as text.
     - ``http``: headers, credentials, a tenant and TLS for Prometheus and the scraped URLs.
     """
 
@@ -79,6 +83,7 @@ class ConsoleConfig:
     match: str = _env.CONSOLE_MATCH.default
     gpu_source: str = _env.CONSOLE_GPU_SOURCE.default
     dcgm_utilization: str = _env.CONSOLE_DCGM_UTILIZATION.default
+    trace_url: str = _env.CONSOLE_TRACE_URL.default
     http: HTTPConfig = field(default_factory=HTTPConfig)
 
     def __post_init__(self) -> None:
@@ -92,6 +97,8 @@ class ConsoleConfig:
         if not self.prometheus and not self.scrape:
             raise ValueError("the console needs a Prometheus URL or at least one /metrics URL to scrape")
         check_selection(self.match, "console match")
+        if self.trace_url:
+            check_trace_url(self.trace_url, ENV["trace_url"].name)
         if self.gpu.dcgm and not self.prometheus:
             raise ValueError("the dcgm GPU source needs a Prometheus URL: the embedded scraper reads aiwatch's own "
                              "metrics only")

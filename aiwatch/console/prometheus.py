@@ -38,6 +38,7 @@ from aiwatch.console.source import (
     SourceSlow,
     SourceUnavailable,
     TargetHealth,
+    TracedRequest,
     drift_rows,
     duration,
     loop_stuck_window,
@@ -47,6 +48,7 @@ from aiwatch.console.source import (
     quality_rows,
     quantile_overflows,
     recovery_rows,
+    slowest_first,
     tell_scopes_apart,
     worst_first,
 )
@@ -269,6 +271,17 @@ class PrometheusSource(DataSource):
     def latency_quantiles(self, window: float) -> list[Series]:
         w = duration(window)
         return self._quantiles([(self.q.latency_quantile(q, w), {"quantile": name}) for name, q in QUANTILES])
+
+    def slowest_traces(self, window: float) -> list[TracedRequest]:
+        # the exemplars of the series the p99 panel reads: Prometheus keeps those its exemplar storage holds
+        # (--enable-feature=exemplar-storage); one without it answers none
+        end = time.time()
+        promql = self.q.latency_quantile(0.99, duration(window))
+        answer = self._call(lambda: self.api.query_exemplars(promql, end - window, end))
+        names = tell_scopes_apart([found for found, _ in answer], self.q.scope)
+        return slowest_first(TracedRequest(name.get("service", ""), value, at, found["trace_id"])
+                             for name, (_, exemplars) in zip(names, answer, strict=True)
+                             for found, value, at in exemplars if found.get("trace_id"))
 
     def phase_split(self, window: float) -> list[Series]:
         return self.range(self.q.phase_split(duration(window)))

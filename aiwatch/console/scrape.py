@@ -62,6 +62,7 @@ from aiwatch.console.source import (
     Series,
     Signal,
     TargetHealth,
+    TracedRequest,
     drift_rows,
     gpu_rows,
     histogram_quantile,
@@ -919,6 +920,12 @@ class ScrapeSource(DataSource):
         live = {(k[0], k[1]): missing.get(k, 0.0) / n for k, n in totals.items() if n > 0}
         reference = {(k[0], k[1]): v for k, v in max_by(self._gauge(data, REFERENCE_MISSING_RATIO.name, t), by).items()}
         return missing_rows(live, reference, {(k[0], k[1]): n * window for k, n in totals.items()})
+
+    def slowest_traces(self, window: float) -> list[TracedRequest]:
+        raise NotSupported("The embedded scraper keeps no exemplars (it reads the text format, which carries none): "
+                           "start the console with --prometheus URL of a Prometheus run with "
+                           "--enable-feature=exemplar-storage to see the slowest traced requests and their trace "
+                           "ids.")
 
     def alerts(self) -> list[AlertRow]:
         raise NotSupported("Alert rules are evaluated by Prometheus: start the console with --prometheus URL to see "

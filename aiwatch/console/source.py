@@ -272,6 +272,21 @@ class Signal:
 
 
 @dataclass(frozen=True)
+class TracedRequest:
+    """A request the request-latency histogram kept as exemplar: its service, its time, when it was observed (unix
+    seconds) and the id of its trace (as the exemplar's ``trace_id`` label has it: text from the scrape target)."""
+
+    service: str
+    seconds: float
+    at: float
+    trace_id: str
+
+
+#: How many of each service's slowest traced requests :meth:`DataSource.slowest_traces` gives.
+SLOWEST_TRACES = 5
+
+
+@dataclass(frozen=True)
 class TargetHealth:
     """Whether one scraped endpoint answered its latest scrape."""
 
@@ -323,6 +338,12 @@ class DataSource(ABC):
     @abstractmethod
     def latency_quantiles(self, window: float) -> list[Series]:
         """Request latency p50/p95/p99 over time, per ``service`` and ``quantile``."""
+
+    def slowest_traces(self, window: float) -> list[TracedRequest]:
+        """Each service's :data:`SLOWEST_TRACES` slowest requests kept as exemplars of the request-latency histogram
+        over the last ``window`` seconds (the series the p99 panel reads), slowest first; raises
+        :class:`NotSupported` for a source that keeps no exemplars."""
+        raise NotSupported(f"{type(self).__name__} keeps no exemplars, so no request's trace id")
 
     @abstractmethod
     def phase_split(self, window: float) -> list[Series]:
@@ -498,6 +519,22 @@ class DataSource(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release background resources (threads)."""
+
+
+def slowest_first(found: Iterable[TracedRequest], per_service: int = SLOWEST_TRACES) -> list[TracedRequest]:
+    """The ``per_service`` slowest of each service's traced requests (one per trace id: Prometheus keeps an
+    exemplar per bucket series), services in name order, each slowest first."""
+    best: dict[tuple[str, str], TracedRequest] = {}
+    for row in found:
+        key = (row.service, row.trace_id)
+        if key not in best or row.seconds > best[key].seconds:
+            best[key] = row
+    by_service: dict[str, list[TracedRequest]] = {}
+    for row in sorted(best.values(), key=lambda r: (-r.seconds, -r.at, r.trace_id)):
+        kept = by_service.setdefault(row.service, [])
+        if len(kept) < per_service:
+            kept.append(row)
+    return [row for service in sorted(by_service, key=natural_key) for row in by_service[service]]
 
 
 def current(series: Sequence[Series], asked: float, age: float | None, late: float = 0.0) -> list[Series]:

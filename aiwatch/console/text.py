@@ -86,3 +86,30 @@ def md_link(label: str, url: str) -> str:
     if target is None:
         return md(label)
     return f"[{md(label)}]({urllib.parse.quote(target, safe=':/?#@!$&*+,;=%~.-_[]')})"
+
+
+#: What a trace link template (``AIWATCH_CONSOLE_TRACE_URL``) holds where the trace's id goes.
+TRACE_ID_FIELD = "{trace_id}"
+
+
+def check_trace_url(template: str, name: str) -> str:
+    """``template`` when it is a trace link template: an http(s) URL holding :data:`TRACE_ID_FIELD`; else a
+    ValueError naming ``name`` (the variable) and what is wrong."""
+    if TRACE_ID_FIELD not in template:
+        raise ValueError(f"{name} must hold {TRACE_ID_FIELD} where the trace's id goes, got {template!r}")
+    if trace_link(template, "0" * 32) is None:
+        raise ValueError(f"{name} must be an http(s) URL (no spaces or control characters), got {template!r}")
+    return template
+
+
+def trace_link(template: str, trace_id: str) -> str | None:
+    """The link to the trace ``trace_id`` (a label value: any text) by ``template``: the id percent-encoded into
+    it, so that no id can change where the link goes beyond its own path segment; None when the result is no safe
+    http(s) link (:func:`safe_url`).
+
+    >>> trace_link("https://tempo.example/trace/{trace_id}", "4bf92f3577b34da6a3ce929d0e0e4736")
+    'https://tempo.example/trace/4bf92f3577b34da6a3ce929d0e0e4736'
+    >>> trace_link("https://tempo.example/trace/{trace_id}", "../../admin?x=1#")
+    'https://tempo.example/trace/..%2F..%2Fadmin%3Fx%3D1%23'
+    """
+    return safe_url(template.replace(TRACE_ID_FIELD, urllib.parse.quote(trace_id, safe="")))

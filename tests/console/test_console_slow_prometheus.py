@@ -76,9 +76,12 @@ def test_one_slow_panel_does_not_blank_the_others(stack: Stack) -> None:
         at = run_view(PrometheusSource(url, timeout=3, span=60, points=30), "Latency")
     warnings = texts(at.warning)
     slow = [w for w in warnings if "is slow" in w]
-    assert len(slow) == 1, warnings
+    # the latency panel and the slowest traced requests (the exemplars of the same query's series)
+    assert len(slow) == 2, warnings
     assert slow[0].startswith("Request latency p50 / p95 / p99 per service (ms): Prometheus at ")
-    assert f"(query: {p99}" in slow[0]
+    assert slow[1].startswith("Slowest traced requests per service (last 5s): the exemplars of the p99 panel's "
+                              "series: Prometheus at ") and "/api/v1/query_exemplars" in slow[1]
+    assert all(f"(query: {p99}" in w for w in slow)
     assert not any("unreachable" in t for t in texts(at.error) + warnings)
     # the phase split, the network time, the throughput and the error ratio still draw
     assert len(at.get("vega_lite_chart")) >= 4

@@ -110,7 +110,10 @@ def test_latency_view(source: DataSource) -> None:
     # latency x2 services, phase split x2 services, network time, link throughput, what the split could not
     # measure, event loop delay, throughput, error ratio, phases outside requests
     assert len(at.get("vega_lite_chart")) == 11
-    assert not at.info, texts(at.info)
+    # the only note: no slowest traced requests (this Prometheus runs without exemplar storage, the scraper keeps
+    # none; tests/console/test_console_traces.py draws them)
+    [note] = texts(at.info)
+    assert "No traced request" in note or "keeps no exemplars" in note, note
 
 
 def phase_charts(at: Any) -> dict[str, str]:
