@@ -95,7 +95,10 @@ def test_every_worker_serves_the_merged_metrics_on_a_port_of_their_own(tmp_path:
             return sum(v for (name, labels), v in scrape(url).items()
                        if name == "aiwatch_request_duration_seconds_count" and ("service", "hooks") in labels)
 
-        before = served()  # the readiness probe's
+        # the readiness probe's request: a worker records it when gunicorn closes its body, which may come after the
+        # probe has its answer (a loaded machine: the first scrape read 0, a later one 31 for 30 requests)
+        wait_until(lambda: served() >= 1, 30, what="the readiness probe's request recorded")
+        before = served()
         for _ in range(30):
             assert http_get(f"http://127.0.0.1:{port}/") == (200, b"ok")
         assert "Address already in use" not in proc.output()
