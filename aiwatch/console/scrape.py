@@ -74,6 +74,7 @@ from aiwatch.console.source import (
     recovery_rows,
     worst_first,
 )
+from aiwatch.drift.promql import FEATURE_INVALID, FEATURE_MISSING, REFERENCE_MISSING_RATIO
 from aiwatch.httpconfig import HTTPConfig, TooLarge
 from aiwatch.promapi import bucket_bound
 from aiwatch.promql import Metric
@@ -907,8 +908,6 @@ class ScrapeSource(DataSource):
         return one_reference_bins(reference, live, totals)
 
     def feature_missing(self, window: float) -> list[MissingRow]:
-        from aiwatch.drift.promql import FEATURE_INVALID, FEATURE_MISSING, REFERENCE_MISSING_RATIO
-
         data, t = self._copy(), time.time()
         by = ("model", "feature")
         absent = [(lb, v) for lb, v in self._rate(data, FEATURE_INVALID.name, t, window)

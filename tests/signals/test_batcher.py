@@ -94,15 +94,22 @@ async def test_wrong_number_of_results_is_a_clear_error(metrics: Metrics, bad: o
         assert "for a batch of 2 items" in str(r) and "one result per item" in str(r)
 
 
-async def test_cancelled_caller_does_not_break_the_batch(registry: CollectorRegistry, metrics: Metrics) -> None:
-    seen: list[list[int]] = []
-    release = asyncio.Event()
+class StalledModel:
+    """A model whose calls wait until released (a hung kernel), recording each batch it was given."""
 
-    async def fn(items: list[int]) -> list[int]:
-        seen.append(list(items))
-        await release.wait()
+    def __init__(self) -> None:
+        self.seen: list[list[int]] = []
+        self.release = asyncio.Event()
+
+    async def __call__(self, items: list[int]) -> list[int]:
+        self.seen.append(list(items))
+        await self.release.wait()
         return items
 
+
+async def test_cancelled_caller_does_not_break_the_batch(registry: CollectorRegistry, metrics: Metrics) -> None:
+    fn = StalledModel()
+    seen, release = fn.seen, fn.release
     b = MicroBatcher(fn, max_batch_size=3, max_wait_seconds=3600, model="c", metrics=metrics)
     # cancelled while waiting for its batch: it leaves the queue, and the batch goes without it
     early = asyncio.ensure_future(b.submit(0))
@@ -132,14 +139,8 @@ async def test_callers_that_gave_up_leave_the_queue_while_the_model_is_stalled(r
     their entries stayed queued until their batch was due, holding their items, and ``aiwatch_queue_depth``, an
     autoscaling signal, counted them (2 000 timed-out calls: 2 000 items queued for nobody). They leave the queue
     when their caller gives up; the model gets only items whose callers still wait."""
-    seen: list[list[int]] = []
-    release = asyncio.Event()
-
-    async def fn(items: list[int]) -> list[int]:
-        seen.append(list(items))
-        await release.wait()
-        return items
-
+    fn = StalledModel()
+    seen, release = fn.seen, fn.release
     b = MicroBatcher(fn, max_batch_size=8, max_wait_seconds=0.001, model="s", metrics=metrics)
     stalled = asyncio.ensure_future(b.submit(-1))  # the batch in the model, until released
     while not seen:
