@@ -679,9 +679,12 @@ class RequestRecorder:
         return self.begin_with(self.tracing.tracer(), span_name, parent_context, attributes, start)
 
     def begin_with(self, tracer: Any, span_name: str = "request", parent_context: Any = None,
-                   attributes: dict[str, Any] | None = None, start: float | None = None) -> RequestTimeline:
+                   attributes: dict[str, Any] | None = None, start: float | None = None,
+                   span_start: float | None = None) -> RequestTimeline:
         """:meth:`begin` with the tracer already looked up (``self.tracing.tracer()``; ``None``: no span), for an
-        integration that builds the span's parent context and attributes only when tracing is on."""
+        integration that builds the span's parent context and attributes only when tracing is on. ``span_start``:
+        when the request arrived (a ``perf_counter`` time before now), the span's start, when it began before its
+        timeline (a thread-pool server's call waited for a worker)."""
         tl = RequestTimeline(self, _clock() if start is None else start, self.model)
         try:
             self._in_flight(1)
@@ -689,8 +692,11 @@ class RequestRecorder:
             record_error("metrics", exc, self.metrics)
         if tracer is not None:
             try:
+                start_time = None
+                if span_start is not None:
+                    start_time = time.time_ns() - int(max(_clock() - span_start, 0.0) * 1e9)
                 span = tl.span = tracer.start_span(span_name, context=parent_context, kind=trace.SpanKind.SERVER,
-                                                   attributes=attributes)
+                                                   attributes=attributes, start_time=start_time)
                 tl.owns_span = True
                 tl.tracer = tracer
                 _take_trace_id(tl, span)

@@ -117,6 +117,9 @@ DEADLINE_MARGIN_SECONDS = 0.1
 DEADLINE_MARGIN_SHARE = 0.1
 #: the smallest margin: a cancel this close to the deadline is the deadline's, however tight (the 3-5 ms above)
 DEADLINE_MARGIN_FLOOR_SECONDS = 0.02
+#: a call with more time left than this when it starts has no deadline (grpcio's thread-pool server reads none as
+#: about 2**63 seconds away)
+NO_DEADLINE_SECONDS = 1e9
 _UNREAD = object()
 _done_lock = threading.Lock()
 
@@ -136,8 +139,8 @@ _SENT_ALREADY = (asyncio.CancelledError, grpc.aio.AbortError)
 class _Call:
     """One RPC's state, kept in the wrapped behavior's closure (never on the interceptor)."""
 
-    __slots__ = ("aborted", "attempt", "chunks", "done", "ended", "margin", "otel_context", "received", "remaining",
-                 "sent", "streaming", "timeline", "undecodable", "unserializable", "watched")
+    __slots__ = ("aborted", "attempt", "chunks", "deadline", "done", "ended", "margin", "otel_context", "received",
+                 "remaining", "sent", "streaming", "timeline", "undecodable", "unserializable", "watched")
 
     def __init__(self, timeline: RequestTimeline, streaming: bool, otel_context: Any = None) -> None:
         self.timeline = timeline
@@ -157,6 +160,9 @@ class _Call:
         self.unserializable: _Unserializable | None = None
         #: how close to its deadline a cancel counts as the deadline (:func:`_cancel_margin`)
         self.margin = DEADLINE_MARGIN_SECONDS
+        #: the call's deadline as a ``perf_counter`` time, from the time left read when it started (``None``: it has
+        #: none), so that the time left later is computed, not asked of grpcio again (:func:`_left`)
+        self.deadline: Any = _UNREAD
         #: the time left to the deadline when the RPC ended before its handler did (read then, by grpcio's callback)
         self.remaining: Any = _UNREAD
         #: whether grpcio calls :meth:`_ServerCore.rpc_ended` when the RPC ends
@@ -302,7 +308,10 @@ class _ServerCore:
             self._deserializers[method] = (deserialize, messages, timed)
         return timed
 
-    def start(self, method: str, context: Any, streaming: bool, request: Any = None) -> _Call | None:
+    def start(self, method: str, context: Any, streaming: bool, request: Any = None,
+              arrived: float | None = None) -> _Call | None:
+        """Begin one RPC's timeline (and aiwatch's span, started at ``arrived`` when given: the thread-pool server's
+        call waited for a worker from then, :func:`_queued`); ``None`` when aiwatch failed to (counted)."""
         recorder = self.recorder
         otel_context = None
         try:
@@ -326,7 +335,7 @@ class _ServerCore:
                     if self.metadata_capture is not None and metadata:
                         attributes.update(capture_request_headers(self.metadata_capture.attributes, metadata,
                                                                   self.metrics))
-                    tl = recorder.begin_with(tracer, name, parent, attributes)
+                    tl = recorder.begin_with(tracer, name, parent, attributes, span_start=arrived)
                     if tl.span is not None:
                         otel_context = trace.set_span_in_context(tl.span, parent)
             call = _Call(tl, streaming, otel_context)
@@ -349,8 +358,12 @@ class _ServerCore:
             if request is not None:
                 take_pending(tl, request)
             remaining = context.time_remaining()
-            if remaining is not None:
+            # grpcio's thread-pool server reads a call without a deadline as ~2**63 s away; grpc.aio as None
+            if remaining is None or not isinstance(remaining, int | float) or remaining > NO_DEADLINE_SECONDS:
+                call.deadline = None
+            else:
                 call.margin = _cancel_margin(remaining)
+                call.deadline = _clock() + remaining
             return call
         except Exception as exc:
             record_error(COMPONENT, exc, self.metrics)
@@ -386,7 +399,7 @@ class _ServerCore:
         unary RPC held for its response's serialization, should grpcio never have serialized it."""
         try:
             if not call.done:
-                call.remaining = context.time_remaining()
+                call.remaining = _left(call, context)
             held = call.unserializable
             pending = None
             with _done_lock:  # end() holds a record only while ended is unset (it checks under the same lock)
@@ -431,7 +444,7 @@ class _ServerCore:
                                            call.undecodable is not None and call.undecodable.failed,
                                            held is not None and held.failed, self.failed_status, call.margin,
                                            call.remaining, not self.serializes_any_code and _cancel_requested(),
-                                           call.aborted)
+                                           call.aborted, _left(call, context))
             if unary_response and call.streaming:  # a request stream's one response: was it sent?
                 call.sent = int(status not in _CANCEL_STATUSES and (status == "OK" or self.serializes_any_code))
             hold = (held is not None and not held.failed and unary_response and error is None
@@ -488,7 +501,8 @@ class _ServerCore:
             # the response the handler returned after it (and drop it): that status went out, not a cancel's
             undecodable = call.undecodable is not None and call.undecodable.failed
             if status not in _CANCEL_STATUSES and not undecodable and self._over(call, context, serialized):
-                status = _cancel_status(context, call.margin, call.remaining)
+                status = _cancel_status(context, call.margin,
+                                        _left(call, context) if call.remaining is _UNREAD else call.remaining)
                 if call.streaming:
                     call.sent = 0
             self._finish(call, method, status, error, end)
@@ -500,7 +514,7 @@ class _ServerCore:
         status: a response whose serialization outlasted the deadline never reaches the caller. ``serialized``: asked
         from the serializer, before the status is sent; otherwise at the RPC's end (the status may be out already), so
         a deadline that has passed, or a serialization that had started, tells."""
-        if _expired(_time_remaining(context)):
+        if _expired(_left(call, context)):
             return True
         if not serialized:
             return call.unserializable is not None and call.unserializable.started
@@ -547,20 +561,25 @@ class _ServerCore:
 
 def _status(context: Any, error: BaseException | None, terminated: bool, undecodable: bool = False,
             unserializable: bool = False, failed_status: str = "INTERNAL", margin: float = DEADLINE_MARGIN_SECONDS,
-            remaining: Any = _UNREAD, cancel_requested: bool = False, aborted: bool = False) -> tuple[str, bool]:
+            remaining: Any = _UNREAD, cancel_requested: bool = False, aborted: bool = False,
+            left: Any = _UNREAD) -> tuple[str, bool]:
     """The status name the client sees, and whether ``error`` is an unhandled servicer failure. ``undecodable``: the
     thread-pool server failed to deserialize a request stream message and sent the status already.
     ``unserializable``: grpcio failed to serialize a message of the response stream. In both grpcio sent the code the
     servicer had set, else ``failed_status``, whatever the handler did next. ``margin``, ``remaining``: as for
     :func:`_cancel_status`. ``cancel_requested``: grpc.aio cancelled the handler's task (the handler swallowed the
-    ``CancelledError``). ``aborted``: grpc.aio's ``abort()`` sent the status already."""
+    ``CancelledError``). ``aborted``: grpc.aio's ``abort()`` sent the status already. ``left``: the time left now,
+    when known (:func:`_left`; else it is read)."""
     if undecodable or unserializable:
         return _code(context) or failed_status, False
+    if remaining is _UNREAD:
+        remaining = left
     if terminated or isinstance(error, asyncio.CancelledError | GeneratorExit):
         return _cancel_status(context, margin, remaining), False
     code = _code(context)
     if not aborted and not isinstance(error, grpc.aio.AbortError) and (
-            cancel_requested or not _active(context) or _expired(remaining) or _expired(_time_remaining(context))):
+            cancel_requested or not _active(context) or _expired(remaining)
+            or (left is _UNREAD and _expired(_time_remaining(context)))):
         # the call ended (cancel, deadline) before the handler did: no status the servicer set, nor the outcome of
         # its exception, reaches the caller (a request stream's RpcError included); a grpc.aio handler that ran
         # past its deadline without an await, or swallowed the cancel, is not cancelled. A failure of the servicer's
@@ -582,6 +601,17 @@ def _time_remaining(context: Any) -> Any:
         return context.time_remaining()
     except Exception:
         return None
+
+
+def _left(call: _Call, context: Any) -> Any:
+    """The time ``call`` has left to its deadline now (``None``: it has none), from the deadline read when it started:
+    the deadline does not move, and asking grpcio costs a call and a lock each time."""
+    deadline = call.deadline
+    if deadline is None:
+        return None
+    if deadline is _UNREAD:  # not read when it started
+        return _time_remaining(context)
+    return max(deadline - _clock(), 0.0)
 
 
 def _cancel_requested() -> bool:
@@ -771,8 +801,6 @@ def _instrument_handler(interceptor: Any, handler: Any, handler_call_details: An
             interceptor._core.plain_handler(method)
             return handler
         wrap = interceptor._wrap_stream if handler.response_streaming else interceptor._wrap_unary
-        if arrived is not None:
-            wrap = functools.partial(wrap, arrived=arrived)
         core = interceptor._core
         messages = core.messages(method) if core.serialization else None
         # grpcio asks for the handler per RPC: one flag per RPC (none without the serializer that sets it)
@@ -780,12 +808,13 @@ def _instrument_handler(interceptor: Any, handler: Any, handler_call_details: An
         if not handler.request_streaming:
             timed = (core.unary_deserializer(method, messages, handler.request_deserializer)
                      if messages is not None else None)
-            return _rewrap(handler, wrap(behavior, method, False, out), factory, messages, None, out, timed)
+            return _rewrap(handler, wrap(behavior, method, False, out, arrived=arrived), factory, messages, None, out,
+                           timed)
         if only_async:  # grpc.aio raises the deserializer's error in the handler: its outcome, seen as usual
             return _rewrap(handler, wrap(behavior, method, True, out), factory, messages, None, out)
         undecodable = _Undecodable()
-        return _rewrap(handler, wrap(behavior, method, True, out, undecodable), factory, messages, undecodable.fail,
-                       out)
+        return _rewrap(handler, wrap(behavior, method, True, out, undecodable, arrived), factory, messages,
+                       undecodable.fail, out)
     except Exception as exc:
         record_error(COMPONENT, exc, interceptor._core.metrics)
         return handler
@@ -827,7 +856,7 @@ class AiwatchServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         core = self._core
 
         def unary(request: Any, context: Any) -> Any:
-            call = core.start(method, context, request_streaming, None if request_streaming else request)
+            call = core.start(method, context, request_streaming, None if request_streaming else request, arrived)
             if call is not None:
                 if arrived is not None:
                     _queued(call.timeline, arrived)
@@ -859,7 +888,7 @@ class AiwatchServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         core = self._core
 
         def stream(request: Any, context: Any) -> Iterator[Any]:
-            call = core.start(method, context, True, None if request_streaming else request)
+            call = core.start(method, context, True, None if request_streaming else request, arrived)
             if call is not None:
                 if arrived is not None:
                     _queued(call.timeline, arrived)
@@ -961,7 +990,7 @@ def _ended_at_deadline(call: _Call, context: Any) -> None:
     ``done()`` then). A client that closes its request stream that close to its deadline itself, and gets its answer
     in the time left, is recorded ``DEADLINE_EXCEEDED``."""
     try:
-        remaining = context.time_remaining()
+        remaining = context.time_remaining() if call.deadline is _UNREAD else _left(call, context)
         if (isinstance(remaining, int | float) and remaining <= call.margin and call.remaining is _UNREAD):
             call.remaining = min(remaining, 0.0)
     except Exception as exc:
@@ -1009,7 +1038,10 @@ class AiwatchAioServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[m
         return _instrument_handler(self, handler, handler_call_details, only_async=True)
 
     def _wrap_unary(self, behavior: Callable[..., Any], method: str, request_streaming: bool,
-                    unserializable: _Unserializable | None = None) -> Callable[..., Any]:
+                    unserializable: _Unserializable | None = None, undecodable: _Undecodable | None = None,
+                    arrived: float | None = None) -> Callable[..., Any]:
+        # undecodable, arrived: the thread-pool server's (grpc.aio raises a request's decoding error in the
+        # handler, and calls the interceptor when the call starts)
         core = self._core
 
         async def unary(request: Any, context: Any) -> Any:
@@ -1037,7 +1069,10 @@ class AiwatchAioServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[m
         return unary
 
     def _wrap_stream(self, behavior: Callable[..., Any], method: str, request_streaming: bool,
-                     unserializable: _Unserializable | None = None) -> Callable[..., Any]:
+                     unserializable: _Unserializable | None = None, undecodable: _Undecodable | None = None,
+                     arrived: float | None = None) -> Callable[..., Any]:
+        # undecodable, arrived: the thread-pool server's (grpc.aio raises a request's decoding error in the
+        # handler, and calls the interceptor when the call starts)
         core = self._core
 
         async def stream(request: Any, context: Any) -> AsyncIterator[Any]:

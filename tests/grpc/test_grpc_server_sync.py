@@ -13,6 +13,7 @@ import grpc
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from opentelemetry.trace import SpanKind
 from prometheus_client import CollectorRegistry
 
 import aiwatch
@@ -848,3 +849,23 @@ def test_the_wait_for_a_worker_of_the_servers_pool_is_a_queue_phase_inside_the_t
     assert _phase_count(metrics, "queue_pool") == 3
     assert value(metrics.registry, "aiwatch_phase_duration_seconds_sum", service="infer", model="ranker",
                  phase="queue_pool") == pytest.approx(sum(queued), abs=1e-5)
+
+
+def test_aiwatchs_span_starts_when_the_call_arrived_so_it_holds_the_wait_for_a_worker(
+        metrics: Metrics, provider: Any, exporter: Any) -> None:
+    """aiwatch's SERVER span started when a worker took the call, its total and trailer (``queue_pool``) when the
+    call arrived: on one worker, the third of three 200 ms calls had a 0.2 s span for a 0.6 s total. The span
+    starts at the call's arrival now, as the total does."""
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1), interceptors=[
+        grpc_server_interceptor(service="infer", model="ranker", metrics=metrics, tracer_provider=provider)])
+    with serving(server) as target, stub_for(target) as stub:
+        calls = [stub.Predict.future(req(delay_ms=200)) for _ in range(3)]
+        timings = [parse_server_timing(dict(call.trailing_metadata())["server-timing"]) for call in calls]
+    spans = sorted((span for span in exporter.get_finished_spans() if span.kind == SpanKind.SERVER),
+                   key=lambda span: span.end_time)
+    assert len(spans) == 3
+    totals = sorted(timing["total"] for timing in timings)
+    assert totals[2] >= 0.5  # the last call waited for the two before it
+    for span, total in zip(spans, totals, strict=True):  # one worker: the calls ended in the order of their totals
+        # the trailer's total runs from the arrival to when the trailer was set, before the span ended
+        assert (span.end_time - span.start_time) / 1e9 >= total - 0.002
