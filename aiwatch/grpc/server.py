@@ -713,12 +713,14 @@ def _add_trailing(context: Any, timing: tuple[str, str | None], metrics: Metrics
 
 
 class _AioContext:
-    """The grpc.aio servicer context, with ``abort()`` adding the server timing to the trailing metadata first
-    (grpc.aio sends the status inside ``abort()``, before the interceptor sees the outcome)."""
+    """The grpc.aio servicer context, with ``abort()`` marking the call aborted (grpc.aio sends the status inside
+    ``abort()``, before the interceptor sees the outcome, and a handler may catch the ``AbortError`` and run on) and
+    adding the server timing to the trailing metadata first (``tail``: :attr:`_ServerCore.tail`; ``None``: no
+    trailer)."""
 
     __slots__ = ("_call", "_context", "_tail")
 
-    def __init__(self, context: Any, call: _Call, tail: str) -> None:
+    def __init__(self, context: Any, call: _Call, tail: str | None) -> None:
         self._context = context
         self._call = call
         self._tail = tail
@@ -728,14 +730,15 @@ class _AioContext:
 
     async def abort(self, code: grpc.StatusCode, details: str = "", trailing_metadata: Any = ()) -> None:
         self._call.aborted = True
-        try:
-            timing = self._call.server_timing(self._tail)
-            pairs = tuple(trailing_metadata) if trailing_metadata else _trailing_pairs(self._context)
-            with_timing = _with_timing(pairs, timing, self._call.timeline.recorder.metrics)
-            if with_timing is not None:
-                trailing_metadata = with_timing
-        except Exception as exc:
-            record_error(COMPONENT, exc, self._call.timeline.recorder.metrics)
+        if self._tail is not None:
+            try:
+                timing = self._call.server_timing(self._tail)
+                pairs = tuple(trailing_metadata) if trailing_metadata else _trailing_pairs(self._context)
+                with_timing = _with_timing(pairs, timing, self._call.timeline.recorder.metrics)
+                if with_timing is not None:
+                    trailing_metadata = with_timing
+            except Exception as exc:
+                record_error(COMPONENT, exc, self._call.timeline.recorder.metrics)
         await self._context.abort(code, details, trailing_metadata)
 
     async def abort_with_status(self, status: Any) -> None:
@@ -1051,8 +1054,8 @@ class AiwatchAioServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[m
                 call.unserializable = unserializable
                 if request_streaming and hasattr(request, "__aiter__"):
                     request = _acount_in(request, call, context)
-                if core.server_timing:
-                    inner = _AioContext(context, call, core.tail)
+                # also without the trailer: the context tells the RPC's end that abort() sent the status
+                inner = _AioContext(context, call, core.tail if core.server_timing else None)
             token = _enter(call)
             try:
                 response = await behavior(request, inner)
@@ -1084,8 +1087,8 @@ class AiwatchAioServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[m
                     request = _acount_in(request, call, context)
                 elif not request_streaming:
                     call.received = 1
-                if core.server_timing:
-                    inner = _AioContext(context, call, core.tail)
+                # also without the trailer: the context tells the RPC's end that abort() sent the status
+                inner = _AioContext(context, call, core.tail if core.server_timing else None)
             try:
                 token = _enter(call)
                 try:

@@ -482,3 +482,30 @@ async def test_aio_a_unary_response_whose_serialization_outlasted_the_deadline_i
         await server.stop(None)
     assert _count(metrics, SLOW_SERIALIZE, "OK") == 0
     assert value(metrics.registry, "aiwatch_requests_in_flight", service="infer") == 0
+
+
+class _AbortsThenRunsOn(pb_grpc.InferenceServicer):
+    async def Predict(self, request, context):  # type: ignore[no-untyped-def]
+        with contextlib.suppress(grpc.aio.AbortError):  # the status went out with abort(); the handler runs on
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "bad features")
+        time.sleep(request.delay_ms / 1000)  # past its deadline, without an await: grpc.aio cannot cancel it
+        return pb.PredictReply()
+
+
+@pytest.mark.parametrize("server_timing", [True, False])
+async def test_aio_an_abort_the_handler_caught_before_its_deadline_passed_is_the_abort_status(
+        metrics: Metrics, server_timing: bool) -> None:
+    """abort() sent INVALID_ARGUMENT, and its caller had it, before the deadline passed. Without the server-timing
+    trailer the call was recorded DEADLINE_EXCEEDED: the abort was only seen through the context aiwatch hands the
+    handler to add the trailer, and that context was left out."""
+    async with aio_server([grpc_aio_server_interceptor(service="infer", metrics=metrics,
+                                                       server_timing=server_timing)], _AbortsThenRunsOn()) as target, \
+            grpc.aio.insecure_channel(target) as channel:
+        call = pb_grpc.InferenceStub(channel).Predict(req(delay_ms=300), timeout=0.1)
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await call
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert ("server-timing" in dict(info.value.trailing_metadata() or ())) is server_timing
+        await _eventually(lambda: _count(metrics, PREDICT, "INVALID_ARGUMENT") == 1)
+    assert _count(metrics, PREDICT, "DEADLINE_EXCEEDED") == 0
+    assert value(metrics.registry, "aiwatch_requests_in_flight", service="infer") == 0
