@@ -132,6 +132,8 @@ def _renew_done_lock() -> None:
 at_fork_in_child(_renew_done_lock)  # a server thread may hold it when the process forks
 
 _CANCEL_STATUSES = ("CANCELLED", "DEADLINE_EXCEEDED")
+#: the package of opentelemetry-instrumentation-grpc's interceptors (:meth:`_ServerCore.check_order`)
+OTEL_GRPC_MODULE = "opentelemetry.instrumentation.grpc"
 # the status is already out (aio abort() sent it with the timing) or will never be sent (cancelled)
 _SENT_ALREADY = (asyncio.CancelledError, grpc.aio.AbortError)
 
@@ -276,6 +278,8 @@ class _ServerCore:
         self._deserializers: dict[str, tuple[Any, MessageTimer, Callable[[bytes], Any]]] = {}
         #: the methods of plain-function handlers on a grpc.aio server whose RPCs go unrecorded, warned of once
         self._plain: set[str] = set()
+        #: whether the server's interceptor order was checked (:meth:`check_order`, on the first instrumented RPC)
+        self.order_checked = False
 
     def messages(self, method: str) -> MessageTimer:
         """The (de)serializer timer of ``method`` (one per method: grpcio asks for the handler per call)."""
@@ -295,6 +299,19 @@ class _ServerCore:
         self._plain.add(method)
         logger.warning("aiwatch: the grpc.aio handler of %s is a plain function (grpc.aio runs it in its thread "
                        "pool): its RPCs are not recorded; make it an async def to record them", method)
+
+    def check_order(self, behavior: Any) -> None:
+        """Warn (once: the order is the server's, fixed) when ``behavior``, the handler aiwatch wraps, is
+        OpenTelemetry's interceptor's: placed after aiwatch's, it starts its SERVER span from the call's metadata,
+        not inside aiwatch's, so each RPC has two SERVER spans (siblings, or two traces without a caller's trace
+        context), and aiwatch's phases and exemplars are not in OpenTelemetry's span."""
+        self.order_checked = True
+        module = getattr(behavior, "__module__", None)
+        if isinstance(module, str) and module.startswith(OTEL_GRPC_MODULE):
+            logger.warning("aiwatch: OpenTelemetry's gRPC server interceptor comes after aiwatch's in the server's "
+                           "interceptors, so every RPC gets two SERVER spans (aiwatch's and OpenTelemetry's, not "
+                           "one inside the other); put OpenTelemetry's first: interceptors=[otel, aiwatch], or use "
+                           "both instrumentors (docs/grpc.md)")
 
     def unary_deserializer(self, method: str, messages: MessageTimer, deserialize: Any) -> Callable[[bytes], Any]:
         """``deserialize`` of ``method``'s unary requests, timed by ``messages`` (:meth:`undecodable` told of a
@@ -800,11 +817,13 @@ def _instrument_handler(interceptor: Any, handler: Any, handler_call_details: An
     try:
         method = method_name(handler_call_details.method)
         behavior, factory = _handler_parts(handler)
+        core = interceptor._core
+        if not core.order_checked:
+            core.check_order(behavior)
         if only_async and not (inspect.iscoroutinefunction(behavior) or inspect.isasyncgenfunction(behavior)):
-            interceptor._core.plain_handler(method)
+            core.plain_handler(method)
             return handler
         wrap = interceptor._wrap_stream if handler.response_streaming else interceptor._wrap_unary
-        core = interceptor._core
         messages = core.messages(method) if core.serialization else None
         # grpcio asks for the handler per RPC: one flag per RPC (none without the serializer that sets it)
         out = _Unserializable() if messages is not None else None

@@ -497,3 +497,40 @@ async def test_aio_repeated_trace_context_metadata(metrics: Metrics, provider: T
                           _AioBaggageServicer(seen)) as target, grpc.aio.insecure_channel(target) as channel:
         await pb_grpc.InferenceStub(channel).Predict(req(features=[1.0]), metadata=_REPEATED)
     _assert_read_as_opentelemetry_reads_it(exporter, seen)
+
+
+def _order_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "comes after aiwatch's" in r.getMessage()]
+
+
+@pytest.mark.parametrize("otel_first", [True, False])
+def test_opentelemetrys_interceptor_after_aiwatchs_is_warned_of_once(
+        metrics: Metrics, provider: TracerProvider, exporter: InMemorySpanExporter, caplog: pytest.LogCaptureFixture,
+        otel_first: bool) -> None:
+    """OpenTelemetry's interceptor placed after aiwatch's starts its SERVER span from the call's metadata, not inside
+    aiwatch's: two SERVER spans per RPC (two traces without a caller's trace context), without a word. The first
+    RPC now warns, once, naming the order to use; the right order warns of nothing."""
+    caplog.set_level("WARNING", logger="aiwatch")
+    otel = server_interceptor(tracer_provider=provider)
+    ours = grpc_server_interceptor(service="infer", metrics=metrics, tracer_provider=provider)
+    with sync_server([otel, ours] if otel_first else [ours, otel]) as target, stub_for(target) as stub:
+        for _ in range(3):
+            stub.Predict(req())
+    servers = [s for s in exporter.get_finished_spans() if s.kind == SpanKind.SERVER]
+    assert len(servers) == (3 if otel_first else 6)  # what the warning is about
+    warned = _order_warnings(caplog)
+    assert len(warned) == (0 if otel_first else 1)
+    if warned:
+        assert "interceptors=[otel, aiwatch]" in warned[0]
+
+
+async def test_aio_opentelemetrys_interceptor_after_aiwatchs_is_warned_of_once(
+        metrics: Metrics, provider: TracerProvider, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("WARNING", logger="aiwatch")
+    interceptors = [grpc_aio_server_interceptor(service="infer", metrics=metrics, tracer_provider=provider),
+                    aio_server_interceptor(tracer_provider=provider)]
+    async with aio_server(interceptors) as target, grpc.aio.insecure_channel(target) as channel:
+        stub = pb_grpc.InferenceStub(channel)
+        for _ in range(3):
+            await stub.Predict(req())
+    assert len(_order_warnings(caplog)) == 1
