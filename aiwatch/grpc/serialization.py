@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aiwatch.fastpath import observe
 from aiwatch.safety import record_error
@@ -35,6 +35,19 @@ from aiwatch.timing import add_measured_phase, current_timeline, record_phase
 
 if TYPE_CHECKING:
     from aiwatch.timing import RequestRecorder, RequestTimeline
+
+class Watch(Protocol):
+    """What a response's serializer tells (:class:`aiwatch.grpc.server._Unserializable`): ``started`` is set when
+    the serializer is called; ``fail(error)`` when it raises or gives ``None`` (``error`` ``None`` for the latter);
+    ``serialized(seconds)`` after a unary RPC's response, and after any message that failed (``seconds`` ``None``),
+    which gives whether it took the RPC's record, waiting for this serialization."""
+
+    started: bool
+
+    def fail(self, error: BaseException | None) -> None: ...
+
+    def serialized(self, seconds: float | None) -> bool: ...
+
 
 DESERIALIZE = "deserialize"
 SERIALIZE = "serialize"
@@ -124,31 +137,28 @@ class MessageTimer:
         return timed
 
     def serializer(self, serialize: Callable[[Any], bytes] | None, clock: Callable[[], float],
-                   failed: Callable[[BaseException | None], None] | None = None,
-                   serialized: Callable[[float | None], bool] | None = None) -> Callable[[Any], bytes | None]:
-        """``serialize``, timed; ``failed(error)`` is told when it raises or gives ``None`` (which grpcio then
-        answers, ``error`` ``None`` for the latter). ``serialized(seconds)`` is told after a unary RPC's response,
-        and after any message that failed (``seconds`` ``None``): it gives whether it took the RPC's record, which
-        was waiting for this serialization (:class:`aiwatch.grpc.server._Unserializable`)."""
+                   watch: Watch | None = None) -> Callable[[Any], bytes | None]:
+        """``serialize``, timed, telling ``watch`` (one RPC's: the serializer is made per RPC) when it starts, fails
+        (which grpcio then answers) and ends."""
         size = self._sizes[1]
         recorder = self._recorder
 
         def timed(message: Any) -> bytes | None:
+            if watch is not None:
+                watch.started = True
             start = clock()
             try:
                 data = serialize(message) if serialize is not None else message
             except Exception as exc:
-                if failed is not None:
-                    failed(exc)
-                if serialized is not None:
-                    serialized(None)
+                if watch is not None:
+                    watch.fail(exc)
+                    watch.serialized(None)
                 raise
             seconds = clock() - start
             if data is None:  # grpcio fails the RPC: "Failed to serialize response!"
-                if failed is not None:
-                    failed(None)
-                if serialized is not None:
-                    serialized(None)
+                if watch is not None:
+                    watch.fail(None)
+                    watch.serialized(None)
                 return None  # grpcio answers it, as it would without aiwatch
             try:
                 tl = current_timeline()
@@ -161,7 +171,7 @@ class MessageTimer:
                     done = _ended.get()
                     if done is not None and done.recorder is recorder:
                         _ended.set(None)
-                        if serialized is None or not serialized(seconds):
+                        if watch is None or not watch.serialized(seconds):
                             recorder.observe_late_phase(done, SERIALIZE, seconds)
             except Exception as exc:
                 record_error(COMPONENT, exc, recorder.metrics)

@@ -783,21 +783,8 @@ def _rewrap(handler: Any, behavior: Callable[..., Any], factory: Callable[..., A
     deserializer, serializer = handler.request_deserializer, handler.response_serializer
     if messages is not None:
         deserializer = timed if timed is not None else messages.deserializer(deserializer, _clock, failed)
-        if unserializable is None:
-            serializer = messages.serializer(serializer, _clock)
-        else:
-            serializer = _started(messages.serializer(serializer, _clock, unserializable.fail,
-                                                      unserializable.serialized), unserializable)
+        serializer = messages.serializer(serializer, _clock, unserializable)
     return factory(behavior, request_deserializer=deserializer, response_serializer=serializer)
-
-
-def _started(serializer: Callable[[Any], Any], held: _Unserializable) -> Callable[[Any], Any]:
-    """``serializer``, marking ``held`` started when grpcio calls it."""
-    def serialize(message: Any) -> Any:
-        held.started = True
-        return serializer(message)
-
-    return serialize
 
 
 def _instrument_handler(interceptor: Any, handler: Any, handler_call_details: Any, *, only_async: bool,
