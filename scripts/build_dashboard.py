@@ -26,6 +26,7 @@ sys.path.insert(0, str(REPO))
 from aiwatch.console import queries as Q  # noqa: E402
 from aiwatch.console.queries import PanelQueries  # noqa: E402
 from aiwatch.console.source import AUTOSCALING_SIGNALS, QUANTILES  # noqa: E402
+from aiwatch.drift.promql import FEATURE as DRIFT_FEATURE  # noqa: E402
 from aiwatch.gpuseries import GpuSeries  # noqa: E402
 from aiwatch.metrics import UNFINISHED_RECOVERY_RESULTS  # noqa: E402
 from aiwatch.promql import DEFAULT_AGGREGATION_LABELS, series  # noqa: E402
@@ -38,6 +39,7 @@ W = "$__rate_interval"
 SVC = 'service=~"$service"'
 MDL = 'model=~"$model"'
 FEATURE = 'model=~"$model", feature=~"$feature"'
+REFERENCE = 'reference=~"$reference"'
 PHASE_TITLE = "Time per request by phase: $service (model vs not model)"
 LINK_TITLE = "Effective throughput per link (bytes per network second)"
 CAVEATS_TITLE = "What the split could not measure as it is"
@@ -294,30 +296,35 @@ def build(gpu_source: str = "aiwatch") -> dict[str, Any]:
                   "Sorted by score; detected = 1 means the test found drift.",
                   rename={"Value #A": "score", "Value #B": "p-value", "Value #C": "detected"}, sort="score"),
             w=12, h=10)
-    dist = {"type": "barchart", "title": "Reference vs live distribution of $feature",
-            "description": "The reference profile's share of each bin vs the live share over the range.",
-            "targets": [target(q.reference_share_for(FEATURE), ref="A", instant=True),
-                        target(q.live_share_for("$__range", FEATURE), ref="B", instant=True)],
-            "transformations": [{"id": "merge", "options": {}},
-                                {"id": "organize", "options": {"excludeByName": {"Time": True, "model": True,
-                                                                                 "feature": True},
-                                                               "renameByName": {"Value #A": "reference",
-                                                                                "Value #B": "live"}}}],
-            "fieldConfig": {"defaults": {"unit": "percentunit"}, "overrides": []},
-            "options": {"xField": "bin", "orientation": "vertical", "groupWidth": 0.7, "barWidth": 0.9}}
-    lay.add(dist, w=12, h=10)
     lay.add(timeseries("Drift score over time",
                        [target(q.drift_gauge(Q.DRIFT_SCORE.name, MDL, 'feature=~"$feature"'),
-                               "{{feature}} {{test}}" + AT)], "short"), w=24)
+                               "{{feature}} {{test}}" + AT)], "short"), w=12, h=10)
+    dist = {"type": "barchart", "title": "Reference vs live distribution of $feature (reference profile $reference)",
+            "description": "The reference profile's share of each bin vs the live share over the range, of the "
+                           "replicas on that profile. One panel per reference profile (repeated over $reference): "
+                           "while a re-baselined profile rolls out, the old and the new one bin by other edges under "
+                           "the same bin index, and one's shares beside the other's mean nothing.",
+            "targets": [target(q.reference_share_for(FEATURE, REFERENCE), ref="A", instant=True),
+                        target(q.live_share_for("$__range", FEATURE, REFERENCE), ref="B", instant=True)],
+            "transformations": [{"id": "merge", "options": {}},
+                                {"id": "organize", "options": {"excludeByName": {"Time": True, "model": True,
+                                                                                 "feature": True, "reference": True},
+                                                               "renameByName": {"Value #A": "reference share",
+                                                                                "Value #B": "live share"}}}],
+            "fieldConfig": {"defaults": {"unit": "percentunit"}, "overrides": []},
+            "options": {"xField": "bin", "orientation": "vertical", "groupWidth": 0.7, "barWidth": 0.9},
+            "repeat": "reference", "repeatDirection": "h", "maxPerRow": 2}
+    lay.add(dist, w=24, h=10)
     missing = table(
         "Missing values per feature: live vs reference",
         [target(q.missing_share("$__range", MDL), ref="A", instant=True),
          target(q.reference_missing_share(MDL), ref="B", instant=True),
-         target(f"{q.missing_share('$__range', MDL)}\n- on ({', '.join((*SCOPE, 'model', 'feature'))})\n"
+         target(f"{q.missing_share('$__range', MDL)}\n- on ({', '.join((*SCOPE, *DRIFT_FEATURE))})\n"
                 f"{q.reference_missing_share(MDL)}", ref="C", instant=True),
          target(q.missing_counted("$__range", MDL), ref="D", instant=True)],
         "Each feature's share of missing live values over the range (None, NaN or inf, or the key absent from the "
-        "row), over every replica, against its reference profile's share. Missing values are left out of drift, so "
+        "row), over the replicas of each reference profile (a rollout has a row per profile, by its reference "
+        "label), against that profile's share. Missing values are left out of drift, so "
         f"the drift panels cannot see them. AiwatchFeatureMissing fires when the rise is over "
         f"{MISSING_SHARE_INCREASE * 100:.4g} percentage points (red; drift.missing_share_increase) over "
         f"drift.psi_window, from at least {MISSING_MIN_COUNTED:g} values and missing ones.",
@@ -391,6 +398,8 @@ def build(gpu_source: str = "aiwatch") -> dict[str, Any]:
             variable("service", "Service", f"label_values({series(Q.REQUESTS.count, SCOPE_MATCH)}, service)"),
             variable("model", "Model", f"label_values({series(Q.PHASES.count, SCOPE_MATCH)}, model)"),
             variable("feature", "Feature", f"label_values({series(Q.DRIFT_SCORE, MDL, SCOPE_MATCH)}, feature)"),
+            variable("reference", "Reference profile",
+                     f"label_values({series(Q.REFERENCE_RATIO, FEATURE, SCOPE_MATCH)}, reference)"),
         ]},
         "annotations": {"list": []},
         "panels": lay.panels,

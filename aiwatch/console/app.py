@@ -1016,10 +1016,17 @@ def _draw_missing(rows: list[MissingRow], w: str) -> None:
     over = [r for r in rows if r.past(MISSING_SHARE_INCREASE, MISSING_MIN_COUNTED)]
     page = runbook_page_link(MISSING_ALERT)
     see = f"; see the [runbook]({page})." if page else "."
+    profiles: dict[tuple[str, str], int] = {}
+    for r in rows:
+        profiles[(r.model, r.feature)] = profiles.get((r.model, r.feature), 0) + 1
+
+    def profile(r: MissingRow) -> str:  # named only where a feature has several (a rollout)
+        return f" {md(r.reference_id)}" if profiles[(r.model, r.feature)] > 1 else ""
+
     if over:
         st.warning(f"Features missing more often than in their reference profile (over {margin} above its share) in "
                    f"the last {w}: "
-                   + ", ".join(f"{md(r.feature)} of {md(r.model)} {r.live or 0.0:.1%} (reference "
+                   + ", ".join(f"{md(r.feature)} of {md(r.model)} {r.live or 0.0:.1%} (reference{profile(r)} "
                                f"{r.reference or 0.0:.1%})" for r in over[:10])
                    + ("…" if len(over) > 10 else "")
                    + ". Missing values are left out of drift, so the drift tests above cannot see this" + see)
@@ -1027,10 +1034,11 @@ def _draw_missing(rows: list[MissingRow], w: str) -> None:
         st.success(f"No feature is missing over {margin} more often than in its reference profile in the last {w}.")
     st.caption(f"Missing: None, NaN or inf (aiwatch_feature_missing_total), or the key absent from the row "
                f"(aiwatch_feature_invalid_total, reason missing_feature), as a share of those and the values counted, "
-               f"over every replica. {MISSING_ALERT} fires when the share is over {margin} above the reference's over "
+               f"over the replicas of each reference profile (a rollout has a row per profile). {MISSING_ALERT} fires "
+               f"when the share is over {margin} above the reference's over "
                f"drift.psi_window ({Drift().psi_window} by default, not the window picked here), from at least "
                f"{MISSING_MIN_COUNTED:g} values and missing ones; a feature without a reference share never fires.")
-    df = pd.DataFrame([{"feature": r.feature, "model": r.model,
+    df = pd.DataFrame([{"feature": r.feature, "model": r.model, "reference profile": r.reference_id,
                         "live missing %": None if r.live is None else r.live * 100,
                         "reference missing %": None if r.reference is None else r.reference * 100,
                         "values counted": r.counted,

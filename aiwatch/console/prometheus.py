@@ -477,7 +477,7 @@ class PrometheusSource(DataSource):
         names = iter(tell_scopes_apart([labels for answer in answers for labels, _ in answer], self.q.scope))
         keyed = []
         for answer in answers:
-            keyed.append({(shown.get("model", ""), shown.get("feature", "")): value
+            keyed.append({(shown.get("model", ""), shown.get("feature", ""), shown.get("reference", "")): value
                           for shown, (_, value) in [(next(names), found) for found in answer]})
         return missing_rows(*keyed)
 

@@ -909,16 +909,27 @@ class ScrapeSource(DataSource):
 
     def feature_missing(self, window: float) -> list[MissingRow]:
         data, t = self._copy(), time.time()
-        by = ("model", "feature")
+        # each endpoint's counts go to the reference it counts the feature against (its reference ratios'; a ratio
+        # removed at a reload reads NaN), as the rule's join does: a rollout's two profiles are never mixed
+        replica = ("instance", "model", "feature")
+        refs = {tuple(lb.get(k, "") for k in replica): lb.get("reference", "")
+                for lb, v in self._gauge(data, Q.REFERENCE_RATIO.name, t) if v >= 0}
+
+        def referenced(samples: Samples) -> Samples:
+            return [({**lb, "reference": ref}, v) for lb, v in samples
+                    if (ref := refs.get(tuple(lb.get(k, "") for k in replica))) is not None]
+
+        by = ("model", "feature", "reference")
         absent = [(lb, v) for lb, v in self._rate(data, FEATURE_INVALID.name, t, window)
                   if lb.get("reason") == "missing_feature"]
-        missing = sum_by([*self._rate(data, FEATURE_MISSING.name, t, window), *absent], by)
-        values = sum_by(self._rate(data, Q.FEATURE_BINS.name, t, window), by)
+        missing = sum_by(referenced([*self._rate(data, FEATURE_MISSING.name, t, window), *absent]), by)
+        values = sum_by(referenced(self._rate(data, Q.FEATURE_BINS.name, t, window)), by)
         # per second: the shares are the same as of the increases, the counts are rates times the window
         totals = {k: missing.get(k, 0.0) + values.get(k, 0.0) for k in set(missing) | set(values)}
-        live = {(k[0], k[1]): missing.get(k, 0.0) / n for k, n in totals.items() if n > 0}
-        reference = {(k[0], k[1]): v for k, v in max_by(self._gauge(data, REFERENCE_MISSING_RATIO.name, t), by).items()}
-        return missing_rows(live, reference, {(k[0], k[1]): n * window for k, n in totals.items()})
+        live = {(k[0], k[1], k[2]): missing.get(k, 0.0) / n for k, n in totals.items() if n > 0}
+        reference = {(k[0], k[1], k[2]): v
+                     for k, v in max_by(referenced(self._gauge(data, REFERENCE_MISSING_RATIO.name, t)), by).items()}
+        return missing_rows(live, reference, {(k[0], k[1], k[2]): n * window for k, n in totals.items()})
 
     def slowest_traces(self, window: float) -> list[TracedRequest]:
         raise NotSupported("The embedded scraper keeps no exemplars (it reads the text format, which carries none): "

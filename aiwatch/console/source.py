@@ -225,14 +225,16 @@ class BinRow:
 @dataclass(frozen=True)
 class MissingRow:
     """One feature's share of missing live values over the window (None, NaN, inf, or the key absent from the
-    row), over every replica, against its reference profile's share: what AiwatchFeatureMissing compares.
-    ``counted``: the values and missing ones it counted over the window."""
+    row), over the replicas of one reference profile, against that profile's share: what AiwatchFeatureMissing
+    compares. ``counted``: the values and missing ones it counted over the window. ``reference_id``: the
+    profile's ``reference`` label (while a re-baselined profile rolls out, a feature has a row per profile)."""
 
     model: str
     feature: str
     live: float | None
     reference: float | None
     counted: float | None
+    reference_id: str = ""
 
     def past(self, increase: float, min_counted: float) -> bool:
         """Whether the live share is more than ``increase`` above the reference's, from at least ``min_counted``
@@ -714,22 +716,24 @@ def unstored_share(series: Iterable[Series], results: Iterable[str] | None = Non
     return out
 
 
-def missing_rows(live: dict[tuple[str, str], float], reference: dict[tuple[str, str], float],
-                 counted: dict[tuple[str, str], float]) -> list[MissingRow]:
-    """The missing-share table from (model, feature) -> live share, reference share and values counted: every
-    feature with a share, the largest rise over the reference first (then by model and feature), those without both
-    shares last.
+def missing_rows(live: dict[tuple[str, str, str], float], reference: dict[tuple[str, str, str], float],
+                 counted: dict[tuple[str, str, str], float]) -> list[MissingRow]:
+    """The missing-share table from (model, feature, reference) -> live share, reference share and values counted:
+    every feature with a share, the largest rise over the reference first (then by model, feature and reference),
+    those without both shares last.
 
-    >>> [r.feature for r in missing_rows({("m", "a"): 0.1, ("m", "b"): 0.5}, {("m", "a"): 0.0, ("m", "b"): 0.0}, {})]
+    >>> rows = missing_rows({("m", "a", "r"): 0.1, ("m", "b", "r"): 0.5}, {("m", "a", "r"): 0.0, ("m", "b", "r"): 0.0},
+    ...                     {})
+    >>> [r.feature for r in rows]
     ['b', 'a']
     """
-    rows = [MissingRow(model, feature, finite(live.get(key)), finite(reference.get(key)), finite(counted.get(key)))
-            for key in set(live) | set(reference) for model, feature in (key,)]
+    rows = [MissingRow(model, feature, finite(live.get(key)), finite(reference.get(key)), finite(counted.get(key)),
+                       ref) for key in set(live) | set(reference) for model, feature, ref in (key,)]
     rows = [r for r in rows if r.live is not None or r.reference is not None]
 
-    def rise(r: MissingRow) -> tuple[bool, float, tuple[int, float, str], str]:
+    def rise(r: MissingRow) -> tuple[bool, float, tuple[int, float, str], str, str]:
         up = None if r.live is None or r.reference is None else r.live - r.reference
-        return (up is None, -(up or 0.0), natural_key(r.model), r.feature)
+        return (up is None, -(up or 0.0), natural_key(r.model), r.feature, r.reference_id)
 
     return sorted(rows, key=rise)
 

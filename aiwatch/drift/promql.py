@@ -110,26 +110,49 @@ def fleet_js_expr(window: str = "1h", selector: str = "", scope: Scope = DEFAULT
     return f"sqrt(clamp_min({by('sum', scoped(scope, FEATURE), f'{term_p} + {term_q}')} / 2, 0))"
 
 
+def replica_references_expr(selector: str = "") -> str:
+    """1 per replica (scrape target) and (model, feature), labelled with the ``reference`` the replica counts the
+    feature against: the one of its reference ratios. A ratio removed at a reload (NaN in multiprocess mode) is
+    left out."""
+    return f"group without (bin) ({series(REFERENCE_RATIO, _matchers(selector))} >= 0)"
+
+
+REPLICA_JOIN = "* ignoring (reference) group_left ()"
+"""Joins :func:`replica_references_expr` to a series per replica and (model, feature) without ``reference``."""
+
+
+def _per_reference(aggregation: str, per_replica: str, selector: str, scope: Scope) -> str:
+    """``per_replica`` (series without a ``reference`` label, one per replica and (model, feature)) aggregated per
+    (model, feature, reference), each replica's series under its own reference: the missing counts and the reference
+    missing share carry no ``reference`` of their own, and during a rollout summed over the fleet they mixed the
+    replicas of two profiles (the old profile's 40% missing share read as the new one's, whose replicas missed 30%
+    against 0%)."""
+    joined = f"\n  {replica_references_expr(selector)}\n  {REPLICA_JOIN}\n  {per_replica}\n"
+    return by(aggregation, scoped(scope, FEATURE), joined)
+
+
 def feature_counts_expr(window: str, names: Sequence[Metric], selector: str = "",
                         scope: Scope = DEFAULT_AGGREGATION_LABELS) -> str:
-    """Per (model, feature), the increase over ``window`` of the series of ``names``, over every replica, of
-    ``aiwatch_feature_invalid_total`` the rows without the feature's key (``reason="missing_feature"``) only. One
-    selector matching every name (``__name__=~``) sums the series that exist: a binary operator between them would
-    drop a feature none of whose rows ever lacked its key (that series does not exist yet)."""
+    """Per (model, feature, reference), the increase over ``window`` of the series of ``names``, over the replicas
+    of that reference, of ``aiwatch_feature_invalid_total`` the rows without the feature's key
+    (``reason="missing_feature"``) only. One selector matching every name (``__name__=~``) sums the series that
+    exist: a binary operator between them would drop a feature none of whose rows ever lacked its key (that series
+    does not exist yet)."""
     names_re = alternatives(sorted(str(n) for n in names))
     live = increase("", window, matches("__name__", names_re), matches("reason", "|missing_feature"),
                     _matchers(selector))
-    return by("sum", scoped(scope, ("model", "feature")), live)
+    return _per_reference("sum", f"sum without (bin, reason, reference) ({live})", selector, scope)
 
 
 def live_missing_share_expr(window: str, selector: str = "", scope: Scope = DEFAULT_AGGREGATION_LABELS) -> str:
-    """Each feature's share of missing live values over ``window``, over every replica: the missing ones (None, NaN,
-    inf) and the rows without its key, of those and the values counted into its bins."""
+    """Each feature's share of missing live values over ``window``, per reference over its replicas: the missing
+    ones (None, NaN, inf) and the rows without its key, of those and the values counted into its bins."""
     missing = feature_counts_expr(window, (FEATURE_MISSING, FEATURE_INVALID), selector, scope)
     total = feature_counts_expr(window, (FEATURE_BINS, FEATURE_MISSING, FEATURE_INVALID), selector, scope)
     return f"(\n  {missing}\n  /\n  {total}\n)"
 
 
 def reference_missing_share_expr(selector: str = "", scope: Scope = DEFAULT_AGGREGATION_LABELS) -> str:
-    """Each feature's share of missing values in the reference profile (the same on every replica)."""
-    return by("max", scoped(scope, ("model", "feature")), series(REFERENCE_MISSING_RATIO, _matchers(selector)))
+    """Each feature's share of missing values in each reference profile (the same on every replica of one
+    reference)."""
+    return _per_reference("max", series(REFERENCE_MISSING_RATIO, _matchers(selector)), selector, scope)

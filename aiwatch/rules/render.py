@@ -31,6 +31,7 @@ from aiwatch.drift.promql import (
     PSI_RECORD,
     REFERENCE_MISSING_RATIO,
     REFERENCE_RATIO,
+    REPLICA_JOIN,
     feature_counts_expr,
     fleet_js_expr,
     fleet_psi_expr,
@@ -698,11 +699,12 @@ def gpu_alerts(cfg: RulesConfig) -> list[Alert]:
 
 def _feature_missing(cfg: RulesConfig) -> str:
     """A feature's live missing share above its reference profile's plus ``drift.missing_share_increase``, from at
-    least ``drift.fleet_min_values`` values and missing ones. A feature without the reference gauge (exported by an
-    aiwatch older than it) has no reference share to compare with, and never fires: a fixed threshold would page
-    for every feature that is legitimately often missing."""
+    least ``drift.fleet_min_values`` values and missing ones, per reference profile from its own replicas (a
+    rollout). A feature without the reference gauge (exported by an aiwatch older than it) has no reference share
+    to compare with, and never fires: a fixed threshold would page for every feature that is legitimately often
+    missing."""
     d, ds = cfg.drift, selector(cfg.selectors.drift)
-    keep = ", ".join(_scope(cfg, "model", "feature"))
+    keep = ", ".join(_scope(cfg, *FEATURE))
     total = feature_counts_expr(d.psi_window, (FEATURE_BINS, FEATURE_MISSING, FEATURE_INVALID), ds,
                                 cfg.aggregation_labels)
     reference = reference_missing_share_expr(ds, cfg.aggregation_labels)
@@ -724,8 +726,11 @@ def drift_alerts(cfg: RulesConfig) -> list[Alert]:
         f"count(count by (reference) ({REFERENCE_RATIO}{{{feature_matchers}}})) > 1", feature_args,
         " The replicas run {{ . | first | value }} reference profiles of this feature (a rollout of a new one?): "
         "each has its own PSI, from its own replicas; this one is reference {{ $labels.reference }}'s.")
-    reference_text = _answer_text(f"max({REFERENCE_MISSING_RATIO}{{{feature_matchers}}})", feature_args,
-                                  ", against {{ . | first | value | humanizePercentage }} in the reference profile")
+    reference_matchers, reference_args = _same_scope_matchers(cfg, *FEATURE, optional=("reference",))
+    reference_text = _answer_text(
+        f"max(group without (bin) ({REFERENCE_RATIO}{{{reference_matchers}}} >= 0) {REPLICA_JOIN} "
+        f"{REFERENCE_MISSING_RATIO}{{{feature_matchers}}})", f"{reference_args} {feature_args}",
+        ", against {{ . | first | value | humanizePercentage }} in the reference profile")
     return [
         Alert("AiwatchLocalInputDrift",
               by("max", _scope(cfg, "model", "feature", "test"),
@@ -748,8 +753,9 @@ def drift_alerts(cfg: RulesConfig) -> list[Alert]:
         Alert("AiwatchFeatureMissing", _feature_missing(cfg), d.missing_for, "warning",
               "Input feature {{ $labels.feature }} of {{ $labels.model }} is missing",
               f"{{{{ $value | humanizePercentage }}}} of the values of {{{{ $labels.feature }}}} (model "
-              f"{{{{ $labels.model }}}}) over all replicas in the last {d.psi_window} were missing (None, NaN or "
-              f"inf, or the key absent from the row){reference_text} (alert when more than "
+              f"{{{{ $labels.model }}}}) over the replicas of reference profile {{{{ $labels.reference }}}} in the "
+              f"last {d.psi_window} were missing (None, NaN or inf, or the key absent from the row){reference_text} "
+              f"(alert when more than "
               f"{format(d.missing_share_increase * 100, '.4g')} percentage points above the reference's share, from "
               f"at least {number(d.fleet_min_values)} values and missing ones). Missing values are left out of "
               "drift, so the drift alerts cannot see this: an upstream pipeline may have stopped sending the "

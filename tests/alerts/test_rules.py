@@ -247,11 +247,14 @@ def test_the_missing_feature_alert_reads_its_config() -> None:
                             "selectors": {"drift": 'job="ranker"'}, "aggregation_labels": ["cluster"]})
     rule = next(r for r in alert_rules(cfg) if r["alert"] == "AiwatchFeatureMissing")
     assert rule["for"] == "30m"
-    assert ("max by (cluster, model, feature) (aiwatch_feature_reference_missing_ratio{job=\"ranker\"})\n  + 0.5"
-            in rule["expr"])
-    assert ('sum by (cluster, model, feature) (increase({__name__=~"aiwatch_feature_bin_total|'
+    replicas = ('group without (bin) (aiwatch_feature_reference_ratio{job="ranker"} >= 0)\n'
+                '  * ignoring (reference) group_left ()\n')
+    assert (f"max by (cluster, model, feature, reference) (\n  {replicas}"
+            '  aiwatch_feature_reference_missing_ratio{job="ranker"}\n)\n  + 0.5') in rule["expr"]
+    assert (f"sum by (cluster, model, feature, reference) (\n  {replicas}"
+            '  sum without (bin, reason, reference) (increase({__name__=~"aiwatch_feature_bin_total|'
             'aiwatch_feature_invalid_total|aiwatch_feature_missing_total", reason=~"|missing_feature", '
-            'job="ranker"}[1d])) >= 1000') in rule["expr"]
+            'job="ranker"}[1d]))\n) >= 1000') in rule["expr"]
     description = rule["annotations"]["description"]
     assert "in the last 1d" in description and "more than 50 percentage points" in description
     assert "from at least 1000 values" in description

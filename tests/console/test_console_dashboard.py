@@ -25,7 +25,7 @@ DCGM_DASHBOARD = REPO / "dashboards" / "aiwatch-dcgm.json"
 
 #: What the test substitutes for Grafana's variables (Prometheus scrapes every second in the test).
 VARIABLES = {"$__rate_interval": "5s", "$__range": "30s", "$service": ".*", "$model": ".*",
-             "$feature": "basket_value", "$cluster": ".*", "$namespace": ".*"}
+             "$feature": "basket_value", "$reference": ".*", "$cluster": ".*", "$namespace": ".*"}
 #: Series that are not aiwatch metrics but Prometheus' own.
 PROMETHEUS_BUILTINS = {"ALERTS"}
 

@@ -5,6 +5,7 @@ shares stood beside both profiles' live shares under one index."""
 
 from __future__ import annotations
 
+import re
 import time
 
 import numpy as np
@@ -14,6 +15,7 @@ from prometheus_client import CollectorRegistry, generate_latest, start_http_ser
 from aiwatch.console import PrometheusSource
 from aiwatch.console.scrape import ScrapeSource
 from aiwatch.drift import DriftMonitor, ReferenceProfile
+from tests.console.test_console_dashboard import load
 from tests.drift.test_drift_promql import Replicas
 from tests.servers import free_port, prometheus
 
@@ -47,6 +49,17 @@ def test_both_sources_show_the_bins_of_the_reference_most_traffic_counted() -> N
                 scraped.record(urls[r], generate_latest(reg).decode(), t0 + 20)
             prom.wait_for("sum(aiwatch_feature_bin_total)", lambda r: bool(r) and float(r[0]["value"][1]) == 900)
             from_prometheus = PrometheusSource(prom.url, span=30, points=10).feature_distribution("m", "x", 60)
+            # the dashboard: its bin chart repeated over the references its variable lists, each panel one's bins
+            dash = load()
+            chart = next(p for p in dash["panels"] if p.get("repeat") == "reference")
+            listed = re.fullmatch(r"label_values\((.+), reference\)",
+                                  next(v for v in dash["templating"]["list"] if v["name"] == "reference")["definition"])
+            assert listed
+            grafana = {"$model": "m", "$feature": "x", "$__range": "60s", "$cluster": ".*", "$namespace": ".*"}
+            listing = prom.api("/api/v1/series", **{"match[]": _grafana(listed[1], grafana)})
+            references = {s["reference"] for s in listing}
+            panels = {ref: [prom.query(_grafana(t["expr"], {**grafana, "$reference": ref})) for t in chart["targets"]]
+                      for ref in references}
     finally:
         server.shutdown()
         thread.join(5)
@@ -58,3 +71,72 @@ def test_both_sources_show_the_bins_of_the_reference_most_traffic_counted() -> N
     assert [(b.bin, b.reference, b.live) for b in from_scrapes] == expected
     assert [(b.bin, b.reference, b.live) for b in from_prometheus] == expected
     assert old.features["x"].reference_shares().tolist() != feat.reference_shares().tolist()
+    assert set(panels) == {old.features["x"].reference_id, feat.reference_id}
+    for profile in (old, new):
+        shares, live = panels[profile.features["x"].reference_id]
+        assert {r["metric"]["reference"] for r in [*shares, *live]} == {profile.features["x"].reference_id}
+        assert sorted((r["metric"]["bin"], float(r["value"][1])) for r in shares) == [
+            (b, pytest.approx(float(s))) for b, s in zip(profile.features["x"].bin_labels,
+                                                          profile.features["x"].reference_shares(), strict=True)]
+    assert sorted((r["metric"]["bin"], float(r["value"][1])) for r in panels[feat.reference_id][1]) == [
+        (b, pytest.approx(c / counted.sum())) for b, c in zip(feat.bin_labels, counted, strict=True) if c]
+
+
+def _grafana(expr: str, values: dict[str, str]) -> str:
+    """``expr`` with Grafana's variables replaced by ``values`` (each of them)."""
+    for name, value in sorted(values.items(), key=lambda kv: -len(kv[0])):
+        expr = expr.replace(name, value)
+    assert "$" not in expr, expr
+    return expr
+
+
+def test_both_sources_show_a_missing_share_per_reference_against_its_own() -> None:
+    """x is 40% missing in the old profile (replica a) and never in the new one (b, c). a misses 40%, b and c 30%:
+    each profile's row reads its own replicas against its own share. Mixed, one row read 33% against 40% (the
+    largest share), and the new profile's replicas losing a third of x was past no threshold."""
+    rng = np.random.default_rng(9)
+
+    def with_missing(n: int, share: float) -> np.ndarray:
+        values = rng.normal(0, 1, n)
+        values[: round(n * share)] = np.nan
+        return values
+
+    old = ReferenceProfile.build({"x": with_missing(3000, 0.4)}, n_bins=4)
+    new = ReferenceProfile.build({"x": with_missing(3000, 0.0)}, n_bins=5)
+    profiles = {"a": old, "b": new, "c": new}
+    regs = {r: CollectorRegistry() for r in profiles}
+    mons = {r: DriftMonitor(p, model="m", registry=regs[r]) for r, p in profiles.items()}
+    urls = {r: f"http://replica-{r}/metrics" for r in profiles}
+    scraped = ScrapeSource(list(urls.values()), interval=10.0, history=600, start=False)
+    served = CollectorRegistry()
+    served.register(Replicas(regs, ("aiwatch_feature_bin", "aiwatch_feature_reference", "aiwatch_feature_missing",
+                                    "aiwatch_feature_invalid")))
+    port = free_port()
+    server, thread = start_http_server(port, addr="127.0.0.1", registry=served)
+    try:
+        with prometheus([f"127.0.0.1:{port}"], scrape_interval="1s") as prom:
+            prom.wait_for("count(aiwatch_feature_missing_total == 0)",
+                          lambda r: bool(r) and int(float(r[0]["value"][1])) == 3)
+            t0 = time.time() - 30
+            for r, reg in regs.items():
+                scraped.record(urls[r], generate_latest(reg).decode(), t0)
+            mons["a"].observe_batch({"x": with_missing(500, 0.4)})
+            for r in "bc":
+                mons[r].observe_batch({"x": with_missing(500, 0.3)})
+            for r, reg in regs.items():
+                scraped.record(urls[r], generate_latest(reg).decode(), t0 + 20)
+            prom.wait_for("sum(aiwatch_feature_missing_total)", lambda r: bool(r) and float(r[0]["value"][1]) == 500)
+            prom.wait_for("sum(aiwatch_feature_bin_total)", lambda r: bool(r) and float(r[0]["value"][1]) == 1000)
+            from_prometheus = PrometheusSource(prom.url, span=30, points=10).feature_missing(60)
+    finally:
+        server.shutdown()
+        thread.join(5)
+    from_scrapes = scraped.feature_missing(60)
+    old_id, new_id = old.features["x"].reference_id, new.features["x"].reference_id
+    for rows in (from_prometheus, from_scrapes):
+        assert [(r.feature, r.live, r.reference) for r in rows] == [("x", pytest.approx(0.3), 0.0),
+                                                                     ("x", pytest.approx(0.4), pytest.approx(0.4))]
+        assert [r.reference_id for r in rows] == [new_id, old_id]
+        # each row counts its own replicas' values and missing ones (rates times the window: extrapolated)
+        assert rows[0].counted == pytest.approx(2 * (rows[1].counted or 0.0))
+        assert [r.past(0.2, 100) for r in rows] == [True, False]

@@ -18,7 +18,13 @@ from prometheus_client.registry import Collector
 
 from aiwatch.drift import DriftMonitor, ReferenceProfile
 from aiwatch.drift.features import Feature, NumericalFeature
-from aiwatch.drift.promql import PSI_RECORD, fleet_js_expr, fleet_psi_expr
+from aiwatch.drift.promql import (
+    PSI_RECORD,
+    fleet_js_expr,
+    fleet_psi_expr,
+    live_missing_share_expr,
+    reference_missing_share_expr,
+)
 from aiwatch.drift.stattests import jensenshannon, psi
 from aiwatch.rules import RulesConfig
 from aiwatch.rules.render import drift_alerts
@@ -202,3 +208,55 @@ def test_a_rollout_of_a_new_profile_is_one_fleet_psi_per_reference_in_prometheus
     assert firing == [(new.features["x"].reference_id, pytest.approx(python_psi("b", "c"), rel=1e-9))]
     assert firing[0][1] > 0.2
     assert old.features["x"].reference_id != new.features["x"].reference_id
+
+
+def test_a_rollout_fires_the_missing_alert_for_the_reference_whose_replicas_miss_more_than_it() -> None:
+    """Replica a on a profile where x is 40% missing, b and c on a re-baselined one where it never is. a misses 40%
+    (as its reference), b and c 30%: the new profile's replicas lost a third of x. Mixed over the fleet, the live
+    share (33%) read against the largest reference share (40%) stayed quiet; per reference, the new one fires at
+    30% against 0%, and the old one is quiet."""
+    rng = np.random.default_rng(13)
+
+    def with_missing(n: int, share: float) -> np.ndarray:
+        values = rng.normal(0, 1, n)
+        values[: round(n * share)] = np.nan
+        return values
+
+    old = ReferenceProfile.build({"x": with_missing(5000, 0.4)})
+    new = ReferenceProfile.build({"x": with_missing(5000, 0.0)}, n_bins=20)
+    profiles = {"a": old, "b": new, "c": new}
+    regs = {r: CollectorRegistry() for r in profiles}
+    mons = {r: DriftMonitor(profiles[r], model="m", registry=regs[r]) for r in profiles}
+    served = CollectorRegistry()
+    served.register(Replicas(regs, ("aiwatch_feature_bin", "aiwatch_feature_reference", "aiwatch_feature_missing",
+                                    "aiwatch_feature_invalid")))
+    cfg = RulesConfig()
+    cfg.drift.windows = ["10m"]
+    cfg.drift.psi_window = "10m"
+    cfg.drift.fleet_min_values = 100
+    expr = next(a.expr for a in drift_alerts(cfg) if a.name == "AiwatchFeatureMissing")
+    port = free_port()
+    server, thread = start_http_server(port, addr="127.0.0.1", registry=served)
+    try:
+        with prometheus([f"127.0.0.1:{port}"], scrape_interval="1s") as prom:
+            prom.wait_for("count(aiwatch_feature_reference_missing_ratio)",
+                          lambda r: bool(r) and int(float(r[0]["value"][1])) == 3)
+            prom.wait_for("count(aiwatch_feature_missing_total)",
+                          lambda r: bool(r) and int(float(r[0]["value"][1])) == 3)
+            mons["a"].observe_batch({"x": with_missing(1000, 0.4)})
+            for r in "bc":
+                mons[r].observe_batch({"x": with_missing(1000, 0.3)})
+            prom.wait_for("sum(aiwatch_feature_missing_total)", lambda r: bool(r) and float(r[0]["value"][1]) == 1000)
+            prom.wait_for("sum(aiwatch_feature_bin_total)", lambda r: bool(r) and float(r[0]["value"][1]) == 2000)
+            firing = {r["metric"].get("reference"): float(r["value"][1]) for r in prom.query(expr)}
+            shares = {r["metric"].get("reference"): float(r["value"][1])
+                      for r in prom.query(live_missing_share_expr("10m"))}
+            reference = {r["metric"].get("reference"): float(r["value"][1])
+                         for r in prom.query(reference_missing_share_expr())}
+    finally:
+        server.shutdown()
+        thread.join(5)
+    old_id, new_id = old.features["x"].reference_id, new.features["x"].reference_id
+    assert reference == {old_id: pytest.approx(0.4), new_id: 0.0}
+    assert shares == {old_id: pytest.approx(0.4), new_id: pytest.approx(0.3)}
+    assert firing == {new_id: pytest.approx(0.3)}
