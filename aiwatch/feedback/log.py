@@ -57,13 +57,15 @@ def _snapshot(value: Any) -> Any:
     return dict(value.items())
 
 
-def _current_trace_id() -> str | None:
-    """The trace id of the request being served: aiwatch's timeline, else the current OpenTelemetry span."""
+def _current_trace() -> tuple[str | None, bool | None]:
+    """The trace id of the request being served and whether its trace is sampled (stored by the tracing backend):
+    aiwatch's timeline (which keeps a sampled span's id only), else the current OpenTelemetry span. An unsampled
+    trace's id still correlates the request's logs, but a link to it finds no trace."""
     tl = current_timeline()
     if tl is not None and tl.trace_id:
-        return tl.trace_id
+        return tl.trace_id, True
     ctx = trace.get_current_span().get_span_context()
-    return format(ctx.trace_id, "032x") if ctx.is_valid else None
+    return (format(ctx.trace_id, "032x"), bool(ctx.trace_flags.sampled)) if ctx.is_valid else (None, None)
 
 
 class PredictionLog:
@@ -184,14 +186,16 @@ class PredictionLog:
     # --- the request path ---------------------------------------------------------------------------------
     def log(self, model: str, inputs: Mapping[str, Any], outputs: Any = None, *, version: str = "",
             latency: float | None = None, error: bool = False, trace_id: str | None = None,
-            request_id: str | None = None, timestamp: float | None = None) -> str | None:
+            trace_sampled: bool | None = None, request_id: str | None = None,
+            timestamp: float | None = None) -> str | None:
         """Record one prediction, if sampled. Returns the record's ``request_id`` (the join key for delayed labels:
         pass your own, or keep the one returned), or ``None`` when the request was not kept. ``latency`` defaults
-        to the time the current aiwatch request has taken so far, ``trace_id`` to the current trace's, ``timestamp``
-        (Unix seconds) to now; a record whose ``timestamp`` is no time between the years 1 and 9999 is counted as
-        failed on its own. ``inputs`` and ``outputs`` mappings are copied (shallow: the caller may reuse its dict
-        once this returns; nested values are the caller's until the record is written). Never raises into the
-        caller."""
+        to the time the current aiwatch request has taken so far, ``trace_id`` to the current trace's (and
+        ``trace_sampled`` to whether that trace is sampled; with your own ``trace_id``, null unless you pass it),
+        ``timestamp`` (Unix seconds) to now; a record whose ``timestamp`` is no time between the years 1 and 9999
+        is counted as failed on its own. ``inputs`` and ``outputs`` mappings are copied (shallow: the caller may
+        reuse its dict once this returns; nested values are the caller's until the record is written). Never raises
+        into the caller."""
         try:
             if latency is None:
                 tl = current_timeline()
@@ -213,9 +217,11 @@ class PredictionLog:
             # ``or`` took a client's id 0 (an int, as docs/prediction-log.md allows) for no id: its row got another
             rid = request_id if request_id is not None and (request_id.__class__ is not str or request_id) \
                 else f"{self._id_prefix}{next(self._ids):012x}"
+            if trace_id is None:
+                trace_id, trace_sampled = _current_trace()
             self._pending.append(PredictionRecord(
-                rid, time.time() if timestamp is None else timestamp, model, version,
-                trace_id if trace_id is not None else _current_trace_id(), latency, error, rate, inputs, outputs))
+                rid, time.time() if timestamp is None else timestamp, model, version, trace_id, latency, error, rate,
+                inputs, outputs, trace_sampled))
             self._queued(1.0)
             if self._no_writer:
                 self._start_writer()

@@ -65,7 +65,7 @@ except ImportError:  # not POSIX: the descriptor limit is not read
 
 #: The types of the log's own columns; every other column's type is inferred from its first values.
 _FIXED_TYPES = {"request_id": "string", "timestamp": "timestamp", "model_version": "string", "trace_id": "string",
-                "latency_seconds": "float64", "error": "bool_", "sample_rate": "float64"}
+                "trace_sampled": "bool_", "latency_seconds": "float64", "error": "bool_", "sample_rate": "float64"}
 #: Columns whose mixed types are logged by name, per sink; past these, a rate-limited line without names.
 _MAX_COLUMNS_TOLD = 1_000
 _log = logging.getLogger("aiwatch")

@@ -30,8 +30,8 @@ from aiwatch.floats import finite_or_infinite
 from aiwatch.utf8 import utf8_text
 
 #: The log's own columns, in order. ``model`` is also the first partition key of the Parquet sink.
-LOG_COLUMNS: tuple[str, ...] = ("request_id", "timestamp", "model", "model_version", "trace_id", "latency_seconds",
-                                "error", "sample_rate")
+LOG_COLUMNS: tuple[str, ...] = ("request_id", "timestamp", "model", "model_version", "trace_id", "trace_sampled",
+                                "latency_seconds", "error", "sample_rate")
 OUTPUT = "output"
 _OUTPUT_DOT = OUTPUT + "."
 INPUT_PREFIX = "input."
@@ -179,14 +179,15 @@ class PredictionRecord:
     :meth:`FieldPolicy.row` turns it into a row on the writer thread."""
 
     __slots__ = ("error", "inputs", "latency_seconds", "model", "model_version", "outputs", "request_id",
-                 "sample_rate", "timestamp", "trace_id")
+                 "sample_rate", "timestamp", "trace_id", "trace_sampled")
 
     def __init__(self, request_id: str, timestamp: float, model: str, model_version: str, trace_id: str | None,
                  latency_seconds: float | None, error: bool, sample_rate: float, inputs: Mapping[str, Any],
-                 outputs: Any) -> None:
+                 outputs: Any, trace_sampled: bool | None = None) -> None:
         self.request_id, self.timestamp, self.model = request_id, timestamp, model
         self.model_version, self.trace_id, self.latency_seconds = model_version, trace_id, latency_seconds
         self.error, self.sample_rate, self.inputs, self.outputs = error, sample_rate, inputs, outputs
+        self.trace_sampled = trace_sampled
 
 
 def normalise(value: Any) -> Any:
@@ -257,12 +258,15 @@ class FieldPolicy:
     def row(self, record: PredictionRecord) -> dict[str, Any]:
         """The row written for ``record``."""
         latency = record.latency_seconds
+        trace_id = trace_id_text(record.trace_id)
         row: dict[str, Any] = {
             "request_id": text(record.request_id),
             "timestamp": unix_seconds(record.timestamp),
             "model": text(record.model),
             "model_version": text(record.model_version),
-            "trace_id": trace_id_text(record.trace_id),
+            "trace_id": trace_id,
+            # no flag without an id; bool() of a caller's truthy value (numpy bool_, 1)
+            "trace_sampled": None if trace_id is None or record.trace_sampled is None else bool(record.trace_sampled),
             "latency_seconds": float(latency) if latency is not None and math.isfinite(latency) else None,
             "error": bool(record.error),
             "sample_rate": record.sample_rate,

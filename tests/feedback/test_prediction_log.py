@@ -552,6 +552,40 @@ def test_latency_and_trace_id_come_from_the_current_request(metrics: Metrics) ->
     assert 0.005 <= row["latency_seconds"] <= outer[0]
 
 
+def test_the_log_says_whether_the_trace_id_it_writes_leads_to_a_stored_trace(tmp_path: Path) -> None:
+    """An unsampled trace's id still correlates the request's logs, but the tracing backend never stored its trace:
+    a link from the row to it is a dead end for on-call. ``trace_sampled`` says which (OpenTelemetry's trace flags),
+    null where it is not known: no trace, or an id the caller passed without the flag."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON
+
+    from aiwatch.timing import RequestRecorder
+
+    registry = CollectorRegistry()
+    recorder = RequestRecorder(Metrics(registry=CollectorRegistry()), service="svc")
+    ids = {}
+    with PredictionLog(ParquetSink(tmp_path), registry=registry) as log:
+        for name, sampler in (("sampled", ALWAYS_ON), ("unsampled", ALWAYS_OFF)):
+            with TracerProvider(sampler=sampler).get_tracer("t").start_as_current_span("predict") as span:
+                ids[name] = format(span.get_span_context().trace_id, "032x")
+                log.log("m", {"x": 1.0}, request_id=name)
+
+        def in_a_request() -> None:  # aiwatch's request keeps its sampled span's id
+            recorder.begin().trace_id = "cd" * 16
+            log.log("m", {"x": 1.0}, request_id="aiwatch")
+
+        contextvars.copy_context().run(in_a_request)
+        log.log("m", {"x": 1.0}, request_id="untraced")
+        log.log("m", {"x": 1.0}, request_id="given", trace_id="ab" * 16)
+        log.log("m", {"x": 1.0}, request_id="given, unsampled", trace_id="ef" * 16, trace_sampled=False)
+    table = ds.dataset(tmp_path, format="parquet", partitioning="hive").to_table()
+    assert str(table.schema.field("trace_sampled").type) == "bool"
+    rows = {r["request_id"]: (r["trace_id"], r["trace_sampled"]) for r in table.to_pylist()}
+    assert rows == {"sampled": (ids["sampled"], True), "unsampled": (ids["unsampled"], False),
+                    "aiwatch": ("cd" * 16, True), "untraced": (None, None), "given": ("ab" * 16, None),
+                    "given, unsampled": ("ef" * 16, False)}
+
+
 def test_bad_sizes_are_refused() -> None:
     for kwargs in ({"queue_size": 0}, {"batch_size": True}, {"flush_seconds": 0}):
         with pytest.raises(ValueError):
