@@ -26,7 +26,8 @@ When the request finishes, aiwatch records (OpenTelemetry's name, then the contr
 
 with OpenTelemetry's recommended buckets. The two timings are recorded for successful responses only (HTTP 1xx-3xx,
 gRPC ``OK``), as the conventions define them; token usage for every response. The request's span gets
-``gen_ai.usage.input_tokens``, ``gen_ai.usage.output_tokens`` and ``gen_ai.request.model``. The ``model`` label is the
+``gen_ai.usage.input_tokens``, ``gen_ai.usage.output_tokens`` and ``gen_ai.request.model`` (the model's name as given,
+not the label the cardinality guard may have folded it to). The ``model`` label is the
 request's model (``aiwatch.set_model``, as it is when the request finishes, so tokens counted before the model is
 picked are the picked model's) unless ``record_tokens(model=...)`` names one; each named model's usage is its own, a
 call that names none after one that did counts for the model named last, and the two timings are labelled with the
@@ -44,6 +45,7 @@ from aiwatch.amounts import MAX_COUNT, count
 from aiwatch.fastpath import observe
 from aiwatch.safety import record_error
 from aiwatch.timing import current_timeline, recorder_outside_requests
+from aiwatch.utf8 import text_or_value
 
 if TYPE_CHECKING:
     from aiwatch.timing import RequestRecorder, RequestTimeline
@@ -73,7 +75,8 @@ class TokenUsage:
     the request's model's, read when the request finishes: a gateway that counts the prompt's tokens before it
     picks a model (``aiwatch.set_model``) gets them under the model it picked."""
 
-    __slots__ = ("counts", "first", "first_model", "first_output", "last", "named")
+    __slots__ = ("counts", "first", "first_model", "first_name", "first_output", "last", "named", "named_as",
+                 "opening_name")
 
     def __init__(self) -> None:
         #: ``[input, output]`` per named model; ``None`` for the request's model.
@@ -83,14 +86,24 @@ class TokenUsage:
         self.first_output = 0
         self.first_model: str | None = None
         self.last = 0.0
-        #: The model the latest call named.
+        #: The model the latest call named: its label, and its name as given.
         self.named: str | None = None
+        self.named_as: str | None = None
+        #: The names as given (not folded by the cardinality guard, for the span) of the first output's model and
+        #: of the first call's; ``None``: the request's model.
+        self.first_name: str | None = None
+        self.opening_name: str | None = None
 
-    def add(self, model: str | None, input_tokens: int, output_tokens: int, now: float) -> None:
+    def add(self, model: str | None, input_tokens: int, output_tokens: int, now: float,
+            name: str | None = None) -> None:
+        """Count tokens for the model labelled ``model`` (``None``: the one named last), named ``name`` by the
+        caller."""
         if model is None:
-            model = self.named
+            model, name = self.named, self.named_as
         else:
-            self.named = model
+            self.named, self.named_as = model, name
+        if not self.counts:
+            self.opening_name = name
         counts = self.counts.get(model)
         if counts is None:
             counts = self.counts[model] = [0, 0]
@@ -100,6 +113,7 @@ class TokenUsage:
                 self.first = now
                 self.first_output = output_tokens
                 self.first_model = model
+                self.first_name = name
             counts[1] += output_tokens
             self.last = now
 
@@ -131,14 +145,15 @@ class TokenUsage:
 
     def describe(self, span: Any, tl: RequestTimeline) -> None:
         """The GenAI usage attributes on the request's span: the request's totals, and the model that produced the
-        first output (else the first model named)."""
+        first output (else the first model named), by the name the app gave, not the label the cardinality guard
+        folded it to: a span has no cardinality to bound, and the conventions want the model requested."""
         span.set_attribute("gen_ai.usage.input_tokens", sum(counts[0] for counts in self.counts.values()))
         span.set_attribute("gen_ai.usage.output_tokens", sum(counts[1] for counts in self.counts.values()))
-        model = self.first_model if self.first is not None else next(iter(self.counts), None)
+        model = self.first_name if self.first is not None else self.opening_name
         if model is None:
-            model = tl.model
+            model = tl.model_name
         if model:
-            span.set_attribute("gen_ai.request.model", model)
+            span.set_attribute("gen_ai.request.model", text_or_value(model))
 
 
 def record_tokens(input_tokens: int = 0, output_tokens: int = 0, model: str | None = None) -> None:
@@ -162,7 +177,7 @@ def record_tokens(input_tokens: int = 0, output_tokens: int = 0, model: str | No
             usage = tl.tokens
             if usage is None:
                 usage = tl.tokens = TokenUsage()
-            usage.add(tl.recorder.guard.fold("model", model) if model else None, counts[0], counts[1], now)
+            usage.add(tl.recorder.guard.fold("model", model) if model else None, counts[0], counts[1], now, model)
         except Exception as exc:
             record_error("genai", exc, tl.recorder.metrics)
         return

@@ -81,14 +81,17 @@ _MAX_CACHED_CHILDREN = 10_000
 class RequestTimeline:
     """What aiwatch knows about one request while it runs."""
 
-    __slots__ = ("calls", "degraded", "finished", "model", "named", "owns_span", "phases", "recorder", "route_of",
-                 "service", "span", "start", "tokens", "trace_id", "tracer", "traffic_class", "version")
+    __slots__ = ("calls", "degraded", "finished", "model", "model_name", "named", "owns_span", "phases", "recorder",
+                 "route_of", "service", "span", "start", "tokens", "trace_id", "tracer", "traffic_class", "version")
 
     def __init__(self, recorder: RequestRecorder, start: float, model: str) -> None:
         self.recorder = recorder
         self.service = recorder.service
         self.start = start
         self.model = model
+        #: The request's model as the app named it (``model`` is its label, which the cardinality guard may have
+        #: folded), for its span.
+        self.model_name: Any = recorder.model_name
         #: The version of ``model`` (``set_model(model, version)``; ``""``: none).
         self.version = recorder.model_version
         #: The request's traffic class: from its header when the integration read one, else the default.
@@ -280,7 +283,7 @@ def set_model(model: str, version: str = "") -> None:
             return
         if tl.phases and model_label != tl.model:
             tl.move_phases(tl.model, model_label)
-        tl.model, tl.version = model_label, version_label
+        tl.model, tl.version, tl.model_name = model_label, version_label, model
 
 
 #: An open phase: ``[name, model, parent frame, start, time of the phases inside it, span, (token of the context
@@ -623,6 +626,7 @@ class RequestRecorder:
             record_error("metrics", exc, self.metrics)
         self.guard = guard if guard is not None else guard_for(self.metrics)
         self.model = self.guard.fold("model", model) if model else ""
+        self.model_name: Any = model
         self.model_version = self.guard.fold("model_version", model_version) if model_version else ""
         #: The traffic classes requests are told apart by (the ``traffic_class`` label).
         self.traffic = traffic_classes if traffic_classes is not None else TrafficClasses()

@@ -1471,6 +1471,30 @@ def test_a_traced_requests_span_takes_the_recorders_model_when_no_token_call_nam
     assert errors(metrics, "tracing") == 0
 
 
+def test_a_traced_requests_span_names_the_model_requested_where_its_label_is_folded(
+        metrics: Metrics, provider: TracerProvider, exporter: InMemorySpanExporter) -> None:
+    recorder = RequestRecorder(metrics, service="svc", model="base", guard=guard_for(metrics, 1),
+                               tracer_provider=provider)
+    tl = recorder.begin()  # the recorder's model, admitted
+    aiwatch.record_tokens(input_tokens=1, output_tokens=1)
+    recorder.finish(tl, "/p", "POST", "200")
+    tl = recorder.begin()  # past the bound of one model: the labels fold, the span keeps the name
+    aiwatch.record_tokens(input_tokens=2, output_tokens=1, model="chat-large")
+    recorder.finish(tl, "/p", "POST", "200")
+    tl = recorder.begin()
+    aiwatch.set_model("chat-small")
+    aiwatch.record_tokens(input_tokens=4, output_tokens=1)
+    recorder.finish(tl, "/p", "POST", "200")
+    tl = recorder.begin()  # a later call naming none counts for the model named last, on the span too
+    aiwatch.record_tokens(input_tokens=8, model="embedder")
+    aiwatch.record_tokens(output_tokens=1)
+    recorder.finish(tl, "/p", "POST", "200")
+    assert [(span.attributes or {})["gen_ai.request.model"] for span in exporter.get_finished_spans()] == [
+        "base", "chat-large", "chat-small", "embedder"]
+    assert metrics.registry.get_sample_value(
+        "aiwatch_gen_ai_token_usage_tokens_sum", {"service": "svc", "model": OVERFLOW, "token_type": "input"}) == 14
+
+
 @pytest.mark.parametrize("slack", [0, 1])
 def test_server_timing_at_its_limit_is_whole_and_one_character_under_it_is_cut(metrics: Metrics,
                                                                                clock: ManualClock, slack: int) -> None:
