@@ -277,7 +277,7 @@ def make_asgi_app(registry: CollectorRegistry | None = None) -> Any:
     """An ASGI app serving the metrics of ``registry`` (default: the global registry). Request headers and a query
     string that are not UTF-8 are left out before prometheus_client's app reads them: it decodes them as UTF-8, and
     answered a request with a non-UTF-8 ``Accept`` header 500, logging a traceback per request any client could
-    send."""
+    send. An ``Accept-Encoding`` that refuses gzip is left out too (:func:`gzip_refused`)."""
     app = prometheus_client.make_asgi_app(serving_registry(registry))
 
     async def metrics_app(scope: Any, receive: Any, send: Any) -> None:
@@ -287,15 +287,44 @@ def make_asgi_app(registry: CollectorRegistry | None = None) -> Any:
 
 
 def _utf8_only(scope: Any) -> Any:
-    """``scope``, or a copy without its headers that are not UTF-8 bytes, and with an empty query string for one
-    that is not."""
+    """``scope``, or a copy without its headers that are not UTF-8 bytes nor its ``Accept-Encoding`` where that
+    refuses gzip, and with an empty query string for one that is not UTF-8."""
     given = scope.get("headers") or []
     headers = given if isinstance(given, list) else list(given)  # an iterable is read once: the copy gets it
     kept = [(name, value) for name, value in headers if _is_utf8(name) and _is_utf8(value)]
+    encodings = ",".join(value.decode() for name, value in kept if name.lower() == b"accept-encoding")
+    if encodings and gzip_refused(encodings):
+        kept = [(name, value) for name, value in kept if name.lower() != b"accept-encoding"]
     query = scope.get("query_string", b"")
     if headers is given and len(kept) == len(headers) and _is_utf8(query):
         return scope
     return {**scope, "headers": kept, "query_string": query if _is_utf8(query) else b""}
+
+
+def gzip_refused(accept_encoding: str) -> bool:
+    """Whether an ``Accept-Encoding`` value refuses gzip: weighs it (or ``x-gzip``, or else ``*``) ``q=0``, which
+    RFC 9110 (section 12.5.3) says means "not acceptable". prometheus_client gzips for any value naming gzip, its
+    weight unread, so a scraper that refused gzip got it; what it is not told, it serves uncompressed. A weight that
+    is no number is not read as a refusal."""
+    named: float | None = None
+    anything: float | None = None
+    for member in accept_encoding.split(","):
+        coding, *parameters = (part.strip() for part in member.split(";"))
+        weight = 1.0
+        for parameter in parameters:
+            key, _, value = parameter.partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    weight = float(value.strip())
+                except ValueError:
+                    weight = 1.0
+        coding = coding.lower()
+        if coding in ("gzip", "x-gzip") and named is None:
+            named = weight
+        elif coding == "*" and anything is None:
+            anything = weight
+    given = named if named is not None else anything
+    return given is not None and given <= 0.0
 
 
 def _is_utf8(data: object) -> bool:
@@ -309,23 +338,31 @@ def _is_utf8(data: object) -> bool:
 
 
 def make_wsgi_app(registry: CollectorRegistry | None = None) -> Any:
-    """A WSGI app serving the metrics of ``registry`` (default: the global registry)."""
-    return prometheus_client.make_wsgi_app(serving_registry(registry))
+    """A WSGI app serving the metrics of ``registry`` (default: the global registry); an ``Accept-Encoding`` that
+    refuses gzip (:func:`gzip_refused`) is not passed on to prometheus_client's app, which would gzip for it."""
+    app = prometheus_client.make_wsgi_app(serving_registry(registry))
+
+    def metrics_app(environ: dict[str, Any], start_response: Any) -> Any:
+        encodings = environ.get("HTTP_ACCEPT_ENCODING")
+        if isinstance(encodings, str) and gzip_refused(encodings):
+            environ = {key: value for key, value in environ.items() if key != "HTTP_ACCEPT_ENCODING"}
+        return app(environ, start_response)
+
+    return metrics_app
 
 
 def start_http_server(port: int, addr: str = "127.0.0.1", registry: CollectorRegistry | None = None) -> Any:
-    """Serve the metrics on ``addr:port`` from a daemon thread; returns (server, thread).
+    """Serve the metrics on ``addr:port`` from a daemon thread (the WSGI app of :func:`make_wsgi_app`); returns
+    (server, thread).
 
     In multiprocess mode (:func:`multiprocess_enabled`) every worker of the app runs this at import, so each binds
     the port with ``SO_REUSEPORT``: the kernel hands each scrape to one of them, and each serves the merged view.
     Bound alone, every worker but the first failed with "Address already in use", and gunicorn stopped
     ("Worker failed to boot")."""
-    if not multiprocess_enabled():
-        return prometheus_client.start_http_server(port, addr=addr, registry=serving_registry(registry))
     family, host = _best_family(addr, port)
 
     class SharedPortServer(ThreadingWSGIServer):
-        allow_reuse_port = True
+        allow_reuse_port = multiprocess_enabled()
         address_family = family
 
     server = make_server(host, port, make_wsgi_app(registry), SharedPortServer, handler_class=_QuietHandler)

@@ -448,3 +448,44 @@ async def test_a_query_that_is_not_utf8_gets_every_metric(metrics: Metrics, regi
     headers = dict(sent[0]["headers"])
     assert sent[0]["status"] == 200
     check(headers[b"Content-Type"].decode(), sent[1]["body"], openmetrics=False)
+
+
+# prometheus_client gzips for any Accept-Encoding naming gzip; RFC 9110 reads q=0 as "not acceptable"
+@pytest.mark.parametrize(("accept_encoding", "gzipped"), [
+    ("gzip", True), ("gzip;q=0.5", True), ("*;q=0, gzip", True), ("gzip;q=0", False), ("GZIP ; Q=0.000", False),
+    ("identity, gzip;q=0", False), ("x-gzip;q=0, gzip", False), ("br, *;q=0", False)])
+def test_metrics_are_gzipped_only_for_a_scraper_that_accepts_gzip(
+        metrics: Metrics, registry: CollectorRegistry, accept_encoding: str, gzipped: bool) -> None:
+    import gzip
+
+    import aiwatch
+    from tests.servers import uvicorn_in_thread
+
+    populate(metrics)
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        raise AssertionError("the middleware serves /metrics")
+
+    def scrape(port: int) -> tuple[str | None, str, bytes]:
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/metrics",
+                                         headers={"Accept-Encoding": accept_encoding})
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            return resp.headers["Content-Encoding"], resp.headers["Content-Type"], resp.read()
+
+    answers = []
+    with uvicorn_in_thread(aiwatch.instrument(app, metrics=metrics, service="svc")) as (port, _):
+        answers.append(scrape(port))
+    port = free_port()
+    server, thread = start_http_server(port, registry=registry)
+    try:
+        answers.append(scrape(port))
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+    wsgi = Client(make_wsgi_app(registry)).get("/metrics", headers={"Accept-Encoding": accept_encoding},
+                                               buffered=True)
+    answers.append((wsgi.headers.get("Content-Encoding"), wsgi.headers["Content-Type"], wsgi.data))
+    for encoding, content_type, body in answers:
+        assert encoding == ("gzip" if gzipped else None)
+        check(content_type, gzip.decompress(body) if gzipped else body, openmetrics=False)
