@@ -382,6 +382,7 @@ SPECS: dict[str, MetricSpec] = {spec.name: spec for spec in CONTRACT}
 EXEMPLAR_HISTOGRAMS: tuple[str, ...] = ("aiwatch_request_duration_seconds", "aiwatch_phase_duration_seconds",
                                         "aiwatch_gen_ai_time_to_first_token_seconds",
                                         "aiwatch_gen_ai_time_per_output_token_seconds",
+                                        "aiwatch_time_to_first_chunk_seconds", "aiwatch_time_between_chunks_seconds",
                                         "aiwatch_client_request_duration_seconds", "aiwatch_network_duration_seconds")
 
 

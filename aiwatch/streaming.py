@@ -8,6 +8,8 @@ body's chunks, never the headers, which Starlette sends before it reads the body
 * ``aiwatch_time_to_first_chunk_seconds{service, route}``: from the request's start to the first non-empty chunk;
 * ``aiwatch_time_between_chunks_seconds{service, route}``: from each chunk to the next.
 
+Both carry the request's trace id as exemplar when its trace is sampled, as the request histogram does.
+
 A response whose body comes in one chunk is no stream (its first byte is its last: the request histogram has it),
 so nothing is recorded until a second chunk comes; then the first chunk's time is recorded too.
 """
@@ -27,14 +29,17 @@ if TYPE_CHECKING:
 
 class ChunkTimer:
     """One streamed response's chunk times. ``route`` is the route label, or a callable that returns it (called at
-    the second chunk, when a router has matched the request)."""
+    the second chunk, when a router has matched the request); ``trace_id``: the request's sampled trace id (the
+    exemplar of each observation), ``None`` for none."""
 
-    __slots__ = ("_first", "_gap", "_last", "_recorder", "_route", "_start")
+    __slots__ = ("_exemplar", "_first", "_gap", "_last", "_recorder", "_route", "_start")
 
-    def __init__(self, recorder: RequestRecorder, start: float, route: str | Callable[[], str]) -> None:
+    def __init__(self, recorder: RequestRecorder, start: float, route: str | Callable[[], str],
+                 trace_id: str | None = None) -> None:
         self._recorder = recorder
         self._start = start
         self._route = route
+        self._exemplar = {"trace_id": trace_id} if trace_id else None
         self._first = 0.0  # the first chunk's time after the request's start
         self._last: float | None = None
         self._gap: Any = None
@@ -65,7 +70,7 @@ class ChunkTimer:
                 route = self._route if isinstance(self._route, str) else self._route()
                 first, gap = self._recorder.stream_children(route)
                 self._gap = gap
-                observe(first, self._first)
-            observe(gap, since)
+                observe(first, self._first, self._exemplar)
+            observe(gap, since, self._exemplar)
         except Exception as exc:
             record_error("metrics", exc, self._recorder.metrics)

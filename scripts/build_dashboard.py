@@ -238,9 +238,11 @@ def build(gpu_source: str = "aiwatch") -> dict[str, Any]:
                        "reqps"))
     lay.add(timeseries("Time to first chunk (streamed responses)",
                        [target(q.first_chunk_quantile(quantile, W, SVC), f"{{{{service}}}} {{{{route}}}} {name}{AT}",
-                               chr(65 + i)) for i, (name, quantile) in enumerate(QUANTILES[:2])], "s",
+                               chr(65 + i), exemplar=name == "p95")
+                        for i, (name, quantile) in enumerate(QUANTILES[:2])], "s",
                        "Time from the request's start to the first body chunk (not the headers) of responses "
-                       "streamed in two chunks or more, and of gRPC server streams."), w=8)
+                       "streamed in two chunks or more, and of gRPC server streams. The points on the p95 line are "
+                       "exemplars: one traced stream each, which opens its trace."), w=8)
     lay.add(timeseries("Time to first token",
                        [target(q.first_token_quantile(quantile, W, SVC, MDL),
                                f"{{{{model}}}} {{{{traffic_class}}}} {name}{AT}", chr(65 + i),

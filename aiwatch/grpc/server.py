@@ -436,7 +436,7 @@ class _ServerCore:
         try:
             chunks = call.chunks
             if chunks is None:
-                chunks = call.chunks = ChunkTimer(self.recorder, call.timeline.start, method)
+                chunks = call.chunks = ChunkTimer(self.recorder, call.timeline.start, method, call.timeline.trace_id)
             chunks.chunk(_clock())
         except Exception as exc:
             record_error(COMPONENT, exc, self.metrics)

@@ -334,7 +334,7 @@ class AiwatchMiddleware:
                     if body:  # a stream's chunk (its headers went before: this is the body's own first byte)
                         if chunks is None:
                             chunks = ChunkTimer(recorder, tl.start, lambda: self._route(scope, root_path)
-                                                or UNMATCHED_ROUTE)
+                                                or UNMATCHED_ROUTE, tl.trace_id)
                         chunks.chunk(_clock())
                 elif not finished:
                     if chunks is not None and body:

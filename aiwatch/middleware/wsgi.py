@@ -459,7 +459,7 @@ class _ClosingBody:
                     chunks = request.chunks
                     if chunks is None:
                         chunks = request.chunks = ChunkTimer(request.middleware.recorder, request.tl.start,
-                                                             request.route)
+                                                             request.route, request.tl.trace_id)
                     chunks.chunk(_clock())
                 yield chunk
             request.exhausted = True

@@ -13,6 +13,7 @@ from typing import Any
 import grpc
 import grpc.aio
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
 
 import aiwatch
 from aiwatch.grpc import grpc_aio_server_interceptor, grpc_server_interceptor
@@ -341,6 +342,20 @@ def test_a_server_stream_records_its_first_message_and_the_gaps(metrics: Metrics
                  route=PREDICT_STREAM) == 2
     assert size(metrics, PREDICT_STREAM, "response", "count") == 3
     assert phase(metrics, "serialize") == 1  # the stream's three serializations, inside its one request
+
+
+def test_a_server_streams_chunk_timing_carries_its_sampled_trace_id_as_exemplar(metrics: Metrics,
+                                                                              provider: TracerProvider) -> None:
+    from tests.spans import exemplar_trace_ids
+
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    interceptor = grpc_server_interceptor(service="infer", metrics=metrics, tracer_provider=provider)
+    with sync_server([interceptor]) as target, stub_for(target) as stub:
+        assert len(list(stub.PredictStream(req(features=[1.0, 2.0, 3.0]), metadata=(
+            ("traceparent", f"00-{trace_id}-00f067aa0ba902b7-01"),)))) == 3
+    found = exemplar_trace_ids(metrics.registry)
+    assert (found.get("aiwatch_time_to_first_chunk_seconds"), found.get("aiwatch_time_between_chunks_seconds")) \
+        == ({trace_id}, {trace_id})
 
 
 async def test_aio_messages_are_sized_and_timed(metrics: Metrics) -> None:

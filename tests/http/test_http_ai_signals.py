@@ -290,6 +290,30 @@ async def test_token_timing_carries_the_requests_trace_id_as_exemplar(registry: 
                          "aiwatch_gen_ai_time_per_output_token_seconds": {"trace_id": trace_id}}
 
 
+#: the histograms of a streamed response's chunks
+CHUNK_HISTOGRAMS = ("aiwatch_time_to_first_chunk_seconds", "aiwatch_time_between_chunks_seconds")
+
+
+async def test_a_streams_chunk_timing_carries_its_sampled_trace_id_as_exemplar(registry: CollectorRegistry,
+                                                                             provider: TracerProvider) -> None:
+    """A slow first chunk leads to its request's trace, as a slow request does (ASGI and WSGI); an unsampled
+    stream, served last, leaves the exemplars as they were."""
+    from tests.spans import exemplar_trace_ids
+
+    trace_id, unsampled = "4bf92f3577b34da6a3ce929d0e0e4736", "0af7651916cd43dd8448eb211c80319c"
+    app = fastapi_app(registry, tracer_provider=provider)
+    await call(app, "/stream", headers=[("traceparent", f"00-{trace_id}-00f067aa0ba902b7-01")])
+    await call(app, "/stream", headers=[("traceparent", f"00-{unsampled}-00f067aa0ba902b7-00")])
+    other = CollectorRegistry()
+    client = flask_app(other, tracer_provider=provider).test_client()
+    assert client.get("/stream", headers={"traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"}, buffered=True).data
+    assert client.get("/stream", headers={"traceparent": f"00-{unsampled}-00f067aa0ba902b7-00"}, buffered=True).data
+    for streamed in (registry, other):
+        assert sample(streamed, "aiwatch_time_to_first_chunk_seconds_count", route="/stream") == 2
+        found = exemplar_trace_ids(streamed)
+        assert {name: found.get(name) for name in CHUNK_HISTOGRAMS} == {name: {trace_id} for name in CHUNK_HISTOGRAMS}
+
+
 async def test_token_timing_is_only_for_successful_responses(registry: CollectorRegistry) -> None:
     app = FastAPI()
 
@@ -490,7 +514,7 @@ async def test_model_versions_are_bounded_like_every_traffic_label(registry: Col
     assert sample(registry, phases, model="ranker", model_version="__overflow__", phase="overhead") == 2
 
 
-def flask_app(registry: CollectorRegistry) -> Flask:
+def flask_app(registry: CollectorRegistry, **options: Any) -> Flask:
     app = Flask("ai_signals")
 
     @app.post("/echo")
@@ -507,7 +531,7 @@ def flask_app(registry: CollectorRegistry) -> Flask:
 
         return Response(stream_with_context(chunks()))
 
-    return aiwatch.instrument(app, registry=registry, service="svc")
+    return aiwatch.instrument(app, registry=registry, service="svc", **options)
 
 
 async def test_a_pathsend_response_counts_the_file_as_its_body(registry: CollectorRegistry, tmp_path: Path) -> None:
