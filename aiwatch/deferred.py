@@ -39,6 +39,14 @@ PER_CALL = 64
 
 #: Every live :class:`~aiwatch.metrics.Metrics` of the process, for :func:`run_every_deferred`.
 _everyone: weakref.WeakSet[Metrics] = weakref.WeakSet()
+#: Checks run at every scrape, before the metrics are read (:func:`at_scrape`).
+_scrape_checks: list[Callable[[], None]] = []
+
+
+def at_scrape(check: Callable[[], None]) -> None:
+    """Run ``check`` (which never raises) at every scrape of a registry holding aiwatch's metrics, before they are
+    read, as the work finalizers left is: for state that no event of its own tells aiwatch has changed."""
+    _scrape_checks.append(check)
 
 
 def new_queue(metrics: Metrics) -> deque[DeferredWork]:
@@ -48,7 +56,9 @@ def new_queue(metrics: Metrics) -> deque[DeferredWork]:
 
 
 def run_every_deferred() -> None:
-    """:func:`run_deferred` on every live ``Metrics`` of this process."""
+    """:func:`run_deferred` on every live ``Metrics`` of this process (and the :func:`at_scrape` checks)."""
+    for check in _scrape_checks:
+        check()
     for metrics in list(_everyone):
         if metrics.deferred:
             run_deferred(metrics)
@@ -82,6 +92,8 @@ class RunDeferredOnScrape:
         return []
 
     def collect(self) -> list[Any]:
+        for check in _scrape_checks:
+            check()
         metrics = self._metrics()
         if metrics is not None and metrics.deferred:
             run_deferred(metrics)

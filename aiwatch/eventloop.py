@@ -20,7 +20,9 @@ still (its delays over the time watched, in :data:`SHARE_BUCKETS` buckets of loo
 largest live process's, where the counters' ratio is the mean over the processes. A timer
 callback, not a task: a closed loop drops it
 (nothing pending, nothing to cancel), and it never keeps ``run_until_complete``, ``asyncio.run`` or a server's
-shutdown waiting. The interval is ``$AIWATCH_EVENT_LOOP_INTERVAL`` (``off`` turns the sampler off), as the recorder
+shutdown waiting; the sampler of a loop closed is retired when the loop is collected, or, still referenced, at the
+next scrape or the start of another loop's sampler (:func:`retire_closed`). The interval is
+``$AIWATCH_EVENT_LOOP_INTERVAL`` (``off`` turns the sampler off), as the recorder
 that started the sampler read it: a loop has one sampler, and a later recorder asking it for another interval gets
 the first one (a warning says so, once per loop). The sampler holds its targets weakly: the metrics of a recorder
 that is gone (a reloaded app, a middleware rebuilt) are not kept alive by it, and it stops when none is left.
@@ -41,6 +43,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from aiwatch.amounts import period
+from aiwatch.deferred import at_scrape
 from aiwatch.env import EVENT_LOOP_INTERVAL
 from aiwatch.forksafe import at_fork_in_child
 from aiwatch.metrics import Metrics
@@ -148,13 +151,13 @@ class LoopSampler:
         self.running = True
         self._schedule(starting=True)
 
-    def stop(self) -> None:
+    def stop(self, live: tuple[_Target, ...] = ()) -> None:
         """Take no more samples: the pending one does nothing, and the targets' gauges read as removed
-        (:meth:`_Target.retire`). (Its timer handle is not kept to cancel it: the handle holds the loop, and the
-        samplers' table holds the sampler.)"""
+        (:meth:`_Target.retire`) unless one of the ``live`` targets (another sampler's) still sets them. (Its timer
+        handle is not kept to cancel it: the handle holds the loop, and the samplers' table holds the sampler.)"""
         self.running = False
         for target in self._targets:
-            target.retire(())
+            target.retire(live)
 
     def _loop_gone(self, _: object) -> None:
         """The loop was collected: no more samples, and its targets retired. A collection runs this inside whatever
@@ -341,6 +344,39 @@ def _renew_lock() -> None:
 at_fork_in_child(_renew_lock)
 
 
+def retire_closed() -> None:
+    """Stop the samplers of the loops closed but still referenced (by a runner, a test fixture, an app that keeps
+    its loop), and drop them from the table: a closed loop drops the pending sample, so no sample runs again to find
+    it closed, and the collection that retires a loop's sampler never comes. Their timestamp aged and their share
+    stood at its last value, as a loop hung for good would show, and the table grew by one sampler a loop. Run at
+    every scrape and when a sampler starts; the gauges another running sampler sets are left to it. Never raises."""
+    try:
+        with _lock:
+            running = [(loop, sampler) for loop, sampler in list(_samplers.items()) if sampler.running]
+            closed = [sampler for loop, sampler in running if _is_closed(loop, sampler)]
+            for loop, sampler in running:
+                if sampler in closed:
+                    del _samplers[loop]
+        if not closed:
+            return
+        live = tuple(target for _, sampler in running if sampler not in closed for target in sampler._live())
+        for sampler in closed:
+            sampler.stop(live)
+    except Exception as exc:
+        record_error(COMPONENT, exc, None)
+
+
+at_scrape(retire_closed)
+
+
+def _is_closed(loop: asyncio.AbstractEventLoop, sampler: LoopSampler) -> bool:
+    try:
+        return loop.is_closed()
+    except Exception as exc:  # a loop that cannot tell is left running, as before
+        sampler._record_error(exc)
+        return False
+
+
 def sampler_for(loop: asyncio.AbstractEventLoop) -> LoopSampler | None:
     """The sampler running on ``loop``, if any."""
     return _samplers.get(loop)
@@ -356,6 +392,8 @@ def watch(loop: asyncio.AbstractEventLoop, interval: float, metrics: Metrics, ch
     interval than the running one's, it keeps its own, and a warning naming both is logged (once per loop). Call it
     on the loop's thread. Never raises."""
     try:
+        if _samplers.get(loop) is None:
+            retire_closed()
         with _lock:
             sampler = _samplers.get(loop)
             if sampler is None or not sampler.running:

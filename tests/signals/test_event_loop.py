@@ -326,6 +326,62 @@ def test_a_loop_closed_and_collected_leaves_its_timestamp_removed_and_its_share_
     assert stamp(metrics) == float("inf") and share(metrics) == 0
 
 
+def loops_closed_but_kept(recorder: RequestRecorder, times: int, work: Any) -> list[asyncio.AbstractEventLoop]:
+    """Run ``work()`` in ``times`` calls of ``asyncio.run`` (as pytest-asyncio, or a worker thread per job, does),
+    each after a request-path call of ``watch_loop``; the loops, closed and still referenced."""
+    loops: list[asyncio.AbstractEventLoop] = []
+
+    async def main() -> None:
+        loops.append(asyncio.get_running_loop())
+        recorder.watch_loop()
+        await work()
+
+    for _ in range(times):
+        asyncio.run(main())
+    return loops
+
+
+@pytest.mark.usefixtures("fast")
+def test_a_loop_closed_but_still_referenced_is_retired_at_the_next_scrape(metrics: Metrics) -> None:
+    """A closed loop drops the pending sample, and one still referenced is never collected: its timestamp aged and
+    its share stood at the last stall's for good, as a loop hung for good would show (a share of 0.39 still read
+    seconds later), and each such loop kept a running sampler in the table."""
+    async def stall() -> None:
+        await asyncio.sleep(0.06)
+        time.sleep(0.1)
+        await asyncio.sleep(0.06)
+
+    [loop] = loops_closed_but_kept(RequestRecorder(metrics, "svc"), 1, stall)
+    assert count(metrics) >= 1  # sampled while it ran (this read is a scrape: it retires the closed loop)
+    assert stamp(metrics) == float("inf") and share(metrics) == 0
+    assert eventloop.sampler_for(loop) is None
+
+
+@pytest.mark.usefixtures("fast")
+def test_the_samplers_of_loops_closed_but_kept_do_not_pile_up_without_a_scrape(metrics: Metrics) -> None:
+    async def work() -> None:
+        await asyncio.sleep(0.06)
+
+    loops = loops_closed_but_kept(RequestRecorder(metrics, "svc"), 5, work)
+    # each new loop's sampler retires those of the loops closed before it; the last one waits for a scrape
+    assert [eventloop.sampler_for(loop) is not None for loop in loops] == [False] * 4 + [True]
+
+
+def test_a_closed_loops_retirement_leaves_the_gauges_another_running_loop_sets(metrics: Metrics) -> None:
+    recorder = RequestRecorder(metrics, "svc")
+    running = ClockLoop()
+    eventloop.watch(running, 10.0, metrics, *children(metrics),  # type: ignore[arg-type]
+                    metrics.child(metrics.event_loop_last_sample, ("svc",)),
+                    metrics.child(metrics.event_loop_stalled, ("svc",)))
+
+    async def work() -> None:
+        await asyncio.sleep(0)
+
+    [closed] = loops_closed_but_kept(recorder, 1, work)
+    assert stamp(metrics) not in (None, float("inf"))  # the scrape retired the closed loop's sampler only
+    assert eventloop.sampler_for(closed) is None and eventloop.sampler_for(running) is not None  # type: ignore[arg-type]
+
+
 @pytest.mark.usefixtures("fast")
 def test_the_samples_do_not_run_in_the_context_of_the_request_that_started_the_sampler(metrics: Metrics) -> None:
     """The chain of timers ran every sample in a copy of the first request's context, which kept that request's
@@ -429,6 +485,9 @@ class ClockLoop:
 
     def call_at(self, when: float, callback: Any, context: Any = None) -> None:
         self.scheduled.append(when)
+
+    def is_closed(self) -> bool:
+        return False
 
 
 def children(metrics: Metrics, service: str = "svc") -> tuple[Any, Any]:
@@ -992,12 +1051,13 @@ def test_a_loop_recorder_cannot_weakly_reference_is_counted_per_request_and_logg
     monkeypatch.setattr(timing_module, "weakref", types.SimpleNamespace(ref=no_weak_references))
     with caplog.at_level(logging.WARNING, logger="aiwatch"):
         loop = requests_on_one_loop(recorder, 3)
+    # read before the scrape below, which retires the sampler of the loop closed (retire_closed)
+    sampler = eventloop.sampler_for(loop)
+    assert sampler is not None and len(sampler.targets) == 1  # the loop is sampled; the same target each time
     assert errors(metrics) == 3  # not remembered: asked again on each request
     assert logged_failures(caplog) == [
         ("aiwatch: event_loop failed and was skipped: TypeError(\"cannot create weak reference to 'Loop' object\")",
          refused)]
-    sampler = eventloop.sampler_for(loop)
-    assert sampler is not None and len(sampler.targets) == 1  # the loop is sampled; the same target each time
 
 
 def test_a_recorder_hands_each_loop_to_the_sampler_once_and_later_requests_on_it_only_compare_the_loop(
