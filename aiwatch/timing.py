@@ -46,6 +46,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import sys
 import threading
 import time
 import weakref
@@ -81,8 +82,9 @@ _MAX_CACHED_CHILDREN = 10_000
 class RequestTimeline:
     """What aiwatch knows about one request while it runs."""
 
-    __slots__ = ("calls", "degraded", "finished", "model", "model_name", "named", "owns_span", "phases", "recorder",
-                 "route_of", "service", "span", "start", "tokens", "trace_id", "tracer", "traffic_class", "version")
+    __slots__ = ("calls", "degraded", "finished", "held", "model", "model_name", "named", "owns_span", "phases",
+                 "recorder", "route_of", "service", "span", "start", "tokens", "trace_id", "tracer", "traffic_class",
+                 "version")
 
     def __init__(self, recorder: RequestRecorder, start: float, model: str) -> None:
         self.recorder = recorder
@@ -123,6 +125,9 @@ class RequestTimeline:
         #: Whether the request was recorded (:meth:`RequestRecorder.finish`): a phase of it that ends later is not
         #: added (its time would be lost unseen)
         self.finished = False
+        #: The open phases a sync generator opened (``None`` until one is), for the phases opened in its later steps
+        #: (:func:`_held_parent`)
+        self.held: list[_Frame] | None = None
 
     def add(self, name: str, model: str | None, seconds: float) -> None:
         if model is None:
@@ -288,10 +293,12 @@ def set_model(model: str, version: str = "") -> None:
 
 #: An open phase: ``[name, model, parent frame, start, time of the phases inside it, span, (token of the context
 #: that made the span current, token of _entered), the request it was opened in, the phase object that opened
-#: it]``. A list rather than an object: built on every phase entry, a list literal costs a third of a class's
-#: ``__init__``.
+#: it, the sync generator's Python frame that opened it (else None)]``. A list rather than an object: built on every
+#: phase entry, a list literal costs a third of a class's ``__init__``.
 _Frame = list[Any]
-_NAME, _MODEL, _PARENT, _START, _CHILD, _SPAN, _TOKEN, _TIMELINE, _OPENER = range(9)
+_NAME, _MODEL, _PARENT, _START, _CHILD, _SPAN, _TOKEN, _TIMELINE, _OPENER, _GENERATOR = range(10)
+_CO_GENERATOR = inspect.CO_GENERATOR
+_getframe = sys._getframe
 #: A phase object's ``_open`` once it was entered again while open (one object shared by concurrent uses): which
 #: of its frames an exit in another context ends cannot be told, so none is
 _SHARED: _Frame = []
@@ -348,9 +355,23 @@ class phase:
 
     def __enter__(self) -> phase:
         tl = _timeline.get()
-        frame = [self.name, self.model, _frame.get(), _clock(), 0.0, None, None, tl, self]
-        if tl is not None and tl.tracer is not None:
-            _start_phase_span(tl, frame)
+        parent = _frame.get()
+        if tl is None:
+            frame = [self.name, self.model, parent, _clock(), 0.0, None, None, tl, self, None]
+        else:
+            caller = _getframe(1)
+            held = tl.held
+            if held:
+                parent = _held_parent(held, parent, caller)
+            if caller.f_code.co_flags & _CO_GENERATOR:
+                frame = [self.name, self.model, parent, _clock(), 0.0, None, None, tl, self, caller]
+                if held is None:
+                    held = tl.held = []
+                held.append(frame)
+            else:
+                frame = [self.name, self.model, parent, _clock(), 0.0, None, None, tl, self, None]
+            if tl.tracer is not None:
+                _start_phase_span(tl, frame)
         _frame.set(frame)
         self._open = frame if self._open is None else _SHARED
         return self
@@ -364,6 +385,8 @@ class phase:
             return
         if self._open is frame:
             self._open = None
+        if frame[9] is not None:
+            _release(frame)
         parent = frame[2]
         _frame.set(parent)
         elapsed = end - frame[3]
@@ -404,6 +427,8 @@ class phase:
             record_error("phase", RuntimeError(f"phase {self.name!r} exited out of order"))
             return
         self._open = None
+        if frame[_GENERATOR] is not None:
+            _release(frame)
         # the context it made current is left as it is: it was undone with the step or request it began in, and
         # restoring it here could make a finished request's span current in this thread's request
         frame[_TOKEN] = None
@@ -448,6 +473,40 @@ class phase:
         return cast(F, wrapper)
 
 
+def _held_parent(held: list[_Frame], parent: _Frame | None, caller: Any) -> _Frame | None:
+    """The parent of a phase opened by ``caller`` (a Python frame) where ``parent`` is open: the innermost phase a
+    sync generator running on this stack holds open under ``parent``, else ``parent``. Starlette's StreamingResponse
+    runs each step of a sync generator in a fresh copy of the request's context: a phase the generator holds across
+    its yields is open only in the copy of the step that opened it, so one opened inside it in a later step was not
+    nested under it (its time counted in both, the overhead clamped at 0)."""
+    found = parent
+    while True:
+        for frame in held:
+            if frame[_PARENT] is found and _on_stack(frame[_GENERATOR], caller):
+                found = frame
+                break
+        else:
+            return found
+
+
+def _on_stack(generator: Any, caller: Any) -> bool:
+    while caller is not None:
+        if caller is generator:
+            return True
+        caller = caller.f_back
+    return False
+
+
+def _release(frame: _Frame) -> None:
+    """Forget a phase a sync generator held (:func:`_held_parent`), once it ends. (By identity: ``list.remove``
+    compares the other frames, lists, item by item.)"""
+    held = frame[_TIMELINE].held
+    for i, other in enumerate(held):
+        if other is frame:
+            del held[i]
+            return
+
+
 def _start_phase_span(tl: RequestTimeline, frame: _Frame) -> None:
     try:
         parent = frame[_PARENT]
@@ -455,7 +514,8 @@ def _start_phase_span(tl: RequestTimeline, frame: _Frame) -> None:
         if parent_span is None:
             return
         current = trace.get_current_span()
-        if (current is not parent_span and current.is_recording()
+        # (not for the phase a sync generator holds, its parent in a later step: its span is not current there)
+        if (current is not parent_span and parent is _frame.get() and current.is_recording()
                 and current.get_span_context().trace_id == parent_span.get_span_context().trace_id):
             # a span opened in the request's trace since (the app's own, FastAPI's "fastapi.endpoint"): the phase
             # runs inside it, so it is the phase's parent, as for any span started there

@@ -1747,3 +1747,33 @@ def test_a_call_made_under_a_foreign_span_that_fails_is_recorded_without_exempla
     assert metrics.registry.get_sample_value("aiwatch_network_duration_seconds_count",
                                              {"service": "gw", "peer": base.removeprefix("http://"), "phase": ""}) == 1
     assert exemplar_trace_ids(metrics.registry) == {}
+
+
+def test_a_phase_a_sync_generator_opens_in_a_later_step_nests_under_the_one_it_holds_and_others_do_not(
+        metrics: Metrics, clock: ManualClock) -> None:
+    """Each step in a fresh copy of the request's context, as Starlette's StreamingResponse runs a sync generator:
+    the phase the generator holds is open only in the first step's copy. A phase the generator opens in a later step
+    is nested under it; one the code around it opens meanwhile (not inside the generator) is not."""
+    recorder = RequestRecorder(metrics, service="svc")
+    tl = recorder.begin()
+
+    def tokens() -> Iterator[int]:
+        with aiwatch.phase("generate"):
+            for i in range(3):
+                with aiwatch.phase("decode"):
+                    clock.advance(0.25)
+                clock.advance(0.125)
+                yield i
+
+    steps = tokens()
+    for _ in range(3):
+        contextvars.copy_context().run(next, steps)
+        with aiwatch.phase("send"):  # the consumer's own phase, beside the generator's
+            clock.advance(0.5)
+    assert contextvars.copy_context().run(next, steps, None) is None  # its end, in a step of its own
+    recorder.finish(tl, "/stream", "GET", "200")
+    # generate is open 2.625 s, the sends between its steps included: all three decodes are its children (before,
+    # only the first step's: 2.375), the sends are not (as children: 0.375), so the sends count twice and the
+    # overhead is clamped, as for any two phases that overlap
+    assert (phase_sum(metrics.registry, "decode"), phase_sum(metrics.registry, "generate"),
+            phase_sum(metrics.registry, "send"), phase_sum(metrics.registry, "overhead")) == (0.75, 1.875, 1.5, 0.0)
