@@ -21,6 +21,8 @@ from aiwatch.commands._connection import add_connection_options, connection_from
 from aiwatch.promql import DEFAULT_AGGREGATION_LABELS
 
 EXIT_OK, EXIT_USAGE, EXIT_SOURCE, EXIT_NOTHING = 0, 2, 3, 4
+#: how Prometheus (Go's regexp/syntax) begins the error of a regex it cannot compile, in its 400 to a query
+_REGEX_REFUSED = "error parsing regexp: "
 
 
 def register(subparsers: Any) -> None:
@@ -88,6 +90,10 @@ def run(args: argparse.Namespace) -> int:
         result = diagnose(source, args.service, options["incident"], options["baseline"], options["at"],
                           model_phases=options["model_phases"], noise_floor=options["noise_floor"])
     except DiagnoseError as exc:
+        if args.match and not options["match_checked"] and _REGEX_REFUSED in str(exc):
+            return _fail(EXIT_USAGE, _message(f"--match: Prometheus cannot compile a regex of {args.match!r}: {exc} "
+                                              f"(with google-re2 installed, pip install \"aiwatch[rules]\", "
+                                              f"--match is checked before any query)"))
         return _fail(exc.exit_code, _message(str(exc)))
     except ValueError as exc:
         return _fail(EXIT_USAGE, _message(str(exc)))
@@ -125,6 +131,7 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
         "noise_floor": duration("--noise-floor", args.noise_floor) if args.noise_floor else None,
         "model_phases": tuple(args.model_phase or DEFAULT_MODEL_PHASES),
         "at": None,
+        "match_checked": False,
     }
     if args.at:
         if args.scrape:
@@ -141,8 +148,15 @@ def _source(args: argparse.Namespace, options: dict[str, Any]) -> Any:
     if args.prometheus is not None and not args.prometheus.strip():  # else taken as no --prometheus: --scrape's error
         raise ValueError("--prometheus: an empty URL (write e.g. http://127.0.0.1:9090)")
     if args.prometheus:
+        from aiwatch._optional import MissingExtraError
         from aiwatch.diagnose.sources import PrometheusWindows
-        from aiwatch.promql import label_list
+        from aiwatch.promql import check_selection, label_list
+
+        try:  # a regex Prometheus cannot compile fails every query: refused here, naming --match
+            check_selection(args.match, "--match")
+            options["match_checked"] = True
+        except MissingExtraError:  # no RE2 here: Prometheus' 400 at the first query says it (see run)
+            pass
 
         return PrometheusWindows(args.prometheus, timeout=options["timeout"], http=http, match=args.match,
                                  scope=label_list(args.aggregation_labels, "--aggregation-labels"))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler
@@ -20,7 +21,7 @@ from aiwatch.exposition import start_http_server
 from tests.console.workload import serve
 from tests.diagnose.backfill import backfilled_prometheus
 from tests.diagnose.traffic import BASELINE, INCIDENT, History
-from tests.servers import free_port, handler_server, prometheus
+from tests.servers import free_port, handler_server, prometheus, require_module
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -172,6 +173,33 @@ def test_a_garbage_answer_exits_3(capsys: pytest.CaptureFixture[str], status: in
         code, out, err = run(capsys, "--prometheus", url)
     assert code == 3 and out == ""
     assert message in one_clear_line(err)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("re2", ["installed", "absent"])
+@pytest.mark.parametrize(("match", "regex"), [('cluster=~"eu-("', "eu-("), ('cluster!~"(?=x)"', "(?=x)")])
+def test_a_match_regex_prometheus_cannot_compile_exits_2_naming_it(capsys: pytest.CaptureFixture[str],
+                                                                   monkeypatch: pytest.MonkeyPatch, re2: str,
+                                                                   match: str, regex: str) -> None:
+    # it got Prometheus' 400 to its first query, exit 3, as if Prometheus had failed: "Prometheus answered 400 to
+    # /api/v1/query: invalid parameter "query": 1:87: parse error: error parsing regexp: missing closing )"
+    if re2 == "absent":  # the core install: Prometheus' own 400 is the check, reworded to name --match
+        monkeypatch.setitem(sys.modules, "re2", None)
+    else:
+        require_module("re2")
+    with prometheus() as prom:
+        code, out, err = run(capsys, "--prometheus", prom.url, "--match", match)
+    line = one_clear_line(err)
+    assert code == 2 and out == ""
+    assert line.startswith("aiwatch diagnose: --match: ") and regex in line
+    if re2 == "absent":
+        assert "error parsing regexp" in line and 'pip install "aiwatch[rules]"' in line
+
+
+def test_match_text_that_is_no_matchers_names_the_option(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "--prometheus", "http://127.0.0.1:9", "--match", 'cluster="eu" oops')
+    assert code == 2 and out == ""
+    assert "--match: 'cluster=\"eu\" oops' is not PromQL label matchers" in one_clear_line(err)
 
 
 def test_an_unreachable_endpoint_to_scrape_exits_3_at_once(capsys: pytest.CaptureFixture[str]) -> None:
