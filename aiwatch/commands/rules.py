@@ -20,6 +20,16 @@ def register(subparsers: Any) -> None:
     render.add_argument("--out", default="alerts", help="directory to write the rule files into (default: alerts)")
     render.add_argument("--check", action="store_true",
                         help="write nothing; exit 1 if the files in --out differ from what would be written")
+    render.add_argument("--format", choices=("files", "prometheusrule"), default="files",
+                        help="files: the two Prometheus rule files (default); prometheusrule: one "
+                             "prometheus-operator PrometheusRule manifest holding their groups, "
+                             "aiwatch.prometheusrule.yaml")
+    render.add_argument("--name", help="with --format prometheusrule: the object's name (default aiwatch)")
+    render.add_argument("--namespace", help="with --format prometheusrule: its namespace (default: none written, "
+                                            "kubectl's or kustomize's)")
+    render.add_argument("--label", action="append", metavar="KEY=VALUE",
+                        help="with --format prometheusrule: a label of the object (repeatable), e.g. "
+                             "release=kube-prometheus-stack: what your Prometheus resource's ruleSelector selects")
     render.set_defaults(handler=run_render)
     defaults = sub.add_parser("defaults", help="print the default config as commented YAML")
     defaults.set_defaults(handler=run_defaults)
@@ -27,11 +37,11 @@ def register(subparsers: Any) -> None:
 
 
 def run_render(args: argparse.Namespace) -> int:
-    from aiwatch.rules import ConfigError, RulesConfig, load_config, render
+    from aiwatch.rules import ConfigError, RulesConfig, load_config
 
     try:
         cfg = load_config(args.config) if args.config else RulesConfig()
-        files = render(cfg)
+        files = _manifest(cfg, args) if args.format == "prometheusrule" else _files(cfg, args)
     except (ConfigError, OSError, ImportError) as exc:
         print(f"aiwatch rules: {exc}", file=sys.stderr)
         return 2
@@ -55,6 +65,32 @@ def run_render(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     return 0
+
+
+def _files(cfg: Any, args: argparse.Namespace) -> dict[str, str]:
+    from aiwatch.rules import ConfigError, render
+
+    given = [flag for flag, value in (("--name", args.name), ("--namespace", args.namespace),
+                                      ("--label", args.label)) if value is not None]
+    if given:
+        raise ConfigError(f"{', '.join(given)}: only with --format prometheusrule")
+    return render(cfg)
+
+
+def _manifest(cfg: Any, args: argparse.Namespace) -> dict[str, str]:
+    from aiwatch.rules import ConfigError, render_prometheus_rule
+    from aiwatch.rules.render import PROMETHEUS_RULE_NAME
+
+    labels: dict[str, str] = {}
+    for item in args.label or ():
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise ConfigError(f"--label {item!r}: write KEY=VALUE, e.g. release=kube-prometheus-stack")
+        if key in labels:
+            raise ConfigError(f"--label {key!r} given twice")
+        labels[key] = value
+    return render_prometheus_rule(cfg, name=PROMETHEUS_RULE_NAME if args.name is None else args.name,
+                                  namespace=args.namespace, labels=labels)
 
 
 def _write(out: Path, files: dict[str, str]) -> None:

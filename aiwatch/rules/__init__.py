@@ -24,10 +24,21 @@ from aiwatch.rules.config import (
     config_to_dict,
     load_config,
 )
-from aiwatch.rules.render import ALERTING_FILE, RECORDING_FILE, Alert, alerts, render, runbook_url
+from aiwatch.rules.render import (
+    ALERTING_FILE,
+    PROMETHEUS_RULE_FILE,
+    RECORDING_FILE,
+    Alert,
+    alerts,
+    prometheus_rule,
+    render,
+    render_prometheus_rule,
+    runbook_url,
+)
 
 __all__ = [
     "ALERTING_FILE",
+    "PROMETHEUS_RULE_FILE",
     "RECORDING_FILE",
     "RUNBOOK_URL_PLACEHOLDER",
     "SLO",
@@ -42,7 +53,9 @@ __all__ = [
     "config_to_dict",
     "default_config_yaml",
     "load_config",
+    "prometheus_rule",
     "render",
+    "render_prometheus_rule",
     "runbook_url",
 ]
 

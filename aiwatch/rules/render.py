@@ -58,7 +58,7 @@ from aiwatch.promql import (
     selector,
     series,
 )
-from aiwatch.rules.config import BurnAlert, RulesConfig
+from aiwatch.rules.config import BurnAlert, ConfigError, RulesConfig
 from aiwatch.rules.yamlout import dump
 
 RECORDING_FILE = "aiwatch-recording.rules.yml"
@@ -917,3 +917,67 @@ def rule_files(cfg: RulesConfig | None = None) -> dict[str, dict[str, Any]]:
 def render(cfg: RulesConfig | None = None) -> dict[str, str]:
     """File name -> YAML text of the recording and alerting rule files for ``cfg`` (default config if None)."""
     return {name: HEADER + dump(content) for name, content in rule_files(cfg).items()}
+
+
+# --- Kubernetes: prometheus-operator's PrometheusRule ---------------------------------------------------------------
+
+PROMETHEUS_RULE_FILE = "aiwatch.prometheusrule.yaml"
+PROMETHEUS_RULE_NAME = "aiwatch"
+_DNS_LABEL = r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?"
+_DNS_SUBDOMAIN = re.compile(rf"{_DNS_LABEL}(?:\.{_DNS_LABEL})*")
+_LABEL_NAME = re.compile(r"[A-Za-z0-9](?:[-A-Za-z0-9_.]*[A-Za-z0-9])?")
+PROMETHEUS_RULE_HEADER = (
+    "# A prometheus-operator PrometheusRule holding both rule files' groups: kubectl apply -f this file.\n"
+    "# Your Prometheus resource's ruleSelector must match its labels (kube-prometheus-stack selects\n"
+    "# release: <its release name>; add it with --label) and its ruleNamespaceSelector its namespace.\n")
+
+
+def _check_kubernetes_name(value: str, what: str, *, label: bool) -> None:
+    """``value`` as the API server checks an object's name (a DNS-1123 subdomain) or a namespace (a DNS-1123
+    label), else :class:`ConfigError` naming ``what``."""
+    limit, pattern = (63, re.compile(_DNS_LABEL)) if label else (253, _DNS_SUBDOMAIN)
+    if len(value) > limit or not pattern.fullmatch(value):
+        kind, chars = ("DNS-1123 label", "'-'") if label else ("DNS-1123 subdomain", "'-', '.'")
+        raise ConfigError(f"{what}: {value!r} is not a Kubernetes {kind} ({chars}, lower case letters and digits, "
+                          f"starting and ending with a letter or digit, at most {limit} characters)")
+
+
+def _check_kubernetes_label(key: str, value: str) -> None:
+    prefix, slash, name = key.rpartition("/")
+    if slash:
+        _check_kubernetes_name(prefix, f"PrometheusRule label {key!r}: its prefix", label=False)
+    if len(name) > 63 or not _LABEL_NAME.fullmatch(name):
+        raise ConfigError(f"PrometheusRule label {key!r}: {name!r} is not a Kubernetes label name (letters, "
+                          "digits, '-', '_' and '.', starting and ending with a letter or digit, at most 63 "
+                          "characters; an optional DNS subdomain prefix and '/' before it)")
+    if len(value) > 63 or (value and not _LABEL_NAME.fullmatch(value)):
+        raise ConfigError(f"PrometheusRule label {key}={value!r}: not a Kubernetes label value (empty, or "
+                          "letters, digits, '-', '_' and '.', starting and ending with a letter or digit, at most "
+                          "63 characters)")
+
+
+def prometheus_rule(cfg: RulesConfig | None = None, *, name: str = PROMETHEUS_RULE_NAME,
+                    namespace: str | None = None, labels: dict[str, str] | None = None) -> dict[str, Any]:
+    """prometheus-operator's ``PrometheusRule`` (monitoring.coreos.com/v1) holding the recording groups, then the
+    alerting groups, of :func:`rule_files`; ``namespace`` left out lets ``kubectl`` or kustomize set it.
+    :class:`ConfigError` for a name, namespace or label the API server would refuse."""
+    _check_kubernetes_name(name, "PrometheusRule name", label=False)
+    if namespace is not None:
+        _check_kubernetes_name(namespace, "PrometheusRule namespace", label=True)
+    for key, value in (labels or {}).items():
+        _check_kubernetes_label(key, value)
+    metadata: dict[str, Any] = {"name": name}
+    if namespace is not None:
+        metadata["namespace"] = namespace
+    if labels:
+        metadata["labels"] = dict(labels)
+    files = rule_files(cfg)
+    return {"apiVersion": "monitoring.coreos.com/v1", "kind": "PrometheusRule", "metadata": metadata,
+            "spec": {"groups": [*files[RECORDING_FILE]["groups"], *files[ALERTING_FILE]["groups"]]}}
+
+
+def render_prometheus_rule(cfg: RulesConfig | None = None, *, name: str = PROMETHEUS_RULE_NAME,
+                           namespace: str | None = None, labels: dict[str, str] | None = None) -> dict[str, str]:
+    """File name -> YAML text of :func:`prometheus_rule`: the one manifest ``kubectl apply -f`` loads."""
+    doc = prometheus_rule(cfg, name=name, namespace=namespace, labels=labels)
+    return {PROMETHEUS_RULE_FILE: HEADER + PROMETHEUS_RULE_HEADER + dump(doc)}

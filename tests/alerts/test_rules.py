@@ -19,6 +19,7 @@ from aiwatch.gpuseries import DCGM_METRICS
 from aiwatch.metrics import exposed_sample_names
 from aiwatch.rules import (
     ALERTING_FILE,
+    PROMETHEUS_RULE_FILE,
     RECORDING_FILE,
     RUNBOOK_URL_PLACEHOLDER,
     ConfigError,
@@ -27,6 +28,7 @@ from aiwatch.rules import (
     default_config_yaml,
     load_config,
     render,
+    render_prometheus_rule,
     runbook_url,
 )
 from aiwatch.rules.render import HANDLED_RESULTS, UNSTORED_RESULTS, duration_seconds
@@ -360,6 +362,80 @@ def test_rendering_without_pyyaml_names_the_extra(monkeypatch: pytest.MonkeyPatc
         render(RulesConfig())
     assert main(["rules", "render", "--out", "unused"]) == 2
     assert 'pip install "aiwatch[rules]"' in capsys.readouterr().err
+
+
+# --- PrometheusRule ------------------------------------------------------------------------------------------------
+
+K8S_EXAMPLE = REPO / "examples" / "kubernetes"
+#: how examples/kubernetes/aiwatch.prometheusrule.yaml is rendered (its README says so)
+K8S_EXAMPLE_ARGS = ["--format", "prometheusrule", "--label", "app.kubernetes.io/part-of=aiwatch"]
+
+
+def test_the_kubernetes_example_prometheus_rule_is_the_current_rendering(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["rules", "render", *K8S_EXAMPLE_ARGS, "--out", str(K8S_EXAMPLE), "--check"]) == 0, \
+        capsys.readouterr().err
+    kustomization = yaml.safe_load((K8S_EXAMPLE / "kustomization.yaml").read_text())
+    assert PROMETHEUS_RULE_FILE in kustomization["resources"]
+
+
+def test_render_format_prometheusrule_writes_one_manifest(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "aiwatch-rules.yml"
+    config.write_text("slo:\n  latency_objective: 0.95\n")
+    args = ["rules", "render", "--config", str(config), "--format", "prometheusrule", "--out", str(tmp_path / "k8s"),
+            "--name", "shop-aiwatch", "--namespace", "monitoring", "--label", "release=kube-prometheus-stack",
+            "--label", "team=ml"]
+    assert main(args) == 0
+    assert capsys.readouterr().out == f"{tmp_path / 'k8s' / PROMETHEUS_RULE_FILE}\n"
+    assert sorted(p.name for p in (tmp_path / "k8s").iterdir()) == [PROMETHEUS_RULE_FILE]
+    text = (tmp_path / "k8s" / PROMETHEUS_RULE_FILE).read_text()
+    doc = yaml.safe_load(text)
+    assert doc["metadata"] == {"name": "shop-aiwatch", "namespace": "monitoring",
+                               "labels": {"release": "kube-prometheus-stack", "team": "ml"}}
+    assert text == render_prometheus_rule(load_config(config), name="shop-aiwatch", namespace="monitoring",
+                                          labels={"release": "kube-prometheus-stack", "team": "ml"})[
+        PROMETHEUS_RULE_FILE]
+    assert "service:aiwatch_request_slow:ratio_rate1h / 0.05 > 14.4" in text
+    assert main([*args, "--check"]) == 0
+    assert main([*args[:-1], "team=ops", "--check"]) == 1
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--name", "Aiwatch"], "PrometheusRule name: 'Aiwatch' is not a Kubernetes DNS-1123 subdomain"),
+    (["--name", "a" * 254], "at most 253 characters"),
+    (["--namespace", "monitoring.prod"], "PrometheusRule namespace: 'monitoring.prod' is not a Kubernetes DNS-1123 "
+                                         "label"),
+    (["--label", "release"], "--label 'release': write KEY=VALUE"),
+    (["--label", "=x"], "--label '=x': write KEY=VALUE"),
+    (["--label", "a=1", "--label", "a=2"], "--label 'a' given twice"),
+    (["--label", "team name=ml"], "PrometheusRule label 'team name': 'team name' is not a Kubernetes label name"),
+    (["--label", "Example.com/team=ml"], "PrometheusRule label 'Example.com/team': its prefix: 'Example.com' is not"),
+    (["--label", "team=ml/ops"], "PrometheusRule label team='ml/ops': not a Kubernetes label value"),
+    (["--label", f"team={'x' * 64}"], "not a Kubernetes label value"),
+])
+def test_a_prometheus_rule_the_api_server_would_refuse_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                               args: list[str], message: str) -> None:
+    assert main(["rules", "render", "--format", "prometheusrule", "--out", str(tmp_path / "k8s"), *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("aiwatch rules: ") and message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "k8s").exists()
+
+
+def test_the_prometheus_rule_options_need_its_format(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["rules", "render", "--out", str(tmp_path), "--namespace", "monitoring", "--label", "a=b"]) == 2
+    assert capsys.readouterr().err == "aiwatch rules: --namespace, --label: only with --format prometheusrule\n"
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_promtool_checks_the_prometheus_rule_groups(tmp_path: Path) -> None:
+    promtool = require_binary("promtool")
+    (text,) = render_prometheus_rule().values()
+    groups = tmp_path / "groups.rules.yml"
+    groups.write_text(yaml.safe_dump(yaml.safe_load(text)["spec"], sort_keys=False))
+    proc = subprocess.run([promtool, "check", "rules", str(groups)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rules = sum(len(g["rules"]) for t in render().values() for g in rule_groups(t))
+    assert f"SUCCESS: {rules} rules found" in proc.stdout
 
 
 # --- promtool -----------------------------------------------------------------------------------------------------
