@@ -135,6 +135,11 @@ JOB_GPU_UTILIZATION = "job:aiwatch_gpu_utilization_ratio:avg"
 JOB_GPU_REPLICAS = "job:aiwatch_gpu_replicas:count"
 GPU_DESIRED_REPLICAS = "job:aiwatch_desired_replicas:gpu"
 TTFT_SLOW_RATIO = "service:aiwatch_gen_ai_ttft_slow:ratio_rate{window}"
+#: each ratio over its error budget (1 - its objective): what the burn-rate alerts compare with their factors, recorded
+#: so that the runbooks' queries follow the rendered objectives instead of writing the defaults' budgets
+ERROR_BURN = "service:aiwatch_request_errors:burn_rate{window}"
+SLOW_BURN = "service:aiwatch_request_slow:burn_rate{window}"
+TTFT_SLOW_BURN = "service:aiwatch_gen_ai_ttft_slow:burn_rate{window}"
 DEGRADED_RATIO = "service:aiwatch_degraded:ratio_rate{window}"
 CACHE_RATE = "cache:aiwatch_feature_cache_requests:rate{window}"
 CACHE_HIT_RATIO = "cache:aiwatch_feature_cache_hit:ratio_rate{window}"
@@ -296,6 +301,11 @@ def slo_records(cfg: RulesConfig) -> list[dict[str, Any]]:
             _record(SLOW_RATIO.format(window=w), f"1 - (\n  {fast}\n/\n  {total}\n)"),
             _record(TTFT_SLOW_RATIO.format(window=w), f"1 - (\n  {first_fast}\n/\n  {streams}\n)"),
         ]
+    for burn, ratio, objective in ((ERROR_BURN, ERROR_RATIO, cfg.slo.availability_objective),
+                                   (SLOW_BURN, SLOW_RATIO, cfg.slo.latency_objective),
+                                   (TTFT_SLOW_BURN, TTFT_SLOW_RATIO, cfg.streaming.ttft_objective)):
+        rules += [_record(burn.format(window=w), f"{ratio.format(window=w)} / {number(_decimal(1 - objective))}")
+                  for w in burn_windows(cfg)]
     return rules
 
 

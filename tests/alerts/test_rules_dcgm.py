@@ -98,3 +98,43 @@ def test_bad_gpu_and_aggregation_settings_name_their_key(data: dict[str, object]
     with pytest.raises(ConfigError) as info:
         config_from_dict(data)
     assert message in str(info.value)
+
+
+@pytest.mark.slow
+def test_the_gpu_runbook_names_the_service_of_a_saturated_dcgm_gpu(tmp_path: Path) -> None:
+    """AiwatchGpuSaturated's page names the service to diagnose: its query joined aiwatch's series with the alert's
+    ``instance`` through ``aiwatch_gpu_utilization_ratio``, which with ``gpu.source: dcgm`` neither exists nor is
+    the pod's instance (the alert's is dcgm-exporter's), so it answered nothing. Its dcgm query, filled with the
+    alert's labels in the dcgm scenario, names the service of the pod using the GPU, and only it."""
+    from tests.alerts.test_rules import RUNBOOKS
+    from tests.alerts.test_runbook_queries import PLACEHOLDER, probe, runbook_queries
+
+    promtool = require_binary("promtool")
+    out = rendered(tmp_path)
+    doc = yaml.safe_load(PROMTOOL_TEST.read_text())
+    group, case = next((g, c) for g in doc["tests"] for c in g.get("alert_rule_test", [])
+                       if c["alertname"] == "AiwatchGpuSaturated" and c["exp_alerts"])
+    labels = case["exp_alerts"][0]["exp_labels"]
+    page = RUNBOOKS / "AiwatchGpuSaturated.md"
+    (query,) = [q for q in runbook_queries(page, "dcgm") if q.startswith("group by (service)")]
+    (before,) = [q for q in runbook_queries(page, "aiwatch") if q.startswith("group by (service)")]
+    fill = lambda q: PLACEHOLDER.sub(lambda m: str(labels[m.group(1)]), q)  # noqa: E731
+    steps = "0+10x40"
+    group = {"interval": group["interval"], "input_series": [*group["input_series"], *(
+        {"series": f'aiwatch_request_duration_seconds_count{{service="{service}", namespace="{ns}", pod="{pod}", '
+                   f'instance="{ip}:8000", job="aiwatch", status="200"}}', "values": steps}
+        for service, ns, pod, ip in (("recommender", "shop", labels["pod"], "10.1.0.5"),
+                                     ("recommender", "shop", "recommender-7c9d-b", "10.1.0.6"),
+                                     ("ranker", "shop", "ranker-1", "10.1.0.7"),
+                                     ("recommender", "staging", labels["pod"], "10.1.0.8")))]}
+    group["promql_expr_test"] = [
+        {"expr": fill(query), "eval_time": case["eval_time"],
+         "exp_samples": [{"labels": '{service="recommender"}', "value": 1}]},
+        # the aiwatch-source query, the page's only one before: nothing
+        {"expr": probe(fill(before), 0), "eval_time": case["eval_time"], "exp_samples": [{"labels": "{}", "value": 1}]},
+    ]
+    test = {"rule_files": doc["rule_files"], "evaluation_interval": doc["evaluation_interval"],
+            "group_eval_order": doc["group_eval_order"], "tests": [group]}
+    (out / "runbook_test.yml").write_text(yaml.safe_dump(test, sort_keys=False))
+    proc = subprocess.run([promtool, "test", "rules", str(out / "runbook_test.yml")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr

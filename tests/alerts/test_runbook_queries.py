@@ -20,6 +20,8 @@ from tests.alerts.test_rules import PROMTOOL_TESTS, RUNBOOKS, alert_rules, promq
 from tests.servers import require_binary
 
 PLACEHOLDER = re.compile(r"<([a-z_]+)>")
+#: a query's comment saying it is the one to run with dcgm-exporter's GPU series
+DCGM_ONLY = "with gpu.source: dcgm"
 # a trailing filter asks a yes/no question ("any GPU down?"): "no" is an empty answer, so the series it filters
 # must exist, not pass it
 TRAILING_FILTER = re.compile(r"\s*(?:==|!=|>=|<=|>|<)\s*[-+]?[0-9.]+(?:[eE][-+]?\d+)?\s*$")
@@ -29,20 +31,22 @@ EMPTY_WHILE_FIRING = {
 }
 
 
-def runbook_queries(page: Path) -> list[str]:
+def runbook_queries(page: Path, source: str | None = None) -> list[str]:
     """The queries of a page's ```promql blocks, one per line, an indented line continuing the one above; comments
-    (``#`` to the end of the line) dropped."""
-    queries: list[str] = []
+    (``#`` to the end of the line) dropped. ``source`` "aiwatch" leaves out the queries whose comment says they are
+    for ``gpu.source: dcgm`` (their labels are dcgm-exporter's: test_rules_dcgm.py runs them), "dcgm" keeps only
+    those."""
+    queries: list[tuple[str, bool]] = []
     for block in re.findall(r"```promql\n(.*?)```", page.read_text(), re.S):
         for line in block.splitlines():
             code = re.sub(r'#[^"]*$', "", line).rstrip()
             if not code.strip():
                 continue
             if line[:1].isspace() and queries:
-                queries[-1] += " " + code.strip()
+                queries[-1] = (queries[-1][0] + " " + code.strip(), queries[-1][1] or DCGM_ONLY in line)
             else:
-                queries.append(code.strip())
-    return queries
+                queries.append((code.strip(), DCGM_ONLY in line[len(code):]))
+    return [q for q, dcgm in queries if source is None or dcgm == (source == "dcgm")]
 
 
 def firing_scenarios() -> list[tuple[str, Path, dict[str, Any], dict[str, Any], str]]:
@@ -99,7 +103,7 @@ def test_runbook_queries_answer_in_the_alerts_scenarios(tmp_path: Path) -> None:
     every series it reads (most hold only the series their alert reads)."""
     promtool = require_binary("promtool")
     scenarios = firing_scenarios()
-    queries = {p.stem: runbook_queries(p) for p in sorted(RUNBOOKS.glob("*.md"))}
+    queries = {p.stem: runbook_queries(p, "aiwatch") for p in sorted(RUNBOOKS.glob("*.md"))}
     assert set(queries) <= {s[0] for s in scenarios}, "an alert with no firing promtool case to run its runbook in"
     first_seen: set[str] = set()
     rule_files: list[str] = []
@@ -228,3 +232,52 @@ def test_the_slo_pages_count_the_requests_their_slo_counts() -> None:
         for query in raw:
             assert f'traffic_class=~"{slo.traffic_class}"' in query and f'status=~"{slo.error_status}"' in query, \
                 f"{name}: {query}"
+
+
+def test_the_burn_rate_queries_of_the_runbooks_follow_the_rendered_objectives(tmp_path: Path) -> None:
+    """The SLO pages' burn-rate queries read the recorded burn rates, which the rules render from the config's
+    objectives: the pages divided by the defaults' budgets, ``/ (1 - 0.999)``, so with a 99% availability objective
+    the on-call read a burn rate of 100 where the alert said 10."""
+    from aiwatch.rules import RulesConfig, render
+
+    promtool = require_binary("promtool")
+    pages = {name: runbook_queries(RUNBOOKS / f"{name}.md") for name in (
+        "AiwatchAvailabilityBudgetBurnFast", "AiwatchAvailabilityBudgetBurnSlow", "AiwatchLatencyBudgetBurnSlow",
+        "AiwatchTimeToFirstTokenBudgetBurnSlow")}
+    for page in sorted(RUNBOOKS.glob("*.md")):
+        for query in runbook_queries(page):
+            assert not re.search(r"\(\s*1\s*-\s*0\.9", query), f"{page.name}: a budget written in: {query}"
+    burns = {name: [q for q in queries if ":burn_rate" in q] for name, queries in pages.items()}
+    assert all(burns.values()), burns
+    cfg = RulesConfig()
+    cfg.slo.availability_objective, cfg.slo.latency_objective, cfg.streaming.ttft_objective = 0.99, 0.95, 0.95
+    for name, text in render(cfg).items():
+        (tmp_path / name).write_text(text)
+    labels = 'service="checkout", traffic_class="realtime"'
+    # 1 request in 10 fails, 1 in 4 is slower than 300 ms, 1 stream in 2 is slower to its first token than 1 s,
+    # for a day, scraped every 5 minutes: every ratio is flat, so each window's burn rate is the ratio over the
+    # configured budget
+    series = [
+        {"series": f'aiwatch_request_duration_seconds_count{{{labels}, status="200"}}', "values": "0+450x300"},
+        {"series": f'aiwatch_request_duration_seconds_count{{{labels}, status="500"}}', "values": "0+50x300"},
+        {"series": f'aiwatch_request_duration_seconds_bucket{{{labels}, status="200", le="0.3"}}',
+         "values": "0+375x300"},
+        {"series": f'aiwatch_gen_ai_time_to_first_token_seconds_count{{{labels}}}', "values": "0+100x300"},
+        {"series": f'aiwatch_gen_ai_time_to_first_token_seconds_bucket{{{labels}, le="1.0"}}', "values": "0+50x300"},
+    ]
+    expected = {"request_errors": 10, "request_slow": 5, "gen_ai_ttft_slow": 10}  # 0.1/0.01, 0.25/0.05, 0.5/0.05
+    cases = []
+    for queries in burns.values():
+        for query in queries:
+            filled = query.replace("<service>", "checkout")
+            (kind,) = re.findall(r"service:aiwatch_(\w+):burn_rate", filled)
+            # the answer within float noise of the burn rate (0.1 / 0.01 is 9.999999999999998), labels kept
+            cases.append({"expr": f"abs({filled} - {expected[kind]}) < bool 1e-9", "eval_time": "1d",
+                          "exp_samples": [{"labels": '{service="checkout"}', "value": 1}]})
+    test = tmp_path / "burn_test.yml"
+    test.write_text(yaml.safe_dump({
+        "rule_files": sorted(render(cfg)), "evaluation_interval": "5m",
+        "tests": [{"interval": "5m", "input_series": series, "promql_expr_test": cases}]}, sort_keys=False))
+    proc = subprocess.run([promtool, "test", "rules", str(test)], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert len(cases) == 5
