@@ -1,0 +1,63 @@
+"""An aiwatch-instrumented recommender for tests/alerts/test_runbook_scenario.py (run under uvicorn): ``POST
+/predict`` fetches its features from ``GET /features`` (itself, a peer named by the Server-Timing it answers) through
+aiwatch's httpx transport, records the lookup as a :class:`~aiwatch.signals.cache.FeatureCache`'s, counts its prompt
+tokens and scores through a :class:`~aiwatch.signals.batcher.MicroBatcher`, so that it exports the series the
+on-call's queries of the queue, cache, model, network, time-to-first-token, GPU and event loop pages read.
+aiwatch's :class:`~aiwatch.GpuCollector` polls one GPU through the pynvml stand-in of tests/signals/fake_pynvml.py
+(this machine has no GPU: only the NVML boundary is fake)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+from fastapi import FastAPI, Request
+
+import aiwatch
+from aiwatch.client import AiwatchAsyncTransport
+from aiwatch.genai import record_tokens
+from aiwatch.signals.batcher import MicroBatcher
+from aiwatch.signals.cache import FeatureCache
+from aiwatch.signals.gpu import GpuCollector
+from tests.signals.fake_pynvml import FakeNVML
+
+SERVICE, MODEL, QUEUE, CACHE = "recommender", "ranker", "ranker-batch", "user-features"
+
+app = aiwatch.instrument(FastAPI(), service=SERVICE, model=MODEL, exclude_paths=["/healthz"])
+cache = FeatureCache(CACHE)
+nvml = FakeNVML.with_gpus(1)
+nvml.gpus[0].util_gpu = 97
+GpuCollector(nvml=nvml, interval=0.2)
+
+
+async def score(items: list[int]) -> list[float]:
+    await asyncio.sleep(0.005)
+    return [0.5 for _ in items]
+
+
+lookups: list[int] = []
+client = httpx.AsyncClient(transport=AiwatchAsyncTransport(service=SERVICE))
+batcher = MicroBatcher(score, model=MODEL, queue=QUEUE, max_batch_size=8, max_wait_seconds=0.002)
+
+
+@app.get("/healthz")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@app.get("/features")
+async def features() -> dict[str, float]:
+    return {"age": 31.0}
+
+
+@app.post("/predict")
+async def predict(request: Request) -> dict[str, float]:
+    async with aiwatch.phase("features"):
+        started = time.perf_counter()
+        await client.get(f"{request.base_url}features")  # the feature store: this service itself
+        lookups.append(1)
+        missed = len(lookups) % 2  # every other lookup misses a key (recorded as a miss), the others find all four
+        cache.record(time.perf_counter() - started, hits=4 - missed, misses=missed)
+    record_tokens(input_tokens=120 + len(lookups) % 50)
+    return {"score": await batcher.submit(1)}
