@@ -50,7 +50,9 @@ def run_render(args: argparse.Namespace) -> int:
         stale = [name for name, text in files.items()
                  if not (out / name).is_file() or (out / name).read_text() != text]
         for name in stale:
-            print(f"{out / name} is out of date; run: aiwatch rules render --out {out}", file=sys.stderr)
+            how = " --format prometheusrule (with its --name, --namespace, --label)" \
+                if args.format == "prometheusrule" else ""
+            print(f"{out / name} is out of date; run: aiwatch rules render{how} --out {out}", file=sys.stderr)
         return 1 if stale else 0
     if cfg.runbook_url_is_placeholder:
         print("aiwatch rules: warning: runbook_url is still the placeholder "

@@ -397,6 +397,7 @@ def test_render_format_prometheusrule_writes_one_manifest(tmp_path: Path, capsys
     assert "service:aiwatch_request_slow:ratio_rate1h / 0.05 > 14.4" in text
     assert main([*args, "--check"]) == 0
     assert main([*args[:-1], "team=ops", "--check"]) == 1
+    assert "is out of date; run: aiwatch rules render --format prometheusrule" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(("args", "message"), [
