@@ -1,7 +1,8 @@
 """An aiwatch-instrumented recommender for tests/alerts/test_runbook_scenario.py (run under uvicorn): ``POST
 /predict`` fetches its features from ``GET /features`` (itself, a peer named by the Server-Timing it answers) through
 aiwatch's httpx transport, records the lookup as a :class:`~aiwatch.signals.cache.FeatureCache`'s, counts its prompt
-tokens and scores through a :class:`~aiwatch.signals.batcher.MicroBatcher`, so that it exports the series the
+tokens, feeds a :class:`~aiwatch.drift.DriftMonitor` (some rows lack the feature or send an unknown one) and scores
+through a :class:`~aiwatch.signals.batcher.MicroBatcher`, so that it exports the series the
 on-call's queries of the queue, cache, model, network, time-to-first-token, GPU and event loop pages read.
 aiwatch's :class:`~aiwatch.GpuCollector` polls one GPU through the pynvml stand-in of tests/signals/fake_pynvml.py
 (this machine has no GPU: only the NVML boundary is fake)."""
@@ -12,17 +13,19 @@ import asyncio
 import time
 
 import httpx
+import numpy as np
 from fastapi import FastAPI, Request
 
 import aiwatch
 from aiwatch.client import AiwatchAsyncTransport
+from aiwatch.drift import DriftMonitor, ReferenceProfile
 from aiwatch.genai import record_tokens
 from aiwatch.signals.batcher import MicroBatcher
 from aiwatch.signals.cache import FeatureCache
 from aiwatch.signals.gpu import GpuCollector
 from tests.signals.fake_pynvml import FakeNVML
 
-SERVICE, MODEL, QUEUE, CACHE = "recommender", "ranker", "ranker-batch", "user-features"
+SERVICE, MODEL, QUEUE, CACHE, FEATURE = "recommender", "ranker", "ranker-batch", "user-features", "age"
 
 app = aiwatch.instrument(FastAPI(), service=SERVICE, model=MODEL, exclude_paths=["/healthz"])
 cache = FeatureCache(CACHE)
@@ -37,6 +40,10 @@ async def score(items: list[int]) -> list[float]:
 
 
 lookups: list[int] = []
+profile = ReferenceProfile.build({FEATURE: np.random.default_rng(1).normal(40, 10, 2000)})
+# KS: a test with a p-value (the default for a numerical feature, Wasserstein, has none)
+drift = DriftMonitor(profile, model=MODEL, window_size=200, flush_every=16, flush_interval=0.5, method="ks")
+drift.start(0.5)
 client = httpx.AsyncClient(transport=AiwatchAsyncTransport(service=SERVICE))
 batcher = MicroBatcher(score, model=MODEL, queue=QUEUE, max_batch_size=8, max_wait_seconds=0.002)
 
@@ -60,4 +67,7 @@ async def predict(request: Request) -> dict[str, float]:
         missed = len(lookups) % 2  # every other lookup misses a key (recorded as a miss), the others find all four
         cache.record(time.perf_counter() - started, hits=4 - missed, misses=missed)
     record_tokens(input_tokens=120 + len(lookups) % 50)
+    # every third request lacks the feature, every fifth sends one the profile does not know
+    row: dict[str, float] = {} if len(lookups) % 3 == 0 else {FEATURE: 40.0 + len(lookups) % 20}
+    drift.observe(row | ({"agee": 1.0} if len(lookups) % 5 == 0 else {}))
     return {"score": await batcher.submit(1)}

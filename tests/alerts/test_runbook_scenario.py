@@ -1,9 +1,10 @@
-"""The runbook queries an on-call runs on the queue, cache, model, network, time-to-first-token, GPU, event loop and
-target pages, against a real Prometheus scraping a real aiwatch-instrumented service (tests/alerts/runbook_app.py)
-with the committed rules loaded: each answers with the series it is there to name. No promtool scenario holds what
-these read (the batcher's queue wait and batch size, the cache's lookup times, the loop sampler's own series, token
-usage, network time per phase), so test_runbook_queries.py could only parse them; a label aiwatch does not export,
-or a join on a label the two sides do not share, would leave the on-call's query answering nothing."""
+"""The runbook queries an on-call runs on the queue, cache, model, network, time-to-first-token, feature, drift, GPU,
+event loop and target pages, against a real Prometheus scraping a real aiwatch-instrumented service
+(tests/alerts/runbook_app.py) with the committed rules loaded: each answers with the series it is there to name. No
+promtool scenario holds what these read (the batcher's queue wait and batch size, the cache's lookup times, the loop
+sampler's own series, token usage, network time per phase, the drift monitor's own series), so
+test_runbook_queries.py could only parse them; a label aiwatch does not export, or a join on a label the two sides
+do not share, would leave the on-call's query answering nothing."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.alerts.runbook_app import CACHE, MODEL, QUEUE, SERVICE
+from tests.alerts.runbook_app import CACHE, FEATURE, MODEL, QUEUE, SERVICE
 from tests.alerts.support import Load
 from tests.alerts.test_rules import ALERTS_DIR, RUNBOOKS
 from tests.alerts.test_runbook_queries import PLACEHOLDER, runbook_queries
@@ -56,6 +57,10 @@ QUERIES: list[tuple[str, str, Check]] = [
     ("AiwatchNetworkLatencyHigh", "sum by (phase) (rate(aiwatch_network_duration_seconds_sum", one(phase="features")),
     ("AiwatchTimeToFirstTokenBudgetBurnFast", "aiwatch_gen_ai_token_usage_tokens_bucket", one()),
     ("AiwatchTimeToFirstTokenBudgetBurnSlow", "aiwatch_gen_ai_token_usage_tokens_bucket", one()),
+    ("AiwatchFeatureMissing", 'reason="missing_feature"}[5m]', one(instance="<instance>")),
+    ("AiwatchFeatureMissing", 'reason="unknown_feature"', one(feature="agee")),
+    ("AiwatchLocalInputDrift", "aiwatch_drift_pvalue", for_the_target),
+    ("AiwatchLocalInputDrift", "aiwatch_drift_window_samples", for_the_target),
     ("AiwatchTargetDown", "scrape_duration_seconds", for_the_target),
     ("AiwatchTargetDown", "scrape_samples_scraped", for_the_target),
 ]
@@ -70,7 +75,7 @@ def test_the_on_call_queries_answer_on_a_real_service() -> None:
     port = free_port()
     target = f"127.0.0.1:{port}"
     labels = {"service": SERVICE, "peer": SERVICE, "model": MODEL, "queue": QUEUE, "cache": CACHE,
-              "instance": target}
+              "feature": FEATURE, "instance": target}
     filled = [(PLACEHOLDER.sub(lambda m: labels[m.group(1)], query_of(page, holding)), check)
               for page, holding, check in QUERIES]
     args = ["-m", "uvicorn", "tests.alerts.runbook_app:app", "--host", "127.0.0.1", "--port", str(port),
