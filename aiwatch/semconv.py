@@ -16,6 +16,7 @@ The integrations call these only when a span exists, so with tracing off none of
 from __future__ import annotations
 
 import re
+import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +26,7 @@ from opentelemetry.semconv._incubating.attributes import rpc_attributes as _rpc
 from opentelemetry.semconv._incubating.attributes.http_attributes import HTTP_METHOD as OLD_HTTP_METHOD
 from opentelemetry.semconv.attributes.client_attributes import CLIENT_ADDRESS
 from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
+from opentelemetry.semconv.attributes.exception_attributes import EXCEPTION_MESSAGE, EXCEPTION_STACKTRACE
 from opentelemetry.semconv.attributes.http_attributes import (
     HTTP_REQUEST_METHOD,
     HTTP_REQUEST_METHOD_ORIGINAL,
@@ -86,6 +88,11 @@ REDACTED_QUERY_PARAMS = ("X-Amz-Signature", "X-Amz-Credential", "X-Amz-Security-
                          "AWSAccessKeyId", "Signature")
 #: finds a query that may hold one (one scan, not one per key: this runs for every traced request with a query)
 _MAY_BE_REDACTED = re.compile("|".join(re.escape(f"{p}=") for p in REDACTED_QUERY_PARAMS))
+#: in free text (an exception's message: urllib3's "Max retries exceeded with url: /o?X-Amz-Signature=..."), a
+#: redacted parameter's value (up to the next ``&``, ``#``, quote or space) and a URL's ``user:password@``
+_SECRET_PARAM_IN_TEXT = re.compile(r"(?<![\w-])(" + "|".join(re.escape(p) for p in REDACTED_QUERY_PARAMS)
+                                   + r")=[^&#\s'\"]*")
+_USERINFO_IN_TEXT = re.compile(r"(?<=//)[^/?#\s@'\"]*@")
 _ERROR = Status(StatusCode.ERROR)
 
 
@@ -289,15 +296,32 @@ def redact_query(query: str) -> str:
                     else item for item in query.split("&"))
 
 
+def redact_text(text: str) -> str:
+    """``text`` (an exception's message or traceback, which may quote the URL it failed on) with what
+    :func:`redact_url` hides in a URL hidden: the values of :data:`REDACTED_QUERY_PARAMS` and a ``user:password@``.
+
+        >>> redact_text("Max retries exceeded with url: /o?part=1&X-Amz-Signature=ab12 (Caused by ...)")
+        'Max retries exceeded with url: /o?part=1&X-Amz-Signature=REDACTED (Caused by ...)'
+        >>> redact_text("cannot open 'http://alice:hunter2@10.0.0.7/m'")
+        "cannot open 'http://REDACTED:REDACTED@10.0.0.7/m'"
+    """
+    if "@" in text:
+        text = _USERINFO_IN_TEXT.sub("REDACTED:REDACTED@", text)
+    if _MAY_BE_REDACTED.search(text) is not None:
+        text = _SECRET_PARAM_IN_TEXT.sub(r"\1=REDACTED", text)
+    return text
+
+
 def redact_url(url: str) -> str:
     """``url.full`` as the conventions want it: credentials and signature query parameters replaced by
-    ``REDACTED`` (:func:`redact_query`)."""
+    ``REDACTED`` (:func:`redact_query`); a URL that cannot be parsed (an unclosed ``[``), as text
+    (:func:`redact_text`)."""
     if "@" not in url and _MAY_BE_REDACTED.search(url) is None:
         return url
     try:
         parts = urlsplit(url)
     except ValueError:
-        return url
+        return redact_text(url)
     netloc = parts.netloc
     if "@" in netloc:
         netloc = "REDACTED:REDACTED@" + netloc.rpartition("@")[2]
@@ -328,13 +352,27 @@ def end_http_client_span(span: Any, status: str, error: BaseException | None,
     if protocol_version:
         span.set_attribute(NETWORK_PROTOCOL_VERSION, protocol_version)
     if error is not None:
-        span.record_exception(error)
+        record_client_exception(span, error)
         span.set_attribute(ERROR_TYPE, type(error).__qualname__)
         span.set_status(Status(StatusCode.ERROR, type(error).__qualname__))
     elif code is not None and code >= 400:
         span.set_attribute(ERROR_TYPE, str(code))
         span.set_status(_ERROR)
     span.end(end_time=end_time)
+
+
+def record_client_exception(span: Any, error: BaseException) -> None:
+    """A client's exception on its span, its message and traceback (:func:`redact_text`) hiding what ``url.full``
+    hides: requests' ``ConnectionError`` quotes the path and query it failed on, a presigned URL's signature
+    included, and the span's ``exception`` event would carry it to the tracing backend."""
+    message = str(error)
+    stacktrace = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+    hidden_message, hidden_stacktrace = redact_text(message), redact_text(stacktrace)
+    if hidden_message == message and hidden_stacktrace == stacktrace:
+        span.record_exception(error)
+    else:
+        span.record_exception(error, attributes={EXCEPTION_MESSAGE: hidden_message,
+                                                 EXCEPTION_STACKTRACE: hidden_stacktrace})
 
 
 # --- gRPC ----------------------------------------------------------------------------------------------------

@@ -406,6 +406,37 @@ def test_presigned_url_signatures_and_tokens_are_redacted_on_client_spans(
     assert attributes(only(exporter, SpanKind.CLIENT))["url.full"] == f"{base}/ok?{PRESIGNED_REDACTED}"
 
 
+@pytest.mark.parametrize("kind", ["requests", "httpx"])
+def test_a_failed_calls_exception_event_hides_what_url_full_hides(registry: CollectorRegistry,
+                                                                  provider: TracerProvider,
+                                                                  exporter: InMemorySpanExporter, kind: str) -> None:
+    """A presigned URL whose host refuses the connection: requests' ``ConnectionError`` quotes the path and query
+    (urllib3's "Max retries exceeded with url: /o?...X-Amz-Signature=0f1e2d3c..."), and the span's ``exception``
+    event carried the signature, the credential and the token that ``url.full`` hides to the tracing backend."""
+    with peer() as gone:
+        pass  # the port is closed now
+    url = gone.replace("http://", "http://user:secret@") + f"/o?{PRESIGNED}"
+    if kind == "requests":
+        with aiwatch.client.instrument_requests(requests.Session(), registry=registry, tracer_provider=provider) as s, \
+                pytest.raises(requests.ConnectionError):
+            s.get(url)
+    else:
+        with aiwatch.client.instrument_httpx(httpx.Client(), registry=registry, tracer_provider=provider) as c, \
+                pytest.raises(httpx.ConnectError):
+            c.get(url)
+    span = only(exporter, SpanKind.CLIENT)
+    [event] = [e for e in span.events if e.name == "exception"]
+    assert event.attributes is not None
+    assert event.attributes["exception.type"].endswith("ConnectionError" if kind == "requests" else "ConnectError")
+    text = f"{dict(span.attributes or {})} {dict(event.attributes)}"
+    for secret in ("0f1e2d3c", "AKIAEXAMPLE", "IQoJb3JpZ2lu", "azure%2Bsig", "secret"):
+        assert secret not in text
+    if kind == "requests":  # the message still says where and why
+        assert "X-Amz-Signature=REDACTED" in event.attributes["exception.message"]
+        assert "Max retries exceeded" in event.attributes["exception.message"]
+        assert "X-Amz-Signature=REDACTED" in event.attributes["exception.stacktrace"]
+
+
 async def test_presigned_query_is_redacted_on_asgi_server_spans(registry: CollectorRegistry,
                                                                 provider: TracerProvider,
                                                                 exporter: InMemorySpanExporter) -> None:
