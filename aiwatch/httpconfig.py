@@ -288,6 +288,26 @@ def _check_header(name: str, value: str, what: str = "") -> None:
                          "Latin-1)")
 
 
+def refuse_credentials(url: str, what: str) -> None:
+    """A ``ValueError`` when ``url`` holds credentials (``http://user:password@host``): every message that names
+    the URL (a scrape that failed, the console's "reading ..." line, its page) would print them. Read before any
+    other check of the URL, so that no message about a malformed one prints them either; the error names the URL
+    with its credentials left out.
+
+        >>> refuse_credentials("http://ops:s3cret@10.0.0.7:8000/metrics", "the /metrics URL")
+        ... # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: the /metrics URL http://10.0.0.7:8000/metrics holds credentials (user:password@): give them ...
+    """
+    scheme, sep, rest = url.partition("://")
+    authority = re.split(r"[/?#]", rest, maxsplit=1)[0] if sep else ""
+    if "@" in authority:
+        shown = scheme + sep + rest.replace(authority, authority.rpartition("@")[2], 1)
+        raise ValueError(f"{what} {shown} holds credentials (user:password@): give them as basic auth or a token "
+                         "file instead, so that no message prints them")
+
+
 def _redacted(text: str) -> str:
     """A header as written, its value left out (it may be a secret)."""
     name = re.split(r"[:=\s]", text.strip(), maxsplit=1)[0]

@@ -36,7 +36,7 @@ import urllib.parse
 from typing import Any
 
 from aiwatch.amounts import period
-from aiwatch.httpconfig import CredentialsError, HTTPConfig, TooLarge, read_body
+from aiwatch.httpconfig import CredentialsError, HTTPConfig, TooLarge, read_body, refuse_credentials
 
 Sample = tuple[dict[str, str], float]
 """One series of an instant vector: its labels and its value."""
@@ -78,15 +78,13 @@ class PrometheusAPI:
 
     def __init__(self, url: str, *, timeout: float = 5.0, max_bytes: int = 32 * 2**20,
                  http: HTTPConfig | None = None) -> None:
+        refuse_credentials(url, "the Prometheus URL")  # first: the other messages print the URL
         try:
             parsed = urllib.parse.urlparse(url)
         except ValueError:  # an unclosed [IPv6 address
             parsed = urllib.parse.urlparse("")
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
             raise ValueError(f"Prometheus URL must look like http://host:9090, got {url!r}")
-        if "@" in parsed.netloc:
-            raise ValueError("the Prometheus URL holds credentials (user:password@): give them as basic auth or a "
-                             "token file instead, so that no message prints them")
         try:
             parsed.port  # noqa: B018 - a port that is not a number from 0 to 65535 raises
         except ValueError as exc:

@@ -77,6 +77,17 @@ def test_cli_shows_the_names_of_the_extra_headers_not_their_values() -> None:
     assert re.search(r"^AIWATCH_PROMETHEUS_HEADERS +\(set: Authorization, X-Api-Key; values not shown\)$", out, re.M)
 
 
+def test_cli_shows_urls_without_their_credentials() -> None:
+    # refused where they are used, such URLs were still printed whole by aiwatch env
+    out = subprocess.run([sys.executable, "-m", "aiwatch", "env"], capture_output=True, text=True, check=True,
+                         env=python_env(AIWATCH_CONSOLE_PROMETHEUS="http://ops:pa55word@prom:9090",
+                                        AIWATCH_CONSOLE_SCRAPE="http://a:8000/metrics,http://ops:pa55word@b/m"),
+                         cwd=REPO).stdout
+    assert "pa55word" not in out
+    assert re.search(r"^AIWATCH_CONSOLE_PROMETHEUS +'http://REDACTED:REDACTED@prom:9090'$", out, re.M)
+    assert re.search(r"^AIWATCH_CONSOLE_SCRAPE +'http://a:8000/metrics,http://REDACTED:REDACTED@b/m'$", out, re.M)
+
+
 def test_cli_shows_nothing_of_malformed_extra_headers() -> None:
     # "Authorization: Basic ..." has no "=": read as a name, the whole header, credential included, was shown
     out = subprocess.run([sys.executable, "-m", "aiwatch", "env"], capture_output=True, text=True, check=True,

@@ -197,8 +197,39 @@ def test_a_url_with_a_bad_port_or_host_is_refused_naming_it(url: str, message: s
 
 
 def test_a_url_holding_credentials_is_refused() -> None:
-    with pytest.raises(ValueError, match="holds credentials"):
+    with pytest.raises(ValueError, match="holds credentials") as info:
         PrometheusAPI("http://ops:pa55word@127.0.0.1:9090")
+    assert "pa55word" not in str(info.value) and "http://127.0.0.1:9090" in str(info.value)
+    # a URL that is malformed besides: its message (which prints the URL) came first, the password in it
+    with pytest.raises(ValueError, match="holds credentials") as info:
+        PrometheusAPI("htp://ops:pa55word@127.0.0.1:9090")
+    assert "pa55word" not in str(info.value)
+
+
+@pytest.mark.parametrize("url", ["http://ops:pa55word@127.0.0.1:8000/metrics", "http://ops@127.0.0.1:8000/metrics",
+                                 "http://ops:pa55word@[::1:8000/metrics"])
+def test_a_scrape_url_holding_credentials_is_refused(url: str) -> None:
+    """The scrape source took ``http://user:password@host/metrics`` (urllib cannot use it: the scrape failed with
+    "Name or service not known") and put it, password and all, in the console's "Source: scraping ..." caption,
+    in every failed scrape's message on the page, and on ``aiwatch diagnose``'s and ``aiwatch console``'s
+    terminal."""
+    with pytest.raises(ValueError, match=r"^the /metrics URL .* holds credentials") as info:
+        ScrapeSource([url], start=False)
+    assert "pa55word" not in str(info.value) and "ops" not in str(info.value)
+
+
+@pytest.mark.parametrize("command", ["console", "diagnose"])
+@pytest.mark.parametrize("option", ["--prometheus", "--scrape"])
+def test_the_commands_refuse_a_url_holding_credentials_without_printing_them(
+        command: str, option: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """``aiwatch console --prometheus http://user:password@...`` printed "aiwatch console on ... reading
+    http://user:password@..." and served a page; ``aiwatch diagnose --scrape`` printed the URL in its failure."""
+    url = "http://ops:pa55word@127.0.0.1:9" + ("/metrics" if option == "--scrape" else "")
+    code = main([command, option, url, *(["--port", "1"] if command == "console" else ["--service", "x"])])
+    out = capsys.readouterr()
+    assert code == 2, out
+    assert "holds credentials" in out.err
+    assert "pa55word" not in out.out + out.err
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [

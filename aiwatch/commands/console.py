@@ -120,7 +120,10 @@ def _check_address(address: str) -> None:
 def _check_urls(prometheus: str, scrape: tuple[str, ...]) -> None:
     from urllib.parse import urlparse
 
+    from aiwatch.httpconfig import refuse_credentials
+
     for url in ([prometheus] if prometheus else list(scrape)):
+        refuse_credentials(url, "the Prometheus URL" if prometheus else "the /metrics URL")
         try:
             parsed = urlparse(url)
             parsed.port  # noqa: B018 - a port that is not a number from 0 to 65535 raises

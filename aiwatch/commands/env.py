@@ -104,6 +104,7 @@ def _header_names(value: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from aiwatch.env import LEGACY_MULTIPROC_DIR, MULTIPROC_DIR, PROMETHEUS_HEADERS, VARIABLES
+    from aiwatch.semconv import redact_text
 
     if args.markdown:
         print(markdown(), end="")
@@ -119,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
             # not its default: set, even empty, it puts prometheus_client in multiprocess mode
             shown = "'' (set but empty: prometheus_client is in multiprocess mode with no directory to merge)"
         else:
-            shown = repr(value) if value else f"(unset: {var.default!r})" if var.default else "(unset)"
+            # a URL's user:password@ (refused where it is used, but set it may be) is not printed either
+            shown = repr(redact_text(value)) if value else f"(unset: {var.default!r})" if var.default else "(unset)"
         print(f"{var.name:<{width}}  {shown}")
     return 0

@@ -75,7 +75,7 @@ from aiwatch.console.source import (
     worst_first,
 )
 from aiwatch.drift.promql import FEATURE_INVALID, FEATURE_MISSING, REFERENCE_MISSING_RATIO
-from aiwatch.httpconfig import HTTPConfig, TooLarge
+from aiwatch.httpconfig import HTTPConfig, TooLarge, refuse_credentials
 from aiwatch.promapi import bucket_bound
 from aiwatch.promql import Metric
 from aiwatch.scrape import LabelKey, fetch_metrics, parse_metrics, restart_group, without_le
@@ -345,6 +345,7 @@ class ScrapeSource(DataSource):
         if not endpoints:
             raise ValueError("ScrapeSource needs at least one /metrics endpoint URL")
         for url in endpoints:
+            refuse_credentials(url, "the /metrics URL")  # its URL is on the page, in every failed scrape's message
             try:
                 parsed = urllib.parse.urlparse(url)
                 parsed.port  # noqa: B018 - a port that is not a number from 0 to 65535 raises
@@ -977,8 +978,8 @@ def instance_names(urls: Sequence[str]) -> dict[str, str]:
     credentials in the URL left out), so both sources label a replica alike; the whole URL where two endpoints share
     a ``host:port``.
 
-    >>> instance_names(["http://10.0.0.1:8000/metrics", "http://u:p@10.0.0.2:8000/metrics"])
-    {'http://10.0.0.1:8000/metrics': '10.0.0.1:8000', 'http://u:p@10.0.0.2:8000/metrics': '10.0.0.2:8000'}
+    >>> instance_names(["http://10.0.0.1:8000/metrics", "http://10.0.0.2:8000/metrics"])
+    {'http://10.0.0.1:8000/metrics': '10.0.0.1:8000', 'http://10.0.0.2:8000/metrics': '10.0.0.2:8000'}
     """
     hosts = {url: urllib.parse.urlsplit(url).netloc.rpartition("@")[2] for url in urls}
     shared = {h for h in hosts.values() if list(hosts.values()).count(h) > 1}
