@@ -125,7 +125,9 @@ CAPTURE_CLIENT_RESPONSE_HEADERS = EnvVar(
 CAPTURE_HEADERS_SANITIZE_FIELDS = EnvVar(
     "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS", "",
     "Comma-separated regular expressions (any case), each searched in a captured header's name: the values of the "
-    "headers they find are captured as `[REDACTED]` (e.g. `.*session.*,set-cookie,authorization`).",
+    "headers they find are captured as `[REDACTED]` (e.g. `.*session.*,x-auth-token`). `Authorization`, "
+    "`Proxy-Authorization`, `Cookie`, `Set-Cookie`, `X-Api-Key` and `api-key` (and gRPC metadata keys of those "
+    "names) are always redacted: this list adds to them.",
     owner="OpenTelemetry")
 CAPTURE_GRPC_SERVER_REQUEST_METADATA = EnvVar(
     "OTEL_INSTRUMENTATION_GRPC_CAPTURE_METADATA_SERVER_REQUEST", "",

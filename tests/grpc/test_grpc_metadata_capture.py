@@ -74,6 +74,27 @@ def sync_predict(metrics: Metrics, provider: TracerProvider) -> Any:
             return pb_grpc.InferenceStub(grpc.intercept_channel(channel, client)).Predict(req(), metadata=SENT)
 
 
+def test_a_wide_pattern_without_a_sanitize_list_captures_no_credential(
+        monkeypatch: pytest.MonkeyPatch, metrics: Metrics, provider: TracerProvider,
+        exporter: InMemorySpanExporter) -> None:
+    """``authorization`` (gRPC's bearer tokens: grpcio's access-token call credentials send it) and the API keys
+    were captured as sent under a wide pattern with no sanitize list."""
+    monkeypatch.setenv(SERVER_VARIABLE, ".*")
+    monkeypatch.setenv(CLIENT_VARIABLE, ".*")
+    monkeypatch.delenv(SANITIZE, raising=False)
+    sent = [("authorization", "Bearer s3cr3t-token"), ("x-api-key", "s3cr3t-key"), ("x-tenant", "a")]
+    with sync_server([grpc_server_interceptor(service="infer", metrics=metrics, tracer_provider=provider)]) as target:
+        client = grpc_client_interceptor(service="gw", metrics=metrics, tracer_provider=provider)
+        with grpc.insecure_channel(target) as channel:
+            pb_grpc.InferenceStub(grpc.intercept_channel(channel, client)).Predict(req(), metadata=sent)
+    for kind in (SpanKind.SERVER, SpanKind.CLIENT):
+        attributes = metadata_attributes(one_of(exporter, kind))
+        assert "s3cr3t" not in repr(attributes)
+        assert attributes["rpc.grpc.request.metadata.authorization"] == ("[REDACTED]",)
+        assert attributes["rpc.grpc.request.metadata.x-api-key"] == ("[REDACTED]",)
+        assert attributes["rpc.grpc.request.metadata.x-tenant"] == ("a",)
+
+
 @pytest.mark.usefixtures("configured")
 def test_sync_spans_carry_the_listed_keys(metrics: Metrics, provider: TracerProvider,
                                           exporter: InMemorySpanExporter) -> None:

@@ -322,6 +322,71 @@ def test_requests_client_span_captures_request_and_response_headers(
     assert attributes["http.response.header.set-cookie"] == (REDACTED,)
 
 
+# --- credentials captured with a wide pattern ------------------------------------------------------------------
+CREDENTIALS = [("Authorization", "Bearer s3cr3t-token"), ("Proxy-Authorization", "Basic cHJveHk6czNjcjN0"),
+               ("Cookie", "session=s3cr3t-session"), ("X-Api-Key", "s3cr3t-key"), ("api-key", "s3cr3t-azure"),
+               ("X-Tenant", "acme")]
+REDACTED_CREDENTIALS = {"authorization", "proxy-authorization", "cookie", "x-api-key", "api-key"}
+
+
+def _no_credential_on(span: ReadableSpan, direction: str = "request") -> dict[str, Any]:
+    attributes = header_attributes(span)
+    assert "s3cr3t" not in repr(attributes)
+    for name in REDACTED_CREDENTIALS:
+        assert attributes[f"http.{direction}.header.{name}"] == (REDACTED,)
+    return attributes
+
+
+async def test_a_wide_pattern_without_a_sanitize_list_captures_no_credential_on_asgi(
+        monkeypatch: pytest.MonkeyPatch, registry: CollectorRegistry, provider: TracerProvider,
+        exporter: InMemorySpanExporter) -> None:
+    """``OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST=.*`` with no sanitize list (the variable is
+    separate, and easily forgotten) put every client's bearer token, API key and session cookie on the spans, and
+    ``..._SERVER_RESPONSE=.*`` every ``Set-Cookie`` the app sent."""
+    monkeypatch.setenv(SERVER_REQUEST, ".*")
+    monkeypatch.setenv(SERVER_RESPONSE, ".*")
+    app = AiwatchMiddleware(starlette_app(), registry=registry, tracer_provider=provider)
+    assert (await call(app, "/hello", headers=CREDENTIALS)).status == 200
+    attributes = _no_credential_on(only_server(exporter))
+    assert attributes["http.request.header.x-tenant"] == ("acme",)
+    assert attributes["http.response.header.set-cookie"] == (REDACTED,)
+    assert attributes["http.response.header.x-model-version"] == ("v7",)
+
+
+def test_a_wide_pattern_without_a_sanitize_list_captures_no_credential_on_wsgi(
+        monkeypatch: pytest.MonkeyPatch, registry: CollectorRegistry, provider: TracerProvider,
+        exporter: InMemorySpanExporter) -> None:
+    monkeypatch.setenv(SERVER_REQUEST, ".*")
+    app = Flask("wide")
+
+    @app.get("/hello")
+    def hello() -> str:
+        return "hi"
+
+    aiwatch.instrument(app, registry=registry, tracer_provider=provider)
+    # without its cookie jar, werkzeug's client sends the Cookie header given
+    assert app.test_client(use_cookies=False).get("/hello", headers=CREDENTIALS, buffered=True).status_code == 200
+    assert _no_credential_on(only_server(exporter))["http.request.header.x-tenant"] == ("acme",)
+
+
+@pytest.mark.parametrize("kind", ["httpx", "requests"])
+def test_a_wide_pattern_without_a_sanitize_list_captures_no_credential_on_clients(
+        monkeypatch: pytest.MonkeyPatch, shard_peer: str, registry: CollectorRegistry, provider: TracerProvider,
+        exporter: InMemorySpanExporter, kind: str) -> None:
+    monkeypatch.setenv(CLIENT_REQUEST, ".*")
+    monkeypatch.setenv(CLIENT_RESPONSE, ".*")
+    monkeypatch.setenv(SANITIZE, "x-unrelated")  # a sanitize list of one's own adds to the credentials, never less
+    if kind == "httpx":
+        with aiwatch.client.instrument_httpx(httpx.Client(), registry=registry, tracer_provider=provider) as c:
+            assert c.get(f"{shard_peer}/x", headers=CREDENTIALS).status_code == 200
+    else:
+        session = aiwatch.client.instrument_requests(requests.Session(), registry=registry, tracer_provider=provider)
+        assert session.get(f"{shard_peer}/x", headers=dict(CREDENTIALS)).status_code == 200
+    attributes = _no_credential_on(only_client(exporter))
+    assert attributes["http.request.header.x-tenant"] == ("acme",)
+    assert attributes["http.response.header.set-cookie"] == (REDACTED,)  # the peer's session=abc
+
+
 # --- bad configuration, faults ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("variable", VARIABLES)
 def test_a_pattern_that_is_no_regex_is_refused_naming_its_variable(monkeypatch: pytest.MonkeyPatch,
