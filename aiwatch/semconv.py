@@ -82,10 +82,12 @@ MAX_KNOWN_HTTP_METHODS = 64
 GRPC_SERVER_ERRORS = frozenset(_GRPC_SERVER_ERROR_CODES)
 
 #: Query parameters whose values the HTTP conventions say to redact from ``url.full`` and ``url.query`` (semantic
-#: conventions 1.3x: AWS SigV4's, Azure's SAS ``sig``, Google's signed URLs), and the SigV2 pair the earlier list
-#: named (``AWSAccessKeyId``, ``Signature``): still in presigned URLs, and redacting more leaks less.
+#: conventions 1.3x: AWS SigV4's, Azure's SAS ``sig``, Google's signed URLs), the SigV2 pair the earlier list
+#: named (``AWSAccessKeyId``, ``Signature``): still in presigned URLs, and two that carry a credential whole:
+#: ``key``, a Google API key (Gemini's REST API takes ``?key=AIza...`` on every call), and ``access_token``, RFC
+#: 6750's bearer token in a query. Redacting more leaks less.
 REDACTED_QUERY_PARAMS = ("X-Amz-Signature", "X-Amz-Credential", "X-Amz-Security-Token", "sig", "X-Goog-Signature",
-                         "AWSAccessKeyId", "Signature")
+                         "AWSAccessKeyId", "Signature", "key", "access_token")
 #: finds a query that may hold one (one scan, not one per key: this runs for every traced request with a query)
 _MAY_BE_REDACTED = re.compile("|".join(re.escape(f"{p}=") for p in REDACTED_QUERY_PARAMS))
 #: in free text (an exception's message: urllib3's "Max retries exceeded with url: /o?X-Amz-Signature=..."), a

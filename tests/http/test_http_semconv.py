@@ -406,6 +406,19 @@ def test_presigned_url_signatures_and_tokens_are_redacted_on_client_spans(
     assert attributes(only(exporter, SpanKind.CLIENT))["url.full"] == f"{base}/ok?{PRESIGNED_REDACTED}"
 
 
+def test_api_keys_and_bearer_tokens_in_a_query_are_redacted(registry: CollectorRegistry, provider: TracerProvider,
+                                                             exporter: InMemorySpanExporter, base: str) -> None:
+    """Gemini's REST API takes its API key as ``?key=AIza...`` on every call, and RFC 6750 lets a bearer token
+    travel as ``?access_token=``: both went onto every CLIENT span's ``url.full`` as sent."""
+    with aiwatch.client.instrument_httpx(httpx.Client(), registry=registry, tracer_provider=provider) as c:
+        c.post(f"{base}/v1beta/models/gemini-2.0-flash:generateContent?key=AIzaSyD-s3cr3t&alt=sse&turnkey=1",
+               json={})
+        c.get(f"{base}/ok?access_token=ya29.s3cr3t")
+    urls = sorted(str(attributes(s)["url.full"]) for s in spans_of(exporter, SpanKind.CLIENT))
+    assert urls == [f"{base}/ok?access_token=REDACTED",
+                    f"{base}/v1beta/models/gemini-2.0-flash:generateContent?key=REDACTED&alt=sse&turnkey=1"]
+
+
 @pytest.mark.parametrize("kind", ["requests", "httpx"])
 def test_a_failed_calls_exception_event_hides_what_url_full_hides(registry: CollectorRegistry,
                                                                   provider: TracerProvider,
