@@ -17,6 +17,8 @@ from __future__ import annotations
 import re
 import urllib.parse
 
+from aiwatch.httpconfig import refuse_credentials
+
 _PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")  # every ASCII punctuation character: CommonMark lets each be escaped
 _LINE_BREAKS = re.compile(r"\r\n|[\r\n\x0b\x0c\x85\u2028\u2029]")
 _LEADING_SPACE = re.compile(r"^[ \t]+")
@@ -94,7 +96,9 @@ TRACE_ID_FIELD = "{trace_id}"
 
 def check_trace_url(template: str, name: str) -> str:
     """``template`` when it is a trace link template: an http(s) URL holding :data:`TRACE_ID_FIELD`; else a
-    ValueError naming ``name`` (the variable) and what is wrong."""
+    ValueError naming ``name`` (the variable) and what is wrong. A template holding credentials
+    (``https://user:password@grafana...``) is refused: every console viewer would get them in each link."""
+    refuse_credentials(template, name)
     if TRACE_ID_FIELD not in template:
         raise ValueError(f"{name} must hold {TRACE_ID_FIELD} where the trace's id goes, got {template!r}")
     if trace_link(template, "0" * 32) is None:

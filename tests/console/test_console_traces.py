@@ -110,3 +110,12 @@ def test_the_scrape_source_says_it_keeps_no_exemplars(monkeypatch: pytest.Monkey
 def test_a_trace_url_template_that_cannot_link_is_refused_naming_the_variable(template: str, wrong: str) -> None:
     with pytest.raises(ValueError, match=re.escape(f"AIWATCH_CONSOLE_TRACE_URL {wrong}")):
         ConsoleConfig.from_env({"AIWATCH_CONSOLE_TRACE_URL": template})
+
+
+def test_a_trace_url_template_holding_credentials_is_refused_without_printing_them() -> None:
+    """Each trace link on the page is the template with the id in it: ``https://admin:pw@grafana...`` handed the
+    Grafana password to everyone who can open the console (which has no login)."""
+    with pytest.raises(ValueError, match=r"^AIWATCH_CONSOLE_TRACE_URL https://grafana\.example/.* holds credentials") \
+            as info:
+        ConsoleConfig.from_env({"AIWATCH_CONSOLE_TRACE_URL": "https://admin:pa55word@grafana.example/t/{trace_id}"})
+    assert "pa55word" not in str(info.value)
