@@ -91,8 +91,9 @@ REDACTED_QUERY_PARAMS = ("X-Amz-Signature", "X-Amz-Credential", "X-Amz-Security-
 #: finds a query that may hold one (one scan, not one per key: this runs for every traced request with a query)
 _MAY_BE_REDACTED = re.compile("|".join(re.escape(f"{p}=") for p in REDACTED_QUERY_PARAMS))
 #: in free text (an exception's message: urllib3's "Max retries exceeded with url: /o?X-Amz-Signature=..."), a
-#: redacted parameter's value (up to the next ``&``, ``#``, quote or space) and a URL's ``user:password@``
-_SECRET_PARAM_IN_TEXT = re.compile(r"(?<![\w-])(" + "|".join(re.escape(p) for p in REDACTED_QUERY_PARAMS)
+#: redacted parameter's value in a query (after ``?`` or ``&``, up to the next ``&``, ``#``, quote or space: not a
+#: ``key=`` in a traceback's source line) and a URL's ``user:password@``
+_SECRET_PARAM_IN_TEXT = re.compile(r"(?<=[?&])(" + "|".join(re.escape(p) for p in REDACTED_QUERY_PARAMS)
                                    + r")=[^&#\s'\"]*")
 _USERINFO_IN_TEXT = re.compile(r"(?<=//)[^/?#\s@'\"]*@")
 _ERROR = Status(StatusCode.ERROR)
