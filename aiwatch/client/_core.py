@@ -43,6 +43,12 @@ ROUTE_EXTENSION = "aiwatch.route"
 MAX_REPORTED_NAME = 128
 """The longest service name a peer may report in Server-Timing (its ``total``'s ``desc``) for the ``peer`` label."""
 
+MARKUP_CHARACTERS = frozenset("<>&@[]()")
+"""Characters a reported service name may not hold: the ``peer`` label goes into alert notifications
+(``AiwatchNetworkLatencyHigh``'s summary), where Slack reads ``<!channel>`` and ``<url|text>``, Discord and Teams
+``@everyone``, markdown ``[text](url)`` and HTML ``<a>``: a peer (or a third-party API) could ping a channel or post
+a link in every notification."""
+
 NAMES_PER_ADDRESS = 16
 """The most distinct service names the peers at one address may report as ``peer`` labels; a further one is
 refused (the call is labelled with the address): one peer cannot take the label guard's slots from all others."""
@@ -107,7 +113,8 @@ class ReportedNames:
     """The service names peers reported in Server-Timing that a recorder took as ``peer`` labels, per address.
 
     A name is taken when it is printable text (no control characters; spaces, slashes and any letters are
-    fine: a service may be called ``"fraud scorer"``) of 1 to :data:`MAX_REPORTED_NAME` characters, and its address
+    fine: a service may be called ``"fraud scorer"``) of 1 to :data:`MAX_REPORTED_NAME` characters without
+    :data:`MARKUP_CHARACTERS`, and its address
     reported at most :data:`NAMES_PER_ADDRESS` names before it: that cap, not the name's characters, bounds the
     labels one peer can make. Lock-free: threads racing on one address may take a few names more, never without
     bound.
@@ -130,6 +137,10 @@ class ReportedNames:
             return (f"the peer at {address!r} reported the service name {name[:40]!r}"
                     f"{'...' if len(name) > 40 else ''} ({len(name)} characters), which is no printable text of 1 "
                     f"to {MAX_REPORTED_NAME} characters: labelled with its address")
+        if not MARKUP_CHARACTERS.isdisjoint(name):
+            return (f"the peer at {address!r} reported the service name {name!r}, which holds one of "
+                    f"{''.join(sorted(MARKUP_CHARACTERS))!r} (markup in an alert notification): labelled with its "
+                    f"address")
         if known is None:
             if len(self._by_address) >= _TRACKED_ADDRESSES:
                 self._by_address.clear()

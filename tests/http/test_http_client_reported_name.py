@@ -83,6 +83,19 @@ def test_a_reported_name_that_is_no_short_printable_text_is_counted_and_the_addr
                                      {"service": "gw", "peer": address, "phase": ""}) == 1
 
 
+@pytest.mark.parametrize("name", ["%3C!channel%3E%20%3Chttps://evil.example%7Crotate%20keys%3E", "%40everyone",
+                                  "%5Bclick%5D(https://evil.example)", "a%26amp;b"],
+                         ids=["slack-mention-and-link", "discord-mention", "markdown-link", "html-entity"])
+def test_a_reported_name_holding_notification_markup_is_counted_and_the_address_labels_the_call(
+        base: str, get: Get, registry: CollectorRegistry, name: str) -> None:
+    # the peer label is templated into AiwatchNetworkLatencyHigh's summary: a peer (a third-party API) naming itself
+    # "<!channel> <https://evil.example|rotate keys>" pinged the channel and posted its link in every notification
+    get(f"{base}/name/{name}")
+    address = base.removeprefix("http://")
+    assert calls(registry) == {address: 1.0}
+    assert errors(registry) == 1
+
+
 def test_a_reported_short_printable_name_is_the_peer_label(base: str, get: Get, registry: CollectorRegistry) -> None:
     # a service may be named with spaces, slashes or accents (OTEL_SERVICE_NAME="fraud scorer"): its callers label
     # it by that name and count no error
