@@ -7,11 +7,14 @@ exemplars (trace ids on latency histograms) appear only in OpenMetrics. When ``P
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
 import threading
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, make_server
@@ -21,10 +24,17 @@ from prometheus_client import CollectorRegistry
 from prometheus_client import multiprocess as _multiprocess
 from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.metrics_core import Metric
+from prometheus_client.mmap_dict import MmapedDict
 
 from aiwatch.deferred import run_every_deferred
 from aiwatch.env import LEGACY_MULTIPROC_DIR, MULTIPROC_DIR, MULTIPROCESS_DROP_DEAD
+from aiwatch.forksafe import at_fork_in_child
 from aiwatch.safety import record_error
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: no fold, and merges take no lock
+    fcntl = None  # type: ignore[assignment]
 
 
 def multiprocess_dir() -> str | None:
@@ -64,14 +74,23 @@ def remove_dead_process_files() -> int:
     :func:`aiwatch.gunicorn.child_exit` ran, leaves them: merged into ``/metrics`` they show its requests as still
     in flight, and a new worker given a dead one's pid (pids restart at 1 in a container) adds to its old counts.
     Files of running processes (another server's workers during gunicorn's USR2 upgrade) are kept. A file that
-    cannot be removed is left, and counted once per call as aiwatch's error (component ``multiprocess``)."""
+    cannot be removed is left, and counted once per call as aiwatch's error (component ``multiprocess``). Run in
+    gunicorn's master (``on_starting``), it removes the archives (:func:`fold_dead_process_files`) of masters no
+    longer running, and of its own pid (a previous run's, in a container where the master is pid 1 again)."""
     directory = Path(multiprocess_dir() or "")
     directory.mkdir(parents=True, exist_ok=True)
     removed = 0
     failed: list[tuple[Path, OSError]] = []
     for path in directory.iterdir():
         match = _SAMPLE_FILE.fullmatch(path.name)
-        if match and not _running(int(match.group(1))) and path.is_file():
+        archive = _ARCHIVE_FILE.fullmatch(path.name)
+        if match:
+            stale = not _running(int(match.group(1)))
+        elif archive:  # this master folds into its archive from now on: one named with its pid is a previous run's
+            stale = int(archive.group(2)) == os.getpid() or not _running(int(archive.group(2)))
+        else:
+            continue
+        if stale and path.is_file():
             try:
                 path.unlink(missing_ok=True)
             except OSError as exc:  # one file that cannot go (another user's) leaves the others to remove
@@ -97,6 +116,213 @@ def _running(pid: int) -> bool:
     except (OverflowError, OSError):
         return False
     return True
+
+
+# --- folding dead workers' files ----------------------------------------------------------------------------------
+#: the sample files of a dead process that fold into an archive, and how two values of one key combine there (as the
+#: merge combines them, so that merging the archive gives what merging its sources gave): counters, histograms
+#: (their buckets are stored per bucket, not cumulated) and summaries add up, as ``sum`` gauges do; ``max``/``min``
+#: gauges keep the extreme; ``mostrecent`` gauges the value of the latest timestamp, with it. The ``live*`` gauges
+#: go (``mark_process_dead``); ``all`` gauges stay, a series per pid, as prometheus_client keeps them.
+_FOLDS = {"counter": "sum", "histogram": "sum", "summary": "sum", "gauge_sum": "sum", "gauge_max": "max",
+          "gauge_min": "min", "gauge_mostrecent": "mostrecent"}
+_FOLDED_FILE = re.compile(r"(counter|histogram|summary|gauge_(?:sum|max|min|mostrecent))_([0-9]+)\.db")
+#: a master's archive (``counter_archive-<master pid>.db``: prometheus_client's merge reads it as any counter file,
+#: and a gauge's ``pid`` label, which these modes drop, as ``archive-<pid>``), its next version being written
+#: (``.new``) and the intent that names the files it replaces (``.intent``; ``.intent.new`` being written)
+_ARCHIVE_FILE = re.compile(
+    r"(counter|histogram|summary|gauge_[a-z]+)_archive-([0-9]+)\.db(?:\.new|\.intent(?:\.new)?)?")
+_INTENT = ".intent"
+#: held shared by each merge and exclusively by each fold (``flock``)
+_FOLD_LOCK = ".aiwatch-fold.lock"
+#: how long a fold or a merge waits for the lock: a fold takes milliseconds, a merge about as long as a scrape
+FOLD_LOCK_SECONDS = 5.0
+#: the fold lock's descriptors this process holds: a child forked meanwhile closes its copies, or it would hold the
+#: lock for as long as it lives (``flock`` locks belong to the open file, which the copy shares)
+_held_locks: set[int] = set()
+#: the workers gunicorn reaped whose files are not folded yet (the lock was not had in time: the next exit retries)
+_pending: set[int] = set()
+
+
+def _close_inherited_locks() -> None:
+    for fd in _held_locks:
+        with suppress(OSError):
+            os.close(fd)
+    _held_locks.clear()
+
+
+at_fork_in_child(_close_inherited_locks)
+
+
+@contextmanager
+def _fold_lock(path: str, exclusive: bool) -> Iterator[bool]:
+    """Hold ``path``'s fold lock, shared for a merge, exclusive for a fold, waiting :data:`FOLD_LOCK_SECONDS` at
+    most; yields whether it is held. Not held where the lock file cannot be opened (a read-only volume: nothing folds
+    there either) or on a system without ``flock``."""
+    fd = -1
+    if fcntl is not None:
+        for flags in (os.O_RDWR | os.O_CREAT, os.O_RDONLY):
+            try:
+                fd = os.open(os.path.join(path, _FOLD_LOCK), flags, 0o666)
+                break
+            except OSError:
+                continue
+    if fd < 0:
+        yield False
+        return
+    _held_locks.add(fd)
+    try:
+        held = _flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield held
+    finally:
+        _held_locks.discard(fd)
+        os.close(fd)
+
+
+def _flock(fd: int, mode: int) -> bool:
+    deadline = time.monotonic() + FOLD_LOCK_SECONDS
+    while True:
+        try:
+            fcntl.flock(fd, mode | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.002)
+
+
+def _archive_name(kind: str, master: int) -> str:
+    return f"{kind}_archive-{master}.db"
+
+
+def _read_intent(path: str, intent: str) -> tuple[int, list[str]] | None:
+    """An intent's (inode of the archive version it names, the files that version holds), or ``None`` for one gone
+    or not whole."""
+    try:
+        with open(os.path.join(path, intent), encoding="utf-8") as file:
+            data = json.load(file)
+        return int(data["inode"]), [str(name) for name in data["sources"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _committed(path: str, intent: str) -> tuple[bool, list[str]]:
+    """Whether the archive version an intent names replaced the archive (then its sources are in it), and its
+    sources."""
+    read = _read_intent(path, intent)
+    if read is None:
+        return False, []
+    inode, sources = read
+    try:
+        return os.stat(os.path.join(path, intent[:-len(_INTENT)])).st_ino == inode, sources
+    except OSError:
+        return False, sources
+
+
+def _merged_files(path: str) -> list[str]:
+    """The sample files a merge reads: every ``*.db`` of ``path`` but those an archive holds already, which a fold
+    interrupted between replacing the archive and removing them (the process folding died) left."""
+    names = os.listdir(path)
+    folded: set[str] = set()
+    for name in names:
+        if name.endswith(_INTENT) and _ARCHIVE_FILE.fullmatch(name):
+            committed, sources = _committed(path, name)
+            if committed:
+                folded.update(sources)
+    return [os.path.join(path, name) for name in names
+            if name.endswith(".db") and not name.startswith(".") and name not in folded]  # as glob("*.db")
+
+
+def _finish_interrupted(path: str) -> None:
+    """Complete or undo what folds left half done, under the fold lock held exclusively (so no fold is under way):
+    a process that died while folding, or an error (a full disk) between a fold's steps. An archive replaced has its
+    sources removed, one not replaced its next version."""
+    for name in os.listdir(path):
+        if not (name.endswith(_INTENT) and _ARCHIVE_FILE.fullmatch(name)):
+            continue
+        committed, sources = _committed(path, name)
+        if committed:
+            for source in sources:
+                _unlink(os.path.join(path, source))
+        archive = name[:-len(_INTENT)]
+        _unlink(os.path.join(path, archive + ".new"))
+        _unlink(os.path.join(path, name + ".new"))
+        _unlink(os.path.join(path, name))
+
+
+def _unlink(path: str) -> None:
+    with suppress(FileNotFoundError):
+        os.remove(path)
+
+
+def _fold_into(path: str, archive: str, how: str, sources: list[str]) -> None:
+    """Replace ``archive`` with a version that holds its values and those of ``sources`` combined (``how``), then
+    remove the sources. An intent naming the new version's inode and the sources is written before the archive is
+    replaced: a merge (and the next fold) reading it after the replacement leaves out the sources not removed yet,
+    and the new version made but not put in place is not read (it is no ``*.db``); so no step a fold dies after
+    counts a value twice, or loses one."""
+    combined: dict[str, tuple[float, float]] = {}
+    target = os.path.join(path, archive)
+    for name in ([archive] if os.path.exists(target) else []) + sources:
+        values = MmapedDict.read_all_values_from_file(os.path.join(path, name))  # type: ignore[no-untyped-call]
+        for key, value, timestamp, _ in values:
+            seen = combined.get(key)
+            if seen is None:
+                combined[key] = (value, timestamp)
+            elif how == "sum":
+                combined[key] = (seen[0] + value, max(seen[1], timestamp))
+            elif how == "max":
+                combined[key] = (max(seen[0], value), timestamp)
+            elif how == "min":
+                combined[key] = (min(seen[0], value), timestamp)
+            elif timestamp > seen[1]:  # mostrecent: as the merge picks, a later timestamp wins
+                combined[key] = (value, timestamp)
+    new, intent = target + ".new", target + _INTENT
+    _unlink(new)
+    written = MmapedDict(new)  # type: ignore[no-untyped-call]
+    try:
+        for key, (value, timestamp) in combined.items():
+            written.write_value(key, value, timestamp)  # type: ignore[no-untyped-call]
+    finally:
+        written.close()  # type: ignore[no-untyped-call]
+    with open(intent + ".new", "w", encoding="utf-8") as file:
+        json.dump({"inode": os.stat(new).st_ino, "sources": sources}, file)
+    os.replace(intent + ".new", intent)
+    os.replace(new, target)
+    for name in sources:
+        _unlink(os.path.join(path, name))
+    os.remove(intent)
+
+
+def fold_dead_process_files(pids: list[int], path: str) -> int:
+    """Fold the sample files of the exited worker processes ``pids`` in ``path`` into this process's archives, one
+    per kind of file (``counter_archive-<pid>.db``...), and remove them; returns how many were folded. For
+    gunicorn's master (:func:`aiwatch.gunicorn.child_exit`): every worker recycled by ``max_requests`` (or crashed)
+    left its files, each ``/metrics`` merged one more set, and a scrape slowed for as long as the master ran. The
+    merged values do not change: counters and histograms keep their counts (no reset), the ``mostrecent``, ``max``
+    and ``min`` gauges their merged values (see :data:`_FOLDS`); a process's ``live*`` gauges are removed (as
+    ``mark_process_dead`` removes them), its ``all`` gauges stay.
+
+    Under the directory's fold lock (``flock``), which aiwatch's ``/metrics`` holds shared while it reads the files:
+    a scrape sees every value once, before or after the fold. A process still running under one of ``pids`` (the pid
+    reused already) keeps its files. The pids whose files could not be folded (the lock not had in
+    :data:`FOLD_LOCK_SECONDS`, or an error, raised after) are retried at the next call."""
+    _pending.update(pids)
+    master = os.getpid()
+    with _fold_lock(path, exclusive=True) as held:
+        if not held:
+            return 0
+        _finish_interrupted(path)
+        dead = {str(pid) for pid in _pending if not _running(pid)}
+        by_kind: dict[str, list[str]] = {}
+        for name in sorted(os.listdir(path)):
+            match = _FOLDED_FILE.fullmatch(name)
+            if match and match.group(2) in dead:
+                by_kind.setdefault(match.group(1), []).append(name)
+        for kind, sources in by_kind.items():
+            _fold_into(path, _archive_name(kind, master), _FOLDS[kind], sources)
+        _pending.clear()
+    return sum(len(sources) for sources in by_kind.values())
 
 
 #: the live gauges' sample files (``livesum``, ``livemin``, ``livemax``...): what prometheus_client's
@@ -226,7 +452,10 @@ class _MergedCollector(_multiprocess.MultiProcessCollector):
     """prometheus_client's merge of every process's sample files, less the live gauges of processes gone
     (:func:`drop_dead_live_gauges`) at each collection unless ``AIWATCH_MULTIPROCESS_DROP_DEAD`` is off (read
     here: a bad value is an error when the app is made, not at each scrape); what this process's finalizers left to
-    record (:mod:`aiwatch.deferred`) is recorded first."""
+    record (:mod:`aiwatch.deferred`) is recorded first. The files are read under the fold lock, shared
+    (:func:`fold_dead_process_files`): else a fold in gunicorn's master, moving a dead worker's counts into its
+    archive meanwhile, could have them read twice or not at all, or fail the scrape (a counter file removed between
+    the merge's listing and its read)."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self._drop_dead = drop_dead_enabled()
@@ -236,7 +465,11 @@ class _MergedCollector(_multiprocess.MultiProcessCollector):
         run_every_deferred()  # this worker's dropped responses, into its sample file before the merge reads it
         if self._drop_dead:
             drop_dead_live_gauges(self._path)
-        return super().collect()  # type: ignore[no-untyped-call]
+        with _fold_lock(self._path, exclusive=False) as held:
+            if not held and fcntl is not None:
+                record_error("multiprocess", TimeoutError(
+                    f"the fold lock of {self._path} was not had in {FOLD_LOCK_SECONDS:g}s: merged without it"))
+            return self.merge(_merged_files(self._path), accumulate=True)  # type: ignore[no-untyped-call]
 
 
 class _MergedRegistry(CollectorRegistry):

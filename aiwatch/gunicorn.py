@@ -12,7 +12,8 @@ or, in your own ``gunicorn.conf.py``::
     from aiwatch.gunicorn import child_exit, on_starting, pre_fork  # noqa: F401  (gunicorn looks hooks up by name)
 
 ``on_starting`` clears what a previous run left in the directory (prometheus_client asks for it to be wiped before
-each start), ``child_exit`` drops an exited worker's live gauges, ``pre_fork`` leaves the schedules of the drift
+each start), ``child_exit`` drops an exited worker's live gauges and folds its counts into the master's archive
+files, ``pre_fork`` leaves the schedules of the drift
 monitors the app started at import (``--preload``) to the workers. For FastAPI, add
 ``-k uvicorn.workers.UvicornWorker`` (or ``uvicorn_worker.UvicornWorker``). In multiprocess mode prometheus_client
 stores no exemplars, and the in-flight gauge is summed over live workers.
@@ -24,6 +25,7 @@ import sys
 from typing import Any
 
 from aiwatch.exposition import (
+    fold_dead_process_files,
     multiprocess_dir,
     multiprocess_enabled,
     multiprocess_misconfiguration,
@@ -67,14 +69,20 @@ def on_starting(server: Any) -> None:
 
 
 def child_exit(server: Any, worker: Any) -> None:
-    """gunicorn hook: a worker exited; drop its live gauges (in-flight requests) from the merged view.
-
-    Its counters and histograms stay: the requests it served still count. What prometheus_client's
-    ``mark_process_dead`` removes, but a file a scrape's drop of the same gone pid removed first is no error."""
+    """gunicorn hook: a worker exited; drop its live gauges (in-flight requests) from the merged view, as
+    prometheus_client's ``mark_process_dead`` (a file a scrape's drop of the same gone pid removed first is no
+    error), and fold its other sample files into the master's archives
+    (:func:`~aiwatch.exposition.fold_dead_process_files`): the requests it served still count, and the directory
+    does not grow by a set of files per worker ``max_requests`` recycles."""
     if not multiprocess_enabled():
         return
+    path = multiprocess_dir() or ""
     try:
-        remove_live_gauges(worker.pid, multiprocess_dir() or "")
+        remove_live_gauges(worker.pid, path)
+    except Exception as exc:
+        record_error("multiprocess", exc)
+    try:
+        fold_dead_process_files([worker.pid], path)
     except Exception as exc:
         record_error("multiprocess", exc)
 

@@ -3,6 +3,7 @@ picks at import: each test runs its code in a fresh Python process."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -328,3 +329,74 @@ def test_a_multiprocess_directory_that_cannot_be_made_serves_the_app_and_logs_wh
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["200", "ok"]
     assert "aiwatch: multiprocess failed" in done.stderr and "Not a directory" in done.stderr
+
+
+# A worker's samples of every kind of file, as a worker gunicorn recycles leaves them (it runs as a process of its own,
+# gone once it has printed its pid). ``drifted`` is the drift gauge it sets (mostrecent: the latest wins), -1 none.
+_WORKER = """
+import os
+from prometheus_client import CollectorRegistry, Gauge, Summary
+from aiwatch.metrics import Metrics
+
+m = Metrics(CollectorRegistry())
+for _ in range({requests}):
+    m.child(m.request_duration, ("svc", "/p", "GET", "200", "realtime")).observe(0.02 * {requests})
+    m.child(m.feature_bin, ("ranker", "x", "3", "r1")).inc()
+if {drifted} >= 0:
+    m.child(m.drift_detected, ("ranker", "x", "psi")).set({drifted})
+m.child(m.prediction_log_recovery_last_timestamp, ("log", "torn")).set({requests})
+m.child(m.requests_in_flight, ("svc",)).inc()
+own = CollectorRegistry()
+Summary("t_wait_seconds", "a summary", registry=own).observe({requests})
+Gauge("t_each", "an all gauge", registry=own).set({requests})
+Gauge("t_least", "a min gauge", registry=own, multiprocess_mode="min").set({requests})
+Gauge("t_total", "a sum gauge", registry=own, multiprocess_mode="sum").set({requests})
+print(os.getpid())
+"""
+
+_SNAPSHOT = """
+import json, os
+from aiwatch.exposition import fold_dead_process_files, serving_registry
+
+def out(value):  # one word: the test reads words
+    print(json.dumps(value, separators=(",", ":")))
+
+def snapshot():
+    return sorted([s.name, sorted(s.labels.items()), s.value] for m in serving_registry().collect() for s in m.samples)
+"""
+
+
+def _workers(directory: Path, *settings: tuple[int, int]) -> list[str]:
+    return [_run(_WORKER.format(requests=requests, drifted=drifted), directory)[0] for requests, drifted in settings]
+
+
+def test_folding_dead_workers_files_keeps_every_merged_value_in_one_archive_per_kind(tmp_path: Path) -> None:
+    """gunicorn's master folds each worker that exits (max_requests) into its archives: the merged /metrics must
+    read the same before and after, whatever the order of the folds (the drift gauge's latest value came from the
+    worker folded first), and the directory keeps one file per kind instead of one per worker."""
+    early, late, third = _workers(tmp_path, (2, 0), (3, 1), (4, -1))  # `late` set drift 1 after `early` set 0
+    out = _run(_SNAPSHOT + f"""
+before = snapshot()
+out(before == snapshot())
+print(fold_dead_process_files([{late}], os.environ["PROMETHEUS_MULTIPROC_DIR"]))
+once = snapshot()
+print(fold_dead_process_files([{early}, {third}], os.environ["PROMETHEUS_MULTIPROC_DIR"]))
+out([once == before, snapshot() == before])
+out(sorted(os.listdir(os.environ["PROMETHEUS_MULTIPROC_DIR"])))
+print(os.getpid())
+out(before)
+""", tmp_path)
+    stable, first, second, equal, names, master, before = out[0], out[1], out[2], out[3], out[4], out[5], out[6]
+    assert stable == "true"
+    assert (first, second) == ("7", "13")  # counter, histogram, summary; the max, min, sum and mostrecent gauges
+    # (`third` set no mostrecent gauge)
+    assert json.loads(equal) == [True, True]
+    kinds = ["counter", "gauge_max", "gauge_min", "gauge_mostrecent", "gauge_sum", "histogram", "summary"]
+    assert json.loads(names) == sorted([".aiwatch-fold.lock"] + [f"{kind}_archive-{master}.db" for kind in kinds]
+                                       + [f"gauge_all_{pid}.db" for pid in (early, late, third)]
+                                       + [f"gauge_livesum_{pid}.db" for pid in (early, late, third)])
+    samples = {(name, tuple(map(tuple, labels))): value for name, labels, value in json.loads(before)}
+    assert samples[("aiwatch_drift_detected", (("feature", "x"), ("model", "ranker"), ("test", "psi")))] == 1
+    assert samples[("aiwatch_feature_bin_total", (("bin", "3"), ("feature", "x"), ("model", "ranker"),
+                                                  ("reference", "r1")))] == 9
+    assert samples[("t_least", ())] == 2 and samples[("t_total", ())] == 9 and samples[("t_wait_seconds_count", ())] == 3
