@@ -236,18 +236,17 @@ def _merged_files(path: str) -> list[str]:
 def _finish_interrupted(path: str) -> None:
     """Complete or undo what folds left half done, under the fold lock held exclusively (so no fold is under way):
     a process that died while folding, or an error (a full disk) between a fold's steps. An archive replaced has its
-    sources removed, one not replaced its next version."""
-    for name in os.listdir(path):
-        if not (name.endswith(_INTENT) and _ARCHIVE_FILE.fullmatch(name)):
-            continue
-        committed, sources = _committed(path, name)
-        if committed:
-            for source in sources:
-                _unlink(os.path.join(path, source))
-        archive = name[:-len(_INTENT)]
-        _unlink(os.path.join(path, archive + ".new"))
-        _unlink(os.path.join(path, name + ".new"))
-        _unlink(os.path.join(path, name))
+    sources removed, then its intent; an archive's next version or intent not put in place is removed."""
+    names = os.listdir(path)
+    for name in names:
+        if name.endswith(_INTENT) and _ARCHIVE_FILE.fullmatch(name):
+            committed, sources = _committed(path, name)
+            if committed:
+                for source in sources:
+                    _unlink(os.path.join(path, source))
+    for name in names:
+        if name.endswith((_INTENT, ".new")) and _ARCHIVE_FILE.fullmatch(name):
+            _unlink(os.path.join(path, name))
 
 
 def _unlink(path: str) -> None:

@@ -399,4 +399,61 @@ out(before)
     assert samples[("aiwatch_drift_detected", (("feature", "x"), ("model", "ranker"), ("test", "psi")))] == 1
     assert samples[("aiwatch_feature_bin_total", (("bin", "3"), ("feature", "x"), ("model", "ranker"),
                                                   ("reference", "r1")))] == 9
-    assert samples[("t_least", ())] == 2 and samples[("t_total", ())] == 9 and samples[("t_wait_seconds_count", ())] == 3
+    assert (samples[("t_least", ())], samples[("t_total", ())], samples[("t_wait_seconds_count", ())]) == (2, 9, 3)
+
+
+# The fold killed (SIGKILL) before each of its file operations in turn, on a copy of the directory each time: a
+# scrape then, and after the next fold (another process, as a new master), must read what it read before any.
+_DYING_FOLDS = _SNAPSHOT + """
+import shutil, signal
+source = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+pids = {pids}
+expected = snapshot()
+
+def fold_dying_at(directory, step):
+    child = os.fork()
+    if child == 0:
+        calls = [0]
+        def dying(real):
+            def call(*args, **kwargs):
+                calls[0] += 1
+                if calls[0] == step:
+                    os.kill(os.getpid(), signal.SIGKILL)
+                return real(*args, **kwargs)
+            return call
+        os.replace, os.remove = dying(os.replace), dying(os.remove)
+        fold_dead_process_files(pids, directory)
+        os._exit(0)
+    return os.waitstatus_to_exitcode(os.waitpid(child, 0)[1])
+
+results = []
+step = 1
+while True:
+    directory = f"{{source}}-{{step}}"
+    shutil.copytree(source, directory)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    killed = fold_dying_at(directory, step) == -signal.SIGKILL
+    after_crash = snapshot() == expected
+    fold_dead_process_files(pids, directory)
+    left = [name for name in os.listdir(directory)
+            if name.endswith((".new", ".intent")) or any(name.endswith(f"_{{pid}}.db") and "live" not in name
+                                                        and "_all_" not in name for pid in pids)]
+    results.append([step, killed, after_crash, snapshot() == expected, left])
+    if not killed:
+        break
+    step += 1
+out(results)
+"""
+
+
+def test_a_fold_killed_at_any_step_counts_nothing_twice_and_loses_nothing(tmp_path: Path) -> None:
+    """A fold replaces the archive, then removes the files it folded: killed in between, every merge read those
+    files' counts twice until the next start. With the intent it writes first (the new archive's inode, its
+    sources), a merge leaves out the sources an archive in place holds, and the next fold completes the removal."""
+    multiproc = tmp_path / "multiproc"
+    pids = _workers(multiproc, (2, 0), (3, 1))
+    (results,) = _run(_DYING_FOLDS.format(pids=f"[{','.join(pids)}]"), multiproc)
+    steps = json.loads(results)
+    assert len(steps) > 20 and all(killed for _, killed, *_ in steps[:-1]) and not steps[-1][1]
+    assert [step for step, _, after_crash, after_next, _ in steps if not (after_crash and after_next)] == []
+    assert [[step, left] for step, *_, left in steps if left] == []  # the next fold leaves nothing half done
