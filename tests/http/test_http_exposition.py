@@ -19,11 +19,13 @@ from werkzeug.test import Client
 
 from aiwatch.exposition import (
     drop_dead_live_gauges,
+    fold_dead_process_files,
     make_asgi_app,
     make_wsgi_app,
     multiprocess_dir,
     multiprocess_enabled,
     remove_dead_process_files,
+    serving_registry,
     start_http_server,
 )
 from aiwatch.gunicorn import on_starting
@@ -225,7 +227,7 @@ def scrape_with_drop_dead(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, setti
         list(serving_registry().collect())
     finally:
         own.close()
-    return gone, sorted(p.name for p in tmp_path.iterdir())
+    return gone, sorted(p.name for p in tmp_path.iterdir() if p.name != ".aiwatch-fold.lock")  # the merge's lock
 
 
 def test_a_bad_multiprocess_drop_dead_is_an_error_when_the_app_is_made(
@@ -355,13 +357,16 @@ def test_child_exit_racing_a_scrape_that_removed_a_live_gauge_first_counts_no_er
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """child_exit lists the exited worker's live gauges, then removes them; a scrape's drop of the same gone pid may
     remove one in between. That file is gone as wanted: no `multiprocess` error (AiwatchInstrumentationErrors fired),
-    and the worker's other live gauges still go."""
+    and the worker's other live gauges still go (its counter is folded into the master's archive)."""
+    from prometheus_client.mmap_dict import MmapedDict
+
     from aiwatch.gunicorn import child_exit
 
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
     gone = dead_pid()
     live = [f"gauge_{mode}_{gone}.db" for mode in ("livesum", "livemin", "livemax", "liveall", "livemostrecent")]
-    sample_files(tmp_path, [*live, f"counter_{gone}.db"])
+    sample_files(tmp_path, live)
+    MmapedDict(str(tmp_path / f"counter_{gone}.db")).close()
     remove = os.remove
 
     def scrape_first(path: str) -> None:
@@ -373,7 +378,7 @@ def test_child_exit_racing_a_scrape_that_removed_a_live_gauge_first_counts_no_er
     before = default_errors("multiprocess")
     child_exit(SimpleNamespace(log=None), SimpleNamespace(pid=gone))
     assert default_errors("multiprocess") == before
-    assert [p.name for p in tmp_path.iterdir()] == [f"counter_{gone}.db"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".aiwatch-fold.lock", f"counter_archive-{os.getpid()}.db"]
 
 
 def test_once_found_mapping_its_own_file_a_process_does_not_read_its_mappings_again(
@@ -489,3 +494,52 @@ def test_metrics_are_gzipped_only_for_a_scraper_that_accepts_gzip(
     for encoding, content_type, body in answers:
         assert encoding == ("gzip" if gzipped else None)
         check(content_type, gzip.decompress(body) if gzipped else body, openmetrics=False)
+
+
+def counter_file(path: Path, count: float) -> None:
+    """A counter's sample file as prometheus_client writes it, holding ``count`` for one series."""
+    from prometheus_client.mmap_dict import MmapedDict, mmap_key
+
+    values = MmapedDict(str(path))
+    values.write_value(mmap_key("t_total", "t_total", [], [], "a counter"), count, 0.0)
+    values.close()
+
+
+def merged_value(name: str) -> float | None:
+    return serving_registry().get_sample_value(name)
+
+
+def test_a_fold_waits_for_a_merge_reading_the_files_and_folds_what_it_could_not_at_the_next_exit(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A merge reads the files under the fold lock, shared: a fold (gunicorn's master, at a worker's exit) waits for
+    it, or a scrape could read the dead worker's counts both in its file and in the archive, or in neither. A fold
+    that cannot have the lock in time folds nothing, and that worker is folded at the next call."""
+    from aiwatch import exposition
+
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    monkeypatch.setattr(exposition, "FOLD_LOCK_SECONDS", 0.2)
+    first, second = dead_pid(), dead_pid()
+    counter_file(tmp_path / f"counter_{first}.db", 3)
+    counter_file(tmp_path / f"counter_{second}.db", 4)
+    with exposition._fold_lock(str(tmp_path), exclusive=False):  # as a merge holds it
+        assert fold_dead_process_files([first], str(tmp_path)) == 0
+        assert sorted(p.name for p in tmp_path.glob("*.db")) == sorted([f"counter_{first}.db", f"counter_{second}.db"])
+    assert merged_value("t_total") == 7
+    assert fold_dead_process_files([second], str(tmp_path)) == 2  # the first one's too
+    assert [p.name for p in tmp_path.glob("*.db")] == [f"counter_archive-{os.getpid()}.db"]
+    assert merged_value("t_total") == 7
+
+
+def test_the_starting_hook_removes_the_archives_of_masters_gone_and_a_previous_runs_of_its_own_pid(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A master's archive (what child_exit folded its exited workers into) holds that run's counts: a restart must
+    not add them to the new run's, even when the new master has the old one's pid (pid 1 in a container). A running
+    master's (the old one during a USR2 upgrade) stays."""
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    gone, own, running = dead_pid(), os.getpid(), os.getppid()
+    stale = [f"counter_archive-{gone}.db", f"histogram_archive-{gone}.db.intent", f"counter_archive-{gone}.db.new",
+             f"gauge_mostrecent_archive-{own}.db"]
+    kept = [f"counter_archive-{running}.db", f"gauge_max_archive-{running}.db.intent"]
+    sample_files(tmp_path, stale + kept)
+    assert remove_dead_process_files() == len(stale)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(kept)

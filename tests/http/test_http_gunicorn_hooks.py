@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -105,3 +107,56 @@ def test_every_worker_serves_the_merged_metrics_on_a_port_of_their_own(tmp_path:
         for _ in range(10):  # whichever worker the kernel hands a scrape to, it serves every worker's requests
             assert served() == before + 30
         assert proc.proc.poll() is None
+
+
+def test_workers_recycled_by_max_requests_are_folded_and_every_request_counted_once(tmp_path: Path) -> None:
+    """gunicorn replaces a worker after max_requests; each one left its counter and histogram files, and every
+    scrape merged one more set until the next start (1317 files after 3000 requests with max_requests 5). child_exit
+    folds them into the master's archives: the files stay a set per live worker and one archive, and a scrape while
+    workers are folded reads every request once (never more than were sent, never fewer than before)."""
+    (tmp_path / "hooks_app.py").write_text(APP)
+    multiproc = tmp_path / "multiproc"
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/metrics"
+    env = python_env(PROMETHEUS_MULTIPROC_DIR=str(multiproc))
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env["PYTHONPATH"]])
+    sent = 300
+
+    def served() -> float:
+        return sum(v for (name, labels), v in scrape(url).items()
+                   if name == "aiwatch_request_duration_seconds_count" and ("service", "hooks") in labels)
+
+    readings: list[float] = []
+    failed: list[int] = []
+    done = threading.Event()
+
+    def scraping() -> None:
+        while not done.is_set():
+            try:
+                status, _ = http_get(url)
+                if status != 200:
+                    failed.append(status)
+                    continue
+                readings.append(served())
+            except (OSError, AssertionError):  # a connection to a worker recycled meanwhile (gunicorn's)
+                continue
+
+    with python_app(["-m", "gunicorn", "-w", "2", "--max-requests", "5", "-b", f"127.0.0.1:{port}", "-c",
+                     "python:aiwatch.gunicorn", "hooks_app:app"], url, env=env) as proc:
+        scraper = threading.Thread(target=scraping)
+        scraper.start()
+        try:
+            with ThreadPoolExecutor(4) as pool:
+                answers = list(pool.map(lambda _: http_get(f"http://127.0.0.1:{port}/"), range(sent)))
+        finally:
+            done.set()
+            scraper.join()
+        assert answers == [(200, b"ok")] * sent
+        wait_until(lambda: served() == sent, 30, what=f"{sent} requests in the merged /metrics")
+        assert proc.log.read_text().count("Autorestarting worker") >= 40, proc.output()
+        counters = sorted(p.name for p in multiproc.glob("counter_*.db"))
+        assert len(counters) <= 3 and sum("archive" in name for name in counters) == 1, counters  # 2 workers'
+        assert len(list(multiproc.glob("histogram_*.db"))) <= 3
+        assert failed == []
+        assert len(readings) > 10 and readings == sorted(readings) and readings[-1] <= sent
+        assert value(scrape(url), "aiwatch_instrumentation_errors_total", component="multiprocess") == 0
