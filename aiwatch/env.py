@@ -187,7 +187,9 @@ MULTIPROC_DIR = EnvVar("PROMETHEUS_MULTIPROC_DIR", "",
                        "prometheus_client is imported), every worker writes its samples there (aiwatch makes the "
                        "directory when it is missing), `/metrics` serves the "
                        "merged view, `aiwatch.gunicorn.on_starting` removes the files a previous run's processes left "
-                       "there and `aiwatch.gunicorn.child_exit` drops a dead worker's live gauges. The old "
+                       "there and `aiwatch.gunicorn.child_exit` drops a dead worker's live gauges and folds its "
+                       "other files into the master's archive files (`counter_archive-<pid>.db`...), so the directory "
+                       "does not grow with every worker `max_requests` recycles. The old "
                        "lowercase `prometheus_multiproc_dir` is read when this is unset, as prometheus_client does; "
                        "set but empty, or unset while gunicorn runs several workers, is an error `on_starting` logs.",
                        owner="prometheus_client")
