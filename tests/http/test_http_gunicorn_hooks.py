@@ -160,3 +160,55 @@ def test_workers_recycled_by_max_requests_are_folded_and_every_request_counted_o
         assert failed == []
         assert len(readings) > 10 and readings == sorted(readings) and readings[-1] <= sent
         assert value(scrape(url), "aiwatch_instrumentation_errors_total", component="multiprocess") == 0
+
+
+DRIFT_APP = """
+import os
+import numpy as np
+import aiwatch
+from aiwatch.drift import DriftMonitor, ReferenceProfile
+
+rng = np.random.default_rng(5)
+monitor = DriftMonitor(ReferenceProfile.build({"x": rng.normal(size=2000)}), model="m")
+
+def inner(environ, start_response):
+    shift = environ["PATH_INFO"].rsplit("/", 1)[-1]
+    monitor.observe_batch({"x": rng.normal(float(shift), 1, 1000)})
+    monitor.evaluate()
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [str(os.getpid()).encode()]
+
+app = aiwatch.instrument(inner, service="hooks", metrics_path="/metrics")
+"""
+
+
+def test_a_killed_workers_drift_gauges_are_folded_and_stay_the_latest_evaluation(tmp_path: Path) -> None:
+    """A worker SIGKILLed after its evaluation found drift: its mostrecent drift gauges leave its file for the
+    master's archive, keeping their timestamp. The merged value stays its evaluation (the fleet's latest: dropping
+    it would go back to an older one, and clear the alert when the drifted traffic killed the worker) until another
+    worker evaluates, which then wins over the archive."""
+    (tmp_path / "drift_app.py").write_text(DRIFT_APP)
+    multiproc = tmp_path / "multiproc"
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/metrics"
+    env = python_env(PROMETHEUS_MULTIPROC_DIR=str(multiproc))
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env["PYTHONPATH"]])
+
+    def detected() -> list[float]:
+        return [v for (name, labels), v in scrape(url).items()
+                if name == "aiwatch_drift_detected" and ("model", "m") in labels]
+
+    with python_app(["-m", "gunicorn", "-w", "2", "-b", f"127.0.0.1:{port}", "-c", "python:aiwatch.gunicorn",
+                     "drift_app:app"], url, env=env):
+        status, body = http_get(f"http://127.0.0.1:{port}/shift/4")
+        assert status == 200
+        killed = int(body)
+        assert detected() == [1.0]
+        os.kill(killed, signal.SIGKILL)
+        wait_until(lambda: not (multiproc / f"gauge_mostrecent_{killed}.db").exists(), 30,
+                   what="the killed worker's drift gauges folded")
+        assert len(list(multiproc.glob("gauge_mostrecent_archive-*.db"))) == 1
+        assert detected() == [1.0]
+        status, body = http_get(f"http://127.0.0.1:{port}/shift/0")
+        assert status == 200 and int(body) != killed
+        assert detected() == [0.0]
