@@ -155,10 +155,10 @@ at_fork_in_child(_close_inherited_locks)
 
 
 @contextmanager
-def _fold_lock(path: str, exclusive: bool) -> Iterator[bool]:
+def _fold_lock(path: str, exclusive: bool) -> Iterator[bool | None]:
     """Hold ``path``'s fold lock, shared for a merge, exclusive for a fold, waiting :data:`FOLD_LOCK_SECONDS` at
-    most; yields whether it is held. Not held where the lock file cannot be opened (a read-only volume: nothing folds
-    there either) or on a system without ``flock``."""
+    most; yields whether it is held, or ``None`` where there is none to take: on a system without ``flock``, or
+    where the lock file cannot be opened (a read-only volume before any process made it)."""
     fd = -1
     if fcntl is not None:
         for flags in (os.O_RDWR | os.O_CREAT, os.O_RDONLY):
@@ -168,7 +168,7 @@ def _fold_lock(path: str, exclusive: bool) -> Iterator[bool]:
             except OSError:
                 continue
     if fd < 0:
-        yield False
+        yield None
         return
     _held_locks.add(fd)
     try:
@@ -299,18 +299,22 @@ def fold_dead_process_files(pids: list[int], path: str) -> int:
     gunicorn's master (:func:`aiwatch.gunicorn.child_exit`): every worker recycled by ``max_requests`` (or crashed)
     left its files, each ``/metrics`` merged one more set, and a scrape slowed for as long as the master ran. The
     merged values do not change: counters and histograms keep their counts (no reset), the ``mostrecent``, ``max``
-    and ``min`` gauges their merged values (see :data:`_FOLDS`); a process's ``live*`` gauges are removed (as
-    ``mark_process_dead`` removes them), its ``all`` gauges stay.
+    and ``min`` gauges their merged values (see :data:`_FOLDS`). Its ``live*`` gauges are not folded (child_exit
+    removes them, as ``mark_process_dead``), its ``all`` gauges stay.
 
     Under the directory's fold lock (``flock``), which aiwatch's ``/metrics`` holds shared while it reads the files:
     a scrape sees every value once, before or after the fold. A process still running under one of ``pids`` (the pid
-    reused already) keeps its files. The pids whose files could not be folded (the lock not had in
-    :data:`FOLD_LOCK_SECONDS`, or an error, raised after) are retried at the next call."""
+    reused already) keeps its files. The pids whose files could not be folded are retried at the next call: the
+    lock not had in :data:`FOLD_LOCK_SECONDS` (a TimeoutError), or an error (raised). Nothing is folded without
+    ``flock`` (not POSIX) or where the lock file cannot be made."""
     _pending.update(pids)
     master = os.getpid()
     with _fold_lock(path, exclusive=True) as held:
-        if not held:
+        if held is None:
             return 0
+        if not held:
+            raise TimeoutError(f"the fold lock of {path} was not had in {FOLD_LOCK_SECONDS:g}s (a scrape holding it): "
+                               f"{len(_pending)} exited worker(s)' files are left to fold at the next exit")
         _finish_interrupted(path)
         dead = {str(pid) for pid in _pending if not _running(pid)}
         by_kind: dict[str, list[str]] = {}
@@ -465,7 +469,7 @@ class _MergedCollector(_multiprocess.MultiProcessCollector):
         if self._drop_dead:
             drop_dead_live_gauges(self._path)
         with _fold_lock(self._path, exclusive=False) as held:
-            if not held and fcntl is not None:
+            if held is False:
                 record_error("multiprocess", TimeoutError(
                     f"the fold lock of {self._path} was not had in {FOLD_LOCK_SECONDS:g}s: merged without it"))
             return self.merge(_merged_files(self._path), accumulate=True)  # type: ignore[no-untyped-call]

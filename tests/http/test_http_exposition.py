@@ -513,7 +513,8 @@ def test_a_fold_waits_for_a_merge_reading_the_files_and_folds_what_it_could_not_
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A merge reads the files under the fold lock, shared: a fold (gunicorn's master, at a worker's exit) waits for
     it, or a scrape could read the dead worker's counts both in its file and in the archive, or in neither. A fold
-    that cannot have the lock in time folds nothing, and that worker is folded at the next call."""
+    that cannot have the lock in time folds nothing and says so (child_exit counts it), and that worker is folded at
+    the next call."""
     from aiwatch import exposition
 
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
@@ -522,7 +523,8 @@ def test_a_fold_waits_for_a_merge_reading_the_files_and_folds_what_it_could_not_
     counter_file(tmp_path / f"counter_{first}.db", 3)
     counter_file(tmp_path / f"counter_{second}.db", 4)
     with exposition._fold_lock(str(tmp_path), exclusive=False):  # as a merge holds it
-        assert fold_dead_process_files([first], str(tmp_path)) == 0
+        with pytest.raises(TimeoutError, match="1 exited worker"):
+            fold_dead_process_files([first], str(tmp_path))
         assert sorted(p.name for p in tmp_path.glob("*.db")) == sorted([f"counter_{first}.db", f"counter_{second}.db"])
     assert merged_value("t_total") == 7
     assert fold_dead_process_files([second], str(tmp_path)) == 2  # the first one's too
