@@ -236,14 +236,17 @@ def _merged_files(path: str) -> list[str]:
 def _finish_interrupted(path: str) -> None:
     """Complete or undo what folds left half done, under the fold lock held exclusively (so no fold is under way):
     a process that died while folding, or an error (a full disk) between a fold's steps. An archive replaced has its
-    sources removed, then its intent; an archive's next version or intent not put in place is removed."""
+    sources removed, then its intent; an archive's next version or intent not put in place is removed. A source
+    named with the pid of a process running now is that process's file (the pid reused since): it stays."""
     names = os.listdir(path)
     for name in names:
         if name.endswith(_INTENT) and _ARCHIVE_FILE.fullmatch(name):
             committed, sources = _committed(path, name)
             if committed:
                 for source in sources:
-                    _unlink(os.path.join(path, source))
+                    match = _FOLDED_FILE.fullmatch(source)
+                    if match and not _running(int(match.group(2))):
+                        _unlink(os.path.join(path, source))
     for name in names:
         if name.endswith((_INTENT, ".new")) and _ARCHIVE_FILE.fullmatch(name):
             _unlink(os.path.join(path, name))

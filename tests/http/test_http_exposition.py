@@ -545,3 +545,22 @@ def test_the_starting_hook_removes_the_archives_of_masters_gone_and_a_previous_r
     sample_files(tmp_path, stale + kept)
     assert remove_dead_process_files() == len(stale)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(kept)
+
+
+def test_a_killed_folds_source_named_with_a_running_pid_is_not_removed_by_the_next_fold(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fold killed after putting its archive in place leaves an intent naming the files the archive holds; the
+    next fold removes them. One named with the pid of a process running by then belongs to that process (the pid
+    reused): removed, every count it made from then on was lost for its life."""
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    gone = dead_pid()
+    counter_file(tmp_path / f"counter_{gone}.db", 3)
+    assert fold_dead_process_files([gone], str(tmp_path)) == 1
+    archive = tmp_path / f"counter_archive-{os.getpid()}.db"
+    reused, left = f"counter_{os.getpid()}.db", f"counter_{dead_pid()}.db"
+    counter_file(tmp_path / reused, 5)
+    counter_file(tmp_path / left, 3)
+    (tmp_path / f"{archive.name}.intent").write_text(f'{{"inode": {archive.stat().st_ino}, '
+                                                     f'"sources": ["{reused}", "{left}"]}}')
+    assert fold_dead_process_files([], str(tmp_path)) == 0
+    assert sorted(p.name for p in tmp_path.glob("*.db")) == sorted([archive.name, reused])
