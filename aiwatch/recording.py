@@ -73,7 +73,8 @@ OPTIONS: tuple[RecorderOption, ...] = (
                    "anything else is a `ValueError`.", "server"),
     RecorderOption("peer", "the service name the peer reports (aiwatch servers send it in Server-Timing / the "
                    "`server-timing` trailer; printable text of at most 128 characters without `<>&@[]()`, at most 16 "
-                   "names per address), else each call's `host:port` (HTTP), the channel's target, else `unknown` (gRPC)",
+                   "names per address), else each call's `host:port` (HTTP), the channel's target, else `unknown` "
+                   "(gRPC)",
                    "A fixed `peer` label, instead of the name the peer reports: pass it when the peer is not "
                    "trusted to name itself. The gRPC client interceptors take it next to `recorder` (one recorder "
                    "can serve channels to several peers).", "client"),
