@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sys
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, datetime
@@ -622,14 +623,14 @@ def _missing_other(v: Any) -> bool:
         return not math.isfinite(v)
     if isinstance(v, (np.datetime64, np.timedelta64)):
         return bool(np.isnat(v))
-    # by type, not by value: pandas need not be imported (it is not on the request path), and pd.NA compares to
-    # nothing (``bool(pd.NA == x)`` raises)
+    # by type, not by value: pd.NA compares to nothing (``bool(pd.NA == x)`` raises); and from the pandas already
+    # imported, not by the types' module names, which pandas 3 changed (pandas.api.typing): a value of its types
+    # exists only once pandas is imported, and aiwatch does not import it (it is not on the request path)
+    pandas = sys.modules.get("pandas")
+    if pandas is None:
+        return False
     t = type(v)
-    return (t.__module__, t.__qualname__) in _PANDAS_MISSING_TYPES
-
-
-#: The types of ``pd.NA`` and ``pd.NaT`` (each type's only value).
-_PANDAS_MISSING_TYPES = frozenset({("pandas._libs.missing", "NAType"), ("pandas._libs.tslibs.nattype", "NaTType")})
+    return t is type(getattr(pandas, "NA", None)) or t is type(getattr(pandas, "NaT", None))
 
 
 def isna(values: Any) -> npt.NDArray[np.bool_]:

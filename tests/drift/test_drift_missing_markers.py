@@ -98,3 +98,18 @@ def test_a_profile_counts_nullable_missing_values_missing() -> None:
                                     "o": np.array([0.5, pd.NA, 1.5, pd.NaT] * 15, dtype=object)})
     assert {name: (f.kind, f.count, f.missing) for name, f in built.features.items()} == {
         "s": ("categorical", 40, 20), "n": ("categorical", 40, 20), "o": ("numerical", 30, 30)}
+
+
+@pytest.mark.parametrize("marker", MARKERS[:2])
+def test_pandas_3s_missing_markers_are_missing(profile: ReferenceProfile, marker: Any,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    # pandas 3 moved the types of pd.NA and pd.NaT (their __module__ is pandas.api.typing there): aiwatch knew them
+    # by pandas 2's module names, so on pandas 3 each was a wrong-typed value, not a missing one. Their module set
+    # as pandas 3 sets it:
+    monkeypatch.setattr(type(marker()), "__module__", "pandas.api.typing")
+    assert is_missing(marker())
+    registry = CollectorRegistry()
+    mon = DriftMonitor(profile, model="m", registry=registry, min_samples=1)
+    mon.observe({"x": marker(), "c": marker(), "k": marker()})
+    assert {feature: counted(registry, feature) for feature in ("x", "c", "k")} == \
+        dict.fromkeys(("x", "c", "k"), (1.0, 0.0))
