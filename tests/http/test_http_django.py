@@ -150,9 +150,13 @@ def test_the_language_code_of_an_i18n_pattern_is_no_part_of_the_route(kind: str,
     one endpoint was a route value per language of ``settings.LANGUAGES`` (Django's 99), so a scan of the codes
     filled the route label's bound (100) and the app's next routes were ``__overflow__``."""
     from django.conf import global_settings
+    from django.utils.translation import check_for_language
 
-    codes = [code for code, _ in global_settings.LANGUAGES]
     with serving(kind, [MIDDLEWARE_PATH, django_app.LOCALE], registry=registry, service="svc") as client:
+        # the languages Django ships translations for: 6.1 lists Haitian Creole (ht) without them, and its
+        # LocaleMiddleware then activates no language for /ht/... (a 404, Django's own answer)
+        codes = [code for code, _ in global_settings.LANGUAGES if check_for_language(code)]
+        assert len(codes) >= 90
         assert {client.get(f"/{code}/translated/1/").status_code for code in codes} == {200}
         assert client.get("/xx/translated/1/").status_code == 404  # no such language: no pattern matched
         assert client.get("/api/v1/predict/2/").status_code == 200
