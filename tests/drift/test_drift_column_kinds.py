@@ -433,7 +433,7 @@ def test_a_numpy_dtype_series_in_a_mapping_is_read_as_a_dataframes_column(kind: 
     from aiwatch.drift.errors import ProfileError
 
     durations = _series(list(pd.to_timedelta(np.arange(ROWS) % 3, unit="s")))
-    assert durations.dtype == "timedelta64[ns]"
+    assert durations.dtype.kind == "m"  # numpy durations (pandas 2 in ns, pandas 3 in us)
     messages = []
     for data in (pd.DataFrame({"x": durations, "n": NUMBERS}), {"x": durations, "n": NUMBERS}):
         with pytest.raises(ProfileError) as refused:

@@ -276,7 +276,9 @@ def test_a_csv_field_that_does_not_fit_dasks_typing_gives_the_single_machine_res
     assert features_apart(local, on_cluster) == {}
     assert {name: (f.kind, f.count) for name, f in on_cluster.features.items()} == {
         "age": ("numerical", n - 1), "rooms": ("categorical", n), "plan": ("categorical", n)}
-    assert "a later field does not fit (age: object, typed float64; rooms: object, typed int64)" in caplog.text
+    # Dask's text columns: object on pandas 2, str on pandas 3
+    assert any(f"a later field does not fit (age: {text}, typed float64; rooms: {text}, typed int64)" in caplog.text
+               for text in ("object", "str"))
     capsys.readouterr()
     args = ["drift", str(tmp_path / "local.json"), str(tmp_path / "dirty.csv"), "--chunk-rows", "20000"]
     assert cli_json(capsys, *args, "--dask", address) == cli_json(capsys, *args)
