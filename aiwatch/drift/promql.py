@@ -29,6 +29,7 @@ from aiwatch.promql import (
     increase,
     matches,
     metric,
+    ne,
     scoped,
     series,
 )
@@ -113,8 +114,12 @@ def fleet_js_expr(window: str = "1h", selector: str = "", scope: Scope = DEFAULT
 def replica_references_expr(selector: str = "") -> str:
     """1 per replica (scrape target) and (model, feature), labelled with the ``reference`` the replica counts the
     feature against: the one of its reference ratios. A ratio removed at a reload (NaN in multiprocess mode) is
-    left out."""
-    return f"group without (bin) ({series(REFERENCE_RATIO, _matchers(selector))} >= 0)"
+    left out, and so is one without ``reference`` on a replica that has one with it: an older aiwatch's, which a
+    multiprocess directory keeps after its worker is gone (a gunicorn USR2 upgrade), else its missing counts were
+    added to the old replicas' too."""
+    ratio = series(REFERENCE_RATIO, _matchers(selector))
+    labelled = series(REFERENCE_RATIO, _matchers(selector), ne("reference", ""))
+    return f"(group without (bin) ({labelled} >= 0) or ignoring (reference) group without (bin) ({ratio} >= 0))"
 
 
 REPLICA_JOIN = "* ignoring (reference) group_left ()"

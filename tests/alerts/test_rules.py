@@ -249,7 +249,8 @@ def test_the_missing_feature_alert_reads_its_config() -> None:
                             "selectors": {"drift": 'job="ranker"'}, "aggregation_labels": ["cluster"]})
     rule = next(r for r in alert_rules(cfg) if r["alert"] == "AiwatchFeatureMissing")
     assert rule["for"] == "30m"
-    replicas = ('group without (bin) (aiwatch_feature_reference_ratio{job="ranker"} >= 0)\n'
+    replicas = ('(group without (bin) (aiwatch_feature_reference_ratio{job="ranker", reference!=""} >= 0) or '
+                'ignoring (reference) group without (bin) (aiwatch_feature_reference_ratio{job="ranker"} >= 0))\n'
                 '  * ignoring (reference) group_left ()\n')
     assert (f"max by (cluster, model, feature, reference) (\n  {replicas}"
             '  aiwatch_feature_reference_missing_ratio{job="ranker"}\n)\n  + 0.5') in rule["expr"]

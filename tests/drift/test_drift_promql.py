@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
@@ -260,3 +260,68 @@ def test_a_rollout_fires_the_missing_alert_for_the_reference_whose_replicas_miss
     assert reference == {old_id: pytest.approx(0.4), new_id: 0.0}
     assert shares == {old_id: pytest.approx(0.4), new_id: pytest.approx(0.3)}
     assert firing == {new_id: pytest.approx(0.3)}
+
+
+
+def _older_aiwatch(registry: CollectorRegistry, feature: NumericalFeature, counts: int) -> Counter:
+    """Export ``feature`` as an aiwatch older than the ``reference`` label did (the same names and labels, that one
+    left out): its reference shares, no missing value, and ``counts`` live values in each bin; returns the bins'
+    counter."""
+    labels = {"model": "m", "feature": feature.name}
+    ratio = Gauge("aiwatch_feature_reference_ratio", "", ("model", "feature", "bin"), registry=registry)
+    bins = Counter("aiwatch_feature_bin_total", "", ("model", "feature", "bin"), registry=registry)
+    for b, share in zip(feature.bin_labels, feature.reference_shares(), strict=True):
+        ratio.labels(bin=b, **labels).set(float(share))
+        bins.labels(bin=b, **labels).inc(counts)
+    Gauge("aiwatch_feature_reference_missing_ratio", "", ("model", "feature"), registry=registry).labels(
+        **labels).set(0.0)
+    Counter("aiwatch_feature_missing_total", "", ("model", "feature"), registry=registry).labels(**labels)
+    return bins
+
+
+def test_an_older_aiwatchs_series_left_on_a_replica_do_not_count_it_twice_in_the_missing_alert() -> None:
+    """A fleet halfway through an upgrade. Replica a runs the new aiwatch, but its multiprocess directory still holds
+    an old worker's sample files (a gunicorn USR2 upgrade keeps them until the next full restart): its /metrics has
+    the old reference ratios without ``reference`` beside its own. Replica b still runs the old aiwatch. Both use the
+    same profile. x stops arriving on a only: AiwatchFeatureMissing fires for a's reference, at 100%. The
+    reference-less group is b's (x never missing there): it counted a's missing values too, read 50% and paged a
+    second time, naming the old replicas."""
+    rng = np.random.default_rng(14)
+    profile = ReferenceProfile.build({"x": rng.normal(0, 1, 5000)})
+    feature = profile.features["x"]
+    assert isinstance(feature, NumericalFeature)
+    new, left, old = CollectorRegistry(), CollectorRegistry(), CollectorRegistry()
+    monitor = DriftMonitor(profile, model="m", registry=new)
+    _older_aiwatch(left, feature, 30)  # what the old worker counted before it exited
+    b_bins = _older_aiwatch(old, feature, 0)
+    families = ("aiwatch_feature_bin", "aiwatch_feature_reference", "aiwatch_feature_missing",
+                "aiwatch_feature_invalid")
+    served = CollectorRegistry()
+    served.register(Replicas({"a": new, "b": old}, families))
+    served.register(Replicas({"a": left}, families))
+    cfg = RulesConfig()
+    cfg.drift.windows = ["10m"]
+    cfg.drift.psi_window = "10m"
+    cfg.drift.fleet_min_values = 100
+    expr = next(a.expr for a in drift_alerts(cfg) if a.name == "AiwatchFeatureMissing")
+    port = free_port()
+    server, thread = start_http_server(port, addr="127.0.0.1", registry=served)
+    try:
+        with prometheus([f"127.0.0.1:{port}"], scrape_interval="1s") as prom:
+            prom.wait_for("count(aiwatch_feature_missing_total)", lambda r: bool(r) and r[0]["value"][1] == "2")
+            monitor.observe_batch({"x": np.full(500, np.nan)})
+            monitor.flush()
+            for b in feature.bin_labels:
+                b_bins.labels(model="m", feature="x", bin=b).inc(50)
+            prom.wait_for('sum(aiwatch_feature_missing_total{feature="x"})',
+                          lambda r: bool(r) and float(r[0]["value"][1]) == 500)
+            prom.wait_for('sum(aiwatch_feature_bin_total{replica="b"})',
+                          lambda r: bool(r) and float(r[0]["value"][1]) == 50 * len(feature.bin_labels))
+            firing = {r["metric"].get("reference", ""): float(r["value"][1]) for r in prom.query(expr)}
+            shares = {r["metric"].get("reference", ""): float(r["value"][1])
+                      for r in prom.query(live_missing_share_expr("10m"))}
+    finally:
+        server.shutdown()
+        thread.join(5)
+    assert shares == {feature.reference_id: pytest.approx(1.0), "": 0.0}
+    assert firing == {feature.reference_id: pytest.approx(1.0)}
