@@ -911,10 +911,14 @@ class ScrapeSource(DataSource):
     def feature_missing(self, window: float) -> list[MissingRow]:
         data, t = self._copy(), time.time()
         # each endpoint's counts go to the reference it counts the feature against (its reference ratios'; a ratio
-        # removed at a reload reads NaN), as the rule's join does: a rollout's two profiles are never mixed
+        # removed at a reload reads NaN), as the rule's join does: a rollout's two profiles are never mixed. A ratio
+        # without a reference (an older aiwatch's, left in a multiprocess directory) names none where one with it is
         replica = ("instance", "model", "feature")
-        refs = {tuple(lb.get(k, "") for k in replica): lb.get("reference", "")
-                for lb, v in self._gauge(data, Q.REFERENCE_RATIO.name, t) if v >= 0}
+        refs: dict[tuple[str, ...], str] = {}
+        for lb, v in self._gauge(data, Q.REFERENCE_RATIO.name, t):
+            key = tuple(lb.get(k, "") for k in replica)
+            if v >= 0 and (lb.get("reference") or key not in refs):
+                refs[key] = lb.get("reference", "")
 
         def referenced(samples: Samples) -> Samples:
             return [({**lb, "reference": ref}, v) for lb, v in samples

@@ -7,16 +7,20 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest, start_http_server
+from prometheus_client.core import Metric
+from prometheus_client.registry import Collector
 
 from aiwatch.console import PrometheusSource
 from aiwatch.console.scrape import ScrapeSource
 from aiwatch.drift import DriftMonitor, ReferenceProfile
+from aiwatch.drift.features import NumericalFeature
 from tests.console.test_console_dashboard import load
-from tests.drift.test_drift_promql import Replicas
+from tests.drift.test_drift_promql import Replicas, _older_aiwatch
 from tests.servers import free_port, prometheus
 
 pytestmark = pytest.mark.slow
@@ -140,3 +144,75 @@ def test_both_sources_show_a_missing_share_per_reference_against_its_own() -> No
         # each row counts its own replicas' values and missing ones (rates times the window: extrapolated)
         assert rows[0].counted == pytest.approx(2 * (rows[1].counted or 0.0))
         assert [r.past(0.2, 100) for r in rows] == [True, False]
+
+
+class _Merged(Collector):
+    """Several registries served as one endpoint, as prometheus_client merges a multiprocess directory: a
+    counter's samples of one label set added up, a gauge's the first registry's (the latest written)."""
+
+    def __init__(self, *registries: CollectorRegistry) -> None:
+        self.registries = registries
+
+    def collect(self) -> Iterator[Metric]:
+        families: dict[str, Metric] = {}
+        values: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]] = {}
+        for registry in self.registries:
+            for family in registry.collect():
+                families.setdefault(family.name, Metric(family.name, family.documentation, family.type))
+                kept = values.setdefault(family.name, {})
+                for sample in family.samples:
+                    key = (sample.name, tuple(sorted(sample.labels.items())))
+                    if family.type == "counter":
+                        kept[key] = kept.get(key, 0.0) + sample.value
+                    else:
+                        kept.setdefault(key, sample.value)
+        for name, family in families.items():
+            for (sample_name, labels), value in values[name].items():
+                family.add_sample(sample_name, dict(labels), value)
+            yield family
+
+
+def test_both_sources_count_a_replica_once_when_an_older_aiwatchs_series_are_left_on_it() -> None:
+    """Replica a runs the new aiwatch with an old worker's series still in its multiprocess directory (the reference
+    ratios without ``reference``); replica b runs the old aiwatch; one profile. x stops arriving on a only: one row
+    for a's reference at 100%, and b's reference-less row at 0%. a's missing values were counted in b's row too
+    (50%, past the alert's margin)."""
+    rng = np.random.default_rng(10)
+    profile = ReferenceProfile.build({"x": rng.normal(0, 1, 3000)}, n_bins=4)
+    feature = profile.features["x"]
+    assert isinstance(feature, NumericalFeature)
+    new, left, old = CollectorRegistry(), CollectorRegistry(), CollectorRegistry()
+    monitor = DriftMonitor(profile, model="m", registry=new)
+    _older_aiwatch(left, feature, 30)
+    b_bins = _older_aiwatch(old, feature, 0)
+    a = CollectorRegistry()
+    a.register(_Merged(new, left))
+    urls = {"a": "http://replica-a/metrics", "b": "http://replica-b/metrics"}
+    endpoints = {"a": a, "b": old}
+    scraped = ScrapeSource(list(urls.values()), interval=10.0, history=600, start=False)
+    served = CollectorRegistry()
+    served.register(Replicas(endpoints, ("aiwatch_feature_bin", "aiwatch_feature_reference", "aiwatch_feature_missing",
+                                         "aiwatch_feature_invalid")))
+    port = free_port()
+    server, thread = start_http_server(port, addr="127.0.0.1", registry=served)
+    try:
+        with prometheus([f"127.0.0.1:{port}"], scrape_interval="1s") as prom:
+            prom.wait_for("count(aiwatch_feature_missing_total == 0)", lambda r: bool(r) and r[0]["value"][1] == "2")
+            t0 = time.time() - 30
+            for r, reg in endpoints.items():
+                scraped.record(urls[r], generate_latest(reg).decode(), t0)
+            monitor.observe_batch({"x": np.full(400, np.nan)})
+            for b in feature.bin_labels:
+                b_bins.labels(model="m", feature="x", bin=b).inc(100)
+            for r, reg in endpoints.items():
+                scraped.record(urls[r], generate_latest(reg).decode(), t0 + 20)
+            prom.wait_for("sum(aiwatch_feature_missing_total)", lambda r: bool(r) and float(r[0]["value"][1]) == 400)
+            prom.wait_for('sum(aiwatch_feature_bin_total{replica="b"})',
+                          lambda r: bool(r) and float(r[0]["value"][1]) == 400)
+            from_prometheus = PrometheusSource(prom.url, span=30, points=10).feature_missing(60)
+    finally:
+        server.shutdown()
+        thread.join(5)
+    from_scrapes = scraped.feature_missing(60)
+    for rows in (from_prometheus, from_scrapes):
+        assert sorted((r.reference_id, r.live) for r in rows) == [("", 0.0), (feature.reference_id, 1.0)]
