@@ -732,8 +732,12 @@ def drift_alerts(cfg: RulesConfig) -> list[Alert]:
     js_text = _answer_text(js + '{' + matchers + '}', args,
                            ' Jensen-Shannon distance: {{ . | first | value | printf "%.3f" }}.')
     feature_matchers, feature_args = _same_scope_matchers(cfg, "model", "feature")
+    # the references the replicas count against (replica_references_expr): not a reference removed at a reload (NaN
+    # in multiprocess mode), nor an older aiwatch's reference-less ratios left beside a replica's own
     references_text = _answer_text(
-        f"count(count by (reference) ({REFERENCE_RATIO}{{{feature_matchers}}})) > 1", feature_args,
+        f"count(count by (reference) ((group without (bin) ({REFERENCE_RATIO}{{{feature_matchers}, reference!=%q}} "
+        f">= 0) or ignoring (reference) group without (bin) ({REFERENCE_RATIO}{{{feature_matchers}}} >= 0)))) > 1",
+        f'{feature_args} "" {feature_args}',
         " The replicas run {{ . | first | value }} reference profiles of this feature (a rollout of a new one?): "
         "each has its own PSI, from its own replicas; this one is reference {{ $labels.reference }}'s.")
     reference_matchers, reference_args = _same_scope_matchers(cfg, *FEATURE, optional=("reference",))
