@@ -140,6 +140,13 @@ TTFT_SLOW_RATIO = "service:aiwatch_gen_ai_ttft_slow:ratio_rate{window}"
 ERROR_BURN = "service:aiwatch_request_errors:burn_rate{window}"
 SLOW_BURN = "service:aiwatch_request_slow:burn_rate{window}"
 TTFT_SLOW_BURN = "service:aiwatch_gen_ai_ttft_slow:burn_rate{window}"
+#: the errors the availability SLO counts (its traffic classes, its error statuses) per second, per route and status:
+#: what the availability runbooks list, recorded so that they follow the config's ``slo.traffic_class`` and
+#: ``slo.error_status`` instead of writing the defaults' regexes (routes are bounded by the route label guard, and
+#: only error statuses are kept)
+ROUTE_ERRORS = "service_route_status:aiwatch_request_errors:rate{window}"
+#: the windows the availability pages read it over: the fast burn's short window, the slow burn's day
+ROUTE_ERROR_WINDOWS = ("5m", "1d")
 DEGRADED_RATIO = "service:aiwatch_degraded:ratio_rate{window}"
 CACHE_RATE = "cache:aiwatch_feature_cache_requests:rate{window}"
 CACHE_HIT_RATIO = "cache:aiwatch_feature_cache_hit:ratio_rate{window}"
@@ -306,6 +313,9 @@ def slo_records(cfg: RulesConfig) -> list[dict[str, Any]]:
                                    (TTFT_SLOW_BURN, TTFT_SLOW_RATIO, cfg.streaming.ttft_objective)):
         rules += [_record(burn.format(window=w), f"{ratio.format(window=w)} / {number(_decimal(1 - objective))}")
                   for w in burn_windows(cfg)]
+    route_status, failed = _scope(cfg, "service", "route", "status"), matches("status", cfg.slo.error_status)
+    rules += [_record(ROUTE_ERRORS.format(window=w),
+                      by("sum", route_status, rate(REQUESTS.count, w, req, *cls, failed))) for w in ROUTE_ERROR_WINDOWS]
     return rules
 
 
