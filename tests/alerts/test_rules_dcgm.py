@@ -138,3 +138,55 @@ def test_the_gpu_runbook_names_the_service_of_a_saturated_dcgm_gpu(tmp_path: Pat
     (out / "runbook_test.yml").write_text(yaml.safe_dump(test, sort_keys=False))
     proc = subprocess.run([promtool, "test", "rules", str(out / "runbook_test.yml")], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+#: what each dcgm query of the GPU pages answers in its alert's firing case of the dcgm scenarios, filled with the
+#: alert's labels (AiwatchGpuSaturated's is test_the_gpu_runbook_names_the_service_of_a_saturated_dcgm_gpu's)
+DCGM_ANSWERS: dict[tuple[str, str], list[dict[str, object]]] = {
+    # 10.0.3.8's two GPUs, gone since 10m
+    ("AiwatchGpuMetricsAbsent", "group by (instance, gpu, UUID, Hostname)"): [
+        {"labels": f'{{instance="10.0.3.8:9400", gpu="{gpu}", UUID="{uuid}", Hostname="gpu-node-2"}}', "value": 1}
+        for gpu, uuid in (("0", "GPU-77aa"), ("1", "GPU-77ab"))],
+    # GPU 0's XID 79; GPU 1 never had one
+    ("AiwatchGpuXidErrors", "DCGM_FI_DEV_XID_ERRORS{"): [
+        {"labels": 'DCGM_FI_DEV_XID_ERRORS{gpu="0", UUID="GPU-5f1c", modelName="NVIDIA H100 80GB HBM3", '
+                   'Hostname="gpu-node-1", instance="10.0.3.7:9400", job="dcgm-exporter"}', "value": 79}],
+    ("AiwatchGpuXidErrors", "changes("): [
+        {"labels": f'{{gpu="{gpu}", UUID="{uuid}", modelName="NVIDIA H100 80GB HBM3", Hostname="gpu-node-1", '
+                   f'instance="10.0.3.7:9400", job="dcgm-exporter"}}', "value": n}
+        for gpu, uuid, n in (("0", "GPU-5f1c", 1), ("1", "GPU-8a02", 0))],
+}
+
+
+@pytest.mark.slow
+def test_the_dcgm_queries_of_the_gpu_runbooks_answer_with_the_gpus_of_their_alert(tmp_path: Path) -> None:
+    """Each query a GPU page gives for ``gpu.source: dcgm`` answers, in its alert's dcgm firing scenario and filled
+    with the alert's labels, with the GPUs the alert is about; they were only parsed, and the metrics-absent page's
+    ``count by (instance) (DCGM_FI_DEV_GPU_UTIL)`` counted the GPUs of every exporter but the one that fired (it
+    exports none: that is the alert)."""
+    from tests.alerts.test_rules import RUNBOOKS
+    from tests.alerts.test_runbook_queries import PLACEHOLDER, runbook_queries
+
+    promtool = require_binary("promtool")
+    out = rendered(tmp_path)
+    doc = yaml.safe_load(PROMTOOL_TEST.read_text())
+    groups = []
+    for page in sorted(RUNBOOKS.glob("*.md")):
+        for query in runbook_queries(page, "dcgm"):
+            if page.stem == "AiwatchGpuSaturated":
+                continue
+            (key,) = [k for k in DCGM_ANSWERS if k[0] == page.stem and query.startswith(k[1])]
+            group, case = next((g, c) for g in doc["tests"] for c in g.get("alert_rule_test", [])
+                               if c["alertname"] == page.stem and c["exp_alerts"])
+            labels = case["exp_alerts"][0]["exp_labels"]
+            groups.append({"interval": group["interval"], "input_series": group["input_series"],
+                           "promql_expr_test": [{
+                               "expr": PLACEHOLDER.sub(lambda m, labels=labels: str(labels[m.group(1)]), query),
+                               "eval_time": case["eval_time"], "exp_samples": DCGM_ANSWERS[key]}]})
+    assert len(groups) == len(DCGM_ANSWERS)
+    test = {"rule_files": doc["rule_files"], "evaluation_interval": doc["evaluation_interval"],
+            "group_eval_order": doc["group_eval_order"], "tests": groups}
+    (out / "dcgm_runbook_test.yml").write_text(yaml.safe_dump(test, sort_keys=False))
+    proc = subprocess.run([promtool, "test", "rules", str(out / "dcgm_runbook_test.yml")], capture_output=True,
+                          text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -51,16 +51,18 @@ def runbook_queries(page: Path, source: str | None = None) -> list[str]:
 
 def firing_scenarios() -> list[tuple[str, Path, dict[str, Any], dict[str, Any], str]]:
     """Firing cases of the promtool unit tests: each alert's first, and its first with each other set of label
-    names (per cluster, per result...), in file order: (alert, test file, the case's group without its alert cases,
-    the alert's labels, when)."""
-    found: dict[tuple[str, frozenset[str]], tuple[str, Path, dict[str, Any], dict[str, Any], str]] = {}
+    names (per cluster, per result...) or of input series (the event loop's stuck branch reads a series its other
+    cases lack), in file order: (alert, test file, the case's group without its alert cases, the alert's labels,
+    when)."""
+    found: dict[tuple[str, frozenset[str], frozenset[str]], tuple[str, Path, dict[str, Any], dict[str, Any], str]] = {}
     for path in PROMTOOL_TESTS:
         for group in yaml.safe_load(path.read_text())["tests"]:
             series = {k: v for k, v in group.items() if k not in ("alert_rule_test", "promql_expr_test")}
+            read = frozenset(re.split(r"[{\s]", s["series"], maxsplit=1)[0] for s in group.get("input_series", []))
             for case in group.get("alert_rule_test", []):
                 if case["exp_alerts"]:
                     labels = case["exp_alerts"][0]["exp_labels"]
-                    found.setdefault((case["alertname"], frozenset(labels)),
+                    found.setdefault((case["alertname"], frozenset(labels), read),
                                      (case["alertname"], path, series, labels, case["eval_time"]))
     return list(found.values())
 
