@@ -3,22 +3,28 @@
 aiwatch's httpx transport, records the lookup as a :class:`~aiwatch.signals.cache.FeatureCache`'s, counts its prompt
 tokens, feeds a :class:`~aiwatch.drift.DriftMonitor` (some rows lack the feature or send an unknown one) and scores
 through a :class:`~aiwatch.signals.batcher.MicroBatcher`, so that it exports the series the
-on-call's queries of the queue, cache, model, network, time-to-first-token, GPU and event loop pages read.
-aiwatch's :class:`~aiwatch.GpuCollector` polls one GPU through the pynvml stand-in of tests/signals/fake_pynvml.py
-(this machine has no GPU: only the NVML boundary is fake)."""
+on-call's queries of the queue, cache, model, network, time-to-first-token, GPU and event loop pages read. It also
+asks ``GET /skewed`` (a peer whose Server-Timing claims a minute: a clamped network time), records lookups of a
+cache made per request whose name is too long for a label (folded by the cardinality guard), and, given a folder in
+``RUNBOOK_PREDICTION_LOG``, logs its predictions there through a :class:`~aiwatch.feedback.ParquetSink` that
+recovers the journal a killed writer left in it. aiwatch's :class:`~aiwatch.GpuCollector` polls one GPU (power
+capped: a throttle reason) through the pynvml stand-in of tests/signals/fake_pynvml.py (this machine has no GPU: only
+the NVML boundary is fake)."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 
 import httpx
 import numpy as np
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 
 import aiwatch
 from aiwatch.client import AiwatchAsyncTransport
 from aiwatch.drift import DriftMonitor, ReferenceProfile
+from aiwatch.feedback import ParquetSink, PredictionLog
 from aiwatch.genai import record_tokens
 from aiwatch.signals.batcher import MicroBatcher
 from aiwatch.signals.cache import FeatureCache
@@ -26,9 +32,15 @@ from aiwatch.signals.gpu import GpuCollector
 from tests.signals.fake_pynvml import FakeNVML
 
 SERVICE, MODEL, QUEUE, CACHE, FEATURE = "recommender", "ranker", "ranker-batch", "user-features", "age"
+#: the peer name ``GET /skewed`` reports
+SKEWED_PEER = "skewed-clock"
 
-app = aiwatch.instrument(FastAPI(), service=SERVICE, model=MODEL, exclude_paths=["/healthz"])
+app = aiwatch.instrument(FastAPI(), service=SERVICE, model=MODEL, exclude_paths=["/healthz", "/skewed"])
 cache = FeatureCache(CACHE)
+#: past MAX_VALUE_LENGTH: each cache made with it folds its label
+LONG_CACHE = "user-features-" + "x" * 1024
+log = PredictionLog(ParquetSink(os.environ["RUNBOOK_PREDICTION_LOG"])) if "RUNBOOK_PREDICTION_LOG" in os.environ \
+    else None
 nvml = FakeNVML.with_gpus(1)
 nvml.gpus[0].util_gpu = 97
 GpuCollector(nvml=nvml, interval=0.2)
@@ -53,6 +65,12 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
+@app.get("/skewed")
+async def skewed() -> Response:
+    return Response("{}", media_type="application/json",
+                    headers={"Server-Timing": f'total;dur=60000.000;desc="{SKEWED_PEER}"'})
+
+
 @app.get("/features")
 async def features() -> dict[str, float]:
     return {"age": 31.0}
@@ -66,8 +84,13 @@ async def predict(request: Request) -> dict[str, float]:
         lookups.append(1)
         missed = len(lookups) % 2  # every other lookup misses a key (recorded as a miss), the others find all four
         cache.record(time.perf_counter() - started, hits=4 - missed, misses=missed)
+        FeatureCache(LONG_CACHE).record(0.001, hits=1, misses=0)  # a client made per request
+        await client.get(f"{request.base_url}skewed")
     record_tokens(input_tokens=120 + len(lookups) % 50)
     # every third request lacks the feature, every fifth sends one the profile does not know
     row: dict[str, float] = {} if len(lookups) % 3 == 0 else {FEATURE: 40.0 + len(lookups) % 20}
     drift.observe(row | ({"agee": 1.0} if len(lookups) % 5 == 0 else {}))
-    return {"score": await batcher.submit(1)}
+    result = await batcher.submit(1)
+    if log is not None:
+        log.log(MODEL, row, result)
+    return {"score": result}
