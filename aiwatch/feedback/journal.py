@@ -61,9 +61,10 @@ if hasattr(os, "register_at_fork"):
 
 class Journal:
     """The journal being written for one open file; ``fsync`` syncs it to disk after each batch (without, a batch
-    is in the OS's hands when :meth:`append` returns: it survives the process, not a power cut)."""
+    is in the OS's hands when :meth:`append` returns: it survives the process, not a power cut). Made with ``mode``
+    less the umask."""
 
-    def __init__(self, path: Path, schema: Any, *, fsync: bool) -> None:
+    def __init__(self, path: Path, schema: Any, *, fsync: bool, mode: int = 0o640) -> None:
         new = path.with_name(path.name + NEW_SUFFIX)
         self.path, self._fsync = path, fsync
         # A forked child lets go of the journal from the moment it is opened, not only once the sink holds it: a fork
@@ -71,7 +72,7 @@ class Journal:
         self._fd, self._size = -1, 0
         renew_at_fork(self)
         with _opening:
-            self._fd = os.open(new, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            self._fd = os.open(new, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a file just made: nobody else has it
             _check_still_named(self._fd, new)
@@ -144,14 +145,14 @@ class OpenFileLock:
     (through another descriptor: ``flock`` locks belong to this one's open file), so that a sink starting on the
     directory takes the lock (:func:`claim`, ``begun=True``) only once the writer is gone. Raises, leaving no file,
     when the file exists or cannot be made or locked. A forked child lets go of its copy at once, as of a journal's.
+    The file is made with ``mode`` less the umask; pyarrow, opening it by name, keeps that mode.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, mode: int = 0o640) -> None:
         self._fd = -1
         renew_at_fork(self)
-        # 0o666 (less the umask) is what pyarrow gives a file it makes: the file's mode stays what it was
         with _opening:
-            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a file just made: nobody else has it
             _check_still_named(self._fd, path)

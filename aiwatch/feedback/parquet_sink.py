@@ -196,11 +196,15 @@ class ParquetSink:
     descriptors): a new one past it first completes the least recently written one (counted in
     :attr:`forced_rotations`), so that a flood of model names cannot take the process's descriptors. ``None`` (the
     default) takes it from the process's descriptor limit (:func:`default_max_open_files`). Past the cap every batch
-    that writes to more files than it completes files early: the cap is for floods, not for the models served."""
+    that writes to more files than it completes files early: the cap is for floods, not for the models served.
+    ``file_mode`` and ``dir_mode`` are the modes of the files (journals included) and directories the sink makes,
+    less the process's umask: 0o640 and 0o750 by default, since the rows hold the model's inputs (a log shipper
+    running as another user reads them through the group, or is given 0o644 and 0o755)."""
 
     def __init__(self, directory: str | os.PathLike[str], *, max_rows: int = 100_000,
                  max_file_seconds: float = 300.0, compression: str = "zstd", fsync: bool = True,
-                 journal: bool = True, journal_fsync: bool = False, max_open_files: int | None = None) -> None:
+                 journal: bool = True, journal_fsync: bool = False, max_open_files: int | None = None,
+                 file_mode: int = 0o640, dir_mode: int = 0o750) -> None:
         self.pa = require("pyarrow", "data")
         self.pq = require("pyarrow.parquet", "data")
         if max_open_files is None:
@@ -209,6 +213,8 @@ class ParquetSink:
             if isinstance(number, bool) or not isinstance(number, int) or number < 1:
                 raise ValueError(f"{label} must be a whole number >= 1, got {number!r}")
         self.max_open_files: int = max_open_files
+        self.file_mode = _mode(file_mode, "file_mode", 0o600)
+        self.dir_mode = _mode(dir_mode, "dir_mode", 0o700)
         #: Files completed early because ``max_open_files`` were open and another was needed.
         self.forced_rotations = 0
         self._forced_rotations_taken = 0
@@ -535,12 +541,14 @@ class ParquetSink:
         self._make_room(tally)
         model, hour = key
         folder = self.directory / f"model={quote(model, safe='')}" / f"hour={hour}"
-        folder.mkdir(parents=True, exist_ok=True)
+        _make_folders(folder, self.dir_mode)
         try:
-            final, temp, lock = self._new_name(folder)
+            final, temp, lock = self._new_name(folder, self.file_mode)
         except journals.Replaced:  # stopped between making and locking it, and taken for a dead writer's: again
-            final, temp, lock = self._new_name(folder)
+            final, temp, lock = self._new_name(folder, self.file_mode)
         try:
+            if lock is None:  # no flock: made here all the same, for its mode (pyarrow's would be 0o666)
+                _make_file(temp, self.file_mode)
             writer = self.pq.ParquetWriter(str(temp), schema, compression=self.compression)
             if lock is not None and not lock.holds(temp):  # pyarrow made a file of its own there: nothing locks it
                 _let_go(writer)
@@ -570,7 +578,7 @@ class ParquetSink:
                 self._rotate(oldest, tally)
 
     @staticmethod
-    def _new_name(folder: Path) -> tuple[Path, Path, OpenFileLock | None]:
+    def _new_name(folder: Path, mode: int) -> tuple[Path, Path, OpenFileLock | None]:
         """A new file's final and temporary names, its temporary one made and locked before pyarrow writes a byte
         into it (raises :class:`~aiwatch.feedback.journal.Replaced` when it was removed before it was locked).
 
@@ -587,7 +595,7 @@ class ParquetSink:
                     return final, temp, None
                 continue
             try:
-                lock = OpenFileLock(temp)
+                lock = OpenFileLock(temp, mode)
             except FileExistsError:  # a live writer's open file (or a dead one's, left for recovery)
                 continue
             if not (os.path.lexists(final) or os.path.lexists(journal_path(final))):
@@ -603,7 +611,7 @@ class ParquetSink:
         if not self.journal:
             return None
         try:
-            return Journal(journal_path(final), schema, fsync=self.journal_fsync)
+            return Journal(journal_path(final), schema, fsync=self.journal_fsync, mode=self.file_mode)
         except Exception as exc:
             tally.error = tally.error or exc
             return None
@@ -845,6 +853,7 @@ class ParquetSink:
         if writer is not None:
             writer.write_table(self.pa.Table.from_batches(batches, schema=schema))
             return writer
+        _make_file(temp, self.file_mode)  # the dead writer's open file keeps the mode it has
         made = self.pq.ParquetWriter(str(temp), schema, compression=self.compression)
         try:
             made.write_table(self.pa.Table.from_batches(batches, schema=schema))
@@ -887,6 +896,37 @@ class ParquetSink:
 def _errno(exc: BaseException) -> int | None:
     """The errno of an OSError (the disk's, the system's); ``None`` for anything else, or an OSError without one."""
     return exc.errno if isinstance(exc, OSError) else None
+
+
+def _mode(mode: int, name: str, needed: int) -> int:
+    """``mode`` checked: permission bits that keep ``needed`` (the sink's own access), else a ``ValueError``."""
+    if isinstance(mode, bool) or not isinstance(mode, int) or not 0 <= mode <= 0o777 or mode & needed != needed:
+        shown = oct(mode) if isinstance(mode, int) and not isinstance(mode, bool) else repr(mode)
+        raise ValueError(f"{name} must be permission bits from {oct(needed)} to 0o777 that include {oct(needed)} "
+                         f"(the sink reads and writes what it makes), got {shown}")
+    return mode
+
+
+def _make_folders(folder: Path, mode: int) -> None:
+    """Make ``folder`` and each missing directory above it with ``mode`` (less the umask): ``Path.mkdir`` gives
+    the ones above the default mode."""
+    missing: list[Path] = []
+    while not folder.is_dir():
+        missing.append(folder)
+        if folder.parent == folder:
+            break
+        folder = folder.parent
+    for path in reversed(missing):
+        try:
+            path.mkdir(mode)
+        except FileExistsError:  # another sink or process made it meanwhile (a file there: the error stands)
+            if not path.is_dir():
+                raise
+
+
+def _make_file(path: Path, mode: int) -> None:
+    """Make ``path`` empty with ``mode`` (less the umask) unless it exists, for pyarrow to open by its name."""
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, mode))
 
 
 def journal_path(final: Path) -> Path:
