@@ -40,6 +40,7 @@ from functools import cached_property
 from typing import Any
 
 from aiwatch import env as _env
+from aiwatch.semconv import REDACTED_QUERY_PARAMS, redact_text
 
 _log = logging.getLogger("aiwatch")
 
@@ -289,10 +290,11 @@ def _check_header(name: str, value: str, what: str = "") -> None:
 
 
 def refuse_credentials(url: str, what: str) -> None:
-    """A ``ValueError`` when ``url`` holds credentials (``http://user:password@host``): every message that names
-    the URL (a scrape that failed, the console's "reading ..." line, its page) would print them. Read before any
-    other check of the URL, so that no message about a malformed one prints them either; the error names the URL
-    with its credentials left out.
+    """A ``ValueError`` when ``url`` holds credentials (``http://user:password@host``, or a query parameter named
+    like one: ``?token=``, ``?access_token=``, ``?api_key=``, a signature): every message that names the URL (a
+    scrape that failed, the console's "reading ..." line, its page) would print them. Read before any other check
+    of the URL, so that no message about a malformed one prints them either; the error names the URL with its
+    credentials left out.
 
         >>> refuse_credentials("http://ops:s3cret@10.0.0.7:8000/metrics", "the /metrics URL")
         ... # doctest: +ELLIPSIS
@@ -306,6 +308,27 @@ def refuse_credentials(url: str, what: str) -> None:
         shown = scheme + sep + rest.replace(authority, authority.rpartition("@")[2], 1)
         raise ValueError(f"{what} {shown} holds credentials (user:password@): give them as basic auth or a token "
                          "file instead, so that no message prints them")
+    query = rest.partition("?")[2].partition("#")[0] if sep else ""
+    named = [name for name, _ in urllib.parse.parse_qsl(query, keep_blank_values=True) if _is_credential(name)]
+    if named:
+        shown = redact_text(re.sub(r"(?<=[?&])(" + "|".join(map(re.escape, named)) + r")=[^&#]*", r"\1=REDACTED",
+                                   url))
+        raise ValueError(f"{what} {shown} holds credentials in its query ({', '.join(dict.fromkeys(named))}): give "
+                         "them as a token file, basic auth or a header instead, so that no message prints them")
+
+
+#: The parts of a query parameter's name (split at what is not a letter or digit, any case) that name a credential.
+_CREDENTIAL_WORDS = frozenset({"token", "secret", "password", "passwd", "pwd", "apikey", "key", "auth", "sig",
+                               "signature", "credential", "credentials", "session", "sessionid", "jwt"})
+
+
+def _is_credential(name: str) -> bool:
+    lowered = name.lower()
+    return (lowered in _REDACTED_PARAMS
+            or any(word in _CREDENTIAL_WORDS for word in re.split(r"[^a-z0-9]+", lowered)))
+
+
+_REDACTED_PARAMS = frozenset(name.lower() for name in REDACTED_QUERY_PARAMS)
 
 
 def _redacted(text: str) -> str:

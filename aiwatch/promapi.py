@@ -85,6 +85,10 @@ class PrometheusAPI:
             parsed = urllib.parse.urlparse("")
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
             raise ValueError(f"Prometheus URL must look like http://host:9090, got {url!r}")
+        if parsed.query or parsed.fragment or url.endswith(("?", "#")):
+            # the API's paths are appended to the URL: they would land in its query, never reaching the API
+            raise ValueError(f"Prometheus URL must have no query or fragment (the API's paths are appended to it), "
+                             f"got {url!r}")
         try:
             parsed.port  # noqa: B018 - a port that is not a number from 0 to 65535 raises
         except ValueError as exc:

@@ -232,6 +232,42 @@ def test_the_commands_refuse_a_url_holding_credentials_without_printing_them(
     assert "pa55word" not in out.out + out.err
 
 
+@pytest.mark.parametrize("command", ["console", "diagnose"])
+@pytest.mark.parametrize(("option", "url", "names"), [
+    ("--prometheus", "http://127.0.0.1:9/?token=s3cr3t", "token"),
+    ("--prometheus", "http://127.0.0.1:9/prom?access_token=s3cr3t#x", "access_token"),
+    ("--scrape", "http://127.0.0.1:9/metrics?module=a&apiKey=s3cr3t&X-Amz-Signature=s3cr3t",
+     "apiKey, X-Amz-Signature"),
+    ("--scrape", "http://127.0.0.1:9/metrics?api_key=s3cr3t&api_key=s3cr3t", "api_key"),
+])
+def test_the_commands_refuse_a_url_with_credentials_in_its_query_without_printing_them(
+        command: str, option: str, url: str, names: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """``aiwatch diagnose --prometheus 'http://h:9/?token=secret'`` printed "Prometheus at http://h:9/?token=secret
+    is unreachable" (the query's known secrets, ``access_token=``, too), and ``--scrape`` its URL in "no /metrics
+    endpoint answered: ..."; ``aiwatch console`` put it on its page and terminal. Refused like ``user:password@``,
+    the URL shown with the values left out."""
+    code = main([command, option, url, *(["--port", "1"] if command == "console" else ["--service", "x"])])
+    out = capsys.readouterr()
+    assert code == 2, out
+    assert f"holds credentials in its query ({names})" in out.err
+    assert "s3cr3t" not in out.out + out.err and "=REDACTED" in out.err
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:9/?x=1", "http://127.0.0.1:9/#x", "http://127.0.0.1:9/?"])
+def test_a_prometheus_url_with_a_query_or_fragment_is_refused(url: str) -> None:
+    """The API's paths were appended to the URL, so into its query (``/?x=1/api/v1/query?...``): no call could
+    reach the API."""
+    with pytest.raises(ValueError, match=r"^Prometheus URL must have no query or fragment .*, got "
+                       + re.escape(repr(url)) + "$"):
+        PrometheusAPI(url)
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:9/metrics?module=http_2xx&target=a.example&author=x",
+                                 "http://127.0.0.1:9/metrics?name[]=up&keyboard=1"])
+def test_a_scrape_url_whose_query_names_no_credential_is_taken(url: str) -> None:
+    assert ScrapeSource([url], start=False).description == f"scraping {url}"
+
+
 @pytest.mark.parametrize(("kwargs", "message"), [
     ({"bearer_token": "a", "username": "ops"}, "basic auth or a bearer token, not both"),
     ({"bearer_token": "a", "bearer_token_file": "/etc/hostname"}, "not both"),
