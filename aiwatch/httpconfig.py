@@ -6,7 +6,8 @@ headers, a bearer token or basic auth, a tenant (Mimir's and Cortex's ``X-Scope-
 certificate. Secrets are kept off command lines and out of messages:
 
 - a token or a password comes from a file, read again on every request (so a rotated Kubernetes service-account
-  token is picked up), or from the environment; the ``aiwatch`` commands take file paths and variable names only;
+  token is picked up), or from the environment; the ``aiwatch`` commands take file paths and variable names only
+  (``--header`` takes its value: one named like a credential, :func:`is_credential_name`, is warned of);
 - ``repr()`` and every error message name files and header names, never a secret or a header's value;
 - a redirect to another host does not take the configured headers with it.
 
@@ -309,7 +310,7 @@ def refuse_credentials(url: str, what: str) -> None:
         raise ValueError(f"{what} {shown} holds credentials (user:password@): give them as basic auth or a token "
                          "file instead, so that no message prints them")
     query = rest.partition("?")[2].partition("#")[0] if sep else ""
-    named = [name for name, _ in urllib.parse.parse_qsl(query, keep_blank_values=True) if _is_credential(name)]
+    named = [name for name, _ in urllib.parse.parse_qsl(query, keep_blank_values=True) if is_credential_name(name)]
     if named:
         shown = redact_text(re.sub(r"(?<=[?&])(" + "|".join(map(re.escape, named)) + r")=[^&#]*", r"\1=REDACTED",
                                    url))
@@ -317,12 +318,20 @@ def refuse_credentials(url: str, what: str) -> None:
                          "them as a token file, basic auth or a header instead, so that no message prints them")
 
 
-#: The parts of a query parameter's name (split at what is not a letter or digit, any case) that name a credential.
+#: The parts of a query parameter's or a header's name (split at what is not a letter or digit, any case) that
+#: name a credential.
 _CREDENTIAL_WORDS = frozenset({"token", "secret", "password", "passwd", "pwd", "apikey", "key", "auth", "sig",
-                               "signature", "credential", "credentials", "session", "sessionid", "jwt"})
+                               "signature", "credential", "credentials", "session", "sessionid", "jwt",
+                               "authorization", "cookie"})
 
 
-def _is_credential(name: str) -> bool:
+def is_credential_name(name: str) -> bool:
+    """Whether a query parameter or header named ``name`` holds a credential, by its name: ``access_token``,
+    ``X-Api-Key``, ``Authorization``, ``Cookie``, the signatures :func:`~aiwatch.semconv.redact_url` hides.
+
+        >>> [is_credential_name(n) for n in ("X-Auth-Token", "Proxy-Authorization", "X-Scope-OrgID", "author")]
+        [True, True, False, False]
+    """
     lowered = name.lower()
     return (lowered in _REDACTED_PARAMS
             or any(word in _CREDENTIAL_WORDS for word in re.split(r"[^a-z0-9]+", lowered)))
