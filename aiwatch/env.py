@@ -68,7 +68,8 @@ class EnvVar:
 
 # --- every integration ------------------------------------------------------------------------------------
 SERVICE = EnvVar("AIWATCH_SERVICE", "app",
-                 "The `service` label of every integration not given `service=`. When unset (or empty), "
+                 "The `service` label of every integration not given `service=` (a client's call made inside an "
+                 "aiwatch server request takes that request's service). When unset (or empty), "
                  "`OTEL_SERVICE_NAME` is used if set, else `app`; blanks alone are an error when an integration is "
                  "set up.")
 OTEL_SERVICE_NAME = EnvVar("OTEL_SERVICE_NAME", "",

@@ -43,8 +43,11 @@ OPTIONS: tuple[RecorderOption, ...] = (
                    "An existing recorder to record into instead of the options below (passing both is a "
                    "`TypeError`). Integrations given the same recorder share its service, label guard and tracer: "
                    "`aiwatch.make_recorder(...)` for servers, `aiwatch.make_client_recorder(...)` for clients."),
-    RecorderOption("service", "`$AIWATCH_SERVICE`, else `$OTEL_SERVICE_NAME`, else `app`",
-                   "The `service` label (on the client side, the calling service's)."),
+    RecorderOption("service", "`$AIWATCH_SERVICE`, else `$OTEL_SERVICE_NAME`, else `app`; a client's call made "
+                   "inside an aiwatch server request: that request's service",
+                   "The `service` label (on the client side, the calling service's: a client not given one labels "
+                   "a call with the service of the request it is made in, as the call graph needs, and only a call "
+                   "outside any request with the default)."),
     RecorderOption("registry", "prometheus_client's global registry",
                    "The `CollectorRegistry` the metrics go to (a fresh one in tests)."),
     RecorderOption("metrics", "the registry's `Metrics`",

@@ -107,3 +107,52 @@ def test_the_slow_threshold_must_be_a_positive_number(metrics: Metrics, bad: flo
 def test_the_slow_threshold_comes_from_the_environment(metrics: Metrics, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AIWATCH_SLOW_THRESHOLD_SECONDS", "0.05")
     assert aiwatch.make_recorder(metrics=metrics, service="x").slow_threshold == 0.05
+
+
+def test_calls_in_a_request_are_labelled_with_its_service_unless_given_one(
+        base: str, registry: CollectorRegistry, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A FastAPI app instrumented as ``service="recommender"`` whose clients were made without ``service=``
+    labelled its calls ``service="app"`` (``$AIWATCH_SERVICE``'s default): the call graph diagnose follows from
+    ``recommender`` found no calls, and showed an ``app`` that serves nothing. A client without ``service=`` now
+    labels a call made inside an aiwatch request with that request's service (httpx sync and async, requests,
+    and the received bytes of a body read later); outside any request, and with ``service=`` given, as before."""
+    fastapi = pytest.importorskip("fastapi")
+    from tests.servers import uvicorn_in_thread
+
+    monkeypatch.delenv("AIWATCH_SERVICE", raising=False)
+    monkeypatch.delenv("OTEL_SERVICE_NAME", raising=False)
+    plain = aiwatch.client.instrument_httpx(httpx.Client(), registry=registry)
+    plain_async = aiwatch.client.instrument_httpx(httpx.AsyncClient(), registry=registry)
+    session = aiwatch.client.instrument_requests(requests.Session(), registry=registry)
+    named = aiwatch.client.instrument_httpx(httpx.Client(), registry=registry, service="gateway")
+    app = fastapi.FastAPI()
+
+    @app.get("/recommend")
+    async def recommend() -> dict[str, bool]:
+        await plain_async.get(f"{base}/named")
+        return {"ok": True}
+
+    @app.get("/sync")
+    def sync() -> dict[str, bool]:  # run in a worker thread: the request's context goes along
+        plain.get(f"{base}/named")
+        session.get(f"{base}/named", stream=True).content  # noqa: B018 - the body read after the call's record
+        named.get(f"{base}/named")
+        return {"ok": True}
+
+    aiwatch.instrument(app, registry=registry, service="recommender")
+    with uvicorn_in_thread(app) as (port, _):
+        assert httpx.get(f"http://127.0.0.1:{port}/recommend").status_code == 200
+        assert httpx.get(f"http://127.0.0.1:{port}/sync").status_code == 200
+    plain.get(f"{base}/named")  # outside any request
+
+    def count(service: str) -> float | None:
+        return client_count(registry, service=service, peer="inference", phase="overhead")
+
+    assert (count("recommender"), count("gateway"), count("app")) == (3, 1, None)
+    assert client_count(registry, service="app", peer="inference", phase="") == 1
+    assert network_count(registry, service="recommender", peer="inference", phase="overhead") == 3
+    received = {service: registry.get_sample_value("aiwatch_client_bytes_total", {
+        "service": service, "peer": "inference", "direction": "received"}) for service in ("recommender", "app")}
+    assert received["app"] and received["recommender"] > 2 * received["app"]  # three bodies, and the one outside
+    for closable in (plain, session, named):
+        closable.close()

@@ -197,6 +197,9 @@ class ClientRecorder:
                  max_label_values: int | None = None) -> None:
         self.metrics = metrics if metrics is not None else get_metrics(registry)
         self.service = service or service_name()
+        #: ``service`` was given: every call is labelled with it; else a call made inside an aiwatch server request
+        #: is labelled with that request's service (the caller the call graph needs), one outside with ``service``
+        self.service_given = bool(service)
         self.guard = guard_for(self.metrics, max_label_values)
         self.peer = self.guard.fold("peer", peer) if peer else None
         self.reported_names = ReportedNames()
@@ -302,16 +305,22 @@ class ClientRecorder:
                 record_error("tracing", exc, m)
         return peer
 
-    def count_received(self, peer: str, received: int) -> None:
+    def service_of(self, timeline: RequestTimeline | None) -> str:
+        """The ``service`` label of a call made inside ``timeline`` (``None``: outside any request): the recorder's
+        when it was given one, else the request's, else the default (``$AIWATCH_SERVICE``...)."""
+        return self.service if self.service_given or timeline is None else timeline.service
+
+    def count_received(self, peer: str, received: int, service: str | None = None) -> None:
         """Add the bytes of a response body read after its call was recorded (a streamed body) to ``peer``'s
-        received bytes; ``peer``: what :meth:`finish` returned. Never raises."""
+        received bytes; ``peer``: what :meth:`finish` returned, ``service``: the call's (:meth:`service_of`; default
+        this recorder's). Never raises."""
         count: int | None = received
         if received and (received.__class__ is not int or not 0 < received <= MAX_COUNT):
             count = self._bytes(received, "received")
         if count:
             try:
                 m = self.metrics
-                m.child(m.client_bytes, (self.service, peer, "received")).inc(count)
+                m.child(m.client_bytes, (service or self.service, peer, "received")).inc(count)
             except Exception as exc:
                 record_error("metrics", exc, self.metrics)
 
@@ -363,15 +372,16 @@ class ClientRecorder:
             sent = self._bytes(sent, "sent")
         if received and (received.__class__ is not int or not 0 < received <= MAX_COUNT):
             received = self._bytes(received, "received")
+        service = self.service if self.service_given or timeline is None else timeline.service
         exemplar = {"trace_id": trace_id} if trace_id else None
         try:
             if client is not None:
-                observe(m.child(m.client_request_duration, (self.service, peer, route, status, phase)), client,
+                observe(m.child(m.client_request_duration, (service, peer, route, status, phase)), client,
                         exemplar)
             if sent:
-                m.child(m.client_bytes, (self.service, peer, "sent")).inc(sent)
+                m.child(m.client_bytes, (service, peer, "sent")).inc(sent)
             if received:
-                m.child(m.client_bytes, (self.service, peer, "received")).inc(received)
+                m.child(m.client_bytes, (service, peer, "received")).inc(received)
         except Exception as exc:
             record_error("metrics", exc, m)
         # a retried call's time holds every attempt and the backoff, the report only the answering attempt's time
@@ -383,8 +393,8 @@ class ClientRecorder:
                     network = (served_end - start) - total
                 if network < 0.0:
                     network = 0.0
-                    m.child(m.network_clamped, (self.service, peer)).inc()
-                observe(m.child(m.network_duration, (self.service, peer, phase)), network, exemplar)
+                    m.child(m.network_clamped, (service, peer)).inc()
+                observe(m.child(m.network_duration, (service, peer, phase)), network, exemplar)
             except Exception as exc:
                 record_error("metrics", exc, m)
         if timeline is not None and client is not None:

@@ -83,7 +83,7 @@ class AiwatchHTTPAdapter(HTTPAdapter):
         peer = recorder.finish(call, str(response.status_code), server_timing, sent=sent, received=received,
                                retried=_retried(response))
         if count_later:
-            _count_as_read(response.raw, recorder, peer)
+            _count_as_read(response.raw, recorder, peer, recorder.service_of(call.timeline))
         return response
 
 
@@ -152,7 +152,7 @@ def _countable(raw: Any) -> bool:
         return False
 
 
-def _count_as_read(raw: Any, recorder: ClientRecorder, peer: str) -> None:
+def _count_as_read(raw: Any, recorder: ClientRecorder, peer: str, service: str) -> None:
     """Counts the body bytes ``raw`` pulls off the wire as received (``tell()``: their encoded size, as a
     ``Content-Length`` is): every 64 KiB, and when the body ends or the response is closed (by requests'
     ``Response.close()``, the app, or its collection). The wrappers are ``raw``'s own attributes and hold it
@@ -173,7 +173,7 @@ def _count_as_read(raw: Any, recorder: ClientRecorder, peer: str) -> None:
                 if new <= 0 or (reading and new < _FLUSH_EVERY and not target.closed):
                     return
                 counted += new
-            recorder.count_received(peer, new)
+            recorder.count_received(peer, new, service)
         except Exception as exc:
             record_error("client", exc, recorder.metrics)
 

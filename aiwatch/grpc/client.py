@@ -216,7 +216,7 @@ class _ClientCore:
                                     phase, TIMING_COMPONENT, fixed_peer=self.peer, sent=sent, received=received,
                                     trace_id=trace_id)
         if streamed is not None:
-            streamed.settle(self.recorder.service, peer)
+            streamed.settle(self.recorder.service_of(timeline), peer)
 
 
 #: what grpc-core takes as a metadata key: any other fails the call ("Illegal header key")

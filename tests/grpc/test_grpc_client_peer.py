@@ -194,3 +194,36 @@ def test_without_an_address_a_call_past_its_deadline_stays_unknown(metrics: Metr
             with pytest.raises(grpc.RpcError):
                 channel.unary_unary(UNARY)(SLOW, timeout=0.2)
     assert calls(metrics) == {"ranker": 1.0, UNKNOWN_PEER: 1.0}
+
+
+def test_a_call_made_in_a_request_is_labelled_with_its_service_unless_the_interceptor_was_given_one(
+        metrics: Metrics, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An interceptor made without ``service=`` labelled every call ``$AIWATCH_SERVICE`` or ``app``, also a call
+    a ``recommender`` request made: the call graph lost it. Now the request's service (a stream's bytes, settled
+    after the call, too); outside any request, and given ``service=``, as before."""
+    from aiwatch.timing import RequestRecorder
+
+    monkeypatch.delenv("AIWATCH_SERVICE", raising=False)
+    monkeypatch.delenv("OTEL_SERVICE_NAME", raising=False)
+    server = RequestRecorder(metrics, service="recommender")
+    with plain_server() as target:
+        plain = grpc_client_interceptor(metrics=metrics, peer="ranker")
+        named = grpc_client_interceptor(metrics=metrics, peer="ranker", service="gateway")
+        with grpc.intercept_channel(grpc.insecure_channel(target), plain) as channel, \
+                grpc.intercept_channel(grpc.insecure_channel(target), named) as named_channel:
+            tl = server.begin("POST")
+            assert channel.unary_unary(UNARY)(b"x", timeout=10) == b"ok"
+            assert list(channel.unary_stream(STREAM)(b"x", timeout=10)) == [b"a"]
+            assert named_channel.unary_unary(UNARY)(b"x", timeout=10) == b"ok"
+            server.finish(tl, "/recommend", "POST", "200")
+            assert channel.unary_unary(UNARY)(b"x", timeout=10) == b"ok"  # outside any request
+    by_service: dict[str, float] = {}
+    received: dict[str, float] = {}
+    for family in metrics.registry.collect():
+        for s in family.samples:
+            if s.name == "aiwatch_client_request_duration_seconds_count":
+                by_service[s.labels["service"]] = by_service.get(s.labels["service"], 0.0) + s.value
+            if s.name == "aiwatch_client_bytes_total" and s.labels["direction"] == "received":
+                received[s.labels["service"]] = s.value
+    assert by_service == {"recommender": 2.0, "gateway": 1.0, "app": 1.0}
+    assert received.get("recommender", 0) > received.get("app", 0) > 0  # 2 answers (one streamed) against 1
