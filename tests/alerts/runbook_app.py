@@ -29,11 +29,8 @@ from aiwatch.genai import record_tokens
 from aiwatch.signals.batcher import MicroBatcher
 from aiwatch.signals.cache import FeatureCache
 from aiwatch.signals.gpu import GpuCollector
+from tests.alerts.runbook_names import CACHE, FEATURE, MODEL, QUEUE, SERVICE, SKEWED_PEER
 from tests.signals.fake_pynvml import FakeNVML
-
-SERVICE, MODEL, QUEUE, CACHE, FEATURE = "recommender", "ranker", "ranker-batch", "user-features", "age"
-#: the peer name ``GET /skewed`` reports
-SKEWED_PEER = "skewed-clock"
 
 app = aiwatch.instrument(FastAPI(), service=SERVICE, model=MODEL, exclude_paths=["/healthz", "/skewed"])
 cache = FeatureCache(CACHE)

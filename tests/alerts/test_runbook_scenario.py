@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.alerts.runbook_app import CACHE, FEATURE, MODEL, QUEUE, SERVICE
+from tests.alerts.runbook_names import CACHE, FEATURE, MODEL, QUEUE, SERVICE
 from tests.alerts.support import Load
 from tests.alerts.test_rules import ALERTS_DIR, RUNBOOKS
 from tests.alerts.test_runbook_queries import PLACEHOLDER, runbook_queries

@@ -61,8 +61,14 @@ def traced(registry: CollectorRegistry, provider: TracerProvider,
     with uvicorn_in_thread(fastapi_app(registry, tracer_provider=provider)) as (port, _), \
             handler_server(_HostileTarget) as hostile:
         assert requests.get(f"http://127.0.0.1:{port}/items/1", timeout=10).status_code == 200
-        [server] = [s for s in exporter.get_finished_spans() if s.kind is SpanKind.SERVER
+
+        def servers() -> list[Any]:
+            return [s for s in exporter.get_finished_spans() if s.kind is SpanKind.SERVER
                     and s.instrumentation_scope is not None and s.instrumentation_scope.name == "aiwatch"]
+
+        # the middleware ends the span after the response's last message: the client may have it first
+        wait_until(lambda: len(servers()) == 1, 10, what="the request's server span")
+        [server] = servers()
         with prometheus([f"127.0.0.1:{port}", hostile.removeprefix("http://")],
                         flags=["--enable-feature=exemplar-storage"]) as prom:
             yield prom, f"{server.context.trace_id:032x}", before
