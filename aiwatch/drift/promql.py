@@ -56,6 +56,19 @@ Series without the label (an aiwatch older than it) are one reference of their o
 
 PSI_RECORD = "model_feature:aiwatch_feature_psi:{window}"
 JS_RECORD = "model_feature:aiwatch_feature_js_distance:{window}"
+FLEET_BINS_RECORD = "model_feature_bin:aiwatch_feature_bin:increase{window}"
+"""Recorded :func:`live_bins_expr`, which the PSI and JS rules of the same group (evaluated after it, at the same
+timestamp) read instead of the raw counters: the two expressions hold sixteen copies of it, and Prometheus scans
+every replica's samples of the window once per copy (at 50 replicas x 20 features x 10 bins over 1h, 4.3 s of a
+4.5 s group evaluation)."""
+MISSING_VALUES_RECORD = "model_feature:aiwatch_feature_missing_values:increase{window}"
+"""Recorded missing count of :func:`live_missing_share_expr` (``AiwatchFeatureMissing`` reads it)."""
+ALL_VALUES_RECORD = "model_feature:aiwatch_feature_values:increase{window}"
+"""Recorded total count of :func:`live_missing_share_expr`, missing ones included."""
+REFERENCE_MISSING_RECORD = "model_feature:aiwatch_feature_reference_missing_ratio:max"
+"""Recorded :func:`reference_missing_share_expr`."""
+REFERENCE_SHARE_RECORD = "model_feature_bin:aiwatch_feature_reference_ratio:max"
+"""Recorded :func:`reference_share_expr`, read the same way (eight copies, one series per replica and bin each)."""
 
 
 def _matchers(selector: str) -> str:
@@ -71,10 +84,19 @@ def _matchers(selector: str) -> str:
 Scope = Sequence[str]
 
 
+def live_bins_expr(window: str, selector: str = "", scope: Scope = DEFAULT_AGGREGATION_LABELS) -> str:
+    """How many live values each bin counted over ``window``, summed over every replica (what
+    :data:`FLEET_BINS_RECORD` records)."""
+    return by("sum", scoped(scope, (*FEATURE, "bin")), increase(FEATURE_BINS, window, _matchers(selector)))
+
+
+def _share_of(live_bins: str, scope: Scope) -> str:
+    return f"({live_bins} / ignoring (bin) group_left {by('sum', scoped(scope, FEATURE), live_bins)})"
+
+
 def live_share_expr(window: str, selector: str = "", scope: Scope = DEFAULT_AGGREGATION_LABELS) -> str:
     """Each bin's share of the live values counted over ``window``, summed over every replica."""
-    live = by("sum", scoped(scope, (*FEATURE, "bin")), increase(FEATURE_BINS, window, _matchers(selector)))
-    return f"({live} / ignoring (bin) group_left {by('sum', scoped(scope, FEATURE), live)})"
+    return _share_of(live_bins_expr(window, selector, scope), scope)
 
 
 def live_values_expr(window: str, selector: str = "", scope: Scope = DEFAULT_AGGREGATION_LABELS) -> str:
@@ -93,22 +115,35 @@ def _no_zero(expr: str) -> str:
     return f"({expr} + ({expr} == bool 0) * {PSI_EPSILON})"
 
 
-def fleet_psi_expr(window: str = "1h", selector: str = "", scope: Scope = DEFAULT_AGGREGATION_LABELS) -> str:
-    """Population Stability Index per (model, feature, reference) over ``window``: sum((p - q) * ln(p / q))."""
-    p = _no_zero(live_share_expr(window, selector, scope))
-    q = _no_zero(reference_share_expr(selector, scope))
+def psi_of(live_bins: str, reference: str, scope: Scope = DEFAULT_AGGREGATION_LABELS) -> str:
+    """PSI per (model, feature, reference) of the per-bin fleet counts ``live_bins`` (:func:`live_bins_expr` or
+    its record) against the per-bin reference shares ``reference`` (:func:`reference_share_expr` or its record)."""
+    p = _no_zero(_share_of(live_bins, scope))
+    q = _no_zero(reference)
     return by("sum", scoped(scope, FEATURE), f"({p} - {q}) * ln({p} / {q})")
+
+
+def js_of(live_bins: str, reference: str, scope: Scope = DEFAULT_AGGREGATION_LABELS) -> str:
+    """Jensen-Shannon distance per (model, feature, reference), from the same inputs as :func:`psi_of`."""
+    p = _share_of(live_bins, scope)
+    q = reference
+    m = f"(({p} + {q}) / 2)"
+    term_p = f"{p} * ln(clamp_min({p}, {TINY}) / clamp_min({m}, {TINY}))"
+    term_q = f"{q} * ln(clamp_min({q}, {TINY}) / clamp_min({m}, {TINY}))"
+    return f"sqrt(clamp_min({by('sum', scoped(scope, FEATURE), f'{term_p} + {term_q}')} / 2, 0))"
+
+
+def fleet_psi_expr(window: str = "1h", selector: str = "", scope: Scope = DEFAULT_AGGREGATION_LABELS) -> str:
+    """Population Stability Index per (model, feature, reference) over ``window``: sum((p - q) * ln(p / q)).
+    Self-contained: it reads the raw counters eight times (Prometheus evaluates every copy of a subexpression),
+    which the recording rules avoid by recording :func:`live_bins_expr` first (:data:`FLEET_BINS_RECORD`)."""
+    return psi_of(live_bins_expr(window, selector, scope), reference_share_expr(selector, scope), scope)
 
 
 def fleet_js_expr(window: str = "1h", selector: str = "", scope: Scope = DEFAULT_AGGREGATION_LABELS) -> str:
     """Jensen-Shannon distance (natural log, as ``scipy.spatial.distance.jensenshannon``) per (model, feature,
     reference)."""
-    p = live_share_expr(window, selector, scope)
-    q = reference_share_expr(selector, scope)
-    m = f"(({p} + {q}) / 2)"
-    term_p = f"{p} * ln(clamp_min({p}, {TINY}) / clamp_min({m}, {TINY}))"
-    term_q = f"{q} * ln(clamp_min({q}, {TINY}) / clamp_min({m}, {TINY}))"
-    return f"sqrt(clamp_min({by('sum', scoped(scope, FEATURE), f'{term_p} + {term_q}')} / 2, 0))"
+    return js_of(live_bins_expr(window, selector, scope), reference_share_expr(selector, scope), scope)
 
 
 def replica_references_expr(selector: str = "") -> str:

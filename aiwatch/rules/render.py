@@ -23,21 +23,26 @@ from typing import Any
 from prometheus_client.utils import floatToGoString
 
 from aiwatch.drift.promql import (
+    ALL_VALUES_RECORD,
     FEATURE,
     FEATURE_BINS,
     FEATURE_INVALID,
     FEATURE_MISSING,
+    FLEET_BINS_RECORD,
     JS_RECORD,
+    MISSING_VALUES_RECORD,
     PSI_RECORD,
     REFERENCE_MISSING_RATIO,
+    REFERENCE_MISSING_RECORD,
     REFERENCE_RATIO,
+    REFERENCE_SHARE_RECORD,
     REPLICA_JOIN,
     feature_counts_expr,
-    fleet_js_expr,
-    fleet_psi_expr,
-    live_missing_share_expr,
-    live_values_expr,
+    js_of,
+    live_bins_expr,
+    psi_of,
     reference_missing_share_expr,
+    reference_share_expr,
 )
 from aiwatch.gpuseries import POD_LABELS, GpuSeries
 from aiwatch.metrics import SIZE_CAP_COMPONENTS, UNFINISHED_RECOVERY_RESULTS
@@ -453,11 +458,21 @@ def capacity_records(cfg: RulesConfig) -> list[dict[str, Any]]:
 
 
 def drift_records(cfg: RulesConfig) -> list[dict[str, Any]]:
-    sel = selector(cfg.selectors.drift)
-    rules = []
+    sel, scope = selector(cfg.selectors.drift), cfg.aggregation_labels
+    # the group's rules run in order at one timestamp: each reads the records of those before it
+    rules = [_record(REFERENCE_SHARE_RECORD, reference_share_expr(sel, scope))]
     for w in cfg.drift.windows:
-        rules.append(_record(PSI_RECORD.format(window=w), fleet_psi_expr(w, sel, cfg.aggregation_labels)))
-        rules.append(_record(JS_RECORD.format(window=w), fleet_js_expr(w, sel, cfg.aggregation_labels)))
+        bins = FLEET_BINS_RECORD.format(window=w)
+        rules.append(_record(bins, live_bins_expr(w, sel, scope)))
+        rules.append(_record(PSI_RECORD.format(window=w), psi_of(bins, REFERENCE_SHARE_RECORD, scope)))
+        rules.append(_record(JS_RECORD.format(window=w), js_of(bins, REFERENCE_SHARE_RECORD, scope)))
+    # AiwatchFeatureMissing's counts: in the alert they scanned every bin counter twice per evaluation
+    w = cfg.drift.psi_window
+    rules.append(_record(MISSING_VALUES_RECORD.format(window=w),
+                         feature_counts_expr(w, (FEATURE_MISSING, FEATURE_INVALID), sel, scope)))
+    rules.append(_record(ALL_VALUES_RECORD.format(window=w),
+                         feature_counts_expr(w, (FEATURE_BINS, FEATURE_MISSING, FEATURE_INVALID), sel, scope)))
+    rules.append(_record(REFERENCE_MISSING_RECORD, reference_missing_share_expr(sel, scope)))
     return rules
 
 
@@ -723,13 +738,11 @@ def _feature_missing(cfg: RulesConfig) -> str:
     rollout). A feature without the reference gauge (exported by an aiwatch older than it) has no reference share
     to compare with, and never fires: a fixed threshold would page for every feature that is legitimately often
     missing."""
-    d, ds = cfg.drift, selector(cfg.selectors.drift)
+    d = cfg.drift
     keep = ", ".join(_scope(cfg, *FEATURE))
-    total = feature_counts_expr(d.psi_window, (FEATURE_BINS, FEATURE_MISSING, FEATURE_INVALID), ds,
-                                cfg.aggregation_labels)
-    reference = reference_missing_share_expr(ds, cfg.aggregation_labels)
-    return (f"{live_missing_share_expr(d.psi_window, ds, cfg.aggregation_labels)}\n> on ({keep})\n"
-            f"(\n  {reference}\n  + {number(d.missing_share_increase)}\n)\n"
+    total = ALL_VALUES_RECORD.format(window=d.psi_window)
+    return (f"{MISSING_VALUES_RECORD.format(window=d.psi_window)}\n/\n{total}\n> on ({keep})\n"
+            f"(\n  {REFERENCE_MISSING_RECORD}\n  + {number(d.missing_share_increase)}\n)\n"
             f"and on ({keep})\n{total} >= {number(d.fleet_min_values)}")
 
 
@@ -766,7 +779,8 @@ def drift_alerts(cfg: RulesConfig) -> list[Alert]:
               "PSI before acting."),
         Alert("AiwatchFleetInputDrift",
               f"{psi} > {number(d.psi_threshold)}\nand on ({', '.join(_scope(cfg, *FEATURE))})\n"
-              f"{live_values_expr(d.psi_window, selector(ds), cfg.aggregation_labels)} >= "
+              # the count the PSI was computed from, recorded in the same evaluation
+              f"{by('sum', _scope(cfg, *FEATURE), FLEET_BINS_RECORD.format(window=d.psi_window))} >= "
               f"{number(d.fleet_min_values)}",
               d.fleet_for, "warning",
               "Input feature {{ $labels.feature }} of {{ $labels.model }} shifted across the fleet",

@@ -8,7 +8,10 @@ expressions must give the PSI / Jensen-Shannon distance that aiwatch.drift.statt
 
 from __future__ import annotations
 
+import re
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,6 +22,8 @@ from prometheus_client.registry import Collector
 from aiwatch.drift import DriftMonitor, ReferenceProfile
 from aiwatch.drift.features import Feature, NumericalFeature
 from aiwatch.drift.promql import (
+    JS_RECORD,
+    MISSING_VALUES_RECORD,
     PSI_RECORD,
     fleet_js_expr,
     fleet_psi_expr,
@@ -26,11 +31,21 @@ from aiwatch.drift.promql import (
     reference_missing_share_expr,
 )
 from aiwatch.drift.stattests import jensenshannon, psi
-from aiwatch.rules import RulesConfig
-from aiwatch.rules.render import drift_alerts
+from aiwatch.rules import RulesConfig, render
+from aiwatch.rules.render import drift_alerts, drift_records
 from tests.servers import free_port, prometheus
 
 pytestmark = pytest.mark.slow
+
+
+def inlined(expr: str, cfg: RulesConfig) -> str:
+    """``expr`` with the drift group's records it reads replaced by their expressions, to run ad hoc."""
+    records = {r["record"]: r["expr"] for r in drift_records(cfg)}
+    pattern = re.compile("|".join(re.escape(name) for name in sorted(records, key=len, reverse=True))
+                         + r"(?![\w:])")
+    while pattern.search(expr):
+        expr = pattern.sub(lambda m: f"({records[m.group(0)]})", expr)
+    return expr
 
 
 class Replicas(Collector):
@@ -114,7 +129,7 @@ def test_a_feature_that_stops_arriving_fires_the_missing_alert_in_prometheus() -
     cfg.drift.windows = ["10m"]
     cfg.drift.psi_window = "10m"
     cfg.drift.fleet_min_values = 100
-    expr = next(a.expr for a in drift_alerts(cfg) if a.name == "AiwatchFeatureMissing")
+    expr = inlined(next(a.expr for a in drift_alerts(cfg) if a.name == "AiwatchFeatureMissing"), cfg)
     port = free_port()
     server, thread = start_http_server(port, addr="127.0.0.1", registry=served)
     try:
@@ -181,8 +196,7 @@ def test_a_rollout_of_a_new_profile_is_one_fleet_psi_per_reference_in_prometheus
     cfg.drift.windows = ["10m"]
     cfg.drift.psi_window = "10m"
     cfg.drift.fleet_min_values = 100
-    alert = next(a.expr for a in drift_alerts(cfg) if a.name == "AiwatchFleetInputDrift")
-    alert = alert.replace(PSI_RECORD.format(window="10m"), f"({fleet_psi_expr('10m')})")
+    alert = inlined(next(a.expr for a in drift_alerts(cfg) if a.name == "AiwatchFleetInputDrift"), cfg)
     port = free_port()
     server, thread = start_http_server(port, addr="127.0.0.1", registry=served)
     try:
@@ -234,7 +248,7 @@ def test_a_rollout_fires_the_missing_alert_for_the_reference_whose_replicas_miss
     cfg.drift.windows = ["10m"]
     cfg.drift.psi_window = "10m"
     cfg.drift.fleet_min_values = 100
-    expr = next(a.expr for a in drift_alerts(cfg) if a.name == "AiwatchFeatureMissing")
+    expr = inlined(next(a.expr for a in drift_alerts(cfg) if a.name == "AiwatchFeatureMissing"), cfg)
     port = free_port()
     server, thread = start_http_server(port, addr="127.0.0.1", registry=served)
     try:
@@ -303,7 +317,7 @@ def test_an_older_aiwatchs_series_left_on_a_replica_do_not_count_it_twice_in_the
     cfg.drift.windows = ["10m"]
     cfg.drift.psi_window = "10m"
     cfg.drift.fleet_min_values = 100
-    expr = next(a.expr for a in drift_alerts(cfg) if a.name == "AiwatchFeatureMissing")
+    expr = inlined(next(a.expr for a in drift_alerts(cfg) if a.name == "AiwatchFeatureMissing"), cfg)
     port = free_port()
     server, thread = start_http_server(port, addr="127.0.0.1", registry=served)
     try:
@@ -325,3 +339,57 @@ def test_an_older_aiwatchs_series_left_on_a_replica_do_not_count_it_twice_in_the
         thread.join(5)
     assert shares == {feature.reference_id: pytest.approx(1.0), "": 0.0}
     assert firing == {feature.reference_id: pytest.approx(1.0)}
+
+
+def test_the_drift_rule_files_record_what_the_fleet_expressions_compute(tmp_path: Path) -> None:
+    """The drift group reads the fleet's per-bin increase and reference shares from records of its own (made
+    earlier in the same evaluation, so one scan of the raw counters per window), and AiwatchFeatureMissing reads
+    recorded counts: a real Prometheus evaluating the rendered files records the same PSI, JS distance and missing
+    shares as the self-contained expressions give at the records' timestamp."""
+    rng = np.random.default_rng(13)
+    profile = ReferenceProfile.build({"x": rng.normal(0, 1, 1000), "color": ["red", "green", None, "blue"] * 250})
+    regs = {"a": CollectorRegistry(), "b": CollectorRegistry()}
+    mons = {r: DriftMonitor(profile, model="m", registry=reg) for r, reg in regs.items()}
+    served = CollectorRegistry()
+    served.register(Replicas(regs, ("aiwatch_feature_bin", "aiwatch_feature_reference", "aiwatch_feature_missing",
+                                    "aiwatch_feature_invalid")))
+    cfg = RulesConfig()
+    cfg.drift.windows = ["10m"]
+    cfg.drift.psi_window = "10m"
+    cfg.drift.interval = "1s"
+    for name, text in render(cfg).items():
+        (tmp_path / name).write_text(text)
+    port = free_port()
+    server, thread = start_http_server(port, addr="127.0.0.1", registry=served)
+    try:
+        with prometheus([f"127.0.0.1:{port}"], sorted(tmp_path.glob("*.rules.yml")), scrape_interval="1s") as prom:
+            prom.wait_for("count(aiwatch_feature_reference_missing_ratio)",
+                          lambda r: bool(r) and int(float(r[0]["value"][1])) == 4)
+            mons["a"].observe_batch({"x": rng.normal(0.7, 1, 800), "color": ["red", None] * 400})
+            for i in range(300):
+                mons["b"].observe({"x": None if i % 3 else float(rng.normal()), "color": "blue"})
+            for mon in mons.values():
+                mon.flush()
+            prom.wait_for("sum(aiwatch_feature_bin_total)", lambda r: bool(r) and float(r[0]["value"][1]) == 1600)
+            prom.wait_for("sum(aiwatch_feature_missing_total)", lambda r: bool(r) and float(r[0]["value"][1]) == 600)
+            pairs = {
+                PSI_RECORD.format(window="10m"): fleet_psi_expr("10m"),
+                JS_RECORD.format(window="10m"): fleet_js_expr("10m"),
+                "model_feature:aiwatch_feature_missing_values:increase10m / "
+                "model_feature:aiwatch_feature_values:increase10m": live_missing_share_expr("10m"),
+                "model_feature:aiwatch_feature_reference_missing_ratio:max": reference_missing_share_expr(),
+            }
+            # two evaluations after the last count moved
+            start = time.time()
+            prom.wait_for(f"timestamp({MISSING_VALUES_RECORD.format(window='10m')}) > {start + 2}",
+                          lambda r: len(r) == 2)
+            for recorded, computed in pairs.items():
+                got = prom.query(recorded)
+                assert len(got) == 2, recorded
+                at = str(got[0]["value"][0])
+                want = prom.api("/api/v1/query", query=computed, time=at)["result"]
+                assert {r["metric"]["feature"]: pytest.approx(float(r["value"][1]), rel=1e-9) for r in want} \
+                    == {r["metric"]["feature"]: float(r["value"][1]) for r in got}, recorded
+    finally:
+        server.shutdown()
+        thread.join(5)
