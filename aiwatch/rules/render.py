@@ -306,11 +306,14 @@ def slo_records(cfg: RulesConfig) -> list[dict[str, Any]]:
         fast = by("sum", svc, rate(REQUESTS.bucket, w, req, *cls, eq("le", le)))
         streams = by("sum", svc, rate(TIME_TO_FIRST_TOKEN.count, w, req, *cls))
         first_fast = by("sum", svc, rate(TIME_TO_FIRST_TOKEN.bucket, w, req, *cls, eq("le", ttft_le)))
+        # the ratios after it in the group (same evaluation, same timestamp) read the recorded request rate: each
+        # copy of `total` was one more scan of every replica's request counts over the window (3d included)
+        recorded = REQUEST_RATE.format(window=w)
         rules += [
-            _record(REQUEST_RATE.format(window=w), total),
+            _record(recorded, total),
             # "or 0 * total": a service with traffic and no error series yet has an error ratio of 0, not none
-            _record(ERROR_RATIO.format(window=w), f"({errors} or 0 * {total})\n/\n{total}"),
-            _record(SLOW_RATIO.format(window=w), f"1 - (\n  {fast}\n/\n  {total}\n)"),
+            _record(ERROR_RATIO.format(window=w), f"({errors} or 0 * {recorded})\n/\n{recorded}"),
+            _record(SLOW_RATIO.format(window=w), f"1 - (\n  {fast}\n/\n  {recorded}\n)"),
             _record(TTFT_SLOW_RATIO.format(window=w), f"1 - (\n  {first_fast}\n/\n  {streams}\n)"),
         ]
     for burn, ratio, objective in ((ERROR_BURN, ERROR_RATIO, cfg.slo.availability_objective),

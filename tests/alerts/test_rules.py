@@ -40,7 +40,7 @@ from aiwatch.rules import (
     render_prometheus_rule,
     runbook_url,
 )
-from aiwatch.rules.render import HANDLED_RESULTS, UNSTORED_RESULTS, duration_seconds
+from aiwatch.rules.render import HANDLED_RESULTS, UNSTORED_RESULTS, burn_windows, duration_seconds
 from tests.servers import REPO, require_binary, require_module
 
 yaml = require_module("yaml")
@@ -660,3 +660,15 @@ def test_render_over_a_directory_named_like_a_rule_file_is_a_usage_error(
     err = capsys.readouterr().err.splitlines()[-1]
     assert err.startswith(f"aiwatch rules: cannot write the rule files into {str(tmp_path)!r}: "), err
     assert ALERTING_FILE in err
+
+
+def test_the_slo_ratios_read_the_recorded_request_rate() -> None:
+    """Each window's error and slow ratios divide by the request rate recorded just before them in the group (same
+    evaluation): spelled out, the rate was three more scans of every replica's request counts over the window per
+    evaluation, 3d and 1d windows included, for one value the group had already recorded."""
+    cfg = RulesConfig()
+    slo = next(g for g in rule_groups(render(cfg)[RECORDING_FILE]) if g["name"] == "aiwatch-slo.rules")
+    for w in burn_windows(cfg):
+        total = f'rate(aiwatch_request_duration_seconds_count{{traffic_class=~"realtime"}}[{w}])'
+        reads = [r["record"] for r in slo["rules"] for _ in range(r["expr"].count(total))]
+        assert reads == [f"service:aiwatch_requests:rate{w}"], w
