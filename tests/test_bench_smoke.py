@@ -24,13 +24,16 @@ QUICK = {
     ("alerts_rule_eval.py", "--quick"): "all aiwatch groups",
     ("console_bench.py", "--quick", "--renders", "1"): "all four views from Prometheus",
     ("drift_exact_passes.py", "--rows", "100000", "--repeat", "1"): "the passes alone:",
+    ("drift_rules_scale.py", "--replicas", "2", "--features", "2", "--minutes", "20", "--interval", "1s",
+     "--evaluations", "1"): "aiwatch-drift.rules / model_feature:aiwatch_feature_psi:1h",
 }
 
 
 @pytest.mark.parametrize(("args", "expected"), list(QUICK.items()), ids=[a[0] for a in QUICK])
 def test_a_quick_bench_runs_to_its_figures(args: tuple[str, ...], expected: str) -> None:
-    if args[0] in ("alerts_rule_eval.py", "console_bench.py"):
+    if args[0] in ("alerts_rule_eval.py", "console_bench.py", "drift_rules_scale.py"):
         require_binary("prometheus")
+        require_binary("promtool")
     done = subprocess.run([sys.executable, str(REPO / "bench" / args[0]), *args[1:]], cwd=REPO, env=python_env(),
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
