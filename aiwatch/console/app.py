@@ -386,7 +386,8 @@ def _draw_caveats(series: list[Series], w: str, live: set[int]) -> None:
         if worst:
             warned = True
             st.warning(f"{what} in the last {w}: "
-                       + ", ".join(f"{md(who)} {share:.1%} of {of}" for share, who in worst[:10]) + f". {why}")
+                       + ", ".join(f"{md(who)} {share:.1%} of {of}" for share, who in worst[:10])
+                       + ("…" if len(worst) > 10 else "") + f". {why}")
     if not warned:
         st.info(f"Under {CAVEAT_SHARE:.0%} of every service's calls and requests in the last {w}: the panels above "
                 "stand as measured.")
@@ -857,7 +858,8 @@ def _drift_keys(series: list[Series]) -> list[str]:
 def _draw_quality(rows: list[Any]) -> None:
     off = [r for r in rows if r.off_objective]
     if off:
-        st.error("Quality off its objective: " + ", ".join(f"{md(r.metric)} of {md(r.model)}" for r in off[:10]))
+        st.error("Quality off its objective: " + ", ".join(f"{md(r.metric)} of {md(r.model)}" for r in off[:10])
+                 + ("…" if len(off) > 10 else ""))
     df = pd.DataFrame([{"model": r.model, "metric": r.metric, "value": r.value, "objective": r.objective,
                         "off objective": r.off_objective, "labelled requests": r.labelled} for r in rows])
     st.dataframe(df, hide_index=True, width="stretch",
@@ -895,12 +897,14 @@ def _draw_recovery(rows: list[Any]) -> None:
     page = runbook_page_link(RECOVERY_ALERT)
     see = f"; see the [runbook]({page})." if page else "."
     if recent:
-        st.error("Prediction log journals not recovered: " + ", ".join(recent[:10]) + ". Their rows are in no "
+        st.error("Prediction log journals not recovered: " + ", ".join(recent[:10])
+                 + ("…" if len(recent) > 10 else "") + ". Their rows are in no "
                  "finished file: torn (dropped, with every byte after them), set_aside (kept as "
                  ".journal.unrecoverable for a person) or failed (left for the next start)" + see)
     if old:
         st.warning("Prediction log journals not recovered, last counted over an hour ago (past the alert's "
-                   "default window): " + ", ".join(old[:10]) + ". Their rows are still in no finished file until "
+                   "default window): " + ", ".join(old[:10]) + ("…" if len(old) > 10 else "")
+                   + ". Their rows are still in no finished file until "
                    "someone acts" + see)
     if not recent and not old:
         st.success("No journal torn, set aside or left unrecovered since the logs' processes started.")
@@ -944,10 +948,12 @@ def _draw_prediction_log(series: list[Series], w: str, live: list[Series]) -> No
     kept = worst(unstored_share(live, WAITING_RESULTS))
     if losing:
         st.error("Prediction log losing records: " + ", ".join(f"{md(log)} {share:.1%} not stored"
-                                                               for log, share in losing[:10]))
+                                                               for log, share in losing[:10])
+                 + ("…" if len(losing) > 10 else ""))
     if kept:
         st.warning("Prediction log records waiting in journals: " + ", ".join(
-            f"{md(log)} {share:.1%} not in a finished file" for log, share in kept[:10]) + ". Drift checks and "
+            f"{md(log)} {share:.1%} not in a finished file" for log, share in kept[:10])
+            + ("…" if len(kept) > 10 else "") + ". Drift checks and "
             "label joins do not see them until the sink makes them into a file (a minute after the disk has "
             "room again, or at the log's close; a restarted process on the directory does it at its start).")
     if not losing and not kept and any(share is not None for share in unstored_share(live).values()):
@@ -1106,6 +1112,7 @@ def _draw_own_errors(series: list[Series], w: str, live: set[int]) -> None:
     if failing:
         st.warning(f"aiwatch swallowed errors in the last {w}: "
                    + ", ".join(f"{md(name)} {rate:.3g}/s" for name, rate in failing[:10])
+                   + ("…" if len(failing) > 10 else "")
                    + ". Requests were served; those components' observations were skipped (the app's log has the "
                    "first traceback of each burst; runbook AiwatchInstrumentationErrors).")
     else:
@@ -1113,6 +1120,7 @@ def _draw_own_errors(series: list[Series], w: str, live: set[int]) -> None:
     if folding:
         st.warning(f"Label values folded into {OVERFLOW} in the last {w}: "
                    + ", ".join(f"{md(name)} {rate:.3g}/s" for name, rate in folding[:10])
+                   + ("…" if len(folding) > 10 else "")
                    + ". The cardinality guard keeps max_label_values distinct values per label; raise it "
                    "(AIWATCH_MAX_LABEL_VALUES) if the values are legitimate, else template them (a route, not a path).")
     instances = {s.labels.get("instance", "") for s in errors}

@@ -126,3 +126,33 @@ def test_calls_without_a_report_are_a_share_of_the_peers_calls(view: Any) -> Non
     assert unanswered.startswith(f"{UNANSWERED} in the last 1m: gw → api 10.0% of calls. No total came back")
     table = caveats_table(at)
     assert list(table["caveat"]) == [UNANSWERED] and list(table["service → peer"]) == ["gw → api"]
+
+
+def test_a_warning_naming_ten_of_more_services_says_there_are_more(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fleet's gateway calling a dozen peers, each reporting more time than its call took: the warning names the
+    ten worst and says the list goes on (it read as if those ten were all; the table below has every one)."""
+    for var in ("AIWATCH_CONSOLE_WINDOW", "AIWATCH_CONSOLE_PROMETHEUS_URL"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AIWATCH_CONSOLE_WINDOW", "60")
+    metrics = Metrics(CollectorRegistry())
+    requests = RequestRecorder(metrics, "gw")
+    clients = [ClientRecorder(service="gw", peer=f"api{i}", metrics=metrics) for i in range(12)]
+    src = ScrapeSource([URL], interval=10.0, history=600, start=False)
+    clock, now = 1000.0, time.time()
+    for step, clamped in enumerate((0, 50)):
+        for i in range(100):
+            tl = requests.begin(start=clock)
+            tl.add("call", None, 0.05)
+            for client in clients:
+                reported = 55.0 if i < clamped else 40.0
+                client.record(clock, clock + 0.05, f"{client.peer}:80", "/", "200", f"total;dur={reported}", None,
+                              "call", "server_timing")
+            requests.finish(tl, "/", "GET", "200", end=clock + 0.06)
+            clock += 1.0
+        src.record(URL, generate_latest(metrics.registry).decode(), ts=now - 10 * (1 - step))
+    at = run_view(src, "Latency")
+    (network,) = [t for t in texts(at.warning) if t.startswith(NETWORK)]
+    named = network.split(": ", 1)[1].split(". ", 1)[0]
+    assert named.count(" of calls") == 10
+    assert named.endswith("of calls…"), network
+    assert len([s for s in caveats_table(at)["service → peer"] if s.startswith("gw → api")]) == 12
