@@ -261,7 +261,8 @@ class Drift:
     psi_window: str = field(default="1h", metadata=_help("the window AiwatchFleetInputDrift reads (one of windows)"))
     interval: str = field(default="1m", metadata=_help(
         "evaluation interval of the fleet PSI / JS recording group: the expressions are heavy and hour-long windows "
-        "need no finer resolution"))
+        "need no finer resolution; shorter than 5m (Prometheus' lookback), or the alerts reading its records see "
+        "none between two evaluations"))
     psi_threshold: float = field(default=0.2, metadata=_help("PSI above this is a significant shift"))
     fleet_min_values: float = field(default=200.0, metadata=_help(
         "AiwatchFleetInputDrift only for a feature with at least this many live values in psi_window: the PSI of "
@@ -411,7 +412,16 @@ class RulesConfig:
         if self.drift.psi_window not in self.drift.windows:
             raise ConfigError(f"drift.psi_window: {self.drift.psi_window!r} is not one of drift.windows "
                               f"{self.drift.windows}")
+        if (duration_ns(self.drift.interval) or 0) >= LOOKBACK_NS:
+            raise ConfigError(f"drift.interval: {self.drift.interval!r} must be shorter than 5m, Prometheus' "
+                              "lookback: AiwatchFleetInputDrift and AiwatchFeatureMissing read the drift group's "
+                              "records, which an alert evaluation more than 5m after the group's last one does not "
+                              "see, so their 'for' starts over at every gap and they never fire")
         return self
+
+
+LOOKBACK_NS = 5 * 60 * 10**9
+"""Prometheus' default ``--query.lookback-delta``: how old the latest sample an instant selector reads may be."""
 
 
 _NON_NEGATIVE = (0.0, math.inf, False, False)

@@ -672,3 +672,14 @@ def test_the_slo_ratios_read_the_recorded_request_rate() -> None:
         total = f'rate(aiwatch_request_duration_seconds_count{{traffic_class=~"realtime"}}[{w}])'
         reads = [r["record"] for r in slo["rules"] for _ in range(r["expr"].count(total))]
         assert reads == [f"service:aiwatch_requests:rate{w}"], w
+
+
+@pytest.mark.parametrize("interval", ["5m", "10m", "1h"])
+def test_a_drift_interval_past_the_lookback_is_refused(interval: str) -> None:
+    """AiwatchFleetInputDrift and AiwatchFeatureMissing read the drift group's records: evaluated every 10m, an alert
+    evaluation more than 5m (Prometheus' lookback) after the last one saw no record, its 'for' started over, and a
+    fleet-wide drift never fired (a real Prometheus scaled down, lookback 10s and drift.interval 30s: pending,
+    gone, pending, gone; 5s: firing)."""
+    with pytest.raises(ConfigError, match=r"drift\.interval: .* must be shorter than 5m"):
+        config_from_dict({"drift": {"interval": interval}})
+    config_from_dict({"drift": {"interval": "4m"}})
