@@ -215,8 +215,13 @@ def test_metric_name_extraction_catches_unknown_names() -> None:
 def test_the_missing_values_panel_reads_what_aiwatch_feature_missing_compares() -> None:
     """AiwatchFeatureMissing had no panel: the Drift row shows each feature's live missing share against its
     reference's, and their difference, red past the alert's default margin (drift.missing_share_increase)."""
-    from aiwatch.rules.config import Drift
-    from aiwatch.rules.render import ALERTING_FILE
+    from aiwatch.drift.promql import ALL_VALUES_RECORD, MISSING_VALUES_RECORD, REFERENCE_MISSING_RECORD
+    from aiwatch.rules.config import Drift, RulesConfig
+    from aiwatch.rules.render import ALERTING_FILE, drift_records
+
+    records = {r["record"]: r["expr"] for r in drift_records(RulesConfig())}
+    missing_values = MISSING_VALUES_RECORD.format(window=Drift().psi_window)
+    all_values = ALL_VALUES_RECORD.format(window=Drift().psi_window)
 
     for path in (DASHBOARD, DCGM_DASHBOARD):
         panels = {p["title"]: p for p in load(path)["panels"]}
@@ -229,8 +234,11 @@ def test_the_missing_values_panel_reads_what_aiwatch_feature_missing_compares() 
         # the rule's own live share and reference share, over the dashboard's range, for its model variable
         query = PanelQueries(match='model=~"$model", cluster=~"$cluster", namespace=~"$namespace"')
         assert live == query.missing_share("$__range") and reference == query.reference_missing_share()
-        assert PanelQueries().missing_share(Drift().psi_window) in rule
-        assert PanelQueries().reference_missing_share() in rule
+        # the rule reads them as the drift group records them (one scan of the counters per window)
+        assert {missing_values, all_values, REFERENCE_MISSING_RECORD} <= set(re.findall(r"[\w:]+", rule))
+        assert PanelQueries().missing_share(Drift().psi_window) == \
+            f"(\n  {records[missing_values]}\n  /\n  {records[all_values]}\n)"
+        assert PanelQueries().reference_missing_share() == records[REFERENCE_MISSING_RECORD]
         assert rise.startswith(live) and rise.endswith(reference) and counted == query.missing_counted("$__range")
         red = next(o for o in missing["fieldConfig"]["overrides"] if o["matcher"]["options"] == "rise")
         thresholds = next(p["value"] for p in red["properties"] if p["id"] == "thresholds")
