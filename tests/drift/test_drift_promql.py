@@ -48,6 +48,23 @@ def inlined(expr: str, cfg: RulesConfig) -> str:
     return expr
 
 
+#: the families AiwatchFeatureMissing reads (:class:`Replicas` serves them)
+MISSING_FAMILIES = ("aiwatch_feature_bin", "aiwatch_feature_reference", "aiwatch_feature_missing",
+                    "aiwatch_feature_invalid")
+
+
+def ten_minute_config(interval: str | None = None) -> RulesConfig:
+    """The drift rules over a 10m window from 100 values, for a test that scrapes for seconds (``interval``: the
+    drift group's, when the test loads the rendered rules)."""
+    cfg = RulesConfig()
+    cfg.drift.windows = ["10m"]
+    cfg.drift.psi_window = "10m"
+    cfg.drift.fleet_min_values = 100
+    if interval is not None:
+        cfg.drift.interval = interval
+    return cfg
+
+
 class Replicas(Collector):
     """Serves several registries on one endpoint, each sample labelled with its replica."""
 
@@ -123,12 +140,8 @@ def test_a_feature_that_stops_arriving_fires_the_missing_alert_in_prometheus() -
     regs = {"a": CollectorRegistry(), "b": CollectorRegistry()}
     mons = {r: DriftMonitor(profile, model="m", registry=reg) for r, reg in regs.items()}
     served = CollectorRegistry()
-    served.register(Replicas(regs, ("aiwatch_feature_bin", "aiwatch_feature_reference", "aiwatch_feature_missing",
-                                    "aiwatch_feature_invalid")))
-    cfg = RulesConfig()
-    cfg.drift.windows = ["10m"]
-    cfg.drift.psi_window = "10m"
-    cfg.drift.fleet_min_values = 100
+    served.register(Replicas(regs, MISSING_FAMILIES))
+    cfg = ten_minute_config()
     expr = inlined(next(a.expr for a in drift_alerts(cfg) if a.name == "AiwatchFeatureMissing"), cfg)
     port = free_port()
     server, thread = start_http_server(port, addr="127.0.0.1", registry=served)
@@ -192,10 +205,7 @@ def test_a_rollout_of_a_new_profile_is_one_fleet_psi_per_reference_in_prometheus
 
     served = CollectorRegistry()
     served.register(Replicas(regs))
-    cfg = RulesConfig()
-    cfg.drift.windows = ["10m"]
-    cfg.drift.psi_window = "10m"
-    cfg.drift.fleet_min_values = 100
+    cfg = ten_minute_config()
     alert = inlined(next(a.expr for a in drift_alerts(cfg) if a.name == "AiwatchFleetInputDrift"), cfg)
     port = free_port()
     server, thread = start_http_server(port, addr="127.0.0.1", registry=served)
@@ -242,12 +252,8 @@ def test_a_rollout_fires_the_missing_alert_for_the_reference_whose_replicas_miss
     regs = {r: CollectorRegistry() for r in profiles}
     mons = {r: DriftMonitor(profiles[r], model="m", registry=regs[r]) for r in profiles}
     served = CollectorRegistry()
-    served.register(Replicas(regs, ("aiwatch_feature_bin", "aiwatch_feature_reference", "aiwatch_feature_missing",
-                                    "aiwatch_feature_invalid")))
-    cfg = RulesConfig()
-    cfg.drift.windows = ["10m"]
-    cfg.drift.psi_window = "10m"
-    cfg.drift.fleet_min_values = 100
+    served.register(Replicas(regs, MISSING_FAMILIES))
+    cfg = ten_minute_config()
     expr = inlined(next(a.expr for a in drift_alerts(cfg) if a.name == "AiwatchFeatureMissing"), cfg)
     port = free_port()
     server, thread = start_http_server(port, addr="127.0.0.1", registry=served)
@@ -308,15 +314,10 @@ def test_an_older_aiwatchs_series_left_on_a_replica_do_not_count_it_twice_in_the
     monitor = DriftMonitor(profile, model="m", registry=new)
     _older_aiwatch(left, feature, 30)  # what the old worker counted before it exited
     b_bins = _older_aiwatch(old, feature, 0)
-    families = ("aiwatch_feature_bin", "aiwatch_feature_reference", "aiwatch_feature_missing",
-                "aiwatch_feature_invalid")
     served = CollectorRegistry()
-    served.register(Replicas({"a": new, "b": old}, families))
-    served.register(Replicas({"a": left}, families))
-    cfg = RulesConfig()
-    cfg.drift.windows = ["10m"]
-    cfg.drift.psi_window = "10m"
-    cfg.drift.fleet_min_values = 100
+    served.register(Replicas({"a": new, "b": old}, MISSING_FAMILIES))
+    served.register(Replicas({"a": left}, MISSING_FAMILIES))
+    cfg = ten_minute_config()
     expr = inlined(next(a.expr for a in drift_alerts(cfg) if a.name == "AiwatchFeatureMissing"), cfg)
     port = free_port()
     server, thread = start_http_server(port, addr="127.0.0.1", registry=served)
@@ -351,12 +352,8 @@ def test_the_drift_rule_files_record_what_the_fleet_expressions_compute(tmp_path
     regs = {"a": CollectorRegistry(), "b": CollectorRegistry()}
     mons = {r: DriftMonitor(profile, model="m", registry=reg) for r, reg in regs.items()}
     served = CollectorRegistry()
-    served.register(Replicas(regs, ("aiwatch_feature_bin", "aiwatch_feature_reference", "aiwatch_feature_missing",
-                                    "aiwatch_feature_invalid")))
-    cfg = RulesConfig()
-    cfg.drift.windows = ["10m"]
-    cfg.drift.psi_window = "10m"
-    cfg.drift.interval = "1s"
+    served.register(Replicas(regs, MISSING_FAMILIES))
+    cfg = ten_minute_config(interval="1s")
     for name, text in render(cfg).items():
         (tmp_path / name).write_text(text)
     port = free_port()
