@@ -52,12 +52,13 @@ class WindowSource(Protocol):
 
 
 def aggregate(read: Read, samples: Iterable[tuple[Mapping[str, str], float]]) -> dict[Key, float]:
-    """``sum by`` (``max by`` for a ``max`` or ``last`` read, ``min by`` for a ``gone`` one: a replica with one
-    series present is present) the read's labels, keeping only error statuses when the read asks for them: what the
-    PromQL of :func:`read_promql` does, for sources that hold raw series. NaN and infinite values are left out, as
-    :mod:`aiwatch.promapi` leaves them out of Prometheus' answers (an endpoint that is not aiwatch's may export
-    them; one would make every sum it enters NaN or infinite)."""
+    """``sum by`` (``avg by`` for a ``mean`` read, ``max by`` for a ``max`` or ``last`` read, ``min by`` for a
+    ``gone`` one: a replica with one series present is present) the read's labels, keeping only error statuses when
+    the read asks for them: what the PromQL of :func:`read_promql` does, for sources that hold raw series. NaN and
+    infinite values are left out, as :mod:`aiwatch.promapi` leaves them out of Prometheus' answers (an endpoint that
+    is not aiwatch's may export them; one would make every sum it enters NaN or infinite)."""
     out: dict[Key, float] = {}
+    counted: dict[Key, int] = {}
     for labels, value in samples:
         if not math.isfinite(value):
             continue
@@ -70,6 +71,9 @@ def aggregate(read: Read, samples: Iterable[tuple[Mapping[str, str], float]]) ->
             out[key] = min(out[key], value) if key in out else value
         else:
             out[key] = out.get(key, 0.0) + value
+            counted[key] = counted.get(key, 0) + 1
+    if read.kind == "mean":
+        return {key: total / counted[key] for key, total in out.items()}
     return out
 
 
@@ -87,8 +91,8 @@ def read_promql(read: Read, seconds: float, match: str = "", scope: Sequence[str
     w, labels = duration(seconds), scoped(scope, read.by)
     if read.kind == "increase":
         return by("sum", labels, f"increase({selected}[{w}])")
-    if read.kind == "avg":
-        return by("sum", labels, f"avg_over_time({selected}[{w}])")
+    if read.kind in ("avg", "mean"):
+        return by("sum" if read.kind == "avg" else "avg", labels, f"avg_over_time({selected}[{w}])")
     if read.kind == "last":
         return by("max", labels, f"last_over_time({selected}[{w}])")
     if read.kind == "gone":
@@ -235,7 +239,7 @@ def scrape_totals(source: ScrapeSource, start: float, end: float) -> WindowTotal
         if read.kind == "increase":
             samples = source.increase(read.metric, start, end)
         else:
-            samples = source.over_time(read.metric, start, end, read.kind)
+            samples = source.over_time(read.metric, start, end, "avg" if read.kind == "mean" else read.kind)
         values[read.key] = aggregate(read, samples)
     return WindowTotals(*span, values, gone_step=0.0)  # each scrape's own time
 
@@ -277,7 +281,7 @@ def totals_from_snapshots(before: Samples, after: Samples, start: float, end: fl
             for key in set(old) | set(new):
                 seen = [v for v in (old.get(key), new.get(key)) if v is not None and not math.isnan(v)]
                 if seen:
-                    grown[key] = sum(seen) / len(seen) if read.kind == "avg" else seen[-1]
+                    grown[key] = sum(seen) / len(seen) if read.kind in ("avg", "mean") else seen[-1]
         values[read.key] = aggregate(read, ((dict(key), value) for key, value in grown.items()))
     return WindowTotals(start, end, values, gone_step=0.0)  # the snapshots' own times
 

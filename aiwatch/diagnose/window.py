@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 Key = tuple[str, ...]
-ReadKind = Literal["increase", "avg", "max", "last", "gone"]
+ReadKind = Literal["increase", "avg", "mean", "max", "last", "gone"]
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,8 @@ class Read:
       sum over every series with the same ``by`` labels;
     - ``avg``: the gauge's average over the window, summed over series with the same ``by`` labels (queue depth
       of every replica adds up);
+    - ``mean``: the gauge's average over the window, averaged over series with the same ``by`` labels (a share such
+      as a GPU's utilization: GPU 0 of every host is another GPU, and their shares do not add up);
     - ``max``: the gauge's largest value in the window, the maximum over series with the same ``by`` labels;
     - ``last``: the gauge's latest value in the window (at its end), the maximum over series with the same ``by``
       labels;
@@ -89,7 +91,7 @@ READS: tuple[Read, ...] = (
     Read("batch_items", "aiwatch_batch_size_sum", ("model",)),
     Read("batches", "aiwatch_batch_size_count", ("model",)),
     Read("cache_lookups", "aiwatch_feature_cache_requests_total", ("cache", "result")),
-    Read("gpu_utilization", "aiwatch_gpu_utilization_ratio", ("gpu",), "avg"),
+    Read("gpu_utilization", "aiwatch_gpu_utilization_ratio", ("gpu",), "mean"),
     Read("gpu_memory_used", "aiwatch_gpu_memory_used_bytes", ("gpu",), "max"),
     Read("gpu_throttle", "aiwatch_gpu_throttle_reason", ("gpu", "reason"), "max"),
     Read("drift_detected", "aiwatch_drift_detected", ("model", "feature"), "max"),

@@ -27,7 +27,7 @@ from aiwatch.diagnose import (
     diagnose_windows,
     totals_from_snapshots,
 )
-from aiwatch.diagnose.sources import read_promql, scrape_totals
+from aiwatch.diagnose.sources import prometheus_totals, read_promql, scrape_totals
 from aiwatch.metrics import exposed_sample_names
 from aiwatch.promapi import PrometheusAPI
 from aiwatch.promql import LABEL_NAME
@@ -363,7 +363,7 @@ def test_every_read_names_a_sample_of_the_contract_and_a_valid_query() -> None:
             assert f"timestamp({read.metric})[300s:" in query and query.startswith("(min by")
             continue
         assert f"{read.metric}" in query and "[300s]" in query
-        assert query.startswith("max by" if read.kind in ("max", "last") else "sum by")
+        assert query.startswith({"max": "max by", "last": "max by", "mean": "avg by"}.get(read.kind, "sum by"))
 
 
 # --- a real Prometheus --------------------------------------------------------------------------------------------
@@ -705,3 +705,18 @@ def test_prometheus_notes_what_the_split_cannot_take_as_it_is(make: Callable[[],
     says(d)
     # per window: one query per read, one for where the data begins, one for the resets (docs/diagnose.md)
     assert len(asked) == 2 * (len(READS) + 2) == 64
+
+
+def test_gpu_utilization_is_the_mean_over_the_hosts_gpus_of_one_index_by_every_source() -> None:
+    # GPU 0 of each of four hosts, each 50% busy: the fleet's GPU 0 is 50% busy, not 200% (their shares summed)
+    end = int(time.time()) - 60
+    stamps = range(end - 600, end + 1, 15)
+    lines = ["# TYPE aiwatch_gpu_utilization_ratio gauge"]
+    lines += [f'aiwatch_gpu_utilization_ratio{{job="a",instance="r{r}",gpu="0",uuid="GPU-{r}"}} {0.2 + 0.2 * r} {t}'
+              for r in range(4) for t in stamps]
+    with backfilled_prometheus("\n".join(lines) + "\n# EOF\n") as prom:
+        assert prometheus_totals(PrometheusAPI(prom.url), end - 300, end).of("gpu_utilization") == {
+            ("0",): pytest.approx(0.5)}
+    name = "aiwatch_gpu_utilization_ratio"
+    snapshot = {name: {(("gpu", "0"), ("instance", f"r{r}")): 0.2 + 0.2 * r for r in range(4)}}
+    assert totals_from_snapshots(snapshot, snapshot, 0.0, 60.0).of("gpu_utilization") == {("0",): pytest.approx(0.5)}
