@@ -772,7 +772,8 @@ def resources_view(src: DataSource, window: float) -> None:
 def _draw_gpus(rows: list[Any]) -> None:
     gib = 2.0**30
     df = pd.DataFrame([{
-        "GPU": r.gpu, "name": r.name, "up": None if r.up is None else r.up >= 0.5,
+        # the UUID tells apart GPU 0 of every host (a fleet's table has one row per GPU of each)
+        "GPU": r.gpu, "name": r.name, "uuid": r.uuid, "up": None if r.up is None else r.up >= 0.5,
         "utilization %": None if r.utilization is None else r.utilization * 100,
         "memory used GiB": None if r.memory_used_bytes is None else r.memory_used_bytes / gib,
         "memory total GiB": None if r.memory_total_bytes is None else r.memory_total_bytes / gib,
