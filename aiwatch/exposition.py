@@ -68,7 +68,7 @@ def multiprocess_misconfiguration() -> str | None:
 _SAMPLE_FILE = re.compile(r"(?:counter|histogram|summary|gauge_[a-z]+)_([0-9]+)\.db")
 
 
-def remove_dead_process_files() -> int:
+def remove_dead_process_files(*, parent: bool = True) -> int:
     """Remove the sample files that processes no longer running left in :func:`multiprocess_dir` (creating the
     directory when it is missing); returns how many. A run killed with its workers, or one that ended before
     :func:`aiwatch.gunicorn.child_exit` ran, leaves them: merged into ``/metrics`` they show its requests as still
@@ -76,7 +76,11 @@ def remove_dead_process_files() -> int:
     Files of running processes (another server's workers during gunicorn's USR2 upgrade) are kept. A file that
     cannot be removed is left, and counted once per call as aiwatch's error (component ``multiprocess``). Run in
     gunicorn's master (``on_starting``), it removes the archives (:func:`fold_dead_process_files`) of masters no
-    longer running, and of its own pid (a previous run's, in a container where the master is pid 1 again)."""
+    longer running, and of its own pid (a previous run's, in a container where the master is pid 1 again). Run
+    before another server starts (``python -c`` in its entrypoint), it removes the archives of its parent's pid too
+    (:func:`fold_dead_at_scrape` names them with the supervisor's pid, and the shell that runs it execs the
+    server next, pid 1 again in a container); gunicorn's ``on_starting`` passes ``parent=False``: its parent is the
+    old master during a USR2 upgrade, whose archive its workers still fold into."""
     directory = Path(multiprocess_dir() or "")
     directory.mkdir(parents=True, exist_ok=True)
     removed = 0
@@ -87,7 +91,8 @@ def remove_dead_process_files() -> int:
         if match:
             stale = not _running(int(match.group(1)))
         elif archive:  # this master folds into its archive from now on: one named with its pid is a previous run's
-            stale = int(archive.group(2)) == os.getpid() or not _running(int(archive.group(2)))
+            owner = int(archive.group(2))
+            stale = owner == os.getpid() or (parent and owner == os.getppid()) or not _running(owner)
         else:
             continue
         if stale and path.is_file():
@@ -155,10 +160,11 @@ at_fork_in_child(_close_inherited_locks)
 
 
 @contextmanager
-def _fold_lock(path: str, exclusive: bool) -> Iterator[bool | None]:
+def _fold_lock(path: str, exclusive: bool, wait: bool = True) -> Iterator[bool | None]:
     """Hold ``path``'s fold lock, shared for a merge, exclusive for a fold, waiting :data:`FOLD_LOCK_SECONDS` at
-    most; yields whether it is held, or ``None`` where there is none to take: on a system without ``flock``, or
-    where the lock file cannot be opened (a read-only volume before any process made it)."""
+    most (not at all without ``wait``); yields whether it is held, or ``None`` where there is none to take: on a
+    system without ``flock``, or where the lock file cannot be opened (a read-only volume before any process made
+    it)."""
     fd = -1
     if fcntl is not None:
         for flags in (os.O_RDWR | os.O_CREAT, os.O_RDONLY):
@@ -172,15 +178,15 @@ def _fold_lock(path: str, exclusive: bool) -> Iterator[bool | None]:
         return
     _held_locks.add(fd)
     try:
-        held = _flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        held = _flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH, FOLD_LOCK_SECONDS if wait else 0.0)
         yield held
     finally:
         _held_locks.discard(fd)
         os.close(fd)
 
 
-def _flock(fd: int, mode: int) -> bool:
-    deadline = time.monotonic() + FOLD_LOCK_SECONDS
+def _flock(fd: int, mode: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
     while True:
         try:
             fcntl.flock(fd, mode | fcntl.LOCK_NB)
@@ -318,17 +324,50 @@ def fold_dead_process_files(pids: list[int], path: str) -> int:
         if not held:
             raise TimeoutError(f"the fold lock of {path} was not had in {FOLD_LOCK_SECONDS:g}s (a scrape holding it): "
                                f"{len(_pending)} exited worker(s)' files are left to fold at the next exit")
-        _finish_interrupted(path)
-        dead = {str(pid) for pid in _pending if not _running(pid)}
-        by_kind: dict[str, list[str]] = {}
-        for name in sorted(os.listdir(path)):
-            match = _FOLDED_FILE.fullmatch(name)
-            if match and match.group(2) in dead:
-                by_kind.setdefault(match.group(1), []).append(name)
-        for kind, sources in by_kind.items():
-            _fold_into(path, _archive_name(kind, master), _FOLDS[kind], sources)
+        folded = _fold_locked(path, {pid for pid in _pending if not _running(pid)}, master)
         _pending.clear()
+    return folded
+
+
+def _fold_locked(path: str, dead: set[int], owner: int) -> int:
+    """Under the fold lock held exclusively: finish what an interrupted fold left, then fold the foldable files of
+    the pids ``dead`` into ``owner``'s archives; returns how many files were folded."""
+    _finish_interrupted(path)
+    gone = {str(pid) for pid in dead}
+    by_kind: dict[str, list[str]] = {}
+    for name in sorted(os.listdir(path)):
+        match = _FOLDED_FILE.fullmatch(name)
+        if match and match.group(2) in gone:
+            by_kind.setdefault(match.group(1), []).append(name)
+    for kind, sources in by_kind.items():
+        _fold_into(path, _archive_name(kind, owner), _FOLDS[kind], sources)
     return sum(len(sources) for sources in by_kind.values())
+
+
+def fold_dead_at_scrape(path: str) -> int:
+    """Fold the sample files of processes no longer running into the archives of this process's parent
+    (``counter_archive-<parent pid>.db``...), as :func:`fold_dead_process_files` does in gunicorn's master; returns
+    how many files were folded. Run by ``/metrics`` before each merge, for the servers that have no exit hook
+    (``uvicorn --workers`` recycling workers with ``--limit-max-requests`` or respawning crashed ones, Hypercorn,
+    gunicorn without :func:`aiwatch.gunicorn.child_exit`): each exited worker left a set of files that every scrape
+    merged until the next start. The parent is the server's supervisor (gunicorn's master: its archives are the
+    ones ``child_exit`` folds into), which outlives the worker folding: a worker's own archive would be left behind
+    at its exit. Nothing is done when no file of a dead pid is found (a pid check per process that wrote the
+    directory), nor when the lock is not had at once (another worker folding, or a scrape merging: the next scrape
+    folds), nor when this process writes no sample file of ``path`` (as :func:`drop_dead_live_gauges`, whose pid
+    namespace caveat applies here too, with ``AIWATCH_MULTIPROCESS_DROP_DEAD=off`` turning both off). The pids are
+    checked again under the lock."""
+    try:
+        names = os.listdir(path)
+    except OSError:  # drop_dead_live_gauges, run just before, counted it
+        return 0
+    pids = {int(match.group(2)) for name in names if (match := _FOLDED_FILE.fullmatch(name))}
+    if not any(not _running(pid) for pid in pids) or not _holds_own_sample_file(path):
+        return 0
+    with _fold_lock(path, exclusive=True, wait=False) as held:
+        if not held:
+            return 0
+        return _fold_locked(path, {pid for pid in pids if not _running(pid)}, os.getppid())
 
 
 #: the live gauges' sample files (``livesum``, ``livemin``, ``livemax``...): what prometheus_client's
@@ -471,6 +510,10 @@ class _MergedCollector(_multiprocess.MultiProcessCollector):
         run_every_deferred()  # this worker's dropped responses, into its sample file before the merge reads it
         if self._drop_dead:
             drop_dead_live_gauges(self._path)
+            try:
+                fold_dead_at_scrape(self._path)
+            except Exception as exc:  # a fold that failed (a full disk) leaves the files to merge as they are
+                record_error("multiprocess", exc)
         with _fold_lock(self._path, exclusive=False) as held:
             if held is False:
                 record_error("multiprocess", TimeoutError(

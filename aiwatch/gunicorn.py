@@ -59,7 +59,7 @@ def on_starting(server: Any) -> None:
             record_error("multiprocess", ValueError(problem))
         return
     try:
-        removed = remove_dead_process_files()
+        removed = remove_dead_process_files(parent=False)
     except Exception as exc:
         record_error("multiprocess", exc)
         return

@@ -199,3 +199,46 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def test_uvicorn_workers_recycled_by_limit_max_requests_are_folded_at_scrape_and_every_request_counted_once(
+        tmp_path: Path) -> None:
+    """uvicorn --workers has no exit hook: each worker recycled by --limit-max-requests (or crashed and respawned)
+    left its counter, histogram and gauge files, and every scrape merged one more set until the next start. A
+    scrape folds the files of the pids no longer running into the supervisor's archives: the directory keeps a set
+    of files per live worker and one archive per kind, and the merged count stays every request sent."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    multiproc = tmp_path / "multiproc"
+    multiproc.mkdir()
+    env = python_env(PROMETHEUS_MULTIPROC_DIR=str(multiproc))
+    recycled = 6
+
+    def served() -> float:
+        return sum(v for (name, labels), v in scrape(f"{base}/metrics").items()
+                   if name == "aiwatch_request_duration_seconds_count" and ("service", "svc") in labels)
+
+    with python_app(["-m", "uvicorn", "tests.http.test_http_event_loop:merged_app", "--workers", "2", "--port",
+                     str(port), "--limit-max-requests", "5", "--log-level", "info"], f"{base}/metrics",
+                    env=env) as proc:
+        sent = 0
+        while proc.log.read_text().count("] died") < recycled:  # the supervisor's line for each worker it respawns
+            # while both workers are being replaced a request waits in the socket's backlog (a client that gave up
+            # on it would not know whether it was served): no timeout but a long one. A worker reaching its limit
+            # resets the connections it accepted and did not start serving: those are sent again
+            try:
+                assert http_get(f"{base}/ok", 60.0)[0] == 200
+            except ConnectionResetError:
+                continue
+            sent += 1
+            time.sleep(0.02)  # uvicorn checks the limit at its loop's tick: requests in a burst overrun it
+        wait_until(lambda: served() == sent, 30, what=f"{sent} requests in the merged /metrics")
+        supervisor = proc.proc.pid
+        for _ in range(4):  # scrapes recycle workers too; each one sees every request once
+            assert served() == sent
+        counters = sorted(p.name for p in multiproc.glob("counter_*.db"))
+        histograms = sorted(p.name for p in multiproc.glob("histogram_*.db"))
+        assert proc.proc.poll() is None
+    # 2 live workers' files (a third while one is being replaced) and the supervisor's archive
+    assert len(counters) <= 4 and f"counter_archive-{supervisor}.db" in counters, counters
+    assert len(histograms) <= 4, histograms

@@ -19,6 +19,7 @@ from werkzeug.test import Client
 
 from aiwatch.exposition import (
     drop_dead_live_gauges,
+    fold_dead_at_scrape,
     fold_dead_process_files,
     make_asgi_app,
     make_wsgi_app,
@@ -543,8 +544,61 @@ def test_the_starting_hook_removes_the_archives_of_masters_gone_and_a_previous_r
              f"gauge_mostrecent_archive-{own}.db"]
     kept = [f"counter_archive-{running}.db", f"gauge_max_archive-{running}.db.intent"]
     sample_files(tmp_path, stale + kept)
-    assert remove_dead_process_files() == len(stale)
+    assert remove_dead_process_files(parent=False) == len(stale)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(kept)
+
+
+def test_the_cleanup_before_another_server_starts_removes_the_archive_of_its_parent(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A scrape folds dead workers into the archive of the uvicorn (or Hypercorn) supervisor's pid. The cleanup run
+    in the entrypoint before the server starts is that supervisor's child when the shell then execs the server: pid
+    1 in a container, running at the cleanup and again in the next run, whose counts would start from the previous
+    run's. A running process's other archive stays."""
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    parent = os.getppid()
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        stale = [f"counter_archive-{parent}.db", f"histogram_archive-{parent}.db"]
+        kept = [f"counter_archive-{other.pid}.db"]
+        sample_files(tmp_path, stale + kept)
+        assert remove_dead_process_files() == len(stale)
+    finally:
+        other.kill()
+        other.wait()
+    assert sorted(p.name for p in tmp_path.iterdir()) == kept
+
+
+def test_a_scrape_folds_the_files_of_processes_gone_into_its_parents_archive_once_it_can_lock_at_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """uvicorn --workers and Hypercorn have no exit hook: every worker recycled or respawned left its files, and
+    every scrape merged them all until the next start. /metrics folds them into the supervisor's (its parent's)
+    archive, which outlives the worker folding, without waiting for the lock (a merge holds it shared: the next
+    scrape folds), and only in a process that writes the directory (pid namespaces, as the drop of live gauges).
+    The merged count does not change."""
+    from aiwatch import exposition
+
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    own, gone = tmp_path / f"counter_{os.getpid()}.db", f"counter_{dead_pid()}.db"
+    counter_file(own, 2)
+    counter_file(tmp_path / gone, 3)
+    names = sorted([own.name, gone])
+    assert fold_dead_at_scrape(str(tmp_path)) == 0  # this process writes nothing there
+    with mapped_for_writing(own):
+        with exposition._fold_lock(str(tmp_path), exclusive=False):
+            assert fold_dead_at_scrape(str(tmp_path)) == 0
+        assert sorted(p.name for p in tmp_path.glob("*.db")) == names
+        assert merged_value("t_total") == 5  # this scrape folded
+        assert sorted(p.name for p in tmp_path.glob("*.db")) == sorted([own.name,
+                                                                        f"counter_archive-{os.getppid()}.db"])
+        assert merged_value("t_total") == 5
+
+
+def test_a_scrape_with_no_process_gone_takes_no_fold_lock(tmp_path: Path) -> None:
+    own = tmp_path / f"counter_{os.getpid()}.db"
+    counter_file(own, 2)
+    with mapped_for_writing(own):
+        assert fold_dead_at_scrape(str(tmp_path)) == 0
+    assert [p.name for p in tmp_path.iterdir()] == [own.name]  # no lock file made: no lock taken
 
 
 def test_a_killed_folds_source_named_with_a_running_pid_is_not_removed_by_the_next_fold(
