@@ -204,8 +204,10 @@ MULTIPROCESS_DROP_DEAD = EnvVar(
     "no longer running before each merge, for servers that never call it (`uvicorn --workers`, hypercorn), but only "
     "when the process serving it maps its own sample files in the directory writable, as prometheus_client maps its "
     "values (it is one of the directory's writers, read from `/proc/self/maps`: Linux only, elsewhere nothing is "
-    "removed). `off` turns that off: set it when a process that writes the directory too serves `/metrics` from "
-    "another pid namespace than the workers' (a sidecar sharing the volume), where a worker's pid may read as gone. "
+    "removed); and folds the other sample files of those pids into the archives of its parent (the server's "
+    "supervisor), for servers with no exit hook to fold them (gunicorn's `child_exit` does). `off` turns both off: "
+    "set it when a process that writes the directory too serves `/metrics` from another pid namespace than the "
+    "workers' (a sidecar sharing the volume), where a worker's pid may read as gone. "
     "Anything but `on` or `off` (or `true`, `false`, `1`, `0`, `yes`, `no`) is an error when the `/metrics` app is "
     "made, when `aiwatch.instrument()` instruments an app, and when the WSGI middleware is made.")
 # --- signals ----------------------------------------------------------------------------------------------

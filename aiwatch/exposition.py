@@ -495,7 +495,8 @@ def check_serving_settings() -> None:
 
 class _MergedCollector(_multiprocess.MultiProcessCollector):
     """prometheus_client's merge of every process's sample files, less the live gauges of processes gone
-    (:func:`drop_dead_live_gauges`) at each collection unless ``AIWATCH_MULTIPROCESS_DROP_DEAD`` is off (read
+    (:func:`drop_dead_live_gauges`), their other files folded first (:func:`fold_dead_at_scrape`), at each
+    collection unless ``AIWATCH_MULTIPROCESS_DROP_DEAD`` is off (read
     here: a bad value is an error when the app is made, not at each scrape); what this process's finalizers left to
     record (:mod:`aiwatch.deferred`) is recorded first. The files are read under the fold lock, shared
     (:func:`fold_dead_process_files`): else a fold in gunicorn's master, moving a dead worker's counts into its
