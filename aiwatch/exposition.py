@@ -228,15 +228,37 @@ def _committed(path: str, intent: str) -> tuple[bool, list[str]]:
 def _merged_files(path: str) -> list[str]:
     """The sample files a merge reads: every ``*.db`` of ``path`` but those an archive holds already, which a fold
     interrupted between replacing the archive and removing them (the process folding died) left."""
-    names = os.listdir(path)
+    with os.scandir(path) as listing:
+        entries = list(listing)
     folded: set[str] = set()
-    for name in names:
-        if name.endswith(_INTENT) and _ARCHIVE_FILE.fullmatch(name):
-            committed, sources = _committed(path, name)
+    for entry in entries:
+        if entry.name.endswith(_INTENT) and _ARCHIVE_FILE.fullmatch(entry.name):
+            committed, sources = _committed(path, entry.name)
             if committed:
                 folded.update(sources)
-    return [os.path.join(path, name) for name in names
-            if name.endswith(".db") and not name.startswith(".") and name not in folded]  # as glob("*.db")
+    return [entry.path for entry in entries  # as glob("*.db")
+            if entry.name.endswith(".db") and not entry.name.startswith(".") and entry.name not in folded
+            and _begun(entry)]
+
+
+def _begun(entry: os.DirEntry[str]) -> bool:
+    """Whether a sample file has its header. A process's prometheus_client makes its file empty, then sizes it
+    (``MmapedDict``: ``open``, then ``truncate``); read in between, it failed the merge (``struct.error``), and
+    the scrape answered 500, as a gunicorn worker recycled by ``max_requests`` made its files at its first request.
+    An empty file holds no value yet, and files do not shrink: one left out here is read at the next scrape."""
+    try:
+        return entry.stat().st_size > 0
+    except FileNotFoundError:  # removed since the listing (a live gauge's): nothing to read
+        return False
+
+
+def _file_values(path: str) -> list[tuple[str, float, float]]:
+    """The (key, value, timestamp) of a sample file; none for an empty one (see :func:`_begun`: a process killed
+    between making its file and sizing it left it so)."""
+    if os.path.getsize(path) == 0:
+        return []
+    values = MmapedDict.read_all_values_from_file(path)  # type: ignore[no-untyped-call]
+    return [(key, value, timestamp) for key, value, timestamp, _ in values]
 
 
 def _finish_interrupted(path: str) -> None:
@@ -272,8 +294,7 @@ def _fold_into(path: str, archive: str, how: str, sources: list[str]) -> None:
     combined: dict[str, tuple[float, float]] = {}
     target = os.path.join(path, archive)
     for name in ([archive] if os.path.exists(target) else []) + sources:
-        values = MmapedDict.read_all_values_from_file(os.path.join(path, name))  # type: ignore[no-untyped-call]
-        for key, value, timestamp, _ in values:
+        for key, value, timestamp in _file_values(os.path.join(path, name)):
             seen = combined.get(key)
             if seen is None:
                 combined[key] = (value, timestamp)
