@@ -540,7 +540,28 @@ class _MergedCollector(_multiprocess.MultiProcessCollector):
             if held is False:
                 record_error("multiprocess", TimeoutError(
                     f"the fold lock of {self._path} was not had in {FOLD_LOCK_SECONDS:g}s: merged without it"))
-            return self.merge(_merged_files(self._path), accumulate=True)  # type: ignore[no-untyped-call]
+            try:
+                return self.merge(_merged_files(self._path), accumulate=True)  # type: ignore[no-untyped-call]
+            except Exception as exc:
+                return self._merge_readable(exc)
+
+    def _merge_readable(self, failure: Exception) -> Any:
+        """The merge of the files that read whole, after a merge of them all failed: counted as aiwatch's error
+        (component ``multiprocess``), naming the files left out, and the scrape answered. A file made unreadable
+        (a corrupt one) would otherwise fail every scrape, and Prometheus see the target down."""
+        readable: list[str] = []
+        unreadable: list[tuple[str, Exception]] = []
+        for file in _merged_files(self._path):
+            try:
+                self.merge([file], accumulate=True)  # type: ignore[no-untyped-call]
+            except Exception as exc:
+                unreadable.append((os.path.basename(file), exc))
+                continue
+            readable.append(file)
+        left_out = (f"{len(unreadable)} unreadable sample file(s) left out, the first {unreadable[0][0]}: "
+                    f"{unreadable[0][1]!r}") if unreadable else "every file read at the second try"
+        record_error("multiprocess", RuntimeError(f"the merge of {self._path} failed ({failure!r}): {left_out}"))
+        return self.merge(readable, accumulate=True)  # type: ignore[no-untyped-call]
 
 
 class _MergedRegistry(CollectorRegistry):

@@ -497,6 +497,15 @@ def test_a_scrape_while_a_worker_makes_its_sample_file_serves_every_other_value(
     assert _run(_SCRAPE_AFTER.format(damage=damage), tmp_path) == ["200", "1.0", "0.0"]
 
 
+def test_a_scrape_with_an_unreadable_sample_file_is_answered_and_counts_the_error(tmp_path: Path) -> None:
+    """A sample file the merge cannot read (here one whose header claims an entry past its used size, which
+    prometheus_client reads as corrupted) failed every scrape with 500, and Prometheus saw the target down: the
+    scrape is answered with every other file, and the error counted."""
+    damage = ('open(os.path.join(directory, "counter_999999.db"), "wb").write('
+              'struct.pack("iii", 64, 0, 1000) + bytes(52))')
+    assert _run(_SCRAPE_AFTER.format(damage=damage), tmp_path) == ["200", "1.0", "1.0"]
+
+
 def test_a_dead_workers_empty_sample_file_is_folded(tmp_path: Path) -> None:
     """A worker killed between making its sample file and sizing it left it empty: reading it failed every fold in
     the master (the exited workers' files were never folded after it, an error counted at each exit)."""
