@@ -117,6 +117,7 @@ def main() -> int:
     url = f"http://127.0.0.1:{port}"
     times: dict[tuple[str, str], list[float]] = defaultdict(list)
     seen: dict[tuple[str, str], str] = {}
+    expected: set[tuple[str, str]] = set()  # every drift group and rule loaded, evaluated yet or not
     with running(proc, lambda: http_get(f"{url}/-/ready")[0] == 200, 120, "Prometheus"):
         deadline = time.monotonic() + 1800
         while time.monotonic() < deadline:
@@ -124,8 +125,10 @@ def main() -> int:
             for group in json.loads(body)["data"]["groups"]:
                 if "drift" not in group["name"]:
                     continue
+                expected.add((group["name"], "(group)"))
                 for rule in group["rules"]:
                     key = (group["name"], rule["name"])
+                    expected.add(key)
                     stamp = rule.get("lastEvaluation", "")
                     if stamp.startswith("0001") or seen.get(key) == stamp:
                         continue
@@ -138,7 +141,8 @@ def main() -> int:
                 if not stamp.startswith("0001") and seen.get(key) != stamp:
                     seen[key] = stamp
                     times[key].append(group["evaluationTime"])
-            if times and all(len(v) >= args.evaluations for v in times.values()):
+            # every group and rule, not only those evaluated yet (Prometheus staggers the groups' evaluations)
+            if expected and all(len(times.get(key, ())) >= args.evaluations for key in expected):
                 break
             time.sleep(1)
         counts = {}
