@@ -372,7 +372,7 @@ class ClientRecorder:
             sent = self._bytes(sent, "sent")
         if received and (received.__class__ is not int or not 0 < received <= MAX_COUNT):
             received = self._bytes(received, "received")
-        service = self.service if self.service_given or timeline is None else timeline.service
+        service = self.service_of(timeline)
         exemplar = {"trace_id": trace_id} if trace_id else None
         try:
             if client is not None:
