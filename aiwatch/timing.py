@@ -69,6 +69,7 @@ from aiwatch.safety import logger, record_error
 from aiwatch.servertiming import MAX_LENGTH, OVERHEAD, TOTAL, fit, is_token, timing_tail
 from aiwatch.status import is_error_status
 from aiwatch.traffic import TrafficClasses
+from aiwatch.utf8 import text_or_value
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -521,9 +522,10 @@ def _start_phase_span(tl: RequestTimeline, frame: _Frame) -> None:
             # runs inside it, so it is the phase's parent, as for any span started there
             parent_span = current
         span = frame[_SPAN] = tl.tracer.start_span(frame[_NAME], context=trace.set_span_in_context(parent_span))
-        model = frame[_MODEL] or tl.model
+        # the name the app gave, not the label the cardinality guard may have folded it to (as gen_ai.request.model)
+        model = frame[_MODEL] or tl.model_name or tl.model
         if model:
-            span.set_attribute("aiwatch.model", model)
+            span.set_attribute("aiwatch.model", text_or_value(model))
         # current while the phase runs: the spans of calls made in it (aiwatch's clients, OpenTelemetry's
         # instrumentations) and the app's own spans are its children
         frame[_TOKEN] = (context.attach(trace.set_span_in_context(span)), _entered.set(None))

@@ -386,6 +386,26 @@ def test_phase_spans_are_children_with_their_model_and_error_status(
     assert features.status.status_code == trace.StatusCode.UNSET and not features.events
 
 
+def test_a_phase_span_names_the_model_the_app_gave_where_its_label_is_folded(
+        metrics: Metrics, provider: TracerProvider, exporter: InMemorySpanExporter) -> None:
+    recorder = RequestRecorder(metrics, service="svc", model="base", guard=guard_for(metrics, 1),
+                               tracer_provider=provider)
+    tl = recorder.begin()  # the recorder's model, admitted: the bound of one model is reached
+    with aiwatch.phase("inference"):
+        pass
+    recorder.finish(tl, "/p", "POST", "200")
+    tl = recorder.begin()
+    aiwatch.set_model("chat-large")  # past the bound: its label folds, its spans keep the name
+    with aiwatch.phase("inference"):
+        pass
+    recorder.finish(tl, "/p", "POST", "200")
+    phases = [span for span in exporter.get_finished_spans() if span.name == "inference"]
+    assert [(span.attributes or {})["aiwatch.model"] for span in phases] == ["base", "chat-large"]
+    assert metrics.registry.get_sample_value(
+        "aiwatch_phase_duration_seconds_count", {"service": "svc", "phase": "inference", "model": OVERFLOW,
+                                                 "model_version": ""}) == 1
+
+
 def test_begin_passes_its_span_arguments_and_start_time(metrics: Metrics, provider: TracerProvider,
                                                         exporter: InMemorySpanExporter) -> None:
     recorder = RequestRecorder(metrics, service="svc", tracer_provider=provider)
