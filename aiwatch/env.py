@@ -126,9 +126,12 @@ CAPTURE_CLIENT_RESPONSE_HEADERS = EnvVar(
 CAPTURE_HEADERS_SANITIZE_FIELDS = EnvVar(
     "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS", "",
     "Comma-separated regular expressions (any case), each searched in a captured header's name: the values of the "
-    "headers they find are captured as `[REDACTED]` (e.g. `.*session.*,x-auth-token`). `Authorization`, "
-    "`Proxy-Authorization`, `Cookie`, `Set-Cookie`, `X-Api-Key` and `api-key` (and gRPC metadata keys of those "
-    "names) are always redacted: this list adds to them.",
+    "headers they find are captured as `[REDACTED]` (e.g. `x-user-email,x-forwarded-for`). A header (or gRPC "
+    "metadata key) named like a credential is always redacted, this list adds to them: `Authorization`, "
+    "`Proxy-Authorization`, `Cookie`, `Set-Cookie`, `X-Api-Key`, `api-key`, and any name with a word `token`, "
+    "`secret`, `password`, `key`, `auth`, `session`, `signature`, `credential`, `jwt` or `cookie` "
+    "(`X-Auth-Token`, `x-goog-api-key`), except an `Idempotency-Key` and the like (`aiwatch.semconv."
+    "is_credential_name`).",
     owner="OpenTelemetry")
 CAPTURE_GRPC_SERVER_REQUEST_METADATA = EnvVar(
     "OTEL_INSTRUMENTATION_GRPC_CAPTURE_METADATA_SERVER_REQUEST", "",

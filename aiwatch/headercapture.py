@@ -4,7 +4,8 @@
 comma-separated regular expressions, each matched against a whole header name in any case.
 ``OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS`` lists those whose values are captured as
 ``[REDACTED]``: regular expressions searched in the name, in any case. That is how opentelemetry-util-http reads them.
-The credential headers of :data:`ALWAYS_REDACTED` are captured as ``[REDACTED]`` whatever the variable says (it adds
+A header named like a credential (:func:`aiwatch.semconv.is_credential_name`: ``Authorization``, ``Cookie``,
+``Set-Cookie``, ``X-Api-Key``, ``X-Auth-Token``...) is captured as ``[REDACTED]`` whatever the variable says (it adds
 to them): a wide pattern (``.*``) with no sanitize list put bearer tokens and session cookies on every span, as
 OpenTelemetry's instrumentations do.
 
@@ -46,15 +47,12 @@ from aiwatch.env import (
     CAPTURE_SERVER_RESPONSE_HEADERS,
     EnvVar,
 )
+from aiwatch.semconv import is_credential_name
 
-__all__ = ["ALWAYS_REDACTED", "REDACTED", "HeaderCapture", "environ_headers"]
+__all__ = ["REDACTED", "HeaderCapture", "environ_headers"]
 
 #: The value a sanitized header is captured with (opentelemetry-util-http's).
 REDACTED = "[REDACTED]"
-#: Header names (and gRPC metadata keys) whose values are always captured as :data:`REDACTED`, whole names in any
-#: case: RFC 9110's credentials, RFC 6265's cookies, and the API keys of most model APIs (``x-api-key``,
-#: Azure OpenAI's ``api-key``). ``OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS`` adds to them.
-ALWAYS_REDACTED = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key", "api-key"})
 REQUEST_PREFIX = HTTP_REQUEST_HEADER_TEMPLATE + "."
 RESPONSE_PREFIX = HTTP_RESPONSE_HEADER_TEMPLATE + "."
 #: The environ keys of a WSGI request's headers that have no ``HTTP_`` prefix (PEP 3333).
@@ -104,7 +102,7 @@ class NameDecisions:
         lowered = text.lower()
         decision = None
         if self._pattern.fullmatch(lowered) is not None:
-            decision = (self._prefix + lowered, lowered in ALWAYS_REDACTED
+            decision = (self._prefix + lowered, is_credential_name(lowered)
                         or (self._sanitize is not None and self._sanitize.search(lowered) is not None))
         if len(name) <= MAX_DECIDED_NAME_LENGTH:
             if len(self._decided) >= MAX_DECIDED_NAMES:

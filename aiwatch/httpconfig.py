@@ -7,7 +7,8 @@ certificate. Secrets are kept off command lines and out of messages:
 
 - a token or a password comes from a file, read again on every request (so a rotated Kubernetes service-account
   token is picked up), or from the environment; the ``aiwatch`` commands take file paths and variable names only
-  (``--header`` takes its value: one named like a credential, :func:`is_credential_name`, is warned of);
+  (``--header`` takes its value: one named like a credential, :func:`~aiwatch.semconv.is_credential_name`, is
+  warned of);
 - ``repr()`` and every error message name files and header names, never a secret or a header's value;
 - a redirect to another host does not take the configured headers with it.
 
@@ -41,7 +42,7 @@ from functools import cached_property
 from typing import Any
 
 from aiwatch import env as _env
-from aiwatch.semconv import REDACTED_QUERY_PARAMS, redact_text
+from aiwatch.semconv import is_credential_name, redact_text
 
 _log = logging.getLogger("aiwatch")
 
@@ -316,28 +317,6 @@ def refuse_credentials(url: str, what: str) -> None:
                                    url))
         raise ValueError(f"{what} {shown} holds credentials in its query ({', '.join(dict.fromkeys(named))}): give "
                          "them as a token file, basic auth or a header instead, so that no message prints them")
-
-
-#: The parts of a query parameter's or a header's name (split at what is not a letter or digit, any case) that
-#: name a credential.
-_CREDENTIAL_WORDS = frozenset({"token", "secret", "password", "passwd", "pwd", "apikey", "key", "auth", "sig",
-                               "signature", "credential", "credentials", "session", "sessionid", "jwt",
-                               "authorization", "cookie"})
-
-
-def is_credential_name(name: str) -> bool:
-    """Whether a query parameter or header named ``name`` holds a credential, by its name: ``access_token``,
-    ``X-Api-Key``, ``Authorization``, ``Cookie``, the signatures :func:`~aiwatch.semconv.redact_url` hides.
-
-        >>> [is_credential_name(n) for n in ("X-Auth-Token", "Proxy-Authorization", "X-Scope-OrgID", "author")]
-        [True, True, False, False]
-    """
-    lowered = name.lower()
-    return (lowered in _REDACTED_PARAMS
-            or any(word in _CREDENTIAL_WORDS for word in re.split(r"[^a-z0-9]+", lowered)))
-
-
-_REDACTED_PARAMS = frozenset(name.lower() for name in REDACTED_QUERY_PARAMS)
 
 
 def _redacted(text: str) -> str:

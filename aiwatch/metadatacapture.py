@@ -5,8 +5,8 @@ imports no grpc, so that the settings are read and checked where the extra is no
 spans: the metadata the app sends) list the keys, comma-separated; the names are the OpenTelemetry Java agent's
 (opentelemetry-instrumentation-grpc for Python captures none). As for HTTP headers, each item is a regular expression
 matched against a whole key in any case, so a plain key matches itself;
-``OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS`` redacts values here too, and the keys of
-:data:`aiwatch.headercapture.ALWAYS_REDACTED` (``authorization``...) always are.
+``OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS`` redacts values here too, and those of a key named
+like a credential (:func:`aiwatch.semconv.is_credential_name`: ``authorization``, ``x-api-key``...) always are.
 
 A captured key is the attribute ``rpc.grpc.request.metadata.<key>`` (``rpc.request.metadata.<key>`` under
 ``OTEL_SEMCONV_STABILITY_OPT_IN=rpc``, both under ``rpc/dup``), its value the list of the key's values in the order

@@ -96,6 +96,18 @@ _MAY_BE_REDACTED = re.compile("|".join(re.escape(f"{p}=") for p in REDACTED_QUER
 _SECRET_PARAM_IN_TEXT = re.compile(r"(?<=[?&])(" + "|".join(re.escape(p) for p in REDACTED_QUERY_PARAMS)
                                    + r")=[^&#\s'\"]*")
 _USERINFO_IN_TEXT = re.compile(r"(?<=//)[^/?#\s@'\"]*@")
+#: The words of a header's, metadata key's or query parameter's name (:func:`is_credential_name`) that say it holds
+#: a credential.
+_CREDENTIAL_WORDS = frozenset({"token", "secret", "password", "passwd", "pwd", "apikey", "key", "auth", "sig",
+                               "signature", "credential", "credentials", "session", "sessionid", "jwt",
+                               "authorization", "cookie"})
+#: The words that, just before a credential word, make the name one of a value anyone may read: an idempotency key
+#: (chosen by the client to make a retry safe, worth seeing on a span to tie the retries together), a cache,
+#: partition or sort key, a public key, a pagination token.
+_NOT_SECRET_BEFORE = {"key": frozenset({"idempotency", "cache", "partition", "sort", "routing", "public"}),
+                      "token": frozenset({"page", "next", "continuation"})}
+_REDACTED_PARAMS = frozenset(name.lower() for name in REDACTED_QUERY_PARAMS)
+_NOT_A_WORD = re.compile(r"[^a-z0-9]+")
 _ERROR = Status(StatusCode.ERROR)
 
 
@@ -313,6 +325,26 @@ def redact_text(text: str) -> str:
     if _MAY_BE_REDACTED.search(text) is not None:
         text = _SECRET_PARAM_IN_TEXT.sub(r"\1=REDACTED", text)
     return text
+
+
+def is_credential_name(name: str) -> bool:
+    """Whether the header, gRPC metadata key or query parameter ``name`` holds a credential, by its name: the one
+    answer for the spans (a header or key so named is captured as ``[REDACTED]`` whatever the sanitize list says),
+    the console's ``--header`` warning and its refusal of a URL whose query holds one. ``Authorization``,
+    ``Proxy-Authorization``, ``Cookie``, ``Set-Cookie``, ``X-Api-Key``, Azure OpenAI's ``api-key``, ``X-Auth-Token``,
+    ``access_token``, ``apiKey``, the :data:`REDACTED_QUERY_PARAMS`: a name any of whose words (split at what is not
+    a letter or digit, any case: a header's name has no case) names a credential, unless the word before it makes
+    it a value anyone may read (``Idempotency-Key``, ``page_token``).
+
+        >>> [is_credential_name(n) for n in ("Set-Cookie", "X-Auth-Token", "apiKey", "Ocp-Apim-Subscription-Key",
+        ...                                  "Idempotency-Key", "next_page_token", "X-Scope-OrgID", "author")]
+        [True, True, True, True, False, False, False, False]
+    """
+    if name.lower() in _REDACTED_PARAMS:
+        return True
+    words = _NOT_A_WORD.split(name.lower())
+    return any(word in _CREDENTIAL_WORDS and (i == 0 or words[i - 1] not in _NOT_SECRET_BEFORE.get(word, ()))
+               for i, word in enumerate(words))
 
 
 def redact_url(url: str) -> str:

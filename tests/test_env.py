@@ -259,12 +259,14 @@ def _grpc_captures(side: str) -> list[str]:
     return [] if capture is None else sorted(capture.attributes([("x-key", "s3cr3t"), ("x-tenant", "a")]))
 
 
-def _x_key_captured_as() -> list[str]:
-    """The value X-Key is captured with when the server captures it (the request list given here)."""
+def _x_tenant_captured_as() -> list[str]:
+    """The value X-Tenant (no credential: X-Key is one, always redacted) is captured with when the server captures
+    it (the request list given here)."""
     from aiwatch.headercapture import HeaderCapture
 
-    capture = HeaderCapture.server({**os.environ, "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST": "x-key"})
-    return capture.request_attributes(_HEADERS)["http.request.header.x-key"]
+    capture = HeaderCapture.server({**os.environ,
+                                    "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST": "x-tenant"})
+    return capture.request_attributes(_HEADERS)["http.request.header.x-tenant"]
 
 
 def _propfind_is_known() -> bool:
@@ -373,7 +375,7 @@ READERS: dict[str, tuple[Callable[[], Any], Any, str, Any]] = {
         lambda: _grpc_captures("server"), [], "x-key", ["rpc.grpc.request.metadata.x-key"]),
     "OTEL_INSTRUMENTATION_GRPC_CAPTURE_METADATA_CLIENT_REQUEST": (
         lambda: _grpc_captures("client"), [], "x-tenant", ["rpc.grpc.request.metadata.x-tenant"]),
-    "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS": (_x_key_captured_as, ["s3cr3t"], "key",
+    "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS": (_x_tenant_captured_as, ["a"], "tenant",
                                                                   ["[REDACTED]"]),
     "AIWATCH_EXCLUDED_URLS": (_excludes("ASGI"), False, r"/health[z]{1,3}$", True),
     "OTEL_PYTHON_EXCLUDED_URLS": (_excludes("WSGI"), False, "nothing,healthz", True),

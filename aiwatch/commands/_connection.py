@@ -68,7 +68,7 @@ def _warn_of_credentials(args: argparse.Namespace, headers: tuple[tuple[str, str
     ``ps`` shows it to every user of the host for as long as the command runs, and the shell keeps it in its
     history. Not refused: it is on the command line already, and a working setup keeps working while it moves."""
     from aiwatch import env
-    from aiwatch.httpconfig import is_credential_name
+    from aiwatch.semconv import is_credential_name
 
     names = list(dict.fromkeys(name for name, _ in headers if is_credential_name(name)))
     if names:

@@ -13,8 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aiwatch.exposition import gzip_refused
-from aiwatch.httpconfig import is_credential_name, refuse_credentials
-from aiwatch.semconv import REDACTED_QUERY_PARAMS, redact_text
+from aiwatch.httpconfig import refuse_credentials
+from aiwatch.semconv import REDACTED_QUERY_PARAMS, is_credential_name, redact_text
 
 _CODINGS = st.sampled_from(["gzip", "x-gzip", "GZIP", "*", "br", "identity", "deflate"])
 _WEIGHTS = st.none() | st.floats(0, 1).map(lambda w: f"{w:.3f}") | st.sampled_from(["", "abc", "1e400", "-0"])
