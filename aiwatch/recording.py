@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry
 
 from aiwatch.cardinality import guard_for
 from aiwatch.client import ClientRecorder
+from aiwatch.client._core import MARKUP_TEXT, MAX_REPORTED_NAME, NAMES_PER_ADDRESS
 from aiwatch.metrics import Metrics, get_metrics
 from aiwatch.timing import RequestRecorder
 from aiwatch.traffic import TrafficClasses
@@ -75,9 +76,9 @@ OPTIONS: tuple[RecorderOption, ...] = (
                    "`aiwatch diagnose` splits by phase): your latency objective. A number above 0 and at most 1e9; "
                    "anything else is a `ValueError`.", "server"),
     RecorderOption("peer", "the service name the peer reports (aiwatch servers send it in Server-Timing / the "
-                   "`server-timing` trailer; printable text of at most 128 characters without `<>&@[]()`, at most 16 "
-                   "names per address), else each call's `host:port` (HTTP), the channel's target, else `unknown` "
-                   "(gRPC)",
+                   f"`server-timing` trailer; printable text of at most {MAX_REPORTED_NAME} characters without "
+                   f"`{MARKUP_TEXT}`, at most {NAMES_PER_ADDRESS} names per address), else each call's `host:port` "
+                   "(HTTP), the channel's target, else `unknown` (gRPC)",
                    "A fixed `peer` label, instead of the name the peer reports: pass it when the peer is not "
                    "trusted to name itself. The gRPC client interceptors take it next to `recorder` (one recorder "
                    "can serve channels to several peers).", "client"),

@@ -43,7 +43,9 @@ ROUTE_EXTENSION = "aiwatch.route"
 MAX_REPORTED_NAME = 128
 """The longest service name a peer may report in Server-Timing (its ``total``'s ``desc``) for the ``peer`` label."""
 
-MARKUP_CHARACTERS = frozenset("<>&@[]()")
+MARKUP_TEXT = "<>&@[]()"
+"""The characters of :data:`MARKUP_CHARACTERS` as the docs, the ``peer`` option's text and the error name them."""
+MARKUP_CHARACTERS = frozenset(MARKUP_TEXT)
 """Characters a reported service name may not hold: the ``peer`` label goes into alert notifications
 (``AiwatchNetworkLatencyHigh``'s summary), where Slack reads ``<!channel>`` and ``<url|text>``, Discord and Teams
 ``@everyone``, markdown ``[text](url)`` and HTML ``<a>``: a peer (or a third-party API) could ping a channel or post
@@ -139,7 +141,7 @@ class ReportedNames:
                     f"to {MAX_REPORTED_NAME} characters: labelled with its address")
         if not MARKUP_CHARACTERS.isdisjoint(name):
             return (f"the peer at {address!r} reported the service name {name!r}, which holds one of "
-                    f"{''.join(sorted(MARKUP_CHARACTERS))!r} (markup in an alert notification): labelled with its "
+                    f"{MARKUP_TEXT!r} (markup in an alert notification): labelled with its "
                     f"address")
         if known is None:
             if len(self._by_address) >= _TRACKED_ADDRESSES:

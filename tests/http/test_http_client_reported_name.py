@@ -4,6 +4,7 @@ is the ``peer`` label only when it is short printable text, and one address cann
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler
 from urllib.parse import unquote
@@ -15,10 +16,10 @@ from prometheus_client import CollectorRegistry
 
 import aiwatch.client
 from aiwatch.client import ReportedNames
-from aiwatch.client._core import MAX_REPORTED_NAME, NAMES_PER_ADDRESS
+from aiwatch.client._core import MARKUP_CHARACTERS, MARKUP_TEXT, MAX_REPORTED_NAME, NAMES_PER_ADDRESS
 from aiwatch.servertiming import quote
 from tests.http.peer import peer
-from tests.servers import uvicorn_in_thread
+from tests.servers import REPO, uvicorn_in_thread
 
 
 class _Naming(BaseHTTPRequestHandler):
@@ -94,6 +95,16 @@ def test_a_reported_name_holding_notification_markup_is_counted_and_the_address_
     address = base.removeprefix("http://")
     assert calls(registry) == {address: 1.0}
     assert errors(registry) == 1
+
+
+def test_the_docs_name_the_markup_characters_the_code_refuses() -> None:
+    """docs/http.md, grpc.md and limits.md write the refused characters by hand (configuration.md is generated from
+    the ``peer`` option's text, built from :data:`MARKUP_TEXT`): each names exactly the set the code refuses."""
+    assert frozenset(MARKUP_TEXT) == MARKUP_CHARACTERS
+    named = {path.name: re.findall(r"without `([^`\w\s]+)`", path.read_text())
+             for path in sorted((REPO / "docs").glob("*.md"))}
+    assert {name: runs for name, runs in named.items() if runs} == {
+        name: [MARKUP_TEXT] for name in ("configuration.md", "grpc.md", "http.md", "limits.md")}
 
 
 def test_a_reported_short_printable_name_is_the_peer_label(base: str, get: Get, registry: CollectorRegistry) -> None:
