@@ -460,8 +460,8 @@ class _ServerCore:
             status, report_error = _status(context, error, terminated,
                                            call.undecodable is not None and call.undecodable.failed,
                                            held is not None and held.failed, self.failed_status, call.margin,
-                                           call.remaining, not self.serializes_any_code and _cancel_requested(),
-                                           call.aborted, _left(call, context))
+                                           _left_at_end(call, context),
+                                           not self.serializes_any_code and _cancel_requested(), call.aborted)
             if unary_response and call.streaming:  # a request stream's one response: was it sent?
                 call.sent = int(status not in _CANCEL_STATUSES and (status == "OK" or self.serializes_any_code))
             hold = (held is not None and not held.failed and unary_response and error is None
@@ -518,8 +518,7 @@ class _ServerCore:
             # the response the handler returned after it (and drop it): that status went out, not a cancel's
             undecodable = call.undecodable is not None and call.undecodable.failed
             if status not in _CANCEL_STATUSES and not undecodable and self._over(call, context, serialized):
-                status = _cancel_status(context, call.margin,
-                                        _left(call, context) if call.remaining is _UNREAD else call.remaining)
+                status = _cancel_status(context, call.margin, _left_at_end(call, context))
                 if call.streaming:
                     call.sent = 0
             self._finish(call, method, status, error, end)
@@ -578,25 +577,23 @@ class _ServerCore:
 
 def _status(context: Any, error: BaseException | None, terminated: bool, undecodable: bool = False,
             unserializable: bool = False, failed_status: str = "INTERNAL", margin: float = DEADLINE_MARGIN_SECONDS,
-            remaining: Any = _UNREAD, cancel_requested: bool = False, aborted: bool = False,
-            left: Any = _UNREAD) -> tuple[str, bool]:
+            remaining: Any = _UNREAD, cancel_requested: bool = False, aborted: bool = False) -> tuple[str, bool]:
     """The status name the client sees, and whether ``error`` is an unhandled servicer failure. ``undecodable``: the
     thread-pool server failed to deserialize a request stream message and sent the status already.
     ``unserializable``: grpcio failed to serialize a message of the response stream. In both grpcio sent the code the
-    servicer had set, else ``failed_status``, whatever the handler did next. ``margin``, ``remaining``: as for
-    :func:`_cancel_status`. ``cancel_requested``: grpc.aio cancelled the handler's task (the handler swallowed the
-    ``CancelledError``). ``aborted``: grpc.aio's ``abort()`` sent the status already. ``left``: the time left now,
-    when known (:func:`_left`; else it is read)."""
+    servicer had set, else ``failed_status``, whatever the handler did next. ``margin``: as for
+    :func:`_cancel_status`. ``remaining``: the time the call had left when it ended (:func:`_left_at_end`; else it
+    is read now). ``cancel_requested``: grpc.aio cancelled the handler's task (the handler swallowed the
+    ``CancelledError``). ``aborted``: grpc.aio's ``abort()`` sent the status already."""
     if undecodable or unserializable:
         return _code(context) or failed_status, False
     if remaining is _UNREAD:
-        remaining = left
+        remaining = _time_remaining(context)
     if terminated or isinstance(error, asyncio.CancelledError | GeneratorExit):
         return _cancel_status(context, margin, remaining), False
     code = _code(context)
     if not aborted and not isinstance(error, grpc.aio.AbortError) and (
-            cancel_requested or not _active(context) or _expired(remaining)
-            or (left is _UNREAD and _expired(_time_remaining(context)))):
+            cancel_requested or not _active(context) or _expired(remaining)):
         # the call ended (cancel, deadline) before the handler did: no status the servicer set, nor the outcome of
         # its exception, reaches the caller (a request stream's RpcError included); a grpc.aio handler that ran
         # past its deadline without an await, or swallowed the cancel, is not cancelled. A failure of the servicer's
@@ -629,6 +626,13 @@ def _left(call: _Call, context: Any) -> Any:
     if deadline is _UNREAD:  # not read when it started
         return _time_remaining(context)
     return max(deadline - _clock(), 0.0)
+
+
+def _left_at_end(call: _Call, context: Any) -> Any:
+    """The time ``call`` had left when its RPC ended: read by grpcio's end-of-RPC callback when the RPC ended before
+    its handler did, else the time left now (:func:`_left`)."""
+    remaining = call.remaining
+    return _left(call, context) if remaining is _UNREAD else remaining
 
 
 def _cancel_requested() -> bool:
