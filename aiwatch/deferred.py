@@ -55,10 +55,16 @@ def new_queue(metrics: Metrics) -> deque[DeferredWork]:
     return deque()
 
 
-def run_every_deferred() -> None:
-    """:func:`run_deferred` on every live ``Metrics`` of this process (and the :func:`at_scrape` checks)."""
+def run_scrape_checks() -> None:
+    """Run the :func:`at_scrape` checks: each scrape's collector does, once (:class:`RunDeferredOnScrape` on a
+    registry, :func:`run_every_deferred` on multiprocess mode's merged view)."""
     for check in _scrape_checks:
         check()
+
+
+def run_every_deferred() -> None:
+    """:func:`run_deferred` on every live ``Metrics`` of this process (and the :func:`at_scrape` checks)."""
+    run_scrape_checks()
     for metrics in list(_everyone):
         if metrics.deferred:
             run_deferred(metrics)
@@ -92,8 +98,7 @@ class RunDeferredOnScrape:
         return []
 
     def collect(self) -> list[Any]:
-        for check in _scrape_checks:
-            check()
+        run_scrape_checks()
         metrics = self._metrics()
         if metrics is not None and metrics.deferred:
             run_deferred(metrics)

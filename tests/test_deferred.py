@@ -4,11 +4,15 @@ failure among it is counted, not raised."""
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry, generate_latest
+import pytest
+from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 
+from aiwatch import deferred
 from aiwatch.deferred import PER_CALL, run_deferred
+from aiwatch.exposition import serving_registry
 from aiwatch.metrics import Metrics
 
 
@@ -22,6 +26,23 @@ def test_a_scrape_records_what_was_left_and_shows_it(registry: CollectorRegistry
     assert b'aiwatch_unclosed_responses_total{service="svc"} 1.0' in generate_latest(registry)  # the same scrape
     assert not metrics.deferred
     assert registry.get_sample_value("aiwatch_unclosed_responses_total", {"service": "svc"}) == 1  # once
+
+
+def test_each_scrape_runs_the_scrape_checks_once(registry: CollectorRegistry, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The at_scrape checks (the event-loop samplers' retire_closed) run from two collectors, a registry's
+    RunDeferredOnScrape and multiprocess mode's merged view: a scrape of either runs them once, not once per
+    collector the process has."""
+    ran: list[int] = []
+    monkeypatch.setattr(deferred, "_scrape_checks", [lambda: ran.append(1)])
+    Metrics(registry)
+    generate_latest(registry)
+    assert len(ran) == 1
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    merged = serving_registry()
+    assert merged is not REGISTRY  # the merged view: its own collector, which runs run_every_deferred
+    generate_latest(merged)
+    assert len(ran) == 2
 
 
 def test_a_failing_work_is_counted_and_the_rest_still_runs(registry: CollectorRegistry) -> None:
