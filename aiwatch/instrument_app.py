@@ -7,9 +7,9 @@ from typing import Any, TypeVar, cast
 
 from aiwatch.exclusion import ExcludedUrls, exclude_path_set
 from aiwatch.headercapture import HeaderCapture
-from aiwatch.middleware._common import UNMATCHED_ROUTE, is_fastapi
+from aiwatch.middleware._common import ROUTE_KEY, UNMATCHED_ROUTE, is_fastapi
 from aiwatch.recording import RECORDER_OPTIONS, resolve_recorder
-from aiwatch.safety import sync_hook
+from aiwatch.safety import record_error, sync_hook
 from aiwatch.semconv import known_http_methods
 from aiwatch.timing import RequestRecorder, set_default_recorder
 
@@ -203,6 +203,13 @@ def _require_route_middleware() -> None:
                      "route_resolver=")
 
 
+def _store_flask_route(request: Any) -> None:
+    """Store the rule a Flask ``request`` matched where aiwatch's WSGI middleware reads the route template."""
+    rule = request.url_rule
+    if rule is not None:
+        request.environ[ROUTE_KEY] = rule.rule
+
+
 def _is_asgi(app: Any) -> bool:
     if inspect.iscoroutinefunction(app):
         return True
@@ -213,15 +220,17 @@ def _is_asgi(app: Any) -> bool:
 def _instrument_flask(app: Any, recorder: RequestRecorder, middleware_options: dict[str, Any]) -> Any:
     from flask import request as request_proxy
 
-    from aiwatch.middleware.wsgi import ROUTE_ENVIRON_KEY, AiwatchWSGIMiddleware
+    from aiwatch.middleware.wsgi import AiwatchWSGIMiddleware
 
     def store_route(endpoint: str | None, values: dict[str, Any] | None) -> None:
-        # the request object itself, once: an import and two reads through Flask's context-local proxy cost 2 µs
-        # per request here, this 0.2 µs
-        request = request_proxy._get_current_object()  # type: ignore[attr-defined]  # Flask types the proxy
-        rule = request.url_rule
-        if rule is not None:
-            request.environ[ROUTE_ENVIRON_KEY] = rule.rule
+        # it runs inside the app's request: a failure of aiwatch's is counted, never raised into it (the request
+        # goes on unlabelled, __unmatched__)
+        try:
+            # the request object itself, once: an import and two reads through Flask's context-local proxy cost 2 µs
+            # per request here, this 0.2 µs
+            _store_flask_route(request_proxy._get_current_object())  # type: ignore[attr-defined]  # typed proxy
+        except Exception as exc:
+            record_error("route", exc, recorder.metrics)
 
     # the app's first URL value preprocessor: they run before every before_request function, and one that aborts
     # (a blueprint's language prefix not served: 404) or fails (500) would leave a matched request unlabelled

@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry
 
 import aiwatch
 import aiwatch.client
+import aiwatch.instrument_app
 import aiwatch.middleware.asgi
 import aiwatch.tracing
 from aiwatch import safety
@@ -196,6 +197,17 @@ def test_a_hook_that_raises(kind: str, metrics: Metrics, registry: CollectorRegi
 def test_a_route_resolver_that_raises(kind: str, metrics: Metrics, registry: CollectorRegistry,
                                       caplog: pytest.LogCaptureFixture) -> None:
     check_unaltered_and_counted(build(kind, metrics, route_resolver=_raise), registry, "route", caplog)
+    assert registry.get_sample_value("aiwatch_request_duration_seconds_count", {"traffic_class": "realtime",
+        "service": "svc", "route": "__unmatched__", "method": "GET", "status": "200"}) == REQUESTS
+
+
+def test_a_failure_storing_the_flask_route_is_counted_and_the_request_answered(
+        metrics: Metrics, registry: CollectorRegistry, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """aiwatch's Flask route hook runs inside the app's request (its first URL value preprocessor), unguarded: a
+    failure of aiwatch's there raised into the app, which answered 500."""
+    monkeypatch.setattr(aiwatch.instrument_app, "_store_flask_route", _raise)
+    check_unaltered_and_counted(build("wsgi", metrics), registry, "route", caplog)
     assert registry.get_sample_value("aiwatch_request_duration_seconds_count", {"traffic_class": "realtime",
         "service": "svc", "route": "__unmatched__", "method": "GET", "status": "200"}) == REQUESTS
 
