@@ -361,6 +361,16 @@ def registry_endpoint(registry: Any) -> Iterator[str]:
         thread.join(5)
 
 
+@contextmanager
+def prometheus_scraping(registry: Any, rule_files: Sequence[Path] = (),
+                        scrape_interval: str = "1s") -> Iterator[Prometheus]:
+    """A real Prometheus scraping ``registry`` (served by :func:`registry_endpoint`) with ``rule_files`` loaded;
+    yields the Prometheus. Both are shut down after, the Prometheus first."""
+    with registry_endpoint(registry) as target, \
+            prometheus([target], rule_files, scrape_interval=scrape_interval) as prom:
+        yield prom
+
+
 def exposition_handler(body: bytes) -> type[BaseHTTPRequestHandler]:
     """A handler answering every GET with ``body`` as a Prometheus text exposition (a stand-in exporter's
     ``/metrics``: dcgm-exporter's recorded payload, or series written out by a test)."""

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
-from prometheus_client import CollectorRegistry, generate_latest, start_http_server
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
@@ -21,7 +21,7 @@ from aiwatch.drift import DriftMonitor, ReferenceProfile
 from aiwatch.drift.features import NumericalFeature
 from tests.console.test_console_dashboard import load
 from tests.drift.test_drift_promql import Replicas, _older_aiwatch
-from tests.servers import free_port, prometheus
+from tests.servers import prometheus_scraping
 
 pytestmark = pytest.mark.slow
 
@@ -37,36 +37,30 @@ def test_both_sources_show_the_bins_of_the_reference_most_traffic_counted() -> N
     scraped = ScrapeSource(list(urls.values()), interval=10.0, history=600, start=False)
     served = CollectorRegistry()
     served.register(Replicas(regs))
-    port = free_port()
-    server, thread = start_http_server(port, addr="127.0.0.1", registry=served)
-    try:
-        with prometheus([f"127.0.0.1:{port}"], scrape_interval="1s") as prom:
-            prom.wait_for("count(aiwatch_feature_bin_total == 0)",
-                          lambda r: bool(r) and int(float(r[0]["value"][1])) == 12)
-            t0 = time.time() - 30
-            for r, reg in regs.items():
-                scraped.record(urls[r], generate_latest(reg).decode(), t0)
-            mons["a"].observe_batch({"x": rng.normal(0, 1, 300)})
-            for r in "bc":
-                mons[r].observe_batch({"x": rng.normal(2, 1, 300)})
-            for r, reg in regs.items():
-                scraped.record(urls[r], generate_latest(reg).decode(), t0 + 20)
-            prom.wait_for("sum(aiwatch_feature_bin_total)", lambda r: bool(r) and float(r[0]["value"][1]) == 900)
-            from_prometheus = PrometheusSource(prom.url, span=30, points=10).feature_distribution("m", "x", 60)
-            # the dashboard: its bin chart repeated over the references its variable lists, each panel one's bins
-            dash = load()
-            chart = next(p for p in dash["panels"] if p.get("repeat") == "reference")
-            listed = re.fullmatch(r"label_values\((.+), reference\)",
-                                  next(v for v in dash["templating"]["list"] if v["name"] == "reference")["definition"])
-            assert listed
-            grafana = {"$model": "m", "$feature": "x", "$__range": "60s", "$cluster": ".*", "$namespace": ".*"}
-            listing = prom.api("/api/v1/series", **{"match[]": _grafana(listed[1], grafana)})
-            references = {s["reference"] for s in listing}
-            panels = {ref: [prom.query(_grafana(t["expr"], {**grafana, "$reference": ref})) for t in chart["targets"]]
-                      for ref in references}
-    finally:
-        server.shutdown()
-        thread.join(5)
+    with prometheus_scraping(served) as prom:
+        prom.wait_for("count(aiwatch_feature_bin_total == 0)",
+                      lambda r: bool(r) and int(float(r[0]["value"][1])) == 12)
+        t0 = time.time() - 30
+        for r, reg in regs.items():
+            scraped.record(urls[r], generate_latest(reg).decode(), t0)
+        mons["a"].observe_batch({"x": rng.normal(0, 1, 300)})
+        for r in "bc":
+            mons[r].observe_batch({"x": rng.normal(2, 1, 300)})
+        for r, reg in regs.items():
+            scraped.record(urls[r], generate_latest(reg).decode(), t0 + 20)
+        prom.wait_for("sum(aiwatch_feature_bin_total)", lambda r: bool(r) and float(r[0]["value"][1]) == 900)
+        from_prometheus = PrometheusSource(prom.url, span=30, points=10).feature_distribution("m", "x", 60)
+        # the dashboard: its bin chart repeated over the references its variable lists, each panel one's bins
+        dash = load()
+        chart = next(p for p in dash["panels"] if p.get("repeat") == "reference")
+        listed = re.fullmatch(r"label_values\((.+), reference\)",
+                              next(v for v in dash["templating"]["list"] if v["name"] == "reference")["definition"])
+        assert listed
+        grafana = {"$model": "m", "$feature": "x", "$__range": "60s", "$cluster": ".*", "$namespace": ".*"}
+        listing = prom.api("/api/v1/series", **{"match[]": _grafana(listed[1], grafana)})
+        references = {s["reference"] for s in listing}
+        panels = {ref: [prom.query(_grafana(t["expr"], {**grafana, "$reference": ref})) for t in chart["targets"]]
+                  for ref in references}
     from_scrapes = scraped.feature_distribution("m", "x", 60)
     feat = new.features["x"]
     counted = np.bincount(feat.bin_index(np.concatenate([mons[r].window()["x"] for r in "bc"])), minlength=4)
@@ -115,26 +109,20 @@ def test_both_sources_show_a_missing_share_per_reference_against_its_own() -> No
     served = CollectorRegistry()
     served.register(Replicas(regs, ("aiwatch_feature_bin", "aiwatch_feature_reference", "aiwatch_feature_missing",
                                     "aiwatch_feature_invalid")))
-    port = free_port()
-    server, thread = start_http_server(port, addr="127.0.0.1", registry=served)
-    try:
-        with prometheus([f"127.0.0.1:{port}"], scrape_interval="1s") as prom:
-            prom.wait_for("count(aiwatch_feature_missing_total == 0)",
-                          lambda r: bool(r) and int(float(r[0]["value"][1])) == 3)
-            t0 = time.time() - 30
-            for r, reg in regs.items():
-                scraped.record(urls[r], generate_latest(reg).decode(), t0)
-            mons["a"].observe_batch({"x": with_missing(500, 0.4)})
-            for r in "bc":
-                mons[r].observe_batch({"x": with_missing(500, 0.3)})
-            for r, reg in regs.items():
-                scraped.record(urls[r], generate_latest(reg).decode(), t0 + 20)
-            prom.wait_for("sum(aiwatch_feature_missing_total)", lambda r: bool(r) and float(r[0]["value"][1]) == 500)
-            prom.wait_for("sum(aiwatch_feature_bin_total)", lambda r: bool(r) and float(r[0]["value"][1]) == 1000)
-            from_prometheus = PrometheusSource(prom.url, span=30, points=10).feature_missing(60)
-    finally:
-        server.shutdown()
-        thread.join(5)
+    with prometheus_scraping(served) as prom:
+        prom.wait_for("count(aiwatch_feature_missing_total == 0)",
+                      lambda r: bool(r) and int(float(r[0]["value"][1])) == 3)
+        t0 = time.time() - 30
+        for r, reg in regs.items():
+            scraped.record(urls[r], generate_latest(reg).decode(), t0)
+        mons["a"].observe_batch({"x": with_missing(500, 0.4)})
+        for r in "bc":
+            mons[r].observe_batch({"x": with_missing(500, 0.3)})
+        for r, reg in regs.items():
+            scraped.record(urls[r], generate_latest(reg).decode(), t0 + 20)
+        prom.wait_for("sum(aiwatch_feature_missing_total)", lambda r: bool(r) and float(r[0]["value"][1]) == 500)
+        prom.wait_for("sum(aiwatch_feature_bin_total)", lambda r: bool(r) and float(r[0]["value"][1]) == 1000)
+        from_prometheus = PrometheusSource(prom.url, span=30, points=10).feature_missing(60)
     from_scrapes = scraped.feature_missing(60)
     old_id, new_id = old.features["x"].reference_id, new.features["x"].reference_id
     for rows in (from_prometheus, from_scrapes):
@@ -193,26 +181,20 @@ def test_both_sources_count_a_replica_once_when_an_older_aiwatchs_series_are_lef
     served = CollectorRegistry()
     served.register(Replicas(endpoints, ("aiwatch_feature_bin", "aiwatch_feature_reference", "aiwatch_feature_missing",
                                          "aiwatch_feature_invalid")))
-    port = free_port()
-    server, thread = start_http_server(port, addr="127.0.0.1", registry=served)
-    try:
-        with prometheus([f"127.0.0.1:{port}"], scrape_interval="1s") as prom:
-            prom.wait_for("count(aiwatch_feature_missing_total == 0)", lambda r: bool(r) and r[0]["value"][1] == "2")
-            t0 = time.time() - 30
-            for r, reg in endpoints.items():
-                scraped.record(urls[r], generate_latest(reg).decode(), t0)
-            monitor.observe_batch({"x": np.full(400, np.nan)})
-            for b in feature.bin_labels:
-                b_bins.labels(model="m", feature="x", bin=b).inc(100)
-            for r, reg in endpoints.items():
-                scraped.record(urls[r], generate_latest(reg).decode(), t0 + 20)
-            prom.wait_for("sum(aiwatch_feature_missing_total)", lambda r: bool(r) and float(r[0]["value"][1]) == 400)
-            prom.wait_for('sum(aiwatch_feature_bin_total{replica="b"})',
-                          lambda r: bool(r) and float(r[0]["value"][1]) == 400)
-            from_prometheus = PrometheusSource(prom.url, span=30, points=10).feature_missing(60)
-    finally:
-        server.shutdown()
-        thread.join(5)
+    with prometheus_scraping(served) as prom:
+        prom.wait_for("count(aiwatch_feature_missing_total == 0)", lambda r: bool(r) and r[0]["value"][1] == "2")
+        t0 = time.time() - 30
+        for r, reg in endpoints.items():
+            scraped.record(urls[r], generate_latest(reg).decode(), t0)
+        monitor.observe_batch({"x": np.full(400, np.nan)})
+        for b in feature.bin_labels:
+            b_bins.labels(model="m", feature="x", bin=b).inc(100)
+        for r, reg in endpoints.items():
+            scraped.record(urls[r], generate_latest(reg).decode(), t0 + 20)
+        prom.wait_for("sum(aiwatch_feature_missing_total)", lambda r: bool(r) and float(r[0]["value"][1]) == 400)
+        prom.wait_for('sum(aiwatch_feature_bin_total{replica="b"})',
+                      lambda r: bool(r) and float(r[0]["value"][1]) == 400)
+        from_prometheus = PrometheusSource(prom.url, span=30, points=10).feature_missing(60)
     from_scrapes = scraped.feature_missing(60)
     for rows in (from_prometheus, from_scrapes):
         assert sorted((r.reference_id, r.live) for r in rows) == [("", 0.0), (feature.reference_id, 1.0)]

@@ -203,9 +203,7 @@ def test_hundreds_of_alerts_list_the_most_urgent_and_table_them_all(tmp_path: Pa
     """A real Prometheus with 60 alerts firing (one per queue: an alert per pod of a fleet, say): the list above the
     table names the 20 most urgent and says so, the table holds all 60, and the panels below still draw; it wrote
     a line per alert, 60 of them (thousands on a large fleet) above the table and the autoscaling signals."""
-    from prometheus_client import start_http_server
-
-    from tests.servers import prometheus
+    from tests.servers import prometheus_scraping
 
     m = Metrics(CollectorRegistry())
     for i in range(60):
@@ -214,15 +212,9 @@ def test_hundreds_of_alerts_list_the_most_urgent_and_table_them_all(tmp_path: Pa
     rules.write_text("groups:\n  - name: many\n    rules:\n      - alert: QueueBacklog\n"
                      "        expr: aiwatch_queue_depth > 0\n        labels: {severity: warning}\n"
                      "        annotations: {summary: 'Queue {{ $labels.queue }} has a backlog'}\n")
-    server, thread = start_http_server(0, addr="127.0.0.1", registry=m.registry)
-    try:
-        with prometheus([f"127.0.0.1:{server.server_port}"], rule_files=[rules]) as prom:
-            prom.wait_for('count(ALERTS{alertstate="firing"}) == 60')
-            at = run_view(PrometheusSource(prom.url), "Alerts")
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    with prometheus_scraping(m.registry, [rules]) as prom:
+        prom.wait_for('count(ALERTS{alertstate="firing"}) == 60')
+        at = run_view(PrometheusSource(prom.url), "Alerts")
     listed = [t for t in texts(at.markdown) if "QueueBacklog" in t]
     assert len(listed) == 20, len(listed)
     assert "The 20 most urgent are listed (firing first, then by severity); the table below has all 60." \

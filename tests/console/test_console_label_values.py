@@ -4,11 +4,11 @@ metacharacters and newlines, and gets exactly those series back (the queries are
 from __future__ import annotations
 
 import pytest
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 
 from aiwatch.console import PrometheusSource
 from aiwatch.metrics import Metrics
-from tests.servers import prometheus
+from tests.servers import prometheus_scraping
 
 pytestmark = pytest.mark.slow
 
@@ -25,17 +25,11 @@ def test_drift_queries_select_awkward_names_exactly() -> None:
         m.feature_reference_ratio.labels(MODEL, FEATURES[0], bin_label, "r1").set(share)
         m.feature_bin.labels(MODEL, FEATURES[0], bin_label, "r1").inc(count)
         m.feature_reference_ratio.labels(MODEL, DECOYS[1], bin_label, "r1").set(1 - share)
-    server, thread = start_http_server(0, addr="127.0.0.1", registry=m.registry)
-    try:
-        with prometheus([f"127.0.0.1:{server.server_port}"]) as prom:
-            prom.wait_for("count(aiwatch_drift_score)", lambda r: bool(r) and r[0]["value"][1] == "6")
-            source = PrometheusSource(prom.url, span=30, points=10)
-            over_time = source.drift_over_time([(MODEL, f) for f in FEATURES])
-            distribution = source.feature_distribution(MODEL, FEATURES[0], 60)
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    with prometheus_scraping(m.registry) as prom:
+        prom.wait_for("count(aiwatch_drift_score)", lambda r: bool(r) and r[0]["value"][1] == "6")
+        source = PrometheusSource(prom.url, span=30, points=10)
+        over_time = source.drift_over_time([(MODEL, f) for f in FEATURES])
+        distribution = source.feature_distribution(MODEL, FEATURES[0], 60)
     assert sorted((s.labels["feature"], s.last) for s in over_time) == sorted(
         (f, float(i + 1)) for i, f in enumerate(FEATURES))
     assert [(b.bin, b.reference) for b in distribution] == [("0", 0.25), ("1", 0.75)]

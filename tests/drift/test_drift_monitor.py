@@ -1104,12 +1104,10 @@ def test_a_closed_monitor_leaves_prometheus_no_series_to_alert_on(profile: Refer
     scraped for good (AiwatchLocalInputDrift fired for a model no longer served). close() removes its series: the
     local alert's expression and the fleet PSI answer nothing once Prometheus scrapes again. A second model's
     monitor on the same registry keeps its own."""
-    from prometheus_client import start_http_server
-
     from aiwatch.drift.promql import fleet_psi_expr
     from aiwatch.rules import RulesConfig
     from aiwatch.rules.render import drift_alerts
-    from tests.servers import prometheus
+    from tests.servers import prometheus_scraping
 
     registry = CollectorRegistry()
     local = next(a.expr for a in drift_alerts(RulesConfig()) if a.name == "AiwatchLocalInputDrift")
@@ -1118,9 +1116,8 @@ def test_a_closed_monitor_leaves_prometheus_no_series_to_alert_on(profile: Refer
         mon.observe_batch({"x": RNG.normal(4, 1, 300), "color": ["red"] * 300, "score": RNG.uniform(0, 1, 300)})
         mon.start(interval=3600)
         assert mon.evaluate().features["x"].drifted
-    server, thread = start_http_server(0, addr="127.0.0.1", registry=registry)
     try:
-        with prometheus([f"127.0.0.1:{server.server_port}"], scrape_interval="1s") as prom:
+        with prometheus_scraping(registry) as prom:
             prom.wait_for(f"count by (model) ({local})", lambda r: len(r) == 2)
             prom.wait_for(f"count by (model) ({fleet_psi_expr('5m')})", lambda r: len(r) == 2)
             mons["unloaded"].close()
@@ -1128,9 +1125,6 @@ def test_a_closed_monitor_leaves_prometheus_no_series_to_alert_on(profile: Refer
             psi_models = [r["metric"]["model"] for r in prom.query(fleet_psi_expr("5m"))]
             left = prom.query('count by (__name__) ({model="unloaded"})')
     finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
         mons["kept"].stop()
     assert set(psi_models) == {"kept"}
     assert {r["metric"]["__name__"] for r in left} <= KEPT_AT_CLOSE

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
@@ -33,7 +33,7 @@ from aiwatch.drift.promql import (
 from aiwatch.drift.stattests import jensenshannon, psi
 from aiwatch.rules import RulesConfig, render
 from aiwatch.rules.render import drift_alerts, drift_records
-from tests.servers import free_port, prometheus
+from tests.servers import prometheus_scraping
 
 pytestmark = pytest.mark.slow
 
@@ -99,28 +99,22 @@ def test_fleet_psi_and_js_in_prometheus_equal_python() -> None:
     mon_b = DriftMonitor(profile, model="m", registry=regs["b"])
     served = CollectorRegistry()
     served.register(Replicas(regs))
-    port = free_port()
-    server, thread = start_http_server(port, addr="127.0.0.1", registry=served)
     n_series = 2 * sum(len(f.bin_labels) for f in profile.features.values())
-    try:
-        with prometheus([f"127.0.0.1:{port}"], scrape_interval="1s") as prom:
-            # every bin is scraped at 0 before any traffic
-            prom.wait_for("count(aiwatch_feature_bin_total == 0)",
-                          lambda r: bool(r) and int(float(r[0]["value"][1])) == n_series)
-            mon_a.observe_batch({"x": rng.normal(0.5, 1, 3000), "color": ["red"] * 2000 + ["purple"] * 1000})
-            for v in rng.normal(-0.2, 2, 700):
-                mon_b.observe({"x": float(v), "color": "green"})
-            mon_b.flush()
-            prom.wait_for('sum(aiwatch_feature_bin_total{feature="x"})',
-                          lambda r: bool(r) and float(r[0]["value"][1]) == 3700)
-            prom.wait_for('sum(aiwatch_feature_bin_total{feature="color"})',
-                          lambda r: bool(r) and float(r[0]["value"][1]) == 3700)
-            got_psi = {r["metric"]["feature"]: float(r["value"][1]) for r in prom.query(fleet_psi_expr("10m"))}
-            got_js = {r["metric"]["feature"]: float(r["value"][1]) for r in prom.query(fleet_js_expr("10m"))}
-            selected = prom.query(fleet_psi_expr("10m", '{feature="x"}'))
-    finally:
-        server.shutdown()
-        thread.join(5)
+    with prometheus_scraping(served) as prom:
+        # every bin is scraped at 0 before any traffic
+        prom.wait_for("count(aiwatch_feature_bin_total == 0)",
+                      lambda r: bool(r) and int(float(r[0]["value"][1])) == n_series)
+        mon_a.observe_batch({"x": rng.normal(0.5, 1, 3000), "color": ["red"] * 2000 + ["purple"] * 1000})
+        for v in rng.normal(-0.2, 2, 700):
+            mon_b.observe({"x": float(v), "color": "green"})
+        mon_b.flush()
+        prom.wait_for('sum(aiwatch_feature_bin_total{feature="x"})',
+                      lambda r: bool(r) and float(r[0]["value"][1]) == 3700)
+        prom.wait_for('sum(aiwatch_feature_bin_total{feature="color"})',
+                      lambda r: bool(r) and float(r[0]["value"][1]) == 3700)
+        got_psi = {r["metric"]["feature"]: float(r["value"][1]) for r in prom.query(fleet_psi_expr("10m"))}
+        got_js = {r["metric"]["feature"]: float(r["value"][1]) for r in prom.query(fleet_js_expr("10m"))}
+        selected = prom.query(fleet_psi_expr("10m", '{feature="x"}'))
     assert [r["metric"]["feature"] for r in selected] == ["x"]
     for name, feat in profile.features.items():
         live = np.add(_counts(regs["a"], feat), _counts(regs["b"], feat))
@@ -143,37 +137,31 @@ def test_a_feature_that_stops_arriving_fires_the_missing_alert_in_prometheus() -
     served.register(Replicas(regs, MISSING_FAMILIES))
     cfg = ten_minute_config()
     expr = inlined(next(a.expr for a in drift_alerts(cfg) if a.name == "AiwatchFeatureMissing"), cfg)
-    port = free_port()
-    server, thread = start_http_server(port, addr="127.0.0.1", registry=served)
-    try:
-        with prometheus([f"127.0.0.1:{port}"], scrape_interval="1s") as prom:
-            prom.wait_for("count(aiwatch_feature_reference_missing_ratio)",
-                          lambda r: bool(r) and int(float(r[0]["value"][1])) == 4)
-            shares = {(r["metric"]["replica"], r["metric"]["feature"]): float(r["value"][1])
-                      for r in prom.query("aiwatch_feature_reference_missing_ratio")}
-            for mon in mons.values():  # x arrives, then stops
-                for i in range(100):
-                    mon.observe({"x": float(rng.normal()), "coupon": "A" if i % 5 == 0 else None})
-                mon.flush()
-            prom.wait_for('sum(aiwatch_feature_bin_total{feature="x"})',
-                          lambda r: bool(r) and float(r[0]["value"][1]) == 200)
-            assert prom.query(expr) == []
-            for i in range(400):
-                coupon = "A" if i % 5 == 0 else None
-                mons["a"].observe({"x": None, "coupon": coupon})
-                mons["b"].observe({"coupon": coupon})
-            for mon in mons.values():
-                mon.flush()
-            prom.wait_for('sum(aiwatch_feature_missing_total{feature="x"})',
-                          lambda r: bool(r) and float(r[0]["value"][1]) == 400)
-            prom.wait_for('sum(aiwatch_feature_invalid_total{feature="x", reason="missing_feature"})',
-                          lambda r: bool(r) and float(r[0]["value"][1]) == 400)
-            # a scrape more: the series born at its first absent row counts from its second sample
-            prom.wait_for('count(count_over_time(aiwatch_feature_invalid_total{reason="missing_feature"}[1m]) >= 2)')
-            firing = {r["metric"]["feature"]: float(r["value"][1]) for r in prom.query(expr)}
-    finally:
-        server.shutdown()
-        thread.join(5)
+    with prometheus_scraping(served) as prom:
+        prom.wait_for("count(aiwatch_feature_reference_missing_ratio)",
+                      lambda r: bool(r) and int(float(r[0]["value"][1])) == 4)
+        shares = {(r["metric"]["replica"], r["metric"]["feature"]): float(r["value"][1])
+                  for r in prom.query("aiwatch_feature_reference_missing_ratio")}
+        for mon in mons.values():  # x arrives, then stops
+            for i in range(100):
+                mon.observe({"x": float(rng.normal()), "coupon": "A" if i % 5 == 0 else None})
+            mon.flush()
+        prom.wait_for('sum(aiwatch_feature_bin_total{feature="x"})',
+                      lambda r: bool(r) and float(r[0]["value"][1]) == 200)
+        assert prom.query(expr) == []
+        for i in range(400):
+            coupon = "A" if i % 5 == 0 else None
+            mons["a"].observe({"x": None, "coupon": coupon})
+            mons["b"].observe({"coupon": coupon})
+        for mon in mons.values():
+            mon.flush()
+        prom.wait_for('sum(aiwatch_feature_missing_total{feature="x"})',
+                      lambda r: bool(r) and float(r[0]["value"][1]) == 400)
+        prom.wait_for('sum(aiwatch_feature_invalid_total{feature="x", reason="missing_feature"})',
+                      lambda r: bool(r) and float(r[0]["value"][1]) == 400)
+        # a scrape more: the series born at its first absent row counts from its second sample
+        prom.wait_for('count(count_over_time(aiwatch_feature_invalid_total{reason="missing_feature"}[1m]) >= 2)')
+        firing = {r["metric"]["feature"]: float(r["value"][1]) for r in prom.query(expr)}
     assert shares == {(r, f): share for r in regs for f, share in (("x", 0.0), ("coupon", 0.8))}
     assert list(firing) == ["x"]
     assert 0.2 < firing["x"] <= 1.0
@@ -207,25 +195,19 @@ def test_a_rollout_of_a_new_profile_is_one_fleet_psi_per_reference_in_prometheus
     served.register(Replicas(regs))
     cfg = ten_minute_config()
     alert = inlined(next(a.expr for a in drift_alerts(cfg) if a.name == "AiwatchFleetInputDrift"), cfg)
-    port = free_port()
-    server, thread = start_http_server(port, addr="127.0.0.1", registry=served)
-    try:
-        with prometheus([f"127.0.0.1:{port}"], scrape_interval="1s") as prom:
-            prom.wait_for("count(aiwatch_feature_bin_total == 0)",
-                          lambda r: bool(r) and int(float(r[0]["value"][1])) == 50)
-            for r in profiles:
-                feed(r, rng.normal(0, 1, 2000))
-            prom.wait_for("sum(aiwatch_feature_bin_total)", lambda r: bool(r) and float(r[0]["value"][1]) == 6000)
-            unmoved = sorted(float(r["value"][1]) for r in prom.query(fleet_psi_expr("10m")))
-            quiet = prom.query(alert)
-            unmoved_expected = sorted([python_psi("a"), python_psi("b", "c")])
-            for r in "bc":
-                feed(r, rng.normal(1, 1, 4000))
-            prom.wait_for("sum(aiwatch_feature_bin_total)", lambda r: bool(r) and float(r[0]["value"][1]) == 14000)
-            firing = [(r["metric"].get("reference"), float(r["value"][1])) for r in prom.query(alert)]
-    finally:
-        server.shutdown()
-        thread.join(5)
+    with prometheus_scraping(served) as prom:
+        prom.wait_for("count(aiwatch_feature_bin_total == 0)",
+                      lambda r: bool(r) and int(float(r[0]["value"][1])) == 50)
+        for r in profiles:
+            feed(r, rng.normal(0, 1, 2000))
+        prom.wait_for("sum(aiwatch_feature_bin_total)", lambda r: bool(r) and float(r[0]["value"][1]) == 6000)
+        unmoved = sorted(float(r["value"][1]) for r in prom.query(fleet_psi_expr("10m")))
+        quiet = prom.query(alert)
+        unmoved_expected = sorted([python_psi("a"), python_psi("b", "c")])
+        for r in "bc":
+            feed(r, rng.normal(1, 1, 4000))
+        prom.wait_for("sum(aiwatch_feature_bin_total)", lambda r: bool(r) and float(r[0]["value"][1]) == 14000)
+        firing = [(r["metric"].get("reference"), float(r["value"][1])) for r in prom.query(alert)]
     assert unmoved == pytest.approx(unmoved_expected, rel=1e-9)
     assert max(unmoved) < 0.05
     assert quiet == []
@@ -255,27 +237,21 @@ def test_a_rollout_fires_the_missing_alert_for_the_reference_whose_replicas_miss
     served.register(Replicas(regs, MISSING_FAMILIES))
     cfg = ten_minute_config()
     expr = inlined(next(a.expr for a in drift_alerts(cfg) if a.name == "AiwatchFeatureMissing"), cfg)
-    port = free_port()
-    server, thread = start_http_server(port, addr="127.0.0.1", registry=served)
-    try:
-        with prometheus([f"127.0.0.1:{port}"], scrape_interval="1s") as prom:
-            prom.wait_for("count(aiwatch_feature_reference_missing_ratio)",
-                          lambda r: bool(r) and int(float(r[0]["value"][1])) == 3)
-            prom.wait_for("count(aiwatch_feature_missing_total)",
-                          lambda r: bool(r) and int(float(r[0]["value"][1])) == 3)
-            mons["a"].observe_batch({"x": with_missing(1000, 0.4)})
-            for r in "bc":
-                mons[r].observe_batch({"x": with_missing(1000, 0.3)})
-            prom.wait_for("sum(aiwatch_feature_missing_total)", lambda r: bool(r) and float(r[0]["value"][1]) == 1000)
-            prom.wait_for("sum(aiwatch_feature_bin_total)", lambda r: bool(r) and float(r[0]["value"][1]) == 2000)
-            firing = {r["metric"].get("reference"): float(r["value"][1]) for r in prom.query(expr)}
-            shares = {r["metric"].get("reference"): float(r["value"][1])
-                      for r in prom.query(live_missing_share_expr("10m"))}
-            reference = {r["metric"].get("reference"): float(r["value"][1])
-                         for r in prom.query(reference_missing_share_expr())}
-    finally:
-        server.shutdown()
-        thread.join(5)
+    with prometheus_scraping(served) as prom:
+        prom.wait_for("count(aiwatch_feature_reference_missing_ratio)",
+                      lambda r: bool(r) and int(float(r[0]["value"][1])) == 3)
+        prom.wait_for("count(aiwatch_feature_missing_total)",
+                      lambda r: bool(r) and int(float(r[0]["value"][1])) == 3)
+        mons["a"].observe_batch({"x": with_missing(1000, 0.4)})
+        for r in "bc":
+            mons[r].observe_batch({"x": with_missing(1000, 0.3)})
+        prom.wait_for("sum(aiwatch_feature_missing_total)", lambda r: bool(r) and float(r[0]["value"][1]) == 1000)
+        prom.wait_for("sum(aiwatch_feature_bin_total)", lambda r: bool(r) and float(r[0]["value"][1]) == 2000)
+        firing = {r["metric"].get("reference"): float(r["value"][1]) for r in prom.query(expr)}
+        shares = {r["metric"].get("reference"): float(r["value"][1])
+                  for r in prom.query(live_missing_share_expr("10m"))}
+        reference = {r["metric"].get("reference"): float(r["value"][1])
+                     for r in prom.query(reference_missing_share_expr())}
     old_id, new_id = old.features["x"].reference_id, new.features["x"].reference_id
     assert reference == {old_id: pytest.approx(0.4), new_id: 0.0}
     assert shares == {old_id: pytest.approx(0.4), new_id: pytest.approx(0.3)}
@@ -319,25 +295,19 @@ def test_an_older_aiwatchs_series_left_on_a_replica_do_not_count_it_twice_in_the
     served.register(Replicas({"a": left}, MISSING_FAMILIES))
     cfg = ten_minute_config()
     expr = inlined(next(a.expr for a in drift_alerts(cfg) if a.name == "AiwatchFeatureMissing"), cfg)
-    port = free_port()
-    server, thread = start_http_server(port, addr="127.0.0.1", registry=served)
-    try:
-        with prometheus([f"127.0.0.1:{port}"], scrape_interval="1s") as prom:
-            prom.wait_for("count(aiwatch_feature_missing_total)", lambda r: bool(r) and r[0]["value"][1] == "2")
-            monitor.observe_batch({"x": np.full(500, np.nan)})
-            monitor.flush()
-            for b in feature.bin_labels:
-                b_bins.labels(model="m", feature="x", bin=b).inc(50)
-            prom.wait_for('sum(aiwatch_feature_missing_total{feature="x"})',
-                          lambda r: bool(r) and float(r[0]["value"][1]) == 500)
-            prom.wait_for('sum(aiwatch_feature_bin_total{replica="b"})',
-                          lambda r: bool(r) and float(r[0]["value"][1]) == 50 * len(feature.bin_labels))
-            firing = {r["metric"].get("reference", ""): float(r["value"][1]) for r in prom.query(expr)}
-            shares = {r["metric"].get("reference", ""): float(r["value"][1])
-                      for r in prom.query(live_missing_share_expr("10m"))}
-    finally:
-        server.shutdown()
-        thread.join(5)
+    with prometheus_scraping(served) as prom:
+        prom.wait_for("count(aiwatch_feature_missing_total)", lambda r: bool(r) and r[0]["value"][1] == "2")
+        monitor.observe_batch({"x": np.full(500, np.nan)})
+        monitor.flush()
+        for b in feature.bin_labels:
+            b_bins.labels(model="m", feature="x", bin=b).inc(50)
+        prom.wait_for('sum(aiwatch_feature_missing_total{feature="x"})',
+                      lambda r: bool(r) and float(r[0]["value"][1]) == 500)
+        prom.wait_for('sum(aiwatch_feature_bin_total{replica="b"})',
+                      lambda r: bool(r) and float(r[0]["value"][1]) == 50 * len(feature.bin_labels))
+        firing = {r["metric"].get("reference", ""): float(r["value"][1]) for r in prom.query(expr)}
+        shares = {r["metric"].get("reference", ""): float(r["value"][1])
+                  for r in prom.query(live_missing_share_expr("10m"))}
     assert shares == {feature.reference_id: pytest.approx(1.0), "": 0.0}
     assert firing == {feature.reference_id: pytest.approx(1.0)}
 
@@ -356,37 +326,31 @@ def test_the_drift_rule_files_record_what_the_fleet_expressions_compute(tmp_path
     cfg = ten_minute_config(interval="1s")
     for name, text in render(cfg).items():
         (tmp_path / name).write_text(text)
-    port = free_port()
-    server, thread = start_http_server(port, addr="127.0.0.1", registry=served)
-    try:
-        with prometheus([f"127.0.0.1:{port}"], sorted(tmp_path.glob("*.rules.yml")), scrape_interval="1s") as prom:
-            prom.wait_for("count(aiwatch_feature_reference_missing_ratio)",
-                          lambda r: bool(r) and int(float(r[0]["value"][1])) == 4)
-            mons["a"].observe_batch({"x": rng.normal(0.7, 1, 800), "color": ["red", None] * 400})
-            for i in range(300):
-                mons["b"].observe({"x": None if i % 3 else float(rng.normal()), "color": "blue"})
-            for mon in mons.values():
-                mon.flush()
-            prom.wait_for("sum(aiwatch_feature_bin_total)", lambda r: bool(r) and float(r[0]["value"][1]) == 1600)
-            prom.wait_for("sum(aiwatch_feature_missing_total)", lambda r: bool(r) and float(r[0]["value"][1]) == 600)
-            pairs = {
-                PSI_RECORD.format(window="10m"): fleet_psi_expr("10m"),
-                JS_RECORD.format(window="10m"): fleet_js_expr("10m"),
-                "model_feature:aiwatch_feature_missing_values:increase10m / "
-                "model_feature:aiwatch_feature_values:increase10m": live_missing_share_expr("10m"),
-                "model_feature:aiwatch_feature_reference_missing_ratio:max": reference_missing_share_expr(),
-            }
-            # two evaluations after the last count moved
-            start = time.time()
-            prom.wait_for(f"timestamp({MISSING_VALUES_RECORD.format(window='10m')}) > {start + 2}",
-                          lambda r: len(r) == 2)
-            for recorded, computed in pairs.items():
-                got = prom.query(recorded)
-                assert len(got) == 2, recorded
-                at = str(got[0]["value"][0])
-                want = prom.api("/api/v1/query", query=computed, time=at)["result"]
-                assert {r["metric"]["feature"]: pytest.approx(float(r["value"][1]), rel=1e-9) for r in want} \
-                    == {r["metric"]["feature"]: float(r["value"][1]) for r in got}, recorded
-    finally:
-        server.shutdown()
-        thread.join(5)
+    with prometheus_scraping(served, sorted(tmp_path.glob("*.rules.yml"))) as prom:
+        prom.wait_for("count(aiwatch_feature_reference_missing_ratio)",
+                      lambda r: bool(r) and int(float(r[0]["value"][1])) == 4)
+        mons["a"].observe_batch({"x": rng.normal(0.7, 1, 800), "color": ["red", None] * 400})
+        for i in range(300):
+            mons["b"].observe({"x": None if i % 3 else float(rng.normal()), "color": "blue"})
+        for mon in mons.values():
+            mon.flush()
+        prom.wait_for("sum(aiwatch_feature_bin_total)", lambda r: bool(r) and float(r[0]["value"][1]) == 1600)
+        prom.wait_for("sum(aiwatch_feature_missing_total)", lambda r: bool(r) and float(r[0]["value"][1]) == 600)
+        pairs = {
+            PSI_RECORD.format(window="10m"): fleet_psi_expr("10m"),
+            JS_RECORD.format(window="10m"): fleet_js_expr("10m"),
+            "model_feature:aiwatch_feature_missing_values:increase10m / "
+            "model_feature:aiwatch_feature_values:increase10m": live_missing_share_expr("10m"),
+            "model_feature:aiwatch_feature_reference_missing_ratio:max": reference_missing_share_expr(),
+        }
+        # two evaluations after the last count moved
+        start = time.time()
+        prom.wait_for(f"timestamp({MISSING_VALUES_RECORD.format(window='10m')}) > {start + 2}",
+                      lambda r: len(r) == 2)
+        for recorded, computed in pairs.items():
+            got = prom.query(recorded)
+            assert len(got) == 2, recorded
+            at = str(got[0]["value"][0])
+            want = prom.api("/api/v1/query", query=computed, time=at)["result"]
+            assert {r["metric"]["feature"]: pytest.approx(float(r["value"][1]), rel=1e-9) for r in want} \
+                == {r["metric"]["feature"]: float(r["value"][1]) for r in got}, recorded
