@@ -8,6 +8,7 @@ exemplars (trace ids on latency histograms) appear only in OpenMetrics. When ``P
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import socket
@@ -25,6 +26,7 @@ from prometheus_client import multiprocess as _multiprocess
 from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.metrics_core import Metric
 from prometheus_client.mmap_dict import MmapedDict
+from prometheus_client.samples import Sample
 
 from aiwatch.deferred import run_every_deferred
 from aiwatch.env import LEGACY_MULTIPROC_DIR, MULTIPROC_DIR, MULTIPROCESS_DROP_DEAD
@@ -292,20 +294,23 @@ def _fold_into(path: str, archive: str, how: str, sources: list[str]) -> None:
     and the new version made but not put in place is not read (it is no ``*.db``); so no step a fold dies after
     counts a value twice, or loses one."""
     combined: dict[str, tuple[float, float]] = {}
+    terms: dict[str, list[float]] = {}
     target = os.path.join(path, archive)
     for name in ([archive] if os.path.exists(target) else []) + sources:
         for key, value, timestamp in _file_values(os.path.join(path, name)):
+            if how == "sum":  # the archive's residual (see _exact_total) with its value
+                terms.setdefault(key, []).extend((value, timestamp) if name == archive else (value,))
+                continue
             seen = combined.get(key)
             if seen is None:
                 combined[key] = (value, timestamp)
-            elif how == "sum":
-                combined[key] = (seen[0] + value, max(seen[1], timestamp))
             elif how == "max":
                 combined[key] = (max(seen[0], value), timestamp)
             elif how == "min":
                 combined[key] = (min(seen[0], value), timestamp)
             elif timestamp > seen[1]:  # mostrecent: as the merge picks, a later timestamp wins
                 combined[key] = (value, timestamp)
+    combined.update((key, _exact_total(values)) for key, values in terms.items())
     new, intent = target + ".new", target + _INTENT
     _unlink(new)
     written = MmapedDict(new)  # type: ignore[no-untyped-call]
@@ -321,6 +326,28 @@ def _fold_into(path: str, archive: str, how: str, sources: list[str]) -> None:
     for name in sources:
         _unlink(os.path.join(path, name))
     os.remove(intent)
+
+
+def _exact_sum(values: list[float]) -> float:
+    """The sum of ``values`` correctly rounded (``math.fsum``): the same float whatever their order or grouping. The
+    merge added the files' values in the order it listed them, and a fold grouped some first: the same counts
+    summed to floats a last bit apart, and a histogram's ``_sum`` that moved down between two scrapes with no new
+    observation read to Prometheus as a counter reset. Where the exact sum overflows (or holds both infinities) it
+    is what adding them gives: an infinity, or NaN."""
+    try:
+        return math.fsum(values)
+    except (OverflowError, ValueError):
+        return sum(values, 0.0)
+
+
+def _exact_total(values: list[float]) -> tuple[float, float]:
+    """``values`` summed as an archive keeps them: their sum correctly rounded, and what that rounding left out (a
+    float the size of half its last bit at most, in the timestamp of the entry, which the merge reads for no summed
+    kind: prometheus_client writes 0 there). Their sum is then the two together, exactly, while it is under 2^54
+    times the smallest of them (nonzero): its digits fit in two floats'. A fold that kept the rounded sum alone lost
+    that part, and the merged value depended on which files it had folded."""
+    total = _exact_sum(values)
+    return total, (_exact_sum([*values, -total]) if math.isfinite(total) else 0.0)
 
 
 def fold_dead_process_files(pids: list[int], path: str) -> int:
@@ -541,9 +568,21 @@ class _MergedCollector(_multiprocess.MultiProcessCollector):
                 record_error("multiprocess", TimeoutError(
                     f"the fold lock of {self._path} was not had in {FOLD_LOCK_SECONDS:g}s: merged without it"))
             try:
-                return self.merge(_merged_files(self._path), accumulate=True)  # type: ignore[no-untyped-call]
+                return self.merge(_merged_files(self._path), accumulate=True)
             except Exception as exc:
                 return self._merge_readable(exc)
+
+    @staticmethod
+    def merge(files: list[str], accumulate: bool = True) -> Any:
+        """prometheus_client's merge of ``files``, each summed value (counters, histograms, summaries, ``sum``
+        gauges) the exact sum of its files' values and of the archives' residuals, correctly rounded
+        (:func:`_exact_sum`): the same float whatever the files' order in the listing and whichever were folded."""
+        read = _multiprocess.MultiProcessCollector._read_metrics(files)  # type: ignore[no-untyped-call]
+        _add_archive_residuals(read, files)
+        for metric in read.values():
+            _sum_exactly(metric)
+        return _multiprocess.MultiProcessCollector._accumulate_metrics(  # type: ignore[no-untyped-call]
+            read, accumulate)
 
     def _merge_readable(self, failure: Exception) -> Any:
         """The merge of the files that read whole, after a merge of them all failed: counted as aiwatch's error
@@ -553,7 +592,7 @@ class _MergedCollector(_multiprocess.MultiProcessCollector):
         unreadable: list[tuple[str, Exception]] = []
         for file in _merged_files(self._path):
             try:
-                self.merge([file], accumulate=True)  # type: ignore[no-untyped-call]
+                self.merge([file], accumulate=True)
             except Exception as exc:
                 unreadable.append((os.path.basename(file), exc))
                 continue
@@ -561,7 +600,40 @@ class _MergedCollector(_multiprocess.MultiProcessCollector):
         left_out = (f"{len(unreadable)} unreadable sample file(s) left out, the first {unreadable[0][0]}: "
                     f"{unreadable[0][1]!r}") if unreadable else "every file read at the second try"
         record_error("multiprocess", RuntimeError(f"the merge of {self._path} failed ({failure!r}): {left_out}"))
-        return self.merge(readable, accumulate=True)  # type: ignore[no-untyped-call]
+        return self.merge(readable, accumulate=True)
+
+
+#: the kinds of sample file whose values the merge adds up
+_SUMMED = {"counter", "histogram", "summary"}
+_SUMMED_GAUGES = {"sum", "livesum"}
+
+
+def _add_archive_residuals(metrics: dict[str, Metric], files: list[str]) -> None:
+    """Add to ``metrics`` (prometheus_client's read of ``files``, each value a sample) the residual each summed
+    archive of ``files`` keeps beside its values (:func:`_exact_total`), as one more sample of the series."""
+    for file in files:
+        archive = _ARCHIVE_FILE.fullmatch(os.path.basename(file))
+        if archive is None or _FOLDS.get(archive.group(1)) != "sum":
+            continue
+        for key, _, residual in _file_values(file):
+            metric_name, name, labels, _ = json.loads(key)
+            if residual and metric_name in metrics:  # labels as the read keeps them: sorted pairs
+                pairs: Any = tuple(sorted(labels.items()))
+                metrics[metric_name].samples.append(Sample(name, pairs, residual))
+
+
+def _sum_exactly(metric: Metric) -> None:
+    """Replace the samples of a summed metric that its files gave for one series with one, their exact sum
+    (:func:`_exact_sum`); prometheus_client's accumulation then adds that one to 0. A ``sum`` gauge's pid label
+    goes, as that accumulation drops it."""
+    gauge = metric.type == "gauge"
+    if metric.type not in _SUMMED and not (gauge and getattr(metric, "_multiprocess_mode", "") in _SUMMED_GAUGES):
+        return
+    series: dict[tuple[str, Any], list[float]] = {}
+    for sample in metric.samples:
+        labels = tuple(pair for pair in sample.labels if pair[0] != "pid") if gauge else sample.labels
+        series.setdefault((sample.name, labels), []).append(sample.value)
+    metric.samples = [Sample(name, labels, _exact_sum(values)) for (name, labels), values in series.items()]
 
 
 class _MergedRegistry(CollectorRegistry):

@@ -362,9 +362,10 @@ def out(value):  # one word: the test reads words
     print(json.dumps(value, separators=(",", ":")))
 
 def snapshot():
-    # floats rounded: the merge adds the files up in directory order, and an archive adds some of them first (the
-    # histograms' sums of 0.04 and 0.06 differ in the last bit, as they do between scrapes when a file is added)
-    return sorted([s.name, sorted(s.labels.items()), float("%.12g" % s.value)]
+    # floats compared whole: an archive adds some of the files first, and the merge adds up in directory order, yet
+    # each summed value is their exact sum correctly rounded (the histograms' sums of 0.04 and 0.06 were a last bit
+    # apart)
+    return sorted([s.name, sorted(s.labels.items()), s.value]
                   for m in serving_registry().collect() for s in m.samples)
 """
 

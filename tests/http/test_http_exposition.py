@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import itertools
+import math
 import mmap
 import os
 import subprocess
 import sys
+import tempfile
 import urllib.request
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
+from unittest import mock
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 from werkzeug.test import Client
 
@@ -618,3 +624,56 @@ def test_a_killed_folds_source_named_with_a_running_pid_is_not_removed_by_the_ne
                                                      f'"sources": ["{reused}", "{left}"]}}')
     assert fold_dead_process_files([], str(tmp_path)) == 0
     assert sorted(p.name for p in tmp_path.glob("*.db")) == sorted([archive.name, reused])
+
+
+def histogram_file(path: Path, total: float, count: int) -> None:
+    """A histogram's sample file as prometheus_client writes it, holding ``count`` observations summing to
+    ``total`` for one series (all in the +Inf bucket)."""
+    from prometheus_client.mmap_dict import MmapedDict, mmap_key
+
+    values = MmapedDict(str(path))
+    values.write_value(mmap_key("t_seconds", "t_seconds_sum", [], [], "a histogram"), total, 0.0)
+    values.write_value(mmap_key("t_seconds", "t_seconds_bucket", ["le"], ["+Inf"], "a histogram"), count, 0.0)
+    values.close()
+
+
+@pytest.fixture(scope="module")
+def dead_pids() -> list[int]:
+    return [dead_pid() for _ in range(6)]
+
+
+# a histogram's _sum in a worker's file, from a nanosecond up: every total under 2^54 times the smallest, where an
+# archive's value and residual hold its files' sum exactly
+DURATION_SUMS = st.one_of(st.just(0.0), st.floats(min_value=1e-9, max_value=1e5))
+
+
+@settings(max_examples=150, deadline=None)
+@given(totals=st.lists(DURATION_SUMS, min_size=6, max_size=6), data=st.data())
+def test_a_histograms_merged_sum_is_the_same_float_whatever_was_folded_in_which_order_and_listing(
+        dead_pids: list[int], totals: list[float], data: st.DataObject) -> None:
+    """The merge added the files' _sum values in the order it listed them, and a fold added some of them first: the
+    same observations summed to floats a last bit apart, lower as often as higher (116 of 600 folds of six workers
+    lowered it, 22.153990163149324 to 22.15399016314932), and Prometheus read each decrease as a counter reset, a
+    spike in rate(_sum). The merged _sum is their exact sum correctly rounded, whatever the folds (into one master's
+    archive or two), their order, and the order the files are listed in."""
+    from aiwatch import exposition
+
+    expected = math.fsum(totals)
+    order = data.draw(st.permutations(range(len(totals))), label="fold order")
+    cuts = sorted(data.draw(st.sets(st.integers(1, len(totals) - 1), max_size=3), label="cuts"))
+    masters = data.draw(st.lists(st.sampled_from([os.getpid(), os.getppid()]), min_size=len(cuts) + 1,
+                                 max_size=len(cuts) + 1), label="masters")
+    with tempfile.TemporaryDirectory() as directory, \
+            mock.patch.dict(os.environ, {"PROMETHEUS_MULTIPROC_DIR": directory}):
+        for pid, total in zip(dead_pids, totals, strict=True):
+            histogram_file(Path(directory, f"histogram_{pid}.db"), total, 1)
+        merged = [merged_value("t_seconds_sum")]
+        for (start, end), master in zip(itertools.pairwise([0, *cuts, len(totals)]), masters, strict=True):
+            with exposition._fold_lock(directory, exclusive=True):
+                exposition._fold_locked(directory, {dead_pids[i] for i in order[start:end]}, master)
+            merged.append(merged_value("t_seconds_sum"))
+            files = data.draw(st.permutations(sorted(str(p) for p in Path(directory).glob("*.db"))), label="listing")
+            (family,) = exposition._MergedCollector.merge(files)
+            merged.append(next(s.value for s in family.samples if s.name == "t_seconds_sum"))
+        assert merged == [expected] * len(merged)
+        assert merged_value("t_seconds_count") == len(totals)
