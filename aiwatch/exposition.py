@@ -82,9 +82,23 @@ def remove_dead_process_files(*, parent: bool = True) -> int:
     before another server starts (``python -c`` in its entrypoint), it removes the archives of its parent's pid too
     (:func:`fold_dead_at_scrape` names them with the supervisor's pid, and the shell that runs it execs the
     server next, pid 1 again in a container); gunicorn's ``on_starting`` passes ``parent=False``: its parent is the
-    old master during a USR2 upgrade, whose archive its workers still fold into."""
+    old master during a USR2 upgrade, whose archive its workers still fold into.
+
+    Under the fold lock, held exclusively as a fold holds it (waiting :data:`FOLD_LOCK_SECONDS` at most, then removing
+    without it, counted): during a USR2 upgrade the old master's workers still merge and fold the directory, and a
+    file removed between a merge's listing and its read failed that merge (counted as an error, the scrape answered
+    without it), or a fold reading it."""
     directory = Path(multiprocess_dir() or "")
     directory.mkdir(parents=True, exist_ok=True)
+    with _fold_lock(str(directory), exclusive=True) as held:
+        if held is False:
+            record_error("multiprocess", TimeoutError(
+                f"the fold lock of {directory} was not had in {FOLD_LOCK_SECONDS:g}s: the files of processes no longer "
+                "running removed without it"))
+        return _remove_dead_locked(directory, parent)
+
+
+def _remove_dead_locked(directory: Path, parent: bool) -> int:
     removed = 0
     failed: list[tuple[Path, OSError]] = []
     for path in directory.iterdir():

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 import mmap
 import os
 import subprocess
 import sys
 import tempfile
+import threading
 import urllib.request
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -41,6 +43,8 @@ from tests.http.asgi_driver import call
 from tests.servers import free_port
 
 OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+#: the lock file folds, merges and the starting cleanup take
+FOLD_LOCK = ".aiwatch-fold.lock"
 
 
 def populate(metrics: Metrics) -> None:
@@ -129,7 +133,7 @@ def test_only_the_files_of_processes_no_longer_running_are_removed(tmp_path: Pat
     (directory / f"summary_{gone}.db").mkdir()  # not prometheus_client's: left alone, and no error
     kept.append(f"summary_{gone}.db")
     assert remove_dead_process_files() == len(stale)
-    assert sorted(p.name for p in directory.iterdir()) == sorted(kept)
+    assert sorted(p.name for p in directory.iterdir()) == sorted([*kept, FOLD_LOCK])
 
 
 def test_the_live_gauges_of_processes_gone_are_dropped_when_this_process_holds_its_own_file_open(
@@ -234,7 +238,7 @@ def scrape_with_drop_dead(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, setti
         list(serving_registry().collect())
     finally:
         own.close()
-    return gone, sorted(p.name for p in tmp_path.iterdir() if p.name != ".aiwatch-fold.lock")  # the merge's lock
+    return gone, sorted(p.name for p in tmp_path.iterdir() if p.name != FOLD_LOCK)  # the merge's lock
 
 
 def test_a_bad_multiprocess_drop_dead_is_an_error_when_the_app_is_made(
@@ -307,7 +311,7 @@ def test_a_sample_file_that_cannot_be_removed_leaves_the_others_removed_and_is_c
     monkeypatch.setattr(Path, "unlink", refusing)
     before = default_errors("multiprocess")
     assert remove_dead_process_files() == 2
-    assert [p.name for p in tmp_path.iterdir()] == [refused]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([refused, FOLD_LOCK])
     assert default_errors("multiprocess") == before + 1
 
 
@@ -357,7 +361,7 @@ def test_the_starting_hook_logs_what_it_removed_and_does_nothing_without_multipr
     assert len(list(tmp_path.iterdir())) == 1 and logged == []
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
     on_starting(server)
-    assert list(tmp_path.iterdir()) == [] and logged[0][1] == 1
+    assert [p.name for p in tmp_path.iterdir()] == [FOLD_LOCK] and logged[0][1] == 1
 
 
 def test_child_exit_racing_a_scrape_that_removed_a_live_gauge_first_counts_no_error(
@@ -385,7 +389,7 @@ def test_child_exit_racing_a_scrape_that_removed_a_live_gauge_first_counts_no_er
     before = default_errors("multiprocess")
     child_exit(SimpleNamespace(log=None), SimpleNamespace(pid=gone))
     assert default_errors("multiprocess") == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".aiwatch-fold.lock", f"counter_archive-{os.getpid()}.db"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [FOLD_LOCK, f"counter_archive-{os.getpid()}.db"]
 
 
 def test_once_found_mapping_its_own_file_a_process_does_not_read_its_mappings_again(
@@ -551,7 +555,7 @@ def test_the_starting_hook_removes_the_archives_of_masters_gone_and_a_previous_r
     kept = [f"counter_archive-{running}.db", f"gauge_max_archive-{running}.db.intent"]
     sample_files(tmp_path, stale + kept)
     assert remove_dead_process_files(parent=False) == len(stale)
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(kept)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*kept, FOLD_LOCK])
 
 
 def test_the_cleanup_before_another_server_starts_removes_the_archive_of_its_parent(
@@ -571,7 +575,7 @@ def test_the_cleanup_before_another_server_starts_removes_the_archive_of_its_par
     finally:
         other.kill()
         other.wait()
-    assert sorted(p.name for p in tmp_path.iterdir()) == kept
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*kept, FOLD_LOCK])
 
 
 def test_a_scrape_folds_the_files_of_processes_gone_into_its_parents_archive_once_it_can_lock_at_once(
@@ -677,3 +681,32 @@ def test_a_histograms_merged_sum_is_the_same_float_whatever_was_folded_in_which_
             merged.append(next(s.value for s in family.samples if s.name == "t_seconds_sum"))
         assert merged == [expected] * len(merged)
         assert merged_value("t_seconds_count") == len(totals)
+
+
+def test_the_starting_cleanup_waits_for_a_merge_reading_the_files(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """During a USR2 upgrade the new master's on_starting removes the files of processes gone while the old master's
+    workers still merge the directory: a file removed between a merge's listing and its read failed that merge,
+    answered without the file and counted as an error (AiwatchInstrumentationErrors). The cleanup takes the fold
+    lock, exclusively, as a fold does: it waits for the merge, then removes the file."""
+    from prometheus_client.mmap_dict import MmapedDict
+
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    counter_file(tmp_path / f"counter_{os.getpid()}.db", 2)
+    gone = tmp_path / f"counter_{dead_pid()}.db"
+    counter_file(gone, 3)
+    read, cleanups = MmapedDict.read_all_values_from_file, []
+
+    def starting_meanwhile(path: str) -> Any:
+        if not cleanups:  # the new master starts once the merge has listed the files
+            cleanups.append(threading.Thread(target=on_starting, args=(SimpleNamespace(log=logging.getLogger()),)))
+            cleanups[0].start()
+            cleanups[0].join(0.5)
+        return read(path)
+
+    monkeypatch.setattr(MmapedDict, "read_all_values_from_file", staticmethod(starting_meanwhile))
+    before = default_errors("multiprocess")
+    assert merged_value("t_total") == 5
+    cleanups[0].join()
+    assert default_errors("multiprocess") == before
+    assert not gone.exists()
