@@ -156,6 +156,8 @@ _ARCHIVE_FILE = re.compile(
 _INTENT = ".intent"
 #: held shared by each merge and exclusively by each fold (``flock``)
 _FOLD_LOCK = ".aiwatch-fold.lock"
+#: taken before the fold lock, shared by a merge until it holds the lock, exclusively by a fold for its length
+_FOLD_GATE = ".aiwatch-fold.gate"
 #: how long a fold or a merge waits for the lock: a fold takes milliseconds, a merge about as long as a scrape
 FOLD_LOCK_SECONDS = 5.0
 #: the fold lock's descriptors this process holds: a child forked meanwhile closes its copies, or it would hold the
@@ -180,29 +182,47 @@ def _fold_lock(path: str, exclusive: bool, wait: bool = True) -> Iterator[bool |
     """Hold ``path``'s fold lock, shared for a merge, exclusive for a fold, waiting :data:`FOLD_LOCK_SECONDS` at
     most (not at all without ``wait``); yields whether it is held, or ``None`` where there is none to take: on a
     system without ``flock``, or where the lock file cannot be opened (a read-only volume before any process made
-    it)."""
-    fd = -1
-    if fcntl is not None:
-        for flags in (os.O_RDWR | os.O_CREAT, os.O_RDONLY):
-            try:
-                fd = os.open(os.path.join(path, _FOLD_LOCK), flags, 0o666)
-                break
-            except OSError:
-                continue
+    it).
+
+    Through a gate (:data:`_FOLD_GATE`): a merge passes it (shared) before taking the lock, a fold shuts it
+    (exclusive) until it is done. ``flock`` grants a shared lock while another is held, a fold waiting or not: merges
+    that overlapped without a gap (workers each answering a scraper) kept a fold out as long as they did, and
+    gunicorn's master waited up to :data:`FOLD_LOCK_SECONDS` at each exit, blocked. A fold waiting at the lock now
+    holds the gate: the merges in progress end, the next ones wait for the fold."""
+    fd = _lock_file(path, _FOLD_LOCK)
     if fd < 0:
         yield None
         return
-    _held_locks.add(fd)
+    gate = _lock_file(path, _FOLD_GATE)
+    descriptors = [fd] if gate < 0 else [fd, gate]
+    _held_locks.update(descriptors)
     try:
-        held = _flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH, FOLD_LOCK_SECONDS if wait else 0.0)
+        mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
+        deadline = time.monotonic() + (FOLD_LOCK_SECONDS if wait else 0.0)
+        held = (gate < 0 or _flock(gate, mode, deadline)) and _flock(fd, mode, deadline)
+        if held and gate >= 0 and not exclusive:
+            fcntl.flock(gate, fcntl.LOCK_UN)  # passed: the gate holds no fold back while this merge reads
         yield held
     finally:
-        _held_locks.discard(fd)
-        os.close(fd)
+        for descriptor in descriptors:
+            _held_locks.discard(descriptor)
+            os.close(descriptor)
 
 
-def _flock(fd: int, mode: int, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
+def _lock_file(path: str, name: str) -> int:
+    """A descriptor of the lock file ``name`` in ``path`` (made when missing), or -1 where there is none (see
+    :func:`_fold_lock`)."""
+    if fcntl is None:
+        return -1
+    for flags in (os.O_RDWR | os.O_CREAT, os.O_RDONLY):
+        try:
+            return os.open(os.path.join(path, name), flags, 0o666)
+        except OSError:
+            continue
+    return -1
+
+
+def _flock(fd: int, mode: int, deadline: float) -> bool:
     while True:
         try:
             fcntl.flock(fd, mode | fcntl.LOCK_NB)

@@ -396,7 +396,8 @@ out(before)
     # (`third` set no mostrecent gauge)
     assert json.loads(equal) == [True, True]
     kinds = ["counter", "gauge_max", "gauge_min", "gauge_mostrecent", "gauge_sum", "histogram", "summary"]
-    assert json.loads(names) == sorted([".aiwatch-fold.lock"] + [f"{kind}_archive-{master}.db" for kind in kinds]
+    assert json.loads(names) == sorted([".aiwatch-fold.gate", ".aiwatch-fold.lock"]
+                                       + [f"{kind}_archive-{master}.db" for kind in kinds]
                                        + [f"gauge_all_{pid}.db" for pid in (early, late, third)]
                                        + [f"gauge_livesum_{pid}.db" for pid in (early, late, third)])
     samples = {(name, tuple(map(tuple, labels))): value for name, labels, value in json.loads(before)}

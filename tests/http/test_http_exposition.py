@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import urllib.request
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -43,8 +44,8 @@ from tests.http.asgi_driver import call
 from tests.servers import free_port
 
 OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
-#: the lock file folds, merges and the starting cleanup take
-FOLD_LOCK = ".aiwatch-fold.lock"
+#: the lock files folds, merges and the starting cleanup take (the gate, the lock)
+FOLD_LOCKS = [".aiwatch-fold.gate", ".aiwatch-fold.lock"]
 
 
 def populate(metrics: Metrics) -> None:
@@ -133,7 +134,7 @@ def test_only_the_files_of_processes_no_longer_running_are_removed(tmp_path: Pat
     (directory / f"summary_{gone}.db").mkdir()  # not prometheus_client's: left alone, and no error
     kept.append(f"summary_{gone}.db")
     assert remove_dead_process_files() == len(stale)
-    assert sorted(p.name for p in directory.iterdir()) == sorted([*kept, FOLD_LOCK])
+    assert sorted(p.name for p in directory.iterdir()) == sorted([*kept, *FOLD_LOCKS])
 
 
 def test_the_live_gauges_of_processes_gone_are_dropped_when_this_process_holds_its_own_file_open(
@@ -238,7 +239,7 @@ def scrape_with_drop_dead(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, setti
         list(serving_registry().collect())
     finally:
         own.close()
-    return gone, sorted(p.name for p in tmp_path.iterdir() if p.name != FOLD_LOCK)  # the merge's lock
+    return gone, sorted(p.name for p in tmp_path.iterdir() if p.name not in FOLD_LOCKS)  # the merge's lock
 
 
 def test_a_bad_multiprocess_drop_dead_is_an_error_when_the_app_is_made(
@@ -311,7 +312,7 @@ def test_a_sample_file_that_cannot_be_removed_leaves_the_others_removed_and_is_c
     monkeypatch.setattr(Path, "unlink", refusing)
     before = default_errors("multiprocess")
     assert remove_dead_process_files() == 2
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([refused, FOLD_LOCK])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([refused, *FOLD_LOCKS])
     assert default_errors("multiprocess") == before + 1
 
 
@@ -361,7 +362,7 @@ def test_the_starting_hook_logs_what_it_removed_and_does_nothing_without_multipr
     assert len(list(tmp_path.iterdir())) == 1 and logged == []
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
     on_starting(server)
-    assert [p.name for p in tmp_path.iterdir()] == [FOLD_LOCK] and logged[0][1] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == FOLD_LOCKS and logged[0][1] == 1
 
 
 def test_child_exit_racing_a_scrape_that_removed_a_live_gauge_first_counts_no_error(
@@ -389,7 +390,7 @@ def test_child_exit_racing_a_scrape_that_removed_a_live_gauge_first_counts_no_er
     before = default_errors("multiprocess")
     child_exit(SimpleNamespace(log=None), SimpleNamespace(pid=gone))
     assert default_errors("multiprocess") == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == [FOLD_LOCK, f"counter_archive-{os.getpid()}.db"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [*FOLD_LOCKS, f"counter_archive-{os.getpid()}.db"]
 
 
 def test_once_found_mapping_its_own_file_a_process_does_not_read_its_mappings_again(
@@ -555,7 +556,7 @@ def test_the_starting_hook_removes_the_archives_of_masters_gone_and_a_previous_r
     kept = [f"counter_archive-{running}.db", f"gauge_max_archive-{running}.db.intent"]
     sample_files(tmp_path, stale + kept)
     assert remove_dead_process_files(parent=False) == len(stale)
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*kept, FOLD_LOCK])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*kept, *FOLD_LOCKS])
 
 
 def test_the_cleanup_before_another_server_starts_removes_the_archive_of_its_parent(
@@ -575,7 +576,7 @@ def test_the_cleanup_before_another_server_starts_removes_the_archive_of_its_par
     finally:
         other.kill()
         other.wait()
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*kept, FOLD_LOCK])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*kept, *FOLD_LOCKS])
 
 
 def test_a_scrape_folds_the_files_of_processes_gone_into_its_parents_archive_once_it_can_lock_at_once(
@@ -710,3 +711,41 @@ def test_the_starting_cleanup_waits_for_a_merge_reading_the_files(
     cleanups[0].join()
     assert default_errors("multiprocess") == before
     assert not gone.exists()
+
+
+def test_a_fold_is_not_starved_by_scrapes_that_overlap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each merge holds the fold lock shared, and a shared lock is granted while another is held: with scrapes that
+    overlap without a gap (workers each answering their own scraper), gunicorn's master waited FOLD_LOCK_SECONDS at
+    every exit, blocked (4 processes merging back to back: 2 of 3 folds in 15 s timed out, 5 s each), and folded
+    nothing. A fold waiting shuts the gate to new merges: those in progress end, the fold runs, then the next."""
+    from aiwatch import exposition
+
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    gone = dead_pid()
+    counter_file(tmp_path / f"counter_{gone}.db", 3)
+    folded: list[int | Exception] = []
+    merges: list[bool | None] = []
+
+    def scrapes(offset: float) -> None:  # each merge 20 ms long, the two scrapers 10 ms apart: always one merging
+        time.sleep(offset)
+        while not folded:
+            with exposition._fold_lock(str(tmp_path), exclusive=False) as held:
+                merges.append(held)
+                time.sleep(0.02)
+
+    def fold() -> None:
+        try:
+            folded.append(fold_dead_process_files([gone], str(tmp_path)))
+        except Exception as exc:
+            folded.append(exc)
+
+    scrapers = [threading.Thread(target=scrapes, args=(offset,)) for offset in (0.0, 0.01)]
+    for scraper in scrapers:
+        scraper.start()
+    time.sleep(0.05)
+    fold()
+    for scraper in scrapers:
+        scraper.join()
+    assert folded == [1]
+    assert merges and all(merges)  # every merge had the lock: it waited for the fold at the gate
+    assert merged_value("t_total") == 3
