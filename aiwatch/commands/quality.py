@@ -17,6 +17,7 @@ import re
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from decimal import ROUND_FLOOR, Decimal
 from typing import Any
 
@@ -133,6 +134,21 @@ def _say_unusable(unusable: int, markers: int, kind: str) -> None:
           + (" or one that is not a number" if kind == "regressor" else "") + hint, file=sys.stderr)
 
 
+#: what --textfile writes: the gauges the docs and AiwatchModelQualityLow name
+TEXTFILE_SAMPLES = ("aiwatch_model_quality", "aiwatch_model_quality_objective", "aiwatch_model_quality_labelled")
+
+
+class _Only:
+    """``registry``'s families named in ``names``, in the registry's order (prometheus_client's
+    ``restricted_registry`` yields them in a set's order, which changes from one process to the next)."""
+
+    def __init__(self, registry: Any, names: tuple[str, ...]) -> None:
+        self.registry, self.names = registry, names
+
+    def collect(self) -> Iterator[Any]:
+        return (family for family in self.registry.collect() if family.name in self.names)
+
+
 def _write_textfile(path: str, registry: Any, write: Any) -> None:
     try:
         write(path, registry)
@@ -180,7 +196,9 @@ def run(args: argparse.Namespace) -> int:
         if not latest:
             raise _no_window(args.min_labelled, results, report.untimed)
         if args.textfile:  # per model, with --by-version too: what a run without it writes
-            _write_textfile(args.textfile, metrics.registry, write_to_textfile)
+            # the quality gauges only: the registry's other families (aiwatch_instrumentation_errors_total, at 0)
+            # in two jobs' files collide in node_exporter's textfile directory, same names and labels
+            _write_textfile(args.textfile, _Only(metrics.registry, TEXTFILE_SAMPLES), write_to_textfile)
         # with --by-version the per-model verdict stands too: a version with too few labels for its own verdict
         # (a canary's first hour) must not hide what it does to the model
         per_version = latest_per_version(results, args.min_labelled) if args.by_version else {}

@@ -15,6 +15,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
 
 from aiwatch.cli import main
 from aiwatch.feedback import ParquetSink
@@ -103,6 +104,23 @@ def test_cli_exit_codes_and_textfile(log: dict[str, object], capsys: pytest.Capt
     # only the first hour: above the objective
     assert main([*args, "--objective", "accuracy=0.8", "--until", "2026-09-21T16:00Z"]) == 0
     capsys.readouterr()
+
+
+def test_the_textfile_holds_the_quality_gauges_only(log: dict[str, object], tmp_path: Path) -> None:
+    """docs/prediction-log.md: ``--textfile`` writes aiwatch_model_quality, its objective and its labelled count.
+    It wrote every family of the metric contract too, with the 24 series of aiwatch_instrumentation_errors_total
+    and their ``_created`` gauges: two quality jobs' files in node_exporter's textfile directory (one per model)
+    then held the same series twice, which node_exporter reports as a gathering error on every scrape."""
+    textfile = tmp_path / "quality.prom"
+    assert main(["quality", str(log["log"]), str(log["labels"]), "--prediction", "output.label",
+                 "--objective", "accuracy=0.8", "--textfile", str(textfile)]) == 1
+    families = {family.name: [s.labels for s in family.samples]
+                for family in text_string_to_metric_families(textfile.read_text())}
+    assert families == {
+        "aiwatch_model_quality": [{"metric": m, "model": "churn"} for m in ("accuracy", "precision", "recall")],
+        "aiwatch_model_quality_objective": [{"metric": "accuracy", "model": "churn"}],
+        "aiwatch_model_quality_labelled": [{"model": "churn"}],
+    }
 
 
 def test_cli_run_in_the_apps_multiprocess_environment_writes_nothing_into_its_directory(
