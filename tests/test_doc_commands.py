@@ -112,3 +112,50 @@ def test_a_wrong_command_line_and_a_wrong_flag_are_found() -> None:
     assert [parse_error(c) is None for c in commands] == [True, False, False, True]
     assert wrong_flags(text) == ["aiwatch rules render --outdir x/: --outdir",
                                  "aiwatch gpu --serve 9400 --port 1: --port"]
+
+
+def known_names() -> set[str]:
+    """Every name a page may give a series: the metric contract's families with their exposition suffixes, the
+    metric part of every recording rule the repository renders, and the names the autoscaling examples serve
+    (``name: as:``); plus the package's entry points (``aiwatch_flask``...), which share the prefix."""
+    from aiwatch.metrics import CONTRACT
+
+    names = set()
+    for spec in CONTRACT:
+        suffixes = {"histogram": ("_bucket", "_sum", "_count", "_created"), "counter": ("_total", "_created")}
+        names |= {spec.name, *(spec.name + s for s in suffixes.get(spec.kind, ()))}
+    for rules in [*ROOT.glob("alerts/*.yml"), *ROOT.glob("examples/**/*.yaml")]:
+        text = rules.read_text(encoding="utf-8")
+        names |= {record.split(":")[1] + ":" + record.split(":", 2)[2] if record.count(":") >= 2 else record
+                  for record in re.findall(r"record: *([\w:]+)", text)}
+        names |= set(re.findall(r"\bas: *(aiwatch_\w+)", text))
+    names |= set(re.findall(r"^(aiwatch_\w+) = ", (ROOT / "pyproject.toml").read_text(), re.M))
+    return names
+
+
+def unknown_metric_names(text: str, known: set[str]) -> list[str]:
+    """Full ``aiwatch_...`` names in ``text`` (not a prefix such as ``aiwatch_gpu_*``, not a file name such as
+    ``aiwatch_quality.prom``) that no metric, recording rule or entry point has."""
+    names = set()
+    for found in re.finditer(r"\baiwatch_[a-z0-9_]*(?::[a-z0-9_]+)?", text):
+        name, after = found.group(), text[found.end():found.end() + 1]
+        if not name.endswith("_") and after not in ("*", ".", "<", ":") and not re.match(r"[A-Za-z]", after):
+            names.add(name)
+    return sorted(names - known)
+
+
+NAME_PAGES = sorted({*PAGES, *ROOT.glob("examples/**/*.yaml"), *ROOT.glob("examples/**/*.py"),
+                     *ROOT.glob("dashboards/*.json")})
+
+
+@pytest.mark.parametrize("page", NAME_PAGES, ids=lambda page: page.relative_to(ROOT).as_posix())
+def test_every_metric_name_a_page_gives_exists(page: Path) -> None:
+    assert unknown_metric_names(page.read_text(encoding="utf-8"), known_names()) == []
+
+
+def test_a_metric_name_that_does_not_exist_is_found() -> None:
+    text = ("`aiwatch_request_duration_seconds_bucket`, `service:aiwatch_request_slow:ratio_rate5m`, `aiwatch_gpu_*`,"
+            " `aiwatch_slow_`, aiwatch_quality.prom, `model_feature:aiwatch_feature_psi:<W>`, `aiwatch_flask`;"
+            " `aiwatch_request_seconds_count`, `service:aiwatch_request_slow:ratio_rate7m`")
+    assert unknown_metric_names(text, known_names()) == ["aiwatch_request_seconds_count",
+                                                         "aiwatch_request_slow:ratio_rate7m"]
