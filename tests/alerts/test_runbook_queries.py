@@ -325,3 +325,34 @@ def test_the_burn_rate_queries_of_the_runbooks_follow_the_rendered_objectives(tm
                           "exp_samples": [{"labels": '{service="checkout"}', "value": 1}]})
     run_with_rendered_rules(tmp_path, cfg, "5m", series, cases)
     assert len(cases) == 5
+
+
+def test_the_target_down_page_reads_the_job_its_alert_names_under_any_config(tmp_path: Path) -> None:
+    """AiwatchTargetDown's queries name the alert's own ``job``: they wrote the default ``selectors.targets``,
+    ``job="aiwatch"``, so with the targets in ``job="recsys"`` (docs/alerts.md's example config) the page's
+    ``up{job="aiwatch"} == 0`` answered nothing while the alert fired for ``recsys``'s down target. No other page
+    writes that default in a query, but AiwatchTargetAbsent, whose alert has no ``job`` label in its per-cluster
+    form, and says so."""
+    from aiwatch.rules import RulesConfig
+
+    for page in sorted(RUNBOOKS.glob("*.md")):
+        if page.stem != "AiwatchTargetAbsent":
+            assert not [q for q in runbook_queries(page) if 'job="aiwatch"' in q], page.name
+    absent = (RUNBOOKS / "AiwatchTargetAbsent.md").read_text()
+    assert "`job=\"aiwatch\"` below is the default\n`selectors.targets`" in absent
+    cfg = RulesConfig()
+    cfg.selectors.targets = 'job="recsys"'
+    labels = {"job": "recsys", "instance": "b:8000"}
+    series = [{"series": f'{name}{{job="recsys", instance="{instance}"}}', "values": values}
+              for instance, up in (("a:8000", "1x20"), ("b:8000", "0x20"))
+              for name, values in (("up", up), ("scrape_duration_seconds", "0.01x20"),
+                                   ("scrape_samples_scraped", "100x20"))]
+    queries = runbook_queries(RUNBOOKS / "AiwatchTargetDown.md")
+    filled = [PLACEHOLDER.sub(lambda m: labels[m.group(1)], q) for q in queries]
+    cases = [{"expr": 'ALERTS{alertname="AiwatchTargetDown", alertstate="firing"}', "eval_time": "10m",
+              "exp_samples": [{"labels": 'ALERTS{alertname="AiwatchTargetDown", alertstate="firing", '
+                                         'instance="b:8000", job="recsys", severity="warning"}', "value": 1}]}]
+    cases += [{"expr": f"count({q})", "eval_time": "10m", "exp_samples": [{"labels": "{}", "value": 1}]}
+              for q in filled]
+    assert len(cases) == 4
+    run_with_rendered_rules(tmp_path, cfg, "1m", series, cases)
