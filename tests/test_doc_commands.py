@@ -159,3 +159,20 @@ def test_a_metric_name_that_does_not_exist_is_found() -> None:
             " `aiwatch_request_seconds_count`, `service:aiwatch_request_slow:ratio_rate7m`")
     assert unknown_metric_names(text, known_names()) == ["aiwatch_request_seconds_count",
                                                          "aiwatch_request_slow:ratio_rate7m"]
+
+
+def test_every_argument_of_every_command_says_what_it_is_in_its_help() -> None:
+    """``aiwatch quality --help`` listed ``--kind {classifier,regressor}`` with no word: neither which metrics each
+    computes nor that classifier is the default; ``--id-column`` and ``--outcome-column`` did not say theirs."""
+    silent = []
+
+    def walk(parser: argparse.ArgumentParser, path: str) -> None:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    walk(sub, f"{path} {name}")
+            elif not isinstance(action, argparse._HelpAction) and not action.help:
+                silent.append(f"{path} {'/'.join(action.option_strings) or action.dest}")
+
+    walk(build_parser(), "aiwatch")
+    assert silent == []

@@ -46,12 +46,13 @@ def register(subparsers: Any) -> None:
                     "not, 2 error.")
     parser.add_argument("log", help="the prediction log: a directory or glob of Parquet files")
     parser.add_argument("labels", help="delayed labels: .csv or .parquet with request_id and outcome columns")
-    parser.add_argument("--kind", choices=("classifier", "regressor"), default="classifier")
+    parser.add_argument("--kind", choices=("classifier", "regressor"), default="classifier",
+                        help="classifier: accuracy, precision, recall; regressor: mae, rmse (default classifier)")
     parser.add_argument("--prediction", default="output",
                         help="the log's column holding the prediction (default: output; e.g. output.label)")
     parser.add_argument("--positive", default="1", help="a classifier's positive class (default 1)")
-    parser.add_argument("--id-column", default="request_id", help="the labels' request id column")
-    parser.add_argument("--outcome-column", default="outcome", help="the labels' outcome column")
+    parser.add_argument("--id-column", default="request_id", help="the labels' request id column (default request_id)")
+    parser.add_argument("--outcome-column", default="outcome", help="the labels' outcome column (default outcome)")
     parser.add_argument("--na-labels", choices=("missing", "class"), default="missing",
                         help="in a CSV column of text labels, pyarrow's missing-value markers (NA, N/A, NaN, null, "
                              "#N/A...): missing labels, left out, as pyarrow reads them (pandas and R read NA so too) "
