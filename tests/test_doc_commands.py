@@ -65,15 +65,22 @@ def parse_error(command: str) -> str | None:
 
 
 def wrong_flags(text: str) -> list[str]:
-    """Flags given to an ``aiwatch <command> [<action>]`` in ``text``'s inline code that the command lacks."""
+    """Flags given to an ``aiwatch <command> [<action>]`` in ``text``'s inline code that the command lacks, and
+    commands and actions that do not exist."""
     commands = _subcommands(build_parser())
     wrong = []
     for span in INLINE.findall(text):
         command = re.match(r"aiwatch ([a-z]+)(?: ([a-z]+))?\b", span)
-        if not command or command.group(1) not in commands:
+        if not command:
+            continue
+        if command.group(1) not in commands:
+            wrong.append(f"{span}: no command {command.group(1)}")
             continue
         parser = commands[command.group(1)]
         actions = _subcommands(parser)
+        if actions and command.group(2) and command.group(2) not in actions:
+            wrong.append(f"{span}: no action {command.group(2)}")
+            continue
         if command.group(2) in actions:
             parser = actions[command.group(2)]
         allowed = _options(parser)
@@ -104,14 +111,15 @@ def test_a_wrong_command_line_and_a_wrong_flag_are_found() -> None:
             "aiwatch drift ref.json logs/ --rules any\naiwatch diagnose --service gateway\n"
             "aiwatch rules defaults > r.yml\n```\n"
             "`aiwatch rules render --config c.yml --out x/` `aiwatch rules render --outdir x/` `aiwatch quality --json`"
-            " `aiwatch gpu --serve 9400 --port 1`\n")
+            " `aiwatch gpu --serve 9400 --port 1` `aiwatch rules lint x.yml` `aiwatch drfit a b`\n")
     commands = block_commands(text)
     assert commands == ["aiwatch drift ref.json logs/ --since <window start> --rule any",
                         "aiwatch drift ref.json logs/ --rules any", "aiwatch diagnose --service gateway",
                         "aiwatch rules defaults > r.yml"]
     assert [parse_error(c) is None for c in commands] == [True, False, False, True]
     assert wrong_flags(text) == ["aiwatch rules render --outdir x/: --outdir",
-                                 "aiwatch gpu --serve 9400 --port 1: --port"]
+                                 "aiwatch gpu --serve 9400 --port 1: --port",
+                                 "aiwatch rules lint x.yml: no action lint", "aiwatch drfit a b: no command drfit"]
 
 
 def known_names() -> set[str]:
