@@ -336,6 +336,10 @@ def print_table(report: Any) -> None:
         print(describe(thinned))
     if report.unknown_features:
         print(f"not in the reference (ignored): {', '.join(report.unknown_features)}")
+    untested = report.why_nothing_tested()
+    if untested:  # no verdict: "dataset: no drift (0/0 features drifted...)" read as a pass beside exit 2
+        print(f"dataset: nothing tested: {untested}")
+        return
     verdict = "DRIFT" if report.drifted else "no drift"
     rule = (f"drifted share {_share(report.share_drifted, report.drift_share)} "
             f"{'>=' if report.drifted else '<'} {report.drift_share}" if report.rule == "share"

@@ -431,6 +431,24 @@ def test_json_says_why_nothing_was_tested(tmp_path: Path, capsys: pytest.Capture
     assert err.endswith(json.loads(out)["nothing_tested"] + "\n")
 
 
+def test_the_table_of_a_run_that_tested_nothing_gives_no_verdict(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """The table's last line read "dataset: no drift (0/0 features drifted; rule: drifted share 0.00 < 0.5)" when
+    nothing was tested (exit 2): a pass, on stdout, for a CI log or a reader that does not see stderr. It says
+    nothing was tested, and why, as the error does (a few values each: too few to test, a verdict neither way)."""
+    rng = np.random.default_rng(9)
+    (tmp_path / "ref.csv").write_text("x\n" + "\n".join(map(str, rng.normal(size=300))) + "\n")
+    (tmp_path / "other.csv").write_text("y\n1\n2\n")
+    (tmp_path / "few.csv").write_text("x\n1\n2\n")
+    for current in ("other.csv", "few.csv"):
+        assert main(["drift", str(tmp_path / "ref.csv"), str(tmp_path / current)]) == 2
+        out, err = capsys.readouterr()
+        why = err.removeprefix("aiwatch drift: error: nothing was tested: ").rstrip("\n")
+        assert why != err.rstrip("\n")
+        assert out.splitlines()[-1] == f"dataset: nothing tested: {why}"
+        assert "no drift" not in out
+
+
 def test_the_table_shows_the_adjusted_p_value_its_verdict_compared_and_a_true_share_rule(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """With a correction, the table showed the raw p-value only: 'f0 ks 0.0775 0.01635 0.05 800 ok' (0.016 under
