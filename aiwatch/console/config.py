@@ -49,6 +49,19 @@ ENV = {
     "trace_url": _env.CONSOLE_TRACE_URL,
 }
 _SECONDS = ("interval", "history", "refresh", "window", "span", "timeout")
+#: the settings ``aiwatch console`` has no option for (its variable only)
+_NO_OPTION = ("span",)
+
+
+def _setting(name: str, note: str = "") -> str:
+    """How an error names the setting ``name``: by the option and the variable that set it (the value may come from
+    either), so that ``AIWATCH_CONSOLE_SPAN=0`` is found in the environment it came from.
+
+        >>> _setting("span"), _setting("refresh", "0: off")
+        ('console span (AIWATCH_CONSOLE_SPAN)', 'console refresh (--refresh or AIWATCH_CONSOLE_REFRESH; 0: off)')
+    """
+    option = "" if name in _NO_OPTION else f"--{name} or "
+    return f"console {name} ({option}{ENV[name].name}{'; ' + note if note else ''})"
 _TEXT = ("prometheus", "match", "gpu_source", "dcgm_utilization", "trace_url")
 
 
@@ -88,12 +101,12 @@ class ConsoleConfig:
 
     def __post_init__(self) -> None:
         for name in ("interval", "history", "window", "span", "timeout"):
-            period(getattr(self, name), f"console {name}")
+            period(getattr(self, name), _setting(name))
         if self.window < MIN_WINDOW:  # it would be the PromQL duration "0ms", which Prometheus refuses
             raise ValueError(f"{ENV['window'].name} must be at least {MIN_WINDOW:g} s (PromQL durations count whole "
                              f"milliseconds), got {self.window:g}")
         if self.refresh != 0:  # NaN passed "< 0", and the view said it redrew every nan s and never did
-            period(self.refresh, "console refresh (0: off)")
+            period(self.refresh, _setting("refresh", "0: off"))
         if not self.prometheus and not self.scrape:
             raise ValueError("the console needs a Prometheus URL or at least one /metrics URL to scrape")
         check_selection(self.match, "console match")

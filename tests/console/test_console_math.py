@@ -236,7 +236,8 @@ def test_scrape_source_rejects_bad_input() -> None:
 def test_every_console_duration_setting_is_a_number_of_seconds_above_0(bad: object) -> None:
     # before: NaN and infinity passed the `<= 0` tests of ConsoleConfig and ScrapeSource (and the span's `> 0`)
     for name in ("interval", "history", "window", "span", "timeout"):
-        with pytest.raises(ValueError, match=f"^console {name} {NOT_A_PERIOD}"):
+        named = f"^console {name} \\([^)]*AIWATCH_CONSOLE_{name.upper()}\\) "
+        with pytest.raises(ValueError, match=named + NOT_A_PERIOD):
             ConsoleConfig(**{name: bad})  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=f"^interval {NOT_A_PERIOD}"):
         ScrapeSource([URL], interval=bad, start=False)  # type: ignore[arg-type]
@@ -291,8 +292,15 @@ def test_config_roundtrips_through_the_environment() -> None:
     assert ConsoleConfig.from_env({}) == ConsoleConfig()
     with pytest.raises(ValueError, match="AIWATCH_CONSOLE_WINDOW must be a number of seconds, got 'x'"):
         ConsoleConfig.from_env({"AIWATCH_CONSOLE_WINDOW": "x"})
-    with pytest.raises(ValueError, match=f"^console interval {NOT_A_PERIOD}0$"):
+    with pytest.raises(ValueError,
+                       match=f"^console interval \\(--interval or AIWATCH_CONSOLE_INTERVAL\\) {NOT_A_PERIOD}0$"):
         ConsoleConfig(interval=0)
+
+
+def test_a_setting_out_of_range_is_named_by_the_variable_it_came_from() -> None:
+    # "console span must be ..." named no variable: AIWATCH_CONSOLE_SPAN, the span's only setting, was not found
+    with pytest.raises(ValueError, match=f"^console span \\(AIWATCH_CONSOLE_SPAN\\) {NOT_A_PERIOD}0.0$"):
+        ConsoleConfig.from_env({"AIWATCH_CONSOLE_SPAN": "0", "AIWATCH_CONSOLE_PROMETHEUS": "http://p:9090"})
 
 
 def parse(*argv: str) -> object:
@@ -422,7 +430,7 @@ def test_sources_do_not_import_streamlit_and_the_app_names_the_extra() -> None:
 @pytest.mark.parametrize("refresh", ["nan", "inf", "1e400", "-1", "1e10"])
 def test_console_refresh_that_is_not_off_or_a_period_is_refused(refresh: str) -> None:
     # nan was taken, and the console showed "Refreshes every nan s." and never redrew; inf reached st.fragment
-    message = f"^console refresh \\(0: off\\) {NOT_A_PERIOD}{float(refresh)}$"
+    message = f"^console refresh \\(--refresh or AIWATCH_CONSOLE_REFRESH; 0: off\\) {NOT_A_PERIOD}{float(refresh)}$"
     with pytest.raises(ValueError, match=message):
         streamlit_command(parse("--refresh", refresh))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=message):
@@ -433,7 +441,8 @@ def test_console_refresh_that_is_not_off_or_a_period_is_refused(refresh: str) ->
 def test_console_history_that_is_no_period_is_refused(history: str) -> None:
     # a history below the interval is raised to it (one scrape kept at least), but -1 and 0 were raised to it too,
     # silently
-    with pytest.raises(ValueError, match=f"^console history {NOT_A_PERIOD}"):
+    with pytest.raises(ValueError,
+                       match=f"^console history \\(--history or AIWATCH_CONSOLE_HISTORY\\) {NOT_A_PERIOD}"):
         streamlit_command(parse("--history", history))  # type: ignore[arg-type]
 
 
