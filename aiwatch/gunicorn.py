@@ -15,7 +15,8 @@ or, in your own ``gunicorn.conf.py``::
 each start), ``child_exit`` drops an exited worker's live gauges and folds its counts into the master's archive
 files, ``pre_fork`` leaves the schedules of the drift
 monitors the app started at import (``--preload``) to the workers. For FastAPI, add
-``-k uvicorn.workers.UvicornWorker`` (or ``uvicorn_worker.UvicornWorker``). In multiprocess mode prometheus_client
+``-k uvicorn_worker.UvicornWorker`` (the ``uvicorn-worker`` package; uvicorn's own ``uvicorn.workers.UvicornWorker``
+is deprecated). In multiprocess mode prometheus_client
 stores no exemplars, and the in-flight gauge is summed over live workers.
 """
 
