@@ -61,7 +61,8 @@ def diagnose(source: WindowSource, service: str | None = None, incident: float =
     if not before.of("requests") and not after.of("requests"):
         raise DiagnoseError(f"{source.description} holds no aiwatch request metrics "
                             f"(aiwatch_request_duration_seconds) between {format_time(b0)} and "
-                            f"{format_time(i1)}: is the target instrumented with aiwatch, and is it scraped?")
+                            f"{format_time(i1)}: has the service served requests then (the family has no "
+                            f"series before a first request), is it instrumented with aiwatch, and is it scraped?")
     return diagnose_windows(before, after, service, model_phases=model_phases, noise_floor=noise_floor)
 
 

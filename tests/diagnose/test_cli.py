@@ -254,7 +254,8 @@ def test_an_uninstrumented_target_exits_4(capsys: pytest.CaptureFixture[str]) ->
     assert code == 4 and out == ""
     line = one_clear_line(err)
     assert f"Prometheus at {prom.url} holds no aiwatch request metrics" in line
-    assert "is the target instrumented with aiwatch, and is it scraped?" in line
+    assert ("has the service served requests then (the family has no series before a first request), is it "
+            "instrumented with aiwatch, and is it scraped?") in line
 
 
 @pytest.mark.slow
