@@ -23,8 +23,10 @@ import atexit
 import collections
 import itertools
 import os
+import signal
 import threading
 import time
+import weakref
 from collections.abc import Mapping
 from typing import Any
 
@@ -44,6 +46,8 @@ from aiwatch.safety import record_error
 from aiwatch.timing import current_timeline
 
 COMPONENT = "prediction_log"
+#: The logs of this process not closed yet (:func:`close_before_signal_exit`), not held alive by being here.
+_open_logs: weakref.WeakSet[PredictionLog] = weakref.WeakSet()
 
 
 def _snapshot(value: Any) -> Any:
@@ -118,6 +122,7 @@ class PredictionLog:
         self._no_writer = False  # in a forked child, until its first record starts a writer of its own
         self._thread = self._new_writer()
         atexit.register(self.close)
+        _open_logs.add(self)
         renew_at_fork(self)
         check_fork_hooks(f"the prediction log {name!r}", self.metrics)
 
@@ -335,6 +340,7 @@ class PredictionLog:
             wait = 10.0
         self._closed = True
         atexit.unregister(self.close)
+        _open_logs.discard(self)
         if self._writer_pid != os.getpid():
             # Forked without Python's fork hooks (uWSGI's default, reported at the log's start: aiwatch.prefork): the
             # writer, the sink's files and the lock are the parent's. Nothing here writes them; waiting for a thread
@@ -357,3 +363,28 @@ class PredictionLog:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _signal_to_raise_again() -> bool:
+    """The server serving this process's app caught a SIGTERM that it will raise again once it has shut down:
+    uvicorn (its CLI, ``--workers``, ``--reload``'s child, gunicorn's ``UvicornWorker``) does so with the handler it
+    found at its start restored, mostly the default one: the process is killed, and the ``atexit`` functions (the
+    logs' close) never run. uvicorn keeps the signals it caught in its handler's server. A SIGINT raised again is a
+    KeyboardInterrupt, which runs them (or is caught, and the process goes on with its logs)."""
+    handler = signal.getsignal(signal.SIGTERM)
+    caught = getattr(getattr(handler, "__self__", None), "_captured_signals", None)
+    return isinstance(caught, list) and signal.SIGTERM in caught
+
+
+def close_before_signal_exit() -> None:
+    """Called by aiwatch's ASGI middleware when the app's lifespan has shut down: close every log of this process
+    (write out what is queued, complete the sink's files) when the server will kill the process with the signal it
+    caught (:func:`_signal_to_raise_again`), as ``atexit`` would have. Otherwise (a test client, a server that
+    exits normally) the logs stay open: the app may start again in this process. Never raises."""
+    try:
+        if not _signal_to_raise_again():
+            return
+        for log in list(_open_logs):
+            log.close()
+    except Exception as exc:
+        record_error(COMPONENT, exc)

@@ -30,6 +30,7 @@ The first call on an event loop (the lifespan startup, else the first request) s
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
@@ -184,7 +185,7 @@ class AiwatchMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         self.recorder.watch_loop()
         if scope["type"] != "http":
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, _closing_logs_at_shutdown(send) if scope["type"] == "lifespan" else send)
             return
         path = scope.get("path", "")
         root_path = scope.get("root_path", "")
@@ -519,3 +520,16 @@ class AiwatchMiddleware:
 
             self._metrics_app = make_asgi_app(self.metrics.registry)
         await self._metrics_app(scope, receive, send)
+
+
+def _closing_logs_at_shutdown(send: Send) -> Send:
+    """``send`` for the lifespan: when the app's shutdown is over, the prediction logs are closed if the server will
+    kill the process with the signal it caught, without running ``atexit`` (:func:`aiwatch.feedback.log.
+    close_before_signal_exit`): uvicorn's SIGTERM lost every record queued and left the open files to a recovery."""
+    async def shutting_down(message: Message) -> None:
+        if message.get("type") in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+            logs = sys.modules.get("aiwatch.feedback.log")  # not imported: the app has no log to close
+            if logs is not None:
+                logs.close_before_signal_exit()
+        await send(message)
+    return shutting_down
