@@ -797,9 +797,50 @@ def start_http_server(port: int, addr: str = "127.0.0.1", registry: CollectorReg
         address_family = family
 
     server = make_server(host, port, make_wsgi_app(registry), SharedPortServer, handler_class=_QuietHandler)
+    thread = _serve(server)
+    return server, thread
+
+
+def _serve(server: Any) -> threading.Thread:
     thread = threading.Thread(target=server.serve_forever, name="aiwatch-metrics", daemon=True)
     thread.start()
-    return server, thread
+    _serving.append(server)
+    return thread
+
+
+#: The servers :func:`start_http_server` serves from a thread of this process.
+_serving: list[Any] = []
+#: The servers this process stopped serving for the workers it forks (:func:`hand_over_http_servers`).
+_handed_over: list[Any] = []
+
+
+def hand_over_http_servers() -> None:
+    """Stop serving, in this process, the servers :func:`start_http_server` started here, each forked child serving
+    them instead (on the listening socket it inherits, from a thread of its own started as it is forked).
+    ``aiwatch.gunicorn``'s ``pre_fork`` calls it in a master that imported the app (``--preload``): that master
+    served its own registry, which no request reaches (without ``PROMETHEUS_MULTIPROC_DIR``: every scrape read 0
+    requests for ever), while the workers that serve the requests served none. Waits for each server's accept loop
+    to end (its poll: half a second at most)."""
+    while _serving:
+        server = _serving.pop()
+        server.shutdown()
+        _handed_over.append(server)
+
+
+def _serve_handed_over_in_child() -> None:
+    # The serving threads are the parent's: the child has none. The servers the parent handed over are served here,
+    # once (the child's own children, a subprocess with preexec_fn among them, are not handed them).
+    _serving.clear()
+    servers = list(_handed_over)
+    _handed_over.clear()
+    for server in servers:
+        try:
+            _serve(server)
+        except Exception as exc:  # no thread: the rest of the child goes on
+            record_error("multiprocess", exc)
+
+
+at_fork_in_child(_serve_handed_over_in_child)
 
 
 def _best_family(addr: str, port: int) -> tuple[socket.AddressFamily, str]:

@@ -14,9 +14,9 @@ or, in your own ``gunicorn.conf.py``::
 ``on_starting`` clears what a previous run left in the directory (prometheus_client asks for it to be wiped before
 each start), ``child_exit`` drops an exited worker's live gauges and folds its counts into the master's archive
 files, ``pre_fork`` leaves the schedules of the drift
-monitors the app started at import (``--preload``) to the workers. For FastAPI, add
-``-k uvicorn_worker.UvicornWorker`` (the ``uvicorn-worker`` package; uvicorn's own ``uvicorn.workers.UvicornWorker``
-is deprecated). In multiprocess mode prometheus_client
+monitors the app started at import (``--preload``), and the metrics servers it started (``start_http_server``), to
+the workers. For FastAPI, add ``-k uvicorn_worker.UvicornWorker`` (the ``uvicorn-worker`` package; uvicorn's own
+``uvicorn.workers.UvicornWorker`` is deprecated). In multiprocess mode prometheus_client
 stores no exemplars, and the in-flight gauge is summed over live workers.
 """
 
@@ -27,6 +27,7 @@ from typing import Any
 
 from aiwatch.exposition import (
     fold_dead_process_files,
+    hand_over_http_servers,
     multiprocess_dir,
     multiprocess_enabled,
     multiprocess_misconfiguration,
@@ -91,7 +92,13 @@ def child_exit(server: Any, worker: Any) -> None:
 def pre_fork(server: Any, worker: Any) -> None:
     """gunicorn hook, in the master before it forks a worker: the drift monitors that the app started at import
     (``--preload``) stop evaluating in the master, whose window no request reaches; each worker resumes the schedule
-    at its first row (:func:`aiwatch.drift.monitor.hand_over_schedules`)."""
+    at its first row (:func:`aiwatch.drift.monitor.hand_over_schedules`). The metrics servers the app started
+    (``aiwatch.start_http_server``) stop serving the master's registry; each worker serves them
+    (:func:`aiwatch.exposition.hand_over_http_servers`)."""
+    try:
+        hand_over_http_servers()
+    except Exception as exc:
+        record_error("multiprocess", exc)
     monitor = sys.modules.get("aiwatch.drift.monitor")  # not imported: no monitor to hand over, and none imported here
     if monitor is None:
         return

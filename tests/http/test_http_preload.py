@@ -88,3 +88,21 @@ def test_a_gpu_collector_polling_in_the_master_polls_in_the_worker_without_multi
         polled = value(first, "aiwatch_gpu_last_poll_timestamp_seconds") or 0.0
         wait_until(lambda: (value(scrape(f"{base}/metrics"), "aiwatch_gpu_last_poll_timestamp_seconds") or 0.0)
                    > polled, 20, what="a poll in the worker after its first scrape")
+
+
+def test_a_metrics_port_started_in_the_master_is_served_by_the_worker_without_multiprocess_mode() -> None:
+    # one worker, no PROMETHEUS_MULTIPROC_DIR: the master's thread served the master's registry, which no request
+    # reaches (0 requests for ever), and the worker that served them served no scrape
+    port, metrics_port = free_port(), free_port()
+    base, metrics = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{metrics_port}/metrics"
+    env = python_env(AIWATCH_TEST_METRICS_PORT=str(metrics_port))
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    env.pop("prometheus_multiproc_dir", None)
+    with python_app(["-m", "gunicorn", "--preload", "-w", "1", "-b", f"127.0.0.1:{port}", "-c",
+                     "python:aiwatch.gunicorn", "tests.http.preload_metrics_port_app:app"], f"{base}/predict",
+                    env=env) as proc:
+        pids = {int(json.loads(requests.get(f"{base}/predict", timeout=10).text)["pid"]) for _ in range(4)}
+        assert proc.proc.pid not in pids
+        for _ in range(5):  # each scrape, whichever thread of which process accepts it
+            assert value(scrape(metrics), "aiwatch_request_duration_seconds_count", service="preload-port",
+                         route="/predict", method="GET", status="200") == 5  # with python_app's readiness check
