@@ -13,7 +13,9 @@ the log closes. Each batch the writer hands over becomes one or more row groups.
 With ``journal`` (the default), each batch is also appended to the open file's journal
 (``.part-....parquet.journal``, :mod:`aiwatch.feedback.journal`), deleted when the file rotates; a sink that starts
 on the directory turns the journals of dead writers into finished files, so a crash loses only the batch being
-written. A journal write that fails completes its file at once and is counted (``RowsLost`` with no rows lost).
+written; a sink copied into a forked child (a gunicorn ``--preload`` worker, one forked in place of a killed one
+included) does so at its first write or flush. A journal write that fails completes its file at once and is counted
+(``RowsLost`` with no rows lost).
 
 A writer holds a ``flock`` on each of its open files until the file is renamed or removed, so a sink that starts on
 the directory also removes the open files of dead writers that have no journal (unreadable: no footer), which every
@@ -247,6 +249,8 @@ class ParquetSink:
         #: Held by write, flush, close and the take_ methods: two logs given one sink call it from two writer threads
         #: (and pyarrow's writer, used from both at once, crashed the process with a segfault).
         self._lock = threading.RLock()
+        #: a copy in a forked child recovers at its first write or flush (:meth:`_renew_after_fork`)
+        self._recover_pending = False
         if journals.AVAILABLE:  # without flock nothing tells a dead writer's files from a live one's
             self._recover_all()
         renew_at_fork(self)
@@ -305,11 +309,22 @@ class ParquetSink:
         self.forced_rotations = self._forced_rotations_taken = 0
         for f in inherited.values():
             _let_go(f.writer)
+        # A gunicorn --preload worker (forked from the master, which made the sink at import) starts no sink of its
+        # own: a worker killed mid-write (SIGKILL, the OOM killer, gunicorn's timeout) left its journal to a sink
+        # that starts on the directory, and none did until the next deployment. The worker forked in its place
+        # recovers it, on its writer thread, not here (a child that execs at once must not scan the directory).
+        self._recover_pending = journals.AVAILABLE
 
     # --- PredictionSink -----------------------------------------------------------------------------------
     def write(self, rows: Sequence[dict[str, Any]]) -> None:
         with self._lock:
+            self._recover_after_fork()
             self._write(rows)
+
+    def _recover_after_fork(self) -> None:
+        if self._recover_pending:
+            self._recover_pending = False
+            self._recover_all()
 
     def _write(self, rows: Sequence[dict[str, Any]]) -> None:
         groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
@@ -334,6 +349,7 @@ class ParquetSink:
         """Rotate the files that are ``max_file_seconds`` old or whose hour is over; try again the journals kept
         :data:`KEPT_RETRY_SECONDS` ago or more."""
         with self._lock:
+            self._recover_after_fork()
             self._flush()
 
     def _flush(self) -> None:

@@ -1,7 +1,7 @@
 """The app that ``test_http_preload`` serves with ``gunicorn --preload``: its prediction log (Parquet files into
 ``$AIWATCH_TEST_LOG_DIR``) and its drift monitor, started on a short schedule (and given warm-up rows), are made at
 import, in the master. ``$AIWATCH_TEST_FLUSH_EVERY``: the monitor's ``flush_every`` (default 1: every row counted at
-once)."""
+once); ``$AIWATCH_TEST_MAX_FILE_SECONDS``: the sink's ``max_file_seconds`` (default 0.2)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,9 @@ monitor = DriftMonitor(ReferenceProfile.build({"x": np.random.default_rng(1).nor
                        interval=0.2, flush_every=int(os.environ.get("AIWATCH_TEST_FLUSH_EVERY", "1"))).start()
 for _ in range(7):  # warm-up rows in the master, one by one (counted every flush_every): the workers' windows do
     monitor.observe({"x": 0.0})  # not hold them
-log = PredictionLog(ParquetSink(os.environ["AIWATCH_TEST_LOG_DIR"], max_file_seconds=0.2, fsync=False),
+log = PredictionLog(ParquetSink(os.environ["AIWATCH_TEST_LOG_DIR"],
+                               max_file_seconds=float(os.environ.get("AIWATCH_TEST_MAX_FILE_SECONDS", "0.2")),
+                               fsync=False),
                     batch_size=1, flush_seconds=0.1)
 app = Flask("preload")
 

@@ -5,6 +5,8 @@ and run the monitor's scheduled checks."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -106,3 +108,31 @@ def test_a_metrics_port_started_in_the_master_is_served_by_the_worker_without_mu
         for _ in range(5):  # each scrape, whichever thread of which process accepts it
             assert value(scrape(metrics), "aiwatch_request_duration_seconds_count", service="preload-port",
                          route="/predict", method="GET", status="200") == 5  # with python_app's readiness check
+
+
+def test_the_rows_of_a_worker_killed_mid_file_are_recovered_by_the_worker_forked_in_its_place(tmp_path: Path
+                                                                                               ) -> None:
+    # the workers start no sink (they have the master's): the killed worker's journal waited for the next deployment
+    # (its rows were not even recovered at a graceful stop), where a worker that imports the app recovers it at start
+    n = 10
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    rows = tmp_path / "rows"
+    env = python_env(AIWATCH_TEST_LOG_DIR=str(rows), AIWATCH_TEST_MAX_FILE_SECONDS="3600")
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    env.pop("prometheus_multiproc_dir", None)
+
+    def served_by() -> int:
+        return int(json.loads(requests.get(f"{base}/predict/0", timeout=10).text)["pid"])
+
+    with python_app(["-m", "gunicorn", "--preload", "-w", "1", "-b", f"127.0.0.1:{port}", "-c",
+                     "python:aiwatch.gunicorn", "tests.http.preload_app:app"], f"{base}/metrics", env=env):
+        killed = served_by()
+        for _ in range(1, n):
+            assert served_by() == killed, "one worker"
+        wait_until(lambda: value(scrape(f"{base}/metrics"), "aiwatch_prediction_log_records_total",
+                                 log="predictions", result="written") == n, 20, what=f"{n} rows in the open file")
+        assert rows_written(rows) == 0  # in the worker's open file and its journal
+        os.kill(killed, signal.SIGKILL)
+        wait_until(lambda: served_by() != killed, 30, what="a worker forked in place of the killed one")
+        wait_until(lambda: rows_written(rows) == n, 20, what=f"the killed worker's {n} rows in a completed file")
