@@ -84,6 +84,9 @@ def instrument(app: A, *, recorder: RequestRecorder | None = None, **options: An
     if hasattr(app, "add_middleware") and hasattr(app, "user_middleware"):
         from aiwatch.middleware.asgi import AiwatchMiddleware
 
+        if _drop_automatic_for_own(app):  # the app's code added one (add_middleware): a second timed each twice
+            setattr(app, _MARK, recorder)
+            return app
         framework = "FASTAPI" if is_fastapi(app) else "STARLETTE"
         middleware_options.setdefault("excluded_urls", ExcludedUrls.from_env(framework))
         app.add_middleware(AiwatchMiddleware, recorder=recorder, **middleware_options)
@@ -138,9 +141,23 @@ def instrument_automatically(app: A, recorder: RequestRecorder, options: dict[st
     chose. Returns the app to serve (a new middleware for a Django handler)."""
     if getattr(app, _MARK, None) is not None or _is_aiwatch_middleware(app):
         return app
+    starlette_entries = (list(app.user_middleware)
+                         if hasattr(app, "add_middleware") and hasattr(app, "user_middleware") else None)
     served = instrument(app, recorder=recorder, **options)
-    if hasattr(app, "add_middleware") and hasattr(app, "user_middleware"):
-        setattr(app, _AUTOMATIC, app.user_middleware[0])
+    if starlette_entries is not None:
+        if len(app.user_middleware) == len(starlette_entries):  # type: ignore[attr-defined]
+            return served  # the app was made with aiwatch's middleware (FastAPI(middleware=[...])): none added
+        setattr(app, _AUTOMATIC, app.user_middleware[0])  # type: ignore[attr-defined]
+        starlette = cast(Any, app)
+        build = starlette.build_middleware_stack
+
+        def build_middleware_stack() -> Any:
+            # the app's code may add aiwatch's middleware itself after this (app.add_middleware(AiwatchMiddleware,
+            # ...), as aiwatch.middleware.asgi shows): then it alone is served, with the options the code gave
+            _drop_automatic_for_own(app)
+            return build()
+
+        starlette.build_middleware_stack = build_middleware_stack
     elif served is app:  # Flask
         replaceable = ReplaceableWSGIApp(app.wsgi_app)  # type: ignore[attr-defined]
         app.wsgi_app = replaceable  # type: ignore[attr-defined]
@@ -148,6 +165,20 @@ def instrument_automatically(app: A, recorder: RequestRecorder, options: dict[st
     else:
         setattr(served, _AUTOMATIC, True)
     return served
+
+
+def _drop_automatic_for_own(app: Any) -> bool:
+    """Whether the Starlette ``app``'s code added aiwatch's middleware itself (``add_middleware``); if so, the one an
+    instrumentor added is taken out of ``user_middleware``."""
+    from aiwatch.middleware.asgi import AiwatchMiddleware
+
+    automatic = getattr(app, _AUTOMATIC, None)
+    own = [m for m in app.user_middleware if m is not automatic
+           and isinstance(getattr(m, "cls", None), type) and issubclass(m.cls, AiwatchMiddleware)]
+    if own and automatic is not None:
+        app.user_middleware[:] = [m for m in app.user_middleware if m is not automatic]
+        setattr(app, _AUTOMATIC, None)
+    return bool(own)
 
 
 def _mark(app: Any, recorder: RequestRecorder) -> None:

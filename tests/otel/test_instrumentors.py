@@ -16,6 +16,7 @@ from flask import Flask
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -23,6 +24,7 @@ from werkzeug.test import Client
 
 import aiwatch
 from aiwatch.grpc import AiwatchGrpcInstrumentorClient, AiwatchGrpcInstrumentorServer
+from aiwatch.middleware.asgi import AiwatchMiddleware
 from aiwatch.middleware.django import MIDDLEWARE_PATH
 from aiwatch.middleware.instrumentor import (
     AiwatchDjangoInstrumentor,
@@ -150,6 +152,54 @@ async def test_an_explicit_instrument_call_replaces_the_instrumentors_middleware
     assert [s for f in automatic.collect() if f.name == "aiwatch_request_duration_seconds"
             for s in f.samples if s.name == name] == []
     assert [m.cls.__name__ for m in app.user_middleware] == ["AiwatchMiddleware"]
+
+
+def own_middleware_app(registry: CollectorRegistry, how: str) -> FastAPI:
+    """A FastAPI app whose code adds aiwatch's middleware itself (``how``: ``add_middleware``, as
+    aiwatch.middleware.asgi shows; ``constructor``: ``FastAPI(middleware=[...])``)."""
+    own = Middleware(AiwatchMiddleware, registry=registry, service="own")
+    app = FastAPI(middleware=[own]) if how == "constructor" else FastAPI()
+    if how == "add_middleware":
+        app.add_middleware(AiwatchMiddleware, registry=registry, service="own")
+
+    @app.get("/items/{item_id}")
+    async def item(item_id: int) -> dict[str, int]:
+        return {"id": item_id}
+
+    return app
+
+
+def timed(registry: CollectorRegistry) -> list[tuple[str, float]]:
+    name = "aiwatch_request_duration_seconds_count"
+    return [(s.labels["service"], s.value) for f in registry.collect() if f.name == "aiwatch_request_duration_seconds"
+            for s in f.samples if s.name == name]
+
+
+@pytest.mark.parametrize("how", ["add_middleware", "constructor"])
+async def test_an_app_that_adds_aiwatchs_middleware_itself_is_timed_once_under_the_instrumentor(
+        registry: CollectorRegistry, how: str) -> None:
+    # opentelemetry-instrument had added a middleware at FastAPI(): each request was timed and counted twice (under
+    # service "auto" and "own"), with two Server-Timing entries
+    automatic = CollectorRegistry()
+    instrumentor = AiwatchStarletteInstrumentor(registry=automatic, service="auto")
+    instrumentor.instrument()
+    try:
+        app = own_middleware_app(registry, how)
+    finally:
+        instrumentor.uninstrument()
+    response = await call(app, "/items/1")
+    assert response.headers.get("server-timing", "").count("total;") == 1
+    assert (timed(registry), timed(automatic)) == ([("own", 1.0)], [])
+    assert [m.cls.__name__ for m in app.user_middleware] == ["AiwatchMiddleware"]
+
+
+async def test_an_instrument_call_on_an_app_that_added_aiwatchs_middleware_itself_adds_none(
+        registry: CollectorRegistry) -> None:
+    other = CollectorRegistry()
+    app = own_middleware_app(registry, "add_middleware")
+    assert aiwatch.instrument(app, registry=other, service="second") is app
+    await call(app, "/items/1")
+    assert (timed(registry), timed(other)) == ([("own", 1.0)], [])
 
 
 def get(app: Any, path: str) -> Any:
