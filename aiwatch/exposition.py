@@ -798,6 +798,10 @@ def start_http_server(port: int, addr: str = "127.0.0.1", registry: CollectorReg
 
     server = make_server(host, port, make_wsgi_app(registry), SharedPortServer, handler_class=_QuietHandler)
     thread = _serve(server)
+    from aiwatch.prefork import fork_hooks_problem, uwsgi_master
+
+    if uwsgi_master() and fork_hooks_problem() is None:  # as gunicorn's pre_fork: the workers serve it
+        hand_over_http_servers()
     return server, thread
 
 
@@ -817,7 +821,8 @@ _handed_over: list[Any] = []
 def hand_over_http_servers() -> None:
     """Stop serving, in this process, the servers :func:`start_http_server` started here, each forked child serving
     them instead (on the listening socket it inherits, from a thread of its own started as it is forked).
-    ``aiwatch.gunicorn``'s ``pre_fork`` calls it in a master that imported the app (``--preload``): that master
+    ``aiwatch.gunicorn``'s ``pre_fork`` calls it in a master that imported the app (``--preload``), and
+    :func:`start_http_server` in uWSGI's master (with its fork hooks, which start the workers' threads): that master
     served its own registry, which no request reaches (without ``PROMETHEUS_MULTIPROC_DIR``: every scrape read 0
     requests for ever), while the workers that serve the requests served none. Waits for each server's accept loop
     to end (its poll: half a second at most)."""

@@ -121,3 +121,24 @@ def test_a_worker_that_forks_keeps_running_its_monitor(tmp_path: Path) -> None:
         assert requests.get(f"{base}/spawn", timeout=10).json() == {"code": 0}
         serve(base, 2)
         wait_until(lambda: drift_window(base) == 5, 20, what="the worker's evaluation of its 5 rows after its fork")
+
+
+def test_a_metrics_port_started_in_the_master_is_served_by_the_worker_without_multiprocess_mode(tmp_path: Path
+                                                                                                ) -> None:
+    # as under gunicorn --preload (test_http_preload): the master served its own registry, no request counted
+    require_module("pyuwsgi")
+    port, metrics_port = free_port(), free_port()
+    base, metrics = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{metrics_port}/metrics"
+    env = python_env(AIWATCH_TEST_METRICS_PORT=str(metrics_port))
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    env.pop("prometheus_multiproc_dir", None)
+    args = [str(Path(sys.executable).with_name("uwsgi")), "--http-socket", f"127.0.0.1:{port}", "--master",
+            "--processes", "1", "--die-on-term", "--py-call-uwsgi-fork-hooks", "--module",
+            "tests.http.preload_metrics_port_app:app"]
+    proc = Process(args, tmp_path / "uwsgi.log", env=env)
+    with running(proc, lambda: http_get(f"{base}/predict")[0] == 200, 30, "uWSGI"):
+        for _ in range(3):
+            assert requests.get(f"{base}/predict", timeout=10).status_code == 200
+        for _ in range(5):
+            assert value(scrape(metrics), "aiwatch_request_duration_seconds_count", service="preload-port",
+                         route="/predict", method="GET", status="200") == 4  # with running()'s readiness check
