@@ -22,6 +22,7 @@ Tests run in :meth:`DriftMonitor.evaluate`, on demand or every ``interval`` seco
 
 from __future__ import annotations
 
+import atexit
 import math
 import os
 import threading
@@ -164,6 +165,7 @@ class DriftMonitor:
         self._handed_over = False  # started, with its schedule left to the children forked from now on
         self._closed = False
         renew_at_fork(self)
+        _made.add(self)
         m = self.metrics
         self._bin_children: dict[str, list[Any]] = {}
         all_features: list[NumericalFeature | CategoricalFeature] = [*self._num, *self._cat]
@@ -762,6 +764,22 @@ at_fork_in_child(_renew_series_owners_lock)
 
 #: The monitors started in this process (not holding them alive), for :func:`hand_over_schedules`.
 _started: weakref.WeakSet[DriftMonitor] = weakref.WeakSet()
+#: Every monitor made in this process (not holding them alive), for :func:`flush_all`.
+_made: weakref.WeakSet[DriftMonitor] = weakref.WeakSet()
+
+
+def flush_all() -> None:
+    """Count the rows every monitor of this process observed and has not counted yet into the bin counters (those
+    an observation or a window's copy holds the lock of are left: nothing here waits). At interpreter exit: a
+    gunicorn worker recycled by ``max_requests`` (or stopped) had its last ``flush_interval`` seconds (up to
+    ``flush_every`` rows) left out of the fleet's bin counts, which in multiprocess mode outlive it; with
+    ``--max-requests`` shorter than that, every row it observed. aiwatch's ASGI middleware calls it too when the
+    server will kill the process without running ``atexit`` (uvicorn's SIGTERM). Never raises."""
+    for monitor in list(_made):
+        monitor._flush_pending()  # which counts its own failure
+
+
+atexit.register(flush_all)
 
 
 def hand_over_schedules() -> None:

@@ -23,7 +23,6 @@ import atexit
 import collections
 import itertools
 import os
-import signal
 import threading
 import time
 import weakref
@@ -46,7 +45,7 @@ from aiwatch.safety import record_error
 from aiwatch.timing import current_timeline
 
 COMPONENT = "prediction_log"
-#: The logs of this process not closed yet (:func:`close_before_signal_exit`), not held alive by being here.
+#: The logs of this process not closed yet (:func:`close_all`), not held alive by being here.
 _open_logs: weakref.WeakSet[PredictionLog] = weakref.WeakSet()
 
 
@@ -365,26 +364,10 @@ class PredictionLog:
         self.close()
 
 
-def _signal_to_raise_again() -> bool:
-    """The server serving this process's app caught a SIGTERM that it will raise again once it has shut down:
-    uvicorn (its CLI, ``--workers``, ``--reload``'s child, gunicorn's ``UvicornWorker``) does so with the handler it
-    found at its start restored, mostly the default one: the process is killed, and the ``atexit`` functions (the
-    logs' close) never run. uvicorn keeps the signals it caught in its handler's server. A SIGINT raised again is a
-    KeyboardInterrupt, which runs them (or is caught, and the process goes on with its logs)."""
-    handler = signal.getsignal(signal.SIGTERM)
-    caught = getattr(getattr(handler, "__self__", None), "_captured_signals", None)
-    return isinstance(caught, list) and signal.SIGTERM in caught
 
-
-def close_before_signal_exit() -> None:
-    """Called by aiwatch's ASGI middleware when the app's lifespan has shut down: close every log of this process
-    (write out what is queued, complete the sink's files) when the server will kill the process with the signal it
-    caught (:func:`_signal_to_raise_again`), as ``atexit`` would have. Otherwise (a test client, a server that
-    exits normally) the logs stay open: the app may start again in this process. Never raises."""
-    try:
-        if not _signal_to_raise_again():
-            return
-        for log in list(_open_logs):
-            log.close()
-    except Exception as exc:
-        record_error(COMPONENT, exc)
+def close_all() -> None:
+    """Close every log of this process (write out what is queued, complete the sink's files), as ``atexit`` does.
+    aiwatch's ASGI middleware calls it when the app's lifespan has shut down under a server that will kill the
+    process without running ``atexit`` (uvicorn's SIGTERM: :mod:`aiwatch.middleware.asgi`). Never raises."""
+    for log in list(_open_logs):
+        log.close()

@@ -30,6 +30,7 @@ The first call on an event loop (the lifespan startup, else the first request) s
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
@@ -522,14 +523,34 @@ class AiwatchMiddleware:
         await self._metrics_app(scope, receive, send)
 
 
+
+def _server_will_kill_process() -> bool:
+    """The server serving this app caught a SIGTERM that it will raise again once it has shut down: uvicorn (its
+    CLI, ``--workers``, ``--reload``'s child, gunicorn's ``UvicornWorker``) does so with the handler it found at its
+    start restored, mostly the default one: the process is killed, and the ``atexit`` functions never run. uvicorn
+    keeps the signals it caught in its handler's server. A SIGINT raised again is a KeyboardInterrupt, which runs
+    them (or is caught, and the process goes on)."""
+    handler = signal.getsignal(signal.SIGTERM)
+    caught = getattr(getattr(handler, "__self__", None), "_captured_signals", None)
+    return isinstance(caught, list) and signal.SIGTERM in caught
+
+
 def _closing_logs_at_shutdown(send: Send) -> Send:
-    """``send`` for the lifespan: when the app's shutdown is over, the prediction logs are closed if the server will
-    kill the process with the signal it caught, without running ``atexit`` (:func:`aiwatch.feedback.log.
-    close_before_signal_exit`): uvicorn's SIGTERM lost every record queued and left the open files to a recovery."""
+    """``send`` for the lifespan: when the app's shutdown is over and the server will kill the process without
+    running ``atexit`` (:func:`_server_will_kill_process`), do what ``atexit`` would: close the prediction logs
+    (uvicorn's SIGTERM lost every record queued and left the open files to a recovery) and count the drift monitors'
+    pending rows. Otherwise (a test client, a server that exits normally) nothing: the app may start again here."""
     async def shutting_down(message: Message) -> None:
         if message.get("type") in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
-            logs = sys.modules.get("aiwatch.feedback.log")  # not imported: the app has no log to close
-            if logs is not None:
-                logs.close_before_signal_exit()
+            try:
+                if _server_will_kill_process():
+                    logs = sys.modules.get("aiwatch.feedback.log")  # not imported: no log to close
+                    if logs is not None:
+                        logs.close_all()
+                    monitors = sys.modules.get("aiwatch.drift.monitor")
+                    if monitors is not None:
+                        monitors.flush_all()
+            except Exception as exc:
+                record_error("metrics", exc)
         await send(message)
     return shutting_down

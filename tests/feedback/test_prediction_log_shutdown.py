@@ -1,4 +1,5 @@
-"""A prediction log in an app that a server stops: what was queued is written, and the sink's files completed.
+"""A prediction log and a drift monitor in an app that a server stops: what the log queued is written, the sink's
+files completed, and the rows the monitor observed counted into the bin counters.
 
 uvicorn (its CLI, ``--workers``, gunicorn's ``UvicornWorker``) shuts down gracefully on SIGTERM and then raises the
 signal again with the default handler restored: the process is killed, and ``atexit`` (the log's close) never runs.
@@ -15,6 +16,8 @@ import pyarrow.parquet as pq
 import pytest
 import requests
 from fastapi.testclient import TestClient
+from prometheus_client import CollectorRegistry
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from tests.servers import free_port, python_app, python_env
 
@@ -22,18 +25,24 @@ pytestmark = pytest.mark.slow
 
 APP = """
 import os
+import numpy as np
 from fastapi import FastAPI
 import aiwatch
+from aiwatch.drift import DriftMonitor, ReferenceProfile
 from aiwatch.feedback import ParquetSink, PredictionLog
 
 # flushed every minute, files rotated every hour: a shutdown is what writes them
 log = PredictionLog(ParquetSink(os.environ["AIWATCH_TEST_LOG_DIR"]), flush_seconds=60.0)
+# rows counted into the bin counters every 1000 rows or 60 s
+monitor = DriftMonitor(ReferenceProfile.build({"x": np.random.default_rng(1).normal(0, 1, 200)}), model="ranker",
+                       flush_every=1000, flush_interval=60.0)
 app = FastAPI()
 
 
 @app.get("/predict/{n}")
 def predict(n: int) -> dict[str, int]:
     log.log("ranker", {"x": float(n)}, {"y": 1.0})
+    monitor.observe({"x": float(n)})
     return {"pid": os.getpid()}
 
 
@@ -48,8 +57,8 @@ def files(directory: Path) -> tuple[int, list[str]]:
 
 
 @pytest.mark.parametrize("server", ["uvicorn", "uvicorn --workers", "gunicorn UvicornWorker"])
-def test_a_server_stopped_by_sigterm_writes_every_logged_row_into_completed_files(tmp_path: Path,
-                                                                                  server: str) -> None:
+def test_a_server_stopped_by_sigterm_writes_every_logged_row_and_counts_every_observed_one(tmp_path: Path,
+                                                                                            server: str) -> None:
     # each took 0 rows into a file: the 30 records stayed queued (in an open file with its journal, for those the
     # writer had taken), to be recovered, if ever, by the next sink that starts on the directory
     (tmp_path / "sigterm_app.py").write_text(APP)
@@ -64,12 +73,18 @@ def test_a_server_stopped_by_sigterm_writes_every_logged_row_into_completed_file
                                    "uvicorn.workers.UvicornWorker", "-b", f"127.0.0.1:{port}", "sigterm_app:app"],
     }[server]
     n = 30
-    with python_app(args, f"{base}/predict/0", env=python_env(AIWATCH_TEST_LOG_DIR=str(rows))) as proc:
+    multiproc = tmp_path / "multiproc"
+    multiproc.mkdir()
+    env = python_env(AIWATCH_TEST_LOG_DIR=str(rows), PROMETHEUS_MULTIPROC_DIR=str(multiproc))
+    with python_app(args, f"{base}/predict/0", env=env) as proc:
         for i in range(1, n):
             assert requests.get(f"{base}/predict/{i}", timeout=10).status_code == 200
         proc.proc.send_signal(signal.SIGTERM)
         proc.proc.wait(60)
     assert files(rows) == (n, []), proc.output()
+    merged = CollectorRegistry()
+    MultiProcessCollector(merged, path=str(multiproc))
+    assert sum(s.value for f in merged.collect() for s in f.samples if s.name == "aiwatch_feature_bin_total") == n
 
 
 def test_an_app_whose_lifespan_ends_in_a_test_client_keeps_its_log_open(tmp_path: Path) -> None:
@@ -87,4 +102,5 @@ def test_an_app_whose_lifespan_ends_in_a_test_client_keeps_its_log_open(tmp_path
         with TestClient(module.app) as client:
             assert client.get(f"/predict/{i}").status_code == 200
     module.log.close()
+    module.monitor.close()
     assert files(tmp_path / "rows") == (3, [])

@@ -136,3 +136,26 @@ def test_the_rows_of_a_worker_killed_mid_file_are_recovered_by_the_worker_forked
         os.kill(killed, signal.SIGKILL)
         wait_until(lambda: served_by() != killed, 30, what="a worker forked in place of the killed one")
         wait_until(lambda: rows_written(rows) == n, 20, what=f"the killed worker's {n} rows in a completed file")
+
+
+def test_the_rows_a_worker_observed_are_in_the_bin_counts_after_max_requests_recycles_it(tmp_path: Path) -> None:
+    # the monitor counts its rows every flush_every rows or flush_interval seconds: a worker that exited first left
+    # them out of the fleet's aiwatch_feature_bin_total for good (1 of 30 counted, with a worker per 10 requests)
+    n = 30
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    multiproc = tmp_path / "multiproc"
+    multiproc.mkdir()
+    env = python_env(PROMETHEUS_MULTIPROC_DIR=str(multiproc), AIWATCH_TEST_LOG_DIR=str(tmp_path / "rows"),
+                     AIWATCH_TEST_FLUSH_EVERY="1000")
+    with python_app(["-m", "gunicorn", "--preload", "-w", "1", "--max-requests", "10", "-b", f"127.0.0.1:{port}",
+                     "-c", "python:aiwatch.gunicorn", "tests.http.preload_app:app"], f"{base}/metrics", env=env):
+        for i in range(n):  # a worker per 10 requests, the third recycled at the last
+            assert requests.get(f"{base}/predict/{i}", timeout=10).status_code == 200
+
+        def bins() -> float:
+            return sum(v for (name, labels), v in scrape(f"{base}/metrics").items()
+                       if name == "aiwatch_feature_bin_total" and ("model", "preloaded") in labels)
+
+        # and the master's 7 warm-up rows, counted when it handed its monitor over
+        wait_until(lambda: bins() == n + 7, 20, what="every row observed in the bin counts")
