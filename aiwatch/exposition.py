@@ -808,12 +808,13 @@ def start_http_server(port: int, addr: str = "127.0.0.1", registry: CollectorReg
 def _serve(server: Any) -> threading.Thread:
     thread = threading.Thread(target=server.serve_forever, name="aiwatch-metrics", daemon=True)
     thread.start()
-    _serving.append(server)
+    _serving[:] = [(s, t) for s, t in _serving if t.is_alive()]  # a server its owner shut down is not kept
+    _serving.append((server, thread))
     return thread
 
 
-#: The servers :func:`start_http_server` serves from a thread of this process.
-_serving: list[Any] = []
+#: The servers :func:`start_http_server` serves from a thread of this process, with the thread.
+_serving: list[tuple[Any, threading.Thread]] = []
 #: The servers this process stopped serving for the workers it forks (:func:`hand_over_http_servers`).
 _handed_over: list[Any] = []
 
@@ -827,9 +828,10 @@ def hand_over_http_servers() -> None:
     requests for ever), while the workers that serve the requests served none. Waits for each server's accept loop
     to end (its poll: half a second at most)."""
     while _serving:
-        server = _serving.pop()
-        server.shutdown()
-        _handed_over.append(server)
+        server, thread = _serving.pop()
+        if thread.is_alive():  # one its owner shut down (and closed) is nobody's to serve
+            server.shutdown()
+            _handed_over.append(server)
 
 
 def _serve_handed_over_in_child() -> None:

@@ -1108,3 +1108,30 @@ def test_a_child_drops_what_the_parents_finalizers_left_to_record(metrics: Metri
 
     assert child_reports(child) == {"left": 0, "ran": []}
     assert len(metrics.deferred) == 1  # the parent's, still to record
+
+
+def test_a_child_serves_the_metrics_servers_handed_over_except_one_its_owner_shut_down() -> None:
+    # the one shut down and closed was handed over too: a child's thread on its closed socket failed at once
+    from aiwatch import exposition
+
+    stopped, thread = exposition.start_http_server(0)
+    stopped.shutdown()
+    stopped.server_close()
+    thread.join()
+    live, _ = exposition.start_http_server(0)
+    failed: list[str] = []
+    hook = threading.excepthook
+    threading.excepthook = lambda args: failed.append(args.thread.name if args.thread else "?")
+    try:
+        exposition.hand_over_http_servers()
+        pid = os.fork()
+        if pid == 0:  # the metrics threads serving here, as a gunicorn worker's, and those that failed
+            time.sleep(0.5)
+            os._exit(10 * len(failed) + [t.name for t in threading.enumerate()].count("aiwatch-metrics"))
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 1
+        assert [t.name for t in threading.enumerate()].count("aiwatch-metrics") == 0  # handed over
+    finally:
+        threading.excepthook = hook
+        exposition._handed_over.clear()  # the next forks of this process (other tests) serve nothing
+        live.server_close()
