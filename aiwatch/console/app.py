@@ -37,6 +37,7 @@ from aiwatch.console.source import (
     CAVEATS,
     MODEL_PHASES,
     DataSource,
+    GpuUtilization,
     LoopStall,
     MissingRow,
     NotSupported,
@@ -753,7 +754,7 @@ def resources_view(src: DataSource, window: float) -> None:
         panel("GPUs (latest)", gpus, _draw_gpus,
               "No GPU metrics: the source has no aiwatch_gpu_* series. This service has no GPU, or its GPU collector "
               "(pip install \"aiwatch[gpu]\") is not running. The rest of the console works without it.")
-        panel("GPU utilization over time", utilization, lambda d: line(d, ["gpu", "uuid"], "ratio"),
+        panel("GPU utilization over time", utilization, _draw_gpu_utilization,
               "No GPU utilization series (aiwatch_gpu_utilization_ratio).")
         left, right = st.columns(2)
         with left:
@@ -767,6 +768,18 @@ def resources_view(src: DataSource, window: float) -> None:
                   "No in-flight gauge (aiwatch_requests_in_flight) yet.")
             panel(f"Feature-cache hit ratio (over {w})", cache, lambda d: line(d, ["cache"], "ratio"),
                   f"No feature-cache lookups in the last {w} (aiwatch_feature_cache_requests_total).", windowed=True)
+
+
+def _draw_gpu_utilization(found: GpuUtilization) -> None:
+    if not found.fleet:
+        line(found.gpus, ["gpu", "uuid"], "ratio")
+        return
+    busiest = sum(s.labels.get("rank") == "busiest" for s in found.gpus)
+    st.caption(f"{len(found.gpus)} of {found.total} GPUs drawn: the {busiest} busiest and the "
+               f"{len(found.gpus) - busiest} idlest by mean utilization over the chart's span, under the fleet's "
+               "min / median / max over every GPU. The table above lists every GPU.")
+    chart(frame(found.fleet, lambda s: s.name(), 1.0), "ratio (fleet)", height=200)
+    line(found.gpus, ["rank", "gpu", "uuid"], "ratio")
 
 
 def _draw_gpus(rows: list[Any]) -> None:

@@ -296,26 +296,51 @@ class PanelQueries:
         return f"({errors} or {total} * 0) / {total}"
 
     # --- GPUs ---------------------------------------------------------------------------------------------
-    def gpu_reading(self, reading: str) -> str:
+    def gpu_reading(self, reading: str, *matchers: MatcherText) -> str:
         """One GPU reading (a field of :data:`GPU_GAUGES`: ``utilization``, ``power_watts``, ...) per GPU, in
-        aiwatch's units, whichever the source."""
+        aiwatch's units, whichever the source; ``matchers`` narrow its series (in the source's label names)."""
         gpu = self.gpu
         readings = {"up": gpu.up, "utilization": gpu.utilization, "memory_used_bytes": gpu.memory_used_bytes,
                     "memory_total_bytes": gpu.memory_total_bytes, "power_watts": gpu.power_watts,
                     "temperature_celsius": gpu.temperature_celsius}
         if reading not in readings:
             raise ValueError(f"no GPU reading {reading!r}; known: {', '.join(readings)}")
-        return readings[reading](self.match)
+        return readings[reading](*self._m(*matchers))
 
     def gpu_gauge(self, reading: str) -> str:
         """The latest value of a GPU reading per GPU, for the GPU table (labelled ``gpu``, ``name``, ``uuid``
         whichever the source)."""
         return by("max", self._by("gpu", "name", "uuid"), self.gpu.with_aiwatch_labels(self.gpu_reading(reading)))
 
-    def per_gpu(self, reading: str) -> str:
+    def per_gpu(self, reading: str, *matchers: MatcherText) -> str:
         """A GPU reading per GPU, for the over-time charts: its ``gpu`` index and ``uuid`` (GPU 0 of every host, of
-        every Kubernetes node, is another one)."""
-        return by("max", self._by("gpu", "uuid"), self.gpu.with_aiwatch_labels(self.gpu_reading(reading)))
+        every Kubernetes node, is another one); ``matchers`` narrow the GPUs (in the source's label names)."""
+        return by("max", self._by("gpu", "uuid"), self.gpu.with_aiwatch_labels(self.gpu_reading(reading, *matchers)))
+
+    def gpus_of(self, uuids: list[str]) -> Matcher:
+        """The matcher selecting the GPUs of these UUIDs, in the GPU source's label name."""
+        return one_of(self.gpu.labels.uuid, uuids)
+
+    def gpu_mean_utilization(self, span: str) -> str:
+        """Each GPU's utilization averaged over ``span``, labelled as :meth:`per_gpu` labels it."""
+        return by("max", self._by("gpu", "uuid"), self.gpu.with_aiwatch_labels(self.gpu.utilization_avg(span,
+                                                                                                         self.match)))
+
+    def gpu_extremes(self, n: int, span: str) -> str:
+        """The ``n`` GPUs whose utilization averaged highest over ``span`` (the ``rank`` label ``busiest``) and the
+        ``n`` lowest (``idlest``; with ties, a GPU may be among both): at most ``2 n`` series, however large the
+        fleet."""
+        mean = self.gpu_mean_utilization(span)
+        return (f'label_replace(topk({n}, {mean}), "rank", "busiest", "", "")'
+                f' or label_replace(bottomk({n}, {mean}), "rank", "idlest", "", "")')
+
+    def gpu_fleet(self, reading: str) -> str:
+        """The fleet's distribution of a GPU reading over its GPUs, per scope: ``min``, ``median`` and ``max``
+        (the ``stat`` label)."""
+        gpus, scope = self.per_gpu(reading), self.scope
+        stats = (("min", by("min", scope, gpus)), ("median", by("quantile", scope, f"0.5, {gpus}")),
+                 ("max", by("max", scope, gpus)))
+        return " or ".join(f'label_replace({expr}, "stat", "{name}", "", "")' for name, expr in stats)
 
     # --- queues, batching, cache --------------------------------------------------------------------------
     def queue_depth(self) -> str:

@@ -54,6 +54,7 @@ from aiwatch.console.source import (
     DataSource,
     DriftRow,
     GpuRow,
+    GpuUtilization,
     LoopStall,
     MissingRow,
     NotSupported,
@@ -64,6 +65,7 @@ from aiwatch.console.source import (
     TargetHealth,
     TracedRequest,
     drift_rows,
+    extremes,
     gpu_rows,
     histogram_quantile,
     loop_stuck_seconds,
@@ -814,11 +816,11 @@ class ScrapeSource(DataSource):
                 row[field_name] = value
         return gpu_rows(rows)
 
-    def gpu_utilization(self) -> list[Series]:
+    def gpu_utilization(self) -> GpuUtilization:
         def fn(data: list[tuple[str, list[Snapshot]]], t: float) -> Samples:
             found = max_by(self._gauge(data, Q.GPU_UTILIZATION.name, t), ("gpu", "uuid"))
             return [({"gpu": k[0], "uuid": k[1]}, v) for k, v in found.items()]
-        return self._range(fn)
+        return extremes(self._range(fn))
 
     def _gauge_sum(self, name: str, by: str) -> list[Series]:
         def fn(data: list[tuple[str, list[Snapshot]]], t: float) -> Samples:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -80,6 +80,56 @@ class Series:
     @property
     def last(self) -> float | None:
         return self.points[-1][1] if self.points else None
+
+
+GPU_EXTREMES = 5
+"""The over-time GPU utilization chart of a fleet draws its this many busiest and this many idlest GPUs (by mean
+utilization over the chart's span) and the fleet's min / median / max."""
+EVERY_GPU_UP_TO = 16
+"""... and of a fleet of up to this many GPUs, every GPU."""
+
+
+@dataclass(frozen=True)
+class GpuUtilization:
+    """GPU utilization over time: every GPU of a small fleet (``fleet`` empty); of a larger one, its
+    :data:`GPU_EXTREMES` busiest and idlest GPUs (``rank`` label ``busiest`` / ``idlest``) and the ``fleet``'s
+    ``min`` / ``median`` / ``max`` over its GPUs (``stat`` label), so that the answer and the chart stay the same
+    size however many GPUs there are. ``total``: the GPUs with utilization over the span."""
+
+    gpus: list[Series]
+    total: int
+    fleet: list[Series] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.gpus)
+
+
+def extremes(series: Sequence[Series], n: int = GPU_EXTREMES) -> GpuUtilization:
+    """:class:`GpuUtilization` from every GPU's series: all of them up to :data:`EVERY_GPU_UP_TO`; past it the
+    ``n`` busiest and ``n`` idlest by mean, and the fleet's min / median / max (PromQL's ``quantile(0.5)``) at
+    each time."""
+    found = [s for s in series if s.points]
+    if len(found) <= EVERY_GPU_UP_TO:
+        return GpuUtilization(found, len(found))
+    ranked = sorted(found, key=lambda s: sum(v for _, v in s.points) / len(s.points))
+    gpus = ([Series({**s.labels, "rank": "busiest"}, s.points) for s in reversed(ranked[-n:])]
+            + [Series({**s.labels, "rank": "idlest"}, s.points) for s in ranked[:n]])
+    at: dict[float, list[float]] = {}
+    for s in found:
+        for t, v in s.points:
+            at.setdefault(t, []).append(v)
+    times = sorted(at)
+    stats: dict[str, Callable[[list[float]], float]] = {"min": min, "median": _median, "max": max}
+    fleet = [Series({"stat": name}, [(t, stat(at[t])) for t in times]) for name, stat in stats.items()]
+    return GpuUtilization(gpus, len(found), fleet)
+
+
+def _median(values: list[float]) -> float:
+    """PromQL's ``quantile(0.5, ...)``: the middle value, or the mean of the two middle ones."""
+    ordered = sorted(values)
+    middle = (len(ordered) - 1) / 2
+    low, high = ordered[math.floor(middle)], ordered[math.ceil(middle)]
+    return low + (high - low) * (middle - math.floor(middle))
 
 
 @dataclass(frozen=True)
@@ -443,8 +493,9 @@ class DataSource(ABC):
         """The latest state of every GPU."""
 
     @abstractmethod
-    def gpu_utilization(self) -> list[Series]:
-        """GPU utilization ratio over time, by ``gpu``."""
+    def gpu_utilization(self) -> GpuUtilization:
+        """GPU utilization ratio over time, by ``gpu`` and ``uuid``: every GPU, or of a fleet its busiest and
+        idlest and the fleet's distribution (:class:`GpuUtilization`)."""
 
     @abstractmethod
     def queue_depth(self) -> list[Series]:
@@ -567,7 +618,9 @@ def current(series: Sequence[Series], asked: float, age: float | None, late: flo
 def histogram_quantile(q: float, buckets: Iterable[tuple[float, float]]) -> float | None:
     """The ``q`` quantile from cumulative ``(upper bound, count)`` buckets, as PromQL's ``histogram_quantile``:
     linear interpolation inside the bucket holding the rank, the lowest bucket starting at 0, and the highest
-    finite bound when the rank falls in ``+Inf``. ``None`` when there is no ``+Inf`` bucket or no observation.
+    finite bound when the rank falls in ``+Inf``. ``None`` where PromQL answers NaN: no ``+Inf`` bucket, no
+    observation. Its arithmetic is Prometheus' step for step, so that the console computing a quantile from the
+    bucket rates it read shows the number ``histogram_quantile`` would have answered, to the bit.
 
     >>> histogram_quantile(0.5, [(1.0, 0.0), (2.0, 10.0), (math.inf, 10.0)])
     1.5
@@ -593,9 +646,9 @@ def histogram_quantile(q: float, buckets: Iterable[tuple[float, float]]) -> floa
         start, count_start = 0.0, 0.0
     else:
         start, count_start = fixed[index - 1]
-    if count_end == count_start:
-        return end
-    return start + (end - start) * (rank - count_start) / (count_end - count_start)
+    if count_end == count_start:  # q == 0 over an empty lowest bucket: PromQL's 0/0
+        return None
+    return start + (end - start) * ((rank - count_start) / (count_end - count_start))
 
 
 def quantile_overflows(q: float, buckets: Iterable[tuple[float, float]]) -> bool:
@@ -614,14 +667,23 @@ def quantile_overflows(q: float, buckets: Iterable[tuple[float, float]]) -> bool
 
 
 def _cumulative(buckets: Iterable[tuple[float, float]]) -> list[tuple[float, float]] | None:
-    """``buckets`` in bound order, each count at least the one before (counts from rates can be slightly
-    non-monotonic; Prometheus takes the running maximum); None without a ``+Inf`` bucket and a finite one."""
+    """``buckets`` in bound order, those of the same bound added up (as Prometheus does: two exporters writing
+    ``1`` and ``1.0``), each count at least the one before (counts from rates can be slightly non-monotonic;
+    Prometheus takes the running maximum); None without a ``+Inf`` bucket and a finite one."""
     ordered = sorted(buckets)
-    if len(ordered) < 2 or not math.isinf(ordered[-1][0]):
+    if not ordered or not math.isinf(ordered[-1][0]):
+        return None
+    merged: list[tuple[float, float]] = []
+    for le, count in ordered:
+        if merged and merged[-1][0] == le:
+            merged[-1] = (le, merged[-1][1] + count)
+        else:
+            merged.append((le, count))
+    if len(merged) < 2:
         return None
     fixed: list[tuple[float, float]] = []
-    running = 0.0
-    for le, count in ordered:
+    running = -math.inf
+    for le, count in merged:
         running = max(running, count)
         fixed.append((le, running))
     return fixed

@@ -47,8 +47,14 @@ def test_the_gpu_table_reads_dcgm_in_aiwatchs_units_and_labels(dcgm_prometheus: 
 def test_sm_active_can_stand_for_utilization(dcgm_prometheus: Prometheus) -> None:
     src = source(dcgm_prometheus, GpuSeries("dcgm", SM_ACTIVE))
     assert [r.utilization for r in src.gpu_table()] == [pytest.approx(0.71), 0]
-    over_time = {s.labels["gpu"]: s.last for s in src.gpu_utilization()}
-    assert over_time == {"0": pytest.approx(0.71), "1": 0}
+    found = src.gpu_utilization()
+    assert {s.labels["gpu"]: s.last for s in found.gpus} == {"0": pytest.approx(0.71), "1": 0}
+    assert found.total == 2
+    # a fleet's chart reads its busiest and idlest GPUs by their UUID, which dcgm-exporter labels UUID
+    busy = next(s.labels["uuid"] for s in found.gpus if s.labels["gpu"] == "0")
+    assert [s.labels["uuid"] for s in src.range(src.q.per_gpu("utilization", src.q.gpus_of([busy])))] == [busy]
+    ranked = src.instant(src.q.gpu_extremes(1, "60s"))
+    assert sorted((labels["rank"], labels["gpu"]) for labels, _ in ranked) == [("busiest", "0"), ("idlest", "1")]
 
 
 @pytest.mark.slow

@@ -50,7 +50,9 @@ def by_uuid(series: list[Any]) -> dict[str, float | None]:
 @pytest.mark.slow
 def test_the_prometheus_source_shows_each_pods_gpu(prom: Prometheus) -> None:
     src = PrometheusSource(prom.url, span=30, points=10)
-    assert by_uuid(src.gpu_utilization()) == pytest.approx(GPUS)
+    found = src.gpu_utilization()
+    assert by_uuid(found.gpus) == pytest.approx(GPUS)
+    assert (found.total, found.fleet) == (2, [])  # a small fleet: every GPU, no distribution
     assert {r.uuid: r.utilization for r in src.gpu_table()} == pytest.approx(GPUS)
 
 
@@ -60,7 +62,7 @@ def test_the_scrape_source_shows_each_pods_gpu(pods: list[str]) -> None:
     try:
         src.scrape_once()
         src.scrape_once()
-        assert by_uuid(src.gpu_utilization()) == pytest.approx(GPUS)
+        assert by_uuid(src.gpu_utilization().gpus) == pytest.approx(GPUS)
         assert {r.uuid: r.utilization for r in src.gpu_table()} == pytest.approx(GPUS)
     finally:
         src.close()
