@@ -40,6 +40,7 @@ SVC = 'service=~"$service"'
 MDL = 'model=~"$model"'
 FEATURE = 'model=~"$model", feature=~"$feature"'
 REFERENCE = 'reference=~"$reference"'
+UNLABELLED_TITLE = "Reference vs live distribution of $feature on replicas exporting no reference label"
 PHASE_TITLE = "Time per request by phase: $service (model vs not model)"
 LINK_TITLE = "Effective throughput per link (bytes per network second)"
 CAVEATS_TITLE = "What the split could not measure as it is"
@@ -301,22 +302,32 @@ def build(gpu_source: str = "aiwatch") -> dict[str, Any]:
     lay.add(timeseries("Drift score over time",
                        [target(q.drift_gauge(Q.DRIFT_SCORE.name, MDL, 'feature=~"$feature"'),
                                "{{feature}} {{test}}" + AT)], "short"), w=12, h=10)
-    dist = {"type": "barchart", "title": "Reference vs live distribution of $feature (reference profile $reference)",
-            "description": "The reference profile's share of each bin vs the live share over the range, of the "
-                           "replicas on that profile. One panel per reference profile (repeated over $reference): "
-                           "while a re-baselined profile rolls out, the old and the new one bin by other edges under "
-                           "the same bin index, and one's shares beside the other's mean nothing.",
-            "targets": [target(q.reference_share_for(FEATURE, REFERENCE), ref="A", instant=True),
-                        target(q.live_share_for("$__range", FEATURE, REFERENCE), ref="B", instant=True)],
-            "transformations": [{"id": "merge", "options": {}},
-                                {"id": "organize", "options": {"excludeByName": {"Time": True, "model": True,
-                                                                                 "feature": True, "reference": True},
-                                                               "renameByName": {"Value #A": "reference share",
-                                                                                "Value #B": "live share"}}}],
-            "fieldConfig": {"defaults": {"unit": "percentunit"}, "overrides": []},
-            "options": {"xField": "bin", "orientation": "vertical", "groupWidth": 0.7, "barWidth": 0.9},
-            "repeat": "reference", "repeatDirection": "h", "maxPerRow": 2}
+    def distribution(title: str, reference: str, description: str) -> dict[str, Any]:
+        return {"type": "barchart", "title": title, "description": description,
+                "targets": [target(q.reference_share_for(FEATURE, reference), ref="A", instant=True),
+                            target(q.live_share_for("$__range", FEATURE, reference), ref="B", instant=True)],
+                "transformations": [{"id": "merge", "options": {}},
+                                    {"id": "organize", "options": {
+                                        "excludeByName": {"Time": True, "model": True, "feature": True,
+                                                          "reference": True},
+                                        "renameByName": {"Value #A": "reference share", "Value #B": "live share"}}}],
+                "fieldConfig": {"defaults": {"unit": "percentunit"}, "overrides": []},
+                "options": {"xField": "bin", "orientation": "vertical", "groupWidth": 0.7, "barWidth": 0.9}}
+
+    dist = distribution("Reference vs live distribution of $feature (reference profile $reference)", REFERENCE,
+                        "The reference profile's share of each bin vs the live share over the range, of the replicas "
+                        "on that profile. One panel per reference profile (repeated over $reference): while a "
+                        "re-baselined profile rolls out, the old and the new one bin by other edges under the same "
+                        "bin index, and one's shares beside the other's mean nothing.")
+    dist.update({"repeat": "reference", "repeatDirection": "h", "maxPerRow": 2})
     lay.add(dist, w=24, h=10)
+    # Grafana lists a variable's values from the series' label values, and an absent label is none: the panels
+    # repeated over $reference never show the replicas whose series have no reference label
+    lay.add(distribution(UNLABELLED_TITLE, 'reference=""',
+                         "The same, of the replicas whose bins carry no reference label: an aiwatch older than the "
+                         "label, still running during an upgrade. The panels repeated over $reference leave them out "
+                         "(Grafana lists no empty value); empty once every replica runs a newer aiwatch."),
+            w=24, h=8)
     missing = table(
         "Missing values per feature: live vs reference",
         [target(q.missing_share("$__range", MDL), ref="A", instant=True),

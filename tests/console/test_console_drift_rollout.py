@@ -198,3 +198,54 @@ def test_both_sources_count_a_replica_once_when_an_older_aiwatchs_series_are_lef
     from_scrapes = scraped.feature_missing(60)
     for rows in (from_prometheus, from_scrapes):
         assert sorted((r.reference_id, r.live) for r in rows) == [("", 0.0), (feature.reference_id, 1.0)]
+
+
+def test_the_dashboards_bin_charts_show_the_replicas_of_an_older_aiwatch_too() -> None:
+    """A fleet halfway through an upgrade: replica a runs the new aiwatch (its bins labelled with their reference),
+    replica b the old one (no ``reference`` label), another profile. The bin chart repeated over $reference (the
+    values Grafana's label_values lists, which never include an empty one) shows a's bins; b's bins, which no
+    repeated panel showed, are in the panel of the replicas exporting no reference label."""
+    rng = np.random.default_rng(11)
+    new = ReferenceProfile.build({"x": rng.normal(0, 1, 3000)}, n_bins=4)
+    old = ReferenceProfile.build({"x": rng.normal(3, 1, 3000)}, n_bins=5)
+    new_regs, old_reg = CollectorRegistry(), CollectorRegistry()
+    monitor = DriftMonitor(new, model="m", registry=new_regs)
+    old_feature = old.features["x"]
+    assert isinstance(old_feature, NumericalFeature)
+    old_bins = _older_aiwatch(old_reg, old_feature, 0)
+    served = CollectorRegistry()
+    served.register(Replicas({"a": new_regs, "b": old_reg}))
+    port = free_port()
+    server, thread = start_http_server(port, addr="127.0.0.1", registry=served)
+    try:
+        with prometheus([f"127.0.0.1:{port}"], scrape_interval="1s") as prom:
+            prom.wait_for("count(aiwatch_feature_bin_total == 0)",
+                          lambda r: bool(r) and int(float(r[0]["value"][1])) == 9)
+            monitor.observe_batch({"x": rng.normal(0, 1, 300)})
+            for b in old_feature.bin_labels[:2]:
+                old_bins.labels(model="m", feature="x", bin=b).inc(100)
+            prom.wait_for("sum(aiwatch_feature_bin_total)", lambda r: bool(r) and float(r[0]["value"][1]) == 500)
+            dash = load()
+            chart = next(p for p in dash["panels"] if p.get("repeat") == "reference")
+            listed = re.fullmatch(r"label_values\((.+), reference\)",
+                                  next(v for v in dash["templating"]["list"] if v["name"] == "reference")["definition"])
+            assert listed
+            grafana = {"$model": "m", "$feature": "x", "$__range": "60s", "$cluster": ".*", "$namespace": ".*"}
+            # what Grafana asks for label_values(series, reference)
+            references = set(prom.api("/api/v1/label/reference/values", **{"match[]": _grafana(listed[1], grafana)}))
+            repeated = {ref: [prom.query(_grafana(t["expr"], {**grafana, "$reference": ref}))
+                              for t in chart["targets"]] for ref in references}
+            unlabelled = next(p for p in dash["panels"] if "exporting no reference label" in p.get("title", ""))
+            shown = [prom.query(_grafana(t["expr"], grafana)) for t in unlabelled["targets"]]
+    finally:
+        server.shutdown()
+        thread.join(5)
+    assert set(repeated) == {new.features["x"].reference_id}  # b's profile is no value of $reference
+    assert {r["metric"]["reference"] for answers in repeated.values() for answer in answers for r in answer} == {
+        new.features["x"].reference_id}
+    shares, live = shown
+    assert sorted((r["metric"]["bin"], float(r["value"][1])) for r in shares) == sorted(
+        (b, pytest.approx(float(s))) for b, s in zip(old_feature.bin_labels, old_feature.reference_shares(),
+                                                     strict=True))
+    assert sorted((r["metric"]["bin"], float(r["value"][1])) for r in live) == sorted(
+        (b, pytest.approx(0.5 if i < 2 else 0.0)) for i, b in enumerate(old_feature.bin_labels))
