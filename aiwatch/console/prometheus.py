@@ -403,23 +403,19 @@ class PrometheusSource(DataSource):
         however many GPUs (every GPU of 500 hosts x 8 was 4 000 series, 11.3 MB; past about 1 480 hosts the answer
         passed ``max_bytes`` and the chart was an error)."""
         end, span = time.time(), duration(self.span)
-        count, ranked = self._all([partial(self._instant, f"count({self.q.gpu_mean_utilization(span)})", end),
+        count, ranked = self._all([partial(self._instant, self.q.gpu_count(span), end),
                                    partial(self._instant, self.q.gpu_extremes(GPU_EXTREMES, span), end)])
         total = int(count[0][1]) if count else 0
         if total <= EVERY_GPU_UP_TO:
             gpus = self._named(self._range(self.q.per_gpu("utilization"), end), None)
             return GpuUtilization(gpus, len(gpus))
-        rank: dict[frozenset[tuple[str, str]], str] = {}
-        for labels, _ in sorted(ranked, key=lambda found: found[0].get("rank") != "busiest"):
-            rank.setdefault(_key({k: v for k, v in labels.items() if k != "rank"}), labels.get("rank", ""))
+        rank = {_key({k: v for k, v in labels.items() if k != "rank"}): labels.get("rank", "") for labels, _ in ranked}
         chosen = self.q.gpus_of(sorted({labels.get("uuid", "") for labels, _ in ranked}))
         found, fleet = self._all([partial(self._range, self.q.per_gpu("utilization", chosen), end),
                                   partial(self._range, self.q.gpu_fleet("utilization"), end)])
         # the matcher picks the chosen GPUs' UUIDs: a GPU of another scope with one of them is not one of the chosen
-        found = [(labels, points) for labels, points in found if _key(labels) in rank]
-        gpus = self._named(found, None)
-        for series, (labels, _) in zip(gpus, found, strict=True):
-            series.labels["rank"] = rank[_key(labels)]
+        gpus = self._named([({**labels, "rank": rank[_key(labels)]}, points) for labels, points in found
+                            if _key(labels) in rank], None)
         order = {"busiest": 0, "idlest": 1}
         gpus.sort(key=lambda s: (order.get(s.labels["rank"], 2),
                                  -sum(v for _, v in s.points) / max(len(s.points), 1)))

@@ -326,13 +326,19 @@ class PanelQueries:
         return by("max", self._by("gpu", "uuid"), self.gpu.with_aiwatch_labels(self.gpu.utilization_avg(span,
                                                                                                          self.match)))
 
+    def gpu_count(self, span: str) -> str:
+        """How many GPUs had a utilization over ``span``."""
+        return f"count({self.gpu_mean_utilization(span)})"
+
     def gpu_extremes(self, n: int, span: str) -> str:
         """The ``n`` GPUs whose utilization averaged highest over ``span`` (the ``rank`` label ``busiest``) and the
-        ``n`` lowest (``idlest``; with ties, a GPU may be among both): at most ``2 n`` series, however large the
-        fleet."""
+        ``n`` lowest of the others (``idlest``): at most ``2 n`` series, however large the fleet (a flat fleet's ties
+        would put the same GPUs in both)."""
         mean = self.gpu_mean_utilization(span)
-        return (f'label_replace(topk({n}, {mean}), "rank", "busiest", "", "")'
-                f' or label_replace(bottomk({n}, {mean}), "rank", "idlest", "", "")')
+        busiest = f"topk({n}, {mean})"
+        others = f"{mean} unless on ({', '.join(self._by('gpu', 'uuid'))}) {busiest}"
+        return (f'label_replace({busiest}, "rank", "busiest", "", "")'
+                f' or label_replace(bottomk({n}, {others}), "rank", "idlest", "", "")')
 
     def gpu_fleet(self, reading: str) -> str:
         """The fleet's distribution of a GPU reading over its GPUs, per scope: ``min``, ``median`` and ``max``

@@ -253,7 +253,10 @@ def test_every_panel_query_returns_data_from_a_real_prometheus(stack: Stack) -> 
         expr = substitute(target["expr"])
         if not stack.prom.query(expr):  # raises with Prometheus' error when the query is invalid
             empty.append((title, expr))
-    assert not empty, empty
+    # every replica here labels its bins with their reference: no older aiwatch's bins to show
+    # (tests/console/test_console_drift_rollout.py shows them)
+    assert [title for title, _ in empty] == [
+        "Reference vs live distribution of $feature on replicas exporting no reference label"] * 2, empty
     for variable in dash["templating"]["list"]:
         # one Prometheus, no cluster or namespace labels: those variables are empty, and their All (".*", or ""
         # with no value at all) matches the series without the label, as the panels above showed
