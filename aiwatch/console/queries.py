@@ -341,9 +341,11 @@ class PanelQueries:
                 f' or label_replace(bottomk({n}, {others}), "rank", "idlest", "", "")')
 
     def gpu_fleet(self, reading: str) -> str:
-        """The fleet's distribution of a GPU reading over its GPUs, per scope: ``min``, ``median`` and ``max``
-        (the ``stat`` label)."""
-        gpus, scope = self.per_gpu(reading), self.scope
+        """The fleet's distribution of a GPU reading over its GPUs' series, per scope: ``min``, ``median`` and
+        ``max`` (the ``stat`` label). Over the series as exported, not :meth:`per_gpu`'s one per GPU: that
+        aggregation by GPU, at every step, made the query 10 times slower (4 000 GPUs: 490 ms against 30-50 ms for
+        the min), and only a GPU exported twice (two scrape jobs) counts twice here."""
+        gpus, scope = self.gpu_reading(reading), self.scope
         stats = (("min", by("min", scope, gpus)), ("median", by("quantile", scope, f"0.5, {gpus}")),
                  ("max", by("max", scope, gpus)))
         return " or ".join(f'label_replace({expr}, "stat", "{name}", "", "")' for name, expr in stats)

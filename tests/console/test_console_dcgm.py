@@ -55,6 +55,11 @@ def test_sm_active_can_stand_for_utilization(dcgm_prometheus: Prometheus) -> Non
     assert [s.labels["uuid"] for s in src.range(src.q.per_gpu("utilization", src.q.gpus_of([busy])))] == [busy]
     ranked = src.instant(src.q.gpu_extremes(1, "60s"))
     assert sorted((labels["rank"], labels["gpu"]) for labels, _ in ranked) == [("busiest", "0"), ("idlest", "1")]
+    # and the fleet's distribution in aiwatch's units, per scope: the busy GPU is namespace shop's, the idle one none's
+    fleet = {(s.labels.get("namespace", ""), s.labels["stat"]): s.last
+             for s in src.range(src.q.gpu_fleet("utilization"))}
+    assert fleet == {("shop", "min"): pytest.approx(0.71), ("shop", "median"): pytest.approx(0.71),
+                     ("shop", "max"): pytest.approx(0.71), ("", "min"): 0, ("", "median"): 0, ("", "max"): 0}
 
 
 @pytest.mark.slow
