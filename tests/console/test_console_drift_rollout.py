@@ -215,31 +215,25 @@ def test_the_dashboards_bin_charts_show_the_replicas_of_an_older_aiwatch_too() -
     old_bins = _older_aiwatch(old_reg, old_feature, 0)
     served = CollectorRegistry()
     served.register(Replicas({"a": new_regs, "b": old_reg}))
-    port = free_port()
-    server, thread = start_http_server(port, addr="127.0.0.1", registry=served)
-    try:
-        with prometheus([f"127.0.0.1:{port}"], scrape_interval="1s") as prom:
-            prom.wait_for("count(aiwatch_feature_bin_total == 0)",
-                          lambda r: bool(r) and int(float(r[0]["value"][1])) == 9)
-            monitor.observe_batch({"x": rng.normal(0, 1, 300)})
-            for b in old_feature.bin_labels[:2]:
-                old_bins.labels(model="m", feature="x", bin=b).inc(100)
-            prom.wait_for("sum(aiwatch_feature_bin_total)", lambda r: bool(r) and float(r[0]["value"][1]) == 500)
-            dash = load()
-            chart = next(p for p in dash["panels"] if p.get("repeat") == "reference")
-            listed = re.fullmatch(r"label_values\((.+), reference\)",
-                                  next(v for v in dash["templating"]["list"] if v["name"] == "reference")["definition"])
-            assert listed
-            grafana = {"$model": "m", "$feature": "x", "$__range": "60s", "$cluster": ".*", "$namespace": ".*"}
-            # what Grafana asks for label_values(series, reference)
-            references = set(prom.api("/api/v1/label/reference/values", **{"match[]": _grafana(listed[1], grafana)}))
-            repeated = {ref: [prom.query(_grafana(t["expr"], {**grafana, "$reference": ref}))
-                              for t in chart["targets"]] for ref in references}
-            unlabelled = next(p for p in dash["panels"] if "exporting no reference label" in p.get("title", ""))
-            shown = [prom.query(_grafana(t["expr"], grafana)) for t in unlabelled["targets"]]
-    finally:
-        server.shutdown()
-        thread.join(5)
+    with prometheus_scraping(served) as prom:
+        prom.wait_for("count(aiwatch_feature_bin_total == 0)",
+                      lambda r: bool(r) and int(float(r[0]["value"][1])) == 9)
+        monitor.observe_batch({"x": rng.normal(0, 1, 300)})
+        for b in old_feature.bin_labels[:2]:
+            old_bins.labels(model="m", feature="x", bin=b).inc(100)
+        prom.wait_for("sum(aiwatch_feature_bin_total)", lambda r: bool(r) and float(r[0]["value"][1]) == 500)
+        dash = load()
+        chart = next(p for p in dash["panels"] if p.get("repeat") == "reference")
+        listed = re.fullmatch(r"label_values\((.+), reference\)",
+                              next(v for v in dash["templating"]["list"] if v["name"] == "reference")["definition"])
+        assert listed
+        grafana = {"$model": "m", "$feature": "x", "$__range": "60s", "$cluster": ".*", "$namespace": ".*"}
+        # what Grafana asks for label_values(series, reference)
+        references = set(prom.api("/api/v1/label/reference/values", **{"match[]": _grafana(listed[1], grafana)}))
+        repeated = {ref: [prom.query(_grafana(t["expr"], {**grafana, "$reference": ref}))
+                          for t in chart["targets"]] for ref in references}
+        unlabelled = next(p for p in dash["panels"] if "exporting no reference label" in p.get("title", ""))
+        shown = [prom.query(_grafana(t["expr"], grafana)) for t in unlabelled["targets"]]
     assert set(repeated) == {new.features["x"].reference_id}  # b's profile is no value of $reference
     assert {r["metric"]["reference"] for answers in repeated.values() for answer in answers for r in answer} == {
         new.features["x"].reference_id}

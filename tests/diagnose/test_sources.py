@@ -401,7 +401,7 @@ def test_prometheus_window_without_traffic_and_unknown_service(network_history: 
     assert info.value.exit_code == 4
     with pytest.raises(DiagnoseError, match=r"no requests recorded for service 'nope'.*gateway, inference"):
         diagnose(src, "nope", incident=INCIDENT, baseline=BASELINE, at=h.incident_end)
-    with pytest.raises(DiagnoseError, match=r"holds no aiwatch request metrics .* is the target instrumented"):
+    with pytest.raises(DiagnoseError, match=r"holds no aiwatch request metrics .* is it instrumented with aiwatch"):
         diagnose(src, None, incident=300, baseline=300, at=h.start - 3600)
 
 
