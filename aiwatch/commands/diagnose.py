@@ -179,17 +179,18 @@ def _wait_for_windows(source: Any, options: dict[str, Any]) -> None:
     from aiwatch.diagnose.run import DiagnoseSourceError
 
     interval, span = options["interval"], options["baseline"] + options["incident"]
-    began = time.time()
+    # the monotonic clock: the wall clock set back while it waited (NTP, a VM's resume) made the wait as much longer
+    began = time.monotonic()
     source.scrape_once()
     if not any(h.up for h in source.health()):
         down = "; ".join(f"{h.url}: {h.error or 'no answer'}" for h in source.health())
         raise DiagnoseSourceError(f"no /metrics endpoint answered: {down}")
     print(f"{source.description} every {interval:g} s for {span:g} s (the baseline, then the incident "
           "window)...", file=sys.stderr, flush=True)
-    while time.time() - began < span:
-        time.sleep(min(interval, max(0.0, span - (time.time() - began))))
+    while time.monotonic() - began < span:
+        time.sleep(min(interval, max(0.0, span - (time.monotonic() - began))))
         source.scrape_once()
-    options["at"] = time.time()
+    options["at"] = source.now()
 
 
 def _fail(code: int, message: str) -> int:

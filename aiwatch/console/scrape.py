@@ -85,6 +85,12 @@ from aiwatch.scrape import Samples as Scraped
 from aiwatch.status import is_error_status
 from aiwatch.traffic import REALTIME
 
+_wall = time.time  # the one wall clock the history's times are read on (ScrapeSource._stamp)
+
+#: How far back the wall clock must be set between two readings for the history to be moved back with it
+#: (:meth:`ScrapeSource._stamp`): more than the two readings' own jitter.
+CLOCK_STEP_SECONDS = 1.0
+
 if TYPE_CHECKING:
     from aiwatch.diagnose.window import WindowTotals
 
@@ -371,6 +377,8 @@ class ScrapeSource(DataSource):
         self._targets = [_Target(url, maxlen) for url in dict.fromkeys(endpoints)]
         self._instances = instance_names([t.url for t in self._targets])
         self._lock = threading.Lock()
+        self._read: tuple[float, float] | None = None  # the wall clock's and the monotonic one's last reading
+        self._moved = 0.0  # how many seconds the history was moved back, in all, for the wall clock's steps back
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._pool: DaemonPool | None = None
@@ -436,13 +444,15 @@ class ScrapeSource(DataSource):
             target.busy = False
 
     def _scrape_into(self, target: _Target, pool: DaemonPool) -> None:
+        now, moved = self._stamp()
         try:
-            ts, data, error = self._scrape(target.url)
+            ts, data, error = self._scrape(target.url, now)
         except Exception as exc:  # not lost in its future: the endpoint shows as down with it
-            ts, data, error = time.time(), None, f"{type(exc).__name__}: {exc}"
+            ts, data, error = now, None, f"{type(exc).__name__}: {exc}"
         with self._lock:
             if self._pool is not pool:  # closed while it ran: close() does not wait for it, and drops its result
                 return
+            ts -= self._moved - moved  # read before a step back the history was moved for while it ran
             if not target.snapshots or ts >= target.snapshots[-1].ts:  # record() may have added a later one
                 target.append(self._snapshot(target, ts, data, error))
 
@@ -461,16 +471,16 @@ class ScrapeSource(DataSource):
         target = next((t for t in self._targets if t.url == url), None)
         if target is None:
             raise ValueError(f"{url!r} is not one of this source's endpoints")
-        ts = time.time() if ts is None else ts
+        ts = self.now() if ts is None else ts
         data = parse_metrics(text) if text is not None else None
         with self._lock:
             if target.snapshots and ts < target.snapshots[-1].ts:
                 raise ValueError(f"scrape time {ts} is older than the latest one of {url}")
             target.append(self._snapshot(target, ts, data, error))
 
-    def _scrape(self, url: str) -> tuple[float, Scraped | None, str]:
-        """``(time, parsed samples or None, error)`` of one scrape."""
-        now = time.time()
+    def _scrape(self, url: str, now: float | None = None) -> tuple[float, Scraped | None, str]:
+        """``(time, parsed samples or None, error)`` of one scrape begun at that time (default now)."""
+        now = self.now() if now is None else now
         try:
             return now, fetch_metrics(url, self.timeout, http=self.http, max_bytes=self.max_bytes), ""
         except urllib.error.HTTPError as exc:
@@ -483,6 +493,31 @@ class ScrapeSource(DataSource):
             return now, None, str(exc)
         except ValueError as exc:  # the parser's errors
             return now, None, f"not Prometheus text exposition: {exc}"
+
+    def now(self) -> float:
+        """Now on the clock of the history's times: the wall clock, the history moved back with it when it was set
+        back (:meth:`_stamp`)."""
+        return self._stamp()[0]
+
+    def _stamp(self) -> tuple[float, float]:
+        """``(now, seconds the history was moved back so far)``: now on the wall clock, the history's clock. When the
+        wall clock was set back since its last reading (an NTP step, a VM's resume, a container's clock set right) by
+        more than :data:`CLOCK_STEP_SECONDS`, the history is moved back as much first, the time between its scrapes
+        kept (read on the monotonic clock): else every scrape until the clock reached the latest one's time again was
+        dropped as older than it, and the console showed that scrape for as long as the step (an endpoint that went
+        down as up, the rates of then as now)."""
+        with self._lock:
+            wall, steady = _wall(), time.monotonic()
+            if self._read is not None:
+                back = self._read[0] + (steady - self._read[1]) - wall
+                if back > CLOCK_STEP_SECONDS:
+                    self._moved += back
+                    for target in self._targets:
+                        moved = [replace(s, ts=s.ts - back) for s in target.snapshots]
+                        target.snapshots.clear()
+                        target.snapshots.extend(moved)
+            self._read = (wall, steady)
+            return wall, self._moved
 
     def _copy(self) -> list[tuple[str, list[Snapshot]]]:
         with self._lock:
@@ -621,7 +656,8 @@ class ScrapeSource(DataSource):
                 for key, points in series.items()]
 
     def _now(self, fn: Callable[[list[tuple[str, list[Snapshot]]], float], Samples]) -> Samples:
-        return fn(self._copy(), time.time())
+        t = self.now()
+        return fn(self._copy(), t)
 
     # --- the panel questions ------------------------------------------------------------------------------
     def health(self) -> list[TargetHealth]:
@@ -722,7 +758,7 @@ class ScrapeSource(DataSource):
         or more of the last :func:`~aiwatch.console.source.loop_stuck_window` (not the window: the alert's range)
         and in the latest, never changed, and is neither 0 nor infinite (as :meth:`PanelQueries.
         loop_sample_unchanged` reads it)."""
-        t, out = time.time(), []
+        t, out = self.now(), []
         for url, snaps in self._copy():
             scraped = _in_window(snaps, t, window)
             good = [s for s in scraped if s.ok]
@@ -807,7 +843,8 @@ class ScrapeSource(DataSource):
         return self._range(fn)
 
     def gpu_table(self) -> list[GpuRow]:
-        data, t = self._copy(), time.time()
+        t = self.now()
+        data = self._copy()
         rows: dict[tuple[str, str], dict[str, object]] = {}
         for field_name, metric in Q.GPU_GAUGES:
             for key, value in max_by(self._gauge(data, metric, t), ("gpu", "name", "uuid")).items():
@@ -853,7 +890,8 @@ class ScrapeSource(DataSource):
                              lambda lb: lb.get("result") != Q.SAMPLED_OUT)
 
     def prediction_log_recovery(self) -> list[RecoveryRow]:
-        data, t = self._copy(), time.time()
+        t = self.now()
+        data = self._copy()
         files = sum_by(self._gauge(data, Q.PREDICTION_LOG_RECOVERY_FILES.name, t), ("log", "result"))
         records = sum_by(self._gauge(data, Q.PREDICTION_LOG_RECOVERED_RECORDS.name, t), ("log",))
         last = max_by(self._gauge(data, Q.PREDICTION_LOG_RECOVERY_LAST.name, t), ("log", "result"))
@@ -867,7 +905,8 @@ class ScrapeSource(DataSource):
         return self._rate_by(Q.LABEL_OVERFLOW.name, ("label",), window)
 
     def drift_table(self) -> list[DriftRow]:
-        data, t = self._copy(), time.time()
+        t = self.now()
+        data = self._copy()
         found: dict[tuple[str, str, str], dict[str, float]] = {}
         for key, metric in Q.DRIFT_GAUGES:
             for ident, value in max_by(self._gauge(data, metric, t), ("model", "feature", "test")).items():
@@ -875,7 +914,8 @@ class ScrapeSource(DataSource):
         return drift_rows(found)
 
     def model_quality(self) -> list[QualityRow]:
-        data, t = self._copy(), time.time()
+        t = self.now()
+        data = self._copy()
 
         def keyed(name: str) -> dict[tuple[str, str], float]:
             return {(k[0], k[1]): v for k, v in max_by(self._gauge(data, name, t), ("model", "metric")).items()}
@@ -895,7 +935,8 @@ class ScrapeSource(DataSource):
         return self._range(fn) if wanted else []
 
     def feature_distribution(self, model: str, feature: str, window: float) -> list[BinRow]:
-        data, t = self._copy(), time.time()
+        t = self.now()
+        data = self._copy()
 
         def mine(samples: Samples) -> Samples:
             return [(lb, v) for lb, v in samples if lb.get("model") == model and lb.get("feature") == feature]
@@ -911,7 +952,8 @@ class ScrapeSource(DataSource):
         return one_reference_bins(reference, live, totals)
 
     def feature_missing(self, window: float) -> list[MissingRow]:
-        data, t = self._copy(), time.time()
+        t = self.now()
+        data = self._copy()
         # each endpoint's counts go to the reference it counts the feature against (its reference ratios'; a ratio
         # removed at a reload reads NaN), as the rule's join does: a rollout's two profiles are never mixed. A ratio
         # without a reference (an older aiwatch's, left in a multiprocess directory) names none where one with it is
@@ -949,7 +991,8 @@ class ScrapeSource(DataSource):
                            "firing and pending alerts. The autoscaling signals below come from the scraped metrics.")
 
     def autoscaling_signals(self, window: float) -> list[Signal]:
-        data, t = self._copy(), time.time()
+        t = self.now()
+        data = self._copy()
         replicas = 0
         for _, snaps in data:
             snap = self._at(snaps, t)

@@ -7,6 +7,7 @@ import datetime as dt
 import json
 import re
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler
@@ -267,6 +268,30 @@ def test_scrape_mode_watches_both_windows_then_diagnoses(capsys: pytest.CaptureF
     found = json.loads(out)
     assert found["service"] == "gateway" and found["incident"]["requests"] > 0
     assert "every 0.5 s for 4 s (the baseline, then the incident window)" in err
+
+
+@pytest.mark.slow
+def test_scrape_mode_across_a_wall_clock_set_back_diagnoses_both_windows(capsys: pytest.CaptureFixture[str],
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    # the wall clock set back an hour (an NTP step, a VM's resume) while the baseline is scraped, where the embedded
+    # scraper reads it: its scrapes after the step were dropped as older than the last before it (the incident
+    # window held none: exit 4)
+    from aiwatch.console import scrape
+
+    readings = []
+
+    def wall() -> float:  # set back after the third scrape (of one endpoint), 1 s into the baseline
+        readings.append(None)
+        return time.time() - (3600.0 if len(readings) > 3 else 0.0)
+
+    monkeypatch.setattr(scrape, "_wall", wall)
+    with serve(features=2, gpus=0, interval=0.1) as svc:
+        code, out, err = run(capsys, "--scrape", svc["url"], "--baseline", "2s", "--incident", "2s", "--interval",
+                             "0.5s", "--json")
+    assert len(readings) > 7  # scrapes after the step
+    assert code == 0, err
+    found = json.loads(out)
+    assert found["baseline"]["requests"] > 0 and found["incident"]["requests"] > 0, found
 
 
 @pytest.mark.slow
