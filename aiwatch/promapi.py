@@ -221,6 +221,14 @@ class PrometheusAPI:
                 out.append((labels(item.get("metric"), promql), value))
         return out
 
+    def server_time(self) -> float:
+        """Now on Prometheus' clock (unix seconds): ``time()`` evaluated at its own now. Where a window ends now, it
+        ends there: Prometheus has no samples after it, however far ahead this machine's clock runs."""
+        found = self.query("time()")
+        if len(found) != 1:
+            raise PrometheusError(f"Prometheus at {self.url} answered time() without one number")
+        return found[0][1]
+
     def query_range(self, promql: str, start: float, end: float, step: float) -> list[tuple[dict[str, str], Points]]:
         """A range query: ``(labels, [(unix seconds, value), ...])`` per series, NaN, infinite values and
         implausible times dropped; series left without points are left out."""

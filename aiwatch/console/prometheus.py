@@ -213,6 +213,11 @@ class PrometheusSource(DataSource):
             grouped.setdefault(_key(labels), []).append((bound, value))
         return grouped
 
+    def now(self) -> float:
+        """Now on Prometheus' clock, where the windows of a diagnosis of now end (:func:`~aiwatch.diagnose.run.
+        diagnose`)."""
+        return self._call(self.api.server_time)
+
     def window_totals(self, start: float, end: float) -> WindowTotals:
         from aiwatch.diagnose.sources import prometheus_totals
 

@@ -50,6 +50,9 @@ class WindowSource(Protocol):
         """The answers to every read for ``[start, end]``."""
         ...  # pragma: no cover - a protocol
 
+    # and, optionally, ``now() -> float``: now on the clock of the source's times (Prometheus' own), where a
+    # diagnosis of now ends its windows; without it, this machine's clock
+
 
 def aggregate(read: Read, samples: Iterable[tuple[Mapping[str, str], float]]) -> dict[Key, float]:
     """``sum by`` (``avg by`` for a ``mean`` read, ``max by`` for a ``max`` or ``last`` read, ``min by`` for a
@@ -206,6 +209,11 @@ class PrometheusWindows:
         self.api = PrometheusAPI(url, timeout=timeout, http=http)
         self.match, self.scope = match, tuple(scope)
         self.description = f"Prometheus at {self.api.url}" + (f" ({match})" if match else "")
+
+    def now(self) -> float:
+        """Now on Prometheus' clock, where the windows of a diagnosis of now end (:func:`~aiwatch.diagnose.run.
+        diagnose`)."""
+        return self.api.server_time()
 
     def window_totals(self, start: float, end: float) -> WindowTotals:
         return prometheus_totals(self.api, start, end, match=self.match, scope=self.scope)
