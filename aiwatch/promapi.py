@@ -25,6 +25,7 @@ proxy, Thanos, or a multi-tenant Mimir (``HTTPConfig(tenant="team-a")`` sends ``
 
 from __future__ import annotations
 
+import datetime
 import http.client
 import json
 import math
@@ -33,6 +34,7 @@ import threading
 import time
 import urllib.error
 import urllib.parse
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 from aiwatch.amounts import period
@@ -99,6 +101,9 @@ class PrometheusAPI:
         self.url = url.rstrip("/")
         self.timeout = timeout
         self.max_bytes = max_bytes
+        #: Prometheus' clock minus this machine's, from the ``Date`` of its latest answer (whole seconds: to within
+        #: half a second); ``None`` before one
+        self.clock_offset: float | None = None
         self.http = http or HTTPConfig()
         self._warnings: dict[str, float] = {}  # warning -> when it was last answered (unix seconds)
         self._warnings_lock = threading.Lock()
@@ -124,6 +129,7 @@ class PrometheusAPI:
         what = f"{path} (query: {short(query)})" if query is not None else path
         try:
             with self.http.open(url, self.timeout) as resp:
+                self._read_clock(resp)
                 raw = self._read(resp, started, what)
         except CredentialsError as exc:
             raise PrometheusError(f"cannot ask Prometheus at {self.url}: {exc}") from exc
@@ -155,6 +161,16 @@ class PrometheusAPI:
         if isinstance(warnings, list) and warnings:
             self._keep_warnings(warnings)
         return data
+
+    def _read_clock(self, resp: Any) -> None:
+        """Keep :attr:`clock_offset` from the answer's ``Date`` (sent with its headers, just read); an answer without
+        one, or with one that is no date (a proxy's), leaves it as it was."""
+        try:
+            date = parsedate_to_datetime(resp.headers.get("Date", ""))
+            sent = (date if date.tzinfo is not None else date.replace(tzinfo=datetime.UTC)).timestamp()
+        except (TypeError, ValueError, OverflowError, AttributeError):
+            return
+        self.clock_offset = sent + 0.5 - _wall()  # sent in that second: its middle
 
     def warnings_since(self, since: float) -> list[str]:
         """The distinct warnings (a remote-read store that failed, a partial response) that successful answers
@@ -271,6 +287,8 @@ class PrometheusAPI:
                 out.append((labels(item.get("seriesLabels"), promql), kept))
         return out
 
+
+_wall = time.time  # this machine's clock, which PrometheusAPI.clock_offset compares Prometheus' with
 
 _AUTH_HINTS = {
     401: " (it wants credentials: a bearer token file, basic auth, or a client certificate)",

@@ -241,7 +241,7 @@ def latency_view(src: DataSource, window: float) -> None:
 def _latency_view(src: DataSource, window: float, prefetch: Prefetch) -> None:
     w = _window_label(window)
     st.header("Latency: where the time goes")
-    now = _Now(time.time(), src.latest_point_age(), window)
+    now = _Now(src.now(), src.latest_point_age(), window)
     rates = prefetch(lambda: src.throughput(window))
     network = prefetch(lambda: src.network_time(window))
     links = prefetch(lambda: src.link_throughput(window))
@@ -659,7 +659,7 @@ def _draw_phases(service: str, series: list[Series], serving: bool) -> None:
 def ai_traffic_view(src: DataSource, window: float) -> None:
     w = _window_label(window)
     st.header("AI traffic: real-time vs batch, streams, fallbacks, model versions")
-    now = _Now(time.time(), src.latest_point_age(), window)
+    now = _Now(src.now(), src.latest_point_age(), window)
     with Prefetch() as prefetch:
         classes, class_rates = prefetch(lambda: src.latency_by_class(window)), \
             prefetch(lambda: src.throughput_by_class(window))
@@ -810,7 +810,7 @@ def _draw_gpus(rows: list[Any]) -> None:
 def drift_view(src: DataSource, window: float) -> None:
     w = _window_label(window)
     st.header("Drift: which input features moved")
-    now = _Now(time.time(), src.latest_point_age(), window)
+    now = _Now(src.now(), src.latest_point_age(), window)
     rows = panel("Per-feature drift (latest evaluation; click a column to sort)", src.drift_table, _draw_drift_table,
                  "No drift results yet: no aiwatch_drift_score series. Drift gauges appear after the first "
                  "DriftMonitor evaluation.")
@@ -1079,7 +1079,7 @@ def _draw_distribution(bins: list[Any]) -> None:
 def alerts_view(src: DataSource, window: float) -> None:
     w = _window_label(window)
     st.header("Alerts and autoscaling")
-    now = _Now(time.time(), src.latest_point_age(), window)
+    now = _Now(src.now(), src.latest_point_age(), window)
     with Prefetch() as prefetch:
         alerts, signals = prefetch(src.alerts), prefetch(lambda: src.autoscaling_signals(window))
         errors, overflow = prefetch(lambda: src.instrumentation_errors(window)), \

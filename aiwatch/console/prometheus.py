@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable, Collection, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -65,6 +64,10 @@ if TYPE_CHECKING:
     from aiwatch.diagnose.window import WindowTotals
 
 T = TypeVar("T")
+
+#: The smallest offset between this machine's clock and Prometheus' that :meth:`PrometheusSource.now` corrects: less
+#: is within a scrape interval, and within what the ``Date`` header's whole seconds can tell.
+CLOCK_OFFSET_SECONDS = 2.0
 RangeAnswer = list[tuple[dict[str, str], list[tuple[float, float]]]]
 Buckets = dict[tuple[frozenset[tuple[str, str]], float], list[tuple[float, float]]]
 """Buckets of a histogram's rates over time: ``(upper bound, count)`` per (label set without ``le``, time)."""
@@ -135,7 +138,7 @@ class PrometheusSource(DataSource):
         return self._call(lambda: self.api.query(promql, at))
 
     def _range(self, promql: str, end: float | None = None) -> RangeAnswer:
-        end = time.time() if end is None else end
+        end = self.now() if end is None else end
         step = max(self.span / self.points, 1.0)
         return self._call(lambda: self.api.query_range(promql, end - self.span, end, step))
 
@@ -161,7 +164,7 @@ class PrometheusSource(DataSource):
         Asking Prometheus for each quantile instead aggregates the same buckets once more per quantile: the
         Latency view's p50, p95 and p99 read 4 times the samples (29.4M at 500 replicas, 23.2M of them its bucket
         scans)."""
-        end = time.time()  # one end for all
+        end = self.now()  # one end for all
         parts = [quantile_parts(q) for q, _ in queries]
         exprs = sorted({part[1] for part in parts if part is not None})
         others = [q for (q, _), part in zip(queries, parts, strict=True) if part is None]
@@ -214,9 +217,13 @@ class PrometheusSource(DataSource):
         return grouped
 
     def now(self) -> float:
-        """Now on Prometheus' clock, where the windows of a diagnosis of now end (:func:`~aiwatch.diagnose.run.
-        diagnose`)."""
-        return self._call(self.api.server_time)
+        """Now on Prometheus' clock, which the questions of now are asked at: this machine's clock plus the offset the
+        ``Date`` of Prometheus' latest answer showed (:attr:`~aiwatch.promapi.PrometheusAPI.clock_offset`), where it
+        is :data:`CLOCK_OFFSET_SECONDS` or more (the header has whole seconds). With this machine's clock ahead, the
+        over-time panels' last points were asked where Prometheus had no samples yet (a request rate falling to a
+        quarter at the end of every chart) and, past the window, every service read as stopped."""
+        offset = self.api.clock_offset
+        return promapi._wall() + (offset if offset is not None and abs(offset) >= CLOCK_OFFSET_SECONDS else 0.0)
 
     def window_totals(self, start: float, end: float) -> WindowTotals:
         from aiwatch.diagnose.sources import prometheus_totals
@@ -301,7 +308,7 @@ class PrometheusSource(DataSource):
     def slowest_traces(self, window: float) -> list[TracedRequest]:
         # the exemplars of the series the p99 panel reads: Prometheus keeps those its exemplar storage holds
         # (--enable-feature=exemplar-storage); one without it answers none
-        end = time.time()
+        end = self.now()
         promql = self.q.latency_quantile(0.99, duration(window))
         answer = self._call(lambda: self.api.query_exemplars(promql, end - window, end))
         names = tell_scopes_apart([found for found, _ in answer], self.q.scope)
@@ -326,7 +333,7 @@ class PrometheusSource(DataSource):
         return self.range(self.q.link_throughput(duration(window)))
 
     def measurement_caveats(self, window: float) -> list[Series]:
-        w, end = duration(window), time.time()
+        w, end = duration(window), self.now()
         queries = ((NETWORK_CLAMPED, self.q.network_clamped_share(w)), (UNMEASURED, self.q.unmeasured_share(w)),
                    (OVERHEAD_CLAMPED, self.q.overhead_clamped_share(w)), (UNCLOSED, self.q.unclosed_share(w)))
         answers = self._all([partial(self._range, query, end) for _, query in queries])
@@ -344,7 +351,7 @@ class PrometheusSource(DataSource):
                                 (self.q.background_phase_mean(w), {"stat": "mean"})])
 
     def loop_stalls(self, window: float) -> list[LoopStall]:
-        w, at = duration(window), time.time()
+        w, at = duration(window), self.now()
         shares, unwatched, worst, unchanged = self._all([
             partial(self._instant, self.q.loop_stalled_ratio(w), at),
             partial(self._instant, self.q.loop_unwatched(w), at),
@@ -407,7 +414,7 @@ class PrometheusSource(DataSource):
         ``bottomk`` of their mean over the span) and the fleet's min / median / max: an answer of the same size
         however many GPUs (every GPU of 500 hosts x 8 was 4 000 series, 11.3 MB; past about 1 480 hosts the answer
         passed ``max_bytes`` and the chart was an error)."""
-        end, span = time.time(), duration(self.span)
+        end, span = self.now(), duration(self.span)
         count, ranked = self._all([partial(self._instant, self.q.gpu_count(span), end),
                                    partial(self._instant, self.q.gpu_extremes(GPU_EXTREMES, span), end)])
         total = int(count[0][1]) if count else 0
@@ -545,7 +552,7 @@ class PrometheusSource(DataSource):
         return sort_alerts(rows)
 
     def autoscaling_signals(self, window: float) -> list[Signal]:
-        at = time.time()  # one time for every query: a quantile's buckets are read when it was
+        at = self.now()  # one time for every query: a quantile's buckets are read when it was
         queries = self.q.autoscaling(duration(window))
         answers = self._all([partial(self._instant, q, at) for q in queries])
         signals = []

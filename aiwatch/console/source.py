@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import math
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -374,6 +375,11 @@ class DataSource(ABC):
         (a name as the panels show it), of the targets that export that service's series: the one the person
         looks at may be scraped less often than the others."""
         return None
+
+    def now(self) -> float:
+        """Now on the clock of the source's times, which the questions of now are asked at and their answers' times
+        compared with (:func:`current`): this machine's, unless the source keeps its own."""
+        return time.time()
 
     def latest_point_age(self) -> float | None:
         """The most seconds before a question was asked that the last point of an over-time answer's series still

@@ -1,0 +1,39 @@
+"""The console on a machine whose clock runs ahead of Prometheus' (no NTP in a container, a VM resumed): its questions
+of now are asked at Prometheus' now, where its samples end. This machine's clock is set ahead where the Prometheus
+source reads it (``aiwatch.promapi._wall``); Prometheus and the service are real."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from aiwatch import promapi
+from aiwatch.console import PrometheusSource
+from tests.console.conftest import WINDOW, Stack, run_view
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("console_env")]
+
+AHEAD = 30.0
+
+
+def latency_tiles(src: PrometheusSource) -> list[tuple[str, str]]:
+    return [(m.label, m.value) for m in run_view(src, "Latency").metric if m.label.startswith("request p")]
+
+
+def test_a_clock_ahead_of_prometheus_still_shows_the_traffic_of_now(stack: Stack,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    level = latency_tiles(PrometheusSource(stack.prom.url, span=60, points=30))
+    assert level and all(value != "—" for _, value in level), level
+
+    monkeypatch.setattr(promapi, "_wall", lambda: time.time() + AHEAD)
+    src = PrometheusSource(stack.prom.url, span=60, points=30)
+    # the last 30 s of each chart were asked where Prometheus had no samples yet (rates over a 5 s window of
+    # nothing: no point there), so every series ended 30 s before now, longer ago than the window, as a service's
+    # that stopped: each tile said there was no value now
+    rates = src.throughput(WINDOW)
+    assert rates and all(s.points[-1][0] >= src.now() - 2 * src.latest_point_age() for s in rates), \
+        [(s.labels, s.points[-1][0] - src.now()) for s in rates]
+    ahead = latency_tiles(src)
+    assert [label for label, _ in ahead] == [label for label, _ in level]
+    assert all(value != "—" for _, value in ahead), ahead
