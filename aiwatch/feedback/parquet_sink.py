@@ -47,6 +47,7 @@ import time
 from collections.abc import Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -178,9 +179,16 @@ def default_max_open_files() -> int:
     return max(_MIN_OPEN_FILES, min(_MAX_OPEN_FILES, soft // 12))
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def hour_key(timestamp: float) -> str:
-    """The ``hour`` partition value of a Unix time (UTC): ``2026-11-30T10``."""
-    return time.strftime("%Y-%m-%dT%H", time.gmtime(timestamp))
+    """The ``hour`` partition value of a Unix time (UTC): ``2026-11-30T10``, the hour of the time the row is stored at
+    (:func:`microseconds`), with the year in four digits, as the readers' ``--since``/``--until`` prune the
+    directories (:func:`~aiwatch.drift.datasets.time_filter`). A time less than half a microsecond before the hour
+    was stored as the hour's first microsecond in the hour before's directory, and one of the year 702 went to
+    ``702-...``, after ``2026-...``: a window's read left both out."""
+    return (_EPOCH + timedelta(microseconds=microseconds(timestamp))).isoformat()[:13]
 
 
 def _keep_latest(paths: list[Path], path: Path) -> None:

@@ -495,3 +495,25 @@ def test_a_name_taken_by_another_process_of_the_same_pid_is_passed_over(
     assert [p.name[-14:] for p in sink.completed] == ["000004.parquet"]
     ids = ds.dataset(tmp_path, format="parquet", partitioning="hive").to_table().column("request_id").to_pylist()
     assert sorted(ids) == ["A0", "A1", "A2", "B0", "B1", "B2", "C9"]
+
+
+def test_a_row_is_in_the_hour_directory_of_the_time_it_is_stored_at(tmp_path: Path) -> None:
+    """A row's ``hour=`` directory is the hour of its stored (whole microseconds) timestamp, with a four-digit year:
+    the readers prune the directories by it. A time less than half a microsecond before an hour was stored as that
+    hour's first microsecond but filed under the hour before, and one of the year 702 under ``702-...`` (after
+    ``2026-...``): a window's read (``--since`` the hour, ``--until`` the year 800) left each out."""
+    from aiwatch.drift.datasets import open_dataset, time_filter
+
+    hour = datetime(2026, 12, 6, 9, tzinfo=UTC)
+    early = datetime(702, 6, 15, tzinfo=UTC)
+    edge = hour.timestamp() - 2.4e-7  # the float before the hour, rounded up to it when stored
+    sink = ParquetSink(tmp_path)
+    sink.write([row(1, ts=edge), row(2, ts=(early - datetime(1970, 1, 1, tzinfo=UTC)).total_seconds())])
+    sink.close()
+
+    data = open_dataset(tmp_path)
+    since = data.to_table(filter=time_filter(data, hour, hour + timedelta(hours=1))).column("request_id")
+    assert since.to_pylist() == ["r1"]
+    until = data.to_table(filter=time_filter(data, None, datetime(800, 1, 1, tzinfo=UTC))).column("request_id")
+    assert until.to_pylist() == ["r2"]
+    assert sorted(p.parent.name for p in parquet_files(tmp_path)) == ["hour=0702-06-15T00", "hour=2026-12-06T09"]
