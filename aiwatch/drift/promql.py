@@ -30,6 +30,8 @@ from aiwatch.promql import (
     matches,
     metric,
     ne,
+    number,
+    rate,
     scoped,
     series,
 )
@@ -61,6 +63,11 @@ FLEET_BINS_RECORD = "model_feature_bin:aiwatch_feature_bin:increase{window}"
 timestamp) read instead of the raw counters: the two expressions hold sixteen copies of it, and Prometheus scans
 every replica's samples of the window once per copy (at 50 replicas x 20 features x 10 bins over 1h, 4.3 s of a
 4.5 s group evaluation)."""
+BIN_RATE_RECORD = "model_feature_bin:aiwatch_feature_bin:rate{window}"
+"""Recorded :func:`live_bin_rate_expr`: the fleet's per-bin rate over a short window, every ``drift.interval``. The
+windows longer than ``drift.raw_window_max`` are summed from it (:func:`summed_bins_expr`) instead of reading every
+replica's samples of the window: at 500 replicas x 50 features x 10 bins scraped every 15 s, a 1d ``increase()``
+reads 1.44 billion samples per evaluation, the sum 1440 per (feature, bin), 720,000 in all."""
 MISSING_VALUES_RECORD = "model_feature:aiwatch_feature_missing_values:increase{window}"
 """Recorded missing count of :func:`live_missing_share_expr` (``AiwatchFeatureMissing`` reads it)."""
 ALL_VALUES_RECORD = "model_feature:aiwatch_feature_values:increase{window}"
@@ -88,6 +95,25 @@ def live_bins_expr(window: str, selector: str = "", scope: Scope = DEFAULT_AGGRE
     """How many live values each bin counted over ``window``, summed over every replica (what
     :data:`FLEET_BINS_RECORD` records)."""
     return by("sum", scoped(scope, (*FEATURE, "bin")), increase(FEATURE_BINS, window, _matchers(selector)))
+
+
+def live_bin_rate_expr(window: str, selector: str = "", scope: Scope = DEFAULT_AGGREGATION_LABELS) -> str:
+    """Live values per second each bin counted over ``window``, summed over every replica (what
+    :data:`BIN_RATE_RECORD` records). ``rate()`` reads each replica's raw counter, so counter resets are handled
+    where they happen, before the sum."""
+    return by("sum", scoped(scope, (*FEATURE, "bin")), rate(FEATURE_BINS, window, _matchers(selector)))
+
+
+def summed_bins_expr(rate_record: str, window: str, interval_seconds: float) -> str:
+    """How many live values each bin counted over ``window``, from ``rate_record`` (:data:`BIN_RATE_RECORD`,
+    recorded every ``interval_seconds``): each recorded rate times the interval, summed over the window. Each value
+    counted falls in rate_window / interval of the overlapping rate windows, each weighing interval / rate_window,
+    so it counts once; a value counted within rate_window of the window's start counts in part (the window reaches
+    that far back, ramping in). ``sum_over_time``, not ``avg_over_time`` times the window: a reference whose
+    replicas counted over part of the window (a rollout) has the count of that part, not the part's rate spread over
+    the whole window; a missed evaluation (a Prometheus restart) leaves out that interval's values, for every bin
+    of the feature alike."""
+    return f"sum_over_time({rate_record}[{window}]) * {number(interval_seconds)}"
 
 
 def _share_of(live_bins: str, scope: Scope) -> str:

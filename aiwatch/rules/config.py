@@ -263,6 +263,16 @@ class Drift:
         "evaluation interval of the fleet PSI / JS recording group: the expressions are heavy and hour-long windows "
         "need no finer resolution; shorter than 5m (Prometheus' lookback), or the alerts reading its records see "
         "none between two evaluations"))
+    raw_window_max: str = field(default="1h", metadata=_help(
+        "windows up to this read every replica's bin counters at each evaluation (exact, and full at once); longer "
+        "ones are summed from a record of the fleet's per-bin rate over rate_window, made every interval (a 1d "
+        "window then reads 1440 samples per feature and bin instead of every replica's samples of the day, 1.44 "
+        "billion at 500 replicas x 50 features x 10 bins scraped every 15 s). Such a window fills only once that "
+        "record is as old as the window, and misses the values of an evaluation that did not run"))
+    rate_window: str = field(default="", metadata=_help(
+        "window of the per-bin rate the windows longer than raw_window_max are summed from, a multiple of interval "
+        "(each value then counts once) spanning several scrape intervals (rate() needs two samples); empty: the "
+        "shortest multiple of interval of at least 5m"))
     psi_threshold: float = field(default=0.2, metadata=_help("PSI above this is a significant shift"))
     fleet_min_values: float = field(default=200.0, metadata=_help(
         "AiwatchFleetInputDrift only for a feature with at least this many live values in psi_window: the PSI of "
@@ -274,6 +284,18 @@ class Drift:
         "from the row) over psi_window is above its reference profile's share plus this (0.2: 20 percentage "
         "points), from at least fleet_min_values values and missing ones", 0.0, 1.0, open_low=True))
     missing_for: str = "15m"
+
+    def rate_window_or_default(self) -> str:
+        """``rate_window``, or where it is empty the shortest multiple of ``interval`` of at least 5m."""
+        if self.rate_window:
+            return self.rate_window
+        step = duration_ns(self.interval) or LOOKBACK_NS
+        return duration_text(-(-LOOKBACK_NS // step) * step)
+
+    def summed_windows(self) -> list[str]:
+        """The windows longer than ``raw_window_max``, summed from the recorded rate."""
+        bound = duration_ns(self.raw_window_max) or 0
+        return [w for w in self.windows if (duration_ns(w) or 0) > bound]
 
 
 @dataclass
@@ -417,6 +439,15 @@ class RulesConfig:
                               "lookback: AiwatchFleetInputDrift and AiwatchFeatureMissing read the drift group's "
                               "records, which an alert evaluation more than 5m after the group's last one does not "
                               "see, so their 'for' starts over at every gap and they never fire")
+        if self.drift.rate_window:
+            _check_duration("drift.rate_window", self.drift.rate_window)
+        if self.drift.summed_windows() and (duration_ns(self.drift.rate_window_or_default()) or 0) \
+                % (duration_ns(self.drift.interval) or 1):
+            raise ConfigError(f"drift.rate_window: {self.drift.rate_window!r} must be a multiple of drift.interval "
+                              f"{self.drift.interval!r}: the windows longer than drift.raw_window_max sum the rate "
+                              "recorded at each interval, and each value counts once only where the rate windows "
+                              "overlap evenly (shorter, the values between two windows are never counted); leave "
+                              f"it empty for {Drift(interval=self.drift.interval).rate_window_or_default()}")
         return self
 
 
@@ -438,7 +469,7 @@ _RATIO_LABELS = {
 #: Durations that are range windows or periods: they must be longer than 0 (a ``for`` may be 0s).
 _DURATIONS = {"window", "windows", "degraded_window", "period", "long", "short", "absent_lookback", "xid_window",
               "psi_window", "instrumentation_window", "prediction_log_window", "prediction_log_recovery_window",
-              "interval", "loop_stuck_window", "target_absent_lookback"}
+              "interval", "loop_stuck_window", "target_absent_lookback", "raw_window_max"}
 
 
 def _check_text(path: str, value: str) -> None:
@@ -548,6 +579,16 @@ def duration_ns(text: str) -> int | None:
         return None
     total = sum(int(n) * unit for n, unit in zip(match.groups(), _UNIT_NS, strict=True) if n)
     return total if total <= _MAX_DURATION_NS else None
+
+
+def duration_text(ns: int) -> str:
+    """A Prometheus duration for ``ns`` nanoseconds, whole milliseconds (``315_000_000_000`` -> ``5m15s``)."""
+    ms, parts = ns // 1_000_000, []
+    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000), ("ms", 1)):
+        if ms >= size:
+            parts.append(f"{ms // size}{unit}")
+            ms %= size
+    return "".join(parts) or "0s"
 
 
 def _check_duration(path: str, value: str, positive: bool = True) -> None:

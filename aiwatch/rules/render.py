@@ -24,6 +24,7 @@ from prometheus_client.utils import floatToGoString
 
 from aiwatch.drift.promql import (
     ALL_VALUES_RECORD,
+    BIN_RATE_RECORD,
     FEATURE,
     FEATURE_BINS,
     FEATURE_INVALID,
@@ -39,10 +40,12 @@ from aiwatch.drift.promql import (
     REPLICA_JOIN,
     feature_counts_expr,
     js_of,
+    live_bin_rate_expr,
     live_bins_expr,
     psi_of,
     reference_missing_share_expr,
     reference_share_expr,
+    summed_bins_expr,
 )
 from aiwatch.gpuseries import POD_LABELS, GpuSeries
 from aiwatch.metrics import SIZE_CAP_COMPONENTS, UNFINISHED_RECOVERY_RESULTS
@@ -464,9 +467,14 @@ def drift_records(cfg: RulesConfig) -> list[dict[str, Any]]:
     sel, scope = selector(cfg.selectors.drift), cfg.aggregation_labels
     # the group's rules run in order at one timestamp: each reads the records of those before it
     rules = [_record(REFERENCE_SHARE_RECORD, reference_share_expr(sel, scope))]
+    summed = cfg.drift.summed_windows()
+    rate_record = BIN_RATE_RECORD.format(window=cfg.drift.rate_window_or_default())
+    if summed:
+        rules.append(_record(rate_record, live_bin_rate_expr(cfg.drift.rate_window_or_default(), sel, scope)))
     for w in cfg.drift.windows:
         bins = FLEET_BINS_RECORD.format(window=w)
-        rules.append(_record(bins, live_bins_expr(w, sel, scope)))
+        rules.append(_record(bins, summed_bins_expr(rate_record, w, duration_seconds(cfg.drift.interval))
+                             if w in summed else live_bins_expr(w, sel, scope)))
         rules.append(_record(PSI_RECORD.format(window=w), psi_of(bins, REFERENCE_SHARE_RECORD, scope)))
         rules.append(_record(JS_RECORD.format(window=w), js_of(bins, REFERENCE_SHARE_RECORD, scope)))
     # AiwatchFeatureMissing's counts: in the alert they scanned every bin counter twice per evaluation

@@ -15,14 +15,17 @@ import pytest
 from aiwatch import runbooks
 from aiwatch.cli import main
 from aiwatch.drift.promql import (
+    BIN_RATE_RECORD,
     FLEET_BINS_RECORD,
     JS_RECORD,
     PSI_RECORD,
     REFERENCE_SHARE_RECORD,
     fleet_js_expr,
     fleet_psi_expr,
+    live_bin_rate_expr,
     live_bins_expr,
     reference_share_expr,
+    summed_bins_expr,
 )
 from aiwatch.gpuseries import DCGM_METRICS
 from aiwatch.metrics import exposed_sample_names
@@ -193,30 +196,40 @@ def test_burn_rate_windows_and_slo_ratios_are_recorded() -> None:
 
 
 def test_fleet_drift_rules_come_from_the_drift_promql() -> None:
+    cfg = RulesConfig()
     exprs = {r["record"]: r["expr"] for r in recording_rules()}
     assert exprs[REFERENCE_SHARE_RECORD] == reference_share_expr()
-    for w in RulesConfig().drift.windows:
+    rate_record = BIN_RATE_RECORD.format(window=cfg.drift.rate_window_or_default())
+    assert exprs[rate_record] == live_bin_rate_expr(cfg.drift.rate_window_or_default())
+    for w in cfg.drift.windows:
         bins = FLEET_BINS_RECORD.format(window=w)
-        assert exprs[bins] == live_bins_expr(w)
+        summed = duration_seconds(w) > duration_seconds(cfg.drift.raw_window_max)
+        assert exprs[bins] == (summed_bins_expr(rate_record, w, duration_seconds(cfg.drift.interval)) if summed
+                               else live_bins_expr(w))
 
         def recorded(expr: str, bins: str = bins, w: str = w) -> str:
             return expr.replace(live_bins_expr(w), bins).replace(reference_share_expr(), REFERENCE_SHARE_RECORD)
         assert exprs[PSI_RECORD.format(window=w)] == recorded(fleet_psi_expr(w))
         assert exprs[JS_RECORD.format(window=w)] == recorded(fleet_js_expr(w))
+    assert exprs[FLEET_BINS_RECORD.format(window="1d")] \
+        == "sum_over_time(model_feature_bin:aiwatch_feature_bin:rate5m[1d]) * 60"
 
 
 def test_drift_rules_read_each_raw_drift_counter_once_per_window() -> None:
     """Prometheus evaluates every copy of a subexpression: the PSI and JS rules held sixteen copies of the fleet's
     per-bin increase, each a scan of every replica's samples over the window (4.7 s of group evaluation at 50
     replicas x 20 features x 10 bins over 1h, against 0.26 s once recorded), and AiwatchFeatureMissing scanned the
-    bin counters twice at every alert evaluation."""
+    bin counters twice at every alert evaluation. A window longer than drift.raw_window_max (1d by default) reads
+    none: one increase() over every replica's day of samples was 1.44 billion samples per evaluation at 500
+    replicas x 50 features x 10 bins scraped every 15 s; it sums the per-bin rate recorded over drift.rate_window."""
     cfg = RulesConfig()
     drift = next(g for g in rule_groups(render(cfg)[RECORDING_FILE]) if g["name"] == "aiwatch-drift.rules")
     reads = [(r["record"], w) for r in drift["rules"]
-             for selected, w in re.findall(r"increase\(([^\[]*)\[(\w+)\]\)", r["expr"])
+             for selected, w in re.findall(r"(?:increase|rate)\(([^\[]*)\[(\w+)\]\)", r["expr"])
              if "aiwatch_feature_bin_total" in selected]
-    assert sorted(reads) == sorted([(FLEET_BINS_RECORD.format(window=w), w) for w in cfg.drift.windows]
-                                   + [("model_feature:aiwatch_feature_values:increase1h", "1h")])
+    assert sorted(reads) == sorted([(FLEET_BINS_RECORD.format(window="1h"), "1h"),
+                                    (BIN_RATE_RECORD.format(window="5m"), "5m"),
+                                    ("model_feature:aiwatch_feature_values:increase1h", "1h")])
     for rule in alert_rules(cfg):
         assert "aiwatch_feature_bin_total" not in rule["expr"], rule["alert"]
 

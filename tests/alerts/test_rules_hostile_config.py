@@ -46,6 +46,12 @@ def _exprs(files: dict[str, str]) -> list[str]:
     ({"latency": {"loop_stuck_window": "2 min"}}, "latency.loop_stuck_window: '2 min' is not a Prometheus duration"),
     ({"latency": {"window": "99999999999999999999y"}}, "is not a Prometheus duration"),
     ({"drift": {"windows": ["1h", "1h"], "psi_window": "1h"}}, "drift.windows: between 1 and 10 distinct windows"),
+    # the summed long windows count each value once only where the recorded rate windows overlap evenly
+    ({"drift": {"interval": "2m", "rate_window": "5m"}},
+     "drift.rate_window: '5m' must be a multiple of drift.interval '2m'"),
+    ({"drift": {"interval": "2m", "rate_window": "5m"}}, "leave it empty for 6m"),
+    ({"drift": {"rate_window": "5 min"}}, "drift.rate_window: '5 min' is not a Prometheus duration"),
+    ({"drift": {"raw_window_max": "0s"}}, "drift.raw_window_max: '0s' must be longer than 0"),
     ({"runbook_url": "https://x/\nrunbooks/{alert}"}, "runbook_url: 'https://x/\\nrunbooks/{alert}' is not a URL"),
     ({"latency": {"model_phases": "a\ud800"}}, "latency.model_phases: 'a\\ud800' is not valid UTF-8 text"),
     ({"slo": {"period": 30}}, "slo.period: expected a string, got 30"),

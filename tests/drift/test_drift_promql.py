@@ -12,6 +12,7 @@ import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -22,11 +23,14 @@ from prometheus_client.registry import Collector
 from aiwatch.drift import DriftMonitor, ReferenceProfile
 from aiwatch.drift.features import Feature, NumericalFeature
 from aiwatch.drift.promql import (
+    BIN_RATE_RECORD,
+    FLEET_BINS_RECORD,
     JS_RECORD,
     MISSING_VALUES_RECORD,
     PSI_RECORD,
     fleet_js_expr,
     fleet_psi_expr,
+    live_bins_expr,
     live_missing_share_expr,
     reference_missing_share_expr,
 )
@@ -354,3 +358,73 @@ def test_the_drift_rule_files_record_what_the_fleet_expressions_compute(tmp_path
             want = prom.api("/api/v1/query", query=computed, time=at)["result"]
             assert {r["metric"]["feature"]: pytest.approx(float(r["value"][1]), rel=1e-9) for r in want} \
                 == {r["metric"]["feature"]: float(r["value"][1]) for r in got}, recorded
+
+
+def test_a_window_longer_than_raw_window_max_is_summed_from_the_recorded_rate(tmp_path: Path) -> None:
+    """A long window read from every replica's raw counters (a 1d ``increase()`` at 500 replicas x 50 features x 10
+    bins is 1.44 billion samples per evaluation) is summed from the fleet's per-bin rate the group records at each
+    evaluation: a real Prometheus evaluating the rendered files records, for traffic well inside the window, the
+    counts, PSI and JS distance the self-contained expression over the raw counters gives at the same timestamp.
+    Tolerance: each value counts once in the sum where the rate windows hold the same number of samples, so only a
+    scrape that lands across a rate window's edge (timestamps jitter by milliseconds) weighs one interval's values
+    by 3 or 5 samples' span instead of 4: 1% on the counts, less on the shares."""
+    rng = np.random.default_rng(15)
+    profile = ReferenceProfile.build({"x": rng.normal(0, 1, 1000), "color": ["red", "green", "blue"] * 300})
+    regs = {"a": CollectorRegistry(), "b": CollectorRegistry()}
+    mons = {r: DriftMonitor(profile, model="m", registry=reg) for r, reg in regs.items()}
+    for mon in mons.values():  # every bin above 0 at the first scrape: a counter read from 0 is not extrapolated
+        mon.observe_batch({"x": np.linspace(-4, 4, 300), "color": ["red", "green", "blue"] * 100})
+    served = CollectorRegistry()
+    served.register(Replicas(regs))
+    cfg = ten_minute_config(interval="1s")
+    cfg.drift.windows, cfg.drift.psi_window = ["10s", "1m"], "10s"
+    cfg.drift.raw_window_max, cfg.drift.rate_window = "10s", "4s"
+    long_bins = FLEET_BINS_RECORD.format(window="1m")
+    exprs = {r["record"]: r["expr"] for r in drift_records(cfg)}
+    assert exprs[long_bins] == "sum_over_time(model_feature_bin:aiwatch_feature_bin:rate4s[1m]) * 1"
+    assert exprs[FLEET_BINS_RECORD.format(window="10s")] == live_bins_expr("10s")
+    for name, text in render(cfg).items():
+        (tmp_path / name).write_text(text)
+    with prometheus_scraping(served, sorted(tmp_path.glob("*.rules.yml"))) as prom:
+        first = prom.wait_for(f"timestamp({BIN_RATE_RECORD.format(window='4s')})")
+        started = min(float(r["value"][1]) for r in first)
+        # the first traffic more than a rate window after the record's first sample
+        time.sleep(max(0.0, started + 15 - time.time()))
+        # steady traffic for 20 s, its mix changing twice (a alone, both, then b alone)
+        for i in range(200):
+            if i < 120:
+                mons["a"].observe_batch({"x": rng.normal(0.7, 1, 30), "color": ["red"] * 20 + ["blue"] * 10})
+            if i >= 80:
+                mons["b"].observe_batch({"x": rng.normal(-0.5, 2, 15), "color": ["green"] * 15})
+            time.sleep(0.1)
+        prom.wait_for("sum(aiwatch_feature_bin_total)",
+                      lambda r: bool(r) and float(r[0]["value"][1]) == 2 * 600 + 2 * 3600 + 2 * 1800)
+        last = time.time()
+        # the raw counters' samples span the whole window (else increase() extrapolates each bin by its own
+        # factor), and the last values are more than a rate window and a scrape before the evaluation
+        got = prom.wait_for(f"timestamp({PSI_RECORD.format(window='1m')}) > {max(started + 62, last + 6)}",
+                            lambda r: len(r) == 2)
+        at = str(got[0]["value"][0])
+        assert float(at) - 60 + 4 < started + 15, "the first traffic must lie inside the compared window"
+        pairs = {long_bins: live_bins_expr("1m"), PSI_RECORD.format(window="1m"): fleet_psi_expr("1m"),
+                 JS_RECORD.format(window="1m"): fleet_js_expr("1m")}
+        compared = {}
+        for recorded, computed in pairs.items():
+            rec = prom.api("/api/v1/query", query=recorded, time=at)["result"]
+            raw = prom.api("/api/v1/query", query=computed, time=at)["result"]
+
+            def key(r: dict[str, Any]) -> tuple[str, str]:
+                return r["metric"]["feature"], r["metric"].get("bin", "")
+            compared[recorded] = ({key(r): float(r["value"][1]) for r in rec},
+                                  {key(r): float(r["value"][1]) for r in raw})
+    counts, raw_counts = compared[long_bins]
+    assert counts.keys() == raw_counts.keys()
+    counted = {("color", "red"): 2400, ("color", "blue"): 1200, ("color", "green"): 1800}
+    for key, n in counted.items():
+        assert counts[key] == pytest.approx(n, rel=0.03), key
+    assert sum(v for (feature, _), v in counts.items() if feature == "x") == pytest.approx(3600 + 1800, rel=0.03)
+    for record in (PSI_RECORD.format(window="1m"), JS_RECORD.format(window="1m")):
+        got_values, raw_values = compared[record]
+        assert got_values.keys() == raw_values.keys() == {("x", ""), ("color", "")}
+        for key, value in raw_values.items():
+            assert got_values[key] == pytest.approx(value, abs=0.01), (record, key)
