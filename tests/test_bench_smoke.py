@@ -26,6 +26,9 @@ QUICK = {
     ("drift_exact_passes.py", "--rows", "100000", "--repeat", "1"): "the passes alone:",
     ("drift_rules_scale.py", "--replicas", "2", "--features", "2", "--minutes", "20", "--interval", "1s",
      "--evaluations", "1"): "aiwatch-drift.rules / model_feature:aiwatch_feature_psi:1h",
+    ("drift_rules_scale.py", "--replicas", "2", "--features", "2", "--minutes", "20", "--interval", "1s",
+     "--evaluations", "1", "--windows", "1h,2h", "--raw-window-max", "1h"):
+        "aiwatch-drift.rules / model_feature_bin:aiwatch_feature_bin:rate5m",
 }
 
 

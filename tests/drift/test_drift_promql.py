@@ -365,9 +365,11 @@ def test_a_window_longer_than_raw_window_max_is_summed_from_the_recorded_rate(tm
     bins is 1.44 billion samples per evaluation) is summed from the fleet's per-bin rate the group records at each
     evaluation: a real Prometheus evaluating the rendered files records, for traffic well inside the window, the
     counts, PSI and JS distance the self-contained expression over the raw counters gives at the same timestamp.
-    Tolerance: each value counts once in the sum where the rate windows hold the same number of samples, so only a
-    scrape that lands across a rate window's edge (timestamps jitter by milliseconds) weighs one interval's values
-    by 3 or 5 samples' span instead of 4: 1% on the counts, less on the shares."""
+    Tolerance: each value counts once in the sum of the overlapping rate windows, each extrapolated to its edges as
+    increase() is; where the traffic starts, stops or changes mix, a scrape's values weigh a little more or less
+    than once (a sample ingested after an evaluation that should have read it, timestamps that jitter). Observed with
+    this 20 s of traffic: counts within 0.2% of the monitors' (the raw increase() reads 60/59 of them), PSI and JS
+    within 0.0005 of the raw expression's; with 10 s of traffic, PSI 0.006 off. Allowed: 3% and 0.01."""
     rng = np.random.default_rng(15)
     profile = ReferenceProfile.build({"x": rng.normal(0, 1, 1000), "color": ["red", "green", "blue"] * 300})
     regs = {"a": CollectorRegistry(), "b": CollectorRegistry()}
