@@ -108,8 +108,9 @@ def summed_bins_expr(rate_record: str, window: str, interval_seconds: float) -> 
     """How many live values each bin counted over ``window``, from ``rate_record`` (:data:`BIN_RATE_RECORD`,
     recorded every ``interval_seconds``): each recorded rate times the interval, summed over the window. Each value
     counted falls in rate_window / interval of the overlapping rate windows, each weighing interval / rate_window,
-    so it counts once; a value counted within rate_window of the window's start counts in part (the window reaches
-    that far back, ramping in). ``sum_over_time``, not ``avg_over_time`` times the window: a reference whose
+    so it counts once when all of them are summed: one counted in the last rate_window, or in the rate_window
+    before the window's start, counts in part (the window lags the raw one by half the rate window, its edges
+    ramped). ``sum_over_time``, not ``avg_over_time`` times the window: a reference whose
     replicas counted over part of the window (a rollout) has the count of that part, not the part's rate spread over
     the whole window; a missed evaluation (a Prometheus restart) leaves out that interval's values, for every bin
     of the feature alike."""
