@@ -105,7 +105,7 @@ def test_the_on_call_queries_answer_on_a_real_service(tmp_path: Path) -> None:
     port = free_port()
     target = f"127.0.0.1:{port}"
     labels = {"service": SERVICE, "peer": SERVICE, "model": MODEL, "queue": QUEUE, "cache": CACHE,
-              "feature": FEATURE, "instance": target}
+              "feature": FEATURE, "instance": target, "job": "aiwatch"}  # the job tests.servers.prometheus scrapes
     filled = [(PLACEHOLDER.sub(lambda m: labels[m.group(1)], query_of(page, holding)), check)
               for page, holding, check in QUERIES]
     args = ["-m", "uvicorn", "tests.alerts.runbook_app:app", "--host", "127.0.0.1", "--port", str(port),
