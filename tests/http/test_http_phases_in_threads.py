@@ -189,7 +189,8 @@ def test_a_phase_opened_in_a_later_step_of_a_streamed_generator_is_nested_under_
         return value
 
     total = metrics.registry.get_sample_value("aiwatch_request_duration_seconds_sum", labels)
-    assert total is not None and phase_sum("decode") >= 0.2
+    # four 50 ms sleeps: asyncio's timers may fire a little before their time on aiwatch's clock (0.19989 s seen)
+    assert total is not None and phase_sum("decode") >= 0.19
     # each decode is inside generate: generate's own time is what is left of it, and the phases add up to the request
     assert phase_sum("decode") + phase_sum("generate") + phase_sum("overhead") == pytest.approx(total)
     assert metrics.registry.get_sample_value("aiwatch_overhead_clamped_total", {"service": "svc"}) in (None, 0.0)
