@@ -313,7 +313,7 @@ CONTRACT: tuple[MetricSpec, ...] = (
                "Unix time at which a ParquetSink's recovery last counted a journal torn, set_aside or failed in "
                "aiwatch_prediction_log_recovery_files_total (at its start, when the log is made, or when a kept "
                "journal was retried later); no series until one is. AiwatchPredictionLogRecoveryIncomplete fires "
-               "while it is recent.", ("log", "result"), "seconds", multiprocess_mode="max"),
+               "for a while after it changes.", ("log", "result"), "seconds", multiprocess_mode="max"),
     MetricSpec("aiwatch_prediction_log_recovered_records_total", "counter",
                "Prediction-log records a ParquetSink made into finished files from journals: when it started, those "
                "of writers that died (the process that died had counted them written); later, those it kept of its "

@@ -836,23 +836,37 @@ def quality_alerts(cfg: RulesConfig) -> list[Alert]:
     ]
 
 
+#: how far AiwatchPredictionLogRecoveryIncomplete looks back for the time a log last counted a journal: a series
+#: that held the same time in the day before the window (a scrape gap, a restarted Prometheus) is an old count, and so
+#: is a time more than the window and a day behind Prometheus' clock (a new Prometheus or scrape config that first
+#: sees a process with an old count). A day is far wider than a host clock hours off (a time zone set as UTC).
+RECOVERY_LOOKBACK = "1d"
+
+
 def _recovery_incomplete(cfg: RulesConfig) -> str:
     """Per log and result of :data:`UNFINISHED_RECOVERY_RESULTS`: the count of files, while it is above 0 and the
-    log last counted one within the window (its ``..._recovery_last_timestamp_seconds``). A start counts before the
-    log's first scrape, so ``increase()`` sees nothing; ``> 0`` alone would fire for the life of the process; and the
-    count's own history cannot tell a new count from an old one: a scrape gap made it look new an hour later
-    (``offset``), and a restart that counts the same number on a log that recorded nothing changed no series."""
+    log's ``..._recovery_last_timestamp_seconds`` (stamped at each such count) took a value within the window that it
+    did not hold at the window's start (its last sample in the :data:`RECOVERY_LOOKBACK` before it), or first
+    appeared within the window. A start counts before the log's first scrape, so ``increase()`` sees nothing; ``> 0``
+    alone would fire for the life of the process; the count's own history cannot tell a new count from an old one
+    (a restart that counts the same number changes no series of it); and ``time() - stamp`` compared the host's
+    clock with Prometheus': a host ahead made it fire an hour plus the skew, one over an hour behind never. Only
+    the guard against a count a new series shows long after it was made (older than the lookback) reads both
+    clocks."""
     m = cfg.meta
     selectors = (one_of("result", UNFINISHED_RECOVERY_RESULTS), cfg.selectors.prediction_log)
     files = series(PREDICTION_LOG_RECOVERY_FILES, *selectors)
     last = series(PREDICTION_LOG_RECOVERY_LAST, *selectors)
-    window = number(duration_seconds(m.prediction_log_recovery_window))
+    window = m.prediction_log_recovery_window
     scope = ", ".join(_scope(cfg, "job", "instance", "log", "result"))
+    before = f"last_over_time({last}[{RECOVERY_LOOKBACK}] offset {window})"
+    oldest = number(duration_seconds(window) + duration_seconds(RECOVERY_LOOKBACK))
     # An app older than the gauge (a rolling upgrade, rules ahead of the apps) has none: the count's appearance
     # within the window stands for it there (it fires again an hour after a scrape gap); a newer app sets the gauge
     # with the count, before its first scrape, so the second branch never reads it.
-    return (f"{files} > 0\nand on ({scope})\n(time() - {last}) < {window}\n"
-            f"or\n(\n  {files} > 0\n  unless\n  {files} offset {m.prediction_log_recovery_window}\n)\n"
+    return (f"{files} > 0\nand on ({scope})\n(\n  {last}\n  unless on ({scope})\n  {last} == on ({scope}) {before}\n)\n"
+            f"and on ({scope})\n(time() - {last}) < {oldest}\n"
+            f"or\n(\n  {files} > 0\n  unless\n  {files} offset {window}\n)\n"
             f"unless on ({scope})\n{last}\n")
 
 
@@ -911,10 +925,9 @@ def meta_alerts(cfg: RulesConfig) -> list[Alert]:
               "failed (a journal left for the next start by an I/O error or another failure not of its data, "
               "such as memory short). Their rows are in no finished file: drift checks and label joins miss them "
               "until someone acts. A start counts before the first scrape, so this reads the count's value, not its "
-              "increase, and fires while the "
-              "log's last such count "
-              "(aiwatch_prediction_log_recovery_last_timestamp_seconds: a start, or a kept journal retried) is less "
-              f"than {m.prediction_log_recovery_window} old."),
+              f"increase, and fires for {m.prediction_log_recovery_window} after Prometheus first saw the log's "
+              "last such count (aiwatch_prediction_log_recovery_last_timestamp_seconds changed or appeared: a "
+              "start, or a kept journal retried)."),
         Alert("AiwatchTargetDown", f"{up} == 0", m.target_down_for, "warning",
               "Prometheus cannot scrape {{ $labels.instance }}",
               "Scrapes of {{ $labels.instance }} (job {{ $labels.job }}) have failed for "
