@@ -33,18 +33,21 @@ class DiagnoseSourceError(DiagnoseError):
 
 
 def windows(incident: float = DEFAULT_INCIDENT, baseline: float = DEFAULT_BASELINE,
-            at: float | None = None, now: float | None = None) -> tuple[tuple[float, float], tuple[float, float]]:
+            at: float | None = None, now: float | None = None, clock: str = "Prometheus' clock",
+            ) -> tuple[tuple[float, float], tuple[float, float]]:
     """``((baseline start, end), (incident start, end))``: the incident window is the ``incident`` seconds
-    ending at ``at`` (default ``now``, itself default this machine's clock; ``ValueError`` for a time after
-    ``now``), the baseline the ``baseline`` seconds just before it.
+    ending at ``at`` (default ``now``, on ``clock``, itself default this machine's clock;
+    :class:`~aiwatch.diagnose.timeargs.FutureTimeError` for a time after ``now``), the baseline the ``baseline``
+    seconds just before it.
 
     >>> windows(300, 3600, at=10_000)
     ((6100, 9700), (9700, 10000))
     """
     if not incident > 0 or not baseline > 0:
         raise ValueError(f"windows must be positive, got incident={incident} baseline={baseline}")
-    now = _wall() if now is None else now
-    end = now if at is None else not_in_future(at, now)
+    if now is None:
+        now, clock = _wall(), "this machine's clock"
+    end = now if at is None else not_in_future(at, now, clock)
     return (end - incident - baseline, end - incident), (end - incident, end)
 
 
@@ -53,14 +56,15 @@ def diagnose(source: WindowSource, service: str | None = None, incident: float =
              model_phases: Collection[str] = DEFAULT_MODEL_PHASES, noise_floor: float | None = None) -> Diagnosis:
     """Diagnose ``service`` (default: the entry service whose time rose most) on ``source``: the ``incident``
     seconds ending at ``at`` (unix seconds, default now on the source's clock: Prometheus' own) against the
-    ``baseline`` seconds before them.
+    ``baseline`` seconds before them. ``at`` must not be after now on the source's clock: a time Prometheus gave (an
+    alert's ``activeAt``) is never refused for this machine's clock running behind.
 
     Raises :class:`DiagnoseSourceError` (``exit_code`` 3) when the source fails, :class:`DiagnoseError`
     (``exit_code`` 4) when there is nothing to diagnose: no aiwatch metrics at all, no traffic in a window, an
-    unknown service. ``ValueError`` for arguments that make no window.
+    unknown service. ``ValueError`` for arguments that make no window (``FutureTimeError`` for an ``at`` after now).
     """
-    windows(incident, baseline, at)  # windows of no length, or an ``at`` after now, refused before any query
-    (b0, b1), (i0, i1) = windows(incident, baseline, at, _now(source) if at is None else None)
+    windows(incident, baseline)  # windows of no length, refused before any query
+    (b0, b1), (i0, i1) = windows(incident, baseline, at, _now(source))
     before, after = _read(source, b0, b1), _read(source, i0, i1)
     if not before.of("requests") and not after.of("requests"):
         raise DiagnoseError(f"{source.description} holds no aiwatch request metrics "

@@ -54,14 +54,20 @@ def parse_time(text: str) -> float:
     return seconds
 
 
-def not_in_future(at: float, now: float) -> float:
-    """``at``, the end of an incident window, unless it is later than ``now``: Prometheus has no samples there, so
-    the window's counts would cover only its past part (a load that looks lower than it is) or nothing at all.
-    ``ValueError`` saying by how much, with the usual mistakes (milliseconds, a local time without its offset)."""
+class FutureTimeError(ValueError):
+    """An incident window's end (``--at``) after now."""
+
+
+def not_in_future(at: float, now: float, clock: str = "this machine's clock") -> float:
+    """``at``, the end of an incident window, unless it is later than ``now`` (read on ``clock``): Prometheus has no
+    samples there, so the window's counts would cover only its past part (a load that looks lower than it is) or
+    nothing at all. :class:`FutureTimeError` saying by how much, with the usual mistakes (milliseconds, a local time
+    without its offset)."""
     if at > now:
-        raise ValueError(f"the incident window must end by now, but it ends at {_or_number(at)}, "
-                         f"{at - now:.0f} s after now ({format_time(now)}): unix milliseconds instead of seconds, "
-                         "or a local time written without its offset (a time without one is UTC)?")
+        raise FutureTimeError(f"the incident window must end by now, but it ends at {_or_number(at)}, "
+                              f"{at - now:.0f} s after now ({format_time(now)} on {clock}): unix milliseconds "
+                              "instead of seconds, or a local time written without its offset (a time without one "
+                              "is UTC)?")
     return at
 
 
