@@ -105,7 +105,7 @@ class PrometheusAPI:
         #: half a second); ``None`` before one
         self.clock_offset: float | None = None
         self.http = http or HTTPConfig()
-        self._warnings: dict[str, float] = {}  # warning -> when it was last answered (unix seconds)
+        self._warnings: dict[str, float] = {}  # warning -> when it was last answered (time.monotonic())
         self._warnings_lock = threading.Lock()
 
     # --- transport ------------------------------------------------------------------------------------------
@@ -174,12 +174,13 @@ class PrometheusAPI:
 
     def warnings_since(self, since: float) -> list[str]:
         """The distinct warnings (a remote-read store that failed, a partial response) that successful answers
-        carried at or after ``since`` (unix seconds), oldest first: what they said is incomplete."""
+        carried at or after ``since`` (a :func:`time.monotonic` reading: a wall clock stepped back during the
+        questions dated them before it), oldest first: what they said is incomplete."""
         with self._warnings_lock:
             return [text for text, when in self._warnings.items() if when >= since]
 
     def _keep_warnings(self, warnings: list[Any]) -> None:
-        now = time.time()
+        now = time.monotonic()
         with self._warnings_lock:
             for warning in warnings[:MAX_WARNINGS]:
                 text = short(warning if isinstance(warning, str) else repr(warning), WARNING_CHARS)

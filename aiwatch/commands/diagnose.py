@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         source = _source(args, options)
     except ValueError as exc:
         return _fail(EXIT_USAGE, str(exc))
-    started = time.time()
+    started = time.monotonic()  # warnings_since's: a wall clock stepped back mid-run dated them before it
     try:
         if args.scrape:
             _wait_for_windows(source, options)

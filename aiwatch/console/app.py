@@ -1309,7 +1309,7 @@ def main() -> None:
         del st.query_params[RUNBOOK_PARAM]
 
     def body() -> None:
-        started = time.time()
+        started = time.monotonic()  # answer_warnings': a wall clock stepped back mid-refresh dated them before it
         if health_banner(src):
             notice = st.empty()  # above the panels, filled once they have asked their questions
             short = _SHORT_WINDOW.set(short_window_note(float(window), _scrape_interval(src)))

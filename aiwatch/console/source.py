@@ -389,8 +389,9 @@ class DataSource(ABC):
         return None
 
     def answer_warnings(self, since: float) -> list[str]:
-        """What the source warned about the answers it gave at or after ``since`` (unix seconds): a Prometheus
-        remote-read store that failed, a Thanos or Mimir partial response. The answers are incomplete then."""
+        """What the source warned about the answers it gave at or after ``since`` (a :func:`time.monotonic`
+        reading): a Prometheus remote-read store that failed, a Thanos or Mimir partial response. The answers are
+        incomplete then."""
         return []
 
     @abstractmethod

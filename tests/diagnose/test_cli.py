@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry, Gauge
 from aiwatch.cli import main
 from aiwatch.diagnose import PrometheusWindows, diagnose
 from aiwatch.exposition import start_http_server
+from aiwatch.promapi import PrometheusAPI
 from tests.console.workload import serve
 from tests.diagnose.backfill import backfilled_prometheus
 from tests.diagnose.traffic import BASELINE, INCIDENT, History
@@ -296,7 +297,8 @@ def test_scrape_mode_across_a_wall_clock_set_back_diagnoses_both_windows(capsys:
 
 @pytest.mark.slow
 def test_an_answer_prometheus_marks_incomplete_is_diagnosed_with_its_warning(capsys: pytest.CaptureFixture[str],
-                                                                            network_history: History) -> None:
+                                                                            network_history: History,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     # a remote-read store that is down: Prometheus answers from its local data with a warning (as Thanos and Mimir
     # do for a partial response); the diagnosis stands on what was answered, and says it may be incomplete
     dead = f"remote_read:\n  - url: http://127.0.0.1:{free_port()}/read\n    read_recent: true\n"
@@ -308,5 +310,19 @@ def test_an_answer_prometheus_marks_incomplete_is_diagnosed_with_its_warning(cap
         assert len(found["warnings"]) == 1 and found["warnings"][0].startswith("remote_read: ")
         assert found["warnings"][0] in one_clear_line(err)
         code, out, err = run(capsys, "--prometheus", prom.url, *at_incident(network_history))
-    assert code == 0 and "network gateway -> inference" in out
+        assert code == 0 and "network gateway -> inference" in out
+        assert "Prometheus warned that its answers may be incomplete: remote_read: " in one_clear_line(err)
+        # the wall clock stepped back an hour (an NTP step, a VM's resume) once the run asked its first question:
+        # the warnings, dated on it, fell before the run's start and were dropped
+        real, query = time.time, PrometheusAPI.query
+
+        def stepped_back(self: PrometheusAPI, promql: str, *args: Any, **kwargs: Any) -> Any:
+            monkeypatch.setattr(time, "time", lambda: real() - 3600)
+            return query(self, promql, *args, **kwargs)
+
+        monkeypatch.setattr(PrometheusAPI, "query", stepped_back)
+        code, out, err = run(capsys, "--prometheus", prom.url, *at_incident(network_history), "--json")
+        monkeypatch.undo()
+    assert code == 0, err
+    assert [w[:13] for w in json.loads(out)["warnings"]] == ["remote_read: "]
     assert "Prometheus warned that its answers may be incomplete: remote_read: " in one_clear_line(err)
