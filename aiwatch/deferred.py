@@ -13,7 +13,9 @@ were made reentrant. So such a finalizer records nothing: it appends the work to
   does not pay for a burst (a collection that frees thousands of dropped responses at once); each call adds at most
   one, so the deque stays bounded by the traffic;
 * at the next scrape of the metrics' registry (:class:`RunDeferredOnScrape`, registered before the metrics, so that
-  the scrape shows what it recorded), so a process that makes no further call still records it. In
+  the scrape shows what it recorded), so a process that makes no further call still records it. A scrape of some
+  names (``/metrics?name[]=...``) collects no collector that describes none: aiwatch's exposition apps run
+  :func:`run_every_deferred` first for it (:func:`aiwatch.exposition.make_wsgi_app`). In
   prometheus_client's multiprocess mode a scrape reads the workers' sample files instead of a registry: aiwatch's
   merged exposition (:func:`aiwatch.exposition.serving_registry`) runs every queue of the worker serving it first
   (:func:`run_every_deferred`); another worker's wait for that worker's next call or scrape.

@@ -704,12 +704,46 @@ def serving_registry(registry: CollectorRegistry | None = None) -> CollectorRegi
     return registry if registry is not None else prometheus_client.REGISTRY
 
 
+class _DeferredFirst:
+    """What aiwatch's exposition apps hand prometheus_client's: ``registry``, whose ``/metrics?name[]=...`` scrapes
+    record what finalizers left (:mod:`aiwatch.deferred`) and run the scrape checks before reading, as a full scrape
+    does. prometheus_client's restricted registry collects only the collectors that describe a name asked for, and
+    :class:`~aiwatch.deferred.RunDeferredOnScrape` describes none: such a scrape recorded nothing of it, and a
+    Prometheus whose scrape config asks for some names only never saw the dropped responses of an idle process.
+    (The merged view of multiprocess mode runs them at every collection already.)"""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._registry = registry
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self._registry.collect())
+
+    def restricted_registry(self, names: Any) -> Any:
+        return _AfterDeferred(self._registry.restricted_registry(names))
+
+
+class _AfterDeferred:
+    def __init__(self, restricted: Any) -> None:
+        self._restricted = restricted
+
+    def collect(self) -> Iterator[Metric]:
+        run_every_deferred()
+        yield from self._restricted.collect()
+
+
+def _exposed(registry: CollectorRegistry | None) -> Any:
+    """The registry an exposition app serves: :func:`serving_registry`'s, whose restricted scrapes run the deferred
+    work first (:class:`_DeferredFirst`)."""
+    serving = serving_registry(registry)
+    return serving if isinstance(serving, _MergedRegistry) else _DeferredFirst(serving)
+
+
 def make_asgi_app(registry: CollectorRegistry | None = None) -> Any:
     """An ASGI app serving the metrics of ``registry`` (default: the global registry). Request headers and a query
     string that are not UTF-8 are left out before prometheus_client's app reads them: it decodes them as UTF-8, and
     answered a request with a non-UTF-8 ``Accept`` header 500, logging a traceback per request any client could
     send. An ``Accept-Encoding`` that refuses gzip is left out too (:func:`gzip_refused`)."""
-    app = prometheus_client.make_asgi_app(serving_registry(registry))
+    app = prometheus_client.make_asgi_app(_exposed(registry))
 
     async def metrics_app(scope: Any, receive: Any, send: Any) -> None:
         await app(_utf8_only(scope), receive, send)
@@ -771,7 +805,7 @@ def _is_utf8(data: object) -> bool:
 def make_wsgi_app(registry: CollectorRegistry | None = None) -> Any:
     """A WSGI app serving the metrics of ``registry`` (default: the global registry); an ``Accept-Encoding`` that
     refuses gzip (:func:`gzip_refused`) is not passed on to prometheus_client's app, which would gzip for it."""
-    app = prometheus_client.make_wsgi_app(serving_registry(registry))
+    app = prometheus_client.make_wsgi_app(_exposed(registry))
 
     def metrics_app(environ: dict[str, Any], start_response: Any) -> Any:
         encodings = environ.get("HTTP_ACCEPT_ENCODING")

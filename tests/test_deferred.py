@@ -4,6 +4,7 @@ failure among it is counted, not raised."""
 from __future__ import annotations
 
 import threading
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 
 from aiwatch import deferred
 from aiwatch.deferred import PER_CALL, run_deferred
-from aiwatch.exposition import serving_registry
+from aiwatch.exposition import serving_registry, start_http_server
 from aiwatch.metrics import Metrics
 
 
@@ -26,6 +27,28 @@ def test_a_scrape_records_what_was_left_and_shows_it(registry: CollectorRegistry
     assert b'aiwatch_unclosed_responses_total{service="svc"} 1.0' in generate_latest(registry)  # the same scrape
     assert not metrics.deferred
     assert registry.get_sample_value("aiwatch_unclosed_responses_total", {"service": "svc"}) == 1  # once
+
+
+def test_a_scrape_of_some_names_records_what_was_left_too(registry: CollectorRegistry,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """``/metrics?name[]=...`` (a scrape config's params): prometheus_client's restricted registry collects only the
+    collectors that describe a name asked for, and RunDeferredOnScrape describes none. The dropped response (and
+    the scrape checks) waited for a full scrape or the next request, which an idle process never gets."""
+    ran: list[int] = []
+    monkeypatch.setattr(deferred, "_scrape_checks", [lambda: ran.append(1)])
+    metrics = Metrics(registry)
+    server, thread = start_http_server(0, registry=registry)
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/metrics?name[]=aiwatch_unclosed_responses_total"
+        metrics.deferred.append(lambda: metrics.child(metrics.unclosed_responses, ("svc",)).inc())
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            body = resp.read().decode()
+    finally:
+        server.shutdown()
+        thread.join()
+    assert 'aiwatch_unclosed_responses_total{service="svc"} 1.0' in body  # the same scrape shows it
+    assert "aiwatch_requests_in_flight" not in body  # still restricted to the names asked for
+    assert not metrics.deferred and len(ran) == 1
 
 
 def test_each_scrape_runs_the_scrape_checks_once(registry: CollectorRegistry, tmp_path: Path,
